@@ -1,0 +1,3 @@
+"""otel_resilience: fault-tolerance patterns for asyncio and threads, native to OpenTelemetry."""
+
+from __future__ import annotations

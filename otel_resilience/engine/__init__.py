@@ -1,0 +1,67 @@
+"""The engine: the seam every pattern is built on, public for authors of custom strategies.
+
+* :mod:`~otel_resilience.engine.strategy`: the :class:`Strategy` protocol and :data:`TERMINAL`.
+* :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder` and :class:`Pipeline`.
+* :mod:`~otel_resilience.engine.context`: :class:`ExecutionContext`, deadlines.
+* :mod:`~otel_resilience.engine.clock`: the :class:`Clock` protocol and :data:`SYSTEM_CLOCK`.
+* :mod:`~otel_resilience.engine.events`: the telemetry seam (events, listeners, facade).
+* :mod:`~otel_resilience.engine.registry`: weak registries of named instances.
+* :mod:`~otel_resilience.engine.validation`: the helpers every config validates with.
+
+The engine never imports OpenTelemetry and never imports a pattern.
+"""
+
+from __future__ import annotations
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, SystemClock
+from otel_resilience.engine.context import (
+    AsyncDeadline,
+    ExecutionContext,
+    SyncDeadline,
+    current_deadline,
+    time_remaining,
+)
+from otel_resilience.engine.events import (
+    HUB,
+    Event,
+    ExecutionListener,
+    Outcome,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetryListener,
+    TelemetrySource,
+    error_type_name,
+)
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats, classify_error
+from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, Registry
+from otel_resilience.engine.strategy import TERMINAL, Strategy
+
+__all__ = [
+    "BREAKERS",
+    "BULKHEADS",
+    "HUB",
+    "PIPELINES",
+    "SYSTEM_CLOCK",
+    "TERMINAL",
+    "AsyncDeadline",
+    "Clock",
+    "Event",
+    "ExecutionContext",
+    "ExecutionListener",
+    "Outcome",
+    "Pipeline",
+    "PipelineBuilder",
+    "PipelineStats",
+    "Registry",
+    "Strategy",
+    "StrategyTelemetry",
+    "SyncDeadline",
+    "SystemClock",
+    "TelemetryHub",
+    "TelemetryListener",
+    "TelemetrySource",
+    "classify_error",
+    "current_deadline",
+    "error_type_name",
+    "time_remaining",
+]

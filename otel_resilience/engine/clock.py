@@ -1,0 +1,54 @@
+"""Time, injectable: every pattern reads time and sleeps through a :class:`Clock`.
+
+The default, :data:`SYSTEM_CLOCK`, uses ``time.monotonic`` (the same base as asyncio's loop
+time), ``asyncio.sleep`` and ``time.sleep``. Tests inject
+:class:`otel_resilience.testing.FakeClock` so that no test waits for real time to pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final, Protocol, runtime_checkable
+
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """A monotonic clock with async and sync sleeps, in seconds."""
+
+    def now(self) -> float:
+        """Return the current monotonic time in seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Suspend the current task for ``seconds``."""
+        ...
+
+    def sleep_sync(self, seconds: float) -> None:
+        """Block the current thread for ``seconds``."""
+        ...
+
+
+class SystemClock:
+    """The real clock: ``time.monotonic``, ``asyncio.sleep`` and ``time.sleep``."""
+
+    __slots__ = ()
+
+    now = staticmethod(time.monotonic)
+
+    async def sleep(self, seconds: float) -> None:
+        """Suspend the current task for ``seconds`` (``asyncio.sleep``)."""
+        await asyncio.sleep(seconds)
+
+    def sleep_sync(self, seconds: float) -> None:
+        """Block the current thread for ``seconds`` (``time.sleep``)."""
+        time.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SYSTEM_CLOCK"
+
+
+SYSTEM_CLOCK: Final[Clock] = SystemClock()
+"""The process-wide real clock, used whenever no clock is injected."""

@@ -1,0 +1,394 @@
+"""The one telemetry seam: patterns report *what happened*; listeners decide how it is shown.
+
+Patterns never import OpenTelemetry. Each pattern instance owns a :class:`StrategyTelemetry`
+facade, made once with its :class:`TelemetrySource` (pattern kind, instance name, pipeline
+name). Through it the pattern
+
+* reports rare events (:meth:`StrategyTelemetry.report`): retry scheduled, state change,
+  rejection, timeout, fallback used, recovery, error pattern, alert;
+* opens execution and attempt scopes (:meth:`StrategyTelemetry.start_execution`,
+  :meth:`StrategyTelemetry.start_attempt`), which a tracing listener turns into spans.
+
+Listeners register on the process-wide :data:`HUB`. With none registered, ``report`` and the
+scope calls return at once (one attribute load and a truth test), so the hot path pays nothing.
+A listener that raises never reaches the application: the error is logged once and counted in
+:attr:`TelemetryHub.errors`.
+
+Counts that move on every call are *not* events: they are plain integers in each pattern's
+stats, which listeners read through :mod:`otel_resilience.engine.registry`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
+
+__all__ = [
+    "HUB",
+    "AlertRaised",
+    "CallRejected",
+    "Event",
+    "EventArgs",
+    "ExecutionListener",
+    "FallbackUsed",
+    "Outcome",
+    "PatternDetected",
+    "RecoveryAttempted",
+    "RetryExhausted",
+    "RetryScheduled",
+    "StateChanged",
+    "StrategyTelemetry",
+    "TelemetryHub",
+    "TelemetryListener",
+    "TelemetrySource",
+    "TimeoutOccurred",
+    "error_type_name",
+]
+
+_LOG: Final = logging.getLogger("otel_resilience")
+
+
+class Event(enum.Enum):
+    """The kinds of things a pattern reports. Values are the telemetry event suffixes."""
+
+    RETRY_SCHEDULED = "retry_scheduled"
+    RETRY_EXHAUSTED = "retry_exhausted"
+    STATE_CHANGED = "state_changed"
+    CALL_REJECTED = "call_rejected"
+    TIMEOUT = "timeout"
+    FALLBACK_USED = "fallback_used"
+    RECOVERY_ATTEMPTED = "recovery_attempted"
+    PATTERN_DETECTED = "pattern_detected"
+    ALERT_RAISED = "alert_raised"
+
+
+class Outcome(enum.Enum):
+    """How one execution or attempt ended. Values appear in telemetry as ``outcome``."""
+
+    SUCCESS = "success"
+    """The call returned on its first attempt."""
+    RECOVERED = "recovered"
+    """The call returned after one or more failed attempts or a recovery action."""
+    FALLBACK = "fallback"
+    """A fallback answered in place of the call."""
+    FAILURE = "failure"
+    """The call raised (and nothing answered in its place)."""
+    REJECTED = "rejected"
+    """A breaker or bulkhead rejected the call; the dependency was not called."""
+    TIMEOUT = "timeout"
+    """A deadline expired."""
+    CANCELLED = "cancelled"
+    """The caller cancelled; neither a success nor a failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySource:
+    """Who reports: a pattern instance, possibly inside a named pipeline (policy).
+
+    Attributes:
+        kind: The pattern kind: ``"circuit_breaker"``, ``"retry"``, ``"fallback"``,
+            ``"timeout"``, ``"bulkhead"``, ``"recovery"``, ``"pipeline"`` or ``"alerts"``.
+        name: The instance's configured name (bounded).
+        pipeline: The policy (pipeline) name it runs in, or ``None`` when used alone.
+    """
+
+    kind: str
+    name: str
+    pipeline: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    """A failed attempt will be retried after ``delay`` seconds."""
+
+    attempt: int
+    """The attempt that failed (1-based)."""
+    delay: float
+    """Seconds of backoff before the next attempt."""
+    error_type: str | None
+    """The failed attempt's exception class name, or ``None`` when a result was retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryExhausted:
+    """Attempts ran out (or the deadline left no room); the last error is re-raised."""
+
+    attempts: int
+    error_type: str | None
+    reason: str
+    """``"max_attempts"``, ``"deadline"`` or ``"not_retryable"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """A circuit breaker moved from one state to another."""
+
+    old: str
+    new: str
+    reason: str
+    """``"failure_threshold"``, ``"timeout_elapsed"``, ``"probe_failed"``,
+    ``"probe_succeeded"``, ``"forced"``, ``"reset"`` or ``"isolated"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRejected:
+    """A call was rejected without calling the dependency."""
+
+    reason: str
+    """``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"`` or ``"queue_timeout"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutOccurred:
+    """A deadline expired."""
+
+    timeout: float
+    scope: str
+    """``"total"`` or ``"attempt"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackUsed:
+    """A fallback ran in place of a failed call."""
+
+    strategy: str
+    result: str
+    """``"success"`` (the fallback answered) or ``"failure"`` (it could not)."""
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryAttempted:
+    """A recovery rule acted on an error."""
+
+    strategy: str
+    result: str
+    """``"success"`` or ``"failure"``."""
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatternDetected:
+    """The same error (type + operation) repeated ``count`` times within ``window`` seconds."""
+
+    error_type: str
+    operation: str
+    count: int
+    window: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRaised:
+    """An in-process alert was raised."""
+
+    kind: str
+    severity: str
+    subject: str
+    """The breaker, bulkhead, operation or recovery system the alert is about."""
+    summary: str
+
+
+EventArgs = (
+    RetryScheduled
+    | RetryExhausted
+    | StateChanged
+    | CallRejected
+    | TimeoutOccurred
+    | FallbackUsed
+    | RecoveryAttempted
+    | PatternDetected
+    | AlertRaised
+)
+
+
+@runtime_checkable
+class TelemetryListener(Protocol):
+    """Receives the rare events every pattern reports."""
+
+    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+        """Handle one event. Must be fast; exceptions are caught and counted by the hub."""
+        ...
+
+
+@runtime_checkable
+class ExecutionListener(Protocol):
+    """Receives execution and attempt scopes (for spans and duration histograms)."""
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        """Open a scope around one logical execution; return a handle (or ``None`` to skip)."""
+        ...
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        """Close the execution scope opened by :meth:`start_execution`."""
+        ...
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        """Open a scope around one attempt; return a handle (or ``None`` to skip)."""
+        ...
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        """Close the attempt scope opened by :meth:`start_attempt`."""
+        ...
+
+
+class TelemetryHub:
+    """The process-wide set of listeners. Registration is thread-safe; reading is lock-free.
+
+    Attributes:
+        event_listeners: Tuple of :class:`TelemetryListener` (replaced, never mutated).
+        execution_listeners: Tuple of :class:`ExecutionListener` (replaced, never mutated).
+        errors: How many times a listener raised (each is logged, then swallowed).
+    """
+
+    __slots__ = ("_lock", "errors", "event_listeners", "execution_listeners")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.event_listeners: tuple[TelemetryListener, ...] = ()
+        self.execution_listeners: tuple[ExecutionListener, ...] = ()
+        self.errors = 0
+
+    def add_listener(self, listener: object) -> None:
+        """Register a listener; it may implement either protocol or both. Adding twice is a no-op."""
+        with self._lock:
+            if isinstance(listener, TelemetryListener) and listener not in self.event_listeners:
+                self.event_listeners = (*self.event_listeners, listener)
+            if isinstance(listener, ExecutionListener) and listener not in self.execution_listeners:
+                self.execution_listeners = (*self.execution_listeners, listener)
+
+    def remove_listener(self, listener: object) -> None:
+        """Unregister a listener (no error if it was not registered)."""
+        with self._lock:
+            self.event_listeners = tuple(x for x in self.event_listeners if x is not listener)
+            self.execution_listeners = tuple(x for x in self.execution_listeners if x is not listener)
+
+    def listener_failed(self, listener: object, what: str) -> None:
+        """Count and log a listener's exception (called from inside an ``except`` block)."""
+        self.errors += 1
+        _LOG.warning("telemetry listener %r failed in %s", listener, what, exc_info=True)
+
+
+HUB: Final = TelemetryHub()
+"""The process-wide telemetry hub."""
+
+
+class StrategyTelemetry:
+    """The facade one pattern instance reports through.
+
+    Attributes:
+        source: Who reports.
+    """
+
+    __slots__ = ("_hub", "source")
+
+    def __init__(self, source: TelemetrySource, hub: TelemetryHub = HUB) -> None:
+        self.source = source
+        self._hub = hub
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any event listener is registered (build event args only when true)."""
+        return bool(self._hub.event_listeners)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether any execution listener is registered (open scopes only when true)."""
+        return bool(self._hub.execution_listeners)
+
+    def report(self, event: Event, args: EventArgs) -> None:
+        """Send one event to every event listener; never raises."""
+        hub = self._hub
+        for listener in hub.event_listeners:
+            try:
+                listener.on_event(self.source, event, args)
+            except Exception:  # noqa: BLE001 - telemetry must never break the app
+                hub.listener_failed(listener, "on_event")
+
+    def start_execution(self, operation: str) -> list[tuple[ExecutionListener, object]] | None:
+        """Open an execution scope on every execution listener; ``None`` when there are none."""
+        hub = self._hub
+        listeners = hub.execution_listeners
+        if not listeners:
+            return None
+        handles: list[tuple[ExecutionListener, object]] = []
+        for listener in listeners:
+            try:
+                handle = listener.start_execution(self.source, operation)
+            except Exception:  # noqa: BLE001
+                hub.listener_failed(listener, "start_execution")
+                continue
+            if handle is not None:
+                handles.append((listener, handle))
+        return handles
+
+    def end_execution(
+        self,
+        handles: list[tuple[ExecutionListener, object]] | None,
+        outcome: Outcome,
+        duration: float,
+        error: BaseException | None = None,
+    ) -> None:
+        """Close the scopes opened by :meth:`start_execution` (in reverse order); never raises."""
+        if not handles:
+            return
+        for listener, handle in reversed(handles):
+            try:
+                listener.end_execution(handle, outcome, duration, error)
+            except Exception:  # noqa: BLE001
+                self._hub.listener_failed(listener, "end_execution")
+
+    def start_attempt(self, operation: str, attempt: int) -> list[tuple[ExecutionListener, object]] | None:
+        """Open an attempt scope on every execution listener; ``None`` when there are none."""
+        hub = self._hub
+        listeners = hub.execution_listeners
+        if not listeners:
+            return None
+        handles: list[tuple[ExecutionListener, object]] = []
+        for listener in listeners:
+            try:
+                handle = listener.start_attempt(self.source, operation, attempt)
+            except Exception:  # noqa: BLE001
+                hub.listener_failed(listener, "start_attempt")
+                continue
+            if handle is not None:
+                handles.append((listener, handle))
+        return handles
+
+    def end_attempt(
+        self,
+        handles: list[tuple[ExecutionListener, object]] | None,
+        outcome: Outcome,
+        error: BaseException | None = None,
+    ) -> None:
+        """Close the scopes opened by :meth:`start_attempt`; never raises."""
+        if not handles:
+            return
+        for listener, handle in reversed(handles):
+            try:
+                listener.end_attempt(handle, outcome, error)
+            except Exception:  # noqa: BLE001
+                self._hub.listener_failed(listener, "end_attempt")
+
+
+_TYPE_NAMES: dict[type[BaseException], str] = {}
+
+
+def error_type_name(error: BaseException | None) -> str | None:
+    """Return the bounded name of an exception's type (``module.Qualname`` for non-builtins).
+
+    Names are cached per class, so a repeated failure formats no string.
+    """
+    if error is None:
+        return None
+    cls = type(error)
+    name = _TYPE_NAMES.get(cls)
+    if name is None:
+        module = cls.__module__
+        name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+        _TYPE_NAMES[cls] = name
+    return name

@@ -1,0 +1,82 @@
+"""Named pattern instances, for telemetry and for lookup by name.
+
+Every circuit breaker, bulkhead and pipeline registers itself in the registry of its kind when
+it is created. The registry holds *weak* references: it never keeps an instance alive.
+Observable instruments iterate :meth:`Registry.items` to export live state (the Resilience4j
+``bindTo`` idea); recovery rules find a breaker to isolate by name with :meth:`Registry.get`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Final, Generic, Protocol, TypeVar
+
+__all__ = ["BREAKERS", "BULKHEADS", "PIPELINES", "Named", "Registry"]
+
+
+class Named(Protocol):
+    """Anything with a ``name``."""
+
+    @property
+    def name(self) -> str:
+        """The instance's configured name."""
+        ...
+
+
+T = TypeVar("T", bound=Named)
+
+
+class Registry(Generic[T]):
+    """A thread-safe, weak set of named instances of one kind.
+
+    Args:
+        kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``).
+    """
+
+    __slots__ = ("_items", "_lock", "_on_added", "kind")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._lock = threading.Lock()
+        self._items: weakref.WeakSet[T] = weakref.WeakSet()
+        self._on_added: list[Callable[[T], None]] = []
+
+    def register(self, item: T) -> None:
+        """Add ``item`` and tell every ``on_added`` callback about it."""
+        with self._lock:
+            self._items.add(item)
+            callbacks = tuple(self._on_added)
+        for callback in callbacks:
+            callback(item)
+
+    def items(self) -> list[T]:
+        """Return a snapshot list of the live instances."""
+        with self._lock:
+            return list(self._items)
+
+    def get(self, name: str) -> T | None:
+        """Return a live instance named ``name`` (the most recently created if several), or ``None``."""
+        found: T | None = None
+        for item in self.items():
+            if item.name == name:
+                found = item
+        return found
+
+    def on_added(self, callback: Callable[[T], None]) -> None:
+        """Call ``callback(item)`` for every instance registered from now on."""
+        with self._lock:
+            self._on_added.append(callback)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+BREAKERS: Final[Registry[Named]] = Registry("circuit_breaker")
+"""Every live circuit breaker."""
+BULKHEADS: Final[Registry[Named]] = Registry("bulkhead")
+"""Every live bulkhead."""
+PIPELINES: Final[Registry[Named]] = Registry("pipeline")
+"""Every live pipeline (manager policy)."""

@@ -1,0 +1,97 @@
+"""The strategy protocol: one link of a pipeline, with an async and a sync driver.
+
+A strategy wraps "the rest of the chain" (:attr:`Strategy.next`). A pipeline links its
+strategies once, at build time, so a call walks ``next`` references and builds no closures.
+The last link is :data:`TERMINAL`, which calls the protected function.
+
+A custom pattern is one :class:`Strategy` subclass plus its config; it touches no other pattern.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.context import ExecutionContext
+
+__all__ = ["TERMINAL", "Strategy"]
+
+
+class Strategy(ABC):
+    """One link of a pipeline.
+
+    Subclasses set :attr:`kind`, implement :meth:`execute` and :meth:`execute_sync`, and call
+    ``self.next.execute(ctx)`` (or ``execute_sync``) to run the rest of the chain.
+
+    Attributes:
+        kind: The pattern kind (``"circuit_breaker"``, ``"retry"`` …).
+        next: The rest of the chain; :data:`TERMINAL` until linked.
+    """
+
+    __slots__ = ("next",)
+
+    kind: ClassVar[str] = "strategy"
+
+    def __init__(self) -> None:
+        self.next: Strategy = TERMINAL
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The configured name of the instance this link belongs to."""
+
+    @property
+    def config(self) -> object:
+        """The configuration this link runs with (for :meth:`Pipeline.describe`)."""
+        return None
+
+    @abstractmethod
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain under this strategy (async driver)."""
+
+    @abstractmethod
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain under this strategy (sync driver)."""
+
+
+class _Terminal(Strategy):
+    """The last link: calls the protected function with its arguments."""
+
+    __slots__ = ()
+
+    kind: ClassVar[str] = "terminal"
+
+    def __init__(self) -> None:
+        self.next = self
+
+    @property
+    def name(self) -> str:
+        return "terminal"
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
+        if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
+            msg = (
+                f"{ctx.operation!r}: the async API needs a function that returns an awaitable, "
+                f"got {type(awaitable).__name__}; use the *_sync variant for plain functions"
+            )
+            raise TypeError(msg)
+        return await awaitable
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        result = ctx.fn(*ctx.args, **ctx.kwargs)
+        if type(result) is CoroutineType:
+            result.close()
+            msg = (
+                f"{ctx.operation!r}: the sync API was given a coroutine function; "
+                "use the async variant (without _sync) and await it"
+            )
+            raise TypeError(msg)
+        return result
+
+
+TERMINAL: Final[Strategy] = _Terminal()
+"""The shared last link of every chain."""

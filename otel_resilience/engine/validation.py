@@ -1,0 +1,140 @@
+"""Validation helpers shared by every configuration class.
+
+Every check raises with one message shape, ``"<Class>.<field> must be <rule>, got <value>"``,
+so that a user always learns which class, which field, which rule and which value was wrong.
+Nothing is ever clamped silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+__all__ = [
+    "check_callable",
+    "check_duration",
+    "check_exception_types",
+    "check_int",
+    "check_name",
+    "check_number",
+    "fail",
+]
+
+
+def fail(
+    owner: str, field: str, rule: str, value: object, *, kind: type[Exception] = ValueError
+) -> Exception:
+    """Build (not raise) the standard validation error.
+
+    Args:
+        owner: The class name, e.g. ``"CircuitBreakerConfig"``.
+        field: The field name, e.g. ``"failure_threshold"``.
+        rule: What the value must be, e.g. ``">= 1"``.
+        value: The value that was given.
+        kind: ``ValueError`` (bad value) or ``TypeError`` (bad type).
+
+    Returns:
+        The exception, ready to be raised.
+    """
+    shown = f"{value!r} ({type(value).__name__})" if kind is TypeError else repr(value)
+    return kind(f"{owner}.{field} must be {rule}, got {shown}")
+
+
+def check_int(owner: str, field: str, value: object, *, minimum: int) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) ``>= minimum``; raise otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(owner, field, "an int", value, kind=TypeError)
+    if value < minimum:
+        raise fail(owner, field, f">= {minimum}", value)
+    return value
+
+
+def check_number(
+    owner: str,
+    field: str,
+    value: object,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+) -> float:
+    """Return ``value`` as a finite ``float`` inside the given bounds; raise otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(owner, field, "a number", value, kind=TypeError)
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        raise fail(owner, field, "a finite number", value)
+    if minimum is not None and (number < minimum or (not min_inclusive and number == minimum)):
+        raise fail(owner, field, f"{'>=' if min_inclusive else '>'} {minimum:g}", value)
+    if maximum is not None and (number > maximum or (not max_inclusive and number == maximum)):
+        raise fail(owner, field, f"{'<=' if max_inclusive else '<'} {maximum:g}", value)
+    return number
+
+
+def check_duration(owner: str, field: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return a duration in seconds (``float`` or ``timedelta``) that is finite and positive.
+
+    Args:
+        owner: The class name.
+        field: The field name.
+        value: Seconds as ``int``/``float``, or a ``datetime.timedelta``.
+        allow_zero: Whether ``0`` is accepted (e.g. a zero retry delay).
+
+    Returns:
+        The duration in seconds as a ``float``.
+    """
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(owner, field, "a duration in seconds (float or timedelta)", value, kind=TypeError)
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        raise fail(owner, field, "a finite duration", value)
+    if allow_zero:
+        if number < 0:
+            raise fail(owner, field, ">= 0 seconds", value)
+    elif number <= 0:
+        raise fail(owner, field, "> 0 seconds", value)
+    return number
+
+
+def check_name(owner: str, field: str, value: object) -> str:
+    """Return ``value`` if it is a non-empty ``str``; raise otherwise."""
+    if not isinstance(value, str):
+        raise fail(owner, field, "a str", value, kind=TypeError)
+    if not value.strip():
+        raise fail(owner, field, "a non-empty name", value)
+    return value
+
+
+def check_callable(owner: str, field: str, value: object, *, optional: bool = False) -> Any:
+    """Return ``value`` if it is callable (or ``None`` when ``optional``); raise ``TypeError`` otherwise."""
+    if value is None and optional:
+        return None
+    if not callable(value):
+        raise fail(owner, field, "callable", value, kind=TypeError)
+    return value
+
+
+def check_exception_types(
+    owner: str, field: str, value: object
+) -> tuple[type[BaseException], ...] | Callable[[BaseException], bool]:
+    """Normalise an exception selector: a type, a tuple of types, or a predicate.
+
+    Returns:
+        A tuple of exception types, or the predicate unchanged.
+    """
+    if isinstance(value, type):
+        value = (value,)
+    if isinstance(value, (tuple, list, frozenset, set)):
+        types = tuple(value)
+        for item in types:
+            if not (isinstance(item, type) and issubclass(item, BaseException)):
+                raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)
+        return types
+    if callable(value):
+        return value
+    raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)

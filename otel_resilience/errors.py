@@ -1,0 +1,146 @@
+"""The exception hierarchy of otel_resilience.
+
+::
+
+    ResilienceError(Exception)
+    ├── ExecutionRejectedError            the dependency was never called
+    │   ├── CircuitOpenError              .name, .state, .retry_after
+    │   └── BulkheadFullError             .name, .max_concurrent, .max_waiting, .reason
+    │       └── BulkheadTimeoutError      waited in the queue longer than the bulkhead's timeout
+    ├── OperationTimeoutError(ResilienceError, TimeoutError)   .timeout, .scope, .operation
+    └── RecoveryEscalatedError            raised by ESCALATE, ``from`` the original error
+
+Structured fields come first; the message is derived from them only when it is shown, so that
+raising a rejection formats no string. When retries run out the *original* exception is
+re-raised, never wrapped.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BulkheadFullError",
+    "BulkheadTimeoutError",
+    "CircuitOpenError",
+    "ExecutionRejectedError",
+    "OperationTimeoutError",
+    "RecoveryEscalatedError",
+    "ResilienceError",
+]
+
+
+class ResilienceError(Exception):
+    """Base class of every error raised by otel_resilience itself."""
+
+
+class ExecutionRejectedError(ResilienceError):
+    """The protected call was rejected: the dependency was never called."""
+
+
+class CircuitOpenError(ExecutionRejectedError):
+    """A circuit breaker rejected the call.
+
+    Attributes:
+        name: The breaker's name.
+        state: The breaker's state value when it rejected (``"open"`` or ``"half_open"``).
+        retry_after: Seconds until the breaker lets a probe through (``0.0`` when half-open
+            probes are all in flight).
+    """
+
+    __slots__ = ("name", "retry_after", "state")
+
+    def __init__(self, name: str, state: str, retry_after: float) -> None:
+        super().__init__(name, state, retry_after)
+        self.name = name
+        self.state = state
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        if self.state == "half_open":
+            return f"circuit breaker {self.name!r} is half-open and all probe permits are in use"
+        return f"circuit breaker {self.name!r} is {self.state}; next probe in {self.retry_after:.3f} s"
+
+
+class BulkheadFullError(ExecutionRejectedError):
+    """A bulkhead rejected the call: every slot was busy and the wait queue was full.
+
+    Attributes:
+        name: The bulkhead's name.
+        max_concurrent: Its concurrency limit.
+        max_waiting: Its queue limit.
+        reason: ``"full"``, or ``"queue_timeout"`` for :class:`BulkheadTimeoutError`.
+    """
+
+    __slots__ = ("max_concurrent", "max_waiting", "name")
+
+    reason = "full"
+
+    def __init__(self, name: str, max_concurrent: int, max_waiting: int) -> None:
+        super().__init__(name, max_concurrent, max_waiting)
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+
+    def __str__(self) -> str:
+        return (
+            f"bulkhead {self.name!r} is full ({self.max_concurrent} running, "
+            f"{self.max_waiting} waiting)"
+        )
+
+
+class BulkheadTimeoutError(BulkheadFullError):
+    """A bulkhead rejected the call after it waited in the queue longer than the bulkhead's timeout."""
+
+    __slots__ = ("timeout",)
+
+    reason = "queue_timeout"
+
+    def __init__(self, name: str, max_concurrent: int, max_waiting: int, timeout: float) -> None:
+        super().__init__(name, max_concurrent, max_waiting)
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"bulkhead {self.name!r}: no slot became free within {self.timeout:g} s"
+
+
+class OperationTimeoutError(ResilienceError, TimeoutError):
+    """The operation did not finish within its deadline.
+
+    It subclasses the builtin ``TimeoutError``, so ``except TimeoutError`` keeps working.
+
+    Attributes:
+        timeout: The limit in seconds that expired.
+        scope: ``"total"`` (the whole execution) or ``"attempt"`` (one attempt).
+        operation: The operation's name.
+    """
+
+    __slots__ = ("operation", "scope", "timeout")
+
+    def __init__(self, operation: str, timeout: float, scope: str = "total") -> None:
+        super().__init__(operation, timeout, scope)
+        self.operation = operation
+        self.timeout = timeout
+        self.scope = scope
+
+    def __str__(self) -> str:
+        what = "attempt of " if self.scope == "attempt" else ""
+        return f"{what}operation {self.operation!r} timed out after {self.timeout:g} s"
+
+
+class RecoveryEscalatedError(ResilienceError):
+    """An ESCALATE recovery rule refused to recover; raised ``from`` the original error.
+
+    Attributes:
+        error_type: The original exception's class name.
+        operation: The operation's name, if known.
+    """
+
+    __slots__ = ("error_type", "operation")
+
+    def __init__(self, error_type: str, operation: str | None = None) -> None:
+        super().__init__(error_type, operation)
+        self.error_type = error_type
+        self.operation = operation
+
+    def __str__(self) -> str:
+        where = f" in {self.operation!r}" if self.operation else ""
+        return f"{self.error_type}{where} was escalated: no automatic recovery"

@@ -1,0 +1,103 @@
+"""Helpers for testing code that uses otel_resilience.
+
+* :class:`FakeClock`: a controllable clock; inject it as ``clock=`` so that breaker timeouts,
+  backoffs and queue waits pass instantly, in order, with no real sleeping.
+* :class:`EventRecorder`: a telemetry listener that keeps every reported event, for assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+from otel_resilience.engine.events import HUB, Event, EventArgs, TelemetryHub, TelemetrySource
+
+__all__ = ["EventRecorder", "FakeClock"]
+
+
+class FakeClock:
+    """A monotonic clock that only moves when told to (or when something sleeps on it).
+
+    ``sleep``/``sleep_sync`` advance the time by the requested amount at once and record it in
+    :attr:`sleeps`; ``sleep`` also yields to the event loop once, as a real sleep would.
+
+    Args:
+        start: The initial time in seconds.
+
+    Attributes:
+        sleeps: Every duration slept, in order.
+    """
+
+    __slots__ = ("_lock", "_now", "sleeps")
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._lock = threading.Lock()
+        self._now = float(start)
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        """Return the current fake time."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the time forward by ``seconds`` (must be finite and >= 0)."""
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            msg = f"FakeClock.advance needs a finite number of seconds >= 0, got {seconds!r}"
+            raise ValueError(msg)
+        with self._lock:
+            self._now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Record ``seconds``, advance the time by it, and yield to the loop once."""
+        with self._lock:
+            self.sleeps.append(seconds)
+            self._now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def sleep_sync(self, seconds: float) -> None:
+        """Record ``seconds`` and advance the time by it, without blocking."""
+        with self._lock:
+            self.sleeps.append(seconds)
+            self._now += max(0.0, seconds)
+
+
+class EventRecorder:
+    """A :class:`~otel_resilience.engine.events.TelemetryListener` that records every event.
+
+    Use it as a context manager to register it on the hub for the duration of a block::
+
+        with EventRecorder() as recorder:
+            ...
+        assert recorder.of(Event.RETRY_SCHEDULED)
+
+    Attributes:
+        events: ``(source, event, args)`` tuples in the order they were reported.
+    """
+
+    def __init__(self, hub: TelemetryHub = HUB) -> None:
+        self._hub = hub
+        self._lock = threading.Lock()
+        self.events: list[tuple[TelemetrySource, Event, EventArgs]] = []
+
+    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+        """Record one event."""
+        with self._lock:
+            self.events.append((source, event, args))
+
+    def of(self, event: Event) -> list[EventArgs]:
+        """Return the args of every recorded ``event``, in order."""
+        with self._lock:
+            return [args for _, ev, args in self.events if ev is event]
+
+    def sources(self, event: Event) -> list[TelemetrySource]:
+        """Return the source of every recorded ``event``, in order."""
+        with self._lock:
+            return [source for source, ev, _ in self.events if ev is event]
+
+    def __enter__(self) -> EventRecorder:
+        self._hub.add_listener(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hub.remove_listener(self)

@@ -1,0 +1,26 @@
+"""Shared fixtures: a fake clock, an event recorder, and the async/sync driver parameter."""
+
+from __future__ import annotations
+
+import pytest
+
+from otel_resilience.testing import EventRecorder, FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock starting at t=1000 s."""
+    return FakeClock(1000.0)
+
+
+@pytest.fixture
+def recorder():
+    """An EventRecorder registered on the global hub for the test's duration."""
+    with EventRecorder() as rec:
+        yield rec
+
+
+@pytest.fixture(params=["async", "sync"])
+def driver(request: pytest.FixtureRequest) -> str:
+    """Run a behaviour test through both the async and the sync driver."""
+    return str(request.param)
