@@ -93,11 +93,16 @@ class TelemetrySource:
             ``"timeout"``, ``"bulkhead"``, ``"recovery"``, ``"pipeline"`` or ``"alerts"``.
         name: The instance's configured name (bounded).
         pipeline: The policy (pipeline) name it runs in, or ``None`` when used alone.
+        spans: Whether tracing listeners should open spans for this source (default ``True``).
+        metrics: Whether the per-execution duration histogram is recorded (default ``True``);
+            counts exported through observable instruments are not affected.
     """
 
     kind: str
     name: str
     pipeline: str | None = None
+    spans: bool = True
+    metrics: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,12 +315,12 @@ class StrategyTelemetry:
                 hub.listener_failed(listener, "on_event")
 
     def start_execution(self, operation: str) -> list[tuple[ExecutionListener, object]] | None:
-        """Open an execution scope on every execution listener; ``None`` when there are none."""
+        """Open an execution scope on every execution listener; ``None`` when none opened one."""
         hub = self._hub
         listeners = hub.execution_listeners
         if not listeners:
             return None
-        handles: list[tuple[ExecutionListener, object]] = []
+        handles: list[tuple[ExecutionListener, object]] | None = None
         for listener in listeners:
             try:
                 handle = listener.start_execution(self.source, operation)
@@ -323,6 +328,8 @@ class StrategyTelemetry:
                 hub.listener_failed(listener, "start_execution")
                 continue
             if handle is not None:
+                if handles is None:
+                    handles = []
                 handles.append((listener, handle))
         return handles
 
@@ -343,12 +350,12 @@ class StrategyTelemetry:
                 self._hub.listener_failed(listener, "end_execution")
 
     def start_attempt(self, operation: str, attempt: int) -> list[tuple[ExecutionListener, object]] | None:
-        """Open an attempt scope on every execution listener; ``None`` when there are none."""
+        """Open an attempt scope on every execution listener; ``None`` when none opened one."""
         hub = self._hub
         listeners = hub.execution_listeners
         if not listeners:
             return None
-        handles: list[tuple[ExecutionListener, object]] = []
+        handles: list[tuple[ExecutionListener, object]] | None = None
         for listener in listeners:
             try:
                 handle = listener.start_attempt(self.source, operation, attempt)
@@ -356,6 +363,8 @@ class StrategyTelemetry:
                 hub.listener_failed(listener, "start_attempt")
                 continue
             if handle is not None:
+                if handles is None:
+                    handles = []
                 handles.append((listener, handle))
         return handles
 
