@@ -1,3 +1,121 @@
-"""otel_resilience: fault-tolerance patterns for asyncio and threads, native to OpenTelemetry."""
+"""otel_resilience: fault-tolerance patterns for asyncio and threads, native to OpenTelemetry.
+
+Circuit breaker, retry with backoff, fallback, timeout, bulkhead and rule-based error recovery,
+composed by one manager. Every retry, trip, rejection, timeout, fallback and recovery is a span
+event and a metric. The public API is re-exported here; see each module for details.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from otel_resilience.alerts import (
+    Alert,
+    AlertConfig,
+    AlertKind,
+    AlertSeverity,
+    AlertSystem,
+    default_alert_system,
+    subscribe,
+)
+from otel_resilience.bulkhead import Bulkhead, BulkheadConfig, BulkheadStats
+from otel_resilience.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerStats,
+    CircuitState,
+)
+from otel_resilience.engine.context import current_deadline
+from otel_resilience.engine.events import Outcome
+from otel_resilience.errors import (
+    BulkheadFullError,
+    BulkheadTimeoutError,
+    CircuitOpenError,
+    ExecutionRejectedError,
+    OperationTimeoutError,
+    RecoveryEscalatedError,
+    ResilienceError,
+)
+from otel_resilience.fallback import MISSING, CacheService, FallbackConfig, FallbackHandler, FallbackStrategy
+from otel_resilience.manager import (
+    ResilienceConfig,
+    ResilienceManager,
+    build_pipeline,
+    get_resilience_manager,
+    resilient,
+)
+from otel_resilience.recovery import (
+    ErrorRecoverySystem,
+    RecoveryAction,
+    RecoveryConfig,
+    RecoveryContext,
+    RecoveryStrategy,
+)
+from otel_resilience.retry import Jitter, Retry, RetryPolicy, RetryStrategy, retry, retry_async, retry_sync
+from otel_resilience.timeout import TimeoutConfig, TimeoutHandler, fail_after, move_on_after
+
+__all__ = [
+    "MISSING",
+    "Alert",
+    "AlertConfig",
+    "AlertKind",
+    "AlertSeverity",
+    "AlertSystem",
+    "Bulkhead",
+    "BulkheadConfig",
+    "BulkheadFullError",
+    "BulkheadStats",
+    "BulkheadTimeoutError",
+    "CacheService",
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "CircuitBreakerStats",
+    "CircuitOpenError",
+    "CircuitState",
+    "ErrorRecoverySystem",
+    "ExecutionRejectedError",
+    "FallbackConfig",
+    "FallbackHandler",
+    "FallbackStrategy",
+    "Jitter",
+    "OperationTimeoutError",
+    "Outcome",
+    "RecoveryAction",
+    "RecoveryConfig",
+    "RecoveryContext",
+    "RecoveryEscalatedError",
+    "RecoveryStrategy",
+    "ResilienceConfig",
+    "ResilienceError",
+    "ResilienceManager",
+    "Retry",
+    "RetryPolicy",
+    "RetryStrategy",
+    "TimeoutConfig",
+    "TimeoutHandler",
+    "__version__",
+    "build_pipeline",
+    "current_deadline",
+    "default_alert_system",
+    "fail_after",
+    "get_resilience_manager",
+    "move_on_after",
+    "resilient",
+    "retry",
+    "retry_async",
+    "retry_sync",
+    "subscribe",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve ``__version__`` lazily from the installed distribution's metadata."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - lazy by design
+
+        try:
+            return version("otel-resilience")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+            return "0.0.0"
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -81,10 +81,7 @@ class BulkheadFullError(ExecutionRejectedError):
         self.max_waiting = max_waiting
 
     def __str__(self) -> str:
-        return (
-            f"bulkhead {self.name!r} is full ({self.max_concurrent} running, "
-            f"{self.max_waiting} waiting)"
-        )
+        return f"bulkhead {self.name!r} is full ({self.max_concurrent} running, {self.max_waiting} waiting)"
 
 
 class BulkheadTimeoutError(BulkheadFullError):

@@ -260,4 +260,3 @@ class PipelineBuilder:
         for outer, inner in itertools.pairwise(strategies):
             outer.next = inner
         return Pipeline(self._name, strategies, clock=self._clock, source=self._source)
-

@@ -1,0 +1,560 @@
+"""In-process alerts, raised from the telemetry event stream.
+
+An :class:`AlertSystem` is a :class:`~otel_resilience.engine.events.TelemetryListener`. From the
+events every pattern reports it raises an :class:`Alert` when
+
+* a circuit breaker opens (``STATE_CHANGED`` to ``"open"``): one alert per transition;
+* a bulkhead rejects because it is full (``CALL_REJECTED``, reason ``"bulkhead_full"``): at most
+  one alert per bulkhead per ``bulkhead_cooldown``;
+* the recovery rate of a recovery system (``RECOVERY_ATTEMPTED``), over its last
+  ``recovery_window`` attempts, falls below ``recovery_rate_threshold`` once at least
+  ``min_recovery_attempts`` were seen: one alert per crossing, re-armed when the rate is back at
+  or above the threshold;
+* an error pattern is detected (``PATTERN_DETECTED``; the detector already reports a
+  fingerprint at most once per window);
+* a recovery escalated (``RECOVERY_ATTEMPTED`` with strategy ``"escalate"``): at most one alert
+  per recovery system and error type per ``escalation_cooldown``.
+
+Each alert goes to the subscribers (plain sync callbacks; one that raises is logged and counted,
+never propagated), into a bounded :attr:`AlertSystem.history`, and back onto the event stream as
+``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the OpenTelemetry listener can log it.
+``ALERT_RAISED`` events are ignored on the way in: an alert never raises another.
+
+:func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import (
+    HUB,
+    AlertRaised,
+    CallRejected,
+    Event,
+    EventArgs,
+    PatternDetected,
+    RecoveryAttempted,
+    StateChanged,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetrySource,
+)
+from otel_resilience.engine.validation import (
+    check_callable,
+    check_duration,
+    check_int,
+    check_name,
+    check_number,
+    fail,
+)
+
+__all__ = [
+    "DEFAULT_BULKHEAD_COOLDOWN",
+    "DEFAULT_ESCALATION_COOLDOWN",
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_MIN_RECOVERY_ATTEMPTS",
+    "DEFAULT_RECOVERY_RATE_THRESHOLD",
+    "DEFAULT_RECOVERY_WINDOW",
+    "MAX_ATTRIBUTE_LENGTH",
+    "MAX_TRACKED_SUBJECTS",
+    "SEVERITIES",
+    "Alert",
+    "AlertCallback",
+    "AlertConfig",
+    "AlertKind",
+    "AlertSeverity",
+    "AlertSystem",
+    "default_alert_system",
+    "subscribe",
+]
+
+_LOG: Final = logging.getLogger("otel_resilience")
+
+DEFAULT_RECOVERY_RATE_THRESHOLD: Final = 0.8
+"""A recovery rate below this fraction raises ``LOW_RECOVERY_RATE`` (SPEC: 80 %)."""
+DEFAULT_MIN_RECOVERY_ATTEMPTS: Final = 10
+"""Attempts a recovery system must have made before its rate is judged."""
+DEFAULT_RECOVERY_WINDOW: Final = 100
+"""The recovery rate is computed over this many most recent attempts."""
+DEFAULT_BULKHEAD_COOLDOWN: Final = 60.0
+"""Seconds between two ``BULKHEAD_FULL`` alerts for the same bulkhead."""
+DEFAULT_ESCALATION_COOLDOWN: Final = 60.0
+"""Seconds between two ``RECOVERY_ESCALATED`` alerts for the same system and error type."""
+DEFAULT_HISTORY_SIZE: Final = 100
+"""Recent alerts kept in :attr:`AlertSystem.history`."""
+MAX_ATTRIBUTE_LENGTH: Final = 256
+"""Longest alert subject or attribute value; longer strings are cut (and end in ``...``)."""
+MAX_TRACKED_SUBJECTS: Final = 1024
+"""Bulkheads, recovery systems and escalations tracked at most (least recently seen forgotten)."""
+
+
+class AlertKind(enum.Enum):
+    """What an alert is about. Values appear in telemetry and stats."""
+
+    CIRCUIT_OPEN = "circuit_open"
+    BULKHEAD_FULL = "bulkhead_full"
+    LOW_RECOVERY_RATE = "low_recovery_rate"
+    ERROR_PATTERN = "error_pattern"
+    RECOVERY_ESCALATED = "recovery_escalated"
+
+
+class AlertSeverity(enum.Enum):
+    """How urgent an alert is (the same labels as the shipped Prometheus rules)."""
+
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+SEVERITIES: Final[Mapping[AlertKind, AlertSeverity]] = MappingProxyType(
+    {
+        AlertKind.CIRCUIT_OPEN: AlertSeverity.CRITICAL,
+        AlertKind.BULKHEAD_FULL: AlertSeverity.WARNING,
+        AlertKind.LOW_RECOVERY_RATE: AlertSeverity.WARNING,
+        AlertKind.ERROR_PATTERN: AlertSeverity.WARNING,
+        AlertKind.RECOVERY_ESCALATED: AlertSeverity.CRITICAL,
+    }
+)
+"""The severity of each kind: a dependency taken out of service, or an error no rule can
+recover, needs a human now (critical); the others are early warnings."""
+
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+def _bounded(value: str) -> str:
+    if len(value) <= MAX_ATTRIBUTE_LENGTH:
+        return value
+    return value[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One raised alert.
+
+    Attributes:
+        kind: What it is about.
+        severity: How urgent it is.
+        subject: The breaker, bulkhead, operation or recovery system concerned.
+        summary: One human-readable sentence.
+        timestamp: When it was raised, in seconds on the alert system's clock
+            (``time.monotonic`` by default: compare alerts with each other, not with wall time).
+        attributes: Bounded strings that detail it (names, exception type names, numbers).
+    """
+
+    kind: AlertKind
+    severity: AlertSeverity
+    subject: str
+    summary: str
+    timestamp: float
+    attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+AlertCallback = Callable[[Alert], object]
+"""A subscriber: a plain sync function called with each alert."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """When an :class:`AlertSystem` raises alerts. Validated at construction.
+
+    Raises:
+        TypeError: A field has the wrong type.
+        ValueError: A field is out of range, or ``min_recovery_attempts > recovery_window``.
+    """
+
+    recovery_rate_threshold: float = DEFAULT_RECOVERY_RATE_THRESHOLD
+    """A rate below this fraction (``0 < x <= 1``) raises ``LOW_RECOVERY_RATE``. Default 0.8."""
+    min_recovery_attempts: int = DEFAULT_MIN_RECOVERY_ATTEMPTS
+    """Attempts seen (in the window) before the rate is judged, >= 1. Default 10."""
+    recovery_window: int = DEFAULT_RECOVERY_WINDOW
+    """The rate is over this many most recent attempts (a count, not a time), >= 1. Default 100."""
+    bulkhead_cooldown: float = DEFAULT_BULKHEAD_COOLDOWN
+    """Seconds between two ``BULKHEAD_FULL`` alerts for one bulkhead, >= 0 (``timedelta``
+    accepted). Default 60.0 s."""
+    escalation_cooldown: float = DEFAULT_ESCALATION_COOLDOWN
+    """Seconds between two ``RECOVERY_ESCALATED`` alerts for one system and error type, >= 0
+    (``timedelta`` accepted). Default 60.0 s."""
+    history_size: int = DEFAULT_HISTORY_SIZE
+    """Recent alerts kept in :attr:`AlertSystem.history`, >= 1. Default 100."""
+
+    def __post_init__(self) -> None:
+        owner = "AlertConfig"
+        check_number(
+            owner,
+            "recovery_rate_threshold",
+            self.recovery_rate_threshold,
+            minimum=0.0,
+            maximum=1.0,
+            min_inclusive=False,
+        )
+        object.__setattr__(self, "recovery_rate_threshold", float(self.recovery_rate_threshold))
+        check_int(owner, "min_recovery_attempts", self.min_recovery_attempts, minimum=1)
+        check_int(owner, "recovery_window", self.recovery_window, minimum=1)
+        if self.min_recovery_attempts > self.recovery_window:
+            raise fail(
+                owner,
+                "min_recovery_attempts",
+                f"<= recovery_window ({self.recovery_window})",
+                self.min_recovery_attempts,
+            )
+        for name in ("bulkhead_cooldown", "escalation_cooldown"):
+            object.__setattr__(self, name, check_duration(owner, name, getattr(self, name), allow_zero=True))
+        check_int(owner, "history_size", self.history_size, minimum=1)
+
+
+class _RateWindow:
+    """The results of the last ``size`` recovery attempts, with a running success count."""
+
+    __slots__ = ("below", "results", "successes")
+
+    def __init__(self, size: int) -> None:
+        self.results: deque[bool] = deque(maxlen=size)
+        self.successes = 0
+        self.below = False
+
+    def record(self, success: bool) -> None:
+        results = self.results
+        if len(results) == results.maxlen and results[0]:
+            self.successes -= 1
+        results.append(success)
+        if success:
+            self.successes += 1
+
+
+class AlertSystem:
+    """Raises in-process alerts from the telemetry event stream.
+
+    It registers itself as a listener on ``hub`` at construction; :meth:`close` (or leaving a
+    ``with`` block) removes it.
+
+    Args:
+        config: When to alert (default: :class:`AlertConfig` defaults).
+        clock: The clock for cooldowns and alert timestamps.
+        hub: The event stream to listen to and to report ``ALERT_RAISED`` on.
+        name: The telemetry source name of its ``ALERT_RAISED`` events. Default ``"alerts"``.
+
+    Raises:
+        TypeError: ``config`` is not an :class:`AlertConfig`, or ``name`` not a string.
+        ValueError: ``name`` is empty.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_by_kind",
+        "_callback_errors",
+        "_clock",
+        "_closed",
+        "_config",
+        "_cooldowns",
+        "_history",
+        "_hub",
+        "_lock",
+        "_rates",
+        "_subscribers",
+        "_telemetry",
+        "_tokens",
+    )
+
+    def __init__(
+        self,
+        config: AlertConfig | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        hub: TelemetryHub = HUB,
+        name: str = "alerts",
+    ) -> None:
+        if config is None:
+            config = AlertConfig()
+        elif not isinstance(config, AlertConfig):
+            raise fail("AlertSystem", "config", "an AlertConfig", config, kind=TypeError)
+        check_name("AlertSystem", "name", name)
+        self._config = config
+        self._clock = clock
+        self._hub = hub
+        self._lock = threading.Lock()
+        self._telemetry = StrategyTelemetry(TelemetrySource("alerts", name), hub)
+        self._subscribers: tuple[tuple[int, AlertCallback], ...] = ()
+        self._tokens = itertools.count()
+        self._history: deque[Alert] = deque(maxlen=config.history_size)
+        self._by_kind = dict.fromkeys(AlertKind, 0)
+        self._callback_errors = 0
+        self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
+        self._cooldowns: OrderedDict[tuple[AlertKind, str, str], float] = OrderedDict()
+        self._closed = False
+        hub.add_listener(self)
+
+    @property
+    def config(self) -> AlertConfig:
+        """When it alerts."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` removed it from its hub."""
+        return self._closed
+
+    @property
+    def history(self) -> tuple[Alert, ...]:
+        """The most recent alerts, oldest first (at most ``config.history_size``)."""
+        with self._lock:
+            return tuple(self._history)
+
+    def close(self) -> None:
+        """Stop listening to the hub (idempotent). Subscribers and history are kept."""
+        self._closed = True
+        self._hub.remove_listener(self)
+
+    def __enter__(self) -> AlertSystem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def subscribe(self, callback: AlertCallback) -> Callable[[], None]:
+        """Call ``callback(alert)`` for every alert raised from now on.
+
+        Callbacks run in the thread that reported the triggering event, outside any lock, so they
+        must be quick; one that raises is logged and counted in ``callback_errors``.
+
+        Args:
+            callback: A sync callable taking an :class:`Alert`.
+
+        Returns:
+            A function that unsubscribes this subscription (calling it again does nothing).
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        check_callable("AlertSystem.subscribe", "callback", callback)
+        with self._lock:
+            token = next(self._tokens)
+            self._subscribers = (*self._subscribers, (token, callback))
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
+
+        return unsubscribe
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the alert counts.
+
+        Returns:
+            ``{"total", "by_kind": {kind: count}, "callback_errors", "subscribers"}``.
+        """
+        with self._lock:
+            return {
+                "total": sum(self._by_kind.values()),
+                "by_kind": {kind.value: count for kind, count in self._by_kind.items()},
+                "callback_errors": self._callback_errors,
+                "subscribers": len(self._subscribers),
+            }
+
+    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+        """Turn one reported event into an alert when it calls for one (a listener callback)."""
+        if event is Event.ALERT_RAISED:
+            return
+        alert: Alert | None = None
+        if event is Event.STATE_CHANGED:
+            if isinstance(args, StateChanged) and args.new == "open":
+                alert = self._circuit_open(source, args)
+        elif event is Event.CALL_REJECTED:
+            if isinstance(args, CallRejected) and args.reason == "bulkhead_full":
+                alert = self._bulkhead_full(source)
+        elif event is Event.RECOVERY_ATTEMPTED:
+            if isinstance(args, RecoveryAttempted):
+                self._recovery_attempted(source, args)
+        elif event is Event.PATTERN_DETECTED and isinstance(args, PatternDetected):
+            alert = self._pattern(source, args)
+        if alert is not None:
+            self._raise(alert)
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def _make(
+        self, kind: AlertKind, subject: str, summary: str, source: TelemetrySource, **attributes: str
+    ) -> Alert:
+        attributes["source.kind"] = source.kind
+        attributes["source.name"] = source.name
+        if source.pipeline is not None:
+            attributes["pipeline"] = source.pipeline
+        bounded = {key: _bounded(value) for key, value in attributes.items()}
+        return Alert(
+            kind,
+            SEVERITIES[kind],
+            _bounded(subject),
+            summary,
+            self._clock.now(),
+            MappingProxyType(bounded),
+        )
+
+    def _circuit_open(self, source: TelemetrySource, args: StateChanged) -> Alert:
+        name = source.name
+        return self._make(
+            AlertKind.CIRCUIT_OPEN,
+            name,
+            f"circuit breaker {_bounded(name)!r} opened ({args.reason})",
+            source,
+            old=args.old,
+            reason=args.reason,
+        )
+
+    def _cooled_down(self, key: tuple[AlertKind, str, str], cooldown: float) -> bool:
+        """Whether ``key`` may alert now (and if so, start its cooldown)."""
+        now = self._clock.now()
+        with self._lock:
+            cooldowns = self._cooldowns
+            last = cooldowns.get(key)
+            if last is not None and now - last < cooldown:
+                return False
+            cooldowns[key] = now
+            cooldowns.move_to_end(key)
+            if len(cooldowns) > MAX_TRACKED_SUBJECTS:
+                cooldowns.popitem(last=False)
+            return True
+
+    def _bulkhead_full(self, source: TelemetrySource) -> Alert | None:
+        name = source.name
+        cooldown = self._config.bulkhead_cooldown
+        if not self._cooled_down((AlertKind.BULKHEAD_FULL, name, ""), cooldown):
+            return None
+        return self._make(
+            AlertKind.BULKHEAD_FULL,
+            name,
+            f"bulkhead {_bounded(name)!r} is full and rejecting calls",
+            source,
+            cooldown=f"{cooldown:g}",
+        )
+
+    def _pattern(self, source: TelemetrySource, args: PatternDetected) -> Alert:
+        return self._make(
+            AlertKind.ERROR_PATTERN,
+            args.operation,
+            f"{_bounded(args.error_type)} in {_bounded(args.operation)!r} repeated "
+            f"{args.count} times within {args.window:g} s",
+            source,
+            error_type=args.error_type,
+            operation=args.operation,
+            count=str(args.count),
+            window=f"{args.window:g}",
+        )
+
+    def _recovery_attempted(self, source: TelemetrySource, args: RecoveryAttempted) -> None:
+        """Update the source's rate window; raise a low-rate and/or an escalation alert."""
+        config = self._config
+        name = source.name
+        low: tuple[float, int] | None = None
+        with self._lock:
+            rates = self._rates
+            window = rates.get(name)
+            if window is None:
+                window = rates[name] = _RateWindow(config.recovery_window)
+                if len(rates) > MAX_TRACKED_SUBJECTS:
+                    rates.popitem(last=False)
+            else:
+                rates.move_to_end(name)
+            window.record(args.result == "success")
+            seen = len(window.results)
+            rate = window.successes / seen
+            if rate >= config.recovery_rate_threshold:
+                window.below = False
+            elif seen >= config.min_recovery_attempts and not window.below:
+                window.below = True
+                low = (rate, seen)
+        if low is not None:
+            rate, seen = low
+            threshold = config.recovery_rate_threshold
+            self._raise(
+                self._make(
+                    AlertKind.LOW_RECOVERY_RATE,
+                    name,
+                    f"recovery rate of {_bounded(name)!r} fell to {rate:.0%} over its last {seen} "
+                    f"attempts (threshold {threshold:.0%})",
+                    source,
+                    rate=f"{rate:.4f}",
+                    attempts=str(seen),
+                    threshold=f"{threshold:g}",
+                )
+            )
+        if args.strategy == "escalate" and self._cooled_down(
+            (AlertKind.RECOVERY_ESCALATED, name, args.error_type), config.escalation_cooldown
+        ):
+            self._raise(
+                self._make(
+                    AlertKind.RECOVERY_ESCALATED,
+                    name,
+                    f"{_bounded(args.error_type)} was escalated by recovery system {_bounded(name)!r}",
+                    source,
+                    error_type=args.error_type,
+                )
+            )
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def _raise(self, alert: Alert) -> None:
+        """Record ``alert``, report it as ``ALERT_RAISED`` and hand it to every subscriber."""
+        with self._lock:
+            self._history.append(alert)
+            self._by_kind[alert.kind] += 1
+            subscribers = self._subscribers
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(
+                Event.ALERT_RAISED,
+                AlertRaised(alert.kind.value, alert.severity.value, alert.subject, alert.summary),
+            )
+        for _, callback in subscribers:
+            try:
+                callback(alert)
+            except Exception:  # noqa: BLE001 - a subscriber must never break the reporting pattern
+                with self._lock:
+                    self._callback_errors += 1
+                _LOG.warning("alert subscriber %r failed", callback, exc_info=True)
+
+
+_DEFAULT: AlertSystem | None = None
+_DEFAULT_LOCK: Final = threading.Lock()
+
+
+def default_alert_system() -> AlertSystem:
+    """Return the process-wide alert system, listening on the global hub.
+
+    It is created on first use (and again after it was closed), so an application that never
+    asks for alerts pays nothing for them.
+
+    Returns:
+        The shared :class:`AlertSystem`.
+    """
+    global _DEFAULT  # noqa: PLW0603 - the one lazily created process-wide instance
+    system = _DEFAULT
+    if system is not None and not system.closed:
+        return system
+    with _DEFAULT_LOCK:
+        system = _DEFAULT
+        if system is None or system.closed:
+            system = _DEFAULT = AlertSystem()
+        return system
+
+
+def subscribe(callback: AlertCallback) -> Callable[[], None]:
+    """Call ``callback(alert)`` for every alert of the process-wide :func:`default_alert_system`.
+
+    Args:
+        callback: A sync callable taking an :class:`Alert`.
+
+    Returns:
+        A function that unsubscribes it.
+
+    Raises:
+        TypeError: ``callback`` is not callable.
+    """
+    return default_alert_system().subscribe(callback)

@@ -1,0 +1,668 @@
+"""Bulkhead: a concurrency limit with a bounded FIFO wait queue, shared by asyncio and threads.
+
+At most ``max_concurrent`` calls run at once; up to ``max_waiting`` more wait in a queue for at
+most ``timeout`` seconds each; any further call is rejected at once with
+:class:`~otel_resilience.errors.BulkheadFullError`. A call that waited too long gets
+:class:`~otel_resilience.errors.BulkheadTimeoutError` (a subclass, ``reason == "queue_timeout"``).
+
+::
+
+    bulkhead = Bulkhead("analysis_pool", BulkheadConfig(max_concurrent=10, max_waiting=100, timeout=60.0))
+    result = await bulkhead.execute(analyze_document, doc)
+    result = bulkhead.execute_sync(parse_document, raw)      # from a worker thread
+
+Design:
+
+* **One core, two drivers.** The slots, the queue and the counters live in one sans-I/O core
+  guarded by one short ``threading.Lock``, never held while the protected function runs and
+  never across an ``await``. The async driver (:meth:`Bulkhead.execute`) and the sync driver
+  (:meth:`Bulkhead.execute_sync`) share it, so a service may use the same bulkhead from its event
+  loop and from worker threads (or from several loops) and the limit holds across all of them.
+* **Uncontended cost:** one lock acquisition to take a slot and one to give it back; nothing is
+  allocated.
+* **FIFO with direct hand-off.** A freed slot is handed to the oldest waiter while the lock is
+  held: the slot never becomes free in between, so a new arrival cannot overtake a waiter.
+  Async waiters are loop futures, woken with ``loop.call_soon_threadsafe`` when the slot is
+  freed on another thread; sync waiters block on a lock of their own.
+* **No slot is ever leaked.** A cancelled waiter leaves the queue; a waiter cancelled just
+  after it was handed a slot passes the slot on; a running call gives its slot back in a
+  ``finally``, whether it returned, raised or was cancelled. A slot handed to a waiter whose
+  event loop has been closed is passed on too.
+* **Queue timeouts.** Async waiters give up on a loop timer (real loop time); sync waiters on
+  their lock's wait timeout. A sync waiter also gives up at the effective deadline of an
+  enclosing timeout scope (:func:`~otel_resilience.engine.context.current_deadline`), because a
+  thread cannot be interrupted later; an async waiter is cancelled by its scope instead.
+* **Telemetry:** each rejection reports ``Event.CALL_REJECTED`` with
+  ``CallRejected(reason="bulkhead_full")`` or ``CallRejected(reason="queue_timeout")``. Counts
+  that move on every call are plain integers in :class:`BulkheadStats`, read by observable
+  instruments through :data:`~otel_resilience.engine.registry.BULKHEADS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, ParamSpec, TypedDict, TypeVar, overload
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.context import ExecutionContext, time_remaining
+from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.registry import BULKHEADS
+from otel_resilience.engine.strategy import Strategy
+from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
+from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_WAITING",
+    "DEFAULT_TIMEOUT",
+    "Bulkhead",
+    "BulkheadConfig",
+    "BulkheadStats",
+    "BulkheadStatsDict",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_MAX_CONCURRENT: Final = 10
+"""Calls that may run at once unless configured otherwise."""
+DEFAULT_MAX_WAITING: Final = 100
+"""Calls that may wait for a slot unless configured otherwise (a bounded queue)."""
+DEFAULT_TIMEOUT: Final = 60.0
+"""Seconds a call may wait in the queue unless configured otherwise."""
+
+_KIND: Final = "bulkhead"
+
+# Waiter states.
+_WAITING: Final = 0
+_GRANTED: Final = 1
+_TIMED_OUT: Final = 2
+_CANCELLED: Final = 3
+
+# Results of _BulkheadCore.enqueue.
+_ADMITTED: Final = 0
+_QUEUED: Final = 1
+_FULL: Final = 2
+
+_FULL_EVENT: Final = CallRejected(reason="bulkhead_full")
+_TIMEOUT_EVENT: Final = CallRejected(reason="queue_timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadConfig:
+    """How many calls a :class:`Bulkhead` runs at once, and how many may wait, for how long.
+
+    Args:
+        max_concurrent: See the attribute.
+        max_waiting: See the attribute.
+        timeout: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
+
+    Raises:
+        TypeError: If a field has the wrong type.
+        ValueError: If a field is out of range (the message names ``BulkheadConfig.<field>``).
+    """
+
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    """Calls that may run at once, ``>= 1``. The default value is 10."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """Calls that may wait for a slot, ``>= 0``; ``0`` rejects at once when every slot is busy.
+    The default value is 100 (bounded, so that an overload cannot pile up without limit)."""
+    timeout: float = DEFAULT_TIMEOUT
+    """The longest a call may wait in the queue, in seconds, ``> 0`` and finite. The default
+    value is 60.0; an enclosing deadline (the manager's total timeout) usually ends the wait
+    sooner."""
+
+    def __post_init__(self) -> None:
+        owner = "BulkheadConfig"
+        check_int(owner, "max_concurrent", self.max_concurrent, minimum=1)
+        check_int(owner, "max_waiting", self.max_waiting, minimum=0)
+        object.__setattr__(self, "timeout", check_duration(owner, "timeout", self.timeout))
+
+
+class BulkheadStatsDict(TypedDict):
+    """The snapshot returned by :meth:`Bulkhead.get_stats`."""
+
+    name: str
+    active: int
+    waiting: int
+    max_concurrent: int
+    max_waiting: int
+    total: int
+    completed: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    peak_active: int
+    peak_waiting: int
+    available: int
+
+
+class BulkheadStats:
+    """Live counters of one bulkhead, as plain integers (cheap to read from gauges).
+
+    Every call that asks for a slot is counted once in ``total`` and, at any moment, is in
+    exactly one of: running (``active``), queued (``waiting``), ``completed``, ``rejected``,
+    ``timed_out`` or ``cancelled``. Each attribute is read without a lock; two attributes read
+    one after the other may be a call apart. :meth:`Bulkhead.get_stats` takes a consistent
+    snapshot. Treat every attribute as read-only.
+
+    Attributes:
+        max_concurrent: The concurrency limit.
+        max_waiting: The queue limit.
+        active: Calls holding a slot now.
+        waiting: Calls in the queue now.
+        total: Calls that asked for a slot.
+        completed: Calls that got a slot and finished running (returned, raised or were
+            cancelled while running).
+        rejected: Calls rejected at once because every slot was busy and the queue was full.
+        timed_out: Calls that waited in the queue longer than the timeout.
+        cancelled: Calls cancelled while waiting (or just after a slot was handed to them,
+            before they ran).
+        peak_active: The highest ``active`` seen.
+        peak_waiting: The highest ``waiting`` seen.
+    """
+
+    __slots__ = (
+        "active",
+        "cancelled",
+        "completed",
+        "max_concurrent",
+        "max_waiting",
+        "peak_active",
+        "peak_waiting",
+        "rejected",
+        "timed_out",
+        "total",
+        "waiting",
+    )
+
+    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+        self.active = 0
+        self.waiting = 0
+        self.total = 0
+        self.completed = 0
+        self.rejected = 0
+        self.timed_out = 0
+        self.cancelled = 0
+        self.peak_active = 0
+        self.peak_waiting = 0
+
+    @property
+    def available(self) -> int:
+        """Slots free now (``max_concurrent - active``)."""
+        return self.max_concurrent - self.active
+
+
+class _Waiter:
+    """A queued call. ``state`` changes only under the core's lock."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = _WAITING
+
+    def wake(self) -> bool:
+        """Tell the waiter it holds a slot; ``False`` if it can never take it."""
+        raise NotImplementedError
+
+
+class _SyncWaiter(_Waiter):
+    """A thread blocked on a lock of its own, released to wake it."""
+
+    __slots__ = ("signal",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal = threading.Lock()
+        self.signal.acquire()
+
+    def wake(self) -> bool:
+        self.signal.release()
+        return True
+
+
+class _AsyncWaiter(_Waiter):
+    """A task awaiting a future of its loop; woken thread-safely."""
+
+    __slots__ = ("future", "loop", "thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.thread = threading.get_ident()
+
+    def wake(self) -> bool:
+        try:
+            if threading.get_ident() == self.thread:
+                self.resolve()
+            else:
+                self.loop.call_soon_threadsafe(self.resolve)
+        except RuntimeError:  # its loop is closed: nobody will ever take the slot
+            return False
+        return True
+
+    def resolve(self) -> None:
+        """Complete the future (on the waiter's loop), unless the task was cancelled."""
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class _BulkheadCore(BulkheadStats):
+    """The sans-I/O state: slots, FIFO queue and counters, behind one short lock.
+
+    Invariant: while a call waits, every slot is taken (``active == max_concurrent``), because
+    a freed slot goes straight to the oldest waiter. So "a slot is free" implies "nobody
+    waits", and :meth:`try_acquire` never lets a new arrival overtake a waiter.
+    """
+
+    __slots__ = ("_lock", "_queue")
+
+    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
+        super().__init__(max_concurrent, max_waiting)
+        self._lock = threading.Lock()
+        self._queue: deque[_Waiter] = deque()
+
+    def try_acquire(self) -> bool:
+        """Take a free slot (the fast path); ``False`` if every slot is busy."""
+        with self._lock:
+            if self.active < self.max_concurrent:
+                self.total += 1
+                self._admit_locked()
+                return True
+        return False
+
+    def enqueue(self, waiter: _Waiter | None) -> int:
+        """Take a slot if one became free, else queue ``waiter``, else reject.
+
+        Returns:
+            ``_ADMITTED``, ``_QUEUED`` or ``_FULL`` (``waiter`` is ``None`` when there is no
+            queue).
+        """
+        with self._lock:
+            self.total += 1
+            if self.active < self.max_concurrent:
+                self._admit_locked()
+                return _ADMITTED
+            if waiter is None or self.waiting >= self.max_waiting:
+                self.rejected += 1
+                return _FULL
+            self._queue.append(waiter)
+            self.waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
+            return _QUEUED
+
+    def release(self) -> None:
+        """Give back the slot of a call that finished running (handing it to the oldest waiter)."""
+        with self._lock:
+            self.completed += 1
+            waiter = self._pass_on_locked()
+        if waiter is not None:
+            self._hand_over(waiter)
+
+    def abandon(self, waiter: _Waiter) -> None:
+        """Forget a cancelled waiter: take it out of the queue, or pass on the slot it was given."""
+        with self._lock:
+            state = waiter.state
+            if state == _WAITING:
+                self._queue.remove(waiter)
+                self.waiting -= 1
+            elif state != _GRANTED:
+                return  # it had already timed out: it holds nothing
+            waiter.state = _CANCELLED
+            self.cancelled += 1
+            successor = self._pass_on_locked() if state == _GRANTED else None
+        if successor is not None:
+            self._hand_over(successor)
+
+    def expire(self, waiter: _Waiter) -> bool:
+        """End a waiter's wait at its timeout.
+
+        Returns:
+            ``True`` if it left the queue; ``False`` if it was handed a slot just before (it
+            must then run) or is no longer queued.
+        """
+        with self._lock:
+            if waiter.state != _WAITING:
+                return False
+            self._queue.remove(waiter)
+            self.waiting -= 1
+            self.timed_out += 1
+            waiter.state = _TIMED_OUT
+            return True
+
+    def snapshot(self, name: str) -> BulkheadStatsDict:
+        """Return every counter, read under the lock so that they add up."""
+        with self._lock:
+            return {
+                "name": name,
+                "active": self.active,
+                "waiting": self.waiting,
+                "max_concurrent": self.max_concurrent,
+                "max_waiting": self.max_waiting,
+                "total": self.total,
+                "completed": self.completed,
+                "rejected": self.rejected,
+                "timed_out": self.timed_out,
+                "cancelled": self.cancelled,
+                "peak_active": self.peak_active,
+                "peak_waiting": self.peak_waiting,
+                "available": self.max_concurrent - self.active,
+            }
+
+    def _admit_locked(self) -> None:
+        self.active += 1
+        if self.active > self.peak_active:  # noqa: PLR1730 - hot path: a compare, not a call
+            self.peak_active = self.active
+
+    def _pass_on_locked(self) -> _Waiter | None:
+        """Hand a slot that is being given up to the oldest waiter, or free it."""
+        if self._queue:
+            waiter = self._queue.popleft()
+            self.waiting -= 1
+            waiter.state = _GRANTED
+            return waiter
+        self.active -= 1
+        return None
+
+    def _hand_over(self, waiter: _Waiter | None) -> None:
+        """Wake a waiter granted a slot (outside the lock); pass the slot on if it cannot run."""
+        while waiter is not None and not waiter.wake():
+            with self._lock:
+                waiter.state = _CANCELLED
+                self.cancelled += 1
+                waiter = self._pass_on_locked()
+
+
+def _expire_async(core: _BulkheadCore, waiter: _AsyncWaiter) -> None:
+    """Loop-timer callback: end an async waiter's wait if it is still queued."""
+    if core.expire(waiter):
+        waiter.resolve()
+
+
+class _BulkheadStrategy(Strategy):
+    """A pipeline link bound to a bulkhead's shared slots, with its own telemetry."""
+
+    __slots__ = ("_bulkhead", "_core", "_telemetry")
+
+    kind: ClassVar[str] = _KIND
+
+    def __init__(self, bulkhead: Bulkhead, telemetry: StrategyTelemetry) -> None:
+        super().__init__()
+        self._bulkhead = bulkhead
+        self._core = bulkhead._core
+        self._telemetry = telemetry
+
+    @property
+    def name(self) -> str:
+        """The bulkhead's name."""
+        return self._bulkhead.name
+
+    @property
+    def config(self) -> BulkheadConfig:
+        """The bulkhead's configuration."""
+        return self._bulkhead.config
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain holding a slot (waiting for one if needed)."""
+        core = self._core
+        if not core.try_acquire():
+            await self._wait()
+        try:
+            return await self.next.execute(ctx)
+        finally:
+            core.release()
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain holding a slot, blocking the thread while it waits."""
+        core = self._core
+        if not core.try_acquire():
+            self._wait_sync()
+        try:
+            return self.next.execute_sync(ctx)
+        finally:
+            core.release()
+
+    async def _wait(self) -> None:
+        """Queue on the running loop until a slot is handed over; raise if rejected."""
+        core = self._core
+        loop = asyncio.get_running_loop()
+        waiter = _AsyncWaiter(loop) if core.max_waiting else None
+        status = core.enqueue(waiter)
+        if status == _ADMITTED:
+            return
+        if waiter is None or status == _FULL:
+            raise self._full() from None
+        timeout = self._bulkhead.config.timeout
+        timer = loop.call_later(timeout, _expire_async, core, waiter)
+        try:
+            await waiter.future
+        except BaseException:
+            timer.cancel()
+            core.abandon(waiter)
+            raise
+        timer.cancel()
+        if waiter.state == _TIMED_OUT:
+            raise self._timed_out(timeout) from None
+
+    def _wait_sync(self) -> None:
+        """Queue in this thread until a slot is handed over; raise if rejected."""
+        core = self._core
+        waiter = _SyncWaiter() if core.max_waiting else None
+        status = core.enqueue(waiter)
+        if status == _ADMITTED:
+            return
+        if waiter is None or status == _FULL:
+            raise self._full() from None
+        bulkhead = self._bulkhead
+        timeout = min(bulkhead.config.timeout, time_remaining(bulkhead.clock))
+        try:
+            granted = waiter.signal.acquire(timeout=max(timeout, 0.0))
+        except BaseException:
+            core.abandon(waiter)
+            raise
+        if not granted and core.expire(waiter):
+            raise self._timed_out(max(timeout, 0.0)) from None
+
+    def _full(self) -> BulkheadFullError:
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(Event.CALL_REJECTED, _FULL_EVENT)
+        core = self._core
+        return BulkheadFullError(self._bulkhead.name, core.max_concurrent, core.max_waiting)
+
+    def _timed_out(self, timeout: float) -> BulkheadTimeoutError:
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(Event.CALL_REJECTED, _TIMEOUT_EVENT)
+        core = self._core
+        return BulkheadTimeoutError(self._bulkhead.name, core.max_concurrent, core.max_waiting, timeout)
+
+
+class Bulkhead:
+    """Limits how many calls run at once, with a bounded FIFO queue for the rest.
+
+    One bulkhead may be used from the event loop (:meth:`execute`), from threads
+    (:meth:`execute_sync`), as a decorator (:meth:`protect`) and inside pipelines
+    (:meth:`as_strategy`) at the same time: all of them share the same slots.
+
+    Args:
+        name: The bulkhead's name (bounded: it appears in telemetry).
+        config: Limits and queue timeout; ``None`` for :class:`BulkheadConfig` defaults.
+        clock: The clock used for execution durations and to read enclosing deadlines.
+
+    Raises:
+        TypeError: If ``name`` is not a ``str`` or ``config`` not a :class:`BulkheadConfig`.
+        ValueError: If ``name`` is empty.
+    """
+
+    __slots__ = ("__weakref__", "_clock", "_config", "_core", "_name", "_pipeline", "_telemetry")
+
+    kind: ClassVar[str] = _KIND
+
+    def __init__(
+        self, name: str, config: BulkheadConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self._name = check_name("Bulkhead", "name", name)
+        if config is None:
+            config = BulkheadConfig()
+        elif not isinstance(config, BulkheadConfig):
+            raise fail("Bulkhead", "config", "a BulkheadConfig or None", config, kind=TypeError)
+        self._config = config
+        self._clock = clock
+        self._core = _BulkheadCore(config.max_concurrent, config.max_waiting)
+        source = TelemetrySource(_KIND, name)
+        self._telemetry = StrategyTelemetry(source)
+        self._pipeline = PipelineBuilder(name, clock=clock, source=source).add(self.as_strategy()).build()
+        BULKHEADS.register(self)
+
+    @property
+    def name(self) -> str:
+        """The bulkhead's name."""
+        return self._name
+
+    @property
+    def config(self) -> BulkheadConfig:
+        """The bulkhead's configuration."""
+        return self._config
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the bulkhead reads time from."""
+        return self._clock
+
+    @property
+    def telemetry(self) -> StrategyTelemetry:
+        """The facade for instance-level events (source without a pipeline)."""
+        return self._telemetry
+
+    @property
+    def stats(self) -> BulkheadStats:
+        """The live counters (no copy; read them from observable gauges)."""
+        return self._core
+
+    def get_stats(self) -> BulkheadStatsDict:
+        """Return a consistent snapshot of the counters.
+
+        Returns:
+            ``name``, ``active``, ``waiting``, ``max_concurrent``, ``max_waiting``, ``total``,
+            ``completed``, ``rejected`` (queue full), ``timed_out`` (queue wait expired),
+            ``cancelled``, ``peak_active``, ``peak_waiting`` and ``available``; see
+            :class:`BulkheadStats`.
+        """
+        return self._core.snapshot(self._name)
+
+    def as_strategy(self, pipeline: str | None = None) -> Strategy:
+        """Return a new, unlinked pipeline link that shares this bulkhead's slots.
+
+        Args:
+            pipeline: The name of the pipeline (policy) the link will run in, for telemetry.
+
+        Returns:
+            A :class:`~otel_resilience.engine.strategy.Strategy` to add to a
+            :class:`~otel_resilience.engine.pipeline.PipelineBuilder`.
+
+        Raises:
+            TypeError: If ``pipeline`` is neither ``None`` nor a ``str``.
+            ValueError: If ``pipeline`` is empty.
+        """
+        if pipeline is not None:
+            check_name("Bulkhead.as_strategy", "pipeline", pipeline)
+        return _BulkheadStrategy(self, StrategyTelemetry(TelemetrySource(_KIND, self._name, pipeline)))
+
+    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``await fn(*args, **kwargs)`` in a slot, waiting in the queue if every slot is busy.
+
+        Args:
+            fn: The async function to protect.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            What ``fn`` returns.
+
+        Raises:
+            TypeError: If ``fn`` is not callable.
+            BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).
+            BulkheadTimeoutError: If no slot became free within ``config.timeout``.
+            Exception: Whatever ``fn`` raises, unchanged.
+        """
+        if not callable(fn):
+            raise fail("Bulkhead", "execute.fn", "callable", fn, kind=TypeError)
+        return await self._pipeline.execute(fn, *args, **kwargs)
+
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` in a slot, blocking this thread while it waits in the queue.
+
+        Args:
+            fn: The function to protect.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            What ``fn`` returns.
+
+        Raises:
+            TypeError: If ``fn`` is not callable.
+            BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).
+            BulkheadTimeoutError: If no slot became free within ``config.timeout`` (or before
+                the deadline of an enclosing timeout scope).
+            Exception: Whatever ``fn`` raises, unchanged.
+        """
+        if not callable(fn):
+            raise fail("Bulkhead", "execute_sync.fn", "callable", fn, kind=TypeError)
+        return self._pipeline.execute_sync(fn, *args, **kwargs)
+
+    @overload
+    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate ``fn`` so that every call runs in this bulkhead.
+
+        A coroutine function gets the async driver, anything else the sync driver; the choice
+        is made once, here.
+
+        Args:
+            fn: The function to protect.
+
+        Returns:
+            A wrapper with ``fn``'s signature (``functools.wraps``).
+
+        Raises:
+            TypeError: If ``fn`` is not callable.
+        """
+        if not callable(fn):
+            raise fail("Bulkhead", "protect.fn", "callable", fn, kind=TypeError)
+        pipeline = self._pipeline
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await pipeline.execute(fn, *args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return pipeline.execute_sync(fn, *args, **kwargs)
+
+        return sync_wrapper
+
+    def __repr__(self) -> str:
+        core = self._core
+        return (
+            f"Bulkhead({self._name!r}, active={core.active}/{core.max_concurrent}, "
+            f"waiting={core.waiting}/{core.max_waiting})"
+        )

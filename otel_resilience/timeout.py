@@ -1,0 +1,526 @@
+"""Timeouts: bound how long an operation may take, with an optional default value on expiry.
+
+:class:`TimeoutHandler` puts a deadline on a call::
+
+    timeout_handler = TimeoutHandler(timeout=30.0)
+    result = await timeout_handler.with_timeout(slow_operation)
+
+**Async** (:meth:`TimeoutHandler.with_timeout`) is pre-emptive: when the deadline passes the
+task is cancelled, the protected coroutine sees ``CancelledError`` at its current ``await``, and
+the caller gets :class:`~otel_resilience.errors.OperationTimeoutError` (a ``TimeoutError``), or
+the configured ``default``.
+
+**Sync** (:meth:`TimeoutHandler.with_timeout_sync`) cannot be pre-emptive: Python cannot
+interrupt a thread. The handler publishes the deadline through
+:func:`otel_resilience.engine.context.current_deadline` so that the callee can pass what is left
+on (as a socket or lock timeout), and it checks the clock when the call returns: a result that
+arrives after the deadline is discarded and treated as a timeout, so that a result reported as a
+success always met its deadline. A call that blocks forever still blocks forever; an exception
+raised late is passed through unchanged.
+
+Decisions:
+
+* **Only our own deadline is a timeout.** Deadlines nest (the effective deadline is the minimum
+  over every enclosing scope) and only the tightest scope arms a timer. An inner 10 s timeout
+  under an outer 0.05 s one raises the *outer's* error; an inner deadline that fires first
+  raises the inner's error, which the outer passes through untouched. Any other cancellation
+  (``task.cancel()``, a task group) propagates as ``CancelledError``, never converted.
+* **A default is a fallback.** When ``default`` is configured, a timeout returns it, counts in
+  ``defaults_returned`` and marks the execution's outcome as
+  :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`; the ``timeout`` event is still
+  reported.
+* **A callee that swallows its cancellation and returns** gets its value through, as
+  ``asyncio.timeout`` does: suppressing cancellation is the callee's decision.
+* **Counting.** Counts are plain integers. The sync driver updates them under the handler's
+  lock; the async driver counts an execution without a lock (one event loop runs on one
+  thread), as the engine's pipeline does.
+
+:func:`fail_after` and :func:`move_on_after` are the same deadline as bare async context
+managers (trio/anyio style): the first raises, the second swallows its own timeout and exposes
+:attr:`MoveOnAfter.expired`.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
+from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetrySource, TimeoutOccurred
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.strategy import Strategy
+from otel_resilience.engine.validation import check_duration, check_name, fail
+from otel_resilience.errors import OperationTimeoutError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+__all__ = [
+    "DEFAULT_SCOPE",
+    "DEFAULT_TIMEOUT",
+    "NO_DEFAULT",
+    "SCOPES",
+    "MoveOnAfter",
+    "TimeoutConfig",
+    "TimeoutHandler",
+    "fail_after",
+    "move_on_after",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_TIMEOUT: Final = 30.0
+"""Default deadline, in seconds (SPEC: ``TimeoutHandler(timeout=30.0)``)."""
+DEFAULT_SCOPE: Final = "total"
+"""Default scope: the deadline bounds the whole execution."""
+SCOPES: Final = ("total", "attempt")
+"""The accepted scopes: ``"total"`` (the whole execution) or ``"attempt"`` (one attempt)."""
+DEFAULT_NAME: Final = "timeout"
+"""Default :class:`TimeoutHandler` name."""
+
+_KIND: Final = "timeout"
+
+
+class _NoDefault(enum.Enum):
+    """The type of :data:`NO_DEFAULT` (an enum member, so that type checkers narrow on ``is``)."""
+
+    NO_DEFAULT = "NO_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Final = _NoDefault.NO_DEFAULT
+"""Sentinel for "no default value": a timeout raises :class:`OperationTimeoutError`."""
+
+
+def _check_timeout(owner: str, timeout: object) -> float:
+    """Validate a timeout (seconds or ``timedelta``; finite and > 0) and return it in seconds."""
+    return check_duration(owner, "timeout", timeout)
+
+
+def _check_scope(owner: str, scope: object) -> str:
+    """Validate a scope name."""
+    if not isinstance(scope, str):
+        raise fail(owner, "scope", "a str", scope, kind=TypeError)
+    if scope not in SCOPES:
+        raise fail(owner, "scope", "'total' or 'attempt'", scope)
+    return scope
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutConfig:
+    """Settings of a :class:`TimeoutHandler`.
+
+    Raises:
+        ValueError: If ``timeout`` is not finite and > 0, or ``scope`` is unknown.
+        TypeError: If a field has the wrong type.
+    """
+
+    timeout: float = DEFAULT_TIMEOUT
+    """Deadline in seconds, > 0 and finite (a ``timedelta`` is accepted and normalised).
+    The default is 30.0 s."""
+    default: object = NO_DEFAULT
+    """Value returned when the deadline expires, instead of raising
+    :class:`~otel_resilience.errors.OperationTimeoutError`. The default is :data:`NO_DEFAULT`
+    (raise)."""
+    scope: str = DEFAULT_SCOPE
+    """``"total"`` (the deadline bounds the whole execution) or ``"attempt"`` (one attempt);
+    reported in the error and in telemetry. The default is ``"total"``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timeout", _check_timeout("TimeoutConfig", self.timeout))
+        _check_scope("TimeoutConfig", self.scope)
+
+    @property
+    def has_default(self) -> bool:
+        """Whether a timeout returns :attr:`default` instead of raising."""
+        return self.default is not NO_DEFAULT
+
+
+class _TimeoutCore:
+    """The shared state of one handler: settings and counts (sans-I/O)."""
+
+    __slots__ = (
+        "clock",
+        "config",
+        "default",
+        "defaults_returned",
+        "executions",
+        "has_default",
+        "lock",
+        "name",
+        "scope",
+        "timeout",
+        "timeouts",
+    )
+
+    def __init__(self, name: str, config: TimeoutConfig, clock: Clock) -> None:
+        self.name = name
+        self.config = config
+        self.timeout = config.timeout
+        self.scope = config.scope
+        self.default = config.default
+        self.has_default = config.has_default
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.executions = 0
+        self.timeouts = 0
+        self.defaults_returned = 0
+
+    def timed_out(self, ctx: ExecutionContext, telemetry: StrategyTelemetry) -> bool:
+        """Count and report our own deadline's expiry; return whether the default answers."""
+        with self.lock:
+            self.timeouts += 1
+            if self.has_default:
+                self.defaults_returned += 1
+        if telemetry.enabled:
+            telemetry.report(Event.TIMEOUT, TimeoutOccurred(self.timeout, self.scope))
+        if self.has_default:
+            ctx.outcome = Outcome.FALLBACK
+            return True
+        return False
+
+    def stats(self) -> dict[str, int]:
+        """Return a snapshot of the counts."""
+        with self.lock:
+            return {
+                "executions": self.executions,
+                "timeouts": self.timeouts,
+                "defaults_returned": self.defaults_returned,
+            }
+
+
+class _TimeoutStrategy(Strategy):
+    """One pipeline link that runs the rest of the chain under the handler's deadline."""
+
+    __slots__ = ("_core", "_telemetry")
+
+    kind: ClassVar[str] = _KIND
+
+    def __init__(self, core: _TimeoutCore, telemetry: StrategyTelemetry) -> None:
+        super().__init__()
+        self._core = core
+        self._telemetry = telemetry
+
+    @property
+    def name(self) -> str:
+        """The handler's name."""
+        return self._core.name
+
+    @property
+    def config(self) -> TimeoutConfig:
+        """The handler's settings."""
+        return self._core.config
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain under a pre-emptive deadline (the task is cancelled)."""
+        core = self._core
+        core.executions += 1
+        deadline = AsyncDeadline(core.clock, core.timeout, ctx.operation, core.scope)
+        try:
+            async with deadline:
+                return await self.next.execute(ctx)
+        except OperationTimeoutError:
+            # Raised by an inner scope (or the callee) unless our own timer fired.
+            if not deadline.expired or not core.timed_out(ctx, self._telemetry):
+                raise
+            return core.default
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain with a published deadline; a late result is a timeout."""
+        core = self._core
+        with core.lock:
+            core.executions += 1
+        returned = False
+        try:
+            with SyncDeadline(core.clock, core.timeout, ctx.operation, core.scope):
+                result = self.next.execute_sync(ctx)
+                returned = True
+        except OperationTimeoutError:
+            # Once the chain has returned, only our own scope's exit can raise.
+            if not returned or not core.timed_out(ctx, self._telemetry):
+                raise
+            return core.default
+        return result
+
+
+class TimeoutHandler:
+    """Puts a deadline on calls; raises or returns a default when it expires (SPEC §1.4).
+
+    Args:
+        timeout: Deadline in seconds (or a ``timedelta``), finite and > 0. Default 30.0 s.
+        default: Returned instead of raising when the deadline expires. Default
+            :data:`NO_DEFAULT`: raise :class:`~otel_resilience.errors.OperationTimeoutError`.
+        name: The handler's name in errors and telemetry. Default ``"timeout"``.
+        scope: ``"total"`` or ``"attempt"``: what the deadline bounds, as reported in the error
+            and in telemetry. Default ``"total"``.
+        clock: The clock that deadlines are measured on.
+
+    Raises:
+        ValueError: If ``timeout`` is not finite and > 0, ``scope`` is unknown or ``name`` is
+            empty.
+        TypeError: If an argument has the wrong type.
+    """
+
+    __slots__ = ("_core", "_pipeline", "_telemetry")
+
+    kind: ClassVar[str] = _KIND
+
+    def __init__(
+        self,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        *,
+        default: object = NO_DEFAULT,
+        name: str = DEFAULT_NAME,
+        scope: str = DEFAULT_SCOPE,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        owner = "TimeoutHandler"
+        seconds = _check_timeout(owner, timeout)
+        scope = _check_scope(owner, scope)
+        name = check_name(owner, "name", name)
+        if not isinstance(clock, Clock):
+            raise fail(owner, "clock", "a Clock", clock, kind=TypeError)
+        self._core = _TimeoutCore(name, TimeoutConfig(seconds, default, scope), clock)
+        self._telemetry = StrategyTelemetry(TelemetrySource(_KIND, name))
+        self._pipeline = (
+            PipelineBuilder(name, clock=clock, source=TelemetrySource(_KIND, name))
+            .add(self.as_strategy())
+            .build()
+        )
+
+    @classmethod
+    def from_config(
+        cls, config: TimeoutConfig, *, name: str = DEFAULT_NAME, clock: Clock = SYSTEM_CLOCK
+    ) -> TimeoutHandler:
+        """Build a handler from a :class:`TimeoutConfig`.
+
+        Args:
+            config: The settings.
+            name: The handler's name.
+            clock: The clock that deadlines are measured on.
+
+        Returns:
+            A new handler.
+
+        Raises:
+            TypeError: If ``config`` is not a :class:`TimeoutConfig`.
+        """
+        if not isinstance(config, TimeoutConfig):
+            raise fail("TimeoutHandler", "config", "a TimeoutConfig", config, kind=TypeError)
+        return cls(config.timeout, default=config.default, name=name, scope=config.scope, clock=clock)
+
+    @property
+    def name(self) -> str:
+        """The handler's name."""
+        return self._core.name
+
+    @property
+    def config(self) -> TimeoutConfig:
+        """The handler's settings."""
+        return self._core.config
+
+    @property
+    def timeout(self) -> float:
+        """The deadline in seconds."""
+        return self._core.timeout
+
+    def as_strategy(self, pipeline: str | None = None) -> Strategy:
+        """Return a new, unlinked pipeline link that shares this handler's settings and counts.
+
+        Args:
+            pipeline: The name of the pipeline (policy) the link runs in, for telemetry.
+
+        Returns:
+            A :class:`~otel_resilience.engine.strategy.Strategy` of kind ``"timeout"``.
+        """
+        if pipeline is None:
+            telemetry = self._telemetry
+        else:
+            telemetry = StrategyTelemetry(TelemetrySource(_KIND, self._core.name, pipeline))
+        return _TimeoutStrategy(self._core, telemetry)
+
+    async def with_timeout(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Return ``await fn(*args, **kwargs)``, cancelled when the deadline passes.
+
+        Args:
+            fn: A coroutine function (or any function returning an awaitable).
+            *args: Positional arguments for ``fn``.
+            **kwargs: Keyword arguments for ``fn``.
+
+        Returns:
+            ``fn``'s result, or the configured default when the deadline passed.
+
+        Raises:
+            OperationTimeoutError: When this handler's deadline passed and no default is set.
+            TypeError: If ``fn`` is not callable or does not return an awaitable.
+            asyncio.CancelledError: When the caller (or an outer scope) cancelled.
+        """
+        if not callable(fn):
+            raise fail("TimeoutHandler.with_timeout", "fn", "callable", fn, kind=TypeError)
+        return await self._pipeline.execute(fn, *args, **kwargs)
+
+    def with_timeout_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Return ``fn(*args, **kwargs)``; a result that arrives after the deadline is a timeout.
+
+        The thread is never interrupted: the callee should read
+        :func:`~otel_resilience.engine.context.current_deadline`.
+
+        Args:
+            fn: A plain function.
+            *args: Positional arguments for ``fn``.
+            **kwargs: Keyword arguments for ``fn``.
+
+        Returns:
+            ``fn``'s result, or the configured default when the result came too late.
+
+        Raises:
+            OperationTimeoutError: When the result came after the deadline and no default is set.
+            TypeError: If ``fn`` is not callable or is a coroutine function.
+        """
+        if not callable(fn):
+            raise fail("TimeoutHandler.with_timeout_sync", "fn", "callable", fn, kind=TypeError)
+        return self._pipeline.execute_sync(fn, *args, **kwargs)
+
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` so that every call runs under this handler's deadline.
+
+        The async or sync driver is chosen once, here, from ``fn`` itself.
+
+        Args:
+            fn: A coroutine function or a plain function.
+
+        Returns:
+            A wrapper with ``fn``'s signature.
+
+        Raises:
+            TypeError: If ``fn`` is not callable.
+        """
+        if not callable(fn):
+            raise fail("TimeoutHandler.protect", "fn", "callable", fn, kind=TypeError)
+        pipeline = self._pipeline
+        if inspect.iscoroutinefunction(fn):
+            afn = cast("Callable[P, Awaitable[Any]]", fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await pipeline.execute(afn, *args, **kwargs)
+
+            return cast("Callable[P, R]", async_wrapper)
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return pipeline.execute_sync(fn, *args, **kwargs)
+
+        return sync_wrapper
+
+    def get_stats(self) -> dict[str, int]:
+        """Return the counts.
+
+        Returns:
+            ``executions`` (calls that entered the handler), ``timeouts`` (this handler's own
+            deadline expired) and ``defaults_returned`` (timeouts answered by the default).
+        """
+        return self._core.stats()
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"TimeoutHandler(timeout={core.timeout!r}, name={core.name!r}, scope={core.scope!r})"
+
+
+def fail_after(
+    seconds: float | timedelta, *, clock: Clock = SYSTEM_CLOCK, operation: str = "fail_after"
+) -> AsyncDeadline:
+    """Return an async context manager that raises when its block runs longer than ``seconds``.
+
+    ::
+
+        async with fail_after(5.0):
+            await fetch()
+
+    Args:
+        seconds: The budget in seconds (or a ``timedelta``), finite and >= 0.
+        clock: The clock the deadline is recorded on (for :func:`current_deadline`).
+        operation: The name shown in the error.
+
+    Returns:
+        The deadline scope; its ``expired`` attribute tells whether it fired.
+
+    Raises:
+        ValueError: If ``seconds`` is negative or not finite.
+        OperationTimeoutError: On exit from the block, when its own deadline passed.
+    """
+    budget = check_duration("fail_after", "seconds", seconds, allow_zero=True)
+    return AsyncDeadline(clock, budget, operation, "total")
+
+
+class MoveOnAfter:
+    """An async context manager that abandons its block when its deadline passes.
+
+    Made by :func:`move_on_after`. The block is cancelled at the deadline and execution goes on
+    after the ``async with``; :attr:`expired` tells whether that happened. Cancellation from
+    anywhere else propagates.
+    """
+
+    __slots__ = ("_deadline",)
+
+    def __init__(self, deadline: AsyncDeadline) -> None:
+        self._deadline = deadline
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed and the block was abandoned."""
+        return self._deadline.expired
+
+    async def __aenter__(self) -> MoveOnAfter:
+        await self._deadline.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            await self._deadline.__aexit__(exc_type, exc, tb)
+        except OperationTimeoutError:
+            # The deadline's exit raises only for its own expiry: swallow it.
+            return True
+        return False
+
+
+def move_on_after(
+    seconds: float | timedelta, *, clock: Clock = SYSTEM_CLOCK, operation: str = "move_on_after"
+) -> MoveOnAfter:
+    """Return an async context manager that silently abandons its block after ``seconds``.
+
+    ::
+
+        async with move_on_after(1.0) as scope:
+            await refresh_cache()
+        if scope.expired:
+            ...
+
+    Args:
+        seconds: The budget in seconds (or a ``timedelta``), finite and >= 0.
+        clock: The clock the deadline is recorded on (for :func:`current_deadline`).
+        operation: The scope's name.
+
+    Returns:
+        The scope; read :attr:`MoveOnAfter.expired` after the block.
+
+    Raises:
+        ValueError: If ``seconds`` is negative or not finite.
+    """
+    budget = check_duration("move_on_after", "seconds", seconds, allow_zero=True)
+    return MoveOnAfter(AsyncDeadline(clock, budget, operation, "total"))

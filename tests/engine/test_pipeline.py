@@ -1,0 +1,299 @@
+"""The pipeline builder links strategies once, outer to inner, and counts outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+
+from otel_resilience.engine import (
+    TERMINAL,
+    ExecutionContext,
+    Outcome,
+    Pipeline,
+    PipelineBuilder,
+    Strategy,
+    TelemetrySource,
+    classify_error,
+)
+from otel_resilience.engine.events import HUB
+from otel_resilience.errors import CircuitOpenError, OperationTimeoutError
+
+
+class Tag(Strategy):
+    """Appends its name to a log on the way in and out."""
+
+    __slots__ = ("_log", "_name")
+    kind: ClassVar[str] = "tag"
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self._name = name
+        self._log = log
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        self._log.append(f"in:{self._name}")
+        try:
+            return await self.next.execute(ctx)
+        finally:
+            self._log.append(f"out:{self._name}")
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        self._log.append(f"in:{self._name}")
+        try:
+            return self.next.execute_sync(ctx)
+        finally:
+            self._log.append(f"out:{self._name}")
+
+
+class MarkOutcome(Strategy):
+    """Answers in place of the call and marks the outcome as a fallback."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "mark"
+
+    @property
+    def name(self) -> str:
+        return "mark"
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        ctx.outcome = Outcome.FALLBACK
+        return "answered"
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        ctx.outcome = Outcome.FALLBACK
+        return "answered"
+
+
+async def run(pipeline: Pipeline, driver: str, fn_async: Any, fn_sync: Any, *args: Any) -> Any:
+    if driver == "async":
+        return await pipeline.execute(fn_async, *args)
+    return pipeline.execute_sync(fn_sync, *args)
+
+
+async def test_order_of_addition_runs_outer_to_inner(driver: str) -> None:
+    """Strategies added first wrap the ones added after them."""
+    log: list[str] = []
+    pipeline = PipelineBuilder("p").add(Tag("a", log)).add(Tag("b", log)).build()
+
+    async def fa(x: int) -> int:
+        log.append("fn")
+        return x * 2
+
+    def fs(x: int) -> int:
+        log.append("fn")
+        return x * 2
+
+    assert await run(pipeline, driver, fa, fs, 21) == 42
+    assert log == ["in:a", "in:b", "fn", "out:b", "out:a"]
+    assert pipeline.describe() == (("tag", "a", None), ("tag", "b", None))
+
+
+def test_builder_refuses_add_after_build() -> None:
+    """A built builder cannot be extended or built again."""
+    builder = PipelineBuilder("p")
+    builder.build()
+    with pytest.raises(RuntimeError, match="already built"):
+        builder.add(Tag("a", []))
+    with pytest.raises(RuntimeError, match="already built"):
+        builder.build()
+
+
+def test_builder_refuses_linked_strategy_and_non_strategy() -> None:
+    """A strategy can be linked into one pipeline only, and only strategies are accepted."""
+    tag = Tag("a", [])
+    PipelineBuilder("p1").add(tag).add(Tag("b", [])).build()
+    with pytest.raises(ValueError, match="already linked"):
+        PipelineBuilder("p2").add(tag)
+    same = Tag("c", [])
+    with pytest.raises(ValueError, match="already linked"):
+        PipelineBuilder("p3").add(same).add(same)
+    with pytest.raises(TypeError, match="needs a Strategy"):
+        PipelineBuilder("p4").add(object())
+
+
+def test_builder_validates_its_name() -> None:
+    """An empty or non-string pipeline name is refused at construction."""
+    with pytest.raises(ValueError, match=r"PipelineBuilder\.name"):
+        PipelineBuilder(" ")
+    with pytest.raises(TypeError, match=r"PipelineBuilder\.name"):
+        PipelineBuilder(3)  # type: ignore[arg-type]
+
+
+async def test_outcomes_are_counted(driver: str) -> None:
+    """Success, failure, rejection, timeout and marked fallback outcomes land in their counters."""
+    pipeline = PipelineBuilder("p").build()
+    errors: list[BaseException] = [
+        ValueError("x"),
+        CircuitOpenError("b", "open", 1.0),
+        OperationTimeoutError("p", 1.0),
+    ]
+
+    async def ok_a() -> str:
+        return "ok"
+
+    def ok_s() -> str:
+        return "ok"
+
+    assert await run(pipeline, driver, ok_a, ok_s) == "ok"
+    for error in errors:
+
+        async def bad_a(e: BaseException = error) -> None:
+            raise e
+
+        def bad_s(e: BaseException = error) -> None:
+            raise e
+
+        with pytest.raises(type(error)):
+            await run(pipeline, driver, bad_a, bad_s)
+    fallback = PipelineBuilder("f").add(MarkOutcome()).build()
+    assert await run(fallback, driver, ok_a, ok_s) == "answered"
+    assert pipeline.stats.as_dict() == {
+        "total": 4,
+        "successful": 1,
+        "succeeded": 1,
+        "recovered": 0,
+        "fallback": 0,
+        "failed": 3,
+        "rejected": 1,
+        "timeouts": 1,
+        "cancelled": 0,
+    }
+    assert fallback.stats.fallback == 1
+
+
+async def test_cancellation_is_counted_as_cancelled_not_failed() -> None:
+    """A cancelled execution is neither a success nor a failure."""
+    pipeline = PipelineBuilder("p").build()
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(pipeline.execute(hang))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pipeline.stats.cancelled == 1
+    assert pipeline.stats.failed == 0
+
+
+async def test_async_driver_rejects_sync_function() -> None:
+    """The async driver explains that a plain function needs the sync variant."""
+    pipeline = PipelineBuilder("p").build()
+
+    def plain() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="_sync variant"):
+        await pipeline.execute(plain)  # type: ignore[arg-type]
+
+
+def test_sync_driver_rejects_coroutine_function() -> None:
+    """The sync driver closes the coroutine it was handed and explains the mistake."""
+    pipeline = PipelineBuilder("p").build()
+
+    async def coro() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="coroutine function"):
+        pipeline.execute_sync(coro)
+
+
+def test_classify_error_maps_every_outcome() -> None:
+    """Each error family maps to its outcome."""
+    assert classify_error(CircuitOpenError("b", "open", 0.0)) is Outcome.REJECTED
+    assert classify_error(OperationTimeoutError("x", 1.0)) is Outcome.TIMEOUT
+    assert classify_error(KeyError("k")) is Outcome.FAILURE
+    assert classify_error(asyncio.CancelledError()) is Outcome.CANCELLED
+    assert classify_error(KeyboardInterrupt()) is Outcome.CANCELLED
+
+
+class ScopeListener:
+    """Records execution scopes."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.ended: list[tuple[str, Outcome, float, str | None]] = []
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        if self.fail:
+            raise RuntimeError("broken listener")
+        return operation
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        self.ended.append((str(handle), outcome, duration, type(error).__name__ if error else None))
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        return None
+
+
+async def test_execution_scope_gets_outcome_and_duration(driver: str, clock: Any) -> None:
+    """An execution listener sees one scope per execution, with its outcome and clock duration."""
+    listener = ScopeListener()
+    HUB.add_listener(listener)
+    try:
+        pipeline = PipelineBuilder("scoped", clock=clock).build()
+
+        async def slow_a() -> int:
+            clock.advance(0.25)
+            return 1
+
+        def slow_s() -> int:
+            clock.advance(0.25)
+            return 1
+
+        await run(pipeline, driver, slow_a, slow_s)
+
+        async def bad_a() -> None:
+            raise KeyError("k")
+
+        def bad_s() -> None:
+            raise KeyError("k")
+
+        with pytest.raises(KeyError):
+            await run(pipeline, driver, bad_a, bad_s)
+    finally:
+        HUB.remove_listener(listener)
+    assert listener.ended == [
+        ("scoped", Outcome.SUCCESS, 0.25, None),
+        ("scoped", Outcome.FAILURE, 0.0, "KeyError"),
+    ]
+
+
+async def test_broken_listener_never_reaches_the_caller(driver: str) -> None:
+    """A listener that raises is counted and the call's result is unchanged."""
+    listener = ScopeListener(fail=True)
+    before = HUB.errors
+    HUB.add_listener(listener)
+    try:
+        pipeline = PipelineBuilder("p").build()
+
+        async def ok_a() -> str:
+            return "ok"
+
+        def ok_s() -> str:
+            return "ok"
+
+        assert await run(pipeline, driver, ok_a, ok_s) == "ok"
+    finally:
+        HUB.remove_listener(listener)
+    assert HUB.errors == before + 1
+
+
+def test_terminal_is_its_own_next() -> None:
+    """The shared terminal link ends every chain."""
+    assert TERMINAL.next is TERMINAL
+    assert Tag("x", []).next is TERMINAL

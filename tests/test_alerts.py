@@ -1,0 +1,457 @@
+"""Tests for otel_resilience.alerts: each alert kind, storm control, subscribers and the default system."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from otel_resilience import alerts as alerts_module
+from otel_resilience.alerts import (
+    DEFAULT_BULKHEAD_COOLDOWN,
+    DEFAULT_ESCALATION_COOLDOWN,
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_MIN_RECOVERY_ATTEMPTS,
+    DEFAULT_RECOVERY_RATE_THRESHOLD,
+    DEFAULT_RECOVERY_WINDOW,
+    MAX_ATTRIBUTE_LENGTH,
+    Alert,
+    AlertConfig,
+    AlertKind,
+    AlertSeverity,
+    AlertSystem,
+    default_alert_system,
+)
+from otel_resilience.engine.events import (
+    HUB,
+    AlertRaised,
+    CallRejected,
+    Event,
+    PatternDetected,
+    RecoveryAttempted,
+    StateChanged,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetrySource,
+)
+from otel_resilience.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
+from otel_resilience.testing import EventRecorder, FakeClock
+
+
+@pytest.fixture
+def hub() -> TelemetryHub:
+    """A private telemetry hub, so that these tests see only their own events."""
+    return TelemetryHub()
+
+
+@pytest.fixture
+def system(hub: TelemetryHub, clock: FakeClock) -> Iterator[AlertSystem]:
+    """An alert system with small windows, listening on the private hub."""
+    config = AlertConfig(min_recovery_attempts=4, recovery_window=10, bulkhead_cooldown=30.0)
+    with AlertSystem(config, clock=clock, hub=hub) as alert_system:
+        yield alert_system
+
+
+def reporter(hub: TelemetryHub, kind: str, name: str, pipeline: str | None = None) -> StrategyTelemetry:
+    return StrategyTelemetry(TelemetrySource(kind, name, pipeline), hub)
+
+
+def kinds(system: AlertSystem) -> list[AlertKind]:
+    return [alert.kind for alert in system.history]
+
+
+def open_breaker(tel: StrategyTelemetry, old: str = "closed") -> None:
+    tel.report(Event.STATE_CHANGED, StateChanged(old, "open", "failure_threshold"))
+
+
+def attempts(tel: StrategyTelemetry, *results: str, strategy: str = "retry") -> None:
+    for result in results:
+        tel.report(Event.RECOVERY_ATTEMPTED, RecoveryAttempted(strategy, result, "ConnectionError"))
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned() -> None:
+    """The documented defaults do not drift."""
+    assert DEFAULT_RECOVERY_RATE_THRESHOLD == 0.8
+    assert DEFAULT_MIN_RECOVERY_ATTEMPTS == 10
+    assert DEFAULT_RECOVERY_WINDOW == 100
+    assert DEFAULT_BULKHEAD_COOLDOWN == 60.0
+    assert DEFAULT_ESCALATION_COOLDOWN == 60.0
+    assert DEFAULT_HISTORY_SIZE == 100
+    assert MAX_ATTRIBUTE_LENGTH == 256
+    assert AlertConfig() == AlertConfig(0.8, 10, 100, 60.0, 60.0, 100)
+    assert [k.value for k in AlertKind] == [
+        "circuit_open",
+        "bulkhead_full",
+        "low_recovery_rate",
+        "error_pattern",
+        "recovery_escalated",
+    ]
+    assert [s.value for s in AlertSeverity] == ["warning", "critical"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"recovery_rate_threshold": 0}, ValueError, r"AlertConfig\.recovery_rate_threshold must be > 0"),
+        ({"recovery_rate_threshold": 1.5}, ValueError, r"AlertConfig\.recovery_rate_threshold must be <= 1"),
+        (
+            {"recovery_rate_threshold": float("nan")},
+            ValueError,
+            r"AlertConfig\.recovery_rate_threshold must be a finite",
+        ),
+        (
+            {"recovery_rate_threshold": "80%"},
+            TypeError,
+            r"AlertConfig\.recovery_rate_threshold must be a number",
+        ),
+        ({"min_recovery_attempts": 0}, ValueError, r"AlertConfig\.min_recovery_attempts must be >= 1, got 0"),
+        ({"recovery_window": 0}, ValueError, r"AlertConfig\.recovery_window must be >= 1"),
+        ({"recovery_window": 5.0}, TypeError, r"AlertConfig\.recovery_window must be an int"),
+        (
+            {"min_recovery_attempts": 20, "recovery_window": 10},
+            ValueError,
+            r"AlertConfig\.min_recovery_attempts must be <= recovery_window \(10\), got 20",
+        ),
+        ({"bulkhead_cooldown": -1}, ValueError, r"AlertConfig\.bulkhead_cooldown must be >= 0 seconds"),
+        ({"bulkhead_cooldown": float("inf")}, ValueError, r"AlertConfig\.bulkhead_cooldown must be a finite"),
+        ({"escalation_cooldown": "1m"}, TypeError, r"AlertConfig\.escalation_cooldown must be a duration"),
+        ({"history_size": 0}, ValueError, r"AlertConfig\.history_size must be >= 1"),
+    ],
+)
+def test_bad_config_is_rejected(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    """Every invalid AlertConfig field raises naming the class, field, rule and value."""
+    with pytest.raises(error, match=match):
+        AlertConfig(**kwargs)
+
+
+def test_config_normalises_durations_and_checks_types(hub: TelemetryHub) -> None:
+    """Cooldowns accept timedelta; the system refuses a config of the wrong type or an empty name."""
+    config = AlertConfig(bulkhead_cooldown=timedelta(minutes=2), escalation_cooldown=0)
+    assert (config.bulkhead_cooldown, config.escalation_cooldown) == (120.0, 0.0)
+    with pytest.raises(TypeError, match=r"AlertSystem\.config must be an AlertConfig"):
+        AlertSystem({"bulkhead_cooldown": 1}, hub=hub)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"AlertSystem\.name"):
+        AlertSystem(hub=hub, name="")
+    assert hub.event_listeners == ()
+
+
+# -- each kind ---------------------------------------------------------------------------------
+
+
+def test_circuit_open_alerts_once_per_transition(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """Every transition to open raises one critical alert; other transitions raise none."""
+    tel = reporter(hub, "circuit_breaker", "ml_service")
+    clock.advance(5)
+    open_breaker(tel)
+    tel.report(Event.STATE_CHANGED, StateChanged("open", "half_open", "timeout_elapsed"))
+    open_breaker(tel, "half_open")
+    tel.report(Event.STATE_CHANGED, StateChanged("half_open", "closed", "probe_succeeded"))
+    assert kinds(system) == [AlertKind.CIRCUIT_OPEN, AlertKind.CIRCUIT_OPEN]
+    first = system.history[0]
+    assert (first.severity, first.subject, first.timestamp) == (AlertSeverity.CRITICAL, "ml_service", 1005.0)
+    assert first.attributes["reason"] == "failure_threshold"
+    assert first.attributes["old"] == "closed"
+    assert "ml_service" in first.summary
+
+
+def test_bulkhead_full_alerts_once_per_cooldown(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """A storm of full rejections raises one alert per bulkhead per cooldown; queue timeouts raise none."""
+    reporter(hub, "bulkhead", "timeouts_only").report(Event.CALL_REJECTED, CallRejected("queue_timeout"))
+    pool = reporter(hub, "bulkhead", "analysis_pool")
+    for _ in range(100):
+        pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    pool.report(Event.CALL_REJECTED, CallRejected("queue_timeout"))
+    assert kinds(system) == [AlertKind.BULKHEAD_FULL]
+    reporter(hub, "bulkhead", "db_pool").report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    assert [a.subject for a in system.history] == ["analysis_pool", "db_pool"]
+    clock.advance(29.9)
+    pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    assert len(system.history) == 2
+    clock.advance(0.1)
+    pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    assert [a.subject for a in system.history] == ["analysis_pool", "db_pool", "analysis_pool"]
+    assert system.history[0].severity is AlertSeverity.WARNING
+
+
+def test_low_recovery_rate_needs_min_attempts(hub: TelemetryHub, clock: FakeClock) -> None:
+    """With the default minimum of 10 attempts, 1 failure out of 2 raises nothing."""
+    with AlertSystem(clock=clock, hub=hub) as system:
+        attempts(reporter(hub, "recovery", "recovery"), "success", "failure")
+        assert system.history == ()
+        attempts(reporter(hub, "recovery", "recovery"), *["failure"] * 8)
+        assert kinds(system) == [AlertKind.LOW_RECOVERY_RATE]
+
+
+def test_low_recovery_rate_alerts_once_per_crossing_and_rearms(
+    system: AlertSystem, hub: TelemetryHub
+) -> None:
+    """The rate alert fires once when it falls below the threshold and again only after recovering."""
+    tel = reporter(hub, "recovery", "recovery")
+    attempts(tel, "failure", "failure", "failure")
+    assert system.history == ()
+    attempts(tel, "failure")
+    assert kinds(system) == [AlertKind.LOW_RECOVERY_RATE]
+    alert = system.history[0]
+    assert (alert.subject, alert.attributes["rate"], alert.attributes["attempts"]) == (
+        "recovery",
+        "0.0000",
+        "4",
+    )
+    attempts(tel, *["failure"] * 5)
+    assert len(system.history) == 1
+    attempts(tel, *["success"] * 8)  # window of 10: 8 successes of 10 -> 0.8, re-armed
+    assert len(system.history) == 1
+    attempts(tel, "failure", "failure")  # each pushes an old failure out: still 8 of 10
+    assert len(system.history) == 1
+    attempts(tel, "failure")  # now a success leaves: 7 of 10
+    assert kinds(system) == [AlertKind.LOW_RECOVERY_RATE, AlertKind.LOW_RECOVERY_RATE]
+
+
+def test_recovery_rate_is_per_recovery_system(system: AlertSystem, hub: TelemetryHub) -> None:
+    """Each recovery system has its own window: successes elsewhere do not hide a failing one."""
+    attempts(reporter(hub, "recovery", "good"), *["success"] * 10)
+    attempts(reporter(hub, "recovery", "bad"), *["failure"] * 4)
+    assert [(a.kind, a.subject) for a in system.history] == [(AlertKind.LOW_RECOVERY_RATE, "bad")]
+
+
+def test_error_pattern_alerts(system: AlertSystem, hub: TelemetryHub) -> None:
+    """A detected pattern raises one warning about the operation."""
+    reporter(hub, "recovery", "recovery").report(
+        Event.PATTERN_DETECTED, PatternDetected("ConnectionError", "fetch", 5, 60.0)
+    )
+    (alert,) = system.history
+    assert (alert.kind, alert.severity, alert.subject) == (
+        AlertKind.ERROR_PATTERN,
+        AlertSeverity.WARNING,
+        "fetch",
+    )
+    assert dict(alert.attributes) == {
+        "error_type": "ConnectionError",
+        "operation": "fetch",
+        "count": "5",
+        "window": "60",
+        "source.kind": "recovery",
+        "source.name": "recovery",
+    }
+
+
+def test_escalation_alerts_with_cooldown(system: AlertSystem, hub: TelemetryHub, clock: FakeClock) -> None:
+    """An escalation raises a critical alert, at most once per system and error type per cooldown."""
+    tel = reporter(hub, "recovery", "recovery", "policy")
+    attempts(tel, "failure", strategy="escalate")
+    attempts(tel, "failure", strategy="escalate")
+    assert kinds(system) == [AlertKind.RECOVERY_ESCALATED]
+    alert = system.history[0]
+    assert alert.severity is AlertSeverity.CRITICAL
+    assert (alert.attributes["error_type"], alert.attributes["pipeline"]) == ("ConnectionError", "policy")
+    clock.advance(DEFAULT_ESCALATION_COOLDOWN)
+    attempts(tel, "failure", strategy="escalate")
+    assert kinds(system) == [AlertKind.RECOVERY_ESCALATED] * 2
+
+
+def test_alerts_from_a_real_recovery_system(clock: FakeClock) -> None:
+    """An ErrorRecoverySystem's escalations and patterns on the global hub raise alerts end to end."""
+    recovery = ErrorRecoverySystem("e2e-recovery", clock=clock, pattern_threshold=2)
+    recovery.register_recovery_rule(KeyError, RecoveryAction(RecoveryStrategy.ESCALATE))
+    with AlertSystem(clock=clock) as system:
+        for _ in range(2):
+            with pytest.raises(Exception, match="escalated"):
+                recovery.recover_from_error_sync(KeyError("k"), {"operation_name": "lookup"})
+    assert kinds(system) == [AlertKind.RECOVERY_ESCALATED, AlertKind.ERROR_PATTERN]
+    assert system.history[0].subject == "e2e-recovery"
+    assert system.history[1].subject == "lookup"
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+
+def test_alert_raised_is_reported_without_recursion(system: AlertSystem, hub: TelemetryHub) -> None:
+    """Each alert is reported once as ALERT_RAISED from the "alerts" source, and raises no further alert."""
+    with EventRecorder(hub) as recorder:
+        open_breaker(reporter(hub, "circuit_breaker", "db"))
+    assert len(system.history) == 1
+    (raised,) = recorder.of(Event.ALERT_RAISED)
+    assert isinstance(raised, AlertRaised)
+    assert (raised.kind, raised.severity, raised.subject) == ("circuit_open", "critical", "db")
+    assert recorder.sources(Event.ALERT_RAISED) == [TelemetrySource("alerts", "alerts")]
+
+
+def test_subscribers_receive_alerts_and_can_unsubscribe(system: AlertSystem, hub: TelemetryHub) -> None:
+    """A subscriber gets every alert until it unsubscribes; unsubscribing twice is harmless."""
+    received: list[Alert] = []
+    unsubscribe = system.subscribe(received.append)
+    tel = reporter(hub, "circuit_breaker", "db")
+    open_breaker(tel)
+    assert [a.kind for a in received] == [AlertKind.CIRCUIT_OPEN]
+    assert system.get_stats()["subscribers"] == 1
+    unsubscribe()
+    unsubscribe()
+    open_breaker(tel)
+    assert len(received) == 1
+    assert system.get_stats()["subscribers"] == 0
+    with pytest.raises(TypeError, match=r"AlertSystem\.subscribe\.callback must be callable"):
+        system.subscribe("print")  # type: ignore[arg-type]
+
+
+def test_failing_callback_is_logged_and_counted(
+    system: AlertSystem, hub: TelemetryHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber that raises never reaches the reporter; later subscribers still get the alert."""
+
+    def broken(alert: Alert) -> None:
+        raise RuntimeError("subscriber bug")
+
+    received: list[Alert] = []
+    system.subscribe(broken)
+    system.subscribe(received.append)
+    open_breaker(reporter(hub, "circuit_breaker", "db"))
+    assert len(received) == 1
+    assert system.get_stats()["callback_errors"] == 1
+    assert hub.errors == 0
+    assert "alert subscriber" in caplog.text
+
+
+def test_history_is_bounded_and_stats_count_by_kind(hub: TelemetryHub, clock: FakeClock) -> None:
+    """The history keeps the most recent alerts only; stats count every alert by kind."""
+    with AlertSystem(AlertConfig(history_size=2), clock=clock, hub=hub) as system:
+        for name in ("a", "b", "c"):
+            open_breaker(reporter(hub, "circuit_breaker", name))
+        reporter(hub, "bulkhead", "pool").report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+        assert [a.subject for a in system.history] == ["c", "pool"]
+        stats = system.get_stats()
+    assert stats["total"] == 4
+    assert stats["by_kind"] == {
+        "circuit_open": 3,
+        "bulkhead_full": 1,
+        "low_recovery_rate": 0,
+        "error_pattern": 0,
+        "recovery_escalated": 0,
+    }
+
+
+def test_attributes_are_bounded_and_read_only(system: AlertSystem, hub: TelemetryHub) -> None:
+    """Long subjects and values are cut to MAX_ATTRIBUTE_LENGTH and the attributes cannot be changed."""
+    long_name = "x" * 1000
+    reporter(hub, "recovery", "r").report(Event.PATTERN_DETECTED, PatternDetected("E", long_name, 5, 1.0))
+    (alert,) = system.history
+    assert len(alert.subject) == MAX_ATTRIBUTE_LENGTH
+    assert alert.subject.endswith("...")
+    assert all(len(value) <= MAX_ATTRIBUTE_LENGTH for value in alert.attributes.values())
+    with pytest.raises(TypeError):
+        alert.attributes["operation"] = "y"  # type: ignore[index]
+
+
+def test_close_stops_listening(hub: TelemetryHub, clock: FakeClock) -> None:
+    """After close the system is off the hub and raises nothing more."""
+    system = AlertSystem(clock=clock, hub=hub)
+    assert system in hub.event_listeners
+    system.close()
+    system.close()
+    assert system.closed
+    assert system not in hub.event_listeners
+    open_breaker(reporter(hub, "circuit_breaker", "db"))
+    assert system.history == ()
+
+
+def test_subscribe_while_raising_from_many_threads(system: AlertSystem, hub: TelemetryHub) -> None:
+    """Alerts raised from many threads while others (un)subscribe are all counted and delivered."""
+    steady: list[Alert] = []
+    lock = threading.Lock()
+
+    def collect(alert: Alert) -> None:
+        with lock:
+            steady.append(alert)
+
+    system.subscribe(collect)
+    raisers, churners, per_thread = 4, 4, 200
+    barrier = threading.Barrier(raisers + churners)
+    failures: list[BaseException] = []
+
+    def raiser(index: int) -> None:
+        tel = reporter(hub, "circuit_breaker", f"b{index}")
+        try:
+            barrier.wait(timeout=5)
+            for _ in range(per_thread):
+                open_breaker(tel)
+        except BaseException as exc:
+            failures.append(exc)
+
+    def churner() -> None:
+        try:
+            barrier.wait(timeout=5)
+            for _ in range(per_thread):
+                system.subscribe(lambda alert: None)()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=raiser, args=(i,)) for i in range(raisers)]
+    threads += [threading.Thread(target=churner) for _ in range(churners)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not failures
+    assert len(steady) == raisers * per_thread
+    stats = system.get_stats()
+    assert stats["by_kind"]["circuit_open"] == raisers * per_thread
+    assert stats["subscribers"] == 1
+
+
+# -- the process-wide system -------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_default() -> Iterator[None]:
+    """Close the process-wide alert system after the test, so other tests see a quiet global hub."""
+    yield
+    default_alert_system().close()
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_default_system_is_lazy_shared_and_on_the_global_hub() -> None:
+    """default_alert_system returns one instance on the global hub; module subscribe delegates to it."""
+    first = default_alert_system()
+    assert default_alert_system() is first
+    assert first in HUB.event_listeners
+    received: list[Alert] = []
+    unsubscribe = alerts_module.subscribe(received.append)
+    open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "global-db")))
+    unsubscribe()
+    assert [(a.kind, a.subject) for a in received] == [(AlertKind.CIRCUIT_OPEN, "global-db")]
+    first.close()
+    second = default_alert_system()
+    assert second is not first
+    assert second in HUB.event_listeners
+    assert first not in HUB.event_listeners
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_default_system_is_created_once_under_contention() -> None:
+    """Threads asking for the default system at once all get the same instance."""
+    default_alert_system().close()
+    threads = 8
+    barrier = threading.Barrier(threads)
+    got: list[AlertSystem] = []
+
+    def worker() -> None:
+        barrier.wait(timeout=5)
+        got.append(default_alert_system())
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=10)
+    assert len(got) == threads
+    assert len({id(s) for s in got}) == 1
+    assert sum(1 for listener in HUB.event_listeners if isinstance(listener, AlertSystem)) == 1

@@ -1,0 +1,795 @@
+"""Tests for the bulkhead: limits, FIFO queue, rejections, cancellation, threads, stats, events."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import random
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from otel_resilience.bulkhead import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_TIMEOUT,
+    Bulkhead,
+    BulkheadConfig,
+    _AsyncWaiter,
+)
+from otel_resilience.engine.clock import SYSTEM_CLOCK
+from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
+from otel_resilience.engine.events import CallRejected, Event, TelemetrySource
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.registry import BULKHEADS
+from otel_resilience.errors import (
+    BulkheadFullError,
+    BulkheadTimeoutError,
+    ExecutionRejectedError,
+    OperationTimeoutError,
+)
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+async def until(condition, steps=500):
+    """Yield to the loop until ``condition()`` holds (bounded)."""
+    for _ in range(steps):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+def until_sync(condition, timeout=5.0):
+    """Poll ``condition()`` from a thread until it holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.001)
+
+
+async def occupy(bulkhead, count):
+    """Start ``count`` async calls that hold (or wait for) a slot until the returned gate is set."""
+    gate = asyncio.Event()
+
+    async def hold():
+        await gate.wait()
+        return "held"
+
+    tasks = [asyncio.create_task(bulkhead.execute(hold)) for _ in range(count)]
+    expected = min(count, bulkhead.config.max_concurrent)
+    await until(lambda: bulkhead.stats.active == expected and bulkhead.stats.waiting == count - expected)
+    return gate, tasks
+
+
+async def call(bulkhead, driver, calls=None, value="ok"):
+    """Run one call through the async or the sync driver, recording that ``fn`` ran."""
+    if driver == "async":
+
+        async def fn():
+            if calls is not None:
+                calls.append(value)
+            return value
+
+        return await bulkhead.execute(fn)
+
+    def sync_fn():
+        if calls is not None:
+            calls.append(value)
+        return value
+
+    return bulkhead.execute_sync(sync_fn)
+
+
+async def run(bulkhead, driver, async_fn, sync_fn):
+    """Run ``async_fn`` or ``sync_fn`` through the matching driver."""
+    if driver == "async":
+        return await bulkhead.execute(async_fn)
+    return bulkhead.execute_sync(sync_fn)
+
+
+def call_after(bulkhead, clock, elapsed):
+    """Call under a 5 s sync deadline of which ``elapsed`` fake seconds have already passed."""
+    with SyncDeadline(clock, 5.0, "op"):
+        clock.advance(elapsed)
+        return bulkhead.execute_sync(lambda: "never")
+
+
+def assert_idle(bulkhead):
+    stats = bulkhead.stats
+    assert stats.active == 0
+    assert stats.waiting == 0
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned():
+    """The documented defaults are 10 running, 100 waiting and a 60 s queue timeout."""
+    assert (DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAITING, DEFAULT_TIMEOUT) == (10, 100, 60.0)
+    config = BulkheadConfig()
+    assert (config.max_concurrent, config.max_waiting, config.timeout) == (10, 100, 60.0)
+    assert Bulkhead("defaults").config == config
+
+
+def test_config_accepts_timedelta_as_seconds():
+    """A timedelta timeout is normalised to float seconds."""
+    config = BulkheadConfig(timeout=timedelta(milliseconds=1500))
+    assert config.timeout == 1.5
+    assert type(config.timeout) is float
+
+
+def test_config_is_frozen():
+    """A config cannot be changed after construction."""
+    config = BulkheadConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_concurrent = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"max_concurrent": 0}, ValueError, "max_concurrent"),
+        ({"max_concurrent": -3}, ValueError, "max_concurrent"),
+        ({"max_concurrent": 2.5}, TypeError, "max_concurrent"),
+        ({"max_concurrent": True}, TypeError, "max_concurrent"),
+        ({"max_waiting": -1}, ValueError, "max_waiting"),
+        ({"max_waiting": None}, TypeError, "max_waiting"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"timeout": -1.0}, ValueError, "timeout"),
+        ({"timeout": float("nan")}, ValueError, "timeout"),
+        ({"timeout": float("inf")}, ValueError, "timeout"),
+        ({"timeout": "60"}, TypeError, "timeout"),
+        ({"timeout": timedelta(0)}, ValueError, "timeout"),
+    ],
+)
+def test_bad_config_is_rejected(kwargs, error, field):
+    """Every out-of-range or mistyped field raises, naming the class and field."""
+    with pytest.raises(error, match=rf"BulkheadConfig\.{field} must be"):
+        BulkheadConfig(**kwargs)
+
+
+def test_validation_message_is_pinned():
+    """The message states the class, the field, the rule and the value."""
+    with pytest.raises(ValueError, match=r"^BulkheadConfig\.max_concurrent must be >= 1, got 0$"):
+        BulkheadConfig(max_concurrent=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "pattern"),
+    [
+        (("",), ValueError, r"Bulkhead\.name"),
+        ((3,), TypeError, r"Bulkhead\.name"),
+        (("x", {"max_concurrent": 1}), TypeError, r"Bulkhead\.config"),
+    ],
+)
+def test_bad_constructor_arguments_are_rejected(args, error, pattern):
+    """A bad name or a config of the wrong type raises at construction."""
+    with pytest.raises(error, match=pattern):
+        Bulkhead(*args)
+
+
+# --- basic behaviour -----------------------------------------------------------------------
+
+
+async def test_spec_example():
+    """The SPEC example runs as written."""
+    bulkhead = Bulkhead("analysis_pool", BulkheadConfig(max_concurrent=10, max_waiting=100, timeout=60.0))
+
+    async def analyze_document(doc):
+        return {"doc": doc}
+
+    result = await bulkhead.execute(analyze_document, "d1")
+    assert result == {"doc": "d1"}
+    assert bulkhead.get_stats()["completed"] == 1
+
+
+async def test_call_returns_result_and_frees_slot(driver):
+    """A call returns its result and leaves no slot taken."""
+    bulkhead = Bulkhead("basic", BulkheadConfig(max_concurrent=2))
+    assert await call(bulkhead, driver, value=42) == 42
+    assert_idle(bulkhead)
+    assert bulkhead.stats.completed == 1
+    assert bulkhead.stats.total == 1
+
+
+async def test_failure_propagates_unchanged_and_frees_slot(driver):
+    """The function's own exception reaches the caller as is, and the slot is given back."""
+    bulkhead = Bulkhead("failing", BulkheadConfig(max_concurrent=1))
+    boom = ValueError("boom")
+
+    async def fail_async():
+        raise boom
+
+    def fail_sync():
+        raise boom
+
+    with pytest.raises(ValueError, match="boom") as info:
+        await run(bulkhead, driver, fail_async, fail_sync)
+    assert info.value is boom
+    assert_idle(bulkhead)
+    assert bulkhead.stats.completed == 1
+    assert bulkhead.stats.rejected == 0
+
+
+async def test_non_callable_is_rejected_before_anything(driver):
+    """A non-callable ``fn`` raises TypeError at once and counts nothing."""
+    bulkhead = Bulkhead("typed")
+    with pytest.raises(TypeError, match=r"Bulkhead\.execute(_sync)?\.fn must be callable"):
+        await run(bulkhead, driver, 3, 3)
+    assert bulkhead.stats.total == 0
+
+
+def test_registered_in_bulkheads_registry():
+    """A new bulkhead is found in the registry by its name."""
+    bulkhead = Bulkhead("registry-unique-bulkhead")
+    assert BULKHEADS.get("registry-unique-bulkhead") is bulkhead
+    assert bulkhead in BULKHEADS.items()
+
+
+# --- limits, FIFO, rejections (async) ------------------------------------------------------
+
+
+async def test_limit_respected_under_50_concurrent_tasks():
+    """Fifty tasks never run more than max_concurrent at once, and all complete."""
+    bulkhead = Bulkhead("pool", BulkheadConfig(max_concurrent=5, max_waiting=50))
+    current = peak = 0
+
+    async def work(i):
+        nonlocal current, peak
+        current += 1
+        peak = max(peak, current)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        current -= 1
+        return i
+
+    results = await asyncio.gather(*(bulkhead.execute(work, i) for i in range(50)))
+    assert results == list(range(50))
+    assert peak == 5
+    stats = bulkhead.get_stats()
+    assert (stats["total"], stats["completed"]) == (50, 50)
+    assert (stats["peak_active"], stats["peak_waiting"]) == (5, 45)
+    assert_idle(bulkhead)
+
+
+async def test_waiters_are_served_in_fifo_order():
+    """Queued calls get slots in the order they arrived."""
+    bulkhead = Bulkhead("fifo", BulkheadConfig(max_concurrent=1, max_waiting=10))
+    gate, holders = await occupy(bulkhead, 1)
+    order = []
+
+    async def record(i):
+        order.append(i)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(asyncio.create_task(bulkhead.execute(record, i)))
+        await until(lambda n=i + 1: bulkhead.stats.waiting == n)
+    gate.set()
+    await asyncio.gather(*holders, *tasks)
+    assert order == [0, 1, 2, 3, 4]
+    assert_idle(bulkhead)
+
+
+async def test_full_queue_rejects_immediately(driver):
+    """With every slot busy and the queue full, a call is rejected at once without running."""
+    bulkhead = Bulkhead("full", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=10))
+    gate, tasks = await occupy(bulkhead, 2)
+    calls = []
+    start = time.monotonic()
+    with pytest.raises(BulkheadFullError) as info:
+        await call(bulkhead, driver, calls)
+    assert time.monotonic() - start < 0.5
+    error = info.value
+    assert type(error) is BulkheadFullError
+    assert isinstance(error, ExecutionRejectedError)
+    assert (error.name, error.max_concurrent, error.max_waiting, error.reason) == ("full", 1, 1, "full")
+    assert error.__cause__ is None
+    assert error.__suppress_context__
+    assert calls == []
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert bulkhead.stats.rejected == 1
+    assert bulkhead.stats.completed == 2
+    assert_idle(bulkhead)
+
+
+async def test_queue_timeout_raises_distinguishable_error(driver):
+    """A call that waits longer than the timeout gets BulkheadTimeoutError, not the plain full error."""
+    bulkhead = Bulkhead("slow", BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=0.05))
+    gate, tasks = await occupy(bulkhead, 1)
+    calls = []
+    start = time.monotonic()
+    with pytest.raises(BulkheadTimeoutError) as info:
+        await call(bulkhead, driver, calls)
+    elapsed = time.monotonic() - start
+    assert 0.04 <= elapsed < 2.0
+    error = info.value
+    assert isinstance(error, BulkheadFullError)
+    assert error.reason == "queue_timeout"
+    assert error.timeout == pytest.approx(0.05)
+    assert calls == []
+    assert bulkhead.stats.timed_out == 1
+    assert bulkhead.stats.waiting == 0
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert_idle(bulkhead)
+
+
+async def test_max_waiting_zero_rejects_at_once(driver):
+    """With no queue, a call is rejected as soon as every slot is busy."""
+    bulkhead = Bulkhead("noqueue", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    gate, tasks = await occupy(bulkhead, 1)
+    with pytest.raises(BulkheadFullError) as info:
+        await call(bulkhead, driver)
+    assert type(info.value) is BulkheadFullError
+    assert info.value.max_waiting == 0
+    assert bulkhead.stats.peak_waiting == 0
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert await call(bulkhead, driver) == "ok"
+    assert_idle(bulkhead)
+
+
+# --- cancellation --------------------------------------------------------------------------
+
+
+async def test_cancelled_waiter_leaves_queue_and_leaks_nothing():
+    """A waiter cancelled in the queue is removed and never runs; the slot stays usable."""
+    bulkhead = Bulkhead("cancel-wait", BulkheadConfig(max_concurrent=1, max_waiting=5))
+    gate, holders = await occupy(bulkhead, 1)
+    ran = []
+
+    async def record():
+        ran.append(1)
+
+    waiter = asyncio.create_task(bulkhead.execute(record))
+    await until(lambda: bulkhead.stats.waiting == 1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert bulkhead.stats.waiting == 0
+    assert bulkhead.stats.cancelled == 1
+    assert bulkhead.stats.active == 1
+    gate.set()
+    await asyncio.gather(*holders)
+    assert ran == []
+    assert_idle(bulkhead)
+    await bulkhead.execute(record)
+    assert ran == [1]
+
+
+async def test_cancelled_runner_gives_its_slot_back():
+    """A running call that is cancelled frees its slot, which goes to the next waiter."""
+    bulkhead = Bulkhead("cancel-run", BulkheadConfig(max_concurrent=1, max_waiting=5))
+    started = asyncio.Event()
+
+    async def block():
+        started.set()
+        await asyncio.Event().wait()
+
+    async def quick():
+        return "next"
+
+    runner = asyncio.create_task(bulkhead.execute(block))
+    await started.wait()
+    follower = asyncio.create_task(bulkhead.execute(quick))
+    await until(lambda: bulkhead.stats.waiting == 1)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert await asyncio.wait_for(follower, 2) == "next"
+    assert bulkhead.stats.completed == 2
+    assert_idle(bulkhead)
+
+
+async def test_waiter_cancelled_after_handoff_passes_slot_on():
+    """A waiter cancelled right after being handed a slot passes it to the next waiter."""
+    bulkhead = Bulkhead("handoff", BulkheadConfig(max_concurrent=1, max_waiting=5))
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Event()
+    ran = []
+    first = None
+
+    async def hold():
+        await gate.wait()
+        # Runs before the hand-off wakes `first`: the slot is handed over, then cancelled.
+        loop.call_soon(first.cancel)
+
+    async def record(tag):
+        ran.append(tag)
+        return tag
+
+    holder = asyncio.create_task(bulkhead.execute(hold))
+    await until(lambda: bulkhead.stats.active == 1)
+    first = asyncio.create_task(bulkhead.execute(record, "first"))
+    second = asyncio.create_task(bulkhead.execute(record, "second"))
+    await until(lambda: bulkhead.stats.waiting == 2)
+    gate.set()
+    await holder
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(second, 2) == "second"
+    assert ran == ["second"]
+    assert bulkhead.stats.cancelled == 1
+    assert_idle(bulkhead)
+
+
+async def test_deadline_cancels_a_queued_waiter():
+    """An enclosing deadline ends an async wait as OperationTimeoutError and frees the queue place."""
+    bulkhead = Bulkhead("deadline", BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=10))
+    gate, holders = await occupy(bulkhead, 1)
+
+    async def fn():
+        return "never"
+
+    with pytest.raises(OperationTimeoutError):
+        async with AsyncDeadline(SYSTEM_CLOCK, 0.05, "op"):
+            await bulkhead.execute(fn)
+    assert bulkhead.stats.waiting == 0
+    assert bulkhead.stats.cancelled == 1
+    gate.set()
+    await asyncio.gather(*holders)
+    assert_idle(bulkhead)
+
+
+async def test_cancellation_storm_leaks_no_slot():
+    """Random cancellations of runners and waiters leave every slot free and the counts balanced."""
+    bulkhead = Bulkhead("storm", BulkheadConfig(max_concurrent=3, max_waiting=100, timeout=5))
+    rng = random.Random(1234)
+
+    async def work():
+        for _ in range(rng.randint(0, 3)):
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(bulkhead.execute(work)) for _ in range(60)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+        for task in rng.sample(tasks, 5):
+            task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert any(isinstance(r, asyncio.CancelledError) for r in results)
+    stats = bulkhead.get_stats()
+    assert stats["active"] == 0
+    assert stats["waiting"] == 0
+    assert stats["cancelled"] > 0
+    assert stats["total"] == stats["completed"] + stats["cancelled"] + stats["rejected"] + stats["timed_out"]
+    assert bulkhead.stats.available == 3
+
+
+def test_slot_handed_to_a_closed_loop_is_passed_on():
+    """A slot handed to a waiter whose loop has closed is given back instead of leaking."""
+    bulkhead = Bulkhead("closed-loop", BulkheadConfig(max_concurrent=1, max_waiting=2))
+    core = bulkhead._core
+    assert core.try_acquire()
+    loop = asyncio.new_event_loop()
+    waiter = _AsyncWaiter(loop)
+    core.enqueue(waiter)
+    loop.close()
+    releaser = threading.Thread(target=core.release)
+    releaser.start()
+    releaser.join(timeout=5)
+    assert not releaser.is_alive()
+    assert_idle(bulkhead)
+    assert bulkhead.stats.cancelled == 1
+
+
+# --- threads and mixed use -----------------------------------------------------------------
+
+
+def test_sync_threads_respect_limit():
+    """Eight threads never run more than max_concurrent at once; the rest queue."""
+    bulkhead = Bulkhead("threads", BulkheadConfig(max_concurrent=3, max_waiting=8, timeout=5))
+    lock = threading.Lock()
+    release = threading.Event()
+    barrier = threading.Barrier(8)
+    errors = []
+    current = peak = 0
+
+    def work():
+        nonlocal current, peak
+        with lock:
+            current += 1
+            peak = max(peak, current)
+        release.wait(timeout=5)
+        with lock:
+            current -= 1
+
+    def worker():
+        try:
+            barrier.wait(timeout=5)
+            bulkhead.execute_sync(work)
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    until_sync(lambda: bulkhead.stats.active == 3 and bulkhead.stats.waiting == 5)
+    assert peak == 3
+    release.set()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert peak == 3
+    assert bulkhead.stats.completed == 8
+    assert bulkhead.stats.peak_active == 3
+    assert_idle(bulkhead)
+
+
+def test_sync_waiters_fifo_and_no_barging():
+    """Threads get slots in arrival order, and a caller that just released cannot jump the queue."""
+    bulkhead = Bulkhead("sync-fifo", BulkheadConfig(max_concurrent=1, max_waiting=10, timeout=5))
+    order = []
+    gate = threading.Event()
+
+    def hold():
+        gate.wait(timeout=5)
+
+    def holder():
+        bulkhead.execute_sync(hold)
+        bulkhead.execute_sync(order.append, "again")
+
+    threads = [threading.Thread(target=holder)]
+    threads[0].start()
+    until_sync(lambda: bulkhead.stats.active == 1)
+    for i in range(4):
+        thread = threading.Thread(target=bulkhead.execute_sync, args=(order.append, i))
+        thread.start()
+        threads.append(thread)
+        until_sync(lambda n=i + 1: bulkhead.stats.waiting == n)
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in threads)
+    assert order == [0, 1, 2, 3, "again"]
+    assert_idle(bulkhead)
+
+
+def test_sync_wait_ends_at_an_expired_deadline(clock):
+    """A sync waiter gives up at once when the enclosing deadline has already passed."""
+    config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
+    bulkhead = Bulkhead("sync-deadline", config, clock=clock)
+    assert bulkhead._core.try_acquire()
+    start = time.monotonic()
+    with pytest.raises(BulkheadTimeoutError) as info:
+        call_after(bulkhead, clock, 6.0)
+    assert time.monotonic() - start < 1.0
+    assert info.value.timeout == 0.0
+    assert bulkhead.stats.timed_out == 1
+    bulkhead._core.release()
+    assert_idle(bulkhead)
+
+
+def test_sync_wait_is_bounded_by_the_deadline(clock):
+    """A sync waiter waits only for what is left of the enclosing deadline when that is shorter."""
+    config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
+    bulkhead = Bulkhead("sync-deadline-2", config, clock=clock)
+    assert bulkhead._core.try_acquire()
+    start = time.monotonic()
+    with pytest.raises(BulkheadTimeoutError) as info:
+        call_after(bulkhead, clock, 4.95)
+    assert 0.04 <= time.monotonic() - start < 2.0
+    assert info.value.timeout == pytest.approx(0.05)
+    bulkhead._core.release()
+    assert_idle(bulkhead)
+
+
+async def test_mixed_sync_and_async_callers_share_the_limit():
+    """Event-loop tasks and worker threads using one bulkhead together never exceed its limit."""
+    bulkhead = Bulkhead("mixed", BulkheadConfig(max_concurrent=2, max_waiting=20, timeout=5))
+    lock = threading.Lock()
+    current = peak = 0
+
+    def enter():
+        nonlocal current, peak
+        with lock:
+            current += 1
+            peak = max(peak, current)
+
+    def leave():
+        nonlocal current
+        with lock:
+            current -= 1
+
+    async def async_work():
+        enter()
+        await asyncio.sleep(0.001)
+        leave()
+
+    def sync_work():
+        enter()
+        time.sleep(0.001)
+        leave()
+
+    async def async_client():
+        for _ in range(10):
+            await bulkhead.execute(async_work)
+
+    def sync_client():
+        for _ in range(10):
+            bulkhead.execute_sync(sync_work)
+
+    await asyncio.gather(
+        *(async_client() for _ in range(4)),
+        *(asyncio.to_thread(sync_client) for _ in range(4)),
+    )
+    assert peak == 2
+    assert bulkhead.stats.completed == 80
+    assert bulkhead.stats.peak_active == 2
+    assert_idle(bulkhead)
+
+
+# --- stats ---------------------------------------------------------------------------------
+
+
+async def test_get_stats_counts_every_outcome():
+    """get_stats reports limits, live counts, peaks and every kind of ending."""
+    bulkhead = Bulkhead("stats", BulkheadConfig(max_concurrent=2, max_waiting=1, timeout=0.05))
+    gate, holders = await occupy(bulkhead, 2)
+
+    async def fn():
+        return "x"
+
+    waiter = asyncio.create_task(bulkhead.execute(fn))
+    await until(lambda: bulkhead.stats.waiting == 1)
+    with pytest.raises(BulkheadFullError):
+        await bulkhead.execute(fn)
+    with pytest.raises(BulkheadTimeoutError):
+        await waiter
+    busy = bulkhead.get_stats()
+    assert (busy["active"], busy["waiting"], busy["available"]) == (2, 0, 0)
+    gate.set()
+    await asyncio.gather(*holders)
+    assert bulkhead.get_stats() == {
+        "name": "stats",
+        "active": 0,
+        "waiting": 0,
+        "max_concurrent": 2,
+        "max_waiting": 1,
+        "total": 4,
+        "completed": 2,
+        "rejected": 1,
+        "timed_out": 1,
+        "cancelled": 0,
+        "peak_active": 2,
+        "peak_waiting": 1,
+        "available": 2,
+    }
+
+
+async def test_stats_object_is_live(driver):
+    """The stats object is the same live object, readable during a call without a dict."""
+    bulkhead = Bulkhead("live", BulkheadConfig(max_concurrent=3))
+    stats = bulkhead.stats
+    assert stats is bulkhead.stats
+    seen = []
+
+    async def look_async():
+        seen.append((stats.active, stats.available))
+
+    def look_sync():
+        seen.append((stats.active, stats.available))
+
+    if driver == "async":
+        await bulkhead.execute(look_async)
+    else:
+        bulkhead.execute_sync(look_sync)
+    assert seen == [(1, 2)]
+    assert (stats.active, stats.available, stats.max_concurrent) == (0, 3, 3)
+    assert "active=0/3" in repr(bulkhead)
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+async def test_rejections_are_reported_as_events(recorder, driver):
+    """A full bulkhead reports bulkhead_full and an expired wait reports queue_timeout."""
+    bulkhead = Bulkhead("events", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05))
+    gate, tasks = await occupy(bulkhead, 1)
+    with pytest.raises(BulkheadTimeoutError):
+        await call(bulkhead, driver)
+    tasks.append(asyncio.create_task(call(bulkhead, "async")))
+    await until(lambda: bulkhead.stats.waiting == 1)
+    with pytest.raises(BulkheadFullError):
+        await call(bulkhead, driver)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert recorder.of(Event.CALL_REJECTED) == [
+        CallRejected(reason="queue_timeout"),
+        CallRejected(reason="bulkhead_full"),
+    ]
+    assert recorder.sources(Event.CALL_REJECTED) == [TelemetrySource("bulkhead", "events")] * 2
+
+
+async def test_pipeline_node_reports_with_its_pipeline_name(recorder):
+    """A node made for a pipeline reports rejections with that pipeline's name."""
+    bulkhead = Bulkhead("events-node", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    pipeline = PipelineBuilder("policy").add(bulkhead.as_strategy("policy")).build()
+    gate, tasks = await occupy(bulkhead, 1)
+
+    async def fn():
+        return "x"
+
+    with pytest.raises(BulkheadFullError):
+        await pipeline.execute(fn)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert recorder.of(Event.CALL_REJECTED) == [CallRejected(reason="bulkhead_full")]
+    assert recorder.sources(Event.CALL_REJECTED) == [TelemetrySource("bulkhead", "events-node", "policy")]
+
+
+# --- composition and decorator -------------------------------------------------------------
+
+
+async def test_as_strategy_shares_slots_with_the_instance():
+    """Nodes are new, unlinked, describe the bulkhead, and share its slots."""
+    bulkhead = Bulkhead("shared", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    node = bulkhead.as_strategy("policy")
+    assert node is not bulkhead.as_strategy("policy")
+    assert (node.kind, node.name, node.config) == ("bulkhead", "shared", bulkhead.config)
+    pipeline = PipelineBuilder("policy").add(node).build()
+    assert pipeline.describe() == (("bulkhead", "shared", bulkhead.config),)
+
+    async def fn():
+        return "x"
+
+    gate, tasks = await occupy(bulkhead, 1)
+    with pytest.raises(BulkheadFullError):
+        await pipeline.execute(fn)
+    with pytest.raises(BulkheadFullError):
+        pipeline.execute_sync(lambda: "x")
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert await pipeline.execute(fn) == "x"
+    assert bulkhead.stats.rejected == 2
+    assert_idle(bulkhead)
+
+
+def test_as_strategy_rejects_a_bad_pipeline_name():
+    """An empty pipeline name is rejected."""
+    with pytest.raises(ValueError, match=r"Bulkhead\.as_strategy\.pipeline"):
+        Bulkhead("named").as_strategy("")
+
+
+async def test_protect_picks_the_driver_and_keeps_the_signature():
+    """The decorator keeps name and signature and uses the async or sync driver as fits."""
+    bulkhead = Bulkhead("decorated", BulkheadConfig(max_concurrent=1, max_waiting=0))
+
+    @bulkhead.protect
+    async def fetch(x: int, *, scale: int = 2) -> int:
+        """Fetch."""
+        return x * scale
+
+    @bulkhead.protect
+    def parse(x: int) -> int:
+        return x + 1
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert not inspect.iscoroutinefunction(parse)
+    assert fetch.__name__ == "fetch"
+    assert fetch.__doc__ == "Fetch."
+    assert str(inspect.signature(fetch)) == "(x: 'int', *, scale: 'int' = 2) -> 'int'"
+    assert await fetch(3, scale=3) == 9
+    assert parse(1) == 2
+    gate, tasks = await occupy(bulkhead, 1)
+    with pytest.raises(BulkheadFullError):
+        await fetch(1)
+    with pytest.raises(BulkheadFullError):
+        parse(1)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert_idle(bulkhead)
+
+
+def test_protect_rejects_a_non_callable():
+    """Decorating something that is not callable raises TypeError."""
+    with pytest.raises(TypeError, match=r"Bulkhead\.protect\.fn must be callable"):
+        Bulkhead("decorated-bad").protect(3)  # type: ignore[call-overload]

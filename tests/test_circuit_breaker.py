@@ -1,0 +1,838 @@
+"""Tests for otel_resilience.circuit_breaker: state machine, permits, drivers, events, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import random
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from otel_resilience.circuit_breaker import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_HALF_OPEN_MAX_CALLS,
+    DEFAULT_IGNORE_EXCEPTIONS,
+    DEFAULT_RECORD_EXCEPTIONS,
+    DEFAULT_SUCCESS_THRESHOLD,
+    DEFAULT_TIMEOUT,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitState,
+)
+from otel_resilience.engine.events import HUB, CallRejected, Event, StateChanged, TelemetrySource
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.registry import BREAKERS
+from otel_resilience.errors import BulkheadFullError, CircuitOpenError
+from otel_resilience.testing import EventRecorder, FakeClock
+
+
+class Boom(ConnectionError):
+    """A recorded failure raised by the fake dependency."""
+
+
+def make(clock: FakeClock, name: str = "dep", **config: Any) -> CircuitBreaker:
+    return CircuitBreaker(name, CircuitBreakerConfig(**config), clock=clock)
+
+
+async def invoke(breaker: CircuitBreaker, driver: str, fn: Callable[[], Any]) -> Any:
+    """Run the plain function ``fn`` through the breaker with the given driver."""
+    if driver == "sync":
+        return breaker.call_sync(fn)
+
+    async def afn() -> Any:
+        return fn()
+
+    return await breaker.call(afn)
+
+
+def ok() -> str:
+    return "ok"
+
+
+def boom() -> None:
+    raise Boom
+
+
+async def fail_times(breaker: CircuitBreaker, driver: str, n: int) -> None:
+    for _ in range(n):
+        with pytest.raises(Boom):
+            await invoke(breaker, driver, boom)
+
+
+async def trip_and_wait(breaker: CircuitBreaker, clock: FakeClock, driver: str = "async") -> None:
+    """Open the breaker with failures, then let its timer elapse (still OPEN until read)."""
+    await fail_times(breaker, driver, breaker.config.failure_threshold)
+    assert breaker.stats.times_opened >= 1
+    clock.advance(breaker.config.timeout)
+
+
+def changes(recorder: EventRecorder, name: str) -> list[tuple[str, str, str]]:
+    return [
+        (args.old, args.new, args.reason)
+        for source, event, args in recorder.events
+        if event is Event.STATE_CHANGED and source.name == name and isinstance(args, StateChanged)
+    ]
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned() -> None:
+    """The documented defaults never change silently."""
+    config = CircuitBreakerConfig()
+    assert (DEFAULT_FAILURE_THRESHOLD, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT) == (5, 2, 60.0)
+    assert DEFAULT_HALF_OPEN_MAX_CALLS == 1
+    selectors = (DEFAULT_RECORD_EXCEPTIONS, DEFAULT_IGNORE_EXCEPTIONS)
+    assert selectors == ((Exception,), ())
+    assert config.failure_threshold == 5
+    assert config.success_threshold == 2
+    assert config.timeout == 60.0
+    assert config.half_open_max_calls == 1
+    assert config.record_exceptions == (Exception,)
+    assert config.ignore_exceptions == ()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"failure_threshold": 0}, ValueError, r"CircuitBreakerConfig\.failure_threshold must be >= 1"),
+        ({"failure_threshold": 1.5}, TypeError, r"CircuitBreakerConfig\.failure_threshold must be an int"),
+        ({"failure_threshold": True}, TypeError, r"CircuitBreakerConfig\.failure_threshold"),
+        ({"success_threshold": 0}, ValueError, r"CircuitBreakerConfig\.success_threshold must be >= 1"),
+        ({"success_threshold": "2"}, TypeError, r"CircuitBreakerConfig\.success_threshold"),
+        ({"timeout": 0}, ValueError, r"CircuitBreakerConfig\.timeout must be > 0 seconds"),
+        ({"timeout": -1.0}, ValueError, r"CircuitBreakerConfig\.timeout"),
+        ({"timeout": math.nan}, ValueError, r"CircuitBreakerConfig\.timeout must be a finite"),
+        ({"timeout": math.inf}, ValueError, r"CircuitBreakerConfig\.timeout must be a finite"),
+        ({"timeout": timedelta(0)}, ValueError, r"CircuitBreakerConfig\.timeout"),
+        ({"timeout": "60"}, TypeError, r"CircuitBreakerConfig\.timeout"),
+        ({"half_open_max_calls": 0}, ValueError, r"CircuitBreakerConfig\.half_open_max_calls must be >= 1"),
+        ({"record_exceptions": ()}, ValueError, r"CircuitBreakerConfig\.record_exceptions must be at least"),
+        ({"record_exceptions": "ValueError"}, TypeError, r"CircuitBreakerConfig\.record_exceptions"),
+        ({"record_exceptions": (int,)}, TypeError, r"CircuitBreakerConfig\.record_exceptions"),
+        ({"record_exceptions": (KeyboardInterrupt,)}, TypeError, r"CircuitBreakerConfig\.record_exceptions"),
+        ({"ignore_exceptions": lambda e: True}, TypeError, r"CircuitBreakerConfig\.ignore_exceptions"),
+        (
+            {"ignore_exceptions": (asyncio.CancelledError,)},
+            TypeError,
+            r"CircuitBreakerConfig\.ignore_exceptions",
+        ),
+        (
+            {"record_exceptions": (ValueError,), "ignore_exceptions": (Exception,)},
+            ValueError,
+            r"CircuitBreakerConfig\.ignore_exceptions must be disjoint",
+        ),
+    ],
+)
+def test_bad_config_is_rejected(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    """Every invalid field raises an error naming the class, the field and the rule."""
+    with pytest.raises(error, match=match):
+        CircuitBreakerConfig(**kwargs)
+
+
+def test_config_error_message_is_pinned() -> None:
+    """The validation message states class, field, rule and value."""
+    with pytest.raises(ValueError, match=r"^CircuitBreakerConfig\.failure_threshold must be >= 1, got 0$"):
+        CircuitBreakerConfig(failure_threshold=0)
+
+
+def test_config_normalises_timedelta_and_single_types() -> None:
+    """A timedelta timeout becomes float seconds and a single exception class becomes a tuple."""
+    config = CircuitBreakerConfig(
+        timeout=timedelta(minutes=2),  # type: ignore[arg-type]
+        record_exceptions=OSError,
+        ignore_exceptions=FileNotFoundError,
+    )
+    assert config.timeout == 120.0
+    assert type(config.timeout) is float
+    assert config.record_exceptions == (OSError,)
+    assert config.ignore_exceptions == (FileNotFoundError,)
+
+
+def test_constructor_validates_its_arguments(clock: FakeClock) -> None:
+    """Bad name, config or clock are rejected at construction."""
+    with pytest.raises(ValueError, match=r"CircuitBreaker\.name"):
+        CircuitBreaker("  ")
+    with pytest.raises(TypeError, match=r"CircuitBreaker\.name"):
+        CircuitBreaker(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"CircuitBreaker\.config"):
+        CircuitBreaker("x", {"failure_threshold": 3})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"CircuitBreaker\.clock"):
+        CircuitBreaker("x", clock=object())  # type: ignore[arg-type]
+    assert CircuitBreaker("x", clock=clock).config == CircuitBreakerConfig()
+
+
+async def test_non_callable_fn_is_rejected_at_once(clock: FakeClock) -> None:
+    """call, call_sync and protect raise TypeError for a non-callable, counting nothing."""
+    breaker = make(clock)
+    with pytest.raises(TypeError, match=r"CircuitBreaker\.call\.fn must be callable"):
+        await breaker.call(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"CircuitBreaker\.call_sync\.fn"):
+        breaker.call_sync(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"CircuitBreaker\.protect\.fn"):
+        breaker.protect("f")  # type: ignore[call-overload]
+    assert breaker.stats.total_requests == 0
+
+
+# -- the state machine -----------------------------------------------------------------------
+
+
+async def test_trips_at_exactly_the_threshold(clock: FakeClock, driver: str) -> None:
+    """failure_threshold - 1 failures keep it closed; the next one opens it."""
+    breaker = make(clock, failure_threshold=3)
+    await fail_times(breaker, driver, 2)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.failure_count == 2
+    await fail_times(breaker, driver, 1)
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.stats.times_opened == 1
+
+
+async def test_success_resets_the_consecutive_count(clock: FakeClock, driver: str) -> None:
+    """Failures only trip the breaker when consecutive; a success starts the count again."""
+    breaker = make(clock, failure_threshold=3)
+    for _ in range(5):
+        await fail_times(breaker, driver, 2)
+        assert await invoke(breaker, driver, ok) == "ok"
+        assert breaker.stats.failure_count == 0
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.total_failures == 10
+
+
+async def test_open_rejects_without_calling_and_names_the_breaker(clock: FakeClock, driver: str) -> None:
+    """While OPEN the function is never called; the error names the breaker and when it probes."""
+    breaker = make(clock, "ml_service", failure_threshold=1, timeout=30.0)
+    await fail_times(breaker, driver, 1)
+    clock.advance(12.0)
+    calls = 0
+
+    def counted() -> str:
+        nonlocal calls
+        calls += 1
+        return "ok"
+
+    with pytest.raises(CircuitOpenError) as info:
+        await invoke(breaker, driver, counted)
+    assert calls == 0
+    error = info.value
+    assert (error.name, error.state) == ("ml_service", "open")
+    assert error.retry_after == pytest.approx(18.0)
+    assert error.__cause__ is None
+    assert error.__suppress_context__
+    assert "ml_service" in str(error)
+    assert breaker.stats.total_rejected == 1
+
+
+async def test_half_open_after_timeout(clock: FakeClock, driver: str) -> None:
+    """The breaker turns HALF_OPEN only once its timeout has fully elapsed."""
+    breaker = make(clock, failure_threshold=1, timeout=10.0)
+    await fail_times(breaker, driver, 1)
+    clock.advance(9.999)
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.get_stats()["retry_after"] == pytest.approx(0.001)
+    clock.advance(0.001)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.get_stats()["retry_after"] == 0.0
+
+
+async def test_success_threshold_closes(clock: FakeClock, driver: str) -> None:
+    """success_threshold probe successes close the breaker, not fewer."""
+    breaker = make(clock, failure_threshold=1, success_threshold=3, timeout=5.0)
+    await trip_and_wait(breaker, clock, driver)
+    for expected in (1, 2):
+        assert await invoke(breaker, driver, ok) == "ok"
+        assert breaker.state is CircuitState.HALF_OPEN
+        assert breaker.stats.success_count == expected
+    await invoke(breaker, driver, ok)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.success_count == 0
+
+
+async def test_failure_in_half_open_reopens_with_a_fresh_timer(clock: FakeClock, driver: str) -> None:
+    """A failed probe reopens the breaker for a full timeout counted from the failure."""
+    breaker = make(clock, failure_threshold=2, success_threshold=2, timeout=10.0)
+    await trip_and_wait(breaker, clock, driver)
+    await invoke(breaker, driver, ok)
+    clock.advance(3.0)
+    await fail_times(breaker, driver, 1)
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.stats.times_opened == 2
+    assert breaker.get_stats()["retry_after"] == pytest.approx(10.0)
+    clock.advance(9.5)
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(0.5)
+    assert breaker.state is CircuitState.HALF_OPEN
+
+
+async def test_half_open_admits_at_most_max_calls(clock: FakeClock) -> None:
+    """Of 20 concurrent calls in HALF_OPEN exactly half_open_max_calls reach the dependency."""
+    breaker = make(clock, failure_threshold=1, success_threshold=3, timeout=10.0, half_open_max_calls=3)
+    await trip_and_wait(breaker, clock)
+    gate = asyncio.Event()
+    reached = 0
+
+    async def probe() -> str:
+        nonlocal reached
+        reached += 1
+        await gate.wait()
+        return "ok"
+
+    tasks = [asyncio.create_task(breaker.call(probe)) for _ in range(20)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert reached == 3
+    rejected = [t for t in tasks if t.done()]
+    assert len(rejected) == 17
+    for task in rejected:
+        error = task.exception()
+        assert isinstance(error, CircuitOpenError)
+        assert (error.state, error.retry_after) == ("half_open", 0.0)
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results.count("ok") == 3
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.total_rejected == 17
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+async def test_ignored_exceptions_count_as_neither(clock: FakeClock, driver: str) -> None:
+    """An ignored error neither trips the breaker nor resets the consecutive count."""
+    breaker = make(clock, failure_threshold=2, ignore_exceptions=(KeyError,))
+
+    def key_error() -> None:
+        raise KeyError("k")
+
+    await fail_times(breaker, driver, 1)
+    for _ in range(5):
+        with pytest.raises(KeyError):
+            await invoke(breaker, driver, key_error)
+    assert breaker.stats.failure_count == 1
+    assert breaker.stats.total_ignored == 5
+    assert breaker.stats.total_successes == 0
+    await fail_times(breaker, driver, 1)
+    assert breaker.state is CircuitState.OPEN
+
+
+async def test_unrecorded_exception_counts_as_success(clock: FakeClock, driver: str) -> None:
+    """An error outside record_exceptions shows the dependency answered: it is a success."""
+    breaker = make(clock, failure_threshold=2, record_exceptions=(ConnectionError,))
+
+    def not_found() -> None:
+        raise LookupError("404")
+
+    await fail_times(breaker, driver, 1)
+    with pytest.raises(LookupError):
+        await invoke(breaker, driver, not_found)
+    assert breaker.stats.failure_count == 0
+    assert breaker.stats.total_successes == 1
+    assert breaker.stats.total_failures == 1
+
+
+async def test_predicate_selects_recorded_errors(clock: FakeClock, driver: str) -> None:
+    """A record_exceptions predicate decides per error instance."""
+    breaker = make(clock, failure_threshold=1, record_exceptions=lambda e: "fatal" in str(e))
+
+    def raise_with(message: str) -> Callable[[], None]:
+        def fn() -> None:
+            raise RuntimeError(message)
+
+        return fn
+
+    with pytest.raises(RuntimeError):
+        await invoke(breaker, driver, raise_with("benign"))
+    assert breaker.state is CircuitState.CLOSED
+    with pytest.raises(RuntimeError):
+        await invoke(breaker, driver, raise_with("fatal"))
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.get_stats()["last_failure_type"] == "RuntimeError"
+
+
+async def test_predicate_that_raises_gives_the_permit_back(clock: FakeClock, driver: str) -> None:
+    """A broken predicate surfaces its own error and does not wedge HALF_OPEN."""
+    broken = True
+
+    def predicate(error: BaseException) -> bool:
+        if broken:
+            raise ZeroDivisionError
+        return True
+
+    breaker = make(clock, failure_threshold=1, timeout=1.0, record_exceptions=predicate)
+    broken = False
+    await trip_and_wait(breaker, clock, driver)
+    broken = True
+    with pytest.raises(ZeroDivisionError):
+        await invoke(breaker, driver, boom)
+    assert breaker.get_stats()["half_open_in_flight"] == 0
+    assert await invoke(breaker, driver, ok) == "ok"
+
+
+async def test_inner_rejection_is_always_ignored(clock: FakeClock, driver: str) -> None:
+    """A rejection from an inner layer (a full bulkhead) is not a failure of the dependency."""
+    breaker = make(clock, failure_threshold=1)
+
+    def full() -> None:
+        raise BulkheadFullError("pool", 1, 0)
+
+    for _ in range(3):
+        with pytest.raises(BulkheadFullError):
+            await invoke(breaker, driver, full)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.total_ignored == 3
+
+
+async def test_ignored_error_in_half_open_gives_the_probe_back(clock: FakeClock, driver: str) -> None:
+    """An ignored probe error frees the probe slot and leaves the breaker HALF_OPEN."""
+    breaker = make(clock, failure_threshold=1, timeout=1.0, ignore_exceptions=(KeyError,))
+    await trip_and_wait(breaker, clock, driver)
+
+    def key_error() -> None:
+        raise KeyError
+
+    with pytest.raises(KeyError):
+        await invoke(breaker, driver, key_error)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.get_stats()["half_open_in_flight"] == 0
+    assert await invoke(breaker, driver, ok) == "ok"
+
+
+# -- cancellation ----------------------------------------------------------------------------
+
+
+async def test_cancelled_probe_releases_its_permit(clock: FakeClock) -> None:
+    """Cancelling the only probe frees its slot, counts nothing, and the next probe is admitted."""
+    breaker = make(clock, failure_threshold=1, success_threshold=1, timeout=1.0)
+    await trip_and_wait(breaker, clock)
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(breaker.call(hang))
+    await started.wait()
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(asyncio.sleep, 0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = breaker.get_stats()
+    assert stats["state"] == "half_open"
+    assert (stats["half_open_in_flight"], stats["success_count"]) == (0, 0)
+    assert (stats["total_cancelled"], stats["total_failures"], stats["total_successes"]) == (1, 1, 0)
+    await breaker.call(asyncio.sleep, 0)
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_cancellation_in_closed_counts_nothing(clock: FakeClock) -> None:
+    """A cancelled call in CLOSED neither resets nor extends the consecutive failure count."""
+    breaker = make(clock, failure_threshold=2)
+    await fail_times(breaker, "async", 1)
+    task = asyncio.create_task(breaker.call(asyncio.sleep, 10))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breaker.stats.failure_count == 1
+    assert (breaker.stats.total_cancelled, breaker.stats.total_successes) == (1, 0)
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_interrupt_in_sync_call_is_not_counted(clock: FakeClock) -> None:
+    """KeyboardInterrupt propagates from a sync probe, frees the slot and is not a failure."""
+    breaker = make(clock, failure_threshold=1, timeout=1.0)
+    await trip_and_wait(breaker, clock, "sync")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        breaker.call_sync(interrupted)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.stats.total_cancelled == 1
+    assert breaker.stats.total_failures == 1
+    assert breaker.get_stats()["half_open_in_flight"] == 0
+
+
+async def test_cancellation_storm_leaks_no_probe_slot(clock: FakeClock) -> None:
+    """After random cancellations of gated probes, no half-open slot stays taken."""
+    breaker = make(clock, failure_threshold=1, success_threshold=1000, timeout=1.0, half_open_max_calls=4)
+    await trip_and_wait(breaker, clock)
+    rng = random.Random(1234)
+    gate = asyncio.Event()
+
+    async def probe() -> None:
+        await gate.wait()
+
+    for _ in range(10):
+        tasks = [asyncio.create_task(breaker.call(probe)) for _ in range(8)]
+        await asyncio.sleep(0)
+        for task in tasks:
+            if rng.random() < 0.5:
+                task.cancel()
+        gate.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        gate.clear()
+        assert breaker.get_stats()["half_open_in_flight"] == 0
+    stats = breaker.stats
+    assert stats.total_cancelled > 0
+    assert stats.total_requests == 1 + 80
+    assert breaker.state is CircuitState.HALF_OPEN
+
+
+# -- permits and generations -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("late_outcome", ["failure", "success"])
+async def test_stale_permit_does_not_count_in_a_later_state(clock: FakeClock, late_outcome: str) -> None:
+    """A slow call admitted in CLOSED that ends in HALF_OPEN moves no half-open count."""
+    breaker = make(clock, failure_threshold=2, success_threshold=2, timeout=10.0)
+    slow_gate = asyncio.Event()
+    probe_gate = asyncio.Event()
+
+    async def slow() -> str:
+        await slow_gate.wait()
+        if late_outcome == "failure":
+            raise Boom
+        return "late"
+
+    async def probe() -> str:
+        await probe_gate.wait()
+        return "probe"
+
+    slow_task = asyncio.create_task(breaker.call(slow))
+    await asyncio.sleep(0)
+    await trip_and_wait(breaker, clock)
+    probe_task = asyncio.create_task(breaker.call(probe))
+    await asyncio.sleep(0)
+    assert breaker.get_stats()["half_open_in_flight"] == 1
+
+    slow_gate.set()
+    await asyncio.gather(slow_task, return_exceptions=True)
+    stats = breaker.get_stats()
+    assert stats["state"] == "half_open"
+    assert (stats["success_count"], stats["half_open_in_flight"]) == (0, 1)
+    with pytest.raises(CircuitOpenError, match="half-open"):
+        await breaker.call(probe)
+
+    probe_gate.set()
+    assert await probe_task == "probe"
+    assert breaker.stats.success_count == 1
+    assert breaker.state is CircuitState.HALF_OPEN
+
+
+async def test_stale_closed_failure_does_not_count_after_a_full_cycle(clock: FakeClock) -> None:
+    """A failure admitted in an earlier CLOSED period does not count toward the new one."""
+    breaker = make(clock, failure_threshold=2, success_threshold=1, timeout=1.0)
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+        raise Boom
+
+    slow_task = asyncio.create_task(breaker.call(slow))
+    await asyncio.sleep(0)
+    await trip_and_wait(breaker, clock)
+    await breaker.call(asyncio.sleep, 0)
+    assert breaker.state is CircuitState.CLOSED
+    gate.set()
+    with pytest.raises(Boom):
+        await slow_task
+    assert breaker.stats.failure_count == 0
+    assert breaker.stats.total_failures == 3
+    await fail_times(breaker, "async", 1)
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_stale_probe_does_not_count_in_a_later_half_open_period(clock: FakeClock) -> None:
+    """A probe from a half-open period that ended neither frees a slot nor counts a success later."""
+    breaker = make(clock, failure_threshold=1, success_threshold=2, timeout=1.0, half_open_max_calls=2)
+    await trip_and_wait(breaker, clock)
+    gate_a, gate_b, gate_c = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def probe_b() -> None:
+        await gate_b.wait()
+        raise Boom
+
+    task_a = asyncio.create_task(breaker.call(gate_a.wait))
+    task_b = asyncio.create_task(breaker.call(probe_b))
+    await asyncio.sleep(0)
+    gate_b.set()
+    with pytest.raises(Boom):
+        await task_b
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(1.0)
+    task_c = asyncio.create_task(breaker.call(gate_c.wait))
+    await asyncio.sleep(0)
+    gate_a.set()
+    await task_a
+    stats = breaker.get_stats()
+    assert (stats["state"], stats["success_count"], stats["half_open_in_flight"]) == ("half_open", 0, 1)
+    gate_c.set()
+    await task_c
+    assert breaker.stats.success_count == 1
+
+
+# -- manual control --------------------------------------------------------------------------
+
+
+async def test_force_open_without_duration_stays_open_until_reset(clock: FakeClock, driver: str) -> None:
+    """force_open() with no duration never turns HALF_OPEN by itself; reset() closes it."""
+    breaker = make(clock, timeout=1.0)
+    breaker.force_open()
+    clock.advance(10_000.0)
+    assert breaker.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError) as info:
+        await invoke(breaker, driver, ok)
+    assert info.value.retry_after == math.inf
+    breaker.reset()
+    assert breaker.state is CircuitState.CLOSED
+    assert await invoke(breaker, driver, ok) == "ok"
+
+
+async def test_force_open_with_duration_then_half_open(clock: FakeClock, driver: str) -> None:
+    """force_open(duration) opens for that long, then probes as after a trip."""
+    breaker = make(clock, timeout=60.0, success_threshold=1)
+    breaker.force_open(timedelta(seconds=5))
+    assert breaker.get_stats()["retry_after"] == pytest.approx(5.0)
+    clock.advance(5.0)
+    assert breaker.state is CircuitState.HALF_OPEN
+    await invoke(breaker, driver, ok)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_force_open_validates_its_arguments(clock: FakeClock) -> None:
+    """A bad duration or reason is rejected and the state is left alone."""
+    breaker = make(clock)
+    with pytest.raises(ValueError, match=r"CircuitBreaker\.force_open\.duration"):
+        breaker.force_open(0)
+    with pytest.raises(ValueError, match=r"CircuitBreaker\.force_open\.duration"):
+        breaker.force_open(math.nan)
+    with pytest.raises(ValueError, match=r"CircuitBreaker\.force_open\.reason"):
+        breaker.force_open(1.0, reason="whim")  # type: ignore[arg-type]
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_reset_clears_the_current_counts(clock: FakeClock, driver: str) -> None:
+    """reset() closes the breaker and clears the consecutive count; totals are kept."""
+    breaker = make(clock, failure_threshold=3)
+    await fail_times(breaker, driver, 2)
+    breaker.reset()
+    assert breaker.stats.failure_count == 0
+    await fail_times(breaker, driver, 2)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.total_failures == 4
+
+
+async def test_registered_for_lookup_by_name(clock: FakeClock) -> None:
+    """ISOLATE finds the breaker in BREAKERS by name and can force it open."""
+    breaker = make(clock, "isolate_me")
+    found = BREAKERS.get("isolate_me")
+    assert found is breaker
+    assert isinstance(found, CircuitBreaker)
+    found.force_open(30.0, reason="isolated")
+    assert breaker.state is CircuitState.OPEN
+
+
+# -- telemetry -------------------------------------------------------------------------------
+
+
+async def test_state_changes_are_reported(clock: FakeClock, recorder: EventRecorder) -> None:
+    """Every transition is reported once with its reason through the instance telemetry."""
+    breaker = make(clock, "events", failure_threshold=1, success_threshold=1, timeout=5.0)
+    await fail_times(breaker, "async", 1)
+    clock.advance(5.0)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.state is CircuitState.HALF_OPEN
+    await fail_times(breaker, "async", 1)
+    clock.advance(5.0)
+    await breaker.call(asyncio.sleep, 0)
+    breaker.force_open()
+    breaker.force_open(2.0)
+    breaker.reset()
+    breaker.reset()
+    breaker.force_open(1.0, reason="isolated")
+    assert changes(recorder, "events") == [
+        ("closed", "open", "failure_threshold"),
+        ("open", "half_open", "timeout_elapsed"),
+        ("half_open", "open", "probe_failed"),
+        ("open", "half_open", "timeout_elapsed"),
+        ("half_open", "closed", "probe_succeeded"),
+        ("closed", "open", "forced"),
+        ("open", "closed", "reset"),
+        ("closed", "open", "isolated"),
+    ]
+    assert breaker.stats.times_opened == 4
+    assert set(recorder.sources(Event.STATE_CHANGED)) == {TelemetrySource("circuit_breaker", "events")}
+
+
+async def test_rejections_are_reported_with_reason(clock: FakeClock, recorder: EventRecorder) -> None:
+    """Rejections report circuit_open or half_open_full through the node's telemetry."""
+    breaker = make(clock, "rej", failure_threshold=1, timeout=5.0)
+    await fail_times(breaker, "async", 1)
+    with pytest.raises(CircuitOpenError):
+        breaker.call_sync(ok)
+    clock.advance(5.0)
+    gate = asyncio.Event()
+    probe = asyncio.create_task(breaker.call(gate.wait))
+    await asyncio.sleep(0)
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(gate.wait)
+    gate.set()
+    await probe
+    assert recorder.of(Event.CALL_REJECTED) == [CallRejected("circuit_open"), CallRejected("half_open_full")]
+    assert recorder.sources(Event.CALL_REJECTED)[0] == TelemetrySource("circuit_breaker", "rej")
+
+
+async def test_listener_may_read_the_breaker_during_a_transition(clock: FakeClock) -> None:
+    """Events are reported outside the lock, so a listener can read stats without deadlock."""
+    breaker = make(clock, "reentrant", failure_threshold=1)
+    seen: list[str] = []
+
+    class Reader:
+        def on_event(self, source: TelemetrySource, event: Event, args: object) -> None:
+            if source.name == "reentrant":
+                seen.append(breaker.get_stats()["state"])
+
+    listener = Reader()
+    HUB.add_listener(listener)
+    try:
+        await fail_times(breaker, "sync", 1)
+    finally:
+        HUB.remove_listener(listener)
+    assert seen == ["open"]
+
+
+def test_get_stats_has_every_key_and_matches_stats(clock: FakeClock) -> None:
+    """get_stats returns the SPEC keys, and the stats object holds the same numbers."""
+    breaker = make(clock, "stats", failure_threshold=2)
+    breaker.call_sync(ok)
+    with pytest.raises(Boom):
+        breaker.call_sync(boom)
+    stats = breaker.get_stats()
+    assert stats == {
+        "name": "stats",
+        "state": "closed",
+        "failure_count": 1,
+        "success_count": 0,
+        "total_requests": 2,
+        "total_successes": 1,
+        "total_failures": 1,
+        "total_rejected": 0,
+        "total_ignored": 0,
+        "total_cancelled": 0,
+        "times_opened": 0,
+        "half_open_in_flight": 0,
+        "retry_after": 0.0,
+        "last_failure_type": f"{__name__}.Boom",
+    }
+    live = breaker.stats
+    assert (live.total_requests, live.total_successes, live.failure_count) == (2, 1, 1)
+    assert repr(breaker) == "CircuitBreaker('stats', state=closed)"
+
+
+# -- composition and decorator ---------------------------------------------------------------
+
+
+async def test_as_strategy_shares_state_across_pipelines(clock: FakeClock, recorder: EventRecorder) -> None:
+    """Nodes from as_strategy are new links over one shared state, named for their pipeline."""
+    breaker = make(clock, "shared", failure_threshold=1)
+    node_a = breaker.as_strategy("policy_a")
+    node_b = breaker.as_strategy("policy_b")
+    assert node_a is not node_b
+    assert (node_a.kind, node_a.name, node_a.config) == ("circuit_breaker", "shared", breaker.config)
+    pipeline_a = PipelineBuilder("policy_a").add(node_a).build()
+    pipeline_b = PipelineBuilder("policy_b").add(node_b).build()
+    with pytest.raises(Boom):
+        pipeline_a.execute_sync(boom)
+    with pytest.raises(CircuitOpenError):
+        await pipeline_b.execute(asyncio.sleep, 0)
+    assert breaker.stats.total_rejected == 1
+    assert recorder.sources(Event.CALL_REJECTED) == [TelemetrySource("circuit_breaker", "shared", "policy_b")]
+
+
+async def test_protect_keeps_sync_and_async_functions(clock: FakeClock) -> None:
+    """The decorator keeps the name and kind of the function and counts every call."""
+    breaker = make(clock, failure_threshold=1)
+
+    @breaker.protect
+    async def fetch(x: int, *, y: int = 1) -> int:
+        """Fetch."""
+        return x + y
+
+    @breaker.protect
+    def compute(x: int) -> int:
+        """Compute."""
+        return x * 2
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert not inspect.iscoroutinefunction(compute)
+    assert (fetch.__name__, fetch.__doc__, compute.__name__) == ("fetch", "Fetch.", "compute")
+    assert await fetch(1, y=2) == 3
+    assert compute(4) == 8
+    assert breaker.stats.total_successes == 2
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError):
+        compute(1)
+    with pytest.raises(CircuitOpenError):
+        await fetch(1)
+
+
+# -- threads ---------------------------------------------------------------------------------
+
+
+def run_threads(count: int, target: Callable[[], None]) -> None:
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            target()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+
+
+def test_threads_lose_no_counts(clock: FakeClock) -> None:
+    """8 threads x 10 000 sync calls, half failing, lose no count."""
+    breaker = make(clock, failure_threshold=1_000_000)
+    start = threading.Barrier(8, timeout=5)
+
+    def worker() -> None:
+        start.wait()
+        for i in range(10_000):
+            if i % 2:
+                breaker.call_sync(ok)
+            else:
+                with contextlib.suppress(Boom):
+                    breaker.call_sync(boom)
+
+    run_threads(8, worker)
+    stats = breaker.stats
+    assert (stats.total_successes, stats.total_failures, stats.total_requests) == (40_000, 40_000, 80_000)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_user_calls_run_concurrently(clock: FakeClock) -> None:
+    """Four threads are inside the protected function at the same time: no lock is held."""
+    breaker = make(clock)
+    inside = threading.Barrier(4, timeout=5)
+
+    def worker() -> None:
+        breaker.call_sync(inside.wait)
+
+    run_threads(4, worker)
+    assert breaker.stats.total_successes == 4

@@ -1,0 +1,745 @@
+"""Tests for otel_resilience.fallback: every strategy through both drivers, caches, groups, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+import threading
+
+import pytest
+
+from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.errors import CircuitOpenError, OperationTimeoutError
+from otel_resilience.fallback import (
+    DEFAULT_HANDLE_EXCEPTIONS,
+    MISSING,
+    CacheService,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+)
+from otel_resilience.testing import FakeClock
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import ExceptionGroup
+
+DEFAULT = FallbackStrategy.DEFAULT_VALUE
+ALTERNATIVE = FallbackStrategy.ALTERNATIVE_FUNCTION
+CACHED = FallbackStrategy.CACHED_VALUE
+MULTIPLE = FallbackStrategy.MULTIPLE_ATTEMPTS
+
+ZERO_STATS = {
+    "executions": 0,
+    "fallbacks_used": 0,
+    "fallback_successes": 0,
+    "fallback_failures": 0,
+    "cache_hits": 0,
+    "cache_misses": 0,
+    "cache_errors": 0,
+}
+
+
+def stats(**changes: int) -> dict[str, int]:
+    """Return the expected stats: zero except for ``changes``."""
+    return {**ZERO_STATS, **changes}
+
+
+async def run(handler: FallbackHandler, driver: str, fn, *args, **kwargs):
+    """Call the sync function ``fn`` through the handler's async or sync driver."""
+    if driver == "async":
+
+        async def afn(*a, **kw):
+            return fn(*a, **kw)
+
+        return await handler.execute_with_fallback(afn, *args, **kwargs)
+    return handler.execute_with_fallback_sync(fn, *args, **kwargs)
+
+
+class Failing:
+    """A function that records its arguments and raises ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls.append((args, kwargs))
+        raise self.error
+
+
+class MemoryCache:
+    """A sync in-memory CacheService returning MISSING on a miss."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.fail_get = False
+        self.fail_set = False
+
+    def get(self, key: str) -> object:
+        if self.fail_get:
+            raise ConnectionError("cache down")
+        return self.data.get(key, MISSING)
+
+    def set(self, key: str, value: object) -> None:
+        if self.fail_set:
+            raise ConnectionError("cache down")
+        self.data[key] = value
+
+
+class AsyncMemoryCache:
+    """An async in-memory CacheService returning None on a miss (as redis clients do)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+
+    async def get(self, key: str) -> object:
+        await asyncio.sleep(0)
+        return self.data.get(key)
+
+    async def set(self, key: str, value: object) -> None:
+        await asyncio.sleep(0)
+        self.data[key] = value
+
+
+def cached(cache: object, **kwargs: object) -> FallbackHandler:
+    """A CACHED_VALUE handler on ``cache`` under the key ``"last"``."""
+    return FallbackHandler(FallbackConfig(CACHED, cache_key="last", cache_service=cache, **kwargs))  # type: ignore[arg-type]
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned() -> None:
+    """The documented defaults of FallbackConfig and FallbackHandler do not drift."""
+    config = FallbackConfig(DEFAULT)
+    assert config.default_value is None
+    assert config.fallback_function is None
+    assert config.fallback_functions == ()
+    assert config.cache_key is None
+    assert config.cache_service is None
+    assert config.handle_exceptions == (Exception,) == DEFAULT_HANDLE_EXCEPTIONS
+    handler = FallbackHandler(config)
+    assert handler.name == "fallback"
+    assert handler.config is config
+    assert handler.get_stats() == ZERO_STATS
+    assert [s.value for s in FallbackStrategy] == [
+        "default_value",
+        "alternative_function",
+        "cached_value",
+        "multiple_attempts",
+    ]
+    assert repr(MISSING) == "MISSING"
+
+
+def _fn(*_: object) -> None:
+    """A callable used in bad-config cases."""
+
+
+async def _afn(*_: object) -> None:
+    """A coroutine function used in configuration cases."""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"strategy": "default_value"}, TypeError, r"FallbackConfig\.strategy must be a FallbackStrategy"),
+        ({"strategy": ALTERNATIVE}, TypeError, r"FallbackConfig\.fallback_function must be callable"),
+        (
+            {"strategy": ALTERNATIVE, "fallback_function": 42},
+            TypeError,
+            r"FallbackConfig\.fallback_function must be callable .*got 42 \(int\)",
+        ),
+        (
+            {"strategy": CACHED, "cache_service": MemoryCache()},
+            TypeError,
+            r"FallbackConfig\.cache_key must be a str",
+        ),
+        (
+            {"strategy": CACHED, "cache_key": " ", "cache_service": MemoryCache()},
+            ValueError,
+            r"FallbackConfig\.cache_key must be a non-empty str, got ' '",
+        ),
+        (
+            {"strategy": CACHED, "cache_key": "k"},
+            TypeError,
+            r"FallbackConfig\.cache_service must be an object",
+        ),
+        (
+            {"strategy": CACHED, "cache_key": "k", "cache_service": {}},
+            TypeError,
+            r"FallbackConfig\.cache_service must be an object with callable get and set",
+        ),
+        ({"strategy": MULTIPLE}, ValueError, r"FallbackConfig\.fallback_functions must be non-empty"),
+        (
+            {"strategy": MULTIPLE, "fallback_functions": [_fn, 3]},
+            TypeError,
+            r"FallbackConfig\.fallback_functions must be callables only",
+        ),
+        (
+            {"strategy": MULTIPLE, "fallback_functions": _fn},
+            TypeError,
+            r"FallbackConfig\.fallback_functions must be a list or tuple of callables",
+        ),
+        (
+            {"strategy": DEFAULT, "cache_key": "k"},
+            ValueError,
+            (
+                r"FallbackConfig\.cache_key must be unset unless strategy is CACHED_VALUE "
+                r"\(strategy is DEFAULT_VALUE\), got 'k'"
+            ),
+        ),
+        (
+            {"strategy": DEFAULT, "fallback_function": _fn},
+            ValueError,
+            r"FallbackConfig\.fallback_function must be unset",
+        ),
+        (
+            {"strategy": ALTERNATIVE, "fallback_function": _fn, "default_value": 0},
+            ValueError,
+            r"FallbackConfig\.default_value must be unset unless strategy is DEFAULT_VALUE",
+        ),
+        (
+            {
+                "strategy": CACHED,
+                "cache_key": "k",
+                "cache_service": MemoryCache(),
+                "fallback_functions": [_fn],
+            },
+            ValueError,
+            r"FallbackConfig\.fallback_functions must be unset",
+        ),
+        (
+            {"strategy": DEFAULT, "handle_exceptions": ()},
+            ValueError,
+            r"FallbackConfig\.handle_exceptions must be non-empty",
+        ),
+        (
+            {"strategy": DEFAULT, "handle_exceptions": (asyncio.CancelledError,)},
+            ValueError,
+            r"FallbackConfig\.handle_exceptions must be Exception subclasses",
+        ),
+        (
+            {"strategy": DEFAULT, "handle_exceptions": BaseException},
+            ValueError,
+            r"FallbackConfig\.handle_exceptions must be Exception subclasses",
+        ),
+        (
+            {"strategy": DEFAULT, "handle_exceptions": "ValueError"},
+            TypeError,
+            r"FallbackConfig\.handle_exceptions must be exception types or a predicate",
+        ),
+        (
+            {"strategy": DEFAULT, "handle_exceptions": (ValueError, 3)},
+            TypeError,
+            r"FallbackConfig\.handle_exceptions must be exception types or a predicate",
+        ),
+    ],
+)
+def test_bad_config_is_rejected(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
+    """Every invalid or contradictory FallbackConfig raises an error naming the class and field."""
+    with pytest.raises(error, match=match):
+        FallbackConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((None,), {}, TypeError, r"FallbackHandler\.config must be a FallbackConfig"),
+        (
+            (FallbackConfig(DEFAULT),),
+            {"name": ""},
+            ValueError,
+            r"FallbackHandler\.name must be a non-empty name",
+        ),
+        ((FallbackConfig(DEFAULT),), {"clock": "now"}, TypeError, r"FallbackHandler\.clock must be a Clock"),
+    ],
+)
+def test_bad_handler_arguments_are_rejected(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    """FallbackHandler validates its config, name and clock."""
+    with pytest.raises(error, match=match):
+        FallbackHandler(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_config_normalises_sequences_and_single_types() -> None:
+    """A list of fallback functions becomes a tuple and a single handled type becomes a 1-tuple."""
+    config = FallbackConfig(MULTIPLE, fallback_functions=[_fn, _afn], handle_exceptions=KeyError)
+    assert config.fallback_functions == (_fn, _afn)
+    assert config.handle_exceptions == (KeyError,)
+
+
+def test_cache_service_protocol_matches_the_examples() -> None:
+    """Both example caches satisfy the documented CacheService protocol."""
+    assert isinstance(MemoryCache(), CacheService)
+    assert isinstance(AsyncMemoryCache(), CacheService)
+
+
+# -- the strategies, both drivers --------------------------------------------------------------
+
+
+async def test_success_is_returned_untouched(driver: str) -> None:
+    """A call that succeeds returns its own result and uses no fallback."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="d"))
+    assert await run(handler, driver, lambda x, *, y: x + y, 1, y=2) == 3
+    assert handler.get_stats() == stats(executions=1)
+
+
+async def test_default_value_answers_a_failure(driver: str, recorder) -> None:
+    """DEFAULT_VALUE returns the default, passes the arguments to fn, and reports a success."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value={"status": "error"}), name="api")
+    primary = Failing(ValueError("down"))
+    assert await run(handler, driver, primary, 1, k="v") == {"status": "error"}
+    assert primary.calls == [((1,), {"k": "v"})]
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_successes=1)
+    assert recorder.of(Event.FALLBACK_USED) == [FallbackUsed("default_value", "success", "ValueError")]
+    assert recorder.sources(Event.FALLBACK_USED) == [TelemetrySource("fallback", "api", None)]
+
+
+async def test_alternative_function_gets_the_error_and_the_arguments(driver: str) -> None:
+    """ALTERNATIVE_FUNCTION is called as fallback_function(error, *args, **kwargs)."""
+    seen: list[tuple[object, ...]] = []
+
+    def alternative(error: Exception, x: int, *, scale: int) -> int:
+        seen.append((error, x, scale))
+        return -x * scale
+
+    handler = FallbackHandler(FallbackConfig(ALTERNATIVE, fallback_function=alternative))
+    boom = KeyError("k")
+    assert await run(handler, driver, Failing(boom), 4, scale=10) == -40
+    assert seen == [(boom, 4, 10)]
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_successes=1)
+
+
+async def test_async_alternative_function_is_awaited() -> None:
+    """The async driver awaits an async fallback function."""
+
+    async def alternative(error: Exception, x: int) -> str:
+        await asyncio.sleep(0)
+        return f"alt:{x}:{type(error).__name__}"
+
+    handler = FallbackHandler(FallbackConfig(ALTERNATIVE, fallback_function=alternative))
+    assert await run(handler, "async", Failing(ValueError()), 7) == "alt:7:ValueError"
+
+
+async def test_failing_alternative_raises_its_own_error_chained(driver: str, recorder) -> None:
+    """When the alternative raises, its error propagates with the original as its __context__."""
+    original = ValueError("primary")
+    replacement = LookupError("alternative")
+    handler = FallbackHandler(FallbackConfig(ALTERNATIVE, fallback_function=Failing(replacement)))
+    with pytest.raises(LookupError) as info:
+        await run(handler, driver, Failing(original))
+    assert info.value is replacement
+    assert info.value.__context__ is original
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_failures=1)
+    assert recorder.of(Event.FALLBACK_USED) == [FallbackUsed("alternative_function", "failure", "ValueError")]
+
+
+async def test_multiple_attempts_tries_functions_in_order(driver: str) -> None:
+    """MULTIPLE_ATTEMPTS calls each function as fn(*args, **kwargs) until one returns."""
+    first = Failing(ConnectionError("replica 1"))
+    second_calls: list[tuple[object, ...]] = []
+
+    def second(x: int, *, tag: str) -> str:
+        second_calls.append((x, tag))
+        return f"replica2:{x}:{tag}"
+
+    third = Failing(AssertionError("never called"))
+    handler = FallbackHandler(FallbackConfig(MULTIPLE, fallback_functions=[first, second, third]))
+    assert await run(handler, driver, Failing(ConnectionError("primary")), 3, tag="t") == "replica2:3:t"
+    assert first.calls == [((3,), {"tag": "t"})]
+    assert second_calls == [(3, "t")]
+    assert third.calls == []
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_successes=1)
+
+
+async def test_multiple_attempts_mixes_sync_and_async_functions() -> None:
+    """The async driver accepts sync and async functions among MULTIPLE_ATTEMPTS."""
+
+    async def second(x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 1
+
+    handler = FallbackHandler(FallbackConfig(MULTIPLE, fallback_functions=(Failing(OSError()), second)))
+    assert await run(handler, "async", Failing(OSError()), 1) == 2
+
+
+async def test_exception_group_keeps_every_cause_in_order(driver: str, recorder) -> None:
+    """When every function fails, an ExceptionGroup holds the original then each fallback error."""
+    original = ConnectionError("primary")
+    errors = [TimeoutError("a"), ValueError("b"), KeyError("c")]
+    handler = FallbackHandler(
+        FallbackConfig(MULTIPLE, fallback_functions=[Failing(e) for e in errors]), name="replicas"
+    )
+    with pytest.raises(ExceptionGroup) as info:
+        await run(handler, driver, Failing(original))
+    group = info.value
+    assert list(group.exceptions) == [original, *errors]
+    assert "all 3 fallback functions failed" in str(group)
+    assert group.__cause__ is None
+    assert group.__suppress_context__
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_failures=1)
+    assert recorder.of(Event.FALLBACK_USED) == [
+        FallbackUsed("multiple_attempts", "failure", "ConnectionError")
+    ]
+
+
+# -- cache -------------------------------------------------------------------------------------
+
+
+async def test_cached_value_writes_successes_and_serves_them(driver: str, recorder) -> None:
+    """CACHED_VALUE writes every success under cache_key and answers a failure with the last one."""
+    cache = MemoryCache()
+    handler = cached(cache)
+    assert await run(handler, driver, lambda: "v1") == "v1"
+    assert await run(handler, driver, lambda: "v2") == "v2"
+    assert cache.data == {"last": "v2"}
+    assert await run(handler, driver, Failing(ConnectionError())) == "v2"
+    assert cache.data == {"last": "v2"}
+    assert handler.get_stats() == stats(executions=3, fallbacks_used=1, fallback_successes=1, cache_hits=1)
+    assert recorder.of(Event.FALLBACK_USED) == [FallbackUsed("cached_value", "success", "ConnectionError")]
+
+
+async def test_cache_miss_reraises_the_original_error(driver: str, recorder) -> None:
+    """A cache miss re-raises the very error the call raised."""
+    handler = cached(MemoryCache())
+    original = ConnectionError("down")
+    with pytest.raises(ConnectionError) as info:
+        await run(handler, driver, Failing(original))
+    assert info.value is original
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_failures=1, cache_misses=1)
+    assert recorder.of(Event.FALLBACK_USED) == [FallbackUsed("cached_value", "failure", "ConnectionError")]
+
+
+@pytest.mark.parametrize("miss", [None, MISSING])
+async def test_none_and_missing_both_signal_a_miss(driver: str, miss: object) -> None:
+    """A cache get returning None or MISSING is a miss, not a value to serve."""
+
+    class Cache:
+        def get(self, key: str) -> object:
+            return miss
+
+        def set(self, key: str, value: object) -> None:
+            pass
+
+    handler = cached(Cache())
+    with pytest.raises(OSError, match="x"):
+        await run(handler, driver, Failing(OSError("x")))
+    assert handler.get_stats()["cache_misses"] == 1
+
+
+async def test_async_cache_service_is_awaited() -> None:
+    """The async driver awaits an async cache's set on success and its get on failure."""
+    cache = AsyncMemoryCache()
+    handler = cached(cache)
+    assert await run(handler, "async", lambda: {"a": 1}) == {"a": 1}
+    assert cache.data == {"last": {"a": 1}}
+    assert await run(handler, "async", Failing(ConnectionError())) == {"a": 1}
+    assert handler.get_stats() == stats(executions=2, fallbacks_used=1, fallback_successes=1, cache_hits=1)
+
+
+async def test_failing_cache_set_does_not_fail_the_call(
+    driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache whose set raises is logged and counted, and the successful result is returned."""
+    cache = MemoryCache()
+    cache.fail_set = True
+    handler = FallbackHandler(FallbackConfig(CACHED, cache_key="last", cache_service=cache), name="svc")
+    with caplog.at_level(logging.WARNING, logger="otel_resilience.fallback"):
+        assert await run(handler, driver, lambda: "fresh") == "fresh"
+    assert handler.get_stats() == stats(executions=1, cache_errors=1)
+    [record] = caplog.records
+    assert record.getMessage() == "fallback 'svc': cache_service.set('last') failed"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is ConnectionError
+
+
+async def test_failing_cache_get_reraises_the_original_error(
+    driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache whose get raises is logged and counted, and the call's own error is re-raised."""
+    cache = MemoryCache()
+    cache.fail_get = True
+    handler = cached(cache)
+    original = ValueError("primary")
+    with (
+        caplog.at_level(logging.WARNING, logger="otel_resilience.fallback"),
+        pytest.raises(ValueError) as info,
+    ):
+        await run(handler, driver, Failing(original))
+    assert info.value is original
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_failures=1, cache_errors=1)
+    assert "cache_service.get('last') failed" in caplog.text
+
+
+def test_sync_cache_returning_an_awaitable_is_a_cache_error(caplog: pytest.LogCaptureFixture) -> None:
+    """In the sync driver a cache method that returns an awaitable is closed and counted as an error."""
+
+    class Sneaky:
+        def get(self, key: str) -> object:
+            return _afn()
+
+        def set(self, key: str, value: object) -> object:
+            return _afn()
+
+    handler = cached(Sneaky())
+    with caplog.at_level(logging.WARNING, logger="otel_resilience.fallback"):
+        assert handler.execute_with_fallback_sync(lambda: 1) == 1
+        with pytest.raises(OSError, match="x"):
+            handler.execute_with_fallback_sync(Failing(OSError("x")))
+    assert handler.get_stats()["cache_errors"] == 2
+    assert "cannot await" in caplog.text
+
+
+# -- what triggers a fallback ----------------------------------------------------------------
+
+
+async def test_handle_exceptions_types_filter(driver: str) -> None:
+    """Only the listed exception types trigger the fallback; others propagate unchanged."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value=0, handle_exceptions=(KeyError, OSError)))
+    assert await run(handler, driver, Failing(ConnectionError())) == 0
+    other = ValueError("not handled")
+    with pytest.raises(ValueError, match="not handled") as info:
+        await run(handler, driver, Failing(other))
+    assert info.value is other
+    assert handler.get_stats() == stats(executions=2, fallbacks_used=1, fallback_successes=1)
+
+
+async def test_handle_exceptions_predicate_filter(driver: str) -> None:
+    """A predicate decides which errors trigger the fallback."""
+    handler = FallbackHandler(
+        FallbackConfig(DEFAULT, default_value="d", handle_exceptions=lambda e: "retryable" in str(e))
+    )
+    assert await run(handler, driver, Failing(RuntimeError("retryable"))) == "d"
+    with pytest.raises(RuntimeError, match="fatal"):
+        await run(handler, driver, Failing(RuntimeError("fatal")))
+
+
+async def test_rejections_and_timeouts_trigger_the_default_fallback(driver: str) -> None:
+    """With the default handle_exceptions, rejections and timeouts from inner patterns are answered."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="degraded"))
+    assert await run(handler, driver, Failing(CircuitOpenError("ml", "open", 5.0))) == "degraded"
+    assert await run(handler, driver, Failing(OperationTimeoutError("ml", 1.0))) == "degraded"
+
+
+async def test_cancellation_never_triggers_the_fallback(recorder) -> None:
+    """Cancelling the primary propagates CancelledError and uses no fallback."""
+    started = asyncio.Event()
+    alternative_calls: list[object] = []
+
+    async def primary() -> str:
+        started.set()
+        await asyncio.sleep(60)
+        return "never"
+
+    handler = FallbackHandler(FallbackConfig(ALTERNATIVE, fallback_function=alternative_calls.append))
+    task = asyncio.create_task(handler.execute_with_fallback(primary))
+    await asyncio.wait_for(started.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert alternative_calls == []
+    assert handler.get_stats() == stats(executions=1)
+    assert recorder.of(Event.FALLBACK_USED) == []
+
+
+async def test_cancelled_fallback_function_propagates() -> None:
+    """A fallback function that is cancelled propagates CancelledError and is not counted as failed."""
+    started = asyncio.Event()
+
+    async def slow_alternative(error: Exception, *_: object) -> str:
+        started.set()
+        await asyncio.sleep(60)
+        return "never"
+
+    handler = FallbackHandler(FallbackConfig(ALTERNATIVE, fallback_function=slow_alternative))
+    task = asyncio.create_task(handler.execute_with_fallback(_raise_async, OSError()))
+    await asyncio.wait_for(started.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert handler.get_stats() == stats(executions=1)
+
+
+async def _raise_async(error: Exception) -> None:
+    await asyncio.sleep(0)
+    raise error
+
+
+class Stop(BaseException):
+    """A BaseException that is not an Exception (like KeyboardInterrupt)."""
+
+
+async def test_base_exceptions_are_never_answered(driver: str) -> None:
+    """A BaseException that is not an Exception propagates through the fallback untouched."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="d"))
+    with pytest.raises(Stop):
+        await run(handler, driver, Failing(Stop()))
+    assert handler.get_stats() == stats(executions=1)
+
+
+# -- sync driver and async parts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "part"),
+    [
+        (FallbackConfig(ALTERNATIVE, fallback_function=_afn), "fallback_function"),
+        (FallbackConfig(MULTIPLE, fallback_functions=[_fn, _afn]), r"fallback_functions\[1\]"),
+        (FallbackConfig(CACHED, cache_key="k", cache_service=AsyncMemoryCache()), r"cache_service\.get"),
+    ],
+)
+def test_sync_driver_refuses_async_parts_before_calling(config: FallbackConfig, part: str) -> None:
+    """The sync driver refuses a coroutine fallback part with TypeError before fn runs."""
+    handler = FallbackHandler(config)
+    primary = Failing(OSError())
+    with pytest.raises(TypeError, match=rf"{part} is a coroutine function"):
+        handler.execute_with_fallback_sync(primary)
+    assert primary.calls == []
+    assert handler.get_stats() == ZERO_STATS
+
+
+def test_sync_fallback_returning_an_awaitable_is_a_fallback_failure() -> None:
+    """In the sync driver a fallback that returns an awaitable fails with TypeError (chained)."""
+    original = OSError("primary")
+    handler = FallbackHandler(FallbackConfig(ALTERNATIVE, fallback_function=lambda error: _afn()))
+    with pytest.raises(TypeError, match="fallback_function returned an awaitable") as info:
+        handler.execute_with_fallback_sync(Failing(original))
+    assert info.value.__context__ is original
+    assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_failures=1)
+
+
+def test_sync_multiple_attempts_skips_an_awaitable_result() -> None:
+    """In the sync driver a MULTIPLE_ATTEMPTS function returning an awaitable counts as failed."""
+    handler = FallbackHandler(FallbackConfig(MULTIPLE, fallback_functions=[lambda: _afn(), lambda: "ok"]))
+    assert handler.execute_with_fallback_sync(Failing(OSError())) == "ok"
+
+
+async def test_non_callable_is_rejected_before_anything(driver: str) -> None:
+    """A non-callable fn raises TypeError at once and counts nothing."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT))
+    if driver == "async":
+        with pytest.raises(TypeError, match=r"FallbackHandler\.execute_with_fallback\.fn must be callable"):
+            await handler.execute_with_fallback("nope")  # type: ignore[arg-type]
+    else:
+        with pytest.raises(
+            TypeError, match=r"FallbackHandler\.execute_with_fallback_sync\.fn must be callable"
+        ):
+            handler.execute_with_fallback_sync("nope")  # type: ignore[arg-type]
+    assert handler.get_stats() == ZERO_STATS
+
+
+# -- decorator, pipeline, threads ----------------------------------------------------------------
+
+
+async def test_decorator_keeps_signature_and_picks_the_driver() -> None:
+    """protect() wraps async and sync functions with their own driver and keeps their metadata."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value=-1))
+
+    @handler.protect
+    async def fetch(x: int) -> int:
+        """Fetch x."""
+        if x < 0:
+            raise ValueError(x)
+        return x
+
+    @handler.protect
+    def compute(x: int) -> int:
+        if x < 0:
+            raise ValueError(x)
+        return x
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert not inspect.iscoroutinefunction(compute)
+    assert (fetch.__name__, fetch.__doc__) == ("fetch", "Fetch x.")
+    assert await fetch(3) == 3
+    assert await fetch(-3) == -1
+    assert compute(-3) == -1
+    assert handler.get_stats() == stats(executions=3, fallbacks_used=2, fallback_successes=2)
+    with pytest.raises(TypeError, match=r"FallbackHandler\.protect\.fn must be callable"):
+        handler.protect(1)  # type: ignore[arg-type]
+
+
+async def test_fallback_outcome_is_counted_by_the_pipeline(driver: str, clock: FakeClock, recorder) -> None:
+    """A fallback answer sets the FALLBACK outcome, and a link reports under its pipeline's name."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="d"), name="fb", clock=clock)
+    link = handler.as_strategy("policy")
+    assert (link.kind, link.name, link.config) == ("fallback", "fb", handler.config)
+    pipeline = PipelineBuilder("policy", clock=clock).add(link).build()
+    if driver == "async":
+        result = await pipeline.execute(_raise_async, OSError())
+    else:
+        result = pipeline.execute_sync(Failing(OSError()))
+    assert result == "d"
+    assert (pipeline.stats.fallback, pipeline.stats.succeeded, pipeline.stats.failed) == (1, 0, 0)
+    assert recorder.sources(Event.FALLBACK_USED) == [TelemetrySource("fallback", "fb", "policy")]
+
+
+def test_sync_counts_are_exact_under_threads() -> None:
+    """Concurrent sync calls from many threads are all counted, fallbacks included."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value=-1))
+    threads, calls = 8, 200
+    barrier = threading.Barrier(threads, timeout=5)
+    results: list[list[int]] = []
+
+    def fn(i: int) -> int:
+        if i % 4 == 0:
+            raise ValueError(i)
+        return i
+
+    def worker() -> None:
+        barrier.wait()
+        results.append([handler.execute_with_fallback_sync(fn, i) for i in range(calls)])
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in pool)
+    assert results == [[-1 if i % 4 == 0 else i for i in range(calls)]] * threads
+    used = threads * calls // 4
+    assert handler.get_stats() == stats(
+        executions=threads * calls, fallbacks_used=used, fallback_successes=used
+    )
+
+
+# -- SPEC examples -----------------------------------------------------------------------------
+
+
+async def test_spec_example_default_value() -> None:
+    """The SPEC's DEFAULT_VALUE example answers a failing analysis with the default scores."""
+    fallback = FallbackConfig(
+        strategy=FallbackStrategy.DEFAULT_VALUE,
+        default_value={"similarity": 0.0, "quality": 0.0},
+    )
+    handler = FallbackHandler(fallback)
+
+    async def analyze_content(data: str) -> dict[str, float]:
+        raise ConnectionError(data)
+
+    result = await handler.execute_with_fallback(analyze_content, "text")
+    assert result == {"similarity": 0.0, "quality": 0.0}
+
+
+async def test_spec_example_cached_value_with_an_in_memory_cache() -> None:
+    """The SPEC's CACHED_VALUE example serves the last good analysis when the service fails."""
+    cache = MemoryCache()
+    config = FallbackConfig(
+        strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=cache
+    )
+    handler = FallbackHandler(config)
+    healthy = True
+
+    async def analyze(data: str) -> dict[str, str]:
+        if not healthy:
+            raise ConnectionError("ml service down")
+        return {"analysis": data}
+
+    assert await handler.execute_with_fallback(analyze, "first") == {"analysis": "first"}
+    healthy = False
+    assert await handler.execute_with_fallback(analyze, "second") == {"analysis": "first"}
+    assert cache.data == {"last_analysis": {"analysis": "first"}}

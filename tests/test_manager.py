@@ -1,0 +1,409 @@
+"""The manager composes the patterns in one documented order, keeps their state, and counts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from otel_resilience import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    FallbackConfig,
+    FallbackStrategy,
+    OperationTimeoutError,
+    RecoveryAction,
+    RecoveryStrategy,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+    RetryStrategy,
+    get_resilience_manager,
+    resilient,
+)
+from otel_resilience.retry import Jitter
+from otel_resilience.testing import FakeClock
+
+_names = itertools.count()
+
+
+def fresh(prefix: str) -> str:
+    """A unique policy name, so tests never share breakers through the process-wide registry."""
+    return f"{prefix}-{next(_names)}"
+
+
+def no_jitter(**kwargs: Any) -> RetryPolicy:
+    kwargs.setdefault("jitter", Jitter.NONE)
+    return RetryPolicy(**kwargs)
+
+
+async def call(manager: ResilienceManager, driver: str, config: ResilienceConfig, behaviour: Any) -> Any:
+    """Run ``behaviour()`` (a plain function) through the async or the sync driver."""
+    if driver == "async":
+
+        async def fn() -> Any:
+            return behaviour()
+
+        return await manager.execute_with_resilience(fn, config)
+    return manager.execute_with_resilience_sync(behaviour, config)
+
+
+async def test_spec_example_runs_and_reports_statistics(clock: FakeClock) -> None:
+    """The SPEC §1.7 example works as written and statistics have the SPEC shape."""
+    resilience_config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=5, timeout=60.0),
+        retry_policy=RetryPolicy(max_attempts=3, strategy=RetryStrategy.EXPONENTIAL),
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"status": "error"}
+        ),
+        timeout=30.0,
+        bulkhead_config=BulkheadConfig(max_concurrent=10),
+        enable_recovery=True,
+        name=fresh("spec"),
+    )
+    manager = ResilienceManager(clock=clock)
+
+    async def process_analysis(content: dict[str, str]) -> dict[str, str]:
+        return {"status": "ok", **content}
+
+    result = await manager.execute_with_resilience(process_analysis, resilience_config, {"id": "1"})
+    assert result == {"status": "ok", "id": "1"}
+
+    async def broken(content: dict[str, str]) -> dict[str, str]:
+        raise ConnectionError(content["id"])
+
+    assert await manager.execute_with_resilience(broken, resilience_config, {"id": "2"}) == {
+        "status": "error"
+    }
+    stats = manager.get_resilience_statistics()
+    executions = stats["executions"]
+    assert executions["total"] == 2
+    assert executions["successful"] == 1
+    assert executions["fallback"] == 1
+    assert executions["failed"] == 0
+    assert executions["success_rate"] == 0.5
+    assert executions["availability"] == 1.0
+    assert set(stats) >= {"executions", "circuit_breakers", "bulkheads", "error_recovery"}
+    assert resilience_config.name in stats["circuit_breakers"]
+    assert resilience_config.name in stats["bulkheads"]
+    assert "recovery_rate" in stats["error_recovery"]
+
+
+def test_pipeline_order_is_the_documented_one() -> None:
+    """build_pipeline nests fallback > total timeout > recovery > retry > breaker > bulkhead > attempt timeout."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(),
+        retry_policy=RetryPolicy(attempt_timeout=1.0),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=0),
+        timeout=10.0,
+        bulkhead_config=BulkheadConfig(),
+        enable_recovery=True,
+    )
+    manager = ResilienceManager()
+    pipeline = manager.pipeline_for(config, fresh("order"))
+    kinds = [kind for kind, _, _ in pipeline.describe()]
+    assert kinds == ["fallback", "timeout", "recovery", "retry", "circuit_breaker", "bulkhead", "timeout"]
+    timeouts = [cfg for kind, _, cfg in pipeline.describe() if kind == "timeout"]
+    assert len(timeouts) == 2
+
+
+async def test_fallback_answers_rejections(driver: str, clock: FakeClock) -> None:
+    """Fallback is outermost: an open breaker's rejection is answered by the fallback."""
+    manager = ResilienceManager(clock=clock)
+    name = fresh("fb")
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="cached"),
+        name=name,
+    )
+    calls = []
+
+    def boom() -> str:
+        calls.append(1)
+        raise ConnectionError
+
+    assert await call(manager, driver, config, boom) == "cached"
+    assert await call(manager, driver, config, boom) == "cached"
+    assert len(calls) == 1
+    breaker = manager.get_circuit_breaker(name)
+    assert breaker.get_stats()["total_rejected"] == 1
+
+
+async def test_total_timeout_bounds_backoffs(driver: str, clock: FakeClock) -> None:
+    """Retry never starts a backoff that would end past the total deadline: it gives up early."""
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        retry_policy=no_jitter(
+            max_attempts=5, strategy=RetryStrategy.FIXED, initial_delay=10.0, max_delay=10.0
+        ),
+        timeout=5.0,
+        name=fresh("deadline"),
+    )
+    calls = []
+
+    def boom() -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError, match="down"):
+        await call(manager, driver, config, boom)
+    assert len(calls) == 1
+    assert clock.sleeps == []
+
+
+async def test_retry_asks_the_breaker_on_every_attempt(driver: str, clock: FakeClock) -> None:
+    """Each attempt is counted by the breaker; once it opens, the rejection is not retried."""
+    manager = ResilienceManager(clock=clock)
+    name = fresh("r-cb")
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=60.0),
+        retry_policy=no_jitter(
+            max_attempts=5, strategy=RetryStrategy.FIXED, initial_delay=0.1, max_delay=0.1
+        ),
+        name=name,
+    )
+    calls = []
+
+    def boom() -> None:
+        calls.append(1)
+        raise ConnectionError
+
+    with pytest.raises(CircuitOpenError):
+        await call(manager, driver, config, boom)
+    assert len(calls) == 2
+    stats = manager.get_circuit_breaker(name).get_stats()
+    assert stats["total_failures"] == 2
+    assert stats["total_rejected"] == 1
+
+
+class ProbeClock(FakeClock):
+    """A fake clock that records how many bulkhead slots are busy whenever something sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.active_during_sleep: list[int] = []
+        self.probe: Any = None
+
+    async def sleep(self, seconds: float) -> None:
+        self.active_during_sleep.append(self.probe())
+        await super().sleep(seconds)
+
+    def sleep_sync(self, seconds: float) -> None:
+        self.active_during_sleep.append(self.probe())
+        super().sleep_sync(seconds)
+
+
+async def test_bulkhead_slot_is_not_held_during_backoff(driver: str) -> None:
+    """The bulkhead is inside retry: no slot is held while backing off."""
+    clock = ProbeClock()
+    manager = ResilienceManager(clock=clock)
+    name = fresh("bh")
+    config = ResilienceConfig(
+        retry_policy=no_jitter(
+            max_attempts=3, strategy=RetryStrategy.FIXED, initial_delay=1.0, max_delay=1.0
+        ),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        name=name,
+    )
+    bulkhead = manager.get_bulkhead(name, config.bulkhead_config)
+    clock.probe = lambda: bulkhead.get_stats()["active"]
+    attempts = iter([ConnectionError(), ConnectionError(), None])
+
+    def flaky() -> str:
+        error = next(attempts)
+        if error is not None:
+            raise error
+        return "ok"
+
+    assert await call(manager, driver, config, flaky) == "ok"
+    assert clock.active_during_sleep == [0, 0]
+    assert bulkhead.get_stats()["active"] == 0
+
+
+async def test_hung_attempt_counts_as_breaker_failure() -> None:
+    """The per-attempt timeout is innermost, so a hung attempt is a failure the breaker counts."""
+    manager = ResilienceManager()
+    name = fresh("hung")
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0),
+        retry_policy=no_jitter(max_attempts=1, attempt_timeout=0.05),
+        name=name,
+    )
+
+    async def hang() -> None:
+        await asyncio.sleep(3600)
+
+    with pytest.raises(OperationTimeoutError) as info:
+        await manager.execute_with_resilience(hang, config)
+    assert info.value.scope == "attempt"
+    stats = manager.get_circuit_breaker(name).get_stats()
+    assert stats["total_failures"] == 1
+    assert stats["state"] == "open"
+
+
+async def test_total_timeout_cancels_a_hung_call() -> None:
+    """ResilienceConfig.timeout bounds the whole execution and raises OperationTimeoutError('total')."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(timeout=0.05, name=fresh("total"))
+
+    async def hang() -> None:
+        await asyncio.sleep(3600)
+
+    with pytest.raises(OperationTimeoutError) as info:
+        await manager.execute_with_resilience(hang, config)
+    assert info.value.scope == "total"
+    assert manager.get_resilience_statistics()["executions"]["timeouts"] == 1
+
+
+async def test_recovery_rules_apply_when_enabled(clock: FakeClock) -> None:
+    """With enable_recovery the manager's recovery system retries by rule and counts a recovery."""
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=2, delay=0.5)
+    )
+    config = ResilienceConfig(enable_recovery=True, name=fresh("rec"))
+    outcomes = iter([ConnectionError(), None])
+
+    async def flaky() -> str:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+        return "ok"
+
+    assert await manager.execute_with_resilience(flaky, config) == "ok"
+    stats = manager.get_resilience_statistics()
+    assert stats["error_recovery"]["successful_recoveries"] == 1
+    assert stats["executions"]["recovered"] == 1
+
+
+async def test_breakers_and_bulkheads_are_reused_by_name(clock: FakeClock) -> None:
+    """Two configs naming the same breaker share its state; a conflicting config is refused."""
+    manager = ResilienceManager(clock=clock)
+    shared = fresh("shared")
+    a = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1), circuit_breaker_name=shared
+    )
+    b = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1), circuit_breaker_name=shared
+    )
+
+    async def boom() -> None:
+        raise ConnectionError
+
+    async def ok() -> str:
+        return "ok"
+
+    with pytest.raises(ConnectionError):
+        await manager.execute_with_resilience(boom, a)
+    with pytest.raises(CircuitOpenError):
+        await manager.execute_with_resilience(ok, b)
+    conflicting = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=9), circuit_breaker_name=shared
+    )
+    with pytest.raises(ValueError, match="different config"):
+        await manager.execute_with_resilience(ok, conflicting)
+
+
+async def test_policy_name_defaults_to_function_name() -> None:
+    """Without a name, the policy is named after the function's qualified name."""
+    manager = ResilienceManager()
+
+    async def fetch_profile() -> int:
+        return 1
+
+    await manager.execute_with_resilience(fetch_profile, ResilienceConfig())
+    policies = manager.get_resilience_statistics()["policies"]
+    assert any(name.endswith("fetch_profile") for name in policies)
+
+
+async def test_resilient_decorator_on_async_and_sync(clock: FakeClock) -> None:
+    """@resilient picks the driver at decoration time and keeps the function usable."""
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=-1),
+        name=fresh("deco"),
+    )
+
+    @resilient(config, manager=manager)
+    async def divide(a: int, b: int) -> float:
+        return a / b
+
+    @resilient(config, manager=manager)
+    def divide_sync(a: int, b: int) -> float:
+        return a / b
+
+    assert await divide(6, 3) == 2
+    assert await divide(1, 0) == -1
+    assert divide_sync(6, 3) == 2
+    assert divide_sync(1, 0) == -1
+    assert divide.__name__ == "divide"
+
+
+def test_process_wide_manager_is_a_singleton() -> None:
+    """get_resilience_manager returns the same instance every time."""
+    assert get_resilience_manager() is get_resilience_manager()
+
+
+async def test_pipeline_cache_is_bounded() -> None:
+    """Configs built per call do not grow the pipeline cache past its limit."""
+    manager = ResilienceManager(max_pipelines=4)
+
+    async def ok() -> int:
+        return 1
+
+    for _ in range(20):
+        await manager.execute_with_resilience(ok, ResilienceConfig(name="same"))
+    assert len(manager._pipelines) <= 4
+    assert manager.get_resilience_statistics()["executions"]["total"] >= 4
+
+
+async def test_non_callable_and_bad_config_are_type_errors() -> None:
+    """A non-callable target or a non-config is refused before anything runs."""
+    manager = ResilienceManager()
+    with pytest.raises(TypeError, match="fn must be callable"):
+        await manager.execute_with_resilience(3, ResilienceConfig())  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="config must be a ResilienceConfig"):
+
+        async def ok() -> int:
+            return 1
+
+        await manager.execute_with_resilience(ok, {"timeout": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="fn must be callable"):
+        manager.execute_with_resilience_sync(None, ResilienceConfig())  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"timeout": -1.0}, ValueError, "timeout"),
+        ({"timeout": float("nan")}, ValueError, "timeout"),
+        ({"timeout": "30"}, TypeError, "timeout"),
+        ({"circuit_breaker": {"failure_threshold": 5}}, TypeError, "circuit_breaker"),
+        ({"retry_policy": 3}, TypeError, "retry_policy"),
+        ({"fallback_config": "default"}, TypeError, "fallback_config"),
+        ({"bulkhead_config": 10}, TypeError, "bulkhead_config"),
+        ({"enable_recovery": 1}, TypeError, "enable_recovery"),
+        ({"name": ""}, ValueError, "name"),
+        ({"circuit_breaker_name": 5}, TypeError, "circuit_breaker_name"),
+        ({"spans": "yes"}, TypeError, "spans"),
+        (
+            {"timeout": 1.0, "retry_policy": RetryPolicy(attempt_timeout=2.0)},
+            ValueError,
+            "retry_policy.attempt_timeout",
+        ),
+    ],
+)
+def test_bad_resilience_config(kwargs: dict[str, Any], error: type[Exception], field: str) -> None:
+    """Every bad ResilienceConfig field raises at construction, naming the field."""
+    with pytest.raises(error, match=rf"ResilienceConfig\.{field}"):
+        ResilienceConfig(**kwargs)
+
+
+def test_bad_manager_argument() -> None:
+    """max_pipelines must be a positive int."""
+    with pytest.raises(ValueError, match=r"ResilienceManager\.max_pipelines"):
+        ResilienceManager(max_pipelines=0)

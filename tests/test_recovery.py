@@ -1,0 +1,842 @@
+"""Tests for otel_resilience.recovery: rules, the five strategies, patterns, stats and events."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from otel_resilience.engine.context import ExecutionContext, SyncDeadline
+from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
+from otel_resilience.engine.registry import BREAKERS
+from otel_resilience.engine.strategy import Strategy
+from otel_resilience.errors import RecoveryEscalatedError
+from otel_resilience.recovery import (
+    DEFAULT_DELAY,
+    DEFAULT_ISOLATE_DURATION,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_FINGERPRINTS,
+    DEFAULT_PATTERN_THRESHOLD,
+    DEFAULT_PATTERN_WINDOW,
+    ErrorRecoverySystem,
+    RecoveryAction,
+    RecoveryConfig,
+    RecoveryContext,
+    RecoveryStrategy,
+)
+from otel_resilience.testing import EventRecorder, FakeClock
+
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+class Flaky:
+    """Fails ``failures`` times with fresh ``error`` instances, then returns ``result``."""
+
+    def __init__(self, failures: int, error: type[Exception] = ConnectionError, result: Any = "ok") -> None:
+        self.failures = failures
+        self.error = error
+        self.result = result
+        self.calls: list[tuple[Any, ...]] = []
+        self.raised: list[Exception] = []
+        self.log: list[str] | None = None
+
+    def run_sync(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((args, kwargs))
+        if self.log is not None:
+            self.log.append("call")
+        if len(self.calls) <= self.failures:
+            error = self.error(f"fail {len(self.calls)}")
+            self.raised.append(error)
+            raise error
+        return self.result
+
+    async def run_async(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0)
+        return self.run_sync(*args, **kwargs)
+
+
+async def run(system: ErrorRecoverySystem, driver: str, flaky: Flaky, *args: Any, **kwargs: Any) -> Any:
+    if driver == "async":
+        return await system.execute(flaky.run_async, *args, **kwargs)
+    return system.execute_sync(flaky.run_sync, *args, **kwargs)
+
+
+async def recover(system: ErrorRecoverySystem, driver: str, error: BaseException, context: Any) -> Any:
+    if driver == "async":
+        return await system.recover_from_error(error, context)
+    return system.recover_from_error_sync(error, context)
+
+
+async def run_pipeline(pipeline: Pipeline, driver: str, flaky: Flaky) -> Any:
+    if driver == "async":
+        return await pipeline.execute(flaky.run_async)
+    return pipeline.execute_sync(flaky.run_sync)
+
+
+def op_for(driver: str, flaky: Flaky) -> Any:
+    return flaky.run_async if driver == "async" else flaky.run_sync
+
+
+class StandInBreaker:
+    """A minimal breaker registered in BREAKERS, recording force_open calls."""
+
+    __slots__ = ("__weakref__", "name", "opened")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.opened: list[tuple[float | None, str]] = []
+        BREAKERS.register(self)
+
+    def force_open(self, duration: float | None = None, *, reason: str = "forced") -> None:
+        self.opened.append((duration, reason))
+
+
+def retry(max_attempts: int = 3, delay: float = 0.0) -> RecoveryAction:
+    return RecoveryAction(RecoveryStrategy.RETRY, max_attempts=max_attempts, delay=delay)
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned(clock: FakeClock) -> None:
+    """The documented defaults of actions, config and system do not drift."""
+    assert DEFAULT_MAX_ATTEMPTS == 3
+    assert DEFAULT_DELAY == 1.0
+    assert DEFAULT_ISOLATE_DURATION == 30.0
+    assert DEFAULT_PATTERN_THRESHOLD == 5
+    assert DEFAULT_PATTERN_WINDOW == 60.0
+    assert DEFAULT_MAX_FINGERPRINTS == 1000
+    action = RecoveryAction(RecoveryStrategy.RETRY)
+    assert (action.max_attempts, action.delay, action.isolate_duration) == (3, 1.0, 30.0)
+    assert action.restart_hook is action.fallback_function is action.isolate_breaker is None
+    assert RecoveryConfig() == RecoveryConfig(5, 60.0, 1000)
+    system = ErrorRecoverySystem(clock=clock)
+    assert system.name == "recovery"
+    assert system.config == RecoveryConfig()
+    assert system.rules == {}
+    assert [s.value for s in RecoveryStrategy] == ["retry", "restart", "fallback", "isolate", "escalate"]
+
+
+def _hook() -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"strategy": "retry"}, TypeError, r"RecoveryAction\.strategy must be a RecoveryStrategy"),
+        ({"max_attempts": 0}, ValueError, r"RecoveryAction\.max_attempts must be >= 1, got 0"),
+        ({"max_attempts": 2.0}, TypeError, r"RecoveryAction\.max_attempts must be an int"),
+        ({"max_attempts": True}, TypeError, r"RecoveryAction\.max_attempts must be an int"),
+        ({"delay": -1.0}, ValueError, r"RecoveryAction\.delay must be >= 0 seconds"),
+        ({"delay": float("nan")}, ValueError, r"RecoveryAction\.delay must be a finite duration"),
+        ({"delay": float("inf")}, ValueError, r"RecoveryAction\.delay must be a finite duration"),
+        ({"isolate_duration": 0}, ValueError, r"RecoveryAction\.isolate_duration must be > 0 seconds"),
+        (
+            {"strategy": RecoveryStrategy.RESTART},
+            ValueError,
+            r"RecoveryAction\.restart_hook must be a callable",
+        ),
+        ({"restart_hook": 3}, TypeError, r"RecoveryAction\.restart_hook must be callable"),
+        (
+            {"restart_hook": _hook},
+            ValueError,
+            r"RecoveryAction\.restart_hook must be None unless strategy is RESTART",
+        ),
+        ({"fallback_value": 0}, ValueError, r"RecoveryAction\.fallback_value must be None unless"),
+        ({"fallback_function": _hook}, ValueError, r"RecoveryAction\.fallback_function must be None unless"),
+        ({"isolate_breaker": "db"}, ValueError, r"RecoveryAction\.isolate_breaker must be None unless"),
+        (
+            {"strategy": RecoveryStrategy.FALLBACK, "fallback_value": 1, "fallback_function": _hook},
+            ValueError,
+            r"RecoveryAction\.fallback_function must be None when fallback_value is set",
+        ),
+        (
+            {"strategy": RecoveryStrategy.ISOLATE, "isolate_breaker": ""},
+            ValueError,
+            r"RecoveryAction\.isolate_breaker",
+        ),
+    ],
+)
+def test_bad_action_is_rejected(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    """Every invalid RecoveryAction field raises naming the class, field, rule and value."""
+    kwargs = {"strategy": RecoveryStrategy.RETRY, **kwargs}
+    with pytest.raises(error, match=match):
+        RecoveryAction(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pattern_threshold": 1}, r"RecoveryConfig\.pattern_threshold must be >= 2, got 1"),
+        ({"pattern_window": 0}, r"RecoveryConfig\.pattern_window must be > 0 seconds"),
+        ({"pattern_window": float("nan")}, r"RecoveryConfig\.pattern_window must be a finite"),
+        ({"max_fingerprints": 0}, r"RecoveryConfig\.max_fingerprints must be >= 1"),
+    ],
+)
+def test_bad_system_settings_are_rejected(kwargs: dict[str, Any], match: str) -> None:
+    """Invalid pattern-detection settings raise naming RecoveryConfig and the field."""
+    with pytest.raises(ValueError, match=match):
+        ErrorRecoverySystem(**kwargs)
+
+
+def test_bad_name_and_rules_are_rejected() -> None:
+    """The name must be a non-empty string; rules need an Exception subclass and an action."""
+    with pytest.raises(ValueError, match=r"ErrorRecoverySystem\.name"):
+        ErrorRecoverySystem("  ")
+    system = ErrorRecoverySystem()
+    for bad in (asyncio.CancelledError, KeyboardInterrupt, "ConnectionError", ConnectionError()):
+        with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.exc_type must be an Exception subclass"):
+            system.register_recovery_rule(bad, retry())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.action must be a RecoveryAction"):
+        system.register_recovery_rule(ConnectionError, RecoveryStrategy.RETRY)  # type: ignore[arg-type]
+
+
+def test_timedelta_durations_are_normalised() -> None:
+    """Durations given as timedelta are stored as float seconds."""
+    action = RecoveryAction(
+        RecoveryStrategy.ISOLATE, delay=timedelta(milliseconds=250), isolate_duration=timedelta(minutes=1)
+    )
+    assert (action.delay, action.isolate_duration) == (0.25, 60.0)
+    assert type(action.delay) is float
+    system = ErrorRecoverySystem(pattern_window=timedelta(seconds=5))  # type: ignore[arg-type]
+    assert system.config.pattern_window == 5.0
+
+
+# -- rule matching ----------------------------------------------------------------------------
+
+
+async def test_most_specific_rule_wins(driver: str, clock: FakeClock) -> None:
+    """The rule for the most specific class in the error's MRO acts, whatever the order of registration."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="specific")
+    )
+    system.register_recovery_rule(OSError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="base"))
+    assert await run(system, driver, Flaky(1, ConnectionRefusedError)) == "specific"
+    assert await run(system, driver, Flaky(1, FileNotFoundError)) == "base"
+    system.register_recovery_rule(
+        OSError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="replaced")
+    )
+    assert await run(system, driver, Flaky(1, FileNotFoundError)) == "replaced"
+
+
+async def test_unmatched_error_propagates_unchanged(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """An error no rule covers is re-raised as the same object and is not a recovery attempt."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry())
+    flaky = Flaky(5, ValueError)
+    with pytest.raises(ValueError, match="fail 1") as caught:
+        await run(system, driver, flaky)
+    assert caught.value is flaky.raised[0]
+    assert len(flaky.calls) == 1
+    assert system.get_stats()["attempts"] == 0
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == []
+    error = KeyError("k")
+    with pytest.raises(KeyError) as caught_direct:
+        await recover(system, driver, error, None)
+    assert caught_direct.value is error
+
+
+# -- RETRY -------------------------------------------------------------------------------------
+
+
+async def test_retry_recovers_after_delays(driver: str, clock: FakeClock) -> None:
+    """RETRY re-runs the operation with its delay before each re-run until it returns."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=2.0))
+    flaky = Flaky(3)
+    assert await run(system, driver, flaky, 1, key="v") == "ok"
+    assert flaky.calls == [((1,), {"key": "v"})] * 4
+    assert clock.sleeps == [2.0, 2.0, 2.0]
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 1, 0)
+    assert stats["by_strategy"]["retry"] == {"attempts": 1, "successful": 1, "failed": 0}
+    assert system._pipeline.stats.recovered == 1
+
+
+async def test_retry_exhausted_reraises_last_error(driver: str, clock: FakeClock) -> None:
+    """When the re-runs run out, the last original error is re-raised, not a wrapper."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=2, delay=0.5))
+    flaky = Flaky(10)
+    with pytest.raises(ConnectionError, match="fail 3") as caught:
+        await run(system, driver, flaky)
+    assert caught.value is flaky.raised[-1]
+    assert len(flaky.calls) == 3
+    assert clock.sleeps == [0.5, 0.5]
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
+    assert system._pipeline.stats.failed == 1
+
+
+async def test_retry_stops_on_an_error_the_rule_does_not_cover(driver: str, clock: FakeClock) -> None:
+    """A re-run failing with an error outside the rule's class ends the recovery with that error."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=5))
+
+    class Switching(Flaky):
+        def run_sync(self, *args: Any, **kwargs: Any) -> Any:
+            self.error = ConnectionError if not self.calls else ValueError
+            return super().run_sync(*args, **kwargs)
+
+    flaky = Switching(5)
+    with pytest.raises(ValueError, match="fail 2"):
+        await run(system, driver, flaky)
+    assert len(flaky.calls) == 2
+    assert system.get_stats()["failed_recoveries"] == 1
+
+
+async def test_retry_never_starts_a_delay_past_the_deadline(driver: str, clock: FakeClock) -> None:
+    """A re-run whose delay would end after the current deadline is not started; the error propagates."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=5.0))
+    flaky = Flaky(10)
+    with SyncDeadline(clock, 3.0, "op"), pytest.raises(ConnectionError, match="fail 1"):
+        await run(system, driver, flaky)
+    assert clock.sleeps == []
+    assert len(flaky.calls) == 1
+    assert system.get_stats()["failed_recoveries"] == 1
+
+
+async def test_rerun_sees_the_attempt_number_it_entered_with(driver: str, clock: FakeClock) -> None:
+    """Each re-run of the inner chain starts from the attempt number the recovery link saw."""
+    seen: list[int] = []
+
+    class Bumper(Strategy):
+        __slots__ = ()
+
+        @property
+        def name(self) -> str:
+            return "bumper"
+
+        async def execute(self, ctx: ExecutionContext) -> Any:
+            seen.append(ctx.attempt)
+            ctx.attempt += 2
+            return await self.next.execute(ctx)
+
+        def execute_sync(self, ctx: ExecutionContext) -> Any:
+            seen.append(ctx.attempt)
+            ctx.attempt += 2
+            return self.next.execute_sync(ctx)
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    pipeline = PipelineBuilder("policy").add(system.as_strategy("policy")).add(Bumper()).build()
+    flaky = Flaky(2)
+    assert await run_pipeline(pipeline, driver, flaky) == "ok"
+    assert seen == [1, 1, 1]
+    assert pipeline.stats.recovered == 1
+
+
+# -- RESTART -----------------------------------------------------------------------------------
+
+
+async def test_restart_calls_hook_before_each_rerun(driver: str, clock: FakeClock) -> None:
+    """RESTART calls the hook (sync or async) and then re-runs the operation."""
+    log: list[str] = []
+
+    def hook_sync() -> None:
+        log.append("hook")
+
+    async def hook_async() -> None:
+        await asyncio.sleep(0)
+        log.append("hook")
+
+    system = ErrorRecoverySystem(clock=clock)
+    hook = hook_async if driver == "async" else hook_sync
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=hook, delay=0)
+    )
+    flaky = Flaky(2)
+    flaky.log = log
+    assert await run(system, driver, flaky) == "ok"
+    assert log == ["call", "hook", "call", "hook", "call"]
+    assert system.get_stats()["by_strategy"]["restart"] == {"attempts": 1, "successful": 1, "failed": 0}
+    assert system._pipeline.stats.recovered == 1
+
+
+async def test_sync_hook_works_in_the_async_driver(clock: FakeClock) -> None:
+    """The async driver accepts a plain function as restart hook."""
+    hooked: list[int] = []
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=lambda: hooked.append(1))
+    )
+    assert await system.execute(Flaky(1).run_async) == "ok"
+    assert hooked == [1]
+
+
+async def test_failing_hook_ends_recovery(driver: str, clock: FakeClock) -> None:
+    """A restart hook that raises an error the rule does not cover ends the recovery with it."""
+
+    def hook() -> None:
+        raise RuntimeError("cannot reconnect")
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=hook)
+    )
+    flaky = Flaky(1)
+    with pytest.raises(RuntimeError, match="cannot reconnect"):
+        await run(system, driver, flaky)
+    assert len(flaky.calls) == 1
+    assert system.get_stats()["by_strategy"]["restart"]["failed"] == 1
+
+
+def test_async_hook_in_sync_driver_is_a_type_error(clock: FakeClock) -> None:
+    """The sync driver refuses an async restart hook (and closes the coroutine)."""
+
+    async def hook() -> None:
+        return None
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=hook)
+    )
+    with pytest.raises(TypeError, match="restart_hook"):
+        system.execute_sync(Flaky(1).run_sync)
+    assert system.get_stats()["failed_recoveries"] == 1
+
+
+# -- FALLBACK ----------------------------------------------------------------------------------
+
+
+async def test_fallback_value_answers(driver: str, clock: FakeClock) -> None:
+    """FALLBACK returns the configured value and the execution counts as a fallback."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value={"status": "degraded"})
+    )
+    assert await run(system, driver, Flaky(1)) == {"status": "degraded"}
+    assert system.get_stats()["by_strategy"]["fallback"] == {"attempts": 1, "successful": 1, "failed": 0}
+    assert system._pipeline.stats.fallback == 1
+
+
+async def test_fallback_function_gets_the_operation_arguments(driver: str, clock: FakeClock) -> None:
+    """FALLBACK calls fallback_function with the operation's arguments (awaited when async)."""
+
+    def alt_sync(x: int, *, scale: int) -> int:
+        return x * scale
+
+    async def alt_async(x: int, *, scale: int) -> int:
+        await asyncio.sleep(0)
+        return x * scale
+
+    system = ErrorRecoverySystem(clock=clock)
+    alt = alt_async if driver == "async" else alt_sync
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_function=alt)
+    )
+    assert await run(system, driver, Flaky(1), 7, scale=3) == 21
+
+
+async def test_failing_fallback_function_propagates(driver: str, clock: FakeClock) -> None:
+    """A fallback function that raises fails the recovery; its error carries the original as context."""
+
+    def alt(*_: Any) -> None:
+        raise LookupError("no cache")
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_function=alt)
+    )
+    with pytest.raises(LookupError, match="no cache") as caught:
+        await run(system, driver, Flaky(1))
+    assert isinstance(caught.value.__context__, ConnectionError)
+    assert system.get_stats()["by_strategy"]["fallback"]["failed"] == 1
+
+
+# -- ISOLATE -----------------------------------------------------------------------------------
+
+
+async def test_isolate_forces_the_named_breaker_open(driver: str, clock: FakeClock) -> None:
+    """ISOLATE force-opens the rule's breaker for isolate_duration, then re-raises the original error."""
+    breaker = StandInBreaker(unique("db"))
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=breaker.name, isolate_duration=45.0),
+    )
+    flaky = Flaky(1)
+    with pytest.raises(ConnectionError) as caught:
+        await run(system, driver, flaky)
+    assert caught.value is flaky.raised[0]
+    assert breaker.opened == [(45.0, "isolated")]
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 1, "failed": 0}
+
+
+async def test_isolate_falls_back_on_the_context_breaker(driver: str, clock: FakeClock) -> None:
+    """Without isolate_breaker, ISOLATE opens the breaker the context or the pipeline link names."""
+    from_context = StandInBreaker(unique("ctx"))
+    from_link = StandInBreaker(unique("link"))
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE))
+    error = ConnectionError("down")
+    with pytest.raises(ConnectionError) as caught:
+        await recover(system, driver, error, {"breaker": from_context.name, "operation_name": "fetch"})
+    assert caught.value is error
+    assert from_context.opened == [(30.0, "isolated")]
+    pipeline = PipelineBuilder("policy").add(system.as_strategy("policy", breaker=from_link.name)).build()
+    with pytest.raises(ConnectionError):
+        await run_pipeline(pipeline, driver, Flaky(1))
+    assert from_link.opened == [(30.0, "isolated")]
+
+
+async def test_isolate_without_a_breaker_fails_and_logs(
+    driver: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ISOLATE with no breaker to find counts a failed attempt, logs it, and re-raises the original error."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=unique("missing"))
+    )
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"), pytest.raises(ConnectionError):
+        await run(system, driver, Flaky(1))
+    assert "found no circuit breaker" in caplog.text
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+
+
+# -- ESCALATE ----------------------------------------------------------------------------------
+
+
+async def test_escalate_raises_from_the_original(driver: str, clock: FakeClock) -> None:
+    """ESCALATE raises RecoveryEscalatedError whose __cause__ is the original error."""
+    system = ErrorRecoverySystem("esc", clock=clock)
+    system.register_recovery_rule(ConnectionError, RecoveryAction(RecoveryStrategy.ESCALATE))
+    flaky = Flaky(1)
+    with pytest.raises(RecoveryEscalatedError) as caught:
+        await run(system, driver, flaky)
+    assert caught.value.__cause__ is flaky.raised[0]
+    assert (caught.value.error_type, caught.value.operation) == ("ConnectionError", "esc")
+    stats = system.get_stats()
+    assert (stats["escalations"], stats["failed_recoveries"], stats["attempts"]) == (1, 1, 1)
+
+
+# -- cancellation ------------------------------------------------------------------------------
+
+
+class BlockingClock(FakeClock):
+    """A fake clock whose async sleep blocks until cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.sleeping = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeping.set()
+        await asyncio.Event().wait()
+
+
+async def test_cancellation_during_delay_propagates_and_counts_nothing() -> None:
+    """Cancelling the task during a recovery delay raises CancelledError and counts no attempt."""
+    clock = BlockingClock()
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=1.0))
+    flaky = Flaky(10)
+    task = asyncio.create_task(system.execute(flaky.run_async))
+    await asyncio.wait_for(clock.sleeping.wait(), 1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (0, 0, 0)
+    assert len(flaky.calls) == 1
+    assert system._pipeline.stats.cancelled == 1
+
+
+def test_interrupt_during_sync_delay_propagates_and_counts_nothing() -> None:
+    """A KeyboardInterrupt during a sync recovery delay propagates and counts no attempt."""
+
+    class InterruptingClock(FakeClock):
+        def sleep_sync(self, seconds: float) -> None:
+            raise KeyboardInterrupt
+
+    system = ErrorRecoverySystem(clock=InterruptingClock())
+    system.register_recovery_rule(ConnectionError, retry(delay=1.0))
+    with pytest.raises(KeyboardInterrupt):
+        system.execute_sync(Flaky(10).run_sync)
+    assert system.get_stats()["attempts"] == 0
+
+
+async def test_cancellation_is_never_recovered(clock: FakeClock) -> None:
+    """A CancelledError is not recovered even by a catch-all rule, and is not counted or fingerprinted."""
+    system = ErrorRecoverySystem(clock=clock, pattern_threshold=2)
+    system.register_recovery_rule(Exception, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value=1))
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await system.execute(cancelled)
+    error = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError) as caught:
+        await system.recover_from_error(error)
+    assert caught.value is error
+    with pytest.raises(asyncio.CancelledError):
+        system.recover_from_error_sync(asyncio.CancelledError())
+    assert system.get_stats()["attempts"] == 0
+    assert system.get_stats()["patterns_detected"] == 0
+
+
+# -- recover_from_error ------------------------------------------------------------------------
+
+
+async def test_spec_example(clock: FakeClock) -> None:
+    """The SPEC example: a RETRY rule for ConnectionError recovers an error already caught."""
+    recovery_system = ErrorRecoverySystem(clock=clock)
+    recovery_system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=3, delay=5.0),
+    )
+    flaky = Flaky(1)
+    try:
+        await flaky.run_async("doc")
+    except ConnectionError as error:
+        context = RecoveryContext(operation=flaky.run_async, args=("doc",), operation_name="analyze")
+        result = await recovery_system.recover_from_error(error, context)
+    assert result == "ok"
+    assert clock.sleeps == [5.0]
+    assert recovery_system.get_stats()["recovery_rate"] == 1.0
+
+
+async def test_recover_from_error_accepts_a_mapping(driver: str, clock: FakeClock) -> None:
+    """A plain mapping with RecoveryContext's keys works as the context (list args included)."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=1))
+    flaky = Flaky(0)
+    context = {"operation": op_for(driver, flaky), "args": [1, 2], "kwargs": {"k": 3}, "operation_name": "op"}
+    assert await recover(system, driver, ConnectionError(), context) == "ok"
+    assert flaky.calls == [((1, 2), {"k": 3})]
+
+
+@pytest.mark.parametrize(
+    ("context", "error", "match"),
+    [
+        ({"opration": print}, ValueError, r"RecoveryContext\.opration must be one of"),
+        ({"operation": 3}, TypeError, r"RecoveryContext\.operation must be callable"),
+        ({"args": "ab"}, TypeError, r"RecoveryContext\.args must be a tuple or a list"),
+        ({"kwargs": [1]}, TypeError, r"RecoveryContext\.kwargs must be a mapping"),
+        ({"operation_name": ""}, ValueError, r"RecoveryContext\.operation_name"),
+        ({"breaker": 1}, TypeError, r"RecoveryContext\.breaker"),
+        ({}, TypeError, r"RecoveryContext\.operation must be a callable for RETRY"),
+        ("ctx", TypeError, r"ErrorRecoverySystem\.context must be a RecoveryContext or a mapping"),
+    ],
+)
+async def test_bad_context_is_rejected(
+    context: Any, error: type[Exception], match: str, clock: FakeClock
+) -> None:
+    """A malformed context, or a RETRY rule with nothing to re-run, raises naming the field."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry())
+    with pytest.raises(error, match=match):
+        await system.recover_from_error(ConnectionError(), context)
+    assert system.get_stats()["attempts"] == 0
+
+
+def test_recover_from_error_needs_an_exception(clock: FakeClock) -> None:
+    """Passing something that is not an exception is a TypeError."""
+    with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.error must be an exception"):
+        ErrorRecoverySystem(clock=clock).recover_from_error_sync("boom")  # type: ignore[arg-type]
+
+
+# -- pattern detection -------------------------------------------------------------------------
+
+
+def _feed(
+    system: ErrorRecoverySystem, error_type: type[Exception] = ConnectionError, operation: str = "op"
+) -> None:
+    with pytest.raises(error_type):
+        system.recover_from_error_sync(error_type(), {"operation_name": operation})
+
+
+def test_pattern_detected_at_threshold_once_per_window(clock: FakeClock, recorder: EventRecorder) -> None:
+    """N errors of one fingerprint within the window report one pattern; more in that window report none."""
+    system = ErrorRecoverySystem(unique("pat"), clock=clock, pattern_threshold=3, pattern_window=10.0)
+    _feed(system)
+    clock.advance(1)
+    _feed(system)
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    clock.advance(1)
+    _feed(system)
+    assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", "op", 3, 10.0)]
+    for _ in range(5):
+        clock.advance(1)
+        _feed(system)
+    assert len(recorder.of(Event.PATTERN_DETECTED)) == 1
+    clock.advance(5)  # 10 s after the report, and still 3 errors within the window
+    _feed(system)
+    assert len(recorder.of(Event.PATTERN_DETECTED)) == 2
+    assert system.get_stats()["patterns_detected"] == 2
+    assert recorder.sources(Event.PATTERN_DETECTED)[0].kind == "recovery"
+
+
+def test_spread_out_errors_are_no_pattern(clock: FakeClock, recorder: EventRecorder) -> None:
+    """Errors further apart than the window, or of different fingerprints, make no pattern."""
+    system = ErrorRecoverySystem(clock=clock, pattern_threshold=3, pattern_window=10.0)
+    for _ in range(5):
+        _feed(system)
+        clock.advance(6)
+    _feed(system, ValueError)
+    _feed(system, ConnectionError, "other")
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+
+
+def test_matched_and_unmatched_errors_are_both_fed(clock: FakeClock, recorder: EventRecorder) -> None:
+    """Errors a rule recovers count towards a pattern like errors no rule covers."""
+    system = ErrorRecoverySystem(clock=clock, pattern_threshold=2)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value=0)
+    )
+    assert system.execute_sync(Flaky(1).run_sync) == 0
+    assert system.execute_sync(Flaky(1).run_sync) == 0
+    assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", "recovery", 2, 60.0)]
+
+
+def test_detector_memory_is_bounded(clock: FakeClock, recorder: EventRecorder) -> None:
+    """Beyond max_fingerprints the least recently seen fingerprint is forgotten and starts over."""
+    system = ErrorRecoverySystem(clock=clock, pattern_threshold=3, max_fingerprints=2)
+    _feed(system, operation="a")
+    _feed(system, operation="a")
+    _feed(system, operation="b")
+    _feed(system, operation="c")  # evicts "a"
+    _feed(system, operation="a")
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    assert len(system._detector) == 2
+    _feed(system, operation="a")
+    _feed(system, operation="a")
+    assert [args.operation for args in recorder.of(Event.PATTERN_DETECTED)] == ["a"]  # type: ignore[union-attr]
+
+
+# -- stats, events, composition ----------------------------------------------------------------
+
+
+async def test_stats_and_recovery_rate(clock: FakeClock) -> None:
+    """get_stats has every documented key; the rate is successful/attempts and 1.0 with none."""
+    system = ErrorRecoverySystem(clock=clock)
+    stats = system.get_stats()
+    assert stats == {
+        "attempts": 0,
+        "successful_recoveries": 0,
+        "failed_recoveries": 0,
+        "recovery_rate": 1.0,
+        "by_strategy": {s.value: {"attempts": 0, "successful": 0, "failed": 0} for s in RecoveryStrategy},
+        "patterns_detected": 0,
+        "escalations": 0,
+    }
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=1))
+    system.register_recovery_rule(LookupError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value=0))
+    system.execute_sync(Flaky(1).run_sync)
+    with pytest.raises(ConnectionError):
+        system.execute_sync(Flaky(5).run_sync)
+    system.execute_sync(Flaky(1, KeyError).run_sync)
+    system.execute_sync(Flaky(1, KeyError).run_sync)
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (4, 3, 1)
+    assert stats["recovery_rate"] == 0.75
+    assert system.stats.recovery_rate == 0.75
+
+
+async def test_recovery_events_are_reported(driver: str, clock: FakeClock, recorder: EventRecorder) -> None:
+    """Each recovery reports RECOVERY_ATTEMPTED with strategy, result and error type, from its pipeline."""
+    system = ErrorRecoverySystem(unique("ev"), clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=1))
+    pipeline = PipelineBuilder("policy").add(system.as_strategy("policy")).build()
+    await run_pipeline(pipeline, driver, Flaky(1))
+    with pytest.raises(ConnectionError):
+        await run_pipeline(pipeline, driver, Flaky(9))
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == [
+        RecoveryAttempted("retry", "success", "ConnectionError"),
+        RecoveryAttempted("retry", "failure", "ConnectionError"),
+    ]
+    source = recorder.sources(Event.RECOVERY_ATTEMPTED)[0]
+    assert (source.kind, source.name, source.pipeline) == ("recovery", system.name, "policy")
+
+
+def test_as_strategy_returns_new_unlinked_links(clock: FakeClock) -> None:
+    """Each as_strategy call gives a fresh link that shares the system's rules and stats."""
+    system = ErrorRecoverySystem("shared", clock=clock)
+    system.register_recovery_rule(KeyError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="fb"))
+    first, second = system.as_strategy("a"), system.as_strategy("b")
+    assert first is not second
+    pipe_a = PipelineBuilder("a").add(first).build()
+    pipe_b = PipelineBuilder("b").add(second).build()
+    assert pipe_a.describe() == (("recovery", "shared", RecoveryConfig()),)
+    assert pipe_a.execute_sync(Flaky(1, KeyError).run_sync) == "fb"
+    assert pipe_b.execute_sync(Flaky(1, KeyError).run_sync) == "fb"
+    assert system.get_stats()["successful_recoveries"] == 2
+    with pytest.raises(ValueError, match=r"ErrorRecoverySystem\.breaker"):
+        system.as_strategy(breaker="")
+
+
+async def test_non_callable_fn_is_a_type_error(clock: FakeClock) -> None:
+    """execute, execute_sync and protect refuse a non-callable at once."""
+    system = ErrorRecoverySystem(clock=clock)
+    with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.execute\.fn must be callable"):
+        await system.execute(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.execute_sync\.fn must be callable"):
+        system.execute_sync(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.protect\.fn must be callable"):
+        system.protect(3)  # type: ignore[call-overload]
+
+
+async def test_protect_decorates_async_and_sync_functions(clock: FakeClock) -> None:
+    """protect picks the driver at decoration time and keeps the function's name."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=2))
+    flaky_a, flaky_s = Flaky(1), Flaky(1)
+
+    @system.protect
+    async def fetch(x: int) -> Any:
+        return await flaky_a.run_async(x)
+
+    @system.protect
+    def fetch_sync(x: int) -> Any:
+        return flaky_s.run_sync(x)
+
+    assert fetch.__name__ == "fetch"
+    assert asyncio.iscoroutinefunction(fetch)
+    assert await fetch(1) == "ok"
+    assert fetch_sync(2) == "ok"
+    assert len(flaky_a.calls) == len(flaky_s.calls) == 2
+
+
+def test_concurrent_recoveries_are_all_counted(clock: FakeClock) -> None:
+    """Recoveries from many threads at once are each counted exactly once."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value=1)
+    )
+    threads, per_thread = 8, 200
+    barrier = threading.Barrier(threads)
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(timeout=5)
+            for _ in range(per_thread):
+                assert system.recover_from_error_sync(ConnectionError(), {"operation_name": "op"}) == 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=10)
+    assert not failures
+    stats = system.get_stats()
+    assert stats["attempts"] == stats["successful_recoveries"] == threads * per_thread
+    assert stats["patterns_detected"] == 1

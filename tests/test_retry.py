@@ -1,0 +1,1055 @@
+"""Tests for otel_resilience.retry: delays, policies, drivers, hooks, deadlines, events, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK
+from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
+from otel_resilience.engine.events import (
+    HUB,
+    Event,
+    Outcome,
+    RetryExhausted,
+    RetryScheduled,
+    TelemetrySource,
+    TimeoutOccurred,
+    error_type_name,
+)
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.strategy import Strategy
+from otel_resilience.errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    ExecutionRejectedError,
+    OperationTimeoutError,
+)
+from otel_resilience.retry import (
+    DEFAULT_INITIAL_DELAY,
+    DEFAULT_JITTER,
+    DEFAULT_JITTER_RATIO,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_DELAY,
+    DEFAULT_MULTIPLIER,
+    DEFAULT_STRATEGY,
+    Jitter,
+    Retry,
+    RetryPolicy,
+    RetryStrategy,
+    retry,
+    retry_async,
+    retry_sync,
+)
+from otel_resilience.testing import EventRecorder, FakeClock
+
+
+class Boom(ConnectionError):
+    """A retryable failure raised by the fake dependency."""
+
+
+def exact(**kwargs: Any) -> RetryPolicy:
+    """A policy without jitter, so that delays are exact."""
+    return RetryPolicy(jitter=Jitter.NONE, **kwargs)
+
+
+def flaky(failures: int, error: Callable[[], BaseException] = Boom, result: Any = "ok") -> Callable[..., Any]:
+    """A plain function that raises ``error()`` on its first ``failures`` calls, then returns."""
+
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        fn.calls += 1  # type: ignore[attr-defined]
+        if fn.calls <= failures:  # type: ignore[attr-defined]
+            raise error()
+        return result
+
+    fn.calls = 0  # type: ignore[attr-defined]
+    return fn
+
+
+async def invoke(r: Retry, driver: str, fn: Callable[[], Any]) -> Any:
+    """Run the plain function ``fn`` through ``r`` with the given driver."""
+    if driver == "sync":
+        return r.execute_sync(fn)
+
+    async def afn() -> Any:
+        return fn()
+
+    return await r.execute(afn)
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned() -> None:
+    """RetryPolicy() has the documented defaults, and the constants hold those values."""
+    policy = RetryPolicy()
+    assert (DEFAULT_MAX_ATTEMPTS, DEFAULT_STRATEGY, DEFAULT_INITIAL_DELAY) == (
+        3,
+        RetryStrategy.EXPONENTIAL,
+        1.0,
+    )
+    assert (DEFAULT_MULTIPLIER, DEFAULT_MAX_DELAY) == (2.0, 60.0)
+    assert (DEFAULT_JITTER, DEFAULT_JITTER_RATIO) == (Jitter.PROPORTIONAL, 0.25)
+    assert policy.max_attempts == DEFAULT_MAX_ATTEMPTS
+    assert policy.strategy is DEFAULT_STRATEGY
+    assert policy.initial_delay == DEFAULT_INITIAL_DELAY
+    assert policy.multiplier == DEFAULT_MULTIPLIER
+    assert policy.max_delay == DEFAULT_MAX_DELAY
+    assert policy.jitter is DEFAULT_JITTER
+    assert policy.jitter_ratio == DEFAULT_JITTER_RATIO
+    assert policy.attempt_timeout is None
+    assert policy.retry_on == (Exception,)
+    assert policy.no_retry_on == (ExecutionRejectedError,)
+    assert policy.retry_on_result is None
+
+
+def test_enum_values_are_pinned() -> None:
+    """The strategy and jitter values are the documented strings."""
+    assert [s.value for s in RetryStrategy] == ["fixed", "exponential", "linear", "random"]
+    assert [j.value for j in Jitter] == ["none", "full", "proportional"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"max_attempts": 0}, ValueError, r"RetryPolicy\.max_attempts must be >= 1, got 0"),
+        ({"max_attempts": 2.5}, TypeError, r"RetryPolicy\.max_attempts must be an int"),
+        ({"max_attempts": True}, TypeError, r"RetryPolicy\.max_attempts must be an int"),
+        ({"strategy": "quadratic"}, ValueError, r"RetryPolicy\.strategy must be a RetryStrategy"),
+        ({"initial_delay": -1.0}, ValueError, r"RetryPolicy\.initial_delay must be >= 0 seconds, got -1\.0"),
+        ({"initial_delay": math.nan}, ValueError, r"RetryPolicy\.initial_delay must be a finite"),
+        ({"max_delay": math.inf}, ValueError, r"RetryPolicy\.max_delay must be a finite"),
+        (
+            {"initial_delay": 10.0, "max_delay": 5.0},
+            ValueError,
+            r"RetryPolicy\.max_delay must be >= initial_delay",
+        ),
+        (
+            {"multiplier": 0.5},
+            ValueError,
+            r"RetryPolicy\.multiplier must be >= 1 when strategy is EXPONENTIAL",
+        ),
+        ({"multiplier": 0.0, "strategy": "fixed"}, ValueError, r"RetryPolicy\.multiplier must be > 0"),
+        ({"multiplier": "2"}, TypeError, r"RetryPolicy\.multiplier must be a number"),
+        ({"jitter": "gaussian"}, ValueError, r"RetryPolicy\.jitter must be a Jitter"),
+        ({"jitter_ratio": 1.5}, ValueError, r"RetryPolicy\.jitter_ratio must be <= 1"),
+        ({"jitter_ratio": 0.0}, ValueError, r"RetryPolicy\.jitter_ratio must be > 0"),
+        (
+            {"jitter": Jitter.FULL, "jitter_ratio": -0.1},
+            ValueError,
+            r"RetryPolicy\.jitter_ratio must be >= 0",
+        ),
+        ({"attempt_timeout": 0}, ValueError, r"RetryPolicy\.attempt_timeout must be > 0 seconds"),
+        ({"attempt_timeout": "1s"}, TypeError, r"RetryPolicy\.attempt_timeout must be a duration"),
+        ({"retry_on": (ValueError, "x")}, TypeError, r"RetryPolicy\.retry_on must be exception types"),
+        ({"retry_on": 3}, TypeError, r"RetryPolicy\.retry_on must be exception types"),
+        (
+            {"retry_on": asyncio.CancelledError},
+            ValueError,
+            r"RetryPolicy\.retry_on must be Exception subclasses",
+        ),
+        ({"retry_on": (BaseException,)}, ValueError, r"RetryPolicy\.retry_on must be Exception subclasses"),
+        ({"no_retry_on": "ValueError"}, TypeError, r"RetryPolicy\.no_retry_on must be exception types"),
+        ({"retry_on_result": 42}, TypeError, r"RetryPolicy\.retry_on_result must be callable"),
+    ],
+)
+def test_bad_config_is_rejected(kwargs: dict[str, Any], error: type[Exception], pattern: str) -> None:
+    """Every invalid field raises with the class, the field, the rule and the value."""
+    with pytest.raises(error, match=pattern):
+        RetryPolicy(**kwargs)
+
+
+def test_timedeltas_and_enum_strings_are_normalised() -> None:
+    """Durations given as timedelta become float seconds; enum strings become members."""
+    policy = RetryPolicy(
+        strategy="linear",  # type: ignore[arg-type]
+        jitter="full",  # type: ignore[arg-type]
+        initial_delay=timedelta(milliseconds=500),  # type: ignore[arg-type]
+        max_delay=timedelta(seconds=3),  # type: ignore[arg-type]
+        attempt_timeout=timedelta(seconds=2),  # type: ignore[arg-type]
+        retry_on=ValueError,
+    )
+    assert policy.strategy is RetryStrategy.LINEAR
+    assert policy.jitter is Jitter.FULL
+    assert (policy.initial_delay, policy.max_delay, policy.attempt_timeout) == (0.5, 3.0, 2.0)
+    assert type(policy.initial_delay) is float
+    assert policy.retry_on == (ValueError,)
+    assert policy == RetryPolicy(
+        strategy=RetryStrategy.LINEAR,
+        jitter=Jitter.FULL,
+        initial_delay=0.5,
+        max_delay=3.0,
+        attempt_timeout=2.0,
+        retry_on=(ValueError,),
+    )
+
+
+def test_policy_is_frozen() -> None:
+    """A policy cannot be changed after construction."""
+    policy = RetryPolicy()
+    with pytest.raises(AttributeError):
+        policy.max_attempts = 10  # type: ignore[misc]
+
+
+def test_retry_constructor_validates_its_arguments() -> None:
+    """Retry rejects a bad name, policy, hook, clock or rng with a message naming the argument."""
+    with pytest.raises(ValueError, match=r"Retry\.name must be a non-empty name"):
+        Retry(" ")
+    with pytest.raises(TypeError, match=r"Retry\.policy must be a RetryPolicy"):
+        Retry("r", {"max_attempts": 3})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Retry\.on_retry must be callable"):
+        Retry("r", on_retry="log")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Retry\.clock must be a Clock"):
+        Retry("r", clock=time.monotonic)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Retry\.rng must be a random\.Random"):
+        Retry("r", rng=42)  # type: ignore[arg-type]
+
+
+# -- delays -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (RetryStrategy.FIXED, [1.5, 1.5, 1.5, 1.5, 1.5]),
+        (RetryStrategy.LINEAR, [1.5, 3.0, 4.5, 6.0, 7.5]),
+        (RetryStrategy.EXPONENTIAL, [1.5, 4.5, 13.5, 40.5, 121.5]),
+    ],
+)
+def test_deterministic_strategies_give_exact_delays(strategy: RetryStrategy, expected: list[float]) -> None:
+    """Without jitter, FIXED, LINEAR and EXPONENTIAL follow their documented formulas exactly."""
+    policy = exact(strategy=strategy, initial_delay=1.5, multiplier=3.0, max_delay=1000.0)
+    assert [policy.compute_delay(a) for a in range(1, 6)] == expected
+
+
+def test_max_delay_caps_the_schedule() -> None:
+    """Delays grow until max_delay, then stay there."""
+    policy = exact(initial_delay=1.0, multiplier=2.0, max_delay=5.0)
+    assert [policy.compute_delay(a) for a in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_huge_attempt_numbers_are_capped_not_overflowing() -> None:
+    """An attempt number that would overflow a float still gives max_delay."""
+    assert exact(max_delay=7.0).compute_delay(10_000) == 7.0
+    assert exact(strategy=RetryStrategy.LINEAR, max_delay=7.0).compute_delay(10**400) == 7.0
+
+
+def test_random_strategy_stays_between_initial_and_max_delay() -> None:
+    """RANDOM draws uniformly in [initial_delay, max_delay], and the draws vary."""
+    policy = RetryPolicy(strategy=RetryStrategy.RANDOM, initial_delay=2.0, max_delay=4.0)
+    rng = random.Random(1)
+    delays = [policy.compute_delay(a, rng) for a in range(1, 200)]
+    assert all(2.0 <= d <= 4.0 for d in delays)
+    assert len(set(delays)) > 100
+
+
+def test_full_jitter_stays_between_zero_and_the_delay() -> None:
+    """FULL jitter draws in [0, d] and spreads over that range."""
+    policy = RetryPolicy(strategy=RetryStrategy.FIXED, initial_delay=2.0, jitter=Jitter.FULL)
+    rng = random.Random(2)
+    delays = [policy.compute_delay(1, rng) for _ in range(500)]
+    assert all(0.0 <= d <= 2.0 for d in delays)
+    assert min(delays) < 0.2
+    assert max(delays) > 1.8
+
+
+def test_proportional_jitter_stays_within_the_ratio() -> None:
+    """PROPORTIONAL jitter draws in [d(1-r), d(1+r)] and never exceeds max_delay."""
+    policy = RetryPolicy(initial_delay=4.0, max_delay=100.0, jitter=Jitter.PROPORTIONAL, jitter_ratio=0.25)
+    rng = random.Random(3)
+    delays = [policy.compute_delay(1, rng) for _ in range(500)]
+    assert all(3.0 <= d <= 5.0 for d in delays)
+    assert min(delays) < 3.2
+    assert max(delays) > 4.8
+    capped = RetryPolicy(initial_delay=4.0, max_delay=4.0, jitter_ratio=0.5)
+    assert all(2.0 <= capped.compute_delay(3, rng) <= 4.0 for _ in range(200))
+
+
+def test_seeded_rng_reproduces_the_delays() -> None:
+    """Two generators with the same seed give the same jittered schedule."""
+    policy = RetryPolicy(jitter=Jitter.FULL, max_attempts=10)
+    first = [policy.compute_delay(a, random.Random(42)) for a in range(1, 8)]
+    second = [policy.compute_delay(a, random.Random(42)) for a in range(1, 8)]
+    other = [policy.compute_delay(a, random.Random(43)) for a in range(1, 8)]
+    assert first == second
+    assert first != other
+
+
+def test_compute_delay_rejects_an_attempt_below_one() -> None:
+    """compute_delay is defined for failed attempts 1, 2, … only."""
+    with pytest.raises(ValueError, match=r"attempt must be >= 1, got 0"):
+        RetryPolicy().compute_delay(0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    strategy=st.sampled_from(list(RetryStrategy)),
+    jitter=st.sampled_from(list(Jitter)),
+    initial=st.floats(min_value=0.0, max_value=100.0),
+    extra=st.floats(min_value=0.0, max_value=1000.0),
+    multiplier=st.floats(min_value=1.0, max_value=10.0),
+    ratio=st.floats(min_value=0.01, max_value=1.0),
+    attempt=st.integers(min_value=1, max_value=5000),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_delay_is_always_within_its_bounds(
+    *,
+    strategy: RetryStrategy,
+    jitter: Jitter,
+    initial: float,
+    extra: float,
+    multiplier: float,
+    ratio: float,
+    attempt: int,
+    seed: int,
+) -> None:
+    """For any valid policy and attempt, 0 <= delay <= max_delay, and jitter keeps its range."""
+    policy = RetryPolicy(
+        strategy=strategy,
+        jitter=jitter,
+        initial_delay=initial,
+        max_delay=initial + extra,
+        multiplier=multiplier,
+        jitter_ratio=ratio,
+        max_attempts=attempt + 1,
+    )
+    delay = policy.compute_delay(attempt, random.Random(seed))
+    assert 0.0 <= delay <= policy.max_delay
+    if strategy is RetryStrategy.RANDOM:
+        assert delay >= policy.initial_delay
+        return
+    base = exact(
+        strategy=strategy, initial_delay=initial, max_delay=initial + extra, multiplier=multiplier
+    ).compute_delay(attempt)
+    if jitter is Jitter.NONE:
+        assert delay == base
+    elif jitter is Jitter.FULL:
+        assert delay <= base
+    else:
+        assert base * (1 - ratio) * (1 - 1e-9) <= delay <= base * (1 + ratio) * (1 + 1e-9)
+
+
+# -- behaviour through both drivers -----------------------------------------------------------
+
+
+async def test_first_attempt_success_does_not_retry(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A first-attempt success sleeps never, reports nothing and counts one first-attempt success."""
+    r = Retry("dep", exact(), clock=clock)
+    fn = flaky(0)
+    assert await invoke(r, driver, fn) == "ok"
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == []
+    assert recorder.events == []
+    stats = r.get_stats()
+    assert stats["first_attempt_successes"] == 1
+    assert stats["executions"] == stats["attempts"] == stats["successes"] == 1
+    assert stats["retries"] == 0
+
+
+async def test_failures_are_retried_with_backoff(driver: str, clock: FakeClock) -> None:
+    """Two failures then a success: the result is returned after backoffs of 1 s and 2 s."""
+    r = Retry("dep", exact(max_attempts=3), clock=clock)
+    fn = flaky(2)
+    assert await invoke(r, driver, fn) == "ok"
+    assert fn.calls == 3  # type: ignore[attr-defined]
+    assert clock.sleeps == [1.0, 2.0]
+    assert r.get_stats() == {
+        "executions": 1,
+        "attempts": 3,
+        "retries": 2,
+        "successes": 1,
+        "first_attempt_successes": 0,
+        "successes_after_retry": 1,
+        "exhausted": 0,
+        "non_retryable": 0,
+        "cancelled": 0,
+        "attempt_timeouts": 0,
+    }
+
+
+async def test_exhausted_reraises_the_original_error_with_a_note(driver: str, clock: FakeClock) -> None:
+    """When attempts run out the last original exception is re-raised, unwrapped, with a note."""
+    raised: list[BaseException] = []
+
+    def always() -> None:
+        error = Boom(f"failure {len(raised) + 1}")
+        raised.append(error)
+        raise error
+
+    r = Retry("dep", exact(max_attempts=3), clock=clock)
+    with pytest.raises(Boom) as info:
+        await invoke(r, driver, always)
+    assert info.value is raised[-1]
+    assert str(info.value) == "failure 3"
+    assert info.value.__notes__ == ["otel_resilience retry 'dep': gave up after 3 of 3 attempts"]
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None
+    assert clock.sleeps == [1.0, 2.0]
+    assert r.stats.exhausted == 1
+
+
+async def test_a_reused_exception_keeps_a_single_retry_note(driver: str, clock: FakeClock) -> None:
+    """An exception object raised again and again carries one retry note, not one per give-up."""
+    shared = Boom("shared")
+    shared.add_note("user note")
+
+    def always() -> None:
+        raise shared
+
+    r = Retry("dep", exact(max_attempts=2), clock=clock)
+    for _ in range(3):
+        with pytest.raises(Boom):
+            await invoke(r, driver, always)
+    assert shared.__notes__ == ["user note", "otel_resilience retry 'dep': gave up after 2 of 2 attempts"]
+
+
+async def test_max_attempts_one_never_retries(driver: str, clock: FakeClock, recorder: EventRecorder) -> None:
+    """max_attempts=1 calls once and gives up with reason max_attempts."""
+    r = Retry("dep", exact(max_attempts=1), clock=clock)
+    fn = flaky(5)
+    with pytest.raises(Boom) as info:
+        await invoke(r, driver, fn)
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == []
+    assert info.value.__notes__ == ["otel_resilience retry 'dep': gave up after 1 of 1 attempt"]
+    assert recorder.of(Event.RETRY_EXHAUSTED) == [RetryExhausted(1, error_type_name(Boom()), "max_attempts")]
+
+
+async def test_retry_on_types_limit_what_is_retried(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """An error outside retry_on is raised at once, without a note or an exhausted event."""
+    r = Retry("dep", exact(retry_on=(Boom,)), clock=clock)
+    fn = flaky(5, error=lambda: ValueError("bad input"))
+    with pytest.raises(ValueError, match="bad input") as info:
+        await invoke(r, driver, fn)
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert not hasattr(info.value, "__notes__")
+    assert recorder.events == []
+    assert r.stats.non_retryable == 1
+    assert r.stats.exhausted == 0
+
+
+async def test_retry_on_predicate_decides_per_error(driver: str, clock: FakeClock) -> None:
+    """A retry_on predicate retries the errors it accepts and raises the others at once."""
+    policy = exact(retry_on=lambda error: "transient" in str(error), max_attempts=5)
+    r = Retry("dep", policy, clock=clock)
+    errors = iter([Boom("transient 1"), Boom("transient 2"), Boom("fatal")])
+
+    def fn() -> None:
+        raise next(errors)
+
+    with pytest.raises(Boom, match="fatal"):
+        await invoke(r, driver, fn)
+    assert clock.sleeps == [1.0, 2.0]
+
+
+async def test_no_retry_on_wins_over_retry_on(driver: str, clock: FakeClock) -> None:
+    """An error matching both retry_on and no_retry_on is not retried."""
+    r = Retry("dep", exact(retry_on=(OSError,), no_retry_on=(Boom,)), clock=clock)
+    fn = flaky(5)
+    with pytest.raises(Boom):
+        await invoke(r, driver, fn)
+    assert fn.calls == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "rejection", [CircuitOpenError("dep", "open", 5.0), BulkheadFullError("pool", 10, 100)]
+)
+async def test_rejections_are_not_retried_by_default(
+    driver: str, clock: FakeClock, rejection: Exception
+) -> None:
+    """An open breaker or a full bulkhead is raised at once: retrying a rejection only adds load."""
+    r = Retry("dep", exact(), clock=clock)
+    fn = flaky(5, error=lambda: rejection)
+    with pytest.raises(type(rejection)):
+        await invoke(r, driver, fn)
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == []
+
+
+async def test_retry_on_result_retries_until_a_result_is_accepted(driver: str, clock: FakeClock) -> None:
+    """A result the predicate rejects is retried like a failure; on_retry gets error None."""
+    results = iter([None, None, {"status": "ready"}])
+    hooks: list[tuple[int, Exception | None]] = []
+    r = Retry(
+        "dep",
+        exact(max_attempts=5, retry_on_result=lambda result: result is None),
+        on_retry=lambda attempt, error: hooks.append((attempt, error)),
+        clock=clock,
+    )
+    assert await invoke(r, driver, lambda: next(results)) == {"status": "ready"}
+    assert hooks == [(1, None), (2, None)]
+    assert clock.sleeps == [1.0, 2.0]
+    assert r.stats.successes_after_retry == 1
+
+
+async def test_retry_on_result_returns_the_last_result_when_attempts_run_out(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """When every result is rejected, the last one is returned and the give-up is reported."""
+    results = iter(["pending 1", "pending 2", "pending 3"])
+    r = Retry("dep", exact(max_attempts=3, retry_on_result=lambda r: r.startswith("pending")), clock=clock)
+    assert await invoke(r, driver, lambda: next(results)) == "pending 3"
+    assert recorder.of(Event.RETRY_EXHAUSTED) == [RetryExhausted(3, None, "max_attempts")]
+    assert [a.error_type for a in recorder.of(Event.RETRY_SCHEDULED)] == [None, None]  # type: ignore[union-attr]
+    assert r.stats.exhausted == 1
+
+
+async def test_on_retry_is_called_with_the_failed_attempt_and_its_error(
+    driver: str, clock: FakeClock
+) -> None:
+    """on_retry(attempt, error) runs before each backoff, with the attempt that failed."""
+    seen: list[tuple[int, str, int]] = []
+    r = Retry(
+        "dep",
+        exact(max_attempts=4),
+        on_retry=lambda attempt, error: seen.append((attempt, str(error), len(clock.sleeps))),
+        clock=clock,
+    )
+    errors = iter([Boom("one"), Boom("two")])
+
+    def fn() -> str:
+        error = next(errors, None)
+        if error is not None:
+            raise error
+        return "ok"
+
+    assert await invoke(r, driver, fn) == "ok"
+    assert seen == [(1, "one", 0), (2, "two", 1)]
+
+
+async def test_async_on_retry_is_awaited_by_the_async_driver(clock: FakeClock) -> None:
+    """An async on_retry is awaited before the backoff."""
+    seen: list[int] = []
+
+    async def hook(attempt: int, error: Exception | None) -> None:
+        await asyncio.sleep(0)
+        seen.append(attempt)
+
+    r = Retry("dep", exact(), on_retry=hook, clock=clock)
+    assert await invoke(r, "async", flaky(2)) == "ok"
+    assert seen == [1, 2]
+
+
+async def test_async_on_retry_is_refused_by_the_sync_drivers(clock: FakeClock) -> None:
+    """Every sync entry point refuses an async on_retry before the function runs."""
+
+    async def hook(attempt: int, error: Exception | None) -> None:
+        return None
+
+    fn = flaky(1)
+    with pytest.raises(TypeError, match="on_retry is async"):
+        retry_sync(fn, on_retry=hook, clock=clock)
+    with pytest.raises(TypeError, match="on_retry is async"):
+        retry(on_retry=hook, clock=clock)(fn)
+    r = Retry("dep", on_retry=hook, clock=clock)
+    with pytest.raises(TypeError, match="on_retry is async"):
+        r.execute_sync(fn)
+    pipeline = PipelineBuilder("p", clock=clock).add(r.as_strategy("p")).build()
+    with pytest.raises(TypeError, match="on_retry is async"):
+        pipeline.execute_sync(fn)
+    assert fn.calls == 0  # type: ignore[attr-defined]
+
+
+async def test_sync_on_retry_returning_an_awaitable_is_refused_by_the_sync_driver(clock: FakeClock) -> None:
+    """A plain hook that returns a coroutine cannot be awaited by the sync driver: TypeError, no leak."""
+
+    async def later() -> None:
+        return None
+
+    r = Retry("dep", exact(), on_retry=lambda attempt, error: later(), clock=clock)
+    with pytest.raises(TypeError, match="sync driver cannot await"):
+        r.execute_sync(flaky(1))
+    assert clock.sleeps == []
+
+
+async def test_on_retry_errors_propagate(driver: str, clock: FakeClock) -> None:
+    """An exception raised by on_retry ends the execution with it: hook bugs are not hidden."""
+
+    def hook(attempt: int, error: Exception | None) -> None:
+        raise RuntimeError("hook bug")
+
+    r = Retry("dep", exact(), on_retry=hook, clock=clock)
+    fn = flaky(2)
+    with pytest.raises(RuntimeError, match="hook bug"):
+        await invoke(r, driver, fn)
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == []
+
+
+# -- cancellation -----------------------------------------------------------------------------
+
+
+class BlockingClock(FakeClock):
+    """A fake clock whose async sleep never ends on its own (so a test can cancel it)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.sleeping = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.sleeping.set()
+        await asyncio.Event().wait()
+
+
+async def test_cancellation_during_a_backoff_is_not_retried() -> None:
+    """Cancelling the task while it backs off raises CancelledError and calls the function no more."""
+    clock = BlockingClock()
+    r = Retry("dep", exact(max_attempts=5), clock=clock)
+    fn = flaky(10)
+
+    async def afn() -> Any:
+        return fn()
+
+    task = asyncio.create_task(r.execute(afn))
+    await asyncio.wait_for(clock.sleeping.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == [1.0]
+    assert r.stats.cancelled == 1
+    assert r.stats.exhausted == 0
+
+
+async def test_cancellation_during_an_attempt_is_not_retried(clock: FakeClock) -> None:
+    """Cancelling the task during an attempt propagates at once; it is no failure and no retry."""
+    started = asyncio.Event()
+    calls = 0
+
+    async def hang() -> None:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await asyncio.Event().wait()
+
+    r = Retry("dep", exact(max_attempts=5), clock=clock)
+    task = asyncio.create_task(r.execute(hang))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == 1
+    assert clock.sleeps == []
+    assert r.get_stats()["cancelled"] == 1
+    assert r.get_stats()["attempts"] == 1
+
+
+async def test_cancelled_error_raised_by_the_function_is_not_retried(clock: FakeClock) -> None:
+    """A CancelledError raised inside an attempt is never caught as a failure."""
+    calls = 0
+
+    async def cancelled() -> None:
+        nonlocal calls
+        calls += 1
+        raise asyncio.CancelledError
+
+    r = Retry("dep", exact(retry_on=lambda error: True), clock=clock)
+    with pytest.raises(asyncio.CancelledError):
+        await r.execute(cancelled)
+    assert calls == 1
+
+
+def test_keyboard_interrupt_is_not_retried_by_the_sync_driver(clock: FakeClock) -> None:
+    """KeyboardInterrupt (a BaseException) propagates at once from the sync driver."""
+    r = Retry("dep", exact(), clock=clock)
+    fn = flaky(5, error=KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        r.execute_sync(fn)
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert r.stats.cancelled == 1
+
+
+# -- attempt timeout and deadlines ------------------------------------------------------------
+
+
+async def test_attempt_timeout_cuts_a_hung_async_attempt_and_retries(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A hung attempt times out after attempt_timeout, is reported, and the next attempt answers."""
+    calls = 0
+
+    async def slow_then_fast() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(10)
+        return "ok"
+
+    r = Retry("dep", exact(attempt_timeout=0.05, initial_delay=0.1), clock=clock)
+    started = time.monotonic()
+    assert await r.execute(slow_then_fast) == "ok"
+    assert time.monotonic() - started < 2.0
+    assert calls == 2
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(0.05, "attempt")]
+    assert recorder.of(Event.RETRY_SCHEDULED) == [
+        RetryScheduled(1, 0.1, error_type_name(OperationTimeoutError("x", 1.0)))
+    ]
+    assert r.stats.attempt_timeouts == 1
+
+
+async def test_attempt_timeouts_until_exhausted_raise_operation_timeout(clock: FakeClock) -> None:
+    """When every attempt times out, the last OperationTimeoutError (scope attempt) is raised."""
+
+    async def hang() -> None:
+        await asyncio.sleep(10)
+
+    r = Retry("dep", exact(attempt_timeout=0.05, max_attempts=2), clock=clock)
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        await r.execute(hang)
+    assert time.monotonic() - started < 2.0
+    assert info.value.scope == "attempt"
+    assert info.value.timeout == 0.05
+    assert isinstance(info.value, TimeoutError)
+    assert "gave up after 2 of 2 attempts" in info.value.__notes__[0]
+    assert r.stats.attempt_timeouts == 2
+
+
+def test_attempt_timeout_turns_a_late_sync_result_into_a_retried_timeout(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A sync attempt that returns after its timeout is a timeout, retried; the next result wins."""
+    calls = 0
+
+    def late_then_fast() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            clock.advance(5.0)
+            return "late"
+        return "fresh"
+
+    r = Retry("dep", exact(attempt_timeout=1.0), clock=clock)
+    assert r.execute_sync(late_then_fast) == "fresh"
+    assert calls == 2
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(1.0, "attempt")]
+    assert r.stats.attempt_timeouts == 1
+
+
+async def test_an_enclosing_deadline_stops_retrying_early(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Retry never starts a backoff that would end past the enclosing deadline: it gives up first."""
+    r = Retry("dep", exact(max_attempts=5), clock=clock)
+    fn = flaky(10)
+
+    async def under_deadline() -> None:
+        if driver == "sync":
+            with SyncDeadline(clock, 2.5, "outer"):
+                r.execute_sync(fn)
+        else:
+            async with AsyncDeadline(clock, 2.5, "outer"):
+                await invoke(r, driver, fn)
+
+    with pytest.raises(Boom) as info:
+        await under_deadline()
+    assert clock.sleeps == [1.0]
+    assert clock.now() <= 1002.5
+    assert fn.calls == 2  # type: ignore[attr-defined]
+    assert recorder.of(Event.RETRY_EXHAUSTED) == [RetryExhausted(2, error_type_name(Boom()), "deadline")]
+    assert "would overrun the deadline (1.5 s left)" in info.value.__notes__[0]
+
+
+# -- telemetry --------------------------------------------------------------------------------
+
+
+async def test_events_are_reported_with_the_retry_as_source(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Each backoff reports RETRY_SCHEDULED (attempt, delay, error type) from the retry's source."""
+    r = Retry("dep", exact(max_attempts=3), clock=clock)
+    assert await invoke(r, driver, flaky(2)) == "ok"
+    boom = error_type_name(Boom())
+    assert recorder.of(Event.RETRY_SCHEDULED) == [RetryScheduled(1, 1.0, boom), RetryScheduled(2, 2.0, boom)]
+    assert recorder.sources(Event.RETRY_SCHEDULED) == [TelemetrySource("retry", "dep")] * 2
+    assert recorder.of(Event.RETRY_EXHAUSTED) == []
+
+
+class ScopeListener:
+    """An execution listener that records the execution and attempt scopes it is asked to open."""
+
+    def __init__(self) -> None:
+        self.attempts: list[int] = []
+        self.ended: list[tuple[int, Outcome, str | None]] = []
+        self.executions: list[Outcome] = []
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        return "execution"
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        self.executions.append(outcome)
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        self.attempts.append(attempt)
+        return attempt
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        self.ended.append((handle, outcome, type(error).__name__ if error else None))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def scopes() -> Iterator[ScopeListener]:
+    """A ScopeListener registered on the hub for the test's duration."""
+    listener = ScopeListener()
+    HUB.add_listener(listener)
+    try:
+        yield listener
+    finally:
+        HUB.remove_listener(listener)
+
+
+async def test_attempt_scopes_open_for_later_attempts_only(
+    driver: str, clock: FakeClock, scopes: ScopeListener
+) -> None:
+    """A first-attempt success opens no attempt scope; attempts 2 and later each get one."""
+    r = Retry("dep", exact(max_attempts=4), clock=clock)
+    assert await invoke(r, driver, flaky(0)) == "ok"
+    assert scopes.attempts == []
+    assert scopes.executions == [Outcome.SUCCESS]
+    assert await invoke(r, driver, flaky(2)) == "ok"
+    assert scopes.attempts == [2, 3]
+    assert scopes.ended == [(2, Outcome.FAILURE, "Boom"), (3, Outcome.SUCCESS, None)]
+    assert scopes.executions == [Outcome.SUCCESS, Outcome.RECOVERED]
+
+
+# -- composition ------------------------------------------------------------------------------
+
+
+class AttemptProbe(Strategy):
+    """An inner strategy that records ctx.attempt on every pass."""
+
+    kind = "probe"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return "probe"
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        self.seen.append(ctx.attempt)
+        return await self.next.execute(ctx)
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        self.seen.append(ctx.attempt)
+        return self.next.execute_sync(ctx)
+
+
+async def test_as_strategy_composes_in_a_pipeline(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A node from as_strategy retries the rest of the chain, sets ctx.attempt and shares the stats."""
+    r = Retry("dep", exact(max_attempts=3), clock=clock)
+    node = r.as_strategy("policy")
+    assert node is not r.as_strategy("policy")
+    assert (node.kind, node.name, node.config) == ("retry", "dep", r.policy)
+    probe = AttemptProbe()
+    pipeline = PipelineBuilder("policy", clock=clock).add(node).add(probe).build()
+    assert pipeline.describe() == (("retry", "dep", r.policy), ("probe", "probe", None))
+    fn = flaky(2)
+    if driver == "sync":
+        assert pipeline.execute_sync(fn) == "ok"
+    else:
+
+        async def afn() -> Any:
+            return fn()
+
+        assert await pipeline.execute(afn) == "ok"
+    assert probe.seen == [1, 2, 3]
+    assert pipeline.stats.recovered == 1
+    assert recorder.sources(Event.RETRY_SCHEDULED) == [TelemetrySource("retry", "dep", "policy")] * 2
+    assert r.stats.successes_after_retry == 1
+
+
+# -- entry points -----------------------------------------------------------------------------
+
+
+async def test_retry_decorator_on_async_and_sync_functions_keeps_the_signature(clock: FakeClock) -> None:
+    """@retry(...) picks the driver at decoration time and keeps name, signature and behaviour."""
+    attempts = {"a": 0, "s": 0}
+
+    @retry(exact(max_attempts=3), clock=clock)
+    async def fetch(key: str, *, default: int = 0) -> str:
+        attempts["a"] += 1
+        if attempts["a"] < 2:
+            raise Boom
+        return f"{key}={default}"
+
+    @retry(exact(max_attempts=3), clock=clock)
+    def load(key: str, *, default: int = 0) -> str:
+        attempts["s"] += 1
+        if attempts["s"] < 3:
+            raise Boom
+        return f"{key}:{default}"
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert not inspect.iscoroutinefunction(load)
+    assert fetch.__name__ == "fetch"
+    assert str(inspect.signature(load)) == "(key: 'str', *, default: 'int' = 0) -> 'str'"
+    assert await fetch("k", default=1) == "k=1"
+    assert load("k", default=2) == "k:2"
+    assert clock.sleeps == [1.0, 1.0, 2.0]
+
+
+def test_protect_names_the_retry_after_the_retry_instance(clock: FakeClock, recorder: EventRecorder) -> None:
+    """Retry.protect decorates with the instance's policy, name and shared stats."""
+    r = Retry("shared", exact(), clock=clock)
+    wrapped = r.protect(flaky(1))
+    assert wrapped() == "ok"
+    assert recorder.sources(Event.RETRY_SCHEDULED) == [TelemetrySource("retry", "shared")]
+    assert r.stats.successes_after_retry == 1
+
+
+def test_decorator_names_the_retry_after_the_function(clock: FakeClock, recorder: EventRecorder) -> None:
+    """A decorated function's retry is named after its qualified name, unless a name is given."""
+
+    @retry(exact(), clock=clock)
+    def named() -> None:
+        raise Boom
+
+    @retry(exact(max_attempts=2), clock=clock, name="custom")
+    def other() -> None:
+        raise Boom
+
+    with pytest.raises(Boom):
+        named()
+    with pytest.raises(Boom):
+        other()
+    names = {source.name for source in recorder.sources(Event.RETRY_SCHEDULED)}
+    assert names == {named.__qualname__, "custom"}
+
+
+def test_retry_without_parentheses_is_a_clear_type_error() -> None:
+    """@retry (no call) passes the function as the policy and is refused with a hint."""
+
+    def fn() -> None:
+        return None
+
+    with pytest.raises(TypeError, match=r"retry\.policy must be a RetryPolicy or None \(use @retry\(\)\)"):
+        retry(fn)  # type: ignore[arg-type]
+
+
+async def test_retry_async_and_retry_sync_pass_arguments_through(clock: FakeClock) -> None:
+    """The one-shot functions pass positional and keyword arguments to the function."""
+    calls: list[tuple[int, str]] = []
+
+    def add(x: int, *, tag: str) -> str:
+        calls.append((x, tag))
+        if len(calls) % 2:
+            raise Boom
+        return f"{tag}{x}"
+
+    async def aadd(x: int, *, tag: str) -> str:
+        return add(x, tag=tag)
+
+    assert retry_sync(add, 1, tag="s", policy=exact(), clock=clock) == "s1"
+    assert await retry_async(aadd, 2, tag="a", policy=exact(), clock=clock) == "a2"
+    assert calls == [(1, "s"), (1, "s"), (2, "a"), (2, "a")]
+
+
+async def test_a_non_callable_function_is_refused_at_once(clock: FakeClock) -> None:
+    """Every entry point raises TypeError for a non-callable before anything else happens."""
+    r = Retry("dep", clock=clock)
+    with pytest.raises(TypeError, match="needs a callable"):
+        await r.execute(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs a callable"):
+        r.execute_sync("fn")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs a callable"):
+        r.protect(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs a callable"):
+        await retry_async(42, clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs a callable"):
+        retry_sync(42, clock=clock)  # type: ignore[arg-type]
+    assert r.get_stats()["executions"] == 0
+
+
+async def test_spec_example_runs(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    """The SPEC's retry_async example retries, logs through on_retry, and returns the data."""
+    logger = logging.getLogger("app")
+    calls = 0
+
+    async def fetch_data() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError("upstream reset")
+        return {"rows": 3}
+
+    policy = RetryPolicy(
+        max_attempts=3,
+        strategy=RetryStrategy.EXPONENTIAL,
+        initial_delay=1.0,
+        multiplier=2.0,
+        max_delay=60.0,
+    )
+    with caplog.at_level(logging.WARNING, logger="app"):
+        result = await retry_async(
+            fetch_data,
+            policy=policy,
+            on_retry=lambda attempt, error: logger.warning(f"Retry {attempt}: {error}"),  # noqa: G004
+            clock=clock,
+        )
+    assert result == {"rows": 3}
+    assert [r.getMessage() for r in caplog.records] == ["Retry 1: upstream reset", "Retry 2: upstream reset"]
+    assert 0.75 <= clock.sleeps[0] <= 1.25
+    assert 1.5 <= clock.sleeps[1] <= 2.5
+
+
+def test_system_clock_is_the_default() -> None:
+    """Without a clock argument a Retry sleeps on the real clock."""
+    assert Retry("dep")._core.clock is SYSTEM_CLOCK
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_counts_are_exact_under_concurrent_threads(clock: FakeClock) -> None:
+    """Threads started together through one Retry leave exact counts (no lost updates)."""
+    threads_count, calls_each = 8, 200
+    r = Retry("dep", exact(initial_delay=0.0, max_delay=0.0), clock=clock)
+    barrier = threading.Barrier(threads_count)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(timeout=5)
+            for i in range(calls_each):
+                assert r.execute_sync(flaky(i % 2)) == "ok"
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    total = threads_count * calls_each
+    stats = r.get_stats()
+    assert stats["first_attempt_successes"] == total // 2
+    assert stats["successes_after_retry"] == total // 2
+    assert stats["retries"] == total // 2
+    assert stats["attempts"] == total + total // 2
+    assert stats["executions"] == total

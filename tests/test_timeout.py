@@ -1,0 +1,562 @@
+"""Tests for otel_resilience.timeout: deadlines, defaults, nesting, cancellation, sync honesty."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from otel_resilience.engine.context import current_deadline
+from otel_resilience.engine.events import Event, Outcome, TelemetrySource, TimeoutOccurred
+from otel_resilience.engine.pipeline import PipelineBuilder, classify_error
+from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.testing import FakeClock
+from otel_resilience.timeout import (
+    DEFAULT_SCOPE,
+    DEFAULT_TIMEOUT,
+    NO_DEFAULT,
+    SCOPES,
+    TimeoutConfig,
+    TimeoutHandler,
+    fail_after,
+    move_on_after,
+)
+
+TIMER = 0.05
+"""A short real loop-timer duration for the pre-emptive tests."""
+BOUND = 2.0
+"""A generous bound on how long a timed-out call may take in real time."""
+
+
+async def run(handler: TimeoutHandler, driver: str, fn, *args, **kwargs):
+    """Call the sync function ``fn`` through the handler's async or sync driver."""
+    if driver == "async":
+
+        async def afn(*a, **kw):
+            return fn(*a, **kw)
+
+        return await handler.with_timeout(afn, *args, **kwargs)
+    return handler.with_timeout_sync(fn, *args, **kwargs)
+
+
+class Hang:
+    """A coroutine function that never returns and records the cancellation it sees."""
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+        self.started = asyncio.Event()
+
+    async def __call__(self) -> str:
+        self.started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return "never"
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned() -> None:
+    """The documented defaults are 30 s, no default value, scope "total", name "timeout"."""
+    assert DEFAULT_TIMEOUT == 30.0
+    assert DEFAULT_SCOPE == "total"
+    assert SCOPES == ("total", "attempt")
+    assert TimeoutConfig() == TimeoutConfig(30.0, NO_DEFAULT, "total")
+    assert not TimeoutConfig().has_default
+    handler = TimeoutHandler()
+    assert handler.timeout == 30.0
+    assert handler.name == "timeout"
+    assert handler.config == TimeoutConfig()
+    assert handler.get_stats() == {"executions": 0, "timeouts": 0, "defaults_returned": 0}
+    assert repr(NO_DEFAULT) == "NO_DEFAULT"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"timeout": 0}, ValueError, r"TimeoutConfig\.timeout must be > 0 seconds, got 0"),
+        ({"timeout": -1.0}, ValueError, r"TimeoutConfig\.timeout must be > 0 seconds"),
+        ({"timeout": math.nan}, ValueError, r"TimeoutConfig\.timeout must be a finite duration"),
+        ({"timeout": math.inf}, ValueError, r"TimeoutConfig\.timeout must be a finite duration"),
+        ({"timeout": timedelta(0)}, ValueError, r"TimeoutConfig\.timeout must be > 0 seconds"),
+        ({"timeout": "5"}, TypeError, r"TimeoutConfig\.timeout must be a duration"),
+        ({"timeout": True}, TypeError, r"TimeoutConfig\.timeout must be a duration"),
+        ({"scope": "per_call"}, ValueError, r"TimeoutConfig\.scope must be 'total' or 'attempt'"),
+        ({"scope": None}, TypeError, r"TimeoutConfig\.scope must be a str"),
+    ],
+)
+def test_bad_config_is_rejected(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
+    """Every invalid TimeoutConfig field raises an error naming the class, field, rule and value."""
+    with pytest.raises(error, match=match):
+        TimeoutConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"timeout": 0}, ValueError, r"TimeoutHandler\.timeout must be > 0 seconds"),
+        ({"timeout": -0.5}, ValueError, r"TimeoutHandler\.timeout must be > 0 seconds"),
+        ({"timeout": math.nan}, ValueError, r"TimeoutHandler\.timeout must be a finite duration"),
+        ({"scope": "everything"}, ValueError, r"TimeoutHandler\.scope must be 'total' or 'attempt'"),
+        ({"name": ""}, ValueError, r"TimeoutHandler\.name must be a non-empty name"),
+        ({"name": 3}, TypeError, r"TimeoutHandler\.name must be a str"),
+        ({"clock": object()}, TypeError, r"TimeoutHandler\.clock must be a Clock"),
+    ],
+)
+def test_bad_handler_arguments_are_rejected(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    """TimeoutHandler validates its own arguments with messages that name TimeoutHandler."""
+    with pytest.raises(error, match=match):
+        TimeoutHandler(**kwargs)  # type: ignore[arg-type]
+
+
+def test_timedelta_is_normalised_to_seconds() -> None:
+    """A timedelta timeout is stored as float seconds, in the config and in the handler."""
+    assert TimeoutConfig(timedelta(milliseconds=250)).timeout == 0.25
+    handler = TimeoutHandler(timedelta(seconds=2), scope="attempt")
+    assert handler.timeout == 2.0
+    assert isinstance(handler.config.timeout, float)
+    assert handler.config.scope == "attempt"
+
+
+def test_from_config_builds_an_equivalent_handler(clock: FakeClock) -> None:
+    """from_config keeps the timeout, default and scope, and refuses anything but a TimeoutConfig."""
+    config = TimeoutConfig(2.0, default="d", scope="attempt")
+    handler = TimeoutHandler.from_config(config, name="db", clock=clock)
+    assert handler.config == config
+    assert handler.name == "db"
+    with pytest.raises(TypeError, match=r"TimeoutHandler\.config must be a TimeoutConfig"):
+        TimeoutHandler.from_config(2.0)  # type: ignore[arg-type]
+
+
+# -- async, pre-emptive ----------------------------------------------------------------------
+
+
+async def test_times_out_a_hung_coroutine(recorder) -> None:
+    """A hung coroutine is cancelled at the deadline and the caller gets OperationTimeoutError."""
+    handler = TimeoutHandler(TIMER, name="ml")
+    hang = Hang()
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        await handler.with_timeout(hang)
+    elapsed = time.monotonic() - started
+    assert elapsed < BOUND
+    assert hang.cancelled == 1
+    error = info.value
+    assert isinstance(error, TimeoutError)
+    assert (error.operation, error.timeout, error.scope) == ("ml", TIMER, "total")
+    assert error.__cause__ is None
+    assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 0}
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(TIMER, "total")]
+    assert recorder.sources(Event.TIMEOUT) == [TelemetrySource("timeout", "ml", None)]
+
+
+async def test_returns_default_on_timeout(recorder) -> None:
+    """With a default configured, a timeout returns it, counts it and still reports the event."""
+    handler = TimeoutHandler(TIMER, default=[], name="db")
+    hang = Hang()
+    assert await handler.with_timeout(hang) == []
+    assert hang.cancelled == 1
+    assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 1}
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(TIMER, "total")]
+
+
+async def test_default_counts_as_a_fallback_outcome_in_a_pipeline() -> None:
+    """A default returned on timeout marks the execution outcome FALLBACK, not success."""
+    handler = TimeoutHandler(TIMER, default="cached")
+    pipeline = PipelineBuilder("policy").add(handler.as_strategy("policy")).build()
+    assert await pipeline.execute(Hang()) == "cached"
+    assert pipeline.stats.fallback == 1
+    assert pipeline.stats.succeeded == 0
+
+
+async def test_timeout_counts_as_a_timeout_outcome_in_a_pipeline() -> None:
+    """An expired deadline without a default counts as a timeout in the pipeline's stats."""
+    handler = TimeoutHandler(TIMER, scope="attempt", name="op")
+    pipeline = PipelineBuilder("policy").add(handler.as_strategy("policy")).build()
+    with pytest.raises(OperationTimeoutError) as info:
+        await pipeline.execute(Hang())
+    assert info.value.scope == "attempt"
+    assert info.value.operation == "policy"
+    assert pipeline.stats.timeouts == 1
+    assert classify_error(info.value) is Outcome.TIMEOUT
+
+
+async def test_fast_call_is_unaffected(driver: str, clock: FakeClock) -> None:
+    """A call that returns in time gives its result and counts no timeout."""
+    handler = TimeoutHandler(5.0, clock=clock)
+    assert await run(handler, driver, lambda a, b=0: a + b, 2, b=3) == 5
+    assert handler.get_stats() == {"executions": 1, "timeouts": 0, "defaults_returned": 0}
+
+
+async def test_exception_from_fn_propagates_unchanged(driver: str, clock: FakeClock) -> None:
+    """An error raised by the function reaches the caller as the same object, not counted as timeout."""
+    handler = TimeoutHandler(5.0, default="unused", clock=clock)
+    boom = ValueError("boom")
+
+    def fail() -> None:
+        raise boom
+
+    with pytest.raises(ValueError, match="boom") as info:
+        await run(handler, driver, fail)
+    assert info.value is boom
+    assert handler.get_stats()["timeouts"] == 0
+
+
+async def test_outer_deadline_bounds_inner(recorder) -> None:
+    """An inner 10 s timeout under an outer 0.05 s one times out at 0.05 s with the outer's error."""
+    outer = TimeoutHandler(TIMER, name="outer")
+    inner = TimeoutHandler(10.0, name="inner")
+    hang = Hang()
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        await outer.with_timeout(inner.with_timeout, hang)
+    assert time.monotonic() - started < BOUND
+    assert (info.value.operation, info.value.timeout) == ("outer", TIMER)
+    assert outer.get_stats()["timeouts"] == 1
+    assert inner.get_stats()["timeouts"] == 0
+    assert recorder.sources(Event.TIMEOUT) == [TelemetrySource("timeout", "outer", None)]
+
+
+async def test_inner_tighter_than_outer_raises_the_inners_error(recorder) -> None:
+    """An inner deadline that fires first raises the inner's error, which the outer passes through."""
+    outer = TimeoutHandler(10.0, default="outer-default", name="outer")
+    inner = TimeoutHandler(TIMER, name="inner")
+    with pytest.raises(OperationTimeoutError) as info:
+        await outer.with_timeout(inner.with_timeout, Hang())
+    assert (info.value.operation, info.value.timeout) == ("inner", TIMER)
+    assert outer.get_stats() == {"executions": 1, "timeouts": 0, "defaults_returned": 0}
+    assert inner.get_stats()["timeouts"] == 1
+    assert recorder.sources(Event.TIMEOUT) == [TelemetrySource("timeout", "inner", None)]
+
+
+async def test_external_cancel_propagates_as_cancelled_error(recorder) -> None:
+    """Cancelling the caller's task propagates CancelledError, never a timeout or the default."""
+    handler = TimeoutHandler(10.0, default="never")
+    hang = Hang()
+    task = asyncio.create_task(handler.with_timeout(hang))
+    await asyncio.wait_for(hang.started.wait(), BOUND)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hang.cancelled == 1
+    assert handler.get_stats() == {"executions": 1, "timeouts": 0, "defaults_returned": 0}
+    assert recorder.of(Event.TIMEOUT) == []
+
+
+async def test_current_deadline_is_visible_inside(driver: str, clock: FakeClock) -> None:
+    """Inside the call, current_deadline() is the handler's absolute deadline; outside it is None."""
+    handler = TimeoutHandler(5.0, clock=clock)
+    seen = await run(handler, driver, current_deadline)
+    assert seen == clock.now() + 5.0
+    assert current_deadline() is None
+
+
+async def test_non_callable_is_rejected_before_anything(driver: str) -> None:
+    """Passing something that is not callable raises TypeError at once and counts nothing."""
+    handler = TimeoutHandler(1.0)
+    if driver == "async":
+        with pytest.raises(TypeError, match=r"TimeoutHandler\.with_timeout\.fn must be callable"):
+            await handler.with_timeout(42)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(TypeError, match=r"TimeoutHandler\.with_timeout_sync\.fn must be callable"):
+            handler.with_timeout_sync(42)  # type: ignore[arg-type]
+    assert handler.get_stats()["executions"] == 0
+
+
+def test_sync_driver_rejects_a_coroutine_function() -> None:
+    """with_timeout_sync refuses a coroutine function instead of returning an unawaited coroutine."""
+
+    async def coro() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="coroutine function"):
+        TimeoutHandler(1.0).with_timeout_sync(coro)  # type: ignore[arg-type]
+
+
+# -- sync, honest ----------------------------------------------------------------------------
+
+
+def test_sync_late_result_is_a_timeout(clock: FakeClock, recorder) -> None:
+    """A sync result that arrives after the deadline is discarded and raises OperationTimeoutError."""
+    handler = TimeoutHandler(5.0, name="slow", clock=clock)
+
+    def slow() -> str:
+        clock.advance(6.0)
+        return "late"
+
+    with pytest.raises(OperationTimeoutError) as info:
+        handler.with_timeout_sync(slow)
+    assert (info.value.operation, info.value.timeout, info.value.scope) == ("slow", 5.0, "total")
+    assert handler.get_stats() == {"executions": 1, "timeouts": 1, "defaults_returned": 0}
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(5.0, "total")]
+
+
+def test_sync_late_result_returns_the_default(clock: FakeClock) -> None:
+    """With a default, a late sync result is replaced by the default."""
+    handler = TimeoutHandler(5.0, default="default", clock=clock)
+
+    def slow() -> str:
+        clock.advance(5.0)
+        return "late"
+
+    assert handler.with_timeout_sync(slow) == "default"
+    assert handler.get_stats()["defaults_returned"] == 1
+
+
+def test_sync_early_result_is_returned(clock: FakeClock) -> None:
+    """A sync result that arrives just before the deadline is returned as is."""
+    handler = TimeoutHandler(5.0, clock=clock)
+
+    def quick() -> str:
+        clock.advance(4.9)
+        return "ok"
+
+    assert handler.with_timeout_sync(quick) == "ok"
+    assert handler.get_stats()["timeouts"] == 0
+
+
+def test_sync_late_exception_passes_through(clock: FakeClock) -> None:
+    """An exception raised after the deadline is passed through unchanged, not turned into a timeout."""
+    handler = TimeoutHandler(5.0, clock=clock)
+
+    def slow_fail() -> None:
+        clock.advance(10.0)
+        raise KeyError("k")
+
+    with pytest.raises(KeyError):
+        handler.with_timeout_sync(slow_fail)
+    assert handler.get_stats()["timeouts"] == 0
+
+
+def test_sync_outer_deadline_bounds_inner(clock: FakeClock) -> None:
+    """In sync mode a late result under a tighter outer deadline raises the outer's error."""
+    outer = TimeoutHandler(1.0, name="outer", clock=clock)
+    inner = TimeoutHandler(10.0, name="inner", clock=clock)
+
+    def slow() -> str:
+        clock.advance(2.0)
+        return "late"
+
+    with pytest.raises(OperationTimeoutError) as info:
+        outer.with_timeout_sync(inner.with_timeout_sync, slow)
+    assert info.value.operation == "outer"
+    assert (outer.get_stats()["timeouts"], inner.get_stats()["timeouts"]) == (1, 0)
+
+
+def test_sync_inner_tighter_than_outer(clock: FakeClock) -> None:
+    """In sync mode a tighter inner deadline raises the inner's error through the outer."""
+    outer = TimeoutHandler(10.0, default="outer", name="outer", clock=clock)
+    inner = TimeoutHandler(1.0, name="inner", clock=clock)
+
+    def slow() -> str:
+        clock.advance(2.0)
+        return "late"
+
+    with pytest.raises(OperationTimeoutError) as info:
+        outer.with_timeout_sync(inner.with_timeout_sync, slow)
+    assert info.value.operation == "inner"
+    assert (outer.get_stats()["timeouts"], inner.get_stats()["timeouts"]) == (0, 1)
+
+
+class ThreadClock:
+    """A fake clock whose time is per thread, so that each thread can run late on its own."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def now(self) -> float:
+        return float(getattr(self._local, "now", 0.0))
+
+    def advance(self, seconds: float) -> None:
+        self._local.now = self.now() + seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def sleep_sync(self, seconds: float) -> None:
+        self.advance(seconds)
+
+
+def test_sync_counts_are_exact_under_threads() -> None:
+    """Concurrent sync calls from many threads are all counted, late ones as timeouts."""
+    clock = ThreadClock()
+    handler = TimeoutHandler(5.0, default=-1, clock=clock)
+    threads, calls = 8, 200
+    barrier = threading.Barrier(threads, timeout=5)
+    results: list[list[int]] = []
+
+    def fn(i: int) -> int:
+        if i % 2:
+            clock.advance(10.0)
+        return i
+
+    def worker() -> None:
+        barrier.wait()
+        results.append([handler.with_timeout_sync(fn, i) for i in range(calls)])
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in pool)
+    expected = [-1 if i % 2 else i for i in range(calls)]
+    assert results == [expected] * threads
+    late = threads * calls // 2
+    assert handler.get_stats() == {"executions": threads * calls, "timeouts": late, "defaults_returned": late}
+
+
+# -- decorator, strategy, telemetry ----------------------------------------------------------
+
+
+async def test_decorator_keeps_signature_and_picks_the_driver(clock: FakeClock) -> None:
+    """protect() wraps async and sync functions with their own driver and keeps their metadata."""
+    handler = TimeoutHandler(5.0, default="late", clock=clock)
+
+    @handler.protect
+    async def fetch(x: int) -> int:
+        """Fetch x."""
+        return x * 2
+
+    @handler.protect
+    def compute(x: int) -> int:
+        clock.advance(6.0)
+        return x
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert not inspect.iscoroutinefunction(compute)
+    assert fetch.__name__ == "fetch"
+    assert fetch.__doc__ == "Fetch x."
+    assert inspect.signature(fetch) == inspect.signature(fetch.__wrapped__)  # type: ignore[attr-defined]
+    assert await fetch(21) == 42
+    assert compute(1) == "late"
+    assert handler.get_stats() == {"executions": 2, "timeouts": 1, "defaults_returned": 1}
+    with pytest.raises(TypeError, match=r"TimeoutHandler\.protect\.fn must be callable"):
+        handler.protect(None)  # type: ignore[arg-type]
+
+
+async def test_decorated_coroutine_times_out() -> None:
+    """A decorated coroutine function is bounded by the handler's deadline."""
+    handler = TimeoutHandler(TIMER)
+    hang = Hang()
+
+    @handler.protect
+    async def wrapped() -> str:
+        return await hang()
+
+    with pytest.raises(OperationTimeoutError):
+        await wrapped()
+    assert hang.cancelled == 1
+
+
+async def test_as_strategy_reports_with_the_pipeline_name(recorder) -> None:
+    """A link made by as_strategy(pipeline) reports under that pipeline and shares the counts."""
+    handler = TimeoutHandler(TIMER, scope="attempt", name="per_attempt")
+    link = handler.as_strategy("policy")
+    assert (link.kind, link.name, link.config) == ("timeout", "per_attempt", handler.config)
+    assert link is not handler.as_strategy("policy")
+    pipeline = PipelineBuilder("policy").add(link).build()
+    assert pipeline.describe() == (("timeout", "per_attempt", handler.config),)
+    with pytest.raises(OperationTimeoutError):
+        await pipeline.execute(Hang())
+    assert recorder.sources(Event.TIMEOUT) == [TelemetrySource("timeout", "per_attempt", "policy")]
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(TIMER, "attempt")]
+    assert handler.get_stats()["timeouts"] == 1
+
+
+async def test_falsy_default_is_returned() -> None:
+    """A falsy default such as 0 is a real default: it is returned, not taken for "no default"."""
+    handler = TimeoutHandler(TIMER, default=0)
+    assert await handler.with_timeout(Hang()) == 0
+    assert handler.get_stats()["timeouts"] == 1
+
+
+# -- fail_after / move_on_after --------------------------------------------------------------
+
+
+async def test_fail_after_raises_on_its_own_deadline() -> None:
+    """fail_after cancels its block at the deadline and raises OperationTimeoutError."""
+    hang = Hang()
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        async with fail_after(TIMER, operation="block"):
+            await hang()
+    assert time.monotonic() - started < BOUND
+    assert (info.value.operation, info.value.timeout) == ("block", TIMER)
+    assert hang.cancelled == 1
+
+
+async def test_fail_after_lets_a_fast_block_finish() -> None:
+    """A block that finishes in time is untouched by fail_after."""
+    async with fail_after(timedelta(seconds=5)) as scope:
+        await asyncio.sleep(0)
+    assert not scope.expired
+
+
+async def test_move_on_after_swallows_its_own_timeout() -> None:
+    """move_on_after abandons its block silently at the deadline and says so in expired."""
+    hang = Hang()
+    async with move_on_after(TIMER) as scope:
+        await hang()
+    assert scope.expired
+    assert hang.cancelled == 1
+
+
+async def test_move_on_after_not_expired_when_fast() -> None:
+    """A block that finishes in time leaves move_on_after unexpired and returns normally."""
+    async with move_on_after(5.0) as scope:
+        await asyncio.sleep(0)
+    assert not scope.expired
+
+
+async def test_move_on_after_lets_other_errors_and_cancellation_through() -> None:
+    """move_on_after passes other errors through, and an external cancel stays a CancelledError."""
+    with pytest.raises(ValueError, match="x"):
+        async with move_on_after(5.0):
+            raise ValueError("x")
+
+    hang = Hang()
+
+    async def body() -> None:
+        async with move_on_after(10.0):
+            await hang()
+
+    task = asyncio.create_task(body())
+    await asyncio.wait_for(hang.started.wait(), BOUND)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf])
+def test_scope_helpers_reject_bad_budgets(seconds: float) -> None:
+    """fail_after and move_on_after reject negative and non-finite budgets."""
+    with pytest.raises(ValueError, match=r"fail_after\.seconds"):
+        fail_after(seconds)
+    with pytest.raises(ValueError, match=r"move_on_after\.seconds"):
+        move_on_after(seconds)
+
+
+async def test_callee_that_swallows_its_cancellation_returns_its_value() -> None:
+    """A callee that suppresses the deadline's cancellation and returns gets its value through."""
+    handler = TimeoutHandler(TIMER, default="default")
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "never"
+
+    assert await handler.with_timeout(stubborn) == "swallowed"
+    assert handler.get_stats() == {"executions": 1, "timeouts": 0, "defaults_returned": 0}
