@@ -166,9 +166,12 @@ class SyncDeadline:
     block ends *without* an exception after the deadline, the late result is discarded and
     :class:`OperationTimeoutError` is raised, so that a result reported as a success always met
     its deadline.
+
+    Attributes:
+        expired: Whether this scope raised for its own deadline.
     """
 
-    __slots__ = ("_clock", "_deadline", "_operation", "_scope", "_timeout", "_token")
+    __slots__ = ("_clock", "_deadline", "_operation", "_scope", "_timeout", "_token", "expired")
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
         self._clock = clock
@@ -177,6 +180,7 @@ class SyncDeadline:
         self._scope = scope
         self._token: Any = None
         self._deadline = _NO_DEADLINE
+        self.expired = False
 
     def __enter__(self) -> SyncDeadline:
         deadline = self._clock.now() + self._timeout
@@ -197,4 +201,5 @@ class SyncDeadline:
         _DEADLINE.reset(self._token)
         self._token = None
         if exc_type is None and self._clock.now() >= self._deadline:
+            self.expired = True
             raise OperationTimeoutError(self._operation, self._timeout, self._scope)
