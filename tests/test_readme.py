@@ -1,0 +1,44 @@
+"""Every Python example in README.md runs as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+# What each example must print (a fragment), in README order.
+EXPECTED = [
+    "next probe in inf s",
+    "data after 2 attempts",
+    "{'similarity': 0.7, 'quality': 0.9}\n{'similarity': 0.7, 'quality': 0.9}\n",
+    "timed out after 0.05 s\ncached answer",
+    " 10\n",  # the bulkhead peaked at its max_concurrent
+    "rows 1.0",
+    "'successful': 1",
+    "[('circuit_open', 'payments')]",
+]
+
+
+def test_readme_has_an_example_per_pattern_and_the_manager() -> None:
+    """The README keeps one runnable example per pattern, the manager and alerts."""
+    assert len(BLOCKS) == len(EXPECTED)
+
+
+@pytest.mark.parametrize(("index", "expected"), list(enumerate(EXPECTED)))
+def test_readme_example_runs(index: int, expected: str) -> None:
+    """The example runs in a fresh interpreter, exits 0 and prints what the README promises."""
+    completed = subprocess.run(
+        [sys.executable, "-c", BLOCKS[index]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert expected in completed.stdout, completed.stdout
