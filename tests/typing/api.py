@@ -1,0 +1,74 @@
+"""Type-checked, never executed: the public API keeps wrapped signatures for mypy.
+
+Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an error: mypy's
+``warn_unused_ignores`` (strict) fails if it is not, so wrong signatures are pinned both ways.
+"""
+
+from __future__ import annotations
+
+from otel_resilience import (
+    Bulkhead,
+    CircuitBreaker,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+    ResilienceConfig,
+    Retry,
+    RetryPolicy,
+    TimeoutHandler,
+    current_deadline,
+    get_resilience_manager,
+    resilient,
+    retry,
+    retry_async,
+)
+
+
+async def fetch(user_id: int, *, verbose: bool = False) -> str:
+    return f"{user_id}{verbose}"
+
+
+def fetch_sync(user_id: int) -> str:
+    return str(user_id)
+
+
+async def check_async_api() -> None:
+    breaker = CircuitBreaker("typing")
+    a: str = await breaker.call(fetch, 1, verbose=True)
+    await breaker.call(fetch, "1")  # type: ignore[arg-type]
+    b: str = breaker.call_sync(fetch_sync, 1)
+    protected = breaker.protect(fetch)
+    c: str = await protected(2)
+    bulkhead = Bulkhead("typing")
+    d: str = await bulkhead.execute(fetch, 3)
+    e: str = bulkhead.execute_sync(fetch_sync, 3)
+    handler = FallbackHandler(FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="x"))
+    f: str = await handler.execute_with_fallback(fetch, 4)
+    timeout = TimeoutHandler(timeout=1.0)
+    g: str = await timeout.with_timeout(fetch, 5)
+    h: str = await retry_async(fetch, 6)
+    retrying = Retry("typing", RetryPolicy())
+    i: str = await retrying.execute(fetch, 7)
+    manager = get_resilience_manager()
+    j: str = await manager.execute_with_resilience(fetch, ResilienceConfig(), 8)
+    await manager.execute_with_resilience(fetch, ResilienceConfig(), "8")  # type: ignore[arg-type]
+    k: str = manager.execute_with_resilience_sync(fetch_sync, ResilienceConfig(), 9)
+    deadline: float | None = current_deadline()
+    print(a, b, c, d, e, f, g, h, i, j, k, deadline)
+
+
+@resilient(ResilienceConfig(timeout=1.0))
+async def decorated(x: int) -> int:
+    return x
+
+
+@retry(RetryPolicy(max_attempts=2))
+def decorated_sync(x: int) -> int:
+    return x
+
+
+async def check_decorators() -> None:
+    y: int = await decorated(1)
+    z: int = decorated_sync(2)
+    decorated_sync("2")  # type: ignore[arg-type]
+    print(y, z)
