@@ -52,6 +52,7 @@ from otel_resilience.recovery import (
     RecoveryStrategy,
 )
 from otel_resilience.retry import Jitter, Retry, RetryPolicy, RetryStrategy, retry, retry_async, retry_sync
+from otel_resilience.telemetry import install_default as _install_default
 from otel_resilience.timeout import TimeoutConfig, TimeoutHandler, fail_after, move_on_after
 
 __all__ = [
@@ -106,6 +107,9 @@ __all__ = [
     "retry_sync",
     "subscribe",
 ]
+
+# Telemetry with no code: an OpenTelemetry listener on the global providers, acquired lazily.
+_install_default()
 
 
 def __getattr__(name: str) -> Any:

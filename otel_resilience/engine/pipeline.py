@@ -45,22 +45,28 @@ def classify_error(error: BaseException) -> Outcome:
 class PipelineStats:
     """Outcome counts of one pipeline, as plain integers.
 
-    Every execution ends in exactly one of: ``succeeded`` (first attempt), ``recovered`` (after a
-    failed attempt or a recovery action), ``fallback`` (a fallback answered), ``failed`` (an
-    error reached the caller; ``rejected`` and ``timeouts`` count the subsets that were
-    rejections and timeouts) or ``cancelled``.
+    Every execution ends in exactly one of the disjoint counters: ``succeeded`` (first attempt),
+    ``recovered`` (after a failed attempt or a recovery action), ``fallback`` (a fallback
+    answered), ``rejected`` (a breaker or bulkhead refused it), ``timeouts`` (a deadline
+    expired), ``errors`` (any other error reached the caller) or ``cancelled``. ``failed`` is
+    ``errors + rejected + timeouts``. Each counter only grows, so exported totals are monotonic.
     """
 
-    __slots__ = ("cancelled", "failed", "fallback", "recovered", "rejected", "succeeded", "timeouts")
+    __slots__ = ("cancelled", "errors", "fallback", "recovered", "rejected", "succeeded", "timeouts")
 
     def __init__(self) -> None:
         self.succeeded = 0
         self.recovered = 0
         self.fallback = 0
-        self.failed = 0
+        self.errors = 0
         self.rejected = 0
         self.timeouts = 0
         self.cancelled = 0
+
+    @property
+    def failed(self) -> int:
+        """Executions that ended with an error reaching the caller (rejections and timeouts included)."""
+        return self.errors + self.rejected + self.timeouts
 
     @property
     def successful(self) -> int:
@@ -82,12 +88,12 @@ class PipelineStats:
             self.fallback += 1
         elif outcome is Outcome.CANCELLED:
             self.cancelled += 1
+        elif outcome is Outcome.REJECTED:
+            self.rejected += 1
+        elif outcome is Outcome.TIMEOUT:
+            self.timeouts += 1
         else:
-            self.failed += 1
-            if outcome is Outcome.REJECTED:
-                self.rejected += 1
-            elif outcome is Outcome.TIMEOUT:
-                self.timeouts += 1
+            self.errors += 1
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict (``total`` and ``successful`` included)."""

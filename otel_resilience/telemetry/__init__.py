@@ -1,0 +1,104 @@
+"""OpenTelemetry for every pattern: the only package of otel_resilience that imports OpenTelemetry.
+
+Telemetry works with no code: ``import otel_resilience`` calls :func:`install_default`, which
+registers an :class:`OtelListener` on the global providers, acquired lazily (a provider set
+after the import is honoured). With no SDK configured it costs one cheap check per execution.
+
+To use providers of your own (tests, several SDKs), or to turn telemetry off::
+
+    from otel_resilience.telemetry import instrument, uninstrument
+
+    instrument(tracer_provider=tp, meter_provider=mp, logger_provider=lp)
+    ...
+    uninstrument()
+
+Only ``opentelemetry-api`` is imported; the application chooses (and imports) the SDK.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Final
+
+from otel_resilience.engine.events import HUB
+from otel_resilience.telemetry.otel import VERSION, OtelListener
+
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["VERSION", "OtelListener", "current_listener", "install_default", "instrument", "uninstrument"]
+
+_LOCK: Final = threading.Lock()
+_current: OtelListener | None = None
+
+
+def instrument(
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+    *,
+    record_messages: bool = False,
+) -> OtelListener:
+    """Report every pattern's telemetry through OpenTelemetry, replacing the current listener.
+
+    Args:
+        tracer_provider: Tracer provider; ``None`` (default) for the global one, acquired lazily.
+        meter_provider: Meter provider; ``None`` (default) for the global one, acquired lazily.
+        logger_provider: Logger provider for alert and error-pattern log records; ``None``
+            (default) for the global one.
+        record_messages: Whether failed spans carry the exception message as their status
+            description (default ``False``: messages may contain user data).
+
+    Returns:
+        The listener now registered on the engine hub.
+    """
+    global _current  # noqa: PLW0603 - one process-wide registration
+    listener = OtelListener(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        record_messages=record_messages,
+    )
+    with _LOCK:
+        previous = _current
+        _current = listener
+        if previous is not None:
+            HUB.remove_listener(previous)
+            previous.close()
+        HUB.add_listener(listener)
+    return listener
+
+
+def uninstrument() -> None:
+    """Stop reporting through OpenTelemetry (the current listener is removed and closed).
+
+    Instruments already created on a meter cannot be deleted (the API has no such call); their
+    callbacks report nothing from now on.
+    """
+    global _current  # noqa: PLW0603
+    with _LOCK:
+        previous = _current
+        _current = None
+        if previous is not None:
+            HUB.remove_listener(previous)
+            previous.close()
+
+
+def install_default() -> OtelListener:
+    """Register a listener on the global providers unless one is registered already.
+
+    Called by ``import otel_resilience``; calling it again is a no-op.
+
+    Returns:
+        The registered listener.
+    """
+    with _LOCK:
+        current = _current
+    return current if current is not None else instrument()
+
+
+def current_listener() -> OtelListener | None:
+    """Return the listener registered by :func:`instrument` / :func:`install_default`, if any."""
+    return _current

@@ -1,0 +1,292 @@
+"""Observable instruments: counts that move on every call, read from the patterns' integers.
+
+A call that succeeds touches no SDK instrument for these: the pipelines, breakers and bulkheads
+keep plain integers, and the callbacks here read them from the engine registries
+(:data:`~otel_resilience.engine.registry.PIPELINES`, ``BREAKERS``, ``BULKHEADS``) when a reader
+collects (the Resilience4j "bind to the registry" idea). Every live instance is reported from
+the moment it is created; an instance that is garbage-collected stops being reported.
+
+Instances are read through small structural protocols (:class:`BreakerView`,
+:class:`BulkheadView`), so this module depends on the engine only, never on a pattern module.
+A callback never raises: a failure is counted by the owning listener and the callback reports
+nothing for that collection.
+"""
+
+from __future__ import annotations
+
+import enum
+import weakref
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from otel_resilience.engine.events import Outcome
+from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES
+from otel_resilience.telemetry import semconv as sc
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = ["BreakerStatsView", "BreakerView", "BulkheadStatsView", "BulkheadView", "Observables", "Owner"]
+
+
+class Owner(Protocol):
+    """The listener that owns the instruments: says whether to report, and counts failures."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the callbacks should report (``False`` once uninstrumented)."""
+        ...
+
+    @property
+    def total_errors(self) -> int:
+        """Telemetry exceptions counted so far."""
+        ...
+
+    def failed(self, where: str) -> None:
+        """Count and log one telemetry exception (called inside an ``except`` block)."""
+        ...
+
+
+class BreakerStatsView(Protocol):
+    """The lifetime counters a circuit breaker keeps as plain integers."""
+
+    @property
+    def total_successes(self) -> int:
+        """Calls that returned (or raised an error that is not recorded)."""
+        ...
+
+    @property
+    def total_failures(self) -> int:
+        """Calls that raised a recorded error."""
+        ...
+
+    @property
+    def total_rejected(self) -> int:
+        """Calls rejected without calling the dependency."""
+        ...
+
+    @property
+    def total_ignored(self) -> int:
+        """Calls that raised an ignored error."""
+        ...
+
+    @property
+    def total_cancelled(self) -> int:
+        """Calls cancelled while in flight."""
+        ...
+
+
+@runtime_checkable
+class BreakerView(Protocol):
+    """What the observable instruments read from a circuit breaker."""
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        ...
+
+    @property
+    def state(self) -> enum.Enum:
+        """The current state (an enum member; its class lists every state)."""
+        ...
+
+    @property
+    def stats(self) -> BreakerStatsView:
+        """The live counters."""
+        ...
+
+
+class BulkheadStatsView(Protocol):
+    """The counters a bulkhead keeps as plain integers."""
+
+    @property
+    def max_concurrent(self) -> int:
+        """The concurrency limit."""
+        ...
+
+    @property
+    def max_waiting(self) -> int:
+        """The queue limit."""
+        ...
+
+    @property
+    def active(self) -> int:
+        """Calls holding a slot now."""
+        ...
+
+    @property
+    def waiting(self) -> int:
+        """Calls in the queue now."""
+        ...
+
+
+@runtime_checkable
+class BulkheadView(Protocol):
+    """What the observable instruments read from a bulkhead."""
+
+    @property
+    def name(self) -> str:
+        """The bulkhead's name."""
+        ...
+
+    @property
+    def stats(self) -> BulkheadStatsView:
+        """The live counters."""
+        ...
+
+
+_OUTCOME_ORDER: Final = (
+    Outcome.SUCCESS,
+    Outcome.RECOVERED,
+    Outcome.FALLBACK,
+    Outcome.FAILURE,
+    Outcome.REJECTED,
+    Outcome.TIMEOUT,
+    Outcome.CANCELLED,
+)
+"""The order of the counts :meth:`Observables._executions` sums per policy."""
+
+
+class Observables:
+    """The observable instruments of one meter, with callbacks over the engine registries.
+
+    Args:
+        meter: The meter to create the instruments on.
+        owner: The listener that says whether to report and counts failures.
+    """
+
+    __slots__ = ("__weakref__", "_last_failures", "_owner")
+
+    def __init__(self, meter: Meter, owner: Owner) -> None:
+        self._owner = owner
+        self._last_failures: weakref.WeakKeyDictionary[Pipeline, int] = weakref.WeakKeyDictionary()
+        for name, callback in (
+            (sc.EXECUTIONS, self._executions),
+            (sc.CB_STATE_METRIC, self._breaker_states),
+            (sc.CB_CALLS, self._breaker_calls),
+            (sc.BULKHEAD_ACTIVE, self._bulkhead_active),
+            (sc.BULKHEAD_QUEUED, self._bulkhead_queued),
+            (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
+            (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
+            (sc.TELEMETRY_ERRORS, self._telemetry_errors),
+        ):
+            spec = sc.instrument(name)
+            guarded = _guard(owner, name, callback)
+            if spec.kind is sc.InstrumentKind.OBSERVABLE_COUNTER:
+                meter.create_observable_counter(
+                    spec.name, callbacks=[guarded], unit=spec.unit, description=spec.description
+                )
+            else:
+                meter.create_observable_gauge(
+                    spec.name, callbacks=[guarded], unit=spec.unit, description=spec.description
+                )
+
+    def _executions(self) -> list[Observation]:
+        """Executions by policy, reporting kind and outcome, summed over live pipelines."""
+        totals: dict[tuple[str, str], list[int]] = {}
+        for item in PIPELINES.items():
+            if not isinstance(item, Pipeline):
+                continue
+            stats = item.stats
+            source = item.telemetry.source
+            rejected = stats.rejected
+            timeouts = stats.timeouts
+            failed = stats.failed
+            # ``failed`` includes rejections and timeouts; the three counters are written one
+            # after the other, so keep the derived count monotonic across a torn read.
+            failures = max(failed - rejected - timeouts, self._last_failures.get(item, 0))
+            self._last_failures[item] = failures
+            counts = (
+                stats.succeeded,
+                stats.recovered,
+                stats.fallback,
+                failures,
+                rejected,
+                timeouts,
+                stats.cancelled,
+            )
+            key = (source.pipeline or source.name, source.kind)
+            total = totals.get(key)
+            if total is None:
+                totals[key] = list(counts)
+            else:
+                for index, count in enumerate(counts):
+                    total[index] += count
+        return [
+            Observation(
+                count,
+                {sc.POLICY: policy, sc.PATTERN: pattern, sc.OUTCOME: outcome.value},
+            )
+            for (policy, pattern), counts in totals.items()
+            for outcome, count in zip(_OUTCOME_ORDER, counts, strict=True)
+        ]
+
+    @staticmethod
+    def _breakers() -> list[BreakerView]:
+        return [item for item in BREAKERS.items() if isinstance(item, BreakerView)]
+
+    @staticmethod
+    def _bulkheads() -> list[BulkheadView]:
+        return [item for item in BULKHEADS.items() if isinstance(item, BulkheadView)]
+
+    def _breaker_states(self) -> list[Observation]:
+        """1 for each breaker's current state, 0 for its other states."""
+        return [
+            Observation(1 if state is breaker_state else 0, {sc.NAME: name, sc.CB_STATE: str(state.value)})
+            for name, breaker_state in ((b.name, b.state) for b in self._breakers())
+            for state in type(breaker_state)
+        ]
+
+    def _breaker_calls(self) -> list[Observation]:
+        """Calls through each breaker, by how it counted them."""
+        observations: list[Observation] = []
+        for breaker in self._breakers():
+            stats = breaker.stats
+            name = breaker.name
+            for result, count in zip(
+                sc.CB_CALL_RESULTS,
+                (
+                    stats.total_successes,
+                    stats.total_failures,
+                    stats.total_rejected,
+                    stats.total_ignored,
+                    stats.total_cancelled,
+                ),
+                strict=True,
+            ):
+                observations.append(Observation(count, {sc.NAME: name, sc.CB_CALL_RESULT: result}))
+        return observations
+
+    def _bulkhead_active(self) -> list[Observation]:
+        return [Observation(b.stats.active, {sc.NAME: b.name}) for b in self._bulkheads()]
+
+    def _bulkhead_queued(self) -> list[Observation]:
+        return [Observation(b.stats.waiting, {sc.NAME: b.name}) for b in self._bulkheads()]
+
+    def _bulkhead_concurrency_limit(self) -> list[Observation]:
+        return [Observation(b.stats.max_concurrent, {sc.NAME: b.name}) for b in self._bulkheads()]
+
+    def _bulkhead_queue_limit(self) -> list[Observation]:
+        return [Observation(b.stats.max_waiting, {sc.NAME: b.name}) for b in self._bulkheads()]
+
+    def _telemetry_errors(self) -> list[Observation]:
+        return [Observation(self._owner.total_errors)]
+
+
+def _guard(
+    owner: Owner, name: str, read: Callable[[], list[Observation]]
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """Wrap a reader as an OTel callback that reports nothing once inactive and never raises."""
+
+    def callback(_options: CallbackOptions) -> Iterable[Observation]:
+        if not owner.active:
+            return ()
+        try:
+            return read()
+        except Exception:  # noqa: BLE001 - telemetry must never break the app
+            owner.failed(f"observable {name}")
+            return ()
+
+    return callback

@@ -1,0 +1,498 @@
+"""Metrics: the duration histogram and its exemplars, event counters, observable instruments."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry import trace
+
+from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.engine.events import (
+    HUB,
+    AlertRaised,
+    CallRejected,
+    Event,
+    FallbackUsed,
+    PatternDetected,
+    RecoveryAttempted,
+    RetryExhausted,
+    RetryScheduled,
+    StateChanged,
+    StrategyTelemetry,
+    TelemetrySource,
+    TimeoutOccurred,
+)
+from otel_resilience.engine.registry import BREAKERS
+from otel_resilience.errors import BulkheadFullError
+from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry import uninstrument
+
+
+def ok() -> int:
+    return 1
+
+
+def boom() -> None:
+    raise KeyError("k")
+
+
+def _duration(policy: str, outcome: str, error_type: str | None = None) -> dict[str, str]:
+    attrs = {"resilience.policy": policy, "resilience.pattern": "pipeline", "resilience.outcome": outcome}
+    if error_type:
+        attrs["error.type"] = error_type
+    return attrs
+
+
+def _point(otel, name: str, attrs: dict[str, object]):
+    matches = [p for p in otel.points(name) if dict(p.attributes) == attrs]
+    assert len(matches) == 1, (name, attrs, [dict(p.attributes) for p in otel.points(name)])
+    return matches[0]
+
+
+async def test_duration_histogram_by_policy_and_outcome(otel, scripted, runner, driver):
+    """The histogram has one series per outcome, error.type only on failures, second buckets."""
+    pipeline = scripted("calc")
+    for _ in range(3):
+        await runner(pipeline, driver, ok)
+    with pytest.raises(KeyError):
+        await runner(pipeline, driver, boom)
+    success = _point(otel, sc.EXECUTION_DURATION, _duration("calc", "success"))
+    failure = _point(otel, sc.EXECUTION_DURATION, _duration("calc", "failure", "KeyError"))
+    assert (success.count, failure.count) == (3, 1)
+    assert tuple(success.explicit_bounds) == sc.DURATION_BOUNDARIES
+    assert success.explicit_bounds[0] == 0.001
+    assert success.explicit_bounds[-1] == 60.0
+    assert otel.metrics()[sc.EXECUTION_DURATION].unit == "s"
+
+
+async def test_duration_exemplar_carries_execution_span_trace_id(otel, scripted, runner, driver):
+    """The histogram is recorded inside the execution span, so its exemplar names that span."""
+    await runner(scripted("traced"), driver, ok)
+    span = otel.span("traced")
+    point = _point(otel, sc.EXECUTION_DURATION, _duration("traced", "success"))
+    assert point.exemplars, "no exemplar recorded"
+    exemplar = point.exemplars[0]
+    assert exemplar.trace_id == span.context.trace_id
+    assert exemplar.span_id == span.context.span_id
+
+
+async def test_duration_switched_off_per_policy(otel, scripted, runner, driver):
+    """A source with metrics=False records no histogram point but still opens its span."""
+    await runner(scripted("nometrics", metrics=False), driver, ok)
+    assert otel.span("nometrics")
+    assert [
+        p for p in otel.points(sc.EXECUTION_DURATION) if p.attributes["resilience.policy"] == "nometrics"
+    ] == []
+
+
+EVENTS = [
+    (
+        Event.RETRY_SCHEDULED,
+        RetryScheduled(1, 0.5, "ConnectionError"),
+        sc.RETRIES,
+        {"resilience.policy": "pol", "resilience.name": "inst", "error.type": "ConnectionError"},
+        sc.EV_RETRY_SCHEDULED,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.attempt": 1,
+            "resilience.retry.delay": 0.5,
+            "error.type": "ConnectionError",
+        },
+    ),
+    (
+        Event.RETRY_EXHAUSTED,
+        RetryExhausted(3, None, "max_attempts"),
+        sc.RETRY_EXHAUSTED,
+        {
+            "resilience.policy": "pol",
+            "resilience.name": "inst",
+            "resilience.retry.stop_reason": "max_attempts",
+        },
+        sc.EV_RETRY_EXHAUSTED,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.attempt": 3,
+            "resilience.retry.stop_reason": "max_attempts",
+        },
+    ),
+    (
+        Event.STATE_CHANGED,
+        StateChanged("closed", "open", "failure_threshold"),
+        sc.CB_TRANSITIONS,
+        {
+            "resilience.name": "inst",
+            "resilience.circuit_breaker.previous_state": "closed",
+            "resilience.circuit_breaker.state": "open",
+            "resilience.circuit_breaker.transition_reason": "failure_threshold",
+        },
+        sc.EV_STATE_CHANGED,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.circuit_breaker.previous_state": "closed",
+            "resilience.circuit_breaker.state": "open",
+            "resilience.circuit_breaker.transition_reason": "failure_threshold",
+        },
+    ),
+    (
+        Event.CALL_REJECTED,
+        CallRejected("bulkhead_full"),
+        sc.REJECTIONS,
+        {
+            "resilience.policy": "pol",
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.rejection.reason": "bulkhead_full",
+        },
+        sc.EV_CALL_REJECTED,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.rejection.reason": "bulkhead_full",
+        },
+    ),
+    (
+        Event.TIMEOUT,
+        TimeoutOccurred(2.5, "attempt"),
+        sc.TIMEOUTS,
+        {
+            "resilience.policy": "pol",
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.timeout.scope": "attempt",
+        },
+        sc.EV_TIMEOUT,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.timeout.scope": "attempt",
+            "resilience.timeout.limit": 2.5,
+        },
+    ),
+    (
+        Event.FALLBACK_USED,
+        FallbackUsed("cached_value", "success", "TimeoutError"),
+        sc.FALLBACK_EXECUTIONS,
+        {
+            "resilience.policy": "pol",
+            "resilience.name": "inst",
+            "resilience.fallback.strategy": "cached_value",
+            "resilience.fallback.result": "success",
+            "error.type": "TimeoutError",
+        },
+        sc.EV_FALLBACK,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.fallback.strategy": "cached_value",
+            "resilience.fallback.result": "success",
+            "error.type": "TimeoutError",
+        },
+    ),
+    (
+        Event.RECOVERY_ATTEMPTED,
+        RecoveryAttempted("restart", "failure", "OSError"),
+        sc.RECOVERY_ATTEMPTS,
+        {
+            "resilience.name": "inst",
+            "resilience.recovery.strategy": "restart",
+            "resilience.recovery.result": "failure",
+            "error.type": "OSError",
+        },
+        sc.EV_RECOVERY,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.recovery.strategy": "restart",
+            "resilience.recovery.result": "failure",
+            "error.type": "OSError",
+        },
+    ),
+    (
+        Event.PATTERN_DETECTED,
+        PatternDetected("OSError", "load", 5, 60.0),
+        sc.ERROR_PATTERNS,
+        {"resilience.name": "inst", "error.type": "OSError", "resilience.operation": "load"},
+        sc.EV_PATTERN,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "error.type": "OSError",
+            "resilience.operation": "load",
+            "resilience.error_pattern.count": 5,
+            "resilience.error_pattern.window": 60.0,
+        },
+    ),
+    (
+        Event.ALERT_RAISED,
+        AlertRaised("circuit_open", "critical", "ml", "breaker 'ml' opened"),
+        sc.ALERTS,
+        {
+            "resilience.name": "inst",
+            "resilience.alert.kind": "circuit_open",
+            "resilience.alert.severity": "critical",
+            "resilience.alert.subject": "ml",
+        },
+        sc.EV_ALERT,
+        {
+            "resilience.pattern": "retry",
+            "resilience.name": "inst",
+            "resilience.alert.kind": "circuit_open",
+            "resilience.alert.severity": "critical",
+            "resilience.alert.subject": "ml",
+            "resilience.alert.summary": "breaker 'ml' opened",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("event", "args", "metric", "metric_attrs", "span_event", "event_attrs"),
+    EVENTS,
+    ids=[e[0].value for e in EVENTS],
+)
+async def test_event_moves_its_counter_and_adds_a_span_event(
+    otel, *, event, args, metric, metric_attrs, span_event, event_attrs
+):
+    """Every reported event increments its counter (exact attributes) and adds a span event."""
+    telemetry = StrategyTelemetry(TelemetrySource("retry", "inst", "pol"))
+    tracer = otel.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("caller"):
+        telemetry.report(event, args)
+        telemetry.report(event, args)
+    assert _point(otel, metric, metric_attrs).value == 2
+    caller = otel.span("caller")
+    assert [e.name for e in caller.events] == [span_event, span_event]
+    assert dict(caller.events[0].attributes) == event_attrs
+    assert otel.listener.errors == 0
+
+
+async def test_metric_attributes_match_the_registry():
+    """Every metric attribute set used by the event tests is what semconv declares."""
+    for _, _, metric, metric_attrs, _, _ in EVENTS:
+        spec = sc.instrument(metric)
+        keys = set(metric_attrs)
+        assert set(spec.attributes) <= keys <= set(spec.attributes) | set(spec.conditional), metric
+
+
+async def test_retry_delay_histogram_records_backoff(otel):
+    """Each scheduled retry records its delay in the second-scale retry-delay histogram."""
+    telemetry = StrategyTelemetry(TelemetrySource("retry", "inst", "pol"))
+    for delay in (0.1, 0.2, 0.4):
+        telemetry.report(Event.RETRY_SCHEDULED, RetryScheduled(1, delay, None))
+    point = _point(otel, sc.RETRY_DELAY_METRIC, {"resilience.policy": "pol", "resilience.name": "inst"})
+    assert point.count == 3
+    assert point.sum == pytest.approx(0.7)
+    assert tuple(point.explicit_bounds) == sc.RETRY_DELAY_BOUNDARIES
+    assert _point(otel, sc.RETRIES, {"resilience.policy": "pol", "resilience.name": "inst"}).value == 3
+
+
+async def test_span_events_skip_non_recording_spans(otel):
+    """Outside any recording span an event moves its metric but adds no span event."""
+    telemetry = StrategyTelemetry(TelemetrySource("circuit_breaker", "lonely"))
+    telemetry.report(Event.CALL_REJECTED, CallRejected("circuit_open"))
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    point = _point(
+        otel,
+        sc.REJECTIONS,
+        {
+            "resilience.policy": "lonely",
+            "resilience.pattern": "circuit_breaker",
+            "resilience.name": "lonely",
+            "resilience.rejection.reason": "circuit_open",
+        },
+    )
+    assert point.value == 1
+    assert otel.spans() == []
+
+
+async def test_executions_observable_counts_every_outcome(otel, scripted, runner, driver):
+    """resilience.executions reads PipelineStats: one series per outcome, zeros included."""
+    pipeline = scripted("counted")
+    await runner(pipeline, driver, ok)
+    await runner(pipeline, driver, ok)
+    with pytest.raises(KeyError):
+        await runner(pipeline, driver, boom)
+    values = {
+        p.attributes["resilience.outcome"]: p.value
+        for p in otel.points(sc.EXECUTIONS)
+        if p.attributes["resilience.policy"] == "counted"
+    }
+    assert values == {
+        "success": 2,
+        "recovered": 0,
+        "fallback": 0,
+        "failure": 1,
+        "rejected": 0,
+        "timeout": 0,
+        "cancelled": 0,
+    }
+    assert sum(values.values()) == pipeline.stats.total
+
+
+async def test_executions_split_failures_from_rejections_and_timeouts(otel, scripted, runner, driver):
+    """Rejections and timeouts are their own outcomes, not also counted as failures."""
+    pipelines = [scripted(f"split-{mode}", mode) for mode in ("reject", "timeout")]
+    for pipeline in pipelines:
+        with pytest.raises(Exception):  # noqa: B017
+            await runner(pipeline, driver, ok)
+    values = {
+        (p.attributes["resilience.policy"], p.attributes["resilience.outcome"]): p.value
+        for p in otel.points(sc.EXECUTIONS)
+        if p.attributes["resilience.policy"].startswith("split-")
+    }
+    assert values[("split-reject", "rejected")] == 1
+    assert values[("split-reject", "failure")] == 0
+    assert values[("split-timeout", "timeout")] == 1
+    assert values[("split-timeout", "failure")] == 0
+
+
+async def test_breaker_state_gauge_through_closed_open_half_open_closed(otel, clock):
+    """The state gauge is 1 for the current state and 0 for the others, from creation on."""
+
+    breaker = CircuitBreaker(
+        "gauge-cb", CircuitBreakerConfig(failure_threshold=1, success_threshold=1, timeout=10.0), clock=clock
+    )
+
+    def states() -> dict[str, int]:
+        return {
+            p.attributes["resilience.circuit_breaker.state"]: p.value
+            for p in otel.points(sc.CB_STATE_METRIC)
+            if p.attributes["resilience.name"] == "gauge-cb"
+        }
+
+    assert states() == {"closed": 1, "open": 0, "half_open": 0}
+    with pytest.raises(ValueError, match="down"):
+        breaker.call_sync(_fail)
+    assert states() == {"closed": 0, "open": 1, "half_open": 0}
+    clock.advance(10.0)
+    assert states() == {"closed": 0, "open": 0, "half_open": 1}
+    assert breaker.call_sync(ok) == 1
+    assert states() == {"closed": 1, "open": 0, "half_open": 0}
+    transitions = {
+        (
+            p.attributes["resilience.circuit_breaker.previous_state"],
+            p.attributes["resilience.circuit_breaker.state"],
+        ): p.value
+        for p in otel.points(sc.CB_TRANSITIONS)
+        if p.attributes["resilience.name"] == "gauge-cb"
+    }
+    assert transitions == {("closed", "open"): 1, ("open", "half_open"): 1, ("half_open", "closed"): 1}
+    calls = {
+        p.attributes["resilience.circuit_breaker.call_result"]: p.value
+        for p in otel.points(sc.CB_CALLS)
+        if p.attributes["resilience.name"] == "gauge-cb"
+    }
+    stats = breaker.get_stats()
+    assert calls["success"] == stats["total_successes"] == 1
+    assert calls["failure"] == stats["total_failures"] == 1
+
+
+def _fail() -> None:
+    raise ValueError("down")
+
+
+async def test_bulkhead_gauges_show_active_queued_and_limits(otel):
+    """Active, queued and both limits are read from the live bulkhead."""
+
+    bulkhead = Bulkhead("gauge-bh", BulkheadConfig(max_concurrent=1, max_waiting=3, timeout=5.0))
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        entered.set()
+        await release.wait()
+
+    running = asyncio.create_task(bulkhead.execute(hold))
+    await entered.wait()
+    waiting = asyncio.create_task(bulkhead.execute(hold))
+    await asyncio.sleep(0)
+
+    def gauge(name: str) -> int:
+        return _point(otel, name, {"resilience.name": "gauge-bh"}).value
+
+    assert gauge(sc.BULKHEAD_ACTIVE) == 1
+    assert gauge(sc.BULKHEAD_QUEUED) == 1
+    assert gauge(sc.BULKHEAD_CONCURRENCY_LIMIT) == 1
+    assert gauge(sc.BULKHEAD_QUEUE_LIMIT) == 3
+    release.set()
+    await asyncio.wait_for(asyncio.gather(running, waiting), 5)
+    assert gauge(sc.BULKHEAD_ACTIVE) == 0
+    assert gauge(sc.BULKHEAD_QUEUED) == 0
+
+
+async def test_bulkhead_rejection_counted_by_reason(otel):
+    """A full bulkhead's rejection moves resilience.rejections with reason bulkhead_full."""
+
+    bulkhead = Bulkhead("full-bh", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        entered.set()
+        await release.wait()
+
+    running = asyncio.create_task(bulkhead.execute(hold))
+    await entered.wait()
+    with pytest.raises(BulkheadFullError):
+        await bulkhead.execute(hold)
+    release.set()
+    await asyncio.wait_for(running, 5)
+    point = _point(
+        otel,
+        sc.REJECTIONS,
+        {
+            "resilience.policy": "full-bh",
+            "resilience.pattern": "bulkhead",
+            "resilience.name": "full-bh",
+            "resilience.rejection.reason": "bulkhead_full",
+        },
+    )
+    assert point.value == 1
+    outcomes = {s.attributes["resilience.outcome"]: s for s in otel.spans("full-bh")}
+    assert set(outcomes) == {"success", "rejected"}
+    assert [e.name for e in outcomes["rejected"].events] == [sc.EV_CALL_REJECTED]
+    assert outcomes["success"].events == ()
+
+
+class _BrokenBreaker:
+    """A registry entry whose state cannot be read."""
+
+    __slots__ = ("__weakref__",)
+
+    name = "broken"
+
+    @property
+    def state(self):
+        raise RuntimeError("boom")
+
+    @property
+    def stats(self):
+        raise RuntimeError("boom")
+
+
+async def test_failing_observable_callback_is_counted_not_raised(otel):
+    """A callback that raises reports nothing for that collection and counts a telemetry error."""
+    broken = _BrokenBreaker()
+    BREAKERS.register(broken)
+    try:
+        before = otel.listener.errors
+        otel.metrics()
+        assert otel.listener.errors >= before + 2
+        errors = otel.points(sc.TELEMETRY_ERRORS)
+        assert errors[0].value == otel.listener.errors + HUB.errors
+    finally:
+        del broken
+
+
+async def test_observables_report_nothing_after_uninstrument(otel):
+    """After uninstrument the old listener's callbacks return no observations."""
+
+    uninstrument()
+    assert otel.listener.active is False
+    assert otel.points(sc.EXECUTIONS) == []
+    assert otel.points(sc.TELEMETRY_ERRORS) == []

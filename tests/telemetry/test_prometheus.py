@@ -1,0 +1,154 @@
+"""The exported Prometheus names: semconv.prometheus_series() against a real /metrics scrape."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+
+pytest.importorskip("opentelemetry.exporter.prometheus")
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.engine.events import (
+    AlertRaised,
+    CallRejected,
+    Event,
+    FallbackUsed,
+    PatternDetected,
+    RecoveryAttempted,
+    RetryExhausted,
+    RetryScheduled,
+    StateChanged,
+    StrategyTelemetry,
+    TelemetrySource,
+    TimeoutOccurred,
+)
+from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def scrape() -> Iterator[str]:
+    """Exercise every instrument, serve /metrics over HTTP, and return the scraped text."""
+    had_default = current_listener() is not None
+    registry = CollectorRegistry()
+    reader = PrometheusMetricReader(registry=registry)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    instrument(meter_provider=provider)
+    breaker = CircuitBreaker("prom-cb", CircuitBreakerConfig(failure_threshold=1))
+    bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
+    assert bulkhead.execute_sync(lambda: 1) == 1
+    with pytest.raises(ZeroDivisionError):
+        breaker.call_sync(lambda: 1 / 0)
+    telemetry = StrategyTelemetry(TelemetrySource("retry", "prom-retry", "prom-policy"))
+    for event, args in (
+        (Event.RETRY_SCHEDULED, RetryScheduled(1, 0.2, "OSError")),
+        (Event.RETRY_EXHAUSTED, RetryExhausted(3, "OSError", "max_attempts")),
+        (Event.STATE_CHANGED, StateChanged("closed", "open", "forced")),
+        (Event.CALL_REJECTED, CallRejected("circuit_open")),
+        (Event.TIMEOUT, TimeoutOccurred(1.0, "total")),
+        (Event.FALLBACK_USED, FallbackUsed("default_value", "success", "OSError")),
+        (Event.RECOVERY_ATTEMPTED, RecoveryAttempted("retry", "success", "OSError")),
+        (Event.PATTERN_DETECTED, PatternDetected("OSError", "op", 3, 60.0)),
+        (Event.ALERT_RAISED, AlertRaised("circuit_open", "critical", "prom-cb", "opened")),
+    ):
+        telemetry.report(event, args)
+    server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            yield response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+        del breaker, bulkhead
+
+
+def _sample_names(text: str) -> set[str]:
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_every_instrument_is_scraped_under_its_derived_names(scrape):
+    """Each instrument's derived series names appear in a real scrape of the exporter."""
+    names = _sample_names(scrape)
+    for spec in semconv.INSTRUMENTS:
+        missing = set(semconv.prometheus_series(spec)) - names
+        assert not missing, (spec.name, missing, sorted(n for n in names if n.startswith("resilience")))
+
+
+def test_scrape_has_no_resilience_series_the_registry_does_not_derive(scrape):
+    """Dashboards can trust the registry: nothing else named resilience_* is exported."""
+    derived = {name for spec in semconv.INSTRUMENTS for name in semconv.prometheus_series(spec)}
+    scraped = {name for name in _sample_names(scrape) if name.startswith("resilience_")}
+    assert scraped == derived
+
+
+def test_labels_are_the_sanitised_attribute_keys(scrape):
+    """Attribute keys become labels with dots replaced by underscores."""
+    families = {family.name: family for family in text_string_to_metric_families(scrape)}
+    state = families["resilience_circuit_breaker_state"]
+    labels = {key for sample in state.samples for key in sample.labels}
+    assert {"resilience_name", "resilience_circuit_breaker_state"} <= labels
+    values = {
+        sample.labels["resilience_circuit_breaker_state"]: sample.value
+        for sample in state.samples
+        if sample.labels["resilience_name"] == "prom-cb"
+    }
+    assert values == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "unit", "expected"),
+    [
+        (
+            "resilience.execution.duration",
+            semconv.InstrumentKind.HISTOGRAM,
+            "s",
+            "resilience_execution_duration_seconds",
+        ),
+        ("resilience.retries", semconv.InstrumentKind.COUNTER, "{retry}", "resilience_retries"),
+        (
+            "resilience.circuit_breaker.state",
+            semconv.InstrumentKind.OBSERVABLE_GAUGE,
+            "1",
+            "resilience_circuit_breaker_state",
+        ),
+        ("a.b_total", semconv.InstrumentKind.COUNTER, "", "a_b"),
+        ("a.size", semconv.InstrumentKind.OBSERVABLE_GAUGE, "By", "a_size_bytes"),
+        ("a.rate", semconv.InstrumentKind.OBSERVABLE_GAUGE, "m/s", "a_rate_meters_per_second"),
+        ("a.latency_seconds", semconv.InstrumentKind.HISTOGRAM, "s", "a_latency_seconds"),
+        ("9lives", semconv.InstrumentKind.OBSERVABLE_GAUGE, "", "_lives"),
+    ],
+)
+def test_prometheus_name_matches_the_exporter_translation(name, kind, unit, expected):
+    """The derivation agrees with the exporter's own mapping functions on tricky cases."""
+    spec = semconv.InstrumentSpec(name, kind, unit, "", ())
+    assert semconv.prometheus_name(spec) == expected
+    exporter_base = sanitize_full_name(name)
+    if kind.is_counter and exporter_base.endswith("_total"):
+        exporter_base = exporter_base[: -len("_total")]
+    exporter_unit = map_unit(unit)
+    if exporter_unit and not exporter_base.endswith("_" + exporter_unit):
+        exporter_base += "_" + exporter_unit
+    assert exporter_base == expected

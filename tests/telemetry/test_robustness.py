@@ -1,0 +1,260 @@
+"""Telemetry never breaks the app; no SDK means no work; providers are acquired lazily."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry.metrics import Histogram, NoOpHistogram, NoOpMeter, NoOpMeterProvider
+from opentelemetry.metrics import MeterProvider as ApiMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import NoOpTracerProvider
+
+from otel_resilience.engine.events import TelemetrySource
+from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+from otel_resilience.telemetry.otel import OtelListener
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ok() -> str:
+    return "ok"
+
+
+class RaisingProcessor(SpanProcessor):
+    """A span processor that raises on every span start and end."""
+
+    def on_start(self, span, parent_context=None) -> None:
+        raise RuntimeError("processor start")
+
+    def on_end(self, span) -> None:
+        raise RuntimeError("processor end")
+
+
+class RaisingSpanExporter(SpanExporter):
+    """An exporter that raises on export."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        raise RuntimeError("exporter")
+
+    def shutdown(self) -> None:
+        pass
+
+
+class RaisingMetricExporter(MetricExporter):
+    """A metric exporter that raises on export (behind a periodic reader)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
+    ) -> MetricExportResult:
+        self.calls += 1
+        raise RuntimeError("metric exporter")
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        pass
+
+
+class _RaisingHistogram(NoOpHistogram):
+    def record(self, amount, attributes=None, context=None) -> None:
+        raise RuntimeError("record")
+
+
+class _RaisingMeter(NoOpMeter):
+    def create_histogram(
+        self, name, unit="", description="", *, explicit_bucket_boundaries_advisory=None
+    ) -> Histogram:
+        return _RaisingHistogram(name)
+
+
+class RaisingMeterProvider(ApiMeterProvider):
+    """A meter provider whose histograms raise on record (a broken SDK)."""
+
+    def get_meter(self, name, version=None, schema_url=None, attributes=None):
+        return _RaisingMeter(name)
+
+
+@pytest.fixture
+def isolated():
+    """Restore the default listener after a test that instruments by hand."""
+    had_default = current_listener() is not None
+    yield
+    uninstrument()
+    if had_default:
+        install_default()
+
+
+async def test_raising_span_processor_does_not_change_results(isolated, scripted, runner, driver, caplog):
+    """A processor that raises on start and end is swallowed, counted and logged once."""
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(RaisingProcessor())
+    listener = instrument(tracer_provider=provider)
+    pipeline = scripted("fragile")
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        results = [await runner(pipeline, driver, ok) for _ in range(5)]
+    assert results == ["ok"] * 5
+    assert pipeline.stats.succeeded == 5
+    assert listener.errors == 5
+    assert len([r for r in caplog.records if "start_execution" in r.getMessage()]) == 1
+
+
+async def test_raising_span_exporter_does_not_change_results(isolated, scripted, runner, driver):
+    """An exporter that raises never reaches the protected call."""
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(RaisingSpanExporter()))
+    instrument(tracer_provider=provider)
+    pipeline = scripted("exported")
+    assert [await runner(pipeline, driver, ok) for _ in range(3)] == ["ok"] * 3
+    provider.shutdown()
+
+
+async def test_raising_metric_exporter_and_reader_do_not_change_results(isolated, scripted, runner, driver):
+    """A periodic reader whose exporter raises runs beside the calls without affecting them."""
+    exporter = RaisingMetricExporter()
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=5)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    instrument(meter_provider=provider)
+    pipeline = scripted("exporting")
+    results = [await runner(pipeline, driver, ok) for _ in range(50)]
+    reader.collect()
+    assert results == ["ok"] * 50
+    assert pipeline.stats.succeeded == 50
+    provider.shutdown()
+    assert exporter.calls >= 1
+
+
+async def test_raising_instrument_is_swallowed_and_counted(isolated, scripted, runner, driver):
+    """A histogram that raises on record is counted as a telemetry error, the call unaffected."""
+    listener = instrument(meter_provider=RaisingMeterProvider())
+    pipeline = scripted("broken-meter")
+    assert await runner(pipeline, driver, ok) == "ok"
+    assert listener.errors == 1
+
+
+async def test_noop_providers_open_nothing():
+    """Explicit no-op providers are accepted and make start_execution return None."""
+    listener = OtelListener(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
+    assert listener.start_execution(TelemetrySource("pipeline", "x", "x"), "x") is None
+    assert listener.tracer is None
+    assert not listener.meter_ready
+
+
+def _run(code: str, **env: str) -> str:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    for variable in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"):
+        if variable not in env:
+            environment.pop(variable, None)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_without_sdk_calls_work_and_nothing_is_opened():
+    """In a fresh process with no providers, calls work, start_execution returns None, no SDK loads."""
+    out = _run(
+        """
+        import asyncio, sys
+        from otel_resilience.engine.events import TelemetrySource
+        from otel_resilience.engine.pipeline import PipelineBuilder
+        from otel_resilience.telemetry import install_default
+
+        listener = install_default()
+        pipeline = PipelineBuilder("p").build()
+
+        async def work():
+            return 1
+
+        assert asyncio.run(pipeline.execute(work)) == 1
+        assert pipeline.execute_sync(lambda: 2) == 2
+        assert listener.start_execution(TelemetrySource("pipeline", "p", "p"), "p") is None
+        assert listener.tracer is None and not listener.meter_ready and listener.errors == 0
+        assert "opentelemetry.sdk" not in sys.modules, sorted(m for m in sys.modules if "sdk" in m)
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
+def test_providers_set_after_import_are_honoured():
+    """Global providers set after the listener is installed are picked up on the next call."""
+    out = _run(
+        """
+        from otel_resilience.engine.events import TelemetrySource
+        from otel_resilience.engine.pipeline import PipelineBuilder
+        from otel_resilience.telemetry import install_default
+
+        listener = install_default()
+        pipeline = PipelineBuilder("late").build()
+        pipeline.execute_sync(lambda: 1)
+        assert listener.tracer is None
+
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        pipeline.execute_sync(lambda: 1)
+        assert [s.name for s in exporter.get_finished_spans()] == ["late"]
+        assert not listener.meter_ready
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        pipeline.execute_sync(lambda: 1)
+        names = [m.name for rm in reader.get_metrics_data().resource_metrics
+                 for sm in rm.scope_metrics for m in sm.metrics]
+        assert "resilience.execution.duration" in names, names
+        assert "resilience.executions" in names, names
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
+def test_provider_named_by_environment_variable_is_honoured():
+    """OTEL_PYTHON_TRACER_PROVIDER is honoured through the public getter on first use."""
+    out = _run(
+        """
+        from otel_resilience.engine.events import TelemetrySource
+        from otel_resilience.telemetry import install_default
+
+        listener = install_default()
+        handle = listener.start_execution(TelemetrySource("pipeline", "env", "env"), "env")
+        assert handle is not None and listener.tracer is not None
+        print("ok")
+        """,
+        OTEL_PYTHON_TRACER_PROVIDER="sdk_tracer_provider",
+    )
+    assert out.strip() == "ok"

@@ -1,0 +1,168 @@
+"""The name registry: naming rules, completeness, and agreement with the engine and patterns."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+
+from otel_resilience.engine.events import Event, Outcome
+from otel_resilience.telemetry import instrument
+from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.otel import OtelListener
+
+_UNIT = re.compile(r"^(s|1|\{[a-z_]+\})$")
+
+
+def test_instrument_names_follow_otel_rules():
+    """Names are unique, lower-case, in resilience.*, never end in _total, units are s/1/{x}."""
+    names = [spec.name for spec in sc.INSTRUMENTS]
+    assert len(names) == len(set(names))
+    for spec in sc.INSTRUMENTS:
+        assert re.fullmatch(r"resilience(\.[a-z_]+)+", spec.name), spec.name
+        assert not spec.name.endswith(("_total", ".total")), spec.name
+        assert _UNIT.match(spec.unit), (spec.name, spec.unit)
+        assert spec.description.endswith("."), spec.name
+        if "duration" in spec.name or "delay" in spec.name:
+            assert spec.unit == "s", spec.name
+
+
+def test_no_metric_name_is_a_prefix_namespace_of_another():
+    """No metric name is also the namespace of another metric (OTel naming guidance)."""
+    names = {spec.name for spec in sc.INSTRUMENTS}
+    for name in names:
+        assert not any(other.startswith(name + ".") for other in names), name
+
+
+def test_histograms_have_second_scale_boundaries():
+    """Histograms carry explicit, increasing boundaries; execution duration spans 1 ms .. 60 s."""
+    for spec in sc.INSTRUMENTS:
+        if spec.kind is sc.InstrumentKind.HISTOGRAM:
+            assert spec.boundaries, spec.name
+            assert list(spec.boundaries) == sorted(set(spec.boundaries)), spec.name
+        else:
+            assert spec.boundaries == (), spec.name
+    duration = sc.instrument(sc.EXECUTION_DURATION)
+    assert (duration.boundaries[0], duration.boundaries[-1]) == (0.001, 60.0)
+
+
+def test_every_referenced_attribute_is_declared_once():
+    """Instruments, spans and events only use declared keys; every declared key is used."""
+    declared = [a.key for a in sc.ATTRIBUTES]
+    assert len(declared) == len(set(declared))
+    used: set[str] = set()
+    for group in (sc.INSTRUMENTS, sc.SPANS, sc.SPAN_EVENTS):
+        for item in group:
+            keys = (*item.attributes, *item.conditional)
+            assert len(keys) == len(set(keys)), item.name
+            used.update(keys)
+    for log in sc.LOG_EVENTS:
+        used.update(log.attributes)
+    assert used <= set(declared), used - set(declared)
+    assert set(declared) <= used, set(declared) - used
+
+
+def test_attempt_numbers_never_on_metrics():
+    """The attempt number goes on spans and span events only, never on a metric."""
+    for spec in sc.INSTRUMENTS:
+        assert sc.ATTEMPT not in spec.attributes + spec.conditional
+        assert sc.ALERT_SUMMARY not in spec.attributes + spec.conditional
+
+
+def test_outcome_values_are_the_engine_outcomes():
+    """The outcome enumeration is exactly engine.events.Outcome's values."""
+    assert set(sc.attribute(sc.OUTCOME).values) == {o.value for o in Outcome}
+    assert {o.value for o in Outcome if o.value in sc.ERROR_OUTCOMES} == {"failure", "rejected", "timeout"}
+
+
+def test_every_engine_event_has_a_span_event():
+    """Each Event kind maps to one span event name in the registry."""
+    names = {e.name for e in sc.SPAN_EVENTS}
+    assert len(names) == len(sc.SPAN_EVENTS) == len(Event)
+
+
+@pytest.mark.parametrize(
+    ("key", "module", "enum_name"),
+    [
+        (sc.CB_STATE, "otel_resilience.circuit_breaker", "CircuitState"),
+        (sc.FALLBACK_STRATEGY, "otel_resilience.fallback", "FallbackStrategy"),
+        (sc.RECOVERY_STRATEGY, "otel_resilience.recovery", "RecoveryStrategy"),
+        (sc.ALERT_KIND, "otel_resilience.alerts", "AlertKind"),
+        (sc.ALERT_SEVERITY, "otel_resilience.alerts", "AlertSeverity"),
+    ],
+)
+def test_closed_enumerations_match_the_pattern_enums(key, module, enum_name):
+    """The allowed values listed here are exactly the patterns' enum values."""
+    enum_class = getattr(pytest.importorskip(module), enum_name)
+    assert set(sc.attribute(key).values) == {member.value for member in enum_class}
+
+
+def test_lookup_of_unknown_names_raises_key_error():
+    """instrument() and attribute() refuse names that are not in the registry."""
+    with pytest.raises(KeyError):
+        sc.instrument("resilience.nope")
+    with pytest.raises(KeyError):
+        sc.attribute("resilience.nope")
+
+
+def test_prometheus_series_shapes():
+    """Counters get _total, histograms _bucket/_sum/_count, gauges the bare name."""
+    assert sc.prometheus_series(sc.instrument(sc.RETRIES)) == ("resilience_retries_total",)
+    assert sc.prometheus_series(sc.instrument(sc.EXECUTION_DURATION)) == (
+        "resilience_execution_duration_seconds_bucket",
+        "resilience_execution_duration_seconds_sum",
+        "resilience_execution_duration_seconds_count",
+    )
+    assert sc.prometheus_series(sc.instrument(sc.BULKHEAD_ACTIVE)) == ("resilience_bulkhead_active",)
+    assert sc.prometheus_series(sc.instrument(sc.RETRIES), prefix="app") == ("app_resilience_retries_total",)
+
+
+def test_public_names_are_pinned():
+    """Dashboards and alert rules rely on these exact names; renaming one must be deliberate."""
+    assert sc.SCOPE_NAME == "otel_resilience"
+    assert sc.SCHEMA_URL == "https://opentelemetry.io/schemas/1.44.0"
+    assert [spec.name for spec in sc.INSTRUMENTS] == [
+        "resilience.execution.duration",
+        "resilience.executions",
+        "resilience.circuit_breaker.state",
+        "resilience.circuit_breaker.transitions",
+        "resilience.circuit_breaker.calls",
+        "resilience.rejections",
+        "resilience.retries",
+        "resilience.retry.delay",
+        "resilience.retry.exhausted",
+        "resilience.timeouts",
+        "resilience.fallback.executions",
+        "resilience.bulkhead.active",
+        "resilience.bulkhead.queued",
+        "resilience.bulkhead.concurrency.limit",
+        "resilience.bulkhead.queue.limit",
+        "resilience.recovery.attempts",
+        "resilience.recovery.error_patterns",
+        "resilience.alerts",
+        "resilience.telemetry.errors",
+    ]
+    assert sc.DURATION_BOUNDARIES == (
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        30.0,
+        60.0,
+    )
+
+
+def test_record_messages_is_off_by_default():
+    """Exception messages stay out of telemetry unless the application opts in."""
+    assert inspect.signature(instrument).parameters["record_messages"].default is False
+    assert inspect.signature(OtelListener).parameters["record_messages"].default is False

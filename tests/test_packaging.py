@@ -1,0 +1,44 @@
+"""Packaging: the version, the one runtime dependency, and what an import loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import requires, version
+
+import otel_resilience
+
+
+def test_version_comes_from_the_distribution() -> None:
+    """__version__ is the installed distribution's version."""
+    assert otel_resilience.__version__ == version("otel-resilience")
+
+
+def test_runtime_dependency_is_the_otel_api_only() -> None:
+    """Outside extras, the library requires opentelemetry-api (plus a 3.10-only backport)."""
+    required = [r for r in requires("otel-resilience") or [] if "extra ==" not in r]
+    names = sorted(r.split(";")[0].split(">")[0].split("=")[0].strip() for r in required)
+    assert names == ["exceptiongroup", "opentelemetry-api"]
+    backport = next(r for r in required if r.startswith("exceptiongroup"))
+    assert "python_version < '3.11'" in backport.replace('"', "'")
+
+
+def test_import_loads_no_sdk_and_no_optional_dependency() -> None:
+    """`import otel_resilience` loads neither the OTel SDK nor the demo's or ops' dependencies."""
+    code = (
+        "import sys, otel_resilience\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "{'rich', 'yaml', 'grafana_foundation_sdk', 'prometheus_client', 'httpx'} "
+        "or m.startswith('opentelemetry.sdk') or m.startswith('opentelemetry.exporter')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_names_are_documented() -> None:
+    """Every name in __all__ exists and every public class or function has a docstring."""
+    for name in otel_resilience.__all__:
+        obj = getattr(otel_resilience, name)
+        if callable(obj) and not isinstance(obj, type(otel_resilience.MISSING)):
+            assert obj.__doc__, name
