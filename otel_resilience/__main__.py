@@ -1,0 +1,341 @@
+"""The ``otel-resilience`` command (also ``python -m otel_resilience``).
+
+::
+
+    otel-resilience demo [--scenario steady|outage|brownout|flapping] [--seed N] [--duration S]
+                         [--time-scale F] [--host ADDR] [--port N | --no-metrics-server]
+                         [--otlp-endpoint URL] [--once] [--plain] [--interval S]
+                         [--summary-json PATH]
+    otel-resilience export dashboards|alerts|collector DIR
+
+The demo's dependencies (the ``demo`` extra) are imported only when ``demo`` runs, and the
+operations artifacts only when ``export`` runs, so ``--help`` works on a bare install.
+Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
+module), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Final, cast
+
+from otel_resilience.demo.options import (
+    DEFAULT_HOST,
+    DEFAULT_INTERVAL,
+    DEFAULT_PORT,
+    DEFAULT_SCENARIO,
+    DEFAULT_SEED,
+    DEFAULT_TIME_SCALE,
+    SCENARIO_NAMES,
+    DemoOptions,
+    check_duration_option,
+    check_otlp_endpoint,
+    check_port,
+    check_time_scale,
+)
+
+__all__ = ["EXPORT_KINDS", "build_parser", "main"]
+
+EXPORT_KINDS: Final = ("dashboards", "alerts", "collector")
+"""What ``otel-resilience export`` can write."""
+_DEMO_MODULES: Final = (
+    ("opentelemetry.sdk", "opentelemetry-sdk"),
+    ("opentelemetry.exporter.prometheus", "opentelemetry-exporter-prometheus"),
+    ("prometheus_client", "prometheus-client"),
+    ("rich", "rich"),
+)
+_OTLP_MODULE: Final = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http")
+_EXPORT_MODULE: Final = "otel_resilience.ops.export"
+
+_DEMO_EPILOG: Final = """\
+scenarios:
+  steady    every dependency at its baseline (ML bursts absorbed by retries, a flaky API)
+  outage    ml_service goes down at t+60 s for 4-5.5 minutes: its breaker opens, probes, closes
+  brownout  database latency climbs from 40 ms to 20 s: timeouts, a saturated bulkhead, fallbacks
+  flapping  ml_service goes down and up repeatedly; content_api has error storms
+
+Time is compressed: every duration of the system (timeouts, backoffs, breaker timeouts, latencies,
+the schedule) is multiplied by --time-scale and every request rate divided by it; t+N in the output
+is production time. --duration and --interval are real seconds. The schedule repeats every 600 s of
+production time (30 s at the default scale).
+
+examples:
+  otel-resilience demo                                   outage, live view, metrics on :9464
+  otel-resilience demo --scenario brownout --duration 40 --plain
+  otel-resilience demo --time-scale 0.01 --duration 8 --summary-json out.json   (fast mode)
+  otel-resilience demo --otlp-endpoint http://127.0.0.1:4318
+"""
+
+
+def _without_option(error: ValueError) -> str:
+    """Return the message without its leading ``--option`` (argparse names the option itself)."""
+    message = str(error)
+    return message.split(" ", 1)[1] if message.startswith("--") else message
+
+
+def _arg(check: Callable[[float], float]) -> Callable[[str], float]:
+    """Return an argparse ``type`` that parses a number and validates it with ``check``."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        try:
+            return check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(_without_option(error)) from None
+
+    return convert
+
+
+def _int_arg(check: Callable[[int], int]) -> Callable[[str], int]:
+    """Return an argparse ``type`` that parses an integer and validates it with ``check``."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        try:
+            return check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(_without_option(error)) from None
+
+    return convert
+
+
+def _seed(value: int) -> int:
+    if value < 0:
+        msg = f"--seed must be an integer >= 0, got {value}"
+        raise ValueError(msg)
+    return value
+
+
+def _otlp(text: str) -> str:
+    try:
+        return check_otlp_endpoint(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(_without_option(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``otel-resilience`` command."""
+    parser = argparse.ArgumentParser(
+        prog="otel-resilience",
+        description="Fault-tolerance patterns for asyncio and threads, native to OpenTelemetry: "
+        "run the demo, or export the operations artifacts.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a simulated system with failing dependencies (needs the 'demo' extra)",
+        description="Run a simulated system in process: an ML service that fails in bursts, a slow "
+        "database and a flaky remote API, each called through the ResilienceManager with the "
+        "typical configurations. Shows a live view (plain lines when stdout is not a terminal), "
+        "serves OpenTelemetry metrics on /metrics, and prints a summary of the measured availability, "
+        "success rate, recovery time and lost calls at the end (Ctrl-C or SIGTERM end it cleanly).",
+        epilog=_DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=SCENARIO_NAMES,
+        default=DEFAULT_SCENARIO,
+        help=f"what goes wrong (default: {DEFAULT_SCENARIO})",
+    )
+    demo.add_argument(
+        "--seed",
+        type=_int_arg(_seed),
+        default=DEFAULT_SEED,
+        help=f"seed of the fault schedule; the same seed gives the same schedule (default: {DEFAULT_SEED})",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_arg(lambda v: check_duration_option("--duration", v)),
+        default=None,
+        metavar="SECONDS",
+        help="real seconds to run (default: until Ctrl-C or SIGTERM)",
+    )
+    demo.add_argument(
+        "--time-scale",
+        type=_arg(check_time_scale),
+        default=DEFAULT_TIME_SCALE,
+        metavar="F",
+        help=f"demo seconds per production second, 0 < F <= 1 (default: {DEFAULT_TIME_SCALE:g}, "
+        "i.e. 20x faster; 0.01 is the fast mode of the tests; 1 is production timing)",
+    )
+    demo.add_argument(
+        "--host", default=DEFAULT_HOST, metavar="ADDR", help=f"address of /metrics (default: {DEFAULT_HOST})"
+    )
+    metrics = demo.add_mutually_exclusive_group()
+    metrics.add_argument(
+        "--port",
+        type=_int_arg(check_port),
+        default=DEFAULT_PORT,
+        help=f"port of /metrics, 1-65535; a busy port is an error (default: {DEFAULT_PORT})",
+    )
+    metrics.add_argument(
+        "--no-metrics-server",
+        action="store_true",
+        help="do not serve /metrics (the metrics are still collected)",
+    )
+    demo.add_argument(
+        "--otlp-endpoint",
+        type=_otlp,
+        default=None,
+        metavar="URL",
+        help="also export metrics and traces over OTLP/HTTP (protobuf) to URL/v1/metrics and "
+        "URL/v1/traces, e.g. http://127.0.0.1:4318 (needs opentelemetry-exporter-otlp-proto-http)",
+    )
+    demo.add_argument(
+        "--once",
+        action="store_true",
+        help="play the scenario's faults once, then keep the dependencies at their baseline "
+        "(default: the faults repeat every 600 s of production time)",
+    )
+    demo.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
+    demo.add_argument(
+        "--interval",
+        type=_arg(lambda v: check_duration_option("--interval", v)),
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"real seconds between status lines of the plain output (default: {DEFAULT_INTERVAL:g})",
+    )
+    demo.add_argument(
+        "--summary-json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the summary to PATH as JSON",
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="write the Grafana dashboards, the Prometheus alert rules or the Collector config to a folder",
+        description="Write the operations artifacts shipped with the package to DIR.",
+    )
+    export.add_argument("kind", choices=EXPORT_KINDS, help="what to export")
+    export.add_argument(
+        "directory", type=Path, metavar="DIR", help="the folder to write to (created if missing)"
+    )
+    return parser
+
+
+def _missing(modules: Iterable[tuple[str, str]]) -> list[str]:
+    """Return the distributions whose module cannot be found."""
+    missing: list[str] = []
+    for module, distribution in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(distribution)
+    return missing
+
+
+def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    options = DemoOptions(
+        scenario=args.scenario,
+        seed=args.seed,
+        duration=args.duration,
+        time_scale=args.time_scale,
+        host=args.host,
+        port=None if args.no_metrics_server else args.port,
+        otlp_endpoint=args.otlp_endpoint,
+        plain=args.plain,
+        summary_json=args.summary_json,
+        interval=args.interval,
+        once=args.once,
+    )
+    needed = list(_DEMO_MODULES)
+    if options.otlp_endpoint is not None:
+        needed.append(_OTLP_MODULE)
+    missing = _missing(needed)
+    if missing:
+        err.write(
+            f"otel-resilience demo: missing {', '.join(missing)}; "
+            "install the demo extra: pip install 'otel-resilience[demo]'\n"
+        )
+        return 1
+    from otel_resilience.demo import app  # noqa: PLC0415 - imports the demo's optional dependencies
+
+    return app.main(options, out=out, err=err)
+
+
+def _run_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    kind: str = args.kind
+    directory: Path = args.directory
+    try:
+        module = importlib.import_module(_EXPORT_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name is None or not _EXPORT_MODULE.startswith(error.name):
+            raise
+        err.write(
+            f"otel-resilience export: this installation has no operations artifacts "
+            f"({_EXPORT_MODULE} is missing)\n"
+        )
+        return 1
+    export = getattr(module, "export_artifacts", None)
+    if not callable(export):
+        err.write(f"otel-resilience export: {_EXPORT_MODULE} has no export_artifacts(kind, directory)\n")
+        return 1
+    try:
+        written = cast("Callable[[str, Path], object]", export)(kind, directory)
+    except OSError as error:
+        err.write(f"otel-resilience export: cannot write {kind} to {directory}: {error}\n")
+        return 1
+    files = (
+        [str(item) for item in written]
+        if isinstance(written, Iterable) and not isinstance(written, (str, bytes))
+        else []
+    )
+    out.write(f"exported {kind} to {directory}" + (f": {len(files)} file(s)" if files else "") + "\n")
+    for name in files:
+        out.write(f"  {name}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Run the ``otel-resilience`` command.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+        out: Standard output (default ``sys.stdout``).
+        err: Standard error (default ``sys.stderr``).
+
+    Returns:
+        The exit status: 0 success, 1 failure.
+
+    Raises:
+        SystemExit: With status 2 on a usage error, or 0 after ``--help`` (argparse).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from otel_resilience import __version__  # noqa: PLC0415 - resolved lazily by the package
+
+        out.write(f"otel-resilience {__version__}\n")
+        return 0
+    if args.command == "demo":
+        if args.summary_json is not None and not args.summary_json.parent.is_dir():
+            parser.error(f"--summary-json: folder {str(args.summary_json.parent)!r} does not exist")
+        return _run_demo(args, out, err)
+    if args.command == "export":
+        return _run_export(args, out, err)
+    parser.print_help(out)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Run the demo: start telemetry and load, show the view, stop cleanly, print the summary.
+
+:func:`run_demo` is the whole run, usable from a test (with an explicit ``stop`` event and no
+signal handlers); :func:`main` is what ``otel-resilience demo`` calls. A run ends after
+``--duration`` real seconds, or on the first SIGINT (Ctrl-C) or SIGTERM: the load stops, calls
+still running get up to :data:`DRAIN_GRACE` seconds to finish, the rest are cancelled (and
+counted as cancelled, never as lost), and the summary is printed (and written as JSON with
+``--summary-json``). Exit status: 0, or 1 when a call was lost or ``/metrics`` could not be
+served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Final
+
+from otel_resilience.demo.monitor import Monitor
+from otel_resilience.demo.options import DemoOptions
+from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
+from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario, build_scenario
+from otel_resilience.demo.summary import format_summary, summarize
+from otel_resilience.demo.system import POLICIES, DemoSystem
+from otel_resilience.demo.view import Frame, PlainView, RichView, View
+from otel_resilience.engine import HUB
+
+__all__ = ["DRAIN_GRACE", "TICK", "main", "run_demo", "write_summary_json"]
+
+TICK: Final = 0.25
+"""Real seconds between two refreshes of the view."""
+DRAIN_GRACE: Final = 2.0
+"""Real seconds running calls get to finish after the stop (bounded by the longest timeout)."""
+_LONGEST_TIMEOUT: Final = 60.0
+"""The longest total timeout of any policy, in production seconds."""
+
+
+def _header(options: DemoOptions, scenario: Scenario, metrics_url: str | None) -> list[str]:
+    scale = options.time_scale
+    until = (
+        f"for {options.duration:g} s"
+        if options.duration is not None
+        else "until Ctrl-C or SIGTERM (either prints the summary)"
+    )
+    repeat = "happen once" if options.once else "repeat every 600 s of production time"
+    otlp = (
+        "off"
+        if options.otlp_endpoint is None
+        else f"{options.otlp_endpoint} (OTLP/HTTP protobuf, metrics + traces)"
+    )
+    return [
+        f"otel-resilience demo: scenario {scenario.name} (seed {scenario.seed}): {scenario.description}",
+        f"time scale {scale:g}: 1 s here = {1 / scale:g} s of production time; t+N is production time",
+        f"metrics: {metrics_url or 'not served'}   OTLP: {otlp}",
+        (
+            "policies: content_api (breaker 3, retry 2, cached fallback, timeout 30 s, bulkhead 5), "
+            "ml_service (breaker 5 / 120 s, 3 exponential retries from 2 s, timeout 60 s), "
+            "database (timeout 10 s, fallback [], bulkhead 20); "
+            "recovery rules for ConnectionError and CircuitOpenError"
+        ),
+        f"running {until}; the faults {repeat}",
+    ]
+
+
+@contextlib.contextmanager
+def _signals(loop: asyncio.AbstractEventLoop, on_signal: Callable[[], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``on_signal`` while the block runs (main thread only)."""
+    installed: list[signal.Signals] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - not on Unix
+                continue
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _finite(value: Any) -> Any:
+    """Return ``value`` with every non-finite float replaced by ``None`` (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def write_summary_json(summary: dict[str, Any], path: Any) -> None:
+    """Write ``summary`` to ``path`` as indented, strict JSON (non-finite numbers become ``null``)."""
+    with open(path, "w", encoding="utf-8") as handle:  # noqa: PTH123 - path may be str or Path
+        json.dump(_finite(summary), handle, indent=2, allow_nan=False)
+        handle.write("\n")
+
+
+class _Ticker:
+    """Refreshes the view and reports fault changes every :data:`TICK` seconds."""
+
+    def __init__(
+        self, scenario: Scenario, system: DemoSystem, monitor: Monitor, view: View, time_scale: float
+    ) -> None:
+        self._scenario = scenario
+        self._system = system
+        self._monitor = monitor
+        self._view = view
+        self._scale = time_scale
+        self._checked = 0.0
+
+    def tick(self) -> None:
+        """Report the fault changes since the last tick, then show a new frame with the news."""
+        system = self._system
+        monitor = self._monitor
+        scale = self._scale
+        elapsed = monitor.elapsed()
+        production = elapsed / scale
+        for name in DEPENDENCIES:
+            for at, label in self._scenario.changes(name, self._checked, production):
+                severity = "info" if label == "healthy" else "warning"
+                monitor.add_news("fault", f"fault {name}: now {label}", severity, at=at * scale)
+        self._checked = production
+        news = sorted(monitor.news, key=lambda item: item.at)
+        monitor.news.clear()
+        stats = system.recovery_stats()
+        attempts = int(stats.get("attempts", 0))
+        frame = Frame(
+            elapsed=elapsed,
+            production=production,
+            policies=system.views(),
+            calls=monitor.calls,
+            recovery_rate=float(stats["recovery_rate"]) if attempts else None,
+            alerts=sum(monitor.alert_kinds.values()),
+            time_scale=scale,
+        )
+        self._view.update(frame, news, time.monotonic())
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        while True:
+            await asyncio.sleep(TICK)
+            self.tick()
+
+
+async def run_demo(
+    options: DemoOptions,
+    *,
+    view: View,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> dict[str, Any]:
+    """Run one demo and return its summary (see :mod:`otel_resilience.demo.summary`).
+
+    Args:
+        options: What to run.
+        view: Where to show it.
+        stop: Set it to end the run early (as a signal would).
+        handle_signals: Whether SIGINT and SIGTERM end the run (main thread only).
+
+    Returns:
+        The summary, also written to ``options.summary_json`` when set.
+
+    Raises:
+        MetricsServerError: ``/metrics`` could not be served on ``host:port``.
+        OSError: The summary could not be written to ``options.summary_json`` (after it was shown).
+    """
+    scenario = build_scenario(options.scenario, options.seed, repeat=not options.once)
+    stop = stop or asyncio.Event()
+    stopped_by = "duration"
+
+    def on_signal() -> None:
+        nonlocal stopped_by
+        stopped_by = "signal"
+        stop.set()
+
+    telemetry = DemoTelemetry(options)
+    telemetry.start()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(telemetry.stop)
+        start = time.monotonic()
+        monitor = Monitor(POLICIES, start=start)
+        HUB.add_listener(monitor)
+        cleanup.callback(HUB.remove_listener, monitor)
+        system = DemoSystem(scenario, time_scale=options.time_scale, monitor=monitor, start=start)
+        cleanup.callback(system.close)
+        cleanup.callback(system.alert_system.subscribe(monitor.on_alert))
+        if handle_signals:
+            cleanup.enter_context(_signals(asyncio.get_running_loop(), on_signal))
+        ticker = _Ticker(scenario, system, monitor, view, options.time_scale)
+        view.begin(_header(options, scenario, telemetry.url))
+        cleanup.callback(view.close)
+        system.start_load()
+        ticking = asyncio.create_task(ticker.run(), name="demo-view")
+        try:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=options.duration)
+            except asyncio.TimeoutError:
+                stopped_by = "duration"
+            else:
+                stopped_by = "signal" if stopped_by == "signal" else "stop"
+        finally:
+            await system.stop_load(min(DRAIN_GRACE, _LONGEST_TIMEOUT * options.time_scale))
+            ticking.cancel()
+            await asyncio.gather(ticking, return_exceptions=True)
+        end = time.monotonic()
+        ticker.tick()
+        summary = summarize(
+            scenario=scenario,
+            time_scale=options.time_scale,
+            monitor=monitor,
+            views=system.views(),
+            recovery_stats=system.recovery_stats(),
+            end=end,
+            stopped_by=stopped_by,
+        )
+        view.end(format_summary(summary))
+        if options.summary_json is not None:
+            write_summary_json(summary, options.summary_json)
+        return summary
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Run the demo from the command line.
+
+    Args:
+        options: What to run.
+        out: Where the view and the summary go (default ``sys.stdout``); the live ``rich`` view
+            is used when it is a terminal and ``options.plain`` is false.
+        err: Where errors go (default ``sys.stderr``).
+
+    Returns:
+        The exit status: 0, or 1 when a call was lost or ``/metrics`` could not be served.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    view: View
+    if not options.plain and out.isatty():
+        from rich.console import Console  # noqa: PLC0415 - rich is an optional dependency
+
+        view = RichView(Console(file=out))
+    else:
+        view = PlainView(out, options.interval)
+    try:
+        summary = asyncio.run(run_demo(options, view=view))
+    except MetricsServerError as error:
+        err.write(f"otel-resilience demo: {error}\n")
+        return 1
+    except OSError as error:
+        err.write(f"otel-resilience demo: cannot write the summary to {options.summary_json}: {error}\n")
+        return 1
+    lost = int(summary["lost_calls"])
+    if lost:
+        err.write(f"otel-resilience demo: {lost} call(s) lost: {summary['lost_by_type']}\n")
+        return 1
+    return 0

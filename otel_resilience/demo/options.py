@@ -1,0 +1,173 @@
+"""The options of one demo run, validated once (no third-party import here).
+
+Time in the demo is *compressed*: every duration of the system (configured timeouts, backoffs,
+breaker timeouts, dependency latencies, the scenario's schedule) is multiplied by
+``time_scale``, and every request rate is divided by it. The run is therefore the same system at
+any scale, only faster: with the default ``0.05`` one second of the demo stands for twenty
+seconds of production time, and the 120 s breaker timeout of the ML service lasts 6 s.
+Durations given on the command line (``--duration``, ``--interval``) are real (wall) seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_PORT",
+    "DEFAULT_SCENARIO",
+    "DEFAULT_SEED",
+    "DEFAULT_TIME_SCALE",
+    "SCENARIO_NAMES",
+    "DemoOptions",
+    "check_duration_option",
+    "check_otlp_endpoint",
+    "check_port",
+    "check_time_scale",
+]
+
+SCENARIO_NAMES: Final = ("steady", "outage", "brownout", "flapping")
+"""The scenarios, in the order the help lists them."""
+DEFAULT_SCENARIO: Final = "outage"
+"""The scenario a bare ``otel-resilience demo`` runs: a dependency goes down and comes back."""
+DEFAULT_SEED: Final = 7
+"""The seed of the fault schedule when none is given (so that the default run is reproducible)."""
+DEFAULT_TIME_SCALE: Final = 0.05
+"""Demo seconds per production second: 1 s of demo = 20 s of production time."""
+DEFAULT_HOST: Final = "127.0.0.1"
+"""The address ``/metrics`` is served on."""
+DEFAULT_PORT: Final = 9464
+"""The port ``/metrics`` is served on (the OpenTelemetry Prometheus exporter's usual port)."""
+DEFAULT_INTERVAL: Final = 1.0
+"""Real seconds between two status lines of the plain output."""
+MAX_TIME_SCALE: Final = 1.0
+"""The largest time scale: 1.0 runs at production timing."""
+
+
+def check_duration_option(name: str, value: float) -> float:
+    """Return ``value`` if it is a finite number of seconds ``> 0``.
+
+    Raises:
+        TypeError: If it is not a number.
+        ValueError: With a message naming the option, the rule and the value.
+    """
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        msg = f"{name} must be a number of seconds, got {value!r}"
+        raise TypeError(msg)
+    if not math.isfinite(value) or value <= 0:
+        msg = f"{name} must be a finite number of seconds > 0, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def check_time_scale(value: float) -> float:
+    """Return ``value`` if ``0 < value <= 1``.
+
+    Raises:
+        ValueError: With a message naming ``--time-scale``, the rule and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        msg = f"--time-scale must be a finite number, got {value!r}"
+        raise ValueError(msg)
+    if not 0 < value <= MAX_TIME_SCALE:
+        msg = f"--time-scale must be > 0 and <= {MAX_TIME_SCALE:g} (1 = production timing), got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def check_port(value: int) -> int:
+    """Return ``value`` if it is a TCP port ``1..65535`` (``0``, an ephemeral port, is refused).
+
+    Raises:
+        ValueError: With a message naming ``--port``, the rule and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        msg = (
+            f"--port must be a TCP port from 1 to 65535, got {value!r} "
+            "(0 is refused: Prometheus needs a port it can be told in advance)"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def check_otlp_endpoint(value: str) -> str:
+    """Return the OTLP/HTTP base URL ``value`` without a trailing slash.
+
+    Raises:
+        ValueError: If it is not an ``http://`` or ``https://`` URL with a host.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        msg = (
+            f"--otlp-endpoint must be an http:// or https:// URL such as http://127.0.0.1:4318, got {value!r}"
+        )
+        raise ValueError(msg)
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """Everything one demo run needs to know. Validated at construction.
+
+    Raises:
+        TypeError: A duration is not a number.
+        ValueError: An option breaks its rule (the message names the command-line option).
+    """
+
+    scenario: str = DEFAULT_SCENARIO
+    """``steady``, ``outage``, ``brownout`` or ``flapping``. Default ``outage``."""
+    seed: int = DEFAULT_SEED
+    """Seed of the fault schedule and of the dependencies' randomness. Default 7."""
+    duration: float | None = None
+    """Real seconds to run; ``None`` (default) runs until SIGINT or SIGTERM."""
+    time_scale: float = DEFAULT_TIME_SCALE
+    """Demo seconds per production second, ``0 < x <= 1``. Default 0.05."""
+    host: str = DEFAULT_HOST
+    """Address of the ``/metrics`` server. Default ``127.0.0.1``."""
+    port: int | None = DEFAULT_PORT
+    """Port of the ``/metrics`` server, 1..65535; ``None`` serves no ``/metrics`` (the metrics
+    are still collected). Default 9464."""
+    otlp_endpoint: str | None = None
+    """Base URL of an OTLP/HTTP receiver (``/v1/metrics`` and ``/v1/traces`` are appended);
+    ``None`` (default) exports nothing over OTLP."""
+    plain: bool = False
+    """Force the plain line output even on a terminal. Default ``False``."""
+    summary_json: Path | None = None
+    """Where to write the summary as JSON; ``None`` (default) writes none."""
+    interval: float = DEFAULT_INTERVAL
+    """Real seconds between two status lines of the plain output. Default 1.0 s."""
+    once: bool = False
+    """Play the scenario's faults in the first cycle only, then keep every dependency at its
+    baseline. Default ``False``: the faults come back every 600 s of production time."""
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIO_NAMES:
+            msg = f"--scenario must be one of {', '.join(SCENARIO_NAMES)}, got {self.scenario!r}"
+            raise ValueError(msg)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            msg = f"--seed must be an integer >= 0, got {self.seed!r}"
+            raise ValueError(msg)
+        if self.duration is not None:
+            object.__setattr__(self, "duration", check_duration_option("--duration", self.duration))
+        object.__setattr__(self, "time_scale", check_time_scale(self.time_scale))
+        if not isinstance(self.host, str) or not self.host.strip():
+            msg = f"--host must be a non-empty address, got {self.host!r}"
+            raise ValueError(msg)
+        if self.port is not None:
+            check_port(self.port)
+        if self.otlp_endpoint is not None:
+            object.__setattr__(self, "otlp_endpoint", check_otlp_endpoint(self.otlp_endpoint))
+        object.__setattr__(self, "interval", check_duration_option("--interval", self.interval))
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The URL ``/metrics`` is served on, or ``None`` when it is not served."""
+        if self.port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"

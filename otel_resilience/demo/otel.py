@@ -1,0 +1,160 @@
+"""OpenTelemetry for the demo: the SDK, ``/metrics`` for Prometheus, and OTLP on request.
+
+* Metrics: an SDK ``MeterProvider`` with the Prometheus exporter's reader on a private
+  ``prometheus_client`` registry, served at ``http://HOST:PORT/metrics`` by
+  ``prometheus_client``'s threaded WSGI server. A busy port fails at start with a clear message.
+* ``--otlp-endpoint URL``: OTLP over **HTTP/protobuf** (``opentelemetry-exporter-otlp-proto-http``):
+  metrics to ``URL/v1/metrics`` every 2 s and spans to ``URL/v1/traces`` (batched every second).
+  HTTP/protobuf was chosen over gRPC because it needs no ``grpcio`` wheel, every OTLP receiver
+  (the Collector, ``rotel``, Jaeger, Tempo) accepts it on port 4318, and it goes through plain
+  HTTP proxies.
+* Spans exist only with ``--otlp-endpoint`` (there is nowhere else to send them).
+
+The providers are handed to :func:`otel_resilience.telemetry.instrument`; nothing is set
+globally, so the demo can run inside another process (its tests) without side effects.
+
+This is the only module of the demo that imports OpenTelemetry; each import carries
+``noqa: TID251`` because the rule (only ``otel_resilience/telemetry`` may import OpenTelemetry)
+protects the library, and the demo is an application of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import TYPE_CHECKING, Final
+from wsgiref.simple_server import WSGIServer
+
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: TID251 - the demo is an application
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader  # noqa: TID251
+from opentelemetry.sdk.resources import Resource  # noqa: TID251
+from opentelemetry.sdk.trace import TracerProvider  # noqa: TID251
+from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: TID251
+from prometheus_client import CollectorRegistry, start_http_server
+
+import otel_resilience
+from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+
+if TYPE_CHECKING:
+    from otel_resilience.demo.options import DemoOptions
+
+__all__ = ["OTLP_METRICS_INTERVAL", "DemoTelemetry", "MetricsServerError"]
+
+OTLP_METRICS_INTERVAL: Final = 2.0
+"""Seconds between two OTLP metric exports."""
+_SPAN_BATCH_DELAY_MS: Final = 1000.0
+_SPAN_QUEUE: Final = 16_384
+"""Spans buffered before the batch processor drops (the demo makes a few hundred per second)."""
+
+
+class MetricsServerError(RuntimeError):
+    """The ``/metrics`` server could not start (the port is busy, the address is wrong...)."""
+
+
+class DemoTelemetry:
+    """The demo's OpenTelemetry SDK, started by :meth:`start` and flushed by :meth:`stop`.
+
+    Args:
+        options: The run's options (host, port, OTLP endpoint, scenario and seed as resource
+            attributes).
+
+    Attributes:
+        registry: The ``prometheus_client`` registry ``/metrics`` serves.
+        meter_provider: The SDK meter provider (set by :meth:`start`).
+        tracer_provider: The SDK tracer provider, only with an OTLP endpoint.
+        url: The ``/metrics`` URL actually served, or ``None``.
+    """
+
+    def __init__(self, options: DemoOptions) -> None:
+        self._options = options
+        self.registry = CollectorRegistry()
+        self.meter_provider: MeterProvider | None = None
+        self.tracer_provider: TracerProvider | None = None
+        self.url: str | None = None
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._had_default = False
+
+    def start(self) -> None:
+        """Build the providers, serve ``/metrics`` and instrument the library.
+
+        Raises:
+            MetricsServerError: The ``/metrics`` server could not listen on ``host:port``.
+        """
+        # Imported here: the exporters are optional dependencies of the demo's optional parts.
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415, TID251
+
+        options = self._options
+        resource = Resource.create(
+            {
+                "service.name": "otel-resilience-demo",
+                "service.version": str(otel_resilience.__version__),
+                "demo.scenario": options.scenario,
+                "demo.seed": options.seed,
+            }
+        )
+        readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
+        if options.otlp_endpoint is not None:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415, TID251
+                OTLPMetricExporter,
+            )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415, TID251
+                OTLPSpanExporter,
+            )
+
+            readers.append(
+                PeriodicExportingMetricReader(
+                    OTLPMetricExporter(endpoint=f"{options.otlp_endpoint}/v1/metrics"),
+                    export_interval_millis=OTLP_METRICS_INTERVAL * 1000,
+                )
+            )
+            self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            self.tracer_provider.add_span_processor(
+                BatchSpanProcessor(
+                    OTLPSpanExporter(endpoint=f"{options.otlp_endpoint}/v1/traces"),
+                    max_queue_size=_SPAN_QUEUE,
+                    schedule_delay_millis=_SPAN_BATCH_DELAY_MS,
+                )
+            )
+        self.meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+        if options.port is not None:
+            try:
+                self._server, self._thread = start_http_server(
+                    options.port, options.host, registry=self.registry
+                )
+            except OSError as error:
+                self._shutdown_providers()
+                hint = (
+                    "another process (another demo?) listens there; choose another --port"
+                    if error.errno == errno.EADDRINUSE
+                    else "check --host and --port"
+                )
+                reason = error.strerror or str(error)
+                msg = f"cannot serve /metrics on {options.host}:{options.port}: {reason}; {hint}"
+                raise MetricsServerError(msg) from error
+            self.url = options.metrics_url
+        self._had_default = current_listener() is not None
+        instrument(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider)
+
+    def stop(self) -> None:
+        """Uninstrument, flush and shut the providers down, and stop serving ``/metrics``."""
+        uninstrument()
+        if self._had_default:
+            install_default()
+        self._shutdown_providers()
+        server = self._server
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def _shutdown_providers(self) -> None:
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+            self.tracer_provider = None
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+            self.meter_provider = None

@@ -1,0 +1,393 @@
+"""The end-of-run figures: what the design document claims, measured in the run.
+
+* **availability**: executions answered (by the dependency or a fallback) over executions that
+  ended, calls cancelled by the demo's own shutdown left out (claim: 99.9 %);
+* **success rate**: executions the dependency itself answered (first attempt or after retries or
+  recovery) over the same total (claim: 99.7 %);
+* **recovery time**: for every time a dependency came back from a failing window while its
+  breaker was not closed, the time until the breaker closed, from the breaker's state-change
+  events (claim: < 5 s). Reported in real (demo) seconds and in production seconds (divided by
+  the time scale): the claim is compared with the production figure. A breaker cannot close
+  before its ``timeout`` has elapsed and its probes succeeded, so this figure is bounded by
+  ``CircuitBreakerConfig.timeout``;
+* **lost calls**: calls that raised something other than a dependency error or a resilience
+  error, plus calls the manager did not count (must be 0).
+
+:func:`summarize` returns plain JSON-ready data (what ``--summary-json`` writes);
+:func:`format_summary` renders the same data as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from otel_resilience.demo.monitor import CallCounters, LatencyHistogram, Monitor, Transition
+from otel_resilience.demo.scenarios import Scenario
+from otel_resilience.demo.system import PolicyView
+
+__all__ = ["CLAIMS", "format_summary", "measure_recoveries", "summarize"]
+
+CLAIMS: Final = {
+    "availability": 0.999,
+    "success_rate": 0.997,
+    "recovery_time_s": 5.0,
+    "lost_calls": 0,
+}
+"""The headline figures of the design document."""
+_FIRST_ALERTS: Final = 20
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _state_at(transitions: Sequence[Transition], breaker: str, at: float) -> str:
+    """Return the state of ``breaker`` at monotonic time ``at`` (``closed`` before any transition)."""
+    state = "closed"
+    for transition in transitions:
+        if transition.at > at:
+            break
+        if transition.breaker == breaker:
+            state = transition.new
+    return state
+
+
+def measure_recoveries(
+    scenario: Scenario,
+    transitions: Sequence[Transition],
+    breakers: Sequence[str],
+    *,
+    start: float,
+    end: float,
+    time_scale: float,
+) -> list[dict[str, Any]]:
+    """Pair every recovery of a dependency with the moment its breaker closed again.
+
+    Args:
+        scenario: The schedule (it knows when each failing window ended).
+        transitions: Breaker transitions, in order, timestamped on the monotonic clock.
+        breakers: The breakers to measure (named after their dependency).
+        start: The run's start (monotonic).
+        end: The run's end (monotonic).
+        time_scale: Demo seconds per production second.
+
+    Returns:
+        One dict per recovery during which the breaker was open or half-open:
+        ``dependency``, ``recovered_at_s`` (real seconds since the start),
+        ``recovered_at_production_s``, ``closed_at_s`` (``None`` if it had not closed by the
+        end), ``recovery_s`` and ``recovery_production_s`` (``None`` likewise).
+    """
+    found: list[dict[str, Any]] = []
+    horizon = (end - start) / time_scale
+    for breaker in breakers:
+        if breaker not in scenario.plans:
+            continue
+        for recovered in scenario.recoveries(breaker, horizon):
+            at = start + recovered * time_scale
+            if _state_at(transitions, breaker, at) == "closed":
+                continue
+            closed = next(
+                (t.at for t in transitions if t.breaker == breaker and t.new == "closed" and t.at > at), None
+            )
+            found.append(
+                {
+                    "dependency": breaker,
+                    "recovered_at_s": round(at - start, 3),
+                    "recovered_at_production_s": round(recovered, 1),
+                    "closed_at_s": None if closed is None else round(closed - start, 3),
+                    "recovery_s": None if closed is None else round(closed - at, 3),
+                    "recovery_production_s": None if closed is None else round((closed - at) / time_scale, 1),
+                }
+            )
+    return found
+
+
+def _policy(view: PolicyView, calls: CallCounters, time_scale: float) -> dict[str, Any]:
+    counted = view.total - view.cancelled
+    p95 = calls.latency.quantile(0.95)
+    return {
+        "total": view.total,
+        "successful": view.successful,
+        "recovered": view.recovered,
+        "fallback": view.fallback,
+        "failed": view.failed,
+        "rejected": view.rejected,
+        "timeouts": view.timeouts,
+        "cancelled": view.cancelled,
+        "availability": _rate(view.successful + view.fallback, counted),
+        "success_rate": _rate(view.successful, counted),
+        "retries": calls.retries,
+        "fallbacks_used": calls.fallbacks,
+        "timeout_events": calls.timeouts,
+        "rejections": dict(sorted(calls.rejections.items())),
+        "recovery_actions": {"success": calls.recovery_success, "failure": calls.recovery_failure},
+        "errors": dict(sorted(calls.errors.items())),
+        "p95_s": p95,
+        "p95_production_s": None if p95 is None else p95 / time_scale,
+    }
+
+
+def summarize(
+    *,
+    scenario: Scenario,
+    time_scale: float,
+    monitor: Monitor,
+    views: Sequence[PolicyView],
+    recovery_stats: Mapping[str, Any],
+    end: float,
+    stopped_by: str,
+) -> dict[str, Any]:
+    """Return every figure of the run as JSON-ready data.
+
+    Args:
+        scenario: The schedule that ran.
+        time_scale: Demo seconds per production second.
+        monitor: What the run observed.
+        views: The final state of every policy.
+        recovery_stats: The recovery system's statistics.
+        end: The run's end (monotonic).
+        stopped_by: ``"duration"`` or ``"signal"``.
+
+    Returns:
+        The summary (see the module docstring; ``--summary-json`` writes exactly this).
+    """
+    start = monitor.start
+    totals = dict.fromkeys(
+        ("total", "successful", "recovered", "fallback", "failed", "rejected", "timeouts", "cancelled"), 0
+    )
+    for view in views:
+        for key in totals:
+            totals[key] += getattr(view, key)
+    calls = monitor.calls
+    issued = sum(c.issued for c in calls.values())
+    answered = sum(c.answered for c in calls.values())
+    failed = sum(c.failed for c in calls.values())
+    cancelled = sum(c.cancelled for c in calls.values())
+    escaped = sum(c.lost for c in calls.values())
+    lost_types: dict[str, int] = {}
+    for counters in calls.values():
+        for name, count in counters.lost_types.items():
+            lost_types[name] = lost_types.get(name, 0) + count
+    uncounted = abs(issued - totals["total"])
+    reconciled = (
+        answered == totals["successful"] + totals["fallback"]
+        and failed + escaped == totals["failed"]
+        and cancelled == totals["cancelled"]
+    )
+    counted = totals["total"] - totals["cancelled"]
+    availability = _rate(totals["successful"] + totals["fallback"], counted)
+    success_rate = _rate(totals["successful"], counted)
+    breakers = [view.name for view in views if view.breaker is not None]
+    recoveries = measure_recoveries(
+        scenario, monitor.transitions, breakers, start=start, end=end, time_scale=time_scale
+    )
+    measured = [r["recovery_production_s"] for r in recoveries if r["recovery_production_s"] is not None]
+    unrecovered = sum(1 for r in recoveries if r["recovery_s"] is None)
+    worst = max(measured) if measured else None
+    latency = _merged_quantiles(calls.values())
+    lost = escaped + uncounted
+    return {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "seed": scenario.seed,
+        "time_scale": time_scale,
+        "duration_s": round(end - start, 3),
+        "production_seconds": round((end - start) / time_scale, 1),
+        "stopped_by": stopped_by,
+        "requests": {"issued": issued, "answered": answered, **totals},
+        "availability": availability,
+        "success_rate": success_rate,
+        "lost_calls": lost,
+        "lost_by_type": lost_types,
+        "uncounted_by_manager": uncounted,
+        "reconciled": reconciled,
+        "latency": latency
+        | {"p95_production_s": None if latency["p95_s"] is None else latency["p95_s"] / time_scale},
+        "recovery": {
+            "events": recoveries,
+            "max_s": None if worst is None else round(worst * time_scale, 3),
+            "max_production_s": worst,
+            "not_closed_by_end": unrecovered,
+        },
+        "policies": {view.name: _policy(view, calls[view.name], time_scale) for view in views},
+        "breakers": _breakers(views, monitor.transitions, start),
+        "bulkheads": {
+            view.name: {
+                "max_concurrent": view.bulkhead.max_concurrent,
+                "max_waiting": view.bulkhead.max_waiting,
+                "peak_active": view.bulkhead.peak_active,
+                "peak_waiting": view.bulkhead.peak_waiting,
+                "rejected": view.bulkhead.rejected,
+                "timed_out": view.bulkhead.timed_out,
+            }
+            for view in views
+            if view.bulkhead is not None
+        },
+        "error_recovery": dict(recovery_stats),
+        "alerts": {
+            "total": sum(monitor.alert_kinds.values()),
+            "by_kind": dict(sorted(monitor.alert_kinds.items())),
+            "first": [
+                {
+                    "at_s": round(a.at, 3),
+                    "kind": a.kind,
+                    "severity": a.severity,
+                    "subject": a.subject,
+                    "summary": a.summary,
+                }
+                for a in monitor.alerts[:_FIRST_ALERTS]
+            ],
+        },
+        "claims": {
+            "availability": _claim(CLAIMS["availability"], availability, higher_is_better=True),
+            "success_rate": _claim(CLAIMS["success_rate"], success_rate, higher_is_better=True),
+            "recovery_time_s": _claim(CLAIMS["recovery_time_s"], worst, higher_is_better=False),
+            "lost_calls": {"claim": 0, "measured": lost, "met": lost == 0},
+        },
+    }
+
+
+def _claim(claim: float, measured: float | None, *, higher_is_better: bool) -> dict[str, Any]:
+    if measured is None:
+        return {"claim": claim, "measured": None, "met": None}
+    met = measured >= claim if higher_is_better else measured < claim
+    return {"claim": claim, "measured": measured, "met": met}
+
+
+def _merged_quantiles(calls: Iterable[CallCounters]) -> dict[str, float | None]:
+    """Return p50/p95/p99 of every policy's response times together (real seconds)."""
+    merged = LatencyHistogram()
+    for counters in calls:
+        merged.merge(counters.latency)
+    return {"p50_s": merged.quantile(0.5), "p95_s": merged.quantile(0.95), "p99_s": merged.quantile(0.99)}
+
+
+def _breakers(views: Sequence[PolicyView], transitions: Sequence[Transition], start: float) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for view in views:
+        if view.breaker is None:
+            continue
+        mine = [t for t in transitions if t.breaker == view.name]
+        opened = any(t.new == "open" for t in mine)
+        found[view.name] = {
+            "state": view.breaker.state,
+            "times_opened": view.breaker.times_opened,
+            "opened": opened,
+            "closed_after_opening": any(
+                t.new == "closed"
+                for t in mine[next((i for i, t in enumerate(mine) if t.new == "open"), len(mine)) :]
+            ),
+            "transitions": [
+                {"at_s": round(t.at - start, 3), "old": t.old, "new": t.new, "reason": t.reason}
+                for t in mine[:200]
+            ],
+        }
+    return found
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f} %"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _met(claim: Mapping[str, Any]) -> str:
+    met = claim["met"]
+    return "not measured" if met is None else ("met" if met else "NOT met")
+
+
+def format_summary(summary: Mapping[str, Any]) -> list[str]:
+    """Render :func:`summarize`'s data as lines of text."""
+    req = summary["requests"]
+    claims = summary["claims"]
+    recovery = summary["recovery"]
+    latency = summary["latency"]
+    pad = " " * 14
+    lines = [
+        f"== otel-resilience demo summary: scenario {summary['scenario']}, seed {summary['seed']} ==",
+        (
+            f"ran {summary['duration_s']:.1f} s at time scale {summary['time_scale']:g} "
+            f"(= {summary['production_seconds']:.0f} s of production time), "
+            f"stopped by {summary['stopped_by']}"
+        ),
+        (
+            f"requests      {req['issued']} issued: {req['successful']} answered by the dependency "
+            f"({req['recovered']} after a retry or recovery), {req['fallback']} by a fallback, "
+            f"{req['failed']} failed ({req['rejected']} rejected, {req['timeouts']} timed out), "
+            f"{req['cancelled']} cancelled at shutdown"
+        ),
+        (
+            f"availability  {_pct(summary['availability'])}  (answered incl. fallbacks / ended; "
+            f"claim {CLAIMS['availability'] * 100:g} %: {_met(claims['availability'])})"
+        ),
+        (
+            f"success rate  {_pct(summary['success_rate'])}  (answered by the dependency / ended; "
+            f"claim {CLAIMS['success_rate'] * 100:g} %: {_met(claims['success_rate'])})"
+        ),
+    ]
+    events = recovery["events"]
+    if not events:
+        lines.append("recovery      no dependency recovered while its breaker was open")
+    for event in events:
+        came_back = (
+            f"recovery      {event['dependency']} recovered at t+{event['recovered_at_production_s']:.0f} s; "
+        )
+        if event["recovery_s"] is None:
+            lines.append(came_back + "its breaker had not closed by the end of the run")
+        else:
+            lines.append(
+                f"{came_back}breaker closed {event['recovery_production_s']:.1f} s later in production time "
+                f"({event['recovery_s']:.2f} s in the demo)"
+            )
+    if recovery["max_production_s"] is not None:
+        lines.append(
+            f"{pad}worst {recovery['max_production_s']:.1f} s; claim < {CLAIMS['recovery_time_s']:g} s: "
+            f"{_met(claims['recovery_time_s'])} (a breaker waits its timeout before probing)"
+        )
+    lost_note = f" {summary['lost_by_type']}" if summary["lost_by_type"] else ""
+    lines.append(
+        f"lost calls    {summary['lost_calls']}  (exceptions that escaped unaccounted; must be 0: "
+        f"{_met(claims['lost_calls'])}){lost_note}"
+    )
+    lines.append(
+        f"latency       p50 {_ms(latency['p50_s'])}, p95 {_ms(latency['p95_s'])}, "
+        f"p99 {_ms(latency['p99_s'])} in the demo "
+        f"(p95 = {_ms(latency['p95_production_s'])} in production time)"
+    )
+    lines.append("policy         total      ok  recov fallbk failed reject timeout retries    avail  success")
+    for name, p in summary["policies"].items():
+        rejected = sum(p["rejections"].values())
+        lines.append(
+            f"  {name:<11} {p['total']:>6} {p['successful']:>7} {p['recovered']:>6} {p['fallback']:>6} "
+            f"{p['failed']:>6} {rejected:>6} {p['timeout_events']:>7} {p['retries']:>7} "
+            f"{_pct(p['availability']):>8} {_pct(p['success_rate']):>8}"
+        )
+    lines.append(
+        f"{pad}(reject, timeout: rejections and expired deadlines, answered by a fallback or not; "
+        "a call re-run by recovery may count twice)"
+    )
+    for name, breaker in summary["breakers"].items():
+        lines.append(
+            f"breaker       {name}: opened {breaker['times_opened']} time(s), now {breaker['state']}"
+        )
+    for name, b in summary["bulkheads"].items():
+        lines.append(
+            f"bulkhead      {name}: peak {b['peak_active']}/{b['max_concurrent']} running, "
+            f"{b['peak_waiting']}/{b['max_waiting']} queued, {b['rejected']} rejected full, "
+            f"{b['timed_out']} timed out in the queue"
+        )
+    stats = summary["error_recovery"]
+    rate = stats.get("recovery_rate") if stats.get("attempts") else None
+    lines.append(
+        f"recovery      {stats.get('attempts', 0)} recovery actions, "
+        f"{stats.get('successful_recoveries', 0)} successful "
+        f"(rate {_pct(rate) if isinstance(rate, float) else 'n/a'}), "
+        f"{stats.get('patterns_detected', 0)} error patterns detected"
+    )
+    alerts = summary["alerts"]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in alerts["by_kind"].items()) or "none"
+    lines.append(f"alerts        {alerts['total']} ({kinds})")
+    return lines

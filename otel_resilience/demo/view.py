@@ -1,0 +1,321 @@
+"""The demo's output: a live ``rich`` view on a terminal, plain lines otherwise.
+
+Both views get the same :class:`Frame` a few times a second and the same news (breaker
+transitions, alerts, fault changes). The plain view writes one status line every ``interval``
+seconds and one line per news item, prefixed with the real seconds since the start, so that a
+log or a test can follow a run::
+
+    [   3.1s t+62s] breaker ml_service: closed -> open (failure_threshold)
+    [   4.0s t+80s] 158 exec/s  ok 97.5 %  avail 97.5 %  p95 41 ms | ml_service open (down) | ...
+
+Rates (executions per second, success rate, availability, p95) are over the last
+:data:`RATE_WINDOW` seconds; the counts are since the start.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from otel_resilience.demo.monitor import CallCounters, News, percentile
+from otel_resilience.demo.system import PolicyView
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+
+__all__ = ["RATE_WINDOW", "Frame", "PlainView", "RichView", "View"]
+
+RATE_WINDOW: Final = 2.0
+"""Real seconds the live rates are computed over."""
+_NEWS_SHOWN: Final = 10
+_STATE_STYLE: Final = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What the views show at one moment.
+
+    Attributes:
+        elapsed: Real seconds since the start.
+        production: Production seconds since the start.
+        policies: Every policy's counts and state.
+        calls: Caller-side counters, by policy.
+        recovery_rate: The recovery system's success rate so far (``None`` before any action).
+        alerts: Alerts raised so far.
+        time_scale: Demo seconds per production second.
+    """
+
+    elapsed: float
+    production: float
+    policies: Sequence[PolicyView]
+    calls: dict[str, CallCounters]
+    recovery_rate: float | None
+    alerts: int
+    time_scale: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """One policy's rates over the last window."""
+
+    per_second: float
+    success: float | None
+    availability: float | None
+    p95: float | None
+
+
+class _RateTracker:
+    """Turns cumulative counts into rates over the last :data:`RATE_WINDOW` seconds."""
+
+    __slots__ = ("_history",)
+
+    def __init__(self) -> None:
+        self._history: deque[tuple[float, dict[str, tuple[int, int, int]]]] = deque()
+
+    def update(self, frame: Frame, clock_now: float) -> dict[str, Rates]:
+        """Record ``frame``'s counts and return each policy's rates over the window."""
+        counts = {p.name: (p.total - p.cancelled, p.successful, p.fallback) for p in frame.policies}
+        history = self._history
+        history.append((frame.elapsed, counts))
+        while len(history) > 1 and frame.elapsed - history[1][0] >= RATE_WINDOW:
+            history.popleft()
+        then, old = history[0]
+        span = frame.elapsed - then
+        rates: dict[str, Rates] = {}
+        for name, (ended, ok, fallback) in counts.items():
+            was = old.get(name, (0, 0, 0))
+            done = ended - was[0]
+            calls = frame.calls.get(name)
+            rates[name] = Rates(
+                per_second=done / span if span > 0 else 0.0,
+                success=(ok - was[1]) / done if done else None,
+                availability=(ok + fallback - was[1] - was[2]) / done if done else None,
+                p95=None if calls is None else calls.recent_quantile(clock_now - RATE_WINDOW, 0.95),
+            )
+        return rates
+
+    @staticmethod
+    def overall(rates: dict[str, Rates], frame: Frame, clock_now: float) -> Rates:
+        """Return every policy's rates together (success and availability weighted by volume)."""
+        per_second = sum(r.per_second for r in rates.values())
+        weighted = [(r.per_second, r) for r in rates.values() if r.success is not None]
+        volume = sum(weight for weight, _ in weighted)
+        success = sum(w * (r.success or 0.0) for w, r in weighted) / volume if volume else None
+        availability = sum(w * (r.availability or 0.0) for w, r in weighted) / volume if volume else None
+        since = clock_now - RATE_WINDOW
+        p95 = percentile(
+            (latency for calls in frame.calls.values() for end, latency in calls.recent if end >= since), 0.95
+        )
+        return Rates(per_second, success, availability, p95)
+
+
+def _pct(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value * 100:5.1f} %"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.0f} ms"
+
+
+class View:
+    """The interface both views implement."""
+
+    def begin(self, header: Sequence[str]) -> None:
+        """Show the run's header lines."""
+        raise NotImplementedError
+
+    def update(self, frame: Frame, news: Sequence[News], clock_now: float) -> None:
+        """Show a new frame and the news since the last one."""
+        raise NotImplementedError
+
+    def end(self, summary: Sequence[str]) -> None:
+        """Stop the live display and show the summary lines."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the live display if it still runs (after an error); idempotent."""
+
+
+class PlainView(View):
+    """Line-based output: a status line every ``interval`` seconds, one line per news item.
+
+    Args:
+        out: Where to write (``sys.stdout`` in the CLI).
+        interval: Real seconds between two status lines.
+    """
+
+    def __init__(self, out: IO[str], interval: float) -> None:
+        self._out = out
+        self._interval = interval
+        self._next = interval
+        self._rates = _RateTracker()
+
+    def _write(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
+
+    def begin(self, header: Sequence[str]) -> None:
+        """Write the header lines."""
+        for line in header:
+            self._write(line)
+
+    def update(self, frame: Frame, news: Sequence[News], clock_now: float) -> None:
+        """Write the news, and a status line when one is due."""
+        for item in news:
+            self._write(f"[{item.at:7.1f}s t+{item.at / frame.time_scale:.0f}s] {item.text}")
+        rates = self._rates.update(frame, clock_now)
+        if frame.elapsed + 1e-9 < self._next:
+            return
+        while self._next <= frame.elapsed + 1e-9:
+            self._next += self._interval
+        overall = _RateTracker.overall(rates, frame, clock_now)
+        parts = [
+            (
+                f"[{frame.elapsed:7.1f}s t+{frame.production:.0f}s] {overall.per_second:.0f} exec/s  "
+                f"ok {_pct(overall.success).strip()}  avail {_pct(overall.availability).strip()}  "
+                f"p95 {_ms(overall.p95)}"
+            )
+        ]
+        for policy in frame.policies:
+            text = f"{policy.name}"
+            if policy.breaker is not None:
+                text += f" {policy.breaker.state}"
+            if policy.bulkhead is not None:
+                bulkhead = policy.bulkhead
+                text += (
+                    f" bulkhead {bulkhead.active}/{bulkhead.max_concurrent}"
+                    f" queue {bulkhead.waiting}/{bulkhead.max_waiting}"
+                )
+            if policy.condition != "healthy":
+                text += f" ({policy.condition})"
+            parts.append(text)
+        retries = sum(c.retries for c in frame.calls.values())
+        fallbacks = sum(c.fallbacks for c in frame.calls.values())
+        rate = "n/a" if frame.recovery_rate is None else f"{frame.recovery_rate * 100:.0f} %"
+        parts.append(f"retries {retries} fallbacks {fallbacks} recovery {rate} alerts {frame.alerts}")
+        self._write(" | ".join(parts))
+
+    def end(self, summary: Sequence[str]) -> None:
+        """Write the summary lines."""
+        for line in summary:
+            self._write(line)
+
+
+class RichView(View):
+    """A live table refreshed in place (``rich``), for a terminal.
+
+    Args:
+        console: The ``rich`` console to draw on (default: a new one on stdout).
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console  # noqa: PLC0415 - rich is an optional dependency
+
+        self._console = console or Console()
+        self._live: Live | None = None
+        self._header: list[str] = []
+        self._news: deque[News] = deque(maxlen=_NEWS_SHOWN)
+        self._rates = _RateTracker()
+
+    def begin(self, header: Sequence[str]) -> None:
+        """Start the live display under the header."""
+        from rich.live import Live  # noqa: PLC0415
+
+        self._header = list(header)
+        self._live = Live(self._render_header(), console=self._console, auto_refresh=False, transient=False)
+        self._live.start()
+
+    def _render_header(self) -> RenderableType:
+        from rich.text import Text  # noqa: PLC0415
+
+        return Text("\n".join(self._header))
+
+    def update(self, frame: Frame, news: Sequence[News], clock_now: float) -> None:
+        """Redraw the table with ``frame`` and the latest news."""
+        self._news.extend(news)
+        rates = self._rates.update(frame, clock_now)
+        if self._live is not None:
+            self._live.update(self._render(frame, rates, clock_now), refresh=True)
+
+    def _render(self, frame: Frame, rates: dict[str, Rates], clock_now: float) -> RenderableType:
+        from rich.console import Group  # noqa: PLC0415
+        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        overall = _RateTracker.overall(rates, frame, clock_now)
+        recovery = "n/a" if frame.recovery_rate is None else f"{frame.recovery_rate * 100:.0f} %"
+        status = Text(
+            f"{frame.elapsed:.1f} s (t+{frame.production:.0f} s production)   "
+            f"{overall.per_second:.0f} exec/s   success {_pct(overall.success).strip()}   "
+            f"availability {_pct(overall.availability).strip()}   p95 {_ms(overall.p95)}   "
+            f"recovery rate {recovery}   alerts {frame.alerts}",
+            style="bold",
+        )
+        table = Table(expand=False, title=f"last {RATE_WINDOW:g} s; counts since the start")
+        for column in (
+            "policy",
+            "dependency",
+            "exec/s",
+            "success",
+            "avail",
+            "p95",
+            "breaker",
+            "bulkhead",
+            "queue",
+            "retries",
+            "fallbacks",
+            "rejected",
+            "timeouts",
+        ):
+            table.add_column(
+                column, justify="left" if column in {"policy", "dependency", "breaker"} else "right"
+            )
+        for policy in frame.policies:
+            rate = rates.get(policy.name)
+            calls = frame.calls.get(policy.name)
+            breaker: Any = "-"
+            if policy.breaker is not None:
+                state = policy.breaker.state
+                breaker = Text(f"{state} ({policy.breaker.times_opened}x)", style=_STATE_STYLE.get(state, ""))
+            bulkhead = queue = "-"
+            if policy.bulkhead is not None:
+                bulkhead = f"{policy.bulkhead.active}/{policy.bulkhead.max_concurrent}"
+                queue = f"{policy.bulkhead.waiting}/{policy.bulkhead.max_waiting}"
+            condition = Text(policy.condition, style="" if policy.condition == "healthy" else "bold yellow")
+            table.add_row(
+                policy.name,
+                condition,
+                "-" if rate is None else f"{rate.per_second:.0f}",
+                "-" if rate is None else _pct(rate.success),
+                "-" if rate is None else _pct(rate.availability),
+                "-" if rate is None else _ms(rate.p95),
+                breaker,
+                bulkhead,
+                queue,
+                str(0 if calls is None else calls.retries),
+                str(0 if calls is None else calls.fallbacks),
+                str(policy.rejected),
+                str(policy.timeouts),
+            )
+        events = Table(title="breakers, alerts and faults as they happen", expand=False, show_header=False)
+        events.add_column("at", justify="right")
+        events.add_column("what")
+        styles = {"critical": "bold red", "warning": "yellow", "info": ""}
+        for item in self._news:
+            events.add_row(f"{item.at:.1f} s", Text(item.text, style=styles.get(item.severity, "")))
+        return Group(self._render_header(), status, table, events)
+
+    def close(self) -> None:
+        """Stop the live display (idempotent)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def end(self, summary: Sequence[str]) -> None:
+        """Stop the live display and print the summary."""
+        self.close()
+        for line in summary:
+            self._console.print(line, markup=False, highlight=False, soft_wrap=True)

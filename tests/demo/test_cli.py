@@ -1,0 +1,270 @@
+"""The `otel-resilience` command: parsing, defaults, clear errors, and `export`."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import re
+import socket
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from otel_resilience.__main__ import build_parser, main
+from otel_resilience.demo.options import (
+    DEFAULT_HOST,
+    DEFAULT_INTERVAL,
+    DEFAULT_PORT,
+    DEFAULT_SCENARIO,
+    DEFAULT_SEED,
+    DEFAULT_TIME_SCALE,
+    DemoOptions,
+)
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_demo_defaults_are_pinned() -> None:
+    """The defaults users read in the help: outage, seed 7, scale 0.05, 127.0.0.1:9464, 1 s lines."""
+    assert (DEFAULT_SCENARIO, DEFAULT_SEED, DEFAULT_TIME_SCALE) == ("outage", 7, 0.05)
+    assert (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_INTERVAL) == ("127.0.0.1", 9464, 1.0)
+    options = DemoOptions()
+    assert options.duration is None
+    assert options.otlp_endpoint is None
+    assert options.summary_json is None
+    assert not options.plain
+    assert not options.once
+    assert options.metrics_url == "http://127.0.0.1:9464/metrics"
+    args = build_parser().parse_args(["demo"])
+    assert (args.scenario, args.seed, args.duration, args.time_scale) == ("outage", 7, None, 0.05)
+    assert (args.host, args.port, args.no_metrics_server) == ("127.0.0.1", 9464, False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenario", "meltdown"], r"--scenario: invalid choice: 'meltdown'"),
+        (["--duration", "-5"], r"argument --duration: must be a finite number of seconds > 0, got -5.0"),
+        (["--duration", "0"], r"argument --duration: must be a finite number of seconds > 0"),
+        (["--duration", "nan"], r"argument --duration: must be a finite number of seconds > 0"),
+        (["--duration", "soon"], r"argument --duration: must be a number, got 'soon'"),
+        (["--time-scale", "0"], r"argument --time-scale: must be > 0 and <= 1"),
+        (["--time-scale", "2"], r"argument --time-scale: must be > 0 and <= 1"),
+        (["--port", "0"], r"argument --port: must be a TCP port from 1 to 65535"),
+        (["--port", "70000"], r"argument --port: must be a TCP port from 1 to 65535"),
+        (["--port", "http"], r"argument --port: must be an integer, got 'http'"),
+        (["--seed", "-1"], r"argument --seed: must be an integer >= 0"),
+        (
+            ["--otlp-endpoint", "localhost:4318"],
+            r"argument --otlp-endpoint: must be an http:// or https:// URL",
+        ),
+        (["--interval", "0"], r"argument --interval: must be a finite number of seconds > 0"),
+        (["--port", "9000", "--no-metrics-server"], r"not allowed with argument --port"),
+    ],
+)
+def test_bad_demo_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad option exits with status 2 and a message naming the option and the rule."""
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", *argv])
+    assert caught.value.code == 2
+    assert re.search(message, capsys.readouterr().err), message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("scenario", "nope", r"--scenario must be one of steady, outage, brownout, flapping, got 'nope'"),
+        ("duration", -1.0, r"--duration must be a finite number of seconds > 0, got -1.0"),
+        ("duration", "3", r"--duration must be a number of seconds, got '3'"),
+        ("time_scale", 0.0, r"--time-scale must be > 0 and <= 1 .*, got 0.0"),
+        ("port", 0, r"--port must be a TCP port from 1 to 65535, got 0"),
+        ("seed", True, r"--seed must be an integer >= 0, got True"),
+        ("host", " ", r"--host must be a non-empty address"),
+        ("otlp_endpoint", "ftp://x", r"--otlp-endpoint must be an http:// or https:// URL"),
+        ("interval", float("inf"), r"--interval must be a finite number of seconds > 0, got inf"),
+    ],
+)
+def test_demo_options_validate_every_field(field: str, value: object, message: str) -> None:
+    """DemoOptions refuses a bad value with a message naming the option, the rule and the value."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        DemoOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def test_help_lists_the_commands_scenarios_and_time_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --help` explains the scenarios, the compressed time and the options."""
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    for word in (
+        "steady",
+        "outage",
+        "brownout",
+        "flapping",
+        "--time-scale",
+        "--summary-json",
+        "--otlp-endpoint",
+    ):
+        assert word in text
+    code, out, _ = _run()
+    assert code == 2
+    assert "demo" in out
+    assert "export" in out
+
+
+def test_version_is_printed() -> None:
+    """`--version` prints the package version."""
+    code, out, _ = _run("--version")
+    assert code == 0
+    assert out.startswith("otel-resilience ")
+
+
+def test_a_missing_demo_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the demo's dependencies the command says which are missing and how to install them."""
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> object:
+        return None if name == "rich" else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    code, _, err = _run("demo", "--duration", "1", "--no-metrics-server")
+    assert code == 1
+    assert "missing rich" in err
+    assert "pip install 'otel-resilience[demo]'" in err
+
+
+def test_a_busy_port_fails_clearly(free_port: int) -> None:
+    """When the /metrics port is taken the demo stops at once and says what to do."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", free_port))
+        taken.listen()
+        code, out, err = _run("demo", "--duration", "1", "--port", str(free_port), "--plain")
+    assert code == 1
+    assert f"cannot serve /metrics on 127.0.0.1:{free_port}" in err
+    assert "choose another --port" in err
+    assert "summary" not in out
+
+
+def test_the_cli_runs_a_demo_and_writes_the_summary_json(tmp_path: Path) -> None:
+    """`demo --summary-json PATH` writes the same figures the plain summary prints."""
+    path = tmp_path / "summary.json"
+    code, out, err = _run(
+        "demo",
+        "--scenario",
+        "steady",
+        "--duration",
+        "1.5",
+        "--time-scale",
+        "0.01",
+        "--no-metrics-server",
+        "--plain",
+        "--seed",
+        "3",
+        "--summary-json",
+        str(path),
+    )
+    assert code == 0, err
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    assert summary["scenario"] == "steady"
+    assert summary["seed"] == 3
+    assert summary["stopped_by"] == "duration"
+    assert summary["lost_calls"] == 0
+    assert summary["requests"]["issued"] > 100
+    assert f"availability  {summary['availability'] * 100:.2f} %" in out
+    assert "== otel-resilience demo summary: scenario steady, seed 3 ==" in out
+    assert "metrics: not served" in out
+
+
+def test_export_reports_a_missing_ops_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without otel_resilience.ops.export, `export` fails with a clear message, not a traceback."""
+    monkeypatch.setitem(sys.modules, "otel_resilience.ops.export", None)
+    code, _, err = _run("export", "alerts", "somewhere")
+    assert code == 1
+    assert "otel_resilience.ops.export is missing" in err
+
+
+def test_export_calls_export_artifacts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`export KIND DIR` calls export_artifacts(kind, Path(DIR)) and lists what it wrote."""
+    calls: list[tuple[str, Path]] = []
+
+    def export_artifacts(kind: str, directory: Path) -> list[Path]:
+        calls.append((kind, directory))
+        return [directory / "rules.yml"]
+
+    module = types.ModuleType("otel_resilience.ops.export")
+    module.export_artifacts = export_artifacts  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "otel_resilience.ops.export", module)
+    code, out, _ = _run("export", "alerts", str(tmp_path))
+    assert code == 0
+    assert calls == [("alerts", tmp_path)]
+    assert f"exported alerts to {tmp_path}: 1 file(s)" in out
+
+
+def test_export_refuses_an_unknown_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    """Only dashboards, alerts and collector can be exported."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "grafana", "out"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'grafana'" in capsys.readouterr().err
+
+
+def test_export_reports_a_write_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError while writing is reported with the folder, and exits 1."""
+
+    def export_artifacts(kind: str, directory: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(directory))
+
+    module = types.ModuleType("otel_resilience.ops.export")
+    module.export_artifacts = export_artifacts  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "otel_resilience.ops.export", module)
+    code, _, err = _run("export", "dashboards", "/nowhere")
+    assert code == 1
+    assert "cannot write dashboards to /nowhere" in err
+
+
+def test_export_writes_the_shipped_artifacts(tmp_path: Path) -> None:
+    """With the operations module installed, `export alerts DIR` writes the rule files there."""
+    pytest.importorskip("otel_resilience.ops.export")
+    code, out, err = _run("export", "alerts", str(tmp_path / "alerts"))
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "alerts").iterdir())
+    assert written
+    for name in written:
+        assert name in out
+
+
+def test_a_summary_json_in_a_missing_folder_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """The folder of --summary-json is checked before the run starts."""
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--summary-json", "/no/such/folder/summary.json"])
+    assert caught.value.code == 2
+    assert "--summary-json: folder '/no/such/folder' does not exist" in capsys.readouterr().err
+
+
+def test_an_unwritable_summary_json_fails_after_showing_the_summary(tmp_path: Path) -> None:
+    """When the summary cannot be written, it is still printed, and the exit status is 1."""
+    target = tmp_path / "taken"
+    target.mkdir()
+    code, out, err = _run(
+        "demo",
+        "--duration",
+        "0.5",
+        "--time-scale",
+        "0.01",
+        "--no-metrics-server",
+        "--plain",
+        "--summary-json",
+        str(target),
+    )
+    assert code == 1
+    assert "== otel-resilience demo summary" in out
+    assert f"cannot write the summary to {target}" in err

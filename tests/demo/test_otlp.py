@@ -1,0 +1,91 @@
+"""`--otlp-endpoint`: metrics and traces reach an OTLP/HTTP receiver, with retry events and attempt spans."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_resilience.demo.app import run_demo
+from otel_resilience.demo.options import DemoOptions
+from otel_resilience.demo.view import PlainView
+
+
+class _Receiver(ThreadingHTTPServer):
+    """Keeps the body of every POST by path."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.bodies: dict[str, list[bytes]] = {}
+        self.lock = threading.Lock()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.server.lock:
+            self.server.bodies.setdefault(self.path, []).append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib signature
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    """An OTLP/HTTP receiver on an ephemeral port."""
+    server = _Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_metrics_and_traces_reach_an_otlp_receiver(receiver: _Receiver) -> None:
+    """Spans of executions and retried attempts, with retry events, and the metrics arrive over OTLP/HTTP."""
+    endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
+    options = DemoOptions(
+        scenario="steady", duration=2.5, time_scale=0.01, port=None, plain=True, otlp_endpoint=endpoint
+    )
+    summary = await run_demo(options, view=PlainView(io.StringIO(), 1.0), handle_signals=False)
+    assert summary["lost_calls"] == 0
+    with receiver.lock:
+        bodies = {path: list(items) for path, items in receiver.bodies.items()}
+    assert set(bodies) == {"/v1/metrics", "/v1/traces"}
+    spans = [
+        span
+        for body in bodies["/v1/traces"]
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    names = {span.name for span in spans}
+    assert {"ml_service", "database", "content_api"} <= names
+    assert any(name.endswith(" attempt") for name in names)
+    events = {event.name for span in spans for event in span.events}
+    assert "resilience.retry.scheduled" in events
+    metrics = {
+        metric.name
+        for body in bodies["/v1/metrics"]
+        for resource in ExportMetricsServiceRequest.FromString(body).resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert {"resilience.executions", "resilience.execution.duration", "resilience.retries"} <= metrics

@@ -1,0 +1,199 @@
+"""Every scenario, run in process in fast mode (1 s = 100 s of production), judged by its summary."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from otel_resilience.demo import app
+from otel_resilience.demo.app import run_demo
+from otel_resilience.demo.options import DemoOptions
+from otel_resilience.demo.view import PlainView, RichView
+from otel_resilience.engine import HUB
+from otel_resilience.telemetry import current_listener
+
+
+def _kinds(listeners: tuple[object, ...]) -> list[str]:
+    """The listeners' class names: telemetry re-installs a fresh default OtelListener after a run."""
+    return sorted(type(listener).__name__ for listener in listeners)
+
+
+def _accounted(summary: dict[str, Any]) -> None:
+    """No call was lost, and the callers' counts match the manager's."""
+    assert summary["lost_calls"] == 0
+    assert summary["lost_by_type"] == {}
+    assert summary["uncounted_by_manager"] == 0
+    assert summary["reconciled"] is True
+    requests = summary["requests"]
+    assert requests["issued"] == requests["total"]
+    assert summary["claims"]["lost_calls"]["met"] is True
+
+
+async def test_outage_opens_the_breaker_and_closes_it_after_the_recovery(run_scenario: Any) -> None:
+    """`outage`: ml_service's breaker opens, probes, and closes after the dependency comes back."""
+    summary, out = await run_scenario("outage", 6.0)
+    _accounted(summary)
+    breaker = summary["breakers"]["ml_service"]
+    assert breaker["opened"] is True
+    assert breaker["closed_after_opening"] is True
+    reasons = [(t["old"], t["new"], t["reason"]) for t in breaker["transitions"]]
+    assert reasons[0] == ("closed", "open", "failure_threshold")
+    assert ("open", "half_open", "timeout_elapsed") in reasons
+    assert reasons[-1] == ("half_open", "closed", "probe_succeeded")
+    event = summary["recovery"]["events"][0]
+    assert event["dependency"] == "ml_service"
+    assert 0 < event["recovery_production_s"] <= 130.0  # bounded by the 120 s breaker timeout + probes
+    assert summary["recovery"]["max_production_s"] == event["recovery_production_s"]
+    assert 0.5 < summary["availability"] < 1.0
+    assert summary["success_rate"] <= summary["availability"]
+    assert summary["claims"]["recovery_time_s"]["met"] is False
+    assert summary["policies"]["ml_service"]["rejected"] > 0
+    kinds = summary["alerts"]["by_kind"]
+    assert kinds["circuit_open"] >= 1
+    assert kinds["low_recovery_rate"] >= 1
+    assert kinds["error_pattern"] >= 1
+    assert summary["error_recovery"]["recovery_rate"] < 0.8
+    lines = out.splitlines()
+    order = [
+        next(i for i, line in enumerate(lines) if "fault ml_service: now down" in line),
+        next(i for i, line in enumerate(lines) if "breaker ml_service: closed -> open" in line),
+        next(i for i, line in enumerate(lines) if "fault ml_service: now healthy" in line),
+        next(i for i, line in enumerate(lines) if "breaker ml_service: half_open -> closed" in line),
+    ]
+    assert order == sorted(order)
+    assert any("ALERT critical circuit_open" in line for line in lines)
+    assert re.search(r"^\[\s+\d+\.\ds t\+\d+s\] \d+ exec/s  ok ", out, re.MULTILINE)
+    assert "availability  " in out
+    assert "lost calls    0" in out
+    assert re.search(r"recovery      ml_service recovered at t\+\d+ s; breaker closed [\d.]+ s later", out)
+
+
+async def test_brownout_times_out_saturates_the_bulkhead_and_falls_back(run_scenario: Any) -> None:
+    """`brownout`: database calls time out, its bulkhead fills and rejects, and `[]` answers them."""
+    summary, out = await run_scenario("brownout", 4.5)
+    _accounted(summary)
+    database = summary["policies"]["database"]
+    assert database["timeout_events"] > 0
+    assert database["rejections"].get("bulkhead_full", 0) > 0
+    assert database["fallback"] > 0
+    assert database["availability"] == 1.0
+    assert database["success_rate"] < 0.9
+    bulkhead = summary["bulkheads"]["database"]
+    assert bulkhead["peak_active"] == bulkhead["max_concurrent"] == 20
+    assert bulkhead["peak_waiting"] == bulkhead["max_waiting"] == 10
+    assert bulkhead["rejected"] > 0
+    assert summary["alerts"]["by_kind"]["bulkhead_full"] >= 1
+    assert summary["breakers"]["ml_service"]["opened"] is False
+    assert "fault database: now slowing" in out
+    assert "ALERT warning bulkhead_full" in out
+
+
+async def test_flapping_trips_and_recovers_repeatedly(run_scenario: Any) -> None:
+    """`flapping`: the ML breaker opens more than once and each recovery is measured."""
+    summary, _ = await run_scenario("flapping", 6.0)
+    _accounted(summary)
+    assert summary["breakers"]["ml_service"]["times_opened"] >= 2
+    measured = [e for e in summary["recovery"]["events"] if e["recovery_s"] is not None]
+    assert len(measured) >= 2
+    assert {e["dependency"] for e in measured} >= {"ml_service"}
+    assert summary["policies"]["content_api"]["fallback"] > 0
+    assert summary["alerts"]["by_kind"]["circuit_open"] >= 2
+
+
+async def test_steady_keeps_the_ml_breaker_closed_and_answers_nearly_everything(run_scenario: Any) -> None:
+    """`steady`: retries absorb the ML bursts; availability stays at or above 99 %."""
+    summary, _ = await run_scenario("steady", 2.5)
+    _accounted(summary)
+    assert summary["breakers"]["ml_service"]["opened"] is False
+    assert summary["availability"] >= 0.99
+    assert summary["policies"]["ml_service"]["retries"] >= 0
+    assert summary["recovery"]["events"] == []
+    assert summary["claims"]["recovery_time_s"]["met"] is None
+
+
+async def test_a_stop_ends_the_run_cleanly_and_cancels_calls_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stopping with no grace cancels running calls: they count as cancelled, never as lost."""
+    monkeypatch.setattr(app, "DRAIN_GRACE", 0.0)
+    options = DemoOptions(scenario="brownout", duration=None, time_scale=0.01, port=None, plain=True)
+    stop = asyncio.Event()
+    out = io.StringIO()
+    listeners = HUB.event_listeners
+    run = asyncio.create_task(run_demo(options, view=PlainView(out, 1.0), stop=stop, handle_signals=False))
+    await asyncio.sleep(2.0)  # t+200 s: database calls take seconds and pile up
+    stop.set()
+    summary = await asyncio.wait_for(run, timeout=10)
+    assert summary["stopped_by"] == "stop"
+    assert summary["requests"]["cancelled"] > 0
+    _accounted(summary)
+    assert "cancelled at shutdown" in out.getvalue()
+    assert _kinds(HUB.event_listeners) == _kinds(listeners)
+
+
+async def test_cancelling_the_run_leaves_no_listener_task_or_telemetry_behind() -> None:
+    """Cancelling run_demo itself stops the load and removes its listeners before re-raising."""
+    before = current_listener()
+    listeners = HUB.event_listeners
+    options = DemoOptions(scenario="outage", time_scale=0.01, port=None, plain=True)
+    run = asyncio.create_task(run_demo(options, view=PlainView(io.StringIO(), 1.0), handle_signals=False))
+    await asyncio.sleep(0.5)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert _kinds(HUB.event_listeners) == _kinds(listeners)
+    assert "Monitor" not in _kinds(HUB.event_listeners)
+    assert (current_listener() is None) == (before is None)
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert others == []
+
+
+async def test_the_live_view_draws_the_table_and_the_summary() -> None:
+    """On a terminal the rich view shows every policy, breaker states, news and then the summary."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, force_terminal=True, color_system=None)
+    options = DemoOptions(scenario="outage", duration=1.5, time_scale=0.01, port=None)
+    summary = await run_demo(options, view=RichView(console), handle_signals=False)
+    text = buffer.getvalue()
+    for word in ("policy", "exec/s", "ml_service", "database", "content_api", "breaker", "queue", "0/20"):
+        assert word in text, word
+    assert "breaker ml_service: closed -> open" in text
+    assert "fault ml_service: now down" in text
+    assert "== otel-resilience demo summary: scenario outage, seed 7 ==" in text
+    assert summary["lost_calls"] == 0
+
+
+def test_the_cli_picks_the_view_from_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`app.main` draws the live view on a terminal and plain lines otherwise, or with --plain."""
+    chosen: list[str] = []
+
+    async def fake_run(options: DemoOptions, *, view: object, **_: object) -> dict[str, Any]:
+        chosen.append(type(view).__name__)
+        return {"lost_calls": 0, "lost_by_type": {}}
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(app, "run_demo", fake_run)
+    assert app.main(DemoOptions(port=None), out=Terminal()) == 0
+    assert app.main(DemoOptions(port=None, plain=True), out=Terminal()) == 0
+    assert app.main(DemoOptions(port=None), out=io.StringIO()) == 0
+    assert chosen == ["RichView", "PlainView", "PlainView"]
+
+
+def test_a_lost_call_makes_the_exit_status_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that lost a call reports it on stderr and exits 1."""
+
+    async def fake_run(options: DemoOptions, *, view: object, **_: object) -> dict[str, Any]:
+        return {"lost_calls": 2, "lost_by_type": {"builtins.KeyError": 2}}
+
+    monkeypatch.setattr(app, "run_demo", fake_run)
+    err = io.StringIO()
+    assert app.main(DemoOptions(port=None, plain=True), out=io.StringIO(), err=err) == 1
+    assert "2 call(s) lost" in err.getvalue()

@@ -1,0 +1,180 @@
+"""The fault schedules and the simulated dependencies: deterministic, seeded, as documented."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from otel_resilience.demo.scenarios import CYCLE, DEPENDENCIES, build_scenario
+from otel_resilience.demo.services import (
+    MemoryCache,
+    QueryError,
+    ServiceUnavailableError,
+    SimulatedDependency,
+    TransientServiceError,
+)
+
+
+def _labels(name: str, seed: int) -> list[tuple[str, str]]:
+    scenario = build_scenario(name, seed)
+    return [
+        (dep, scenario.state(dep, t / 2).condition.label)
+        for dep in DEPENDENCIES
+        for t in range(int(CYCLE * 2))
+    ]
+
+
+@pytest.mark.parametrize("name", ["steady", "outage", "brownout", "flapping"])
+def test_same_seed_gives_the_same_schedule(name: str) -> None:
+    """Building a scenario twice from one seed gives identical windows."""
+    first = build_scenario(name, 11)
+    second = build_scenario(name, 11)
+    assert all(first.windows(dep) == second.windows(dep) for dep in DEPENDENCIES)
+
+
+def test_another_seed_gives_another_schedule() -> None:
+    """The seed moves the fault windows."""
+    assert build_scenario("outage", 1).windows("ml_service") != build_scenario("outage", 2).windows(
+        "ml_service"
+    )
+    assert _labels("flapping", 1) != _labels("flapping", 2)
+
+
+def test_outage_takes_the_ml_service_down_and_back() -> None:
+    """In `outage` the ML service is down from t = 60 s for 240-330 s, then healthy again."""
+    scenario = build_scenario("outage", 7)
+    down = [w for w in scenario.windows("ml_service") if w.condition.down]
+    assert len(down) == 1
+    window = down[0]
+    assert window.start == 60.0
+    assert 300.0 <= window.end <= 390.0
+    assert scenario.state("ml_service", 59.0).condition.label == "healthy"
+    assert scenario.state("ml_service", 61.0).condition.down
+    assert not scenario.state("ml_service", window.end + 1).condition.failing
+    assert scenario.recoveries("ml_service", CYCLE) == [window.end]
+    assert scenario.windows("database") == ()
+
+
+def test_brownout_latency_climbs_past_the_database_timeout() -> None:
+    """In `brownout` the database median latency ramps from 40 ms past 10 s, holds at 20 s, recovers."""
+    scenario = build_scenario("brownout", 7)
+    ramp, hold = scenario.windows("database")
+    assert scenario.state("database", 59.0).latency == pytest.approx(0.04)
+    assert scenario.state("database", ramp.start).latency == pytest.approx(0.04)
+    assert scenario.state("database", (ramp.start + ramp.end) / 2).latency == pytest.approx(10.02, rel=1e-3)
+    assert scenario.state("database", hold.start + 1).latency == 20.0
+    assert scenario.state("database", hold.end + 1).condition.label == "healthy"
+    assert not any(w.condition.down for w in scenario.windows("ml_service"))
+
+
+def test_flapping_alternates_faults_and_ends_the_cycle_healthy() -> None:
+    """In `flapping` the ML service goes down and up repeatedly and the API has storms."""
+    scenario = build_scenario("flapping", 7)
+    downs = [w for w in scenario.windows("ml_service") if w.condition.down]
+    storms = [w for w in scenario.windows("content_api") if w.condition.label == "storm"]
+    assert len(downs) >= 3
+    assert len(storms) >= 3
+    assert all(w.end <= CYCLE - 60.0 for w in downs + storms)
+    assert len(scenario.recoveries("ml_service", CYCLE)) == len(downs)
+
+
+def test_steady_has_only_bursts_that_retries_absorb() -> None:
+    """In `steady` nothing is down or failing; the ML service only has short bursts."""
+    scenario = build_scenario("steady", 7)
+    for dep in DEPENDENCIES:
+        assert not any(w.condition.failing for w in scenario.windows(dep))
+        assert scenario.recoveries(dep, 10 * CYCLE) == []
+    bursts = scenario.windows("ml_service")
+    assert bursts
+    assert all(w.condition.label == "burst" and w.end - w.start <= 4.0 for w in bursts)
+
+
+def test_the_schedule_repeats_every_cycle() -> None:
+    """The state at t and at t + one cycle are the same, and recoveries repeat."""
+    scenario = build_scenario("flapping", 3)
+    for t in range(0, int(CYCLE), 7):
+        assert scenario.state("ml_service", t) == scenario.state("ml_service", t + CYCLE)
+    once = scenario.recoveries("ml_service", CYCLE)
+    twice = scenario.recoveries("ml_service", 2 * CYCLE)
+    assert twice == once + [t + CYCLE for t in once]
+
+
+def test_a_scenario_played_once_keeps_only_the_bursts_afterwards() -> None:
+    """With repeat=False the faults happen in the first cycle only; the ML bursts go on."""
+    once = build_scenario("outage", 7, repeat=False)
+    assert once.state("ml_service", 61.0).condition.down
+    assert not once.state("ml_service", CYCLE + 61.0).condition.down
+    assert len(once.recoveries("ml_service", 3 * CYCLE)) == 1
+    later = [label for _, label in once.changes("ml_service", CYCLE, 2 * CYCLE)]
+    assert later
+    assert set(later) == {"burst", "healthy"}
+    brownout = build_scenario("brownout", 7, repeat=False)
+    assert brownout.state("database", CYCLE + 250.0).condition.label == "healthy"
+
+
+def test_changes_report_every_boundary_exactly_once() -> None:
+    """`changes` lists each condition change between two polls, even when polled coarsely."""
+    scenario = build_scenario("outage", 7)
+    fine = [c for t in range(2 * int(CYCLE)) for c in scenario.changes("ml_service", t, t + 1)]
+    coarse = scenario.changes("ml_service", 0.0, 2 * CYCLE)
+    assert fine == coarse
+    labels = [label for _, label in coarse]
+    assert labels.count("down") == 2
+    assert "healthy" in labels
+    assert scenario.changes("ml_service", 100.0, 100.0) == []
+
+
+def test_an_unknown_scenario_is_refused() -> None:
+    """`build_scenario` names the scenarios when given an unknown one."""
+    with pytest.raises(ValueError, match=r"unknown scenario 'nope'; choose one of steady, outage"):
+        build_scenario("nope", 1)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_down_dependency_refuses_connections() -> None:
+    """While its window says down, every call raises ServiceUnavailableError (a ConnectionError)."""
+    clock = _Clock()
+    scenario = build_scenario("outage", 7)
+    ml = SimulatedDependency("ml_service", scenario, seed=1, time_scale=0.001, start=100.0, clock=clock)
+    assert isinstance(await ml.call(1), dict)
+    clock.now = 100.0 + 61.0 * 0.001
+    with pytest.raises(ServiceUnavailableError, match="connection refused") as caught:
+        await ml.call(2)
+    assert isinstance(caught.value, ConnectionError)
+    assert (ml.calls, ml.failures) == (2, 1)
+
+
+async def test_dependencies_fail_with_their_own_error_types() -> None:
+    """The database raises QueryError and the others TransientServiceError, at their error rates."""
+    clock = _Clock()
+    scenario = build_scenario("flapping", 7)
+    storm = next(w for w in scenario.windows("content_api") if w.condition.label == "storm")
+    clock.now = 100.0 + (storm.start + 1) * 0.0001
+    api = SimulatedDependency("content_api", scenario, seed=1, time_scale=0.0001, start=100.0, clock=clock)
+    api_errors = await asyncio.gather(*(api.call(i) for i in range(200)), return_exceptions=True)
+    failed = [e for e in api_errors if isinstance(e, Exception)]
+    assert all(isinstance(e, TransientServiceError) for e in failed)
+    assert 80 <= len(failed) <= 160  # a 60 % storm
+    brownout = build_scenario("brownout", 7)
+    database = SimulatedDependency("database", brownout, seed=5, time_scale=0.0001, start=100.0, clock=clock)
+    results = await asyncio.gather(*(database.call(i) for i in range(2000)), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert errors  # 0.2 % of 2000 calls
+    assert all(isinstance(e, QueryError) and not isinstance(e, ConnectionError) for e in errors)
+    assert all(isinstance(r, list) for r in results if not isinstance(r, Exception))
+
+
+def test_the_memory_cache_misses_with_none() -> None:
+    """The cached fallback's cache returns None on a miss, as the CacheService protocol allows."""
+    cache = MemoryCache()
+    assert cache.get("k") is None
+    cache.set("k", {"v": 1})
+    assert cache.get("k") == {"v": 1}

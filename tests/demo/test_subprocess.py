@@ -1,0 +1,104 @@
+"""`python -m otel_resilience demo` as a real process: /metrics while it runs, a clean exit on a signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _scrape(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return ""
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_demo_serves_metrics_and_exits_cleanly_on_a_signal(
+    stop_signal: signal.Signals, free_port: int, tmp_path: Path
+) -> None:
+    """While running, /metrics serves resilience_ series; SIGINT or SIGTERM ends it with status 0 and a summary."""
+    summary_path = tmp_path / "summary.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "otel_resilience",
+            "demo",
+            "--scenario",
+            "outage",
+            "--duration",
+            "60",
+            "--time-scale",
+            "0.01",
+            "--port",
+            str(free_port),
+            "--summary-json",
+            str(summary_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{free_port}/metrics"
+        deadline = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < deadline and process.poll() is None:
+            text = _scrape(url)
+            if "resilience_circuit_breaker_transitions_total{" in text:
+                break
+            time.sleep(0.1)
+        assert "resilience_circuit_breaker_transitions_total{" in text, text[-2000:]
+        for series in (
+            "resilience_executions_total{",
+            "resilience_circuit_breaker_state{",
+            "resilience_bulkhead_active{",
+            "resilience_execution_duration_seconds_bucket{",
+        ):
+            assert series in text, series
+        process.send_signal(stop_signal)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert "== otel-resilience demo summary: scenario outage, seed 7 ==" in out
+    assert "stopped by signal" in out
+    assert "lost calls    0" in out
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    assert summary["stopped_by"] == "signal"
+    assert summary["lost_calls"] == 0
+    assert summary["breakers"]["ml_service"]["opened"] is True
+    assert _scrape(url) == ""  # the server is gone
+
+
+def test_the_library_and_the_command_never_load_the_demo_dependencies() -> None:
+    """`import otel_resilience` and building the CLI load neither the demo nor its extra dependencies."""
+    code = (
+        "import sys, otel_resilience, otel_resilience.__main__ as cli; cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'rich', 'prometheus_client'} "
+        "or m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', 'otel_resilience.demo.app', "
+        "'otel_resilience.demo.otel', 'otel_resilience.demo.view'))))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

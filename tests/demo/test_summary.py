@@ -1,0 +1,112 @@
+"""The summary's measurements: recovery times from breaker transitions, quantiles, strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from otel_resilience.demo.app import write_summary_json
+from otel_resilience.demo.monitor import LatencyHistogram, Monitor, percentile
+from otel_resilience.demo.scenarios import build_scenario
+from otel_resilience.demo.summary import measure_recoveries
+from otel_resilience.engine import Event, TelemetrySource
+from otel_resilience.engine.events import StateChanged
+
+SCALE = 0.01
+START = 1000.0
+
+
+def _monitor_with(*changes: tuple[float, str, str]) -> Monitor:
+    """A monitor that saw the given (production time, old, new) transitions of ml_service."""
+    now = [START]
+    monitor = Monitor(["ml_service"], start=START, clock=lambda: now[0])
+    source = TelemetrySource("circuit_breaker", "ml_service")
+    for at, old, new in changes:
+        now[0] = START + at * SCALE
+        monitor.on_event(source, Event.STATE_CHANGED, StateChanged(old, new, "test"))
+    return monitor
+
+
+def test_recovery_time_runs_from_the_dependency_recovery_to_the_breaker_closing() -> None:
+    """A breaker open at the recovery and closed 70 s later gives a 70 s recovery (0.7 s demo)."""
+    scenario = build_scenario("outage", 7)
+    recovered = scenario.recoveries("ml_service", 600.0)[0]
+    monitor = _monitor_with(
+        (62.0, "closed", "open"),
+        (recovered - 10, "open", "half_open"),
+        (recovered - 9, "half_open", "open"),
+        (recovered + 69, "open", "half_open"),
+        (recovered + 70, "half_open", "closed"),
+    )
+    found = measure_recoveries(
+        scenario, monitor.transitions, ["ml_service"], start=START, end=START + 6.0, time_scale=SCALE
+    )
+    assert len(found) == 1
+    event = found[0]
+    assert event["dependency"] == "ml_service"
+    assert event["recovered_at_production_s"] == pytest.approx(recovered, abs=0.1)
+    assert event["recovery_production_s"] == pytest.approx(70.0, abs=0.1)
+    assert event["recovery_s"] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_a_recovery_while_the_breaker_was_closed_is_not_a_breaker_recovery() -> None:
+    """When the breaker never opened during the fault, no recovery time is measured."""
+    scenario = build_scenario("outage", 7)
+    found = measure_recoveries(
+        scenario, _monitor_with().transitions, ["ml_service"], start=START, end=START + 6.0, time_scale=SCALE
+    )
+    assert found == []
+
+
+def test_a_breaker_still_open_at_the_end_has_no_recovery_time() -> None:
+    """A recovery whose breaker had not closed by the end is reported without a time."""
+    scenario = build_scenario("outage", 7)
+    monitor = _monitor_with((62.0, "closed", "open"))
+    found = measure_recoveries(
+        scenario, monitor.transitions, ["ml_service"], start=START, end=START + 5.0, time_scale=SCALE
+    )
+    assert [(e["recovery_s"], e["closed_at_s"]) for e in found] == [(None, None)]
+
+
+def test_the_monitor_turns_transitions_into_news() -> None:
+    """Each breaker transition is recorded with its time and queued as a line for the views."""
+    monitor = _monitor_with((62.0, "closed", "open"))
+    assert [(t.breaker, t.old, t.new) for t in monitor.transitions] == [("ml_service", "closed", "open")]
+    assert [(n.kind, n.severity) for n in monitor.news] == [("breaker", "critical")]
+    assert "breaker ml_service: closed -> open" in monitor.news[0].text
+
+
+def test_the_latency_histogram_quantiles_are_within_one_bucket() -> None:
+    """Whole-run quantiles from the fixed histogram are within 10 % of the exact ones."""
+    values = [0.001 * (i % 997 + 1) for i in range(10_000)]
+    histogram = LatencyHistogram()
+    for value in values:
+        histogram.record(value)
+    for fraction in (0.5, 0.95, 0.99):
+        exact = percentile(values, fraction)
+        assert exact is not None
+        measured = histogram.quantile(fraction)
+        assert measured is not None
+        assert exact <= measured <= exact * 1.1
+    assert LatencyHistogram().quantile(0.5) is None
+    assert percentile([], 0.5) is None
+
+
+def test_merged_histograms_count_both() -> None:
+    """Merging adds the counts of another histogram."""
+    first, second = LatencyHistogram(), LatencyHistogram()
+    first.record(0.001)
+    second.record(1.0)
+    first.merge(second)
+    assert first.count == 2
+    assert first.quantile(1.0) == pytest.approx(1.0, rel=0.1)
+
+
+def test_the_summary_json_is_strict(tmp_path: Path) -> None:
+    """Non-finite numbers are written as null, so any JSON parser reads the file."""
+    path = tmp_path / "summary.json"
+    write_summary_json({"a": math.inf, "b": [1.5, math.nan], "c": {"d": "x"}}, path)
+    assert json.loads(path.read_text(encoding="utf-8")) == {"a": None, "b": [1.5, None], "c": {"d": "x"}}
