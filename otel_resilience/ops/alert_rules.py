@@ -1,0 +1,908 @@
+"""Prometheus recording and alerting rules over the metrics the library exports.
+
+``alerts/rules.yml`` and its unit tests ``alerts/rules_test.yml`` are generated from this
+module (``python -m otel_resilience.ops.export alerts alerts``). Every series and label is
+derived from :mod:`otel_resilience.telemetry.semconv` through :mod:`~otel_resilience.ops.naming`;
+the thresholds below are the ones the dashboards draw, from the same constants.
+
+Decisions, in short (``docs/operations.md`` has the long form):
+
+* **The service is the ``job`` label**, set by Prometheus from the scrape job (a service
+  scraped directly) or by the Collector's exporters from ``service.name``.
+* **Recording rules carry the shared rates**, named ``level:metric:operations``; the alerts and
+  the dashboard panels that show the same numbers read them.
+* **Ratios have a minimum-traffic guard**: retry, fallback and timeout ratios need at least
+  :data:`MIN_EXECUTION_RATE` executions per second; the recovery rate needs
+  :data:`RECOVERY_MIN_ATTEMPTS` attempts in its window, so that 1 failure out of 2 never pages.
+* **Rare events count their first occurrence.** An OpenTelemetry counter appears at its first
+  increment, already at 1, so ``increase()`` misses that event. The rules for rare events (breaker
+  trips, error patterns) add the value of series younger than their window.
+* **A breaker is "open" when it is not closed** (open or half-open), in any instance, so that a
+  breaker that keeps failing its probes does not reset the ``for`` clock. Severity grows with the
+  duration: ``warning`` after :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after
+  :data:`BREAKER_OPEN_CRITICAL_FOR` (Alertmanager mutes the warning then).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from otel_resilience.ops import _yaml, naming
+from otel_resilience.telemetry import semconv as sc
+
+__all__ = [
+    "ALERT_NAMES",
+    "A_BREAKER_FLAPPING",
+    "A_BREAKER_OPEN",
+    "A_BULKHEAD_FULL",
+    "A_BULKHEAD_NEAR",
+    "A_ERROR_PATTERN",
+    "A_FALLBACK_HIGH",
+    "A_RECOVERY_LOW",
+    "A_RETRY_STORM",
+    "A_TIMEOUTS",
+    "BREAKER_FLAPPING_FOR",
+    "BREAKER_FLAPPING_TRIPS",
+    "BREAKER_FLAPPING_WINDOW",
+    "BREAKER_OPEN_CRITICAL_FOR",
+    "BREAKER_OPEN_WARNING_FOR",
+    "BULKHEAD_FULL_FOR",
+    "BULKHEAD_FULL_SATURATION",
+    "BULKHEAD_NEAR_FOR",
+    "BULKHEAD_NEAR_SATURATION",
+    "ERROR_PATTERN_FOR",
+    "ERROR_PATTERN_WINDOW",
+    "FALLBACK_RATIO",
+    "MIN_EXECUTION_RATE",
+    "RATE_WINDOW",
+    "RATIO_ALERT_FOR",
+    "RECOVERY_FOR",
+    "RECOVERY_MIN_ATTEMPTS",
+    "RECOVERY_RATE_THRESHOLD",
+    "RECOVERY_WINDOW",
+    "RETRY_STORM_RATIO",
+    "RULES_FILE",
+    "RULES_TEST_FILE",
+    "RUNBOOK_BASE_URL",
+    "R_BREAKER_OPEN",
+    "R_BREAKER_TRIPS",
+    "R_BULKHEAD_QUEUE_SATURATION",
+    "R_BULKHEAD_REJECTIONS",
+    "R_BULKHEAD_SATURATION",
+    "R_ERROR_PATTERNS",
+    "R_EXECUTIONS",
+    "R_EXECUTIONS_BY_OUTCOME",
+    "R_FALLBACKS",
+    "R_FALLBACK_RATIO",
+    "R_RECOVERY_ATTEMPTS",
+    "R_RECOVERY_RATE",
+    "R_RETRIES",
+    "R_RETRY_RATIO",
+    "R_SUCCESS_RATIO",
+    "R_TIMEOUTS",
+    "R_TIMEOUT_RATIO",
+    "TIMEOUT_RATIO",
+    "AlertRule",
+    "RecordingRule",
+    "Rules",
+    "render_rules",
+    "render_rules_test",
+    "rule_groups",
+    "rules_document",
+    "rules_test_document",
+]
+
+RULES_FILE: Final = "rules.yml"
+RULES_TEST_FILE: Final = "rules_test.yml"
+RUNBOOK_BASE_URL: Final = "https://github.com/otel-resilience/otel-resilience/blob/main/docs/runbooks"
+"""Where the runbooks (``docs/runbooks/<AlertName>.md`` in the repository) are browsed."""
+
+# --- thresholds (the dashboards draw the same constants) ------------------------------------
+
+RATE_WINDOW: Final = "5m"
+"""The window of the shared execution, retry, fallback and timeout rates."""
+MIN_EXECUTION_RATE: Final = 0.1
+"""Executions per second (over :data:`RATE_WINDOW`) a policy needs before its ratios alert."""
+RATIO_ALERT_FOR: Final = "10m"
+"""How long a ratio must stay above its threshold (retry storm, fallbacks, timeouts)."""
+RETRY_STORM_RATIO: Final = 0.5
+"""Retries per execution above which a policy is in a retry storm."""
+FALLBACK_RATIO: Final = 0.1
+"""Share of executions answered by a fallback above which the fallback rate is high."""
+TIMEOUT_RATIO: Final = 0.05
+"""Timeouts per execution above which timeouts are rising."""
+BREAKER_OPEN_WARNING_FOR: Final = "1m"
+"""A breaker not closed for this long raises a warning."""
+BREAKER_OPEN_CRITICAL_FOR: Final = "10m"
+"""A breaker not closed for this long raises a critical alert (it pages)."""
+BREAKER_FLAPPING_WINDOW: Final = "30m"
+"""The window in which breaker trips (closed -> open) are counted."""
+BREAKER_FLAPPING_TRIPS: Final = 3
+"""Trips within :data:`BREAKER_FLAPPING_WINDOW` that make a breaker flapping."""
+BREAKER_FLAPPING_FOR: Final = "2m"
+BULKHEAD_FULL_SATURATION: Final = 1.0
+"""Share of the concurrency limit in use at which a bulkhead is full."""
+BULKHEAD_FULL_FOR: Final = "2m"
+BULKHEAD_NEAR_SATURATION: Final = 0.8
+"""Share of the concurrency limit in use at which a bulkhead is near saturation."""
+BULKHEAD_NEAR_FOR: Final = "10m"
+RECOVERY_WINDOW: Final = "15m"
+"""The window of the recovery rate."""
+RECOVERY_RATE_THRESHOLD: Final = 0.8
+"""A recovery rate below this alerts (SPEC: 80 %; the in-process default too)."""
+RECOVERY_MIN_ATTEMPTS: Final = 10
+"""Recovery attempts within :data:`RECOVERY_WINDOW` before the rate is judged."""
+RECOVERY_FOR: Final = "5m"
+ERROR_PATTERN_WINDOW: Final = "15m"
+"""How long a detected error pattern keeps its alert firing."""
+ERROR_PATTERN_FOR: Final = "1m"
+
+# --- names, all derived ---------------------------------------------------------------------
+
+_JOB: Final = naming.SERVICE_LABEL
+_POLICY: Final = naming.label(sc.POLICY)
+_NAME: Final = naming.label(sc.NAME)
+_OUTCOME: Final = naming.label(sc.OUTCOME)
+_PATTERN: Final = naming.label(sc.PATTERN)
+_ERROR_TYPE: Final = naming.label(sc.ERROR_TYPE)
+_OPERATION: Final = naming.label(sc.OPERATION)
+_CB_STATE: Final = naming.label(sc.CB_STATE)
+_CB_PREVIOUS: Final = naming.label(sc.CB_PREVIOUS_STATE)
+_CB_REASON: Final = naming.label(sc.CB_TRANSITION_REASON)
+_REJECTION_REASON: Final = naming.label(sc.REJECTION_REASON)
+_TIMEOUT_SCOPE: Final = naming.label(sc.TIMEOUT_SCOPE)
+_FALLBACK_STRATEGY: Final = naming.label(sc.FALLBACK_STRATEGY)
+_FALLBACK_RESULT: Final = naming.label(sc.FALLBACK_RESULT)
+_RECOVERY_STRATEGY: Final = naming.label(sc.RECOVERY_STRATEGY)
+_RECOVERY_RESULT: Final = naming.label(sc.RECOVERY_RESULT)
+
+_EXECUTIONS: Final = naming.series(sc.EXECUTIONS)
+_CB_STATE_SERIES: Final = naming.series(sc.CB_STATE_METRIC)
+_CB_TRANSITIONS: Final = naming.series(sc.CB_TRANSITIONS)
+_REJECTIONS: Final = naming.series(sc.REJECTIONS)
+_RETRIES: Final = naming.series(sc.RETRIES)
+_TIMEOUTS: Final = naming.series(sc.TIMEOUTS)
+_FALLBACKS: Final = naming.series(sc.FALLBACK_EXECUTIONS)
+_BULKHEAD_ACTIVE: Final = naming.series(sc.BULKHEAD_ACTIVE)
+_BULKHEAD_QUEUED: Final = naming.series(sc.BULKHEAD_QUEUED)
+_BULKHEAD_LIMIT: Final = naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT)
+_BULKHEAD_QUEUE_LIMIT: Final = naming.series(sc.BULKHEAD_QUEUE_LIMIT)
+_RECOVERY_ATTEMPTS: Final = naming.series(sc.RECOVERY_ATTEMPTS)
+_ERROR_PATTERNS: Final = naming.series(sc.ERROR_PATTERNS)
+
+
+def _record(level: str, series: str, operation: str, qualifier: str = "") -> str:
+    """Name a recording rule ``level:metric:operation`` after the series it reads."""
+    return f"{level}:{series.removesuffix('_total')}{qualifier}:{operation}"
+
+
+# Recording rule names (``level:metric:operations``), read by the alerts and the dashboards.
+R_EXECUTIONS_BY_OUTCOME: Final = _record("job_policy_outcome", _EXECUTIONS, f"rate{RATE_WINDOW}")
+R_EXECUTIONS: Final = _record("job_policy", _EXECUTIONS, f"rate{RATE_WINDOW}")
+R_SUCCESS_RATIO: Final = _record("job_policy", _EXECUTIONS, f"ratio_rate{RATE_WINDOW}", "_success")
+R_RETRIES: Final = _record("job_policy", _RETRIES, f"rate{RATE_WINDOW}")
+R_RETRY_RATIO: Final = _record("job_policy", _RETRIES, f"ratio_rate{RATE_WINDOW}", "_per_execution")
+R_FALLBACKS: Final = _record("job_policy_name", _FALLBACKS, f"rate{RATE_WINDOW}")
+R_FALLBACK_RATIO: Final = _record("job_policy_name", _FALLBACKS, f"ratio_rate{RATE_WINDOW}", "_per_execution")
+R_TIMEOUTS: Final = _record("job_policy", _TIMEOUTS, f"rate{RATE_WINDOW}")
+R_TIMEOUT_RATIO: Final = _record("job_policy", _TIMEOUTS, f"ratio_rate{RATE_WINDOW}", "_per_execution")
+R_BREAKER_OPEN: Final = _record("job_name", _CB_STATE_SERIES, "count", "_not_closed")
+R_BREAKER_TRIPS: Final = _record(
+    "job_name", _CB_TRANSITIONS, f"increase{BREAKER_FLAPPING_WINDOW}", "_to_open"
+)
+R_BULKHEAD_SATURATION: Final = _record("job_name", _BULKHEAD_ACTIVE, "ratio", "_saturation")
+R_BULKHEAD_QUEUE_SATURATION: Final = _record("job_name", _BULKHEAD_QUEUED, "ratio", "_saturation")
+R_BULKHEAD_REJECTIONS: Final = _record("job_name", _REJECTIONS, f"rate{RATE_WINDOW}", "_bulkhead")
+R_RECOVERY_ATTEMPTS: Final = _record("job_name", _RECOVERY_ATTEMPTS, f"increase{RECOVERY_WINDOW}")
+R_RECOVERY_RATE: Final = _record("job_name", _RECOVERY_ATTEMPTS, f"ratio_rate{RECOVERY_WINDOW}", "_success")
+R_ERROR_PATTERNS: Final = _record(
+    "job_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
+)
+
+# Alert names; each has a runbook, docs/runbooks/<name>.md.
+A_BREAKER_OPEN: Final = "ResilienceCircuitBreakerOpen"
+A_BREAKER_FLAPPING: Final = "ResilienceCircuitBreakerFlapping"
+A_BULKHEAD_FULL: Final = "ResilienceBulkheadFull"
+A_BULKHEAD_NEAR: Final = "ResilienceBulkheadNearSaturation"
+A_RECOVERY_LOW: Final = "ResilienceRecoveryRateLow"
+A_ERROR_PATTERN: Final = "ResilienceErrorPatternRepeated"
+A_RETRY_STORM: Final = "ResilienceRetryStorm"
+A_FALLBACK_HIGH: Final = "ResilienceHighFallbackRate"
+A_TIMEOUTS: Final = "ResilienceTimeoutsRising"
+ALERT_NAMES: Final = (
+    A_BREAKER_OPEN,
+    A_BREAKER_FLAPPING,
+    A_BULKHEAD_FULL,
+    A_BULKHEAD_NEAR,
+    A_RECOVERY_LOW,
+    A_ERROR_PATTERN,
+    A_RETRY_STORM,
+    A_FALLBACK_HIGH,
+    A_TIMEOUTS,
+)
+"""Every alert name, in the order of the rules file."""
+
+
+def _sel(series: str, *matchers: str) -> str:
+    """A selector ``series{m1,m2}`` (no braces without matchers)."""
+    return f"{series}{{{', '.join(matchers)}}}" if matchers else series
+
+
+def _eq(label: str, item: str) -> str:
+    return f'{label}="{item}"'
+
+
+def _re(label: str, regex: str) -> str:
+    return f'{label}=~"{regex}"'
+
+
+def _new_series(selector: str, window: str) -> str:
+    """Series younger than ``window``: all their increments happened inside it."""
+    return f"({selector} unless {selector} offset {window})"
+
+
+def _events(selector: str, window: str, by: Sequence[str]) -> str:
+    """Events counted by ``selector`` within ``window``, including each series' first one."""
+    new = _new_series(selector, window)
+    return (
+        f"sum by ({', '.join(by)}) (\n    (increase({selector}[{window}]) unless {new})\n  or\n    {new}\n)"
+    )
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio:.0%}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRule:
+    """One recording rule.
+
+    Attributes:
+        record: The recorded series name (``level:metric:operations``).
+        expr: Its PromQL.
+    """
+
+    record: str
+    expr: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the rule as it appears in the rules file."""
+        return {"record": self.record, "expr": self.expr}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """One alerting rule.
+
+    Attributes:
+        alert: The alert name (also its runbook's file name).
+        expr: Its PromQL.
+        for_: How long the expression must hold before the alert fires.
+        severity: ``warning`` (chat) or ``critical`` (pager).
+        summary: One line; Go template over ``$labels`` and ``$value``.
+        description: The details, with the value and the policy (or instance name).
+    """
+
+    alert: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+
+    @property
+    def runbook_url(self) -> str:
+        """The runbook of this alert."""
+        return f"{RUNBOOK_BASE_URL}/{self.alert}.md"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the rule as it appears in the rules file."""
+        return {
+            "alert": self.alert,
+            "expr": self.expr,
+            "for": self.for_,
+            "labels": {"severity": self.severity},
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                "runbook_url": self.runbook_url,
+            },
+        }
+
+
+Rules = tuple[tuple[str, tuple[RecordingRule | AlertRule, ...]], ...]
+
+
+def _execution_group() -> tuple[RecordingRule | AlertRule, ...]:
+    w = RATE_WINDOW
+    outcome_success = naming.one_of(sc.OUTCOME, "success", "recovered")
+    guard = f"and on ({_JOB}, {_POLICY}) {R_EXECUTIONS} >= {MIN_EXECUTION_RATE:g}"
+    return (
+        RecordingRule(
+            R_EXECUTIONS_BY_OUTCOME, f"sum by ({_JOB}, {_POLICY}, {_OUTCOME}) (rate({_EXECUTIONS}[{w}]))"
+        ),
+        RecordingRule(R_EXECUTIONS, f"sum by ({_JOB}, {_POLICY}) ({R_EXECUTIONS_BY_OUTCOME})"),
+        RecordingRule(
+            R_SUCCESS_RATIO,
+            f"sum by ({_JOB}, {_POLICY}) ({_sel(R_EXECUTIONS_BY_OUTCOME, _re(_OUTCOME, outcome_success))})\n"
+            f"/\n({R_EXECUTIONS} > 0)",
+        ),
+        RecordingRule(R_RETRIES, f"sum by ({_JOB}, {_POLICY}) (rate({_RETRIES}[{w}]))"),
+        RecordingRule(R_RETRY_RATIO, f"{R_RETRIES} / ({R_EXECUTIONS} > 0)"),
+        RecordingRule(R_FALLBACKS, f"sum by ({_JOB}, {_POLICY}, {_NAME}) (rate({_FALLBACKS}[{w}]))"),
+        RecordingRule(
+            R_FALLBACK_RATIO, f"{R_FALLBACKS}\n/ on ({_JOB}, {_POLICY}) group_left ()\n({R_EXECUTIONS} > 0)"
+        ),
+        RecordingRule(R_TIMEOUTS, f"sum by ({_JOB}, {_POLICY}) (rate({_TIMEOUTS}[{w}]))"),
+        RecordingRule(R_TIMEOUT_RATIO, f"{R_TIMEOUTS} / ({R_EXECUTIONS} > 0)"),
+        AlertRule(
+            A_RETRY_STORM,
+            f"{R_RETRY_RATIO} > {RETRY_STORM_RATIO:g}\n{guard}",
+            RATIO_ALERT_FOR,
+            "warning",
+            "Retry storm in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
+            "Policy {{ $labels.resilience_policy }} of service {{ $labels.job }} makes "
+            '{{ printf "%.2f" $value }} retries per execution over the last ' + w + " (threshold "
+            f"{RETRY_STORM_RATIO:g}): retries multiply the load on a dependency that is already "
+            "struggling.",
+        ),
+        AlertRule(
+            A_FALLBACK_HIGH,
+            f"{R_FALLBACK_RATIO} > {FALLBACK_RATIO:g}\n{guard}",
+            RATIO_ALERT_FOR,
+            "warning",
+            "Fallback rate high in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
+            "Fallback {{ $labels.resilience_name }} answered {{ $value | humanizePercentage }} of "
+            "the executions of policy {{ $labels.resilience_policy }} in service {{ $labels.job }} "
+            f"over the last {w} (threshold {_pct(FALLBACK_RATIO)}): users get degraded answers.",
+        ),
+        AlertRule(
+            A_TIMEOUTS,
+            f"{R_TIMEOUT_RATIO} > {TIMEOUT_RATIO:g}\n{guard}",
+            RATIO_ALERT_FOR,
+            "warning",
+            "Timeouts rising in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
+            "{{ $value | humanizePercentage }} timeouts per execution in policy "
+            "{{ $labels.resilience_policy }} of service {{ $labels.job }} over the last "
+            f"{w} (threshold {_pct(TIMEOUT_RATIO)}): the dependency is slow or hangs.",
+        ),
+    )
+
+
+def _breaker_group() -> tuple[RecordingRule | AlertRule, ...]:
+    closed = _sel(_CB_STATE_SERIES, _eq(_CB_STATE, naming.value(sc.CB_STATE, "closed")))
+    trips = _sel(
+        _CB_TRANSITIONS,
+        _eq(_CB_PREVIOUS, naming.value(sc.CB_PREVIOUS_STATE, "closed")),
+        _eq(_CB_STATE, naming.value(sc.CB_STATE, "open")),
+    )
+
+    def open_alert(duration: str, severity: str) -> AlertRule:
+        return AlertRule(
+            A_BREAKER_OPEN,
+            f"{R_BREAKER_OPEN} > 0",
+            duration,
+            severity,
+            "Circuit breaker {{ $labels.resilience_name }} is open in {{ $labels.job }}",
+            "Circuit breaker {{ $labels.resilience_name }} of service {{ $labels.job }} has not "
+            f"been closed for more than {duration} in {{{{ $value }}}} instance(s): calls to its "
+            "dependency are rejected at once (CircuitOpenError) or answered by a fallback.",
+        )
+
+    return (
+        RecordingRule(R_BREAKER_OPEN, f"sum by ({_JOB}, {_NAME}) (1 - {closed})"),
+        RecordingRule(R_BREAKER_TRIPS, _events(trips, BREAKER_FLAPPING_WINDOW, (_JOB, _NAME))),
+        open_alert(BREAKER_OPEN_WARNING_FOR, "warning"),
+        open_alert(BREAKER_OPEN_CRITICAL_FOR, "critical"),
+        AlertRule(
+            A_BREAKER_FLAPPING,
+            f"{R_BREAKER_TRIPS} >= {BREAKER_FLAPPING_TRIPS}",
+            BREAKER_FLAPPING_FOR,
+            "warning",
+            "Circuit breaker {{ $labels.resilience_name }} is flapping in {{ $labels.job }}",
+            "Circuit breaker {{ $labels.resilience_name }} of service {{ $labels.job }} tripped "
+            "from closed to open {{ $value | humanize }} times in the last "
+            f"{BREAKER_FLAPPING_WINDOW} (threshold {BREAKER_FLAPPING_TRIPS}): the dependency keeps "
+            "failing again right after it recovers.",
+        ),
+    )
+
+
+def _bulkhead_group() -> tuple[RecordingRule | AlertRule, ...]:
+    full = naming.one_of(sc.REJECTION_REASON, "bulkhead_full", "queue_timeout")
+    rejections = _sel(_REJECTIONS, _re(_REJECTION_REASON, full))
+    return (
+        RecordingRule(
+            R_BULKHEAD_SATURATION, f"max by ({_JOB}, {_NAME}) ({_BULKHEAD_ACTIVE} / ({_BULKHEAD_LIMIT} > 0))"
+        ),
+        RecordingRule(
+            R_BULKHEAD_QUEUE_SATURATION,
+            f"max by ({_JOB}, {_NAME}) ({_BULKHEAD_QUEUED} / ({_BULKHEAD_QUEUE_LIMIT} > 0))",
+        ),
+        RecordingRule(
+            R_BULKHEAD_REJECTIONS,
+            f"sum by ({_JOB}, {_NAME}) (rate({rejections}[{RATE_WINDOW}]))",
+        ),
+        AlertRule(
+            A_BULKHEAD_FULL,
+            f"{R_BULKHEAD_SATURATION} >= {BULKHEAD_FULL_SATURATION:g}\nor\n"
+            f"({R_BULKHEAD_SATURATION} and on ({_JOB}, {_NAME}) {R_BULKHEAD_REJECTIONS} > 0)",
+            BULKHEAD_FULL_FOR,
+            "warning",
+            "Bulkhead {{ $labels.resilience_name }} is full in {{ $labels.job }}",
+            "Bulkhead {{ $labels.resilience_name }} of service {{ $labels.job }} rejects calls or "
+            "has every slot busy ({{ $value | humanizePercentage }} of its concurrency limit in "
+            "use): callers get BulkheadFullError or a fallback.",
+        ),
+        AlertRule(
+            A_BULKHEAD_NEAR,
+            f"{R_BULKHEAD_SATURATION} >= {BULKHEAD_NEAR_SATURATION:g}",
+            BULKHEAD_NEAR_FOR,
+            "warning",
+            "Bulkhead {{ $labels.resilience_name }} is near saturation in {{ $labels.job }}",
+            "Bulkhead {{ $labels.resilience_name }} of service {{ $labels.job }} has used "
+            "{{ $value | humanizePercentage }} of its concurrency limit for more than "
+            f"{BULKHEAD_NEAR_FOR} (threshold {_pct(BULKHEAD_NEAR_SATURATION)}).",
+        ),
+    )
+
+
+def _recovery_group() -> tuple[RecordingRule | AlertRule, ...]:
+    w = RECOVERY_WINDOW
+    success = _sel(_RECOVERY_ATTEMPTS, _eq(_RECOVERY_RESULT, naming.value(sc.RECOVERY_RESULT, "success")))
+    all_attempts = f"sum by ({_JOB}, {_NAME}) (rate({_RECOVERY_ATTEMPTS}[{w}]))"
+    return (
+        RecordingRule(R_RECOVERY_ATTEMPTS, f"sum by ({_JOB}, {_NAME}) (increase({_RECOVERY_ATTEMPTS}[{w}]))"),
+        RecordingRule(
+            R_RECOVERY_RATE,
+            f"(\n  sum by ({_JOB}, {_NAME}) (rate({success}[{w}]))\nor\n  {all_attempts} * 0\n)\n"
+            f"/\n({all_attempts} > 0)",
+        ),
+        RecordingRule(R_ERROR_PATTERNS, _events(_ERROR_PATTERNS, w, (_JOB, _NAME, _OPERATION, _ERROR_TYPE))),
+        AlertRule(
+            A_RECOVERY_LOW,
+            f"{R_RECOVERY_RATE} < {RECOVERY_RATE_THRESHOLD:g}\n"
+            f"and on ({_JOB}, {_NAME}) {R_RECOVERY_ATTEMPTS} >= {RECOVERY_MIN_ATTEMPTS}",
+            RECOVERY_FOR,
+            "warning",
+            "Recovery rate low in {{ $labels.resilience_name }} of {{ $labels.job }}",
+            "Recovery system {{ $labels.resilience_name }} of service {{ $labels.job }} recovered "
+            f"only {{{{ $value | humanizePercentage }}}} of its errors over the last {w} "
+            f"(threshold {_pct(RECOVERY_RATE_THRESHOLD)}, at least {RECOVERY_MIN_ATTEMPTS} attempts).",
+        ),
+        AlertRule(
+            A_ERROR_PATTERN,
+            f"{R_ERROR_PATTERNS} > 0",
+            ERROR_PATTERN_FOR,
+            "warning",
+            "Repeated {{ $labels.error_type }} in {{ $labels.resilience_operation }} of {{ $labels.job }}",
+            "{{ $labels.error_type }} keeps repeating in operation {{ $labels.resilience_operation }} "
+            "(recovery system {{ $labels.resilience_name }}, service {{ $labels.job }}): "
+            f"{{{{ $value | humanize }}}} pattern(s) detected in the last {w}.",
+        ),
+    )
+
+
+def rule_groups() -> Rules:
+    """Return the rule groups: each group's recording rules, then the alerts that read them."""
+    return (
+        ("otel_resilience.executions", _execution_group()),
+        ("otel_resilience.circuit_breakers", _breaker_group()),
+        ("otel_resilience.bulkheads", _bulkhead_group()),
+        ("otel_resilience.recovery", _recovery_group()),
+    )
+
+
+def rules_document() -> dict[str, Any]:
+    """Return the Prometheus rules file as a document (``alerts/rules.yml``)."""
+    return {
+        "groups": [
+            {"name": name, "rules": [rule.as_dict() for rule in rules]} for name, rules in rule_groups()
+        ]
+    }
+
+
+def render_rules() -> str:
+    """Return the text of ``alerts/rules.yml``."""
+    return _yaml.dump(
+        rules_document(),
+        _yaml.generated_header(
+            "otel_resilience/ops/alert_rules.py",
+            "Prometheus recording and alerting rules for otel_resilience. Load with\n"
+            "`rule_files: [rules.yml]`; check with `promtool check rules --lint=all rules.yml`.",
+        ),
+    )
+
+
+# --- promtool unit tests ----------------------------------------------------------------------
+
+_JOB_VALUE: Final = "shop"
+_INSTANCE_VALUE: Final = "shop-1:9464"
+_TEMPLATE_VALUE: Final = re.compile(r"\{\{[^}]*\$value[^}]*\}\}")
+_TEMPLATE_LABEL: Final = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Firing:
+    """One alert expected to fire: the rule, its labels (severity added), its rendered value."""
+
+    rule: AlertRule
+    labels: Mapping[str, str]
+    value: str
+
+    def as_dict(self) -> dict[str, Any]:
+        labels = {**self.labels, "severity": self.rule.severity}
+        annotations = {
+            "summary": _render(self.rule.summary, labels, self.value),
+            "description": _render(self.rule.description, labels, self.value),
+            "runbook_url": self.rule.runbook_url,
+        }
+        return {"exp_labels": labels, "exp_annotations": annotations}
+
+
+@dataclass(frozen=True, slots=True)
+class _Case:
+    """One ``promtool`` test group: input series, then checks at given times."""
+
+    name: str
+    alert: str
+    series: tuple[tuple[str, str], ...]
+    checks: tuple[tuple[str, tuple[_Firing, ...]], ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in self.series],
+            "alert_rule_test": [
+                {"eval_time": at, "alertname": self.alert, "exp_alerts": [f.as_dict() for f in firing]}
+                for at, firing in self.checks
+            ],
+        }
+
+
+def _render(template: str, labels: Mapping[str, str], value: str) -> str:
+    """Render our Go-template annotations the way Prometheus does, for a known value text."""
+    text = _TEMPLATE_VALUE.sub(value, template)
+    return _TEMPLATE_LABEL.sub(lambda m: labels[m.group(1)], text)
+
+
+def _input(series: str, labels: Mapping[str, str]) -> str:
+    items = {_JOB: _JOB_VALUE, naming.INSTANCE_LABEL: _INSTANCE_VALUE, **labels}
+    return series + "{" + ", ".join(f'{k}="{v}"' for k, v in items.items()) + "}"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _compress(samples: Sequence[float | None]) -> str:
+    """Encode samples (one per minute; ``None`` = missing) in promtool's expanding notation."""
+    parts: list[str] = []
+    i = 0
+    while i < len(samples):
+        first = samples[i]
+        if first is None:
+            j = i
+            while j < len(samples) and samples[j] is None:
+                j += 1
+            parts.append(f"_x{j - i}")
+            i = j
+            continue
+        j = i
+        step: float | None = None
+        while j + 1 < len(samples):
+            following = samples[j + 1]
+            current = samples[j]
+            if following is None or current is None or (step is not None and following - current != step):
+                break
+            step = following - current
+            j += 1
+        if step is None or (step != 0 and j - i == 1):
+            parts.append(_number(first))
+            i += 1
+            continue
+        sign = "+" if step >= 0 else "-"
+        parts.append(f"{_number(first)}{sign}{_number(abs(step))}x{j - i}")
+        i = j + 1
+    return " ".join(parts)
+
+
+def _counter(*segments: tuple[float, int], start: float = 0.0, missing: int = 0) -> str:
+    """A counter: ``missing`` absent minutes, then ``start``, then ``(increase per minute, minutes)``."""
+    samples: list[float | None] = [None] * missing
+    total = start
+    samples.append(total)
+    for per_minute, minutes in segments:
+        for _ in range(minutes):
+            total += per_minute
+            samples.append(total)
+    return _compress(samples)
+
+
+def _gauge(*segments: tuple[float, int], missing: int = 0) -> str:
+    """A gauge: ``missing`` absent minutes, then ``(value, minutes)`` segments."""
+    samples: list[float | None] = [None] * missing
+    for item, minutes in segments:
+        samples += [item] * minutes
+    return _compress(samples)
+
+
+def _rule(alert: str, severity: str = "warning") -> AlertRule:
+    for _, rules in rule_groups():
+        for rule in rules:
+            if isinstance(rule, AlertRule) and rule.alert == alert and rule.severity == severity:
+                return rule
+    raise KeyError((alert, severity))
+
+
+def _job(**labels: str) -> dict[str, str]:
+    return {_JOB: _JOB_VALUE, **labels}
+
+
+def _breaker_open_case() -> _Case:
+    warning, critical = _rule(A_BREAKER_OPEN), _rule(A_BREAKER_OPEN, "critical")
+    series: list[tuple[str, str]] = []
+    for breaker, open_minutes in (("payments", (5, 20, 16)), ("search", (5, 1, 35))):
+        before, during, after = open_minutes
+        for state in sc.CB_STATE_VALUES:
+            up = {"closed": 1.0, "open": 0.0, "half_open": 0.0}[state]
+            down = {"closed": 0.0, "open": 1.0, "half_open": 0.0}[state]
+            series.append(
+                (
+                    _input(_CB_STATE_SERIES, {_NAME: breaker, _CB_STATE: state}),
+                    _gauge((up, before), (down, during), (up, after)),
+                )
+            )
+    payments = _job(**{_NAME: "payments"})
+    return _Case(
+        "circuit breaker open: warning after 1m, critical after 10m; a 1-minute blip stays silent",
+        A_BREAKER_OPEN,
+        tuple(series),
+        (
+            ("5m", ()),
+            ("7m", (_Firing(warning, payments, "1"),)),
+            ("14m", (_Firing(warning, payments, "1"),)),
+            ("16m", (_Firing(warning, payments, "1"), _Firing(critical, payments, "1"))),
+            ("27m", ()),
+        ),
+    )
+
+
+def _breaker_flapping_case() -> _Case:
+    rule = _rule(A_BREAKER_FLAPPING)
+    labels = {_CB_PREVIOUS: "closed", _CB_STATE: "open", _CB_REASON: "failure_threshold"}
+
+    def trips(name: str) -> str:
+        return _input(_CB_TRANSITIONS, {_NAME: name, **labels})
+
+    return _Case(
+        "circuit breaker flapping: 3 trips in 30m (the first trip counts), 2 trips stay silent",
+        A_BREAKER_FLAPPING,
+        (
+            (trips("payments"), _counter((0, 9), (1, 1), (0, 9), (1, 1), (0, 70), start=1)),
+            (trips("search"), _counter((0, 14), (1, 1), (0, 75), start=1)),
+            (trips("orders"), _counter((0, 40), (1, 1), (0, 3), (1, 1), (0, 4), (1, 1), (0, 40), start=1)),
+        ),
+        (
+            ("21m", ()),
+            ("23m", (_Firing(rule, _job(**{_NAME: "payments"}), "3"),)),
+            ("31m", ()),
+            ("53m", (_Firing(rule, _job(**{_NAME: "orders"}), "3"),)),
+            ("75m", ()),
+        ),
+    )
+
+
+def _bulkhead_full_case() -> _Case:
+    rule = _rule(A_BULKHEAD_FULL)
+    rejected = {_POLICY: "db", _PATTERN: "bulkhead", _NAME: "db", _REJECTION_REASON: "bulkhead_full"}
+    return _Case(
+        "bulkhead full: every slot busy, or rejecting; 90 % busy without rejections stays silent",
+        A_BULKHEAD_FULL,
+        (
+            (_input(_BULKHEAD_ACTIVE, {_NAME: "pool"}), _gauge((5, 10), (10, 10), (5, 41))),
+            (_input(_BULKHEAD_LIMIT, {_NAME: "pool"}), _gauge((10, 61))),
+            (_input(_BULKHEAD_ACTIVE, {_NAME: "db"}), _gauge((3, 61))),
+            (_input(_BULKHEAD_LIMIT, {_NAME: "db"}), _gauge((10, 61))),
+            (_input(_REJECTIONS, rejected), _counter((6, 9), (0, 21), start=1, missing=30)),
+            (_input(_BULKHEAD_ACTIVE, {_NAME: "cache"}), _gauge((9, 61))),
+            (_input(_BULKHEAD_LIMIT, {_NAME: "cache"}), _gauge((10, 61))),
+        ),
+        (
+            ("11m", ()),
+            ("13m", (_Firing(rule, _job(**{_NAME: "pool"}), "100%"),)),
+            ("21m", ()),
+            ("32m", ()),
+            ("34m", (_Firing(rule, _job(**{_NAME: "db"}), "30%"),)),
+            ("45m", ()),
+        ),
+    )
+
+
+def _bulkhead_near_case() -> _Case:
+    rule = _rule(A_BULKHEAD_NEAR)
+    series: list[tuple[str, str]] = []
+    for name, active in (
+        ("cache", _gauge((8, 20), (5, 21))),
+        ("pool", _gauge((7, 41))),
+        ("burst", _gauge((9, 5), (2, 36))),
+    ):
+        series += [
+            (_input(_BULKHEAD_ACTIVE, {_NAME: name}), active),
+            (_input(_BULKHEAD_LIMIT, {_NAME: name}), _gauge((10, 41))),
+        ]
+    return _Case(
+        "bulkhead near saturation: 80 % for 10m; 70 %, or 90 % for 5m, stay silent",
+        A_BULKHEAD_NEAR,
+        tuple(series),
+        (("9m", ()), ("11m", (_Firing(rule, _job(**{_NAME: "cache"}), "80%"),)), ("21m", ())),
+    )
+
+
+def _recovery_case() -> _Case:
+    rule = _rule(A_RECOVERY_LOW)
+
+    def attempts(name: str, result: str) -> str:
+        return _input(
+            _RECOVERY_ATTEMPTS,
+            {
+                _NAME: name,
+                _RECOVERY_STRATEGY: "retry",
+                _RECOVERY_RESULT: result,
+                _ERROR_TYPE: "ConnectionError",
+            },
+        )
+
+    return _Case(
+        "recovery rate below 80 % with at least 10 attempts; 1 of 2, or 85 %, stay silent",
+        A_RECOVERY_LOW,
+        (
+            (attempts("db-recovery", "success"), _counter((1, 30), (10, 30))),
+            (attempts("db-recovery", "failure"), _counter((1, 30), (0, 30))),
+            (attempts("rare", "success"), _counter((0, 5), (1, 1), (0, 54))),
+            (attempts("rare", "failure"), _counter((0, 10), (1, 1), (0, 49))),
+            (attempts("healthy", "success"), _counter((17, 60))),
+            (attempts("healthy", "failure"), _counter((3, 60))),
+        ),
+        (
+            ("4m", ()),
+            ("8m", ()),
+            ("20m", (_Firing(rule, _job(**{_NAME: "db-recovery"}), "50%"),)),
+            ("40m", ()),
+        ),
+    )
+
+
+def _error_pattern_case() -> _Case:
+    rule = _rule(A_ERROR_PATTERN)
+    labels = {_NAME: "orders-recovery", _OPERATION: "fetch_orders", _ERROR_TYPE: "ConnectionError"}
+    firing = _Firing(rule, _job(**labels), "1")
+    return _Case(
+        "error pattern: fires on a new pattern (the first detection counts) and resolves after 15m",
+        A_ERROR_PATTERN,
+        ((_input(_ERROR_PATTERNS, labels), _counter((0, 29), (1, 1), (0, 30), start=1, missing=10)),),
+        (("10m", ()), ("12m", (firing,)), ("26m", ()), ("42m", (firing,)), ("56m", ())),
+    )
+
+
+def _execution_series(policy: str, per_minute: float, minutes: int = 61) -> tuple[str, str]:
+    labels = {_POLICY: policy, _PATTERN: "pipeline", _OUTCOME: "success"}
+    return (_input(_EXECUTIONS, labels), _counter((per_minute, minutes - 1)))
+
+
+def _retry_storm_case() -> _Case:
+    rule = _rule(A_RETRY_STORM)
+
+    def retries(policy: str) -> str:
+        return _input(_RETRIES, {_POLICY: policy, _NAME: policy})
+
+    return _Case(
+        "retry storm: 0.75 retries per execution for 10m; 0.45, or too little traffic, stay silent",
+        A_RETRY_STORM,
+        (
+            _execution_series("checkout", 60),
+            (retries("checkout"), _counter((45, 30), (6, 30))),
+            _execution_series("steady", 60),
+            (retries("steady"), _counter((27, 60))),
+            _execution_series("rare", 3),
+            (retries("rare"), _counter((3, 60))),
+        ),
+        (("10m", ()), ("12m", (_Firing(rule, _job(**{_POLICY: "checkout"}), "0.75"),)), ("40m", ())),
+    )
+
+
+def _fallback_case() -> _Case:
+    rule = _rule(A_FALLBACK_HIGH)
+
+    def fallbacks(policy: str) -> str:
+        return _input(
+            _FALLBACKS,
+            {
+                _POLICY: policy,
+                _NAME: policy,
+                _FALLBACK_STRATEGY: "default_value",
+                _FALLBACK_RESULT: "success",
+                _ERROR_TYPE: "TimeoutError",
+            },
+        )
+
+    return _Case(
+        "high fallback rate: 20 % of executions for 10m; 5 %, or too little traffic, stay silent",
+        A_FALLBACK_HIGH,
+        (
+            _execution_series("search", 60),
+            (fallbacks("search"), _counter((12, 30), (0, 30))),
+            _execution_series("steady", 60),
+            (fallbacks("steady"), _counter((3, 60))),
+            _execution_series("rare", 3),
+            (fallbacks("rare"), _counter((3, 60))),
+        ),
+        (
+            ("10m", ()),
+            ("12m", (_Firing(rule, _job(**{_POLICY: "search", _NAME: "search"}), "20%"),)),
+            ("40m", ()),
+        ),
+    )
+
+
+def _timeouts_case() -> _Case:
+    rule = _rule(A_TIMEOUTS)
+
+    def timeouts(policy: str) -> str:
+        return _input(
+            _TIMEOUTS, {_POLICY: policy, _PATTERN: "timeout", _NAME: policy, _TIMEOUT_SCOPE: "total"}
+        )
+
+    return _Case(
+        "timeouts rising: 10 % of executions for 10m; 3 %, or too little traffic, stay silent",
+        A_TIMEOUTS,
+        (
+            _execution_series("report", 60),
+            (timeouts("report"), _counter((6, 30), (0, 30))),
+            _execution_series("steady", 60),
+            (timeouts("steady"), _counter((2, 60))),
+            _execution_series("rare", 3),
+            (timeouts("rare"), _counter((3, 60))),
+        ),
+        (("10m", ()), ("12m", (_Firing(rule, _job(**{_POLICY: "report"}), "10%"),)), ("40m", ())),
+    )
+
+
+def rules_test_document() -> dict[str, Any]:
+    """Return the ``promtool test rules`` file (``alerts/rules_test.yml``).
+
+    For every alert: it fires in its scenario (only after its ``for``), a nearby case stays
+    silent (below the threshold, or under the minimum-traffic guard), and it resolves.
+    """
+    cases = (
+        _breaker_open_case(),
+        _breaker_flapping_case(),
+        _bulkhead_full_case(),
+        _bulkhead_near_case(),
+        _recovery_case(),
+        _error_pattern_case(),
+        _retry_storm_case(),
+        _fallback_case(),
+        _timeouts_case(),
+    )
+    return {
+        "rule_files": [RULES_FILE],
+        "evaluation_interval": "1m",
+        "tests": [case.as_dict() for case in cases],
+    }
+
+
+def render_rules_test() -> str:
+    """Return the text of ``alerts/rules_test.yml``."""
+    return _yaml.dump(
+        rules_test_document(),
+        _yaml.generated_header(
+            "otel_resilience/ops/alert_rules.py",
+            "Unit tests of rules.yml: `promtool test rules rules_test.yml`.",
+        ),
+    )

@@ -1,0 +1,137 @@
+"""An example Alertmanager configuration for the shipped alert rules (``alerts/alertmanager.yml``).
+
+The routing tree sends ``critical`` alerts to a pager receiver and ``warning`` alerts to a chat
+receiver, grouped by alert name and service (``job``). Three inhibition rules keep one incident
+from paging three times:
+
+* a ``critical`` alert mutes the ``warning`` of the same alert for the same service and instance
+  (the circuit breaker's severity ladder);
+* an open circuit breaker mutes the bulkhead and fallback alerts of the same name in the same
+  service: the breaker already rejects the calls that would fill the bulkhead or need the
+  fallback (the manager names a policy's breaker, bulkhead and fallback after the policy);
+* a full bulkhead mutes its own near-saturation warning.
+
+The receivers are webhooks on loopback addresses, so that the file is valid and harmless as
+shipped; replace them with ``pagerduty_configs`` and ``slack_configs`` (see the comments in the
+file).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from otel_resilience.ops import _yaml, alert_rules, naming
+from otel_resilience.telemetry import semconv as sc
+
+__all__ = [
+    "ALERTMANAGER_FILE",
+    "CHAT_RECEIVER",
+    "GROUP_BY",
+    "PAGER_RECEIVER",
+    "ROUTE_CASES",
+    "alertmanager_document",
+    "inhibit_rules",
+    "render_alertmanager",
+]
+
+ALERTMANAGER_FILE: Final = "alertmanager.yml"
+PAGER_RECEIVER: Final = "pager"
+CHAT_RECEIVER: Final = "chat"
+GROUP_BY: Final = ("alertname", naming.SERVICE_LABEL)
+"""Alerts are grouped by alert name and service."""
+
+_NAME: Final = naming.label(sc.NAME)
+_POLICY: Final = naming.label(sc.POLICY)
+_SEVERITY: Final = "severity"
+
+ROUTE_CASES: Final = (
+    (
+        {"alertname": alert_rules.A_BREAKER_OPEN, _SEVERITY: "critical", naming.SERVICE_LABEL: "shop"},
+        PAGER_RECEIVER,
+    ),
+    (
+        {"alertname": alert_rules.A_BREAKER_OPEN, _SEVERITY: "warning", naming.SERVICE_LABEL: "shop"},
+        CHAT_RECEIVER,
+    ),
+    (
+        {"alertname": alert_rules.A_RETRY_STORM, _SEVERITY: "warning", naming.SERVICE_LABEL: "shop"},
+        CHAT_RECEIVER,
+    ),
+    ({"alertname": "SomethingElse", naming.SERVICE_LABEL: "shop"}, CHAT_RECEIVER),
+)
+"""Label sets and the receiver each must reach (checked with ``amtool config routes test``)."""
+
+
+def inhibit_rules() -> list[dict[str, Any]]:
+    """Return the inhibition rules (see the module docstring)."""
+    muted_by_breaker = (
+        f"{alert_rules.A_BULKHEAD_FULL}|{alert_rules.A_BULKHEAD_NEAR}|{alert_rules.A_FALLBACK_HIGH}"
+    )
+    return [
+        {
+            "source_matchers": [f'{_SEVERITY}="critical"'],
+            "target_matchers": [f'{_SEVERITY}="warning"'],
+            "equal": ["alertname", naming.SERVICE_LABEL, _NAME, _POLICY],
+        },
+        {
+            "source_matchers": [f'alertname="{alert_rules.A_BREAKER_OPEN}"'],
+            "target_matchers": [f'alertname=~"{muted_by_breaker}"'],
+            "equal": [naming.SERVICE_LABEL, _NAME],
+        },
+        {
+            "source_matchers": [f'alertname="{alert_rules.A_BULKHEAD_FULL}"'],
+            "target_matchers": [f'alertname="{alert_rules.A_BULKHEAD_NEAR}"'],
+            "equal": [naming.SERVICE_LABEL, _NAME],
+        },
+    ]
+
+
+def alertmanager_document() -> dict[str, Any]:
+    """Return the example Alertmanager configuration as a document."""
+    return {
+        "global": {"resolve_timeout": "5m"},
+        "route": {
+            "receiver": CHAT_RECEIVER,
+            "group_by": list(GROUP_BY),
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            "routes": [
+                {
+                    "matchers": [f'{_SEVERITY}="critical"'],
+                    "receiver": PAGER_RECEIVER,
+                    "repeat_interval": "1h",
+                },
+                {"matchers": [f'{_SEVERITY}="warning"'], "receiver": CHAT_RECEIVER},
+            ],
+        },
+        "inhibit_rules": inhibit_rules(),
+        "receivers": [
+            {
+                "name": PAGER_RECEIVER,
+                "webhook_configs": [{"url": "http://127.0.0.1:9095/pager", "send_resolved": True}],
+            },
+            {
+                "name": CHAT_RECEIVER,
+                "webhook_configs": [{"url": "http://127.0.0.1:9095/chat", "send_resolved": True}],
+            },
+        ],
+    }
+
+
+def render_alertmanager() -> str:
+    """Return the text of ``alerts/alertmanager.yml``."""
+    return _yaml.dump(
+        alertmanager_document(),
+        _yaml.generated_header(
+            "otel_resilience/ops/alertmanager.py",
+            "An example Alertmanager configuration for rules.yml: critical -> pager, warning -> chat,\n"
+            "grouped by alertname and service (job); see docs/operations.md.\n"
+            "Check it with `amtool check-config alertmanager.yml`.\n"
+            "The receivers are loopback webhooks. For real ones, replace them, e.g.:\n"
+            "  - name: pager\n"
+            "    pagerduty_configs: [{routing_key: <your integration key>}]\n"
+            "  - name: chat\n"
+            "    slack_configs: [{api_url: <your webhook URL>, channel: '#alerts'}]",
+        ),
+    )

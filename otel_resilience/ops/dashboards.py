@@ -1,0 +1,995 @@
+"""Grafana dashboards for otel_resilience, built with Grafana's ``grafana-foundation-sdk``.
+
+``dashboards/*.json`` is generated from here (``python -m otel_resilience.ops.export dashboards
+dashboards``) and imports into Grafana 11 as it is:
+
+* ``otel-resilience-overview.json``: execution rate, success rate, p50/p95/p99 latency by policy
+  (with exemplars), breaker states as a state timeline, bulkhead saturation, retry, fallback
+  and recovery rates, and the firing alerts;
+* drill-downs for circuit breakers, retries and timeouts, bulkheads, and recovery and error
+  patterns.
+
+Every dashboard has a Prometheus **datasource variable** (no datasource uid is written
+anywhere), a ``job`` (service) variable and the variable of its subject (policy, breaker,
+bulkhead, recovery system). Every panel has a unit and a description; the panels that show what
+an alert watches draw the alert's threshold from the same constant in
+:mod:`~otel_resilience.ops.alert_rules`, read its recording rule, and link to its runbook.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from otel_resilience.ops import alert_rules as ar
+from otel_resilience.ops import naming
+from otel_resilience.telemetry import semconv as sc
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "DASHBOARD_TAG",
+    "DATASOURCE_UID",
+    "DATASOURCE_VARIABLE",
+    "AlertPanel",
+    "alert_panels",
+    "dashboard_documents",
+    "render_dashboards",
+]
+
+DASHBOARD_TAG: Final = "otel-resilience"
+DATASOURCE_VARIABLE: Final = "datasource"
+DATASOURCE_UID: Final = "${" + DATASOURCE_VARIABLE + "}"
+"""The only datasource uid that appears in the dashboards: the variable."""
+
+_JOB: Final = naming.SERVICE_LABEL
+_POLICY: Final = naming.label(sc.POLICY)
+_NAME: Final = naming.label(sc.NAME)
+_OUTCOME: Final = naming.label(sc.OUTCOME)
+_ERROR_TYPE: Final = naming.label(sc.ERROR_TYPE)
+_CB_STATE: Final = naming.label(sc.CB_STATE)
+_BUCKET: Final = naming.BUCKET_LABEL
+
+_STATE_LEVELS: Final = {"closed": 0, "half_open": 1, "open": 2}
+"""Breaker states as numbers for the state timeline, worst highest."""
+_STATE_COLORS: Final = {"closed": "green", "half_open": "yellow", "open": "red"}
+
+_GREEN: Final = "green"
+_ORANGE: Final = "orange"
+_RED: Final = "red"
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    expr: str
+    legend: str
+    instant: bool = False
+    exemplar: bool = False
+    table: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Panel:
+    kind: str
+    """``timeseries``, ``stat``, ``state`` (state timeline) or ``table``."""
+    title: str
+    description: str
+    unit: str
+    queries: tuple[_Query, ...]
+    thresholds: tuple[tuple[float | None, str], ...] = ((None, _GREEN),)
+    alert: str | None = None
+    width: int = 12
+    height: int = 8
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Dashboard:
+    file: str
+    uid: str
+    title: str
+    description: str
+    variables: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[_Panel, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPanel:
+    """A panel that shows what an alert watches.
+
+    Attributes:
+        dashboard: The dashboard's uid.
+        title: The panel's title.
+        alert: The alert's name.
+        thresholds: The threshold values the panel draws (those of the alert).
+    """
+
+    dashboard: str
+    title: str
+    alert: str
+    thresholds: tuple[float, ...]
+
+
+# --- query helpers ------------------------------------------------------------------------------
+
+
+def _m(**matchers: str) -> str:
+    """Matchers from ``label=value`` pairs: a value starting with ``~`` is a regex."""
+    parts = []
+    for key, item in matchers.items():
+        label = {"job": _JOB, "policy": _POLICY, "name": _NAME}.get(key, key)
+        parts.append(f'{label}=~"{item[1:]}"' if item.startswith("~") else f'{label}="{item}"')
+    return "{" + ", ".join(parts) + "}"
+
+
+_JOB_SEL: Final = {"job": "~$job"}
+_POLICY_SEL: Final = {"job": "~$job", "policy": "~$policy"}
+
+
+def _rate(series: str, selector: str, by: Sequence[str]) -> str:
+    return f"sum by ({', '.join(by)}) (rate({series}{selector}[$__rate_interval]))"
+
+
+def _increase(series: str, selector: str, by: Sequence[str]) -> str:
+    return f"sum by ({', '.join(by)}) (increase({series}{selector}[$__rate_interval]))"
+
+
+def _quantiles(bucket: str, selector: str, by: str, legend: str) -> tuple[_Query, ...]:
+    return tuple(
+        _Query(
+            f"histogram_quantile({q:g}, "
+            f"sum by ({_BUCKET}, {by}) (rate({bucket}{selector}[$__rate_interval])))",
+            f"p{round(q * 100)} {legend}",
+            exemplar=True,
+        )
+        for q in (0.5, 0.95, 0.99)
+    )
+
+
+def _above(*levels: tuple[float, str]) -> tuple[tuple[float | None, str], ...]:
+    """Thresholds for "higher is worse": green below the first level."""
+    return ((None, _GREEN), *levels)
+
+
+def _breaker_state_expr(selector: dict[str, str]) -> str:
+    if set(_STATE_LEVELS) != set(sc.CB_STATE_VALUES):
+        msg = f"breaker state levels {sorted(_STATE_LEVELS)} do not match {sc.CB_STATE_VALUES}"
+        raise ValueError(msg)
+    state = naming.series(sc.CB_STATE_METRIC)
+    terms = [
+        f"{state}{_m(**selector, **{_CB_STATE: naming.value(sc.CB_STATE, name)})} * {level}"
+        for name, level in _STATE_LEVELS.items()
+        if level
+    ]
+    return f"max by ({_NAME}) (\n  " + "\n  or\n  ".join(terms) + "\n)"
+
+
+def _trips_annotation() -> str:
+    """Breakers that tripped (closed -> open) in each step: an annotation on every dashboard."""
+    transitions = naming.series(sc.CB_TRANSITIONS)
+    selector = _m(
+        **_JOB_SEL,
+        **{
+            naming.label(sc.CB_PREVIOUS_STATE): naming.value(sc.CB_PREVIOUS_STATE, "closed"),
+            _CB_STATE: naming.value(sc.CB_STATE, "open"),
+        },
+    )
+    return f"{_increase(transitions, selector, (_JOB, _NAME)).replace('$__rate_interval', '$__interval')} > 0"
+
+
+def _recorded(name: str, selector: dict[str, str]) -> str:
+    return f"{name}{_m(**selector)}"
+
+
+# --- panels shared by several dashboards ----------------------------------------------------
+
+
+def _breaker_timeline(selector: dict[str, str], width: int = 12) -> _Panel:
+    return _Panel(
+        "state",
+        "Circuit breaker states",
+        "State of every circuit breaker over time (the worst state over the service's instances): "
+        "closed, half-open (probing) or open (rejecting calls at once). From "
+        f"`{naming.series(sc.CB_STATE_METRIC)}`, 1 for the current state.",
+        "none",
+        (_Query(_breaker_state_expr(selector), f"{{{{{_NAME}}}}}"),),
+        thresholds=_above((_STATE_LEVELS["half_open"], _ORANGE), (_STATE_LEVELS["open"], _RED)),
+        alert=ar.A_BREAKER_OPEN,
+        width=width,
+    )
+
+
+def _bulkhead_saturation(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Bulkhead saturation",
+        "Share of each bulkhead's concurrency limit in use (the most loaded instance). "
+        f"{ar.A_BULKHEAD_NEAR} fires at {ar.BULKHEAD_NEAR_SATURATION:.0%} for {ar.BULKHEAD_NEAR_FOR}, "
+        f"{ar.A_BULKHEAD_FULL} at {ar.BULKHEAD_FULL_SATURATION:.0%} or on rejections. "
+        f"Recording rule `{ar.R_BULKHEAD_SATURATION}`.",
+        "percentunit",
+        (_Query(_recorded(ar.R_BULKHEAD_SATURATION, selector), f"{{{{{_NAME}}}}}"),),
+        thresholds=_above((ar.BULKHEAD_NEAR_SATURATION, _ORANGE), (ar.BULKHEAD_FULL_SATURATION, _RED)),
+        alert=ar.A_BULKHEAD_NEAR,
+        min=0,
+        max=1,
+    )
+
+
+def _retry_ratio(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Retry rate (retries per execution)",
+        "Retries scheduled per execution, by policy, over "
+        f"{ar.RATE_WINDOW}. {ar.A_RETRY_STORM} fires above {ar.RETRY_STORM_RATIO:g} for "
+        f"{ar.RATIO_ALERT_FOR} (with at least {ar.MIN_EXECUTION_RATE:g} executions/s). "
+        f"Recording rule `{ar.R_RETRY_RATIO}`.",
+        "short",
+        (_Query(_recorded(ar.R_RETRY_RATIO, selector), f"{{{{{_POLICY}}}}}"),),
+        thresholds=_above((ar.RETRY_STORM_RATIO, _RED)),
+        alert=ar.A_RETRY_STORM,
+        min=0,
+    )
+
+
+def _fallback_ratio(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Fallback rate",
+        "Share of executions a fallback answered, by policy, over "
+        f"{ar.RATE_WINDOW}. {ar.A_FALLBACK_HIGH} fires above {ar.FALLBACK_RATIO:.0%} for "
+        f"{ar.RATIO_ALERT_FOR}. Recording rule `{ar.R_FALLBACK_RATIO}`.",
+        "percentunit",
+        (_Query(_recorded(ar.R_FALLBACK_RATIO, selector), f"{{{{{_POLICY}}}}} ({{{{{_NAME}}}}})"),),
+        thresholds=_above((ar.FALLBACK_RATIO, _RED)),
+        alert=ar.A_FALLBACK_HIGH,
+        min=0,
+    )
+
+
+def _recovery_rate(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Recovery rate",
+        "Share of recovery actions that succeeded, by recovery system, over "
+        f"{ar.RECOVERY_WINDOW}. {ar.A_RECOVERY_LOW} fires below {ar.RECOVERY_RATE_THRESHOLD:.0%} "
+        f"for {ar.RECOVERY_FOR} once {ar.RECOVERY_MIN_ATTEMPTS} attempts were made. "
+        f"Recording rule `{ar.R_RECOVERY_RATE}`.",
+        "percentunit",
+        (_Query(_recorded(ar.R_RECOVERY_RATE, selector), f"{{{{{_NAME}}}}}"),),
+        thresholds=((None, _RED), (ar.RECOVERY_RATE_THRESHOLD, _GREEN)),
+        alert=ar.A_RECOVERY_LOW,
+        min=0,
+        max=1,
+    )
+
+
+def _latency(selector: dict[str, str], width: int = 24) -> _Panel:
+    bucket = naming.series(sc.EXECUTION_DURATION, "bucket")
+    return _Panel(
+        "timeseries",
+        "Latency p50 / p95 / p99 by policy",
+        "Duration of whole executions (all attempts, backoffs and fallbacks), by policy. Exemplars "
+        "(dots) link to the trace of a slow execution when the data source has exemplars and a "
+        "trace data source configured.",
+        "s",
+        _quantiles(bucket, _m(**selector), _POLICY, f"{{{{{_POLICY}}}}}"),
+        width=width,
+    )
+
+
+def _timeout_ratio(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Timeouts per execution",
+        f"Deadlines that expired per execution, by policy, over {ar.RATE_WINDOW}. {ar.A_TIMEOUTS} "
+        f"fires above {ar.TIMEOUT_RATIO:.0%} for {ar.RATIO_ALERT_FOR}. "
+        f"Recording rule `{ar.R_TIMEOUT_RATIO}`.",
+        "percentunit",
+        (_Query(_recorded(ar.R_TIMEOUT_RATIO, selector), f"{{{{{_POLICY}}}}}"),),
+        thresholds=_above((ar.TIMEOUT_RATIO, _RED)),
+        alert=ar.A_TIMEOUTS,
+        min=0,
+    )
+
+
+# --- the dashboards -----------------------------------------------------------------------
+
+
+def _overview() -> _Dashboard:
+    executions = naming.series(sc.EXECUTIONS)
+    alerts = "|".join(ar.ALERT_NAMES)
+    firing = (
+        f"sum by (alertname, severity, {_JOB}, {_POLICY}, {_NAME}) "
+        f'({naming.ALERTS_SERIES}{{alertstate="firing", alertname=~"{alerts}", {_JOB}=~"$job"}})'
+    )
+    return _Dashboard(
+        "otel-resilience-overview.json",
+        "otel-resilience-overview",
+        "Resilience overview",
+        "Executions, latency and every pattern of otel_resilience at a glance.",
+        ("job", "policy"),
+        (
+            (
+                "Executions",
+                (
+                    _Panel(
+                        "timeseries",
+                        "Execution rate by policy and outcome",
+                        "Executions that ended per second, by policy and outcome (success, recovered, "
+                        f"fallback, failure, rejected, timeout, cancelled). From `{executions}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(executions, _m(**_POLICY_SEL), (_POLICY, _OUTCOME)),
+                                f"{{{{{_POLICY}}}}} {{{{{_OUTCOME}}}}}",
+                            ),
+                        ),
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Success rate by policy",
+                        "Share of executions the protected function answered (first attempt or "
+                        f"after retries) over {ar.RATE_WINDOW}. Recording rule `{ar.R_SUCCESS_RATIO}`.",
+                        "percentunit",
+                        (_Query(_recorded(ar.R_SUCCESS_RATIO, _POLICY_SEL), f"{{{{{_POLICY}}}}}"),),
+                        thresholds=((None, _RED), (0.95, _ORANGE), (0.99, _GREEN)),
+                        min=0,
+                        max=1,
+                    ),
+                    _latency(_POLICY_SEL),
+                ),
+            ),
+            (
+                "Patterns",
+                (
+                    _breaker_timeline(_JOB_SEL),
+                    _bulkhead_saturation(_JOB_SEL),
+                    _retry_ratio(_POLICY_SEL),
+                    _fallback_ratio(_POLICY_SEL),
+                    _recovery_rate(_JOB_SEL),
+                    _Panel(
+                        "table",
+                        "Firing alerts",
+                        "otel_resilience alerts firing now (Prometheus' ALERTS series), with their "
+                        "severity, service, policy or instance name. Each has a runbook in "
+                        "docs/runbooks/.",
+                        "short",
+                        (_Query(firing, "", instant=True, table=True),),
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def _circuit_breakers() -> _Dashboard:
+    sel = {"job": "~$job", "name": "~$breaker"}
+    transitions = naming.series(sc.CB_TRANSITIONS)
+    calls = naming.series(sc.CB_CALLS)
+    rejections = naming.series(sc.REJECTIONS)
+    reasons = naming.one_of(sc.REJECTION_REASON, "circuit_open", "half_open_full")
+    previous, state, reason = (
+        naming.label(k) for k in (sc.CB_PREVIOUS_STATE, sc.CB_STATE, sc.CB_TRANSITION_REASON)
+    )
+    result = naming.label(sc.CB_CALL_RESULT)
+    rejection_reason = naming.label(sc.REJECTION_REASON)
+    return _Dashboard(
+        "otel-resilience-circuit-breakers.json",
+        "otel-resilience-circuit-breakers",
+        "Resilience: circuit breakers",
+        "States, transitions, trips and calls of every circuit breaker.",
+        ("job", "breaker"),
+        (
+            (
+                "State",
+                (
+                    _breaker_timeline(sel, width=16),
+                    _Panel(
+                        "stat",
+                        "Breakers not closed",
+                        "Instances in which each breaker is open or half-open now. "
+                        f"{ar.A_BREAKER_OPEN} warns after {ar.BREAKER_OPEN_WARNING_FOR} and pages "
+                        f"after {ar.BREAKER_OPEN_CRITICAL_FOR}. Recording rule `{ar.R_BREAKER_OPEN}`.",
+                        "short",
+                        (_Query(_recorded(ar.R_BREAKER_OPEN, sel), f"{{{{{_NAME}}}}}"),),
+                        thresholds=_above((1, _RED)),
+                        alert=ar.A_BREAKER_OPEN,
+                        width=8,
+                    ),
+                ),
+            ),
+            (
+                "Transitions",
+                (
+                    _Panel(
+                        "timeseries",
+                        "Trips in the flapping window",
+                        f"Trips (closed -> open) within the last {ar.BREAKER_FLAPPING_WINDOW}, counting "
+                        f"each breaker's first trip. {ar.A_BREAKER_FLAPPING} fires at "
+                        f"{ar.BREAKER_FLAPPING_TRIPS}. Recording rule `{ar.R_BREAKER_TRIPS}`.",
+                        "short",
+                        (_Query(_recorded(ar.R_BREAKER_TRIPS, sel), f"{{{{{_NAME}}}}}"),),
+                        thresholds=_above((ar.BREAKER_FLAPPING_TRIPS, _RED)),
+                        alert=ar.A_BREAKER_FLAPPING,
+                        min=0,
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Transitions by reason",
+                        "State transitions per interval, by breaker, from -> to state and reason "
+                        f"(failure threshold, timeout elapsed, probe failed or succeeded, forced, reset, "
+                        f"isolated). From `{transitions}`.",
+                        "short",
+                        (
+                            _Query(
+                                _increase(transitions, _m(**sel), (_NAME, previous, state, reason)),
+                                f"{{{{{_NAME}}}}} {{{{{previous}}}}} -> {{{{{state}}}}} ({{{{{reason}}}}})",
+                            ),
+                        ),
+                        min=0,
+                    ),
+                ),
+            ),
+            (
+                "Calls",
+                (
+                    _Panel(
+                        "timeseries",
+                        "Calls by result",
+                        "Calls through each breaker per second, by how the breaker counted them "
+                        f"(success, failure, rejected, ignored, cancelled). From `{calls}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(calls, _m(**sel), (_NAME, result)), f"{{{{{_NAME}}}}} {{{{{result}}}}}"
+                            ),
+                        ),
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Rejected calls",
+                        "Calls each breaker rejected per second without calling the dependency, by "
+                        f"reason (open, or half-open with every probe in flight). From `{rejections}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(
+                                    rejections,
+                                    _m(**sel, **{rejection_reason: "~" + reasons}),
+                                    (_NAME, rejection_reason),
+                                ),
+                                f"{{{{{_NAME}}}}} {{{{{rejection_reason}}}}}",
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def _retries_timeouts() -> _Dashboard:
+    retries = naming.series(sc.RETRIES)
+    exhausted = naming.series(sc.RETRY_EXHAUSTED)
+    timeouts = naming.series(sc.TIMEOUTS)
+    delay = naming.series(sc.RETRY_DELAY_METRIC, "bucket")
+    stop = naming.label(sc.RETRY_STOP_REASON)
+    scope = naming.label(sc.TIMEOUT_SCOPE)
+    sel = _m(**_POLICY_SEL)
+    return _Dashboard(
+        "otel-resilience-retries-timeouts.json",
+        "otel-resilience-retries-timeouts",
+        "Resilience: retries and timeouts",
+        "Retries, backoffs, exhausted retries and expired deadlines, by policy.",
+        ("job", "policy"),
+        (
+            (
+                "Retries",
+                (
+                    _retry_ratio(_POLICY_SEL),
+                    _Panel(
+                        "timeseries",
+                        "Retries per second by policy",
+                        f"Retries scheduled per second over {ar.RATE_WINDOW}. "
+                        f"Recording rule `{ar.R_RETRIES}`.",
+                        "ops",
+                        (_Query(_recorded(ar.R_RETRIES, _POLICY_SEL), f"{{{{{_POLICY}}}}}"),),
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Retries by error type",
+                        f"Retries per second by policy and the error that caused them. From `{retries}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(retries, sel, (_POLICY, _ERROR_TYPE)),
+                                f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+                            ),
+                        ),
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Retries exhausted by stop reason",
+                        "Executions whose retries ran out per second, by why they stopped (max "
+                        "attempts, deadline, not retryable); the last error was re-raised. "
+                        f"From `{exhausted}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(exhausted, sel, (_POLICY, stop)), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}"
+                            ),
+                        ),
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Backoff delay p50 / p95 / p99",
+                        "Backoff delays before retries, by policy. Exemplars link to the retried trace.",
+                        "s",
+                        _quantiles(delay, sel, _POLICY, f"{{{{{_POLICY}}}}}"),
+                        width=24,
+                    ),
+                ),
+            ),
+            (
+                "Timeouts",
+                (
+                    _timeout_ratio(_POLICY_SEL),
+                    _Panel(
+                        "timeseries",
+                        "Timeouts by scope",
+                        "Deadlines that expired per second, by policy and scope (total execution, or "
+                        f"one attempt). From `{timeouts}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(timeouts, sel, (_POLICY, scope)), f"{{{{{_POLICY}}}}} {{{{{scope}}}}}"
+                            ),
+                        ),
+                    ),
+                    _latency(_POLICY_SEL),
+                ),
+            ),
+        ),
+    )
+
+
+def _bulkheads() -> _Dashboard:
+    sel = {"job": "~$job", "name": "~$bulkhead"}
+    active = naming.series(sc.BULKHEAD_ACTIVE)
+    queued = naming.series(sc.BULKHEAD_QUEUED)
+    limit = naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT)
+    queue_limit = naming.series(sc.BULKHEAD_QUEUE_LIMIT)
+    rejections = naming.series(sc.REJECTIONS)
+    reason = naming.label(sc.REJECTION_REASON)
+    full = naming.one_of(sc.REJECTION_REASON, "bulkhead_full", "queue_timeout")
+    instance = naming.INSTANCE_LABEL
+    return _Dashboard(
+        "otel-resilience-bulkheads.json",
+        "otel-resilience-bulkheads",
+        "Resilience: bulkheads",
+        "Concurrency, queues, saturation and rejections of every bulkhead.",
+        ("job", "bulkhead"),
+        (
+            (
+                "Saturation",
+                (
+                    _bulkhead_saturation(sel),
+                    _Panel(
+                        "timeseries",
+                        "Queue saturation",
+                        "Share of each bulkhead's wait queue in use (the most loaded instance). "
+                        f"Recording rule `{ar.R_BULKHEAD_QUEUE_SATURATION}`.",
+                        "percentunit",
+                        (_Query(_recorded(ar.R_BULKHEAD_QUEUE_SATURATION, sel), f"{{{{{_NAME}}}}}"),),
+                        thresholds=_above(
+                            (ar.BULKHEAD_NEAR_SATURATION, _ORANGE), (ar.BULKHEAD_FULL_SATURATION, _RED)
+                        ),
+                        min=0,
+                        max=1,
+                    ),
+                ),
+            ),
+            (
+                "Slots",
+                (
+                    _Panel(
+                        "timeseries",
+                        "Running calls and limit",
+                        f"Calls holding a slot, and the concurrency limit, per instance. From `{active}` "
+                        f"and `{limit}`.",
+                        "short",
+                        (
+                            _Query(f"{active}{_m(**sel)}", f"{{{{{_NAME}}}}} {{{{{instance}}}}} running"),
+                            _Query(f"{limit}{_m(**sel)}", f"{{{{{_NAME}}}}} {{{{{instance}}}}} limit"),
+                        ),
+                        min=0,
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Waiting calls and queue limit",
+                        f"Calls waiting for a slot, and the queue limit, per instance. From `{queued}` "
+                        f"and `{queue_limit}`.",
+                        "short",
+                        (
+                            _Query(f"{queued}{_m(**sel)}", f"{{{{{_NAME}}}}} {{{{{instance}}}}} waiting"),
+                            _Query(
+                                f"{queue_limit}{_m(**sel)}", f"{{{{{_NAME}}}}} {{{{{instance}}}}} queue limit"
+                            ),
+                        ),
+                        min=0,
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Rejections by reason",
+                        "Calls each bulkhead rejected per second: full (every slot busy and the queue "
+                        f"full) or queue timeout. {ar.A_BULKHEAD_FULL} fires on any. From `{rejections}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(rejections, _m(**sel, **{reason: "~" + full}), (_NAME, reason)),
+                                f"{{{{{_NAME}}}}} {{{{{reason}}}}}",
+                            ),
+                        ),
+                        thresholds=_above((0.000001, _RED)),
+                        alert=ar.A_BULKHEAD_FULL,
+                        width=24,
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def _recovery() -> _Dashboard:
+    sel = {"job": "~$job", "name": "~$recovery"}
+    attempts = naming.series(sc.RECOVERY_ATTEMPTS)
+    fallbacks = naming.series(sc.FALLBACK_EXECUTIONS)
+    alerts = naming.series(sc.ALERTS)
+    telemetry_errors = naming.series(sc.TELEMETRY_ERRORS)
+    count = naming.series(sc.EXECUTION_DURATION, "count")
+    strategy = naming.label(sc.RECOVERY_STRATEGY)
+    result = naming.label(sc.RECOVERY_RESULT)
+    operation = naming.label(sc.OPERATION)
+    fb_strategy = naming.label(sc.FALLBACK_STRATEGY)
+    fb_result = naming.label(sc.FALLBACK_RESULT)
+    kind = naming.label(sc.ALERT_KIND)
+    severity = naming.label(sc.ALERT_SEVERITY)
+    failure = naming.value(sc.OUTCOME, "failure")
+    return _Dashboard(
+        "otel-resilience-recovery.json",
+        "otel-resilience-recovery",
+        "Resilience: recovery and error patterns",
+        "Recovery actions and their success, repeated error patterns, failures by error type, "
+        "fallbacks and in-process alerts.",
+        ("job", "policy", "recovery"),
+        (
+            (
+                "Recovery",
+                (
+                    _recovery_rate(sel),
+                    _Panel(
+                        "timeseries",
+                        "Recovery actions by strategy and result",
+                        "Recovery actions per second, by recovery system, strategy (retry, restart, "
+                        f"fallback, isolate, escalate) and result. From `{attempts}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(attempts, _m(**sel), (_NAME, strategy, result)),
+                                f"{{{{{_NAME}}}}} {{{{{strategy}}}}} {{{{{result}}}}}",
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+            (
+                "Errors",
+                (
+                    _Panel(
+                        "timeseries",
+                        "Error patterns detected",
+                        "Repeated error patterns (the same error type in the same operation) detected "
+                        f"within the last {ar.ERROR_PATTERN_WINDOW}, counting each pattern's first "
+                        f"detection. {ar.A_ERROR_PATTERN} fires above 0. "
+                        f"Recording rule `{ar.R_ERROR_PATTERNS}`.",
+                        "short",
+                        (
+                            _Query(
+                                _recorded(ar.R_ERROR_PATTERNS, sel),
+                                f"{{{{{_ERROR_TYPE}}}}} in {{{{{operation}}}}} ({{{{{_NAME}}}}})",
+                            ),
+                        ),
+                        thresholds=_above((1, _RED)),
+                        alert=ar.A_ERROR_PATTERN,
+                        min=0,
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Failures by error type",
+                        "Executions that failed per second, by policy and exception class "
+                        f"(`error.type`). From `{count}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(
+                                    count, _m(**_POLICY_SEL, **{_OUTCOME: failure}), (_POLICY, _ERROR_TYPE)
+                                ),
+                                f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+                            ),
+                        ),
+                    ),
+                    _fallback_ratio(_POLICY_SEL),
+                    _Panel(
+                        "timeseries",
+                        "Fallbacks by strategy and result",
+                        "Fallbacks that ran per second, by policy, strategy and whether they answered. "
+                        f"From `{fallbacks}`.",
+                        "ops",
+                        (
+                            _Query(
+                                _rate(fallbacks, _m(**_POLICY_SEL), (_POLICY, fb_strategy, fb_result)),
+                                f"{{{{{_POLICY}}}}} {{{{{fb_strategy}}}}} {{{{{fb_result}}}}}",
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+            (
+                "In-process alerts",
+                (
+                    _Panel(
+                        "timeseries",
+                        "In-process alerts raised",
+                        "Alerts the library raised in the process (breaker opened, bulkhead full, low "
+                        f"recovery rate, error pattern, escalation), by kind and severity. From `{alerts}`.",
+                        "short",
+                        (
+                            _Query(
+                                _increase(alerts, _m(**_JOB_SEL), (kind, severity)),
+                                f"{{{{{kind}}}}} ({{{{{severity}}}}})",
+                            ),
+                        ),
+                        min=0,
+                    ),
+                    _Panel(
+                        "timeseries",
+                        "Telemetry errors",
+                        "Exceptions raised inside telemetry code (swallowed, so the application is "
+                        f"never affected): should stay at 0. From `{telemetry_errors}`.",
+                        "short",
+                        (_Query(_increase(telemetry_errors, _m(**_JOB_SEL), (_JOB,)), f"{{{{{_JOB}}}}}"),),
+                        thresholds=_above((1, _RED)),
+                        min=0,
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def _dashboards() -> tuple[_Dashboard, ...]:
+    return (_overview(), _circuit_breakers(), _retries_timeouts(), _bulkheads(), _recovery())
+
+
+# --- building with the SDK ------------------------------------------------------------------
+
+_VARIABLES: Final = {
+    "job": ("Service (job)", naming.series(sc.EXECUTIONS), _JOB, ""),
+    "policy": ("Policy", naming.series(sc.EXECUTIONS), _POLICY, f'{_JOB}=~"$job"'),
+    "breaker": ("Circuit breaker", naming.series(sc.CB_STATE_METRIC), _NAME, f'{_JOB}=~"$job"'),
+    "bulkhead": ("Bulkhead", naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT), _NAME, f'{_JOB}=~"$job"'),
+    "recovery": ("Recovery system", naming.series(sc.RECOVERY_ATTEMPTS), _NAME, f'{_JOB}=~"$job"'),
+}
+
+
+def _build(spec: _Dashboard) -> Any:
+    """Build one dashboard with the SDK and return its model."""
+    from grafana_foundation_sdk.builders import dashboard as db  # noqa: PLC0415 - optional dependency
+    from grafana_foundation_sdk.models import dashboard as model  # noqa: PLC0415
+
+    datasource = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+    builder = (
+        db.Dashboard(spec.title)
+        .uid(spec.uid)
+        .description(spec.description)
+        .tags([DASHBOARD_TAG])
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .time("now-3h", "now")
+        .refresh("1m")
+        .timezone("browser")
+        .link(
+            db.DashboardLink("Resilience dashboards")
+            .type(model.DashboardLinkType(model.DashboardLinkType.DASHBOARDS))
+            .tags([DASHBOARD_TAG])
+            .as_dropdown(as_dropdown=True)
+            .include_vars(include_vars=True)
+            .keep_time(keep_time=True)
+        )
+        .annotation(
+            db.AnnotationQuery()
+            .name("Circuit breaker trips")
+            .datasource(datasource)
+            .enable(enable=True)
+            .icon_color("red")
+            .expr(_trips_annotation())
+        )
+        .with_variable(
+            db.DatasourceVariable(DATASOURCE_VARIABLE)
+            .label("Data source")
+            .type("prometheus")
+            .description("The Prometheus data source that holds the otel_resilience metrics.")
+        )
+    )
+    for name in spec.variables:
+        label, series, target, matcher = _VARIABLES[name]
+        selector = f"{series}{{{matcher}}}" if matcher else series
+        builder = builder.with_variable(
+            db.QueryVariable(name)
+            .label(label)
+            .datasource(datasource)
+            .query(f"label_values({selector}, {target})")
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(multi=True)
+            .include_all(include_all=True)
+            .all_value(".*")
+            .current(model.VariableOption(text="All", value="$__all"))
+        )
+    panel_id = 0
+    for row_title, panels in spec.rows:
+        panel_id += 1
+        builder = builder.with_row(db.Row(row_title).id(panel_id))
+        for panel in panels:
+            panel_id += 1
+            builder = builder.with_panel(_build_panel(panel, panel_id, datasource))
+    return builder.build()
+
+
+def _build_panel(panel: _Panel, panel_id: int, datasource: Any) -> Any:
+    from grafana_foundation_sdk.builders import common, prometheus, stat, statetimeline, table, timeseries  # noqa: PLC0415
+    from grafana_foundation_sdk.builders import dashboard as db  # noqa: PLC0415
+    from grafana_foundation_sdk.models import common as common_model  # noqa: PLC0415
+    from grafana_foundation_sdk.models import dashboard as model  # noqa: PLC0415
+    from grafana_foundation_sdk.models import prometheus as prom_model  # noqa: PLC0415
+
+    builder: Any
+    if panel.kind == "timeseries":
+        builder = (
+            timeseries.Panel()
+            .line_width(1)
+            .fill_opacity(10)
+            .show_points(common_model.VisibilityMode(common_model.VisibilityMode.NEVER))
+            .thresholds_style(
+                common.GraphThresholdsStyleConfig().mode(
+                    common_model.GraphThresholdsStyleMode(common_model.GraphThresholdsStyleMode.DASHED)
+                )
+            )
+            .legend(
+                common.VizLegendOptions()
+                .display_mode(common_model.LegendDisplayMode(common_model.LegendDisplayMode.LIST))
+                .placement(common_model.LegendPlacement(common_model.LegendPlacement.BOTTOM))
+                .show_legend(show_legend=True)
+            )
+            .tooltip(
+                common.VizTooltipOptions()
+                .mode(common_model.TooltipDisplayMode(common_model.TooltipDisplayMode.MULTI))
+                .sort(common_model.SortOrder(common_model.SortOrder.DESCENDING))
+            )
+        )
+    elif panel.kind == "stat":
+        builder = (
+            stat.Panel()
+            .color_mode(common_model.BigValueColorMode(common_model.BigValueColorMode.BACKGROUND))
+            .graph_mode(common_model.BigValueGraphMode(common_model.BigValueGraphMode.AREA))
+            .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
+        )
+    elif panel.kind == "state":
+        builder = (
+            statetimeline.Panel()
+            .show_value(common_model.VisibilityMode(common_model.VisibilityMode.NEVER))
+            .merge_values(merge_values=True)
+            .mappings(
+                [
+                    model.ValueMap(
+                        {
+                            str(level): model.ValueMappingResult(
+                                text=state, color=_STATE_COLORS[state], index=level
+                            )
+                            for state, level in _STATE_LEVELS.items()
+                        }
+                    )
+                ]
+            )
+        )
+    elif panel.kind == "table":
+        builder = table.Panel()
+    else:
+        msg = f"unknown panel kind {panel.kind!r}"
+        raise ValueError(msg)
+    builder = (
+        builder.id(panel_id)
+        .title(panel.title)
+        .description(panel.description)
+        .datasource(datasource)
+        .unit(panel.unit)
+        .span(panel.width)
+        .height(panel.height)
+        .thresholds(
+            db.ThresholdsConfig()
+            .mode(model.ThresholdsMode(model.ThresholdsMode.ABSOLUTE))
+            .steps([model.Threshold(value=value, color=color) for value, color in panel.thresholds])
+        )
+    )
+    if panel.kind != "state":
+        builder = builder.color_scheme(
+            db.FieldColor().mode(
+                model.FieldColorModeId(model.FieldColorModeId.THRESHOLDS)
+                if panel.kind == "stat"
+                else model.FieldColorModeId(model.FieldColorModeId.PALETTE_CLASSIC)
+            )
+        )
+    else:
+        builder = builder.color_scheme(
+            db.FieldColor().mode(model.FieldColorModeId(model.FieldColorModeId.THRESHOLDS))
+        )
+    if panel.min is not None:
+        builder = builder.min(panel.min)
+    if panel.max is not None:
+        builder = builder.max(panel.max)
+    if panel.alert is not None:
+        builder = builder.links(
+            [
+                db.DashboardLink(f"Runbook: {panel.alert}")
+                .url(f"{ar.RUNBOOK_BASE_URL}/{panel.alert}.md")
+                .target_blank(target_blank=True)
+            ]
+        )
+    for index, query in enumerate(panel.queries):
+        target = (
+            prometheus.Dataquery()
+            .ref_id(chr(ord("A") + index))
+            .datasource(datasource)
+            .expr(query.expr)
+            .legend_format(query.legend or "__auto")
+        )
+        target = target.instant() if query.instant else target.range()
+        if query.table:
+            target = target.format(prom_model.PromQueryFormat(prom_model.PromQueryFormat.TABLE))
+        if query.exemplar:
+            target = target.exemplar(exemplar=True)
+        builder = builder.with_target(target)
+    return builder
+
+
+def dashboard_documents() -> dict[str, dict[str, Any]]:
+    """Return every dashboard as a JSON-ready document, by file name."""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder  # noqa: PLC0415 - optional dependency
+
+    documents: dict[str, dict[str, Any]] = {}
+    for spec in _dashboards():
+        documents[spec.file] = json.loads(json.dumps(_build(spec), cls=JSONEncoder))
+    return documents
+
+
+def render_dashboards() -> dict[str, str]:
+    """Return the text of every ``dashboards/*.json`` file, by file name."""
+    return {
+        name: json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for name, document in dashboard_documents().items()
+    }
+
+
+def alert_panels() -> list[AlertPanel]:
+    """Return every panel that shows what an alert watches, with the thresholds it draws."""
+    return [
+        AlertPanel(spec.uid, panel.title, panel.alert, tuple(v for v, _ in panel.thresholds if v is not None))
+        for spec in _dashboards()
+        for _, panels in spec.rows
+        for panel in panels
+        if panel.alert is not None
+    ]

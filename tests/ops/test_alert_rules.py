@@ -1,0 +1,224 @@
+"""The Prometheus rules: linted and unit-tested by the real promtool, tied to the registry."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from otel_resilience import alerts as inprocess
+from otel_resilience.ops import alert_rules as ar
+from otel_resilience.ops import checks
+from otel_resilience.telemetry import semconv as sc
+
+REQUIRED_ALERTS = {
+    "ResilienceCircuitBreakerOpen",
+    "ResilienceCircuitBreakerFlapping",
+    "ResilienceBulkheadFull",
+    "ResilienceBulkheadNearSaturation",
+    "ResilienceRecoveryRateLow",
+    "ResilienceErrorPatternRepeated",
+    "ResilienceRetryStorm",
+    "ResilienceHighFallbackRate",
+    "ResilienceTimeoutsRising",
+}
+
+
+def run(*command, cwd=None):
+    return subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
+    )
+
+
+def alert_rules_of(rules):
+    return [rule for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def test_promtool_lint_is_clean(promtool, repo):
+    """promtool check rules --lint=all --lint-fatal accepts alerts/rules.yml."""
+    result = run(promtool, "check", "rules", "--lint=all", "--lint-fatal", repo / "alerts" / "rules.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass(promtool, repo):
+    """promtool test rules runs every alert scenario in alerts/rules_test.yml and passes."""
+    result = run(promtool, "test", "rules", repo / "alerts" / "rules_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_required_alert_exists():
+    """The issue's alerts all exist, each with a runbook-named alert."""
+    assert set(ar.ALERT_NAMES) == REQUIRED_ALERTS
+
+
+def test_every_alert_is_unit_tested_firing_and_silent(rules, rules_test):
+    """Every alert of rules.yml is in rules_test.yml, expected to fire at some time and to be silent at others."""
+    names = {rule["alert"] for rule in alert_rules_of(rules)}
+    checks_by_alert: dict[str, list[int]] = {}
+    for case in rules_test["tests"]:
+        for check in case["alert_rule_test"]:
+            checks_by_alert.setdefault(check["alertname"], []).append(len(check["exp_alerts"]))
+    assert set(checks_by_alert) == names
+    for name, counts in checks_by_alert.items():
+        assert any(counts), f"{name} never expected to fire"
+        assert counts[0] == 0, f"{name}: the first check must show it pending (its `for` respected)"
+        assert counts[-1] == 0, f"{name}: the last check must show it resolved"
+
+
+def test_every_series_in_the_unit_tests_is_derived(rules_test):
+    """The promtool test inputs use only series and labels derived from semconv."""
+    assert checks.check_rules_test(rules_test) == []
+
+
+def test_every_rule_references_only_derived_or_recorded_series(rules):
+    """Each rule parses, selects derived or earlier-recorded series, and uses labels those carry."""
+    assert checks.check_rules(rules) == []
+
+
+def test_alerts_carry_severity_summary_description_and_runbook(rules, repo):
+    """Each alert has a severity label and annotations; its runbook exists with the four sections."""
+    for rule in alert_rules_of(rules):
+        assert rule["labels"]["severity"] in sc.ALERT_SEVERITIES
+        annotations = rule["annotations"]
+        assert {"summary", "description", "runbook_url"} <= set(annotations)
+        assert "$value" in annotations["description"]
+        assert re.search(r"\$labels\.(resilience_policy|resilience_name)", annotations["description"])
+        assert annotations["runbook_url"].endswith(f"/docs/runbooks/{rule['alert']}.md")
+        runbook = (repo / "docs" / "runbooks" / f"{rule['alert']}.md").read_text()
+        for section in ("## Meaning", "## Impact", "## Diagnosis", "## Mitigation"):
+            assert section in runbook, (rule["alert"], section)
+
+
+def test_runbook_queries_reference_only_derived_or_recorded_series(repo, recorded):
+    """Every ```promql block of every runbook passes the same name check as the rules."""
+    runbooks = sorted((repo / "docs" / "runbooks").glob("*.md"))
+    assert {p.stem for p in runbooks} >= REQUIRED_ALERTS
+    for path in runbooks:
+        text = path.read_text()
+        assert "```promql" in text, path.name
+        assert checks.check_markdown(text, recorded) == [], path.name
+
+
+def test_breaker_open_severity_grows_with_duration(rules):
+    """The breaker-open alert warns first and pages later (severity by duration)."""
+    ladder = {
+        r["labels"]["severity"]: r["for"] for r in alert_rules_of(rules) if r["alert"] == ar.A_BREAKER_OPEN
+    }
+    assert ladder == {"warning": ar.BREAKER_OPEN_WARNING_FOR, "critical": ar.BREAKER_OPEN_CRITICAL_FOR}
+
+
+def test_thresholds_are_pinned():
+    """The thresholds users rely on are pinned (the dashboards draw the same constants)."""
+    assert (ar.RETRY_STORM_RATIO, ar.FALLBACK_RATIO, ar.TIMEOUT_RATIO) == (0.5, 0.1, 0.05)
+    assert (ar.BULKHEAD_NEAR_SATURATION, ar.BULKHEAD_FULL_SATURATION) == (0.8, 1.0)
+    assert (ar.BREAKER_FLAPPING_TRIPS, ar.BREAKER_FLAPPING_WINDOW) == (3, "30m")
+    assert (ar.RECOVERY_RATE_THRESHOLD, ar.RECOVERY_MIN_ATTEMPTS, ar.RECOVERY_WINDOW) == (0.8, 10, "15m")
+    assert (ar.MIN_EXECUTION_RATE, ar.RATE_WINDOW, ar.RATIO_ALERT_FOR) == (0.1, "5m", "10m")
+
+
+def test_recovery_threshold_matches_the_in_process_alert():
+    """Prometheus and the in-process alert agree on the recovery threshold and its minimum attempts."""
+    assert ar.RECOVERY_RATE_THRESHOLD == inprocess.DEFAULT_RECOVERY_RATE_THRESHOLD
+    assert ar.RECOVERY_MIN_ATTEMPTS == inprocess.DEFAULT_MIN_RECOVERY_ATTEMPTS
+
+
+def test_thresholds_appear_in_the_rule_expressions(rules):
+    """Each threshold constant is the number its alert's expression compares with."""
+    exprs = {(r["alert"], r["labels"]["severity"]): r["expr"] for r in alert_rules_of(rules)}
+    expected = {
+        ar.A_RETRY_STORM: f"> {ar.RETRY_STORM_RATIO:g}",
+        ar.A_FALLBACK_HIGH: f"> {ar.FALLBACK_RATIO:g}",
+        ar.A_TIMEOUTS: f"> {ar.TIMEOUT_RATIO:g}",
+        ar.A_BULKHEAD_NEAR: f">= {ar.BULKHEAD_NEAR_SATURATION:g}",
+        ar.A_BULKHEAD_FULL: f">= {ar.BULKHEAD_FULL_SATURATION:g}",
+        ar.A_BREAKER_FLAPPING: f">= {ar.BREAKER_FLAPPING_TRIPS}",
+        ar.A_RECOVERY_LOW: f"< {ar.RECOVERY_RATE_THRESHOLD:g}",
+    }
+    for alert, comparison in expected.items():
+        assert comparison in exprs[(alert, "warning")], alert
+
+
+# --- the checks bite ------------------------------------------------------------------------
+
+
+def mutated(rules, alert, old, new):
+    copy_ = copy.deepcopy(rules)
+    for group in copy_["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == alert or rule.get("record") == alert:
+                assert old in rule["expr"]
+                rule["expr"] = rule["expr"].replace(old, new)
+    return copy_
+
+
+@pytest.mark.parametrize(
+    ("target", "old", "new", "problem"),
+    [
+        (
+            ar.R_RETRIES,
+            "resilience_retries_total",
+            "resilience_retry_total",
+            "unknown series 'resilience_retry_total'",
+        ),
+        (
+            ar.R_EXECUTIONS_BY_OUTCOME,
+            "resilience_outcome)",
+            "resilience_result)",
+            "groups by 'resilience_result'",
+        ),
+        (ar.R_BREAKER_OPEN, '"closed"', '"close"', "'close' is not one of"),
+        (ar.A_RETRY_STORM, ar.R_RETRY_RATIO, "job_policy:resilience_retry_ratio", "unknown series"),
+        (
+            ar.A_FALLBACK_HIGH,
+            "on (job, resilience_policy)",
+            "on (job, resilience_outcome)",
+            "vector matching on 'resilience_outcome'",
+        ),
+    ],
+)
+def test_a_broken_rule_fails_the_name_check(rules, target, old, new, problem):
+    """A misspelled series, label or value in any rule makes check_rules report it."""
+    found = checks.check_rules(mutated(rules, target, old, new))
+    assert any(problem in line for line in found), found
+
+
+def test_an_annotation_using_a_dropped_label_fails_the_check(rules):
+    """An annotation that shows a label the expression aggregates away is reported."""
+    broken = copy.deepcopy(rules)
+    for rule in alert_rules_of(broken):
+        if rule["alert"] == ar.A_RETRY_STORM:
+            rule["annotations"]["summary"] += " ({{ $labels.instance }})"
+    assert any("$labels.instance" in line for line in checks.check_rules(broken))
+
+
+def test_a_broken_threshold_fails_the_promtool_unit_tests(promtool, repo, tmp_path):
+    """The unit tests catch a changed threshold: promtool test rules fails on the mutated file."""
+    rules = yaml.safe_load((repo / "alerts" / "rules.yml").read_text())
+    broken = mutated(rules, ar.A_RETRY_STORM, f"> {ar.RETRY_STORM_RATIO:g}", "> 0.8")
+    (tmp_path / ar.RULES_FILE).write_text(yaml.safe_dump(broken))
+    (tmp_path / ar.RULES_TEST_FILE).write_text((repo / "alerts" / ar.RULES_TEST_FILE).read_text())
+    result = run(promtool, "test", "rules", tmp_path / ar.RULES_TEST_FILE)
+    assert result.returncode != 0
+    assert ar.A_RETRY_STORM in result.stdout + result.stderr
+
+
+def test_promtool_lint_rejects_duplicate_rules(promtool, repo, tmp_path):
+    """The lint step bites: a duplicated rule makes promtool check rules --lint-fatal fail."""
+    rules = yaml.safe_load((repo / "alerts" / "rules.yml").read_text())
+    rules["groups"][0]["rules"].append(copy.deepcopy(rules["groups"][0]["rules"][0]))
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = run(promtool, "check", "rules", "--lint=all", "--lint-fatal", path)
+    assert result.returncode != 0
+
+
+def test_operations_doc_lists_every_alert_and_recording_rule(repo, rules):
+    """docs/operations.md names every alert and recording rule that rules.yml defines."""
+    text = (repo / "docs" / "operations.md").read_text()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            assert f"`{rule.get('record') or rule.get('alert')}`" in text

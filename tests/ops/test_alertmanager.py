@@ -1,0 +1,207 @@
+"""The example Alertmanager config: checked by amtool, routed and inhibited by the real Alertmanager."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from otel_resilience.ops import alert_rules as ar
+from otel_resilience.ops import alertmanager as am
+
+
+def run(*command):
+    return subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def config_path(repo):
+    return repo / "alerts" / am.ALERTMANAGER_FILE
+
+
+def test_amtool_check_config_is_clean(amtool, config_path):
+    """amtool check-config accepts alerts/alertmanager.yml."""
+    result = run(amtool, "check-config", config_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize(("labels", "receiver"), am.ROUTE_CASES)
+def test_routes_send_each_severity_to_its_receiver(amtool, config_path, labels, receiver):
+    """critical goes to the pager, warning (and anything else) to chat: amtool config routes test."""
+    pairs = [f"{key}={value}" for key, value in labels.items()]
+    result = run(
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={config_path}",
+        f"--verify.receivers={receiver}",
+        *pairs,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_wrong_receiver_fails_the_route_test(amtool, config_path):
+    """The route test bites: a warning is not routed to the pager."""
+    result = run(
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={config_path}",
+        f"--verify.receivers={am.PAGER_RECEIVER}",
+        "severity=warning",
+        f"alertname={ar.A_RETRY_STORM}",
+    )
+    assert result.returncode != 0
+
+
+def test_alerts_are_grouped_by_alertname_and_service(config_path):
+    """The root route groups by alertname and job (the service)."""
+    config = yaml.safe_load(config_path.read_text())
+    assert config["route"]["group_by"] == ["alertname", "job"]
+
+
+def test_inhibition_rules_are_present(config_path):
+    """Critical mutes warning; an open breaker mutes its bulkhead and fallback alerts; full mutes near-full."""
+    rules = yaml.safe_load(config_path.read_text())["inhibit_rules"]
+    pairs = {(tuple(r["source_matchers"]), tuple(r["target_matchers"])): r["equal"] for r in rules}
+    assert pairs[(('severity="critical"',), ('severity="warning"',))][:2] == ["alertname", "job"]
+    muted = (f'alertname=~"{ar.A_BULKHEAD_FULL}|{ar.A_BULKHEAD_NEAR}|{ar.A_FALLBACK_HIGH}"',)
+    assert pairs[((f'alertname="{ar.A_BREAKER_OPEN}"',), muted)] == ["job", "resilience_name"]
+    assert pairs[((f'alertname="{ar.A_BULKHEAD_FULL}"',), (f'alertname="{ar.A_BULKHEAD_NEAR}"',))] == [
+        "job",
+        "resilience_name",
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read().decode()
+    return json.loads(text) if text else None
+
+
+@pytest.fixture
+def alertmanager_url(alertmanager_binary, config_path, tmp_path):
+    """A real Alertmanager on 127.0.0.1 running the shipped config (clustering off)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(alertmanager_binary),
+            f"--config.file={config_path}",
+            f"--storage.path={tmp_path}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/-/ready", timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"alertmanager did not start: {process.stderr.read().decode() if process.stderr else ''}"
+                    )
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_real_alertmanager_applies_the_inhibitions(alertmanager_url):
+    """An open breaker mutes the same-named bulkhead and fallback alerts, and critical mutes warning."""
+    base = {"job": "shop"}
+    sent = {
+        "breaker-critical": {
+            **base,
+            "alertname": ar.A_BREAKER_OPEN,
+            "severity": "critical",
+            "resilience_name": "payments",
+        },
+        "breaker-warning": {
+            **base,
+            "alertname": ar.A_BREAKER_OPEN,
+            "severity": "warning",
+            "resilience_name": "payments",
+        },
+        "bulkhead-same": {
+            **base,
+            "alertname": ar.A_BULKHEAD_FULL,
+            "severity": "warning",
+            "resilience_name": "payments",
+        },
+        "fallback-same": {
+            **base,
+            "alertname": ar.A_FALLBACK_HIGH,
+            "severity": "warning",
+            "resilience_name": "payments",
+            "resilience_policy": "payments",
+        },
+        "bulkhead-other": {
+            **base,
+            "alertname": ar.A_BULKHEAD_FULL,
+            "severity": "warning",
+            "resilience_name": "db",
+        },
+        "near-other": {
+            **base,
+            "alertname": ar.A_BULKHEAD_NEAR,
+            "severity": "warning",
+            "resilience_name": "db",
+        },
+        "retry-storm": {
+            **base,
+            "alertname": ar.A_RETRY_STORM,
+            "severity": "warning",
+            "resilience_policy": "payments",
+        },
+    }
+    http(f"{alertmanager_url}/api/v2/alerts", [{"labels": labels} for labels in sent.values()])
+    expected = {
+        "breaker-critical": False,
+        "breaker-warning": True,
+        "bulkhead-same": True,
+        "fallback-same": True,
+        "bulkhead-other": False,
+        "near-other": True,
+        "retry-storm": False,
+    }
+    deadline = time.monotonic() + 10
+    while True:
+        alerts = http(f"{alertmanager_url}/api/v2/alerts")
+        by_labels = {
+            json.dumps(a["labels"], sort_keys=True): bool(a["status"]["inhibitedBy"]) for a in alerts
+        }
+        inhibited = {key: by_labels.get(json.dumps(labels, sort_keys=True)) for key, labels in sent.items()}
+        if inhibited == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert inhibited == expected

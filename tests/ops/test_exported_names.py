@@ -1,0 +1,175 @@
+"""Every series and label the dashboards, rules and runbooks query exists in a real scrape.
+
+The library runs real calls (a manager policy with every pattern, a recovery system that detects
+a pattern, a full bulkhead, a timeout, in-process alerts) with a MeterProvider whose reader is the
+OpenTelemetry Prometheus exporter; the scrape text (prometheus_client's exposition) is then
+compared with what the shipped files query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_resilience import (
+    AlertSystem,
+    Bulkhead,
+    BulkheadConfig,
+    BulkheadFullError,
+    CircuitBreakerConfig,
+    ErrorRecoverySystem,
+    FallbackConfig,
+    FallbackStrategy,
+    OperationTimeoutError,
+    RecoveryAction,
+    RecoveryStrategy,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.ops import checks, naming
+from otel_resilience.retry import Jitter
+from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
+from otel_resilience.testing import FakeClock
+
+_unique = itertools.count()
+
+
+async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
+    """Run calls that move every instrument; return the objects that must stay alive until the scrape."""
+    suffix = next(_unique)
+    recovery = ErrorRecoverySystem(f"ops-recovery-{suffix}", clock=clock, pattern_threshold=2)
+    recovery.register_recovery_rule(
+        ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=1, delay=0.0)
+    )
+    manager = ResilienceManager(clock=clock, recovery_system=recovery, alert_system=alerts)
+    full = ResilienceConfig(
+        name=f"ops-checkout-{suffix}",
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=60.0),
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.5, jitter=Jitter.NONE),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
+        timeout=30.0,
+        bulkhead_config=BulkheadConfig(max_concurrent=2),
+        enable_recovery=True,
+    )
+    assert manager.execute_with_resilience_sync(lambda: "ok", full) == "ok"
+
+    def broken() -> str:
+        raise ConnectionError("down")
+
+    for _ in range(4):
+        assert manager.execute_with_resilience_sync(broken, full) == "degraded"
+
+    slow = ResilienceConfig(name=f"ops-slow-{suffix}", timeout=1.0)
+    with pytest.raises(OperationTimeoutError):
+        manager.execute_with_resilience_sync(lambda: clock.advance(5.0), slow)
+
+    pool = Bulkhead(f"ops-pool-{suffix}", BulkheadConfig(max_concurrent=1, max_waiting=0), clock=clock)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    holder = asyncio.create_task(pool.execute(hold))
+    await asyncio.sleep(0)
+    with pytest.raises(BulkheadFullError):
+        await pool.execute(hold)
+    release.set()
+    await holder
+    return [manager, recovery, pool]
+
+
+@pytest.fixture
+async def scrape():
+    """Instrument with the Prometheus exporter's reader, run the calls, and return the scrape text."""
+    had_default = current_listener() is not None
+    registry = CollectorRegistry()
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
+    )
+    instrument(meter_provider=provider)
+    clock = FakeClock(1000.0)
+    alerts = AlertSystem(clock=clock)  # not the process-wide one: other tests count its alerts
+    try:
+        alive = await exercise(clock, alerts)
+        yield generate_latest(registry).decode()
+        del alive
+    finally:
+        alerts.close()
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+
+
+def scraped_labels(text: str) -> dict[str, set[str]]:
+    """Series name -> every label name seen on its samples."""
+    found: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, set()).update(sample.labels)
+    return found
+
+
+def shipped_expressions(repo, rules, dashboards) -> list[str]:
+    expressions = checks.rule_expressions(rules)
+    for dashboard in dashboards.values():
+        expressions += checks.dashboard_expressions(dashboard)
+    for path in sorted((repo / "docs" / "runbooks").glob("*.md")):
+        expressions += checks.markdown_expressions(path.read_text())
+    return expressions
+
+
+def queried(expressions, recorded) -> dict[str, set[str]]:
+    """Derived series the expressions select -> the label names they match on."""
+    known = checks.known_series(recorded)
+    derived = naming.derived_series()
+    used: dict[str, set[str]] = {}
+    for expr in expressions:
+        analysis = checks.analyse(expr, known)
+        assert analysis.problems == [], (expr, analysis.problems)
+        for name, labels in analysis.matchers.items():
+            if name in derived:
+                used.setdefault(name, set()).update(labels)
+    return used
+
+
+async def test_every_queried_series_is_in_a_real_scrape(scrape, repo, rules, dashboards, recorded):
+    """Each derived series any shipped query selects is exported, with every label the queries match on."""
+    scraped = scraped_labels(scrape)
+    used = queried(shipped_expressions(repo, rules, dashboards), recorded)
+    assert len(used) >= 15
+    for name, labels in sorted(used.items()):
+        assert name in scraped, (name, sorted(n for n in scraped if n.startswith("resilience")))
+        missing = labels - naming.SCRAPE_LABELS - scraped[name]
+        assert not missing, (name, missing, scraped[name])
+
+
+async def test_the_scrape_carries_every_declared_attribute_label(scrape):
+    """The labels the checks accept for a series (its instrument's attributes) are the ones exported."""
+    scraped = scraped_labels(scrape)
+    for spec in semconv.INSTRUMENTS:
+        for name in semconv.prometheus_series(spec):
+            assert name in scraped, name
+            declared = {naming.label(key) for key in spec.attributes}
+            assert declared <= scraped[name], (name, declared - scraped[name])
+
+
+async def test_the_scrape_and_the_derivation_agree_exactly(scrape):
+    """The exporter publishes exactly the derived series under resilience_*: nothing more, nothing less."""
+    exported = {name for name in scraped_labels(scrape) if name.startswith("resilience_")}
+    assert exported == naming.derived_series()
+
+
+def test_a_query_on_a_series_nothing_exports_is_caught(recorded):
+    """The check bites: a renamed series fails before any scrape is needed."""
+    problems = checks.check_expression(
+        "sum(rate(resilience_retry_attempts_total[5m]))", checks.known_series(recorded)
+    )
+    assert problems

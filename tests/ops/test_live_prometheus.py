@@ -1,0 +1,219 @@
+"""End to end: a real Prometheus scrapes the library, evaluates the rules, and answers every dashboard query.
+
+The library serves /metrics on 127.0.0.1 with the OpenTelemetry Prometheus exporter while a thread
+keeps calls flowing through a manager policy (failures, retries, a breaker, a fallback, a
+bulkhead). Prometheus (scrape and rule interval 1 s) loads alerts/rules.yml. Every dashboard
+expression, with Grafana's variables set to "All", is then sent to Prometheus' query API: each
+must be accepted, and the panels that must show data while such traffic flows must not be empty
+(an empty result means a wrong metric or label name).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from otel_resilience import (
+    AlertSystem,
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    FallbackConfig,
+    FallbackStrategy,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.ops import alert_rules as ar
+from otel_resilience.ops import checks
+from otel_resilience.retry import Jitter
+from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+from otel_resilience.testing import FakeClock
+
+ALL = ".*"
+MUST_SHOW_DATA = {
+    ("otel-resilience-overview", "Execution rate by policy and outcome"),
+    ("otel-resilience-overview", "Success rate by policy"),
+    ("otel-resilience-overview", "Latency p50 / p95 / p99 by policy"),
+    ("otel-resilience-overview", "Circuit breaker states"),
+    ("otel-resilience-overview", "Bulkhead saturation"),
+    ("otel-resilience-overview", "Retry rate (retries per execution)"),
+    ("otel-resilience-overview", "Fallback rate"),
+    ("otel-resilience-circuit-breakers", "Breakers not closed"),
+    ("otel-resilience-circuit-breakers", "Calls by result"),
+    ("otel-resilience-circuit-breakers", "Rejected calls"),
+    ("otel-resilience-retries-timeouts", "Retries per second by policy"),
+    ("otel-resilience-retries-timeouts", "Retries by error type"),
+    ("otel-resilience-retries-timeouts", "Retries exhausted by stop reason"),
+    ("otel-resilience-bulkheads", "Running calls and limit"),
+    ("otel-resilience-bulkheads", "Waiting calls and queue limit"),
+    ("otel-resilience-recovery", "Fallbacks by strategy and result"),
+}
+_names = itertools.count()
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def query(base: str, expr: str) -> dict:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read().decode())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read().decode())
+
+
+@pytest.fixture(scope="module")
+def service_metrics():
+    """The library's /metrics on 127.0.0.1, with calls flowing through a full policy in a thread."""
+    had_default = current_listener() is not None
+    registry = CollectorRegistry()
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
+    )
+    instrument(meter_provider=provider)
+    clock = FakeClock(1000.0)
+    alerts = AlertSystem(clock=clock)  # not the process-wide one: other tests count its alerts
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    config = ResilienceConfig(
+        name=f"live-checkout-{next(_names)}",
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=60.0),
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.1, jitter=Jitter.NONE),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
+        bulkhead_config=BulkheadConfig(max_concurrent=4),
+    )
+    stop = threading.Event()
+
+    def broken() -> str:
+        raise ConnectionError("down")
+
+    def traffic() -> None:
+        while not stop.is_set():
+            manager.execute_with_resilience_sync(lambda: "ok", config)
+            for _ in range(4):  # fail, retry, trip the breaker, then be rejected by it
+                manager.execute_with_resilience_sync(broken, config)
+            clock.advance(61.0)  # the breaker lets a probe through again
+            stop.wait(0.02)
+
+    server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
+    threads = [
+        threading.Thread(target=server.serve_forever, daemon=True),
+        threading.Thread(target=traffic, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        for thread in threads:
+            thread.join(10)
+        alerts.close()
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prometheus(prometheus_binary, repo, service_metrics, tmp_path_factory):
+    """A real Prometheus on 127.0.0.1 scraping the service every second, with the shipped rules."""
+    tmp_path = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(repo / "alerts" / ar.RULES_FILE)],
+        "scrape_configs": [{"job_name": "shop", "static_configs": [{"targets": [service_metrics]}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [
+            str(prometheus_binary),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}/",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 25
+        while True:  # ready, scraped twice, and the rules have recorded the shared rates
+            try:
+                result = query(base, f'{ar.R_RETRY_RATIO}{{job="shop"}}')
+                if result.get("status") == "success" and result["data"]["result"]:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                stderr = (
+                    process.stderr.read().decode() if process.stderr and process.poll() is not None else ""
+                )
+                pytest.fail(f"Prometheus produced no recorded rates in time: {stderr}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+def grafana_all(expr: str) -> str:
+    """Set every template variable to Grafana's "All" value (.*) and the intervals to durations."""
+    expr = checks.substitute_grafana(expr)
+    for variable in ("job", "policy", "breaker", "bulkhead", "recovery"):
+        expr = expr.replace(f"${variable}", ALL)
+    return expr
+
+
+def test_every_dashboard_query_runs_on_real_prometheus_with_data(prometheus, dashboards):
+    """Prometheus accepts every dashboard query, and the panels fed by the traffic are not empty."""
+    empty, rejected = [], []
+    for dashboard in dashboards.values():
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                result = query(prometheus, grafana_all(target["expr"]))
+                if result.get("status") != "success":
+                    rejected.append((panel["title"], result.get("error")))
+                elif not result["data"]["result"] and (dashboard["uid"], panel["title"]) in MUST_SHOW_DATA:
+                    empty.append((dashboard["uid"], panel["title"], target["expr"]))
+    assert rejected == []
+    assert empty == []
+
+
+def test_recorded_series_carry_the_service_label(prometheus):
+    """The recording rules' outputs exist for the scraped service, under job="shop"."""
+    for record in (ar.R_EXECUTIONS, ar.R_SUCCESS_RATIO, ar.R_BREAKER_OPEN, ar.R_BULKHEAD_SATURATION):
+        result = query(prometheus, f'{record}{{job="shop"}}')
+        assert result["status"] == "success"
+        assert result["data"]["result"], record
