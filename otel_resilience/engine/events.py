@@ -14,6 +14,10 @@ scope calls return at once (one attribute load and a truth test), so the hot pat
 A listener that raises never reaches the application: the error is logged once and counted in
 :attr:`TelemetryHub.errors`.
 
+Event argument objects are slotted dataclasses that listeners must treat as read-only (they are
+not frozen because a frozen dataclass costs three times as much to build, and a pattern may
+share one instance between reports).
+
 Counts that move on every call are *not* events: they are plain integers in each pattern's
 stats, which listeners read through :mod:`otel_resilience.engine.registry`.
 """
@@ -105,7 +109,7 @@ class TelemetrySource:
     metrics: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryScheduled:
     """A failed attempt will be retried after ``delay`` seconds."""
 
@@ -117,7 +121,7 @@ class RetryScheduled:
     """The failed attempt's exception class name, or ``None`` when a result was retried."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryExhausted:
     """Attempts ran out (or the deadline left no room); the last error is re-raised."""
 
@@ -127,7 +131,7 @@ class RetryExhausted:
     """``"max_attempts"``, ``"deadline"`` or ``"not_retryable"``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateChanged:
     """A circuit breaker moved from one state to another."""
 
@@ -138,7 +142,7 @@ class StateChanged:
     ``"probe_succeeded"``, ``"forced"``, ``"reset"`` or ``"isolated"``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallRejected:
     """A call was rejected without calling the dependency."""
 
@@ -146,7 +150,7 @@ class CallRejected:
     """``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"`` or ``"queue_timeout"``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimeoutOccurred:
     """A deadline expired."""
 
@@ -155,7 +159,7 @@ class TimeoutOccurred:
     """``"total"`` or ``"attempt"``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FallbackUsed:
     """A fallback ran in place of a failed call."""
 
@@ -165,7 +169,7 @@ class FallbackUsed:
     error_type: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecoveryAttempted:
     """A recovery rule acted on an error."""
 
@@ -175,7 +179,7 @@ class RecoveryAttempted:
     error_type: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PatternDetected:
     """The same error (type + operation) repeated ``count`` times within ``window`` seconds."""
 
@@ -185,7 +189,7 @@ class PatternDetected:
     window: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AlertRaised:
     """An in-process alert was raised."""
 

@@ -582,6 +582,16 @@ class OtelListener:
             args: The event's typed arguments.
         """
         if self._pending:
+            if (
+                self._tracer is None
+                and self._env_checked
+                and _FAST_GLOBALS
+                and trace._TRACER_PROVIDER is None
+                and _metrics_internal._METER_PROVIDER is None
+                and self._instruments is None
+                and self._logger_provider is None
+            ):
+                return  # the no-SDK fast path, as in start_execution
             self._refresh()
         if self._closed:
             return
