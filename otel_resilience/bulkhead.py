@@ -33,7 +33,9 @@ Design:
   enclosing timeout scope (:func:`~otel_resilience.engine.context.current_deadline`), because a
   thread cannot be interrupted later; an async waiter is cancelled by its scope instead.
 * **Telemetry:** each rejection reports ``Event.CALL_REJECTED`` with
-  ``CallRejected(reason="bulkhead_full")`` or ``CallRejected(reason="queue_timeout")``. Counts
+  ``CallRejected(reason="bulkhead_full")`` or ``CallRejected(reason="queue_timeout")``. A queue
+  timeout is counted and reported when the wait expires, so a caller cancelled in that same
+  instant is still one ``timed_out`` call and one event (it sees ``CancelledError``). Counts
   that move on every call are plain integers in :class:`BulkheadStats`, read by observable
   instruments through :data:`~otel_resilience.engine.registry.BULKHEADS`.
 """
@@ -383,12 +385,6 @@ class _BulkheadCore(BulkheadStats):
                 waiter = self._pass_on_locked()
 
 
-def _expire_async(core: _BulkheadCore, waiter: _AsyncWaiter) -> None:
-    """Loop-timer callback: end an async waiter's wait if it is still queued."""
-    if core.expire(waiter):
-        waiter.resolve()
-
-
 class _BulkheadStrategy(Strategy):
     """A pipeline link bound to a bulkhead's shared slots, with its own telemetry."""
 
@@ -443,7 +439,7 @@ class _BulkheadStrategy(Strategy):
         if waiter is None or status == _FULL:
             raise self._full() from None
         timeout = self._bulkhead.config.timeout
-        timer = loop.call_later(timeout, _expire_async, core, waiter)
+        timer = loop.call_later(timeout, self._expire, waiter)
         try:
             await waiter.future
         except BaseException:
@@ -452,7 +448,18 @@ class _BulkheadStrategy(Strategy):
             raise
         timer.cancel()
         if waiter.state == _TIMED_OUT:
-            raise self._timed_out(timeout) from None
+            raise self._timeout_error(timeout) from None
+
+    def _expire(self, waiter: _AsyncWaiter) -> None:
+        """Loop-timer callback: end the wait if the waiter is still queued, and report it now.
+
+        The rejection is counted and reported when the wait ends, not when the caller resumes:
+        a caller cancelled in the same loop iteration still counts (once) as timed out, so
+        ``timed_out`` and the ``queue_timeout`` events always agree.
+        """
+        if self._core.expire(waiter):
+            self._report(_TIMEOUT_EVENT)
+            waiter.resolve()
 
     def _wait_sync(self) -> None:
         """Queue in this thread until a slot is handed over; raise if rejected."""
@@ -471,19 +478,20 @@ class _BulkheadStrategy(Strategy):
             core.abandon(waiter)
             raise
         if not granted and core.expire(waiter):
-            raise self._timed_out(max(timeout, 0.0)) from None
+            self._report(_TIMEOUT_EVENT)
+            raise self._timeout_error(max(timeout, 0.0)) from None
 
-    def _full(self) -> BulkheadFullError:
+    def _report(self, event: CallRejected) -> None:
         telemetry = self._telemetry
         if telemetry.enabled:
-            telemetry.report(Event.CALL_REJECTED, _FULL_EVENT)
+            telemetry.report(Event.CALL_REJECTED, event)
+
+    def _full(self) -> BulkheadFullError:
+        self._report(_FULL_EVENT)
         core = self._core
         return BulkheadFullError(self._bulkhead.name, core.max_concurrent, core.max_waiting)
 
-    def _timed_out(self, timeout: float) -> BulkheadTimeoutError:
-        telemetry = self._telemetry
-        if telemetry.enabled:
-            telemetry.report(Event.CALL_REJECTED, _TIMEOUT_EVENT)
+    def _timeout_error(self, timeout: float) -> BulkheadTimeoutError:
         core = self._core
         return BulkheadTimeoutError(self._bulkhead.name, core.max_concurrent, core.max_waiting, timeout)
 

@@ -227,6 +227,7 @@ class ResilienceManager:
         self._lock = threading.Lock()
         self._max_pipelines = max_pipelines
         self._pipelines: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
+        self._by_value: OrderedDict[tuple[str, ResilienceConfig], Pipeline] = OrderedDict()
         self._breakers: dict[str, CircuitBreaker] = {}
         self._bulkheads: dict[str, Bulkhead] = {}
 
@@ -277,35 +278,53 @@ class ResilienceManager:
         return bulkhead
 
     def pipeline_for(self, config: ResilienceConfig, name: str) -> Pipeline:
-        """Return the (cached) pipeline that runs calls named ``name`` under ``config``."""
+        """Return the (cached) pipeline that runs calls named ``name`` under ``config``.
+
+        The same config object finds its pipeline by identity (no hashing on the hot path). A
+        new config object that is *equal* to one seen before (a config built per call) shares
+        that pipeline, so its state and statistics carry on instead of starting afresh.
+        """
         key = (name, id(config))
         entry = self._pipelines.get(key)
         if entry is not None and entry.config is config:
             return entry.pipeline
         if not isinstance(config, ResilienceConfig):
             raise fail("ResilienceManager", "config", "a ResilienceConfig", config, kind=TypeError)
+        value_key = _value_key(name, config)
         with self._lock:
             entry = self._pipelines.get(key)
             if entry is not None and entry.config is config:
                 return entry.pipeline
-            breaker = None
-            if config.circuit_breaker is not None:
-                breaker = self._breaker_locked(config.circuit_breaker_name or name, config.circuit_breaker)
-            bulkhead = None
-            if config.bulkhead_config is not None:
-                bulkhead = self._bulkhead_locked(config.bulkhead_name or name, config.bulkhead_config)
-            pipeline = build_pipeline(
-                name,
-                config,
-                breaker=breaker,
-                bulkhead=bulkhead,
-                recovery=self.recovery_system,
-                clock=self._clock,
-            )
+            pipeline = self._by_value.get(value_key) if value_key is not None else None
+            if pipeline is None:
+                pipeline = self._build_locked(config, name)
+                if value_key is not None:
+                    self._by_value[value_key] = pipeline
+                    while len(self._by_value) > self._max_pipelines:
+                        self._by_value.popitem(last=False)
+            elif value_key is not None:
+                self._by_value.move_to_end(value_key)
             self._pipelines[key] = _Entry(config, pipeline)
             while len(self._pipelines) > self._max_pipelines:
                 self._pipelines.popitem(last=False)
             return pipeline
+
+    def _build_locked(self, config: ResilienceConfig, name: str) -> Pipeline:
+        """Compose a new pipeline for ``config``, with the shared breaker and bulkhead."""
+        breaker = None
+        if config.circuit_breaker is not None:
+            breaker = self._breaker_locked(config.circuit_breaker_name or name, config.circuit_breaker)
+        bulkhead = None
+        if config.bulkhead_config is not None:
+            bulkhead = self._bulkhead_locked(config.bulkhead_name or name, config.bulkhead_config)
+        return build_pipeline(
+            name,
+            config,
+            breaker=breaker,
+            bulkhead=bulkhead,
+            recovery=self.recovery_system,
+            clock=self._clock,
+        )
 
     # ------------------------------------------------------------------ execution
 
@@ -373,10 +392,13 @@ class ResilienceManager:
         ``executions`` sums every policy: ``total`` = ``successful`` + ``fallback`` + ``failed``
         + ``cancelled``; ``rejected`` and ``timeouts`` are the parts of ``failed`` that were
         rejections and timeouts; ``success_rate`` = successful / total and ``availability`` =
-        (successful + fallback) / total (1.0 before any execution).
+        (successful + fallback) / total (1.0 before any execution). Configs built per call count
+        in one policy as long as they are equal; only when more than ``max_pipelines`` distinct
+        (name, config) policies are in use are the oldest evicted, with their counts.
         """
         with self._lock:
-            entries = list(self._pipelines.values())
+            pipelines = [entry.pipeline for entry in self._pipelines.values()]
+            pipelines.extend(self._by_value.values())
             breakers = dict(self._breakers)
             bulkheads = dict(self._bulkheads)
         totals = dict.fromkeys(
@@ -384,13 +406,13 @@ class ResilienceManager:
         )
         policies: dict[str, dict[str, int]] = {}
         seen: set[int] = set()
-        for entry in entries:
-            stats = entry.pipeline.stats
+        for pipeline in pipelines:
+            stats = pipeline.stats
             if id(stats) in seen:
                 continue
             seen.add(id(stats))
             counts = stats.as_dict()
-            mine = policies.setdefault(entry.pipeline.name, dict.fromkeys(counts, 0))
+            mine = policies.setdefault(pipeline.name, dict.fromkeys(counts, 0))
             for key, value in counts.items():
                 mine[key] += value
             for key in totals:
@@ -407,6 +429,15 @@ class ResilienceManager:
             "error_recovery": self.recovery_system.get_stats(),
             "alerts": self.alert_system.get_stats(),
         }
+
+
+def _value_key(name: str, config: ResilienceConfig) -> tuple[str, ResilienceConfig] | None:
+    """Return the key that finds an equal config's pipeline, or ``None`` if ``config`` is unhashable."""
+    try:
+        hash(config)
+    except TypeError:  # e.g. a dict default_value: such configs are cached by identity only
+        return None
+    return (name, config)
 
 
 def _name_of(fn: Callable[..., Any]) -> str:

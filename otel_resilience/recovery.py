@@ -6,7 +6,8 @@ most specific class in the error's MRO wins. The actions are:
 
 * ``RETRY``: run the operation again, up to ``max_attempts`` times, ``delay`` seconds apart,
   while it keeps failing with an error the rule covers; when the re-runs run out, the *last*
-  error is re-raised unchanged (never wrapped).
+  error is re-raised unchanged (never wrapped). Like retry attempts, re-runs happen outside the
+  handling of the original error, so a re-run's error (or rejection) does not chain it.
 * ``RESTART``: the same loop, but each re-run is preceded by ``restart_hook()`` (sync or async)
   that re-creates or re-connects the failing component.
 * ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
@@ -907,38 +908,65 @@ class _RecoveryStrategyLink(Strategy):
 
     async def execute(self, ctx: ExecutionContext) -> Any:
         entry_attempt = ctx.attempt
+        system = self._system
         try:
             return await self.next.execute(ctx)
-        except Exception as error:
-            system = self._system
-            rule = system._observe(error, ctx.operation)
+        except Exception as exc:
+            rule = system._observe(exc, ctx.operation)
             if rule is None:
                 raise
-            return await system._recover(
-                error,
-                rule,
-                ctx,
-                rest=self.next,
-                entry_attempt=entry_attempt,
-                telemetry=self._telemetry,
-                breaker=self._breaker,
-            )
+            if rule[1].strategy not in _RERUN:
+                # A fallback function's own error chains the original (``__context__``).
+                return await system._recover(
+                    exc,
+                    rule,
+                    ctx,
+                    rest=self.next,
+                    entry_attempt=entry_attempt,
+                    telemetry=self._telemetry,
+                    breaker=self._breaker,
+                )
+            error = exc
+        # Re-runs happen outside the ``except`` block, as retry attempts do, so that an error (or
+        # a rejection) raised by a re-run does not chain the original failure and keep its
+        # frames alive.
+        return await system._recover(
+            error,
+            rule,
+            ctx,
+            rest=self.next,
+            entry_attempt=entry_attempt,
+            telemetry=self._telemetry,
+            breaker=self._breaker,
+        )
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         entry_attempt = ctx.attempt
+        system = self._system
         try:
             return self.next.execute_sync(ctx)
-        except Exception as error:
-            system = self._system
-            rule = system._observe(error, ctx.operation)
+        except Exception as exc:
+            rule = system._observe(exc, ctx.operation)
             if rule is None:
                 raise
-            return system._recover_sync(
-                error,
-                rule,
-                ctx,
-                rest=self.next,
-                entry_attempt=entry_attempt,
-                telemetry=self._telemetry,
-                breaker=self._breaker,
-            )
+            if rule[1].strategy not in _RERUN:
+                return system._recover_sync(
+                    exc,
+                    rule,
+                    ctx,
+                    rest=self.next,
+                    entry_attempt=entry_attempt,
+                    telemetry=self._telemetry,
+                    breaker=self._breaker,
+                )
+            error = exc
+        # Re-runs happen outside the ``except`` block: see :meth:`execute`.
+        return system._recover_sync(
+            error,
+            rule,
+            ctx,
+            rest=self.next,
+            entry_attempt=entry_attempt,
+            telemetry=self._telemetry,
+            breaker=self._breaker,
+        )

@@ -765,7 +765,7 @@ def _name_of(fn: Callable[..., Any]) -> str:
 
 def _not_callable(owner: str, fn: object) -> TypeError:
     """Build the error for a non-callable ``fn``."""
-    return TypeError(f"{owner} needs a callable, got {fn!r} ({type(fn).__name__})")
+    return TypeError(f"{owner} needs a callable fn, got {fn!r} ({type(fn).__name__})")
 
 
 class Retry:

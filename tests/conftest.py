@@ -7,6 +7,11 @@ import pytest
 from otel_resilience.testing import EventRecorder, FakeClock
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--run-slow: also run the long soaks (tests marked slow); RUN_SLOW=1 does the same."""
+    parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """A fake clock starting at t=1000 s."""

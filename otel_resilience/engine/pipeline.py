@@ -6,6 +6,12 @@ refuses a strategy that is already linked elsewhere and refuses ``add`` after ``
 
 A pipeline is one *logical execution* for telemetry: it opens the execution scope (a span, the
 duration histogram) and counts the outcome in plain integers (:class:`PipelineStats`).
+
+A function that does not fit the driver (a plain function given to :meth:`Pipeline.execute`, a
+coroutine function given to :meth:`Pipeline.execute_sync`) is refused with ``TypeError``: the
+last link raises :class:`~otel_resilience.engine.strategy.WrongDriver`, which no strategy counts
+as a failure, retries, recovers or answers with a fallback, and the pipeline raises the
+``TypeError`` in its place (counted as a failed execution).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
-from otel_resilience.engine.strategy import TERMINAL, Strategy
+from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver
 from otel_resilience.engine.validation import check_name
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
@@ -40,6 +46,13 @@ def classify_error(error: BaseException) -> Outcome:
     if isinstance(error, Exception):
         return Outcome.FAILURE
     return Outcome.CANCELLED
+
+
+def _surfaced(error: BaseException) -> BaseException:
+    """Return what the caller gets for ``error``: a :class:`WrongDriver` becomes its ``TypeError``."""
+    if type(error) is WrongDriver:
+        return error.as_type_error()
+    return error
 
 
 class PipelineStats:
@@ -159,8 +172,11 @@ class Pipeline:
         if handles is None:
             try:
                 result = await self._head.execute(ctx)
-            except BaseException as error:
+            except BaseException as caught:
+                error = _surfaced(caught)
                 self.stats.count(classify_error(error))
+                if error is not caught:
+                    raise error from None
                 raise
             if ctx.attempt == 1 and ctx.outcome is None:
                 self.stats.succeeded += 1
@@ -171,10 +187,13 @@ class Pipeline:
         start = clock.now()
         try:
             result = await self._head.execute(ctx)
-        except BaseException as error:
+        except BaseException as caught:
+            error = _surfaced(caught)
             outcome = classify_error(error)
             self.stats.count(outcome)
             telemetry.end_execution(handles, outcome, clock.now() - start, error)
+            if error is not caught:
+                raise error from None
             raise
         outcome = _success_outcome(ctx)
         self.stats.count(outcome)
@@ -194,12 +213,15 @@ class Pipeline:
         start = clock.now() if handles is not None else 0.0
         try:
             result = self._head.execute_sync(ctx)
-        except BaseException as error:
+        except BaseException as caught:
+            error = _surfaced(caught)
             outcome = classify_error(error)
             with self._lock:
                 self.stats.count(outcome)
             if handles is not None:
                 telemetry.end_execution(handles, outcome, clock.now() - start, error)
+            if error is not caught:
+                raise error from None
             raise
         outcome = _success_outcome(ctx)
         with self._lock:

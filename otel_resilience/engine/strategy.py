@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
 
-__all__ = ["TERMINAL", "Strategy"]
+__all__ = ["TERMINAL", "Strategy", "WrongDriver"]
 
 
 class Strategy(ABC):
@@ -75,10 +75,10 @@ class _Terminal(Strategy):
         awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
         if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
             msg = (
-                f"{ctx.operation!r}: the async API needs a function that returns an awaitable, "
-                f"got {type(awaitable).__name__}; use the *_sync variant for plain functions"
+                f"{ctx.operation!r}: fn must return an awaitable for the async API, got "
+                f"{type(awaitable).__name__}; use the *_sync variant for plain functions"
             )
-            raise TypeError(msg)
+            raise WrongDriver(msg)
         return await awaitable
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
@@ -86,11 +86,26 @@ class _Terminal(Strategy):
         if type(result) is CoroutineType:
             result.close()
             msg = (
-                f"{ctx.operation!r}: the sync API was given a coroutine function; "
+                f"{ctx.operation!r}: fn is a coroutine function, which the sync API cannot await; "
                 "use the async variant (without _sync) and await it"
             )
-            raise TypeError(msg)
+            raise WrongDriver(msg)
         return result
+
+
+class WrongDriver(BaseException):
+    """Signal: the protected function does not fit the driver.
+
+    Raised for a plain function given to the async API, or a coroutine function given to the
+    sync API. It is a ``BaseException`` on purpose: a programming error is not an outcome of the
+    dependency, so no strategy may count, retry, recover or answer it (they all handle
+    ``Exception`` only, and give their permits and slots back on anything else). The pipeline
+    turns it into the ``TypeError`` the caller gets.
+    """
+
+    def as_type_error(self) -> TypeError:
+        """Return the ``TypeError`` to raise in place of this signal."""
+        return TypeError(*self.args)
 
 
 TERMINAL: Final[Strategy] = _Terminal()

@@ -1,0 +1,238 @@
+"""Threads: the sync drivers never serialise callers, and no count is lost under contention.
+
+A peer's sync breaker holds its lock around the user's call, so 4 threads take 4 times as long.
+Here 4 threads meet at a barrier *inside* the protected call: if the library serialised them,
+the barrier would time out. Then 8 threads x 10 000 calls, with the interpreter switching
+threads every microsecond, must leave every count exact: breaker, bulkhead and manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from otel_resilience import (
+    Bulkhead,
+    BulkheadConfig,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    FallbackConfig,
+    FallbackStrategy,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+
+THREADS = 8
+CALLS = 10_000
+CALL_TIME = 0.1
+
+
+class Flaky(Exception):
+    """Raised by every seventh call."""
+
+
+def run_threads(count: int, target: Callable[[int], None]) -> float:
+    """Run ``target(index)`` in ``count`` threads started together; return the wall time."""
+    start_line = threading.Barrier(count + 1)
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        start_line.wait(timeout=10.0)
+        try:
+            target(index)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    start_line.wait(timeout=10.0)
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join(timeout=60.0)
+        assert not thread.is_alive(), "a thread hung"
+    elapsed = time.perf_counter() - started
+    assert not errors, errors[:3]
+    return elapsed
+
+
+def meeting(parties: int) -> Callable[[], str]:
+    """A call that only returns once ``parties`` callers are inside it at the same time."""
+    barrier = threading.Barrier(parties)
+
+    def call() -> str:
+        barrier.wait(timeout=2.0)  # BrokenBarrierError if the callers were serialised
+        time.sleep(CALL_TIME)
+        return "done"
+
+    return call
+
+
+@pytest.mark.parametrize("via", ["breaker", "bulkhead", "manager"])
+def test_four_threads_run_concurrently_through_the_sync_drivers(via: str) -> None:
+    """4 threads meet inside the protected call: wall time is one call's, not four."""
+    call = meeting(4)
+    results: list[str] = []
+    if via == "breaker":
+        breaker = CircuitBreaker("concurrent-breaker")
+
+        def target(_: int) -> None:
+            results.append(breaker.call_sync(call))
+
+    elif via == "bulkhead":
+        bulkhead = Bulkhead("concurrent-bulkhead", BulkheadConfig(max_concurrent=4))
+
+        def target(_: int) -> None:
+            results.append(bulkhead.execute_sync(call))
+
+    else:
+        manager = ResilienceManager()
+        config = ResilienceConfig(
+            circuit_breaker=CircuitBreakerConfig(),
+            bulkhead_config=BulkheadConfig(max_concurrent=4),
+            retry_policy=RetryPolicy(max_attempts=2),
+            timeout=5.0,
+            name="concurrent-manager",
+        )
+
+        def target(_: int) -> None:
+            results.append(manager.execute_with_resilience_sync(call, config))
+
+    elapsed = run_threads(4, target)
+    assert results == ["done"] * 4
+    assert elapsed < 2 * CALL_TIME + 0.15, f"4 calls took {elapsed:.3f} s: they were serialised"
+
+
+def flaky_call() -> Callable[[int], str]:
+    """Fail on every seventh call number."""
+
+    def call(n: int) -> str:
+        if n % 7 == 0:
+            raise Flaky
+        return "ok"
+
+    return call
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_eight_threads_lose_no_breaker_count() -> None:
+    """8 threads x 10 000 calls through one sync breaker: every success and failure is counted."""
+    breaker = CircuitBreaker("contended-breaker", CircuitBreakerConfig(failure_threshold=1000))
+    call = flaky_call()
+
+    def target(index: int) -> None:
+        for i in range(CALLS):
+            with contextlib.suppress(Flaky):
+                breaker.call_sync(call, index * CALLS + i)
+
+    run_threads(THREADS, target)
+    failures = sum(1 for n in range(THREADS * CALLS) if n % 7 == 0)
+    stats = breaker.get_stats()
+    assert stats["total_failures"] == failures
+    assert stats["total_successes"] == THREADS * CALLS - failures
+    assert stats["total_requests"] == THREADS * CALLS
+    assert stats["state"] == "closed"
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_eight_threads_lose_no_bulkhead_count() -> None:
+    """8 threads x 10 000 calls through a 3-slot bulkhead: every slot returned, every call counted."""
+    bulkhead = Bulkhead(
+        "contended-bulkhead", BulkheadConfig(max_concurrent=3, max_waiting=THREADS, timeout=30.0)
+    )
+    inside = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def call() -> None:
+        nonlocal inside, peak
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+        time.sleep(0)  # give the other threads the interpreter while this one holds a slot
+        with lock:
+            inside -= 1
+
+    def target(_: int) -> None:
+        for _ in range(CALLS):
+            bulkhead.execute_sync(call)
+
+    run_threads(THREADS, target)
+    stats = bulkhead.get_stats()
+    assert peak <= 3
+    assert stats["total"] == THREADS * CALLS
+    assert stats["completed"] == THREADS * CALLS
+    assert stats["active"] == 0
+    assert stats["waiting"] == 0
+    assert stats["rejected"] == stats["timed_out"] == stats["cancelled"] == 0
+    assert stats["peak_active"] <= 3
+    assert stats["peak_waiting"] > 0, "the threads never contended for a slot"
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_eight_threads_lose_no_manager_count() -> None:
+    """8 threads x 10 000 calls through the manager: executions, breaker and bulkhead all add up."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1000),
+        bulkhead_config=BulkheadConfig(max_concurrent=4, max_waiting=THREADS, timeout=30.0),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="fallback"),
+        name="contended-manager",
+    )
+    call = flaky_call()
+    answers = [0] * THREADS
+
+    def target(index: int) -> None:
+        for i in range(CALLS):
+            if manager.execute_with_resilience_sync(call, config, index * CALLS + i) == "ok":
+                answers[index] += 1
+
+    run_threads(THREADS, target)
+    failures = sum(1 for n in range(THREADS * CALLS) if n % 7 == 0)
+    stats = manager.get_resilience_statistics()
+    executions = stats["executions"]
+    assert executions["total"] == THREADS * CALLS
+    assert executions["successful"] == sum(answers) == THREADS * CALLS - failures
+    assert executions["fallback"] == failures
+    assert executions["failed"] == executions["cancelled"] == 0
+    breaker = stats["circuit_breakers"]["contended-manager"]
+    assert breaker["total_successes"] == THREADS * CALLS - failures
+    assert breaker["total_failures"] == failures
+    bulkhead = stats["bulkheads"]["contended-manager"]
+    assert bulkhead["completed"] == bulkhead["total"] == THREADS * CALLS
+    assert bulkhead["active"] == bulkhead["waiting"] == 0
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_an_event_loop_and_threads_share_one_breaker_without_losing_counts() -> None:
+    """Async calls on a loop and sync calls in 4 threads hit one breaker: totals are exact."""
+    breaker = CircuitBreaker("shared-breaker", CircuitBreakerConfig(failure_threshold=1000))
+    call = flaky_call()
+
+    async def async_call(n: int) -> str:
+        return call(n)
+
+    async def loop_side() -> None:
+        for n in range(CALLS):
+            with contextlib.suppress(Flaky):
+                await breaker.call(async_call, n)
+
+    def target(index: int) -> None:
+        if index == 0:
+            asyncio.run(loop_side())
+            return
+        for n in range(CALLS):
+            with contextlib.suppress(Flaky):
+                breaker.call_sync(call, n)
+
+    run_threads(5, target)
+    failures = 5 * sum(1 for n in range(CALLS) if n % 7 == 0)
+    stats = breaker.get_stats()
+    assert stats["total_failures"] == failures
+    assert stats["total_successes"] == 5 * CALLS - failures
