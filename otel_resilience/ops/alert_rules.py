@@ -21,10 +21,16 @@ Decisions, in short (``docs/operations.md`` has the long form):
   breaker that keeps failing its probes does not reset the ``for`` clock. Severity grows with the
   duration: ``warning`` after :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after
   :data:`BREAKER_OPEN_CRITICAL_FOR` (Alertmanager mutes the warning then).
+* **A time scale for compressed time.** ``render_rules(time_scale=F)`` multiplies every
+  ``for``, range and ``offset`` by ``F`` and keeps everything else (recording rule names,
+  thresholds, labels), to watch a demo run with ``--time-scale F`` (one real second stands for
+  ``1/F`` production seconds) or an end-to-end test fire and resolve the alerts in seconds. The
+  committed files are the production rules (``F = 1``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +99,7 @@ __all__ = [
     "rule_groups",
     "rules_document",
     "rules_test_document",
+    "scale_duration",
 ]
 
 RULES_FILE: Final = "rules.yml"
@@ -256,6 +263,50 @@ def _pct(ratio: float) -> str:
     return f"{ratio:.0%}"
 
 
+_DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_536_000}
+
+
+def _check_time_scale(time_scale: float) -> float:
+    """Return ``time_scale`` as a float if ``0 < time_scale <= 1``; raise otherwise."""
+    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)):
+        msg = f"time_scale must be a number, got {time_scale!r}"
+        raise TypeError(msg)
+    if not math.isfinite(time_scale) or not 0 < time_scale <= 1:
+        msg = f"time_scale must be > 0 and <= 1 (1 = production timing), got {time_scale!r}"
+        raise ValueError(msg)
+    return float(time_scale)
+
+
+def scale_duration(duration: str, time_scale: float) -> str:
+    """Return the Prometheus ``duration`` multiplied by ``time_scale``.
+
+    ``scale_duration("5m", 0.05) == "15s"``; a result that is not a whole number of seconds is
+    written in milliseconds (``"1m"`` at ``0.01`` is ``"600ms"``). At ``time_scale == 1`` the
+    duration is returned unchanged.
+
+    Args:
+        duration: A Prometheus duration such as ``"5m"`` or ``"1h30m"``.
+        time_scale: Real seconds per production second, ``0 < time_scale <= 1``.
+
+    Returns:
+        The scaled duration, at least ``"1ms"``.
+
+    Raises:
+        TypeError: If ``time_scale`` is not a number.
+        ValueError: If ``time_scale`` is out of range or ``duration`` is not a duration.
+    """
+    scale = _check_time_scale(time_scale)
+    if _DURATION.sub("", duration) != "" or not duration:
+        msg = f"duration must be a Prometheus duration such as '5m', got {duration!r}"
+        raise ValueError(msg)
+    if scale == 1.0:
+        return duration
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(duration))
+    millis = max(1, round(seconds * scale * 1000))
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingRule:
     """One recording rule.
@@ -316,8 +367,9 @@ class AlertRule:
 Rules = tuple[tuple[str, tuple[RecordingRule | AlertRule, ...]], ...]
 
 
-def _execution_group() -> tuple[RecordingRule | AlertRule, ...]:
-    w = RATE_WINDOW
+def _execution_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    w = scale_duration(RATE_WINDOW, scale)
+    ratio_for = scale_duration(RATIO_ALERT_FOR, scale)
     outcome_success = naming.one_of(sc.OUTCOME, "success", "recovered")
     guard = f"and on ({_JOB}, {_POLICY}) {R_EXECUTIONS} >= {MIN_EXECUTION_RATE:g}"
     return (
@@ -341,7 +393,7 @@ def _execution_group() -> tuple[RecordingRule | AlertRule, ...]:
         AlertRule(
             A_RETRY_STORM,
             f"{R_RETRY_RATIO} > {RETRY_STORM_RATIO:g}\n{guard}",
-            RATIO_ALERT_FOR,
+            ratio_for,
             "warning",
             "Retry storm in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
             "Policy {{ $labels.resilience_policy }} of service {{ $labels.job }} makes "
@@ -352,7 +404,7 @@ def _execution_group() -> tuple[RecordingRule | AlertRule, ...]:
         AlertRule(
             A_FALLBACK_HIGH,
             f"{R_FALLBACK_RATIO} > {FALLBACK_RATIO:g}\n{guard}",
-            RATIO_ALERT_FOR,
+            ratio_for,
             "warning",
             "Fallback rate high in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
             "Fallback {{ $labels.resilience_name }} answered {{ $value | humanizePercentage }} of "
@@ -362,7 +414,7 @@ def _execution_group() -> tuple[RecordingRule | AlertRule, ...]:
         AlertRule(
             A_TIMEOUTS,
             f"{R_TIMEOUT_RATIO} > {TIMEOUT_RATIO:g}\n{guard}",
-            RATIO_ALERT_FOR,
+            ratio_for,
             "warning",
             "Timeouts rising in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
             "{{ $value | humanizePercentage }} timeouts per execution in policy "
@@ -372,7 +424,8 @@ def _execution_group() -> tuple[RecordingRule | AlertRule, ...]:
     )
 
 
-def _breaker_group() -> tuple[RecordingRule | AlertRule, ...]:
+def _breaker_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    flapping_window = scale_duration(BREAKER_FLAPPING_WINDOW, scale)
     closed = _sel(_CB_STATE_SERIES, _eq(_CB_STATE, naming.value(sc.CB_STATE, "closed")))
     trips = _sel(
         _CB_TRANSITIONS,
@@ -381,6 +434,7 @@ def _breaker_group() -> tuple[RecordingRule | AlertRule, ...]:
     )
 
     def open_alert(duration: str, severity: str) -> AlertRule:
+        duration = scale_duration(duration, scale)
         return AlertRule(
             A_BREAKER_OPEN,
             f"{R_BREAKER_OPEN} > 0",
@@ -394,24 +448,25 @@ def _breaker_group() -> tuple[RecordingRule | AlertRule, ...]:
 
     return (
         RecordingRule(R_BREAKER_OPEN, f"sum by ({_JOB}, {_NAME}) (1 - {closed})"),
-        RecordingRule(R_BREAKER_TRIPS, _events(trips, BREAKER_FLAPPING_WINDOW, (_JOB, _NAME))),
+        RecordingRule(R_BREAKER_TRIPS, _events(trips, flapping_window, (_JOB, _NAME))),
         open_alert(BREAKER_OPEN_WARNING_FOR, "warning"),
         open_alert(BREAKER_OPEN_CRITICAL_FOR, "critical"),
         AlertRule(
             A_BREAKER_FLAPPING,
             f"{R_BREAKER_TRIPS} >= {BREAKER_FLAPPING_TRIPS}",
-            BREAKER_FLAPPING_FOR,
+            scale_duration(BREAKER_FLAPPING_FOR, scale),
             "warning",
             "Circuit breaker {{ $labels.resilience_name }} is flapping in {{ $labels.job }}",
             "Circuit breaker {{ $labels.resilience_name }} of service {{ $labels.job }} tripped "
             "from closed to open {{ $value | humanize }} times in the last "
-            f"{BREAKER_FLAPPING_WINDOW} (threshold {BREAKER_FLAPPING_TRIPS}): the dependency keeps "
+            f"{flapping_window} (threshold {BREAKER_FLAPPING_TRIPS}): the dependency keeps "
             "failing again right after it recovers.",
         ),
     )
 
 
-def _bulkhead_group() -> tuple[RecordingRule | AlertRule, ...]:
+def _bulkhead_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    near_for = scale_duration(BULKHEAD_NEAR_FOR, scale)
     full = naming.one_of(sc.REJECTION_REASON, "bulkhead_full", "queue_timeout")
     rejections = _sel(_REJECTIONS, _re(_REJECTION_REASON, full))
     return (
@@ -424,13 +479,13 @@ def _bulkhead_group() -> tuple[RecordingRule | AlertRule, ...]:
         ),
         RecordingRule(
             R_BULKHEAD_REJECTIONS,
-            f"sum by ({_JOB}, {_NAME}) (rate({rejections}[{RATE_WINDOW}]))",
+            f"sum by ({_JOB}, {_NAME}) (rate({rejections}[{scale_duration(RATE_WINDOW, scale)}]))",
         ),
         AlertRule(
             A_BULKHEAD_FULL,
             f"{R_BULKHEAD_SATURATION} >= {BULKHEAD_FULL_SATURATION:g}\nor\n"
             f"({R_BULKHEAD_SATURATION} and on ({_JOB}, {_NAME}) {R_BULKHEAD_REJECTIONS} > 0)",
-            BULKHEAD_FULL_FOR,
+            scale_duration(BULKHEAD_FULL_FOR, scale),
             "warning",
             "Bulkhead {{ $labels.resilience_name }} is full in {{ $labels.job }}",
             "Bulkhead {{ $labels.resilience_name }} of service {{ $labels.job }} rejects calls or "
@@ -440,18 +495,19 @@ def _bulkhead_group() -> tuple[RecordingRule | AlertRule, ...]:
         AlertRule(
             A_BULKHEAD_NEAR,
             f"{R_BULKHEAD_SATURATION} >= {BULKHEAD_NEAR_SATURATION:g}",
-            BULKHEAD_NEAR_FOR,
+            near_for,
             "warning",
             "Bulkhead {{ $labels.resilience_name }} is near saturation in {{ $labels.job }}",
             "Bulkhead {{ $labels.resilience_name }} of service {{ $labels.job }} has used "
             "{{ $value | humanizePercentage }} of its concurrency limit for more than "
-            f"{BULKHEAD_NEAR_FOR} (threshold {_pct(BULKHEAD_NEAR_SATURATION)}).",
+            f"{near_for} (threshold {_pct(BULKHEAD_NEAR_SATURATION)}).",
         ),
     )
 
 
-def _recovery_group() -> tuple[RecordingRule | AlertRule, ...]:
-    w = RECOVERY_WINDOW
+def _recovery_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    w = scale_duration(RECOVERY_WINDOW, scale)
+    patterns_window = scale_duration(ERROR_PATTERN_WINDOW, scale)
     success = _sel(_RECOVERY_ATTEMPTS, _eq(_RECOVERY_RESULT, naming.value(sc.RECOVERY_RESULT, "success")))
     all_attempts = f"sum by ({_JOB}, {_NAME}) (rate({_RECOVERY_ATTEMPTS}[{w}]))"
     return (
@@ -461,12 +517,15 @@ def _recovery_group() -> tuple[RecordingRule | AlertRule, ...]:
             f"(\n  sum by ({_JOB}, {_NAME}) (rate({success}[{w}]))\nor\n  {all_attempts} * 0\n)\n"
             f"/\n({all_attempts} > 0)",
         ),
-        RecordingRule(R_ERROR_PATTERNS, _events(_ERROR_PATTERNS, w, (_JOB, _NAME, _OPERATION, _ERROR_TYPE))),
+        RecordingRule(
+            R_ERROR_PATTERNS,
+            _events(_ERROR_PATTERNS, patterns_window, (_JOB, _NAME, _OPERATION, _ERROR_TYPE)),
+        ),
         AlertRule(
             A_RECOVERY_LOW,
             f"{R_RECOVERY_RATE} < {RECOVERY_RATE_THRESHOLD:g}\n"
             f"and on ({_JOB}, {_NAME}) {R_RECOVERY_ATTEMPTS} >= {RECOVERY_MIN_ATTEMPTS}",
-            RECOVERY_FOR,
+            scale_duration(RECOVERY_FOR, scale),
             "warning",
             "Recovery rate low in {{ $labels.resilience_name }} of {{ $labels.job }}",
             "Recovery system {{ $labels.resilience_name }} of service {{ $labels.job }} recovered "
@@ -476,43 +535,72 @@ def _recovery_group() -> tuple[RecordingRule | AlertRule, ...]:
         AlertRule(
             A_ERROR_PATTERN,
             f"{R_ERROR_PATTERNS} > 0",
-            ERROR_PATTERN_FOR,
+            scale_duration(ERROR_PATTERN_FOR, scale),
             "warning",
             "Repeated {{ $labels.error_type }} in {{ $labels.resilience_operation }} of {{ $labels.job }}",
             "{{ $labels.error_type }} keeps repeating in operation {{ $labels.resilience_operation }} "
             "(recovery system {{ $labels.resilience_name }}, service {{ $labels.job }}): "
-            f"{{{{ $value | humanize }}}} pattern(s) detected in the last {w}.",
+            f"{{{{ $value | humanize }}}} pattern(s) detected in the last {patterns_window}.",
         ),
     )
 
 
-def rule_groups() -> Rules:
-    """Return the rule groups: each group's recording rules, then the alerts that read them."""
+def rule_groups(time_scale: float = 1.0) -> Rules:
+    """Return the rule groups: each group's recording rules, then the alerts that read them.
+
+    Args:
+        time_scale: Multiplies every ``for``, range and ``offset`` (see :func:`scale_duration`);
+            1 (default) gives the production rules.
+
+    Raises:
+        TypeError: If ``time_scale`` is not a number.
+        ValueError: If ``time_scale`` is not in ``(0, 1]``.
+    """
+    scale = _check_time_scale(time_scale)
     return (
-        ("otel_resilience.executions", _execution_group()),
-        ("otel_resilience.circuit_breakers", _breaker_group()),
-        ("otel_resilience.bulkheads", _bulkhead_group()),
-        ("otel_resilience.recovery", _recovery_group()),
+        ("otel_resilience.executions", _execution_group(scale)),
+        ("otel_resilience.circuit_breakers", _breaker_group(scale)),
+        ("otel_resilience.bulkheads", _bulkhead_group(scale)),
+        ("otel_resilience.recovery", _recovery_group(scale)),
     )
 
 
-def rules_document() -> dict[str, Any]:
-    """Return the Prometheus rules file as a document (``alerts/rules.yml``)."""
+def rules_document(time_scale: float = 1.0) -> dict[str, Any]:
+    """Return the Prometheus rules file as a document (``alerts/rules.yml`` at ``time_scale`` 1)."""
     return {
         "groups": [
-            {"name": name, "rules": [rule.as_dict() for rule in rules]} for name, rules in rule_groups()
+            {"name": name, "rules": [rule.as_dict() for rule in rules]}
+            for name, rules in rule_groups(time_scale)
         ]
     }
 
 
-def render_rules() -> str:
-    """Return the text of ``alerts/rules.yml``."""
+def render_rules(time_scale: float = 1.0) -> str:
+    """Return the text of ``alerts/rules.yml``, or of its time-scaled variant.
+
+    Args:
+        time_scale: Multiplies every ``for``, range and ``offset``; 1 (default) is the
+            committed file. The recording rule names keep their production windows, so the
+            dashboards read a scaled file unchanged.
+
+    Raises:
+        TypeError: If ``time_scale`` is not a number.
+        ValueError: If ``time_scale`` is not in ``(0, 1]``.
+    """
+    scale = _check_time_scale(time_scale)
+    scaled = (
+        ""
+        if scale == 1.0
+        else f"\nTIME-SCALED by {scale:g}: every `for`, range and offset is the production value times "
+        f"{scale:g},\nfor a demo run with `--time-scale {scale:g}` (1 s here = {1 / scale:g} s of production "
+        "time).\nRecording rule names keep their production windows. Not for production use."
+    )
     return _yaml.dump(
-        rules_document(),
+        rules_document(scale),
         _yaml.generated_header(
             "otel_resilience/ops/alert_rules.py",
             "Prometheus recording and alerting rules for otel_resilience. Load with\n"
-            "`rule_files: [rules.yml]`; check with `promtool check rules --lint=all rules.yml`.",
+            "`rule_files: [rules.yml]`; check with `promtool check rules --lint=all rules.yml`." + scaled,
         ),
     )
 

@@ -658,7 +658,7 @@ def _recovery() -> _Dashboard:
     fb_result = naming.label(sc.FALLBACK_RESULT)
     kind = naming.label(sc.ALERT_KIND)
     severity = naming.label(sc.ALERT_SEVERITY)
-    failure = naming.value(sc.OUTCOME, "failure")
+    failure = "~" + naming.one_of(sc.OUTCOME, *sorted(sc.ERROR_OUTCOMES))
     return _Dashboard(
         "otel-resilience-recovery.json",
         "otel-resilience-recovery",
@@ -710,8 +710,8 @@ def _recovery() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Failures by error type",
-                        "Executions that failed per second, by policy and exception class "
-                        f"(`error.type`). From `{count}`.",
+                        "Executions that ended in an error per second (outcome failure, rejected or "
+                        f"timeout), by policy and exception class (`error.type`). From `{count}`.",
                         "ops",
                         (
                             _Query(
