@@ -267,7 +267,7 @@ def many_breakers(count: int) -> list[MemRow]:
             "lookup: engine.registry.BREAKERS.get(name)",
             per * 1e6,
             "us",
-            note=f"linear scan of {live} live breakers (weak set)",
+            note=f"weak name index, {live} live breakers",
         )
     )
     del breakers, manager

@@ -290,7 +290,7 @@ def retry(driver: str, peers: Peers, *, fail_twice: bool) -> Group:
         _ours(
             f"{spec}(f, policy=...)",
             _chunk(driver, f"{aw}{spec}(f, policy=p)", {spec: getattr(orr, spec), "f": fn, "p": policy}),
-            note="SPEC one-shot form: builds a Retry (and its pipeline) on every call",
+            note="SPEC one-shot form: reuses the Retry of the same name and policy object",
         )
     )
     tn = peers.get("tenacity")
@@ -344,10 +344,10 @@ def retry(driver: str, peers: Peers, *, fail_twice: bool) -> Group:
             "one row = one logical call = 3 invocations of a function that raises twice; the baseline is "
             "still one bare call, so the shared cost of raising twice is inside every overhead"
         )
-        if driver == "async":
-            group.notes.append(
-                "a zero delay still yields to the loop once per retry (asyncio.sleep(0)) in every library"
-            )
+        group.notes.append(
+            "a zero delay: the peers still sleep(0) per retry (asyncio.sleep(0) / time.sleep(0)); "
+            "otel_resilience retries at once, without sleeping"
+        )
     return group
 
 

@@ -230,6 +230,10 @@ class _RateWindow:
             self.successes += 1
 
 
+_WANTED_EVENTS: Final = frozenset({Event.STATE_CHANGED, Event.RECOVERY_ATTEMPTED, Event.PATTERN_DETECTED})
+"""The events (besides bulkhead rejections) an :class:`AlertSystem` can raise an alert on."""
+
+
 class AlertSystem:
     """Raises in-process alerts from the telemetry event stream.
 
@@ -358,6 +362,16 @@ class AlertSystem:
                 "callback_errors": self._callback_errors,
                 "subscribers": len(self._subscribers),
             }
+
+    def wants(self, source: TelemetrySource, event: Event) -> bool:
+        """Whether :meth:`on_event` can act on ``event`` from ``source``'s kind (a hub filter).
+
+        Only state changes, bulkhead rejections, recovery actions and error patterns can raise
+        an alert, so the hub spares the other events (a breaker's rejections, retries) the call.
+        """
+        if event is Event.CALL_REJECTED:
+            return source.kind == "bulkhead"
+        return event in _WANTED_EVENTS
 
     def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""

@@ -43,9 +43,11 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -54,7 +56,7 @@ from typing import Any, ClassVar, Final, ParamSpec, TypedDict, TypeVar, overload
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, time_remaining
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry, TelemetrySource
-from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
 from otel_resilience.engine.registry import BULKHEADS
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
@@ -385,10 +387,68 @@ class _BulkheadCore(BulkheadStats):
                 waiter = self._pass_on_locked()
 
 
+class _QueueTimer:
+    """The queue timeouts of one link's async waiters on one loop, behind one loop timer.
+
+    Every waiter of a bulkhead waits at most the same ``timeout``, so their deadlines come in
+    queue order: one loop timer, set for the oldest waiter still queued, is enough (instead of
+    one ``call_later`` per queued call, which a loop keeps in its heap until it fires or is
+    cleaned up). When it fires it ends every wait that is due and re-arms for the next one.
+    Waiters that got their slot are dropped from the front as they leave. Used from the
+    loop's thread only.
+    """
+
+    __slots__ = ("_armed", "_entries", "_expire", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[_AsyncWaiter], None]) -> None:
+        self._loop = weakref.ref(loop)
+        self._expire = expire
+        self._entries: deque[tuple[float, _AsyncWaiter]] = deque()
+        self._armed = False
+
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this timer belongs to ``loop``."""
+        return self._loop() is loop
+
+    def stale(self) -> bool:
+        """Whether its loop is gone or closed (a new timer may take its place)."""
+        loop = self._loop()
+        return loop is None or loop.is_closed()
+
+    def add(self, loop: asyncio.AbstractEventLoop, waiter: _AsyncWaiter, when: float) -> None:
+        """Watch ``waiter`` until loop time ``when``."""
+        self._entries.append((when, waiter))
+        if not self._armed:
+            self._arm(loop, when)
+
+    def prune(self) -> None:
+        """Drop the waiters at the front that are no longer queued."""
+        entries = self._entries
+        while entries and entries[0][1].state != _WAITING:
+            entries.popleft()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._armed = True
+        loop.call_at(when, self._fire, loop, when, context=contextvars.Context())
+
+    def _fire(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._armed = False
+        due = max(loop.time(), when)
+        entries = self._entries
+        while entries:
+            entry_when, waiter = entries[0]
+            if waiter.state == _WAITING and entry_when > due:
+                self._arm(loop, entry_when)
+                return
+            entries.popleft()
+            if waiter.state == _WAITING:
+                self._expire(waiter)
+
+
 class _BulkheadStrategy(Strategy):
     """A pipeline link bound to a bulkhead's shared slots, with its own telemetry."""
 
-    __slots__ = ("_bulkhead", "_core", "_telemetry")
+    __slots__ = ("_bulkhead", "_core", "_queue_timer", "_telemetry")
 
     kind: ClassVar[str] = _KIND
 
@@ -397,6 +457,7 @@ class _BulkheadStrategy(Strategy):
         self._bulkhead = bulkhead
         self._core = bulkhead._core
         self._telemetry = telemetry
+        self._queue_timer: _QueueTimer | None = None
 
     @property
     def name(self) -> str:
@@ -414,7 +475,7 @@ class _BulkheadStrategy(Strategy):
         if not core.try_acquire():
             await self._wait()
         try:
-            return await self.next.execute(ctx)
+            return await self.next.start(ctx)
         finally:
             core.release()
 
@@ -439,14 +500,29 @@ class _BulkheadStrategy(Strategy):
         if waiter is None or status == _FULL:
             raise self._full() from None
         timeout = self._bulkhead.config.timeout
-        timer = loop.call_later(timeout, self._expire, waiter)
+        queue_timer = self._queue_timer
+        if queue_timer is None or queue_timer.stale():
+            # The shared timer serves one loop; waiters of another loop running at the same
+            # time (a link used from several threads' loops) get a timer each.
+            queue_timer = self._queue_timer = _QueueTimer(loop, self._expire)
+        timer: asyncio.TimerHandle | None = None
+        if queue_timer.serves(loop):
+            queue_timer.add(loop, waiter, loop.time() + timeout)
+        else:
+            timer = loop.call_later(timeout, self._expire, waiter)
         try:
             await waiter.future
         except BaseException:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             core.abandon(waiter)
+            if timer is None:
+                queue_timer.prune()
             raise
-        timer.cancel()
+        if timer is None:
+            queue_timer.prune()
+        else:
+            timer.cancel()
         if waiter.state == _TIMED_OUT:
             raise self._timeout_error(timeout) from None
 
@@ -513,7 +589,7 @@ class Bulkhead:
         ValueError: If ``name`` is empty.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_config", "_core", "_name", "_pipeline", "_telemetry")
+    __slots__ = ("__weakref__", "_clock", "_config", "_core", "_name", "_standalone", "_telemetry")
 
     kind: ClassVar[str] = _KIND
 
@@ -530,8 +606,21 @@ class Bulkhead:
         self._core = _BulkheadCore(config.max_concurrent, config.max_waiting)
         source = TelemetrySource(_KIND, name)
         self._telemetry = StrategyTelemetry(source)
-        self._pipeline = PipelineBuilder(name, clock=clock, source=source).add(self.as_strategy()).build()
+        self._standalone: Pipeline | None = None
         BULKHEADS.register(self)
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        return (
+            PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
+            .add(self.as_strategy())
+            .build()
+        )
 
     @property
     def name(self) -> str:

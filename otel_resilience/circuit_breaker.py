@@ -40,10 +40,12 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, ClassVar, Final, Literal, ParamSpec, TypedDict, TypeVar, cast, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.counting import count_value, new_counter
 from otel_resilience.engine.events import (
     CallRejected,
     Event,
@@ -52,9 +54,9 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, classify_error
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.strategy import Strategy
+from otel_resilience.engine.strategy import Strategy, WrongDriver, awaitable_in_sync, not_awaitable
 from otel_resilience.engine.validation import (
     check_duration,
     check_exception_types,
@@ -202,6 +204,10 @@ def _check_selector(
     return selector
 
 
+_DEFAULT_CONFIG: Final = CircuitBreakerConfig()
+"""The configuration of a breaker built without one (a frozen value, shared)."""
+
+
 class CircuitBreakerStatsDict(TypedDict):
     """The snapshot returned by :meth:`CircuitBreaker.get_stats`."""
 
@@ -226,7 +232,9 @@ class CircuitBreakerStats:
 
     Observable instruments read these attributes directly, so exporting metrics builds no dict.
     Totals cover the breaker's lifetime; ``failure_count`` and ``success_count`` are the counts
-    of the current state period.
+    of the current state period. The two counts that move on the hot paths (``total_successes``
+    while CLOSED, ``total_rejected`` while OPEN) are exact lock-free counters
+    (:mod:`otel_resilience.engine.counting`), bumped without the lock.
 
     Attributes:
         failure_count: Consecutive counted failures in the current CLOSED period (kept while
@@ -241,25 +249,35 @@ class CircuitBreakerStats:
     """
 
     __slots__ = (
+        "_rejected",
+        "_successes",
         "failure_count",
         "success_count",
         "times_opened",
         "total_cancelled",
         "total_failures",
         "total_ignored",
-        "total_rejected",
-        "total_successes",
     )
 
     def __init__(self) -> None:
         self.failure_count = 0
         self.success_count = 0
-        self.total_successes = 0
+        self._successes = new_counter()
         self.total_failures = 0
-        self.total_rejected = 0
+        self._rejected = new_counter()
         self.total_ignored = 0
         self.total_cancelled = 0
         self.times_opened = 0
+
+    @property
+    def total_successes(self) -> int:
+        """Calls that returned (or raised an error that is not recorded)."""
+        return count_value(self._successes)
+
+    @property
+    def total_rejected(self) -> int:
+        """Calls rejected without calling the dependency."""
+        return count_value(self._rejected)
 
     @property
     def total_requests(self) -> int:
@@ -294,6 +312,12 @@ class Permit:
     def __repr__(self) -> str:
         return f"Permit(generation={self.generation}, state={self.state.value})"
 
+
+_OPEN_VALUE: Final = CircuitState.OPEN.value
+_HALF_OPEN_VALUE: Final = CircuitState.HALF_OPEN.value
+_ALWAYS_IGNORED: Final[tuple[type[BaseException], ...]] = (ExecutionRejectedError,)
+"""Errors a breaker never counts: an inner rejection (shared by every breaker without others)."""
+_NEVER_OPENED: Final = -math.inf
 
 _IGNORED: Final = 0
 _FAILURE: Final = 1
@@ -351,14 +375,14 @@ class _BreakerCore:
             self._record = record
         else:
             self._predicate = cast("Callable[[BaseException], bool]", record)
+        ignore = cast("tuple[type[Exception], ...]", config.ignore_exceptions)
         self._ignore: tuple[type[BaseException], ...] = (
-            ExecutionRejectedError,
-            *cast("tuple[type[Exception], ...]", config.ignore_exceptions),
+            (ExecutionRejectedError, *ignore) if ignore else _ALWAYS_IGNORED
         )
         self._generation = 0
         self._permit = Permit(0, _CLOSED)
         self._in_flight = 0
-        self._opened_until = -math.inf
+        self._opened_until = _NEVER_OPENED
 
     # -- reads (lock-free) -------------------------------------------------------------------
 
@@ -383,30 +407,34 @@ class _BreakerCore:
     # -- the permission protocol -------------------------------------------------------------
 
     def try_acquire(self) -> Permit | None:
-        """Admit one call: return its permit, or ``None`` when it is rejected (and counted)."""
+        """Admit one call: return its permit, or ``None`` when it is rejected (and counted).
+
+        CLOSED admits, and OPEN before its timer elapsed rejects, without the lock: each reads
+        one state period (an atomic snapshot), and a transition racing with it is ordered after.
+        """
         permit = self._permit
-        if permit.state is _CLOSED:
+        state = permit.state
+        if state is _CLOSED:
             return permit
+        if state is _OPEN and self._clock.now() < self._opened_until:
+            next(self.stats._rejected)
+            return None
         with self._lock:
             change = self._poll_locked()
             admitted = self._admit_locked()
         self._emit(change)
         return admitted
 
-    def on_success_in_loop(self, permit: Permit) -> None:
-        """Count a success from the event loop: no lock on the CLOSED path when nothing resets.
+    def on_success(self, permit: Permit) -> None:
+        """Count a success: no lock on the CLOSED path when there is no failure streak to reset.
 
-        Counts are exact while the breaker's async calls run on one event loop; transitions
-        always take the lock.
+        The lock-free path only bumps an exact counter (see :class:`CircuitBreakerStats`), so it
+        is exact from any number of threads and loops; anything that changes state takes the lock.
         """
         stats = self.stats
         if permit is self._permit and permit.state is _CLOSED and not stats.failure_count:
-            stats.total_successes += 1
+            next(stats._successes)
             return
-        self.on_success(permit)
-
-    def on_success(self, permit: Permit) -> None:
-        """Count a success under the lock (thread-safe: no count is lost between threads)."""
         with self._lock:
             change = self._on_success_locked(permit)
         self._emit(change)
@@ -445,10 +473,10 @@ class _BreakerCore:
 
     def rejection(self) -> CircuitOpenError:
         """Build the error for a call :meth:`try_acquire` just rejected."""
-        state = self._permit.state
-        if state is _HALF_OPEN:
-            return CircuitOpenError(self.name, _HALF_OPEN.value, 0.0)
-        return CircuitOpenError(self.name, _OPEN.value, self.retry_after())
+        if self._permit.state is _HALF_OPEN:
+            return CircuitOpenError(self.name, _HALF_OPEN_VALUE, 0.0)
+        remaining = self._opened_until - self._clock.now()
+        return CircuitOpenError(self.name, _OPEN_VALUE, max(0.0, remaining))
 
     # -- manual control ----------------------------------------------------------------------
 
@@ -511,12 +539,12 @@ class _BreakerCore:
         if state is _HALF_OPEN and self._in_flight < self._half_open_max_calls:
             self._in_flight += 1
             return permit
-        self.stats.total_rejected += 1
+        next(self.stats._rejected)
         return None
 
     def _on_success_locked(self, permit: Permit) -> StateChanged | None:
         stats = self.stats
-        stats.total_successes += 1
+        next(stats._successes)
         if permit is not self._permit:
             return None
         if permit.state is _CLOSED:
@@ -574,7 +602,7 @@ class _BreakerCore:
 class _BreakerStrategy(Strategy):
     """A pipeline link bound to a breaker's shared core, with its own per-call telemetry."""
 
-    __slots__ = ("_core", "_telemetry")
+    __slots__ = ("_core", "_routes_seen", "_telemetry", "_wanted")
 
     kind: ClassVar[str] = KIND
 
@@ -582,6 +610,8 @@ class _BreakerStrategy(Strategy):
         super().__init__()
         self._core = core
         self._telemetry = telemetry
+        self._routes_seen: object = None
+        self._wanted = False
 
     @property
     def name(self) -> str:
@@ -602,16 +632,16 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core.try_acquire()
         if permit is None:
-            raise self._rejected() from None
+            raise self.rejected() from None
         try:
-            result = await self.next.execute(ctx)
+            result = await self.next.start(ctx)
         except Exception as error:
             core.on_failure(permit, error)
             raise
         except BaseException:
             core.release(permit)
             raise
-        core.on_success_in_loop(permit)
+        core.on_success(permit)
         return result
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
@@ -623,7 +653,7 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core.try_acquire()
         if permit is None:
-            raise self._rejected() from None
+            raise self.rejected() from None
         try:
             result = self.next.execute_sync(ctx)
         except Exception as error:
@@ -635,13 +665,20 @@ class _BreakerStrategy(Strategy):
         core.on_success(permit)
         return result
 
-    def _rejected(self) -> CircuitOpenError:
+    def rejected(self) -> CircuitOpenError:
+        """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and return the error."""
         error = self._core.rejection()
         telemetry = self._telemetry
-        if telemetry.enabled:
+        # Whether anyone wants rejections, asked again only when the hub's listeners changed
+        # (the hub then replaces its routes): an open breaker rejects on a hot path.
+        routes = telemetry._hub._routes
+        if routes is not self._routes_seen:
+            self._wanted = telemetry.wants(Event.CALL_REJECTED)
+            self._routes_seen = routes
+        if self._wanted:
             telemetry.report(
                 Event.CALL_REJECTED,
-                _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN.value else _REJECT_OPEN,
+                _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN,
             )
         return error
 
@@ -670,7 +707,7 @@ class CircuitBreaker:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("__weakref__", "_core", "_pipeline", "_telemetry")
+    __slots__ = ("__weakref__", "_core", "_standalone", "_telemetry")
 
     kind: ClassVar[str] = KIND
 
@@ -679,18 +716,115 @@ class CircuitBreaker:
     ) -> None:
         check_name("CircuitBreaker", "name", name)
         if config is None:
-            config = CircuitBreakerConfig()
+            config = _DEFAULT_CONFIG
         elif not isinstance(config, CircuitBreakerConfig):
             raise fail("CircuitBreaker", "config", "a CircuitBreakerConfig", config, kind=TypeError)
-        if not isinstance(clock, Clock):
+        if clock is not SYSTEM_CLOCK and not isinstance(clock, Clock):
             raise fail("CircuitBreaker", "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
-        source = TelemetrySource(KIND, name)
-        self._telemetry = StrategyTelemetry(source)
+        self._telemetry = StrategyTelemetry(TelemetrySource(KIND, name))
         self._core = _BreakerCore(name, config, clock, self._telemetry)
-        self._pipeline: Pipeline = (
-            PipelineBuilder(name, clock=clock, source=source).add(self.as_strategy()).build()
-        )
+        self._standalone: tuple[Pipeline, _BreakerStrategy] | None = None
         BREAKERS.register(self)
+
+    def _build_standalone(self) -> tuple[Pipeline, _BreakerStrategy]:
+        """Build the breaker's own one-link pipeline, on first use.
+
+        A breaker that only runs in other pipelines never has one, so it exports no idle
+        execution series.
+        """
+        core = self._core
+        node = _BreakerStrategy(core, StrategyTelemetry(TelemetrySource(KIND, core.name)))
+        built = PipelineBuilder(core.name, clock=core._clock, source=self._telemetry.source).add(node).build()
+        with core._lock:
+            if self._standalone is None:
+                self._standalone = (built, node)
+            return self._standalone
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The breaker's own pipeline (built on first use)."""
+        standalone = self._standalone
+        if standalone is None:
+            standalone = self._build_standalone()
+        return standalone[0]
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The direct async driver: the breaker's core around ``fn`` in one frame.
+
+        While no execution listener opens a scope for it, it does what the one-link pipeline would
+        do (same counts in the pipeline's stats, same events, same errors) without building an
+        execution context or walking the chain; otherwise it runs the pipeline in that scope.
+        """
+        standalone = self._standalone
+        if standalone is None:
+            standalone = self._build_standalone()
+        pipeline, node = standalone
+        telemetry = pipeline.telemetry
+        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(pipeline.name)):
+            return await pipeline.execute_in_scope(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
+        core = self._core
+        stats = pipeline.stats
+        permit = core._permit
+        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            admitted = core.try_acquire()
+            if admitted is None:
+                next(stats._rejected)
+                raise node.rejected() from None
+            permit = admitted
+        try:
+            awaitable = fn(*args, **kwargs)
+            if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
+                raise not_awaitable(pipeline.name, awaitable)  # noqa: TRY301 - must reach the release below
+            result = await awaitable
+        except Exception as error:
+            stats.count(classify_error(error))
+            core.on_failure(permit, error)
+            raise
+        except BaseException as caught:
+            core.release(permit)
+            if type(caught) is WrongDriver:
+                raise pipeline._refused(caught) from None
+            next(stats._cancelled)
+            raise
+        core.on_success(permit)
+        next(stats._succeeded)
+        return result
+
+    def _call_sync(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The direct sync driver: the twin of :meth:`_call`."""
+        standalone = self._standalone
+        if standalone is None:
+            standalone = self._build_standalone()
+        pipeline, node = standalone
+        telemetry = pipeline.telemetry
+        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(pipeline.name)):
+            return pipeline.execute_in_scope_sync(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
+        core = self._core
+        stats = pipeline.stats
+        permit = core._permit
+        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            admitted = core.try_acquire()
+            if admitted is None:
+                next(stats._rejected)
+                raise node.rejected() from None
+            permit = admitted
+        try:
+            result = fn(*args, **kwargs)
+            if type(result) is CoroutineType:
+                raise awaitable_in_sync(pipeline.name, result)  # noqa: TRY301 - must reach the release below
+        except Exception as error:
+            stats.count(classify_error(error))
+            core.on_failure(permit, error)
+            raise
+        except BaseException as caught:
+            core.release(permit)
+            if type(caught) is WrongDriver:
+                raise pipeline._refused(caught) from None
+            next(stats._cancelled)
+            raise
+        core.on_success(permit)
+        next(stats._succeeded)
+        return result
 
     @property
     def name(self) -> str:
@@ -747,7 +881,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise fail("CircuitBreaker.call", "fn", "callable", fn, kind=TypeError)
-        return await self._pipeline.execute(fn, *args, **kwargs)
+        return await self._call(fn, args, kwargs)  # type: ignore[no-any-return]
 
     def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` in this thread if the breaker admits the call.
@@ -768,7 +902,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise fail("CircuitBreaker.call_sync", "fn", "callable", fn, kind=TypeError)
-        return self._pipeline.execute_sync(fn, *args, **kwargs)
+        return self._call_sync(fn, args, kwargs)  # type: ignore[no-any-return]
 
     @overload
     def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
@@ -792,18 +926,19 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise fail("CircuitBreaker.protect", "fn", "callable", fn, kind=TypeError)
-        pipeline = self._pipeline
         if inspect.iscoroutinefunction(fn):
+            call = self._call
 
             @functools.wraps(fn)
             async def protected_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await pipeline.execute(fn, *args, **kwargs)
+                return await call(fn, args, kwargs)
 
             return protected_async
+        call_sync = self._call_sync
 
         @functools.wraps(fn)
         def protected(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return pipeline.execute_sync(fn, *args, **kwargs)
+            return call_sync(fn, args, kwargs)
 
         return protected
 

@@ -11,8 +11,10 @@
     └── RecoveryEscalatedError            raised by ESCALATE, ``from`` the original error
 
 Structured fields come first; the message is derived from them only when it is shown, so that
-raising a rejection formats no string. When retries run out the *original* exception is
-re-raised, never wrapped.
+raising a rejection formats no string. ``__init__`` sets the fields only: ``BaseException``
+already keeps the constructor's arguments as ``args`` (so pickling and ``repr`` rebuild the
+error from them), and skipping the Python-level ``super().__init__`` keeps a rejection cheap.
+When retries run out the *original* exception is re-raised, never wrapped.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ class CircuitOpenError(ExecutionRejectedError):
     __slots__ = ("name", "retry_after", "state")
 
     def __init__(self, name: str, state: str, retry_after: float) -> None:
-        super().__init__(name, state, retry_after)
         self.name = name
         self.state = state
         self.retry_after = retry_after
@@ -75,7 +76,6 @@ class BulkheadFullError(ExecutionRejectedError):
     reason = "full"
 
     def __init__(self, name: str, max_concurrent: int, max_waiting: int) -> None:
-        super().__init__(name, max_concurrent, max_waiting)
         self.name = name
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
@@ -113,7 +113,7 @@ class OperationTimeoutError(ResilienceError, TimeoutError):
     __slots__ = ("operation", "scope", "timeout")
 
     def __init__(self, operation: str, timeout: float, scope: str = "total") -> None:
-        super().__init__(operation, timeout, scope)
+        super().__init__(operation, timeout, scope)  # OSError keeps its args in __init__
         self.operation = operation
         self.timeout = timeout
         self.scope = scope
@@ -134,7 +134,6 @@ class RecoveryEscalatedError(ResilienceError):
     __slots__ = ("error_type", "operation")
 
     def __init__(self, error_type: str, operation: str | None = None) -> None:
-        super().__init__(error_type, operation)
         self.error_type = error_type
         self.operation = operation
 

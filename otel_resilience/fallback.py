@@ -76,7 +76,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import check_exception_types, check_name, fail
 
@@ -441,7 +441,7 @@ class _FallbackStrategy(Strategy):
         core = self._core
         core.executions += 1
         try:
-            result = await self.next.execute(ctx)
+            result = await self.next.start(ctx)
         except Exception as error:
             if not core.handles(error):
                 raise
@@ -605,7 +605,7 @@ class FallbackHandler:
         ValueError: If ``name`` is empty.
     """
 
-    __slots__ = ("_core", "_pipeline", "_telemetry")
+    __slots__ = ("_clock", "_core", "_standalone", "_telemetry")
 
     kind: ClassVar[str] = _KIND
 
@@ -620,8 +620,19 @@ class FallbackHandler:
             raise fail(owner, "clock", "a Clock", clock, kind=TypeError)
         self._core = _FallbackCore(name, config)
         self._telemetry = StrategyTelemetry(TelemetrySource(_KIND, name))
-        self._pipeline = (
-            PipelineBuilder(name, clock=clock, source=TelemetrySource(_KIND, name))
+        self._clock = clock
+        self._standalone: Pipeline | None = None
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        name = self._core.name
+        return (
+            PipelineBuilder(name, clock=self._clock, source=TelemetrySource(_KIND, name))
             .add(self.as_strategy())
             .build()
         )

@@ -65,7 +65,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.strategy import TERMINAL, Strategy
 from otel_resilience.engine.validation import (
@@ -465,8 +465,8 @@ class ErrorRecoverySystem:
         "_detector",
         "_lock",
         "_name",
-        "_pipeline",
         "_rules",
+        "_standalone",
         "_telemetry",
         "stats",
     )
@@ -492,8 +492,17 @@ class ErrorRecoverySystem:
         )
         self.stats = RecoveryStats()
         self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
-        self._pipeline = (
-            PipelineBuilder(name, clock=clock, source=TelemetrySource(self.kind, name))
+        self._standalone: Pipeline | None = None
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        return (
+            PipelineBuilder(self._name, clock=self._clock, source=TelemetrySource(self.kind, self._name))
             .add(self.as_strategy())
             .build()
         )
@@ -910,7 +919,7 @@ class _RecoveryStrategyLink(Strategy):
         entry_attempt = ctx.attempt
         system = self._system
         try:
-            return await self.next.execute(ctx)
+            return await self.next.start(ctx)
         except Exception as exc:
             rule = system._observe(exc, ctx.operation)
             if rule is None:

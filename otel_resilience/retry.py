@@ -26,6 +26,11 @@ How it behaves, and why:
 * **Deadlines are respected.** Before each backoff, if the enclosing deadline
   (:func:`~otel_resilience.engine.context.time_remaining`) leaves no more than the delay, the retry
   gives up at once instead of sleeping past it (tenacity's ``stop_before_delay``).
+* **A zero delay retries at once.** When the backoff is 0 (``initial_delay=0``, or
+  ``max_delay=0``) no sleep is called at all: ``time.sleep(0)`` would give the core away (tens
+  of microseconds) and ``asyncio.sleep(0)`` would cost a loop iteration per retry. An async
+  retry with zero delay therefore does not yield to the event loop between attempts; it is
+  bounded by ``max_attempts`` like any other. Use a small positive delay to yield.
 * **A timeout per attempt** (:attr:`RetryPolicy.attempt_timeout`) runs each attempt under an
   :class:`~otel_resilience.engine.context.AsyncDeadline` with scope ``"attempt"``; a timed-out
   attempt raises :class:`~otel_resilience.errors.OperationTimeoutError`, which is retried by
@@ -76,6 +81,7 @@ from otel_resilience.engine.context import (
     SyncDeadline,
     time_remaining,
 )
+from otel_resilience.engine.counting import count_value, new_counter
 from otel_resilience.engine.events import (
     Event,
     Outcome,
@@ -86,7 +92,7 @@ from otel_resilience.engine.events import (
     TimeoutOccurred,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, classify_error
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, classify_error, standalone
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import (
     check_callable,
@@ -344,8 +350,10 @@ class RetryStats:
     """Counts of one :class:`Retry` (shared by all of its strategy nodes), as plain integers.
 
     ``first_attempt_successes`` is the hot-path counter: it is bumped without a lock (a single
-    ``+=`` on a slot, with no call in between that could switch threads in CPython). Every
-    other counter changes under the retry's lock. Counts are of things that have *ended*.
+    ``+=`` on a slot, with no call in between that could switch threads in CPython). The counts
+    of a retried execution (``retries``, ``other_attempts``, ``successes_after_retry``) are
+    exact lock-free counters (:mod:`otel_resilience.engine.counting`); the rare ones change
+    under the retry's lock. Counts are of things that have *ended*.
 
     Attributes:
         first_attempt_successes: Executions whose first attempt was accepted.
@@ -360,25 +368,40 @@ class RetryStats:
     """
 
     __slots__ = (
+        "_other_attempts",
+        "_retries",
+        "_successes_after_retry",
         "attempt_timeouts",
         "cancelled",
         "exhausted",
         "first_attempt_successes",
         "non_retryable",
-        "other_attempts",
-        "retries",
-        "successes_after_retry",
     )
 
     def __init__(self) -> None:
         self.first_attempt_successes = 0
-        self.successes_after_retry = 0
+        self._successes_after_retry = new_counter()
         self.exhausted = 0
         self.non_retryable = 0
         self.cancelled = 0
-        self.retries = 0
+        self._retries = new_counter()
         self.attempt_timeouts = 0
-        self.other_attempts = 0
+        self._other_attempts = new_counter()
+
+    @property
+    def successes_after_retry(self) -> int:
+        """Executions accepted on attempt 2 or later."""
+        return count_value(self._successes_after_retry)
+
+    @property
+    def retries(self) -> int:
+        """Backoffs scheduled (``RETRY_SCHEDULED``)."""
+        return count_value(self._retries)
+
+    @property
+    def other_attempts(self) -> int:
+        """Attempts that ended other than as a first-attempt success."""
+        return count_value(self._other_attempts)
 
     @property
     def executions(self) -> int:
@@ -421,6 +444,21 @@ class RetryStats:
         }
 
 
+def _constant_delay(policy: RetryPolicy) -> float | None:
+    """Return the delay every backoff of ``policy`` has, or ``None`` when it varies.
+
+    A zero delay is constant whatever the strategy (except ``RANDOM`` with a non-zero cap) and
+    the jitter: jittering zero gives zero.
+    """
+    cap = policy.max_delay
+    strategy = policy.strategy
+    if cap == 0.0 or (policy.initial_delay == 0.0 and strategy is not RetryStrategy.RANDOM):
+        return 0.0
+    if strategy is RetryStrategy.FIXED and policy.jitter is Jitter.NONE:
+        return min(policy.initial_delay, cap)
+    return None
+
+
 def _attach_note(error: BaseException, note: str) -> None:
     """Attach ``note`` to ``error``, replacing an earlier retry note (reused exception objects)."""
     notes = getattr(error, "__notes__", None)
@@ -440,8 +478,11 @@ class _RetryCore:
     """
 
     __slots__ = (
+        "_no_retry_types",
+        "_retry_types",
         "attempt_timeout",
         "clock",
+        "constant_delay",
         "hook",
         "hook_is_async",
         "lock",
@@ -463,8 +504,19 @@ class _RetryCore:
         self.rng = rng
         self.attempt_timeout = policy.attempt_timeout
         self.retry_on_result = policy.retry_on_result
+        self.constant_delay = _constant_delay(policy)
+        retry_on, no_retry_on = policy.retry_on, policy.no_retry_on
+        self._retry_types = retry_on if isinstance(retry_on, tuple) else None
+        self._no_retry_types = no_retry_on if isinstance(no_retry_on, tuple) else None
         self.stats = RetryStats()
         self.lock = threading.Lock()
+
+    def is_retryable(self, error: Exception) -> bool:
+        """:meth:`RetryPolicy.is_retryable`, with the selectors split once (type tuples or predicates)."""
+        retry_types, no_retry_types = self._retry_types, self._no_retry_types
+        if retry_types is None or no_retry_types is None:
+            return self.policy.is_retryable(error)
+        return isinstance(error, retry_types) and not isinstance(error, no_retry_types)
 
     def async_hook_error(self) -> TypeError:
         """Build the error for an async ``on_retry`` used with a sync driver."""
@@ -483,9 +535,9 @@ class _RetryCore:
             return the last result).
         """
         policy = self.policy
-        if error is not None and not policy.is_retryable(error):
+        if error is not None and not self.is_retryable(error):
+            next(self.stats._other_attempts)
             with self.lock:
-                self.stats.other_attempts += 1
                 self.stats.non_retryable += 1
             return None
         reason: str | None = None
@@ -494,22 +546,24 @@ class _RetryCore:
         if attempt >= policy.max_attempts:
             reason = "max_attempts"
         else:
-            delay = policy.compute_delay(attempt, self.rng)
+            constant = self.constant_delay
+            delay = policy.compute_delay(attempt, self.rng) if constant is None else constant
             remaining = time_remaining(self.clock)
             if remaining <= delay:
                 reason = "deadline"
-        with self.lock:
-            self.stats.other_attempts += 1
-            if reason is None:
-                self.stats.retries += 1
-            else:
-                self.stats.exhausted += 1
+        stats = self.stats
+        next(stats._other_attempts)
         if reason is None:
-            if telemetry.enabled:
+            next(stats._retries)
+        else:
+            with self.lock:
+                stats.exhausted += 1
+        if reason is None:
+            if telemetry._hub.event_listeners:
                 args = RetryScheduled(attempt, delay, error_type_name(error))
                 telemetry.report(Event.RETRY_SCHEDULED, args)
             return delay
-        if telemetry.enabled:
+        if telemetry._hub.event_listeners:
             telemetry.report(Event.RETRY_EXHAUSTED, RetryExhausted(attempt, error_type_name(error), reason))
         if error is not None:
             _attach_note(error, self._give_up_note(attempt, reason, delay, remaining))
@@ -534,15 +588,14 @@ class _RetryCore:
 
     def recovered(self) -> None:
         """Count an execution accepted on attempt 2 or later."""
-        with self.lock:
-            self.stats.other_attempts += 1
-            self.stats.successes_after_retry += 1
+        next(self.stats._other_attempts)
+        next(self.stats._successes_after_retry)
 
     def cancelled(self, in_attempt: bool) -> None:
         """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
         with self.lock:
             if in_attempt:
-                self.stats.other_attempts += 1
+                next(self.stats._other_attempts)
             self.stats.cancelled += 1
 
     def accepts(self, result: object) -> bool:
@@ -581,7 +634,7 @@ class _RetryNode(Strategy):
         error: Exception | None = None
         try:
             if core.attempt_timeout is None:
-                result = await self.next.execute(ctx)
+                result = await self.next.start(ctx)
             else:
                 result = await self._timed_attempt(ctx, core.attempt_timeout)
         except Exception as exc:  # noqa: BLE001 - the policy decides which errors are retried
@@ -602,7 +655,7 @@ class _RetryNode(Strategy):
         deadline = AsyncDeadline(self._core.clock, timeout, ctx.operation, "attempt")
         try:
             async with deadline:
-                return await self.next.execute(ctx)
+                return await self.next.start(ctx)
         except OperationTimeoutError:
             if deadline.expired:
                 self._core.attempt_timed_out(self._telemetry, timeout)
@@ -625,7 +678,8 @@ class _RetryNode(Strategy):
                     pending = hook(attempt, error)
                     if inspect.isawaitable(pending):
                         await pending
-                await core.clock.sleep(delay)
+                if delay > 0:
+                    await core.clock.sleep(delay)
             except Exception:
                 raise
             except BaseException:
@@ -633,18 +687,21 @@ class _RetryNode(Strategy):
                 raise
             attempt += 1
             ctx.attempt = attempt
-            handles = telemetry.start_attempt(ctx.operation, attempt)
+            handles = None
+            if telemetry._hub.attempt_listeners:
+                handles = telemetry.start_attempt(ctx.operation, attempt)
             outcome = Outcome.FAILURE
             error = None
             try:
                 if core.attempt_timeout is None:
-                    result = await self.next.execute(ctx)
+                    result = await self.next.start(ctx)
                 else:
                     result = await self._timed_attempt(ctx, core.attempt_timeout)
             except Exception as exc:  # noqa: BLE001 - the policy decides which errors are retried
                 error = exc
                 result = None
-                outcome = classify_error(exc)
+                if handles:
+                    outcome = classify_error(exc)
             except BaseException:
                 outcome = Outcome.CANCELLED
                 core.cancelled(in_attempt=True)
@@ -712,7 +769,8 @@ class _RetryNode(Strategy):
                 hook = core.hook
                 if hook is not None:
                     _call_sync_hook(core, hook, attempt, error)
-                core.clock.sleep_sync(delay)
+                if delay > 0:
+                    core.clock.sleep_sync(delay)
             except Exception:
                 raise
             except BaseException:
@@ -720,7 +778,9 @@ class _RetryNode(Strategy):
                 raise
             attempt += 1
             ctx.attempt = attempt
-            handles = telemetry.start_attempt(ctx.operation, attempt)
+            handles = None
+            if telemetry._hub.attempt_listeners:
+                handles = telemetry.start_attempt(ctx.operation, attempt)
             outcome = Outcome.FAILURE
             error = None
             try:
@@ -731,7 +791,8 @@ class _RetryNode(Strategy):
             except Exception as exc:  # noqa: BLE001 - the policy decides which errors are retried
                 error = exc
                 result = None
-                outcome = classify_error(exc)
+                if handles:
+                    outcome = classify_error(exc)
             except BaseException:
                 outcome = Outcome.CANCELLED
                 core.cancelled(in_attempt=True)
@@ -790,7 +851,7 @@ class Retry:
         ValueError: ``name`` is empty.
     """
 
-    __slots__ = ("__weakref__", "_core", "_pipeline", "_telemetry")
+    __slots__ = ("__weakref__", "_core", "_standalone", "_telemetry")
 
     kind: ClassVar[str] = "retry"
 
@@ -816,8 +877,18 @@ class Retry:
         self._core = _RetryCore(name, policy, on_retry, clock, rng)
         source = TelemetrySource(self.kind, name)
         self._telemetry = StrategyTelemetry(source)
-        node = _RetryNode(self._core, self._telemetry)
-        self._pipeline: Pipeline = PipelineBuilder(name, clock=clock, source=source).add(node).build()
+        self._standalone: Pipeline | None = None
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        core = self._core
+        node = _RetryNode(core, self._telemetry)
+        return PipelineBuilder(core.name, clock=core.clock, source=self._telemetry.source).add(node).build()
 
     @property
     def name(self) -> str:
@@ -956,8 +1027,9 @@ async def retry_async(
 ) -> R:
     """Return ``await fn(*args, **kwargs)``, retried per ``policy``.
 
-    Builds a :class:`Retry` named after ``fn`` (its ``__qualname__``) for this one call; to
-    retry the same function often, build the :class:`Retry` once or use :func:`retry`.
+    Runs ``fn`` with a :class:`Retry` named after it (its ``__qualname__``), built on the first
+    call and reused by later calls with the same name, policy object, hook, clock and random
+    source (a :class:`Retry` holds no reference to the function).
     ``policy``, ``on_retry``, ``clock`` and ``rng`` are taken by this function, not passed on.
 
     Args:
@@ -978,7 +1050,7 @@ async def retry_async(
     """
     if not callable(fn):
         raise _not_callable("retry_async", fn)
-    runner = Retry(_name_of(fn), policy, on_retry=on_retry, clock=clock, rng=rng)
+    runner = _one_shot(fn, policy, on_retry, clock, rng)
     return await runner._pipeline.execute(fn, *args, **kwargs)
 
 
@@ -1014,10 +1086,44 @@ def retry_sync(
     """
     if not callable(fn):
         raise _not_callable("retry_sync", fn)
-    runner = Retry(_name_of(fn), policy, on_retry=on_retry, clock=clock, rng=rng)
+    runner = _one_shot(fn, policy, on_retry, clock, rng)
     if runner._core.hook_is_async:
         raise runner._core.async_hook_error()
     return runner._pipeline.execute_sync(fn, *args, **kwargs)
+
+
+_ONE_SHOT_MAX: Final = 256
+"""How many one-shot retries :func:`retry_async` / :func:`retry_sync` keep for reuse."""
+_ONE_SHOT: dict[tuple[object, ...], tuple[RetryPolicy | None, Retry]] = {}
+
+
+def _one_shot(
+    fn: Callable[..., Any],
+    policy: RetryPolicy | None,
+    on_retry: OnRetry | None,
+    clock: Clock,
+    rng: random.Random | None,
+) -> Retry:
+    """Return the :class:`Retry` the one-shot functions run ``fn`` with.
+
+    A :class:`Retry` does not hold the function it runs, so one built for the same name (the
+    function's qualified name), policy object, hook, clock and random source is reused: the
+    call builds nothing, and the retry's execution counts stay monotonic in telemetry. At most
+    :data:`_ONE_SHOT_MAX` are kept (the cache is emptied when full). Arguments are validated by
+    :class:`Retry` before anything is kept.
+    """
+    try:
+        key = (_name_of(fn), id(policy), on_retry, clock, rng)
+        entry = _ONE_SHOT.get(key)
+    except TypeError:  # an unhashable hook or clock: build one for this call
+        return Retry(_name_of(fn), policy, on_retry=on_retry, clock=clock, rng=rng)
+    if entry is not None and entry[0] is policy:
+        return entry[1]
+    runner = Retry(key[0], policy, on_retry=on_retry, clock=clock, rng=rng)
+    if len(_ONE_SHOT) >= _ONE_SHOT_MAX:
+        _ONE_SHOT.clear()
+    _ONE_SHOT[key] = (policy, runner)
+    return runner
 
 
 class _RetryDecorator:

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetrySource, TimeoutOccurred
-from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import check_duration, check_name, fail
 from otel_resilience.errors import OperationTimeoutError
@@ -227,8 +227,14 @@ class _TimeoutStrategy(Strategy):
         core.executions += 1
         deadline = AsyncDeadline(core.clock, core.timeout, ctx.operation, core.scope)
         try:
-            async with deadline:
-                return await self.next.execute(ctx)
+            deadline.enter()  # `async with deadline:` without its two coroutines
+            try:
+                result = await self.next.start(ctx)
+            except BaseException as escaped:
+                deadline.leave(type(escaped))
+                raise
+            deadline.leave(None)
+            return result  # noqa: TRY300 - the except below is for leave() as well
         except OperationTimeoutError:
             # Raised by an inner scope (or the callee) unless our own timer fired.
             if not deadline.expired or not core.timed_out(ctx, self._telemetry):
@@ -271,7 +277,7 @@ class TimeoutHandler:
         TypeError: If an argument has the wrong type.
     """
 
-    __slots__ = ("_core", "_pipeline", "_telemetry")
+    __slots__ = ("_core", "_standalone", "_telemetry")
 
     kind: ClassVar[str] = _KIND
 
@@ -292,11 +298,7 @@ class TimeoutHandler:
             raise fail(owner, "clock", "a Clock", clock, kind=TypeError)
         self._core = _TimeoutCore(name, TimeoutConfig(seconds, default, scope), clock)
         self._telemetry = StrategyTelemetry(TelemetrySource(_KIND, name))
-        self._pipeline = (
-            PipelineBuilder(name, clock=clock, source=TelemetrySource(_KIND, name))
-            .add(self.as_strategy())
-            .build()
-        )
+        self._standalone: Pipeline | None = None
 
     @classmethod
     def from_config(
@@ -318,6 +320,20 @@ class TimeoutHandler:
         if not isinstance(config, TimeoutConfig):
             raise fail("TimeoutHandler", "config", "a TimeoutConfig", config, kind=TypeError)
         return cls(config.timeout, default=config.default, name=name, scope=config.scope, clock=clock)
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        core = self._core
+        return (
+            PipelineBuilder(core.name, clock=core.clock, source=TelemetrySource(_KIND, core.name))
+            .add(self.as_strategy())
+            .build()
+        )
 
     @property
     def name(self) -> str:

@@ -455,3 +455,14 @@ def test_default_system_is_created_once_under_contention() -> None:
     assert len(got) == threads
     assert len({id(s) for s in got}) == 1
     assert sum(1 for listener in HUB.event_listeners if isinstance(listener, AlertSystem)) == 1
+
+
+def test_hub_spares_the_alert_system_events_it_cannot_alert_on(system: AlertSystem, hub: TelemetryHub) -> None:
+    """Breaker rejections and retries are not routed to the alert system; bulkhead rejections and state changes are."""
+    breaker = TelemetrySource("circuit_breaker", "b")
+    assert system not in hub.route(breaker, Event.CALL_REJECTED)
+    assert system not in hub.route(TelemetrySource("retry", "r"), Event.RETRY_SCHEDULED)
+    assert system in hub.route(TelemetrySource("bulkhead", "h"), Event.CALL_REJECTED)
+    assert system in hub.route(breaker, Event.STATE_CHANGED)
+    assert system in hub.route(TelemetrySource("recovery", "x"), Event.PATTERN_DETECTED)
+    assert not StrategyTelemetry(breaker, hub).wants(Event.CALL_REJECTED)

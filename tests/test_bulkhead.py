@@ -793,3 +793,52 @@ def test_protect_rejects_a_non_callable():
     """Decorating something that is not callable raises TypeError."""
     with pytest.raises(TypeError, match=r"Bulkhead\.protect\.fn must be callable"):
         Bulkhead("decorated-bad").protect(3)  # type: ignore[call-overload]
+
+
+async def test_queued_waiters_share_one_loop_timer():
+    """However many calls wait, the bulkhead keeps at most one queue-timeout timer on the loop."""
+    bulkhead = Bulkhead("one-timer", BulkheadConfig(max_concurrent=1, max_waiting=100, timeout=30.0))
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    before = len(loop._scheduled)  # type: ignore[attr-defined]
+
+    async def hold():
+        await gate.wait()
+        return "done"
+
+    tasks = [asyncio.create_task(bulkhead.execute(hold)) for _ in range(50)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert bulkhead.get_stats()["waiting"] == 49
+    assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == ["done"] * 50
+    assert_idle(bulkhead)
+
+
+async def test_shared_queue_timer_expires_every_waiter_in_order():
+    """Waiters queued one after another all time out through the shared timer, oldest first."""
+    bulkhead = Bulkhead("expiring", BulkheadConfig(max_concurrent=1, max_waiting=10, timeout=0.05))
+    gate = asyncio.Event()
+    ended: list[int] = []
+
+    async def hold():
+        await gate.wait()
+
+    async def queued(index: int) -> None:
+        with pytest.raises(BulkheadTimeoutError):
+            await bulkhead.execute(hold)
+        ended.append(index)
+
+    holder = asyncio.create_task(bulkhead.execute(hold))
+    await asyncio.sleep(0)
+    waiters = []
+    for index in range(3):
+        waiters.append(asyncio.create_task(queued(index)))
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert ended == [0, 1, 2]
+    assert bulkhead.get_stats()["timed_out"] == 3
+    gate.set()
+    await asyncio.wait_for(holder, 5)
+    assert_idle(bulkhead)

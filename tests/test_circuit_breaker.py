@@ -836,3 +836,123 @@ def test_user_calls_run_concurrently(clock: FakeClock) -> None:
 
     run_threads(4, worker)
     assert breaker.stats.total_successes == 4
+
+
+# -- direct driver and lazy pipeline --------------------------------------------------------------
+
+
+class _Scopes:
+    """An execution listener that opens a scope for every execution and records how it ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        return operation
+
+    def end_execution(self, handle: object, outcome: Any, duration: float, error: BaseException | None) -> None:
+        self.ended.append(outcome.value)
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: Any, error: BaseException | None) -> None:
+        return None
+
+
+async def test_direct_driver_counts_every_outcome_in_the_breaker_pipeline(clock: FakeClock, driver: str) -> None:
+    """Without an execution scope the breaker runs its core directly and counts like its pipeline would."""
+    breaker = make(clock, failure_threshold=1)
+    assert await invoke(breaker, driver, ok) == "ok"
+    with pytest.raises(Boom):
+        await invoke(breaker, driver, boom)
+    with pytest.raises(CircuitOpenError):
+        await invoke(breaker, driver, ok)
+    stats = breaker._pipeline.stats
+    assert (stats.succeeded, stats.errors, stats.rejected, stats.total) == (1, 1, 1, 3)
+    snapshot = breaker.get_stats()
+    assert (snapshot["total_successes"], snapshot["total_failures"], snapshot["total_rejected"]) == (1, 1, 1)
+
+
+async def test_breaker_runs_in_an_execution_scope_when_a_listener_opens_one(clock: FakeClock, driver: str) -> None:
+    """An execution listener that opens a scope sees each breaker call end with its outcome."""
+    listener = _Scopes()
+    HUB.add_listener(listener)
+    try:
+        breaker = make(clock, failure_threshold=1)
+        assert await invoke(breaker, driver, ok) == "ok"
+        with pytest.raises(Boom):
+            await invoke(breaker, driver, boom)
+        with pytest.raises(CircuitOpenError):
+            await invoke(breaker, driver, ok)
+    finally:
+        HUB.remove_listener(listener)
+    assert listener.ended == ["success", "failure", "rejected"]
+    assert breaker._pipeline.stats.total == 3
+
+
+def test_breaker_used_only_in_other_pipelines_builds_no_pipeline_of_its_own(clock: FakeClock) -> None:
+    """The standalone pipeline is built on first direct use, so a composed breaker exports no idle series."""
+    breaker = make(clock)
+    pipeline = PipelineBuilder("composed").add(breaker.as_strategy("composed")).build()
+    assert pipeline.execute_sync(ok) == "ok"
+    assert breaker._standalone is None
+    assert breaker.call_sync(ok) == "ok"
+    assert breaker._standalone is not None
+    assert breaker.stats.total_successes == 2
+
+
+def test_default_config_is_shared(clock: FakeClock) -> None:
+    """Breakers built without a config share one frozen default config object."""
+    assert CircuitBreaker("a", clock=clock).config is CircuitBreaker("b", clock=clock).config
+
+
+async def test_direct_driver_gives_the_permit_back_on_cancellation(clock: FakeClock) -> None:
+    """A cancelled direct call counts as cancelled in the breaker and the pipeline, never as a failure."""
+    breaker = make(clock, failure_threshold=1)
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(breaker.call(hang))
+    await asyncio.wait_for(started.wait(), 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breaker.get_stats()["total_cancelled"] == 1
+    assert breaker.get_stats()["total_failures"] == 0
+    assert breaker._pipeline.stats.cancelled == 1
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_sync_success_counts_are_exact_from_many_threads(clock: FakeClock) -> None:
+    """Lock-free success counting loses nothing with 8 threads calling one closed breaker."""
+    breaker = make(clock)
+    barrier = threading.Barrier(8)
+
+    def work() -> None:
+        barrier.wait(timeout=5)
+        for _ in range(2_000):
+            breaker.call_sync(ok)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert breaker.get_stats()["total_successes"] == 16_000
+    assert breaker._pipeline.stats.succeeded == 16_000
+
+
+async def test_rejection_reaches_a_listener_added_after_earlier_rejections(clock: FakeClock, driver: str) -> None:
+    """The cached 'does anyone want rejections' answer is renewed when listeners change."""
+    breaker = make(clock)
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError):
+        await invoke(breaker, driver, ok)
+    with EventRecorder() as recorder:
+        with pytest.raises(CircuitOpenError):
+            await invoke(breaker, driver, ok)
+        assert [event for _, event, _ in recorder.events] == [Event.CALL_REJECTED]

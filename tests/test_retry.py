@@ -7,6 +7,7 @@ import inspect
 import logging
 import math
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1053,3 +1054,47 @@ def test_counts_are_exact_under_concurrent_threads(clock: FakeClock) -> None:
     assert stats["retries"] == total // 2
     assert stats["attempts"] == total + total // 2
     assert stats["executions"] == total
+
+
+# -- hot paths ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RetryPolicy(initial_delay=0.0, max_delay=0.0),
+        RetryPolicy(initial_delay=0.0, max_delay=5.0, strategy=RetryStrategy.LINEAR, jitter=Jitter.FULL),
+        exact(initial_delay=0.0, max_delay=0.0, strategy=RetryStrategy.FIXED),
+    ],
+)
+async def test_zero_delay_retries_at_once_without_sleeping(clock: FakeClock, driver: str, policy: RetryPolicy) -> None:
+    """A zero backoff calls no sleep at all (no time.sleep(0), no asyncio.sleep(0))."""
+    r = Retry("dep", policy, clock=clock)
+    assert await invoke(r, driver, flaky(2)) == "ok"
+    assert clock.sleeps == []
+    assert r.get_stats()["retries"] == 2
+
+
+async def test_constant_delay_is_precomputed_and_still_slept(clock: FakeClock, driver: str) -> None:
+    """A FIXED delay without jitter is slept in full on every retry."""
+    r = Retry("dep", exact(strategy=RetryStrategy.FIXED, initial_delay=0.5, max_delay=1.0), clock=clock)
+    assert await invoke(r, driver, flaky(2)) == "ok"
+    assert clock.sleeps == [0.5, 0.5]
+
+
+def test_one_shot_functions_reuse_one_retry_per_name_and_policy(clock: FakeClock) -> None:
+    """retry_sync reuses the Retry of the same name and policy object, and builds another for another policy."""
+    retry_module = sys.modules["otel_resilience.retry"]
+    policy = exact(initial_delay=0.0, max_delay=0.0)
+
+    def dep() -> str:
+        return "ok"
+
+    assert retry_sync(dep, policy=policy, clock=clock) == "ok"
+    assert retry_sync(dep, policy=policy, clock=clock) == "ok"
+    runners = [entry[1] for key, entry in retry_module._ONE_SHOT.items() if key[0] == dep.__qualname__]
+    assert len(runners) == 1
+    assert runners[0].stats.first_attempt_successes == 2
+    assert retry_sync(dep, policy=exact(initial_delay=0.0, max_delay=0.0), clock=clock) == "ok"
+    runners = [entry[1] for key, entry in retry_module._ONE_SHOT.items() if key[0] == dep.__qualname__]
+    assert len(runners) == 2

@@ -180,11 +180,23 @@ _LOOP_DEADLINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopDeadl
 )
 
 
+_LAST_LOOP: tuple[Callable[[], asyncio.AbstractEventLoop | None], _LoopDeadlines] = (
+    lambda: None,
+    _LoopDeadlines(),
+)
+"""The loop (weakly) and heap of the last lookup: one weakref call instead of a dict lookup."""
+
+
 def _loop_deadlines(loop: asyncio.AbstractEventLoop) -> _LoopDeadlines:
     """Return the deadline heap of ``loop``, creating it on first use."""
+    global _LAST_LOOP  # noqa: PLW0603 - a one-entry cache, replaced whole (atomic)
+    last = _LAST_LOOP
+    if last[0]() is loop:
+        return last[1]
     deadlines = _LOOP_DEADLINES.get(loop)
     if deadlines is None:
         deadlines = _LOOP_DEADLINES.setdefault(loop, _LoopDeadlines())
+    _LAST_LOOP = (weakref.ref(loop), deadlines)
     return deadlines
 
 
@@ -227,21 +239,30 @@ class AsyncDeadline:
         self.expired = False
 
     async def __aenter__(self) -> AsyncDeadline:
-        now = self._clock.now()
-        deadline = now + self._timeout
-        outer = _DEADLINE.get()
-        if deadline < outer:
-            self._token = _DEADLINE.set(deadline)
-            task = asyncio.current_task()
+        self.enter()
+        return self
+
+    def enter(self) -> None:
+        """Enter the scope from a coroutine running in a task (what ``async with`` does first).
+
+        A strategy calls :meth:`enter` and :meth:`leave` directly to spare the two coroutines of
+        ``async with``; :meth:`leave` must then run on every way out of the block.
+
+        Raises:
+            RuntimeError: Outside an asyncio task.
+        """
+        deadline = self._clock.now() + self._timeout
+        if deadline < _DEADLINE.get():
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
             if task is None:  # pragma: no cover - always inside a task under asyncio
                 msg = "AsyncDeadline must be used inside an asyncio task"
                 raise RuntimeError(msg)
+            self._token = _DEADLINE.set(deadline)
             self._task = task
-            loop = asyncio.get_running_loop()
             deadlines = _loop_deadlines(loop)
             self._deadlines = deadlines
             deadlines.add(loop, self, loop.time() + self._timeout)
-        return self
 
     def _fire(self) -> None:
         self.expired = True
@@ -254,6 +275,14 @@ class AsyncDeadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.leave(exc_type)
+
+    def leave(self, exc_type: type[BaseException] | None) -> None:
+        """Leave the scope (what ``async with`` does last), with the type of what escaped, if any.
+
+        Raises:
+            OperationTimeoutError: This scope's own deadline cancelled the block.
+        """
         deadlines = self._deadlines
         if deadlines is None:
             return

@@ -248,33 +248,113 @@ class ExecutionListener(Protocol):
 class TelemetryHub:
     """The process-wide set of listeners. Registration is thread-safe; reading is lock-free.
 
+    A registered listener may declare itself *dormant* (:meth:`set_dormant`) while it has
+    nowhere to send anything (the OpenTelemetry listener with no SDK configured): it stays
+    registered but is left out of :attr:`event_listeners` and :attr:`attempt_listeners`, so
+    that patterns build no event arguments and open no attempt scopes for it. It is still
+    asked to open every execution scope, which is where it checks whether it has somewhere to
+    send things now, and wakes itself up (before the execution's events and attempts).
+
     Attributes:
-        event_listeners: Tuple of :class:`TelemetryListener` (replaced, never mutated).
+        event_listeners: Tuple of the awake :class:`TelemetryListener` (replaced, never mutated).
         execution_listeners: Tuple of :class:`ExecutionListener` (replaced, never mutated).
+        attempt_listeners: The awake execution listeners, asked to open attempt scopes.
         errors: How many times a listener raised (each is logged, then swallowed).
     """
 
-    __slots__ = ("_lock", "errors", "event_listeners", "execution_listeners")
+    __slots__ = (
+        "_dormant",
+        "_lock",
+        "_registered",
+        "_routes",
+        "attempt_listeners",
+        "errors",
+        "event_listeners",
+        "execution_listeners",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._registered: tuple[TelemetryListener, ...] = ()
+        self._dormant: tuple[object, ...] = ()
         self.event_listeners: tuple[TelemetryListener, ...] = ()
         self.execution_listeners: tuple[ExecutionListener, ...] = ()
+        self.attempt_listeners: tuple[ExecutionListener, ...] = ()
+        self._routes: dict[tuple[str, str], tuple[TelemetryListener, ...]] = {}
         self.errors = 0
 
     def add_listener(self, listener: object) -> None:
-        """Register a listener; it may implement either protocol or both. Adding twice is a no-op."""
+        """Register a listener; it may implement either protocol or both. Adding twice is a no-op.
+
+        A listener added (again) is awake.
+        """
         with self._lock:
-            if isinstance(listener, TelemetryListener) and listener not in self.event_listeners:
-                self.event_listeners = (*self.event_listeners, listener)
+            if isinstance(listener, TelemetryListener) and listener not in self._registered:
+                self._registered = (*self._registered, listener)
             if isinstance(listener, ExecutionListener) and listener not in self.execution_listeners:
                 self.execution_listeners = (*self.execution_listeners, listener)
+            self._dormant = tuple(x for x in self._dormant if x is not listener)
+            self._publish_locked()
 
     def remove_listener(self, listener: object) -> None:
         """Unregister a listener (no error if it was not registered)."""
         with self._lock:
-            self.event_listeners = tuple(x for x in self.event_listeners if x is not listener)
+            self._registered = tuple(x for x in self._registered if x is not listener)
+            self._dormant = tuple(x for x in self._dormant if x is not listener)
             self.execution_listeners = tuple(x for x in self.execution_listeners if x is not listener)
+            self._publish_locked()
+
+    def set_dormant(self, listener: object, *, dormant: bool) -> None:
+        """Leave a registered listener out of :attr:`event_listeners` and :attr:`attempt_listeners`.
+
+        Args:
+            listener: A listener registered with :meth:`add_listener` (others are ignored).
+            dormant: ``True`` to stop sending it events, ``False`` to send them again.
+        """
+        with self._lock:
+            if not any(x is listener for x in (*self._registered, *self.execution_listeners)):
+                return
+            others = tuple(x for x in self._dormant if x is not listener)
+            self._dormant = (*others, listener) if dormant else others
+            self._publish_locked()
+
+    def is_dormant(self, listener: object) -> bool:
+        """Return whether ``listener`` is registered but dormant."""
+        return any(x is listener for x in self._dormant)
+
+    def _publish_locked(self) -> None:
+        dormant = self._dormant
+        self.event_listeners = tuple(x for x in self._registered if not any(x is d for d in dormant))
+        self.attempt_listeners = tuple(
+            x for x in self.execution_listeners if not any(x is d for d in dormant)
+        )
+        self._routes = {}  # after event_listeners: a route is never computed from stale ones
+
+    def route(self, source: TelemetrySource, event: Event) -> tuple[TelemetryListener, ...]:
+        """Return the awake event listeners that want ``event`` from sources of ``source.kind``.
+
+        A listener may define ``wants(source, event) -> bool`` (a function of the source's
+        *kind* and the event only: the answer is cached per kind and event until the listeners
+        change); one without it gets every event. So a pattern whose event nobody wants builds
+        no event arguments for it (see :meth:`StrategyTelemetry.wants`).
+        """
+        key = (source.kind, event._value_)  # Enum.__hash__ is Python code: hash the str value
+        routes = self._routes
+        found = routes.get(key)
+        if found is None:
+            found = tuple(x for x in self.event_listeners if self._wants(x, source, event))
+            routes[key] = found
+        return found
+
+    def _wants(self, listener: TelemetryListener, source: TelemetrySource, event: Event) -> bool:
+        wants = getattr(listener, "wants", None)
+        if wants is None:
+            return True
+        try:
+            return bool(wants(source, event))
+        except Exception:  # noqa: BLE001 - a broken filter gets everything
+            self.listener_failed(listener, "wants")
+            return True
 
     def listener_failed(self, listener: object, what: str) -> None:
         """Count and log a listener's exception (called from inside an ``except`` block)."""
@@ -301,7 +381,7 @@ class StrategyTelemetry:
 
     @property
     def enabled(self) -> bool:
-        """Whether any event listener is registered (build event args only when true)."""
+        """Whether any event listener is registered and awake (build event args only when true)."""
         return bool(self._hub.event_listeners)
 
     @property
@@ -309,10 +389,18 @@ class StrategyTelemetry:
         """Whether any execution listener is registered (open scopes only when true)."""
         return bool(self._hub.execution_listeners)
 
+    def wants(self, event: Event) -> bool:
+        """Whether any awake event listener wants ``event`` from this source (see :meth:`TelemetryHub.route`).
+
+        Finer than :attr:`enabled`: check it before building the arguments of an event that
+        happens on a hot path (a rejection).
+        """
+        return bool(self._hub.route(self.source, event))
+
     def report(self, event: Event, args: EventArgs) -> None:
-        """Send one event to every event listener; never raises."""
+        """Send one event to every event listener that wants it; never raises."""
         hub = self._hub
-        for listener in hub.event_listeners:
+        for listener in hub.route(self.source, event):
             try:
                 listener.on_event(self.source, event, args)
             except Exception:  # noqa: BLE001 - telemetry must never break the app
@@ -354,9 +442,9 @@ class StrategyTelemetry:
                 self._hub.listener_failed(listener, "end_execution")
 
     def start_attempt(self, operation: str, attempt: int) -> list[tuple[ExecutionListener, object]] | None:
-        """Open an attempt scope on every execution listener; ``None`` when none opened one."""
+        """Open an attempt scope on every awake execution listener; ``None`` when none opened one."""
         hub = self._hub
-        listeners = hub.execution_listeners
+        listeners = hub.attempt_listeners
         if not listeners:
             return None
         handles: list[tuple[ExecutionListener, object]] | None = None

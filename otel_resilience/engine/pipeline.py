@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.events import Outcome, StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver
 from otel_resilience.engine.validation import check_name
@@ -31,10 +32,13 @@ from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["Pipeline", "PipelineBuilder", "PipelineStats", "classify_error"]
+__all__ = ["ExecutionHandles", "Pipeline", "PipelineBuilder", "PipelineStats", "classify_error", "standalone"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+ExecutionHandles = list[tuple[ExecutionListener, object]]
+"""What :meth:`Pipeline.open_scope` returns: the open scopes, to close when the execution ends."""
 
 
 def classify_error(error: BaseException) -> Outcome:
@@ -48,33 +52,64 @@ def classify_error(error: BaseException) -> Outcome:
     return Outcome.CANCELLED
 
 
-def _surfaced(error: BaseException) -> BaseException:
-    """Return what the caller gets for ``error``: a :class:`WrongDriver` becomes its ``TypeError``."""
-    if type(error) is WrongDriver:
-        return error.as_type_error()
-    return error
-
-
 class PipelineStats:
-    """Outcome counts of one pipeline, as plain integers.
+    """Outcome counts of one pipeline, exact without a lock.
 
     Every execution ends in exactly one of the disjoint counters: ``succeeded`` (first attempt),
     ``recovered`` (after a failed attempt or a recovery action), ``fallback`` (a fallback
     answered), ``rejected`` (a breaker or bulkhead refused it), ``timeouts`` (a deadline
     expired), ``errors`` (any other error reached the caller) or ``cancelled``. ``failed`` is
     ``errors + rejected + timeouts``. Each counter only grows, so exported totals are monotonic.
+
+    Each counter is an exact lock-free counter (:mod:`otel_resilience.engine.counting`), so the
+    sync driver counts exactly from any number of threads without taking a lock.
     """
 
-    __slots__ = ("cancelled", "errors", "fallback", "recovered", "rejected", "succeeded", "timeouts")
+    __slots__ = ("_cancelled", "_errors", "_fallback", "_recovered", "_rejected", "_succeeded", "_timeouts")
 
     def __init__(self) -> None:
-        self.succeeded = 0
-        self.recovered = 0
-        self.fallback = 0
-        self.errors = 0
-        self.rejected = 0
-        self.timeouts = 0
-        self.cancelled = 0
+        self._succeeded = new_counter()
+        self._recovered = new_counter()
+        self._fallback = new_counter()
+        self._errors = new_counter()
+        self._rejected = new_counter()
+        self._timeouts = new_counter()
+        self._cancelled = new_counter()
+
+    @property
+    def succeeded(self) -> int:
+        """Executions that returned on their first attempt."""
+        return count_value(self._succeeded)
+
+    @property
+    def recovered(self) -> int:
+        """Executions that returned after a failed attempt or a recovery action."""
+        return count_value(self._recovered)
+
+    @property
+    def fallback(self) -> int:
+        """Executions a fallback answered."""
+        return count_value(self._fallback)
+
+    @property
+    def errors(self) -> int:
+        """Executions that ended with an error other than a rejection or a timeout."""
+        return count_value(self._errors)
+
+    @property
+    def rejected(self) -> int:
+        """Executions a breaker or bulkhead rejected."""
+        return count_value(self._rejected)
+
+    @property
+    def timeouts(self) -> int:
+        """Executions whose deadline expired."""
+        return count_value(self._timeouts)
+
+    @property
+    def cancelled(self) -> int:
+        """Executions the caller cancelled (or interrupted)."""
+        return count_value(self._cancelled)
 
     @property
     def failed(self) -> int:
@@ -89,37 +124,44 @@ class PipelineStats:
     @property
     def total(self) -> int:
         """Every execution that has ended."""
-        return self.succeeded + self.recovered + self.fallback + self.failed + self.cancelled
+        return self.successful + self.fallback + self.failed + self.cancelled
+
+    def count_success(self) -> None:
+        """Count one execution that returned on its first attempt (the hot path)."""
+        next(self._succeeded)
 
     def count(self, outcome: Outcome) -> None:
         """Count one ended execution."""
         if outcome is Outcome.SUCCESS:
-            self.succeeded += 1
+            next(self._succeeded)
         elif outcome is Outcome.RECOVERED:
-            self.recovered += 1
+            next(self._recovered)
         elif outcome is Outcome.FALLBACK:
-            self.fallback += 1
+            next(self._fallback)
         elif outcome is Outcome.CANCELLED:
-            self.cancelled += 1
+            next(self._cancelled)
         elif outcome is Outcome.REJECTED:
-            self.rejected += 1
+            next(self._rejected)
         elif outcome is Outcome.TIMEOUT:
-            self.timeouts += 1
+            next(self._timeouts)
         else:
-            self.errors += 1
+            next(self._errors)
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict (``total`` and ``successful`` included)."""
+        succeeded, recovered, fallback = self.succeeded, self.recovered, self.fallback
+        errors, rejected, timeouts, cancelled = self.errors, self.rejected, self.timeouts, self.cancelled
+        failed = errors + rejected + timeouts
         return {
-            "total": self.total,
-            "successful": self.successful,
-            "succeeded": self.succeeded,
-            "recovered": self.recovered,
-            "fallback": self.fallback,
-            "failed": self.failed,
-            "rejected": self.rejected,
-            "timeouts": self.timeouts,
-            "cancelled": self.cancelled,
+            "total": succeeded + recovered + fallback + failed + cancelled,
+            "successful": succeeded + recovered,
+            "succeeded": succeeded,
+            "recovered": recovered,
+            "fallback": fallback,
+            "failed": failed,
+            "rejected": rejected,
+            "timeouts": timeouts,
+            "cancelled": cancelled,
         }
 
 
@@ -132,7 +174,7 @@ class Pipeline:
         telemetry: The facade the pipeline reports executions through.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_head", "_lock", "_strategies", "name", "stats", "telemetry")
+    __slots__ = ("__weakref__", "_clock", "_head", "_strategies", "name", "stats", "telemetry")
 
     def __init__(
         self,
@@ -146,7 +188,6 @@ class Pipeline:
         self._strategies = strategies
         self._head: Strategy = strategies[0] if strategies else TERMINAL
         self._clock = clock
-        self._lock = threading.Lock()
         self.stats = PipelineStats()
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
         PIPELINES.register(self)
@@ -160,6 +201,26 @@ class Pipeline:
         """Return ``(kind, name, config)`` for every strategy, outer to inner."""
         return tuple((s.kind, s.name, s.config) for s in self._strategies)
 
+    def _refused(self, signal: WrongDriver) -> TypeError:
+        """Count a function that does not fit the driver and return the ``TypeError`` to raise.
+
+        Neither the signal nor the error is bound to a local of the driver's frame on the way
+        out: a traceback holds its frames, so such a local would make a reference cycle per
+        failed call.
+        """
+        self.stats.count(Outcome.FAILURE)
+        return signal.as_type_error()
+
+    def open_scope(self) -> ExecutionHandles | None:
+        """Open the execution scope on the execution listeners; ``None`` when none opened one.
+
+        A pattern's direct driver (a breaker used alone) calls this first: with ``None`` it may
+        run the execution itself (counting its outcome in :attr:`stats`); otherwise it hands the
+        execution and the handles to :meth:`execute_in_scope` / :meth:`execute_in_scope_sync`.
+        """
+        telemetry = self.telemetry
+        return telemetry.start_execution(self.name) if telemetry._hub.execution_listeners else None
+
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` through every strategy.
 
@@ -167,38 +228,46 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = ExecutionContext(fn, args, kwargs, self.name)
+        telemetry = self.telemetry  # open_scope(), inlined
+        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
+            return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
+        try:
+            result = await self._head.start(ctx)
+        except BaseException as caught:
+            if type(caught) is WrongDriver:
+                raise self._refused(caught) from None
+            self.stats.count(classify_error(caught))
+            raise
+        if ctx.attempt == 1 and ctx.outcome is None:
+            next(self.stats._succeeded)
+        else:
+            self.stats.count(_success_outcome(ctx))
+        return result  # type: ignore[no-any-return]
+
+    async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
+        """Run ``ctx`` through every strategy inside the scope :meth:`open_scope` opened, and close it.
+
+        Raises:
+            Exception: Whatever the innermost failure or a strategy raised; see the patterns.
+        """
         telemetry = self.telemetry
-        handles = telemetry.start_execution(self.name)
-        if handles is None:
-            try:
-                result = await self._head.execute(ctx)
-            except BaseException as caught:
-                error = _surfaced(caught)
-                self.stats.count(classify_error(error))
-                if error is not caught:
-                    raise error from None
-                raise
-            if ctx.attempt == 1 and ctx.outcome is None:
-                self.stats.succeeded += 1
-            else:
-                self.stats.count(_success_outcome(ctx))
-            return result  # type: ignore[no-any-return]
         clock = self._clock
         start = clock.now()
         try:
-            result = await self._head.execute(ctx)
+            result = await self._head.start(ctx)
         except BaseException as caught:
-            error = _surfaced(caught)
-            outcome = classify_error(error)
-            self.stats.count(outcome)
-            telemetry.end_execution(handles, outcome, clock.now() - start, error)
-            if error is not caught:
+            if type(caught) is WrongDriver:
+                error = self._refused(caught)
+                telemetry.end_execution(handles, Outcome.FAILURE, clock.now() - start, error)
                 raise error from None
+            outcome = classify_error(caught)
+            self.stats.count(outcome)
+            telemetry.end_execution(handles, outcome, clock.now() - start, caught)
             raise
         outcome = _success_outcome(ctx)
         self.stats.count(outcome)
         telemetry.end_execution(handles, outcome, clock.now() - start, None)
-        return result  # type: ignore[no-any-return]
+        return result
 
     def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` through every strategy, in the calling thread.
@@ -207,28 +276,46 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = ExecutionContext(fn, args, kwargs, self.name)
-        telemetry = self.telemetry
-        handles = telemetry.start_execution(self.name)
-        clock = self._clock
-        start = clock.now() if handles is not None else 0.0
+        telemetry = self.telemetry  # open_scope(), inlined
+        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
+            return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = self._head.execute_sync(ctx)
         except BaseException as caught:
-            error = _surfaced(caught)
-            outcome = classify_error(error)
-            with self._lock:
-                self.stats.count(outcome)
-            if handles is not None:
-                telemetry.end_execution(handles, outcome, clock.now() - start, error)
-            if error is not caught:
+            if type(caught) is WrongDriver:
+                raise self._refused(caught) from None
+            self.stats.count(classify_error(caught))
+            raise
+        if ctx.attempt == 1 and ctx.outcome is None:
+            next(self.stats._succeeded)
+        else:
+            self.stats.count(_success_outcome(ctx))
+        return result  # type: ignore[no-any-return]
+
+    def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
+        """The sync twin of :meth:`execute_in_scope`.
+
+        Raises:
+            Exception: Whatever the innermost failure or a strategy raised; see the patterns.
+        """
+        telemetry = self.telemetry
+        clock = self._clock
+        start = clock.now()
+        try:
+            result = self._head.execute_sync(ctx)
+        except BaseException as caught:
+            if type(caught) is WrongDriver:
+                error = self._refused(caught)
+                telemetry.end_execution(handles, Outcome.FAILURE, clock.now() - start, error)
                 raise error from None
+            outcome = classify_error(caught)
+            self.stats.count(outcome)
+            telemetry.end_execution(handles, outcome, clock.now() - start, caught)
             raise
         outcome = _success_outcome(ctx)
-        with self._lock:
-            self.stats.count(outcome)
-        if handles is not None:
-            telemetry.end_execution(handles, outcome, clock.now() - start, None)
-        return result  # type: ignore[no-any-return]
+        self.stats.count(outcome)
+        telemetry.end_execution(handles, outcome, clock.now() - start, None)
+        return result
 
 
 def _success_outcome(ctx: ExecutionContext) -> Outcome:
@@ -288,3 +375,30 @@ class PipelineBuilder:
         for outer, inner in itertools.pairwise(strategies):
             outer.next = inner
         return Pipeline(self._name, strategies, clock=self._clock, source=self._source)
+
+
+_STANDALONE_LOCK: Final = threading.Lock()
+
+
+def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> Pipeline:
+    """Return ``owner.<attribute>``, the pattern's own pipeline, building it on first use.
+
+    A pattern instance that only ever runs inside other pipelines (a manager policy) never
+    builds one, so it costs no memory and exports no idle execution series. Two threads may
+    both build one; the first stored wins and the other is dropped (unused, so never exported).
+
+    Args:
+        owner: The pattern instance.
+        attribute: The slot that holds the pipeline (``None`` until built).
+        build: Builds the pipeline.
+
+    Returns:
+        The pipeline stored in ``owner.<attribute>``.
+    """
+    built = build()
+    with _STANDALONE_LOCK:
+        current: Pipeline | None = getattr(owner, attribute)
+        if current is None:
+            setattr(owner, attribute, built)
+            current = built
+    return current

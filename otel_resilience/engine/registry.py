@@ -29,24 +29,26 @@ T = TypeVar("T", bound=Named)
 
 
 class Registry(Generic[T]):
-    """A thread-safe, weak set of named instances of one kind.
+    """A thread-safe, weak set of named instances of one kind, indexed by name.
 
     Args:
         kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``).
     """
 
-    __slots__ = ("_items", "_lock", "_on_added", "kind")
+    __slots__ = ("_by_name", "_items", "_lock", "_on_added", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._lock = threading.Lock()
         self._items: weakref.WeakSet[T] = weakref.WeakSet()
+        self._by_name: weakref.WeakValueDictionary[str, T] = weakref.WeakValueDictionary()
         self._on_added: list[Callable[[T], None]] = []
 
     def register(self, item: T) -> None:
         """Add ``item`` and tell every ``on_added`` callback about it."""
         with self._lock:
             self._items.add(item)
+            self._by_name[item.name] = item
             callbacks = tuple(self._on_added)
         for callback in callbacks:
             callback(item)
@@ -57,12 +59,24 @@ class Registry(Generic[T]):
             return list(self._items)
 
     def get(self, name: str) -> T | None:
-        """Return a live instance named ``name`` (the most recently created if several), or ``None``."""
-        found: T | None = None
-        for item in self.items():
-            if item.name == name:
-                found = item
-        return found
+        """Return a live instance named ``name`` (the most recently created if several), or ``None``.
+
+        A lookup in a weak name index: O(1) however many instances are alive. When the most
+        recent instance of a name is gone while an older one lives, the older one is found by
+        a scan, and indexed again.
+        """
+        found = self._by_name.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._by_name.get(name)
+            if found is not None:
+                return found
+            for item in self._items:  # registration order is not kept: the rare fallback
+                if item.name == name:
+                    self._by_name[name] = item
+                    return item
+        return None
 
     def on_added(self, callback: Callable[[T], None]) -> None:
         """Call ``callback(item)`` for every instance registered from now on."""

@@ -270,6 +270,7 @@ class OtelListener:
 
     __slots__ = (
         "_closed",
+        "_dormant",
         "_env_checked",
         "_hub",
         "_infos",
@@ -311,6 +312,7 @@ class OtelListener:
         self._infos: dict[int, _SourceInfo] = {}
         self._log_times: dict[str, float] = {}
         self._closed = False
+        self._dormant = False
         self.errors = 0
         self._tracer_pending = True
         self._meter_pending = True
@@ -408,6 +410,20 @@ class OtelListener:
             self._pending = False
             self.failed("provider acquisition")
 
+    def _go_dormant(self) -> None:
+        """Ask the hub to leave this listener out of event delivery (no SDK: nothing to show).
+
+        Patterns then build no event arguments for it. :meth:`start_execution`, which the hub
+        still calls on every execution, wakes it up as soon as a provider has been set.
+        """
+        self._dormant = True
+        self._hub.set_dormant(self, dormant=True)
+
+    def _wake(self) -> None:
+        """Ask the hub to deliver events to this listener again."""
+        self._dormant = False
+        self._hub.set_dormant(self, dormant=False)
+
     def _info(self, source: TelemetrySource) -> _SourceInfo:
         info = self._infos.get(id(source))
         if info is None or info.source is not source:
@@ -439,9 +455,17 @@ class OtelListener:
                 and _metrics_internal._METER_PROVIDER is None
                 and self._instruments is None
             ):
-                return None  # the no-SDK fast path: two module attribute reads
+                # The no-SDK fast path: two module attribute reads. Nothing can be shown, so
+                # the listener also asks the hub to stop sending it events until it wakes here.
+                if self._logger_provider is None and not self._dormant:
+                    self._go_dormant()
+                return None
             self._refresh()
             tracer = self._tracer
+            if tracer is None and self._instruments is None:
+                return None
+        if self._dormant:
+            self._wake()
         if tracer is None and self._instruments is None:
             return None
         try:
@@ -512,9 +536,12 @@ class OtelListener:
         Returns:
             A handle for :meth:`end_attempt`, or ``None`` when no span is opened.
         """
-        if self._pending:
-            self._refresh()
         tracer = self._tracer
+        if self._pending:
+            if tracer is None and self._env_checked and _FAST_GLOBALS and trace._TRACER_PROVIDER is None:
+                return None  # no tracer provider: no attempt span (two attribute reads)
+            self._refresh()
+            tracer = self._tracer
         if tracer is None or not source.spans:
             return None
         try:
@@ -591,6 +618,7 @@ class OtelListener:
                 and self._instruments is None
                 and self._logger_provider is None
             ):
+                self._go_dormant()  # the hub calls it, so the hub has it awake (re-added)
                 return  # the no-SDK fast path, as in start_execution
             self._refresh()
         if self._closed:

@@ -243,6 +243,42 @@ def test_providers_set_after_import_are_honoured():
     assert out.strip() == "ok"
 
 
+def test_listener_sleeps_without_sdk_and_wakes_when_providers_are_set():
+    """With no SDK the listener leaves event delivery (no event args built) and the next call after a provider is set brings it back."""
+    out = _run(
+        """
+        from otel_resilience import CircuitBreaker, CircuitOpenError
+        from otel_resilience.engine.events import HUB, StrategyTelemetry, TelemetrySource
+        from otel_resilience.telemetry import install_default
+
+        listener = install_default()
+        breaker = CircuitBreaker("sleepy")
+        assert breaker.call_sync(lambda: 1) == 1  # the first call reads the environment
+        assert breaker.call_sync(lambda: 1) == 1
+        assert listener in HUB.execution_listeners and HUB.event_listeners == ()
+        assert not StrategyTelemetry(TelemetrySource("circuit_breaker", "x")).enabled
+
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        breaker.force_open()
+        try:
+            breaker.call_sync(lambda: 1)
+        except CircuitOpenError:
+            pass
+        assert HUB.event_listeners == (listener,)
+        names = [m.name for rm in reader.get_metrics_data().resource_metrics
+                 for sm in rm.scope_metrics for m in sm.metrics]
+        assert "resilience.rejections" in names, names
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
 def test_provider_named_by_environment_variable_is_honoured():
     """OTEL_PYTHON_TRACER_PROVIDER is honoured through the public getter on first use."""
     out = _run(

@@ -1,0 +1,173 @@
+"""The engine's hot-path pieces: exact lock-free counters, the registry's name index, dormant listeners."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from dataclasses import dataclass
+
+from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.events import (
+    CallRejected,
+    Event,
+    EventArgs,
+    Outcome,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetrySource,
+)
+from otel_resilience.engine.pipeline import PipelineBuilder, PipelineStats
+from otel_resilience.engine.registry import Registry
+
+
+@dataclass(eq=False)
+class Item:
+    name: str
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+        self.events.append(event)
+
+
+def test_counter_counts_exactly_from_many_threads():
+    """next() on a counter loses no increment with 8 threads switching every microsecond."""
+    counter = new_counter()
+    barrier = threading.Barrier(8)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def work() -> None:
+        barrier.wait(timeout=5)
+        for _ in range(5_000):
+            next(counter)
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+    finally:
+        sys.setswitchinterval(previous)
+    assert count_value(counter) == 40_000
+
+
+def test_pipeline_stats_read_their_counters():
+    """PipelineStats exposes each counter as an int and derives the totals from them."""
+    stats = PipelineStats()
+    stats.count_success()
+    stats.count_success()
+    stats.count(Outcome.REJECTED)
+    assert (stats.succeeded, stats.rejected, stats.failed, stats.total) == (2, 1, 1, 3)
+    assert stats.as_dict()["total"] == 3
+
+
+def test_registry_get_uses_the_newest_live_instance_and_falls_back_to_older_ones():
+    """get() returns the newest instance of a name, and an older live one once the newest is gone."""
+    registry: Registry[Item] = Registry("thing")
+    older, newer = Item("a"), Item("a")
+    registry.register(older)
+    registry.register(newer)
+    assert registry.get("a") is newer
+    del newer
+    gc.collect()
+    assert registry.get("a") is older
+    assert registry.get("missing") is None
+
+
+def test_registry_get_does_not_keep_instances_alive():
+    """The name index holds weak references only."""
+    registry: Registry[Item] = Registry("thing")
+    registry.register(Item("gone"))
+    gc.collect()
+    assert registry.get("gone") is None
+    assert len(registry) == 0
+
+
+def test_dormant_listener_gets_no_events_until_woken():
+    """A dormant listener stays registered but is left out of event delivery and enabled."""
+    hub = TelemetryHub()
+    listener = Recorder()
+    hub.add_listener(listener)
+    telemetry = StrategyTelemetry(TelemetrySource("circuit_breaker", "x"), hub)
+    hub.set_dormant(listener, dormant=True)
+    assert not telemetry.enabled
+    assert hub.is_dormant(listener)
+    hub.set_dormant(listener, dormant=False)
+    telemetry.report(Event.CALL_REJECTED, CallRejected("circuit_open"))
+    assert listener.events == [Event.CALL_REJECTED]
+
+
+def test_set_dormant_ignores_unregistered_listeners_and_add_wakes():
+    """set_dormant on a stranger does nothing; adding a dormant listener again wakes it."""
+    hub = TelemetryHub()
+    stranger, listener = Recorder(), Recorder()
+    hub.set_dormant(stranger, dormant=True)
+    assert not hub.is_dormant(stranger)
+    hub.add_listener(listener)
+    hub.set_dormant(listener, dormant=True)
+    hub.add_listener(listener)
+    assert hub.event_listeners == (listener,)
+    hub.remove_listener(listener)
+    assert hub.event_listeners == ()
+    assert not hub.is_dormant(listener)
+
+
+async def test_async_pipeline_without_strategies_awaits_the_function_directly():
+    """An empty pipeline runs the function through the terminal link's start() and counts it."""
+    pipeline = PipelineBuilder("direct").build()
+
+    async def work() -> int:
+        return 7
+
+    assert await pipeline.execute(work) == 7
+    assert pipeline.stats.succeeded == 1
+
+
+class Picky(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def wants(self, source: TelemetrySource, event: Event) -> bool:
+        self.asked += 1
+        return source.kind == "bulkhead"
+
+
+def test_route_skips_listeners_that_do_not_want_the_event_and_caches_the_answer():
+    """A listener with wants() only gets the events it asked for, and is asked once per kind and event."""
+    hub = TelemetryHub()
+    picky, everything = Picky(), Recorder()
+    hub.add_listener(picky)
+    hub.add_listener(everything)
+    breaker = StrategyTelemetry(TelemetrySource("circuit_breaker", "b"), hub)
+    bulkhead = StrategyTelemetry(TelemetrySource("bulkhead", "h"), hub)
+    for _ in range(3):
+        breaker.report(Event.CALL_REJECTED, CallRejected("circuit_open"))
+    bulkhead.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    assert picky.events == [Event.CALL_REJECTED]
+    assert len(everything.events) == 4
+    assert picky.asked == 2
+    hub.remove_listener(everything)
+    assert not breaker.wants(Event.CALL_REJECTED)
+    assert bulkhead.wants(Event.CALL_REJECTED)
+
+
+def test_a_raising_wants_gets_every_event_and_is_counted():
+    """A listener whose wants() raises is treated as wanting everything; the hub counts the error."""
+
+    class Broken(Recorder):
+        def wants(self, source: TelemetrySource, event: Event) -> bool:
+            raise RuntimeError("broken filter")
+
+    hub = TelemetryHub()
+    broken = Broken()
+    hub.add_listener(broken)
+    StrategyTelemetry(TelemetrySource("retry", "r"), hub).report(Event.CALL_REJECTED, CallRejected("x"))
+    assert broken.events == [Event.CALL_REJECTED]
+    assert hub.errors == 1
