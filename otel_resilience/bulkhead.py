@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
-import inspect
 import threading
 import weakref
 from collections import deque
@@ -56,7 +54,7 @@ from typing import Any, ClassVar, Final, ParamSpec, TypedDict, TypeVar, overload
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, time_remaining
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry, TelemetrySource
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.registry import BULKHEADS
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
@@ -742,20 +740,7 @@ class Bulkhead:
         """
         if not callable(fn):
             raise fail("Bulkhead", "protect.fn", "callable", fn, kind=TypeError)
-        pipeline = self._pipeline
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await pipeline.execute(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return pipeline.execute_sync(fn, *args, **kwargs)
-
-        return sync_wrapper
+        return protect_with(self._pipeline, fn)
 
     def __repr__(self) -> str:
         core = self._core

@@ -56,7 +56,6 @@ Decisions:
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 import logging
 import sys
@@ -76,7 +75,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import check_exception_types, check_name, fail
 
@@ -722,21 +721,7 @@ class FallbackHandler:
         """
         if not callable(fn):
             raise fail("FallbackHandler.protect", "fn", "callable", fn, kind=TypeError)
-        pipeline = self._pipeline
-        if inspect.iscoroutinefunction(fn):
-            afn = cast("Callable[P, Awaitable[Any]]", fn)
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await pipeline.execute(afn, *args, **kwargs)
-
-            return cast("Callable[P, R]", async_wrapper)
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return pipeline.execute_sync(fn, *args, **kwargs)
-
-        return sync_wrapper
+        return cast("Callable[P, R]", protect_with(self._pipeline, fn))
 
     def get_stats(self) -> dict[str, int]:
         """Return the counts.

@@ -33,7 +33,6 @@ already caught (:meth:`ErrorRecoverySystem.recover_from_error` with a :class:`Re
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 import logging
 import threading
@@ -65,7 +64,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.strategy import TERMINAL, Strategy
 from otel_resilience.engine.validation import (
@@ -612,20 +611,7 @@ class ErrorRecoverySystem:
         """
         if not callable(fn):
             raise fail("ErrorRecoverySystem.protect", "fn", "callable", fn, kind=TypeError)
-        pipeline = self._pipeline
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await pipeline.execute(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return pipeline.execute_sync(fn, *args, **kwargs)
-
-        return sync_wrapper
+        return protect_with(self._pipeline, fn)
 
     async def recover_from_error(
         self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None = None

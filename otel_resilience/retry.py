@@ -64,7 +64,6 @@ nothing but the coroutine frame: one counter is bumped and the result is returne
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 import math
 import random
@@ -92,7 +91,13 @@ from otel_resilience.engine.events import (
     TimeoutOccurred,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, classify_error, standalone
+from otel_resilience.engine.pipeline import (
+    Pipeline,
+    PipelineBuilder,
+    classify_error,
+    protect_with,
+    standalone,
+)
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import (
     check_callable,
@@ -994,22 +999,9 @@ class Retry:
         """
         if not callable(fn):
             raise _not_callable("Retry.protect", fn)
-        pipeline = self._pipeline
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await pipeline.execute(fn, *args, **kwargs)
-
-            return async_wrapper
-        if self._core.hook_is_async:
+        if not inspect.iscoroutinefunction(fn) and self._core.hook_is_async:
             raise self._core.async_hook_error()
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return pipeline.execute_sync(fn, *args, **kwargs)
-
-        return sync_wrapper
+        return protect_with(self._pipeline, fn)
 
     def __repr__(self) -> str:
         return f"Retry({self.name!r}, {self.policy!r})"

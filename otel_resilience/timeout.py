@@ -43,8 +43,6 @@ managers (trio/anyio style): the first raises, the second swallows its own timeo
 from __future__ import annotations
 
 import enum
-import functools
-import inspect
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,7 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetrySource, TimeoutOccurred
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, standalone
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import check_duration, check_name, fail
 from otel_resilience.errors import OperationTimeoutError
@@ -423,21 +421,7 @@ class TimeoutHandler:
         """
         if not callable(fn):
             raise fail("TimeoutHandler.protect", "fn", "callable", fn, kind=TypeError)
-        pipeline = self._pipeline
-        if inspect.iscoroutinefunction(fn):
-            afn = cast("Callable[P, Awaitable[Any]]", fn)
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await pipeline.execute(afn, *args, **kwargs)
-
-            return cast("Callable[P, R]", async_wrapper)
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return pipeline.execute_sync(fn, *args, **kwargs)
-
-        return sync_wrapper
+        return cast("Callable[P, R]", protect_with(self._pipeline, fn))
 
     def get_stats(self) -> dict[str, int]:
         """Return the counts.

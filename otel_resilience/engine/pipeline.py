@@ -16,6 +16,8 @@ as a failure, retries, recovers or answers with a fallback, and the pipeline rai
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import threading
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
@@ -32,7 +34,15 @@ from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["ExecutionHandles", "Pipeline", "PipelineBuilder", "PipelineStats", "classify_error", "standalone"]
+__all__ = [
+    "ExecutionHandles",
+    "Pipeline",
+    "PipelineBuilder",
+    "PipelineStats",
+    "classify_error",
+    "protect_with",
+    "standalone",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -402,3 +412,32 @@ def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> 
             setattr(owner, attribute, built)
             current = built
     return current
+
+
+def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``fn`` so that every call runs through ``pipeline`` (the patterns' ``protect``).
+
+    The driver is chosen once, here: a coroutine function gets :meth:`Pipeline.execute`,
+    anything else :meth:`Pipeline.execute_sync`. ``functools.wraps`` keeps the metadata; the
+    patterns' typed ``protect`` overloads keep the signature for type checkers.
+
+    Args:
+        pipeline: The pipeline every call runs through.
+        fn: The function to protect (already checked to be callable).
+
+    Returns:
+        The wrapper.
+    """
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await pipeline.execute(fn, *args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        return pipeline.execute_sync(fn, *args, **kwargs)
+
+    return sync_wrapper
