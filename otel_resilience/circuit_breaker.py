@@ -683,6 +683,74 @@ class _BreakerStrategy(Strategy):
         return error
 
 
+class _BreakerGuard:
+    """The breaker around a block: ``with breaker.guard():`` or ``async with breaker.guard():``.
+
+    Entering asks the breaker for a permit (raising :class:`CircuitOpenError` when it refuses);
+    leaving counts the block's outcome exactly as :meth:`CircuitBreaker.call` counts a call's:
+    no exception is a success, an ``Exception`` is classified by the config, anything else
+    (cancellation, ``KeyboardInterrupt``) gives the permit back and counts nothing. The guard
+    opens no span of its own. One guard serves one block; call ``guard()`` again for the next.
+    """
+
+    __slots__ = ("_breaker", "_permit")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._permit: Permit | None = None
+
+    def _enter(self) -> None:
+        if self._permit is not None:
+            msg = "a CircuitBreaker.guard() serves one block at a time; call guard() again"
+            raise RuntimeError(msg)
+        breaker = self._breaker
+        pipeline, node = breaker._standalone or breaker._build_standalone()
+        core = breaker._core
+        permit = core._permit
+        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            admitted = core.try_acquire()
+            if admitted is None:
+                next(pipeline.stats._rejected)
+                raise node.rejected() from None
+            permit = admitted
+        self._permit = permit
+
+    def _exit(self, error: BaseException | None) -> None:
+        permit = self._permit
+        self._permit = None
+        if permit is None:  # pragma: no cover - the with statement only exits an entered guard
+            return
+        breaker = self._breaker
+        pipeline, _ = breaker._standalone or breaker._build_standalone()
+        core = breaker._core
+        stats = pipeline.stats
+        if error is None:
+            core.on_success(permit)
+            next(stats._succeeded)
+        elif isinstance(error, Exception):
+            stats.count(classify_error(error))
+            core.on_failure(permit, error)
+        else:
+            core.release(permit)
+            next(stats._cancelled)
+
+    def __enter__(self) -> _BreakerGuard:
+        self._enter()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> _BreakerGuard:
+        self._enter()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._exit(exc)
+
+
 class CircuitBreaker:
     """A named circuit breaker, usable alone or as a link of a pipeline.
 
@@ -903,6 +971,19 @@ class CircuitBreaker:
         if not callable(fn):
             raise fail("CircuitBreaker.call_sync", "fn", "callable", fn, kind=TypeError)
         return self._call_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+
+    def guard(self) -> _BreakerGuard:
+        """Return a context manager that runs a block under this breaker (sync or async).
+
+        ``with breaker.guard(): ...`` in threads, ``async with breaker.guard(): ...`` in
+        coroutines: the block is admitted (or :class:`CircuitOpenError` is raised before it runs)
+        and its outcome counted as a call's would be. Use it where the protected work is not one
+        function call.
+
+        Returns:
+            A single-use guard.
+        """
+        return _BreakerGuard(self)
 
     @overload
     def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...

@@ -956,3 +956,80 @@ async def test_rejection_reaches_a_listener_added_after_earlier_rejections(clock
         with pytest.raises(CircuitOpenError):
             await invoke(breaker, driver, ok)
         assert [event for _, event, _ in recorder.events] == [Event.CALL_REJECTED]
+
+
+# --- context-manager form ---------------------------------------------------------------------
+
+
+async def _through_guard(breaker: CircuitBreaker, driver: str, error: BaseException | None) -> None:
+    """Run a block (raising ``error`` if given) under ``breaker.guard()`` with the chosen driver."""
+    if driver == "async":
+        async with breaker.guard():
+            if error is not None:
+                raise error
+    else:
+        with breaker.guard():
+            if error is not None:
+                raise error
+
+
+async def test_guard_counts_a_block_like_a_call_and_trips(driver: str, clock: FakeClock) -> None:
+    """A guarded block counts successes and failures, trips the breaker, and is then refused before it runs."""
+    breaker = CircuitBreaker("guarded", CircuitBreakerConfig(failure_threshold=2, timeout=10.0), clock=clock)
+    await _through_guard(breaker, driver, None)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await _through_guard(breaker, driver, ConnectionError("down"))
+    assert breaker.state is CircuitState.OPEN
+    ran = []
+    with pytest.raises(CircuitOpenError) as info:
+        if driver == "async":
+            async with breaker.guard():
+                ran.append(1)
+        else:
+            with breaker.guard():
+                ran.append(1)
+    assert ran == []
+    assert info.value.name == "guarded"
+    stats = breaker.get_stats()
+    assert (stats["total_successes"], stats["total_failures"], stats["total_rejected"]) == (1, 2, 1)
+    clock.advance(10.0)
+    await _through_guard(breaker, driver, None)
+    assert breaker.get_stats()["success_count"] == 1
+
+
+async def test_guard_gives_a_cancelled_probe_permit_back(clock: FakeClock) -> None:
+    """A half-open probe cancelled inside a guard counts nothing and frees its permit."""
+    breaker = CircuitBreaker("guard-cancel", CircuitBreakerConfig(failure_threshold=1, timeout=5.0), clock=clock)
+    with pytest.raises(ConnectionError):
+        await _through_guard(breaker, "async", ConnectionError())
+    clock.advance(5.0)
+    started = asyncio.Event()
+
+    async def probe() -> None:
+        async with breaker.guard():
+            started.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(probe())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = breaker.get_stats()
+    assert stats["state"] == "half_open"
+    assert stats["half_open_in_flight"] == 0
+    assert stats["total_cancelled"] == 1
+    await _through_guard(breaker, "async", None)
+    assert breaker.get_stats()["success_count"] == 1
+
+
+def test_guard_is_single_use_at_a_time() -> None:
+    """Entering one guard object twice at once is refused; a new guard() serves the next block."""
+    breaker = CircuitBreaker("guard-reuse")
+    guard = breaker.guard()
+    with guard, pytest.raises(RuntimeError, match="one block at a time"), guard:
+        pass
+    with guard:
+        pass
+    assert breaker.get_stats()["total_successes"] == 2
