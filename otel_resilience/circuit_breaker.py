@@ -478,6 +478,23 @@ class _BreakerCore:
         remaining = self._opened_until - self._clock.now()
         return CircuitOpenError(self.name, _OPEN_VALUE, max(0.0, remaining))
 
+    def reject_open(self) -> float:
+        """Reject (and count) a call while OPEN before its timer elapsed, reading the clock once.
+
+        Call it when the permit's state is OPEN. It is lock-free, as :meth:`try_acquire`'s OPEN
+        path is. A result ``<= 0`` (the timer elapsed, or a transition is being published)
+        counts nothing and means "ask :meth:`try_acquire`", which takes the lock.
+
+        Returns:
+            The seconds left in the OPEN period (``> 0``: the call is rejected), or ``<= 0``.
+        """
+        # opened_until - now > 0 exactly when now < opened_until (IEEE subtraction of finite
+        # values is exact in sign; an infinite opened_until gives inf).
+        remaining: float = self._opened_until - self._clock.now()
+        if remaining > 0.0:
+            next(self.stats._rejected)
+        return remaining
+
     # -- manual control ----------------------------------------------------------------------
 
     def force_open(self, duration: float | None, reason: str) -> None:
@@ -602,7 +619,7 @@ class _BreakerCore:
 class _BreakerStrategy(Strategy):
     """A pipeline link bound to a breaker's shared core, with its own per-call telemetry."""
 
-    __slots__ = ("_core", "_routes_seen", "_telemetry", "_wanted")
+    __slots__ = ("_core", "_hub", "_routes_seen", "_telemetry", "_wanted")
 
     kind: ClassVar[str] = KIND
 
@@ -610,6 +627,7 @@ class _BreakerStrategy(Strategy):
         super().__init__()
         self._core = core
         self._telemetry = telemetry
+        self._hub = telemetry._hub
         self._routes_seen: object = None
         self._wanted = False
 
@@ -630,9 +648,14 @@ class _BreakerStrategy(Strategy):
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
         core = self._core
-        permit = core.try_acquire()
-        if permit is None:
-            raise self.rejected() from None
+        permit = core._permit
+        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+                raise self.open_rejected(remaining) from None
+            admitted = core.try_acquire()
+            if admitted is None:
+                raise self.rejected() from None
+            permit = admitted
         try:
             result = await self.next.start(ctx)
         except Exception as error:
@@ -651,9 +674,14 @@ class _BreakerStrategy(Strategy):
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
         core = self._core
-        permit = core.try_acquire()
-        if permit is None:
-            raise self.rejected() from None
+        permit = core._permit
+        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+                raise self.open_rejected(remaining) from None
+            admitted = core.try_acquire()
+            if admitted is None:
+                raise self.rejected() from None
+            permit = admitted
         try:
             result = self.next.execute_sync(ctx)
         except Exception as error:
@@ -668,18 +696,34 @@ class _BreakerStrategy(Strategy):
     def rejected(self) -> CircuitOpenError:
         """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and return the error."""
         error = self._core.rejection()
-        telemetry = self._telemetry
-        # Whether anyone wants rejections, asked again only when the hub's listeners changed
-        # (the hub then replaces its routes): an open breaker rejects on a hot path.
-        routes = telemetry._hub._routes
+        return self.report_rejection(
+            error, _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN
+        )
+
+    def open_rejected(self, remaining: float) -> CircuitOpenError:
+        """Report the OPEN rejection :meth:`_BreakerCore.reject_open` just counted; return the error.
+
+        The error is built here, not held in the caller's frame: a local holding a raised
+        exception would make a reference cycle through its traceback on every rejection.
+        """
+        routes = self._hub._routes
         if routes is not self._routes_seen:
-            self._wanted = telemetry.wants(Event.CALL_REJECTED)
+            self._wanted = self._telemetry.wants(Event.CALL_REJECTED)
             self._routes_seen = routes
         if self._wanted:
-            telemetry.report(
-                Event.CALL_REJECTED,
-                _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN,
-            )
+            self._telemetry.report(Event.CALL_REJECTED, _REJECT_OPEN)
+        return CircuitOpenError(self._core.name, _OPEN_VALUE, remaining)
+
+    def report_rejection(self, error: CircuitOpenError, args: CallRejected) -> CircuitOpenError:
+        """Report a counted rejection (if anyone wants rejections) and return its ``error``."""
+        # Whether anyone wants rejections, asked again only when the hub's listeners changed
+        # (the hub then replaces its routes): an open breaker rejects on a hot path.
+        routes = self._hub._routes
+        if routes is not self._routes_seen:
+            self._wanted = self._telemetry.wants(Event.CALL_REJECTED)
+            self._routes_seen = routes
+        if self._wanted:
+            self._telemetry.report(Event.CALL_REJECTED, args)
         return error
 
 
@@ -708,6 +752,9 @@ class _BreakerGuard:
         core = breaker._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+                next(pipeline.stats._rejected)
+                raise node.open_rejected(remaining) from None
             admitted = core.try_acquire()
             if admitted is None:
                 next(pipeline.stats._rejected)
@@ -834,6 +881,9 @@ class CircuitBreaker:
         stats = pipeline.stats
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+                next(stats._rejected)
+                raise node.open_rejected(remaining) from None
             admitted = core.try_acquire()
             if admitted is None:
                 next(stats._rejected)
@@ -871,6 +921,9 @@ class CircuitBreaker:
         stats = pipeline.stats
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+                next(stats._rejected)
+                raise node.open_rejected(remaining) from None
             admitted = core.try_acquire()
             if admitted is None:
                 next(stats._rejected)

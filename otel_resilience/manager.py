@@ -187,13 +187,23 @@ def build_pipeline(
 
 
 class _Entry:
-    """A cached pipeline and the config object it was built from (kept alive for the id key)."""
+    """A cached pipeline and the config object it was built from (kept alive for the id key).
 
-    __slots__ = ("config", "pipeline")
+    ``live`` turns ``False`` (under the manager's lock) when the entry leaves the cache, so a
+    holder of the entry (a ``@resilient`` function) knows to look its pipeline up again.
+    """
+
+    __slots__ = ("config", "live", "pipeline")
 
     def __init__(self, config: ResilienceConfig, pipeline: Pipeline) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.live = True
+
+
+_GONE: Final = _Entry.__new__(_Entry)
+"""A dead entry (never in a cache, no pipeline): what a ``@resilient`` function starts from."""
+_GONE.live = False
 
 
 class ResilienceManager:
@@ -284,17 +294,23 @@ class ResilienceManager:
         new config object that is *equal* to one seen before (a config built per call) shares
         that pipeline, so its state and statistics carry on instead of starting afresh.
         """
+        return self._entry_for(config, name).pipeline
+
+    def _entry_for(self, config: ResilienceConfig, name: str) -> _Entry:
+        """Return the cache entry of :meth:`pipeline_for` (building its pipeline if needed)."""
         key = (name, id(config))
         entry = self._pipelines.get(key)
         if entry is not None and entry.config is config:
-            return entry.pipeline
+            return entry
         if not isinstance(config, ResilienceConfig):
             raise fail("ResilienceManager", "config", "a ResilienceConfig", config, kind=TypeError)
         value_key = _value_key(name, config)
         with self._lock:
             entry = self._pipelines.get(key)
             if entry is not None and entry.config is config:
-                return entry.pipeline
+                return entry
+            if entry is not None:  # the id of a config object that is gone, reused
+                entry.live = False
             pipeline = self._by_value.get(value_key) if value_key is not None else None
             if pipeline is None:
                 pipeline = self._build_locked(config, name)
@@ -304,10 +320,10 @@ class ResilienceManager:
                         self._by_value.popitem(last=False)
             elif value_key is not None:
                 self._by_value.move_to_end(value_key)
-            self._pipelines[key] = _Entry(config, pipeline)
+            entry = self._pipelines[key] = _Entry(config, pipeline)
             while len(self._pipelines) > self._max_pipelines:
-                self._pipelines.popitem(last=False)
-            return pipeline
+                self._pipelines.popitem(last=False)[1].live = False
+            return entry
 
     def _build_locked(self, config: ResilienceConfig, name: str) -> Pipeline:
         """Compose a new pipeline for ``config``, with the shared breaker and bulkhead."""
@@ -497,19 +513,28 @@ def resilient(
         if not callable(fn):
             raise fail("resilient", "fn", "callable", fn, kind=TypeError)
         name = cfg.name or _name_of(fn)
+        # The function's cache entry, looked up again only once it has left the manager's cache.
+        # The manager cannot change under it: a given one, or the default one, created once.
+        entry = _GONE
+
+        def lookup() -> Pipeline:
+            nonlocal entry
+            entry = (manager or get_resilience_manager())._entry_for(cfg, name)
+            return entry.pipeline
+
         if inspect.iscoroutinefunction(fn):
             async_fn: Callable[..., Awaitable[Any]] = fn
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                pipeline = (manager or get_resilience_manager()).pipeline_for(cfg, name)
+                pipeline = entry.pipeline if entry.live else lookup()
                 return await pipeline.execute(async_fn, *args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            pipeline = (manager or get_resilience_manager()).pipeline_for(cfg, name)
+            pipeline = entry.pipeline if entry.live else lookup()
             return pipeline.execute_sync(fn, *args, **kwargs)
 
         return sync_wrapper

@@ -491,6 +491,7 @@ class _RetryCore:
         "hook",
         "hook_is_async",
         "lock",
+        "max_attempts",
         "name",
         "policy",
         "retry_on_result",
@@ -508,6 +509,7 @@ class _RetryCore:
         self.clock = clock
         self.rng = rng
         self.attempt_timeout = policy.attempt_timeout
+        self.max_attempts = policy.max_attempts
         self.retry_on_result = policy.retry_on_result
         self.constant_delay = _constant_delay(policy)
         retry_on, no_retry_on = policy.retry_on, policy.no_retry_on
@@ -539,24 +541,30 @@ class _RetryCore:
             The delay before the next attempt, or ``None`` to stop (re-raise ``error``, or
             return the last result).
         """
-        policy = self.policy
-        if error is not None and not self.is_retryable(error):
-            next(self.stats._other_attempts)
-            with self.lock:
-                self.stats.non_retryable += 1
-            return None
+        stats = self.stats
+        if error is not None:
+            # is_retryable(), inlined for the usual type-tuple selectors: one call less per retry.
+            retry_types, no_retry_types = self._retry_types, self._no_retry_types
+            if retry_types is None or no_retry_types is None:
+                retryable = self.policy.is_retryable(error)
+            else:
+                retryable = isinstance(error, retry_types) and not isinstance(error, no_retry_types)
+            if not retryable:
+                next(stats._other_attempts)
+                with self.lock:
+                    stats.non_retryable += 1
+                return None
         reason: str | None = None
         delay = 0.0
         remaining = math.inf
-        if attempt >= policy.max_attempts:
+        if attempt >= self.max_attempts:
             reason = "max_attempts"
         else:
             constant = self.constant_delay
-            delay = policy.compute_delay(attempt, self.rng) if constant is None else constant
+            delay = self.policy.compute_delay(attempt, self.rng) if constant is None else constant
             remaining = time_remaining(self.clock)
             if remaining <= delay:
                 reason = "deadline"
-        stats = self.stats
         next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
@@ -712,7 +720,8 @@ class _RetryNode(Strategy):
                 core.cancelled(in_attempt=True)
                 raise
             else:
-                if core.accepts(result):
+                check = core.retry_on_result  # core.accepts(result), inlined
+                if check is None or not check(result):
                     outcome = Outcome.SUCCESS
                     core.recovered()
                     return result

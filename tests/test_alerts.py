@@ -457,7 +457,9 @@ def test_default_system_is_created_once_under_contention() -> None:
     assert sum(1 for listener in HUB.event_listeners if isinstance(listener, AlertSystem)) == 1
 
 
-def test_hub_spares_the_alert_system_events_it_cannot_alert_on(system: AlertSystem, hub: TelemetryHub) -> None:
+def test_hub_spares_the_alert_system_events_it_cannot_alert_on(
+    system: AlertSystem, hub: TelemetryHub
+) -> None:
     """Breaker rejections and retries are not routed to the alert system; bulkhead rejections and state changes are."""
     breaker = TelemetrySource("circuit_breaker", "b")
     assert system not in hub.route(breaker, Event.CALL_REJECTED)

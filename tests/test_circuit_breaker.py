@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import math
 import random
@@ -850,7 +851,9 @@ class _Scopes:
     def start_execution(self, source: TelemetrySource, operation: str) -> object:
         return operation
 
-    def end_execution(self, handle: object, outcome: Any, duration: float, error: BaseException | None) -> None:
+    def end_execution(
+        self, handle: object, outcome: Any, duration: float, error: BaseException | None
+    ) -> None:
         self.ended.append(outcome.value)
 
     def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
@@ -860,7 +863,9 @@ class _Scopes:
         return None
 
 
-async def test_direct_driver_counts_every_outcome_in_the_breaker_pipeline(clock: FakeClock, driver: str) -> None:
+async def test_direct_driver_counts_every_outcome_in_the_breaker_pipeline(
+    clock: FakeClock, driver: str
+) -> None:
     """Without an execution scope the breaker runs its core directly and counts like its pipeline would."""
     breaker = make(clock, failure_threshold=1)
     assert await invoke(breaker, driver, ok) == "ok"
@@ -874,7 +879,9 @@ async def test_direct_driver_counts_every_outcome_in_the_breaker_pipeline(clock:
     assert (snapshot["total_successes"], snapshot["total_failures"], snapshot["total_rejected"]) == (1, 1, 1)
 
 
-async def test_breaker_runs_in_an_execution_scope_when_a_listener_opens_one(clock: FakeClock, driver: str) -> None:
+async def test_breaker_runs_in_an_execution_scope_when_a_listener_opens_one(
+    clock: FakeClock, driver: str
+) -> None:
     """An execution listener that opens a scope sees each breaker call end with its outcome."""
     listener = _Scopes()
     HUB.add_listener(listener)
@@ -946,7 +953,9 @@ def test_sync_success_counts_are_exact_from_many_threads(clock: FakeClock) -> No
     assert breaker._pipeline.stats.succeeded == 16_000
 
 
-async def test_rejection_reaches_a_listener_added_after_earlier_rejections(clock: FakeClock, driver: str) -> None:
+async def test_rejection_reaches_a_listener_added_after_earlier_rejections(
+    clock: FakeClock, driver: str
+) -> None:
     """The cached 'does anyone want rejections' answer is renewed when listeners change."""
     breaker = make(clock)
     breaker.force_open()
@@ -1000,7 +1009,9 @@ async def test_guard_counts_a_block_like_a_call_and_trips(driver: str, clock: Fa
 
 async def test_guard_gives_a_cancelled_probe_permit_back(clock: FakeClock) -> None:
     """A half-open probe cancelled inside a guard counts nothing and frees its permit."""
-    breaker = CircuitBreaker("guard-cancel", CircuitBreakerConfig(failure_threshold=1, timeout=5.0), clock=clock)
+    breaker = CircuitBreaker(
+        "guard-cancel", CircuitBreakerConfig(failure_threshold=1, timeout=5.0), clock=clock
+    )
     with pytest.raises(ConnectionError):
         await _through_guard(breaker, "async", ConnectionError())
     clock.advance(5.0)
@@ -1033,3 +1044,62 @@ def test_guard_is_single_use_at_a_time() -> None:
     with guard:
         pass
     assert breaker.get_stats()["total_successes"] == 2
+
+
+async def ok_async() -> str:
+    return "ok"
+
+
+class _CountingClock(FakeClock):
+    """A FakeClock that counts how often it is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def now(self) -> float:
+        self.reads += 1
+        return super().now()
+
+
+@pytest.mark.parametrize("form", ["direct", "pipeline", "guard"])
+async def test_open_rejection_reads_the_clock_once(driver: str, form: str) -> None:
+    """An OPEN rejection reads the clock once and its retry_after is what is left of the period."""
+    clock = _CountingClock()
+    breaker = CircuitBreaker("once", CircuitBreakerConfig(failure_threshold=1, timeout=30.0), clock=clock)
+    breaker.force_open(20.0)
+    clock.advance(5.0)
+    pipeline = PipelineBuilder("once_policy", clock=clock).add(breaker.as_strategy("once_policy")).build()
+    clock.reads = 0
+    with pytest.raises(CircuitOpenError) as info:
+        if form == "direct":
+            await invoke(breaker, driver, ok)
+        elif form == "pipeline" and driver == "sync":
+            pipeline.execute_sync(ok)
+        elif form == "pipeline":
+            await pipeline.execute(ok_async)
+        elif driver == "sync":
+            with breaker.guard():
+                pass
+        else:
+            async with breaker.guard():
+                pass
+    assert clock.reads == 1
+    assert info.value.retry_after == 15.0
+    assert breaker.stats.total_rejected == 1
+
+
+async def test_open_rejections_make_no_reference_cycles(clock: FakeClock, driver: str) -> None:
+    """A rejected call leaves no garbage for the cycle collector (the error is not kept in a frame)."""
+    breaker = make(clock, "acyclic")
+    breaker.force_open()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(200):
+            with pytest.raises(CircuitOpenError):
+                await invoke(breaker, driver, ok)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found < 200

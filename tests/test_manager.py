@@ -407,3 +407,29 @@ def test_bad_manager_argument() -> None:
     """max_pipelines must be a positive int."""
     with pytest.raises(ValueError, match=r"ResilienceManager\.max_pipelines"):
         ResilienceManager(max_pipelines=0)
+
+
+async def test_resilient_finds_its_pipeline_again_after_eviction(driver: str) -> None:
+    """A decorated function whose cached pipeline was evicted runs in a newly cached one."""
+    manager = ResilienceManager(max_pipelines=1)
+
+    def one() -> int:
+        return 1
+
+    async def one_async() -> int:
+        return 1
+
+    first_sync = resilient(ResilienceConfig(name="first"), manager=manager)(one)
+    first_async = resilient(ResilienceConfig(name="first"), manager=manager)(one_async)
+
+    async def first() -> int:
+        return first_sync() if driver == "sync" else await first_async()
+
+    assert await first() == 1
+    assert await first() == 1
+    assert manager.get_resilience_statistics()["executions"]["total"] == 2
+    manager.execute_with_resilience_sync(one, ResilienceConfig(name="second"))  # evicts "first"
+    assert await first() == 1
+    assert manager.get_resilience_statistics()["executions"]["total"] == 1
+    assert await first() == 1
+    assert manager.get_resilience_statistics()["executions"]["total"] == 2

@@ -1067,7 +1067,9 @@ def test_counts_are_exact_under_concurrent_threads(clock: FakeClock) -> None:
         exact(initial_delay=0.0, max_delay=0.0, strategy=RetryStrategy.FIXED),
     ],
 )
-async def test_zero_delay_retries_at_once_without_sleeping(clock: FakeClock, driver: str, policy: RetryPolicy) -> None:
+async def test_zero_delay_retries_at_once_without_sleeping(
+    clock: FakeClock, driver: str, policy: RetryPolicy
+) -> None:
     """A zero backoff calls no sleep at all (no time.sleep(0), no asyncio.sleep(0))."""
     r = Retry("dep", policy, clock=clock)
     assert await invoke(r, driver, flaky(2)) == "ok"

@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if run_slow(config):
         return
     slow_items = [
-        item for item in items if item.get_closest_marker("slow") is not None and _HERE in Path(item.path).parents
+        item
+        for item in items
+        if item.get_closest_marker("slow") is not None and _HERE in Path(item.path).parents
     ]
     if slow_items:
         config.hook.pytest_deselected(items=slow_items)
