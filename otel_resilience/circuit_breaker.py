@@ -641,6 +641,20 @@ class _BreakerStrategy(Strategy):
         """The breaker's configuration."""
         return self._core.config
 
+    def _admit(self, permit: Permit) -> Permit:
+        """Admit a call while the breaker is not CLOSED, or raise its rejection.
+
+        Raises:
+            CircuitOpenError: The breaker is open (or all half-open probes are in flight).
+        """
+        core = self._core
+        if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+            raise self.open_rejected(remaining) from None
+        admitted = core.try_acquire()
+        if admitted is None:
+            raise self.rejected() from None
+        return admitted
+
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain if the breaker admits the call.
 
@@ -650,12 +664,7 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                raise self.open_rejected(remaining) from None
-            admitted = core.try_acquire()
-            if admitted is None:
-                raise self.rejected() from None
-            permit = admitted
+            permit = self._admit(permit)
         try:
             result = await self.next.start(ctx)
         except Exception as error:
@@ -676,12 +685,7 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                raise self.open_rejected(remaining) from None
-            admitted = core.try_acquire()
-            if admitted is None:
-                raise self.rejected() from None
-            permit = admitted
+            permit = self._admit(permit)
         try:
             result = self.next.execute_sync(ctx)
         except Exception as error:
