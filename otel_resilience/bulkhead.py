@@ -49,7 +49,7 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, ParamSpec, TypedDict, TypeVar, overload
+from typing import Any, ClassVar, Final, ParamSpec, TypedDict, TypeVar, cast, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, time_remaining
@@ -570,6 +570,53 @@ class _BulkheadStrategy(Strategy):
         return BulkheadTimeoutError(self._bulkhead.name, core.max_concurrent, core.max_waiting, timeout)
 
 
+class _BulkheadSlot:
+    """A bulkhead slot held around a block: ``with bulkhead.slot():`` or ``async with bulkhead.slot():``.
+
+    Entering takes a slot, waiting in the bulkhead's FIFO queue when all are busy (raising
+    :class:`~otel_resilience.errors.BulkheadFullError` or
+    :class:`~otel_resilience.errors.BulkheadTimeoutError` as a call would); leaving gives it back,
+    whatever ended the block (cancellation included). One slot object serves one block at a time.
+    """
+
+    __slots__ = ("_bulkhead", "_held")
+
+    def __init__(self, bulkhead: Bulkhead) -> None:
+        self._bulkhead = bulkhead
+        self._held = False
+
+    def _link(self) -> _BulkheadStrategy:
+        if self._held:
+            msg = "a Bulkhead.slot() serves one block at a time; call slot() again"
+            raise RuntimeError(msg)
+        link = self._bulkhead._pipeline.strategies[0]
+        return cast("_BulkheadStrategy", link)
+
+    async def __aenter__(self) -> _BulkheadSlot:
+        link = self._link()
+        if not self._bulkhead._core.try_acquire():
+            await link._wait()
+        self._held = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._held = False
+        self._bulkhead._core.release()
+
+    def __enter__(self) -> _BulkheadSlot:
+        link = self._link()
+        if not self._bulkhead._core.try_acquire():
+            link._wait_sync()
+        self._held = True
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._held = False
+        self._bulkhead._core.release()
+
+
 class Bulkhead:
     """Limits how many calls run at once, with a bounded FIFO queue for the rest.
 
@@ -716,6 +763,17 @@ class Bulkhead:
         if not callable(fn):
             raise fail("Bulkhead", "execute_sync.fn", "callable", fn, kind=TypeError)
         return self._pipeline.execute_sync(fn, *args, **kwargs)
+
+    def slot(self) -> _BulkheadSlot:
+        """Return a context manager that holds one slot of this bulkhead around a block.
+
+        ``async with bulkhead.slot(): ...`` in coroutines, ``with bulkhead.slot(): ...`` in
+        threads; use it where the protected work is not one function call.
+
+        Returns:
+            A single-use slot holder.
+        """
+        return _BulkheadSlot(self)
 
     @overload
     def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...

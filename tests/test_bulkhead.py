@@ -842,3 +842,85 @@ async def test_shared_queue_timer_expires_every_waiter_in_order():
     gate.set()
     await asyncio.wait_for(holder, 5)
     assert_idle(bulkhead)
+
+
+# --- context-manager form ---------------------------------------------------------------------
+
+
+async def test_slot_holds_the_limit_across_async_blocks() -> None:
+    """`async with bulkhead.slot()` admits at most max_concurrent blocks, queues the rest FIFO, frees every slot."""
+    bulkhead = Bulkhead("slots-async", BulkheadConfig(max_concurrent=2, max_waiting=10, timeout=5.0))
+    running = 0
+    peak = 0
+    order: list[int] = []
+
+    async def block(i: int) -> None:
+        nonlocal running, peak
+        async with bulkhead.slot():
+            running += 1
+            peak = max(peak, running)
+            order.append(i)
+            await asyncio.sleep(0.001)
+            running -= 1
+
+    await asyncio.gather(*(block(i) for i in range(8)))
+    assert peak == 2
+    assert order == list(range(8))
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"]) == (0, 0)
+
+
+async def test_slot_rejects_when_full_and_frees_on_cancel() -> None:
+    """A full bulkhead refuses a slot at once; a cancelled holder or waiter gives its place back."""
+    bulkhead = Bulkhead("slots-full", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=5.0))
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with bulkhead.slot():
+            entered.set()
+            await asyncio.sleep(3600)
+
+    holder = asyncio.create_task(hold())
+    await entered.wait()
+    waiter = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    assert bulkhead.get_stats()["waiting"] == 1
+    with pytest.raises(BulkheadFullError):
+        async with bulkhead.slot():
+            pass
+    waiter.cancel()
+    holder.cancel()
+    for task in (waiter, holder):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"], stats["rejected"]) == (0, 0, 1)
+
+
+def test_slot_in_threads_and_single_use() -> None:
+    """`with bulkhead.slot()` bounds threads too; one slot object serves one block at a time."""
+    bulkhead = Bulkhead("slots-sync", BulkheadConfig(max_concurrent=2, max_waiting=10, timeout=5.0))
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+
+    def block() -> None:
+        nonlocal running, peak
+        with bulkhead.slot():
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            time.sleep(0.005)
+            with lock:
+                running -= 1
+
+    threads = [threading.Thread(target=block) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert peak == 2
+    slot = bulkhead.slot()
+    with slot, pytest.raises(RuntimeError, match="one block at a time"), slot:
+        pass
+    assert bulkhead.get_stats()["active"] == 0
