@@ -277,9 +277,13 @@ class _BulkheadCore(BulkheadStats):
     def try_acquire(self) -> bool:
         """Take a free slot (the fast path); ``False`` if every slot is busy."""
         with self._lock:
-            if self.active < self.max_concurrent:
+            active = self.active
+            if active < self.max_concurrent:
                 self.total += 1
-                self._admit_locked()
+                active += 1
+                self.active = active
+                if active > self.peak_active:  # noqa: PLR1730 - _admit_locked(), inlined
+                    self.peak_active = active
                 return True
         return False
 
@@ -307,7 +311,11 @@ class _BulkheadCore(BulkheadStats):
         """Give back the slot of a call that finished running (handing it to the oldest waiter)."""
         with self._lock:
             self.completed += 1
-            waiter = self._pass_on_locked()
+            if self._queue:
+                waiter = self._pass_on_locked()
+            else:  # nobody waits: free the slot (_pass_on_locked()'s other branch, inlined)
+                self.active -= 1
+                waiter = None
         if waiter is not None:
             self._hand_over(waiter)
 

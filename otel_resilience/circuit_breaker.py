@@ -673,7 +673,11 @@ class _BreakerStrategy(Strategy):
         except BaseException:
             core.release(permit)
             raise
-        core.on_success(permit)
+        stats = core.stats  # on_success()'s lock-free path, inlined
+        if permit.state is _CLOSED and permit is core._permit and not stats.failure_count:
+            next(stats._successes)
+        else:
+            core.on_success(permit)
         return result
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:

@@ -260,7 +260,8 @@ class AsyncDeadline:
                 raise RuntimeError(msg)
             self._token = _DEADLINE.set(deadline)
             self._task = task
-            deadlines = _loop_deadlines(loop)
+            last = _LAST_LOOP  # _loop_deadlines(loop)'s one-entry cache, inlined
+            deadlines = last[1] if last[0]() is loop else _loop_deadlines(loop)
             self._deadlines = deadlines
             deadlines.add(loop, self, loop.time() + self._timeout)
 
@@ -287,7 +288,13 @@ class AsyncDeadline:
         if deadlines is None:
             return
         if self._state == _ARMED:
-            deadlines.discard(self)
+            if deadlines._ended + 1 == len(deadlines._heap):
+                # discard()'s common case, inlined: every entry has ended, so empty the heap.
+                self._state = _ENDED
+                deadlines._heap.clear()
+                deadlines._ended = 0
+            else:
+                deadlines.discard(self)
         self._deadlines = None
         _DEADLINE.reset(self._token)
         task = self._task
