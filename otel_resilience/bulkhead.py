@@ -42,6 +42,7 @@ Design:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextvars
 import threading
@@ -204,7 +205,7 @@ class BulkheadStats:
         return self.max_concurrent - self.active
 
 
-class _Waiter:
+class _Waiter(abc.ABC):
     """A queued call. ``state`` changes only under the core's lock."""
 
     __slots__ = ("state",)
@@ -212,9 +213,9 @@ class _Waiter:
     def __init__(self) -> None:
         self.state = _WAITING
 
+    @abc.abstractmethod
     def wake(self) -> bool:
         """Tell the waiter it holds a slot; ``False`` if it can never take it."""
-        raise NotImplementedError
 
 
 class _SyncWaiter(_Waiter):

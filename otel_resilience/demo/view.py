@@ -14,6 +14,7 @@ Rates (executions per second, success rate, availability, p95) are over the last
 
 from __future__ import annotations
 
+import abc
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,22 +121,22 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.0f} ms"
 
 
-class View:
+class View(abc.ABC):
     """The interface both views implement."""
 
+    @abc.abstractmethod
     def begin(self, header: Sequence[str]) -> None:
         """Show the run's header lines."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def update(self, frame: Frame, news: Sequence[News], clock_now: float) -> None:
         """Show a new frame and the news since the last one."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def end(self, summary: Sequence[str]) -> None:
         """Stop the live display and show the summary lines."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a view with nothing to stop keeps it
         """Stop the live display if it still runs (after an error); idempotent."""
 
 

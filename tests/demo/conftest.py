@@ -9,9 +9,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("rich")
-pytest.importorskip("opentelemetry.exporter.prometheus")
-
 from otel_resilience.demo.app import run_demo
 from otel_resilience.demo.options import DemoOptions
 from otel_resilience.demo.view import PlainView

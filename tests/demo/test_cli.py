@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
 import json
@@ -233,7 +234,7 @@ def test_export_reports_a_write_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_export_writes_the_shipped_artifacts(tmp_path: Path) -> None:
     """With the operations module installed, `export alerts DIR` writes the rule files there."""
-    pytest.importorskip("otel_resilience.ops.export")
+    importlib.import_module("otel_resilience.ops.export")
     code, out, err = _run("export", "alerts", str(tmp_path / "alerts"))
     assert code == 0, err
     written = sorted(p.name for p in (tmp_path / "alerts").iterdir())

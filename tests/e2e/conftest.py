@@ -20,6 +20,7 @@ webhook received, for the failure messages.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import json
 import os
@@ -43,8 +44,6 @@ from typing import Any
 
 import pytest
 import yaml
-
-pytest.importorskip("opentelemetry.exporter.prometheus")
 
 from otel_resilience.demo.scenarios import build_scenario
 from otel_resilience.ops import alert_rules as ar
