@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, Protocol, Typ
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.counting import count_value, new_counter
 from otel_resilience.engine.events import (
     Event,
     FallbackUsed,
@@ -291,6 +292,7 @@ class _FallbackCore:
     """The shared state of one handler: settings, the handling decision and counts (sans-I/O)."""
 
     __slots__ = (
+        "_executions",
         "cache_errors",
         "cache_hits",
         "cache_key",
@@ -299,7 +301,6 @@ class _FallbackCore:
         "caches",
         "config",
         "default_value",
-        "executions",
         "fallback_failures",
         "fallback_function",
         "fallback_functions",
@@ -332,7 +333,7 @@ class _FallbackCore:
         )
         self.sync_blocker = _first_async_part(config)
         self.lock = threading.Lock()
-        self.executions = 0
+        self._executions = new_counter()  # bumped on every call by both drivers, no lock
         self.fallbacks_used = 0
         self.fallback_successes = 0
         self.fallback_failures = 0
@@ -401,7 +402,7 @@ class _FallbackCore:
         """Return a snapshot of the counts."""
         with self.lock:
             return {
-                "executions": self.executions,
+                "executions": count_value(self._executions),
                 "fallbacks_used": self.fallbacks_used,
                 "fallback_successes": self.fallback_successes,
                 "fallback_failures": self.fallback_failures,
@@ -438,7 +439,7 @@ class _FallbackStrategy(Strategy):
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain; answer with the fallback when it fails (async driver)."""
         core = self._core
-        core.executions += 1
+        next(core._executions)
         try:
             result = await self.next.start(ctx)
         except Exception as error:
@@ -520,8 +521,7 @@ class _FallbackStrategy(Strategy):
         core = self._core
         if core.sync_blocker is not None:
             raise core.sync_refused()
-        with core.lock:
-            core.executions += 1
+        next(core._executions)
         try:
             result = self.next.execute_sync(ctx)
         except Exception as error:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
+from otel_resilience.engine.counting import count_value, new_counter
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetrySource, TimeoutOccurred
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.strategy import Strategy
@@ -148,11 +149,11 @@ class _TimeoutCore:
     """The shared state of one handler: settings and counts (sans-I/O)."""
 
     __slots__ = (
+        "_executions",
         "clock",
         "config",
         "default",
         "defaults_returned",
-        "executions",
         "has_default",
         "lock",
         "name",
@@ -170,7 +171,7 @@ class _TimeoutCore:
         self.has_default = config.has_default
         self.clock = clock
         self.lock = threading.Lock()
-        self.executions = 0
+        self._executions = new_counter()  # bumped on every call by both drivers, no lock
         self.timeouts = 0
         self.defaults_returned = 0
 
@@ -191,7 +192,7 @@ class _TimeoutCore:
         """Return a snapshot of the counts."""
         with self.lock:
             return {
-                "executions": self.executions,
+                "executions": count_value(self._executions),
                 "timeouts": self.timeouts,
                 "defaults_returned": self.defaults_returned,
             }
@@ -222,7 +223,7 @@ class _TimeoutStrategy(Strategy):
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under a pre-emptive deadline (the task is cancelled)."""
         core = self._core
-        core.executions += 1
+        next(core._executions)
         deadline = AsyncDeadline(core.clock, core.timeout, ctx.operation, core.scope)
         try:
             deadline.enter()  # `async with deadline:` without its two coroutines
@@ -242,8 +243,7 @@ class _TimeoutStrategy(Strategy):
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain with a published deadline; a late result is a timeout."""
         core = self._core
-        with core.lock:
-            core.executions += 1
+        next(core._executions)
         returned = False
         try:
             with SyncDeadline(core.clock, core.timeout, ctx.operation, core.scope):

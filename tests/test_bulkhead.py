@@ -285,7 +285,7 @@ async def test_full_queue_rejects_immediately(driver):
     start = time.monotonic()
     with pytest.raises(BulkheadFullError) as info:
         await call(bulkhead, driver, calls)
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 5.0  # at once, not after the 10 s queue timeout
     error = info.value
     assert type(error) is BulkheadFullError
     assert isinstance(error, ExecutionRejectedError)
@@ -561,7 +561,7 @@ def test_sync_wait_ends_at_an_expired_deadline(clock):
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 6.0)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10.0  # at once, not after the 30 s queue timeout
     assert info.value.timeout == 0.0
     assert bulkhead.stats.timed_out == 1
     bulkhead._core.release()
