@@ -65,41 +65,6 @@ ALERT_SERIES_LABELS: Final = frozenset({"alertname", "alertstate", "severity"})
 _LABEL_INVALID: Final = re.compile(r"[^a-zA-Z0-9]+")
 _NAME_TOKEN_SPLIT: Final = re.compile(r"[^a-zA-Z0-9:]+")
 _UNDERSCORES: Final = re.compile(r"__+")
-# Prometheus' otlptranslator unit tables (the same as the Python exporter's).
-_UNIT_WORDS: Final = MappingProxyType(
-    {
-        "d": "days",
-        "h": "hours",
-        "min": "minutes",
-        "s": "seconds",
-        "ms": "milliseconds",
-        "us": "microseconds",
-        "ns": "nanoseconds",
-        "By": "bytes",
-        "KiBy": "kibibytes",
-        "MiBy": "mebibytes",
-        "GiBy": "gibibytes",
-        "TiBy": "tibibytes",
-        "KBy": "kilobytes",
-        "MBy": "megabytes",
-        "GBy": "gigabytes",
-        "TBy": "terabytes",
-        "m": "meters",
-        "V": "volts",
-        "A": "amperes",
-        "J": "joules",
-        "W": "watts",
-        "g": "grams",
-        "Cel": "celsius",
-        "Hz": "hertz",
-        "1": "",
-        "%": "percent",
-    }
-)
-_PER_UNIT_WORDS: Final = MappingProxyType(
-    {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
-)
-
 COLLECTOR_UNIT_OVERRIDES: Final = MappingProxyType(
     {
         spec.name: ""
@@ -227,9 +192,9 @@ def collector_name(spec: sc.InstrumentSpec, *, unit: str | None = None) -> str:
     tokens = [token for token in _NAME_TOKEN_SPLIT.split(spec.name) if token]
     main, _, per = unit.partition("/")
     main = main.strip()
-    main_word = "" if not main or "{" in main or "}" in main else _UNIT_WORDS.get(main, main)
+    main_word = "" if not main or "{" in main or "}" in main else sc.UNIT_WORDS.get(main, main)
     per = per.strip()
-    per_word = "" if not per or "{" in per or "}" in per else _PER_UNIT_WORDS.get(per, per)
+    per_word = "" if not per or "{" in per or "}" in per else sc.PER_UNIT_WORDS.get(per, per)
     main_word = _clean_unit(main_word)
     per_word = _clean_unit(f"per_{per_word}") if per_word else ""
     if main_word in tokens:

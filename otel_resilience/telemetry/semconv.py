@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 __all__ = [
@@ -29,11 +31,13 @@ __all__ = [
     "DURATION_BOUNDARIES",
     "INSTRUMENTS",
     "LOG_EVENTS",
+    "PER_UNIT_WORDS",
     "RETRY_DELAY_BOUNDARIES",
     "SCHEMA_URL",
     "SCOPE_NAME",
     "SPANS",
     "SPAN_EVENTS",
+    "UNIT_WORDS",
     "AttributeSpec",
     "InstrumentKind",
     "InstrumentSpec",
@@ -628,57 +632,63 @@ def attribute(key: str) -> AttributeSpec:
 
 _INVALID_NAME_CHARS: Final = re.compile(r"[^a-zA-Z0-9:]+")
 _UNIT_ANNOTATION: Final = re.compile(r"{.*}")
-_UNIT_WORDS: Final = {
-    "d": "days",
-    "h": "hours",
-    "min": "minutes",
-    "s": "seconds",
-    "ms": "milliseconds",
-    "us": "microseconds",
-    "ns": "nanoseconds",
-    "By": "bytes",
-    "KiBy": "kibibytes",
-    "MiBy": "mebibytes",
-    "GiBy": "gibibytes",
-    "TiBy": "tibibytes",
-    "KBy": "kilobytes",
-    "MBy": "megabytes",
-    "GBy": "gigabytes",
-    "TBy": "terabytes",
-    "m": "meters",
-    "V": "volts",
-    "A": "amperes",
-    "J": "joules",
-    "W": "watts",
-    "g": "grams",
-    "Cel": "celsius",
-    "Hz": "hertz",
-    "1": "",
-    "%": "percent",
-}
-_PER_UNIT_WORDS: Final = {
-    "s": "second",
-    "m": "minute",
-    "h": "hour",
-    "d": "day",
-    "w": "week",
-    "mo": "month",
-    "y": "year",
-}
+UNIT_WORDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "d": "days",
+        "h": "hours",
+        "min": "minutes",
+        "s": "seconds",
+        "ms": "milliseconds",
+        "us": "microseconds",
+        "ns": "nanoseconds",
+        "By": "bytes",
+        "KiBy": "kibibytes",
+        "MiBy": "mebibytes",
+        "GiBy": "gibibytes",
+        "TiBy": "tibibytes",
+        "KBy": "kilobytes",
+        "MBy": "megabytes",
+        "GBy": "gigabytes",
+        "TBy": "terabytes",
+        "m": "meters",
+        "V": "volts",
+        "A": "amperes",
+        "J": "joules",
+        "W": "watts",
+        "g": "grams",
+        "Cel": "celsius",
+        "Hz": "hertz",
+        "1": "",
+        "%": "percent",
+    }
+)
+"""Unit words the Prometheus translation appends (as the OTel Prometheus exporter does)."""
+PER_UNIT_WORDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "s": "second",
+        "m": "minute",
+        "h": "hour",
+        "d": "day",
+        "w": "week",
+        "mo": "month",
+        "y": "year",
+    }
+)
+"""Words for the ``per`` part of a unit such as ``1/s``."""
 
 
 def _prometheus_unit(unit: str) -> str:
     """Map a UCUM unit to the Prometheus suffix word (annotations such as ``{call}`` vanish)."""
     unit = _UNIT_ANNOTATION.sub("", unit)
-    if unit in _UNIT_WORDS:
-        return _UNIT_WORDS[unit]
+    if unit in UNIT_WORDS:
+        return UNIT_WORDS[unit]
     top, slash, bottom = unit.partition("/")
     if slash:
         bottom = _INVALID_NAME_CHARS.sub("_", bottom)
         if bottom:
             top = _INVALID_NAME_CHARS.sub("_", top)
-            top = _UNIT_WORDS.get(top, top)
-            bottom = _PER_UNIT_WORDS.get(bottom, bottom)
+            top = UNIT_WORDS.get(top, top)
+            bottom = PER_UNIT_WORDS.get(bottom, bottom)
             return f"{top}_per_{bottom}" if top else f"per_{bottom}"
     return _INVALID_NAME_CHARS.sub("_", unit).strip("_")
 
