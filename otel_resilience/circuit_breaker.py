@@ -757,17 +757,13 @@ class _BreakerGuard:
             raise RuntimeError(msg)
         breaker = self._breaker
         pipeline, node = breaker._standalone or breaker._build_standalone()
-        core = breaker._core
-        permit = core._permit
+        permit = breaker._core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+            try:
+                permit = node._admit(permit)
+            except CircuitOpenError:
                 next(pipeline.stats._rejected)
-                raise node.open_rejected(remaining) from None
-            admitted = core.try_acquire()
-            if admitted is None:
-                next(pipeline.stats._rejected)
-                raise node.rejected() from None
-            permit = admitted
+                raise
         self._permit = permit
 
     def _exit(self, error: BaseException | None) -> None:
@@ -888,6 +884,7 @@ class CircuitBreaker:
         core = self._core
         stats = pipeline.stats
         permit = core._permit
+        # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
                 next(stats._rejected)
@@ -928,6 +925,7 @@ class CircuitBreaker:
         core = self._core
         stats = pipeline.stats
         permit = core._permit
+        # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
                 next(stats._rejected)
