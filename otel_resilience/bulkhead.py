@@ -28,6 +28,13 @@ Design:
   after it was handed a slot passes the slot on; a running call gives its slot back in a
   ``finally``, whether it returned, raised or was cancelled. A slot handed to a waiter whose
   event loop has been closed is passed on too.
+* **A stopped loop holds no slot.** A freed slot skips a waiter whose event loop is not running
+  (stopped, not closed): the waiter keeps its place and is nudged, so that it looks again (and
+  takes a free slot, or waits on) as soon as its loop runs. An async waiter *claims* the slot it
+  was offered when its task resumes; a slot offered to a waiter whose loop stopped before that
+  is taken back by the next caller that finds every slot busy, and the waiter goes back to the
+  front of the queue. While its loop stays stopped, its queue timeout cannot fire either: it
+  ends when the loop runs again.
 * **Queue timeouts.** Async waiters give up on a loop timer (real loop time); sync waiters on
   their lock's wait timeout. A sync waiter also gives up at the effective deadline of an
   enclosing timeout scope (:func:`~otel_resilience.engine.context.current_deadline`), because a
@@ -206,16 +213,22 @@ class BulkheadStats:
 
 
 class _Waiter(abc.ABC):
-    """A queued call. ``state`` changes only under the core's lock."""
+    """A queued call. ``state`` and ``nudged`` change only under the core's lock."""
 
-    __slots__ = ("state",)
+    __slots__ = ("nudged", "state")
 
     def __init__(self) -> None:
         self.state = _WAITING
+        self.nudged = False
+        """Whether a wake-up is on its way that the waiter has not seen yet."""
+
+    def ready(self) -> bool:
+        """Whether the waiter can take a slot now (its thread or event loop is running)."""
+        return True
 
     @abc.abstractmethod
     def wake(self) -> bool:
-        """Tell the waiter it holds a slot; ``False`` if it can never take it."""
+        """Wake the waiter (to take its slot, or to look again); ``False`` if it never can."""
 
 
 class _SyncWaiter(_Waiter):
@@ -234,46 +247,70 @@ class _SyncWaiter(_Waiter):
 
 
 class _AsyncWaiter(_Waiter):
-    """A task awaiting a future of its loop; woken thread-safely."""
+    """A task awaiting a future of its loop; woken thread-safely.
 
-    __slots__ = ("future", "loop", "thread")
+    Its slot is *offered* (``_GRANTED``) when it is woken and *claimed* (:meth:`_BulkheadCore.claim`)
+    when its task runs again: in between, a slot offered to a waiter whose loop stopped can be
+    taken back. A waiter that is woken without a slot (a nudge, or an offer taken back) looks
+    again and, if it must keep waiting, awaits a new future.
+    """
+
+    __slots__ = ("deadline", "future", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.thread = threading.get_ident()
+        self.deadline = 0.0
+        """The loop time at which its wait in the queue ends."""
+
+    def ready(self) -> bool:
+        return self.loop.is_running()
 
     def wake(self) -> bool:
+        future = self.future
         try:
             if threading.get_ident() == self.thread:
-                self.resolve()
+                _resolve(future)
             else:
-                self.loop.call_soon_threadsafe(self.resolve)
-        except RuntimeError:  # its loop is closed: nobody will ever take the slot
+                self.loop.call_soon_threadsafe(_resolve, future)
+        except RuntimeError:  # its loop is closed: the waiter will never run again
             return False
         return True
 
     def resolve(self) -> None:
         """Complete the future (on the waiter's loop), unless the task was cancelled."""
-        if not self.future.done():
-            self.future.set_result(None)
+        _resolve(self.future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Complete ``future`` (on its loop) unless it is already done (cancelled, or woken before)."""
+    if not future.done():
+        future.set_result(None)
 
 
 class _BulkheadCore(BulkheadStats):
     """The sans-I/O state: slots, FIFO queue and counters, behind one short lock.
 
-    Invariant: while a call waits, every slot is taken (``active == max_concurrent``), because
-    a freed slot goes straight to the oldest waiter. So "a slot is free" implies "nobody
-    waits", and :meth:`try_acquire` never lets a new arrival overtake a waiter.
+    Invariant: while a call that can run waits, every slot is taken, because a freed slot goes
+    straight to the oldest waiter that can take it. So :meth:`try_acquire` never lets a new
+    arrival overtake such a waiter.
+
+    A waiter whose event loop is not running (stopped, not closed) cannot take a slot: it keeps
+    its place, the slot goes to the next waiter (or is freed), and the waiter is nudged so that
+    it looks again as soon as its loop runs. A slot offered to an async waiter whose loop stopped
+    before its task could claim it is taken back by the next caller that finds no free slot
+    (:meth:`enqueue`); the waiter returns to the front of the queue.
     """
 
-    __slots__ = ("_lock", "_queue")
+    __slots__ = ("_lock", "_offered", "_queue")
 
     def __init__(self, max_concurrent: int, max_waiting: int) -> None:
         super().__init__(max_concurrent, max_waiting)
         self._lock = threading.Lock()
         self._queue: deque[_Waiter] = deque()
+        self._offered: set[_AsyncWaiter] = set()
 
     def try_acquire(self) -> bool:
         """Take a free slot (the fast path); ``False`` if every slot is busy."""
@@ -289,39 +326,70 @@ class _BulkheadCore(BulkheadStats):
         return False
 
     def enqueue(self, waiter: _Waiter | None) -> int:
-        """Take a slot if one became free, else queue ``waiter``, else reject.
+        """Take a slot if one is free (or can be taken back), else queue ``waiter``, else reject.
 
         Returns:
             ``_ADMITTED``, ``_QUEUED`` or ``_FULL`` (``waiter`` is ``None`` when there is no
             queue).
         """
+        wakes = None
         with self._lock:
             self.total += 1
+            if self._offered and self.active >= self.max_concurrent:
+                wakes = self._reclaim_locked()
             if self.active < self.max_concurrent:
                 self._admit_locked()
-                return _ADMITTED
-            if waiter is None or self.waiting >= self.max_waiting:
+                status = _ADMITTED
+            elif waiter is None or self.waiting >= self.max_waiting:
                 self.rejected += 1
-                return _FULL
-            self._queue.append(waiter)
-            self.waiting += 1
-            self.peak_waiting = max(self.peak_waiting, self.waiting)
-            return _QUEUED
+                status = _FULL
+            else:
+                self._queue.append(waiter)
+                self.waiting += 1
+                self.peak_waiting = max(self.peak_waiting, self.waiting)
+                status = _QUEUED
+        if wakes:
+            self._hand_over(wakes)
+        return status
 
     def release(self) -> None:
         """Give back the slot of a call that finished running (handing it to the oldest waiter)."""
         with self._lock:
             self.completed += 1
             if self._queue:
-                waiter = self._pass_on_locked()
-            else:  # nobody waits: free the slot (_pass_on_locked()'s other branch, inlined)
+                wakes = self._pass_on_locked()
+            else:  # nobody waits: free the slot (_pass_on_locked()'s last line, inlined)
                 self.active -= 1
-                waiter = None
-        if waiter is not None:
-            self._hand_over(waiter)
+                wakes = None
+        if wakes:
+            self._hand_over(wakes)
+
+    def claim(self, waiter: _AsyncWaiter) -> bool:
+        """Take the slot a woken async waiter was offered (called by its task, on its loop).
+
+        A waiter woken without a slot takes one if one is free (it was freed while the waiter's
+        loop was not running), or else gets a new future to wait on.
+
+        Returns:
+            ``True`` if the wait is over (the waiter holds a slot, or timed out); ``False`` if
+            it must await ``waiter.future`` again.
+        """
+        with self._lock:
+            if waiter.state != _WAITING:
+                self._offered.discard(waiter)
+                return True
+            if self.active < self.max_concurrent:
+                self._queue.remove(waiter)
+                self.waiting -= 1
+                self._admit_locked()
+                waiter.state = _GRANTED
+                return True
+            waiter.future = waiter.loop.create_future()
+            waiter.nudged = False
+            return False
 
     def abandon(self, waiter: _Waiter) -> None:
-        """Forget a cancelled waiter: take it out of the queue, or pass on the slot it was given."""
+        """Forget a cancelled waiter: take it out of the queue, or pass on the slot it was offered."""
         with self._lock:
             state = waiter.state
             if state == _WAITING:
@@ -331,9 +399,12 @@ class _BulkheadCore(BulkheadStats):
                 return  # it had already timed out: it holds nothing
             waiter.state = _CANCELLED
             self.cancelled += 1
-            successor = self._pass_on_locked() if state == _GRANTED else None
-        if successor is not None:
-            self._hand_over(successor)
+            wakes = None
+            if state == _GRANTED:
+                self._offered.discard(cast("_AsyncWaiter", waiter))
+                wakes = self._pass_on_locked()
+        if wakes:
+            self._hand_over(wakes)
 
     def expire(self, waiter: _Waiter) -> bool:
         """End a waiter's wait at its timeout.
@@ -375,23 +446,73 @@ class _BulkheadCore(BulkheadStats):
         if self.active > self.peak_active:  # noqa: PLR1730 - hot path: a compare, not a call
             self.peak_active = self.active
 
-    def _pass_on_locked(self) -> _Waiter | None:
-        """Hand a slot that is being given up to the oldest waiter, or free it."""
-        if self._queue:
-            waiter = self._queue.popleft()
-            self.waiting -= 1
-            waiter.state = _GRANTED
-            return waiter
-        self.active -= 1
-        return None
+    def _pass_on_locked(self) -> list[_Waiter] | None:
+        """Hand a slot that is being given up to the oldest waiter that can take it, or free it.
 
-    def _hand_over(self, waiter: _Waiter | None) -> None:
-        """Wake a waiter granted a slot (outside the lock); pass the slot on if it cannot run."""
-        while waiter is not None and not waiter.wake():
-            with self._lock:
+        Returns:
+            The waiters to wake once the lock is released: the one offered the slot, and those
+            skipped because their loop is not running (nudged once, so that they look again
+            when it runs); ``None`` for none.
+        """
+        wakes: list[_Waiter] | None = None
+        queue = self._queue
+        for index, waiter in enumerate(queue):
+            if waiter.ready():
+                del queue[index]
+                self.waiting -= 1
+                waiter.state = _GRANTED
+                waiter.nudged = True
+                if isinstance(waiter, _AsyncWaiter):
+                    self._offered.add(waiter)
+                if wakes is None:
+                    return [waiter]
+                wakes.append(waiter)
+                return wakes
+            if not waiter.nudged:
+                waiter.nudged = True
+                if wakes is None:
+                    wakes = []
+                wakes.append(waiter)
+        self.active -= 1
+        return wakes
+
+    def _reclaim_locked(self) -> list[_Waiter] | None:
+        """Take back the slots offered to async waiters whose loop stopped before they claimed them.
+
+        Each such waiter returns to the front of the queue (its wake-up is still on its way, so
+        it looks again when its loop runs), and its slot is passed on as a released one would be.
+        """
+        wakes: list[_Waiter] = []
+        for waiter in [w for w in self._offered if not w.ready()]:
+            self._offered.discard(waiter)
+            waiter.state = _WAITING
+            self._queue.appendleft(waiter)
+            self.waiting += 1
+            passed = self._pass_on_locked()
+            if passed:
+                wakes.extend(passed)
+        return wakes
+
+    def _hand_over(self, wakes: list[_Waiter]) -> None:
+        """Wake waiters (outside the lock); drop those whose loop is closed, passing on their slot."""
+        while wakes:
+            waiter = wakes.pop()
+            if waiter.wake():
+                continue
+            with self._lock:  # its loop is closed: it can neither take a slot nor leave the queue
+                state = waiter.state
+                if state == _WAITING:
+                    self._queue.remove(waiter)
+                    self.waiting -= 1
+                elif state != _GRANTED:
+                    continue
                 waiter.state = _CANCELLED
                 self.cancelled += 1
-                waiter = self._pass_on_locked()
+                if state == _GRANTED:
+                    self._offered.discard(cast("_AsyncWaiter", waiter))
+                    passed = self._pass_on_locked()
+                    if passed:
+                        wakes.extend(passed)
 
 
 class _QueueTimer:
@@ -500,36 +621,43 @@ class _BulkheadStrategy(Strategy):
         """Queue on the running loop until a slot is handed over; raise if rejected."""
         core = self._core
         loop = asyncio.get_running_loop()
-        waiter = _AsyncWaiter(loop) if core.max_waiting else None
+        timeout = self._bulkhead.config.timeout
+        waiter = None
+        if core.max_waiting:
+            waiter = _AsyncWaiter(loop)
+            waiter.deadline = loop.time() + timeout
         status = core.enqueue(waiter)
         if status == _ADMITTED:
             return
         if waiter is None or status == _FULL:
             raise self._full() from None
-        timeout = self._bulkhead.config.timeout
         queue_timer = self._queue_timer
         if queue_timer is None or queue_timer.stale():
             # The shared timer serves one loop; waiters of another loop running at the same
             # time (a link used from several threads' loops) get a timer each.
             queue_timer = self._queue_timer = _QueueTimer(loop, self._expire)
+        shared = queue_timer.serves(loop)
         timer: asyncio.TimerHandle | None = None
-        if queue_timer.serves(loop):
-            queue_timer.add(loop, waiter, loop.time() + timeout)
+        if shared:
+            queue_timer.add(loop, waiter, waiter.deadline)
         else:
-            timer = loop.call_later(timeout, self._expire, waiter)
+            timer = loop.call_at(waiter.deadline, self._expire, waiter)
         try:
             await waiter.future
+            while not core.claim(waiter):
+                # Woken without a slot (its loop had stopped): wait again, on a timer of its
+                # own, as the shared one may have dropped it while it held an offered slot.
+                if timer is None:
+                    timer = loop.call_at(waiter.deadline, self._expire, waiter)
+                await waiter.future
         except BaseException:
+            core.abandon(waiter)
+            raise
+        finally:
             if timer is not None:
                 timer.cancel()
-            core.abandon(waiter)
-            if timer is None:
+            if shared:
                 queue_timer.prune()
-            raise
-        if timer is None:
-            queue_timer.prune()
-        else:
-            timer.cancel()
         if waiter.state == _TIMED_OUT:
             raise self._timeout_error(timeout) from None
 

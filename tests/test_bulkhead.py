@@ -480,6 +480,100 @@ def test_slot_handed_to_a_closed_loop_is_passed_on():
     assert bulkhead.stats.cancelled == 1
 
 
+def queue_on_a_loop(bulkhead, loop, fn):
+    """Start ``bulkhead.execute(fn)`` as a task of ``loop`` and run the loop until it is queued."""
+    task = loop.create_task(bulkhead.execute(fn))
+    for _ in range(10):
+        loop.run_until_complete(asyncio.sleep(0))
+        if bulkhead.stats.waiting == 1:
+            return task
+    raise AssertionError("the task did not queue")
+
+
+def call_within(bulkhead, seconds):
+    """Call through the sync driver under a deadline of ``seconds`` (so a stuck wait ends)."""
+    with SyncDeadline(SYSTEM_CLOCK, seconds, "later"):
+        return bulkhead.execute_sync(lambda: "later")
+
+
+def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
+    """A freed slot skips a waiter whose loop is stopped; that waiter runs once its loop runs again."""
+    bulkhead = Bulkhead("stopped-loop", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
+    core = bulkhead._core
+    assert core.try_acquire()
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def queued():
+            return "queued"
+
+        task = queue_on_a_loop(bulkhead, loop, queued)
+        core.release()  # the waiter's loop is stopped: the slot is freed, not handed to it
+        assert bulkhead.stats.active == 0
+        assert call_within(bulkhead, 5.0) == "later"
+        assert loop.run_until_complete(asyncio.wait_for(task, 5)) == "queued"
+    finally:
+        loop.close()
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["cancelled"], stats["timed_out"]) == (3, 0, 0)
+    assert_idle(bulkhead)
+
+
+def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back():
+    """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller."""
+    bulkhead = Bulkhead("stopped-after-offer", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
+    core = bulkhead._core
+    assert core.try_acquire()
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def queued():
+            return "queued"
+
+        task = queue_on_a_loop(bulkhead, loop, queued)
+
+        def release_then_stop():
+            core.release()  # offered to the waiter, whose task would run in the next iteration
+            loop.stop()
+
+        loop.call_soon(release_then_stop)
+        loop.run_forever()
+        assert not task.done()
+        assert bulkhead.stats.active == 1  # held by the offer
+        assert call_within(bulkhead, 5.0) == "later"
+        assert loop.run_until_complete(asyncio.wait_for(task, 5)) == "queued"
+    finally:
+        loop.close()
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["cancelled"], stats["timed_out"]) == (3, 0, 0)
+    assert_idle(bulkhead)
+
+
+def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
+    """A waiter taken back from a stopped loop waits again when its loop runs and every slot is busy."""
+    bulkhead = Bulkhead("stopped-requeue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
+    core = bulkhead._core
+    assert core.try_acquire()
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def queued():
+            return "queued"
+
+        task = queue_on_a_loop(bulkhead, loop, queued)
+        core.release()
+        assert core.try_acquire()  # a newcomer takes the freed slot and keeps it
+        loop.run_until_complete(asyncio.sleep(0.01))  # the nudged waiter looks, and waits again
+        assert not task.done()
+        assert bulkhead.stats.waiting == 1
+        core.release()  # its loop is not running now: freed again, and the waiter nudged again
+        assert loop.run_until_complete(asyncio.wait_for(task, 5)) == "queued"
+    finally:
+        loop.close()
+    assert bulkhead.get_stats()["cancelled"] == 0
+    assert_idle(bulkhead)
+
+
 # --- threads and mixed use -----------------------------------------------------------------
 
 
