@@ -40,7 +40,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from types import CoroutineType
+from types import AsyncGeneratorType, CoroutineType
 from typing import Any, ClassVar, Final, Literal, ParamSpec, TypedDict, TypeVar, cast, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
@@ -54,9 +54,9 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, classify_error
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, check_protectable, classify_error
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.strategy import Strategy, WrongDriver, awaitable_in_sync, not_awaitable
+from otel_resilience.engine.strategy import Strategy, WrongDriver, not_awaitable, not_sync_result
 from otel_resilience.engine.validation import (
     check_duration,
     check_exception_types,
@@ -937,8 +937,9 @@ class CircuitBreaker:
             permit = admitted
         try:
             result = fn(*args, **kwargs)
-            if type(result) is CoroutineType:
-                raise awaitable_in_sync(pipeline.name, result)  # noqa: TRY301 - must reach the release below
+            kind = type(result)
+            if kind is CoroutineType or kind is AsyncGeneratorType:
+                raise not_sync_result(pipeline.name, result)  # noqa: TRY301 - must reach the release below
         except Exception as error:
             stats.count(classify_error(error))
             core.on_failure(permit, error)
@@ -1066,6 +1067,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise fail("CircuitBreaker.protect", "fn", "callable", fn, kind=TypeError)
+        check_protectable(self.name, fn)
         if inspect.iscoroutinefunction(fn):
             call = self._call
 

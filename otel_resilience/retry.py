@@ -94,6 +94,7 @@ from otel_resilience.engine.events import (
 from otel_resilience.engine.pipeline import (
     Pipeline,
     PipelineBuilder,
+    check_protectable,
     classify_error,
     protect_with,
     standalone,
@@ -1004,10 +1005,12 @@ class Retry:
             A wrapper with ``fn``'s signature and metadata (``functools.wraps``).
 
         Raises:
-            TypeError: If ``fn`` is not callable, or is sync while ``on_retry`` is async.
+            TypeError: If ``fn`` is not callable, is an async generator function, or is sync
+                while ``on_retry`` is async.
         """
         if not callable(fn):
             raise _not_callable("Retry.protect", fn)
+        check_protectable(self.name, fn)
         if not inspect.iscoroutinefunction(fn) and self._core.hook_is_async:
             raise self._core.async_hook_error()
         return protect_with(self._pipeline, fn)

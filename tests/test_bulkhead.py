@@ -1018,3 +1018,20 @@ def test_slot_in_threads_and_single_use() -> None:
     with slot, pytest.raises(RuntimeError, match="one block at a time"), slot:
         pass
     assert bulkhead.get_stats()["active"] == 0
+
+
+async def _items():
+    yield 1
+
+
+async def test_async_generator_functions_are_refused():
+    """protect() refuses an async generator function, and the sync driver refuses it without counting a success."""
+    bulkhead = Bulkhead("generator")
+    with pytest.raises(TypeError, match="async generator function"):
+        bulkhead.protect(_items)
+    with pytest.raises(TypeError, match="async generator function"):
+        bulkhead.execute_sync(_items)
+    with pytest.raises(TypeError, match="async generator function"):
+        await bulkhead.execute(_items)
+    assert bulkhead._pipeline.stats.successful == 0
+    assert_idle(bulkhead)

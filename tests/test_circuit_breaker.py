@@ -1103,3 +1103,17 @@ async def test_open_rejections_make_no_reference_cycles(clock: FakeClock, driver
     finally:
         gc.enable()
     assert found < 200
+
+
+async def _events() -> Any:
+    yield 1
+
+
+def test_async_generator_functions_are_refused(clock: FakeClock) -> None:
+    """protect() and call_sync refuse an async generator function; the breaker counts no success."""
+    breaker = make(clock, "generator")
+    with pytest.raises(TypeError, match="async generator function"):
+        breaker.protect(_events)
+    with pytest.raises(TypeError, match="async generator function"):
+        breaker.call_sync(_events)
+    assert breaker.stats.total_successes == 0

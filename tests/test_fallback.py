@@ -7,6 +7,7 @@ import inspect
 import logging
 import sys
 import threading
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -743,3 +744,16 @@ async def test_spec_example_cached_value_with_an_in_memory_cache() -> None:
     healthy = False
     assert await handler.execute_with_fallback(analyze, "second") == {"analysis": "first"}
     assert cache.data == {"last_analysis": {"analysis": "first"}}
+
+
+async def _produce() -> AsyncIterator[int]:
+    yield 1
+
+
+def test_async_generator_functions_are_refused() -> None:
+    """protect() and the sync driver refuse an async generator function instead of answering with its iterator."""
+    handler = FallbackHandler(FallbackConfig(FallbackStrategy.DEFAULT_VALUE, default_value="fallback"))
+    with pytest.raises(TypeError, match="async generator function"):
+        handler.protect(_produce)
+    with pytest.raises(TypeError, match="async generator function"):
+        handler.execute_with_fallback_sync(_produce)

@@ -1100,3 +1100,25 @@ def test_one_shot_functions_reuse_one_retry_per_name_and_policy(clock: FakeClock
     assert retry_sync(dep, policy=exact(initial_delay=0.0, max_delay=0.0), clock=clock) == "ok"
     runners = [entry[1] for key, entry in retry_module._ONE_SHOT.items() if key[0] == dep.__qualname__]
     assert len(runners) == 2
+
+
+async def _stream() -> Any:
+    yield 1
+
+
+def test_protect_refuses_an_async_generator_function(clock: FakeClock) -> None:
+    """Retry.protect and @retry refuse an async generator function (even with an async on_retry)."""
+
+    async def hook(attempt: int, error: BaseException) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="async generator function"):
+        Retry("gen", exact(), on_retry=hook, clock=clock).protect(_stream)
+    with pytest.raises(TypeError, match="async generator function"):
+        retry(exact(), clock=clock)(_stream)
+
+
+def test_retry_sync_refuses_an_async_generator_function(clock: FakeClock) -> None:
+    """retry_sync refuses an async generator function instead of returning its iterator as a success."""
+    with pytest.raises(TypeError, match="async generator function"):
+        retry_sync(_stream, policy=exact(), clock=clock)

@@ -27,7 +27,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import count_value, new_counter
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
-from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver
+from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver, async_generator_refused
 from otel_resilience.engine.validation import check_name
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
@@ -39,6 +39,7 @@ __all__ = [
     "Pipeline",
     "PipelineBuilder",
     "PipelineStats",
+    "check_protectable",
     "classify_error",
     "protect_with",
     "standalone",
@@ -414,6 +415,24 @@ def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> 
     return current
 
 
+def check_protectable(name: str, fn: Callable[..., Any]) -> None:
+    """Refuse a function that no driver can protect, when it is decorated rather than when called.
+
+    An async generator function returns an iterator at once: the sync driver would count that as
+    a success (nothing has run yet) and the async one cannot await it. Both drivers refuse it at
+    call time; a ``protect`` decorator refuses it here, before any call.
+
+    Args:
+        name: The name of the pattern or pipeline that decorates it (shown in the message).
+        fn: The function to decorate.
+
+    Raises:
+        TypeError: If ``fn`` is an async generator function.
+    """
+    if inspect.isasyncgenfunction(fn):
+        raise async_generator_refused(repr(name)).as_type_error()
+
+
 def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap ``fn`` so that every call runs through ``pipeline`` (the patterns' ``protect``).
 
@@ -427,7 +446,11 @@ def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., An
 
     Returns:
         The wrapper.
+
+    Raises:
+        TypeError: If ``fn`` is an async generator function (see :func:`check_protectable`).
     """
+    check_protectable(pipeline.name, fn)
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from types import CoroutineType
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from types import AsyncGeneratorType, CoroutineType
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from otel_resilience.engine.context import ExecutionContext
 
-__all__ = ["TERMINAL", "Strategy", "WrongDriver", "awaitable_in_sync", "not_awaitable"]
+__all__ = [
+    "TERMINAL",
+    "Strategy",
+    "WrongDriver",
+    "async_generator_refused",
+    "awaitable_in_sync",
+    "not_awaitable",
+    "not_sync_result",
+]
 
 
 class Strategy(ABC):
@@ -113,8 +121,9 @@ class _Terminal(Strategy):
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         result = ctx.fn(*ctx.args, **ctx.kwargs)
-        if type(result) is CoroutineType:
-            raise awaitable_in_sync(ctx.operation, result)
+        kind = type(result)
+        if kind is CoroutineType or kind is AsyncGeneratorType:
+            raise not_sync_result(ctx.operation, result)
         return result
 
 
@@ -124,9 +133,36 @@ def not_awaitable(operation: str, value: object) -> WrongDriver:
     A driver that calls the protected function itself raises it when ``value`` is neither a
     coroutine nor awaitable.
     """
+    if type(value) is AsyncGeneratorType:
+        return async_generator_refused(repr(operation))
     msg = (
         f"{operation!r}: fn must return an awaitable for the async API, got "
         f"{type(value).__name__}; use the *_sync variant for plain functions"
+    )
+    return WrongDriver(msg)
+
+
+def not_sync_result(operation: str, result: object) -> WrongDriver:
+    """Return the signal for a sync driver's function that returned a coroutine or an async generator.
+
+    A sync driver that calls the protected function itself raises it when ``type(result)`` is
+    ``CoroutineType`` (closed here) or ``AsyncGeneratorType``: neither is a result, and passing
+    it on would count a call that never ran as a success.
+    """
+    if type(result) is AsyncGeneratorType:
+        return async_generator_refused(repr(operation))
+    return awaitable_in_sync(operation, cast("CoroutineType[Any, Any, Any]", result))
+
+
+def async_generator_refused(where: str) -> WrongDriver:
+    """Return the signal for an async generator function, which neither driver can protect.
+
+    Args:
+        where: What refuses it, shown first in the message (a quoted operation name).
+    """
+    msg = (
+        f"{where}: fn is an async generator function, which returns an iterator, not a result, "
+        "so no call can be protected; protect a coroutine function that consumes it"
     )
     return WrongDriver(msg)
 

@@ -18,6 +18,7 @@ from otel_resilience.engine import (
     classify_error,
 )
 from otel_resilience.engine.events import HUB
+from otel_resilience.engine.pipeline import protect_with
 from otel_resilience.errors import CircuitOpenError, OperationTimeoutError
 
 
@@ -337,3 +338,31 @@ async def test_aliased_start_runs_the_chain() -> None:
 
     assert await pipeline.execute(fn) == "ok"
     assert log == ["in:a", "in:b", "fn", "out:b", "out:a"]
+
+
+async def _numbers() -> Any:
+    yield 1
+
+
+def test_sync_driver_refuses_an_async_generator_function() -> None:
+    """The sync driver refuses an async generator function instead of counting its iterator as a success."""
+    pipeline = PipelineBuilder("p").build()
+    with pytest.raises(TypeError, match="async generator function"):
+        pipeline.execute_sync(_numbers)
+    assert pipeline.stats.succeeded == 0
+    assert pipeline.stats.errors == 1
+
+
+async def test_async_driver_names_an_async_generator_function() -> None:
+    """The async driver says that an async generator function cannot be protected (not "use _sync")."""
+    pipeline = PipelineBuilder("p").build()
+    with pytest.raises(TypeError, match="async generator function") as info:
+        await pipeline.execute(_numbers)
+    assert "_sync" not in str(info.value)
+
+
+def test_protect_with_refuses_an_async_generator_function() -> None:
+    """A protect decorator refuses an async generator function when it decorates, before any call."""
+    pipeline = PipelineBuilder("p").build()
+    with pytest.raises(TypeError, match=r"^'p': fn is an async generator function"):
+        protect_with(pipeline, _numbers)
