@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -476,13 +477,16 @@ class StrategyTelemetry:
                 self._hub.listener_failed(listener, "end_attempt")
 
 
-_TYPE_NAMES: dict[type[BaseException], str] = {}
+_TYPE_NAMES: weakref.WeakKeyDictionary[type[BaseException], str] = weakref.WeakKeyDictionary()
+"""Names by class, held weakly: a class created at run time (per request, per test) is not kept
+alive by having failed once."""
 
 
 def error_type_name(error: BaseException | None) -> str | None:
     """Return the bounded name of an exception's type (``module.Qualname`` for non-builtins).
 
-    Names are cached per class, so a repeated failure formats no string.
+    Names are cached per class, so a repeated failure formats no string. The cache holds its
+    classes weakly: it never keeps a dynamically created exception class (or its module) alive.
     """
     if error is None:
         return None
