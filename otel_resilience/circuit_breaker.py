@@ -472,9 +472,13 @@ class _BreakerCore:
             self._release_locked(permit)
 
     def rejection(self) -> CircuitOpenError:
-        """Build the error for a call :meth:`try_acquire` just rejected."""
+        """Build the error for a call :meth:`try_acquire` just rejected.
+
+        A HALF_OPEN rejection's ``retry_after`` is the breaker's ``timeout`` (see
+        :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
+        """
         if self._permit.state is _HALF_OPEN:
-            return CircuitOpenError(self.name, _HALF_OPEN_VALUE, 0.0)
+            return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self._timeout)
         remaining = self._opened_until - self._clock.now()
         return CircuitOpenError(self.name, _OPEN_VALUE, max(0.0, remaining))
 

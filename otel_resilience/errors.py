@@ -19,6 +19,8 @@ When retries run out the *original* exception is re-raised, never wrapped.
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "BulkheadFullError",
     "BulkheadTimeoutError",
@@ -44,8 +46,13 @@ class CircuitOpenError(ExecutionRejectedError):
     Attributes:
         name: The breaker's name.
         state: The breaker's state value when it rejected (``"open"`` or ``"half_open"``).
-        retry_after: Seconds until the breaker lets a probe through (``0.0`` when half-open
-            probes are all in flight).
+        retry_after: Seconds a caller should wait before it tries again.
+            ``"open"``: what is left of the OPEN period, after which a probe is let through
+            (``inf`` when the breaker was forced open until ``reset()``). ``"half_open"``: the
+            breaker's ``timeout`` (never ``0.0``). Its probes are in flight and it cannot know how long they
+            take; if they fail it stays OPEN for another ``timeout``, so that is when a retry
+            is first likely to help, and a caller that honours it does not retry at once
+            against a dependency that is still being probed.
     """
 
     __slots__ = ("name", "retry_after", "state")
@@ -57,7 +64,12 @@ class CircuitOpenError(ExecutionRejectedError):
 
     def __str__(self) -> str:
         if self.state == "half_open":
-            return f"circuit breaker {self.name!r} is half-open and all probe permits are in use"
+            return (
+                f"circuit breaker {self.name!r} is half-open and all probe permits are in use; "
+                f"retry after {self.retry_after:g} s"
+            )
+        if self.retry_after == math.inf:
+            return f"circuit breaker {self.name!r} is forced open until reset()"
         return f"circuit breaker {self.name!r} is {self.state}; next probe in {self.retry_after:.3f} s"
 
 

@@ -293,7 +293,7 @@ async def test_half_open_admits_at_most_max_calls(clock: FakeClock) -> None:
     for task in rejected:
         error = task.exception()
         assert isinstance(error, CircuitOpenError)
-        assert (error.state, error.retry_after) == ("half_open", 0.0)
+        assert (error.state, error.retry_after) == ("half_open", breaker.config.timeout)
     gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert results.count("ok") == 3
@@ -1117,3 +1117,30 @@ def test_async_generator_functions_are_refused(clock: FakeClock) -> None:
     with pytest.raises(TypeError, match="async generator function"):
         breaker.call_sync(_events)
     assert breaker.stats.total_successes == 0
+
+
+async def test_forced_open_rejection_says_until_reset(clock: FakeClock, driver: str) -> None:
+    """A breaker forced open without a duration rejects with "forced open until reset()", not "inf s"."""
+    breaker = make(clock, "manual")
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError) as info:
+        await invoke(breaker, driver, ok)
+    assert str(info.value) == "circuit breaker 'manual' is forced open until reset()"
+    breaker.force_open(30.0)
+    with pytest.raises(CircuitOpenError) as timed:
+        await invoke(breaker, driver, ok)
+    assert str(timed.value) == "circuit breaker 'manual' is open; next probe in 30.000 s"
+
+
+async def test_half_open_rejection_retry_after_is_the_breaker_timeout(clock: FakeClock, driver: str) -> None:
+    """A HALF_OPEN rejection tells the caller to wait the breaker's timeout, never 0 (no instant retry)."""
+    breaker = make(clock, "probing", failure_threshold=1, timeout=12.5)
+    await trip_and_wait(breaker, clock, driver)
+    with breaker.guard():  # the one probe permit is in flight
+        with pytest.raises(CircuitOpenError) as info:
+            await invoke(breaker, driver, ok)
+    error = info.value
+    assert (error.state, error.retry_after) == ("half_open", 12.5)
+    assert str(error) == (
+        "circuit breaker 'probing' is half-open and all probe permits are in use; retry after 12.5 s"
+    )
