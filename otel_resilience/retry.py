@@ -153,7 +153,11 @@ class RetryStrategy(enum.Enum):
     LINEAR = "linear"
     """``initial_delay * attempt``."""
     RANDOM = "random"
-    """Uniform in ``[initial_delay, max_delay]``."""
+    """Uniform in ``[initial_delay, max_delay]``: both bounds are the range, so set both.
+
+    ``max_delay``'s default (60 s) is sized as a cap for the growing strategies; with the
+    defaults a RANDOM backoff draws in ``[1, 60]`` s, 30 s on average. A range such as
+    ``initial_delay=0.5, max_delay=2.0`` spreads retries without waiting long."""
 
 
 class Jitter(enum.Enum):
@@ -215,7 +219,8 @@ class RetryPolicy:
     """Growth factor of ``EXPONENTIAL`` (``>= 1`` there; ``> 0`` and unused otherwise). Default: 2.0."""
     max_delay: float = DEFAULT_MAX_DELAY
     """Seconds (or a ``timedelta``) that bound every delay, after jitter; ``>= initial_delay``.
-    Default: 60.0 s."""
+    With ``RetryStrategy.RANDOM`` it is the top of the range delays are drawn from, so set it
+    there (the default draws up to 60 s). Default: 60.0 s."""
     jitter: Jitter = DEFAULT_JITTER
     """How each delay is randomised. Default: ``Jitter.PROPORTIONAL``."""
     jitter_ratio: float = DEFAULT_JITTER_RATIO
