@@ -39,7 +39,17 @@ Decisions:
 * **The cache never fails a call.** A ``set`` that raises is logged (logger
   ``otel_resilience.fallback``) and counted in ``cache_errors``; the successful result is
   returned. A ``get`` that raises is logged, counted, and the original error is re-raised.
-  In the async driver an awaitable ``set`` is awaited before the result is returned.
+* **The cache never delays a success.** The write happens after the call, outside every
+  deadline the call ran under (the fallback is the outermost pattern), so the caller is not made
+  to wait for it: in the async driver an awaitable ``set`` runs as a task of its own and the
+  result is returned at once. A stalled cache cannot turn a call bounded at 0.1 s into a 3 s
+  one, and cannot pile up writes either: while one write is in flight, later successes only
+  replace the value to write next, so at most one write runs per handler (per running event
+  loop) and the last good value is the one written. A failed background write is logged and
+  counted like any ``set`` error; one still running when its loop shuts down is cancelled.
+  The cost: an async cache holds a success a moment after the call returned. A sync ``set``
+  (a plain method) runs inline in both drivers, as any sync call does: give its client a
+  timeout.
 * **Sync and async.** The async driver accepts sync or async fallback functions and cache
   methods (an awaitable result is awaited). The sync driver cannot await: a coroutine function
   among them is detected when the handler is built and every sync call is refused at once with
@@ -55,6 +65,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import logging
@@ -138,8 +149,9 @@ MISSING: Final = _Missing.MISSING
 class CacheService(Protocol):
     """The cache used by ``CACHED_VALUE``: anything with ``get`` and ``set``.
 
-    Each method may be sync or async (its result is awaited when it is awaitable, in the async
-    driver). A miss is signalled by returning :data:`MISSING` or ``None``.
+    Each method may be sync or async. In the async driver an awaitable ``get`` is awaited, and
+    an awaitable ``set`` runs as a task of its own, so that the caller never waits for a write.
+    A miss is signalled by returning :data:`MISSING` or ``None``.
     """
 
     def get(self, key: str) -> Any:
@@ -308,11 +320,14 @@ class _FallbackCore:
         "fallbacks_used",
         "lock",
         "name",
+        "next_write",
         "predicate",
         "strategy",
         "strategy_value",
         "sync_blocker",
         "types",
+        "writes",
+        "writing",
     )
 
     def __init__(self, name: str, config: FallbackConfig) -> None:
@@ -340,6 +355,12 @@ class _FallbackCore:
         self.cache_hits = 0
         self.cache_misses = 0
         self.cache_errors = 0
+        self.writing: asyncio.Future[Any] | None = None
+        """The cache write in flight (async driver), whose end starts the next one."""
+        self.next_write: object = MISSING
+        """The newest good value waiting for :attr:`writing` to end (:data:`MISSING`: none)."""
+        self.writes: set[asyncio.Future[Any]] = set()
+        """Every write task still running (kept alive until it ends)."""
 
     def handles(self, error: Exception) -> bool:
         """Whether ``error`` triggers the fallback."""
@@ -378,12 +399,16 @@ class _FallbackCore:
                 self.cache_misses += 1
         return value if hit else MISSING
 
-    def cache_failed(self, operation: str) -> None:
-        """Count and log a cache error (call from the ``except`` block that caught it)."""
+    def cache_failed(self, operation: str, error: BaseException | None = None) -> None:
+        """Count and log a cache error: ``error``, or the one being handled when it is ``None``."""
         with self.lock:
             self.cache_errors += 1
         _LOG.warning(
-            "fallback %r: cache_service.%s(%r) failed", self.name, operation, self.cache_key, exc_info=True
+            "fallback %r: cache_service.%s(%r) failed",
+            self.name,
+            operation,
+            self.cache_key,
+            exc_info=True if error is None else error,
         )
 
     def sync_refused(self) -> TypeError:
@@ -447,7 +472,7 @@ class _FallbackStrategy(Strategy):
                 raise
             return await self._fallback(ctx, error)
         if core.caches:
-            await self._store(result)
+            self._store(result)
         return result
 
     async def _fallback(self, ctx: ExecutionContext, error: Exception) -> Any:
@@ -503,16 +528,52 @@ class _FallbackStrategy(Strategy):
             return MISSING
         return core.cache_read(value)
 
-    async def _store(self, result: object) -> None:
-        """Write a good result to the cache; a cache error never fails the call (async driver)."""
+    def _store(self, result: object) -> None:
+        """Write a good result to the cache without making the caller wait (async driver).
+
+        While a write is in flight on a running loop, ``result`` only replaces the value that
+        write's end will write next (see the module's "never delays a success").
+        """
+        core = self._core
+        with core.lock:
+            writing = core.writing
+            if writing is not None and writing.get_loop().is_running():
+                core.next_write = result
+                return
+        self._write(result)
+
+    def _write(self, value: object) -> None:
+        """Call ``set``; run an awaitable it returns as a task of its own, not awaited here."""
         core = self._core
         service = cast("CacheService", core.cache_service)
         try:
-            pending = service.set(core.cache_key, result)
-            if pending is not None and inspect.isawaitable(pending):
-                await pending
+            pending = service.set(core.cache_key, value)
         except Exception:  # noqa: BLE001 - logged and counted by cache_failed
             core.cache_failed("set")
+            return
+        if pending is None or not inspect.isawaitable(pending):
+            return
+        task = asyncio.ensure_future(pending)
+        with core.lock:
+            core.writing = task
+            core.writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Future[Any]) -> None:
+        """Done callback of a write task: count its error, then write the newest waiting value."""
+        core = self._core
+        cancelled = task.cancelled()
+        if not cancelled and (error := task.exception()) is not None:
+            core.cache_failed("set", error)
+        with core.lock:
+            core.writes.discard(task)
+            if core.writing is not task:
+                return  # a write on a loop that had stopped: a newer writer took over
+            core.writing = None
+            value = core.next_write
+            core.next_write = MISSING
+        if value is not MISSING and not cancelled:
+            self._write(value)
 
     # -- sync driver -----------------------------------------------------------------------
 

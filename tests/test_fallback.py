@@ -23,6 +23,7 @@ from otel_resilience.fallback import (
     FallbackStrategy,
 )
 from otel_resilience.testing import FakeClock
+from otel_resilience.timeout import TimeoutHandler
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
@@ -103,6 +104,15 @@ class AsyncMemoryCache:
     async def set(self, key: str, value: object) -> None:
         await asyncio.sleep(0)
         self.data[key] = value
+
+
+async def written(handler: FallbackHandler) -> None:
+    """Yield to the loop until the handler's background cache writes have ended (bounded)."""
+    for _ in range(100):
+        if not handler._core.writes:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("a cache write did not end")
 
 
 def cached(cache: object, **kwargs: object) -> FallbackHandler:
@@ -433,10 +443,11 @@ async def test_none_and_missing_both_signal_a_miss(driver: str, miss: object) ->
 
 
 async def test_async_cache_service_is_awaited() -> None:
-    """The async driver awaits an async cache's set on success and its get on failure."""
+    """The async driver runs an async cache's set to its end after a success, and awaits its get on failure."""
     cache = AsyncMemoryCache()
     handler = cached(cache)
     assert await run(handler, "async", lambda: {"a": 1}) == {"a": 1}
+    await written(handler)
     assert cache.data == {"last": {"a": 1}}
     assert await run(handler, "async", Failing(ConnectionError())) == {"a": 1}
     assert handler.get_stats() == stats(executions=2, fallbacks_used=1, fallback_successes=1, cache_hits=1)
@@ -757,3 +768,76 @@ def test_async_generator_functions_are_refused() -> None:
         handler.protect(_produce)
     with pytest.raises(TypeError, match="async generator function"):
         handler.execute_with_fallback_sync(_produce)
+
+
+class StalledCache:
+    """An async CacheService whose writes wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.release = asyncio.Event()
+        self.writes: list[object] = []
+        self.fail = False
+
+    async def get(self, key: str) -> object:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: object) -> None:
+        self.writes.append(value)
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("cache down")
+        self.data[key] = value
+
+
+async def test_a_stalled_cache_write_does_not_delay_the_result() -> None:
+    """A success under a 0.1 s total timeout returns while the cache write is still stalled."""
+    cache = StalledCache()
+    handler = cached(cache)
+    pipeline = (
+        PipelineBuilder("bounded")
+        .add(handler.as_strategy("bounded"))
+        .add(TimeoutHandler(0.1, name="bounded").as_strategy("bounded"))
+        .build()
+    )
+
+    async def fast() -> str:
+        return "fresh"
+
+    assert await asyncio.wait_for(pipeline.execute(fast), 5) == "fresh"
+    assert cache.writes == ["fresh"]
+    assert cache.data == {}  # the write is still in flight
+    cache.release.set()
+    await written(handler)
+    assert cache.data == {"last": "fresh"}
+    assert handler.get_stats()["cache_errors"] == 0
+
+
+async def test_successes_during_a_stalled_write_write_only_the_newest_value() -> None:
+    """While a write is in flight later successes do not pile up writes; the newest value is written next."""
+    cache = StalledCache()
+    handler = cached(cache)
+    for value in range(5):
+        assert await asyncio.wait_for(run(handler, "async", lambda v=value: v), 5) == value
+    assert cache.writes == [0]
+    assert len(handler._core.writes) == 1
+    cache.release.set()
+    await written(handler)
+    assert cache.writes == [0, 4]
+    assert cache.data == {"last": 4}
+
+
+async def test_a_failed_background_write_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """An async set that raises after the caller got its result is logged with its error and counted."""
+    cache = StalledCache()
+    cache.fail = True
+    handler = FallbackHandler(FallbackConfig(CACHED, cache_key="last", cache_service=cache), name="svc")
+    with caplog.at_level(logging.WARNING, logger="otel_resilience.fallback"):
+        assert await asyncio.wait_for(run(handler, "async", lambda: "fresh"), 5) == "fresh"
+        cache.release.set()
+        await written(handler)
+    assert handler.get_stats() == stats(executions=1, cache_errors=1)
+    [record] = caplog.records
+    assert record.getMessage() == "fallback 'svc': cache_service.set('last') failed"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is ConnectionError
