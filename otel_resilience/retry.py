@@ -837,16 +837,23 @@ def _call_sync_hook(core: _RetryCore, hook: OnRetry, attempt: int, error: Except
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
-    """Return a bounded name for ``fn``: its qualified name, else its type's."""
-    name = getattr(fn, "__qualname__", None)
+    """Return a bounded name for ``fn``: its qualified name, else its type's (also when reading it raises)."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+    except Exception:  # noqa: BLE001 - a broken attribute of a callable: name it after its type
+        name = None
     if isinstance(name, str) and name.strip():
         return name
     return type(fn).__qualname__
 
 
 def _not_callable(owner: str, fn: object) -> TypeError:
-    """Build the error for a non-callable ``fn``."""
-    return TypeError(f"{owner} needs a callable fn, got {fn!r} ({type(fn).__name__})")
+    """Build the error for a non-callable ``fn`` (even when its ``__repr__`` raises)."""
+    try:
+        shown = repr(fn)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the mistake being reported
+        shown = "an object whose repr() failed"
+    return TypeError(f"{owner} needs a callable fn, got {shown} ({type(fn).__name__})")
 
 
 class Retry:

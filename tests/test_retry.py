@@ -1122,3 +1122,39 @@ def test_retry_sync_refuses_an_async_generator_function(clock: FakeClock) -> Non
     """retry_sync refuses an async generator function instead of returning its iterator as a success."""
     with pytest.raises(TypeError, match="async generator function"):
         retry_sync(_stream, policy=exact(), clock=clock)
+
+
+class _BrokenRepr:
+    """Neither callable nor representable."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class _BrokenQualname:
+    """A callable whose ``__qualname__`` raises."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "__qualname__":
+            raise RuntimeError("no qualname")
+        raise AttributeError(name)
+
+    def __call__(self) -> str:
+        return "ok"
+
+
+def test_non_callable_with_a_broken_repr_gets_a_clear_type_error() -> None:
+    """A non-callable fn whose __repr__ raises still gets the 'needs a callable' TypeError."""
+    with pytest.raises(
+        TypeError, match=r"retry_sync needs a callable fn, got an object whose repr\(\) failed"
+    ):
+        retry_sync(_BrokenRepr())  # type: ignore[arg-type]
+
+
+def test_callable_with_a_broken_qualname(clock: FakeClock) -> None:
+    """A callable whose __qualname__ raises is retried (named after its type); decorating it is a clear TypeError."""
+    assert retry_sync(_BrokenQualname(), policy=exact(), clock=clock) == "ok"
+    with pytest.raises(
+        TypeError, match=r"metadata .* cannot be read to decorate it: RuntimeError: no qualname"
+    ):
+        retry(exact(), clock=clock, name="named")(_BrokenQualname())

@@ -448,19 +448,28 @@ def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., An
         The wrapper.
 
     Raises:
-        TypeError: If ``fn`` is an async generator function (see :func:`check_protectable`).
+        TypeError: If ``fn`` is an async generator function (see :func:`check_protectable`), or
+            reading its metadata raises (a broken ``__qualname__``, say).
     """
     check_protectable(pipeline.name, fn)
+    wrapper: Callable[..., Any]
     if inspect.iscoroutinefunction(fn):
 
-        @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             return await pipeline.execute(fn, *args, **kwargs)
 
-        return async_wrapper
+        wrapper = async_wrapper
+    else:
 
-    @functools.wraps(fn)
-    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        return pipeline.execute_sync(fn, *args, **kwargs)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return pipeline.execute_sync(fn, *args, **kwargs)
 
-    return sync_wrapper
+        wrapper = sync_wrapper
+    try:
+        return functools.update_wrapper(wrapper, fn)
+    except Exception as error:
+        msg = (
+            f"{pipeline.name!r}: fn's metadata (__name__, __qualname__, __doc__ ...) cannot be "
+            f"read to decorate it: {type(error).__name__}: {error}"
+        )
+        raise TypeError(msg) from error
