@@ -226,6 +226,10 @@ class _Waiter(abc.ABC):
         """Whether the waiter can take a slot now (its thread or event loop is running)."""
         return True
 
+    def gone(self) -> bool:
+        """Whether the waiter can never run again (its event loop is closed)."""
+        return False
+
     @abc.abstractmethod
     def wake(self) -> bool:
         """Wake the waiter (to take its slot, or to look again); ``False`` if it never can."""
@@ -267,6 +271,9 @@ class _AsyncWaiter(_Waiter):
 
     def ready(self) -> bool:
         return self.loop.is_running()
+
+    def gone(self) -> bool:
+        return self.loop.is_closed()
 
     def wake(self) -> bool:
         future = self.future
@@ -456,7 +463,9 @@ class _BulkheadCore(BulkheadStats):
         """
         wakes: list[_Waiter] | None = None
         queue = self._queue
-        for index, waiter in enumerate(queue):
+        index = 0
+        while index < len(queue):
+            waiter = queue[index]
             if waiter.ready():
                 del queue[index]
                 self.waiting -= 1
@@ -468,11 +477,18 @@ class _BulkheadCore(BulkheadStats):
                     return [waiter]
                 wakes.append(waiter)
                 return wakes
+            if waiter.gone():  # its loop is closed: it will never run, so it leaves the queue
+                del queue[index]
+                self.waiting -= 1
+                waiter.state = _CANCELLED
+                self.cancelled += 1
+                continue
             if not waiter.nudged:
                 waiter.nudged = True
                 if wakes is None:
                     wakes = []
                 wakes.append(waiter)
+            index += 1
         self.active -= 1
         return wakes
 
@@ -480,14 +496,19 @@ class _BulkheadCore(BulkheadStats):
         """Take back the slots offered to async waiters whose loop stopped before they claimed them.
 
         Each such waiter returns to the front of the queue (its wake-up is still on its way, so
-        it looks again when its loop runs), and its slot is passed on as a released one would be.
+        it looks again when its loop runs), or is dropped if its loop is closed; its slot is
+        passed on as a released one would be.
         """
         wakes: list[_Waiter] = []
         for waiter in [w for w in self._offered if not w.ready()]:
             self._offered.discard(waiter)
-            waiter.state = _WAITING
-            self._queue.appendleft(waiter)
-            self.waiting += 1
+            if waiter.gone():  # its loop is closed: it will never run
+                waiter.state = _CANCELLED
+                self.cancelled += 1
+            else:
+                waiter.state = _WAITING
+                self._queue.appendleft(waiter)
+                self.waiting += 1
             passed = self._pass_on_locked()
             if passed:
                 wakes.extend(passed)

@@ -574,6 +574,28 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
     assert_idle(bulkhead)
 
 
+def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
+    """Waiters whose loop stopped and then closed, queued or offered a slot, give it back and leave the queue."""
+    bulkhead = Bulkhead("closed-after-stop", BulkheadConfig(max_concurrent=1, max_waiting=3, timeout=60))
+    core = bulkhead._core
+    assert core.try_acquire()
+    loop = asyncio.new_event_loop()
+    offered, queued = _AsyncWaiter(loop), _AsyncWaiter(loop)
+    assert core.enqueue(offered) == core.enqueue(queued) == 1  # both queued
+
+    def release_then_stop():
+        core.release()  # offered the slot while its loop runs; its task never claims it
+        loop.stop()
+
+    loop.call_soon(release_then_stop)
+    loop.run_forever()
+    loop.close()
+    assert (bulkhead.stats.active, bulkhead.stats.waiting) == (1, 1)
+    assert call_within(bulkhead, 5.0) == "later"  # takes the slot back from the closed loop
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"], stats["cancelled"]) == (0, 0, 2)
+
+
 # --- threads and mixed use -----------------------------------------------------------------
 
 
