@@ -490,10 +490,16 @@ def queue_on_a_loop(bulkhead, loop, fn):
     raise AssertionError("the task did not queue")
 
 
-def call_within(bulkhead, seconds):
-    """Call through the sync driver under a deadline of ``seconds`` (so a stuck wait ends)."""
-    with SyncDeadline(SYSTEM_CLOCK, seconds, "later"):
-        return bulkhead.execute_sync(lambda: "later")
+def call_within(bulkhead, seconds, driver="sync"):
+    """Call from this thread, or from a loop of its own, bounded by ``seconds`` (so a stuck wait ends)."""
+    if driver == "sync":
+        with SyncDeadline(SYSTEM_CLOCK, seconds, "later"):
+            return bulkhead.execute_sync(lambda: "later")
+
+    async def later():
+        return "later"
+
+    return asyncio.run(asyncio.wait_for(bulkhead.execute(later), seconds))
 
 
 def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
@@ -519,8 +525,8 @@ def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
     assert_idle(bulkhead)
 
 
-def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back():
-    """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller."""
+def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
+    """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller (thread or loop)."""
     bulkhead = Bulkhead("stopped-after-offer", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
     assert core.try_acquire()
@@ -540,7 +546,7 @@ def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back():
         loop.run_forever()
         assert not task.done()
         assert bulkhead.stats.active == 1  # held by the offer
-        assert call_within(bulkhead, 5.0) == "later"
+        assert call_within(bulkhead, 5.0, driver) == "later"
         assert loop.run_until_complete(asyncio.wait_for(task, 5)) == "queued"
     finally:
         loop.close()
