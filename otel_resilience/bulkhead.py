@@ -952,7 +952,7 @@ class Bulkhead:
             A wrapper with ``fn``'s signature (``functools.wraps``).
 
         Raises:
-            TypeError: If ``fn`` is not callable.
+            TypeError: If ``fn`` is not callable or is an async generator function.
         """
         if not callable(fn):
             raise fail("Bulkhead", "protect.fn", "callable", fn, kind=TypeError)

@@ -1067,7 +1067,7 @@ class CircuitBreaker:
             A wrapper with ``fn``'s signature and metadata.
 
         Raises:
-            TypeError: ``fn`` is not callable.
+            TypeError: ``fn`` is not callable, or is an async generator function.
         """
         if not callable(fn):
             raise fail("CircuitBreaker.protect", "fn", "callable", fn, kind=TypeError)

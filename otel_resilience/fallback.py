@@ -778,7 +778,7 @@ class FallbackHandler:
             A wrapper with ``fn``'s signature.
 
         Raises:
-            TypeError: If ``fn`` is not callable.
+            TypeError: If ``fn`` is not callable or is an async generator function.
         """
         if not callable(fn):
             raise fail("FallbackHandler.protect", "fn", "callable", fn, kind=TypeError)
