@@ -555,13 +555,22 @@ def test_default_system_exists_with_the_first_pattern(act: Any, kind: AlertKind,
     assert [(a.kind, a.subject) for a in default_alert_system().history] == [(kind, subject)]
 
 
+def _alert_systems() -> list[AlertSystem]:
+    return [listener for listener in HUB.event_listeners if isinstance(listener, AlertSystem)]
+
+
 @pytest.mark.usefixtures("fresh_default")
 def test_no_default_system_beside_the_applications_own(clock: FakeClock) -> None:
-    """A pattern created while the application's own alert system listens on the global hub adds no second one."""
+    """The first breaker creates the default alert system, unless the application's own one listens already."""
     default_alert_system().close()
+    assert _alert_systems() == []
+    CircuitBreaker("first-breaker", clock=clock)
+    (created,) = _alert_systems()
+    assert created is default_alert_system()
+    created.close()
     with AlertSystem(clock=clock) as own:
         _trip_breaker(clock)
-        assert [listener for listener in HUB.event_listeners if isinstance(listener, AlertSystem)] == [own]
+        assert _alert_systems() == [own]
         assert kinds(own) == [AlertKind.CIRCUIT_OPEN]
 
 
