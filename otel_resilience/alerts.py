@@ -4,10 +4,11 @@ An :class:`AlertSystem` is a :class:`~otel_resilience.engine.events.TelemetryLis
 events every pattern reports it raises an :class:`Alert` when
 
 * a circuit breaker opens (``STATE_CHANGED`` to ``"open"``): one alert per *outage episode*,
-  which starts when the breaker opens from CLOSED and ends when it closes again. The re-opens in
-  between (a failed half-open probe, HALF_OPEN -> OPEN) raise nothing; an alert raised on one
-  (the system saw the episode begin without alerting, e.g. it did not exist yet) carries the
-  episode's re-open count. No cooldown applies: the breaker's own state bounds the episode;
+  which starts when the breaker opens from CLOSED (``StateChanged.reopens == 0``) and ends when
+  it closes again. The re-opens in between (a failed half-open probe, HALF_OPEN -> OPEN) raise
+  nothing; an alert raised on one (the system did not see the episode begin, e.g. it did not
+  exist yet) carries the episode's re-open count. No cooldown applies: the breaker's own state
+  bounds the episode;
 * a bulkhead rejects because it is full (``CALL_REJECTED``, reason ``"bulkhead_full"``): at most
   one alert per bulkhead per ``bulkhead_cooldown``;
 * the recovery rate of a recovery system (``RECOVERY_ATTEMPTED``), over its last
@@ -434,20 +435,23 @@ class AlertSystem:
             return None
         if new != "open":
             return None
-        reopen = args.old != "closed"
+        reopens = args.reopens  # the breaker says where its episode starts: 0
         with self._lock:
             episodes = self._episodes
-            if reopen and name in episodes:
+            if reopens and name in episodes:
                 episodes.move_to_end(name)
                 return None
             episodes[name] = None
             episodes.move_to_end(name)
             if len(episodes) > MAX_TRACKED_SUBJECTS:
                 episodes.popitem(last=False)
-        reopens = args.reopens
-        summary = f"circuit breaker {_bounded(name)!r} {'re-opened' if reopen else 'opened'} ({args.reason})"
+        summary = f"circuit breaker {_bounded(name)!r} opened ({args.reason})"
         if reopens:
-            summary += f", {reopens} re-open{'s' if reopens > 1 else ''} in this outage"
+            plural = "s" if reopens > 1 else ""
+            summary = (
+                f"circuit breaker {_bounded(name)!r} re-opened ({args.reason}), "
+                f"{reopens} re-open{plural} in this outage"
+            )
         return self._make(
             AlertKind.CIRCUIT_OPEN,
             name,
