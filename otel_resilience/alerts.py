@@ -3,7 +3,12 @@
 An :class:`AlertSystem` is a :class:`~otel_resilience.engine.events.TelemetryListener`. From the
 events every pattern reports it raises an :class:`Alert` when
 
-* a circuit breaker opens (``STATE_CHANGED`` to ``"open"``): one alert per transition;
+* a circuit breaker opens (``STATE_CHANGED`` to ``"open"``): one alert per *outage episode*,
+  which starts when the breaker opens from CLOSED (``StateChanged.reopens == 0``) and ends when
+  it closes again. The re-opens in between (a failed half-open probe, HALF_OPEN -> OPEN) raise
+  nothing; an alert raised on one (the system did not see the episode begin, e.g. it did not
+  exist yet) carries the episode's re-open count. No cooldown applies: the breaker's own state
+  bounds the episode;
 * a bulkhead rejects because it is full (``CALL_REJECTED``, reason ``"bulkhead_full"``): at most
   one alert per bulkhead per ``bulkhead_cooldown``;
 * the recovery rate of a recovery system (``RECOVERY_ATTEMPTED``), over its last
@@ -20,7 +25,10 @@ never propagated), into a bounded :attr:`AlertSystem.history`, and back onto the
 ``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the OpenTelemetry listener can log it.
 ``ALERT_RAISED`` events are ignored on the way in: an alert never raises another.
 
-:func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`.
+:func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`. It is
+created with the first circuit breaker, bulkhead or error recovery system (unless another alert
+system already listens on the global hub), so that an alert raised before anyone asked for the
+alert system is neither lost nor left unexported.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
+from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
 from otel_resilience.engine.validation import (
     check_callable,
     check_duration,
@@ -95,7 +104,8 @@ DEFAULT_HISTORY_SIZE: Final = 100
 MAX_ATTRIBUTE_LENGTH: Final = 256
 """Longest alert subject or attribute value; longer strings are cut (and end in ``...``)."""
 MAX_TRACKED_SUBJECTS: Final = 1024
-"""Bulkheads, recovery systems and escalations tracked at most (least recently seen forgotten)."""
+"""Breakers in an outage, bulkheads, recovery systems and escalations tracked at most (least
+recently seen forgotten)."""
 
 
 class AlertKind(enum.Enum):
@@ -148,6 +158,8 @@ class Alert:
         timestamp: When it was raised, in seconds on the alert system's clock
             (``time.monotonic`` by default: compare alerts with each other, not with wall time).
         attributes: Bounded strings that detail it (names, exception type names, numbers).
+            A ``CIRCUIT_OPEN`` alert has ``old``, ``reason`` and ``reopens`` (the re-opens of
+            the outage episode when it was raised; ``"0"`` when it opens the episode).
     """
 
     kind: AlertKind
@@ -259,6 +271,7 @@ class AlertSystem:
         "_closed",
         "_config",
         "_cooldowns",
+        "_episodes",
         "_history",
         "_hub",
         "_lock",
@@ -293,6 +306,7 @@ class AlertSystem:
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
         self._cooldowns: OrderedDict[tuple[AlertKind, str, str], float] = OrderedDict()
+        self._episodes: OrderedDict[str, None] = OrderedDict()
         self._closed = False
         hub.add_listener(self)
 
@@ -379,8 +393,8 @@ class AlertSystem:
             return
         alert: Alert | None = None
         if event is Event.STATE_CHANGED:
-            if isinstance(args, StateChanged) and args.new == "open":
-                alert = self._circuit_open(source, args)
+            if isinstance(args, StateChanged):
+                alert = self._state_changed(source, args)
         elif event is Event.CALL_REJECTED:
             if isinstance(args, CallRejected) and args.reason == "bulkhead_full":
                 alert = self._bulkhead_full(source)
@@ -411,15 +425,41 @@ class AlertSystem:
             MappingProxyType(bounded),
         )
 
-    def _circuit_open(self, source: TelemetrySource, args: StateChanged) -> Alert:
+    def _state_changed(self, source: TelemetrySource, args: StateChanged) -> Alert | None:
+        """Start (and alert), continue or end the outage episode of the breaker ``source``."""
         name = source.name
+        new = args.new
+        if new == "closed":
+            with self._lock:
+                self._episodes.pop(name, None)
+            return None
+        if new != "open":
+            return None
+        reopens = args.reopens  # the breaker says where its episode starts: 0
+        with self._lock:
+            episodes = self._episodes
+            if reopens and name in episodes:
+                episodes.move_to_end(name)
+                return None
+            episodes[name] = None
+            episodes.move_to_end(name)
+            if len(episodes) > MAX_TRACKED_SUBJECTS:
+                episodes.popitem(last=False)
+        summary = f"circuit breaker {_bounded(name)!r} opened ({args.reason})"
+        if reopens:
+            plural = "s" if reopens > 1 else ""
+            summary = (
+                f"circuit breaker {_bounded(name)!r} re-opened ({args.reason}), "
+                f"{reopens} re-open{plural} in this outage"
+            )
         return self._make(
             AlertKind.CIRCUIT_OPEN,
             name,
-            f"circuit breaker {_bounded(name)!r} opened ({args.reason})",
+            summary,
             source,
             old=args.old,
             reason=args.reason,
+            reopens=str(reopens),
         )
 
     def _cooled_down(self, key: tuple[AlertKind, str, str], cooldown: float) -> bool:
@@ -542,8 +582,10 @@ _DEFAULT_LOCK: Final = threading.Lock()
 def default_alert_system() -> AlertSystem:
     """Return the process-wide alert system, listening on the global hub.
 
-    It is created on first use (and again after it was closed), so an application that never
-    asks for alerts pays nothing for them.
+    It is created on first use (and again after it was closed). The first use is at the latest
+    the creation of the first circuit breaker, bulkhead or error recovery system, unless another
+    alert system listens on the global hub by then: an alert is never lost because nothing had
+    asked for the alert system yet, and an application without those patterns pays nothing.
 
     Returns:
         The shared :class:`AlertSystem`.
@@ -557,6 +599,20 @@ def default_alert_system() -> AlertSystem:
         if system is None or system.closed:
             system = _DEFAULT = AlertSystem()
         return system
+
+
+def _with_pattern(pattern: Named) -> None:  # noqa: ARG001 - a registry callback
+    """Make sure an alert system listens on the global hub once a pattern that can raise one exists."""
+    system = _DEFAULT
+    if system is not None and not system.closed:
+        return
+    if any(isinstance(listener, AlertSystem) for listener in HUB.event_listeners):
+        return  # the application's own alert system is listening already
+    default_alert_system()
+
+
+for _registry in (BREAKERS, BULKHEADS, RECOVERY_SYSTEMS):
+    _registry.on_added(_with_pattern)
 
 
 def subscribe(callback: AlertCallback) -> Callable[[], None]:

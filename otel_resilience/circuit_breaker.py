@@ -13,12 +13,21 @@ and the call ends with exactly one of :meth:`~_BreakerCore.on_success`,
 sync drivers are a dozen lines each over that core. The user's function never runs under the
 core's lock.
 
+An *outage episode* runs from a trip out of CLOSED until the breaker closes again; every
+HALF_OPEN -> OPEN in between is a *re-open*, counted in the ``reopens`` of the reported
+:class:`~otel_resilience.engine.events.StateChanged` (the alert system raises one alert per
+episode from it).
+
 Every permit carries the *generation* of the state period that issued it. Each transition starts
 a new generation, so a slow call admitted before a trip can never move the consecutive-failure or
 probe counts of a later period; it is still counted in the lifetime totals.
 
 How an exception is classified (first match wins):
 
+0. A function that does not fit the driver (a plain function given to the async API, a coroutine
+   function to the sync API): ignored, the permit is given back. It is a programming error, not
+   an outcome of the dependency; the caller gets ``TypeError``, which the pipeline counts as a
+   failed execution (as it counts every error that reaches the caller).
 1. :class:`~otel_resilience.errors.ExecutionRejectedError` from an inner layer (a bulkhead
    rejection, an inner breaker): ignored; the dependency was never called.
 2. ``ignore_exceptions``: ignored: neither success nor failure, the probe permit is given back.
@@ -243,7 +252,8 @@ class CircuitBreakerStats:
         total_successes: Calls that returned (or raised an error that is not recorded).
         total_failures: Calls that raised a recorded error.
         total_rejected: Calls rejected without calling the dependency.
-        total_ignored: Calls that raised an ignored error (or an inner rejection).
+        total_ignored: Calls that raised an ignored error (or an inner rejection, or were given
+            to the wrong driver).
         total_cancelled: Calls cancelled (or interrupted) while in flight.
         times_opened: Transitions into OPEN (trips, forced and isolated).
     """
@@ -345,6 +355,7 @@ class _BreakerCore:
         "_permit",
         "_predicate",
         "_record",
+        "_reopens",
         "_success_threshold",
         "_telemetry",
         "_timeout",
@@ -383,6 +394,7 @@ class _BreakerCore:
         self._permit = Permit(0, _CLOSED)
         self._in_flight = 0
         self._opened_until = _NEVER_OPENED
+        self._reopens = 0
 
     # -- reads (lock-free) -------------------------------------------------------------------
 
@@ -469,6 +481,20 @@ class _BreakerCore:
         """Give a cancelled (or interrupted) call's permit back; it counts as neither outcome."""
         with self._lock:
             self.stats.total_cancelled += 1
+            self._release_locked(permit)
+
+    def end(self, permit: Permit, caught: BaseException) -> None:
+        """End a call that raised a ``BaseException`` that is not an ``Exception``.
+
+        A function that does not fit the driver (:class:`WrongDriver`) is ignored, as an error
+        the breaker does not hold against the dependency; anything else is a cancellation
+        (:meth:`release`).
+        """
+        if type(caught) is not WrongDriver:
+            self.release(permit)
+            return
+        with self._lock:
+            self.stats.total_ignored += 1
             self._release_locked(permit)
 
     def rejection(self) -> CircuitOpenError:
@@ -605,6 +631,10 @@ class _BreakerCore:
         stats = self.stats
         stats.success_count = 0
         if new is _OPEN:
+            if old is _CLOSED:
+                self._reopens = 0  # a new outage episode
+            elif old is _HALF_OPEN:
+                self._reopens += 1
             if old is not _OPEN:
                 stats.times_opened += 1
             self._opened_until = self._clock.now() + (self._timeout if open_for is None else open_for)
@@ -612,7 +642,7 @@ class _BreakerCore:
             stats.failure_count = 0
         if old is new or not self._telemetry.enabled:
             return None
-        return StateChanged(old.value, new.value, reason)
+        return StateChanged(old.value, new.value, reason, self._reopens)
 
     def _emit(self, change: StateChanged | None) -> None:
         """Report a state change (outside the lock)."""
@@ -674,8 +704,8 @@ class _BreakerStrategy(Strategy):
         except Exception as error:
             core.on_failure(permit, error)
             raise
-        except BaseException:
-            core.release(permit)
+        except BaseException as caught:
+            core.end(permit, caught)
             raise
         stats = core.stats  # on_success()'s lock-free path, inlined
         if permit.state is _CLOSED and permit is core._permit and not stats.failure_count:
@@ -699,8 +729,8 @@ class _BreakerStrategy(Strategy):
         except Exception as error:
             core.on_failure(permit, error)
             raise
-        except BaseException:
-            core.release(permit)
+        except BaseException as caught:
+            core.end(permit, caught)
             raise
         core.on_success(permit)
         return result
@@ -908,7 +938,7 @@ class CircuitBreaker:
             core.on_failure(permit, error)
             raise
         except BaseException as caught:
-            core.release(permit)
+            core.end(permit, caught)
             if type(caught) is WrongDriver:
                 raise pipeline._refused(caught) from None
             next(stats._cancelled)
@@ -949,7 +979,7 @@ class CircuitBreaker:
             core.on_failure(permit, error)
             raise
         except BaseException as caught:
-            core.release(permit)
+            core.end(permit, caught)
             if type(caught) is WrongDriver:
                 raise pipeline._refused(caught) from None
             next(stats._cancelled)

@@ -142,6 +142,7 @@ def build_pipeline(
     bulkhead: Bulkhead | None,
     recovery: ErrorRecoverySystem | None,
     clock: Clock = SYSTEM_CLOCK,
+    breakers: Callable[[str], CircuitBreaker | None] | None = None,
 ) -> Pipeline:
     """Compose the patterns of ``config`` into one pipeline, in THE order (see the module doc).
 
@@ -152,6 +153,9 @@ def build_pipeline(
         bulkhead: The shared bulkhead to use when ``config.bulkhead_config`` is set.
         recovery: The recovery system to use when ``config.enable_recovery`` is set.
         clock: The clock for timeouts, backoffs and durations.
+        breakers: Finds a breaker by name for the ISOLATE rules of ``recovery`` that name one
+            (a manager passes the lookup among its own breakers; default: every live breaker).
+            A rule that names none isolates ``breaker``.
 
     Returns:
         The linked pipeline. ``Pipeline.describe()`` lists its strategies outer to inner.
@@ -166,7 +170,7 @@ def build_pipeline(
     if config.timeout is not None:
         builder.add(TimeoutHandler(config.timeout, name=name, scope="total", clock=clock).as_strategy(name))
     if config.enable_recovery and recovery is not None:
-        builder.add(recovery.as_strategy(name))
+        builder.add(recovery.as_strategy(name, breaker=breaker, breakers=breakers))
     attempt_timeout: float | None = None
     if config.retry_policy is not None:
         policy = config.retry_policy
@@ -340,6 +344,7 @@ class ResilienceManager:
             bulkhead=bulkhead,
             recovery=self.recovery_system,
             clock=self._clock,
+            breakers=self._breakers.get,
         )
 
     # ------------------------------------------------------------------ execution

@@ -19,9 +19,12 @@ most specific class in the error's MRO wins. The actions are:
 
 An error no rule covers propagates unchanged and is not a recovery attempt. Cancellation
 (``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) is never recovered and never
-counted.
+counted. Neither is a rejection (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open
+breaker, a full bulkhead, a bulkhead queue timeout): the dependency was never called, so it is
+not an error of the dependency. It propagates unchanged, is no recovery attempt and no
+occurrence of a pattern, and no rule may be registered for it.
 
-Every error that reaches the system is fed to a pattern detector: the same fingerprint
+Every other error that reaches the system is fed to a pattern detector: the same fingerprint
 (exception type name + operation name) seen ``pattern_threshold`` times within
 ``pattern_window`` seconds is reported once per window as ``Event.PATTERN_DETECTED``.
 
@@ -65,8 +68,8 @@ from otel_resilience.engine.events import (
     error_type_name,
 )
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
-from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.strategy import TERMINAL, Strategy
+from otel_resilience.engine.registry import BREAKERS, RECOVERY_SYSTEMS
+from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver
 from otel_resilience.engine.validation import (
     check_callable,
     check_duration,
@@ -74,7 +77,7 @@ from otel_resilience.engine.validation import (
     check_name,
     fail,
 )
-from otel_resilience.errors import RecoveryEscalatedError
+from otel_resilience.errors import ExecutionRejectedError, RecoveryEscalatedError
 
 __all__ = [
     "DEFAULT_DELAY",
@@ -83,6 +86,7 @@ __all__ = [
     "DEFAULT_MAX_FINGERPRINTS",
     "DEFAULT_PATTERN_THRESHOLD",
     "DEFAULT_PATTERN_WINDOW",
+    "BreakerResolver",
     "ErrorRecoverySystem",
     "Isolatable",
     "RecoveryAction",
@@ -156,8 +160,10 @@ class RecoveryAction:
     fallback_function: Callable[..., object] | None = None
     """FALLBACK: called with the operation's arguments instead; may be async. Default ``None``."""
     isolate_breaker: str | None = None
-    """ISOLATE: name of the circuit breaker to force open. Default ``None``: the breaker named by
-    the :class:`RecoveryContext` (or :meth:`ErrorRecoverySystem.as_strategy`) is used."""
+    """ISOLATE: name of the circuit breaker to force open. Default ``None``: the breaker of the
+    :class:`RecoveryContext` (or of :meth:`ErrorRecoverySystem.as_strategy`: in a manager, the
+    policy's own breaker) is used. In a manager the name is looked up among that manager's
+    breakers; elsewhere among every live breaker (the most recently created of that name)."""
     isolate_duration: float = DEFAULT_ISOLATE_DURATION
     """ISOLATE: seconds the breaker stays forced open, > 0 (a ``timedelta`` is accepted).
     Default 30.0 s."""
@@ -267,7 +273,7 @@ _NO_CONTEXT: Final = RecoveryContext()
 
 @runtime_checkable
 class Isolatable(Protocol):
-    """A circuit breaker an ISOLATE rule can force open (found by name in ``BREAKERS``)."""
+    """A circuit breaker an ISOLATE rule can force open."""
 
     @property
     def name(self) -> str:
@@ -277,6 +283,16 @@ class Isolatable(Protocol):
     def force_open(self, duration: float | None = None, *, reason: Literal["isolated"] = ...) -> object:
         """Open the breaker for ``duration`` seconds; ``reason="isolated"`` is what recovery passes."""
         ...
+
+
+BreakerResolver = Callable[[str], Isolatable | None]
+"""Finds the circuit breaker an ISOLATE rule names (``None`` when there is none of that name)."""
+
+
+def _any_breaker(name: str) -> Isolatable | None:
+    """The default :data:`BreakerResolver`: the most recently created live breaker of that name."""
+    found = BREAKERS.get(name)
+    return found if isinstance(found, Isolatable) else None
 
 
 class _StrategyCounts:
@@ -407,6 +423,25 @@ class _PatternDetector:
 _Rule = tuple[type, RecoveryAction]
 
 
+class _Isolation:
+    """Which breaker an ISOLATE rule forces open: the call's own, or one it names, found by ``resolve``."""
+
+    __slots__ = ("breaker", "resolve")
+
+    def __init__(self, breaker: str | Isolatable | None, resolve: BreakerResolver) -> None:
+        self.breaker = breaker
+        self.resolve = resolve
+
+    def find(self, name: str | None) -> Isolatable | None:
+        """Return the breaker named ``name`` (a rule's ``isolate_breaker``), else the call's own."""
+        if name is None:
+            breaker = self.breaker
+            if breaker is None or not isinstance(breaker, str):
+                return breaker
+            name = breaker
+        return self.resolve(name)
+
+
 def _callable_name(fn: object) -> str:
     """Return a bounded name for a callable (its ``__qualname__``), or ``"unknown"``."""
     name = getattr(fn, "__qualname__", None)
@@ -492,6 +527,7 @@ class ErrorRecoverySystem:
         self.stats = RecoveryStats()
         self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
         self._standalone: Pipeline | None = None
+        RECOVERY_SYSTEMS.register(self)
 
     @property
     def _pipeline(self) -> Pipeline:
@@ -528,15 +564,26 @@ class ErrorRecoverySystem:
         MRO wins.
 
         Args:
-            exc_type: A subclass of ``Exception`` (cancellation is never recovered).
+            exc_type: A subclass of ``Exception`` (cancellation is never recovered), and not a
+                rejection (an :class:`~otel_resilience.errors.ExecutionRejectedError`: a
+                rejection is never recovered either, the dependency was not called).
             action: What to do.
 
         Raises:
             TypeError: ``exc_type`` is not an ``Exception`` subclass or ``action`` is not a
                 :class:`RecoveryAction`.
+            ValueError: ``exc_type`` is a rejection.
         """
         if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
             raise fail("ErrorRecoverySystem", "exc_type", "an Exception subclass", exc_type, kind=TypeError)
+        if issubclass(exc_type, ExecutionRejectedError):
+            raise fail(
+                "ErrorRecoverySystem",
+                "exc_type",
+                "an error of the dependency, not a rejection (ExecutionRejectedError: the "
+                "dependency was never called)",
+                exc_type,
+            )
         if not isinstance(action, RecoveryAction):
             raise fail("ErrorRecoverySystem", "action", "a RecoveryAction", action, kind=TypeError)
         with self._lock:
@@ -556,21 +603,46 @@ class ErrorRecoverySystem:
         with self._lock:
             return self.stats.as_dict()
 
-    def as_strategy(self, pipeline: str | None = None, *, breaker: str | None = None) -> Strategy:
+    def as_strategy(
+        self,
+        pipeline: str | None = None,
+        *,
+        breaker: str | Isolatable | None = None,
+        breakers: BreakerResolver | None = None,
+    ) -> Strategy:
         """Return a new pipeline link that recovers the errors of the rest of the chain.
 
         Args:
             pipeline: The pipeline's name, for telemetry.
-            breaker: The circuit breaker an ISOLATE rule without ``isolate_breaker`` forces open.
+            breaker: The circuit breaker an ISOLATE rule without ``isolate_breaker`` forces open:
+                the breaker itself (what the manager passes: the policy's own breaker) or its name.
+            breakers: Finds a breaker by name (an ``isolate_breaker``, or ``breaker`` given as a
+                name); the manager passes the lookup among its own breakers. Default: every live
+                breaker (the most recently created of that name).
 
         Returns:
             An unlinked :class:`~otel_resilience.engine.strategy.Strategy` sharing this system's
             rules, stats and pattern detector.
+
+        Raises:
+            TypeError: ``breaker`` is neither a name nor a breaker, or ``breakers`` is not callable.
+            ValueError: ``breaker`` is an empty name.
         """
-        if breaker is not None:
+        if isinstance(breaker, str):
             check_name("ErrorRecoverySystem", "breaker", breaker)
+        elif breaker is not None and not isinstance(breaker, Isolatable):
+            raise fail(
+                "ErrorRecoverySystem",
+                "breaker",
+                "a breaker name or a circuit breaker",
+                breaker,
+                kind=TypeError,
+            )
+        check_callable("ErrorRecoverySystem", "breakers", breakers, optional=True)
         return _RecoveryStrategyLink(
-            self, StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline)), breaker
+            self,
+            StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline)),
+            _Isolation(breaker, breakers or _any_breaker),
         )
 
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -627,16 +699,26 @@ class ErrorRecoverySystem:
             The recovered result (a re-run's or the fallback's).
 
         Raises:
-            TypeError: ``error`` is not an exception, ``context`` is malformed, or a RETRY/RESTART
-                rule covers the error and ``context`` has no ``operation``.
+            TypeError: ``error`` is not an exception, ``context`` is malformed, a RETRY/RESTART
+                rule covers the error and ``context`` has no ``operation``, or the ``operation``
+                is a plain function (it must return an awaitable here).
             RecoveryEscalatedError: An ESCALATE rule covered the error (``from`` it).
-            BaseException: ``error`` itself when no rule covers it, ISOLATE acted, or it is a
-                cancellation; the last re-run error when RETRY/RESTART ran out.
+            BaseException: ``error`` itself when no rule covers it, it is a rejection, ISOLATE
+                acted, or it is a cancellation; the last re-run error when RETRY/RESTART ran out.
         """
-        failure, rule, ctx, breaker = self._prepare(error, context)
-        return await self._recover(
-            failure, rule, ctx, rest=TERMINAL, entry_attempt=1, telemetry=self._telemetry, breaker=breaker
-        )
+        failure, rule, ctx, isolation = self._prepare(error, context)
+        try:
+            return await self._recover(
+                failure,
+                rule,
+                ctx,
+                rest=TERMINAL,
+                entry_attempt=1,
+                telemetry=self._telemetry,
+                isolation=isolation,
+            )
+        except WrongDriver as signal:  # a sync operation given to the async API
+            raise signal.as_type_error() from None
 
     def recover_from_error_sync(
         self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None = None
@@ -653,20 +735,30 @@ class ErrorRecoverySystem:
             The recovered result.
 
         Raises:
-            TypeError: As :meth:`recover_from_error`.
+            TypeError: As :meth:`recover_from_error`; here the ``operation`` must not be a
+                coroutine function.
             RecoveryEscalatedError: An ESCALATE rule covered the error (``from`` it).
             BaseException: As :meth:`recover_from_error`.
         """
-        failure, rule, ctx, breaker = self._prepare(error, context)
-        return self._recover_sync(
-            failure, rule, ctx, rest=TERMINAL, entry_attempt=1, telemetry=self._telemetry, breaker=breaker
-        )
+        failure, rule, ctx, isolation = self._prepare(error, context)
+        try:
+            return self._recover_sync(
+                failure,
+                rule,
+                ctx,
+                rest=TERMINAL,
+                entry_attempt=1,
+                telemetry=self._telemetry,
+                isolation=isolation,
+            )
+        except WrongDriver as signal:  # an async operation given to the sync API
+            raise signal.as_type_error() from None
 
     # -- the sans-I/O core ---------------------------------------------------------------------
 
     def _prepare(
         self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None
-    ) -> tuple[Exception, _Rule, ExecutionContext, str | None]:
+    ) -> tuple[Exception, _Rule, ExecutionContext, _Isolation]:
         """Validate a ``recover_from_error`` call, observe the error, and find its rule."""
         if not isinstance(error, BaseException):
             raise fail("ErrorRecoverySystem", "error", "an exception", error, kind=TypeError)
@@ -681,10 +773,15 @@ class ErrorRecoverySystem:
             rule_name = rule[1].strategy.name
             raise fail("RecoveryContext", "operation", f"a callable for {rule_name}", None, kind=TypeError)
         ctx = ExecutionContext(rc.operation or _missing_operation, rc.args, rc.kwargs, operation)
-        return error, rule, ctx, rc.breaker
+        return error, rule, ctx, _Isolation(rc.breaker, _any_breaker)
 
     def _observe(self, error: Exception, operation: str) -> _Rule | None:
-        """Feed ``error`` to the pattern detector and return the rule that covers it, if any."""
+        """Feed ``error`` to the pattern detector and return the rule that covers it, if any.
+
+        A rejection is neither: the dependency was never called (see the module doc).
+        """
+        if isinstance(error, ExecutionRejectedError):
+            return None
         error_type = _type_name(error)
         with self._lock:
             detected = self._detector.record_locked((error_type, operation), self._clock.now())
@@ -721,21 +818,31 @@ class ErrorRecoverySystem:
         return time_remaining(self._clock) > delay
 
     def _isolate(
-        self, action: RecoveryAction, error: Exception, breaker: str | None, telemetry: StrategyTelemetry
+        self, action: RecoveryAction, error: Exception, isolation: _Isolation, telemetry: StrategyTelemetry
     ) -> None:
-        """Force the rule's (or the context's) breaker open and count the attempt."""
-        name = action.isolate_breaker or breaker
-        target = BREAKERS.get(name) if name is not None else None
+        """Force the rule's (or the link's / context's) breaker open and count the attempt."""
+        name = action.isolate_breaker
+        target = isolation.find(name)
+        if name is None and target is not None:
+            name = target.name
         success = False
-        if isinstance(target, Isolatable):
+        if target is not None:
             try:
                 target.force_open(action.isolate_duration, reason="isolated")
             except Exception:  # noqa: BLE001 - logged; the original error is what the caller gets
                 _LOG.warning("recovery %r could not isolate breaker %r", self._name, name, exc_info=True)
             else:
                 success = True
+        elif name is None and isolation.breaker is None:
+            _LOG.warning(
+                "recovery %r has no circuit breaker to isolate: the rule names none (isolate_breaker) "
+                "and the call has none",
+                self._name,
+            )
         else:
-            _LOG.warning("recovery %r found no circuit breaker %r to isolate", self._name, name)
+            _LOG.warning(
+                "recovery %r found no circuit breaker %r to isolate", self._name, name or isolation.breaker
+            )
         self._settle(telemetry, RecoveryStrategy.ISOLATE, error, success=success)
 
     def _escalate(
@@ -756,7 +863,7 @@ class ErrorRecoverySystem:
         rest: Strategy,
         entry_attempt: int,
         telemetry: StrategyTelemetry,
-        breaker: str | None,
+        isolation: _Isolation,
     ) -> Any:
         """Act on ``error`` by ``rule`` (async driver)."""
         covered, action = rule
@@ -803,7 +910,7 @@ class ErrorRecoverySystem:
             ctx.outcome = Outcome.FALLBACK
             return result
         if strategy is RecoveryStrategy.ISOLATE:
-            self._isolate(action, error, breaker, telemetry)
+            self._isolate(action, error, isolation, telemetry)
             raise error
         raise self._escalate(error, ctx.operation, telemetry) from error
 
@@ -816,7 +923,7 @@ class ErrorRecoverySystem:
         rest: Strategy,
         entry_attempt: int,
         telemetry: StrategyTelemetry,
-        breaker: str | None,
+        isolation: _Isolation,
     ) -> Any:
         """Act on ``error`` by ``rule`` (sync driver)."""
         covered, action = rule
@@ -859,7 +966,7 @@ class ErrorRecoverySystem:
             ctx.outcome = Outcome.FALLBACK
             return result
         if strategy is RecoveryStrategy.ISOLATE:
-            self._isolate(action, error, breaker, telemetry)
+            self._isolate(action, error, isolation, telemetry)
             raise error
         raise self._escalate(error, ctx.operation, telemetry) from error
 
@@ -881,17 +988,17 @@ def _as_context(context: RecoveryContext | Mapping[str, Any] | None) -> Recovery
 class _RecoveryStrategyLink(Strategy):
     """The pipeline link: runs the rest of the chain and recovers what it raises."""
 
-    __slots__ = ("_breaker", "_system", "_telemetry")
+    __slots__ = ("_isolation", "_system", "_telemetry")
 
     kind: ClassVar[str] = "recovery"
 
     def __init__(
-        self, system: ErrorRecoverySystem, telemetry: StrategyTelemetry, breaker: str | None
+        self, system: ErrorRecoverySystem, telemetry: StrategyTelemetry, isolation: _Isolation
     ) -> None:
         super().__init__()
         self._system = system
         self._telemetry = telemetry
-        self._breaker = breaker
+        self._isolation = isolation
 
     @property
     def name(self) -> str:
@@ -919,7 +1026,7 @@ class _RecoveryStrategyLink(Strategy):
                     rest=self.next,
                     entry_attempt=entry_attempt,
                     telemetry=self._telemetry,
-                    breaker=self._breaker,
+                    isolation=self._isolation,
                 )
             error = exc
         # Re-runs happen outside the ``except`` block, as retry attempts do, so that an error (or
@@ -932,7 +1039,7 @@ class _RecoveryStrategyLink(Strategy):
             rest=self.next,
             entry_attempt=entry_attempt,
             telemetry=self._telemetry,
-            breaker=self._breaker,
+            isolation=self._isolation,
         )
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
@@ -952,7 +1059,7 @@ class _RecoveryStrategyLink(Strategy):
                     rest=self.next,
                     entry_attempt=entry_attempt,
                     telemetry=self._telemetry,
-                    breaker=self._breaker,
+                    isolation=self._isolation,
                 )
             error = exc
         # Re-runs happen outside the ``except`` block: see :meth:`execute`.
@@ -963,5 +1070,5 @@ class _RecoveryStrategyLink(Strategy):
             rest=self.next,
             entry_attempt=entry_attempt,
             telemetry=self._telemetry,
-            breaker=self._breaker,
+            isolation=self._isolation,
         )

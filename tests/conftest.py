@@ -1,9 +1,12 @@
-"""Shared fixtures: a fake clock, an event recorder, and the async/sync driver parameter."""
+"""Shared fixtures: a fake clock, an event recorder, the async/sync driver parameter, a quiet global hub."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from otel_resilience.alerts import default_alert_system
 from otel_resilience.testing import EventRecorder, FakeClock
 
 
@@ -29,3 +32,10 @@ def recorder():
 def driver(request: pytest.FixtureRequest) -> str:
     """Run a behaviour test through both the async and the sync driver."""
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_global_hub() -> Iterator[None]:
+    """Close the process-wide alert system after each test (the first breaker creates it again)."""
+    yield
+    default_alert_system().close()

@@ -25,6 +25,8 @@ from otel_resilience.alerts import (
     AlertSystem,
     default_alert_system,
 )
+from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.engine.events import (
     HUB,
     AlertRaised,
@@ -37,6 +39,7 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
+from otel_resilience.errors import BulkheadFullError, RecoveryEscalatedError
 from otel_resilience.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
 from otel_resilience.testing import EventRecorder, FakeClock
 
@@ -144,22 +147,74 @@ def test_config_normalises_durations_and_checks_types(hub: TelemetryHub) -> None
 # -- each kind ---------------------------------------------------------------------------------
 
 
-def test_circuit_open_alerts_once_per_transition(
+def test_circuit_open_alerts_once_per_outage_episode(
     system: AlertSystem, hub: TelemetryHub, clock: FakeClock
 ) -> None:
-    """Every transition to open raises one critical alert; other transitions raise none."""
+    """Opening from closed raises one critical alert; re-opens before the breaker closes raise none."""
     tel = reporter(hub, "circuit_breaker", "ml_service")
     clock.advance(5)
     open_breaker(tel)
-    tel.report(Event.STATE_CHANGED, StateChanged("open", "half_open", "timeout_elapsed"))
-    open_breaker(tel, "half_open")
-    tel.report(Event.STATE_CHANGED, StateChanged("half_open", "closed", "probe_succeeded"))
+    for reopens in range(1, 4):
+        tel.report(Event.STATE_CHANGED, StateChanged("open", "half_open", "timeout_elapsed", reopens - 1))
+        tel.report(Event.STATE_CHANGED, StateChanged("half_open", "open", "probe_failed", reopens))
+    assert kinds(system) == [AlertKind.CIRCUIT_OPEN]
+    tel.report(Event.STATE_CHANGED, StateChanged("half_open", "closed", "probe_succeeded", 3))
+    clock.advance(1)
+    open_breaker(tel)  # a new outage after the breaker closed
     assert kinds(system) == [AlertKind.CIRCUIT_OPEN, AlertKind.CIRCUIT_OPEN]
-    first = system.history[0]
+    first, second = system.history
     assert (first.severity, first.subject, first.timestamp) == (AlertSeverity.CRITICAL, "ml_service", 1005.0)
     assert first.attributes["reason"] == "failure_threshold"
     assert first.attributes["old"] == "closed"
-    assert "ml_service" in first.summary
+    assert first.attributes["reopens"] == "0"
+    assert first.summary == "circuit breaker 'ml_service' opened (failure_threshold)"
+    assert second.timestamp == 1006.0
+
+
+def test_circuit_open_episodes_are_per_breaker(system: AlertSystem, hub: TelemetryHub) -> None:
+    """One breaker's outage episode does not silence another breaker's."""
+    for name in ("a", "b"):
+        open_breaker(reporter(hub, "circuit_breaker", name))
+    reporter(hub, "circuit_breaker", "a").report(
+        Event.STATE_CHANGED, StateChanged("half_open", "open", "probe_failed", 1)
+    )
+    assert [a.subject for a in system.history] == ["a", "b"]
+
+
+def test_alert_raised_on_a_reopen_carries_the_reopen_count(system: AlertSystem, hub: TelemetryHub) -> None:
+    """A system that first sees an episode at a re-open alerts once, with the episode's re-open count."""
+    tel = reporter(hub, "circuit_breaker", "late")
+    tel.report(Event.STATE_CHANGED, StateChanged("half_open", "open", "probe_failed", 3))
+    tel.report(Event.STATE_CHANGED, StateChanged("half_open", "open", "probe_failed", 4))
+    (alert,) = system.history
+    assert alert.attributes["reopens"] == "3"
+    assert alert.summary == "circuit breaker 'late' re-opened (probe_failed), 3 re-opens in this outage"
+
+
+def test_flapping_breaker_raises_one_alert_per_outage(clock: FakeClock) -> None:
+    """A real breaker that flaps HALF_OPEN -> OPEN 93 times with a 10 ms timeout raises one alert until it closes."""
+    breaker = CircuitBreaker(
+        "flapping", CircuitBreakerConfig(failure_threshold=1, success_threshold=1, timeout=0.01), clock=clock
+    )
+
+    def down() -> None:
+        raise ConnectionError
+
+    with AlertSystem(clock=clock) as system:
+        with pytest.raises(ConnectionError):
+            breaker.call_sync(down)
+        for _ in range(93):
+            clock.advance(0.01)
+            with pytest.raises(ConnectionError):
+                breaker.call_sync(down)
+        assert breaker.stats.times_opened == 94
+        assert kinds(system) == [AlertKind.CIRCUIT_OPEN]
+        clock.advance(0.01)
+        assert breaker.call_sync(lambda: "up") == "up"
+        with pytest.raises(ConnectionError):
+            breaker.call_sync(down)
+        assert kinds(system) == [AlertKind.CIRCUIT_OPEN] * 2
+        assert system.get_stats()["by_kind"]["circuit_open"] == 2
 
 
 def test_bulkhead_full_alerts_once_per_cooldown(
@@ -455,6 +510,68 @@ def test_default_system_is_created_once_under_contention() -> None:
     assert len(got) == threads
     assert len({id(s) for s in got}) == 1
     assert sum(1 for listener in HUB.event_listeners if isinstance(listener, AlertSystem)) == 1
+
+
+def _trip_breaker(clock: FakeClock) -> str:
+    breaker = CircuitBreaker("early-breaker", CircuitBreakerConfig(failure_threshold=1), clock=clock)
+    with pytest.raises(ConnectionError):
+        breaker.call_sync(_raise_connection_error)
+    return "early-breaker"
+
+
+def _fill_bulkhead(clock: FakeClock) -> str:
+    bulkhead = Bulkhead("early-bulkhead", BulkheadConfig(max_concurrent=1, max_waiting=0), clock=clock)
+    with pytest.raises(BulkheadFullError):
+        bulkhead.execute_sync(bulkhead.execute_sync, lambda: None)  # the inner call finds the slot taken
+    return "early-bulkhead"
+
+
+def _escalate(clock: FakeClock) -> str:
+    recovery = ErrorRecoverySystem("early-recovery", clock=clock)
+    recovery.register_recovery_rule(ConnectionError, RecoveryAction(RecoveryStrategy.ESCALATE))
+    with pytest.raises(RecoveryEscalatedError):
+        recovery.recover_from_error_sync(ConnectionError())
+    return "early-recovery"
+
+
+def _raise_connection_error() -> None:
+    raise ConnectionError
+
+
+@pytest.mark.usefixtures("fresh_default")
+@pytest.mark.parametrize(
+    ("act", "kind"),
+    [
+        (_trip_breaker, AlertKind.CIRCUIT_OPEN),
+        (_fill_bulkhead, AlertKind.BULKHEAD_FULL),
+        (_escalate, AlertKind.RECOVERY_ESCALATED),
+    ],
+    ids=["breaker", "bulkhead", "recovery"],
+)
+def test_default_system_exists_with_the_first_pattern(act: Any, kind: AlertKind, clock: FakeClock) -> None:
+    """A pattern that alerts before anyone asked for the default alert system still has its alert recorded."""
+    default_alert_system().close()
+    subject = act(clock)
+    assert [(a.kind, a.subject) for a in default_alert_system().history] == [(kind, subject)]
+
+
+def _alert_systems() -> list[AlertSystem]:
+    return [listener for listener in HUB.event_listeners if isinstance(listener, AlertSystem)]
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_no_default_system_beside_the_applications_own(clock: FakeClock) -> None:
+    """The first breaker creates the default alert system, unless the application's own one listens already."""
+    default_alert_system().close()
+    assert _alert_systems() == []
+    CircuitBreaker("first-breaker", clock=clock)
+    (created,) = _alert_systems()
+    assert created is default_alert_system()
+    created.close()
+    with AlertSystem(clock=clock) as own:
+        _trip_breaker(clock)
+        assert _alert_systems() == [own]
+        assert kinds(own) == [AlertKind.CIRCUIT_OPEN]
 
 
 def test_hub_spares_the_alert_system_events_it_cannot_alert_on(

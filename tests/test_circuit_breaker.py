@@ -674,6 +674,37 @@ async def test_state_changes_are_reported(clock: FakeClock, recorder: EventRecor
     assert set(recorder.sources(Event.STATE_CHANGED)) == {TelemetrySource("circuit_breaker", "events")}
 
 
+async def test_state_changes_carry_the_reopen_count_of_the_episode(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Each HALF_OPEN -> OPEN adds one re-open to the outage episode; closing reports the total; a new trip starts at 0."""
+    breaker = make(clock, "episode", failure_threshold=1, success_threshold=1, timeout=1.0)
+    await fail_times(breaker, "async", 1)
+    for _ in range(3):
+        clock.advance(1.0)
+        await fail_times(breaker, "async", 1)  # the probe fails: a re-open
+    clock.advance(1.0)
+    assert breaker.call_sync(ok) == "ok"
+    await fail_times(breaker, "async", 1)
+    reopens = [
+        (args.old, args.new, args.reopens)
+        for args in recorder.of(Event.STATE_CHANGED)
+        if isinstance(args, StateChanged)
+    ]
+    assert reopens == [
+        ("closed", "open", 0),
+        ("open", "half_open", 0),
+        ("half_open", "open", 1),
+        ("open", "half_open", 1),
+        ("half_open", "open", 2),
+        ("open", "half_open", 2),
+        ("half_open", "open", 3),
+        ("open", "half_open", 3),
+        ("half_open", "closed", 3),
+        ("closed", "open", 0),
+    ]
+
+
 async def test_rejections_are_reported_with_reason(clock: FakeClock, recorder: EventRecorder) -> None:
     """Rejections report circuit_open or half_open_full through the node's telemetry."""
     breaker = make(clock, "rej", failure_threshold=1, timeout=5.0)
@@ -932,6 +963,46 @@ async def test_direct_driver_gives_the_permit_back_on_cancellation(clock: FakeCl
     assert breaker.get_stats()["total_failures"] == 0
     assert breaker._pipeline.stats.cancelled == 1
     assert breaker.state is CircuitState.CLOSED
+
+
+async def test_function_of_the_wrong_kind_is_ignored_by_the_breaker_and_failed_by_the_pipeline(
+    clock: FakeClock,
+) -> None:
+    """A function given to the wrong driver is one ignored call for the breaker and one failed execution, never a cancellation."""
+    breaker = make(clock, failure_threshold=1, timeout=1.0)
+
+    async def coroutine_function() -> str:
+        return "ok"
+
+    with pytest.raises(TypeError, match="fn must return an awaitable"):
+        await breaker.call(ok)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="fn is a coroutine function"):
+        breaker.call_sync(coroutine_function)
+    await fail_times(breaker, "async", 1)
+    clock.advance(1.0)
+    assert breaker.state is CircuitState.HALF_OPEN
+    with pytest.raises(TypeError):
+        await breaker.call(ok)  # type: ignore[arg-type]
+    stats = breaker.get_stats()
+    assert (stats["total_ignored"], stats["total_cancelled"], stats["total_failures"]) == (3, 0, 1)
+    assert (stats["state"], stats["half_open_in_flight"]) == ("half_open", 0), (
+        "the probe permit is given back"
+    )
+    pipeline = breaker._pipeline.stats
+    assert (pipeline.errors, pipeline.cancelled) == (4, 0)
+
+
+async def test_wrong_driver_inside_a_pipeline_is_ignored_by_the_breaker(clock: FakeClock) -> None:
+    """A breaker linked in a pipeline also counts a function of the wrong kind as ignored, not cancelled."""
+    breaker = make(clock)
+    pipeline = PipelineBuilder("wrong-kind", clock=clock).add(breaker.as_strategy("wrong-kind")).build()
+    with pytest.raises(TypeError):
+        await pipeline.execute(ok)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        pipeline.execute_sync(asyncio.sleep, 0)
+    stats = breaker.get_stats()
+    assert (stats["total_ignored"], stats["total_cancelled"], stats["total_failures"]) == (2, 0, 0)
+    assert (pipeline.stats.errors, pipeline.stats.cancelled) == (2, 0)
 
 
 def test_sync_success_counts_are_exact_from_many_threads(clock: FakeClock) -> None:

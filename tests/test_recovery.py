@@ -11,12 +11,20 @@ from typing import Any
 
 import pytest
 
+from otel_resilience.circuit_breaker import CircuitBreakerConfig, CircuitState
 from otel_resilience.engine.context import ExecutionContext, SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.strategy import Strategy
-from otel_resilience.errors import RecoveryEscalatedError
+from otel_resilience.errors import (
+    BulkheadFullError,
+    BulkheadTimeoutError,
+    CircuitOpenError,
+    ExecutionRejectedError,
+    RecoveryEscalatedError,
+)
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.recovery import (
     DEFAULT_DELAY,
     DEFAULT_ISOLATE_DURATION,
@@ -509,6 +517,59 @@ async def test_isolate_without_a_breaker_fails_and_logs(
     assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
 
 
+async def run_in(manager: ResilienceManager, config: ResilienceConfig, driver: str, flaky: Flaky) -> Any:
+    if driver == "async":
+        return await manager.execute_with_resilience(flaky.run_async, config)
+    return manager.execute_with_resilience_sync(flaky.run_sync, config)
+
+
+async def test_isolate_in_a_manager_opens_the_policys_own_breaker(
+    driver: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a manager, ISOLATE without isolate_breaker force-opens the policy's breaker: a successful attempt."""
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_duration=20.0)
+    )
+    name = unique("policy")
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=100), enable_recovery=True, name=name
+    )
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"), pytest.raises(ConnectionError):
+        await run_in(manager, config, driver, Flaky(1))
+    breaker = manager.get_circuit_breaker(name)
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.get_stats()["retry_after"] == 20.0
+    stats = manager.recovery_system.get_stats()
+    assert stats["by_strategy"]["isolate"] == {"attempts": 1, "successful": 1, "failed": 0}
+    assert stats["recovery_rate"] == 1.0
+    assert "isolate" not in caplog.text
+
+
+async def test_named_isolate_breaker_resolves_within_the_same_manager(driver: str, clock: FakeClock) -> None:
+    """isolate_breaker names a breaker of the rule's own manager, never a namesake of another manager."""
+    db = unique("db")
+    first, second, third = (ResilienceManager(clock=clock) for _ in range(3))
+    mine = first.get_circuit_breaker(db)
+    other = second.get_circuit_breaker(db)  # created later: the process-wide registry's choice
+    for manager in (first, third):
+        manager.recovery_system.register_recovery_rule(
+            ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=db)
+        )
+    config = ResilienceConfig(enable_recovery=True, name=unique("api"))
+    with pytest.raises(ConnectionError):
+        await run_in(first, config, driver, Flaky(1))
+    assert (mine.state, other.state) == (CircuitState.OPEN, CircuitState.CLOSED)
+    with pytest.raises(ConnectionError):
+        await run_in(third, config, driver, Flaky(1))  # the third manager has no breaker of that name
+    assert other.state is CircuitState.CLOSED
+    assert third.recovery_system.get_stats()["by_strategy"]["isolate"] == {
+        "attempts": 1,
+        "successful": 0,
+        "failed": 1,
+    }
+
+
 # -- ESCALATE ----------------------------------------------------------------------------------
 
 
@@ -589,6 +650,66 @@ async def test_cancellation_is_never_recovered(clock: FakeClock) -> None:
         system.recover_from_error_sync(asyncio.CancelledError())
     assert system.get_stats()["attempts"] == 0
     assert system.get_stats()["patterns_detected"] == 0
+
+
+REJECTIONS: tuple[ExecutionRejectedError, ...] = (
+    CircuitOpenError("db", "open", 5.0),
+    BulkheadFullError("pool", 2, 0),
+    BulkheadTimeoutError("pool", 2, 4, 1.0),
+)
+
+
+@pytest.mark.parametrize("rejection", REJECTIONS, ids=lambda e: type(e).__name__)
+async def test_rejections_are_neither_recovered_nor_patterns(
+    rejection: ExecutionRejectedError, driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A rejection passes a catch-all rule unchanged: no recovery attempt, no pattern, no event."""
+    system = ErrorRecoverySystem(unique("rej"), clock=clock, pattern_threshold=2)
+    system.register_recovery_rule(Exception, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="fb"))
+
+    def rejected() -> None:
+        raise rejection
+
+    async def rejected_async() -> None:
+        raise rejection
+
+    for _ in range(3):
+        with pytest.raises(type(rejection)) as caught:
+            if driver == "async":
+                await system.execute(rejected_async)
+            else:
+                system.execute_sync(rejected)
+        assert caught.value is rejection
+        with pytest.raises(type(rejection)) as caught:
+            await recover(system, driver, rejection, {"operation_name": "fetch"})
+        assert caught.value is rejection
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["patterns_detected"], stats["recovery_rate"]) == (0, 0, 1.0)
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == []
+    assert system._pipeline.stats.rejected == 3
+
+
+@pytest.mark.parametrize("rejection", [ExecutionRejectedError, CircuitOpenError, BulkheadTimeoutError])
+def test_a_rule_for_a_rejection_is_refused(rejection: type[Exception]) -> None:
+    """Registering a rule for a rejection type raises ValueError naming exc_type (it could never act)."""
+    system = ErrorRecoverySystem()
+    with pytest.raises(ValueError, match=r"ErrorRecoverySystem\.exc_type must be an error of the dependency"):
+        system.register_recovery_rule(rejection, retry())
+    assert system.rules == {}
+
+
+async def test_operation_of_the_wrong_kind_is_a_type_error(clock: FakeClock) -> None:
+    """recover_from_error given a plain operation, or its sync twin an async one, raises TypeError."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=2))
+    plain, coroutine_function = Flaky(0), Flaky(0)
+    with pytest.raises(TypeError, match="fn must return an awaitable"):
+        await system.recover_from_error(ConnectionError(), {"operation": plain.run_sync})
+    with pytest.raises(TypeError, match="fn is a coroutine function"):
+        system.recover_from_error_sync(ConnectionError(), {"operation": coroutine_function.run_async})
+    assert len(plain.calls) == 1
+    assert system.get_stats()["attempts"] == 0
 
 
 # -- recover_from_error ------------------------------------------------------------------------
@@ -779,6 +900,15 @@ def test_as_strategy_returns_new_unlinked_links(clock: FakeClock) -> None:
     assert system.get_stats()["successful_recoveries"] == 2
     with pytest.raises(ValueError, match=r"ErrorRecoverySystem\.breaker"):
         system.as_strategy(breaker="")
+
+
+def test_as_strategy_refuses_a_bad_breaker_or_resolver(clock: FakeClock) -> None:
+    """as_strategy takes a breaker name or a breaker, and a callable resolver, else TypeError naming the field."""
+    system = ErrorRecoverySystem(clock=clock)
+    with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.breaker must be a breaker name or a circuit"):
+        system.as_strategy(breaker=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.breakers must be callable"):
+        system.as_strategy(breakers="db")  # type: ignore[arg-type]
 
 
 async def test_non_callable_fn_is_a_type_error(clock: FakeClock) -> None:

@@ -62,7 +62,7 @@ def _header(options: DemoOptions, scenario: Scenario, metrics_url: str | None) -
             "policies: content_api (breaker 3, retry 2, cached fallback, timeout 30 s, bulkhead 5), "
             "ml_service (breaker 5 / 120 s, 3 exponential retries from 2 s, timeout 60 s), "
             "database (timeout 10 s, fallback [], bulkhead 20); "
-            "recovery rules for ConnectionError and CircuitOpenError"
+            "recovery rule for ConnectionError"
         ),
         f"running {until}; the faults {repeat}",
     ]

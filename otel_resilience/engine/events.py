@@ -141,6 +141,10 @@ class StateChanged:
     reason: str
     """``"failure_threshold"``, ``"timeout_elapsed"``, ``"probe_failed"``,
     ``"probe_succeeded"``, ``"forced"``, ``"reset"`` or ``"isolated"``."""
+    reopens: int = 0
+    """Re-opens so far in the current outage episode (which starts when the breaker opens from
+    CLOSED and ends when it closes): 0 on the opening transition, 1 after the first
+    HALF_OPEN -> OPEN, ...; a transition to CLOSED carries the episode's total."""
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """Named pattern instances, for telemetry and for lookup by name.
 
-Every circuit breaker, bulkhead and pipeline registers itself in the registry of its kind when
-it is created. The registry holds *weak* references: it never keeps an instance alive.
+Every circuit breaker, bulkhead, pipeline and error recovery system registers itself in the
+registry of its kind when it is created. The registry holds *weak* references: it never keeps an
+instance alive.
 Observable instruments iterate :meth:`Registry.items` to export live state (the Resilience4j
 ``bindTo`` idea); recovery rules find a breaker to isolate by name with :meth:`Registry.get`.
 """
@@ -13,7 +14,7 @@ import weakref
 from collections.abc import Callable
 from typing import Final, Generic, Protocol, TypeVar
 
-__all__ = ["BREAKERS", "BULKHEADS", "PIPELINES", "Named", "Registry"]
+__all__ = ["BREAKERS", "BULKHEADS", "PIPELINES", "RECOVERY_SYSTEMS", "Named", "Registry"]
 
 
 class Named(Protocol):
@@ -32,7 +33,8 @@ class Registry(Generic[T]):
     """A thread-safe, weak set of named instances of one kind, indexed by name.
 
     Args:
-        kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``).
+        kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``,
+            ``"recovery"``).
     """
 
     __slots__ = ("_by_name", "_items", "_lock", "_on_added", "kind")
@@ -94,3 +96,5 @@ BULKHEADS: Final[Registry[Named]] = Registry("bulkhead")
 """Every live bulkhead."""
 PIPELINES: Final[Registry[Named]] = Registry("pipeline")
 """Every live pipeline (manager policy)."""
+RECOVERY_SYSTEMS: Final[Registry[Named]] = Registry("recovery")
+"""Every live error recovery system."""

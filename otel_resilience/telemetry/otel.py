@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry._logs import LogRecord, SeverityNumber, get_logger
+from opentelemetry._logs import LogRecord, SeverityNumber, get_logger, get_logger_provider
+from opentelemetry._logs import _internal as _logs_internal
 from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -91,7 +92,11 @@ _OTHER_ERROR: Final = "_OTHER"
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
 
-_FAST_GLOBALS: Final = hasattr(trace, "_TRACER_PROVIDER") and hasattr(_metrics_internal, "_METER_PROVIDER")
+_FAST_GLOBALS: Final = (
+    hasattr(trace, "_TRACER_PROVIDER")
+    and hasattr(_metrics_internal, "_METER_PROVIDER")
+    and hasattr(_logs_internal, "_LOGGER_PROVIDER")
+)
 """Whether the API keeps its providers in module globals we can read for free."""
 
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
@@ -396,6 +401,7 @@ class OtelListener:
                     # The public getters load a provider named by an OTEL_PYTHON_* variable.
                     trace.get_tracer_provider()
                     metrics.get_meter_provider()
+                    get_logger_provider()
                     self._env_checked = True
                 if self._tracer_pending:
                     tracer_provider = _global_tracer_provider()
@@ -457,8 +463,12 @@ class OtelListener:
             ):
                 # The no-SDK fast path: two module attribute reads. Nothing can be shown, so
                 # the listener also asks the hub to stop sending it events until it wakes here.
-                if self._logger_provider is None and not self._dormant:
-                    self._go_dormant()
+                # A logger provider (given, or set globally) still wants alerts and patterns.
+                if self._logger_provider is None and _logs_internal._LOGGER_PROVIDER is None:
+                    if not self._dormant:
+                        self._go_dormant()
+                elif self._dormant:
+                    self._wake()  # a logger provider was set globally since it went dormant
                 return None
             self._refresh()
             tracer = self._tracer
@@ -617,6 +627,7 @@ class OtelListener:
                 and _metrics_internal._METER_PROVIDER is None
                 and self._instruments is None
                 and self._logger_provider is None
+                and _logs_internal._LOGGER_PROVIDER is None
             ):
                 self._go_dormant()  # the hub calls it, so the hub has it awake (re-added)
                 return  # the no-SDK fast path, as in start_execution

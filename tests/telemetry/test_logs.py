@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
 from opentelemetry._logs import SeverityNumber
 
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.engine.events import (
     AlertRaised,
     Event,
@@ -13,6 +22,9 @@ from otel_resilience.engine.events import (
     TelemetrySource,
 )
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.testing import FakeClock
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_alert_is_a_log_record_with_event_name(otel):
@@ -61,3 +73,91 @@ async def test_other_events_emit_no_log_record(otel):
         Event.STATE_CHANGED, StateChanged("closed", "open", "failure_threshold")
     )
     assert otel.logs() == []
+
+
+def _down() -> None:
+    raise ConnectionError
+
+
+async def test_one_outage_episode_is_one_alert_log_record(otel, clock: FakeClock):
+    """A breaker re-opening 50 times in one outage yields one alert log record; closing and tripping again, a second."""
+    breaker = CircuitBreaker(
+        "episode-logged",
+        CircuitBreakerConfig(failure_threshold=1, success_threshold=1, timeout=0.01),
+        clock=clock,
+    )
+    with AlertSystem(clock=clock, name="episode-alerts"):
+        with pytest.raises(ConnectionError):
+            breaker.call_sync(_down)
+        for _ in range(50):
+            clock.advance(0.01)
+            with pytest.raises(ConnectionError):
+                breaker.call_sync(_down)
+
+        def alert_records() -> list:
+            return [
+                r
+                for r in otel.logs()
+                if r.event_name == sc.EV_ALERT and r.attributes["resilience.name"] == "episode-alerts"
+            ]
+
+        (record,) = alert_records()
+        assert record.body == "circuit breaker 'episode-logged' opened (failure_threshold)"
+        assert record.attributes["resilience.alert.subject"] == "episode-logged"
+        clock.advance(0.01)
+        assert breaker.call_sync(lambda: "up") == "up"
+        with pytest.raises(ConnectionError):
+            breaker.call_sync(_down)
+        assert len(alert_records()) == 2
+
+
+def test_alerts_are_logged_with_only_a_global_logger_provider():
+    """With only a global LoggerProvider (no tracer or meter provider) an alert is still a log record."""
+    code = """
+        from opentelemetry._logs import set_logger_provider
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+        from otel_resilience import CircuitBreaker, CircuitBreakerConfig, default_alert_system
+        from otel_resilience.telemetry import install_default
+
+        listener = install_default()
+        default_alert_system()
+        breaker = CircuitBreaker("logged", CircuitBreakerConfig(failure_threshold=1))
+        assert breaker.call_sync(lambda: 1) == 1
+        assert breaker.call_sync(lambda: 1) == 1  # no SDK yet: the listener sleeps
+
+        exporter = InMemoryLogRecordExporter()
+        provider = LoggerProvider()
+        provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+        set_logger_provider(provider)
+
+        def down():
+            raise ConnectionError
+
+        try:
+            breaker.call_sync(down)
+        except ConnectionError:
+            pass
+        records = [r.log_record for r in exporter.get_finished_logs()]
+        print([(r.event_name, r.body) for r in records])
+        """
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for variable in (
+        "OTEL_PYTHON_TRACER_PROVIDER",
+        "OTEL_PYTHON_METER_PROVIDER",
+        "OTEL_PYTHON_LOGGER_PROVIDER",
+    ):
+        environment.pop(variable, None)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(
+        [(sc.EV_ALERT, "circuit breaker 'logged' opened (failure_threshold)")]
+    )

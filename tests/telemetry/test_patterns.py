@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-from otel_resilience.alerts import AlertSystem
+from otel_resilience.alerts import AlertSystem, default_alert_system
 from otel_resilience.bulkhead import BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.errors import BulkheadFullError, CircuitOpenError, OperationTimeoutError
@@ -21,7 +21,8 @@ from otel_resilience.telemetry import semconv as sc
 
 @pytest.fixture
 def alerts(clock):
-    """An alert system of our own (closed afterwards), so alerts are attributed to it."""
+    """The only alert system on the global hub (closed afterwards), so alerts are attributed to it."""
+    default_alert_system().close()
     system = AlertSystem(clock=clock, name="tel-alerts")
     yield system
     system.close()

@@ -247,16 +247,17 @@ def test_listener_sleeps_without_sdk_and_wakes_when_providers_are_set():
     """With no SDK the listener leaves event delivery (no event args built) and the next call after a provider is set brings it back."""
     out = _run(
         """
-        from otel_resilience import CircuitBreaker, CircuitOpenError
-        from otel_resilience.engine.events import HUB, StrategyTelemetry, TelemetrySource
+        from otel_resilience import CircuitBreaker, CircuitOpenError, default_alert_system
+        from otel_resilience.engine.events import HUB, Event, StrategyTelemetry, TelemetrySource
         from otel_resilience.telemetry import install_default
 
         listener = install_default()
         breaker = CircuitBreaker("sleepy")
         assert breaker.call_sync(lambda: 1) == 1  # the first call reads the environment
         assert breaker.call_sync(lambda: 1) == 1
-        assert listener in HUB.execution_listeners and HUB.event_listeners == ()
-        assert not StrategyTelemetry(TelemetrySource("circuit_breaker", "x")).enabled
+        # Only the alert system (created with the breaker) still listens to events.
+        assert listener in HUB.execution_listeners and HUB.event_listeners == (default_alert_system(),)
+        assert not StrategyTelemetry(TelemetrySource("circuit_breaker", "x")).wants(Event.CALL_REJECTED)
 
         from opentelemetry import metrics
         from opentelemetry.sdk.metrics import MeterProvider
@@ -269,7 +270,7 @@ def test_listener_sleeps_without_sdk_and_wakes_when_providers_are_set():
             breaker.call_sync(lambda: 1)
         except CircuitOpenError:
             pass
-        assert HUB.event_listeners == (listener,)
+        assert set(HUB.event_listeners) == {listener, default_alert_system()}
         names = [m.name for rm in reader.get_metrics_data().resource_metrics
                  for sm in rm.scope_metrics for m in sm.metrics]
         assert "resilience.rejections" in names, names
