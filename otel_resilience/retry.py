@@ -106,6 +106,7 @@ from otel_resilience.engine.validation import (
     check_int,
     check_name,
     check_number,
+    describe,
     fail,
 )
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
@@ -840,7 +841,7 @@ def _name_of(fn: Callable[..., Any]) -> str:
 
 def _not_callable(owner: str, fn: object) -> TypeError:
     """Build the error for a non-callable ``fn``."""
-    return TypeError(f"{owner} needs a callable fn, got {fn!r} ({type(fn).__name__})")
+    return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
 
 
 class Retry:

@@ -27,6 +27,7 @@ __all__ = [
     "check_int",
     "check_name",
     "check_number",
+    "describe",
     "fail",
 ]
 
@@ -34,8 +35,15 @@ MAX_DURATION: Final[float] = threading.TIMEOUT_MAX
 """The longest duration any configuration accepts, in seconds: ``threading.TIMEOUT_MAX``."""
 
 
-def _shown(value: object) -> str:
-    """Return ``repr(value)``, or a description that cannot fail when that ``repr`` raises."""
+def describe(value: object) -> str:
+    """Return ``repr(value)`` for an error message, or a description that cannot fail when it raises.
+
+    Args:
+        value: The value to show.
+
+    Returns:
+        ``repr(value)``, or ``"<Type object at 0x...> (its repr raised)"``.
+    """
     try:
         return repr(value)
     except Exception:  # noqa: BLE001 - the value is being reported as wrong, whatever its repr does
@@ -47,7 +55,7 @@ def _type_name(value: object) -> str:
     kind = type(value)
     try:
         return str(kind.__name__)
-    except Exception:  # noqa: BLE001 - same as _shown
+    except Exception:  # noqa: BLE001 - same as describe
         return type.__dict__["__name__"].__get__(kind)  # type: ignore[no-any-return]
 
 
@@ -74,7 +82,7 @@ def fail(
     Returns:
         The exception, ready to be raised.
     """
-    shown = f"{_shown(value)} ({_type_name(value)})" if kind is TypeError else _shown(value)
+    shown = f"{describe(value)} ({_type_name(value)})" if kind is TypeError else describe(value)
     return kind(f"{owner}.{field} must be {rule}, got {shown}")
 
 

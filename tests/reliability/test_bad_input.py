@@ -666,3 +666,14 @@ def test_a_sync_bulkhead_waits_with_the_longest_timeout_and_refuses_a_longer_one
     holder.join(10.0)
     waiter.join(10.0)
     assert sorted(map(str, results)) == ["held", "waited"]
+
+
+async def test_a_non_callable_whose_repr_raises_is_refused_naming_fn() -> None:
+    """Retry's non-callable error shows a value whose repr raises by its type, not by its repr's error."""
+    pattern = (
+        r"Retry\.execute needs a callable fn, got <.*Unprintable object at 0x[0-9a-f]+> \(its repr raised\)"
+    )
+    with pytest.raises(TypeError, match=pattern):
+        await Retry("r").execute(Unprintable())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"retry_sync needs a callable fn, got <.*\(its repr raised\)"):
+        retry_sync(Unprintable())  # type: ignore[arg-type]
