@@ -90,8 +90,9 @@ def _owner() -> object:
 def _own_deadline() -> float:
     """Return the effective deadline of the current task or thread (``inf`` when there is none).
 
-    This is the one place that decides which deadline applies: one set by another task or thread
-    and inherited through a copied context does not.
+    Every reader goes through here (the two scopes apply the same test to the owner they already
+    hold): a deadline set by another task or thread, inherited through a copied context, does not
+    apply.
     """
     deadline, owner = _DEADLINE.get()
     if owner is _NO_OWNER or owner is not _owner():  # no deadline at all: no owner to look up
