@@ -107,6 +107,7 @@ from otel_resilience.engine.validation import (
     check_int,
     check_name,
     check_number,
+    describe,
     fail,
 )
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
@@ -848,12 +849,8 @@ def _name_of(fn: Callable[..., Any]) -> str:
 
 
 def _not_callable(owner: str, fn: object) -> TypeError:
-    """Build the error for a non-callable ``fn`` (even when its ``__repr__`` raises)."""
-    try:
-        shown = repr(fn)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the mistake being reported
-        shown = "an object whose repr() failed"
-    return TypeError(f"{owner} needs a callable fn, got {shown} ({type(fn).__name__})")
+    """Build the error for a non-callable ``fn``."""
+    return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
 
 
 class Retry:

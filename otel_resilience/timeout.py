@@ -25,6 +25,9 @@ Decisions:
   under an outer 0.05 s one raises the *outer's* error; an inner deadline that fires first
   raises the inner's error, which the outer passes through untouched. Any other cancellation
   (``task.cancel()``, a task group) propagates as ``CancelledError``, never converted.
+* **A deadline binds the task that set it**, as ``asyncio.timeout`` does: a task spawned inside
+  the call (or a thread given a copy of its context) has no deadline until it opens its own, so
+  its own timeout arms however tight the caller's was (see :mod:`otel_resilience.engine.context`).
 * **A default is a fallback.** When ``default`` is configured, a timeout returns it, counts in
   ``defaults_returned`` and marks the execution's outcome as
   :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`; the ``timeout`` event is still
@@ -37,7 +40,11 @@ Decisions:
 
 :func:`fail_after` and :func:`move_on_after` are the same deadline as bare async context
 managers (trio/anyio style): the first raises, the second swallows its own timeout and exposes
-:attr:`MoveOnAfter.expired`.
+:attr:`MoveOnAfter.expired`. Like ``asyncio.timeout``, each scope is single-use: entering it a
+second time raises ``RuntimeError``.
+
+Durations are at most :data:`~otel_resilience.engine.validation.MAX_DURATION`
+(``threading.TIMEOUT_MAX``); a longer one is a ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
@@ -102,7 +109,7 @@ NO_DEFAULT: Final = _NoDefault.NO_DEFAULT
 
 
 def _check_timeout(owner: str, timeout: object) -> float:
-    """Validate a timeout (seconds or ``timedelta``; finite and > 0) and return it in seconds."""
+    """Validate a timeout (seconds or ``timedelta``; > 0 and <= ``MAX_DURATION``); return seconds."""
     return check_duration(owner, "timeout", timeout)
 
 
@@ -120,13 +127,13 @@ class TimeoutConfig:
     """Settings of a :class:`TimeoutHandler`.
 
     Raises:
-        ValueError: If ``timeout`` is not finite and > 0, or ``scope`` is unknown.
+        ValueError: If ``timeout`` is not > 0 and <= ``MAX_DURATION``, or ``scope`` is unknown.
         TypeError: If a field has the wrong type.
     """
 
     timeout: float = DEFAULT_TIMEOUT
-    """Deadline in seconds, > 0 and finite (a ``timedelta`` is accepted and normalised).
-    The default is 30.0 s."""
+    """Deadline in seconds, > 0 and at most ``MAX_DURATION`` (``threading.TIMEOUT_MAX``); a
+    ``timedelta`` is accepted and normalised. The default is 30.0 s."""
     default: object = NO_DEFAULT
     """Value returned when the deadline expires, instead of raising
     :class:`~otel_resilience.errors.OperationTimeoutError`. The default is :data:`NO_DEFAULT`
@@ -261,7 +268,8 @@ class TimeoutHandler:
     """Puts a deadline on calls; raises or returns a default when it expires (SPEC §1.4).
 
     Args:
-        timeout: Deadline in seconds (or a ``timedelta``), finite and > 0. Default 30.0 s.
+        timeout: Deadline in seconds (or a ``timedelta``), > 0 and at most ``MAX_DURATION``
+            (``threading.TIMEOUT_MAX``). Default 30.0 s.
         default: Returned instead of raising when the deadline expires. Default
             :data:`NO_DEFAULT`: raise :class:`~otel_resilience.errors.OperationTimeoutError`.
         name: The handler's name in errors and telemetry. Default ``"timeout"``.
@@ -270,8 +278,8 @@ class TimeoutHandler:
         clock: The clock that deadlines are measured on.
 
     Raises:
-        ValueError: If ``timeout`` is not finite and > 0, ``scope`` is unknown or ``name`` is
-            empty.
+        ValueError: If ``timeout`` is not > 0 and <= ``MAX_DURATION``, ``scope`` is unknown or
+            ``name`` is empty.
         TypeError: If an argument has the wrong type.
     """
 
@@ -448,16 +456,17 @@ def fail_after(
             await fetch()
 
     Args:
-        seconds: The budget in seconds (or a ``timedelta``), finite and >= 0.
+        seconds: The budget in seconds (or a ``timedelta``), >= 0 and at most ``MAX_DURATION``.
         clock: The clock the deadline is recorded on (for :func:`current_deadline`).
         operation: The name shown in the error.
 
     Returns:
-        The deadline scope; its ``expired`` attribute tells whether it fired.
+        The deadline scope (single-use); its ``expired`` attribute tells whether it fired.
 
     Raises:
-        ValueError: If ``seconds`` is negative or not finite.
+        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``.
         OperationTimeoutError: On exit from the block, when its own deadline passed.
+        RuntimeError: When the returned scope is entered a second time.
     """
     budget = check_duration("fail_after", "seconds", seconds, allow_zero=True)
     return AsyncDeadline(clock, budget, operation, "total")
@@ -512,15 +521,16 @@ def move_on_after(
             ...
 
     Args:
-        seconds: The budget in seconds (or a ``timedelta``), finite and >= 0.
+        seconds: The budget in seconds (or a ``timedelta``), >= 0 and at most ``MAX_DURATION``.
         clock: The clock the deadline is recorded on (for :func:`current_deadline`).
         operation: The scope's name.
 
     Returns:
-        The scope; read :attr:`MoveOnAfter.expired` after the block.
+        The scope (single-use); read :attr:`MoveOnAfter.expired` after the block.
 
     Raises:
-        ValueError: If ``seconds`` is negative or not finite.
+        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``.
+        RuntimeError: When the returned scope is entered a second time.
     """
     budget = check_duration("move_on_after", "seconds", seconds, allow_zero=True)
     return MoveOnAfter(AsyncDeadline(clock, budget, operation, "total"))

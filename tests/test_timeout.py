@@ -560,3 +560,71 @@ async def test_callee_that_swallows_its_cancellation_returns_its_value() -> None
 
     assert await handler.with_timeout(stubborn) == "swallowed"
     assert handler.get_stats() == {"executions": 1, "timeouts": 0, "defaults_returned": 0}
+
+
+# -- a deadline binds the task that set it ---------------------------------------------------
+
+
+async def test_a_task_spawned_under_a_tighter_scope_is_bounded_by_its_own_handler() -> None:
+    """A child task's own 0.3 s timeout fires although its parent's 0.05 s scope was tighter and ended."""
+    handler = TimeoutHandler(0.3)
+
+    async def child() -> None:
+        await handler.with_timeout(asyncio.sleep, 5.0)
+
+    started = time.monotonic()
+    async with move_on_after(TIMER):
+        task = asyncio.create_task(child())
+        await asyncio.sleep(3600)
+    with pytest.raises(OperationTimeoutError) as info:
+        await asyncio.wait_for(task, 10.0)
+    assert info.value.timeout == 0.3
+    assert time.monotonic() - started < 4.0
+    assert handler.get_stats()["timeouts"] == 1
+
+
+async def test_a_sync_handler_in_a_thread_publishes_its_own_deadline_under_a_tighter_task_scope() -> None:
+    """with_timeout_sync in asyncio.to_thread publishes its own deadline, not the awaiting task's."""
+    clock = FakeClock(0.0)
+    handler = TimeoutHandler(5.0, clock=clock)
+    async with fail_after(1.0, clock=clock):
+        assert current_deadline() == 1.0
+        assert await asyncio.to_thread(handler.with_timeout_sync, current_deadline) == 5.0
+
+
+# -- scopes are single-use; durations fit the platform ---------------------------------------
+
+
+@pytest.mark.parametrize("make", [fail_after, move_on_after], ids=["fail_after", "move_on_after"])
+async def test_scope_helpers_entered_twice_raise_runtime_error(make) -> None:
+    """Entering a fail_after/move_on_after scope a second time raises RuntimeError, nested or after."""
+    scope = make(5.0)
+    async with scope:
+        with pytest.raises(RuntimeError, match="already been entered"):
+            async with scope:
+                pass
+    assert not scope.expired
+    with pytest.raises(RuntimeError, match="already been entered"):
+        async with scope:
+            await asyncio.sleep(0)
+    assert current_deadline() is None
+
+
+@pytest.mark.parametrize("too_long", [10**400, 1e10, timedelta.max], ids=["10**400", "1e10", "timedelta.max"])
+async def test_durations_beyond_the_platform_limit_are_refused_and_the_limit_itself_works(too_long) -> None:
+    """A timeout above threading.TIMEOUT_MAX is a ValueError naming the field; exactly the limit works."""
+    over = r"must be <= \d+ seconds \(threading\.TIMEOUT_MAX\)"
+    with pytest.raises(ValueError, match=r"TimeoutHandler\.timeout " + over):
+        TimeoutHandler(timeout=too_long)
+    with pytest.raises(ValueError, match=r"TimeoutConfig\.timeout " + over):
+        TimeoutConfig(timeout=too_long)
+    with pytest.raises(ValueError, match=r"fail_after\.seconds " + over):
+        fail_after(too_long)
+    with pytest.raises(ValueError, match=r"move_on_after\.seconds " + over):
+        move_on_after(too_long)
+    longest = TimeoutHandler(threading.TIMEOUT_MAX)
+    assert await longest.with_timeout(asyncio.sleep, 0, "async") == "async"
+    assert longest.with_timeout_sync(str, "sync") == "sync"
+    async with fail_after(threading.TIMEOUT_MAX) as scope:
+        await asyncio.sleep(0)
+    assert not scope.expired

@@ -13,6 +13,14 @@ deadline expired; any other cancellation propagates untouched.
 Sync code cannot be pre-empted: a sync scope checks the deadline when the call returns (a late
 result is a timeout) and publishes it through :func:`current_deadline`, so that the callee can
 pass what is left on as a socket timeout.
+
+**A deadline belongs to the task that set it** (outside any task: to the thread), as with
+``asyncio.timeout``. The context variable holds the deadline together with its owner, and every
+reader (:func:`current_deadline`, :func:`time_remaining`, the scopes themselves) ignores a
+deadline owned by someone else. ``asyncio.create_task`` and ``asyncio.to_thread`` copy the
+context into the new task or thread, but nothing would ever cancel it at that deadline: a task or
+thread started inside a scope has no deadline of ours until it opens its own. A child that is
+awaited (``gather``, ``TaskGroup``) is still bounded, through the cancellation of its parent.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import contextvars
 import heapq
 import math
 import sys
+import threading
 import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
@@ -44,23 +53,74 @@ __all__ = [
 ]
 
 _NO_DEADLINE: Final = math.inf
-_DEADLINE: ContextVar[float] = ContextVar("otel_resilience_deadline", default=_NO_DEADLINE)
+_NO_OWNER: Final[object] = object()
+"""The owner of "no deadline": never the current task or thread."""
+_DEADLINE: ContextVar[tuple[float, object]] = ContextVar(
+    "otel_resilience_deadline", default=(_NO_DEADLINE, _NO_OWNER)
+)
+"""The effective deadline and its owner: the task (or, outside any task, the thread) that set it."""
+
+_get_running_loop = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
+_current_task = asyncio.current_task
+
+
+class _Thread(threading.local):
+    """Per thread: the token that stands for the thread as a deadline's owner.
+
+    A token object rather than the thread's ident, which the system reuses once a thread ended.
+    """
+
+    def __init__(self) -> None:
+        self.owner = object()
+
+
+_THREAD: Final = _Thread()
+
+
+def _owner() -> object:
+    """Return who a deadline set here belongs to: the running task, else the current thread."""
+    loop = _get_running_loop()
+    if loop is not None:
+        task = _current_task(loop)
+        if task is not None:
+            return task
+    return _THREAD.owner
+
+
+def _own_deadline() -> float:
+    """Return the effective deadline of the current task or thread (``inf`` when there is none).
+
+    Every reader goes through here (the two scopes apply the same test to the owner they already
+    hold): a deadline set by another task or thread, inherited through a copied context, does not
+    apply.
+    """
+    deadline, owner = _DEADLINE.get()
+    if owner is _NO_OWNER or owner is not _owner():  # no deadline at all: no owner to look up
+        return _NO_DEADLINE
+    return deadline
 
 
 def current_deadline() -> float | None:
     """Return the effective absolute deadline (``time.monotonic`` base) of the current call.
 
+    A deadline binds the task (outside any task: the thread) whose scope set it. A task or thread
+    started inside a scope does not inherit it: until it opens a scope of its own it has none.
+
     Returns:
-        The earliest deadline of every enclosing timeout scope, or ``None`` when there is none.
-        A callee can pass ``deadline - time.monotonic()`` on as a socket timeout.
+        The earliest deadline of every enclosing timeout scope of the current task or thread, or
+        ``None`` when there is none. A callee can pass ``deadline - time.monotonic()`` on as a
+        socket timeout.
     """
-    deadline = _DEADLINE.get()
+    deadline = _own_deadline()
     return None if deadline == _NO_DEADLINE else deadline
 
 
 def time_remaining(clock: Clock) -> float:
-    """Return the seconds left before the effective deadline (``inf`` when there is none)."""
-    deadline = _DEADLINE.get()
+    """Return the seconds left before the effective deadline (``inf`` when there is none).
+
+    The deadline is the one :func:`current_deadline` returns: that of the current task or thread.
+    """
+    deadline = _own_deadline()
     if deadline == _NO_DEADLINE:
         return _NO_DEADLINE
     return deadline - clock.now()
@@ -200,6 +260,14 @@ def _loop_deadlines(loop: asyncio.AbstractEventLoop) -> _LoopDeadlines:
     return deadlines
 
 
+def _entered_twice(scope: object, operation: str) -> RuntimeError:
+    """Build the error for a deadline scope entered a second time (scopes are single-use)."""
+    return RuntimeError(
+        f"{type(scope).__name__} {operation!r} has already been entered: a deadline scope is "
+        "single-use, make a new one for each block"
+    )
+
+
 class AsyncDeadline:
     """An async context manager that cancels the task at an absolute deadline.
 
@@ -211,6 +279,9 @@ class AsyncDeadline:
     ends in time leaves nothing behind on the loop, however many calls run between two loop
     iterations.
 
+    A scope is single-use, like ``asyncio.timeout``: entering it a second time raises
+    ``RuntimeError``. Its deadline binds the task that entered it, not tasks spawned inside it.
+
     Attributes:
         expired: Whether this scope's own deadline fired.
     """
@@ -218,6 +289,7 @@ class AsyncDeadline:
     __slots__ = (
         "_clock",
         "_deadlines",
+        "_entered",
         "_operation",
         "_scope",
         "_state",
@@ -236,6 +308,7 @@ class AsyncDeadline:
         self._state = _IDLE
         self._task: asyncio.Task[Any] | None = None
         self._token: Any = None
+        self._entered = False
         self.expired = False
 
     async def __aenter__(self) -> AsyncDeadline:
@@ -249,16 +322,20 @@ class AsyncDeadline:
         ``async with``; :meth:`leave` must then run on every way out of the block.
 
         Raises:
-            RuntimeError: Outside an asyncio task.
+            RuntimeError: Outside an asyncio task, or when the scope was entered before.
         """
+        if self._entered:
+            raise _entered_twice(self, self._operation)
+        self._entered = True
         deadline = self._clock.now() + self._timeout
-        if deadline < _DEADLINE.get():
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task(loop)
-            if task is None:  # pragma: no cover - always inside a task under asyncio
-                msg = "AsyncDeadline must be used inside an asyncio task"
-                raise RuntimeError(msg)
-            self._token = _DEADLINE.set(deadline)
+        loop = asyncio.get_running_loop()
+        task = _current_task(loop)
+        if task is None:  # pragma: no cover - always inside a task under asyncio
+            msg = "AsyncDeadline must be used inside an asyncio task"
+            raise RuntimeError(msg)
+        outer, owner = _DEADLINE.get()
+        if deadline < outer or owner is not task:  # another task's deadline does not bind this one
+            self._token = _DEADLINE.set((deadline, task))
             self._task = task
             last = _LAST_LOOP  # _loop_deadlines(loop)'s one-entry cache, inlined
             deadlines = last[1] if last[0]() is loop else _loop_deadlines(loop)
@@ -315,11 +392,14 @@ class SyncDeadline:
     :class:`OperationTimeoutError` is raised, so that a result reported as a success always met
     its deadline.
 
+    A scope is single-use: entering it a second time raises ``RuntimeError``. Its deadline binds
+    the task (outside any task: the thread) that entered it.
+
     Attributes:
         expired: Whether this scope raised for its own deadline.
     """
 
-    __slots__ = ("_clock", "_deadline", "_operation", "_scope", "_timeout", "_token", "expired")
+    __slots__ = ("_clock", "_deadline", "_entered", "_operation", "_scope", "_timeout", "_token", "expired")
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
         self._clock = clock
@@ -328,14 +408,22 @@ class SyncDeadline:
         self._scope = scope
         self._token: Any = None
         self._deadline = _NO_DEADLINE
+        self._entered = False
         self.expired = False
 
     def __enter__(self) -> SyncDeadline:
+        if self._entered:
+            raise _entered_twice(self, self._operation)
+        self._entered = True
         deadline = self._clock.now() + self._timeout
-        outer = _DEADLINE.get()
-        if deadline < outer:
+        loop = _get_running_loop()  # _owner(), inlined: every sync call with a timeout runs this
+        owner: object = None if loop is None else _current_task(loop)
+        if owner is None:
+            owner = _THREAD.owner
+        outer, outer_owner = _DEADLINE.get()
+        if deadline < outer or outer_owner is not owner:  # another's deadline does not bind us
             self._deadline = deadline
-            self._token = _DEADLINE.set(deadline)
+            self._token = _DEADLINE.set((deadline, owner))
         return self
 
     def __exit__(

@@ -2,25 +2,69 @@
 
 Every check raises with one message shape, ``"<Class>.<field> must be <rule>, got <value>"``,
 so that a user always learns which class, which field, which rule and which value was wrong.
-Nothing is ever clamped silently.
+Nothing is ever clamped silently. A value whose ``repr`` raises is still reported (by its type and
+address), so that a bad value always gets the validation error, never the error of its ``repr``.
+
+Every duration is at most :data:`MAX_DURATION` (``threading.TIMEOUT_MAX``, the longest wait the
+platform's locks accept: about 292 years on Linux and macOS, 49.7 days on Windows), so that a
+duration accepted at construction can be slept, waited on and added to a clock reading, and a
+number too large for a ``float`` is a ``ValueError`` naming the field, never an ``OverflowError``.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
+    "MAX_DURATION",
     "check_callable",
     "check_duration",
     "check_exception_types",
     "check_int",
     "check_name",
     "check_number",
+    "describe",
     "fail",
 ]
+
+MAX_DURATION: Final[float] = threading.TIMEOUT_MAX
+"""The longest duration any configuration accepts, in seconds: ``threading.TIMEOUT_MAX``."""
+
+
+def describe(value: object) -> str:
+    """Return ``repr(value)`` for an error message, or a description that cannot fail when it raises.
+
+    Args:
+        value: The value to show.
+
+    Returns:
+        ``repr(value)``, or ``"<Type object at 0x...> (its repr raised)"``.
+    """
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - the value is being reported as wrong, whatever its repr does
+        return f"{object.__repr__(value)} (its repr raised)"
+
+
+def _type_name(value: object) -> str:
+    """Return the name of ``value``'s type, even when its metaclass makes that raise."""
+    kind = type(value)
+    try:
+        return str(kind.__name__)
+    except Exception:  # noqa: BLE001 - same as describe
+        return type.__dict__["__name__"].__get__(kind)  # type: ignore[no-any-return]
+
+
+def _as_float(owner: str, field: str, value: float, rule: str) -> float:
+    """Return ``float(value)``; an ``int`` too large for a float is a ``ValueError`` naming the field."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise fail(owner, field, rule, value) from None
 
 
 def fail(
@@ -38,7 +82,7 @@ def fail(
     Returns:
         The exception, ready to be raised.
     """
-    shown = f"{value!r} ({type(value).__name__})" if kind is TypeError else repr(value)
+    shown = f"{describe(value)} ({_type_name(value)})" if kind is TypeError else describe(value)
     return kind(f"{owner}.{field} must be {rule}, got {shown}")
 
 
@@ -64,7 +108,7 @@ def check_number(
     """Return ``value`` as a finite ``float`` inside the given bounds; raise otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail(owner, field, "a number", value, kind=TypeError)
-    number = float(value)
+    number = _as_float(owner, field, value, "a finite number")
     if math.isnan(number) or math.isinf(number):
         raise fail(owner, field, "a finite number", value)
     if minimum is not None and (number < minimum or (not min_inclusive and number == minimum)):
@@ -75,7 +119,7 @@ def check_number(
 
 
 def check_duration(owner: str, field: str, value: object, *, allow_zero: bool = False) -> float:
-    """Return a duration in seconds (``float`` or ``timedelta``) that is finite and positive.
+    """Return a duration in seconds (``float`` or ``timedelta``), positive and <= :data:`MAX_DURATION`.
 
     Args:
         owner: The class name.
@@ -90,7 +134,8 @@ def check_duration(owner: str, field: str, value: object, *, allow_zero: bool = 
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail(owner, field, "a duration in seconds (float or timedelta)", value, kind=TypeError)
-    number = float(value)
+    longest = f"<= {MAX_DURATION:.0f} seconds (threading.TIMEOUT_MAX)"
+    number = _as_float(owner, field, value, longest)
     if math.isnan(number) or math.isinf(number):
         raise fail(owner, field, "a finite duration", value)
     if allow_zero:
@@ -98,6 +143,8 @@ def check_duration(owner: str, field: str, value: object, *, allow_zero: bool = 
             raise fail(owner, field, ">= 0 seconds", value)
     elif number <= 0:
         raise fail(owner, field, "> 0 seconds", value)
+    if number > MAX_DURATION:
+        raise fail(owner, field, longest, value)
     return number
 
 

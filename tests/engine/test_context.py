@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import sys
+import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -110,3 +114,161 @@ def test_sync_outer_deadline_is_kept_by_looser_inner() -> None:
     with SyncDeadline(clock, 1.0, "outer"):
         with SyncDeadline(clock, 10.0, "inner"):
             assert current_deadline() == 1.0
+
+
+# -- a deadline binds the task (or thread) that set it ----------------------------------------
+
+
+async def test_a_spawned_task_has_no_deadline_before_or_after_its_parents_passes() -> None:
+    """A task created inside a scope sees no deadline, neither while the scope runs nor after it expired."""
+    seen: list[tuple[float | None, float]] = []
+    parent_expired = asyncio.Event()
+
+    async def child() -> None:
+        seen.append((current_deadline(), time_remaining(SYSTEM_CLOCK)))
+        await parent_expired.wait()
+        seen.append((current_deadline(), time_remaining(SYSTEM_CLOCK)))
+
+    with pytest.raises(OperationTimeoutError):
+        async with AsyncDeadline(SYSTEM_CLOCK, 0.05, "parent"):
+            task = asyncio.create_task(child())
+            await asyncio.sleep(0)  # the child's first step runs inside the parent's scope
+            assert seen == [(None, float("inf"))]
+            await asyncio.sleep(3600)
+    parent_expired.set()
+    await asyncio.wait_for(task, 10.0)
+    assert seen == [(None, float("inf")), (None, float("inf"))]
+
+
+async def test_a_spawned_task_arms_its_own_looser_deadline_and_is_not_cancelled_by_the_parents() -> None:
+    """A child's own scope sets its deadline even when the parent's is tighter, and outlives the parent's."""
+    own_deadline: list[float | None] = []
+
+    async def child() -> str:
+        async with AsyncDeadline(SYSTEM_CLOCK, 10.0, "child") as scope:
+            own_deadline.append(current_deadline())
+            await asyncio.sleep(0.2)  # longer than the parent's whole budget
+        assert scope.expired is False
+        return "done"
+
+    async with AsyncDeadline(SYSTEM_CLOCK, 0.05, "parent"):
+        parent_deadline = current_deadline()
+        task = asyncio.create_task(child())
+        await asyncio.sleep(0)
+    assert parent_deadline is not None
+    assert own_deadline[0] is not None
+    assert own_deadline[0] > parent_deadline + 5.0
+    assert await asyncio.wait_for(task, 10.0) == "done"
+
+
+async def test_a_spawned_tasks_own_deadline_fires_after_its_parents_passed() -> None:
+    """A child's own timeout cancels it at its own deadline, even after the parent's deadline passed."""
+    cancelled: list[str] = []
+
+    async def child() -> None:
+        async with AsyncDeadline(SYSTEM_CLOCK, 0.3, "child"):
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.append("child")
+                raise
+
+    async with AsyncDeadline(SYSTEM_CLOCK, 0.05, "parent"):
+        task = asyncio.create_task(child())
+        await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        await asyncio.wait_for(task, 10.0)
+    assert info.value.operation == "child"
+    assert cancelled == ["child"]
+    assert time.monotonic() - started < 5.0
+
+
+def _spawners() -> list[str]:
+    """The ways to await children: ``gather`` always, ``TaskGroup`` where asyncio has it (3.11+)."""
+    return ["gather", *(["task_group"] if sys.version_info >= (3, 11) else [])]
+
+
+async def _await_children(spawner: str, coroutines: list[Any]) -> None:
+    """Run ``coroutines`` as child tasks and wait for all of them, with ``gather`` or a TaskGroup."""
+    if spawner == "gather":
+        await asyncio.gather(*coroutines)
+        return
+    async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+        for coroutine in coroutines:
+            group.create_task(coroutine)
+
+
+@pytest.mark.parametrize("spawner", _spawners())
+async def test_awaited_children_see_no_deadline_but_are_cancelled_with_their_parent(spawner: str) -> None:
+    """Children of gather/TaskGroup have no deadline of their own, yet the parent's expiry cancels them."""
+    seen: list[float | None] = []
+    cancelled: list[tuple[int, float | None]] = []
+
+    async def child(index: int) -> None:
+        seen.append(current_deadline())
+        async with AsyncDeadline(SYSTEM_CLOCK, 60.0, f"child-{index}") as own:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                assert own.expired is False
+                cancelled.append((index, current_deadline()))
+                raise
+
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as info:
+        async with AsyncDeadline(SYSTEM_CLOCK, 0.05, "parent"):
+            await _await_children(spawner, [child(0), child(1)])
+    assert time.monotonic() - started < 5.0
+    assert info.value.operation == "parent"
+    assert seen == [None, None]
+    assert sorted(index for index, _ in cancelled) == [0, 1]
+    # After the parent's deadline passed, each child still sees only its own (longer) deadline.
+    assert all(deadline is not None and deadline - time.monotonic() > 30.0 for _, deadline in cancelled)
+    assert current_deadline() is None
+
+
+async def test_a_thread_started_inside_a_scope_has_no_deadline() -> None:
+    """asyncio.to_thread copies the context, but the task's deadline does not bind the thread."""
+    async with AsyncDeadline(SYSTEM_CLOCK, 5.0, "parent"):
+        assert current_deadline() is not None
+        assert await asyncio.to_thread(current_deadline) is None
+        assert await asyncio.to_thread(time_remaining, SYSTEM_CLOCK) == float("inf")
+
+
+def test_a_sync_deadline_binds_its_thread_not_a_thread_running_a_copy_of_its_context() -> None:
+    """A context copied into another thread carries no deadline; that thread's own sync scope applies."""
+    clock = FakeClock(0.0)
+    seen: list[float | None] = []
+
+    def in_other_thread() -> None:
+        seen.append(current_deadline())
+        with SyncDeadline(clock, 10.0, "other"):
+            seen.append(current_deadline())
+
+    with SyncDeadline(clock, 1.0, "owner"):
+        context = contextvars.copy_context()
+        worker = threading.Thread(target=context.run, args=(in_other_thread,))
+        worker.start()
+        worker.join(timeout=10.0)
+        assert current_deadline() == 1.0
+    assert seen == [None, 10.0]
+
+
+async def test_a_deadline_scope_cannot_be_entered_twice() -> None:
+    """Entering an async or sync scope a second time raises RuntimeError and leaves no deadline."""
+    scope = AsyncDeadline(SYSTEM_CLOCK, 5.0, "once")
+    async with scope:
+        with pytest.raises(RuntimeError, match="already been entered"):
+            async with scope:
+                pass
+    with pytest.raises(RuntimeError, match="already been entered"):
+        async with scope:
+            pass
+    sync_scope = SyncDeadline(FakeClock(), 5.0, "once")
+    with sync_scope:
+        pass
+    with pytest.raises(RuntimeError, match="already been entered"):
+        with sync_scope:
+            pass
+    assert current_deadline() is None

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import threading
 from datetime import timedelta
 
 import pytest
 
 from otel_resilience.engine.validation import (
+    MAX_DURATION,
     check_callable,
     check_duration,
     check_exception_types,
     check_int,
     check_name,
     check_number,
+    fail,
 )
 
 
@@ -63,3 +66,69 @@ def test_good_values_are_normalised() -> None:
     predicate = callable
     assert check_exception_types("C", "f", predicate) is predicate
     assert check_callable("C", "f", None, optional=True) is None
+
+
+class UnprintableError(Exception):
+    """The error a broken ``__repr__`` raises."""
+
+
+class Unprintable:
+    """A value whose ``repr`` raises."""
+
+    def __repr__(self) -> str:
+        raise UnprintableError
+
+
+def raise_built(error: Exception) -> None:
+    """Raise an error that ``fail()`` built."""
+    raise error
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: raise_built(fail("C", "f", "a str", Unprintable(), kind=TypeError)),
+            TypeError,
+            r"C\.f must be a str",
+        ),
+        (lambda: raise_built(fail("C", "f", ">= 1", Unprintable())), ValueError, r"C\.f must be >= 1"),
+        (lambda: check_name("C", "f", Unprintable()), TypeError, r"C\.f must be a str"),
+        (lambda: check_callable("C", "f", Unprintable()), TypeError, r"C\.f must be callable"),
+        (lambda: check_duration("C", "f", Unprintable()), TypeError, r"C\.f must be a duration"),
+        (lambda: check_number("C", "f", Unprintable()), TypeError, r"C\.f must be a number"),
+    ],
+    ids=["fail-type", "fail-value", "check_name", "check_callable", "check_duration", "check_number"],
+)
+def test_a_bad_value_whose_repr_raises_still_gets_the_validation_error(call, error, message) -> None:
+    """A value whose __repr__ raises is reported by its type and address, not by its repr's error."""
+    with pytest.raises(
+        error, match=message + r".*, got <.*Unprintable object at 0x[0-9a-f]+> \(its repr raised\)"
+    ):
+        call()
+
+
+@pytest.mark.parametrize(
+    "too_long",
+    [10**400, 10**5000, 1e10, MAX_DURATION * 2, timedelta.max],
+    ids=["10**400", "10**5000 (its repr raises)", "1e10", "twice the limit", "timedelta.max"],
+)
+def test_durations_above_the_platform_limit_are_refused_naming_the_field(too_long: object) -> None:
+    """A duration above MAX_DURATION (or too large for a float) is a ValueError naming the field."""
+    with pytest.raises(ValueError, match=r"^C\.f must be <= \d+ seconds \(threading\.TIMEOUT_MAX\), got "):
+        check_duration("C", "f", too_long)
+    with pytest.raises(ValueError, match=r"^C\.f must be <= \d+ seconds"):
+        check_duration("C", "f", too_long, allow_zero=True)
+
+
+def test_the_platform_limit_itself_is_a_valid_duration() -> None:
+    """MAX_DURATION is threading.TIMEOUT_MAX and is accepted as it is, with nothing clamped."""
+    assert MAX_DURATION == threading.TIMEOUT_MAX
+    assert check_duration("C", "f", MAX_DURATION) == MAX_DURATION
+    assert check_duration("C", "f", timedelta(days=365)) == 365 * 86400.0
+
+
+def test_a_number_too_large_for_a_float_is_a_value_error_naming_the_field() -> None:
+    """check_number refuses an int too large for a float with a ValueError, not an OverflowError."""
+    with pytest.raises(ValueError, match=r"^C\.f must be a finite number, got "):
+        check_number("C", "f", 10**400)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -41,6 +43,17 @@ from otel_resilience import (
 
 NAN = float("nan")
 INF = float("inf")
+OVER = r" must be <= \d+ seconds \(threading\.TIMEOUT_MAX\), got "
+"""The rule a duration beyond the platform's longest wait breaks."""
+UNPRINTABLE = r" must be .*, got <.*Unprintable object at 0x[0-9a-f]+> \(its repr raised\)"
+"""How a bad value whose repr raises is shown."""
+
+
+class Unprintable:
+    """A value whose ``repr`` raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
 
 
 def fallback_default(**kwargs: Any) -> FallbackConfig:
@@ -333,6 +346,92 @@ CONFIGS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         ValueError,
         r"AlertConfig\.bulkhead_cooldown",
     ),
+    # Durations beyond what the platform can wait (threading.TIMEOUT_MAX), or beyond a float.
+    (
+        "bh-timeout-beyond-platform",
+        lambda: BulkheadConfig(timeout=1e10),
+        ValueError,
+        r"BulkheadConfig\.timeout" + OVER,
+    ),
+    (
+        "cb-timeout-huge-int",
+        lambda: CircuitBreakerConfig(timeout=10**400),
+        ValueError,
+        r"CircuitBreakerConfig\.timeout" + OVER,
+    ),
+    (
+        "breaker-force-open-beyond-platform",
+        lambda: CircuitBreaker("b").force_open(1e10),
+        ValueError,
+        r"CircuitBreaker\.force_open\.duration" + OVER,
+    ),
+    (
+        "retry-initial-delay-1e300",
+        lambda: RetryPolicy(initial_delay=1e300),
+        ValueError,
+        r"RetryPolicy\.initial_delay" + OVER,
+    ),
+    (
+        "retry-max-delay-huge-int",
+        lambda: RetryPolicy(max_delay=10**400),
+        ValueError,
+        r"RetryPolicy\.max_delay" + OVER,
+    ),
+    (
+        "retry-attempt-timeout-timedelta-max",
+        lambda: RetryPolicy(attempt_timeout=timedelta.max),
+        ValueError,
+        r"RetryPolicy\.attempt_timeout" + OVER,
+    ),
+    (
+        "retry-multiplier-huge-int",
+        lambda: RetryPolicy(multiplier=10**400),
+        ValueError,
+        r"RetryPolicy\.multiplier must be a finite number",
+    ),
+    (
+        "timeout-huge-int",
+        lambda: TimeoutHandler(timeout=10**400),
+        ValueError,
+        r"TimeoutHandler\.timeout" + OVER,
+    ),
+    (
+        "recovery-delay-1e300",
+        lambda: RecoveryAction(RecoveryStrategy.RETRY, delay=1e300),
+        ValueError,
+        r"RecoveryAction\.delay" + OVER,
+    ),
+    (
+        "resilience-timeout-huge-int",
+        lambda: ResilienceConfig(timeout=10**400),
+        ValueError,
+        r"ResilienceConfig\.timeout" + OVER,
+    ),
+    (
+        "alerts-cooldown-timedelta-max",
+        lambda: AlertConfig(escalation_cooldown=timedelta.max),
+        ValueError,
+        r"AlertConfig\.escalation_cooldown" + OVER,
+    ),
+    # A bad value whose repr raises still gets the validation error, naming the field.
+    (
+        "timeout-unprintable",
+        lambda: TimeoutHandler(timeout=Unprintable()),
+        TypeError,
+        r"TimeoutHandler\.timeout" + UNPRINTABLE,
+    ),
+    (
+        "bulkhead-name-unprintable",
+        lambda: Bulkhead(Unprintable()),
+        TypeError,
+        r"Bulkhead\.name" + UNPRINTABLE,
+    ),
+    (
+        "retry-attempts-unprintable",
+        lambda: RetryPolicy(max_attempts=Unprintable()),
+        TypeError,
+        r"RetryPolicy\.max_attempts" + UNPRINTABLE,
+    ),
 ]
 
 
@@ -529,3 +628,52 @@ def test_valid_edge_values_are_kept_exactly_not_clamped() -> None:
     assert ResilienceConfig(timeout=timedelta(minutes=2)).timeout == 120.0
     assert RecoveryAction(RecoveryStrategy.RETRY, delay=0).delay == 0.0
     assert math.isclose(RetryPolicy(multiplier=1.0).multiplier, 1.0)
+
+
+def test_a_sync_bulkhead_waits_with_the_longest_timeout_and_refuses_a_longer_one() -> None:
+    """A sync queue wait of exactly threading.TIMEOUT_MAX works; 1e10 s is refused at construction."""
+    with pytest.raises(ValueError, match=r"BulkheadConfig\.timeout" + OVER):
+        BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=1e10)
+    bulkhead = Bulkhead(
+        "longest", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=threading.TIMEOUT_MAX)
+    )
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> str:
+        holding.set()
+        release.wait(10.0)
+        return "held"
+
+    results: list[object] = []
+
+    def call(fn: Callable[[], str]) -> None:
+        try:
+            results.append(bulkhead.execute_sync(fn))
+        except Exception as error:
+            results.append(error)
+
+    holder = threading.Thread(target=call, args=(hold,))
+    holder.start()
+    assert holding.wait(10.0)
+    waiter = threading.Thread(target=call, args=(lambda: "waited",))
+    waiter.start()
+    for _ in range(1000):  # until the waiter is queued (it waits on its lock, with the longest timeout)
+        if bulkhead.get_stats()["waiting"] == 1:
+            break
+        time.sleep(0.005)
+    assert bulkhead.get_stats()["waiting"] == 1
+    release.set()
+    holder.join(10.0)
+    waiter.join(10.0)
+    assert sorted(map(str, results)) == ["held", "waited"]
+
+
+async def test_a_non_callable_whose_repr_raises_is_refused_naming_fn() -> None:
+    """Retry's non-callable error shows a value whose repr raises by its type, not by its repr's error."""
+    pattern = (
+        r"Retry\.execute needs a callable fn, got <.*Unprintable object at 0x[0-9a-f]+> \(its repr raised\)"
+    )
+    with pytest.raises(TypeError, match=pattern):
+        await Retry("r").execute(Unprintable())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"retry_sync needs a callable fn, got <.*\(its repr raised\)"):
+        retry_sync(Unprintable())  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ exactly when due, is attributed to the right scope, and never fires for a block 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import threading
 import tracemalloc
 from dataclasses import dataclass
 
@@ -18,7 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otel_resilience import OperationTimeoutError, fail_after
+from otel_resilience import (
+    Jitter,
+    OperationTimeoutError,
+    Retry,
+    RetryPolicy,
+    RetryStrategy,
+    fail_after,
+    move_on_after,
+)
+from otel_resilience.engine import SYSTEM_CLOCK, SyncDeadline
+from otel_resilience.testing import FakeClock
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
@@ -160,8 +172,6 @@ def test_concurrent_nested_and_cancelled_deadlines_fire_exactly(tasks_plan: list
 @pytest.mark.parametrize("threads", [4])
 def test_deadlines_on_several_loops_in_threads_do_not_interfere(threads: int) -> None:
     """Each thread's loop keeps its own deadlines: short ones fire, long ones do not."""
-    import threading  # noqa: PLC0415 - only this test needs threads
-
     results: list[tuple[str, str]] = []
     lock = threading.Lock()
 
@@ -185,3 +195,92 @@ def test_deadlines_on_several_loops_in_threads_do_not_interfere(threads: int) ->
         assert not worker.is_alive()
     assert len(results) == threads * 50
     assert all(outcome == ("timeout" if kind == "short" else "done") for kind, outcome in results)
+
+
+# -- a deadline binds the task that set it, not tasks or threads spawned under it -------------
+
+
+class FailsTwice:
+    """A callable that raises ConnectionError on its first two calls, then returns "ok"."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= 2:
+            raise ConnectionError(f"fail {self.calls}")
+        return "ok"
+
+
+def backoff_retry(clock: object, delay: float) -> Retry:
+    """A 3-attempt retry with a fixed, unjittered backoff of ``delay`` seconds on ``clock``."""
+    policy = RetryPolicy(
+        max_attempts=3, strategy=RetryStrategy.FIXED, initial_delay=delay, jitter=Jitter.NONE
+    )
+    return Retry("spawned", policy, clock=clock)  # type: ignore[arg-type]
+
+
+async def test_a_spawned_task_retries_with_backoffs_longer_than_its_parents_remaining_time() -> None:
+    """Inside a 1 s parent scope, a spawned task's 5 s backoffs are not refused for the parent's deadline."""
+    clock = FakeClock(0.0)
+    retry = backoff_retry(clock, 5.0)
+    flaky = FailsTwice()
+
+    async def child() -> str:
+        async def call() -> str:
+            return flaky()
+
+        return await retry.execute(call)
+
+    async with fail_after(1.0, clock=clock):
+        result = await asyncio.wait_for(asyncio.create_task(child()), 10.0)
+    assert result == "ok"
+    assert flaky.calls == 3
+    assert clock.sleeps == [5.0, 5.0]
+
+
+async def test_a_spawned_task_still_retries_after_its_parents_deadline_passed() -> None:
+    """A task started in a scope that has since expired retries as if it had no deadline (none is its own)."""
+    retry = backoff_retry(SYSTEM_CLOCK, 0.001)
+    flaky = FailsTwice()
+    parent_expired = asyncio.Event()
+
+    async def child() -> str:
+        await parent_expired.wait()
+
+        async def call() -> str:
+            return flaky()
+
+        return await retry.execute(call)
+
+    async with move_on_after(0.02) as scope:
+        task = asyncio.create_task(child())
+        await asyncio.sleep(3600)
+    assert scope.expired
+    parent_expired.set()
+    assert await asyncio.wait_for(task, 10.0) == "ok"
+    assert flaky.calls == 3
+
+
+def test_a_thread_running_a_copied_context_retries_after_the_owners_deadline_passed() -> None:
+    """A sync retry in another thread ignores the sync deadline of the thread whose context it copied."""
+    clock = FakeClock(0.0)
+    retry = backoff_retry(clock, 0.5)
+    flaky = FailsTwice()
+    outcome: list[object] = []
+
+    def in_other_thread() -> None:
+        try:
+            outcome.append(retry.execute_sync(flaky))
+        except ConnectionError as error:
+            outcome.append(error)
+
+    with SyncDeadline(clock, 1.0, "owner"):
+        context = contextvars.copy_context()
+    clock.advance(5.0)  # the owner's deadline has long passed
+    worker = threading.Thread(target=context.run, args=(in_other_thread,))
+    worker.start()
+    worker.join(timeout=30.0)
+    assert outcome == ["ok"]
+    assert flaky.calls == 3
