@@ -123,7 +123,7 @@ def alertmanager_document(job_label: str = naming.SERVICE_LABEL) -> dict[str, An
                 {"matchers": [f'{_SEVERITY}="warning"'], "receiver": CHAT_RECEIVER},
             ],
         },
-        "inhibit_rules": inhibit_rules(),
+        "inhibit_rules": inhibit_rules(job_label),
         "receivers": [
             {
                 "name": PAGER_RECEIVER,
