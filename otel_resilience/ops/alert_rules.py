@@ -11,12 +11,21 @@ Decisions, in short (``docs/operations.md`` has the long form):
   scraped directly) or by the Collector's exporters from ``service.name``.
 * **Recording rules carry the shared rates**, named ``level:metric:operations``; the alerts and
   the dashboard panels that show the same numbers read them.
-* **Ratios have a minimum-traffic guard**: retry, fallback and timeout ratios need at least
-  :data:`MIN_EXECUTION_RATE` executions per second; the recovery rate needs
-  :data:`RECOVERY_MIN_ATTEMPTS` attempts in its window, so that 1 failure out of 2 never pages.
+* **Ratios have a minimum-traffic guard**: retry, fallback, timeout and bulkhead-rejection ratios
+  need at least :data:`MIN_EXECUTION_RATE` executions per second; the recovery rate needs
+  :data:`RECOVERY_MIN_ATTEMPTS` actions in its window, so that 1 failure out of 2 never pages.
+* **A full bulkhead turns callers away**: more than :data:`BULKHEAD_REJECTION_RATIO` of the
+  policy's executions rejected, not "every slot busy" and not a handful of rejections.
+* **Recovery is judged per policy**, over :data:`RECOVERY_WINDOW` when actions are many, and as
+  "every action of :data:`RECOVERY_SPARSE_WINDOW` failed while the policy's calls fail" when they
+  are rare (a hard outage), so that it fires within 5 minutes and resolves within 5 minutes.
 * **Rare events count their first occurrence.** An OpenTelemetry counter appears at its first
   increment, already at 1, so ``increase()`` misses that event. The rules for rare events (breaker
-  trips, error patterns) add the value of series younger than their window.
+  trips, error patterns, recovery actions) add the value of series younger than their window.
+* **Descriptions state what the expression measured**, counts as whole numbers.
+* **A team adapts the rules without editing Python**: :class:`RuleOptions` (the runbook URL
+  base, the job label, every threshold and ``for``), also as options of
+  ``otel-resilience export alerts DIR``.
 * **A breaker is "open" when it is not closed** (open or half-open), in any instance, so that a
   breaker that keeps failing its probes does not reset the ``for`` clock. Severity grows with the
   duration: ``warning`` after :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after
