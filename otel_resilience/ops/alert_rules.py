@@ -157,7 +157,7 @@ BULKHEAD_NEAR_SATURATION: Final = 0.8
 BULKHEAD_NEAR_FOR: Final = "10m"
 RECOVERY_WINDOW: Final = "5m"
 """The window of the recovery rate: short, so the alert resolves within minutes of a return."""
-RECOVERY_SPARSE_WINDOW: Final = "15m"
+RECOVERY_SPARSE_WINDOW: Final = "1h"
 """The window in which *every* recovery action failing counts as a failure of recovery, for
 policies whose actions are too rare for a rate (a hard outage: the breaker rejects almost every
 call before the recovery rules see an error)."""
@@ -1075,11 +1075,16 @@ def _recovery_case() -> _Case:
         }
         return _input(_RECOVERY_ATTEMPTS, labels)
 
-    outage = {_POLICY: "ml", _PATTERN: "pipeline"}
+    def executions(policy: str, outcome: str, *segments: tuple[float, int]) -> tuple[str, str]:
+        return (
+            _input(_EXECUTIONS, {_POLICY: policy, _PATTERN: "pipeline", _OUTCOME: outcome}),
+            _counter(*segments),
+        )
+
     return _Case(
         "recovery failing: fires within 5m of a sustained failure (20 % of many actions, or 3 failed "
-        "actions in 11m while the policy fails) and resolves within 5m of the return; 1 of 2, 85 %, "
-        "or one failed action of a healthy policy stay silent",
+        "actions in 11m while the policy fails, or 1 failed action in a 30m outage) and resolves within "
+        "5m of the return; 1 of 2, 85 %, or one failed action of a healthy policy stay silent",
         A_RECOVERY_LOW,
         (
             # Many actions, 20 % recovered from t+10m to t+30m.
@@ -1091,14 +1096,12 @@ def _recovery_case() -> _Case:
                 attempts("ml", "failure"),
                 _counter((0, 6), (1, 1), (0, 4), (1, 1), (0, 39), start=1, missing=10),
             ),
-            (
-                _input(_EXECUTIONS, {**outage, _OUTCOME: "success"}),
-                _counter((60, 10), (0, 20), (60, 30)),
-            ),
-            (
-                _input(_EXECUTIONS, {**outage, _OUTCOME: "rejected"}),
-                _counter((0, 10), (60, 20), (0, 30)),
-            ),
+            executions("ml", "success", (60, 10), (0, 20), (60, 30)),
+            executions("ml", "rejected", (0, 10), (60, 20), (0, 30)),
+            # A long hard outage (t+10m to t+40m) whose only recovery action came at its start.
+            (attempts("long", "failure"), _counter((0, 50), start=1, missing=10)),
+            executions("long", "success", (60, 10), (0, 30), (60, 20)),
+            executions("long", "rejected", (0, 10), (60, 30), (0, 20)),
             # 1 of 2 recovered; 85 % recovered; one failed action of a healthy policy.
             (attempts("rare", "success"), _counter((0, 55), start=1, missing=5)),
             (attempts("rare", "failure"), _counter((0, 53), start=1, missing=7)),
@@ -1116,10 +1119,12 @@ def _recovery_case() -> _Case:
                 (
                     _Firing(rule, _job(**{_POLICY: "db", _NAME: "recovery"}), "20%"),
                     _Firing(rule, _job(**{_POLICY: "ml", _NAME: "recovery"}), "0%"),
+                    _Firing(rule, _job(**{_POLICY: "long", _NAME: "recovery"}), "0%"),
                 ),
             ),
-            ("35m", ()),
-            ("50m", ()),
+            ("35m", (_Firing(rule, _job(**{_POLICY: "long", _NAME: "recovery"}), "0%"),)),
+            ("45m", ()),
+            ("55m", ()),
         ),
     )
 

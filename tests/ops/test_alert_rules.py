@@ -117,7 +117,7 @@ def test_thresholds_are_pinned():
     assert (ar.BULKHEAD_NEAR_SATURATION, ar.BULKHEAD_FULL_SATURATION) == (0.8, 1.0)
     assert (ar.BREAKER_FLAPPING_TRIPS, ar.BREAKER_FLAPPING_WINDOW) == (3, "30m")
     assert (ar.RECOVERY_RATE_THRESHOLD, ar.RECOVERY_MIN_ATTEMPTS, ar.RECOVERY_WINDOW) == (0.8, 10, "5m")
-    assert (ar.RECOVERY_SPARSE_WINDOW, ar.RECOVERY_FOR) == ("15m", "2m")
+    assert (ar.RECOVERY_SPARSE_WINDOW, ar.RECOVERY_FOR) == ("1h", "2m")
     assert (ar.BULKHEAD_REJECTION_RATIO, ar.BULKHEAD_FULL_FOR) == (0.05, "2m")
     assert (ar.MIN_EXECUTION_RATE, ar.RATE_WINDOW, ar.RATIO_ALERT_FOR) == (0.1, "5m", "10m")
 
