@@ -1,7 +1,7 @@
 """Prometheus recording and alerting rules over the metrics the library exports.
 
 ``alerts/rules.yml`` and its unit tests ``alerts/rules_test.yml`` are generated from this
-module (``python -m otel_resilience.ops.export alerts alerts``). Every series and label is
+module (``python -m otel_resilience.ops.export --all``). Every series and label is
 derived from :mod:`otel_resilience.telemetry.semconv` through :mod:`~otel_resilience.ops.naming`;
 the thresholds below are the ones the dashboards draw, from the same constants.
 
@@ -526,7 +526,7 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
     ratio_for = scale_duration(o.ratio_alert_for, scale)
     outcome_success = naming.one_of(sc.OUTCOME, "success", "recovered")
     guard = f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {o.min_execution_rate:g}"
-    traffic = f"(at least {o.min_execution_rate:g} executions/s)"
+    traffic = f"with at least {o.min_execution_rate:g} executions/s"
     return (
         RecordingRule(
             R_EXECUTIONS_BY_OUTCOME, f"sum by ({job}, {_POLICY}, {_OUTCOME}) (rate({_EXECUTIONS}[{w}]))"
@@ -552,8 +552,8 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
             "warning",
             f"Retry storm in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
             f"Policy {{{{ $labels.resilience_policy }}}} of service {{{{ $labels.{job} }}}} made "
-            '{{ printf "%.2f" $value }} retries per execution over the last ' + w + " (threshold "
-            f"{o.retry_storm_ratio:g}, {traffic}) for {ratio_for}: retries multiply the load on a "
+            '{{ printf "%.2f" $value }} retries per execution over the last ' + w + " (above "
+            f"{o.retry_storm_ratio:g} for {ratio_for}, {traffic}): retries multiply the load on a "
             "dependency that is already struggling.",
             o.runbook_url_base,
         ),
@@ -566,7 +566,7 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
             "Fallback {{ $labels.resilience_name }} answered {{ $value | humanizePercentage }} of "
             "the executions of policy {{ $labels.resilience_policy }} in service "
             f"{{{{ $labels.{job} }}}} "
-            f"over the last {w} (threshold {_pct(o.fallback_ratio)}, {traffic}) for {ratio_for}: "
+            f"over the last {w} (above {_pct(o.fallback_ratio)} for {ratio_for}, {traffic}): "
             "users get degraded answers.",
             o.runbook_url_base,
         ),
@@ -578,7 +578,7 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
             f"Timeouts rising in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
             "{{ $value | humanizePercentage }} timeouts per execution in policy "
             f"{{{{ $labels.resilience_policy }}}} of service {{{{ $labels.{job} }}}} over the last "
-            f"{w} (threshold {_pct(o.timeout_ratio)}, {traffic}) for {ratio_for}: the dependency is "
+            f"{w} (above {_pct(o.timeout_ratio)} for {ratio_for}, {traffic}): the dependency is "
             "slow or hangs.",
             o.runbook_url_base,
         ),
@@ -669,9 +669,9 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
             f"Bulkhead {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} rejected "
             "{{ $value | humanizePercentage }} of the executions of policy "
             f"{{{{ $labels.resilience_policy }}}} (full, or queue timeout) over the last {w} "
-            f"(threshold {_pct(o.bulkhead_rejection_ratio)}, at least {o.min_execution_rate:g} "
-            f"executions/s) for {full_for}: callers get BulkheadFullError, BulkheadTimeoutError or a "
-            "fallback.",
+            f"(above {_pct(o.bulkhead_rejection_ratio)} for {full_for}, with at least "
+            f"{o.min_execution_rate:g} executions/s): callers get BulkheadFullError, "
+            "BulkheadTimeoutError or a fallback.",
             o.runbook_url_base,
         ),
         AlertRule(

@@ -252,7 +252,7 @@ def test_bulkhead_full_measures_rejections_relative_to_traffic(rules):
     description = rule["annotations"]["description"]
     assert "rejected {{ $value | humanizePercentage }} of the executions" in description
     assert "concurrency limit" not in description
-    assert "threshold 5%" in description
+    assert "above 5% for 2m, with at least 0.1 executions/s" in description
 
 
 def test_recovery_alert_names_the_policy(rules):
@@ -291,7 +291,7 @@ def test_runbook_url_base_job_label_and_thresholds_are_options():
     storm = next(a for a in alerts if a["alert"] == ar.A_RETRY_STORM)
     assert "> 0.7" in storm["expr"]
     assert storm["for"] == "15m"
-    assert "threshold 0.7" in storm["annotations"]["description"]
+    assert "above 0.7 for 15m" in storm["annotations"]["description"]
     assert "> 0.1" in next(a for a in alerts if a["alert"] == ar.A_BULKHEAD_FULL)["expr"]
     assert ">= 20" in next(a for a in alerts if a["alert"] == ar.A_RECOVERY_LOW)["expr"]
     exprs = "\n".join(r["expr"] for g in document["groups"] for r in g["rules"])
