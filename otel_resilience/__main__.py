@@ -6,10 +6,13 @@
                          [--time-scale F] [--host ADDR] [--port N | --no-metrics-server]
                          [--otlp-endpoint URL] [--once] [--plain] [--interval S]
                          [--summary-json PATH]
-    otel-resilience export dashboards|alerts|collector DIR
+    otel-resilience export dashboards|alerts|collector|runbooks DIR
+                           [--runbook-url-base URL] [--job-label LABEL] [--set FIELD=VALUE]
+                           [--time-scale F]
 
-The demo's dependencies (the ``demo`` extra) are imported only when ``demo`` runs, and the
-operations artifacts only when ``export`` runs, so ``--help`` works on a bare install.
+The demo's dependencies (the ``demo`` extra) are imported only when ``demo`` runs. ``export``
+copies the files shipped in the package (no extra needed); its options regenerate the alert
+rules, which needs the ``ops`` extra. ``--help`` works on a bare install.
 Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
 module), 2 for a usage error.
 """
@@ -22,7 +25,7 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Final, cast
+from typing import IO, Final
 
 from otel_resilience.demo.options import (
     DEFAULT_HOST,
@@ -38,10 +41,11 @@ from otel_resilience.demo.options import (
     check_port,
     check_time_scale,
 )
+from otel_resilience.ops import export as export_module
 
 __all__ = ["EXPORT_KINDS", "build_parser", "main"]
 
-EXPORT_KINDS: Final = ("dashboards", "alerts", "collector")
+EXPORT_KINDS: Final = export_module.KINDS
 """What ``otel-resilience export`` can write."""
 _DEMO_MODULES: Final = (
     ("opentelemetry.sdk", "opentelemetry-sdk"),
@@ -50,7 +54,6 @@ _DEMO_MODULES: Final = (
     ("rich", "rich"),
 )
 _OTLP_MODULE: Final = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http")
-_EXPORT_MODULE: Final = "otel_resilience.ops.export"
 
 _DEMO_EPILOG: Final = """\
 scenarios:
@@ -219,13 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="write the Grafana dashboards, the Prometheus alert rules or the Collector config to a folder",
-        description="Write the operations artifacts shipped with the package to DIR.",
+        help="write the Grafana dashboards, the Prometheus alert rules, the Collector config or the "
+        "runbooks to a folder",
+        description="Write the operations artifacts shipped with the package to DIR. Without options "
+        "the shipped files are copied; the alert options below regenerate the rules (Prometheus "
+        "rules, Alertmanager example), which needs the ops extra: pip install 'otel-resilience[ops]'.",
     )
     export.add_argument("kind", choices=EXPORT_KINDS, help="what to export")
     export.add_argument(
         "directory", type=Path, metavar="DIR", help="the folder to write to (created if missing)"
     )
+    export_module.add_generator_options(export)
     return parser
 
 
@@ -271,36 +278,28 @@ def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return app.main(options, out=out, err=err)
 
 
-def _run_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str], err: IO[str]) -> int:
     kind: str = args.kind
     directory: Path = args.directory
     try:
-        module = importlib.import_module(_EXPORT_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name is None or not _EXPORT_MODULE.startswith(error.name):
-            raise
-        err.write(
-            f"otel-resilience export: this installation has no operations artifacts "
-            f"({_EXPORT_MODULE} is missing)\n"
-        )
-        return 1
-    export = getattr(module, "export_artifacts", None)
-    if not callable(export):
-        err.write(f"otel-resilience export: {_EXPORT_MODULE} has no export_artifacts(kind, directory)\n")
-        return 1
+        options = export_module.generator_options(args)
+    except ValueError as error:
+        parser.error(str(error))
+    if not 0 < args.time_scale <= 1:
+        parser.error(f"--time-scale must be > 0 and <= 1, got {args.time_scale:g}")
+    if (args.time_scale != 1.0 or options is not None) and kind != "alerts":
+        parser.error("--time-scale, --runbook-url-base, --job-label and --set apply to `export alerts` only")
     try:
-        written = cast("Callable[[str, Path], object]", export)(kind, directory)
+        written = export_module.export_artifacts(kind, directory, time_scale=args.time_scale, options=options)
+    except export_module.MissingExtraError as error:
+        err.write(f"otel-resilience export: {error}\n")
+        return 1
     except OSError as error:
         err.write(f"otel-resilience export: cannot write {kind} to {directory}: {error}\n")
         return 1
-    files = (
-        [str(item) for item in written]
-        if isinstance(written, Iterable) and not isinstance(written, (str, bytes))
-        else []
-    )
-    out.write(f"exported {kind} to {directory}" + (f": {len(files)} file(s)" if files else "") + "\n")
-    for name in files:
-        out.write(f"  {name}\n")
+    out.write(f"exported {kind} to {directory}: {len(written)} file(s)\n")
+    for path in written:
+        out.write(f"  {path}\n")
     return 0
 
 
@@ -332,7 +331,7 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
             parser.error(f"--summary-json: folder {str(args.summary_json.parent)!r} does not exist")
         return _run_demo(args, out, err)
     if args.command == "export":
-        return _run_export(args, out, err)
+        return _run_export(args, parser, out, err)
     parser.print_help(out)
     return 2
 

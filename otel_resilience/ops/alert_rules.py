@@ -1,7 +1,7 @@
 """Prometheus recording and alerting rules over the metrics the library exports.
 
 ``alerts/rules.yml`` and its unit tests ``alerts/rules_test.yml`` are generated from this
-module (``python -m otel_resilience.ops.export alerts alerts``). Every series and label is
+module (``python -m otel_resilience.ops.export --all``). Every series and label is
 derived from :mod:`otel_resilience.telemetry.semconv` through :mod:`~otel_resilience.ops.naming`;
 the thresholds below are the ones the dashboards draw, from the same constants.
 
@@ -11,12 +11,21 @@ Decisions, in short (``docs/operations.md`` has the long form):
   scraped directly) or by the Collector's exporters from ``service.name``.
 * **Recording rules carry the shared rates**, named ``level:metric:operations``; the alerts and
   the dashboard panels that show the same numbers read them.
-* **Ratios have a minimum-traffic guard**: retry, fallback and timeout ratios need at least
-  :data:`MIN_EXECUTION_RATE` executions per second; the recovery rate needs
-  :data:`RECOVERY_MIN_ATTEMPTS` attempts in its window, so that 1 failure out of 2 never pages.
+* **Ratios have a minimum-traffic guard**: retry, fallback, timeout and bulkhead-rejection ratios
+  need at least :data:`MIN_EXECUTION_RATE` executions per second; the recovery rate needs
+  :data:`RECOVERY_MIN_ATTEMPTS` actions in its window, so that 1 failure out of 2 never pages.
+* **A full bulkhead turns callers away**: more than :data:`BULKHEAD_REJECTION_RATIO` of the
+  policy's executions rejected, not "every slot busy" and not a handful of rejections.
+* **Recovery is judged per policy**, over :data:`RECOVERY_WINDOW` when actions are many, and as
+  "every action of :data:`RECOVERY_SPARSE_WINDOW` failed while the policy's calls fail" when they
+  are rare (a hard outage), so that it fires within 5 minutes and resolves within 5 minutes.
 * **Rare events count their first occurrence.** An OpenTelemetry counter appears at its first
   increment, already at 1, so ``increase()`` misses that event. The rules for rare events (breaker
-  trips, error patterns) add the value of series younger than their window.
+  trips, error patterns, recovery actions) add the value of series younger than their window.
+* **Descriptions state what the expression measured**, counts as whole numbers.
+* **A team adapts the rules without editing Python**: :class:`RuleOptions` (the runbook URL
+  base, the job label, every threshold and ``for``), also as options of
+  ``otel-resilience export alerts DIR``.
 * **A breaker is "open" when it is not closed** (open or half-open), in any instance, so that a
   breaker that keeps failing its probes does not reset the ``for`` clock. Severity grows with the
   duration: ``warning`` after :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after
@@ -33,7 +42,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from otel_resilience.ops import _yaml, naming
@@ -59,6 +68,7 @@ __all__ = [
     "BULKHEAD_FULL_SATURATION",
     "BULKHEAD_NEAR_FOR",
     "BULKHEAD_NEAR_SATURATION",
+    "BULKHEAD_REJECTION_RATIO",
     "ERROR_PATTERN_FOR",
     "ERROR_PATTERN_WINDOW",
     "FALLBACK_RATIO",
@@ -68,6 +78,7 @@ __all__ = [
     "RECOVERY_FOR",
     "RECOVERY_MIN_ATTEMPTS",
     "RECOVERY_RATE_THRESHOLD",
+    "RECOVERY_SPARSE_WINDOW",
     "RECOVERY_WINDOW",
     "RETRY_STORM_RATIO",
     "RULES_FILE",
@@ -77,6 +88,7 @@ __all__ = [
     "R_BREAKER_TRIPS",
     "R_BULKHEAD_QUEUE_SATURATION",
     "R_BULKHEAD_REJECTIONS",
+    "R_BULKHEAD_REJECTION_RATIO",
     "R_BULKHEAD_SATURATION",
     "R_ERROR_PATTERNS",
     "R_EXECUTIONS",
@@ -85,6 +97,7 @@ __all__ = [
     "R_FALLBACK_RATIO",
     "R_RECOVERY_ATTEMPTS",
     "R_RECOVERY_RATE",
+    "R_RECOVERY_RATE_SPARSE",
     "R_RETRIES",
     "R_RETRY_RATIO",
     "R_SUCCESS_RATIO",
@@ -93,6 +106,7 @@ __all__ = [
     "TIMEOUT_RATIO",
     "AlertRule",
     "RecordingRule",
+    "RuleOptions",
     "Rules",
     "render_rules",
     "render_rules_test",
@@ -107,10 +121,10 @@ RULES_TEST_FILE: Final = "rules_test.yml"
 RUNBOOK_BASE_URL: Final = "https://github.com/otel-resilience/otel-resilience/blob/main/docs/runbooks"
 """Where the runbooks (``docs/runbooks/<AlertName>.md`` in the repository) are browsed."""
 
-# --- thresholds (the dashboards draw the same constants) ------------------------------------
+# --- thresholds: the defaults of RuleOptions (the dashboards draw the same constants) ---------
 
 RATE_WINDOW: Final = "5m"
-"""The window of the shared execution, retry, fallback and timeout rates."""
+"""The window of the shared execution, retry, fallback, timeout and rejection rates."""
 MIN_EXECUTION_RATE: Final = 0.1
 """Executions per second (over :data:`RATE_WINDOW`) a policy needs before its ratios alert."""
 RATIO_ALERT_FOR: Final = "10m"
@@ -130,22 +144,148 @@ BREAKER_FLAPPING_WINDOW: Final = "30m"
 BREAKER_FLAPPING_TRIPS: Final = 3
 """Trips within :data:`BREAKER_FLAPPING_WINDOW` that make a breaker flapping."""
 BREAKER_FLAPPING_FOR: Final = "2m"
-BULKHEAD_FULL_SATURATION: Final = 1.0
-"""Share of the concurrency limit in use at which a bulkhead is full."""
+BULKHEAD_REJECTION_RATIO: Final = 0.05
+"""Share of a policy's executions rejected by its bulkhead (full, or queue timeout) above which
+the bulkhead is full. 1 call in 20 turned away is a capacity problem callers notice; below it a
+bulkhead sheds short bursts, which is its job (4 queue timeouts in 360 calls, 1.1 %, stay quiet)."""
 BULKHEAD_FULL_FOR: Final = "2m"
+BULKHEAD_FULL_SATURATION: Final = 1.0
+"""Share of the concurrency limit in use that the dashboards draw as "full" (no alert compares
+with it: a bulkhead with every slot busy but rejecting nobody is working as designed)."""
 BULKHEAD_NEAR_SATURATION: Final = 0.8
 """Share of the concurrency limit in use at which a bulkhead is near saturation."""
 BULKHEAD_NEAR_FOR: Final = "10m"
-RECOVERY_WINDOW: Final = "15m"
-"""The window of the recovery rate."""
+RECOVERY_WINDOW: Final = "5m"
+"""The window of the recovery rate: short, so the alert resolves within minutes of a return."""
+RECOVERY_SPARSE_WINDOW: Final = "1h"
+"""The window in which *every* recovery action failing counts as a failure of recovery, for
+policies whose actions are too rare for a rate (a hard outage: the breaker rejects almost every
+call before the recovery rules see an error)."""
 RECOVERY_RATE_THRESHOLD: Final = 0.8
 """A recovery rate below this alerts (SPEC: 80 %; the in-process default too)."""
 RECOVERY_MIN_ATTEMPTS: Final = 10
-"""Recovery attempts within :data:`RECOVERY_WINDOW` before the rate is judged."""
-RECOVERY_FOR: Final = "5m"
+"""Recovery actions within :data:`RECOVERY_WINDOW` before their rate is judged."""
+RECOVERY_FOR: Final = "2m"
 ERROR_PATTERN_WINDOW: Final = "15m"
 """How long a detected error pattern keeps its alert firing."""
 ERROR_PATTERN_FOR: Final = "1m"
+
+_WINDOWS: Final = (RATE_WINDOW, BREAKER_FLAPPING_WINDOW, RECOVERY_WINDOW, RECOVERY_SPARSE_WINDOW)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOptions:
+    """What a team adapts in the generated rules without editing Python.
+
+    Every field defaults to the shipped value (the module constant of the same name in upper
+    case). The windows of the recording rules are not options: their names carry them
+    (``...:rate5m``) and the dashboards read those names.
+
+    Attributes:
+        runbook_url_base: Where ``<AlertName>.md`` runbooks are browsed (``runbook_url``).
+        job_label: The label that names the service (``job``; ``service`` if you relabel).
+        min_execution_rate: Executions/s a policy needs before its ratios alert.
+        ratio_alert_for: ``for`` of the retry-storm, fallback and timeout alerts.
+        retry_storm_ratio: Retries per execution of a retry storm.
+        fallback_ratio: Share of executions answered by a fallback that alerts.
+        timeout_ratio: Timeouts per execution that alert.
+        breaker_open_warning_for: ``for`` of the breaker-open warning.
+        breaker_open_critical_for: ``for`` of the breaker-open page.
+        breaker_flapping_trips: Trips in 30 m that make a breaker flapping.
+        breaker_flapping_for: ``for`` of the flapping alert.
+        bulkhead_rejection_ratio: Share of a policy's executions rejected by its bulkhead that alerts.
+        bulkhead_full_for: ``for`` of the bulkhead-full alert.
+        bulkhead_near_saturation: Share of the concurrency limit in use that alerts.
+        bulkhead_near_for: ``for`` of the near-saturation alert.
+        recovery_rate_threshold: Recovery rate below which recovery alerts.
+        recovery_min_attempts: Recovery actions in 5 m before their rate is judged.
+        recovery_for: ``for`` of the recovery alert.
+        error_pattern_for: ``for`` of the error-pattern alert.
+    """
+
+    runbook_url_base: str = RUNBOOK_BASE_URL
+    job_label: str = naming.SERVICE_LABEL
+    min_execution_rate: float = MIN_EXECUTION_RATE
+    ratio_alert_for: str = RATIO_ALERT_FOR
+    retry_storm_ratio: float = RETRY_STORM_RATIO
+    fallback_ratio: float = FALLBACK_RATIO
+    timeout_ratio: float = TIMEOUT_RATIO
+    breaker_open_warning_for: str = BREAKER_OPEN_WARNING_FOR
+    breaker_open_critical_for: str = BREAKER_OPEN_CRITICAL_FOR
+    breaker_flapping_trips: int = BREAKER_FLAPPING_TRIPS
+    breaker_flapping_for: str = BREAKER_FLAPPING_FOR
+    bulkhead_rejection_ratio: float = BULKHEAD_REJECTION_RATIO
+    bulkhead_full_for: str = BULKHEAD_FULL_FOR
+    bulkhead_near_saturation: float = BULKHEAD_NEAR_SATURATION
+    bulkhead_near_for: str = BULKHEAD_NEAR_FOR
+    recovery_rate_threshold: float = RECOVERY_RATE_THRESHOLD
+    recovery_min_attempts: int = RECOVERY_MIN_ATTEMPTS
+    recovery_for: str = RECOVERY_FOR
+    error_pattern_for: str = ERROR_PATTERN_FOR
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            where = f"RuleOptions.{item.name}"
+            if item.type == "str":
+                if not isinstance(value, str):
+                    raise TypeError(f"{where} must be a string, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{where} must be a number, got {value!r}")
+            if item.name.endswith("_for"):
+                _check_duration(where, value)
+            elif item.type == "int":
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{where} must be an integer >= 1, got {value!r}")
+            elif item.type == "float" and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{where} must be a finite number > 0, got {value!r}")
+        for name in ("fallback_ratio", "bulkhead_near_saturation", "recovery_rate_threshold"):
+            if getattr(self, name) > 1:
+                raise ValueError(
+                    f"RuleOptions.{name} is a share and must be <= 1, got {getattr(self, name)!r}"
+                )
+        if not re.fullmatch(r"https?://\S+", self.runbook_url_base):
+            msg = f"RuleOptions.runbook_url_base must be an http(s) URL, got {self.runbook_url_base!r}"
+            raise ValueError(msg)
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.job_label) or self.job_label.startswith("__"):
+            msg = f"RuleOptions.job_label must be a Prometheus label name, got {self.job_label!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "runbook_url_base", self.runbook_url_base.rstrip("/"))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Return the names of the options, in declaration order."""
+        return tuple(item.name for item in fields(cls))
+
+    @classmethod
+    def from_strings(cls, settings: Mapping[str, str]) -> RuleOptions:
+        """Return options parsed from ``field -> text`` pairs (the ``--set FIELD=VALUE`` of export).
+
+        Raises:
+            ValueError: For an unknown field or a value that does not parse or validate.
+        """
+        types = {item.name: item.type for item in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, text in settings.items():
+            kind = types.get(name)
+            if kind is None:
+                raise ValueError(f"RuleOptions has no field {name!r}; the fields are {', '.join(types)}")
+            try:
+                values[name] = int(text) if kind == "int" else float(text) if kind == "float" else text
+            except ValueError:
+                raise ValueError(f"RuleOptions.{name} must be {kind}, got {text!r}") from None
+        return cls(**values)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether these are the shipped options (the committed files and their unit tests)."""
+        return self == RuleOptions()
+
+
+def _check_duration(where: str, duration: str) -> None:
+    if not duration or _DURATION.sub("", duration) != "":
+        raise ValueError(f"{where} must be a Prometheus duration such as '5m', got {duration!r}")
+
 
 # --- names, all derived ---------------------------------------------------------------------
 
@@ -202,11 +342,21 @@ R_BREAKER_TRIPS: Final = _record(
 )
 R_BULKHEAD_SATURATION: Final = _record("job_name", _BULKHEAD_ACTIVE, "ratio", "_saturation")
 R_BULKHEAD_QUEUE_SATURATION: Final = _record("job_name", _BULKHEAD_QUEUED, "ratio", "_saturation")
-R_BULKHEAD_REJECTIONS: Final = _record("job_name", _REJECTIONS, f"rate{RATE_WINDOW}", "_bulkhead")
-R_RECOVERY_ATTEMPTS: Final = _record("job_name", _RECOVERY_ATTEMPTS, f"increase{RECOVERY_WINDOW}")
-R_RECOVERY_RATE: Final = _record("job_name", _RECOVERY_ATTEMPTS, f"ratio_rate{RECOVERY_WINDOW}", "_success")
+R_BULKHEAD_REJECTIONS: Final = _record("job_policy_name", _REJECTIONS, f"rate{RATE_WINDOW}", "_bulkhead")
+R_BULKHEAD_REJECTION_RATIO: Final = _record(
+    "job_policy_name", _REJECTIONS, f"ratio_rate{RATE_WINDOW}", "_bulkhead_per_execution"
+)
+R_RECOVERY_ATTEMPTS: Final = _record(
+    "job_policy_name_result", _RECOVERY_ATTEMPTS, f"increase{RECOVERY_WINDOW}"
+)
+R_RECOVERY_RATE: Final = _record(
+    "job_policy_name", _RECOVERY_ATTEMPTS, f"ratio_increase{RECOVERY_WINDOW}", "_success"
+)
+R_RECOVERY_RATE_SPARSE: Final = _record(
+    "job_policy_name", _RECOVERY_ATTEMPTS, f"ratio_increase{RECOVERY_SPARSE_WINDOW}", "_success"
+)
 R_ERROR_PATTERNS: Final = _record(
-    "job_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
+    "job_policy_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
 )
 
 # Alert names; each has a runbook, docs/runbooks/<name>.md.
@@ -334,7 +484,9 @@ class AlertRule:
         for_: How long the expression must hold before the alert fires.
         severity: ``warning`` (chat) or ``critical`` (pager).
         summary: One line; Go template over ``$labels`` and ``$value``.
-        description: The details, with the value and the policy (or instance name).
+        description: The details: what the expression measured, with the value and the policy
+            (or instance name).
+        runbook_url_base: Where the runbook ``<alert>.md`` is browsed.
     """
 
     alert: str
@@ -343,11 +495,12 @@ class AlertRule:
     severity: str
     summary: str
     description: str
+    runbook_url_base: str = RUNBOOK_BASE_URL
 
     @property
     def runbook_url(self) -> str:
         """The runbook of this alert."""
-        return f"{RUNBOOK_BASE_URL}/{self.alert}.md"
+        return f"{self.runbook_url_base}/{self.alert}.md"
 
     def as_dict(self) -> dict[str, Any]:
         """Return the rule as it appears in the rules file."""
@@ -367,64 +520,82 @@ class AlertRule:
 Rules = tuple[tuple[str, tuple[RecordingRule | AlertRule, ...]], ...]
 
 
-def _execution_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    job = o.job_label
     w = scale_duration(RATE_WINDOW, scale)
-    ratio_for = scale_duration(RATIO_ALERT_FOR, scale)
+    ratio_for = scale_duration(o.ratio_alert_for, scale)
     outcome_success = naming.one_of(sc.OUTCOME, "success", "recovered")
-    guard = f"and on ({_JOB}, {_POLICY}) {R_EXECUTIONS} >= {MIN_EXECUTION_RATE:g}"
+    guard = f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {o.min_execution_rate:g}"
+    traffic = f"with at least {o.min_execution_rate:g} executions/s"
     return (
         RecordingRule(
-            R_EXECUTIONS_BY_OUTCOME, f"sum by ({_JOB}, {_POLICY}, {_OUTCOME}) (rate({_EXECUTIONS}[{w}]))"
+            R_EXECUTIONS_BY_OUTCOME, f"sum by ({job}, {_POLICY}, {_OUTCOME}) (rate({_EXECUTIONS}[{w}]))"
         ),
-        RecordingRule(R_EXECUTIONS, f"sum by ({_JOB}, {_POLICY}) ({R_EXECUTIONS_BY_OUTCOME})"),
+        RecordingRule(R_EXECUTIONS, f"sum by ({job}, {_POLICY}) ({R_EXECUTIONS_BY_OUTCOME})"),
         RecordingRule(
             R_SUCCESS_RATIO,
-            f"sum by ({_JOB}, {_POLICY}) ({_sel(R_EXECUTIONS_BY_OUTCOME, _re(_OUTCOME, outcome_success))})\n"
+            f"sum by ({job}, {_POLICY}) ({_sel(R_EXECUTIONS_BY_OUTCOME, _re(_OUTCOME, outcome_success))})\n"
             f"/\n({R_EXECUTIONS} > 0)",
         ),
-        RecordingRule(R_RETRIES, f"sum by ({_JOB}, {_POLICY}) (rate({_RETRIES}[{w}]))"),
+        RecordingRule(R_RETRIES, f"sum by ({job}, {_POLICY}) (rate({_RETRIES}[{w}]))"),
         RecordingRule(R_RETRY_RATIO, f"{R_RETRIES} / ({R_EXECUTIONS} > 0)"),
-        RecordingRule(R_FALLBACKS, f"sum by ({_JOB}, {_POLICY}, {_NAME}) (rate({_FALLBACKS}[{w}]))"),
+        RecordingRule(R_FALLBACKS, f"sum by ({job}, {_POLICY}, {_NAME}) (rate({_FALLBACKS}[{w}]))"),
         RecordingRule(
-            R_FALLBACK_RATIO, f"{R_FALLBACKS}\n/ on ({_JOB}, {_POLICY}) group_left ()\n({R_EXECUTIONS} > 0)"
+            R_FALLBACK_RATIO, f"{R_FALLBACKS}\n/ on ({job}, {_POLICY}) group_left ()\n({R_EXECUTIONS} > 0)"
         ),
-        RecordingRule(R_TIMEOUTS, f"sum by ({_JOB}, {_POLICY}) (rate({_TIMEOUTS}[{w}]))"),
+        RecordingRule(R_TIMEOUTS, f"sum by ({job}, {_POLICY}) (rate({_TIMEOUTS}[{w}]))"),
         RecordingRule(R_TIMEOUT_RATIO, f"{R_TIMEOUTS} / ({R_EXECUTIONS} > 0)"),
         AlertRule(
             A_RETRY_STORM,
-            f"{R_RETRY_RATIO} > {RETRY_STORM_RATIO:g}\n{guard}",
+            f"{R_RETRY_RATIO} > {o.retry_storm_ratio:g}\n{guard}",
             ratio_for,
             "warning",
-            "Retry storm in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
-            "Policy {{ $labels.resilience_policy }} of service {{ $labels.job }} makes "
-            '{{ printf "%.2f" $value }} retries per execution over the last ' + w + " (threshold "
-            f"{RETRY_STORM_RATIO:g}): retries multiply the load on a dependency that is already "
-            "struggling.",
+            f"Retry storm in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
+            f"Policy {{{{ $labels.resilience_policy }}}} of service {{{{ $labels.{job} }}}} made "
+            '{{ printf "%.2f" $value }} retries per execution over the last ' + w + " (above "
+            f"{o.retry_storm_ratio:g} for {ratio_for}, {traffic}): retries multiply the load on a "
+            "dependency that is already struggling.",
+            o.runbook_url_base,
         ),
         AlertRule(
             A_FALLBACK_HIGH,
-            f"{R_FALLBACK_RATIO} > {FALLBACK_RATIO:g}\n{guard}",
+            f"{R_FALLBACK_RATIO} > {o.fallback_ratio:g}\n{guard}",
             ratio_for,
             "warning",
-            "Fallback rate high in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
+            f"Fallback rate high in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
             "Fallback {{ $labels.resilience_name }} answered {{ $value | humanizePercentage }} of "
-            "the executions of policy {{ $labels.resilience_policy }} in service {{ $labels.job }} "
-            f"over the last {w} (threshold {_pct(FALLBACK_RATIO)}): users get degraded answers.",
+            "the executions of policy {{ $labels.resilience_policy }} in service "
+            f"{{{{ $labels.{job} }}}} "
+            f"over the last {w} (above {_pct(o.fallback_ratio)} for {ratio_for}, {traffic}): "
+            "users get degraded answers.",
+            o.runbook_url_base,
         ),
         AlertRule(
             A_TIMEOUTS,
-            f"{R_TIMEOUT_RATIO} > {TIMEOUT_RATIO:g}\n{guard}",
+            f"{R_TIMEOUT_RATIO} > {o.timeout_ratio:g}\n{guard}",
             ratio_for,
             "warning",
-            "Timeouts rising in policy {{ $labels.resilience_policy }} of {{ $labels.job }}",
+            f"Timeouts rising in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
             "{{ $value | humanizePercentage }} timeouts per execution in policy "
-            "{{ $labels.resilience_policy }} of service {{ $labels.job }} over the last "
-            f"{w} (threshold {_pct(TIMEOUT_RATIO)}): the dependency is slow or hangs.",
+            f"{{{{ $labels.resilience_policy }}}} of service {{{{ $labels.{job} }}}} over the last "
+            f"{w} (above {_pct(o.timeout_ratio)} for {ratio_for}, {traffic}): the dependency is "
+            "slow or hangs.",
+            o.runbook_url_base,
         ),
     )
 
 
-def _breaker_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+def _as_policy(expr: str) -> str:
+    """Copy ``resilience_name`` into ``resilience_policy``, for Alertmanager's inhibitions.
+
+    The manager names a policy's breaker and bulkhead after the policy, so the copy lets an open
+    breaker mute the other alerts of the same policy.
+    """
+    return f'label_replace(\n  {expr},\n  "{_POLICY}", "$1", "{_NAME}", "(.+)"\n)'
+
+
+def _breaker_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    job = o.job_label
     flapping_window = scale_duration(BREAKER_FLAPPING_WINDOW, scale)
     closed = _sel(_CB_STATE_SERIES, _eq(_CB_STATE, naming.value(sc.CB_STATE, "closed")))
     trips = _sel(
@@ -437,151 +608,198 @@ def _breaker_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
         duration = scale_duration(duration, scale)
         return AlertRule(
             A_BREAKER_OPEN,
-            f"{R_BREAKER_OPEN} > 0",
+            _as_policy(f"{R_BREAKER_OPEN} > 0"),
             duration,
             severity,
-            "Circuit breaker {{ $labels.resilience_name }} is open in {{ $labels.job }}",
-            "Circuit breaker {{ $labels.resilience_name }} of service {{ $labels.job }} has not "
-            f"been closed for more than {duration} in {{{{ $value }}}} instance(s): calls to its "
-            "dependency are rejected at once (CircuitOpenError) or answered by a fallback.",
+            f"Circuit breaker {{{{ $labels.resilience_name }}}} is open in {{{{ $labels.{job} }}}}",
+            f"Circuit breaker {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has "
+            f"not been closed (open or half-open) for more than {duration} in "
+            '{{ printf "%.0f" $value }} instance(s): calls to its dependency are rejected at once '
+            "(CircuitOpenError) or answered by a fallback.",
+            o.runbook_url_base,
         )
 
     return (
-        RecordingRule(R_BREAKER_OPEN, f"sum by ({_JOB}, {_NAME}) (1 - {closed})"),
-        RecordingRule(R_BREAKER_TRIPS, _events(trips, flapping_window, (_JOB, _NAME))),
-        open_alert(BREAKER_OPEN_WARNING_FOR, "warning"),
-        open_alert(BREAKER_OPEN_CRITICAL_FOR, "critical"),
+        RecordingRule(R_BREAKER_OPEN, f"sum by ({job}, {_NAME}) (1 - {closed})"),
+        RecordingRule(R_BREAKER_TRIPS, _events(trips, flapping_window, (job, _NAME))),
+        open_alert(o.breaker_open_warning_for, "warning"),
+        open_alert(o.breaker_open_critical_for, "critical"),
         AlertRule(
             A_BREAKER_FLAPPING,
-            f"{R_BREAKER_TRIPS} >= {BREAKER_FLAPPING_TRIPS}",
-            scale_duration(BREAKER_FLAPPING_FOR, scale),
+            f"{R_BREAKER_TRIPS} >= {o.breaker_flapping_trips}",
+            scale_duration(o.breaker_flapping_for, scale),
             "warning",
-            "Circuit breaker {{ $labels.resilience_name }} is flapping in {{ $labels.job }}",
-            "Circuit breaker {{ $labels.resilience_name }} of service {{ $labels.job }} tripped "
-            "from closed to open {{ $value | humanize }} times in the last "
-            f"{flapping_window} (threshold {BREAKER_FLAPPING_TRIPS}): the dependency keeps "
+            f"Circuit breaker {{{{ $labels.resilience_name }}}} is flapping in {{{{ $labels.{job} }}}}",
+            f"Circuit breaker {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} tripped "
+            'from closed to open {{ printf "%.0f" $value }} times in the last '
+            f"{flapping_window} (threshold {o.breaker_flapping_trips}): the dependency keeps "
             "failing again right after it recovers.",
+            o.runbook_url_base,
         ),
     )
 
 
-def _bulkhead_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
-    near_for = scale_duration(BULKHEAD_NEAR_FOR, scale)
+def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    job = o.job_label
+    w = scale_duration(RATE_WINDOW, scale)
+    near_for = scale_duration(o.bulkhead_near_for, scale)
+    full_for = scale_duration(o.bulkhead_full_for, scale)
     full = naming.one_of(sc.REJECTION_REASON, "bulkhead_full", "queue_timeout")
     rejections = _sel(_REJECTIONS, _re(_REJECTION_REASON, full))
     return (
         RecordingRule(
-            R_BULKHEAD_SATURATION, f"max by ({_JOB}, {_NAME}) ({_BULKHEAD_ACTIVE} / ({_BULKHEAD_LIMIT} > 0))"
+            R_BULKHEAD_SATURATION, f"max by ({job}, {_NAME}) ({_BULKHEAD_ACTIVE} / ({_BULKHEAD_LIMIT} > 0))"
         ),
         RecordingRule(
             R_BULKHEAD_QUEUE_SATURATION,
-            f"max by ({_JOB}, {_NAME}) ({_BULKHEAD_QUEUED} / ({_BULKHEAD_QUEUE_LIMIT} > 0))",
+            f"max by ({job}, {_NAME}) ({_BULKHEAD_QUEUED} / ({_BULKHEAD_QUEUE_LIMIT} > 0))",
         ),
+        RecordingRule(R_BULKHEAD_REJECTIONS, f"sum by ({job}, {_POLICY}, {_NAME}) (rate({rejections}[{w}]))"),
         RecordingRule(
-            R_BULKHEAD_REJECTIONS,
-            f"sum by ({_JOB}, {_NAME}) (rate({rejections}[{scale_duration(RATE_WINDOW, scale)}]))",
+            R_BULKHEAD_REJECTION_RATIO,
+            f"{R_BULKHEAD_REJECTIONS}\n/ on ({job}, {_POLICY}) group_left ()\n({R_EXECUTIONS} > 0)",
         ),
         AlertRule(
             A_BULKHEAD_FULL,
-            f"{R_BULKHEAD_SATURATION} >= {BULKHEAD_FULL_SATURATION:g}\nor\n"
-            f"({R_BULKHEAD_SATURATION} and on ({_JOB}, {_NAME}) {R_BULKHEAD_REJECTIONS} > 0)",
-            scale_duration(BULKHEAD_FULL_FOR, scale),
+            f"{R_BULKHEAD_REJECTION_RATIO} > {o.bulkhead_rejection_ratio:g}\n"
+            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {o.min_execution_rate:g}",
+            full_for,
             "warning",
-            "Bulkhead {{ $labels.resilience_name }} is full in {{ $labels.job }}",
-            "Bulkhead {{ $labels.resilience_name }} of service {{ $labels.job }} rejects calls or "
-            "has every slot busy ({{ $value | humanizePercentage }} of its concurrency limit in "
-            "use): callers get BulkheadFullError or a fallback.",
+            f"Bulkhead {{{{ $labels.resilience_name }}}} rejects calls in {{{{ $labels.{job} }}}}",
+            f"Bulkhead {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} rejected "
+            "{{ $value | humanizePercentage }} of the executions of policy "
+            f"{{{{ $labels.resilience_policy }}}} (full, or queue timeout) over the last {w} "
+            f"(above {_pct(o.bulkhead_rejection_ratio)} for {full_for}, with at least "
+            f"{o.min_execution_rate:g} executions/s): callers get BulkheadFullError, "
+            "BulkheadTimeoutError or a fallback.",
+            o.runbook_url_base,
         ),
         AlertRule(
             A_BULKHEAD_NEAR,
-            f"{R_BULKHEAD_SATURATION} >= {BULKHEAD_NEAR_SATURATION:g}",
+            f"{R_BULKHEAD_SATURATION} >= {o.bulkhead_near_saturation:g}",
             near_for,
             "warning",
-            "Bulkhead {{ $labels.resilience_name }} is near saturation in {{ $labels.job }}",
-            "Bulkhead {{ $labels.resilience_name }} of service {{ $labels.job }} has used "
-            "{{ $value | humanizePercentage }} of its concurrency limit for more than "
-            f"{near_for} (threshold {_pct(BULKHEAD_NEAR_SATURATION)}).",
+            f"Bulkhead {{{{ $labels.resilience_name }}}} is near saturation in {{{{ $labels.{job} }}}}",
+            f"Bulkhead {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has had at "
+            f"least {_pct(o.bulkhead_near_saturation)} of its concurrency limit in use, in its most "
+            f"loaded instance, for {near_for}; now {{{{ $value | humanizePercentage }}}}.",
+            o.runbook_url_base,
         ),
     )
 
 
-def _recovery_group(scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    job = o.job_label
     w = scale_duration(RECOVERY_WINDOW, scale)
+    sparse = scale_duration(RECOVERY_SPARSE_WINDOW, scale)
     patterns_window = scale_duration(ERROR_PATTERN_WINDOW, scale)
-    success = _sel(_RECOVERY_ATTEMPTS, _eq(_RECOVERY_RESULT, naming.value(sc.RECOVERY_RESULT, "success")))
-    all_attempts = f"sum by ({_JOB}, {_NAME}) (rate({_RECOVERY_ATTEMPTS}[{w}]))"
+    by = (job, _POLICY, _NAME)
+    on = f"on ({', '.join(by)})"
+    success = _eq(_RECOVERY_RESULT, naming.value(sc.RECOVERY_RESULT, "success"))
+
+    def share(succeeded: str, acted: str) -> str:
+        return f"(\n  {succeeded}\nor\n  {acted} * 0\n)\n/\n({acted} > 0)"
+
+    def total(actions: str) -> str:
+        return f"sum by ({', '.join(by)}) ({actions})"
+
     return (
-        RecordingRule(R_RECOVERY_ATTEMPTS, f"sum by ({_JOB}, {_NAME}) (increase({_RECOVERY_ATTEMPTS}[{w}]))"),
+        RecordingRule(R_RECOVERY_ATTEMPTS, _events(_RECOVERY_ATTEMPTS, w, (*by, _RECOVERY_RESULT))),
         RecordingRule(
             R_RECOVERY_RATE,
-            f"(\n  sum by ({_JOB}, {_NAME}) (rate({success}[{w}]))\nor\n  {all_attempts} * 0\n)\n"
-            f"/\n({all_attempts} > 0)",
+            share(total(_sel(R_RECOVERY_ATTEMPTS, success)), total(R_RECOVERY_ATTEMPTS)),
+        ),
+        RecordingRule(
+            R_RECOVERY_RATE_SPARSE,
+            share(
+                _events(_sel(_RECOVERY_ATTEMPTS, success), sparse, by),
+                _events(_RECOVERY_ATTEMPTS, sparse, by),
+            ),
         ),
         RecordingRule(
             R_ERROR_PATTERNS,
-            _events(_ERROR_PATTERNS, patterns_window, (_JOB, _NAME, _OPERATION, _ERROR_TYPE)),
+            _events(_ERROR_PATTERNS, patterns_window, (job, _POLICY, _NAME, _OPERATION, _ERROR_TYPE)),
         ),
         AlertRule(
             A_RECOVERY_LOW,
-            f"{R_RECOVERY_RATE} < {RECOVERY_RATE_THRESHOLD:g}\n"
-            f"and on ({_JOB}, {_NAME}) {R_RECOVERY_ATTEMPTS} >= {RECOVERY_MIN_ATTEMPTS}",
-            scale_duration(RECOVERY_FOR, scale),
+            f"(\n    {R_RECOVERY_RATE} < {o.recovery_rate_threshold:g}\n"
+            f"  and {on}\n    sum by ({', '.join(by)}) ({R_RECOVERY_ATTEMPTS})"
+            f" >= {o.recovery_min_attempts}\n)\n"
+            f"or\n(\n    {R_RECOVERY_RATE_SPARSE} == 0\n"
+            f"  and on ({job}, {_POLICY})\n    {R_SUCCESS_RATIO} < {o.recovery_rate_threshold:g}\n)",
+            scale_duration(o.recovery_for, scale),
             "warning",
-            "Recovery rate low in {{ $labels.resilience_name }} of {{ $labels.job }}",
-            "Recovery system {{ $labels.resilience_name }} of service {{ $labels.job }} recovered "
-            f"only {{{{ $value | humanizePercentage }}}} of its errors over the last {w} "
-            f"(threshold {_pct(RECOVERY_RATE_THRESHOLD)}, at least {RECOVERY_MIN_ATTEMPTS} attempts).",
+            f"Recovery failing for policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
+            f"The recovery rules ({{{{ $labels.resilience_name }}}}) of policy "
+            f"{{{{ $labels.resilience_policy }}}} in service {{{{ $labels.{job} }}}} recovered "
+            f"{{{{ $value | humanizePercentage }}}} of the errors they acted on: under "
+            f"{_pct(o.recovery_rate_threshold)} of at least {o.recovery_min_attempts} actions in the "
+            f"last {w}, or none of the actions of the last {sparse} while under "
+            f"{_pct(o.recovery_rate_threshold)} of the policy's executions succeed.",
+            o.runbook_url_base,
         ),
         AlertRule(
             A_ERROR_PATTERN,
             f"{R_ERROR_PATTERNS} > 0",
-            scale_duration(ERROR_PATTERN_FOR, scale),
+            scale_duration(o.error_pattern_for, scale),
             "warning",
-            "Repeated {{ $labels.error_type }} in {{ $labels.resilience_operation }} of {{ $labels.job }}",
+            f"Repeated {{{{ $labels.error_type }}}} in {{{{ $labels.resilience_operation }}}} of "
+            f"{{{{ $labels.{job} }}}}",
             "{{ $labels.error_type }} keeps repeating in operation {{ $labels.resilience_operation }} "
-            "(recovery system {{ $labels.resilience_name }}, service {{ $labels.job }}): "
-            f"{{{{ $value | humanize }}}} pattern(s) detected in the last {patterns_window}.",
+            "of policy {{ $labels.resilience_policy }} (recovery rules {{ $labels.resilience_name }}, "
+            f'service {{{{ $labels.{job} }}}}): {{{{ printf "%.0f" $value }}}} pattern(s) detected in '
+            f"the last {patterns_window}.",
+            o.runbook_url_base,
         ),
     )
 
 
-def rule_groups(time_scale: float = 1.0) -> Rules:
+def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> Rules:
     """Return the rule groups: each group's recording rules, then the alerts that read them.
 
     Args:
         time_scale: Multiplies every ``for``, range and ``offset`` (see :func:`scale_duration`);
             1 (default) gives the production rules.
+        options: Thresholds, ``for`` durations, the job label and the runbook URL base
+            (default: :class:`RuleOptions` ``()``, the shipped rules).
 
     Raises:
-        TypeError: If ``time_scale`` is not a number.
+        TypeError: If ``time_scale`` is not a number or ``options`` not a :class:`RuleOptions`.
         ValueError: If ``time_scale`` is not in ``(0, 1]``.
     """
     scale = _check_time_scale(time_scale)
+    if options is None:
+        options = RuleOptions()
+    if not isinstance(options, RuleOptions):  # callers without a type checker
+        msg = f"options must be a RuleOptions, got {options!r}"  # type: ignore[unreachable]
+        raise TypeError(msg)
     return (
-        ("otel_resilience.executions", _execution_group(scale)),
-        ("otel_resilience.circuit_breakers", _breaker_group(scale)),
-        ("otel_resilience.bulkheads", _bulkhead_group(scale)),
-        ("otel_resilience.recovery", _recovery_group(scale)),
+        ("otel_resilience.executions", _execution_group(options, scale)),
+        ("otel_resilience.circuit_breakers", _breaker_group(options, scale)),
+        ("otel_resilience.bulkheads", _bulkhead_group(options, scale)),
+        ("otel_resilience.recovery", _recovery_group(options, scale)),
     )
 
 
-def rules_document(time_scale: float = 1.0) -> dict[str, Any]:
-    """Return the Prometheus rules file as a document (``alerts/rules.yml`` at ``time_scale`` 1)."""
+def rules_document(time_scale: float = 1.0, options: RuleOptions | None = None) -> dict[str, Any]:
+    """Return the Prometheus rules file as a document (``alerts/rules.yml`` with the defaults)."""
     return {
         "groups": [
             {"name": name, "rules": [rule.as_dict() for rule in rules]}
-            for name, rules in rule_groups(time_scale)
+            for name, rules in rule_groups(time_scale, options)
         ]
     }
 
 
-def render_rules(time_scale: float = 1.0) -> str:
-    """Return the text of ``alerts/rules.yml``, or of its time-scaled variant.
+def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) -> str:
+    """Return the text of ``alerts/rules.yml``, or of its time-scaled or adapted variant.
 
     Args:
         time_scale: Multiplies every ``for``, range and ``offset``; 1 (default) is the
             committed file. The recording rule names keep their production windows, so the
             dashboards read a scaled file unchanged.
+        options: See :func:`rule_groups`; the header lists the options that differ from the
+            shipped ones.
 
     Raises:
         TypeError: If ``time_scale`` is not a number.
@@ -595,12 +813,23 @@ def render_rules(time_scale: float = 1.0) -> str:
         f"{scale:g},\nfor a demo run with `--time-scale {scale:g}` (1 s here = {1 / scale:g} s of production "
         "time).\nRecording rule names keep their production windows. Not for production use."
     )
+    adapted = ""
+    if options is not None and not options.is_default:
+        shipped = RuleOptions()
+        changed = [
+            f"{name}={getattr(options, name)}"
+            for name in RuleOptions.field_names()
+            if getattr(options, name) != getattr(shipped, name)
+        ]
+        adapted = "\nAdapted with: " + ", ".join(changed)
     return _yaml.dump(
-        rules_document(scale),
+        rules_document(scale, options),
         _yaml.generated_header(
             "otel_resilience/ops/alert_rules.py",
             "Prometheus recording and alerting rules for otel_resilience. Load with\n"
-            "`rule_files: [rules.yml]`; check with `promtool check rules --lint=all rules.yml`." + scaled,
+            "`rule_files: [rules.yml]`; check with `promtool check rules --lint=all rules.yml`."
+            + scaled
+            + adapted,
         ),
     )
 
@@ -746,7 +975,7 @@ def _breaker_open_case() -> _Case:
                     _gauge((up, before), (down, during), (up, after)),
                 )
             )
-    payments = _job(**{_NAME: "payments"})
+    payments = _job(**{_NAME: "payments", _POLICY: "payments"})
     return _Case(
         "circuit breaker open: warning after 1m, critical after 10m; a 1-minute blip stays silent",
         A_BREAKER_OPEN,
@@ -788,26 +1017,27 @@ def _breaker_flapping_case() -> _Case:
 
 def _bulkhead_full_case() -> _Case:
     rule = _rule(A_BULKHEAD_FULL)
-    rejected = {_POLICY: "db", _PATTERN: "bulkhead", _NAME: "db", _REJECTION_REASON: "bulkhead_full"}
+
+    def rejected(policy: str, reason: str) -> str:
+        labels = {_POLICY: policy, _PATTERN: "bulkhead", _NAME: policy, _REJECTION_REASON: reason}
+        return _input(_REJECTIONS, labels)
+
     return _Case(
-        "bulkhead full: every slot busy, or rejecting; 90 % busy without rejections stays silent",
+        "bulkhead full: 10 % of the executions rejected for 2m fires; 1.7 % at 1 call/s (a few queue "
+        "timeouts), or too little traffic, stay silent",
         A_BULKHEAD_FULL,
         (
-            (_input(_BULKHEAD_ACTIVE, {_NAME: "pool"}), _gauge((5, 10), (10, 10), (5, 41))),
-            (_input(_BULKHEAD_LIMIT, {_NAME: "pool"}), _gauge((10, 61))),
-            (_input(_BULKHEAD_ACTIVE, {_NAME: "db"}), _gauge((3, 61))),
-            (_input(_BULKHEAD_LIMIT, {_NAME: "db"}), _gauge((10, 61))),
-            (_input(_REJECTIONS, rejected), _counter((6, 9), (0, 21), start=1, missing=30)),
-            (_input(_BULKHEAD_ACTIVE, {_NAME: "cache"}), _gauge((9, 61))),
-            (_input(_BULKHEAD_LIMIT, {_NAME: "cache"}), _gauge((10, 61))),
+            _execution_series("db", 60),
+            (rejected("db", "bulkhead_full"), _counter((0, 10), (6, 20), (0, 30))),
+            _execution_series("steady", 60),
+            (rejected("steady", "queue_timeout"), _counter((1, 60))),
+            _execution_series("rare", 3),
+            (rejected("rare", "bulkhead_full"), _counter((3, 60))),
         ),
         (
-            ("11m", ()),
-            ("13m", (_Firing(rule, _job(**{_NAME: "pool"}), "100%"),)),
-            ("21m", ()),
-            ("32m", ()),
-            ("34m", (_Firing(rule, _job(**{_NAME: "db"}), "30%"),)),
-            ("45m", ()),
+            ("10m", ()),
+            ("15m", (_Firing(rule, _job(**{_POLICY: "db", _NAME: "db"}), "10%"),)),
+            ("40m", ()),
         ),
     )
 
@@ -835,40 +1065,78 @@ def _bulkhead_near_case() -> _Case:
 def _recovery_case() -> _Case:
     rule = _rule(A_RECOVERY_LOW)
 
-    def attempts(name: str, result: str) -> str:
-        return _input(
-            _RECOVERY_ATTEMPTS,
-            {
-                _NAME: name,
-                _RECOVERY_STRATEGY: "retry",
-                _RECOVERY_RESULT: result,
-                _ERROR_TYPE: "ConnectionError",
-            },
+    def attempts(policy: str, result: str) -> str:
+        labels = {
+            _POLICY: policy,
+            _NAME: "recovery",
+            _RECOVERY_STRATEGY: "retry",
+            _RECOVERY_RESULT: result,
+            _ERROR_TYPE: "ConnectionError",
+        }
+        return _input(_RECOVERY_ATTEMPTS, labels)
+
+    def executions(policy: str, outcome: str, *segments: tuple[float, int]) -> tuple[str, str]:
+        return (
+            _input(_EXECUTIONS, {_POLICY: policy, _PATTERN: "pipeline", _OUTCOME: outcome}),
+            _counter(*segments),
         )
 
     return _Case(
-        "recovery rate below 80 % with at least 10 attempts; 1 of 2, or 85 %, stay silent",
+        "recovery failing: fires within 5m of a sustained failure (20 % of many actions, or 3 failed "
+        "actions in 11m while the policy fails, or 1 failed action in a 30m outage) and resolves within "
+        "5m of the return; 1 of 2, 85 %, or one failed action of a healthy policy stay silent",
         A_RECOVERY_LOW,
         (
-            (attempts("db-recovery", "success"), _counter((1, 30), (10, 30))),
-            (attempts("db-recovery", "failure"), _counter((1, 30), (0, 30))),
-            (attempts("rare", "success"), _counter((0, 5), (1, 1), (0, 54))),
-            (attempts("rare", "failure"), _counter((0, 10), (1, 1), (0, 49))),
+            # Many actions, 20 % recovered from t+10m to t+30m.
+            (attempts("db", "success"), _counter((20, 10), (2, 20), (20, 30))),
+            (attempts("db", "failure"), _counter((0, 10), (8, 20), (0, 30))),
+            _execution_series("db", 60),
+            # A hard outage: the breaker rejects almost every call, 3 recovery actions in 11m, all fail.
+            (
+                attempts("ml", "failure"),
+                _counter((0, 6), (1, 1), (0, 4), (1, 1), (0, 39), start=1, missing=10),
+            ),
+            executions("ml", "success", (60, 10), (0, 20), (60, 30)),
+            executions("ml", "rejected", (0, 10), (60, 20), (0, 30)),
+            # A long hard outage (t+10m to t+40m) whose only recovery action came at its start.
+            (attempts("long", "failure"), _counter((0, 50), start=1, missing=10)),
+            executions("long", "success", (60, 10), (0, 30), (60, 20)),
+            executions("long", "rejected", (0, 10), (60, 30), (0, 20)),
+            # 1 of 2 recovered; 85 % recovered; one failed action of a healthy policy.
+            (attempts("rare", "success"), _counter((0, 55), start=1, missing=5)),
+            (attempts("rare", "failure"), _counter((0, 53), start=1, missing=7)),
+            _execution_series("rare", 60),
             (attempts("healthy", "success"), _counter((17, 60))),
             (attempts("healthy", "failure"), _counter((3, 60))),
+            _execution_series("healthy", 60),
+            (attempts("blip", "failure"), _counter((0, 55), start=1, missing=5)),
+            _execution_series("blip", 60),
         ),
         (
-            ("4m", ()),
-            ("8m", ()),
-            ("20m", (_Firing(rule, _job(**{_NAME: "db-recovery"}), "50%"),)),
-            ("40m", ()),
+            ("10m", ()),
+            (
+                "15m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "db", _NAME: "recovery"}), "20%"),
+                    _Firing(rule, _job(**{_POLICY: "ml", _NAME: "recovery"}), "0%"),
+                    _Firing(rule, _job(**{_POLICY: "long", _NAME: "recovery"}), "0%"),
+                ),
+            ),
+            ("35m", (_Firing(rule, _job(**{_POLICY: "long", _NAME: "recovery"}), "0%"),)),
+            ("45m", ()),
+            ("55m", ()),
         ),
     )
 
 
 def _error_pattern_case() -> _Case:
     rule = _rule(A_ERROR_PATTERN)
-    labels = {_NAME: "orders-recovery", _OPERATION: "fetch_orders", _ERROR_TYPE: "ConnectionError"}
+    labels = {
+        _POLICY: "orders",
+        _NAME: "orders-recovery",
+        _OPERATION: "fetch_orders",
+        _ERROR_TYPE: "ConnectionError",
+    }
     firing = _Firing(rule, _job(**labels), "1")
     return _Case(
         "error pattern: fires on a new pattern (the first detection counts) and resolves after 15m",

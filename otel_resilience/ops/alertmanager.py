@@ -1,7 +1,7 @@
 """An example Alertmanager configuration for the shipped alert rules (``alerts/alertmanager.yml``).
 
 The routing tree sends ``critical`` alerts to a pager receiver and ``warning`` alerts to a chat
-receiver, grouped by alert name and service (``job``). Three inhibition rules keep one incident
+receiver, grouped by alert name and service (``job``). Four inhibition rules keep one incident
 from paging three times:
 
 * a ``critical`` alert mutes the ``warning`` of the same alert for the same service and instance
@@ -9,7 +9,11 @@ from paging three times:
 * an open circuit breaker mutes the bulkhead and fallback alerts of the same name in the same
   service: the breaker already rejects the calls that would fill the bulkhead or need the
   fallback (the manager names a policy's breaker, bulkhead and fallback after the policy);
-* a full bulkhead mutes its own near-saturation warning.
+* a full bulkhead mutes its own near-saturation warning;
+* an open breaker or a full bulkhead mutes the error patterns of the same policy: while they
+  reject calls, the errors that repeat are the dependency's, already reported (our own
+  rejections are never patterns). The breaker and bulkhead alerts carry ``resilience_policy``,
+  copied from their name (the manager names them after the policy).
 
 The receivers are webhooks on loopback addresses, so that the file is valid and harmless as
 shipped; replace them with ``pagerduty_configs`` and ``slack_configs`` (see the comments in the
@@ -62,37 +66,51 @@ ROUTE_CASES: Final = (
 """Label sets and the receiver each must reach (checked with ``amtool config routes test``)."""
 
 
-def inhibit_rules() -> list[dict[str, Any]]:
-    """Return the inhibition rules (see the module docstring)."""
+def inhibit_rules(job_label: str = naming.SERVICE_LABEL) -> list[dict[str, Any]]:
+    """Return the inhibition rules (see the module docstring).
+
+    Args:
+        job_label: The label that names the service (``RuleOptions.job_label``).
+    """
     muted_by_breaker = (
         f"{alert_rules.A_BULKHEAD_FULL}|{alert_rules.A_BULKHEAD_NEAR}|{alert_rules.A_FALLBACK_HIGH}"
     )
+    rejecting = f"{alert_rules.A_BREAKER_OPEN}|{alert_rules.A_BULKHEAD_FULL}"
     return [
         {
             "source_matchers": [f'{_SEVERITY}="critical"'],
             "target_matchers": [f'{_SEVERITY}="warning"'],
-            "equal": ["alertname", naming.SERVICE_LABEL, _NAME, _POLICY],
+            "equal": ["alertname", job_label, _NAME, _POLICY],
         },
         {
             "source_matchers": [f'alertname="{alert_rules.A_BREAKER_OPEN}"'],
             "target_matchers": [f'alertname=~"{muted_by_breaker}"'],
-            "equal": [naming.SERVICE_LABEL, _NAME],
+            "equal": [job_label, _NAME],
         },
         {
             "source_matchers": [f'alertname="{alert_rules.A_BULKHEAD_FULL}"'],
             "target_matchers": [f'alertname="{alert_rules.A_BULKHEAD_NEAR}"'],
-            "equal": [naming.SERVICE_LABEL, _NAME],
+            "equal": [job_label, _NAME],
+        },
+        {
+            "source_matchers": [f'alertname=~"{rejecting}"'],
+            "target_matchers": [f'alertname="{alert_rules.A_ERROR_PATTERN}"'],
+            "equal": [job_label, _POLICY],
         },
     ]
 
 
-def alertmanager_document() -> dict[str, Any]:
-    """Return the example Alertmanager configuration as a document."""
+def alertmanager_document(job_label: str = naming.SERVICE_LABEL) -> dict[str, Any]:
+    """Return the example Alertmanager configuration as a document.
+
+    Args:
+        job_label: The label that names the service (``RuleOptions.job_label``).
+    """
     return {
         "global": {"resolve_timeout": "5m"},
         "route": {
             "receiver": CHAT_RECEIVER,
-            "group_by": list(GROUP_BY),
+            "group_by": ["alertname", job_label],
             "group_wait": "30s",
             "group_interval": "5m",
             "repeat_interval": "4h",
@@ -105,7 +123,7 @@ def alertmanager_document() -> dict[str, Any]:
                 {"matchers": [f'{_SEVERITY}="warning"'], "receiver": CHAT_RECEIVER},
             ],
         },
-        "inhibit_rules": inhibit_rules(),
+        "inhibit_rules": inhibit_rules(job_label),
         "receivers": [
             {
                 "name": PAGER_RECEIVER,
@@ -119,10 +137,10 @@ def alertmanager_document() -> dict[str, Any]:
     }
 
 
-def render_alertmanager() -> str:
-    """Return the text of ``alerts/alertmanager.yml``."""
+def render_alertmanager(job_label: str = naming.SERVICE_LABEL) -> str:
+    """Return the text of ``alerts/alertmanager.yml`` (grouped and inhibited by ``job_label``)."""
     return _yaml.dump(
-        alertmanager_document(),
+        alertmanager_document(job_label),
         _yaml.generated_header(
             "otel_resilience/ops/alertmanager.py",
             "An example Alertmanager configuration for rules.yml: critical -> pager, warning -> chat,\n"

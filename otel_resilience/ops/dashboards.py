@@ -33,6 +33,8 @@ __all__ = [
     "DASHBOARD_TAG",
     "DATASOURCE_UID",
     "DATASOURCE_VARIABLE",
+    "GRAFANA_MIN_VERSION",
+    "GRAFANA_SCHEMA_VERSION",
     "AlertPanel",
     "alert_panels",
     "dashboard_documents",
@@ -40,6 +42,11 @@ __all__ = [
 ]
 
 DASHBOARD_TAG: Final = "otel-resilience"
+GRAFANA_MIN_VERSION: Final = "11.0"
+"""The lowest Grafana version the dashboards support (docs/operations.md, "Grafana versions")."""
+GRAFANA_SCHEMA_VERSION: Final = 39
+"""The dashboards' ``schemaVersion``: the latest that :data:`GRAFANA_MIN_VERSION` knows (newer
+Grafana versions migrate it on import; the SDK's default, 41, is newer than Grafana 11.0)."""
 DATASOURCE_VARIABLE: Final = "datasource"
 DATASOURCE_UID: Final = "${" + DATASOURCE_VARIABLE + "}"
 """The only datasource uid that appears in the dashboards: the variable."""
@@ -847,7 +854,9 @@ def _build(spec: _Dashboard) -> Any:
         for panel in panels:
             panel_id += 1
             builder = builder.with_panel(_build_panel(panel, panel_id, datasource))
-    return builder.build()
+    dashboard = builder.build()
+    dashboard.schema_version = GRAFANA_SCHEMA_VERSION
+    return dashboard
 
 
 def _build_panel(panel: _Panel, panel_id: int, datasource: Any) -> Any:

@@ -1,21 +1,29 @@
-"""Write (or check) the generated operations files.
+r"""Write (or check) the operations files: the shipped copies, or regenerated ones.
 
-The committed files are the generators' output; regenerate them all with::
+**Layout (single source).** The generators in :mod:`otel_resilience.ops` are the source of the
+dashboards, the alert rules and the Collector configs; ``docs/runbooks/*.md`` (written by hand)
+is the source of the runbooks. ``--all`` writes every generated file twice, into the
+repository's top-level folders (``dashboards/``, ``alerts/``, ``collector-config/``) and into the
+package data folder ``otel_resilience/ops/shipped/<folder>/`` that the wheel carries, and copies
+the runbooks into ``otel_resilience/ops/shipped/runbooks/``. A test fails when any copy differs
+from its source::
 
-    python -m otel_resilience.ops.export --all
+    python -m otel_resilience.ops.export --all           # regenerate every copy
+    python -m otel_resilience.ops.export --all --check   # exit 1 and list the stale files
 
-or check them (exit status 1 and a list of stale files when they differ)::
+**Export** (also ``otel-resilience export KIND DIR``): without options, the files shipped in
+the package are copied, so it works from an installed wheel without the ``ops`` extra and on
+every supported Python. With options the alert rules are regenerated, which needs the extra
+(PyYAML)::
 
-    python -m otel_resilience.ops.export --all --check
-
-One kind into a directory of your choice (the demo CLI's ``otel-resilience export KIND DIR``
-calls :func:`export_artifacts`)::
-
-    python -m otel_resilience.ops.export dashboards /tmp/dashboards
+    python -m otel_resilience.ops.export alerts /tmp/rules
+    python -m otel_resilience.ops.export alerts /tmp/rules \\
+        --runbook-url-base https://wiki.example.com/runbooks --job-label service \\
+        --set retry_storm_ratio=0.7 --set ratio_alert_for=15m
 
 Alert rules for compressed time (a demo run with ``--time-scale 0.05``, an end-to-end test): every
-``for``, range and offset multiplied by the scale, recording rule names unchanged; the promtool
-unit tests, written for production timing, are left out::
+``for``, range and offset multiplied by the scale, recording rule names unchanged. Adapted or
+scaled rules leave out the promtool unit tests, which are written for the shipped rules::
 
     python -m otel_resilience.ops.export alerts /tmp/rules --time-scale 0.05
 """
@@ -23,10 +31,13 @@ unit tests, written for production timing, are left out::
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
+
+from otel_resilience.ops.alert_rules import RuleOptions
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,39 +45,107 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DIRECTORIES",
     "KINDS",
+    "PACKAGE_DATA",
     "REPOSITORY_ROOT",
+    "MissingExtraError",
+    "add_generator_options",
+    "copy_folders",
     "export_artifacts",
+    "generator_options",
     "main",
+    "packaged",
     "render",
     "stale_artifacts",
 ]
 
-KINDS: Final = ("dashboards", "alerts", "collector")
+KINDS: Final = ("dashboards", "alerts", "collector", "runbooks")
 """What can be exported."""
+GENERATED_KINDS: Final = ("dashboards", "alerts", "collector")
+"""The kinds written by a generator (the runbooks are written by hand)."""
 DEFAULT_DIRECTORIES: Final = MappingProxyType(
-    {"dashboards": "dashboards", "alerts": "alerts", "collector": "collector-config"}
+    {
+        "dashboards": "dashboards",
+        "alerts": "alerts",
+        "collector": "collector-config",
+        "runbooks": "docs/runbooks",
+    }
 )
-"""Where each kind lives in the repository."""
+"""Where each kind lives in the repository (for the runbooks: their source)."""
+PACKAGE_DATA: Final = "shipped"
+"""The package data folder of :mod:`otel_resilience.ops`: one sub-folder per kind, named after
+the last part of its repository folder (``shipped/collector-config``, ``shipped/runbooks``)."""
 REPOSITORY_ROOT: Final = Path(__file__).resolve().parents[2]
 """The repository root, when running from a source checkout."""
+_RUNBOOK_SUFFIX: Final = ".md"
 
 
-def render(kind: str, *, time_scale: float = 1.0) -> dict[str, str]:
-    """Return the generated files of one kind: file name -> text.
+class MissingExtraError(RuntimeError):
+    """Regenerating needs an optional dependency that is not installed (the ``ops`` extra)."""
 
-    Args:
-        kind: ``"dashboards"``, ``"alerts"`` or ``"collector"``.
-        time_scale: For ``"alerts"`` only: multiplies every ``for``, range and offset of the
-            rules (:func:`otel_resilience.ops.alert_rules.render_rules`); below 1 the promtool
-            unit tests (written for production timing) are left out. Default 1.
+
+def _package_folder(kind: str) -> str:
+    return DEFAULT_DIRECTORIES[kind].rsplit("/", 1)[-1]
+
+
+def packaged(kind: str) -> dict[str, str]:
+    """Return the files of one kind shipped in the package: file name -> text.
 
     Raises:
-        ValueError: For another kind, a time scale outside ``(0, 1]``, or a time scale other
-            than 1 for a kind that has none.
+        ValueError: For an unknown kind.
     """
+    _check_kind(kind)
+    folder = importlib.resources.files("otel_resilience.ops") / PACKAGE_DATA / _package_folder(kind)
+    if not folder.is_dir():
+        return {}
+    return {
+        item.name: item.read_text(encoding="utf-8")
+        for item in sorted(folder.iterdir(), key=lambda entry: entry.name)
+        if item.is_file()
+    }
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        msg = f"kind must be one of {KINDS}, got {kind!r}"
+        raise ValueError(msg)
+
+
+def render(kind: str, *, time_scale: float = 1.0, options: RuleOptions | None = None) -> dict[str, str]:
+    """Return the files of one kind as their source produces them: file name -> text.
+
+    Args:
+        kind: ``"dashboards"``, ``"alerts"``, ``"collector"`` or ``"runbooks"`` (read from
+            ``docs/runbooks`` of a source checkout).
+        time_scale: For ``"alerts"`` only: multiplies every ``for``, range and offset of the
+            rules (:func:`otel_resilience.ops.alert_rules.render_rules`). Default 1.
+        options: For ``"alerts"`` only: :class:`~otel_resilience.ops.alert_rules.RuleOptions`.
+            Scaled or adapted rules come without the promtool unit tests (written for the
+            shipped rules).
+
+    Raises:
+        ValueError: For another kind, a time scale outside ``(0, 1]``, or a time scale or
+            options for a kind that has none.
+        MissingExtraError: When a generator's optional dependency is missing.
+    """
+    _check_kind(kind)
     if time_scale != 1.0 and kind != "alerts":
         msg = f"only the alerts have a time scale, got time_scale={time_scale!r} for {kind!r}"
         raise ValueError(msg)
+    if options is not None and kind != "alerts":
+        msg = f"only the alerts have options, got options for {kind!r}"
+        raise ValueError(msg)
+    try:
+        return _render(kind, time_scale, options)
+    except ModuleNotFoundError as error:
+        missing = error.name or "a module"
+        msg = (
+            f"regenerating {kind} needs {missing} (the ops extra: pip install 'otel-resilience[ops]'; "
+            "the dashboards need Python >= 3.11)"
+        )
+        raise MissingExtraError(msg) from error
+
+
+def _render(kind: str, time_scale: float, options: RuleOptions | None) -> dict[str, str]:
     if kind == "dashboards":
         from otel_resilience.ops.dashboards import render_dashboards  # noqa: PLC0415 - needs the ops extra
 
@@ -74,37 +153,53 @@ def render(kind: str, *, time_scale: float = 1.0) -> dict[str, str]:
     if kind == "alerts":
         from otel_resilience.ops import alert_rules, alertmanager  # noqa: PLC0415
 
+        adapted = options is not None and not options.is_default
+        job_label = options.job_label if options is not None else RuleOptions().job_label
         files = {
-            alert_rules.RULES_FILE: alert_rules.render_rules(time_scale),
-            alert_rules.RULES_TEST_FILE: alert_rules.render_rules_test(),
-            alertmanager.ALERTMANAGER_FILE: alertmanager.render_alertmanager(),
+            alert_rules.RULES_FILE: alert_rules.render_rules(time_scale, options),
+            alertmanager.ALERTMANAGER_FILE: alertmanager.render_alertmanager(job_label),
         }
-        if time_scale != 1.0:
-            del files[alert_rules.RULES_TEST_FILE]
-        return files
+        if time_scale == 1.0 and not adapted:
+            files[alert_rules.RULES_TEST_FILE] = alert_rules.render_rules_test()
+        return dict(sorted(files.items()))
     if kind == "collector":
         from otel_resilience.ops.collector import render_collector_configs  # noqa: PLC0415
 
         return render_collector_configs()
-    msg = f"kind must be one of {KINDS}, got {kind!r}"
-    raise ValueError(msg)
+    source = REPOSITORY_ROOT / DEFAULT_DIRECTORIES["runbooks"]
+    return {
+        path.name: path.read_text(encoding="utf-8")
+        for path in sorted(source.glob(f"*{_RUNBOOK_SUFFIX}"))
+        if path.is_file()
+    }
 
 
-def export_artifacts(kind: str, directory: Path, *, time_scale: float = 1.0) -> list[Path]:
-    """Write the generated files of one kind into ``directory`` (created if missing).
+def export_artifacts(
+    kind: str, directory: Path, *, time_scale: float = 1.0, options: RuleOptions | None = None
+) -> list[Path]:
+    """Write the files of one kind into ``directory`` (created if missing).
+
+    Without a time scale or options, the files shipped in the package are copied (no optional
+    dependency needed); otherwise the alert rules are regenerated.
 
     Args:
-        kind: ``"dashboards"``, ``"alerts"`` or ``"collector"``.
+        kind: ``"dashboards"``, ``"alerts"``, ``"collector"`` or ``"runbooks"``.
         directory: Where to write them.
         time_scale: For ``"alerts"`` only, see :func:`render`. Default 1.
+        options: For ``"alerts"`` only, see :func:`render`.
 
     Returns:
         The paths written, sorted.
 
     Raises:
-        ValueError: For an unknown kind, or a time scale :func:`render` refuses.
+        ValueError: For an unknown kind, or a time scale or options :func:`render` refuses.
+        MissingExtraError: When regenerating needs the ``ops`` extra and it is missing.
     """
-    files = render(kind, time_scale=time_scale)
+    _check_kind(kind)
+    regenerate = time_scale != 1.0 or (options is not None and not options.is_default)
+    files = render(kind, time_scale=time_scale, options=options) if regenerate else packaged(kind)
+    if not files:
+        files = render(kind)  # a source checkout whose package data was never generated
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in sorted(files.items()):
@@ -114,30 +209,25 @@ def export_artifacts(kind: str, directory: Path, *, time_scale: float = 1.0) -> 
     return written
 
 
+def copy_folders(kind: str, root: Path) -> list[Path]:
+    """The folders that hold a copy of ``kind`` in a source checkout rooted at ``root``."""
+    package = root / "otel_resilience" / "ops" / PACKAGE_DATA / _package_folder(kind)
+    return [package] if kind == "runbooks" else [root / DEFAULT_DIRECTORIES[kind], package]
+
+
 def stale_artifacts(kind: str, directory: Path) -> list[Path]:
-    """Return the generated files of one kind whose copy in ``directory`` is missing or differs."""
-    stale = []
-    for name, text in sorted(render(kind).items()):
-        path = directory / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            stale.append(path)
-    return stale
+    """Return the files of one kind whose copy in ``directory`` is missing, differs, or is extra."""
+    files = render(kind)
+    stale = [
+        directory / name
+        for name, text in sorted(files.items())
+        if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != text
+    ]
+    return stale + _extra_files(directory, files)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``--all`` or ``KIND DIR``, with ``--check`` to compare instead of writing.
-
-    Returns:
-        The exit status: 0, or 1 when ``--check`` found stale files.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m otel_resilience.ops.export", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("kind", nargs="?", choices=KINDS, help="what to export")
-    parser.add_argument("directory", nargs="?", type=Path, help="where to write it")
-    parser.add_argument("--all", action="store_true", help="every kind, into the repository's folders")
-    parser.add_argument("--root", type=Path, default=REPOSITORY_ROOT, help="repository root for --all")
-    parser.add_argument("--check", action="store_true", help="only report files that differ")
+def add_generator_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--time-scale``, ``--runbook-url-base``, ``--job-label`` and ``--set`` to ``parser``."""
     parser.add_argument(
         "--time-scale",
         type=float,
@@ -146,30 +236,126 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="alerts only: multiply every for, range and offset of the rules by F, 0 < F <= 1, "
         "to match a demo run with --time-scale F (default: 1, the production rules)",
     )
+    parser.add_argument(
+        "--runbook-url-base",
+        metavar="URL",
+        default=None,
+        help="alerts only: where the runbooks <AlertName>.md are browsed (runbook_url of every alert; "
+        "default: the project's repository)",
+    )
+    parser.add_argument(
+        "--job-label",
+        metavar="LABEL",
+        default=None,
+        help="alerts only: the label that names the service in rules and routing (default: job)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="alerts only: change a threshold or a `for` duration, e.g. retry_storm_ratio=0.7 or "
+        f"ratio_alert_for=15m; repeatable. Fields: {', '.join(RuleOptions.field_names())}",
+    )
+
+
+def generator_options(args: argparse.Namespace) -> RuleOptions | None:
+    """Return the :class:`RuleOptions` the parsed arguments ask for, or ``None`` for the shipped rules.
+
+    Raises:
+        ValueError: For a malformed ``--set``, an unknown field or a value that does not validate.
+    """
+    settings: dict[str, str] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            msg = f"--set expects FIELD=VALUE, got {item!r}"
+            raise ValueError(msg)
+        settings[name.strip()] = value.strip()
+    if args.runbook_url_base is not None:
+        settings["runbook_url_base"] = args.runbook_url_base
+    if args.job_label is not None:
+        settings["job_label"] = args.job_label
+    return RuleOptions.from_strings(settings) if settings else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``--all`` or ``KIND DIR``, with ``--check`` to compare instead of writing.
+
+    Returns:
+        The exit status: 0, or 1 when ``--check`` found stale files or an extra is missing.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m otel_resilience.ops.export", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("kind", nargs="?", choices=KINDS, help="what to export")
+    parser.add_argument("directory", nargs="?", type=Path, help="where to write it")
+    parser.add_argument(
+        "--all", action="store_true", help="every kind, into the repository's folders and the package data"
+    )
+    parser.add_argument("--root", type=Path, default=REPOSITORY_ROOT, help="repository root for --all")
+    parser.add_argument("--check", action="store_true", help="only report files that differ")
+    add_generator_options(parser)
     args = parser.parse_args(argv)
     if args.all == (args.kind is not None) or (args.kind is not None and args.directory is None):
         parser.error("give either --all, or KIND and DIR")
-    if args.time_scale != 1.0 and (args.all or args.check or args.kind != "alerts"):
-        parser.error("--time-scale applies to `alerts DIR` only (the committed files are at scale 1)")
+    try:
+        options = generator_options(args)
+    except ValueError as error:
+        parser.error(str(error))
+    if (args.time_scale != 1.0 or options is not None) and (args.all or args.check or args.kind != "alerts"):
+        parser.error(
+            "--time-scale, --runbook-url-base, --job-label and --set apply to `alerts DIR` only "
+            "(the committed files are the shipped rules)"
+        )
     if not 0 < args.time_scale <= 1:
         parser.error(f"--time-scale must be > 0 and <= 1, got {args.time_scale:g}")
-    targets = (
-        [(kind, args.root / DEFAULT_DIRECTORIES[kind]) for kind in KINDS]
-        if args.all
-        else [(args.kind, args.directory)]
-    )
+    if args.all:
+        targets = [(kind, path) for kind in KINDS for path in copy_folders(kind, args.root)]
+    else:
+        targets = [(args.kind, args.directory)]
     status = 0
-    for kind, directory in targets:
-        if args.check:
-            for path in stale_artifacts(kind, directory):
-                sys.stderr.write(
-                    f"stale: {path} (regenerate with python -m otel_resilience.ops.export --all)\n"
-                )
-                status = 1
-        else:
-            for path in export_artifacts(kind, directory, time_scale=args.time_scale):
-                sys.stdout.write(f"wrote {path}\n")
+    try:
+        for kind, directory in targets:
+            if args.check:
+                for path in stale_artifacts(kind, directory):
+                    sys.stderr.write(
+                        f"stale: {path} (regenerate with python -m otel_resilience.ops.export --all)\n"
+                    )
+                    status = 1
+            elif args.all:
+                _write(directory, render(kind))
+            else:
+                for path in export_artifacts(kind, directory, time_scale=args.time_scale, options=options):
+                    sys.stdout.write(f"wrote {path}\n")
+    except MissingExtraError as error:
+        sys.stderr.write(f"{parser.prog}: {error}\n")
+        return 1
     return status
+
+
+def _write(directory: Path, files: dict[str, str]) -> None:
+    """Write ``files`` into ``directory``, removing generated files that no longer exist."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in _extra_files(directory, files):
+        path.unlink()
+    for name, text in sorted(files.items()):
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        sys.stdout.write(f"wrote {path}\n")
+
+
+def _extra_files(directory: Path, files: dict[str, str]) -> list[Path]:
+    """Return the generated-looking files in ``directory`` that ``files`` does not contain."""
+    if not directory.is_dir():
+        return []
+    return [
+        path
+        for path in sorted(directory.iterdir())
+        if path.suffix in {".json", ".yml", ".yaml", _RUNBOOK_SUFFIX}
+        and path.name not in files
+        and path.name != "README.md"
+    ]
 
 
 if __name__ == "__main__":

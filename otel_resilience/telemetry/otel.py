@@ -787,7 +787,7 @@ class OtelListener:
             sc.ERROR_TYPE: args.error_type,
         }
         if instruments is not None:
-            instruments.recoveries.add(1, {sc.NAME: info.name, **extra})
+            instruments.recoveries.add(1, {sc.POLICY: info.policy, sc.NAME: info.name, **extra})
         if span is not None:
             span.add_event(sc.EV_RECOVERY, self._event_attrs(info, extra))
 
@@ -796,7 +796,13 @@ class OtelListener:
     ) -> None:
         if instruments is not None:
             instruments.patterns.add(
-                1, {sc.NAME: info.name, sc.ERROR_TYPE: args.error_type, sc.OPERATION: args.operation}
+                1,
+                {
+                    sc.POLICY: info.policy,
+                    sc.NAME: info.name,
+                    sc.ERROR_TYPE: args.error_type,
+                    sc.OPERATION: args.operation,
+                },
             )
         attrs = self._event_attrs(
             info,

@@ -482,14 +482,14 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.COUNTER,
         "{attempt}",
         "Recovery actions, by strategy and result: the recovery rate is `result=success` over all.",
-        (NAME, RECOVERY_STRATEGY, RECOVERY_RESULT, ERROR_TYPE),
+        (POLICY, NAME, RECOVERY_STRATEGY, RECOVERY_RESULT, ERROR_TYPE),
     ),
     InstrumentSpec(
         ERROR_PATTERNS,
         _K.COUNTER,
         "{pattern}",
         "Repeated error patterns detected (the same error type in the same operation).",
-        (NAME, ERROR_TYPE, OPERATION),
+        (POLICY, NAME, ERROR_TYPE, OPERATION),
     ),
     InstrumentSpec(
         ALERTS,

@@ -8,8 +8,6 @@ import io
 import json
 import re
 import socket
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -183,64 +181,6 @@ def test_the_cli_runs_a_demo_and_writes_the_summary_json(tmp_path: Path) -> None
     assert f"availability  {summary['availability'] * 100:.2f} %" in out
     assert "== otel-resilience demo summary: scenario steady, seed 3 ==" in out
     assert "metrics: not served" in out
-
-
-def test_export_reports_a_missing_ops_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without otel_resilience.ops.export, `export` fails with a clear message, not a traceback."""
-    monkeypatch.setitem(sys.modules, "otel_resilience.ops.export", None)
-    code, _, err = _run("export", "alerts", "somewhere")
-    assert code == 1
-    assert "otel_resilience.ops.export is missing" in err
-
-
-def test_export_calls_export_artifacts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`export KIND DIR` calls export_artifacts(kind, Path(DIR)) and lists what it wrote."""
-    calls: list[tuple[str, Path]] = []
-
-    def export_artifacts(kind: str, directory: Path) -> list[Path]:
-        calls.append((kind, directory))
-        return [directory / "rules.yml"]
-
-    module = types.ModuleType("otel_resilience.ops.export")
-    module.export_artifacts = export_artifacts  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "otel_resilience.ops.export", module)
-    code, out, _ = _run("export", "alerts", str(tmp_path))
-    assert code == 0
-    assert calls == [("alerts", tmp_path)]
-    assert f"exported alerts to {tmp_path}: 1 file(s)" in out
-
-
-def test_export_refuses_an_unknown_kind(capsys: pytest.CaptureFixture[str]) -> None:
-    """Only dashboards, alerts and collector can be exported."""
-    with pytest.raises(SystemExit) as caught:
-        main(["export", "grafana", "out"])
-    assert caught.value.code == 2
-    assert "invalid choice: 'grafana'" in capsys.readouterr().err
-
-
-def test_export_reports_a_write_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An OSError while writing is reported with the folder, and exits 1."""
-
-    def export_artifacts(kind: str, directory: Path) -> None:
-        raise PermissionError(13, "Permission denied", str(directory))
-
-    module = types.ModuleType("otel_resilience.ops.export")
-    module.export_artifacts = export_artifacts  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "otel_resilience.ops.export", module)
-    code, _, err = _run("export", "dashboards", "/nowhere")
-    assert code == 1
-    assert "cannot write dashboards to /nowhere" in err
-
-
-def test_export_writes_the_shipped_artifacts(tmp_path: Path) -> None:
-    """With the operations module installed, `export alerts DIR` writes the rule files there."""
-    importlib.import_module("otel_resilience.ops.export")
-    code, out, err = _run("export", "alerts", str(tmp_path / "alerts"))
-    assert code == 0, err
-    written = sorted(p.name for p in (tmp_path / "alerts").iterdir())
-    assert written
-    for name in written:
-        assert name in out
 
 
 def test_a_summary_json_in_a_missing_folder_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

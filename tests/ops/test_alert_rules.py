@@ -116,7 +116,9 @@ def test_thresholds_are_pinned():
     assert (ar.RETRY_STORM_RATIO, ar.FALLBACK_RATIO, ar.TIMEOUT_RATIO) == (0.5, 0.1, 0.05)
     assert (ar.BULKHEAD_NEAR_SATURATION, ar.BULKHEAD_FULL_SATURATION) == (0.8, 1.0)
     assert (ar.BREAKER_FLAPPING_TRIPS, ar.BREAKER_FLAPPING_WINDOW) == (3, "30m")
-    assert (ar.RECOVERY_RATE_THRESHOLD, ar.RECOVERY_MIN_ATTEMPTS, ar.RECOVERY_WINDOW) == (0.8, 10, "15m")
+    assert (ar.RECOVERY_RATE_THRESHOLD, ar.RECOVERY_MIN_ATTEMPTS, ar.RECOVERY_WINDOW) == (0.8, 10, "5m")
+    assert (ar.RECOVERY_SPARSE_WINDOW, ar.RECOVERY_FOR) == ("1h", "2m")
+    assert (ar.BULKHEAD_REJECTION_RATIO, ar.BULKHEAD_FULL_FOR) == (0.05, "2m")
     assert (ar.MIN_EXECUTION_RATE, ar.RATE_WINDOW, ar.RATIO_ALERT_FOR) == (0.1, "5m", "10m")
 
 
@@ -134,7 +136,7 @@ def test_thresholds_appear_in_the_rule_expressions(rules):
         ar.A_FALLBACK_HIGH: f"> {ar.FALLBACK_RATIO:g}",
         ar.A_TIMEOUTS: f"> {ar.TIMEOUT_RATIO:g}",
         ar.A_BULKHEAD_NEAR: f">= {ar.BULKHEAD_NEAR_SATURATION:g}",
-        ar.A_BULKHEAD_FULL: f">= {ar.BULKHEAD_FULL_SATURATION:g}",
+        ar.A_BULKHEAD_FULL: f"> {ar.BULKHEAD_REJECTION_RATIO:g}",
         ar.A_BREAKER_FLAPPING: f">= {ar.BREAKER_FLAPPING_TRIPS}",
         ar.A_RECOVERY_LOW: f"< {ar.RECOVERY_RATE_THRESHOLD:g}",
     }
@@ -222,3 +224,132 @@ def test_operations_doc_lists_every_alert_and_recording_rule(repo, rules):
     for group in rules["groups"]:
         for rule in group["rules"]:
             assert f"`{rule.get('record') or rule.get('alert')}`" in text
+
+
+# --- what the alerts say, and what a team adapts ---------------------------------------------
+
+
+def _alert(rules, name, severity="warning"):
+    return next(
+        r for r in alert_rules_of(rules) if r["alert"] == name and r["labels"]["severity"] == severity
+    )
+
+
+def test_counts_are_shown_as_whole_numbers(rules):
+    """Annotations that show a count (patterns, trips, instances) print it without decimals, never '9.05 pattern(s)'."""
+    for name in (ar.A_ERROR_PATTERN, ar.A_BREAKER_FLAPPING, ar.A_BREAKER_OPEN):
+        description = _alert(rules, name)["annotations"]["description"]
+        assert '{{ printf "%.0f" $value }}' in description, name
+        assert "humanize }}" not in description, name
+
+
+def test_bulkhead_full_measures_rejections_relative_to_traffic(rules):
+    """ResilienceBulkheadFull compares bulkhead rejections per execution with 5 %, under the traffic guard, and says so."""
+    rule = _alert(rules, ar.A_BULKHEAD_FULL)
+    assert rule["expr"].startswith(f"{ar.R_BULKHEAD_REJECTION_RATIO} > {ar.BULKHEAD_REJECTION_RATIO:g}")
+    assert f"{ar.R_EXECUTIONS} >= {ar.MIN_EXECUTION_RATE:g}" in rule["expr"]
+    assert ar.R_BULKHEAD_SATURATION not in rule["expr"]
+    description = rule["annotations"]["description"]
+    assert "rejected {{ $value | humanizePercentage }} of the executions" in description
+    assert "concurrency limit" not in description
+    assert "above 5% for 2m, with at least 0.1 executions/s" in description
+
+
+def test_recovery_alert_names_the_policy(rules):
+    """ResilienceRecoveryRateLow keeps resilience_policy, so the alert names the dependency, and judges 5m windows."""
+    rule = _alert(rules, ar.A_RECOVERY_LOW)
+    assert "{{ $labels.resilience_policy }}" in rule["annotations"]["summary"]
+    labels = checks.recorded_series(rules)[ar.R_RECOVERY_RATE]
+    assert {"job", "resilience_policy", "resilience_name"} <= labels
+    assert ar.R_RECOVERY_RATE_SPARSE in rule["expr"]
+    assert rule["for"] == ar.RECOVERY_FOR
+
+
+def test_shipped_options_render_the_committed_rules(repo):
+    """RuleOptions() renders exactly the committed rules.yml (the defaults are the shipped values)."""
+    text = (repo / "alerts" / "rules.yml").read_text()
+    assert ar.render_rules(options=ar.RuleOptions()) == text
+    assert ar.RuleOptions().is_default
+
+
+def test_runbook_url_base_job_label_and_thresholds_are_options():
+    """A team's runbook URL, job label, thresholds and `for` durations reach every rule, without editing Python."""
+    options = ar.RuleOptions(
+        runbook_url_base="https://wiki.example.com/runbooks/",
+        job_label="service",
+        retry_storm_ratio=0.7,
+        ratio_alert_for="15m",
+        bulkhead_rejection_ratio=0.1,
+        recovery_min_attempts=20,
+    )
+    document = ar.rules_document(options=options)
+    alerts = alert_rules_of(document)
+    assert all(
+        a["annotations"]["runbook_url"] == f"https://wiki.example.com/runbooks/{a['alert']}.md"
+        for a in alerts
+    )
+    storm = next(a for a in alerts if a["alert"] == ar.A_RETRY_STORM)
+    assert "> 0.7" in storm["expr"]
+    assert storm["for"] == "15m"
+    assert "above 0.7 for 15m" in storm["annotations"]["description"]
+    assert "> 0.1" in next(a for a in alerts if a["alert"] == ar.A_BULKHEAD_FULL)["expr"]
+    assert ">= 20" in next(a for a in alerts if a["alert"] == ar.A_RECOVERY_LOW)["expr"]
+    exprs = "\n".join(r["expr"] for g in document["groups"] for r in g["rules"])
+    assert re.search(r"\bjob\b", exprs) is None
+    assert "by (service, resilience_policy" in exprs
+    assert all("$labels.job" not in a["annotations"]["summary"] for a in alerts)
+    assert "Adapted with: " in ar.render_rules(options=options)
+
+
+def test_adapted_rules_pass_the_promtool_linter(promtool, tmp_path):
+    """Rules rendered with a custom job label and thresholds are still valid for promtool check rules."""
+    options = ar.RuleOptions(job_label="service", timeout_ratio=0.2, breaker_open_critical_for="30m")
+    path = tmp_path / "rules.yml"
+    path.write_text(ar.render_rules(options=options))
+    result = run(promtool, "check", "rules", "--lint=all", "--lint-fatal", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        (
+            {"retry_storm_ratio": -1},
+            ValueError,
+            r"RuleOptions\.retry_storm_ratio must be a finite number > 0",
+        ),
+        ({"fallback_ratio": 1.5}, ValueError, r"RuleOptions\.fallback_ratio is a share and must be <= 1"),
+        (
+            {"ratio_alert_for": "ten minutes"},
+            ValueError,
+            r"RuleOptions\.ratio_alert_for must be a Prometheus duration",
+        ),
+        (
+            {"breaker_flapping_trips": 0},
+            ValueError,
+            r"RuleOptions\.breaker_flapping_trips must be an integer >= 1",
+        ),
+        ({"job_label": "my-job"}, ValueError, r"RuleOptions\.job_label must be a Prometheus label name"),
+        (
+            {"runbook_url_base": "wiki/runbooks"},
+            ValueError,
+            r"RuleOptions\.runbook_url_base must be an http\(s\) URL",
+        ),
+        ({"timeout_ratio": "0.1"}, TypeError, r"RuleOptions\.timeout_ratio must be a number"),
+        ({"recovery_for": 5}, TypeError, r"RuleOptions\.recovery_for must be a string"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_field(settings, error, message):
+    """A bad option raises at construction, naming RuleOptions.field, never a silent clamp."""
+    with pytest.raises(error, match=message):
+        ar.RuleOptions(**settings)
+
+
+def test_options_parse_from_strings():
+    """RuleOptions.from_strings parses each field by its type and refuses an unknown field."""
+    options = ar.RuleOptions.from_strings({"retry_storm_ratio": "0.7", "breaker_flapping_trips": "5"})
+    assert (options.retry_storm_ratio, options.breaker_flapping_trips) == (0.7, 5)
+    with pytest.raises(ValueError, match="RuleOptions has no field 'retry_ratio'"):
+        ar.RuleOptions.from_strings({"retry_ratio": "0.7"})
+    with pytest.raises(ValueError, match=r"RuleOptions\.breaker_flapping_trips must be int"):
+        ar.RuleOptions.from_strings({"breaker_flapping_trips": "2.5"})

@@ -79,6 +79,17 @@ def test_inhibition_rules_are_present(config_path):
         "job",
         "resilience_name",
     ]
+    rejecting = (f'alertname=~"{ar.A_BREAKER_OPEN}|{ar.A_BULKHEAD_FULL}"',)
+    assert pairs[(rejecting, (f'alertname="{ar.A_ERROR_PATTERN}"',))] == ["job", "resilience_policy"]
+
+
+def test_the_job_label_is_an_option_of_grouping_and_inhibitions():
+    """alertmanager_document(job_label) groups and inhibits by that label instead of job."""
+    document = am.alertmanager_document("service")
+    assert document["route"]["group_by"] == ["alertname", "service"]
+    assert all(
+        "service" in rule["equal"] and "job" not in rule["equal"] for rule in document["inhibit_rules"]
+    )
 
 
 def free_port() -> int:
@@ -193,6 +204,60 @@ def test_real_alertmanager_applies_the_inhibitions(alertmanager_url):
         "bulkhead-other": False,
         "near-other": True,
         "retry-storm": False,
+    }
+    deadline = time.monotonic() + 10
+    while True:
+        alerts = http(f"{alertmanager_url}/api/v2/alerts")
+        by_labels = {
+            json.dumps(a["labels"], sort_keys=True): bool(a["status"]["inhibitedBy"]) for a in alerts
+        }
+        inhibited = {key: by_labels.get(json.dumps(labels, sort_keys=True)) for key, labels in sent.items()}
+        if inhibited == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert inhibited == expected
+
+
+def test_real_alertmanager_mutes_error_patterns_while_the_policy_rejects(alertmanager_url):
+    """An open breaker or a full bulkhead mutes ResilienceErrorPatternRepeated of the same policy, not of another."""
+
+    def pattern(policy):
+        return {
+            "job": "shop",
+            "alertname": ar.A_ERROR_PATTERN,
+            "severity": "warning",
+            "resilience_policy": policy,
+            "resilience_name": "recovery",
+            "resilience_operation": "call",
+            "error_type": "ConnectionError",
+        }
+
+    sent = {
+        "breaker": {
+            "job": "shop",
+            "alertname": ar.A_BREAKER_OPEN,
+            "severity": "warning",
+            "resilience_name": "ml_service",
+            "resilience_policy": "ml_service",
+        },
+        "bulkhead": {
+            "job": "shop",
+            "alertname": ar.A_BULKHEAD_FULL,
+            "severity": "warning",
+            "resilience_name": "database",
+            "resilience_policy": "database",
+        },
+        "pattern-breaker": pattern("ml_service"),
+        "pattern-bulkhead": pattern("database"),
+        "pattern-other": pattern("content_api"),
+    }
+    http(f"{alertmanager_url}/api/v2/alerts", [{"labels": labels} for labels in sent.values()])
+    expected = {
+        "breaker": False,
+        "bulkhead": False,
+        "pattern-breaker": True,
+        "pattern-bulkhead": True,
+        "pattern-other": False,
     }
     deadline = time.monotonic() + 10
     while True:

@@ -182,11 +182,11 @@ def test_alert_panels_query_the_alerts_recording_rules(rules):
 
 
 def test_grafana_11_model_basics(dashboards):
-    """Schema version 41 (Grafana 11.6), unique uids and panel ids, grid inside 24 columns."""
+    """Schema version 39 (Grafana 11.0, the lowest supported), unique uids and panel ids, grid inside 24 columns."""
     uids = [d["uid"] for d in dashboards.values()]
     assert len(set(uids)) == len(uids)
     for dashboard in dashboards.values():
-        assert dashboard["schemaVersion"] == 41
+        assert dashboard["schemaVersion"] == dash.GRAFANA_SCHEMA_VERSION
         assert dashboard["tags"] == [dash.DASHBOARD_TAG]
         ids = [p["id"] for p in dashboard["panels"]]
         assert len(set(ids)) == len(ids)

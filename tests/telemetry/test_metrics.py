@@ -198,6 +198,7 @@ EVENTS = [
         RecoveryAttempted("restart", "failure", "OSError"),
         sc.RECOVERY_ATTEMPTS,
         {
+            "resilience.policy": "pol",
             "resilience.name": "inst",
             "resilience.recovery.strategy": "restart",
             "resilience.recovery.result": "failure",
@@ -216,7 +217,12 @@ EVENTS = [
         Event.PATTERN_DETECTED,
         PatternDetected("OSError", "load", 5, 60.0),
         sc.ERROR_PATTERNS,
-        {"resilience.name": "inst", "error.type": "OSError", "resilience.operation": "load"},
+        {
+            "resilience.policy": "pol",
+            "resilience.name": "inst",
+            "error.type": "OSError",
+            "resilience.operation": "load",
+        },
         sc.EV_PATTERN,
         {
             "resilience.pattern": "retry",

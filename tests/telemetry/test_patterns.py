@@ -382,7 +382,7 @@ async def test_recovery_success_and_failure(otel, manager, driver, steps, result
     point = otel.point(
         sc.RECOVERY_ATTEMPTS,
         **_k(
-            {"resilience.name": "tel-recovery"},
+            {"resilience.policy": "tel-recovery-policy", "resilience.name": "tel-recovery"},
             **{
                 "resilience.recovery.strategy": "retry",
                 "resilience.recovery.result": result,

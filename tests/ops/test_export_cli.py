@@ -1,0 +1,85 @@
+"""`otel-resilience export`: copies the shipped files, regenerates the rules on request, and says what is missing."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from otel_resilience.__main__ import main
+from otel_resilience.ops import alert_rules as ar
+from otel_resilience.ops import export
+
+
+def _run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("kind", export.KINDS)
+def test_export_writes_the_shipped_files_and_lists_them(kind, tmp_path):
+    """`export KIND DIR` writes the package's files of that kind and names each one."""
+    code, out, err = _run("export", kind, str(tmp_path))
+    assert code == 0, err
+    assert {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir()} == export.packaged(kind)
+    assert f"exported {kind} to {tmp_path}: {len(export.packaged(kind))} file(s)" in out
+
+
+def test_export_works_without_the_ops_extra(monkeypatch, tmp_path):
+    """With PyYAML and the Grafana SDK unimportable (a bare install, Python 3.10), export still copies the files."""
+    for module in ("yaml", "grafana_foundation_sdk", "promql_parser"):
+        monkeypatch.setitem(sys.modules, module, None)
+    code, _, err = _run("export", "dashboards", str(tmp_path))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(export.packaged("dashboards"))
+
+
+def test_options_without_the_ops_extra_name_the_extra(monkeypatch, tmp_path):
+    """`export alerts DIR --runbook-url-base URL` without PyYAML exits 1 with a message naming the extra, no traceback."""
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    code, _, err = _run(
+        "export", "alerts", str(tmp_path), "--runbook-url-base", "https://wiki.example.com/rb"
+    )
+    assert code == 1
+    assert "pip install 'otel-resilience[ops]'" in err
+    assert "Traceback" not in err
+    assert "ModuleNotFoundError" not in err
+
+
+def test_runbook_url_base_reaches_every_alert(tmp_path):
+    """`export alerts DIR --runbook-url-base URL` points every runbook_url at URL/<AlertName>.md."""
+    code, _, err = _run(
+        "export", "alerts", str(tmp_path), "--runbook-url-base", "https://wiki.example.com/rb/"
+    )
+    assert code == 0, err
+    text = (tmp_path / ar.RULES_FILE).read_text()
+    for name in ar.ALERT_NAMES:
+        assert f"runbook_url: https://wiki.example.com/rb/{name}.md" in text
+    assert ar.RUNBOOK_BASE_URL not in text
+
+
+def test_export_refuses_an_unknown_kind(capsys):
+    """Only the known kinds can be exported: anything else is a usage error."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "grafana", "out"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'grafana'" in capsys.readouterr().err
+
+
+def test_options_for_another_kind_are_a_usage_error(tmp_path, capsys):
+    """The rule options apply to `export alerts` only."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "dashboards", str(tmp_path), "--set", "retry_storm_ratio=0.7"])
+    assert caught.value.code == 2
+    assert "apply to `export alerts` only" in capsys.readouterr().err
+
+
+def test_export_reports_a_write_error(tmp_path):
+    """An OSError while writing is reported with the folder, and exits 1."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = _run("export", "dashboards", str(blocker / "sub"))
+    assert code == 1
+    assert f"cannot write dashboards to {blocker / 'sub'}" in err
