@@ -416,10 +416,7 @@ class SyncDeadline:
             raise _entered_twice(self, self._operation)
         self._entered = True
         deadline = self._clock.now() + self._timeout
-        loop = _get_running_loop()  # _owner(), inlined: every sync call with a timeout runs this
-        owner: object = None if loop is None else _current_task(loop)
-        if owner is None:
-            owner = _THREAD.owner
+        owner = _owner()
         outer, outer_owner = _DEADLINE.get()
         if deadline < outer or outer_owner is not owner:  # another's deadline does not bind us
             self._deadline = deadline
