@@ -234,12 +234,17 @@ class _SyncWaiter(_Waiter):
 
 
 class _AsyncWaiter(_Waiter):
-    """A task awaiting a future of its loop; woken thread-safely."""
+    """A task awaiting a future of its loop; woken thread-safely.
 
-    __slots__ = ("future", "loop", "thread")
+    ``context`` is the waiting task's context, so that a queue timeout, reported from a loop
+    timer, is reported in the waiting call's context (its span gets the rejection event).
+    """
+
+    __slots__ = ("context", "future", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
+        self.context = contextvars.copy_context()
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.thread = threading.get_ident()
@@ -541,7 +546,7 @@ class _BulkheadStrategy(Strategy):
         ``timed_out`` and the ``queue_timeout`` events always agree.
         """
         if self._core.expire(waiter):
-            self._report(_TIMEOUT_EVENT)
+            waiter.context.run(self._report, _TIMEOUT_EVENT)  # in the waiting call's context
             waiter.resolve()
 
     def _wait_sync(self) -> None:
