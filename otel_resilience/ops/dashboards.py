@@ -160,6 +160,15 @@ def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__r
     )
 
 
+def _or_zero(expr: str) -> str:
+    """``expr``, or one series at 0 when it has none.
+
+    For panels whose labels cannot be known in advance (an error type, an alert's subject, an
+    operation), so that no series can start at 0: "nothing happened" shows as 0, not "No data".
+    """
+    return f"{expr}\nor on() vector(0)"
+
+
 _RULES_PATH: Final = f"alerts/{ar.RULES_FILE}"
 
 
@@ -363,10 +372,9 @@ def _timeout_ratio(selector: dict[str, str]) -> _Panel:
 def _overview() -> _Dashboard:
     executions = naming.series(sc.EXECUTIONS)
     alerts = "|".join(ar.ALERT_NAMES)
-    firing = (
+    firing = _or_zero(
         f"sum by (alertname, severity, {_JOB}, {_POLICY}, {_NAME}) "
         f'({naming.ALERTS_SERIES}{{alertstate="firing", alertname=~"{alerts}", {_JOB}=~"$job"}})'
-        "\nor on() vector(0)"
     )
     return _Dashboard(
         "otel-resilience-overview.json",
@@ -759,12 +767,12 @@ def _recovery() -> _Dashboard:
                         "Error patterns detected",
                         "Repeated error patterns (the same error type in the same operation) detected "
                         f"within the last {ar.ERROR_PATTERN_WINDOW}, counting each pattern's first "
-                        f"detection. {ar.A_ERROR_PATTERN} fires above 0. "
+                        f"detection; one series at 0 when there is none. {ar.A_ERROR_PATTERN} fires above 0. "
                         f"{_rule_note(ar.R_ERROR_PATTERNS)}",
                         "short",
                         (
                             _Query(
-                                _recorded(ar.R_ERROR_PATTERNS, sel),
+                                _or_zero(_recorded(ar.R_ERROR_PATTERNS, sel)),
                                 f"{{{{{_ERROR_TYPE}}}}} in {{{{{operation}}}}} ({{{{{_NAME}}}}})",
                             ),
                         ),
@@ -776,12 +784,17 @@ def _recovery() -> _Dashboard:
                         "timeseries",
                         "Failures by error type",
                         "Executions that ended in an error per second (outcome failure, rejected or "
-                        f"timeout), by policy and exception class (`error.type`). From `{count}`.",
+                        f"timeout), by policy and exception class (`error.type`); one series at 0 when none "
+                        f"failed. From `{count}`.",
                         "ops",
                         (
                             _Query(
-                                _rate(
-                                    count, _m(**_POLICY_SEL, **{_OUTCOME: failure}), (_POLICY, _ERROR_TYPE)
+                                _or_zero(
+                                    _rate(
+                                        count,
+                                        _m(**_POLICY_SEL, **{_OUTCOME: failure}),
+                                        (_POLICY, _ERROR_TYPE),
+                                    )
                                 ),
                                 f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
                             ),
@@ -810,11 +823,12 @@ def _recovery() -> _Dashboard:
                         "timeseries",
                         "In-process alerts raised",
                         "Alerts the library raised in the process (breaker opened, bulkhead full, low "
-                        f"recovery rate, error pattern, escalation), by kind and severity. From `{alerts}`.",
+                        f"recovery rate, error pattern, escalation), by kind and severity; one series at 0 "
+                        f"when none was raised. From `{alerts}`.",
                         "short",
                         (
                             _Query(
-                                _increase(alerts, _m(**_JOB_SEL), (kind, severity)),
+                                _or_zero(_increase(alerts, _m(**_JOB_SEL), (kind, severity))),
                                 f"{{{{{kind}}}}} ({{{{{severity}}}}})",
                             ),
                         ),

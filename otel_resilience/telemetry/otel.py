@@ -9,7 +9,15 @@ and decides *how* what the patterns report is shown:
 * span events on the current span for every reported event;
 * the duration histogram, recorded inside the execution span before it ends, so that the SDK's
   trace-based exemplar filter attaches its trace id;
-* synchronous counters for rare events, log records for alerts and error patterns.
+* the attempt duration histogram for every attempt scope (the retry opens them from attempt 2
+  on), timed by the listener, recorded inside the attempt span;
+* synchronous counters for rare events, log records for alerts and error patterns; every counter
+  series whose labels are known in advance (a breaker's transitions, the rejection reasons of a
+  breaker or bulkhead in a policy, a deadline's scope) is added 0 as soon as its pattern exists
+  (registry ``on_added`` callbacks, and the live instances when the meter is acquired), so that
+  ``increase()`` sees the first event;
+* on the execution span, ``resilience.dependency.error.type``: the last error of an attempt
+  that reached the dependency, reported by the retry (rejections never set it).
 
 Providers are acquired lazily. Until a real tracer or meter provider is set globally (or passed
 in), :meth:`OtelListener.start_execution` returns ``None``: the check reads the API's own
