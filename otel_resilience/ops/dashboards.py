@@ -147,17 +147,11 @@ def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__r
 
     ``increase()`` alone misses the first event of a series that appears at its first increment
     (already at 1). The library starts every series whose labels are known in advance at 0, but
-    not those it cannot know (an alert's subject), nor those of an older version: a series with
-    no sample ``window`` ago counts its whole value instead.
+    not those it cannot know (an alert's subject), nor those of an older version. The rule is the
+    recording rules' own (:mod:`~otel_resilience.ops.alert_rules`): a series with no sample
+    ``window`` ago counts its whole value.
     """
-    counter = f"{series}{selector}"
-    return (
-        f"sum by ({', '.join(by)}) (\n"
-        f"  (increase({counter}[{window}]) and {counter} offset {window})\n"
-        f"  or\n"
-        f"  ({counter} unless {counter} offset {window})\n"
-        ")"
-    )
+    return ar._events(f"{series}{selector}", window, by)  # one rule for the rules and the panels
 
 
 def _or_zero(expr: str) -> str:
