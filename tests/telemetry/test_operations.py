@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from otel_resilience.alerts import AlertSystem
 from otel_resilience.bulkhead import BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.errors import BulkheadTimeoutError, CircuitOpenError
@@ -21,6 +22,14 @@ from otel_resilience.telemetry import current_listener, install_default, instrum
 from otel_resilience.telemetry import semconv as sc
 
 _PREVIOUS, _STATE, _REASON = sc.CB_PREVIOUS_STATE, sc.CB_STATE, sc.CB_TRANSITION_REASON
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    """An alert system of our own, closed afterwards (the process-wide one would stay on the hub)."""
+    system = AlertSystem(name="ops-alerts")
+    yield system
+    system.close()
 
 
 def _transitions(otel: Any, name: str) -> dict[tuple[str, str, str], int]:
@@ -104,9 +113,9 @@ def test_a_breaker_older_than_the_listener_gets_its_zero_series_when_the_listene
     assert breaker.name == "older-cb"
 
 
-async def test_the_first_trip_moves_a_series_that_was_at_zero(otel, clock, driver):
+async def test_the_first_trip_moves_a_series_that_was_at_zero(otel, clock, driver, alerts):
     """The first closed -> open of a fresh breaker is an increase from 0 to 1 of an existing series."""
-    manager = ResilienceManager(clock=clock)
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
     config = ResilienceConfig(name="trip", circuit_breaker=CircuitBreakerConfig(failure_threshold=1))
     with pytest.raises(OSError, match="down"):
         await _call(manager, config, driver, _raise(OSError("down")))
@@ -116,9 +125,11 @@ async def test_the_first_trip_moves_a_series_that_was_at_zero(otel, clock, drive
     assert len(before) == len(sc.CB_TRANSITIONS_KNOWN)
 
 
-async def test_policy_rejection_and_timeout_series_exist_at_zero_and_count_real_events(otel, clock, driver):
+async def test_policy_rejection_and_timeout_series_exist_at_zero_and_count_real_events(
+    otel, clock, driver, alerts
+):
     """A policy's breaker, bulkhead and deadlines export their rejection and timeout series at 0; a rejection moves its own."""
-    manager = ResilienceManager(clock=clock)
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
     config = ResilienceConfig(
         name="zero-policy",
         circuit_breaker=CircuitBreakerConfig(failure_threshold=1),
@@ -167,9 +178,9 @@ def _flaky(failures: int, error: type[BaseException] = ConnectionError) -> Any:
     return fn
 
 
-async def test_retried_attempts_record_their_own_duration(otel, clock, driver):
+async def test_retried_attempts_record_their_own_duration(otel, clock, driver, alerts):
     """Each retried attempt records resilience.attempt.duration with its outcome and error type."""
-    manager = ResilienceManager(clock=clock)
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
     config = ResilienceConfig(name="attempts", retry_policy=_fixed(3))
     assert await _call(manager, config, driver, _flaky(2)) == "ok"
     points = {
@@ -182,19 +193,19 @@ async def test_retried_attempts_record_their_own_duration(otel, clock, driver):
     assert points["success", None].attributes[sc.PATTERN] == "retry"
 
 
-def test_attempt_duration_is_recorded_with_a_meter_and_no_tracer(clock):
+def test_attempt_duration_is_recorded_with_a_meter_and_no_tracer(clock, alerts):
     """With only a meter provider, attempts are still timed (no span is needed for the metric)."""
     with _meter_only() as points:
-        manager = ResilienceManager(clock=clock)
+        manager = ResilienceManager(clock=clock, alert_system=alerts)
         config = ResilienceConfig(name="meter-only", retry_policy=_fixed(2))
         assert manager.execute_with_resilience_sync(_flaky(1), config) == "ok"
         counts = [p.count for p in points(sc.ATTEMPT_DURATION) if p.attributes[sc.POLICY] == "meter-only"]
         assert counts == [1]
 
 
-async def test_an_execution_ended_by_a_rejection_names_the_dependency_error(otel, clock, driver):
+async def test_an_execution_ended_by_a_rejection_names_the_dependency_error(otel, clock, driver, alerts):
     """Attempts fail with ConnectionError, the breaker opens, the last attempt is rejected: the span names both."""
-    manager = ResilienceManager(clock=clock)
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
     config = ResilienceConfig(
         name="dep-error",
         retry_policy=_fixed(3),
@@ -207,9 +218,9 @@ async def test_an_execution_ended_by_a_rejection_names_the_dependency_error(otel
     assert span.attributes[sc.DEPENDENCY_ERROR_TYPE] == "ConnectionError"
 
 
-async def test_a_queue_timeout_is_a_span_event_on_the_waiting_call(otel):
+async def test_a_queue_timeout_is_a_span_event_on_the_waiting_call(otel, alerts):
     """A call that times out in a bulkhead's queue carries resilience.call.rejected (queue_timeout) on its span."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
     config = ResilienceConfig(
         name="queued", bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05)
     )
