@@ -411,7 +411,8 @@ class OtelListener:
             self._tracer = None
             self._instruments = None
             self._tracer_pending = self._meter_pending = self._pending = False
-        _ZEROED_BY.discard(self)
+        with _HOOK_LOCK:
+            _ZEROED_BY.discard(self)
 
     def failed(self, where: str) -> None:
         """Count one telemetry exception and log it (at most once a minute per ``where``).
@@ -454,7 +455,8 @@ class OtelListener:
         each timeout) is added 0 as soon as its pattern exists. Bounded (known label sets only)
         and off the hot path: it runs when an instance is registered.
         """
-        _ZEROED_BY.add(self)
+        with _HOOK_LOCK:
+            _ZEROED_BY.add(self)
         _hook_registries()
         for breaker in BREAKERS.items():
             self._zero_breaker(breaker)
@@ -1010,13 +1012,19 @@ def _hook_registries() -> None:
     PIPELINES.on_added(_pipeline_added)
 
 
+def _zeroing_listeners() -> tuple[OtelListener, ...]:
+    """A snapshot of the listeners to tell about a new instance (taken under the lock)."""
+    with _HOOK_LOCK:
+        return tuple(_ZEROED_BY)
+
+
 def _breaker_added(breaker: Named) -> None:
-    for listener in tuple(_ZEROED_BY):
+    for listener in _zeroing_listeners():
         listener._zero_breaker(breaker)
 
 
 def _pipeline_added(pipeline: Named) -> None:
-    for listener in tuple(_ZEROED_BY):
+    for listener in _zeroing_listeners():
         listener._zero_pipeline(pipeline)
 
 

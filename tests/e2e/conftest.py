@@ -58,7 +58,7 @@ are generated at the same scale, so that they see production time."""
 SEED = 7
 DEADLINE = 80.0
 """Real seconds after the demos start by which every awaited fact must have held (about 36 s
-are needed: the second outage, at 33 s, gives the dashboards' trip annotation its data)."""
+are needed: the first trip is checked just before the second outage, at 33 s)."""
 DEMO_DURATION = 110.0
 """The demos' own ``--duration``: a cap in case this process dies before its teardown."""
 POLL = 1.0

@@ -253,3 +253,21 @@ async def test_a_queue_timeout_is_a_span_event_on_the_waiting_call(otel, alerts)
         ).value
         == 1
     )
+
+
+class _Broken:
+    """A counter whose ``add`` raises."""
+
+    def add(self, amount: float, attributes: Any = None) -> None:
+        raise RuntimeError("broken counter")
+
+
+def test_a_failure_while_zeroing_is_counted_and_never_reaches_the_constructor(otel):
+    """A telemetry error while starting a new breaker's series at 0 is counted; the breaker is built."""
+    instruments = otel.listener._instruments
+    assert instruments is not None
+    instruments.transitions = _Broken()
+    before = otel.listener.errors
+    breaker = CircuitBreaker("zero-broken", CircuitBreakerConfig(failure_threshold=1))
+    assert breaker.name == "zero-broken"
+    assert otel.listener.errors == before + 1
