@@ -117,12 +117,15 @@ async def test_the_first_trip_moves_a_series_that_was_at_zero(otel, clock, drive
     """The first closed -> open of a fresh breaker is an increase from 0 to 1 of an existing series."""
     manager = ResilienceManager(clock=clock, alert_system=alerts)
     config = ResilienceConfig(name="trip", circuit_breaker=CircuitBreakerConfig(failure_threshold=1))
+    assert await _call(manager, config, driver, lambda: "ok") == "ok"
+    before = _transitions(otel, "trip")
+    assert before[("closed", "open", "failure_threshold")] == 0
     with pytest.raises(OSError, match="down"):
         await _call(manager, config, driver, _raise(OSError("down")))
-    before = _transitions(otel, "trip")
-    assert before[("closed", "open", "failure_threshold")] == 1
-    assert sum(before.values()) == 1
-    assert len(before) == len(sc.CB_TRANSITIONS_KNOWN)
+    after = _transitions(otel, "trip")
+    assert after[("closed", "open", "failure_threshold")] == 1
+    assert sum(after.values()) == 1
+    assert len(after) == len(sc.CB_TRANSITIONS_KNOWN)
 
 
 async def test_policy_rejection_and_timeout_series_exist_at_zero_and_count_real_events(
