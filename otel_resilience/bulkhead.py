@@ -256,13 +256,16 @@ class _AsyncWaiter(_Waiter):
     Its slot is *offered* (``_GRANTED``) when it is woken and *claimed* (:meth:`_BulkheadCore.claim`)
     when its task runs again: in between, a slot offered to a waiter whose loop stopped can be
     taken back. A waiter that is woken without a slot (a nudge, or an offer taken back) looks
-    again and, if it must keep waiting, awaits a new future.
+    again and, if it must keep waiting, awaits a new future. ``context`` is the waiting task's
+    context, so that a queue timeout, reported from a loop timer, is reported in the waiting
+    call's context (its span gets the rejection event).
     """
 
-    __slots__ = ("deadline", "future", "loop", "thread")
+    __slots__ = ("context", "deadline", "future", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
+        self.context = contextvars.copy_context()
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.thread = threading.get_ident()
@@ -690,7 +693,7 @@ class _BulkheadStrategy(Strategy):
         ``timed_out`` and the ``queue_timeout`` events always agree.
         """
         if self._core.expire(waiter):
-            self._report(_TIMEOUT_EVENT)
+            waiter.context.run(self._report, _TIMEOUT_EVENT)  # in the waiting call's context
             waiter.resolve()
 
     def _wait_sync(self) -> None:

@@ -19,6 +19,8 @@ an alert watches draw the alert's threshold from the same constant in
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,10 +37,12 @@ __all__ = [
     "DATASOURCE_VARIABLE",
     "GRAFANA_MIN_VERSION",
     "GRAFANA_SCHEMA_VERSION",
+    "README_FILE",
     "AlertPanel",
     "alert_panels",
     "dashboard_documents",
     "render_dashboards",
+    "render_readme",
 ]
 
 DASHBOARD_TAG: Final = "otel-resilience"
@@ -124,11 +128,16 @@ class AlertPanel:
 
 
 def _m(**matchers: str) -> str:
-    """Matchers from ``label=value`` pairs: a value starting with ``~`` is a regex."""
+    """Matchers from ``label=value`` pairs: a value starting with ``~`` is a regex, ``!`` a negation."""
     parts = []
     for key, item in matchers.items():
         label = {"job": _JOB, "policy": _POLICY, "name": _NAME}.get(key, key)
-        parts.append(f'{label}=~"{item[1:]}"' if item.startswith("~") else f'{label}="{item}"')
+        if item.startswith("~"):
+            parts.append(f'{label}=~"{item[1:]}"')
+        elif item.startswith("!"):
+            parts.append(f'{label}!="{item[1:]}"')
+        else:
+            parts.append(f'{label}="{item}"')
     return "{" + ", ".join(parts) + "}"
 
 
@@ -140,8 +149,36 @@ def _rate(series: str, selector: str, by: Sequence[str]) -> str:
     return f"sum by ({', '.join(by)}) (rate({series}{selector}[$__rate_interval]))"
 
 
-def _increase(series: str, selector: str, by: Sequence[str]) -> str:
-    return f"sum by ({', '.join(by)}) (increase({series}{selector}[$__rate_interval]))"
+def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__rate_interval") -> str:
+    """The increase of a counter over ``window``, counting a series born in the window from 0.
+
+    ``increase()`` alone misses the first event of a series that appears at its first increment
+    (already at 1). The library starts every series whose labels are known in advance at 0, but
+    not those it cannot know (an alert's subject), nor those of an older version. The rule is the
+    recording rules' own (:mod:`~otel_resilience.ops.alert_rules`): a series with no sample
+    ``window`` ago counts its whole value.
+    """
+    return ar._events(f"{series}{selector}", window, by)  # one rule for the rules and the panels
+
+
+def _or_zero(expr: str) -> str:
+    """``expr``, or one series at 0 when it has none.
+
+    For panels whose labels cannot be known in advance (an error type, an alert's subject, an
+    operation), so that no series can start at 0: "nothing happened" shows as 0, not "No data".
+    """
+    return f"{expr}\nor on() vector(0)"
+
+
+_RULES_PATH: Final = f"alerts/{ar.RULES_FILE}"
+
+
+def _rule_note(rule: str) -> str:
+    """The description sentence of a panel that reads a recording rule."""
+    return (
+        f"Recording rule `{rule}` of `{_RULES_PATH}`: the panel has no data unless the Prometheus "
+        "this data source reads loads those rules."
+    )
 
 
 def _quantiles(bucket: str, selector: str, by: str, legend: str) -> tuple[_Query, ...]:
@@ -184,7 +221,7 @@ def _trips_annotation() -> str:
             _CB_STATE: naming.value(sc.CB_STATE, "open"),
         },
     )
-    return f"{_increase(transitions, selector, (_JOB, _NAME)).replace('$__rate_interval', '$__interval')} > 0"
+    return f"{_increase(transitions, selector, (_JOB, _NAME), '$__interval')} > 0"
 
 
 def _recorded(name: str, selector: dict[str, str]) -> str:
@@ -216,7 +253,7 @@ def _bulkhead_saturation(selector: dict[str, str]) -> _Panel:
         "Share of each bulkhead's concurrency limit in use (the most loaded instance). "
         f"{ar.A_BULKHEAD_NEAR} fires at {ar.BULKHEAD_NEAR_SATURATION:.0%} for {ar.BULKHEAD_NEAR_FOR}, "
         f"{ar.A_BULKHEAD_FULL} at {ar.BULKHEAD_FULL_SATURATION:.0%} or on rejections. "
-        f"Recording rule `{ar.R_BULKHEAD_SATURATION}`.",
+        f"{_rule_note(ar.R_BULKHEAD_SATURATION)}",
         "percentunit",
         (_Query(_recorded(ar.R_BULKHEAD_SATURATION, selector), f"{{{{{_NAME}}}}}"),),
         thresholds=_above((ar.BULKHEAD_NEAR_SATURATION, _ORANGE), (ar.BULKHEAD_FULL_SATURATION, _RED)),
@@ -233,7 +270,7 @@ def _retry_ratio(selector: dict[str, str]) -> _Panel:
         "Retries scheduled per execution, by policy, over "
         f"{ar.RATE_WINDOW}. {ar.A_RETRY_STORM} fires above {ar.RETRY_STORM_RATIO:g} for "
         f"{ar.RATIO_ALERT_FOR} (with at least {ar.MIN_EXECUTION_RATE:g} executions/s). "
-        f"Recording rule `{ar.R_RETRY_RATIO}`.",
+        f"{_rule_note(ar.R_RETRY_RATIO)}",
         "short",
         (_Query(_recorded(ar.R_RETRY_RATIO, selector), f"{{{{{_POLICY}}}}}"),),
         thresholds=_above((ar.RETRY_STORM_RATIO, _RED)),
@@ -248,7 +285,7 @@ def _fallback_ratio(selector: dict[str, str]) -> _Panel:
         "Fallback rate",
         "Share of executions a fallback answered, by policy, over "
         f"{ar.RATE_WINDOW}. {ar.A_FALLBACK_HIGH} fires above {ar.FALLBACK_RATIO:.0%} for "
-        f"{ar.RATIO_ALERT_FOR}. Recording rule `{ar.R_FALLBACK_RATIO}`.",
+        f"{ar.RATIO_ALERT_FOR}. {_rule_note(ar.R_FALLBACK_RATIO)}",
         "percentunit",
         (_Query(_recorded(ar.R_FALLBACK_RATIO, selector), f"{{{{{_POLICY}}}}} ({{{{{_NAME}}}}})"),),
         thresholds=_above((ar.FALLBACK_RATIO, _RED)),
@@ -264,7 +301,7 @@ def _recovery_rate(selector: dict[str, str]) -> _Panel:
         "Share of recovery actions that succeeded, by recovery system, over "
         f"{ar.RECOVERY_WINDOW}. {ar.A_RECOVERY_LOW} fires below {ar.RECOVERY_RATE_THRESHOLD:.0%} "
         f"for {ar.RECOVERY_FOR} once {ar.RECOVERY_MIN_ATTEMPTS} attempts were made. "
-        f"Recording rule `{ar.R_RECOVERY_RATE}`.",
+        f"{_rule_note(ar.R_RECOVERY_RATE)}",
         "percentunit",
         (_Query(_recorded(ar.R_RECOVERY_RATE, selector), f"{{{{{_NAME}}}}}"),),
         thresholds=((None, _RED), (ar.RECOVERY_RATE_THRESHOLD, _GREEN)),
@@ -274,16 +311,43 @@ def _recovery_rate(selector: dict[str, str]) -> _Panel:
     )
 
 
-def _latency(selector: dict[str, str], width: int = 24) -> _Panel:
+_NOT_REJECTED: Final = {_OUTCOME: "!" + naming.value(sc.OUTCOME, "rejected")}
+"""Executions that were not rejected: a rejection returns at once, without calling anything."""
+
+
+def _latency(selector: dict[str, str], width: int = 12) -> _Panel:
     bucket = naming.series(sc.EXECUTION_DURATION, "bucket")
     return _Panel(
         "timeseries",
         "Latency p50 / p95 / p99 by policy",
-        "Duration of whole executions (all attempts, backoffs and fallbacks), by policy. Exemplars "
-        "(dots) link to the trace of a slow execution when the data source has exemplars and a "
-        "trace data source configured.",
+        "Duration of whole executions (all attempts, backoffs and fallbacks), by policy, "
+        "rejections left out: a rejected call returns at once, so counting it would pull the "
+        'percentiles down during an outage (see "Latency p95 by outcome"). Exemplars (dots) link '
+        "to the trace of a slow execution when the data source has exemplars and a trace data "
+        "source configured.",
         "s",
-        _quantiles(bucket, _m(**selector), _POLICY, f"{{{{{_POLICY}}}}}"),
+        _quantiles(bucket, _m(**selector, **_NOT_REJECTED), _POLICY, f"{{{{{_POLICY}}}}}"),
+        width=width,
+    )
+
+
+def _latency_by_outcome(selector: dict[str, str], width: int = 12) -> _Panel:
+    bucket = naming.series(sc.EXECUTION_DURATION, "bucket")
+    return _Panel(
+        "timeseries",
+        "Latency p95 by outcome",
+        "95th percentile of the execution duration by policy and outcome, so that fast "
+        "rejections (an open breaker, a full bulkhead) show apart from calls that reached the "
+        "dependency, and slow failures apart from successes.",
+        "s",
+        (
+            _Query(
+                f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {_OUTCOME}) "
+                f"(rate({bucket}{_m(**selector)}[$__rate_interval])))",
+                f"{{{{{_POLICY}}}}} {{{{{_OUTCOME}}}}}",
+                exemplar=True,
+            ),
+        ),
         width=width,
     )
 
@@ -294,7 +358,7 @@ def _timeout_ratio(selector: dict[str, str]) -> _Panel:
         "Timeouts per execution",
         f"Deadlines that expired per execution, by policy, over {ar.RATE_WINDOW}. {ar.A_TIMEOUTS} "
         f"fires above {ar.TIMEOUT_RATIO:.0%} for {ar.RATIO_ALERT_FOR}. "
-        f"Recording rule `{ar.R_TIMEOUT_RATIO}`.",
+        f"{_rule_note(ar.R_TIMEOUT_RATIO)}",
         "percentunit",
         (_Query(_recorded(ar.R_TIMEOUT_RATIO, selector), f"{{{{{_POLICY}}}}}"),),
         thresholds=_above((ar.TIMEOUT_RATIO, _RED)),
@@ -309,7 +373,7 @@ def _timeout_ratio(selector: dict[str, str]) -> _Panel:
 def _overview() -> _Dashboard:
     executions = naming.series(sc.EXECUTIONS)
     alerts = "|".join(ar.ALERT_NAMES)
-    firing = (
+    firing = _or_zero(
         f"sum by (alertname, severity, {_JOB}, {_POLICY}, {_NAME}) "
         f'({naming.ALERTS_SERIES}{{alertstate="firing", alertname=~"{alerts}", {_JOB}=~"$job"}})'
     )
@@ -340,7 +404,7 @@ def _overview() -> _Dashboard:
                         "timeseries",
                         "Success rate by policy",
                         "Share of executions the protected function answered (first attempt or "
-                        f"after retries) over {ar.RATE_WINDOW}. Recording rule `{ar.R_SUCCESS_RATIO}`.",
+                        f"after retries) over {ar.RATE_WINDOW}. {_rule_note(ar.R_SUCCESS_RATIO)}",
                         "percentunit",
                         (_Query(_recorded(ar.R_SUCCESS_RATIO, _POLICY_SEL), f"{{{{{_POLICY}}}}}"),),
                         thresholds=((None, _RED), (0.95, _ORANGE), (0.99, _GREEN)),
@@ -348,6 +412,7 @@ def _overview() -> _Dashboard:
                         max=1,
                     ),
                     _latency(_POLICY_SEL),
+                    _latency_by_outcome(_POLICY_SEL),
                 ),
             ),
             (
@@ -362,8 +427,10 @@ def _overview() -> _Dashboard:
                         "table",
                         "Firing alerts",
                         "otel_resilience alerts firing now (Prometheus' ALERTS series), with their "
-                        "severity, service, policy or instance name. Each has a runbook in "
-                        "docs/runbooks/.",
+                        "severity, service, policy or instance name; one row without labels, of "
+                        "value 0, when none fires. Each has a runbook in docs/runbooks/. ALERTS "
+                        f"exists only in the Prometheus that evaluates the rules of `{_RULES_PATH}`: "
+                        "point this data source at that one.",
                         "short",
                         (_Query(firing, "", instant=True, table=True),),
                     ),
@@ -400,7 +467,7 @@ def _circuit_breakers() -> _Dashboard:
                         "Breakers not closed",
                         "Instances in which each breaker is open or half-open now. "
                         f"{ar.A_BREAKER_OPEN} warns after {ar.BREAKER_OPEN_WARNING_FOR} and pages "
-                        f"after {ar.BREAKER_OPEN_CRITICAL_FOR}. Recording rule `{ar.R_BREAKER_OPEN}`.",
+                        f"after {ar.BREAKER_OPEN_CRITICAL_FOR}. {_rule_note(ar.R_BREAKER_OPEN)}",
                         "short",
                         (_Query(_recorded(ar.R_BREAKER_OPEN, sel), f"{{{{{_NAME}}}}}"),),
                         thresholds=_above((1, _RED)),
@@ -417,7 +484,7 @@ def _circuit_breakers() -> _Dashboard:
                         "Trips in the flapping window",
                         f"Trips (closed -> open) within the last {ar.BREAKER_FLAPPING_WINDOW}, counting "
                         f"each breaker's first trip. {ar.A_BREAKER_FLAPPING} fires at "
-                        f"{ar.BREAKER_FLAPPING_TRIPS}. Recording rule `{ar.R_BREAKER_TRIPS}`.",
+                        f"{ar.BREAKER_FLAPPING_TRIPS}. {_rule_note(ar.R_BREAKER_TRIPS)}",
                         "short",
                         (_Query(_recorded(ar.R_BREAKER_TRIPS, sel), f"{{{{{_NAME}}}}}"),),
                         thresholds=_above((ar.BREAKER_FLAPPING_TRIPS, _RED)),
@@ -501,8 +568,7 @@ def _retries_timeouts() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Retries per second by policy",
-                        f"Retries scheduled per second over {ar.RATE_WINDOW}. "
-                        f"Recording rule `{ar.R_RETRIES}`.",
+                        f"Retries scheduled per second over {ar.RATE_WINDOW}. {_rule_note(ar.R_RETRIES)}",
                         "ops",
                         (_Query(_recorded(ar.R_RETRIES, _POLICY_SEL), f"{{{{{_POLICY}}}}}"),),
                     ),
@@ -558,6 +624,7 @@ def _retries_timeouts() -> _Dashboard:
                         ),
                     ),
                     _latency(_POLICY_SEL),
+                    _latency_by_outcome(_POLICY_SEL),
                 ),
             ),
         ),
@@ -589,7 +656,7 @@ def _bulkheads() -> _Dashboard:
                         "timeseries",
                         "Queue saturation",
                         "Share of each bulkhead's wait queue in use (the most loaded instance). "
-                        f"Recording rule `{ar.R_BULKHEAD_QUEUE_SATURATION}`.",
+                        f"{_rule_note(ar.R_BULKHEAD_QUEUE_SATURATION)}",
                         "percentunit",
                         (_Query(_recorded(ar.R_BULKHEAD_QUEUE_SATURATION, sel), f"{{{{{_NAME}}}}}"),),
                         thresholds=_above(
@@ -701,12 +768,12 @@ def _recovery() -> _Dashboard:
                         "Error patterns detected",
                         "Repeated error patterns (the same error type in the same operation) detected "
                         f"within the last {ar.ERROR_PATTERN_WINDOW}, counting each pattern's first "
-                        f"detection. {ar.A_ERROR_PATTERN} fires above 0. "
-                        f"Recording rule `{ar.R_ERROR_PATTERNS}`.",
+                        f"detection; one series at 0 when there is none. {ar.A_ERROR_PATTERN} fires above 0. "
+                        f"{_rule_note(ar.R_ERROR_PATTERNS)}",
                         "short",
                         (
                             _Query(
-                                _recorded(ar.R_ERROR_PATTERNS, sel),
+                                _or_zero(_recorded(ar.R_ERROR_PATTERNS, sel)),
                                 f"{{{{{_ERROR_TYPE}}}}} in {{{{{operation}}}}} ({{{{{_NAME}}}}})",
                             ),
                         ),
@@ -718,12 +785,17 @@ def _recovery() -> _Dashboard:
                         "timeseries",
                         "Failures by error type",
                         "Executions that ended in an error per second (outcome failure, rejected or "
-                        f"timeout), by policy and exception class (`error.type`). From `{count}`.",
+                        f"timeout), by policy and exception class (`error.type`); one series at 0 when none "
+                        f"failed. From `{count}`.",
                         "ops",
                         (
                             _Query(
-                                _rate(
-                                    count, _m(**_POLICY_SEL, **{_OUTCOME: failure}), (_POLICY, _ERROR_TYPE)
+                                _or_zero(
+                                    _rate(
+                                        count,
+                                        _m(**_POLICY_SEL, **{_OUTCOME: failure}),
+                                        (_POLICY, _ERROR_TYPE),
+                                    )
                                 ),
                                 f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
                             ),
@@ -752,11 +824,12 @@ def _recovery() -> _Dashboard:
                         "timeseries",
                         "In-process alerts raised",
                         "Alerts the library raised in the process (breaker opened, bulkhead full, low "
-                        f"recovery rate, error pattern, escalation), by kind and severity. From `{alerts}`.",
+                        f"recovery rate, error pattern, escalation), by kind and severity; one series at 0 "
+                        f"when none was raised. From `{alerts}`.",
                         "short",
                         (
                             _Query(
-                                _increase(alerts, _m(**_JOB_SEL), (kind, severity)),
+                                _or_zero(_increase(alerts, _m(**_JOB_SEL), (kind, severity))),
                                 f"{{{{{kind}}}}} ({{{{{severity}}}}})",
                             ),
                         ),
@@ -985,6 +1058,56 @@ def dashboard_documents() -> dict[str, dict[str, Any]]:
     return documents
 
 
+README_FILE: Final = "README.md"
+"""The file beside the dashboards that says what each needs from Prometheus."""
+
+
+def _reads_rules(panel: _Panel) -> list[str]:
+    """The recording rules (or ``ALERTS``) the queries of ``panel`` read."""
+    records = [
+        rule["record"]
+        for group in ar.rules_document()["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    ]
+    return [
+        name
+        for name in [*records, naming.ALERTS_SERIES]
+        if any(re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", q.expr) for q in panel.queries)
+    ]
+
+
+def render_readme() -> str:
+    """Return ``dashboards/README.md``: how to import the dashboards and which panels need the rules."""
+    lines = [
+        "# Grafana dashboards",
+        "",
+        "Generated by `python -m otel_resilience.ops.dashboards > dashboards/README.md`: do not edit.",
+        "",
+        (
+            "Import each JSON file into Grafana 11 and pick the Prometheus data source that scrapes the "
+            "services (the `job` variable lists them). Every panel shows a number on a healthy system: "
+            "counters whose labels are known in advance start at 0."
+        ),
+        "",
+        (
+            f"The panels below read recording rules, or the `ALERTS` series, of `{_RULES_PATH}`: they show "
+            "no data unless the Prometheus the data source points at loads those rules "
+            "(`rule_files` in prometheus.yml). Every other panel reads the raw metrics."
+        ),
+        "",
+        "| Dashboard | Panel | Reads |",
+        "| --- | --- | --- |",
+    ]
+    for spec in _dashboards():
+        for _, panels in spec.rows:
+            for panel in panels:
+                needed = _reads_rules(panel)
+                if needed:
+                    lines.append(f"| {spec.title} | {panel.title} | {', '.join(f'`{n}`' for n in needed)} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_dashboards() -> dict[str, str]:
     """Return the text of every ``dashboards/*.json`` file, by file name."""
     return {
@@ -1002,3 +1125,7 @@ def alert_panels() -> list[AlertPanel]:
         for panel in panels
         if panel.alert is not None
     ]
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_readme())

@@ -9,7 +9,15 @@ and decides *how* what the patterns report is shown:
 * span events on the current span for every reported event;
 * the duration histogram, recorded inside the execution span before it ends, so that the SDK's
   trace-based exemplar filter attaches its trace id;
-* synchronous counters for rare events, log records for alerts and error patterns.
+* the attempt duration histogram for every attempt scope (the retry opens them from attempt 2
+  on), timed by the listener, recorded inside the attempt span;
+* synchronous counters for rare events, log records for alerts and error patterns; every counter
+  series whose labels are known in advance (a breaker's transitions, the rejection reasons of a
+  breaker or bulkhead in a policy, a deadline's scope) is added 0 as soon as its pattern exists
+  (registry ``on_added`` callbacks, and the live instances when the meter is acquired), so that
+  ``increase()`` sees the first event;
+* on the execution span, ``resilience.dependency.error.type``: the last error of an attempt
+  that reached the dependency, reported by the retry (rejections never set it).
 
 Providers are acquired lazily. Until a real tracer or meter provider is set globally (or passed
 in), :meth:`OtelListener.start_execution` returns ``None``: the check reads the API's own
@@ -41,6 +49,7 @@ import importlib.metadata
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry import context as otel_context
@@ -68,6 +77,9 @@ from otel_resilience.engine.events import (
     TimeoutOccurred,
     error_type_name,
 )
+from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.registry import BREAKERS, PIPELINES, Named
+from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.observables import Observables
 
@@ -109,6 +121,21 @@ _SEVERITIES: Final = {
 Attrs = dict[str, "AttributeValue"]
 
 
+def _subclass_names(cls: type[BaseException]) -> frozenset[str]:
+    """Return the ``error.type`` names of ``cls`` and of every subclass defined so far."""
+    names = set()
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        names.add(error_type_name(current.__new__(current)) or "")
+        pending.extend(current.__subclasses__())
+    return frozenset(names)
+
+
+_REJECTION_ERRORS: Final = _subclass_names(ExecutionRejectedError)
+"""``error.type`` of the library's rejections: errors raised without calling the dependency."""
+
+
 def _package_version() -> str:
     """Return the installed version of otel-resilience (``0.0.0`` when not installed)."""
     try:
@@ -142,6 +169,7 @@ class _SourceInfo:
 
     __slots__ = (
         "attempt_attrs",
+        "attempt_metric_attrs",
         "attempt_name",
         "attempt_operation",
         "duration_attrs",
@@ -173,6 +201,7 @@ class _SourceInfo:
         self.duration_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
         self.event_attrs: Attrs = {sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.attempt_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
+        self.attempt_metric_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
         self.attempt_operation = ""
         self.attempt_name = ""
         self.metrics_only = _Scope(self, None, None)
@@ -186,6 +215,22 @@ class _SourceInfo:
             if error_type is not None:
                 attrs[sc.ERROR_TYPE] = error_type
             self.duration_attrs[key] = attrs
+        return attrs
+
+    def attempt_metric(self, outcome: Outcome, error_type: str | None) -> Attrs:
+        """Return the (cached) attempt-duration attributes for one outcome and error type."""
+        key = (outcome, error_type)
+        attrs = self.attempt_metric_attrs.get(key)
+        if attrs is None:
+            attrs = {
+                sc.POLICY: self.policy,
+                sc.PATTERN: self.pattern,
+                sc.NAME: self.name,
+                sc.OUTCOME: outcome.value,
+            }
+            if error_type is not None:
+                attrs[sc.ERROR_TYPE] = error_type
+            self.attempt_metric_attrs[key] = attrs
         return attrs
 
     def attempt_span_name(self, operation: str) -> str:
@@ -207,11 +252,22 @@ class _Scope:
         self.token = token
 
 
+class _AttemptScope(_Scope):
+    """The handle of one attempt scope: also when it started, for the attempt duration."""
+
+    __slots__ = ("started",)
+
+    def __init__(self, info: _SourceInfo, span: Span | None, token: object, started: float) -> None:
+        super().__init__(info, span, token)
+        self.started = started
+
+
 class _Instruments:
     """The synchronous instruments, created once per meter from the semconv specs."""
 
     __slots__ = (
         "alerts",
+        "attempt_duration",
         "duration",
         "exhausted",
         "fallbacks",
@@ -226,6 +282,7 @@ class _Instruments:
 
     def __init__(self, meter: Meter) -> None:
         self.duration = _histogram(meter, sc.EXECUTION_DURATION)
+        self.attempt_duration = _histogram(meter, sc.ATTEMPT_DURATION)
         self.transitions = _counter(meter, sc.CB_TRANSITIONS)
         self.rejections = _counter(meter, sc.REJECTIONS)
         self.retries = _counter(meter, sc.RETRIES)
@@ -274,6 +331,7 @@ class OtelListener:
     """
 
     __slots__ = (
+        "__weakref__",
         "_closed",
         "_dormant",
         "_env_checked",
@@ -325,8 +383,8 @@ class OtelListener:
         self._env_checked = False
         if tracer_provider is not None:
             self._use_tracer_provider(tracer_provider)
-        if meter_provider is not None:
-            self._use_meter_provider(meter_provider)
+        if meter_provider is not None and self._use_meter_provider(meter_provider):
+            self._zero_existing()
         self._pending = self._tracer_pending or self._meter_pending
 
     # --- state -------------------------------------------------------------------------------
@@ -358,6 +416,8 @@ class OtelListener:
             self._tracer = None
             self._instruments = None
             self._tracer_pending = self._meter_pending = self._pending = False
+        with _HOOK_LOCK:
+            _ZEROED_BY.discard(self)
 
     def failed(self, where: str) -> None:
         """Count one telemetry exception and log it (at most once a minute per ``where``).
@@ -378,13 +438,74 @@ class OtelListener:
         if not isinstance(provider, trace.NoOpTracerProvider):
             self._tracer = provider.get_tracer(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
 
-    def _use_meter_provider(self, provider: MeterProvider) -> None:
+    def _use_meter_provider(self, provider: MeterProvider) -> bool:
+        """Create the instruments on ``provider``; return whether there are some now."""
         self._meter_pending = False
         if isinstance(provider, metrics.NoOpMeterProvider):
-            return
+            return False
         meter = provider.get_meter(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
         self._instruments = _Instruments(meter)
         self._observables = Observables(meter, self)
+        return True
+
+    # --- zero-initialised series --------------------------------------------------------------
+
+    def _zero_existing(self) -> None:
+        """Start every known counter series at 0, now for live instances and later for new ones.
+
+        A counter series that appears at its first increment is born at 1, and ``increase()``
+        never sees that first event: the first trip of a breaker would stay invisible. So every
+        series whose label set is known in advance (the transitions of each breaker, the
+        rejection reasons of each breaker and bulkhead in each policy, the timeout scopes of
+        each timeout) is added 0 as soon as its pattern exists. Bounded (known label sets only)
+        and off the hot path: it runs when an instance is registered.
+        """
+        with _HOOK_LOCK:
+            _ZEROED_BY.add(self)
+        _hook_registries()
+        for breaker in BREAKERS.items():
+            self._zero_breaker(breaker)
+        for pipeline in PIPELINES.items():
+            self._zero_pipeline(pipeline)
+
+    def _zero_breaker(self, breaker: Named) -> None:
+        """Add 0 to every transition series of ``breaker``."""
+        instruments = self._instruments
+        if instruments is None:
+            return
+        try:
+            name = breaker.name
+            for previous, state, reason in sc.CB_TRANSITIONS_KNOWN:
+                instruments.transitions.add(
+                    0,
+                    {
+                        sc.NAME: name,
+                        sc.CB_PREVIOUS_STATE: previous,
+                        sc.CB_STATE: state,
+                        sc.CB_TRANSITION_REASON: reason,
+                    },
+                )
+        except Exception:  # noqa: BLE001
+            self.failed("zero breaker series")
+
+    def _zero_pipeline(self, pipeline: Named) -> None:
+        """Add 0 to the rejection and timeout series of every strategy of ``pipeline``."""
+        instruments = self._instruments
+        if instruments is None or not isinstance(pipeline, Pipeline):
+            return
+        try:
+            source = pipeline.telemetry.source
+            policy = source.pipeline or source.name
+            for strategy in pipeline.strategies:
+                kind, name, config = strategy.kind, strategy.name, strategy.config
+                base: Attrs = {sc.POLICY: policy, sc.PATTERN: kind, sc.NAME: name}
+                for reason in sc.REJECTION_REASONS_BY_PATTERN.get(kind, ()):
+                    instruments.rejections.add(0, {**base, sc.REJECTION_REASON: reason})
+                scope = _timeout_scope(kind, config)
+                if scope is not None:
+                    instruments.timeouts.add(0, {**base, sc.TIMEOUT_SCOPE: scope})
+        except Exception:  # noqa: BLE001
+            self.failed("zero pipeline series")
 
     def _refresh(self) -> None:
         """Acquire the global tracer and meter as soon as a real provider has been set."""
@@ -393,6 +514,7 @@ class OtelListener:
             or (self._meter_pending and _global_meter_provider() is not None)
         ):
             return
+        created = False
         try:
             with self._lock:
                 if self._closed:
@@ -410,11 +532,13 @@ class OtelListener:
                 if self._meter_pending:
                     meter_provider = _global_meter_provider()
                     if meter_provider is not None:
-                        self._use_meter_provider(meter_provider)
+                        created = self._use_meter_provider(meter_provider)
                 self._pending = self._tracer_pending or self._meter_pending
         except Exception:  # noqa: BLE001 - telemetry must never break the app
             self._pending = False
             self.failed("provider acquisition")
+        if created:
+            self._zero_existing()
 
     def _go_dormant(self) -> None:
         """Ask the hub to leave this listener out of event delivery (no SDK: nothing to show).
@@ -536,7 +660,7 @@ class OtelListener:
                 otel_context.detach(cast("Token[Context]", scope.token))
 
     def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
-        """Open an attempt span, a child of the current (execution) span; ``None`` when idle.
+        """Open an attempt span, a child of the current (execution) span, and time the attempt.
 
         Args:
             source: The pattern that runs the attempts (the retry).
@@ -544,35 +668,49 @@ class OtelListener:
             attempt: The attempt number (1-based).
 
         Returns:
-            A handle for :meth:`end_attempt`, or ``None`` when no span is opened.
+            A handle for :meth:`end_attempt`, or ``None`` when there is neither a span to open
+            nor a meter to record the attempt's duration on.
         """
         tracer = self._tracer
         if self._pending:
-            if tracer is None and self._env_checked and _FAST_GLOBALS and trace._TRACER_PROVIDER is None:
-                return None  # no tracer provider: no attempt span (two attribute reads)
+            if (
+                tracer is None
+                and self._env_checked
+                and _FAST_GLOBALS
+                and trace._TRACER_PROVIDER is None
+                and _metrics_internal._METER_PROVIDER is None
+                and self._instruments is None
+            ):
+                return None  # no SDK: no attempt span, nothing timed (module attribute reads)
             self._refresh()
             tracer = self._tracer
-        if tracer is None or not source.spans:
+        timed = self._instruments is not None and source.metrics
+        if not timed and (tracer is None or not source.spans):
             return None
         try:
             info = self._info(source)
-            parent_ctx = otel_context.get_current()
-            parent_sc = trace.get_current_span(parent_ctx).get_span_context()
-            if parent_sc.is_valid and not parent_sc.trace_flags.sampled:
+            span: Span | None = None
+            token: object = None
+            if tracer is not None and source.spans:
+                parent_ctx = otel_context.get_current()
+                parent_sc = trace.get_current_span(parent_ctx).get_span_context()
+                if not parent_sc.is_valid or parent_sc.trace_flags.sampled:
+                    attrs = dict(info.attempt_attrs)
+                    attrs[sc.ATTEMPT] = attempt
+                    if otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx):
+                        attrs[sc.HTTP_RESEND_COUNT] = attempt - 1
+                    span = tracer.start_span(
+                        info.attempt_span_name(operation),
+                        parent_ctx,
+                        SpanKind.INTERNAL,
+                        attrs,
+                        record_exception=False,
+                        set_status_on_exception=False,
+                    )
+                    token = otel_context.attach(trace.set_span_in_context(span, parent_ctx))
+            if span is None and not timed:
                 return None
-            attrs = dict(info.attempt_attrs)
-            attrs[sc.ATTEMPT] = attempt
-            if otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx):
-                attrs[sc.HTTP_RESEND_COUNT] = attempt - 1
-            span = tracer.start_span(
-                info.attempt_span_name(operation),
-                parent_ctx,
-                SpanKind.INTERNAL,
-                attrs,
-                record_exception=False,
-                set_status_on_exception=False,
-            )
-            return _Scope(info, span, otel_context.attach(trace.set_span_in_context(span, parent_ctx)))
+            return _AttemptScope(info, span, token, time.perf_counter() if timed else 0.0)
         except Exception:  # noqa: BLE001
             self.failed("start_attempt")
         return None
@@ -585,11 +723,18 @@ class OtelListener:
             outcome: How the attempt ended.
             error: The exception the attempt raised, if any.
         """
-        scope = cast("_Scope", handle)
+        scope = cast("_AttemptScope", handle)
         try:
+            error_type = (error_type_name(error) or _OTHER_ERROR) if outcome in _ERROR_OUTCOMES else None
+            info = scope.info
+            instruments = self._instruments
+            if instruments is not None and info.metrics and scope.started:
+                # Inside the attempt span, so that exemplars carry its trace.
+                instruments.attempt_duration.record(
+                    time.perf_counter() - scope.started, info.attempt_metric(outcome, error_type)
+                )
             span = scope.span
             if span is not None:
-                error_type = (error_type_name(error) or _OTHER_ERROR) if outcome in _ERROR_OUTCOMES else None
                 self._finish_span(span, outcome, error_type, error)
         except Exception:  # noqa: BLE001
             self.failed("end_attempt")
@@ -681,6 +826,7 @@ class OtelListener:
             instruments.retries.add(1, self._metric_attrs({**base, sc.ERROR_TYPE: args.error_type}))
             instruments.retry_delay.record(args.delay, base)
         if span is not None:
+            _note_dependency_error(span, args.error_type)
             span.add_event(
                 sc.EV_RETRY_SCHEDULED,
                 self._event_attrs(
@@ -705,6 +851,7 @@ class OtelListener:
                 ),
             )
         if span is not None:
+            _note_dependency_error(span, args.error_type)
             span.add_event(
                 sc.EV_RETRY_EXHAUSTED,
                 self._event_attrs(
@@ -854,6 +1001,58 @@ class OtelListener:
                 event_name=event_name,
             )
         )
+
+
+def _note_dependency_error(span: Span, error_type: str | None) -> None:
+    """Name the dependency's last error on the execution span (current while the retry decides).
+
+    A rejection is not the dependency's error: it leaves the attribute as it was, so that an
+    execution whose last attempt was rejected still names what the dependency raised before.
+    """
+    if error_type is not None and error_type not in _REJECTION_ERRORS:
+        span.set_attribute(sc.DEPENDENCY_ERROR_TYPE, error_type)
+
+
+_ZEROED_BY: Final[weakref.WeakSet[OtelListener]] = weakref.WeakSet()
+"""The listeners with instruments, told about every breaker and pipeline created."""
+_HOOK_LOCK: Final = threading.Lock()
+_hooked: list[bool] = []
+
+
+def _hook_registries() -> None:
+    """Register (once per process) the registry callbacks that zero-initialise new instances."""
+    with _HOOK_LOCK:
+        if _hooked:
+            return
+        _hooked.append(True)
+    BREAKERS.on_added(_breaker_added)
+    PIPELINES.on_added(_pipeline_added)
+
+
+def _zeroing_listeners() -> tuple[OtelListener, ...]:
+    """A snapshot of the listeners to tell about a new instance (taken under the lock)."""
+    with _HOOK_LOCK:
+        return tuple(_ZEROED_BY)
+
+
+def _breaker_added(breaker: Named) -> None:
+    for listener in _zeroing_listeners():
+        listener._zero_breaker(breaker)
+
+
+def _pipeline_added(pipeline: Named) -> None:
+    for listener in _zeroing_listeners():
+        listener._zero_pipeline(pipeline)
+
+
+def _timeout_scope(kind: str, config: object) -> str | None:
+    """The timeout scope a strategy reports expiries with, or ``None`` if it has no deadline."""
+    if kind == "timeout":
+        scope = getattr(config, "scope", None)
+        return scope if scope in sc.TIMEOUT_SCOPES else None
+    if kind == "retry" and getattr(config, "attempt_timeout", None) is not None:
+        return "attempt"
+    return None
 
 
 def _is_http_client(span: Span) -> bool:

@@ -199,6 +199,7 @@ ALERT_KIND: Final = "resilience.alert.kind"
 ALERT_SEVERITY: Final = "resilience.alert.severity"
 ALERT_SUBJECT: Final = "resilience.alert.subject"
 ALERT_SUMMARY: Final = "resilience.alert.summary"
+DEPENDENCY_ERROR_TYPE: Final = "resilience.dependency.error.type"
 
 OUTCOME_VALUES: Final = ("success", "recovered", "fallback", "failure", "rejected", "timeout", "cancelled")
 """The values of :class:`otel_resilience.engine.events.Outcome`."""
@@ -225,7 +226,26 @@ CB_TRANSITION_REASONS: Final = (
     "isolated",
 )
 CB_CALL_RESULTS: Final = ("success", "failure", "rejected", "ignored", "cancelled")
+CB_TRANSITIONS_KNOWN: Final = (
+    ("closed", "open", "failure_threshold"),
+    ("closed", "open", "forced"),
+    ("closed", "open", "isolated"),
+    ("open", "half_open", "timeout_elapsed"),
+    ("open", "closed", "reset"),
+    ("half_open", "closed", "probe_succeeded"),
+    ("half_open", "closed", "reset"),
+    ("half_open", "open", "probe_failed"),
+    ("half_open", "open", "forced"),
+    ("half_open", "open", "isolated"),
+)
+"""Every (previous state, state, reason) a circuit breaker can report: the transition series
+that exist, at 0, from the moment a breaker is created."""
 REJECTION_REASONS: Final = ("circuit_open", "half_open_full", "bulkhead_full", "queue_timeout")
+REJECTION_REASONS_BY_PATTERN: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {"circuit_breaker": ("circuit_open", "half_open_full"), "bulkhead": ("bulkhead_full", "queue_timeout")}
+)
+"""The rejection reasons each pattern kind can report: the rejection series that exist, at 0,
+from the moment a pattern of that kind is placed in a pipeline."""
 RETRY_STOP_REASONS: Final = ("max_attempts", "deadline", "not_retryable")
 TIMEOUT_SCOPES: Final = ("total", "attempt")
 FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
@@ -298,6 +318,14 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         ALERT_SUBJECT, "string", "The breaker, bulkhead, operation or recovery system the alert is about."
     ),
     AttributeSpec(ALERT_SUMMARY, "string", "The alert's one-line summary (span events only; the log body)."),
+    AttributeSpec(
+        DEPENDENCY_ERROR_TYPE,
+        "string",
+        "On the execution span: the class (as `error.type`) of the last error an attempt that "
+        "reached the dependency raised before the execution retried or gave up, so that an "
+        "execution whose last attempt was rejected (`error.type` a rejection) still names the "
+        "dependency's own failure. Rejections never set it.",
+    ),
 )
 """Every attribute key, in documentation order."""
 
@@ -340,6 +368,7 @@ RETRY_DELAY_BOUNDARIES: Final = (
 """Retry backoff buckets, in seconds."""
 
 EXECUTION_DURATION: Final = "resilience.execution.duration"
+ATTEMPT_DURATION: Final = "resilience.attempt.duration"
 EXECUTIONS: Final = "resilience.executions"
 CB_STATE_METRIC: Final = "resilience.circuit_breaker.state"
 CB_TRANSITIONS: Final = "resilience.circuit_breaker.transitions"
@@ -370,6 +399,17 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "the execution span so that exemplars carry its trace. The only synchronous SDK call on a "
         "call that succeeds; switched off per policy with `TelemetrySource.metrics=False`.",
         (POLICY, PATTERN, OUTCOME),
+        (ERROR_TYPE,),
+        DURATION_BOUNDARIES,
+    ),
+    InstrumentSpec(
+        ATTEMPT_DURATION,
+        _K.HISTOGRAM,
+        "s",
+        "Duration of one retried attempt (attempt 2 onwards, each timed around its attempt scope): "
+        "the dependency's own latency, without backoffs, fallbacks or the first attempt's queueing. "
+        "Recorded only while a meter provider is configured; nothing is timed otherwise.",
+        (POLICY, PATTERN, NAME, OUTCOME),
         (ERROR_TYPE,),
         DURATION_BOUNDARIES,
     ),
@@ -522,9 +562,10 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "One per logical execution (manager policy, decorator, or pattern used alone), a child "
         "of the caller's current span and current while the call runs. Status ERROR with "
         "`error.type` only for outcomes failure, rejected and timeout; success, recovered, "
-        "fallback and cancelled leave it unset.",
+        "fallback and cancelled leave it unset. After a retried attempt failed, "
+        "`resilience.dependency.error.type` names the dependency's last error.",
         (POLICY, PATTERN, OUTCOME),
-        (ERROR_TYPE,),
+        (ERROR_TYPE, DEPENDENCY_ERROR_TYPE),
     ),
     SpanSpec(
         ATTEMPT_SPAN,
@@ -564,7 +605,12 @@ SPAN_EVENTS: Final[tuple[SpanEventSpec, ...]] = (
         "A circuit breaker changed state.",
         (PATTERN, NAME, CB_PREVIOUS_STATE, CB_STATE, CB_TRANSITION_REASON),
     ),
-    SpanEventSpec(EV_CALL_REJECTED, "A call was rejected.", (PATTERN, NAME, REJECTION_REASON)),
+    SpanEventSpec(
+        EV_CALL_REJECTED,
+        "A call was rejected, whatever the reason (a bulkhead's queue timeout included, added to "
+        "the waiting call's span when the wait expires).",
+        (PATTERN, NAME, REJECTION_REASON),
+    ),
     SpanEventSpec(EV_TIMEOUT, "A deadline expired.", (PATTERN, NAME, TIMEOUT_SCOPE, TIMEOUT_LIMIT)),
     SpanEventSpec(
         EV_FALLBACK,

@@ -58,15 +58,17 @@ are generated at the same scale, so that they see production time."""
 SEED = 7
 DEADLINE = 80.0
 """Real seconds after the demos start by which every awaited fact must have held (about 36 s
-are needed: the second outage, at 33 s, gives the dashboards' trip annotation its data)."""
+are needed: the first trip is checked just before the second outage, at 33 s)."""
 DEMO_DURATION = 110.0
 """The demos' own ``--duration``: a cap in case this process dies before its teardown."""
 POLL = 1.0
 """Seconds between two rounds of the observer (Prometheus evaluates every second)."""
 GROUP_TIMING = "1s"
 """Alertmanager's group_wait and group_interval in the test (shipped: 30s and 5m)."""
-JOBS = ("outage", "brownout")
+JOBS = ("outage", "brownout", "steady")
 """The scrape jobs: one demo each, named after its scenario."""
+HEALTHY_JOB = "steady"
+"""The demo in which nothing happens beyond the baseline: every dashboard query must still answer."""
 
 INTERVALS = MappingProxyType(checks.GRAFANA_SUBSTITUTIONS)
 """Grafana's interval variables and the durations they become (those of the static checks)."""
@@ -141,18 +143,26 @@ def compact(answer: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
-def grafana_all(expr: str, intervals: Mapping[str, str]) -> str:
-    """Substitute Grafana's interval variables, then set every other variable to "All" (``.*``)."""
+def grafana_all(expr: str, intervals: Mapping[str, str], job: str | None = None) -> str:
+    """Substitute Grafana's interval variables, then set every other variable to "All" (``.*``).
+
+    With ``job``, the ``job`` variable selects that one service instead.
+    """
     for variable, duration in intervals.items():
         expr = expr.replace(variable, duration)
+    if job is not None:
+        expr = re.sub(r"\$\{?job\}?(?!\w)", job, expr)
     return _VARIABLE.sub(".*", expr)
 
 
-def dashboard_queries(dashboard: Mapping[str, Any], intervals: Mapping[str, str]) -> dict[str, str]:
+def dashboard_queries(
+    dashboard: Mapping[str, Any], intervals: Mapping[str, str], job: str | None = None
+) -> dict[str, str]:
     """Return every PromQL expression of a dashboard, substituted, by a label naming where it is.
 
     Panel targets (nested rows included), annotations, and the expressions of ``label_values``
     query variables (a bare ``label_values(label)`` becomes a query for any series with that label).
+    With ``job``, the ``job`` variable selects that service (see :func:`grafana_all`).
     """
     uid = dashboard.get("uid")
     found: dict[str, str] = {}
@@ -163,7 +173,7 @@ def dashboard_queries(dashboard: Mapping[str, Any], intervals: Mapping[str, str]
         while label in found:
             label = f"dashboard {uid}, {where} #{n}"
             n += 1
-        found[label] = grafana_all(expr, intervals)
+        found[label] = grafana_all(expr, intervals, job)
 
     def walk(panels: Any) -> None:
         for panel in panels:
@@ -401,9 +411,10 @@ class PrometheusClient:
     def __init__(self, base: str) -> None:
         self.base = base
 
-    def query(self, expr: str) -> tuple[int, Any]:
-        """Run an instant query; return (HTTP status, answer)."""
-        return http_json(f"{self.base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+    def query(self, expr: str, at: float | None = None) -> tuple[int, Any]:
+        """Run an instant query (at the Unix time ``at``, default now); return (HTTP status, answer)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        return http_json(f"{self.base}/api/v1/query?{urllib.parse.urlencode(params)}")
 
     def get(self, path: str) -> tuple[int, Any]:
         return http_json(f"{self.base}{path}")
@@ -566,11 +577,15 @@ class Stack:
     servers: list[Process]
     observer: Observer
     dashboards: SeriesWatch
+    healthy: SeriesWatch
+    """Every dashboard query with the ``job`` variable on the healthy demo (:data:`HEALTHY_JOB`)."""
     recording_rules: SeriesWatch
     started: float
     deadline: float
     outage_end: float
     """Real seconds after the outage demo's launch at which ``ml_service`` comes back."""
+    second_outage: float
+    """Real seconds after the outage demo's launch at which ``ml_service`` goes down again."""
     alerts: Mapping[str, AlertKey] = field(default_factory=lambda: MappingProxyType(ALERTS))
     """The alert instances the scenarios are built to raise, by short name."""
 
@@ -608,7 +623,7 @@ class Stack:
             for n in self.webhook.received()
             for a in n.payload.get("alerts", [])
         ]
-        for watch in (self.dashboards, self.recording_rules):
+        for watch in (self.dashboards, self.healthy, self.recording_rules):
             events += [(at, f"data: {label}") for label, at in watch.satisfied().items()]
         return "\n".join(f"  {at - self.started:6.1f} s  {text}" for at, text in sorted(events))
 
@@ -761,8 +776,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
         client = PrometheusClient(prom_url)
         queries: dict[str, str] = {}
+        healthy_queries: dict[str, str] = {}
         for path in sorted((REPO / "dashboards").glob("*.json")):
-            queries.update(dashboard_queries(json.loads(path.read_text(encoding="utf-8")), INTERVALS))
+            document = json.loads(path.read_text(encoding="utf-8"))
+            queries.update(dashboard_queries(document, INTERVALS))
+            healthy_queries.update(dashboard_queries(document, INTERVALS, HEALTHY_JOB))
         records = [
             rule["record"]
             for group in ar.rules_document(TIME_SCALE)["groups"]
@@ -770,10 +788,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             if "record" in rule
         ]
         dashboards = SeriesWatch(client, queries)
+        healthy = SeriesWatch(client, healthy_queries)
         recording = SeriesWatch(client, {f"recording rule {name}": name for name in records})
-        observer = Observer(client, am_url, [dashboards, recording], list(ALERTS.values()))
+        observer = Observer(client, am_url, [dashboards, healthy, recording], list(ALERTS.values()))
         observer.start()
-        outage = build_scenario("outage", SEED).recoveries("ml_service", 600.0)[0] * TIME_SCALE
+        scenario = build_scenario("outage", SEED)
+        outage = scenario.recoveries("ml_service", 600.0)[0] * TIME_SCALE
+        down = next(w for w in scenario.windows("ml_service") if w.condition.down)
         yield Stack(
             prometheus=client,
             alertmanager=am_url,
@@ -782,10 +803,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             servers=[prometheus, alertmanager],
             observer=observer,
             dashboards=dashboards,
+            healthy=healthy,
             recording_rules=recording,
             started=started,
             deadline=started + DEADLINE,
             outage_end=outage,
+            second_outage=(scenario.cycle + down.start) * TIME_SCALE,
         )
     finally:
         if observer is not None:

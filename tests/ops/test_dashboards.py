@@ -46,6 +46,7 @@ def test_overview_has_the_required_panels(dashboards):
         "Execution rate by policy and outcome": "timeseries",
         "Success rate by policy": "timeseries",
         "Latency p50 / p95 / p99 by policy": "timeseries",
+        "Latency p95 by outcome": "timeseries",
         "Circuit breaker states": "state-timeline",
         "Bulkhead saturation": "timeseries",
         "Retry rate (retries per execution)": "timeseries",
@@ -238,3 +239,121 @@ def test_runbooks_name_only_existing_dashboards_and_panels(repo, dashboards):
             if name.endswith(":"):
                 continue
             assert name in titles or any(t.startswith(name) for t in titles), (path.name, name)
+
+
+def _all(expr: str) -> str:
+    """A dashboard expression as Grafana runs it with every variable on "All"."""
+    return re.sub(r"\$\{?\w+\}?", ".*", checks.substitute_grafana(expr))
+
+
+_BORN_AT_ONE = {
+    "annotation": (
+        "resilience_circuit_breaker_transitions_total",
+        (
+            'resilience_circuit_breaker_previous_state="closed", resilience_circuit_breaker_state="open", '
+            'resilience_circuit_breaker_transition_reason="failure_threshold"'
+        ),
+        '{job="svc", resilience_name="cb"}',
+    ),
+    "In-process alerts raised": (
+        "resilience_alerts_total",
+        (
+            'resilience_alert_kind="circuit_open", resilience_alert_severity="critical", '
+            'resilience_alert_subject="cb"'
+        ),
+        '{resilience_alert_kind="circuit_open", resilience_alert_severity="critical"}',
+    ),
+    "Transitions by reason": (
+        "resilience_circuit_breaker_transitions_total",
+        (
+            'resilience_circuit_breaker_previous_state="closed", resilience_circuit_breaker_state="open", '
+            'resilience_circuit_breaker_transition_reason="failure_threshold"'
+        ),
+        (
+            '{resilience_name="cb", resilience_circuit_breaker_previous_state="closed", '
+            'resilience_circuit_breaker_state="open", resilience_circuit_breaker_transition_reason="failure_threshold"}'
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("where", sorted(_BORN_AT_ONE))
+def test_increase_queries_count_the_first_event_of_a_series_born_at_one(
+    promtool, dashboards, tmp_path, where
+):
+    """A counter series that appears already at 1 (its first event) shows on the trip annotation and the increase panels."""
+    if where == "annotation":
+        expr = dashboards["otel-resilience-overview.json"]["annotations"]["list"][0]["expr"]
+        step = "1m"  # $__interval
+    else:
+        uid = (
+            "otel-resilience-recovery.json"
+            if where.startswith("In-process")
+            else "otel-resilience-circuit-breakers.json"
+        )
+        expr = by_title(dashboards[uid], where)["targets"][0]["expr"]
+        step = "5m"  # $__rate_interval
+    series, labels, expected = _BORN_AT_ONE[where]
+    born = f'{series}{{job="svc", resilience_name="cb", {labels}}}'
+    if where.startswith("In-process"):
+        born = born.replace('resilience_name="cb"', 'resilience_name="alerts"')
+    # Once the window has passed the birth: the annotation is empty, a panel shows 0.
+    later = [] if where == "annotation" else [{"labels": expected, "value": 0}]
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": born, "values": "_ _ _ 1 1 1 1 1 1 1 1 1 1 1"}],
+                "promql_expr_test": [
+                    {
+                        "expr": _all(expr),
+                        "eval_time": "3m",
+                        "exp_samples": [{"labels": expected, "value": 1}],
+                    },
+                    {"expr": _all(expr), "eval_time": f"{3 + int(step[:-1]) + 1}m", "exp_samples": later},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "born.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, (where, _all(expr), result.stdout + result.stderr)
+
+
+def test_latency_percentiles_leave_rejections_out_and_show_them_by_outcome(dashboards):
+    """The p50/p95/p99 panels exclude rejected executions; a p95-by-outcome panel shows them apart."""
+    for name in ("otel-resilience-overview.json", "otel-resilience-retries-timeouts.json"):
+        percentiles = by_title(dashboards[name], "Latency p50 / p95 / p99 by policy")
+        assert all('resilience_outcome!="rejected"' in t["expr"] for t in percentiles["targets"]), name
+        by_outcome = by_title(dashboards[name], "Latency p95 by outcome")
+        (target,) = by_outcome["targets"]
+        assert "resilience_outcome)" in target["expr"].split("(rate(")[0], target["expr"]
+        assert "{{resilience_outcome}}" in target["legendFormat"]
+
+
+def test_firing_alerts_shows_zero_when_none_fires_and_names_the_rules_it_needs(dashboards):
+    """ "Firing alerts" answers 0 rather than no data, and says it needs the Prometheus that evaluates the rules."""
+    panel = by_title(dashboards["otel-resilience-overview.json"], "Firing alerts")
+    (target,) = panel["targets"]
+    assert target["expr"].rstrip().endswith("or on() vector(0)")
+    assert "alerts/rules.yml" in panel["description"]
+
+
+def test_every_panel_that_reads_a_rule_says_which_rules_file_it_needs(dashboards, recorded, repo):
+    """A panel reading a recording rule names it and alerts/rules.yml; the generated README lists each one."""
+    readme = (repo / "dashboards" / dash.README_FILE).read_text(encoding="utf-8")
+    assert readme == dash.render_readme()
+    names = {name for name in recorded if ":" in name}
+    seen = 0
+    for dashboard in dashboards.values():
+        for panel in panels(dashboard):
+            used = [n for n in names if any(n in t["expr"] for t in panel["targets"])]
+            if used:
+                seen += 1
+                assert "alerts/rules.yml" in panel["description"], panel["title"]
+                assert f"| {dashboard['title']} | {panel['title']} |" in readme, panel["title"]
+    assert seen >= 10

@@ -59,6 +59,15 @@ MUST_SHOW_DATA = {
     ("otel-resilience-bulkheads", "Running calls and limit"),
     ("otel-resilience-bulkheads", "Waiting calls and queue limit"),
     ("otel-resilience-recovery", "Fallbacks by strategy and result"),
+    # Zero-initialised series, or 0 when nothing of a kind happened: never "No data".
+    ("otel-resilience-overview", "Latency p95 by outcome"),
+    ("otel-resilience-overview", "Firing alerts"),
+    ("otel-resilience-circuit-breakers", "Transitions by reason"),
+    ("otel-resilience-bulkheads", "Rejections by reason"),
+    ("otel-resilience-retries-timeouts", "Latency p95 by outcome"),
+    ("otel-resilience-recovery", "Failures by error type"),
+    ("otel-resilience-recovery", "Error patterns detected"),
+    ("otel-resilience-recovery", "In-process alerts raised"),
 }
 _names = itertools.count()
 

@@ -21,6 +21,7 @@ from otel_resilience.engine.events import (
     CallRejected,
     Event,
     FallbackUsed,
+    Outcome,
     PatternDetected,
     RecoveryAttempted,
     RetryExhausted,
@@ -64,6 +65,7 @@ def scrape() -> Iterator[str]:
         (Event.ALERT_RAISED, AlertRaised("circuit_open", "critical", "prom-cb", "opened")),
     ):
         telemetry.report(event, args)
+    telemetry.end_attempt(telemetry.start_attempt("prom-op", 2), Outcome.SUCCESS)
     server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()

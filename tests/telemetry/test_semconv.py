@@ -125,6 +125,7 @@ def test_public_names_are_pinned():
     assert sc.SCHEMA_URL == "https://opentelemetry.io/schemas/1.44.0"
     assert [spec.name for spec in sc.INSTRUMENTS] == [
         "resilience.execution.duration",
+        "resilience.attempt.duration",
         "resilience.executions",
         "resilience.circuit_breaker.state",
         "resilience.circuit_breaker.transitions",
