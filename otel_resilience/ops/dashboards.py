@@ -252,7 +252,7 @@ def _bulkhead_saturation(selector: dict[str, str]) -> _Panel:
         "Bulkhead saturation",
         "Share of each bulkhead's concurrency limit in use (the most loaded instance). "
         f"{ar.A_BULKHEAD_NEAR} fires at {ar.BULKHEAD_NEAR_SATURATION:.0%} for {ar.BULKHEAD_NEAR_FOR}, "
-        f"{ar.A_BULKHEAD_FULL} at {ar.BULKHEAD_FULL_SATURATION:.0%} or on rejections. "
+        f"{ar.A_BULKHEAD_FULL} fires on rejections, not on saturation (see Rejections by reason). "
         f"{_rule_note(ar.R_BULKHEAD_SATURATION)}",
         "percentunit",
         (_Query(_recorded(ar.R_BULKHEAD_SATURATION, selector), f"{{{{{_NAME}}}}}"),),
@@ -298,12 +298,13 @@ def _recovery_rate(selector: dict[str, str]) -> _Panel:
     return _Panel(
         "timeseries",
         "Recovery rate",
-        "Share of recovery actions that succeeded, by recovery system, over "
+        "Share of recovery actions that succeeded, by policy and recovery system, over "
         f"{ar.RECOVERY_WINDOW}. {ar.A_RECOVERY_LOW} fires below {ar.RECOVERY_RATE_THRESHOLD:.0%} "
-        f"for {ar.RECOVERY_FOR} once {ar.RECOVERY_MIN_ATTEMPTS} attempts were made. "
+        f"for {ar.RECOVERY_FOR} once {ar.RECOVERY_MIN_ATTEMPTS} actions were made in the window, or when "
+        f"every action of the last {ar.RECOVERY_SPARSE_WINDOW} failed while the policy is failing. "
         f"{_rule_note(ar.R_RECOVERY_RATE)}",
         "percentunit",
-        (_Query(_recorded(ar.R_RECOVERY_RATE, selector), f"{{{{{_NAME}}}}}"),),
+        (_Query(_recorded(ar.R_RECOVERY_RATE, selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
         thresholds=((None, _RED), (ar.RECOVERY_RATE_THRESHOLD, _GREEN)),
         alert=ar.A_RECOVERY_LOW,
         min=0,
@@ -700,7 +701,9 @@ def _bulkheads() -> _Dashboard:
                         "timeseries",
                         "Rejections by reason",
                         "Calls each bulkhead rejected per second: full (every slot busy and the queue "
-                        f"full) or queue timeout. {ar.A_BULKHEAD_FULL} fires on any. From `{rejections}`.",
+                        f"full) or queue timeout. {ar.A_BULKHEAD_FULL} fires when they exceed "
+                        f"{ar.BULKHEAD_REJECTION_RATIO:.0%} of the policy's executions for "
+                        f"{ar.BULKHEAD_FULL_FOR}. From `{rejections}`.",
                         "ops",
                         (
                             _Query(

@@ -457,8 +457,9 @@ class OtelListener:
         never sees that first event: the first trip of a breaker would stay invisible. So every
         series whose label set is known in advance (the transitions of each breaker, the
         rejection reasons of each breaker and bulkhead in each policy, the timeout scopes of
-        each timeout) is added 0 as soon as its pattern exists. Bounded (known label sets only)
-        and off the hot path: it runs when an instance is registered.
+        each timeout, the recovery strategies and results of each policy with recovery) is added
+        0 as soon as its pattern exists. Bounded (known label sets only) and off the hot path: it
+        runs when an instance is registered.
         """
         with _HOOK_LOCK:
             _ZEROED_BY.add(self)
@@ -504,6 +505,18 @@ class OtelListener:
                 scope = _timeout_scope(kind, config)
                 if scope is not None:
                     instruments.timeouts.add(0, {**base, sc.TIMEOUT_SCOPE: scope})
+                if kind == "recovery":
+                    for strategy_name in sc.RECOVERY_STRATEGIES:
+                        for result in sc.RESULTS:
+                            instruments.recoveries.add(
+                                0,
+                                {
+                                    sc.POLICY: policy,
+                                    sc.NAME: name,
+                                    sc.RECOVERY_STRATEGY: strategy_name,
+                                    sc.RECOVERY_RESULT: result,
+                                },
+                            )
         except Exception:  # noqa: BLE001
             self.failed("zero pipeline series")
 

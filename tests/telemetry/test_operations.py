@@ -17,6 +17,7 @@ from otel_resilience.bulkhead import BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.errors import BulkheadTimeoutError, CircuitOpenError
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
+from otel_resilience.recovery import RecoveryAction, RecoveryStrategy
 from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.telemetry import semconv as sc
@@ -160,6 +161,31 @@ async def test_policy_rejection_and_timeout_series_exist_at_zero_and_count_real_
     rejections = _by(otel, sc.REJECTIONS, "zero-policy", sc.REJECTION_REASON)
     assert len(rejections) == 4
     assert rejections[("zero-policy", "circuit_open")] == 1
+
+
+async def test_recovery_series_exist_at_zero_and_count_real_actions(otel, clock, driver, alerts):
+    """A policy with recovery exports its recovery series (strategy x result) at 0; a real action moves its own."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=1, delay=0.0)
+    )
+    config = ResilienceConfig(name="zero-recovery", enable_recovery=True)
+    assert await _call(manager, config, driver, lambda: "ok") == "ok"
+    series = {
+        (p.attributes[sc.RECOVERY_STRATEGY], p.attributes[sc.RECOVERY_RESULT]): p.value
+        for p in otel.points(sc.RECOVERY_ATTEMPTS)
+        if p.attributes[sc.POLICY] == "zero-recovery"
+    }
+    assert series == {(s, r): 0 for s in sc.RECOVERY_STRATEGIES for r in sc.RESULTS}
+    assert await _call(manager, config, driver, _flaky(1)) == "ok"
+    moved = [
+        p
+        for p in otel.points(sc.RECOVERY_ATTEMPTS)
+        if p.attributes[sc.POLICY] == "zero-recovery" and p.value
+    ]
+    assert [(p.attributes[sc.RECOVERY_STRATEGY], p.attributes[sc.RECOVERY_RESULT], p.value) for p in moved] == [
+        ("retry", "success", 1)
+    ]
 
 
 def _raise(error: BaseException) -> Any:
