@@ -622,6 +622,11 @@ _DICT: Final = object()
 _SEQUENCE: Final = object()
 _SET: Final = object()
 _DATACLASS: Final = object()
+_UNSEEN: Final = object()
+_ATOMS: Final = frozenset({str, int, float, bool, bytes, type(None)})
+"""Types whose values are hashable and compared by value: their own key."""
+_COMPARED_FIELDS: Final[dict[type, tuple[str, ...] | None]] = {}
+"""The compared fields of each dataclass type met (``None`` for a type that is not one)."""
 
 
 def _config_key(config: ResilienceConfig) -> object:
@@ -639,17 +644,26 @@ def _config_key(config: ResilienceConfig) -> object:
     return config
 
 
-def _freeze(value: object) -> object:
+def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of value
     """Return a hashable stand-in for ``value`` that is equal exactly when the values are equal."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    fields = _COMPARED_FIELDS.get(kind, _UNSEEN)
+    if fields is _UNSEEN:
+        fields = _COMPARED_FIELDS[kind] = (
+            tuple(f.name for f in dataclasses.fields(kind) if f.compare)
+            if dataclasses.is_dataclass(kind)
+            else None
+        )
+    if isinstance(fields, tuple):
+        return (_DATACLASS, kind, tuple(_freeze(getattr(value, name)) for name in fields))
     if isinstance(value, dict):
         return (_DICT, frozenset((key, _freeze(item)) for key, item in value.items()))
     if isinstance(value, (list, tuple)):
-        return (_SEQUENCE, type(value) is tuple, tuple(_freeze(item) for item in value))
+        return (_SEQUENCE, kind is tuple, tuple(_freeze(item) for item in value))
     if isinstance(value, (set, frozenset)):
         return (_SET, frozenset(_freeze(item) for item in value))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = tuple(_freeze(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare)
-        return (_DATACLASS, type(value), fields)
     try:
         hash(value)
     except TypeError:
