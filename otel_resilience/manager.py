@@ -101,9 +101,11 @@ class ResilienceConfig:
             recovery re-runs); ``None`` (default) for none. ``timedelta`` accepted.
         bulkhead_config: Bulkhead settings; ``None`` (default) for no concurrency limit.
         enable_recovery: Run the manager's :class:`ErrorRecoverySystem` rules on errors
-            (default ``False``).
-        name: The policy (operation) name used in statistics and telemetry; default: the
-            protected function's ``__qualname__``.
+            (default ``False``). The manager's recovery system has no rule by default: register
+            rules on ``manager.recovery_system``, or recovery does nothing.
+        name: The policy (operation) name used in statistics and telemetry; default: derived
+            from the protected function (its ``__qualname__``; a ``functools.partial`` is named
+            after its function, a lambda after its module and line).
         circuit_breaker_name: The breaker to use or create; default: ``name``.
         bulkhead_name: The bulkhead to use or create; default: ``name``.
         spans: Open spans for executions under this policy (default ``True``).
@@ -737,7 +739,7 @@ def resilient(
     """Decorate a sync or async function so that every call runs under ``config``.
 
     The driver (async or sync) is chosen once, at decoration time. The policy name defaults to
-    the function's ``__qualname__``.
+    one derived from the function (its ``__qualname__``; see ``ResilienceConfig.name``).
 
     Args:
         config: The patterns to apply (default: an empty config: telemetry and statistics only).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -54,6 +55,8 @@ def test_unequal_unhashable_configs_get_their_own_policies() -> None:
     b = manager.pipeline_for(spec_config({"status": "down"}), "p")
     c = manager.pipeline_for(spec_config([{"status": "error"}]), "p")
     assert len({id(a), id(b), id(c)}) == 3
+    reordered = manager.pipeline_for(spec_config({"b": [1], "a": 2}), "p")
+    assert manager.pipeline_for(spec_config({"a": 2, "b": [1]}), "p") is reordered
 
 
 def _charge(service: str) -> str:
@@ -212,3 +215,25 @@ def test_bad_max_policies() -> None:
     """max_policies must be an int >= 1, named in the error."""
     with pytest.raises(ValueError, match=r"ResilienceManager\.max_policies"):
         ResilienceManager(max_policies=0)
+
+
+def test_threads_churning_through_more_names_than_the_cap_lose_no_count() -> None:
+    """Threads calling many names past the cap: every call is in the totals, however policies are evicted."""
+    manager = ResilienceManager(max_policies=5)
+
+    def ok() -> int:
+        return 1
+
+    def worker(offset: int) -> None:
+        for i in range(400):
+            manager.execute_with_resilience_sync(ok, ResilienceConfig(name=f"churn-{(i + offset) % 50}"))
+
+    threads = [threading.Thread(target=worker, args=(n * 7,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = manager.get_resilience_statistics()
+    assert stats["executions"]["total"] == 2400
+    assert stats["executions"]["successful_first_attempt"] == 2400
+    assert stats["limits"]["evicted_policies"] > 0
