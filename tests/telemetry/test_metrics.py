@@ -27,6 +27,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.errors import BulkheadFullError
+from otel_resilience.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry import uninstrument
@@ -553,3 +554,30 @@ async def test_evicted_policies_stop_being_exported(otel):
     assert exported == live
     assert len(live) <= 3
     assert manager.get_resilience_statistics()["executions"]["total"] == 30
+
+
+async def test_per_call_unhashable_configs_keep_one_exported_series_moving(otel):
+    """A config rebuilt per call with a dict default exports one executions series that counts every call."""
+    manager = ResilienceManager()
+
+    def config() -> ResilienceConfig:
+        return ResilienceConfig(
+            fallback_config=FallbackConfig(
+                strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"status": "error"}
+            ),
+            name="per-call-dict",
+        )
+
+    for _ in range(1100):
+        manager.execute_with_resilience_sync(ok, config())
+    gc.collect()
+    point = _point(
+        otel,
+        sc.EXECUTIONS,
+        {
+            "resilience.policy": "per-call-dict",
+            "resilience.pattern": "pipeline",
+            "resilience.outcome": "success",
+        },
+    )
+    assert point.value == 1100
