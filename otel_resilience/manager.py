@@ -331,9 +331,7 @@ class ResilienceManager:
             ValueError: If a breaker of that name exists with a different config.
         """
         with self._lock:
-            breaker = self._breaker_locked(name, config)
-            self._breakers.trim()
-            return breaker
+            return self._breaker_locked(name, config, evict=True)
 
     def get_bulkhead(self, name: str, config: BulkheadConfig | None = None) -> Bulkhead:
         """Return the bulkhead named ``name``, creating it with ``config`` on first use.
@@ -342,13 +340,13 @@ class ResilienceManager:
             ValueError: If a bulkhead of that name exists with a different config.
         """
         with self._lock:
-            bulkhead = self._bulkhead_locked(name, config)
-            self._bulkheads.trim()
-            return bulkhead
+            return self._bulkhead_locked(name, config, evict=True)
 
-    def _breaker_locked(self, name: str, config: CircuitBreakerConfig | None) -> CircuitBreaker:
+    def _breaker_locked(
+        self, name: str, config: CircuitBreakerConfig | None, *, evict: bool
+    ) -> CircuitBreaker:
         breaker, created = self._breakers.get_or_add(
-            name, lambda: CircuitBreaker(name, config, clock=self._clock)
+            name, lambda: CircuitBreaker(name, config, clock=self._clock), evict=evict
         )
         if not created and config is not None and breaker.config != config:
             msg = (
@@ -358,9 +356,9 @@ class ResilienceManager:
             raise ValueError(msg)
         return breaker
 
-    def _bulkhead_locked(self, name: str, config: BulkheadConfig | None) -> Bulkhead:
+    def _bulkhead_locked(self, name: str, config: BulkheadConfig | None, *, evict: bool) -> Bulkhead:
         bulkhead, created = self._bulkheads.get_or_add(
-            name, lambda: Bulkhead(name, config, clock=self._clock)
+            name, lambda: Bulkhead(name, config, clock=self._clock), evict=evict
         )
         if not created and config is not None and bulkhead.config != config:
             msg = (
@@ -477,10 +475,16 @@ class ResilienceManager:
         """Compose a new policy for ``config``, with the shared breaker and bulkhead."""
         breaker = None
         if config.circuit_breaker is not None:
-            breaker = self._breaker_locked(config.circuit_breaker_name or name, config.circuit_breaker)
+            # Not evicted here but by the trim once this policy is stored: the policies it
+            # evicts are what makes breakers and bulkheads idle.
+            breaker = self._breaker_locked(
+                config.circuit_breaker_name or name, config.circuit_breaker, evict=False
+            )
         bulkhead = None
         if config.bulkhead_config is not None:
-            bulkhead = self._bulkhead_locked(config.bulkhead_name or name, config.bulkhead_config)
+            bulkhead = self._bulkhead_locked(
+                config.bulkhead_name or name, config.bulkhead_config, evict=False
+            )
         if config.enable_recovery and not self.recovery_system.rules and not self._recovery_warned:
             self._recovery_warned = True
             _LOG.warning(

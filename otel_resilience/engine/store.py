@@ -92,7 +92,7 @@ class BoundedStore(Generic[K, V]):
         """Return the value kept under ``key``, or ``None`` (no lock, no change of order)."""
         return self._entries.get(key)
 
-    def get_or_add(self, key: K, create: Callable[[], V]) -> tuple[V, bool]:
+    def get_or_add(self, key: K, create: Callable[[], V], *, evict: bool = True) -> tuple[V, bool]:
         """Return the value under ``key`` (marked as recently used), creating it if absent.
 
         A value created here may push the store past its capacity: the oldest idle entries are
@@ -102,6 +102,9 @@ class BoundedStore(Generic[K, V]):
             key: The entry's key.
             create: Builds the value (called under the store's lock; it must not call back into
                 this store).
+            evict: ``False`` to leave eviction to a later :meth:`trim`: for an owner that is
+                about to make entries idle (evict what uses them) and would otherwise make this
+                scan look at entries that are busy only for now.
 
         Returns:
             ``(value, created)``: ``created`` is ``True`` when ``create`` was called.
@@ -114,7 +117,7 @@ class BoundedStore(Generic[K, V]):
             revived = self._revivable.pop(key, None) if self._revivable is not None else None
             value = revived if revived is not None else create()
             self._entries[key] = value
-            evicted = self._evict_locked()
+            evicted = self._evict_locked() if evict else []
         self._hand_over(evicted)
         return value, revived is None
 
