@@ -410,7 +410,7 @@ class ResilienceManager:
         # until the pipeline is gone, and only then folded into the retired totals.
         retire_id = next(self._retire_ids)
         self._retiring[retire_id] = policy.pipeline.stats
-        weakref.finalize(policy.pipeline, self._dead.append, retire_id)
+        weakref.finalize(policy.pipeline, self._dead.append, retire_id).atexit = False
         self._fold_dead_locked()
 
     def _release(self, user: tuple[str, str]) -> None:

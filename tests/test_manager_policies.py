@@ -17,6 +17,7 @@ from otel_resilience import (
     FallbackStrategy,
     ResilienceConfig,
     ResilienceManager,
+    resilient,
 )
 from otel_resilience.circuit_breaker import CircuitState
 
@@ -237,3 +238,25 @@ def test_threads_churning_through_more_names_than_the_cap_lose_no_count() -> Non
     assert stats["executions"]["total"] == 2400
     assert stats["executions"]["successful_first_attempt"] == 2400
     assert stats["limits"]["evicted_policies"] > 0
+
+
+def test_a_policy_in_steady_use_is_not_evicted() -> None:
+    """A decorated function called between every new policy keeps its pipeline past the cap."""
+    manager = ResilienceManager(max_policies=2)
+
+    @resilient(ResilienceConfig(name="hot"), manager=manager)
+    def hot() -> int:
+        return 1
+
+    def ok() -> int:
+        return 1
+
+    hot()
+    pipeline = manager.pipeline_for(ResilienceConfig(name="hot"), "hot")
+    for i in range(10):
+        manager.execute_with_resilience_sync(ok, ResilienceConfig(name=f"cold-{i}"))
+        hot()
+    assert manager.pipeline_for(ResilienceConfig(name="hot"), "hot") is pipeline
+    stats = manager.get_resilience_statistics()
+    assert stats["policies"]["hot"]["total"] == 11
+    assert stats["limits"]["evicted_policies"] >= 8

@@ -8,15 +8,16 @@ generated function), so the store that keeps them is bounded:
   added or touched entries that are **idle** (the owner's ``is_idle`` says which: an OPEN
   breaker or a busy bulkhead is not idle);
 * an entry that is not idle is never evicted: it is moved to the young end and looked at again
-  on a later eviction, so the store may hold more than ``capacity`` entries for as long as more
-  than ``capacity`` of them are busy, and shrinks back as soon as they are idle;
+  on a later eviction, so the store may hold more than ``capacity`` entries while entries are
+  busy (or, for an owner whose ``is_idle`` gives a second chance to entries used since it last
+  looked, in steady use), and shrinks back as soon as they are idle;
 * every evicted entry is handed to ``on_evict`` (outside the store's lock) so that its owner can
   fold its counts into totals: nothing counted is lost;
 * with ``revive=True`` an evicted value that is still alive elsewhere (a caller holds it) is
   kept in a weak index and brought back by :meth:`BoundedStore.get_or_add` instead of a second
   instance of the same name being created.
 
-Each eviction looks at each entry at most twice, and moves a busy entry to the young end, so
+Each eviction looks at each entry at most once, and moves a busy entry to the young end, so
 the cost of adding is amortised O(1) when entries are idle, and at worst O(len) when all are
 busy. Lookups (:meth:`BoundedStore.get`) take no lock.
 """
@@ -146,15 +147,14 @@ class BoundedStore(Generic[K, V]):
         return len(self._entries)
 
     def _evict_locked(self) -> list[tuple[K, V]]:
-        """Remove idle entries, oldest first, until at capacity; each entry is looked at twice at most."""
+        """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most."""
         entries = self._entries
         excess = len(entries) - self._capacity
         evicted: list[tuple[K, V]] = []
         if excess <= 0:
             return evicted
         newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
-        # Twice round: an entry that is_idle spares once (a second chance) is looked at again.
-        for _ in range(2 * (len(entries) - 1)):
+        for _ in range(len(entries) - 1):
             key, value = next(iter(entries.items()))
             if key == newest:
                 break
