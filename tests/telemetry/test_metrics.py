@@ -8,6 +8,7 @@ import gc
 import pytest
 from opentelemetry import trace
 
+from otel_resilience.alerts import AlertSystem
 from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.engine.events import (
@@ -35,6 +36,14 @@ from otel_resilience.telemetry import uninstrument
 
 def ok() -> int:
     return 1
+
+
+@pytest.fixture
+def alerts():
+    """An alert system of our own (closed afterwards), so a manager leaves no listener behind."""
+    system = AlertSystem(name="metrics-alerts")
+    yield system
+    system.close()
 
 
 def boom() -> None:
@@ -501,9 +510,9 @@ async def test_observables_report_nothing_after_uninstrument(otel):
     assert otel.points(sc.TELEMETRY_ERRORS) == []
 
 
-async def test_same_named_breakers_share_series_by_one_rule(otel):
+async def test_same_named_breakers_share_series_by_one_rule(otel, alerts):
     """A standalone OPEN breaker beside a manager's CLOSED one of its name exports open, and summed calls."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
     names = [f"ml_service-{i}" for i in range(8)]  # several pairs: no registry order can hide the rule
     standalones = []
     for name in names:
@@ -539,9 +548,9 @@ async def test_same_named_bulkheads_export_summed_gauges(otel):
     assert first.name == second.name
 
 
-async def test_evicted_policies_stop_being_exported(otel):
+async def test_evicted_policies_stop_being_exported(otel, alerts):
     """Only the manager's live policies are collected: evicted ones leave the exported series."""
-    manager = ResilienceManager(max_policies=3)
+    manager = ResilienceManager(max_policies=3, alert_system=alerts)
     for i in range(30):
         manager.execute_with_resilience_sync(ok, ResilienceConfig(name=f"churn-{i}"))
     gc.collect()
@@ -556,9 +565,9 @@ async def test_evicted_policies_stop_being_exported(otel):
     assert manager.get_resilience_statistics()["executions"]["total"] == 30
 
 
-async def test_per_call_unhashable_configs_keep_one_exported_series_moving(otel):
+async def test_per_call_unhashable_configs_keep_one_exported_series_moving(otel, alerts):
     """A config rebuilt per call with a dict default exports one executions series that counts every call."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
 
     def config() -> ResilienceConfig:
         return ResilienceConfig(
