@@ -301,8 +301,8 @@ class Observables:
 _FITS: Final[dict[tuple[type, type], bool]] = {}
 """Whether a class has what a view protocol reads, by (class, protocol): checked once per class."""
 
-_SEVERITY: Final = {"open": 2, "half_open": 1}
-"""How severe a breaker state is, by value (any other state: 0)."""
+_SEVERITY: Final = dict(zip(sc.CB_STATE_VALUES, (0, 2, 1), strict=True))
+"""How severe a breaker state is, by value: closed 0, open 2, half_open 1 (any other: 0)."""
 
 
 def _severity(state: enum.Enum) -> int:
