@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +20,16 @@ from otel_resilience import (
     ResilienceManager,
     resilient,
 )
+from otel_resilience.alerts import AlertSystem
 from otel_resilience.circuit_breaker import CircuitState
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    """An alert system of our own (closed afterwards), so no manager leaves a listener behind."""
+    system = AlertSystem(name="policies-alerts")
+    yield system
+    system.close()
 
 
 def spec_config(default: Any) -> ResilienceConfig:
@@ -32,9 +42,9 @@ def spec_config(default: Any) -> ResilienceConfig:
 
 
 @pytest.mark.parametrize("default", [{"status": "error"}, []])
-def test_equal_unhashable_configs_built_per_call_share_one_policy(default: Any) -> None:
+def test_equal_unhashable_configs_built_per_call_share_one_policy(default: Any, alerts: AlertSystem) -> None:
     """A config rebuilt on every call, holding a dict or list, reaches one pipeline and loses no count."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
 
     def ok() -> int:
         return 1
@@ -49,9 +59,9 @@ def test_equal_unhashable_configs_built_per_call_share_one_policy(default: Any) 
     assert stats["limits"]["policies"] == 1
 
 
-def test_unequal_unhashable_configs_get_their_own_policies() -> None:
+def test_unequal_unhashable_configs_get_their_own_policies(alerts: AlertSystem) -> None:
     """Configs that differ only inside a dict default are different policies."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
     a = manager.pipeline_for(spec_config({"status": "error"}), "p")
     b = manager.pipeline_for(spec_config({"status": "down"}), "p")
     c = manager.pipeline_for(spec_config([{"status": "error"}]), "p")
@@ -68,9 +78,9 @@ def _search(service: str) -> str:
     return service
 
 
-def test_partials_of_different_functions_do_not_share_a_breaker() -> None:
+def test_partials_of_different_functions_do_not_share_a_breaker(alerts: AlertSystem) -> None:
     """A failing partial opens its own breaker only: another function's partial keeps working."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
     config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0))
     payments = functools.partial(_charge, "payments")
     search = functools.partial(_search, "search")
@@ -84,9 +94,9 @@ def test_partials_of_different_functions_do_not_share_a_breaker() -> None:
     assert any("_search" in name for name in names)
 
 
-def test_lambdas_of_different_lines_get_different_policies() -> None:
+def test_lambdas_of_different_lines_get_different_policies(alerts: AlertSystem) -> None:
     """Two lambdas defined in one function are named by module and line, so they do not collide."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
     first = lambda: 1  # noqa: E731 - the case under test
     second = lambda: 2  # noqa: E731 - the case under test
     manager.execute_with_resilience_sync(first, ResilienceConfig())
@@ -110,31 +120,33 @@ class Unnameable:
         return 1
 
 
-async def test_a_function_whose_name_cannot_be_read_is_a_clear_type_error() -> None:
+async def test_a_function_whose_name_cannot_be_read_is_a_clear_type_error(alerts: AlertSystem) -> None:
     """A callable whose __qualname__ raises gets a TypeError saying to set ResilienceConfig.name."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
     with pytest.raises(TypeError, match=r"cannot name the Unnameable.*ResilienceConfig\.name"):
         manager.execute_with_resilience_sync(Unnameable(), ResilienceConfig())
     assert manager.execute_with_resilience_sync(Unnameable(), ResilienceConfig(name="named")) == 1
 
 
-def test_recovery_without_rules_warns_once_per_manager(caplog: pytest.LogCaptureFixture) -> None:
+def test_recovery_without_rules_warns_once_per_manager(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem
+) -> None:
     """enable_recovery on a manager whose recovery system has no rule logs one warning per manager."""
 
     def ok() -> int:
         return 1
 
     with caplog.at_level(logging.WARNING, logger="otel_resilience.manager"):
-        for manager in (ResilienceManager(), ResilienceManager()):
+        for manager in (ResilienceManager(alert_system=alerts), ResilienceManager(alert_system=alerts)):
             for name in ("a", "b"):
                 manager.execute_with_resilience_sync(ok, ResilienceConfig(enable_recovery=True, name=name))
     warnings = [r for r in caplog.records if "no rule" in r.getMessage()]
     assert len(warnings) == 2
 
 
-def test_policy_counts_say_what_they_count() -> None:
+def test_policy_counts_say_what_they_count(alerts: AlertSystem) -> None:
     """policies and executions split successful into first-attempt and after-failure, with no ambiguous key."""
-    manager = ResilienceManager()
+    manager = ResilienceManager(alert_system=alerts)
 
     def ok() -> int:
         return 1
@@ -149,9 +161,9 @@ def test_policy_counts_say_what_they_count() -> None:
     assert {"recovery_rate", "successful_recoveries"} <= set(stats["error_recovery"])
 
 
-def test_live_policies_breakers_and_bulkheads_are_capped_and_counts_kept() -> None:
+def test_live_policies_breakers_and_bulkheads_are_capped_and_counts_kept(alerts: AlertSystem) -> None:
     """Past max_policies, idle policies are evicted, and their counts stay in the totals."""
-    manager = ResilienceManager(max_policies=10)
+    manager = ResilienceManager(max_policies=10, alert_system=alerts)
 
     def ok() -> int:
         return 1
@@ -173,9 +185,9 @@ def test_live_policies_breakers_and_bulkheads_are_capped_and_counts_kept() -> No
     assert stats["executions"]["successful"] == 200
 
 
-def test_open_breakers_and_busy_bulkheads_are_not_evicted() -> None:
+def test_open_breakers_and_busy_bulkheads_are_not_evicted(alerts: AlertSystem) -> None:
     """An OPEN breaker and a bulkhead holding a call survive any number of other policies."""
-    manager = ResilienceManager(max_policies=2)
+    manager = ResilienceManager(max_policies=2, alert_system=alerts)
     tripping = ResilienceConfig(
         circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0), name="down"
     )
@@ -202,9 +214,9 @@ def test_open_breakers_and_busy_bulkheads_are_not_evicted() -> None:
         manager.execute_with_resilience_sync(ok, tripping)
 
 
-def test_an_evicted_breaker_still_held_is_the_one_found_again() -> None:
+def test_an_evicted_breaker_still_held_is_the_one_found_again(alerts: AlertSystem) -> None:
     """A breaker evicted while the caller still holds it comes back: one instance per name per manager."""
-    manager = ResilienceManager(max_policies=1)
+    manager = ResilienceManager(max_policies=1, alert_system=alerts)
     held = manager.get_circuit_breaker("held")
     for i in range(5):
         manager.get_circuit_breaker(f"other-{i}")
@@ -212,15 +224,15 @@ def test_an_evicted_breaker_still_held_is_the_one_found_again() -> None:
     assert manager.get_circuit_breaker("held") is held
 
 
-def test_bad_max_policies() -> None:
+def test_bad_max_policies(alerts: AlertSystem) -> None:
     """max_policies must be an int >= 1, named in the error."""
     with pytest.raises(ValueError, match=r"ResilienceManager\.max_policies"):
-        ResilienceManager(max_policies=0)
+        ResilienceManager(max_policies=0, alert_system=alerts)
 
 
-def test_threads_churning_through_more_names_than_the_cap_lose_no_count() -> None:
+def test_threads_churning_through_more_names_than_the_cap_lose_no_count(alerts: AlertSystem) -> None:
     """Threads calling many names past the cap: every call is in the totals, however policies are evicted."""
-    manager = ResilienceManager(max_policies=5)
+    manager = ResilienceManager(max_policies=5, alert_system=alerts)
 
     def ok() -> int:
         return 1
@@ -240,9 +252,9 @@ def test_threads_churning_through_more_names_than_the_cap_lose_no_count() -> Non
     assert stats["limits"]["evicted_policies"] > 0
 
 
-def test_a_policy_in_steady_use_is_not_evicted() -> None:
+def test_a_policy_in_steady_use_is_not_evicted(alerts: AlertSystem) -> None:
     """A decorated function called between every new policy keeps its pipeline past the cap."""
-    manager = ResilienceManager(max_policies=2)
+    manager = ResilienceManager(max_policies=2, alert_system=alerts)
 
     @resilient(ResilienceConfig(name="hot"), manager=manager)
     def hot() -> int:
