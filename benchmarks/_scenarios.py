@@ -748,7 +748,7 @@ def build_groups(peers: Peers, only: set[str] | None = None) -> list[Group]:
     ]
     groups: list[Group] = []
     for scenario, build in builders:
-        if only and scenario not in only:
+        if only is not None and scenario not in only:
             continue
         for driver in ("async", "sync"):
             group = build(driver, peers)

@@ -43,6 +43,7 @@ from _memory import (  # noqa: E402
     rejected_call_memory,
 )
 from _peers import Peers, load_peers  # noqa: E402
+from _policies import collection, memory_per_policy  # noqa: E402
 from _scenarios import SCENARIOS, build_groups, default_telemetry  # noqa: E402
 
 FULL = {
@@ -52,8 +53,21 @@ FULL = {
     "breakers": 10_000,
     "tasks": 100_000,
     "sync_calls": 40_000,
+    "policy_mem": 10_000,
+    "all_live_up_to": 10_000,
 }
-QUICK = {"repeats": 3, "target_ns": 150_000, "mem": 200, "breakers": 500, "tasks": 1_000, "sync_calls": 400}
+FULL_POLICY_NAMES = [1_000, 10_000, 100_000]
+QUICK_POLICY_NAMES = [200]
+QUICK = {
+    "repeats": 3,
+    "target_ns": 150_000,
+    "mem": 200,
+    "breakers": 500,
+    "tasks": 1_000,
+    "sync_calls": 400,
+    "policy_mem": 200,
+    "all_live_up_to": 0,
+}
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -237,7 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="paired repeats per row (default 61; quick 3)")
     parser.add_argument("--target-ms", type=float, help="duration of one timed chunk in ms (default 2.5)")
     parser.add_argument(
-        "--only", default="", help=f"comma-separated scenarios: {','.join(SCENARIOS)},memory,scale"
+        "--only", default="", help=f"comma-separated scenarios: {','.join(SCENARIOS)},memory,scale,policies"
     )
     parser.add_argument(
         "--without", default="", help="comma-separated peers to treat as missing ('all' for every peer)"
@@ -299,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         mem.extend(many_breakers(preset["breakers"]))
         mem.extend(bulkhead_tasks(preset["tasks"]))
         mem.extend(bulkhead_threads(preset["sync_calls"]))
+    if not only or "policies" in only:
+        mem.extend(memory_per_policy(preset["policy_mem"]))
+        names = QUICK_POLICY_NAMES if args.quick else FULL_POLICY_NAMES
+        mem.extend(collection(names, all_live_up_to=preset["all_live_up_to"]))
     if mem:
         text = "### Memory and scale\n\n" + memory_table(mem)
         sections.append(text)

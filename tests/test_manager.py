@@ -276,7 +276,7 @@ async def test_recovery_rules_apply_when_enabled(clock: FakeClock) -> None:
     assert await manager.execute_with_resilience(flaky, config) == "ok"
     stats = manager.get_resilience_statistics()
     assert stats["error_recovery"]["successful_recoveries"] == 1
-    assert stats["executions"]["recovered"] == 1
+    assert stats["executions"]["successful_after_failure"] == 1
 
 
 async def test_breakers_and_bulkheads_are_reused_by_name(clock: FakeClock) -> None:
@@ -347,8 +347,8 @@ def test_process_wide_manager_is_a_singleton() -> None:
     assert get_resilience_manager() is get_resilience_manager()
 
 
-async def test_pipeline_cache_is_bounded() -> None:
-    """Configs built per call do not grow the pipeline cache past its limit."""
+async def test_identity_cache_is_bounded_and_equal_configs_share_one_policy() -> None:
+    """Configs built per call stay within the identity cache's limit and count in one policy."""
     manager = ResilienceManager(max_pipelines=4)
 
     async def ok() -> int:
@@ -356,8 +356,8 @@ async def test_pipeline_cache_is_bounded() -> None:
 
     for _ in range(20):
         await manager.execute_with_resilience(ok, ResilienceConfig(name="same"))
-    assert len(manager._pipelines) <= 4
-    assert manager.get_resilience_statistics()["executions"]["total"] >= 4
+    assert len(manager._by_id) <= 4
+    assert manager.get_resilience_statistics()["policies"]["same"]["total"] == 20
 
 
 async def test_non_callable_and_bad_config_are_type_errors() -> None:
@@ -410,8 +410,8 @@ def test_bad_manager_argument() -> None:
 
 
 async def test_resilient_finds_its_pipeline_again_after_eviction(driver: str) -> None:
-    """A decorated function whose cached pipeline was evicted runs in a newly cached one."""
-    manager = ResilienceManager(max_pipelines=1)
+    """A decorated function whose policy was evicted runs in a new one, and no count is lost."""
+    manager = ResilienceManager(max_policies=1)
 
     def one() -> int:
         return 1
@@ -427,9 +427,13 @@ async def test_resilient_finds_its_pipeline_again_after_eviction(driver: str) ->
 
     assert await first() == 1
     assert await first() == 1
-    assert manager.get_resilience_statistics()["executions"]["total"] == 2
-    manager.execute_with_resilience_sync(one, ResilienceConfig(name="second"))  # evicts "first"
+    old = manager.pipeline_for(ResilienceConfig(name="first"), "first")
+    for other in ("second", "third"):  # the first look spares a used policy once; the second evicts it
+        manager.execute_with_resilience_sync(one, ResilienceConfig(name=other))
+    assert manager.get_resilience_statistics()["limits"]["evicted_policies"] >= 1
     assert await first() == 1
-    assert manager.get_resilience_statistics()["executions"]["total"] == 1
+    assert manager.pipeline_for(ResilienceConfig(name="first"), "first") is not old
+    stats = manager.get_resilience_statistics()
+    assert stats["executions"]["total"] == 5
     assert await first() == 1
-    assert manager.get_resilience_statistics()["executions"]["total"] == 2
+    assert manager.get_resilience_statistics()["executions"]["total"] == 6

@@ -301,7 +301,7 @@ class DemoSystem:
                     name=name,
                     total=counts.get("total", 0),
                     successful=counts.get("successful", 0),
-                    recovered=counts.get("recovered", 0),
+                    recovered=counts.get("successful_after_failure", 0),
                     fallback=counts.get("fallback", 0),
                     failed=counts.get("failed", 0),
                     rejected=counts.get("rejected", 0),

@@ -159,15 +159,22 @@ class PipelineStats:
             next(self._errors)
 
     def as_dict(self) -> dict[str, int]:
-        """Return the counts as a plain dict (``total`` and ``successful`` included)."""
+        """Return the counts as a plain dict, each key saying what it counts.
+
+        Returns:
+            ``total``; ``successful`` = ``successful_first_attempt`` (:attr:`succeeded`) +
+            ``successful_after_failure`` (:attr:`recovered`: the function answered after a
+            failed attempt, through a retry or a recovery re-run); ``fallback``; ``failed`` =
+            errors + ``rejected`` + ``timeouts``; ``cancelled``.
+        """
         succeeded, recovered, fallback = self.succeeded, self.recovered, self.fallback
         errors, rejected, timeouts, cancelled = self.errors, self.rejected, self.timeouts, self.cancelled
         failed = errors + rejected + timeouts
         return {
             "total": succeeded + recovered + fallback + failed + cancelled,
             "successful": succeeded + recovered,
-            "succeeded": succeeded,
-            "recovered": recovered,
+            "successful_first_attempt": succeeded,
+            "successful_after_failure": recovered,
             "fallback": fallback,
             "failed": failed,
             "rejected": rejected,

@@ -6,6 +6,12 @@ keep plain integers, and the callbacks here read them from the engine registries
 collects (the Resilience4j "bind to the registry" idea). Every live instance is reported from
 the moment it is created; an instance that is garbage-collected stops being reported.
 
+Series are per *name*. Live instances that share a name (a standalone ``CircuitBreaker("x")``
+beside a manager policy ``x``) share one set of series, by one rule: counts and gauges are
+summed over them, and a breaker's state series report the most severe of their states (OPEN,
+then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake. A
+collection reads each instance once, in time linear in the number of live instances.
+
 Instances are read through small structural protocols (:class:`BreakerView`,
 :class:`BulkheadView`), so this module depends on the engine only, never on a pattern module.
 A callback never raises: a failure is counted by the owning listener and the callback reports
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import weakref
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, cast, runtime_checkable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -224,55 +230,98 @@ class Observables:
         ]
 
     @staticmethod
-    def _breakers() -> list[BreakerView]:
-        return [item for item in BREAKERS.items() if isinstance(item, BreakerView)]
+    def _breakers() -> dict[str, list[BreakerView]]:
+        """The live breakers by name (usually one per name)."""
+        by_name: dict[str, list[BreakerView]] = {}
+        for item in BREAKERS.items():
+            if _fits(item, BreakerView):
+                by_name.setdefault(item.name, []).append(cast("BreakerView", item))
+        return by_name
 
     @staticmethod
-    def _bulkheads() -> list[BulkheadView]:
-        return [item for item in BULKHEADS.items() if isinstance(item, BulkheadView)]
+    def _bulkheads(read: Callable[[BulkheadStatsView], int]) -> list[Observation]:
+        """One gauge value per bulkhead name: ``read`` summed over the live bulkheads of that name."""
+        by_name: dict[str, int] = {}
+        for item in BULKHEADS.items():
+            if _fits(item, BulkheadView):
+                bulkhead = cast("BulkheadView", item)
+                by_name[bulkhead.name] = by_name.get(bulkhead.name, 0) + read(bulkhead.stats)
+        return [Observation(value, {sc.NAME: name}) for name, value in by_name.items()]
 
     def _breaker_states(self) -> list[Observation]:
-        """1 for each breaker's current state, 0 for its other states."""
-        return [
-            Observation(1 if state is breaker_state else 0, {sc.NAME: name, sc.CB_STATE: str(state.value)})
-            for name, breaker_state in ((b.name, b.state) for b in self._breakers())
-            for state in type(breaker_state)
-        ]
+        """For each breaker name: 1 for its state, 0 for the others.
+
+        Live breakers that share a name share one set of series: the state reported is the
+        most severe of theirs (see :func:`_severity`), so an OPEN breaker is never hidden by a
+        CLOSED one of the same name.
+        """
+        observations: list[Observation] = []
+        for name, breakers in self._breakers().items():
+            current = max((b.state for b in breakers), key=_severity)
+            observations.extend(
+                Observation(1 if state is current else 0, {sc.NAME: name, sc.CB_STATE: str(state.value)})
+                for state in type(current)
+            )
+        return observations
 
     def _breaker_calls(self) -> list[Observation]:
-        """Calls through each breaker, by how it counted them."""
+        """Calls through each breaker name, by how it counted them (summed over same-named breakers)."""
         observations: list[Observation] = []
-        for breaker in self._breakers():
-            stats = breaker.stats
-            name = breaker.name
-            for result, count in zip(
-                sc.CB_CALL_RESULTS,
-                (
-                    stats.total_successes,
-                    stats.total_failures,
-                    stats.total_rejected,
-                    stats.total_ignored,
-                    stats.total_cancelled,
-                ),
-                strict=True,
-            ):
-                observations.append(Observation(count, {sc.NAME: name, sc.CB_CALL_RESULT: result}))
+        for name, breakers in self._breakers().items():
+            counts = [0, 0, 0, 0, 0]
+            for breaker in breakers:
+                stats = breaker.stats
+                counts[0] += stats.total_successes
+                counts[1] += stats.total_failures
+                counts[2] += stats.total_rejected
+                counts[3] += stats.total_ignored
+                counts[4] += stats.total_cancelled
+            observations.extend(
+                Observation(count, {sc.NAME: name, sc.CB_CALL_RESULT: result})
+                for result, count in zip(sc.CB_CALL_RESULTS, counts, strict=True)
+            )
         return observations
 
     def _bulkhead_active(self) -> list[Observation]:
-        return [Observation(b.stats.active, {sc.NAME: b.name}) for b in self._bulkheads()]
+        return self._bulkheads(lambda stats: stats.active)
 
     def _bulkhead_queued(self) -> list[Observation]:
-        return [Observation(b.stats.waiting, {sc.NAME: b.name}) for b in self._bulkheads()]
+        return self._bulkheads(lambda stats: stats.waiting)
 
     def _bulkhead_concurrency_limit(self) -> list[Observation]:
-        return [Observation(b.stats.max_concurrent, {sc.NAME: b.name}) for b in self._bulkheads()]
+        return self._bulkheads(lambda stats: stats.max_concurrent)
 
     def _bulkhead_queue_limit(self) -> list[Observation]:
-        return [Observation(b.stats.max_waiting, {sc.NAME: b.name}) for b in self._bulkheads()]
+        return self._bulkheads(lambda stats: stats.max_waiting)
 
     def _telemetry_errors(self) -> list[Observation]:
         return [Observation(self._owner.total_errors)]
+
+
+_FITS: Final[dict[tuple[type, type], bool]] = {}
+"""Whether a class has what a view protocol reads, by (class, protocol): checked once per class."""
+
+_SEVERITY: Final = dict(zip(sc.CB_STATE_VALUES, (0, 2, 1), strict=True))
+"""How severe a breaker state is, by value: closed 0, open 2, half_open 1 (any other: 0)."""
+
+
+def _severity(state: enum.Enum) -> int:
+    """Rank a breaker state: OPEN above HALF_OPEN above anything else (CLOSED)."""
+    return _SEVERITY.get(str(state.value), 0)
+
+
+def _fits(item: object, view: type) -> bool:
+    """``isinstance(item, view)`` for a runtime-checkable protocol, remembered per class.
+
+    A protocol check reads every member of the instance; the observable callbacks run it for
+    every instance on every collection, so the answer is kept per class (instances of one
+    class all have the same members).
+    """
+    key = (type(item), view)
+    fits = _FITS.get(key)
+    if fits is None:
+        fits = _FITS[key] = isinstance(item, view)
+    return fits
 
 
 def _guard(

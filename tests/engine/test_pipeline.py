@@ -157,8 +157,8 @@ async def test_outcomes_are_counted(driver: str) -> None:
     assert pipeline.stats.as_dict() == {
         "total": 4,
         "successful": 1,
-        "succeeded": 1,
-        "recovered": 0,
+        "successful_first_attempt": 1,
+        "successful_after_failure": 0,
         "fallback": 0,
         "failed": 3,
         "rejected": 1,

@@ -222,8 +222,8 @@ async def soak(calls: int, reader: InMemoryMetricReader, seed: int) -> None:
     # Telemetry totals equal the statistics.
     execs = points(reader, sc.EXECUTIONS)
     mine = {"resilience__policy": POLICY, "resilience__pattern": "pipeline"}
-    assert total(execs, **mine, resilience__outcome="success") == policy["succeeded"]
-    assert total(execs, **mine, resilience__outcome="recovered") == policy["recovered"]
+    assert total(execs, **mine, resilience__outcome="success") == policy["successful_first_attempt"]
+    assert total(execs, **mine, resilience__outcome="recovered") == policy["successful_after_failure"]
     assert total(execs, **mine, resilience__outcome="fallback") == policy["fallback"]
     assert total(execs, **mine, resilience__outcome="rejected") == policy["rejected"]
     assert total(execs, **mine, resilience__outcome="timeout") == policy["timeouts"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from opentelemetry import trace
 
+from otel_resilience.alerts import AlertSystem
 from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.engine.events import (
@@ -26,12 +28,22 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.errors import BulkheadFullError
+from otel_resilience.fallback import FallbackConfig, FallbackStrategy
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry import uninstrument
 
 
 def ok() -> int:
     return 1
+
+
+@pytest.fixture
+def alerts():
+    """An alert system of our own (closed afterwards), so a manager leaves no listener behind."""
+    system = AlertSystem(name="metrics-alerts")
+    yield system
+    system.close()
 
 
 def boom() -> None:
@@ -503,3 +515,85 @@ async def test_observables_report_nothing_after_uninstrument(otel):
     assert otel.listener.active is False
     assert otel.points(sc.EXECUTIONS) == []
     assert otel.points(sc.TELEMETRY_ERRORS) == []
+
+
+async def test_same_named_breakers_share_series_by_one_rule(otel, alerts):
+    """A standalone OPEN breaker beside a manager's CLOSED one of its name exports open, and summed calls."""
+    manager = ResilienceManager(alert_system=alerts)
+    names = [f"ml_service-{i}" for i in range(8)]  # several pairs: no registry order can hide the rule
+    standalones = []
+    for name in names:
+        config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1), name=name)
+        assert manager.execute_with_resilience_sync(ok, config) == 1
+        standalone = CircuitBreaker(name, CircuitBreakerConfig(failure_threshold=1, timeout=60.0))
+        with pytest.raises(ValueError, match="down"):
+            standalone.call_sync(_fail)
+        standalones.append(standalone)
+        assert manager.get_circuit_breaker(name).get_stats()["state"] == "closed"
+    for name in names:
+        states = {
+            p.attributes["resilience.circuit_breaker.state"]: p.value
+            for p in otel.points(sc.CB_STATE_METRIC)
+            if p.attributes["resilience.name"] == name
+        }
+        assert states == {"closed": 0, "open": 1, "half_open": 0}
+        calls = {
+            p.attributes["resilience.circuit_breaker.call_result"]: p.value
+            for p in otel.points(sc.CB_CALLS)
+            if p.attributes["resilience.name"] == name
+        }
+        assert calls["success"] == 1
+        assert calls["failure"] == 1
+
+
+async def test_same_named_bulkheads_export_summed_gauges(otel):
+    """Two live bulkheads of one name export one series: their limits summed."""
+    first = Bulkhead("twin-bh", BulkheadConfig(max_concurrent=2, max_waiting=1))
+    second = Bulkhead("twin-bh", BulkheadConfig(max_concurrent=3, max_waiting=1))
+    assert _point(otel, sc.BULKHEAD_CONCURRENCY_LIMIT, {"resilience.name": "twin-bh"}).value == 5
+    assert _point(otel, sc.BULKHEAD_QUEUE_LIMIT, {"resilience.name": "twin-bh"}).value == 2
+    assert first.name == second.name
+
+
+async def test_evicted_policies_stop_being_exported(otel, alerts):
+    """Only the manager's live policies are collected: evicted ones leave the exported series."""
+    manager = ResilienceManager(max_policies=3, alert_system=alerts)
+    for i in range(30):
+        manager.execute_with_resilience_sync(ok, ResilienceConfig(name=f"churn-{i}"))
+    gc.collect()
+    exported = {
+        p.attributes["resilience.policy"]
+        for p in otel.points(sc.EXECUTIONS)
+        if p.attributes["resilience.policy"].startswith("churn-")
+    }
+    live = set(manager.get_resilience_statistics()["policies"])
+    assert exported == live
+    assert len(live) <= 3
+    assert manager.get_resilience_statistics()["executions"]["total"] == 30
+
+
+async def test_per_call_unhashable_configs_keep_one_exported_series_moving(otel, alerts):
+    """A config rebuilt per call with a dict default exports one executions series that counts every call."""
+    manager = ResilienceManager(alert_system=alerts)
+
+    def config() -> ResilienceConfig:
+        return ResilienceConfig(
+            fallback_config=FallbackConfig(
+                strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"status": "error"}
+            ),
+            name="per-call-dict",
+        )
+
+    for _ in range(1100):
+        manager.execute_with_resilience_sync(ok, config())
+    gc.collect()
+    point = _point(
+        otel,
+        sc.EXECUTIONS,
+        {
+            "resilience.policy": "per-call-dict",
+            "resilience.pattern": "pipeline",
+            "resilience.outcome": "success",
+        },
+    )
+    assert point.value == 1100

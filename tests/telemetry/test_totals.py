@@ -23,8 +23,8 @@ from otel_resilience.testing import FakeClock
 
 CALLS = 10_000
 OUTCOME_KEYS = {
-    "success": "succeeded",
-    "recovered": "recovered",
+    "success": "successful_first_attempt",
+    "recovered": "successful_after_failure",
     "fallback": "fallback",
     "rejected": "rejected",
     "timeout": "timeouts",
@@ -225,7 +225,7 @@ def test_metric_totals_equal_statistics_after_10000_mixed_calls(reader):
         assert sum(by_kind.values()) > 0
         assert recovery_stats["patterns_detected"] > 0
         assert recovery_stats["successful_recoveries"] > 0
-        assert stats["policies"]["totals-guarded"]["recovered"] > 0
+        assert stats["policies"]["totals-guarded"]["successful_after_failure"] > 0
         assert stats["policies"]["totals-guarded"]["fallback"] > 0
     finally:
         alerts.close()

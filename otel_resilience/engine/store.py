@@ -1,0 +1,179 @@
+"""A bounded, evicting store of named state: at most ``capacity`` entries, idle ones evicted first.
+
+A manager keeps pattern instances (breakers, bulkheads, composed pipelines) by name so that
+their state survives across calls. Names can be unbounded (one per tenant, per URL, per
+generated function), so the store that keeps them is bounded:
+
+* at most ``capacity`` entries are kept; adding one past the cap evicts the least recently
+  added or touched entries that are **idle** (the owner's ``is_idle`` says which: an OPEN
+  breaker or a busy bulkhead is not idle);
+* an entry that is not idle is never evicted: it is moved to the young end and looked at again
+  on a later eviction, so the store may hold more than ``capacity`` entries while entries are
+  busy (or, for an owner whose ``is_idle`` gives a second chance to entries used since it last
+  looked, in steady use), and shrinks back as soon as they are idle;
+* every evicted entry is handed to ``on_evict`` (outside the store's lock) so that its owner can
+  fold its counts into totals: nothing counted is lost;
+* with ``revive=True`` an evicted value that is still alive elsewhere (a caller holds it) is
+  kept in a weak index and brought back by :meth:`BoundedStore.get_or_add` instead of a second
+  instance of the same name being created.
+
+Each eviction looks at each entry at most once, and moves a busy entry to the young end, so
+the cost of adding is amortised O(1) when entries are idle, and at worst O(len) when all are
+busy. Lookups (:meth:`BoundedStore.get`) take no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from otel_resilience.engine.validation import fail
+
+__all__ = ["BoundedStore"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class BoundedStore(Generic[K, V]):
+    """A thread-safe map of at most ``capacity`` entries that evicts idle entries, oldest first.
+
+    Args:
+        owner: The owning class, for error messages (``"ResilienceManager"``).
+        field: The owner's argument that set ``capacity``, for error messages.
+        capacity: The most entries kept while they are idle (an ``int >= 1``).
+        is_idle: Says whether an entry may be evicted now (called under the store's lock; it
+            must not call back into the store).
+        on_evict: Called with ``(key, value)`` for each evicted entry, outside the lock.
+        revive: Keep weak references to evicted values and return one that is still alive when
+            its key is added again (the values must support weak references).
+
+    Raises:
+        ValueError: If ``capacity`` is not an ``int >= 1`` (``"<owner>.<field> must be ..."``).
+    """
+
+    __slots__ = ("_capacity", "_entries", "_evicted", "_is_idle", "_lock", "_on_evict", "_revivable")
+
+    def __init__(
+        self,
+        owner: str,
+        field: str,
+        capacity: int,
+        *,
+        is_idle: Callable[[V], bool],
+        on_evict: Callable[[K, V], None] | None = None,
+        revive: bool = False,
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise fail(owner, field, "an int >= 1", capacity)
+        self._capacity = capacity
+        self._is_idle = is_idle
+        self._on_evict = on_evict
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._evicted = 0
+        self._revivable: weakref.WeakValueDictionary[K, V] | None = (
+            weakref.WeakValueDictionary() if revive else None
+        )
+
+    @property
+    def capacity(self) -> int:
+        """The most entries kept while they are idle."""
+        return self._capacity
+
+    @property
+    def evicted(self) -> int:
+        """How many entries were evicted so far."""
+        return self._evicted
+
+    def get(self, key: K) -> V | None:
+        """Return the value kept under ``key``, or ``None`` (no lock, no change of order)."""
+        return self._entries.get(key)
+
+    def get_or_add(self, key: K, create: Callable[[], V], *, evict: bool = True) -> tuple[V, bool]:
+        """Return the value under ``key`` (marked as recently used), creating it if absent.
+
+        A value created here may push the store past its capacity: the oldest idle entries are
+        evicted (never the new one) and handed to ``on_evict`` before this returns.
+
+        Args:
+            key: The entry's key.
+            create: Builds the value (called under the store's lock; it must not call back into
+                this store).
+            evict: ``False`` to leave eviction to a later :meth:`trim`: for an owner that is
+                about to make entries idle (evict what uses them) and would otherwise make this
+                scan look at entries that are busy only for now.
+
+        Returns:
+            ``(value, created)``: ``created`` is ``True`` when ``create`` was called.
+        """
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+                return value, False
+            revived = self._revivable.pop(key, None) if self._revivable is not None else None
+            value = revived if revived is not None else create()
+            self._entries[key] = value
+            evicted = self._evict_locked() if evict else []
+        self._hand_over(evicted)
+        return value, revived is None
+
+    def trim(self) -> int:
+        """Evict idle entries while the store holds more than its capacity.
+
+        Returns:
+            How many entries were evicted.
+        """
+        with self._lock:
+            evicted = self._evict_locked()
+        self._hand_over(evicted)
+        return len(evicted)
+
+    def values(self) -> list[V]:
+        """Return a snapshot of the values, oldest first."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def items(self) -> list[tuple[K, V]]:
+        """Return a snapshot of the ``(key, value)`` pairs, oldest first."""
+        with self._lock:
+            return list(self._entries.items())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _evict_locked(self) -> list[tuple[K, V]]:
+        """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most."""
+        entries = self._entries
+        excess = len(entries) - self._capacity
+        evicted: list[tuple[K, V]] = []
+        if excess <= 0:
+            return evicted
+        newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
+        for _ in range(len(entries) - 1):
+            key, value = next(iter(entries.items()))
+            if key == newest:
+                break
+            if self._is_idle(value):
+                del entries[key]
+                evicted.append((key, value))
+                if len(evicted) == excess:
+                    break
+            else:
+                entries.move_to_end(key)
+                entries.move_to_end(newest)
+        self._evicted += len(evicted)
+        if self._revivable is not None:
+            for key, value in evicted:
+                self._revivable[key] = value
+        return evicted
+
+    def _hand_over(self, evicted: list[tuple[K, V]]) -> None:
+        on_evict = self._on_evict
+        if on_evict is not None:
+            for key, value in evicted:
+                on_evict(key, value)

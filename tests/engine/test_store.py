@@ -1,0 +1,111 @@
+"""The bounded store keeps at most its capacity of idle entries, evicts the oldest idle ones first."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from otel_resilience.engine.store import BoundedStore
+
+
+class Item:
+    """A stored value that says whether it is busy."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.busy = False
+
+
+def store(
+    capacity: int, evicted: list[str] | None = None, *, revive: bool = False
+) -> BoundedStore[str, Item]:
+    """A store of Items that evicts the ones not busy and records evictions."""
+    log = evicted if evicted is not None else []
+    return BoundedStore(
+        "Owner",
+        "cap",
+        capacity,
+        is_idle=lambda item: not item.busy,
+        on_evict=lambda key, _item: log.append(key),
+        revive=revive,
+    )
+
+
+def add(s: BoundedStore[str, Item], key: str) -> Item:
+    """Add (or find) the Item under ``key``."""
+    return s.get_or_add(key, lambda: Item(key))[0]
+
+
+def test_capacity_evicts_the_least_recently_used_first() -> None:
+    """Past the cap the oldest idle entry goes, and a touched entry counts as recent."""
+    evicted: list[str] = []
+    s = store(2, evicted)
+    add(s, "a")
+    add(s, "b")
+    add(s, "a")  # touch: "b" is now the oldest
+    add(s, "c")
+    assert evicted == ["b"]
+    assert len(s) == 2
+    assert s.get("a") is not None
+    assert s.get("b") is None
+    assert s.evicted == 1
+
+
+def test_busy_entries_are_never_evicted_and_the_store_shrinks_back_later() -> None:
+    """A busy entry stays (the store grows past its cap); once idle it is evicted by trim."""
+    evicted: list[str] = []
+    s = store(1, evicted)
+    busy = add(s, "busy")
+    busy.busy = True
+    add(s, "x")
+    add(s, "y")
+    assert s.get("busy") is busy
+    assert evicted == ["x"]
+    assert len(s) == 2
+    busy.busy = False
+    assert s.trim() == 1
+    assert evicted == ["x", "busy"]
+    assert len(s) == 1
+
+
+def test_the_entry_just_added_is_never_evicted() -> None:
+    """When every other entry is busy, the new one stays too."""
+    s = store(1)
+    add(s, "a").busy = True
+    fresh = add(s, "b")
+    assert s.get("b") is fresh
+    assert len(s) == 2
+
+
+def test_get_or_add_reports_creation() -> None:
+    """get_or_add creates once and then finds the same value."""
+    s = store(3)
+    first, created = s.get_or_add("k", lambda: Item("k"))
+    again, created_again = s.get_or_add("k", lambda: Item("other"))
+    assert created
+    assert not created_again
+    assert again is first
+
+
+def test_revive_returns_an_evicted_value_that_is_still_alive() -> None:
+    """With revive, an evicted value someone still holds comes back instead of a second one."""
+    s = store(1, revive=True)
+    held = add(s, "a")
+    add(s, "b")
+    assert s.get("a") is None
+    back, created = s.get_or_add("a", lambda: Item("a"))
+    assert back is held
+    assert not created
+    add(s, "c")
+    add(s, "d")  # "a" evicted again; nobody holds the one from "b" or "c"
+    gc.collect()
+    _, created = s.get_or_add("b", lambda: Item("b"))
+    assert created
+
+
+@pytest.mark.parametrize("capacity", [0, -1, True, 1.5, "3"])
+def test_bad_capacity_names_the_owner_field(capacity: object) -> None:
+    """A capacity that is not an int >= 1 is refused with Owner.cap in the message."""
+    with pytest.raises(ValueError, match=r"Owner\.cap must be an int >= 1"):
+        BoundedStore("Owner", "cap", capacity, is_idle=lambda _: True)  # type: ignore[arg-type]

@@ -1,0 +1,274 @@
+"""Policies: equal configs share one, default names do not collide, and the manager keeps a bounded number."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from otel_resilience import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    FallbackConfig,
+    FallbackStrategy,
+    ResilienceConfig,
+    ResilienceManager,
+    resilient,
+)
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.circuit_breaker import CircuitState
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    """An alert system of our own (closed afterwards), so no manager leaves a listener behind."""
+    system = AlertSystem(name="policies-alerts")
+    yield system
+    system.close()
+
+
+def spec_config(default: Any) -> ResilienceConfig:
+    """A per-call config like SPEC's, whose fallback default is a dict or a list (unhashable)."""
+    return ResilienceConfig(
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=default),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=5),
+        name="db_query",
+    )
+
+
+@pytest.mark.parametrize("default", [{"status": "error"}, []])
+def test_equal_unhashable_configs_built_per_call_share_one_policy(default: Any, alerts: AlertSystem) -> None:
+    """A config rebuilt on every call, holding a dict or list, reaches one pipeline and loses no count."""
+    manager = ResilienceManager(alert_system=alerts)
+
+    def ok() -> int:
+        return 1
+
+    first = manager.pipeline_for(spec_config(default), "db_query")
+    for _ in range(1500):
+        assert manager.execute_with_resilience_sync(ok, spec_config(default)) == 1
+    assert manager.pipeline_for(spec_config(default), "db_query") is first
+    stats = manager.get_resilience_statistics()
+    assert stats["executions"]["total"] == 1500
+    assert stats["policies"]["db_query"]["total"] == 1500
+    assert stats["limits"]["policies"] == 1
+
+
+def test_unequal_unhashable_configs_get_their_own_policies(alerts: AlertSystem) -> None:
+    """Configs that differ only inside a dict default are different policies."""
+    manager = ResilienceManager(alert_system=alerts)
+    a = manager.pipeline_for(spec_config({"status": "error"}), "p")
+    b = manager.pipeline_for(spec_config({"status": "down"}), "p")
+    c = manager.pipeline_for(spec_config([{"status": "error"}]), "p")
+    assert len({id(a), id(b), id(c)}) == 3
+    reordered = manager.pipeline_for(spec_config({"b": [1], "a": 2}), "p")
+    assert manager.pipeline_for(spec_config({"a": 2, "b": [1]}), "p") is reordered
+
+
+def _charge(service: str) -> str:
+    raise ConnectionError(service)
+
+
+def _search(service: str) -> str:
+    return service
+
+
+def test_partials_of_different_functions_do_not_share_a_breaker(alerts: AlertSystem) -> None:
+    """A failing partial opens its own breaker only: another function's partial keeps working."""
+    manager = ResilienceManager(alert_system=alerts)
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0))
+    payments = functools.partial(_charge, "payments")
+    search = functools.partial(_search, "search")
+    with pytest.raises(ConnectionError):
+        manager.execute_with_resilience_sync(payments, config)
+    with pytest.raises(CircuitOpenError):
+        manager.execute_with_resilience_sync(payments, config)
+    assert manager.execute_with_resilience_sync(search, config) == "search"
+    names = set(manager.get_resilience_statistics()["circuit_breakers"])
+    assert any("_charge" in name for name in names)
+    assert any("_search" in name for name in names)
+
+
+def test_lambdas_of_different_lines_get_different_policies(alerts: AlertSystem) -> None:
+    """Two lambdas defined in one function are named by module and line, so they do not collide."""
+    manager = ResilienceManager(alert_system=alerts)
+    first = lambda: 1  # noqa: E731 - the case under test
+    second = lambda: 2  # noqa: E731 - the case under test
+    manager.execute_with_resilience_sync(first, ResilienceConfig())
+    manager.execute_with_resilience_sync(second, ResilienceConfig())
+    policies = manager.get_resilience_statistics()["policies"]
+    lambdas = [name for name in policies if "<lambda>" in name]
+    assert len(lambdas) == 2
+    assert all(name.startswith(__name__) for name in lambdas)
+
+
+class Unnameable:
+    """A callable whose ``__qualname__`` and ``repr`` raise."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(name)
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    def __call__(self) -> int:
+        return 1
+
+
+async def test_a_function_whose_name_cannot_be_read_is_a_clear_type_error(alerts: AlertSystem) -> None:
+    """A callable whose __qualname__ raises gets a TypeError saying to set ResilienceConfig.name."""
+    manager = ResilienceManager(alert_system=alerts)
+    with pytest.raises(TypeError, match=r"cannot name the Unnameable.*ResilienceConfig\.name"):
+        manager.execute_with_resilience_sync(Unnameable(), ResilienceConfig())
+    assert manager.execute_with_resilience_sync(Unnameable(), ResilienceConfig(name="named")) == 1
+
+
+def test_recovery_without_rules_warns_once_per_manager(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem
+) -> None:
+    """enable_recovery on a manager whose recovery system has no rule logs one warning per manager."""
+
+    def ok() -> int:
+        return 1
+
+    with caplog.at_level(logging.WARNING, logger="otel_resilience.manager"):
+        for manager in (ResilienceManager(alert_system=alerts), ResilienceManager(alert_system=alerts)):
+            for name in ("a", "b"):
+                manager.execute_with_resilience_sync(ok, ResilienceConfig(enable_recovery=True, name=name))
+    warnings = [r for r in caplog.records if "no rule" in r.getMessage()]
+    assert len(warnings) == 2
+
+
+def test_policy_counts_say_what_they_count(alerts: AlertSystem) -> None:
+    """policies and executions split successful into first-attempt and after-failure, with no ambiguous key."""
+    manager = ResilienceManager(alert_system=alerts)
+
+    def ok() -> int:
+        return 1
+
+    manager.execute_with_resilience_sync(ok, ResilienceConfig(name="keys"))
+    stats = manager.get_resilience_statistics()
+    for counts in (stats["policies"]["keys"], stats["executions"]):
+        assert counts["successful"] == counts["successful_first_attempt"] + counts["successful_after_failure"]
+        assert counts["successful_first_attempt"] == 1
+        assert not {"succeeded", "recovered"} & set(counts)
+    assert {"total", "successful", "failed", "success_rate"} <= set(stats["executions"])
+    assert {"recovery_rate", "successful_recoveries"} <= set(stats["error_recovery"])
+
+
+def test_live_policies_breakers_and_bulkheads_are_capped_and_counts_kept(alerts: AlertSystem) -> None:
+    """Past max_policies, idle policies are evicted, and their counts stay in the totals."""
+    manager = ResilienceManager(max_policies=10, alert_system=alerts)
+
+    def ok() -> int:
+        return 1
+
+    for i in range(100):
+        config = ResilienceConfig(
+            name=f"tenant-{i}", circuit_breaker=CircuitBreakerConfig(), bulkhead_config=BulkheadConfig()
+        )
+        manager.execute_with_resilience_sync(ok, config)
+        manager.execute_with_resilience_sync(ok, config)
+    stats = manager.get_resilience_statistics()
+    limits = stats["limits"]
+    assert limits["policies"] <= 10
+    assert limits["circuit_breakers"] <= 10
+    assert limits["bulkheads"] <= 10
+    assert limits["evicted_policies"] >= 90
+    assert len(stats["circuit_breakers"]) <= 10
+    assert stats["executions"]["total"] == 200
+    assert stats["executions"]["successful"] == 200
+
+
+def test_open_breakers_and_busy_bulkheads_are_not_evicted(alerts: AlertSystem) -> None:
+    """An OPEN breaker and a bulkhead holding a call survive any number of other policies."""
+    manager = ResilienceManager(max_policies=2, alert_system=alerts)
+    tripping = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0), name="down"
+    )
+
+    def boom() -> None:
+        raise ConnectionError
+
+    def ok() -> int:
+        return 1
+
+    with pytest.raises(ConnectionError):
+        manager.execute_with_resilience_sync(boom, tripping)
+    breaker = manager.get_circuit_breaker("down")
+    bulkhead = manager.get_bulkhead("busy", BulkheadConfig(max_concurrent=1))
+    with bulkhead.slot():
+        for i in range(20):
+            manager.execute_with_resilience_sync(ok, ResilienceConfig(name=f"other-{i}"))
+            manager.get_circuit_breaker(f"cb-{i}")
+            manager.get_bulkhead(f"bh-{i}")
+        assert manager.get_bulkhead("busy") is bulkhead
+    assert manager.get_circuit_breaker("down") is breaker
+    assert breaker.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        manager.execute_with_resilience_sync(ok, tripping)
+
+
+def test_an_evicted_breaker_still_held_is_the_one_found_again(alerts: AlertSystem) -> None:
+    """A breaker evicted while the caller still holds it comes back: one instance per name per manager."""
+    manager = ResilienceManager(max_policies=1, alert_system=alerts)
+    held = manager.get_circuit_breaker("held")
+    for i in range(5):
+        manager.get_circuit_breaker(f"other-{i}")
+    assert manager.get_resilience_statistics()["limits"]["evicted_circuit_breakers"] >= 1
+    assert manager.get_circuit_breaker("held") is held
+
+
+def test_bad_max_policies(alerts: AlertSystem) -> None:
+    """max_policies must be an int >= 1, named in the error."""
+    with pytest.raises(ValueError, match=r"ResilienceManager\.max_policies"):
+        ResilienceManager(max_policies=0, alert_system=alerts)
+
+
+def test_threads_churning_through_more_names_than_the_cap_lose_no_count(alerts: AlertSystem) -> None:
+    """Threads calling many names past the cap: every call is in the totals, however policies are evicted."""
+    manager = ResilienceManager(max_policies=5, alert_system=alerts)
+
+    def ok() -> int:
+        return 1
+
+    def worker(offset: int) -> None:
+        for i in range(400):
+            manager.execute_with_resilience_sync(ok, ResilienceConfig(name=f"churn-{(i + offset) % 50}"))
+
+    threads = [threading.Thread(target=worker, args=(n * 7,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = manager.get_resilience_statistics()
+    assert stats["executions"]["total"] == 2400
+    assert stats["executions"]["successful_first_attempt"] == 2400
+    assert stats["limits"]["evicted_policies"] > 0
+
+
+def test_a_policy_in_steady_use_is_not_evicted(alerts: AlertSystem) -> None:
+    """A decorated function called between every new policy keeps its pipeline past the cap."""
+    manager = ResilienceManager(max_policies=2, alert_system=alerts)
+
+    @resilient(ResilienceConfig(name="hot"), manager=manager)
+    def hot() -> int:
+        return 1
+
+    def ok() -> int:
+        return 1
+
+    hot()
+    pipeline = manager.pipeline_for(ResilienceConfig(name="hot"), "hot")
+    for i in range(10):
+        manager.execute_with_resilience_sync(ok, ResilienceConfig(name=f"cold-{i}"))
+        hot()
+    assert manager.pipeline_for(ResilienceConfig(name="hot"), "hot") is pipeline
+    stats = manager.get_resilience_statistics()
+    assert stats["policies"]["hot"]["total"] == 11
+    assert stats["limits"]["evicted_policies"] >= 8
