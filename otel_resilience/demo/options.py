@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from otel_resilience.engine.validation import MAX_DURATION, describe
+
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_INTERVAL",
@@ -50,7 +52,10 @@ MAX_TIME_SCALE: Final = 1.0
 
 
 def check_duration_option(name: str, value: float) -> float:
-    """Return ``value`` if it is a finite number of seconds ``> 0``.
+    """Return ``value`` if it is a finite number of seconds ``> 0``, at most the library's limit.
+
+    The limit is the one every duration of the library has
+    (:data:`otel_resilience.engine.validation.MAX_DURATION`, the platform's longest wait).
 
     Raises:
         TypeError: If it is not a number.
@@ -59,10 +64,17 @@ def check_duration_option(name: str, value: float) -> float:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
         msg = f"{name} must be a number of seconds, got {value!r}"
         raise TypeError(msg)
-    if not math.isfinite(value) or value <= 0:
-        msg = f"{name} must be a finite number of seconds > 0, got {value!r}"
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
+        msg = f"{name} must be a finite number of seconds > 0, got {describe(value)}"
         raise ValueError(msg)
-    return float(value)
+    if seconds > MAX_DURATION:
+        msg = f"{name} must be <= {MAX_DURATION:g} seconds (threading.TIMEOUT_MAX), got {describe(value)}"
+        raise ValueError(msg)
+    return seconds
 
 
 def check_time_scale(value: float) -> float:

@@ -65,6 +65,7 @@ def test_demo_defaults_are_pinned() -> None:
             r"argument --otlp-endpoint: must be an http:// or https:// URL",
         ),
         (["--interval", "0"], r"argument --interval: must be a finite number of seconds > 0"),
+        (["--duration", "1e300"], r"argument --duration: must be <= \S+ seconds \(threading.TIMEOUT_MAX\)"),
         (["--port", "9000", "--no-metrics-server"], r"not allowed with argument --port"),
     ],
 )
@@ -90,6 +91,8 @@ def test_bad_demo_arguments_are_usage_errors(
         ("host", " ", r"--host must be a non-empty address"),
         ("otlp_endpoint", "ftp://x", r"--otlp-endpoint must be an http:// or https:// URL"),
         ("interval", float("inf"), r"--interval must be a finite number of seconds > 0, got inf"),
+        ("duration", 10**400, r"--duration must be a finite number of seconds > 0, got 1000"),
+        ("interval", 1e300, r"--interval must be <= \S+ seconds \(threading.TIMEOUT_MAX\), got 1e\+300"),
     ],
 )
 def test_demo_options_validate_every_field(field: str, value: object, message: str) -> None:
