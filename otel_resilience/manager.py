@@ -58,7 +58,7 @@ from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats, check_protectable
 from otel_resilience.engine.store import BoundedStore
 from otel_resilience.engine.validation import check_duration, check_name, fail
 from otel_resilience.fallback import FallbackConfig, FallbackHandler
@@ -765,6 +765,7 @@ def resilient(
         if not callable(fn):
             raise fail("resilient", "fn", "callable", fn, kind=TypeError)
         name = cfg.name or _name_of(fn)
+        check_protectable(name, fn)
         # The function's cache entry, looked up again only once it has left the manager's cache.
         # The manager cannot change under it: a given one, or the default one, created once.
         entry = _GONE

@@ -437,3 +437,13 @@ async def test_resilient_finds_its_pipeline_again_after_eviction(driver: str) ->
     assert stats["executions"]["total"] == 5
     assert await first() == 1
     assert manager.get_resilience_statistics()["executions"]["total"] == 6
+
+
+def test_resilient_refuses_an_async_generator_function_when_it_decorates() -> None:
+    """@resilient refuses an async generator function at decoration, before any call could count it."""
+
+    async def stream() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="async generator"):
+        resilient(ResilienceConfig(name="stream"))(stream)
