@@ -80,7 +80,7 @@ R = TypeVar("R")
 
 DEFAULT_MAX_PIPELINES: Final = 1024
 """How many config objects a manager's identity fast path remembers."""
-DEFAULT_MAX_POLICIES: Final = 512
+DEFAULT_MAX_POLICIES: Final = 256
 """How many live policies (and breakers, and bulkheads) a manager keeps while they are idle."""
 
 _LOG: Final = logging.getLogger(__name__)

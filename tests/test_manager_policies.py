@@ -272,3 +272,11 @@ def test_a_policy_in_steady_use_is_not_evicted(alerts: AlertSystem) -> None:
     stats = manager.get_resilience_statistics()
     assert stats["policies"]["hot"]["total"] == 11
     assert stats["limits"]["evicted_policies"] >= 8
+
+
+def test_default_cap_on_live_policies_is_pinned() -> None:
+    """The default cap on live policies is 256: the bound the collection-time target was measured at."""
+    from otel_resilience.manager import DEFAULT_MAX_POLICIES
+
+    assert DEFAULT_MAX_POLICIES == 256
+    assert ResilienceManager().get_resilience_statistics()["limits"]["max_policies"] == 256
