@@ -448,6 +448,20 @@ class OtelListener:
         self._observables = Observables(meter, self)
         return True
 
+    def _no_sdk(self) -> bool:
+        """Whether no tracer or meter provider exists, given or global (the no-SDK fast path).
+
+        Two module attribute reads once the environment was checked; the caller has already
+        seen that it holds no tracer.
+        """
+        return (
+            self._env_checked
+            and _FAST_GLOBALS
+            and trace._TRACER_PROVIDER is None
+            and _metrics_internal._METER_PROVIDER is None
+            and self._instruments is None
+        )
+
     # --- zero-initialised series --------------------------------------------------------------
 
     def _zero_existing(self) -> None:
@@ -590,14 +604,7 @@ class OtelListener:
         """
         tracer = self._tracer
         if self._pending:
-            if (
-                tracer is None
-                and self._env_checked
-                and _FAST_GLOBALS
-                and trace._TRACER_PROVIDER is None
-                and _metrics_internal._METER_PROVIDER is None
-                and self._instruments is None
-            ):
+            if tracer is None and self._no_sdk():
                 # The no-SDK fast path: two module attribute reads. Nothing can be shown, so
                 # the listener also asks the hub to stop sending it events until it wakes here.
                 # A logger provider (given, or set globally) still wants alerts and patterns.
@@ -686,14 +693,7 @@ class OtelListener:
         """
         tracer = self._tracer
         if self._pending:
-            if (
-                tracer is None
-                and self._env_checked
-                and _FAST_GLOBALS
-                and trace._TRACER_PROVIDER is None
-                and _metrics_internal._METER_PROVIDER is None
-                and self._instruments is None
-            ):
+            if tracer is None and self._no_sdk():
                 return None  # no SDK: no attempt span, nothing timed (module attribute reads)
             self._refresh()
             tracer = self._tracer
@@ -779,11 +779,7 @@ class OtelListener:
         if self._pending:
             if (
                 self._tracer is None
-                and self._env_checked
-                and _FAST_GLOBALS
-                and trace._TRACER_PROVIDER is None
-                and _metrics_internal._METER_PROVIDER is None
-                and self._instruments is None
+                and self._no_sdk()
                 and self._logger_provider is None
                 and _logs_internal._LOGGER_PROVIDER is None
             ):
