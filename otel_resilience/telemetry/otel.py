@@ -5,12 +5,13 @@ and decides *how* what the patterns report is shown:
 
 * one INTERNAL span per logical execution, named after the operation, a child of the caller's
   current span and made current while the call runs (so the user's spans nest under it);
-  attempt spans (the retry opens them from attempt 2 on) are children of it;
+  attempt spans (one per attempt after the execution's first: attempt 1 runs in the execution
+  span) are children of it;
 * span events on the current span for every reported event;
 * the duration histogram, recorded inside the execution span before it ends, so that the SDK's
   trace-based exemplar filter attaches its trace id;
-* the attempt duration histogram for every attempt scope (the retry opens them from attempt 2
-  on), timed by the listener, recorded inside the attempt span;
+* the attempt duration histogram for every attempt scope (the retry opens one per attempt, the
+  first included), timed by the listener, recorded inside the attempt span if there is one;
 * synchronous counters for rare events, log records for alerts and error patterns; every counter
   series whose labels are known in advance (a breaker's transitions, the rejection reasons of a
   breaker or bulkhead in a policy, a deadline's scope) is added 0 as soon as its pattern exists
@@ -678,7 +679,8 @@ class OtelListener:
         Args:
             source: The pattern that runs the attempts (the retry).
             operation: The operation's name.
-            attempt: The attempt number (1-based).
+            attempt: The attempt number (1-based, unique in the execution). Attempt 1 opens no
+                span (the execution span covers it); it is only timed.
 
         Returns:
             A handle for :meth:`end_attempt`, or ``None`` when there is neither a span to open
@@ -698,13 +700,14 @@ class OtelListener:
             self._refresh()
             tracer = self._tracer
         timed = self._instruments is not None and source.metrics
-        if not timed and (tracer is None or not source.spans):
+        spans = tracer is not None and source.spans and attempt > 1
+        if not timed and not spans:
             return None
         try:
             info = self._info(source)
             span: Span | None = None
             token: object = None
-            if tracer is not None and source.spans:
+            if spans and tracer is not None:
                 parent_ctx = otel_context.get_current()
                 parent_sc = trace.get_current_span(parent_ctx).get_span_context()
                 if not parent_sc.is_valid or parent_sc.trace_flags.sampled:
