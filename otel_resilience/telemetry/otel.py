@@ -696,7 +696,12 @@ class OtelListener:
                 and _metrics_internal._METER_PROVIDER is None
                 and self._instruments is None
             ):
-                return None  # no SDK: no attempt span, nothing timed (module attribute reads)
+                # No SDK: no attempt span, nothing timed (module attribute reads). The hub asks
+                # only an awake listener, so it has this one awake (re-added since it went
+                # dormant): put it back to sleep, so that the next attempts cost no call here.
+                if self._logger_provider is None and _logs_internal._LOGGER_PROVIDER is None:
+                    self._go_dormant()
+                return None
             self._refresh()
             tracer = self._tracer
         timed = self._instruments is not None and source.metrics

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from otel_resilience.alerts import AlertSystem
+from otel_resilience.engine.events import TelemetryHub, TelemetrySource
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.recovery import RecoveryAction, RecoveryStrategy
 from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.otel import OtelListener
 
 _names = itertools.count()
 
@@ -124,3 +126,18 @@ async def test_the_total_cap_is_the_retry_stop_reason(otel, clock, driver, alert
 def test_the_total_cap_is_a_documented_stop_reason():
     """max_attempts_total is one of the stop reason values the reference documents."""
     assert "max_attempts_total" in sc.RETRY_STOP_REASONS
+
+
+def test_a_listener_awake_again_without_sdk_leaves_the_attempt_path_at_its_first_attempt():
+    """With no SDK, a listener the hub has awake again (re-added) goes back to sleep when asked to time an attempt."""
+    hub = TelemetryHub()
+    listener = OtelListener(hub=hub)
+    hub.add_listener(listener)
+    source = TelemetrySource("retry", "sleepy")
+    assert listener.start_execution(source, "op") is None  # the first call reads the environment
+    assert listener.start_execution(source, "op") is None  # no SDK: the listener sleeps
+    assert hub.attempt_listeners == ()
+    hub.add_listener(listener)  # telemetry switched off and on again: awake on the hub
+    assert hub.attempt_listeners == (listener,)
+    assert listener.start_attempt(source, "op", 1) is None
+    assert hub.attempt_listeners == ()
