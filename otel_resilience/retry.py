@@ -918,9 +918,10 @@ class Retry:
         name: The retry's name, used in telemetry and in the give-up note (bounded: a
             configured or function name, never user data).
         policy: What is retried and how (default: ``RetryPolicy()``).
-        on_retry: ``on_retry(attempt, error)``, called before each backoff with the attempt that
-            failed and its error (``None`` when a result was retried). Sync or async; the sync
-            drivers refuse an async one. Its exceptions propagate.
+        on_retry: ``on_retry(attempt, error)``, called before each backoff with the number of
+            the attempt that failed (unique in the execution) and its error (``None`` when a
+            result was retried). Sync or async; the sync drivers refuse an async one. Its
+            exceptions propagate.
         clock: Time source for backoff sleeps and deadlines (inject a ``FakeClock`` in tests).
         rng: Random source for jitter and ``RANDOM`` delays (seed one for reproducible delays).
 
