@@ -60,7 +60,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats, check_protectable
 from otel_resilience.engine.store import BoundedStore
-from otel_resilience.engine.validation import check_duration, check_name, fail
+from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.fallback import FallbackConfig, FallbackHandler
 from otel_resilience.recovery import ErrorRecoverySystem
 from otel_resilience.retry import Retry, RetryPolicy
@@ -110,6 +110,12 @@ class ResilienceConfig:
         bulkhead_name: The bulkhead to use or create; default: ``name``.
         spans: Open spans for executions under this policy (default ``True``).
         record_duration: Record the execution-duration histogram (default ``True``).
+        max_attempts_total: Calls of the dependency one execution may make in total, ``>= 1``,
+            counted across retry attempts and recovery re-runs (each of which a breaker counts);
+            ``None`` (default) for no cap. Once reached, retry gives up with the original error
+            (stop reason ``max_attempts_total``) and recovery re-runs no more (a failed
+            recovery). Without it, one execution may call the dependency ``max_attempts x (1 +
+            recovery re-runs)`` times.
     """
 
     circuit_breaker: CircuitBreakerConfig | None = None
@@ -123,6 +129,7 @@ class ResilienceConfig:
     bulkhead_name: str | None = None
     spans: bool = True
     record_duration: bool = True
+    max_attempts_total: int | None = None
 
     def __post_init__(self) -> None:
         owner = "ResilienceConfig"
@@ -143,6 +150,8 @@ class ResilienceConfig:
         for field in ("name", "circuit_breaker_name", "bulkhead_name"):
             if getattr(self, field) is not None:
                 check_name(owner, field, getattr(self, field))
+        if self.max_attempts_total is not None:
+            check_int(owner, "max_attempts_total", self.max_attempts_total, minimum=1)
         attempt_timeout = self.retry_policy.attempt_timeout if self.retry_policy is not None else None
         if attempt_timeout is not None and self.timeout is not None and attempt_timeout >= self.timeout:
             raise fail(
@@ -183,6 +192,7 @@ def build_pipeline(
         name,
         clock=clock,
         source=TelemetrySource("pipeline", name, name, spans=config.spans, metrics=config.record_duration),
+        max_attempts=config.max_attempts_total,
     )
     if config.fallback_config is not None:
         builder.add(FallbackHandler(config.fallback_config, name=name, clock=clock).as_strategy(name))

@@ -7,7 +7,12 @@ most specific class in the error's MRO wins. The actions are:
 * ``RETRY``: run the operation again, up to ``max_attempts`` times, ``delay`` seconds apart,
   while it keeps failing with an error the rule covers; when the re-runs run out, the *last*
   error is re-raised unchanged (never wrapped). Like retry attempts, re-runs happen outside the
-  handling of the original error, so a re-run's error (or rejection) does not chain it.
+  handling of the original error, so a re-run's error (or rejection) does not chain it. Each
+  re-run is a new attempt of the execution: it takes the next attempt number
+  (:meth:`~otel_resilience.engine.context.ExecutionContext.next_attempt`, shared with retry),
+  and is not started once the execution made its cap of attempts in total
+  (``ResilienceConfig.max_attempts_total``): like a re-run the deadline leaves no room for, the
+  recovery then ends as a *failed* recovery attempt and the last error is re-raised.
 * ``RESTART``: the same loop, but each re-run is preceded by ``restart_hook()`` (sync or async)
   that re-creates or re-connects the failing component.
 * ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
@@ -713,7 +718,6 @@ class ErrorRecoverySystem:
                 rule,
                 ctx,
                 rest=TERMINAL,
-                entry_attempt=1,
                 telemetry=self._telemetry,
                 isolation=isolation,
             )
@@ -747,7 +751,6 @@ class ErrorRecoverySystem:
                 rule,
                 ctx,
                 rest=TERMINAL,
-                entry_attempt=1,
                 telemetry=self._telemetry,
                 isolation=isolation,
             )
@@ -861,7 +864,6 @@ class ErrorRecoverySystem:
         ctx: ExecutionContext,
         *,
         rest: Strategy,
-        entry_attempt: int,
         telemetry: StrategyTelemetry,
         isolation: _Isolation,
     ) -> Any:
@@ -873,11 +875,10 @@ class ErrorRecoverySystem:
             hook = action.restart_hook
             delay = action.delay
             for _ in range(action.max_attempts):
-                if not self._may_rerun(delay):
-                    break
+                if not self._may_rerun(delay) or ctx.next_attempt() is None:
+                    break  # the deadline leaves no room, or the execution made its attempts in total
                 if delay:
                     await self._clock.sleep(delay)
-                ctx.attempt = entry_attempt
                 try:
                     if hook is not None:
                         done = hook()
@@ -921,7 +922,6 @@ class ErrorRecoverySystem:
         ctx: ExecutionContext,
         *,
         rest: Strategy,
-        entry_attempt: int,
         telemetry: StrategyTelemetry,
         isolation: _Isolation,
     ) -> Any:
@@ -933,11 +933,10 @@ class ErrorRecoverySystem:
             hook = action.restart_hook
             delay = action.delay
             for _ in range(action.max_attempts):
-                if not self._may_rerun(delay):
-                    break
+                if not self._may_rerun(delay) or ctx.next_attempt() is None:
+                    break  # the deadline leaves no room, or the execution made its attempts in total
                 if delay:
                     self._clock.sleep_sync(delay)
-                ctx.attempt = entry_attempt
                 try:
                     if hook is not None:
                         _no_awaitable(hook(), "restart_hook")
@@ -1009,7 +1008,6 @@ class _RecoveryStrategyLink(Strategy):
         return self._system.config
 
     async def execute(self, ctx: ExecutionContext) -> Any:
-        entry_attempt = ctx.attempt
         system = self._system
         try:
             return await self.next.start(ctx)
@@ -1024,7 +1022,6 @@ class _RecoveryStrategyLink(Strategy):
                     rule,
                     ctx,
                     rest=self.next,
-                    entry_attempt=entry_attempt,
                     telemetry=self._telemetry,
                     isolation=self._isolation,
                 )
@@ -1037,13 +1034,11 @@ class _RecoveryStrategyLink(Strategy):
             rule,
             ctx,
             rest=self.next,
-            entry_attempt=entry_attempt,
             telemetry=self._telemetry,
             isolation=self._isolation,
         )
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
-        entry_attempt = ctx.attempt
         system = self._system
         try:
             return self.next.execute_sync(ctx)
@@ -1057,7 +1052,6 @@ class _RecoveryStrategyLink(Strategy):
                     rule,
                     ctx,
                     rest=self.next,
-                    entry_attempt=entry_attempt,
                     telemetry=self._telemetry,
                     isolation=self._isolation,
                 )
@@ -1068,7 +1062,6 @@ class _RecoveryStrategyLink(Strategy):
             rule,
             ctx,
             rest=self.next,
-            entry_attempt=entry_attempt,
             telemetry=self._telemetry,
             isolation=self._isolation,
         )

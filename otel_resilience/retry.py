@@ -37,7 +37,8 @@ How it behaves, and why:
   default. Sync attempts cannot be pre-empted: a :class:`~otel_resilience.engine.context.SyncDeadline`
   publishes the deadline to the callee and turns a late result into a timeout.
 * **``on_retry(attempt, error)``** runs before each backoff, after the decision to retry;
-  ``attempt`` is the attempt that failed (so the first call is ``on_retry(1, error)``) and
+  ``attempt`` is the number of the attempt that failed, unique in the execution (so the first
+  call is ``on_retry(1, error)``) and
   ``error`` is ``None`` when a result was retried. The async drivers accept sync and async
   callbacks; the sync drivers refuse an async callback with ``TypeError`` before anything runs.
   An exception raised by the callback propagates (the execution ends with it): a bug in a
@@ -48,17 +49,30 @@ Telemetry (through the engine's facade; this module never imports OpenTelemetry)
 * ``Event.RETRY_SCHEDULED`` (:class:`~otel_resilience.engine.events.RetryScheduled`) before each
   backoff.
 * ``Event.RETRY_EXHAUSTED`` (:class:`~otel_resilience.engine.events.RetryExhausted`) when a
-  *retryable* failure or result is given up on: reason ``"max_attempts"`` or ``"deadline"``. An
+  *retryable* failure or result is given up on: reason ``"max_attempts"``, ``"deadline"`` or
+  ``"max_attempts_total"`` (the execution made its cap of attempts in total, see below). An
   error that is not retryable at all is not reported: retry did not give up on it, it was never
   retry's to handle (a rejection is already reported by the breaker or bulkhead that raised it).
 * ``Event.TIMEOUT`` (:class:`~otel_resilience.engine.events.TimeoutOccurred`, scope
   ``"attempt"``) when an attempt's own timeout expired.
-* Attempt scopes (future spans) are opened for attempts 2 and later only, so a first-attempt
-  success opens no scope; the first attempt is the execution's own span. ``ctx.attempt`` holds
-  the number of the attempt that is running (the pipeline starts it at 1; retry sets it from 2).
+* An attempt scope around every attempt, the first included, while an awake execution
+  listener wants them (the hub's ``attempt_listeners``): the listener times each attempt (the
+  attempt duration histogram) and opens a span for every attempt but the execution's first,
+  which the execution span covers.
 
-The hot path (a first attempt that succeeds) takes no lock, formats nothing and allocates
-nothing but the coroutine frame: one counter is bumped and the result is returned.
+**Attempt numbers are unique per execution.** The execution's first call is attempt 1; each
+further attempt takes the next number from the execution
+(:meth:`~otel_resilience.engine.context.ExecutionContext.next_attempt`), which recovery re-runs
+take theirs from too, so a re-run does not restart the numbering. Attempt scopes, events and
+``on_retry`` carry that number. ``max_attempts`` and the backoff schedule count this retry's own
+attempts (a recovery re-run starts a new series of them). When the execution has a cap on
+attempts in total (``ResilienceConfig.max_attempts_total``) and made them all,
+``next_attempt`` refuses the next one: retry gives up with the original error, a note saying
+the total cap stopped it, and stop reason ``"max_attempts_total"``.
+
+The hot path (a first attempt that succeeds, no attempt listener) takes no lock, formats
+nothing and allocates nothing but the coroutine frame: one counter is bumped and the result is
+returned.
 """
 
 from __future__ import annotations
@@ -371,7 +385,8 @@ class RetryStats:
         first_attempt_successes: Executions whose first attempt was accepted.
         successes_after_retry: Executions accepted on attempt 2 or later.
         exhausted: Executions given up on with a retryable error or result left
-            (``RETRY_EXHAUSTED``: attempts ran out, or the deadline left no room).
+            (``RETRY_EXHAUSTED``: attempts ran out, the deadline left no room, or the execution
+            made its cap of attempts in total).
         non_retryable: Executions ended by an error the policy does not retry.
         cancelled: Executions cancelled (or interrupted) during an attempt or a backoff.
         retries: Backoffs scheduled (``RETRY_SCHEDULED``).
@@ -539,10 +554,21 @@ class _RetryCore:
             "driver cannot await; pass a plain function, or use the async API"
         )
 
-    def schedule(self, telemetry: StrategyTelemetry, attempt: int, error: Exception | None) -> float | None:
+    def schedule(
+        self, telemetry: StrategyTelemetry, ctx: ExecutionContext, attempt: int, error: Exception | None
+    ) -> float | None:
         """Decide what follows a failed ``attempt`` (``error``, or a retried result when ``None``).
 
-        Counts the ended attempt, reports the event, and attaches the note on a give-up.
+        Counts the ended attempt, reports the event, and attaches the note on a give-up. The
+        next attempt's number is taken from ``ctx`` (:meth:`ExecutionContext.next_attempt`),
+        which refuses it once the execution made its cap of attempts in total.
+
+        Args:
+            telemetry: The node's facade.
+            ctx: The execution: the failed attempt's number, the cap in total.
+            attempt: How many attempts this retry made (the failed one included), for
+                ``max_attempts`` and the backoff schedule.
+            error: The failed attempt's error, or ``None`` when its result is retried.
 
         Returns:
             The delay before the next attempt, or ``None`` to stop (re-raise ``error``, or
@@ -561,6 +587,7 @@ class _RetryCore:
                 with self.lock:
                     stats.non_retryable += 1
                 return None
+        failed = ctx.attempt
         reason: str | None = None
         delay = 0.0
         remaining = math.inf
@@ -572,6 +599,8 @@ class _RetryCore:
             remaining = time_remaining(self.clock)
             if remaining <= delay:
                 reason = "deadline"
+            elif ctx.next_attempt() is None:
+                reason = "max_attempts_total"
         next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
@@ -580,22 +609,30 @@ class _RetryCore:
                 stats.exhausted += 1
         if reason is None:
             if telemetry._hub.event_listeners:
-                args = RetryScheduled(attempt, delay, error_type_name(error))
+                args = RetryScheduled(failed, delay, error_type_name(error))
                 telemetry.report(Event.RETRY_SCHEDULED, args)
             return delay
         if telemetry._hub.event_listeners:
-            telemetry.report(Event.RETRY_EXHAUSTED, RetryExhausted(attempt, error_type_name(error), reason))
+            telemetry.report(Event.RETRY_EXHAUSTED, RetryExhausted(failed, error_type_name(error), reason))
         if error is not None:
-            _attach_note(error, self._give_up_note(attempt, reason, delay, remaining))
+            _attach_note(error, self._give_up_note(attempt, reason, delay, remaining, failed))
         return None
 
-    def _give_up_note(self, attempt: int, reason: str, delay: float, remaining: float) -> str:
+    def _give_up_note(
+        self, attempt: int, reason: str, delay: float, remaining: float, made_in_total: int
+    ) -> str:
         """Describe why retrying stopped, for the re-raised exception."""
         made = f"{attempt} of {self.policy.max_attempts} attempt{'s' if self.policy.max_attempts > 1 else ''}"
         if reason == "deadline":
             return (
                 f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}: a {delay:g} s backoff would "
                 f"overrun the deadline ({max(remaining, 0.0):g} s left)"
+            )
+        if reason == "max_attempts_total":
+            return (
+                f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}: the execution made "
+                f"{made_in_total} attempt{'s' if made_in_total > 1 else ''} in total, its cap "
+                "(max_attempts_total)"
             )
         return f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}"
 
@@ -606,10 +643,14 @@ class _RetryCore:
         if telemetry.enabled:
             telemetry.report(Event.TIMEOUT, TimeoutOccurred(timeout, "attempt"))
 
-    def recovered(self) -> None:
-        """Count an execution accepted on attempt 2 or later."""
-        next(self.stats._other_attempts)
-        next(self.stats._successes_after_retry)
+    def succeeded(self, attempt: int) -> None:
+        """Count an execution accepted on this retry's ``attempt`` (1: the first)."""
+        stats = self.stats
+        if attempt == 1:
+            stats.first_attempt_successes += 1
+        else:
+            next(stats._other_attempts)
+            next(stats._successes_after_retry)
 
     def cancelled(self, in_attempt: bool) -> None:
         """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
@@ -651,6 +692,8 @@ class _RetryNode(Strategy):
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain, retrying per the policy (async driver)."""
         core = self._core
+        if self._telemetry._hub.attempt_listeners:
+            return await self._attempts(ctx, 0, None, None)  # every attempt in a scope
         error: Exception | None = None
         try:
             if core.attempt_timeout is None:
@@ -668,7 +711,7 @@ class _RetryNode(Strategy):
             if check is None or not check(result):
                 core.stats.first_attempt_successes += 1
                 return result
-        return await self._retry(ctx, error, result)
+        return await self._attempts(ctx, 1, error, result)
 
     async def _timed_attempt(self, ctx: ExecutionContext, timeout: float) -> Any:
         """Run one attempt under its own deadline."""
@@ -681,35 +724,42 @@ class _RetryNode(Strategy):
                 self._core.attempt_timed_out(self._telemetry, timeout)
             raise
 
-    async def _retry(self, ctx: ExecutionContext, error: Exception | None, result: Any) -> Any:
-        """Back off and run attempts 2, 3 … after the first one failed (the slow path)."""
+    async def _attempts(
+        self, ctx: ExecutionContext, attempt: int, error: Exception | None, result: Any
+    ) -> Any:
+        """Run attempts, each in an attempt scope when a listener wants one (the slow path).
+
+        ``attempt`` is how many attempts this retry made so far: 0 when none ran yet (a listener
+        wants every attempt timed, the first included), else the last one failed with ``error``
+        (or returned the retried ``result``) and the next one comes after a backoff.
+        """
         core = self._core
         telemetry = self._telemetry
-        attempt = 1
         while True:
-            delay = core.schedule(telemetry, attempt, error)
-            if delay is None:
-                if error is None:
-                    return result
-                raise error
-            try:
-                hook = core.hook
-                if hook is not None:
-                    pending = hook(attempt, error)
-                    if inspect.isawaitable(pending):
-                        await pending
-                if delay > 0:
-                    await core.clock.sleep(delay)
-            except Exception:
-                raise
-            except BaseException:
-                core.cancelled(in_attempt=False)
-                raise
+            if attempt:
+                failed = ctx.attempt
+                delay = core.schedule(telemetry, ctx, attempt, error)
+                if delay is None:
+                    if error is None:
+                        return result
+                    raise error
+                try:
+                    hook = core.hook
+                    if hook is not None:
+                        pending = hook(failed, error)
+                        if inspect.isawaitable(pending):
+                            await pending
+                    if delay > 0:
+                        await core.clock.sleep(delay)
+                except Exception:
+                    raise
+                except BaseException:
+                    core.cancelled(in_attempt=False)
+                    raise
             attempt += 1
-            ctx.attempt = attempt
             handles = None
             if telemetry._hub.attempt_listeners:
-                handles = telemetry.start_attempt(ctx.operation, attempt)
+                handles = telemetry.start_attempt(ctx.operation, ctx.attempt)
             outcome = Outcome.FAILURE
             error = None
             try:
@@ -730,7 +780,7 @@ class _RetryNode(Strategy):
                 check = core.retry_on_result  # core.accepts(result), inlined
                 if check is None or not check(result):
                     outcome = Outcome.SUCCESS
-                    core.recovered()
+                    core.succeeded(attempt)
                     return result
             finally:
                 if handles:
@@ -743,6 +793,8 @@ class _RetryNode(Strategy):
         core = self._core
         if core.hook_is_async:
             raise core.async_hook_error()
+        if self._telemetry._hub.attempt_listeners:
+            return self._attempts_sync(ctx, 0, None, None)  # every attempt in a scope
         error: Exception | None = None
         try:
             if core.attempt_timeout is None:
@@ -760,7 +812,7 @@ class _RetryNode(Strategy):
             if check is None or not check(result):
                 core.stats.first_attempt_successes += 1
                 return result
-        return self._retry_sync(ctx, error, result)
+        return self._attempts_sync(ctx, 1, error, result)
 
     def _timed_attempt_sync(self, ctx: ExecutionContext, timeout: float) -> Any:
         """Run one attempt under its own (published, checked-on-return) deadline."""
@@ -775,33 +827,35 @@ class _RetryNode(Strategy):
             raise
         return result
 
-    def _retry_sync(self, ctx: ExecutionContext, error: Exception | None, result: Any) -> Any:
-        """Back off and run attempts 2, 3 … after the first one failed (the slow path)."""
+    def _attempts_sync(
+        self, ctx: ExecutionContext, attempt: int, error: Exception | None, result: Any
+    ) -> Any:
+        """The sync twin of :meth:`_attempts`."""
         core = self._core
         telemetry = self._telemetry
-        attempt = 1
         while True:
-            delay = core.schedule(telemetry, attempt, error)
-            if delay is None:
-                if error is None:
-                    return result
-                raise error
-            try:
-                hook = core.hook
-                if hook is not None:
-                    _call_sync_hook(core, hook, attempt, error)
-                if delay > 0:
-                    core.clock.sleep_sync(delay)
-            except Exception:
-                raise
-            except BaseException:
-                core.cancelled(in_attempt=False)
-                raise
+            if attempt:
+                failed = ctx.attempt
+                delay = core.schedule(telemetry, ctx, attempt, error)
+                if delay is None:
+                    if error is None:
+                        return result
+                    raise error
+                try:
+                    hook = core.hook
+                    if hook is not None:
+                        _call_sync_hook(core, hook, failed, error)
+                    if delay > 0:
+                        core.clock.sleep_sync(delay)
+                except Exception:
+                    raise
+                except BaseException:
+                    core.cancelled(in_attempt=False)
+                    raise
             attempt += 1
-            ctx.attempt = attempt
             handles = None
             if telemetry._hub.attempt_listeners:
-                handles = telemetry.start_attempt(ctx.operation, attempt)
+                handles = telemetry.start_attempt(ctx.operation, ctx.attempt)
             outcome = Outcome.FAILURE
             error = None
             try:
@@ -821,7 +875,7 @@ class _RetryNode(Strategy):
             else:
                 if core.accepts(result):
                     outcome = Outcome.SUCCESS
-                    core.recovered()
+                    core.succeeded(attempt)
                     return result
             finally:
                 if handles:
@@ -864,9 +918,10 @@ class Retry:
         name: The retry's name, used in telemetry and in the give-up note (bounded: a
             configured or function name, never user data).
         policy: What is retried and how (default: ``RetryPolicy()``).
-        on_retry: ``on_retry(attempt, error)``, called before each backoff with the attempt that
-            failed and its error (``None`` when a result was retried). Sync or async; the sync
-            drivers refuse an async one. Its exceptions propagate.
+        on_retry: ``on_retry(attempt, error)``, called before each backoff with the number of
+            the attempt that failed (unique in the execution) and its error (``None`` when a
+            result was retried). Sync or async; the sync drivers refuse an async one. Its
+            exceptions propagate.
         clock: Time source for backoff sleeps and deadlines (inject a ``FakeClock`` in tests).
         rng: Random source for jitter and ``RANDOM`` delays (seed one for reproducible delays).
 

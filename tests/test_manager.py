@@ -12,6 +12,7 @@ from otel_resilience import (
     BulkheadConfig,
     CircuitBreakerConfig,
     CircuitOpenError,
+    CircuitState,
     FallbackConfig,
     FallbackStrategy,
     OperationTimeoutError,
@@ -279,6 +280,50 @@ async def test_recovery_rules_apply_when_enabled(clock: FakeClock) -> None:
     assert stats["executions"]["successful_after_failure"] == 1
 
 
+def _multiplying(clock: FakeClock, cap: int | None) -> tuple[ResilienceManager, ResilienceConfig]:
+    """A manager and config whose request may call the dependency 3 x (1 + 2) times: retry x recovery."""
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=2, delay=0.0)
+    )
+    config = ResilienceConfig(
+        name=fresh("multiplied"),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=5, timeout=60.0),
+        retry_policy=no_jitter(max_attempts=3, strategy=RetryStrategy.FIXED, initial_delay=0.0),
+        enable_recovery=True,
+        max_attempts_total=cap,
+    )
+    return manager, config
+
+
+async def test_max_attempts_total_caps_the_calls_retry_and_recovery_multiply(
+    driver: str, clock: FakeClock
+) -> None:
+    """One failing request trips a failure_threshold=5 breaker alone (5 calls); max_attempts_total=4 stops at 4."""
+    manager, config = _multiplying(clock, None)
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise ConnectionError(f"down {len(calls)}")
+
+    with pytest.raises(CircuitOpenError):
+        await call(manager, driver, config, down)
+    assert len(calls) == 5
+    assert manager.get_circuit_breaker(config.name or "").state is CircuitState.OPEN
+
+    manager, config = _multiplying(clock, 4)
+    calls.clear()
+    with pytest.raises(ConnectionError, match="down 4") as info:
+        await call(manager, driver, config, down)
+    assert len(calls) == 4
+    assert any("max_attempts_total" in note for note in info.value.__notes__)
+    assert manager.get_circuit_breaker(config.name or "").state is CircuitState.CLOSED
+    stats = manager.get_resilience_statistics()
+    assert stats["error_recovery"]["failed_recoveries"] == 1
+    assert stats["policies"][config.name or ""]["failed"] == 1
+
+
 async def test_breakers_and_bulkheads_are_reused_by_name(clock: FakeClock) -> None:
     """Two configs naming the same breaker share its state; a conflicting config is refused."""
     manager = ResilienceManager(clock=clock)
@@ -390,6 +435,10 @@ async def test_non_callable_and_bad_config_are_type_errors() -> None:
         ({"name": ""}, ValueError, "name"),
         ({"circuit_breaker_name": 5}, TypeError, "circuit_breaker_name"),
         ({"spans": "yes"}, TypeError, "spans"),
+        ({"max_attempts_total": 0}, ValueError, "max_attempts_total"),
+        ({"max_attempts_total": -3}, ValueError, "max_attempts_total"),
+        ({"max_attempts_total": 2.0}, TypeError, "max_attempts_total"),
+        ({"max_attempts_total": True}, TypeError, "max_attempts_total"),
         (
             {"timeout": 1.0, "retry_policy": RetryPolicy(attempt_timeout=2.0)},
             ValueError,

@@ -38,6 +38,7 @@ from otel_resilience.recovery import (
     RecoveryContext,
     RecoveryStrategy,
 )
+from otel_resilience.retry import Retry, RetryPolicy
 from otel_resilience.testing import EventRecorder, FakeClock
 
 _names = itertools.count()
@@ -319,34 +320,99 @@ async def test_retry_never_starts_a_delay_past_the_deadline(driver: str, clock: 
     assert system.get_stats()["failed_recoveries"] == 1
 
 
-async def test_rerun_sees_the_attempt_number_it_entered_with(driver: str, clock: FakeClock) -> None:
-    """Each re-run of the inner chain starts from the attempt number the recovery link saw."""
-    seen: list[int] = []
+class AttemptProbe(Strategy):
+    """An inner strategy that records ctx.attempt on every pass."""
 
-    class Bumper(Strategy):
-        __slots__ = ()
+    __slots__ = ("seen",)
 
-        @property
-        def name(self) -> str:
-            return "bumper"
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
 
-        async def execute(self, ctx: ExecutionContext) -> Any:
-            seen.append(ctx.attempt)
-            ctx.attempt += 2
-            return await self.next.execute(ctx)
+    @property
+    def name(self) -> str:
+        return "probe"
 
-        def execute_sync(self, ctx: ExecutionContext) -> Any:
-            seen.append(ctx.attempt)
-            ctx.attempt += 2
-            return self.next.execute_sync(ctx)
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        self.seen.append(ctx.attempt)
+        return await self.next.execute(ctx)
 
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        self.seen.append(ctx.attempt)
+        return self.next.execute_sync(ctx)
+
+
+async def test_each_rerun_takes_the_next_attempt_number(driver: str, clock: FakeClock) -> None:
+    """A re-run is a new attempt of the execution: it takes the next number, never restarts at 1."""
     system = ErrorRecoverySystem(clock=clock)
     system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
-    pipeline = PipelineBuilder("policy").add(system.as_strategy("policy")).add(Bumper()).build()
+    probe = AttemptProbe()
+    pipeline = PipelineBuilder("policy").add(system.as_strategy("policy")).add(probe).build()
     flaky = Flaky(2)
     assert await run_pipeline(pipeline, driver, flaky) == "ok"
-    assert seen == [1, 1, 1]
+    assert probe.seen == [1, 2, 3]
     assert pipeline.stats.recovered == 1
+
+
+async def test_reruns_and_retry_attempts_share_one_numbering(driver: str, clock: FakeClock) -> None:
+    """Retry attempts inside recovery re-runs are numbered on from the re-run: every number once."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=2))
+    hooked: list[int] = []
+    inner = Retry(
+        unique("inner"),
+        RetryPolicy(max_attempts=2, initial_delay=0.0),
+        clock=clock,
+        on_retry=lambda attempt, _error: hooked.append(attempt),
+    )
+    probe = AttemptProbe()
+    pipeline = (
+        PipelineBuilder("policy", clock=clock)
+        .add(system.as_strategy("policy"))
+        .add(inner.as_strategy("policy"))
+        .add(probe)
+        .build()
+    )
+    flaky = Flaky(5)
+    assert await run_pipeline(pipeline, driver, flaky) == "ok"
+    assert probe.seen == [1, 2, 3, 4, 5, 6]
+    assert hooked == [1, 3, 5]
+    assert pipeline.stats.recovered == 1
+
+
+async def test_the_total_cap_stops_reruns_as_a_failed_recovery(driver: str, clock: FakeClock) -> None:
+    """Once the execution made its attempts in total no re-run starts: a failed recovery, last error raised."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=5, delay=1.0))
+    pipeline = (
+        PipelineBuilder("policy", clock=clock, max_attempts=3).add(system.as_strategy("policy")).build()
+    )
+    flaky = Flaky(10)
+    with pytest.raises(ConnectionError, match="fail 3") as caught:
+        await run_pipeline(pipeline, driver, flaky)
+    assert caught.value is flaky.raised[-1]
+    assert len(flaky.calls) == 3
+    assert clock.sleeps == [1.0, 1.0]
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
+    assert pipeline.stats.failed == 1
+
+
+async def test_a_cap_of_one_attempt_leaves_recovery_no_rerun(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """With a total cap of 1 the rule never re-runs (no delay slept) and reports a failed recovery."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=2.0))
+    pipeline = (
+        PipelineBuilder("policy", clock=clock, max_attempts=1).add(system.as_strategy("policy")).build()
+    )
+    flaky = Flaky(1)
+    with pytest.raises(ConnectionError, match="fail 1"):
+        await run_pipeline(pipeline, driver, flaky)
+    assert len(flaky.calls) == 1
+    assert clock.sleeps == []
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == [RecoveryAttempted("retry", "failure", "ConnectionError")]
 
 
 # -- RESTART -----------------------------------------------------------------------------------

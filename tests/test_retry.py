@@ -818,18 +818,37 @@ def scopes() -> Iterator[ScopeListener]:
         HUB.remove_listener(listener)
 
 
-async def test_attempt_scopes_open_for_later_attempts_only(
+async def test_every_attempt_opens_a_scope_the_first_included(
     driver: str, clock: FakeClock, scopes: ScopeListener
 ) -> None:
-    """A first-attempt success opens no attempt scope; attempts 2 and later each get one."""
+    """Each attempt, the first included, gets an attempt scope (to be timed) with its number."""
     r = Retry("dep", exact(max_attempts=4), clock=clock)
     assert await invoke(r, driver, flaky(0)) == "ok"
-    assert scopes.attempts == []
+    assert scopes.attempts == [1]
+    assert scopes.ended == [(1, Outcome.SUCCESS, None)]
     assert scopes.executions == [Outcome.SUCCESS]
+    assert r.stats.first_attempt_successes == 1
     assert await invoke(r, driver, flaky(2)) == "ok"
-    assert scopes.attempts == [2, 3]
-    assert scopes.ended == [(2, Outcome.FAILURE, "Boom"), (3, Outcome.SUCCESS, None)]
+    assert scopes.attempts == [1, 1, 2, 3]
+    assert scopes.ended[1:] == [
+        (1, Outcome.FAILURE, "Boom"),
+        (2, Outcome.FAILURE, "Boom"),
+        (3, Outcome.SUCCESS, None),
+    ]
     assert scopes.executions == [Outcome.SUCCESS, Outcome.RECOVERED]
+    assert r.get_stats()["successes_after_retry"] == 1
+    assert r.get_stats()["attempts"] == 4
+
+
+async def test_a_cancelled_first_attempt_closes_its_scope_as_cancelled(
+    driver: str, clock: FakeClock, scopes: ScopeListener
+) -> None:
+    """A first attempt that is interrupted ends its attempt scope as cancelled and is counted so."""
+    r = Retry("dep", exact(max_attempts=3), clock=clock)
+    with pytest.raises(KeyboardInterrupt):
+        await invoke(r, driver, flaky(1, KeyboardInterrupt))
+    assert scopes.ended == [(1, Outcome.CANCELLED, None)]
+    assert r.stats.cancelled == 1
 
 
 # -- composition ------------------------------------------------------------------------------
@@ -881,6 +900,99 @@ async def test_as_strategy_composes_in_a_pipeline(
     assert pipeline.stats.recovered == 1
     assert recorder.sources(Event.RETRY_SCHEDULED) == [TelemetrySource("retry", "dep", "policy")] * 2
     assert r.stats.successes_after_retry == 1
+
+
+async def run_in(pipeline: Any, driver: str, fn: Callable[[], Any]) -> Any:
+    """Run the plain function ``fn`` through ``pipeline`` with the given driver."""
+    if driver == "sync":
+        return pipeline.execute_sync(fn)
+
+    async def afn() -> Any:
+        return fn()
+
+    return await pipeline.execute(afn)
+
+
+async def test_the_total_cap_stops_retrying_with_the_original_error_and_a_note(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Once the execution made its attempts in total, retry gives up before backing off, saying why."""
+    r = Retry("dep", exact(max_attempts=5), clock=clock)
+    pipeline = PipelineBuilder("policy", clock=clock, max_attempts=2).add(r.as_strategy("policy")).build()
+    raised: list[BaseException] = []
+
+    def always() -> None:
+        raised.append(Boom(f"failure {len(raised) + 1}"))
+        raise raised[-1]
+
+    with pytest.raises(Boom) as info:
+        await run_in(pipeline, driver, always)
+    assert info.value is raised[-1]
+    assert len(raised) == 2
+    assert clock.sleeps == [1.0]
+    note = (
+        "otel_resilience retry 'dep': gave up after 2 of 5 attempts: the execution made 2 attempts "
+        "in total, its cap (max_attempts_total)"
+    )
+    assert info.value.__notes__ == [note]
+    boom = error_type_name(Boom())
+    assert recorder.of(Event.RETRY_SCHEDULED) == [RetryScheduled(1, 1.0, boom)]
+    assert recorder.of(Event.RETRY_EXHAUSTED) == [RetryExhausted(2, boom, "max_attempts_total")]
+    assert (r.stats.exhausted, r.stats.retries) == (1, 1)
+
+
+async def test_a_cap_of_one_attempt_never_retries(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """With a total cap of 1 the first failure is given up on at once, however many attempts retry allows."""
+    r = Retry("dep", exact(max_attempts=3), clock=clock)
+    pipeline = PipelineBuilder("policy", clock=clock, max_attempts=1).add(r.as_strategy("policy")).build()
+    fn = flaky(1)
+    with pytest.raises(Boom):
+        await run_in(pipeline, driver, fn)
+    assert fn.calls == 1  # type: ignore[attr-defined]
+    assert clock.sleeps == []
+    assert [e.reason for e in recorder.of(Event.RETRY_EXHAUSTED)] == ["max_attempts_total"]  # type: ignore[union-attr]
+
+
+async def test_retry_numbers_its_attempts_after_those_the_execution_already_made(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Entered at attempt 3 of an execution, retry's attempts, events and on_retry carry 3, 4, 5."""
+
+    class Skip(Strategy):
+        """Stands for attempts made before the retry ran: the execution is at attempt 3."""
+
+        kind = "skip"
+
+        @property
+        def name(self) -> str:
+            return "skip"
+
+        async def execute(self, ctx: ExecutionContext) -> Any:
+            ctx.attempt = 3
+            return await self.next.execute(ctx)
+
+        def execute_sync(self, ctx: ExecutionContext) -> Any:
+            ctx.attempt = 3
+            return self.next.execute_sync(ctx)
+
+    hooked: list[int] = []
+    r = Retry(
+        "dep", exact(max_attempts=3), clock=clock, on_retry=lambda attempt, _error: hooked.append(attempt)
+    )
+    probe = AttemptProbe()
+    pipeline = (
+        PipelineBuilder("policy", clock=clock).add(Skip()).add(r.as_strategy("policy")).add(probe).build()
+    )
+    fn = flaky(5)
+    with pytest.raises(Boom):
+        await run_in(pipeline, driver, fn)
+    assert probe.seen == [3, 4, 5]
+    assert hooked == [3, 4]
+    assert [e.attempt for e in recorder.of(Event.RETRY_SCHEDULED)] == [3, 4]  # type: ignore[union-attr]
+    assert [e.attempts for e in recorder.of(Event.RETRY_EXHAUSTED)] == [5]  # type: ignore[union-attr]
+    assert clock.sleeps == [1.0, 2.0]
 
 
 # -- entry points -----------------------------------------------------------------------------
@@ -1146,7 +1258,8 @@ class _BrokenQualname:
 def test_non_callable_with_a_broken_repr_gets_a_clear_type_error() -> None:
     """A non-callable fn whose __repr__ raises still gets the 'needs a callable' TypeError."""
     with pytest.raises(
-        TypeError, match=r"retry_sync needs a callable fn, got <.*_BrokenRepr object at 0x[0-9a-f]+> \(its repr raised\)"
+        TypeError,
+        match=r"retry_sync needs a callable fn, got <.*_BrokenRepr object at 0x[0-9a-f]+> \(its repr raised\)",
     ):
         retry_sync(_BrokenRepr())  # type: ignore[arg-type]
 

@@ -129,18 +129,27 @@ def time_remaining(clock: Clock) -> float:
 class ExecutionContext:
     """Everything one logical execution carries through the strategy chain.
 
+    **Attempt numbers are unique per execution.** The execution's first call of the chain is
+    attempt 1; every further attempt (a retry attempt, a recovery re-run, later a hedge) takes
+    the next number with :meth:`next_attempt`, which is also where the execution's cap on
+    attempts in total (:attr:`max_attempts`) is checked: the one place both retry and recovery
+    ask before they call the dependency again.
+
     Attributes:
         fn: The protected callable.
         args: Its positional arguments.
         kwargs: Its keyword arguments.
         operation: The operation's name (bounded: a configured or function name).
-        attempt: The current attempt number, starting at 1 (retry increments it).
+        attempt: The number of the latest attempt started in this execution, starting at 1
+            (the one running, as attempts run one after another).
+        max_attempts: Attempts the execution may make in total, counted across retry,
+            recovery and hedging; ``None`` for no cap (``ResilienceConfig.max_attempts_total``).
         outcome: Set by a strategy that answered in place of the call (fallback) or recovered
             it (recovery); ``None`` means the pipeline derives it from ``attempt``.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
     """
 
-    __slots__ = ("args", "attempt", "fn", "kwargs", "operation", "outcome", "properties")
+    __slots__ = ("args", "attempt", "fn", "kwargs", "max_attempts", "operation", "outcome", "properties")
 
     def __init__(
         self,
@@ -148,14 +157,32 @@ class ExecutionContext:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         operation: str,
+        max_attempts: int | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.operation = operation
         self.attempt = 1
+        self.max_attempts = max_attempts
         self.outcome: Outcome | None = None
         self.properties: dict[str, Any] | None = None
+
+    def next_attempt(self) -> int | None:
+        """Take the number of a new attempt, or refuse it when the execution's cap is reached.
+
+        Call it before waiting for the attempt (a backoff, a re-run delay), so that a refused
+        attempt costs no wait.
+
+        Returns:
+            The new attempt's number (one more than the latest), now :attr:`attempt`; ``None``
+            when :attr:`max_attempts` attempts were already made: no further attempt may start.
+        """
+        limit = self.max_attempts
+        if limit is not None and self.attempt >= limit:
+            return None
+        self.attempt += 1
+        return self.attempt
 
 
 _ARMED: Final = 1

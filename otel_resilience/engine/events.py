@@ -115,7 +115,7 @@ class RetryScheduled:
     """A failed attempt will be retried after ``delay`` seconds."""
 
     attempt: int
-    """The attempt that failed (1-based)."""
+    """The number of the attempt that failed (1-based, unique in the execution)."""
     delay: float
     """Seconds of backoff before the next attempt."""
     error_type: str | None
@@ -127,9 +127,12 @@ class RetryExhausted:
     """Attempts ran out (or the deadline left no room); the last error is re-raised."""
 
     attempts: int
+    """The number of the last attempt (1-based, unique in the execution: with recovery
+    re-runs, more than the retry's own ``max_attempts``)."""
     error_type: str | None
     reason: str
-    """``"max_attempts"``, ``"deadline"`` or ``"not_retryable"``."""
+    """``"max_attempts"``, ``"deadline"``, ``"max_attempts_total"`` (the execution made its cap
+    of attempts in total) or ``"not_retryable"``."""
 
 
 @dataclass(slots=True)
@@ -242,7 +245,12 @@ class ExecutionListener(Protocol):
         ...
 
     def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
-        """Open a scope around one attempt; return a handle (or ``None`` to skip)."""
+        """Open a scope around one attempt; return a handle (or ``None`` to skip).
+
+        Every attempt gets a scope, the first included, so that each can be timed. ``attempt``
+        is unique in the execution; attempt 1 is the execution's first call, which the
+        execution scope already covers (a tracing listener opens no span for it).
+        """
         ...
 
     def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:

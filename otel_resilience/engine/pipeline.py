@@ -7,6 +7,10 @@ refuses a strategy that is already linked elsewhere and refuses ``add`` after ``
 A pipeline is one *logical execution* for telemetry: it opens the execution scope (a span, the
 duration histogram) and counts the outcome in plain integers (:class:`PipelineStats`).
 
+Each execution gets its own :class:`~otel_resilience.engine.context.ExecutionContext`, which
+numbers its attempts uniquely and carries the pipeline's cap on attempts in total
+(``max_attempts``): retry attempts and recovery re-runs of one execution share it.
+
 A function that does not fit the driver (a plain function given to :meth:`Pipeline.execute`, a
 coroutine function given to :meth:`Pipeline.execute_sync`) is refused with ``TypeError``: the
 last link raises :class:`~otel_resilience.engine.strategy.WrongDriver`, which no strategy counts
@@ -28,7 +32,7 @@ from otel_resilience.engine.counting import count_value, new_counter
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver, async_generator_refused
-from otel_resilience.engine.validation import check_name
+from otel_resilience.engine.validation import check_int, check_name
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -190,9 +194,20 @@ class Pipeline:
         name: The pipeline's (policy's) name: the operation name in telemetry.
         stats: Outcome counts.
         telemetry: The facade the pipeline reports executions through.
+        max_attempts: Attempts one execution may make in total (retry attempts and recovery
+            re-runs together), or ``None`` for no cap.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_head", "_strategies", "name", "stats", "telemetry")
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_head",
+        "_strategies",
+        "max_attempts",
+        "name",
+        "stats",
+        "telemetry",
+    )
 
     def __init__(
         self,
@@ -201,8 +216,10 @@ class Pipeline:
         *,
         clock: Clock = SYSTEM_CLOCK,
         source: TelemetrySource | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         self.name = name
+        self.max_attempts = max_attempts
         self._strategies = strategies
         self._head: Strategy = strategies[0] if strategies else TERMINAL
         self._clock = clock
@@ -245,7 +262,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = ExecutionContext(fn, args, kwargs, self.name)
+        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
         telemetry = self.telemetry  # open_scope(), inlined
         if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
@@ -293,7 +310,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = ExecutionContext(fn, args, kwargs, self.name)
+        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
         telemetry = self.telemetry  # open_scope(), inlined
         if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
@@ -350,14 +367,28 @@ class PipelineBuilder:
         name: The pipeline's (policy's) name.
         clock: The clock used for execution durations.
         source: The telemetry source for the execution scope (default: a ``"pipeline"`` source).
+        max_attempts: Attempts one execution may make in total, ``>= 1``, counted across retry
+            attempts and recovery re-runs; ``None`` (default) for no cap.
+
+    Raises:
+        ValueError: ``name`` is empty or ``max_attempts`` is below 1.
+        TypeError: ``max_attempts`` is neither an ``int`` nor ``None``.
     """
 
-    __slots__ = ("_built", "_clock", "_name", "_source", "_strategies")
+    __slots__ = ("_built", "_clock", "_max_attempts", "_name", "_source", "_strategies")
 
     def __init__(
-        self, name: str, *, clock: Clock = SYSTEM_CLOCK, source: TelemetrySource | None = None
+        self,
+        name: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        source: TelemetrySource | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         self._name = check_name("PipelineBuilder", "name", name)
+        if max_attempts is not None:
+            check_int("PipelineBuilder", "max_attempts", max_attempts, minimum=1)
+        self._max_attempts = max_attempts
         self._clock = clock
         self._source = source
         self._strategies: list[Strategy] = []
@@ -392,7 +423,9 @@ class PipelineBuilder:
         strategies = tuple(self._strategies)
         for outer, inner in itertools.pairwise(strategies):
             outer.next = inner
-        return Pipeline(self._name, strategies, clock=self._clock, source=self._source)
+        return Pipeline(
+            self._name, strategies, clock=self._clock, source=self._source, max_attempts=self._max_attempts
+        )
 
 
 _STANDALONE_LOCK: Final = threading.Lock()

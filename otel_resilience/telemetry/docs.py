@@ -69,8 +69,10 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   used alone), named after the operation, a child of the caller's current span and **current
   while the call runs**, so the spans of the protected call nest under it.
 * Retried attempts (attempt 2 onwards) are child spans named `{{operation}} attempt` carrying
-  `resilience.attempt`; the first attempt runs directly in the execution span, so a call that
-  succeeds at once opens one span only. The backoff before each retry is the
+  `resilience.attempt`, unique in the execution (a recovery re-run takes the next number, it
+  does not restart at 1); the first attempt runs directly in the execution span, so a call that
+  succeeds at once opens one span only. Every attempt of a retry, the first included, is timed
+  in `resilience.attempt.duration`. The backoff before each retry is the
   `resilience.retry.scheduled` event (delay and `error.type`) on the execution span.
 * Error rule (semantic conventions, *Recording errors*): status ERROR and `error.type` only for
   outcomes `failure`, `rejected` and `timeout`. An execution that **succeeded after retries**

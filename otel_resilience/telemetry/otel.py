@@ -5,12 +5,13 @@ and decides *how* what the patterns report is shown:
 
 * one INTERNAL span per logical execution, named after the operation, a child of the caller's
   current span and made current while the call runs (so the user's spans nest under it);
-  attempt spans (the retry opens them from attempt 2 on) are children of it;
+  attempt spans (one per attempt after the execution's first: attempt 1 runs in the execution
+  span) are children of it;
 * span events on the current span for every reported event;
 * the duration histogram, recorded inside the execution span before it ends, so that the SDK's
   trace-based exemplar filter attaches its trace id;
-* the attempt duration histogram for every attempt scope (the retry opens them from attempt 2
-  on), timed by the listener, recorded inside the attempt span;
+* the attempt duration histogram for every attempt scope (the retry opens one per attempt, the
+  first included), timed by the listener, recorded inside the attempt span if there is one;
 * synchronous counters for rare events, log records for alerts and error patterns; every counter
   series whose labels are known in advance (a breaker's transitions, the rejection reasons of a
   breaker or bulkhead in a policy, a deadline's scope) is added 0 as soon as its pattern exists
@@ -462,6 +463,10 @@ class OtelListener:
             and self._instruments is None
         )
 
+    def _no_logger(self) -> bool:
+        """Whether no logger provider exists, given or global (alerts and patterns need one)."""
+        return self._logger_provider is None and _logs_internal._LOGGER_PROVIDER is None
+
     # --- zero-initialised series --------------------------------------------------------------
 
     def _zero_existing(self) -> None:
@@ -608,7 +613,7 @@ class OtelListener:
                 # The no-SDK fast path: two module attribute reads. Nothing can be shown, so
                 # the listener also asks the hub to stop sending it events until it wakes here.
                 # A logger provider (given, or set globally) still wants alerts and patterns.
-                if self._logger_provider is None and _logs_internal._LOGGER_PROVIDER is None:
+                if self._no_logger():
                     if not self._dormant:
                         self._go_dormant()
                 elif self._dormant:
@@ -685,7 +690,8 @@ class OtelListener:
         Args:
             source: The pattern that runs the attempts (the retry).
             operation: The operation's name.
-            attempt: The attempt number (1-based).
+            attempt: The attempt number (1-based, unique in the execution). Attempt 1 opens no
+                span (the execution span covers it); it is only timed.
 
         Returns:
             A handle for :meth:`end_attempt`, or ``None`` when there is neither a span to open
@@ -694,17 +700,23 @@ class OtelListener:
         tracer = self._tracer
         if self._pending:
             if tracer is None and self._no_sdk():
-                return None  # no SDK: no attempt span, nothing timed (module attribute reads)
+                # No SDK: no attempt span, nothing timed (module attribute reads). The hub asks
+                # only an awake listener, so it has this one awake (re-added since it went
+                # dormant): put it back to sleep, so that the next attempts cost no call here.
+                if self._no_logger():
+                    self._go_dormant()
+                return None
             self._refresh()
             tracer = self._tracer
         timed = self._instruments is not None and source.metrics
-        if not timed and (tracer is None or not source.spans):
+        spans = tracer is not None and source.spans and attempt > 1
+        if not timed and not spans:
             return None
         try:
             info = self._info(source)
             span: Span | None = None
             token: object = None
-            if tracer is not None and source.spans:
+            if spans and tracer is not None:
                 parent_ctx = otel_context.get_current()
                 parent_sc = trace.get_current_span(parent_ctx).get_span_context()
                 if not parent_sc.is_valid or parent_sc.trace_flags.sampled:
@@ -777,12 +789,7 @@ class OtelListener:
             args: The event's typed arguments.
         """
         if self._pending:
-            if (
-                self._tracer is None
-                and self._no_sdk()
-                and self._logger_provider is None
-                and _logs_internal._LOGGER_PROVIDER is None
-            ):
+            if self._tracer is None and self._no_sdk() and self._no_logger():
                 self._go_dormant()  # the hub calls it, so the hub has it awake (re-added)
                 return  # the no-SDK fast path, as in start_execution
             self._refresh()

@@ -246,7 +246,7 @@ REJECTION_REASONS_BY_PATTERN: Final[Mapping[str, tuple[str, ...]]] = MappingProx
 )
 """The rejection reasons each pattern kind can report: the rejection series that exist, at 0,
 from the moment a pattern of that kind is placed in a pipeline."""
-RETRY_STOP_REASONS: Final = ("max_attempts", "deadline", "not_retryable")
+RETRY_STOP_REASONS: Final = ("max_attempts", "deadline", "max_attempts_total", "not_retryable")
 TIMEOUT_SCOPES: Final = ("total", "attempt")
 FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
 RECOVERY_STRATEGIES: Final = ("retry", "restart", "fallback", "isolate", "escalate")
@@ -283,7 +283,12 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "The exception's class (`module.Qualname`, builtins unqualified), on failures only "
         "(OTel semantic convention); `_OTHER` when unknown.",
     ),
-    AttributeSpec(ATTEMPT, "int", "The attempt number, starting at 1 (spans only, never on metrics)."),
+    AttributeSpec(
+        ATTEMPT,
+        "int",
+        "The attempt number, starting at 1 and unique in the execution: retry attempts and recovery "
+        "re-runs share one numbering (spans and span events only, never on metrics).",
+    ),
     AttributeSpec(
         HTTP_RESEND_COUNT,
         "int",
@@ -291,7 +296,14 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "HTTP client span.",
     ),
     AttributeSpec(RETRY_DELAY, "double", "The backoff before the next attempt.", unit="s"),
-    AttributeSpec(RETRY_STOP_REASON, "string", "Why retrying stopped.", RETRY_STOP_REASONS),
+    AttributeSpec(
+        RETRY_STOP_REASON,
+        "string",
+        "Why retrying stopped: the retry's own `max_attempts`, the deadline, the execution's cap "
+        "on attempts in total (`max_attempts_total`, counted across retry and recovery re-runs), "
+        "or an error the policy does not retry.",
+        RETRY_STOP_REASONS,
+    ),
     AttributeSpec(
         CB_STATE, "string", "A circuit breaker state (the new state of a transition).", CB_STATE_VALUES
     ),
@@ -406,9 +418,10 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         ATTEMPT_DURATION,
         _K.HISTOGRAM,
         "s",
-        "Duration of one retried attempt (attempt 2 onwards, each timed around its attempt scope): "
-        "the dependency's own latency, without backoffs, fallbacks or the first attempt's queueing. "
-        "Recorded only while a meter provider is configured; nothing is timed otherwise.",
+        "Duration of one attempt of a retry (every attempt, the first included, each timed around "
+        "its attempt scope, so also when no span is opened for it): the dependency's own latency, "
+        "without backoffs or fallbacks. Recorded only while a meter provider is configured; "
+        "nothing is timed otherwise.",
         (POLICY, PATTERN, NAME, OUTCOME),
         (ERROR_TYPE,),
         DURATION_BOUNDARIES,
@@ -570,8 +583,9 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
     SpanSpec(
         ATTEMPT_SPAN,
         "INTERNAL",
-        "One per retried attempt (attempt 2 onwards), child of the execution span. A failed "
-        "attempt is ERROR with `error.type`.",
+        "One per attempt after the execution's first (attempt 2 onwards, numbered uniquely across "
+        "retry attempts and recovery re-runs), child of the execution span; attempt 1 runs in the "
+        "execution span. A failed attempt is ERROR with `error.type`.",
         (POLICY, PATTERN, NAME, ATTEMPT, OUTCOME),
         (ERROR_TYPE, HTTP_RESEND_COUNT),
     ),

@@ -126,6 +126,25 @@ def test_builder_validates_its_name() -> None:
         PipelineBuilder(3)  # type: ignore[arg-type]
 
 
+def test_builder_validates_the_cap_on_attempts_in_total() -> None:
+    """max_attempts is an int >= 1 or None, refused at construction otherwise, and reaches each execution."""
+    with pytest.raises(ValueError, match=r"PipelineBuilder\.max_attempts"):
+        PipelineBuilder("capped", max_attempts=0)
+    with pytest.raises(TypeError, match=r"PipelineBuilder\.max_attempts"):
+        PipelineBuilder("capped", max_attempts="2")  # type: ignore[arg-type]
+    assert PipelineBuilder("capped", max_attempts=2).build().max_attempts == 2
+    assert PipelineBuilder("uncapped").build().max_attempts is None
+
+
+def test_next_attempt_numbers_attempts_until_the_cap() -> None:
+    """ExecutionContext.next_attempt hands out 2, 3 ... and refuses (None) once max_attempts were made."""
+    ctx = ExecutionContext(print, (), {}, "op", 3)
+    assert (ctx.attempt, ctx.next_attempt(), ctx.next_attempt(), ctx.next_attempt()) == (1, 2, 3, None)
+    assert ctx.attempt == 3
+    unbounded = ExecutionContext(print, (), {}, "op")
+    assert [unbounded.next_attempt() for _ in range(3)] == [2, 3, 4]
+
+
 async def test_outcomes_are_counted(driver: str) -> None:
     """Success, failure, rejection, timeout and marked fallback outcomes land in their counters."""
     pipeline = PipelineBuilder("p").build()

@@ -53,11 +53,12 @@ async def check_async_api() -> None:
     j: str = await manager.execute_with_resilience(fetch, ResilienceConfig(), 8)
     await manager.execute_with_resilience(fetch, ResilienceConfig(), "8")  # type: ignore[arg-type]
     k: str = manager.execute_with_resilience_sync(fetch_sync, ResilienceConfig(), 9)
+    ResilienceConfig(max_attempts_total="4")  # type: ignore[arg-type]
     deadline: float | None = current_deadline()
     print(a, b, c, d, e, f, g, h, i, j, k, deadline)
 
 
-@resilient(ResilienceConfig(timeout=1.0))
+@resilient(ResilienceConfig(timeout=1.0, max_attempts_total=4))
 async def decorated(x: int) -> int:
     return x
 

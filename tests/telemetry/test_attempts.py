@@ -1,0 +1,143 @@
+"""Attempts as an on-call engineer reads them: every attempt timed, attempt numbers unique per
+execution, and the cap on attempts in total visible as the retry's stop reason."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.engine.events import TelemetryHub, TelemetrySource
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
+from otel_resilience.recovery import RecoveryAction, RecoveryStrategy
+from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
+from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.otel import OtelListener
+
+_names = itertools.count()
+
+
+def _fresh(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    """An alert system of our own, closed afterwards (the process-wide one would stay on the hub)."""
+    system = AlertSystem(name="attempt-alerts")
+    yield system
+    system.close()
+
+
+def _fixed(max_attempts: int) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=max_attempts, strategy=RetryStrategy.FIXED, initial_delay=0.0, jitter=Jitter.NONE
+    )
+
+
+def _flaky(failures: int) -> Any:
+    calls = [0]
+
+    def fn() -> str:
+        calls[0] += 1
+        if calls[0] <= failures:
+            raise ConnectionError("down")
+        return "ok"
+
+    fn.calls = calls  # type: ignore[attr-defined]
+    return fn
+
+
+async def _call(manager: ResilienceManager, config: ResilienceConfig, driver: str, fn: Any) -> Any:
+    if driver == "sync":
+        return manager.execute_with_resilience_sync(fn, config)
+
+    async def wrapped() -> Any:
+        return fn()
+
+    return await manager.execute_with_resilience(wrapped, config)
+
+
+def _recovering(clock: Any, alerts: AlertSystem, reruns: int) -> ResilienceManager:
+    """A manager whose recovery re-runs a ConnectionError ``reruns`` times, without delay."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=reruns, delay=0.0)
+    )
+    return manager
+
+
+async def test_a_first_attempt_is_timed_but_opens_no_span(otel, clock, driver, alerts):
+    """A call that succeeds at once records its attempt duration, and its trace is the execution span alone."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    name = _fresh("first")
+    config = ResilienceConfig(name=name, retry_policy=_fixed(3))
+    assert await _call(manager, config, driver, _flaky(0)) == "ok"
+    points = [p for p in otel.points(sc.ATTEMPT_DURATION) if p.attributes[sc.POLICY] == name]
+    assert [(p.attributes[sc.OUTCOME], p.attributes[sc.PATTERN], p.count) for p in points] == [
+        ("success", "retry", 1)
+    ]
+    assert [s.name for s in otel.spans()] == [name]
+
+
+async def test_attempt_spans_are_numbered_uniquely_across_recovery_reruns(otel, clock, driver, alerts):
+    """Retry attempts and the recovery re-run of one execution carry attempt numbers 2, 3, 4: none twice."""
+    manager = _recovering(clock, alerts, reruns=1)
+    name = _fresh("unique")
+    config = ResilienceConfig(name=name, retry_policy=_fixed(2), enable_recovery=True)
+    assert await _call(manager, config, driver, _flaky(3)) == "ok"
+    attempts = otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)
+    assert sorted(s.attributes[sc.ATTEMPT] for s in attempts) == [2, 3, 4]
+    execution = otel.span(name)
+    scheduled = [e.attributes[sc.ATTEMPT] for e in execution.events if e.name == sc.EV_RETRY_SCHEDULED]
+    exhausted = [e.attributes[sc.ATTEMPT] for e in execution.events if e.name == sc.EV_RETRY_EXHAUSTED]
+    assert (scheduled, exhausted) == ([1, 3], [2])
+    durations = {
+        p.attributes[sc.OUTCOME]: p.count
+        for p in otel.points(sc.ATTEMPT_DURATION)
+        if p.attributes[sc.POLICY] == name
+    }
+    assert durations == {"failure": 3, "success": 1}
+
+
+async def test_the_total_cap_is_the_retry_stop_reason(otel, clock, driver, alerts):
+    """A retry stopped by max_attempts_total says so on the span event and on the exhausted counter."""
+    manager = _recovering(clock, alerts, reruns=2)
+    name = _fresh("capped")
+    config = ResilienceConfig(name=name, retry_policy=_fixed(3), enable_recovery=True, max_attempts_total=2)
+    fn = _flaky(10)
+    with pytest.raises(ConnectionError):
+        await _call(manager, config, driver, fn)
+    assert fn.calls == [2]
+    execution = otel.span(name)
+    reasons = [
+        e.attributes[sc.RETRY_STOP_REASON] for e in execution.events if e.name == sc.EV_RETRY_EXHAUSTED
+    ]
+    assert reasons == ["max_attempts_total"]
+    exhausted = [p for p in otel.points(sc.RETRY_EXHAUSTED) if p.attributes[sc.POLICY] == name and p.value]
+    assert [(p.attributes[sc.RETRY_STOP_REASON], p.value) for p in exhausted] == [("max_attempts_total", 1)]
+    recoveries = [p for p in otel.points(sc.RECOVERY_ATTEMPTS) if p.attributes[sc.POLICY] == name and p.value]
+    assert [(p.attributes[sc.RECOVERY_RESULT], p.value) for p in recoveries] == [("failure", 1)]
+
+
+def test_the_total_cap_is_a_documented_stop_reason():
+    """max_attempts_total is one of the stop reason values the reference documents."""
+    assert "max_attempts_total" in sc.RETRY_STOP_REASONS
+
+
+def test_a_listener_awake_again_without_sdk_leaves_the_attempt_path_at_its_first_attempt():
+    """With no SDK, a listener the hub has awake again (re-added) goes back to sleep when asked to time an attempt."""
+    hub = TelemetryHub()
+    listener = OtelListener(hub=hub)
+    hub.add_listener(listener)
+    source = TelemetrySource("retry", "sleepy")
+    assert listener.start_execution(source, "op") is None  # the first call reads the environment
+    assert listener.start_execution(source, "op") is None  # no SDK: the listener sleeps
+    assert hub.attempt_listeners == ()
+    hub.add_listener(listener)  # telemetry switched off and on again: awake on the hub
+    assert hub.attempt_listeners == (listener,)
+    assert listener.start_attempt(source, "op", 1) is None
+    assert hub.attempt_listeners == ()
