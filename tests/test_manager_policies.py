@@ -22,6 +22,7 @@ from otel_resilience import (
 )
 from otel_resilience.alerts import AlertSystem
 from otel_resilience.circuit_breaker import CircuitState
+from otel_resilience.manager import DEFAULT_MAX_POLICIES
 
 
 @pytest.fixture
@@ -276,7 +277,5 @@ def test_a_policy_in_steady_use_is_not_evicted(alerts: AlertSystem) -> None:
 
 def test_default_cap_on_live_policies_is_pinned() -> None:
     """The default cap on live policies is 256: the bound the collection-time target was measured at."""
-    from otel_resilience.manager import DEFAULT_MAX_POLICIES
-
     assert DEFAULT_MAX_POLICIES == 256
     assert ResilienceManager().get_resilience_statistics()["limits"]["max_policies"] == 256
