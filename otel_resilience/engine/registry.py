@@ -9,6 +9,7 @@ Observable instruments iterate :meth:`Registry.items` to export live state (the 
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -28,6 +29,8 @@ class Named(Protocol):
 
 T = TypeVar("T", bound=Named)
 
+_LOG: Final = logging.getLogger("otel_resilience")
+
 
 class Registry(Generic[T]):
     """A thread-safe, weak set of named instances of one kind, indexed by name.
@@ -35,12 +38,16 @@ class Registry(Generic[T]):
     Args:
         kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``,
             ``"recovery"``).
+        warn_namesakes: Log a warning when an instance is registered while another live instance
+            has its name: their telemetry series are combined (see docs/design.md, "Policies:
+            identity, default names, bounds"), which should never happen unnoticed.
     """
 
-    __slots__ = ("_by_name", "_items", "_lock", "_on_added", "kind")
+    __slots__ = ("_by_name", "_items", "_lock", "_on_added", "kind", "warn_namesakes")
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, warn_namesakes: bool = False) -> None:
         self.kind = kind
+        self.warn_namesakes = warn_namesakes
         self._lock = threading.Lock()
         self._items: weakref.WeakSet[T] = weakref.WeakSet()
         self._by_name: weakref.WeakValueDictionary[str, T] = weakref.WeakValueDictionary()
@@ -49,9 +56,17 @@ class Registry(Generic[T]):
     def register(self, item: T) -> None:
         """Add ``item`` and tell every ``on_added`` callback about it."""
         with self._lock:
+            namesake = self._by_name.get(item.name) if self.warn_namesakes else None
             self._items.add(item)
             self._by_name[item.name] = item
             callbacks = tuple(self._on_added)
+        if namesake is not None and namesake is not item:
+            _LOG.warning(
+                "a second live %s is named %r: their telemetry series are combined (counts summed, "
+                "the most severe state shown); give each instance its own name to tell them apart",
+                self.kind,
+                item.name,
+            )
         for callback in callbacks:
             callback(item)
 
@@ -90,9 +105,9 @@ class Registry(Generic[T]):
             return len(self._items)
 
 
-BREAKERS: Final[Registry[Named]] = Registry("circuit_breaker")
+BREAKERS: Final[Registry[Named]] = Registry("circuit_breaker", warn_namesakes=True)
 """Every live circuit breaker."""
-BULKHEADS: Final[Registry[Named]] = Registry("bulkhead")
+BULKHEADS: Final[Registry[Named]] = Registry("bulkhead", warn_namesakes=True)
 """Every live bulkhead."""
 PIPELINES: Final[Registry[Named]] = Registry("pipeline")
 """Every live pipeline (manager policy)."""

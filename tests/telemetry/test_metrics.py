@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 
 import pytest
 from opentelemetry import trace
@@ -544,6 +545,22 @@ async def test_same_named_breakers_share_series_by_one_rule(otel, alerts):
         }
         assert calls["success"] == 1
         assert calls["failure"] == 1
+
+
+def test_a_second_live_breaker_or_bulkhead_of_a_name_is_logged(caplog):
+    """Registering a breaker or bulkhead while a live namesake exists logs that their series combine; a unique name logs nothing."""
+    first = CircuitBreaker("namesake-breaker")
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        second = CircuitBreaker("namesake-breaker")
+        pool = Bulkhead("namesake-pool")
+        other_pool = Bulkhead("namesake-pool")
+        CircuitBreaker("namesake-unique")
+    warned = [r.getMessage() for r in caplog.records if "telemetry series are combined" in r.getMessage()]
+    assert len(warned) == 2
+    assert "circuit_breaker is named 'namesake-breaker'" in warned[0]
+    assert "bulkhead is named 'namesake-pool'" in warned[1]
+    assert first is not second
+    assert pool is not other_pool
 
 
 async def test_same_named_bulkheads_export_summed_gauges(otel):
