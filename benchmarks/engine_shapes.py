@@ -750,17 +750,16 @@ class Node:
         self.next = nxt
         self.last = nxt is not None and nxt.step is None
         self.seconds: float | None = getattr(step, "seconds", None)
-        kind = type(step)
-        self.admit = step.admit if getattr(kind, "admit", None) not in {None, Step.admit} else None
-        self.on_success = (
-            step.on_success if getattr(kind, "on_success", None) not in {None, Step.on_success} else None
-        )
-        self.on_failure = (
-            step.on_failure if getattr(kind, "on_failure", None) not in {None, Step.on_failure} else None
-        )
-        self.on_cancel = (
-            step.on_cancel if getattr(kind, "on_cancel", None) not in {None, Step.on_cancel} else None
-        )
+        self.admit = _hook(step, "admit")
+        self.on_success = _hook(step, "on_success")
+        self.on_failure = _hook(step, "on_failure")
+        self.on_cancel = _hook(step, "on_cancel")
+
+
+def _hook(step: Any, name: str) -> Any:
+    """``step.<name>``, bound; None when the step keeps :class:`Step`'s default or has none."""
+    own = getattr(type(step), name, None)
+    return None if own is None or own is getattr(Step, name) else getattr(step, name)
 
 
 async def _c_run_async(node: Node, ctx: Ctx) -> Any:
@@ -770,8 +769,11 @@ async def _c_run_async(node: Node, ctx: Ctx) -> Any:
         return await ctx.fn(*ctx.args)
     token = None if node.admit is None else node.admit(ctx)
     nxt = node.next
+    delay = 0.0  # the wait before the next run, set by a Retry action
     while True:
         try:
+            if delay:  # inside the try: a cancelled wait reaches on_cancel
+                await asyncio.sleep(delay)
             if node.seconds is not None:
                 async with AsyncDeadlineScope(node.seconds):
                     result = await _c_run_async(nxt, ctx)  # type: ignore[arg-type]
@@ -786,8 +788,7 @@ async def _c_run_async(node: Node, ctx: Ctx) -> Any:
             if action is None:
                 raise
             if type(action) is Retry:
-                if action.delay:
-                    await asyncio.sleep(action.delay)
+                delay = action.delay
                 token = action.token
                 continue
             return action.value
@@ -808,8 +809,11 @@ def _c_run_sync(node: Node, ctx: Ctx) -> Any:
         return ctx.fn(*ctx.args)
     token = None if node.admit is None else node.admit(ctx)
     nxt = node.next
+    delay = 0.0  # the wait before the next run, set by a Retry action
     while True:
         try:
+            if delay:  # inside the try: a cancelled wait reaches on_cancel
+                time.sleep(delay)
             if node.seconds is not None:
                 with SyncDeadlineScope(node.seconds):
                     result = _c_run_sync(nxt, ctx)  # type: ignore[arg-type]
@@ -824,8 +828,7 @@ def _c_run_sync(node: Node, ctx: Ctx) -> Any:
             if action is None:
                 raise
             if type(action) is Retry:
-                if action.delay:
-                    time.sleep(action.delay)
+                delay = action.delay
                 token = action.token
                 continue
             return action.value
@@ -878,8 +881,11 @@ async def _o_run_async(node: Node, ctx: Ctx) -> Any:  # noqa: PLR0911
         except Exception as error:  # the rejection is an outcome too
             return Failure(error)
     nxt = node.next
+    delay = 0.0  # the wait before the next run, set by a Retry action
     while True:
         try:
+            if delay:  # inside the try: a cancelled wait reaches on_cancel
+                await asyncio.sleep(delay)
             if node.seconds is not None:
                 async with AsyncDeadlineScope(node.seconds):
                     outcome = await _o_run_async(nxt, ctx)  # type: ignore[arg-type]
@@ -903,8 +909,7 @@ async def _o_run_async(node: Node, ctx: Ctx) -> Any:  # noqa: PLR0911
             if action is None:
                 return outcome
             if type(action) is Retry:
-                if action.delay:
-                    await asyncio.sleep(action.delay)
+                delay = action.delay
                 token = action.token
                 continue
             return action.value
@@ -928,8 +933,11 @@ def _o_run_sync(node: Node, ctx: Ctx) -> Any:  # noqa: PLR0911
         except Exception as error:
             return Failure(error)
     nxt = node.next
+    delay = 0.0  # the wait before the next run, set by a Retry action
     while True:
         try:
+            if delay:  # inside the try: a cancelled wait reaches on_cancel
+                time.sleep(delay)
             if node.seconds is not None:
                 with SyncDeadlineScope(node.seconds):
                     outcome = _o_run_sync(nxt, ctx)  # type: ignore[arg-type]
@@ -951,8 +959,7 @@ def _o_run_sync(node: Node, ctx: Ctx) -> Any:  # noqa: PLR0911
             if action is None:
                 return outcome
             if type(action) is Retry:
-                if action.delay:
-                    time.sleep(action.delay)
+                delay = action.delay
                 token = action.token
                 continue
             return action.value

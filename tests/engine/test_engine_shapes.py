@@ -283,3 +283,34 @@ def test_the_instruction_count_loop_runs_every_shape_and_scenario() -> None:
     for scenario in shapes.SCENARIOS:
         for shape in ["bare", *SHAPES]:
             shapes._loop_sync(shape, scenario, 3)
+
+
+def test_retry_waits_its_delay_between_attempts(build: Any, driver: str) -> None:
+    """A retry with a delay sleeps between attempts (two waits before the third attempt)."""
+    p = build(shapes.Config(attempts=3))
+    _policies(p)[0].delay = 0.02
+    dep = Dependency(failures=2)
+    started = time.monotonic()
+    assert run(driver, p, dep) == 3
+    assert time.monotonic() - started >= 0.04
+    assert dep.calls == 3
+
+
+async def test_cancelling_a_backoff_reraises_and_leaks_nothing(build: Any) -> None:
+    """A call cancelled while retry waits re-raises CancelledError and holds no slot."""
+    p = build(shapes.Config(attempts=3, timeout=120.0))
+    _policies(p)[0].delay = 60.0  # fits in the deadline, so retry waits
+    failed = asyncio.Event()
+
+    async def fail() -> None:
+        failed.set()
+        raise Boom
+
+    task = asyncio.create_task(p.execute(fail))
+    await failed.wait()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert p.bulkhead.active == 0
+    assert p.breaker.failures == 1
