@@ -53,7 +53,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ExecutionHandles = list[tuple[ExecutionListener, object]]
-"""What :meth:`Pipeline.open_scope` returns: the open scopes, to close when the execution ends."""
+"""What :meth:`StrategyTelemetry.start_execution` returns: the open scopes, to close at the end."""
 
 
 def classify_error(error: BaseException) -> Outcome:
@@ -140,10 +140,6 @@ class PipelineStats:
     def total(self) -> int:
         """Every execution that has ended."""
         return self.successful + self.fallback + self.failed + self.cancelled
-
-    def count_success(self) -> None:
-        """Count one execution that returned on its first attempt (the hot path)."""
-        next(self._succeeded)
 
     def count(self, outcome: Outcome) -> None:
         """Count one ended execution."""
@@ -246,16 +242,6 @@ class Pipeline:
         self.stats.count(Outcome.FAILURE)
         return signal.as_type_error()
 
-    def open_scope(self) -> ExecutionHandles | None:
-        """Open the execution scope on the execution listeners; ``None`` when none opened one.
-
-        A pattern's direct driver (a breaker used alone) calls this first: with ``None`` it may
-        run the execution itself (counting its outcome in :attr:`stats`); otherwise it hands the
-        execution and the handles to :meth:`execute_in_scope` / :meth:`execute_in_scope_sync`.
-        """
-        telemetry = self.telemetry
-        return telemetry.start_execution(self.name) if telemetry._hub.execution_listeners else None
-
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` through every strategy.
 
@@ -263,8 +249,7 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
-        telemetry = self.telemetry  # open_scope(), inlined
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
+        if handles := self.telemetry.start_execution(self.name):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = await self._head.start(ctx)
@@ -273,14 +258,11 @@ class Pipeline:
                 raise self._refused(caught) from None
             self.stats.count(classify_error(caught))
             raise
-        if ctx.attempt == 1 and ctx.outcome is None:
-            next(self.stats._succeeded)
-        else:
-            self.stats.count(_success_outcome(ctx))
+        self.stats.count(_success_outcome(ctx))
         return result  # type: ignore[no-any-return]
 
     async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
-        """Run ``ctx`` through every strategy inside the scope :meth:`open_scope` opened, and close it.
+        """Run ``ctx`` through every strategy inside the execution scope ``handles``, and close it.
 
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
@@ -311,8 +293,7 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
-        telemetry = self.telemetry  # open_scope(), inlined
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
+        if handles := self.telemetry.start_execution(self.name):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = self._head.execute_sync(ctx)
@@ -321,10 +302,7 @@ class Pipeline:
                 raise self._refused(caught) from None
             self.stats.count(classify_error(caught))
             raise
-        if ctx.attempt == 1 and ctx.outcome is None:
-            next(self.stats._succeeded)
-        else:
-            self.stats.count(_success_outcome(ctx))
+        self.stats.count(_success_outcome(ctx))
         return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:

@@ -60,8 +60,8 @@ def test_counter_counts_exactly_from_many_threads():
 def test_pipeline_stats_read_their_counters():
     """PipelineStats exposes each counter as an int and derives the totals from them."""
     stats = PipelineStats()
-    stats.count_success()
-    stats.count_success()
+    stats.count(Outcome.SUCCESS)
+    stats.count(Outcome.SUCCESS)
     stats.count(Outcome.REJECTED)
     assert (stats.succeeded, stats.rejected, stats.failed, stats.total) == (2, 1, 1, 3)
     assert stats.as_dict()["total"] == 3
