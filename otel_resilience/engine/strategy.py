@@ -45,22 +45,6 @@ class Strategy(ABC):
 
     kind: ClassVar[str] = "strategy"
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Make ``start`` the subclass's own ``execute`` when it inherits the default ``start``.
-
-        The default :meth:`start` only returns ``self.execute(ctx)``; binding ``execute`` in its
-        place gives the same coroutine without one Python call per link and per attempt. A class
-        that defines its own ``start`` (or inherits one that is not an ``execute``) keeps it.
-        """
-        super().__init_subclass__(**kwargs)
-        execute = cls.__dict__.get("execute")
-        if execute is None or "start" in cls.__dict__:
-            return
-        owner = next(c for c in cls.__mro__[1:] if "start" in c.__dict__)
-        inherited = owner.__dict__["start"]
-        if inherited is _DEFAULT_START or inherited is owner.__dict__.get("execute"):
-            cls.start = execute  # type: ignore[method-assign]
-
     def __init__(self) -> None:
         self.next: Strategy = TERMINAL
 
@@ -90,10 +74,6 @@ class Strategy(ABC):
     @abstractmethod
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this strategy (sync driver)."""
-
-
-_DEFAULT_START: Final = Strategy.__dict__["start"]
-"""The default :meth:`Strategy.start`, which a subclass's ``execute`` replaces."""
 
 
 class _Terminal(Strategy):

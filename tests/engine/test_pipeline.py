@@ -319,31 +319,33 @@ def test_terminal_is_its_own_next() -> None:
     assert Tag("x", []).next is TERMINAL
 
 
-def test_start_is_the_subclass_execute() -> None:
-    """A strategy that inherits the default ``start`` gets its own ``execute`` bound in its place."""
+async def test_start_runs_the_subclass_execute() -> None:
+    """``start`` of a strategy that does not define it runs the subclass's own ``execute``."""
 
     class Child(Tag):
         async def execute(self, ctx: ExecutionContext) -> Any:
-            return await self.next.start(ctx)
+            return "child"
 
-    assert Tag.start is Tag.execute
-    assert Child.start is Child.execute
-    assert MarkOutcome.start is MarkOutcome.execute
+    ctx = ExecutionContext(_numbers, (), {}, "p")
+    assert await Child("c", []).start(ctx) == "child"
 
 
-def test_own_start_is_kept_by_subclasses() -> None:
+async def test_own_start_is_kept_by_subclasses() -> None:
     """A class that defines ``start`` keeps it, and so do subclasses that only override ``execute``."""
 
     class OwnStart(Tag):
         def start(self, ctx: ExecutionContext) -> Any:
-            return self.execute(ctx)
+            return self.execute_twice(ctx)
+
+        async def execute_twice(self, ctx: ExecutionContext) -> Any:
+            return (await self.execute(ctx), await self.execute(ctx))
 
     class Below(OwnStart):
         async def execute(self, ctx: ExecutionContext) -> Any:
             return "below"
 
-    assert Below.start is OwnStart.__dict__["start"]
-    assert type(TERMINAL).start is not type(TERMINAL).execute
+    ctx = ExecutionContext(_numbers, (), {}, "p")
+    assert await Below("b", []).start(ctx) == ("below", "below")
 
 
 async def test_aliased_start_runs_the_chain() -> None:
