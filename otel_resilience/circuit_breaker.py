@@ -54,7 +54,7 @@ from typing import Any, ClassVar, Final, Literal, ParamSpec, TypedDict, TypeVar,
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     CallRejected,
     Event,
@@ -272,9 +272,9 @@ class CircuitBreakerStats:
     def __init__(self) -> None:
         self.failure_count = 0
         self.success_count = 0
-        self._successes = new_counter()
+        self._successes = Counter()
         self.total_failures = 0
-        self._rejected = new_counter()
+        self._rejected = Counter()
         self.total_ignored = 0
         self.total_cancelled = 0
         self.times_opened = 0
@@ -282,12 +282,12 @@ class CircuitBreakerStats:
     @property
     def total_successes(self) -> int:
         """Calls that returned (or raised an error that is not recorded)."""
-        return count_value(self._successes)
+        return self._successes.value
 
     @property
     def total_rejected(self) -> int:
         """Calls rejected without calling the dependency."""
-        return count_value(self._rejected)
+        return self._rejected.value
 
     @property
     def total_requests(self) -> int:
@@ -429,7 +429,7 @@ class _BreakerCore:
         if state is _CLOSED:
             return permit
         if state is _OPEN and self._clock.now() < self._opened_until:
-            next(self.stats._rejected)
+            self.stats._rejected.add()
             return None
         with self._lock:
             change = self._poll_locked()
@@ -445,7 +445,7 @@ class _BreakerCore:
         """
         stats = self.stats
         if permit is self._permit and permit.state is _CLOSED and not stats.failure_count:
-            next(stats._successes)
+            stats._successes.add()
             return
         with self._lock:
             change = self._on_success_locked(permit)
@@ -522,7 +522,7 @@ class _BreakerCore:
         # values is exact in sign; an infinite opened_until gives inf).
         remaining: float = self._opened_until - self._clock.now()
         if remaining > 0.0:
-            next(self.stats._rejected)
+            self.stats._rejected.add()
         return remaining
 
     # -- manual control ----------------------------------------------------------------------
@@ -586,12 +586,12 @@ class _BreakerCore:
         if state is _HALF_OPEN and self._in_flight < self._half_open_max_calls:
             self._in_flight += 1
             return permit
-        next(self.stats._rejected)
+        self.stats._rejected.add()
         return None
 
     def _on_success_locked(self, permit: Permit) -> StateChanged | None:
         stats = self.stats
-        next(stats._successes)
+        stats._successes.add()
         if permit is not self._permit:
             return None
         if permit.state is _CLOSED:
@@ -709,7 +709,7 @@ class _BreakerStrategy(Strategy):
             raise
         stats = core.stats  # on_success()'s lock-free path, inlined
         if permit.state is _CLOSED and permit is core._permit and not stats.failure_count:
-            next(stats._successes)
+            stats._successes.add()
         else:
             core.on_success(permit)
         return result
@@ -796,7 +796,7 @@ class _BreakerGuard:
             try:
                 permit = node._admit(permit)
             except CircuitOpenError:
-                next(pipeline.stats._rejected)
+                pipeline.stats._rejected.add()
                 raise
         self._permit = permit
 
@@ -811,13 +811,13 @@ class _BreakerGuard:
         stats = pipeline.stats
         if error is None:
             core.on_success(permit)
-            next(stats._succeeded)
+            stats._succeeded.add()
         elif isinstance(error, Exception):
             stats.count(classify_error(error))
             core.on_failure(permit, error)
         else:
             core.release(permit)
-            next(stats._cancelled)
+            stats._cancelled.add()
 
     def __enter__(self) -> _BreakerGuard:
         self._enter()
@@ -921,11 +921,11 @@ class CircuitBreaker:
         # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                next(stats._rejected)
+                stats._rejected.add()
                 raise node.open_rejected(remaining) from None
             admitted = core.try_acquire()
             if admitted is None:
-                next(stats._rejected)
+                stats._rejected.add()
                 raise node.rejected() from None
             permit = admitted
         try:
@@ -941,10 +941,10 @@ class CircuitBreaker:
             core.end(permit, caught)
             if type(caught) is WrongDriver:
                 raise pipeline._refused(caught) from None
-            next(stats._cancelled)
+            stats._cancelled.add()
             raise
         core.on_success(permit)
-        next(stats._succeeded)
+        stats._succeeded.add()
         return result
 
     def _call_sync(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -962,11 +962,11 @@ class CircuitBreaker:
         # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                next(stats._rejected)
+                stats._rejected.add()
                 raise node.open_rejected(remaining) from None
             admitted = core.try_acquire()
             if admitted is None:
-                next(stats._rejected)
+                stats._rejected.add()
                 raise node.rejected() from None
             permit = admitted
         try:
@@ -982,10 +982,10 @@ class CircuitBreaker:
             core.end(permit, caught)
             if type(caught) is WrongDriver:
                 raise pipeline._refused(caught) from None
-            next(stats._cancelled)
+            stats._cancelled.add()
             raise
         core.on_success(permit)
-        next(stats._succeeded)
+        stats._succeeded.add()
         return result
 
     @property

@@ -94,7 +94,7 @@ from otel_resilience.engine.context import (
     SyncDeadline,
     time_remaining,
 )
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     Event,
     Outcome,
@@ -375,11 +375,10 @@ _DEFAULT_POLICY: Final = RetryPolicy()
 class RetryStats:
     """Counts of one :class:`Retry` (shared by all of its strategy nodes), as plain integers.
 
-    ``first_attempt_successes`` is the hot-path counter: it is bumped without a lock (a single
-    ``+=`` on a slot, with no call in between that could switch threads in CPython). The counts
-    of a retried execution (``retries``, ``other_attempts``, ``successes_after_retry``) are
-    exact lock-free counters (:mod:`otel_resilience.engine.counting`); the rare ones change
-    under the retry's lock. Counts are of things that have *ended*.
+    The counts that move on every call (``first_attempt_successes``) and on every retried
+    execution (``retries``, ``other_attempts``, ``successes_after_retry``) are exact lock-free
+    counters (:mod:`otel_resilience.engine.counting`); the rare ones change under the retry's
+    lock. Counts are of things that have *ended*.
 
     Attributes:
         first_attempt_successes: Executions whose first attempt was accepted.
@@ -395,40 +394,45 @@ class RetryStats:
     """
 
     __slots__ = (
+        "_first_attempt_successes",
         "_other_attempts",
         "_retries",
         "_successes_after_retry",
         "attempt_timeouts",
         "cancelled",
         "exhausted",
-        "first_attempt_successes",
         "non_retryable",
     )
 
     def __init__(self) -> None:
-        self.first_attempt_successes = 0
-        self._successes_after_retry = new_counter()
+        self._first_attempt_successes = Counter()
+        self._successes_after_retry = Counter()
         self.exhausted = 0
         self.non_retryable = 0
         self.cancelled = 0
-        self._retries = new_counter()
+        self._retries = Counter()
         self.attempt_timeouts = 0
-        self._other_attempts = new_counter()
+        self._other_attempts = Counter()
+
+    @property
+    def first_attempt_successes(self) -> int:
+        """Executions whose first attempt was accepted."""
+        return self._first_attempt_successes.value
 
     @property
     def successes_after_retry(self) -> int:
         """Executions accepted on attempt 2 or later."""
-        return count_value(self._successes_after_retry)
+        return self._successes_after_retry.value
 
     @property
     def retries(self) -> int:
         """Backoffs scheduled (``RETRY_SCHEDULED``)."""
-        return count_value(self._retries)
+        return self._retries.value
 
     @property
     def other_attempts(self) -> int:
         """Attempts that ended other than as a first-attempt success."""
-        return count_value(self._other_attempts)
+        return self._other_attempts.value
 
     @property
     def executions(self) -> int:
@@ -583,7 +587,7 @@ class _RetryCore:
             else:
                 retryable = isinstance(error, retry_types) and not isinstance(error, no_retry_types)
             if not retryable:
-                next(stats._other_attempts)
+                stats._other_attempts.add()
                 with self.lock:
                     stats.non_retryable += 1
                 return None
@@ -601,9 +605,9 @@ class _RetryCore:
                 reason = "deadline"
             elif ctx.next_attempt() is None:
                 reason = "max_attempts_total"
-        next(stats._other_attempts)
+        stats._other_attempts.add()
         if reason is None:
-            next(stats._retries)
+            stats._retries.add()
         else:
             with self.lock:
                 stats.exhausted += 1
@@ -647,16 +651,16 @@ class _RetryCore:
         """Count an execution accepted on this retry's ``attempt`` (1: the first)."""
         stats = self.stats
         if attempt == 1:
-            stats.first_attempt_successes += 1
+            stats._first_attempt_successes.add()
         else:
-            next(stats._other_attempts)
-            next(stats._successes_after_retry)
+            stats._other_attempts.add()
+            stats._successes_after_retry.add()
 
     def cancelled(self, in_attempt: bool) -> None:
         """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
         with self.lock:
             if in_attempt:
-                next(self.stats._other_attempts)
+                self.stats._other_attempts.add()
             self.stats.cancelled += 1
 
     def accepts(self, result: object) -> bool:
@@ -709,7 +713,7 @@ class _RetryNode(Strategy):
         else:
             check = core.retry_on_result
             if check is None or not check(result):
-                core.stats.first_attempt_successes += 1
+                core.stats._first_attempt_successes.add()
                 return result
         return await self._attempts(ctx, 1, error, result)
 
@@ -810,7 +814,7 @@ class _RetryNode(Strategy):
         else:
             check = core.retry_on_result
             if check is None or not check(result):
-                core.stats.first_attempt_successes += 1
+                core.stats._first_attempt_successes.add()
                 return result
         return self._attempts_sync(ctx, 1, error, result)
 

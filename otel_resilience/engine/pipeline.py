@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver, async_generator_refused
@@ -83,48 +83,48 @@ class PipelineStats:
     __slots__ = ("_cancelled", "_errors", "_fallback", "_recovered", "_rejected", "_succeeded", "_timeouts")
 
     def __init__(self) -> None:
-        self._succeeded = new_counter()
-        self._recovered = new_counter()
-        self._fallback = new_counter()
-        self._errors = new_counter()
-        self._rejected = new_counter()
-        self._timeouts = new_counter()
-        self._cancelled = new_counter()
+        self._succeeded = Counter()
+        self._recovered = Counter()
+        self._fallback = Counter()
+        self._errors = Counter()
+        self._rejected = Counter()
+        self._timeouts = Counter()
+        self._cancelled = Counter()
 
     @property
     def succeeded(self) -> int:
         """Executions that returned on their first attempt."""
-        return count_value(self._succeeded)
+        return self._succeeded.value
 
     @property
     def recovered(self) -> int:
         """Executions that returned after a failed attempt or a recovery action."""
-        return count_value(self._recovered)
+        return self._recovered.value
 
     @property
     def fallback(self) -> int:
         """Executions a fallback answered."""
-        return count_value(self._fallback)
+        return self._fallback.value
 
     @property
     def errors(self) -> int:
         """Executions that ended with an error other than a rejection or a timeout."""
-        return count_value(self._errors)
+        return self._errors.value
 
     @property
     def rejected(self) -> int:
         """Executions a breaker or bulkhead rejected."""
-        return count_value(self._rejected)
+        return self._rejected.value
 
     @property
     def timeouts(self) -> int:
         """Executions whose deadline expired."""
-        return count_value(self._timeouts)
+        return self._timeouts.value
 
     @property
     def cancelled(self) -> int:
         """Executions the caller cancelled (or interrupted)."""
-        return count_value(self._cancelled)
+        return self._cancelled.value
 
     @property
     def failed(self) -> int:
@@ -144,19 +144,19 @@ class PipelineStats:
     def count(self, outcome: Outcome) -> None:
         """Count one ended execution."""
         if outcome is Outcome.SUCCESS:
-            next(self._succeeded)
+            self._succeeded.add()
         elif outcome is Outcome.RECOVERED:
-            next(self._recovered)
+            self._recovered.add()
         elif outcome is Outcome.FALLBACK:
-            next(self._fallback)
+            self._fallback.add()
         elif outcome is Outcome.CANCELLED:
-            next(self._cancelled)
+            self._cancelled.add()
         elif outcome is Outcome.REJECTED:
-            next(self._rejected)
+            self._rejected.add()
         elif outcome is Outcome.TIMEOUT:
-            next(self._timeouts)
+            self._timeouts.add()
         else:
-            next(self._errors)
+            self._errors.add()
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict, each key saying what it counts.
