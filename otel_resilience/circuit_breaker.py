@@ -58,12 +58,19 @@ from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     CallRejected,
     Event,
+    Outcome,
     StateChanged,
     StrategyTelemetry,
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, check_protectable, classify_error
+from otel_resilience.engine.pipeline import (
+    Pipeline,
+    PipelineBuilder,
+    PipelineStats,
+    check_protectable,
+    classify_error,
+)
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.strategy import Strategy, WrongDriver, not_awaitable, not_sync_result
 from otel_resilience.engine.validation import (
@@ -653,7 +660,7 @@ class _BreakerCore:
 class _BreakerStrategy(Strategy):
     """A pipeline link bound to a breaker's shared core, with its own per-call telemetry."""
 
-    __slots__ = ("_core", "_hub", "_routes_seen", "_telemetry", "_wanted")
+    __slots__ = ("_core", "_telemetry")
 
     kind: ClassVar[str] = KIND
 
@@ -661,9 +668,6 @@ class _BreakerStrategy(Strategy):
         super().__init__()
         self._core = core
         self._telemetry = telemetry
-        self._hub = telemetry._hub
-        self._routes_seen: object = None
-        self._wanted = False
 
     @property
     def name(self) -> str:
@@ -689,6 +693,18 @@ class _BreakerStrategy(Strategy):
             raise self.rejected() from None
         return admitted
 
+    def admit_alone(self, permit: Permit, stats: PipelineStats) -> Permit:
+        """:meth:`_admit` for the breaker used alone: a rejection also counts in its pipeline's ``stats``.
+
+        Raises:
+            CircuitOpenError: The breaker is open (or all half-open probes are in flight).
+        """
+        try:
+            return self._admit(permit)
+        except CircuitOpenError:
+            stats.count(Outcome.REJECTED)
+            raise
+
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain if the breaker admits the call.
 
@@ -707,11 +723,7 @@ class _BreakerStrategy(Strategy):
         except BaseException as caught:
             core.end(permit, caught)
             raise
-        stats = core.stats  # on_success()'s lock-free path, inlined
-        if permit.state is _CLOSED and permit is core._permit and not stats.failure_count:
-            stats._successes.add()
-        else:
-            core.on_success(permit)
+        core.on_success(permit)
         return result
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
@@ -748,24 +760,12 @@ class _BreakerStrategy(Strategy):
         The error is built here, not held in the caller's frame: a local holding a raised
         exception would make a reference cycle through its traceback on every rejection.
         """
-        routes = self._hub._routes
-        if routes is not self._routes_seen:
-            self._wanted = self._telemetry.wants(Event.CALL_REJECTED)
-            self._routes_seen = routes
-        if self._wanted:
-            self._telemetry.report(Event.CALL_REJECTED, _REJECT_OPEN)
-        return CircuitOpenError(self._core.name, _OPEN_VALUE, remaining)
+        error = CircuitOpenError(self._core.name, _OPEN_VALUE, remaining)
+        return self.report_rejection(error, _REJECT_OPEN)
 
     def report_rejection(self, error: CircuitOpenError, args: CallRejected) -> CircuitOpenError:
-        """Report a counted rejection (if anyone wants rejections) and return its ``error``."""
-        # Whether anyone wants rejections, asked again only when the hub's listeners changed
-        # (the hub then replaces its routes): an open breaker rejects on a hot path.
-        routes = self._hub._routes
-        if routes is not self._routes_seen:
-            self._wanted = self._telemetry.wants(Event.CALL_REJECTED)
-            self._routes_seen = routes
-        if self._wanted:
-            self._telemetry.report(Event.CALL_REJECTED, args)
+        """Report a counted rejection (to the listeners that want rejections) and return its ``error``."""
+        self._telemetry.report(Event.CALL_REJECTED, args)
         return error
 
 
@@ -793,11 +793,7 @@ class _BreakerGuard:
         pipeline, node = breaker._standalone or breaker._build_standalone()
         permit = breaker._core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            try:
-                permit = node._admit(permit)
-            except CircuitOpenError:
-                pipeline.stats._rejected.add()
-                raise
+            permit = node.admit_alone(permit, pipeline.stats)
         self._permit = permit
 
     def _exit(self, error: BaseException | None) -> None:
@@ -912,22 +908,13 @@ class CircuitBreaker:
         if standalone is None:
             standalone = self._build_standalone()
         pipeline, node = standalone
-        telemetry = pipeline.telemetry
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(pipeline.name)):
+        if handles := pipeline.telemetry.start_execution(pipeline.name):
             return await pipeline.execute_in_scope(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
         core = self._core
         stats = pipeline.stats
         permit = core._permit
-        # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                stats._rejected.add()
-                raise node.open_rejected(remaining) from None
-            admitted = core.try_acquire()
-            if admitted is None:
-                stats._rejected.add()
-                raise node.rejected() from None
-            permit = admitted
+            permit = node.admit_alone(permit, stats)
         try:
             awaitable = fn(*args, **kwargs)
             if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
@@ -953,22 +940,13 @@ class CircuitBreaker:
         if standalone is None:
             standalone = self._build_standalone()
         pipeline, node = standalone
-        telemetry = pipeline.telemetry
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(pipeline.name)):
+        if handles := pipeline.telemetry.start_execution(pipeline.name):
             return pipeline.execute_in_scope_sync(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
         core = self._core
         stats = pipeline.stats
         permit = core._permit
-        # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                stats._rejected.add()
-                raise node.open_rejected(remaining) from None
-            admitted = core.try_acquire()
-            if admitted is None:
-                stats._rejected.add()
-                raise node.rejected() from None
-            permit = admitted
+            permit = node.admit_alone(permit, stats)
         try:
             result = fn(*args, **kwargs)
             kind = type(result)
