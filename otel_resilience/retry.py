@@ -579,18 +579,11 @@ class _RetryCore:
             return the last result).
         """
         stats = self.stats
-        if error is not None:
-            # is_retryable(), inlined for the usual type-tuple selectors: one call less per retry.
-            retry_types, no_retry_types = self._retry_types, self._no_retry_types
-            if retry_types is None or no_retry_types is None:
-                retryable = self.policy.is_retryable(error)
-            else:
-                retryable = isinstance(error, retry_types) and not isinstance(error, no_retry_types)
-            if not retryable:
-                stats._other_attempts.add()
-                with self.lock:
-                    stats.non_retryable += 1
-                return None
+        if error is not None and not self.is_retryable(error):
+            stats._other_attempts.add()
+            with self.lock:
+                stats.non_retryable += 1
+            return None
         failed = ctx.attempt
         reason: str | None = None
         delay = 0.0
@@ -711,9 +704,8 @@ class _RetryNode(Strategy):
             core.cancelled(in_attempt=True)
             raise
         else:
-            check = core.retry_on_result
-            if check is None or not check(result):
-                core.stats._first_attempt_successes.add()
+            if core.accepts(result):
+                core.succeeded(1)
                 return result
         return await self._attempts(ctx, 1, error, result)
 
@@ -781,8 +773,7 @@ class _RetryNode(Strategy):
                 core.cancelled(in_attempt=True)
                 raise
             else:
-                check = core.retry_on_result  # core.accepts(result), inlined
-                if check is None or not check(result):
+                if core.accepts(result):
                     outcome = Outcome.SUCCESS
                     core.succeeded(attempt)
                     return result
@@ -812,9 +803,8 @@ class _RetryNode(Strategy):
             core.cancelled(in_attempt=True)
             raise
         else:
-            check = core.retry_on_result
-            if check is None or not check(result):
-                core.stats._first_attempt_successes.add()
+            if core.accepts(result):
+                core.succeeded(1)
                 return result
         return self._attempts_sync(ctx, 1, error, result)
 
