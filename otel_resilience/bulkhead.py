@@ -325,13 +325,9 @@ class _BulkheadCore(BulkheadStats):
     def try_acquire(self) -> bool:
         """Take a free slot (the fast path); ``False`` if every slot is busy."""
         with self._lock:
-            active = self.active
-            if active < self.max_concurrent:
+            if self.active < self.max_concurrent:
                 self.total += 1
-                active += 1
-                self.active = active
-                if active > self.peak_active:  # noqa: PLR1730 - _admit_locked(), inlined
-                    self.peak_active = active
+                self._admit_locked()
                 return True
         return False
 
@@ -366,11 +362,7 @@ class _BulkheadCore(BulkheadStats):
         """Give back the slot of a call that finished running (handing it to the oldest waiter)."""
         with self._lock:
             self.completed += 1
-            if self._queue:
-                wakes = self._pass_on_locked()
-            else:  # nobody waits: free the slot (_pass_on_locked()'s last line, inlined)
-                self.active -= 1
-                wakes = None
+            wakes = self._pass_on_locked()
         if wakes:
             self._hand_over(wakes)
 
@@ -453,8 +445,7 @@ class _BulkheadCore(BulkheadStats):
 
     def _admit_locked(self) -> None:
         self.active += 1
-        if self.active > self.peak_active:  # noqa: PLR1730 - hot path: a compare, not a call
-            self.peak_active = self.active
+        self.peak_active = max(self.peak_active, self.active)
 
     def _pass_on_locked(self) -> list[_Waiter] | None:
         """Hand a slot that is being given up to the oldest waiter that can take it, or free it.
