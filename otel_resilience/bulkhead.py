@@ -445,7 +445,8 @@ class _BulkheadCore(BulkheadStats):
 
     def _admit_locked(self) -> None:
         self.active += 1
-        self.peak_active = max(self.peak_active, self.active)
+        if self.active > self.peak_active:  # noqa: PLR1730 - on every call: a compare, not a call
+            self.peak_active = self.active
 
     def _pass_on_locked(self) -> list[_Waiter] | None:
         """Hand a slot that is being given up to the oldest waiter that can take it, or free it.
@@ -455,8 +456,11 @@ class _BulkheadCore(BulkheadStats):
             skipped because their loop is not running (nudged once, so that they look again
             when it runs); ``None`` for none.
         """
-        wakes: list[_Waiter] | None = None
         queue = self._queue
+        if not queue:  # the usual case: nobody waits, so the slot is freed
+            self.active -= 1
+            return None
+        wakes: list[_Waiter] | None = None
         index = 0
         while index < len(queue):
             waiter = queue[index]
@@ -618,7 +622,7 @@ class _BulkheadStrategy(Strategy):
         if not core.try_acquire():
             await self._wait()
         try:
-            return await self.next.start(ctx)
+            return await self.next.execute(ctx)
         finally:
             core.release()
 

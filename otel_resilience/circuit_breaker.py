@@ -130,6 +130,9 @@ _REASON_RESET: Final = "reset"
 _FORCE_REASONS: Final = ("forced", "isolated")
 _REJECT_OPEN: Final = CallRejected("circuit_open")
 _REJECT_HALF_OPEN_FULL: Final = CallRejected("half_open_full")
+_REJECTED: Final = Outcome.REJECTED
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+"""Enum members read on every rejection, bound once: reading a member off its class is slow."""
 
 
 class CircuitState(enum.Enum):
@@ -436,7 +439,7 @@ class _BreakerCore:
         if state is _CLOSED:
             return permit
         if state is _OPEN and self._clock.now() < self._opened_until:
-            self.stats._rejected.add()
+            next(self.stats._rejected)
             return None
         with self._lock:
             change = self._poll_locked()
@@ -452,7 +455,7 @@ class _BreakerCore:
         """
         stats = self.stats
         if permit is self._permit and permit.state is _CLOSED and not stats.failure_count:
-            stats._successes.add()
+            next(stats._successes)
             return
         with self._lock:
             change = self._on_success_locked(permit)
@@ -529,7 +532,7 @@ class _BreakerCore:
         # values is exact in sign; an infinite opened_until gives inf).
         remaining: float = self._opened_until - self._clock.now()
         if remaining > 0.0:
-            self.stats._rejected.add()
+            next(self.stats._rejected)
         return remaining
 
     # -- manual control ----------------------------------------------------------------------
@@ -593,12 +596,12 @@ class _BreakerCore:
         if state is _HALF_OPEN and self._in_flight < self._half_open_max_calls:
             self._in_flight += 1
             return permit
-        self.stats._rejected.add()
+        next(self.stats._rejected)
         return None
 
     def _on_success_locked(self, permit: Permit) -> StateChanged | None:
         stats = self.stats
-        stats._successes.add()
+        next(stats._successes)
         if permit is not self._permit:
             return None
         if permit.state is _CLOSED:
@@ -679,31 +682,28 @@ class _BreakerStrategy(Strategy):
         """The breaker's configuration."""
         return self._core.config
 
-    def _admit(self, permit: Permit) -> Permit:
+    def admit(self, permit: Permit, stats: PipelineStats | None = None) -> Permit:
         """Admit a call while the breaker is not CLOSED, or raise its rejection.
+
+        Args:
+            permit: The breaker's permit as read by the caller (not CLOSED).
+            stats: The stats of the breaker's own pipeline, when it is used alone: a rejection
+                also counts there.
 
         Raises:
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
         core = self._core
         if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+            if stats is not None:
+                stats.count(_REJECTED)
             raise self.open_rejected(remaining) from None
         admitted = core.try_acquire()
         if admitted is None:
+            if stats is not None:
+                stats.count(_REJECTED)
             raise self.rejected() from None
         return admitted
-
-    def admit_alone(self, permit: Permit, stats: PipelineStats) -> Permit:
-        """:meth:`_admit` for the breaker used alone: a rejection also counts in its pipeline's ``stats``.
-
-        Raises:
-            CircuitOpenError: The breaker is open (or all half-open probes are in flight).
-        """
-        try:
-            return self._admit(permit)
-        except CircuitOpenError:
-            stats.count(Outcome.REJECTED)
-            raise
 
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain if the breaker admits the call.
@@ -714,9 +714,9 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = self._admit(permit)
+            permit = self.admit(permit)
         try:
-            result = await self.next.start(ctx)
+            result = await self.next.execute(ctx)
         except Exception as error:
             core.on_failure(permit, error)
             raise
@@ -735,7 +735,7 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = self._admit(permit)
+            permit = self.admit(permit)
         try:
             result = self.next.execute_sync(ctx)
         except Exception as error:
@@ -760,12 +760,11 @@ class _BreakerStrategy(Strategy):
         The error is built here, not held in the caller's frame: a local holding a raised
         exception would make a reference cycle through its traceback on every rejection.
         """
-        error = CircuitOpenError(self._core.name, _OPEN_VALUE, remaining)
-        return self.report_rejection(error, _REJECT_OPEN)
+        return self.report_rejection(CircuitOpenError(self._core.name, _OPEN_VALUE, remaining), _REJECT_OPEN)
 
     def report_rejection(self, error: CircuitOpenError, args: CallRejected) -> CircuitOpenError:
         """Report a counted rejection (to the listeners that want rejections) and return its ``error``."""
-        self._telemetry.report(Event.CALL_REJECTED, args)
+        self._telemetry.report(_CALL_REJECTED, args)
         return error
 
 
@@ -793,7 +792,7 @@ class _BreakerGuard:
         pipeline, node = breaker._standalone or breaker._build_standalone()
         permit = breaker._core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = node.admit_alone(permit, pipeline.stats)
+            permit = node.admit(permit, pipeline.stats)
         self._permit = permit
 
     def _exit(self, error: BaseException | None) -> None:
@@ -807,13 +806,13 @@ class _BreakerGuard:
         stats = pipeline.stats
         if error is None:
             core.on_success(permit)
-            stats._succeeded.add()
+            next(stats._succeeded)
         elif isinstance(error, Exception):
             stats.count(classify_error(error))
             core.on_failure(permit, error)
         else:
             core.release(permit)
-            stats._cancelled.add()
+            next(stats._cancelled)
 
     def __enter__(self) -> _BreakerGuard:
         self._enter()
@@ -914,7 +913,7 @@ class CircuitBreaker:
         stats = pipeline.stats
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = node.admit_alone(permit, stats)
+            permit = node.admit(permit, stats)
         try:
             awaitable = fn(*args, **kwargs)
             if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
@@ -928,10 +927,10 @@ class CircuitBreaker:
             core.end(permit, caught)
             if type(caught) is WrongDriver:
                 raise pipeline._refused(caught) from None
-            stats._cancelled.add()
+            next(stats._cancelled)
             raise
         core.on_success(permit)
-        stats._succeeded.add()
+        next(stats._succeeded)
         return result
 
     def _call_sync(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -946,7 +945,7 @@ class CircuitBreaker:
         stats = pipeline.stats
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = node.admit_alone(permit, stats)
+            permit = node.admit(permit, stats)
         try:
             result = fn(*args, **kwargs)
             kind = type(result)
@@ -960,10 +959,10 @@ class CircuitBreaker:
             core.end(permit, caught)
             if type(caught) is WrongDriver:
                 raise pipeline._refused(caught) from None
-            stats._cancelled.add()
+            next(stats._cancelled)
             raise
         core.on_success(permit)
-        stats._succeeded.add()
+        next(stats._succeeded)
         return result
 
     @property

@@ -464,9 +464,9 @@ class _FallbackStrategy(Strategy):
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain; answer with the fallback when it fails (async driver)."""
         core = self._core
-        core._executions.add()
+        next(core._executions)
         try:
-            result = await self.next.start(ctx)
+            result = await self.next.execute(ctx)
         except Exception as error:
             if not core.handles(error):
                 raise
@@ -582,7 +582,7 @@ class _FallbackStrategy(Strategy):
         core = self._core
         if core.sync_blocker is not None:
             raise core.sync_refused()
-        core._executions.add()
+        next(core._executions)
         try:
             result = self.next.execute_sync(ctx)
         except Exception as error:

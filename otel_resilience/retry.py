@@ -580,7 +580,7 @@ class _RetryCore:
         """
         stats = self.stats
         if error is not None and not self.is_retryable(error):
-            stats._other_attempts.add()
+            next(stats._other_attempts)
             with self.lock:
                 stats.non_retryable += 1
             return None
@@ -598,9 +598,9 @@ class _RetryCore:
                 reason = "deadline"
             elif ctx.next_attempt() is None:
                 reason = "max_attempts_total"
-        stats._other_attempts.add()
+        next(stats._other_attempts)
         if reason is None:
-            stats._retries.add()
+            next(stats._retries)
         else:
             with self.lock:
                 stats.exhausted += 1
@@ -644,16 +644,16 @@ class _RetryCore:
         """Count an execution accepted on this retry's ``attempt`` (1: the first)."""
         stats = self.stats
         if attempt == 1:
-            stats._first_attempt_successes.add()
+            next(stats._first_attempt_successes)
         else:
-            stats._other_attempts.add()
-            stats._successes_after_retry.add()
+            next(stats._other_attempts)
+            next(stats._successes_after_retry)
 
     def cancelled(self, in_attempt: bool) -> None:
         """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
         with self.lock:
             if in_attempt:
-                self.stats._other_attempts.add()
+                next(self.stats._other_attempts)
             self.stats.cancelled += 1
 
     def accepts(self, result: object) -> bool:
@@ -694,7 +694,7 @@ class _RetryNode(Strategy):
         error: Exception | None = None
         try:
             if core.attempt_timeout is None:
-                result = await self.next.start(ctx)
+                result = await self.next.execute(ctx)
             else:
                 result = await self._timed_attempt(ctx, core.attempt_timeout)
         except Exception as exc:  # noqa: BLE001 - the policy decides which errors are retried
@@ -714,7 +714,7 @@ class _RetryNode(Strategy):
         deadline = AsyncDeadline(self._core.clock, timeout, ctx.operation, "attempt")
         try:
             async with deadline:
-                return await self.next.start(ctx)
+                return await self.next.execute(ctx)
         except OperationTimeoutError:
             if deadline.expired:
                 self._core.attempt_timed_out(self._telemetry, timeout)
@@ -760,7 +760,7 @@ class _RetryNode(Strategy):
             error = None
             try:
                 if core.attempt_timeout is None:
-                    result = await self.next.start(ctx)
+                    result = await self.next.execute(ctx)
                 else:
                     result = await self._timed_attempt(ctx, core.attempt_timeout)
             except Exception as exc:  # noqa: BLE001 - the policy decides which errors are retried

@@ -230,12 +230,12 @@ class _TimeoutStrategy(Strategy):
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under a pre-emptive deadline (the task is cancelled)."""
         core = self._core
-        core._executions.add()
+        next(core._executions)
         deadline = AsyncDeadline(core.clock, core.timeout, ctx.operation, core.scope)
         try:
             deadline.enter()  # `async with deadline:` without its two coroutines
             try:
-                result = await self.next.start(ctx)
+                result = await self.next.execute(ctx)
             except BaseException as escaped:
                 deadline.leave(type(escaped))
                 raise
@@ -250,7 +250,7 @@ class _TimeoutStrategy(Strategy):
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain with a published deadline; a late result is a timeout."""
         core = self._core
-        core._executions.add()
+        next(core._executions)
         returned = False
         try:
             with SyncDeadline(core.clock, core.timeout, ctx.operation, core.scope):

@@ -52,6 +52,10 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_SUCCESS: Final = Outcome.SUCCESS
+_RECOVERED: Final = Outcome.RECOVERED
+"""Members read on every call, bound once: reading an Enum member off its class is slow."""
+
 ExecutionHandles = list[tuple[ExecutionListener, object]]
 """What :meth:`StrategyTelemetry.start_execution` returns: the open scopes, to close at the end."""
 
@@ -80,7 +84,16 @@ class PipelineStats:
     sync driver counts exactly from any number of threads without taking a lock.
     """
 
-    __slots__ = ("_cancelled", "_errors", "_fallback", "_recovered", "_rejected", "_succeeded", "_timeouts")
+    __slots__ = (
+        "_by_outcome",
+        "_cancelled",
+        "_errors",
+        "_fallback",
+        "_recovered",
+        "_rejected",
+        "_succeeded",
+        "_timeouts",
+    )
 
     def __init__(self) -> None:
         self._succeeded = Counter()
@@ -90,6 +103,17 @@ class PipelineStats:
         self._rejected = Counter()
         self._timeouts = Counter()
         self._cancelled = Counter()
+        counters = {
+            Outcome.SUCCESS: self._succeeded,
+            Outcome.RECOVERED: self._recovered,
+            Outcome.FALLBACK: self._fallback,
+            Outcome.FAILURE: self._errors,
+            Outcome.REJECTED: self._rejected,
+            Outcome.TIMEOUT: self._timeouts,
+            Outcome.CANCELLED: self._cancelled,
+        }
+        # Keyed by the member's value: an Enum hashes in Python code, a str hashes once.
+        self._by_outcome: dict[str, Callable[[], int]] = {o._value_: c.__next__ for o, c in counters.items()}
 
     @property
     def succeeded(self) -> int:
@@ -142,21 +166,8 @@ class PipelineStats:
         return self.successful + self.fallback + self.failed + self.cancelled
 
     def count(self, outcome: Outcome) -> None:
-        """Count one ended execution."""
-        if outcome is Outcome.SUCCESS:
-            self._succeeded.add()
-        elif outcome is Outcome.RECOVERED:
-            self._recovered.add()
-        elif outcome is Outcome.FALLBACK:
-            self._fallback.add()
-        elif outcome is Outcome.CANCELLED:
-            self._cancelled.add()
-        elif outcome is Outcome.REJECTED:
-            self._rejected.add()
-        elif outcome is Outcome.TIMEOUT:
-            self._timeouts.add()
-        else:
-            self._errors.add()
+        """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
+        self._by_outcome[outcome._value_]()
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict, each key saying what it counts.
@@ -252,7 +263,7 @@ class Pipeline:
         if handles := self.telemetry.start_execution(self.name):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
-            result = await self._head.start(ctx)
+            result = await self._head.execute(ctx)
         except BaseException as caught:
             if type(caught) is WrongDriver:
                 raise self._refused(caught) from None
@@ -271,7 +282,7 @@ class Pipeline:
         clock = self._clock
         start = clock.now()
         try:
-            result = await self._head.start(ctx)
+            result = await self._head.execute(ctx)
         except BaseException as caught:
             if type(caught) is WrongDriver:
                 error = self._refused(caught)
@@ -335,7 +346,7 @@ def _success_outcome(ctx: ExecutionContext) -> Outcome:
     """Return the outcome of an execution that returned normally."""
     if ctx.outcome is not None:
         return ctx.outcome
-    return Outcome.SUCCESS if ctx.attempt == 1 else Outcome.RECOVERED
+    return _SUCCESS if ctx.attempt == 1 else _RECOVERED
 
 
 class PipelineBuilder:

@@ -15,8 +15,6 @@ from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from otel_resilience.engine.context import ExecutionContext
 
 __all__ = [
@@ -34,7 +32,7 @@ class Strategy(ABC):
     """One link of a pipeline.
 
     Subclasses set :attr:`kind`, implement :meth:`execute` and :meth:`execute_sync`, and run
-    the rest of the chain with ``await self.next.start(ctx)`` (or ``self.next.execute_sync(ctx)``).
+    the rest of the chain with ``await self.next.execute(ctx)`` (or ``self.next.execute_sync(ctx)``).
 
     Attributes:
         kind: The pattern kind (``"circuit_breaker"``, ``"retry"`` …).
@@ -62,15 +60,6 @@ class Strategy(ABC):
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this strategy (async driver)."""
 
-    def start(self, ctx: ExecutionContext) -> Awaitable[Any]:
-        """Return the awaitable that runs this link: ``self.execute(ctx)``.
-
-        The last link returns the protected function's own awaitable instead of wrapping it in a
-        coroutine of its own, so ``await self.next.start(ctx)`` saves one coroutine per attempt
-        where ``await self.next.execute(ctx)`` would not. Both behave the same.
-        """
-        return self.execute(ctx)
-
     @abstractmethod
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this strategy (sync driver)."""
@@ -91,13 +80,10 @@ class _Terminal(Strategy):
         return "terminal"
 
     async def execute(self, ctx: ExecutionContext) -> Any:
-        return await self.start(ctx)
-
-    def start(self, ctx: ExecutionContext) -> Awaitable[Any]:
         awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
         if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
             raise not_awaitable(ctx.operation, awaitable)
-        return awaitable
+        return await awaitable
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         result = ctx.fn(*ctx.args, **ctx.kwargs)

@@ -35,7 +35,7 @@ class Recorder:
 
 
 def test_counter_counts_exactly_from_many_threads():
-    """add() on a counter loses no increment with 8 threads switching every microsecond."""
+    """next() on a counter loses no increment with 8 threads switching every microsecond."""
     counter = Counter()
     barrier = threading.Barrier(8)
     previous = sys.getswitchinterval()
@@ -44,7 +44,7 @@ def test_counter_counts_exactly_from_many_threads():
     def work() -> None:
         barrier.wait(timeout=5)
         for _ in range(5_000):
-            counter.add()
+            next(counter)
 
     try:
         threads = [threading.Thread(target=work) for _ in range(8)]
@@ -62,10 +62,10 @@ def test_counter_reads_are_not_counted():
     counter = Counter()
     assert counter.value == 0
     assert counter.value == 0
-    counter.add()
-    counter.add()
+    next(counter)
+    next(counter)
     assert (counter.value, counter.value) == (2, 2)
-    counter.add()
+    next(counter)
     assert counter.value == 3
 
 
@@ -80,7 +80,7 @@ def test_counter_is_exact_while_read_from_other_threads():
     def add() -> None:
         barrier.wait(timeout=5)
         for _ in range(5_000):
-            counter.add()
+            next(counter)
 
     def read() -> None:
         barrier.wait(timeout=5)

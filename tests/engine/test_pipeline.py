@@ -319,37 +319,8 @@ def test_terminal_is_its_own_next() -> None:
     assert Tag("x", []).next is TERMINAL
 
 
-async def test_start_runs_the_subclass_execute() -> None:
-    """``start`` of a strategy that does not define it runs the subclass's own ``execute``."""
-
-    class Child(Tag):
-        async def execute(self, ctx: ExecutionContext) -> Any:
-            return "child"
-
-    ctx = ExecutionContext(_numbers, (), {}, "p")
-    assert await Child("c", []).start(ctx) == "child"
-
-
-async def test_own_start_is_kept_by_subclasses() -> None:
-    """A class that defines ``start`` keeps it, and so do subclasses that only override ``execute``."""
-
-    class OwnStart(Tag):
-        def start(self, ctx: ExecutionContext) -> Any:
-            return self.execute_twice(ctx)
-
-        async def execute_twice(self, ctx: ExecutionContext) -> Any:
-            return (await self.execute(ctx), await self.execute(ctx))
-
-    class Below(OwnStart):
-        async def execute(self, ctx: ExecutionContext) -> Any:
-            return "below"
-
-    ctx = ExecutionContext(_numbers, (), {}, "p")
-    assert await Below("b", []).start(ctx) == ("below", "below")
-
-
-async def test_aliased_start_runs_the_chain() -> None:
-    """Awaiting ``start`` of a linked subclass runs its ``execute`` and the rest of the chain."""
+async def test_linked_links_run_the_chain() -> None:
+    """Awaiting a pipeline runs each link's ``execute`` and the rest of the chain, in order."""
     log: list[str] = []
     pipeline = PipelineBuilder("aliased").add(Tag("a", log)).add(Tag("b", log)).build()
 
