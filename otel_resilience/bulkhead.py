@@ -539,7 +539,6 @@ class _QueueTimeout(TimerEntry):
     __slots__ = ("_link", "_waiter")
 
     def __init__(self, link: _BulkheadStrategy, waiter: _AsyncWaiter) -> None:
-        super().__init__()
         self._link = link
         self._waiter = waiter
 

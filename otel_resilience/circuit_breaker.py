@@ -663,7 +663,7 @@ class _BreakerCore:
 class _BreakerStrategy(Strategy):
     """A pipeline link bound to a breaker's shared core, with its own per-call telemetry."""
 
-    __slots__ = ("_core", "_telemetry")
+    __slots__ = ("_core", "_hub", "_routes_seen", "_telemetry", "_wanted")
 
     kind: ClassVar[str] = KIND
 
@@ -671,6 +671,9 @@ class _BreakerStrategy(Strategy):
         super().__init__()
         self._core = core
         self._telemetry = telemetry
+        self._hub = telemetry._hub
+        self._routes_seen: object = None
+        self._wanted = False
 
     @property
     def name(self) -> str:
@@ -697,7 +700,11 @@ class _BreakerStrategy(Strategy):
         if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
             if stats is not None:
                 stats.count(_REJECTED)
-            raise self.open_rejected(remaining) from None
+            # The error is built in the raise: a local holding it would make a reference cycle
+            # through its traceback on every rejection.
+            raise self.report_rejection(
+                CircuitOpenError(core.name, _OPEN_VALUE, remaining), _REJECT_OPEN
+            ) from None
         admitted = core.try_acquire()
         if admitted is None:
             if stats is not None:
@@ -754,17 +761,17 @@ class _BreakerStrategy(Strategy):
             error, _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN
         )
 
-    def open_rejected(self, remaining: float) -> CircuitOpenError:
-        """Report the OPEN rejection :meth:`_BreakerCore.reject_open` just counted; return the error.
-
-        The error is built here, not held in the caller's frame: a local holding a raised
-        exception would make a reference cycle through its traceback on every rejection.
-        """
-        return self.report_rejection(CircuitOpenError(self._core.name, _OPEN_VALUE, remaining), _REJECT_OPEN)
-
     def report_rejection(self, error: CircuitOpenError, args: CallRejected) -> CircuitOpenError:
-        """Report a counted rejection (to the listeners that want rejections) and return its ``error``."""
-        self._telemetry.report(_CALL_REJECTED, args)
+        """Report a counted rejection (if anyone wants rejections) and return its ``error``."""
+        # Whether anyone wants rejections, asked again only when the hub's listeners changed
+        # (the hub then replaces its routes): an open breaker rejects on a hot path, and asking
+        # the hub on every rejection costs a third of it (see docs/benchmarks.md, Engine v2).
+        routes = self._hub._routes
+        if routes is not self._routes_seen:
+            self._wanted = self._telemetry.wants(_CALL_REJECTED)
+            self._routes_seen = routes
+        if self._wanted:
+            self._telemetry.report(_CALL_REJECTED, args)
         return error
 
 

@@ -224,7 +224,6 @@ class AsyncDeadline(TimerEntry):
     )
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
-        super().__init__()
         self._clock = clock
         self._timeout = timeout
         self._operation = operation

@@ -36,18 +36,18 @@ _COMPACT_AFTER: Final = 64
 class TimerEntry(ABC):
     """Something due at a loop time: :meth:`fire` runs then, unless :meth:`LoopTimer.cancel` ran first.
 
-    An entry is in at most one heap at a time. Once cancelled it stays cancelled; once fired it
-    may be added again.
+    An entry is in at most one heap at a time: add it once, and again only after it fired (a
+    cancelled entry stays in its heap until it is dropped lazily). ``timer_state`` is set by
+    :meth:`LoopTimer.add`; read :attr:`armed` only after that.
     """
 
     __slots__ = ("timer_state",)
 
-    def __init__(self) -> None:
-        self.timer_state = _IDLE
+    timer_state: int
 
     @property
     def armed(self) -> bool:
-        """Whether the entry waits in a heap to fire."""
+        """Whether the entry, added to a timer, still waits there to fire."""
         return self.timer_state == _ARMED
 
     @abstractmethod
@@ -67,14 +67,10 @@ class LoopTimer:
         self._armed_at = math.inf
 
     def add(self, loop: asyncio.AbstractEventLoop, entry: TimerEntry, when: float) -> None:
-        """Fire ``entry`` at loop time ``when`` (at once, on the next iteration, if that has passed).
+        """Fire ``entry`` at loop time ``when`` (on the next iteration if that has passed).
 
-        Raises:
-            RuntimeError: ``entry`` is armed, or was cancelled.
+        ``entry`` is new, or has fired (see :class:`TimerEntry`).
         """
-        if entry.timer_state != _IDLE:
-            msg = "a timer entry is added again only after it fired"
-            raise RuntimeError(msg)
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, entry))
         entry.timer_state = _ARMED
