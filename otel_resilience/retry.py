@@ -640,15 +640,6 @@ class _RetryCore:
         if telemetry.enabled:
             telemetry.report(Event.TIMEOUT, TimeoutOccurred(timeout, "attempt"))
 
-    def succeeded(self, attempt: int) -> None:
-        """Count an execution accepted on this retry's ``attempt`` (1: the first)."""
-        stats = self.stats
-        if attempt == 1:
-            next(stats._first_attempt_successes)
-        else:
-            next(stats._other_attempts)
-            next(stats._successes_after_retry)
-
     def cancelled(self, in_attempt: bool) -> None:
         """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
         with self.lock:
@@ -656,10 +647,22 @@ class _RetryCore:
                 next(self.stats._other_attempts)
             self.stats.cancelled += 1
 
-    def accepts(self, result: object) -> bool:
-        """Return whether ``result`` ends the execution (it is not retried)."""
+    def accepts(self, result: object, attempt: int) -> bool:
+        """Return whether ``result`` of this retry's ``attempt`` (1: the first) ends the execution.
+
+        An accepted result is counted as the execution's success; a retried one is left to
+        :meth:`schedule`.
+        """
         check = self.retry_on_result
-        return check is None or not check(result)
+        if check is not None and check(result):
+            return False
+        stats = self.stats
+        if attempt == 1:
+            next(stats._first_attempt_successes)
+        else:
+            next(stats._other_attempts)
+            next(stats._successes_after_retry)
+        return True
 
 
 class _RetryNode(Strategy):
@@ -704,8 +707,7 @@ class _RetryNode(Strategy):
             core.cancelled(in_attempt=True)
             raise
         else:
-            if core.accepts(result):
-                core.succeeded(1)
+            if core.accepts(result, 1):
                 return result
         return await self._attempts(ctx, 1, error, result)
 
@@ -773,9 +775,8 @@ class _RetryNode(Strategy):
                 core.cancelled(in_attempt=True)
                 raise
             else:
-                if core.accepts(result):
+                if core.accepts(result, attempt):
                     outcome = Outcome.SUCCESS
-                    core.succeeded(attempt)
                     return result
             finally:
                 if handles:
@@ -803,8 +804,7 @@ class _RetryNode(Strategy):
             core.cancelled(in_attempt=True)
             raise
         else:
-            if core.accepts(result):
-                core.succeeded(1)
+            if core.accepts(result, 1):
                 return result
         return self._attempts_sync(ctx, 1, error, result)
 
@@ -867,9 +867,8 @@ class _RetryNode(Strategy):
                 core.cancelled(in_attempt=True)
                 raise
             else:
-                if core.accepts(result):
+                if core.accepts(result, attempt):
                     outcome = Outcome.SUCCESS
-                    core.succeeded(attempt)
                     return result
             finally:
                 if handles:
