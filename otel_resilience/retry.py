@@ -585,19 +585,7 @@ class _RetryCore:
                 stats.non_retryable += 1
             return None
         failed = ctx.attempt
-        reason: str | None = None
-        delay = 0.0
-        remaining = math.inf
-        if attempt >= self.max_attempts:
-            reason = "max_attempts"
-        else:
-            constant = self.constant_delay
-            delay = self.policy.compute_delay(attempt, self.rng) if constant is None else constant
-            remaining = time_remaining(self.clock)
-            if remaining <= delay:
-                reason = "deadline"
-            elif ctx.next_attempt() is None:
-                reason = "max_attempts_total"
+        reason, delay, remaining = self._next_wait(ctx, attempt)
         next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
@@ -614,6 +602,22 @@ class _RetryCore:
         if error is not None:
             _attach_note(error, self._give_up_note(attempt, reason, delay, remaining, failed))
         return None
+
+    def _next_wait(self, ctx: ExecutionContext, attempt: int) -> tuple[str | None, float, float]:
+        """Return why retrying stops after ``attempt`` (``None``: it goes on), the backoff, the time left.
+
+        Takes the next attempt's number from ``ctx`` when it goes on.
+        """
+        if attempt >= self.max_attempts:
+            return "max_attempts", 0.0, math.inf
+        constant = self.constant_delay
+        delay = self.policy.compute_delay(attempt, self.rng) if constant is None else constant
+        remaining = time_remaining(self.clock)
+        if remaining <= delay:
+            return "deadline", delay, remaining
+        if ctx.next_attempt() is None:
+            return "max_attempts_total", delay, remaining
+        return None, delay, remaining
 
     def _give_up_note(
         self, attempt: int, reason: str, delay: float, remaining: float, made_in_total: int
@@ -741,19 +745,7 @@ class _RetryNode(Strategy):
                     if error is None:
                         return result
                     raise error
-                try:
-                    hook = core.hook
-                    if hook is not None:
-                        pending = hook(failed, error)
-                        if inspect.isawaitable(pending):
-                            await pending
-                    if delay > 0:
-                        await core.clock.sleep(delay)
-                except Exception:
-                    raise
-                except BaseException:
-                    core.cancelled(in_attempt=False)
-                    raise
+                await self._back_off(failed, error, delay)
             attempt += 1
             handles = None
             if telemetry._hub.attempt_listeners:
@@ -781,6 +773,23 @@ class _RetryNode(Strategy):
             finally:
                 if handles:
                     telemetry.end_attempt(handles, outcome, error)
+
+    async def _back_off(self, failed: int, error: Exception | None, delay: float) -> None:
+        """Call ``on_retry`` for attempt ``failed``, then wait ``delay`` (a cancellation is counted)."""
+        core = self._core
+        try:
+            hook = core.hook
+            if hook is not None:
+                pending = hook(failed, error)
+                if inspect.isawaitable(pending):
+                    await pending
+            if delay > 0:
+                await core.clock.sleep(delay)
+        except Exception:
+            raise
+        except BaseException:
+            core.cancelled(in_attempt=False)
+            raise
 
     # -- sync driver --------------------------------------------------------------------------
 
@@ -821,6 +830,21 @@ class _RetryNode(Strategy):
             raise
         return result
 
+    def _back_off_sync(self, failed: int, error: Exception | None, delay: float) -> None:
+        """The sync twin of :meth:`_back_off`."""
+        core = self._core
+        try:
+            hook = core.hook
+            if hook is not None:
+                _call_sync_hook(core, hook, failed, error)
+            if delay > 0:
+                core.clock.sleep_sync(delay)
+        except Exception:
+            raise
+        except BaseException:
+            core.cancelled(in_attempt=False)
+            raise
+
     def _attempts_sync(
         self, ctx: ExecutionContext, attempt: int, error: Exception | None, result: Any
     ) -> Any:
@@ -835,17 +859,7 @@ class _RetryNode(Strategy):
                     if error is None:
                         return result
                     raise error
-                try:
-                    hook = core.hook
-                    if hook is not None:
-                        _call_sync_hook(core, hook, failed, error)
-                    if delay > 0:
-                        core.clock.sleep_sync(delay)
-                except Exception:
-                    raise
-                except BaseException:
-                    core.cancelled(in_attempt=False)
-                    raise
+                self._back_off_sync(failed, error, delay)
             attempt += 1
             handles = None
             if telemetry._hub.attempt_listeners:
