@@ -35,7 +35,8 @@ Design:
   is taken back by the next caller that finds every slot busy, and the waiter goes back to the
   front of the queue. While its loop stays stopped, its queue timeout cannot fire either: it
   ends when the loop runs again.
-* **Queue timeouts.** Async waiters give up on a loop timer (real loop time); sync waiters on
+* **Queue timeouts.** Async waiters give up on their loop's shared timer
+  (:mod:`otel_resilience.engine.timer`, real loop time), as timeout scopes do; sync waiters on
   their lock's wait timeout. A sync waiter also gives up at the effective deadline of an
   enclosing timeout scope (:func:`~otel_resilience.engine.context.current_deadline`), because a
   thread cannot be interrupted later; an async waiter is cancelled by its scope instead.
@@ -53,7 +54,6 @@ import abc
 import asyncio
 import contextvars
 import threading
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -65,6 +65,7 @@ from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.registry import BULKHEADS
 from otel_resilience.engine.strategy import Strategy
+from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
 
@@ -261,7 +262,7 @@ class _AsyncWaiter(_Waiter):
     call's context (its span gets the rejection event).
     """
 
-    __slots__ = ("context", "deadline", "future", "loop", "thread")
+    __slots__ = ("context", "future", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -269,8 +270,6 @@ class _AsyncWaiter(_Waiter):
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.thread = threading.get_ident()
-        self.deadline = 0.0
-        """The loop time at which its wait in the queue ends."""
 
     def ready(self) -> bool:
         return self.loop.is_running()
@@ -325,13 +324,9 @@ class _BulkheadCore(BulkheadStats):
     def try_acquire(self) -> bool:
         """Take a free slot (the fast path); ``False`` if every slot is busy."""
         with self._lock:
-            active = self.active
-            if active < self.max_concurrent:
+            if self.active < self.max_concurrent:
                 self.total += 1
-                active += 1
-                self.active = active
-                if active > self.peak_active:  # noqa: PLR1730 - _admit_locked(), inlined
-                    self.peak_active = active
+                self._admit_locked()
                 return True
         return False
 
@@ -366,11 +361,7 @@ class _BulkheadCore(BulkheadStats):
         """Give back the slot of a call that finished running (handing it to the oldest waiter)."""
         with self._lock:
             self.completed += 1
-            if self._queue:
-                wakes = self._pass_on_locked()
-            else:  # nobody waits: free the slot (_pass_on_locked()'s last line, inlined)
-                self.active -= 1
-                wakes = None
+            wakes = self._pass_on_locked()
         if wakes:
             self._hand_over(wakes)
 
@@ -453,7 +444,7 @@ class _BulkheadCore(BulkheadStats):
 
     def _admit_locked(self) -> None:
         self.active += 1
-        if self.active > self.peak_active:  # noqa: PLR1730 - hot path: a compare, not a call
+        if self.active > self.peak_active:  # noqa: PLR1730 - on every call: a compare, not a call
             self.peak_active = self.active
 
     def _pass_on_locked(self) -> list[_Waiter] | None:
@@ -464,8 +455,11 @@ class _BulkheadCore(BulkheadStats):
             skipped because their loop is not running (nudged once, so that they look again
             when it runs); ``None`` for none.
         """
-        wakes: list[_Waiter] | None = None
         queue = self._queue
+        if not queue:  # the usual case: nobody waits, so the slot is freed
+            self.active -= 1
+            return None
+        wakes: list[_Waiter] | None = None
         index = 0
         while index < len(queue):
             waiter = queue[index]
@@ -539,68 +533,24 @@ class _BulkheadCore(BulkheadStats):
                         wakes.extend(passed)
 
 
-class _QueueTimer:
-    """The queue timeouts of one link's async waiters on one loop, behind one loop timer.
+class _QueueTimeout(TimerEntry):
+    """The queue timeout of one async waiter: an entry of its loop's shared timer."""
 
-    Every waiter of a bulkhead waits at most the same ``timeout``, so their deadlines come in
-    queue order: one loop timer, set for the oldest waiter still queued, is enough (instead of
-    one ``call_later`` per queued call, which a loop keeps in its heap until it fires or is
-    cleaned up). When it fires it ends every wait that is due and re-arms for the next one.
-    Waiters that got their slot are dropped from the front as they leave. Used from the
-    loop's thread only.
-    """
+    __slots__ = ("_link", "_waiter")
 
-    __slots__ = ("_armed", "_entries", "_expire", "_loop")
+    def __init__(self, link: _BulkheadStrategy, waiter: _AsyncWaiter) -> None:
+        self._link = link
+        self._waiter = waiter
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[_AsyncWaiter], None]) -> None:
-        self._loop = weakref.ref(loop)
-        self._expire = expire
-        self._entries: deque[tuple[float, _AsyncWaiter]] = deque()
-        self._armed = False
-
-    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether this timer belongs to ``loop``."""
-        return self._loop() is loop
-
-    def stale(self) -> bool:
-        """Whether its loop is gone or closed (a new timer may take its place)."""
-        loop = self._loop()
-        return loop is None or loop.is_closed()
-
-    def add(self, loop: asyncio.AbstractEventLoop, waiter: _AsyncWaiter, when: float) -> None:
-        """Watch ``waiter`` until loop time ``when``."""
-        self._entries.append((when, waiter))
-        if not self._armed:
-            self._arm(loop, when)
-
-    def prune(self) -> None:
-        """Drop the waiters at the front that are no longer queued."""
-        entries = self._entries
-        while entries and entries[0][1].state != _WAITING:
-            entries.popleft()
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        self._armed = True
-        loop.call_at(when, self._fire, loop, when, context=contextvars.Context())
-
-    def _fire(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        self._armed = False
-        due = max(loop.time(), when)
-        entries = self._entries
-        while entries:
-            entry_when, waiter = entries[0]
-            if waiter.state == _WAITING and entry_when > due:
-                self._arm(loop, entry_when)
-                return
-            entries.popleft()
-            if waiter.state == _WAITING:
-                self._expire(waiter)
+    def fire(self) -> None:
+        """End the wait (if the waiter is still queued)."""
+        self._link._expire(self._waiter)
 
 
 class _BulkheadStrategy(Strategy):
     """A pipeline link bound to a bulkhead's shared slots, with its own telemetry."""
 
-    __slots__ = ("_bulkhead", "_core", "_queue_timer", "_telemetry")
+    __slots__ = ("_bulkhead", "_core", "_telemetry")
 
     kind: ClassVar[str] = _KIND
 
@@ -609,7 +559,6 @@ class _BulkheadStrategy(Strategy):
         self._bulkhead = bulkhead
         self._core = bulkhead._core
         self._telemetry = telemetry
-        self._queue_timer: _QueueTimer | None = None
 
     @property
     def name(self) -> str:
@@ -627,7 +576,7 @@ class _BulkheadStrategy(Strategy):
         if not core.try_acquire():
             await self._wait()
         try:
-            return await self.next.start(ctx)
+            return await self.next.execute(ctx)
         finally:
             core.release()
 
@@ -646,42 +595,29 @@ class _BulkheadStrategy(Strategy):
         core = self._core
         loop = asyncio.get_running_loop()
         timeout = self._bulkhead.config.timeout
-        waiter = None
-        if core.max_waiting:
-            waiter = _AsyncWaiter(loop)
-            waiter.deadline = loop.time() + timeout
+        waiter = _AsyncWaiter(loop) if core.max_waiting else None
+        deadline = loop.time() + timeout
         status = core.enqueue(waiter)
         if status == _ADMITTED:
             return
         if waiter is None or status == _FULL:
             raise self._full() from None
-        queue_timer = self._queue_timer
-        if queue_timer is None or queue_timer.stale():
-            # The shared timer serves one loop; waiters of another loop running at the same
-            # time (a link used from several threads' loops) get a timer each.
-            queue_timer = self._queue_timer = _QueueTimer(loop, self._expire)
-        shared = queue_timer.serves(loop)
-        timer: asyncio.TimerHandle | None = None
-        if shared:
-            queue_timer.add(loop, waiter, waiter.deadline)
-        else:
-            timer = loop.call_at(waiter.deadline, self._expire, waiter)
+        timer = loop_timer(loop)
+        expiry = _QueueTimeout(self, waiter)
+        timer.add(loop, expiry, deadline)
         try:
             await waiter.future
             while not core.claim(waiter):
-                # Woken without a slot (its loop had stopped): wait again, on a timer of its
-                # own, as the shared one may have dropped it while it held an offered slot.
-                if timer is None:
-                    timer = loop.call_at(waiter.deadline, self._expire, waiter)
+                # Woken without a slot (its loop had stopped): wait again until the same deadline,
+                # re-armed if it passed while the waiter held a slot it was offered.
+                if not expiry.armed:
+                    timer.add(loop, expiry, deadline)
                 await waiter.future
         except BaseException:
             core.abandon(waiter)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
-            if shared:
-                queue_timer.prune()
+            timer.cancel(expiry)
         if waiter.state == _TIMED_OUT:
             raise self._timeout_error(timeout) from None
 

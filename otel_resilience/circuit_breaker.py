@@ -54,16 +54,23 @@ from typing import Any, ClassVar, Final, Literal, ParamSpec, TypedDict, TypeVar,
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     CallRejected,
     Event,
+    Outcome,
     StateChanged,
     StrategyTelemetry,
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, check_protectable, classify_error
+from otel_resilience.engine.pipeline import (
+    Pipeline,
+    PipelineBuilder,
+    PipelineStats,
+    check_protectable,
+    classify_error,
+)
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.strategy import Strategy, WrongDriver, not_awaitable, not_sync_result
 from otel_resilience.engine.validation import (
@@ -123,6 +130,9 @@ _REASON_RESET: Final = "reset"
 _FORCE_REASONS: Final = ("forced", "isolated")
 _REJECT_OPEN: Final = CallRejected("circuit_open")
 _REJECT_HALF_OPEN_FULL: Final = CallRejected("half_open_full")
+_REJECTED: Final = Outcome.REJECTED
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+"""Enum members read on every rejection, bound once: reading a member off its class is slow."""
 
 
 class CircuitState(enum.Enum):
@@ -272,9 +282,9 @@ class CircuitBreakerStats:
     def __init__(self) -> None:
         self.failure_count = 0
         self.success_count = 0
-        self._successes = new_counter()
+        self._successes = Counter()
         self.total_failures = 0
-        self._rejected = new_counter()
+        self._rejected = Counter()
         self.total_ignored = 0
         self.total_cancelled = 0
         self.times_opened = 0
@@ -282,12 +292,12 @@ class CircuitBreakerStats:
     @property
     def total_successes(self) -> int:
         """Calls that returned (or raised an error that is not recorded)."""
-        return count_value(self._successes)
+        return self._successes.value
 
     @property
     def total_rejected(self) -> int:
         """Calls rejected without calling the dependency."""
-        return count_value(self._rejected)
+        return self._rejected.value
 
     @property
     def total_requests(self) -> int:
@@ -675,17 +685,30 @@ class _BreakerStrategy(Strategy):
         """The breaker's configuration."""
         return self._core.config
 
-    def _admit(self, permit: Permit) -> Permit:
+    def admit(self, permit: Permit, stats: PipelineStats | None = None) -> Permit:
         """Admit a call while the breaker is not CLOSED, or raise its rejection.
+
+        Args:
+            permit: The breaker's permit as read by the caller (not CLOSED).
+            stats: The stats of the breaker's own pipeline, when it is used alone: a rejection
+                also counts there.
 
         Raises:
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
         core = self._core
         if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-            raise self.open_rejected(remaining) from None
+            if stats is not None:
+                stats.count(_REJECTED)
+            # The error is built in the raise: a local holding it would make a reference cycle
+            # through its traceback on every rejection.
+            raise self.report_rejection(
+                CircuitOpenError(core.name, _OPEN_VALUE, remaining), _REJECT_OPEN
+            ) from None
         admitted = core.try_acquire()
         if admitted is None:
+            if stats is not None:
+                stats.count(_REJECTED)
             raise self.rejected() from None
         return admitted
 
@@ -698,20 +721,16 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = self._admit(permit)
+            permit = self.admit(permit)
         try:
-            result = await self.next.start(ctx)
+            result = await self.next.execute(ctx)
         except Exception as error:
             core.on_failure(permit, error)
             raise
         except BaseException as caught:
             core.end(permit, caught)
             raise
-        stats = core.stats  # on_success()'s lock-free path, inlined
-        if permit.state is _CLOSED and permit is core._permit and not stats.failure_count:
-            next(stats._successes)
-        else:
-            core.on_success(permit)
+        core.on_success(permit)
         return result
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
@@ -723,7 +742,7 @@ class _BreakerStrategy(Strategy):
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = self._admit(permit)
+            permit = self.admit(permit)
         try:
             result = self.next.execute_sync(ctx)
         except Exception as error:
@@ -742,30 +761,17 @@ class _BreakerStrategy(Strategy):
             error, _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN
         )
 
-    def open_rejected(self, remaining: float) -> CircuitOpenError:
-        """Report the OPEN rejection :meth:`_BreakerCore.reject_open` just counted; return the error.
-
-        The error is built here, not held in the caller's frame: a local holding a raised
-        exception would make a reference cycle through its traceback on every rejection.
-        """
-        routes = self._hub._routes
-        if routes is not self._routes_seen:
-            self._wanted = self._telemetry.wants(Event.CALL_REJECTED)
-            self._routes_seen = routes
-        if self._wanted:
-            self._telemetry.report(Event.CALL_REJECTED, _REJECT_OPEN)
-        return CircuitOpenError(self._core.name, _OPEN_VALUE, remaining)
-
     def report_rejection(self, error: CircuitOpenError, args: CallRejected) -> CircuitOpenError:
         """Report a counted rejection (if anyone wants rejections) and return its ``error``."""
         # Whether anyone wants rejections, asked again only when the hub's listeners changed
-        # (the hub then replaces its routes): an open breaker rejects on a hot path.
+        # (the hub then replaces its routes): an open breaker rejects on a hot path, and asking
+        # the hub on every rejection costs a third of it (see docs/benchmarks.md, Engine v2).
         routes = self._hub._routes
         if routes is not self._routes_seen:
-            self._wanted = self._telemetry.wants(Event.CALL_REJECTED)
+            self._wanted = self._telemetry.wants(_CALL_REJECTED)
             self._routes_seen = routes
         if self._wanted:
-            self._telemetry.report(Event.CALL_REJECTED, args)
+            self._telemetry.report(_CALL_REJECTED, args)
         return error
 
 
@@ -793,11 +799,7 @@ class _BreakerGuard:
         pipeline, node = breaker._standalone or breaker._build_standalone()
         permit = breaker._core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            try:
-                permit = node._admit(permit)
-            except CircuitOpenError:
-                next(pipeline.stats._rejected)
-                raise
+            permit = node.admit(permit, pipeline.stats)
         self._permit = permit
 
     def _exit(self, error: BaseException | None) -> None:
@@ -912,22 +914,13 @@ class CircuitBreaker:
         if standalone is None:
             standalone = self._build_standalone()
         pipeline, node = standalone
-        telemetry = pipeline.telemetry
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(pipeline.name)):
+        if handles := pipeline.telemetry.start_execution(pipeline.name):
             return await pipeline.execute_in_scope(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
         core = self._core
         stats = pipeline.stats
         permit = core._permit
-        # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                next(stats._rejected)
-                raise node.open_rejected(remaining) from None
-            admitted = core.try_acquire()
-            if admitted is None:
-                next(stats._rejected)
-                raise node.rejected() from None
-            permit = admitted
+            permit = node.admit(permit, stats)
         try:
             awaitable = fn(*args, **kwargs)
             if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
@@ -953,22 +946,13 @@ class CircuitBreaker:
         if standalone is None:
             standalone = self._build_standalone()
         pipeline, node = standalone
-        telemetry = pipeline.telemetry
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(pipeline.name)):
+        if handles := pipeline.telemetry.start_execution(pipeline.name):
             return pipeline.execute_in_scope_sync(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
         core = self._core
         stats = pipeline.stats
         permit = core._permit
-        # Admission is inlined (not _BreakerStrategy._admit): one call less per rejection.
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                next(stats._rejected)
-                raise node.open_rejected(remaining) from None
-            admitted = core.try_acquire()
-            if admitted is None:
-                next(stats._rejected)
-                raise node.rejected() from None
-            permit = admitted
+            permit = node.admit(permit, stats)
         try:
             result = fn(*args, **kwargs)
             kind = type(result)

@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, Protocol, Typ
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     Event,
     FallbackUsed,
@@ -348,7 +348,7 @@ class _FallbackCore:
         )
         self.sync_blocker = _first_async_part(config)
         self.lock = threading.Lock()
-        self._executions = new_counter()  # bumped on every call by both drivers, no lock
+        self._executions = Counter()  # bumped on every call by both drivers, no lock
         self.fallbacks_used = 0
         self.fallback_successes = 0
         self.fallback_failures = 0
@@ -427,7 +427,7 @@ class _FallbackCore:
         """Return a snapshot of the counts."""
         with self.lock:
             return {
-                "executions": count_value(self._executions),
+                "executions": self._executions.value,
                 "fallbacks_used": self.fallbacks_used,
                 "fallback_successes": self.fallback_successes,
                 "fallback_failures": self.fallback_failures,
@@ -466,7 +466,7 @@ class _FallbackStrategy(Strategy):
         core = self._core
         next(core._executions)
         try:
-            result = await self.next.start(ctx)
+            result = await self.next.execute(ctx)
         except Exception as error:
             if not core.handles(error):
                 raise

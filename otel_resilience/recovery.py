@@ -1010,7 +1010,7 @@ class _RecoveryStrategyLink(Strategy):
     async def execute(self, ctx: ExecutionContext) -> Any:
         system = self._system
         try:
-            return await self.next.start(ctx)
+            return await self.next.execute(ctx)
         except Exception as exc:
             rule = system._observe(exc, ctx.operation)
             if rule is None:

@@ -94,7 +94,7 @@ from otel_resilience.engine.context import (
     SyncDeadline,
     time_remaining,
 )
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     Event,
     Outcome,
@@ -375,11 +375,10 @@ _DEFAULT_POLICY: Final = RetryPolicy()
 class RetryStats:
     """Counts of one :class:`Retry` (shared by all of its strategy nodes), as plain integers.
 
-    ``first_attempt_successes`` is the hot-path counter: it is bumped without a lock (a single
-    ``+=`` on a slot, with no call in between that could switch threads in CPython). The counts
-    of a retried execution (``retries``, ``other_attempts``, ``successes_after_retry``) are
-    exact lock-free counters (:mod:`otel_resilience.engine.counting`); the rare ones change
-    under the retry's lock. Counts are of things that have *ended*.
+    The counts that move on every call (``first_attempt_successes``) and on every retried
+    execution (``retries``, ``other_attempts``, ``successes_after_retry``) are exact lock-free
+    counters (:mod:`otel_resilience.engine.counting`); the rare ones change under the retry's
+    lock. Counts are of things that have *ended*.
 
     Attributes:
         first_attempt_successes: Executions whose first attempt was accepted.
@@ -395,40 +394,45 @@ class RetryStats:
     """
 
     __slots__ = (
+        "_first_attempt_successes",
         "_other_attempts",
         "_retries",
         "_successes_after_retry",
         "attempt_timeouts",
         "cancelled",
         "exhausted",
-        "first_attempt_successes",
         "non_retryable",
     )
 
     def __init__(self) -> None:
-        self.first_attempt_successes = 0
-        self._successes_after_retry = new_counter()
+        self._first_attempt_successes = Counter()
+        self._successes_after_retry = Counter()
         self.exhausted = 0
         self.non_retryable = 0
         self.cancelled = 0
-        self._retries = new_counter()
+        self._retries = Counter()
         self.attempt_timeouts = 0
-        self._other_attempts = new_counter()
+        self._other_attempts = Counter()
+
+    @property
+    def first_attempt_successes(self) -> int:
+        """Executions whose first attempt was accepted."""
+        return self._first_attempt_successes.value
 
     @property
     def successes_after_retry(self) -> int:
         """Executions accepted on attempt 2 or later."""
-        return count_value(self._successes_after_retry)
+        return self._successes_after_retry.value
 
     @property
     def retries(self) -> int:
         """Backoffs scheduled (``RETRY_SCHEDULED``)."""
-        return count_value(self._retries)
+        return self._retries.value
 
     @property
     def other_attempts(self) -> int:
         """Attempts that ended other than as a first-attempt success."""
-        return count_value(self._other_attempts)
+        return self._other_attempts.value
 
     @property
     def executions(self) -> int:
@@ -575,32 +579,13 @@ class _RetryCore:
             return the last result).
         """
         stats = self.stats
-        if error is not None:
-            # is_retryable(), inlined for the usual type-tuple selectors: one call less per retry.
-            retry_types, no_retry_types = self._retry_types, self._no_retry_types
-            if retry_types is None or no_retry_types is None:
-                retryable = self.policy.is_retryable(error)
-            else:
-                retryable = isinstance(error, retry_types) and not isinstance(error, no_retry_types)
-            if not retryable:
-                next(stats._other_attempts)
-                with self.lock:
-                    stats.non_retryable += 1
-                return None
+        if error is not None and not self.is_retryable(error):
+            next(stats._other_attempts)
+            with self.lock:
+                stats.non_retryable += 1
+            return None
         failed = ctx.attempt
-        reason: str | None = None
-        delay = 0.0
-        remaining = math.inf
-        if attempt >= self.max_attempts:
-            reason = "max_attempts"
-        else:
-            constant = self.constant_delay
-            delay = self.policy.compute_delay(attempt, self.rng) if constant is None else constant
-            remaining = time_remaining(self.clock)
-            if remaining <= delay:
-                reason = "deadline"
-            elif ctx.next_attempt() is None:
-                reason = "max_attempts_total"
+        reason, delay, remaining = self._next_wait(ctx, attempt)
         next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
@@ -617,6 +602,22 @@ class _RetryCore:
         if error is not None:
             _attach_note(error, self._give_up_note(attempt, reason, delay, remaining, failed))
         return None
+
+    def _next_wait(self, ctx: ExecutionContext, attempt: int) -> tuple[str | None, float, float]:
+        """Return why retrying stops after ``attempt`` (``None``: it goes on), the backoff, the time left.
+
+        Takes the next attempt's number from ``ctx`` when it goes on.
+        """
+        if attempt >= self.max_attempts:
+            return "max_attempts", 0.0, math.inf
+        constant = self.constant_delay
+        delay = self.policy.compute_delay(attempt, self.rng) if constant is None else constant
+        remaining = time_remaining(self.clock)
+        if remaining <= delay:
+            return "deadline", delay, remaining
+        if ctx.next_attempt() is None:
+            return "max_attempts_total", delay, remaining
+        return None, delay, remaining
 
     def _give_up_note(
         self, attempt: int, reason: str, delay: float, remaining: float, made_in_total: int
@@ -643,15 +644,6 @@ class _RetryCore:
         if telemetry.enabled:
             telemetry.report(Event.TIMEOUT, TimeoutOccurred(timeout, "attempt"))
 
-    def succeeded(self, attempt: int) -> None:
-        """Count an execution accepted on this retry's ``attempt`` (1: the first)."""
-        stats = self.stats
-        if attempt == 1:
-            stats.first_attempt_successes += 1
-        else:
-            next(stats._other_attempts)
-            next(stats._successes_after_retry)
-
     def cancelled(self, in_attempt: bool) -> None:
         """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
         with self.lock:
@@ -659,10 +651,22 @@ class _RetryCore:
                 next(self.stats._other_attempts)
             self.stats.cancelled += 1
 
-    def accepts(self, result: object) -> bool:
-        """Return whether ``result`` ends the execution (it is not retried)."""
+    def accepts(self, result: object, attempt: int) -> bool:
+        """Return whether ``result`` of this retry's ``attempt`` (1: the first) ends the execution.
+
+        An accepted result is counted as the execution's success; a retried one is left to
+        :meth:`schedule`.
+        """
         check = self.retry_on_result
-        return check is None or not check(result)
+        if check is not None and check(result):
+            return False
+        stats = self.stats
+        if attempt == 1:
+            next(stats._first_attempt_successes)
+        else:
+            next(stats._other_attempts)
+            next(stats._successes_after_retry)
+        return True
 
 
 class _RetryNode(Strategy):
@@ -697,7 +701,7 @@ class _RetryNode(Strategy):
         error: Exception | None = None
         try:
             if core.attempt_timeout is None:
-                result = await self.next.start(ctx)
+                result = await self.next.execute(ctx)
             else:
                 result = await self._timed_attempt(ctx, core.attempt_timeout)
         except Exception as exc:  # noqa: BLE001 - the policy decides which errors are retried
@@ -707,9 +711,7 @@ class _RetryNode(Strategy):
             core.cancelled(in_attempt=True)
             raise
         else:
-            check = core.retry_on_result
-            if check is None or not check(result):
-                core.stats.first_attempt_successes += 1
+            if core.accepts(result, 1):
                 return result
         return await self._attempts(ctx, 1, error, result)
 
@@ -718,7 +720,7 @@ class _RetryNode(Strategy):
         deadline = AsyncDeadline(self._core.clock, timeout, ctx.operation, "attempt")
         try:
             async with deadline:
-                return await self.next.start(ctx)
+                return await self.next.execute(ctx)
         except OperationTimeoutError:
             if deadline.expired:
                 self._core.attempt_timed_out(self._telemetry, timeout)
@@ -743,19 +745,7 @@ class _RetryNode(Strategy):
                     if error is None:
                         return result
                     raise error
-                try:
-                    hook = core.hook
-                    if hook is not None:
-                        pending = hook(failed, error)
-                        if inspect.isawaitable(pending):
-                            await pending
-                    if delay > 0:
-                        await core.clock.sleep(delay)
-                except Exception:
-                    raise
-                except BaseException:
-                    core.cancelled(in_attempt=False)
-                    raise
+                await self._back_off(failed, error, delay)
             attempt += 1
             handles = None
             if telemetry._hub.attempt_listeners:
@@ -764,7 +754,7 @@ class _RetryNode(Strategy):
             error = None
             try:
                 if core.attempt_timeout is None:
-                    result = await self.next.start(ctx)
+                    result = await self.next.execute(ctx)
                 else:
                     result = await self._timed_attempt(ctx, core.attempt_timeout)
             except Exception as exc:  # noqa: BLE001 - the policy decides which errors are retried
@@ -777,14 +767,29 @@ class _RetryNode(Strategy):
                 core.cancelled(in_attempt=True)
                 raise
             else:
-                check = core.retry_on_result  # core.accepts(result), inlined
-                if check is None or not check(result):
+                if core.accepts(result, attempt):
                     outcome = Outcome.SUCCESS
-                    core.succeeded(attempt)
                     return result
             finally:
                 if handles:
                     telemetry.end_attempt(handles, outcome, error)
+
+    async def _back_off(self, failed: int, error: Exception | None, delay: float) -> None:
+        """Call ``on_retry`` for attempt ``failed``, then wait ``delay`` (a cancellation is counted)."""
+        core = self._core
+        try:
+            hook = core.hook
+            if hook is not None:
+                pending = hook(failed, error)
+                if inspect.isawaitable(pending):
+                    await pending
+            if delay > 0:
+                await core.clock.sleep(delay)
+        except Exception:
+            raise
+        except BaseException:
+            core.cancelled(in_attempt=False)
+            raise
 
     # -- sync driver --------------------------------------------------------------------------
 
@@ -808,9 +813,7 @@ class _RetryNode(Strategy):
             core.cancelled(in_attempt=True)
             raise
         else:
-            check = core.retry_on_result
-            if check is None or not check(result):
-                core.stats.first_attempt_successes += 1
+            if core.accepts(result, 1):
                 return result
         return self._attempts_sync(ctx, 1, error, result)
 
@@ -827,6 +830,21 @@ class _RetryNode(Strategy):
             raise
         return result
 
+    def _back_off_sync(self, failed: int, error: Exception | None, delay: float) -> None:
+        """The sync twin of :meth:`_back_off`."""
+        core = self._core
+        try:
+            hook = core.hook
+            if hook is not None:
+                _call_sync_hook(core, hook, failed, error)
+            if delay > 0:
+                core.clock.sleep_sync(delay)
+        except Exception:
+            raise
+        except BaseException:
+            core.cancelled(in_attempt=False)
+            raise
+
     def _attempts_sync(
         self, ctx: ExecutionContext, attempt: int, error: Exception | None, result: Any
     ) -> Any:
@@ -841,17 +859,7 @@ class _RetryNode(Strategy):
                     if error is None:
                         return result
                     raise error
-                try:
-                    hook = core.hook
-                    if hook is not None:
-                        _call_sync_hook(core, hook, failed, error)
-                    if delay > 0:
-                        core.clock.sleep_sync(delay)
-                except Exception:
-                    raise
-                except BaseException:
-                    core.cancelled(in_attempt=False)
-                    raise
+                self._back_off_sync(failed, error, delay)
             attempt += 1
             handles = None
             if telemetry._hub.attempt_listeners:
@@ -873,9 +881,8 @@ class _RetryNode(Strategy):
                 core.cancelled(in_attempt=True)
                 raise
             else:
-                if core.accepts(result):
+                if core.accepts(result, attempt):
                     outcome = Outcome.SUCCESS
-                    core.succeeded(attempt)
                     return result
             finally:
                 if handles:

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetrySource, TimeoutOccurred
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.strategy import Strategy
@@ -178,7 +178,7 @@ class _TimeoutCore:
         self.has_default = config.has_default
         self.clock = clock
         self.lock = threading.Lock()
-        self._executions = new_counter()  # bumped on every call by both drivers, no lock
+        self._executions = Counter()  # bumped on every call by both drivers, no lock
         self.timeouts = 0
         self.defaults_returned = 0
 
@@ -199,7 +199,7 @@ class _TimeoutCore:
         """Return a snapshot of the counts."""
         with self.lock:
             return {
-                "executions": count_value(self._executions),
+                "executions": self._executions.value,
                 "timeouts": self.timeouts,
                 "defaults_returned": self.defaults_returned,
             }
@@ -235,7 +235,7 @@ class _TimeoutStrategy(Strategy):
         try:
             deadline.enter()  # `async with deadline:` without its two coroutines
             try:
-                result = await self.next.start(ctx)
+                result = await self.next.execute(ctx)
             except BaseException as escaped:
                 deadline.leave(type(escaped))
                 raise

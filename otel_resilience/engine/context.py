@@ -4,8 +4,9 @@ Deadlines are absolute times on the pattern's :class:`~otel_resilience.engine.cl
 (``time.monotonic`` by default), kept in a :class:`contextvars.ContextVar`. A nested scope stores
 ``min(outer, inner)``, as trio's ``current_effective_deadline()`` does, so an outer deadline
 bounds every inner one. Only the scope whose own deadline is the tightest is armed, however many
-layers. The armed scopes of an event loop share one loop timer, set for the earliest deadline, so
-that a call that ends in time leaves no cancelled timer behind on the loop.
+layers. The armed scopes of an event loop are entries of the loop's one shared timer
+(:mod:`otel_resilience.engine.timer`), so that a call that ends in time leaves no cancelled timer
+behind on the loop.
 
 An async scope raises :class:`~otel_resilience.errors.OperationTimeoutError` only when *its own*
 deadline expired; any other cancellation propagates untouched.
@@ -26,15 +27,13 @@ awaited (``gather``, ``TaskGroup``) is still bounded, through the cancellation o
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import heapq
 import math
 import sys
 import threading
-import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.events import Outcome
+    from otel_resilience.engine.timer import LoopTimer
 
 __all__ = [
     "AsyncDeadline",
@@ -185,108 +185,6 @@ class ExecutionContext:
         return self.attempt
 
 
-_ARMED: Final = 1
-"""An :class:`AsyncDeadline` waiting in its loop's heap for its deadline."""
-_ENDED: Final = 2
-"""An :class:`AsyncDeadline` whose block ended before its deadline; still in the heap (lazily)."""
-_IDLE: Final = 0
-"""An :class:`AsyncDeadline` that is not (or no longer) in a heap."""
-_COMPACT_AFTER: Final = 64
-"""Ended entries a heap may hold before it is compacted (when they are also half of it)."""
-
-
-class _LoopDeadlines:
-    """Every armed :class:`AsyncDeadline` of one event loop, behind as few loop timers as possible.
-
-    A loop timer that is cancelled stays in the loop's own heap (with the context it copied)
-    until the loop next iterates. A coroutine that makes many quick calls without suspending
-    would pile up one such timer per call: memory that grows with the number of calls. So the
-    scopes of a loop share one armed loop timer, set for the earliest deadline: a scope that
-    ends early is only marked ended in this heap, which is emptied or compacted as it goes,
-    and no loop timer is ever cancelled. Used from the loop's thread only.
-    """
-
-    __slots__ = ("__weakref__", "_armed_at", "_ended", "_heap", "_seq")
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, AsyncDeadline]] = []
-        self._ended = 0
-        self._seq = 0
-        self._armed_at = math.inf
-
-    def add(self, loop: asyncio.AbstractEventLoop, scope: AsyncDeadline, when: float) -> None:
-        """Arm ``scope`` for loop time ``when``."""
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, scope))
-        scope._state = _ARMED
-        if when < self._armed_at:
-            self._arm(loop, when)
-
-    def discard(self, scope: AsyncDeadline) -> None:
-        """Forget ``scope``, whose block ended before its deadline (O(1); compacted lazily)."""
-        scope._state = _ENDED
-        self._ended += 1
-        heap = self._heap
-        if self._ended == len(heap):
-            heap.clear()
-            self._ended = 0
-        elif self._ended > _COMPACT_AFTER and 2 * self._ended > len(heap):
-            live = [entry for entry in heap if entry[2]._state == _ARMED]
-            heapq.heapify(live)
-            self._heap = live
-            self._ended = 0
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        self._armed_at = when
-        loop.call_at(when, self._expire, loop, when, context=contextvars.Context())
-
-    def _expire(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        """Loop-timer callback: fire every scope that is due, then re-arm for the next one."""
-        if when == self._armed_at:
-            self._armed_at = math.inf
-        due = max(loop.time(), when)
-        heap = self._heap
-        while heap:
-            entry_when, _, scope = heap[0]
-            if scope._state == _ENDED:
-                heapq.heappop(heap)
-                scope._state = _IDLE
-                self._ended -= 1
-                continue
-            if entry_when > due:
-                break
-            heapq.heappop(heap)
-            scope._state = _IDLE
-            scope._fire()
-        if heap and heap[0][0] < self._armed_at:
-            self._arm(loop, heap[0][0])
-
-
-_LOOP_DEADLINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopDeadlines] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-_LAST_LOOP: tuple[Callable[[], asyncio.AbstractEventLoop | None], _LoopDeadlines] = (
-    lambda: None,
-    _LoopDeadlines(),
-)
-"""The loop (weakly) and heap of the last lookup: one weakref call instead of a dict lookup."""
-
-
-def _loop_deadlines(loop: asyncio.AbstractEventLoop) -> _LoopDeadlines:
-    """Return the deadline heap of ``loop``, creating it on first use."""
-    global _LAST_LOOP  # noqa: PLW0603 - a one-entry cache, replaced whole (atomic)
-    last = _LAST_LOOP
-    if last[0]() is loop:
-        return last[1]
-    deadlines = _LOOP_DEADLINES.get(loop)
-    if deadlines is None:
-        deadlines = _LOOP_DEADLINES.setdefault(loop, _LoopDeadlines())
-    _LAST_LOOP = (weakref.ref(loop), deadlines)
-    return deadlines
-
-
 def _entered_twice(scope: object, operation: str) -> RuntimeError:
     """Build the error for a deadline scope entered a second time (scopes are single-use)."""
     return RuntimeError(
@@ -295,12 +193,12 @@ def _entered_twice(scope: object, operation: str) -> RuntimeError:
     )
 
 
-class AsyncDeadline:
+class AsyncDeadline(TimerEntry):
     """An async context manager that cancels the task at an absolute deadline.
 
     ``async with AsyncDeadline(clock, timeout, operation, scope):`` sets the effective deadline to
     ``min(outer, now + timeout)``. If this scope's deadline is the tightest it is armed on its
-    loop's shared deadline timer; when it is due the task is cancelled and, on the way out, the
+    loop's shared timer; when it is due the task is cancelled and, on the way out, the
     cancellation is turned into :class:`OperationTimeoutError`. A cancellation that came from
     elsewhere (an outer scope, ``task.cancel()``) propagates as ``CancelledError``. A block that
     ends in time leaves nothing behind on the loop, however many calls run between two loop
@@ -315,13 +213,12 @@ class AsyncDeadline:
 
     __slots__ = (
         "_clock",
-        "_deadlines",
         "_entered",
         "_operation",
         "_scope",
-        "_state",
         "_task",
         "_timeout",
+        "_timer",
         "_token",
         "expired",
     )
@@ -331,8 +228,7 @@ class AsyncDeadline:
         self._timeout = timeout
         self._operation = operation
         self._scope = scope
-        self._deadlines: _LoopDeadlines | None = None
-        self._state = _IDLE
+        self._timer: LoopTimer | None = None
         self._task: asyncio.Task[Any] | None = None
         self._token: Any = None
         self._entered = False
@@ -364,12 +260,11 @@ class AsyncDeadline:
         if deadline < outer or owner is not task:  # another task's deadline does not bind this one
             self._token = _DEADLINE.set((deadline, task))
             self._task = task
-            last = _LAST_LOOP  # _loop_deadlines(loop)'s one-entry cache, inlined
-            deadlines = last[1] if last[0]() is loop else _loop_deadlines(loop)
-            self._deadlines = deadlines
-            deadlines.add(loop, self, loop.time() + self._timeout)
+            timer = self._timer = loop_timer(loop)
+            timer.add(loop, self, loop.time() + self._timeout)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
+        """Timer callback: this scope's deadline is due, so cancel its task."""
         self.expired = True
         if self._task is not None:
             self._task.cancel()
@@ -388,18 +283,11 @@ class AsyncDeadline:
         Raises:
             OperationTimeoutError: This scope's own deadline cancelled the block.
         """
-        deadlines = self._deadlines
-        if deadlines is None:
+        timer = self._timer
+        if timer is None:
             return
-        if self._state == _ARMED:
-            if deadlines._ended + 1 == len(deadlines._heap):
-                # discard()'s common case, inlined: every entry has ended, so empty the heap.
-                self._state = _ENDED
-                deadlines._heap.clear()
-                deadlines._ended = 0
-            else:
-                deadlines.discard(self)
-        self._deadlines = None
+        timer.cancel(self)
+        self._timer = None
         _DEADLINE.reset(self._token)
         task = self._task
         self._task = None

@@ -1,25 +1,45 @@
-"""Exact counters without a lock, for counts that move on every call.
+"""The one exact counter for counts that move on every call, bumped without a lock.
 
-``counter = itertools.count()`` is bumped with ``next(counter)``: one call into C that runs to
-completion before any other thread can touch the counter (under the GIL, and in free-threaded
-builds where ``itertools.count`` is thread-safe), so no increment is ever lost, whereas
-``self.n += 1`` is a read, an add and a write that two threads can interleave. Reading one is
-slower than reading an ``int`` (:func:`count_value` parses the counter's ``repr``): use them for
-counts written on the hot path and read when metrics are exported or stats are asked for.
+A :class:`Counter` is an :func:`itertools.count` bumped with ``next(counter)``: one call into C
+that runs to completion before any other thread can touch the counter (under the GIL, and in
+free-threaded builds where ``itertools.count`` is thread-safe), so no increment is ever lost,
+whereas ``self.n += 1`` is a read, an add and a write that two threads can interleave.
+
+Reading (:attr:`Counter.value`) is rare (metrics export, stats) and takes a lock: it draws one
+number from the same count, which tells how many numbers were drawn so far, and subtracts the
+numbers earlier reads drew.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
+from typing import TYPE_CHECKING
 
-__all__ = ["count_value", "new_counter"]
-
-
-def new_counter() -> itertools.count[int]:
-    """Return a counter at zero; count with ``next(counter)``."""
-    return itertools.count()
+__all__ = ["Counter"]
 
 
-def count_value(counter: itertools.count[int]) -> int:
-    """Return how many times ``next(counter)`` was called on a counter from :func:`new_counter`."""
-    return int(repr(counter)[6:-1])  # "count(N)": the one reading every Python version keeps
+if TYPE_CHECKING:
+    _Count = itertools.count[int]
+else:
+    _Count = itertools.count  # not subscriptable at run time
+
+
+class Counter(_Count):
+    """An exact counter: ``next(counter)`` from any thread without a lock; :attr:`value` reads it."""
+
+    __slots__ = ("_lock", "_reads")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._reads = 0
+
+    @property
+    def value(self) -> int:
+        """How many times ``next(counter)`` was called (reads not included)."""
+        with self._lock:
+            drawn = next(self)  # every increment so far, plus one number per earlier read
+            reads = self._reads
+            self._reads = reads + 1
+        return drawn - reads

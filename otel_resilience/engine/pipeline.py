@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver, async_generator_refused
@@ -52,8 +52,12 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_SUCCESS: Final = Outcome.SUCCESS
+_RECOVERED: Final = Outcome.RECOVERED
+"""Members read on every call, bound once: reading an Enum member off its class is slow."""
+
 ExecutionHandles = list[tuple[ExecutionListener, object]]
-"""What :meth:`Pipeline.open_scope` returns: the open scopes, to close when the execution ends."""
+"""What :meth:`StrategyTelemetry.start_execution` returns: the open scopes, to close at the end."""
 
 
 def classify_error(error: BaseException) -> Outcome:
@@ -80,51 +84,71 @@ class PipelineStats:
     sync driver counts exactly from any number of threads without taking a lock.
     """
 
-    __slots__ = ("_cancelled", "_errors", "_fallback", "_recovered", "_rejected", "_succeeded", "_timeouts")
+    __slots__ = (
+        "_by_outcome",
+        "_cancelled",
+        "_errors",
+        "_fallback",
+        "_recovered",
+        "_rejected",
+        "_succeeded",
+        "_timeouts",
+    )
 
     def __init__(self) -> None:
-        self._succeeded = new_counter()
-        self._recovered = new_counter()
-        self._fallback = new_counter()
-        self._errors = new_counter()
-        self._rejected = new_counter()
-        self._timeouts = new_counter()
-        self._cancelled = new_counter()
+        self._succeeded = Counter()
+        self._recovered = Counter()
+        self._fallback = Counter()
+        self._errors = Counter()
+        self._rejected = Counter()
+        self._timeouts = Counter()
+        self._cancelled = Counter()
+        counters = {
+            Outcome.SUCCESS: self._succeeded,
+            Outcome.RECOVERED: self._recovered,
+            Outcome.FALLBACK: self._fallback,
+            Outcome.FAILURE: self._errors,
+            Outcome.REJECTED: self._rejected,
+            Outcome.TIMEOUT: self._timeouts,
+            Outcome.CANCELLED: self._cancelled,
+        }
+        # Keyed by the member's value: an Enum hashes in Python code, a str hashes once.
+        self._by_outcome: dict[str, Callable[[], int]] = {o._value_: c.__next__ for o, c in counters.items()}
 
     @property
     def succeeded(self) -> int:
         """Executions that returned on their first attempt."""
-        return count_value(self._succeeded)
+        return self._succeeded.value
 
     @property
     def recovered(self) -> int:
         """Executions that returned after a failed attempt or a recovery action."""
-        return count_value(self._recovered)
+        return self._recovered.value
 
     @property
     def fallback(self) -> int:
         """Executions a fallback answered."""
-        return count_value(self._fallback)
+        return self._fallback.value
 
     @property
     def errors(self) -> int:
         """Executions that ended with an error other than a rejection or a timeout."""
-        return count_value(self._errors)
+        return self._errors.value
 
     @property
     def rejected(self) -> int:
         """Executions a breaker or bulkhead rejected."""
-        return count_value(self._rejected)
+        return self._rejected.value
 
     @property
     def timeouts(self) -> int:
         """Executions whose deadline expired."""
-        return count_value(self._timeouts)
+        return self._timeouts.value
 
     @property
     def cancelled(self) -> int:
         """Executions the caller cancelled (or interrupted)."""
-        return count_value(self._cancelled)
+        return self._cancelled.value
 
     @property
     def failed(self) -> int:
@@ -141,26 +165,9 @@ class PipelineStats:
         """Every execution that has ended."""
         return self.successful + self.fallback + self.failed + self.cancelled
 
-    def count_success(self) -> None:
-        """Count one execution that returned on its first attempt (the hot path)."""
-        next(self._succeeded)
-
     def count(self, outcome: Outcome) -> None:
-        """Count one ended execution."""
-        if outcome is Outcome.SUCCESS:
-            next(self._succeeded)
-        elif outcome is Outcome.RECOVERED:
-            next(self._recovered)
-        elif outcome is Outcome.FALLBACK:
-            next(self._fallback)
-        elif outcome is Outcome.CANCELLED:
-            next(self._cancelled)
-        elif outcome is Outcome.REJECTED:
-            next(self._rejected)
-        elif outcome is Outcome.TIMEOUT:
-            next(self._timeouts)
-        else:
-            next(self._errors)
+        """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
+        self._by_outcome[outcome._value_]()
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict, each key saying what it counts.
@@ -246,16 +253,6 @@ class Pipeline:
         self.stats.count(Outcome.FAILURE)
         return signal.as_type_error()
 
-    def open_scope(self) -> ExecutionHandles | None:
-        """Open the execution scope on the execution listeners; ``None`` when none opened one.
-
-        A pattern's direct driver (a breaker used alone) calls this first: with ``None`` it may
-        run the execution itself (counting its outcome in :attr:`stats`); otherwise it hands the
-        execution and the handles to :meth:`execute_in_scope` / :meth:`execute_in_scope_sync`.
-        """
-        telemetry = self.telemetry
-        return telemetry.start_execution(self.name) if telemetry._hub.execution_listeners else None
-
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` through every strategy.
 
@@ -263,24 +260,20 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
-        telemetry = self.telemetry  # open_scope(), inlined
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
+        if handles := self.telemetry.start_execution(self.name):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
-            result = await self._head.start(ctx)
+            result = await self._head.execute(ctx)
         except BaseException as caught:
             if type(caught) is WrongDriver:
                 raise self._refused(caught) from None
             self.stats.count(classify_error(caught))
             raise
-        if ctx.attempt == 1 and ctx.outcome is None:
-            next(self.stats._succeeded)
-        else:
-            self.stats.count(_success_outcome(ctx))
+        self.stats.count(_success_outcome(ctx))
         return result  # type: ignore[no-any-return]
 
     async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
-        """Run ``ctx`` through every strategy inside the scope :meth:`open_scope` opened, and close it.
+        """Run ``ctx`` through every strategy inside the execution scope ``handles``, and close it.
 
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
@@ -289,7 +282,7 @@ class Pipeline:
         clock = self._clock
         start = clock.now()
         try:
-            result = await self._head.start(ctx)
+            result = await self._head.execute(ctx)
         except BaseException as caught:
             if type(caught) is WrongDriver:
                 error = self._refused(caught)
@@ -311,8 +304,7 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
-        telemetry = self.telemetry  # open_scope(), inlined
-        if telemetry._hub.execution_listeners and (handles := telemetry.start_execution(self.name)):
+        if handles := self.telemetry.start_execution(self.name):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = self._head.execute_sync(ctx)
@@ -321,10 +313,7 @@ class Pipeline:
                 raise self._refused(caught) from None
             self.stats.count(classify_error(caught))
             raise
-        if ctx.attempt == 1 and ctx.outcome is None:
-            next(self.stats._succeeded)
-        else:
-            self.stats.count(_success_outcome(ctx))
+        self.stats.count(_success_outcome(ctx))
         return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
@@ -357,7 +346,7 @@ def _success_outcome(ctx: ExecutionContext) -> Outcome:
     """Return the outcome of an execution that returned normally."""
     if ctx.outcome is not None:
         return ctx.outcome
-    return Outcome.SUCCESS if ctx.attempt == 1 else Outcome.RECOVERED
+    return _SUCCESS if ctx.attempt == 1 else _RECOVERED
 
 
 class PipelineBuilder:

@@ -15,8 +15,6 @@ from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from otel_resilience.engine.context import ExecutionContext
 
 __all__ = [
@@ -34,7 +32,7 @@ class Strategy(ABC):
     """One link of a pipeline.
 
     Subclasses set :attr:`kind`, implement :meth:`execute` and :meth:`execute_sync`, and run
-    the rest of the chain with ``await self.next.start(ctx)`` (or ``self.next.execute_sync(ctx)``).
+    the rest of the chain with ``await self.next.execute(ctx)`` (or ``self.next.execute_sync(ctx)``).
 
     Attributes:
         kind: The pattern kind (``"circuit_breaker"``, ``"retry"`` …).
@@ -44,22 +42,6 @@ class Strategy(ABC):
     __slots__ = ("next",)
 
     kind: ClassVar[str] = "strategy"
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Make ``start`` the subclass's own ``execute`` when it inherits the default ``start``.
-
-        The default :meth:`start` only returns ``self.execute(ctx)``; binding ``execute`` in its
-        place gives the same coroutine without one Python call per link and per attempt. A class
-        that defines its own ``start`` (or inherits one that is not an ``execute``) keeps it.
-        """
-        super().__init_subclass__(**kwargs)
-        execute = cls.__dict__.get("execute")
-        if execute is None or "start" in cls.__dict__:
-            return
-        owner = next(c for c in cls.__mro__[1:] if "start" in c.__dict__)
-        inherited = owner.__dict__["start"]
-        if inherited is _DEFAULT_START or inherited is owner.__dict__.get("execute"):
-            cls.start = execute  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         self.next: Strategy = TERMINAL
@@ -78,22 +60,9 @@ class Strategy(ABC):
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this strategy (async driver)."""
 
-    def start(self, ctx: ExecutionContext) -> Awaitable[Any]:
-        """Return the awaitable that runs this link: ``self.execute(ctx)``.
-
-        The last link returns the protected function's own awaitable instead of wrapping it in a
-        coroutine of its own, so ``await self.next.start(ctx)`` saves one coroutine per attempt
-        where ``await self.next.execute(ctx)`` would not. Both behave the same.
-        """
-        return self.execute(ctx)
-
     @abstractmethod
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this strategy (sync driver)."""
-
-
-_DEFAULT_START: Final = Strategy.__dict__["start"]
-"""The default :meth:`Strategy.start`, which a subclass's ``execute`` replaces."""
 
 
 class _Terminal(Strategy):
@@ -111,13 +80,10 @@ class _Terminal(Strategy):
         return "terminal"
 
     async def execute(self, ctx: ExecutionContext) -> Any:
-        return await self.start(ctx)
-
-    def start(self, ctx: ExecutionContext) -> Awaitable[Any]:
         awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
         if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
             raise not_awaitable(ctx.operation, awaitable)
-        return awaitable
+        return await awaitable
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         result = ctx.fn(*ctx.args, **ctx.kwargs)

@@ -7,7 +7,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from otel_resilience.engine.counting import count_value, new_counter
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     CallRejected,
     Event,
@@ -36,7 +36,7 @@ class Recorder:
 
 def test_counter_counts_exactly_from_many_threads():
     """next() on a counter loses no increment with 8 threads switching every microsecond."""
-    counter = new_counter()
+    counter = Counter()
     barrier = threading.Barrier(8)
     previous = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
@@ -54,14 +54,56 @@ def test_counter_counts_exactly_from_many_threads():
             thread.join(timeout=20)
     finally:
         sys.setswitchinterval(previous)
-    assert count_value(counter) == 40_000
+    assert counter.value == 40_000
+
+
+def test_counter_reads_are_not_counted():
+    """Reading a counter, however often and between adds, returns the number of adds only."""
+    counter = Counter()
+    assert counter.value == 0
+    assert counter.value == 0
+    next(counter)
+    next(counter)
+    assert (counter.value, counter.value) == (2, 2)
+    next(counter)
+    assert counter.value == 3
+
+
+def test_counter_is_exact_while_read_from_other_threads():
+    """Adds from 4 threads stay exact while 4 other threads keep reading the counter."""
+    counter = Counter()
+    barrier = threading.Barrier(8)
+    seen: list[int] = []
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def add() -> None:
+        barrier.wait(timeout=5)
+        for _ in range(5_000):
+            next(counter)
+
+    def read() -> None:
+        barrier.wait(timeout=5)
+        seen.extend(counter.value for _ in range(500))
+
+    try:
+        threads = [threading.Thread(target=add) for _ in range(4)]
+        threads += [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+    finally:
+        sys.setswitchinterval(previous)
+    assert counter.value == 20_000
+    assert max(seen) <= 20_000
 
 
 def test_pipeline_stats_read_their_counters():
     """PipelineStats exposes each counter as an int and derives the totals from them."""
     stats = PipelineStats()
-    stats.count_success()
-    stats.count_success()
+    stats.count(Outcome.SUCCESS)
+    stats.count(Outcome.SUCCESS)
     stats.count(Outcome.REJECTED)
     assert (stats.succeeded, stats.rejected, stats.failed, stats.total) == (2, 1, 1, 3)
     assert stats.as_dict()["total"] == 3

@@ -319,35 +319,8 @@ def test_terminal_is_its_own_next() -> None:
     assert Tag("x", []).next is TERMINAL
 
 
-def test_start_is_the_subclass_execute() -> None:
-    """A strategy that inherits the default ``start`` gets its own ``execute`` bound in its place."""
-
-    class Child(Tag):
-        async def execute(self, ctx: ExecutionContext) -> Any:
-            return await self.next.start(ctx)
-
-    assert Tag.start is Tag.execute
-    assert Child.start is Child.execute
-    assert MarkOutcome.start is MarkOutcome.execute
-
-
-def test_own_start_is_kept_by_subclasses() -> None:
-    """A class that defines ``start`` keeps it, and so do subclasses that only override ``execute``."""
-
-    class OwnStart(Tag):
-        def start(self, ctx: ExecutionContext) -> Any:
-            return self.execute(ctx)
-
-    class Below(OwnStart):
-        async def execute(self, ctx: ExecutionContext) -> Any:
-            return "below"
-
-    assert Below.start is OwnStart.__dict__["start"]
-    assert type(TERMINAL).start is not type(TERMINAL).execute
-
-
-async def test_aliased_start_runs_the_chain() -> None:
-    """Awaiting ``start`` of a linked subclass runs its ``execute`` and the rest of the chain."""
+async def test_linked_links_run_the_chain() -> None:
+    """Awaiting a pipeline runs each link's ``execute`` and the rest of the chain, in order."""
     log: list[str] = []
     pipeline = PipelineBuilder("aliased").add(Tag("a", log)).add(Tag("b", log)).build()
 

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+
+from otel_resilience import Bulkhead, BulkheadConfig
+from otel_resilience.engine import SYSTEM_CLOCK, AsyncDeadline
+from otel_resilience.engine import timer as timer_module
+from otel_resilience.engine.timer import TimerEntry, loop_timer
+from otel_resilience.errors import BulkheadTimeoutError
+
+
+class Mark(TimerEntry):
+    """Records when it fired."""
+
+    __slots__ = ("fired",)
+
+    def __init__(self) -> None:
+        self.fired = 0
+
+    def fire(self) -> None:
+        self.fired += 1
+
+
+def _count_loop_timers(loop: asyncio.AbstractEventLoop) -> list[float]:
+    """Record the loop time of every loop timer set on ``loop`` from now on."""
+    set_at: list[float] = []
+    call_at = loop.call_at
+
+    def counting(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        set_at.append(when)
+        return call_at(when, *args, **kwargs)
+
+    loop.call_at = counting  # type: ignore[method-assign]
+    return set_at
+
+
+async def test_deadlines_and_queue_timeouts_share_one_loop_timer() -> None:
+    """A timeout scope and a queued bulkhead waiter on one loop are served by a single loop timer."""
+    loop = asyncio.get_running_loop()
+    bulkhead = Bulkhead("shared-timer", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0))
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    holder = asyncio.create_task(bulkhead.execute(hold))
+    await asyncio.sleep(0)
+    set_at = _count_loop_timers(loop)
+    deadline = AsyncDeadline(SYSTEM_CLOCK, 30.0, "op")
+    deadline.enter()
+    try:
+        waiter = asyncio.create_task(bulkhead.execute(hold))
+        await asyncio.sleep(0)
+        assert bulkhead.get_stats()["waiting"] == 1
+        assert len(set_at) == 1  # the scope's; the waiter's later timeout needs no timer of its own
+    finally:
+        deadline.leave(None)
+        release.set()
+        await asyncio.gather(holder, waiter)
+    del loop.call_at
+
+
+async def test_queue_timeout_fires_on_the_shared_timer() -> None:
+    """A queued waiter still times out at its queue timeout when a scope armed the loop's timer first."""
+    bulkhead = Bulkhead("shared-expiry", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05))
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    holder = asyncio.create_task(bulkhead.execute(hold))
+    await asyncio.sleep(0)
+    deadline = AsyncDeadline(SYSTEM_CLOCK, 30.0, "op")
+    deadline.enter()
+    try:
+        with pytest.raises(BulkheadTimeoutError):
+            await bulkhead.execute(hold)
+    finally:
+        deadline.leave(None)
+        release.set()
+        await holder
+    assert bulkhead.get_stats()["timed_out"] == 1
+
+
+async def test_a_cancelled_entry_never_fires_and_a_fired_one_can_be_added_again() -> None:
+    """An entry cancelled before it is due does not fire; one that fired may be armed again."""
+    loop = asyncio.get_running_loop()
+    timer = loop_timer(loop)
+    cancelled, due = Mark(), Mark()
+    timer.add(loop, cancelled, loop.time())
+    timer.add(loop, due, loop.time())
+    timer.cancel(cancelled)
+    await asyncio.sleep(0.01)
+    assert (cancelled.fired, due.fired) == (0, 1)
+    timer.add(loop, due, loop.time())  # a fired entry may be armed again
+    await asyncio.sleep(0.01)
+    assert due.fired == 2
+
+
+def test_a_loops_timer_is_dropped_with_the_loop() -> None:
+    """The shared timer of a loop is forgotten once the loop is garbage-collected."""
+
+    async def use() -> None:
+        loop = asyncio.get_running_loop()
+        loop_timer(loop).add(loop, Mark(), loop.time())
+        await asyncio.sleep(0.01)
+
+    before = len(timer_module._TIMERS)
+    asyncio.run(use())
+    gc.collect()
+    assert len(timer_module._TIMERS) == before
