@@ -44,7 +44,9 @@ async def test_outage_opens_the_breaker_and_closes_it_after_the_recovery(run_sce
     reasons = [(t["old"], t["new"], t["reason"]) for t in breaker["transitions"]]
     assert reasons[0] == ("closed", "open", "failure_threshold")
     assert ("open", "half_open", "timeout_elapsed") in reasons
-    assert reasons[-1] == ("half_open", "closed", "probe_succeeded")
+    # It closes after the outage (a baseline burst of errors may trip it again later in the run).
+    closing = reasons.index(("half_open", "closed", "probe_succeeded"))
+    assert ("open", "half_open", "timeout_elapsed") in reasons[:closing]
     event = summary["recovery"]["events"][0]
     assert event["dependency"] == "ml_service"
     assert 0 < event["recovery_production_s"] <= 130.0  # bounded by the 120 s breaker timeout + probes
