@@ -169,6 +169,18 @@ class PipelineStats:
         """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
         self._by_outcome[outcome._value_]()
 
+    def count_returned(self, ctx: ExecutionContext) -> Outcome:
+        """Count one execution that returned normally, and return the outcome it was counted as.
+
+        The outcome a strategy set (a fallback's answer, a recovery) if any, else a success on
+        the first attempt or a success after a failed one (:attr:`ExecutionContext.attempt`).
+        """
+        outcome = ctx.outcome
+        if outcome is None:
+            outcome = _SUCCESS if ctx.attempt == 1 else _RECOVERED
+        self._by_outcome[outcome._value_]()
+        return outcome
+
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict, each key saying what it counts.
 
@@ -269,7 +281,7 @@ class Pipeline:
                 raise self._refused(caught) from None
             self.stats.count(classify_error(caught))
             raise
-        self.stats.count(_success_outcome(ctx))
+        self.stats.count_returned(ctx)
         return result  # type: ignore[no-any-return]
 
     async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
@@ -292,8 +304,7 @@ class Pipeline:
             self.stats.count(outcome)
             telemetry.end_execution(handles, outcome, clock.now() - start, caught)
             raise
-        outcome = _success_outcome(ctx)
-        self.stats.count(outcome)
+        outcome = self.stats.count_returned(ctx)
         telemetry.end_execution(handles, outcome, clock.now() - start, None)
         return result
 
@@ -313,7 +324,7 @@ class Pipeline:
                 raise self._refused(caught) from None
             self.stats.count(classify_error(caught))
             raise
-        self.stats.count(_success_outcome(ctx))
+        self.stats.count_returned(ctx)
         return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
@@ -336,17 +347,9 @@ class Pipeline:
             self.stats.count(outcome)
             telemetry.end_execution(handles, outcome, clock.now() - start, caught)
             raise
-        outcome = _success_outcome(ctx)
-        self.stats.count(outcome)
+        outcome = self.stats.count_returned(ctx)
         telemetry.end_execution(handles, outcome, clock.now() - start, None)
         return result
-
-
-def _success_outcome(ctx: ExecutionContext) -> Outcome:
-    """Return the outcome of an execution that returned normally."""
-    if ctx.outcome is not None:
-        return ctx.outcome
-    return _SUCCESS if ctx.attempt == 1 else _RECOVERED
 
 
 class PipelineBuilder:
