@@ -195,7 +195,6 @@ def test_real_alertmanager_applies_the_inhibitions(alertmanager_url):
             "resilience_policy": "payments",
         },
     }
-    http(f"{alertmanager_url}/api/v2/alerts", [{"labels": labels} for labels in sent.values()])
     expected = {
         "breaker-critical": False,
         "breaker-warning": True,
@@ -205,17 +204,7 @@ def test_real_alertmanager_applies_the_inhibitions(alertmanager_url):
         "near-other": True,
         "retry-storm": False,
     }
-    deadline = time.monotonic() + 10
-    while True:
-        alerts = http(f"{alertmanager_url}/api/v2/alerts")
-        by_labels = {
-            json.dumps(a["labels"], sort_keys=True): bool(a["status"]["inhibitedBy"]) for a in alerts
-        }
-        inhibited = {key: by_labels.get(json.dumps(labels, sort_keys=True)) for key, labels in sent.items()}
-        if inhibited == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert inhibited == expected
+    assert _inhibited(alertmanager_url, sent, expected) == expected
 
 
 def test_real_alertmanager_mutes_error_patterns_while_the_policy_rejects(alertmanager_url):
@@ -251,7 +240,6 @@ def test_real_alertmanager_mutes_error_patterns_while_the_policy_rejects(alertma
         "pattern-bulkhead": pattern("database"),
         "pattern-other": pattern("content_api"),
     }
-    http(f"{alertmanager_url}/api/v2/alerts", [{"labels": labels} for labels in sent.values()])
     expected = {
         "breaker": False,
         "bulkhead": False,
@@ -259,6 +247,12 @@ def test_real_alertmanager_mutes_error_patterns_while_the_policy_rejects(alertma
         "pattern-bulkhead": True,
         "pattern-other": False,
     }
+    assert _inhibited(alertmanager_url, sent, expected) == expected
+
+
+def _inhibited(alertmanager_url: str, sent: dict, expected: dict) -> dict:
+    """Send ``sent`` (name -> labels) to a real Alertmanager; return name -> inhibited once it equals ``expected`` (or after 10 s)."""
+    http(f"{alertmanager_url}/api/v2/alerts", [{"labels": labels} for labels in sent.values()])
     deadline = time.monotonic() + 10
     while True:
         alerts = http(f"{alertmanager_url}/api/v2/alerts")
@@ -267,6 +261,5 @@ def test_real_alertmanager_mutes_error_patterns_while_the_policy_rejects(alertma
         }
         inhibited = {key: by_labels.get(json.dumps(labels, sort_keys=True)) for key, labels in sent.items()}
         if inhibited == expected or time.monotonic() > deadline:
-            break
+            return inhibited
         time.sleep(0.05)
-    assert inhibited == expected
