@@ -1,0 +1,552 @@
+"""Steps: a pattern's rules in one sans-I/O object, run by the engine's one async and one sync driver.
+
+A :class:`Step` is one link of a pipeline. It holds what the pattern decides and nothing it
+performs: whether a call may start (:meth:`Step.admit`), what an outcome means and what comes
+next (:meth:`Step.on_success`, :meth:`Step.on_failure`, :meth:`Step.on_expired`), and what to
+give back when a run ends in cancellation (:meth:`Step.on_cancel`). What comes next is an
+*action*, returned, never performed by the step:
+
+* ``None``: pass the outcome through (return the result, re-raise the error);
+* :class:`Answer`: return a value in place of the outcome (a fallback, a timeout's default);
+* :class:`Retry`: wait, optionally call a hook, then run the rest of the chain again;
+* :class:`Call`: call a user function (awaited by the async driver, refused by the sync one if it
+  returns an awaitable), and hand its value or error to a continuation that returns the next
+  action.
+
+The drivers, :meth:`Step.execute` (async) and :meth:`Step.execute_sync`, are the only code that
+sleeps, awaits, opens a deadline scope or calls the protected function. A step class inherits
+them and never writes control flow of its own, so nothing in a pattern has a sync twin.
+
+The contract a driver keeps for every step:
+
+* a hook the step class does not override is never called (read once per class);
+* for every token :meth:`Step.admit` returned, exactly one of :meth:`Step.on_success`,
+  :meth:`Step.on_failure` (or :meth:`Step.on_expired`) or :meth:`Step.on_cancel` runs per run of
+  the rest of the chain, so a step that takes a permit or a slot gives it back on every path;
+* a ``BaseException`` (cancellation, interrupt, the :class:`WrongDriver` signal) is never handed
+  to ``on_failure``: it reaches ``on_cancel`` and is re-raised;
+* the last step calls the protected function itself (no frame for the end of the chain).
+
+Exceptions are the failure channel: an error travels up as itself, as the caller will see it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import AsyncGeneratorType, CoroutineType
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
+from otel_resilience.errors import OperationTimeoutError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from otel_resilience.engine.context import ExecutionContext
+
+__all__ = [
+    "TERMINAL",
+    "Action",
+    "Answer",
+    "Call",
+    "Retry",
+    "Step",
+    "Wait",
+    "WrongDriver",
+    "async_generator_refused",
+    "awaitable_in_sync",
+    "not_awaitable",
+    "not_sync_result",
+]
+
+
+class Answer:
+    """Action: return :attr:`value` in place of the outcome."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class Retry:
+    """Action: wait :attr:`delay` seconds, call :attr:`hook`, then run the rest of the chain again.
+
+    Attributes:
+        delay: Seconds to wait first (on the step's :attr:`~Step.clock`); ``0`` for none.
+        token: The token the next run is judged with (what ``admit`` would have returned).
+        hook: Called with no argument after the wait, before the run (awaited if it returns an
+            awaitable in the async driver); what it raises is a failure of that run. ``None``
+            for none.
+        hook_name: How an error message names the hook (``"recovery 'x': restart_hook"``).
+    """
+
+    __slots__ = ("delay", "hook", "hook_name", "token")
+
+    def __init__(
+        self, delay: float, token: Any, hook: Callable[[], Any] | None = None, hook_name: str = "hook"
+    ) -> None:
+        self.delay = delay
+        self.token = token
+        self.hook = hook
+        self.hook_name = hook_name
+
+
+class Call:
+    """Action: call ``fn(*args, **kwargs)``, then ``then(ctx, state, value, error)``: the next action.
+
+    The async driver awaits what ``fn`` returns when it is awaitable; the sync driver refuses an
+    awaitable with ``TypeError`` (handed to ``then`` as the call's error). ``then`` receives the
+    call's value and ``None``, or ``None`` and the ``Exception`` it raised; it returns an
+    :class:`Answer`, a :class:`Retry` or another :class:`Call`, or raises. It runs inside the
+    driver's handling of the failure that led to the call, so what it raises chains that failure
+    as its ``__context__``.
+
+    Attributes:
+        what: How an error message names ``fn`` (``"fallback 'x': fallback_function"``).
+    """
+
+    __slots__ = ("args", "fn", "kwargs", "state", "then", "what")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        then: Callable[[ExecutionContext, Any, Any, Exception | None], Action],
+        *,
+        state: Any = None,
+        what: str = "a hook",
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.then = then
+        self.state = state
+        self.what = what
+
+
+Action = Answer | Retry | Call | None
+"""What a step decides after an outcome: ``None`` passes the outcome through."""
+
+
+class Wait:
+    """A token that says "not yet": the driver waits for the real one before running the rest.
+
+    :meth:`Step.admit` returns a subclass instance when the step must wait before admitting (a
+    bulkhead's queued call); the async driver awaits :meth:`wait`, the sync driver calls
+    :meth:`wait_sync`, each returning the token or raising the rejection. A plain class (not an
+    ABC), so the drivers' ``isinstance`` check stays cheap on every admitted call.
+    """
+
+    __slots__ = ()
+
+    async def wait(self) -> Any:
+        """Wait on the running loop; return the token or raise the rejection."""
+        raise NotImplementedError
+
+    def wait_sync(self) -> Any:
+        """Wait in this thread; return the token or raise the rejection."""
+        raise NotImplementedError
+
+
+class _Acted:
+    """What :meth:`Step._scoped` returns when :meth:`Step.on_expired` decided an action."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Action) -> None:
+        self.action = action
+
+
+class Step:
+    """One link of a pipeline: a pattern's rules, run by the two drivers it inherits.
+
+    Subclasses set :attr:`kind`, give :attr:`name` and :attr:`config`, and override the hooks
+    their pattern needs; the defaults admit every call and pass every outcome through.
+
+    Attributes:
+        kind: The pattern kind (``"circuit_breaker"``, ``"retry"`` …).
+        next: The rest of the chain; :data:`TERMINAL` until linked.
+        seconds: A deadline the driver opens around each run of the rest of the chain, or
+            ``None`` (the default) for none.
+        scope: The deadline's scope, as :class:`~otel_resilience.errors.OperationTimeoutError`
+            reports it (``"total"`` or ``"attempt"``).
+        clock: The clock of the deadline and of :class:`Retry` waits.
+    """
+
+    __slots__ = ("next",)
+
+    kind: ClassVar[str] = "step"
+    seconds: float | None = None
+    scope: str = "total"
+    clock: Clock = SYSTEM_CLOCK
+
+    _admits: ClassVar[bool] = False
+    _succeeds: ClassVar[bool] = False
+    _fails: ClassVar[bool] = False
+    _expires: ClassVar[bool] = False
+    _cancels: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Record once per class which hooks it overrides: the drivers skip the others."""
+        super().__init_subclass__(**kwargs)
+        cls._admits = cls.admit is not Step.admit
+        cls._succeeds = cls.on_success is not Step.on_success
+        cls._fails = cls.on_failure is not Step.on_failure
+        cls._expires = cls.on_expired is not Step.on_expired
+        cls._cancels = cls.on_cancel is not Step.on_cancel
+
+    def __init__(self) -> None:
+        self.next: Step = TERMINAL
+
+    @property
+    def name(self) -> str:
+        """The configured name of the instance this link belongs to."""
+        return self.kind
+
+    @property
+    def config(self) -> object:
+        """The configuration this link runs with (for :meth:`Pipeline.describe`)."""
+        return None
+
+    # -- the rules: what a pattern overrides ----------------------------------------------------
+
+    def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the default admits every call
+        """Admit a run of the rest of the chain: return a token for it, or raise the rejection.
+
+        The token is handed back to the hook that ends the run. A :class:`Wait` makes the driver
+        wait for the real token first.
+        """
+        return None
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
+        """Judge a run that returned ``result``; ``None`` returns it."""
+        return None
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
+        """Judge a run that raised ``error``; ``None`` re-raises it. May raise in its place."""
+        return None
+
+    def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
+        """Judge a run cut by this step's own deadline (:attr:`seconds`); ``None`` raises ``error``.
+
+        Called instead of :meth:`on_failure` for that run.
+        """
+        return None
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
+        """Give back what :meth:`admit` took: a ``BaseException`` ended the run.
+
+        Args:
+            ctx: The execution.
+            token: The run's token.
+            running: ``True`` when the rest of the chain was running, ``False`` when the driver
+                was waiting (a :class:`Retry` delay) or calling a hook for the step.
+        """
+
+    # -- the async driver -------------------------------------------------------------------------
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain under this step's rules (async driver).
+
+        Raises:
+            Exception: The rejection, the failure passed through, or what a rule raised.
+        """
+        token = self.admit(ctx) if self._admits else None
+        if isinstance(token, Wait):
+            token = await token.wait()
+        nxt = self.next
+        scoped = self.seconds is not None
+        action: Action = None
+        while True:
+            running = False
+            try:
+                if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
+                    token = action.token  # type: ignore[union-attr]
+                    await self._pause(cast("Retry", action))
+                running = True
+                if scoped:
+                    result = await self._scoped(ctx, token)
+                elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
+                    awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
+                    if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
+                        raise not_awaitable(ctx.operation, awaitable)  # noqa: TRY301 - reaches on_cancel
+                    result = await awaitable
+                else:
+                    result = await nxt.execute(ctx)
+            except Exception as error:
+                if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
+                    raise
+                if type(action) is Call:
+                    action = await self._resolve(ctx, token, action)
+                if type(action) is Answer:
+                    return action.value
+                continue
+            except BaseException:
+                if self._cancels:
+                    self.on_cancel(ctx, token, running=running)
+                raise
+            if scoped and type(result) is _Acted:
+                action = result.action
+            elif not self._succeeds or (action := self.on_success(ctx, token, result)) is None:
+                return result
+            if type(action) is Call:
+                action = await self._resolve(ctx, token, action)
+            if type(action) is Answer:
+                return action.value
+
+    async def _pause(self, action: Retry) -> None:
+        """Wait a :class:`Retry`'s delay, then call its hook (awaited when it returns an awaitable)."""
+        if action.delay > 0:
+            await self.clock.sleep(action.delay)
+        if action.hook is not None:
+            pending = action.hook()
+            if inspect.isawaitable(pending):
+                await pending
+
+    async def _scoped(self, ctx: ExecutionContext, token: Any) -> Any:
+        """Run the rest of the chain under this step's deadline (the task is cancelled at it).
+
+        Returns:
+            The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
+        """
+        deadline = AsyncDeadline(self.clock, cast("float", self.seconds), ctx.operation, self.scope)
+        try:
+            deadline.enter()  # `async with deadline:` without its two coroutines
+            try:
+                result = await self.next.execute(ctx)
+            except BaseException as escaped:
+                deadline.leave(type(escaped))
+                raise
+            deadline.leave(None)
+            return result  # noqa: TRY300 - the except below is for leave() as well
+        except OperationTimeoutError as error:
+            # Raised by an inner scope (or the callee) unless our own timer fired.
+            if not deadline.expired or not self._expires:
+                raise
+            if (action := self.on_expired(ctx, token, error)) is None:
+                raise
+            return _Acted(action)
+
+    async def _resolve(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
+        """Perform :class:`Call` actions until the step decides an :class:`Answer` or a :class:`Retry`."""
+        while type(action) is Call:
+            call = action
+            try:
+                value = call.fn(*call.args, **call.kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as error:  # noqa: BLE001 - the step's continuation judges it
+                action = call.then(ctx, call.state, None, error)
+            except BaseException:
+                if self._cancels:
+                    self.on_cancel(ctx, token, running=False)
+                raise
+            else:
+                action = call.then(ctx, call.state, value, None)
+        return action
+
+    # -- the sync driver --------------------------------------------------------------------------
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        """Run the rest of the chain under this step's rules, in this thread (sync driver).
+
+        Raises:
+            Exception: The rejection, the failure passed through, or what a rule raised.
+        """
+        token = self.admit(ctx) if self._admits else None
+        if isinstance(token, Wait):
+            token = token.wait_sync()
+        nxt = self.next
+        scoped = self.seconds is not None
+        action: Action = None
+        while True:
+            running = False
+            try:
+                if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
+                    token = action.token  # type: ignore[union-attr]
+                    self._pause_sync(cast("Retry", action))
+                running = True
+                if scoped:
+                    result = self._scoped_sync(ctx, token)
+                elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
+                    result = ctx.fn(*ctx.args, **ctx.kwargs)
+                    kind = type(result)
+                    if kind is CoroutineType or kind is AsyncGeneratorType:
+                        raise not_sync_result(ctx.operation, result)  # noqa: TRY301 - reaches on_cancel
+                else:
+                    result = nxt.execute_sync(ctx)
+            except Exception as error:
+                if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
+                    raise
+                if type(action) is Call:
+                    action = self._resolve_sync(ctx, token, action)
+                if type(action) is Answer:
+                    return action.value
+                continue
+            except BaseException:
+                if self._cancels:
+                    self.on_cancel(ctx, token, running=running)
+                raise
+            if scoped and type(result) is _Acted:
+                action = result.action
+            elif not self._succeeds or (action := self.on_success(ctx, token, result)) is None:
+                return result
+            if type(action) is Call:
+                action = self._resolve_sync(ctx, token, action)
+            if type(action) is Answer:
+                return action.value
+
+    def _pause_sync(self, action: Retry) -> None:
+        """Wait a :class:`Retry`'s delay, then call its hook, which must not return an awaitable."""
+        if action.delay > 0:
+            self.clock.sleep_sync(action.delay)
+        if action.hook is not None:
+            refuse_awaitable(action.hook_name, action.hook())
+
+    def _scoped_sync(self, ctx: ExecutionContext, token: Any) -> Any:
+        """Run the rest of the chain with this step's deadline published; a late result is a timeout.
+
+        Returns:
+            The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
+        """
+        deadline = SyncDeadline(self.clock, cast("float", self.seconds), ctx.operation, self.scope)
+        try:
+            with deadline:
+                return self.next.execute_sync(ctx)
+        except OperationTimeoutError as error:
+            # Once the chain has returned, only our own scope's exit can raise (and set expired).
+            if not deadline.expired or not self._expires:
+                raise
+            if (action := self.on_expired(ctx, token, error)) is None:
+                raise
+            return _Acted(action)
+
+    def _resolve_sync(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
+        """Perform :class:`Call` actions in this thread (an awaitable is refused as the call's error)."""
+        while type(action) is Call:
+            call = action
+            try:
+                value = refuse_awaitable(call.what, call.fn(*call.args, **call.kwargs))
+            except Exception as error:  # noqa: BLE001 - the step's continuation judges it
+                action = call.then(ctx, call.state, None, error)
+            except BaseException:
+                if self._cancels:
+                    self.on_cancel(ctx, token, running=False)
+                raise
+            else:
+                action = call.then(ctx, call.state, value, None)
+        return action
+
+
+def refuse_awaitable(what: str, value: Any) -> Any:
+    """Return ``value``, or close it and raise ``TypeError`` when a sync call returned an awaitable.
+
+    Args:
+        what: The function that returned it, as the message names it.
+        value: What it returned.
+
+    Raises:
+        TypeError: ``value`` is awaitable: the sync driver cannot await it.
+    """
+    if inspect.isawaitable(value):
+        if type(value) is CoroutineType:
+            value.close()
+        msg = f"{what} returned an awaitable, which the sync driver cannot await; use the async API"
+        raise TypeError(msg)
+    return value
+
+
+class _Terminal(Step):
+    """The end of every chain: calls the protected function (when no step before it does)."""
+
+    __slots__ = ()
+
+    kind: ClassVar[str] = "terminal"
+
+    def __init__(self) -> None:
+        self.next = self
+
+    async def execute(self, ctx: ExecutionContext) -> Any:
+        awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
+        if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
+            raise not_awaitable(ctx.operation, awaitable)
+        return await awaitable
+
+    def execute_sync(self, ctx: ExecutionContext) -> Any:
+        result = ctx.fn(*ctx.args, **ctx.kwargs)
+        kind = type(result)
+        if kind is CoroutineType or kind is AsyncGeneratorType:
+            raise not_sync_result(ctx.operation, result)
+        return result
+
+
+def not_awaitable(operation: str, value: object) -> WrongDriver:
+    """Return the signal for a function given to an async driver that returned ``value``.
+
+    A driver that calls the protected function itself raises it when ``value`` is neither a
+    coroutine nor awaitable.
+    """
+    if type(value) is AsyncGeneratorType:
+        return async_generator_refused(repr(operation))
+    msg = (
+        f"{operation!r}: fn must return an awaitable for the async API, got "
+        f"{type(value).__name__}; use the *_sync variant for plain functions"
+    )
+    return WrongDriver(msg)
+
+
+def not_sync_result(operation: str, result: object) -> WrongDriver:
+    """Return the signal for a sync driver's function that returned a coroutine or an async generator.
+
+    A sync driver that calls the protected function itself raises it when ``type(result)`` is
+    ``CoroutineType`` (closed here) or ``AsyncGeneratorType``: neither is a result, and passing
+    it on would count a call that never ran as a success.
+    """
+    if type(result) is AsyncGeneratorType:
+        return async_generator_refused(repr(operation))
+    return awaitable_in_sync(operation, cast("CoroutineType[Any, Any, Any]", result))
+
+
+def async_generator_refused(where: str) -> WrongDriver:
+    """Return the signal for an async generator function, which neither driver can protect.
+
+    Args:
+        where: What refuses it, shown first in the message (a quoted operation name).
+    """
+    msg = (
+        f"{where}: fn is an async generator function, which returns an iterator, not a result, "
+        "so no call can be protected; protect a coroutine function that consumes it"
+    )
+    return WrongDriver(msg)
+
+
+def awaitable_in_sync(operation: str, coroutine: CoroutineType[Any, Any, Any]) -> WrongDriver:
+    """Close ``coroutine`` (returned to a sync driver) and return the signal to raise."""
+    coroutine.close()
+    msg = (
+        f"{operation!r}: fn is a coroutine function, which the sync API cannot await; "
+        "use the async variant (without _sync) and await it"
+    )
+    return WrongDriver(msg)
+
+
+class WrongDriver(BaseException):
+    """Signal: the protected function does not fit the driver.
+
+    Raised for a plain function given to the async API, or a coroutine function given to the
+    sync API. It is a ``BaseException`` on purpose: a programming error is not an outcome of the
+    dependency, so no step may count, retry, recover or answer it (the drivers hand only
+    ``Exception`` to the rules, and ``on_cancel`` gives permits and slots back on anything else).
+    The pipeline turns it into the ``TypeError`` the caller gets.
+    """
+
+    def as_type_error(self) -> TypeError:
+        """Return the ``TypeError`` to raise in place of this signal."""
+        return TypeError(*self.args)
+
+
+TERMINAL: Final[Step] = _Terminal()
+"""The shared end of every chain."""
