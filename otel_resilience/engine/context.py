@@ -147,9 +147,21 @@ class ExecutionContext:
         outcome: Set by a strategy that answered in place of the call (fallback) or recovered
             it (recovery); ``None`` means the pipeline derives it from ``attempt``.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
+        sync: Whether the sync driver runs it (a step that cannot serve that driver, an async
+            hook say, refuses it in ``admit``, before anything runs).
     """
 
-    __slots__ = ("args", "attempt", "fn", "kwargs", "max_attempts", "operation", "outcome", "properties")
+    __slots__ = (
+        "args",
+        "attempt",
+        "fn",
+        "kwargs",
+        "max_attempts",
+        "operation",
+        "outcome",
+        "properties",
+        "sync",
+    )
 
     def __init__(
         self,
@@ -158,8 +170,11 @@ class ExecutionContext:
         kwargs: Mapping[str, Any],
         operation: str,
         max_attempts: int | None = None,
+        *,
+        sync: bool = False,
     ) -> None:
         self.fn = fn
+        self.sync = sync
         self.args = args
         self.kwargs = kwargs
         self.operation = operation

@@ -314,7 +314,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
+        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts, sync=True)
         if handles := self.telemetry.start_execution(self.name):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
