@@ -42,14 +42,12 @@ propagates.
 from __future__ import annotations
 
 import enum
-import functools
-import inspect
 import math
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from types import AsyncGeneratorType, CoroutineType
 from typing import Any, ClassVar, Final, Literal, ParamSpec, TypedDict, TypeVar, cast, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
@@ -64,15 +62,9 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import (
-    Pipeline,
-    PipelineBuilder,
-    PipelineStats,
-    check_protectable,
-    classify_error,
-)
+from otel_resilience.engine.pipeline import Guard, Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.strategy import Strategy, WrongDriver, not_awaitable, not_sync_result
+from otel_resilience.engine.step import Step, WrongDriver
 from otel_resilience.engine.validation import (
     check_duration,
     check_exception_types,
@@ -493,7 +485,7 @@ class _BreakerCore:
             self.stats.total_cancelled += 1
             self._release_locked(permit)
 
-    def end(self, permit: Permit, caught: BaseException) -> None:
+    def end(self, permit: Permit, caught: BaseException | None) -> None:
         """End a call that raised a ``BaseException`` that is not an ``Exception``.
 
         A function that does not fit the driver (:class:`WrongDriver`) is ignored, as an error
@@ -660,8 +652,13 @@ class _BreakerCore:
             self._telemetry.report(Event.STATE_CHANGED, change)
 
 
-class _BreakerStrategy(Strategy):
-    """A pipeline link bound to a breaker's shared core, with its own per-call telemetry."""
+class _BreakerStep(Step):
+    """A pipeline link bound to a breaker's shared core, with its own per-call telemetry.
+
+    Its rules are the core's permission protocol: ``admit`` asks for a permit (CLOSED admits
+    without a call, as :meth:`_BreakerCore.try_acquire` does), the outcome hooks count it, and a
+    cancellation gives it back.
+    """
 
     __slots__ = ("_core", "_hub", "_routes_seen", "_telemetry", "_wanted")
 
@@ -685,21 +682,17 @@ class _BreakerStrategy(Strategy):
         """The breaker's configuration."""
         return self._core.config
 
-    def admit(self, permit: Permit, stats: PipelineStats | None = None) -> Permit:
-        """Admit a call while the breaker is not CLOSED, or raise its rejection.
-
-        Args:
-            permit: The breaker's permit as read by the caller (not CLOSED).
-            stats: The stats of the breaker's own pipeline, when it is used alone: a rejection
-                also counts there.
+    def admit(self, ctx: ExecutionContext) -> Permit:  # noqa: ARG002 - the permit is the breaker's
+        """Admit a call, or raise the breaker's rejection.
 
         Raises:
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
         core = self._core
+        permit = core._permit
+        if permit.state is _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            return permit
         if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-            if stats is not None:
-                stats.count(_REJECTED)
             # The error is built in the raise: a local holding it would make a reference cycle
             # through its traceback on every rejection.
             raise self.report_rejection(
@@ -707,52 +700,20 @@ class _BreakerStrategy(Strategy):
             ) from None
         admitted = core.try_acquire()
         if admitted is None:
-            if stats is not None:
-                stats.count(_REJECTED)
             raise self.rejected() from None
         return admitted
 
-    async def execute(self, ctx: ExecutionContext) -> Any:
-        """Run the rest of the chain if the breaker admits the call.
+    def on_success(self, ctx: ExecutionContext, token: Permit, result: Any) -> None:  # noqa: ARG002
+        """Count a success."""
+        self._core.on_success(token)
 
-        Raises:
-            CircuitOpenError: The breaker is open (or all half-open probes are in flight).
-        """
-        core = self._core
-        permit = core._permit
-        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = self.admit(permit)
-        try:
-            result = await self.next.execute(ctx)
-        except Exception as error:
-            core.on_failure(permit, error)
-            raise
-        except BaseException as caught:
-            core.end(permit, caught)
-            raise
-        core.on_success(permit)
-        return result
+    def on_failure(self, ctx: ExecutionContext, token: Permit, error: Exception) -> None:  # noqa: ARG002
+        """Classify and count a failure (the error passes through)."""
+        self._core.on_failure(token, error)
 
-    def execute_sync(self, ctx: ExecutionContext) -> Any:
-        """Run the rest of the chain in this thread if the breaker admits the call.
-
-        Raises:
-            CircuitOpenError: The breaker is open (or all half-open probes are in flight).
-        """
-        core = self._core
-        permit = core._permit
-        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = self.admit(permit)
-        try:
-            result = self.next.execute_sync(ctx)
-        except Exception as error:
-            core.on_failure(permit, error)
-            raise
-        except BaseException as caught:
-            core.end(permit, caught)
-            raise
-        core.on_success(permit)
-        return result
+    def on_cancel(self, ctx: ExecutionContext, token: Permit, *, running: bool) -> None:  # noqa: ARG002
+        """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""
+        self._core.end(token, sys.exc_info()[1])
 
     def rejected(self) -> CircuitOpenError:
         """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and return the error."""
@@ -773,69 +734,6 @@ class _BreakerStrategy(Strategy):
         if self._wanted:
             self._telemetry.report(_CALL_REJECTED, args)
         return error
-
-
-class _BreakerGuard:
-    """The breaker around a block: ``with breaker.guard():`` or ``async with breaker.guard():``.
-
-    Entering asks the breaker for a permit (raising :class:`CircuitOpenError` when it refuses);
-    leaving counts the block's outcome exactly as :meth:`CircuitBreaker.call` counts a call's:
-    no exception is a success, an ``Exception`` is classified by the config, anything else
-    (cancellation, ``KeyboardInterrupt``) gives the permit back and counts nothing. The guard
-    opens no span of its own. One guard serves one block; call ``guard()`` again for the next.
-    """
-
-    __slots__ = ("_breaker", "_permit")
-
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self._breaker = breaker
-        self._permit: Permit | None = None
-
-    def _enter(self) -> None:
-        if self._permit is not None:
-            msg = "a CircuitBreaker.guard() serves one block at a time; call guard() again"
-            raise RuntimeError(msg)
-        breaker = self._breaker
-        pipeline, node = breaker._standalone or breaker._build_standalone()
-        permit = breaker._core._permit
-        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = node.admit(permit, pipeline.stats)
-        self._permit = permit
-
-    def _exit(self, error: BaseException | None) -> None:
-        permit = self._permit
-        self._permit = None
-        if permit is None:  # pragma: no cover - the with statement only exits an entered guard
-            return
-        breaker = self._breaker
-        pipeline, _ = breaker._standalone or breaker._build_standalone()
-        core = breaker._core
-        stats = pipeline.stats
-        if error is None:
-            core.on_success(permit)
-            next(stats._succeeded)
-        elif isinstance(error, Exception):
-            stats.count(classify_error(error))
-            core.on_failure(permit, error)
-        else:
-            core.release(permit)
-            next(stats._cancelled)
-
-    def __enter__(self) -> _BreakerGuard:
-        self._enter()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> _BreakerGuard:
-        self._enter()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        self._exit(exc)
 
 
 class CircuitBreaker:
@@ -878,99 +776,23 @@ class CircuitBreaker:
             raise fail("CircuitBreaker", "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
         self._telemetry = StrategyTelemetry(TelemetrySource(KIND, name))
         self._core = _BreakerCore(name, config, clock, self._telemetry)
-        self._standalone: tuple[Pipeline, _BreakerStrategy] | None = None
+        self._standalone: Pipeline | None = None
         BREAKERS.register(self)
 
-    def _build_standalone(self) -> tuple[Pipeline, _BreakerStrategy]:
-        """Build the breaker's own one-link pipeline, on first use.
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The breaker's own one-link pipeline, built on first use.
 
         A breaker that only runs in other pipelines never has one, so it exports no idle
         execution series.
         """
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
         core = self._core
-        node = _BreakerStrategy(core, StrategyTelemetry(TelemetrySource(KIND, core.name)))
-        built = PipelineBuilder(core.name, clock=core._clock, source=self._telemetry.source).add(node).build()
-        with core._lock:
-            if self._standalone is None:
-                self._standalone = (built, node)
-            return self._standalone
-
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The breaker's own pipeline (built on first use)."""
-        standalone = self._standalone
-        if standalone is None:
-            standalone = self._build_standalone()
-        return standalone[0]
-
-    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The direct async driver: the breaker's core around ``fn`` in one frame.
-
-        While no execution listener opens a scope for it, it does what the one-link pipeline would
-        do (same counts in the pipeline's stats, same events, same errors) without building an
-        execution context or walking the chain; otherwise it runs the pipeline in that scope.
-        """
-        standalone = self._standalone
-        if standalone is None:
-            standalone = self._build_standalone()
-        pipeline, node = standalone
-        if handles := pipeline.telemetry.start_execution(pipeline.name):
-            return await pipeline.execute_in_scope(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
-        core = self._core
-        stats = pipeline.stats
-        permit = core._permit
-        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = node.admit(permit, stats)
-        try:
-            awaitable = fn(*args, **kwargs)
-            if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
-                raise not_awaitable(pipeline.name, awaitable)  # noqa: TRY301 - must reach the release below
-            result = await awaitable
-        except Exception as error:
-            stats.count(classify_error(error))
-            core.on_failure(permit, error)
-            raise
-        except BaseException as caught:
-            core.end(permit, caught)
-            if type(caught) is WrongDriver:
-                raise pipeline._refused(caught) from None
-            next(stats._cancelled)
-            raise
-        core.on_success(permit)
-        next(stats._succeeded)
-        return result
-
-    def _call_sync(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The direct sync driver: the twin of :meth:`_call`."""
-        standalone = self._standalone
-        if standalone is None:
-            standalone = self._build_standalone()
-        pipeline, node = standalone
-        if handles := pipeline.telemetry.start_execution(pipeline.name):
-            return pipeline.execute_in_scope_sync(handles, ExecutionContext(fn, args, kwargs, pipeline.name))
-        core = self._core
-        stats = pipeline.stats
-        permit = core._permit
-        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            permit = node.admit(permit, stats)
-        try:
-            result = fn(*args, **kwargs)
-            kind = type(result)
-            if kind is CoroutineType or kind is AsyncGeneratorType:
-                raise not_sync_result(pipeline.name, result)  # noqa: TRY301 - must reach the release below
-        except Exception as error:
-            stats.count(classify_error(error))
-            core.on_failure(permit, error)
-            raise
-        except BaseException as caught:
-            core.end(permit, caught)
-            if type(caught) is WrongDriver:
-                raise pipeline._refused(caught) from None
-            next(stats._cancelled)
-            raise
-        core.on_success(permit)
-        next(stats._succeeded)
-        return result
+        node = _BreakerStep(core, StrategyTelemetry(TelemetrySource(KIND, core.name)))
+        return PipelineBuilder(core.name, clock=core._clock, source=self._telemetry.source).add(node).build()
 
     @property
     def name(self) -> str:
@@ -996,17 +818,17 @@ class CircuitBreaker:
         """The live counts (plain ints, updated in place; read-only for callers)."""
         return self._core.stats
 
-    def as_strategy(self, pipeline: str | None = None) -> Strategy:
+    def as_strategy(self, pipeline: str | None = None) -> Step:
         """Return a new, unlinked pipeline link that shares this breaker's state.
 
         Args:
             pipeline: The name of the pipeline (policy) the link will run in, for telemetry.
 
         Returns:
-            A :class:`~otel_resilience.engine.strategy.Strategy` to add to a
+            A :class:`~otel_resilience.engine.step.Step` to add to a
             :class:`~otel_resilience.engine.pipeline.PipelineBuilder`.
         """
-        return _BreakerStrategy(self._core, StrategyTelemetry(TelemetrySource(KIND, self.name, pipeline)))
+        return _BreakerStep(self._core, StrategyTelemetry(TelemetrySource(KIND, self.name, pipeline)))
 
     async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` if the breaker admits the call.
@@ -1027,7 +849,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise fail("CircuitBreaker.call", "fn", "callable", fn, kind=TypeError)
-        return await self._call(fn, args, kwargs)  # type: ignore[no-any-return]
+        return await self._pipeline.execute(fn, *args, **kwargs)
 
     def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` in this thread if the breaker admits the call.
@@ -1048,9 +870,9 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise fail("CircuitBreaker.call_sync", "fn", "callable", fn, kind=TypeError)
-        return self._call_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+        return self._pipeline.execute_sync(fn, *args, **kwargs)
 
-    def guard(self) -> _BreakerGuard:
+    def guard(self) -> Guard:
         """Return a context manager that runs a block under this breaker (sync or async).
 
         ``with breaker.guard(): ...`` in threads, ``async with breaker.guard(): ...`` in
@@ -1061,7 +883,7 @@ class CircuitBreaker:
         Returns:
             A single-use guard.
         """
-        return _BreakerGuard(self)
+        return Guard(self._pipeline)
 
     @overload
     def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
@@ -1085,22 +907,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise fail("CircuitBreaker.protect", "fn", "callable", fn, kind=TypeError)
-        check_protectable(self.name, fn)
-        if inspect.iscoroutinefunction(fn):
-            call = self._call
-
-            @functools.wraps(fn)
-            async def protected_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await call(fn, args, kwargs)
-
-            return protected_async
-        call_sync = self._call_sync
-
-        @functools.wraps(fn)
-        def protected(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return call_sync(fn, args, kwargs)
-
-        return protected
+        return protect_with(self._pipeline, fn)
 
     def force_open(
         self, duration: float | timedelta | None = None, *, reason: Literal["forced", "isolated"] = "forced"

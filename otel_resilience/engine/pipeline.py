@@ -31,7 +31,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
-from otel_resilience.engine.strategy import TERMINAL, Strategy, WrongDriver, async_generator_refused
+from otel_resilience.engine.step import TERMINAL, Step, Wait, WrongDriver, async_generator_refused
 from otel_resilience.engine.validation import check_int, check_name
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExecutionHandles",
+    "Guard",
     "Pipeline",
     "PipelineBuilder",
     "PipelineStats",
@@ -231,7 +232,7 @@ class Pipeline:
     def __init__(
         self,
         name: str,
-        strategies: tuple[Strategy, ...],
+        strategies: tuple[Step, ...],
         *,
         clock: Clock = SYSTEM_CLOCK,
         source: TelemetrySource | None = None,
@@ -240,14 +241,14 @@ class Pipeline:
         self.name = name
         self.max_attempts = max_attempts
         self._strategies = strategies
-        self._head: Strategy = strategies[0] if strategies else TERMINAL
+        self._head: Step = strategies[0] if strategies else TERMINAL
         self._clock = clock
         self.stats = PipelineStats()
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
         PIPELINES.register(self)
 
     @property
-    def strategies(self) -> tuple[Strategy, ...]:
+    def strategies(self) -> tuple[Step, ...]:
         """The strategies, outer to inner."""
         return self._strategies
 
@@ -383,7 +384,7 @@ class PipelineBuilder:
         self._max_attempts = max_attempts
         self._clock = clock
         self._source = source
-        self._strategies: list[Strategy] = []
+        self._strategies: list[Step] = []
         self._built = False
 
     def add(self, strategy: object) -> PipelineBuilder:
@@ -391,14 +392,14 @@ class PipelineBuilder:
 
         Raises:
             RuntimeError: After :meth:`build`.
-            TypeError: If ``strategy`` is not a :class:`Strategy`.
+            TypeError: If ``strategy`` is not a :class:`Step`.
             ValueError: If ``strategy`` is already linked in a pipeline.
         """
         if self._built:
             msg = f"PipelineBuilder {self._name!r} was already built; create a new builder"
             raise RuntimeError(msg)
-        if not isinstance(strategy, Strategy):
-            msg = f"PipelineBuilder.add needs a Strategy, got {type(strategy).__name__}"
+        if not isinstance(strategy, Step):
+            msg = f"PipelineBuilder.add needs a Strategy (an engine.step.Step), got {type(strategy).__name__}"
             raise TypeError(msg)
         if strategy.next is not TERMINAL or any(s is strategy for s in self._strategies):
             msg = f"strategy {strategy.kind}:{strategy.name!r} is already linked into a pipeline"
@@ -418,6 +419,101 @@ class PipelineBuilder:
         return Pipeline(
             self._name, strategies, clock=self._clock, source=self._source, max_attempts=self._max_attempts
         )
+
+
+def _block() -> None:
+    """The "function" of a :class:`Guard`'s execution: the block runs in the caller's frame."""
+
+
+class Guard:
+    """A block run under a one-step pipeline: ``with guard:`` or ``async with guard:``.
+
+    Entering runs the step's :meth:`~Step.admit` (waiting when it says :class:`Wait`); leaving
+    ends the run with the hook the block's outcome calls for, exactly as the drivers do: no
+    exception is a success, an ``Exception`` a failure, anything else a cancellation. The
+    pipeline counts the execution in its stats (a rejection included); no execution scope (span)
+    is opened. Only a step whose rules never decide an action can guard a block (a breaker, a
+    bulkhead); one guard serves one block.
+    """
+
+    __slots__ = ("_ctx", "_pipeline", "_step", "_token")
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._step = pipeline.strategies[0]
+        self._ctx: ExecutionContext | None = None
+        self._token: Any = None
+
+    def _admit(self) -> Any:
+        step = self._step
+        ctx = self._ctx = ExecutionContext(_block, (), {}, self._pipeline.name)
+        return step.admit(ctx) if step._admits else None
+
+    def _check_unused(self) -> None:
+        if self._ctx is not None:
+            kind, name = self._step.kind, self._pipeline.name
+            msg = f"a guard of {kind} {name!r} serves one block at a time; make another"
+            raise RuntimeError(msg)
+
+    def _refused(self, error: BaseException) -> None:
+        self._ctx = None
+        self._pipeline.stats.count(classify_error(error))
+
+    def _leave(self, error: BaseException | None) -> None:
+        step, ctx, token = self._step, self._ctx, self._token
+        self._ctx = self._token = None
+        if ctx is None:  # pragma: no cover - the with statement only exits an entered guard
+            return
+        stats = self._pipeline.stats
+        action = None
+        if error is None:
+            stats.count_returned(ctx)
+            if step._succeeds:
+                action = step.on_success(ctx, token, None)
+        elif isinstance(error, Exception):
+            stats.count(classify_error(error))
+            if step._fails:
+                action = step.on_failure(ctx, token, error)
+        else:
+            stats.count(Outcome.CANCELLED)
+            if step._cancels:
+                step.on_cancel(ctx, token, running=True)
+        if action is not None:
+            decided = type(action).__name__
+            msg = f"{step.kind} {step.name!r} decided {decided}, which a guarded block cannot do"
+            raise RuntimeError(msg)
+
+    def __enter__(self) -> Guard:
+        self._check_unused()
+        try:
+            token = self._admit()
+            if isinstance(token, Wait):
+                token = token.wait_sync()
+        except Exception as error:
+            self._refused(error)
+            raise
+        self._token = token
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._leave(exc)
+
+    async def __aenter__(self) -> Guard:
+        self._check_unused()
+        try:
+            token = self._admit()
+            if isinstance(token, Wait):
+                token = await token.wait()
+        except Exception as error:
+            self._refused(error)
+            raise
+        self._token = token
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._leave(exc)
 
 
 _STANDALONE_LOCK: Final = threading.Lock()
