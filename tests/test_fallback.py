@@ -483,6 +483,7 @@ async def test_failing_cache_get_reraises_the_original_error(
     ):
         await run(handler, driver, Failing(original))
     assert info.value is original
+    assert info.value.__context__ is None  # unchanged: not chained to the cache's error
     assert handler.get_stats() == stats(executions=1, fallbacks_used=1, fallback_failures=1, cache_errors=1)
     assert "cache_service.get('last') failed" in caplog.text
 

@@ -1,0 +1,251 @@
+"""Fallback (graceful degradation): answer in place of a call that failed (SPEC §1.3).
+
+::
+
+    handler = FallbackHandler(
+        FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"similarity": 0.0})
+    )
+    result = await handler.execute_with_fallback(analyze_content, data)
+
+The strategies (:class:`FallbackStrategy`):
+
+* ``DEFAULT_VALUE``: return ``default_value``.
+* ``ALTERNATIVE_FUNCTION``: return ``fallback_function(error, *args, **kwargs)``: it receives the
+  original error and the original arguments. If it raises, *its* error propagates (chained to
+  the original through ``__context__``), as Polly and Resilience4j do: the alternative's error
+  is the answer.
+* ``CACHED_VALUE``: every success of the protected call is written to ``cache_service`` under
+  ``cache_key``; on failure the last good value is read back. A miss re-raises the *original*
+  error, unchanged.
+* ``MULTIPLE_ATTEMPTS``: call each of ``fallback_functions`` in order as drop-in replacements
+  (``fn(*args, **kwargs)``); the first that returns answers. If all fail, an
+  ``ExceptionGroup`` holding the original error and then every fallback error, in order, is
+  raised, so that no cause is lost.
+
+Decisions:
+
+* **What triggers a fallback.** ``handle_exceptions`` (exception types or a predicate; default
+  ``(Exception,)``, which includes rejections and timeouts raised by inner patterns). Only
+  ``Exception`` is ever caught: ``asyncio.CancelledError``, ``KeyboardInterrupt`` and
+  ``SystemExit`` never trigger a fallback and are never swallowed, in the protected call or in a
+  fallback function. Naming a non-``Exception`` type is rejected at configuration.
+* **Fields the strategy does not use must stay unset.** ``FallbackConfig(strategy=DEFAULT_VALUE,
+  cache_key="x")`` raises ``ValueError`` naming ``FallbackConfig.cache_key``: such a field
+  would be silently ignored, and is almost always a mistake (a wrong strategy).
+* **Cache misses.** :class:`CacheService` ``get`` signals a miss by returning :data:`MISSING`
+  *or* ``None``: the common clients (``dict.get``, redis-py, aiocache, cachetools) return
+  ``None`` on a miss, and serving that ``None`` as data would hide the failure. The price: a
+  cached ``None`` reads as a miss.
+* **The cache never fails a call.** A ``set`` that raises is logged (logger
+  ``otel_resilience.fallback``) and counted in ``cache_errors``; the successful result is
+  returned. A ``get`` that raises is logged, counted, and the original error is re-raised.
+* **The cache never delays a success.** The write happens after the call, outside every
+  deadline the call ran under (the fallback is the outermost pattern), so the caller is not made
+  to wait for it: in the async driver an awaitable ``set`` runs as a task of its own and the
+  result is returned at once. A stalled cache cannot turn a call bounded at 0.1 s into a 3 s
+  one, and cannot pile up writes either: while one write is in flight, later successes only
+  replace the value to write next, so at most one write runs per handler (per running event
+  loop) and the last good value is the one written. A failed background write is logged and
+  counted like any ``set`` error; one still running when its loop shuts down is cancelled.
+  The cost: an async cache holds a success a moment after the call returned. A sync ``set``
+  (a plain method) runs inline in both drivers, as any sync call does: give its client a
+  timeout.
+* **Sync and async.** The async driver accepts sync or async fallback functions and cache
+  methods (an awaitable result is awaited). The sync driver cannot await: a coroutine function
+  among them is detected when the handler is built and every sync call is refused at once with
+  ``TypeError``, before the protected call runs; an awaitable that only shows up at call time
+  is closed and reported as that function's failure (for a cache, as a cache error).
+* **Outcome.** When a fallback answers, the execution's outcome is
+  :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`, and ``fallback_used`` is reported
+  with ``result="success"``; when it could not answer, with ``result="failure"``.
+* **Counting.** Executions are counted by an exact lock-free counter in both drivers; the other
+  counts, which move only on the failure path or on a cache access, under the handler's lock.
+* **Layout.** The settings live in ``otel_resilience.fallback._config``, the rules (a
+  :class:`~otel_resilience.engine.step.Step` run by the engine's two drivers) in
+  ``otel_resilience.fallback._step``; this module is the public face and re-exports them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Final, ParamSpec, TypeVar, cast
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.validation import check_name, fail
+from otel_resilience.fallback._config import (
+    DEFAULT_HANDLE_EXCEPTIONS,
+    MISSING,
+    CacheService,
+    FallbackConfig,
+    FallbackStrategy,
+)
+from otel_resilience.fallback._step import KIND, CachingFallbackStep, FallbackCore, FallbackStep
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from otel_resilience.engine.strategy import Strategy
+
+__all__ = [
+    "DEFAULT_HANDLE_EXCEPTIONS",
+    "MISSING",
+    "CacheService",
+    "FallbackConfig",
+    "FallbackHandler",
+    "FallbackStrategy",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_NAME: Final = "fallback"
+"""Default :class:`FallbackHandler` name."""
+
+
+class FallbackHandler:
+    """Answers in place of a failed call: a default, an alternative, a cached value (SPEC §1.3).
+
+    Args:
+        config: The settings (which strategy, and what it needs).
+        name: The handler's name in telemetry and logs. Default ``"fallback"``.
+        clock: The clock execution durations are measured on.
+
+    Raises:
+        TypeError: If ``config`` is not a :class:`FallbackConfig` or ``clock`` is not a clock.
+        ValueError: If ``name`` is empty.
+    """
+
+    __slots__ = ("_clock", "_core", "_standalone", "_telemetry")
+
+    kind: ClassVar[str] = KIND
+
+    def __init__(
+        self, config: FallbackConfig, *, name: str = DEFAULT_NAME, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        owner = "FallbackHandler"
+        if not isinstance(config, FallbackConfig):
+            raise fail(owner, "config", "a FallbackConfig", config, kind=TypeError)
+        name = check_name(owner, "name", name)
+        if not isinstance(clock, Clock):
+            raise fail(owner, "clock", "a Clock", clock, kind=TypeError)
+        self._core = FallbackCore(name, config)
+        self._telemetry = StrategyTelemetry(TelemetrySource(KIND, name))
+        self._clock = clock
+        self._standalone: Pipeline | None = None
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        name = self._core.name
+        return (
+            PipelineBuilder(name, clock=self._clock, source=TelemetrySource(KIND, name))
+            .add(self.as_strategy())
+            .build()
+        )
+
+    @property
+    def name(self) -> str:
+        """The handler's name."""
+        return self._core.name
+
+    @property
+    def config(self) -> FallbackConfig:
+        """The handler's settings."""
+        return self._core.config
+
+    def as_strategy(self, pipeline: str | None = None) -> Strategy:
+        """Return a new, unlinked pipeline link that shares this handler's settings and counts.
+
+        Args:
+            pipeline: The name of the pipeline (policy) the link runs in, for telemetry.
+
+        Returns:
+            A :class:`~otel_resilience.engine.strategy.Strategy` of kind ``"fallback"``.
+        """
+        if pipeline is None:
+            telemetry = self._telemetry
+        else:
+            telemetry = StrategyTelemetry(TelemetrySource(KIND, self._core.name, pipeline))
+        link = CachingFallbackStep if self._core.caches else FallbackStep
+        return link(self._core, telemetry)
+
+    async def execute_with_fallback(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Return ``await fn(*args, **kwargs)``, or the fallback's answer when it fails.
+
+        Args:
+            fn: A coroutine function (or any function returning an awaitable).
+            *args: Positional arguments for ``fn`` (and for the fallback functions).
+            **kwargs: Keyword arguments for ``fn`` (and for the fallback functions).
+
+        Returns:
+            ``fn``'s result, or the fallback's answer (whose type the caller vouches for).
+
+        Raises:
+            Exception: ``fn``'s error when it is not handled or a cache missed; a
+                ``fallback_function``'s own error; an ``ExceptionGroup`` when every
+                ``MULTIPLE_ATTEMPTS`` function failed.
+            TypeError: If ``fn`` is not callable or does not return an awaitable.
+            asyncio.CancelledError: Always propagated, never answered by a fallback.
+        """
+        if not callable(fn):
+            raise fail("FallbackHandler.execute_with_fallback", "fn", "callable", fn, kind=TypeError)
+        return await self._pipeline.execute(fn, *args, **kwargs)
+
+    def execute_with_fallback_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Return ``fn(*args, **kwargs)``, or the fallback's answer when it fails (sync driver).
+
+        Args:
+            fn: A plain function.
+            *args: Positional arguments for ``fn`` (and for the fallback functions).
+            **kwargs: Keyword arguments for ``fn`` (and for the fallback functions).
+
+        Returns:
+            ``fn``'s result, or the fallback's answer.
+
+        Raises:
+            Exception: As :meth:`execute_with_fallback`.
+            TypeError: If ``fn`` is not callable, or a fallback function or cache method is a
+                coroutine function (refused before ``fn`` runs).
+        """
+        if not callable(fn):
+            raise fail("FallbackHandler.execute_with_fallback_sync", "fn", "callable", fn, kind=TypeError)
+        return self._pipeline.execute_sync(fn, *args, **kwargs)
+
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` so that every call falls back on failure.
+
+        The async or sync driver is chosen once, here, from ``fn`` itself.
+
+        Args:
+            fn: A coroutine function or a plain function.
+
+        Returns:
+            A wrapper with ``fn``'s signature.
+
+        Raises:
+            TypeError: If ``fn`` is not callable or is an async generator function.
+        """
+        if not callable(fn):
+            raise fail("FallbackHandler.protect", "fn", "callable", fn, kind=TypeError)
+        return cast("Callable[P, R]", protect_with(self._pipeline, fn))
+
+    def get_stats(self) -> dict[str, int]:
+        """Return the counts.
+
+        Returns:
+            ``executions``; ``fallbacks_used`` (failures the fallback handled) =
+            ``fallback_successes`` + ``fallback_failures``; ``cache_hits``, ``cache_misses``
+            (reads on failure) and ``cache_errors`` (``get`` or ``set`` raised).
+        """
+        return self._core.stats()
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"FallbackHandler(strategy={core.strategy.name}, name={core.name!r})"

@@ -1,0 +1,176 @@
+"""The settings of a fallback: :class:`FallbackStrategy`, :class:`FallbackConfig`, the cache protocol."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, cast, runtime_checkable
+
+from otel_resilience.engine.validation import check_exception_types, fail
+
+__all__ = [
+    "DEFAULT_HANDLE_EXCEPTIONS",
+    "MISSING",
+    "CacheService",
+    "FallbackConfig",
+    "FallbackStrategy",
+]
+
+_OWNER: Final = "FallbackConfig"
+
+DEFAULT_HANDLE_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (Exception,)
+"""Default ``handle_exceptions``: every ``Exception`` (never cancellation)."""
+
+
+class FallbackStrategy(enum.Enum):
+    """How a :class:`FallbackHandler` answers in place of a failed call."""
+
+    DEFAULT_VALUE = "default_value"
+    """Return ``FallbackConfig.default_value``."""
+    ALTERNATIVE_FUNCTION = "alternative_function"
+    """Return ``fallback_function(error, *args, **kwargs)``."""
+    CACHED_VALUE = "cached_value"
+    """Return the last good result, read from ``cache_service`` under ``cache_key``."""
+    MULTIPLE_ATTEMPTS = "multiple_attempts"
+    """Try each of ``fallback_functions(*args, **kwargs)`` in order."""
+
+
+class _Missing(enum.Enum):
+    """The type of :data:`MISSING` (an enum member, so that type checkers narrow on ``is``)."""
+
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing.MISSING
+"""What a :class:`CacheService` ``get`` may return for a miss (``None`` is a miss too)."""
+
+
+@runtime_checkable
+class CacheService(Protocol):
+    """The cache used by ``CACHED_VALUE``: anything with ``get`` and ``set``.
+
+    Each method may be sync or async. In the async driver an awaitable ``get`` is awaited, and
+    an awaitable ``set`` runs as a task of its own, so that the caller never waits for a write.
+    A miss is signalled by returning :data:`MISSING` or ``None``.
+    """
+
+    def get(self, key: str) -> Any:
+        """Return the value stored under ``key``, or :data:`MISSING` / ``None`` for a miss."""
+        ...
+
+    def set(self, key: str, value: Any) -> Any:
+        """Store ``value`` under ``key`` (the result, or what it awaits to, is ignored)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackConfig:
+    """Settings of a :class:`FallbackHandler`.
+
+    Only the fields of the chosen strategy may be set; the others must keep their defaults.
+
+    Raises:
+        ValueError: If a value breaks a rule, or a field the strategy does not use is set.
+        TypeError: If a field has the wrong type (e.g. a non-callable fallback function).
+    """
+
+    strategy: FallbackStrategy
+    """How to answer. Required."""
+    default_value: Any = None
+    """``DEFAULT_VALUE`` only: the value returned. The default is ``None``."""
+    fallback_function: Callable[..., Any] | None = None
+    """``ALTERNATIVE_FUNCTION`` only (required there): called as
+    ``fallback_function(error, *args, **kwargs)``; sync or async. The default is ``None``."""
+    fallback_functions: Sequence[Callable[..., Any]] = ()
+    """``MULTIPLE_ATTEMPTS`` only (required there, non-empty): called in order as
+    ``fn(*args, **kwargs)``; sync or async. Normalised to a tuple. The default is ``()``."""
+    cache_key: str | None = None
+    """``CACHED_VALUE`` only (required there): the non-empty key successes are written under.
+    The default is ``None``."""
+    cache_service: CacheService | None = None
+    """``CACHED_VALUE`` only (required there): a :class:`CacheService`. The default is ``None``."""
+    handle_exceptions: type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool] = (
+        DEFAULT_HANDLE_EXCEPTIONS
+    )
+    """Which errors trigger the fallback: ``Exception`` subclasses (one or a tuple), or a
+    predicate ``(error) -> bool``. The default is ``(Exception,)``."""
+
+    def __post_init__(self) -> None:
+        strategy = self.strategy
+        if not isinstance(strategy, FallbackStrategy):
+            raise fail(_OWNER, "strategy", "a FallbackStrategy", strategy, kind=TypeError)
+        functions = self.fallback_functions
+        if not isinstance(functions, (list, tuple)):
+            rule = "a list or tuple of callables"
+            raise fail(_OWNER, "fallback_functions", rule, functions, kind=TypeError)
+        object.__setattr__(self, "fallback_functions", tuple(functions))
+        object.__setattr__(self, "handle_exceptions", _check_handle_exceptions(self.handle_exceptions))
+        self._check_unused(strategy)
+        if strategy is FallbackStrategy.ALTERNATIVE_FUNCTION:
+            if not callable(self.fallback_function):
+                raise fail(
+                    _OWNER,
+                    "fallback_function",
+                    "callable (ALTERNATIVE_FUNCTION needs it)",
+                    self.fallback_function,
+                    kind=TypeError,
+                )
+        elif strategy is FallbackStrategy.CACHED_VALUE:
+            self._check_cache()
+        elif strategy is FallbackStrategy.MULTIPLE_ATTEMPTS:
+            if not functions:
+                raise fail(_OWNER, "fallback_functions", "non-empty (MULTIPLE_ATTEMPTS needs it)", functions)
+            for function in functions:
+                if not callable(function):
+                    raise fail(_OWNER, "fallback_functions", "callables only", functions, kind=TypeError)
+
+    def _check_unused(self, strategy: FallbackStrategy) -> None:
+        """Reject a field that ``strategy`` would silently ignore."""
+        unused: tuple[tuple[str, FallbackStrategy, object], ...] = (
+            ("default_value", FallbackStrategy.DEFAULT_VALUE, self.default_value),
+            ("fallback_function", FallbackStrategy.ALTERNATIVE_FUNCTION, self.fallback_function),
+            ("fallback_functions", FallbackStrategy.MULTIPLE_ATTEMPTS, self.fallback_functions or None),
+            ("cache_key", FallbackStrategy.CACHED_VALUE, self.cache_key),
+            ("cache_service", FallbackStrategy.CACHED_VALUE, self.cache_service),
+        )
+        for field, owner_strategy, value in unused:
+            if value is not None and strategy is not owner_strategy:
+                rule = f"unset unless strategy is {owner_strategy.name} (strategy is {strategy.name})"
+                raise fail(_OWNER, field, rule, value)
+
+    def _check_cache(self) -> None:
+        """Validate ``cache_key`` and ``cache_service`` for ``CACHED_VALUE``."""
+        key = self.cache_key
+        if not isinstance(key, str):
+            raise fail(_OWNER, "cache_key", "a str (CACHED_VALUE needs it)", key, kind=TypeError)
+        if not key.strip():
+            raise fail(_OWNER, "cache_key", "a non-empty str", key)
+        service = self.cache_service
+        if not (callable(getattr(service, "get", None)) and callable(getattr(service, "set", None))):
+            raise fail(
+                _OWNER,
+                "cache_service",
+                "an object with callable get and set (CACHED_VALUE needs it)",
+                service,
+                kind=TypeError,
+            )
+
+
+def _check_handle_exceptions(
+    value: object,
+) -> tuple[type[Exception], ...] | Callable[[Exception], bool]:
+    """Normalise ``handle_exceptions``: ``Exception`` subclasses (non-empty) or a predicate."""
+    selector = check_exception_types(_OWNER, "handle_exceptions", value)
+    if isinstance(selector, tuple):
+        if not selector:
+            raise fail(_OWNER, "handle_exceptions", "non-empty (or nothing would trigger it)", value)
+        for item in selector:
+            if not issubclass(item, Exception):
+                rule = "Exception subclasses (cancellation never triggers a fallback)"
+                raise fail(_OWNER, "handle_exceptions", rule, value)
+        return cast("tuple[type[Exception], ...]", selector)
+    return cast("Callable[[Exception], bool]", selector)
