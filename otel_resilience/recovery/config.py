@@ -1,6 +1,7 @@
 """Recovery's settings: the strategies, a rule's action, the system's config, a caught error's context.
 
 Also which circuit breaker an ISOLATE rule forces open (:class:`Isolatable`, :class:`Isolation`).
+The package re-exports the public names (see ``otel_resilience.recovery.__all__``).
 """
 
 from __future__ import annotations
@@ -14,28 +15,6 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import check_callable, check_duration, check_int, check_name, fail
-
-__all__ = [
-    "DEFAULT_DELAY",
-    "DEFAULT_ISOLATE_DURATION",
-    "DEFAULT_MAX_ATTEMPTS",
-    "DEFAULT_MAX_FINGERPRINTS",
-    "DEFAULT_PATTERN_THRESHOLD",
-    "DEFAULT_PATTERN_WINDOW",
-    "RERUN",
-    "BreakerResolver",
-    "Isolatable",
-    "Isolation",
-    "RecoveryAction",
-    "RecoveryConfig",
-    "RecoveryContext",
-    "RecoveryStrategy",
-    "Rule",
-    "any_breaker",
-    "as_context",
-    "callable_name",
-    "type_name",
-]
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
 """Re-runs a RETRY or RESTART rule makes after the failure that triggered it."""
