@@ -174,6 +174,9 @@ class Step:
         scope: The deadline's scope, as :class:`~otel_resilience.errors.OperationTimeoutError`
             reports it (``"total"`` or ``"attempt"``).
         clock: The clock of the deadline and of :class:`Retry` waits.
+        judges_first_run: Whether :meth:`on_success` is called for the first run too (the
+            default); a step that only cares how a run *it* started again ended (a recovery
+            re-run) sets ``False``, and the drivers skip the call on every first success.
     """
 
     __slots__ = ("next",)
@@ -182,6 +185,7 @@ class Step:
     seconds: float | None = None
     scope: str = "total"
     clock: Clock = SYSTEM_CLOCK
+    judges_first_run: ClassVar[bool] = True
 
     _admits: ClassVar[bool] = False
     _succeeds: ClassVar[bool] = False
@@ -290,7 +294,11 @@ class Step:
                 raise
             if scoped and type(result) is _Acted:
                 action = result.action
-            elif not self._succeeds or (action := self.on_success(ctx, token, result)) is None:
+            elif (
+                not self._succeeds
+                or (action is None and not self.judges_first_run)
+                or (action := self.on_success(ctx, token, result)) is None
+            ):
                 return result
             if type(action) is Call:
                 action = await self._resolve(ctx, token, action)
@@ -392,7 +400,11 @@ class Step:
                 raise
             if scoped and type(result) is _Acted:
                 action = result.action
-            elif not self._succeeds or (action := self.on_success(ctx, token, result)) is None:
+            elif (
+                not self._succeeds
+                or (action is None and not self.judges_first_run)
+                or (action := self.on_success(ctx, token, result)) is None
+            ):
                 return result
             if type(action) is Call:
                 action = self._resolve_sync(ctx, token, action)

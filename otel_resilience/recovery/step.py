@@ -64,6 +64,7 @@ class RecoveryStep(Step):
     __slots__ = ("_isolation", "_system", "_telemetry", "clock")
 
     kind: ClassVar[str] = "recovery"
+    judges_first_run: ClassVar[bool] = False
 
     def __init__(
         self, system: ErrorRecoverySystem, telemetry: StrategyTelemetry, isolation: Isolation
@@ -84,11 +85,10 @@ class RecoveryStep(Step):
         """The system's pattern-detection settings."""
         return self._system.config
 
-    def on_success(self, ctx: ExecutionContext, token: Rerun | None, result: Any) -> Action:  # noqa: ARG002
-        """A re-run returned: the recovery succeeded (a first run's result passes untouched)."""
-        if token is not None:
-            self._settle(token.action.strategy, token.error, success=True)
-            ctx.outcome = Outcome.RECOVERED
+    def on_success(self, ctx: ExecutionContext, token: Rerun, result: Any) -> Action:  # noqa: ARG002
+        """A re-run returned: the recovery succeeded (a first run's success is not judged)."""
+        self._settle(token.action.strategy, token.error, success=True)
+        ctx.outcome = Outcome.RECOVERED
         return None
 
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
