@@ -14,20 +14,25 @@ most ``timeout`` seconds each; any further call is rejected at once with
 Design:
 
 * **One core, two drivers.** The slots, the queue and the counters live in one sans-I/O core
-  guarded by one short ``threading.Lock``, never held while the protected function runs and
-  never across an ``await``. The async driver (:meth:`Bulkhead.execute`) and the sync driver
-  (:meth:`Bulkhead.execute_sync`) share it, so a service may use the same bulkhead from its event
-  loop and from worker threads (or from several loops) and the limit holds across all of them.
+  (``_core``) guarded by one short ``threading.Lock``, never held while the protected function
+  runs and never across an ``await``. The link (``_link``) is a
+  :class:`~otel_resilience.engine.step.Step`: ``admit`` takes a slot, queues the call or rejects
+  it, and the hook that ends the run gives the slot back. The engine's async driver
+  (:meth:`Bulkhead.execute`) and sync driver (:meth:`Bulkhead.execute_sync`) share the core, so a
+  service may use the same bulkhead from its event loop and from worker threads (or from
+  several loops) and the limit holds across all of them. :meth:`Bulkhead.slot` enters through
+  the same ``admit`` and leaves through the same hooks.
 * **Uncontended cost:** one lock acquisition to take a slot and one to give it back; nothing is
   allocated.
 * **FIFO with direct hand-off.** A freed slot is handed to the oldest waiter while the lock is
   held: the slot never becomes free in between, so a new arrival cannot overtake a waiter.
-  Async waiters are loop futures, woken with ``loop.call_soon_threadsafe`` when the slot is
-  freed on another thread; sync waiters block on a lock of their own.
+  The waiters are the engine's (:mod:`otel_resilience.engine.waiting`): async waiters are loop
+  futures, woken with ``loop.call_soon_threadsafe`` when the slot is freed on another thread;
+  sync waiters block on a lock of their own.
 * **No slot is ever leaked.** A cancelled waiter leaves the queue; a waiter cancelled just
-  after it was handed a slot passes the slot on; a running call gives its slot back in a
-  ``finally``, whether it returned, raised or was cancelled. A slot handed to a waiter whose
-  event loop has been closed is passed on too.
+  after it was handed a slot passes the slot on; a running call gives its slot back in the
+  hook the driver calls whether it returned, raised or was cancelled (exactly one of them). A
+  slot handed to a waiter whose event loop has been closed is passed on too.
 * **A stopped loop holds no slot.** A freed slot skips a waiter whose event loop is not running
   (stopped, not closed): the waiter keeps its place and is nudged, so that it looks again (and
   takes a free slot, or waits on) as soon as its loop runs. An async waiter *claims* the slot it
