@@ -56,10 +56,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
+from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetrySource, TimeoutOccurred
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.step import Action, Answer, Step
 from otel_resilience.engine.strategy import Strategy
 from otel_resilience.engine.validation import check_duration, check_name, fail
 from otel_resilience.errors import OperationTimeoutError
@@ -205,17 +206,21 @@ class _TimeoutCore:
             }
 
 
-class _TimeoutStrategy(Strategy):
-    """One pipeline link that runs the rest of the chain under the handler's deadline."""
+class _TimeoutStrategy(Step):
+    """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain."""
 
-    __slots__ = ("_core", "_telemetry")
+    __slots__ = ("_core", "_executions", "_telemetry", "clock", "scope", "seconds")
 
     kind: ClassVar[str] = _KIND
 
     def __init__(self, core: _TimeoutCore, telemetry: StrategyTelemetry) -> None:
         super().__init__()
         self._core = core
+        self._executions = core._executions
         self._telemetry = telemetry
+        self.seconds: float | None = core.timeout
+        self.scope = core.scope
+        self.clock = core.clock
 
     @property
     def name(self) -> str:
@@ -227,41 +232,16 @@ class _TimeoutStrategy(Strategy):
         """The handler's settings."""
         return self._core.config
 
-    async def execute(self, ctx: ExecutionContext) -> Any:
-        """Run the rest of the chain under a pre-emptive deadline (the task is cancelled)."""
-        core = self._core
-        next(core._executions)
-        deadline = AsyncDeadline(core.clock, core.timeout, ctx.operation, core.scope)
-        try:
-            deadline.enter()  # `async with deadline:` without its two coroutines
-            try:
-                result = await self.next.execute(ctx)
-            except BaseException as escaped:
-                deadline.leave(type(escaped))
-                raise
-            deadline.leave(None)
-            return result  # noqa: TRY300 - the except below is for leave() as well
-        except OperationTimeoutError:
-            # Raised by an inner scope (or the callee) unless our own timer fired.
-            if not deadline.expired or not core.timed_out(ctx, self._telemetry):
-                raise
-            return core.default
+    def admit(self, ctx: ExecutionContext) -> None:  # noqa: ARG002 - every call is admitted
+        """Count the execution (exactly, without a lock)."""
+        next(self._executions)
 
-    def execute_sync(self, ctx: ExecutionContext) -> Any:
-        """Run the rest of the chain with a published deadline; a late result is a timeout."""
+    def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
+        """Count and report our own deadline's expiry; answer with the default when one is set."""
         core = self._core
-        next(core._executions)
-        returned = False
-        try:
-            with SyncDeadline(core.clock, core.timeout, ctx.operation, core.scope):
-                result = self.next.execute_sync(ctx)
-                returned = True
-        except OperationTimeoutError:
-            # Once the chain has returned, only our own scope's exit can raise.
-            if not returned or not core.timed_out(ctx, self._telemetry):
-                raise
-            return core.default
-        return result
+        if core.timed_out(ctx, self._telemetry):
+            return Answer(core.default)
+        return None
 
 
 class TimeoutHandler:

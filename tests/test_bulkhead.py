@@ -18,13 +18,13 @@ from otel_resilience.bulkhead import (
     DEFAULT_TIMEOUT,
     Bulkhead,
     BulkheadConfig,
-    _AsyncWaiter,
 )
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.events import CallRejected, Event, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import BULKHEADS
+from otel_resilience.engine.waiting import AsyncWaiter
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
@@ -469,7 +469,7 @@ def test_slot_handed_to_a_closed_loop_is_passed_on():
     core = bulkhead._core
     assert core.try_acquire()
     loop = asyncio.new_event_loop()
-    waiter = _AsyncWaiter(loop)
+    waiter = AsyncWaiter(loop)
     core.enqueue(waiter)
     loop.close()
     releaser = threading.Thread(target=core.release)
@@ -586,7 +586,7 @@ def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
     core = bulkhead._core
     assert core.try_acquire()
     loop = asyncio.new_event_loop()
-    offered, queued = _AsyncWaiter(loop), _AsyncWaiter(loop)
+    offered, queued = AsyncWaiter(loop), AsyncWaiter(loop)
     assert core.enqueue(offered) == core.enqueue(queued) == 1  # both queued
 
     def release_then_stop():

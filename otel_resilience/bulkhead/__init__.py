@@ -1,0 +1,312 @@
+"""Bulkhead: a concurrency limit with a bounded FIFO wait queue, shared by asyncio and threads.
+
+At most ``max_concurrent`` calls run at once; up to ``max_waiting`` more wait in a queue for at
+most ``timeout`` seconds each; any further call is rejected at once with
+:class:`~otel_resilience.errors.BulkheadFullError`. A call that waited too long gets
+:class:`~otel_resilience.errors.BulkheadTimeoutError` (a subclass, ``reason == "queue_timeout"``).
+
+::
+
+    bulkhead = Bulkhead("analysis_pool", BulkheadConfig(max_concurrent=10, max_waiting=100, timeout=60.0))
+    result = await bulkhead.execute(analyze_document, doc)
+    result = bulkhead.execute_sync(parse_document, raw)      # from a worker thread
+
+Design:
+
+* **One core, two drivers.** The slots, the queue and the counters live in one sans-I/O core
+  (``_core``) guarded by one short ``threading.Lock``, never held while the protected function
+  runs and never across an ``await``. The link (``_link``) is a
+  :class:`~otel_resilience.engine.step.Step`: ``admit`` takes a slot, queues the call or rejects
+  it, and the hook that ends the run gives the slot back. The engine's async driver
+  (:meth:`Bulkhead.execute`) and sync driver (:meth:`Bulkhead.execute_sync`) share the core, so a
+  service may use the same bulkhead from its event loop and from worker threads (or from
+  several loops) and the limit holds across all of them. :meth:`Bulkhead.slot` enters through
+  the same ``admit`` and leaves through the same hooks.
+* **Uncontended cost:** one lock acquisition to take a slot and one to give it back; nothing is
+  allocated.
+* **FIFO with direct hand-off.** A freed slot is handed to the oldest waiter while the lock is
+  held: the slot never becomes free in between, so a new arrival cannot overtake a waiter.
+  The waiters are the engine's (:mod:`otel_resilience.engine.waiting`): async waiters are loop
+  futures, woken with ``loop.call_soon_threadsafe`` when the slot is freed on another thread;
+  sync waiters block on a lock of their own.
+* **No slot is ever leaked.** A cancelled waiter leaves the queue; a waiter cancelled just
+  after it was handed a slot passes the slot on; a running call gives its slot back in the
+  hook the driver calls whether it returned, raised or was cancelled (exactly one of them). A
+  slot handed to a waiter whose event loop has been closed is passed on too.
+* **A stopped loop holds no slot.** A freed slot skips a waiter whose event loop is not running
+  (stopped, not closed): the waiter keeps its place and is nudged, so that it looks again (and
+  takes a free slot, or waits on) as soon as its loop runs. An async waiter *claims* the slot it
+  was offered when its task resumes; a slot offered to a waiter whose loop stopped before that
+  is taken back by the next caller that finds every slot busy, and the waiter goes back to the
+  front of the queue. While its loop stays stopped, its queue timeout cannot fire either: it
+  ends when the loop runs again.
+* **Queue timeouts.** Async waiters give up on their loop's shared timer
+  (:mod:`otel_resilience.engine.timer`, real loop time), as timeout scopes do; sync waiters on
+  their lock's wait timeout. A sync waiter also gives up at the effective deadline of an
+  enclosing timeout scope (:func:`~otel_resilience.engine.context.current_deadline`), because a
+  thread cannot be interrupted later; an async waiter is cancelled by its scope instead.
+* **Telemetry:** each rejection reports ``Event.CALL_REJECTED`` with
+  ``CallRejected(reason="bulkhead_full")`` or ``CallRejected(reason="queue_timeout")``. A queue
+  timeout is counted and reported when the wait expires, so a caller cancelled in that same
+  instant is still one ``timed_out`` call and one event (it sees ``CancelledError``). Counts
+  that move on every call are plain integers in :class:`BulkheadStats`, read by observable
+  instruments through :data:`~otel_resilience.engine.registry.BULKHEADS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar, overload
+
+from otel_resilience.bulkhead._core import BulkheadStats, BulkheadStatsDict, _BulkheadCore
+from otel_resilience.bulkhead._link import KIND as _KIND
+from otel_resilience.bulkhead._link import _BulkheadSlot, _BulkheadStrategy
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.registry import BULKHEADS
+from otel_resilience.engine.strategy import Strategy
+from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_WAITING",
+    "DEFAULT_TIMEOUT",
+    "Bulkhead",
+    "BulkheadConfig",
+    "BulkheadStats",
+    "BulkheadStatsDict",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_MAX_CONCURRENT: Final = 10
+"""Calls that may run at once unless configured otherwise."""
+DEFAULT_MAX_WAITING: Final = 100
+"""Calls that may wait for a slot unless configured otherwise (a bounded queue)."""
+DEFAULT_TIMEOUT: Final = 60.0
+"""Seconds a call may wait in the queue unless configured otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadConfig:
+    """How many calls a :class:`Bulkhead` runs at once, and how many may wait, for how long.
+
+    Args:
+        max_concurrent: See the attribute.
+        max_waiting: See the attribute.
+        timeout: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
+
+    Raises:
+        TypeError: If a field has the wrong type.
+        ValueError: If a field is out of range (the message names ``BulkheadConfig.<field>``).
+    """
+
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    """Calls that may run at once, ``>= 1``. The default value is 10."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """Calls that may wait for a slot, ``>= 0``; ``0`` rejects at once when every slot is busy.
+    The default value is 100 (bounded, so that an overload cannot pile up without limit)."""
+    timeout: float = DEFAULT_TIMEOUT
+    """The longest a call may wait in the queue, in seconds, ``> 0`` and finite. The default
+    value is 60.0; an enclosing deadline (the manager's total timeout) usually ends the wait
+    sooner."""
+
+    def __post_init__(self) -> None:
+        owner = "BulkheadConfig"
+        check_int(owner, "max_concurrent", self.max_concurrent, minimum=1)
+        check_int(owner, "max_waiting", self.max_waiting, minimum=0)
+        object.__setattr__(self, "timeout", check_duration(owner, "timeout", self.timeout))
+
+
+class Bulkhead:
+    """Limits how many calls run at once, with a bounded FIFO queue for the rest.
+
+    One bulkhead may be used from the event loop (:meth:`execute`), from threads
+    (:meth:`execute_sync`), as a decorator (:meth:`protect`) and inside pipelines
+    (:meth:`as_strategy`) at the same time: all of them share the same slots.
+
+    Args:
+        name: The bulkhead's name (bounded: it appears in telemetry).
+        config: Limits and queue timeout; ``None`` for :class:`BulkheadConfig` defaults.
+        clock: The clock used for execution durations and to read enclosing deadlines.
+
+    Raises:
+        TypeError: If ``name`` is not a ``str`` or ``config`` not a :class:`BulkheadConfig`.
+        ValueError: If ``name`` is empty.
+    """
+
+    __slots__ = ("__weakref__", "_clock", "_config", "_core", "_name", "_standalone", "_telemetry")
+
+    kind: ClassVar[str] = _KIND
+
+    def __init__(
+        self, name: str, config: BulkheadConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self._name = check_name("Bulkhead", "name", name)
+        if config is None:
+            config = BulkheadConfig()
+        elif not isinstance(config, BulkheadConfig):
+            raise fail("Bulkhead", "config", "a BulkheadConfig or None", config, kind=TypeError)
+        self._config = config
+        self._clock = clock
+        self._core = _BulkheadCore(config.max_concurrent, config.max_waiting)
+        source = TelemetrySource(_KIND, name)
+        self._telemetry = StrategyTelemetry(source)
+        self._standalone: Pipeline | None = None
+        BULKHEADS.register(self)
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        return (
+            PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
+            .add(self.as_strategy())
+            .build()
+        )
+
+    @property
+    def name(self) -> str:
+        """The bulkhead's name."""
+        return self._name
+
+    @property
+    def config(self) -> BulkheadConfig:
+        """The bulkhead's configuration."""
+        return self._config
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the bulkhead reads time from."""
+        return self._clock
+
+    @property
+    def telemetry(self) -> StrategyTelemetry:
+        """The facade for instance-level events (source without a pipeline)."""
+        return self._telemetry
+
+    @property
+    def stats(self) -> BulkheadStats:
+        """The live counters (no copy; read them from observable gauges)."""
+        return self._core
+
+    def get_stats(self) -> BulkheadStatsDict:
+        """Return a consistent snapshot of the counters.
+
+        Returns:
+            ``name``, ``active``, ``waiting``, ``max_concurrent``, ``max_waiting``, ``total``,
+            ``completed``, ``rejected`` (queue full), ``timed_out`` (queue wait expired),
+            ``cancelled``, ``peak_active``, ``peak_waiting`` and ``available``; see
+            :class:`BulkheadStats`.
+        """
+        return self._core.snapshot(self._name)
+
+    def as_strategy(self, pipeline: str | None = None) -> Strategy:
+        """Return a new, unlinked pipeline link that shares this bulkhead's slots.
+
+        Args:
+            pipeline: The name of the pipeline (policy) the link will run in, for telemetry.
+
+        Returns:
+            A :class:`~otel_resilience.engine.strategy.Strategy` to add to a
+            :class:`~otel_resilience.engine.pipeline.PipelineBuilder`.
+
+        Raises:
+            TypeError: If ``pipeline`` is neither ``None`` nor a ``str``.
+            ValueError: If ``pipeline`` is empty.
+        """
+        if pipeline is not None:
+            check_name("Bulkhead.as_strategy", "pipeline", pipeline)
+        return _BulkheadStrategy(self, StrategyTelemetry(TelemetrySource(_KIND, self._name, pipeline)))
+
+    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``await fn(*args, **kwargs)`` in a slot, waiting in the queue if every slot is busy.
+
+        Args:
+            fn: The async function to protect.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            What ``fn`` returns.
+
+        Raises:
+            TypeError: If ``fn`` is not callable.
+            BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).
+            BulkheadTimeoutError: If no slot became free within ``config.timeout``.
+            Exception: Whatever ``fn`` raises, unchanged.
+        """
+        if not callable(fn):
+            raise fail("Bulkhead", "execute.fn", "callable", fn, kind=TypeError)
+        return await self._pipeline.execute(fn, *args, **kwargs)
+
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` in a slot, blocking this thread while it waits in the queue.
+
+        Args:
+            fn: The function to protect.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            What ``fn`` returns.
+
+        Raises:
+            TypeError: If ``fn`` is not callable.
+            BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).
+            BulkheadTimeoutError: If no slot became free within ``config.timeout`` (or before
+                the deadline of an enclosing timeout scope).
+            Exception: Whatever ``fn`` raises, unchanged.
+        """
+        if not callable(fn):
+            raise fail("Bulkhead", "execute_sync.fn", "callable", fn, kind=TypeError)
+        return self._pipeline.execute_sync(fn, *args, **kwargs)
+
+    def slot(self) -> _BulkheadSlot:
+        """Return a context manager that holds one slot of this bulkhead around a block.
+
+        ``async with bulkhead.slot(): ...`` in coroutines, ``with bulkhead.slot(): ...`` in
+        threads; use it where the protected work is not one function call.
+
+        Returns:
+            A single-use slot holder.
+        """
+        return _BulkheadSlot(self)
+
+    @overload
+    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate ``fn`` so that every call runs in this bulkhead.
+
+        A coroutine function gets the async driver, anything else the sync driver; the choice
+        is made once, here.
+
+        Args:
+            fn: The function to protect.
+
+        Returns:
+            A wrapper with ``fn``'s signature (``functools.wraps``).
+
+        Raises:
+            TypeError: If ``fn`` is not callable or is an async generator function.
+        """
+        if not callable(fn):
+            raise fail("Bulkhead", "protect.fn", "callable", fn, kind=TypeError)
+        return protect_with(self._pipeline, fn)
+
+    def __repr__(self) -> str:
+        core = self._core
+        return (
+            f"Bulkhead({self._name!r}, active={core.active}/{core.max_concurrent}, "
+            f"waiting={core.waiting}/{core.max_waiting})"
+        )

@@ -1,0 +1,335 @@
+"""The bulkhead's sans-I/O state: slots, the FIFO queue of waiters and the counters, behind one lock.
+
+It is the :class:`~otel_resilience.engine.waiting.WaitQueue` the engine's waiters wait in; the
+waiting itself (futures, locks, the loop timer) is :mod:`otel_resilience.engine.waiting`'s.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TypedDict, cast
+
+from otel_resilience.engine.waiting import (
+    ADMITTED,
+    CANCELLED,
+    FULL,
+    GRANTED,
+    QUEUED,
+    TIMED_OUT,
+    WAITING,
+    AsyncWaiter,
+    Waiter,
+)
+
+__all__ = ["BulkheadStats", "BulkheadStatsDict"]
+
+
+class BulkheadStatsDict(TypedDict):
+    """The snapshot returned by :meth:`Bulkhead.get_stats`."""
+
+    name: str
+    active: int
+    waiting: int
+    max_concurrent: int
+    max_waiting: int
+    total: int
+    completed: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    peak_active: int
+    peak_waiting: int
+    available: int
+
+
+class BulkheadStats:
+    """Live counters of one bulkhead, as plain integers (cheap to read from gauges).
+
+    Every call that asks for a slot is counted once in ``total`` and, at any moment, is in
+    exactly one of: running (``active``), queued (``waiting``), ``completed``, ``rejected``,
+    ``timed_out`` or ``cancelled``. Each attribute is read without a lock; two attributes read
+    one after the other may be a call apart. :meth:`Bulkhead.get_stats` takes a consistent
+    snapshot. Treat every attribute as read-only.
+
+    Attributes:
+        max_concurrent: The concurrency limit.
+        max_waiting: The queue limit.
+        active: Calls holding a slot now.
+        waiting: Calls in the queue now.
+        total: Calls that asked for a slot.
+        completed: Calls that got a slot and finished running (returned, raised or were
+            cancelled while running).
+        rejected: Calls rejected at once because every slot was busy and the queue was full.
+        timed_out: Calls that waited in the queue longer than the timeout.
+        cancelled: Calls cancelled while waiting (or just after a slot was handed to them,
+            before they ran).
+        peak_active: The highest ``active`` seen.
+        peak_waiting: The highest ``waiting`` seen.
+    """
+
+    __slots__ = (
+        "active",
+        "cancelled",
+        "completed",
+        "max_concurrent",
+        "max_waiting",
+        "peak_active",
+        "peak_waiting",
+        "rejected",
+        "timed_out",
+        "total",
+        "waiting",
+    )
+
+    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+        self.active = 0
+        self.waiting = 0
+        self.total = 0
+        self.completed = 0
+        self.rejected = 0
+        self.timed_out = 0
+        self.cancelled = 0
+        self.peak_active = 0
+        self.peak_waiting = 0
+
+    @property
+    def available(self) -> int:
+        """Slots free now (``max_concurrent - active``)."""
+        return self.max_concurrent - self.active
+
+
+class _BulkheadCore(BulkheadStats):
+    """The sans-I/O state: slots, FIFO queue and counters, behind one short lock (a ``WaitQueue``).
+
+    Invariant: while a call that can run waits, every slot is taken, because a freed slot goes
+    straight to the oldest waiter that can take it. So :meth:`try_acquire` never lets a new
+    arrival overtake such a waiter.
+
+    A waiter whose event loop is not running (stopped, not closed) cannot take a slot: it keeps
+    its place, the slot goes to the next waiter (or is freed), and the waiter is nudged so that
+    it looks again as soon as its loop runs. A slot offered to an async waiter whose loop stopped
+    before its task could claim it is taken back by the next caller that finds no free slot
+    (:meth:`enqueue`); the waiter returns to the front of the queue.
+    """
+
+    __slots__ = ("_lock", "_offered", "_queue")
+
+    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
+        super().__init__(max_concurrent, max_waiting)
+        self._lock = threading.Lock()
+        self._queue: deque[Waiter] = deque()
+        self._offered: set[AsyncWaiter] = set()
+
+    def try_acquire(self) -> bool:
+        """Take a free slot (the fast path); ``False`` if every slot is busy."""
+        with self._lock:
+            if self.active < self.max_concurrent:
+                self.total += 1
+                self._admit_locked()
+                return True
+        return False
+
+    def enqueue(self, waiter: Waiter | None) -> int:
+        """Take a slot if one is free (or can be taken back), else queue ``waiter``, else reject.
+
+        Returns:
+            ``ADMITTED``, ``QUEUED`` or ``FULL`` (``waiter`` is ``None`` when waiting is not
+            allowed).
+        """
+        wakes = None
+        with self._lock:
+            self.total += 1
+            if self._offered and self.active >= self.max_concurrent:
+                wakes = self._reclaim_locked()
+            if self.active < self.max_concurrent:
+                self._admit_locked()
+                status = ADMITTED
+            elif waiter is None or self.waiting >= self.max_waiting:
+                self.rejected += 1
+                status = FULL
+            else:
+                self._queue.append(waiter)
+                self.waiting += 1
+                self.peak_waiting = max(self.peak_waiting, self.waiting)
+                status = QUEUED
+        if wakes:
+            self._hand_over(wakes)
+        return status
+
+    def release(self) -> None:
+        """Give back the slot of a call that finished running (handing it to the oldest waiter)."""
+        with self._lock:
+            self.completed += 1
+            wakes = self._pass_on_locked()
+        if wakes:
+            self._hand_over(wakes)
+
+    def claim(self, waiter: AsyncWaiter) -> bool:
+        """Take the slot a woken async waiter was offered (called by its task, on its loop).
+
+        A waiter woken without a slot takes one if one is free (it was freed while the waiter's
+        loop was not running), or else gets a new future to wait on.
+
+        Returns:
+            ``True`` if the wait is over (the waiter holds a slot, or timed out); ``False`` if
+            it must await ``waiter.future`` again.
+        """
+        with self._lock:
+            if waiter.state != WAITING:
+                self._offered.discard(waiter)
+                return True
+            if self.active < self.max_concurrent:
+                self._queue.remove(waiter)
+                self.waiting -= 1
+                self._admit_locked()
+                waiter.state = GRANTED
+                return True
+            waiter.future = waiter.loop.create_future()
+            waiter.nudged = False
+            return False
+
+    def abandon(self, waiter: Waiter) -> None:
+        """Forget a cancelled waiter: take it out of the queue, or pass on the slot it was offered."""
+        with self._lock:
+            state = waiter.state
+            if state == WAITING:
+                self._queue.remove(waiter)
+                self.waiting -= 1
+            elif state != GRANTED:
+                return  # it had already timed out: it holds nothing
+            waiter.state = CANCELLED
+            self.cancelled += 1
+            wakes = None
+            if state == GRANTED:
+                self._offered.discard(cast("AsyncWaiter", waiter))
+                wakes = self._pass_on_locked()
+        if wakes:
+            self._hand_over(wakes)
+
+    def expire(self, waiter: Waiter) -> bool:
+        """End a waiter's wait at its timeout.
+
+        Returns:
+            ``True`` if it left the queue; ``False`` if it was handed a slot just before (it
+            must then run) or is no longer queued.
+        """
+        with self._lock:
+            if waiter.state != WAITING:
+                return False
+            self._queue.remove(waiter)
+            self.waiting -= 1
+            self.timed_out += 1
+            waiter.state = TIMED_OUT
+            return True
+
+    def snapshot(self, name: str) -> BulkheadStatsDict:
+        """Return every counter, read under the lock so that they add up."""
+        with self._lock:
+            return {
+                "name": name,
+                "active": self.active,
+                "waiting": self.waiting,
+                "max_concurrent": self.max_concurrent,
+                "max_waiting": self.max_waiting,
+                "total": self.total,
+                "completed": self.completed,
+                "rejected": self.rejected,
+                "timed_out": self.timed_out,
+                "cancelled": self.cancelled,
+                "peak_active": self.peak_active,
+                "peak_waiting": self.peak_waiting,
+                "available": self.max_concurrent - self.active,
+            }
+
+    def _admit_locked(self) -> None:
+        self.active += 1
+        if self.active > self.peak_active:  # noqa: PLR1730 - on every call: a compare, not a call
+            self.peak_active = self.active
+
+    def _pass_on_locked(self) -> list[Waiter] | None:
+        """Hand a slot that is being given up to the oldest waiter that can take it, or free it.
+
+        Returns:
+            The waiters to wake once the lock is released: the one offered the slot, and those
+            skipped because their loop is not running (nudged once, so that they look again
+            when it runs); ``None`` for none.
+        """
+        queue = self._queue
+        if not queue:  # the usual case: nobody waits, so the slot is freed
+            self.active -= 1
+            return None
+        wakes: list[Waiter] | None = None
+        index = 0
+        while index < len(queue):
+            waiter = queue[index]
+            if waiter.ready():
+                del queue[index]
+                self.waiting -= 1
+                waiter.state = GRANTED
+                waiter.nudged = True
+                if isinstance(waiter, AsyncWaiter):
+                    self._offered.add(waiter)
+                if wakes is None:
+                    return [waiter]
+                wakes.append(waiter)
+                return wakes
+            if waiter.gone():  # its loop is closed: it will never run, so it leaves the queue
+                del queue[index]
+                self.waiting -= 1
+                waiter.state = CANCELLED
+                self.cancelled += 1
+                continue
+            if not waiter.nudged:
+                waiter.nudged = True
+                if wakes is None:
+                    wakes = []
+                wakes.append(waiter)
+            index += 1
+        self.active -= 1
+        return wakes
+
+    def _reclaim_locked(self) -> list[Waiter] | None:
+        """Take back the slots offered to async waiters whose loop stopped before they claimed them.
+
+        Each such waiter returns to the front of the queue (its wake-up is still on its way, so
+        it looks again when its loop runs), or is dropped if its loop is closed; its slot is
+        passed on as a released one would be.
+        """
+        wakes: list[Waiter] = []
+        for waiter in [w for w in self._offered if not w.ready()]:
+            self._offered.discard(waiter)
+            if waiter.gone():  # its loop is closed: it will never run
+                waiter.state = CANCELLED
+                self.cancelled += 1
+            else:
+                waiter.state = WAITING
+                self._queue.appendleft(waiter)
+                self.waiting += 1
+            passed = self._pass_on_locked()
+            if passed:
+                wakes.extend(passed)
+        return wakes
+
+    def _hand_over(self, wakes: list[Waiter]) -> None:
+        """Wake waiters (outside the lock); drop those whose loop is closed, passing on their slot."""
+        while wakes:
+            waiter = wakes.pop()
+            if waiter.wake():
+                continue
+            with self._lock:  # its loop is closed: it can neither take a slot nor leave the queue
+                state = waiter.state
+                if state == WAITING:
+                    self._queue.remove(waiter)
+                    self.waiting -= 1
+                elif state != GRANTED:
+                    continue
+                waiter.state = CANCELLED
+                self.cancelled += 1
+                if state == GRANTED:
+                    self._offered.discard(cast("AsyncWaiter", waiter))
+                    passed = self._pass_on_locked()
+                    if passed:
+                        wakes.extend(passed)

@@ -1,0 +1,278 @@
+"""Waiting in a queue for a place (a bulkhead slot, later a rate limiter's permit): the engine's waiter.
+
+The queue's rules (who is next, how many may wait, when a place is handed over) belong to its
+owner, a sans-I/O object behind its own lock that implements :class:`WaitQueue`. What this
+module holds is the part that performs the wait, the same for every such queue:
+
+* a :class:`Waiter` per queued call: a :class:`SyncWaiter` (a thread blocked on a lock of its
+  own, released to wake it) or an :class:`AsyncWaiter` (a task awaiting a future of its loop,
+  woken thread-safely), so that threads and event loops wait in one queue;
+* :class:`Queued`, the :class:`~otel_resilience.engine.step.Wait` a step's ``admit`` returns for
+  a queued call: the driver awaits :meth:`Queued.wait` or calls :meth:`Queued.wait_sync`, which
+  return once a place was handed over and raise the owner's error when the wait timed out.
+
+An async wait gives up on its loop's shared timer (:mod:`otel_resilience.engine.timer`: the
+:class:`Queued` is its own timer entry, so that a queued call allocates nothing more); a timeout
+is counted (:meth:`WaitQueue.expire`) and reported (:meth:`Queued.timed_out`, in the waiting
+call's context) when it fires, not when the task resumes, so a caller cancelled in that same
+instant is still one timed-out call and one report. A sync wait gives up on its lock's wait
+timeout, or sooner at the effective deadline of an enclosing timeout scope
+(:func:`~otel_resilience.engine.context.time_remaining`), because a thread cannot be interrupted
+later. A wait ended by a ``BaseException`` (cancellation, interrupt) leaves the queue
+(:meth:`WaitQueue.abandon`), giving back a place it was handed in the meantime.
+
+An async waiter's place is *offered* when it is woken and *claimed* (:meth:`WaitQueue.claim`) when
+its task runs again; a waiter woken without a place (its loop had stopped, and the offer was
+taken back) waits again on a new future until the same deadline.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextvars
+import threading
+from typing import TYPE_CHECKING, Final, Protocol, cast
+
+from otel_resilience.engine.context import time_remaining
+from otel_resilience.engine.step import Wait
+from otel_resilience.engine.timer import TimerEntry, loop_timer
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.clock import Clock
+
+__all__ = [
+    "ADMITTED",
+    "CANCELLED",
+    "FULL",
+    "GRANTED",
+    "QUEUED",
+    "TIMED_OUT",
+    "WAITING",
+    "AsyncWaiter",
+    "Queued",
+    "SyncWaiter",
+    "WaitQueue",
+    "Waiter",
+    "new_waiter",
+]
+
+# Waiter states (Waiter.state).
+WAITING: Final = 0
+"""In the queue."""
+GRANTED: Final = 1
+"""Handed a place (an async waiter's is offered until it claims it)."""
+TIMED_OUT: Final = 2
+"""Left the queue at its timeout."""
+CANCELLED: Final = 3
+"""Left the queue because it can no longer run (cancelled, or its loop closed)."""
+
+# What WaitQueue.enqueue returns.
+ADMITTED: Final = 0
+"""A place was free: the call holds it and runs at once."""
+QUEUED: Final = 1
+"""The waiter is in the queue."""
+FULL: Final = 2
+"""Rejected: no place free and no room (or no waiter) to queue."""
+
+
+class Waiter(abc.ABC):
+    """A queued call. ``state`` and ``nudged`` change only under the queue's lock."""
+
+    __slots__ = ("nudged", "state")
+
+    def __init__(self) -> None:
+        self.state = WAITING
+        self.nudged = False
+        """Whether a wake-up is on its way that the waiter has not seen yet."""
+
+    def ready(self) -> bool:
+        """Whether the waiter can take a place now (its thread or event loop is running)."""
+        return True
+
+    def gone(self) -> bool:
+        """Whether the waiter can never run again (its event loop is closed)."""
+        return False
+
+    @abc.abstractmethod
+    def wake(self) -> bool:
+        """Wake the waiter (to take its place, or to look again); ``False`` if it never can."""
+
+
+class SyncWaiter(Waiter):
+    """A thread blocked on a lock of its own, released to wake it."""
+
+    __slots__ = ("signal",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal = threading.Lock()
+        self.signal.acquire()
+
+    def wake(self) -> bool:
+        """Release the thread's lock."""
+        self.signal.release()
+        return True
+
+
+class AsyncWaiter(Waiter):
+    """A task awaiting a future of its loop; woken thread-safely.
+
+    ``context`` is the waiting task's context, so that a queue timeout, reported from a loop
+    timer, is reported in the waiting call's context (its span gets the rejection event). A
+    waiter woken without a place gets a new :attr:`future` from :meth:`WaitQueue.claim`.
+    """
+
+    __slots__ = ("context", "future", "loop", "thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.context = contextvars.copy_context()
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.thread = threading.get_ident()
+
+    def ready(self) -> bool:
+        """Whether its loop is running (a stopped loop's waiter keeps its place and is nudged)."""
+        return self.loop.is_running()
+
+    def gone(self) -> bool:
+        """Whether its loop is closed."""
+        return self.loop.is_closed()
+
+    def wake(self) -> bool:
+        """Complete its future on its loop (thread-safely from another thread); ``False`` if closed."""
+        future = self.future
+        try:
+            if threading.get_ident() == self.thread:
+                _resolve(future)
+            else:
+                self.loop.call_soon_threadsafe(_resolve, future)
+        except RuntimeError:  # its loop is closed: the waiter will never run again
+            return False
+        return True
+
+    def resolve(self) -> None:
+        """Complete the future (on the waiter's loop), unless the task was cancelled."""
+        _resolve(self.future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Complete ``future`` (on its loop) unless it is already done (cancelled, or woken before)."""
+    if not future.done():
+        future.set_result(None)
+
+
+def new_waiter(sync: bool) -> Waiter:
+    """Return a waiter for the driver that runs: this thread's, or the running loop's task's."""
+    return SyncWaiter() if sync else AsyncWaiter(asyncio.get_running_loop())
+
+
+class WaitQueue(Protocol):
+    """The rules of a FIFO queue of :class:`Waiter`, each method atomic under the owner's lock."""
+
+    def enqueue(self, waiter: Waiter | None) -> int:
+        """Take a place if one is free, else queue ``waiter`` (``None``: no queue), else reject.
+
+        Returns:
+            :data:`ADMITTED`, :data:`QUEUED` or :data:`FULL`.
+        """
+        ...
+
+    def claim(self, waiter: AsyncWaiter) -> bool:
+        """Take the place a woken async waiter was offered (called by its task, on its loop).
+
+        Returns:
+            ``True`` if the wait is over (the waiter holds a place, or timed out); ``False`` if
+            it must await its (new) ``future`` again.
+        """
+        ...
+
+    def abandon(self, waiter: Waiter) -> None:
+        """Forget a cancelled waiter: take it out of the queue, or pass on the place it was handed."""
+        ...
+
+    def expire(self, waiter: Waiter) -> bool:
+        """End a waiter's wait at its timeout (counting it).
+
+        Returns:
+            ``True`` if it left the queue; ``False`` if it was handed a place just before (it
+            must then run) or is no longer queued.
+        """
+        ...
+
+
+class Queued(Wait, TimerEntry):
+    """A call queued in a :class:`WaitQueue`: the driver waits on it for its place.
+
+    A subclass, made by the queue's owner, says how a timed-out wait is reported
+    (:meth:`timed_out`) and what it raises (:meth:`timeout_error`). The token of a granted wait
+    is ``None``.
+
+    Args:
+        queue: The queue ``waiter`` is in (``enqueue`` returned :data:`QUEUED`).
+        waiter: A :class:`SyncWaiter` for :meth:`wait_sync`, an :class:`AsyncWaiter` for
+            :meth:`wait` (see :func:`new_waiter`).
+        timeout: The longest the call may wait, in seconds.
+        clock: The clock an enclosing deadline is read on (sync waits).
+    """
+
+    __slots__ = ("clock", "queue", "timeout", "waiter")
+
+    def __init__(self, queue: WaitQueue, waiter: Waiter, timeout: float, clock: Clock) -> None:
+        self.queue = queue
+        self.waiter = waiter
+        self.timeout = timeout
+        self.clock = clock
+
+    @abc.abstractmethod
+    def timed_out(self) -> None:
+        """Report a wait that timed out: called once, when it ends (in the waiting call's context)."""
+
+    @abc.abstractmethod
+    def timeout_error(self, timeout: float) -> Exception:
+        """Return the error a timed-out wait raises (``timeout``: the seconds it waited for)."""
+
+    async def wait(self) -> None:
+        """Wait on the waiter's loop until a place is handed over, or raise at the timeout."""
+        queue = self.queue
+        waiter = cast("AsyncWaiter", self.waiter)
+        loop = waiter.loop
+        deadline = loop.time() + self.timeout
+        timer = loop_timer(loop)
+        timer.add(loop, self, deadline)
+        try:
+            await waiter.future
+            while not queue.claim(waiter):
+                # Woken without a place (its loop had stopped): wait again until the same deadline,
+                # re-armed if it passed while the waiter held a place it was offered.
+                if not self.armed:
+                    timer.add(loop, self, deadline)
+                await waiter.future
+        except BaseException:
+            queue.abandon(waiter)
+            raise
+        finally:
+            timer.cancel(self)
+        if waiter.state == TIMED_OUT:
+            raise self.timeout_error(self.timeout) from None
+
+    def fire(self) -> None:
+        """Loop-timer callback: end the wait if the waiter is still queued, and report it now."""
+        waiter = cast("AsyncWaiter", self.waiter)
+        if self.queue.expire(waiter):
+            waiter.context.run(self.timed_out)  # in the waiting call's context
+            waiter.resolve()
+
+    def wait_sync(self) -> None:
+        """Block this thread until a place is handed over, or raise at the timeout (or deadline)."""
+        waiter = cast("SyncWaiter", self.waiter)
+        timeout = max(min(self.timeout, time_remaining(self.clock)), 0.0)
+        try:
+            granted = waiter.signal.acquire(timeout=timeout)
+        except BaseException:
+            self.queue.abandon(waiter)
+            raise
+        if not granted and self.queue.expire(waiter):
+            self.timed_out()
+            raise self.timeout_error(timeout) from None
