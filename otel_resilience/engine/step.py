@@ -234,9 +234,10 @@ class Step:
         return None
 
     def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
-        """Judge a run cut by this step's own deadline (:attr:`seconds`); ``None`` raises ``error``.
+        """Judge a run cut by this step's own deadline (:attr:`seconds`), before :meth:`on_failure`.
 
-        Called instead of :meth:`on_failure` for that run.
+        An action decided here ends the run; ``None`` hands ``error`` on to :meth:`on_failure`
+        like any other failure (a retry counts the attempt's timeout here and decides there).
         """
         return None
 
