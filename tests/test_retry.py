@@ -851,6 +851,73 @@ async def test_a_cancelled_first_attempt_closes_its_scope_as_cancelled(
     assert r.stats.cancelled == 1
 
 
+async def test_a_retried_result_ends_its_scope_as_a_failure(
+    driver: str, clock: FakeClock, scopes: ScopeListener
+) -> None:
+    """A retried result ends its attempt's scope as a failure (no error); the accepted one as a success."""
+    results = iter([None, "ok"])
+    r = Retry("dep", exact(retry_on_result=lambda result: result is None), clock=clock)
+    assert await invoke(r, driver, lambda: next(results)) == "ok"
+    assert scopes.attempts == [1, 2]
+    assert scopes.ended == [(1, Outcome.FAILURE, None), (2, Outcome.SUCCESS, None)]
+    assert r.stats.successes_after_retry == 1
+
+
+def test_an_attempt_cut_by_its_timeout_is_counted_and_judged_once(
+    clock: FakeClock, scopes: ScopeListener, recorder: EventRecorder
+) -> None:
+    """An attempt timeout is counted once, ends its scope as a timeout, and is decided once."""
+
+    def late() -> str:
+        clock.advance(5.0)
+        return "late"
+
+    r = Retry("dep", exact(attempt_timeout=1.0, retry_on=(ConnectionError,)), clock=clock)
+    with pytest.raises(OperationTimeoutError) as info:
+        r.execute_sync(late)
+    assert info.value.scope == "attempt"
+    assert scopes.ended == [(1, Outcome.TIMEOUT, "OperationTimeoutError")]
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(1.0, "attempt")]
+    assert recorder.of(Event.RETRY_SCHEDULED) == []
+    stats = r.get_stats()
+    assert (stats["attempt_timeouts"], stats["non_retryable"], stats["executions"]) == (1, 1, 1)
+
+
+async def test_a_cancelled_backoff_leaves_no_attempt_scope_open(scopes: ScopeListener) -> None:
+    """Cancelled while backing off: the failed attempt's scope is closed, no next one was opened."""
+    clock = BlockingClock()
+    r = Retry("dep", exact(max_attempts=5), clock=clock)
+    fn = flaky(10)
+
+    async def afn() -> Any:
+        return fn()
+
+    task = asyncio.create_task(r.execute(afn))
+    await asyncio.wait_for(clock.sleeping.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert scopes.attempts == [1]
+    assert scopes.ended == [(1, Outcome.FAILURE, "Boom")]
+    assert (r.stats.cancelled, r.stats.attempts) == (1, 1)
+
+
+async def test_an_on_retry_error_opens_no_further_attempt(
+    driver: str, clock: FakeClock, scopes: ScopeListener
+) -> None:
+    """on_retry runs before the backoff; its error ends the execution before the next attempt's scope."""
+
+    def hook(attempt: int, error: Exception | None) -> None:
+        raise RuntimeError("hook bug")
+
+    r = Retry("dep", exact(), on_retry=hook, clock=clock)
+    with pytest.raises(RuntimeError, match="hook bug"):
+        await invoke(r, driver, flaky(2))
+    assert scopes.attempts == [1]
+    assert scopes.ended == [(1, Outcome.FAILURE, "Boom")]
+    assert clock.sleeps == []
+
+
 # -- composition ------------------------------------------------------------------------------
 
 
