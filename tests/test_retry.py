@@ -609,8 +609,11 @@ class BlockingClock(FakeClock):
         await asyncio.Event().wait()
 
 
-async def test_cancellation_during_a_backoff_is_not_retried() -> None:
-    """Cancelling the task while it backs off raises CancelledError and calls the function no more."""
+async def test_cancellation_during_a_backoff_is_not_retried(scopes: ScopeListener) -> None:
+    """Cancelling the task while it backs off raises CancelledError and calls the function no more.
+
+    The failed attempt's scope is closed; no scope was opened for the next one.
+    """
     clock = BlockingClock()
     r = Retry("dep", exact(max_attempts=5), clock=clock)
     fn = flaky(10)
@@ -627,6 +630,9 @@ async def test_cancellation_during_a_backoff_is_not_retried() -> None:
     assert clock.sleeps == [1.0]
     assert r.stats.cancelled == 1
     assert r.stats.exhausted == 0
+    assert scopes.attempts == [1]
+    assert scopes.ended == [(1, Outcome.FAILURE, "Boom")]
+    assert r.stats.attempts == 1
 
 
 async def test_cancellation_during_an_attempt_is_not_retried(clock: FakeClock) -> None:
@@ -849,6 +855,54 @@ async def test_a_cancelled_first_attempt_closes_its_scope_as_cancelled(
         await invoke(r, driver, flaky(1, KeyboardInterrupt))
     assert scopes.ended == [(1, Outcome.CANCELLED, None)]
     assert r.stats.cancelled == 1
+
+
+async def test_a_retried_result_ends_its_scope_as_a_failure(
+    driver: str, clock: FakeClock, scopes: ScopeListener
+) -> None:
+    """A retried result ends its attempt's scope as a failure (no error); the accepted one as a success."""
+    results = iter([None, "ok"])
+    r = Retry("dep", exact(retry_on_result=lambda result: result is None), clock=clock)
+    assert await invoke(r, driver, lambda: next(results)) == "ok"
+    assert scopes.attempts == [1, 2]
+    assert scopes.ended == [(1, Outcome.FAILURE, None), (2, Outcome.SUCCESS, None)]
+    assert r.stats.successes_after_retry == 1
+
+
+def test_an_attempt_cut_by_its_timeout_is_counted_and_judged_once(
+    clock: FakeClock, scopes: ScopeListener, recorder: EventRecorder
+) -> None:
+    """An attempt timeout is counted once, ends its scope as a timeout, and is decided once."""
+
+    def late() -> str:
+        clock.advance(5.0)
+        return "late"
+
+    r = Retry("dep", exact(attempt_timeout=1.0, retry_on=(ConnectionError,)), clock=clock)
+    with pytest.raises(OperationTimeoutError) as info:
+        r.execute_sync(late)
+    assert info.value.scope == "attempt"
+    assert scopes.ended == [(1, Outcome.TIMEOUT, "OperationTimeoutError")]
+    assert recorder.of(Event.TIMEOUT) == [TimeoutOccurred(1.0, "attempt")]
+    assert recorder.of(Event.RETRY_SCHEDULED) == []
+    stats = r.get_stats()
+    assert (stats["attempt_timeouts"], stats["non_retryable"], stats["executions"]) == (1, 1, 1)
+
+
+async def test_an_on_retry_error_opens_no_further_attempt(
+    driver: str, clock: FakeClock, scopes: ScopeListener
+) -> None:
+    """on_retry runs before the backoff; its error ends the execution before the next attempt's scope."""
+
+    def hook(attempt: int, error: Exception | None) -> None:
+        raise RuntimeError("hook bug")
+
+    r = Retry("dep", exact(), on_retry=hook, clock=clock)
+    with pytest.raises(RuntimeError, match="hook bug"):
+        await invoke(r, driver, flaky(2))
+    assert scopes.attempts == [1]
+    assert scopes.ended == [(1, Outcome.FAILURE, "Boom")]
+    assert clock.sleeps == []
 
 
 # -- composition ------------------------------------------------------------------------------

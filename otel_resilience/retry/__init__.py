@@ -1,0 +1,121 @@
+"""Retry with backoff: FIXED, LINEAR, EXPONENTIAL and RANDOM delays, jitter, a timeout per attempt.
+
+Use a :class:`Retry` instance (``await retry.execute(fn)``, ``retry.execute_sync(fn)``,
+``@retry.protect``), the :func:`retry` decorator factory, or the one-shot functions
+:func:`retry_async` / :func:`retry_sync`. The manager composes a retry with other patterns through
+:meth:`Retry.as_strategy`.
+
+How it behaves, and why:
+
+* **Bounded by construction.** :attr:`RetryPolicy.max_attempts` is a finite ``int >= 1``: there is
+  no "retry forever" (tenacity's ``stop_never`` is the thing to avoid).
+* **The original exception is re-raised** when retries run out, never a wrapper, so that a
+  caller's ``except ConnectionError`` keeps working (stamina). A note is attached to it
+  (``add_note``; ``__notes__`` on 3.10) saying how many attempts were made and why retrying
+  stopped. When a *result* was being retried (:attr:`RetryPolicy.retry_on_result`) and attempts
+  run out, the last result is returned.
+* **What is retried.** ``Exception`` subclasses only: ``asyncio.CancelledError``,
+  ``KeyboardInterrupt`` and ``SystemExit`` are never caught. Rejections
+  (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open breaker, a full bulkhead) are
+  not retried by default: the dependency was not even called, and retrying a rejection only
+  hammers the protection. :attr:`RetryPolicy.no_retry_on` wins over :attr:`RetryPolicy.retry_on`.
+* **Default jitter: proportional, +/- 25 %** (Polly's factor for constant and linear backoffs).
+  It de-synchronises clients that failed together (no thundering herd) while every delay stays
+  within a quarter of the documented schedule, and a retry never fires at once, as full jitter
+  can. ``Jitter.FULL`` (AWS "full jitter", uniform in ``[0, d]``) is there for the widest spread.
+* **Deadlines are respected.** Before each backoff, if the enclosing deadline
+  (:func:`~otel_resilience.engine.context.time_remaining`) leaves no more than the delay, the retry
+  gives up at once instead of sleeping past it (tenacity's ``stop_before_delay``).
+* **A zero delay retries at once.** When the backoff is 0 (``initial_delay=0``, or
+  ``max_delay=0``) no sleep is called at all: ``time.sleep(0)`` would give the core away (tens
+  of microseconds) and ``asyncio.sleep(0)`` would cost a loop iteration per retry. An async
+  retry with zero delay therefore does not yield to the event loop between attempts; it is
+  bounded by ``max_attempts`` like any other. Use a small positive delay to yield.
+* **A timeout per attempt** (:attr:`RetryPolicy.attempt_timeout`) runs each attempt under an
+  :class:`~otel_resilience.engine.context.AsyncDeadline` with scope ``"attempt"``; a timed-out
+  attempt raises :class:`~otel_resilience.errors.OperationTimeoutError`, which is retried by
+  default. Sync attempts cannot be pre-empted: a :class:`~otel_resilience.engine.context.SyncDeadline`
+  publishes the deadline to the callee and turns a late result into a timeout.
+* **``on_retry(attempt, error)``** runs before each backoff, after the decision to retry;
+  ``attempt`` is the number of the attempt that failed, unique in the execution (so the first
+  call is ``on_retry(1, error)``) and
+  ``error`` is ``None`` when a result was retried. The async drivers accept sync and async
+  callbacks; the sync drivers refuse an async callback with ``TypeError`` before anything runs.
+  An exception raised by the callback propagates (the execution ends with it): a bug in a
+  user's hook must not be hidden.
+
+Telemetry (through the engine's facade; this module never imports OpenTelemetry):
+
+* ``Event.RETRY_SCHEDULED`` (:class:`~otel_resilience.engine.events.RetryScheduled`) before each
+  backoff.
+* ``Event.RETRY_EXHAUSTED`` (:class:`~otel_resilience.engine.events.RetryExhausted`) when a
+  *retryable* failure or result is given up on: reason ``"max_attempts"``, ``"deadline"`` or
+  ``"max_attempts_total"`` (the execution made its cap of attempts in total, see below). An
+  error that is not retryable at all is not reported: retry did not give up on it, it was never
+  retry's to handle (a rejection is already reported by the breaker or bulkhead that raised it).
+* ``Event.TIMEOUT`` (:class:`~otel_resilience.engine.events.TimeoutOccurred`, scope
+  ``"attempt"``) when an attempt's own timeout expired.
+* An attempt scope around every attempt, the first included, while an awake execution
+  listener wants them (the hub's ``attempt_listeners``): the listener times each attempt (the
+  attempt duration histogram) and opens a span for every attempt but the execution's first,
+  which the execution span covers.
+
+**Attempt numbers are unique per execution.** The execution's first call is attempt 1; each
+further attempt takes the next number from the execution
+(:meth:`~otel_resilience.engine.context.ExecutionContext.next_attempt`), which recovery re-runs
+take theirs from too, so a re-run does not restart the numbering. Attempt scopes, events and
+``on_retry`` carry that number. ``max_attempts`` and the backoff schedule count this retry's own
+attempts (a recovery re-run starts a new series of them). When the execution has a cap on
+attempts in total (``ResilienceConfig.max_attempts_total``) and made them all,
+``next_attempt`` refuses the next one: retry gives up with the original error, a note saying
+the total cap stopped it, and stop reason ``"max_attempts_total"``.
+
+The hot path (a first attempt that succeeds, no attempt listener) takes no lock, formats
+nothing and allocates nothing but the coroutine frame: one counter is bumped and the result is
+returned.
+"""
+
+from __future__ import annotations
+
+from otel_resilience.retry.facade import _ONE_SHOT as _ONE_SHOT  # the one-shot cache, read by tests
+from otel_resilience.retry.facade import _ONE_SHOT_MAX as _ONE_SHOT_MAX
+from otel_resilience.retry.facade import Retry, retry, retry_async, retry_sync
+from otel_resilience.retry.policy import (
+    DEFAULT_INITIAL_DELAY,
+    DEFAULT_JITTER,
+    DEFAULT_JITTER_RATIO,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_DELAY,
+    DEFAULT_MULTIPLIER,
+    DEFAULT_STRATEGY,
+    Jitter,
+    OnRetry,
+    RetryPolicy,
+    RetryStrategy,
+)
+from otel_resilience.retry.policy import (
+    ErrorSelector as ErrorSelector,
+)
+from otel_resilience.retry.policy import (
+    ResultPredicate as ResultPredicate,
+)
+from otel_resilience.retry.stats import RetryStats
+
+__all__ = [
+    "DEFAULT_INITIAL_DELAY",
+    "DEFAULT_JITTER",
+    "DEFAULT_JITTER_RATIO",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_DELAY",
+    "DEFAULT_MULTIPLIER",
+    "DEFAULT_STRATEGY",
+    "Jitter",
+    "OnRetry",
+    "Retry",
+    "RetryPolicy",
+    "RetryStats",
+    "RetryStrategy",
+    "retry",
+    "retry_async",
+    "retry_sync",
+]

@@ -1,0 +1,398 @@
+"""The retry facade: :class:`Retry`, the :func:`retry` decorator and the one-shot functions."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, overload
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.pipeline import (
+    Pipeline,
+    PipelineBuilder,
+    check_protectable,
+    protect_with,
+    standalone,
+)
+from otel_resilience.engine.validation import check_callable, check_name, describe, fail
+from otel_resilience.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
+from otel_resilience.retry.step import _RetryCore, _RetryStep
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.strategy import Strategy
+    from otel_resilience.retry.stats import RetryStats
+
+__all__ = ["Retry", "retry", "retry_async", "retry_sync"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    """Return a bounded name for ``fn``: its qualified name, else its type's (also when reading it raises)."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+    except Exception:  # noqa: BLE001 - a broken attribute of a callable: name it after its type
+        name = None
+    if isinstance(name, str) and name.strip():
+        return name
+    return type(fn).__qualname__
+
+
+def _not_callable(owner: str, fn: object) -> TypeError:
+    """Build the error for a non-callable ``fn``."""
+    return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
+
+
+class Retry:
+    """A named retry: a policy, an optional ``on_retry`` hook, and counts.
+
+    Use it on its own (:meth:`execute`, :meth:`execute_sync`, :meth:`protect`) or compose it with
+    other patterns through :meth:`as_strategy`. All of them share one policy and one
+    :class:`RetryStats`.
+
+    Args:
+        name: The retry's name, used in telemetry and in the give-up note (bounded: a
+            configured or function name, never user data).
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)``, called before each backoff with the number of
+            the attempt that failed (unique in the execution) and its error (``None`` when a
+            result was retried). Sync or async; the sync drivers refuse an async one. Its
+            exceptions propagate.
+        clock: Time source for backoff sleeps and deadlines (inject a ``FakeClock`` in tests).
+        rng: Random source for jitter and ``RANDOM`` delays (seed one for reproducible delays).
+
+    Raises:
+        TypeError: An argument has the wrong type.
+        ValueError: ``name`` is empty.
+    """
+
+    __slots__ = ("__weakref__", "_core", "_standalone", "_telemetry")
+
+    kind: ClassVar[str] = "retry"
+
+    def __init__(
+        self,
+        name: str,
+        policy: RetryPolicy | None = None,
+        *,
+        on_retry: OnRetry | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        check_name("Retry", "name", name)
+        if policy is None:
+            policy = _DEFAULT_POLICY
+        elif not isinstance(policy, RetryPolicy):
+            raise fail("Retry", "policy", "a RetryPolicy or None", policy, kind=TypeError)
+        check_callable("Retry", "on_retry", on_retry, optional=True)
+        if clock is not SYSTEM_CLOCK and not isinstance(clock, Clock):
+            raise fail("Retry", "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
+        if rng is not None and not isinstance(rng, random.Random):
+            raise fail("Retry", "rng", "a random.Random or None", rng, kind=TypeError)
+        self._core = _RetryCore(name, policy, on_retry, clock, rng)
+        source = TelemetrySource(self.kind, name)
+        self._telemetry = StrategyTelemetry(source)
+        self._standalone: Pipeline | None = None
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use."""
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        core = self._core
+        node = _RetryStep(core, self._telemetry)
+        return PipelineBuilder(core.name, clock=core.clock, source=self._telemetry.source).add(node).build()
+
+    @property
+    def name(self) -> str:
+        """The retry's name."""
+        return self._core.name
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry's policy."""
+        return self._core.policy
+
+    @property
+    def config(self) -> RetryPolicy:
+        """The retry's policy (the name every pattern uses for its configuration)."""
+        return self._core.policy
+
+    @property
+    def stats(self) -> RetryStats:
+        """The live counters (plain integers; read them, do not write them)."""
+        return self._core.stats
+
+    def get_stats(self) -> dict[str, int]:
+        """Return a consistent snapshot of the counters.
+
+        Returns:
+            ``executions``, ``attempts``, ``retries``, ``successes``,
+            ``first_attempt_successes``, ``successes_after_retry``, ``exhausted``,
+            ``non_retryable``, ``cancelled`` and ``attempt_timeouts``; see :class:`RetryStats`.
+        """
+        with self._core.lock:
+            return self._core.stats.as_dict()
+
+    def as_strategy(self, pipeline: str | None = None) -> Strategy:
+        """Return a new, unlinked pipeline node that retries with this instance's policy and counts.
+
+        Args:
+            pipeline: The name of the pipeline (policy) the node will run in, for telemetry.
+
+        Returns:
+            A :class:`~otel_resilience.engine.strategy.Strategy` of kind ``"retry"``.
+        """
+        return _RetryStep(self._core, StrategyTelemetry(TelemetrySource(self.kind, self.name, pipeline)))
+
+    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Return ``await fn(*args, **kwargs)``, retried per the policy.
+
+        Args:
+            fn: An async function (or any callable returning an awaitable).
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            The first accepted result (or the last result, if results were retried to the end).
+
+        Raises:
+            TypeError: If ``fn`` is not callable (before anything runs).
+            Exception: The last error, re-raised as is (with a note) when retrying stopped.
+        """
+        if not callable(fn):
+            raise _not_callable("Retry.execute", fn)
+        return await self._pipeline.execute(fn, *args, **kwargs)
+
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Return ``fn(*args, **kwargs)``, retried per the policy, in the calling thread.
+
+        Backoffs block the thread (``clock.sleep_sync``).
+
+        Args:
+            fn: A plain function.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            The first accepted result (or the last result, if results were retried to the end).
+
+        Raises:
+            TypeError: If ``fn`` is not callable, or ``on_retry`` is async (before anything runs).
+            Exception: The last error, re-raised as is (with a note) when retrying stopped.
+        """
+        if not callable(fn):
+            raise _not_callable("Retry.execute_sync", fn)
+        if self._core.hook_is_async:
+            raise self._core.async_hook_error()
+        return self._pipeline.execute_sync(fn, *args, **kwargs)
+
+    @overload
+    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    @overload
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate ``fn`` so that every call is retried; the signature is kept.
+
+        The async or sync driver is chosen once, here, with ``inspect.iscoroutinefunction``.
+
+        Args:
+            fn: The function to protect.
+
+        Returns:
+            A wrapper with ``fn``'s signature and metadata (``functools.wraps``).
+
+        Raises:
+            TypeError: If ``fn`` is not callable, is an async generator function, or is sync
+                while ``on_retry`` is async.
+        """
+        if not callable(fn):
+            raise _not_callable("Retry.protect", fn)
+        check_protectable(self.name, fn)
+        if not inspect.iscoroutinefunction(fn) and self._core.hook_is_async:
+            raise self._core.async_hook_error()
+        return protect_with(self._pipeline, fn)
+
+    def __repr__(self) -> str:
+        return f"Retry({self.name!r}, {self.policy!r})"
+
+
+async def retry_async(
+    fn: Callable[..., Awaitable[R]],
+    /,
+    *args: Any,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> R:
+    """Return ``await fn(*args, **kwargs)``, retried per ``policy``.
+
+    Runs ``fn`` with a :class:`Retry` named after it (its ``__qualname__``), built on the first
+    call and reused by later calls with the same name, policy object, hook, clock and random
+    source (a :class:`Retry` holds no reference to the function).
+    ``policy``, ``on_retry``, ``clock`` and ``rng`` are taken by this function, not passed on.
+
+    Args:
+        fn: An async function (or any callable returning an awaitable).
+        *args: Its positional arguments.
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)`` before each backoff (sync or async).
+        clock: Time source for sleeps and deadlines.
+        rng: Random source for jitter.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        The first accepted result (or the last result, if results were retried to the end).
+
+    Raises:
+        TypeError: If ``fn`` is not callable (before anything runs).
+        Exception: The last error, re-raised as is (with a note) when retrying stopped.
+    """
+    if not callable(fn):
+        raise _not_callable("retry_async", fn)
+    runner = _one_shot(fn, policy, on_retry, clock, rng)
+    return await runner._pipeline.execute(fn, *args, **kwargs)
+
+
+def retry_sync(
+    fn: Callable[..., R],
+    /,
+    *args: Any,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> R:
+    """Return ``fn(*args, **kwargs)``, retried per ``policy``, in the calling thread.
+
+    The sync twin of :func:`retry_async`; ``on_retry`` must be a plain function.
+
+    Args:
+        fn: A plain function.
+        *args: Its positional arguments.
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)`` before each backoff (sync only).
+        clock: Time source for sleeps and deadlines.
+        rng: Random source for jitter.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        The first accepted result (or the last result, if results were retried to the end).
+
+    Raises:
+        TypeError: If ``fn`` is not callable or ``on_retry`` is async (before anything runs).
+        Exception: The last error, re-raised as is (with a note) when retrying stopped.
+    """
+    if not callable(fn):
+        raise _not_callable("retry_sync", fn)
+    runner = _one_shot(fn, policy, on_retry, clock, rng)
+    if runner._core.hook_is_async:
+        raise runner._core.async_hook_error()
+    return runner._pipeline.execute_sync(fn, *args, **kwargs)
+
+
+_ONE_SHOT_MAX: Final = 256
+"""How many one-shot retries :func:`retry_async` / :func:`retry_sync` keep for reuse."""
+_ONE_SHOT: dict[tuple[object, ...], tuple[RetryPolicy | None, Retry]] = {}
+
+
+def _one_shot(
+    fn: Callable[..., Any],
+    policy: RetryPolicy | None,
+    on_retry: OnRetry | None,
+    clock: Clock,
+    rng: random.Random | None,
+) -> Retry:
+    """Return the :class:`Retry` the one-shot functions run ``fn`` with.
+
+    A :class:`Retry` does not hold the function it runs, so one built for the same name (the
+    function's qualified name), policy object, hook, clock and random source is reused: the
+    call builds nothing, and the retry's execution counts stay monotonic in telemetry. At most
+    :data:`_ONE_SHOT_MAX` are kept (the cache is emptied when full). Arguments are validated by
+    :class:`Retry` before anything is kept.
+    """
+    try:
+        key = (_name_of(fn), id(policy), on_retry, clock, rng)
+        entry = _ONE_SHOT.get(key)
+    except TypeError:  # an unhashable hook or clock: build one for this call
+        return Retry(_name_of(fn), policy, on_retry=on_retry, clock=clock, rng=rng)
+    if entry is not None and entry[0] is policy:
+        return entry[1]
+    runner = Retry(key[0], policy, on_retry=on_retry, clock=clock, rng=rng)
+    if len(_ONE_SHOT) >= _ONE_SHOT_MAX:
+        _ONE_SHOT.clear()
+    _ONE_SHOT[key] = (policy, runner)
+    return runner
+
+
+class _RetryDecorator:
+    """What :func:`retry` returns: applied to a function, it builds one :class:`Retry` for it."""
+
+    __slots__ = ("_clock", "_name", "_on_retry", "_policy", "_rng")
+
+    def __init__(
+        self,
+        policy: RetryPolicy | None,
+        on_retry: OnRetry | None,
+        clock: Clock,
+        rng: random.Random | None,
+        name: str | None,
+    ) -> None:
+        self._policy = policy
+        self._on_retry = on_retry
+        self._clock = clock
+        self._rng = rng
+        self._name = name
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        if not callable(fn):
+            raise _not_callable("retry", fn)
+        name = self._name if self._name is not None else _name_of(fn)
+        runner = Retry(name, self._policy, on_retry=self._on_retry, clock=self._clock, rng=self._rng)
+        return runner.protect(fn)
+
+
+def retry(
+    policy: RetryPolicy | None = None,
+    *,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    name: str | None = None,
+) -> _RetryDecorator:
+    """Return a decorator that retries a sync or async function: ``@retry(RetryPolicy(...))``.
+
+    Each decorated function gets its own :class:`Retry`, built once at decoration time and
+    named after the function (``__qualname__``) unless ``name`` is given. The async or sync
+    driver is chosen then, and the wrapper keeps the function's signature.
+
+    Args:
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)`` before each backoff (async only for async functions).
+        clock: Time source for sleeps and deadlines.
+        rng: Random source for jitter.
+        name: The retry's name in telemetry (default: the function's qualified name).
+
+    Returns:
+        The decorator.
+
+    Raises:
+        TypeError: If ``policy`` is not a ``RetryPolicy`` (e.g. ``@retry`` without parentheses).
+    """
+    if policy is not None and not isinstance(policy, RetryPolicy):
+        raise fail("retry", "policy", "a RetryPolicy or None (use @retry())", policy, kind=TypeError)
+    if name is not None:
+        check_name("retry", "name", name)
+    return _RetryDecorator(policy, on_retry, clock, rng, name)

@@ -1,0 +1,110 @@
+"""The counts of one retry, shared by every pipeline link of it."""
+
+from __future__ import annotations
+
+from otel_resilience.engine.counting import Counter
+
+__all__ = ["RetryStats"]
+
+
+class RetryStats:
+    """Counts of one :class:`~otel_resilience.retry.Retry` (shared by all of its steps), as plain integers.
+
+    The counts that move on every call (``first_attempt_successes``) and on every retried
+    execution (``retries``, ``other_attempts``, ``successes_after_retry``) are exact lock-free
+    counters (:mod:`otel_resilience.engine.counting`); the rare ones change under the retry's
+    lock. Counts are of things that have *ended*.
+
+    Attributes:
+        first_attempt_successes: Executions whose first attempt was accepted.
+        successes_after_retry: Executions accepted on attempt 2 or later.
+        exhausted: Executions given up on with a retryable error or result left
+            (``RETRY_EXHAUSTED``: attempts ran out, the deadline left no room, or the execution
+            made its cap of attempts in total).
+        non_retryable: Executions ended by an error the policy does not retry.
+        cancelled: Executions cancelled (or interrupted) during an attempt or a backoff.
+        retries: Backoffs scheduled (``RETRY_SCHEDULED``).
+        attempt_timeouts: Attempts that hit their own ``attempt_timeout``.
+        other_attempts: Attempts that ended other than as a first-attempt success.
+    """
+
+    __slots__ = (
+        "_first_attempt_successes",
+        "_other_attempts",
+        "_retries",
+        "_successes_after_retry",
+        "attempt_timeouts",
+        "cancelled",
+        "exhausted",
+        "non_retryable",
+    )
+
+    def __init__(self) -> None:
+        self._first_attempt_successes = Counter()
+        self._successes_after_retry = Counter()
+        self.exhausted = 0
+        self.non_retryable = 0
+        self.cancelled = 0
+        self._retries = Counter()
+        self.attempt_timeouts = 0
+        self._other_attempts = Counter()
+
+    @property
+    def first_attempt_successes(self) -> int:
+        """Executions whose first attempt was accepted."""
+        return self._first_attempt_successes.value
+
+    @property
+    def successes_after_retry(self) -> int:
+        """Executions accepted on attempt 2 or later."""
+        return self._successes_after_retry.value
+
+    @property
+    def retries(self) -> int:
+        """Backoffs scheduled (``RETRY_SCHEDULED``)."""
+        return self._retries.value
+
+    @property
+    def other_attempts(self) -> int:
+        """Attempts that ended other than as a first-attempt success."""
+        return self._other_attempts.value
+
+    @property
+    def executions(self) -> int:
+        """Executions that ended in one of the outcomes above.
+
+        An execution ended by an exception from a user callback (``on_retry`` or a predicate)
+        is not counted.
+        """
+        return (
+            self.first_attempt_successes
+            + self.successes_after_retry
+            + self.exhausted
+            + self.non_retryable
+            + self.cancelled
+        )
+
+    @property
+    def attempts(self) -> int:
+        """Attempts that ended (the first ones included)."""
+        return self.first_attempt_successes + self.other_attempts
+
+    @property
+    def successes(self) -> int:
+        """Executions that returned an accepted result."""
+        return self.first_attempt_successes + self.successes_after_retry
+
+    def as_dict(self) -> dict[str, int]:
+        """Return every count (derived ones included) as a plain dict."""
+        return {
+            "executions": self.executions,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "successes": self.successes,
+            "first_attempt_successes": self.first_attempt_successes,
+            "successes_after_retry": self.successes_after_retry,
+            "exhausted": self.exhausted,
+            "non_retryable": self.non_retryable,
+            "cancelled": self.cancelled,
+            "attempt_timeouts": self.attempt_timeouts,
+        }

@@ -1,0 +1,371 @@
+"""The retry's rules: the shared sans-I/O core (decisions, counts) and the pipeline step.
+
+:class:`_RetryCore` decides (is an error retried, how long to back off, when to give up) and
+counts; :class:`_RetryStep` is one pipeline link of a retry, a
+:class:`~otel_resilience.engine.step.Step` that turns those decisions into actions. The engine's
+drivers run the attempts, wait the backoffs, call ``on_retry`` and open the attempt deadline;
+nothing here awaits or sleeps.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from otel_resilience.engine.context import time_remaining
+from otel_resilience.engine.events import (
+    Event,
+    Outcome,
+    RetryExhausted,
+    RetryScheduled,
+    StrategyTelemetry,
+    TimeoutOccurred,
+    error_type_name,
+)
+from otel_resilience.engine.pipeline import classify_error
+from otel_resilience.engine.step import Call, Step
+from otel_resilience.engine.step import Retry as RunAgain
+from otel_resilience.retry.policy import _constant_delay
+from otel_resilience.retry.stats import RetryStats
+
+if TYPE_CHECKING:
+    import random
+
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.engine.step import Action
+    from otel_resilience.errors import OperationTimeoutError
+    from otel_resilience.retry.policy import OnRetry, RetryPolicy
+
+__all__: list[str] = []
+
+_NOTE_PREFIX: Final = "otel_resilience retry "
+
+
+def _attach_note(error: BaseException, note: str) -> None:
+    """Attach ``note`` to ``error``, replacing an earlier retry note (reused exception objects)."""
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(_NOTE_PREFIX))]
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        error.__dict__.setdefault("__notes__", []).append(note)
+
+
+class _RetryCore:
+    """The sans-I/O state shared by a :class:`~otel_resilience.retry.Retry` and its steps.
+
+    Its policy, its decisions (what is retried, the backoff, when to give up) and its counts.
+
+    It never awaits and never sleeps; the engine's drivers do. It holds no reference to the
+    :class:`~otel_resilience.retry.Retry`, so a short-lived retry is freed by reference counting.
+    """
+
+    __slots__ = (
+        "_no_retry_types",
+        "_retry_types",
+        "attempt_timeout",
+        "clock",
+        "constant_delay",
+        "hook",
+        "hook_is_async",
+        "hook_what",
+        "lock",
+        "max_attempts",
+        "name",
+        "policy",
+        "retry_on_result",
+        "rng",
+        "stats",
+    )
+
+    def __init__(
+        self, name: str, policy: RetryPolicy, hook: OnRetry | None, clock: Clock, rng: random.Random | None
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.hook = hook
+        self.hook_is_async = hook is not None and inspect.iscoroutinefunction(hook)
+        self.hook_what = f"retry {name!r}: on_retry"
+        self.clock = clock
+        self.rng = rng
+        self.attempt_timeout = policy.attempt_timeout
+        self.max_attempts = policy.max_attempts
+        self.retry_on_result = policy.retry_on_result
+        self.constant_delay = _constant_delay(policy)
+        retry_on, no_retry_on = policy.retry_on, policy.no_retry_on
+        self._retry_types = retry_on if isinstance(retry_on, tuple) else None
+        self._no_retry_types = no_retry_on if isinstance(no_retry_on, tuple) else None
+        self.stats = RetryStats()
+        self.lock = threading.Lock()
+
+    def is_retryable(self, error: Exception) -> bool:
+        """:meth:`RetryPolicy.is_retryable`, with the selectors split once (type tuples or predicates)."""
+        retry_types, no_retry_types = self._retry_types, self._no_retry_types
+        if retry_types is None or no_retry_types is None:
+            return self.policy.is_retryable(error)
+        return isinstance(error, retry_types) and not isinstance(error, no_retry_types)
+
+    def async_hook_error(self) -> TypeError:
+        """Build the error for an async ``on_retry`` used with a sync driver."""
+        return TypeError(
+            f"retry {self.name!r}: on_retry is async (it returns an awaitable), which the sync "
+            "driver cannot await; pass a plain function, or use the async API"
+        )
+
+    def schedule(
+        self, telemetry: StrategyTelemetry, ctx: ExecutionContext, attempt: int, error: Exception | None
+    ) -> float | None:
+        """Decide what follows a failed ``attempt`` (``error``, or a retried result when ``None``).
+
+        Counts the ended attempt, reports the event, and attaches the note on a give-up. The
+        next attempt's number is taken from ``ctx`` (:meth:`ExecutionContext.next_attempt`),
+        which refuses it once the execution made its cap of attempts in total.
+
+        Args:
+            telemetry: The node's facade.
+            ctx: The execution: the failed attempt's number, the cap in total.
+            attempt: How many attempts this retry made (the failed one included), for
+                ``max_attempts`` and the backoff schedule.
+            error: The failed attempt's error, or ``None`` when its result is retried.
+
+        Returns:
+            The delay before the next attempt, or ``None`` to stop (re-raise ``error``, or
+            return the last result).
+        """
+        stats = self.stats
+        if error is not None and not self.is_retryable(error):
+            next(stats._other_attempts)
+            with self.lock:
+                stats.non_retryable += 1
+            return None
+        failed = ctx.attempt
+        reason, delay, remaining = self._next_wait(ctx, attempt)
+        next(stats._other_attempts)
+        if reason is None:
+            next(stats._retries)
+        else:
+            with self.lock:
+                stats.exhausted += 1
+        if reason is None:
+            if telemetry._hub.event_listeners:
+                args = RetryScheduled(failed, delay, error_type_name(error))
+                telemetry.report(Event.RETRY_SCHEDULED, args)
+            return delay
+        if telemetry._hub.event_listeners:
+            telemetry.report(Event.RETRY_EXHAUSTED, RetryExhausted(failed, error_type_name(error), reason))
+        if error is not None:
+            _attach_note(error, self._give_up_note(attempt, reason, delay, remaining, failed))
+        return None
+
+    def _next_wait(self, ctx: ExecutionContext, attempt: int) -> tuple[str | None, float, float]:
+        """Return why retrying stops after ``attempt`` (``None``: it goes on), the backoff, the time left.
+
+        Takes the next attempt's number from ``ctx`` when it goes on.
+        """
+        if attempt >= self.max_attempts:
+            return "max_attempts", 0.0, math.inf
+        constant = self.constant_delay
+        delay = self.policy.compute_delay(attempt, self.rng) if constant is None else constant
+        remaining = time_remaining(self.clock)
+        if remaining <= delay:
+            return "deadline", delay, remaining
+        if ctx.next_attempt() is None:
+            return "max_attempts_total", delay, remaining
+        return None, delay, remaining
+
+    def _give_up_note(
+        self, attempt: int, reason: str, delay: float, remaining: float, made_in_total: int
+    ) -> str:
+        """Describe why retrying stopped, for the re-raised exception."""
+        made = f"{attempt} of {self.policy.max_attempts} attempt{'s' if self.policy.max_attempts > 1 else ''}"
+        if reason == "deadline":
+            return (
+                f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}: a {delay:g} s backoff would "
+                f"overrun the deadline ({max(remaining, 0.0):g} s left)"
+            )
+        if reason == "max_attempts_total":
+            return (
+                f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}: the execution made "
+                f"{made_in_total} attempt{'s' if made_in_total > 1 else ''} in total, its cap "
+                "(max_attempts_total)"
+            )
+        return f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}"
+
+    def attempt_timed_out(self, telemetry: StrategyTelemetry, timeout: float) -> None:
+        """Count and report an attempt that hit its own timeout."""
+        with self.lock:
+            self.stats.attempt_timeouts += 1
+        if telemetry.enabled:
+            telemetry.report(Event.TIMEOUT, TimeoutOccurred(timeout, "attempt"))
+
+    def cancelled(self, in_attempt: bool) -> None:
+        """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
+        with self.lock:
+            if in_attempt:
+                next(self.stats._other_attempts)
+            self.stats.cancelled += 1
+
+    def accepts(self, result: object, attempt: int) -> bool:
+        """Return whether ``result`` of this retry's ``attempt`` (1: the first) ends the execution.
+
+        An accepted result is counted as the execution's success; a retried one is left to
+        :meth:`schedule`.
+        """
+        check = self.retry_on_result
+        if check is not None and check(result):
+            return False
+        stats = self.stats
+        if attempt == 1:
+            next(stats._first_attempt_successes)
+        else:
+            next(stats._other_attempts)
+            next(stats._successes_after_retry)
+        return True
+
+
+class _Attempts:
+    """The token of one execution of a retry step once it needs one: its attempts and their scope.
+
+    Created at admission when an attempt listener wants the first attempt's scope, else at the
+    first retry: the execution whose first attempt is accepted allocates none.
+
+    Attributes:
+        count: How many attempts this step made in this execution, the running one included
+            (what ``max_attempts`` and the backoff schedule count).
+        handles: The running attempt's scope, or ``None`` when none is open.
+    """
+
+    __slots__ = ("count", "ctx", "handles", "telemetry")
+
+    def __init__(self, ctx: ExecutionContext, telemetry: StrategyTelemetry, handles: Any = None) -> None:
+        self.count = 1
+        self.ctx = ctx
+        self.telemetry = telemetry
+        self.handles = handles
+
+    def start(self) -> None:
+        """Open the scope of the attempt about to run (a :class:`RunAgain` hook: after the wait)."""
+        ctx = self.ctx
+        self.handles = self.telemetry.start_attempt(ctx.operation, ctx.attempt)
+
+    def end(self, outcome: Outcome, error: BaseException | None) -> None:
+        """Close the running attempt's scope, if one is open, with ``outcome``."""
+        handles = self.handles
+        if handles:
+            self.handles = None
+            self.telemetry.end_attempt(handles, outcome, error)
+
+
+def _after_on_retry(ctx: ExecutionContext, retry: RunAgain, value: object, error: Exception | None) -> Action:  # noqa: ARG001
+    """Continue after ``on_retry``: the scheduled retry, or the hook's error, which ends the execution."""
+    if error is not None:
+        raise error
+    return retry
+
+
+class _RetryStep(Step):
+    """One retry link of a pipeline: the shared :class:`_RetryCore` and this link's telemetry.
+
+    The driver runs each attempt (under the attempt timeout, when the policy sets one), waits the
+    backoffs and calls ``on_retry``; this step says what follows each attempt.
+    """
+
+    __slots__ = ("_core", "_hook_is_async", "_telemetry", "clock", "seconds")
+
+    kind: ClassVar[str] = "retry"
+    scope: str = "attempt"
+
+    def __init__(self, core: _RetryCore, telemetry: StrategyTelemetry) -> None:
+        super().__init__()
+        self._core = core
+        self._telemetry = telemetry
+        self._hook_is_async = core.hook_is_async
+        self.seconds = core.attempt_timeout
+        self.clock = core.clock
+
+    @property
+    def name(self) -> str:
+        """The retry's name."""
+        return self._core.name
+
+    @property
+    def config(self) -> RetryPolicy:
+        """The retry's policy."""
+        return self._core.policy
+
+    def admit(self, ctx: ExecutionContext) -> _Attempts | None:
+        """Refuse the sync driver for an async ``on_retry``; open the first attempt's scope when wanted.
+
+        Raises:
+            TypeError: ``on_retry`` is async and the sync driver runs the execution.
+        """
+        if self._hook_is_async and ctx.sync:
+            raise self._core.async_hook_error()
+        if self._telemetry._hub.attempt_listeners:
+            handles = self._telemetry.start_attempt(ctx.operation, ctx.attempt)
+            return _Attempts(ctx, self._telemetry, handles) if handles else None
+        return None
+
+    def on_success(self, ctx: ExecutionContext, token: _Attempts | None, result: Any) -> Action:
+        """Return the accepted result; retry a result the policy retries, or return it when retrying stops."""
+        if token is None:
+            return None if self._core.accepts(result, 1) else self._after(ctx, None, None)
+        outcome = Outcome.FAILURE
+        try:
+            if self._core.accepts(result, token.count):
+                outcome = Outcome.SUCCESS
+                return None
+        finally:
+            token.end(outcome, None)
+        return self._after(ctx, token, None)
+
+    def on_failure(self, ctx: ExecutionContext, token: _Attempts | None, error: Exception) -> Action:
+        """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops."""
+        if token is not None and token.handles:
+            token.end(classify_error(error), error)
+        return self._after(ctx, token, error)
+
+    def on_expired(
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - only the error's timeout is reported
+        token: _Attempts | None,  # noqa: ARG002
+        error: OperationTimeoutError,
+    ) -> Action:
+        """Count and report an attempt cut by its own timeout.
+
+        The driver then hands ``error`` to :meth:`on_failure`, which decides as for any failure
+        (a timed-out attempt is retried by default).
+        """
+        self._core.attempt_timed_out(self._telemetry, error.timeout)
+        return None
+
+    def on_cancel(self, ctx: ExecutionContext, token: _Attempts | None, *, running: bool) -> None:  # noqa: ARG002
+        """Count the cancelled execution; close the running attempt's scope as cancelled."""
+        self._core.cancelled(in_attempt=running)
+        if token is not None:
+            token.end(Outcome.CANCELLED, None)
+
+    def _after(self, ctx: ExecutionContext, token: _Attempts | None, error: Exception | None) -> Action:
+        """Decide what follows a failed attempt (``error``, or a retried result when ``None``).
+
+        Returns:
+            ``None`` when retrying stops; else a :class:`RunAgain` after the backoff, preceded
+            by a :class:`~otel_resilience.engine.step.Call` of ``on_retry`` when there is one.
+        """
+        core = self._core
+        failed = ctx.attempt
+        delay = core.schedule(self._telemetry, ctx, 1 if token is None else token.count, error)
+        if delay is None:
+            return None
+        if token is None:
+            token = _Attempts(ctx, self._telemetry)
+        token.count += 1
+        retry = RunAgain(delay, token, token.start if self._telemetry._hub.attempt_listeners else None)
+        if core.hook is None:
+            return retry
+        return Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
