@@ -85,10 +85,6 @@ class ResilienceConfig:
                 check_name(_OWNER, field, getattr(self, field))
         if self.max_attempts_total is not None:
             check_int(_OWNER, "max_attempts_total", self.max_attempts_total, minimum=1)
-        self._check_attempt_timeout()
-        self._check_extra_strategies()
-
-    def _check_attempt_timeout(self) -> None:
         attempt_timeout = self.retry_policy.attempt_timeout if self.retry_policy is not None else None
         if attempt_timeout is not None and self.timeout is not None and attempt_timeout >= self.timeout:
             raise fail(
@@ -97,6 +93,8 @@ class ResilienceConfig:
                 f"< ResilienceConfig.timeout ({self.timeout:g} s), the total deadline",
                 attempt_timeout,
             )
+        if type(self.extra_strategies) is not tuple or self.extra_strategies:
+            self._check_extra_strategies()
 
     def _check_extra_strategies(self) -> None:
         extras: object = self.extra_strategies
