@@ -8,28 +8,15 @@ from typing import Any
 
 import pytest
 
-from otel_resilience import (
-    CircuitBreakerConfig,
-    ExtraStrategy,
-    FallbackConfig,
-    FallbackStrategy,
-    ResilienceConfig,
-    ResilienceManager,
-    RetryPolicy,
-    RetryStrategy,
-    build_pipeline,
-    resilient,
-)
+from otel_resilience import CircuitBreakerConfig, ExtraStrategy, FallbackConfig, FallbackStrategy, resilient
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Answer, Step
-from otel_resilience.manager import STAGES, Stage
-from otel_resilience.retry import Jitter
+from otel_resilience.manager import STAGES, ResilienceConfig, ResilienceManager, Stage, build_pipeline
+from otel_resilience.retry import Jitter, RetryPolicy
 
-_names = itertools.count()
-
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}-{next(_names)}"
+RETRY_3 = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=Jitter.NONE)
+"""Three attempts, no wait between them."""
+_ids = itertools.count()
 
 
 class Tally(Step):
@@ -74,33 +61,28 @@ class Tallies:
         return self.made[-1]
 
 
-def fixed(max_attempts: int) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=max_attempts, strategy=RetryStrategy.FIXED, initial_delay=0.0, jitter=Jitter.NONE
-    )
-
-
 def flaky(failures: int) -> Any:
-    """A function that raises ConnectionError ``failures`` times, then returns "ok"."""
-    calls = [0]
+    """A function that raises ConnectionError on its first ``failures`` calls, then returns "ok"."""
+    errors = itertools.chain(itertools.repeat(ConnectionError, failures), itertools.repeat(None))
 
     def fn() -> str:
-        calls[0] += 1
-        if calls[0] <= failures:
-            raise ConnectionError("down")
+        error = next(errors)
+        if error is not None:
+            raise error("down")
         return "ok"
 
     return fn
 
 
+async def in_async(behaviour: Any) -> Any:
+    return behaviour()
+
+
 async def call(manager: ResilienceManager, driver: str, config: ResilienceConfig, behaviour: Any) -> Any:
-    if driver == "async":
-
-        async def fn() -> Any:
-            return behaviour()
-
-        return await manager.execute_with_resilience(fn, config)
-    return manager.execute_with_resilience_sync(behaviour, config)
+    """Run ``behaviour`` (a plain function) under ``config`` through the sync or the async driver."""
+    if driver == "sync":
+        return manager.execute_with_resilience_sync(behaviour, config)
+    return await manager.execute_with_resilience(in_async, config, behaviour)
 
 
 def kinds(manager: ResilienceManager, config: ResilienceConfig) -> list[str]:
@@ -141,8 +123,8 @@ async def test_an_extra_strategy_runs_where_it_is_placed(
     """Placed inside retry, the toy sees each of retry's attempts; placed outside, the execution once."""
     tallies = Tallies()
     config = ResilienceConfig(
-        name=fresh("placed"),
-        retry_policy=fixed(3),
+        name=f"placed-{next(_ids)}",
+        retry_policy=RETRY_3,
         circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
         extra_strategies=(ExtraStrategy(tallies, **place),),
     )
@@ -157,9 +139,7 @@ async def test_an_extra_strategy_runs_where_it_is_placed(
 async def test_resilient_runs_extra_strategies_in_both_drivers(driver: str) -> None:
     """@resilient takes the same config: the toy inside retry sees every attempt of a decorated call."""
     tallies = Tallies()
-    config = ResilienceConfig(
-        retry_policy=fixed(3), extra_strategies=[ExtraStrategy(tallies, inside="retry")]
-    )
+    config = ResilienceConfig(retry_policy=RETRY_3, extra_strategies=[ExtraStrategy(tallies, inside="retry")])
     manager = ResilienceManager()
     fn = flaky(1)
 
@@ -193,7 +173,7 @@ async def test_extra_strategies_at_one_place_nest_in_the_order_given(driver: str
     """Two links at one place nest in the order given; a place holds without its stage in the config."""
     first, second = Tallies("first"), Tallies("second")
     config = ResilienceConfig(
-        name=fresh("two"),
+        name=f"two-{next(_ids)}",
         fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="fb"),
         circuit_breaker=CircuitBreakerConfig(),
         extra_strategies=(ExtraStrategy(first, inside="retry"), ExtraStrategy(second, inside="retry")),
@@ -219,8 +199,8 @@ async def test_an_extra_strategy_may_answer_in_place_of_the_failure(driver: str)
             return Answer(f"shielded {type(error).__name__}")
 
     config = ResilienceConfig(
-        name=fresh("shield"),
-        retry_policy=fixed(2),
+        name=f"shield-{next(_ids)}",
+        retry_policy=dataclasses.replace(RETRY_3, max_attempts=2),
         extra_strategies=(ExtraStrategy(lambda _name: Shield(), outside="retry"),),
     )
     manager = ResilienceManager()
@@ -258,7 +238,8 @@ def test_a_step_instance_serves_one_policy() -> None:
     """A Step instance is linked into the first policy; a second one is refused, naming the field."""
     tally = Tally()
     config = ResilienceConfig(
-        retry_policy=fixed(2), extra_strategies=(ExtraStrategy(tally, outside="retry"),)
+        retry_policy=dataclasses.replace(RETRY_3, max_attempts=2),
+        extra_strategies=(ExtraStrategy(tally, outside="retry"),),
     )
     manager = ResilienceManager()
     assert manager.execute_with_resilience_sync(lambda: 1, dataclasses.replace(config, name="one")) == 1
@@ -314,7 +295,9 @@ def test_bad_extra_strategies_are_refused_naming_the_field(
 
 async def test_a_factory_that_returns_no_step_is_refused_naming_the_field(driver: str) -> None:
     """A factory's result is checked when the policy is built, before any call runs."""
-    config = ResilienceConfig(name=fresh("bad"), extra_strategies=(ExtraStrategy(lambda _n: "step", rank=0),))
+    config = ResilienceConfig(
+        name=f"bad-{next(_ids)}", extra_strategies=(ExtraStrategy(lambda _n: "step", rank=0),)
+    )
     with pytest.raises(TypeError, match=r"ResilienceConfig\.extra_strategies\[0\] must be a Step"):
         await call(ResilienceManager(), driver, config, flaky(0))
 

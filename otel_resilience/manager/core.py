@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from otel_resilience.alerts import AlertSystem, default_alert_system
 from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
@@ -98,6 +98,45 @@ class _Policy:
         self.extras = extras
         self.entries: set[_Entry] = set()
         self.seen_total = 0
+
+
+class _Configured(Protocol):
+    """A shared pattern instance: a breaker or a bulkhead."""
+
+    @property
+    def config(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Configured)
+
+
+def _shared(
+    store: BoundedStore[str, S],
+    kind: Callable[..., S],
+    name: str,
+    config: object,
+    clock: Clock,
+    *,
+    evict: bool,
+) -> S:
+    """Return the breaker or bulkhead named ``name`` from ``store``, made on first use with ``config``.
+
+    Raises:
+        ValueError: It exists with a different config (the policy must name its own).
+    """
+    shared, created = store.get_or_add(name, lambda: kind(name, config, clock=clock), evict=evict)
+    if not created and config is not None and shared.config != config:
+        what, field = _SHARED_NAMES[kind]
+        msg = f"{what} {name!r} already exists with a different config; give this policy its own {field}"
+        raise ValueError(msg)
+    return shared
+
+
+_SHARED_NAMES: Final[dict[object, tuple[str, str]]] = {
+    CircuitBreaker: ("circuit breaker", "circuit_breaker_name"),
+    Bulkhead: ("bulkhead", "bulkhead_name"),
+}
+"""How an error names each kind of shared instance, and the config field that names it."""
 
 
 _GONE: Final = _Entry.__new__(_Entry)
@@ -191,28 +230,10 @@ class ResilienceManager:
     def _breaker_locked(
         self, name: str, config: CircuitBreakerConfig | None, *, evict: bool
     ) -> CircuitBreaker:
-        breaker, created = self._breakers.get_or_add(
-            name, lambda: CircuitBreaker(name, config, clock=self._clock), evict=evict
-        )
-        if not created and config is not None and breaker.config != config:
-            msg = (
-                f"circuit breaker {name!r} already exists with a different config; "
-                "give this policy its own circuit_breaker_name"
-            )
-            raise ValueError(msg)
-        return breaker
+        return _shared(self._breakers, CircuitBreaker, name, config, self._clock, evict=evict)
 
     def _bulkhead_locked(self, name: str, config: BulkheadConfig | None, *, evict: bool) -> Bulkhead:
-        bulkhead, created = self._bulkheads.get_or_add(
-            name, lambda: Bulkhead(name, config, clock=self._clock), evict=evict
-        )
-        if not created and config is not None and bulkhead.config != config:
-            msg = (
-                f"bulkhead {name!r} already exists with a different config; "
-                "give this policy its own bulkhead_name"
-            )
-            raise ValueError(msg)
-        return bulkhead
+        return _shared(self._bulkheads, Bulkhead, name, config, self._clock, evict=evict)
 
     # ------------------------------------------------------------------ the bounded stores' rules
 
