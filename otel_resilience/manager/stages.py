@@ -173,11 +173,13 @@ class ExtraStrategy:
     the extra links, and extra links nest in the order given.
 
     Args:
-        link: A :class:`~otel_resilience.engine.step.Step` instance, which serves ONE pipeline
-            (a link is linked once; a second policy, or the policy rebuilt after eviction, is
-            refused with ``ValueError``), or a factory called with the policy name that returns
-            a fresh ``Step`` for each policy (a ``Step`` class, a pattern's ``as_strategy``).
-            The factory runs under the manager's lock: it must not call into the manager.
+        link: A factory called with the policy name that returns a fresh
+            :class:`~otel_resilience.engine.step.Step` for each policy (a ``Step`` class, a
+            pattern's ``as_strategy``), run under the manager's lock (it must not call into the
+            manager); or a ``Step`` instance, which serves ONE pipeline: a link is linked once,
+            so give a factory wherever the config may serve a second policy name or be rebuilt
+            after its policy is evicted (an instance already linked is refused with
+            ``ValueError``).
         inside: The stage just inside which the link goes.
         outside: The stage just outside which the link goes.
         rank: Its rank, outer (low) to inner (high).
