@@ -38,6 +38,7 @@ from otel_resilience.errors import (
 )
 from otel_resilience.fallback import MISSING, CacheService, FallbackConfig, FallbackHandler, FallbackStrategy
 from otel_resilience.manager import (
+    ExtraStrategy,
     ResilienceConfig,
     ResilienceManager,
     build_pipeline,
@@ -75,6 +76,7 @@ __all__ = [
     "CircuitState",
     "ErrorRecoverySystem",
     "ExecutionRejectedError",
+    "ExtraStrategy",
     "FallbackConfig",
     "FallbackHandler",
     "FallbackStrategy",

@@ -21,6 +21,7 @@ EXPECTED = [
     " 10\n",  # the bulkhead peaked at its max_concurrent
     "rows 1.0",
     "'successful': 1",
+    "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts
     "[('circuit_open', 'payments')]",
 ]
 

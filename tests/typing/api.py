@@ -9,6 +9,7 @@ from __future__ import annotations
 from otel_resilience import (
     Bulkhead,
     CircuitBreaker,
+    ExtraStrategy,
     FallbackConfig,
     FallbackHandler,
     FallbackStrategy,
@@ -22,6 +23,17 @@ from otel_resilience import (
     retry,
     retry_async,
 )
+from otel_resilience.engine.step import Step
+
+
+class Audit(Step):
+    def __init__(self, policy: str) -> None:
+        super().__init__()
+        self.policy = policy
+
+
+def audit_without_a_name() -> Audit:
+    return Audit("x")
 
 
 async def fetch(user_id: int, *, verbose: bool = False) -> str:
@@ -54,6 +66,11 @@ async def check_async_api() -> None:
     await manager.execute_with_resilience(fetch, ResilienceConfig(), "8")  # type: ignore[arg-type]
     k: str = manager.execute_with_resilience_sync(fetch_sync, ResilienceConfig(), 9)
     ResilienceConfig(max_attempts_total="4")  # type: ignore[arg-type]
+    ResilienceConfig(
+        extra_strategies=(ExtraStrategy(Audit, inside="retry"), ExtraStrategy(Audit("x"), rank=0))
+    )
+    ExtraStrategy(audit_without_a_name, rank=0)  # type: ignore[arg-type]
+    ExtraStrategy(Audit, inside=3)  # type: ignore[arg-type]
     deadline: float | None = current_deadline()
     print(a, b, c, d, e, f, g, h, i, j, k, deadline)
 

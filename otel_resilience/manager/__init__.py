@@ -1,0 +1,29 @@
+"""The resilience manager: one orchestrator that composes every pattern around a call.
+
+:mod:`~otel_resilience.manager.stages` states the order in which the patterns nest (the table
+:data:`STAGES`) and places the links a config adds (:class:`ExtraStrategy`);
+:mod:`~otel_resilience.manager.config` holds :class:`ResilienceConfig`;
+:mod:`~otel_resilience.manager.core` the :class:`ResilienceManager` (policies, shared breakers
+and bulkheads, statistics); :mod:`~otel_resilience.manager.decorator` ``@resilient``.
+"""
+
+from __future__ import annotations
+
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.core import DEFAULT_MAX_PIPELINES, DEFAULT_MAX_POLICIES, ResilienceManager
+from otel_resilience.manager.decorator import get_resilience_manager, resilient
+from otel_resilience.manager.stages import STAGES, ExtraStrategy, Stage, StageInputs, build_pipeline
+
+__all__ = [
+    "DEFAULT_MAX_PIPELINES",
+    "DEFAULT_MAX_POLICIES",
+    "STAGES",
+    "ExtraStrategy",
+    "ResilienceConfig",
+    "ResilienceManager",
+    "Stage",
+    "StageInputs",
+    "build_pipeline",
+    "get_resilience_manager",
+    "resilient",
+]

@@ -1,0 +1,108 @@
+"""``ResilienceConfig``: which patterns protect a call, and how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from otel_resilience.bulkhead import BulkheadConfig
+from otel_resilience.circuit_breaker import CircuitBreakerConfig
+from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
+from otel_resilience.fallback import FallbackConfig
+from otel_resilience.manager.stages import ExtraStrategy
+from otel_resilience.retry import RetryPolicy
+
+__all__ = ["ResilienceConfig"]
+
+_OWNER = "ResilienceConfig"
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceConfig:
+    """Which patterns protect a call, and how. Every part is optional.
+
+    Attributes:
+        circuit_breaker: Breaker settings; ``None`` (default) for no breaker.
+        retry_policy: Retry settings; ``None`` (default) for a single attempt. Its
+            ``attempt_timeout`` becomes the innermost per-attempt timeout.
+        fallback_config: Fallback settings; ``None`` (default) for no fallback.
+        timeout: Total deadline in seconds for the whole execution (attempts, backoffs and
+            recovery re-runs); ``None`` (default) for none. ``timedelta`` accepted.
+        bulkhead_config: Bulkhead settings; ``None`` (default) for no concurrency limit.
+        enable_recovery: Run the manager's :class:`ErrorRecoverySystem` rules on errors
+            (default ``False``). The manager's recovery system has no rule by default: register
+            rules on ``manager.recovery_system``, or recovery does nothing.
+        name: The policy (operation) name used in statistics and telemetry; default: derived
+            from the protected function (its ``__qualname__``; a ``functools.partial`` is named
+            after its function, a lambda after its module and line).
+        circuit_breaker_name: The breaker to use or create; default: ``name``.
+        bulkhead_name: The bulkhead to use or create; default: ``name``.
+        spans: Open spans for executions under this policy (default ``True``).
+        record_duration: Record the execution-duration histogram (default ``True``).
+        max_attempts_total: Calls of the dependency one execution may make in total, ``>= 1``,
+            counted across retry attempts and recovery re-runs (each of which a breaker counts);
+            ``None`` (default) for no cap. Once reached, retry gives up with the original error
+            (stop reason ``max_attempts_total``) and recovery re-runs no more (a failed
+            recovery). Without it, one execution may call the dependency ``max_attempts x (1 +
+            recovery re-runs)`` times.
+        extra_strategies: More links, each an
+            :class:`~otel_resilience.manager.stages.ExtraStrategy` that places a ``Step`` (or a
+            factory of one) among the stages of the manager's order; default none. A list is
+            kept as a tuple. They take part in equality like every field: the same links
+            (compared by identity) at the same ranks make equal configs, which share a policy.
+    """
+
+    circuit_breaker: CircuitBreakerConfig | None = None
+    retry_policy: RetryPolicy | None = None
+    fallback_config: FallbackConfig | None = None
+    timeout: float | None = None
+    bulkhead_config: BulkheadConfig | None = None
+    enable_recovery: bool = False
+    name: str | None = None
+    circuit_breaker_name: str | None = None
+    bulkhead_name: str | None = None
+    spans: bool = True
+    record_duration: bool = True
+    max_attempts_total: int | None = None
+    extra_strategies: tuple[ExtraStrategy, ...] = ()
+
+    def __post_init__(self) -> None:
+        for field, kind in (
+            ("circuit_breaker", CircuitBreakerConfig),
+            ("retry_policy", RetryPolicy),
+            ("fallback_config", FallbackConfig),
+            ("bulkhead_config", BulkheadConfig),
+        ):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, kind):
+                raise fail(_OWNER, field, f"a {kind.__name__} or None", value, kind=TypeError)
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", check_duration(_OWNER, "timeout", self.timeout))
+        for field in ("enable_recovery", "spans", "record_duration"):
+            if not isinstance(getattr(self, field), bool):
+                raise fail(_OWNER, field, "a bool", getattr(self, field), kind=TypeError)
+        for field in ("name", "circuit_breaker_name", "bulkhead_name"):
+            if getattr(self, field) is not None:
+                check_name(_OWNER, field, getattr(self, field))
+        if self.max_attempts_total is not None:
+            check_int(_OWNER, "max_attempts_total", self.max_attempts_total, minimum=1)
+        attempt_timeout = self.retry_policy.attempt_timeout if self.retry_policy is not None else None
+        if attempt_timeout is not None and self.timeout is not None and attempt_timeout >= self.timeout:
+            raise fail(
+                _OWNER,
+                "retry_policy.attempt_timeout",
+                f"< ResilienceConfig.timeout ({self.timeout:g} s), the total deadline",
+                attempt_timeout,
+            )
+        if type(self.extra_strategies) is not tuple or self.extra_strategies:
+            self._check_extra_strategies()
+
+    def _check_extra_strategies(self) -> None:
+        extras: object = self.extra_strategies
+        if not isinstance(extras, (tuple, list)):
+            raise fail(_OWNER, "extra_strategies", "a tuple of ExtraStrategy", extras, kind=TypeError)
+        for index, extra in enumerate(extras):
+            if not isinstance(extra, ExtraStrategy):
+                rule = "an ExtraStrategy (a link and its place: ExtraStrategy(link, inside='retry'))"
+                raise fail(_OWNER, f"extra_strategies[{index}]", rule, extra, kind=TypeError)
+        if type(extras) is not tuple:
+            object.__setattr__(self, "extra_strategies", tuple(extras))

@@ -1,0 +1,474 @@
+"""The resilience manager: policies, their shared breakers and bulkheads, and statistics.
+
+A *policy* is a name plus a config value; its pipeline nests the patterns in the order of
+:data:`~otel_resilience.manager.stages.STAGES` (see :mod:`otel_resilience.manager.stages`).
+
+Breakers and bulkheads are kept by name in the manager, so their state survives across calls:
+the name comes from ``ResilienceConfig.circuit_breaker_name`` / ``bulkhead_name``, else from
+``ResilienceConfig.name``, else from the function (see :func:`~otel_resilience.manager.keys.
+name_of`: a ``functools.partial`` is named after its function, a lambda after its module and line).
+
+Equal configs share one policy (pipeline, counts), hashable or not. The manager keeps at most
+``max_policies`` idle policies, breakers and bulkheads (:class:`~otel_resilience.engine.store.
+BoundedStore`); evicted policies' counts stay in the ``executions`` totals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
+
+from otel_resilience.alerts import AlertSystem, default_alert_system
+from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.pipeline import Pipeline, PipelineStats
+from otel_resilience.engine.step import Step
+from otel_resilience.engine.store import BoundedStore
+from otel_resilience.engine.validation import fail
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.keys import config_key, name_of
+from otel_resilience.manager.stages import StageInputs, compose
+from otel_resilience.manager.statistics import (
+    EXECUTION_KEYS,
+    add_counts,
+    executions,
+    extra_links,
+    policy_counts,
+)
+from otel_resilience.recovery import ErrorRecoverySystem
+
+__all__ = ["DEFAULT_MAX_PIPELINES", "DEFAULT_MAX_POLICIES", "ResilienceManager"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_MAX_PIPELINES: Final = 1024
+"""How many config objects a manager's identity fast path remembers."""
+DEFAULT_MAX_POLICIES: Final = 256
+"""How many live policies (and breakers, and bulkheads) a manager keeps while they are idle."""
+
+_LOG: Final = logging.getLogger("otel_resilience.manager")
+_BREAKER: Final = "circuit_breaker"
+_BULKHEAD: Final = "bulkhead"
+
+
+class _Entry:
+    """A config object's way to its policy: the fast path of a ``@resilient`` function.
+
+    ``live`` turns ``False`` (under the manager's lock) when the entry leaves the identity
+    cache or its policy is evicted, so a holder of the entry (a ``@resilient`` function) knows
+    to look its pipeline up again.
+    """
+
+    __slots__ = ("config", "key", "live", "pipeline", "policy")
+
+    live: bool
+
+    def __init__(self, config: ResilienceConfig, key: tuple[str, int], policy: _Policy) -> None:
+        self.config = config
+        self.key = key
+        self.policy = policy
+        self.pipeline = policy.pipeline
+        self.live = True
+
+
+class _Policy:
+    """One live policy: a (name, config value) pair, its pipeline, and what it holds."""
+
+    __slots__ = ("breaker", "bulkhead", "entries", "extras", "name", "pipeline", "seen_total")
+
+    def __init__(
+        self,
+        name: str,
+        pipeline: Pipeline,
+        breaker: CircuitBreaker | None,
+        bulkhead: Bulkhead | None,
+        extras: tuple[tuple[int, Step], ...],
+    ) -> None:
+        self.name = name
+        self.pipeline = pipeline
+        self.breaker = breaker
+        self.bulkhead = bulkhead
+        self.extras = extras
+        self.entries: set[_Entry] = set()
+        self.seen_total = 0
+
+
+class _Configured(Protocol):
+    """A shared pattern instance: a breaker or a bulkhead."""
+
+    @property
+    def config(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Configured)
+
+
+def _shared(
+    store: BoundedStore[str, S],
+    kind: Callable[..., S],
+    name: str,
+    config: object,
+    clock: Clock,
+    *,
+    evict: bool,
+) -> S:
+    """Return the breaker or bulkhead named ``name`` from ``store``, made on first use with ``config``.
+
+    Raises:
+        ValueError: It exists with a different config (the policy must name its own).
+    """
+    shared, created = store.get_or_add(name, lambda: kind(name, config, clock=clock), evict=evict)
+    if not created and config is not None and shared.config != config:
+        what, field = _SHARED_NAMES[kind]
+        msg = f"{what} {name!r} already exists with a different config; give this policy its own {field}"
+        raise ValueError(msg)
+    return shared
+
+
+_SHARED_NAMES: Final[dict[object, tuple[str, str]]] = {
+    CircuitBreaker: ("circuit breaker", "circuit_breaker_name"),
+    Bulkhead: ("bulkhead", "bulkhead_name"),
+}
+"""How an error names each kind of shared instance, and the config field that names it."""
+
+
+_GONE: Final = _Entry.__new__(_Entry)
+"""A dead entry (never in a cache, no pipeline): what a ``@resilient`` function starts from."""
+_GONE.live = False
+
+
+class ResilienceManager:
+    """Runs calls through the patterns a :class:`ResilienceConfig` names, and keeps their state.
+
+    A *policy* is a policy name with one config value: configs that are equal (by value,
+    whether or not they are hashable) share one policy, its pipeline and its counts. The
+    manager keeps at most ``max_policies`` live policies, and as many breakers and bulkheads;
+    past the cap, the least recently created or used **idle** ones are evicted (a policy whose
+    breaker is not CLOSED or whose bulkhead holds or queues a call is not idle; neither is a
+    breaker or bulkhead a live policy uses). The counts of an evicted policy are folded into
+    the ``executions`` totals, so nothing counted is lost. See ``docs/design.md``.
+
+    Args:
+        recovery_system: The recovery rules used when ``enable_recovery`` is set (default: a new
+            :class:`ErrorRecoverySystem` with **no rule**: register rules on it, or recovery
+            does nothing; the manager logs one warning the first time that happens).
+        alert_system: Where in-process alerts go (default: the process-wide one).
+        clock: The clock for every pattern the manager creates.
+        max_pipelines: How many config objects the identity fast path remembers (default 1024).
+        max_policies: How many live policies, and how many breakers and bulkheads, the manager
+            keeps while they are idle (default :data:`DEFAULT_MAX_POLICIES`).
+
+    Attributes:
+        recovery_system: The manager's error recovery system: register rules on it.
+        alert_system: The alert system the manager's statistics report.
+    """
+
+    def __init__(
+        self,
+        *,
+        recovery_system: ErrorRecoverySystem | None = None,
+        alert_system: AlertSystem | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        max_pipelines: int = DEFAULT_MAX_PIPELINES,
+        max_policies: int = DEFAULT_MAX_POLICIES,
+    ) -> None:
+        if isinstance(max_pipelines, bool) or not isinstance(max_pipelines, int) or max_pipelines < 1:
+            raise fail("ResilienceManager", "max_pipelines", "an int >= 1", max_pipelines)
+        self.recovery_system = recovery_system or ErrorRecoverySystem("recovery", clock=clock)
+        self.alert_system = alert_system or default_alert_system()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._max_pipelines = max_pipelines
+        self._by_id: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
+        self._policies: BoundedStore[tuple[str, object], _Policy] = BoundedStore(
+            "ResilienceManager",
+            "max_policies",
+            max_policies,
+            is_idle=self._policy_idle,
+            on_evict=self._policy_evicted,
+        )
+        self._breakers: BoundedStore[str, CircuitBreaker] = BoundedStore(
+            "ResilienceManager", "max_policies", max_policies, is_idle=self._breaker_idle, revive=True
+        )
+        self._bulkheads: BoundedStore[str, Bulkhead] = BoundedStore(
+            "ResilienceManager", "max_policies", max_policies, is_idle=self._bulkhead_idle, revive=True
+        )
+        self._users: Counter[tuple[str, str]] = Counter()
+        self._retire_ids = itertools.count()
+        self._retiring: dict[int, PipelineStats] = {}
+        self._dead: deque[int] = deque()
+        self._retired = dict.fromkeys(EXECUTION_KEYS, 0)
+        self._recovery_warned = False
+
+    # ------------------------------------------------------------------ shared instances
+
+    def get_circuit_breaker(self, name: str, config: CircuitBreakerConfig | None = None) -> CircuitBreaker:
+        """Return the breaker named ``name``, creating it with ``config`` on first use.
+
+        Raises:
+            ValueError: If a breaker of that name exists with a different config.
+        """
+        with self._lock:
+            return self._breaker_locked(name, config, evict=True)
+
+    def get_bulkhead(self, name: str, config: BulkheadConfig | None = None) -> Bulkhead:
+        """Return the bulkhead named ``name``, creating it with ``config`` on first use.
+
+        Raises:
+            ValueError: If a bulkhead of that name exists with a different config.
+        """
+        with self._lock:
+            return self._bulkhead_locked(name, config, evict=True)
+
+    def _breaker_locked(
+        self, name: str, config: CircuitBreakerConfig | None, *, evict: bool
+    ) -> CircuitBreaker:
+        return _shared(self._breakers, CircuitBreaker, name, config, self._clock, evict=evict)
+
+    def _bulkhead_locked(self, name: str, config: BulkheadConfig | None, *, evict: bool) -> Bulkhead:
+        return _shared(self._bulkheads, Bulkhead, name, config, self._clock, evict=evict)
+
+    # ------------------------------------------------------------------ the bounded stores' rules
+
+    def _breaker_idle(self, breaker: CircuitBreaker) -> bool:
+        """A breaker may go when no live policy uses it and it is CLOSED."""
+        return (_BREAKER, breaker.name) not in self._users and breaker.state is CircuitState.CLOSED
+
+    def _bulkhead_idle(self, bulkhead: Bulkhead) -> bool:
+        """A bulkhead may go when no live policy uses it and it holds and queues no call."""
+        stats = bulkhead.stats
+        return (_BULKHEAD, bulkhead.name) not in self._users and not stats.active and not stats.waiting
+
+    def _policy_idle(self, policy: _Policy) -> bool:
+        """A policy may go when it ran no call since last looked at, and its breaker and bulkhead rest.
+
+        The first look at a policy that ran calls gives it a second chance (it is moved to the
+        young end), so a policy in steady use is not evicted although its pipeline is found
+        without touching the store.
+        """
+        total = policy.pipeline.stats.total
+        if total != policy.seen_total:
+            policy.seen_total = total
+            return False
+        breaker, bulkhead = policy.breaker, policy.bulkhead
+        if breaker is not None and breaker.state is not CircuitState.CLOSED:
+            return False
+        return bulkhead is None or not (bulkhead.stats.active or bulkhead.stats.waiting)
+
+    def _policy_evicted(self, _key: tuple[str, object], policy: _Policy) -> None:
+        """Retire an evicted policy (under the manager's lock): its counts join the totals."""
+        for entry in policy.entries:
+            entry.live = False
+            if self._by_id.get(entry.key) is entry:
+                del self._by_id[entry.key]
+        policy.entries.clear()
+        if policy.breaker is not None:
+            self._release((_BREAKER, policy.breaker.name))
+        if policy.bulkhead is not None:
+            self._release((_BULKHEAD, policy.bulkhead.name))
+        # A call may still be running in the evicted pipeline: its stats are read as they are
+        # until the pipeline is gone, and only then folded into the retired totals.
+        retire_id = next(self._retire_ids)
+        self._retiring[retire_id] = policy.pipeline.stats
+        weakref.finalize(policy.pipeline, self._dead.append, retire_id).atexit = False
+        self._fold_dead_locked()
+
+    def _release(self, user: tuple[str, str]) -> None:
+        """One live policy fewer uses the breaker or bulkhead ``user`` names."""
+        users = self._users
+        users[user] -= 1
+        if users[user] <= 0:
+            del users[user]
+
+    def _fold_dead_locked(self) -> None:
+        """Fold the counts of retired pipelines that are gone into the retired totals."""
+        dead, retiring, retired = self._dead, self._retiring, self._retired
+        while dead:
+            add_counts(retired, retiring.pop(dead.popleft()).as_dict())
+
+    # ------------------------------------------------------------------ policies
+
+    def pipeline_for(self, config: ResilienceConfig, name: str) -> Pipeline:
+        """Return the pipeline that runs calls named ``name`` under ``config``.
+
+        The same config object finds its pipeline by identity (no hashing on the hot path). A
+        new config object that is *equal* to one seen before (a config built per call, even one
+        holding a dict or a list) shares that pipeline, so its state and statistics carry on
+        instead of starting afresh.
+        """
+        return self._entry_for(config, name).pipeline
+
+    def _entry_for(self, config: ResilienceConfig, name: str) -> _Entry:
+        """Return the cache entry of :meth:`pipeline_for` (building its policy if needed)."""
+        key = (name, id(config))
+        entry = self._by_id.get(key)
+        if entry is not None and entry.config is config and entry.live:
+            return entry
+        if not isinstance(config, ResilienceConfig):
+            raise fail("ResilienceManager", "config", "a ResilienceConfig", config, kind=TypeError)
+        value_key = (name, config_key(config))
+        with self._lock:
+            entry = self._by_id.get(key)
+            if entry is not None and entry.config is config and entry.live:
+                return entry
+            if entry is not None:  # the id of a config object that is gone, reused
+                self._drop_entry_locked(entry)
+            policy, created = self._policies.get_or_add(value_key, lambda: self._build_locked(config, name))
+            entry = self._by_id[key] = _Entry(config, key, policy)
+            policy.entries.add(entry)
+            while len(self._by_id) > self._max_pipelines:
+                self._drop_entry_locked(next(iter(self._by_id.values())))
+            if created:
+                self._breakers.trim()
+                self._bulkheads.trim()
+            return entry
+
+    def _drop_entry_locked(self, entry: _Entry) -> None:
+        """Forget an identity-cache entry (its policy stays)."""
+        entry.live = False
+        del self._by_id[entry.key]
+        entry.policy.entries.discard(entry)
+
+    def _build_locked(self, config: ResilienceConfig, name: str) -> _Policy:
+        """Compose a new policy for ``config``, with the shared breaker and bulkhead."""
+        breaker = None
+        if config.circuit_breaker is not None:
+            # Not evicted here but by the trim once this policy is stored: the policies it
+            # evicts are what makes breakers and bulkheads idle.
+            breaker = self._breaker_locked(
+                config.circuit_breaker_name or name, config.circuit_breaker, evict=False
+            )
+        bulkhead = None
+        if config.bulkhead_config is not None:
+            bulkhead = self._bulkhead_locked(
+                config.bulkhead_name or name, config.bulkhead_config, evict=False
+            )
+        if config.enable_recovery and not self.recovery_system.rules and not self._recovery_warned:
+            self._recovery_warned = True
+            _LOG.warning(
+                "policy %r enables recovery, but the manager's recovery system has no rule: "
+                "recovery does nothing until rules are registered on manager.recovery_system",
+                name,
+            )
+        recovery, breakers = self.recovery_system, self._breakers.get
+        pipeline, extras = compose(
+            StageInputs(name, config, self._clock, breaker, bulkhead, recovery, breakers)
+        )
+        if breaker is not None:
+            self._users[(_BREAKER, breaker.name)] += 1
+        if bulkhead is not None:
+            self._users[(_BULKHEAD, bulkhead.name)] += 1
+        return _Policy(name, pipeline, breaker, bulkhead, extras)
+
+    # ------------------------------------------------------------------ execution
+
+    async def execute_with_resilience(
+        self,
+        fn: Callable[P, Awaitable[R]],
+        config: ResilienceConfig,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run ``await fn(*args, **kwargs)`` under every pattern ``config`` names.
+
+        Args:
+            fn: An async function (or any callable returning an awaitable).
+            config: Which patterns, and how.
+            *args: Positional arguments for ``fn``.
+            **kwargs: Keyword arguments for ``fn``.
+
+        Returns:
+            ``fn``'s result, or the fallback's answer.
+
+        Raises:
+            TypeError: If ``fn`` is not callable or ``config`` is not a ResilienceConfig.
+            Exception: The original error when nothing could recover it; a
+                :class:`~otel_resilience.errors.CircuitOpenError`,
+                :class:`~otel_resilience.errors.BulkheadFullError` or
+                :class:`~otel_resilience.errors.OperationTimeoutError` when a pattern refused.
+        """
+        if not callable(fn):
+            raise fail("ResilienceManager.execute_with_resilience", "fn", "callable", fn, kind=TypeError)
+        name = config.name if type(config) is ResilienceConfig and config.name else name_of(fn)
+        pipeline = self.pipeline_for(config, name)
+        return await pipeline.execute(fn, *args, **kwargs)
+
+    def execute_with_resilience_sync(
+        self,
+        fn: Callable[P, R],
+        config: ResilienceConfig,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run ``fn(*args, **kwargs)`` in the calling thread under every pattern ``config`` names.
+
+        Sync timeouts cannot pre-empt a thread: deadlines are enforced between attempts and when
+        the call returns, and published through
+        :func:`otel_resilience.current_deadline` for the callee to honour.
+
+        Raises:
+            TypeError: If ``fn`` is not callable or ``config`` is not a ResilienceConfig.
+            Exception: As :meth:`execute_with_resilience`.
+        """
+        if not callable(fn):
+            raise fail("ResilienceManager.execute_with_resilience_sync", "fn", "callable", fn, kind=TypeError)
+        name = config.name if type(config) is ResilienceConfig and config.name else name_of(fn)
+        pipeline = self.pipeline_for(config, name)
+        return pipeline.execute_sync(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ statistics
+
+    def get_resilience_statistics(self) -> dict[str, Any]:
+        """Return execution, breaker, bulkhead, extra link, recovery and alert statistics.
+
+        ``executions`` sums every policy, evicted ones included: ``total`` = ``successful`` +
+        ``fallback`` + ``failed`` + ``cancelled``; ``successful`` = ``successful_first_attempt``
+        (the function answered at once) + ``successful_after_failure`` (it answered after a
+        failed attempt: a retry or a recovery re-run); ``rejected`` and ``timeouts`` are the
+        parts of ``failed`` that were rejections and timeouts; ``success_rate`` = successful /
+        total and ``availability`` = (successful + fallback) / total (1.0 before any execution).
+
+        ``policies`` has the same counts for each live policy name; ``circuit_breakers`` and
+        ``bulkheads`` each live one's ``get_stats()``; ``extra_strategies`` the links that
+        ``ResilienceConfig.extra_strategies`` added to each live policy name, outer to inner,
+        as ``{"kind", "name", "rank"}`` plus ``"stats"``, the link's ``get_stats()``, when it
+        has one; ``error_recovery`` the recovery system's (``successful_recoveries`` counts
+        recovery *actions* that worked, a different thing from ``successful_after_failure``);
+        ``limits`` the cap and how many were evicted.
+        """
+        with self._lock:
+            self._fold_dead_locked()
+            live = list(self._policies.values())
+            retiring = list(self._retiring.values())
+            totals = dict(self._retired)
+            breakers = self._breakers.items()
+            bulkheads = self._bulkheads.items()
+            limits = {
+                "max_policies": self._policies.capacity,
+                "policies": len(self._policies),
+                "evicted_policies": self._policies.evicted,
+                "circuit_breakers": len(self._breakers),
+                "evicted_circuit_breakers": self._breakers.evicted,
+                "bulkheads": len(self._bulkheads),
+                "evicted_bulkheads": self._bulkheads.evicted,
+            }
+        policies = policy_counts(live, totals)
+        return {
+            "executions": executions(retiring, totals),
+            "policies": policies,
+            "circuit_breakers": {name: breaker.get_stats() for name, breaker in breakers},
+            "bulkheads": {name: bulkhead.get_stats() for name, bulkhead in bulkheads},
+            "extra_strategies": extra_links(live),
+            "error_recovery": self.recovery_system.get_stats(),
+            "alerts": self.alert_system.get_stats(),
+            "limits": limits,
+        }

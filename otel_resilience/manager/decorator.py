@@ -1,0 +1,106 @@
+"""``@resilient`` and the process-wide manager it runs in by default."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, ParamSpec, TypeVar, overload
+
+from otel_resilience.engine.pipeline import Pipeline, check_protectable
+from otel_resilience.engine.validation import fail
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.core import _GONE, ResilienceManager
+from otel_resilience.manager.keys import name_of
+
+__all__ = ["get_resilience_manager", "resilient"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_DEFAULT_LOCK: Final = threading.Lock()
+_DEFAULT: list[ResilienceManager] = []
+
+
+def get_resilience_manager() -> ResilienceManager:
+    """Return the process-wide :class:`ResilienceManager`, creating it on first use (thread-safe)."""
+    if _DEFAULT:
+        return _DEFAULT[0]
+    with _DEFAULT_LOCK:
+        if not _DEFAULT:
+            _DEFAULT.append(ResilienceManager())
+        return _DEFAULT[0]
+
+
+@overload
+def resilient(
+    config: ResilienceConfig, *, manager: ResilienceManager | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+@overload
+def resilient(
+    config: None = None, *, manager: ResilienceManager | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def resilient(
+    config: ResilienceConfig | None = None, *, manager: ResilienceManager | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a sync or async function so that every call runs under ``config``.
+
+    The driver (async or sync) is chosen once, at decoration time. The policy name defaults to
+    one derived from the function (its ``__qualname__``; see ``ResilienceConfig.name``).
+
+    Args:
+        config: The patterns to apply, its extra strategies included (default: an empty config:
+            telemetry and statistics only).
+        manager: The manager to run in (default: :func:`get_resilience_manager` at call time).
+
+    Returns:
+        A decorator that keeps the function's signature.
+    """
+    cfg = config if config is not None else ResilienceConfig()
+    if not isinstance(cfg, ResilienceConfig):
+        raise fail("resilient", "config", "a ResilienceConfig", cfg, kind=TypeError)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if not callable(fn):
+            raise fail("resilient", "fn", "callable", fn, kind=TypeError)
+        name = cfg.name or name_of(fn)
+        check_protectable(name, fn)
+        return _bind(fn, cfg, name, manager)
+
+    return decorate
+
+
+def _bind(
+    fn: Callable[P, R], config: ResilienceConfig, name: str, manager: ResilienceManager | None
+) -> Callable[P, R]:
+    """Return ``fn`` wrapped to run every call through its policy's pipeline (the driver chosen once)."""
+    # The function's cache entry, looked up again only once it has left the manager's cache.
+    # The manager cannot change under it: a given one, or the default one, created once.
+    entry = _GONE
+
+    def lookup() -> Pipeline:
+        nonlocal entry
+        entry = (manager or get_resilience_manager())._entry_for(config, name)
+        return entry.pipeline
+
+    if inspect.iscoroutinefunction(fn):
+        async_fn: Callable[..., Awaitable[Any]] = fn
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            pipeline = entry.pipeline if entry.live else lookup()
+            return await pipeline.execute(async_fn, *args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        pipeline = entry.pipeline if entry.live else lookup()
+        return pipeline.execute_sync(fn, *args, **kwargs)
+
+    return sync_wrapper

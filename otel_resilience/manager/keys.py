@@ -1,0 +1,101 @@
+"""How the manager keys its policies: a config's value, and the default name of a protected function."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from otel_resilience.manager.config import ResilienceConfig
+
+__all__ = ["config_key", "name_of"]
+
+_IDENTITY: Final = object()
+_DICT: Final = object()
+_SEQUENCE: Final = object()
+_SET: Final = object()
+_DATACLASS: Final = object()
+_UNSEEN: Final = object()
+_ATOMS: Final = frozenset({str, int, float, bool, bytes, type(None)})
+"""Types whose values are hashable and compared by value: their own key."""
+_COMPARED_FIELDS: Final[dict[type, tuple[str, ...] | None]] = {}
+"""The compared fields of each dataclass type met (``None`` for a type that is not one)."""
+
+
+def config_key(config: ResilienceConfig) -> object:
+    """Return a hashable key equal for equal configs: the config itself, or its frozen value.
+
+    A config holding a dict or a list (``default_value={"status": "error"}``) is unhashable;
+    its key is built from its fields, so that an equal config built per call still finds its
+    policy. A field value that is neither hashable nor a dict, list, set or dataclass is keyed
+    by identity (the policy keeps the config, hence the value, alive).
+    """
+    try:
+        hash(config)
+    except TypeError:
+        return _freeze(config)
+    return config
+
+
+def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of value
+    """Return a hashable stand-in for ``value`` that is equal exactly when the values are equal."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    fields = _COMPARED_FIELDS.get(kind, _UNSEEN)
+    if fields is _UNSEEN:
+        fields = _COMPARED_FIELDS[kind] = (
+            tuple(f.name for f in dataclasses.fields(kind) if f.compare)
+            if dataclasses.is_dataclass(kind)
+            else None
+        )
+    if isinstance(fields, tuple):
+        return (_DATACLASS, kind, tuple(_freeze(getattr(value, name)) for name in fields))
+    if isinstance(value, dict):
+        return (_DICT, frozenset((key, _freeze(item)) for key, item in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (_SEQUENCE, kind is tuple, tuple(_freeze(item) for item in value))
+    if isinstance(value, (set, frozenset)):
+        return (_SET, frozenset(_freeze(item) for item in value))
+    try:
+        hash(value)
+    except TypeError:
+        return (_IDENTITY, id(value))
+    return value
+
+
+def name_of(fn: Callable[..., Any]) -> str:
+    """Return the default policy name of ``fn``: a bounded name derived from what it is.
+
+    A ``functools.partial`` is named after the function it wraps (``partial(fetch)``), a
+    lambda after its module and line (``app.handlers.<lambda>@42``), so that unrelated
+    dependencies do not share a policy (and its breaker) by accident; any other function or
+    method by its ``__qualname__``; a callable object by its class's qualified name.
+
+    Raises:
+        TypeError: If the name cannot be read (a ``__qualname__`` that raises or is not a str):
+            give the policy a ``ResilienceConfig.name``.
+    """
+    try:
+        if isinstance(fn, functools.partial):
+            return f"partial({name_of(fn.func)})"
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+        if name is None:
+            return type(fn).__qualname__
+        if not isinstance(name, str):
+            msg = f"its __qualname__ is a {type(name).__name__}, not a str"
+            raise TypeError(msg)  # noqa: TRY301 - reported below with the one message
+        code = getattr(fn, "__code__", None)
+        if name.endswith("<lambda>") and isinstance(code, types.CodeType):
+            return f"{getattr(fn, '__module__', None) or '?'}.{name}@{code.co_firstlineno}"
+    except Exception as error:
+        msg = (
+            f"ResilienceManager cannot name the {type(fn).__qualname__} it protects "
+            f"(reading its name raised {type(error).__name__}); "
+            "give the policy a name with ResilienceConfig.name"
+        )
+        raise TypeError(msg) from error
+    return name

@@ -1,0 +1,307 @@
+"""The manager's order: a declared table of stages, and the links a config adds to it.
+
+The order in which the patterns nest is stated in ONE place, the table :data:`STAGES`, outer
+to inner (each stage names the :class:`~otel_resilience.manager.ResilienceConfig` field it
+reads, its rank, and the function that builds its link)::
+
+    caller
+      └─ Fallback                      sees every failure, rejections and timeouts included
+          └─ Timeout (total)           ResilienceConfig.timeout bounds the WHOLE execution:
+              │                        every attempt, every backoff, every recovery re-run
+              └─ Recovery              rules per error type (retry/restart/fallback/isolate/escalate)
+                  └─ Retry             asks the breaker again on every attempt
+                      └─ CircuitBreaker    counts each attempt; ignores rejections from inside
+                          └─ Bulkhead      a slot is held only while the dependency is called,
+                              │            never during a backoff
+                              └─ Timeout (attempt)   RetryPolicy.attempt_timeout; a hung
+                                  │                  attempt is a breaker failure
+                                  └─ fn
+
+Why this order:
+
+* the fallback is outermost so that it answers whatever happened inside, including an open
+  breaker, a full bulkhead and an expired total deadline;
+* ``timeout`` is a *total* deadline: it bounds backoffs and recovery re-runs, and retry never
+  starts a backoff that would end past it (it gives up early instead);
+* retry wraps the breaker, so every attempt asks the breaker for permission and is counted by it
+  (Resilience4j's documented order); rejections are not retried by default;
+* the bulkhead sits inside the breaker so that an open breaker rejects before queueing, and inside
+  retry so that no slot is held while backing off;
+* the per-attempt timeout is innermost so that a hung attempt surfaces as a failure the breaker
+  counts, not as a cancellation it ignores.
+
+More links (a user's own :class:`~otel_resilience.engine.step.Step`, or a pattern the library
+adds later) join a policy through ``ResilienceConfig.extra_strategies``: each
+:class:`ExtraStrategy` declares its place, inside or outside a named stage or at a rank, and
+:func:`build_pipeline` sorts it in among the stages. The manager is not edited for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import TelemetrySource
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
+from otel_resilience.engine.step import TERMINAL, Step
+from otel_resilience.engine.validation import fail
+from otel_resilience.fallback import FallbackHandler
+from otel_resilience.retry import Retry
+from otel_resilience.timeout import TimeoutHandler
+
+if TYPE_CHECKING:
+    from otel_resilience.bulkhead import Bulkhead
+    from otel_resilience.circuit_breaker import CircuitBreaker
+    from otel_resilience.manager.config import ResilienceConfig
+    from otel_resilience.recovery import ErrorRecoverySystem
+
+__all__ = ["STAGES", "ExtraStrategy", "Stage", "StageInputs", "build_pipeline", "compose"]
+
+
+@dataclass(frozen=True, slots=True)
+class StageInputs:
+    """What a stage builds its link from: one policy's name and config, and the manager's parts.
+
+    Attributes:
+        name: The policy name (operation name in telemetry).
+        config: The policy's config.
+        clock: The clock for timeouts, backoffs and durations.
+        breaker: The shared breaker, when ``config.circuit_breaker`` is set.
+        bulkhead: The shared bulkhead, when ``config.bulkhead_config`` is set.
+        recovery: The recovery system, used when ``config.enable_recovery`` is set.
+        breakers: Finds a breaker by name for the recovery rules that isolate one.
+    """
+
+    name: str
+    config: ResilienceConfig
+    clock: Clock
+    breaker: CircuitBreaker | None
+    bulkhead: Bulkhead | None
+    recovery: ErrorRecoverySystem | None
+    breakers: Callable[[str], CircuitBreaker | None] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One stage of the manager's order.
+
+    Attributes:
+        name: The stage's name, as :class:`ExtraStrategy` places a link against it.
+        field: The ``ResilienceConfig`` field it reads (``"retry_policy.attempt_timeout"``).
+        rank: Its place, outer (low) to inner (high); the table is in rank order.
+        build: Builds the stage's link for one policy, or returns ``None`` when the config
+            leaves the stage out.
+    """
+
+    name: str
+    field: str
+    rank: int
+    build: Callable[[StageInputs], Step | None]
+
+
+def _fallback(at: StageInputs) -> Step | None:
+    config = at.config.fallback_config
+    if config is None:
+        return None
+    return FallbackHandler(config, name=at.name, clock=at.clock).as_strategy(at.name)
+
+
+def _total_timeout(at: StageInputs) -> Step | None:
+    seconds = at.config.timeout
+    if seconds is None:
+        return None
+    return TimeoutHandler(seconds, name=at.name, scope="total", clock=at.clock).as_strategy(at.name)
+
+
+def _recovery(at: StageInputs) -> Step | None:
+    if not at.config.enable_recovery or at.recovery is None:
+        return None
+    return at.recovery.as_strategy(at.name, breaker=at.breaker, breakers=at.breakers)
+
+
+def _retry(at: StageInputs) -> Step | None:
+    policy = at.config.retry_policy
+    if policy is None:
+        return None
+    if policy.attempt_timeout is not None:
+        # The per-attempt deadline is its own stage, innermost, not around breaker and bulkhead.
+        policy = dataclasses.replace(policy, attempt_timeout=None)
+    return Retry(at.name, policy, clock=at.clock).as_strategy(at.name)
+
+
+def _breaker(at: StageInputs) -> Step | None:
+    return None if at.breaker is None else at.breaker.as_strategy(at.name)
+
+
+def _bulkhead(at: StageInputs) -> Step | None:
+    return None if at.bulkhead is None else at.bulkhead.as_strategy(at.name)
+
+
+def _attempt_timeout(at: StageInputs) -> Step | None:
+    policy = at.config.retry_policy
+    seconds = None if policy is None else policy.attempt_timeout
+    if seconds is None:
+        return None
+    return TimeoutHandler(seconds, name=at.name, scope="attempt", clock=at.clock).as_strategy(at.name)
+
+
+STAGES: Final[tuple[Stage, ...]] = (
+    Stage("fallback", "fallback_config", 100, _fallback),
+    Stage("total_timeout", "timeout", 200, _total_timeout),
+    Stage("recovery", "enable_recovery", 300, _recovery),
+    Stage("retry", "retry_policy", 400, _retry),
+    Stage("circuit_breaker", "circuit_breaker", 500, _breaker),
+    Stage("bulkhead", "bulkhead_config", 600, _bulkhead),
+    Stage("attempt_timeout", "retry_policy.attempt_timeout", 700, _attempt_timeout),
+)
+"""THE order, outer to inner (see the module doc)."""
+
+_RANKS: Final = {stage.name: stage.rank for stage in STAGES}
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class ExtraStrategy:
+    """One more link for a policy, and its place among the :data:`STAGES`.
+
+    Exactly one of ``inside``, ``outside`` and ``rank`` places it: ``inside="retry"`` nests it
+    just inside the retry (it sees every attempt), ``outside="retry"`` just outside (it sees the
+    execution once), ``rank=`` anywhere (the stages' ranks are 100 to 700, outer to inner). The
+    place holds whether or not the named stage is in the config. At one rank, a stage is outside
+    the extra links, and extra links nest in the order given.
+
+    Args:
+        link: A factory called with the policy name that returns a fresh
+            :class:`~otel_resilience.engine.step.Step` for each policy (a ``Step`` class, a
+            pattern's ``as_strategy``), run under the manager's lock (it must not call into the
+            manager); or a ``Step`` instance, which serves ONE pipeline: a link is linked once,
+            so give a factory wherever the config may serve a second policy name or be rebuilt
+            after its policy is evicted (an instance already linked is refused with
+            ``ValueError``).
+        inside: The stage just inside which the link goes.
+        outside: The stage just outside which the link goes.
+        rank: Its rank, outer (low) to inner (high).
+
+    Equality: two are equal when their links are equal (a ``Step`` or a function compares by
+    identity) and their ranks are; so a config built per call shares its policy when it reuses
+    the same factory, not when it writes a new lambda each time.
+
+    Raises:
+        TypeError: ``link`` is neither a ``Step`` nor callable, a place is of the wrong type,
+            or not exactly one place is given.
+        ValueError: ``inside`` / ``outside`` names no stage.
+    """
+
+    link: Step | Callable[[str], Step]
+    rank: int
+
+    def __init__(
+        self,
+        link: Step | Callable[[str], Step],
+        *,
+        inside: str | None = None,
+        outside: str | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if not isinstance(link, Step) and not callable(link):
+            raise fail("ExtraStrategy", "link", "a Step or a callable returning one", link, kind=TypeError)
+        if (inside is None) + (outside is None) + (rank is None) != 2:
+            msg = "ExtraStrategy needs exactly one place: inside=<stage>, outside=<stage> or rank=<int>"
+            raise TypeError(msg)
+        if rank is None:
+            field, stage, offset = ("inside", inside, 1) if inside is not None else ("outside", outside, -1)
+            rank = _stage_rank(field, stage) + offset
+        elif isinstance(rank, bool) or not isinstance(rank, int):
+            raise fail("ExtraStrategy", "rank", "an int", rank, kind=TypeError)
+        object.__setattr__(self, "link", link)
+        object.__setattr__(self, "rank", rank)
+
+
+def _stage_rank(field: str, stage: object) -> int:
+    """Return the rank of the stage named ``stage``, the value of ``ExtraStrategy.<field>``."""
+    if not isinstance(stage, str):
+        raise fail("ExtraStrategy", field, "a stage name (a str)", stage, kind=TypeError)
+    if stage not in _RANKS:
+        raise fail("ExtraStrategy", field, f"one of {', '.join(map(repr, _RANKS))}", stage)
+    return _RANKS[stage]
+
+
+def _extra_link(name: str, index: int, extra: ExtraStrategy) -> Step:
+    """Return the link ``extra`` gives policy ``name``: its instance, or its factory's fresh one."""
+    field = f"extra_strategies[{index}]"
+    link = extra.link if isinstance(extra.link, Step) else extra.link(name)
+    if not isinstance(link, Step):
+        raise fail("ResilienceConfig", field, "a Step, or a factory returning one", link, kind=TypeError)
+    if link.next is not TERMINAL:
+        msg = (
+            f"ResilienceConfig.{field}: the {link.kind} link {link.name!r} is already linked into a "
+            "pipeline; a Step instance serves one policy: give a factory (a callable returning a "
+            "fresh Step)"
+        )
+        raise ValueError(msg)
+    return link
+
+
+def compose(at: StageInputs) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
+    """Build the pipeline of :func:`build_pipeline`; return it with its extra links, outer to inner.
+
+    The stages' links and the config's extra links are sorted by rank (stably: at one rank the
+    stage first, then the extras in the order given) and linked outer to inner.
+    """
+    config = at.config
+    extras = [(extra.rank, _extra_link(at.name, i, extra)) for i, extra in enumerate(config.extra_strategies)]
+    extras.sort(key=_rank)
+    ranked = [(stage.rank, stage.build(at)) for stage in STAGES]
+    ranked.extend(extras)
+    ranked.sort(key=_rank)
+    builder = PipelineBuilder(
+        at.name,
+        clock=at.clock,
+        source=TelemetrySource(
+            "pipeline", at.name, at.name, spans=config.spans, metrics=config.record_duration
+        ),
+        max_attempts=config.max_attempts_total,
+    )
+    for _, link in ranked:
+        if link is not None:
+            builder.add(link)
+    return builder.build(), tuple(extras)
+
+
+def _rank(placed: tuple[int, object]) -> int:
+    return placed[0]
+
+
+def build_pipeline(
+    name: str,
+    config: ResilienceConfig,
+    *,
+    breaker: CircuitBreaker | None,
+    bulkhead: Bulkhead | None,
+    recovery: ErrorRecoverySystem | None,
+    clock: Clock = SYSTEM_CLOCK,
+    breakers: Callable[[str], CircuitBreaker | None] | None = None,
+) -> Pipeline:
+    """Compose the patterns of ``config`` into one pipeline, in the order of :data:`STAGES`.
+
+    Args:
+        name: The policy name (operation name in telemetry).
+        config: What to compose; its ``extra_strategies`` join at their ranks.
+        breaker: The shared breaker to use when ``config.circuit_breaker`` is set.
+        bulkhead: The shared bulkhead to use when ``config.bulkhead_config`` is set.
+        recovery: The recovery system to use when ``config.enable_recovery`` is set.
+        clock: The clock for timeouts, backoffs and durations.
+        breakers: Finds a breaker by name for the ISOLATE rules of ``recovery`` that name one
+            (a manager passes the lookup among its own breakers; default: every live breaker).
+            A rule that names none isolates ``breaker``.
+
+    Returns:
+        The linked pipeline. ``Pipeline.describe()`` lists its strategies outer to inner.
+
+    Raises:
+        TypeError: An extra strategy's factory returned something else than a ``Step``.
+        ValueError: An extra strategy's ``Step`` instance is already linked into a pipeline.
+    """
+    return compose(StageInputs(name, config, clock, breaker, bulkhead, recovery, breakers))[0]

@@ -1,0 +1,83 @@
+"""The manager's statistics: execution counts per policy and in total, and the extra links."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.pipeline import Pipeline, PipelineStats
+    from otel_resilience.engine.step import Step
+
+__all__ = ["EXECUTION_KEYS", "add_counts", "executions", "extra_links", "policy_counts"]
+
+EXECUTION_KEYS: Final = (
+    "total",
+    "successful",
+    "successful_first_attempt",
+    "successful_after_failure",
+    "fallback",
+    "failed",
+    "rejected",
+    "timeouts",
+    "cancelled",
+)
+"""The counts of ``executions`` and of each ``policies`` entry (see :meth:`PipelineStats.as_dict`)."""
+
+
+class PolicyView(Protocol):
+    """What the statistics read of a live policy."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def extras(self) -> tuple[tuple[int, Step], ...]: ...
+
+
+def add_counts(into: dict[str, Any], counts: Mapping[str, int]) -> None:
+    """Add each of the :data:`EXECUTION_KEYS` counts of ``counts`` to ``into``."""
+    for key in EXECUTION_KEYS:
+        into[key] += counts[key]
+
+
+def policy_counts(live: Iterable[PolicyView], totals: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Return the execution counts of each live policy name, and add them to ``totals``.
+
+    Each pipeline's counts are read once, so the totals are the sum of what is returned.
+    """
+    policies: dict[str, dict[str, int]] = {}
+    for policy in live:
+        counts = policy.pipeline.stats.as_dict()
+        add_counts(policies.setdefault(policy.name, dict.fromkeys(EXECUTION_KEYS, 0)), counts)
+        add_counts(totals, counts)
+    return policies
+
+
+def executions(retiring: Iterable[PipelineStats], totals: dict[str, int]) -> dict[str, Any]:
+    """Return the ``executions`` statistics: ``totals`` plus the retiring pipelines' counts, and rates."""
+    result: dict[str, Any] = dict(totals)
+    for stats in retiring:
+        add_counts(result, stats.as_dict())
+    total, successful = result["total"], result["successful"]
+    result["success_rate"] = successful / total if total else 1.0
+    result["availability"] = (successful + result["fallback"]) / total if total else 1.0
+    return result
+
+
+def extra_links(live: Iterable[PolicyView]) -> dict[str, list[dict[str, Any]]]:
+    """Return the extra links of each live policy name, outer to inner, in one shape for every kind.
+
+    Each is ``{"kind", "name", "rank"}``, plus ``"stats"``: the link's ``get_stats()`` when it
+    has one (a link says what it counts; the manager knows no kind of extra link).
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    for policy in live:
+        for rank, link in policy.extras:
+            entry: dict[str, Any] = {"kind": link.kind, "name": link.name, "rank": rank}
+            get_stats = getattr(link, "get_stats", None)
+            if callable(get_stats):
+                entry["stats"] = get_stats()
+            found.setdefault(policy.name, []).append(entry)
+    return found

@@ -1,0 +1,117 @@
+"""A user's own strategy, added through ResilienceConfig.extra_strategies, shows in the execution's telemetry."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+from otel_resilience import ExtraStrategy, ResilienceConfig, ResilienceManager, resilient
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.step import Step
+from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
+from otel_resilience.telemetry import semconv as sc
+
+_names = itertools.count()
+
+
+class Chaos(Step):
+    """A toy fault injector: the first ``faults`` runs it admits fail before the dependency is called."""
+
+    __slots__ = ("faults", "runs")
+
+    kind = "chaos"
+
+    def __init__(self, faults: int) -> None:
+        super().__init__()
+        self.faults = faults
+        self.runs = 0
+
+    def admit(self, ctx: ExecutionContext) -> None:
+        self.runs += 1
+        if self.runs <= self.faults:
+            raise ConnectionError(f"chaos on attempt {ctx.attempt}")
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    system = AlertSystem(name="extra-alerts")
+    yield system
+    system.close()
+
+
+def _config(name: str, **place: Any) -> ResilienceConfig:
+    retry = RetryPolicy(max_attempts=3, strategy=RetryStrategy.FIXED, initial_delay=0.0, jitter=Jitter.NONE)
+    return ResilienceConfig(
+        name=name, retry_policy=retry, extra_strategies=(ExtraStrategy(lambda _name: Chaos(1), **place),)
+    )
+
+
+def _outcomes(otel: Any, name: str) -> dict[str, int]:
+    return {
+        p.attributes[sc.OUTCOME]: p.value
+        for p in otel.points(sc.EXECUTIONS)
+        if p.attributes[sc.POLICY] == name
+    }
+
+
+async def test_a_fault_injected_inside_retry_is_retried_and_traced(otel, clock, driver, alerts):
+    """Inside retry, the injected fault is an attempt that failed: retried, timed, and the execution recovered."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    name = f"chaos-inside-{next(_names)}"
+    config = _config(name, inside="retry")
+
+    @resilient(config, manager=manager)
+    def fetch_sync() -> str:
+        return "ok"
+
+    @resilient(config, manager=manager)
+    async def fetch() -> str:
+        return "ok"
+
+    assert (fetch_sync() if driver == "sync" else await fetch()) == "ok"
+    execution = otel.span(name)
+    assert execution.attributes[sc.OUTCOME] == "recovered"
+    assert [e.attributes[sc.ATTEMPT] for e in execution.events if e.name == sc.EV_RETRY_SCHEDULED] == [1]
+    assert [s.attributes[sc.ATTEMPT] for s in otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)] == [2]
+    assert _outcomes(otel, name)["recovered"] == 1
+    durations = {
+        p.attributes[sc.OUTCOME]: p.count
+        for p in otel.points(sc.ATTEMPT_DURATION)
+        if p.attributes[sc.POLICY] == name
+    }
+    assert durations == {"failure": 1, "success": 1}
+    assert manager.get_resilience_statistics()["extra_strategies"][name] == [
+        {"kind": "chaos", "name": "chaos", "rank": 401}
+    ]
+
+
+async def test_a_fault_injected_outside_retry_fails_the_execution_once(otel, clock, driver, alerts):
+    """Outside retry, the injected fault is not retried: the execution span and counts say failure."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    name = f"chaos-outside-{next(_names)}"
+    config = _config(name, outside="retry")
+    calls: list[int] = []
+
+    def dependency() -> str:
+        calls.append(1)
+        return "ok"
+
+    async def dependency_async() -> str:
+        return dependency()
+
+    with pytest.raises(ConnectionError, match="chaos on attempt 1"):
+        if driver == "sync":
+            manager.execute_with_resilience_sync(dependency, config)
+        else:
+            await manager.execute_with_resilience(dependency_async, config)
+    assert calls == []
+    execution = otel.span(name)
+    assert execution.attributes[sc.OUTCOME] == "failure"
+    assert execution.status.status_code is StatusCode.ERROR
+    assert otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX) == []
+    assert _outcomes(otel, name)["failure"] == 1
