@@ -163,14 +163,13 @@ class ExecutionContext:
         "sync",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional: keyword arguments cost every execution
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         operation: str,
         max_attempts: int | None = None,
-        *,
         sync: bool = False,
     ) -> None:
         self.fn = fn

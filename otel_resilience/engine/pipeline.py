@@ -178,7 +178,10 @@ class PipelineStats:
         """
         outcome = ctx.outcome
         if outcome is None:
-            outcome = _SUCCESS if ctx.attempt == 1 else _RECOVERED
+            if ctx.attempt == 1:
+                next(self._succeeded)
+                return _SUCCESS
+            outcome = _RECOVERED
         self._by_outcome[outcome._value_]()
         return outcome
 
@@ -315,7 +318,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts, sync=True)
+        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
         if handles := self.telemetry.start_execution(self.name):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:

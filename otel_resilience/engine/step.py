@@ -259,9 +259,12 @@ class Step:
         Raises:
             Exception: The rejection, the failure passed through, or what a rule raised.
         """
-        token = self.admit(ctx) if self._admits else None
-        if isinstance(token, Wait):
-            token = await token.wait()
+        if self._admits:
+            token = self.admit(ctx)
+            if isinstance(token, Wait):
+                token = await token.wait()
+        else:
+            token = None
         nxt = self.next
         scoped = self.seconds is not None
         action: Action = None
@@ -365,9 +368,12 @@ class Step:
         Raises:
             Exception: The rejection, the failure passed through, or what a rule raised.
         """
-        token = self.admit(ctx) if self._admits else None
-        if isinstance(token, Wait):
-            token = token.wait_sync()
+        if self._admits:
+            token = self.admit(ctx)
+            if isinstance(token, Wait):
+                token = token.wait_sync()
+        else:
+            token = None
         nxt = self.next
         scoped = self.seconds is not None
         action: Action = None
