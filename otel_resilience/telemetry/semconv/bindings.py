@@ -236,13 +236,13 @@ of each breaker and bulkhead in a policy, the deadline scope of each timeout (an
 an attempt timeout), and the strategies and results of each recovery."""
 
 
+_BY_EVENT: Final = {row.event: row for row in EVENTS}
+
+
 def binding(event: str) -> EventBinding:
     """Return the row of the engine event kind ``event`` (an ``Event`` value).
 
     Raises:
         KeyError: If no row has that event kind.
     """
-    for row in EVENTS:
-        if row.event == event:
-            return row
-    raise KeyError(event)
+    return _BY_EVENT[event]

@@ -345,16 +345,17 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
 )
 
 
+_INSTRUMENTS_BY_NAME: Final = {spec.name: spec for spec in INSTRUMENTS}
+_ATTRIBUTES_BY_KEY: Final = {spec.key: spec for spec in ATTRIBUTES}
+
+
 def instrument(name: str) -> InstrumentSpec:
     """Return the spec of the instrument called ``name``.
 
     Raises:
         KeyError: If no instrument has that name.
     """
-    for spec in INSTRUMENTS:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)
+    return _INSTRUMENTS_BY_NAME[name]
 
 
 def attribute(key: str) -> AttributeSpec:
@@ -363,7 +364,4 @@ def attribute(key: str) -> AttributeSpec:
     Raises:
         KeyError: If no attribute has that key.
     """
-    for spec in ATTRIBUTES:
-        if spec.key == key:
-            return spec
-    raise KeyError(key)
+    return _ATTRIBUTES_BY_KEY[key]
