@@ -91,6 +91,7 @@ class Plan:
     """One row of the binding table, resolved for the arguments class of its event.
 
     Attributes:
+        args_type: The arguments class it was resolved for.
         fields: ``(field, attribute key)`` pairs, in the order the event names its attributes.
         metrics: ``(instrument, recorded value key or "", source keys, event keys)`` per metric.
         span_event: The span event's name.
@@ -99,10 +100,11 @@ class Plan:
         dependency_error: Whether the event names the dependency's last error on the span.
     """
 
-    __slots__ = ("dependency_error", "fields", "log", "log_keys", "metrics", "span_event")
+    __slots__ = ("args_type", "dependency_error", "fields", "log", "log_keys", "metrics", "span_event")
 
     def __init__(self, row: sc.EventBinding, args_type: type[EventArgs]) -> None:
         keys = dict(row.keys)
+        self.args_type = args_type
         self.fields = tuple((field, keys[field]) for field in args_type.ATTRIBUTES)
         self.metrics = tuple((m.instrument, m.value, *_keys(m.instrument)) for m in row.metrics)
         self.span_event = row.span_event.name
@@ -111,7 +113,7 @@ class Plan:
         self.dependency_error = row.dependency_error
 
 
-_PLANS: Final[dict[tuple[str, type[EventArgs]], Plan]] = {}
+_PLANS: Final[dict[str, Plan]] = {}
 
 
 def plan(event: Event, args: EventArgs) -> Plan:
@@ -120,10 +122,9 @@ def plan(event: Event, args: EventArgs) -> Plan:
     Raises:
         KeyError: If the table has no row for ``event`` or names no key for one of its fields.
     """
-    key = (event._value_, type(args))
-    found = _PLANS.get(key)
-    if found is None:
-        found = _PLANS[key] = Plan(sc.binding(event._value_), type(args))
+    found = _PLANS.get(event._value_)  # Enum.__hash__ is Python code: key by the str value
+    if found is None or found.args_type is not type(args):
+        found = _PLANS[event._value_] = Plan(sc.binding(event._value_), type(args))
     return found
 
 
@@ -161,11 +162,8 @@ def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs) -> A
     return attrs
 
 
-def log_record(plan: Plan, info: SourceInfo, values: Attrs, args: EventArgs) -> LogRecord | None:
-    """Return the log record the event emits, or ``None`` when its row has none."""
-    log = plan.log
-    if log is None:
-        return None
+def log_record(log: sc.LogBinding, plan: Plan, info: SourceInfo, values: Attrs, args: EventArgs) -> LogRecord:
+    """Return the log record ``log`` (the plan's) of the event."""
     fields = {field: getattr(args, field) for field, _ in plan.fields}
     severity = log.spec.severity
     if log.severity_field:

@@ -464,9 +464,8 @@ class OtelListener:
             span = self._event_span(info)
             if span is not None:
                 binding.add_span_event(span, plan, info, values)
-            record = binding.log_record(plan, info, values, args)
-            if record is not None:
-                self._emit_log(record)
+            if plan.log is not None:
+                self._emit_log(binding.log_record(plan.log, plan, info, values, args))
         except Exception:  # noqa: BLE001
             self.failed(f"on_event({event.value})")
 
