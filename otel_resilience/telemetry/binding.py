@@ -153,13 +153,11 @@ def record_metrics(instruments: Instruments, plan: Plan, info: SourceInfo, value
             instruments.counters[name].add(1, attrs)
 
 
-def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs) -> Attrs:
-    """Add the event to ``span`` (a recording span); return the span event's attributes."""
-    attrs = {**info.event_attrs, **values}
+def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs) -> None:
+    """Add the event to ``span`` (a recording span), with the source's names and its values."""
     if plan.dependency_error:
         _note_dependency_error(span, values.get(sc.ERROR_TYPE))
-    span.add_event(plan.span_event, attrs)
-    return attrs
+    span.add_event(plan.span_event, {**info.event_attrs, **values})
 
 
 def log_record(log: sc.LogBinding, plan: Plan, info: SourceInfo, values: Attrs, args: EventArgs) -> LogRecord:
