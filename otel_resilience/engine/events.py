@@ -14,9 +14,8 @@ scope calls return at once (one attribute load and a truth test), so the hot pat
 A listener that raises never reaches the application: the error is logged once and counted in
 :attr:`TelemetryHub.errors`.
 
-Event argument objects are slotted dataclasses that listeners must treat as read-only (they are
-not frozen because a frozen dataclass costs three times as much to build, and a pattern may
-share one instance between reports).
+Event argument objects (:mod:`otel_resilience.engine.event_args`) are slotted dataclasses that
+listeners must treat as read-only; each names the fields that describe it to telemetry.
 
 Counts that move on every call are *not* events: they are plain integers in each pattern's
 stats, which listeners read through :mod:`otel_resilience.engine.registry`.
@@ -30,6 +29,19 @@ import threading
 import weakref
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
+
+from otel_resilience.engine.event_args import (
+    AlertRaised,
+    CallRejected,
+    EventArgs,
+    FallbackUsed,
+    PatternDetected,
+    RecoveryAttempted,
+    RetryExhausted,
+    RetryScheduled,
+    StateChanged,
+    TimeoutOccurred,
+)
 
 __all__ = [
     "HUB",
@@ -108,117 +120,6 @@ class TelemetrySource:
     pipeline: str | None = None
     spans: bool = True
     metrics: bool = True
-
-
-@dataclass(slots=True)
-class RetryScheduled:
-    """A failed attempt will be retried after ``delay`` seconds."""
-
-    attempt: int
-    """The number of the attempt that failed (1-based, unique in the execution)."""
-    delay: float
-    """Seconds of backoff before the next attempt."""
-    error_type: str | None
-    """The failed attempt's exception class name, or ``None`` when a result was retried."""
-
-
-@dataclass(slots=True)
-class RetryExhausted:
-    """Attempts ran out (or the deadline left no room); the last error is re-raised."""
-
-    attempts: int
-    """The number of the last attempt (1-based, unique in the execution: with recovery
-    re-runs, more than the retry's own ``max_attempts``)."""
-    error_type: str | None
-    reason: str
-    """``"max_attempts"``, ``"deadline"``, ``"max_attempts_total"`` (the execution made its cap
-    of attempts in total) or ``"not_retryable"``."""
-
-
-@dataclass(slots=True)
-class StateChanged:
-    """A circuit breaker moved from one state to another."""
-
-    old: str
-    new: str
-    reason: str
-    """``"failure_threshold"``, ``"timeout_elapsed"``, ``"probe_failed"``,
-    ``"probe_succeeded"``, ``"forced"``, ``"reset"`` or ``"isolated"``."""
-    reopens: int = 0
-    """Re-opens so far in the current outage episode (which starts when the breaker opens from
-    CLOSED and ends when it closes): 0 on the opening transition, 1 after the first
-    HALF_OPEN -> OPEN, ...; a transition to CLOSED carries the episode's total."""
-
-
-@dataclass(slots=True)
-class CallRejected:
-    """A call was rejected without calling the dependency."""
-
-    reason: str
-    """``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"`` or ``"queue_timeout"``."""
-
-
-@dataclass(slots=True)
-class TimeoutOccurred:
-    """A deadline expired."""
-
-    timeout: float
-    scope: str
-    """``"total"`` or ``"attempt"``."""
-
-
-@dataclass(slots=True)
-class FallbackUsed:
-    """A fallback ran in place of a failed call."""
-
-    strategy: str
-    result: str
-    """``"success"`` (the fallback answered) or ``"failure"`` (it could not)."""
-    error_type: str
-
-
-@dataclass(slots=True)
-class RecoveryAttempted:
-    """A recovery rule acted on an error."""
-
-    strategy: str
-    result: str
-    """``"success"`` or ``"failure"``."""
-    error_type: str
-
-
-@dataclass(slots=True)
-class PatternDetected:
-    """The same error (type + operation) repeated ``count`` times within ``window`` seconds."""
-
-    error_type: str
-    operation: str
-    count: int
-    window: float
-
-
-@dataclass(slots=True)
-class AlertRaised:
-    """An in-process alert was raised."""
-
-    kind: str
-    severity: str
-    subject: str
-    """The breaker, bulkhead, operation or recovery system the alert is about."""
-    summary: str
-
-
-EventArgs = (
-    RetryScheduled
-    | RetryExhausted
-    | StateChanged
-    | CallRejected
-    | TimeoutOccurred
-    | FallbackUsed
-    | RecoveryAttempted
-    | PatternDetected
-    | AlertRaised
-)
 
 
 @runtime_checkable

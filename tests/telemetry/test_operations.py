@@ -298,7 +298,7 @@ def test_a_failure_while_zeroing_is_counted_and_never_reaches_the_constructor(ot
     """A telemetry error while starting a new breaker's series at 0 is counted; the breaker is built."""
     instruments = otel.listener._instruments
     assert instruments is not None
-    instruments.transitions = _Broken()
+    instruments.counters[sc.CB_TRANSITIONS] = _Broken()
     before = otel.listener.errors
     breaker = CircuitBreaker("zero-broken", CircuitBreakerConfig(failure_threshold=1))
     assert breaker.name == "zero-broken"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -174,6 +175,14 @@ def _run(code: str, **env: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_providers_are_read_through_the_public_api_only():
+    """No telemetry module reaches into OpenTelemetry's private modules or provider globals."""
+    private = re.compile(r"\b_internal\b|(?<![A-Z])_(TRACER|METER|LOGGER)_PROVIDER\b")
+    for path in (ROOT / "otel_resilience" / "telemetry").rglob("*.py"):
+        code = path.read_text(encoding="utf-8")
+        assert not private.search(code), (path, private.search(code))
 
 
 def test_without_sdk_calls_work_and_nothing_is_opened():

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from otel_resilience.engine import event_args as ea
 from otel_resilience.engine.events import Event, Outcome
 from otel_resilience.telemetry import instrument
 from otel_resilience.telemetry import semconv as sc
@@ -81,6 +82,94 @@ def test_every_engine_event_has_a_span_event():
     """Each Event kind maps to one span event name in the registry."""
     names = {e.name for e in sc.SPAN_EVENTS}
     assert len(names) == len(sc.SPAN_EVENTS) == len(Event)
+
+
+_ARGS = {
+    Event.RETRY_SCHEDULED: ea.RetryScheduled,
+    Event.RETRY_EXHAUSTED: ea.RetryExhausted,
+    Event.STATE_CHANGED: ea.StateChanged,
+    Event.CALL_REJECTED: ea.CallRejected,
+    Event.TIMEOUT: ea.TimeoutOccurred,
+    Event.FALLBACK_USED: ea.FallbackUsed,
+    Event.RECOVERY_ATTEMPTED: ea.RecoveryAttempted,
+    Event.PATTERN_DETECTED: ea.PatternDetected,
+    Event.ALERT_RAISED: ea.AlertRaised,
+}
+_SOURCE_KEYS = {sc.POLICY, sc.PATTERN, sc.NAME}
+
+
+def test_the_binding_table_has_one_row_per_event_kind_in_order():
+    """semconv.EVENTS lists every Event kind once, in the enum's order; binding() finds each."""
+    assert [row.event for row in sc.EVENTS] == [event.value for event in Event]
+    assert all(sc.binding(event.value).event == event.value for event in Event)
+    with pytest.raises(KeyError):
+        sc.binding("nope")
+
+
+@pytest.mark.parametrize("event", list(Event))
+def test_a_row_gives_a_key_to_each_attribute_its_event_names(event):
+    """The row maps exactly the fields the event's arguments class names in ATTRIBUTES, to declared keys."""
+    args_type = _ARGS[event]
+    row = sc.binding(event.value)
+    fields = [field for field, _ in row.keys]
+    assert sorted(fields) == sorted(args_type.ATTRIBUTES)
+    assert set(args_type.ATTRIBUTES) <= set(args_type.__dataclass_fields__)
+    declared = {a.key for a in sc.ATTRIBUTES}
+    assert {key for _, key in row.keys} <= declared
+
+
+@pytest.mark.parametrize("row", sc.EVENTS, ids=lambda row: row.event)
+def test_a_span_event_carries_the_source_names_and_every_event_attribute(row):
+    """The documented span event attributes are resilience.pattern, resilience.name and the row's keys."""
+    spec = row.span_event
+    assert set(spec.attributes) | set(spec.conditional) == {sc.PATTERN, sc.NAME} | {k for _, k in row.keys}
+    assert spec in sc.SPAN_EVENTS
+
+
+@pytest.mark.parametrize("row", sc.EVENTS, ids=lambda row: row.event)
+def test_a_metric_binding_names_a_synchronous_instrument_the_event_can_fill(row):
+    """Counters add 1, histograms record one of the event's values; every other attribute comes from the event."""
+    keys = {k for _, k in row.keys}
+    assert row.metrics
+    for binding in row.metrics:
+        spec = sc.instrument(binding.instrument)
+        if spec.kind is sc.InstrumentKind.HISTOGRAM:
+            assert binding.value in keys
+        else:
+            assert spec.kind is sc.InstrumentKind.COUNTER
+            assert binding.value == ""
+        assert set(spec.attributes) | set(spec.conditional) <= _SOURCE_KEYS | keys
+
+
+@pytest.mark.parametrize("row", [row for row in sc.EVENTS if row.log is not None], ids=lambda row: row.event)
+def test_a_log_binding_formats_its_body_from_the_event_fields(row):
+    """The log body is a template over the event's fields; its attributes are some of the span event's."""
+    log = row.log
+    assert log is not None
+    assert log.spec in sc.LOG_EVENTS
+    span_keys = set(row.span_event.attributes) | set(row.span_event.conditional)
+    assert set(log.spec.attributes) <= span_keys
+    fields = {field: 1.5 for field, _ in row.keys}
+    assert log.body.format_map(fields)
+    if log.severity_field:
+        assert log.severity_field in fields
+    for severity in (*sc.LOG_SEVERITIES.values(), sc.DEFAULT_LOG_SEVERITY):
+        assert severity in {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
+
+
+@pytest.mark.parametrize("row", sc.ZERO_SERIES, ids=lambda row: f"{row.pattern}:{row.instrument}")
+def test_a_zero_series_is_a_counter_series_with_known_labels(row):
+    """Each zero series is a counter's, labelled with allowed values of its own attributes."""
+    spec = sc.instrument(row.instrument)
+    assert spec.kind is sc.InstrumentKind.COUNTER
+    assert row.pattern in sc.PATTERN_VALUES
+    assert row.registry in {"pipelines", "breakers"}
+    assert row.labels
+    for labels in row.labels:
+        for key, value in labels:
+            assert key in spec.attributes
+            assert key not in _SOURCE_KEYS
+            assert value in sc.attribute(key).values
 
 
 @pytest.mark.parametrize(

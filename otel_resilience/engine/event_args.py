@@ -1,0 +1,157 @@
+"""The arguments of each kind of event a pattern reports (see :mod:`otel_resilience.engine.events`).
+
+Each is a slotted dataclass that listeners must treat as read-only (not frozen: a frozen
+dataclass costs three times as much to build, and a pattern may share one instance between
+reports). Each names, in its class variable ``ATTRIBUTES``, the fields that describe it to
+telemetry, in order (a field left out, such as :attr:`StateChanged.reopens`, is for listeners
+that want it); a listener can show any event from those fields with no code per kind: the
+OpenTelemetry listener gives each of them its attribute key through the table
+:data:`otel_resilience.telemetry.semconv.EVENTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+__all__ = [
+    "AlertRaised",
+    "CallRejected",
+    "EventArgs",
+    "FallbackUsed",
+    "PatternDetected",
+    "RecoveryAttempted",
+    "RetryExhausted",
+    "RetryScheduled",
+    "StateChanged",
+    "TimeoutOccurred",
+]
+
+
+@dataclass(slots=True)
+class RetryScheduled:
+    """A failed attempt will be retried after ``delay`` seconds."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "delay", "error_type")
+
+    attempt: int
+    """The number of the attempt that failed (1-based, unique in the execution)."""
+    delay: float
+    """Seconds of backoff before the next attempt."""
+    error_type: str | None
+    """The failed attempt's exception class name, or ``None`` when a result was retried."""
+
+
+@dataclass(slots=True)
+class RetryExhausted:
+    """Attempts ran out (or the deadline left no room); the last error is re-raised."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempts", "reason", "error_type")
+
+    attempts: int
+    """The number of the last attempt (1-based, unique in the execution: with recovery
+    re-runs, more than the retry's own ``max_attempts``)."""
+    error_type: str | None
+    reason: str
+    """``"max_attempts"``, ``"deadline"``, ``"max_attempts_total"`` (the execution made its cap
+    of attempts in total) or ``"not_retryable"``."""
+
+
+@dataclass(slots=True)
+class StateChanged:
+    """A circuit breaker moved from one state to another."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("old", "new", "reason")
+
+    old: str
+    new: str
+    reason: str
+    """``"failure_threshold"``, ``"timeout_elapsed"``, ``"probe_failed"``,
+    ``"probe_succeeded"``, ``"forced"``, ``"reset"`` or ``"isolated"``."""
+    reopens: int = 0
+    """Re-opens so far in the current outage episode (which starts when the breaker opens from
+    CLOSED and ends when it closes): 0 on the opening transition, 1 after the first
+    HALF_OPEN -> OPEN, ...; a transition to CLOSED carries the episode's total."""
+
+
+@dataclass(slots=True)
+class CallRejected:
+    """A call was rejected without calling the dependency."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("reason",)
+
+    reason: str
+    """``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"`` or ``"queue_timeout"``."""
+
+
+@dataclass(slots=True)
+class TimeoutOccurred:
+    """A deadline expired."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("scope", "timeout")
+
+    timeout: float
+    scope: str
+    """``"total"`` or ``"attempt"``."""
+
+
+@dataclass(slots=True)
+class FallbackUsed:
+    """A fallback ran in place of a failed call."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("strategy", "result", "error_type")
+
+    strategy: str
+    result: str
+    """``"success"`` (the fallback answered) or ``"failure"`` (it could not)."""
+    error_type: str
+
+
+@dataclass(slots=True)
+class RecoveryAttempted:
+    """A recovery rule acted on an error."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("strategy", "result", "error_type")
+
+    strategy: str
+    result: str
+    """``"success"`` or ``"failure"``."""
+    error_type: str
+
+
+@dataclass(slots=True)
+class PatternDetected:
+    """The same error (type + operation) repeated ``count`` times within ``window`` seconds."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("error_type", "operation", "count", "window")
+
+    error_type: str
+    operation: str
+    count: int
+    window: float
+
+
+@dataclass(slots=True)
+class AlertRaised:
+    """An in-process alert was raised."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("kind", "severity", "subject", "summary")
+
+    kind: str
+    severity: str
+    subject: str
+    """The breaker, bulkhead, operation or recovery system the alert is about."""
+    summary: str
+
+
+EventArgs = (
+    RetryScheduled
+    | RetryExhausted
+    | StateChanged
+    | CallRejected
+    | TimeoutOccurred
+    | FallbackUsed
+    | RecoveryAttempted
+    | PatternDetected
+    | AlertRaised
+)

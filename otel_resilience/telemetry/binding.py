@@ -1,0 +1,329 @@
+"""The OpenTelemetry side of the binding table: instruments, and what an event or a new instance moves.
+
+The table is :data:`otel_resilience.telemetry.semconv.EVENTS`; this module reads it, with no
+code per kind of event:
+
+* :class:`Instruments` creates every synchronous instrument of the catalog on a meter;
+* :func:`plan` resolves an event's row against the fields its arguments class names
+  (``ATTRIBUTES``), once per kind; :func:`event_values`, :func:`record_metrics`,
+  :func:`add_span_event` and :func:`log_record` then do what the row says;
+* :class:`Zeroing` adds 0 to the series of
+  :data:`otel_resilience.telemetry.semconv.ZERO_SERIES` of every instance, live or new.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Final, cast
+
+from opentelemetry._logs import LogRecord, SeverityNumber
+
+from otel_resilience.engine.events import Event, EventArgs, error_type_name
+from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.registry import BREAKERS, PIPELINES
+from otel_resilience.errors import ExecutionRejectedError
+from otel_resilience.telemetry import semconv as sc
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from opentelemetry.metrics import Counter, Histogram, Meter
+    from opentelemetry.trace import Span
+
+    from otel_resilience.engine.registry import Named
+    from otel_resilience.telemetry.scopes import Attrs, SourceInfo
+
+__all__ = [
+    "Instruments",
+    "Plan",
+    "Zeroing",
+    "add_span_event",
+    "event_values",
+    "log_record",
+    "plan",
+    "record_metrics",
+]
+
+_SOURCE_KEYS: Final = (sc.POLICY, sc.PATTERN, sc.NAME)
+"""The attributes a point takes from its source rather than from the event."""
+
+
+class Instruments:
+    """The synchronous instruments of the catalog, created once per meter.
+
+    Attributes:
+        counters: The counters, by name.
+        histograms: The histograms, by name.
+        duration: The execution duration histogram (the one a successful call records).
+        attempt_duration: The attempt duration histogram.
+    """
+
+    __slots__ = ("attempt_duration", "counters", "duration", "histograms")
+
+    def __init__(self, meter: Meter) -> None:
+        self.counters: dict[str, Counter] = {}
+        self.histograms: dict[str, Histogram] = {}
+        for spec in sc.INSTRUMENTS:
+            if spec.kind is sc.InstrumentKind.COUNTER:
+                self.counters[spec.name] = meter.create_counter(
+                    spec.name, unit=spec.unit, description=spec.description
+                )
+            elif spec.kind is sc.InstrumentKind.HISTOGRAM:
+                self.histograms[spec.name] = meter.create_histogram(
+                    spec.name,
+                    unit=spec.unit,
+                    description=spec.description,
+                    explicit_bucket_boundaries_advisory=list(spec.boundaries),
+                )
+        self.duration = self.histograms[sc.EXECUTION_DURATION]
+        self.attempt_duration = self.histograms[sc.ATTEMPT_DURATION]
+
+
+def _keys(instrument: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split an instrument's attributes into those of the source and those of the event."""
+    spec = sc.instrument(instrument)
+    keys = (*spec.attributes, *spec.conditional)
+    return tuple(k for k in keys if k in _SOURCE_KEYS), tuple(k for k in keys if k not in _SOURCE_KEYS)
+
+
+class Plan:
+    """One row of the binding table, resolved for the arguments class of its event.
+
+    Attributes:
+        args_type: The arguments class it was resolved for.
+        fields: ``(field, attribute key)`` pairs, in the order the event names its attributes.
+        metrics: ``(instrument, recorded value key or "", source keys, event keys)`` per metric.
+        span_event: The span event's name.
+        log: The log record's binding, if any.
+        log_keys: The attributes the log record carries.
+        dependency_error: Whether the event names the dependency's last error on the span.
+    """
+
+    __slots__ = ("args_type", "dependency_error", "fields", "log", "log_keys", "metrics", "span_event")
+
+    def __init__(self, row: sc.EventBinding, args_type: type[EventArgs]) -> None:
+        keys = dict(row.keys)
+        self.args_type = args_type
+        self.fields = tuple((field, keys[field]) for field in args_type.ATTRIBUTES)
+        self.metrics = tuple((m.instrument, m.value, *_keys(m.instrument)) for m in row.metrics)
+        self.span_event = row.span_event.name
+        self.log = row.log
+        self.log_keys = frozenset(row.log.spec.attributes if row.log is not None else ())
+        self.dependency_error = row.dependency_error
+
+
+_PLANS: Final[dict[str, Plan]] = {}
+
+
+def plan(event: Event, args: EventArgs) -> Plan:
+    """Return the (cached) plan of ``event`` reported with arguments of the class of ``args``.
+
+    Raises:
+        KeyError: If the table has no row for ``event`` or names no key for one of its fields.
+    """
+    found = _PLANS.get(event._value_)  # Enum.__hash__ is Python code: key by the str value
+    if found is None or found.args_type is not type(args):
+        found = _PLANS[event._value_] = Plan(sc.binding(event._value_), type(args))
+    return found
+
+
+def event_values(plan: Plan, args: EventArgs) -> Attrs:
+    """Return the event's attributes by key, in its own order, leaving out ``None`` values."""
+    values: Attrs = {}
+    for field, key in plan.fields:
+        value = getattr(args, field)
+        if value is not None:
+            values[key] = value
+    return values
+
+
+def record_metrics(instruments: Instruments, plan: Plan, info: SourceInfo, values: Attrs) -> None:
+    """Add 1 to each counter of the event, record each histogram's value."""
+    source = info.source_values
+    for name, value_key, source_keys, event_keys in plan.metrics:
+        attrs = {key: source[key] for key in source_keys}
+        for key in event_keys:
+            value = values.get(key)
+            if value is not None:
+                attrs[key] = value
+        if value_key:
+            instruments.histograms[name].record(cast("float", values[value_key]), attrs)
+        else:
+            instruments.counters[name].add(1, attrs)
+
+
+def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs) -> None:
+    """Add the event to ``span`` (a recording span), with the source's names and its values."""
+    if plan.dependency_error:
+        _note_dependency_error(span, values.get(sc.ERROR_TYPE))
+    span.add_event(plan.span_event, {**info.event_attrs, **values})
+
+
+def log_record(log: sc.LogBinding, plan: Plan, info: SourceInfo, values: Attrs, args: EventArgs) -> LogRecord:
+    """Return the log record ``log`` (the plan's) of the event."""
+    fields = {field: getattr(args, field) for field, _ in plan.fields}
+    severity = log.spec.severity
+    if log.severity_field:
+        severity = sc.LOG_SEVERITIES.get(fields[log.severity_field], sc.DEFAULT_LOG_SEVERITY)
+    number = SeverityNumber[severity]
+    attrs = {key: value for key, value in {**info.event_attrs, **values}.items() if key in plan.log_keys}
+    return LogRecord(
+        severity_number=number,
+        severity_text=number.name,
+        body=log.body.format_map(fields),
+        attributes=attrs,
+        event_name=log.spec.name,
+    )
+
+
+def _subclass_names(cls: type[BaseException]) -> frozenset[str]:
+    """Return the ``error.type`` names of ``cls`` and of every subclass defined so far."""
+    names = set()
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        names.add(error_type_name(current.__new__(current)) or "")
+        pending.extend(current.__subclasses__())
+    return frozenset(names)
+
+
+_REJECTION_ERRORS: Final = _subclass_names(ExecutionRejectedError)
+"""``error.type`` of the library's rejections: errors raised without calling the dependency."""
+
+
+def _note_dependency_error(span: Span, error_type: object) -> None:
+    """Name the dependency's last error on the execution span (current while the retry decides).
+
+    A rejection is not the dependency's error: it leaves the attribute as it was, so that an
+    execution whose last attempt was rejected still names what the dependency raised before.
+    """
+    if isinstance(error_type, str) and error_type not in _REJECTION_ERRORS:
+        span.set_attribute(sc.DEPENDENCY_ERROR_TYPE, error_type)
+
+
+# --- zero-initialised series -----------------------------------------------------------------
+
+
+def _zero_rows() -> dict[tuple[str, str], tuple[sc.ZeroSeries, ...]]:
+    rows: dict[tuple[str, str], tuple[sc.ZeroSeries, ...]] = {}
+    for row in sc.ZERO_SERIES:
+        key = (row.registry, row.pattern)
+        rows[key] = (*rows.get(key, ()), row)
+    return rows
+
+
+_ZERO_ROWS: Final = _zero_rows()
+
+
+def _zero(instruments: Instruments, registry: str, source: Attrs, config: object) -> None:
+    """Add 0 to every known series of one instance (``source`` holds its kind and names)."""
+    for row in _ZERO_ROWS.get((registry, cast("str", source[sc.PATTERN])), ()):
+        if row.config:
+            value = getattr(config, row.config, None)
+            if value is None or (row.equals is not None and value != row.equals):
+                continue
+        counter = instruments.counters[row.instrument]
+        source_keys, _ = _keys(row.instrument)
+        base = {key: source[key] for key in source_keys}
+        for labels in row.labels:
+            counter.add(0, {**base, **dict(labels)})
+
+
+def _zero_breaker(instruments: Instruments, breaker: Named) -> None:
+    """Add 0 to every series known in advance of a circuit breaker (its transitions)."""
+    _zero(instruments, "breakers", {sc.PATTERN: "circuit_breaker", sc.NAME: breaker.name}, None)
+
+
+def _zero_pipeline(instruments: Instruments, pipeline: Named) -> None:
+    """Add 0 to every series known in advance of each strategy of ``pipeline``."""
+    if not isinstance(pipeline, Pipeline):
+        return
+    source = pipeline.telemetry.source
+    policy = source.pipeline or source.name
+    for strategy in pipeline.strategies:
+        values: Attrs = {sc.POLICY: policy, sc.PATTERN: strategy.kind, sc.NAME: strategy.name}
+        _zero(instruments, "pipelines", values, strategy.config)
+
+
+class Zeroing:
+    """Starts the known series of every breaker and pipeline at 0 on one set of instruments.
+
+    A counter series that appears at its first increment is born at 1, and ``increase()``
+    never sees that first event: the first trip of a breaker would stay invisible. So every
+    series of :data:`otel_resilience.telemetry.semconv.ZERO_SERIES` is added 0 as soon as its
+    pattern exists: :meth:`start` does it for the live instances and, until :meth:`stop`, for
+    every new one (registry ``on_added`` callbacks). Bounded (known label sets only) and off
+    the hot path: it runs when an instance is registered.
+
+    Args:
+        instruments: Where the series are.
+        failed: Counts and logs an exception (called inside an ``except`` block).
+    """
+
+    __slots__ = ("__weakref__", "_failed", "_instruments")
+
+    def __init__(self, instruments: Instruments, failed: Callable[[str], None]) -> None:
+        self._instruments = instruments
+        self._failed = failed
+
+    def start(self) -> None:
+        """Zero the series of the live instances, and of every new one until :meth:`stop`."""
+        with _HOOK_LOCK:
+            _STARTED.add(self)
+        _hook_registries()
+        for breaker in BREAKERS.items():
+            self.breaker(breaker)
+        for pipeline in PIPELINES.items():
+            self.pipeline(pipeline)
+
+    def stop(self) -> None:
+        """Leave new instances alone."""
+        with _HOOK_LOCK:
+            _STARTED.discard(self)
+
+    def breaker(self, breaker: Named) -> None:
+        """Add 0 to every transition series of ``breaker``; never raises."""
+        try:
+            _zero_breaker(self._instruments, breaker)
+        except Exception:  # noqa: BLE001 - telemetry must never break the app
+            self._failed("zero breaker series")
+
+    def pipeline(self, pipeline: Named) -> None:
+        """Add 0 to the known series of every strategy of ``pipeline``; never raises."""
+        try:
+            _zero_pipeline(self._instruments, pipeline)
+        except Exception:  # noqa: BLE001
+            self._failed("zero pipeline series")
+
+
+_STARTED: Final[weakref.WeakSet[Zeroing]] = weakref.WeakSet()
+"""The started :class:`Zeroing`, told about every breaker and pipeline created."""
+_HOOK_LOCK: Final = threading.Lock()
+_hooked: list[bool] = []
+
+
+def _hook_registries() -> None:
+    """Register (once per process) the registry callbacks that zero-initialise new instances."""
+    with _HOOK_LOCK:
+        if _hooked:
+            return
+        _hooked.append(True)
+    BREAKERS.on_added(_breaker_added)
+    PIPELINES.on_added(_pipeline_added)
+
+
+def _started() -> tuple[Zeroing, ...]:
+    """A snapshot of the started zeroers (taken under the lock)."""
+    with _HOOK_LOCK:
+        return tuple(_STARTED)
+
+
+def _breaker_added(breaker: Named) -> None:
+    for zero in _started():
+        zero.breaker(breaker)
+
+
+def _pipeline_added(pipeline: Named) -> None:
+    for zero in _started():
+        zero.pipeline(pipeline)

@@ -1,0 +1,95 @@
+"""The global tracer, meter and logger providers, found through the public OpenTelemetry API.
+
+The first look at a signal calls the API's getter (``trace.get_tracer_provider()``,
+``metrics.get_meter_provider()``, ``get_logger_provider()``), which also loads a provider named
+by ``OTEL_PYTHON_TRACER_PROVIDER`` (or its meter and logger twins). Until a provider is set, the
+getter returns the API's placeholder, a proxy provider; these functions return ``None`` for it.
+
+While nothing is set, each getter looks up an environment variable on every call (about 1 µs).
+So a later look at the tracer (or logger) asks the proxy provider kept from the first look for a
+tracer (logger) instead, which reads the API's provider without that lookup: it answers with a
+proxy tracer until a provider is set, and with the real provider's tracer after. The meter's
+proxy provider keeps every meter it hands out, so the meter getter is asked every time.
+
+A proxy is recognised by its class: ``trace.ProxyTracerProvider`` and ``trace.ProxyTracer``
+(public names), or, for meters and logs whose proxies have no public name, a class of the API's
+own package of that signal (``opentelemetry.metrics``, ``opentelemetry._logs``; an SDK's classes
+live in ``opentelemetry.sdk``) that is not its no-op provider. A no-op provider set on purpose
+is returned: the listener opens nothing for it and stops looking.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Final, TypeVar
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider, get_logger_provider
+
+from otel_resilience.telemetry import semconv as sc
+
+__all__ = ["VERSION", "logger_provider", "meter_provider", "tracer_provider"]
+
+_P = TypeVar("_P")
+
+
+def _package_version() -> str:
+    """Return the installed version of otel-resilience (``0.0.0`` when not installed)."""
+    try:
+        return importlib.metadata.version("otel-resilience")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+VERSION: Final = _package_version()
+"""The instrumentation scope version every tracer, meter and logger is asked for."""
+
+_METRICS_API: Final = (metrics.__name__, metrics.__name__ + ".")
+_LOGS_API: Final = (_logs.__name__, _logs.__name__ + ".")
+
+_tracer_proxy: list[trace.ProxyTracerProvider] = []
+"""The tracer proxy provider, once the getter has returned it."""
+_logger_proxy: list[LoggerProvider] = []
+"""The logger proxy provider, once the getter has returned it."""
+
+
+def _of_api(cls: type, api: tuple[str, str]) -> bool:
+    """Whether ``cls`` is defined in the API package ``api[0]``."""
+    module = cls.__module__
+    return module == api[0] or module.startswith(api[1])
+
+
+def _unless_proxy(provider: _P, api: tuple[str, str], noop: type) -> _P | None:
+    """Return ``provider``, or ``None`` when it is the proxy of the API package ``api[0]``."""
+    cls = type(provider)
+    return None if _of_api(cls, api) and not issubclass(cls, noop) else provider
+
+
+def tracer_provider() -> trace.TracerProvider | None:
+    """Return the global tracer provider, or ``None`` while none is set."""
+    if _tracer_proxy and isinstance(_tracer_proxy[0].get_tracer(sc.SCOPE_NAME), trace.ProxyTracer):
+        return None
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider):
+        _tracer_proxy[:] = [provider]
+        return None
+    return provider
+
+
+def meter_provider() -> metrics.MeterProvider | None:
+    """Return the global meter provider, or ``None`` while none is set."""
+    return _unless_proxy(metrics.get_meter_provider(), _METRICS_API, metrics.NoOpMeterProvider)
+
+
+def logger_provider() -> LoggerProvider | None:
+    """Return the global logger provider, or ``None`` while none is set.
+
+    A no-op provider set after the first look reads as none (it would log nothing anyway).
+    """
+    if _logger_proxy and _of_api(type(_logger_proxy[0].get_logger(sc.SCOPE_NAME)), _LOGS_API):
+        return None
+    provider = get_logger_provider()
+    if _unless_proxy(provider, _LOGS_API, NoOpLoggerProvider) is None:
+        _logger_proxy[:] = [provider]
+        return None
+    return provider

@@ -1,0 +1,277 @@
+"""What the OpenTelemetry listener keeps per telemetry source and per open scope, and its spans.
+
+A :class:`SourceInfo` holds the attributes of one source (a pattern instance or a pipeline),
+computed once, so that a call formats no attribute dictionary; a :class:`Scope` is the handle of
+one execution or attempt scope; :func:`open_execution_span`, :func:`open_attempt_span` and
+:func:`finish_span` open and close their spans.
+
+``http.request.resend_count``: when the caller's span (the parent of the execution span) is an
+SDK span of kind CLIENT with an ``http.request.method`` (or legacy ``http.method``) attribute,
+the retried attempt spans carry ``http.request.resend_count = attempt - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_resilience.engine.events import Outcome, TelemetrySource, error_type_name
+from otel_resilience.telemetry import semconv as sc
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "MAX_SOURCES",
+    "AttemptScope",
+    "Attrs",
+    "Scope",
+    "SourceInfo",
+    "SourceInfos",
+    "error_type_of",
+    "finish_span",
+    "open_attempt_span",
+    "open_execution_span",
+]
+
+Attrs = dict[str, "AttributeValue"]
+
+MAX_SOURCES: Final = 4096
+"""Per-source attribute caches kept before the cache is cleared (sources are per instance)."""
+
+_OTHER_ERROR: Final = "_OTHER"
+_ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
+
+_HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
+"""Set in the execution span's context when the caller's span is an HTTP client span."""
+
+
+class SourceInfo:
+    """Attributes precomputed once per telemetry source (one per pattern instance and pipeline).
+
+    Attributes:
+        source: The source.
+        policy: ``resilience.policy``: the pipeline's name, or the instance's own.
+        pattern: ``resilience.pattern``: the source's kind.
+        name: ``resilience.name``: the instance's name.
+        spans: Whether spans (and span events) are wanted for it.
+        metrics: Whether its duration histograms are recorded.
+        source_values: ``resilience.policy``, ``resilience.pattern`` and ``resilience.name``.
+        span_attrs: The execution span's attributes at start.
+        success_attrs: The duration histogram's attributes of a success.
+        event_attrs: The attributes every span event starts with.
+        attempt_attrs: The attempt span's attributes at start (before its number).
+        metrics_only: The scope handle of an execution that opens no span.
+    """
+
+    __slots__ = (
+        "attempt_attrs",
+        "attempt_metric_attrs",
+        "attempt_name",
+        "attempt_operation",
+        "duration_attrs",
+        "event_attrs",
+        "metrics",
+        "metrics_only",
+        "name",
+        "pattern",
+        "policy",
+        "source",
+        "source_values",
+        "span_attrs",
+        "spans",
+        "success_attrs",
+    )
+
+    def __init__(self, source: TelemetrySource) -> None:
+        self.source = source
+        self.policy = source.pipeline or source.name
+        self.pattern = source.kind
+        self.name = source.name
+        self.spans = source.spans
+        self.metrics = source.metrics
+        self.source_values: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
+        self.span_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern}
+        self.success_attrs: Attrs = {
+            sc.POLICY: self.policy,
+            sc.PATTERN: self.pattern,
+            sc.OUTCOME: Outcome.SUCCESS.value,
+        }
+        self.duration_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
+        self.event_attrs: Attrs = {sc.PATTERN: self.pattern, sc.NAME: self.name}
+        self.attempt_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
+        self.attempt_metric_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
+        self.attempt_operation = ""
+        self.attempt_name = ""
+        self.metrics_only = Scope(self, None, None)
+
+    def duration(self, outcome: Outcome, error_type: str | None) -> Attrs:
+        """Return the (cached) histogram attributes for one outcome and error type."""
+        key = (outcome, error_type)
+        attrs = self.duration_attrs.get(key)
+        if attrs is None:
+            attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.OUTCOME: outcome.value}
+            if error_type is not None:
+                attrs[sc.ERROR_TYPE] = error_type
+            self.duration_attrs[key] = attrs
+        return attrs
+
+    def attempt_metric(self, outcome: Outcome, error_type: str | None) -> Attrs:
+        """Return the (cached) attempt-duration attributes for one outcome and error type."""
+        key = (outcome, error_type)
+        attrs = self.attempt_metric_attrs.get(key)
+        if attrs is None:
+            attrs = {
+                sc.POLICY: self.policy,
+                sc.PATTERN: self.pattern,
+                sc.NAME: self.name,
+                sc.OUTCOME: outcome.value,
+            }
+            if error_type is not None:
+                attrs[sc.ERROR_TYPE] = error_type
+            self.attempt_metric_attrs[key] = attrs
+        return attrs
+
+    def attempt_span_name(self, operation: str) -> str:
+        """Return ``"{operation} attempt"``, formatted once per operation."""
+        if operation != self.attempt_operation:
+            self.attempt_name = operation + sc.ATTEMPT_SPAN_SUFFIX
+            self.attempt_operation = operation
+        return self.attempt_name
+
+
+class SourceInfos:
+    """The :class:`SourceInfo` of each source, by identity, bounded by :data:`MAX_SOURCES`."""
+
+    __slots__ = ("_infos",)
+
+    def __init__(self) -> None:
+        self._infos: dict[int, SourceInfo] = {}
+
+    def get(self, source: TelemetrySource) -> SourceInfo:
+        """Return the info of ``source``, made on first use."""
+        info = self._infos.get(id(source))
+        if info is None or info.source is not source:
+            if len(self._infos) >= MAX_SOURCES:
+                self._infos.clear()
+            info = SourceInfo(source)
+            self._infos[id(source)] = info
+        return info
+
+
+class Scope:
+    """The handle of one execution or attempt scope.
+
+    Attributes:
+        info: The source's attributes.
+        span: The span opened, or ``None`` (metrics only).
+        token: The context token to detach when the scope ends, or ``None``.
+    """
+
+    __slots__ = ("info", "span", "token")
+
+    def __init__(self, info: SourceInfo, span: Span | None, token: object) -> None:
+        self.info = info
+        self.span = span
+        self.token = token
+
+
+class AttemptScope(Scope):
+    """The handle of one attempt scope: also when it started, for the attempt duration.
+
+    Attributes:
+        started: ``time.perf_counter()`` when the attempt started, or 0 when it is not timed.
+    """
+
+    __slots__ = ("started",)
+
+    def __init__(self, info: SourceInfo, span: Span | None, token: object, started: float) -> None:
+        super().__init__(info, span, token)
+        self.started = started
+
+
+def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Scope | None:
+    """Open the execution span and make it current; ``None`` when the caller's span is not sampled."""
+    parent_ctx = otel_context.get_current()
+    parent = trace.get_current_span(parent_ctx)
+    parent_sc = parent.get_span_context()
+    if parent_sc.is_valid and not parent_sc.trace_flags.sampled:
+        return None
+    span = tracer.start_span(
+        operation,
+        parent_ctx,
+        SpanKind.INTERNAL,
+        info.span_attrs,
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+    ctx = trace.set_span_in_context(span, parent_ctx)
+    if parent_sc.is_valid and _is_http_client(parent):
+        ctx = otel_context.set_value(_HTTP_CLIENT_KEY, _HTTP_CLIENT_KEY, ctx)
+    return Scope(info, span, otel_context.attach(ctx))
+
+
+def open_attempt_span(
+    tracer: Tracer, info: SourceInfo, operation: str, attempt: int
+) -> tuple[Span | None, object]:
+    """Open an attempt span and make it current; return it and the context token to detach.
+
+    ``(None, None)`` when the current span is not sampled.
+    """
+    parent_ctx = otel_context.get_current()
+    parent_sc = trace.get_current_span(parent_ctx).get_span_context()
+    if parent_sc.is_valid and not parent_sc.trace_flags.sampled:
+        return None, None
+    attrs = dict(info.attempt_attrs)
+    attrs[sc.ATTEMPT] = attempt
+    if otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx):
+        attrs[sc.HTTP_RESEND_COUNT] = attempt - 1
+    span = tracer.start_span(
+        info.attempt_span_name(operation),
+        parent_ctx,
+        SpanKind.INTERNAL,
+        attrs,
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+    return span, otel_context.attach(trace.set_span_in_context(span, parent_ctx))
+
+
+def error_type_of(outcome: Outcome, error: BaseException | None) -> str | None:
+    """Return the ``error.type`` of an execution or attempt, ``None`` unless ``outcome`` is an error.
+
+    Only ``failure``, ``rejected`` and ``timeout`` are errors; ``_OTHER`` names an unknown error.
+    """
+    return (error_type_name(error) or _OTHER_ERROR) if outcome in _ERROR_OUTCOMES else None
+
+
+def finish_span(
+    span: Span,
+    outcome: Outcome,
+    error_type: str | None,
+    error: BaseException | None,
+    *,
+    record_messages: bool,
+) -> None:
+    """Set the outcome (and, for an error, ``error.type`` and status ERROR) and end ``span``."""
+    if span.is_recording():
+        span.set_attribute(sc.OUTCOME, outcome.value)
+        if error_type is not None:
+            span.set_attribute(sc.ERROR_TYPE, error_type)
+            description = str(error) if record_messages and error is not None else None
+            span.set_status(Status(StatusCode.ERROR, description))
+    span.end()
+
+
+def _is_http_client(span: Span) -> bool:
+    """Whether ``span`` is an (SDK) HTTP client span: kind CLIENT with an HTTP method attribute."""
+    if getattr(span, "kind", None) is not SpanKind.CLIENT:
+        return False
+    attributes = getattr(span, "attributes", None)
+    if not attributes:
+        return False
+    return sc.HTTP_REQUEST_METHOD in attributes or sc.HTTP_METHOD_LEGACY in attributes

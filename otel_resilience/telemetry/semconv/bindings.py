@@ -1,0 +1,248 @@
+"""The one table of what each engine event becomes in OpenTelemetry, and the zero series.
+
+:data:`EVENTS` has one row per :class:`~otel_resilience.engine.events.Event` kind: the
+attribute key of each of the event's fields, the span event it adds, the instruments it moves,
+and the log record it emits. The OpenTelemetry listener has one generic handler that reads it:
+a new kind of event adds names (:mod:`.names`), catalog entries and a row here, no code.
+
+:data:`ZERO_SERIES` lists, per pattern kind, the counter series that exist at 0 from the moment
+an instance exists.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Final
+
+from otel_resilience.telemetry.semconv.names import (
+    ALERT_KIND,
+    ALERT_SEVERITY,
+    ALERT_SUBJECT,
+    ALERT_SUMMARY,
+    ALERTS,
+    ATTEMPT,
+    CB_PREVIOUS_STATE,
+    CB_STATE,
+    CB_TRANSITION_REASON,
+    CB_TRANSITIONS,
+    CB_TRANSITIONS_KNOWN,
+    ERROR_PATTERN_COUNT,
+    ERROR_PATTERN_WINDOW,
+    ERROR_PATTERNS,
+    ERROR_TYPE,
+    EV_ALERT,
+    EV_CALL_REJECTED,
+    EV_FALLBACK,
+    EV_PATTERN,
+    EV_RECOVERY,
+    EV_RETRY_EXHAUSTED,
+    EV_RETRY_SCHEDULED,
+    EV_STATE_CHANGED,
+    EV_TIMEOUT,
+    FALLBACK_EXECUTIONS,
+    FALLBACK_RESULT,
+    FALLBACK_STRATEGY,
+    NAME,
+    OPERATION,
+    PATTERN,
+    RECOVERY_ATTEMPTS,
+    RECOVERY_RESULT,
+    RECOVERY_STRATEGIES,
+    RECOVERY_STRATEGY,
+    REJECTION_REASON,
+    REJECTION_REASONS_BY_PATTERN,
+    REJECTIONS,
+    RESULTS,
+    RETRIES,
+    RETRY_DELAY,
+    RETRY_DELAY_METRIC,
+    RETRY_EXHAUSTED,
+    RETRY_STOP_REASON,
+    TIMEOUT_LIMIT,
+    TIMEOUT_SCOPE,
+    TIMEOUTS,
+)
+from otel_resilience.telemetry.semconv.specs import (
+    EventBinding,
+    LogBinding,
+    LogEventSpec,
+    MetricBinding,
+    SpanEventSpec,
+    ZeroSeries,
+)
+
+__all__ = ["EVENTS", "LOG_EVENTS", "SPAN_EVENTS", "ZERO_SERIES", "binding"]
+
+_ALERT_LOG: Final = LogEventSpec(
+    EV_ALERT,
+    "from the alert's severity: warning -> WARN, critical -> ERROR",
+    "An in-process alert was raised; the body is its summary.",
+    (PATTERN, NAME, ALERT_KIND, ALERT_SEVERITY, ALERT_SUBJECT),
+)
+_PATTERN_LOG: Final = LogEventSpec(
+    EV_PATTERN,
+    "WARN",
+    "A repeated error pattern was detected; the body says which error, where and how often.",
+    (PATTERN, NAME, ERROR_TYPE, OPERATION, ERROR_PATTERN_COUNT, ERROR_PATTERN_WINDOW),
+)
+
+LOG_EVENTS: Final[tuple[LogEventSpec, ...]] = (_ALERT_LOG, _PATTERN_LOG)
+"""Every log event, in documentation order."""
+
+EVENTS: Final[tuple[EventBinding, ...]] = (
+    EventBinding(
+        "retry_scheduled",
+        (("attempt", ATTEMPT), ("delay", RETRY_DELAY), ("error_type", ERROR_TYPE)),
+        SpanEventSpec(
+            EV_RETRY_SCHEDULED,
+            "A failed attempt will be retried after the delay (the backoff is visible on the span).",
+            (PATTERN, NAME, ATTEMPT, RETRY_DELAY),
+            (ERROR_TYPE,),
+        ),
+        (MetricBinding(RETRIES), MetricBinding(RETRY_DELAY_METRIC, RETRY_DELAY)),
+        dependency_error=True,
+    ),
+    EventBinding(
+        "retry_exhausted",
+        (("attempts", ATTEMPT), ("reason", RETRY_STOP_REASON), ("error_type", ERROR_TYPE)),
+        SpanEventSpec(
+            EV_RETRY_EXHAUSTED,
+            "Retries ran out; the last error is re-raised.",
+            (PATTERN, NAME, ATTEMPT, RETRY_STOP_REASON),
+            (ERROR_TYPE,),
+        ),
+        (MetricBinding(RETRY_EXHAUSTED),),
+        dependency_error=True,
+    ),
+    EventBinding(
+        "state_changed",
+        (("old", CB_PREVIOUS_STATE), ("new", CB_STATE), ("reason", CB_TRANSITION_REASON)),
+        SpanEventSpec(
+            EV_STATE_CHANGED,
+            "A circuit breaker changed state.",
+            (PATTERN, NAME, CB_PREVIOUS_STATE, CB_STATE, CB_TRANSITION_REASON),
+        ),
+        (MetricBinding(CB_TRANSITIONS),),
+    ),
+    EventBinding(
+        "call_rejected",
+        (("reason", REJECTION_REASON),),
+        SpanEventSpec(
+            EV_CALL_REJECTED,
+            "A call was rejected, whatever the reason (a bulkhead's queue timeout included, added to "
+            "the waiting call's span when the wait expires).",
+            (PATTERN, NAME, REJECTION_REASON),
+        ),
+        (MetricBinding(REJECTIONS),),
+    ),
+    EventBinding(
+        "timeout",
+        (("scope", TIMEOUT_SCOPE), ("timeout", TIMEOUT_LIMIT)),
+        SpanEventSpec(EV_TIMEOUT, "A deadline expired.", (PATTERN, NAME, TIMEOUT_SCOPE, TIMEOUT_LIMIT)),
+        (MetricBinding(TIMEOUTS),),
+    ),
+    EventBinding(
+        "fallback_used",
+        (("strategy", FALLBACK_STRATEGY), ("result", FALLBACK_RESULT), ("error_type", ERROR_TYPE)),
+        SpanEventSpec(
+            EV_FALLBACK,
+            "A fallback ran in place of the failed call.",
+            (PATTERN, NAME, FALLBACK_STRATEGY, FALLBACK_RESULT, ERROR_TYPE),
+        ),
+        (MetricBinding(FALLBACK_EXECUTIONS),),
+    ),
+    EventBinding(
+        "recovery_attempted",
+        (("strategy", RECOVERY_STRATEGY), ("result", RECOVERY_RESULT), ("error_type", ERROR_TYPE)),
+        SpanEventSpec(
+            EV_RECOVERY,
+            "A recovery rule acted on an error.",
+            (PATTERN, NAME, RECOVERY_STRATEGY, RECOVERY_RESULT, ERROR_TYPE),
+        ),
+        (MetricBinding(RECOVERY_ATTEMPTS),),
+    ),
+    EventBinding(
+        "pattern_detected",
+        (
+            ("error_type", ERROR_TYPE),
+            ("operation", OPERATION),
+            ("count", ERROR_PATTERN_COUNT),
+            ("window", ERROR_PATTERN_WINDOW),
+        ),
+        SpanEventSpec(
+            EV_PATTERN,
+            "A repeated error pattern was detected.",
+            (PATTERN, NAME, ERROR_TYPE, OPERATION, ERROR_PATTERN_COUNT, ERROR_PATTERN_WINDOW),
+        ),
+        (MetricBinding(ERROR_PATTERNS),),
+        LogBinding(_PATTERN_LOG, "{error_type} repeated {count} times within {window:g} s in {operation!r}"),
+    ),
+    EventBinding(
+        "alert_raised",
+        (
+            ("kind", ALERT_KIND),
+            ("severity", ALERT_SEVERITY),
+            ("subject", ALERT_SUBJECT),
+            ("summary", ALERT_SUMMARY),
+        ),
+        SpanEventSpec(
+            EV_ALERT,
+            "An in-process alert was raised.",
+            (PATTERN, NAME, ALERT_KIND, ALERT_SEVERITY, ALERT_SUBJECT, ALERT_SUMMARY),
+        ),
+        (MetricBinding(ALERTS),),
+        LogBinding(_ALERT_LOG, "{summary}", severity_field="severity"),
+    ),
+)
+"""One row per engine event kind, in the order of ``Event``."""
+
+SPAN_EVENTS: Final[tuple[SpanEventSpec, ...]] = tuple(row.span_event for row in EVENTS)
+"""Every span event, in documentation order."""
+
+
+def _each(key: str, values: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """One label set ``{key: value}`` per value."""
+    return tuple(((key, value),) for value in values)
+
+
+ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
+    ZeroSeries(
+        "circuit_breaker",
+        CB_TRANSITIONS,
+        tuple(
+            ((CB_PREVIOUS_STATE, previous), (CB_STATE, state), (CB_TRANSITION_REASON, reason))
+            for previous, state, reason in CB_TRANSITIONS_KNOWN
+        ),
+        registry="breakers",
+    ),
+    *(
+        ZeroSeries(kind, REJECTIONS, _each(REJECTION_REASON, reasons))
+        for kind, reasons in REJECTION_REASONS_BY_PATTERN.items()
+    ),
+    ZeroSeries("timeout", TIMEOUTS, _each(TIMEOUT_SCOPE, ("total",)), config="scope", equals="total"),
+    ZeroSeries("timeout", TIMEOUTS, _each(TIMEOUT_SCOPE, ("attempt",)), config="scope", equals="attempt"),
+    ZeroSeries("retry", TIMEOUTS, _each(TIMEOUT_SCOPE, ("attempt",)), config="attempt_timeout"),
+    ZeroSeries(
+        "recovery",
+        RECOVERY_ATTEMPTS,
+        tuple(
+            ((RECOVERY_STRATEGY, strategy), (RECOVERY_RESULT, result))
+            for strategy, result in product(RECOVERY_STRATEGIES, RESULTS)
+        ),
+    ),
+)
+"""Every counter series known in advance: the transitions of each breaker, the rejection reasons
+of each breaker and bulkhead in a policy, the deadline scope of each timeout (and of a retry with
+an attempt timeout), and the strategies and results of each recovery."""
+
+
+_BY_EVENT: Final = {row.event: row for row in EVENTS}
+
+
+def binding(event: str) -> EventBinding:
+    """Return the row of the engine event kind ``event`` (an ``Event`` value).
+
+    Raises:
+        KeyError: If no row has that event kind.
+    """
+    return _BY_EVENT[event]

@@ -1,0 +1,281 @@
+"""Every telemetry name: attribute keys, their closed value sets, instruments, spans and events.
+
+Plain strings only (no OpenTelemetry import): the catalog (:mod:`.catalog`) describes them and
+the binding table (:mod:`.bindings`) says which engine event moves which of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+__all__ = [
+    "ALERTS",
+    "ALERT_KIND",
+    "ALERT_KINDS",
+    "ALERT_SEVERITIES",
+    "ALERT_SEVERITY",
+    "ALERT_SUBJECT",
+    "ALERT_SUMMARY",
+    "ATTEMPT",
+    "ATTEMPT_DURATION",
+    "ATTEMPT_SPAN",
+    "ATTEMPT_SPAN_SUFFIX",
+    "BULKHEAD_ACTIVE",
+    "BULKHEAD_CONCURRENCY_LIMIT",
+    "BULKHEAD_QUEUED",
+    "BULKHEAD_QUEUE_LIMIT",
+    "CB_CALLS",
+    "CB_CALL_RESULT",
+    "CB_CALL_RESULTS",
+    "CB_PREVIOUS_STATE",
+    "CB_STATE",
+    "CB_STATE_METRIC",
+    "CB_STATE_VALUES",
+    "CB_TRANSITIONS",
+    "CB_TRANSITIONS_KNOWN",
+    "CB_TRANSITION_REASON",
+    "CB_TRANSITION_REASONS",
+    "DEFAULT_LOG_SEVERITY",
+    "DEPENDENCY_ERROR_TYPE",
+    "DURATION_BOUNDARIES",
+    "ERROR_OUTCOMES",
+    "ERROR_PATTERNS",
+    "ERROR_PATTERN_COUNT",
+    "ERROR_PATTERN_WINDOW",
+    "ERROR_TYPE",
+    "EV_ALERT",
+    "EV_CALL_REJECTED",
+    "EV_FALLBACK",
+    "EV_PATTERN",
+    "EV_RECOVERY",
+    "EV_RETRY_EXHAUSTED",
+    "EV_RETRY_SCHEDULED",
+    "EV_STATE_CHANGED",
+    "EV_TIMEOUT",
+    "EXECUTIONS",
+    "EXECUTION_DURATION",
+    "EXECUTION_SPAN",
+    "FALLBACK_EXECUTIONS",
+    "FALLBACK_RESULT",
+    "FALLBACK_STRATEGIES",
+    "FALLBACK_STRATEGY",
+    "HTTP_METHOD_LEGACY",
+    "HTTP_REQUEST_METHOD",
+    "HTTP_RESEND_COUNT",
+    "LOG_SEVERITIES",
+    "NAME",
+    "OPERATION",
+    "OUTCOME",
+    "OUTCOME_VALUES",
+    "PATTERN",
+    "PATTERN_VALUES",
+    "POLICY",
+    "RECOVERY_ATTEMPTS",
+    "RECOVERY_RESULT",
+    "RECOVERY_STRATEGIES",
+    "RECOVERY_STRATEGY",
+    "REJECTIONS",
+    "REJECTION_REASON",
+    "REJECTION_REASONS",
+    "REJECTION_REASONS_BY_PATTERN",
+    "RESULTS",
+    "RETRIES",
+    "RETRY_DELAY",
+    "RETRY_DELAY_BOUNDARIES",
+    "RETRY_DELAY_METRIC",
+    "RETRY_EXHAUSTED",
+    "RETRY_STOP_REASON",
+    "RETRY_STOP_REASONS",
+    "SCHEMA_URL",
+    "SCOPE_NAME",
+    "TELEMETRY_ERRORS",
+    "TIMEOUTS",
+    "TIMEOUT_LIMIT",
+    "TIMEOUT_SCOPE",
+    "TIMEOUT_SCOPES",
+]
+
+SCOPE_NAME: Final = "otel_resilience"
+"""The instrumentation scope name of every tracer, meter and logger."""
+SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.44.0"
+"""The semantic-conventions schema the standard attributes (``error.type``,
+``http.request.resend_count``) follow."""
+
+# --- attribute keys --------------------------------------------------------------------------
+
+POLICY: Final = "resilience.policy"
+PATTERN: Final = "resilience.pattern"
+NAME: Final = "resilience.name"
+OUTCOME: Final = "resilience.outcome"
+ERROR_TYPE: Final = "error.type"
+ATTEMPT: Final = "resilience.attempt"
+HTTP_RESEND_COUNT: Final = "http.request.resend_count"
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+"""Read (never written) to recognise the caller's span as an HTTP client span."""
+HTTP_METHOD_LEGACY: Final = "http.method"
+"""The pre-1.21 spelling of ``http.request.method``, also recognised."""
+RETRY_DELAY: Final = "resilience.retry.delay"
+RETRY_STOP_REASON: Final = "resilience.retry.stop_reason"
+CB_STATE: Final = "resilience.circuit_breaker.state"
+CB_PREVIOUS_STATE: Final = "resilience.circuit_breaker.previous_state"
+CB_TRANSITION_REASON: Final = "resilience.circuit_breaker.transition_reason"
+CB_CALL_RESULT: Final = "resilience.circuit_breaker.call_result"
+REJECTION_REASON: Final = "resilience.rejection.reason"
+TIMEOUT_SCOPE: Final = "resilience.timeout.scope"
+TIMEOUT_LIMIT: Final = "resilience.timeout.limit"
+FALLBACK_STRATEGY: Final = "resilience.fallback.strategy"
+FALLBACK_RESULT: Final = "resilience.fallback.result"
+RECOVERY_STRATEGY: Final = "resilience.recovery.strategy"
+RECOVERY_RESULT: Final = "resilience.recovery.result"
+OPERATION: Final = "resilience.operation"
+ERROR_PATTERN_COUNT: Final = "resilience.error_pattern.count"
+ERROR_PATTERN_WINDOW: Final = "resilience.error_pattern.window"
+ALERT_KIND: Final = "resilience.alert.kind"
+ALERT_SEVERITY: Final = "resilience.alert.severity"
+ALERT_SUBJECT: Final = "resilience.alert.subject"
+ALERT_SUMMARY: Final = "resilience.alert.summary"
+DEPENDENCY_ERROR_TYPE: Final = "resilience.dependency.error.type"
+
+OUTCOME_VALUES: Final = ("success", "recovered", "fallback", "failure", "rejected", "timeout", "cancelled")
+"""The values of :class:`otel_resilience.engine.events.Outcome`."""
+ERROR_OUTCOMES: Final = frozenset({"failure", "rejected", "timeout"})
+"""Outcomes that mark a span as ERROR and carry ``error.type``; the others are not errors."""
+PATTERN_VALUES: Final = (
+    "pipeline",
+    "circuit_breaker",
+    "retry",
+    "fallback",
+    "timeout",
+    "bulkhead",
+    "recovery",
+    "alerts",
+)
+CB_STATE_VALUES: Final = ("closed", "open", "half_open")
+CB_TRANSITION_REASONS: Final = (
+    "failure_threshold",
+    "timeout_elapsed",
+    "probe_failed",
+    "probe_succeeded",
+    "forced",
+    "reset",
+    "isolated",
+)
+CB_CALL_RESULTS: Final = ("success", "failure", "rejected", "ignored", "cancelled")
+CB_TRANSITIONS_KNOWN: Final = (
+    ("closed", "open", "failure_threshold"),
+    ("closed", "open", "forced"),
+    ("closed", "open", "isolated"),
+    ("open", "half_open", "timeout_elapsed"),
+    ("open", "closed", "reset"),
+    ("half_open", "closed", "probe_succeeded"),
+    ("half_open", "closed", "reset"),
+    ("half_open", "open", "probe_failed"),
+    ("half_open", "open", "forced"),
+    ("half_open", "open", "isolated"),
+)
+"""Every (previous state, state, reason) a circuit breaker can report: the transition series
+that exist, at 0, from the moment a breaker is created."""
+REJECTION_REASONS: Final = ("circuit_open", "half_open_full", "bulkhead_full", "queue_timeout")
+REJECTION_REASONS_BY_PATTERN: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {"circuit_breaker": ("circuit_open", "half_open_full"), "bulkhead": ("bulkhead_full", "queue_timeout")}
+)
+"""The rejection reasons each pattern kind can report: the rejection series that exist, at 0,
+from the moment a pattern of that kind is placed in a pipeline."""
+RETRY_STOP_REASONS: Final = ("max_attempts", "deadline", "max_attempts_total", "not_retryable")
+TIMEOUT_SCOPES: Final = ("total", "attempt")
+FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
+RECOVERY_STRATEGIES: Final = ("retry", "restart", "fallback", "isolate", "escalate")
+RESULTS: Final = ("success", "failure")
+ALERT_KINDS: Final = (
+    "circuit_open",
+    "bulkhead_full",
+    "low_recovery_rate",
+    "error_pattern",
+    "recovery_escalated",
+)
+ALERT_SEVERITIES: Final = ("warning", "critical")
+
+
+# --- instruments -----------------------------------------------------------------------------
+
+DURATION_BOUNDARIES: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Execution duration buckets, in seconds (the SDK's default buckets are for milliseconds)."""
+RETRY_DELAY_BOUNDARIES: Final = (
+    0.001,
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+"""Retry backoff buckets, in seconds."""
+
+EXECUTION_DURATION: Final = "resilience.execution.duration"
+ATTEMPT_DURATION: Final = "resilience.attempt.duration"
+EXECUTIONS: Final = "resilience.executions"
+CB_STATE_METRIC: Final = "resilience.circuit_breaker.state"
+CB_TRANSITIONS: Final = "resilience.circuit_breaker.transitions"
+CB_CALLS: Final = "resilience.circuit_breaker.calls"
+REJECTIONS: Final = "resilience.rejections"
+RETRIES: Final = "resilience.retries"
+RETRY_DELAY_METRIC: Final = "resilience.retry.delay"
+RETRY_EXHAUSTED: Final = "resilience.retry.exhausted"
+TIMEOUTS: Final = "resilience.timeouts"
+FALLBACK_EXECUTIONS: Final = "resilience.fallback.executions"
+BULKHEAD_ACTIVE: Final = "resilience.bulkhead.active"
+BULKHEAD_QUEUED: Final = "resilience.bulkhead.queued"
+BULKHEAD_CONCURRENCY_LIMIT: Final = "resilience.bulkhead.concurrency.limit"
+BULKHEAD_QUEUE_LIMIT: Final = "resilience.bulkhead.queue.limit"
+RECOVERY_ATTEMPTS: Final = "resilience.recovery.attempts"
+ERROR_PATTERNS: Final = "resilience.recovery.error_patterns"
+ALERTS: Final = "resilience.alerts"
+TELEMETRY_ERRORS: Final = "resilience.telemetry.errors"
+
+# --- spans and events ------------------------------------------------------------------------
+
+EXECUTION_SPAN: Final = "{operation}"
+ATTEMPT_SPAN: Final = "{operation} attempt"
+ATTEMPT_SPAN_SUFFIX: Final = " attempt"
+
+EV_RETRY_SCHEDULED: Final = "resilience.retry.scheduled"
+EV_RETRY_EXHAUSTED: Final = "resilience.retry.exhausted"
+EV_STATE_CHANGED: Final = "resilience.circuit_breaker.state_changed"
+EV_CALL_REJECTED: Final = "resilience.call.rejected"
+EV_TIMEOUT: Final = "resilience.timeout.expired"
+EV_FALLBACK: Final = "resilience.fallback.executed"
+EV_RECOVERY: Final = "resilience.recovery.attempted"
+EV_PATTERN: Final = "resilience.error_pattern.detected"
+EV_ALERT: Final = "resilience.alert.raised"
+
+LOG_SEVERITIES: Final[Mapping[str, str]] = MappingProxyType(
+    {"info": "INFO", "warning": "WARN", "critical": "ERROR"}
+)
+"""The log severity (an OpenTelemetry ``SeverityNumber`` name) of each alert severity."""
+DEFAULT_LOG_SEVERITY: Final = "WARN"
+"""The log severity of an alert whose severity is not in :data:`LOG_SEVERITIES`."""
