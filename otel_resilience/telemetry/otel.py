@@ -324,9 +324,12 @@ class OtelListener:
         Returns:
             A handle for :meth:`end_execution`, or ``None`` when nothing is recorded.
         """
-        if self._pending and not self._acquire():
-            self._rest()
-            return None
+        if self._pending:
+            if self._dormant and providers.nothing_set():  # idle, and still nothing to look for
+                return None
+            if not self._acquire():
+                self._rest()
+                return None
         if self._dormant:
             self._wake()
         tracer = self._tracer

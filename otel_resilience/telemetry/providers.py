@@ -11,6 +11,14 @@ tracer (logger) instead, which reads the API's provider without that lookup: it 
 proxy tracer until a provider is set, and with the real provider's tracer after. The meter's
 proxy provider keeps every meter it hands out, so the meter getter is asked every time.
 
+Providers are *acquired* through those getters only. Until one is set, though, asking them on
+every execution costs 3-5 µs a call (the environment lookups; measured against 0.3 µs for the
+whole idle listener before), so :func:`nothing_set` first reads whether the API holds any
+provider at all: one module attribute per signal, the API's own "not set yet" state
+(``trace._TRACER_PROVIDER`` and its meter and logger twins). It only ever answers "still
+nothing, skip the getters"; when an attribute is missing (another API version) it answers
+``False`` and the getters decide, as they do for everything else.
+
 A proxy is recognised by its class: ``trace.ProxyTracerProvider`` and ``trace.ProxyTracer``
 (public names), or, for meters and logs whose proxies have no public name, a class of the API's
 own package of that signal (``opentelemetry.metrics``, ``opentelemetry._logs``; an SDK's classes
@@ -25,10 +33,12 @@ from typing import Final, TypeVar
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider, get_logger_provider
+from opentelemetry._logs import _internal as _logs_state
+from opentelemetry.metrics import _internal as _metrics_state
 
 from otel_resilience.telemetry import semconv as sc
 
-__all__ = ["VERSION", "logger_provider", "meter_provider", "tracer_provider"]
+__all__ = ["VERSION", "logger_provider", "meter_provider", "nothing_set", "tracer_provider"]
 
 _P = TypeVar("_P")
 
@@ -63,6 +73,28 @@ def _unless_proxy(provider: _P, api: tuple[str, str], noop: type) -> _P | None:
     """Return ``provider``, or ``None`` when it is the proxy of the API package ``api[0]``."""
     cls = type(provider)
     return None if _of_api(cls, api) and not issubclass(cls, noop) else provider
+
+
+_STATE: Final = (
+    (trace, "_TRACER_PROVIDER"),
+    (_metrics_state, "_METER_PROVIDER"),
+    (_logs_state, "_LOGGER_PROVIDER"),
+)
+_GATED: Final = all(hasattr(module, name) for module, name in _STATE)
+
+
+def nothing_set() -> bool:
+    """Whether no global provider of any signal is set, so the getters need not be asked again.
+
+    Asked only once the getters have looked (the first look always asks them, so that a provider
+    named by an ``OTEL_PYTHON_*_PROVIDER`` variable loads then).
+    """
+    return (
+        _GATED
+        and trace._TRACER_PROVIDER is None
+        and _metrics_state._METER_PROVIDER is None
+        and _logs_state._LOGGER_PROVIDER is None
+    )
 
 
 def tracer_provider() -> trace.TracerProvider | None:

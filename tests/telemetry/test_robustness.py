@@ -177,11 +177,20 @@ def _run(code: str, **env: str) -> str:
     return result.stdout
 
 
-def test_providers_are_read_through_the_public_api_only():
-    """No telemetry module reaches into OpenTelemetry's private modules or provider globals."""
+def test_providers_are_acquired_through_the_public_api_only():
+    """No telemetry module reaches into OpenTelemetry's private modules or provider globals, but
+    the one gate of providers.py that reads whether any provider is set at all (no SDK: the idle
+    listener skips the getters, which cost 3-5 µs a call while nothing is set)."""
     private = re.compile(r"\b_internal\b|(?<![A-Z])_(TRACER|METER|LOGGER)_PROVIDER\b")
     for path in (ROOT / "otel_resilience" / "telemetry").rglob("*.py"):
         code = path.read_text(encoding="utf-8")
+        if path.name == "providers.py":
+            code = code[code.index("from __future__") :]  # its docstring names the gate
+            gate = code[code.index("_STATE: Final") : code.index("def tracer_provider()")]
+            code = code.replace(gate, "").replace(
+                "from opentelemetry._logs import _internal as _logs_state\n", ""
+            )
+            code = code.replace("from opentelemetry.metrics import _internal as _metrics_state\n", "")
         assert not private.search(code), (path, private.search(code))
 
 
