@@ -170,7 +170,7 @@ class Step:
         kind: The pattern kind (``"circuit_breaker"``, ``"retry"`` …).
         next: The rest of the chain; :data:`TERMINAL` until linked.
         seconds: A deadline the driver opens around each run of the rest of the chain, or
-            ``None`` (the default) for none.
+            ``None`` (set by :meth:`__init__`) for none; a subclass sets it after.
         scope: The deadline's scope, as :class:`~otel_resilience.errors.OperationTimeoutError`
             reports it (``"total"`` or ``"attempt"``).
         clock: The clock of the deadline and of :class:`Retry` waits.
@@ -179,31 +179,34 @@ class Step:
             re-run) sets ``False``, and the drivers skip the call on every first success.
     """
 
-    __slots__ = ("next",)
+    __slots__ = ("_admits", "_cancels", "_expires", "_fails", "_judges", "_succeeds", "next", "seconds")
 
     kind: ClassVar[str] = "step"
-    seconds: float | None = None
     scope: str = "total"
     clock: Clock = SYSTEM_CLOCK
     judges_first_run: ClassVar[bool] = True
 
-    _admits: ClassVar[bool] = False
-    _succeeds: ClassVar[bool] = False
-    _fails: ClassVar[bool] = False
-    _expires: ClassVar[bool] = False
-    _cancels: ClassVar[bool] = False
+    _hooks: ClassVar[tuple[bool, bool, bool, bool, bool]] = (False, False, False, False, False)
+    """Whether the class overrides admit, on_success, on_failure, on_expired and on_cancel."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Record once per class which hooks it overrides: the drivers skip the others."""
         super().__init_subclass__(**kwargs)
-        cls._admits = cls.admit is not Step.admit
-        cls._succeeds = cls.on_success is not Step.on_success
-        cls._fails = cls.on_failure is not Step.on_failure
-        cls._expires = cls.on_expired is not Step.on_expired
-        cls._cancels = cls.on_cancel is not Step.on_cancel
+        cls._hooks = (
+            cls.admit is not Step.admit,
+            cls.on_success is not Step.on_success,
+            cls.on_failure is not Step.on_failure,
+            cls.on_expired is not Step.on_expired,
+            cls.on_cancel is not Step.on_cancel,
+        )
 
     def __init__(self) -> None:
         self.next: Step = TERMINAL
+        self.seconds: float | None = None
+        # The class's hook flags, copied into slots: the drivers read them on every call, and
+        # a slot is read faster than a class attribute through the instance.
+        self._admits, self._succeeds, self._fails, self._expires, self._cancels = type(self)._hooks
+        self._judges = self._succeeds and self.judges_first_run
 
     @property
     def name(self) -> str:
@@ -299,8 +302,7 @@ class Step:
             if scoped and type(result) is _Acted:
                 action = result.action
             elif (
-                not self._succeeds
-                or (action is None and not self.judges_first_run)
+                not (self._judges if action is None else self._succeeds)
                 or (action := self.on_success(ctx, token, result)) is None
             ):
                 return result
@@ -408,8 +410,7 @@ class Step:
             if scoped and type(result) is _Acted:
                 action = result.action
             elif (
-                not self._succeeds
-                or (action is None and not self.judges_first_run)
+                not (self._judges if action is None else self._succeeds)
                 or (action := self.on_success(ctx, token, result)) is None
             ):
                 return result
