@@ -59,8 +59,8 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
-from otel_resilience.engine.facade import Pattern, verb
-from otel_resilience.engine.step import Action, Answer, Step
+from otel_resilience.engine.facade import Link, Pattern, verb
+from otel_resilience.engine.step import Action, Answer
 from otel_resilience.engine.validation import check_duration, fail
 from otel_resilience.errors import OperationTimeoutError
 
@@ -201,31 +201,19 @@ class _TimeoutCore:
             }
 
 
-class _TimeoutStrategy(Step):
+class _TimeoutStrategy(Link[TimeoutConfig]):
     """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain."""
 
-    __slots__ = ("_core", "_executions", "_telemetry", "clock", "scope", "seconds")
+    __slots__ = ("_core", "_executions", "scope", "seconds")
 
     kind: ClassVar[str] = _KIND
 
     def __init__(self, core: _TimeoutCore, telemetry: StrategyTelemetry) -> None:
-        super().__init__()
+        super().__init__(core.name, core.config, core.clock, telemetry)
         self._core = core
         self._executions = core._executions
-        self._telemetry = telemetry
         self.seconds: float | None = core.timeout
         self.scope = core.scope
-        self.clock = core.clock
-
-    @property
-    def name(self) -> str:
-        """The handler's name."""
-        return self._core.name
-
-    @property
-    def config(self) -> TimeoutConfig:
-        """The handler's settings."""
-        return self._core.config
 
     def admit(self, ctx: ExecutionContext) -> None:  # noqa: ARG002 - every call is admitted
         """Count the execution (exactly, without a lock)."""

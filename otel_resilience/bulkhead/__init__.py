@@ -55,9 +55,14 @@ Design:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import ClassVar
 
+from otel_resilience.bulkhead._config import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_TIMEOUT,
+    BulkheadConfig,
+)
 from otel_resilience.bulkhead._core import BulkheadStats, BulkheadStatsDict, _BulkheadCore
 from otel_resilience.bulkhead._link import KIND as _KIND
 from otel_resilience.bulkhead._link import _BulkheadSlot, _BulkheadStrategy
@@ -65,7 +70,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.registry import BULKHEADS
-from otel_resilience.engine.validation import check_duration, check_int, fail
+from otel_resilience.engine.validation import fail
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT",
@@ -76,44 +81,6 @@ __all__ = [
     "BulkheadStats",
     "BulkheadStatsDict",
 ]
-
-DEFAULT_MAX_CONCURRENT: Final = 10
-"""Calls that may run at once unless configured otherwise."""
-DEFAULT_MAX_WAITING: Final = 100
-"""Calls that may wait for a slot unless configured otherwise (a bounded queue)."""
-DEFAULT_TIMEOUT: Final = 60.0
-"""Seconds a call may wait in the queue unless configured otherwise."""
-
-
-@dataclass(frozen=True, slots=True)
-class BulkheadConfig:
-    """How many calls a :class:`Bulkhead` runs at once, and how many may wait, for how long.
-
-    Args:
-        max_concurrent: See the attribute.
-        max_waiting: See the attribute.
-        timeout: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
-
-    Raises:
-        TypeError: If a field has the wrong type.
-        ValueError: If a field is out of range (the message names ``BulkheadConfig.<field>``).
-    """
-
-    max_concurrent: int = DEFAULT_MAX_CONCURRENT
-    """Calls that may run at once, ``>= 1``. The default value is 10."""
-    max_waiting: int = DEFAULT_MAX_WAITING
-    """Calls that may wait for a slot, ``>= 0``; ``0`` rejects at once when every slot is busy.
-    The default value is 100 (bounded, so that an overload cannot pile up without limit)."""
-    timeout: float = DEFAULT_TIMEOUT
-    """The longest a call may wait in the queue, in seconds, ``> 0`` and finite. The default
-    value is 60.0; an enclosing deadline (the manager's total timeout) usually ends the wait
-    sooner."""
-
-    def __post_init__(self) -> None:
-        owner = "BulkheadConfig"
-        check_int(owner, "max_concurrent", self.max_concurrent, minimum=1)
-        check_int(owner, "max_waiting", self.max_waiting, minimum=0)
-        object.__setattr__(self, "timeout", check_duration(owner, "timeout", self.timeout))
 
 
 class Bulkhead(Pattern[BulkheadConfig, _BulkheadStrategy]):

@@ -13,7 +13,7 @@ from otel_resilience.circuit_breaker.core import _BreakerCore
 from otel_resilience.circuit_breaker.state import _CLOSED, _HALF_OPEN_VALUE, _OPEN, _OPEN_VALUE, Permit
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
-from otel_resilience.engine.step import Step
+from otel_resilience.engine.facade import Link
 from otel_resilience.errors import CircuitOpenError
 
 _REJECT_OPEN: Final = CallRejected("circuit_open")
@@ -22,7 +22,7 @@ _CALL_REJECTED: Final = Event.CALL_REJECTED
 """Enum members read on every rejection, bound once: reading a member off its class is slow."""
 
 
-class _BreakerStep(Step):
+class _BreakerStep(Link[CircuitBreakerConfig]):
     """A pipeline link bound to a breaker's shared core, with its own per-call telemetry.
 
     Its rules are the core's permission protocol: ``admit`` asks for a permit (CLOSED admits
@@ -30,27 +30,16 @@ class _BreakerStep(Step):
     cancellation gives it back.
     """
 
-    __slots__ = ("_core", "_hub", "_routes_seen", "_telemetry", "_wanted")
+    __slots__ = ("_core", "_hub", "_routes_seen", "_wanted")
 
     kind: ClassVar[str] = KIND
 
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
-        super().__init__()
+        super().__init__(core.name, core.config, core._clock, telemetry)
         self._core = core
-        self._telemetry = telemetry
         self._hub = telemetry._hub
         self._routes_seen: object = None
         self._wanted = False
-
-    @property
-    def name(self) -> str:
-        """The breaker's name."""
-        return self._core.name
-
-    @property
-    def config(self) -> CircuitBreakerConfig:
-        """The breaker's configuration."""
-        return self._core.config
 
     def admit(self, ctx: ExecutionContext) -> Permit:  # noqa: ARG002 - the permit is the breaker's
         """Admit a call, or raise the breaker's rejection.

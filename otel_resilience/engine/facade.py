@@ -24,13 +24,36 @@ from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_w
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
 
-__all__ = ["Pattern", "verb"]
+__all__ = ["Link", "Pattern", "verb"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C")
 L = TypeVar("L", bound=Step)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Link(Step, Generic[C]):
+    """A pattern's link: a :class:`Step` that carries its instance's name, configuration and clock.
+
+    Args:
+        name: The instance's name.
+        config: The instance's configuration.
+        clock: The clock of the link's deadlines and waits.
+        telemetry: What the link reports through (the instance's own, or one for a pipeline).
+    """
+
+    __slots__ = ("_telemetry", "clock", "config", "name")
+
+    name: str
+    config: C
+
+    def __init__(self, name: str, config: C, clock: Clock, telemetry: StrategyTelemetry) -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.clock = clock
+        self._telemetry = telemetry
 
 
 class Pattern(Generic[C, L]):

@@ -123,7 +123,7 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep]):
 
     def _link(self, telemetry: StrategyTelemetry) -> FallbackStep:
         link = CachingFallbackStep if self._core.caches else FallbackStep
-        return link(self._core, telemetry)
+        return link(self._core, self.clock, telemetry)
 
     execute_with_fallback = verb(
         Pattern.run,
