@@ -58,6 +58,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from otel_resilience.bulkhead._config import (
+    _DEFAULT_CONFIG,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_WAITING,
     DEFAULT_TIMEOUT,
@@ -68,9 +69,8 @@ from otel_resilience.bulkhead._link import KIND as _KIND
 from otel_resilience.bulkhead._link import _BulkheadSlot, _BulkheadStrategy
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.registry import BULKHEADS
-from otel_resilience.engine.validation import fail
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT",
@@ -108,21 +108,13 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStrategy]):
     def __init__(
         self, name: str, config: BulkheadConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        if config is None:
-            config = BulkheadConfig()
-        elif not isinstance(config, BulkheadConfig):
-            raise fail("Bulkhead", "config", "a BulkheadConfig or None", config, kind=TypeError)
+        config = config_or_default("Bulkhead", "config", config, _DEFAULT_CONFIG)
         super().__init__(name, config, clock)
         self._core = _BulkheadCore(config.max_concurrent, config.max_waiting)
         BULKHEADS.register(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BulkheadStrategy:
         return _BulkheadStrategy(self, telemetry)
-
-    @property
-    def telemetry(self) -> StrategyTelemetry:
-        """The facade for instance-level events (source without a pipeline)."""
-        return self._telemetry
 
     @property
     def stats(self) -> BulkheadStats:

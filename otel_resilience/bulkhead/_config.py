@@ -44,3 +44,7 @@ class BulkheadConfig:
         check_int(owner, "max_concurrent", self.max_concurrent, minimum=1)
         check_int(owner, "max_waiting", self.max_waiting, minimum=0)
         object.__setattr__(self, "timeout", check_duration(owner, "timeout", self.timeout))
+
+
+_DEFAULT_CONFIG: Final = BulkheadConfig()
+"""The configuration of a bulkhead built without one (a frozen value, shared)."""

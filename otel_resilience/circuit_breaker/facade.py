@@ -11,7 +11,7 @@ from otel_resilience.circuit_breaker.state import CircuitBreakerStats, CircuitBr
 from otel_resilience.circuit_breaker.step import _BreakerStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.pipeline import Guard
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import check_duration, fail
@@ -51,10 +51,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
     def __init__(
         self, name: str, config: CircuitBreakerConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        if config is None:
-            config = _DEFAULT_CONFIG
-        elif not isinstance(config, CircuitBreakerConfig):
-            raise fail("CircuitBreaker", "config", "a CircuitBreakerConfig", config, kind=TypeError)
+        config = config_or_default("CircuitBreaker", "config", config, _DEFAULT_CONFIG)
         super().__init__(name, config, clock)
         self._core = _BreakerCore(name, config, clock, self._telemetry)
         BREAKERS.register(self)

@@ -24,13 +24,28 @@ from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_w
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
 
-__all__ = ["Link", "Pattern", "verb"]
+__all__ = ["Link", "Pattern", "config_or_default", "verb"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C")
 L = TypeVar("L", bound=Step)
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def config_or_default(owner: str, field: str, value: T | None, default: T) -> T:
+    """Return a pattern's configuration: ``value``, or ``default`` when it is ``None``.
+
+    Raises:
+        TypeError: ``value`` is neither ``None`` nor of ``default``'s class (the message names
+            ``<owner>.<field>``).
+    """
+    if value is None:
+        return default
+    if not isinstance(value, type(default)):
+        raise fail(owner, field, f"a {type(default).__name__} or None", value, kind=TypeError)
+    return value
 
 
 class Link(Step, Generic[C]):
@@ -106,6 +121,11 @@ class Pattern(Generic[C, L]):
     def clock(self) -> Clock:
         """The clock the instance reads time from."""
         return self._clock
+
+    @property
+    def telemetry(self) -> StrategyTelemetry:
+        """What the instance reports its own events through (source without a pipeline)."""
+        return self._telemetry
 
     @property
     def _pipeline(self) -> Pipeline:

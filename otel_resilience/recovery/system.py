@@ -194,12 +194,14 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep]):
 
     execute_sync = verb(
         Pattern.run_sync,
-        """Run ``fn(*args, **kwargs)`` in this thread and recover its errors by the rules.
+        """Run ``fn(*args, **kwargs)`` in this thread and recover its errors, as :meth:`execute` does.
+
+        Re-runs, their delays and the rules' hooks run in this thread too (a hook or fallback must
+        be a plain function here).
 
         Raises:
-            TypeError: ``fn`` is not callable.
-            RecoveryEscalatedError: An ESCALATE rule covered the error.
-            Exception: The error, when no rule covers it or recovery failed.
+            TypeError: ``fn`` is not callable or is a coroutine function.
+            Exception: As :meth:`execute`.
         """,
     )
 

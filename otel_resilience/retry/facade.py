@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, over
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.pipeline import check_protectable
 from otel_resilience.engine.validation import check_callable, check_name, describe, fail
 from otel_resilience.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
@@ -77,10 +77,7 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
-        if policy is None:
-            policy = _DEFAULT_POLICY
-        elif not isinstance(policy, RetryPolicy):
-            raise fail("Retry", "policy", "a RetryPolicy or None", policy, kind=TypeError)
+        policy = config_or_default("Retry", "policy", policy, _DEFAULT_POLICY)
         check_callable("Retry", "on_retry", on_retry, optional=True)
         if rng is not None and not isinstance(rng, random.Random):
             raise fail("Retry", "rng", "a random.Random or None", rng, kind=TypeError)
@@ -272,21 +269,11 @@ def _one_shot(
 class _RetryDecorator:
     """What :func:`retry` returns: applied to a function, it builds one :class:`Retry` for it."""
 
-    __slots__ = ("_clock", "_name", "_on_retry", "_policy", "_rng")
+    __slots__ = ("_name", "_options")
 
-    def __init__(
-        self,
-        policy: RetryPolicy | None,
-        on_retry: OnRetry | None,
-        clock: Clock,
-        rng: random.Random | None,
-        name: str | None,
-    ) -> None:
-        self._policy = policy
-        self._on_retry = on_retry
-        self._clock = clock
-        self._rng = rng
+    def __init__(self, name: str | None, options: dict[str, Any]) -> None:
         self._name = name
+        self._options = options  # the keyword arguments of every Retry it builds
 
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
@@ -296,8 +283,7 @@ class _RetryDecorator:
         if not callable(fn):
             raise _not_callable("retry", fn)
         name = self._name if self._name is not None else _name_of(fn)
-        runner = Retry(name, self._policy, on_retry=self._on_retry, clock=self._clock, rng=self._rng)
-        return runner.protect(fn)
+        return Retry(name, **self._options).protect(fn)
 
 
 def retry(
@@ -331,4 +317,4 @@ def retry(
         raise fail("retry", "policy", "a RetryPolicy or None (use @retry())", policy, kind=TypeError)
     if name is not None:
         check_name("retry", "name", name)
-    return _RetryDecorator(policy, on_retry, clock, rng, name)
+    return _RetryDecorator(name, {"policy": policy, "on_retry": on_retry, "clock": clock, "rng": rng})
