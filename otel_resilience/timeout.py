@@ -210,10 +210,10 @@ class _TimeoutStrategy(Link[TimeoutConfig]):
 
     def __init__(self, core: _TimeoutCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core.clock, telemetry)
-        self._core = core
-        self._executions = core._executions
         self.seconds: float | None = core.timeout
         self.scope = core.scope
+        self._core = core
+        self._executions = core._executions
 
     def admit(self, ctx: ExecutionContext) -> None:  # noqa: ARG002 - every call is admitted
         """Count the execution (exactly, without a lock)."""

@@ -40,23 +40,21 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from otel_resilience.alerts.model import (
-    DEFAULT_BULKHEAD_COOLDOWN,
-    DEFAULT_ESCALATION_COOLDOWN,
-    DEFAULT_HISTORY_SIZE,
-    DEFAULT_MIN_RECOVERY_ATTEMPTS,
-    DEFAULT_RECOVERY_RATE_THRESHOLD,
-    DEFAULT_RECOVERY_WINDOW,
-    MAX_ATTRIBUTE_LENGTH,
-    MAX_TRACKED_SUBJECTS,
-    SEVERITIES,
-    Alert,
-    AlertCallback,
-    AlertConfig,
-    AlertKind,
-    AlertSeverity,
-)
-from otel_resilience.alerts.system import AlertSystem
+from otel_resilience.alerts.model import DEFAULT_BULKHEAD_COOLDOWN as DEFAULT_BULKHEAD_COOLDOWN
+from otel_resilience.alerts.model import DEFAULT_ESCALATION_COOLDOWN as DEFAULT_ESCALATION_COOLDOWN
+from otel_resilience.alerts.model import DEFAULT_HISTORY_SIZE as DEFAULT_HISTORY_SIZE
+from otel_resilience.alerts.model import DEFAULT_MIN_RECOVERY_ATTEMPTS as DEFAULT_MIN_RECOVERY_ATTEMPTS
+from otel_resilience.alerts.model import DEFAULT_RECOVERY_RATE_THRESHOLD as DEFAULT_RECOVERY_RATE_THRESHOLD
+from otel_resilience.alerts.model import DEFAULT_RECOVERY_WINDOW as DEFAULT_RECOVERY_WINDOW
+from otel_resilience.alerts.model import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
+from otel_resilience.alerts.model import MAX_TRACKED_SUBJECTS as MAX_TRACKED_SUBJECTS
+from otel_resilience.alerts.model import SEVERITIES as SEVERITIES
+from otel_resilience.alerts.model import Alert as Alert
+from otel_resilience.alerts.model import AlertCallback as AlertCallback
+from otel_resilience.alerts.model import AlertConfig as AlertConfig
+from otel_resilience.alerts.model import AlertKind as AlertKind
+from otel_resilience.alerts.model import AlertSeverity as AlertSeverity
+from otel_resilience.alerts.system import AlertSystem as AlertSystem
 from otel_resilience.engine.events import HUB
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
 

@@ -45,27 +45,21 @@ this module is the public face and re-exports them.
 
 from __future__ import annotations
 
-from otel_resilience.circuit_breaker.config import (
-    DEFAULT_FAILURE_THRESHOLD,
-    DEFAULT_HALF_OPEN_MAX_CALLS,
-    DEFAULT_IGNORE_EXCEPTIONS,
-    DEFAULT_RECORD_EXCEPTIONS,
-    DEFAULT_SUCCESS_THRESHOLD,
-    DEFAULT_TIMEOUT,
-    CircuitBreakerConfig,
-)
-from otel_resilience.circuit_breaker.config import (
-    KIND as KIND,
-)
+from otel_resilience.circuit_breaker.config import DEFAULT_FAILURE_THRESHOLD as DEFAULT_FAILURE_THRESHOLD
+from otel_resilience.circuit_breaker.config import DEFAULT_HALF_OPEN_MAX_CALLS as DEFAULT_HALF_OPEN_MAX_CALLS
+from otel_resilience.circuit_breaker.config import DEFAULT_IGNORE_EXCEPTIONS as DEFAULT_IGNORE_EXCEPTIONS
+from otel_resilience.circuit_breaker.config import DEFAULT_RECORD_EXCEPTIONS as DEFAULT_RECORD_EXCEPTIONS
+from otel_resilience.circuit_breaker.config import DEFAULT_SUCCESS_THRESHOLD as DEFAULT_SUCCESS_THRESHOLD
+from otel_resilience.circuit_breaker.config import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from otel_resilience.circuit_breaker.config import KIND as KIND
+from otel_resilience.circuit_breaker.config import CircuitBreakerConfig as CircuitBreakerConfig
 from otel_resilience.circuit_breaker.config import ExceptionSelector as ExceptionSelector
 from otel_resilience.circuit_breaker.config import ExceptionTypes as ExceptionTypes
-from otel_resilience.circuit_breaker.facade import CircuitBreaker
-from otel_resilience.circuit_breaker.state import (
-    CircuitBreakerStats,
-    CircuitBreakerStatsDict,
-    CircuitState,
-    Permit,
-)
+from otel_resilience.circuit_breaker.facade import CircuitBreaker as CircuitBreaker
+from otel_resilience.circuit_breaker.state import CircuitBreakerStats as CircuitBreakerStats
+from otel_resilience.circuit_breaker.state import CircuitBreakerStatsDict as CircuitBreakerStatsDict
+from otel_resilience.circuit_breaker.state import CircuitState as CircuitState
+from otel_resilience.circuit_breaker.state import Permit as Permit
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",

@@ -59,20 +59,6 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)
 
-    @property
-    def state(self) -> CircuitState:
-        """The current state, read without a lock.
-
-        An OPEN breaker whose timeout has elapsed turns HALF_OPEN when it is read here (or on the
-        next call); the transition is reported once.
-        """
-        return self._core.state
-
-    @property
-    def stats(self) -> CircuitBreakerStats:
-        """The live counts (plain ints, updated in place; read-only for callers)."""
-        return self._core.stats
-
     call = verb(
         Pattern.run,
         """Await ``fn(*args, **kwargs)`` if the breaker admits the call.
@@ -112,6 +98,20 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
             Exception: Whatever ``fn`` raised (after it was counted).
         """,
     )
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state, read without a lock.
+
+        An OPEN breaker whose timeout has elapsed turns HALF_OPEN when it is read here (or on the
+        next call); the transition is reported once.
+        """
+        return self._core.state
+
+    @property
+    def stats(self) -> CircuitBreakerStats:
+        """The live counts (plain ints, updated in place; read-only for callers)."""
+        return self._core.stats
 
     def guard(self) -> Guard:
         """Return a context manager that runs a block under this breaker (sync or async).

@@ -117,30 +117,6 @@ class Pattern(Generic[C, L]):
         """The instance's configuration."""
         return self._config
 
-    @property
-    def clock(self) -> Clock:
-        """The clock the instance reads time from."""
-        return self._clock
-
-    @property
-    def telemetry(self) -> StrategyTelemetry:
-        """What the instance reports its own events through (source without a pipeline)."""
-        return self._telemetry
-
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The instance's own one-link pipeline, built on first use.
-
-        An instance that only runs in other pipelines (a manager's) never builds one, so it
-        exports no idle execution series.
-        """
-        pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
-
-    def _build_pipeline(self) -> Pipeline:
-        builder = PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
-        return builder.add(self.as_strategy()).build()
-
     def _link(self, telemetry: StrategyTelemetry) -> L:
         """Return a new, unlinked link of this instance that reports through ``telemetry``."""
         raise NotImplementedError
@@ -167,6 +143,30 @@ class Pattern(Generic[C, L]):
             return self._telemetry
         check_name(f"{self._owner}.as_strategy", "pipeline", pipeline)
         return StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline))
+
+    @property
+    def telemetry(self) -> StrategyTelemetry:
+        """What the instance reports its own events through (source without a pipeline)."""
+        return self._telemetry
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use.
+
+        An instance that only runs in other pipelines (a manager's) never builds one, so it
+        exports no idle execution series.
+        """
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        builder = PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
+        return builder.add(self.as_strategy()).build()
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the instance reads time from."""
+        return self._clock
 
     def get_stats(self) -> Mapping[str, Any]:
         """Return a snapshot of the instance's counts (each pattern documents its keys)."""
