@@ -113,6 +113,20 @@ class Pattern(Generic[C, L]):
         return self._name
 
     @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use.
+
+        An instance that only runs in other pipelines (a manager's) never builds one, so it
+        exports no idle execution series.
+        """
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        builder = PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
+        return builder.add(self.as_strategy()).build()
+
+    @property
     def config(self) -> C:
         """The instance's configuration."""
         return self._config
@@ -149,28 +163,14 @@ class Pattern(Generic[C, L]):
         """What the instance reports its own events through (source without a pipeline)."""
         return self._telemetry
 
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The instance's own one-link pipeline, built on first use.
-
-        An instance that only runs in other pipelines (a manager's) never builds one, so it
-        exports no idle execution series.
-        """
-        pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
-
-    def _build_pipeline(self) -> Pipeline:
-        builder = PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
-        return builder.add(self.as_strategy()).build()
+    def get_stats(self) -> Mapping[str, Any]:
+        """Return a snapshot of the instance's counts (each pattern documents its keys)."""
+        raise NotImplementedError
 
     @property
     def clock(self) -> Clock:
         """The clock the instance reads time from."""
         return self._clock
-
-    def get_stats(self) -> Mapping[str, Any]:
-        """Return a snapshot of the instance's counts (each pattern documents its keys)."""
-        raise NotImplementedError
 
     def _not_callable(self, verb: str, fn: object) -> TypeError:
         """Build the error for a non-callable ``fn`` given to ``verb`` (a base name, or ``"protect"``)."""

@@ -89,8 +89,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
 
     @property
     def policy(self) -> RetryPolicy:
-        """The retry's policy."""
-        return self._core.policy
+        """The retry's policy (its :attr:`config`)."""
+        return self._config
 
     @property
     def stats(self) -> RetryStats:
