@@ -131,11 +131,6 @@ class AlertSystem:
         return self._config
 
     @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` removed it from its hub."""
-        return self._closed
-
-    @property
     def history(self) -> tuple[Alert, ...]:
         """The most recent alerts, oldest first (at most ``config.history_size``)."""
         with self._lock:
@@ -145,6 +140,11 @@ class AlertSystem:
         """Stop listening to the hub (idempotent). Subscribers and history are kept."""
         self._closed = True
         self._hub.remove_listener(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` removed it from its hub."""
+        return self._closed
 
     def __enter__(self) -> AlertSystem:
         return self
