@@ -53,20 +53,18 @@ import enum
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetrySource, TimeoutOccurred
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
-from otel_resilience.engine.step import Action, Answer, Step
-from otel_resilience.engine.strategy import Strategy
-from otel_resilience.engine.validation import check_duration, check_name, fail
+from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
+from otel_resilience.engine.facade import Link, Pattern, verb
+from otel_resilience.engine.step import Action, Answer
+from otel_resilience.engine.validation import check_duration, fail
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
 __all__ = [
@@ -80,9 +78,6 @@ __all__ = [
     "fail_after",
     "move_on_after",
 ]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 DEFAULT_TIMEOUT: Final = 30.0
 """Default deadline, in seconds (SPEC: ``TimeoutHandler(timeout=30.0)``)."""
@@ -206,31 +201,19 @@ class _TimeoutCore:
             }
 
 
-class _TimeoutStrategy(Step):
+class _TimeoutStrategy(Link[TimeoutConfig]):
     """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain."""
 
-    __slots__ = ("_core", "_executions", "_telemetry", "clock", "scope", "seconds")
+    __slots__ = ("_core", "_executions", "scope", "seconds")
 
     kind: ClassVar[str] = _KIND
 
     def __init__(self, core: _TimeoutCore, telemetry: StrategyTelemetry) -> None:
-        super().__init__()
-        self._core = core
-        self._executions = core._executions
-        self._telemetry = telemetry
+        super().__init__(core.name, core.config, core.clock, telemetry)
         self.seconds: float | None = core.timeout
         self.scope = core.scope
-        self.clock = core.clock
-
-    @property
-    def name(self) -> str:
-        """The handler's name."""
-        return self._core.name
-
-    @property
-    def config(self) -> TimeoutConfig:
-        """The handler's settings."""
-        return self._core.config
+        self._core = core
+        self._executions = core._executions
 
     def admit(self, ctx: ExecutionContext) -> None:  # noqa: ARG002 - every call is admitted
         """Count the execution (exactly, without a lock)."""
@@ -244,7 +227,7 @@ class _TimeoutStrategy(Step):
         return None
 
 
-class TimeoutHandler:
+class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStrategy]):
     """Puts a deadline on calls; raises or returns a default when it expires (SPEC §1.4).
 
     Args:
@@ -263,9 +246,10 @@ class TimeoutHandler:
         TypeError: If an argument has the wrong type.
     """
 
-    __slots__ = ("_core", "_standalone", "_telemetry")
+    __slots__ = ("_core",)
 
     kind: ClassVar[str] = _KIND
+    _owner: ClassVar[str] = "TimeoutHandler"
 
     def __init__(
         self,
@@ -276,15 +260,11 @@ class TimeoutHandler:
         scope: str = DEFAULT_SCOPE,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        owner = "TimeoutHandler"
-        seconds = _check_timeout(owner, timeout)
-        scope = _check_scope(owner, scope)
-        name = check_name(owner, "name", name)
-        if not isinstance(clock, Clock):
-            raise fail(owner, "clock", "a Clock", clock, kind=TypeError)
-        self._core = _TimeoutCore(name, TimeoutConfig(seconds, default, scope), clock)
-        self._telemetry = StrategyTelemetry(TelemetrySource(_KIND, name))
-        self._standalone: Pipeline | None = None
+        seconds = _check_timeout("TimeoutHandler", timeout)
+        scope = _check_scope("TimeoutHandler", scope)
+        config = TimeoutConfig(seconds, default, scope)
+        super().__init__(name, config, clock)
+        self._core = _TimeoutCore(name, config, clock)
 
     @classmethod
     def from_config(
@@ -307,51 +287,16 @@ class TimeoutHandler:
             raise fail("TimeoutHandler", "config", "a TimeoutConfig", config, kind=TypeError)
         return cls(config.timeout, default=config.default, name=name, scope=config.scope, clock=clock)
 
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The instance's own one-link pipeline, built on first use."""
-        pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
-
-    def _build_pipeline(self) -> Pipeline:
-        core = self._core
-        return (
-            PipelineBuilder(core.name, clock=core.clock, source=TelemetrySource(_KIND, core.name))
-            .add(self.as_strategy())
-            .build()
-        )
-
-    @property
-    def name(self) -> str:
-        """The handler's name."""
-        return self._core.name
-
-    @property
-    def config(self) -> TimeoutConfig:
-        """The handler's settings."""
-        return self._core.config
+    def _link(self, telemetry: StrategyTelemetry) -> _TimeoutStrategy:
+        return _TimeoutStrategy(self._core, telemetry)
 
     @property
     def timeout(self) -> float:
         """The deadline in seconds."""
         return self._core.timeout
 
-    def as_strategy(self, pipeline: str | None = None) -> Strategy:
-        """Return a new, unlinked pipeline link that shares this handler's settings and counts.
-
-        Args:
-            pipeline: The name of the pipeline (policy) the link runs in, for telemetry.
-
-        Returns:
-            A :class:`~otel_resilience.engine.strategy.Strategy` of kind ``"timeout"``.
-        """
-        if pipeline is None:
-            telemetry = self._telemetry
-        else:
-            telemetry = StrategyTelemetry(TelemetrySource(_KIND, self._core.name, pipeline))
-        return _TimeoutStrategy(self._core, telemetry)
-
-    async def with_timeout(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    with_timeout = verb(
+        Pattern.run,
         """Return ``await fn(*args, **kwargs)``, cancelled when the deadline passes.
 
         Args:
@@ -366,12 +311,11 @@ class TimeoutHandler:
             OperationTimeoutError: When this handler's deadline passed and no default is set.
             TypeError: If ``fn`` is not callable or does not return an awaitable.
             asyncio.CancelledError: When the caller (or an outer scope) cancelled.
-        """
-        if not callable(fn):
-            raise fail("TimeoutHandler.with_timeout", "fn", "callable", fn, kind=TypeError)
-        return await self._pipeline.execute(fn, *args, **kwargs)
+        """,
+    )
 
-    def with_timeout_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    with_timeout_sync = verb(
+        Pattern.run_sync,
         """Return ``fn(*args, **kwargs)``; a result that arrives after the deadline is a timeout.
 
         The thread is never interrupted: the callee should read
@@ -388,28 +332,8 @@ class TimeoutHandler:
         Raises:
             OperationTimeoutError: When the result came after the deadline and no default is set.
             TypeError: If ``fn`` is not callable or is a coroutine function.
-        """
-        if not callable(fn):
-            raise fail("TimeoutHandler.with_timeout_sync", "fn", "callable", fn, kind=TypeError)
-        return self._pipeline.execute_sync(fn, *args, **kwargs)
-
-    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate ``fn`` so that every call runs under this handler's deadline.
-
-        The async or sync driver is chosen once, here, from ``fn`` itself.
-
-        Args:
-            fn: A coroutine function or a plain function.
-
-        Returns:
-            A wrapper with ``fn``'s signature.
-
-        Raises:
-            TypeError: If ``fn`` is not callable.
-        """
-        if not callable(fn):
-            raise fail("TimeoutHandler.protect", "fn", "callable", fn, kind=TypeError)
-        return cast("Callable[P, R]", protect_with(self._pipeline, fn))
+        """,
+    )
 
     def get_stats(self) -> dict[str, int]:
         """Return the counts.

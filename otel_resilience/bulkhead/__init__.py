@@ -55,19 +55,22 @@ Design:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, ClassVar, Final, ParamSpec, TypeVar, overload
+from typing import ClassVar
 
+from otel_resilience.bulkhead._config import (
+    _DEFAULT_CONFIG,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_TIMEOUT,
+    BulkheadConfig,
+)
 from otel_resilience.bulkhead._core import BulkheadStats, BulkheadStatsDict, _BulkheadCore
 from otel_resilience.bulkhead._link import KIND as _KIND
 from otel_resilience.bulkhead._link import _BulkheadSlot, _BulkheadStrategy
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.registry import BULKHEADS
-from otel_resilience.engine.strategy import Strategy
-from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT",
@@ -79,49 +82,8 @@ __all__ = [
     "BulkheadStatsDict",
 ]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
-DEFAULT_MAX_CONCURRENT: Final = 10
-"""Calls that may run at once unless configured otherwise."""
-DEFAULT_MAX_WAITING: Final = 100
-"""Calls that may wait for a slot unless configured otherwise (a bounded queue)."""
-DEFAULT_TIMEOUT: Final = 60.0
-"""Seconds a call may wait in the queue unless configured otherwise."""
-
-
-@dataclass(frozen=True, slots=True)
-class BulkheadConfig:
-    """How many calls a :class:`Bulkhead` runs at once, and how many may wait, for how long.
-
-    Args:
-        max_concurrent: See the attribute.
-        max_waiting: See the attribute.
-        timeout: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
-
-    Raises:
-        TypeError: If a field has the wrong type.
-        ValueError: If a field is out of range (the message names ``BulkheadConfig.<field>``).
-    """
-
-    max_concurrent: int = DEFAULT_MAX_CONCURRENT
-    """Calls that may run at once, ``>= 1``. The default value is 10."""
-    max_waiting: int = DEFAULT_MAX_WAITING
-    """Calls that may wait for a slot, ``>= 0``; ``0`` rejects at once when every slot is busy.
-    The default value is 100 (bounded, so that an overload cannot pile up without limit)."""
-    timeout: float = DEFAULT_TIMEOUT
-    """The longest a call may wait in the queue, in seconds, ``> 0`` and finite. The default
-    value is 60.0; an enclosing deadline (the manager's total timeout) usually ends the wait
-    sooner."""
-
-    def __post_init__(self) -> None:
-        owner = "BulkheadConfig"
-        check_int(owner, "max_concurrent", self.max_concurrent, minimum=1)
-        check_int(owner, "max_waiting", self.max_waiting, minimum=0)
-        object.__setattr__(self, "timeout", check_duration(owner, "timeout", self.timeout))
-
-
-class Bulkhead:
+class Bulkhead(Pattern[BulkheadConfig, _BulkheadStrategy]):
     """Limits how many calls run at once, with a bounded FIFO queue for the rest.
 
     One bulkhead may be used from the event loop (:meth:`execute`), from threads
@@ -138,58 +100,21 @@ class Bulkhead:
         ValueError: If ``name`` is empty.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_config", "_core", "_name", "_standalone", "_telemetry")
+    __slots__ = ("_core",)
 
     kind: ClassVar[str] = _KIND
+    _owner: ClassVar[str] = "Bulkhead"
 
     def __init__(
         self, name: str, config: BulkheadConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        self._name = check_name("Bulkhead", "name", name)
-        if config is None:
-            config = BulkheadConfig()
-        elif not isinstance(config, BulkheadConfig):
-            raise fail("Bulkhead", "config", "a BulkheadConfig or None", config, kind=TypeError)
-        self._config = config
-        self._clock = clock
+        config = config_or_default("Bulkhead", "config", config, _DEFAULT_CONFIG)
+        super().__init__(name, config, clock)
         self._core = _BulkheadCore(config.max_concurrent, config.max_waiting)
-        source = TelemetrySource(_KIND, name)
-        self._telemetry = StrategyTelemetry(source)
-        self._standalone: Pipeline | None = None
         BULKHEADS.register(self)
 
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The instance's own one-link pipeline, built on first use."""
-        pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
-
-    def _build_pipeline(self) -> Pipeline:
-        return (
-            PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
-            .add(self.as_strategy())
-            .build()
-        )
-
-    @property
-    def name(self) -> str:
-        """The bulkhead's name."""
-        return self._name
-
-    @property
-    def config(self) -> BulkheadConfig:
-        """The bulkhead's configuration."""
-        return self._config
-
-    @property
-    def clock(self) -> Clock:
-        """The clock the bulkhead reads time from."""
-        return self._clock
-
-    @property
-    def telemetry(self) -> StrategyTelemetry:
-        """The facade for instance-level events (source without a pipeline)."""
-        return self._telemetry
+    def _link(self, telemetry: StrategyTelemetry) -> _BulkheadStrategy:
+        return _BulkheadStrategy(self, telemetry)
 
     @property
     def stats(self) -> BulkheadStats:
@@ -205,27 +130,10 @@ class Bulkhead:
             ``cancelled``, ``peak_active``, ``peak_waiting`` and ``available``; see
             :class:`BulkheadStats`.
         """
-        return self._core.snapshot(self._name)
+        return self._core.snapshot(self.name)
 
-    def as_strategy(self, pipeline: str | None = None) -> Strategy:
-        """Return a new, unlinked pipeline link that shares this bulkhead's slots.
-
-        Args:
-            pipeline: The name of the pipeline (policy) the link will run in, for telemetry.
-
-        Returns:
-            A :class:`~otel_resilience.engine.strategy.Strategy` to add to a
-            :class:`~otel_resilience.engine.pipeline.PipelineBuilder`.
-
-        Raises:
-            TypeError: If ``pipeline`` is neither ``None`` nor a ``str``.
-            ValueError: If ``pipeline`` is empty.
-        """
-        if pipeline is not None:
-            check_name("Bulkhead.as_strategy", "pipeline", pipeline)
-        return _BulkheadStrategy(self, StrategyTelemetry(TelemetrySource(_KIND, self._name, pipeline)))
-
-    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    execute = verb(
+        Pattern.run,
         """Run ``await fn(*args, **kwargs)`` in a slot, waiting in the queue if every slot is busy.
 
         Args:
@@ -241,12 +149,11 @@ class Bulkhead:
             BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).
             BulkheadTimeoutError: If no slot became free within ``config.timeout``.
             Exception: Whatever ``fn`` raises, unchanged.
-        """
-        if not callable(fn):
-            raise fail("Bulkhead", "execute.fn", "callable", fn, kind=TypeError)
-        return await self._pipeline.execute(fn, *args, **kwargs)
+        """,
+    )
 
-    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    execute_sync = verb(
+        Pattern.run_sync,
         """Run ``fn(*args, **kwargs)`` in a slot, blocking this thread while it waits in the queue.
 
         Args:
@@ -263,10 +170,8 @@ class Bulkhead:
             BulkheadTimeoutError: If no slot became free within ``config.timeout`` (or before
                 the deadline of an enclosing timeout scope).
             Exception: Whatever ``fn`` raises, unchanged.
-        """
-        if not callable(fn):
-            raise fail("Bulkhead", "execute_sync.fn", "callable", fn, kind=TypeError)
-        return self._pipeline.execute_sync(fn, *args, **kwargs)
+        """,
+    )
 
     def slot(self) -> _BulkheadSlot:
         """Return a context manager that holds one slot of this bulkhead around a block.
@@ -279,34 +184,9 @@ class Bulkhead:
         """
         return _BulkheadSlot(self)
 
-    @overload
-    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate ``fn`` so that every call runs in this bulkhead.
-
-        A coroutine function gets the async driver, anything else the sync driver; the choice
-        is made once, here.
-
-        Args:
-            fn: The function to protect.
-
-        Returns:
-            A wrapper with ``fn``'s signature (``functools.wraps``).
-
-        Raises:
-            TypeError: If ``fn`` is not callable or is an async generator function.
-        """
-        if not callable(fn):
-            raise fail("Bulkhead", "protect.fn", "callable", fn, kind=TypeError)
-        return protect_with(self._pipeline, fn)
-
     def __repr__(self) -> str:
         core = self._core
         return (
-            f"Bulkhead({self._name!r}, active={core.active}/{core.max_concurrent}, "
+            f"Bulkhead({self.name!r}, active={core.active}/{core.max_concurrent}, "
             f"waiting={core.waiting}/{core.max_waiting})"
         )

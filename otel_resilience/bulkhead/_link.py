@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
+from otel_resilience.bulkhead._config import BulkheadConfig
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
-from otel_resilience.engine.step import Step
+from otel_resilience.engine.facade import Link
 from otel_resilience.engine.waiting import FULL, QUEUED, Queued, Waiter, new_waiter
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
 
 if TYPE_CHECKING:
-    from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
+    from otel_resilience.bulkhead import Bulkhead
     from otel_resilience.engine.step import Action
 
 KIND: Final = "bulkhead"
@@ -20,32 +21,20 @@ _FULL_EVENT: Final = CallRejected(reason="bulkhead_full")
 _TIMEOUT_EVENT: Final = CallRejected(reason="queue_timeout")
 
 
-class _BulkheadStrategy(Step):
+class _BulkheadStrategy(Link[BulkheadConfig]):
     """A pipeline link bound to a bulkhead's shared slots, with its own telemetry.
 
     :meth:`admit` takes a slot, or queues the call (a :class:`_Queued` the driver waits on), or
     rejects it; whichever hook ends the run gives the slot back.
     """
 
-    __slots__ = ("_bulkhead", "_core", "_telemetry")
+    __slots__ = ("_core",)
 
     kind: ClassVar[str] = KIND
 
     def __init__(self, bulkhead: Bulkhead, telemetry: StrategyTelemetry) -> None:
-        super().__init__()
-        self._bulkhead = bulkhead
+        super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)
         self._core = bulkhead._core
-        self._telemetry = telemetry
-
-    @property
-    def name(self) -> str:
-        """The bulkhead's name."""
-        return self._bulkhead.name
-
-    @property
-    def config(self) -> BulkheadConfig:
-        """The bulkhead's configuration."""
-        return self._bulkhead.config
 
     def admit(self, ctx: ExecutionContext) -> _Queued | None:
         """Take a slot; else queue the call in the driver's kind of waiter; else reject it.
@@ -86,7 +75,7 @@ class _BulkheadStrategy(Step):
     def _full(self) -> BulkheadFullError:
         self._report(_FULL_EVENT)
         core = self._core
-        return BulkheadFullError(self._bulkhead.name, core.max_concurrent, core.max_waiting)
+        return BulkheadFullError(self.name, core.max_concurrent, core.max_waiting)
 
 
 class _Queued(Queued):
@@ -95,8 +84,7 @@ class _Queued(Queued):
     __slots__ = ("_link",)
 
     def __init__(self, link: _BulkheadStrategy, waiter: Waiter) -> None:
-        bulkhead = link._bulkhead
-        super().__init__(link._core, waiter, bulkhead.config.timeout, bulkhead.clock)
+        super().__init__(link._core, waiter, link.config.timeout, link.clock)
         self._link = link
 
     def timed_out(self) -> None:

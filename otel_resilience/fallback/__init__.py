@@ -67,12 +67,12 @@ Decisions:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Final, ParamSpec, TypeVar, cast
+from typing import ClassVar, Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
-from otel_resilience.engine.validation import check_name, fail
+from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.validation import fail
 from otel_resilience.fallback._config import (
     DEFAULT_HANDLE_EXCEPTIONS,
     MISSING,
@@ -81,11 +81,6 @@ from otel_resilience.fallback._config import (
     FallbackStrategy,
 )
 from otel_resilience.fallback._step import KIND, CachingFallbackStep, FallbackCore, FallbackStep
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from otel_resilience.engine.strategy import Strategy
 
 __all__ = [
     "DEFAULT_HANDLE_EXCEPTIONS",
@@ -96,14 +91,11 @@ __all__ = [
     "FallbackStrategy",
 ]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 DEFAULT_NAME: Final = "fallback"
 """Default :class:`FallbackHandler` name."""
 
 
-class FallbackHandler:
+class FallbackHandler(Pattern[FallbackConfig, FallbackStep]):
     """Answers in place of a failed call: a default, an alternative, a cached value (SPEC §1.3).
 
     Args:
@@ -116,67 +108,25 @@ class FallbackHandler:
         ValueError: If ``name`` is empty.
     """
 
-    __slots__ = ("_clock", "_core", "_standalone", "_telemetry")
+    __slots__ = ("_core",)
 
     kind: ClassVar[str] = KIND
+    _owner: ClassVar[str] = "FallbackHandler"
 
     def __init__(
         self, config: FallbackConfig, *, name: str = DEFAULT_NAME, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        owner = "FallbackHandler"
         if not isinstance(config, FallbackConfig):
-            raise fail(owner, "config", "a FallbackConfig", config, kind=TypeError)
-        name = check_name(owner, "name", name)
-        if not isinstance(clock, Clock):
-            raise fail(owner, "clock", "a Clock", clock, kind=TypeError)
+            raise fail("FallbackHandler", "config", "a FallbackConfig", config, kind=TypeError)
+        super().__init__(name, config, clock)
         self._core = FallbackCore(name, config)
-        self._telemetry = StrategyTelemetry(TelemetrySource(KIND, name))
-        self._clock = clock
-        self._standalone: Pipeline | None = None
 
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The instance's own one-link pipeline, built on first use."""
-        pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
-
-    def _build_pipeline(self) -> Pipeline:
-        name = self._core.name
-        return (
-            PipelineBuilder(name, clock=self._clock, source=TelemetrySource(KIND, name))
-            .add(self.as_strategy())
-            .build()
-        )
-
-    @property
-    def name(self) -> str:
-        """The handler's name."""
-        return self._core.name
-
-    @property
-    def config(self) -> FallbackConfig:
-        """The handler's settings."""
-        return self._core.config
-
-    def as_strategy(self, pipeline: str | None = None) -> Strategy:
-        """Return a new, unlinked pipeline link that shares this handler's settings and counts.
-
-        Args:
-            pipeline: The name of the pipeline (policy) the link runs in, for telemetry.
-
-        Returns:
-            A :class:`~otel_resilience.engine.strategy.Strategy` of kind ``"fallback"``.
-        """
-        if pipeline is None:
-            telemetry = self._telemetry
-        else:
-            telemetry = StrategyTelemetry(TelemetrySource(KIND, self._core.name, pipeline))
+    def _link(self, telemetry: StrategyTelemetry) -> FallbackStep:
         link = CachingFallbackStep if self._core.caches else FallbackStep
-        return link(self._core, telemetry)
+        return link(self._core, self.clock, telemetry)
 
-    async def execute_with_fallback(
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
+    execute_with_fallback = verb(
+        Pattern.run,
         """Return ``await fn(*args, **kwargs)``, or the fallback's answer when it fails.
 
         Args:
@@ -193,12 +143,11 @@ class FallbackHandler:
                 ``MULTIPLE_ATTEMPTS`` function failed.
             TypeError: If ``fn`` is not callable or does not return an awaitable.
             asyncio.CancelledError: Always propagated, never answered by a fallback.
-        """
-        if not callable(fn):
-            raise fail("FallbackHandler.execute_with_fallback", "fn", "callable", fn, kind=TypeError)
-        return await self._pipeline.execute(fn, *args, **kwargs)
+        """,
+    )
 
-    def execute_with_fallback_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    execute_with_fallback_sync = verb(
+        Pattern.run_sync,
         """Return ``fn(*args, **kwargs)``, or the fallback's answer when it fails (sync driver).
 
         Args:
@@ -213,28 +162,8 @@ class FallbackHandler:
             Exception: As :meth:`execute_with_fallback`.
             TypeError: If ``fn`` is not callable, or a fallback function or cache method is a
                 coroutine function (refused before ``fn`` runs).
-        """
-        if not callable(fn):
-            raise fail("FallbackHandler.execute_with_fallback_sync", "fn", "callable", fn, kind=TypeError)
-        return self._pipeline.execute_sync(fn, *args, **kwargs)
-
-    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate ``fn`` so that every call falls back on failure.
-
-        The async or sync driver is chosen once, here, from ``fn`` itself.
-
-        Args:
-            fn: A coroutine function or a plain function.
-
-        Returns:
-            A wrapper with ``fn``'s signature.
-
-        Raises:
-            TypeError: If ``fn`` is not callable or is an async generator function.
-        """
-        if not callable(fn):
-            raise fail("FallbackHandler.protect", "fn", "callable", fn, kind=TypeError)
-        return cast("Callable[P, R]", protect_with(self._pipeline, fn))
+        """,
+    )
 
     def get_stats(self) -> dict[str, int]:
         """Return the counts.

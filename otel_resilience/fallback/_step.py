@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, cast
 
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
-from otel_resilience.engine.step import Answer, Call, Step, refuse_awaitable
+from otel_resilience.engine.facade import Link
+from otel_resilience.engine.step import Answer, Call, refuse_awaitable
 from otel_resilience.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
 
 if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
@@ -20,6 +21,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.events import StrategyTelemetry
     from otel_resilience.engine.step import Action
@@ -236,7 +238,7 @@ class FallbackCore:
             }
 
 
-class FallbackStep(Step):
+class FallbackStep(Link[FallbackConfig]):
     """One pipeline link that answers in place of the rest of the chain when it fails.
 
     Its rules decide and never perform: a fallback function or a cache read is a :class:`Call`
@@ -244,24 +246,13 @@ class FallbackStep(Step):
     continuation judges what it gave.
     """
 
-    __slots__ = ("_core", "_telemetry")
+    __slots__ = ("_core",)
 
     kind: ClassVar[str] = KIND
 
-    def __init__(self, core: FallbackCore, telemetry: StrategyTelemetry) -> None:
-        super().__init__()
+    def __init__(self, core: FallbackCore, clock: Clock, telemetry: StrategyTelemetry) -> None:
+        super().__init__(core.name, core.config, clock, telemetry)
         self._core = core
-        self._telemetry = telemetry
-
-    @property
-    def name(self) -> str:
-        """The handler's name."""
-        return self._core.name
-
-    @property
-    def config(self) -> FallbackConfig:
-        """The handler's settings."""
-        return self._core.config
 
     def admit(self, ctx: ExecutionContext) -> None:
         """Count the execution; refuse the sync driver when a configured part is a coroutine function.

@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from otel_resilience.alerts import AlertSystem, default_alert_system
@@ -78,26 +79,17 @@ class _Entry:
         self.live = True
 
 
+@dataclass(eq=False, slots=True)
 class _Policy:
     """One live policy: a (name, config value) pair, its pipeline, and what it holds."""
 
-    __slots__ = ("breaker", "bulkhead", "entries", "extras", "name", "pipeline", "seen_total")
-
-    def __init__(
-        self,
-        name: str,
-        pipeline: Pipeline,
-        breaker: CircuitBreaker | None,
-        bulkhead: Bulkhead | None,
-        extras: tuple[tuple[int, Step], ...],
-    ) -> None:
-        self.name = name
-        self.pipeline = pipeline
-        self.breaker = breaker
-        self.bulkhead = bulkhead
-        self.extras = extras
-        self.entries: set[_Entry] = set()
-        self.seen_total = 0
+    name: str
+    pipeline: Pipeline
+    breaker: CircuitBreaker | None
+    bulkhead: Bulkhead | None
+    extras: tuple[tuple[int, Step], ...]
+    entries: set[_Entry] = field(default_factory=set)
+    seen_total: int = 0
 
 
 class _Configured(Protocol):

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.context import ExecutionContext, time_remaining
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
-from otel_resilience.engine.step import Action, Answer, Call, Retry, Step
+from otel_resilience.engine.facade import Link
+from otel_resilience.engine.step import Action, Answer, Call, Retry
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import RecoveryEscalatedError
 from otel_resilience.recovery.config import (
@@ -58,10 +59,10 @@ class Rerun:
         self.left = action.max_attempts
 
 
-class RecoveryStep(Step):
+class RecoveryStep(Link[RecoveryConfig]):
     """The pipeline link: recovers what the rest of the chain raises, by the system's rules."""
 
-    __slots__ = ("_isolation", "_system", "_telemetry", "clock")
+    __slots__ = ("_isolation", "_system")
 
     kind: ClassVar[str] = "recovery"
     judges_first_run: ClassVar[bool] = False
@@ -69,21 +70,9 @@ class RecoveryStep(Step):
     def __init__(
         self, system: ErrorRecoverySystem, telemetry: StrategyTelemetry, isolation: Isolation
     ) -> None:
-        super().__init__()
+        super().__init__(system.name, system.config, system.clock, telemetry)
         self._system = system
-        self._telemetry = telemetry
         self._isolation = isolation
-        self.clock = system._clock
-
-    @property
-    def name(self) -> str:
-        """The system's name."""
-        return self._system.name
-
-    @property
-    def config(self) -> RecoveryConfig:
-        """The system's pattern-detection settings."""
-        return self._system.config
 
     def on_success(self, ctx: ExecutionContext, token: Rerun, result: Any) -> Action:  # noqa: ARG002
         """A re-run returned: the recovery succeeded (a first run's success is not judged)."""

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, ParamSpec, TypeVar, cast, overload
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry, TelemetrySource
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS
-from otel_resilience.engine.strategy import Strategy, WrongDriver
+from otel_resilience.engine.strategy import WrongDriver
 from otel_resilience.engine.validation import check_callable, check_name, fail
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.recovery.config import (
@@ -41,7 +41,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class ErrorRecoverySystem:
+class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep]):
     """Recovers from errors by rules per exception type, detects error patterns, keeps stats.
 
     Example::
@@ -67,20 +67,10 @@ class ErrorRecoverySystem:
         ValueError: ``name`` is empty, or a setting is out of range.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_clock",
-        "_config",
-        "_detector",
-        "_lock",
-        "_name",
-        "_rules",
-        "_standalone",
-        "_telemetry",
-        "stats",
-    )
+    __slots__ = ("_detector", "_lock", "_rules", "stats")
 
     kind: ClassVar[str] = "recovery"
+    _owner: ClassVar[str] = "ErrorRecoverySystem"
 
     def __init__(
         self,
@@ -91,41 +81,13 @@ class ErrorRecoverySystem:
         pattern_window: float = DEFAULT_PATTERN_WINDOW,
         max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
     ) -> None:
-        self._name = check_name("ErrorRecoverySystem", "name", name)
-        self._config = RecoveryConfig(pattern_threshold, pattern_window, max_fingerprints)
-        self._clock = clock
+        config = RecoveryConfig(pattern_threshold, pattern_window, max_fingerprints)
+        super().__init__(name, config, clock)
         self._lock = threading.Lock()
         self._rules: Mapping[type, RecoveryAction] = MappingProxyType({})
-        self._detector = PatternDetector(
-            self._config.pattern_threshold, self._config.pattern_window, max_fingerprints
-        )
+        self._detector = PatternDetector(config.pattern_threshold, config.pattern_window, max_fingerprints)
         self.stats = RecoveryStats()
-        self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
-        self._standalone: Pipeline | None = None
         RECOVERY_SYSTEMS.register(self)
-
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The instance's own one-link pipeline, built on first use."""
-        pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
-
-    def _build_pipeline(self) -> Pipeline:
-        return (
-            PipelineBuilder(self._name, clock=self._clock, source=TelemetrySource(self.kind, self._name))
-            .add(self.as_strategy())
-            .build()
-        )
-
-    @property
-    def name(self) -> str:
-        """The system's name."""
-        return self._name
-
-    @property
-    def config(self) -> RecoveryConfig:
-        """The pattern-detection settings."""
-        return self._config
 
     @property
     def rules(self) -> Mapping[type[Exception], RecoveryAction]:
@@ -184,7 +146,7 @@ class ErrorRecoverySystem:
         *,
         breaker: str | Isolatable | None = None,
         breakers: BreakerResolver | None = None,
-    ) -> Strategy:
+    ) -> RecoveryStep:
         """Return a new pipeline link that recovers the errors of the rest of the chain.
 
         Args:
@@ -214,51 +176,34 @@ class ErrorRecoverySystem:
                 kind=TypeError,
             )
         check_callable("ErrorRecoverySystem", "breakers", breakers, optional=True)
-        return RecoveryStep(
-            self,
-            StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline)),
-            Isolation(breaker, breakers or any_breaker),
-        )
+        return RecoveryStep(self, self._telemetry_for(pipeline), Isolation(breaker, breakers or any_breaker))
 
-    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def _link(self, telemetry: StrategyTelemetry) -> RecoveryStep:
+        return RecoveryStep(self, telemetry, Isolation(None, any_breaker))
+
+    execute = verb(
+        Pattern.run,
         """Run ``await fn(*args, **kwargs)`` and recover its errors by the rules.
 
         Raises:
             TypeError: ``fn`` is not callable.
             RecoveryEscalatedError: An ESCALATE rule covered the error.
             Exception: The error, when no rule covers it or recovery failed.
-        """
-        if not callable(fn):
-            raise fail("ErrorRecoverySystem.execute", "fn", "callable", fn, kind=TypeError)
-        return await self._pipeline.execute(fn, *args, **kwargs)
+        """,
+    )
 
-    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)`` in this thread and recover its errors by the rules.
+    execute_sync = verb(
+        Pattern.run_sync,
+        """Run ``fn(*args, **kwargs)`` in this thread and recover its errors, as :meth:`execute` does.
 
-        Raises:
-            TypeError: ``fn`` is not callable.
-            RecoveryEscalatedError: An ESCALATE rule covered the error.
-            Exception: The error, when no rule covers it or recovery failed.
-        """
-        if not callable(fn):
-            raise fail("ErrorRecoverySystem.execute_sync", "fn", "callable", fn, kind=TypeError)
-        return self._pipeline.execute_sync(fn, *args, **kwargs)
-
-    @overload
-    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate ``fn`` so that its errors are recovered (async or sync, chosen once, here).
+        Re-runs, their delays and the rules' hooks run in this thread too (a hook or fallback must
+        be a plain function here).
 
         Raises:
-            TypeError: ``fn`` is not callable.
-        """
-        if not callable(fn):
-            raise fail("ErrorRecoverySystem.protect", "fn", "callable", fn, kind=TypeError)
-        return protect_with(self._pipeline, fn)
+            TypeError: ``fn`` is not callable or is a coroutine function.
+            Exception: As :meth:`execute`.
+        """,
+    )
 
     async def recover_from_error(
         self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None = None

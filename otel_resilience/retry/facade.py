@@ -8,20 +8,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
-from otel_resilience.engine.pipeline import (
-    Pipeline,
-    PipelineBuilder,
-    check_protectable,
-    protect_with,
-    standalone,
-)
+from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.pipeline import check_protectable
 from otel_resilience.engine.validation import check_callable, check_name, describe, fail
 from otel_resilience.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
 from otel_resilience.retry.step import _RetryCore, _RetryStep
 
 if TYPE_CHECKING:
-    from otel_resilience.engine.strategy import Strategy
     from otel_resilience.retry.stats import RetryStats
 
 __all__ = ["Retry", "retry", "retry_async", "retry_sync"]
@@ -46,7 +40,7 @@ def _not_callable(owner: str, fn: object) -> TypeError:
     return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
 
 
-class Retry:
+class Retry(Pattern[RetryPolicy, _RetryStep]):
     """A named retry: a policy, an optional ``on_retry`` hook, and counts.
 
     Use it on its own (:meth:`execute`, :meth:`execute_sync`, :meth:`protect`) or compose it with
@@ -69,9 +63,10 @@ class Retry:
         ValueError: ``name`` is empty.
     """
 
-    __slots__ = ("__weakref__", "_core", "_standalone", "_telemetry")
+    __slots__ = ("_core",)
 
     kind: ClassVar[str] = "retry"
+    _owner: ClassVar[str] = "Retry"
 
     def __init__(
         self,
@@ -82,46 +77,20 @@ class Retry:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
-        check_name("Retry", "name", name)
-        if policy is None:
-            policy = _DEFAULT_POLICY
-        elif not isinstance(policy, RetryPolicy):
-            raise fail("Retry", "policy", "a RetryPolicy or None", policy, kind=TypeError)
+        policy = config_or_default("Retry", "policy", policy, _DEFAULT_POLICY)
         check_callable("Retry", "on_retry", on_retry, optional=True)
-        if clock is not SYSTEM_CLOCK and not isinstance(clock, Clock):
-            raise fail("Retry", "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
         if rng is not None and not isinstance(rng, random.Random):
             raise fail("Retry", "rng", "a random.Random or None", rng, kind=TypeError)
+        super().__init__(name, policy, clock)
         self._core = _RetryCore(name, policy, on_retry, clock, rng)
-        source = TelemetrySource(self.kind, name)
-        self._telemetry = StrategyTelemetry(source)
-        self._standalone: Pipeline | None = None
 
-    @property
-    def _pipeline(self) -> Pipeline:
-        """The instance's own one-link pipeline, built on first use."""
-        pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
-
-    def _build_pipeline(self) -> Pipeline:
-        core = self._core
-        node = _RetryStep(core, self._telemetry)
-        return PipelineBuilder(core.name, clock=core.clock, source=self._telemetry.source).add(node).build()
-
-    @property
-    def name(self) -> str:
-        """The retry's name."""
-        return self._core.name
+    def _link(self, telemetry: StrategyTelemetry) -> _RetryStep:
+        return _RetryStep(self._core, telemetry)
 
     @property
     def policy(self) -> RetryPolicy:
-        """The retry's policy."""
-        return self._core.policy
-
-    @property
-    def config(self) -> RetryPolicy:
-        """The retry's policy (the name every pattern uses for its configuration)."""
-        return self._core.policy
+        """The retry's policy (its :attr:`config`)."""
+        return self._config
 
     @property
     def stats(self) -> RetryStats:
@@ -139,18 +108,17 @@ class Retry:
         with self._core.lock:
             return self._core.stats.as_dict()
 
-    def as_strategy(self, pipeline: str | None = None) -> Strategy:
-        """Return a new, unlinked pipeline node that retries with this instance's policy and counts.
+    def _not_callable(self, verb: str, fn: object) -> TypeError:
+        return _not_callable(f"Retry.{self._verbs.get(verb, verb)}", fn)
 
-        Args:
-            pipeline: The name of the pipeline (policy) the node will run in, for telemetry.
+    def _check_protectable(self, fn: Callable[..., Any]) -> None:
+        """Refuse a sync function while ``on_retry`` is async (after an async generator function)."""
+        check_protectable(self.name, fn)
+        if not inspect.iscoroutinefunction(fn) and self._core.hook_is_async:
+            raise self._core.async_hook_error()
 
-        Returns:
-            A :class:`~otel_resilience.engine.strategy.Strategy` of kind ``"retry"``.
-        """
-        return _RetryStep(self._core, StrategyTelemetry(TelemetrySource(self.kind, self.name, pipeline)))
-
-    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    execute = verb(
+        Pattern.run,
         """Return ``await fn(*args, **kwargs)``, retried per the policy.
 
         Args:
@@ -164,12 +132,11 @@ class Retry:
         Raises:
             TypeError: If ``fn`` is not callable (before anything runs).
             Exception: The last error, re-raised as is (with a note) when retrying stopped.
-        """
-        if not callable(fn):
-            raise _not_callable("Retry.execute", fn)
-        return await self._pipeline.execute(fn, *args, **kwargs)
+        """,
+    )
 
-    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    execute_sync = verb(
+        Pattern.run_sync,
         """Return ``fn(*args, **kwargs)``, retried per the policy, in the calling thread.
 
         Backoffs block the thread (``clock.sleep_sync``).
@@ -185,38 +152,8 @@ class Retry:
         Raises:
             TypeError: If ``fn`` is not callable, or ``on_retry`` is async (before anything runs).
             Exception: The last error, re-raised as is (with a note) when retrying stopped.
-        """
-        if not callable(fn):
-            raise _not_callable("Retry.execute_sync", fn)
-        if self._core.hook_is_async:
-            raise self._core.async_hook_error()
-        return self._pipeline.execute_sync(fn, *args, **kwargs)
-
-    @overload
-    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
-    @overload
-    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate ``fn`` so that every call is retried; the signature is kept.
-
-        The async or sync driver is chosen once, here, with ``inspect.iscoroutinefunction``.
-
-        Args:
-            fn: The function to protect.
-
-        Returns:
-            A wrapper with ``fn``'s signature and metadata (``functools.wraps``).
-
-        Raises:
-            TypeError: If ``fn`` is not callable, is an async generator function, or is sync
-                while ``on_retry`` is async.
-        """
-        if not callable(fn):
-            raise _not_callable("Retry.protect", fn)
-        check_protectable(self.name, fn)
-        if not inspect.iscoroutinefunction(fn) and self._core.hook_is_async:
-            raise self._core.async_hook_error()
-        return protect_with(self._pipeline, fn)
+        """,
+    )
 
     def __repr__(self) -> str:
         return f"Retry({self.name!r}, {self.policy!r})"
@@ -257,8 +194,7 @@ async def retry_async(
     """
     if not callable(fn):
         raise _not_callable("retry_async", fn)
-    runner = _one_shot(fn, policy, on_retry, clock, rng)
-    return await runner._pipeline.execute(fn, *args, **kwargs)
+    return await _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute(fn, *args, **kwargs)
 
 
 def retry_sync(
@@ -293,10 +229,7 @@ def retry_sync(
     """
     if not callable(fn):
         raise _not_callable("retry_sync", fn)
-    runner = _one_shot(fn, policy, on_retry, clock, rng)
-    if runner._core.hook_is_async:
-        raise runner._core.async_hook_error()
-    return runner._pipeline.execute_sync(fn, *args, **kwargs)
+    return _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_sync(fn, *args, **kwargs)
 
 
 _ONE_SHOT_MAX: Final = 256
@@ -336,21 +269,11 @@ def _one_shot(
 class _RetryDecorator:
     """What :func:`retry` returns: applied to a function, it builds one :class:`Retry` for it."""
 
-    __slots__ = ("_clock", "_name", "_on_retry", "_policy", "_rng")
+    __slots__ = ("_name", "_options")
 
-    def __init__(
-        self,
-        policy: RetryPolicy | None,
-        on_retry: OnRetry | None,
-        clock: Clock,
-        rng: random.Random | None,
-        name: str | None,
-    ) -> None:
-        self._policy = policy
-        self._on_retry = on_retry
-        self._clock = clock
-        self._rng = rng
+    def __init__(self, name: str | None, options: dict[str, Any]) -> None:
         self._name = name
+        self._options = options  # the keyword arguments of every Retry it builds
 
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
@@ -360,8 +283,7 @@ class _RetryDecorator:
         if not callable(fn):
             raise _not_callable("retry", fn)
         name = self._name if self._name is not None else _name_of(fn)
-        runner = Retry(name, self._policy, on_retry=self._on_retry, clock=self._clock, rng=self._rng)
-        return runner.protect(fn)
+        return Retry(name, **self._options).protect(fn)
 
 
 def retry(
@@ -395,4 +317,4 @@ def retry(
         raise fail("retry", "policy", "a RetryPolicy or None (use @retry())", policy, kind=TypeError)
     if name is not None:
         check_name("retry", "name", name)
-    return _RetryDecorator(policy, on_retry, clock, rng, name)
+    return _RetryDecorator(name, {"policy": policy, "on_retry": on_retry, "clock": clock, "rng": rng})

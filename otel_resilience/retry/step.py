@@ -25,10 +25,11 @@ from otel_resilience.engine.events import (
     TimeoutOccurred,
     error_type_name,
 )
+from otel_resilience.engine.facade import Link
 from otel_resilience.engine.pipeline import classify_error
-from otel_resilience.engine.step import Call, Step
+from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
-from otel_resilience.retry.policy import _constant_delay
+from otel_resilience.retry.policy import RetryPolicy, _constant_delay
 from otel_resilience.retry.stats import RetryStats
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.step import Action
     from otel_resilience.errors import OperationTimeoutError
-    from otel_resilience.retry.policy import OnRetry, RetryPolicy
+    from otel_resilience.retry.policy import OnRetry
 
 __all__: list[str] = []
 
@@ -268,35 +269,23 @@ def _after_on_retry(ctx: ExecutionContext, retry: RunAgain, value: object, error
     return retry
 
 
-class _RetryStep(Step):
+class _RetryStep(Link[RetryPolicy]):
     """One retry link of a pipeline: the shared :class:`_RetryCore` and this link's telemetry.
 
     The driver runs each attempt (under the attempt timeout, when the policy sets one), waits the
     backoffs and calls ``on_retry``; this step says what follows each attempt.
     """
 
-    __slots__ = ("_core", "_hook_is_async", "_telemetry", "clock", "seconds")
+    __slots__ = ("_core", "_hook_is_async", "seconds")
 
     kind: ClassVar[str] = "retry"
     scope: str = "attempt"
 
     def __init__(self, core: _RetryCore, telemetry: StrategyTelemetry) -> None:
-        super().__init__()
+        super().__init__(core.name, core.policy, core.clock, telemetry)
         self._core = core
-        self._telemetry = telemetry
         self._hook_is_async = core.hook_is_async
         self.seconds = core.attempt_timeout
-        self.clock = core.clock
-
-    @property
-    def name(self) -> str:
-        """The retry's name."""
-        return self._core.name
-
-    @property
-    def config(self) -> RetryPolicy:
-        """The retry's policy."""
-        return self._core.policy
 
     def admit(self, ctx: ExecutionContext) -> _Attempts | None:
         """Refuse the sync driver for an async ``on_retry``; open the first attempt's scope when wanted.

@@ -1,48 +1,24 @@
-"""In-process alerts, raised from the telemetry event stream.
-
-An :class:`AlertSystem` is a :class:`~otel_resilience.engine.events.TelemetryListener`. From the
-events every pattern reports it raises an :class:`Alert` when
-
-* a circuit breaker opens (``STATE_CHANGED`` to ``"open"``): one alert per *outage episode*,
-  which starts when the breaker opens from CLOSED (``StateChanged.reopens == 0``) and ends when
-  it closes again. The re-opens in between (a failed half-open probe, HALF_OPEN -> OPEN) raise
-  nothing; an alert raised on one (the system did not see the episode begin, e.g. it did not
-  exist yet) carries the episode's re-open count. No cooldown applies: the breaker's own state
-  bounds the episode;
-* a bulkhead rejects because it is full (``CALL_REJECTED``, reason ``"bulkhead_full"``): at most
-  one alert per bulkhead per ``bulkhead_cooldown``;
-* the recovery rate of a recovery system (``RECOVERY_ATTEMPTED``), over its last
-  ``recovery_window`` attempts, falls below ``recovery_rate_threshold`` once at least
-  ``min_recovery_attempts`` were seen: one alert per crossing, re-armed when the rate is back at
-  or above the threshold;
-* an error pattern is detected (``PATTERN_DETECTED``; the detector already reports a
-  fingerprint at most once per window);
-* a recovery escalated (``RECOVERY_ATTEMPTED`` with strategy ``"escalate"``): at most one alert
-  per recovery system and error type per ``escalation_cooldown``.
-
-Each alert goes to the subscribers (plain sync callbacks; one that raises is logged and counted,
-never propagated), into a bounded :attr:`AlertSystem.history`, and back onto the event stream as
-``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the OpenTelemetry listener can log it.
-``ALERT_RAISED`` events are ignored on the way in: an alert never raises another.
-
-:func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`. It is
-created with the first circuit breaker, bulkhead or error recovery system (unless another alert
-system already listens on the global hub), so that an alert raised before anyone asked for the
-alert system is neither lost nor left unexported.
-"""
+"""The alert system: :class:`AlertSystem`, a listener that raises alerts from the event stream."""
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, Final
 
+from otel_resilience.alerts.model import (
+    MAX_TRACKED_SUBJECTS,
+    SEVERITIES,
+    Alert,
+    AlertCallback,
+    AlertConfig,
+    AlertKind,
+    _bounded,
+)
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import (
     HUB,
@@ -57,170 +33,9 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
-from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
-from otel_resilience.engine.validation import (
-    check_callable,
-    check_duration,
-    check_int,
-    check_name,
-    check_number,
-    fail,
-)
-
-__all__ = [
-    "DEFAULT_BULKHEAD_COOLDOWN",
-    "DEFAULT_ESCALATION_COOLDOWN",
-    "DEFAULT_HISTORY_SIZE",
-    "DEFAULT_MIN_RECOVERY_ATTEMPTS",
-    "DEFAULT_RECOVERY_RATE_THRESHOLD",
-    "DEFAULT_RECOVERY_WINDOW",
-    "MAX_ATTRIBUTE_LENGTH",
-    "MAX_TRACKED_SUBJECTS",
-    "SEVERITIES",
-    "Alert",
-    "AlertCallback",
-    "AlertConfig",
-    "AlertKind",
-    "AlertSeverity",
-    "AlertSystem",
-    "default_alert_system",
-    "subscribe",
-]
+from otel_resilience.engine.validation import check_callable, check_name, fail
 
 _LOG: Final = logging.getLogger("otel_resilience")
-
-DEFAULT_RECOVERY_RATE_THRESHOLD: Final = 0.8
-"""A recovery rate below this fraction raises ``LOW_RECOVERY_RATE`` (SPEC: 80 %)."""
-DEFAULT_MIN_RECOVERY_ATTEMPTS: Final = 10
-"""Attempts a recovery system must have made before its rate is judged."""
-DEFAULT_RECOVERY_WINDOW: Final = 100
-"""The recovery rate is computed over this many most recent attempts."""
-DEFAULT_BULKHEAD_COOLDOWN: Final = 60.0
-"""Seconds between two ``BULKHEAD_FULL`` alerts for the same bulkhead."""
-DEFAULT_ESCALATION_COOLDOWN: Final = 60.0
-"""Seconds between two ``RECOVERY_ESCALATED`` alerts for the same system and error type."""
-DEFAULT_HISTORY_SIZE: Final = 100
-"""Recent alerts kept in :attr:`AlertSystem.history`."""
-MAX_ATTRIBUTE_LENGTH: Final = 256
-"""Longest alert subject or attribute value; longer strings are cut (and end in ``...``)."""
-MAX_TRACKED_SUBJECTS: Final = 1024
-"""Breakers in an outage, bulkheads, recovery systems and escalations tracked at most (least
-recently seen forgotten)."""
-
-
-class AlertKind(enum.Enum):
-    """What an alert is about. Values appear in telemetry and stats."""
-
-    CIRCUIT_OPEN = "circuit_open"
-    BULKHEAD_FULL = "bulkhead_full"
-    LOW_RECOVERY_RATE = "low_recovery_rate"
-    ERROR_PATTERN = "error_pattern"
-    RECOVERY_ESCALATED = "recovery_escalated"
-
-
-class AlertSeverity(enum.Enum):
-    """How urgent an alert is (the same labels as the shipped Prometheus rules)."""
-
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-
-SEVERITIES: Final[Mapping[AlertKind, AlertSeverity]] = MappingProxyType(
-    {
-        AlertKind.CIRCUIT_OPEN: AlertSeverity.CRITICAL,
-        AlertKind.BULKHEAD_FULL: AlertSeverity.WARNING,
-        AlertKind.LOW_RECOVERY_RATE: AlertSeverity.WARNING,
-        AlertKind.ERROR_PATTERN: AlertSeverity.WARNING,
-        AlertKind.RECOVERY_ESCALATED: AlertSeverity.CRITICAL,
-    }
-)
-"""The severity of each kind: a dependency taken out of service, or an error no rule can
-recover, needs a human now (critical); the others are early warnings."""
-
-_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
-
-
-def _bounded(value: str) -> str:
-    if len(value) <= MAX_ATTRIBUTE_LENGTH:
-        return value
-    return value[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One raised alert.
-
-    Attributes:
-        kind: What it is about.
-        severity: How urgent it is.
-        subject: The breaker, bulkhead, operation or recovery system concerned.
-        summary: One human-readable sentence.
-        timestamp: When it was raised, in seconds on the alert system's clock
-            (``time.monotonic`` by default: compare alerts with each other, not with wall time).
-        attributes: Bounded strings that detail it (names, exception type names, numbers).
-            A ``CIRCUIT_OPEN`` alert has ``old``, ``reason`` and ``reopens`` (the re-opens of
-            the outage episode when it was raised; ``"0"`` when it opens the episode).
-    """
-
-    kind: AlertKind
-    severity: AlertSeverity
-    subject: str
-    summary: str
-    timestamp: float
-    attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-
-
-AlertCallback = Callable[[Alert], object]
-"""A subscriber: a plain sync function called with each alert."""
-
-
-@dataclass(frozen=True, slots=True)
-class AlertConfig:
-    """When an :class:`AlertSystem` raises alerts. Validated at construction.
-
-    Raises:
-        TypeError: A field has the wrong type.
-        ValueError: A field is out of range, or ``min_recovery_attempts > recovery_window``.
-    """
-
-    recovery_rate_threshold: float = DEFAULT_RECOVERY_RATE_THRESHOLD
-    """A rate below this fraction (``0 < x <= 1``) raises ``LOW_RECOVERY_RATE``. Default 0.8."""
-    min_recovery_attempts: int = DEFAULT_MIN_RECOVERY_ATTEMPTS
-    """Attempts seen (in the window) before the rate is judged, >= 1. Default 10."""
-    recovery_window: int = DEFAULT_RECOVERY_WINDOW
-    """The rate is over this many most recent attempts (a count, not a time), >= 1. Default 100."""
-    bulkhead_cooldown: float = DEFAULT_BULKHEAD_COOLDOWN
-    """Seconds between two ``BULKHEAD_FULL`` alerts for one bulkhead, >= 0 (``timedelta``
-    accepted). Default 60.0 s."""
-    escalation_cooldown: float = DEFAULT_ESCALATION_COOLDOWN
-    """Seconds between two ``RECOVERY_ESCALATED`` alerts for one system and error type, >= 0
-    (``timedelta`` accepted). Default 60.0 s."""
-    history_size: int = DEFAULT_HISTORY_SIZE
-    """Recent alerts kept in :attr:`AlertSystem.history`, >= 1. Default 100."""
-
-    def __post_init__(self) -> None:
-        owner = "AlertConfig"
-        check_number(
-            owner,
-            "recovery_rate_threshold",
-            self.recovery_rate_threshold,
-            minimum=0.0,
-            maximum=1.0,
-            min_inclusive=False,
-        )
-        object.__setattr__(self, "recovery_rate_threshold", float(self.recovery_rate_threshold))
-        check_int(owner, "min_recovery_attempts", self.min_recovery_attempts, minimum=1)
-        check_int(owner, "recovery_window", self.recovery_window, minimum=1)
-        if self.min_recovery_attempts > self.recovery_window:
-            raise fail(
-                owner,
-                "min_recovery_attempts",
-                f"<= recovery_window ({self.recovery_window})",
-                self.min_recovery_attempts,
-            )
-        for name in ("bulkhead_cooldown", "escalation_cooldown"):
-            object.__setattr__(self, name, check_duration(owner, name, getattr(self, name), allow_zero=True))
-        check_int(owner, "history_size", self.history_size, minimum=1)
 
 
 class _RateWindow:
@@ -316,11 +131,6 @@ class AlertSystem:
         return self._config
 
     @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` removed it from its hub."""
-        return self._closed
-
-    @property
     def history(self) -> tuple[Alert, ...]:
         """The most recent alerts, oldest first (at most ``config.history_size``)."""
         with self._lock:
@@ -330,6 +140,11 @@ class AlertSystem:
         """Stop listening to the hub (idempotent). Subscribers and history are kept."""
         self._closed = True
         self._hub.remove_listener(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` removed it from its hub."""
+        return self._closed
 
     def __enter__(self) -> AlertSystem:
         return self
@@ -573,58 +388,3 @@ class AlertSystem:
                 with self._lock:
                     self._callback_errors += 1
                 _LOG.warning("alert subscriber %r failed", callback, exc_info=True)
-
-
-_DEFAULT: AlertSystem | None = None
-_DEFAULT_LOCK: Final = threading.Lock()
-
-
-def default_alert_system() -> AlertSystem:
-    """Return the process-wide alert system, listening on the global hub.
-
-    It is created on first use (and again after it was closed). The first use is at the latest
-    the creation of the first circuit breaker, bulkhead or error recovery system, unless another
-    alert system listens on the global hub by then: an alert is never lost because nothing had
-    asked for the alert system yet, and an application without those patterns pays nothing.
-
-    Returns:
-        The shared :class:`AlertSystem`.
-    """
-    global _DEFAULT  # noqa: PLW0603 - the one lazily created process-wide instance
-    system = _DEFAULT
-    if system is not None and not system.closed:
-        return system
-    with _DEFAULT_LOCK:
-        system = _DEFAULT
-        if system is None or system.closed:
-            system = _DEFAULT = AlertSystem()
-        return system
-
-
-def _with_pattern(pattern: Named) -> None:  # noqa: ARG001 - a registry callback
-    """Make sure an alert system listens on the global hub once a pattern that can raise one exists."""
-    system = _DEFAULT
-    if system is not None and not system.closed:
-        return
-    if any(isinstance(listener, AlertSystem) for listener in HUB.event_listeners):
-        return  # the application's own alert system is listening already
-    default_alert_system()
-
-
-for _registry in (BREAKERS, BULKHEADS, RECOVERY_SYSTEMS):
-    _registry.on_added(_with_pattern)
-
-
-def subscribe(callback: AlertCallback) -> Callable[[], None]:
-    """Call ``callback(alert)`` for every alert of the process-wide :func:`default_alert_system`.
-
-    Args:
-        callback: A sync callable taking an :class:`Alert`.
-
-    Returns:
-        A function that unsubscribes it.
-
-    Raises:
-        TypeError: ``callback`` is not callable.
-    """
-    return default_alert_system().subscribe(callback)

@@ -1,0 +1,144 @@
+"""What an alert is and when one is raised: :class:`Alert`, its kinds and severities, :class:`AlertConfig`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
+
+DEFAULT_RECOVERY_RATE_THRESHOLD: Final = 0.8
+"""A recovery rate below this fraction raises ``LOW_RECOVERY_RATE`` (SPEC: 80 %)."""
+DEFAULT_MIN_RECOVERY_ATTEMPTS: Final = 10
+"""Attempts a recovery system must have made before its rate is judged."""
+DEFAULT_RECOVERY_WINDOW: Final = 100
+"""The recovery rate is computed over this many most recent attempts."""
+DEFAULT_BULKHEAD_COOLDOWN: Final = 60.0
+"""Seconds between two ``BULKHEAD_FULL`` alerts for the same bulkhead."""
+DEFAULT_ESCALATION_COOLDOWN: Final = 60.0
+"""Seconds between two ``RECOVERY_ESCALATED`` alerts for the same system and error type."""
+DEFAULT_HISTORY_SIZE: Final = 100
+"""Recent alerts kept in :attr:`AlertSystem.history`."""
+MAX_ATTRIBUTE_LENGTH: Final = 256
+"""Longest alert subject or attribute value; longer strings are cut (and end in ``...``)."""
+MAX_TRACKED_SUBJECTS: Final = 1024
+"""Breakers in an outage, bulkheads, recovery systems and escalations tracked at most (least
+recently seen forgotten)."""
+
+
+class AlertKind(enum.Enum):
+    """What an alert is about. Values appear in telemetry and stats."""
+
+    CIRCUIT_OPEN = "circuit_open"
+    BULKHEAD_FULL = "bulkhead_full"
+    LOW_RECOVERY_RATE = "low_recovery_rate"
+    ERROR_PATTERN = "error_pattern"
+    RECOVERY_ESCALATED = "recovery_escalated"
+
+
+class AlertSeverity(enum.Enum):
+    """How urgent an alert is (the same labels as the shipped Prometheus rules)."""
+
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+SEVERITIES: Final[Mapping[AlertKind, AlertSeverity]] = MappingProxyType(
+    {
+        AlertKind.CIRCUIT_OPEN: AlertSeverity.CRITICAL,
+        AlertKind.BULKHEAD_FULL: AlertSeverity.WARNING,
+        AlertKind.LOW_RECOVERY_RATE: AlertSeverity.WARNING,
+        AlertKind.ERROR_PATTERN: AlertSeverity.WARNING,
+        AlertKind.RECOVERY_ESCALATED: AlertSeverity.CRITICAL,
+    }
+)
+"""The severity of each kind: a dependency taken out of service, or an error no rule can
+recover, needs a human now (critical); the others are early warnings."""
+
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+def _bounded(value: str) -> str:
+    if len(value) <= MAX_ATTRIBUTE_LENGTH:
+        return value
+    return value[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One raised alert.
+
+    Attributes:
+        kind: What it is about.
+        severity: How urgent it is.
+        subject: The breaker, bulkhead, operation or recovery system concerned.
+        summary: One human-readable sentence.
+        timestamp: When it was raised, in seconds on the alert system's clock
+            (``time.monotonic`` by default: compare alerts with each other, not with wall time).
+        attributes: Bounded strings that detail it (names, exception type names, numbers).
+            A ``CIRCUIT_OPEN`` alert has ``old``, ``reason`` and ``reopens`` (the re-opens of
+            the outage episode when it was raised; ``"0"`` when it opens the episode).
+    """
+
+    kind: AlertKind
+    severity: AlertSeverity
+    subject: str
+    summary: str
+    timestamp: float
+    attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+AlertCallback = Callable[[Alert], object]
+"""A subscriber: a plain sync function called with each alert."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """When an :class:`AlertSystem` raises alerts. Validated at construction.
+
+    Raises:
+        TypeError: A field has the wrong type.
+        ValueError: A field is out of range, or ``min_recovery_attempts > recovery_window``.
+    """
+
+    recovery_rate_threshold: float = DEFAULT_RECOVERY_RATE_THRESHOLD
+    """A rate below this fraction (``0 < x <= 1``) raises ``LOW_RECOVERY_RATE``. Default 0.8."""
+    min_recovery_attempts: int = DEFAULT_MIN_RECOVERY_ATTEMPTS
+    """Attempts seen (in the window) before the rate is judged, >= 1. Default 10."""
+    recovery_window: int = DEFAULT_RECOVERY_WINDOW
+    """The rate is over this many most recent attempts (a count, not a time), >= 1. Default 100."""
+    bulkhead_cooldown: float = DEFAULT_BULKHEAD_COOLDOWN
+    """Seconds between two ``BULKHEAD_FULL`` alerts for one bulkhead, >= 0 (``timedelta``
+    accepted). Default 60.0 s."""
+    escalation_cooldown: float = DEFAULT_ESCALATION_COOLDOWN
+    """Seconds between two ``RECOVERY_ESCALATED`` alerts for one system and error type, >= 0
+    (``timedelta`` accepted). Default 60.0 s."""
+    history_size: int = DEFAULT_HISTORY_SIZE
+    """Recent alerts kept in :attr:`AlertSystem.history`, >= 1. Default 100."""
+
+    def __post_init__(self) -> None:
+        owner = "AlertConfig"
+        check_number(
+            owner,
+            "recovery_rate_threshold",
+            self.recovery_rate_threshold,
+            minimum=0.0,
+            maximum=1.0,
+            min_inclusive=False,
+        )
+        object.__setattr__(self, "recovery_rate_threshold", float(self.recovery_rate_threshold))
+        check_int(owner, "min_recovery_attempts", self.min_recovery_attempts, minimum=1)
+        check_int(owner, "recovery_window", self.recovery_window, minimum=1)
+        if self.min_recovery_attempts > self.recovery_window:
+            raise fail(
+                owner,
+                "min_recovery_attempts",
+                f"<= recovery_window ({self.recovery_window})",
+                self.min_recovery_attempts,
+            )
+        for name in ("bulkhead_cooldown", "escalation_cooldown"):
+            object.__setattr__(self, name, check_duration(owner, name, getattr(self, name), allow_zero=True))
+        check_int(owner, "history_size", self.history_size, minimum=1)

@@ -1,0 +1,50 @@
+"""The bulkhead's settings: :class:`BulkheadConfig` and its defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from otel_resilience.engine.validation import check_duration, check_int
+
+DEFAULT_MAX_CONCURRENT: Final = 10
+"""Calls that may run at once unless configured otherwise."""
+DEFAULT_MAX_WAITING: Final = 100
+"""Calls that may wait for a slot unless configured otherwise (a bounded queue)."""
+DEFAULT_TIMEOUT: Final = 60.0
+"""Seconds a call may wait in the queue unless configured otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadConfig:
+    """How many calls a :class:`Bulkhead` runs at once, and how many may wait, for how long.
+
+    Args:
+        max_concurrent: See the attribute.
+        max_waiting: See the attribute.
+        timeout: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
+
+    Raises:
+        TypeError: If a field has the wrong type.
+        ValueError: If a field is out of range (the message names ``BulkheadConfig.<field>``).
+    """
+
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    """Calls that may run at once, ``>= 1``. The default value is 10."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """Calls that may wait for a slot, ``>= 0``; ``0`` rejects at once when every slot is busy.
+    The default value is 100 (bounded, so that an overload cannot pile up without limit)."""
+    timeout: float = DEFAULT_TIMEOUT
+    """The longest a call may wait in the queue, in seconds, ``> 0`` and finite. The default
+    value is 60.0; an enclosing deadline (the manager's total timeout) usually ends the wait
+    sooner."""
+
+    def __post_init__(self) -> None:
+        owner = "BulkheadConfig"
+        check_int(owner, "max_concurrent", self.max_concurrent, minimum=1)
+        check_int(owner, "max_waiting", self.max_waiting, minimum=0)
+        object.__setattr__(self, "timeout", check_duration(owner, "timeout", self.timeout))
+
+
+_DEFAULT_CONFIG: Final = BulkheadConfig()
+"""The configuration of a bulkhead built without one (a frozen value, shared)."""

@@ -1,0 +1,169 @@
+"""The breaker's public face: :class:`CircuitBreaker`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import ClassVar, Final, Literal
+
+from otel_resilience.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
+from otel_resilience.circuit_breaker.core import _BreakerCore
+from otel_resilience.circuit_breaker.state import CircuitBreakerStats, CircuitBreakerStatsDict, CircuitState
+from otel_resilience.circuit_breaker.step import _BreakerStep
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.registry import BREAKERS
+from otel_resilience.engine.validation import check_duration, fail
+
+_FORCE_REASONS: Final = ("forced", "isolated")
+
+
+class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
+    """A named circuit breaker, usable alone or as a link of a pipeline.
+
+    Example::
+
+        breaker = CircuitBreaker("ml_service", CircuitBreakerConfig(failure_threshold=5, timeout=60.0))
+        result = await breaker.call(ml_service.analyze, content)
+
+    Every breaker registers itself (weakly) in
+    :data:`~otel_resilience.engine.registry.BREAKERS`, where observable metrics and the recovery
+    system's ISOLATE action find it by name.
+
+    Args:
+        name: The breaker's name (bounded: it becomes a telemetry attribute).
+        config: Thresholds and timeout; ``CircuitBreakerConfig()`` when ``None``.
+        clock: The clock the OPEN timer runs on.
+
+    Raises:
+        TypeError: ``name``, ``config`` or ``clock`` has the wrong type.
+        ValueError: ``name`` is empty.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_core",)
+
+    kind: ClassVar[str] = KIND
+    _owner: ClassVar[str] = "CircuitBreaker"
+
+    def __init__(
+        self, name: str, config: CircuitBreakerConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        config = config_or_default("CircuitBreaker", "config", config, _DEFAULT_CONFIG)
+        super().__init__(name, config, clock)
+        self._core = _BreakerCore(name, config, clock, self._telemetry)
+        BREAKERS.register(self)
+
+    def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
+        return _BreakerStep(self._core, telemetry)
+
+    call = verb(
+        Pattern.run,
+        """Await ``fn(*args, **kwargs)`` if the breaker admits the call.
+
+        Args:
+            fn: An async function (or any callable returning an awaitable).
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            What ``fn`` returned.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            CircuitOpenError: The breaker is open, or all half-open probes are in flight; ``fn``
+                was not called.
+            Exception: Whatever ``fn`` raised (after it was counted).
+        """,
+    )
+
+    call_sync = verb(
+        Pattern.run_sync,
+        """Call ``fn(*args, **kwargs)`` in this thread if the breaker admits the call.
+
+        Args:
+            fn: A plain (non-async) function.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            What ``fn`` returned.
+
+        Raises:
+            TypeError: ``fn`` is not callable, or is a coroutine function.
+            CircuitOpenError: The breaker is open, or all half-open probes are in flight; ``fn``
+                was not called.
+            Exception: Whatever ``fn`` raised (after it was counted).
+        """,
+    )
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state, read without a lock.
+
+        An OPEN breaker whose timeout has elapsed turns HALF_OPEN when it is read here (or on the
+        next call); the transition is reported once.
+        """
+        return self._core.state
+
+    @property
+    def stats(self) -> CircuitBreakerStats:
+        """The live counts (plain ints, updated in place; read-only for callers)."""
+        return self._core.stats
+
+    def guard(self) -> Guard:
+        """Return a context manager that runs a block under this breaker (sync or async).
+
+        ``with breaker.guard(): ...`` in threads, ``async with breaker.guard(): ...`` in
+        coroutines: the block is admitted (or :class:`CircuitOpenError` is raised before it runs)
+        and its outcome counted as a call's would be. Use it where the protected work is not one
+        function call.
+
+        Returns:
+            A single-use guard.
+        """
+        return Guard(self._pipeline)
+
+    def force_open(
+        self, duration: float | timedelta | None = None, *, reason: Literal["forced", "isolated"] = "forced"
+    ) -> None:
+        """Open the breaker now, whatever its state.
+
+        Args:
+            duration: Seconds (or a ``timedelta``) to stay OPEN, after which the breaker turns
+                HALF_OPEN as after a trip; ``None`` keeps it OPEN until :meth:`reset`.
+            reason: The ``reason`` of the reported state change: ``"forced"`` (an operator) or
+                ``"isolated"`` (the recovery system's ISOLATE action).
+
+        Raises:
+            TypeError: ``duration`` is not a number or ``timedelta``.
+            ValueError: ``duration`` is not finite and ``> 0``, or ``reason`` is unknown.
+        """
+        seconds = None
+        if duration is not None:
+            seconds = check_duration("CircuitBreaker.force_open", "duration", duration)
+        if reason not in _FORCE_REASONS:
+            raise fail("CircuitBreaker.force_open", "reason", "'forced' or 'isolated'", reason)
+        self._core.force_open(seconds, reason)
+
+    def reset(self) -> None:
+        """Close the breaker now and clear the counts of the current period (totals are kept)."""
+        self._core.reset()
+
+    def get_stats(self) -> CircuitBreakerStatsDict:
+        """Return a snapshot of the breaker's state and counts.
+
+        Returns:
+            A new dict with ``name``, ``state`` (the state's value), ``failure_count``
+            (consecutive failures), ``success_count`` (half-open probe successes),
+            ``total_requests``, ``total_successes``, ``total_failures``, ``total_rejected``,
+            ``total_ignored``, ``total_cancelled``, ``times_opened``, ``half_open_in_flight``,
+            ``retry_after`` (seconds until a probe; 0 unless OPEN; ``inf`` if forced open until
+            reset) and ``last_failure_type`` (a class name or ``None``).
+        """
+        return self._core.snapshot()
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r}, state={self._core.state.value})"

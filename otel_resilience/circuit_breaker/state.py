@@ -1,0 +1,134 @@
+"""The breaker's states, its live counts and its permits."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, TypedDict
+
+from otel_resilience.engine.counting import Counter
+
+
+class CircuitState(enum.Enum):
+    """The state of a circuit breaker. Values appear in telemetry and in ``get_stats()``."""
+
+    CLOSED = "closed"
+    """Normal operation: calls go through and failures are counted."""
+    OPEN = "open"
+    """Failing: calls are rejected at once with :class:`~otel_resilience.errors.CircuitOpenError`."""
+    HALF_OPEN = "half_open"
+    """Probing: at most ``half_open_max_calls`` calls at a time test the dependency."""
+
+
+_CLOSED: Final = CircuitState.CLOSED
+_OPEN: Final = CircuitState.OPEN
+_HALF_OPEN: Final = CircuitState.HALF_OPEN
+
+
+class CircuitBreakerStatsDict(TypedDict):
+    """The snapshot returned by :meth:`CircuitBreaker.get_stats`."""
+
+    name: str
+    state: str
+    failure_count: int
+    success_count: int
+    total_requests: int
+    total_successes: int
+    total_failures: int
+    total_rejected: int
+    total_ignored: int
+    total_cancelled: int
+    times_opened: int
+    half_open_in_flight: int
+    retry_after: float
+    last_failure_type: str | None
+
+
+class CircuitBreakerStats:
+    """Live counts of one breaker, as plain integers (read them; never write them).
+
+    Observable instruments read these attributes directly, so exporting metrics builds no dict.
+    Totals cover the breaker's lifetime; ``failure_count`` and ``success_count`` are the counts
+    of the current state period. The two counts that move on the hot paths (``total_successes``
+    while CLOSED, ``total_rejected`` while OPEN) are exact lock-free counters
+    (:mod:`otel_resilience.engine.counting`), bumped without the lock.
+
+    Attributes:
+        failure_count: Consecutive counted failures in the current CLOSED period (kept while
+            OPEN, so it shows what tripped the breaker; 0 in HALF_OPEN).
+        success_count: Probe successes in the current HALF_OPEN period.
+        total_successes: Calls that returned (or raised an error that is not recorded).
+        total_failures: Calls that raised a recorded error.
+        total_rejected: Calls rejected without calling the dependency.
+        total_ignored: Calls that raised an ignored error (or an inner rejection, or were given
+            to the wrong driver).
+        total_cancelled: Calls cancelled (or interrupted) while in flight.
+        times_opened: Transitions into OPEN (trips, forced and isolated).
+    """
+
+    __slots__ = (
+        "_rejected",
+        "_successes",
+        "failure_count",
+        "success_count",
+        "times_opened",
+        "total_cancelled",
+        "total_failures",
+        "total_ignored",
+    )
+
+    def __init__(self) -> None:
+        self.failure_count = 0
+        self.success_count = 0
+        self._successes = Counter()
+        self.total_failures = 0
+        self._rejected = Counter()
+        self.total_ignored = 0
+        self.total_cancelled = 0
+        self.times_opened = 0
+
+    @property
+    def total_successes(self) -> int:
+        """Calls that returned (or raised an error that is not recorded)."""
+        return self._successes.value
+
+    @property
+    def total_rejected(self) -> int:
+        """Calls rejected without calling the dependency."""
+        return self._rejected.value
+
+    @property
+    def total_requests(self) -> int:
+        """Calls that have ended: every success, failure, rejection, ignored and cancelled call."""
+        return (
+            self.total_successes
+            + self.total_failures
+            + self.total_rejected
+            + self.total_ignored
+            + self.total_cancelled
+        )
+
+
+class Permit:
+    """Admission of one call, stamped with the state period (generation) that issued it.
+
+    One permit object exists per state period and is shared by every call admitted in it, so
+    admission allocates nothing. A permit whose generation is no longer current is *stale*: its
+    outcome counts in the lifetime totals only.
+
+    Attributes:
+        generation: The state period that issued the permit.
+        state: The state it was issued in (``CLOSED`` or ``HALF_OPEN``).
+    """
+
+    __slots__ = ("generation", "state")
+
+    def __init__(self, generation: int, state: CircuitState) -> None:
+        self.generation = generation
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"Permit(generation={self.generation}, state={self.state.value})"
+
+
+_OPEN_VALUE: Final = CircuitState.OPEN.value
+_HALF_OPEN_VALUE: Final = CircuitState.HALF_OPEN.value

@@ -1,0 +1,269 @@
+"""The facade every pattern shares: a named, configured pattern that runs calls through its link.
+
+A pattern is used alone (its SPEC verbs: ``await breaker.call(fn)``, ``handler.with_timeout_sync(fn)``
+...), as a decorator (:meth:`Pattern.protect`), as a context manager where it has one, and as a
+link of a manager's pipeline (:meth:`Pattern.as_strategy`). Every one of these ways goes through
+the same link, built by the pattern's :meth:`Pattern._link`: the verbs and ``protect`` run the
+pattern's own one-link pipeline (built on first use from :meth:`Pattern.as_strategy`), a manager
+adds a link of its own that shares the pattern's state.
+
+A pattern's public verbs are :meth:`Pattern.run` and :meth:`Pattern.run_sync` under the names its
+users know, made with :func:`verb`: the same code under another name and docstring, so that a call
+of ``breaker.call`` costs no frame more than ``breaker.run`` would.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, cast, overload
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.step import Step
+from otel_resilience.engine.validation import check_name, fail
+
+__all__ = ["Link", "Pattern", "config_or_default", "verb"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C")
+L = TypeVar("L", bound=Step)
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def config_or_default(owner: str, field: str, value: T | None, default: T) -> T:
+    """Return a pattern's configuration: ``value``, or ``default`` when it is ``None``.
+
+    Raises:
+        TypeError: ``value`` is neither ``None`` nor of ``default``'s class (the message names
+            ``<owner>.<field>``).
+    """
+    if value is None:
+        return default
+    if not isinstance(value, type(default)):
+        raise fail(owner, field, f"a {type(default).__name__} or None", value, kind=TypeError)
+    return value
+
+
+class Link(Step, Generic[C]):
+    """A pattern's link: a :class:`Step` that carries its instance's name, configuration and clock.
+
+    Args:
+        name: The instance's name.
+        config: The instance's configuration.
+        clock: The clock of the link's deadlines and waits.
+        telemetry: What the link reports through (the instance's own, or one for a pipeline).
+    """
+
+    __slots__ = ("_telemetry", "clock", "config", "name")
+
+    name: str
+    config: C
+
+    def __init__(self, name: str, config: C, clock: Clock, telemetry: StrategyTelemetry) -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.clock = clock
+        self._telemetry = telemetry
+
+
+class Pattern(Generic[C, L]):
+    """A named pattern instance with a configuration (``C``) and a pipeline link (``L``).
+
+    A subclass sets :attr:`kind` and :attr:`_owner`, builds its link in :meth:`_link`, and names
+    :meth:`run` and :meth:`run_sync` after its SPEC verbs with :func:`verb`.
+
+    Args:
+        name: The instance's name (bounded: it becomes a telemetry attribute).
+        config: Its configuration, already validated.
+        clock: The clock its pipeline (and usually its link) runs on.
+
+    Raises:
+        TypeError: ``name`` is not a string, or ``clock`` is not a :class:`Clock`.
+        ValueError: ``name`` is empty.
+    """
+
+    __slots__ = ("__weakref__", "_clock", "_config", "_name", "_standalone", "_telemetry")
+
+    kind: ClassVar[str]
+    """The pattern kind, in telemetry."""
+    _owner: ClassVar[str]
+    """The public class name error messages start with (``"CircuitBreaker"``)."""
+    _verbs: ClassVar[Mapping[str, str]] = {}
+    """The public name of each of :meth:`run` and :meth:`run_sync` (filled by :func:`verb`)."""
+
+    def __init__(self, name: str, config: C, clock: Clock) -> None:
+        owner = self._owner
+        check_name(owner, "name", name)
+        if clock is not SYSTEM_CLOCK and not isinstance(clock, Clock):
+            raise fail(owner, "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
+        self._name = name
+        self._config = config
+        self._clock = clock
+        self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
+        self._standalone: Pipeline | None = None
+
+    @property
+    def name(self) -> str:
+        """The instance's name."""
+        return self._name
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The instance's own one-link pipeline, built on first use.
+
+        An instance that only runs in other pipelines (a manager's) never builds one, so it
+        exports no idle execution series.
+        """
+        pipeline = self._standalone
+        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+
+    def _build_pipeline(self) -> Pipeline:
+        builder = PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
+        return builder.add(self.as_strategy()).build()
+
+    @property
+    def config(self) -> C:
+        """The instance's configuration."""
+        return self._config
+
+    def _link(self, telemetry: StrategyTelemetry) -> L:
+        """Return a new, unlinked link of this instance that reports through ``telemetry``."""
+        raise NotImplementedError
+
+    def as_strategy(self, pipeline: str | None = None) -> L:
+        """Return a new, unlinked pipeline link that shares this instance's state and counts.
+
+        Args:
+            pipeline: The name of the pipeline (policy) the link will run in, for telemetry.
+
+        Returns:
+            A :class:`~otel_resilience.engine.step.Step` to add to a
+            :class:`~otel_resilience.engine.pipeline.PipelineBuilder`.
+
+        Raises:
+            TypeError: ``pipeline`` is neither ``None`` nor a ``str``.
+            ValueError: ``pipeline`` is empty.
+        """
+        return self._link(self._telemetry_for(pipeline))
+
+    def _telemetry_for(self, pipeline: str | None) -> StrategyTelemetry:
+        """Return the telemetry a link in ``pipeline`` reports through (the instance's own for ``None``)."""
+        if pipeline is None:
+            return self._telemetry
+        check_name(f"{self._owner}.as_strategy", "pipeline", pipeline)
+        return StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline))
+
+    @property
+    def telemetry(self) -> StrategyTelemetry:
+        """What the instance reports its own events through (source without a pipeline)."""
+        return self._telemetry
+
+    def get_stats(self) -> Mapping[str, Any]:
+        """Return a snapshot of the instance's counts (each pattern documents its keys)."""
+        raise NotImplementedError
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the instance reads time from."""
+        return self._clock
+
+    def _not_callable(self, verb: str, fn: object) -> TypeError:
+        """Build the error for a non-callable ``fn`` given to ``verb`` (a base name, or ``"protect"``)."""
+        public = self._verbs.get(verb, verb)
+        return cast("TypeError", fail(f"{self._owner}.{public}", "fn", "callable", fn, kind=TypeError))
+
+    async def run(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Await ``fn(*args, **kwargs)`` through this instance's link.
+
+        Raises:
+            TypeError: ``fn`` is not callable (or does not return an awaitable).
+            Exception: The pattern's rejection, or what ``fn`` raised and the pattern passed on.
+        """
+        if not callable(fn):
+            raise self._not_callable("run", fn)
+        return await (self._standalone or self._pipeline).execute(fn, *args, **kwargs)
+
+    def run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn(*args, **kwargs)`` in this thread through this instance's link.
+
+        Raises:
+            TypeError: ``fn`` is not callable (or is a coroutine function).
+            Exception: The pattern's rejection, or what ``fn`` raised and the pattern passed on.
+        """
+        if not callable(fn):
+            raise self._not_callable("run_sync", fn)
+        return (self._standalone or self._pipeline).execute_sync(fn, *args, **kwargs)
+
+    def _check_protectable(self, fn: Callable[..., Any]) -> None:
+        """Refuse, when it is decorated, a function this instance could never run (default: none)."""
+
+    @overload
+    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate ``fn`` so that every call runs through this instance's link.
+
+        The async or sync driver is chosen once, here, with ``inspect.iscoroutinefunction``.
+
+        Args:
+            fn: The function to protect (async or sync).
+
+        Returns:
+            A wrapper with ``fn``'s signature and metadata (``functools.wraps``).
+
+        Raises:
+            TypeError: ``fn`` is not callable, or is an async generator function (or the pattern
+                refuses it: see its ``protect`` notes).
+        """
+        if not callable(fn):
+            raise self._not_callable("protect", fn)
+        self._check_protectable(fn)
+        return protect_with(self._pipeline, fn)
+
+
+class _Verb:
+    """What :func:`verb` returns: named in a class body, it puts its copy of the method there."""
+
+    __slots__ = ("_doc", "_method")
+
+    def __init__(self, method: Callable[..., Any], doc: str) -> None:
+        self._method = method
+        self._doc = doc
+
+    def __set_name__(self, owner: type[Pattern[Any, Any]], name: str) -> None:
+        method = cast("types.FunctionType", self._method)
+        copy = types.FunctionType(
+            method.__code__, method.__globals__, name, method.__defaults__, method.__closure__
+        )
+        copy.__qualname__ = f"{owner.__qualname__}.{name}"
+        copy.__module__ = owner.__module__
+        copy.__doc__ = self._doc
+        copy.__annotations__ = dict(method.__annotations__)
+        copy.__kwdefaults__ = method.__kwdefaults__
+        setattr(owner, name, copy)
+        owner._verbs = {**owner._verbs, method.__name__: name}
+
+
+def verb(method: F, doc: str) -> F:
+    """Give ``method`` (:meth:`Pattern.run` or :meth:`Pattern.run_sync`) a pattern's public name.
+
+    ``call = verb(Pattern.run, "Await ...")`` in a :class:`Pattern` subclass's body defines
+    ``call``: a copy of ``run`` (the same code, so no frame more per call) with its own name and
+    docstring; ``run``'s error for a non-callable ``fn`` then names ``call``.
+
+    Args:
+        method: The method to publish.
+        doc: The verb's docstring.
+
+    Returns:
+        The verb (typed as ``method``).
+    """
+    return cast("F", _Verb(method, doc))
