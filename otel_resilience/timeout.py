@@ -201,7 +201,7 @@ class _TimeoutCore:
             }
 
 
-class _TimeoutStrategy(Link[TimeoutConfig]):
+class _TimeoutStep(Link[TimeoutConfig]):
     """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain."""
 
     __slots__ = ("_core", "_executions", "scope", "seconds")
@@ -227,7 +227,7 @@ class _TimeoutStrategy(Link[TimeoutConfig]):
         return None
 
 
-class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStrategy]):
+class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep]):
     """Puts a deadline on calls; raises or returns a default when it expires (SPEC §1.4).
 
     Args:
@@ -287,8 +287,8 @@ class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStrategy]):
             raise fail("TimeoutHandler", "config", "a TimeoutConfig", config, kind=TypeError)
         return cls(config.timeout, default=config.default, name=name, scope=config.scope, clock=clock)
 
-    def _link(self, telemetry: StrategyTelemetry) -> _TimeoutStrategy:
-        return _TimeoutStrategy(self._core, telemetry)
+    def _link(self, telemetry: StrategyTelemetry) -> _TimeoutStep:
+        return _TimeoutStep(self._core, telemetry)
 
     @property
     def timeout(self) -> float:

@@ -66,7 +66,7 @@ from otel_resilience.bulkhead._config import (
 )
 from otel_resilience.bulkhead._core import BulkheadStats, BulkheadStatsDict, _BulkheadCore
 from otel_resilience.bulkhead._link import KIND as _KIND
-from otel_resilience.bulkhead._link import _BulkheadSlot, _BulkheadStrategy
+from otel_resilience.bulkhead._link import _BulkheadSlot, _BulkheadStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 
-class Bulkhead(Pattern[BulkheadConfig, _BulkheadStrategy]):
+class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep]):
     """Limits how many calls run at once, with a bounded FIFO queue for the rest.
 
     One bulkhead may be used from the event loop (:meth:`execute`), from threads
@@ -113,8 +113,8 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStrategy]):
         self._core = _BulkheadCore(config.max_concurrent, config.max_waiting)
         BULKHEADS.register(self)
 
-    def _link(self, telemetry: StrategyTelemetry) -> _BulkheadStrategy:
-        return _BulkheadStrategy(self, telemetry)
+    def _link(self, telemetry: StrategyTelemetry) -> _BulkheadStep:
+        return _BulkheadStep(self, telemetry)
 
     @property
     def stats(self) -> BulkheadStats:

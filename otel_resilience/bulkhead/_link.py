@@ -1,4 +1,4 @@
-"""The bulkhead's step (a pipeline link) and its slot holder: one way in, :meth:`_BulkheadStrategy.admit`."""
+"""The bulkhead's step (a pipeline link) and its slot holder: one way in, :meth:`_BulkheadStep.admit`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _FULL_EVENT: Final = CallRejected(reason="bulkhead_full")
 _TIMEOUT_EVENT: Final = CallRejected(reason="queue_timeout")
 
 
-class _BulkheadStrategy(Link[BulkheadConfig]):
+class _BulkheadStep(Link[BulkheadConfig]):
     """A pipeline link bound to a bulkhead's shared slots, with its own telemetry.
 
     :meth:`admit` takes a slot, or queues the call (a :class:`_Queued` the driver waits on), or
@@ -83,7 +83,7 @@ class _Queued(Queued):
 
     __slots__ = ("_link",)
 
-    def __init__(self, link: _BulkheadStrategy, waiter: Waiter) -> None:
+    def __init__(self, link: _BulkheadStep, waiter: Waiter) -> None:
         super().__init__(link._core, waiter, link.config.timeout, link.clock)
         self._link = link
 
@@ -110,7 +110,7 @@ _IN_THREAD: Final = ExecutionContext(_no_function, (), {}, "slot", sync=True)
 class _BulkheadSlot:
     """A bulkhead slot held around a block: ``with bulkhead.slot():`` or ``async with bulkhead.slot():``.
 
-    Entering takes a slot as a call does (the link's :meth:`~_BulkheadStrategy.admit`, waiting in
+    Entering takes a slot as a call does (the link's :meth:`~_BulkheadStep.admit`, waiting in
     the FIFO queue when every slot is busy, raising
     :class:`~otel_resilience.errors.BulkheadFullError` or
     :class:`~otel_resilience.errors.BulkheadTimeoutError`); leaving ends the run as the driver
@@ -124,8 +124,8 @@ class _BulkheadSlot:
         self._bulkhead = bulkhead
         self._held = False
 
-    def _link(self) -> _BulkheadStrategy:
-        return cast("_BulkheadStrategy", self._bulkhead._pipeline.strategies[0])
+    def _link(self) -> _BulkheadStep:
+        return cast("_BulkheadStep", self._bulkhead._pipeline.strategies[0])
 
     def _admit(self, ctx: ExecutionContext) -> _Queued | None:
         if self._held:

@@ -1,7 +1,12 @@
 """The engine: the seam every pattern is built on, public for authors of custom strategies.
 
-* :mod:`~otel_resilience.engine.strategy`: the :class:`Strategy` protocol and :data:`TERMINAL`.
-* :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder` and :class:`Pipeline`.
+* :mod:`~otel_resilience.engine.step`: :class:`Step` (alias :class:`Strategy`), a pattern's
+  rules with the one async and the one sync driver, its actions, and :data:`TERMINAL`.
+* :mod:`~otel_resilience.engine.calling`: what the drivers accept of the protected function.
+* :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder`, :class:`Pipeline`, ``Guard``.
+* :mod:`~otel_resilience.engine.stats`: :class:`PipelineStats`, the outcome counts.
+* :mod:`~otel_resilience.engine.facade`: the base of every pattern's facade and link.
+* :mod:`~otel_resilience.engine.waiting`: FIFO waiting for a slot, sync and async.
 * :mod:`~otel_resilience.engine.context`: :class:`ExecutionContext`, deadlines.
 * :mod:`~otel_resilience.engine.clock`: the :class:`Clock` protocol and :data:`SYSTEM_CLOCK`.
 * :mod:`~otel_resilience.engine.events`: the telemetry seam (events, listeners, facade).
@@ -34,7 +39,8 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats, classify_error
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, Registry
-from otel_resilience.engine.strategy import TERMINAL, Strategy
+from otel_resilience.engine.step import TERMINAL, Answer, Call, Retry, Step, Wait
+from otel_resilience.engine.strategy import Strategy
 
 __all__ = [
     "BREAKERS",
@@ -43,7 +49,9 @@ __all__ = [
     "PIPELINES",
     "SYSTEM_CLOCK",
     "TERMINAL",
+    "Answer",
     "AsyncDeadline",
+    "Call",
     "Clock",
     "Event",
     "ExecutionContext",
@@ -53,6 +61,8 @@ __all__ = [
     "PipelineBuilder",
     "PipelineStats",
     "Registry",
+    "Retry",
+    "Step",
     "Strategy",
     "StrategyTelemetry",
     "SyncDeadline",
@@ -60,6 +70,7 @@ __all__ = [
     "TelemetryHub",
     "TelemetryListener",
     "TelemetrySource",
+    "Wait",
     "classify_error",
     "current_deadline",
     "error_type_name",

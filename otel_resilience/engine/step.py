@@ -36,6 +36,14 @@ import inspect
 from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
+from otel_resilience.engine.calling import (
+    WrongDriver,
+    async_generator_refused,
+    awaitable_in_sync,
+    not_awaitable,
+    not_sync_result,
+    refuse_awaitable,
+)
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.errors import OperationTimeoutError
@@ -58,6 +66,7 @@ __all__ = [
     "awaitable_in_sync",
     "not_awaitable",
     "not_sync_result",
+    "refuse_awaitable",
 ]
 
 
@@ -257,11 +266,7 @@ class Step:
     # -- the async driver -------------------------------------------------------------------------
 
     async def execute(self, ctx: ExecutionContext) -> Any:
-        """Run the rest of the chain under this step's rules (async driver).
-
-        Raises:
-            Exception: The rejection, the failure passed through, or what a rule raised.
-        """
+        """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
         if self._admits:
             token = self.admit(ctx)
             if isinstance(token, Wait):
@@ -365,11 +370,7 @@ class Step:
     # -- the sync driver --------------------------------------------------------------------------
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
-        """Run the rest of the chain under this step's rules, in this thread (sync driver).
-
-        Raises:
-            Exception: The rejection, the failure passed through, or what a rule raised.
-        """
+        """Run the rest of the chain under this step's rules in this thread (sync driver)."""
         if self._admits:
             token = self.admit(ctx)
             if isinstance(token, Wait):
@@ -461,24 +462,6 @@ class Step:
         return action
 
 
-def refuse_awaitable(what: str, value: Any) -> Any:
-    """Return ``value``, or close it and raise ``TypeError`` when a sync call returned an awaitable.
-
-    Args:
-        what: The function that returned it, as the message names it.
-        value: What it returned.
-
-    Raises:
-        TypeError: ``value`` is awaitable: the sync driver cannot await it.
-    """
-    if inspect.isawaitable(value):
-        if type(value) is CoroutineType:
-            value.close()
-        msg = f"{what} returned an awaitable, which the sync driver cannot await; use the async API"
-        raise TypeError(msg)
-    return value
-
-
 class _Terminal(Step):
     """The end of every chain: calls the protected function (when no step before it does)."""
 
@@ -501,71 +484,6 @@ class _Terminal(Step):
         if kind is CoroutineType or kind is AsyncGeneratorType:
             raise not_sync_result(ctx.operation, result)
         return result
-
-
-def not_awaitable(operation: str, value: object) -> WrongDriver:
-    """Return the signal for a function given to an async driver that returned ``value``.
-
-    A driver that calls the protected function itself raises it when ``value`` is neither a
-    coroutine nor awaitable.
-    """
-    if type(value) is AsyncGeneratorType:
-        return async_generator_refused(repr(operation))
-    msg = (
-        f"{operation!r}: fn must return an awaitable for the async API, got "
-        f"{type(value).__name__}; use the *_sync variant for plain functions"
-    )
-    return WrongDriver(msg)
-
-
-def not_sync_result(operation: str, result: object) -> WrongDriver:
-    """Return the signal for a sync driver's function that returned a coroutine or an async generator.
-
-    A sync driver that calls the protected function itself raises it when ``type(result)`` is
-    ``CoroutineType`` (closed here) or ``AsyncGeneratorType``: neither is a result, and passing
-    it on would count a call that never ran as a success.
-    """
-    if type(result) is AsyncGeneratorType:
-        return async_generator_refused(repr(operation))
-    return awaitable_in_sync(operation, cast("CoroutineType[Any, Any, Any]", result))
-
-
-def async_generator_refused(where: str) -> WrongDriver:
-    """Return the signal for an async generator function, which neither driver can protect.
-
-    Args:
-        where: What refuses it, shown first in the message (a quoted operation name).
-    """
-    msg = (
-        f"{where}: fn is an async generator function, which returns an iterator, not a result, "
-        "so no call can be protected; protect a coroutine function that consumes it"
-    )
-    return WrongDriver(msg)
-
-
-def awaitable_in_sync(operation: str, coroutine: CoroutineType[Any, Any, Any]) -> WrongDriver:
-    """Close ``coroutine`` (returned to a sync driver) and return the signal to raise."""
-    coroutine.close()
-    msg = (
-        f"{operation!r}: fn is a coroutine function, which the sync API cannot await; "
-        "use the async variant (without _sync) and await it"
-    )
-    return WrongDriver(msg)
-
-
-class WrongDriver(BaseException):
-    """Signal: the protected function does not fit the driver.
-
-    Raised for a plain function given to the async API, or a coroutine function given to the
-    sync API. It is a ``BaseException`` on purpose: a programming error is not an outcome of the
-    dependency, so no step may count, retry, recover or answer it (the drivers hand only
-    ``Exception`` to the rules, and ``on_cancel`` gives permits and slots back on anything else).
-    The pipeline turns it into the ``TypeError`` the caller gets.
-    """
-
-    def as_type_error(self) -> TypeError:
-        """Return the ``TypeError`` to raise in place of this signal."""
-        return TypeError(*self.args)
 
 
 TERMINAL: Final[Step] = _Terminal()

@@ -1,0 +1,105 @@
+"""Calling the protected function and user hooks: what each driver accepts, and the signals it raises.
+
+A function that does not fit the driver (a plain function given to the async API, a coroutine
+function given to the sync API, an async generator function to either) is a programming error,
+signalled by :class:`WrongDriver`; a user hook called by the sync driver that returns an
+awaitable is refused with ``TypeError`` (:func:`refuse_awaitable`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import AsyncGeneratorType, CoroutineType
+from typing import Any, cast
+
+__all__ = [
+    "WrongDriver",
+    "async_generator_refused",
+    "awaitable_in_sync",
+    "not_awaitable",
+    "not_sync_result",
+    "refuse_awaitable",
+]
+
+
+def refuse_awaitable(what: str, value: Any) -> Any:
+    """Return ``value``, or close it and raise ``TypeError`` when a sync call returned an awaitable.
+
+    Args:
+        what: The function that returned it, as the message names it.
+        value: What it returned.
+
+    Raises:
+        TypeError: ``value`` is awaitable: the sync driver cannot await it.
+    """
+    if inspect.isawaitable(value):
+        if type(value) is CoroutineType:
+            value.close()
+        msg = f"{what} returned an awaitable, which the sync driver cannot await; use the async API"
+        raise TypeError(msg)
+    return value
+
+
+def not_awaitable(operation: str, value: object) -> WrongDriver:
+    """Return the signal for a function given to an async driver that returned ``value``.
+
+    A driver that calls the protected function itself raises it when ``value`` is neither a
+    coroutine nor awaitable.
+    """
+    if type(value) is AsyncGeneratorType:
+        return async_generator_refused(repr(operation))
+    msg = (
+        f"{operation!r}: fn must return an awaitable for the async API, got "
+        f"{type(value).__name__}; use the *_sync variant for plain functions"
+    )
+    return WrongDriver(msg)
+
+
+def not_sync_result(operation: str, result: object) -> WrongDriver:
+    """Return the signal for a sync driver's function that returned a coroutine or an async generator.
+
+    A sync driver that calls the protected function itself raises it when ``type(result)`` is
+    ``CoroutineType`` (closed here) or ``AsyncGeneratorType``: neither is a result, and passing
+    it on would count a call that never ran as a success.
+    """
+    if type(result) is AsyncGeneratorType:
+        return async_generator_refused(repr(operation))
+    return awaitable_in_sync(operation, cast("CoroutineType[Any, Any, Any]", result))
+
+
+def async_generator_refused(where: str) -> WrongDriver:
+    """Return the signal for an async generator function, which neither driver can protect.
+
+    Args:
+        where: What refuses it, shown first in the message (a quoted operation name).
+    """
+    msg = (
+        f"{where}: fn is an async generator function, which returns an iterator, not a result, "
+        "so no call can be protected; protect a coroutine function that consumes it"
+    )
+    return WrongDriver(msg)
+
+
+def awaitable_in_sync(operation: str, coroutine: CoroutineType[Any, Any, Any]) -> WrongDriver:
+    """Close ``coroutine`` (returned to a sync driver) and return the signal to raise."""
+    coroutine.close()
+    msg = (
+        f"{operation!r}: fn is a coroutine function, which the sync API cannot await; "
+        "use the async variant (without _sync) and await it"
+    )
+    return WrongDriver(msg)
+
+
+class WrongDriver(BaseException):
+    """Signal: the protected function does not fit the driver.
+
+    Raised for a plain function given to the async API, or a coroutine function given to the
+    sync API. It is a ``BaseException`` on purpose: a programming error is not an outcome of the
+    dependency, so no step may count, retry, recover or answer it (the drivers hand only
+    ``Exception`` to the rules, and ``on_cancel`` gives permits and slots back on anything else).
+    The pipeline turns it into the ``TypeError`` the caller gets.
+    """
+
+    def as_type_error(self) -> TypeError:
+        """Return the ``TypeError`` to raise in place of this signal."""
+        return TypeError(*self.args)
