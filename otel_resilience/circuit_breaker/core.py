@@ -19,9 +19,9 @@ from otel_resilience.circuit_breaker.state import (
     CircuitState,
     Permit,
 )
+from otel_resilience.engine.calling import WrongDriver
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
-from otel_resilience.engine.step import WrongDriver
 from otel_resilience.errors import CircuitOpenError, ExecutionRejectedError
 
 _REASON_FAILURE_THRESHOLD: Final = "failure_threshold"

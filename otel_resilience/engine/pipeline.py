@@ -24,14 +24,15 @@ import functools
 import inspect
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
+from otel_resilience.engine.calling import WrongDriver, async_generator_refused
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import PipelineStats, classify_error
-from otel_resilience.engine.step import TERMINAL, Step, Wait, WrongDriver, async_generator_refused
+from otel_resilience.engine.step import TERMINAL, Step, Wait
 from otel_resilience.engine.validation import check_int, check_name
 
 if TYPE_CHECKING:
@@ -105,15 +106,33 @@ class Pipeline:
         """Return ``(kind, name, config)`` for every strategy, outer to inner."""
         return tuple((s.kind, s.name, s.config) for s in self._strategies)
 
-    def _refused(self, signal: WrongDriver) -> TypeError:
-        """Count a function that does not fit the driver and return the ``TypeError`` to raise.
+    def _failed(
+        self, caught: BaseException, handles: ExecutionHandles | None = None, start: float = 0.0
+    ) -> None:
+        """Count an execution that raised ``caught`` and close its scope ``handles``, if any.
 
-        Neither the signal nor the error is bound to a local of the driver's frame on the way
+        A function that does not fit the driver (:class:`WrongDriver`) is counted as a failure
+        and its ``TypeError`` raised from here, in place of the signal; anything else returns,
+        and the driver re-raises it. No error is left bound to a local of a frame on the way
         out: a traceback holds its frames, so such a local would make a reference cycle per
         failed call.
         """
-        self.stats.count(Outcome.FAILURE)
-        return signal.as_type_error()
+        refused = type(caught) is WrongDriver
+        outcome = Outcome.FAILURE if refused else classify_error(caught)
+        self.stats.count(outcome)
+        error = cast("WrongDriver", caught).as_type_error() if refused else caught
+        try:
+            if handles:
+                self.telemetry.end_execution(handles, outcome, self._clock.now() - start, error)
+            if refused:
+                raise error from None
+        finally:
+            del error
+
+    def _returned(self, handles: ExecutionHandles, start: float, ctx: ExecutionContext) -> None:
+        """Count an execution that returned and close its scope ``handles``."""
+        outcome = self.stats.count_returned(ctx)
+        self.telemetry.end_execution(handles, outcome, self._clock.now() - start, None)
 
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` through every strategy.
@@ -127,9 +146,7 @@ class Pipeline:
         try:
             result = await self._head.execute(ctx)
         except BaseException as caught:
-            if type(caught) is WrongDriver:
-                raise self._refused(caught) from None
-            self.stats.count(classify_error(caught))
+            self._failed(caught)
             raise
         self.stats.count_returned(ctx)
         return result  # type: ignore[no-any-return]
@@ -140,22 +157,13 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        telemetry = self.telemetry
-        clock = self._clock
-        start = clock.now()
+        start = self._clock.now()
         try:
             result = await self._head.execute(ctx)
         except BaseException as caught:
-            if type(caught) is WrongDriver:
-                error = self._refused(caught)
-                telemetry.end_execution(handles, Outcome.FAILURE, clock.now() - start, error)
-                raise error from None
-            outcome = classify_error(caught)
-            self.stats.count(outcome)
-            telemetry.end_execution(handles, outcome, clock.now() - start, caught)
+            self._failed(caught, handles, start)
             raise
-        outcome = self.stats.count_returned(ctx)
-        telemetry.end_execution(handles, outcome, clock.now() - start, None)
+        self._returned(handles, start, ctx)
         return result
 
     def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -170,9 +178,7 @@ class Pipeline:
         try:
             result = self._head.execute_sync(ctx)
         except BaseException as caught:
-            if type(caught) is WrongDriver:
-                raise self._refused(caught) from None
-            self.stats.count(classify_error(caught))
+            self._failed(caught)
             raise
         self.stats.count_returned(ctx)
         return result  # type: ignore[no-any-return]
@@ -183,22 +189,13 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        telemetry = self.telemetry
-        clock = self._clock
-        start = clock.now()
+        start = self._clock.now()
         try:
             result = self._head.execute_sync(ctx)
         except BaseException as caught:
-            if type(caught) is WrongDriver:
-                error = self._refused(caught)
-                telemetry.end_execution(handles, Outcome.FAILURE, clock.now() - start, error)
-                raise error from None
-            outcome = classify_error(caught)
-            self.stats.count(outcome)
-            telemetry.end_execution(handles, outcome, clock.now() - start, caught)
+            self._failed(caught, handles, start)
             raise
-        outcome = self.stats.count_returned(ctx)
-        telemetry.end_execution(handles, outcome, clock.now() - start, None)
+        self._returned(handles, start, ctx)
         return result
 
 

@@ -36,14 +36,7 @@ import inspect
 from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
-from otel_resilience.engine.calling import (
-    WrongDriver,
-    async_generator_refused,
-    awaitable_in_sync,
-    not_awaitable,
-    not_sync_result,
-    refuse_awaitable,
-)
+from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.errors import OperationTimeoutError
@@ -61,12 +54,6 @@ __all__ = [
     "Retry",
     "Step",
     "Wait",
-    "WrongDriver",
-    "async_generator_refused",
-    "awaitable_in_sync",
-    "not_awaitable",
-    "not_sync_result",
-    "refuse_awaitable",
 ]
 
 

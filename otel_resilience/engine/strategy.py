@@ -7,15 +7,14 @@ overrides the step's hooks instead (see "Adding a pattern" in docs/design.md).
 
 from __future__ import annotations
 
-from otel_resilience.engine.step import (
-    TERMINAL,
-    Step,
+from otel_resilience.engine.calling import (
     WrongDriver,
     async_generator_refused,
     awaitable_in_sync,
     not_awaitable,
     not_sync_result,
 )
+from otel_resilience.engine.step import TERMINAL, Step
 
 Strategy = Step
 """The documented alias of :class:`~otel_resilience.engine.step.Step`."""

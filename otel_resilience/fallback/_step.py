@@ -9,10 +9,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, cast
 
+from otel_resilience.engine.calling import refuse_awaitable
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.step import Answer, Call, refuse_awaitable
+from otel_resilience.engine.step import Answer, Call
 from otel_resilience.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
 
 if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
