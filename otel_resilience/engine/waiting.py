@@ -31,8 +31,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextvars
+import enum
 import threading
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.step import Wait
@@ -50,30 +51,44 @@ __all__ = [
     "TIMED_OUT",
     "WAITING",
     "AsyncWaiter",
+    "Enqueued",
     "Queued",
     "SyncWaiter",
     "WaitQueue",
     "Waiter",
+    "WaiterState",
     "new_waiter",
 ]
 
-# Waiter states (Waiter.state).
-WAITING: Final = 0
-"""In the queue."""
-GRANTED: Final = 1
-"""Handed a place (an async waiter's is offered until it claims it)."""
-TIMED_OUT: Final = 2
-"""Left the queue at its timeout."""
-CANCELLED: Final = 3
-"""Left the queue because it can no longer run (cancelled, or its loop closed)."""
 
-# What WaitQueue.enqueue returns.
-ADMITTED: Final = 0
-"""A place was free: the call holds it and runs at once."""
-QUEUED: Final = 1
-"""The waiter is in the queue."""
-FULL: Final = 2
-"""Rejected: no place free and no room (or no waiter) to queue."""
+class WaiterState(enum.IntEnum):
+    """Where a waiter is (:attr:`Waiter.state`).
+
+    ``WAITING``: in the queue. ``GRANTED``: handed a place (an async waiter's is offered until it
+    claims it). ``TIMED_OUT``: left the queue at its timeout. ``CANCELLED``: left the queue
+    because it can no longer run (cancelled, or its loop closed).
+    """
+
+    WAITING = 0
+    GRANTED = 1
+    TIMED_OUT = 2
+    CANCELLED = 3
+
+
+class Enqueued(enum.IntEnum):
+    """What :meth:`WaitQueue.enqueue` returns.
+
+    ``ADMITTED``: a place was free, the call holds it and runs at once. ``QUEUED``: the waiter
+    is in the queue. ``FULL``: rejected, no place free and no room (or no waiter) to queue.
+    """
+
+    ADMITTED = 0
+    QUEUED = 1
+    FULL = 2
+
+
+WAITING, GRANTED, TIMED_OUT, CANCELLED = WaiterState
+ADMITTED, QUEUED, FULL = Enqueued
 
 
 class Waiter(abc.ABC):

@@ -54,7 +54,6 @@ def instrument(
     Returns:
         The listener now registered on the engine hub.
     """
-    global _current  # noqa: PLW0603 - one process-wide registration
     listener = OtelListener(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -62,13 +61,20 @@ def instrument(
         record_messages=record_messages,
     )
     with _LOCK:
-        previous = _current
-        _current = listener
-        if previous is not None:
-            HUB.remove_listener(previous)
-            previous.close()
-        HUB.add_listener(listener)
+        _replace_locked(listener)
     return listener
+
+
+def _replace_locked(listener: OtelListener | None) -> None:
+    """Register ``listener`` (``None``: none) in place of the current one, which is closed."""
+    global _current  # noqa: PLW0603 - one process-wide registration
+    previous = _current
+    _current = listener
+    if previous is not None:
+        HUB.remove_listener(previous)
+        previous.close()
+    if listener is not None:
+        HUB.add_listener(listener)
 
 
 def uninstrument() -> None:
@@ -77,13 +83,8 @@ def uninstrument() -> None:
     Instruments already created on a meter cannot be deleted (the API has no such call); their
     callbacks report nothing from now on.
     """
-    global _current  # noqa: PLW0603
     with _LOCK:
-        previous = _current
-        _current = None
-        if previous is not None:
-            HUB.remove_listener(previous)
-            previous.close()
+        _replace_locked(None)
 
 
 def install_default() -> OtelListener:
