@@ -204,7 +204,7 @@ class _TimeoutCore:
 class _TimeoutStep(Link[TimeoutConfig]):
     """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain."""
 
-    __slots__ = ("_core", "_executions", "scope", "seconds")
+    __slots__ = ("_core", "scope")
 
     kind: ClassVar[str] = _KIND
 
@@ -213,11 +213,7 @@ class _TimeoutStep(Link[TimeoutConfig]):
         self.seconds: float | None = core.timeout
         self.scope = core.scope
         self._core = core
-        self._executions = core._executions
-
-    def admit(self, ctx: ExecutionContext) -> None:  # noqa: ARG002 - every call is admitted
-        """Count the execution (exactly, without a lock)."""
-        next(self._executions)
+        self.entries = core._executions  # the driver counts the executions, exactly and lock-free
 
     def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
         """Count and report our own deadline's expiry; answer with the default when one is set."""

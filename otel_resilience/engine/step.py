@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
+from otel_resilience.engine.counting import Counter
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -170,12 +171,25 @@ class Step:
         scope: The deadline's scope, as :class:`~otel_resilience.errors.OperationTimeoutError`
             reports it (``"total"`` or ``"attempt"``).
         clock: The clock of the deadline and of :class:`Retry` waits.
+        entries: A counter the driver bumps once per execution the step admitted, after
+            :meth:`admit` (re-runs are not entries), or ``None`` (set by :meth:`__init__`): a
+            step that only counts its executions needs no ``admit``.
         judges_first_run: Whether :meth:`on_success` is called for the first run too (the
             default); a step that only cares how a run *it* started again ended (a recovery
             re-run) sets ``False``, and the drivers skip the call on every first success.
     """
 
-    __slots__ = ("_admits", "_cancels", "_expires", "_fails", "_judges", "_succeeds", "next", "seconds")
+    __slots__ = (
+        "_admits",
+        "_cancels",
+        "_expires",
+        "_fails",
+        "_judges",
+        "_succeeds",
+        "entries",
+        "next",
+        "seconds",
+    )
 
     kind: ClassVar[str] = "step"
     scope: str = "total"
@@ -199,8 +213,10 @@ class Step:
     def __init__(self) -> None:
         self.next: Step = TERMINAL
         self.seconds: float | None = None
+        self.entries: Counter | None = None
         # The class's hook flags, copied into slots: the drivers read them on every call, and
-        # a slot is read faster than a class attribute through the instance.
+        # a slot is read faster than a class attribute through the instance. A step may turn a
+        # hook off for an instance that does not need it (after this __init__).
         self._admits, self._succeeds, self._fails, self._expires, self._cancels = type(self)._hooks
         self._judges = self._succeeds and self.judges_first_run
 
@@ -254,14 +270,12 @@ class Step:
 
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
-        if self._admits:
-            token = self.admit(ctx)
-            if isinstance(token, Wait):
-                token = await token.wait()
-        else:
-            token = None
-        nxt = self.next
-        scoped = self.seconds is not None
+        token = self.admit(ctx) if self._admits else None
+        if isinstance(token, Wait):
+            token = await token.wait()
+        if self.entries is not None:
+            next(self.entries)
+        nxt, scoped = self.next, self.seconds is not None
         action: Action = None
         while True:
             running = False
@@ -358,14 +372,12 @@ class Step:
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this step's rules in this thread (sync driver)."""
-        if self._admits:
-            token = self.admit(ctx)
-            if isinstance(token, Wait):
-                token = token.wait_sync()
-        else:
-            token = None
-        nxt = self.next
-        scoped = self.seconds is not None
+        token = self.admit(ctx) if self._admits else None
+        if isinstance(token, Wait):
+            token = token.wait_sync()
+        if self.entries is not None:
+            next(self.entries)
+        nxt, scoped = self.next, self.seconds is not None
         action: Action = None
         while True:
             running = False

@@ -254,17 +254,17 @@ class FallbackStep(Link[FallbackConfig]):
     def __init__(self, core: FallbackCore, clock: Clock, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, clock, telemetry)
         self._core = core
+        self.entries = core.executions  # the driver counts the executions, exactly and lock-free
+        self._admits = core.sync_blocker is not None  # only a coroutine part needs admit
 
     def admit(self, ctx: ExecutionContext) -> None:
-        """Count the execution; refuse the sync driver when a configured part is a coroutine function.
+        """Refuse the sync driver: a configured part is a coroutine function (asked only then).
 
         Raises:
-            TypeError: The sync driver runs and a part is a coroutine function (before ``fn`` runs).
+            TypeError: The sync driver runs (before ``fn`` runs).
         """
-        core = self._core
-        if ctx.sync and core.sync_blocker is not None:
-            raise core.sync_refused()
-        next(core.executions)
+        if ctx.sync:
+            raise self._core.sync_refused()
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
         """Answer for a handled failure: the default, or a :class:`Call` of what answers."""
