@@ -270,9 +270,11 @@ class Step:
 
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
-        token = self.admit(ctx) if self._admits else None
-        if isinstance(token, Wait):
-            token = await token.wait()
+        token = None
+        if self._admits:
+            token = self.admit(ctx)
+            if isinstance(token, Wait):
+                token = await token.wait()
         if self.entries is not None:
             next(self.entries)
         nxt, scoped = self.next, self.seconds is not None
@@ -372,9 +374,11 @@ class Step:
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this step's rules in this thread (sync driver)."""
-        token = self.admit(ctx) if self._admits else None
-        if isinstance(token, Wait):
-            token = token.wait_sync()
+        token = None
+        if self._admits:
+            token = self.admit(ctx)
+            if isinstance(token, Wait):
+                token = token.wait_sync()
         if self.entries is not None:
             next(self.entries)
         nxt, scoped = self.next, self.seconds is not None
