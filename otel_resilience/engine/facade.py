@@ -14,6 +14,7 @@ of ``breaker.call`` costs no frame more than ``breaker.run`` would.
 
 from __future__ import annotations
 
+import abc
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, cast, overload
@@ -71,7 +72,7 @@ class Link(Step, Generic[C]):
         self._telemetry = telemetry
 
 
-class Pattern(Generic[C, L]):
+class Pattern(abc.ABC, Generic[C, L]):
     """A named pattern instance with a configuration (``C``) and a pipeline link (``L``).
 
     A subclass sets :attr:`kind` and :attr:`_owner`, builds its link in :meth:`_link`, and names
@@ -131,9 +132,9 @@ class Pattern(Generic[C, L]):
         """The instance's configuration."""
         return self._config
 
+    @abc.abstractmethod
     def _link(self, telemetry: StrategyTelemetry) -> L:
         """Return a new, unlinked link of this instance that reports through ``telemetry``."""
-        raise NotImplementedError
 
     def as_strategy(self, pipeline: str | None = None) -> L:
         """Return a new, unlinked pipeline link that shares this instance's state and counts.
@@ -163,9 +164,9 @@ class Pattern(Generic[C, L]):
         """What the instance reports its own events through (source without a pipeline)."""
         return self._telemetry
 
+    @abc.abstractmethod
     def get_stats(self) -> Mapping[str, Any]:
         """Return a snapshot of the instance's counts (each pattern documents its keys)."""
-        raise NotImplementedError
 
     @property
     def clock(self) -> Clock:

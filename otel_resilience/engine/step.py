@@ -140,12 +140,12 @@ class Wait:
     __slots__ = ()
 
     async def wait(self) -> Any:
-        """Wait on the running loop; return the token or raise the rejection."""
-        raise NotImplementedError
+        """Wait on the running loop; return the token or raise the rejection (a subclass's)."""
+        raise TypeError(f"{type(self).__name__} cannot wait on an event loop: it overrides no wait()")
 
     def wait_sync(self) -> Any:
-        """Wait in this thread; return the token or raise the rejection."""
-        raise NotImplementedError
+        """Wait in this thread; return the token or raise the rejection (a subclass's)."""
+        raise TypeError(f"{type(self).__name__} cannot wait in a thread: it overrides no wait_sync()")
 
 
 class _Acted:
