@@ -6,12 +6,12 @@ States::
     HALF_OPEN --success_threshold probe successes--> CLOSED
     HALF_OPEN --any counted failure--> OPEN (fresh timer)
 
-The state machine is a sans-I/O core (:class:`_BreakerCore`) with the Resilience4j permission
-protocol: :meth:`~_BreakerCore.try_acquire` hands out a :class:`Permit` (or ``None``: rejected),
-and the call ends with exactly one of :meth:`~_BreakerCore.on_success`,
-:meth:`~_BreakerCore.on_failure` or :meth:`~_BreakerCore.release` (cancelled). The async and
-sync drivers are a dozen lines each over that core. The user's function never runs under the
-core's lock.
+The state is a sans-I/O core (:class:`_BreakerCore`: the state period, counts and locked
+transitions) shared by one step per pipeline (:class:`_BreakerStep`), which speaks the
+Resilience4j permission protocol as the engine's hooks: ``admit`` hands out a :class:`Permit`
+(or raises the rejection), and the call ends with exactly one of ``on_success``, ``on_failure``
+or ``on_cancel`` (the permit given back). The engine's two drivers run it; the user's function
+never runs under the core's lock.
 
 An *outage episode* runs from a trip out of CLOSED until the breaker closes again; every
 HALF_OPEN -> OPEN in between is a *re-open*, counted in the ``reopens`` of the reported

@@ -141,46 +141,6 @@ class _BreakerCore:
         self._emit(change)
         return admitted
 
-    def on_success(self, permit: Permit) -> None:
-        """Count a success: no lock on the CLOSED path when there is no failure streak to reset.
-
-        The lock-free path only bumps an exact counter (see :class:`CircuitBreakerStats`), so it
-        is exact from any number of threads and loops; anything that changes state takes the lock.
-        """
-        stats = self.stats
-        if permit is self._permit and permit.state is _CLOSED and not stats.failure_count:
-            next(stats._successes)
-            return
-        with self._lock:
-            change = self._on_success_locked(permit)
-        self._emit(change)
-
-    def on_failure(self, permit: Permit, error: Exception) -> None:
-        """Classify ``error`` (ignored / failure / success) and count it.
-
-        Raises:
-            Exception: Whatever a ``record_exceptions`` predicate raised; the permit is given back
-                first (counted as ignored).
-        """
-        try:
-            verdict = self._classify(error)
-        except BaseException:
-            with self._lock:
-                self.stats.total_ignored += 1
-                self._release_locked(permit)
-            raise
-        if verdict == _SUCCESS:
-            self.on_success(permit)
-            return
-        with self._lock:
-            if verdict == _IGNORED:
-                self.stats.total_ignored += 1
-                self._release_locked(permit)
-                change = None
-            else:
-                change = self._on_failure_locked(permit, error)
-        self._emit(change)
-
     def release(self, permit: Permit) -> None:
         """Give a cancelled (or interrupted) call's permit back; it counts as neither outcome."""
         with self._lock:

@@ -9,7 +9,7 @@ import sys
 from typing import Any, ClassVar, Final
 
 from otel_resilience.circuit_breaker.config import KIND, CircuitBreakerConfig
-from otel_resilience.circuit_breaker.core import _BreakerCore
+from otel_resilience.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
 from otel_resilience.circuit_breaker.state import _CLOSED, _HALF_OPEN_VALUE, _OPEN, _OPEN_VALUE, Permit
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
@@ -63,12 +63,46 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         return admitted
 
     def on_success(self, ctx: ExecutionContext, token: Permit, result: Any) -> None:  # noqa: ARG002
-        """Count a success."""
-        self._core.on_success(token)
+        """Count a success: no lock on the CLOSED path when there is no failure streak to reset.
 
-    def on_failure(self, ctx: ExecutionContext, token: Permit, error: Exception) -> None:  # noqa: ARG002
-        """Classify and count a failure (the error passes through)."""
-        self._core.on_failure(token, error)
+        The lock-free path only bumps an exact counter (see :class:`CircuitBreakerStats`), so it
+        is exact from any number of threads and loops; anything that changes state takes the lock.
+        """
+        core = self._core
+        stats = core.stats
+        if token is core._permit and token.state is _CLOSED and not stats.failure_count:
+            next(stats._successes)
+            return
+        with core._lock:
+            change = core._on_success_locked(token)
+        core._emit(change)
+
+    def on_failure(self, ctx: ExecutionContext, token: Permit, error: Exception) -> None:
+        """Classify ``error`` (ignored / failure / success) and count it; the error passes through.
+
+        Raises:
+            Exception: Whatever a ``record_exceptions`` predicate raised; the permit is given back
+                first (counted as ignored).
+        """
+        core = self._core
+        try:
+            verdict = core._classify(error)
+        except BaseException:
+            with core._lock:
+                core.stats.total_ignored += 1
+                core._release_locked(token)
+            raise
+        if verdict == _SUCCESS:
+            self.on_success(ctx, token, None)
+            return
+        with core._lock:
+            if verdict == _IGNORED:
+                core.stats.total_ignored += 1
+                core._release_locked(token)
+                change = None
+            else:
+                change = core._on_failure_locked(token, error)
+        core._emit(change)
 
     def on_cancel(self, ctx: ExecutionContext, token: Permit, *, running: bool) -> None:  # noqa: ARG002
         """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""
