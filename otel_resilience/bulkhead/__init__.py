@@ -66,10 +66,11 @@ from otel_resilience.bulkhead._config import (
 )
 from otel_resilience.bulkhead._core import BulkheadStats, BulkheadStatsDict, _BulkheadCore
 from otel_resilience.bulkhead._link import KIND as _KIND
-from otel_resilience.bulkhead._link import _BulkheadSlot, _BulkheadStep
+from otel_resilience.bulkhead._link import _BulkheadStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.pipeline import Guard
 from otel_resilience.engine.registry import BULKHEADS
 
 __all__ = [
@@ -173,16 +174,21 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep]):
         """,
     )
 
-    def slot(self) -> _BulkheadSlot:
+    def slot(self) -> Guard:
         """Return a context manager that holds one slot of this bulkhead around a block.
 
         ``async with bulkhead.slot(): ...`` in coroutines, ``with bulkhead.slot(): ...`` in
-        threads; use it where the protected work is not one function call.
+        threads; use it where the protected work is not one function call. Entering takes a slot
+        as a call does (waiting in the FIFO queue, or raising
+        :class:`~otel_resilience.errors.BulkheadFullError` /
+        :class:`~otel_resilience.errors.BulkheadTimeoutError`); leaving gives it back, whatever
+        ended the block. The block counts as an execution of the bulkhead's own pipeline, as
+        :meth:`CircuitBreaker.guard`'s does (the engine's :class:`~otel_resilience.engine.pipeline.Guard`).
 
         Returns:
-            A single-use slot holder.
+            A slot holder that serves one block at a time.
         """
-        return _BulkheadSlot(self)
+        return Guard(self._pipeline)
 
     def __repr__(self) -> str:
         core = self._core

@@ -1,4 +1,4 @@
-"""The bulkhead's step (a pipeline link) and its slot holder: one way in, :meth:`_BulkheadStep.admit`."""
+"""The bulkhead's step (a pipeline link): one way in, :meth:`_BulkheadStep.admit`, for calls and for `slot()`."""
 
 from __future__ import annotations
 
@@ -95,72 +95,3 @@ class _Queued(Queued):
         """Return the error of a call that waited ``timeout`` seconds for a slot."""
         core = self._link._core
         return BulkheadTimeoutError(self._link.name, core.max_concurrent, core.max_waiting, timeout)
-
-
-def _no_function() -> None:
-    """The function of a slot's context: a block holds the slot, no function is called."""
-
-
-_IN_TASK: Final = ExecutionContext(_no_function, (), {}, "slot")
-"""What ``async with bulkhead.slot()`` admits with (the link's hooks read only ``sync``)."""
-_IN_THREAD: Final = ExecutionContext(_no_function, (), {}, "slot", sync=True)
-"""What ``with bulkhead.slot()`` admits with."""
-
-
-class _BulkheadSlot:
-    """A bulkhead slot held around a block: ``with bulkhead.slot():`` or ``async with bulkhead.slot():``.
-
-    Entering takes a slot as a call does (the link's :meth:`~_BulkheadStep.admit`, waiting in
-    the FIFO queue when every slot is busy, raising
-    :class:`~otel_resilience.errors.BulkheadFullError` or
-    :class:`~otel_resilience.errors.BulkheadTimeoutError`); leaving ends the run as the driver
-    would (``on_success``, ``on_failure`` or ``on_cancel``), whatever ended the block. One slot
-    object serves one block at a time.
-    """
-
-    __slots__ = ("_bulkhead", "_held")
-
-    def __init__(self, bulkhead: Bulkhead) -> None:
-        self._bulkhead = bulkhead
-        self._held = False
-
-    def _link(self) -> _BulkheadStep:
-        return cast("_BulkheadStep", self._bulkhead._pipeline.strategies[0])
-
-    def _admit(self, ctx: ExecutionContext) -> _Queued | None:
-        if self._held:
-            msg = "a Bulkhead.slot() serves one block at a time; call slot() again"
-            raise RuntimeError(msg)
-        return self._link().admit(ctx)
-
-    def _leave(self, ctx: ExecutionContext, exc: BaseException | None) -> None:
-        self._held = False
-        link = self._link()
-        if exc is None:
-            link.on_success(ctx, None, None)
-        elif isinstance(exc, Exception):
-            link.on_failure(ctx, None, exc)
-        else:
-            link.on_cancel(ctx, None, running=True)
-
-    async def __aenter__(self) -> _BulkheadSlot:
-        queued = self._admit(_IN_TASK)
-        if queued is not None:
-            await queued.wait()
-        self._held = True
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        self._leave(_IN_TASK, exc)
-
-    def __enter__(self) -> _BulkheadSlot:
-        queued = self._admit(_IN_THREAD)
-        if queued is not None:
-            queued.wait_sync()
-        self._held = True
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self._leave(_IN_THREAD, exc)
