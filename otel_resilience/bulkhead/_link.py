@@ -1,4 +1,4 @@
-"""The bulkhead's step (a pipeline link): one way in, :meth:`_BulkheadStep.admit`, for calls and for `slot()`."""
+"""The bulkhead's step: one way in (:meth:`_BulkheadStep.admit`) for calls and for ``slot()``."""
 
 from __future__ import annotations
 
