@@ -3,6 +3,8 @@
 * :class:`FakeClock`: a controllable clock; inject it as ``clock=`` so that breaker timeouts,
   backoffs and queue waits pass instantly, in order, with no real sleeping.
 * :class:`EventRecorder`: a telemetry listener that keeps every reported event, for assertions.
+* :class:`AttemptRecorder`: a step that records the attempt number of every run it sees, to
+  place in a pipeline (``ExtraStrategy``, ``PipelineBuilder.add``) and assert what ran through it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,36 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from otel_resilience.engine.events import HUB, Event, EventArgs, TelemetryHub, TelemetrySource
+from otel_resilience.engine.step import Step
 
-__all__ = ["EventRecorder", "FakeClock"]
+if TYPE_CHECKING:
+    from otel_resilience.engine.context import ExecutionContext
+
+__all__ = ["AttemptRecorder", "EventRecorder", "FakeClock"]
+
+
+class AttemptRecorder(Step):
+    """A step that admits every run and records its attempt number (``ctx.attempt``).
+
+    Attributes:
+        seen: The attempt number of every run that reached the step, in order.
+    """
+
+    __slots__ = ("seen",)
+
+    kind: ClassVar[str] = "attempt_recorder"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        """Record the run's attempt number; admit it."""
+        self.seen.append(ctx.attempt)
+        return None
 
 
 class FakeClock:

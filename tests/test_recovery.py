@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from otel_resilience.circuit_breaker import CircuitBreakerConfig, CircuitState
-from otel_resilience.engine.context import ExecutionContext, SyncDeadline
+from otel_resilience.engine.context import SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.strategy import Strategy
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
@@ -39,7 +38,7 @@ from otel_resilience.recovery import (
     RecoveryStrategy,
 )
 from otel_resilience.retry import Retry, RetryPolicy
-from otel_resilience.testing import EventRecorder, FakeClock
+from otel_resilience.testing import AttemptRecorder, EventRecorder, FakeClock
 
 _names = itertools.count()
 
@@ -320,33 +319,11 @@ async def test_retry_never_starts_a_delay_past_the_deadline(driver: str, clock: 
     assert system.get_stats()["failed_recoveries"] == 1
 
 
-class AttemptProbe(Strategy):
-    """An inner strategy that records ctx.attempt on every pass."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[int] = []
-
-    @property
-    def name(self) -> str:
-        return "probe"
-
-    async def execute(self, ctx: ExecutionContext) -> Any:
-        self.seen.append(ctx.attempt)
-        return await self.next.execute(ctx)
-
-    def execute_sync(self, ctx: ExecutionContext) -> Any:
-        self.seen.append(ctx.attempt)
-        return self.next.execute_sync(ctx)
-
-
 async def test_each_rerun_takes_the_next_attempt_number(driver: str, clock: FakeClock) -> None:
     """A re-run is a new attempt of the execution: it takes the next number, never restarts at 1."""
     system = ErrorRecoverySystem(clock=clock)
     system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
-    probe = AttemptProbe()
+    probe = AttemptRecorder()
     pipeline = PipelineBuilder("policy").add(system.as_strategy("policy")).add(probe).build()
     flaky = Flaky(2)
     assert await run_pipeline(pipeline, driver, flaky) == "ok"
@@ -365,7 +342,7 @@ async def test_reruns_and_retry_attempts_share_one_numbering(driver: str, clock:
         clock=clock,
         on_retry=lambda attempt, _error: hooked.append(attempt),
     )
-    probe = AttemptProbe()
+    probe = AttemptRecorder()
     pipeline = (
         PipelineBuilder("policy", clock=clock)
         .add(system.as_strategy("policy"))

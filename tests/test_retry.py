@@ -54,7 +54,7 @@ from otel_resilience.retry import (
     retry_async,
     retry_sync,
 )
-from otel_resilience.testing import EventRecorder, FakeClock
+from otel_resilience.testing import AttemptRecorder, EventRecorder, FakeClock
 
 
 class Boom(ConnectionError):
@@ -908,28 +908,6 @@ async def test_an_on_retry_error_opens_no_further_attempt(
 # -- composition ------------------------------------------------------------------------------
 
 
-class AttemptProbe(Strategy):
-    """An inner strategy that records ctx.attempt on every pass."""
-
-    kind = "probe"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[int] = []
-
-    @property
-    def name(self) -> str:
-        return "probe"
-
-    async def execute(self, ctx: ExecutionContext) -> Any:
-        self.seen.append(ctx.attempt)
-        return await self.next.execute(ctx)
-
-    def execute_sync(self, ctx: ExecutionContext) -> Any:
-        self.seen.append(ctx.attempt)
-        return self.next.execute_sync(ctx)
-
-
 async def test_as_strategy_composes_in_a_pipeline(
     driver: str, clock: FakeClock, recorder: EventRecorder
 ) -> None:
@@ -938,9 +916,9 @@ async def test_as_strategy_composes_in_a_pipeline(
     node = r.as_strategy("policy")
     assert node is not r.as_strategy("policy")
     assert (node.kind, node.name, node.config) == ("retry", "dep", r.policy)
-    probe = AttemptProbe()
+    probe = AttemptRecorder()
     pipeline = PipelineBuilder("policy", clock=clock).add(node).add(probe).build()
-    assert pipeline.describe() == (("retry", "dep", r.policy), ("probe", "probe", None))
+    assert pipeline.describe() == (("retry", "dep", r.policy), ("attempt_recorder", "attempt_recorder", None))
     fn = flaky(2)
     if driver == "sync":
         assert pipeline.execute_sync(fn) == "ok"
@@ -1035,7 +1013,7 @@ async def test_retry_numbers_its_attempts_after_those_the_execution_already_made
     r = Retry(
         "dep", exact(max_attempts=3), clock=clock, on_retry=lambda attempt, _error: hooked.append(attempt)
     )
-    probe = AttemptProbe()
+    probe = AttemptRecorder()
     pipeline = (
         PipelineBuilder("policy", clock=clock).add(Skip()).add(r.as_strategy("policy")).add(probe).build()
     )
