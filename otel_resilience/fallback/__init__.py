@@ -80,7 +80,7 @@ from otel_resilience.fallback._config import (
     FallbackConfig,
     FallbackStrategy,
 )
-from otel_resilience.fallback._step import KIND, CachingFallbackStep, FallbackCore, FallbackStep
+from otel_resilience.fallback._step import KIND, FallbackCore, FallbackStep
 
 __all__ = [
     "DEFAULT_HANDLE_EXCEPTIONS",
@@ -122,8 +122,7 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep]):
         self._core = FallbackCore(name, config)
 
     def _link(self, telemetry: StrategyTelemetry) -> FallbackStep:
-        link = CachingFallbackStep if self._core.caches else FallbackStep
-        return link(self._core, self.clock, telemetry)
+        return FallbackStep(self._core, self.clock, telemetry)
 
     execute_with_fallback = verb(
         Pattern.run,

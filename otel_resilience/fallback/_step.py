@@ -256,6 +256,7 @@ class FallbackStep(Link[FallbackConfig]):
         self._core = core
         self.entries = core.executions  # the driver counts the executions, exactly and lock-free
         self._admits = core.sync_blocker is not None  # only a coroutine part needs admit
+        self._succeeds = self._judges = core.caches  # only CACHED_VALUE judges a success
 
     def admit(self, ctx: ExecutionContext) -> None:
         """Refuse the sync driver: a configured part is a coroutine function (asked only then).
@@ -265,6 +266,13 @@ class FallbackStep(Link[FallbackConfig]):
         """
         if ctx.sync:
             raise self._core.sync_refused()
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
+        """Write ``result`` to the cache (called for ``CACHED_VALUE`` only).
+
+        Inline in the sync driver, in the background in the async one.
+        """
+        self._core.store(result, inline=ctx.sync)
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
         """Answer for a handled failure: the default, or a :class:`Call` of what answers."""
@@ -346,16 +354,3 @@ class FallbackStep(Link[FallbackConfig]):
             return self._answer(ctx, errors[0], value)
         errors.append(failure)
         return self._attempt(ctx, index + 1, errors)
-
-
-class CachingFallbackStep(FallbackStep):
-    """A ``CACHED_VALUE`` link: as :class:`FallbackStep`, and every success is written to the cache.
-
-    A class of its own, so that the other strategies' successes call no hook at all.
-    """
-
-    __slots__ = ()
-
-    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
-        """Write ``result`` to the cache: inline in the sync driver, in the background in the async one."""
-        self._core.store(result, inline=ctx.sync)
