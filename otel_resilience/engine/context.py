@@ -33,6 +33,7 @@ import threading
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.events import Outcome
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.errors import OperationTimeoutError
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from otel_resilience.engine.clock import Clock
-    from otel_resilience.engine.events import Outcome
     from otel_resilience.engine.timer import LoopTimer
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "ExecutionContext",
     "SyncDeadline",
     "current_deadline",
+    "start_context",
     "time_remaining",
 ]
 
@@ -59,6 +60,10 @@ _DEADLINE: ContextVar[tuple[float, object]] = ContextVar(
     "otel_resilience_deadline", default=(_NO_DEADLINE, _NO_OWNER)
 )
 """The effective deadline and its owner: the task (or, outside any task, the thread) that set it."""
+
+_SUCCESS: Final = Outcome.SUCCESS
+_RECOVERED: Final = Outcome.RECOVERED
+_new: Final = object.__new__
 
 _get_running_loop = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
 _current_task = asyncio.current_task
@@ -141,11 +146,14 @@ class ExecutionContext:
         kwargs: Its keyword arguments.
         operation: The operation's name (bounded: a configured or function name).
         attempt: The number of the latest attempt started in this execution, starting at 1
-            (the one running, as attempts run one after another).
+            (the one running, as attempts run one after another). Read it; a strategy that
+            starts another attempt takes its number with :meth:`next_attempt`.
         max_attempts: Attempts the execution may make in total, counted across retry,
             recovery and hedging; ``None`` for no cap (``ResilienceConfig.max_attempts_total``).
-        outcome: Set by a strategy that answered in place of the call (fallback) or recovered
-            it (recovery); ``None`` means the pipeline derives it from ``attempt``.
+        outcome: What the execution counts as if it returns: :attr:`Outcome.SUCCESS` at first,
+            :attr:`Outcome.RECOVERED` once a further attempt started (:meth:`next_attempt`), or
+            what a strategy set that answered in place of the call (fallback) or recovered it
+            (recovery).
         properties: Free slot for custom strategies that pass data down (``None`` by default).
         sync: Whether the sync driver runs it (a step that cannot serve that driver, an async
             hook say, refuses it in ``admit``, before anything runs).
@@ -163,24 +171,42 @@ class ExecutionContext:
         "sync",
     )
 
-    def __init__(  # noqa: PLR0917 - positional: keyword arguments cost every execution
-        self,
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    operation: str
+    attempt: int
+    max_attempts: int | None
+    outcome: Outcome
+    properties: dict[str, Any] | None
+    sync: bool
+
+    def __new__(  # noqa: PLR0917 - positional: keyword arguments cost every execution
+        cls,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         operation: str,
         max_attempts: int | None = None,
         sync: bool = False,
-    ) -> None:
-        self.fn = fn
-        self.sync = sync
-        self.args = args
-        self.kwargs = kwargs
-        self.operation = operation
-        self.attempt = 1
-        self.max_attempts = max_attempts
-        self.outcome: Outcome | None = None
-        self.properties: dict[str, Any] | None = None
+    ) -> ExecutionContext:
+        """Start an execution: attempt 1, outcome :attr:`Outcome.SUCCESS` until something changes it.
+
+        The fields are set here rather than in ``__init__``, so that the drivers can start a
+        context with ``ExecutionContext.__new__(ExecutionContext, ...)``, a plain function call,
+        which costs a fraction of calling the class (:data:`start_context`).
+        """
+        ctx = _new(cls)
+        ctx.fn = fn
+        ctx.sync = sync
+        ctx.args = args
+        ctx.kwargs = kwargs
+        ctx.operation = operation
+        ctx.attempt = 1
+        ctx.max_attempts = max_attempts
+        ctx.outcome = _SUCCESS
+        ctx.properties = None
+        return ctx
 
     def next_attempt(self) -> int | None:
         """Take the number of a new attempt, or refuse it when the execution's cap is reached.
@@ -196,7 +222,14 @@ class ExecutionContext:
         if limit is not None and self.attempt >= limit:
             return None
         self.attempt += 1
+        if self.outcome is _SUCCESS:  # an execution that returns after a later attempt recovered
+            self.outcome = _RECOVERED
         return self.attempt
+
+
+start_context: Final = ExecutionContext.__new__
+"""``start_context(ExecutionContext, fn, args, kwargs, operation, max_attempts, sync)``: what
+``ExecutionContext(...)`` does, as a plain function call (the drivers' way to start one)."""
 
 
 def _entered_twice(scope: object, operation: str) -> RuntimeError:

@@ -28,7 +28,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from otel_resilience.engine.event_args import (
     AlertRaised,
@@ -64,6 +64,9 @@ __all__ = [
     "TimeoutOccurred",
     "error_type_name",
 ]
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _LOG: Final = logging.getLogger("otel_resilience")
 
@@ -167,16 +170,22 @@ class TelemetryHub:
     registered but is left out of :attr:`event_listeners` and :attr:`attempt_listeners`, so
     that patterns build no event arguments and open no attempt scopes for it. It is still
     asked to open every execution scope, which is where it checks whether it has somewhere to
-    send things now, and wakes itself up (before the execution's events and attempts).
+    send things now, and wakes itself up (before the execution's events and attempts). A
+    dormant listener may name that check (``asleep_while``): while every execution listener is
+    dormant under one such check and it holds, executions ask no listener at all
+    (:attr:`execution_gate`).
 
     Attributes:
         event_listeners: Tuple of the awake :class:`TelemetryListener` (replaced, never mutated).
         execution_listeners: Tuple of :class:`ExecutionListener` (replaced, never mutated).
         attempt_listeners: The awake execution listeners, asked to open attempt scopes.
+        execution_gate: ``None``, or a function that returns ``True`` while no execution
+            listener needs asking to open an execution scope (every one is dormant under it).
         errors: How many times a listener raised (each is logged, then swallowed).
     """
 
     __slots__ = (
+        "_asleep_while",
         "_dormant",
         "_lock",
         "_registered",
@@ -184,6 +193,7 @@ class TelemetryHub:
         "attempt_listeners",
         "errors",
         "event_listeners",
+        "execution_gate",
         "execution_listeners",
     )
 
@@ -191,6 +201,8 @@ class TelemetryHub:
         self._lock = threading.Lock()
         self._registered: tuple[TelemetryListener, ...] = ()
         self._dormant: tuple[object, ...] = ()
+        self._asleep_while: dict[int, Callable[[], bool]] = {}
+        self.execution_gate: Callable[[], bool] | None = None
         self.event_listeners: tuple[TelemetryListener, ...] = ()
         self.execution_listeners: tuple[ExecutionListener, ...] = ()
         self.attempt_listeners: tuple[ExecutionListener, ...] = ()
@@ -208,6 +220,7 @@ class TelemetryHub:
             if isinstance(listener, ExecutionListener) and listener not in self.execution_listeners:
                 self.execution_listeners = (*self.execution_listeners, listener)
             self._dormant = tuple(x for x in self._dormant if x is not listener)
+            self._asleep_while.pop(id(listener), None)
             self._publish_locked()
 
     def remove_listener(self, listener: object) -> None:
@@ -216,20 +229,29 @@ class TelemetryHub:
             self._registered = tuple(x for x in self._registered if x is not listener)
             self._dormant = tuple(x for x in self._dormant if x is not listener)
             self.execution_listeners = tuple(x for x in self.execution_listeners if x is not listener)
+            self._asleep_while.pop(id(listener), None)
             self._publish_locked()
 
-    def set_dormant(self, listener: object, *, dormant: bool) -> None:
+    def set_dormant(
+        self, listener: object, *, dormant: bool, asleep_while: Callable[[], bool] | None = None
+    ) -> None:
         """Leave a registered listener out of :attr:`event_listeners` and :attr:`attempt_listeners`.
 
         Args:
             listener: A listener registered with :meth:`add_listener` (others are ignored).
             dormant: ``True`` to stop sending it events, ``False`` to send them again.
+            asleep_while: With ``dormant``: a function that returns ``True`` while the listener
+                would open no execution scope and stay dormant if asked (cheap, never raising);
+                while it does, executions need not ask it. ``None``: ask it every execution.
         """
         with self._lock:
             if not any(x is listener for x in (*self._registered, *self.execution_listeners)):
                 return
             others = tuple(x for x in self._dormant if x is not listener)
             self._dormant = (*others, listener) if dormant else others
+            self._asleep_while.pop(id(listener), None)
+            if dormant and asleep_while is not None:
+                self._asleep_while[id(listener)] = asleep_while
             self._publish_locked()
 
     def is_dormant(self, listener: object) -> bool:
@@ -243,6 +265,9 @@ class TelemetryHub:
             x for x in self.execution_listeners if not any(x is d for d in dormant)
         )
         self._routes = {}  # after event_listeners: a route is never computed from stale ones
+        checks = [self._asleep_while.get(id(x)) for x in self.execution_listeners]
+        first = checks[0] if checks else None
+        self.execution_gate = first if first is not None and all(c is first for c in checks) else None
 
     def route(self, source: TelemetrySource, event: Event) -> tuple[TelemetryListener, ...]:
         """Return the awake event listeners that want ``event`` from sources of ``source.kind``.
@@ -325,6 +350,9 @@ class StrategyTelemetry:
         hub = self._hub
         listeners = hub.execution_listeners
         if not listeners:
+            return None
+        gate = hub.execution_gate
+        if gate is not None and gate():  # every listener is dormant, and would stay so if asked
             return None
         handles: list[tuple[ExecutionListener, object]] | None = None
         for listener in listeners:

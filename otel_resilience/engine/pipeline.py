@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.calling import WrongDriver, async_generator_refused
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.context import ExecutionContext, start_context
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import PipelineStats, classify_error
@@ -131,7 +131,8 @@ class Pipeline:
 
     def _returned(self, handles: ExecutionHandles, start: float, ctx: ExecutionContext) -> None:
         """Count an execution that returned and close its scope ``handles``."""
-        outcome = self.stats.count_returned(ctx)
+        outcome = ctx.outcome
+        self.stats.count(outcome)
         self.telemetry.end_execution(handles, outcome, self._clock.now() - start, None)
 
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -140,7 +141,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts)
+        ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
         if handles := self.telemetry.start_execution(self.name):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
@@ -148,7 +149,7 @@ class Pipeline:
         except BaseException as caught:
             self._failed(caught)
             raise
-        self.stats.count_returned(ctx)
+        self.stats.tally[ctx.outcome._value_]()
         return result  # type: ignore[no-any-return]
 
     async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
@@ -172,7 +173,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = ExecutionContext(fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+        ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
         if handles := self.telemetry.start_execution(self.name):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
@@ -180,7 +181,7 @@ class Pipeline:
         except BaseException as caught:
             self._failed(caught)
             raise
-        self.stats.count_returned(ctx)
+        self.stats.tally[ctx.outcome._value_]()
         return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
@@ -313,7 +314,7 @@ class Guard:
         stats = self._pipeline.stats
         action = None
         if error is None:
-            stats.count_returned(ctx)
+            stats.count(ctx.outcome)
             if step._succeeds:
                 action = step.on_success(ctx, token, None)
         elif isinstance(error, Exception):

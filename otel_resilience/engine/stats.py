@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Outcome
@@ -11,13 +11,8 @@ from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from otel_resilience.engine.context import ExecutionContext
 
 __all__ = ["PipelineStats", "classify_error"]
-
-_SUCCESS: Final = Outcome.SUCCESS
-_RECOVERED: Final = Outcome.RECOVERED
-"""Members read on every call, bound once: reading an Enum member off its class is slow."""
 
 
 def classify_error(error: BaseException) -> Outcome:
@@ -45,7 +40,6 @@ class PipelineStats:
     """
 
     __slots__ = (
-        "_by_outcome",
         "_cancelled",
         "_errors",
         "_fallback",
@@ -53,6 +47,7 @@ class PipelineStats:
         "_rejected",
         "_succeeded",
         "_timeouts",
+        "tally",
     )
 
     def __init__(self) -> None:
@@ -73,7 +68,9 @@ class PipelineStats:
             Outcome.CANCELLED: self._cancelled,
         }
         # Keyed by the member's value: an Enum hashes in Python code, a str hashes once.
-        self._by_outcome: dict[str, Callable[[], int]] = {o._value_: c.__next__ for o, c in counters.items()}
+        self.tally: dict[str, Callable[[], int]] = {o._value_: c.__next__ for o, c in counters.items()}
+        """``tally[outcome._value_]()`` counts one execution: :meth:`count` without a call frame
+        (the drivers count every returned execution so)."""
 
     @property
     def succeeded(self) -> int:
@@ -127,22 +124,7 @@ class PipelineStats:
 
     def count(self, outcome: Outcome) -> None:
         """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
-        self._by_outcome[outcome._value_]()
-
-    def count_returned(self, ctx: ExecutionContext) -> Outcome:
-        """Count one execution that returned normally, and return the outcome it was counted as.
-
-        The outcome a strategy set (a fallback's answer, a recovery) if any, else a success on
-        the first attempt or a success after a failed one (:attr:`ExecutionContext.attempt`).
-        """
-        outcome = ctx.outcome
-        if outcome is None:
-            if ctx.attempt == 1:
-                next(self._succeeded)
-                return _SUCCESS
-            outcome = _RECOVERED
-        self._by_outcome[outcome._value_]()
-        return outcome
+        self.tally[outcome._value_]()
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict, each key saying what it counts.

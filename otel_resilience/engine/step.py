@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import inspect
 from types import AsyncGeneratorType, CoroutineType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
@@ -277,17 +277,17 @@ class Step:
                 token = await token.wait()
         if self.entries is not None:
             next(self.entries)
-        nxt, scoped = self.next, self.seconds is not None
-        action: Action = None
+        nxt, seconds = self.next, self.seconds
+        action: Any = None  # after the first run: the Retry that led to this one
         while True:
             running = False
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token = action.token  # type: ignore[union-attr]
-                    await self._pause(cast("Retry", action))
+                    token = action.token
+                    await self._pause(action)
                 running = True
-                if scoped:
-                    result = await self._scoped(ctx, token)
+                if seconds is not None:
+                    result = await self._scoped(ctx, token, seconds)
                 elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
                     awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
                     if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
@@ -307,7 +307,7 @@ class Step:
                 if self._cancels:
                     self.on_cancel(ctx, token, running=running)
                 raise
-            if scoped and type(result) is _Acted:
+            if seconds is not None and type(result) is _Acted:
                 action = result.action
             elif (
                 not (self._judges if action is None else self._succeeds)
@@ -328,13 +328,13 @@ class Step:
             if inspect.isawaitable(pending):
                 await pending
 
-    async def _scoped(self, ctx: ExecutionContext, token: Any) -> Any:
+    async def _scoped(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
         """Run the rest of the chain under this step's deadline (the task is cancelled at it).
 
         Returns:
             The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
         """
-        deadline = AsyncDeadline(self.clock, cast("float", self.seconds), ctx.operation, self.scope)
+        deadline = AsyncDeadline(self.clock, seconds, ctx.operation, self.scope)
         try:
             deadline.enter()  # `async with deadline:` without its two coroutines
             try:
@@ -381,17 +381,17 @@ class Step:
                 token = token.wait_sync()
         if self.entries is not None:
             next(self.entries)
-        nxt, scoped = self.next, self.seconds is not None
-        action: Action = None
+        nxt, seconds = self.next, self.seconds
+        action: Any = None  # after the first run: the Retry that led to this one
         while True:
             running = False
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token = action.token  # type: ignore[union-attr]
-                    self._pause_sync(cast("Retry", action))
+                    token = action.token
+                    self._pause_sync(action)
                 running = True
-                if scoped:
-                    result = self._scoped_sync(ctx, token)
+                if seconds is not None:
+                    result = self._scoped_sync(ctx, token, seconds)
                 elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
                     result = ctx.fn(*ctx.args, **ctx.kwargs)
                     kind = type(result)
@@ -411,7 +411,7 @@ class Step:
                 if self._cancels:
                     self.on_cancel(ctx, token, running=running)
                 raise
-            if scoped and type(result) is _Acted:
+            if seconds is not None and type(result) is _Acted:
                 action = result.action
             elif (
                 not (self._judges if action is None else self._succeeds)
@@ -430,13 +430,13 @@ class Step:
         if action.hook is not None:
             refuse_awaitable(action.hook_name, action.hook())
 
-    def _scoped_sync(self, ctx: ExecutionContext, token: Any) -> Any:
+    def _scoped_sync(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
         """Run the rest of the chain with this step's deadline published; a late result is a timeout.
 
         Returns:
             The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
         """
-        deadline = SyncDeadline(self.clock, cast("float", self.seconds), ctx.operation, self.scope)
+        deadline = SyncDeadline(self.clock, seconds, ctx.operation, self.scope)
         try:
             with deadline:
                 return self.next.execute_sync(ctx)

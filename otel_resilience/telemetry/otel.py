@@ -302,7 +302,10 @@ class OtelListener:
         still calls on every execution, wakes it up as soon as a provider has been set.
         """
         self._dormant = True
-        self._hub.set_dormant(self, dormant=True)
+        # While providers are pending, start_execution returns None at once for as long as
+        # nothing is set: the hub may skip asking it until then.
+        check = providers.nothing_set if self._pending else None
+        self._hub.set_dormant(self, dormant=True, asleep_while=check)
 
     def _wake(self) -> None:
         """Ask the hub to deliver events to this listener again."""

@@ -138,7 +138,7 @@ class Scripted(Strategy):
         if self._mode == "timeout":
             raise OperationTimeoutError(ctx.operation, 1.0)
         if self._mode == "recover":
-            ctx.attempt = 2
+            ctx.next_attempt()  # a second attempt: the execution counts as recovered if it returns
 
     async def execute(self, ctx: ExecutionContext) -> Any:
         self._before(ctx)
