@@ -140,6 +140,11 @@ class ExecutionContext:
     attempts in total (:attr:`max_attempts`) is checked: the one place both retry and recovery
     ask before they call the dependency again.
 
+    **Attempts that run side by side have contexts of their own.** One attempt at a time runs
+    in the execution's context; an attempt started while others run (a hedge) runs in a context
+    :meth:`fork` made, with its own :attr:`attempt` and :attr:`outcome`, so the engine and the
+    steps serve parallel attempts without change.
+
     Attributes:
         fn: The protected callable.
         args: Its positional arguments.
@@ -154,6 +159,8 @@ class ExecutionContext:
             :attr:`Outcome.RECOVERED` once a further attempt started (:meth:`next_attempt`), or
             what a strategy set that answered in place of the call (fallback) or recovered it
             (recovery).
+        parent: The execution's context this attempt's context was forked from
+            (:meth:`fork`), or ``None`` for an execution's own.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
         sync: Whether the sync driver runs it (a step that cannot serve that driver, an async
             hook say, refuses it in ``admit``, before anything runs).
@@ -167,6 +174,7 @@ class ExecutionContext:
         "max_attempts",
         "operation",
         "outcome",
+        "parent",
         "properties",
         "sync",
     )
@@ -178,6 +186,7 @@ class ExecutionContext:
     attempt: int
     max_attempts: int | None
     outcome: Outcome
+    parent: ExecutionContext | None
     properties: dict[str, Any] | None
     sync: bool
 
@@ -205,8 +214,34 @@ class ExecutionContext:
         ctx.attempt = 1
         ctx.max_attempts = max_attempts
         ctx.outcome = _SUCCESS
+        ctx.parent = None
         ctx.properties = None
         return ctx
+
+    def fork(self) -> ExecutionContext | None:
+        """Start the context of an attempt that runs beside others of this execution (a hedge).
+
+        The attempt takes its number from this execution (:meth:`next_attempt`, so numbers stay
+        unique and the cap in total is shared) and gets a context of its own: the steps it runs
+        through read its number and record its outcome there, whatever the other attempts do
+        meanwhile. Further attempts it starts (a retry inside it) take their numbers from this
+        execution too.
+
+        Returns:
+            The attempt's context (:attr:`parent` is this one; :attr:`properties` a copy), or
+            ``None`` when the cap refuses another attempt.
+        """
+        number = self.next_attempt()
+        if number is None:
+            return None
+        child = _new(type(self))
+        for name in _SHARED:
+            setattr(child, name, getattr(self, name))
+        child.attempt = number
+        child.outcome = _SUCCESS
+        child.parent = self
+        child.properties = None if self.properties is None else dict(self.properties)
+        return child
 
     def next_attempt(self) -> int | None:
         """Take the number of a new attempt, or refuse it when the execution's cap is reached.
@@ -218,14 +253,24 @@ class ExecutionContext:
             The new attempt's number (one more than the latest), now :attr:`attempt`; ``None``
             when :attr:`max_attempts` attempts were already made: no further attempt may start.
         """
-        limit = self.max_attempts
-        if limit is not None and self.attempt >= limit:
-            return None
-        self.attempt += 1
+        parent = self.parent
+        if parent is not None:  # an attempt of a fork: the execution numbers it
+            number = parent.next_attempt()
+            if number is None:
+                return None
+            self.attempt = number
+        else:
+            limit = self.max_attempts
+            if limit is not None and self.attempt >= limit:
+                return None
+            self.attempt += 1
         if self.outcome is _SUCCESS:  # an execution that returns after a later attempt recovered
             self.outcome = _RECOVERED
         return self.attempt
 
+
+_SHARED: Final = ("fn", "args", "kwargs", "operation", "max_attempts", "sync")
+"""What the context of a forked attempt shares with its execution's."""
 
 start_context: Final = ExecutionContext.__new__
 """``start_context(ExecutionContext, fn, args, kwargs, operation, max_attempts, sync)``: what

@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 
+_NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
+"""What a sync function must not return: the sync driver cannot run it (an async function's)."""
+
+
 class Answer:
     """Action: return :attr:`value` in place of the outcome."""
 
@@ -279,13 +283,13 @@ class Step:
             next(self.entries)
         nxt, seconds = self.next, self.seconds
         action: Any = None  # after the first run: the Retry that led to this one
+        running = True  # False only while a Retry's wait and hook run
         while True:
-            running = False
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token = action.token
+                    token, running = action.token, False
                     await self._pause(action)
-                running = True
+                    running = True
                 if seconds is not None:
                     result = await self._scoped(ctx, token, seconds)
                 elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
@@ -383,19 +387,18 @@ class Step:
             next(self.entries)
         nxt, seconds = self.next, self.seconds
         action: Any = None  # after the first run: the Retry that led to this one
+        running = True  # False only while a Retry's wait and hook run
         while True:
-            running = False
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token = action.token
+                    token, running = action.token, False
                     self._pause_sync(action)
-                running = True
+                    running = True
                 if seconds is not None:
                     result = self._scoped_sync(ctx, token, seconds)
                 elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
                     result = ctx.fn(*ctx.args, **ctx.kwargs)
-                    kind = type(result)
-                    if kind is CoroutineType or kind is AsyncGeneratorType:
+                    if type(result) in _NOT_SYNC:
                         raise not_sync_result(ctx.operation, result)  # noqa: TRY301 - reaches on_cancel
                 else:
                     result = nxt.execute_sync(ctx)
@@ -483,8 +486,7 @@ class _Terminal(Step):
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         result = ctx.fn(*ctx.args, **ctx.kwargs)
-        kind = type(result)
-        if kind is CoroutineType or kind is AsyncGeneratorType:
+        if type(result) in _NOT_SYNC:
             raise not_sync_result(ctx.operation, result)
         return result
 
