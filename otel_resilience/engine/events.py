@@ -354,18 +354,7 @@ class StrategyTelemetry:
         gate = hub.execution_gate
         if gate is not None and gate():  # every listener is dormant, and would stay so if asked
             return None
-        handles: list[tuple[ExecutionListener, object]] | None = None
-        for listener in listeners:
-            try:
-                handle = listener.start_execution(self.source, operation)
-            except Exception:  # noqa: BLE001
-                hub.listener_failed(listener, "start_execution")
-                continue
-            if handle is not None:
-                if handles is None:
-                    handles = []
-                handles.append((listener, handle))
-        return handles
+        return self._open(listeners, "start_execution", operation)
 
     def end_execution(
         self,
@@ -375,13 +364,8 @@ class StrategyTelemetry:
         error: BaseException | None = None,
     ) -> None:
         """Close the scopes opened by :meth:`start_execution` (in reverse order); never raises."""
-        if not handles:
-            return
-        for listener, handle in reversed(handles):
-            try:
-                listener.end_execution(handle, outcome, duration, error)
-            except Exception:  # noqa: BLE001
-                self._hub.listener_failed(listener, "end_execution")
+        if handles:
+            self._close(handles, "end_execution", outcome, duration, error)
 
     def start_attempt(self, operation: str, attempt: int) -> list[tuple[ExecutionListener, object]] | None:
         """Open an attempt scope on every awake execution listener; ``None`` when none opened one."""
@@ -389,18 +373,7 @@ class StrategyTelemetry:
         listeners = hub.attempt_listeners
         if not listeners:
             return None
-        handles: list[tuple[ExecutionListener, object]] | None = None
-        for listener in listeners:
-            try:
-                handle = listener.start_attempt(self.source, operation, attempt)
-            except Exception:  # noqa: BLE001
-                hub.listener_failed(listener, "start_attempt")
-                continue
-            if handle is not None:
-                if handles is None:
-                    handles = []
-                handles.append((listener, handle))
-        return handles
+        return self._open(listeners, "start_attempt", operation, attempt)
 
     def end_attempt(
         self,
@@ -409,13 +382,33 @@ class StrategyTelemetry:
         error: BaseException | None = None,
     ) -> None:
         """Close the scopes opened by :meth:`start_attempt`; never raises."""
-        if not handles:
-            return
+        if handles:
+            self._close(handles, "end_attempt", outcome, error)
+
+    def _open(
+        self, listeners: tuple[ExecutionListener, ...], method: str, *args: object
+    ) -> list[tuple[ExecutionListener, object]] | None:
+        """Call ``listener.<method>(source, *args)`` on each listener; return the scopes opened."""
+        handles: list[tuple[ExecutionListener, object]] | None = None
+        for listener in listeners:
+            try:
+                handle = getattr(listener, method)(self.source, *args)
+            except Exception:  # noqa: BLE001 - telemetry must never break the app
+                self._hub.listener_failed(listener, method)
+                continue
+            if handle is not None:
+                if handles is None:
+                    handles = []
+                handles.append((listener, handle))
+        return handles
+
+    def _close(self, handles: list[tuple[ExecutionListener, object]], method: str, *args: object) -> None:
+        """Call ``listener.<method>(handle, *args)`` for each scope, the last opened first."""
         for listener, handle in reversed(handles):
             try:
-                listener.end_attempt(handle, outcome, error)
-            except Exception:  # noqa: BLE001
-                self._hub.listener_failed(listener, "end_attempt")
+                getattr(listener, method)(handle, *args)
+            except Exception:  # noqa: BLE001 - telemetry must never break the app
+                self._hub.listener_failed(listener, method)
 
 
 _TYPE_NAMES: weakref.WeakKeyDictionary[type[BaseException], str] = weakref.WeakKeyDictionary()
