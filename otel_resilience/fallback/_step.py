@@ -68,7 +68,6 @@ class FallbackCore:
         "fallback_function",
         "fallback_functions",
         "fallback_successes",
-        "fallbacks_used",
         "lock",
         "name",
         "next_write",
@@ -100,7 +99,6 @@ class FallbackCore:
         self.sync_blocker = _first_async_part(config)
         self.lock = threading.Lock()
         self.executions = Counter()  # bumped on every call by both drivers, no lock
-        self.fallbacks_used = 0
         self.fallback_successes = 0
         self.fallback_failures = 0
         self.cache_hits = 0
@@ -128,7 +126,6 @@ class FallbackCore:
     def answered(self, ctx: ExecutionContext, telemetry: StrategyTelemetry, error: Exception) -> None:
         """Count and report a fallback that answered in place of the call."""
         with self.lock:
-            self.fallbacks_used += 1
             self.fallback_successes += 1
         ctx.outcome = Outcome.FALLBACK
         if telemetry.enabled:
@@ -138,7 +135,6 @@ class FallbackCore:
     def failed(self, telemetry: StrategyTelemetry, error: Exception) -> None:
         """Count and report a fallback that could not answer."""
         with self.lock:
-            self.fallbacks_used += 1
             self.fallback_failures += 1
         if telemetry.enabled:
             args = FallbackUsed(self.strategy_value, "failure", _type_name(error))
@@ -226,13 +222,14 @@ class FallbackCore:
         return ExceptionGroup(message, errors)
 
     def stats(self) -> dict[str, int]:
-        """Return a snapshot of the counts."""
+        """Return a snapshot of the counts (``fallbacks_used``: every handled failure, answered or not)."""
         with self.lock:
+            successes, failures = self.fallback_successes, self.fallback_failures
             return {
                 "executions": self.executions.value,
-                "fallbacks_used": self.fallbacks_used,
-                "fallback_successes": self.fallback_successes,
-                "fallback_failures": self.fallback_failures,
+                "fallbacks_used": successes + failures,
+                "fallback_successes": successes,
+                "fallback_failures": failures,
                 "cache_hits": self.cache_hits,
                 "cache_misses": self.cache_misses,
                 "cache_errors": self.cache_errors,
