@@ -8,6 +8,9 @@ whereas ``self.n += 1`` is a read, an add and a write that two threads can inter
 Reading (:attr:`Counter.value`) is rare (metrics export, stats) and takes a lock: it draws one
 number from the same count, which tells how many numbers were drawn so far, and subtracts the
 numbers earlier reads drew.
+
+:class:`Counts` is the base of a pattern's shared state when all its links count on every call
+is the execution: one such counter, and a lock for the rarer counts.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING
 
-__all__ = ["Counter"]
+__all__ = ["Counter", "Counts"]
 
 
 if TYPE_CHECKING:
@@ -43,3 +46,28 @@ class Counter(_Count):
             reads = self._reads
             self._reads = reads + 1
         return drawn - reads
+
+
+class Counts:
+    """The counts of a pattern instance: its executions, exact and lock-free, and rarer counts.
+
+    :attr:`executions` is the :class:`Counter` its links give the driver as their ``entries``
+    (bumped once per execution a link admitted, without a lock); a subclass keeps its other
+    counts as plain integers, changes them under :attr:`lock` and lists them in :meth:`counts`,
+    which :meth:`stats` reads under that lock.
+    """
+
+    __slots__ = ("executions", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executions = Counter()
+
+    def counts(self) -> dict[str, int]:
+        """Return the counts other than ``executions``, in snapshot order (called under :attr:`lock`)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """Return a snapshot: ``executions``, then :meth:`counts`, all read under :attr:`lock`."""
+        with self.lock:
+            return {"executions": self.executions.value, **self.counts()}
