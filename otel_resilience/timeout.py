@@ -50,14 +50,13 @@ Durations are at most :data:`~otel_resilience.engine.validation.MAX_DURATION`
 from __future__ import annotations
 
 import enum
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
 from otel_resilience.engine.facade import Link, Pattern, verb
 from otel_resilience.engine.step import Action, Answer
@@ -148,17 +147,15 @@ class TimeoutConfig:
         return self.default is not NO_DEFAULT
 
 
-class _TimeoutCore:
+class _TimeoutCore(Counts):
     """The shared state of one handler: settings and counts (sans-I/O)."""
 
     __slots__ = (
-        "_executions",
         "clock",
         "config",
         "default",
         "defaults_returned",
         "has_default",
-        "lock",
         "name",
         "scope",
         "timeout",
@@ -166,6 +163,7 @@ class _TimeoutCore:
     )
 
     def __init__(self, name: str, config: TimeoutConfig, clock: Clock) -> None:
+        super().__init__()
         self.name = name
         self.config = config
         self.timeout = config.timeout
@@ -173,8 +171,6 @@ class _TimeoutCore:
         self.default = config.default
         self.has_default = config.has_default
         self.clock = clock
-        self.lock = threading.Lock()
-        self._executions = Counter()  # bumped on every call by both drivers, no lock
         self.timeouts = 0
         self.defaults_returned = 0
 
@@ -191,14 +187,8 @@ class _TimeoutCore:
             return True
         return False
 
-    def stats(self) -> dict[str, int]:
-        """Return a snapshot of the counts."""
-        with self.lock:
-            return {
-                "executions": self._executions.value,
-                "timeouts": self.timeouts,
-                "defaults_returned": self.defaults_returned,
-            }
+    def counts(self) -> dict[str, int]:
+        return {"timeouts": self.timeouts, "defaults_returned": self.defaults_returned}
 
 
 class _TimeoutStep(Link[TimeoutConfig]):
@@ -213,7 +203,7 @@ class _TimeoutStep(Link[TimeoutConfig]):
         self.seconds: float | None = core.timeout
         self.scope = core.scope
         self._core = core
-        self.entries = core._executions  # the driver counts the executions, exactly and lock-free
+        self.entries = core.executions  # the driver counts the executions, exactly and lock-free
 
     def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
         """Count and report our own deadline's expiry; answer with the default when one is set."""

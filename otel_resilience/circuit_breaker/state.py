@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Final, TypedDict
 
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counter, CounterValue
 
 
 class CircuitState(enum.Enum):
@@ -86,15 +86,10 @@ class CircuitBreakerStats:
         self.total_cancelled = 0
         self.times_opened = 0
 
-    @property
-    def total_successes(self) -> int:
-        """Calls that returned (or raised an error that is not recorded)."""
-        return self._successes.value
-
-    @property
-    def total_rejected(self) -> int:
-        """Calls rejected without calling the dependency."""
-        return self._rejected.value
+    total_successes = CounterValue(
+        "_successes", "Calls that returned (or raised an error that is not recorded)."
+    )
+    total_rejected = CounterValue("_rejected", "Calls rejected without calling the dependency.")
 
     @property
     def total_requests(self) -> int:

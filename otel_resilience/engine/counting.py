@@ -7,16 +7,20 @@ whereas ``self.n += 1`` is a read, an add and a write that two threads can inter
 
 Reading (:attr:`Counter.value`) is rare (metrics export, stats) and takes a lock: it draws one
 number from the same count, which tells how many numbers were drawn so far, and subtracts the
-numbers earlier reads drew.
+numbers earlier reads drew. A class shows a counter as a read-only ``int`` attribute with a
+:class:`CounterValue`.
+
+:class:`Counts` is the base of a pattern's shared state when all its links count on every call
+is the execution: one such counter, and a lock for the rarer counts.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
-__all__ = ["Counter"]
+__all__ = ["Counter", "CounterValue", "Counts"]
 
 
 if TYPE_CHECKING:
@@ -43,3 +47,59 @@ class Counter(_Count):
             reads = self._reads
             self._reads = reads + 1
         return drawn - reads
+
+
+class CounterValue:
+    """A read-only ``int`` attribute: the value of the :class:`Counter` the instance keeps in another.
+
+    ``retries = CounterValue("_retries", "Backoffs scheduled.")`` in a class body reads
+    ``self._retries.value``, where the counting code bumps ``next(self._retries)``. A subclass
+    that keeps its counters elsewhere overrides :meth:`counter`.
+
+    Args:
+        counter: The name of the attribute that holds the counter.
+        doc: The attribute's docstring.
+    """
+
+    def __init__(self, counter: str, doc: str) -> None:
+        self._counter = counter
+        self.__doc__ = doc
+
+    def counter(self, instance: object) -> Counter:
+        """Return the counter of ``instance`` this attribute reads."""
+        counter: Counter = getattr(instance, self._counter)
+        return counter
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> CounterValue: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> int: ...
+
+    def __get__(self, instance: object, owner: type) -> int | CounterValue:
+        return self if instance is None else self.counter(instance).value
+
+
+class Counts:
+    """The counts of a pattern instance: its executions, exact and lock-free, and rarer counts.
+
+    :attr:`executions` is the :class:`Counter` its links give the driver as their ``entries``
+    (bumped once per execution a link admitted, without a lock); a subclass keeps its other
+    counts as plain integers, changes them under :attr:`lock` and lists them in :meth:`counts`,
+    which :meth:`stats` reads under that lock.
+    """
+
+    __slots__ = ("executions", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executions = Counter()
+
+    def counts(self) -> dict[str, int]:
+        """Return the counts other than ``executions``, in snapshot order (called under :attr:`lock`)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """Return a snapshot: ``executions``, then :meth:`counts`, all read under :attr:`lock`."""
+        with self.lock:
+            return {"executions": self.executions.value, **self.counts()}

@@ -96,27 +96,25 @@ class TimeoutOccurred:
 
 
 @dataclass(slots=True)
-class FallbackUsed:
-    """A fallback ran in place of a failed call."""
+class _StrategyOutcome:
+    """What a strategy that acts on an error did: the arguments of a fallback or a recovery."""
 
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("strategy", "result", "error_type")
 
     strategy: str
     result: str
-    """``"success"`` (the fallback answered) or ``"failure"`` (it could not)."""
+    """``"success"`` (the strategy answered or recovered) or ``"failure"`` (it could not)."""
     error_type: str
 
 
 @dataclass(slots=True)
-class RecoveryAttempted:
+class FallbackUsed(_StrategyOutcome):
+    """A fallback ran in place of a failed call."""
+
+
+@dataclass(slots=True)
+class RecoveryAttempted(_StrategyOutcome):
     """A recovery rule acted on an error."""
-
-    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("strategy", "result", "error_type")
-
-    strategy: str
-    result: str
-    """``"success"`` or ``"failure"``."""
-    error_type: str
 
 
 @dataclass(slots=True)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-
 __all__ = ["PipelineStats", "classify_error"]
-
 
 def classify_error(error: BaseException) -> Outcome:
     """Map an exception that escaped an execution to its :class:`Outcome`."""
@@ -26,6 +24,18 @@ def classify_error(error: BaseException) -> Outcome:
     return Outcome.CANCELLED
 
 
+class _Count(CounterValue):
+    """A count of :class:`PipelineStats`: the value of one outcome's counter."""
+
+    def __init__(self, outcome: Outcome, doc: str) -> None:
+        super().__init__("_counters", doc)
+        self._outcome = outcome
+
+    def counter(self, instance: object) -> Counter:
+        """Return the counter of this attribute's outcome."""
+        return cast("PipelineStats", instance)._counters[self._outcome]
+
+
 class PipelineStats:
     """Outcome counts of one pipeline, exact without a lock.
 
@@ -35,77 +45,29 @@ class PipelineStats:
     expired), ``errors`` (any other error reached the caller) or ``cancelled``. ``failed`` is
     ``errors + rejected + timeouts``. Each counter only grows, so exported totals are monotonic.
 
-    Each counter is an exact lock-free counter (:mod:`otel_resilience.engine.counting`), so the
-    sync driver counts exactly from any number of threads without taking a lock.
+    Each counter is an exact lock-free counter (:mod:`otel_resilience.engine.counting`), one per
+    :class:`Outcome`, so the sync driver counts exactly from any number of threads without
+    taking a lock.
     """
 
-    __slots__ = (
-        "_cancelled",
-        "_errors",
-        "_fallback",
-        "_recovered",
-        "_rejected",
-        "_succeeded",
-        "_timeouts",
-        "tally",
-    )
+    __slots__ = ("_counters", "tally")
 
     def __init__(self) -> None:
-        self._succeeded = Counter()
-        self._recovered = Counter()
-        self._fallback = Counter()
-        self._errors = Counter()
-        self._rejected = Counter()
-        self._timeouts = Counter()
-        self._cancelled = Counter()
-        counters = {
-            Outcome.SUCCESS: self._succeeded,
-            Outcome.RECOVERED: self._recovered,
-            Outcome.FALLBACK: self._fallback,
-            Outcome.FAILURE: self._errors,
-            Outcome.REJECTED: self._rejected,
-            Outcome.TIMEOUT: self._timeouts,
-            Outcome.CANCELLED: self._cancelled,
-        }
+        self._counters = {outcome: Counter() for outcome in Outcome}
         # Keyed by the member's value: an Enum hashes in Python code, a str hashes once.
-        self.tally: dict[str, Callable[[], int]] = {o._value_: c.__next__ for o, c in counters.items()}
+        self.tally: dict[str, Callable[[], int]] = {
+            outcome._value_: counter.__next__ for outcome, counter in self._counters.items()
+        }
         """``tally[outcome._value_]()`` counts one execution: :meth:`count` without a call frame
         (the drivers count every returned execution so)."""
 
-    @property
-    def succeeded(self) -> int:
-        """Executions that returned on their first attempt."""
-        return self._succeeded.value
-
-    @property
-    def recovered(self) -> int:
-        """Executions that returned after a failed attempt or a recovery action."""
-        return self._recovered.value
-
-    @property
-    def fallback(self) -> int:
-        """Executions a fallback answered."""
-        return self._fallback.value
-
-    @property
-    def errors(self) -> int:
-        """Executions that ended with an error other than a rejection or a timeout."""
-        return self._errors.value
-
-    @property
-    def rejected(self) -> int:
-        """Executions a breaker or bulkhead rejected."""
-        return self._rejected.value
-
-    @property
-    def timeouts(self) -> int:
-        """Executions whose deadline expired."""
-        return self._timeouts.value
-
-    @property
-    def cancelled(self) -> int:
-        """Executions the caller cancelled (or interrupted)."""
-        return self._cancelled.value
+    succeeded = _Count(Outcome.SUCCESS, "Executions that returned on their first attempt.")
+    recovered = _Count(Outcome.RECOVERED, "Executions that returned after a failed attempt or a recovery.")
+    fallback = _Count(Outcome.FALLBACK, "Executions a fallback answered.")
+    errors = _Count(Outcome.FAILURE, "Executions ended by an error other than a rejection or a timeout.")
+    rejected = _Count(Outcome.REJECTED, "Executions a breaker or bulkhead rejected.")
+    timeouts = _Count(Outcome.TIMEOUT, "Executions whose deadline expired.")
+    cancelled = _Count(Outcome.CANCELLED, "Executions the caller cancelled (or interrupted).")
 
     @property
     def failed(self) -> int:

@@ -6,11 +6,10 @@ import asyncio
 import inspect
 import logging
 import sys
-import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, cast
 
 from otel_resilience.engine.calling import refuse_awaitable
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.step import Answer, Call
@@ -51,7 +50,7 @@ def _first_async_part(config: FallbackConfig) -> str | None:
     return None
 
 
-class FallbackCore:
+class FallbackCore(Counts):
     """The shared state of one handler: settings, the handling decision, counts and cache writes."""
 
     __slots__ = (
@@ -63,13 +62,10 @@ class FallbackCore:
         "caches",
         "config",
         "default_value",
-        "executions",
         "fallback_failures",
         "fallback_function",
         "fallback_functions",
         "fallback_successes",
-        "fallbacks_used",
-        "lock",
         "name",
         "next_write",
         "predicate",
@@ -82,6 +78,7 @@ class FallbackCore:
     )
 
     def __init__(self, name: str, config: FallbackConfig) -> None:
+        super().__init__()
         self.name = name
         self.config = config
         self.strategy = config.strategy
@@ -98,9 +95,6 @@ class FallbackCore:
             None if isinstance(handle, tuple) else cast("Callable[[Exception], bool]", handle)
         )
         self.sync_blocker = _first_async_part(config)
-        self.lock = threading.Lock()
-        self.executions = Counter()  # bumped on every call by both drivers, no lock
-        self.fallbacks_used = 0
         self.fallback_successes = 0
         self.fallback_failures = 0
         self.cache_hits = 0
@@ -128,7 +122,6 @@ class FallbackCore:
     def answered(self, ctx: ExecutionContext, telemetry: StrategyTelemetry, error: Exception) -> None:
         """Count and report a fallback that answered in place of the call."""
         with self.lock:
-            self.fallbacks_used += 1
             self.fallback_successes += 1
         ctx.outcome = Outcome.FALLBACK
         if telemetry.enabled:
@@ -138,7 +131,6 @@ class FallbackCore:
     def failed(self, telemetry: StrategyTelemetry, error: Exception) -> None:
         """Count and report a fallback that could not answer."""
         with self.lock:
-            self.fallbacks_used += 1
             self.fallback_failures += 1
         if telemetry.enabled:
             args = FallbackUsed(self.strategy_value, "failure", _type_name(error))
@@ -225,18 +217,17 @@ class FallbackCore:
         message = f"{ctx.operation!r} failed and all {len(errors) - 1} fallback functions failed"
         return ExceptionGroup(message, errors)
 
-    def stats(self) -> dict[str, int]:
-        """Return a snapshot of the counts."""
-        with self.lock:
-            return {
-                "executions": self.executions.value,
-                "fallbacks_used": self.fallbacks_used,
-                "fallback_successes": self.fallback_successes,
-                "fallback_failures": self.fallback_failures,
-                "cache_hits": self.cache_hits,
-                "cache_misses": self.cache_misses,
-                "cache_errors": self.cache_errors,
-            }
+    def counts(self) -> dict[str, int]:
+        """``fallbacks_used`` is every handled failure, answered or not."""
+        successes, failures = self.fallback_successes, self.fallback_failures
+        return {
+            "fallbacks_used": successes + failures,
+            "fallback_successes": successes,
+            "fallback_failures": failures,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "cache_errors": self.cache_errors,
+        }
 
 
 class FallbackStep(Link[FallbackConfig]):

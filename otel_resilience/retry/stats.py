@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counter, CounterValue
 
 __all__ = ["RetryStats"]
 
@@ -49,25 +49,16 @@ class RetryStats:
         self.attempt_timeouts = 0
         self._other_attempts = Counter()
 
-    @property
-    def first_attempt_successes(self) -> int:
-        """Executions whose first attempt was accepted."""
-        return self._first_attempt_successes.value
-
-    @property
-    def successes_after_retry(self) -> int:
-        """Executions accepted on attempt 2 or later."""
-        return self._successes_after_retry.value
-
-    @property
-    def retries(self) -> int:
-        """Backoffs scheduled (``RETRY_SCHEDULED``)."""
-        return self._retries.value
-
-    @property
-    def other_attempts(self) -> int:
-        """Attempts that ended other than as a first-attempt success."""
-        return self._other_attempts.value
+    first_attempt_successes = CounterValue(
+        "_first_attempt_successes", "Executions whose first attempt was accepted."
+    )
+    successes_after_retry = CounterValue(
+        "_successes_after_retry", "Executions accepted on attempt 2 or later."
+    )
+    retries = CounterValue("_retries", "Backoffs scheduled (``RETRY_SCHEDULED``).")
+    other_attempts = CounterValue(
+        "_other_attempts", "Attempts that ended other than as a first-attempt success."
+    )
 
     @property
     def executions(self) -> int:

@@ -324,7 +324,6 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
 SPANS: Final[tuple[SpanSpec, ...]] = (
     SpanSpec(
         EXECUTION_SPAN,
-        "INTERNAL",
         "One per logical execution (manager policy, decorator, or pattern used alone), a child "
         "of the caller's current span and current while the call runs. Status ERROR with "
         "`error.type` only for outcomes failure, rejected and timeout; success, recovered, "
@@ -335,7 +334,6 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
     ),
     SpanSpec(
         ATTEMPT_SPAN,
-        "INTERNAL",
         "One per attempt after the execution's first (attempt 2 onwards, numbered uniquely across "
         "retry attempts and recovery re-runs), child of the execution span; attempt 1 runs in the "
         "execution span. A failed attempt is ERROR with `error.type`.",

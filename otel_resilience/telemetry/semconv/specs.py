@@ -81,39 +81,36 @@ class InstrumentSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class SpanSpec:
-    """One kind of span.
+class _Traced:
+    """The fields a span and a span event share.
 
     Attributes:
-        name: The span name (``{operation}`` stands for the operation's name).
-        kind: The span kind.
-        description: When it is opened and what its status means.
+        name: The span or span event name.
+        description: When it is opened or added (and, for a span, what its status means).
         attributes: Keys always present.
         conditional: Keys present only in some cases.
     """
 
     name: str
-    kind: str
     description: str
     attributes: tuple[str, ...]
     conditional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class SpanEventSpec:
-    """One span event, added to the current span.
+class SpanSpec(_Traced):
+    """One kind of span: its name (``{operation}`` stands for the operation's name), keys and kind.
 
     Attributes:
-        name: The event name.
-        description: When it is added.
-        attributes: Keys always present.
-        conditional: Keys present only in some cases.
+        kind: The span kind (every span of the library is ``INTERNAL``).
     """
 
-    name: str
-    description: str
-    attributes: tuple[str, ...]
-    conditional: tuple[str, ...] = ()
+    kind: str = "INTERNAL"
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEventSpec(_Traced):
+    """One span event, added to the current span: its name, when it is added, and its keys."""
 
 
 @dataclass(frozen=True, slots=True)
