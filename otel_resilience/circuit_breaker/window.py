@@ -1,0 +1,334 @@
+"""Sliding windows of call outcomes, for a breaker that opens on a failure or slow-call rate.
+
+A window remembers the recent *ended* calls of a breaker and answers one question:
+``totals(now) -> (calls, failures, slow)``. Two kinds, as in Resilience4j:
+
+* :class:`CountWindow` - the last ``size`` calls, whenever they happened.
+* :class:`TimeWindow` - the calls of the last ``seconds`` seconds, kept in ``buckets`` buckets of
+  width ``w = seconds / buckets``. A call recorded at time ``t`` belongs to bucket
+  ``floor(t / w)``; ``totals(now)`` counts the buckets ``i`` with ``current - buckets < i <=
+  current``, where ``current = floor(now / w)``: the current bucket and the ``buckets - 1``
+  before it. The window therefore slides by whole buckets: it covers between
+  ``seconds - w`` and ``seconds`` of history.
+
+The config objects (frozen, validated, shared freely) build the runtime objects with
+``metrics()``. A runtime object (:class:`CountWindowMetrics`, :class:`TimeWindowMetrics`) is
+plain mutable state with no lock of its own: the breaker core calls it under its lock, once per
+ended call (``record``), when it evaluates the rates (``totals``) and on every state change
+(``clear``).
+
+Costs:
+
+* ``record`` and ``totals`` are O(1) (the time window: O(1) amortised; each bucket is opened
+  once and expired once, so a jump of many windows costs at most one pass over the live
+  buckets, never more than ``buckets`` steps). ``record`` allocates nothing per call but the
+  float ``now / w`` of the time window (and an ``int`` once a count passes 256); no per-call
+  object is ever kept.
+* Memory is O(size) for a count window and O(buckets) for a time window, never O(calls).
+  A ``CountWindow()`` (size 100) and its runtime object take 277 bytes on CPython 3.11
+  (``sys.getsizeof``: 40 for the config, 80 for the object, 157 for its ``bytearray`` of
+  outcome codes; its counters are small cached ints), far under the 2 KiB budget. A
+  ``TimeWindow()`` (10 buckets) takes about 1 KiB: 48 + 144 bytes, four lists of ten places
+  (544 bytes) and one ``int`` per live bucket for its index (28 bytes each). The largest, 1000
+  buckets, takes at most about 60 KiB.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final, Protocol, final
+
+from otel_resilience.engine.validation import check_duration, check_int, fail
+
+__all__ = [
+    "MAX_BUCKETS",
+    "MIN_BUCKET_WIDTH",
+    "CountWindow",
+    "CountWindowMetrics",
+    "SlidingWindow",
+    "TimeWindow",
+    "TimeWindowMetrics",
+    "WindowMetrics",
+]
+
+MAX_BUCKETS: Final = 1000
+"""The most buckets a :class:`TimeWindow` may have (bounds its memory to about 60 KiB)."""
+MIN_BUCKET_WIDTH: Final = 1e-6
+"""The narrowest bucket of a :class:`TimeWindow`, in seconds (one microsecond): a narrower one
+would make ``now / width`` overflow or divide by zero on a monotonic clock reading."""
+
+_COUNT: Final = "CountWindow"
+_TIME: Final = "TimeWindow"
+_FAILED: Final = 1
+"""Outcome code bit of a failed call in a count window's ring."""
+_SLOW: Final = 2
+"""Outcome code bit of a slow call in a count window's ring."""
+
+
+class WindowMetrics(Protocol):
+    """The runtime state of a sliding window, as the breaker core uses it (under its lock).
+
+    A ``Protocol``, not an ABC: the core calls three methods and nothing else, the two windows
+    share no code to inherit, and a protocol costs nothing at run time (no ``ABCMeta``, no
+    ``isinstance`` on the hot path) while mypy still checks that both windows (and any test
+    double) fit it.
+    """
+
+    def record(self, failed: bool, slow: bool, now: float) -> None:
+        """Add one ended call.
+
+        Args:
+            failed: The call counts as a failure.
+            slow: The call took longer than the slow-call threshold (a call may be both).
+            now: A monotonic time in seconds, when the call ended (a count window ignores it).
+        """
+        ...
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        """Return ``(calls, failures, slow)`` of the calls in the window at ``now``."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every call (the breaker changed state)."""
+        ...
+
+
+@final
+class CountWindowMetrics:
+    """The last ``size`` calls: a ring of one-byte outcome codes and three running totals.
+
+    Each slot of the ring holds ``failed | slow << 1`` for one call (an empty slot holds 0, like
+    a fast success); ``record`` overwrites the oldest slot and adjusts the totals by the
+    difference, so it costs a few integer operations and allocates nothing.
+
+    Args:
+        size: How many calls the window keeps (``>= 1``; :class:`CountWindow` validates it).
+    """
+
+    __slots__ = ("_calls", "_codes", "_failures", "_head", "_size", "_slow")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._codes = bytearray(size)
+        self._head = 0
+        """The slot the next call overwrites: the oldest call once the ring is full."""
+        self._calls = 0
+        self._failures = 0
+        self._slow = 0
+
+    def record(self, failed: bool, slow: bool, now: float) -> None:  # noqa: ARG002 - the protocol
+        """Add one ended call, evicting the oldest once ``size`` calls are held; ``now`` is unused."""
+        codes = self._codes
+        head = self._head
+        old = codes[head]
+        new = (_FAILED if failed else 0) | (_SLOW if slow else 0)
+        if new != old:
+            codes[head] = new
+            self._failures += (new & _FAILED) - (old & _FAILED)
+            self._slow += (new >> 1) - (old >> 1)
+        head += 1
+        self._head = 0 if head == self._size else head
+        if self._calls != self._size:
+            self._calls += 1
+
+    def totals(self, now: float) -> tuple[int, int, int]:  # noqa: ARG002 - the protocol
+        """Return ``(calls, failures, slow)`` of the last ``size`` calls; ``now`` is unused."""
+        return (self._calls, self._failures, self._slow)
+
+    def clear(self) -> None:
+        """Forget every call (O(size))."""
+        self._codes[:] = bytes(self._size)
+        self._head = self._calls = self._failures = self._slow = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"CountWindowMetrics(size={self._size}, calls={self._calls}, "
+            f"failures={self._failures}, slow={self._slow})"
+        )
+
+
+@final
+class TimeWindowMetrics:
+    """The calls of the last ``buckets`` buckets of ``seconds / buckets`` seconds each.
+
+    The live buckets (those that may still hold calls in the window) are kept oldest first in a
+    ring queue of ``buckets`` places: each place holds a bucket's absolute index (``floor(t /
+    width)``) and its three counts, and three running totals hold their sums. When time reaches
+    a new bucket, the buckets that left the window are popped from the head (their counts taken
+    off the totals) and the new one is pushed at the tail; every bucket is pushed once and popped
+    once, so ``record`` and ``totals`` are O(1) amortised, and a jump of many windows pops at
+    most ``buckets`` places. The hot path of ``record`` (same bucket as the last call) is one
+    division, one comparison and a few list increments.
+
+    A ``now`` slightly earlier than an earlier one (time never goes back in use, but a caller
+    may read the clock before another that records first) counts in the newest bucket. ``now``
+    must be finite.
+
+    Args:
+        seconds: The window length (finite, ``> 0``; :class:`TimeWindow` validates it).
+        buckets: How many buckets it is divided in (``>= 1``).
+    """
+
+    __slots__ = (
+        "_buckets",
+        "_calls",
+        "_failures",
+        "_head",
+        "_index",
+        "_live",
+        "_next",
+        "_seconds",
+        "_slot",
+        "_slow",
+        "_total_calls",
+        "_total_failures",
+        "_total_slow",
+        "_width",
+    )
+
+    def __init__(self, seconds: float, buckets: int) -> None:
+        self._seconds = seconds
+        self._buckets = buckets
+        self._width = seconds / buckets
+        self._index = [0] * buckets
+        """The absolute bucket index held by each place of the ring queue."""
+        self._calls = [0] * buckets
+        self._failures = [0] * buckets
+        self._slow = [0] * buckets
+        self._head = 0
+        """The place of the oldest live bucket."""
+        self._live = 0
+        """How many buckets are live (queued), from ``_head`` on."""
+        self._slot = 0
+        """The place of the newest bucket, where ``record`` counts (valid once ``_live > 0``)."""
+        self._next = -math.inf
+        """The newest bucket's index + 1, as a float: ``now / width >= _next`` means a new bucket."""
+        self._total_calls = 0
+        self._total_failures = 0
+        self._total_slow = 0
+
+    def record(self, failed: bool, slow: bool, now: float) -> None:
+        """Add one ended call at monotonic time ``now`` (seconds) to the bucket of ``now``."""
+        if now / self._width >= self._next:
+            self._advance(now)
+        slot = self._slot
+        self._calls[slot] += 1
+        self._total_calls += 1
+        if failed:
+            self._failures[slot] += 1
+            self._total_failures += 1
+        if slow:
+            self._slow[slot] += 1
+            self._total_slow += 1
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        """Return ``(calls, failures, slow)`` in the window at ``now``, expiring older buckets."""
+        if now / self._width >= self._next:
+            self._advance(now)
+        return (self._total_calls, self._total_failures, self._total_slow)
+
+    def _advance(self, now: float) -> None:
+        """Make the bucket of ``now`` the newest: pop the buckets it pushes out, then push it."""
+        current = math.floor(now / self._width)
+        oldest_out = current - self._buckets
+        size = self._buckets
+        index = self._index
+        head = self._head
+        live = self._live
+        while live and index[head] <= oldest_out:
+            self._total_calls -= self._calls[head]
+            self._total_failures -= self._failures[head]
+            self._total_slow -= self._slow[head]
+            self._calls[head] = self._failures[head] = self._slow[head] = 0
+            head = 0 if head + 1 == size else head + 1
+            live -= 1
+        tail = head + live
+        if tail >= size:
+            tail -= size
+        index[tail] = current
+        self._head = head
+        self._live = live + 1
+        self._slot = tail
+        self._next = float(current + 1)
+
+    def clear(self) -> None:
+        """Forget every call (O(live buckets))."""
+        size = self._buckets
+        place = self._head
+        for _ in range(self._live):
+            self._calls[place] = self._failures[place] = self._slow[place] = 0
+            place = 0 if place + 1 == size else place + 1
+        self._head = self._live = self._slot = 0
+        self._next = -math.inf
+        self._total_calls = self._total_failures = self._total_slow = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"TimeWindowMetrics(seconds={self._seconds!r}, buckets={self._buckets}, "
+            f"calls={self._total_calls}, failures={self._total_failures}, slow={self._total_slow})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CountWindow:
+    """The last `size` calls.
+
+    A count-based sliding window (Resilience4j's ``COUNT_BASED``): the rates are taken over the
+    last ``size`` ended calls, however old they are.
+
+    Raises:
+        TypeError: ``size`` is not an ``int`` (a ``bool`` is refused); the message names
+            ``CountWindow.size``.
+        ValueError: ``size`` is below 1.
+    """
+
+    size: int = 100
+    """How many of the latest calls the window holds. An ``int >= 1``; the default is 100."""
+
+    def __post_init__(self) -> None:
+        check_int(_COUNT, "size", self.size, minimum=1)
+
+    def metrics(self) -> WindowMetrics:
+        """Return a new, empty runtime window (a :class:`CountWindowMetrics`)."""
+        return CountWindowMetrics(self.size)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """The last `seconds` seconds, in `buckets` buckets.
+
+    A time-based sliding window (Resilience4j's ``TIME_BASED``): the rates are taken over the
+    calls of the current bucket and the ``buckets - 1`` before it, each ``seconds / buckets``
+    wide. More buckets slide more smoothly and cost more memory.
+
+    Raises:
+        TypeError: A field has the wrong type (the message names ``TimeWindow.<field>``).
+        ValueError: ``seconds`` is not finite and ``> 0`` (or makes a bucket narrower than
+            :data:`MIN_BUCKET_WIDTH`), or ``buckets`` is not in ``1..1000``.
+    """
+
+    seconds: float = 60.0
+    """The window length in seconds: a finite number ``> 0`` or a ``timedelta`` (normalised to
+    ``float`` seconds); the default is 60.0 s."""
+    buckets: int = 10
+    """How many buckets the window is divided in, ``1 <= buckets <= 1000`` (bounds memory);
+    ``seconds / buckets`` is the bucket width. The default is 10."""
+
+    def __post_init__(self) -> None:
+        seconds = check_duration(_TIME, "seconds", self.seconds)
+        object.__setattr__(self, "seconds", seconds)
+        buckets = check_int(_TIME, "buckets", self.buckets, minimum=1)
+        if buckets > MAX_BUCKETS:
+            raise fail(_TIME, "buckets", f"<= {MAX_BUCKETS}", buckets)
+        if seconds / buckets < MIN_BUCKET_WIDTH:
+            rule = f">= {MIN_BUCKET_WIDTH:g} * buckets (a bucket at least 1 microsecond wide)"
+            raise fail(_TIME, "seconds", rule, self.seconds)
+
+    def metrics(self) -> WindowMetrics:
+        """Return a new, empty runtime window (a :class:`TimeWindowMetrics`)."""
+        return TimeWindowMetrics(self.seconds, self.buckets)
+
+
+SlidingWindow = CountWindow | TimeWindow
+"""Either kind of sliding window (the type of a breaker setting that takes one)."""
