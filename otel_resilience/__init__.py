@@ -24,6 +24,8 @@ from otel_resilience.circuit_breaker import (
     CircuitBreakerConfig,
     CircuitBreakerStats,
     CircuitState,
+    CountWindow,
+    TimeWindow,
 )
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.events import Outcome
@@ -74,6 +76,7 @@ __all__ = [
     "CircuitBreakerStats",
     "CircuitOpenError",
     "CircuitState",
+    "CountWindow",
     "ErrorRecoverySystem",
     "ExecutionRejectedError",
     "ExtraStrategy",
@@ -94,6 +97,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "RetryStrategy",
+    "TimeWindow",
     "TimeoutConfig",
     "TimeoutHandler",
     "__version__",

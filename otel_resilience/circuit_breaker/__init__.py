@@ -60,6 +60,8 @@ from otel_resilience.circuit_breaker.state import CircuitBreakerStats as Circuit
 from otel_resilience.circuit_breaker.state import CircuitBreakerStatsDict as CircuitBreakerStatsDict
 from otel_resilience.circuit_breaker.state import CircuitState as CircuitState
 from otel_resilience.circuit_breaker.state import Permit as Permit
+from otel_resilience.circuit_breaker.window import CountWindow as CountWindow
+from otel_resilience.circuit_breaker.window import TimeWindow as TimeWindow
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -73,5 +75,7 @@ __all__ = [
     "CircuitBreakerStats",
     "CircuitBreakerStatsDict",
     "CircuitState",
+    "CountWindow",
     "Permit",
+    "TimeWindow",
 ]

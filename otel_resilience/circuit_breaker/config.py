@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
-from otel_resilience.engine.validation import check_duration, check_exception_types, check_int, fail
+from otel_resilience.circuit_breaker.window import CountWindow, TimeWindow
+from otel_resilience.engine.validation import (
+    check_callable,
+    check_duration,
+    check_exception_types,
+    check_int,
+    check_number,
+    fail,
+)
 
 KIND: Final = "circuit_breaker"
 """The pattern kind in telemetry and in :data:`~otel_resilience.engine.registry.BREAKERS`."""
@@ -23,6 +31,12 @@ DEFAULT_RECORD_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (Exception,)
 """Exceptions counted as failures: every ``Exception``."""
 DEFAULT_IGNORE_EXCEPTIONS: Final[tuple[type[Exception], ...]] = ()
 """Exceptions counted as neither success nor failure: none."""
+DEFAULT_FAILURE_RATE_THRESHOLD: Final = 0.5
+"""Share of failed calls in the sliding window that opens a windowed breaker (Resilience4j's default)."""
+DEFAULT_MINIMUM_CALLS: Final = 10
+"""Calls the sliding window must hold before its rates can open the breaker."""
+DEFAULT_SLOW_CALL_RATE_THRESHOLD: Final = 1.0
+"""Share of slow calls in the sliding window that opens the breaker (all of them, by default)."""
 
 ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
 """One exception class or a tuple of them."""
@@ -60,6 +74,37 @@ class CircuitBreakerConfig:
     """``Exception`` subclasses that count as neither success nor failure (the probe permit is
     given back); they win over ``record_exceptions``. The default is ``()``.
     :class:`~otel_resilience.errors.ExecutionRejectedError` is always ignored."""
+    sliding_window: CountWindow | TimeWindow | None = None
+    """What opens the breaker in CLOSED. ``None`` (the default): ``failure_threshold``
+    consecutive failures. :class:`~otel_resilience.CountWindow` (the last N calls) or
+    :class:`~otel_resilience.TimeWindow` (the last T seconds, in buckets): the failure rate (or
+    the slow-call rate) of the calls in the window, once it holds ``minimum_calls``."""
+    failure_rate_threshold: float = DEFAULT_FAILURE_RATE_THRESHOLD
+    """With a ``sliding_window``: open when ``failures / calls >= failure_rate_threshold``. A
+    number in ``(0, 1]``; the default is 0.5."""
+    minimum_calls: int = DEFAULT_MINIMUM_CALLS
+    """With a ``sliding_window``: the calls it must hold before a rate can open the breaker. An
+    ``int >= 1``, at most a ``CountWindow``'s ``size``; the default is 10."""
+    slow_call_duration: float | None = None
+    """With a ``sliding_window``: a call that takes at least this long (seconds or a
+    ``timedelta``) counts as slow, whether it succeeded or failed; ``None`` (the default) counts
+    no call as slow. A slow success is still a success for the caller and in spans."""
+    slow_call_rate_threshold: float = DEFAULT_SLOW_CALL_RATE_THRESHOLD
+    """With ``slow_call_duration``: open when ``slow / calls >= slow_call_rate_threshold``. A
+    number in ``(0, 1]``; the default is 1.0."""
+    record_result: Callable[[Any], bool] | None = None
+    """A predicate on what the call returned: ``True`` counts the returned value as a failure
+    of the dependency (``lambda r: r.status_code >= 500``). Sync; the value is still returned to
+    the caller. ``None`` (the default): every returned value is a success."""
+    break_duration: Callable[[int], float] | None = None
+    """Seconds to stay OPEN as a function of the number of consecutive openings (1 for the
+    first, 2 when a probe failed once ...); overrides ``timeout`` when given. It is called once
+    at construction with 1, and must return a finite number of seconds ``> 0`` (``timeout`` is
+    used, and the error logged, for a call that raises or returns anything else later)."""
+    max_half_open_wait: float | None = None
+    """Seconds a HALF_OPEN probe may run before it counts as failed and the breaker re-opens,
+    so that one hung call cannot keep the breaker half-open for ever; ``None`` (the default)
+    waits for the probe however long it takes."""
 
     def __post_init__(self) -> None:
         check_int(_OWNER, "failure_threshold", self.failure_threshold, minimum=1)
@@ -72,6 +117,7 @@ class CircuitBreakerConfig:
         if not isinstance(ignore, tuple):
             raise fail(_OWNER, "ignore_exceptions", "exception types", self.ignore_exceptions, kind=TypeError)
         object.__setattr__(self, "ignore_exceptions", ignore)
+        self._check_window()
         if isinstance(record, tuple):
             if not record:
                 raise fail(_OWNER, "record_exceptions", "at least one exception type", record)
@@ -83,6 +129,63 @@ class CircuitBreakerConfig:
                     f"disjoint from record_exceptions (it ignores the recorded {covered!r})",
                     ignore,
                 )
+
+    def _check_window(self) -> None:
+        """Validate the sliding-window fields, the result predicate and the break durations."""
+        window: object = self.sliding_window
+        if window is not None and not isinstance(window, (CountWindow, TimeWindow)):
+            expected = "None, a CountWindow or a TimeWindow"
+            raise fail(_OWNER, "sliding_window", expected, window, kind=TypeError)
+        rate = check_number(
+            _OWNER,
+            "failure_rate_threshold",
+            self.failure_rate_threshold,
+            minimum=0.0,
+            min_inclusive=False,
+            maximum=1.0,
+        )
+        object.__setattr__(self, "failure_rate_threshold", rate)
+        slow_rate = check_number(
+            _OWNER,
+            "slow_call_rate_threshold",
+            self.slow_call_rate_threshold,
+            minimum=0.0,
+            min_inclusive=False,
+            maximum=1.0,
+        )
+        object.__setattr__(self, "slow_call_rate_threshold", slow_rate)
+        minimum = check_int(_OWNER, "minimum_calls", self.minimum_calls, minimum=1)
+        if isinstance(window, CountWindow) and minimum > window.size:
+            raise fail(_OWNER, "minimum_calls", f"<= sliding_window.size ({window.size})", minimum)
+        if self.slow_call_duration is not None:
+            if window is None:
+                raise fail(
+                    _OWNER, "slow_call_duration", "None unless sliding_window is set", self.slow_call_duration
+                )
+            slow = check_duration(_OWNER, "slow_call_duration", self.slow_call_duration)
+            object.__setattr__(self, "slow_call_duration", slow)
+        if self.max_half_open_wait is not None:
+            wait = check_duration(_OWNER, "max_half_open_wait", self.max_half_open_wait)
+            object.__setattr__(self, "max_half_open_wait", wait)
+        check_callable(_OWNER, "record_result", self.record_result, optional=True)
+        if self.break_duration is not None:
+            check_callable(_OWNER, "break_duration", self.break_duration)
+            try:
+                break_seconds(self.break_duration, 1)
+            except Exception as error:
+                expected = "a function returning a finite number of seconds > 0 (called with 1)"
+                raise fail(_OWNER, "break_duration", expected, self.break_duration) from error
+
+
+def break_seconds(break_duration: Callable[[int], float], openings: int) -> float:
+    """Return ``break_duration(openings)`` in seconds (a ``timedelta`` is accepted).
+
+    Raises:
+        ValueError: It returned no finite number of seconds ``> 0``.
+        TypeError: It returned something that is not a number of seconds.
+        Exception: What ``break_duration`` raised.
+    """
+    return check_duration(_OWNER, "break_duration", break_duration(openings))
 
 
 def _check_selector(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Any, Final, cast
 
-from otel_resilience.circuit_breaker.config import CircuitBreakerConfig
+from otel_resilience.circuit_breaker.config import CircuitBreakerConfig, break_seconds
 from otel_resilience.circuit_breaker.state import (
     _CLOSED,
+    _DISABLED,
     _HALF_OPEN,
     _HALF_OPEN_VALUE,
+    _METRICS_ONLY,
     _OPEN,
     _OPEN_VALUE,
     CircuitBreakerStats,
@@ -19,7 +22,7 @@ from otel_resilience.circuit_breaker.state import (
     CircuitState,
     Permit,
 )
-from otel_resilience.engine.calling import WrongDriver
+from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
 from otel_resilience.errors import CircuitOpenError, ExecutionRejectedError
@@ -29,9 +32,17 @@ _REASON_TIMEOUT_ELAPSED: Final = "timeout_elapsed"
 _REASON_PROBE_FAILED: Final = "probe_failed"
 _REASON_PROBE_SUCCEEDED: Final = "probe_succeeded"
 _REASON_RESET: Final = "reset"
+_REASON_FAILURE_RATE: Final = "failure_rate"
+_REASON_SLOW_CALL_RATE: Final = "slow_call_rate"
+_REASON_PROBE_TIMED_OUT: Final = "probe_timed_out"
+_LOG: Final = logging.getLogger("otel_resilience")
 _ALWAYS_IGNORED: Final[tuple[type[BaseException], ...]] = (ExecutionRejectedError,)
 """Errors a breaker never counts: an inner rejection (shared by every breaker without others)."""
 _NEVER_OPENED: Final = -math.inf
+_SHORTEST_WAIT: Final = 0.001
+"""The ``retry_after`` of a HALF_OPEN rejection whose hung probe is due to be reclaimed now."""
+_RESULT: Final = "result"
+"""``last_failure_type`` of a returned value that ``record_result`` counted as a failure."""
 
 _IGNORED: Final = 0
 _FAILURE: Final = 1
@@ -48,6 +59,7 @@ class _BreakerCore:
     """
 
     __slots__ = (
+        "_break_duration",
         "_clock",
         "_failure_threshold",
         "_generation",
@@ -55,18 +67,28 @@ class _BreakerCore:
         "_ignore",
         "_in_flight",
         "_lock",
+        "_max_half_open_wait",
+        "_minimum_calls",
         "_opened_until",
         "_permit",
         "_predicate",
+        "_probe_started",
+        "_rate_threshold",
         "_record",
+        "_reject_watchers",
         "_reopens",
+        "_slow_threshold",
         "_success_threshold",
         "_telemetry",
         "_timeout",
+        "_watchers",
         "config",
         "last_failure_type",
         "name",
+        "record_result",
+        "slow_call_duration",
         "stats",
+        "window",
     )
 
     def __init__(
@@ -99,6 +121,18 @@ class _BreakerCore:
         self._in_flight = 0
         self._opened_until = _NEVER_OPENED
         self._reopens = 0
+        self._probe_started = 0.0
+        window = config.sliding_window
+        self.window = None if window is None else window.metrics()
+        self._rate_threshold = config.failure_rate_threshold
+        self._minimum_calls = config.minimum_calls
+        self.slow_call_duration = config.slow_call_duration
+        self._slow_threshold = config.slow_call_rate_threshold
+        self.record_result = config.record_result
+        self._break_duration = config.break_duration
+        self._max_half_open_wait = config.max_half_open_wait
+        self._watchers: tuple[Callable[[StateChanged], Any], ...] = ()
+        self._reject_watchers: tuple[Callable[[CircuitOpenError], Any], ...] = ()
 
     # -- reads (lock-free) -------------------------------------------------------------------
 
@@ -130,13 +164,13 @@ class _BreakerCore:
         """
         permit = self._permit
         state = permit.state
-        if state is _CLOSED:
+        if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
             return permit
         if state is _OPEN and self._clock.now() < self._opened_until:
             next(self.stats._rejected)
             return None
         with self._lock:
-            change = self._poll_locked()
+            change = self._poll_locked() or self._reclaim_locked()
             admitted = self._admit_locked()
         self._emit(change)
         return admitted
@@ -164,11 +198,16 @@ class _BreakerCore:
     def rejection(self) -> CircuitOpenError:
         """Build the error for a call :meth:`try_acquire` just rejected.
 
-        A HALF_OPEN rejection's ``retry_after`` is the breaker's ``timeout`` (see
+        A HALF_OPEN rejection's ``retry_after`` is the time left before a hung probe is reclaimed
+        (``max_half_open_wait``), else the breaker's ``timeout`` (see
         :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
         """
         if self._permit.state is _HALF_OPEN:
-            return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self._timeout)
+            wait = self._max_half_open_wait
+            if wait is None:
+                return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self._timeout)
+            left = self._probe_started + wait - self._clock.now()
+            return CircuitOpenError(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
         remaining = self._opened_until - self._clock.now()
         return CircuitOpenError(self.name, _OPEN_VALUE, max(0.0, remaining))
 
@@ -199,14 +238,19 @@ class _BreakerCore:
 
     def reset(self) -> None:
         """Close now and clear the counts of the current period."""
+        self.force_state(_CLOSED, _REASON_RESET)
+
+    def force_state(self, state: CircuitState, reason: str) -> None:
+        """Start a period in ``state`` now (CLOSED, DISABLED or METRICS_ONLY), its counts cleared."""
         with self._lock:
-            change = self._transition_locked(_CLOSED, _REASON_RESET)
+            change = self._transition_locked(state, reason)
         self._emit(change)
 
     def snapshot(self) -> CircuitBreakerStatsDict:
         """Return every count and the state as a new dict (see :meth:`CircuitBreaker.get_stats`)."""
         state = self.state
         with self._lock:
+            rates = self._rates_locked()
             stats = self.stats
             return {
                 "name": self.name,
@@ -223,7 +267,23 @@ class _BreakerCore:
                 "half_open_in_flight": self._in_flight,
                 "retry_after": self.retry_after(),
                 "last_failure_type": self.last_failure_type,
+                "failure_rate": rates[0] if rates else None,
+                "slow_call_rate": rates[1] if rates else None,
             }
+
+    def rates(self) -> tuple[float, float] | None:
+        """Return the window's failure and slow-call rates now (0.0 empty); ``None`` without a window."""
+        if self.window is None:
+            return None
+        with self._lock:
+            return self._rates_locked()
+
+    def _rates_locked(self) -> tuple[float, float] | None:
+        window = self.window
+        if window is None:
+            return None
+        calls, failures, slows = window.totals(self._clock.now())
+        return (failures / calls, slows / calls) if calls else (0.0, 0.0)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -241,44 +301,102 @@ class _BreakerCore:
             return self._transition_locked(_HALF_OPEN, _REASON_TIMEOUT_ELAPSED)
         return None
 
+    def _reclaim_locked(self) -> StateChanged | None:
+        """Count HALF_OPEN probes that ran past ``max_half_open_wait`` as failed, and re-open.
+
+        Asked when a call finds every probe place taken: the newest probe started at least
+        ``max_half_open_wait`` ago, so every probe in flight has run that long.
+        """
+        wait = self._max_half_open_wait
+        if (
+            wait is None
+            or self._permit.state is not _HALF_OPEN
+            or self._in_flight < self._half_open_max_calls
+            or self._clock.now() - self._probe_started < wait
+        ):
+            return None
+        self.stats.total_failures += 1
+        return self._transition_locked(_OPEN, _REASON_PROBE_TIMED_OUT)
+
     def _admit_locked(self) -> Permit | None:
         """Return a permit for the current state, or count a rejection and return ``None``."""
         permit = self._permit
         state = permit.state
-        if state is _CLOSED:
+        if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
             return permit
         if state is _HALF_OPEN and self._in_flight < self._half_open_max_calls:
             self._in_flight += 1
+            if self._max_half_open_wait is not None:
+                self._probe_started = self._clock.now()
             return permit
         next(self.stats._rejected)
         return None
 
-    def _on_success_locked(self, permit: Permit) -> StateChanged | None:
+    def _on_success_locked(self, permit: Permit, slow: bool = False) -> StateChanged | None:
         stats = self.stats
         next(stats._successes)
         if permit is not self._permit:
             return None
-        if permit.state is _CLOSED:
-            stats.failure_count = 0
+        if permit.state is _HALF_OPEN:
+            self._in_flight -= 1
+            stats.success_count += 1
+            if stats.success_count >= self._success_threshold:
+                return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
             return None
-        self._in_flight -= 1
-        stats.success_count += 1
-        if stats.success_count >= self._success_threshold:
-            return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
-        return None
+        return self._judge_locked(permit.state, failed=False, slow=slow)
 
-    def _on_failure_locked(self, permit: Permit, error: Exception) -> StateChanged | None:
+    def _on_failure_locked(
+        self, permit: Permit, error: Exception | None, slow: bool = False
+    ) -> StateChanged | None:
+        """Count a failure: a recorded error, or (``error=None``) a value ``record_result`` flagged."""
         stats = self.stats
         stats.total_failures += 1
-        self.last_failure_type = error_type_name(error)
+        self.last_failure_type = _RESULT if error is None else error_type_name(error)
         if permit is not self._permit:
             return None
         if permit.state is _HALF_OPEN:
             return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
-        stats.failure_count += 1
-        if stats.failure_count >= self._failure_threshold:
-            return self._transition_locked(_OPEN, _REASON_FAILURE_THRESHOLD)
-        return None
+        return self._judge_locked(permit.state, failed=True, slow=slow)
+
+    def _judge_locked(self, state: CircuitState, *, failed: bool, slow: bool) -> StateChanged | None:
+        """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens.
+
+        The one rule of opening: ``failure_threshold`` consecutive failures, or, with a sliding
+        window holding at least ``minimum_calls``, a failure (or slow-call) rate at its threshold.
+        DISABLED only counts; METRICS_ONLY reports the trip it would make and starts again.
+        """
+        stats = self.stats
+        window = self.window
+        reason = None
+        if window is None:
+            stats.failure_count = stats.failure_count + 1 if failed else 0
+            if stats.failure_count >= self._failure_threshold:
+                reason = _REASON_FAILURE_THRESHOLD
+        else:
+            now = self._clock.now()
+            window.record(failed, slow, now)
+            calls, failures, slows = window.totals(now)
+            stats.failure_count = failures
+            if calls >= self._minimum_calls:
+                if failures / calls >= self._rate_threshold:
+                    reason = _REASON_FAILURE_RATE
+                elif self.slow_call_duration is not None and slows / calls >= self._slow_threshold:
+                    reason = _REASON_SLOW_CALL_RATE
+        if reason is None or state is _DISABLED:
+            return None
+        if state is _METRICS_ONLY:
+            return self._would_open_locked(reason)
+        return self._transition_locked(_OPEN, reason)
+
+    def _would_open_locked(self, reason: str) -> StateChanged | None:
+        """In METRICS_ONLY: clear the counts and report the trip the breaker would have made."""
+        self.stats.failure_count = 0
+        if self.window is not None:
+            self.window.clear()
+        if not self._telemetry.enabled and not self._watchers:
+            return None
+        value = _METRICS_ONLY.value  # a change to itself: the trip it would have made, and why
+        return StateChanged(value, value, reason, 0, self._open_seconds(1))
 
     def _release_locked(self, permit: Permit) -> None:
         if permit is self._permit and permit.state is _HALF_OPEN:
@@ -287,28 +405,69 @@ class _BreakerCore:
     def _transition_locked(
         self, new: CircuitState, reason: str, open_for: float | None = None
     ) -> StateChanged | None:
-        """Start a new state period in ``new``; return the event to report (if anyone listens)."""
+        """Start a new state period in ``new``; return the event to report (if anyone listens).
+
+        Opening lasts ``open_for`` seconds when given (a forced opening), else the break
+        duration of this opening (:meth:`_open_seconds`).
+        """
         old = self._permit.state
         self._generation += 1
         self._permit = Permit(self._generation, new)
         self._in_flight = 0
         stats = self.stats
         stats.success_count = 0
+        duration = None
         if new is _OPEN:
-            if old is _CLOSED:
-                self._reopens = 0  # a new outage episode
-            elif old is _HALF_OPEN:
+            if old is _HALF_OPEN:
                 self._reopens += 1
+            elif old is not _OPEN:
+                self._reopens = 0  # a new outage episode
             if old is not _OPEN:
                 stats.times_opened += 1
-            self._opened_until = self._clock.now() + (self._timeout if open_for is None else open_for)
+            duration = self._open_seconds(self._reopens + 1) if open_for is None else open_for
+            self._opened_until = self._clock.now() + duration
         else:
             stats.failure_count = 0
-        if old is new or not self._telemetry.enabled:
+        if self.window is not None:
+            self.window.clear()  # each period judges the calls made in it
+        if old is new or (not self._telemetry.enabled and not self._watchers):
             return None
-        return StateChanged(old.value, new.value, reason, self._reopens)
+        return StateChanged(old.value, new.value, reason, self._reopens, duration)
+
+    def _open_seconds(self, openings: int) -> float:
+        """Seconds OPEN for the ``openings``-th opening in a row (``break_duration``, else ``timeout``)."""
+        generate = self._break_duration
+        if generate is None:
+            return self._timeout
+        try:
+            return break_seconds(generate, openings)
+        except Exception:  # noqa: BLE001 - a broken generator must not break the call that tripped
+            _LOG.warning(
+                "circuit breaker %r: break_duration(%d) failed; staying open for timeout=%gs",
+                self.name,
+                openings,
+                self._timeout,
+                exc_info=True,
+            )
+            return self._timeout
 
     def _emit(self, change: StateChanged | None) -> None:
-        """Report a state change (outside the lock)."""
-        if change is not None:
+        """Report a state change (outside the lock): to telemetry, then to the breaker's watchers."""
+        if change is None:
+            return
+        if self._telemetry.enabled:
             self._telemetry.report(Event.STATE_CHANGED, change)
+        for watcher in self._watchers:
+            notify(watcher, change, f"circuit breaker {self.name!r}: state change callback")
+
+    def watch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> Callable[[], None]:
+        """Add a state change callback (a rejection callback with ``rejections``); return its remover."""
+        attribute = "_reject_watchers" if rejections else "_watchers"
+        with self._lock:
+            setattr(self, attribute, (*getattr(self, attribute), callback))
+
+        def remove() -> None:
+            with self._lock:
+                setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w is not callback))
+
+        return remove

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from otel_resilience.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
 from otel_resilience.circuit_breaker.core import _BreakerCore
 from otel_resilience.circuit_breaker.state import CircuitBreakerStats, CircuitBreakerStatsDict, CircuitState
 from otel_resilience.circuit_breaker.step import _BreakerStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.events import StateChanged, StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.pipeline import Guard
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.validation import check_duration, fail
+from otel_resilience.engine.validation import check_callable, check_duration, fail
+from otel_resilience.errors import CircuitOpenError
 
 _FORCE_REASONS: Final = ("forced", "isolated")
 
@@ -109,6 +111,20 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
         return self._core.state
 
     @property
+    def failure_rate_threshold(self) -> float | None:
+        """The failure rate that opens the breaker, or ``None`` without a sliding window."""
+        config = self._config
+        return None if config.sliding_window is None else config.failure_rate_threshold
+
+    def rates(self) -> tuple[float, float] | None:
+        """Return the sliding window's failure and slow-call rates now, each in ``[0, 1]``.
+
+        Both are ``0.0`` while the window is empty (it starts again with each state period);
+        ``None`` for a breaker without a sliding window.
+        """
+        return self._core.rates()
+
+    @property
     def stats(self) -> CircuitBreakerStats:
         """The live counts (plain ints, updated in place; read-only for callers)."""
         return self._core.stats
@@ -149,8 +165,62 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
         self._core.force_open(seconds, reason)
 
     def reset(self) -> None:
-        """Close the breaker now and clear the counts of the current period (totals are kept)."""
+        """Close the breaker now and clear the counts of the current period (totals are kept).
+
+        Also the way back to normal operation from :meth:`disable` and :meth:`metrics_only`.
+        """
         self._core.reset()
+
+    def force_closed(self) -> None:
+        """Close the breaker now, as an operator: :meth:`reset`, reported with reason ``"forced"``."""
+        self._core.force_state(CircuitState.CLOSED, "forced")
+
+    def disable(self) -> None:
+        """Switch the breaker off until :meth:`reset`: every call goes through and is counted.
+
+        The state is :attr:`CircuitState.DISABLED`; nothing opens the breaker meanwhile.
+        """
+        self._core.force_state(CircuitState.DISABLED, "forced")
+
+    def metrics_only(self) -> None:
+        """Run the breaker in shadow mode until :meth:`reset`, for a safe roll-out.
+
+        The state is :attr:`CircuitState.METRICS_ONLY`: every call goes through and is counted
+        as in CLOSED, and each trip the breaker would make is reported (a state change from
+        ``metrics_only`` to ``metrics_only`` with the trip's reason, to telemetry and to
+        :meth:`on_state_change` callbacks), after which its counts start again. No call is ever
+        rejected.
+        """
+        self._core.force_state(CircuitState.METRICS_ONLY, "forced")
+
+    def on_state_change(self, callback: Callable[[StateChanged], Any]) -> Callable[[], None]:
+        """Call ``callback(change)`` after each state change of this breaker.
+
+        ``change`` has ``old``, ``new``, ``reason``, ``reopens`` and ``duration`` (seconds OPEN).
+        The callback runs after the breaker's lock is released, in the thread or task of the call
+        that caused the change; an async callback runs as a task of the running loop (or, from a
+        thread with no loop, to completion there). What it raises is logged, never raised.
+
+        Returns:
+            A function that removes the callback.
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        return self._core.watch(check_callable(self._owner, "callback", callback))
+
+    def on_rejection(self, callback: Callable[[CircuitOpenError], Any]) -> Callable[[], None]:
+        """Call ``callback(error)`` for each call this breaker rejects, before the error is raised.
+
+        Runs as :meth:`on_state_change` callbacks do (sync or async; what it raises is logged).
+
+        Returns:
+            A function that removes the callback.
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        return self._core.watch(check_callable(self._owner, "callback", callback), rejections=True)
 
     def get_stats(self) -> CircuitBreakerStatsDict:
         """Return a snapshot of the breaker's state and counts.

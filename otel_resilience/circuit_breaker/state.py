@@ -17,11 +17,20 @@ class CircuitState(enum.Enum):
     """Failing: calls are rejected at once with :class:`~otel_resilience.errors.CircuitOpenError`."""
     HALF_OPEN = "half_open"
     """Probing: at most ``half_open_max_calls`` calls at a time test the dependency."""
+    DISABLED = "disabled"
+    """Switched off by an operator (:meth:`~otel_resilience.CircuitBreaker.disable`): every call
+    goes through and is counted; nothing opens the breaker until it is reset."""
+    METRICS_ONLY = "metrics_only"
+    """Shadow mode for a safe roll-out (:meth:`~otel_resilience.CircuitBreaker.metrics_only`):
+    every call goes through and is counted, and a trip the breaker would make is reported as a
+    ``would_open`` state change (then its counts start again), but no call is ever rejected."""
 
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
+_DISABLED: Final = CircuitState.DISABLED
+_METRICS_ONLY: Final = CircuitState.METRICS_ONLY
 
 
 class CircuitBreakerStatsDict(TypedDict):
@@ -41,6 +50,8 @@ class CircuitBreakerStatsDict(TypedDict):
     half_open_in_flight: int
     retry_after: float
     last_failure_type: str | None
+    failure_rate: float | None
+    slow_call_rate: float | None
 
 
 class CircuitBreakerStats:
@@ -53,8 +64,9 @@ class CircuitBreakerStats:
     (:mod:`otel_resilience.engine.counting`), bumped without the lock.
 
     Attributes:
-        failure_count: Consecutive counted failures in the current CLOSED period (kept while
-            OPEN, so it shows what tripped the breaker; 0 in HALF_OPEN).
+        failure_count: Consecutive counted failures in the current CLOSED period (with a
+            sliding window: the failures the window holds), kept while OPEN, so it shows what
+            tripped the breaker; 0 in HALF_OPEN.
         success_count: Probe successes in the current HALF_OPEN period.
         total_successes: Calls that returned (or raised an error that is not recorded).
         total_failures: Calls that raised a recorded error.

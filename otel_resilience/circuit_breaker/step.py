@@ -6,11 +6,13 @@ One link per pipeline the breaker runs in (and one for its own), all sharing one
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar, Final
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, cast
 
 from otel_resilience.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
 from otel_resilience.circuit_breaker.state import _CLOSED, _HALF_OPEN_VALUE, _OPEN, _OPEN_VALUE, Permit
+from otel_resilience.engine.calling import notify
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
@@ -30,7 +32,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     cancellation gives it back.
     """
 
-    __slots__ = ("_core", "_hub", "_routes_seen", "_wanted")
+    __slots__ = ("_core", "_hub", "_plain", "_routes_seen", "_timed", "_wanted")
 
     kind: ClassVar[str] = KIND
 
@@ -40,73 +42,121 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         self._hub = telemetry._hub
         self._routes_seen: object = None
         self._wanted = False
+        self._timed = core.slow_call_duration is not None
+        self._plain = not self._timed and core.record_result is None
 
-    def admit(self, ctx: ExecutionContext) -> Permit:  # noqa: ARG002 - the permit is the breaker's
+    def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
         """Admit a call, or raise the breaker's rejection.
+
+        Returns:
+            The call's permit; with ``slow_call_duration``, the permit and the call's start time.
 
         Raises:
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
         core = self._core
         permit = core._permit
-        if permit.state is _CLOSED:  # CLOSED admits without a call (as try_acquire does)
-            return permit
-        if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-            # The error is built in the raise: a local holding it would make a reference cycle
-            # through its traceback on every rejection.
-            raise self.report_rejection(
-                CircuitOpenError(core.name, _OPEN_VALUE, remaining), _REJECT_OPEN
-            ) from None
-        admitted = core.try_acquire()
-        if admitted is None:
-            raise self.rejected() from None
-        return admitted
+        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+                # The error is built in the raise: a local holding it would make a reference
+                # cycle through its traceback on every rejection.
+                raise self.report_rejection(
+                    CircuitOpenError(core.name, _OPEN_VALUE, remaining), _REJECT_OPEN
+                ) from None
+            admitted = core.try_acquire()
+            if admitted is None:
+                raise self.rejected() from None
+            permit = admitted
+        return (permit, self.clock.now()) if self._timed else permit
 
-    def on_success(self, ctx: ExecutionContext, token: Permit, result: Any) -> None:  # noqa: ARG002
-        """Count a success: no lock on the CLOSED path when there is no failure streak to reset.
+    def _ended(self, token: Any) -> tuple[Permit, bool]:
+        """Return a timed call's permit and whether it was slow (``slow_call_duration`` or longer)."""
+        permit, started = token
+        return permit, self.clock.now() - started >= cast("float", self._core.slow_call_duration)
 
-        The lock-free path only bumps an exact counter (see :class:`CircuitBreakerStats`), so it
-        is exact from any number of threads and loops; anything that changes state takes the lock.
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
+        """Count a success (or, when ``record_result`` says so, a returned value as a failure).
+
+        No lock while CLOSED with no failure streak to reset and no window: that path only bumps
+        an exact counter (see :class:`CircuitBreakerStats`), so it is exact from any number of
+        threads and loops; anything that changes state takes the lock. The value is returned to
+        the caller either way; what ``record_result`` raises is raised in its place, the permit
+        given back first (counted as ignored).
         """
         core = self._core
+        if not self._plain:
+            self._judge_returned(token, result)
+            return
         stats = core.stats
-        if token is core._permit and token.state is _CLOSED and not stats.failure_count:
+        if (
+            not stats.failure_count
+            and token is core._permit
+            and token.state is _CLOSED
+            and core.window is None
+        ):
             next(stats._successes)
             return
-        with core._lock:
-            change = core._on_success_locked(token)
-        core._emit(change)
+        self._succeeded(token, False)  # noqa: FBT003
 
-    def on_failure(self, ctx: ExecutionContext, token: Permit, error: Exception) -> None:
+    def _judge_returned(self, token: Any, result: Any) -> None:
+        """Count a returned call of a breaker that times calls or judges results."""
+        permit, slow = self._ended(token) if self._timed else (token, False)
+        judge = self._core.record_result
+        if judge is not None and self._is_failure(permit, judge, result):
+            self._failed(permit, None, slow)
+        else:
+            self._succeeded(permit, slow)
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> None:  # noqa: ARG002
         """Classify ``error`` (ignored / failure / success) and count it; the error passes through.
 
         Raises:
             Exception: Whatever a ``record_exceptions`` predicate raised; the permit is given back
                 first (counted as ignored).
         """
+        permit, slow = self._ended(token) if self._timed else (token, False)
         core = self._core
         try:
             verdict = core._classify(error)
         except BaseException:
-            with core._lock:
-                core.stats.total_ignored += 1
-                core._release_locked(token)
+            self._ignored(permit)
             raise
         if verdict == _SUCCESS:
-            self.on_success(ctx, token, None)
-            return
+            self._succeeded(permit, slow)
+        elif verdict == _IGNORED:
+            self._ignored(permit)
+        else:
+            self._failed(permit, error, slow)
+
+    def _succeeded(self, permit: Permit, slow: bool) -> None:
+        core = self._core
         with core._lock:
-            if verdict == _IGNORED:
-                core.stats.total_ignored += 1
-                core._release_locked(token)
-                change = None
-            else:
-                change = core._on_failure_locked(token, error)
+            change = core._on_success_locked(permit, slow)
         core._emit(change)
 
-    def on_cancel(self, ctx: ExecutionContext, token: Permit, *, running: bool) -> None:  # noqa: ARG002
+    def _failed(self, permit: Permit, error: Exception | None, slow: bool) -> None:
+        core = self._core
+        with core._lock:
+            change = core._on_failure_locked(permit, error, slow)
+        core._emit(change)
+
+    def _ignored(self, permit: Permit) -> None:
+        core = self._core
+        with core._lock:
+            core.stats.total_ignored += 1
+            core._release_locked(permit)
+
+    def _is_failure(self, permit: Permit, judge: Callable[[Any], bool], result: Any) -> bool:
+        """Ask ``record_result`` whether ``result`` is a failure; give the permit back if it raises."""
+        try:
+            return bool(judge(result))
+        except BaseException:
+            self._ignored(permit)
+            raise
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""
-        self._core.end(token, sys.exc_info()[1])
+        self._core.end(token[0] if self._timed else token, sys.exc_info()[1])
 
     def rejected(self) -> CircuitOpenError:
         """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and return the error."""
@@ -126,4 +176,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             self._routes_seen = routes
         if self._wanted:
             self._telemetry.report(_CALL_REJECTED, args)
+        core = self._core
+        for watcher in core._reject_watchers:
+            notify(watcher, error, f"circuit breaker {core.name!r}: rejection callback")
         return error

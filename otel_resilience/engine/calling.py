@@ -8,9 +8,12 @@ awaitable is refused with ``TypeError`` (:func:`refuse_awaitable`).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+from collections.abc import Callable, Coroutine
 from types import AsyncGeneratorType, CoroutineType
-from typing import Any, cast
+from typing import Any, Final, cast
 
 __all__ = [
     "WrongDriver",
@@ -18,8 +21,48 @@ __all__ = [
     "awaitable_in_sync",
     "not_awaitable",
     "not_sync_result",
+    "notify",
     "refuse_awaitable",
 ]
+
+_LOG: Final = logging.getLogger("otel_resilience")
+_PENDING: Final[set[asyncio.Task[Any]]] = set()
+"""Callback tasks still running (a task is only weakly held by its loop)."""
+
+
+def notify(callback: Callable[[Any], Any], argument: object, what: str) -> None:
+    """Call a user's notification callback with ``argument``; log what it raises, never raise.
+
+    An async callback (one that returns a coroutine) runs as a task of the running event loop,
+    or, called from a thread with no running loop, to completion in a loop of its own there.
+
+    Args:
+        callback: The user's function (sync or async).
+        argument: What it is called with.
+        what: How a log message names it (``"circuit breaker 'db': state change callback"``).
+    """
+    try:
+        pending = callback(argument)
+        if not inspect.iscoroutine(pending):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(_logged(pending, what))
+            return
+        task = loop.create_task(_logged(pending, what))
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
+    except Exception:  # noqa: BLE001 - a callback must never break the call that notified it
+        _LOG.warning("%s raised (ignored)", what, exc_info=True)
+
+
+async def _logged(pending: Coroutine[Any, Any, Any], what: str) -> None:
+    """Await an async callback's coroutine; log what it raises."""
+    try:
+        await pending
+    except Exception:  # noqa: BLE001 - a callback must never break the call that notified it
+        _LOG.warning("%s raised (ignored)", what, exc_info=True)
 
 
 def refuse_awaitable(what: str, value: Any) -> Any:

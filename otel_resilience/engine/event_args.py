@@ -61,17 +61,23 @@ class RetryExhausted:
 class StateChanged:
     """A circuit breaker moved from one state to another."""
 
-    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("old", "new", "reason")
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("old", "new", "reason", "duration")
 
     old: str
     new: str
+    """The new state; a METRICS_ONLY breaker reports a trip it would make as a change from
+    ``"metrics_only"`` to ``"metrics_only"`` with the trip's reason."""
     reason: str
-    """``"failure_threshold"``, ``"timeout_elapsed"``, ``"probe_failed"``,
-    ``"probe_succeeded"``, ``"forced"``, ``"reset"`` or ``"isolated"``."""
+    """``"failure_threshold"``, ``"failure_rate"``, ``"slow_call_rate"``,
+    ``"timeout_elapsed"``, ``"probe_failed"``, ``"probe_timed_out"``, ``"probe_succeeded"``,
+    ``"forced"``, ``"reset"`` or ``"isolated"``."""
     reopens: int = 0
     """Re-opens so far in the current outage episode (which starts when the breaker opens from
     CLOSED and ends when it closes): 0 on the opening transition, 1 after the first
     HALF_OPEN -> OPEN, ...; a transition to CLOSED carries the episode's total."""
+    duration: float | None = None
+    """Seconds the breaker stays OPEN (``inf`` when forced open until reset), on a change to
+    OPEN (and on a would-be trip of METRICS_ONLY); ``None`` otherwise."""
 
 
 @dataclass(slots=True)

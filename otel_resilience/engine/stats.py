@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PipelineStats", "classify_error"]
 
+
 def classify_error(error: BaseException) -> Outcome:
     """Map an exception that escaped an execution to its :class:`Outcome`."""
     if isinstance(error, ExecutionRejectedError):

@@ -103,6 +103,15 @@ class BreakerView(Protocol):
         """The live counters."""
         ...
 
+    @property
+    def failure_rate_threshold(self) -> float | None:
+        """The failure rate that opens it, or ``None`` without a sliding window."""
+        ...
+
+    def rates(self) -> tuple[float, float] | None:
+        """Its window's failure and slow-call rates, or ``None`` without a sliding window."""
+        ...
+
 
 class BulkheadStatsView(Protocol):
     """The counters a bulkhead keeps as plain integers."""
@@ -172,6 +181,9 @@ class Observables:
             (sc.EXECUTIONS, self._executions),
             (sc.CB_STATE_METRIC, self._breaker_states),
             (sc.CB_CALLS, self._breaker_calls),
+            (sc.CB_FAILURE_RATE, self._breaker_failure_rates),
+            (sc.CB_SLOW_CALL_RATE, self._breaker_slow_call_rates),
+            (sc.CB_FAILURE_RATE_THRESHOLD, self._breaker_thresholds),
             (sc.BULKHEAD_ACTIVE, self._bulkhead_active),
             (sc.BULKHEAD_QUEUED, self._bulkhead_queued),
             (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
@@ -264,6 +276,30 @@ class Observables:
             )
         return observations
 
+    def _breaker_rates(self, index: int) -> list[Observation]:
+        """One rate (0: failures, 1: slow calls) per windowed breaker name: the highest of theirs."""
+        observations: list[Observation] = []
+        for name, breakers in self._breakers().items():
+            rates = [r[index] for b in breakers if (r := b.rates()) is not None]
+            if rates:
+                observations.append(Observation(max(rates), {sc.NAME: name}))
+        return observations
+
+    def _breaker_failure_rates(self) -> list[Observation]:
+        return self._breaker_rates(0)
+
+    def _breaker_slow_call_rates(self) -> list[Observation]:
+        return self._breaker_rates(1)
+
+    def _breaker_thresholds(self) -> list[Observation]:
+        """The failure rate threshold of each windowed breaker name (the lowest of theirs)."""
+        observations: list[Observation] = []
+        for name, breakers in self._breakers().items():
+            limits = [t for b in breakers if (t := b.failure_rate_threshold) is not None]
+            if limits:
+                observations.append(Observation(min(limits), {sc.NAME: name}))
+        return observations
+
     def _breaker_calls(self) -> list[Observation]:
         """Calls through each breaker name, by how it counted them (summed over same-named breakers)."""
         observations: list[Observation] = []
@@ -301,12 +337,13 @@ class Observables:
 _FITS: Final[dict[tuple[type, type], bool]] = {}
 """Whether a class has what a view protocol reads, by (class, protocol): checked once per class."""
 
-_SEVERITY: Final = dict(zip(sc.CB_STATE_VALUES, (0, 2, 1), strict=True))
-"""How severe a breaker state is, by value: closed 0, open 2, half_open 1 (any other: 0)."""
+_SEVERITY: Final = dict(zip(sc.CB_STATE_VALUES, (0, 2, 1, 0, 0), strict=True))
+"""How severe a breaker state is, by value: open 2, half_open 1, any other (closed, disabled,
+metrics_only) 0."""
 
 
 def _severity(state: enum.Enum) -> int:
-    """Rank a breaker state: OPEN above HALF_OPEN above anything else (CLOSED)."""
+    """Rank a breaker state: OPEN above HALF_OPEN above anything else."""
     return _SEVERITY.get(str(state.value), 0)
 
 

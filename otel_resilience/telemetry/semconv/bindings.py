@@ -21,6 +21,7 @@ from otel_resilience.telemetry.semconv.names import (
     ALERT_SUMMARY,
     ALERTS,
     ATTEMPT,
+    CB_OPEN_DURATION,
     CB_PREVIOUS_STATE,
     CB_STATE,
     CB_TRANSITION_REASON,
@@ -116,11 +117,17 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
     ),
     EventBinding(
         "state_changed",
-        (("old", CB_PREVIOUS_STATE), ("new", CB_STATE), ("reason", CB_TRANSITION_REASON)),
+        (
+            ("old", CB_PREVIOUS_STATE),
+            ("new", CB_STATE),
+            ("reason", CB_TRANSITION_REASON),
+            ("duration", CB_OPEN_DURATION),
+        ),
         SpanEventSpec(
             EV_STATE_CHANGED,
-            "A circuit breaker changed state.",
+            "A circuit breaker changed state (a METRICS_ONLY breaker: a trip it would make).",
             (PATTERN, NAME, CB_PREVIOUS_STATE, CB_STATE, CB_TRANSITION_REASON),
+            (CB_OPEN_DURATION,),
         ),
         (MetricBinding(CB_TRANSITIONS),),
     ),

@@ -25,7 +25,11 @@ from otel_resilience.telemetry.semconv.names import (
     CB_CALL_RESULT,
     CB_CALL_RESULTS,
     CB_CALLS,
+    CB_FAILURE_RATE,
+    CB_FAILURE_RATE_THRESHOLD,
+    CB_OPEN_DURATION,
     CB_PREVIOUS_STATE,
+    CB_SLOW_CALL_RATE,
     CB_STATE,
     CB_STATE_METRIC,
     CB_STATE_VALUES,
@@ -130,6 +134,9 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         CB_TRANSITION_REASON, "string", "Why a circuit breaker changed state.", CB_TRANSITION_REASONS
     ),
     AttributeSpec(
+        CB_OPEN_DURATION, "double", "How long a circuit breaker stays open (on a change to open).", unit="s"
+    ),
+    AttributeSpec(
         CB_CALL_RESULT, "string", "How a call through a circuit breaker was counted.", CB_CALL_RESULTS
     ),
     AttributeSpec(REJECTION_REASON, "string", "Why a call was rejected.", REJECTION_REASONS),
@@ -214,6 +221,30 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{call}",
         "Calls through each live circuit breaker, by how the breaker counted them.",
         (NAME, CB_CALL_RESULT),
+    ),
+    InstrumentSpec(
+        CB_FAILURE_RATE,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "Share of failed calls in the sliding window of each live windowed circuit breaker "
+        "(0 while the window is empty); breakers without a window report none.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        CB_SLOW_CALL_RATE,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "Share of slow calls (slow_call_duration or longer) in the sliding window of each live "
+        "windowed circuit breaker.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        CB_FAILURE_RATE_THRESHOLD,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "The failure rate at which each live windowed circuit breaker opens (its configured "
+        "failure_rate_threshold), to compare the rate with.",
+        (NAME,),
     ),
     InstrumentSpec(
         REJECTIONS,

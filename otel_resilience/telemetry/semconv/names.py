@@ -29,7 +29,11 @@ __all__ = [
     "CB_CALLS",
     "CB_CALL_RESULT",
     "CB_CALL_RESULTS",
+    "CB_FAILURE_RATE",
+    "CB_FAILURE_RATE_THRESHOLD",
+    "CB_OPEN_DURATION",
     "CB_PREVIOUS_STATE",
+    "CB_SLOW_CALL_RATE",
     "CB_STATE",
     "CB_STATE_METRIC",
     "CB_STATE_VALUES",
@@ -121,6 +125,7 @@ RETRY_STOP_REASON: Final = "resilience.retry.stop_reason"
 CB_STATE: Final = "resilience.circuit_breaker.state"
 CB_PREVIOUS_STATE: Final = "resilience.circuit_breaker.previous_state"
 CB_TRANSITION_REASON: Final = "resilience.circuit_breaker.transition_reason"
+CB_OPEN_DURATION: Final = "resilience.circuit_breaker.open_duration"
 CB_CALL_RESULT: Final = "resilience.circuit_breaker.call_result"
 REJECTION_REASON: Final = "resilience.rejection.reason"
 TIMEOUT_SCOPE: Final = "resilience.timeout.scope"
@@ -152,31 +157,49 @@ PATTERN_VALUES: Final = (
     "recovery",
     "alerts",
 )
-CB_STATE_VALUES: Final = ("closed", "open", "half_open")
+CB_STATE_VALUES: Final = ("closed", "open", "half_open", "disabled", "metrics_only")
 CB_TRANSITION_REASONS: Final = (
     "failure_threshold",
+    "failure_rate",
+    "slow_call_rate",
     "timeout_elapsed",
     "probe_failed",
+    "probe_timed_out",
     "probe_succeeded",
     "forced",
     "reset",
     "isolated",
 )
+_TRIPS: Final = ("failure_threshold", "failure_rate", "slow_call_rate")
 CB_CALL_RESULTS: Final = ("success", "failure", "rejected", "ignored", "cancelled")
 CB_TRANSITIONS_KNOWN: Final = (
-    ("closed", "open", "failure_threshold"),
+    *(("closed", "open", trip) for trip in _TRIPS),
     ("closed", "open", "forced"),
     ("closed", "open", "isolated"),
     ("open", "half_open", "timeout_elapsed"),
     ("open", "closed", "reset"),
+    ("open", "closed", "forced"),
     ("half_open", "closed", "probe_succeeded"),
     ("half_open", "closed", "reset"),
+    ("half_open", "closed", "forced"),
     ("half_open", "open", "probe_failed"),
+    ("half_open", "open", "probe_timed_out"),
     ("half_open", "open", "forced"),
     ("half_open", "open", "isolated"),
+    *((old, new, "forced") for old in CB_STATE_VALUES for new in ("disabled", "metrics_only") if old != new),
+    ("disabled", "open", "forced"),
+    ("disabled", "open", "isolated"),
+    ("disabled", "closed", "reset"),
+    ("disabled", "closed", "forced"),
+    ("metrics_only", "open", "forced"),
+    ("metrics_only", "open", "isolated"),
+    ("metrics_only", "closed", "reset"),
+    ("metrics_only", "closed", "forced"),
+    *(("metrics_only", "metrics_only", trip) for trip in _TRIPS),
 )
 """Every (previous state, state, reason) a circuit breaker can report: the transition series
-that exist, at 0, from the moment a breaker is created."""
+that exist, at 0, from the moment a breaker is created. A METRICS_ONLY breaker reports each trip
+it would make as a change from ``metrics_only`` to ``metrics_only`` with the trip's reason."""
 REJECTION_REASONS: Final = ("circuit_open", "half_open_full", "bulkhead_full", "queue_timeout")
 REJECTION_REASONS_BY_PATTERN: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {"circuit_breaker": ("circuit_open", "half_open_full"), "bulkhead": ("bulkhead_full", "queue_timeout")}
@@ -242,6 +265,9 @@ EXECUTIONS: Final = "resilience.executions"
 CB_STATE_METRIC: Final = "resilience.circuit_breaker.state"
 CB_TRANSITIONS: Final = "resilience.circuit_breaker.transitions"
 CB_CALLS: Final = "resilience.circuit_breaker.calls"
+CB_FAILURE_RATE: Final = "resilience.circuit_breaker.failure_rate"
+CB_SLOW_CALL_RATE: Final = "resilience.circuit_breaker.slow_call_rate"
+CB_FAILURE_RATE_THRESHOLD: Final = "resilience.circuit_breaker.failure_rate.threshold"
 REJECTIONS: Final = "resilience.rejections"
 RETRIES: Final = "resilience.retries"
 RETRY_DELAY_METRIC: Final = "resilience.retry.delay"

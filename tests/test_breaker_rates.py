@@ -1,0 +1,511 @@
+"""The windowed breaker: failure and slow-call rates, results as failures, break durations,
+reclaimed probes, DISABLED and METRICS_ONLY, per-instance callbacks. All on a FakeClock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from otel_resilience import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+    CountWindow,
+    TimeWindow,
+)
+from otel_resilience.engine.events import StateChanged
+from otel_resilience.testing import FakeClock
+
+
+class Boom(Exception):
+    """The dependency's failure."""
+
+
+def ok() -> str:
+    return "ok"
+
+
+def boom() -> str:
+    raise Boom
+
+
+def run(breaker: CircuitBreaker, fn: Callable[[], str]) -> str:
+    """One sync call; the breaker's rejection and the dependency's failure become strings."""
+    try:
+        return breaker.call_sync(fn)
+    except CircuitOpenError:
+        return "rejected"
+    except Boom:
+        return "failed"
+
+
+def make(clock: FakeClock, **config: Any) -> tuple[CircuitBreaker, list[StateChanged]]:
+    breaker = CircuitBreaker("rates", CircuitBreakerConfig(**config), clock=clock)
+    changes: list[StateChanged] = []
+    breaker.on_state_change(changes.append)
+    return breaker, changes
+
+
+# -- failure rate over a count window ------------------------------------------------------------
+
+
+def test_a_failure_rate_opens_what_consecutive_failures_never_would() -> None:
+    """Failing every other call: 50 % failures, never two in a row."""
+    clock = FakeClock()
+    consecutive, _ = make(clock, failure_threshold=2)
+    windowed, changes = make(
+        clock, sliding_window=CountWindow(10), minimum_calls=6, failure_rate_threshold=0.5
+    )
+    for _ in range(20):
+        run(consecutive, boom)
+        run(consecutive, ok)
+    assert consecutive.state is CircuitState.CLOSED
+    outcomes = [run(windowed, fn) for fn in (boom, ok, boom, ok, boom)]
+    assert windowed.state is CircuitState.CLOSED  # 3 of 5 failed, but 5 < minimum_calls
+    assert outcomes == ["failed", "ok", "failed", "ok", "failed"]
+    assert run(windowed, ok) == "ok"  # 6 calls, 3 failures: 0.5 >= 0.5
+    assert windowed.state is CircuitState.OPEN
+    assert [(c.old, c.new, c.reason, c.duration) for c in changes] == [
+        ("closed", "open", "failure_rate", 60.0)
+    ]
+    assert run(windowed, ok) == "rejected"
+    stats = windowed.get_stats()
+    assert stats["failure_count"] == 3
+    assert stats["failure_rate"] == 0.0  # the window starts again with the OPEN period
+
+
+def test_the_count_window_forgets_the_oldest_call() -> None:
+    clock = FakeClock()
+    breaker, _ = make(clock, sliding_window=CountWindow(4), minimum_calls=4, failure_rate_threshold=0.75)
+    for fn in (boom, boom, ok, ok, ok, boom, boom):  # last four: ok, ok, boom, boom -> 0.5
+        run(breaker, fn)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.get_stats()["failure_rate"] == 0.5
+    run(breaker, boom)  # ok, boom, boom, boom -> 0.75
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_a_time_window_lets_old_failures_age_out() -> None:
+    clock = FakeClock()
+    breaker, changes = make(
+        clock, sliding_window=TimeWindow(seconds=10, buckets=10), minimum_calls=4, failure_rate_threshold=0.5
+    )
+    for _ in range(3):
+        run(breaker, boom)
+    clock.advance(10.0)  # those three are now out of the window
+    for fn in (boom, ok, ok, ok):
+        run(breaker, fn)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.get_stats()["failure_rate"] == 0.25
+    clock.advance(2.5)
+    run(breaker, boom)
+    run(breaker, boom)  # 3 of 6 in the window
+    assert [c.reason for c in changes] == ["failure_rate"]
+
+
+# -- slow calls ----------------------------------------------------------------------------------
+
+
+def test_slow_successes_open_the_breaker_and_are_still_successes() -> None:
+    clock = FakeClock()
+    breaker, changes = make(
+        clock,
+        sliding_window=CountWindow(4),
+        minimum_calls=4,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=0.5,
+    )
+
+    def slow() -> str:
+        clock.sleep_sync(1.5)
+        return "slow"
+
+    assert [run(breaker, fn) for fn in (slow, ok, ok)] == ["slow", "ok", "ok"]
+    assert breaker.state is CircuitState.CLOSED
+    assert run(breaker, slow) == "slow"  # 2 slow of 4: 0.5 >= 0.5, returned all the same
+    assert breaker.state is CircuitState.OPEN
+    assert [c.reason for c in changes] == ["slow_call_rate"]
+    assert breaker.get_stats()["total_successes"] == 4
+    assert breaker.get_stats()["total_failures"] == 0
+
+
+def test_a_slow_call_needs_a_window() -> None:
+    with pytest.raises(ValueError, match=r"CircuitBreakerConfig\.slow_call_duration"):
+        CircuitBreakerConfig(slow_call_duration=1.0)
+
+
+# -- results as failures -------------------------------------------------------------------------
+
+
+def test_a_returned_value_can_count_as_a_failure_and_is_still_returned() -> None:
+    clock = FakeClock()
+    breaker, changes = make(clock, failure_threshold=2, record_result=lambda r: r == "bad")
+    assert run(breaker, lambda: "bad") == "bad"
+    assert run(breaker, ok) == "ok"  # resets the consecutive count
+    assert run(breaker, lambda: "bad") == "bad"
+    assert run(breaker, lambda: "bad") == "bad"
+    assert breaker.state is CircuitState.OPEN
+    stats = breaker.get_stats()
+    assert (stats["total_failures"], stats["total_successes"], stats["last_failure_type"]) == (3, 1, "result")
+    assert [c.reason for c in changes] == ["failure_threshold"]
+
+
+def test_a_raising_result_predicate_is_raised_and_the_probe_is_given_back() -> None:
+    clock = FakeClock()
+
+    def broken(result: object) -> bool:
+        raise KeyError(result)
+
+    breaker, _ = make(clock, record_result=broken, timeout=1.0, half_open_max_calls=1)
+    breaker.force_open(1.0)
+    clock.advance(1.0)
+    with pytest.raises(KeyError):
+        breaker.call_sync(ok)
+    assert breaker.get_stats()["total_ignored"] == 1
+    assert breaker.get_stats()["half_open_in_flight"] == 0  # the probe place is free again
+
+
+# -- break durations -----------------------------------------------------------------------------
+
+
+def test_break_durations_grow_with_each_opening_in_a_row() -> None:
+    clock = FakeClock()
+    breaker, changes = make(clock, failure_threshold=1, break_duration=lambda n: 2.0 ** (n - 1))
+    run(breaker, boom)
+    assert breaker.get_stats()["retry_after"] == 1.0
+    for expected in (2.0, 4.0):
+        clock.advance(breaker.get_stats()["retry_after"])
+        run(breaker, boom)  # the probe fails: a longer break
+        assert breaker.get_stats()["retry_after"] == expected
+    with pytest.raises(CircuitOpenError) as rejected:
+        breaker.call_sync(ok)
+    assert rejected.value.retry_after == 4.0
+    clock.advance(4.0)
+    run(breaker, ok)
+    run(breaker, ok)  # success_threshold=2: closed, the episode is over
+    run(breaker, boom)
+    assert breaker.get_stats()["retry_after"] == 1.0
+    opens = [c.duration for c in changes if c.new == "open"]
+    assert opens == [1.0, 2.0, 4.0, 1.0]
+
+
+def test_a_bad_break_duration_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"CircuitBreakerConfig\.break_duration"):
+        CircuitBreakerConfig(break_duration=lambda n: -1.0)
+    with pytest.raises(ValueError, match=r"CircuitBreakerConfig\.break_duration"):
+        CircuitBreakerConfig(break_duration=lambda n: 1 / 0)
+    with pytest.raises(TypeError, match=r"CircuitBreakerConfig\.break_duration"):
+        CircuitBreakerConfig(break_duration=3.0)  # type: ignore[arg-type]
+
+
+def test_a_break_duration_that_fails_later_falls_back_to_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    breaker, _ = make(
+        clock, failure_threshold=1, timeout=7.0, break_duration=lambda n: 1.0 if n == 1 else math.nan
+    )
+    run(breaker, boom)
+    clock.advance(1.0)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        run(breaker, boom)
+    assert breaker.get_stats()["retry_after"] == 7.0
+    assert "break_duration(2) failed" in caplog.text
+
+
+# -- a hung probe is reclaimed ---------------------------------------------------------------------
+
+
+def test_a_hung_probe_is_reclaimed_after_max_half_open_wait() -> None:
+    clock = FakeClock()
+    breaker, changes = make(clock, failure_threshold=1, timeout=5.0, max_half_open_wait=2.0)
+    run(breaker, boom)
+    clock.advance(5.0)
+    hung = breaker.guard()
+    hung.__enter__()  # the probe: admitted, never ends
+    clock.advance(1.5)
+    with pytest.raises(CircuitOpenError) as early:
+        breaker.call_sync(ok)
+    assert early.value.state == "half_open"
+    assert early.value.retry_after == pytest.approx(0.5)  # not 0.0: when the probe is reclaimed
+    clock.advance(0.5)
+    with pytest.raises(CircuitOpenError) as reclaimed:
+        breaker.call_sync(ok)
+    assert reclaimed.value.state == "open"
+    assert reclaimed.value.retry_after == 5.0
+    assert [c.reason for c in changes][-1] == "probe_timed_out"
+    assert breaker.get_stats()["total_failures"] == 2
+    hung.__exit__(None, None, None)  # ends late: its permit is stale, counted in the totals only
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.get_stats()["total_successes"] == 1
+
+
+# -- DISABLED and METRICS_ONLY ---------------------------------------------------------------------
+
+
+def test_a_disabled_breaker_admits_and_counts_everything_until_reset() -> None:
+    clock = FakeClock()
+    breaker, changes = make(clock, failure_threshold=1)
+    breaker.disable()
+    assert [run(breaker, boom) for _ in range(5)] == ["failed"] * 5
+    assert breaker.state is CircuitState.DISABLED
+    assert breaker.get_stats()["total_failures"] == 5
+    breaker.reset()
+    assert breaker.state is CircuitState.CLOSED
+    run(breaker, boom)
+    assert breaker.state is CircuitState.OPEN
+    assert [(c.old, c.new, c.reason) for c in changes] == [
+        ("closed", "disabled", "forced"),
+        ("disabled", "closed", "reset"),
+        ("closed", "open", "failure_threshold"),
+    ]
+
+
+def test_metrics_only_reports_the_trips_it_would_make_and_rejects_nothing() -> None:
+    clock = FakeClock()
+    breaker, changes = make(clock, sliding_window=CountWindow(4), minimum_calls=4, failure_rate_threshold=0.5)
+    breaker.metrics_only()
+    results = [run(breaker, fn) for fn in (boom, boom, ok, ok, boom, ok, ok, ok, boom, boom, boom, ok)]
+    assert "rejected" not in results
+    assert breaker.state is CircuitState.METRICS_ONLY
+    would = [(c.old, c.new, c.reason) for c in changes[1:]]
+    # A trip at the 4th call (2 of 4); the window starts again: the 10th call makes the last four
+    # ok, ok, boom, boom (2 of 4), a second trip; the last two calls are under minimum_calls.
+    assert would == [("metrics_only", "metrics_only", "failure_rate")] * 2
+    assert breaker.get_stats()["times_opened"] == 0
+
+
+def test_force_closed_closes_as_an_operator() -> None:
+    clock = FakeClock()
+    breaker, changes = make(clock)
+    breaker.force_open()
+    breaker.force_closed()
+    assert breaker.state is CircuitState.CLOSED
+    assert (changes[-1].old, changes[-1].new, changes[-1].reason) == ("open", "closed", "forced")
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+
+
+async def test_async_and_raising_callbacks_run_and_never_break_the_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("cb", CircuitBreakerConfig(failure_threshold=1), clock=clock)
+    seen: list[str] = []
+
+    async def on_change(change: StateChanged) -> None:
+        await asyncio.sleep(0)
+        seen.append(f"{change.old}->{change.new}")
+
+    def broken(change: StateChanged) -> None:
+        raise RuntimeError("callback bug")
+
+    def on_reject(error: CircuitOpenError) -> None:
+        seen.append(f"rejected:{error.state}")
+
+    breaker.on_state_change(on_change)
+    breaker.on_state_change(broken)
+    remove = breaker.on_rejection(on_reject)
+
+    async def fail() -> None:
+        raise Boom
+
+    async def fine() -> str:
+        return "ok"
+
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"), pytest.raises(Boom):
+        await breaker.call(fail)
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(fine)
+    remove()
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(fine)
+    await asyncio.sleep(0.01)
+    assert sorted(seen) == ["closed->open", "rejected:open"]
+    assert "state change callback raised" in caplog.text
+    with pytest.raises(TypeError, match=r"CircuitBreaker\.callback"):
+        breaker.on_state_change(42)  # type: ignore[arg-type]
+
+
+def test_an_async_callback_from_a_thread_runs_to_completion() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("cb_sync", CircuitBreakerConfig(failure_threshold=1), clock=clock)
+    seen: list[str] = []
+
+    async def on_change(change: StateChanged) -> None:
+        await asyncio.sleep(0)
+        seen.append(change.new)
+
+    breaker.on_state_change(on_change)
+    run(breaker, boom)
+    assert seen == ["open"]
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("sliding_window", 10, TypeError),
+        ("failure_rate_threshold", 0.0, ValueError),
+        ("failure_rate_threshold", 1.5, ValueError),
+        ("failure_rate_threshold", math.nan, ValueError),
+        ("slow_call_rate_threshold", 0, ValueError),
+        ("minimum_calls", 0, ValueError),
+        ("minimum_calls", True, TypeError),
+        ("record_result", "yes", TypeError),
+        ("max_half_open_wait", 0.0, ValueError),
+        ("max_half_open_wait", -1, ValueError),
+    ],
+)
+def test_each_new_field_is_validated_with_its_name(field: str, value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=rf"CircuitBreakerConfig\.{field}"):
+        CircuitBreakerConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_minimum_calls_cannot_exceed_the_count_window() -> None:
+    with pytest.raises(ValueError, match=r"CircuitBreakerConfig\.minimum_calls"):
+        CircuitBreakerConfig(sliding_window=CountWindow(5), minimum_calls=6)
+
+
+# -- against a naive reference model ---------------------------------------------------------------
+
+TIMEOUT = 3.0
+
+
+class Reference:
+    """The windowed breaker's rules written the obvious way: a list of timestamped outcomes."""
+
+    def __init__(self, window: CountWindow | TimeWindow, minimum: int, threshold: float) -> None:
+        self.window, self.minimum, self.threshold = window, minimum, threshold
+        self.state = "closed"
+        self.calls: list[tuple[float, bool]] = []
+        self.opened_until = -math.inf
+        self.counts = {"ok": 0, "failed": 0, "rejected": 0}
+
+    def held(self, now: float) -> list[bool]:
+        if isinstance(self.window, CountWindow):
+            return [failed for _, failed in self.calls[-self.window.size :]]
+        width = self.window.seconds / self.window.buckets
+        current = math.floor(now / width)
+        return [f for t, f in self.calls if current - self.window.buckets < math.floor(t / width) <= current]
+
+    def call(self, failed: bool, now: float) -> str:
+        if self.state == "open":
+            if now < self.opened_until:
+                self.counts["rejected"] += 1
+                return "rejected"
+            self.state = "half_open"
+        outcome = "failed" if failed else "ok"
+        self.counts[outcome] += 1
+        if self.state == "half_open":  # success_threshold=1: the probe decides
+            self._enter("open" if failed else "closed", now)
+            return outcome
+        self.calls.append((now, failed))
+        held = self.held(now)
+        if len(held) >= self.minimum and sum(held) / len(held) >= self.threshold:
+            self._enter("open", now)
+        return outcome
+
+    def _enter(self, state: str, now: float) -> None:
+        self.state = state
+        self.calls = []
+        if state == "open":
+            self.opened_until = now + TIMEOUT
+
+
+class WindowedBreakerMachine(RuleBasedStateMachine):
+    """Random calls and clock moves: the breaker's answers and counts equal the reference's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.breaker: CircuitBreaker | None = None
+        self.model: Reference | None = None
+
+    @precondition(lambda self: self.breaker is None)
+    @rule(
+        window=st.one_of(
+            st.builds(CountWindow, st.integers(1, 6)),
+            st.builds(TimeWindow, st.sampled_from([1.0, 2.5, 6.0]), st.integers(1, 4)),
+        ),
+        minimum=st.integers(1, 6),
+        threshold=st.sampled_from([0.25, 0.5, 2 / 3, 1.0]),
+    )
+    def build(self, window: CountWindow | TimeWindow, minimum: int, threshold: float) -> None:
+        if isinstance(window, CountWindow):
+            minimum = min(minimum, window.size)
+        config = CircuitBreakerConfig(
+            sliding_window=window,
+            minimum_calls=minimum,
+            failure_rate_threshold=threshold,
+            success_threshold=1,
+            timeout=TIMEOUT,
+        )
+        self.breaker = CircuitBreaker("model", config, clock=self.clock)
+        self.model = Reference(window, minimum, threshold)
+
+    @precondition(lambda self: self.breaker is not None)
+    @rule(failed=st.booleans())
+    def call(self, failed: bool) -> None:
+        assert self.breaker is not None
+        assert self.model is not None
+        got = run(self.breaker, boom if failed else ok)
+        expected = self.model.call(failed, self.clock.now())
+        assert got == ("failed" if expected == "failed" else expected), (got, expected)
+
+    @rule(seconds=st.one_of(st.floats(0, 4, allow_nan=False), st.sampled_from([0.25, 0.5, 1.0, 3.0])))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def same_counts(self) -> None:
+        if self.breaker is None or self.model is None:
+            return
+        stats = self.breaker.get_stats()
+        counts = self.model.counts
+        assert (stats["total_successes"], stats["total_failures"], stats["total_rejected"]) == (
+            counts["ok"],
+            counts["failed"],
+            counts["rejected"],
+        )
+
+
+TestWindowedBreaker = WindowedBreakerMachine.TestCase
+TestWindowedBreaker.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+
+
+@pytest.mark.parametrize("window", [CountWindow(20), TimeWindow(seconds=10, buckets=5)])
+def test_ten_thousand_calls_match_the_reference(window: CountWindow | TimeWindow) -> None:
+    rng = random.Random(1234)
+    clock = FakeClock()
+    config = CircuitBreakerConfig(
+        sliding_window=window,
+        minimum_calls=8,
+        failure_rate_threshold=0.4,
+        success_threshold=1,
+        timeout=TIMEOUT,
+    )
+    breaker = CircuitBreaker("long", config, clock=clock)
+    model = Reference(window, 8, 0.4)
+    for _ in range(10_000):
+        failed = rng.random() < 0.3
+        assert run(breaker, boom if failed else ok) == model.call(failed, clock.now())
+        clock.advance(rng.choice((0.0, 0.1, 0.5, 2.0)))
+    stats = breaker.get_stats()
+    assert (stats["total_successes"], stats["total_failures"], stats["total_rejected"]) == (
+        model.counts["ok"],
+        model.counts["failed"],
+        model.counts["rejected"],
+    )
+    assert model.counts["rejected"] > 0
