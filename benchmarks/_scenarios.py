@@ -166,6 +166,14 @@ def breaker(driver: str, peers: Peers, *, open_: bool) -> Group:
     g = ours_a.protect(fn)
     add(_ours("breaker.protect(f)", _chunk(driver, stmt_tpl.format(call="g()"), {"g": g}), primary=True))
     add(_ours_off("breaker.protect(f)", _chunk(driver, stmt_tpl.format(call="g()"), {"g": g})))
+    for label, window in (
+        ("CountWindow(100)", orr.CountWindow(100)),
+        ("TimeWindow(60 s, 10 buckets)", orr.TimeWindow(60.0, 10)),
+    ):
+        windowed_cfg = orr.CircuitBreakerConfig(sliding_window=window, timeout=long)
+        windowed = orr.CircuitBreaker(f"{tag}.{type(window).__name__}", windowed_cfg).protect(fn)
+        chunk = _chunk(driver, stmt_tpl.format(call="g()"), {"g": windowed})
+        add(_ours(f"breaker.protect(f), {label}", chunk, note="failure rate over a sliding window"))
     ours_b = orr.CircuitBreaker(f"{tag}.call", ours_cfg)
     method = "call" if driver == "async" else "call_sync"
     add(

@@ -343,7 +343,7 @@ class _BreakerCore:
             if stats.success_count >= self._success_threshold:
                 return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
             return None
-        return self._judge_locked(permit.state, failed=False, slow=slow)
+        return self._judge_locked(permit.state, False, slow)  # noqa: FBT003
 
     def _on_failure_locked(
         self, permit: Permit, error: Exception | None, slow: bool = False
@@ -356,9 +356,9 @@ class _BreakerCore:
             return None
         if permit.state is _HALF_OPEN:
             return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
-        return self._judge_locked(permit.state, failed=True, slow=slow)
+        return self._judge_locked(permit.state, True, slow)  # noqa: FBT003
 
-    def _judge_locked(self, state: CircuitState, *, failed: bool, slow: bool) -> StateChanged | None:
+    def _judge_locked(self, state: CircuitState, failed: bool, slow: bool) -> StateChanged | None:  # noqa: FBT001
         """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens.
 
         The one rule of opening: ``failure_threshold`` consecutive failures, or, with a sliding
@@ -373,9 +373,7 @@ class _BreakerCore:
             if stats.failure_count >= self._failure_threshold:
                 reason = _REASON_FAILURE_THRESHOLD
         else:
-            now = self._clock.now()
-            window.record(failed, slow, now)
-            calls, failures, slows = window.totals(now)
+            calls, failures, slows = window.record(failed, slow, self._clock.now())
             stats.failure_count = failures
             if calls >= self._minimum_calls:
                 if failures / calls >= self._rate_threshold:

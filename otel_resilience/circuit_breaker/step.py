@@ -89,10 +89,10 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             return
         stats = core.stats
         if (
-            not stats.failure_count
+            core.window is None
+            and not stats.failure_count
             and token is core._permit
             and token.state is _CLOSED
-            and core.window is None
         ):
             next(stats._successes)
             return
@@ -130,9 +130,14 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
     def _succeeded(self, permit: Permit, slow: bool) -> None:
         core = self._core
-        with core._lock:
+        lock = core._lock
+        lock.acquire()  # not `with`: on every call of a windowed breaker, half the cost
+        try:
             change = core._on_success_locked(permit, slow)
-        core._emit(change)
+        finally:
+            lock.release()
+        if change is not None:
+            core._emit(change)
 
     def _failed(self, permit: Permit, error: Exception | None, slow: bool) -> None:
         core = self._core

@@ -75,13 +75,16 @@ class WindowMetrics(Protocol):
     double) fit it.
     """
 
-    def record(self, failed: bool, slow: bool, now: float) -> None:
-        """Add one ended call.
+    def record(self, failed: bool, slow: bool, now: float) -> tuple[int, int, int]:
+        """Add one ended call; return the window's ``(calls, failures, slow)`` with it.
 
         Args:
             failed: The call counts as a failure.
             slow: The call took longer than the slow-call threshold (a call may be both).
             now: A monotonic time in seconds, when the call ended (a count window ignores it).
+
+        Returns:
+            What :meth:`totals` would return at ``now``, the new call included.
         """
         ...
 
@@ -117,7 +120,7 @@ class CountWindowMetrics:
         self._failures = 0
         self._slow = 0
 
-    def record(self, failed: bool, slow: bool, now: float) -> None:  # noqa: ARG002 - the protocol
+    def record(self, failed: bool, slow: bool, now: float) -> tuple[int, int, int]:  # noqa: ARG002 - the protocol
         """Add one ended call, evicting the oldest once ``size`` calls are held; ``now`` is unused."""
         codes = self._codes
         head = self._head
@@ -131,6 +134,7 @@ class CountWindowMetrics:
         self._head = 0 if head == self._size else head
         if self._calls != self._size:
             self._calls += 1
+        return (self._calls, self._failures, self._slow)
 
     def totals(self, now: float) -> tuple[int, int, int]:  # noqa: ARG002 - the protocol
         """Return ``(calls, failures, slow)`` of the last ``size`` calls; ``now`` is unused."""
@@ -208,7 +212,7 @@ class TimeWindowMetrics:
         self._total_failures = 0
         self._total_slow = 0
 
-    def record(self, failed: bool, slow: bool, now: float) -> None:
+    def record(self, failed: bool, slow: bool, now: float) -> tuple[int, int, int]:
         """Add one ended call at monotonic time ``now`` (seconds) to the bucket of ``now``."""
         if now / self._width >= self._next:
             self._advance(now)
@@ -221,6 +225,7 @@ class TimeWindowMetrics:
         if slow:
             self._slow[slot] += 1
             self._total_slow += 1
+        return (self._total_calls, self._total_failures, self._total_slow)
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """Return ``(calls, failures, slow)`` in the window at ``now``, expiring older buckets."""
