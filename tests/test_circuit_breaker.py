@@ -764,6 +764,8 @@ def test_get_stats_has_every_key_and_matches_stats(clock: FakeClock) -> None:
         "half_open_in_flight": 0,
         "retry_after": 0.0,
         "last_failure_type": f"{__name__}.Boom",
+        "failure_rate": None,  # no sliding window
+        "slow_call_rate": None,
     }
     live = breaker.stats
     assert (live.total_requests, live.total_successes, live.failure_count) == (2, 1, 1)

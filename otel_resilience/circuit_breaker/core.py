@@ -358,7 +358,7 @@ class _BreakerCore:
             return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
         return self._judge_locked(permit.state, True, slow)  # noqa: FBT003
 
-    def _judge_locked(self, state: CircuitState, failed: bool, slow: bool) -> StateChanged | None:  # noqa: FBT001
+    def _judge_locked(self, state: CircuitState, failed: bool, slow: bool) -> StateChanged | None:
         """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens.
 
         The one rule of opening: ``failure_threshold`` consecutive failures, or, with a sliding
