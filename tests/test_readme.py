@@ -15,6 +15,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), 
 # What each example must print (a fragment), in README order.
 EXPECTED = [
     "rejected by 'ml_service': circuit breaker 'ml_service' is forced open until reset()",
+    "closed -> open failure_rate 2.0\nopen (0.0, 0.0)\n",
     "data after 2 attempts",
     "{'similarity': 0.7, 'quality': 0.9}\n{'similarity': 0.7, 'quality': 0.9}\n",
     "timed out after 0.05 s\ncached answer",
