@@ -37,6 +37,7 @@ from otel_resilience.errors import (
     OperationTimeoutError,
     RecoveryEscalatedError,
     ResilienceError,
+    UnacceptedResultError,
 )
 from otel_resilience.fallback import MISSING, CacheService, FallbackConfig, FallbackHandler, FallbackStrategy
 from otel_resilience.manager import (
@@ -100,6 +101,7 @@ __all__ = [
     "TimeWindow",
     "TimeoutConfig",
     "TimeoutHandler",
+    "UnacceptedResultError",
     "__version__",
     "build_pipeline",
     "current_deadline",

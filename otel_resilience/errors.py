@@ -152,3 +152,25 @@ class RecoveryEscalatedError(ResilienceError):
     def __str__(self) -> str:
         where = f" in {self.operation!r}" if self.operation else ""
         return f"{self.error_type}{where} was escalated: no automatic recovery"
+
+
+class UnacceptedResultError(ResilienceError):
+    """A returned value a fallback's ``handle_result`` predicate did not accept.
+
+    The fallback answers for it as for a handled error: ``fallback_function`` receives this
+    error first (its :attr:`result` is the value). When the fallback has no answer (a cache
+    miss), the value itself is returned, as if no fallback were configured.
+
+    Attributes:
+        name: The fallback's name.
+        result: The value the call returned.
+    """
+
+    __slots__ = ("name", "result")
+
+    def __init__(self, name: str, result: object) -> None:
+        self.name = name
+        self.result = result
+
+    def __str__(self) -> str:
+        return f"fallback {self.name!r}: the returned value was not accepted ({type(self.result).__name__})"

@@ -6,13 +6,14 @@ import asyncio
 import inspect
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from otel_resilience.engine.calling import refuse_awaitable
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.step import Answer, Call
+from otel_resilience.errors import UnacceptedResultError
 from otel_resilience.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
 
 if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
@@ -66,6 +67,7 @@ class FallbackCore(Counts):
         "fallback_function",
         "fallback_functions",
         "fallback_successes",
+        "judge_result",
         "name",
         "next_write",
         "predicate",
@@ -89,6 +91,7 @@ class FallbackCore(Counts):
         self.cache_key = config.cache_key or ""
         self.cache_service = config.cache_service
         self.caches = config.strategy is FallbackStrategy.CACHED_VALUE
+        self.judge_result = config.handle_result
         handle = config.handle_exceptions
         self.types: tuple[type[Exception], ...] | None = handle if isinstance(handle, tuple) else None
         self.predicate: Callable[[Exception], bool] | None = (
@@ -247,7 +250,8 @@ class FallbackStep(Link[FallbackConfig]):
         self._core = core
         self.entries = core.executions  # the driver counts the executions, exactly and lock-free
         self._admits = core.sync_blocker is not None  # only a coroutine part needs admit
-        self._succeeds = self._judges = core.caches  # only CACHED_VALUE judges a success
+        # Only CACHED_VALUE (a write) and handle_result (a judgement) need to see a success.
+        self._succeeds = self._judges = core.caches or core.judge_result is not None
 
     def admit(self, ctx: ExecutionContext) -> None:
         """Refuse the sync driver: a configured part is a coroutine function (asked only then).
@@ -258,18 +262,27 @@ class FallbackStep(Link[FallbackConfig]):
         if ctx.sync:
             raise self._core.sync_refused()
 
-    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
-        """Write ``result`` to the cache (called for ``CACHED_VALUE`` only).
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
+        """Answer for a value ``handle_result`` does not accept; write an accepted one to the cache.
 
-        Inline in the sync driver, in the background in the async one.
+        The cache write (``CACHED_VALUE``) runs inline in the sync driver, in the background in
+        the async one.
         """
-        self._core.store(result, inline=ctx.sync)
+        core = self._core
+        judge = core.judge_result
+        if judge is not None and judge(result):
+            return self._fall_back(ctx, UnacceptedResultError(core.name, result))
+        if core.caches:
+            core.store(result, inline=ctx.sync)
+        return None
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
         """Answer for a handled failure: the default, or a :class:`Call` of what answers."""
+        return self._fall_back(ctx, error) if self._core.handles(error) else None
+
+    def _fall_back(self, ctx: ExecutionContext, error: Exception) -> Action:
+        """Answer for ``error`` (a handled failure, or a value not accepted) with the strategy."""
         core = self._core
-        if not core.handles(error):
-            return None
         strategy = core.strategy
         if strategy is FallbackStrategy.DEFAULT_VALUE:
             return self._answer(ctx, error, core.default_value)
@@ -308,12 +321,17 @@ class FallbackStep(Link[FallbackConfig]):
             return Call(core.cache_failed, ("get", failure), {}, self._missed, state=error)
         cached = core.cache_read(value)
         if cached is MISSING:
-            self._missed(ctx, error)
+            return self._missed(ctx, error)
         return self._answer(ctx, error, cached)
 
-    def _missed(self, _ctx: ExecutionContext, error: Exception, *_: object) -> NoReturn:
-        """The cache had nothing to answer with: re-raise the call's own ``error``, unchanged."""
+    def _missed(self, _ctx: ExecutionContext, error: Exception, *_: object) -> Answer:
+        """The cache had nothing to answer with: re-raise the call's own ``error``, unchanged.
+
+        For a value ``handle_result`` did not accept, the value is returned, as without a fallback.
+        """
         self._core.failed(self._telemetry, error)
+        if type(error) is UnacceptedResultError:
+            return Answer(error.result)
         raise error
 
     def _attempt(self, ctx: ExecutionContext, index: int, errors: list[Exception]) -> Call:

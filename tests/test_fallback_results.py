@@ -1,0 +1,123 @@
+"""A returned value can trigger the fallback (``FallbackConfig.handle_result``), as an error does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from otel_resilience import (
+    MISSING,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+    ResilienceConfig,
+    UnacceptedResultError,
+    resilient,
+)
+from otel_resilience.engine.events import Event, FallbackUsed
+from otel_resilience.testing import EventRecorder
+
+
+def bad(response: dict[str, int]) -> bool:
+    return response["status"] >= 500
+
+
+class Cache:
+    """A sync in-memory cache service."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key, MISSING)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+
+def test_a_value_not_accepted_gets_the_default_and_an_accepted_one_is_kept() -> None:
+    handler = FallbackHandler(
+        name="status",
+        config=FallbackConfig(
+            strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"status": 0}, handle_result=bad
+        ),
+    )
+    with EventRecorder() as recorder:
+        assert handler.execute_with_fallback_sync(lambda: {"status": 503}) == {"status": 0}
+        assert handler.execute_with_fallback_sync(lambda: {"status": 200}) == {"status": 200}
+    used = recorder.of(Event.FALLBACK_USED)
+    assert len(used) == 1
+    assert isinstance(used[0], FallbackUsed)
+    assert used[0].error_type == "otel_resilience.errors.UnacceptedResultError"
+    stats = handler.get_stats()
+    assert (stats["fallback_successes"], stats["fallback_failures"]) == (1, 0)
+
+
+async def test_the_alternative_function_receives_the_value_in_the_error() -> None:
+    seen: list[object] = []
+
+    def alternative(error: Exception, region: str) -> dict[str, int]:
+        assert isinstance(error, UnacceptedResultError)
+        seen.append(error.result)
+        return {"status": 200, "from": 2}
+
+    async def primary(region: str) -> dict[str, int]:
+        return {"status": 502}
+
+    handler = FallbackHandler(
+        name="alt",
+        config=FallbackConfig(
+            strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=alternative, handle_result=bad
+        ),
+    )
+    assert await handler.execute_with_fallback(primary, "eu") == {"status": 200, "from": 2}
+    assert seen == [{"status": 502}]
+
+
+def test_a_value_not_accepted_is_never_cached_and_a_miss_returns_it() -> None:
+    cache = Cache()
+    config = FallbackConfig(
+        strategy=FallbackStrategy.CACHED_VALUE, cache_key="k", cache_service=cache, handle_result=bad
+    )
+    handler = FallbackHandler(name="cached", config=config)
+    # Nothing cached yet: the value not accepted is returned as it is (as with no fallback).
+    assert handler.execute_with_fallback_sync(lambda: {"status": 500}) == {"status": 500}
+    assert cache.data == {}
+    assert handler.execute_with_fallback_sync(lambda: {"status": 200}) == {"status": 200}
+    assert cache.data == {"k": {"status": 200}}
+    assert handler.execute_with_fallback_sync(lambda: {"status": 500}) == {"status": 200}  # the hit
+    assert cache.data == {"k": {"status": 200}}
+
+
+def test_a_raising_predicate_reaches_the_caller() -> None:
+    def broken(value: object) -> bool:
+        raise KeyError("predicate")
+
+    handler = FallbackHandler(
+        name="broken",
+        config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=0, handle_result=broken),
+    )
+    with pytest.raises(KeyError, match="predicate"):
+        handler.execute_with_fallback_sync(lambda: 1)
+
+
+def test_handle_result_must_be_callable() -> None:
+    with pytest.raises(TypeError, match=r"FallbackConfig\.handle_result"):
+        FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, handle_result=True)  # type: ignore[arg-type]
+
+
+async def test_through_the_manager_the_execution_counts_as_fallback() -> None:
+    config = ResilienceConfig(
+        name="results",
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"status": 0}, handle_result=bad
+        ),
+    )
+
+    @resilient(config)
+    async def fetch(status: int) -> dict[str, int]:
+        return {"status": status}
+
+    assert await fetch(503) == {"status": 0}
+    assert await fetch(200) == {"status": 200}
