@@ -12,7 +12,9 @@ content_api     content analysis on a flaky remote API: breaker 3 (timeout 60 s)
                 bulkhead 5 (queue 10), recovery on
 ml_service      ML service calls: breaker 5 / 120 s, 3 exponential retries from 2 s,
                 timeout 60 s, recovery on; no fallback (its callers see the outage)
-database        database queries: timeout 10 s, fallback ``[]``, bulkhead 20 (queue 10)
+database        database queries: timeout 10 s, fallback ``[]``, bulkhead 20 (queue 10); and,
+                just outside its timeout, a failure-rate breaker on trial in METRICS_ONLY
+                (``database_rate``: 50 % failures or 50 % calls over 2 s, in the last 30 s)
 ==============  ==============================================================================
 
 Recovery rules (one :class:`~otel_resilience.ErrorRecoverySystem`, named ``recovery``):
@@ -41,8 +43,10 @@ from otel_resilience import (
     AlertConfig,
     AlertSystem,
     BulkheadConfig,
+    CircuitBreaker,
     CircuitBreakerConfig,
     ErrorRecoverySystem,
+    ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
     RecoveryAction,
@@ -52,12 +56,23 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
     RetryStrategy,
+    TimeWindow,
 )
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario
 from otel_resilience.demo.services import DependencyError, MemoryCache, SimulatedDependency
 
-__all__ = ["POLICIES", "RATES", "BreakerView", "BulkheadView", "DemoSystem", "PolicyView", "build_configs"]
+__all__ = [
+    "POLICIES",
+    "RATES",
+    "ROLLOUT",
+    "BreakerView",
+    "BulkheadView",
+    "DemoSystem",
+    "PolicyView",
+    "build_configs",
+    "rollout_breaker",
+]
 
 _LOG: Final = logging.getLogger("otel_resilience.demo")
 
@@ -69,12 +84,42 @@ _MAX_CATCH_UP: Final = 200
 """Requests a load generator starts at once after the event loop fell behind."""
 
 
-def build_configs(scale: float, cache: MemoryCache) -> dict[str, ResilienceConfig]:
+ROLLOUT: Final = "database_rate"
+"""The failure-rate breaker tried out in METRICS_ONLY on the ``database`` policy (which has none)."""
+
+
+def rollout_breaker(scale: float) -> CircuitBreaker:
+    """Return the breaker a team would try on ``database`` before it lets it reject anything.
+
+    Over the last 30 s (10 buckets, at least 20 calls): 50 % failures (timeouts included) or
+    50 % calls slower than 2 s, in METRICS_ONLY: it rejects nothing, and reports each trip it
+    would make (``metrics_only -> metrics_only``), which the demo shows among its news and the
+    shipped alert rule watches. The ``brownout`` scenario shows it.
+    """
+    config = CircuitBreakerConfig(
+        sliding_window=TimeWindow(seconds=30.0 * scale, buckets=10),
+        failure_rate_threshold=0.5,
+        minimum_calls=20,
+        slow_call_duration=2.0 * scale,
+        slow_call_rate_threshold=0.5,
+        timeout=60.0 * scale,
+    )
+    breaker = CircuitBreaker(ROLLOUT, config)
+    breaker.metrics_only()
+    return breaker
+
+
+def build_configs(
+    scale: float, cache: MemoryCache, rollout: CircuitBreaker | None = None
+) -> dict[str, ResilienceConfig]:
     """Return the policy of each dependency, every duration multiplied by ``scale``.
 
     Args:
         scale: Demo seconds per production second.
         cache: The cache of the ``content_api`` cached fallback.
+        rollout: A breaker that ``database`` runs through, just outside its timeout (so that a
+            timeout is a failure and a slow call is timed): :func:`rollout_breaker`; ``None`` for
+            none.
 
     Returns:
         ``{policy name: ResilienceConfig}``.
@@ -113,6 +158,9 @@ def build_configs(scale: float, cache: MemoryCache) -> dict[str, ResilienceConfi
             timeout=10.0 * scale,
             fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=[]),
             bulkhead_config=BulkheadConfig(max_concurrent=20, max_waiting=10, timeout=60.0 * scale),
+            extra_strategies=()
+            if rollout is None
+            else (ExtraStrategy(rollout.as_strategy, outside="total_timeout"),),
         ),
     }
 
@@ -202,7 +250,8 @@ class DemoSystem:
             recovery_system=build_recovery(time_scale), alert_system=self.alert_system
         )
         self.cache = MemoryCache()
-        self.configs = build_configs(time_scale, self.cache)
+        self.rollout = rollout_breaker(time_scale)
+        self.configs = build_configs(time_scale, self.cache, self.rollout)
         self.dependencies = {
             name: SimulatedDependency(
                 name, scenario, seed=scenario.seed, time_scale=time_scale, start=start, clock=clock

@@ -91,6 +91,9 @@ async def test_brownout_times_out_saturates_the_bulkhead_and_falls_back(run_scen
     assert database["rejections"].get("bulkhead_full", 0) > 0
     assert database["fallback"] > 0
     assert database["availability"] == 1.0
+    # The failure-rate breaker on trial (METRICS_ONLY) would have opened: slow calls, timeouts.
+    assert summary["would_open"].get("database_rate", 0) >= 1
+    assert "breaker database_rate: metrics_only -> metrics_only" in out
     assert database["success_rate"] < 0.9
     bulkhead = summary["bulkheads"]["database"]
     assert bulkhead["peak_active"] == bulkhead["max_concurrent"] == 20
