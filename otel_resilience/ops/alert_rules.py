@@ -26,10 +26,15 @@ Decisions, in short (``docs/operations.md`` has the long form):
 * **A team adapts the rules without editing Python**: :class:`RuleOptions` (the runbook URL
   base, the job label, every threshold and ``for``), also as options of
   ``otel-resilience export alerts DIR``.
-* **A breaker is "open" when it is not closed** (open or half-open), in any instance, so that a
-  breaker that keeps failing its probes does not reset the ``for`` clock. Severity grows with the
-  duration: ``warning`` after :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after
-  :data:`BREAKER_OPEN_CRITICAL_FOR` (Alertmanager mutes the warning then).
+* **A breaker is "open" when it is open or half-open**, in any instance, so that a breaker that
+  keeps failing its probes does not reset the ``for`` clock; ``disabled`` and ``metrics_only``
+  let every call through and are not open. Severity grows with the duration: ``warning`` after
+  :data:`BREAKER_OPEN_WARNING_FOR`, ``critical`` after :data:`BREAKER_OPEN_CRITICAL_FOR`
+  (Alertmanager mutes the warning then).
+* **A breaker in ``metrics_only`` mode is judged by its would-be trips**, the
+  ``metrics_only -> metrics_only`` transitions it reports where it would have opened: they
+  respect ``minimum_calls`` and every trip reason, while its failure-rate gauge restarts from an
+  empty window after each would-be trip (a saw-tooth that dips below the threshold every time).
 * **A time scale for compressed time.** ``render_rules(time_scale=F)`` multiplies every
   ``for``, range and ``offset`` by ``F`` and keeps everything else (recording rule names,
   thresholds, labels), to watch a demo run with ``--time-scale F`` (one real second stands for
@@ -52,6 +57,7 @@ __all__ = [
     "ALERT_NAMES",
     "A_BREAKER_FLAPPING",
     "A_BREAKER_OPEN",
+    "A_BREAKER_WOULD_OPEN",
     "A_BULKHEAD_FULL",
     "A_BULKHEAD_NEAR",
     "A_ERROR_PATTERN",
@@ -64,6 +70,8 @@ __all__ = [
     "BREAKER_FLAPPING_WINDOW",
     "BREAKER_OPEN_CRITICAL_FOR",
     "BREAKER_OPEN_WARNING_FOR",
+    "BREAKER_WOULD_OPEN_FOR",
+    "BREAKER_WOULD_OPEN_WINDOW",
     "BULKHEAD_FULL_FOR",
     "BULKHEAD_FULL_SATURATION",
     "BULKHEAD_NEAR_FOR",
@@ -86,6 +94,7 @@ __all__ = [
     "RUNBOOK_BASE_URL",
     "R_BREAKER_OPEN",
     "R_BREAKER_TRIPS",
+    "R_BREAKER_WOULD_TRIPS",
     "R_BULKHEAD_QUEUE_SATURATION",
     "R_BULKHEAD_REJECTIONS",
     "R_BULKHEAD_REJECTION_RATIO",
@@ -144,6 +153,11 @@ BREAKER_FLAPPING_WINDOW: Final = "30m"
 BREAKER_FLAPPING_TRIPS: Final = 3
 """Trips within :data:`BREAKER_FLAPPING_WINDOW` that make a breaker flapping."""
 BREAKER_FLAPPING_FOR: Final = "2m"
+BREAKER_WOULD_OPEN_WINDOW: Final = "5m"
+"""The window in which the would-be trips of a ``metrics_only`` breaker are counted."""
+BREAKER_WOULD_OPEN_FOR: Final = "5m"
+"""How long a ``metrics_only`` breaker must keep making would-be trips (at least one within every
+:data:`BREAKER_WOULD_OPEN_WINDOW`) before it is reported as one that would be opening."""
 BULKHEAD_REJECTION_RATIO: Final = 0.05
 """Share of a policy's executions rejected by its bulkhead (full, or queue timeout) above which
 the bulkhead is full. 1 call in 20 turned away is a capacity problem callers notice; below it a
@@ -170,7 +184,13 @@ ERROR_PATTERN_WINDOW: Final = "15m"
 """How long a detected error pattern keeps its alert firing."""
 ERROR_PATTERN_FOR: Final = "1m"
 
-_WINDOWS: Final = (RATE_WINDOW, BREAKER_FLAPPING_WINDOW, RECOVERY_WINDOW, RECOVERY_SPARSE_WINDOW)
+_WINDOWS: Final = (
+    RATE_WINDOW,
+    BREAKER_FLAPPING_WINDOW,
+    BREAKER_WOULD_OPEN_WINDOW,
+    RECOVERY_WINDOW,
+    RECOVERY_SPARSE_WINDOW,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +213,7 @@ class RuleOptions:
         breaker_open_critical_for: ``for`` of the breaker-open page.
         breaker_flapping_trips: Trips in 30 m that make a breaker flapping.
         breaker_flapping_for: ``for`` of the flapping alert.
+        breaker_would_open_for: ``for`` of the alert on a ``metrics_only`` breaker's would-be trips.
         bulkhead_rejection_ratio: Share of a policy's executions rejected by its bulkhead that alerts.
         bulkhead_full_for: ``for`` of the bulkhead-full alert.
         bulkhead_near_saturation: Share of the concurrency limit in use that alerts.
@@ -214,6 +235,7 @@ class RuleOptions:
     breaker_open_critical_for: str = BREAKER_OPEN_CRITICAL_FOR
     breaker_flapping_trips: int = BREAKER_FLAPPING_TRIPS
     breaker_flapping_for: str = BREAKER_FLAPPING_FOR
+    breaker_would_open_for: str = BREAKER_WOULD_OPEN_FOR
     bulkhead_rejection_ratio: float = BULKHEAD_REJECTION_RATIO
     bulkhead_full_for: str = BULKHEAD_FULL_FOR
     bulkhead_near_saturation: float = BULKHEAD_NEAR_SATURATION
@@ -337,8 +359,13 @@ R_FALLBACK_RATIO: Final = _record("job_policy_name", _FALLBACKS, f"ratio_rate{RA
 R_TIMEOUTS: Final = _record("job_policy", _TIMEOUTS, f"rate{RATE_WINDOW}")
 R_TIMEOUT_RATIO: Final = _record("job_policy", _TIMEOUTS, f"ratio_rate{RATE_WINDOW}", "_per_execution")
 R_BREAKER_OPEN: Final = _record("job_name", _CB_STATE_SERIES, "count", "_not_closed")
+"""Instances in which a breaker is open or half-open (the name predates ``disabled`` and
+``metrics_only``, which are not closed either but let every call through: they count 0)."""
 R_BREAKER_TRIPS: Final = _record(
     "job_name", _CB_TRANSITIONS, f"increase{BREAKER_FLAPPING_WINDOW}", "_to_open"
+)
+R_BREAKER_WOULD_TRIPS: Final = _record(
+    "job_name", _CB_TRANSITIONS, f"increase{BREAKER_WOULD_OPEN_WINDOW}", "_would_open"
 )
 R_BULKHEAD_SATURATION: Final = _record("job_name", _BULKHEAD_ACTIVE, "ratio", "_saturation")
 R_BULKHEAD_QUEUE_SATURATION: Final = _record("job_name", _BULKHEAD_QUEUED, "ratio", "_saturation")
@@ -362,6 +389,7 @@ R_ERROR_PATTERNS: Final = _record(
 # Alert names; each has a runbook, docs/runbooks/<name>.md.
 A_BREAKER_OPEN: Final = "ResilienceCircuitBreakerOpen"
 A_BREAKER_FLAPPING: Final = "ResilienceCircuitBreakerFlapping"
+A_BREAKER_WOULD_OPEN: Final = "ResilienceCircuitBreakerWouldOpen"
 A_BULKHEAD_FULL: Final = "ResilienceBulkheadFull"
 A_BULKHEAD_NEAR: Final = "ResilienceBulkheadNearSaturation"
 A_RECOVERY_LOW: Final = "ResilienceRecoveryRateLow"
@@ -372,6 +400,7 @@ A_TIMEOUTS: Final = "ResilienceTimeoutsRising"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
+    A_BREAKER_WOULD_OPEN,
     A_BULKHEAD_FULL,
     A_BULKHEAD_NEAR,
     A_RECOVERY_LOW,
@@ -594,36 +623,67 @@ def _as_policy(expr: str) -> str:
     return f'label_replace(\n  {expr},\n  "{_POLICY}", "$1", "{_NAME}", "(.+)"\n)'
 
 
+def _transitions(previous: str, state: str) -> str:
+    """The transition counter's series from ``previous`` to ``state`` (any reason)."""
+    return _sel(
+        _CB_TRANSITIONS,
+        _eq(_CB_PREVIOUS, naming.value(sc.CB_PREVIOUS_STATE, previous)),
+        _eq(_CB_STATE, naming.value(sc.CB_STATE, state)),
+    )
+
+
+def _breaker_open_alert(o: RuleOptions, scale: float, duration: str, severity: str) -> AlertRule:
+    job = o.job_label
+    duration = scale_duration(duration, scale)
+    return AlertRule(
+        A_BREAKER_OPEN,
+        _as_policy(f"{R_BREAKER_OPEN} > 0"),
+        duration,
+        severity,
+        f"Circuit breaker {{{{ $labels.resilience_name }}}} is open in {{{{ $labels.{job} }}}}",
+        f"Circuit breaker {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has "
+        f"not been closed (open or half-open) for more than {duration} in "
+        '{{ printf "%.0f" $value }} instance(s): calls to its dependency are rejected at once '
+        "(CircuitOpenError) or answered by a fallback.",
+        o.runbook_url_base,
+    )
+
+
+def _breaker_would_open_alert(o: RuleOptions, scale: float) -> AlertRule:
+    """A ``metrics_only`` breaker that keeps making would-be trips: enforcing, it would be opening."""
+    job = o.job_label
+    window = scale_duration(BREAKER_WOULD_OPEN_WINDOW, scale)
+    would_open_for = scale_duration(o.breaker_would_open_for, scale)
+    metrics_only = _sel(_CB_STATE_SERIES, _eq(_CB_STATE, naming.value(sc.CB_STATE, "metrics_only")))
+    return AlertRule(
+        A_BREAKER_WOULD_OPEN,
+        f"{R_BREAKER_WOULD_TRIPS} > 0\nand on ({job}, {_NAME}) {metrics_only} == 1",
+        would_open_for,
+        "warning",
+        f"Circuit breaker {{{{ $labels.resilience_name }}}} would be opening in {{{{ $labels.{job} }}}} "
+        "(metrics_only)",
+        f"Circuit breaker {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} runs in "
+        'metrics_only mode and would have opened {{ printf "%.0f" $value }} time(s) in the last '
+        f"{window} (its failure rate, slow-call rate or consecutive failures reached their "
+        f"threshold), and has kept doing so for {would_open_for}: enforcing, it would be rejecting "
+        "calls with CircuitOpenError. No call was rejected.",
+        o.runbook_url_base,
+    )
+
+
 def _breaker_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
     job = o.job_label
     flapping_window = scale_duration(BREAKER_FLAPPING_WINDOW, scale)
-    closed = _sel(_CB_STATE_SERIES, _eq(_CB_STATE, naming.value(sc.CB_STATE, "closed")))
-    trips = _sel(
-        _CB_TRANSITIONS,
-        _eq(_CB_PREVIOUS, naming.value(sc.CB_PREVIOUS_STATE, "closed")),
-        _eq(_CB_STATE, naming.value(sc.CB_STATE, "open")),
-    )
-
-    def open_alert(duration: str, severity: str) -> AlertRule:
-        duration = scale_duration(duration, scale)
-        return AlertRule(
-            A_BREAKER_OPEN,
-            _as_policy(f"{R_BREAKER_OPEN} > 0"),
-            duration,
-            severity,
-            f"Circuit breaker {{{{ $labels.resilience_name }}}} is open in {{{{ $labels.{job} }}}}",
-            f"Circuit breaker {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has "
-            f"not been closed (open or half-open) for more than {duration} in "
-            '{{ printf "%.0f" $value }} instance(s): calls to its dependency are rejected at once '
-            "(CircuitOpenError) or answered by a fallback.",
-            o.runbook_url_base,
-        )
-
+    not_closed = _sel(_CB_STATE_SERIES, _re(_CB_STATE, naming.one_of(sc.CB_STATE, "open", "half_open")))
+    trips = _transitions("closed", "open")
+    would_trips = _transitions("metrics_only", "metrics_only")
+    would_window = scale_duration(BREAKER_WOULD_OPEN_WINDOW, scale)
     return (
-        RecordingRule(R_BREAKER_OPEN, f"sum by ({job}, {_NAME}) (1 - {closed})"),
+        RecordingRule(R_BREAKER_OPEN, f"sum by ({job}, {_NAME}) ({not_closed})"),
         RecordingRule(R_BREAKER_TRIPS, _events(trips, flapping_window, (job, _NAME))),
-        open_alert(o.breaker_open_warning_for, "warning"),
-        open_alert(o.breaker_open_critical_for, "critical"),
+        RecordingRule(R_BREAKER_WOULD_TRIPS, _events(would_trips, would_window, (job, _NAME))),
+        _breaker_open_alert(o, scale, o.breaker_open_warning_for, "warning"),
+        _breaker_open_alert(o, scale, o.breaker_open_critical_for, "critical"),
         AlertRule(
             A_BREAKER_FLAPPING,
             f"{R_BREAKER_TRIPS} >= {o.breaker_flapping_trips}",
@@ -636,6 +696,7 @@ def _breaker_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertR
             "failing again right after it recovers.",
             o.runbook_url_base,
         ),
+        _breaker_would_open_alert(o, scale),
     )
 
 
@@ -961,23 +1022,29 @@ def _job(**labels: str) -> dict[str, str]:
     return {_JOB: _JOB_VALUE, **labels}
 
 
+def _breaker_states(name: str, *periods: tuple[str, int]) -> list[tuple[str, str]]:
+    """The state gauge of breaker ``name``: one series per state, 1 during each period in that state."""
+    return [
+        (
+            _input(_CB_STATE_SERIES, {_NAME: name, _CB_STATE: state}),
+            _gauge(*((1.0 if state == current else 0.0, minutes) for current, minutes in periods)),
+        )
+        for state in sc.CB_STATE_VALUES
+    ]
+
+
 def _breaker_open_case() -> _Case:
     warning, critical = _rule(A_BREAKER_OPEN), _rule(A_BREAKER_OPEN, "critical")
-    series: list[tuple[str, str]] = []
-    for breaker, open_minutes in (("payments", (5, 20, 16)), ("search", (5, 1, 35))):
-        before, during, after = open_minutes
-        for state in sc.CB_STATE_VALUES:
-            up = {"closed": 1.0, "open": 0.0, "half_open": 0.0}[state]
-            down = {"closed": 0.0, "open": 1.0, "half_open": 0.0}[state]
-            series.append(
-                (
-                    _input(_CB_STATE_SERIES, {_NAME: breaker, _CB_STATE: state}),
-                    _gauge((up, before), (down, during), (up, after)),
-                )
-            )
+    series = [
+        *_breaker_states("payments", ("closed", 5), ("open", 20), ("closed", 16)),
+        *_breaker_states("search", ("closed", 5), ("open", 1), ("closed", 35)),
+        *_breaker_states("shadow", ("closed", 5), ("metrics_only", 36)),
+        *_breaker_states("switched-off", ("disabled", 41)),
+    ]
     payments = _job(**{_NAME: "payments", _POLICY: "payments"})
     return _Case(
-        "circuit breaker open: warning after 1m, critical after 10m; a 1-minute blip stays silent",
+        "circuit breaker open: warning after 1m, critical after 10m; a 1-minute blip, a metrics_only or a "
+        "disabled breaker stay silent",
         A_BREAKER_OPEN,
         tuple(series),
         (
@@ -1011,6 +1078,37 @@ def _breaker_flapping_case() -> _Case:
             ("31m", ()),
             ("53m", (_Firing(rule, _job(**{_NAME: "orders"}), "3"),)),
             ("75m", ()),
+        ),
+    )
+
+
+def _breaker_would_open_case() -> _Case:
+    rule = _rule(A_BREAKER_WOULD_OPEN)
+    labels = {_CB_PREVIOUS: "metrics_only", _CB_STATE: "metrics_only", _CB_REASON: "failure_rate"}
+
+    def would_trips(name: str) -> str:
+        return _input(_CB_TRANSITIONS, {_NAME: name, **labels})
+
+    payments = _Firing(rule, _job(**{_NAME: "payments"}), "5")
+    return _Case(
+        "circuit breaker would open: a metrics_only breaker that keeps making would-be trips fires after "
+        "5m and resolves once they stop, or at once when it leaves metrics_only; one would-be trip stays "
+        "silent",
+        A_BREAKER_WOULD_OPEN,
+        (
+            *_breaker_states("payments", ("metrics_only", 41)),
+            (would_trips("payments"), _counter((0, 10), (1, 15), (0, 15))),
+            *_breaker_states("search", ("metrics_only", 41)),
+            (would_trips("search"), _counter((0, 11), (1, 1), (0, 28))),
+            *_breaker_states("orders", ("metrics_only", 22), ("closed", 19)),
+            (would_trips("orders"), _counter((0, 10), (1, 11), (0, 19))),
+        ),
+        (
+            ("10m", ()),
+            ("14m", ()),
+            ("18m", (payments, _Firing(rule, _job(**{_NAME: "orders"}), "5"))),
+            ("24m", (payments,)),
+            ("35m", ()),
         ),
     )
 
@@ -1238,6 +1336,7 @@ def rules_test_document() -> dict[str, Any]:
     cases = (
         _breaker_open_case(),
         _breaker_flapping_case(),
+        _breaker_would_open_case(),
         _bulkhead_full_case(),
         _bulkhead_near_case(),
         _recovery_case(),

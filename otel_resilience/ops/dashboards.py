@@ -63,9 +63,17 @@ _ERROR_TYPE: Final = naming.label(sc.ERROR_TYPE)
 _CB_STATE: Final = naming.label(sc.CB_STATE)
 _BUCKET: Final = naming.BUCKET_LABEL
 
-_STATE_LEVELS: Final = {"closed": 0, "half_open": 1, "open": 2}
-"""Breaker states as numbers for the state timeline, worst highest."""
-_STATE_COLORS: Final = {"closed": "green", "half_open": "yellow", "open": "red"}
+_STATE_LEVELS: Final = {"closed": 0, "metrics_only": 1, "disabled": 2, "half_open": 3, "open": 4}
+"""Breaker states as numbers for the state timeline, worst highest: the two modes that let every
+call through (``metrics_only`` observes, ``disabled`` does not even do that) above ``closed``,
+below the states that reject calls."""
+_STATE_COLORS: Final = {
+    "closed": "green",
+    "metrics_only": "blue",
+    "disabled": "#8e8e8e",
+    "half_open": "yellow",
+    "open": "red",
+}
 
 _GREEN: Final = "green"
 _ORANGE: Final = "orange"
@@ -79,6 +87,8 @@ class _Query:
     instant: bool = False
     exemplar: bool = False
     table: bool = False
+    dashed: bool = False
+    """Draw this query's series as a dashed line without fill (a limit beside the values)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,17 +221,27 @@ def _breaker_state_expr(selector: dict[str, str]) -> str:
     return f"max by ({_NAME}) (\n  " + "\n  or\n  ".join(terms) + "\n)"
 
 
-def _trips_annotation() -> str:
-    """Breakers that tripped (closed -> open) in each step: an annotation on every dashboard."""
+def _transitions_annotation(previous: str, state: str) -> str:
+    """Breakers that changed from ``previous`` to ``state`` (any reason) in each step."""
     transitions = naming.series(sc.CB_TRANSITIONS)
     selector = _m(
         **_JOB_SEL,
         **{
-            naming.label(sc.CB_PREVIOUS_STATE): naming.value(sc.CB_PREVIOUS_STATE, "closed"),
-            _CB_STATE: naming.value(sc.CB_STATE, "open"),
+            naming.label(sc.CB_PREVIOUS_STATE): naming.value(sc.CB_PREVIOUS_STATE, previous),
+            _CB_STATE: naming.value(sc.CB_STATE, state),
         },
     )
     return f"{_increase(transitions, selector, (_JOB, _NAME), '$__interval')} > 0"
+
+
+_ANNOTATIONS: Final = (
+    ("Circuit breaker trips", "red", ("closed", "open")),
+    ("Circuit breaker would-be trips (metrics_only)", "blue", ("metrics_only", "metrics_only")),
+)
+"""The annotations of every dashboard: name, colour, and the transition they mark. A trip is any
+change from closed to open, whatever its reason (failure threshold, failure or slow-call rate,
+forced, isolated); a ``metrics_only`` breaker reports the trip it would make as a change to
+itself."""
 
 
 def _recorded(name: str, selector: dict[str, str]) -> str:
@@ -236,13 +256,144 @@ def _breaker_timeline(selector: dict[str, str], width: int = 12) -> _Panel:
         "state",
         "Circuit breaker states",
         "State of every circuit breaker over time (the worst state over the service's instances): "
-        "closed, half-open (probing) or open (rejecting calls at once). From "
-        f"`{naming.series(sc.CB_STATE_METRIC)}`, 1 for the current state.",
+        "closed, metrics_only (every call passes; the trips it would make are only reported), "
+        "disabled (every call passes, nothing opens it), half-open (probing) or open (rejecting "
+        f"calls at once). From `{naming.series(sc.CB_STATE_METRIC)}`, 1 for the current state.",
         "none",
         (_Query(_breaker_state_expr(selector), f"{{{{{_NAME}}}}}"),),
         thresholds=_above((_STATE_LEVELS["half_open"], _ORANGE), (_STATE_LEVELS["open"], _RED)),
         alert=ar.A_BREAKER_OPEN,
         width=width,
+    )
+
+
+def _breakers_open(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "stat",
+        "Breakers open or half-open",
+        "Instances in which each breaker is open or half-open now (disabled and metrics_only let "
+        f"every call through and count 0). {ar.A_BREAKER_OPEN} warns after "
+        f"{ar.BREAKER_OPEN_WARNING_FOR} and pages after {ar.BREAKER_OPEN_CRITICAL_FOR}. "
+        f"{_rule_note(ar.R_BREAKER_OPEN)}",
+        "short",
+        (_Query(_recorded(ar.R_BREAKER_OPEN, selector), f"{{{{{_NAME}}}}}"),),
+        thresholds=_above((1, _RED)),
+        alert=ar.A_BREAKER_OPEN,
+        width=8,
+    )
+
+
+def _breaker_rates(selector: dict[str, str]) -> _Panel:
+    failure_rate = naming.series(sc.CB_FAILURE_RATE)
+    slow_call_rate = naming.series(sc.CB_SLOW_CALL_RATE)
+    threshold = naming.series(sc.CB_FAILURE_RATE_THRESHOLD)
+    sel = _m(**selector)
+    return _Panel(
+        "timeseries",
+        "Failure and slow-call rates",
+        "Share of failed and of slow calls in the sliding window of each breaker that has one (the "
+        "highest over the service's instances), and its failure-rate threshold (dashed, the lowest): "
+        "once the window holds minimum_calls calls, a closed breaker opens when its failure rate "
+        "reaches the dashed line. The window starts again empty at every state change and, in "
+        "metrics_only, after every would-be trip: the rates drop to 0 then. Breakers without a "
+        "sliding window have no rates; one series at 0 when no breaker has one. From "
+        f"`{failure_rate}`, `{slow_call_rate}` and `{threshold}`.",
+        "percentunit",
+        (
+            _Query(_or_zero(f"max by ({_NAME}) ({failure_rate}{sel})"), f"{{{{{_NAME}}}}} failure rate"),
+            _Query(f"max by ({_NAME}) ({slow_call_rate}{sel})", f"{{{{{_NAME}}}}} slow-call rate"),
+            _Query(f"min by ({_NAME}) ({threshold}{sel})", f"{{{{{_NAME}}}}} threshold", dashed=True),
+        ),
+        min=0,
+        max=1,
+    )
+
+
+def _breaker_would_trips(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Would-be trips (metrics_only)",
+        "Trips each breaker in metrics_only mode would have made within the last "
+        f"{ar.BREAKER_WOULD_OPEN_WINDOW} (its failure rate, slow-call rate or consecutive failures at "
+        "their threshold, reported as metrics_only -> metrics_only; no call was rejected), counting "
+        f"each breaker's first. {ar.A_BREAKER_WOULD_OPEN} fires when they keep coming for "
+        f"{ar.BREAKER_WOULD_OPEN_FOR} while the breaker is metrics_only. "
+        f"{_rule_note(ar.R_BREAKER_WOULD_TRIPS)}",
+        "short",
+        (_Query(_recorded(ar.R_BREAKER_WOULD_TRIPS, selector), f"{{{{{_NAME}}}}}"),),
+        thresholds=_above((1, _RED)),
+        alert=ar.A_BREAKER_WOULD_OPEN,
+        min=0,
+    )
+
+
+def _breaker_trips(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Trips in the flapping window",
+        f"Trips (closed -> open) within the last {ar.BREAKER_FLAPPING_WINDOW}, counting each "
+        f"breaker's first trip. {ar.A_BREAKER_FLAPPING} fires at {ar.BREAKER_FLAPPING_TRIPS}. "
+        f"{_rule_note(ar.R_BREAKER_TRIPS)}",
+        "short",
+        (_Query(_recorded(ar.R_BREAKER_TRIPS, selector), f"{{{{{_NAME}}}}}"),),
+        thresholds=_above((ar.BREAKER_FLAPPING_TRIPS, _RED)),
+        alert=ar.A_BREAKER_FLAPPING,
+        min=0,
+    )
+
+
+def _breaker_transitions(selector: dict[str, str]) -> _Panel:
+    transitions = naming.series(sc.CB_TRANSITIONS)
+    previous, state, reason = (
+        naming.label(k) for k in (sc.CB_PREVIOUS_STATE, sc.CB_STATE, sc.CB_TRANSITION_REASON)
+    )
+    return _Panel(
+        "timeseries",
+        "Transitions by reason",
+        "State transitions per interval, by breaker, from -> to state and reason (failure threshold, "
+        "failure rate, slow-call rate, timeout elapsed, probe failed, timed out or succeeded, forced, "
+        "reset, isolated); metrics_only -> metrics_only is a trip a metrics_only breaker would have "
+        f"made. From `{transitions}`.",
+        "short",
+        (
+            _Query(
+                _increase(transitions, _m(**selector), (_NAME, previous, state, reason)),
+                f"{{{{{_NAME}}}}} {{{{{previous}}}}} -> {{{{{state}}}}} ({{{{{reason}}}}})",
+            ),
+        ),
+        min=0,
+    )
+
+
+def _breaker_calls(selector: dict[str, str]) -> _Panel:
+    calls = naming.series(sc.CB_CALLS)
+    result = naming.label(sc.CB_CALL_RESULT)
+    return _Panel(
+        "timeseries",
+        "Calls by result",
+        "Calls through each breaker per second, by how the breaker counted them "
+        f"(success, failure, rejected, ignored, cancelled). From `{calls}`.",
+        "ops",
+        (_Query(_rate(calls, _m(**selector), (_NAME, result)), f"{{{{{_NAME}}}}} {{{{{result}}}}}"),),
+    )
+
+
+def _breaker_rejections(selector: dict[str, str]) -> _Panel:
+    rejections = naming.series(sc.REJECTIONS)
+    reasons = naming.one_of(sc.REJECTION_REASON, "circuit_open", "half_open_full")
+    reason = naming.label(sc.REJECTION_REASON)
+    return _Panel(
+        "timeseries",
+        "Rejected calls",
+        "Calls each breaker rejected per second without calling the dependency, by "
+        f"reason (open, or half-open with every probe in flight). From `{rejections}`.",
+        "ops",
+        (
+            _Query(
+                _rate(rejections, _m(**selector, **{reason: "~" + reasons}), (_NAME, reason)),
+                f"{{{{{_NAME}}}}} {{{{{reason}}}}}",
+            ),
+        ),
     )
 
 
@@ -443,106 +594,17 @@ def _overview() -> _Dashboard:
 
 def _circuit_breakers() -> _Dashboard:
     sel = {"job": "~$job", "name": "~$breaker"}
-    transitions = naming.series(sc.CB_TRANSITIONS)
-    calls = naming.series(sc.CB_CALLS)
-    rejections = naming.series(sc.REJECTIONS)
-    reasons = naming.one_of(sc.REJECTION_REASON, "circuit_open", "half_open_full")
-    previous, state, reason = (
-        naming.label(k) for k in (sc.CB_PREVIOUS_STATE, sc.CB_STATE, sc.CB_TRANSITION_REASON)
-    )
-    result = naming.label(sc.CB_CALL_RESULT)
-    rejection_reason = naming.label(sc.REJECTION_REASON)
     return _Dashboard(
         "otel-resilience-circuit-breakers.json",
         "otel-resilience-circuit-breakers",
         "Resilience: circuit breakers",
-        "States, transitions, trips and calls of every circuit breaker.",
+        "States, sliding-window rates, transitions, trips and calls of every circuit breaker.",
         ("job", "breaker"),
         (
-            (
-                "State",
-                (
-                    _breaker_timeline(sel, width=16),
-                    _Panel(
-                        "stat",
-                        "Breakers not closed",
-                        "Instances in which each breaker is open or half-open now. "
-                        f"{ar.A_BREAKER_OPEN} warns after {ar.BREAKER_OPEN_WARNING_FOR} and pages "
-                        f"after {ar.BREAKER_OPEN_CRITICAL_FOR}. {_rule_note(ar.R_BREAKER_OPEN)}",
-                        "short",
-                        (_Query(_recorded(ar.R_BREAKER_OPEN, sel), f"{{{{{_NAME}}}}}"),),
-                        thresholds=_above((1, _RED)),
-                        alert=ar.A_BREAKER_OPEN,
-                        width=8,
-                    ),
-                ),
-            ),
-            (
-                "Transitions",
-                (
-                    _Panel(
-                        "timeseries",
-                        "Trips in the flapping window",
-                        f"Trips (closed -> open) within the last {ar.BREAKER_FLAPPING_WINDOW}, counting "
-                        f"each breaker's first trip. {ar.A_BREAKER_FLAPPING} fires at "
-                        f"{ar.BREAKER_FLAPPING_TRIPS}. {_rule_note(ar.R_BREAKER_TRIPS)}",
-                        "short",
-                        (_Query(_recorded(ar.R_BREAKER_TRIPS, sel), f"{{{{{_NAME}}}}}"),),
-                        thresholds=_above((ar.BREAKER_FLAPPING_TRIPS, _RED)),
-                        alert=ar.A_BREAKER_FLAPPING,
-                        min=0,
-                    ),
-                    _Panel(
-                        "timeseries",
-                        "Transitions by reason",
-                        "State transitions per interval, by breaker, from -> to state and reason "
-                        f"(failure threshold, timeout elapsed, probe failed or succeeded, forced, reset, "
-                        f"isolated). From `{transitions}`.",
-                        "short",
-                        (
-                            _Query(
-                                _increase(transitions, _m(**sel), (_NAME, previous, state, reason)),
-                                f"{{{{{_NAME}}}}} {{{{{previous}}}}} -> {{{{{state}}}}} ({{{{{reason}}}}})",
-                            ),
-                        ),
-                        min=0,
-                    ),
-                ),
-            ),
-            (
-                "Calls",
-                (
-                    _Panel(
-                        "timeseries",
-                        "Calls by result",
-                        "Calls through each breaker per second, by how the breaker counted them "
-                        f"(success, failure, rejected, ignored, cancelled). From `{calls}`.",
-                        "ops",
-                        (
-                            _Query(
-                                _rate(calls, _m(**sel), (_NAME, result)), f"{{{{{_NAME}}}}} {{{{{result}}}}}"
-                            ),
-                        ),
-                    ),
-                    _Panel(
-                        "timeseries",
-                        "Rejected calls",
-                        "Calls each breaker rejected per second without calling the dependency, by "
-                        f"reason (open, or half-open with every probe in flight). From `{rejections}`.",
-                        "ops",
-                        (
-                            _Query(
-                                _rate(
-                                    rejections,
-                                    _m(**sel, **{rejection_reason: "~" + reasons}),
-                                    (_NAME, rejection_reason),
-                                ),
-                                f"{{{{{_NAME}}}}} {{{{{rejection_reason}}}}}",
-                            ),
-                        ),
-                    ),
-                ),
-            ),
+            ("State", (_breaker_timeline(sel, width=16), _breakers_open(sel))),
+            ("Sliding window", (_breaker_rates(sel), _breaker_would_trips(sel))),
+            ("Transitions", (_breaker_trips(sel), _breaker_transitions(sel))),
+            ("Calls", (_breaker_calls(sel), _breaker_rejections(sel))),
         ),
     )
 
@@ -893,14 +955,7 @@ def _build(spec: _Dashboard) -> Any:
             .include_vars(include_vars=True)
             .keep_time(keep_time=True)
         )
-        .annotation(
-            db.AnnotationQuery()
-            .name("Circuit breaker trips")
-            .datasource(datasource)
-            .enable(enable=True)
-            .icon_color("red")
-            .expr(_trips_annotation())
-        )
+        .annotations(_annotation_queries(datasource))
         .with_variable(
             db.DatasourceVariable(DATASOURCE_VARIABLE)
             .label("Data source")
@@ -909,20 +964,7 @@ def _build(spec: _Dashboard) -> Any:
         )
     )
     for name in spec.variables:
-        label, series, target, matcher = _VARIABLES[name]
-        selector = f"{series}{{{matcher}}}" if matcher else series
-        builder = builder.with_variable(
-            db.QueryVariable(name)
-            .label(label)
-            .datasource(datasource)
-            .query(f"label_values({selector}, {target})")
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .multi(multi=True)
-            .include_all(include_all=True)
-            .all_value(".*")
-            .current(model.VariableOption(text="All", value="$__all"))
-        )
+        builder = builder.with_variable(_query_variable(name, datasource))
     panel_id = 0
     for row_title, panels in spec.rows:
         panel_id += 1
@@ -935,69 +977,49 @@ def _build(spec: _Dashboard) -> Any:
     return dashboard
 
 
-def _build_panel(panel: _Panel, panel_id: int, datasource: Any) -> Any:
-    from grafana_foundation_sdk.builders import common, prometheus, stat, statetimeline, table, timeseries  # noqa: PLC0415
-    from grafana_foundation_sdk.builders import dashboard as db  # noqa: PLC0415
-    from grafana_foundation_sdk.models import common as common_model  # noqa: PLC0415
-    from grafana_foundation_sdk.models import dashboard as model  # noqa: PLC0415
-    from grafana_foundation_sdk.models import prometheus as prom_model  # noqa: PLC0415
+def _annotation_queries(datasource: Any) -> list[Any]:
+    """The annotations of :data:`_ANNOTATIONS`, enabled, on the data source variable."""
+    from grafana_foundation_sdk.builders import dashboard as db  # noqa: PLC0415 - optional dependency
 
-    builder: Any
-    if panel.kind == "timeseries":
-        builder = (
-            timeseries.Panel()
-            .line_width(1)
-            .fill_opacity(10)
-            .show_points(common_model.VisibilityMode(common_model.VisibilityMode.NEVER))
-            .thresholds_style(
-                common.GraphThresholdsStyleConfig().mode(
-                    common_model.GraphThresholdsStyleMode(common_model.GraphThresholdsStyleMode.DASHED)
-                )
-            )
-            .legend(
-                common.VizLegendOptions()
-                .display_mode(common_model.LegendDisplayMode(common_model.LegendDisplayMode.LIST))
-                .placement(common_model.LegendPlacement(common_model.LegendPlacement.BOTTOM))
-                .show_legend(show_legend=True)
-            )
-            .tooltip(
-                common.VizTooltipOptions()
-                .mode(common_model.TooltipDisplayMode(common_model.TooltipDisplayMode.MULTI))
-                .sort(common_model.SortOrder(common_model.SortOrder.DESCENDING))
-            )
-        )
-    elif panel.kind == "stat":
-        builder = (
-            stat.Panel()
-            .color_mode(common_model.BigValueColorMode(common_model.BigValueColorMode.BACKGROUND))
-            .graph_mode(common_model.BigValueGraphMode(common_model.BigValueGraphMode.AREA))
-            .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
-        )
-    elif panel.kind == "state":
-        builder = (
-            statetimeline.Panel()
-            .show_value(common_model.VisibilityMode(common_model.VisibilityMode.NEVER))
-            .merge_values(merge_values=True)
-            .mappings(
-                [
-                    model.ValueMap(
-                        {
-                            str(level): model.ValueMappingResult(
-                                text=state, color=_STATE_COLORS[state], index=level
-                            )
-                            for state, level in _STATE_LEVELS.items()
-                        }
-                    )
-                ]
-            )
-        )
-    elif panel.kind == "table":
-        builder = table.Panel()
-    else:
-        msg = f"unknown panel kind {panel.kind!r}"
-        raise ValueError(msg)
+    return [
+        db.AnnotationQuery()
+        .name(name)
+        .datasource(datasource)
+        .enable(enable=True)
+        .icon_color(color)
+        .expr(_transitions_annotation(*transition))
+        for name, color, transition in _ANNOTATIONS
+    ]
+
+
+def _query_variable(name: str, datasource: Any) -> Any:
+    """The multi-value ``label_values`` variable ``name`` of :data:`_VARIABLES`, "All" by default."""
+    from grafana_foundation_sdk.builders import dashboard as db  # noqa: PLC0415 - optional dependency
+    from grafana_foundation_sdk.models import dashboard as model  # noqa: PLC0415
+
+    label, series, target, matcher = _VARIABLES[name]
+    selector = f"{series}{{{matcher}}}" if matcher else series
+    return (
+        db.QueryVariable(name)
+        .label(label)
+        .datasource(datasource)
+        .query(f"label_values({selector}, {target})")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(multi=True)
+        .include_all(include_all=True)
+        .all_value(".*")
+        .current(model.VariableOption(text="All", value="$__all"))
+    )
+
+
+def _build_panel(panel: _Panel, panel_id: int, datasource: Any) -> Any:
+    from grafana_foundation_sdk.builders import dashboard as db  # noqa: PLC0415 - optional dependency
+    from grafana_foundation_sdk.models import dashboard as model  # noqa: PLC0415
+
     builder = (
-        builder.id(panel_id)
+        _kind_builder(panel)
+        .id(panel_id)
         .title(panel.title)
         .description(panel.description)
         .datasource(datasource)
@@ -1010,18 +1032,12 @@ def _build_panel(panel: _Panel, panel_id: int, datasource: Any) -> Any:
             .steps([model.Threshold(value=value, color=color) for value, color in panel.thresholds])
         )
     )
-    if panel.kind != "state":
-        builder = builder.color_scheme(
-            db.FieldColor().mode(
-                model.FieldColorModeId(model.FieldColorModeId.THRESHOLDS)
-                if panel.kind == "stat"
-                else model.FieldColorModeId(model.FieldColorModeId.PALETTE_CLASSIC)
-            )
-        )
-    else:
-        builder = builder.color_scheme(
-            db.FieldColor().mode(model.FieldColorModeId(model.FieldColorModeId.THRESHOLDS))
-        )
+    color_mode = (
+        model.FieldColorModeId.PALETTE_CLASSIC
+        if panel.kind not in {"stat", "state"}
+        else model.FieldColorModeId.THRESHOLDS
+    )
+    builder = builder.color_scheme(db.FieldColor().mode(model.FieldColorModeId(color_mode)))
     if panel.min is not None:
         builder = builder.min(panel.min)
     if panel.max is not None:
@@ -1034,10 +1050,97 @@ def _build_panel(panel: _Panel, panel_id: int, datasource: Any) -> Any:
                 .target_blank(target_blank=True)
             ]
         )
+    return _with_targets(builder, panel, datasource)
+
+
+def _kind_builder(panel: _Panel) -> Any:
+    """The SDK builder of the panel's kind, with the options of that kind."""
+    from grafana_foundation_sdk.builders import common, stat, statetimeline, table, timeseries  # noqa: PLC0415
+    from grafana_foundation_sdk.models import common as common_model  # noqa: PLC0415
+    from grafana_foundation_sdk.models import dashboard as model  # noqa: PLC0415
+
+    if panel.kind == "timeseries":
+        return _timeseries_builder(timeseries.Panel(), panel)
+    if panel.kind == "stat":
+        return (
+            stat.Panel()
+            .color_mode(common_model.BigValueColorMode(common_model.BigValueColorMode.BACKGROUND))
+            .graph_mode(common_model.BigValueGraphMode(common_model.BigValueGraphMode.AREA))
+            .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
+        )
+    if panel.kind == "state":
+        mapping = {
+            str(level): model.ValueMappingResult(text=state, color=_STATE_COLORS[state], index=level)
+            for state, level in _STATE_LEVELS.items()
+        }
+        return (
+            statetimeline.Panel()
+            .show_value(common_model.VisibilityMode(common_model.VisibilityMode.NEVER))
+            .merge_values(merge_values=True)
+            .mappings([model.ValueMap(mapping)])
+        )
+    if panel.kind == "table":
+        return table.Panel()
+    msg = f"unknown panel kind {panel.kind!r}"
+    raise ValueError(msg)
+
+
+_DASH: Final = {"fill": "dash", "dash": [10, 10]}
+"""Grafana's line style of a dashed series."""
+
+
+def _timeseries_builder(builder: Any, panel: _Panel) -> Any:
+    """A time series: thin lines, dashed thresholds, a legend, and the dashed queries' overrides."""
+    from grafana_foundation_sdk.builders import common  # noqa: PLC0415 - optional dependency
+    from grafana_foundation_sdk.models import common as common_model  # noqa: PLC0415
+    from grafana_foundation_sdk.models import dashboard as model  # noqa: PLC0415
+
+    builder = (
+        builder.line_width(1)
+        .fill_opacity(10)
+        .show_points(common_model.VisibilityMode(common_model.VisibilityMode.NEVER))
+        .thresholds_style(
+            common.GraphThresholdsStyleConfig().mode(
+                common_model.GraphThresholdsStyleMode(common_model.GraphThresholdsStyleMode.DASHED)
+            )
+        )
+        .legend(
+            common.VizLegendOptions()
+            .display_mode(common_model.LegendDisplayMode(common_model.LegendDisplayMode.LIST))
+            .placement(common_model.LegendPlacement(common_model.LegendPlacement.BOTTOM))
+            .show_legend(show_legend=True)
+        )
+        .tooltip(
+            common.VizTooltipOptions()
+            .mode(common_model.TooltipDisplayMode(common_model.TooltipDisplayMode.MULTI))
+            .sort(common_model.SortOrder(common_model.SortOrder.DESCENDING))
+        )
+    )
+    for index, query in enumerate(panel.queries):
+        if query.dashed:
+            builder = builder.override_by_query(
+                _ref_id(index),
+                [
+                    model.DynamicConfigValue(id_val="custom.lineStyle", value=_DASH),
+                    model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+                ],
+            )
+    return builder
+
+
+def _ref_id(index: int) -> str:
+    return chr(ord("A") + index)
+
+
+def _with_targets(builder: Any, panel: _Panel, datasource: Any) -> Any:
+    """``builder`` with one Prometheus target per query of ``panel`` (ref ids A, B, ...)."""
+    from grafana_foundation_sdk.builders import prometheus  # noqa: PLC0415 - optional dependency
+    from grafana_foundation_sdk.models import prometheus as prom_model  # noqa: PLC0415
+
     for index, query in enumerate(panel.queries):
         target = (
             prometheus.Dataquery()
-            .ref_id(chr(ord("A") + index))
+            .ref_id(_ref_id(index))
             .datasource(datasource)
             .expr(query.expr)
             .legend_format(query.legend or "__auto")

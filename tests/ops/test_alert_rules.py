@@ -17,6 +17,7 @@ from otel_resilience.telemetry import semconv as sc
 REQUIRED_ALERTS = {
     "ResilienceCircuitBreakerOpen",
     "ResilienceCircuitBreakerFlapping",
+    "ResilienceCircuitBreakerWouldOpen",
     "ResilienceBulkheadFull",
     "ResilienceBulkheadNearSaturation",
     "ResilienceRecoveryRateLow",
@@ -116,6 +117,7 @@ def test_thresholds_are_pinned():
     assert (ar.RETRY_STORM_RATIO, ar.FALLBACK_RATIO, ar.TIMEOUT_RATIO) == (0.5, 0.1, 0.05)
     assert (ar.BULKHEAD_NEAR_SATURATION, ar.BULKHEAD_FULL_SATURATION) == (0.8, 1.0)
     assert (ar.BREAKER_FLAPPING_TRIPS, ar.BREAKER_FLAPPING_WINDOW) == (3, "30m")
+    assert (ar.BREAKER_WOULD_OPEN_WINDOW, ar.BREAKER_WOULD_OPEN_FOR) == ("5m", "5m")
     assert (ar.RECOVERY_RATE_THRESHOLD, ar.RECOVERY_MIN_ATTEMPTS, ar.RECOVERY_WINDOW) == (0.8, 10, "5m")
     assert (ar.RECOVERY_SPARSE_WINDOW, ar.RECOVERY_FOR) == ("1h", "2m")
     assert (ar.BULKHEAD_REJECTION_RATIO, ar.BULKHEAD_FULL_FOR) == (0.05, "2m")
@@ -138,6 +140,7 @@ def test_thresholds_appear_in_the_rule_expressions(rules):
         ar.A_BULKHEAD_NEAR: f">= {ar.BULKHEAD_NEAR_SATURATION:g}",
         ar.A_BULKHEAD_FULL: f"> {ar.BULKHEAD_REJECTION_RATIO:g}",
         ar.A_BREAKER_FLAPPING: f">= {ar.BREAKER_FLAPPING_TRIPS}",
+        ar.A_BREAKER_WOULD_OPEN: f"{ar.R_BREAKER_WOULD_TRIPS} > 0",
         ar.A_RECOVERY_LOW: f"< {ar.RECOVERY_RATE_THRESHOLD:g}",
     }
     for alert, comparison in expected.items():
@@ -172,7 +175,13 @@ def mutated(rules, alert, old, new):
             "resilience_result)",
             "groups by 'resilience_result'",
         ),
-        (ar.R_BREAKER_OPEN, '"closed"', '"close"', "'close' is not one of"),
+        (ar.R_BREAKER_OPEN, '"open|half_open"', '"open|half_opened"', "'half_opened' is not one of"),
+        (
+            ar.A_BREAKER_WOULD_OPEN,
+            'state="metrics_only"',
+            'state="metric_only"',
+            "'metric_only' is not one of",
+        ),
         (ar.A_RETRY_STORM, ar.R_RETRY_RATIO, "job_policy:resilience_retry_ratio", "unknown series"),
         (
             ar.A_FALLBACK_HIGH,
@@ -237,7 +246,7 @@ def _alert(rules, name, severity="warning"):
 
 def test_counts_are_shown_as_whole_numbers(rules):
     """Annotations that show a count (patterns, trips, instances) print it without decimals, never '9.05 pattern(s)'."""
-    for name in (ar.A_ERROR_PATTERN, ar.A_BREAKER_FLAPPING, ar.A_BREAKER_OPEN):
+    for name in (ar.A_ERROR_PATTERN, ar.A_BREAKER_FLAPPING, ar.A_BREAKER_OPEN, ar.A_BREAKER_WOULD_OPEN):
         description = _alert(rules, name)["annotations"]["description"]
         assert '{{ printf "%.0f" $value }}' in description, name
         assert "humanize }}" not in description, name
@@ -253,6 +262,38 @@ def test_bulkhead_full_measures_rejections_relative_to_traffic(rules):
     assert "rejected {{ $value | humanizePercentage }} of the executions" in description
     assert "concurrency limit" not in description
     assert "above 5% for 2m, with at least 0.1 executions/s" in description
+
+
+def test_breaker_open_counts_only_the_states_that_reject_calls(rules):
+    """Open means open or half-open: a disabled or metrics_only breaker lets every call through and counts 0."""
+    (rule,) = [r for g in rules["groups"] for r in g["rules"] if r.get("record") == ar.R_BREAKER_OPEN]
+    assert 'resilience_circuit_breaker_state=~"open|half_open"' in rule["expr"]
+    assert "closed" not in rule["expr"]
+    assert "disabled" not in rule["expr"]
+    assert "metrics_only" not in rule["expr"]
+
+
+def test_would_open_counts_would_be_trips_of_a_breaker_still_in_metrics_only(rules):
+    """ResilienceCircuitBreakerWouldOpen reads the would-be trips (metrics_only -> metrics_only, any reason),
+    only while the breaker is metrics_only, and warns: nothing is rejected yet."""
+    (record,) = [
+        r for g in rules["groups"] for r in g["rules"] if r.get("record") == ar.R_BREAKER_WOULD_TRIPS
+    ]
+    assert 'resilience_circuit_breaker_previous_state="metrics_only"' in record["expr"]
+    assert 'resilience_circuit_breaker_state="metrics_only"' in record["expr"]
+    assert "transition_reason" not in record["expr"]
+    assert f"[{ar.BREAKER_WOULD_OPEN_WINDOW}]" in record["expr"]
+    assert checks.recorded_series(rules)[ar.R_BREAKER_WOULD_TRIPS] == {"job", "resilience_name"}
+    rule = _alert(rules, ar.A_BREAKER_WOULD_OPEN)
+    assert rule["expr"] == (
+        f"{ar.R_BREAKER_WOULD_TRIPS} > 0\nand on (job, resilience_name) "
+        'resilience_circuit_breaker_state{resilience_circuit_breaker_state="metrics_only"} == 1'
+    )
+    assert rule["for"] == ar.BREAKER_WOULD_OPEN_FOR
+    assert [
+        r["labels"]["severity"] for r in alert_rules_of(rules) if r["alert"] == ar.A_BREAKER_WOULD_OPEN
+    ] == ["warning"]
+    assert "metrics_only" in rule["annotations"]["summary"]
 
 
 def test_recovery_alert_names_the_policy(rules):
@@ -281,6 +322,7 @@ def test_runbook_url_base_job_label_and_thresholds_are_options():
         ratio_alert_for="15m",
         bulkhead_rejection_ratio=0.1,
         recovery_min_attempts=20,
+        breaker_would_open_for="20m",
     )
     document = ar.rules_document(options=options)
     alerts = alert_rules_of(document)
@@ -294,6 +336,10 @@ def test_runbook_url_base_job_label_and_thresholds_are_options():
     assert "above 0.7 for 15m" in storm["annotations"]["description"]
     assert "> 0.1" in next(a for a in alerts if a["alert"] == ar.A_BULKHEAD_FULL)["expr"]
     assert ">= 20" in next(a for a in alerts if a["alert"] == ar.A_RECOVERY_LOW)["expr"]
+    would_open = next(a for a in alerts if a["alert"] == ar.A_BREAKER_WOULD_OPEN)
+    assert would_open["for"] == "20m"
+    assert "and on (service, resilience_name)" in would_open["expr"]
+    assert "has kept doing so for 20m" in would_open["annotations"]["description"]
     exprs = "\n".join(r["expr"] for g in document["groups"] for r in g["rules"])
     assert re.search(r"\bjob\b", exprs) is None
     assert "by (service, resilience_policy" in exprs
@@ -303,7 +349,9 @@ def test_runbook_url_base_job_label_and_thresholds_are_options():
 
 def test_adapted_rules_pass_the_promtool_linter(promtool, tmp_path):
     """Rules rendered with a custom job label and thresholds are still valid for promtool check rules."""
-    options = ar.RuleOptions(job_label="service", timeout_ratio=0.2, breaker_open_critical_for="30m")
+    options = ar.RuleOptions(
+        job_label="service", timeout_ratio=0.2, breaker_open_critical_for="30m", breaker_would_open_for="15m"
+    )
     path = tmp_path / "rules.yml"
     path.write_text(ar.render_rules(options=options))
     result = run(promtool, "check", "rules", "--lint=all", "--lint-fatal", path)

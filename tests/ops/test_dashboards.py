@@ -136,6 +136,7 @@ def test_thresholds_equal_the_alert_rules(dashboards):
         ar.A_BULKHEAD_NEAR: (ar.BULKHEAD_NEAR_SATURATION, ar.BULKHEAD_FULL_SATURATION),
         ar.A_RECOVERY_LOW: (ar.RECOVERY_RATE_THRESHOLD,),
         ar.A_BREAKER_FLAPPING: (ar.BREAKER_FLAPPING_TRIPS,),
+        ar.A_BREAKER_WOULD_OPEN: (1,),
     }
     by_uid = {d["uid"]: d for d in dashboards.values()}
     for item in alert_panels:
@@ -206,6 +207,78 @@ def test_breaker_timeline_maps_every_state(dashboards, state):
     assert state in {o["text"] for o in options.values()}
 
 
+def test_breaker_timeline_orders_the_states_by_severity(dashboards):
+    """Closed green; metrics_only blue and disabled grey (every call passes) above it; half-open and open
+    above both, and the only states drawn as thresholds. The query maps each state to its level."""
+    panel = by_title(dashboards["otel-resilience-circuit-breakers.json"], "Circuit breaker states")
+    options = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    levels = {o["text"]: int(level) for level, o in options.items()}
+    colors = {o["text"]: o["color"] for o in options.values()}
+    assert sorted(levels, key=levels.get) == ["closed", "metrics_only", "disabled", "half_open", "open"]
+    assert colors == {
+        "closed": "green",
+        "metrics_only": "blue",
+        "disabled": "#8e8e8e",
+        "half_open": "yellow",
+        "open": "red",
+    }
+    steps = [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps == [None, levels["half_open"], levels["open"]]
+    (target,) = panel["targets"]
+    for state, level in levels.items():
+        if level:
+            assert f'resilience_circuit_breaker_state="{state}"}} * {level}' in target["expr"], state
+
+
+def test_breaker_rates_panel_draws_the_threshold_dashed(dashboards):
+    """Failure and slow-call rates of the sliding windows, the failure-rate threshold as a dashed series, 0 not
+    "No data" when no breaker has a window."""
+    panel = by_title(dashboards["otel-resilience-circuit-breakers.json"], "Failure and slow-call rates")
+    exprs = {t["refId"]: t["expr"] for t in panel["targets"]}
+    assert exprs["A"].startswith(f"max by (resilience_name) ({naming.series(sc.CB_FAILURE_RATE)}{{")
+    assert exprs["A"].endswith("or on() vector(0)")
+    assert exprs["B"].startswith(f"max by (resilience_name) ({naming.series(sc.CB_SLOW_CALL_RATE)}{{")
+    assert exprs["C"].startswith(f"min by (resilience_name) ({naming.series(sc.CB_FAILURE_RATE_THRESHOLD)}{{")
+    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    (override,) = panel["fieldConfig"]["overrides"]
+    assert override["matcher"] == {"id": "byFrameRefID", "options": "C"}
+    properties = {p["id"]: p["value"] for p in override["properties"]}
+    assert properties["custom.lineStyle"]["fill"] == "dash"
+    assert properties["custom.fillOpacity"] == 0
+
+
+def test_would_be_trips_panel_reads_the_alerts_rule(dashboards):
+    """The would-be trips of metrics_only breakers sit beside the rates, from the alert's recording rule."""
+    breakers = dashboards["otel-resilience-circuit-breakers.json"]
+    rows = [p["title"] for p in breakers["panels"] if p["type"] == "row"]
+    assert rows == ["State", "Sliding window", "Transitions", "Calls"]
+    panel = by_title(breakers, "Would-be trips (metrics_only)")
+    (target,) = panel["targets"]
+    assert target["expr"].startswith(ar.R_BREAKER_WOULD_TRIPS + "{")
+    assert ar.A_BREAKER_WOULD_OPEN in panel["description"]
+
+
+def test_every_dashboard_marks_trips_and_would_be_trips(dashboards):
+    """Trips (closed -> open, any reason: threshold, rates, forced, isolated) in red, and the would-be trips
+    of metrics_only breakers (metrics_only -> metrics_only) in blue, on every dashboard."""
+    for name, dashboard in dashboards.items():
+        trips, would = dashboard["annotations"]["list"]
+        assert (trips["name"], trips["iconColor"], would["iconColor"]) == (
+            "Circuit breaker trips",
+            "red",
+            "blue",
+        ), name
+        assert "transition_reason" not in trips["expr"] + would["expr"]
+        assert (
+            'resilience_circuit_breaker_previous_state="closed", resilience_circuit_breaker_state="open"'
+            in trips["expr"]
+        )
+        assert (
+            'resilience_circuit_breaker_previous_state="metrics_only", '
+            'resilience_circuit_breaker_state="metrics_only"' in would["expr"]
+        )
+
+
 def test_every_dashboard_query_parses_in_prometheus_2_42(promtool, dashboards, tmp_path):
     """Prometheus' own parser (promtool, as recording rules) accepts every dashboard expression."""
     exprs = sorted(
@@ -246,12 +319,31 @@ def _all(expr: str) -> str:
     return re.sub(r"\$\{?\w+\}?", ".*", checks.substitute_grafana(expr))
 
 
+_ANNOTATION_INDEX = {"annotation": 0, "annotation (failure_rate)": 0, "would-be annotation": 1}
+"""The annotation each case reads: 0 the trips, 1 the would-be trips of metrics_only breakers."""
 _BORN_AT_ONE = {
     "annotation": (
         "resilience_circuit_breaker_transitions_total",
         (
             'resilience_circuit_breaker_previous_state="closed", resilience_circuit_breaker_state="open", '
             'resilience_circuit_breaker_transition_reason="failure_threshold"'
+        ),
+        '{job="svc", resilience_name="cb"}',
+    ),
+    "annotation (failure_rate)": (
+        "resilience_circuit_breaker_transitions_total",
+        (
+            'resilience_circuit_breaker_previous_state="closed", resilience_circuit_breaker_state="open", '
+            'resilience_circuit_breaker_transition_reason="failure_rate"'
+        ),
+        '{job="svc", resilience_name="cb"}',
+    ),
+    "would-be annotation": (
+        "resilience_circuit_breaker_transitions_total",
+        (
+            'resilience_circuit_breaker_previous_state="metrics_only", '
+            'resilience_circuit_breaker_state="metrics_only", '
+            'resilience_circuit_breaker_transition_reason="slow_call_rate"'
         ),
         '{job="svc", resilience_name="cb"}',
     ),
@@ -282,8 +374,10 @@ def test_increase_queries_count_the_first_event_of_a_series_born_at_one(
     promtool, dashboards, tmp_path, where
 ):
     """A counter series that appears already at 1 (its first event) shows on the trip annotation and the increase panels."""
-    if where == "annotation":
-        expr = dashboards["otel-resilience-overview.json"]["annotations"]["list"][0]["expr"]
+    if where in _ANNOTATION_INDEX:
+        expr = dashboards["otel-resilience-overview.json"]["annotations"]["list"][_ANNOTATION_INDEX[where]][
+            "expr"
+        ]
         step = "1m"  # $__interval
     else:
         uid = (
@@ -298,7 +392,7 @@ def test_increase_queries_count_the_first_event_of_a_series_born_at_one(
     if where.startswith("In-process"):
         born = born.replace('resilience_name="cb"', 'resilience_name="alerts"')
     # Once the window has passed the birth: the annotation is empty, a panel shows 0.
-    later = [] if where == "annotation" else [{"labels": expected, "value": 0}]
+    later = [] if where in _ANNOTATION_INDEX else [{"labels": expected, "value": 0}]
     tests = {
         "evaluation_interval": "1m",
         "tests": [

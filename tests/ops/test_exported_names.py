@@ -22,7 +22,9 @@ from otel_resilience import (
     Bulkhead,
     BulkheadConfig,
     BulkheadFullError,
+    CircuitBreaker,
     CircuitBreakerConfig,
+    CountWindow,
     ErrorRecoverySystem,
     FallbackConfig,
     FallbackStrategy,
@@ -84,7 +86,15 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
         await pool.execute(hold)
     release.set()
     await holder
-    return [manager, recovery, pool]
+
+    # A breaker on trial: a sliding window (the rate gauges) in metrics_only mode (a would-be trip).
+    window = CircuitBreakerConfig(sliding_window=CountWindow(4), minimum_calls=2, slow_call_duration=1.0)
+    shadow = CircuitBreaker(f"ops-shadow-{suffix}", window, clock=clock)
+    shadow.metrics_only()
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            shadow.call_sync(broken)
+    return [manager, recovery, pool, shadow]
 
 
 @pytest.fixture

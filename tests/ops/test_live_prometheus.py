@@ -10,6 +10,7 @@ must be accepted, and the panels that must show data while such traffic flows mu
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -28,7 +29,9 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from otel_resilience import (
     AlertSystem,
     BulkheadConfig,
+    CircuitBreaker,
     CircuitBreakerConfig,
+    CountWindow,
     FallbackConfig,
     FallbackStrategy,
     ResilienceConfig,
@@ -50,7 +53,8 @@ MUST_SHOW_DATA = {
     ("otel-resilience-overview", "Bulkhead saturation"),
     ("otel-resilience-overview", "Retry rate (retries per execution)"),
     ("otel-resilience-overview", "Fallback rate"),
-    ("otel-resilience-circuit-breakers", "Breakers not closed"),
+    ("otel-resilience-circuit-breakers", "Breakers open or half-open"),
+    ("otel-resilience-circuit-breakers", "Failure and slow-call rates"),
     ("otel-resilience-circuit-breakers", "Calls by result"),
     ("otel-resilience-circuit-breakers", "Rejected calls"),
     ("otel-resilience-retries-timeouts", "Retries per second by policy"),
@@ -63,6 +67,7 @@ MUST_SHOW_DATA = {
     ("otel-resilience-overview", "Latency p95 by outcome"),
     ("otel-resilience-overview", "Firing alerts"),
     ("otel-resilience-circuit-breakers", "Transitions by reason"),
+    ("otel-resilience-circuit-breakers", "Would-be trips (metrics_only)"),
     ("otel-resilience-bulkheads", "Rejections by reason"),
     ("otel-resilience-retries-timeouts", "Latency p95 by outcome"),
     ("otel-resilience-recovery", "Failures by error type"),
@@ -111,6 +116,13 @@ def service_metrics():
         fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
         bulkhead_config=BulkheadConfig(max_concurrent=4),
     )
+    # A breaker on trial: a sliding window (its rate gauges), metrics_only (its would-be trips).
+    shadow = CircuitBreaker(
+        f"live-shadow-{next(_names)}",
+        CircuitBreakerConfig(sliding_window=CountWindow(10), minimum_calls=4, slow_call_duration=30.0),
+        clock=clock,
+    )
+    shadow.metrics_only()
     stop = threading.Event()
 
     def broken() -> str:
@@ -121,6 +133,9 @@ def service_metrics():
             manager.execute_with_resilience_sync(lambda: "ok", config)
             for _ in range(4):  # fail, retry, trip the breaker, then be rejected by it
                 manager.execute_with_resilience_sync(broken, config)
+            for call in (lambda: "ok", broken, broken):  # 2 of 3 fail: a would-be trip now and then
+                with contextlib.suppress(ConnectionError):
+                    shadow.call_sync(call)
             clock.advance(61.0)  # the breaker lets a probe through again
             stop.wait(0.02)
 
@@ -222,7 +237,31 @@ def test_every_dashboard_query_runs_on_real_prometheus_with_data(prometheus, das
 
 def test_recorded_series_carry_the_service_label(prometheus):
     """The recording rules' outputs exist for the scraped service, under job="shop"."""
-    for record in (ar.R_EXECUTIONS, ar.R_SUCCESS_RATIO, ar.R_BREAKER_OPEN, ar.R_BULKHEAD_SATURATION):
+    for record in (
+        ar.R_EXECUTIONS,
+        ar.R_SUCCESS_RATIO,
+        ar.R_BREAKER_OPEN,
+        ar.R_BREAKER_WOULD_TRIPS,
+        ar.R_BULKHEAD_SATURATION,
+    ):
         result = query(prometheus, f'{record}{{job="shop"}}')
         assert result["status"] == "success"
         assert result["data"]["result"], record
+
+
+def test_a_metrics_only_breaker_would_open_and_is_not_open(prometheus):
+    """Real would-be trips make ResilienceCircuitBreakerWouldOpen pending for the metrics_only breaker; it
+    rejects nothing, so it is never counted open and ResilienceCircuitBreakerOpen stays away."""
+    shadow = 'resilience_name=~"live-shadow-.*"'
+    would_open = f'ALERTS{{alertname="{ar.A_BREAKER_WOULD_OPEN}", job="shop", {shadow}}}'
+    deadline = time.monotonic() + 20
+    while not query(prometheus, would_open)["data"]["result"]:
+        assert time.monotonic() < deadline, query(prometheus, f'{ar.R_BREAKER_WOULD_TRIPS}{{job="shop"}}')
+        time.sleep(0.5)
+    (alert,) = query(prometheus, would_open)["data"]["result"]
+    assert alert["metric"]["alertstate"] == "pending"  # for: 5m
+    (trips,) = query(prometheus, f'{ar.R_BREAKER_WOULD_TRIPS}{{job="shop", {shadow}}}')["data"]["result"]
+    assert float(trips["value"][1]) > 0
+    (opened,) = query(prometheus, f'{ar.R_BREAKER_OPEN}{{job="shop", {shadow}}}')["data"]["result"]
+    assert float(opened["value"][1]) == 0
+    assert query(prometheus, f'ALERTS{{alertname="{ar.A_BREAKER_OPEN}", {shadow}}}')["data"]["result"] == []

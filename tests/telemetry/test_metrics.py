@@ -11,7 +11,7 @@ from opentelemetry import trace
 
 from otel_resilience.alerts import AlertSystem
 from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState, CountWindow
 from otel_resilience.engine.events import (
     HUB,
     AlertRaised,
@@ -384,14 +384,14 @@ async def test_breaker_state_gauge_through_closed_open_half_open_closed(otel, cl
             if p.attributes["resilience.name"] == "gauge-cb"
         }
 
-    assert states() == {"closed": 1, "open": 0, "half_open": 0}
+    assert states() == {"closed": 1, "open": 0, "half_open": 0, "disabled": 0, "metrics_only": 0}
     with pytest.raises(ValueError, match="down"):
         breaker.call_sync(_fail)
-    assert states() == {"closed": 0, "open": 1, "half_open": 0}
+    assert states() == {"closed": 0, "open": 1, "half_open": 0, "disabled": 0, "metrics_only": 0}
     clock.advance(10.0)
-    assert states() == {"closed": 0, "open": 0, "half_open": 1}
+    assert states() == {"closed": 0, "open": 0, "half_open": 1, "disabled": 0, "metrics_only": 0}
     assert breaker.call_sync(ok) == 1
-    assert states() == {"closed": 1, "open": 0, "half_open": 0}
+    assert states() == {"closed": 1, "open": 0, "half_open": 0, "disabled": 0, "metrics_only": 0}
     transitions = {
         (
             p.attributes["resilience.circuit_breaker.previous_state"],
@@ -413,6 +413,53 @@ async def test_breaker_state_gauge_through_closed_open_half_open_closed(otel, cl
 
 def _fail() -> None:
     raise ValueError("down")
+
+
+async def test_windowed_breaker_gauges_and_would_be_trips_of_metrics_only(otel, clock):
+    """What the dashboards and ResilienceCircuitBreakerWouldOpen read: the rates, the threshold, the state
+    metrics_only, and each would-be trip as metrics_only -> metrics_only, after which the window is empty."""
+    config = CircuitBreakerConfig(
+        sliding_window=CountWindow(10), minimum_calls=4, failure_rate_threshold=0.5, slow_call_duration=1.0
+    )
+    shadow = CircuitBreaker("shadow-cb", config, clock=clock)
+    plain = CircuitBreaker("plain-cb", CircuitBreakerConfig(), clock=clock)
+    shadow.metrics_only()
+
+    def gauge(name: str, breaker: str) -> list[float]:
+        return [p.value for p in otel.points(name) if p.attributes["resilience.name"] == breaker]
+
+    def slow() -> int:
+        clock.advance(1.0)
+        return 1
+
+    assert shadow.call_sync(slow) == 1
+    with pytest.raises(ValueError, match="down"):
+        shadow.call_sync(_fail)
+    assert gauge(sc.CB_FAILURE_RATE, "shadow-cb") == [0.5]
+    assert gauge(sc.CB_SLOW_CALL_RATE, "shadow-cb") == [0.5]
+    assert gauge(sc.CB_FAILURE_RATE_THRESHOLD, "shadow-cb") == [0.5]
+    for name in (sc.CB_FAILURE_RATE, sc.CB_SLOW_CALL_RATE, sc.CB_FAILURE_RATE_THRESHOLD):
+        assert gauge(name, "plain-cb") == []  # no sliding window, no rates
+    assert plain.rates() is None
+    for _ in range(2):  # 4 calls, 3 failed: the trip it would make
+        with pytest.raises(ValueError, match="down"):
+            shadow.call_sync(_fail)
+    assert shadow.state is CircuitState.METRICS_ONLY
+    states = {
+        p.attributes["resilience.circuit_breaker.state"]: p.value
+        for p in otel.points(sc.CB_STATE_METRIC)
+        if p.attributes["resilience.name"] == "shadow-cb"
+    }
+    assert states == {"closed": 0, "open": 0, "half_open": 0, "disabled": 0, "metrics_only": 1}
+    would = {
+        p.attributes["resilience.circuit_breaker.transition_reason"]: p.value
+        for p in otel.points(sc.CB_TRANSITIONS)
+        if p.attributes["resilience.name"] == "shadow-cb"
+        and p.attributes["resilience.circuit_breaker.previous_state"] == "metrics_only"
+        and p.attributes["resilience.circuit_breaker.state"] == "metrics_only"
+    }
+    assert would == {"failure_threshold": 0, "failure_rate": 1, "slow_call_rate": 0}
+    assert gauge(sc.CB_FAILURE_RATE, "shadow-cb") == [0.0]  # the window starts again: the saw-tooth
 
 
 async def test_bulkhead_gauges_show_active_queued_and_limits(otel):
@@ -494,6 +541,13 @@ class _BrokenBreaker:
     def stats(self):
         raise RuntimeError("boom")
 
+    @property
+    def failure_rate_threshold(self):
+        raise RuntimeError("boom")
+
+    def rates(self):
+        raise RuntimeError("boom")
+
 
 async def test_failing_observable_callback_is_counted_not_raised(otel):
     """A callback that raises reports nothing for that collection and counts a telemetry error."""
@@ -537,7 +591,7 @@ async def test_same_named_breakers_share_series_by_one_rule(otel, alerts):
             for p in otel.points(sc.CB_STATE_METRIC)
             if p.attributes["resilience.name"] == name
         }
-        assert states == {"closed": 0, "open": 1, "half_open": 0}
+        assert states == {"closed": 0, "open": 1, "half_open": 0, "disabled": 0, "metrics_only": 0}
         calls = {
             p.attributes["resilience.circuit_breaker.call_result"]: p.value
             for p in otel.points(sc.CB_CALLS)

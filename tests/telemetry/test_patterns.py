@@ -159,7 +159,7 @@ async def test_breaker_cycle_rejection_and_alert(otel, manager, clock, alerts, d
         for p in otel.points(sc.CB_STATE_METRIC)
         if p.attributes["resilience.name"] == "tel-cb"
     }
-    assert states == {"closed": 1, "open": 0, "half_open": 0}
+    assert states == {"closed": 1, "open": 0, "half_open": 0, "disabled": 0, "metrics_only": 0}
     transitions = {
         (
             p.attributes["resilience.circuit_breaker.previous_state"],

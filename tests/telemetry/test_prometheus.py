@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CountWindow
 from otel_resilience.engine.events import (
     AlertRaised,
     CallRejected,
@@ -48,6 +48,10 @@ def scrape() -> Iterator[str]:
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     instrument(meter_provider=provider)
     breaker = CircuitBreaker("prom-cb", CircuitBreakerConfig(failure_threshold=1))
+    windowed = CircuitBreaker(
+        "prom-window", CircuitBreakerConfig(sliding_window=CountWindow(10), minimum_calls=2)
+    )
+    windowed.metrics_only()  # its rate gauges exist from creation; its state is metrics_only
     bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
     assert bulkhead.execute_sync(lambda: 1) == 1
     with pytest.raises(ZeroDivisionError):
@@ -81,7 +85,7 @@ def scrape() -> Iterator[str]:
         if had_default:
             install_default()
         provider.shutdown()
-        del breaker, bulkhead
+        del breaker, windowed, bulkhead
 
 
 def _sample_names(text: str) -> set[str]:
@@ -114,7 +118,7 @@ def test_labels_are_the_sanitised_attribute_keys(scrape):
         for sample in state.samples
         if sample.labels["resilience_name"] == "prom-cb"
     }
-    assert values == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
+    assert values == {"closed": 0.0, "open": 1.0, "half_open": 0.0, "disabled": 0.0, "metrics_only": 0.0}
 
 
 @pytest.mark.parametrize(
