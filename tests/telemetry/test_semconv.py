@@ -221,7 +221,7 @@ def test_public_names_are_pinned():
         "resilience.circuit_breaker.calls",
         "resilience.circuit_breaker.failure_rate",
         "resilience.circuit_breaker.slow_call_rate",
-        "resilience.circuit_breaker.failure_rate.threshold",
+        "resilience.circuit_breaker.failure_rate_threshold",
         "resilience.rejections",
         "resilience.retries",
         "resilience.retry.delay",
