@@ -143,6 +143,8 @@ async def test_breaker_cycle_rejection_and_alert(otel, manager, clock, alerts, d
     assert event_names(first) == []
     assert event_names(tripping) == [sc.EV_STATE_CHANGED, sc.EV_ALERT]
     assert tripping.events[0].attributes["resilience.circuit_breaker.state"] == "open"
+    assert tripping.events[0].attributes["resilience.circuit_breaker.open_duration"] == 30.0
+    assert all("resilience.circuit_breaker.open_duration" not in e.attributes for e in probe.events)
     assert tripping.events[1].attributes["resilience.alert.kind"] == "circuit_open"
     assert rejected.attributes["resilience.outcome"] == "rejected"
     assert rejected.status.status_code is StatusCode.ERROR
