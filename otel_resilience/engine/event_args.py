@@ -32,7 +32,7 @@ __all__ = [
 class RetryScheduled:
     """A failed attempt will be retried after ``delay`` seconds."""
 
-    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "delay", "error_type")
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "delay", "error_type", "delay_source")
 
     attempt: int
     """The number of the attempt that failed (1-based, unique in the execution)."""
@@ -40,6 +40,9 @@ class RetryScheduled:
     """Seconds of backoff before the next attempt."""
     error_type: str | None
     """The failed attempt's exception class name, or ``None`` when a result was retried."""
+    delay_source: str = "strategy"
+    """Where the delay came from: ``"strategy"`` (the policy's backoff) or ``"outcome"`` (the
+    delay the failed attempt's error or result asked for, through ``RetryPolicy.delay_from``)."""
 
 
 @dataclass(slots=True)
@@ -54,7 +57,8 @@ class RetryExhausted:
     error_type: str | None
     reason: str
     """``"max_attempts"``, ``"deadline"``, ``"max_attempts_total"`` (the execution made its cap
-    of attempts in total) or ``"not_retryable"``."""
+    of attempts in total), ``"budget"`` (the retry budget allowed no retry), ``"max_delay"`` (the
+    delay the outcome asked for was over ``max_delay``) or ``"not_retryable"``."""
 
 
 @dataclass(slots=True)

@@ -112,6 +112,7 @@ EVENTS = [
             "resilience.name": "inst",
             "resilience.attempt": 1,
             "resilience.retry.delay": 0.5,
+            "resilience.retry.delay_source": "strategy",
             "error.type": "ConnectionError",
         },
     ),

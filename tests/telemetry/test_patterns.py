@@ -85,6 +85,7 @@ async def test_retry_then_success(otel, manager, driver):
         "resilience.name": "tel-retry",
         "resilience.attempt": 1,
         "resilience.retry.delay": 0.5,
+        "resilience.retry.delay_source": "strategy",
         "error.type": "ConnectionError",
     }
     attempt = otel.span("tel-retry attempt")

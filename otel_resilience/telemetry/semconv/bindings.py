@@ -57,6 +57,7 @@ from otel_resilience.telemetry.semconv.names import (
     RETRIES,
     RETRY_DELAY,
     RETRY_DELAY_METRIC,
+    RETRY_DELAY_SOURCE,
     RETRY_EXHAUSTED,
     RETRY_STOP_REASON,
     TIMEOUT_LIMIT,
@@ -93,11 +94,17 @@ LOG_EVENTS: Final[tuple[LogEventSpec, ...]] = (_ALERT_LOG, _PATTERN_LOG)
 EVENTS: Final[tuple[EventBinding, ...]] = (
     EventBinding(
         "retry_scheduled",
-        (("attempt", ATTEMPT), ("delay", RETRY_DELAY), ("error_type", ERROR_TYPE)),
+        (
+            ("attempt", ATTEMPT),
+            ("delay", RETRY_DELAY),
+            ("error_type", ERROR_TYPE),
+            ("delay_source", RETRY_DELAY_SOURCE),
+        ),
         SpanEventSpec(
             EV_RETRY_SCHEDULED,
-            "A failed attempt will be retried after the delay (the backoff is visible on the span).",
-            (PATTERN, NAME, ATTEMPT, RETRY_DELAY),
+            "A failed attempt will be retried after the delay (the backoff is visible on the span), "
+            "taken from the policy's strategy or from the outcome.",
+            (PATTERN, NAME, ATTEMPT, RETRY_DELAY, RETRY_DELAY_SOURCE),
             (ERROR_TYPE,),
         ),
         (MetricBinding(RETRIES), MetricBinding(RETRY_DELAY_METRIC, RETRY_DELAY)),

@@ -69,6 +69,8 @@ from otel_resilience.telemetry.semconv.names import (
     RETRY_DELAY,
     RETRY_DELAY_BOUNDARIES,
     RETRY_DELAY_METRIC,
+    RETRY_DELAY_SOURCE,
+    RETRY_DELAY_SOURCES,
     RETRY_EXHAUSTED,
     RETRY_STOP_REASON,
     RETRY_STOP_REASONS,
@@ -123,8 +125,16 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "string",
         "Why retrying stopped: the retry's own `max_attempts`, the deadline, the execution's cap "
         "on attempts in total (`max_attempts_total`, counted across retry and recovery re-runs), "
-        "or an error the policy does not retry.",
+        "the retry budget (`budget`: retries already added their share of load), a delay the "
+        "outcome asked for over the policy's `max_delay`, or an error the policy does not retry.",
         RETRY_STOP_REASONS,
+    ),
+    AttributeSpec(
+        RETRY_DELAY_SOURCE,
+        "string",
+        "Where the backoff came from: the policy's `strategy`, or the failed attempt's `outcome` "
+        "(a `Retry-After` or an error's `retry_after`, through `RetryPolicy.delay_from`).",
+        RETRY_DELAY_SOURCES,
     ),
     AttributeSpec(
         CB_STATE, "string", "A circuit breaker state (the new state of a transition).", CB_STATE_VALUES

@@ -89,6 +89,8 @@ __all__ = [
     "RETRY_DELAY",
     "RETRY_DELAY_BOUNDARIES",
     "RETRY_DELAY_METRIC",
+    "RETRY_DELAY_SOURCE",
+    "RETRY_DELAY_SOURCES",
     "RETRY_EXHAUSTED",
     "RETRY_STOP_REASON",
     "RETRY_STOP_REASONS",
@@ -122,6 +124,7 @@ HTTP_METHOD_LEGACY: Final = "http.method"
 """The pre-1.21 spelling of ``http.request.method``, also recognised."""
 RETRY_DELAY: Final = "resilience.retry.delay"
 RETRY_STOP_REASON: Final = "resilience.retry.stop_reason"
+RETRY_DELAY_SOURCE: Final = "resilience.retry.delay_source"
 CB_STATE: Final = "resilience.circuit_breaker.state"
 CB_PREVIOUS_STATE: Final = "resilience.circuit_breaker.previous_state"
 CB_TRANSITION_REASON: Final = "resilience.circuit_breaker.transition_reason"
@@ -206,7 +209,15 @@ REJECTION_REASONS_BY_PATTERN: Final[Mapping[str, tuple[str, ...]]] = MappingProx
 )
 """The rejection reasons each pattern kind can report: the rejection series that exist, at 0,
 from the moment a pattern of that kind is placed in a pipeline."""
-RETRY_STOP_REASONS: Final = ("max_attempts", "deadline", "max_attempts_total", "not_retryable")
+RETRY_STOP_REASONS: Final = (
+    "max_attempts",
+    "deadline",
+    "max_attempts_total",
+    "budget",
+    "max_delay",
+    "not_retryable",
+)
+RETRY_DELAY_SOURCES: Final = ("strategy", "outcome")
 TIMEOUT_SCOPES: Final = ("total", "attempt")
 FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
 RECOVERY_STRATEGIES: Final = ("retry", "restart", "fallback", "isolate", "escalate")
