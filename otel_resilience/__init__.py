@@ -55,7 +55,16 @@ from otel_resilience.recovery import (
     RecoveryContext,
     RecoveryStrategy,
 )
-from otel_resilience.retry import Jitter, Retry, RetryPolicy, RetryStrategy, retry, retry_async, retry_sync
+from otel_resilience.retry import (
+    Jitter,
+    Retry,
+    RetryBudget,
+    RetryPolicy,
+    RetryStrategy,
+    retry,
+    retry_async,
+    retry_sync,
+)
 from otel_resilience.telemetry import install_default as _install_default
 from otel_resilience.timeout import TimeoutConfig, TimeoutHandler, fail_after, move_on_after
 
@@ -96,6 +105,7 @@ __all__ = [
     "ResilienceError",
     "ResilienceManager",
     "Retry",
+    "RetryBudget",
     "RetryPolicy",
     "RetryStrategy",
     "TimeWindow",

@@ -1,5 +1,8 @@
 """Retry with backoff: FIXED, LINEAR, EXPONENTIAL and RANDOM delays, jitter, a timeout per attempt.
 
+Also a budget shared by many retries (:class:`RetryBudget`) and delays taken from the outcome
+(:attr:`RetryPolicy.delay_from`, :func:`retry_after_delay`).
+
 Use a :class:`Retry` instance (``await retry.execute(fn)``, ``retry.execute_sync(fn)``,
 ``@retry.protect``), the :func:`retry` decorator factory, or the one-shot functions
 :func:`retry_async` / :func:`retry_sync`. The manager composes a retry with other patterns through
@@ -22,7 +25,21 @@ How it behaves, and why:
 * **Default jitter: proportional, +/- 25 %** (Polly's factor for constant and linear backoffs).
   It de-synchronises clients that failed together (no thundering herd) while every delay stays
   within a quarter of the documented schedule, and a retry never fires at once, as full jitter
-  can. ``Jitter.FULL`` (AWS "full jitter", uniform in ``[0, d]``) is there for the widest spread.
+  can. ``Jitter.FULL`` (AWS "full jitter", uniform in ``[0, d]``) is there for the widest spread,
+  and ``Jitter.DECORRELATED`` (AWS "decorrelated jitter") draws each delay from the execution's
+  previous one: ``min(max_delay, uniform(initial_delay, previous * 3))``.
+* **A retry budget caps retry storms.** ``max_attempts`` bounds one call, not the load: when a
+  dependency fails for everyone, three attempts each triple its traffic. A
+  :class:`RetryBudget` shared by the retries of a dependency (``RetryPolicy(budget=...)``)
+  allows retries only while they stay under ``ratio`` times the first attempts of its sliding
+  window, plus a floor of ``min_retries_per_second``; past that a retry gives up at once, with
+  the original error, a note, and stop reason ``"budget"`` (counted in ``retries_denied``).
+* **Delays from the outcome.** ``RetryPolicy(delay_from=retry_after_delay)`` waits what the
+  failure asks for: an error's ``retry_after`` (an open breaker's, a rate limiter's) or an HTTP
+  ``Retry-After`` header of the attached response; ``None`` falls back to the strategy. Such a
+  delay is not jittered and never clamped: over ``max_delay`` retrying gives up at once (stop
+  reason ``"max_delay"``), past the deadline likewise (``"deadline"``). The default,
+  ``delay_from=None``, keeps the strategy's delays.
 * **Deadlines are respected.** Before each backoff, if the enclosing deadline
   (:func:`~otel_resilience.engine.context.time_remaining`) leaves no more than the delay, the retry
   gives up at once instead of sleeping past it (tenacity's ``stop_before_delay``).
@@ -47,10 +64,11 @@ How it behaves, and why:
 Telemetry (through the engine's facade; this module never imports OpenTelemetry):
 
 * ``Event.RETRY_SCHEDULED`` (:class:`~otel_resilience.engine.events.RetryScheduled`) before each
-  backoff.
+  backoff, with the delay's source: ``"strategy"`` or ``"outcome"``.
 * ``Event.RETRY_EXHAUSTED`` (:class:`~otel_resilience.engine.events.RetryExhausted`) when a
-  *retryable* failure or result is given up on: reason ``"max_attempts"``, ``"deadline"`` or
-  ``"max_attempts_total"`` (the execution made its cap of attempts in total, see below). An
+  *retryable* failure or result is given up on: reason ``"max_attempts"``, ``"deadline"``,
+  ``"budget"``, ``"max_delay"`` or ``"max_attempts_total"`` (the execution made its cap of
+  attempts in total, see below). An
   error that is not retryable at all is not reported: retry did not give up on it, it was never
   retry's to handle (a rejection is already reported by the breaker or bulkhead that raised it).
 * ``Event.TIMEOUT`` (:class:`~otel_resilience.engine.events.TimeoutOccurred`, scope
@@ -70,13 +88,15 @@ attempts in total (``ResilienceConfig.max_attempts_total``) and made them all,
 ``next_attempt`` refuses the next one: retry gives up with the original error, a note saying
 the total cap stopped it, and stop reason ``"max_attempts_total"``.
 
-The hot path (a first attempt that succeeds, no attempt listener) takes no lock, formats
-nothing and allocates nothing but the coroutine frame: one counter is bumped and the result is
-returned.
+The hot path (a first attempt that succeeds, no attempt listener, no budget) takes no lock,
+formats nothing and allocates nothing but the coroutine frame: one counter is bumped and the
+result is returned. A budget adds one deposit (a short lock) per execution.
 """
 
 from __future__ import annotations
 
+from otel_resilience.retry.budget import RetryBudget
+from otel_resilience.retry.delays import parse_retry_after, retry_after_delay
 from otel_resilience.retry.facade import _ONE_SHOT as _ONE_SHOT  # the one-shot cache, read by tests
 from otel_resilience.retry.facade import _ONE_SHOT_MAX as _ONE_SHOT_MAX
 from otel_resilience.retry.facade import Retry, retry, retry_async, retry_sync
@@ -92,6 +112,9 @@ from otel_resilience.retry.policy import (
     OnRetry,
     RetryPolicy,
     RetryStrategy,
+)
+from otel_resilience.retry.policy import (
+    DelayFrom as DelayFrom,
 )
 from otel_resilience.retry.policy import (
     ErrorSelector as ErrorSelector,
@@ -112,10 +135,13 @@ __all__ = [
     "Jitter",
     "OnRetry",
     "Retry",
+    "RetryBudget",
     "RetryPolicy",
     "RetryStats",
     "RetryStrategy",
+    "parse_retry_after",
     "retry",
+    "retry_after_delay",
     "retry_async",
     "retry_sync",
 ]

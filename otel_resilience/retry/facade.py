@@ -103,7 +103,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
         Returns:
             ``executions``, ``attempts``, ``retries``, ``successes``,
             ``first_attempt_successes``, ``successes_after_retry``, ``exhausted``,
-            ``non_retryable``, ``cancelled`` and ``attempt_timeouts``; see :class:`RetryStats`.
+            ``retries_denied``, ``non_retryable``, ``cancelled`` and ``attempt_timeouts``; see
+            :class:`RetryStats`.
         """
         with self._core.lock:
             return self._core.stats.as_dict()

@@ -2,7 +2,8 @@
 
 :class:`RetryPolicy` is a frozen, validated value; :meth:`RetryPolicy.compute_delay` is a pure
 function of it (plus a random source): a base delay per :class:`RetryStrategy`, then
-:class:`Jitter`, capped by ``max_delay``.
+:class:`Jitter`, capped by ``max_delay`` (``Jitter.DECORRELATED`` also reads the execution's
+previous delay).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import enum
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final
 
 from otel_resilience.engine.validation import (
@@ -22,6 +24,7 @@ from otel_resilience.engine.validation import (
     fail,
 )
 from otel_resilience.errors import ExecutionRejectedError
+from otel_resilience.retry.budget import RetryBudget
 
 OnRetry = Callable[[int, Exception | None], object]
 """``on_retry(attempt, error)``: sync, or (async drivers only) returning an awaitable."""
@@ -31,6 +34,10 @@ ErrorSelector = type[Exception] | tuple[type[Exception], ...] | Callable[[Except
 
 ResultPredicate = Callable[[Any], bool]
 """``retry_on_result(result) -> bool``: ``True`` means the result is retried."""
+
+DelayFrom = Callable[[Any], float | timedelta | None]
+"""``delay_from(outcome) -> seconds | None``: the failed attempt's error (or the retried result)
+to the delay it asks for (seconds, or a ``timedelta``), or ``None`` for the strategy's."""
 
 
 class RetryStrategy(enum.Enum):
@@ -59,6 +66,15 @@ class Jitter(enum.Enum):
     """Uniform in ``[0, d]`` (AWS "full jitter")."""
     PROPORTIONAL = "proportional"
     """Uniform in ``[d * (1 - jitter_ratio), d * (1 + jitter_ratio)]``."""
+    DECORRELATED = "decorrelated"
+    """AWS "decorrelated jitter": ``min(max_delay, uniform(initial_delay, previous * 3))``.
+
+    ``previous`` is this execution's previous backoff (``initial_delay`` before the first; a
+    delay taken from the outcome, see :attr:`RetryPolicy.delay_from`, counts too), so
+    each delay grows from the one before it, at random, and clients that failed together drift
+    apart. It replaces the strategy's schedule (the strategy is not used; ``RANDOM``, a schedule
+    of its own, is refused with it). The state lives in the execution, never in the shared
+    policy: concurrent executions do not disturb each other's sequence."""
 
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
@@ -126,6 +142,18 @@ class RetryPolicy:
     retry_on_result: ResultPredicate | None = None
     """``(result) -> bool``; ``True`` retries the result, and the last one is returned when
     attempts run out. Default: ``None`` (results are never retried)."""
+    budget: RetryBudget | None = None
+    """A :class:`~otel_resilience.retry.RetryBudget` the retries draw from, shared with other
+    policies; when it is empty, retrying stops (stop reason ``"budget"``). Default: ``None`` (no
+    budget: ``max_attempts`` alone bounds retries)."""
+    delay_from: DelayFrom | None = None
+    """``(outcome) -> seconds | None``: the delay the failed attempt's outcome asks for (its
+    error, or the retried result), e.g. a server's ``Retry-After``
+    (:func:`~otel_resilience.retry.retry_after_delay`); ``None`` from it falls back to the
+    strategy. The delay is used as is, without jitter; one over ``max_delay`` or past the
+    deadline gives up at once (stop reason ``"max_delay"`` or ``"deadline"``), never clamped: a
+    server asking for more than the policy would wait is not retried early. What it raises
+    propagates. Default: ``None`` (the strategy only)."""
 
     def __post_init__(self) -> None:
         check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1)
@@ -163,6 +191,15 @@ class RetryPolicy:
         no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)
         check_callable(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
+        self._check_outcome_fields()
+
+    def _check_outcome_fields(self) -> None:
+        """Validate ``budget`` and ``delay_from``, and the jitter that reads the execution's delays."""
+        if self.jitter is Jitter.DECORRELATED and self.strategy is RetryStrategy.RANDOM:
+            raise fail(_OWNER, "jitter", "not DECORRELATED when strategy is RANDOM", self.jitter)
+        if self.budget is not None and not isinstance(self.budget, RetryBudget):
+            raise fail(_OWNER, "budget", "a RetryBudget or None", self.budget, kind=TypeError)
+        check_callable(_OWNER, "delay_from", self.delay_from, optional=True)
 
     def is_retryable(self, error: Exception) -> bool:
         """Return whether ``error`` is retried: it matches ``retry_on`` and not ``no_retry_on``.
@@ -183,7 +220,9 @@ class RetryPolicy:
             return isinstance(error, included)
         return bool(included(error))
 
-    def compute_delay(self, attempt: int, rng: random.Random | None = None) -> float:
+    def compute_delay(
+        self, attempt: int, rng: random.Random | None = None, previous: float | None = None
+    ) -> float:
         """Return the backoff in seconds after ``attempt`` failed (a pure function of the policy).
 
         With ``a`` the failed attempt (1-based), ``i`` = ``initial_delay``, ``m`` =
@@ -200,12 +239,15 @@ class RetryPolicy:
             NONE          d
             FULL          uniform(0, d)
             PROPORTIONAL  uniform(d * (1 - r), d * (1 + r))    with r = jitter_ratio
+            DECORRELATED  uniform(i, max(i, previous) * 3)      (replaces d; previous: i when None)
             delay = min(jittered, cap)
 
         Args:
             attempt: The attempt that failed, ``>= 1``.
             rng: The random source for jitter and ``RANDOM`` (default: a module-level one).
                 Pass a seeded ``random.Random`` for reproducible delays.
+            previous: The execution's previous backoff, read by ``Jitter.DECORRELATED`` only
+                (``None``: before the first retry).
 
         Returns:
             The delay in seconds, ``0 <= delay <= max_delay``.
@@ -220,11 +262,20 @@ class RetryPolicy:
         cap = self.max_delay
         if self.strategy is RetryStrategy.RANDOM:
             return min(source.uniform(self.initial_delay, cap), cap)
+        if self.jitter is Jitter.DECORRELATED:
+            return _decorrelated(self, source, previous)
         try:
             base = _BASE_DELAY[self.strategy](self, attempt)
         except OverflowError:
             base = cap
         return max(0.0, min(_JITTER[self.jitter](self, min(base, cap), source), cap))
+
+
+def _decorrelated(policy: RetryPolicy, source: random.Random, previous: float | None) -> float:
+    """``DECORRELATED``: ``min(cap, uniform(i, max(i, previous) * 3))``, ``previous`` ``i`` if ``None``."""
+    low = policy.initial_delay
+    high = low if previous is None else max(low, previous)
+    return max(0.0, min(source.uniform(low, high * 3), policy.max_delay))
 
 
 def _fixed(policy: RetryPolicy, attempt: int) -> float:  # noqa: ARG001 - the same every time
@@ -271,7 +322,7 @@ _JITTER: Final[dict[Jitter, Callable[[RetryPolicy, float, random.Random], float]
     Jitter.FULL: _full_jitter,
     Jitter.PROPORTIONAL: _proportional_jitter,
 }
-"""How a base delay is randomised, per jitter kind."""
+"""How a base delay is randomised, per jitter kind (``DECORRELATED`` draws its delay itself)."""
 
 
 _DEFAULT_POLICY: Final = RetryPolicy()

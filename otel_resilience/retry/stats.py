@@ -19,8 +19,12 @@ class RetryStats:
         first_attempt_successes: Executions whose first attempt was accepted.
         successes_after_retry: Executions accepted on attempt 2 or later.
         exhausted: Executions given up on with a retryable error or result left
-            (``RETRY_EXHAUSTED``: attempts ran out, the deadline left no room, or the execution
+            (``RETRY_EXHAUSTED``: attempts ran out, the deadline left no room, the delay the
+            outcome asked for was over ``max_delay``, the budget was spent, or the execution
             made its cap of attempts in total).
+        retries_denied: Executions given up on because the policy's
+            :class:`~otel_resilience.retry.RetryBudget` allowed no retry (also counted in
+            ``exhausted``; stop reason ``"budget"``).
         non_retryable: Executions ended by an error the policy does not retry.
         cancelled: Executions cancelled (or interrupted) during an attempt or a backoff.
         retries: Backoffs scheduled (``RETRY_SCHEDULED``).
@@ -37,12 +41,14 @@ class RetryStats:
         "cancelled",
         "exhausted",
         "non_retryable",
+        "retries_denied",
     )
 
     def __init__(self) -> None:
         self._first_attempt_successes = Counter()
         self._successes_after_retry = Counter()
         self.exhausted = 0
+        self.retries_denied = 0
         self.non_retryable = 0
         self.cancelled = 0
         self._retries = Counter()
@@ -95,6 +101,7 @@ class RetryStats:
             "first_attempt_successes": self.first_attempt_successes,
             "successes_after_retry": self.successes_after_retry,
             "exhausted": self.exhausted,
+            "retries_denied": self.retries_denied,
             "non_retryable": self.non_retryable,
             "cancelled": self.cancelled,
             "attempt_timeouts": self.attempt_timeouts,

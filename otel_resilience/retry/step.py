@@ -13,7 +13,8 @@ import inspect
 import math
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.events import (
@@ -29,6 +30,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
+from otel_resilience.engine.validation import describe
 from otel_resilience.retry.policy import RetryPolicy, _constant_delay
 from otel_resilience.retry.stats import RetryStats
 
@@ -44,6 +46,19 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _NOTE_PREFIX: Final = "otel_resilience retry "
+_STRATEGY: Final = "strategy"
+_OUTCOME: Final = "outcome"
+
+
+class _Wait(NamedTuple):
+    """What follows a failed attempt: why retrying stops (``None``: it goes on) and the backoff."""
+
+    reason: str | None
+    delay: float
+    remaining: float
+    """Seconds left before the deadline (``inf``: none, or not read)."""
+    source: str
+    """Where the delay came from: ``"strategy"`` or ``"outcome"`` (``delay_from``)."""
 
 
 def _attach_note(error: BaseException, note: str) -> None:
@@ -70,8 +85,10 @@ class _RetryCore:
         "_no_retry_types",
         "_retry_types",
         "attempt_timeout",
+        "budget",
         "clock",
         "constant_delay",
+        "delay_from",
         "hook",
         "hook_is_async",
         "hook_what",
@@ -98,6 +115,8 @@ class _RetryCore:
         self.max_attempts = policy.max_attempts
         self.retry_on_result = policy.retry_on_result
         self.constant_delay = _constant_delay(policy)
+        self.budget = policy.budget
+        self.delay_from = policy.delay_from
         retry_on, no_retry_on = policy.retry_on, policy.no_retry_on
         self._retry_types = retry_on if isinstance(retry_on, tuple) else None
         self._no_retry_types = no_retry_on if isinstance(no_retry_on, tuple) else None
@@ -119,9 +138,16 @@ class _RetryCore:
         )
 
     def schedule(
-        self, telemetry: StrategyTelemetry, ctx: ExecutionContext, attempt: int, error: Exception | None
+        self,
+        telemetry: StrategyTelemetry,
+        ctx: ExecutionContext,
+        attempt: int,
+        error: Exception | None,
+        *,
+        result: object = None,
+        previous: float | None = None,
     ) -> float | None:
-        """Decide what follows a failed ``attempt`` (``error``, or a retried result when ``None``).
+        """Decide what follows a failed ``attempt`` (``error``, or a retried ``result`` when ``None``).
 
         Counts the ended attempt, reports the event, and attaches the note on a give-up. The
         next attempt's number is taken from ``ctx`` (:meth:`ExecutionContext.next_attempt`),
@@ -133,6 +159,9 @@ class _RetryCore:
             attempt: How many attempts this retry made (the failed one included), for
                 ``max_attempts`` and the backoff schedule.
             error: The failed attempt's error, or ``None`` when its result is retried.
+            result: The retried result (when ``error`` is ``None``), for ``delay_from``.
+            previous: This execution's previous backoff (``None`` before the first), for
+                ``Jitter.DECORRELATED``.
 
         Returns:
             The delay before the next attempt, or ``None`` to stop (re-raise ``error``, or
@@ -145,57 +174,115 @@ class _RetryCore:
                 stats.non_retryable += 1
             return None
         failed = ctx.attempt
-        reason, delay, remaining = self._next_wait(ctx, attempt)
+        wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
+        reason, delay = wait.reason, wait.delay
         next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
-        else:
-            with self.lock:
-                stats.exhausted += 1
-        if reason is None:
             if telemetry._hub.event_listeners:
-                args = RetryScheduled(failed, delay, error_type_name(error))
+                args = RetryScheduled(failed, delay, error_type_name(error), wait.source)
                 telemetry.report(Event.RETRY_SCHEDULED, args)
             return delay
+        self._give_up(telemetry, attempt, error, wait, failed)
+        return None
+
+    def _give_up(
+        self, telemetry: StrategyTelemetry, attempt: int, error: Exception | None, wait: _Wait, failed: int
+    ) -> None:
+        """Count and report a give-up (``wait.reason``), and note it on ``error``."""
+        reason = wait.reason
+        assert reason is not None  # noqa: S101 - only a stop is given up on
+        with self.lock:
+            self.stats.exhausted += 1
+            if reason == "budget":
+                self.stats.retries_denied += 1
         if telemetry._hub.event_listeners:
             telemetry.report(Event.RETRY_EXHAUSTED, RetryExhausted(failed, error_type_name(error), reason))
         if error is not None:
-            _attach_note(error, self._give_up_note(attempt, reason, delay, remaining, failed))
-        return None
+            _attach_note(error, self._give_up_note(attempt, wait, failed))
 
-    def _next_wait(self, ctx: ExecutionContext, attempt: int) -> tuple[str | None, float, float]:
-        """Return why retrying stops after ``attempt`` (``None``: it goes on), the backoff, the time left.
+    def _next_wait(
+        self, ctx: ExecutionContext, attempt: int, outcome: object, previous: float | None
+    ) -> _Wait:
+        """Return the wait after ``attempt`` and why retrying stops (its ``reason``; ``None``: it goes on).
 
-        Takes the next attempt's number from ``ctx`` when it goes on.
+        The checks run in this order: ``max_attempts``; the delay (from the outcome, else the
+        strategy) against ``max_delay`` and the deadline; the budget; the execution's cap in
+        total. Takes the next attempt's number from ``ctx`` (and a retry from the budget) only
+        when it goes on.
         """
         if attempt >= self.max_attempts:
-            return "max_attempts", 0.0, math.inf
-        constant = self.constant_delay
-        delay = self.policy.compute_delay(attempt, self.rng) if constant is None else constant
+            return _Wait("max_attempts", 0.0, math.inf, _STRATEGY)
+        source, delay = _STRATEGY, None
+        if self.delay_from is not None:
+            delay = self._delay_from(outcome)
+            if delay is not None:
+                source = _OUTCOME
+                if delay > self.policy.max_delay:
+                    return _Wait("max_delay", delay, math.inf, source)
+        if delay is None:
+            constant = self.constant_delay
+            delay = self.policy.compute_delay(attempt, self.rng, previous) if constant is None else constant
         remaining = time_remaining(self.clock)
         if remaining <= delay:
-            return "deadline", delay, remaining
+            return _Wait("deadline", delay, remaining, source)
+        budget = self.budget
+        if budget is not None and not budget.try_withdraw():
+            return _Wait("budget", delay, remaining, source)
         if ctx.next_attempt() is None:
-            return "max_attempts_total", delay, remaining
-        return None, delay, remaining
+            if budget is not None:
+                budget._refund()
+            return _Wait("max_attempts_total", delay, remaining, source)
+        return _Wait(None, delay, remaining, source)
 
-    def _give_up_note(
-        self, attempt: int, reason: str, delay: float, remaining: float, made_in_total: int
-    ) -> str:
-        """Describe why retrying stopped, for the re-raised exception."""
-        made = f"{attempt} of {self.policy.max_attempts} attempt{'s' if self.policy.max_attempts > 1 else ''}"
-        if reason == "deadline":
-            return (
-                f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}: a {delay:g} s backoff would "
-                f"overrun the deadline ({max(remaining, 0.0):g} s left)"
+    def _delay_from(self, outcome: object) -> float | None:
+        """Return the delay ``delay_from`` asks for after ``outcome``, in seconds, or ``None``.
+
+        Raises:
+            TypeError: It returned neither seconds (a number, a ``timedelta``) nor ``None``.
+            ValueError: It returned a negative number or NaN.
+        """
+        assert self.delay_from is not None  # noqa: S101 - the caller checked
+        value = self.delay_from(outcome)
+        if value is None:
+            return None
+        if isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            msg = (
+                f"retry {self.name!r}: delay_from returned {describe(value)}; it must return "
+                "seconds (a number or a timedelta) or None"
             )
+            raise TypeError(msg)
+        if not seconds >= 0:
+            msg = f"retry {self.name!r}: delay_from returned {describe(value)}; seconds must be >= 0"
+            raise ValueError(msg)
+        return seconds
+
+    def _give_up_note(self, attempt: int, wait: _Wait, made_in_total: int) -> str:
+        """Describe why retrying stopped, for the re-raised exception."""
+        max_attempts = self.policy.max_attempts
+        head = f"{_NOTE_PREFIX}{self.name!r}: gave up after {attempt} of {max_attempts} attempt"
+        head += "s" if max_attempts > 1 else ""
+        reason, delay = wait.reason, wait.delay
+        if wait.source == _OUTCOME:
+            backoff = f"the {delay:g} s delay the outcome asked for (delay_from)"
+        else:
+            backoff = f"a {delay:g} s backoff"
+        if reason == "deadline":
+            return f"{head}: {backoff} would overrun the deadline ({max(wait.remaining, 0.0):g} s left)"
+        if reason == "max_delay":
+            return f"{head}: {backoff} is over max_delay ({self.policy.max_delay:g} s)"
+        if reason == "budget":
+            return f"{head}: the retry budget allows no more retries now ({self.budget!r})"
         if reason == "max_attempts_total":
             return (
-                f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}: the execution made "
-                f"{made_in_total} attempt{'s' if made_in_total > 1 else ''} in total, its cap "
-                "(max_attempts_total)"
+                f"{head}: the execution made {made_in_total} attempt{'s' if made_in_total > 1 else ''} "
+                "in total, its cap (max_attempts_total)"
             )
-        return f"{_NOTE_PREFIX}{self.name!r}: gave up after {made}"
+        return head
 
     def attempt_timed_out(self, telemetry: StrategyTelemetry, timeout: float) -> None:
         """Count and report an attempt that hit its own timeout."""
@@ -239,15 +326,18 @@ class _Attempts:
         count: How many attempts this step made in this execution, the running one included
             (what ``max_attempts`` and the backoff schedule count).
         handles: The running attempt's scope, or ``None`` when none is open.
+        previous: This execution's latest backoff, or ``None`` before the first (what
+            ``Jitter.DECORRELATED`` grows from: per execution, never in the shared policy).
     """
 
-    __slots__ = ("count", "ctx", "handles", "telemetry")
+    __slots__ = ("count", "ctx", "handles", "previous", "telemetry")
 
     def __init__(self, ctx: ExecutionContext, telemetry: StrategyTelemetry, handles: Any = None) -> None:
         self.count = 1
         self.ctx = ctx
         self.telemetry = telemetry
         self.handles = handles
+        self.previous: float | None = None
 
     def start(self) -> None:
         """Open the scope of the attempt about to run (a :class:`RunAgain` hook: after the wait)."""
@@ -276,7 +366,7 @@ class _RetryStep(Link[RetryPolicy]):
     backoffs and calls ``on_retry``; this step says what follows each attempt.
     """
 
-    __slots__ = ("_core", "_hook_is_async", "seconds")
+    __slots__ = ("_budget", "_core", "_hook_is_async", "seconds")
 
     kind: ClassVar[str] = "retry"
     scope: str = "attempt"
@@ -285,16 +375,22 @@ class _RetryStep(Link[RetryPolicy]):
         super().__init__(core.name, core.policy, core.clock, telemetry)
         self._core = core
         self._hook_is_async = core.hook_is_async
+        self._budget = core.budget
         self.seconds = core.attempt_timeout
 
     def admit(self, ctx: ExecutionContext) -> _Attempts | None:
-        """Refuse the sync driver for an async ``on_retry``; open the first attempt's scope when wanted.
+        """Refuse an async ``on_retry`` under the sync driver; deposit in the budget; open attempt 1's scope.
+
+        The scope is opened when an attempt listener wants it; the budget (when the policy has
+        one) counts the execution's first attempt.
 
         Raises:
             TypeError: ``on_retry`` is async and the sync driver runs the execution.
         """
         if self._hook_is_async and ctx.sync:
             raise self._core.async_hook_error()
+        if self._budget is not None:
+            self._budget.deposit()
         if self._telemetry._hub.attempt_listeners:
             handles = self._telemetry.start_attempt(ctx.operation, ctx.attempt)
             return _Attempts(ctx, self._telemetry, handles) if handles else None
@@ -303,7 +399,7 @@ class _RetryStep(Link[RetryPolicy]):
     def on_success(self, ctx: ExecutionContext, token: _Attempts | None, result: Any) -> Action:
         """Return the accepted result; retry a result the policy retries, or return it when retrying stops."""
         if token is None:
-            return None if self._core.accepts(result, 1) else self._after(ctx, None, None)
+            return None if self._core.accepts(result, 1) else self._after(ctx, None, None, result)
         outcome = Outcome.FAILURE
         try:
             if self._core.accepts(result, token.count):
@@ -311,7 +407,7 @@ class _RetryStep(Link[RetryPolicy]):
                 return None
         finally:
             token.end(outcome, None)
-        return self._after(ctx, token, None)
+        return self._after(ctx, token, None, result)
 
     def on_failure(self, ctx: ExecutionContext, token: _Attempts | None, error: Exception) -> Action:
         """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops."""
@@ -339,8 +435,10 @@ class _RetryStep(Link[RetryPolicy]):
         if token is not None:
             token.end(Outcome.CANCELLED, None)
 
-    def _after(self, ctx: ExecutionContext, token: _Attempts | None, error: Exception | None) -> Action:
-        """Decide what follows a failed attempt (``error``, or a retried result when ``None``).
+    def _after(
+        self, ctx: ExecutionContext, token: _Attempts | None, error: Exception | None, result: object = None
+    ) -> Action:
+        """Decide what follows a failed attempt (``error``, or a retried ``result`` when ``None``).
 
         Returns:
             ``None`` when retrying stops; else a :class:`RunAgain` after the backoff, preceded
@@ -348,12 +446,19 @@ class _RetryStep(Link[RetryPolicy]):
         """
         core = self._core
         failed = ctx.attempt
-        delay = core.schedule(self._telemetry, ctx, 1 if token is None else token.count, error)
-        if delay is None:
-            return None
         if token is None:
+            delay = core.schedule(self._telemetry, ctx, 1, error, result=result)
+            if delay is None:
+                return None
             token = _Attempts(ctx, self._telemetry)
+        else:
+            delay = core.schedule(
+                self._telemetry, ctx, token.count, error, result=result, previous=token.previous
+            )
+            if delay is None:
+                return None
         token.count += 1
+        token.previous = delay
         retry = RunAgain(delay, token, token.start if self._telemetry._hub.attempt_listeners else None)
         if core.hook is None:
             return retry
