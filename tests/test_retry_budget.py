@@ -14,6 +14,7 @@ import pytest
 import otel_resilience
 from otel_resilience.engine.events import Event, RetryExhausted, error_type_name
 from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
 from otel_resilience.retry.budget import BUDGET_BUCKETS
 from otel_resilience.testing import EventRecorder, FakeClock
@@ -311,3 +312,30 @@ async def test_a_budget_keeps_a_storm_within_ratio_and_floor(clock: FakeClock) -
     denied = [o for o in outcomes if "retry budget" in "".join(getattr(o, "__notes__", []))]
     assert len(denied) == budget.get_stats()["denied"] > 0
     assert budget.get_stats()["retries"] == calls - REQUESTS
+
+
+async def test_policies_of_the_manager_share_one_budget(driver: str, clock: FakeClock) -> None:
+    """Two manager policies (one with an attempt timeout, whose policy the manager copies) share the budget."""
+    budget = RetryBudget(ratio=0.0, min_retries_per_second=0.2, window=10.0, clock=clock)  # floor 2
+    manager = ResilienceManager()
+    configs = [
+        ResilienceConfig(name="budget-a", retry_policy=zero_delay(max_attempts=3, budget=budget)),
+        ResilienceConfig(
+            name="budget-b", retry_policy=zero_delay(max_attempts=3, budget=budget, attempt_timeout=5.0)
+        ),
+    ]
+    calls = []
+    for config in configs:
+        fn = always_failing()
+        with pytest.raises(Boom):
+            if driver == "sync":
+                manager.execute_with_resilience_sync(fn, config)
+            else:
+
+                async def afn(fn: Callable[[], Any] = fn) -> Any:
+                    return fn()
+
+                await manager.execute_with_resilience(afn, config)
+        calls.append(fn.calls)  # type: ignore[attr-defined]
+    assert calls == [3, 1]
+    assert budget.get_stats()["retries"] == 2
