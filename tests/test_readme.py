@@ -17,6 +17,7 @@ EXPECTED = [
     "rejected by 'ml_service': circuit breaker 'ml_service' is forced open until reset()",
     "closed -> open failure_rate 2.0\nopen (0.0, 0.0)\n",
     "data after 2 attempts",
+    "22 20\n",
     "{'similarity': 0.7, 'quality': 0.9}\n{'similarity': 0.7, 'quality': 0.9}\n",
     "timed out after 0.05 s\ncached answer",
     " 10\n",  # the bulkhead peaked at its max_concurrent
