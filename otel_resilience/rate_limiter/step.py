@@ -11,7 +11,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.step import Wait
 from otel_resilience.errors import RateLimitedError
 from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
-from otel_resilience.rate_limiter.rules import _Reservation, _Rules
+from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules
 
 if TYPE_CHECKING:
     from otel_resilience.engine.clock import Clock
@@ -57,6 +57,10 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         if isinstance(got, float):
             raise self._rejected(got)
         return _Waiting(rules, got, clock)
+
+    def get_stats(self) -> RateLimiterStatsDict:
+        """Return the limiter's counts (shared by all its links), as :meth:`RateLimiter.get_stats` does."""
+        return self._rules.snapshot(self.name, self.clock.now())
 
     def _rejected(self, retry_after: float) -> RateLimitedError:
         """Report the rejection; return its error."""
