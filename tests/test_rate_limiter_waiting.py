@@ -409,6 +409,24 @@ def test_a_hole_already_passed_is_not_rolled_back_with_the_latest():
     assert rules.acquire(2.0, 0.0) == 1.0
 
 
+def test_an_interrupt_just_after_the_claim_gives_nothing_back():
+    """A waiter interrupted once its permit is claimed has spent it: abandoning it changes nothing."""
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0))
+    assert rules.acquire(0.0, 10.0) is None
+    reservation = rules.acquire(0.0, 10.0)
+    assert isinstance(reservation, _Reservation)
+    rules.claim(reservation)
+    rules.abandon(reservation, 1.0)
+    snapshot = rules.snapshot("api", 1.0)
+    assert (snapshot["admitted"], snapshot["waited"], snapshot["cancelled"], snapshot["waiting"]) == (
+        2,
+        1,
+        0,
+        0,
+    )
+    assert snapshot["available"] == 0.0
+
+
 def test_a_cancelled_sync_waiter_gives_its_permit_back(clock):
     """An interrupt while a thread sleeps gives the reservation back before it propagates."""
 

@@ -60,7 +60,7 @@ class RateLimiterStatsDict(TypedDict):
 
 
 class _Reservation:
-    """A permit reserved for time :attr:`due`; :attr:`held` is ``False`` once it is a hole."""
+    """A permit reserved for time :attr:`due`; :attr:`held` while a waiter holds it (no hole, not claimed)."""
 
     __slots__ = ("due", "held")
 
@@ -155,6 +155,7 @@ class _Rules(abc.ABC):
         """Record that a waiter took its reserved permit (its time has come)."""
         with self._lock:
             self._pending.remove(reservation)
+            reservation.held = False
             self.waiting -= 1
             self.waited += 1
             self.admitted += 1
@@ -163,10 +164,11 @@ class _Rules(abc.ABC):
         """Give back the reservation of a waiter that gave up (cancelled) before its time.
 
         The latest reservations, once holes, are rolled back; an earlier one stays a hole for
-        the next caller who would wait.
+        the next caller who would wait. Nothing happens for a reservation already claimed (an
+        interrupt just after the claim).
         """
         with self._lock:
-            if not reservation.held:  # pragma: no cover - a waiter gives up once
+            if not reservation.held:
                 return
             now = max(now, self._now)
             reservation.held = False

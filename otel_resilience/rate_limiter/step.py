@@ -91,10 +91,10 @@ class _Waiting(Wait):
         try:
             while (delay := reservation.due - clock.now()) > 0:
                 await clock.sleep(delay)
+            self._rules.claim(reservation)
         except BaseException:
-            self._rules.abandon(reservation, clock.now())
+            self._rules.abandon(reservation, clock.now())  # a no-op once claimed
             raise
-        self._rules.claim(reservation)
 
     def wait_sync(self) -> None:
         """Block this thread until the permit is due; then take it."""
@@ -102,10 +102,10 @@ class _Waiting(Wait):
         try:
             while (delay := reservation.due - clock.now()) > 0:
                 clock.sleep_sync(delay)
+            self._rules.claim(reservation)
         except BaseException:
-            self._rules.abandon(reservation, clock.now())
+            self._rules.abandon(reservation, clock.now())  # a no-op once claimed
             raise
-        self._rules.claim(reservation)
 
     def __repr__(self) -> str:
         return f"<rate limiter wait until {self._reservation.due!r}>"
