@@ -78,6 +78,7 @@ def test_defaults_are_pinned():
     assert DEFAULT_MAX_KEYS == 1024
     assert RateLimiterConfig(rate=2.5).burst == 3
     assert RateLimiterConfig(rate=0.1).burst == 1
+    assert dataclasses.replace(RateLimiterConfig(rate=10.0), rate=100.0).burst == 10  # stored once computed
     assert RateLimiterConfig(rate=3).rate == 3.0
     assert isinstance(RateLimiterConfig(rate=3).rate, float)
     with pytest.raises(TypeError):

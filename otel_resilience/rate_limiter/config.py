@@ -57,7 +57,8 @@ class RateLimiterConfig:
     burst: int = None  # type: ignore[assignment] # None until __post_init__ computes the default
     """The most permits taken at once, an ``int >= 1``: the bucket's size (``"token_bucket"``),
     or the most admissions in any window of ``burst / rate`` seconds (``"sliding_window"``).
-    The default is ``max(1, ceil(rate))``: one second's worth of permits."""
+    The default is ``max(1, ceil(rate))``: one second's worth of permits, computed at
+    construction and stored (``dataclasses.replace(config, rate=...)`` keeps it)."""
     algorithm: Algorithm = "token_bucket"
     """``"token_bucket"`` (the default): a bucket of ``burst`` tokens refilled continuously at
     ``rate`` per second; a call takes one. Bursts up to ``burst``, then ``rate`` on average.
