@@ -1,6 +1,6 @@
 """otel_resilience: fault-tolerance patterns for asyncio and threads, native to OpenTelemetry.
 
-Circuit breaker, retry with backoff, fallback, timeout, bulkhead and rule-based error recovery,
+Circuit breaker, retry with backoff, fallback, timeout, bulkhead, rate limiter and rule-based error recovery,
 composed by one manager. Every retry, trip, rejection, timeout, fallback and recovery is a span
 event and a metric. The public API is re-exported here; see each module for details.
 """
@@ -35,6 +35,7 @@ from otel_resilience.errors import (
     CircuitOpenError,
     ExecutionRejectedError,
     OperationTimeoutError,
+    RateLimitedError,
     RecoveryEscalatedError,
     ResilienceError,
     UnacceptedResultError,
@@ -48,6 +49,7 @@ from otel_resilience.manager import (
     get_resilience_manager,
     resilient,
 )
+from otel_resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from otel_resilience.recovery import (
     ErrorRecoverySystem,
     RecoveryAction,
@@ -96,6 +98,9 @@ __all__ = [
     "Jitter",
     "OperationTimeoutError",
     "Outcome",
+    "RateLimitedError",
+    "RateLimiter",
+    "RateLimiterConfig",
     "RecoveryAction",
     "RecoveryConfig",
     "RecoveryContext",

@@ -5,8 +5,9 @@
     ResilienceError(Exception)
     ├── ExecutionRejectedError            the dependency was never called
     │   ├── CircuitOpenError              .name, .state, .retry_after
-    │   └── BulkheadFullError             .name, .max_concurrent, .max_waiting, .reason
-    │       └── BulkheadTimeoutError      waited in the queue longer than the bulkhead's timeout
+    │   ├── BulkheadFullError             .name, .max_concurrent, .max_waiting, .reason
+    │   │   └── BulkheadTimeoutError      waited in the queue longer than the bulkhead's timeout
+    │   └── RateLimitedError              .name, .retry_after
     ├── OperationTimeoutError(ResilienceError, TimeoutError)   .timeout, .scope, .operation
     └── RecoveryEscalatedError            raised by ESCALATE, ``from`` the original error
 
@@ -27,6 +28,7 @@ __all__ = [
     "CircuitOpenError",
     "ExecutionRejectedError",
     "OperationTimeoutError",
+    "RateLimitedError",
     "RecoveryEscalatedError",
     "ResilienceError",
 ]
@@ -109,6 +111,29 @@ class BulkheadTimeoutError(BulkheadFullError):
 
     def __str__(self) -> str:
         return f"bulkhead {self.name!r}: no slot became free within {self.timeout:g} s"
+
+
+class RateLimitedError(ExecutionRejectedError):
+    """A rate limiter rejected the call: no permit was free, and none could be waited for.
+
+    A call is rejected at once (never after waiting) when the next permit is due later than the
+    limiter's ``max_wait``, or later than the deadline of an enclosing timeout, or when
+    ``max_waiting`` callers already wait.
+
+    Attributes:
+        name: The rate limiter's name.
+        retry_after: Seconds until the next permit is due, ``> 0``: a caller that comes back
+            then finds one, unless others took it first.
+    """
+
+    __slots__ = ("name", "retry_after")
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"rate limiter {self.name!r} has no permit free; the next is due in {self.retry_after:.3f} s"
 
 
 class OperationTimeoutError(ResilienceError, TimeoutError):

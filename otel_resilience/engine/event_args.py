@@ -91,7 +91,8 @@ class CallRejected:
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("reason",)
 
     reason: str
-    """``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"`` or ``"queue_timeout"``."""
+    """``"circuit_open"``, ``"half_open_full"``, ``"bulkhead_full"``, ``"queue_timeout"`` or
+    ``"rate_limited"``."""
 
 
 @dataclass(slots=True)

@@ -13,6 +13,9 @@ from otel_resilience import (
     FallbackConfig,
     FallbackHandler,
     FallbackStrategy,
+    RateLimitedError,
+    RateLimiter,
+    RateLimiterConfig,
     ResilienceConfig,
     Retry,
     RetryPolicy,
@@ -90,3 +93,17 @@ async def check_decorators() -> None:
     z: int = decorated_sync(2)
     decorated_sync("2")  # type: ignore[arg-type]
     print(y, z)
+
+
+async def check_rate_limiter() -> None:
+    limiter = RateLimiter("typing", RateLimiterConfig(rate=10.0, burst=5, max_wait=1.0))
+    a: str = await limiter.call(fetch, 1, verbose=True)
+    await limiter.call(fetch, "1")  # type: ignore[arg-type]
+    b: str = limiter.call_sync(fetch_sync, 2)
+    c: str = await limiter.protect(fetch)(3)
+    taken: bool = limiter.try_acquire()
+    RateLimiterConfig(rate=1.0, algorithm="leaky")  # type: ignore[arg-type]
+    per_key = RateLimiter.per_key("typing", RateLimiterConfig(rate=1.0), max_keys=10)
+    d: str = per_key.for_key("tenant").call_sync(fetch_sync, 4)
+    retry_after: float = RateLimitedError("typing", 1.0).retry_after
+    print(a, b, c, d, taken, retry_after)

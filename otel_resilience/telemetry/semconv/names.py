@@ -159,6 +159,7 @@ PATTERN_VALUES: Final = (
     "bulkhead",
     "recovery",
     "alerts",
+    "rate_limiter",
 )
 CB_STATE_VALUES: Final = ("closed", "open", "half_open", "disabled", "metrics_only")
 CB_TRANSITION_REASONS: Final = (
@@ -203,9 +204,19 @@ CB_TRANSITIONS_KNOWN: Final = (
 """Every (previous state, state, reason) a circuit breaker can report: the transition series
 that exist, at 0, from the moment a breaker is created. A METRICS_ONLY breaker reports each trip
 it would make as a change from ``metrics_only`` to ``metrics_only`` with the trip's reason."""
-REJECTION_REASONS: Final = ("circuit_open", "half_open_full", "bulkhead_full", "queue_timeout")
+REJECTION_REASONS: Final = (
+    "circuit_open",
+    "half_open_full",
+    "bulkhead_full",
+    "queue_timeout",
+    "rate_limited",
+)
 REJECTION_REASONS_BY_PATTERN: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {"circuit_breaker": ("circuit_open", "half_open_full"), "bulkhead": ("bulkhead_full", "queue_timeout")}
+    {
+        "circuit_breaker": ("circuit_open", "half_open_full"),
+        "bulkhead": ("bulkhead_full", "queue_timeout"),
+        "rate_limiter": ("rate_limited",),
+    }
 )
 """The rejection reasons each pattern kind can report: the rejection series that exist, at 0,
 from the moment a pattern of that kind is placed in a pipeline."""

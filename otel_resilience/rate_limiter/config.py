@@ -1,0 +1,99 @@
+"""The rate limiter's settings: :class:`RateLimiterConfig` and its defaults."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
+
+KIND: Final = "rate_limiter"
+"""The pattern kind in telemetry."""
+
+ALGORITHMS: Final = ("token_bucket", "sliding_window")
+"""The algorithms a :class:`RateLimiterConfig` may name."""
+DEFAULT_MAX_WAITING: Final = 100
+"""Callers that may wait for a permit at once unless configured otherwise (a bounded queue)."""
+
+Algorithm = Literal["token_bucket", "sliding_window"]
+"""How permits are counted: see :attr:`RateLimiterConfig.algorithm`."""
+
+_OWNER: Final = "RateLimiterConfig"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiterConfig:
+    """How many calls a :class:`RateLimiter` admits, how fast, and how long a caller may wait.
+
+    Example::
+
+        RateLimiterConfig(rate=50.0, burst=10)                  # 50/s, at most 10 at once
+        RateLimiterConfig(rate=5.0, max_wait=2.0)               # wait up to 2 s for a permit
+        RateLimiterConfig(rate=100 / 60, burst=100, algorithm="sliding_window")  # 100 a minute
+
+    **From Resilience4j:** ``limitForPeriod`` permits every ``limitRefreshPeriod`` is
+    ``burst=limitForPeriod, rate=limitForPeriod / limitRefreshPeriod`` (seconds), and
+    ``timeoutDuration`` is ``max_wait``. Resilience4j refills the whole period's permits at each
+    period boundary, so it can admit ``2 * limitForPeriod`` across a boundary; the token bucket
+    refills continuously and never admits more than ``burst`` at once, and ``"sliding_window"``
+    never admits more than ``burst`` in any ``limitRefreshPeriod``.
+
+    Args:
+        rate: See the attribute.
+        burst: See the attribute; ``None`` (the default) for ``max(1, ceil(rate))``.
+        algorithm: See the attribute.
+        max_wait: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
+        max_waiting: See the attribute.
+
+    Raises:
+        TypeError: If a field has the wrong type (the message names ``RateLimiterConfig.<field>``).
+        ValueError: If a field is out of range (the message names ``RateLimiterConfig.<field>``).
+    """
+
+    rate: float
+    """Permits per second on average, a finite number ``> 0`` (required). ``rate=0.5`` is one
+    permit every 2 s."""
+    burst: int = None  # type: ignore[assignment] # None until __post_init__ computes the default
+    """The most permits taken at once, an ``int >= 1``: the bucket's size (``"token_bucket"``),
+    or the most admissions in any window of ``burst / rate`` seconds (``"sliding_window"``).
+    The default is ``max(1, ceil(rate))``: one second's worth of permits, computed at
+    construction and stored (``dataclasses.replace(config, rate=...)`` keeps it)."""
+    algorithm: Algorithm = "token_bucket"
+    """``"token_bucket"`` (the default): a bucket of ``burst`` tokens refilled continuously at
+    ``rate`` per second; a call takes one. Bursts up to ``burst``, then ``rate`` on average.
+    ``"sliding_window"``: at most ``burst`` admissions in any window of ``burst / rate`` seconds,
+    kept as an exact log of the last ``burst`` admission times (O(burst) memory, O(1) a call).
+    It never exceeds ``burst`` in a window anywhere, where a fixed window admits twice that
+    across a boundary; after a full burst it admits nothing until the window has passed."""
+    max_wait: float = 0.0
+    """The longest a caller may wait for a permit, in seconds, ``>= 0``. ``0`` (the default)
+    rejects at once when no permit is free. A caller whose permit is due later than this (or
+    later than the deadline of an enclosing timeout) is rejected at once, not after waiting."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """Callers that may wait for a permit at once, an ``int >= 0``; a caller beyond them is
+    rejected at once. Only meaningful with ``max_wait > 0``. The default is 100 (bounded, so
+    that an overload cannot pile up waiting callers without limit)."""
+
+    def __post_init__(self) -> None:
+        rate = check_number(_OWNER, "rate", self.rate, minimum=0.0, min_inclusive=False)
+        object.__setattr__(self, "rate", rate)
+        burst: object = self.burst
+        if burst is None:
+            object.__setattr__(self, "burst", max(1, math.ceil(rate)))
+        else:
+            check_int(_OWNER, "burst", burst, minimum=1)
+        if not isinstance(self.algorithm, str):
+            raise fail(
+                _OWNER, "algorithm", "'token_bucket' or 'sliding_window'", self.algorithm, kind=TypeError
+            )
+        if self.algorithm not in ALGORITHMS:
+            raise fail(_OWNER, "algorithm", "'token_bucket' or 'sliding_window'", self.algorithm)
+        max_wait = check_duration(_OWNER, "max_wait", self.max_wait, allow_zero=True)
+        object.__setattr__(self, "max_wait", max_wait)
+        check_int(_OWNER, "max_waiting", self.max_waiting, minimum=0)
+
+    @property
+    def window(self) -> float:
+        """The sliding window's length, ``burst / rate`` seconds (the time a full bucket takes to refill)."""
+        return self.burst / self.rate

@@ -1,0 +1,111 @@
+"""The rate limiter's step: :meth:`_RateLimiterStep.admit` takes a permit, reserves one, or rejects."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, ClassVar, Final
+
+from otel_resilience.engine.context import time_remaining
+from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
+from otel_resilience.engine.facade import Link
+from otel_resilience.engine.step import Wait
+from otel_resilience.errors import RateLimitedError
+from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
+from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.context import ExecutionContext
+
+_REJECTED_EVENT: Final = CallRejected(reason="rate_limited")
+
+
+class _RateLimiterStep(Link[RateLimiterConfig]):
+    """A pipeline link bound to a rate limiter's shared permits, with its own telemetry.
+
+    Only :meth:`admit` is a hook: a permit is spent when the call starts, whatever its outcome,
+    so nothing is given back when it ends.
+    """
+
+    __slots__ = ("_rules",)
+
+    kind: ClassVar[str] = KIND
+
+    def __init__(
+        self, name: str, config: RateLimiterConfig, clock: Clock, rules: _Rules, telemetry: StrategyTelemetry
+    ) -> None:
+        super().__init__(name, config, clock, telemetry)
+        self._rules = rules
+
+    def admit(self, ctx: ExecutionContext) -> _Waiting | None:  # noqa: ARG002 - the same for every call
+        """Take a permit now; else reserve the next one due and return the wait for it; else reject.
+
+        A wait is allowed when the permit is due within ``config.max_wait``, before the deadline
+        of an enclosing timeout (:func:`~otel_resilience.engine.context.time_remaining`) and
+        while fewer than ``config.max_waiting`` callers wait.
+
+        Raises:
+            RateLimitedError: No permit is free and none may be waited for; its ``retry_after``
+                says when the next one is due.
+        """
+        rules, clock = self._rules, self.clock
+        max_wait = rules.max_wait
+        remaining = time_remaining(clock) if max_wait > 0 else math.inf
+        got = rules.acquire(clock.now(), max_wait, remaining)
+        if got is None:
+            return None
+        if isinstance(got, float):
+            raise self._rejected(got)
+        return _Waiting(rules, got, clock)
+
+    def get_stats(self) -> RateLimiterStatsDict:
+        """Return the limiter's counts (shared by all its links), as :meth:`RateLimiter.get_stats` does."""
+        return self._rules.snapshot(self.name, self.clock.now())
+
+    def _rejected(self, retry_after: float) -> RateLimitedError:
+        """Report the rejection; return its error."""
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(Event.CALL_REJECTED, _REJECTED_EVENT)
+        return RateLimitedError(self.name, retry_after)
+
+
+class _Waiting(Wait):
+    """A caller waiting for its reserved permit: the driver sleeps on the limiter's clock until it is due.
+
+    The wait ends at the permit's time, never later (it sleeps again if the clock woke it early);
+    a ``BaseException`` while it sleeps (cancellation, its task's deadline) gives the reservation
+    back and is re-raised.
+    """
+
+    __slots__ = ("_clock", "_reservation", "_rules")
+
+    def __init__(self, rules: _Rules, reservation: _Reservation, clock: Clock) -> None:
+        self._rules = rules
+        self._reservation = reservation
+        self._clock = clock
+
+    async def wait(self) -> None:
+        """Sleep on the event loop until the permit is due; then take it."""
+        clock, reservation = self._clock, self._reservation
+        try:
+            while (delay := reservation.due - clock.now()) > 0:
+                await clock.sleep(delay)
+            self._rules.claim(reservation)
+        except BaseException:
+            self._rules.abandon(reservation, clock.now())  # a no-op once claimed
+            raise
+
+    def wait_sync(self) -> None:
+        """Block this thread until the permit is due; then take it."""
+        clock, reservation = self._clock, self._reservation
+        try:
+            while (delay := reservation.due - clock.now()) > 0:
+                clock.sleep_sync(delay)
+            self._rules.claim(reservation)
+        except BaseException:
+            self._rules.abandon(reservation, clock.now())  # a no-op once claimed
+            raise
+
+    def __repr__(self) -> str:
+        return f"<rate limiter wait until {self._reservation.due!r}>"

@@ -1,0 +1,489 @@
+"""Tests for the rate limiter: config, admissions of both algorithms, rejections, its uses, keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import pickle
+from datetime import timedelta
+
+import pytest
+
+from otel_resilience import (
+    ExecutionRejectedError,
+    ExtraStrategy,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+    Jitter,
+    RateLimitedError,
+    RateLimiter,
+    RateLimiterConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    Retry,
+    RetryPolicy,
+)
+from otel_resilience.engine.events import CallRejected, Event
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.validation import MAX_DURATION
+from otel_resilience.rate_limiter import DEFAULT_MAX_KEYS, DEFAULT_MAX_WAITING, KeyedRateLimiter
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def limiter_of(clock, *, name="api", **config):
+    """A limiter on ``clock`` with ``RateLimiterConfig(**config)``."""
+    return RateLimiter(name, RateLimiterConfig(**config), clock=clock)
+
+
+async def call(limiter, driver, value="ok", calls=None):
+    """Run one call through the async or the sync driver, recording that ``fn`` ran."""
+    if driver == "async":
+
+        async def fn():
+            if calls is not None:
+                calls.append(value)
+            return value
+
+        return await limiter.call(fn)
+
+    def fn_sync():
+        if calls is not None:
+            calls.append(value)
+        return value
+
+    return limiter.call_sync(fn_sync)
+
+
+def admitted(limiter, count):
+    """Try ``count`` permits now; return which were taken."""
+    return [limiter.try_acquire() for _ in range(count)]
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+def test_defaults_are_pinned():
+    """rate is required; burst is one second's worth; token bucket, no waiting, 100 waiters."""
+    config = RateLimiterConfig(rate=10.0)
+    assert (config.burst, config.algorithm, config.max_wait, config.max_waiting) == (
+        10,
+        "token_bucket",
+        0.0,
+        100,
+    )
+    assert DEFAULT_MAX_WAITING == 100
+    assert DEFAULT_MAX_KEYS == 1024
+    assert RateLimiterConfig(rate=2.5).burst == 3
+    assert RateLimiterConfig(rate=0.1).burst == 1
+    assert dataclasses.replace(RateLimiterConfig(rate=10.0), rate=100.0).burst == 10  # stored once computed
+    assert RateLimiterConfig(rate=3).rate == 3.0
+    assert isinstance(RateLimiterConfig(rate=3).rate, float)
+    with pytest.raises(TypeError):
+        RateLimiterConfig()  # type: ignore[call-arg]
+
+
+def test_resilience4j_limits_map_to_rate_and_burst():
+    """limitForPeriod=50 per limitRefreshPeriod=500 ms is burst=50, rate=100/s; the window is the period."""
+    config = RateLimiterConfig(rate=50 / 0.5, burst=50, algorithm="sliding_window")
+    assert config.window == 0.5
+    assert RateLimiterConfig(rate=4.0, burst=2).window == 0.5
+
+
+def test_max_wait_accepts_timedelta_and_config_is_frozen():
+    """A timedelta is stored as seconds; the config cannot be changed after construction."""
+    config = RateLimiterConfig(rate=1.0, max_wait=timedelta(milliseconds=250))
+    assert config.max_wait == 0.25
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.rate = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"rate": 0}, ValueError, "rate"),
+        ({"rate": -1.0}, ValueError, "rate"),
+        ({"rate": math.inf}, ValueError, "rate"),
+        ({"rate": math.nan}, ValueError, "rate"),
+        ({"rate": "10"}, TypeError, "rate"),
+        ({"rate": True}, TypeError, "rate"),
+        ({"rate": 1.0, "burst": 0}, ValueError, "burst"),
+        ({"rate": 1.0, "burst": 2.0}, TypeError, "burst"),
+        ({"rate": 1.0, "burst": True}, TypeError, "burst"),
+        ({"rate": 1.0, "algorithm": "leaky_bucket"}, ValueError, "algorithm"),
+        ({"rate": 1.0, "algorithm": 1}, TypeError, "algorithm"),
+        ({"rate": 1.0, "max_wait": -0.1}, ValueError, "max_wait"),
+        ({"rate": 1.0, "max_wait": math.inf}, ValueError, "max_wait"),
+        ({"rate": 1.0, "max_wait": MAX_DURATION * 2}, ValueError, "max_wait"),
+        ({"rate": 1.0, "max_wait": "1"}, TypeError, "max_wait"),
+        ({"rate": 1.0, "max_waiting": -1}, ValueError, "max_waiting"),
+        ({"rate": 1.0, "max_waiting": 1.5}, TypeError, "max_waiting"),
+    ],
+)
+def test_bad_config_is_rejected(kwargs, error, field):
+    """Every field is checked, and the error names RateLimiterConfig.<field>."""
+    with pytest.raises(error, match=rf"^RateLimiterConfig\.{field} must be "):
+        RateLimiterConfig(**kwargs)
+
+
+def test_validation_messages_are_pinned():
+    """The message says the rule and the value."""
+    with pytest.raises(ValueError, match=r"^RateLimiterConfig\.rate must be > 0, got 0$"):
+        RateLimiterConfig(rate=0)
+    with pytest.raises(
+        ValueError, match=r"^RateLimiterConfig.algorithm must be 'token_bucket' or 'sliding_window'"
+    ):
+        RateLimiterConfig(rate=1.0, algorithm="fixed_window")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "pattern"),
+    [
+        (("api",), {}, TypeError, r"^RateLimiter\.config must be a RateLimiterConfig"),
+        (("api", {"rate": 1.0}), {}, TypeError, r"^RateLimiter\.config must be"),
+        (("",), {"config": RateLimiterConfig(rate=1.0)}, ValueError, r"^RateLimiter\.name must be"),
+        ((3,), {"config": RateLimiterConfig(rate=1.0)}, TypeError, r"^RateLimiter\.name must be"),
+        (
+            ("api", RateLimiterConfig(rate=1.0)),
+            {"clock": object()},
+            TypeError,
+            r"^RateLimiter\.clock must be",
+        ),
+    ],
+)
+def test_bad_constructor_arguments_are_rejected(args, kwargs, error, pattern):
+    """A missing config (a rate has no default), a bad name or a bad clock is refused."""
+    with pytest.raises(error, match=pattern):
+        RateLimiter(*args, **kwargs)
+
+
+# --- admissions ----------------------------------------------------------------------------
+
+
+def test_token_bucket_admits_a_burst_then_the_rate(clock):
+    """burst at once; then one permit per 1/rate seconds; fractional refills add up."""
+    limiter = limiter_of(clock, rate=4.0, burst=3)
+    assert admitted(limiter, 4) == [True, True, True, False]
+    clock.advance(0.125)  # half a token
+    assert admitted(limiter, 1) == [False]
+    clock.advance(0.125)
+    assert admitted(limiter, 2) == [True, False]
+    assert limiter.available == 0.0
+    clock.advance(0.5)
+    assert limiter.available == 2.0
+    assert admitted(limiter, 3) == [True, True, False]
+
+
+def test_token_bucket_never_holds_more_than_burst(clock):
+    """An idle hour refills the bucket to burst, not beyond."""
+    limiter = limiter_of(clock, rate=100.0, burst=5)
+    clock.advance(3600.0)
+    assert limiter.available == 5.0
+    assert admitted(limiter, 6) == [True] * 5 + [False]
+
+
+def test_sliding_window_admits_burst_per_window(clock):
+    """At most burst in any window of burst/rate seconds; a permit frees when its admission leaves it."""
+    limiter = limiter_of(clock, rate=2.0, burst=2, algorithm="sliding_window")  # window: 1 s
+    assert admitted(limiter, 3) == [True, True, False]
+    clock.advance(0.5)
+    assert admitted(limiter, 1) == [False]
+    clock.advance(0.5)  # the first two admissions (at 0) leave the window (0, 1]
+    assert admitted(limiter, 1) == [True]
+    clock.advance(0.25)
+    assert admitted(limiter, 2) == [True, False]
+    clock.advance(0.75)  # 2.0: the admission at 1.0 has left, the one at 1.25 has not
+    assert admitted(limiter, 2) == [True, False]
+    assert limiter.available == 0.0
+
+
+def test_sliding_window_refuses_what_a_token_bucket_allows(clock):
+    """After a burst a token bucket refills gradually; a sliding window waits the whole window."""
+    bucket = limiter_of(clock, name="b", rate=4.0, burst=4)
+    window = limiter_of(clock, name="w", rate=4.0, burst=4, algorithm="sliding_window")
+    assert admitted(bucket, 4) == admitted(window, 4) == [True] * 4
+    clock.advance(0.5)
+    assert admitted(bucket, 3) == [True, True, False]
+    assert admitted(window, 1) == [False]
+    clock.advance(0.5)
+    assert admitted(window, 5) == [True] * 4 + [False]
+
+
+async def test_calls_take_permits_and_pass_outcomes_through(clock, driver):
+    """A call spends a permit whatever its outcome: a failure propagates unchanged and is not refunded."""
+    limiter = limiter_of(clock, rate=1.0, burst=2)
+    assert await call(limiter, driver) == "ok"
+
+    def broken():
+        raise ConnectionError("down")
+
+    async def broken_async():
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        if driver == "async":
+            await limiter.call(broken_async)
+        else:
+            limiter.call_sync(broken)
+    assert limiter.available == 0.0
+    assert limiter.get_stats()["admitted"] == 2
+
+
+# --- rejections ----------------------------------------------------------------------------
+
+
+async def test_rejection_is_immediate_with_retry_after(clock, driver):
+    """No permit and no waiting: RateLimitedError at once, fn not called, retry_after = when one is due."""
+    limiter = limiter_of(clock, rate=4.0, burst=1)
+    calls: list[str] = []
+    await call(limiter, driver, calls=calls)
+    clock.advance(0.05)
+    with pytest.raises(RateLimitedError) as raised:
+        await call(limiter, driver, calls=calls)
+    error = raised.value
+    assert calls == ["ok"]
+    assert isinstance(error, ExecutionRejectedError)
+    assert (error.name, error.retry_after) == ("api", pytest.approx(0.2))
+    assert str(error) == "rate limiter 'api' has no permit free; the next is due in 0.200 s"
+    assert clock.sleeps == []
+    assert limiter.get_stats()["rejected"] == 1
+
+
+def test_rate_limited_error_pickles_with_its_fields():
+    """The error keeps its constructor's arguments, as every rejection does."""
+    error = pickle.loads(pickle.dumps(RateLimitedError("api", 1.5)))
+    assert (error.name, error.retry_after, error.args) == ("api", 1.5, ("api", 1.5))
+
+
+async def test_rejections_are_reported_as_events(clock, driver, recorder):
+    """Each rejected call reports CALL_REJECTED with reason rate_limited; try_acquire reports nothing."""
+    limiter = limiter_of(clock, rate=1.0, burst=1)
+    await call(limiter, driver)
+    with pytest.raises(RateLimitedError):
+        await call(limiter, driver)
+    assert not limiter.try_acquire()
+    assert recorder.of(Event.CALL_REJECTED) == [CallRejected(reason="rate_limited")]
+    [source] = recorder.sources(Event.CALL_REJECTED)
+    assert (source.kind, source.name) == ("rate_limiter", "api")
+
+
+# --- the ways it is used -------------------------------------------------------------------
+
+
+async def test_as_strategy_shares_permits_and_reports_with_its_pipeline(clock, recorder):
+    """A pipeline link of the limiter takes permits from the same bucket, named for its pipeline."""
+    limiter = limiter_of(clock, rate=1.0, burst=2)
+    pipeline = PipelineBuilder("checkout", clock=clock).add(limiter.as_strategy("checkout")).build()
+
+    async def fn():
+        return 1
+
+    assert await pipeline.execute(fn) == 1
+    assert limiter.try_acquire()
+    with pytest.raises(RateLimitedError):
+        await pipeline.execute(fn)
+    assert pipeline.stats.rejected == 1
+    [source] = recorder.sources(Event.CALL_REJECTED)
+    assert (source.kind, source.name, source.pipeline) == ("rate_limiter", "api", "checkout")
+
+
+async def test_protect_picks_the_driver_and_keeps_the_signature(clock):
+    """protect wraps async and sync functions; both draw on one bucket."""
+    limiter = limiter_of(clock, rate=1.0, burst=2)
+
+    @limiter.protect
+    async def fetch(user_id: int) -> str:
+        """Fetch a user."""
+        return f"user {user_id}"
+
+    @limiter.protect
+    def parse(raw: str) -> str:
+        return raw.upper()
+
+    assert fetch.__name__ == "fetch"
+    assert fetch.__doc__ == "Fetch a user."
+    assert await fetch(1) == "user 1"
+    assert parse("x") == "X"
+    with pytest.raises(RateLimitedError):
+        await fetch(2)
+    with pytest.raises(TypeError, match=r"^RateLimiter\.protect"):
+        limiter.protect(42)  # type: ignore[call-overload]
+
+
+async def test_guard_takes_a_permit_before_the_block(clock):
+    """with/async with guard() take a permit (or raise before the block runs)."""
+    limiter = limiter_of(clock, rate=1.0, burst=2)
+    ran = []
+    with limiter.guard():
+        ran.append("sync")
+    async with limiter.guard():
+        ran.append("async")
+    with pytest.raises(RateLimitedError):
+        async with limiter.guard():
+            ran.append("never")
+    with pytest.raises(RateLimitedError):
+        with limiter.guard():
+            ran.append("never")
+    assert ran == ["sync", "async"]
+
+
+async def test_guard_waits_for_its_permit(clock):
+    """A guard waits like a call, for exactly the time its permit needs."""
+    limiter = limiter_of(clock, rate=2.0, burst=1, max_wait=1.0)
+    with limiter.guard():
+        pass
+    async with limiter.guard():
+        at = clock.now()
+    assert clock.sleeps == [0.5]
+    assert at == 1000.5
+
+
+async def test_retry_does_not_retry_a_rate_limited_call(clock, driver):
+    """RateLimitedError is a rejection: a retry around the limiter gives up at once."""
+    limiter = limiter_of(clock, rate=1.0, burst=1)
+    retry = Retry("r", RetryPolicy(max_attempts=3, initial_delay=0.1, jitter=Jitter.NONE), clock=clock)
+    pipeline = PipelineBuilder("p", clock=clock).add(retry.as_strategy()).add(limiter.as_strategy()).build()
+    calls: list[int] = []
+
+    async def fn_async():
+        calls.append(1)
+        return 1
+
+    def fn_sync():
+        calls.append(1)
+        return 1
+
+    run = pipeline.execute if driver == "async" else pipeline.execute_sync
+    fn = fn_async if driver == "async" else fn_sync
+    result = run(fn)
+    assert (await result if driver == "async" else result) == 1
+    with pytest.raises(RateLimitedError):
+        result = run(fn)
+        if driver == "async":
+            await result
+    assert calls == [1]
+    assert clock.sleeps == []
+    assert limiter.get_stats()["rejected"] == 1
+
+
+async def test_a_fallback_answers_a_rate_limited_call(clock, driver):
+    """A fallback outside the limiter answers its rejection."""
+    limiter = limiter_of(clock, rate=1.0, burst=1)
+    fallback = FallbackHandler(FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="busy"))
+    pipeline = (
+        PipelineBuilder("p", clock=clock).add(fallback.as_strategy()).add(limiter.as_strategy()).build()
+    )
+    answers = []
+    for _ in range(2):
+        if driver == "async":
+
+            async def fn():
+                return "fresh"
+
+            answers.append(await pipeline.execute(fn))
+        else:
+            answers.append(pipeline.execute_sync(lambda: "fresh"))
+    assert answers == ["fresh", "busy"]
+    assert pipeline.stats.fallback == 1
+
+
+async def test_a_manager_places_it_as_an_extra_strategy(clock):
+    """ExtraStrategy(limiter.as_strategy, outside="retry"): a rejection is neither retried nor called."""
+    limiter = limiter_of(clock, rate=1.0, burst=1)
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        name="search",
+        retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.1, jitter=Jitter.NONE),
+        extra_strategies=(ExtraStrategy(limiter.as_strategy, outside="retry"),),
+    )
+
+    async def search():
+        return "hits"
+
+    assert await manager.execute_with_resilience(search, config) == "hits"
+    with pytest.raises(RateLimitedError):
+        await manager.execute_with_resilience(search, config)
+    stats = manager.get_resilience_statistics()
+    [extra] = stats["extra_strategies"]["search"]
+    assert (extra["kind"], extra["name"], extra["stats"]["rejected"]) == ("rate_limiter", "api", 1)
+
+
+async def test_get_stats_and_repr(clock):
+    """The snapshot has every count; repr shows the limits."""
+    limiter = limiter_of(clock, name="s", rate=2.0, burst=2, algorithm="sliding_window")
+    await call(limiter, "async")
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    assert limiter.get_stats() == {
+        "name": "s",
+        "algorithm": "sliding_window",
+        "rate": 2.0,
+        "burst": 2,
+        "admitted": 2,
+        "rejected": 1,
+        "waited": 0,
+        "cancelled": 0,
+        "waiting": 0,
+        "available": 0.0,
+    }
+    assert repr(limiter) == "RateLimiter('s', rate=2/s, burst=2, sliding_window)"
+    assert limiter.waiting == 0
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+def test_each_key_has_its_own_limiter(clock):
+    """Keys do not share permits; one key gets the same limiter back; telemetry never sees the key."""
+    per_tenant = RateLimiter.per_key("tenant_api", RateLimiterConfig(rate=1.0, burst=1), clock=clock)
+    assert isinstance(per_tenant, KeyedRateLimiter)
+    alice, bob = per_tenant.for_key("alice"), per_tenant.for_key("bob")
+    assert alice is per_tenant.for_key("alice")
+    assert alice is not bob
+    assert alice.try_acquire()
+    assert not per_tenant.for_key("alice").try_acquire()
+    assert bob.try_acquire()
+    assert alice.name == bob.name == "tenant_api"
+    assert alice.telemetry.source.name == "tenant_api"
+    assert alice.config is per_tenant.config
+    assert (per_tenant.name, per_tenant.max_keys, len(per_tenant)) == ("tenant_api", DEFAULT_MAX_KEYS, 2)
+    assert repr(per_tenant) == "KeyedRateLimiter('tenant_api', keys=2/1024)"
+
+
+def test_ten_thousand_keys_through_a_hundred_stay_bounded(clock):
+    """10 000 keys through max_keys=100 keep at most 100 live; the rest are evicted, none leak."""
+    per_key = RateLimiter.per_key("ip", RateLimiterConfig(rate=1.0, burst=1), max_keys=100, clock=clock)
+    for client in range(10_000):
+        assert per_key.for_key(client).try_acquire()
+    gc.collect()
+    assert len(per_key) <= 100
+    assert per_key.get_stats() == {"keys": len(per_key), "max_keys": 100, "evicted": 10_000 - len(per_key)}
+
+
+def test_an_evicted_key_still_held_is_found_again(clock):
+    """A key's limiter a caller still holds is returned again after eviction: its bucket is kept."""
+    per_key = RateLimiter.per_key("ip", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+    held = per_key.for_key("a")
+    assert held.try_acquire()
+    per_key.for_key("b")  # evicts "a"
+    assert per_key.get_stats()["evicted"] == 1
+    again = per_key.for_key("a")
+    assert again is held
+    assert not again.try_acquire()
+
+
+def test_per_key_validates_its_arguments(clock):
+    """A bad name, config, cap or clock is refused, naming KeyedRateLimiter.<field>."""
+    config = RateLimiterConfig(rate=1.0)
+    with pytest.raises(ValueError, match=r"^KeyedRateLimiter\.max_keys must be an int >= 1"):
+        RateLimiter.per_key("k", config, max_keys=0)
+    with pytest.raises(ValueError, match=r"^KeyedRateLimiter\.name must be"):
+        RateLimiter.per_key(" ", config)
+    with pytest.raises(TypeError, match=r"^KeyedRateLimiter\.config must be a RateLimiterConfig"):
+        RateLimiter.per_key("k", {"rate": 1.0})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^KeyedRateLimiter\.clock must be"):
+        RateLimiter.per_key("k", config, clock=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        RateLimiter.per_key("k", config).for_key([])  # type: ignore[arg-type]

@@ -1,0 +1,510 @@
+"""Tests for waiting on the rate limiter: reservations in FIFO order, the limits of a wait, cancellation.
+
+Waiters here sleep on a :class:`ManualClock`, whose sleeps end only when the test moves time, so
+that several callers wait side by side as they would on a real clock; ``FakeClock`` (whose sleeps
+jump the time forward) pins the length of single waits and serves the threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, TimeoutHandler, fail_after
+from otel_resilience.engine.events import CallRejected, Event
+from otel_resilience.rate_limiter.rules import _Reservation, new_rules
+from otel_resilience.testing import FakeClock
+
+
+class ManualClock:
+    """A clock whose sleeps, async and sync, end only when :meth:`advance` moves time past them.
+
+    Attributes:
+        sleeps: Every duration asked for, in order.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._cond = threading.Condition()
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._blocked = 0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    @property
+    def sleeping(self) -> int:
+        """Tasks and threads asleep now."""
+        with self._cond:
+            return len(self._sleepers) + self._blocked
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        with self._cond:
+            self.sleeps.append(seconds)
+            entry = (self._now + seconds, future)
+            self._sleepers.append(entry)
+        try:
+            await future
+        finally:
+            with self._cond:
+                if entry in self._sleepers:
+                    self._sleepers.remove(entry)
+
+    def sleep_sync(self, seconds: float) -> None:
+        with self._cond:
+            self.sleeps.append(seconds)
+            end = self._now + seconds
+            self._blocked += 1
+            try:
+                while self._now < end:
+                    if not self._cond.wait(timeout=5.0):
+                        raise AssertionError("the test never moved the clock past this sleep")
+            finally:
+                self._blocked -= 1
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward; wake every sleeper whose end has come (async ones on their loop)."""
+        with self._cond:
+            self._now += seconds
+            woken = [entry for entry in self._sleepers if entry[0] <= self._now]
+            for entry in woken:
+                self._sleepers.remove(entry)
+            self._cond.notify_all()
+        for _, future in woken:
+            future.get_loop().call_soon_threadsafe(_finish, future)
+
+
+def _finish(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def until(condition, steps=500):
+    """Yield to the loop until ``condition()`` holds (bounded)."""
+    for _ in range(steps):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+def until_sync(condition, timeout=5.0):
+    """Poll ``condition()`` from a thread until it holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.001)
+
+
+def limiter_on(clock, **config):
+    """A limiter named ``api`` on ``clock`` with ``RateLimiterConfig(**config)``."""
+    return RateLimiter("api", RateLimiterConfig(**config), clock=clock)
+
+
+async def start_waiters(limiter, clock, count, ran, first=0):
+    """Start ``count`` async calls that record ``(i, clock.now())`` when they run; return the tasks."""
+
+    async def work(i):
+        ran.append((i, clock.now()))
+        return i
+
+    tasks = []
+    for i in range(first, first + count):
+        asleep = clock.sleeping
+        tasks.append(asyncio.create_task(limiter.call(work, i)))
+        await until(lambda: clock.sleeping == asleep + 1)  # noqa: B023 - read before the next start
+    return tasks
+
+
+# --- FIFO, and no longer than needed -------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+async def test_async_waiters_run_in_fifo_order_at_their_permits_time(algorithm):
+    """Tasks that wait are admitted in the order they asked, each exactly when its permit is due."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=10.0, algorithm=algorithm)
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    tasks = await start_waiters(limiter, clock, 4, ran)
+    assert clock.sleeps == [1.0, 2.0, 3.0, 4.0]
+    assert limiter.waiting == 4
+    assert not limiter.try_acquire()  # a newcomer never overtakes a waiter
+    for step in range(1, 5):
+        clock.advance(0.5)
+        await until(lambda: clock.sleeping == 5 - step)  # noqa: B023
+        assert len(ran) == step - 1
+        clock.advance(0.5)
+        await until(lambda: len(ran) == step)  # noqa: B023
+    assert ran == [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)]
+    assert await asyncio.gather(*tasks) == [0, 1, 2, 3]
+    stats = limiter.get_stats()
+    assert (stats["admitted"], stats["waited"], stats["waiting"], stats["rejected"]) == (5, 4, 0, 1)
+
+
+def test_sync_waiters_run_in_fifo_order_at_their_permits_time():
+    """Threads that wait are admitted in the order they asked, each exactly when its permit is due."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=2.0, burst=1, max_wait=10.0)
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    threads = []
+    for i in range(4):
+        thread = threading.Thread(target=limiter.call_sync, args=(lambda i=i: ran.append((i, clock.now())),))
+        thread.start()
+        threads.append(thread)
+        until_sync(lambda: clock.sleeping == len(threads))
+    assert clock.sleeps == [0.5, 1.0, 1.5, 2.0]
+    for step in range(1, 5):
+        clock.advance(0.5)
+        until_sync(lambda: len(ran) == step)  # noqa: B023
+    for thread in threads:
+        thread.join(5)
+    assert ran == [(0, 0.5), (1, 1.0), (2, 1.5), (3, 2.0)]
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_threads_on_a_fake_clock_never_run_ahead_of_the_rate(algorithm):
+    """8 threads x 25 waiting calls: all run, and the k-th to run never runs before the k-th permit."""
+    clock = FakeClock(0.0)
+    rate, burst = 10.0, 4
+    limiter = limiter_on(clock, rate=rate, burst=burst, max_wait=1e6, max_waiting=1000, algorithm=algorithm)
+    times: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8, timeout=5)
+
+    def record():
+        with lock:
+            times.append(clock.now())
+
+    def worker():
+        barrier.wait()
+        for _ in range(25):
+            limiter.call_sync(record)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    times.sort()
+    assert len(times) == 200
+    for k, at in enumerate(times):
+        assert at >= (k - burst + 1) / rate - 1e-9, (k, at)
+    stats = limiter.get_stats()
+    assert (stats["admitted"], stats["rejected"], stats["waiting"]) == (200, 0, 0)
+    assert 0 < stats["waited"] <= 200 - burst  # the sleeps of some threads move the clock for others
+
+
+async def test_a_wait_lasts_exactly_until_the_permit_is_due(clock, driver):
+    """The caller sleeps the time its permit needs, once, and runs then."""
+    limiter = limiter_on(clock, rate=4.0, burst=1, max_wait=1.0)
+    assert limiter.try_acquire()
+    clock.advance(0.1)
+    if driver == "async":
+
+        async def fn():
+            return clock.now()
+
+        at = await limiter.call(fn)
+    else:
+        at = limiter.call_sync(clock.now)
+    assert clock.sleeps == [pytest.approx(0.15)]
+    assert at == pytest.approx(1000.25)
+
+
+# --- the limits of a wait ------------------------------------------------------------------
+
+
+async def test_a_wait_longer_than_max_wait_is_rejected_at_once(clock, driver, recorder):
+    """A permit due later than max_wait: rejected now (no sleep), retry_after when it is due."""
+    limiter = limiter_on(clock, rate=2.0, burst=1, max_wait=0.5)
+    assert limiter.try_acquire()
+    assert limiter.call_sync(lambda: "waited 0.5") == "waited 0.5"  # exactly max_wait is allowed
+    assert clock.sleeps == [0.5]
+    assert limiter.try_acquire() is False
+    limiter_two = limiter_on(clock, rate=2.0, burst=1, max_wait=0.4)
+    assert limiter_two.try_acquire()
+    with pytest.raises(RateLimitedError) as raised:
+        if driver == "async":
+
+            async def fn():
+                return 1
+
+            await limiter_two.call(fn)
+        else:
+            limiter_two.call_sync(lambda: 1)
+    assert raised.value.retry_after == 0.5
+    assert clock.sleeps == [0.5]
+    assert recorder.of(Event.CALL_REJECTED) == [CallRejected(reason="rate_limited")]
+
+
+async def test_an_async_wait_past_the_deadline_is_rejected_at_once(clock):
+    """A permit due after the enclosing deadline: RateLimitedError now, not a timeout later."""
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=5.0)
+    assert limiter.try_acquire()
+
+    async def fn():
+        return clock.now()
+
+    with pytest.raises(RateLimitedError) as raised:
+        async with fail_after(0.9, clock=clock):
+            await limiter.call(fn)
+    assert raised.value.retry_after == 1.0
+    with pytest.raises(RateLimitedError):
+        async with fail_after(1.0, clock=clock):  # due exactly at the deadline: no time to run
+            await limiter.call(fn)
+    assert clock.sleeps == []
+    async with fail_after(1.5, clock=clock):
+        assert await limiter.call(fn) == 1001.0
+    assert clock.sleeps == [1.0]
+
+
+def test_a_sync_wait_past_the_deadline_is_rejected_at_once(clock):
+    """A thread's deadline (a sync timeout scope) bounds its wait the same way."""
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=5.0)
+    assert limiter.try_acquire()
+    short = TimeoutHandler(0.5, clock=clock)
+    with pytest.raises(RateLimitedError):
+        short.with_timeout_sync(limiter.call_sync, lambda: "late")
+    assert clock.sleeps == []
+    long = TimeoutHandler(2.0, clock=clock)
+    assert long.with_timeout_sync(limiter.call_sync, lambda: "in time") == "in time"
+    assert clock.sleeps == [1.0]
+
+
+async def test_max_waiting_callers_then_rejections():
+    """Once max_waiting callers wait, the next is rejected at once with its own permit's time."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=60.0, max_waiting=2)
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    tasks = await start_waiters(limiter, clock, 2, ran)
+
+    async def fn():
+        return "never"
+
+    with pytest.raises(RateLimitedError) as raised:
+        await limiter.call(fn)
+    assert raised.value.retry_after == 3.0
+    clock.advance(1.0)
+    await until(lambda: len(ran) == 1)
+    tasks += await start_waiters(limiter, clock, 1, ran, first=2)  # room again
+    for count in (2, 3):
+        clock.advance(1.0)
+        await until(lambda: len(ran) == count)  # noqa: B023
+    await asyncio.gather(*tasks)
+    assert ran == [(0, 1.0), (1, 2.0), (2, 3.0)]
+
+
+async def test_max_waiting_zero_never_waits(clock, driver):
+    """max_waiting=0 rejects at once even though max_wait would allow the wait."""
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=10.0, max_waiting=0)
+    assert limiter.try_acquire()
+    with pytest.raises(RateLimitedError):
+        if driver == "async":
+
+            async def fn():
+                return 1
+
+            await limiter.call(fn)
+        else:
+            limiter.call_sync(lambda: 1)
+    assert clock.sleeps == []
+
+
+# --- cancellation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+async def test_the_latest_waiter_cancelled_gives_its_permit_back(algorithm):
+    """Cancelling the last reservation rolls it back: the next caller gets that very permit."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=60.0, algorithm=algorithm)
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    tasks = await start_waiters(limiter, clock, 2, ran)
+    tasks[1].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    assert limiter.waiting == 1
+    assert limiter.available == -1.0
+    tasks += await start_waiters(limiter, clock, 1, ran, first=2)
+    assert clock.sleeps == [1.0, 2.0, 2.0]
+    clock.advance(1.0)
+    await until(lambda: len(ran) == 1)
+    clock.advance(1.0)
+    await asyncio.gather(tasks[0], tasks[2])
+    assert ran == [(0, 1.0), (2, 2.0)]
+    stats = limiter.get_stats()
+    assert (stats["cancelled"], stats["waited"], stats["waiting"]) == (1, 2, 0)
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+async def test_an_earlier_waiter_cancelled_hands_its_permit_to_the_next_caller(algorithm):
+    """A cancelled reservation before others is taken over by the next caller who would wait."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=60.0, algorithm=algorithm)
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    tasks = await start_waiters(limiter, clock, 3, ran)  # due at 1, 2, 3
+    tasks[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    clock.advance(0.25)
+    tasks += await start_waiters(limiter, clock, 1, ran, first=3)  # takes the permit due at 1
+    assert clock.sleeps[-1] == 0.75
+    tasks += await start_waiters(limiter, clock, 1, ran, first=4)  # after the last: due at 4
+    assert clock.sleeps[-1] == 3.75
+    for count, at in enumerate((1.0, 2.0, 3.0, 4.0), start=1):
+        clock.advance(at - clock.now())
+        await until(lambda: len(ran) == count)  # noqa: B023
+    await asyncio.gather(*tasks[1:])
+    assert ran == [(3, 1.0), (1, 2.0), (2, 3.0), (4, 4.0)]
+
+
+async def test_a_hole_whose_time_passed_is_not_given_to_a_late_caller():
+    """A cancelled permit nobody took in time is gone: a later caller waits behind the queue."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=60.0)
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    tasks = await start_waiters(limiter, clock, 2, ran)  # due at 1 and 2
+    tasks[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    clock.advance(1.5)
+    tasks += await start_waiters(limiter, clock, 1, ran, first=2)
+    assert clock.sleeps[-1] == 1.5  # due at 3: after the waiter due at 2
+    clock.advance(0.5)
+    await until(lambda: len(ran) == 1)
+    clock.advance(1.0)
+    await asyncio.gather(*tasks[1:])
+    assert ran == [(1, 2.0), (2, 3.0)]
+
+
+def test_a_hole_already_passed_is_not_rolled_back_with_the_latest():
+    """Rolling back the latest reservation stops at a hole whose time passed: its token is spent.
+
+    Admitted at 0, reservations due at 1 (then cancelled: a hole) and 2 (cancelled at 1.9):
+    at 1.9 the bucket holds 0.9 tokens; rolling the passed hole back too would make it 1.9, over
+    its size of 1, and admit at 1.9 and again at 2.0.
+    """
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0))
+    assert rules.acquire(0.0, 10.0) is None
+    first, second = rules.acquire(0.0, 10.0), rules.acquire(0.0, 10.0)
+    assert isinstance(first, _Reservation)
+    assert isinstance(second, _Reservation)
+    rules.abandon(first, 0.0)
+    rules.abandon(second, 1.9)
+    assert rules.available(1.9) == pytest.approx(0.9)
+    assert rules.acquire(1.9, 0.0) == pytest.approx(0.1)
+    assert rules.acquire(2.0, 0.0) is None
+    assert rules.acquire(2.0, 0.0) == 1.0
+
+
+def test_an_interrupt_just_after_the_claim_gives_nothing_back():
+    """A waiter interrupted once its permit is claimed has spent it: abandoning it changes nothing."""
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0))
+    assert rules.acquire(0.0, 10.0) is None
+    reservation = rules.acquire(0.0, 10.0)
+    assert isinstance(reservation, _Reservation)
+    rules.claim(reservation)
+    rules.abandon(reservation, 1.0)
+    snapshot = rules.snapshot("api", 1.0)
+    assert (snapshot["admitted"], snapshot["waited"], snapshot["cancelled"], snapshot["waiting"]) == (
+        2,
+        1,
+        0,
+        0,
+    )
+    assert snapshot["available"] == 0.0
+
+
+def test_a_cancelled_sync_waiter_gives_its_permit_back(clock):
+    """An interrupt while a thread sleeps gives the reservation back before it propagates."""
+
+    class Interrupting(FakeClock):
+        def sleep_sync(self, seconds):
+            raise KeyboardInterrupt
+
+    clock = Interrupting(0.0)
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=60.0)
+    assert limiter.try_acquire()
+    with pytest.raises(KeyboardInterrupt):
+        limiter.call_sync(lambda: "never")
+    assert limiter.available == 0.0
+    stats = limiter.get_stats()
+    assert (stats["cancelled"], stats["waiting"], stats["admitted"]) == (1, 0, 1)
+
+
+async def test_a_waiter_cut_by_its_deadline_gives_its_permit_back():
+    """A deadline that cancels a waiting task (a wait that fit the budget when it began) frees its permit."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=60.0)
+    assert limiter.try_acquire()
+
+    async def fn():
+        return "never"
+
+    with pytest.raises(TimeoutError):
+        async with fail_after(0.05):  # real time: the manual clock never moves
+            await limiter.call(fn)
+    assert limiter.waiting == 0
+    assert limiter.get_stats()["cancelled"] == 1
+    assert limiter.available == 0.0
+
+
+# --- exact under contention ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_eight_threads_on_a_frozen_clock_get_exactly_burst(algorithm):
+    """8 threads x 1000 try_acquire on a frozen clock: exactly burst permits, every refusal counted."""
+    clock = FakeClock(0.0)
+    limiter = limiter_on(clock, rate=1000.0, burst=37, algorithm=algorithm)
+    barrier = threading.Barrier(8, timeout=5)
+    taken = [0] * 8
+
+    def worker(index):
+        barrier.wait()
+        taken[index] = sum(limiter.try_acquire() for _ in range(1000))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sum(taken) == 37
+    stats = limiter.get_stats()
+    assert (stats["admitted"], stats["rejected"]) == (37, 8000 - 37)
+
+
+async def test_tasks_and_threads_share_the_permits(clock):
+    """Async tasks and threads take from one bucket: together exactly burst on a frozen clock."""
+    limiter = limiter_on(clock, rate=10.0, burst=20)
+
+    async def fn():
+        return 1
+
+    async def attempt():
+        try:
+            return await limiter.call(fn)
+        except RateLimitedError:
+            return 0
+
+    def attempt_sync():
+        try:
+            return limiter.call_sync(lambda: 1)
+        except RateLimitedError:
+            return 0
+
+    threads_done = asyncio.gather(*(asyncio.to_thread(attempt_sync) for _ in range(15)))
+    tasks_done = asyncio.gather(*(attempt() for _ in range(15)))
+    assert sum(await threads_done) + sum(await tasks_done) == 20
