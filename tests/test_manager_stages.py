@@ -93,6 +93,7 @@ def test_the_stage_table_is_the_documented_order() -> None:
     """STAGES lists the documented order, in rank order, each stage reading a ResilienceConfig field."""
     assert [stage.name for stage in STAGES] == [
         "fallback",
+        "rate_limiter",
         "total_timeout",
         "recovery",
         "retry",

@@ -9,6 +9,7 @@ from otel_resilience.circuit_breaker import CircuitBreakerConfig
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.fallback import FallbackConfig
 from otel_resilience.manager.stages import ExtraStrategy
+from otel_resilience.rate_limiter import RateLimiterConfig
 from otel_resilience.retry import RetryPolicy
 
 __all__ = ["ResilienceConfig"]
@@ -28,6 +29,9 @@ class ResilienceConfig:
         timeout: Total deadline in seconds for the whole execution (attempts, backoffs and
             recovery re-runs); ``None`` (default) for none. ``timedelta`` accepted.
         bulkhead_config: Bulkhead settings; ``None`` (default) for no concurrency limit.
+        rate_limiter: Rate limiter settings; ``None`` (default) for no rate limit. The policy's
+            limiter sheds load before anything else runs (inside the fallback only): one permit
+            per execution, retries included in it.
         enable_recovery: Run the manager's :class:`ErrorRecoverySystem` rules on errors
             (default ``False``). The manager's recovery system has no rule by default: register
             rules on ``manager.recovery_system``, or recovery does nothing.
@@ -64,6 +68,7 @@ class ResilienceConfig:
     record_duration: bool = True
     max_attempts_total: int | None = None
     extra_strategies: tuple[ExtraStrategy, ...] = ()
+    rate_limiter: RateLimiterConfig | None = None
 
     def __post_init__(self) -> None:
         for field, kind in (
@@ -71,6 +76,7 @@ class ResilienceConfig:
             ("retry_policy", RetryPolicy),
             ("fallback_config", FallbackConfig),
             ("bulkhead_config", BulkheadConfig),
+            ("rate_limiter", RateLimiterConfig),
         ):
             value = getattr(self, field)
             if value is not None and not isinstance(value, kind):

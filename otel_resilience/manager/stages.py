@@ -6,6 +6,8 @@ reads, its rank, and the function that builds its link)::
 
     caller
       └─ Fallback                      sees every failure, rejections and timeouts included
+        └─ RateLimiter                 sheds load before anything else runs (one permit per
+          │                            execution: retries are not rate-limited, budget them)
           └─ Timeout (total)           ResilienceConfig.timeout bounds the WHOLE execution:
               │                        every attempt, every backoff, every recovery re-run
               └─ Recovery              rules per error type (retry/restart/fallback/isolate/escalate)
@@ -20,7 +22,12 @@ reads, its rank, and the function that builds its link)::
 Why this order:
 
 * the fallback is outermost so that it answers whatever happened inside, including an open
-  breaker, a full bulkhead and an expired total deadline;
+  breaker, a full bulkhead, a rate limit and an expired total deadline;
+* the rate limiter comes next, outside everything that does work (Microsoft's standard
+  resilience handler puts it outermost): a call over the limit is shed before a deadline is
+  armed, a retry scheduled or a breaker asked, and costs the dependency nothing; it sits inside
+  the fallback only so that a shed call can still be answered. Its wait for a permit (``max_wait``)
+  is not bounded by the policy's own ``timeout`` (inside it) but by any enclosing deadline;
 * ``timeout`` is a *total* deadline: it bounds backoffs and recovery re-runs, and retry never
   starts a backoff that would end past it (it gives up early instead);
 * retry wraps the breaker, so every attempt asks the breaker for permission and is counted by it
@@ -49,6 +56,7 @@ from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import TERMINAL, Step
 from otel_resilience.engine.validation import fail
 from otel_resilience.fallback import FallbackHandler
+from otel_resilience.rate_limiter import RateLimiter
 from otel_resilience.retry import Retry
 from otel_resilience.timeout import TimeoutHandler
 
@@ -109,6 +117,13 @@ def _fallback(at: StageInputs) -> Step | None:
     return FallbackHandler(config, name=at.name, clock=at.clock).as_strategy(at.name)
 
 
+def _rate_limiter(at: StageInputs) -> Step | None:
+    config = at.config.rate_limiter
+    if config is None:
+        return None
+    return RateLimiter(at.name, config, clock=at.clock).as_strategy(at.name)
+
+
 def _total_timeout(at: StageInputs) -> Step | None:
     seconds = at.config.timeout
     if seconds is None:
@@ -150,6 +165,7 @@ def _attempt_timeout(at: StageInputs) -> Step | None:
 
 STAGES: Final[tuple[Stage, ...]] = (
     Stage("fallback", "fallback_config", 100, _fallback),
+    Stage("rate_limiter", "rate_limiter", 150, _rate_limiter),
     Stage("total_timeout", "timeout", 200, _total_timeout),
     Stage("recovery", "enable_recovery", 300, _recovery),
     Stage("retry", "retry_policy", 400, _retry),
