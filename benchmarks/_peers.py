@@ -21,6 +21,8 @@ PEERS: dict[str, str] = {
     "purgatory": "purgatory",
     "circuitbreaker": "circuitbreaker",
     "pyresilience": "pyresilience",
+    "aiolimiter": "aiolimiter",
+    "limits": "limits",
 }
 
 

@@ -399,6 +399,49 @@ def bulkhead(driver: str, peers: Peers) -> Group:
     return Group("bulkhead", "Bulkhead, uncontended (free slots)", driver, baseline(driver), contenders)
 
 
+def rate_limiter(driver: str, peers: Peers) -> Group:
+    """A rate limiter with permits to spare: one admission around one call (token bucket)."""
+    aw = _aw(driver)
+    fn = _fn(driver)
+    tag = f"bench.rate_limiter.{driver}"
+    plenty = orr.RateLimiterConfig(rate=1e7, burst=10_000_000)
+    contenders: list[Contender] = []
+    limiter = orr.RateLimiter(f"{tag}.protect", plenty)
+    contenders.append(
+        _ours("limiter.protect(f)", _chunk(driver, f"{aw}g()", {"g": limiter.protect(fn)}), primary=True)
+    )
+    method = "call" if driver == "async" else "call_sync"
+    limiter_b = orr.RateLimiter(f"{tag}.call", plenty)
+    contenders.append(
+        _ours(f"limiter.{method}(f)", _chunk(driver, f"{aw}b.{method}(f)", {"b": limiter_b, "f": fn}))
+    )
+    al = peers.get("aiolimiter")
+    if al is not None and driver == "async":
+        lim = al.AsyncLimiter(1e7, 1.0)
+        stmt = "async with lim:\n    await f()"
+        contenders.append(
+            Contender(peers.label("aiolimiter"), "aiolimiter", _chunk(driver, stmt, {"lim": lim, "f": fn}))
+        )
+    lm = peers.get("limits")
+    if lm is not None:
+        item = lm.RateLimitItemPerSecond(10_000_000)
+        if driver == "async":
+            import limits.aio  # noqa: PLC0415 - only with the peer installed
+
+            hit = limits.aio.strategies.SlidingWindowCounterRateLimiter(
+                limits.aio.storage.MemoryStorage()
+            ).hit
+            stmt = "if await hit(item):\n    await f()"
+        else:
+            hit = lm.strategies.SlidingWindowCounterRateLimiter(lm.storage.MemoryStorage()).hit
+            stmt = "if hit(item):\n    f()"
+        label = f"{peers.label('limits')} (sliding window counter, memory storage)"
+        contenders.append(
+            Contender(label, "limits", _chunk(driver, stmt, {"hit": hit, "item": item, "f": fn}))
+        )
+    return Group("rate_limiter", "Rate limiter, permits to spare", driver, baseline(driver), contenders)
+
+
 ASYNC_WORKERS = 32
 ASYNC_SLOTS = 4
 SYNC_WORKERS = 4
@@ -748,6 +791,7 @@ def build_groups(peers: Peers, only: set[str] | None = None) -> list[Group]:
         ("retry_success", lambda d, p: retry(d, p, fail_twice=False)),
         ("retry_fail_twice", lambda d, p: retry(d, p, fail_twice=True)),
         ("bulkhead", bulkhead),
+        ("rate_limiter", rate_limiter),
         ("bulkhead_contended", bulkhead_contended),
         ("timeout", timeout),
         ("full", full_pipeline),
@@ -772,6 +816,7 @@ SCENARIOS = (
     "retry_success",
     "retry_fail_twice",
     "bulkhead",
+    "rate_limiter",
     "bulkhead_contended",
     "timeout",
     "full",

@@ -185,6 +185,16 @@ def evaluate_targets(rows: list[Row], mem: list[MemRow]) -> list[tuple[str, str,
         "Retry, fail twice, zero delay: <= 1/2 of pyresilience", "retry_fail_twice", "pyresilience", 0.5
     )
     peer_ratio("Retry, fail twice, zero delay: <= 1/10 of tenacity", "retry_fail_twice", "tenacity", 0.10)
+    for driver in ("async", "sync"):
+        ours = next(
+            (r for r in rows if r.scenario == "rate_limiter" and r.driver == driver and r.primary), None
+        )
+        if ours is not None and not ours.error:
+            verdict = "met" if ours.overhead_ns <= 1000.0 else "NOT met"
+            measured = f"{ours.overhead_ns / 1000:.2f} µs over a bare call"
+            out.append(("Rate limiter admission, token bucket: <= 1 µs", driver, measured, verdict))
+    peer_ratio("Rate limiter: beside aiolimiter (ratio, no limit)", "rate_limiter", "aiolimiter", math.inf)
+    peer_ratio("Rate limiter: beside limits (ratio, no limit)", "rate_limiter", "limits", math.inf)
     for row in mem:
         if row.what.startswith("bytes per breaker") and row.subject.startswith("otel_resilience"):
             verdict = "met" if row.value <= 1024 else "NOT met"
