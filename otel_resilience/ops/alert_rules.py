@@ -35,6 +35,12 @@ Decisions, in short (``docs/operations.md`` has the long form):
   ``metrics_only -> metrics_only`` transitions it reports where it would have opened: they
   respect ``minimum_calls`` and every trip reason, while its failure-rate gauge restarts from an
   empty window after each would-be trip (a saw-tooth that dips below the threshold every time).
+* **A retry budget is judged by its denials**, the executions it stopped retrying
+  (``resilience.retry.exhausted`` with stop reason ``budget``, one per denied retry), counting
+  the first: a burst of denials is the budget doing its job; denials within every
+  :data:`RETRY_BUDGET_WINDOW` for :data:`RETRY_BUDGET_FOR` mean the dependency keeps failing
+  enough that retries are being shed. The level gauge (``resilience.retry.budget.available``) is
+  for the dashboards: at 0 in one instance it says nothing about the others.
 * **A time scale for compressed time.** ``render_rules(time_scale=F)`` multiplies every
   ``for``, range and ``offset`` by ``F`` and keeps everything else (recording rule names,
   thresholds, labels), to watch a demo run with ``--time-scale F`` (one real second stands for
@@ -63,6 +69,7 @@ __all__ = [
     "A_ERROR_PATTERN",
     "A_FALLBACK_HIGH",
     "A_RECOVERY_LOW",
+    "A_RETRY_BUDGET",
     "A_RETRY_STORM",
     "A_TIMEOUTS",
     "BREAKER_FLAPPING_FOR",
@@ -88,6 +95,8 @@ __all__ = [
     "RECOVERY_RATE_THRESHOLD",
     "RECOVERY_SPARSE_WINDOW",
     "RECOVERY_WINDOW",
+    "RETRY_BUDGET_FOR",
+    "RETRY_BUDGET_WINDOW",
     "RETRY_STORM_RATIO",
     "RULES_FILE",
     "RULES_TEST_FILE",
@@ -108,6 +117,7 @@ __all__ = [
     "R_RECOVERY_RATE",
     "R_RECOVERY_RATE_SPARSE",
     "R_RETRIES",
+    "R_RETRY_BUDGET_DENIALS",
     "R_RETRY_RATIO",
     "R_SUCCESS_RATIO",
     "R_TIMEOUTS",
@@ -183,6 +193,12 @@ RECOVERY_FOR: Final = "2m"
 ERROR_PATTERN_WINDOW: Final = "15m"
 """How long a detected error pattern keeps its alert firing."""
 ERROR_PATTERN_FOR: Final = "1m"
+RETRY_BUDGET_WINDOW: Final = "5m"
+"""The window in which the retries a retry budget denied are counted."""
+RETRY_BUDGET_FOR: Final = "10m"
+"""How long a retry budget must keep denying retries (at least one within every
+:data:`RETRY_BUDGET_WINDOW`) before it is reported as exhausted: denials spread over 5 minutes or
+more, with no pause of 5 minutes. A burst of denials, or a few minutes of them, is not."""
 
 _WINDOWS: Final = (
     RATE_WINDOW,
@@ -190,6 +206,7 @@ _WINDOWS: Final = (
     BREAKER_WOULD_OPEN_WINDOW,
     RECOVERY_WINDOW,
     RECOVERY_SPARSE_WINDOW,
+    RETRY_BUDGET_WINDOW,
 )
 
 
@@ -222,6 +239,7 @@ class RuleOptions:
         recovery_min_attempts: Recovery actions in 5 m before their rate is judged.
         recovery_for: ``for`` of the recovery alert.
         error_pattern_for: ``for`` of the error-pattern alert.
+        retry_budget_for: ``for`` of the alert on a retry budget that keeps denying retries.
     """
 
     runbook_url_base: str = RUNBOOK_BASE_URL
@@ -244,6 +262,7 @@ class RuleOptions:
     recovery_min_attempts: int = RECOVERY_MIN_ATTEMPTS
     recovery_for: str = RECOVERY_FOR
     error_pattern_for: str = ERROR_PATTERN_FOR
+    retry_budget_for: str = RETRY_BUDGET_FOR
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -323,6 +342,7 @@ _CB_PREVIOUS: Final = naming.label(sc.CB_PREVIOUS_STATE)
 _CB_REASON: Final = naming.label(sc.CB_TRANSITION_REASON)
 _REJECTION_REASON: Final = naming.label(sc.REJECTION_REASON)
 _TIMEOUT_SCOPE: Final = naming.label(sc.TIMEOUT_SCOPE)
+_RETRY_STOP_REASON: Final = naming.label(sc.RETRY_STOP_REASON)
 _FALLBACK_STRATEGY: Final = naming.label(sc.FALLBACK_STRATEGY)
 _FALLBACK_RESULT: Final = naming.label(sc.FALLBACK_RESULT)
 _RECOVERY_STRATEGY: Final = naming.label(sc.RECOVERY_STRATEGY)
@@ -333,6 +353,8 @@ _CB_STATE_SERIES: Final = naming.series(sc.CB_STATE_METRIC)
 _CB_TRANSITIONS: Final = naming.series(sc.CB_TRANSITIONS)
 _REJECTIONS: Final = naming.series(sc.REJECTIONS)
 _RETRIES: Final = naming.series(sc.RETRIES)
+_RETRY_EXHAUSTED: Final = naming.series(sc.RETRY_EXHAUSTED)
+_RETRY_BUDGET: Final = naming.series(sc.RETRY_BUDGET_AVAILABLE)
 _TIMEOUTS: Final = naming.series(sc.TIMEOUTS)
 _FALLBACKS: Final = naming.series(sc.FALLBACK_EXECUTIONS)
 _BULKHEAD_ACTIVE: Final = naming.series(sc.BULKHEAD_ACTIVE)
@@ -382,6 +404,11 @@ R_RECOVERY_RATE: Final = _record(
 R_RECOVERY_RATE_SPARSE: Final = _record(
     "job_policy_name", _RECOVERY_ATTEMPTS, f"ratio_increase{RECOVERY_SPARSE_WINDOW}", "_success"
 )
+R_RETRY_BUDGET_DENIALS: Final = _record(
+    "job_policy_name", _RETRY_EXHAUSTED, f"increase{RETRY_BUDGET_WINDOW}", "_budget"
+)
+"""Retries each retry budget denied within :data:`RETRY_BUDGET_WINDOW` (executions given up with
+stop reason ``budget``), by service, policy and retry name, each series' first included."""
 R_ERROR_PATTERNS: Final = _record(
     "job_policy_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
 )
@@ -397,6 +424,7 @@ A_ERROR_PATTERN: Final = "ResilienceErrorPatternRepeated"
 A_RETRY_STORM: Final = "ResilienceRetryStorm"
 A_FALLBACK_HIGH: Final = "ResilienceHighFallbackRate"
 A_TIMEOUTS: Final = "ResilienceTimeoutsRising"
+A_RETRY_BUDGET: Final = "ResilienceRetryBudgetExhausted"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
@@ -408,6 +436,7 @@ ALERT_NAMES: Final = (
     A_RETRY_STORM,
     A_FALLBACK_HIGH,
     A_TIMEOUTS,
+    A_RETRY_BUDGET,
 )
 """Every alert name, in the order of the rules file."""
 
@@ -815,6 +844,31 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
     )
 
 
+def _retry_budget_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    """The denials of each retry budget, and the alert on a budget that keeps denying retries."""
+    job = o.job_label
+    window = scale_duration(RETRY_BUDGET_WINDOW, scale)
+    budget_for = scale_duration(o.retry_budget_for, scale)
+    denied = _sel(_RETRY_EXHAUSTED, _eq(_RETRY_STOP_REASON, naming.value(sc.RETRY_STOP_REASON, "budget")))
+    return (
+        RecordingRule(R_RETRY_BUDGET_DENIALS, _events(denied, window, (job, _POLICY, _NAME))),
+        AlertRule(
+            A_RETRY_BUDGET,
+            f"{R_RETRY_BUDGET_DENIALS} > 0",
+            budget_for,
+            "warning",
+            f"Retry budget exhausted for retry {{{{ $labels.resilience_name }}}} in policy "
+            f"{{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
+            f"The retry budget of retry {{{{ $labels.resilience_name }}}} in policy "
+            f"{{{{ $labels.resilience_policy }}}} of service {{{{ $labels.{job} }}}} denied "
+            '{{ printf "%.0f" $value }} retries in the last ' + window + ", and has kept denying "
+            f"retries for {budget_for}: the dependency fails often enough that retries are being "
+            "shed (they would have multiplied its load): those executions gave up with the error they held.",
+            o.runbook_url_base,
+        ),
+    )
+
+
 def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> Rules:
     """Return the rule groups: each group's recording rules, then the alerts that read them.
 
@@ -839,6 +893,7 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         ("otel_resilience.circuit_breakers", _breaker_group(options, scale)),
         ("otel_resilience.bulkheads", _bulkhead_group(options, scale)),
         ("otel_resilience.recovery", _recovery_group(options, scale)),
+        ("otel_resilience.retry_budgets", _retry_budget_group(options, scale)),
     )
 
 
@@ -1327,6 +1382,46 @@ def _timeouts_case() -> _Case:
     )
 
 
+def _retry_budget_case() -> _Case:
+    rule = _rule(A_RETRY_BUDGET)
+
+    def denied(policy: str) -> str:
+        labels = {
+            _POLICY: policy,
+            _NAME: "calls",
+            _RETRY_STOP_REASON: "budget",
+            _ERROR_TYPE: "ConnectionError",
+        }
+        return _input(_RETRY_EXHAUSTED, labels)
+
+    def zero(policy: str) -> str:
+        return _input(_RETRY_EXHAUSTED, {_POLICY: policy, _NAME: "calls", _RETRY_STOP_REASON: "budget"})
+
+    payments = _job(**{_POLICY: "payments", _NAME: "calls"})
+    return _Case(
+        "retry budget exhausted: denials within every 5m for 10m fire (the first denial counts) and "
+        "resolve 5m after the last; a burst of denials, or 4 minutes of them, stay silent",
+        A_RETRY_BUDGET,
+        (
+            # Denials every minute from t+10m to t+25m (the series born at the first, at 1).
+            (zero("payments"), _gauge((0, 41))),
+            (denied("payments"), _counter((2, 15), (0, 15), start=1, missing=10)),
+            # One burst of 20 denials at t+12m.
+            (zero("search"), _gauge((0, 41))),
+            (denied("search"), _counter((0, 29), start=20, missing=12)),
+            # Denials from t+12m to t+16m.
+            (denied("orders"), _counter((1, 4), (0, 24), start=1, missing=12)),
+        ),
+        (
+            ("10m", ()),
+            ("19m", ()),
+            ("21m", (_Firing(rule, payments, "10"),)),
+            ("28m", (_Firing(rule, payments, "4"),)),
+            ("31m", ()),
+        ),
+    )
+
+
 def rules_test_document() -> dict[str, Any]:
     """Return the ``promtool test rules`` file (``alerts/rules_test.yml``).
 
@@ -1344,6 +1439,7 @@ def rules_test_document() -> dict[str, Any]:
         _retry_storm_case(),
         _fallback_case(),
         _timeouts_case(),
+        _retry_budget_case(),
     )
     return {
         "rule_files": [RULES_FILE],

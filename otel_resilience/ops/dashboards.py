@@ -519,6 +519,67 @@ def _timeout_ratio(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _retry_budget_traffic(selector: dict[str, str]) -> _Panel:
+    retries = naming.series(sc.RETRIES)
+    exhausted = naming.series(sc.RETRY_EXHAUSTED)
+    budget = {naming.label(sc.RETRY_STOP_REASON): naming.value(sc.RETRY_STOP_REASON, "budget")}
+    return _Panel(
+        "timeseries",
+        "Retries scheduled and denied by the budget",
+        "Retries scheduled per second, by policy, beside the retries its retry budget denied per "
+        "second (each denial ends its execution's retries: the execution gives up with the error it "
+        "holds). Denied retries start at 0 for every retry with a budget; when they climb while the "
+        f"scheduled ones stay flat, the budget is capping the extra load. From `{retries}` and "
+        f"`{exhausted}` (stop reason budget).",
+        "ops",
+        (
+            _Query(_rate(retries, _m(**selector), (_POLICY,)), f"{{{{{_POLICY}}}}} scheduled"),
+            _Query(_rate(exhausted, _m(**selector, **budget), (_POLICY,)), f"{{{{{_POLICY}}}}} denied"),
+        ),
+        width=8,
+        min=0,
+    )
+
+
+def _retry_budget_denials(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Retries denied by the budget",
+        f"Retries each retry budget denied within the last {ar.RETRY_BUDGET_WINDOW}, by policy and "
+        f"retry, counting each series' first. {ar.A_RETRY_BUDGET} fires when denials keep coming "
+        f"(at least one within every {ar.RETRY_BUDGET_WINDOW}) for {ar.RETRY_BUDGET_FOR}. "
+        f"{_rule_note(ar.R_RETRY_BUDGET_DENIALS)}",
+        "short",
+        (_Query(_recorded(ar.R_RETRY_BUDGET_DENIALS, selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
+        thresholds=_above((1, _RED)),
+        alert=ar.A_RETRY_BUDGET,
+        width=8,
+        min=0,
+    )
+
+
+def _retry_budget_level(selector: dict[str, str]) -> _Panel:
+    available = naming.series(sc.RETRY_BUDGET_AVAILABLE)
+    return _Panel(
+        "timeseries",
+        "Retry budget level",
+        "Retries each retry budget would allow now, by policy and retry, in the instance with the "
+        "fewest left (a budget is per process; one shared by several policies shows under each). At "
+        "0 every retry is denied until first attempts earn more or the window slides. From "
+        f"`{available}`.",
+        "short",
+        (
+            _Query(
+                f"min by ({_POLICY}, {_NAME}) ({available}{_m(**selector)})",
+                f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}",
+            ),
+        ),
+        thresholds=((None, _RED), (1, _GREEN)),
+        width=8,
+        min=0,
+    )
+
+
 # --- the dashboards -----------------------------------------------------------------------
 
 
@@ -609,87 +670,91 @@ def _circuit_breakers() -> _Dashboard:
     )
 
 
-def _retries_timeouts() -> _Dashboard:
+def _retry_panels() -> tuple[_Panel, ...]:
     retries = naming.series(sc.RETRIES)
     exhausted = naming.series(sc.RETRY_EXHAUSTED)
-    timeouts = naming.series(sc.TIMEOUTS)
     delay = naming.series(sc.RETRY_DELAY_METRIC, "bucket")
     stop = naming.label(sc.RETRY_STOP_REASON)
-    scope = naming.label(sc.TIMEOUT_SCOPE)
     sel = _m(**_POLICY_SEL)
+    return (
+        _retry_ratio(_POLICY_SEL),
+        _Panel(
+            "timeseries",
+            "Retries per second by policy",
+            f"Retries scheduled per second over {ar.RATE_WINDOW}. {_rule_note(ar.R_RETRIES)}",
+            "ops",
+            (_Query(_recorded(ar.R_RETRIES, _POLICY_SEL), f"{{{{{_POLICY}}}}}"),),
+        ),
+        _Panel(
+            "timeseries",
+            "Retries by error type",
+            f"Retries per second by policy and the error that caused them. From `{retries}`.",
+            "ops",
+            (
+                _Query(
+                    _rate(retries, sel, (_POLICY, _ERROR_TYPE)), f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}"
+                ),
+            ),
+        ),
+        _Panel(
+            "timeseries",
+            "Retries exhausted by stop reason",
+            "Executions whose retries ran out per second, by why they stopped (max attempts, deadline, "
+            f"retry budget, not retryable); the last error was re-raised. From `{exhausted}`.",
+            "ops",
+            (_Query(_rate(exhausted, sel, (_POLICY, stop)), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}"),),
+        ),
+        _Panel(
+            "timeseries",
+            "Backoff delay p50 / p95 / p99",
+            "Backoff delays before retries, by policy. Exemplars link to the retried trace.",
+            "s",
+            _quantiles(delay, sel, _POLICY, f"{{{{{_POLICY}}}}}"),
+            width=24,
+        ),
+    )
+
+
+def _timeout_panels() -> tuple[_Panel, ...]:
+    timeouts = naming.series(sc.TIMEOUTS)
+    scope = naming.label(sc.TIMEOUT_SCOPE)
+    return (
+        _timeout_ratio(_POLICY_SEL),
+        _Panel(
+            "timeseries",
+            "Timeouts by scope",
+            "Deadlines that expired per second, by policy and scope (total execution, or one attempt). "
+            f"From `{timeouts}`.",
+            "ops",
+            (
+                _Query(
+                    _rate(timeouts, _m(**_POLICY_SEL), (_POLICY, scope)), f"{{{{{_POLICY}}}}} {{{{{scope}}}}}"
+                ),
+            ),
+        ),
+        _latency(_POLICY_SEL),
+        _latency_by_outcome(_POLICY_SEL),
+    )
+
+
+def _retries_timeouts() -> _Dashboard:
     return _Dashboard(
         "otel-resilience-retries-timeouts.json",
         "otel-resilience-retries-timeouts",
         "Resilience: retries and timeouts",
-        "Retries, backoffs, exhausted retries and expired deadlines, by policy.",
+        "Retries, backoffs, exhausted retries, retry budgets and expired deadlines, by policy.",
         ("job", "policy"),
         (
+            ("Retries", _retry_panels()),
             (
-                "Retries",
+                "Retry budgets",
                 (
-                    _retry_ratio(_POLICY_SEL),
-                    _Panel(
-                        "timeseries",
-                        "Retries per second by policy",
-                        f"Retries scheduled per second over {ar.RATE_WINDOW}. {_rule_note(ar.R_RETRIES)}",
-                        "ops",
-                        (_Query(_recorded(ar.R_RETRIES, _POLICY_SEL), f"{{{{{_POLICY}}}}}"),),
-                    ),
-                    _Panel(
-                        "timeseries",
-                        "Retries by error type",
-                        f"Retries per second by policy and the error that caused them. From `{retries}`.",
-                        "ops",
-                        (
-                            _Query(
-                                _rate(retries, sel, (_POLICY, _ERROR_TYPE)),
-                                f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
-                            ),
-                        ),
-                    ),
-                    _Panel(
-                        "timeseries",
-                        "Retries exhausted by stop reason",
-                        "Executions whose retries ran out per second, by why they stopped (max "
-                        "attempts, deadline, not retryable); the last error was re-raised. "
-                        f"From `{exhausted}`.",
-                        "ops",
-                        (
-                            _Query(
-                                _rate(exhausted, sel, (_POLICY, stop)), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}"
-                            ),
-                        ),
-                    ),
-                    _Panel(
-                        "timeseries",
-                        "Backoff delay p50 / p95 / p99",
-                        "Backoff delays before retries, by policy. Exemplars link to the retried trace.",
-                        "s",
-                        _quantiles(delay, sel, _POLICY, f"{{{{{_POLICY}}}}}"),
-                        width=24,
-                    ),
+                    _retry_budget_traffic(_POLICY_SEL),
+                    _retry_budget_denials(_POLICY_SEL),
+                    _retry_budget_level(_POLICY_SEL),
                 ),
             ),
-            (
-                "Timeouts",
-                (
-                    _timeout_ratio(_POLICY_SEL),
-                    _Panel(
-                        "timeseries",
-                        "Timeouts by scope",
-                        "Deadlines that expired per second, by policy and scope (total execution, or "
-                        f"one attempt). From `{timeouts}`.",
-                        "ops",
-                        (
-                            _Query(
-                                _rate(timeouts, sel, (_POLICY, scope)), f"{{{{{_POLICY}}}}} {{{{{scope}}}}}"
-                            ),
-                        ),
-                    ),
-                    _latency(_POLICY_SEL),
-                    _latency_by_outcome(_POLICY_SEL),
-                ),
-            ),
+            ("Timeouts", _timeout_panels()),
         ),
     )
 

@@ -28,6 +28,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.pipeline import classify_error
+from otel_resilience.engine.registry import BUDGETED_RETRIES
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
 from otel_resilience.engine.validation import describe
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.step import Action
     from otel_resilience.errors import OperationTimeoutError
+    from otel_resilience.retry.budget import RetryBudget
     from otel_resilience.retry.policy import OnRetry
 
 __all__: list[str] = []
@@ -363,10 +365,13 @@ class _RetryStep(Link[RetryPolicy]):
     """One retry link of a pipeline: the shared :class:`_RetryCore` and this link's telemetry.
 
     The driver runs each attempt (under the attempt timeout, when the policy sets one), waits the
-    backoffs and calls ``on_retry``; this step says what follows each attempt.
+    backoffs and calls ``on_retry``; this step says what follows each attempt. A link whose
+    policy has a retry budget registers in
+    :data:`~otel_resilience.engine.registry.BUDGETED_RETRIES`, where the telemetry reads the
+    budget's level for as long as the link lives.
     """
 
-    __slots__ = ("_budget", "_core", "_hook_is_async", "seconds")
+    __slots__ = ("__weakref__", "_budget", "_core", "_hook_is_async", "seconds")
 
     kind: ClassVar[str] = "retry"
     scope: str = "attempt"
@@ -377,6 +382,19 @@ class _RetryStep(Link[RetryPolicy]):
         self._hook_is_async = core.hook_is_async
         self._budget = core.budget
         self.seconds = core.attempt_timeout
+        if self._budget is not None:
+            BUDGETED_RETRIES.register(self)
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget of the link's policy, or ``None``."""
+        return self._budget
+
+    @property
+    def policy_name(self) -> str:
+        """The policy (pipeline) the link runs in: its own name when the retry runs alone."""
+        source = self._telemetry.source
+        return source.pipeline or source.name
 
     def admit(self, ctx: ExecutionContext) -> _Attempts | None:
         """Refuse an async ``on_retry`` under the sync driver; deposit in the budget; open attempt 1's scope.

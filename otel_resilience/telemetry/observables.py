@@ -2,7 +2,8 @@
 
 A call that succeeds touches no SDK instrument for these: the pipelines, breakers and bulkheads
 keep plain integers, and the callbacks here read them from the engine registries
-(:data:`~otel_resilience.engine.registry.PIPELINES`, ``BREAKERS``, ``BULKHEADS``) when a reader
+(:data:`~otel_resilience.engine.registry.PIPELINES`, ``BREAKERS``, ``BULKHEADS``,
+``BUDGETED_RETRIES``) when a reader
 collects (the Resilience4j "bind to the registry" idea). Every live instance is reported from
 the moment it is created; an instance that is garbage-collected stops being reported.
 
@@ -12,8 +13,8 @@ summed over them, and a breaker's state series report the most severe of their s
 then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake. A
 collection reads each instance once, in time linear in the number of live instances.
 
-Instances are read through small structural protocols (:class:`BreakerView`,
-:class:`BulkheadView`), so this module depends on the engine only, never on a pattern module.
+Instances are read through small structural protocols (:class:`BreakerView`, :class:`BulkheadView`,
+:class:`BudgetedRetryView`), so this module depends on the engine only, never on a pattern module.
 A callback never raises: a failure is counted by the owning listener and the callback reports
 nothing for that collection.
 """
@@ -28,13 +29,22 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_resilience.engine.events import Outcome
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES
+from otel_resilience.engine.registry import BREAKERS, BUDGETED_RETRIES, BULKHEADS, PIPELINES
 from otel_resilience.telemetry import semconv as sc
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["BreakerStatsView", "BreakerView", "BulkheadStatsView", "BulkheadView", "Observables", "Owner"]
+__all__ = [
+    "BreakerStatsView",
+    "BreakerView",
+    "BudgetedRetryView",
+    "BulkheadStatsView",
+    "BulkheadView",
+    "Observables",
+    "Owner",
+    "RetryBudgetView",
+]
 
 
 class Owner(Protocol):
@@ -152,6 +162,34 @@ class BulkheadView(Protocol):
         ...
 
 
+class RetryBudgetView(Protocol):
+    """What the observable instruments read from a retry budget."""
+
+    def get_stats(self) -> Mapping[str, float]:
+        """The budget's counts now; ``available`` is how many more retries it would allow."""
+        ...
+
+
+@runtime_checkable
+class BudgetedRetryView(Protocol):
+    """What the observable instruments read from a retry link (a retry in one policy) with a budget."""
+
+    @property
+    def name(self) -> str:
+        """The retry's name."""
+        ...
+
+    @property
+    def policy_name(self) -> str:
+        """The policy the link runs in (the retry's own name when it runs alone)."""
+        ...
+
+    @property
+    def budget(self) -> RetryBudgetView | None:
+        """The retry budget of the link's policy."""
+        ...
+
+
 _OUTCOME_ORDER: Final = (
     Outcome.SUCCESS,
     Outcome.RECOVERED,
@@ -188,6 +226,7 @@ class Observables:
             (sc.BULKHEAD_QUEUED, self._bulkhead_queued),
             (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
             (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
+            (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
             (sc.TELEMETRY_ERRORS, self._telemetry_errors),
         ):
             spec = sc.instrument(name)
@@ -329,6 +368,34 @@ class Observables:
 
     def _bulkhead_queue_limit(self) -> list[Observation]:
         return self._bulkheads(lambda stats: stats.max_waiting)
+
+    @staticmethod
+    def _retry_budgets() -> list[Observation]:
+        """The level of the budget of each live retry link, by policy and retry name.
+
+        A budget shared by several policies shows under each of them. Links of one policy and
+        name share a series: the level of each distinct budget among them is counted once, and
+        distinct budgets are summed (the retries they would allow together). Each budget is read
+        once per collection.
+        """
+        levels: dict[int, int] = {}
+        by_series: dict[tuple[str, str], dict[int, int]] = {}
+        for item in BUDGETED_RETRIES.items():
+            if not _fits(item, BudgetedRetryView):
+                continue
+            link = cast("BudgetedRetryView", item)
+            budget = link.budget
+            if budget is None:
+                continue
+            key = id(budget)
+            level = levels.get(key)
+            if level is None:
+                level = levels[key] = int(budget.get_stats()["available"])
+            by_series.setdefault((link.policy_name, link.name), {})[key] = level
+        return [
+            Observation(sum(budgets.values()), {sc.POLICY: policy, sc.NAME: name})
+            for (policy, name), budgets in by_series.items()
+        ]
 
     def _telemetry_errors(self) -> list[Observation]:
         return [Observation(self._owner.total_errors)]

@@ -25,6 +25,7 @@ REQUIRED_ALERTS = {
     "ResilienceRetryStorm",
     "ResilienceHighFallbackRate",
     "ResilienceTimeoutsRising",
+    "ResilienceRetryBudgetExhausted",
 }
 
 
@@ -122,6 +123,7 @@ def test_thresholds_are_pinned():
     assert (ar.RECOVERY_SPARSE_WINDOW, ar.RECOVERY_FOR) == ("1h", "2m")
     assert (ar.BULKHEAD_REJECTION_RATIO, ar.BULKHEAD_FULL_FOR) == (0.05, "2m")
     assert (ar.MIN_EXECUTION_RATE, ar.RATE_WINDOW, ar.RATIO_ALERT_FOR) == (0.1, "5m", "10m")
+    assert (ar.RETRY_BUDGET_WINDOW, ar.RETRY_BUDGET_FOR) == ("5m", "10m")
 
 
 def test_recovery_threshold_matches_the_in_process_alert():
@@ -142,6 +144,7 @@ def test_thresholds_appear_in_the_rule_expressions(rules):
         ar.A_BREAKER_FLAPPING: f">= {ar.BREAKER_FLAPPING_TRIPS}",
         ar.A_BREAKER_WOULD_OPEN: f"{ar.R_BREAKER_WOULD_TRIPS} > 0",
         ar.A_RECOVERY_LOW: f"< {ar.RECOVERY_RATE_THRESHOLD:g}",
+        ar.A_RETRY_BUDGET: f"{ar.R_RETRY_BUDGET_DENIALS} > 0",
     }
     for alert, comparison in expected.items():
         assert comparison in exprs[(alert, "warning")], alert
@@ -294,6 +297,33 @@ def test_would_open_counts_would_be_trips_of_a_breaker_still_in_metrics_only(rul
         r["labels"]["severity"] for r in alert_rules_of(rules) if r["alert"] == ar.A_BREAKER_WOULD_OPEN
     ] == ["warning"]
     assert "metrics_only" in rule["annotations"]["summary"]
+
+
+def test_retry_budget_alert_counts_the_denials_of_each_retry_first_included(rules):
+    """ResilienceRetryBudgetExhausted reads exhausted{stop_reason="budget"} by policy and retry (a new series'
+    first denial counts), warns after 10m of steady denials, and its `for` is an option."""
+    (record,) = [
+        r for g in rules["groups"] for r in g["rules"] if r.get("record") == ar.R_RETRY_BUDGET_DENIALS
+    ]
+    assert ar.R_RETRY_BUDGET_DENIALS == "job_policy_name:resilience_retry_exhausted_budget:increase5m"
+    selector = 'resilience_retry_exhausted_total{resilience_retry_stop_reason="budget"}'
+    assert f"increase({selector}[{ar.RETRY_BUDGET_WINDOW}])" in record["expr"]
+    assert f"{selector} offset {ar.RETRY_BUDGET_WINDOW}" in record["expr"]  # a new series counts whole
+    assert checks.recorded_series(rules)[ar.R_RETRY_BUDGET_DENIALS] == {
+        "job",
+        "resilience_policy",
+        "resilience_name",
+    }
+    rule = _alert(rules, ar.A_RETRY_BUDGET)
+    assert (rule["expr"], rule["for"], rule["labels"]) == (
+        f"{ar.R_RETRY_BUDGET_DENIALS} > 0",
+        ar.RETRY_BUDGET_FOR,
+        {"severity": "warning"},
+    )
+    assert "retries are being shed" in rule["annotations"]["description"]
+    adapted = _alert(ar.rules_document(options=ar.RuleOptions(retry_budget_for="30m")), ar.A_RETRY_BUDGET)
+    assert adapted["for"] == "30m"
+    assert "kept denying retries for 30m" in adapted["annotations"]["description"]
 
 
 def test_recovery_alert_names_the_policy(rules):

@@ -137,6 +137,7 @@ def test_thresholds_equal_the_alert_rules(dashboards):
         ar.A_RECOVERY_LOW: (ar.RECOVERY_RATE_THRESHOLD,),
         ar.A_BREAKER_FLAPPING: (ar.BREAKER_FLAPPING_TRIPS,),
         ar.A_BREAKER_WOULD_OPEN: (1,),
+        ar.A_RETRY_BUDGET: (1,),
     }
     by_uid = {d["uid"]: d for d in dashboards.values()}
     for item in alert_panels:

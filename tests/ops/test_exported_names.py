@@ -33,6 +33,7 @@ from otel_resilience import (
     RecoveryStrategy,
     ResilienceConfig,
     ResilienceManager,
+    RetryBudget,
     RetryPolicy,
 )
 from otel_resilience.ops import checks, naming
@@ -56,7 +57,14 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
         # 6: two calls' ConnectionErrors reach recovery (an error pattern) before the breaker opens;
         # its rejections afterwards are neither patterns nor recovery attempts.
         circuit_breaker=CircuitBreakerConfig(failure_threshold=6, timeout=60.0),
-        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.5, jitter=Jitter.NONE),
+        # A budget of one retry (no floor, 1 per first attempt until the first is spent): the first
+        # broken call retries, the others are denied (the level gauge, exhausted{stop_reason=budget}).
+        retry_policy=RetryPolicy(
+            max_attempts=2,
+            initial_delay=0.5,
+            jitter=Jitter.NONE,
+            budget=RetryBudget(ratio=0.2, min_retries_per_second=0.0, window=600.0, clock=clock),
+        ),
         fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
         timeout=30.0,
         bulkhead_config=BulkheadConfig(max_concurrent=2),

@@ -36,6 +36,7 @@ from otel_resilience import (
     FallbackStrategy,
     ResilienceConfig,
     ResilienceManager,
+    RetryBudget,
     RetryPolicy,
 )
 from otel_resilience.ops import alert_rules as ar
@@ -60,6 +61,9 @@ MUST_SHOW_DATA = {
     ("otel-resilience-retries-timeouts", "Retries per second by policy"),
     ("otel-resilience-retries-timeouts", "Retries by error type"),
     ("otel-resilience-retries-timeouts", "Retries exhausted by stop reason"),
+    ("otel-resilience-retries-timeouts", "Retries scheduled and denied by the budget"),
+    ("otel-resilience-retries-timeouts", "Retries denied by the budget"),
+    ("otel-resilience-retries-timeouts", "Retry budget level"),
     ("otel-resilience-bulkheads", "Running calls and limit"),
     ("otel-resilience-bulkheads", "Waiting calls and queue limit"),
     ("otel-resilience-recovery", "Fallbacks by strategy and result"),
@@ -112,7 +116,13 @@ def service_metrics():
     config = ResilienceConfig(
         name=f"live-checkout-{next(_names)}",
         circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=60.0),
-        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.1, jitter=Jitter.NONE),
+        # A tight budget: of each loop's 5 first attempts, 1 retry allowed (ratio 0.2), the next denied.
+        retry_policy=RetryPolicy(
+            max_attempts=2,
+            initial_delay=0.1,
+            jitter=Jitter.NONE,
+            budget=RetryBudget(ratio=0.2, min_retries_per_second=0.0, window=10.0, clock=clock),
+        ),
         fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
         bulkhead_config=BulkheadConfig(max_concurrent=4),
     )

@@ -31,6 +31,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     TimeoutOccurred,
 )
+from otel_resilience.retry import Retry, RetryBudget, RetryPolicy
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
 
 
@@ -53,6 +54,7 @@ def scrape() -> Iterator[str]:
     )
     windowed.metrics_only()  # its rate gauges exist from creation; its state is metrics_only
     bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
+    budgeted = Retry("prom-budget", RetryPolicy(budget=RetryBudget())).as_strategy("prom-policy")  # its level
     assert bulkhead.execute_sync(lambda: 1) == 1
     with pytest.raises(ZeroDivisionError):
         breaker.call_sync(lambda: 1 / 0)
@@ -85,7 +87,7 @@ def scrape() -> Iterator[str]:
         if had_default:
             install_default()
         provider.shutdown()
-        del breaker, windowed, bulkhead
+        del breaker, windowed, bulkhead, budgeted
 
 
 def _sample_names(text: str) -> set[str]:

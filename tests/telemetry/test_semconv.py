@@ -226,6 +226,7 @@ def test_public_names_are_pinned():
         "resilience.retries",
         "resilience.retry.delay",
         "resilience.retry.exhausted",
+        "resilience.retry.budget.available",
         "resilience.timeouts",
         "resilience.fallback.executions",
         "resilience.bulkhead.active",

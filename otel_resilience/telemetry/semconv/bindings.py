@@ -236,6 +236,7 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
     ZeroSeries("timeout", TIMEOUTS, _each(TIMEOUT_SCOPE, ("total",)), config="scope", equals="total"),
     ZeroSeries("timeout", TIMEOUTS, _each(TIMEOUT_SCOPE, ("attempt",)), config="scope", equals="attempt"),
     ZeroSeries("retry", TIMEOUTS, _each(TIMEOUT_SCOPE, ("attempt",)), config="attempt_timeout"),
+    ZeroSeries("retry", RETRY_EXHAUSTED, _each(RETRY_STOP_REASON, ("budget",)), config="budget"),
     ZeroSeries(
         "recovery",
         RECOVERY_ATTEMPTS,
@@ -245,9 +246,10 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
         ),
     ),
 )
-"""Every counter series known in advance: the transitions of each breaker, the rejection reasons
-of each breaker and bulkhead in a policy, the deadline scope of each timeout (and of a retry with
-an attempt timeout), and the strategies and results of each recovery."""
+"""Every counter series known in advance: the transitions of each breaker, the rejection reasons of
+each breaker and bulkhead in a policy, the deadline scope of each timeout (and of a retry with an
+attempt timeout), the retries a retry budget denied (of each retry with a budget), and the
+strategies and results of each recovery."""
 
 
 _BY_EVENT: Final = {row.event: row for row in EVENTS}

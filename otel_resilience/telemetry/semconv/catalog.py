@@ -66,6 +66,7 @@ from otel_resilience.telemetry.semconv.names import (
     REJECTIONS,
     RESULTS,
     RETRIES,
+    RETRY_BUDGET_AVAILABLE,
     RETRY_DELAY,
     RETRY_DELAY_BOUNDARIES,
     RETRY_DELAY_METRIC,
@@ -287,6 +288,15 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "Executions whose retries ran out; the last error was re-raised.",
         (POLICY, NAME, RETRY_STOP_REASON),
         (ERROR_TYPE,),
+    ),
+    InstrumentSpec(
+        RETRY_BUDGET_AVAILABLE,
+        _K.OBSERVABLE_GAUGE,
+        "{retry}",
+        "Retries the retry budget would allow now, for each live retry (name) in each policy that "
+        "has a budget; a budget shared by several policies shows under each. The retries it denied "
+        "are the executions counted by `resilience.retry.exhausted` with stop reason `budget`.",
+        (POLICY, NAME),
     ),
     InstrumentSpec(
         TIMEOUTS,

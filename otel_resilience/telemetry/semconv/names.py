@@ -86,6 +86,7 @@ __all__ = [
     "REJECTION_REASONS_BY_PATTERN",
     "RESULTS",
     "RETRIES",
+    "RETRY_BUDGET_AVAILABLE",
     "RETRY_DELAY",
     "RETRY_DELAY_BOUNDARIES",
     "RETRY_DELAY_METRIC",
@@ -294,6 +295,7 @@ REJECTIONS: Final = "resilience.rejections"
 RETRIES: Final = "resilience.retries"
 RETRY_DELAY_METRIC: Final = "resilience.retry.delay"
 RETRY_EXHAUSTED: Final = "resilience.retry.exhausted"
+RETRY_BUDGET_AVAILABLE: Final = "resilience.retry.budget.available"
 TIMEOUTS: Final = "resilience.timeouts"
 FALLBACK_EXECUTIONS: Final = "resilience.fallback.executions"
 BULKHEAD_ACTIVE: Final = "resilience.bulkhead.active"
