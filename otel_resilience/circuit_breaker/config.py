@@ -136,24 +136,11 @@ class CircuitBreakerConfig:
         if window is not None and not isinstance(window, (CountWindow, TimeWindow)):
             expected = "None, a CountWindow or a TimeWindow"
             raise fail(_OWNER, "sliding_window", expected, window, kind=TypeError)
-        rate = check_number(
-            _OWNER,
-            "failure_rate_threshold",
-            self.failure_rate_threshold,
-            minimum=0.0,
-            min_inclusive=False,
-            maximum=1.0,
-        )
-        object.__setattr__(self, "failure_rate_threshold", rate)
-        slow_rate = check_number(
-            _OWNER,
-            "slow_call_rate_threshold",
-            self.slow_call_rate_threshold,
-            minimum=0.0,
-            min_inclusive=False,
-            maximum=1.0,
-        )
-        object.__setattr__(self, "slow_call_rate_threshold", slow_rate)
+        for field in ("failure_rate_threshold", "slow_call_rate_threshold"):  # a share in (0, 1]
+            rate = check_number(
+                _OWNER, field, getattr(self, field), minimum=0.0, min_inclusive=False, maximum=1.0
+            )
+            object.__setattr__(self, field, rate)
         minimum = check_int(_OWNER, "minimum_calls", self.minimum_calls, minimum=1)
         if isinstance(window, CountWindow) and minimum > window.size:
             raise fail(_OWNER, "minimum_calls", f"<= sliding_window.size ({window.size})", minimum)

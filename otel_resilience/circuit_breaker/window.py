@@ -35,10 +35,10 @@ Costs:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Final, Protocol, final
 
+from otel_resilience.engine.sliding import SlidingCounts
 from otel_resilience.engine.validation import check_duration, check_int, fail
 
 __all__ = [
@@ -153,125 +153,25 @@ class CountWindowMetrics:
 
 
 @final
-class TimeWindowMetrics:
+class TimeWindowMetrics(SlidingCounts):
     """The calls of the last ``buckets`` buckets of ``seconds / buckets`` seconds each.
 
-    The live buckets (those that may still hold calls in the window) are kept oldest first in a
-    ring queue of ``buckets`` places: each place holds a bucket's absolute index (``floor(t /
-    width)``) and its three counts, and three running totals hold their sums. When time reaches
-    a new bucket, the buckets that left the window are popped from the head (their counts taken
-    off the totals) and the new one is pushed at the tail; every bucket is pushed once and popped
-    once, so ``record`` and ``totals`` are O(1) amortised, and a jump of many windows pops at
-    most ``buckets`` places. The hot path of ``record`` (same bucket as the last call) is one
-    division, one comparison and a few list increments.
-
-    A ``now`` slightly earlier than an earlier one (time never goes back in use, but a caller
-    may read the clock before another that records first) counts in the newest bucket. ``now``
-    must be finite.
+    An :class:`~otel_resilience.engine.sliding.SlidingCounts` whose events are ended calls and
+    whose marks are *failed* and *slow*: ``record(failed, slow, now)`` returns ``(calls,
+    failures, slow)``. O(1) amortised per record, memory O(buckets).
 
     Args:
         seconds: The window length (finite, ``> 0``; :class:`TimeWindow` validates it).
         buckets: How many buckets it is divided in (``>= 1``).
     """
 
-    __slots__ = (
-        "_buckets",
-        "_calls",
-        "_failures",
-        "_head",
-        "_index",
-        "_live",
-        "_next",
-        "_seconds",
-        "_slot",
-        "_slow",
-        "_total_calls",
-        "_total_failures",
-        "_total_slow",
-        "_width",
-    )
-
-    def __init__(self, seconds: float, buckets: int) -> None:
-        self._seconds = seconds
-        self._buckets = buckets
-        self._width = seconds / buckets
-        self._index = [0] * buckets
-        """The absolute bucket index held by each place of the ring queue."""
-        self._calls = [0] * buckets
-        self._failures = [0] * buckets
-        self._slow = [0] * buckets
-        self._head = 0
-        """The place of the oldest live bucket."""
-        self._live = 0
-        """How many buckets are live (queued), from ``_head`` on."""
-        self._slot = 0
-        """The place of the newest bucket, where ``record`` counts (valid once ``_live > 0``)."""
-        self._next = -math.inf
-        """The newest bucket's index + 1, as a float: ``now / width >= _next`` means a new bucket."""
-        self._total_calls = 0
-        self._total_failures = 0
-        self._total_slow = 0
-
-    def record(self, failed: bool, slow: bool, now: float) -> tuple[int, int, int]:
-        """Add one ended call at monotonic time ``now`` (seconds) to the bucket of ``now``."""
-        if now / self._width >= self._next:
-            self._advance(now)
-        slot = self._slot
-        self._calls[slot] += 1
-        self._total_calls += 1
-        if failed:
-            self._failures[slot] += 1
-            self._total_failures += 1
-        if slow:
-            self._slow[slot] += 1
-            self._total_slow += 1
-        return (self._total_calls, self._total_failures, self._total_slow)
-
-    def totals(self, now: float) -> tuple[int, int, int]:
-        """Return ``(calls, failures, slow)`` in the window at ``now``, expiring older buckets."""
-        if now / self._width >= self._next:
-            self._advance(now)
-        return (self._total_calls, self._total_failures, self._total_slow)
-
-    def _advance(self, now: float) -> None:
-        """Make the bucket of ``now`` the newest: pop the buckets it pushes out, then push it."""
-        current = math.floor(now / self._width)
-        oldest_out = current - self._buckets
-        size = self._buckets
-        index = self._index
-        head = self._head
-        live = self._live
-        while live and index[head] <= oldest_out:
-            self._total_calls -= self._calls[head]
-            self._total_failures -= self._failures[head]
-            self._total_slow -= self._slow[head]
-            self._calls[head] = self._failures[head] = self._slow[head] = 0
-            head = 0 if head + 1 == size else head + 1
-            live -= 1
-        tail = head + live
-        if tail >= size:
-            tail -= size
-        index[tail] = current
-        self._head = head
-        self._live = live + 1
-        self._slot = tail
-        self._next = float(current + 1)
-
-    def clear(self) -> None:
-        """Forget every call (O(live buckets))."""
-        size = self._buckets
-        place = self._head
-        for _ in range(self._live):
-            self._calls[place] = self._failures[place] = self._slow[place] = 0
-            place = 0 if place + 1 == size else place + 1
-        self._head = self._live = self._slot = 0
-        self._next = -math.inf
-        self._total_calls = self._total_failures = self._total_slow = 0
+    __slots__ = ()
 
     def __repr__(self) -> str:
+        calls, failures, slow = self._total_events, self._total_a, self._total_b
         return (
             f"TimeWindowMetrics(seconds={self._seconds!r}, buckets={self._buckets}, "
-            f"calls={self._total_calls}, failures={self._total_failures}, slow={self._total_slow})"
+            f"calls={calls}, failures={failures}, slow={slow})"
         )
 
 

@@ -12,6 +12,8 @@ content_api     content analysis on a flaky remote API: breaker 3 (timeout 60 s)
                 bulkhead 5 (queue 10), recovery on
 ml_service      ML service calls: breaker 5 / 120 s, 3 exponential retries from 2 s,
                 timeout 60 s, recovery on; no fallback (its callers see the outage)
+(both)          the retries of ``content_api`` and ``ml_service`` share one retry budget:
+                20 % of the first attempts of the last 60 s, plus 1 retry per second
 database        database queries: timeout 10 s, fallback ``[]``, bulkhead 20 (queue 10); and,
                 just outside its timeout, a failure-rate breaker on trial in METRICS_ONLY
                 (``database_rate``: 50 % failures or 50 % calls over 2 s, in the last 30 s)
@@ -54,6 +56,7 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceError,
     ResilienceManager,
+    RetryBudget,
     RetryPolicy,
     RetryStrategy,
     TimeWindow,
@@ -71,6 +74,7 @@ __all__ = [
     "DemoSystem",
     "PolicyView",
     "build_configs",
+    "retry_budget",
     "rollout_breaker",
 ]
 
@@ -109,14 +113,29 @@ def rollout_breaker(scale: float) -> CircuitBreaker:
     return breaker
 
 
+def retry_budget(scale: float) -> RetryBudget:
+    """Return the budget the retries of ``ml_service`` and ``content_api`` share.
+
+    Retries may add 20 % to the first attempts of the last 60 s, plus one retry per production
+    second: enough for the baseline's error bursts, not for a storm against a dependency that is
+    down, where it holds the extra load near 20 % instead of the retry policies' 2-3x.
+    """
+    return RetryBudget(ratio=0.2, min_retries_per_second=1.0 / scale, window=60.0 * scale)
+
+
 def build_configs(
-    scale: float, cache: MemoryCache, rollout: CircuitBreaker | None = None
+    scale: float,
+    cache: MemoryCache,
+    rollout: CircuitBreaker | None = None,
+    budget: RetryBudget | None = None,
 ) -> dict[str, ResilienceConfig]:
     """Return the policy of each dependency, every duration multiplied by ``scale``.
 
     Args:
         scale: Demo seconds per production second.
         cache: The cache of the ``content_api`` cached fallback.
+        budget: The retry budget ``ml_service`` and ``content_api`` share (:func:`retry_budget`);
+            ``None`` for none.
         rollout: A breaker that ``database`` runs through, just outside its timeout (so that a
             timeout is a failure and a slow call is timed): :func:`rollout_breaker`; ``None`` for
             none.
@@ -133,6 +152,7 @@ def build_configs(
                 strategy=RetryStrategy.EXPONENTIAL,
                 initial_delay=1.0 * scale,
                 max_delay=60.0 * scale,
+                budget=budget,
             ),
             fallback_config=FallbackConfig(
                 strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=cache
@@ -149,6 +169,7 @@ def build_configs(
                 strategy=RetryStrategy.EXPONENTIAL,
                 initial_delay=2.0 * scale,
                 max_delay=60.0 * scale,
+                budget=budget,
             ),
             timeout=60.0 * scale,
             enable_recovery=True,
@@ -251,7 +272,8 @@ class DemoSystem:
         )
         self.cache = MemoryCache()
         self.rollout = rollout_breaker(time_scale)
-        self.configs = build_configs(time_scale, self.cache, self.rollout)
+        self.budget = retry_budget(time_scale)
+        self.configs = build_configs(time_scale, self.cache, self.rollout, self.budget)
         self.dependencies = {
             name: SimulatedDependency(
                 name, scenario, seed=scenario.seed, time_scale=time_scale, start=start, clock=clock

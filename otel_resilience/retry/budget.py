@@ -15,6 +15,7 @@ import threading
 from typing import Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.sliding import SlidingCounts
 from otel_resilience.engine.validation import check_duration, check_number, fail
 
 __all__ = ["RetryBudget"]
@@ -64,25 +65,7 @@ class RetryBudget:
         TypeError: A value has the wrong type.
     """
 
-    __slots__ = (
-        "_clock",
-        "_denied",
-        "_firsts",
-        "_head",
-        "_index",
-        "_live",
-        "_lock",
-        "_min_per_second",
-        "_next",
-        "_ratio",
-        "_reserve",
-        "_retries",
-        "_slot",
-        "_total_firsts",
-        "_total_retries",
-        "_width",
-        "_window",
-    )
+    __slots__ = ("_clock", "_counts", "_denied", "_lock", "_min_per_second", "_ratio", "_reserve", "_window")
 
     def __init__(
         self,
@@ -101,22 +84,9 @@ class RetryBudget:
             raise fail(_OWNER, "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
         self._clock = clock
         self._reserve = self._min_per_second * self._window
-        self._width = self._window / BUDGET_BUCKETS
         self._lock = threading.Lock()
-        self._index = [0] * BUDGET_BUCKETS
-        """The absolute bucket number (``floor(t / width)``) held by each place of the ring."""
-        self._firsts = [0] * BUDGET_BUCKETS
-        self._retries = [0] * BUDGET_BUCKETS
-        self._head = 0
-        """The place of the oldest live bucket."""
-        self._live = 0
-        """How many buckets are live, from ``_head`` on."""
-        self._slot = 0
-        """The place of the newest bucket, where counts go (valid once ``_live > 0``)."""
-        self._next = -math.inf
-        """The newest bucket's number + 1: ``now / width >= _next`` means a new bucket."""
-        self._total_firsts = 0
-        self._total_retries = 0
+        self._counts = SlidingCounts(self._window, BUDGET_BUCKETS)
+        """Every execution's first attempt and every retry allowed, in the window; mark a: a retry."""
         self._denied = 0
 
     @property
@@ -143,10 +113,7 @@ class RetryBudget:
         """Count one first attempt (a retry calls it when an execution starts)."""
         now = self._clock.now()
         with self._lock:
-            if now / self._width >= self._next:
-                self._advance(now)
-            self._firsts[self._slot] += 1
-            self._total_firsts += 1
+            self._counts.record(False, False, now)  # noqa: FBT003
 
     def try_withdraw(self) -> bool:
         """Take one retry from the budget if it allows one (see the accounting above).
@@ -156,25 +123,17 @@ class RetryBudget:
         """
         now = self._clock.now()
         with self._lock:
-            if now / self._width >= self._next:
-                self._advance(now)
-            if self._total_retries < self._ratio * self._total_firsts + self._reserve:
-                self._retries[self._slot] += 1
-                self._total_retries += 1
+            events, retries, _ = self._counts.totals(now)
+            if retries < self._ratio * (events - retries) + self._reserve:
+                self._counts.record(True, False, now)  # noqa: FBT003
                 return True
             self._denied += 1
             return False
 
     def _refund(self) -> None:
-        """Give back a retry :meth:`try_withdraw` allowed but that did not run (another cap stopped it).
-
-        It is taken off the newest bucket (which may go below 0 for one bucket's time when the
-        withdrawal's bucket is older): the window's totals stay exact.
-        """
+        """Give back a retry :meth:`try_withdraw` allowed but that did not run (another cap stopped it)."""
         with self._lock:
-            if self._live:
-                self._retries[self._slot] -= 1
-                self._total_retries -= 1
+            self._counts.forget(True, False)  # noqa: FBT003
 
     def get_stats(self) -> dict[str, float]:
         """Return the window's counts now.
@@ -186,10 +145,9 @@ class RetryBudget:
         """
         now = self._clock.now()
         with self._lock:
-            if now / self._width >= self._next:
-                self._advance(now)
-            firsts, retries = self._total_firsts, self._total_retries
+            events, retries, _ = self._counts.totals(now)
             denied = self._denied
+        firsts = events - retries
         allowance = self._ratio * firsts + self._reserve
         return {
             "first_attempts": firsts,
@@ -197,25 +155,6 @@ class RetryBudget:
             "available": max(0, math.ceil(allowance - retries)),
             "denied": denied,
         }
-
-    def _advance(self, now: float) -> None:
-        """Make the bucket of ``now`` the newest: expire the buckets that left the window, open it."""
-        current = math.floor(now / self._width)
-        oldest_out = current - BUDGET_BUCKETS
-        index, firsts, retries = self._index, self._firsts, self._retries
-        head, live = self._head, self._live
-        while live and index[head] <= oldest_out:
-            self._total_firsts -= firsts[head]
-            self._total_retries -= retries[head]
-            firsts[head] = retries[head] = 0
-            head = 0 if head + 1 == BUDGET_BUCKETS else head + 1
-            live -= 1
-        tail = head + live
-        if tail >= BUDGET_BUCKETS:
-            tail -= BUDGET_BUCKETS
-        index[tail] = current
-        self._head, self._live, self._slot = head, live + 1, tail
-        self._next = float(current + 1)
 
     def __repr__(self) -> str:
         return (
