@@ -16,6 +16,7 @@ is the execution: one such counter, and a lock for the rarer counts.
 
 from __future__ import annotations
 
+import abc
 import itertools
 import threading
 from typing import TYPE_CHECKING, overload
@@ -80,7 +81,7 @@ class CounterValue:
         return self if instance is None else self.counter(instance).value
 
 
-class Counts:
+class Counts(abc.ABC):
     """The counts of a pattern instance: its executions, exact and lock-free, and rarer counts.
 
     :attr:`executions` is the :class:`Counter` its links give the driver as their ``entries``
@@ -95,9 +96,9 @@ class Counts:
         self.lock = threading.Lock()
         self.executions = Counter()
 
+    @abc.abstractmethod
     def counts(self) -> dict[str, int]:
         """Return the counts other than ``executions``, in snapshot order (called under :attr:`lock`)."""
-        raise NotImplementedError
 
     def stats(self) -> dict[str, int]:
         """Return a snapshot: ``executions``, then :meth:`counts`, all read under :attr:`lock`."""
