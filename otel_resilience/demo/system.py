@@ -9,7 +9,7 @@ policy          configuration
 ==============  ==============================================================================
 content_api     content analysis on a flaky remote API: breaker 3 (timeout 60 s), retry 2
                 (exponential from 1 s), cached fallback (``last_analysis``), timeout 30 s,
-                bulkhead 5 (queue 10), recovery on
+                bulkhead 5 (queue 10), recovery on; a rate limit of 4/s (burst 4) in front
 ml_service      ML service calls: breaker 5 / 120 s, 3 exponential retries from 2 s,
                 timeout 60 s, recovery on; no fallback (its callers see the outage)
 (both)          the retries of ``content_api`` and ``ml_service`` share one retry budget:
@@ -51,6 +51,7 @@ from otel_resilience import (
     ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
+    RateLimiterConfig,
     RecoveryAction,
     RecoveryStrategy,
     ResilienceConfig,
@@ -160,6 +161,7 @@ def build_configs(
             timeout=30.0 * scale,
             bulkhead_config=BulkheadConfig(max_concurrent=5, max_waiting=10, timeout=60.0 * scale),
             enable_recovery=True,
+            rate_limiter=RateLimiterConfig(rate=4.0 / scale, burst=4),
         ),
         "ml_service": ResilienceConfig(
             name="ml_service",

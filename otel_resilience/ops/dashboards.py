@@ -558,6 +558,28 @@ def _retry_budget_denials(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _rate_limited(selector: dict[str, str]) -> _Panel:
+    rejections = naming.series(sc.REJECTIONS)
+    limited = {naming.label(sc.REJECTION_REASON): naming.value(sc.REJECTION_REASON, "rate_limited")}
+    return _Panel(
+        "timeseries",
+        "Calls shed by rate limiters",
+        "Calls each policy's rate limiter rejected per second (RateLimitedError: no permit free, "
+        "and none due within max_wait or before the call's deadline). They start at 0 for every "
+        "policy with a rate limiter; a shed call never reached the dependency, and a fallback may "
+        f"have answered it. From `{rejections}` (reason rate_limited).",
+        "ops",
+        (
+            _Query(
+                _rate(rejections, _m(**selector, **limited), (_POLICY, _NAME)),
+                f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}",
+            ),
+        ),
+        width=24,
+        min=0,
+    )
+
+
 def _retry_budget_level(selector: dict[str, str]) -> _Panel:
     available = naming.series(sc.RETRY_BUDGET_AVAILABLE)
     return _Panel(
@@ -742,7 +764,7 @@ def _retries_timeouts() -> _Dashboard:
         "otel-resilience-retries-timeouts.json",
         "otel-resilience-retries-timeouts",
         "Resilience: retries and timeouts",
-        "Retries, backoffs, exhausted retries, retry budgets and expired deadlines, by policy.",
+        "Retries, backoffs, exhausted retries, retry budgets, rate limits and expired deadlines, by policy.",
         ("job", "policy"),
         (
             ("Retries", _retry_panels()),
@@ -754,6 +776,7 @@ def _retries_timeouts() -> _Dashboard:
                     _retry_budget_level(_POLICY_SEL),
                 ),
             ),
+            ("Rate limits", (_rate_limited(_POLICY_SEL),)),
             ("Timeouts", _timeout_panels()),
         ),
     )
