@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from support import until, until_sync
 
 from otel_resilience.bulkhead import (
     DEFAULT_MAX_CONCURRENT,
@@ -33,24 +34,6 @@ from otel_resilience.errors import (
 )
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-async def until(condition, steps=500):
-    """Yield to the loop until ``condition()`` holds (bounded)."""
-    for _ in range(steps):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
-
-
-def until_sync(condition, timeout=5.0):
-    """Poll ``condition()`` from a thread until it holds (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
 
 
 async def occupy(bulkhead, count):

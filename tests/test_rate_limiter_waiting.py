@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
+from support import until, until_sync
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, TimeoutHandler, fail_after
 from otel_resilience.engine.events import CallRejected, Event
@@ -82,24 +82,6 @@ class ManualClock:
 def _finish(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-async def until(condition, steps=500):
-    """Yield to the loop until ``condition()`` holds (bounded)."""
-    for _ in range(steps):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
-
-
-def until_sync(condition, timeout=5.0):
-    """Poll ``condition()`` from a thread until it holds (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
 
 
 def limiter_on(clock, **config):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import invoke
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
@@ -77,17 +78,6 @@ def flaky(failures: int, error: Callable[[], BaseException] = Boom, result: Any 
 
     fn.calls = 0  # type: ignore[attr-defined]
     return fn
-
-
-async def invoke(r: Retry, driver: str, fn: Callable[[], Any]) -> Any:
-    """Run the plain function ``fn`` through ``r`` with the given driver."""
-    if driver == "sync":
-        return r.execute_sync(fn)
-
-    async def afn() -> Any:
-        return fn()
-
-    return await r.execute(afn)
 
 
 # -- configuration ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from support import invoke
 
 import otel_resilience
 from otel_resilience.engine.events import Event, RetryExhausted, error_type_name
@@ -38,17 +39,6 @@ def always_failing() -> Callable[[], Any]:
 
     fn.calls = 0  # type: ignore[attr-defined]
     return fn
-
-
-async def invoke(r: Any, driver: str, fn: Callable[[], Any]) -> Any:
-    """Run the plain function ``fn`` through ``r`` (a Retry or a pipeline) with the given driver."""
-    if driver == "sync":
-        return r.execute_sync(fn)
-
-    async def afn() -> Any:
-        return fn()
-
-    return await r.execute(afn)
 
 
 # -- configuration ----------------------------------------------------------------------------

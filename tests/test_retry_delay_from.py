@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import invoke
 
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.events import Event, RetryExhausted, RetryScheduled, error_type_name
@@ -71,17 +72,6 @@ def failing(*errors: Exception, result: Any = "ok") -> Callable[[], Any]:
 
     fn.calls = 0  # type: ignore[attr-defined]
     return fn
-
-
-async def invoke(r: Retry, driver: str, fn: Callable[[], Any]) -> Any:
-    """Run the plain function ``fn`` through ``r`` with the given driver."""
-    if driver == "sync":
-        return r.execute_sync(fn)
-
-    async def afn() -> Any:
-        return fn()
-
-    return await r.execute(afn)
 
 
 def from_outcome(**kwargs: Any) -> RetryPolicy:
