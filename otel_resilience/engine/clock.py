@@ -11,6 +11,8 @@ import asyncio
 import time
 from typing import Final, Protocol, runtime_checkable
 
+from otel_resilience.engine.validation import fail
+
 __all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
 
 
@@ -52,3 +54,14 @@ class SystemClock:
 
 SYSTEM_CLOCK: Final[Clock] = SystemClock()
 """The process-wide real clock, used whenever no clock is injected."""
+
+
+def check_clock(owner: str, clock: object) -> Clock:
+    """Return ``clock`` if it is a :class:`Clock` (``now``, ``sleep``, ``sleep_sync``); raise otherwise.
+
+    Raises:
+        TypeError: ``clock`` is not a clock (the message names ``<owner>.clock``).
+    """
+    if clock is SYSTEM_CLOCK or isinstance(clock, Clock):
+        return clock
+    raise fail(owner, "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)

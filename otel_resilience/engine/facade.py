@@ -19,7 +19,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, cast, overload
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
 from otel_resilience.engine.step import Step
@@ -100,8 +100,7 @@ class Pattern(abc.ABC, Generic[C, L]):
     def __init__(self, name: str, config: C, clock: Clock) -> None:
         owner = self._owner
         check_name(owner, "name", name)
-        if clock is not SYSTEM_CLOCK and not isinstance(clock, Clock):
-            raise fail(owner, "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
+        check_clock(owner, clock)
         self._name = name
         self._config = config
         self._clock = clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import ClassVar, Final, Generic, TypeVar
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.pipeline import Guard
@@ -225,8 +225,7 @@ class KeyedRateLimiter(Generic[K]):
         check_name("KeyedRateLimiter", "name", name)
         if not isinstance(config, RateLimiterConfig):
             raise fail("KeyedRateLimiter", "config", "a RateLimiterConfig", config, kind=TypeError)
-        if clock is not SYSTEM_CLOCK and not isinstance(clock, Clock):
-            raise fail("KeyedRateLimiter", "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
+        check_clock("KeyedRateLimiter", clock)
         self._name = name
         self._config = config
         self._clock = clock

@@ -14,9 +14,9 @@ import math
 import threading
 from typing import Final
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.sliding import SlidingCounts
-from otel_resilience.engine.validation import check_duration, check_number, fail
+from otel_resilience.engine.validation import check_duration, check_number
 
 __all__ = ["RetryBudget"]
 
@@ -80,8 +80,7 @@ class RetryBudget:
             _OWNER, "min_retries_per_second", min_retries_per_second, minimum=0.0
         )
         self._window = check_duration(_OWNER, "window", window)
-        if not isinstance(clock, Clock):
-            raise fail(_OWNER, "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
+        check_clock(_OWNER, clock)
         self._clock = clock
         self._reserve = self._min_per_second * self._window
         self._lock = threading.Lock()
