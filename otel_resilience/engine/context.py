@@ -30,6 +30,7 @@ import asyncio
 import math
 import sys
 import threading
+import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
@@ -59,7 +60,12 @@ _NO_OWNER: Final[object] = object()
 _DEADLINE: ContextVar[tuple[float, object]] = ContextVar(
     "otel_resilience_deadline", default=(_NO_DEADLINE, _NO_OWNER)
 )
-"""The effective deadline and its owner: the task (or, outside any task, the thread) that set it."""
+"""The effective deadline and its owner: the task (or, outside any task, the thread) that set it.
+
+A task is held by a weak reference (one per task: ``weakref.ref`` hands back the live one), so a
+context copied before the task ended (a cancelled timer handle of the loop keeps one until its
+time comes) does not keep the finished task, its exception and their frames alive.
+"""
 
 _SUCCESS: Final = Outcome.SUCCESS
 _RECOVERED: Final = Outcome.RECOVERED
@@ -67,6 +73,7 @@ _new: Final = object.__new__
 
 _get_running_loop = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
 _current_task = asyncio.current_task
+_ref: Final = weakref.ref
 
 
 class _Thread(threading.local):
@@ -88,7 +95,7 @@ def _owner() -> object:
     if loop is not None:
         task = _current_task(loop)
         if task is not None:
-            return task
+            return _ref(task)
     return _THREAD.owner
 
 
@@ -349,8 +356,9 @@ class AsyncDeadline(TimerEntry):
             msg = "AsyncDeadline must be used inside an asyncio task"
             raise RuntimeError(msg)
         outer, owner = _DEADLINE.get()
-        if deadline < outer or owner is not task:  # another task's deadline does not bind this one
-            self._token = _DEADLINE.set((deadline, task))
+        task_ref = _ref(task)
+        if deadline < outer or owner is not task_ref:  # another task's deadline does not bind this one
+            self._token = _DEADLINE.set((deadline, task_ref))
             self._task = task
             timer = self._timer = loop_timer(loop)
             timer.add(loop, self, loop.time() + self._timeout)

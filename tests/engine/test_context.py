@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -272,3 +274,30 @@ async def test_a_deadline_scope_cannot_be_entered_twice() -> None:
         with sync_scope:
             pass
     assert current_deadline() is None
+
+
+async def test_a_copied_context_does_not_keep_the_finished_task_that_set_its_deadline() -> None:
+    """The deadline's owner is held weakly: a context copied inside the scope frees the task.
+
+    The loop keeps a cancelled timer handle (with the context it copied) until the handle's time
+    comes; a hung ``sleep(3600)`` cancelled by the deadline leaves one behind. That must not keep
+    the finished task alive, with its exception, traceback and every frame of the call.
+    """
+    copies: list[contextvars.Context] = []
+
+    async def call() -> None:
+        async with AsyncDeadline(SYSTEM_CLOCK, 0.01, "op", "attempt"):
+            copies.append(contextvars.copy_context())
+            await asyncio.sleep(3600)
+
+    task = asyncio.ensure_future(call())
+    with pytest.raises(OperationTimeoutError):
+        await task
+    finished = weakref.ref(task)
+    del task
+    for _ in range(3):  # the loop's callbacks for the finished task run
+        await asyncio.sleep(0)
+    gc.collect()
+    assert finished() is None, "the copied context kept the finished task alive"
+    # The copy still reads as a deadline, for no task: another owner never inherits it.
+    assert copies[0].run(current_deadline) is None
