@@ -20,6 +20,7 @@ __all__ = [
     "EventArgs",
     "FallbackUsed",
     "PatternDetected",
+    "PermitWaited",
     "RecoveryAttempted",
     "RetryExhausted",
     "RetryScheduled",
@@ -153,6 +154,16 @@ class AlertRaised:
     summary: str
 
 
+@dataclass(slots=True)
+class PermitWaited:
+    """A caller waited for its rate-limiter permit and took it."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("wait",)
+
+    wait: float
+    """Seconds from the request to the permit (on the limiter's clock)."""
+
+
 EventArgs = (
     RetryScheduled
     | RetryExhausted
@@ -163,4 +174,5 @@ EventArgs = (
     | RecoveryAttempted
     | PatternDetected
     | AlertRaised
+    | PermitWaited
 )

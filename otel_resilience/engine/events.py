@@ -36,6 +36,7 @@ from otel_resilience.engine.event_args import (
     EventArgs,
     FallbackUsed,
     PatternDetected,
+    PermitWaited,
     RecoveryAttempted,
     RetryExhausted,
     RetryScheduled,
@@ -53,6 +54,7 @@ __all__ = [
     "FallbackUsed",
     "Outcome",
     "PatternDetected",
+    "PermitWaited",
     "RecoveryAttempted",
     "RetryExhausted",
     "RetryScheduled",
@@ -83,6 +85,7 @@ class Event(enum.Enum):
     RECOVERY_ATTEMPTED = "recovery_attempted"
     PATTERN_DETECTED = "pattern_detected"
     ALERT_RAISED = "alert_raised"
+    PERMIT_WAITED = "permit_waited"
 
 
 class Outcome(enum.Enum):

@@ -1,8 +1,8 @@
 """Named pattern instances, for telemetry and for lookup by name.
 
-Every circuit breaker, bulkhead, pipeline and error recovery system registers itself in the registry
-of its kind when it is created, and so does every retry link that has a retry budget. The registry
-holds *weak* references: it never keeps an instance alive.
+Every circuit breaker, bulkhead, rate limiter, pipeline and error recovery system registers itself
+in the registry of its kind when it is created, and so does every retry link that has a retry
+budget. The registry holds *weak* references: it never keeps an instance alive.
 Observable instruments iterate :meth:`Registry.items` to export live state (the Resilience4j
 ``bindTo`` idea); recovery rules find a breaker to isolate by name with :meth:`Registry.get`.
 """
@@ -15,7 +15,16 @@ import weakref
 from collections.abc import Callable
 from typing import Final, Generic, Protocol, TypeVar
 
-__all__ = ["BREAKERS", "BUDGETED_RETRIES", "BULKHEADS", "PIPELINES", "RECOVERY_SYSTEMS", "Named", "Registry"]
+__all__ = [
+    "BREAKERS",
+    "BUDGETED_RETRIES",
+    "BULKHEADS",
+    "PIPELINES",
+    "RATE_LIMITERS",
+    "RECOVERY_SYSTEMS",
+    "Named",
+    "Registry",
+]
 
 
 class Named(Protocol):
@@ -37,7 +46,7 @@ class Registry(Generic[T]):
 
     Args:
         kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``,
-            ``"recovery"``, ``"retry_budget"``).
+            ``"recovery"``, ``"rate_limiter"``, ``"retry_budget"``).
         warn_namesakes: Log a warning when an instance is registered while another live instance
             has its name: their telemetry series are combined (see docs/design.md, "Policies:
             identity, default names, bounds"), which should never happen unnoticed.
@@ -113,5 +122,7 @@ PIPELINES: Final[Registry[Named]] = Registry("pipeline")
 """Every live pipeline (manager policy)."""
 RECOVERY_SYSTEMS: Final[Registry[Named]] = Registry("recovery")
 """Every live error recovery system."""
+RATE_LIMITERS: Final[Registry[Named]] = Registry("rate_limiter")
+"""Every live rate limiter (each key's limiter of a keyed one included: they share its name)."""
 BUDGETED_RETRIES: Final[Registry[Named]] = Registry("retry_budget")
 """Every live retry link (a retry in one policy) that has a retry budget."""

@@ -9,6 +9,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.registry import RATE_LIMITERS
 from otel_resilience.engine.store import BoundedStore
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
@@ -61,6 +62,7 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
             )
         super().__init__(name, config, clock)
         self._rules = new_rules(config)
+        RATE_LIMITERS.register(self)
 
     @classmethod
     def per_key(

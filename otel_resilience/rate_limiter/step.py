@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from otel_resilience.engine.context import time_remaining
-from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
+from otel_resilience.engine.events import CallRejected, Event, PermitWaited, StrategyTelemetry
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.step import Wait
 from otel_resilience.errors import RateLimitedError
@@ -51,12 +51,13 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         rules, clock = self._rules, self.clock
         max_wait = rules.max_wait
         remaining = time_remaining(clock) if max_wait > 0 else math.inf
-        got = rules.acquire(clock.now(), max_wait, remaining)
+        now = clock.now()
+        got = rules.acquire(now, max_wait, remaining)
         if got is None:
             return None
         if isinstance(got, float):
             raise self._rejected(got)
-        return _Waiting(rules, got, clock)
+        return _Waiting(rules, got, clock, now, self._telemetry)
 
     def get_stats(self) -> RateLimiterStatsDict:
         """Return the limiter's counts (shared by all its links), as :meth:`RateLimiter.get_stats` does."""
@@ -75,15 +76,24 @@ class _Waiting(Wait):
 
     The wait ends at the permit's time, never later (it sleeps again if the clock woke it early);
     a ``BaseException`` while it sleeps (cancellation, its task's deadline) gives the reservation
-    back and is re-raised.
+    back and is re-raised. A permit taken reports ``permit_waited`` with the time waited.
     """
 
-    __slots__ = ("_clock", "_reservation", "_rules")
+    __slots__ = ("_clock", "_reservation", "_rules", "_since", "_telemetry")
 
-    def __init__(self, rules: _Rules, reservation: _Reservation, clock: Clock) -> None:
+    def __init__(
+        self,
+        rules: _Rules,
+        reservation: _Reservation,
+        clock: Clock,
+        since: float,
+        telemetry: StrategyTelemetry,
+    ) -> None:
         self._rules = rules
         self._reservation = reservation
         self._clock = clock
+        self._since = since
+        self._telemetry = telemetry
 
     async def wait(self) -> None:
         """Sleep on the event loop until the permit is due; then take it."""
@@ -95,6 +105,7 @@ class _Waiting(Wait):
         except BaseException:
             self._rules.abandon(reservation, clock.now())  # a no-op once claimed
             raise
+        self._taken()
 
     def wait_sync(self) -> None:
         """Block this thread until the permit is due; then take it."""
@@ -106,6 +117,13 @@ class _Waiting(Wait):
         except BaseException:
             self._rules.abandon(reservation, clock.now())  # a no-op once claimed
             raise
+        self._taken()
+
+    def _taken(self) -> None:
+        """Report the permit taken after the wait."""
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(Event.PERMIT_WAITED, PermitWaited(self._clock.now() - self._since))
 
     def __repr__(self) -> str:
         return f"<rate limiter wait until {self._reservation.due!r}>"

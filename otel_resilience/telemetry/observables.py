@@ -3,7 +3,7 @@
 A call that succeeds touches no SDK instrument for these: the pipelines, breakers and bulkheads
 keep plain integers, and the callbacks here read them from the engine registries
 (:data:`~otel_resilience.engine.registry.PIPELINES`, ``BREAKERS``, ``BULKHEADS``,
-``BUDGETED_RETRIES``) when a reader
+``RATE_LIMITERS``, ``BUDGETED_RETRIES``) when a reader
 collects (the Resilience4j "bind to the registry" idea). Every live instance is reported from
 the moment it is created; an instance that is garbage-collected stops being reported.
 
@@ -14,7 +14,8 @@ then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed nam
 collection reads each instance once, in time linear in the number of live instances.
 
 Instances are read through small structural protocols (:class:`BreakerView`, :class:`BulkheadView`,
-:class:`BudgetedRetryView`), so this module depends on the engine only, never on a pattern module.
+:class:`RateLimiterView`, :class:`BudgetedRetryView`), so this module depends on the engine only,
+never on a pattern module.
 A callback never raises: a failure is counted by the owning listener and the callback reports
 nothing for that collection.
 """
@@ -23,13 +24,13 @@ from __future__ import annotations
 
 import enum
 import weakref
-from typing import TYPE_CHECKING, Final, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, runtime_checkable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_resilience.engine.events import Outcome
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.registry import BREAKERS, BUDGETED_RETRIES, BULKHEADS, PIPELINES
+from otel_resilience.engine.registry import BREAKERS, BUDGETED_RETRIES, BULKHEADS, PIPELINES, RATE_LIMITERS
 from otel_resilience.telemetry import semconv as sc
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ __all__ = [
     "BulkheadView",
     "Observables",
     "Owner",
+    "RateLimiterView",
     "RetryBudgetView",
 ]
 
@@ -162,6 +164,20 @@ class BulkheadView(Protocol):
         ...
 
 
+@runtime_checkable
+class RateLimiterView(Protocol):
+    """What the observable instruments read from a rate limiter."""
+
+    @property
+    def name(self) -> str:
+        """The limiter's name."""
+        ...
+
+    def get_stats(self) -> Mapping[str, Any]:
+        """The limiter's counts: ``admitted``, ``waited``, ``rejected`` and ``cancelled`` at least."""
+        ...
+
+
 class RetryBudgetView(Protocol):
     """What the observable instruments read from a retry budget."""
 
@@ -226,6 +242,7 @@ class Observables:
             (sc.BULKHEAD_QUEUED, self._bulkhead_queued),
             (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
             (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
+            (sc.RL_PERMITS, self._rate_limiter_permits),
             (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
             (sc.TELEMETRY_ERRORS, self._telemetry_errors),
         ):
@@ -368,6 +385,25 @@ class Observables:
 
     def _bulkhead_queue_limit(self) -> list[Observation]:
         return self._bulkheads(lambda stats: stats.max_waiting)
+
+    @staticmethod
+    def _rate_limiter_permits() -> list[Observation]:
+        """Permit requests of each rate limiter name, by answer (summed over same-named limiters)."""
+        by_name: dict[str, list[int]] = {}
+        for item in RATE_LIMITERS.items():
+            if not _fits(item, RateLimiterView):
+                continue
+            stats = cast("RateLimiterView", item).get_stats()
+            counts = by_name.setdefault(item.name, [0, 0, 0, 0])
+            counts[0] += stats["admitted"] - stats["waited"]
+            counts[1] += stats["waited"]
+            counts[2] += stats["rejected"]
+            counts[3] += stats["cancelled"]
+        return [
+            Observation(count, {sc.NAME: name, sc.RL_PERMIT_RESULT: result})
+            for name, counts in by_name.items()
+            for result, count in zip(sc.RL_PERMIT_RESULTS, counts, strict=True)
+        ]
 
     @staticmethod
     def _retry_budgets() -> list[Observation]:

@@ -29,6 +29,8 @@ from otel_resilience import (
     FallbackConfig,
     FallbackStrategy,
     OperationTimeoutError,
+    RateLimiter,
+    RateLimiterConfig,
     RecoveryAction,
     RecoveryStrategy,
     ResilienceConfig,
@@ -102,7 +104,14 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     for _ in range(2):
         with pytest.raises(ConnectionError):
             shadow.call_sync(broken)
-    return [manager, recovery, pool, shadow]
+    # A limiter of one permit a second that lets a caller wait: one permit at once, one after a
+    # wait (the wait histogram), one refused (try_acquire does not wait).
+    limiter = RateLimiter(
+        f"ops-limiter-{suffix}", RateLimiterConfig(rate=1.0, burst=1, max_wait=2.0), clock=clock
+    )
+    assert [limiter.call_sync(str, n) for n in range(2)] == ["0", "1"]
+    assert not limiter.try_acquire()
+    return [manager, recovery, pool, shadow, limiter]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from otel_resilience.engine.events import (
     FallbackUsed,
     Outcome,
     PatternDetected,
+    PermitWaited,
     RecoveryAttempted,
     RetryExhausted,
     RetryScheduled,
@@ -31,6 +32,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     TimeoutOccurred,
 )
+from otel_resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from otel_resilience.retry import Retry, RetryBudget, RetryPolicy
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
 
@@ -55,6 +57,7 @@ def scrape() -> Iterator[str]:
     windowed.metrics_only()  # its rate gauges exist from creation; its state is metrics_only
     bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
     budgeted = Retry("prom-budget", RetryPolicy(budget=RetryBudget())).as_strategy("prom-policy")  # its level
+    limiter = RateLimiter("prom-rl", RateLimiterConfig(rate=1.0, burst=1))  # its permits, from creation
     assert bulkhead.execute_sync(lambda: 1) == 1
     with pytest.raises(ZeroDivisionError):
         breaker.call_sync(lambda: 1 / 0)
@@ -69,6 +72,7 @@ def scrape() -> Iterator[str]:
         (Event.RECOVERY_ATTEMPTED, RecoveryAttempted("retry", "success", "OSError")),
         (Event.PATTERN_DETECTED, PatternDetected("OSError", "op", 3, 60.0)),
         (Event.ALERT_RAISED, AlertRaised("circuit_open", "critical", "prom-cb", "opened")),
+        (Event.PERMIT_WAITED, PermitWaited(0.25)),
     ):
         telemetry.report(event, args)
     telemetry.end_attempt(telemetry.start_attempt("prom-op", 2), Outcome.SUCCESS)
@@ -87,7 +91,7 @@ def scrape() -> Iterator[str]:
         if had_default:
             install_default()
         provider.shutdown()
-        del breaker, windowed, bulkhead, budgeted
+        del breaker, windowed, bulkhead, budgeted, limiter
 
 
 def _sample_names(text: str) -> set[str]:

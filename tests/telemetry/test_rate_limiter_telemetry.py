@@ -54,3 +54,43 @@ async def test_a_policy_with_a_limiter_exports_its_rejection_series_at_zero(otel
 
     assert await manager.execute_with_resilience(search, config) == "hits"
     assert otel.point(sc.REJECTIONS, **_attributes("search", "rate_limited")).value == 0
+
+
+async def test_a_wait_is_a_span_event_and_a_histogram_sample(otel):
+    """A caller that waits for its permit: the event carries the wait; the histogram records it once."""
+    clock = FakeClock()
+    limiter = RateLimiter("api", RateLimiterConfig(rate=4.0, burst=1, max_wait=1.0), clock=clock)
+
+    async def fetch() -> str:
+        return "ok"
+
+    assert [await limiter.call(fetch) for _ in range(2)] == ["ok", "ok"]
+    first, second = otel.spans("api")
+    assert first.events == ()
+    [event] = second.events
+    assert event.name == sc.EV_PERMIT_WAITED
+    assert dict(event.attributes) == {
+        "resilience.pattern": "rate_limiter",
+        "resilience.name": "api",
+        "resilience.rate_limiter.wait": pytest.approx(0.25),
+    }
+    point = otel.point(sc.RL_WAIT_METRIC, resilience__policy="api", resilience__name="api")
+    assert point.count == 1
+    assert point.sum == pytest.approx(0.25)
+
+
+def test_permits_are_counted_by_answer_and_summed_over_the_keys_of_a_keyed_limiter(otel):
+    """resilience.rate_limiter.permits: immediate, waited, rejected and cancelled, per limiter name."""
+    clock = FakeClock()
+    keyed = RateLimiter.per_key("tenants", RateLimiterConfig(rate=1.0, burst=1, max_wait=5.0), clock=clock)
+    for tenant in ("a", "b"):
+        assert keyed.for_key(tenant).call_sync(str, 1) == "1"  # at once
+    assert not keyed.for_key("b").try_acquire()  # refused: b's next permit is not due
+    assert keyed.for_key("a").call_sync(str, 2) == "2"  # after a wait of a second
+    counts = {
+        result: otel.point(
+            sc.RL_PERMITS, resilience__name="tenants", resilience__rate_limiter__permit_result=result
+        ).value
+        for result in sc.RL_PERMIT_RESULTS
+    }
+    assert counts == {"immediate": 2, "waited": 1, "rejected": 1, "cancelled": 0}

@@ -94,6 +94,7 @@ _ARGS = {
     Event.RECOVERY_ATTEMPTED: ea.RecoveryAttempted,
     Event.PATTERN_DETECTED: ea.PatternDetected,
     Event.ALERT_RAISED: ea.AlertRaised,
+    Event.PERMIT_WAITED: ea.PermitWaited,
 }
 _SOURCE_KEYS = {sc.POLICY, sc.PATTERN, sc.NAME}
 
@@ -226,6 +227,8 @@ def test_public_names_are_pinned():
         "resilience.retries",
         "resilience.retry.delay",
         "resilience.retry.exhausted",
+        "resilience.rate_limiter.permits",
+        "resilience.rate_limiter.wait",
         "resilience.retry.budget.available",
         "resilience.timeouts",
         "resilience.fallback.executions",

@@ -35,6 +35,7 @@ from otel_resilience.telemetry.semconv.names import (
     EV_CALL_REJECTED,
     EV_FALLBACK,
     EV_PATTERN,
+    EV_PERMIT_WAITED,
     EV_RECOVERY,
     EV_RETRY_EXHAUSTED,
     EV_RETRY_SCHEDULED,
@@ -60,6 +61,8 @@ from otel_resilience.telemetry.semconv.names import (
     RETRY_DELAY_SOURCE,
     RETRY_EXHAUSTED,
     RETRY_STOP_REASON,
+    RL_WAIT,
+    RL_WAIT_METRIC,
     TIMEOUT_LIMIT,
     TIMEOUT_SCOPE,
     TIMEOUTS,
@@ -206,6 +209,16 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         ),
         (MetricBinding(ALERTS),),
         LogBinding(_ALERT_LOG, "{summary}", severity_field="severity"),
+    ),
+    EventBinding(
+        "permit_waited",
+        (("wait", RL_WAIT),),
+        SpanEventSpec(
+            EV_PERMIT_WAITED,
+            "A call waited for its rate-limiter permit and took it (the wait is visible on the span).",
+            (PATTERN, NAME, RL_WAIT),
+        ),
+        (MetricBinding(RL_WAIT_METRIC, RL_WAIT),),
     ),
 )
 """One row per engine event kind, in the order of ``Event``."""

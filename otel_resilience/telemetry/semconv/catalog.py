@@ -75,6 +75,11 @@ from otel_resilience.telemetry.semconv.names import (
     RETRY_EXHAUSTED,
     RETRY_STOP_REASON,
     RETRY_STOP_REASONS,
+    RL_PERMIT_RESULT,
+    RL_PERMIT_RESULTS,
+    RL_PERMITS,
+    RL_WAIT,
+    RL_WAIT_METRIC,
     TELEMETRY_ERRORS,
     TIMEOUT_LIMIT,
     TIMEOUT_SCOPE,
@@ -151,6 +156,15 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         CB_CALL_RESULT, "string", "How a call through a circuit breaker was counted.", CB_CALL_RESULTS
     ),
     AttributeSpec(REJECTION_REASON, "string", "Why a call was rejected.", REJECTION_REASONS),
+    AttributeSpec(
+        RL_PERMIT_RESULT,
+        "string",
+        "How a rate limiter answered a request for a permit: taken at once (`immediate`), taken "
+        "after a wait (`waited`), refused (`rejected`, `try_acquire` refusals included), or given "
+        "back by a waiter that was cancelled or timed out (`cancelled`).",
+        RL_PERMIT_RESULTS,
+    ),
+    AttributeSpec(RL_WAIT, "double", "How long a caller waited for its rate-limiter permit.", unit="s"),
     AttributeSpec(TIMEOUT_SCOPE, "string", "What the expired deadline bounded.", TIMEOUT_SCOPES),
     AttributeSpec(TIMEOUT_LIMIT, "double", "The limit that expired.", unit="s"),
     AttributeSpec(FALLBACK_STRATEGY, "string", "The fallback strategy that ran.", FALLBACK_STRATEGIES),
@@ -288,6 +302,25 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "Executions whose retries ran out; the last error was re-raised.",
         (POLICY, NAME, RETRY_STOP_REASON),
         (ERROR_TYPE,),
+    ),
+    InstrumentSpec(
+        RL_PERMITS,
+        _K.OBSERVABLE_COUNTER,
+        "{permit}",
+        "Requests for a permit from each live rate limiter (name), by how they were answered, read "
+        "from the limiter's counts; the limiters of a keyed limiter share its name and are summed. "
+        "Rejected calls are also counted by `resilience.rejections` with reason `rate_limited`.",
+        (NAME, RL_PERMIT_RESULT),
+    ),
+    InstrumentSpec(
+        RL_WAIT_METRIC,
+        _K.HISTOGRAM,
+        "s",
+        "Time callers waited for a rate-limiter permit they then took (`max_wait` > 0); calls "
+        "admitted at once record nothing.",
+        (POLICY, NAME),
+        (),
+        RETRY_DELAY_BOUNDARIES,
     ),
     InstrumentSpec(
         RETRY_BUDGET_AVAILABLE,

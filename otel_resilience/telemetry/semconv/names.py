@@ -53,6 +53,7 @@ __all__ = [
     "EV_CALL_REJECTED",
     "EV_FALLBACK",
     "EV_PATTERN",
+    "EV_PERMIT_WAITED",
     "EV_RECOVERY",
     "EV_RETRY_EXHAUSTED",
     "EV_RETRY_SCHEDULED",
@@ -95,6 +96,11 @@ __all__ = [
     "RETRY_EXHAUSTED",
     "RETRY_STOP_REASON",
     "RETRY_STOP_REASONS",
+    "RL_PERMITS",
+    "RL_PERMIT_RESULT",
+    "RL_PERMIT_RESULTS",
+    "RL_WAIT",
+    "RL_WAIT_METRIC",
     "SCHEMA_URL",
     "SCOPE_NAME",
     "TELEMETRY_ERRORS",
@@ -146,6 +152,8 @@ ALERT_SEVERITY: Final = "resilience.alert.severity"
 ALERT_SUBJECT: Final = "resilience.alert.subject"
 ALERT_SUMMARY: Final = "resilience.alert.summary"
 DEPENDENCY_ERROR_TYPE: Final = "resilience.dependency.error.type"
+RL_PERMIT_RESULT: Final = "resilience.rate_limiter.permit_result"
+RL_WAIT: Final = "resilience.rate_limiter.wait"
 
 OUTCOME_VALUES: Final = ("success", "recovered", "fallback", "failure", "rejected", "timeout", "cancelled")
 """The values of :class:`otel_resilience.engine.events.Outcome`."""
@@ -177,6 +185,9 @@ CB_TRANSITION_REASONS: Final = (
 )
 _TRIPS: Final = ("failure_threshold", "failure_rate", "slow_call_rate")
 CB_CALL_RESULTS: Final = ("success", "failure", "rejected", "ignored", "cancelled")
+RL_PERMIT_RESULTS: Final = ("immediate", "waited", "rejected", "cancelled")
+"""How a rate limiter answered a request for a permit: taken at once, taken after a wait, refused,
+or given back by a waiter that gave up."""
 CB_TRANSITIONS_KNOWN: Final = (
     *(("closed", "open", trip) for trip in _TRIPS),
     ("closed", "open", "forced"),
@@ -296,6 +307,8 @@ RETRIES: Final = "resilience.retries"
 RETRY_DELAY_METRIC: Final = "resilience.retry.delay"
 RETRY_EXHAUSTED: Final = "resilience.retry.exhausted"
 RETRY_BUDGET_AVAILABLE: Final = "resilience.retry.budget.available"
+RL_PERMITS: Final = "resilience.rate_limiter.permits"
+RL_WAIT_METRIC: Final = "resilience.rate_limiter.wait"
 TIMEOUTS: Final = "resilience.timeouts"
 FALLBACK_EXECUTIONS: Final = "resilience.fallback.executions"
 BULKHEAD_ACTIVE: Final = "resilience.bulkhead.active"
@@ -322,6 +335,7 @@ EV_FALLBACK: Final = "resilience.fallback.executed"
 EV_RECOVERY: Final = "resilience.recovery.attempted"
 EV_PATTERN: Final = "resilience.error_pattern.detected"
 EV_ALERT: Final = "resilience.alert.raised"
+EV_PERMIT_WAITED: Final = "resilience.rate_limiter.waited"
 
 LOG_SEVERITIES: Final[Mapping[str, str]] = MappingProxyType(
     {"info": "INFO", "warning": "WARN", "critical": "ERROR"}
