@@ -283,42 +283,23 @@ class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep]):
 
     with_timeout = verb(
         Pattern.run,
-        """Return ``await fn(*args, **kwargs)``, cancelled when the deadline passes.
-
-        Args:
-            fn: A coroutine function (or any function returning an awaitable).
-            *args: Positional arguments for ``fn``.
-            **kwargs: Keyword arguments for ``fn``.
-
-        Returns:
-            ``fn``'s result, or the configured default when the deadline passed.
-
-        Raises:
-            OperationTimeoutError: When this handler's deadline passed and no default is set.
-            TypeError: If ``fn`` is not callable or does not return an awaitable.
-            asyncio.CancelledError: When the caller (or an outer scope) cancelled.
-        """,
+        "Return ``await fn(*args, **kwargs)``, cancelled when the deadline passes.",
+        returns="``fn``'s result, or the configured default when the deadline passed.",
+        raises=(
+            "OperationTimeoutError: When this handler's deadline passed and no default is set.",
+            "asyncio.CancelledError: When the caller (or an outer scope) cancelled.",
+        ),
     )
 
     with_timeout_sync = verb(
         Pattern.run_sync,
-        """Return ``fn(*args, **kwargs)``; a result that arrives after the deadline is a timeout.
-
-        The thread is never interrupted: the callee should read
-        :func:`~otel_resilience.engine.context.current_deadline`.
-
-        Args:
-            fn: A plain function.
-            *args: Positional arguments for ``fn``.
-            **kwargs: Keyword arguments for ``fn``.
-
-        Returns:
-            ``fn``'s result, or the configured default when the result came too late.
-
-        Raises:
-            OperationTimeoutError: When the result came after the deadline and no default is set.
-            TypeError: If ``fn`` is not callable or is a coroutine function.
-        """,
+        "Return ``fn(*args, **kwargs)``; a result that arrives after the deadline is a timeout.",
+        more=(
+            "The thread is never interrupted: the callee should read "
+            ":func:`~otel_resilience.engine.context.current_deadline`."
+        ),
+        returns="``fn``'s result, or the configured default when the result came too late.",
+        raises=("OperationTimeoutError: When the result came after the deadline and no default is set.",),
     )
 
     def get_stats(self) -> dict[str, int]:

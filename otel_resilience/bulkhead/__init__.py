@@ -135,43 +135,27 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep]):
 
     execute = verb(
         Pattern.run,
-        """Run ``await fn(*args, **kwargs)`` in a slot, waiting in the queue if every slot is busy.
-
-        Args:
-            fn: The async function to protect.
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            What ``fn`` returns.
-
-        Raises:
-            TypeError: If ``fn`` is not callable.
-            BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).
-            BulkheadTimeoutError: If no slot became free within ``config.timeout``.
-            Exception: Whatever ``fn`` raises, unchanged.
-        """,
+        "Run ``await fn(*args, **kwargs)`` in a slot, waiting in the queue if every slot is busy.",
+        returns="What ``fn`` returns.",
+        raises=(
+            "BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).",
+            (
+                "BulkheadTimeoutError: If no slot became free within ``config.timeout`` (or before the "
+                "deadline of an enclosing timeout scope)."
+            ),
+            "Exception: Whatever ``fn`` raises, unchanged.",
+        ),
     )
 
     execute_sync = verb(
         Pattern.run_sync,
-        """Run ``fn(*args, **kwargs)`` in a slot, blocking this thread while it waits in the queue.
-
-        Args:
-            fn: The function to protect.
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            What ``fn`` returns.
-
-        Raises:
-            TypeError: If ``fn`` is not callable.
-            BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).
-            BulkheadTimeoutError: If no slot became free within ``config.timeout`` (or before
-                the deadline of an enclosing timeout scope).
-            Exception: Whatever ``fn`` raises, unchanged.
-        """,
+        "Run ``fn(*args, **kwargs)`` in a slot, blocking this thread while it waits in the queue.",
+        returns="What ``fn`` returns.",
+        raises=(
+            "BulkheadFullError: As :meth:`execute`.",
+            "BulkheadTimeoutError: As :meth:`execute`.",
+            "Exception: Whatever ``fn`` raises, unchanged.",
+        ),
     )
 
     def slot(self) -> Guard:

@@ -63,42 +63,25 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
 
     call = verb(
         Pattern.run,
-        """Await ``fn(*args, **kwargs)`` if the breaker admits the call.
-
-        Args:
-            fn: An async function (or any callable returning an awaitable).
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            What ``fn`` returned.
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            CircuitOpenError: The breaker is open, or all half-open probes are in flight; ``fn``
-                was not called.
-            Exception: Whatever ``fn`` raised (after it was counted).
-        """,
+        "Await ``fn(*args, **kwargs)`` if the breaker admits the call.",
+        returns="What ``fn`` returned.",
+        raises=(
+            (
+                "CircuitOpenError: The breaker is open, or all half-open probes are in flight; ``fn`` was "
+                "not called."
+            ),
+            "Exception: Whatever ``fn`` raised (after it was counted).",
+        ),
     )
 
     call_sync = verb(
         Pattern.run_sync,
-        """Call ``fn(*args, **kwargs)`` in this thread if the breaker admits the call.
-
-        Args:
-            fn: A plain (non-async) function.
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            What ``fn`` returned.
-
-        Raises:
-            TypeError: ``fn`` is not callable, or is a coroutine function.
-            CircuitOpenError: The breaker is open, or all half-open probes are in flight; ``fn``
-                was not called.
-            Exception: Whatever ``fn`` raised (after it was counted).
-        """,
+        "Call ``fn(*args, **kwargs)`` in this thread if the breaker admits the call.",
+        returns="What ``fn`` returned.",
+        raises=(
+            "CircuitOpenError: As :meth:`call`.",
+            "Exception: Whatever ``fn`` raised (after it was counted).",
+        ),
     )
 
     @property

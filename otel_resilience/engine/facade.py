@@ -15,9 +15,10 @@ of ``breaker.call`` costs no frame more than ``breaker.run`` would.
 from __future__ import annotations
 
 import abc
+import textwrap
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, overload
 
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
@@ -252,18 +253,53 @@ class _Verb:
         owner._verbs = {**owner._verbs, method.__name__: name}
 
 
-def verb(method: F, doc: str) -> F:
+_FN: Final = {
+    "run": "An async function (or any callable returning an awaitable).",
+    "run_sync": "A plain (non-async) function.",
+}
+_NOT_CALLABLE: Final = {
+    "run": "``fn`` is not callable, or does not return an awaitable.",
+    "run_sync": "``fn`` is not callable, or is a coroutine function.",
+}
+
+
+def _section(title: str, entries: tuple[str, ...]) -> str:
+    """Return a Google-style docstring section, each entry wrapped and indented under ``title``."""
+    wrapped = (
+        textwrap.fill(entry, 100, initial_indent="    ", subsequent_indent="        ") for entry in entries
+    )
+    return "\n".join((f"{title}:", *wrapped))
+
+
+def verb(
+    method: F, summary: str, *, returns: str, raises: tuple[str, ...], more: str = "", refuses: str = ""
+) -> F:
     """Give ``method`` (:meth:`Pattern.run` or :meth:`Pattern.run_sync`) a pattern's public name.
 
-    ``call = verb(Pattern.run, "Await ...")`` in a :class:`Pattern` subclass's body defines
-    ``call``: a copy of ``run`` (the same code, so no frame more per call) with its own name and
-    docstring; ``run``'s error for a non-callable ``fn`` then names ``call``.
+    ``call = verb(Pattern.run, "Await ...", returns=..., raises=(...))`` in a :class:`Pattern`
+    subclass's body defines ``call``: a copy of ``run`` (the same code, so no frame more per call)
+    with its own name and docstring; ``run``'s error for a non-callable ``fn`` then names ``call``.
+    The docstring is written here once for every verb: the summary, ``more``, the arguments
+    every verb takes, ``returns``, and a ``TypeError`` for a ``fn`` the driver cannot run
+    followed by the pattern's own ``raises``.
 
     Args:
         method: The method to publish.
-        doc: The verb's docstring.
+        summary: The docstring's first line.
+        returns: What the verb returns.
+        raises: The pattern's own errors, each ``"Name: when."``.
+        more: A paragraph after the summary (``""`` for none).
+        refuses: What else the verb refuses with ``TypeError`` before ``fn`` runs (``""``: nothing).
 
     Returns:
         The verb (typed as ``method``).
     """
-    return cast("F", _Verb(method, doc))
+    kind = method.__name__
+    fn = (f"fn: {_FN[kind]}", "*args: Its positional arguments.", "**kwargs: Its keyword arguments.")
+    parts = [summary, more] if more else [summary]
+    parts += [
+        _section("Args", fn),
+        _section("Returns", (returns,)),
+        _section("Raises", (f"TypeError: {_NOT_CALLABLE[kind]}{refuses and f' Also: {refuses}'}", *raises)),
+    ]
+    return cast("F", _Verb(method, "\n\n".join(parts)))

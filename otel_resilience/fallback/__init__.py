@@ -126,42 +126,25 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep]):
 
     execute_with_fallback = verb(
         Pattern.run,
-        """Return ``await fn(*args, **kwargs)``, or the fallback's answer when it fails.
-
-        Args:
-            fn: A coroutine function (or any function returning an awaitable).
-            *args: Positional arguments for ``fn`` (and for the fallback functions).
-            **kwargs: Keyword arguments for ``fn`` (and for the fallback functions).
-
-        Returns:
-            ``fn``'s result, or the fallback's answer (whose type the caller vouches for).
-
-        Raises:
-            Exception: ``fn``'s error when it is not handled or a cache missed; a
-                ``fallback_function``'s own error; an ``ExceptionGroup`` when every
-                ``MULTIPLE_ATTEMPTS`` function failed.
-            TypeError: If ``fn`` is not callable or does not return an awaitable.
-            asyncio.CancelledError: Always propagated, never answered by a fallback.
-        """,
+        "Return ``await fn(*args, **kwargs)``, or the fallback's answer when it fails.",
+        more="The fallback functions get the same ``*args`` and ``**kwargs``.",
+        returns="``fn``'s result, or the fallback's answer (whose type the caller vouches for).",
+        raises=(
+            (
+                "Exception: ``fn``'s error when it is not handled or a cache missed; a "
+                "``fallback_function``'s own error; an ``ExceptionGroup`` when every ``MULTIPLE_ATTEMPTS`` "
+                "function failed."
+            ),
+            "asyncio.CancelledError: Always propagated, never answered by a fallback.",
+        ),
     )
 
     execute_with_fallback_sync = verb(
         Pattern.run_sync,
-        """Return ``fn(*args, **kwargs)``, or the fallback's answer when it fails (sync driver).
-
-        Args:
-            fn: A plain function.
-            *args: Positional arguments for ``fn`` (and for the fallback functions).
-            **kwargs: Keyword arguments for ``fn`` (and for the fallback functions).
-
-        Returns:
-            ``fn``'s result, or the fallback's answer.
-
-        Raises:
-            Exception: As :meth:`execute_with_fallback`.
-            TypeError: If ``fn`` is not callable, or a fallback function or cache method is a
-                coroutine function (refused before ``fn`` runs).
-        """,
+        "Return ``fn(*args, **kwargs)``, or the fallback's answer when it fails (sync driver).",
+        returns="``fn``'s result, or the fallback's answer.",
+        refuses="a fallback function or cache method is a coroutine function (refused before ``fn`` runs).",
+        raises=("Exception: As :meth:`execute_with_fallback`.",),
     )
 
     def get_stats(self) -> dict[str, int]:

@@ -95,41 +95,25 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
 
     call = verb(
         Pattern.run,
-        """Await ``fn(*args, **kwargs)`` once a permit is taken (waiting for it up to ``config.max_wait``).
-
-        Args:
-            fn: An async function (or any callable returning an awaitable).
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            What ``fn`` returned.
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            RateLimitedError: No permit is free and none may be waited for; ``fn`` was not called.
-            Exception: Whatever ``fn`` raised, unchanged.
-        """,
+        "Await ``fn(*args, **kwargs)`` once a permit is taken (waiting for it up to ``config.max_wait``).",
+        returns="What ``fn`` returned.",
+        raises=(
+            (
+                "RateLimitedError: No permit is free and none may be waited for (within ``max_wait`` and "
+                "before the deadline of an enclosing timeout scope); ``fn`` was not called."
+            ),
+            "Exception: Whatever ``fn`` raised, unchanged.",
+        ),
     )
 
     call_sync = verb(
         Pattern.run_sync,
-        """Call ``fn(*args, **kwargs)`` in this thread once a permit is taken (blocking while it waits).
-
-        Args:
-            fn: A plain (non-async) function.
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            What ``fn`` returned.
-
-        Raises:
-            TypeError: ``fn`` is not callable, or is a coroutine function.
-            RateLimitedError: No permit is free and none may be waited for (within ``max_wait``
-                and before the deadline of an enclosing timeout scope); ``fn`` was not called.
-            Exception: Whatever ``fn`` raised, unchanged.
-        """,
+        "Call ``fn(*args, **kwargs)`` in this thread once a permit is taken (blocking while it waits).",
+        returns="What ``fn`` returned.",
+        raises=(
+            "RateLimitedError: As :meth:`call`.",
+            "Exception: Whatever ``fn`` raised, unchanged.",
+        ),
     )
 
     def guard(self) -> Guard:

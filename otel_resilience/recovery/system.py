@@ -183,26 +183,23 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep]):
 
     execute = verb(
         Pattern.run,
-        """Run ``await fn(*args, **kwargs)`` and recover its errors by the rules.
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            RecoveryEscalatedError: An ESCALATE rule covered the error.
-            Exception: The error, when no rule covers it or recovery failed.
-        """,
+        "Run ``await fn(*args, **kwargs)`` and recover its errors by the rules.",
+        returns="What ``fn`` returned (or a recovery's answer).",
+        raises=(
+            "RecoveryEscalatedError: An ESCALATE rule covered the error.",
+            "Exception: The error, when no rule covers it or recovery failed.",
+        ),
     )
 
     execute_sync = verb(
         Pattern.run_sync,
-        """Run ``fn(*args, **kwargs)`` in this thread and recover its errors, as :meth:`execute` does.
-
-        Re-runs, their delays and the rules' hooks run in this thread too (a hook or fallback must
-        be a plain function here).
-
-        Raises:
-            TypeError: ``fn`` is not callable or is a coroutine function.
-            Exception: As :meth:`execute`.
-        """,
+        "Run ``fn(*args, **kwargs)`` in this thread and recover its errors, as :meth:`execute` does.",
+        more=(
+            "Re-runs, their delays and the rules' hooks run in this thread too (a hook or fallback must be a"
+            " plain function here)."
+        ),
+        returns="As :meth:`execute`.",
+        raises=("Exception: As :meth:`execute`.",),
     )
 
     async def recover_from_error(

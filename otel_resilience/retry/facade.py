@@ -120,40 +120,18 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
 
     execute = verb(
         Pattern.run,
-        """Return ``await fn(*args, **kwargs)``, retried per the policy.
-
-        Args:
-            fn: An async function (or any callable returning an awaitable).
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            The first accepted result (or the last result, if results were retried to the end).
-
-        Raises:
-            TypeError: If ``fn`` is not callable (before anything runs).
-            Exception: The last error, re-raised as is (with a note) when retrying stopped.
-        """,
+        "Return ``await fn(*args, **kwargs)``, retried per the policy.",
+        returns="The first accepted result (or the last result, if results were retried to the end).",
+        raises=("Exception: The last error, re-raised as is (with a note) when retrying stopped.",),
     )
 
     execute_sync = verb(
         Pattern.run_sync,
-        """Return ``fn(*args, **kwargs)``, retried per the policy, in the calling thread.
-
-        Backoffs block the thread (``clock.sleep_sync``).
-
-        Args:
-            fn: A plain function.
-            *args: Its positional arguments.
-            **kwargs: Its keyword arguments.
-
-        Returns:
-            The first accepted result (or the last result, if results were retried to the end).
-
-        Raises:
-            TypeError: If ``fn`` is not callable, or ``on_retry`` is async (before anything runs).
-            Exception: The last error, re-raised as is (with a note) when retrying stopped.
-        """,
+        "Return ``fn(*args, **kwargs)``, retried per the policy, in the calling thread.",
+        more="Backoffs block the thread (``clock.sleep_sync``).",
+        refuses="``on_retry`` is async (refused before anything runs).",
+        returns="The first accepted result (or the last result, if results were retried to the end).",
+        raises=("Exception: The last error, re-raised as is (with a note) when retrying stopped.",),
     )
 
     def __repr__(self) -> str:
