@@ -11,7 +11,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from _harness import Contender, Group, async_chunk, sync_chunk
 from _peers import Peers
@@ -399,6 +399,10 @@ def bulkhead(driver: str, peers: Peers) -> Group:
     return Group("bulkhead", "Bulkhead, uncontended (free slots)", driver, baseline(driver), contenders)
 
 
+ADMISSION_LABEL: Final = "limiter.try_acquire(), then f()"
+"""The rate limiter's admission row: the one the <= 1 µs target reads."""
+
+
 def rate_limiter(driver: str, peers: Peers) -> Group:
     """A rate limiter with permits to spare: one admission around one call (token bucket)."""
     aw = _aw(driver)
@@ -409,6 +413,14 @@ def rate_limiter(driver: str, peers: Peers) -> Group:
     limiter = orr.RateLimiter(f"{tag}.protect", plenty)
     contenders.append(
         _ours("limiter.protect(f)", _chunk(driver, f"{aw}g()", {"g": limiter.protect(fn)}), primary=True)
+    )
+    limiter_t = orr.RateLimiter(f"{tag}.try_acquire", plenty)
+    contenders.append(
+        _ours(
+            ADMISSION_LABEL,
+            _chunk(driver, f"if t():\n    {aw}f()", {"t": limiter_t.try_acquire, "f": fn}),
+            note="the permit alone (what aiolimiter's `async with` and limits' `hit` do): no pipeline",
+        )
     )
     method = "call" if driver == "async" else "call_sync"
     limiter_b = orr.RateLimiter(f"{tag}.call", plenty)
