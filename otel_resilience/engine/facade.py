@@ -178,8 +178,14 @@ class Pattern(abc.ABC, Generic[C, L]):
         public = self._verbs.get(verb, verb)
         return cast("TypeError", fail(f"{self._owner}.{public}", "fn", "callable", fn, kind=TypeError))
 
-    async def run(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def run(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
         """Await ``fn(*args, **kwargs)`` through this instance's link.
+
+        A plain function that returns the pipeline's coroutine (await it, or hand it to
+        ``asyncio.create_task``): a coroutine of its own would add a frame to every call. A
+        non-callable ``fn`` is therefore refused when the verb is called, before any await.
 
         Raises:
             TypeError: ``fn`` is not callable (or does not return an awaitable).
@@ -187,7 +193,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         """
         if not callable(fn):
             raise self._not_callable("run", fn)
-        return await (self._standalone or self._pipeline).execute(fn, *args, **kwargs)
+        return (self._standalone or self._pipeline).execute(fn, *args, **kwargs)
 
     def run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` in this thread through this instance's link.
