@@ -59,6 +59,7 @@ from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
 from otel_resilience.engine.facade import Link, Pattern, verb
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Action, Answer
 from otel_resilience.engine.validation import check_duration, fail
 from otel_resilience.errors import OperationTimeoutError
@@ -276,10 +277,7 @@ class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep]):
     def _link(self, telemetry: StrategyTelemetry) -> _TimeoutStep:
         return _TimeoutStep(self._core, telemetry)
 
-    @property
-    def timeout(self) -> float:
-        """The deadline in seconds."""
-        return self._core.timeout
+    timeout = ReadOnly[float]("_core.timeout", "The deadline in seconds.")
 
     with_timeout = verb(
         Pattern.run,
@@ -356,10 +354,7 @@ class MoveOnAfter:
     def __init__(self, deadline: AsyncDeadline) -> None:
         self._deadline = deadline
 
-    @property
-    def expired(self) -> bool:
-        """Whether the deadline passed and the block was abandoned."""
-        return self._deadline.expired
+    expired = ReadOnly[bool]("_deadline.expired", "Whether the deadline passed and the block was abandoned.")
 
     async def __aenter__(self) -> MoveOnAfter:
         await self._deadline.__aenter__()

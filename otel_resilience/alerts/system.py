@@ -33,6 +33,7 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_callable, check_name, fail
 
 _LOG: Final = logging.getLogger("otel_resilience")
@@ -125,10 +126,7 @@ class AlertSystem:
         self._closed = False
         hub.add_listener(self)
 
-    @property
-    def config(self) -> AlertConfig:
-        """When it alerts."""
-        return self._config
+    config = ReadOnly[AlertConfig]("_config", "When it alerts.")
 
     @property
     def history(self) -> tuple[Alert, ...]:
@@ -141,10 +139,7 @@ class AlertSystem:
         self._closed = True
         self._hub.remove_listener(self)
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` removed it from its hub."""
-        return self._closed
+    closed = ReadOnly[bool]("_closed", "Whether :meth:`close` removed it from its hub.")
 
     def __enter__(self) -> AlertSystem:
         return self

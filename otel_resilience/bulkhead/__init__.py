@@ -71,6 +71,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BULKHEADS
 
 __all__ = [
@@ -117,10 +118,7 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep]):
     def _link(self, telemetry: StrategyTelemetry) -> _BulkheadStep:
         return _BulkheadStep(self, telemetry)
 
-    @property
-    def stats(self) -> BulkheadStats:
-        """The live counters (no copy; read them from observable gauges)."""
-        return self._core
+    stats = ReadOnly[BulkheadStats]("_core", "The live counters (no copy; read them from observable gauges).")
 
     def get_stats(self) -> BulkheadStatsDict:
         """Return a consistent snapshot of the counters.

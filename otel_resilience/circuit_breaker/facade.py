@@ -14,6 +14,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StateChanged, StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import check_callable, check_duration, fail
 from otel_resilience.errors import CircuitOpenError
@@ -107,10 +108,9 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
         """
         return self._core.rates()
 
-    @property
-    def stats(self) -> CircuitBreakerStats:
-        """The live counts (plain ints, updated in place; read-only for callers)."""
-        return self._core.stats
+    stats = ReadOnly[CircuitBreakerStats](
+        "_core.stats", "The live counts (plain ints, updated in place; read-only for callers)."
+    )
 
     def guard(self) -> Guard:
         """Return a context manager that runs a block under this breaker (sync or async).

@@ -30,41 +30,21 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
-from otel_resilience.engine.event_args import (
-    AlertRaised,
-    CallRejected,
-    EventArgs,
-    FallbackUsed,
-    PatternDetected,
-    PermitWaited,
-    RecoveryAttempted,
-    RetryExhausted,
-    RetryScheduled,
-    StateChanged,
-    TimeoutOccurred,
-)
+from otel_resilience.engine import event_args
+from otel_resilience.engine.event_args import *  # noqa: F403 - the event arguments belong to this seam
+from otel_resilience.engine.event_args import EventArgs
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
     "HUB",
-    "AlertRaised",
-    "CallRejected",
     "Event",
-    "EventArgs",
     "ExecutionListener",
-    "FallbackUsed",
     "Outcome",
-    "PatternDetected",
-    "PermitWaited",
-    "RecoveryAttempted",
-    "RetryExhausted",
-    "RetryScheduled",
-    "StateChanged",
     "StrategyTelemetry",
     "TelemetryHub",
     "TelemetryListener",
     "TelemetrySource",
-    "TimeoutOccurred",
     "error_type_name",
+    *event_args.__all__,
 ]
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, over
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
 
@@ -108,10 +109,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
         self._standalone: Pipeline | None = None
 
-    @property
-    def name(self) -> str:
-        """The instance's name."""
-        return self._name
+    name = ReadOnly[str]("_name", "The instance's name.")
 
     @property
     def _pipeline(self) -> Pipeline:
@@ -127,10 +125,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         builder = PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
         return builder.add(self.as_strategy()).build()
 
-    @property
-    def config(self) -> C:
-        """The instance's configuration."""
-        return self._config
+    config = ReadOnly[C]("_config", "The instance's configuration.")
 
     @abc.abstractmethod
     def _link(self, telemetry: StrategyTelemetry) -> L:
@@ -159,19 +154,15 @@ class Pattern(abc.ABC, Generic[C, L]):
         check_name(f"{self._owner}.as_strategy", "pipeline", pipeline)
         return StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline))
 
-    @property
-    def telemetry(self) -> StrategyTelemetry:
-        """What the instance reports its own events through (source without a pipeline)."""
-        return self._telemetry
+    telemetry = ReadOnly[StrategyTelemetry](
+        "_telemetry", "What the instance reports its own events through (source without a pipeline)."
+    )
 
     @abc.abstractmethod
     def get_stats(self) -> Mapping[str, Any]:
         """Return a snapshot of the instance's counts (each pattern documents its keys)."""
 
-    @property
-    def clock(self) -> Clock:
-        """The clock the instance reads time from."""
-        return self._clock
+    clock = ReadOnly[Clock]("_clock", "The clock the instance reads time from.")
 
     def _not_callable(self, verb: str, fn: object) -> TypeError:
         """Build the error for a non-callable ``fn`` given to ``verb`` (a base name, or ``"protect"``)."""

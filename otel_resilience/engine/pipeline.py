@@ -30,6 +30,7 @@ from otel_resilience.engine.calling import WrongDriver, async_generator_refused
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, start_context
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import PipelineStats, classify_error
 from otel_resilience.engine.step import TERMINAL, Step, Wait
@@ -97,10 +98,7 @@ class Pipeline:
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
         PIPELINES.register(self)
 
-    @property
-    def strategies(self) -> tuple[Step, ...]:
-        """The strategies, outer to inner."""
-        return self._strategies
+    strategies = ReadOnly[tuple[Step, ...]]("_strategies", "The strategies, outer to inner.")
 
     def describe(self) -> tuple[tuple[str, str, object], ...]:
         """Return ``(kind, name, config)`` for every strategy, outer to inner."""

@@ -40,6 +40,7 @@ from otel_resilience.engine.calling import not_awaitable, not_sync_result, refus
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -224,10 +225,7 @@ class Step:
         self._admits, self._succeeds, self._fails, self._expires, self._cancels = type(self)._hooks
         self._judges = self._succeeds and self.judges_first_run
 
-    @property
-    def name(self) -> str:
-        """The configured name of the instance this link belongs to."""
-        return self.kind
+    name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
 
     @property
     def config(self) -> object:

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import fail
 
 __all__ = ["BoundedStore"]
@@ -79,15 +80,9 @@ class BoundedStore(Generic[K, V]):
             weakref.WeakValueDictionary() if revive else None
         )
 
-    @property
-    def capacity(self) -> int:
-        """The most entries kept while they are idle."""
-        return self._capacity
+    capacity = ReadOnly[int]("_capacity", "The most entries kept while they are idle.")
 
-    @property
-    def evicted(self) -> int:
-        """How many entries were evicted so far."""
-        return self._evicted
+    evicted = ReadOnly[int]("_evicted", "How many entries were evicted so far.")
 
     def get(self, key: K) -> V | None:
         """Return the value kept under ``key``, or ``None`` (no lock, no change of order)."""

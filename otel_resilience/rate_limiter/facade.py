@@ -9,6 +9,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import RATE_LIMITERS
 from otel_resilience.engine.store import BoundedStore
 from otel_resilience.engine.validation import check_name, fail
@@ -73,20 +74,18 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
         max_keys: int = DEFAULT_MAX_KEYS,
         clock: Clock = SYSTEM_CLOCK,
     ) -> KeyedRateLimiter[Hashable]:
-        """Return a limiter that gives each key (a tenant, a client) a :class:`RateLimiter` of its own.
+        """Return ``KeyedRateLimiter(name, config, ...)``: a :class:`RateLimiter` per key (tenant, client).
 
-        ``limiter.for_key(tenant)`` returns the key's limiter; each has ``config``'s rate and
-        burst. See :class:`KeyedRateLimiter` for how keys are kept and evicted.
+        ``limiter.for_key(tenant)`` returns the key's limiter, with ``config``'s rate and burst;
+        the key is never in telemetry. :class:`KeyedRateLimiter` says how keys are kept and
+        evicted, and what each argument must be (it raises ``TypeError``/``ValueError`` naming
+        the field).
 
         Args:
-            name: The name of every key's limiter (the key is never in telemetry).
-            config: Every key's configuration.
-            max_keys: How many keys are kept while idle (an ``int >= 1``).
-            clock: The clock of every key's limiter.
-
-        Raises:
-            TypeError: ``name``, ``config`` or ``clock`` has the wrong type.
-            ValueError: ``name`` is empty, or ``max_keys`` is not an ``int >= 1``.
+            name: As :class:`KeyedRateLimiter`.
+            config: As there.
+            max_keys: As there (default :data:`DEFAULT_MAX_KEYS`).
+            clock: As there.
         """
         return KeyedRateLimiter(name, config, max_keys=max_keys, clock=clock)
 
@@ -148,10 +147,7 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
         """
         return self._rules.available(self._clock.now())
 
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for a permit now."""
-        return self._rules.waiting
+    waiting = ReadOnly[int]("_rules.waiting", "Callers waiting for a permit now.")
 
     def get_stats(self) -> RateLimiterStatsDict:
         """Return a consistent snapshot of the counts.
@@ -219,20 +215,11 @@ class KeyedRateLimiter(Generic[K]):
             "KeyedRateLimiter", "max_keys", max_keys, is_idle=_idle, revive=True
         )
 
-    @property
-    def name(self) -> str:
-        """The name of every key's limiter."""
-        return self._name
+    name = ReadOnly[str]("_name", "The name of every key's limiter.")
 
-    @property
-    def config(self) -> RateLimiterConfig:
-        """Every key's configuration."""
-        return self._config
+    config = ReadOnly[RateLimiterConfig]("_config", "Every key's configuration.")
 
-    @property
-    def max_keys(self) -> int:
-        """How many keys are kept while idle."""
-        return self._keys.capacity
+    max_keys = ReadOnly[int]("_keys.capacity", "How many keys are kept while idle.")
 
     def for_key(self, key: K) -> RateLimiter:
         """Return the limiter of ``key``, creating it (with a full bucket) if the key is new.

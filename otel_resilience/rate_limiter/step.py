@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -14,6 +15,8 @@ from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
 
@@ -97,33 +100,29 @@ class _Waiting(Wait):
 
     async def wait(self) -> None:
         """Sleep on the event loop until the permit is due; then take it."""
-        clock, reservation = self._clock, self._reservation
-        try:
-            while (delay := reservation.due - clock.now()) > 0:
-                await clock.sleep(delay)
-            self._rules.claim(reservation)
-        except BaseException:
-            self._rules.abandon(reservation, clock.now())  # a no-op once claimed
-            raise
-        self._taken()
+        with self._taking():
+            while (delay := self._reservation.due - self._clock.now()) > 0:
+                await self._clock.sleep(delay)
 
     def wait_sync(self) -> None:
         """Block this thread until the permit is due; then take it."""
+        with self._taking():
+            while (delay := self._reservation.due - self._clock.now()) > 0:
+                self._clock.sleep_sync(delay)
+
+    @contextlib.contextmanager
+    def _taking(self) -> Iterator[None]:
+        """Around the sleeps: take the permit after them, or give it back if they are interrupted."""
         clock, reservation = self._clock, self._reservation
         try:
-            while (delay := reservation.due - clock.now()) > 0:
-                clock.sleep_sync(delay)
+            yield
             self._rules.claim(reservation)
         except BaseException:
             self._rules.abandon(reservation, clock.now())  # a no-op once claimed
             raise
-        self._taken()
-
-    def _taken(self) -> None:
-        """Report the permit taken after the wait."""
         telemetry = self._telemetry
         if telemetry.enabled:
-            telemetry.report(Event.PERMIT_WAITED, PermitWaited(self._clock.now() - self._since))
+            telemetry.report(Event.PERMIT_WAITED, PermitWaited(clock.now() - self._since))
 
     def __repr__(self) -> str:
         return f"<rate limiter wait until {self._reservation.due!r}>"

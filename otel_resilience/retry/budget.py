@@ -15,6 +15,7 @@ import threading
 from typing import Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.sliding import SlidingCounts
 from otel_resilience.engine.validation import check_duration, check_number
 
@@ -88,25 +89,15 @@ class RetryBudget:
         """Every execution's first attempt and every retry allowed, in the window; mark a: a retry."""
         self._denied = 0
 
-    @property
-    def ratio(self) -> float:
-        """Retries allowed per first attempt in the window."""
-        return self._ratio
+    ratio = ReadOnly[float]("_ratio", "Retries allowed per first attempt in the window.")
 
-    @property
-    def min_retries_per_second(self) -> float:
-        """The floor: retries per second allowed whatever the traffic."""
-        return self._min_per_second
+    min_retries_per_second = ReadOnly[float](
+        "_min_per_second", "The floor: retries per second allowed whatever the traffic."
+    )
 
-    @property
-    def window(self) -> float:
-        """The window's length in seconds."""
-        return self._window
+    window = ReadOnly[float]("_window", "The window's length in seconds.")
 
-    @property
-    def clock(self) -> Clock:
-        """The window's time source."""
-        return self._clock
+    clock = ReadOnly[Clock]("_clock", "The window's time source.")
 
     def deposit(self) -> None:
         """Count one first attempt (a retry calls it when an execution starts)."""

@@ -5,18 +5,17 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.pipeline import check_protectable
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_callable, check_name, describe, fail
 from otel_resilience.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
+from otel_resilience.retry.stats import RetryStats
 from otel_resilience.retry.step import _RetryCore, _RetryStep
-
-if TYPE_CHECKING:
-    from otel_resilience.retry.stats import RetryStats
 
 __all__ = ["Retry", "retry", "retry_async", "retry_sync"]
 
@@ -87,15 +86,11 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
     def _link(self, telemetry: StrategyTelemetry) -> _RetryStep:
         return _RetryStep(self._core, telemetry)
 
-    @property
-    def policy(self) -> RetryPolicy:
-        """The retry's policy (its :attr:`config`)."""
-        return self._config
+    policy = ReadOnly[RetryPolicy]("_config", "The retry's policy (its :attr:`config`).")
 
-    @property
-    def stats(self) -> RetryStats:
-        """The live counters (plain integers; read them, do not write them)."""
-        return self._core.stats
+    stats = ReadOnly[RetryStats](
+        "_core.stats", "The live counters (plain integers; read them, do not write them)."
+    )
 
     def get_stats(self) -> dict[str, int]:
         """Return a consistent snapshot of the counters.

@@ -28,10 +28,12 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.pipeline import classify_error
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BUDGETED_RETRIES
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
 from otel_resilience.engine.validation import describe
+from otel_resilience.retry.budget import RetryBudget
 from otel_resilience.retry.policy import RetryPolicy, _constant_delay
 from otel_resilience.retry.stats import RetryStats
 
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.step import Action
     from otel_resilience.errors import OperationTimeoutError
-    from otel_resilience.retry.budget import RetryBudget
     from otel_resilience.retry.policy import OnRetry
 
 __all__: list[str] = []
@@ -385,10 +386,7 @@ class _RetryStep(Link[RetryPolicy]):
         if self._budget is not None:
             BUDGETED_RETRIES.register(self)
 
-    @property
-    def budget(self) -> RetryBudget | None:
-        """The retry budget of the link's policy, or ``None``."""
-        return self._budget
+    budget = ReadOnly[RetryBudget | None]("_budget", "The retry budget of the link's policy, or ``None``.")
 
     @property
     def policy_name(self) -> str:

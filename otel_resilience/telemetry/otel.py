@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Final, cast
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry._logs import LogRecord, get_logger
+from opentelemetry.trace import Tracer
 
 from otel_resilience.engine.events import (
     HUB,
@@ -65,6 +66,7 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
+from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.telemetry import binding, providers
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.observables import Observables
@@ -86,7 +88,7 @@ if TYPE_CHECKING:
     from opentelemetry._logs import Logger, LoggerProvider
     from opentelemetry.context import Context
     from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from opentelemetry.trace import Span, TracerProvider
 
 __all__ = ["VERSION", "OtelListener"]
 
@@ -178,10 +180,9 @@ class OtelListener:
         """Whether the listener still reports (``False`` after :meth:`close`)."""
         return not self._closed
 
-    @property
-    def tracer(self) -> Tracer | None:
-        """The tracer in use, or ``None`` while no tracer provider is known."""
-        return self._tracer
+    tracer = ReadOnly[Tracer | None](
+        "_tracer", "The tracer in use, or ``None`` while no tracer provider is known."
+    )
 
     @property
     def meter_ready(self) -> bool:
