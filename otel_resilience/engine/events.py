@@ -5,7 +5,7 @@ facade, made once with its :class:`TelemetrySource` (pattern kind, instance name
 name). Through it the pattern
 
 * reports rare events (:meth:`StrategyTelemetry.report`): retry scheduled, state change,
-  rejection, timeout, fallback used, recovery, error pattern, alert;
+  rejection, timeout, fallback used, recovery, error pattern, alert, chaos injected;
 * opens execution and attempt scopes (:meth:`StrategyTelemetry.start_execution`,
   :meth:`StrategyTelemetry.start_attempt`), which a tracing listener turns into spans.
 
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 from otel_resilience.engine.event_args import (
     AlertRaised,
     CallRejected,
+    ChaosInjected,
     EventArgs,
     FallbackUsed,
     PatternDetected,
@@ -47,6 +48,7 @@ __all__ = [
     "HUB",
     "AlertRaised",
     "CallRejected",
+    "ChaosInjected",
     "Event",
     "EventArgs",
     "ExecutionListener",
@@ -83,6 +85,7 @@ class Event(enum.Enum):
     RECOVERY_ATTEMPTED = "recovery_attempted"
     PATTERN_DETECTED = "pattern_detected"
     ALERT_RAISED = "alert_raised"
+    CHAOS_INJECTED = "chaos_injected"
 
 
 class Outcome(enum.Enum):

@@ -94,6 +94,7 @@ _ARGS = {
     Event.RECOVERY_ATTEMPTED: ea.RecoveryAttempted,
     Event.PATTERN_DETECTED: ea.PatternDetected,
     Event.ALERT_RAISED: ea.AlertRaised,
+    Event.CHAOS_INJECTED: ea.ChaosInjected,
 }
 _SOURCE_KEYS = {sc.POLICY, sc.PATTERN, sc.NAME}
 
@@ -236,6 +237,7 @@ def test_public_names_are_pinned():
         "resilience.recovery.attempts",
         "resilience.recovery.error_patterns",
         "resilience.alerts",
+        "resilience.chaos.injections",
         "resilience.telemetry.errors",
     ]
     assert sc.DURATION_BOUNDARIES == (

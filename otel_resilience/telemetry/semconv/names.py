@@ -41,6 +41,10 @@ __all__ = [
     "CB_TRANSITIONS_KNOWN",
     "CB_TRANSITION_REASON",
     "CB_TRANSITION_REASONS",
+    "CHAOS_DELAY",
+    "CHAOS_INJECTIONS",
+    "CHAOS_KIND",
+    "CHAOS_KINDS",
     "DEFAULT_LOG_SEVERITY",
     "DEPENDENCY_ERROR_TYPE",
     "DURATION_BOUNDARIES",
@@ -51,6 +55,7 @@ __all__ = [
     "ERROR_TYPE",
     "EV_ALERT",
     "EV_CALL_REJECTED",
+    "EV_CHAOS_INJECTED",
     "EV_FALLBACK",
     "EV_PATTERN",
     "EV_RECOVERY",
@@ -146,6 +151,8 @@ ALERT_SEVERITY: Final = "resilience.alert.severity"
 ALERT_SUBJECT: Final = "resilience.alert.subject"
 ALERT_SUMMARY: Final = "resilience.alert.summary"
 DEPENDENCY_ERROR_TYPE: Final = "resilience.dependency.error.type"
+CHAOS_KIND: Final = "resilience.chaos.kind"
+CHAOS_DELAY: Final = "resilience.chaos.delay"
 
 OUTCOME_VALUES: Final = ("success", "recovered", "fallback", "failure", "rejected", "timeout", "cancelled")
 """The values of :class:`otel_resilience.engine.events.Outcome`."""
@@ -161,6 +168,7 @@ PATTERN_VALUES: Final = (
     "recovery",
     "alerts",
     "rate_limiter",
+    "chaos",
 )
 CB_STATE_VALUES: Final = ("closed", "open", "half_open", "disabled", "metrics_only")
 CB_TRANSITION_REASONS: Final = (
@@ -242,6 +250,8 @@ ALERT_KINDS: Final = (
     "recovery_escalated",
 )
 ALERT_SEVERITIES: Final = ("warning", "critical")
+CHAOS_KINDS: Final = ("fault", "latency", "outcome")
+"""What a chaos link injects: an exception, a delay before the call, or a result in its place."""
 
 
 # --- instruments -----------------------------------------------------------------------------
@@ -306,6 +316,7 @@ RECOVERY_ATTEMPTS: Final = "resilience.recovery.attempts"
 ERROR_PATTERNS: Final = "resilience.recovery.error_patterns"
 ALERTS: Final = "resilience.alerts"
 TELEMETRY_ERRORS: Final = "resilience.telemetry.errors"
+CHAOS_INJECTIONS: Final = "resilience.chaos.injections"
 
 # --- spans and events ------------------------------------------------------------------------
 
@@ -322,6 +333,7 @@ EV_FALLBACK: Final = "resilience.fallback.executed"
 EV_RECOVERY: Final = "resilience.recovery.attempted"
 EV_PATTERN: Final = "resilience.error_pattern.detected"
 EV_ALERT: Final = "resilience.alert.raised"
+EV_CHAOS_INJECTED: Final = "resilience.chaos.injected"
 
 LOG_SEVERITIES: Final[Mapping[str, str]] = MappingProxyType(
     {"info": "INFO", "warning": "WARN", "critical": "ERROR"}
