@@ -96,7 +96,12 @@ async def test_a_wait_that_gives_a_token_runs_the_rest_with_it(driver: str) -> N
     step, inner, calls = _Answering("token"), _Inner(), []
     pipeline = PipelineBuilder("tokened").add(step).add(inner).build()
     assert await _run(pipeline, driver, calls) == "real"
-    assert (calls, inner.runs, step.hooks, step.entries.value) == (["called"], 1, ["success 'token' 'real'"], 1)
+    assert (calls, inner.runs, step.hooks, step.entries.value) == (
+        ["called"],
+        1,
+        ["success 'token' 'real'"],
+        1,
+    )
 
 
 def test_a_guard_refuses_a_wait_that_answers() -> None:
