@@ -147,7 +147,9 @@ class ChaosConfig:
     ``args`` and ``kwargs``; context variables of the caller, such as a request's tenant or
     OpenTelemetry baggage, are readable too) that returns whether this run may be injected.
     A :class:`ChaosSwitch` is such a predicate. A predicate is asked before any random draw; one
-    that raises counts as ``False`` (logged once and counted in the ``errors`` statistic)."""
+    that raises counts as ``False`` (logged once and counted in the ``errors`` statistic). It
+    compares by identity: reuse one predicate object (a lambda written per call makes each
+    config a policy of its own)."""
     seed: int | None = None
     """Seeds the link's random draws: the same seed gives the same injections for the same
     sequence of runs (in one task or thread; concurrent runs draw in the order they reach the
