@@ -1,8 +1,9 @@
 """otel_resilience: fault-tolerance patterns for asyncio and threads, native to OpenTelemetry.
 
 Circuit breaker, retry with backoff, fallback, timeout, bulkhead, rate limiter and rule-based error recovery,
-composed by one manager. Every retry, trip, rejection, timeout, fallback and recovery is a span
-event and a metric. The public API is re-exported here; see each module for details.
+composed by one manager, and chaos injection to drill them. Every retry, trip, rejection, timeout,
+fallback, recovery and injected fault is a span event and a metric. The public API is re-exported
+here; see each module for details.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from otel_resilience.alerts import (
     subscribe,
 )
 from otel_resilience.bulkhead import Bulkhead, BulkheadConfig, BulkheadStats
+from otel_resilience.chaos import Chaos, ChaosConfig, ChaosSwitch
 from otel_resilience.circuit_breaker import (
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -83,6 +85,9 @@ __all__ = [
     "BulkheadStats",
     "BulkheadTimeoutError",
     "CacheService",
+    "Chaos",
+    "ChaosConfig",
+    "ChaosSwitch",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "CircuitBreakerStats",

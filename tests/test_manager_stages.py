@@ -100,6 +100,7 @@ def test_the_stage_table_is_the_documented_order() -> None:
         "circuit_breaker",
         "bulkhead",
         "attempt_timeout",
+        "chaos",
     ]
     ranks = [stage.rank for stage in STAGES]
     assert ranks == sorted(set(ranks))

@@ -13,7 +13,10 @@ deadline expired; any other cancellation propagates untouched.
 
 Sync code cannot be pre-empted: a sync scope checks the deadline when the call returns (a late
 result is a timeout) and publishes it through :func:`current_deadline`, so that the callee can
-pass what is left on as a socket timeout.
+pass what is left on as a socket timeout. A sync wait of the engine's own that the deadline cuts
+short (:func:`sleep_sync_within_deadline`) raises :class:`DeadlineReachedError`, which the scope
+that owns the deadline turns into its own timeout, as an async scope turns the cancellation it
+caused.
 
 **A deadline belongs to the task that set it** (outside any task: to the thread), as with
 ``asyncio.timeout``. The context variable holds the deadline together with its owner, and every
@@ -47,9 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncDeadline",
+    "DeadlineReachedError",
     "ExecutionContext",
     "SyncDeadline",
     "current_deadline",
+    "sleep_sync_within_deadline",
     "start_context",
     "time_remaining",
 ]
@@ -136,6 +141,41 @@ def time_remaining(clock: Clock) -> float:
     if deadline == _NO_DEADLINE:
         return _NO_DEADLINE
     return deadline - clock.now()
+
+
+class DeadlineReachedError(OperationTimeoutError):
+    """Raised in a thread by a wait that the effective deadline cut short (it cannot be cancelled).
+
+    The :class:`SyncDeadline` scope that owns that deadline turns it into its own
+    :class:`OperationTimeoutError` (its limit, its scope) and counts as expired, exactly as when
+    the block returned after the deadline; the steps between see it as a failure, as they would
+    see the timeout of a callee that honoured :func:`current_deadline`. Where no sync scope owns
+    the deadline (sync code run inside a task under an async scope), it stays what it is: an
+    :class:`OperationTimeoutError` for the seconds waited.
+    """
+
+    __slots__ = ()
+
+
+def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> None:
+    """Block this thread for ``seconds`` on ``clock``, or until the effective deadline if sooner.
+
+    Args:
+        clock: The clock to sleep on and read the deadline with.
+        seconds: How long to sleep.
+        operation: The operation's name, for :class:`DeadlineReachedError`.
+
+    Raises:
+        DeadlineReachedError: The deadline came first: the sleep lasted until it, not ``seconds``.
+    """
+    remaining = time_remaining(clock)
+    if remaining >= seconds:
+        clock.sleep_sync(seconds)
+        return
+    end = clock.now() + max(remaining, 0.0)
+    while (left := end - clock.now()) > 0:  # a clock may wake a little early: never before the end
+        clock.sleep_sync(left)
+    raise DeadlineReachedError(operation, max(remaining, 0.0), "total")
 
 
 class ExecutionContext:
@@ -405,7 +445,8 @@ class SyncDeadline:
     A thread cannot be pre-empted: the callee should read :func:`current_deadline`. When the
     block ends *without* an exception after the deadline, the late result is discarded and
     :class:`OperationTimeoutError` is raised, so that a result reported as a success always met
-    its deadline.
+    its deadline. A :class:`DeadlineReachedError` raised after the deadline is turned into that
+    error too (an engine wait that stopped at the deadline).
 
     A scope is single-use: entering it a second time raises ``RuntimeError``. Its deadline binds
     the task (outside any task: the thread) that entered it.
@@ -448,6 +489,6 @@ class SyncDeadline:
             return
         _DEADLINE.reset(self._token)
         self._token = None
-        if exc_type is None and self._clock.now() >= self._deadline:
+        if (exc_type is None or exc_type is DeadlineReachedError) and self._clock.now() >= self._deadline:
             self.expired = True
-            raise OperationTimeoutError(self._operation, self._timeout, self._scope)
+            raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None

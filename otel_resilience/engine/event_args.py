@@ -17,6 +17,7 @@ from typing import ClassVar
 __all__ = [
     "AlertRaised",
     "CallRejected",
+    "ChaosInjected",
     "EventArgs",
     "FallbackUsed",
     "PatternDetected",
@@ -164,6 +165,21 @@ class PermitWaited:
     """Seconds from the request to the permit (on the limiter's clock)."""
 
 
+@dataclass(slots=True)
+class ChaosInjected:
+    """A chaos link injected a fault, a delay or a result in place of (or before) the real call."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("kind", "error_type", "delay")
+
+    kind: str
+    """``"fault"`` (an exception raised before the dependency was called), ``"latency"`` (a
+    delay before the call) or ``"outcome"`` (a result returned without calling it)."""
+    error_type: str | None = None
+    """The injected exception's class name (``"fault"`` only)."""
+    delay: float | None = None
+    """The injected delay in seconds (``"latency"`` only)."""
+
+
 EventArgs = (
     RetryScheduled
     | RetryExhausted
@@ -175,4 +191,5 @@ EventArgs = (
     | PatternDetected
     | AlertRaised
     | PermitWaited
+    | ChaosInjected
 )

@@ -5,7 +5,7 @@ facade, made once with its :class:`TelemetrySource` (pattern kind, instance name
 name). Through it the pattern
 
 * reports rare events (:meth:`StrategyTelemetry.report`): retry scheduled, state change,
-  rejection, timeout, fallback used, recovery, error pattern, alert;
+  rejection, timeout, fallback used, recovery, error pattern, alert, chaos injected;
 * opens execution and attempt scopes (:meth:`StrategyTelemetry.start_execution`,
   :meth:`StrategyTelemetry.start_attempt`), which a tracing listener turns into spans.
 
@@ -66,6 +66,7 @@ class Event(enum.Enum):
     PATTERN_DETECTED = "pattern_detected"
     ALERT_RAISED = "alert_raised"
     PERMIT_WAITED = "permit_waited"
+    CHAOS_INJECTED = "chaos_injected"
 
 
 class Outcome(enum.Enum):

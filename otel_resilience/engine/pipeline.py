@@ -33,7 +33,7 @@ from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import PipelineStats, classify_error
-from otel_resilience.engine.step import TERMINAL, Step, Wait
+from otel_resilience.engine.step import TERMINAL, Answer, Step, Wait
 from otel_resilience.engine.validation import check_int, check_name
 
 if TYPE_CHECKING:
@@ -294,6 +294,14 @@ class Guard:
         ctx = self._ctx = ExecutionContext(_block, (), {}, self._pipeline.name, None, sync)
         return step.admit(ctx) if step._admits else None
 
+    def _admitted(self, token: Any) -> Any:
+        """Return the token a :class:`Wait` gave; refuse an :class:`Answer`, which cannot replace a block."""
+        if type(token) is Answer:
+            step = self._step
+            msg = f"{step.kind} {step.name!r} answered in place of the call, which a guarded block cannot do"
+            raise RuntimeError(msg)
+        return token
+
     def _check_unused(self) -> None:
         if self._ctx is not None:
             kind, name = self._step.kind, self._pipeline.name
@@ -333,7 +341,7 @@ class Guard:
         try:
             token = self._admit(sync=True)
             if isinstance(token, Wait):
-                token = token.wait_sync()
+                token = self._admitted(token.wait_sync())
         except Exception as error:
             self._refused(error)
             raise
@@ -348,7 +356,7 @@ class Guard:
         try:
             token = self._admit(sync=False)
             if isinstance(token, Wait):
-                token = await token.wait()
+                token = self._admitted(await token.wait())
         except Exception as error:
             self._refused(error)
             raise

@@ -13,6 +13,9 @@ give back when a run ends in cancellation (:meth:`Step.on_cancel`). What comes n
   returns an awaitable), and hand its value or error to a continuation that returns the next
   action.
 
+Before a run, :meth:`Step.admit` may return a :class:`Wait`: the driver waits, then runs with
+the token it gives, or returns an :class:`Answer` it gives without running the rest at all.
+
 The drivers, :meth:`Step.execute` (async) and :meth:`Step.execute_sync`, are the only code that
 sleeps, awaits, opens a deadline scope or calls the protected function. A step class inherits
 them and never writes control flow of its own, so nothing in a pattern has a sync twin.
@@ -138,8 +141,10 @@ class Wait:
 
     :meth:`Step.admit` returns a subclass instance when the step must wait before admitting (a
     bulkhead's queued call); the async driver awaits :meth:`wait`, the sync driver calls
-    :meth:`wait_sync`, each returning the token or raising the rejection. A plain class (not an
-    ABC), so the drivers' ``isinstance`` check stays cheap on every admitted call.
+    :meth:`wait_sync`, each returning the token or raising the rejection. A wait that returns an
+    :class:`Answer` ends the execution of the step with its value: the rest of the chain does not
+    run and no hook of the step is called (an injected outcome). A plain class (not an ABC), so
+    the drivers' ``isinstance`` check stays cheap on every admitted call.
     """
 
     __slots__ = ()
@@ -275,8 +280,8 @@ class Step:
         token = None
         if self._admits:
             token = self.admit(ctx)
-            if isinstance(token, Wait):
-                token = await token.wait()
+            if isinstance(token, Wait) and type(token := await token.wait()) is Answer:
+                return token.value
         if self.entries is not None:
             next(self.entries)
         nxt, seconds = self.next, self.seconds
@@ -379,8 +384,8 @@ class Step:
         token = None
         if self._admits:
             token = self.admit(ctx)
-            if isinstance(token, Wait):
-                token = token.wait_sync()
+            if isinstance(token, Wait) and type(token := token.wait_sync()) is Answer:
+                return token.value
         if self.entries is not None:
             next(self.entries)
         nxt, seconds = self.next, self.seconds

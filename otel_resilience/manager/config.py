@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otel_resilience.bulkhead import BulkheadConfig
+from otel_resilience.chaos import ChaosConfig
 from otel_resilience.circuit_breaker import CircuitBreakerConfig
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.fallback import FallbackConfig
@@ -24,7 +25,7 @@ class ResilienceConfig:
     Attributes:
         circuit_breaker: Breaker settings; ``None`` (default) for no breaker.
         retry_policy: Retry settings; ``None`` (default) for a single attempt. Its
-            ``attempt_timeout`` becomes the innermost per-attempt timeout.
+            ``attempt_timeout`` becomes the per-attempt timeout, inside breaker and bulkhead.
         fallback_config: Fallback settings; ``None`` (default) for no fallback.
         timeout: Total deadline in seconds for the whole execution (attempts, backoffs and
             recovery re-runs); ``None`` (default) for none. ``timedelta`` accepted.
@@ -53,6 +54,12 @@ class ResilienceConfig:
             factory of one) among the stages of the manager's order; default none. A list is
             kept as a tuple. They take part in equality like every field: the same links
             (compared by identity) at the same ranks make equal configs, which share a policy.
+        chaos: Chaos settings; ``None`` (default) for none. The policy's chaos link is
+            innermost (inside the attempt timeout): what it injects stands for the dependency,
+            so every other pattern reacts to it as to the real thing. It is judged on every
+            attempt. A config that can never inject (``enabled=False`` or every rate 0) adds no
+            link; switch chaos at run time with a :class:`~otel_resilience.chaos.ChaosSwitch` (or
+            a predicate) as ``ChaosConfig.enabled``.
     """
 
     circuit_breaker: CircuitBreakerConfig | None = None
@@ -69,6 +76,7 @@ class ResilienceConfig:
     max_attempts_total: int | None = None
     extra_strategies: tuple[ExtraStrategy, ...] = ()
     rate_limiter: RateLimiterConfig | None = None
+    chaos: ChaosConfig | None = None
 
     def __post_init__(self) -> None:
         for field, kind in (
@@ -77,6 +85,7 @@ class ResilienceConfig:
             ("fallback_config", FallbackConfig),
             ("bulkhead_config", BulkheadConfig),
             ("rate_limiter", RateLimiterConfig),
+            ("chaos", ChaosConfig),
         ):
             value = getattr(self, field)
             if value is not None and not isinstance(value, kind):

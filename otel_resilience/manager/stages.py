@@ -17,7 +17,9 @@ reads, its rank, and the function that builds its link)::
                               │            never during a backoff
                               └─ Timeout (attempt)   RetryPolicy.attempt_timeout; a hung
                                   │                  attempt is a breaker failure
-                                  └─ fn
+                                  └─ Chaos           injects faults, delays and results in
+                                      │              place of the dependency (a drill)
+                                      └─ fn
 
 Why this order:
 
@@ -34,8 +36,13 @@ Why this order:
   (Resilience4j's documented order); rejections are not retried by default;
 * the bulkhead sits inside the breaker so that an open breaker rejects before queueing, and inside
   retry so that no slot is held while backing off;
-* the per-attempt timeout is innermost so that a hung attempt surfaces as a failure the breaker
-  counts, not as a cancellation it ignores.
+* the per-attempt timeout is inside them all so that a hung attempt surfaces as a failure the
+  breaker counts, not as a cancellation it ignores;
+* chaos is innermost, Polly's advice for its chaos strategies: what it injects stands for the
+  dependency, so every other pattern reacts to it as to the real thing (retry retries an injected
+  fault, the breaker counts it, the fallback answers it, a slot is held through an injected
+  delay) and the attempt timeout, just outside it, cuts an injected delay as it would a slow
+  call. A config that can never inject adds no link.
 
 More links (a user's own :class:`~otel_resilience.engine.step.Step`, or a pattern the library
 adds later) join a policy through ``ResilienceConfig.extra_strategies``: each
@@ -50,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from otel_resilience.chaos import Chaos
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
@@ -163,6 +171,13 @@ def _attempt_timeout(at: StageInputs) -> Step | None:
     return TimeoutHandler(seconds, name=at.name, scope="attempt", clock=at.clock).as_strategy(at.name)
 
 
+def _chaos(at: StageInputs) -> Step | None:
+    config = at.config.chaos
+    if config is None or not config.injects:  # never injects: no link, no cost
+        return None
+    return Chaos(at.name, config, clock=at.clock).as_strategy(at.name)
+
+
 STAGES: Final[tuple[Stage, ...]] = (
     Stage("fallback", "fallback_config", 100, _fallback),
     Stage("rate_limiter", "rate_limiter", 150, _rate_limiter),
@@ -172,6 +187,7 @@ STAGES: Final[tuple[Stage, ...]] = (
     Stage("circuit_breaker", "circuit_breaker", 500, _breaker),
     Stage("bulkhead", "bulkhead_config", 600, _bulkhead),
     Stage("attempt_timeout", "retry_policy.attempt_timeout", 700, _attempt_timeout),
+    Stage("chaos", "chaos", 800, _chaos),
 )
 """THE order, outer to inner (see the module doc)."""
 
@@ -184,7 +200,7 @@ class ExtraStrategy:
 
     Exactly one of ``inside``, ``outside`` and ``rank`` places it: ``inside="retry"`` nests it
     just inside the retry (it sees every attempt), ``outside="retry"`` just outside (it sees the
-    execution once), ``rank=`` anywhere (the stages' ranks are 100 to 700, outer to inner). The
+    execution once), ``rank=`` anywhere (the stages' ranks are 100 to 800, outer to inner). The
     place holds whether or not the named stage is in the config. At one rank, a stage is outside
     the extra links, and extra links nest in the order given.
 

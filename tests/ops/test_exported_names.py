@@ -22,6 +22,7 @@ from otel_resilience import (
     Bulkhead,
     BulkheadConfig,
     BulkheadFullError,
+    ChaosConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
     CountWindow,
@@ -79,6 +80,10 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
 
     for _ in range(4):
         assert manager.execute_with_resilience_sync(broken, full) == "degraded"
+
+    # A chaos drill: every call gets an injected result (its injections counter, kind outcome).
+    drill = ResilienceConfig(name=f"ops-drill-{suffix}", chaos=ChaosConfig(outcome_rate=1.0, outcome="fake"))
+    assert manager.execute_with_resilience_sync(lambda: "real", drill) == "fake"
 
     slow = ResilienceConfig(name=f"ops-slow-{suffix}", timeout=1.0)
     with pytest.raises(OperationTimeoutError):

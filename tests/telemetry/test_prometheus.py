@@ -19,6 +19,7 @@ from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.engine.events import (
     AlertRaised,
     CallRejected,
+    ChaosInjected,
     Event,
     FallbackUsed,
     Outcome,
@@ -73,6 +74,7 @@ def scrape() -> Iterator[str]:
         (Event.PATTERN_DETECTED, PatternDetected("OSError", "op", 3, 60.0)),
         (Event.ALERT_RAISED, AlertRaised("circuit_open", "critical", "prom-cb", "opened")),
         (Event.PERMIT_WAITED, PermitWaited(0.25)),
+        (Event.CHAOS_INJECTED, ChaosInjected("fault", "OSError")),
     ):
         telemetry.report(event, args)
     telemetry.end_attempt(telemetry.start_attempt("prom-op", 2), Outcome.SUCCESS)

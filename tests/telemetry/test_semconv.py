@@ -95,6 +95,7 @@ _ARGS = {
     Event.PATTERN_DETECTED: ea.PatternDetected,
     Event.ALERT_RAISED: ea.AlertRaised,
     Event.PERMIT_WAITED: ea.PermitWaited,
+    Event.CHAOS_INJECTED: ea.ChaosInjected,
 }
 _SOURCE_KEYS = {sc.POLICY, sc.PATTERN, sc.NAME}
 
@@ -239,6 +240,7 @@ def test_public_names_are_pinned():
         "resilience.recovery.attempts",
         "resilience.recovery.error_patterns",
         "resilience.alerts",
+        "resilience.chaos.injections",
         "resilience.telemetry.errors",
     ]
     assert sc.DURATION_BOUNDARIES == (

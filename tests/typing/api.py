@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from otel_resilience import (
     Bulkhead,
+    Chaos,
+    ChaosConfig,
+    ChaosSwitch,
     CircuitBreaker,
     ExtraStrategy,
     FallbackConfig,
@@ -26,6 +29,7 @@ from otel_resilience import (
     retry,
     retry_async,
 )
+from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Step
 
 
@@ -107,3 +111,26 @@ async def check_rate_limiter() -> None:
     d: str = per_key.for_key("tenant").call_sync(fetch_sync, 4)
     retry_after: float = RateLimitedError("typing", 1.0).retry_after
     print(a, b, c, d, taken, retry_after)
+
+
+def only_first_attempts(ctx: ExecutionContext) -> bool:
+    return ctx.attempt == 1
+
+
+async def check_chaos() -> None:
+    switch = ChaosSwitch()
+    chaos = Chaos("typing", ChaosConfig(fault_rate=0.1, fault=ConnectionError, enabled=switch, seed=1))
+    a: str = await chaos.call(fetch, 1, verbose=True)
+    await chaos.call(fetch, "1")  # type: ignore[arg-type]
+    b: str = chaos.call_sync(fetch_sync, 2)
+    c: str = await chaos.protect(fetch)(3)
+    ChaosConfig(fault_rate=0.1, fault=lambda: TimeoutError("x"), enabled=only_first_attempts)
+    ChaosConfig(fault_rate=0.1, fault=ConnectionError("reset"), latency=1.5, outcome={"status": 503})
+    ChaosConfig(fault_rate=0.1, fault="boom")  # type: ignore[arg-type]
+    ChaosConfig(enabled="yes")  # type: ignore[arg-type]
+    chaos.enabled = False
+    chaos.enable()
+    switch.disable()
+    faults: int = chaos.get_stats()["faults"]
+    ResilienceConfig(chaos=ChaosConfig(latency_rate=0.5, latency=2.0))
+    print(a, b, c, faults, switch.on)

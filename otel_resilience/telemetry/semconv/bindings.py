@@ -27,12 +27,17 @@ from otel_resilience.telemetry.semconv.names import (
     CB_TRANSITION_REASON,
     CB_TRANSITIONS,
     CB_TRANSITIONS_KNOWN,
+    CHAOS_DELAY,
+    CHAOS_INJECTIONS,
+    CHAOS_KIND,
+    CHAOS_KINDS,
     ERROR_PATTERN_COUNT,
     ERROR_PATTERN_WINDOW,
     ERROR_PATTERNS,
     ERROR_TYPE,
     EV_ALERT,
     EV_CALL_REJECTED,
+    EV_CHAOS_INJECTED,
     EV_FALLBACK,
     EV_PATTERN,
     EV_PERMIT_WAITED,
@@ -220,6 +225,18 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         ),
         (MetricBinding(RL_WAIT_METRIC, RL_WAIT),),
     ),
+    EventBinding(
+        "chaos_injected",
+        (("kind", CHAOS_KIND), ("error_type", ERROR_TYPE), ("delay", CHAOS_DELAY)),
+        SpanEventSpec(
+            EV_CHAOS_INJECTED,
+            "A chaos link injected a fault, a delay or a result (a drill): the span's failure, "
+            "slowness or answer was not the dependency's.",
+            (PATTERN, NAME, CHAOS_KIND),
+            (ERROR_TYPE, CHAOS_DELAY),
+        ),
+        (MetricBinding(CHAOS_INJECTIONS),),
+    ),
 )
 """One row per engine event kind, in the order of ``Event``."""
 
@@ -250,6 +267,7 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
     ZeroSeries("timeout", TIMEOUTS, _each(TIMEOUT_SCOPE, ("attempt",)), config="scope", equals="attempt"),
     ZeroSeries("retry", TIMEOUTS, _each(TIMEOUT_SCOPE, ("attempt",)), config="attempt_timeout"),
     ZeroSeries("retry", RETRY_EXHAUSTED, _each(RETRY_STOP_REASON, ("budget",)), config="budget"),
+    ZeroSeries("chaos", CHAOS_INJECTIONS, _each(CHAOS_KIND, CHAOS_KINDS)),
     ZeroSeries(
         "recovery",
         RECOVERY_ATTEMPTS,
@@ -261,8 +279,8 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
 )
 """Every counter series known in advance: the transitions of each breaker, the rejection reasons of
 each breaker and bulkhead in a policy, the deadline scope of each timeout (and of a retry with an
-attempt timeout), the retries a retry budget denied (of each retry with a budget), and the
-strategies and results of each recovery."""
+attempt timeout), the retries a retry budget denied (of each retry with a budget), the injections
+of each chaos link, and the strategies and results of each recovery."""
 
 
 _BY_EVENT: Final = {row.event: row for row in EVENTS}

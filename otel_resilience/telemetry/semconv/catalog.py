@@ -36,6 +36,10 @@ from otel_resilience.telemetry.semconv.names import (
     CB_TRANSITION_REASON,
     CB_TRANSITION_REASONS,
     CB_TRANSITIONS,
+    CHAOS_DELAY,
+    CHAOS_INJECTIONS,
+    CHAOS_KIND,
+    CHAOS_KINDS,
     DEPENDENCY_ERROR_TYPE,
     DURATION_BOUNDARIES,
     ERROR_PATTERN_COUNT,
@@ -188,6 +192,15 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "execution whose last attempt was rejected (`error.type` a rejection) still names the "
         "dependency's own failure. Rejections never set it.",
     ),
+    AttributeSpec(
+        CHAOS_KIND,
+        "string",
+        "What a chaos link injected: a `fault` (an exception raised before the dependency was "
+        "called), a `latency` (a delay before the call) or an `outcome` (a result returned in "
+        "place of the call).",
+        CHAOS_KINDS,
+    ),
+    AttributeSpec(CHAOS_DELAY, "double", "The delay a chaos link injected (latency only).", unit="s"),
 )
 """Every attribute key, in documentation order."""
 
@@ -393,6 +406,16 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{alert}",
         "In-process alerts raised, by the alert system (`resilience.name`) that raised them.",
         (NAME, ALERT_KIND, ALERT_SEVERITY, ALERT_SUBJECT),
+    ),
+    InstrumentSpec(
+        CHAOS_INJECTIONS,
+        _K.COUNTER,
+        "{injection}",
+        "Faults, delays and results a chaos link injected (a drill, not an incident): compare with "
+        "`resilience.executions` to tell a drill's failures from real ones, or exclude the policy "
+        "from alerts while it is non-zero. Every kind's series starts at 0 when a chaos link is "
+        "placed in a pipeline.",
+        (POLICY, NAME, CHAOS_KIND),
     ),
     InstrumentSpec(
         TELEMETRY_ERRORS,

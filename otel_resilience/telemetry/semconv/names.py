@@ -41,6 +41,10 @@ __all__ = [
     "CB_TRANSITIONS_KNOWN",
     "CB_TRANSITION_REASON",
     "CB_TRANSITION_REASONS",
+    "CHAOS_DELAY",
+    "CHAOS_INJECTIONS",
+    "CHAOS_KIND",
+    "CHAOS_KINDS",
     "DEFAULT_LOG_SEVERITY",
     "DEPENDENCY_ERROR_TYPE",
     "DURATION_BOUNDARIES",
@@ -51,6 +55,7 @@ __all__ = [
     "ERROR_TYPE",
     "EV_ALERT",
     "EV_CALL_REJECTED",
+    "EV_CHAOS_INJECTED",
     "EV_FALLBACK",
     "EV_PATTERN",
     "EV_PERMIT_WAITED",
@@ -155,6 +160,9 @@ DEPENDENCY_ERROR_TYPE: Final = "resilience.dependency.error.type"
 RL_PERMIT_RESULT: Final = "resilience.rate_limiter.permit_result"
 RL_WAIT: Final = "resilience.rate_limiter.wait"
 
+CHAOS_KIND: Final = "resilience.chaos.kind"
+CHAOS_DELAY: Final = "resilience.chaos.delay"
+
 OUTCOME_VALUES: Final = ("success", "recovered", "fallback", "failure", "rejected", "timeout", "cancelled")
 """The values of :class:`otel_resilience.engine.events.Outcome`."""
 ERROR_OUTCOMES: Final = frozenset({"failure", "rejected", "timeout"})
@@ -169,6 +177,7 @@ PATTERN_VALUES: Final = (
     "recovery",
     "alerts",
     "rate_limiter",
+    "chaos",
 )
 CB_STATE_VALUES: Final = ("closed", "open", "half_open", "disabled", "metrics_only")
 CB_TRANSITION_REASONS: Final = (
@@ -253,6 +262,8 @@ ALERT_KINDS: Final = (
     "recovery_escalated",
 )
 ALERT_SEVERITIES: Final = ("warning", "critical")
+CHAOS_KINDS: Final = ("fault", "latency", "outcome")
+"""What a chaos link injects: an exception, a delay before the call, or a result in its place."""
 
 
 # --- instruments -----------------------------------------------------------------------------
@@ -319,6 +330,7 @@ RECOVERY_ATTEMPTS: Final = "resilience.recovery.attempts"
 ERROR_PATTERNS: Final = "resilience.recovery.error_patterns"
 ALERTS: Final = "resilience.alerts"
 TELEMETRY_ERRORS: Final = "resilience.telemetry.errors"
+CHAOS_INJECTIONS: Final = "resilience.chaos.injections"
 
 # --- spans and events ------------------------------------------------------------------------
 
@@ -336,6 +348,8 @@ EV_RECOVERY: Final = "resilience.recovery.attempted"
 EV_PATTERN: Final = "resilience.error_pattern.detected"
 EV_ALERT: Final = "resilience.alert.raised"
 EV_PERMIT_WAITED: Final = "resilience.rate_limiter.waited"
+
+EV_CHAOS_INJECTED: Final = "resilience.chaos.injected"
 
 LOG_SEVERITIES: Final[Mapping[str, str]] = MappingProxyType(
     {"info": "INFO", "warning": "WARN", "critical": "ERROR"}

@@ -1,0 +1,120 @@
+"""Chaos with the OpenTelemetry SDK: every injection is a marked span event and a counted drill."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from otel_resilience import (
+    Chaos,
+    ChaosConfig,
+    ChaosSwitch,
+    FallbackConfig,
+    FallbackStrategy,
+    Jitter,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.chaos.rules import FAULT, LATENCY, OUTCOME
+from otel_resilience.telemetry import semconv as sc
+from otel_resilience.testing import FakeClock
+
+_ids = itertools.count()
+
+
+def _series(policy: str, kind: str, name: str | None = None) -> dict[str, str]:
+    """The injections series of ``kind`` in ``policy``, as ``Otel.point`` keyword arguments."""
+    return {
+        "resilience__policy": policy,
+        "resilience__name": name or policy,
+        "resilience__chaos__kind": kind,
+    }
+
+
+def _chaos_events(span: Any) -> list[dict[str, Any]]:
+    return [dict(event.attributes) for event in span.events if event.name == sc.EV_CHAOS_INJECTED]
+
+
+async def test_an_injected_fault_marks_each_attempt_span_and_is_counted(otel: Any, driver: str) -> None:
+    """Two attempts, both failed by chaos: each attempt's span carries the fault event; the counter says 2."""
+    manager = ResilienceManager(clock=FakeClock())
+    name = f"drill-{next(_ids)}"
+    config = ResilienceConfig(
+        name=name,
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0, jitter=Jitter.NONE),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
+        chaos=ChaosConfig(fault_rate=1.0, fault=ConnectionError),
+    )
+
+    def dependency() -> str:
+        return "real"
+
+    async def dependency_async() -> str:
+        return "real"
+
+    if driver == "sync":
+        assert manager.execute_with_resilience_sync(dependency, config) == "degraded"
+    else:
+        assert await manager.execute_with_resilience(dependency_async, config) == "degraded"
+    fault = {
+        "resilience.pattern": "chaos",
+        "resilience.name": name,
+        "resilience.chaos.kind": "fault",
+        "error.type": "ConnectionError",
+    }
+    assert _chaos_events(otel.span(name)) == [fault]  # attempt 1 runs in the execution span
+    assert [_chaos_events(span) for span in otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)] == [[fault]]
+    assert otel.point(sc.CHAOS_INJECTIONS, **_series(name, "fault")).value == 2
+    assert otel.point(sc.CHAOS_INJECTIONS, **_series(name, "latency")).value == 0
+    assert otel.point(sc.CHAOS_INJECTIONS, **_series(name, "outcome")).value == 0
+
+
+async def test_a_delay_and_a_result_are_marked_with_their_kind(otel: Any, driver: str) -> None:
+    """A delayed fake answer: two events on the span, the delay with its seconds, then the result."""
+    chaos = Chaos(
+        "fake-api",
+        ChaosConfig(latency_rate=1.0, latency=1.5, outcome_rate=1.0, outcome="fake"),
+        clock=FakeClock(),
+    )
+
+    async def dependency() -> str:
+        return "real"
+
+    result = chaos.call_sync(lambda: "real") if driver == "sync" else await chaos.call(dependency)
+    assert result == "fake"
+    span = otel.span("fake-api")
+    assert span.attributes[sc.OUTCOME] == "success"
+    assert _chaos_events(span) == [
+        {
+            "resilience.pattern": "chaos",
+            "resilience.name": "fake-api",
+            "resilience.chaos.kind": "latency",
+            "resilience.chaos.delay": 1.5,
+        },
+        {"resilience.pattern": "chaos", "resilience.name": "fake-api", "resilience.chaos.kind": "outcome"},
+    ]
+    assert otel.point(sc.CHAOS_INJECTIONS, **_series("fake-api", "latency")).value == 1
+    assert otel.point(sc.CHAOS_INJECTIONS, **_series("fake-api", "outcome")).value == 1
+
+
+async def test_a_policy_with_chaos_exports_every_kind_at_zero_before_any_drill(otel: Any) -> None:
+    """The three injection series exist at 0 as soon as the policy exists, while its switch is off."""
+    manager = ResilienceManager(clock=FakeClock())
+    name = f"armed-{next(_ids)}"
+    config = ResilienceConfig(
+        name=name, chaos=ChaosConfig(fault_rate=0.5, fault=ConnectionError, enabled=ChaosSwitch())
+    )
+
+    async def dependency() -> str:
+        return "real"
+
+    assert await manager.execute_with_resilience(dependency, config) == "real"
+    for kind in sc.CHAOS_KINDS:
+        assert otel.point(sc.CHAOS_INJECTIONS, **_series(name, kind)).value == 0
+    assert _chaos_events(otel.span(name)) == []
+
+
+def test_the_kinds_chaos_reports_are_the_declared_closed_set() -> None:
+    """The kinds the chaos rules report are exactly the values of resilience.chaos.kind, in order."""
+    assert (FAULT, LATENCY, OUTCOME) == sc.CHAOS_KINDS == sc.attribute(sc.CHAOS_KIND).values

@@ -1,0 +1,284 @@
+"""ResilienceConfig(chaos=...): innermost, so that every other pattern reacts to it as to the dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from otel_resilience import (
+    BulkheadConfig,
+    ChaosConfig,
+    ChaosSwitch,
+    CircuitBreakerConfig,
+    FallbackConfig,
+    FallbackStrategy,
+    Jitter,
+    OperationTimeoutError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+    resilient,
+)
+from otel_resilience.testing import FakeClock
+
+_ids = itertools.count()
+
+
+def retry(attempts: int = 3, **policy: Any) -> RetryPolicy:
+    return RetryPolicy(max_attempts=attempts, initial_delay=0.0, jitter=Jitter.NONE, **policy)
+
+
+def kinds(manager: ResilienceManager, config: ResilienceConfig) -> list[str]:
+    return [kind for kind, _, _ in manager.pipeline_for(config, config.name or "x").describe()]
+
+
+def chaos_stats(manager: ResilienceManager, config: ResilienceConfig) -> dict[str, Any]:
+    """The counts of the policy's chaos link (its innermost link)."""
+    link = manager.pipeline_for(config, config.name or "x").strategies[-1]
+    assert link.kind == "chaos"
+    return dict(link.get_stats())  # type: ignore[attr-defined]
+
+
+async def run(manager: ResilienceManager, driver: str, config: ResilienceConfig, calls: list[str]) -> Any:
+    """One execution of a dependency that records its calls, through either driver."""
+
+    def dependency() -> str:
+        calls.append("called")
+        return "real"
+
+    if driver == "sync":
+        return manager.execute_with_resilience_sync(dependency, config)
+
+    async def dependency_async() -> str:
+        return dependency()
+
+    return await manager.execute_with_resilience(dependency_async, config)
+
+
+def test_chaos_is_innermost_inside_the_attempt_timeout() -> None:
+    """Every pattern of the policy sits outside the chaos link; the attempt timeout just outside it."""
+    config = ResilienceConfig(
+        name=f"order-{next(_ids)}",
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=None),
+        timeout=10.0,
+        retry_policy=retry(attempt_timeout=1.0),
+        circuit_breaker=CircuitBreakerConfig(),
+        bulkhead_config=BulkheadConfig(),
+        chaos=ChaosConfig(fault_rate=0.1, fault=ConnectionError),
+    )
+    assert kinds(ResilienceManager(), config) == [
+        "fallback",
+        "timeout",
+        "retry",
+        "circuit_breaker",
+        "bulkhead",
+        "timeout",
+        "chaos",
+    ]
+
+
+@pytest.mark.parametrize(
+    "chaos",
+    [
+        ChaosConfig(fault_rate=1.0, fault=ConnectionError, enabled=False),
+        ChaosConfig(fault=ConnectionError),
+        ChaosConfig(),
+    ],
+    ids=["disabled", "rates-zero", "default"],
+)
+def test_a_config_that_can_never_inject_adds_no_link(chaos: ChaosConfig) -> None:
+    """Zero cost when chaos cannot happen: the policy has no chaos link at all."""
+    config = ResilienceConfig(name=f"quiet-{next(_ids)}", retry_policy=retry(), chaos=chaos)
+    assert kinds(ResilienceManager(), config) == ["retry"]
+
+
+def test_a_switched_off_config_keeps_its_link_to_be_switched_on() -> None:
+    """A switch (or predicate) may turn on later: the link is there, idle."""
+    config = ResilienceConfig(
+        name=f"idle-{next(_ids)}", chaos=ChaosConfig(fault_rate=1.0, fault=OSError, enabled=ChaosSwitch())
+    )
+    assert kinds(ResilienceManager(), config) == ["chaos"]
+
+
+async def test_an_injected_fault_is_retried_counted_by_the_breaker_and_answered_by_the_fallback(
+    driver: str,
+) -> None:
+    """Every attempt fails by chaos: retry tries 3 times, the breaker counts 3 failures, the fallback answers."""
+    manager, calls = ResilienceManager(), []
+    config = ResilienceConfig(
+        name=f"drilled-{next(_ids)}",
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
+        retry_policy=retry(3),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+        chaos=ChaosConfig(fault_rate=1.0, fault=ConnectionError),
+    )
+    assert await run(manager, driver, config, calls) == "degraded"
+    assert calls == []
+    breaker = manager.get_circuit_breaker(config.name or "")
+    assert breaker.get_stats()["total_failures"] == 3
+    assert chaos_stats(manager, config)["faults"] == 3
+    assert manager.get_resilience_statistics()["policies"][config.name]["fallback"] == 1
+
+
+async def test_seeded_faults_are_recovered_by_retry(driver: str) -> None:
+    """Half the attempts fail by chaos: every execution succeeds, some only after a retry."""
+    manager, calls = ResilienceManager(), []
+    config = ResilienceConfig(
+        name=f"recovering-{next(_ids)}",
+        retry_policy=retry(8),
+        chaos=ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=2024),
+    )
+    assert [await run(manager, driver, config, calls) for _ in range(20)] == ["real"] * 20
+    counts = manager.get_resilience_statistics()["policies"][config.name]
+    stats = chaos_stats(manager, config)
+    assert 0 < counts["successful_after_failure"] < 20
+    assert stats["runs"] == stats["faults"] + len(calls)
+    assert len(calls) == 20
+
+
+async def test_an_injected_result_is_judged_like_a_real_one(driver: str) -> None:
+    """A fake result the retry does not accept is retried; the dependency is never called."""
+    manager, calls = ResilienceManager(), []
+    config = ResilienceConfig(
+        name=f"fake-{next(_ids)}",
+        retry_policy=retry(3, retry_on_result=lambda result: result == "fake"),
+        chaos=ChaosConfig(outcome_rate=1.0, outcome="fake"),
+    )
+    assert await run(manager, driver, config, calls) == "fake"
+    assert calls == []
+    assert chaos_stats(manager, config)["outcomes"] == 3
+
+
+class GateClock(FakeClock):
+    """A fake clock whose async sleep lasts until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__(1000.0)
+        self.gate = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await self.gate.wait()
+
+
+async def test_an_injected_delay_holds_the_bulkhead_slot_like_a_slow_call() -> None:
+    """During the delay the slot is taken: a second call finds the bulkhead full (and waits)."""
+    clock = GateClock()
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        name=f"slot-{next(_ids)}",
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=5),
+        chaos=ChaosConfig(latency_rate=1.0, latency=30.0),
+    )
+
+    async def dependency() -> str:
+        return "real"
+
+    first = asyncio.create_task(manager.execute_with_resilience(dependency, config))
+    while not clock.sleeps:
+        await asyncio.sleep(0)
+    bulkhead = manager.get_bulkhead(config.name or "")
+    assert (bulkhead.stats.active, bulkhead.stats.waiting) == (1, 0)
+    second = asyncio.create_task(manager.execute_with_resilience(dependency, config))
+    await asyncio.sleep(0)
+    assert bulkhead.stats.waiting == 1
+    clock.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 10.0) == ["real", "real"]
+
+
+def test_the_attempt_timeout_cuts_an_injected_delay_in_a_thread(clock: FakeClock) -> None:
+    """Each attempt's delay ends at its attempt deadline; the breaker counts the timeouts; retry retries."""
+    manager, calls = ResilienceManager(clock=clock), []
+    config = ResilienceConfig(
+        name=f"cut-{next(_ids)}",
+        retry_policy=retry(3, attempt_timeout=1.0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+        chaos=ChaosConfig(latency_rate=1.0, latency=60.0),
+    )
+    with pytest.raises(OperationTimeoutError) as caught:
+        manager.execute_with_resilience_sync(lambda: calls.append("called"), config)
+    assert (caught.value.scope, caught.value.timeout) == ("attempt", 1.0)
+    assert (clock.sleeps, calls) == ([1.0, 1.0, 1.0], [])
+    assert manager.get_circuit_breaker(config.name or "").get_stats()["total_failures"] == 3
+    assert manager.get_resilience_statistics()["policies"][config.name]["timeouts"] == 1
+
+
+def test_the_total_timeout_cuts_the_delay_of_the_last_attempt_in_a_thread(clock: FakeClock) -> None:
+    """Attempts of 1 s against a 2.5 s total: the third delay ends at the total deadline, which raises."""
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        name=f"total-{next(_ids)}",
+        timeout=2.5,
+        retry_policy=retry(5, attempt_timeout=1.0),
+        chaos=ChaosConfig(latency_rate=1.0, latency=60.0),
+    )
+    with pytest.raises(OperationTimeoutError) as caught:
+        manager.execute_with_resilience_sync(lambda: "real", config)
+    assert (caught.value.scope, caught.value.timeout) == ("total", 2.5)
+    assert clock.sleeps == [1.0, 1.0, 0.5]
+    assert clock.now() == 1002.5
+
+
+async def test_the_attempt_timeout_cuts_an_injected_delay_on_the_loop() -> None:
+    """The async attempt deadline cancels the 60 s delay: two attempts time out within bounds."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(
+        name=f"cut-async-{next(_ids)}",
+        retry_policy=retry(2, attempt_timeout=0.05),
+        chaos=ChaosConfig(latency_rate=1.0, latency=60.0),
+    )
+
+    async def dependency() -> str:
+        return "real"
+
+    started = time.monotonic()
+    with pytest.raises(OperationTimeoutError) as caught:
+        await manager.execute_with_resilience(dependency, config)
+    assert time.monotonic() - started < 10.0
+    assert caught.value.scope == "attempt"
+    assert chaos_stats(manager, config)["latencies"] == 2
+
+
+async def test_a_switch_flips_the_policy_without_rebuilding_it(driver: str) -> None:
+    """The same pipeline injects while the switch is on and not while it is off."""
+    manager, calls, switch = ResilienceManager(), [], ChaosSwitch()
+    config = ResilienceConfig(
+        name=f"switched-{next(_ids)}", chaos=ChaosConfig(outcome_rate=1.0, outcome="drill", enabled=switch)
+    )
+    pipeline = manager.pipeline_for(config, config.name or "")
+    assert await run(manager, driver, config, calls) == "real"
+    switch.enable()
+    assert await run(manager, driver, config, calls) == "drill"
+    switch.disable()
+    assert await run(manager, driver, config, calls) == "real"
+    assert manager.pipeline_for(config, config.name or "") is pipeline
+    same = ResilienceConfig(
+        name=config.name, chaos=ChaosConfig(outcome_rate=1.0, outcome="drill", enabled=switch)
+    )
+    assert manager.pipeline_for(same, config.name or "") is pipeline
+
+
+async def test_resilient_functions_run_chaos_in_both_drivers() -> None:
+    """@resilient: the decorated sync and async functions get the injected results."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name=f"decorated-{next(_ids)}", chaos=ChaosConfig(outcome_rate=1.0, outcome=7))
+
+    @resilient(config, manager=manager)
+    def compute() -> int:
+        return 1
+
+    @resilient(config, manager=manager)
+    async def compute_async() -> int:
+        return 1
+
+    assert (compute(), await compute_async()) == (7, 7)
+    assert chaos_stats(manager, config)["outcomes"] == 2
+
+
+def test_the_field_is_type_checked() -> None:
+    with pytest.raises(TypeError, match=r"ResilienceConfig\.chaos must be a ChaosConfig or None"):
+        ResilienceConfig(chaos={"fault_rate": 0.1})  # type: ignore[arg-type]
