@@ -1,8 +1,9 @@
 """otel_resilience: fault-tolerance patterns for asyncio and threads, native to OpenTelemetry.
 
 Circuit breaker, retry with backoff, fallback, timeout, bulkhead, rate limiter, hedging and
-rule-based error recovery, composed by one manager. Every retry, trip, rejection, timeout, fallback and recovery is a span
-event and a metric. The public API is re-exported here; see each module for details.
+rule-based error recovery, composed by one manager. Every retry, trip, rejection, timeout,
+fallback, recovery and hedge is a span event and a metric. The public API is re-exported here;
+see each module for details.
 """
 
 from __future__ import annotations

@@ -50,7 +50,14 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.step import Step
 
-__all__ = ["DELAY", "FAILURE", "PARALLEL", "Hedge", "race"]
+__all__ = ["ATTEMPT_TYPES", "DELAY", "FAILURE", "HEDGE", "ORIGINAL", "PARALLEL", "TRIGGERS", "Hedge", "race"]
+
+ORIGINAL: Final = "original"
+"""The attempt type of a race's first attempt (an attempt scope's ``attempt_type``)."""
+HEDGE: Final = "hedge"
+"""The attempt type of every attempt of a race after the original."""
+ATTEMPT_TYPES: Final = (ORIGINAL, HEDGE)
+"""Every attempt type, as gRPC's ``grpc.attempt_type`` has them."""
 
 DELAY: Final = "delay"
 """Trigger: the latest attempt took longer than the hedge delay."""
@@ -58,6 +65,8 @@ FAILURE: Final = "failure"
 """Trigger: an attempt ended with an outcome that is not acceptable."""
 PARALLEL: Final = "parallel"
 """Trigger: a delay of 0, every attempt at once."""
+TRIGGERS: Final = (DELAY, FAILURE, PARALLEL)
+"""Every reason a hedge starts."""
 
 _FIRST_COMPLETED: Final = asyncio.FIRST_COMPLETED
 
@@ -133,7 +142,9 @@ class Hedge(Wait):
             won: Whether it is the winner (the first acceptable outcome).
         """
 
-    def end(self, ctx: ExecutionContext, winner: ExecutionContext | None, error: BaseException | None) -> None:
+    def end(
+        self, ctx: ExecutionContext, winner: ExecutionContext | None, error: BaseException | None
+    ) -> None:
         """Called once the race is over, every attempt ended, before the driver returns or raises.
 
         Args:
@@ -173,7 +184,20 @@ class _Attempt:
 class _Race:
     """The state of one race: the attempts, their running tasks, and the winner."""
 
-    __slots__ = ("attempts", "clock", "ctx", "failed", "hedge", "loop", "next", "tasks", "winner")
+    __slots__ = (
+        "attempts",
+        "clock",
+        "ctx",
+        "delay",
+        "failed",
+        "hedge",
+        "latest",
+        "loop",
+        "more",
+        "next",
+        "tasks",
+        "winner",
+    )
 
     def __init__(self, step: Step, ctx: ExecutionContext, hedge: Hedge) -> None:
         self.next = step.next
@@ -185,16 +209,27 @@ class _Race:
         self.tasks: set[asyncio.Task[None]] = set()
         self.winner: _Attempt | None = None
         self.failed = False
+        self.more = True
+        self.latest = 0.0
+        self.delay: float | None = None
 
-    def launch(self, trigger: str | None) -> bool:
-        """Start an attempt unless the hedge refuses it; return whether another may start later."""
-        attempt_ctx = self.hedge.start(self.ctx, trigger)
+    def launch(self, trigger: str | None) -> None:
+        """Start an attempt unless the hedge refuses it (then none starts after it either).
+
+        Sets :attr:`more` (whether another may start later), :attr:`latest` (when this one
+        started) and :attr:`delay` (the hedge's delay before the next, asked once per start).
+        """
+        hedge = self.hedge
+        attempt_ctx = hedge.start(self.ctx, trigger)
         if attempt_ctx is None:
-            return False
+            self.more = False
+            return
         attempt = _Attempt(attempt_ctx)
         self.attempts.append(attempt)
         self.tasks.add(self.loop.create_task(self.run(attempt)))
-        return len(self.attempts) < self.hedge.limit
+        self.latest = self.clock.now()
+        self.more = len(self.attempts) < hedge.limit
+        self.delay = hedge.delay(len(self.attempts)) if self.more else None
 
     async def run(self, attempt: _Attempt) -> None:
         """One attempt, in its own task: the rest of the chain, then the hedge's verdict."""
@@ -221,27 +256,27 @@ class _Race:
 
     async def contest(self) -> None:
         """Start attempts as the hedge says until one wins, or none runs and none may start."""
-        hedge, clock = self.hedge, self.clock
-        more = self.launch(None)
-        latest = clock.now()
+        hedge = self.hedge
+        self.launch(None)
         while self.winner is None:
-            delay = hedge.delay(len(self.attempts)) if more else None
-            left = None
-            if delay is not None:
-                left = delay - (clock.now() - latest)
-                if left <= 0:
-                    more = self.launch(PARALLEL if delay == 0 else DELAY)
-                    latest = clock.now()
-                    continue
-            elif not self.tasks:
+            delay = self.delay if self.more else None
+            if delay is None and not self.tasks:
                 return
-            ended = await self.first_ended(left)
-            if self.winner is None and hedge.on_failure:
-                for _ in range(ended):
-                    if not more:
-                        break
-                    more = self.launch(FAILURE)
-                    latest = clock.now()
+            left = None if delay is None else delay - (self.clock.now() - self.latest)
+            if left is None or left > 0:
+                ended = await self.first_ended(left)
+                if self.decided():
+                    return
+                if ended:  # unacceptable outcomes (else the delay passed: start the next below)
+                    for _ in range(ended if hedge.on_failure else 0):
+                        if self.more:
+                            self.launch(FAILURE)
+                    continue
+            self.launch(PARALLEL if delay == 0 else DELAY)
+
+    def decided(self) -> bool:
+        """Whether an attempt won (its task sets :attr:`winner` while the race waits)."""
+        return self.winner is not None
 
     async def first_ended(self, timeout: float | None) -> int:
         """Wait until an attempt ends or ``timeout`` seconds pass; return how many ended.

@@ -46,10 +46,9 @@ from otel_resilience.hedging.config import (
 )
 from otel_resilience.hedging.facade import Hedging
 from otel_resilience.hedging.latency import LatencyObserver, PercentileDelay
-from otel_resilience.hedging.step import ATTEMPT_TYPES, HedgingStatsDict
+from otel_resilience.hedging.step import HedgingStatsDict
 
 __all__ = [
-    "ATTEMPT_TYPES",
     "DEFAULT_MAX_ATTEMPTS",
     "MAX_ATTEMPTS_LIMIT",
     "MODES",

@@ -157,9 +157,10 @@ class HedgingConfig:
             raise fail(_OWNER, "hedge_on", "Exception subclasses or a predicate", self.hedge_on)
         object.__setattr__(self, "hedge_on", hedge_on)
         check_callable(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
-        if self.budget is not None and not isinstance(self.budget, HedgeBudget):
+        budget: object = self.budget
+        if budget is not None and not isinstance(budget, HedgeBudget):
             rule = "a RetryBudget (deposit, try_withdraw, refund) or None"
-            raise fail(_OWNER, "budget", rule, self.budget, kind=TypeError)
+            raise fail(_OWNER, "budget", rule, budget, kind=TypeError)
 
     def _check_delay(self) -> None:
         delay: object = self.delay
@@ -168,7 +169,9 @@ class HedgingConfig:
                 raise fail(_OWNER, "delay", f"None in {self.mode!r} mode (only 'latency' waits)", delay)
             return
         if delay is None:
-            raise fail(_OWNER, "delay", "seconds > 0 or a function returning seconds in 'latency' mode", delay)
+            raise fail(
+                _OWNER, "delay", "seconds > 0 or a function returning seconds in 'latency' mode", delay
+            )
         if callable(delay):
             return
         object.__setattr__(self, "delay", check_duration(_OWNER, "delay", delay))

@@ -62,7 +62,16 @@ class PercentileDelay:
         ValueError: A value is out of range.
     """
 
-    __slots__ = ("_cached", "_dirty", "_latencies", "_lock", "initial", "min_samples", "minimum", "percentile")
+    __slots__ = (
+        "_cached",
+        "_dirty",
+        "_latencies",
+        "_lock",
+        "initial",
+        "min_samples",
+        "minimum",
+        "percentile",
+    )
 
     def __init__(
         self,
@@ -77,10 +86,12 @@ class PercentileDelay:
         self.percentile = check_number(
             _OWNER, "percentile", percentile, minimum=0.0, maximum=100.0, min_inclusive=False
         )
-        if self.percentile >= 100.0:  # noqa: PLR2004 - the top of the range, excluded
+        if self.percentile >= 100.0:  # the top of the range is excluded
             raise fail(_OWNER, "percentile", "< 100", percentile)
         size = check_int(_OWNER, "samples", samples, minimum=1)
-        needed = min(10, size) if min_samples is None else check_int(_OWNER, "min_samples", min_samples, minimum=1)
+        needed = (
+            min(10, size) if min_samples is None else check_int(_OWNER, "min_samples", min_samples, minimum=1)
+        )
         if needed > size:
             raise fail(_OWNER, "min_samples", f"<= samples ({size})", min_samples)
         self.min_samples = needed

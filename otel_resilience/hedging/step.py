@@ -11,30 +11,25 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, HedgeStarted, HedgeWon, Outcome, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.hedge import Hedge
+from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
 from otel_resilience.engine.stats import classify_error
 from otel_resilience.engine.validation import describe
 from otel_resilience.hedging.config import KIND, HedgingConfig
 from otel_resilience.hedging.latency import LatencyObserver
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.hedging.config import HedgeBudget
 
-__all__ = ["ATTEMPT_TYPES", "HedgingStatsDict"]
-
-ORIGINAL: Final = "original"
-"""The attempt type of an execution's first attempt."""
-HEDGE: Final = "hedge"
-"""The attempt type of every attempt after it."""
-ATTEMPT_TYPES: Final = (ORIGINAL, HEDGE)
-"""The values of ``resilience.attempt.type``."""
+__all__ = ["HedgingStatsDict"]
 
 
 class HedgingStatsDict(TypedDict):
@@ -83,7 +78,7 @@ class _HedgingCore:
         self.actions = config.actions
         self.on_failure = config.mode != "parallel"
         delay = config.delay
-        self.observer = delay if isinstance(delay, LatencyObserver) else None
+        self.observer: LatencyObserver | None = delay if isinstance(delay, LatencyObserver) else None
         hedge_on = config.hedge_on
         self._hedge_on_types = hedge_on if isinstance(hedge_on, tuple) else None
         self.executions = Counter()
@@ -108,7 +103,7 @@ class _HedgingCore:
         if isinstance(delay, float):
             return delay
         assert callable(delay)  # noqa: S101 - the config holds seconds or a function
-        value = delay()
+        value: object = delay()
         if isinstance(value, timedelta):
             value = value.total_seconds()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -125,7 +120,8 @@ class _HedgingCore:
             types = self._hedge_on_types
             if types is not None:
                 return not isinstance(error, types)
-            return not self.config.hedge_on(error)  # type: ignore[call-arg,operator] # a predicate
+            predicate = cast("Callable[[Exception], bool]", self.config.hedge_on)
+            return not predicate(error)
         check = self.config.hedge_on_result
         return check is None or not check(result)
 
@@ -214,7 +210,9 @@ class _Race(Hedge):
         if not listening and core.observer is None:
             return None
         attempt_type = ORIGINAL if attempt is self._original else HEDGE
-        handles = telemetry.start_attempt(attempt.operation, attempt.attempt, attempt_type) if listening else None
+        handles = (
+            telemetry.start_attempt(attempt.operation, attempt.attempt, attempt_type) if listening else None
+        )
         return _Scope(handles, core.clock.now(), attempt_type)
 
     def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:  # noqa: ARG002
@@ -246,7 +244,12 @@ class _Race(Hedge):
                 outcome = classify_error(error)
             telemetry.end_attempt(scope.handles, outcome, error)
 
-    def end(self, ctx: ExecutionContext, winner: ExecutionContext | None, error: BaseException | None) -> None:  # noqa: ARG002
+    def end(
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - the counts are the hedging's, not the execution's
+        winner: ExecutionContext | None,
+        error: BaseException | None,
+    ) -> None:
         """Count how the execution ended."""
         core = self._core
         if winner is not None:

@@ -6,7 +6,7 @@ and decides *how* what the patterns report is shown:
 * one INTERNAL span per logical execution, named after the operation, a child of the caller's
   current span and made current while the call runs (so the user's spans nest under it);
   attempt spans (one per attempt after the execution's first: attempt 1 runs in the execution
-  span) are children of it;
+  span, unless it is the original of a hedged execution) are children of it;
 * span events on the current span for every reported event;
 * the duration histogram, recorded inside the execution span before it ends, so that the SDK's
   trace-based exemplar filter attaches its trace id;
@@ -380,14 +380,18 @@ class OtelListener:
             if scope.token is not None:
                 otel_context.detach(cast("Token[Context]", scope.token))
 
-    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+    def start_attempt(
+        self, source: TelemetrySource, operation: str, attempt: int, attempt_type: str | None = None
+    ) -> object:
         """Open an attempt span, a child of the current (execution) span, and time the attempt.
 
         Args:
-            source: The pattern that runs the attempts (the retry).
+            source: The pattern that runs the attempts (a retry, a hedging).
             operation: The operation's name.
             attempt: The attempt number (1-based, unique in the execution). Attempt 1 opens no
-                span (the execution span covers it); it is only timed.
+                span (the execution span covers it); it is only timed. Unless it is typed:
+            attempt_type: ``"original"`` or ``"hedge"`` for a hedged execution's attempts: each
+                gets its span (the original too), with ``resilience.attempt.type``.
 
         Returns:
             A handle for :meth:`end_attempt`, or ``None`` when there is neither a span to open
@@ -402,7 +406,7 @@ class OtelListener:
             return None
         tracer = self._tracer
         timed = self._instruments is not None and source.metrics
-        spans = tracer is not None and source.spans and attempt > 1
+        spans = tracer is not None and source.spans and (attempt > 1 or attempt_type is not None)
         if not timed and not spans:
             return None
         try:
@@ -410,7 +414,7 @@ class OtelListener:
             span: Span | None = None
             token: object = None
             if spans and tracer is not None:
-                span, token = open_attempt_span(tracer, info, operation, attempt)
+                span, token = open_attempt_span(tracer, info, operation, attempt, attempt_type)
             if span is None and not timed:
                 return None
             return AttemptScope(info, span, token, time.perf_counter() if timed else 0.0)

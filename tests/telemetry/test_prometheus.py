@@ -21,6 +21,8 @@ from otel_resilience.engine.events import (
     CallRejected,
     Event,
     FallbackUsed,
+    HedgeStarted,
+    HedgeWon,
     Outcome,
     PatternDetected,
     RecoveryAttempted,
@@ -69,6 +71,8 @@ def scrape() -> Iterator[str]:
         (Event.RECOVERY_ATTEMPTED, RecoveryAttempted("retry", "success", "OSError")),
         (Event.PATTERN_DETECTED, PatternDetected("OSError", "op", 3, 60.0)),
         (Event.ALERT_RAISED, AlertRaised("circuit_open", "critical", "prom-cb", "opened")),
+        (Event.HEDGE_STARTED, HedgeStarted(2, "delay")),
+        (Event.HEDGE_WON, HedgeWon(2, "hedge")),
     ):
         telemetry.report(event, args)
     telemetry.end_attempt(telemetry.start_attempt("prom-op", 2), Outcome.SUCCESS)

@@ -21,6 +21,7 @@ from otel_resilience.telemetry.semconv.names import (
     ALERT_SUMMARY,
     ALERTS,
     ATTEMPT,
+    ATTEMPT_TYPE,
     CB_OPEN_DURATION,
     CB_PREVIOUS_STATE,
     CB_STATE,
@@ -34,6 +35,8 @@ from otel_resilience.telemetry.semconv.names import (
     EV_ALERT,
     EV_CALL_REJECTED,
     EV_FALLBACK,
+    EV_HEDGE_STARTED,
+    EV_HEDGE_WON,
     EV_PATTERN,
     EV_RECOVERY,
     EV_RETRY_EXHAUSTED,
@@ -43,6 +46,9 @@ from otel_resilience.telemetry.semconv.names import (
     FALLBACK_EXECUTIONS,
     FALLBACK_RESULT,
     FALLBACK_STRATEGY,
+    HEDGE_TRIGGER,
+    HEDGE_WINS,
+    HEDGES,
     NAME,
     OPERATION,
     PATTERN,
@@ -207,6 +213,27 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         (MetricBinding(ALERTS),),
         LogBinding(_ALERT_LOG, "{summary}", severity_field="severity"),
     ),
+    EventBinding(
+        "hedge_started",
+        (("attempt", ATTEMPT), ("trigger", HEDGE_TRIGGER)),
+        SpanEventSpec(
+            EV_HEDGE_STARTED,
+            "A hedged execution started another attempt (a hedge), and why.",
+            (PATTERN, NAME, ATTEMPT, HEDGE_TRIGGER),
+        ),
+        (MetricBinding(HEDGES),),
+    ),
+    EventBinding(
+        "hedge_won",
+        (("attempt", ATTEMPT), ("attempt_type", ATTEMPT_TYPE)),
+        SpanEventSpec(
+            EV_HEDGE_WON,
+            "This attempt's outcome answered a hedged execution in which more than one attempt "
+            "started (added to the winner's attempt span; the others end cancelled).",
+            (PATTERN, NAME, ATTEMPT, ATTEMPT_TYPE),
+        ),
+        (MetricBinding(HEDGE_WINS),),
+    ),
 )
 """One row per engine event kind, in the order of ``Event``."""
 
@@ -238,6 +265,12 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
     ZeroSeries("retry", TIMEOUTS, _each(TIMEOUT_SCOPE, ("attempt",)), config="attempt_timeout"),
     ZeroSeries("retry", RETRY_EXHAUSTED, _each(RETRY_STOP_REASON, ("budget",)), config="budget"),
     ZeroSeries(
+        "hedging", HEDGES, _each(HEDGE_TRIGGER, ("delay", "failure")), config="mode", equals="latency"
+    ),
+    ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("parallel",)), config="mode", equals="parallel"),
+    ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("failure",)), config="mode", equals="fallback"),
+    ZeroSeries("hedging", HEDGE_WINS, _each(ATTEMPT_TYPE, ("original", "hedge"))),
+    ZeroSeries(
         "recovery",
         RECOVERY_ATTEMPTS,
         tuple(
@@ -249,7 +282,8 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
 """Every counter series known in advance: the transitions of each breaker, the rejection reasons of
 each breaker and bulkhead in a policy, the deadline scope of each timeout (and of a retry with an
 attempt timeout), the retries a retry budget denied (of each retry with a budget), and the
-strategies and results of each recovery."""
+strategies and results of each recovery, and the hedges (by the triggers its mode has) and
+wins (by attempt type) of each hedging."""
 
 
 _BY_EVENT: Final = {row.event: row for row in EVENTS}

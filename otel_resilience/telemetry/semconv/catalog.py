@@ -18,6 +18,8 @@ from otel_resilience.telemetry.semconv.names import (
     ATTEMPT,
     ATTEMPT_DURATION,
     ATTEMPT_SPAN,
+    ATTEMPT_TYPE,
+    ATTEMPT_TYPES,
     BULKHEAD_ACTIVE,
     BULKHEAD_CONCURRENCY_LIMIT,
     BULKHEAD_QUEUE_LIMIT,
@@ -49,6 +51,10 @@ from otel_resilience.telemetry.semconv.names import (
     FALLBACK_RESULT,
     FALLBACK_STRATEGIES,
     FALLBACK_STRATEGY,
+    HEDGE_TRIGGER,
+    HEDGE_TRIGGERS,
+    HEDGE_WINS,
+    HEDGES,
     HTTP_RESEND_COUNT,
     NAME,
     OPERATION,
@@ -113,6 +119,22 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "int",
         "The attempt number, starting at 1 and unique in the execution: retry attempts and recovery "
         "re-runs share one numbering (spans and span events only, never on metrics).",
+    ),
+    AttributeSpec(
+        ATTEMPT_TYPE,
+        "string",
+        "On the attempts of a hedged execution (attempt spans, and the hedge-win counter): "
+        "`original` for the first attempt, `hedge` for every attempt started beside or after it "
+        "(the shape of gRPC's `grpc.attempt_type`).",
+        ATTEMPT_TYPES,
+    ),
+    AttributeSpec(
+        HEDGE_TRIGGER,
+        "string",
+        "Why a hedge started: the latest attempt ran longer than the hedge `delay`, an attempt "
+        "ended with an outcome that is not acceptable (`failure`), or every attempt starts at "
+        "once (`parallel`).",
+        HEDGE_TRIGGERS,
     ),
     AttributeSpec(
         HTTP_RESEND_COUNT,
@@ -306,6 +328,24 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         (POLICY, PATTERN, NAME, TIMEOUT_SCOPE),
     ),
     InstrumentSpec(
+        HEDGES,
+        _K.COUNTER,
+        "{hedge}",
+        "Hedges started: attempts of a hedged execution after the original, by trigger. Each is a "
+        "call of the dependency; compare with `resilience.executions` of the policy for the extra "
+        "load hedging adds.",
+        (POLICY, NAME, HEDGE_TRIGGER),
+    ),
+    InstrumentSpec(
+        HEDGE_WINS,
+        _K.COUNTER,
+        "{execution}",
+        "Hedged executions in which more than one attempt started, by the type of the attempt that "
+        "answered (`original` or `hedge`); `hedge` over `resilience.hedging.hedges` is how often "
+        "a hedge paid off.",
+        (POLICY, NAME, ATTEMPT_TYPE),
+    ),
+    InstrumentSpec(
         FALLBACK_EXECUTIONS,
         _K.COUNTER,
         "{execution}",
@@ -386,10 +426,14 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
     SpanSpec(
         ATTEMPT_SPAN,
         "One per attempt after the execution's first (attempt 2 onwards, numbered uniquely across "
-        "retry attempts and recovery re-runs), child of the execution span; attempt 1 runs in the "
-        "execution span. A failed attempt is ERROR with `error.type`.",
+        "retry attempts, recovery re-runs and hedges), child of the execution span (or of the "
+        "attempt it runs in); attempt 1 runs in the execution span, except in a hedged execution, "
+        "where every attempt, the original included, has its span with `resilience.attempt.type`, "
+        "the winner carries the `resilience.hedging.won` event (when more than one attempt "
+        "started) and the losers end with outcome `cancelled`, not ERROR. A failed attempt is "
+        "ERROR with `error.type`.",
         (POLICY, PATTERN, NAME, ATTEMPT, OUTCOME),
-        (ERROR_TYPE, HTTP_RESEND_COUNT),
+        (ERROR_TYPE, HTTP_RESEND_COUNT, ATTEMPT_TYPE),
     ),
 )
 

@@ -22,6 +22,8 @@ __all__ = [
     "ATTEMPT_DURATION",
     "ATTEMPT_SPAN",
     "ATTEMPT_SPAN_SUFFIX",
+    "ATTEMPT_TYPE",
+    "ATTEMPT_TYPES",
     "BULKHEAD_ACTIVE",
     "BULKHEAD_CONCURRENCY_LIMIT",
     "BULKHEAD_QUEUED",
@@ -52,6 +54,8 @@ __all__ = [
     "EV_ALERT",
     "EV_CALL_REJECTED",
     "EV_FALLBACK",
+    "EV_HEDGE_STARTED",
+    "EV_HEDGE_WON",
     "EV_PATTERN",
     "EV_RECOVERY",
     "EV_RETRY_EXHAUSTED",
@@ -65,6 +69,10 @@ __all__ = [
     "FALLBACK_RESULT",
     "FALLBACK_STRATEGIES",
     "FALLBACK_STRATEGY",
+    "HEDGES",
+    "HEDGE_TRIGGER",
+    "HEDGE_TRIGGERS",
+    "HEDGE_WINS",
     "HTTP_METHOD_LEGACY",
     "HTTP_REQUEST_METHOD",
     "HTTP_RESEND_COUNT",
@@ -118,6 +126,8 @@ NAME: Final = "resilience.name"
 OUTCOME: Final = "resilience.outcome"
 ERROR_TYPE: Final = "error.type"
 ATTEMPT: Final = "resilience.attempt"
+ATTEMPT_TYPE: Final = "resilience.attempt.type"
+HEDGE_TRIGGER: Final = "resilience.hedging.trigger"
 HTTP_RESEND_COUNT: Final = "http.request.resend_count"
 HTTP_REQUEST_METHOD: Final = "http.request.method"
 """Read (never written) to recognise the caller's span as an HTTP client span."""
@@ -161,6 +171,7 @@ PATTERN_VALUES: Final = (
     "recovery",
     "alerts",
     "rate_limiter",
+    "hedging",
 )
 CB_STATE_VALUES: Final = ("closed", "open", "half_open", "disabled", "metrics_only")
 CB_TRANSITION_REASONS: Final = (
@@ -230,6 +241,9 @@ RETRY_STOP_REASONS: Final = (
     "not_retryable",
 )
 RETRY_DELAY_SOURCES: Final = ("strategy", "outcome")
+ATTEMPT_TYPES: Final = ("original", "hedge")
+"""The values of :data:`ATTEMPT_TYPE`, as gRPC's ``grpc.attempt_type`` has them."""
+HEDGE_TRIGGERS: Final = ("delay", "failure", "parallel")
 TIMEOUT_SCOPES: Final = ("total", "attempt")
 FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
 RECOVERY_STRATEGIES: Final = ("retry", "restart", "fallback", "isolate", "escalate")
@@ -297,6 +311,8 @@ RETRY_DELAY_METRIC: Final = "resilience.retry.delay"
 RETRY_EXHAUSTED: Final = "resilience.retry.exhausted"
 RETRY_BUDGET_AVAILABLE: Final = "resilience.retry.budget.available"
 TIMEOUTS: Final = "resilience.timeouts"
+HEDGES: Final = "resilience.hedging.hedges"
+HEDGE_WINS: Final = "resilience.hedging.wins"
 FALLBACK_EXECUTIONS: Final = "resilience.fallback.executions"
 BULKHEAD_ACTIVE: Final = "resilience.bulkhead.active"
 BULKHEAD_QUEUED: Final = "resilience.bulkhead.queued"
@@ -322,6 +338,8 @@ EV_FALLBACK: Final = "resilience.fallback.executed"
 EV_RECOVERY: Final = "resilience.recovery.attempted"
 EV_PATTERN: Final = "resilience.error_pattern.detected"
 EV_ALERT: Final = "resilience.alert.raised"
+EV_HEDGE_STARTED: Final = "resilience.hedging.started"
+EV_HEDGE_WON: Final = "resilience.hedging.won"
 
 LOG_SEVERITIES: Final[Mapping[str, str]] = MappingProxyType(
     {"info": "INFO", "warning": "WARN", "critical": "ERROR"}
