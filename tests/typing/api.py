@@ -13,6 +13,9 @@ from otel_resilience import (
     FallbackConfig,
     FallbackHandler,
     FallbackStrategy,
+    Hedging,
+    HedgingConfig,
+    PercentileDelay,
     RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
@@ -107,3 +110,15 @@ async def check_rate_limiter() -> None:
     d: str = per_key.for_key("tenant").call_sync(fetch_sync, 4)
     retry_after: float = RateLimitedError("typing", 1.0).retry_after
     print(a, b, c, d, taken, retry_after)
+
+
+async def check_hedging() -> None:
+    hedging = Hedging("typing", HedgingConfig(delay=0.05, max_attempts=3, actions=(fetch,)))
+    a: str = await hedging.call(fetch, 1, verbose=True)
+    await hedging.call(fetch, "1")  # type: ignore[arg-type]
+    b: str = await hedging.protect(fetch)(2)
+    HedgingConfig(mode="race")  # type: ignore[arg-type]
+    HedgingConfig(delay=PercentileDelay(0.05, percentile=99.0))
+    ResilienceConfig(hedging=HedgingConfig(mode="parallel"))
+    wins: int = hedging.get_stats()["hedge_wins"]
+    print(a, b, wins)
