@@ -22,6 +22,7 @@ EXPECTED = [
     "timed out after 0.05 s\ncached answer",
     " 10\n",  # the bulkhead peaked at its max_concurrent
     "['results for a', 'results for b', 'shed, retry after 0.2 s']\nresults for d\n",
+    "user:42 from call 2 - hedge wins: 1\nuser:42 from eu-west\n",
     "rows 1.0",
     "'successful': 1",
     "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts
