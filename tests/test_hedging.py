@@ -146,7 +146,7 @@ async def test_no_attempt_starts_past_max_attempts(clock: FakeClock) -> None:
     """With every attempt hanging, exactly max_attempts run; the caller's timeout then cancels them all."""
     dependency = Dependency(HANG)
     h = hedging(clock, delay=0.01, max_attempts=3)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(h.call(dependency), 0.2)
     assert len(dependency.calls) == 3
     assert sorted(dependency.cancelled) == [0, 1, 2]

@@ -215,7 +215,7 @@ def test_no_warning_and_no_orphan_under_asyncio_debug() -> None:
                 assert await parallel.call(slow_then_fast) == "ok"
             try:
                 await asyncio.wait_for(parallel.call(hang), 0.01)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 pass
             manager = ResilienceManager()
             config = ResilienceConfig(name="t", timeout=0.01, hedging=HedgingConfig(delay=0.001))
