@@ -1,9 +1,9 @@
 """otel_resilience: fault-tolerance patterns for asyncio and threads, native to OpenTelemetry.
 
-Circuit breaker, retry with backoff, fallback, timeout, bulkhead, rate limiter and rule-based error recovery,
-composed by one manager, and chaos injection to drill them. Every retry, trip, rejection, timeout,
-fallback, recovery and injected fault is a span event and a metric. The public API is re-exported
-here; see each module for details.
+Circuit breaker, retry with backoff, fallback, timeout, bulkhead, rate limiter, hedging and
+rule-based error recovery, composed by one manager, and chaos injection to drill them. Every retry,
+trip, rejection, timeout, fallback, recovery, hedge and injected fault is a span event and a
+metric. The public API is re-exported here; see each module for details.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from otel_resilience.errors import (
     UnacceptedResultError,
 )
 from otel_resilience.fallback import MISSING, CacheService, FallbackConfig, FallbackHandler, FallbackStrategy
+from otel_resilience.hedging import Hedging, HedgingConfig, PercentileDelay
 from otel_resilience.manager import (
     ExtraStrategy,
     ResilienceConfig,
@@ -100,9 +101,12 @@ __all__ = [
     "FallbackConfig",
     "FallbackHandler",
     "FallbackStrategy",
+    "Hedging",
+    "HedgingConfig",
     "Jitter",
     "OperationTimeoutError",
     "Outcome",
+    "PercentileDelay",
     "RateLimitedError",
     "RateLimiter",
     "RateLimiterConfig",

@@ -97,6 +97,7 @@ def test_the_stage_table_is_the_documented_order() -> None:
         "total_timeout",
         "recovery",
         "retry",
+        "hedging",
         "circuit_breaker",
         "bulkhead",
         "attempt_timeout",

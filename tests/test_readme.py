@@ -23,6 +23,7 @@ EXPECTED = [
     " 10\n",  # the bulkhead peaked at its max_concurrent
     "['results for a', 'results for b', 'shed, retry after 0.2 s']\nresults for d\n",
     "['ACME 101.5', 'stale quote', 'ACME 101.5']\n",
+    "user:42 from call 2 - hedge wins: 1\nuser:42 from eu-west\n",
     "rows 1.0",
     "'successful': 1",
     "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts

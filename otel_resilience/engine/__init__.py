@@ -1,7 +1,11 @@
 """The engine: the seam every pattern is built on, public for authors of custom strategies.
 
 * :mod:`~otel_resilience.engine.step`: :class:`Step` (alias :class:`Strategy`), a pattern's
-  rules with the one async and the one sync driver, its actions, and :data:`TERMINAL`.
+  rules with the one async and the one sync driver, and :data:`TERMINAL`.
+* :mod:`~otel_resilience.engine.actions`: the actions a step decides (:class:`Answer`,
+  :class:`Retry`, :class:`Call`) and the :class:`Wait` token.
+* :mod:`~otel_resilience.engine.hedge`: :class:`Hedge`, the token that makes the async driver
+  run the rest of the chain as a race of attempts (hedging).
 * :mod:`~otel_resilience.engine.calling`: what the drivers accept of the protected function.
 * :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder`, :class:`Pipeline`, ``Guard``.
 * :mod:`~otel_resilience.engine.stats`: :class:`PipelineStats`, the outcome counts.
@@ -39,7 +43,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats, classify_error
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, Registry
-from otel_resilience.engine.step import TERMINAL, Answer, Call, Retry, Step, Wait
+from otel_resilience.engine.step import TERMINAL, Answer, Call, Hedge, Retry, Step, Wait
 from otel_resilience.engine.strategy import Strategy
 
 __all__ = [
@@ -56,6 +60,7 @@ __all__ = [
     "Event",
     "ExecutionContext",
     "ExecutionListener",
+    "Hedge",
     "Outcome",
     "Pipeline",
     "PipelineBuilder",

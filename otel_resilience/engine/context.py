@@ -265,7 +265,7 @@ class ExecutionContext:
         ctx.properties = None
         return ctx
 
-    def fork(self) -> ExecutionContext | None:
+    def fork(self, *, new_attempt: bool = True) -> ExecutionContext | None:
         """Start the context of an attempt that runs beside others of this execution (a hedge).
 
         The attempt takes its number from this execution (:meth:`next_attempt`, so numbers stay
@@ -274,11 +274,16 @@ class ExecutionContext:
         meanwhile. Further attempts it starts (a retry inside it) take their numbers from this
         execution too.
 
+        Args:
+            new_attempt: ``False`` for the context of the attempt this execution is making now
+                (:attr:`attempt`, no new number, never refused): the first of a race of
+                attempts, which must not share its context with the attempts started beside it.
+
         Returns:
             The attempt's context (:attr:`parent` is this one; :attr:`properties` a copy), or
             ``None`` when the cap refuses another attempt.
         """
-        number = self.next_attempt()
+        number = self.next_attempt() if new_attempt else self.attempt
         if number is None:
             return None
         child = _new(type(self))

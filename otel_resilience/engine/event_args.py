@@ -20,6 +20,8 @@ __all__ = [
     "ChaosInjected",
     "EventArgs",
     "FallbackUsed",
+    "HedgeStarted",
+    "HedgeWon",
     "PatternDetected",
     "PermitWaited",
     "RecoveryAttempted",
@@ -180,6 +182,36 @@ class ChaosInjected:
     """The injected delay in seconds (``"latency"`` only)."""
 
 
+@dataclass(slots=True)
+class HedgeStarted:
+    """A hedged execution started another attempt beside (or after) the ones before it."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "trigger")
+
+    attempt: int
+    """The number of the attempt that started (unique in the execution)."""
+    trigger: str
+    """Why: ``"delay"`` (the latest attempt ran longer than the hedge delay), ``"failure"`` (an
+    attempt ended with an outcome that is not acceptable) or ``"parallel"`` (every attempt at
+    once)."""
+
+
+@dataclass(slots=True)
+class HedgeWon:
+    """An attempt's outcome answered a hedged execution in which more than one attempt started.
+
+    Reported from the winning attempt while its scope is open, so a tracing listener marks the
+    winner's attempt span; the other attempts end cancelled.
+    """
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("attempt", "attempt_type")
+
+    attempt: int
+    """The winner's attempt number."""
+    attempt_type: str
+    """``"original"`` (the first attempt) or ``"hedge"``."""
+
+
 EventArgs = (
     RetryScheduled
     | RetryExhausted
@@ -192,4 +224,6 @@ EventArgs = (
     | AlertRaised
     | PermitWaited
     | ChaosInjected
+    | HedgeStarted
+    | HedgeWon
 )

@@ -5,7 +5,8 @@ facade, made once with its :class:`TelemetrySource` (pattern kind, instance name
 name). Through it the pattern
 
 * reports rare events (:meth:`StrategyTelemetry.report`): retry scheduled, state change,
-  rejection, timeout, fallback used, recovery, error pattern, alert, chaos injected;
+  rejection, timeout, fallback used, recovery, error pattern, alert, chaos injected, hedge
+  started, hedge won;
 * opens execution and attempt scopes (:meth:`StrategyTelemetry.start_execution`,
   :meth:`StrategyTelemetry.start_attempt`), which a tracing listener turns into spans.
 
@@ -67,6 +68,8 @@ class Event(enum.Enum):
     ALERT_RAISED = "alert_raised"
     PERMIT_WAITED = "permit_waited"
     CHAOS_INJECTED = "chaos_injected"
+    HEDGE_STARTED = "hedge_started"
+    HEDGE_WON = "hedge_won"
 
 
 class Outcome(enum.Enum):
@@ -132,12 +135,19 @@ class ExecutionListener(Protocol):
         """Close the execution scope opened by :meth:`start_execution`."""
         ...
 
-    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+    def start_attempt(
+        self, source: TelemetrySource, operation: str, attempt: int, attempt_type: str | None = None
+    ) -> object:
         """Open a scope around one attempt; return a handle (or ``None`` to skip).
 
         Every attempt gets a scope, the first included, so that each can be timed. ``attempt``
         is unique in the execution; attempt 1 is the execution's first call, which the
-        execution scope already covers (a tracing listener opens no span for it).
+        execution scope already covers (a tracing listener opens no span for it), unless it
+        runs beside others.
+
+        ``attempt_type`` is given only for the attempts of a hedged execution, which run side
+        by side: ``"original"`` (the first, which then gets a scope of its own too) or
+        ``"hedge"``. A listener that never serves hedging may leave the parameter out.
         """
         ...
 
@@ -351,13 +361,21 @@ class StrategyTelemetry:
         if handles:
             self._close(handles, "end_execution", outcome, duration, error)
 
-    def start_attempt(self, operation: str, attempt: int) -> list[tuple[ExecutionListener, object]] | None:
-        """Open an attempt scope on every awake execution listener; ``None`` when none opened one."""
+    def start_attempt(
+        self, operation: str, attempt: int, attempt_type: str | None = None
+    ) -> list[tuple[ExecutionListener, object]] | None:
+        """Open an attempt scope on every awake execution listener; ``None`` when none opened one.
+
+        ``attempt_type`` (``"original"`` or ``"hedge"``, for the attempts of a hedged execution
+        only) is passed on only when given, so listeners without the parameter keep working.
+        """
         hub = self._hub
         listeners = hub.attempt_listeners
         if not listeners:
             return None
-        return self._open(listeners, "start_attempt", operation, attempt)
+        if attempt_type is None:
+            return self._open(listeners, "start_attempt", operation, attempt)
+        return self._open(listeners, "start_attempt", operation, attempt, attempt_type)
 
     def end_attempt(
         self,

@@ -13,8 +13,13 @@ give back when a run ends in cancellation (:meth:`Step.on_cancel`). What comes n
   returns an awaitable), and hand its value or error to a continuation that returns the next
   action.
 
-Before a run, :meth:`Step.admit` may return a :class:`Wait`: the driver waits, then runs with
-the token it gives, or returns an :class:`Answer` it gives without running the rest at all.
+``admit`` may return, in place of a plain token, a :class:`Wait` (the driver waits for the real
+token first) or a :class:`Hedge` (a ``Wait`` the async driver performs as a race of attempts of
+the rest of the chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the
+sync driver refuses it). Both are found by the one ``isinstance(token, Wait)`` check every
+admitted token already gets, so a step that returns neither pays nothing for them. A ``Wait``
+may give an :class:`Answer` in place of the token: the driver returns its value without running
+the rest of the chain at all (an injected outcome).
 
 The drivers, :meth:`Step.execute` (async) and :meth:`Step.execute_sync`, are the only code that
 sleeps, awaits, opens a deadline scope or calls the protected function. A step class inherits
@@ -39,16 +44,16 @@ import inspect
 from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from otel_resilience.engine.actions import Action, Answer, Call, Retry, Wait, _Acted
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.hedge import Hedge, race
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-
     from otel_resilience.engine.context import ExecutionContext
 
 __all__ = [
@@ -56,6 +61,7 @@ __all__ = [
     "Action",
     "Answer",
     "Call",
+    "Hedge",
     "Retry",
     "Step",
     "Wait",
@@ -64,107 +70,6 @@ __all__ = [
 
 _NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
 """What a sync function must not return: the sync driver cannot run it (an async function's)."""
-
-
-class Answer:
-    """Action: return :attr:`value` in place of the outcome."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-class Retry:
-    """Action: wait :attr:`delay` seconds, call :attr:`hook`, then run the rest of the chain again.
-
-    Attributes:
-        delay: Seconds to wait first (on the step's :attr:`~Step.clock`); ``0`` for none.
-        token: The token the next run is judged with (what ``admit`` would have returned).
-        hook: Called with no argument after the wait, before the run (awaited if it returns an
-            awaitable in the async driver); what it raises is a failure of that run. ``None``
-            for none.
-        hook_name: How an error message names the hook (``"recovery 'x': restart_hook"``).
-    """
-
-    __slots__ = ("delay", "hook", "hook_name", "token")
-
-    def __init__(
-        self, delay: float, token: Any, hook: Callable[[], Any] | None = None, hook_name: str = "hook"
-    ) -> None:
-        self.delay = delay
-        self.token = token
-        self.hook = hook
-        self.hook_name = hook_name
-
-
-class Call:
-    """Action: call ``fn(*args, **kwargs)``, then ``then(ctx, state, value, error)``: the next action.
-
-    The async driver awaits what ``fn`` returns when it is awaitable; the sync driver refuses an
-    awaitable with ``TypeError`` (handed to ``then`` as the call's error). ``then`` receives the
-    call's value and ``None``, or ``None`` and the ``Exception`` it raised; it returns an
-    :class:`Answer`, a :class:`Retry` or another :class:`Call`, or raises. It runs inside the
-    driver's handling of the failure that led to the call, so what it raises chains that failure
-    as its ``__context__``.
-
-    Attributes:
-        what: How an error message names ``fn`` (``"fallback 'x': fallback_function"``).
-    """
-
-    __slots__ = ("args", "fn", "kwargs", "state", "then", "what")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        then: Callable[[ExecutionContext, Any, Any, Exception | None], Action],
-        *,
-        state: Any = None,
-        what: str = "a hook",
-    ) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.then = then
-        self.state = state
-        self.what = what
-
-
-Action = Answer | Retry | Call | None
-"""What a step decides after an outcome: ``None`` passes the outcome through."""
-
-
-class Wait:
-    """A token that says "not yet": the driver waits for the real one before running the rest.
-
-    :meth:`Step.admit` returns a subclass instance when the step must wait before admitting (a
-    bulkhead's queued call); the async driver awaits :meth:`wait`, the sync driver calls
-    :meth:`wait_sync`, each returning the token or raising the rejection. A wait that returns an
-    :class:`Answer` ends the execution of the step with its value: the rest of the chain does not
-    run and no hook of the step is called (an injected outcome). A plain class (not an ABC), so
-    the drivers' ``isinstance`` check stays cheap on every admitted call.
-    """
-
-    __slots__ = ()
-
-    async def wait(self) -> Any:
-        """Wait on the running loop; return the token or raise the rejection (a subclass's)."""
-        raise TypeError(f"{type(self).__name__} cannot wait on an event loop: it overrides no wait()")
-
-    def wait_sync(self) -> Any:
-        """Wait in this thread; return the token or raise the rejection (a subclass's)."""
-        raise TypeError(f"{type(self).__name__} cannot wait in a thread: it overrides no wait_sync()")
-
-
-class _Acted:
-    """What :meth:`Step._scoped` returns when :meth:`Step.on_expired` decided an action."""
-
-    __slots__ = ("action",)
-
-    def __init__(self, action: Action) -> None:
-        self.action = action
 
 
 class Step:
@@ -280,7 +185,7 @@ class Step:
         token = None
         if self._admits:
             token = self.admit(ctx)
-            if isinstance(token, Wait) and type(token := await token.wait()) is Answer:
+            if isinstance(token, Wait) and type(token := await self._wait(ctx, token)) is Answer:
                 return token.value
         if self.entries is not None:
             next(self.entries)
@@ -325,6 +230,17 @@ class Step:
                 action = await self._resolve(ctx, token, action)
             if type(action) is Answer:
                 return action.value
+
+    async def _wait(self, ctx: ExecutionContext, token: Wait) -> Any:
+        """Perform a :class:`Wait` that ``admit`` returned: the token to run with, or an :class:`Answer`.
+
+        A :class:`Hedge` is a race of attempts of the rest of the chain in place of its one run:
+        its outcome is the answer. Any other wait gives the token, or an answer of its own (an
+        injected outcome).
+        """
+        if isinstance(token, Hedge):
+            return Answer(await race(self, ctx, token))
+        return await token.wait()
 
     async def _pause(self, action: Retry) -> None:
         """Wait a :class:`Retry`'s delay, then call its hook (awaited when it returns an awaitable)."""

@@ -9,6 +9,7 @@ from otel_resilience.chaos import ChaosConfig
 from otel_resilience.circuit_breaker import CircuitBreakerConfig
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.fallback import FallbackConfig
+from otel_resilience.hedging import HedgingConfig
 from otel_resilience.manager.stages import ExtraStrategy
 from otel_resilience.rate_limiter import RateLimiterConfig
 from otel_resilience.retry import RetryPolicy
@@ -33,6 +34,10 @@ class ResilienceConfig:
         rate_limiter: Rate limiter settings; ``None`` (default) for no rate limit. The policy's
             limiter sheds load before anything else runs (inside the fallback only): one permit
             per execution, retries included in it.
+        hedging: Hedging settings; ``None`` (default) for one attempt at a time. Async only: a
+            sync function (``execute_with_resilience_sync``, ``@resilient`` on a sync function)
+            under a policy with hedging raises ``TypeError``. Its hedges draw on
+            ``retry_policy.budget`` when the hedging config names no budget of its own.
         enable_recovery: Run the manager's :class:`ErrorRecoverySystem` rules on errors
             (default ``False``). The manager's recovery system has no rule by default: register
             rules on ``manager.recovery_system``, or recovery does nothing.
@@ -77,6 +82,7 @@ class ResilienceConfig:
     extra_strategies: tuple[ExtraStrategy, ...] = ()
     rate_limiter: RateLimiterConfig | None = None
     chaos: ChaosConfig | None = None
+    hedging: HedgingConfig | None = None
 
     def __post_init__(self) -> None:
         for field, kind in (
@@ -86,6 +92,7 @@ class ResilienceConfig:
             ("bulkhead_config", BulkheadConfig),
             ("rate_limiter", RateLimiterConfig),
             ("chaos", ChaosConfig),
+            ("hedging", HedgingConfig),
         ):
             value = getattr(self, field)
             if value is not None and not isinstance(value, kind):

@@ -60,6 +60,10 @@ def resilient(
 
     Returns:
         A decorator that keeps the function's signature.
+
+    Raises:
+        TypeError: (when decorating) ``fn`` is not callable, is an async generator function, or
+            is a sync function and ``config`` hedges (hedging is async only).
     """
     cfg = config if config is not None else ResilienceConfig()
     if not isinstance(cfg, ResilienceConfig):
@@ -70,6 +74,12 @@ def resilient(
             raise fail("resilient", "fn", "callable", fn, kind=TypeError)
         name = cfg.name or name_of(fn)
         check_protectable(name, fn)
+        if cfg.hedging is not None and not inspect.iscoroutinefunction(fn):
+            msg = (
+                f"resilient: policy {name!r} hedges (ResilienceConfig.hedging), which is async only: "
+                "its attempts run side by side as tasks of an event loop; decorate an async function"
+            )
+            raise TypeError(msg)
         return _bind(fn, cfg, name, manager)
 
     return decorate

@@ -12,6 +12,8 @@ reads, its rank, and the function that builds its link)::
               │                        every attempt, every backoff, every recovery re-run
               └─ Recovery              rules per error type (retry/restart/fallback/isolate/escalate)
                   └─ Retry             asks the breaker again on every attempt
+                    └─ Hedging         races attempts (original + hedges) of everything inside;
+                      │                one retry attempt is one race; hedges draw on the budget
                       └─ CircuitBreaker    counts each attempt; ignores rejections from inside
                           └─ Bulkhead      a slot is held only while the dependency is called,
                               │            never during a backoff
@@ -34,6 +36,14 @@ Why this order:
   starts a backoff that would end past it (it gives up early instead);
 * retry wraps the breaker, so every attempt asks the breaker for permission and is counted by it
   (Resilience4j's documented order); rejections are not retried by default;
+* hedging sits between retry and the breaker, where Microsoft's standard hedging handler puts it
+  (outside the per-endpoint breaker and attempt timeout, inside the total timeout): every
+  hedged attempt asks the breaker, holds its own bulkhead slot and has its own attempt
+  timeout, the total deadline bounds (and cancels) all of them; a retry around it retries a
+  race that produced no acceptable outcome (hedging's own ``"fallback"`` mode already moves on
+  after a failure). Its hedges and the retries draw on one budget, ``retry_policy.budget``,
+  unless the hedging config names its own, so the two cannot add up to more extra load than
+  the budget allows;
 * the bulkhead sits inside the breaker so that an open breaker rejects before queueing, and inside
   retry so that no slot is held while backing off;
 * the per-attempt timeout is inside them all so that a hung attempt surfaces as a failure the
@@ -64,6 +74,7 @@ from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import TERMINAL, Step
 from otel_resilience.engine.validation import fail
 from otel_resilience.fallback import FallbackHandler
+from otel_resilience.hedging import Hedging
 from otel_resilience.rate_limiter import RateLimiter
 from otel_resilience.retry import Retry
 from otel_resilience.timeout import TimeoutHandler
@@ -155,6 +166,19 @@ def _retry(at: StageInputs) -> Step | None:
     return Retry(at.name, policy, clock=at.clock).as_strategy(at.name)
 
 
+def _hedging(at: StageInputs) -> Step | None:
+    config = at.config.hedging
+    if config is None:
+        return None
+    policy = at.config.retry_policy
+    budget = None if policy is None else policy.budget
+    if config.budget is None and budget is not None:
+        config = dataclasses.replace(config, budget=budget)
+    # A retry around it deposits once per execution in the budget they share.
+    deposit = config.budget is None or config.budget is not budget
+    return Hedging(at.name, config, clock=at.clock, deposit=deposit).as_strategy(at.name)
+
+
 def _breaker(at: StageInputs) -> Step | None:
     return None if at.breaker is None else at.breaker.as_strategy(at.name)
 
@@ -184,6 +208,7 @@ STAGES: Final[tuple[Stage, ...]] = (
     Stage("total_timeout", "timeout", 200, _total_timeout),
     Stage("recovery", "enable_recovery", 300, _recovery),
     Stage("retry", "retry_policy", 400, _retry),
+    Stage("hedging", "hedging", 450, _hedging),
     Stage("circuit_breaker", "circuit_breaker", 500, _breaker),
     Stage("bulkhead", "bulkhead_config", 600, _bulkhead),
     Stage("attempt_timeout", "retry_policy.attempt_timeout", 700, _attempt_timeout),

@@ -120,8 +120,12 @@ class RetryBudget:
             self._denied += 1
             return False
 
-    def _refund(self) -> None:
-        """Give back a retry :meth:`try_withdraw` allowed but that did not run (another cap stopped it)."""
+    def refund(self) -> None:
+        """Give back a retry :meth:`try_withdraw` allowed but that did not run (another cap stopped it).
+
+        Call it once per such withdrawal, at once (before the window slides past it): a retry
+        the execution's cap in total refused, a hedge whose attempt could not start.
+        """
         with self._lock:
             self._counts.forget(True, False)  # noqa: FBT003
 

@@ -234,7 +234,7 @@ class _RetryCore:
             return _Wait("budget", delay, remaining, source)
         if ctx.next_attempt() is None:
             if budget is not None:
-                budget._refund()
+                budget.refund()
             return _Wait("max_attempts_total", delay, remaining, source)
         return _Wait(None, delay, remaining, source)
 

@@ -6,7 +6,7 @@ and decides *how* what the patterns report is shown:
 * one INTERNAL span per logical execution, named after the operation, a child of the caller's
   current span and made current while the call runs (so the user's spans nest under it);
   attempt spans (one per attempt after the execution's first: attempt 1 runs in the execution
-  span) are children of it;
+  span, unless it is the original of a hedged execution) are children of it;
 * span events on the current span for every reported event;
 * the duration histogram, recorded inside the execution span before it ends, so that the SDK's
   trace-based exemplar filter attaches its trace id;
@@ -180,9 +180,7 @@ class OtelListener:
         """Whether the listener still reports (``False`` after :meth:`close`)."""
         return not self._closed
 
-    tracer = ReadOnly[Tracer | None](
-        "_tracer", "The tracer in use, or ``None`` while no tracer provider is known."
-    )
+    tracer = ReadOnly[Tracer | None]("_tracer", "The tracer in use, or ``None`` before a tracer provider.")
 
     @property
     def meter_ready(self) -> bool:
@@ -381,14 +379,18 @@ class OtelListener:
             if scope.token is not None:
                 otel_context.detach(cast("Token[Context]", scope.token))
 
-    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+    def start_attempt(
+        self, source: TelemetrySource, operation: str, attempt: int, attempt_type: str | None = None
+    ) -> object:
         """Open an attempt span, a child of the current (execution) span, and time the attempt.
 
         Args:
-            source: The pattern that runs the attempts (the retry).
+            source: The pattern that runs the attempts (a retry, a hedging).
             operation: The operation's name.
-            attempt: The attempt number (1-based, unique in the execution). Attempt 1 opens no
-                span (the execution span covers it); it is only timed.
+            attempt: The attempt number (1-based, unique in the execution). An untyped attempt 1
+                opens no span (the execution span covers it); it is only timed.
+            attempt_type: ``"original"`` or ``"hedge"``: a hedged execution's attempt, each with
+                its span (the original too) and ``resilience.attempt.type``.
 
         Returns:
             A handle for :meth:`end_attempt`, or ``None`` when there is neither a span to open
@@ -403,7 +405,7 @@ class OtelListener:
             return None
         tracer = self._tracer
         timed = self._instruments is not None and source.metrics
-        spans = tracer is not None and source.spans and attempt > 1
+        spans = tracer is not None and source.spans and (attempt > 1 or attempt_type is not None)
         if not timed and not spans:
             return None
         try:
@@ -411,7 +413,7 @@ class OtelListener:
             span: Span | None = None
             token: object = None
             if spans and tracer is not None:
-                span, token = open_attempt_span(tracer, info, operation, attempt)
+                span, token = open_attempt_span(tracer, info, operation, attempt, attempt_type)
             if span is None and not timed:
                 return None
             return AttemptScope(info, span, token, time.perf_counter() if timed else 0.0)

@@ -216,10 +216,11 @@ def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Sco
 
 
 def open_attempt_span(
-    tracer: Tracer, info: SourceInfo, operation: str, attempt: int
+    tracer: Tracer, info: SourceInfo, operation: str, attempt: int, attempt_type: str | None = None
 ) -> tuple[Span | None, object]:
     """Open an attempt span and make it current; return it and the context token to detach.
 
+    ``attempt_type`` (a hedged execution's attempts only) becomes ``resilience.attempt.type``.
     ``(None, None)`` when the current span is not sampled.
     """
     parent_ctx = otel_context.get_current()
@@ -228,6 +229,8 @@ def open_attempt_span(
         return None, None
     attrs = dict(info.attempt_attrs)
     attrs[sc.ATTEMPT] = attempt
+    if attempt_type is not None:
+        attrs[sc.ATTEMPT_TYPE] = attempt_type
     if otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx):
         attrs[sc.HTTP_RESEND_COUNT] = attempt - 1
     span = tracer.start_span(

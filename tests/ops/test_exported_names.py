@@ -1,7 +1,7 @@
 """Every series and label the dashboards, rules and runbooks query exists in a real scrape.
 
 The library runs real calls (a manager policy with every pattern, a recovery system that detects
-a pattern, a full bulkhead, a timeout, in-process alerts) with a MeterProvider whose reader is the
+a pattern, a full bulkhead, a timeout, in-process alerts, a hedged call) with a MeterProvider whose reader is the
 OpenTelemetry Prometheus exporter; the scrape text (prometheus_client's exposition) is then
 compared with what the shipped files query.
 """
@@ -29,6 +29,7 @@ from otel_resilience import (
     ErrorRecoverySystem,
     FallbackConfig,
     FallbackStrategy,
+    HedgingConfig,
     OperationTimeoutError,
     RateLimiter,
     RateLimiterConfig,
@@ -116,6 +117,18 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     )
     assert [limiter.call_sync(str, n) for n in range(2)] == ["0", "1"]
     assert not limiter.try_acquire()
+
+    calls = 0
+
+    async def slow_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the original hangs: a hedge answers, and the original is cancelled
+            await asyncio.Event().wait()
+        return "fast"
+
+    hedged = ResilienceConfig(name=f"ops-hedged-{suffix}", hedging=HedgingConfig(delay=0.05))
+    assert await manager.execute_with_resilience(slow_once, hedged) == "fast"
     return [manager, recovery, pool, shadow, limiter]
 
 

@@ -22,6 +22,8 @@ from otel_resilience.engine.events import (
     ChaosInjected,
     Event,
     FallbackUsed,
+    HedgeStarted,
+    HedgeWon,
     Outcome,
     PatternDetected,
     PermitWaited,
@@ -75,6 +77,8 @@ def scrape() -> Iterator[str]:
         (Event.ALERT_RAISED, AlertRaised("circuit_open", "critical", "prom-cb", "opened")),
         (Event.PERMIT_WAITED, PermitWaited(0.25)),
         (Event.CHAOS_INJECTED, ChaosInjected("fault", "OSError")),
+        (Event.HEDGE_STARTED, HedgeStarted(2, "delay")),
+        (Event.HEDGE_WON, HedgeWon(2, "hedge")),
     ):
         telemetry.report(event, args)
     telemetry.end_attempt(telemetry.start_attempt("prom-op", 2), Outcome.SUCCESS)

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from otel_resilience.engine import event_args as ea
+from otel_resilience.engine import hedge
 from otel_resilience.engine.events import Event, Outcome
 from otel_resilience.telemetry import instrument
 from otel_resilience.telemetry import semconv as sc
@@ -96,6 +97,8 @@ _ARGS = {
     Event.ALERT_RAISED: ea.AlertRaised,
     Event.PERMIT_WAITED: ea.PermitWaited,
     Event.CHAOS_INJECTED: ea.ChaosInjected,
+    Event.HEDGE_STARTED: ea.HedgeStarted,
+    Event.HEDGE_WON: ea.HedgeWon,
 }
 _SOURCE_KEYS = {sc.POLICY, sc.PATTERN, sc.NAME}
 
@@ -190,6 +193,12 @@ def test_closed_enumerations_match_the_pattern_enums(key, module, enum_name):
     assert set(sc.attribute(key).values) == {member.value for member in enum_class}
 
 
+def test_hedging_values_are_the_engines():
+    """The attempt types and hedge triggers listed here are exactly the engine's (engine.hedge)."""
+    assert sc.attribute(sc.ATTEMPT_TYPE).values == hedge.ATTEMPT_TYPES == ("original", "hedge")
+    assert set(sc.attribute(sc.HEDGE_TRIGGER).values) == set(hedge.TRIGGERS)
+
+
 def test_lookup_of_unknown_names_raises_key_error():
     """instrument() and attribute() refuse names that are not in the registry."""
     with pytest.raises(KeyError):
@@ -232,6 +241,8 @@ def test_public_names_are_pinned():
         "resilience.rate_limiter.wait",
         "resilience.retry.budget.available",
         "resilience.timeouts",
+        "resilience.hedging.hedges",
+        "resilience.hedging.wins",
         "resilience.fallback.executions",
         "resilience.bulkhead.active",
         "resilience.bulkhead.queued",

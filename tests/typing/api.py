@@ -16,6 +16,9 @@ from otel_resilience import (
     FallbackConfig,
     FallbackHandler,
     FallbackStrategy,
+    Hedging,
+    HedgingConfig,
+    PercentileDelay,
     RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
@@ -134,3 +137,15 @@ async def check_chaos() -> None:
     faults: int = chaos.get_stats()["faults"]
     ResilienceConfig(chaos=ChaosConfig(latency_rate=0.5, latency=2.0))
     print(a, b, c, faults, switch.on)
+
+
+async def check_hedging() -> None:
+    hedging = Hedging("typing", HedgingConfig(delay=0.05, max_attempts=3, actions=(fetch,)))
+    a: str = await hedging.call(fetch, 1, verbose=True)
+    await hedging.call(fetch, "1")  # type: ignore[arg-type]
+    b: str = await hedging.protect(fetch)(2)
+    HedgingConfig(mode="race")  # type: ignore[arg-type]
+    HedgingConfig(delay=PercentileDelay(0.05, percentile=99.0))
+    ResilienceConfig(hedging=HedgingConfig(mode="parallel"))
+    wins: int = hedging.get_stats()["hedge_wins"]
+    print(a, b, wins)

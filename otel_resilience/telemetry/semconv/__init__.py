@@ -27,9 +27,10 @@ The registry is one namespace made of:
 
 from __future__ import annotations
 
-from otel_resilience.telemetry.semconv import bindings, catalog, names, prometheus, specs
+from otel_resilience.telemetry.semconv import bindings, catalog, instruments, names, prometheus, specs
 from otel_resilience.telemetry.semconv.bindings import *  # noqa: F403
 from otel_resilience.telemetry.semconv.catalog import *  # noqa: F403
+from otel_resilience.telemetry.semconv.instruments import *  # noqa: F403
 from otel_resilience.telemetry.semconv.names import *  # noqa: F403
 from otel_resilience.telemetry.semconv.prometheus import *  # noqa: F403
 from otel_resilience.telemetry.semconv.specs import *  # noqa: F403
@@ -38,5 +39,6 @@ __all__: list[str] = []
 __all__ += names.__all__
 __all__ += specs.__all__
 __all__ += catalog.__all__
+__all__ += instruments.__all__
 __all__ += bindings.__all__
 __all__ += prometheus.__all__

@@ -21,6 +21,7 @@ from otel_resilience.telemetry.semconv.names import (
     ALERT_SUMMARY,
     ALERTS,
     ATTEMPT,
+    ATTEMPT_TYPE,
     CB_OPEN_DURATION,
     CB_PREVIOUS_STATE,
     CB_STATE,
@@ -39,6 +40,8 @@ from otel_resilience.telemetry.semconv.names import (
     EV_CALL_REJECTED,
     EV_CHAOS_INJECTED,
     EV_FALLBACK,
+    EV_HEDGE_STARTED,
+    EV_HEDGE_WON,
     EV_PATTERN,
     EV_PERMIT_WAITED,
     EV_RECOVERY,
@@ -49,6 +52,9 @@ from otel_resilience.telemetry.semconv.names import (
     FALLBACK_EXECUTIONS,
     FALLBACK_RESULT,
     FALLBACK_STRATEGY,
+    HEDGE_TRIGGER,
+    HEDGE_WINS,
+    HEDGES,
     NAME,
     OPERATION,
     PATTERN,
@@ -237,6 +243,27 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         ),
         (MetricBinding(CHAOS_INJECTIONS),),
     ),
+    EventBinding(
+        "hedge_started",
+        (("attempt", ATTEMPT), ("trigger", HEDGE_TRIGGER)),
+        SpanEventSpec(
+            EV_HEDGE_STARTED,
+            "A hedged execution started another attempt (a hedge), and why.",
+            (PATTERN, NAME, ATTEMPT, HEDGE_TRIGGER),
+        ),
+        (MetricBinding(HEDGES),),
+    ),
+    EventBinding(
+        "hedge_won",
+        (("attempt", ATTEMPT), ("attempt_type", ATTEMPT_TYPE)),
+        SpanEventSpec(
+            EV_HEDGE_WON,
+            "This attempt's outcome answered a hedged execution in which more than one attempt "
+            "started (added to the winner's attempt span; the others end cancelled).",
+            (PATTERN, NAME, ATTEMPT, ATTEMPT_TYPE),
+        ),
+        (MetricBinding(HEDGE_WINS),),
+    ),
 )
 """One row per engine event kind, in the order of ``Event``."""
 
@@ -269,6 +296,12 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
     ZeroSeries("retry", RETRY_EXHAUSTED, _each(RETRY_STOP_REASON, ("budget",)), config="budget"),
     ZeroSeries("chaos", CHAOS_INJECTIONS, _each(CHAOS_KIND, CHAOS_KINDS)),
     ZeroSeries(
+        "hedging", HEDGES, _each(HEDGE_TRIGGER, ("delay", "failure")), config="mode", equals="latency"
+    ),
+    ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("parallel",)), config="mode", equals="parallel"),
+    ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("failure",)), config="mode", equals="fallback"),
+    ZeroSeries("hedging", HEDGE_WINS, _each(ATTEMPT_TYPE, ("original", "hedge"))),
+    ZeroSeries(
         "recovery",
         RECOVERY_ATTEMPTS,
         tuple(
@@ -280,7 +313,8 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
 """Every counter series known in advance: the transitions of each breaker, the rejection reasons of
 each breaker and bulkhead in a policy, the deadline scope of each timeout (and of a retry with an
 attempt timeout), the retries a retry budget denied (of each retry with a budget), the injections
-of each chaos link, and the strategies and results of each recovery."""
+of each chaos link, the hedges (by the triggers its mode has) and wins (by attempt type) of each
+hedging, and the strategies and results of each recovery."""
 
 
 _BY_EVENT: Final = {row.event: row for row in EVENTS}

@@ -22,6 +22,8 @@ __all__ = [
     "ATTEMPT_DURATION",
     "ATTEMPT_SPAN",
     "ATTEMPT_SPAN_SUFFIX",
+    "ATTEMPT_TYPE",
+    "ATTEMPT_TYPES",
     "BULKHEAD_ACTIVE",
     "BULKHEAD_CONCURRENCY_LIMIT",
     "BULKHEAD_QUEUED",
@@ -57,6 +59,8 @@ __all__ = [
     "EV_CALL_REJECTED",
     "EV_CHAOS_INJECTED",
     "EV_FALLBACK",
+    "EV_HEDGE_STARTED",
+    "EV_HEDGE_WON",
     "EV_PATTERN",
     "EV_PERMIT_WAITED",
     "EV_RECOVERY",
@@ -71,6 +75,10 @@ __all__ = [
     "FALLBACK_RESULT",
     "FALLBACK_STRATEGIES",
     "FALLBACK_STRATEGY",
+    "HEDGES",
+    "HEDGE_TRIGGER",
+    "HEDGE_TRIGGERS",
+    "HEDGE_WINS",
     "HTTP_METHOD_LEGACY",
     "HTTP_REQUEST_METHOD",
     "HTTP_RESEND_COUNT",
@@ -129,6 +137,8 @@ NAME: Final = "resilience.name"
 OUTCOME: Final = "resilience.outcome"
 ERROR_TYPE: Final = "error.type"
 ATTEMPT: Final = "resilience.attempt"
+ATTEMPT_TYPE: Final = "resilience.attempt.type"
+HEDGE_TRIGGER: Final = "resilience.hedging.trigger"
 HTTP_RESEND_COUNT: Final = "http.request.resend_count"
 HTTP_REQUEST_METHOD: Final = "http.request.method"
 """Read (never written) to recognise the caller's span as an HTTP client span."""
@@ -178,6 +188,7 @@ PATTERN_VALUES: Final = (
     "alerts",
     "rate_limiter",
     "chaos",
+    "hedging",
 )
 CB_STATE_VALUES: Final = ("closed", "open", "half_open", "disabled", "metrics_only")
 CB_TRANSITION_REASONS: Final = (
@@ -250,6 +261,9 @@ RETRY_STOP_REASONS: Final = (
     "not_retryable",
 )
 RETRY_DELAY_SOURCES: Final = ("strategy", "outcome")
+ATTEMPT_TYPES: Final = ("original", "hedge")
+"""The values of :data:`ATTEMPT_TYPE`, as gRPC's ``grpc.attempt_type`` has them."""
+HEDGE_TRIGGERS: Final = ("delay", "failure", "parallel")
 TIMEOUT_SCOPES: Final = ("total", "attempt")
 FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
 RECOVERY_STRATEGIES: Final = ("retry", "restart", "fallback", "isolate", "escalate")
@@ -321,6 +335,8 @@ RETRY_BUDGET_AVAILABLE: Final = "resilience.retry.budget.available"
 RL_PERMITS: Final = "resilience.rate_limiter.permits"
 RL_WAIT_METRIC: Final = "resilience.rate_limiter.wait"
 TIMEOUTS: Final = "resilience.timeouts"
+HEDGES: Final = "resilience.hedging.hedges"
+HEDGE_WINS: Final = "resilience.hedging.wins"
 FALLBACK_EXECUTIONS: Final = "resilience.fallback.executions"
 BULKHEAD_ACTIVE: Final = "resilience.bulkhead.active"
 BULKHEAD_QUEUED: Final = "resilience.bulkhead.queued"
@@ -350,6 +366,8 @@ EV_ALERT: Final = "resilience.alert.raised"
 EV_PERMIT_WAITED: Final = "resilience.rate_limiter.waited"
 
 EV_CHAOS_INJECTED: Final = "resilience.chaos.injected"
+EV_HEDGE_STARTED: Final = "resilience.hedging.started"
+EV_HEDGE_WON: Final = "resilience.hedging.won"
 
 LOG_SEVERITIES: Final[Mapping[str, str]] = MappingProxyType(
     {"info": "INFO", "warning": "WARN", "critical": "ERROR"}

@@ -1,0 +1,122 @@
+"""The actions a step decides, and the tokens that make a driver do something before a run.
+
+What :meth:`~otel_resilience.engine.step.Step.on_success`, ``on_failure`` and ``on_expired``
+return (:data:`Action`): ``None``, :class:`Answer`, :class:`Retry` or :class:`Call`; and what
+:meth:`~otel_resilience.engine.step.Step.admit` may return in place of a plain token: a
+:class:`Wait` (wait, then run) or a :class:`~otel_resilience.engine.hedge.Hedge` (a ``Wait``
+that runs the rest of the chain as a race of attempts). The drivers in
+:mod:`otel_resilience.engine.step` perform them; :mod:`otel_resilience.engine.step` re-exports
+every name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from otel_resilience.engine.context import ExecutionContext
+
+__all__ = ["Action", "Answer", "Call", "Retry", "Wait"]
+
+
+class Answer:
+    """Action: return :attr:`value` in place of the outcome."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class Retry:
+    """Action: wait :attr:`delay` seconds, call :attr:`hook`, then run the rest of the chain again.
+
+    Attributes:
+        delay: Seconds to wait first (on the step's :attr:`~Step.clock`); ``0`` for none.
+        token: The token the next run is judged with (what ``admit`` would have returned).
+        hook: Called with no argument after the wait, before the run (awaited if it returns an
+            awaitable in the async driver); what it raises is a failure of that run. ``None``
+            for none.
+        hook_name: How an error message names the hook (``"recovery 'x': restart_hook"``).
+    """
+
+    __slots__ = ("delay", "hook", "hook_name", "token")
+
+    def __init__(
+        self, delay: float, token: Any, hook: Callable[[], Any] | None = None, hook_name: str = "hook"
+    ) -> None:
+        self.delay = delay
+        self.token = token
+        self.hook = hook
+        self.hook_name = hook_name
+
+
+class Call:
+    """Action: call ``fn(*args, **kwargs)``, then ``then(ctx, state, value, error)``: the next action.
+
+    The async driver awaits what ``fn`` returns when it is awaitable; the sync driver refuses an
+    awaitable with ``TypeError`` (handed to ``then`` as the call's error). ``then`` receives the
+    call's value and ``None``, or ``None`` and the ``Exception`` it raised; it returns an
+    :class:`Answer`, a :class:`Retry` or another :class:`Call`, or raises. It runs inside the
+    driver's handling of the failure that led to the call, so what it raises chains that failure
+    as its ``__context__``.
+
+    Attributes:
+        what: How an error message names ``fn`` (``"fallback 'x': fallback_function"``).
+    """
+
+    __slots__ = ("args", "fn", "kwargs", "state", "then", "what")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        then: Callable[[ExecutionContext, Any, Any, Exception | None], Action],
+        *,
+        state: Any = None,
+        what: str = "a hook",
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.then = then
+        self.state = state
+        self.what = what
+
+
+Action = Answer | Retry | Call | None
+"""What a step decides after an outcome: ``None`` passes the outcome through."""
+
+
+class Wait:
+    """A token that says "not yet": the driver waits for the real one before running the rest.
+
+    :meth:`Step.admit` returns a subclass instance when the step must wait before admitting (a
+    bulkhead's queued call); the async driver awaits :meth:`wait`, the sync driver calls
+    :meth:`wait_sync`, each returning the token or raising the rejection. A wait that returns an
+    :class:`Answer` ends the execution of the step with its value: the rest of the chain does not
+    run and no hook of the step is called (an injected outcome). A plain class (not an ABC), so
+    the drivers' ``isinstance`` check stays cheap on every admitted call.
+    """
+
+    __slots__ = ()
+
+    async def wait(self) -> Any:
+        """Wait on the running loop; return the token or raise the rejection (a subclass's)."""
+        raise TypeError(f"{type(self).__name__} cannot wait on an event loop: it overrides no wait()")
+
+    def wait_sync(self) -> Any:
+        """Wait in this thread; return the token or raise the rejection (a subclass's)."""
+        raise TypeError(f"{type(self).__name__} cannot wait in a thread: it overrides no wait_sync()")
+
+
+class _Acted:
+    """What :meth:`Step._scoped` returns when :meth:`Step.on_expired` decided an action."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Action) -> None:
+        self.action = action

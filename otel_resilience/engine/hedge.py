@@ -1,0 +1,394 @@
+"""Hedging in the engine: the rest of the chain run as a race of attempts (async driver only).
+
+A step that hedges returns a :class:`Hedge` from :meth:`~otel_resilience.engine.step.Step.admit`.
+A ``Hedge`` is a :class:`~otel_resilience.engine.actions.Wait`, which the drivers already look
+for in every admitted token, so a step that never hedges pays no check more for it. The async
+driver performs it with :func:`race` in place of its one run of the rest of the chain; the sync
+driver refuses it (:meth:`Hedge.wait_sync` raises ``TypeError``): attempts side by side need
+tasks, and a thread per attempt is left out on purpose.
+
+The step decides (the ``Hedge`` subclass it returns overrides the hooks below); the driver
+starts, waits, cancels and awaits. The race, in order:
+
+1. Attempt 1, the *original*, starts at once, in a context of its own
+   (:meth:`Hedge.start` with trigger ``None``: ``ctx.fork(new_attempt=False)`` by default).
+2. While no outcome is acceptable, another attempt starts (:meth:`Hedge.start` with the
+   trigger): ``"delay"`` once :meth:`Hedge.delay` seconds passed on the step's clock since the
+   latest start, ``"parallel"`` at once when that delay is 0, ``"failure"`` at once when an
+   attempt ended with an outcome that is not acceptable and :attr:`Hedge.on_failure` is set;
+   until :attr:`Hedge.limit` attempts started or :meth:`Hedge.start` refuses one (a budget, the
+   execution's cap in total), after which none starts.
+3. Each attempt runs in a task of its own: :meth:`Hedge.enter` (in the task, so a telemetry
+   scope it opens is current there), the rest of the chain in the attempt's context,
+   :meth:`Hedge.accepts` (is this outcome the answer?), :meth:`Hedge.leave` (won or not).
+4. The first acceptable outcome wins. Every other attempt is cancelled **and awaited** before
+   the driver returns: no task outlives the race, and each cancelled run gives back what its
+   steps took (their ``on_cancel``).
+5. When every attempt ended and none was acceptable, the original's outcome is the execution's
+   (its error re-raised, its result returned), as in Polly.
+6. The execution's outcome (:attr:`ExecutionContext.outcome`) is the winner's, ``RECOVERED``
+   instead of ``SUCCESS`` when an attempt ended unacceptably before the win.
+7. A cancellation of the caller (its own deadline included) cancels and awaits every attempt,
+   then propagates.
+
+A deadline binds the task that set it (:mod:`otel_resilience.engine.context`), so inside an
+attempt ``current_deadline()`` knows only the scopes the attempt opens itself; an enclosing
+deadline still bounds every attempt, through the cancellation of the race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Final
+
+from otel_resilience.engine.actions import Wait
+from otel_resilience.engine.clock import SYSTEM_CLOCK
+from otel_resilience.engine.events import Outcome
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.engine.step import Step
+
+__all__ = ["ATTEMPT_TYPES", "DELAY", "FAILURE", "HEDGE", "ORIGINAL", "PARALLEL", "TRIGGERS", "Hedge", "race"]
+
+ORIGINAL: Final = "original"
+"""The attempt type of a race's first attempt (an attempt scope's ``attempt_type``)."""
+HEDGE: Final = "hedge"
+"""The attempt type of every attempt of a race after the original."""
+ATTEMPT_TYPES: Final = (ORIGINAL, HEDGE)
+"""Every attempt type, as gRPC's ``grpc.attempt_type`` has them."""
+
+DELAY: Final = "delay"
+"""Trigger: the latest attempt took longer than the hedge delay."""
+FAILURE: Final = "failure"
+"""Trigger: an attempt ended with an outcome that is not acceptable."""
+PARALLEL: Final = "parallel"
+"""Trigger: a delay of 0, every attempt at once."""
+TRIGGERS: Final = (DELAY, FAILURE, PARALLEL)
+"""Every reason a hedge starts."""
+
+_FIRST_COMPLETED: Final = asyncio.FIRST_COMPLETED
+
+
+class Hedge(Wait):
+    """A token that says "not one run: a race of attempts" (see the module doc).
+
+    A step returns an instance of a subclass from ``admit`` (one per execution: it may keep the
+    execution's state) and overrides the hooks its rules need; the async driver calls them, all
+    from the event loop's thread, never two at once.
+
+    Args:
+        limit: Attempts at most, the original included (``>= 1``).
+        on_failure: Whether an attempt that ended unacceptably starts the next one at once.
+
+    Attributes:
+        limit: Attempts at most, the original included.
+        on_failure: Whether an attempt that ended unacceptably starts the next one at once.
+    """
+
+    __slots__ = ("limit", "on_failure")
+
+    def __init__(self, limit: int, *, on_failure: bool) -> None:
+        self.limit = limit
+        self.on_failure = on_failure
+
+    def delay(self, started: int) -> float | None:  # noqa: ARG002 - the default never hedges by time
+        """Return the seconds after the latest start before attempt ``started + 1`` starts.
+
+        ``0`` starts it at once, ``None`` never by time (only on a failure, when
+        :attr:`on_failure` is set).
+        """
+        return None
+
+    def start(self, ctx: ExecutionContext, trigger: str | None) -> ExecutionContext | None:
+        """Return the context of the attempt about to start, or ``None`` to start it and no other.
+
+        Args:
+            ctx: The execution's context.
+            trigger: ``None`` for the original (which cannot be refused), else why the attempt
+                starts: :data:`DELAY`, :data:`FAILURE` or :data:`PARALLEL`.
+        """
+        return ctx.fork(new_attempt=trigger is not None)
+
+    def enter(self, attempt: ExecutionContext) -> Any:  # noqa: ARG002 - the default keeps nothing
+        """Called in the attempt's task before it runs; what it returns is handed to :meth:`leave`."""
+        return None
+
+    def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:  # noqa: ARG002
+        """Return whether an attempt's outcome is the answer (default: every result, no error).
+
+        What it raises ends the execution with that error (as an accepted outcome).
+        """
+        return error is None
+
+    def leave(
+        self,
+        attempt: ExecutionContext,
+        scope: Any,
+        error: BaseException | None,
+        *,
+        accepted: bool,
+        won: bool,
+    ) -> None:
+        """Called in the attempt's task when it ended; must not raise.
+
+        Args:
+            attempt: The attempt's context.
+            scope: What :meth:`enter` returned.
+            error: What the attempt raised: an ``Exception``, or a ``BaseException`` when it
+                was cancelled (a loser) or interrupted; ``None`` when it returned.
+            accepted: Whether its outcome was acceptable.
+            won: Whether it is the winner (the first acceptable outcome).
+        """
+
+    def end(
+        self, ctx: ExecutionContext, winner: ExecutionContext | None, error: BaseException | None
+    ) -> None:
+        """Called once the race is over, every attempt ended, before the driver returns or raises.
+
+        Args:
+            ctx: The execution's context.
+            winner: The winner's context; ``None`` when no outcome was acceptable, or when the
+                race was cancelled.
+            error: What the driver raises: the winner's (or, without one, the original's)
+                error, the cancellation, or ``None`` when it returns a result.
+        """
+
+    async def wait(self) -> Any:
+        """Refuse a block guarded by a hedging step: a hedge runs the rest of the chain itself."""
+        msg = f"{type(self).__name__}: a hedge runs the rest of the chain itself; it cannot guard a block"
+        raise TypeError(msg)
+
+    def wait_sync(self) -> Any:
+        """Refuse the sync driver: hedged attempts run side by side as tasks of an event loop."""
+        msg = (
+            f"{type(self).__name__}: hedging is async only (attempts run side by side as tasks of "
+            "an event loop); the sync driver cannot run it: use the async API"
+        )
+        raise TypeError(msg)
+
+
+class _Attempt:
+    """One attempt of a race: its context and how it ended."""
+
+    __slots__ = ("cancelled", "ctx", "error", "result")
+
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self.ctx = ctx
+        self.result: Any = None
+        self.error: Exception | None = None
+        self.cancelled = False
+
+
+class _Race:
+    """The state of one race: the attempts, their running tasks, and the winner."""
+
+    __slots__ = (
+        "attempts",
+        "clock",
+        "ctx",
+        "delay",
+        "failed",
+        "hedge",
+        "latest",
+        "loop",
+        "more",
+        "next",
+        "tasks",
+        "winner",
+    )
+
+    def __init__(self, step: Step, ctx: ExecutionContext, hedge: Hedge) -> None:
+        self.next = step.next
+        self.clock: Clock = step.clock
+        self.ctx = ctx
+        self.hedge = hedge
+        self.loop = asyncio.get_running_loop()
+        self.attempts: list[_Attempt] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.winner: _Attempt | None = None
+        self.failed = False
+        self.more = True
+        self.latest = 0.0
+        self.delay: float | None = None
+
+    def launch(self, trigger: str | None) -> None:
+        """Start an attempt unless the hedge refuses it (then none starts after it either).
+
+        Sets :attr:`more` (whether another may start later), :attr:`latest` (when this one
+        started) and :attr:`delay` (the hedge's delay before the next, asked once per start).
+        """
+        hedge = self.hedge
+        attempt_ctx = hedge.start(self.ctx, trigger)
+        if attempt_ctx is None:
+            self.more = False
+            return
+        attempt = _Attempt(attempt_ctx)
+        self.attempts.append(attempt)
+        self.tasks.add(self.loop.create_task(self.run(attempt)))
+        self.latest = self.clock.now()
+        self.more = len(self.attempts) < hedge.limit
+        self.delay = hedge.delay(len(self.attempts)) if self.more else None
+
+    async def run(self, attempt: _Attempt) -> None:
+        """One attempt, in its own task: the rest of the chain, then the hedge's verdict."""
+        hedge, ctx = self.hedge, attempt.ctx
+        scope = hedge.enter(ctx)
+        try:
+            attempt.result = await self.next.execute(ctx)
+        except Exception as error:  # noqa: BLE001 - the hedge judges it
+            attempt.error = error
+        except BaseException as error:
+            attempt.cancelled = True
+            hedge.leave(ctx, scope, error, accepted=False, won=False)
+            raise
+        try:
+            accepted = hedge.accepts(ctx, attempt.result, attempt.error)
+        except Exception as error:  # noqa: BLE001 - a judgment that raised ends the execution with it
+            attempt.error, accepted = error, True
+        won = accepted and self.winner is None
+        if won:
+            self.winner = attempt
+        elif not accepted:
+            self.failed = True
+        hedge.leave(ctx, scope, attempt.error, accepted=accepted, won=won)
+
+    async def contest(self) -> None:
+        """Start attempts as the hedge says until one wins, or none runs and none may start."""
+        hedge = self.hedge
+        self.launch(None)
+        while self.winner is None:
+            delay = self.delay if self.more else None
+            if delay is None and not self.tasks:
+                return
+            left = None if delay is None else delay - (self.clock.now() - self.latest)
+            if left is None or left > 0:
+                ended = await self.first_ended(left)
+                if self.decided():
+                    return
+                if ended:  # unacceptable outcomes (else the delay passed: start the next below)
+                    for _ in range(ended if hedge.on_failure else 0):
+                        if self.more:
+                            self.launch(FAILURE)
+                    continue
+            self.launch(PARALLEL if delay == 0 else DELAY)
+
+    def decided(self) -> bool:
+        """Whether an attempt won (its task sets :attr:`winner` while the race waits)."""
+        return self.winner is not None
+
+    async def first_ended(self, timeout: float | None) -> int:
+        """Wait until an attempt ends or ``timeout`` seconds pass; return how many ended.
+
+        Raises:
+            BaseException: What an attempt's task ended with other than cancellation (an
+                interrupt, the wrong-driver signal): it ends the race.
+        """
+        tasks, clock = self.tasks, self.clock
+        if timeout is None:
+            done, _ = await asyncio.wait(tasks, return_when=_FIRST_COMPLETED)
+        elif clock is SYSTEM_CLOCK:
+            if not tasks:
+                await asyncio.sleep(timeout)
+                return 0
+            done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=_FIRST_COMPLETED)
+        else:  # the delay runs on the step's clock (a test's FakeClock)
+            timer = self.loop.create_task(clock.sleep(timeout))
+            try:
+                done, _ = await asyncio.wait({*tasks, timer}, return_when=_FIRST_COMPLETED)
+            finally:
+                await _cancel_all({timer})
+            done.discard(timer)
+        for task in done:
+            tasks.discard(task)
+            if not task.cancelled() and (raised := task.exception()) is not None:
+                raise raised
+        return len(done)
+
+    def verdict(self) -> _Attempt | None:
+        """Return the attempt whose outcome the execution takes, and set the execution's outcome.
+
+        The winner; without one, the original if it ended, else the first attempt that ended;
+        ``None`` when every attempt was cancelled from elsewhere.
+        """
+        chosen = self.winner
+        if chosen is None:
+            chosen = next((a for a in self.attempts if not a.cancelled), None)
+            if chosen is None:
+                return None
+        outcome = chosen.ctx.outcome
+        if self.winner is not None and self.failed and outcome is Outcome.SUCCESS:
+            outcome = Outcome.RECOVERED
+        self.ctx.outcome = outcome
+        return chosen
+
+
+async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
+    """Run the rest of ``step``'s chain as the race ``hedge`` describes (see the module doc).
+
+    Returns:
+        The winner's result (or, with no acceptable outcome, the original's).
+
+    Raises:
+        Exception: The winner's error when an error was acceptable; with no acceptable outcome,
+            the original's error.
+        asyncio.CancelledError: The caller was cancelled (every attempt was cancelled and
+            awaited first), or every attempt was cancelled from elsewhere.
+    """
+    if step.entries is not None:
+        next(step.entries)
+    contest = _Race(step, ctx, hedge)
+    try:
+        await contest.contest()
+        await _cancel_all(contest.tasks)  # the losers still running
+    except BaseException as stopped:
+        await _cancel_all(contest.tasks)
+        _forget(contest)
+        hedge.end(ctx, None, stopped)
+        raise
+    chosen = contest.verdict()
+    error: BaseException | None = asyncio.CancelledError() if chosen is None else chosen.error
+    hedge.end(ctx, None if contest.winner is None else contest.winner.ctx, error)
+    result = None if chosen is None else chosen.result
+    _forget(contest)
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error  # no frame of ours keeps the error (and its traceback) alive
+    return result
+
+
+def _forget(contest: _Race) -> None:
+    """Drop every attempt's error and result: their tracebacks hold frames that hold the attempts."""
+    for attempt in contest.attempts:
+        attempt.error = attempt.result = None
+    contest.winner = None
+
+
+async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, even if we are cancelled meanwhile.
+
+    A cancellation that arrives while they end is re-raised once they all have: no task is left
+    behind. Their exceptions are retrieved (the winner's outcome stands), so none is logged as
+    "never retrieved".
+    """
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError as error:
+            interrupted = error
+            continue
+        break
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
+    tasks.clear()
+    if interrupted is not None:
+        raise interrupted

@@ -1,0 +1,134 @@
+"""A hedge delay that follows the dependency's latency: :class:`PercentileDelay`."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from typing import Final, Protocol, runtime_checkable
+
+from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
+
+__all__ = ["LatencyObserver", "PercentileDelay"]
+
+_OWNER: Final = "PercentileDelay"
+
+
+@runtime_checkable
+class LatencyObserver(Protocol):
+    """A hedge delay that wants the latencies of accepted attempts (``HedgingConfig.delay``).
+
+    A delay function with an ``observe`` method is handed the latency, in seconds on the
+    hedging's clock, of every attempt whose outcome was accepted (the winners, and a second
+    acceptable outcome that ended in the same loop iteration); cancelled and failed attempts are
+    not observed.
+    """
+
+    def observe(self, seconds: float) -> None:
+        """Record one accepted attempt's latency (must be fast, thread-safe, and never raise)."""
+        ...
+
+
+class PercentileDelay:
+    """A hedge delay of the ``percentile``-th percentile of the latest ``samples`` accepted latencies.
+
+    Example::
+
+        HedgingConfig(delay=PercentileDelay(initial=0.05, percentile=95, samples=200))
+
+    hedges whatever takes longer than 95 % of the recent answers took: the hedge load stays near
+    ``1 - percentile / 100`` of the calls (5 % here) whatever the dependency's current latency,
+    where a fixed delay hedges almost every call once the dependency slows down past it. The
+    latencies are those of accepted attempts (a loser cancelled when another won is never
+    observed: its latency is not known), so under a tail of slow calls the percentile is a little
+    low, which hedges a little more, never less.
+
+    One instance may serve several hedging configs (they share the latencies: give each
+    dependency its own). Thread-safe; the percentile is recomputed (nearest rank over a sorted
+    copy, O(samples log samples)) at most once per new observation, when a delay is asked for.
+
+    Args:
+        initial: The delay in seconds until ``min_samples`` latencies were observed (``> 0``; a
+            ``timedelta`` is accepted).
+        percentile: Which percentile, ``0 < percentile < 100``. Default: 95.
+        samples: How many of the latest latencies it keeps, ``>= 1``. Default: 100.
+        min_samples: How many it needs before it uses them, ``1 <= min_samples <= samples``.
+            Default: ``min(10, samples)``.
+        minimum: The shortest delay it returns, seconds ``>= 0`` (a floor under a dependency that
+            answers in microseconds). Default: 0.
+
+    Raises:
+        TypeError: A value has the wrong type (the message names ``PercentileDelay.<field>``).
+        ValueError: A value is out of range.
+    """
+
+    __slots__ = (
+        "_cached",
+        "_dirty",
+        "_latencies",
+        "_lock",
+        "initial",
+        "min_samples",
+        "minimum",
+        "percentile",
+    )
+
+    def __init__(
+        self,
+        initial: float,
+        *,
+        percentile: float = 95.0,
+        samples: int = 100,
+        min_samples: int | None = None,
+        minimum: float = 0.0,
+    ) -> None:
+        self.initial = check_duration(_OWNER, "initial", initial)
+        self.percentile = check_number(
+            _OWNER, "percentile", percentile, minimum=0.0, maximum=100.0, min_inclusive=False
+        )
+        if self.percentile >= 100.0:  # the top of the range is excluded
+            raise fail(_OWNER, "percentile", "< 100", percentile)
+        size = check_int(_OWNER, "samples", samples, minimum=1)
+        needed = (
+            min(10, size) if min_samples is None else check_int(_OWNER, "min_samples", min_samples, minimum=1)
+        )
+        if needed > size:
+            raise fail(_OWNER, "min_samples", f"<= samples ({size})", min_samples)
+        self.min_samples = needed
+        self.minimum = check_duration(_OWNER, "minimum", minimum, allow_zero=True)
+        self._latencies: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._cached = self.initial
+        self._dirty = False
+
+    @property
+    def samples(self) -> int:
+        """How many of the latest latencies it keeps."""
+        maxlen = self._latencies.maxlen
+        assert maxlen is not None  # noqa: S101 - set in __init__
+        return maxlen
+
+    def observe(self, seconds: float) -> None:
+        """Record one accepted attempt's latency, in seconds (a NaN or negative one is ignored)."""
+        if seconds >= 0 and not math.isinf(seconds):
+            with self._lock:
+                self._latencies.append(seconds)
+                self._dirty = True
+
+    def __call__(self) -> float:
+        """Return the delay now: the percentile of the kept latencies, or ``initial`` until enough."""
+        with self._lock:
+            if self._dirty:
+                self._dirty = False
+                latencies = self._latencies
+                if len(latencies) >= self.min_samples:
+                    ordered = sorted(latencies)
+                    rank = math.ceil(self.percentile / 100.0 * len(ordered))
+                    self._cached = max(self.minimum, ordered[max(rank, 1) - 1])
+            return self._cached
+
+    def __repr__(self) -> str:
+        return (
+            f"PercentileDelay(initial={self.initial!r}, percentile={self.percentile!r}, "
+            f"samples={self.samples}, min_samples={self.min_samples}, minimum={self.minimum!r})"
+        )

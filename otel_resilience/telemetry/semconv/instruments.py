@@ -1,0 +1,324 @@
+"""The instrument catalog: what every instrument is, for the listener, the ops files and the docs.
+
+``docs/telemetry.md`` is generated from these entries with the attribute catalog
+(:mod:`.catalog`); ``python -m otel_resilience.telemetry.docs``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from otel_resilience.telemetry.semconv.names import (
+    ALERT_KIND,
+    ALERT_SEVERITY,
+    ALERT_SUBJECT,
+    ALERTS,
+    ATTEMPT_DURATION,
+    ATTEMPT_TYPE,
+    BULKHEAD_ACTIVE,
+    BULKHEAD_CONCURRENCY_LIMIT,
+    BULKHEAD_QUEUE_LIMIT,
+    BULKHEAD_QUEUED,
+    CB_CALL_RESULT,
+    CB_CALLS,
+    CB_FAILURE_RATE,
+    CB_FAILURE_RATE_THRESHOLD,
+    CB_PREVIOUS_STATE,
+    CB_SLOW_CALL_RATE,
+    CB_STATE,
+    CB_STATE_METRIC,
+    CB_TRANSITION_REASON,
+    CB_TRANSITIONS,
+    CHAOS_INJECTIONS,
+    CHAOS_KIND,
+    DURATION_BOUNDARIES,
+    ERROR_PATTERNS,
+    ERROR_TYPE,
+    EXECUTION_DURATION,
+    EXECUTIONS,
+    FALLBACK_EXECUTIONS,
+    FALLBACK_RESULT,
+    FALLBACK_STRATEGY,
+    HEDGE_TRIGGER,
+    HEDGE_WINS,
+    HEDGES,
+    NAME,
+    OPERATION,
+    OUTCOME,
+    PATTERN,
+    POLICY,
+    RECOVERY_ATTEMPTS,
+    RECOVERY_RESULT,
+    RECOVERY_STRATEGY,
+    REJECTION_REASON,
+    REJECTIONS,
+    RETRIES,
+    RETRY_BUDGET_AVAILABLE,
+    RETRY_DELAY_BOUNDARIES,
+    RETRY_DELAY_METRIC,
+    RETRY_EXHAUSTED,
+    RETRY_STOP_REASON,
+    RL_PERMIT_RESULT,
+    RL_PERMITS,
+    RL_WAIT_METRIC,
+    TELEMETRY_ERRORS,
+    TIMEOUT_SCOPE,
+    TIMEOUTS,
+)
+from otel_resilience.telemetry.semconv.specs import InstrumentKind, InstrumentSpec
+
+__all__ = ["INSTRUMENTS", "instrument"]
+
+_K = InstrumentKind
+
+INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
+    InstrumentSpec(
+        EXECUTION_DURATION,
+        _K.HISTOGRAM,
+        "s",
+        "Duration of one logical execution (all attempts, backoffs and fallbacks), recorded inside "
+        "the execution span so that exemplars carry its trace. The only synchronous SDK call on a "
+        "call that succeeds; switched off per policy with `TelemetrySource.metrics=False`.",
+        (POLICY, PATTERN, OUTCOME),
+        (ERROR_TYPE,),
+        DURATION_BOUNDARIES,
+    ),
+    InstrumentSpec(
+        ATTEMPT_DURATION,
+        _K.HISTOGRAM,
+        "s",
+        "Duration of one attempt of a retry (every attempt, the first included, each timed around "
+        "its attempt scope, so also when no span is opened for it): the dependency's own latency, "
+        "without backoffs or fallbacks. Recorded only while a meter provider is configured; "
+        "nothing is timed otherwise.",
+        (POLICY, PATTERN, NAME, OUTCOME),
+        (ERROR_TYPE,),
+        DURATION_BOUNDARIES,
+    ),
+    InstrumentSpec(
+        EXECUTIONS,
+        _K.OBSERVABLE_COUNTER,
+        "{execution}",
+        "Executions that ended, by outcome, read from each live pipeline's counters "
+        "(`PipelineStats`). A pipeline that is garbage-collected stops reporting.",
+        (POLICY, PATTERN, OUTCOME),
+    ),
+    InstrumentSpec(
+        CB_STATE_METRIC,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "1 for the breaker's current state and 0 for the others, for every live breaker from "
+        "the moment it is created.",
+        (NAME, CB_STATE),
+    ),
+    InstrumentSpec(
+        CB_TRANSITIONS,
+        _K.COUNTER,
+        "{transition}",
+        "Circuit breaker state transitions.",
+        (NAME, CB_PREVIOUS_STATE, CB_STATE, CB_TRANSITION_REASON),
+    ),
+    InstrumentSpec(
+        CB_CALLS,
+        _K.OBSERVABLE_COUNTER,
+        "{call}",
+        "Calls through each live circuit breaker, by how the breaker counted them.",
+        (NAME, CB_CALL_RESULT),
+    ),
+    InstrumentSpec(
+        CB_FAILURE_RATE,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "Share of failed calls in the sliding window of each live windowed circuit breaker "
+        "(0 while the window is empty); breakers without a window report none.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        CB_SLOW_CALL_RATE,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "Share of slow calls (slow_call_duration or longer) in the sliding window of each live "
+        "windowed circuit breaker.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        CB_FAILURE_RATE_THRESHOLD,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "The failure rate at which each live windowed circuit breaker opens (its configured "
+        "failure_rate_threshold), to compare the rate with.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        REJECTIONS,
+        _K.COUNTER,
+        "{call}",
+        "Calls rejected without calling the dependency (open breaker, full bulkhead, queue timeout).",
+        (POLICY, PATTERN, NAME, REJECTION_REASON),
+    ),
+    InstrumentSpec(
+        RETRIES,
+        _K.COUNTER,
+        "{retry}",
+        "Retries scheduled (failed attempts that will be tried again).",
+        (POLICY, NAME),
+        (ERROR_TYPE,),
+    ),
+    InstrumentSpec(
+        RETRY_DELAY_METRIC,
+        _K.HISTOGRAM,
+        "s",
+        "Backoff delays before retries.",
+        (POLICY, NAME),
+        (),
+        RETRY_DELAY_BOUNDARIES,
+    ),
+    InstrumentSpec(
+        RETRY_EXHAUSTED,
+        _K.COUNTER,
+        "{execution}",
+        "Executions whose retries ran out; the last error was re-raised.",
+        (POLICY, NAME, RETRY_STOP_REASON),
+        (ERROR_TYPE,),
+    ),
+    InstrumentSpec(
+        RL_PERMITS,
+        _K.OBSERVABLE_COUNTER,
+        "{permit}",
+        "Requests for a permit from each live rate limiter (name), by how they were answered, read "
+        "from the limiter's counts; the limiters of a keyed limiter share its name and are summed. "
+        "Rejected calls are also counted by `resilience.rejections` with reason `rate_limited`.",
+        (NAME, RL_PERMIT_RESULT),
+    ),
+    InstrumentSpec(
+        RL_WAIT_METRIC,
+        _K.HISTOGRAM,
+        "s",
+        "Time callers waited for a rate-limiter permit they then took (`max_wait` > 0); calls "
+        "admitted at once record nothing.",
+        (POLICY, NAME),
+        (),
+        RETRY_DELAY_BOUNDARIES,
+    ),
+    InstrumentSpec(
+        RETRY_BUDGET_AVAILABLE,
+        _K.OBSERVABLE_GAUGE,
+        "{retry}",
+        "Retries the retry budget would allow now, for each live retry (name) in each policy that "
+        "has a budget; a budget shared by several policies shows under each. The retries it denied "
+        "are the executions counted by `resilience.retry.exhausted` with stop reason `budget`.",
+        (POLICY, NAME),
+    ),
+    InstrumentSpec(
+        TIMEOUTS,
+        _K.COUNTER,
+        "{timeout}",
+        "Deadlines that expired.",
+        (POLICY, PATTERN, NAME, TIMEOUT_SCOPE),
+    ),
+    InstrumentSpec(
+        HEDGES,
+        _K.COUNTER,
+        "{hedge}",
+        "Hedges started: attempts of a hedged execution after the original, by trigger. Each is a "
+        "call of the dependency; compare with `resilience.executions` of the policy for the extra "
+        "load hedging adds.",
+        (POLICY, NAME, HEDGE_TRIGGER),
+    ),
+    InstrumentSpec(
+        HEDGE_WINS,
+        _K.COUNTER,
+        "{execution}",
+        "Hedged executions in which more than one attempt started, by the type of the attempt that "
+        "answered (`original` or `hedge`); `hedge` over `resilience.hedging.hedges` is how often "
+        "a hedge paid off.",
+        (POLICY, NAME, ATTEMPT_TYPE),
+    ),
+    InstrumentSpec(
+        FALLBACK_EXECUTIONS,
+        _K.COUNTER,
+        "{execution}",
+        "Fallbacks that ran in place of a failed call, by strategy and result.",
+        (POLICY, NAME, FALLBACK_STRATEGY, FALLBACK_RESULT, ERROR_TYPE),
+    ),
+    InstrumentSpec(
+        BULKHEAD_ACTIVE,
+        _K.OBSERVABLE_GAUGE,
+        "{call}",
+        "Calls running inside each live bulkhead.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        BULKHEAD_QUEUED,
+        _K.OBSERVABLE_GAUGE,
+        "{call}",
+        "Calls waiting for a slot in each live bulkhead.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        BULKHEAD_CONCURRENCY_LIMIT,
+        _K.OBSERVABLE_GAUGE,
+        "{call}",
+        "The bulkhead's concurrency limit (`max_concurrent`).",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        BULKHEAD_QUEUE_LIMIT,
+        _K.OBSERVABLE_GAUGE,
+        "{call}",
+        "The bulkhead's wait-queue limit (`max_waiting`).",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        RECOVERY_ATTEMPTS,
+        _K.COUNTER,
+        "{attempt}",
+        "Recovery actions, by strategy and result: the recovery rate is `result=success` over all.",
+        (POLICY, NAME, RECOVERY_STRATEGY, RECOVERY_RESULT, ERROR_TYPE),
+    ),
+    InstrumentSpec(
+        ERROR_PATTERNS,
+        _K.COUNTER,
+        "{pattern}",
+        "Repeated error patterns detected (the same error type in the same operation).",
+        (POLICY, NAME, ERROR_TYPE, OPERATION),
+    ),
+    InstrumentSpec(
+        ALERTS,
+        _K.COUNTER,
+        "{alert}",
+        "In-process alerts raised, by the alert system (`resilience.name`) that raised them.",
+        (NAME, ALERT_KIND, ALERT_SEVERITY, ALERT_SUBJECT),
+    ),
+    InstrumentSpec(
+        CHAOS_INJECTIONS,
+        _K.COUNTER,
+        "{injection}",
+        "Faults, delays and results a chaos link injected (a drill, not an incident): compare with "
+        "`resilience.executions` to tell a drill's failures from real ones, or exclude the policy "
+        "from alerts while it is non-zero. Every kind's series starts at 0 when a chaos link is "
+        "placed in a pipeline.",
+        (POLICY, NAME, CHAOS_KIND),
+    ),
+    InstrumentSpec(
+        TELEMETRY_ERRORS,
+        _K.OBSERVABLE_COUNTER,
+        "{error}",
+        "Exceptions raised inside telemetry code (listeners, instruments, callbacks), swallowed "
+        "and logged so that the application is never affected.",
+        (),
+    ),
+)
+"""Every instrument, in documentation order."""
+
+
+_INSTRUMENTS_BY_NAME: Final = {spec.name: spec for spec in INSTRUMENTS}
+
+
+def instrument(name: str) -> InstrumentSpec:
+    """Return the spec of the instrument called ``name``.
+
+    Raises:
+        KeyError: If no instrument has that name.
+    """
+    return _INSTRUMENTS_BY_NAME[name]

@@ -1,0 +1,143 @@
+"""The engine's race (engine.hedge): a toy Hedge shows what the async driver promises any step that returns one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+
+from otel_resilience.engine import ExecutionContext, Hedge, PipelineBuilder, Step
+from otel_resilience.engine.hedge import DELAY, FAILURE, PARALLEL
+from otel_resilience.testing import FakeClock
+
+
+class Log(Hedge):
+    """A hedge that records every hook the driver calls, and accepts what ``accept`` says."""
+
+    __slots__ = ("delays", "events", "refuse_after")
+
+    def __init__(self, limit: int, *, on_failure: bool, delays: tuple[float | None, ...] = (None,)) -> None:
+        super().__init__(limit, on_failure=on_failure)
+        self.events: list[tuple[Any, ...]] = []
+        self.delays = delays
+        self.refuse_after: int | None = None
+
+    def delay(self, started: int) -> float | None:
+        self.events.append(("delay", started))
+        return self.delays[min(started, len(self.delays)) - 1]
+
+    def start(self, ctx: ExecutionContext, trigger: str | None) -> ExecutionContext | None:
+        starts = sum(1 for e in self.events if e[0] == "start")
+        if self.refuse_after is not None and starts >= self.refuse_after:
+            self.events.append(("refused", trigger))
+            return None
+        self.events.append(("start", trigger))
+        return super().start(ctx, trigger)
+
+    def enter(self, attempt: ExecutionContext) -> Any:
+        return ("scope", attempt.attempt)
+
+    def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:
+        return error is None and result != "reject"
+
+    def leave(
+        self, attempt: ExecutionContext, scope: Any, error: BaseException | None, *, accepted: bool, won: bool
+    ) -> None:
+        self.events.append(("leave", scope, type(error).__name__ if error else None, accepted, won))
+
+    def end(
+        self, ctx: ExecutionContext, winner: ExecutionContext | None, error: BaseException | None
+    ) -> None:
+        self.events.append(
+            ("end", None if winner is None else winner.attempt, type(error).__name__ if error else None)
+        )
+
+
+class Racing(Step):
+    """A step whose admit returns the hedge it was given."""
+
+    __slots__ = ("clock", "hedge")
+    kind: ClassVar[str] = "racing"
+
+    def __init__(self, hedge: Log) -> None:
+        super().__init__()
+        self.hedge = hedge
+        self.clock = FakeClock()  # the hedge delays run on it
+
+    def admit(self, ctx: ExecutionContext) -> Log:
+        return self.hedge
+
+
+def script(*steps: Any) -> Any:
+    """An async function whose n-th call returns, raises or hangs as ``steps[n]`` says."""
+    calls = [0]
+
+    async def fn() -> Any:
+        step = steps[calls[0]]
+        calls[0] += 1
+        await asyncio.sleep(0)
+        if step == "hang":
+            await asyncio.Event().wait()
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    return fn
+
+
+async def run(hedge: Log, fn: Any) -> Any:
+    return await PipelineBuilder("race").add(Racing(hedge)).build().execute(fn)
+
+
+async def test_the_original_starts_first_then_a_hedge_after_the_delay() -> None:
+    """start(None), then start('delay') once the delay passed; the winner is the only one left to end."""
+    hedge = Log(2, on_failure=False, delays=(0.5,))
+    assert await run(hedge, script("hang", "second")) == "second"
+    starts = [e for e in hedge.events if e[0] == "start"]
+    assert starts == [("start", None), ("start", DELAY)]
+    leaves = [e for e in hedge.events if e[0] == "leave"]
+    assert leaves == [
+        ("leave", ("scope", 2), None, True, True),
+        ("leave", ("scope", 1), "CancelledError", False, False),
+    ]
+    assert hedge.events[-1] == ("end", 2, None)
+
+
+async def test_a_zero_delay_starts_every_attempt_at_once() -> None:
+    """A delay of 0: the attempts after the original start with trigger 'parallel', up to the limit."""
+    hedge = Log(3, on_failure=False, delays=(0.0,))
+    assert await run(hedge, script("hang", "hang", "third")) == "third"
+    assert [e[1] for e in hedge.events if e[0] == "start"] == [None, PARALLEL, PARALLEL]
+
+
+async def test_an_unacceptable_outcome_starts_the_next_only_with_on_failure() -> None:
+    """on_failure: a rejected outcome starts the next at once; without it, the race waits for the others."""
+    hedge = Log(2, on_failure=True)
+    assert await run(hedge, script("reject", "ok")) == "ok"
+    assert [e[1] for e in hedge.events if e[0] == "start"] == [None, FAILURE]
+    lonely = Log(2, on_failure=False)
+    assert await run(lonely, script("reject", "never")) == "reject"  # no winner: the original's outcome
+    assert lonely.events[-1] == ("end", None, None)
+
+
+async def test_a_refused_start_starts_no_other() -> None:
+    """start() returning None ends the hedging; the attempts in flight decide the outcome."""
+    hedge = Log(3, on_failure=True)
+    hedge.refuse_after = 1
+    with pytest.raises(ConnectionError):
+        await run(hedge, script(ConnectionError("original")))
+    assert [e for e in hedge.events if e[0] in {"start", "refused"}] == [
+        ("start", None),
+        ("refused", FAILURE),
+    ]
+    assert hedge.events[-1] == ("end", None, "ConnectionError")
+
+
+async def test_a_hedge_token_under_the_sync_driver_is_refused() -> None:
+    """The sync driver cannot race: the Hedge's wait_sync raises TypeError, nothing runs."""
+    hedge = Log(2, on_failure=True)
+    pipeline = PipelineBuilder("race").add(Racing(hedge)).build()
+    with pytest.raises(TypeError, match="hedging is async only"):
+        pipeline.execute_sync(lambda: 1)
+    assert hedge.events == []

@@ -1,0 +1,241 @@
+"""Hedging's guarantees about its tasks: cancelled and awaited, no orphan, no warning; async only; in a policy."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hedging_support import HANG, Dependency, Gate
+
+from otel_resilience import (
+    Bulkhead,
+    BulkheadConfig,
+    Hedging,
+    HedgingConfig,
+    OperationTimeoutError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryBudget,
+    RetryPolicy,
+    resilient,
+)
+from otel_resilience.engine.hedge import Hedge
+from otel_resilience.engine.pipeline import Guard, PipelineBuilder
+from otel_resilience.testing import FakeClock
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_a_cancelled_caller_cancels_and_awaits_every_attempt(clock: FakeClock) -> None:
+    """Cancelling the caller mid-race: every attempt is cancelled and has ended before CancelledError arrives."""
+    dependency = Dependency(HANG)
+    h = Hedging("h", HedgingConfig(delay=0.01, max_attempts=3), clock=clock)
+    call = asyncio.ensure_future(h.call(dependency))
+    while len(dependency.calls) < 3:
+        await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert sorted(dependency.cancelled) == sorted(dependency.finished) == [0, 1, 2]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert h.get_stats()["cancelled"] == 1
+
+
+async def test_a_caller_cancelled_again_while_attempts_end_still_waits_for_them() -> None:
+    """A second cancellation while the losers shut down does not leave one behind."""
+    release = asyncio.Event()
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # shuts down slowly
+        return "never"
+
+    h = Hedging("h", HedgingConfig(mode="parallel"))
+    call = asyncio.ensure_future(h.call(stubborn))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    call.cancel()
+    await asyncio.sleep(0)
+    call.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not call.done()  # still waiting for its attempts
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_total_deadline_cancels_every_attempt(clock: FakeClock) -> None:
+    """A timeout around hedging: OperationTimeoutError, every attempt cancelled and ended."""
+    dependency = Dependency(HANG)
+    h = Hedging("h", HedgingConfig(delay=0.001), clock=clock)
+    manager = ResilienceManager()
+    with pytest.raises(OperationTimeoutError):
+        await manager.execute_with_resilience(
+            h.call, ResilienceConfig(name="deadline", timeout=0.2), dependency
+        )
+    assert sorted(dependency.cancelled) == sorted(dependency.finished) == [0, 1]
+
+
+async def test_a_loser_gives_back_what_the_steps_inside_took() -> None:
+    """Each attempt holds its own bulkhead slot; the cancelled loser's slot is released."""
+    bulkhead = Bulkhead("pool", BulkheadConfig(max_concurrent=2))
+    h = Hedging("h", HedgingConfig(mode="parallel"))
+    pipeline = PipelineBuilder("p").add(h.as_strategy("p")).add(bulkhead.as_strategy("p")).build()
+    gate = Gate("fast")
+    call = asyncio.ensure_future(pipeline.execute(Dependency(HANG, gate)))
+    while bulkhead.get_stats()["active"] < 2:
+        await asyncio.sleep(0)
+    gate.event.set()
+    assert await call == "fast"
+    assert bulkhead.get_stats()["active"] == 0
+
+
+async def test_an_interrupt_in_an_attempt_ends_the_race() -> None:
+    """A BaseException other than cancellation (here the driver's wrong-function signal) is not an outcome."""
+    h = Hedging("h", HedgingConfig(mode="parallel"))
+    with pytest.raises(TypeError, match="awaitable"):
+        await h.call(lambda: "not awaitable")  # type: ignore[arg-type, return-value]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+def test_hedging_is_async_only() -> None:
+    """The sync driver, a sync function decorated, and a hedge token waited in a thread raise TypeError."""
+    h = Hedging("h", HedgingConfig(delay=0.1))
+    with pytest.raises(TypeError, match=r"hedging 'h' is async only"):
+        h.run_sync(lambda: 1)
+    with pytest.raises(TypeError, match=r"hedging 'h' is async only"):
+        h.protect(lambda: 1)
+    with pytest.raises(TypeError, match="hedging is async only"):
+        Hedge(2, on_failure=True).wait_sync()
+    assert h.get_stats()["executions"] == 0
+
+
+async def test_a_hedging_step_cannot_guard_a_block() -> None:
+    """A hedge runs the rest of the chain itself: as a guard it refuses."""
+    pipeline = PipelineBuilder("g").add(Hedging("h", HedgingConfig(delay=0.1)).as_strategy()).build()
+    with pytest.raises(TypeError, match="cannot guard a block"):
+        async with Guard(pipeline):
+            pass
+
+
+async def test_protect_keeps_an_async_function() -> None:
+    """protect() of an async function hedges each call."""
+    h = Hedging("h", HedgingConfig(mode="fallback"))
+    dependency = Dependency(ConnectionError("x"), "second")
+
+    @h.protect
+    async def fetch() -> str:
+        return str(await dependency())
+
+    assert await fetch() == "second"
+
+
+def test_a_policy_with_hedging_refuses_sync_functions() -> None:
+    """The manager's sync API and @resilient on a sync function raise TypeError naming hedging."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="sync", hedging=HedgingConfig(delay=0.1))
+    with pytest.raises(TypeError, match=r"hedging 'sync' is async only"):
+        manager.execute_with_resilience_sync(lambda: 1, config)
+    with pytest.raises(TypeError, match=r"resilient: policy 'sync' hedges"):
+        resilient(config, manager=manager)(lambda: 1)
+
+
+async def test_the_policy_places_hedging_inside_retry_and_outside_the_breaker() -> None:
+    """ResilienceConfig.hedging: its link sits between retry and the breaker."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(
+        name="placed",
+        hedging=HedgingConfig(mode="fallback"),
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0),
+    )
+    kinds = [kind for kind, _, _ in manager.pipeline_for(config, "placed").describe()]
+    assert kinds == ["retry", "hedging"]
+    dependency = Dependency(ConnectionError("1"), ConnectionError("2"), "third")
+    assert await manager.execute_with_resilience(dependency, config) == "third"
+    assert len(dependency.calls) == 3  # one race of two, then a retry
+
+
+async def test_a_policy_shares_the_retry_budget_with_hedging_and_deposits_once() -> None:
+    """Hedges draw on retry_policy.budget; the execution deposits once (by the retry), not twice."""
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.5, min_retries_per_second=0.0, clock=clock)
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        name="shared",
+        hedging=HedgingConfig(mode="fallback"),
+        retry_policy=RetryPolicy(max_attempts=1, budget=budget),
+    )
+    outcomes = []
+    for _ in range(4):
+        try:
+            outcomes.append(
+                await manager.execute_with_resilience(Dependency(ConnectionError("x"), "ok"), config)
+            )
+        except ConnectionError:
+            outcomes.append("denied")
+    assert outcomes == ["ok", "denied", "ok", "denied"]  # retries < 0.5 x first attempts
+    stats = budget.get_stats()
+    assert (stats["first_attempts"], stats["retries"], stats["denied"]) == (4, 2, 2)
+
+
+def test_no_warning_and_no_orphan_under_asyncio_debug() -> None:
+    """Under -W error and PYTHONASYNCIODEBUG=1 a run of races prints nothing and exits 0."""
+    script = textwrap.dedent(
+        """
+        import asyncio, gc
+        from otel_resilience import Hedging, HedgingConfig, ResilienceConfig, ResilienceManager
+
+        async def hang():
+            await asyncio.Event().wait()
+
+        async def fast():
+            await asyncio.sleep(0)
+            return "ok"
+
+        async def main():
+            asyncio.get_running_loop().slow_callback_duration = 60.0  # a loaded machine is not a bug
+            calls = []
+            async def slow_then_fast():
+                calls.append(1)
+                if len(calls) % 2:
+                    await hang()
+                return await fast()
+            latency = Hedging("latency", HedgingConfig(delay=0.001, max_attempts=3))
+            parallel = Hedging("parallel", HedgingConfig(mode="parallel", max_attempts=3))
+            for _ in range(20):
+                assert await latency.call(slow_then_fast) == "ok"
+                assert await parallel.call(slow_then_fast) == "ok"
+            try:
+                await asyncio.wait_for(parallel.call(hang), 0.01)
+            except asyncio.TimeoutError:
+                pass
+            manager = ResilienceManager()
+            config = ResilienceConfig(name="t", timeout=0.01, hedging=HedgingConfig(delay=0.001))
+            try:
+                await manager.execute_with_resilience(hang, config)
+            except TimeoutError:
+                pass
+            gc.collect()
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+
+        asyncio.run(main())
+        gc.collect()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-X", "dev", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONASYNCIODEBUG": "1", "PYTHONPATH": str(_ROOT)},
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
