@@ -139,8 +139,8 @@ async def test_surge_sheds_the_noisy_caller_and_the_budget_denies_retries(run_sc
     assert 0 < limiter["waited"] <= limiter["admitted"]
     content = summary["policies"]["content_api"]
     assert content["rejections"]["rate_limited"] == limiter["shed"]
-    assert content["availability"] == 1.0  # every shed call got the cached analysis
-    assert content["fallback"] >= limiter["shed"]
+    assert content["fallback"] >= limiter["shed"]  # the shed calls got the cached analysis
+    assert content["availability"] >= 0.99  # (a stalled first call, before any answer is cached, may fail)
     budget = summary["retry_budget"]
     denied = {name: p["budget_denied"] for name, p in summary["policies"].items()}
     assert budget["denied"] == sum(denied.values()) > 0
@@ -222,7 +222,7 @@ async def test_the_live_view_shows_shed_calls_waits_and_denied_retries() -> None
         assert word in text, word
     shed = summary["rate_limiters"]["content_api"]["shed"]
     assert shed > 0
-    assert re.search(rf"content_api .* {shed} .*", text)  # the last frame's shed count in the row
+    assert re.search(rf"│ content_api [^\n]*│ +{shed} │", text)  # the last frame's row has the final count
     assert re.search(r"retry budget \d+ left, \d+ denied", text)
 
 
