@@ -2,7 +2,7 @@
 
 ::
 
-    otel-resilience demo [--scenario steady|outage|brownout|flapping] [--seed N] [--duration S]
+    otel-resilience demo [--scenario steady|outage|brownout|flapping|surge] [--seed N] [--duration S]
                          [--time-scale F] [--host ADDR] [--port N | --no-metrics-server]
                          [--otlp-endpoint URL] [--once] [--plain] [--interval S]
                          [--summary-json PATH]
@@ -61,6 +61,8 @@ scenarios:
   outage    ml_service goes down at t+60 s for 4-5.5 minutes: its breaker opens, probes, closes
   brownout  database latency climbs from 40 ms to 20 s: timeouts, a saturated bulkhead, fallbacks
   flapping  ml_service goes down and up repeatedly; content_api has error storms
+  surge     a noisy caller floods content_api past its rate limit (calls shed, answered by the
+            cached fallback); strained dependencies: the shared retry budget denies retries
 
 Time is compressed: every duration of the system (timeouts, backoffs, breaker timeouts, latencies,
 the schedule) is multiplied by --time-scale and every request rate divided by it; t+N in the output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from otel_resilience import (
@@ -14,6 +16,8 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
+from otel_resilience.engine.registry import RATE_LIMITERS
+from otel_resilience.manager.stages import build_pipeline
 
 
 def kinds(manager: ResilienceManager, config: ResilienceConfig) -> list[str]:
@@ -76,3 +80,24 @@ async def test_retries_take_no_extra_permit_and_a_limit_is_not_retried() -> None
 def test_the_field_is_type_checked() -> None:
     with pytest.raises(TypeError, match=r"ResilienceConfig\.rate_limiter"):
         ResilienceConfig(rate_limiter=10)  # type: ignore[arg-type]
+
+
+def test_a_policys_limiter_stays_registered_while_its_pipeline_lives() -> None:
+    """The limiter a stage makes lives (and exports its permits) as long as the policy's pipeline, not less."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="kept-limiter", rate_limiter=RateLimiterConfig(rate=0.001, burst=1))
+    manager.execute_with_resilience_sync(lambda: "now", config)
+    with pytest.raises(RateLimitedError):
+        manager.execute_with_resilience_sync(lambda: "now", config)
+    gc.collect()
+    limiter = RATE_LIMITERS.get("kept-limiter")
+    assert limiter is not None
+    stats = limiter.get_stats()  # type: ignore[attr-defined]
+    assert (stats["admitted"], stats["rejected"]) == (1, 1)
+    del limiter
+    pipeline = build_pipeline("kept-alone", config, breaker=None, bulkhead=None, recovery=None)
+    gc.collect()
+    assert RATE_LIMITERS.get("kept-alone") is not None
+    del pipeline
+    gc.collect()
+    assert RATE_LIMITERS.get("kept-alone") is None  # gone with its pipeline: nothing leaks

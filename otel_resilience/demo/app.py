@@ -59,10 +59,10 @@ def _header(options: DemoOptions, scenario: Scenario, metrics_url: str | None) -
         f"time scale {scale:g}: 1 s here = {1 / scale:g} s of production time; t+N is production time",
         f"metrics: {metrics_url or 'not served'}   OTLP: {otlp}",
         (
-            "policies: content_api (breaker 3, retry 2, cached fallback, timeout 30 s, bulkhead 5), "
-            "ml_service (breaker 5 / 120 s, 3 exponential retries from 2 s, timeout 60 s), "
-            "database (timeout 10 s, fallback [], bulkhead 20); "
-            "recovery rule for ConnectionError"
+            "policies: content_api (rate limit 4/s, breaker 3, retry 2, cached fallback, timeout 30 s, "
+            "bulkhead 5), ml_service (breaker 5 / 120 s, 3 exponential retries from 2 s, timeout 60 s), "
+            "database (timeout 10 s, fallback [], bulkhead 20); the retries of content_api and "
+            "ml_service share a retry budget (10 % + 1 every 20 s); recovery rule for ConnectionError"
         ),
         f"running {until}; the faults {repeat}",
     ]
@@ -141,6 +141,7 @@ class _Ticker:
             recovery_rate=float(stats["recovery_rate"]) if attempts else None,
             alerts=sum(monitor.alert_kinds.values()),
             time_scale=scale,
+            budget=system.budget_stats(),
         )
         self._view.update(frame, news, time.monotonic())
 
@@ -221,6 +222,7 @@ async def run_demo(
             recovery_stats=system.recovery_stats(),
             end=end,
             stopped_by=stopped_by,
+            budget=system.budget_stats(),
         )
         view.end(format_summary(summary))
         if options.summary_json is not None:

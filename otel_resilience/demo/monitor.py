@@ -24,6 +24,7 @@ from otel_resilience.engine.events import (
     EventArgs,
     FallbackUsed,
     RecoveryAttempted,
+    RetryExhausted,
     StateChanged,
 )
 
@@ -107,6 +108,9 @@ class CallCounters:
         latency: Response times of every ended call (answered or failed), in real seconds.
         recent: ``(end time, response time)`` of the latest calls, for the live percentiles.
         retries: Retries scheduled (``RETRY_SCHEDULED`` events).
+        budget_denied: Retries the retry budget denied (executions that gave up with stop
+            reason ``budget``).
+        waited: Calls that waited for their rate-limiter permit (``PERMIT_WAITED`` events).
         fallbacks: Fallbacks that answered.
         timeouts: Deadlines that expired.
         rejections: Calls rejected, by reason.
@@ -116,6 +120,7 @@ class CallCounters:
 
     __slots__ = (
         "answered",
+        "budget_denied",
         "cancelled",
         "errors",
         "failed",
@@ -130,6 +135,7 @@ class CallCounters:
         "rejections",
         "retries",
         "timeouts",
+        "waited",
     )
 
     def __init__(self) -> None:
@@ -143,6 +149,8 @@ class CallCounters:
         self.latency = LatencyHistogram()
         self.recent: deque[tuple[float, float]] = deque(maxlen=_RECENT)
         self.retries = 0
+        self.budget_denied = 0
+        self.waited = 0
         self.fallbacks = 0
         self.timeouts = 0
         self.rejections: Counter[str] = Counter()
@@ -256,6 +264,11 @@ class Monitor:
             return
         if event is Event.RETRY_SCHEDULED:
             counters.retries += 1
+        elif event is Event.RETRY_EXHAUSTED and isinstance(args, RetryExhausted):
+            if args.reason == "budget":
+                counters.budget_denied += 1
+        elif event is Event.PERMIT_WAITED:
+            counters.waited += 1
         elif event is Event.FALLBACK_USED and isinstance(args, FallbackUsed):
             if args.result == "success":
                 counters.fallbacks += 1

@@ -33,7 +33,7 @@ __all__ = [
     "check_time_scale",
 ]
 
-SCENARIO_NAMES: Final = ("steady", "outage", "brownout", "flapping")
+SCENARIO_NAMES: Final = ("steady", "outage", "brownout", "flapping", "surge")
 """The scenarios, in the order the help lists them."""
 DEFAULT_SCENARIO: Final = "outage"
 """The scenario a bare ``otel-resilience demo`` runs: a dependency goes down and comes back."""
@@ -132,7 +132,7 @@ class DemoOptions:
     """
 
     scenario: str = DEFAULT_SCENARIO
-    """``steady``, ``outage``, ``brownout`` or ``flapping``. Default ``outage``."""
+    """``steady``, ``outage``, ``brownout``, ``flapping`` or ``surge``. Default ``outage``."""
     seed: int = DEFAULT_SEED
     """Seed of the fault schedule and of the dependencies' randomness. Default 7."""
     duration: float | None = None

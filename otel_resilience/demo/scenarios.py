@@ -23,6 +23,15 @@ built with ``repeat=False``; the baseline bursts go on either way):
 * ``flapping``: from t = 60 s ``ml_service`` alternates down (20-60 s) and up (40-120 s), and
   ``content_api`` alternates error storms (60 % errors, 15-40 s) and calm (30-90 s); both are
   healthy for the last 60 s of the cycle.
+* ``surge``: from t = 60 s a noisy caller adds 10 requests/s to ``content_api`` (6 times its
+  usual 2/s, 3 times its limiter's 4/s) for 390-450 s: the limiter sheds what is over its rate
+  (``RateLimitedError``, answered by the cached fallback) and lets a few callers wait for a
+  permit. From 45-75 s into the flood the API, strained, fails 12 % of the calls it still gets,
+  and ``ml_service`` 30 %: the retries they ask for are more than the shared retry budget
+  allows, and it denies the rest. Both recover when the flood ends.
+
+A window's condition may also carry load: :attr:`Condition.extra_load` is the rate a noisy
+caller adds to the policy of the same name while the window lasts (the ``surge`` flood).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from typing import Final
 __all__ = [
     "CYCLE",
     "DEPENDENCIES",
+    "SURGE_LOAD",
     "Condition",
     "DependencyPlan",
     "Scenario",
@@ -60,13 +70,16 @@ class Condition:
     """How a dependency behaves during a window.
 
     Attributes:
-        label: A short name shown in the view (``healthy``, ``burst``, ``down``, ``slow``, ``storm``).
+        label: A short name shown in the view (``healthy``, ``burst``, ``down``, ``slow``, ``storm``,
+            ``flooded``, ``strained``).
         error_rate: Probability (0..1) that a call fails.
         latency: Median latency in production seconds.
         spread: Log-normal sigma of the latency (0 for a constant latency).
         down: Whether the dependency refuses connections: every call fails at once.
         ramp_to: If set, the median latency grows linearly from ``latency`` at the window's
             start to ``ramp_to`` at its end.
+        extra_load: Requests per production second a noisy caller adds to the policy named
+            after the dependency while the window lasts (0: the usual load only).
     """
 
     label: str
@@ -75,6 +88,7 @@ class Condition:
     spread: float = 0.3
     down: bool = False
     ramp_to: float | None = None
+    extra_load: float = 0.0
 
     @property
     def failing(self) -> bool:
@@ -211,6 +225,11 @@ _ML_DOWN: Final = Condition("down", 1.0, 0.005, 0.0, down=True)
 _DB_HEALTHY: Final = Condition("healthy", 0.002, 0.04, 0.3)
 _API_HEALTHY: Final = Condition("healthy", 0.03, 0.3, 0.4)
 _API_STORM: Final = Condition("storm", 0.6, 0.3, 0.4)
+SURGE_LOAD: Final = 10.0
+"""Requests per production second the ``surge`` scenario's noisy caller adds to ``content_api``."""
+_API_FLOODED: Final = Condition("flooded", 0.03, 0.3, 0.4, extra_load=SURGE_LOAD)
+_API_STRAINED: Final = Condition("strained", 0.12, 0.3, 0.4, extra_load=SURGE_LOAD)
+_ML_STRAINED: Final = Condition("strained", 0.3, 0.8, 0.3)
 
 _DESCRIPTIONS: Final = MappingProxyType(
     {
@@ -218,6 +237,8 @@ _DESCRIPTIONS: Final = MappingProxyType(
         "outage": "ml_service goes down (connection refused) at t+60 s and comes back minutes later",
         "brownout": "database latency climbs from 40 ms to 20 s, past its 10 s timeout, then recovers",
         "flapping": "ml_service goes down and up repeatedly; content_api has error storms",
+        "surge": "a noisy caller floods content_api past its rate limit; strained dependencies ask for "
+        "more retries than the shared budget allows",
     }
 )
 
@@ -253,11 +274,19 @@ def _merge(*parts: tuple[Window, ...]) -> tuple[Window, ...]:
     return tuple(sorted((w for part in parts for w in part), key=lambda w: w.start))
 
 
+def _surge(rng: random.Random) -> tuple[tuple[Window, ...], tuple[Window, ...]]:
+    """Return the ``surge`` windows of ``content_api`` (flooded, then strained) and ``ml_service``."""
+    strain = _FAULT_START + rng.uniform(45.0, 75.0)
+    end = _FAULT_START + rng.uniform(390.0, 450.0)
+    api = (Window(_FAULT_START, strain, _API_FLOODED), Window(strain, end, _API_STRAINED))
+    return api, (Window(strain, end, _ML_STRAINED),)
+
+
 def build_scenario(name: str, seed: int, *, repeat: bool = True) -> Scenario:
     """Build the schedule of scenario ``name`` from ``seed`` (deterministic).
 
     Args:
-        name: ``steady``, ``outage``, ``brownout`` or ``flapping``.
+        name: ``steady``, ``outage``, ``brownout``, ``flapping`` or ``surge``.
         seed: Any integer; the same seed gives the same schedule.
         repeat: Whether the faults come back every cycle (default) or only in the first.
 
@@ -286,6 +315,8 @@ def build_scenario(name: str, seed: int, *, repeat: bool = True) -> Scenario:
     elif name == "flapping":
         ml = _alternating(rng, _ML_DOWN, (20.0, 60.0), (40.0, 120.0))
         api = _alternating(rng, _API_STORM, (15.0, 40.0), (30.0, 90.0))
+    elif name == "surge":
+        api, ml = _surge(rng)
     ml = _merge(ml, _bursts(rng, ml))
     plans = {
         "ml_service": DependencyPlan("ml_service", _ML_HEALTHY, ml),

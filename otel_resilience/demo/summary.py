@@ -13,6 +13,9 @@
 * **lost calls**: calls that raised something other than a dependency error or a resilience
   error, plus calls the manager did not count (must be 0).
 
+Beside them, what the load-shedding patterns did: each rate limiter's permits (taken at once or
+after a wait) and the calls it shed, and the retries the shared retry budget denied.
+
 :func:`summarize` returns plain JSON-ready data (what ``--summary-json`` writes);
 :func:`format_summary` renders the same data as text.
 """
@@ -118,6 +121,7 @@ def _policy(view: PolicyView, calls: CallCounters, time_scale: float) -> dict[st
         "availability": _rate(view.successful + view.fallback, counted),
         "success_rate": _rate(view.successful, counted),
         "retries": calls.retries,
+        "budget_denied": calls.budget_denied,
         "fallbacks_used": calls.fallbacks,
         "timeout_events": calls.timeouts,
         "rejections": dict(sorted(calls.rejections.items())),
@@ -137,6 +141,7 @@ def summarize(
     recovery_stats: Mapping[str, Any],
     end: float,
     stopped_by: str,
+    budget: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Return every figure of the run as JSON-ready data.
 
@@ -148,6 +153,7 @@ def summarize(
         recovery_stats: The recovery system's statistics.
         end: The run's end (monotonic).
         stopped_by: ``"duration"`` or ``"signal"``.
+        budget: The shared retry budget's counts (``DemoSystem.budget_stats``), or ``None``.
 
     Returns:
         The summary (see the module docstring; ``--summary-json`` writes exactly this).
@@ -225,6 +231,8 @@ def summarize(
             for view in views
             if view.bulkhead is not None
         },
+        "rate_limiters": _rate_limiters(views),
+        "retry_budget": None if budget is None else dict(budget),
         "error_recovery": dict(recovery_stats),
         "alerts": {
             "total": sum(monitor.alert_kinds.values()),
@@ -294,6 +302,39 @@ def _would_open(transitions: Sequence[Transition]) -> dict[str, int]:
         if t.old == t.new == "metrics_only":
             found[t.breaker] = found.get(t.breaker, 0) + 1
     return found
+
+
+def _rate_limiters(views: Sequence[PolicyView]) -> dict[str, Any]:
+    """Each rate limiter's rate (production) and counts: admitted, after a wait, shed."""
+    return {
+        view.name: {
+            "rate_per_s": view.limiter.rate,
+            "admitted": view.limiter.admitted,
+            "waited": view.limiter.waited,
+            "shed": view.limiter.rejected,
+        }
+        for view in views
+        if view.limiter is not None
+    }
+
+
+def _shedding_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The rate limiters' and the retry budget's lines of the summary."""
+    lines = [
+        f"rate limit    {name}: {r['rate_per_s']:g}/s in production time; {r['admitted']} admitted "
+        f"({r['waited']} after waiting for a permit), {r['shed']} shed (RateLimitedError)"
+        for name, r in summary["rate_limiters"].items()
+    ]
+    budget = summary.get("retry_budget")
+    if budget is not None:
+        by_policy = ", ".join(
+            f"{name} {p['budget_denied']}" for name, p in summary["policies"].items() if p["retries"]
+        )
+        lines.append(
+            f"retry budget  {budget['denied']} retries denied ({by_policy or 'no retries'}); "
+            f"{budget['available']} available at the end"
+        )
+    return lines
 
 
 def _pct(value: float | None) -> str:
@@ -389,6 +430,7 @@ def format_summary(summary: Mapping[str, Any]) -> list[str]:
             f"{b['peak_waiting']}/{b['max_waiting']} queued, {b['rejected']} rejected full, "
             f"{b['timed_out']} timed out in the queue"
         )
+    lines.extend(_shedding_lines(summary))
     stats = summary["error_recovery"]
     rate = stats.get("recovery_rate") if stats.get("attempts") else None
     lines.append(

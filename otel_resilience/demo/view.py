@@ -9,14 +9,17 @@ log or a test can follow a run::
     [   4.0s t+80s] 158 exec/s  ok 97.5 %  avail 97.5 %  p95 41 ms | ml_service open (down) | ...
 
 Rates (executions per second, success rate, availability, p95) are over the last
-:data:`RATE_WINDOW` seconds; the counts are since the start.
+:data:`RATE_WINDOW` seconds; the counts are since the start. A policy with a rate limiter shows
+the calls it shed (``RateLimitedError``) and the calls that waited for a permit; every policy
+shows the retries its retry budget denied, and the status line the shared budget's level (the
+``surge`` scenario drives all three).
 """
 
 from __future__ import annotations
 
 import abc
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -47,6 +50,8 @@ class Frame:
         recovery_rate: The recovery system's success rate so far (``None`` before any action).
         alerts: Alerts raised so far.
         time_scale: Demo seconds per production second.
+        budget: The shared retry budget's counts (``available`` now, ``denied`` so far), or
+            ``None`` when the policies have none.
     """
 
     elapsed: float
@@ -56,6 +61,7 @@ class Frame:
     recovery_rate: float | None
     alerts: int
     time_scale: float
+    budget: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,13 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.0f} ms"
 
 
+def _budget(frame: Frame) -> str:
+    """The shared retry budget in a few words (empty without one)."""
+    if frame.budget is None:
+        return ""
+    return f"budget {frame.budget['available']} left, {frame.budget['denied']} denied"
+
+
 class View(abc.ABC):
     """The interface both views implement."""
 
@@ -180,24 +193,35 @@ class PlainView(View):
                 f"p95 {_ms(overall.p95)}"
             )
         ]
-        for policy in frame.policies:
-            text = f"{policy.name}"
-            if policy.breaker is not None:
-                text += f" {policy.breaker.state}"
-            if policy.bulkhead is not None:
-                bulkhead = policy.bulkhead
-                text += (
-                    f" bulkhead {bulkhead.active}/{bulkhead.max_concurrent}"
-                    f" queue {bulkhead.waiting}/{bulkhead.max_waiting}"
-                )
-            if policy.condition != "healthy":
-                text += f" ({policy.condition})"
-            parts.append(text)
+        parts.extend(self._policy_text(policy) for policy in frame.policies)
         retries = sum(c.retries for c in frame.calls.values())
+        denied = sum(c.budget_denied for c in frame.calls.values())
         fallbacks = sum(c.fallbacks for c in frame.calls.values())
         rate = "n/a" if frame.recovery_rate is None else f"{frame.recovery_rate * 100:.0f} %"
-        parts.append(f"retries {retries} fallbacks {fallbacks} recovery {rate} alerts {frame.alerts}")
+        budget = f" ({_budget(frame)})" if frame.budget is not None else ""
+        parts.append(
+            f"retries {retries} denied {denied}{budget} fallbacks {fallbacks} recovery {rate} "
+            f"alerts {frame.alerts}"
+        )
         self._write(" | ".join(parts))
+
+    @staticmethod
+    def _policy_text(policy: PolicyView) -> str:
+        """One policy's part of the status line: breaker, bulkhead, limiter, dependency condition."""
+        text = f"{policy.name}"
+        if policy.breaker is not None:
+            text += f" {policy.breaker.state}"
+        if policy.bulkhead is not None:
+            bulkhead = policy.bulkhead
+            text += (
+                f" bulkhead {bulkhead.active}/{bulkhead.max_concurrent}"
+                f" queue {bulkhead.waiting}/{bulkhead.max_waiting}"
+            )
+        if policy.limiter is not None:
+            text += f" limiter shed {policy.limiter.rejected} waited {policy.limiter.waited}"
+        if policy.condition != "healthy":
+            text += f" ({policy.condition})"
+        return text
 
     def end(self, summary: Sequence[str]) -> None:
         """Write the summary lines."""
@@ -252,13 +276,14 @@ class RichView(View):
             f"{frame.elapsed:.1f} s (t+{frame.production:.0f} s production)   "
             f"{overall.per_second:.0f} exec/s   success {_pct(overall.success).strip()}   "
             f"availability {_pct(overall.availability).strip()}   p95 {_ms(overall.p95)}   "
-            f"recovery rate {recovery}   alerts {frame.alerts}",
+            f"recovery rate {recovery}   alerts {frame.alerts}"
+            + (f"   retry {_budget(frame)}" if frame.budget is not None else ""),
             style="bold",
         )
         table = Table(expand=False, title=f"last {RATE_WINDOW:g} s; counts since the start")
         for column in (
             "policy",
-            "dependency",
+            "fault",
             "exec/s",
             "success",
             "avail",
@@ -267,13 +292,14 @@ class RichView(View):
             "bulkhead",
             "queue",
             "retries",
-            "fallbacks",
-            "rejected",
-            "timeouts",
+            "denied",
+            "fallbk",
+            "shed",
+            "waited",
+            "reject",
+            "timeout",
         ):
-            table.add_column(
-                column, justify="left" if column in {"policy", "dependency", "breaker"} else "right"
-            )
+            table.add_column(column, justify="left" if column in {"policy", "fault", "breaker"} else "right")
         for policy in frame.policies:
             rate = rates.get(policy.name)
             calls = frame.calls.get(policy.name)
@@ -297,7 +323,10 @@ class RichView(View):
                 bulkhead,
                 queue,
                 str(0 if calls is None else calls.retries),
+                str(0 if calls is None else calls.budget_denied),
                 str(0 if calls is None else calls.fallbacks),
+                "-" if policy.limiter is None else str(policy.limiter.rejected),
+                "-" if policy.limiter is None else str(policy.limiter.waited),
                 str(policy.rejected),
                 str(policy.timeouts),
             )

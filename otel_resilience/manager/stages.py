@@ -63,8 +63,9 @@ adds later) join a policy through ``ResilienceConfig.extra_strategies``: each
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from otel_resilience.chaos import Chaos
@@ -100,6 +101,9 @@ class StageInputs:
         bulkhead: The shared bulkhead, when ``config.bulkhead_config`` is set.
         recovery: The recovery system, used when ``config.enable_recovery`` is set.
         breakers: Finds a breaker by name for the recovery rules that isolate one.
+        held: What a stage made that its link does not hold but must live as long as the
+            pipeline: the rate limiter behind its link, whose registry entry exports the
+            limiter's permits (:func:`compose` keeps them alive with the pipeline).
     """
 
     name: str
@@ -109,6 +113,7 @@ class StageInputs:
     bulkhead: Bulkhead | None
     recovery: ErrorRecoverySystem | None
     breakers: Callable[[str], CircuitBreaker | None] | None
+    held: list[object] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +145,9 @@ def _rate_limiter(at: StageInputs) -> Step | None:
     config = at.config.rate_limiter
     if config is None:
         return None
-    return RateLimiter(at.name, config, clock=at.clock).as_strategy(at.name)
+    limiter = RateLimiter(at.name, config, clock=at.clock)
+    at.held.append(limiter)  # registered weakly: it exports its permits while the pipeline lives
+    return limiter.as_strategy(at.name)
 
 
 def _total_timeout(at: StageInputs) -> Step | None:
@@ -324,7 +331,14 @@ def compose(at: StageInputs) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
     for _, link in ranked:
         if link is not None:
             builder.add(link)
-    return builder.build(), tuple(extras)
+    pipeline = builder.build()
+    if at.held:
+        _HELD[pipeline] = tuple(at.held)
+    return pipeline, tuple(extras)
+
+
+_HELD: Final[weakref.WeakKeyDictionary[Pipeline, tuple[object, ...]]] = weakref.WeakKeyDictionary()
+"""What each pipeline's stages made and must keep alive for as long as the pipeline lives."""
 
 
 def _rank(placed: tuple[int, object]) -> int:

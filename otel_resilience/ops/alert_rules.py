@@ -41,6 +41,11 @@ Decisions, in short (``docs/operations.md`` has the long form):
   :data:`RETRY_BUDGET_WINDOW` for :data:`RETRY_BUDGET_FOR` mean the dependency keeps failing
   enough that retries are being shed. The level gauge (``resilience.retry.budget.available``) is
   for the dashboards: at 0 in one instance it says nothing about the others.
+* **A rate limiter is judged by the share of its policy's executions it shed**
+  (``resilience.rejections`` with reason ``rate_limited`` over the policy's executions): more
+  than :data:`RATE_LIMITED_RATIO` for :data:`RATE_LIMITED_FOR`, under the minimum-traffic
+  guard. Shedding a burst is the limiter's job; shedding one call in ten for minutes means a
+  caller keeps sending more than the limit allows, or the limit is too low for the real traffic.
 * **A time scale for compressed time.** ``render_rules(time_scale=F)`` multiplies every
   ``for``, range and ``offset`` by ``F`` and keeps everything else (recording rule names,
   thresholds, labels), to watch a demo run with ``--time-scale F`` (one real second stands for
@@ -68,6 +73,7 @@ __all__ = [
     "A_BULKHEAD_NEAR",
     "A_ERROR_PATTERN",
     "A_FALLBACK_HIGH",
+    "A_RATE_LIMITED",
     "A_RECOVERY_LOW",
     "A_RETRY_BUDGET",
     "A_RETRY_STORM",
@@ -88,6 +94,8 @@ __all__ = [
     "ERROR_PATTERN_WINDOW",
     "FALLBACK_RATIO",
     "MIN_EXECUTION_RATE",
+    "RATE_LIMITED_FOR",
+    "RATE_LIMITED_RATIO",
     "RATE_WINDOW",
     "RATIO_ALERT_FOR",
     "RECOVERY_FOR",
@@ -113,6 +121,8 @@ __all__ = [
     "R_EXECUTIONS_BY_OUTCOME",
     "R_FALLBACKS",
     "R_FALLBACK_RATIO",
+    "R_RATE_LIMITED",
+    "R_RATE_LIMITED_RATIO",
     "R_RECOVERY_ATTEMPTS",
     "R_RECOVERY_RATE",
     "R_RECOVERY_RATE_SPARSE",
@@ -199,6 +209,14 @@ RETRY_BUDGET_FOR: Final = "10m"
 """How long a retry budget must keep denying retries (at least one within every
 :data:`RETRY_BUDGET_WINDOW`) before it is reported as exhausted: denials spread over 5 minutes or
 more, with no pause of 5 minutes. A burst of denials, or a few minutes of them, is not."""
+RATE_LIMITED_RATIO: Final = 0.1
+"""Share of a policy's executions its rate limiter shed (``RateLimitedError``) above which the
+shedding is sustained. Twice the bulkhead's 5 %: a limiter sheds by design (a caller's burst
+over ``burst`` permits), while one call in ten turned away for minutes is a caller over its
+limit, or a limit below the real traffic."""
+RATE_LIMITED_FOR: Final = "5m"
+"""How long the shed share must stay above :data:`RATE_LIMITED_RATIO`: longer than a burst or a
+retry wave (a minute or two), short enough to warn while a noisy caller still floods."""
 
 _WINDOWS: Final = (
     RATE_WINDOW,
@@ -240,6 +258,8 @@ class RuleOptions:
         recovery_for: ``for`` of the recovery alert.
         error_pattern_for: ``for`` of the error-pattern alert.
         retry_budget_for: ``for`` of the alert on a retry budget that keeps denying retries.
+        rate_limited_ratio: Share of a policy's executions its rate limiter shed that alerts.
+        rate_limited_for: ``for`` of the alert on sustained shedding by a rate limiter.
     """
 
     runbook_url_base: str = RUNBOOK_BASE_URL
@@ -263,6 +283,8 @@ class RuleOptions:
     recovery_for: str = RECOVERY_FOR
     error_pattern_for: str = ERROR_PATTERN_FOR
     retry_budget_for: str = RETRY_BUDGET_FOR
+    rate_limited_ratio: float = RATE_LIMITED_RATIO
+    rate_limited_for: str = RATE_LIMITED_FOR
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -280,7 +302,12 @@ class RuleOptions:
                     raise ValueError(f"{where} must be an integer >= 1, got {value!r}")
             elif item.type == "float" and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{where} must be a finite number > 0, got {value!r}")
-        for name in ("fallback_ratio", "bulkhead_near_saturation", "recovery_rate_threshold"):
+        for name in (
+            "fallback_ratio",
+            "bulkhead_near_saturation",
+            "recovery_rate_threshold",
+            "rate_limited_ratio",
+        ):
             if getattr(self, name) > 1:
                 raise ValueError(
                     f"RuleOptions.{name} is a share and must be <= 1, got {getattr(self, name)!r}"
@@ -409,6 +436,12 @@ R_RETRY_BUDGET_DENIALS: Final = _record(
 )
 """Retries each retry budget denied within :data:`RETRY_BUDGET_WINDOW` (executions given up with
 stop reason ``budget``), by service, policy and retry name, each series' first included."""
+R_RATE_LIMITED: Final = _record("job_policy_name", _REJECTIONS, f"rate{RATE_WINDOW}", "_rate_limited")
+"""Calls each policy's rate limiter shed per second over :data:`RATE_WINDOW`."""
+R_RATE_LIMITED_RATIO: Final = _record(
+    "job_policy_name", _REJECTIONS, f"ratio_rate{RATE_WINDOW}", "_rate_limited_per_execution"
+)
+"""The share of each policy's executions its rate limiter shed over :data:`RATE_WINDOW`."""
 R_ERROR_PATTERNS: Final = _record(
     "job_policy_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
 )
@@ -425,6 +458,7 @@ A_RETRY_STORM: Final = "ResilienceRetryStorm"
 A_FALLBACK_HIGH: Final = "ResilienceHighFallbackRate"
 A_TIMEOUTS: Final = "ResilienceTimeoutsRising"
 A_RETRY_BUDGET: Final = "ResilienceRetryBudgetExhausted"
+A_RATE_LIMITED: Final = "ResilienceRateLimitedSustained"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
@@ -437,6 +471,7 @@ ALERT_NAMES: Final = (
     A_FALLBACK_HIGH,
     A_TIMEOUTS,
     A_RETRY_BUDGET,
+    A_RATE_LIMITED,
 )
 """Every alert name, in the order of the rules file."""
 
@@ -869,6 +904,36 @@ def _retry_budget_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | A
     )
 
 
+def _rate_limiter_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    """The calls each policy's rate limiter shed, their share, and the alert on sustained shedding."""
+    job = o.job_label
+    w = scale_duration(RATE_WINDOW, scale)
+    limited_for = scale_duration(o.rate_limited_for, scale)
+    shed = _sel(_REJECTIONS, _eq(_REJECTION_REASON, naming.value(sc.REJECTION_REASON, "rate_limited")))
+    return (
+        RecordingRule(R_RATE_LIMITED, f"sum by ({job}, {_POLICY}, {_NAME}) (rate({shed}[{w}]))"),
+        RecordingRule(
+            R_RATE_LIMITED_RATIO,
+            f"{R_RATE_LIMITED}\n/ on ({job}, {_POLICY}) group_left ()\n({R_EXECUTIONS} > 0)",
+        ),
+        AlertRule(
+            A_RATE_LIMITED,
+            f"{R_RATE_LIMITED_RATIO} > {o.rate_limited_ratio:g}\n"
+            f"and on ({job}, {_POLICY}) {R_EXECUTIONS} >= {o.min_execution_rate:g}",
+            limited_for,
+            "warning",
+            f"Rate limiter {{{{ $labels.resilience_name }}}} keeps shedding calls in {{{{ $labels.{job} }}}}",
+            f"Rate limiter {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} shed "
+            "{{ $value | humanizePercentage }} of the executions of policy "
+            f"{{{{ $labels.resilience_policy }}}} over the last {w} (above {_pct(o.rate_limited_ratio)} "
+            f"for {limited_for}, with at least {o.min_execution_rate:g} executions/s): callers get "
+            "RateLimitedError or a fallback's answer; a caller sends more than the limit allows, or the "
+            "limit is below the real traffic.",
+            o.runbook_url_base,
+        ),
+    )
+
+
 def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> Rules:
     """Return the rule groups: each group's recording rules, then the alerts that read them.
 
@@ -894,6 +959,7 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         ("otel_resilience.bulkheads", _bulkhead_group(options, scale)),
         ("otel_resilience.recovery", _recovery_group(options, scale)),
         ("otel_resilience.retry_budgets", _retry_budget_group(options, scale)),
+        ("otel_resilience.rate_limiters", _rate_limiter_group(options, scale)),
     )
 
 
@@ -1422,6 +1488,37 @@ def _retry_budget_case() -> _Case:
     )
 
 
+def _rate_limited_case() -> _Case:
+    rule = _rule(A_RATE_LIMITED)
+
+    def shed(policy: str) -> str:
+        labels = {_POLICY: policy, _PATTERN: "rate_limiter", _NAME: policy, _REJECTION_REASON: "rate_limited"}
+        return _input(_REJECTIONS, labels)
+
+    return _Case(
+        "rate limited: 20 % of the executions shed for 5m fires and resolves once the shedding stops; "
+        "5 %, a 2-minute burst, or too little traffic, stay silent",
+        A_RATE_LIMITED,
+        (
+            _execution_series("search", 60),
+            (shed("search"), _counter((0, 10), (12, 20), (0, 30))),
+            _execution_series("steady", 60),
+            (shed("steady"), _counter((3, 60))),
+            _execution_series("burst", 60),
+            (shed("burst"), _counter((0, 40), (20, 2), (0, 18))),
+            _execution_series("rare", 3),
+            (shed("rare"), _counter((3, 60))),
+        ),
+        (
+            ("12m", ()),
+            ("17m", ()),
+            ("19m", (_Firing(rule, _job(**{_POLICY: "search", _NAME: "search"}), "20%"),)),
+            ("35m", ()),
+            ("47m", ()),
+        ),
+    )
+
+
 def rules_test_document() -> dict[str, Any]:
     """Return the ``promtool test rules`` file (``alerts/rules_test.yml``).
 
@@ -1440,6 +1537,7 @@ def rules_test_document() -> dict[str, Any]:
         _fallback_case(),
         _timeouts_case(),
         _retry_budget_case(),
+        _rate_limited_case(),
     )
     return {
         "rule_files": [RULES_FILE],

@@ -191,16 +191,18 @@ def _rule_note(rule: str) -> str:
     )
 
 
-def _quantiles(bucket: str, selector: str, by: str, legend: str) -> tuple[_Query, ...]:
-    return tuple(
-        _Query(
-            f"histogram_quantile({q:g}, "
-            f"sum by ({_BUCKET}, {by}) (rate({bucket}{selector}[$__rate_interval])))",
-            f"p{round(q * 100)} {legend}",
-            exemplar=True,
+def _quantiles(
+    bucket: str, selector: str, by: str, legend: str, *, or_zero: bool = False
+) -> tuple[_Query, ...]:
+    """p50, p95 and p99 of a histogram; ``or_zero`` for one whose series appear at their first record."""
+    queries = []
+    for q in (0.5, 0.95, 0.99):
+        rate = f"rate({bucket}{selector}[$__rate_interval])"
+        expr = f"histogram_quantile({q:g}, sum by ({_BUCKET}, {by}) ({rate}))"
+        queries.append(
+            _Query(_or_zero(expr) if or_zero else expr, f"p{round(q * 100)} {legend}", exemplar=True)
         )
-        for q in (0.5, 0.95, 0.99)
-    )
+    return tuple(queries)
 
 
 def _above(*levels: tuple[float, str]) -> tuple[tuple[float | None, str], ...]:
@@ -575,6 +577,57 @@ def _rate_limited(selector: dict[str, str]) -> _Panel:
                 f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}",
             ),
         ),
+        width=8,
+        min=0,
+    )
+
+
+def _rate_limited_share(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "timeseries",
+        "Share of executions shed",
+        f"Share of each policy's executions its rate limiter shed over {ar.RATE_WINDOW}. "
+        f"{ar.A_RATE_LIMITED} fires above {ar.RATE_LIMITED_RATIO:.0%} for {ar.RATE_LIMITED_FOR} (with "
+        f"at least {ar.MIN_EXECUTION_RATE:g} executions/s): a caller keeps sending more than the limit "
+        f"allows. {_rule_note(ar.R_RATE_LIMITED_RATIO)}",
+        "percentunit",
+        (_Query(_recorded(ar.R_RATE_LIMITED_RATIO, selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
+        thresholds=_above((ar.RATE_LIMITED_RATIO, _RED)),
+        alert=ar.A_RATE_LIMITED,
+        width=8,
+        min=0,
+    )
+
+
+def _rate_limiter_permits(selector: dict[str, str]) -> _Panel:
+    permits = naming.series(sc.RL_PERMITS)
+    result = naming.label(sc.RL_PERMIT_RESULT)
+    return _Panel(
+        "timeseries",
+        "Permits by result",
+        "Permit requests per second of each rate limiter, by how it answered: taken at once "
+        "(immediate), taken after a wait (waited, with max_wait > 0), refused (rejected: shed calls "
+        "and try_acquire refusals) or given back by a waiter that was cancelled or timed out "
+        "(cancelled). A limiter of the manager is named after its policy (the policy variable selects "
+        "it); every result starts at 0. A steady share of waited permits means the limiter is full "
+        f"and callers queue. From `{permits}`.",
+        "ops",
+        (_Query(_rate(permits, _m(**selector), (_NAME, result)), f"{{{{{_NAME}}}}} {{{{{result}}}}}"),),
+        width=8,
+        min=0,
+    )
+
+
+def _rate_limiter_wait(selector: dict[str, str]) -> _Panel:
+    wait = naming.series(sc.RL_WAIT_METRIC, "bucket")
+    return _Panel(
+        "timeseries",
+        "Permit wait p50 / p95 / p99",
+        "How long callers waited for the permits they took, by policy (only calls that waited are "
+        "recorded: a limiter with max_wait > 0 that had no permit free). 0 when no call waited. "
+        "Exemplars link to the waiting call's trace.",
+        "s",
+        _quantiles(wait, _m(**selector), _POLICY, f"{{{{{_POLICY}}}}}", or_zero=True),
         width=24,
         min=0,
     )
@@ -776,7 +829,15 @@ def _retries_timeouts() -> _Dashboard:
                     _retry_budget_level(_POLICY_SEL),
                 ),
             ),
-            ("Rate limits", (_rate_limited(_POLICY_SEL),)),
+            (
+                "Rate limits",
+                (
+                    _rate_limited_share(_POLICY_SEL),
+                    _rate_limited(_POLICY_SEL),
+                    _rate_limiter_permits({"job": "~$job", "name": "~$policy"}),
+                    _rate_limiter_wait(_POLICY_SEL),
+                ),
+            ),
             ("Timeouts", _timeout_panels()),
         ),
     )

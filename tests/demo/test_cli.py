@@ -82,7 +82,11 @@ def test_bad_demo_arguments_are_usage_errors(
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("scenario", "nope", r"--scenario must be one of steady, outage, brownout, flapping, got 'nope'"),
+        (
+            "scenario",
+            "nope",
+            r"--scenario must be one of steady, outage, brownout, flapping, surge, got 'nope'",
+        ),
         ("duration", -1.0, r"--duration must be a finite number of seconds > 0, got -1.0"),
         ("duration", "3", r"--duration must be a number of seconds, got '3'"),
         ("time_scale", 0.0, r"--time-scale must be > 0 and <= 1 .*, got 0.0"),

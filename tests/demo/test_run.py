@@ -128,6 +128,37 @@ async def test_steady_keeps_the_ml_breaker_closed_and_answers_nearly_everything(
     assert summary["claims"]["recovery_time_s"]["met"] is None
 
 
+async def test_surge_sheds_the_noisy_caller_and_the_budget_denies_retries(run_scenario: Any) -> None:
+    """`surge`: content_api's limiter sheds calls (the cached fallback answers them) and lets some wait;
+    the shared retry budget denies retries; the view and the summary show all three."""
+    summary, out = await run_scenario("surge", 5.0)
+    _accounted(summary)
+    limiter = summary["rate_limiters"]["content_api"]
+    assert limiter["rate_per_s"] == pytest.approx(4.0)
+    assert limiter["shed"] > limiter["admitted"] / 2  # 12/s offered to a limit of 4/s
+    assert 0 < limiter["waited"] <= limiter["admitted"]
+    content = summary["policies"]["content_api"]
+    assert content["rejections"]["rate_limited"] == limiter["shed"]
+    assert content["fallback"] >= limiter["shed"]  # the shed calls got the cached analysis
+    assert content["availability"] >= 0.99  # (a stalled first call, before any answer is cached, may fail)
+    budget = summary["retry_budget"]
+    denied = {name: p["budget_denied"] for name, p in summary["policies"].items()}
+    assert budget["denied"] == sum(denied.values()) > 0
+    assert denied["database"] == 0
+    lines = out.splitlines()
+    assert any("fault content_api: now flooded" in line for line in lines)
+    status = [line for line in lines if "exec/s" in line and "(strained)" in line]
+    assert status
+    assert re.search(
+        r"content_api \w+ bulkhead \d+/5 queue \d+/10 limiter shed [1-9]\d* waited \d+", status[-1]
+    )
+    assert re.search(r"retries \d+ denied \d+ \(budget \d+ left, \d+ denied\)", status[-1])
+    assert re.search(r"rate limit    content_api: 4/s in production time; \d+ admitted \(\d+ after", out)
+    assert re.search(
+        rf"retry budget  {budget['denied']} retries denied \(ml_service \d+, content_api \d+\)", out
+    )
+
+
 async def test_a_stop_ends_the_run_cleanly_and_cancels_calls_in_flight(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -178,6 +209,21 @@ async def test_the_live_view_draws_the_table_and_the_summary() -> None:
     assert "fault ml_service: now down" in text
     assert "== otel-resilience demo summary: scenario outage, seed 7 ==" in text
     assert summary["lost_calls"] == 0
+
+
+async def test_the_live_view_shows_shed_calls_waits_and_denied_retries() -> None:
+    """In `surge` the rich view's table has the shed, waited and denied columns, filled, and the budget's level."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, force_terminal=True, color_system=None)
+    options = DemoOptions(scenario="surge", duration=3.0, time_scale=0.01, port=None)
+    summary = await run_demo(options, view=RichView(console), handle_signals=False)
+    text = buffer.getvalue()
+    for word in ("shed", "waited", "denied", "flooded", "retry budget"):
+        assert word in text, word
+    shed = summary["rate_limiters"]["content_api"]["shed"]
+    assert shed > 0
+    assert re.search(rf"│ content_api [^\n]*│ +{shed} │", text)  # the last frame's row has the final count
+    assert re.search(r"retry budget \d+ left, \d+ denied", text)
 
 
 def test_the_cli_picks_the_view_from_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

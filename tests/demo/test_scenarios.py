@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from otel_resilience.demo.scenarios import CYCLE, DEPENDENCIES, build_scenario
+from otel_resilience.demo.scenarios import CYCLE, DEPENDENCIES, SURGE_LOAD, build_scenario
 from otel_resilience.demo.services import (
     MemoryCache,
     QueryError,
@@ -25,7 +25,7 @@ def _labels(name: str, seed: int) -> list[tuple[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("name", ["steady", "outage", "brownout", "flapping"])
+@pytest.mark.parametrize("name", ["steady", "outage", "brownout", "flapping", "surge"])
 def test_same_seed_gives_the_same_schedule(name: str) -> None:
     """Building a scenario twice from one seed gives identical windows."""
     first = build_scenario(name, 11)
@@ -77,6 +77,38 @@ def test_flapping_alternates_faults_and_ends_the_cycle_healthy() -> None:
     assert len(storms) >= 3
     assert all(w.end <= CYCLE - 60.0 for w in downs + storms)
     assert len(scenario.recoveries("ml_service", CYCLE)) == len(downs)
+
+
+@pytest.mark.parametrize("seed", [1, 7, 42])
+def test_surge_floods_content_api_then_strains_both_budgeted_dependencies(seed: int) -> None:
+    """In `surge` a noisy caller adds load to content_api from t = 60 s; both dependencies fail partly, then recover."""
+    scenario = build_scenario("surge", seed)
+    flooded, strained = scenario.windows("content_api")
+    assert (flooded.condition.label, strained.condition.label) == ("flooded", "strained")
+    assert flooded.start == 60.0
+    assert flooded.end == strained.start
+    assert 105.0 <= strained.start <= 135.0
+    assert 450.0 <= strained.end <= 510.0
+    assert flooded.condition.extra_load == strained.condition.extra_load == SURGE_LOAD
+    assert flooded.condition.error_rate < 0.05 < strained.condition.error_rate < 0.5
+    (ml,) = [w for w in scenario.windows("ml_service") if w.condition.label == "strained"]
+    assert (ml.start, ml.end) == (strained.start, strained.end)
+    assert ml.condition.extra_load == 0.0
+    assert 0.2 <= ml.condition.error_rate < 0.5  # its breaker (5 in a row) rarely trips at this rate
+    assert not any(
+        w.condition.label == "burst" and w.start < ml.end and w.end > ml.start
+        for w in scenario.windows("ml_service")
+    )
+    assert scenario.state("content_api", 59.0).condition.extra_load == 0.0
+    assert scenario.state("content_api", strained.end + 1).condition.label == "healthy"
+    assert scenario.windows("database") == ()
+    for dep in DEPENDENCIES:  # nothing is down or failing: no breaker recovery to measure
+        assert scenario.recoveries(dep, CYCLE) == []
+    labels = [label for _, label in scenario.changes("content_api", 0.0, CYCLE)]
+    assert labels == ["flooded", "strained", "healthy"]
+    once = build_scenario("surge", seed, repeat=False)
+    assert once.state("content_api", CYCLE + 200.0).condition.extra_load == 0.0
+    assert scenario.state("content_api", CYCLE + 200.0).condition.extra_load == SURGE_LOAD
 
 
 def test_steady_has_only_bursts_that_retries_absorb() -> None:

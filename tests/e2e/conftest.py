@@ -65,7 +65,7 @@ POLL = 1.0
 """Seconds between two rounds of the observer (Prometheus evaluates every second)."""
 GROUP_TIMING = "1s"
 """Alertmanager's group_wait and group_interval in the test (shipped: 30s and 5m)."""
-JOBS = ("outage", "brownout", "steady")
+JOBS = ("outage", "brownout", "steady", "surge")
 """The scrape jobs: one demo each, named after its scenario."""
 HEALTHY_JOB = "steady"
 """The demo in which nothing happens beyond the baseline: every dashboard query must still answer."""
@@ -407,6 +407,7 @@ unit tests; the recovery-rate alert in a hard outage by tests/e2e/test_recovery_
 ALERTS: dict[str, AlertKey] = {
     "breaker_open": AlertKey(ar.A_BREAKER_OPEN, "outage", "ml_service"),
     "bulkhead_full": AlertKey(ar.A_BULKHEAD_FULL, "brownout", "database"),
+    "rate_limited": AlertKey(ar.A_RATE_LIMITED, "surge", "content_api"),
 }
 """The alert instances the scenarios are built to raise."""
 

@@ -26,6 +26,7 @@ REQUIRED_ALERTS = {
     "ResilienceHighFallbackRate",
     "ResilienceTimeoutsRising",
     "ResilienceRetryBudgetExhausted",
+    "ResilienceRateLimitedSustained",
 }
 
 
@@ -124,6 +125,7 @@ def test_thresholds_are_pinned():
     assert (ar.BULKHEAD_REJECTION_RATIO, ar.BULKHEAD_FULL_FOR) == (0.05, "2m")
     assert (ar.MIN_EXECUTION_RATE, ar.RATE_WINDOW, ar.RATIO_ALERT_FOR) == (0.1, "5m", "10m")
     assert (ar.RETRY_BUDGET_WINDOW, ar.RETRY_BUDGET_FOR) == ("5m", "10m")
+    assert (ar.RATE_LIMITED_RATIO, ar.RATE_LIMITED_FOR) == (0.1, "5m")
 
 
 def test_recovery_threshold_matches_the_in_process_alert():
@@ -145,6 +147,7 @@ def test_thresholds_appear_in_the_rule_expressions(rules):
         ar.A_BREAKER_WOULD_OPEN: f"{ar.R_BREAKER_WOULD_TRIPS} > 0",
         ar.A_RECOVERY_LOW: f"< {ar.RECOVERY_RATE_THRESHOLD:g}",
         ar.A_RETRY_BUDGET: f"{ar.R_RETRY_BUDGET_DENIALS} > 0",
+        ar.A_RATE_LIMITED: f"> {ar.RATE_LIMITED_RATIO:g}",
     }
     for alert, comparison in expected.items():
         assert comparison in exprs[(alert, "warning")], alert
@@ -324,6 +327,41 @@ def test_retry_budget_alert_counts_the_denials_of_each_retry_first_included(rule
     adapted = _alert(ar.rules_document(options=ar.RuleOptions(retry_budget_for="30m")), ar.A_RETRY_BUDGET)
     assert adapted["for"] == "30m"
     assert "kept denying retries for 30m" in adapted["annotations"]["description"]
+
+
+def test_rate_limited_alert_compares_the_shed_calls_with_the_policys_executions(rules):
+    """ResilienceRateLimitedSustained: calls shed (reason rate_limited) per execution of the policy over 5m,
+    above 10 % for 5m, under the traffic guard; the ratio and its `for` are options."""
+    by_record = {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    assert ar.R_RATE_LIMITED == "job_policy_name:resilience_rejections_rate_limited:rate5m"
+    assert by_record[ar.R_RATE_LIMITED] == (
+        "sum by (job, resilience_policy, resilience_name) "
+        '(rate(resilience_rejections_total{resilience_rejection_reason="rate_limited"}[5m]))'
+    )
+    assert by_record[ar.R_RATE_LIMITED_RATIO].startswith(
+        f"{ar.R_RATE_LIMITED}\n/ on (job, resilience_policy) group_left ()\n({ar.R_EXECUTIONS} > 0)"
+    )
+    assert checks.recorded_series(rules)[ar.R_RATE_LIMITED_RATIO] == {
+        "job",
+        "resilience_policy",
+        "resilience_name",
+    }
+    rule = _alert(rules, ar.A_RATE_LIMITED)
+    assert rule["expr"] == (
+        f"{ar.R_RATE_LIMITED_RATIO} > 0.1\nand on (job, resilience_policy) {ar.R_EXECUTIONS} >= 0.1"
+    )
+    assert (rule["for"], rule["labels"]) == ("5m", {"severity": "warning"})
+    description = rule["annotations"]["description"]
+    assert "shed {{ $value | humanizePercentage }} of the executions of policy" in description
+    assert "above 10% for 5m, with at least 0.1 executions/s" in description
+    adapted = _alert(
+        ar.rules_document(options=ar.RuleOptions(rate_limited_ratio=0.25, rate_limited_for="15m")),
+        ar.A_RATE_LIMITED,
+    )
+    assert adapted["expr"].startswith(f"{ar.R_RATE_LIMITED_RATIO} > 0.25\n")
+    assert adapted["for"] == "15m"
+    with pytest.raises(ValueError, match=r"RuleOptions\.rate_limited_ratio is a share and must be <= 1"):
+        ar.RuleOptions(rate_limited_ratio=1.5)
 
 
 def test_recovery_alert_names_the_policy(rules):

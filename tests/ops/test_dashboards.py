@@ -138,6 +138,7 @@ def test_thresholds_equal_the_alert_rules(dashboards):
         ar.A_BREAKER_FLAPPING: (ar.BREAKER_FLAPPING_TRIPS,),
         ar.A_BREAKER_WOULD_OPEN: (1,),
         ar.A_RETRY_BUDGET: (1,),
+        ar.A_RATE_LIMITED: (ar.RATE_LIMITED_RATIO,),
     }
     by_uid = {d["uid"]: d for d in dashboards.values()}
     for item in alert_panels:
