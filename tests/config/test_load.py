@@ -374,5 +374,7 @@ def test_importing_the_config_package_imports_no_parser() -> None:
         "import sys, otel_resilience.config, otel_resilience.__main__\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'yaml', 'tomllib', 'tomli'}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert done.stdout.strip() == "[]"
