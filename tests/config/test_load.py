@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -378,3 +379,12 @@ def test_importing_the_config_package_imports_no_parser() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_readme_configuration_example_loads() -> None:
+    """The YAML example of the README's "Configuration file" section is a valid file."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    policies = loads(block)
+    assert list(policies) == ["ml_service", "payments"]
+    assert policies["payments"].rate_limiter == RateLimiterConfig(rate=100 / 60, burst=10)
