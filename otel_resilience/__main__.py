@@ -9,12 +9,16 @@
     otel-resilience export dashboards|alerts|collector|runbooks DIR
                            [--runbook-url-base URL] [--job-label LABEL] [--set FIELD=VALUE]
                            [--time-scale F]
+    otel-resilience check PATH [--format yaml|toml]
+    otel-resilience schema
 
 The demo's dependencies (the ``demo`` extra) are imported only when ``demo`` runs. ``export``
 copies the files shipped in the package (no extra needed); its options regenerate the alert
-rules, which needs the ``ops`` extra. ``--help`` works on a bare install.
+rules, which needs the ``ops`` extra. ``check`` validates a configuration file and lists its
+policies (YAML needs the ``config`` extra); ``schema`` prints the file's JSON Schema. ``--help``
+works on a bare install.
 Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
-module), 2 for a usage error.
+module, an invalid configuration file), 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
+from otel_resilience import config as config_module
+from otel_resilience.config.report import summary as config_summary
 from otel_resilience.demo.options import (
     DEFAULT_HOST,
     DEFAULT_INTERVAL,
@@ -134,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-resilience",
         description="Fault-tolerance patterns for asyncio and threads, native to OpenTelemetry: "
-        "run the demo, or export the operations artifacts.",
+        "run the demo, export the operations artifacts, or check a configuration file.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -235,7 +241,34 @@ def build_parser() -> argparse.ArgumentParser:
         "directory", type=Path, metavar="DIR", help="the folder to write to (created if missing)"
     )
     export_module.add_generator_options(export)
+    _add_config_commands(commands)
     return parser
+
+
+def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``check`` and ``schema``, the configuration file's commands."""
+    check = commands.add_parser(
+        "check",
+        help="validate a configuration file (YAML or TOML) and print the policies it defines",
+        description="Load a configuration file as otel_resilience.config.load(PATH) does and print "
+        "its policies with the settings that differ from the defaults; on an error, print it with "
+        "the file, line and path of the wrong value, and exit 1. YAML needs the config extra: "
+        "pip install 'otel-resilience[config]'.",
+    )
+    check.add_argument("path", type=Path, metavar="PATH", help="the configuration file")
+    check.add_argument(
+        "--format",
+        choices=("yaml", "toml"),
+        default=None,
+        help="the file's format (default: from its suffix)",
+    )
+    commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the configuration file",
+        description="Print the JSON Schema of the configuration file (shipped in the package), for "
+        "editors: save it and point a YAML file at it with a first line "
+        "'# yaml-language-server: $schema=<path>', or a TOML file with '#:schema <path>'.",
+    )
 
 
 def _missing(modules: Iterable[tuple[str, str]]) -> list[str]:
@@ -305,6 +338,23 @@ def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: 
     return 0
 
 
+def _run_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    path: Path = args.path
+    try:
+        loaded = config_module.load(path, format=args.format)
+    except config_module.ConfigError as error:
+        err.write(f"otel-resilience check: {error}\n")
+        return 1
+    except OSError as error:
+        err.write(f"otel-resilience check: cannot read {str(path)!r}: {error.strerror or error}\n")
+        return 1
+    except ImportError as error:
+        err.write(f"otel-resilience check: {error}\n")
+        return 1
+    out.write(config_summary(loaded))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Run the ``otel-resilience`` command.
 
@@ -334,6 +384,13 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         return _run_demo(args, out, err)
     if args.command == "export":
         return _run_export(args, parser, out, err)
+    if args.command == "check":
+        return _run_check(args, out, err)
+    if args.command == "schema":
+        from otel_resilience.config.schema import shipped  # noqa: PLC0415 - read only when asked
+
+        out.write(shipped())
+        return 0
     parser.print_help(out)
     return 2
 

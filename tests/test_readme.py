@@ -27,6 +27,7 @@ EXPECTED = [
     "rows 1.0",
     "'successful': 1",
     "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts
+    "7 3\nresilience.yaml:4: policies.inventory.circuit_breaker.failure_threshold must be >= 1, got 0\n",
     "[('circuit_open', 'payments')]",
 ]
 

@@ -124,3 +124,23 @@ def test_the_wheel_is_not_the_source_tree(installed: Path, tmp_path: Path) -> No
     assert str(REPO) not in where.stdout
     assert "site-packages" in where.stdout
     assert sys.prefix not in where.stdout
+
+
+def test_the_installed_wheel_prints_the_config_schema_and_names_the_config_extra(
+    installed: Path, tmp_path: Path
+) -> None:
+    """`otel-resilience schema` prints the schema.json the wheel ships; `check` of a YAML file without
+    the config extra exits 1 and names it."""
+    printed = _run([installed / "otel-resilience", "schema"], tmp_path)
+    assert printed.stdout == (REPO / "otel_resilience" / "config" / "schema.json").read_text(encoding="utf-8")
+    checked = subprocess.run(
+        [str(installed / "otel-resilience"), "check", str(REPO / "resilience.yaml")],
+        cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "VIRTUAL_ENV"}},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 1, checked.stderr
+    assert "pip install 'otel-resilience[config]'" in checked.stderr

@@ -6,6 +6,8 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from otel_resilience import (
     Bulkhead,
     Chaos,
@@ -24,8 +26,10 @@ from otel_resilience import (
     RateLimiterConfig,
     ResilienceConfig,
     Retry,
+    RetryBudget,
     RetryPolicy,
     TimeoutHandler,
+    config,
     current_deadline,
     get_resilience_manager,
     resilient,
@@ -149,3 +153,22 @@ async def check_hedging() -> None:
     ResilienceConfig(hedging=HedgingConfig(mode="parallel"))
     wins: int = hedging.get_stats()["hedge_wins"]
     print(a, b, wins)
+
+
+def check_config_file() -> None:
+    policies: config.ConfigFile = config.load("resilience.yaml")
+    again = config.load(Path("resilience.toml"), format="toml", previous=policies)
+    text = config.loads("policies: {}", "yaml", source="inline")
+    config.loads("policies: {}", "ini")  # type: ignore[arg-type]
+    payments: ResilienceConfig = policies["payments"]
+    names: list[str] = list(again)
+    budget: RetryBudget = text.retry_budgets["shared"]
+    started: config.ConfigFile | None = config.from_env({config.CONFIG_ENV: "resilience.yaml"})
+    seconds: float = config.parse_duration("250ms")
+    schema: dict[str, object] = config.json_schema()
+    try:
+        config.load("bad.yaml")
+    except config.ConfigError as error:
+        where: tuple[str, int | None] = (error.path, error.line)
+        print(where)
+    print(payments, names, budget, started, seconds, schema)

@@ -1,0 +1,420 @@
+"""The one table of what a configuration file may say: sections, their keys, how each value is read.
+
+The reader (:mod:`otel_resilience.config.reader`) walks a file with it and the JSON Schema
+(:mod:`otel_resilience.config.schema`) is generated from it, so the two cannot drift. Each
+:class:`Section` is one config class; each :class:`Field` one keyword of that class, with the
+kind of value the file writes (a duration string, exception classes by name ...). The bounds
+stated here are for the schema (an editor's hints): the config classes remain the judges of
+every value, and a test checks that each bound here is the class's.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from otel_resilience.bulkhead import BulkheadConfig
+from otel_resilience.chaos import ChaosConfig
+from otel_resilience.circuit_breaker import CircuitBreakerConfig, CountWindow, TimeWindow
+from otel_resilience.fallback import FallbackConfig, FallbackStrategy
+from otel_resilience.hedging import HedgingConfig
+from otel_resilience.hedging.config import MODES as HEDGING_MODES
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.rate_limiter import RateLimiterConfig
+from otel_resilience.rate_limiter.config import ALGORITHMS
+from otel_resilience.retry import Jitter, RetryBudget, RetryPolicy, RetryStrategy
+
+__all__ = ["FORMAT_VERSION", "POLICY", "RETRY_BUDGET", "SECTIONS", "Field", "Kind", "Section"]
+
+FORMAT_VERSION: Final = 1
+"""The file format's version: a file may say ``version: 1``; no other version exists yet."""
+
+Kind = Literal[
+    "int", "number", "duration", "bool", "name", "value", "exceptions", "exception", "choice", "section",
+    "window", "budget", "rate",
+]  # fmt: skip
+"""How a value is read: ``duration`` (seconds or ``"250ms"``), ``exceptions`` (class names, one
+or a list), ``exception`` (one), ``choice`` (one of ``Field.choices``, to an enum member when
+``Field.enum`` is set), ``section`` (a nested mapping), ``window`` (a mapping whose ``kind``
+picks the variant), ``budget`` (a name from ``retry_budgets``), ``rate`` (per second or
+``"100/m"``); ``int``, ``number``, ``bool``, ``name`` (a string) and ``value`` (anything) are
+passed as they are, for the class to judge."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One key of a section: the config class's keyword, how its value is read, its schema hints."""
+
+    name: str
+    """The keyword of the config class (the key a file writes, besides any alias)."""
+    kind: Kind
+    """How the value is read."""
+    doc: str
+    """One sentence for the schema's description (an editor shows it)."""
+    minimum: float | None = None
+    """The lowest value (schema hint; the class judges)."""
+    maximum: float | None = None
+    """The highest value (schema hint; the class judges)."""
+    exclusive_minimum: bool = False
+    """``minimum`` itself is refused."""
+    nullable: bool = False
+    """``null`` (YAML) is accepted and given to the class as ``None``."""
+    required: bool = False
+    """The section needs it (the class has no default)."""
+    choices: tuple[str, ...] = ()
+    """``choice``: the values accepted."""
+    enum: type[enum.Enum] | None = None
+    """``choice``: the enum whose member the value names (by its value); ``None`` keeps the string."""
+    refused: tuple[tuple[str, str], ...] = ()
+    """``choice``: values a file may not use, each with why (they need code)."""
+    section: Section | None = None
+    """``section``: what the nested mapping holds."""
+    variants: tuple[Section, ...] = ()
+    """``window``: the sections its ``kind`` picks from, by their ``tag``."""
+    aliases: tuple[str, ...] = ()
+    """Other keys for the same field (``retry`` for ``retry_policy``); one of them at most."""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key a file may write for this field, the name first."""
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A mapping of the file that builds one config object (a ``CircuitBreakerConfig`` ...)."""
+
+    owner: str
+    """The class name its validation errors start with (``"CircuitBreakerConfig"``)."""
+    build: Callable[..., object]
+    """The class, called with the fields as keywords."""
+    doc: str
+    """One sentence for the schema."""
+    fields: tuple[Field, ...]
+    """What a file may write, in the order a summary lists it."""
+    refused: tuple[tuple[str, str], ...] = ()
+    """Keywords of the class a file may not write, each with why (they take code)."""
+    tag: str | None = None
+    """For a variant of a ``window`` field: the value of its ``kind`` key."""
+
+    def field(self, key: object) -> Field | None:
+        """Return the field a key names (by name or alias), or ``None``."""
+        for field in self.fields:
+            if key in field.keys:
+                return field
+        return None
+
+    def refusal(self, key: object) -> str | None:
+        """Return why a file may not write ``key``, or ``None`` when it is not refused."""
+        return next((why for name, why in self.refused if name == key), None)
+
+
+def _code(what: str) -> str:
+    return (
+        f"is {what}, which a file cannot express: set it in code on the loaded config (dataclasses.replace)"
+    )
+
+
+def _share(name: str, doc: str) -> Field:
+    """A share of calls, in ``(0, 1]``."""
+    return Field(name, "number", doc, minimum=0.0, exclusive_minimum=True, maximum=1.0)
+
+
+COUNT_WINDOW: Final = Section(
+    "CountWindow",
+    CountWindow,
+    "A count-based sliding window: the last `size` calls.",
+    (Field("size", "int", "How many of the latest calls the window holds.", minimum=1),),
+    tag="count",
+)
+TIME_WINDOW: Final = Section(
+    "TimeWindow",
+    TimeWindow,
+    "A time-based sliding window: the calls of the last `seconds`, in `buckets` buckets.",
+    (
+        Field("seconds", "duration", "The window's length.", minimum=0, exclusive_minimum=True),
+        Field("buckets", "int", "How many buckets the window is divided in.", minimum=1, maximum=1000),
+    ),
+    tag="time",
+)
+
+CIRCUIT_BREAKER: Final = Section(
+    "CircuitBreakerConfig",
+    CircuitBreakerConfig,
+    "How the circuit breaker trips and recovers.",
+    (
+        Field("failure_threshold", "int", "Consecutive failures that open the breaker.", minimum=1),
+        Field("success_threshold", "int", "Probe successes in HALF_OPEN that close it.", minimum=1),
+        Field(
+            "timeout", "duration", "How long it stays OPEN before a probe.", minimum=0, exclusive_minimum=True
+        ),
+        Field("half_open_max_calls", "int", "Probes in flight at once in HALF_OPEN.", minimum=1),
+        Field("record_exceptions", "exceptions", "Exception classes counted as failures."),
+        Field("ignore_exceptions", "exceptions", "Exception classes counted as neither success nor failure."),
+        Field(
+            "sliding_window",
+            "window",
+            "Open on a failure or slow-call rate over a window (kind: count or time) instead of "
+            "consecutive failures.",
+            nullable=True,
+            variants=(COUNT_WINDOW, TIME_WINDOW),
+        ),
+        _share("failure_rate_threshold", "With a window: the failure share that opens it."),
+        Field(
+            "minimum_calls", "int", "With a window: the calls it must hold before a rate counts.", minimum=1
+        ),
+        Field(
+            "slow_call_duration",
+            "duration",
+            "With a window: a call at least this long is slow.",
+            minimum=0,
+            exclusive_minimum=True,
+            nullable=True,
+        ),
+        _share("slow_call_rate_threshold", "With a window: the slow share that opens it."),
+        Field(
+            "max_half_open_wait",
+            "duration",
+            "How long a HALF_OPEN probe may run before it counts as failed.",
+            minimum=0,
+            exclusive_minimum=True,
+            nullable=True,
+        ),
+    ),
+    refused=(
+        ("record_result", _code("a predicate on the result")),
+        ("break_duration", _code("a function of the openings")),
+    ),
+)
+
+RETRY_BUDGET: Final = Section(
+    "RetryBudget",
+    RetryBudget,
+    "A budget of retries shared by the retry policies that name it.",
+    (
+        Field("ratio", "number", "Retries allowed per first attempt in the window.", minimum=0),
+        Field("min_retries_per_second", "number", "Retries per second always allowed.", minimum=0),
+        Field("window", "duration", "The window's length.", minimum=0, exclusive_minimum=True),
+    ),
+    refused=(("clock", _code("a time source")),),
+)
+
+RETRY: Final = Section(
+    "RetryPolicy",
+    RetryPolicy,
+    "Which failures are retried, how often, and the backoff between attempts.",
+    (
+        Field("max_attempts", "int", "Attempts in total, the first included.", minimum=1),
+        Field(
+            "strategy",
+            "choice",
+            "How delays grow.",
+            choices=tuple(m.value for m in RetryStrategy),
+            enum=RetryStrategy,
+        ),
+        Field("initial_delay", "duration", "The delay before the first retry.", minimum=0),
+        Field(
+            "multiplier", "number", "Growth factor of exponential delays.", minimum=0, exclusive_minimum=True
+        ),
+        Field("max_delay", "duration", "The cap of every delay (the top of a random one).", minimum=0),
+        Field(
+            "jitter",
+            "choice",
+            "How each delay is randomised.",
+            choices=tuple(m.value for m in Jitter),
+            enum=Jitter,
+        ),
+        Field("jitter_ratio", "number", "Spread of proportional jitter.", minimum=0, maximum=1),
+        Field(
+            "attempt_timeout",
+            "duration",
+            "How long one attempt may take.",
+            minimum=0,
+            exclusive_minimum=True,
+            nullable=True,
+        ),
+        Field("retry_on", "exceptions", "Exception classes that are retried."),
+        Field("no_retry_on", "exceptions", "Exception classes never retried (replaces the default)."),
+        Field("budget", "budget", "The name of a retry budget from retry_budgets.", nullable=True),
+    ),
+    refused=(
+        ("retry_on_result", _code("a predicate on the result")),
+        ("delay_from", _code("a function of the outcome")),
+    ),
+)
+
+FALLBACK: Final = Section(
+    "FallbackConfig",
+    FallbackConfig,
+    "What answers in place of a failed call: a default value (other strategies take code).",
+    (
+        Field(
+            "strategy",
+            "choice",
+            "How to answer; only default_value in a file.",
+            required=True,
+            choices=(FallbackStrategy.DEFAULT_VALUE.value,),
+            enum=FallbackStrategy,
+            refused=(
+                ("alternative_function", "needs fallback_function, a function"),
+                ("multiple_attempts", "needs fallback_functions, a list of functions"),
+                ("cached_value", "needs cache_service, an object"),
+            ),
+        ),
+        Field("default_value", "value", "The value returned in place of the failed call.", nullable=True),
+        Field("handle_exceptions", "exceptions", "Exception classes that trigger the fallback."),
+    ),
+    refused=(
+        ("fallback_function", _code("a function")),
+        ("fallback_functions", _code("a list of functions")),
+        ("cache_service", _code("an object")),
+        ("cache_key", "is for the cached_value strategy, which takes code (a cache_service)"),
+        ("handle_result", _code("a predicate on the result")),
+    ),
+)
+
+BULKHEAD: Final = Section(
+    "BulkheadConfig",
+    BulkheadConfig,
+    "How many calls run at once, and how many may wait, for how long.",
+    (
+        Field("max_concurrent", "int", "Calls that may run at once.", minimum=1),
+        Field("max_waiting", "int", "Calls that may wait for a slot.", minimum=0),
+        Field("timeout", "duration", "The longest a call may wait.", minimum=0, exclusive_minimum=True),
+    ),
+)
+
+RATE_LIMITER: Final = Section(
+    "RateLimiterConfig",
+    RateLimiterConfig,
+    "How many calls are admitted, how fast, and how long a caller may wait.",
+    (
+        Field(
+            "rate",
+            "rate",
+            "Permits per second (or '100/m').",
+            minimum=0,
+            exclusive_minimum=True,
+            required=True,
+        ),
+        Field("burst", "int", "The most permits taken at once.", minimum=1, nullable=True),
+        Field("algorithm", "choice", "How permits are counted.", choices=ALGORITHMS),
+        Field("max_wait", "duration", "The longest a caller may wait for a permit.", minimum=0),
+        Field("max_waiting", "int", "Callers that may wait at once.", minimum=0),
+    ),
+)
+
+CHAOS: Final = Section(
+    "ChaosConfig",
+    ChaosConfig,
+    "Faults, latency and results injected before the dependency is called.",
+    (
+        Field("fault_rate", "number", "Share of runs that fail with fault.", minimum=0, maximum=1),
+        Field(
+            "fault", "exception", "The exception class raised (instantiated with no argument).", nullable=True
+        ),
+        Field("latency_rate", "number", "Share of runs delayed by latency.", minimum=0, maximum=1),
+        Field("latency", "duration", "The injected delay.", minimum=0),
+        Field("outcome_rate", "number", "Share of runs answered with outcome.", minimum=0, maximum=1),
+        Field("outcome", "value", "The injected result.", nullable=True),
+        Field("enabled", "bool", "Whether the link injects (a switch takes code)."),
+        Field("seed", "int", "Seeds the random draws.", nullable=True),
+    ),
+)
+
+HEDGING: Final = Section(
+    "HedgingConfig",
+    HedgingConfig,
+    "Further attempts started beside a slow or failed one; the first acceptable outcome wins.",
+    (
+        Field(
+            "delay",
+            "duration",
+            "Latency mode: how long an attempt runs before the next starts (a function takes code).",
+            minimum=0,
+            exclusive_minimum=True,
+            nullable=True,
+        ),
+        Field("max_attempts", "int", "Attempts at most, the original included.", minimum=1, maximum=10),
+        Field("mode", "choice", "When further attempts start.", choices=HEDGING_MODES),
+        Field("hedge_on", "exceptions", "Exception classes that are not an acceptable outcome."),
+        Field("budget", "budget", "The name of a retry budget from retry_budgets.", nullable=True),
+    ),
+    refused=(
+        ("actions", _code("a list of functions")),
+        ("hedge_on_result", _code("a predicate on the result")),
+    ),
+)
+
+POLICY: Final = Section(
+    "ResilienceConfig",
+    ResilienceConfig,
+    "A policy: which patterns protect a call, and how. Its key is its name.",
+    (
+        Field(
+            "circuit_breaker", "section", "Circuit breaker settings.", nullable=True, section=CIRCUIT_BREAKER
+        ),
+        Field("retry_policy", "section", "Retry settings.", nullable=True, section=RETRY, aliases=("retry",)),
+        Field(
+            "fallback_config",
+            "section",
+            "Fallback settings.",
+            nullable=True,
+            section=FALLBACK,
+            aliases=("fallback",),
+        ),
+        Field(
+            "timeout",
+            "duration",
+            "Total deadline of the whole execution.",
+            minimum=0,
+            exclusive_minimum=True,
+            nullable=True,
+        ),
+        Field(
+            "bulkhead_config",
+            "section",
+            "Bulkhead settings.",
+            nullable=True,
+            section=BULKHEAD,
+            aliases=("bulkhead",),
+        ),
+        Field("rate_limiter", "section", "Rate limiter settings.", nullable=True, section=RATE_LIMITER),
+        Field("hedging", "section", "Hedging settings (async calls only).", nullable=True, section=HEDGING),
+        Field("chaos", "section", "Chaos injection settings.", nullable=True, section=CHAOS),
+        Field("enable_recovery", "bool", "Run the manager's error recovery rules on errors."),
+        Field(
+            "max_attempts_total",
+            "int",
+            "Calls of the dependency one execution may make.",
+            minimum=1,
+            nullable=True,
+        ),
+        Field(
+            "circuit_breaker_name",
+            "name",
+            "The breaker to use or create (default: the policy's name).",
+            nullable=True,
+        ),
+        Field(
+            "bulkhead_name",
+            "name",
+            "The bulkhead to use or create (default: the policy's name).",
+            nullable=True,
+        ),
+        Field("spans", "bool", "Open spans for executions under this policy."),
+        Field("record_duration", "bool", "Record the execution-duration histogram."),
+    ),
+    refused=(
+        ("name", "is the policy's key in the file: rename the key"),
+        ("extra_strategies", _code("a list of Step links")),
+    ),
+)
+
+SECTIONS: Final = (
+    POLICY, CIRCUIT_BREAKER, COUNT_WINDOW, TIME_WINDOW, RETRY, RETRY_BUDGET, FALLBACK, BULKHEAD,
+    RATE_LIMITER, HEDGING, CHAOS,
+)  # fmt: skip
+"""Every section, the policy first."""

@@ -1,0 +1,168 @@
+"""``load``, ``loads`` and ``from_env``: a configuration file to a :class:`ConfigFile` of named policies."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from otel_resilience.config.errors import ConfigError
+from otel_resilience.config.formats import FORMATS, Format, format_of, parse
+from otel_resilience.config.reader import read
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.retry import RetryBudget
+
+__all__ = ["CONFIG_ENV", "ConfigFile", "from_env", "load", "loads"]
+
+CONFIG_ENV: Final = "OTEL_RESILIENCE_CONFIG"
+"""The environment variable that names the configuration file read at start-up (:func:`from_env`)."""
+
+
+class ConfigFile(Mapping[str, ResilienceConfig]):
+    """The policies a configuration file defines: a read-only mapping, name -> ``ResilienceConfig``.
+
+    It iterates in file order. Each config's ``name`` is its key, so ``@resilient(file["payments"])``
+    and ``manager.execute_with_resilience(fn, file["payments"])`` run under the policy
+    ``payments``. Two loads of an unchanged file give equal configs (a retry budget is compared
+    by identity: pass ``previous=`` to :func:`load` to keep the budgets of an earlier load).
+
+    Attributes:
+        retry_budgets: The retry budgets of the file's ``retry_budgets``, by name: one
+            :class:`~otel_resilience.RetryBudget` per name, shared by every policy naming it.
+        source: The file's name as given to :func:`load`, or ``None`` for text.
+        format: ``"yaml"`` or ``"toml"``.
+    """
+
+    __slots__ = ("_policies", "format", "retry_budgets", "source")
+
+    def __init__(
+        self,
+        policies: Mapping[str, ResilienceConfig],
+        retry_budgets: Mapping[str, RetryBudget],
+        *,
+        source: str | None,
+        format: Format,  # noqa: A002 - the name users read in load(path, format=...)
+    ) -> None:
+        self._policies = MappingProxyType(dict(policies))
+        self.retry_budgets: Mapping[str, RetryBudget] = MappingProxyType(dict(retry_budgets))
+        self.source = source
+        self.format: Format = format
+
+    @property
+    def policies(self) -> Mapping[str, ResilienceConfig]:
+        """The policies by name, in file order (read-only)."""
+        return self._policies
+
+    def __getitem__(self, name: str) -> ResilienceConfig:
+        return self._policies[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._policies)
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def __repr__(self) -> str:
+        return f"ConfigFile(source={self.source!r}, policies={list(self._policies)!r})"
+
+
+def loads(
+    text: str,
+    format: Format = "yaml",  # noqa: A002 - mirrors load(path, format=...)
+    *,
+    source: str | None = None,
+    previous: ConfigFile | None = None,
+) -> ConfigFile:
+    """Read configuration text: the policies and retry budgets it defines.
+
+    Args:
+        text: The file's content.
+        format: ``"yaml"`` (the default) or ``"toml"``.
+        source: A name for messages (``"resilience.yaml"``), or ``None``.
+        previous: An earlier load of the same file: a retry budget with the same name and the
+            same settings is taken from it, so that its counts carry over and an unchanged
+            policy stays equal to its earlier config (a reload changes nothing that did not
+            change).
+
+    Returns:
+        The policies, in file order.
+
+    Raises:
+        ConfigError: The text is not valid, with the path of the wrong value and its line
+            (YAML; TOML gives lines for syntax errors only).
+        ImportError: The format's parser is missing (PyYAML; tomli on 3.10): install the
+            ``config`` extra.
+        ValueError: ``format`` is not ``"yaml"`` or ``"toml"``.
+    """
+    if format not in ("yaml", "toml"):
+        msg = f"format must be 'yaml' or 'toml', got {format!r}"
+        raise ValueError(msg)
+    data, lines = parse(text, format, source)
+    budgets = None if previous is None else previous.retry_budgets
+    policies, retry_budgets = read(data, lines, source, budgets)
+    return ConfigFile(policies, retry_budgets, source=source, format=format)
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    format: Format | None = None,  # noqa: A002 - the file's format, as users name it
+    previous: ConfigFile | None = None,
+) -> ConfigFile:
+    """Read a configuration file (YAML or TOML) into its named policies.
+
+    Args:
+        path: The file. Its suffix gives the format (``.yaml``, ``.yml``, ``.toml``) unless
+            ``format`` says.
+        format: ``"yaml"`` or ``"toml"``; ``None`` (the default) for the suffix's.
+        previous: An earlier load of the file, whose retry budgets are kept where unchanged
+            (see :func:`loads`).
+
+    Returns:
+        The policies, in file order.
+
+    Raises:
+        ConfigError: The file is not valid (``str(error)`` reads ``resilience.yaml:12:
+            policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0``), or its
+            format cannot be told from its name.
+        OSError: The file cannot be read.
+        ImportError: The format's parser is missing: install the ``config`` extra.
+    """
+    source = os.fspath(path)
+    file_format = format or format_of(source)
+    if file_format is None:
+        suffixes = ", ".join(FORMATS)
+        raise ConfigError(f"has no known suffix ({suffixes}): pass format='yaml' or 'toml'", source=source)
+    text = Path(source).read_text(encoding="utf-8")
+    return loads(text, file_format, source=source, previous=previous)
+
+
+def from_env(
+    environ: Mapping[str, str] | None = None, *, previous: ConfigFile | None = None
+) -> ConfigFile | None:
+    """Load the file named by ``OTEL_RESILIENCE_CONFIG``, the configuration read at start-up.
+
+    Call it once when the service starts (and give its policies to the manager, or to
+    ``@resilient``); an unset or empty variable means no file.
+
+    Args:
+        environ: The environment (default ``os.environ``).
+        previous: As for :func:`load`.
+
+    Returns:
+        The file's policies, or ``None`` when the variable is unset or empty.
+
+    Raises:
+        ConfigError: The file is not valid, or cannot be read (the message names the variable).
+        ImportError: The format's parser is missing: install the ``config`` extra.
+    """
+    path = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
+    if not path:
+        return None
+    try:
+        return load(path, previous=previous)
+    except OSError as error:
+        reason = f"{CONFIG_ENV}={path!r} names a file that cannot be read: {error.strerror or error}"
+        raise ConfigError(reason) from error

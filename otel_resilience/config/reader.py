@@ -1,0 +1,247 @@
+"""Read parsed file data into config objects, with the table of :mod:`otel_resilience.config.fields`.
+
+The reader converts what a file writes (durations, rates, exception classes by name, enum
+values, windows, budget names), refuses unknown keys and keys that take code, and builds each
+config class. A config class's own ``ValueError`` / ``TypeError`` (``"CircuitBreakerConfig.
+failure_threshold must be >= 1, got 0"``) becomes a :class:`ConfigError` at the file's path
+and line (``policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
+
+from otel_resilience.config.errors import ConfigError, Path, render_path
+from otel_resilience.config.fields import FORMAT_VERSION, POLICY, RETRY_BUDGET, Field, Section
+from otel_resilience.config.values import parse_duration, parse_rate, resolve_exception
+from otel_resilience.engine.validation import describe
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.retry import RetryBudget
+
+__all__ = ["TOP_KEYS", "Read", "read"]
+
+TOP_KEYS: Final = ("version", "retry_budgets", "policies")
+"""The keys of the file's top level, in the order they are read."""
+_CLASS_ERROR: Final = re.compile(r"(?P<owner>\w+)\.(?P<fields>\w+(?:\.\w+)*) (?P<reason>.*)", re.DOTALL)
+
+Read = tuple[dict[str, ResilienceConfig], dict[str, RetryBudget]]
+"""What :func:`read` returns: the policies and the retry budgets, by name, in file order."""
+
+
+def read(
+    data: object,
+    lines: Mapping[Path, int],
+    source: str | None,
+    previous_budgets: Mapping[str, RetryBudget] | None = None,
+) -> Read:
+    """Return the policies and retry budgets a parsed file defines.
+
+    Args:
+        data: The parsed document (mappings, lists, scalars).
+        lines: The 1-based line of each path the parser could place (empty for TOML).
+        source: The file's name for messages, or ``None``.
+        previous_budgets: Budgets of an earlier load: one with the same name and the same
+            settings is reused, so that an unchanged policy stays equal to its earlier self.
+
+    Raises:
+        ConfigError: Anything wrong, with its path and line.
+    """
+    return _Reader(lines, source, previous_budgets or {}).top(data)
+
+
+class _Reader:
+    """One reading of one document (holds its lines, its source and the budgets read so far)."""
+
+    def __init__(
+        self, lines: Mapping[Path, int], source: str | None, previous: Mapping[str, RetryBudget]
+    ) -> None:
+        self._lines = lines
+        self._source = source
+        self._previous = previous
+        self._budgets: dict[str, RetryBudget] = {}
+        self._written: dict[Path, dict[str, str]] = {}
+        """For each section read, the key the file wrote for each field (an alias or the name)."""
+        self._converters: dict[str, Callable[[Field, object, Path], object]] = {
+            "duration": lambda _field, value, _path: parse_duration(value),
+            "rate": lambda _field, value, _path: parse_rate(value),
+            "exception": lambda _field, value, _path: resolve_exception(value),
+            "choice": lambda field, value, _path: _choice(field, value),
+            "exceptions": self.exceptions,
+            "section": self.section,
+            "window": self.window,
+            "budget": self.budget_named,
+        }
+        """How each kind of value is read (the kinds not here are passed to the class as they are)."""
+
+    def error(self, path: Path, reason: str) -> ConfigError:
+        """Build the error at ``path``, on the line of its nearest placed ancestor."""
+        line = next((self._lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self._lines), None)
+        return ConfigError(reason, path=path, line=line, source=self._source)
+
+    def mapping(self, value: object, path: Path, what: str) -> dict[Any, Any]:
+        if not isinstance(value, dict):
+            subject = "" if path else "the file "
+            raise self.error(path, f"{subject}must be {what}, got {describe(value)}")
+        return value
+
+    def top(self, data: object) -> Read:
+        if data is None:
+            raise self.error((), "the file is empty: it must be a mapping with a 'policies' key")
+        document = self.mapping(data, (), "a mapping with a 'policies' key")
+        for key in document:
+            if key not in TOP_KEYS:
+                raise self.error((key,), _unknown(key, TOP_KEYS, "the file's top level"))
+        if "version" in document and (
+            document["version"] != FORMAT_VERSION or isinstance(document["version"], bool)
+        ):
+            raise self.error(("version",), f"must be {FORMAT_VERSION}, got {describe(document['version'])}")
+        budgets = document.get("retry_budgets")
+        for name, settings in self.named(budgets, ("retry_budgets",)).items():
+            self._budgets[name] = self.budget(name, settings)
+        if "policies" not in document:
+            raise self.error(
+                (), "the file must have a 'policies' key: a mapping of policy names to their settings"
+            )
+        policies: dict[str, ResilienceConfig] = {}
+        for name, settings in self.named(document["policies"], ("policies",)).items():
+            path = ("policies", name)
+            fields = self.section_fields(POLICY, {} if settings is None else settings, path)
+            policies[name] = self.construct(POLICY, {**fields, "name": name}, path)
+        return policies, dict(self._budgets)
+
+    def named(self, value: object, path: Path) -> dict[str, Any]:
+        """Return a mapping of names (non-empty strings) to settings; ``None`` is an empty one."""
+        if value is None:
+            return {}
+        named = self.mapping(value, path, "a mapping of names to settings")
+        for name in named:
+            if not isinstance(name, str) or not name.strip():
+                raise self.error(
+                    (*path, name), f"is not a name: keys of {render_path(path)} must be non-empty strings"
+                )
+        return named
+
+    def budget(self, name: str, settings: object) -> RetryBudget:
+        path = ("retry_budgets", name)
+        fields = self.section_fields(RETRY_BUDGET, {} if settings is None else settings, path)
+        budget = cast("RetryBudget", self.construct(RETRY_BUDGET, fields, path))
+        old = self._previous.get(name)
+        same = old is not None and (old.ratio, old.min_retries_per_second, old.window) == (
+            budget.ratio,
+            budget.min_retries_per_second,
+            budget.window,
+        )
+        return old if same and old is not None else budget
+
+    def section_fields(self, section: Section, value: object, path: Path) -> dict[str, Any]:
+        """Return the keywords for ``section``'s class from the mapping at ``path``."""
+        settings = self.mapping(value, path, "a mapping of settings")
+        fields: dict[str, Any] = {}
+        written = self._written[path] = {}
+        for key, item in settings.items():
+            field = section.field(key)
+            if field is None:
+                refusal = section.refusal(key)
+                if refusal is not None:
+                    raise self.error((*path, key), refusal)
+                known = [k for f in section.fields for k in f.keys]
+                raise self.error((*path, key), _unknown(key, known, f"{section.owner} ({render_path(path)})"))
+            if field.name in written:
+                raise self.error((*path, key), f"repeats {written[field.name]!r}: write one of {field.keys}")
+            written[field.name] = key
+            fields[field.name] = self.value(field, item, (*path, key))
+        for field in section.fields:
+            if field.required and field.name not in fields:
+                raise self.error(path, f"must set {field.name!r}")
+        return fields
+
+    def construct(self, section: Section, fields: dict[str, Any], path: Path) -> Any:
+        """Call the section's class; its validation error becomes a :class:`ConfigError` at the path."""
+        try:
+            return section.build(**fields)
+        except (ValueError, TypeError) as error:
+            raise self.class_error(section, path, error) from None
+
+    def class_error(self, section: Section, path: Path, error: Exception) -> ConfigError:
+        """Map ``Owner.field[.sub] must ...`` to the file path of that field (its written key)."""
+        match = _CLASS_ERROR.fullmatch(str(error))
+        if match is None or match["owner"] != section.owner:
+            return self.error(path, f"is not a valid {section.owner}: {error}")
+        first, *rest = match["fields"].split(".")
+        written = self._written.get(path, {}).get(first, first)  # the key as written (an alias?)
+        return self.error((*path, written, *rest), match["reason"])
+
+    def value(self, field: Field, value: object, path: Path) -> Any:
+        """Convert one value by its field's kind."""
+        if value is None:
+            if field.nullable:
+                return None
+            raise self.error(path, "must not be null: leave the key out for the default")
+        convert = self._converters.get(field.kind)
+        if convert is None:  # int, number, bool, name, value: the class judges them
+            return value
+        try:
+            return convert(field, value, path)
+        except (ValueError, TypeError) as error:
+            if isinstance(error, ConfigError):
+                raise
+            raise self.error(path, str(error)) from None
+
+    def section(self, field: Field, value: object, path: Path) -> object:
+        assert field.section is not None  # noqa: S101 - a "section" field names its section
+        return self.construct(field.section, self.section_fields(field.section, value, path), path)
+
+    def exceptions(self, _field: Field, value: object, path: Path) -> tuple[type[BaseException], ...]:
+        if isinstance(value, str):
+            return (resolve_exception(value),)
+        if not isinstance(value, list):
+            raise TypeError(f"must be an exception class name or a list of them, got {describe(value)}")
+        classes: list[type[BaseException]] = []
+        for index, name in enumerate(value):
+            try:
+                classes.append(resolve_exception(name))
+            except (ValueError, TypeError) as error:
+                raise self.error((*path, index), str(error)) from None
+        return tuple(classes)
+
+    def window(self, field: Field, value: object, path: Path) -> object:
+        settings = dict(self.mapping(value, path, "a mapping with a 'kind' (count or time)"))
+        tags = [variant.tag for variant in field.variants]
+        kind = settings.pop("kind", None)
+        variant = next((v for v in field.variants if v.tag == kind), None)
+        if variant is None:
+            allowed = ", ".join(map(repr, tags))
+            if kind is None:
+                raise self.error(path, f"must set kind: one of {allowed}")
+            raise self.error((*path, "kind"), f"must be one of {allowed}, got {describe(kind)}")
+        return self.construct(variant, self.section_fields(variant, settings, path), path)
+
+    def budget_named(self, _field: Field, value: object, _path: Path) -> RetryBudget:
+        if isinstance(value, str) and value in self._budgets:
+            return self._budgets[value]
+        defined = ", ".join(map(repr, self._budgets)) or "none"
+        raise ValueError(f"must name a budget of retry_budgets (defined: {defined}), got {describe(value)}")
+
+
+def _choice(field: Field, value: object) -> object:
+    """Return the enum member (or string) ``value`` names; refuse other values, saying why."""
+    if isinstance(value, str) and value in field.choices:
+        return field.enum(value) if field.enum is not None else value
+    refusal = next((why for choice, why in field.refused if choice == value), None)
+    allowed = ", ".join(map(repr, field.choices))
+    if refusal is not None:
+        raise ValueError(
+            f"cannot be {value!r} in a file: that strategy {refusal}, which takes code (set it on the "
+            f"loaded config with dataclasses.replace); a file may write {allowed}"
+        )
+    raise ValueError(f"must be one of {allowed}, got {describe(value)}")
+
+
+def _unknown(key: object, known: list[str] | tuple[str, ...], where: str) -> str:
+    """The reason for an unknown key: a close match if there is one, else what is known."""
+    close = difflib.get_close_matches(str(key), known, n=1) if isinstance(key, str) else []
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return f"is not a key of {where}: {hint}"

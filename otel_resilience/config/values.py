@@ -1,0 +1,140 @@
+"""The values a file writes as text: durations, rates and exception classes.
+
+Each parser raises ``ValueError`` with a reason worded to follow a path (``"must be ..., got
+..."``); the reader adds the path and the line. The patterns are the ones the JSON Schema
+states, so that an editor and the loader accept the same strings.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import pkgutil
+import re
+from typing import Final
+
+from otel_resilience.engine.validation import describe
+
+__all__ = [
+    "DURATION_PATTERN",
+    "EXCEPTION_PATTERN",
+    "RATE_PATTERN",
+    "parse_duration",
+    "parse_rate",
+    "resolve_exception",
+]
+
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+"""Seconds per unit of a duration string."""
+_PART: Final = r"[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)"
+DURATION_PATTERN: Final = rf"^(?:{_PART})+$"
+"""A duration string: one or more ``<number><unit>`` with unit ``ms``, ``s``, ``m`` or ``h``
+(``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"``)."""
+RATE_PATTERN: Final = r"^[0-9]+(?:\.[0-9]+)?/(?:s|m|h)$"
+"""A rate string: ``<number>/<unit>``, permits per second, minute or hour (``"100/m"``)."""
+_IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+EXCEPTION_PATTERN: Final = rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})*(?::{_IDENTIFIER}(?:\.{_IDENTIFIER})*)?$"
+"""An exception class by name: a built-in (``"ConnectionError"``) or a dotted path
+(``"httpx.ConnectTimeout"``, ``"package.module:Outer.Inner"``)."""
+
+_DURATION_PARTS: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_RULE: Final = "a duration: seconds as a number, or a string such as '250ms', '2s', '2m', '1h30m'"
+_RATE_RULE: Final = "a rate: permits per second as a number, or a string such as '5/s', '100/m', '1000/h'"
+
+
+def parse_duration(value: object) -> float:
+    """Return a duration in seconds: a number as is, or a string with units.
+
+    A string is one or more ``<number><unit>`` (units ``ms``, ``s``, ``m``, ``h``): ``"250ms"``
+    is 0.25, ``"2m"`` 120.0, ``"1h30m"`` 5400.0. A number is seconds, returned as a ``float``
+    whatever its sign (the config class judges its range, with its own rule: ``> 0`` or
+    ``>= 0``).
+
+    Args:
+        value: What the file holds.
+
+    Returns:
+        Seconds.
+
+    Raises:
+        ValueError: ``value`` is a string that is not a duration (negative, a bare number in
+            quotes, an unknown unit ...).
+        TypeError: ``value`` is neither a number nor a string (a bool, a list ...).
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"must be {_DURATION_RULE}, got {describe(value)} (too large)") from None
+    if not isinstance(value, str):
+        raise TypeError(f"must be {_DURATION_RULE}, got {describe(value)} ({type(value).__name__})")
+    text = value.strip()
+    if text.startswith("-"):
+        raise ValueError(f"must be a duration >= 0, got {value!r}")
+    if not re.fullmatch(DURATION_PATTERN[1:-1], text):
+        hint = f" (write {text} for seconds, or add a unit: '{text}s')" if _is_number(text) else ""
+        raise ValueError(f"must be {_DURATION_RULE}, got {value!r}{hint}")
+    seconds = sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PARTS.findall(text))
+    if math.isinf(seconds):
+        raise ValueError(f"must be a finite duration, got {value!r}")
+    return seconds
+
+
+def parse_rate(value: object) -> object:
+    """Return a rate in permits per second from ``"<number>/<unit>"``; anything else unchanged.
+
+    ``"100/m"`` is ``100 / 60``; units ``s``, ``m`` and ``h``. A number (or any value that is
+    not a string) is returned unchanged: the config class judges it, with its own message.
+
+    Raises:
+        ValueError: ``value`` is a string that is not a rate.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not re.fullmatch(RATE_PATTERN[1:-1], text):
+        raise ValueError(f"must be {_RATE_RULE}, got {value!r}")
+    number, unit = text.split("/")
+    return float(number) / _UNITS[unit]
+
+
+def resolve_exception(name: object) -> type[BaseException]:
+    """Return the exception class ``name`` names: a built-in, or a dotted path that is imported.
+
+    ``"ConnectionError"`` is the built-in; ``"httpx.ConnectTimeout"`` imports ``httpx`` and
+    reads ``ConnectTimeout``; ``"package.module:Outer.Inner"`` marks where the module ends (as
+    ``pkgutil.resolve_name`` reads it). Naming a module imports it: a configuration file is
+    trusted like code.
+
+    Raises:
+        ValueError: ``name`` is not a string of that shape, or cannot be imported.
+        TypeError: ``name`` is not a string, or names something that is not an exception class.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"must be an exception class by name, got {describe(name)} ({type(name).__name__})")
+    if not re.fullmatch(EXCEPTION_PATTERN[1:-1], name):
+        rule = "an exception class by name ('ConnectionError', 'httpx.ConnectTimeout')"
+        raise ValueError(f"must be {rule}, got {name!r}")
+    if "." not in name and ":" not in name:
+        found = getattr(builtins, name, None)
+        if found is None:
+            raise ValueError(
+                f"must name a built-in exception or a dotted path ('package.module.{name}'), got {name!r}"
+            )
+    else:
+        try:
+            found = pkgutil.resolve_name(name)
+        except Exception as error:  # noqa: BLE001 - whatever importing the named module raised
+            raise ValueError(f"must name an importable exception class, got {name!r}: {error!r}") from None
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise TypeError(f"must name an exception class, got {name!r}, which is {describe(found)}")
+    return found
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``text`` reads as a plain number (a duration in quotes that lost its unit)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,156 @@
+"""`otel-resilience check PATH`, `otel-resilience schema` and OTEL_RESILIENCE_CONFIG."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otel_resilience.__main__ import main
+from otel_resilience.config import CONFIG_ENV, ConfigError, from_env, load
+from otel_resilience.config.schema import generate
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "resilience.yaml"
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_check_prints_the_policies_of_a_valid_file() -> None:
+    """Exit 0; a header, each budget and each policy with the settings that differ from the defaults."""
+    code, out, err = _run("check", str(SAMPLE))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"{SAMPLE}: 4 policies, 1 retry budget (settings that differ from the defaults)"
+    assert lines[1] == "  retry budget shared: ratio=0.2 min_retries_per_second=1 window=60s"
+    assert lines[2] == (
+        "  content_analysis: circuit_breaker(failure_threshold=3) retry_policy(max_attempts=2 budget=shared) "
+        "timeout=30s bulkhead_config(max_concurrent=5 max_waiting=10) enable_recovery=True"
+    )
+    assert lines[4] == (
+        "  database: fallback_config(strategy=default_value default_value=[]) timeout=10s "
+        "bulkhead_config(max_concurrent=20)"
+    )
+    assert "sliding_window=time(seconds=60s buckets=12)" in lines[5]
+    assert "rate_limiter(rate=1.66667/s burst=10 max_wait=0.5s)" in lines[5]
+    assert "retry_on=ConnectionError|TimeoutError|OperationTimeoutError" in lines[5]
+    assert len(lines) == 6
+
+
+def test_check_a_toml_file_and_a_policy_without_patterns(tmp_path: Path) -> None:
+    """TOML by suffix, --format for another suffix; one policy, no pattern."""
+    path = tmp_path / "x.cfg"
+    path.write_text("[policies.bare]\n", encoding="utf-8")
+    code, out, _ = _run("check", str(path), "--format", "toml")
+    assert code == 0
+    assert out == f"{path}: 1 policy (settings that differ from the defaults)\n  bare: no pattern\n"
+
+
+def test_check_an_invalid_file_exits_1_with_the_error(tmp_path: Path) -> None:
+    """Exit 1; the error on stderr with file, line and path; nothing on stdout."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "policies:\n  payments:\n    circuit_breaker:\n      failure_threshold: 0\n", encoding="utf-8"
+    )
+    code, out, err = _run("check", str(path))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"otel-resilience check: {path}:4: policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0\n"
+    )
+
+
+def test_check_a_missing_file_or_unknown_suffix_exits_1(tmp_path: Path) -> None:
+    """A file that cannot be read, or whose format cannot be told, is a failure (1), not a usage error."""
+    code, _, err = _run("check", str(tmp_path / "missing.yaml"))
+    assert code == 1
+    assert (
+        err
+        == f"otel-resilience check: cannot read {str(tmp_path / 'missing.yaml')!r}: No such file or directory\n"
+    )
+    (tmp_path / "x.ini").write_text("", encoding="utf-8")
+    code, _, err = _run("check", str(tmp_path / "x.ini"))
+    assert code == 1
+    assert "has no known suffix" in err
+
+
+def test_check_without_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 1 and the extra to install."""
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    code, _, err = _run("check", str(SAMPLE))
+    assert code == 1
+    assert err == "otel-resilience check: reading YAML needs PyYAML: pip install 'otel-resilience[config]'\n"
+
+
+@pytest.mark.parametrize("argv", [["check"], ["check", "a.yaml", "--format", "ini"], ["schema", "extra"]])
+def test_check_and_schema_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing PATH, a bad --format or an extra argument is a usage error (2)."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "usage: otel-resilience" in capsys.readouterr().err
+
+
+def test_schema_prints_the_shipped_schema() -> None:
+    """`otel-resilience schema` prints JSON equal to the generated schema."""
+    code, out, err = _run("schema")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == generate()
+    assert out.endswith("}\n")
+
+
+def test_the_command_runs_as_a_module() -> None:
+    """`python -m otel_resilience check` in a fresh interpreter (the console script's entry point)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_resilience", "check", str(SAMPLE)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 policies" in done.stdout
+
+
+def test_from_env_loads_the_named_file(tmp_path: Path) -> None:
+    """OTEL_RESILIENCE_CONFIG names the file; unset or blank means none."""
+    assert from_env({}) is None
+    assert from_env({CONFIG_ENV: "  "}) is None
+    loaded = from_env({CONFIG_ENV: str(SAMPLE)})
+    assert loaded is not None
+    assert list(loaded) == list(load(SAMPLE))
+    assert loaded.source == str(SAMPLE)
+
+
+def test_from_env_reads_os_environ_and_keeps_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default environment: os.environ; previous= keeps the unchanged budgets."""
+    monkeypatch.setenv(CONFIG_ENV, str(SAMPLE))
+    first = from_env()
+    assert first is not None
+    again = from_env(previous=first)
+    assert again is not None
+    assert again["ml_service"] == first["ml_service"]
+    monkeypatch.delenv(CONFIG_ENV)
+    assert from_env() is None
+
+
+def test_from_env_errors_name_the_variable_or_the_file(tmp_path: Path) -> None:
+    """A file that cannot be read names the variable; an invalid one names the file and the line."""
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as caught:
+        from_env({CONFIG_ENV: str(missing)})
+    assert (
+        str(caught.value)
+        == f"{CONFIG_ENV}={str(missing)!r} names a file that cannot be read: No such file or directory"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policies:\n  p:\n    timeout: soon\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{bad}:3: policies\.p\.timeout must be a duration"):
+        from_env({CONFIG_ENV: str(bad)})

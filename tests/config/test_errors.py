@@ -1,0 +1,398 @@
+"""Every error of a configuration file names the file, the line (when the format has one) and the path."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from otel_resilience.config import ConfigError, loads
+
+POLICY = "policies:\n  p:\n"
+
+# (YAML text, the whole message of the ConfigError) - the source is "f.yaml".
+YAML_ERRORS = [
+    # A config class's own rule, at the path and line of the value.
+    (
+        "policies:\n  payments:\n    circuit_breaker:\n      failure_threshold: 0\n",
+        "f.yaml:4: policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0",
+    ),
+    (
+        POLICY + "    circuit_breaker: {failure_threshold: '5'}\n",
+        "f.yaml:3: policies.p.circuit_breaker.failure_threshold must be an int, got '5' (str)",
+    ),
+    (
+        POLICY + "    retry:\n      initial_delay: 2s\n      max_delay: 1s\n",
+        "f.yaml:5: policies.p.retry.max_delay must be >= initial_delay (2 s), got 1.0",
+    ),
+    (
+        POLICY + "    timeout: 1s\n    retry_policy:\n      attempt_timeout: 2s\n",
+        (
+            "f.yaml:5: policies.p.retry_policy.attempt_timeout must be < ResilienceConfig.timeout (1 s), "
+            "the total deadline, got 2.0"
+        ),
+    ),
+    (
+        POLICY + "    retry:\n      attempt_timeout: 2s\n    timeout: 1s\n",
+        "f.yaml:4: policies.p.retry.attempt_timeout must be < ResilienceConfig.timeout (1 s), the total deadline, got 2.0",
+    ),
+    (  # a default the file did not write breaks a rule: the path of that field, the line of its section
+        POLICY + "    circuit_breaker:\n      sliding_window: {kind: count, size: 5}\n",
+        "f.yaml:3: policies.p.circuit_breaker.minimum_calls must be <= sliding_window.size (5), got 10",
+    ),
+    (
+        POLICY + "    circuit_breaker:\n      sliding_window: {kind: time, buckets: 0}\n",
+        "f.yaml:4: policies.p.circuit_breaker.sliding_window.buckets must be >= 1, got 0",
+    ),
+    (POLICY + "    timeout: -1\n", "f.yaml:3: policies.p.timeout must be > 0 seconds, got -1.0"),
+    (POLICY + "    timeout: 0s\n", "f.yaml:3: policies.p.timeout must be > 0 seconds, got 0.0"),
+    (
+        POLICY + "    retry: {initial_delay: -1}\n",
+        "f.yaml:3: policies.p.retry.initial_delay must be >= 0 seconds, got -1.0",
+    ),
+    (
+        POLICY + "    retry:\n      retry_on: KeyboardInterrupt\n",
+        (
+            "f.yaml:4: policies.p.retry.retry_on must be Exception subclasses or a predicate (cancellation is "
+            "never retried), got (<class 'KeyboardInterrupt'>,)"
+        ),
+    ),
+    (
+        POLICY + "    chaos: {fault_rate: 0.7, fault: OSError, outcome_rate: 0.5}\n",
+        (
+            "f.yaml:3: policies.p.chaos.outcome_rate must be <= 1 - fault_rate (0.3): one draw decides fault or "
+            "outcome, got 0.5"
+        ),
+    ),
+    (
+        "retry_budgets:\n  b:\n    ratio: -1\npolicies: {}\n",
+        "f.yaml:3: retry_budgets.b.ratio must be >= 0, got -1",
+    ),
+    # Durations, rates, enums, exception classes, budgets and windows the reader converts.
+    (
+        POLICY + "    timeout: 2 minutes\n",
+        (
+            "f.yaml:3: policies.p.timeout must be a duration: seconds as a number, or a string such as '250ms', "
+            "'2s', '2m', '1h30m', got '2 minutes'"
+        ),
+    ),
+    (POLICY + "    timeout: -250ms\n", "f.yaml:3: policies.p.timeout must be a duration >= 0, got '-250ms'"),
+    (
+        POLICY + "    bulkhead: {timeout: '30'}\n",
+        (
+            "f.yaml:3: policies.p.bulkhead.timeout must be a duration: seconds as a number, or a string such as "
+            "'250ms', '2s', '2m', '1h30m', got '30' (write 30 for seconds, or add a unit: '30s')"
+        ),
+    ),
+    (
+        POLICY + "    rate_limiter: {rate: 100 per minute}\n",
+        (
+            "f.yaml:3: policies.p.rate_limiter.rate must be a rate: permits per second as a number, or a string "
+            "such as '5/s', '100/m', '1000/h', got '100 per minute'"
+        ),
+    ),
+    (
+        POLICY + "    rate_limiter: {rate: 0}\n",
+        "f.yaml:3: policies.p.rate_limiter.rate must be > 0, got 0",
+    ),
+    (
+        POLICY + "    retry:\n      strategy: exponentially\n",
+        (
+            "f.yaml:4: policies.p.retry.strategy must be one of 'fixed', 'exponential', 'linear', 'random', "
+            "got 'exponentially'"
+        ),
+    ),
+    (
+        POLICY + "    rate_limiter: {rate: 1, algorithm: leaky_bucket}\n",
+        (
+            "f.yaml:3: policies.p.rate_limiter.algorithm must be one of 'token_bucket', 'sliding_window', "
+            "got 'leaky_bucket'"
+        ),
+    ),
+    (
+        POLICY + "    retry:\n      retry_on:\n        - ConnectionError\n        - nosuch_module_hf.Error\n",
+        (
+            "f.yaml:6: policies.p.retry.retry_on[1] must name an importable exception class, got "
+            "'nosuch_module_hf.Error': ModuleNotFoundError(\"No module named 'nosuch_module_hf'\")"
+        ),
+    ),
+    (
+        POLICY + "    retry:\n      retry_on: [otel_resilience.NoSuchError]\n",
+        (
+            "f.yaml:4: policies.p.retry.retry_on[0] must name an importable exception class, got "
+            "'otel_resilience.NoSuchError': AttributeError(\"module 'otel_resilience' has no attribute 'NoSuchError'\")"
+        ),
+    ),
+    (
+        POLICY + "    retry:\n      retry_on: len\n",
+        "f.yaml:4: policies.p.retry.retry_on must name an exception class, got 'len', which is <built-in function len>",
+    ),
+    (
+        POLICY + "    retry:\n      retry_on: Declined\n",
+        (
+            "f.yaml:4: policies.p.retry.retry_on must name a built-in exception or a dotted path "
+            "('package.module.Declined'), got 'Declined'"
+        ),
+    ),
+    (
+        POLICY + "    circuit_breaker: {record_exceptions: 'not a name'}\n",
+        (
+            "f.yaml:3: policies.p.circuit_breaker.record_exceptions must be an exception class by name "
+            "('ConnectionError', 'httpx.ConnectTimeout'), got 'not a name'"
+        ),
+    ),
+    (
+        POLICY + "    fallback: {strategy: default_value, handle_exceptions: 5}\n",
+        "f.yaml:3: policies.p.fallback.handle_exceptions must be an exception class name or a list of them, got 5",
+    ),
+    (
+        POLICY + "    chaos: {fault_rate: 0.5, fault: 5}\n",
+        "f.yaml:3: policies.p.chaos.fault must be an exception class by name, got 5 (int)",
+    ),
+    (
+        "retry_budgets:\n  b: {}\npolicies:\n  p:\n    retry:\n      budget: c\n",
+        "f.yaml:6: policies.p.retry.budget must name a budget of retry_budgets (defined: 'b'), got 'c'",
+    ),
+    (
+        POLICY + "    retry: {budget: c}\n",
+        "f.yaml:3: policies.p.retry.budget must name a budget of retry_budgets (defined: none), got 'c'",
+    ),
+    (
+        POLICY + "    circuit_breaker:\n      sliding_window: {size: 5}\n",
+        "f.yaml:4: policies.p.circuit_breaker.sliding_window must set kind: one of 'count', 'time'",
+    ),
+    (
+        POLICY + "    circuit_breaker:\n      sliding_window:\n        kind: rolling\n",
+        "f.yaml:5: policies.p.circuit_breaker.sliding_window.kind must be one of 'count', 'time', got 'rolling'",
+    ),
+    (
+        POLICY + "    circuit_breaker:\n      sliding_window: {kind: count, seconds: 5}\n",
+        (
+            "f.yaml:4: policies.p.circuit_breaker.sliding_window.seconds is not a key of CountWindow "
+            "(policies.p.circuit_breaker.sliding_window): known keys: size"
+        ),
+    ),
+    # Unknown keys, keys that take code, repeated keys, missing and null values.
+    (
+        POLICY + "    timeout: 1s\n    circuit_breakr: {}\n",
+        (
+            "f.yaml:4: policies.p.circuit_breakr is not a key of ResilienceConfig (policies.p): "
+            "did you mean 'circuit_breaker'?"
+        ),
+    ),
+    (
+        POLICY + "    circuit_breaker:\n      failure_treshold: 3\n",
+        (
+            "f.yaml:4: policies.p.circuit_breaker.failure_treshold is not a key of CircuitBreakerConfig "
+            "(policies.p.circuit_breaker): did you mean 'failure_threshold'?"
+        ),
+    ),
+    (
+        POLICY + "    bulkhead: {size: 3}\n",
+        (
+            "f.yaml:3: policies.p.bulkhead.size is not a key of BulkheadConfig (policies.p.bulkhead): "
+            "known keys: max_concurrent, max_waiting, timeout"
+        ),
+    ),
+    ("polices: {}\n", "f.yaml:1: polices is not a key of the file's top level: did you mean 'policies'?"),
+    (
+        POLICY + "    retry:\n      retry_on_result: is_bad\n",
+        (
+            "f.yaml:4: policies.p.retry.retry_on_result is a predicate on the result, which a file cannot "
+            "express: set it in code on the loaded config (dataclasses.replace)"
+        ),
+    ),
+    (
+        POLICY + "    circuit_breaker: {record_result: x}\n",
+        (
+            "f.yaml:3: policies.p.circuit_breaker.record_result is a predicate on the result, which a file "
+            "cannot express: set it in code on the loaded config (dataclasses.replace)"
+        ),
+    ),
+    (
+        POLICY + "    fallback: {strategy: default_value, fallback_function: m.f}\n",
+        (
+            "f.yaml:3: policies.p.fallback.fallback_function is a function, which a file cannot express: set it "
+            "in code on the loaded config (dataclasses.replace)"
+        ),
+    ),
+    (
+        POLICY + "    extra_strategies: []\n",
+        (
+            "f.yaml:3: policies.p.extra_strategies is a list of Step links, which a file cannot express: set it "
+            "in code on the loaded config (dataclasses.replace)"
+        ),
+    ),
+    (POLICY + "    name: q\n", "f.yaml:3: policies.p.name is the policy's key in the file: rename the key"),
+    (
+        POLICY + "    fallback:\n      strategy: cached_value\n      cache_key: last\n",
+        (
+            "f.yaml:4: policies.p.fallback.strategy cannot be 'cached_value' in a file: that strategy needs "
+            "cache_service, an object, which takes code (set it on the loaded config with dataclasses.replace); "
+            "a file may write 'default_value'"
+        ),
+    ),
+    (
+        POLICY + "    fallback: {strategy: alternative_function}\n",
+        (
+            "f.yaml:3: policies.p.fallback.strategy cannot be 'alternative_function' in a file: that strategy "
+            "needs fallback_function, a function, which takes code (set it on the loaded config with "
+            "dataclasses.replace); a file may write 'default_value'"
+        ),
+    ),
+    (
+        POLICY + "    fallback: {default_value: 1}\n",
+        "f.yaml:3: policies.p.fallback must set 'strategy'",
+    ),
+    (
+        POLICY + "    rate_limiter:\n      burst: 3\n",
+        "f.yaml:3: policies.p.rate_limiter must set 'rate'",
+    ),
+    (
+        POLICY + "    retry: {max_attempts: 2}\n    retry_policy: {max_attempts: 3}\n",
+        "f.yaml:4: policies.p.retry_policy repeats 'retry': write one of ('retry_policy', 'retry')",
+    ),
+    (
+        POLICY + "    timeout: 1s\n    timeout: 2s\n",
+        "f.yaml:4: policies.p.timeout is written twice",
+    ),
+    (
+        POLICY + "    enable_recovery: null\n",
+        "f.yaml:3: policies.p.enable_recovery must not be null: leave the key out for the default",
+    ),
+    (
+        POLICY + "    enable_recovery: 'yes'\n",
+        "f.yaml:3: policies.p.enable_recovery must be a bool, got 'yes' (str)",
+    ),
+    # The file's shape.
+    ("", "f.yaml: the file is empty: it must be a mapping with a 'policies' key"),
+    ("- a\n- b\n", "f.yaml: the file must be a mapping with a 'policies' key, got ['a', 'b']"),
+    (
+        "retry_budgets: {}\n",
+        "f.yaml: the file must have a 'policies' key: a mapping of policy names to their settings",
+    ),
+    ("version: 2\npolicies: {}\n", "f.yaml:1: version must be 1, got 2"),
+    ("policies: [a]\n", "f.yaml:1: policies must be a mapping of names to settings, got ['a']"),
+    (
+        POLICY + "    circuit_breaker: 5\n",
+        "f.yaml:3: policies.p.circuit_breaker must be a mapping of settings, got 5",
+    ),
+    ("policies:\n  p: 5\n", "f.yaml:2: policies.p must be a mapping of settings, got 5"),
+    (
+        "policies:\n  '': {}\n",
+        "f.yaml:2: policies[''] is not a name: keys of policies must be non-empty strings",
+    ),
+    (
+        "policies:\n  1: {}\n",
+        "f.yaml:2: policies[1] is not a name: keys of policies must be non-empty strings",
+    ),
+    ("policies:\n  ? [a, b]\n  : {}\n", "f.yaml:2: policies has a key that is not a string"),
+    # YAML syntax.
+    (
+        "policies:\n  p:\n    timeout: [1\n",
+        "f.yaml:4: is not valid YAML: expected ',' or ']', but got '<stream end>'",
+    ),
+    ("policies: {}\n---\npolicies: {}\n", "f.yaml:2: is not valid YAML: but found another document"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), YAML_ERRORS, ids=[m.split(" ", 2)[1] for _, m in YAML_ERRORS])
+def test_yaml_error_names_file_line_and_path(text: str, message: str) -> None:
+    """The exact message: file, line, dotted path (keys as written), the rule and the value."""
+    with pytest.raises(ConfigError) as caught:
+        loads(text, source="f.yaml")
+    assert str(caught.value) == message
+
+
+def test_error_attributes() -> None:
+    """ConfigError carries the path (dotted and as keys), the line, the source and the reason."""
+    with pytest.raises(ConfigError) as caught:
+        loads("policies:\n  p:\n    retry:\n      retry_on: [OSError, nope.Nope]\n", source="f.yaml")
+    error = caught.value
+    assert (error.path, error.keys, error.line, error.source) == (
+        "policies.p.retry.retry_on[1]",
+        ("policies", "p", "retry", "retry_on", 1),
+        4,
+        "f.yaml",
+    )
+    assert error.reason.startswith("must name an importable exception class, got 'nope.Nope'")
+
+
+def test_an_error_from_text_has_no_source() -> None:
+    """Without a source, the message starts with the line."""
+    with pytest.raises(ConfigError, match=r"^line 3: policies\.p\.timeout must be > 0 seconds, got 0\.0$"):
+        loads(POLICY + "    timeout: 0\n")
+
+
+# TOML: the parser gives no position for a value, only for its syntax errors.
+TOML_ERRORS = [
+    (
+        "[policies.payments.circuit_breaker]\nfailure_threshold = 0\n",
+        "f.toml: policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0",
+    ),
+    (
+        "[policies.p]\nretry = { retry_on = ['OSError', 'nope.Nope'] }\n",
+        (
+            "f.toml: policies.p.retry.retry_on[1] must name an importable exception class, got 'nope.Nope': "
+            "ModuleNotFoundError(\"No module named 'nope'\")"
+        ),
+    ),
+    (
+        "[policies.p]\ncircuit_breakr = {}\n",
+        (
+            "f.toml: policies.p.circuit_breakr is not a key of ResilienceConfig (policies.p): did you mean "
+            "'circuit_breaker'?"
+        ),
+    ),
+    (
+        "[policies.p]\ntimeout = 1\nretry = { attempt_timeout = '2s' }\n",
+        (
+            "f.toml: policies.p.retry.attempt_timeout must be < ResilienceConfig.timeout (1 s), the total deadline, "
+            "got 2.0"
+        ),
+    ),
+    ("[policies.p]\ntimeout = \n", "f.toml:2: is not valid TOML: Invalid value (at line 2, column 11)"),
+    (
+        "[policies.p]\ntimeout = 1\ntimeout = 2\n",
+        "f.toml:3: is not valid TOML: Cannot overwrite a value (at line 3, column 12)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), TOML_ERRORS)
+def test_toml_error_names_the_path_and_the_line_of_syntax_errors(text: str, message: str) -> None:
+    """TOML errors name the path; only syntax errors have a line (tomllib gives no other)."""
+    with pytest.raises(ConfigError) as caught:
+        loads(text, "toml", source="f.toml")
+    assert str(caught.value) == message
+    assert caught.value.line == (None if message.startswith("f.toml: ") else int(message.split(":")[1]))
+
+
+def test_every_refused_key_is_reported_as_taking_code() -> None:
+    """Every keyword of a config class that takes code is refused with the same advice."""
+    from otel_resilience.config.fields import SECTIONS  # noqa: PLC0415
+
+    for section in SECTIONS:
+        for key, _ in section.refused:
+            if key == "name":
+                continue
+            path = {
+                "ResilienceConfig": "",
+                "CircuitBreakerConfig": "circuit_breaker",
+                "RetryPolicy": "retry",
+                "FallbackConfig": "fallback",
+                "HedgingConfig": "hedging",
+                "RetryBudget": None,
+            }[section.owner]
+            if path is None:
+                text = f"retry_budgets:\n  b:\n    {key}: x\npolicies: {{}}\n"
+            elif path:
+                text = POLICY + f"    {path}:\n      {key}: x\n"
+            else:
+                text = POLICY + f"    {key}: x\n"
+            with pytest.raises(ConfigError) as caught:
+                loads(text)
+            assert caught.value.keys[-1] == key
+            assert re.search(r"which a file cannot express|takes code", caught.value.reason), (
+                caught.value.reason
+            )

@@ -1,0 +1,390 @@
+"""otel_resilience.config: YAML and TOML files to named ResilienceConfig policies."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otel_resilience import (
+    BulkheadConfig,
+    ChaosConfig,
+    CircuitBreakerConfig,
+    CountWindow,
+    FallbackConfig,
+    FallbackStrategy,
+    Jitter,
+    OperationTimeoutError,
+    RateLimiterConfig,
+    ResilienceConfig,
+    RetryBudget,
+    RetryPolicy,
+    RetryStrategy,
+    TimeWindow,
+    resilient,
+)
+from otel_resilience.config import ConfigError, ConfigFile, load, loads, parse_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "resilience.yaml"
+TOML_TWIN = Path(__file__).with_name("fixtures") / "resilience.toml"
+
+
+def test_the_issue_example_loads_into_named_policies() -> None:
+    """The example of the issue: circuit_breaker, retry and timeout, keys as written there."""
+    policies = loads(
+        "policies:\n"
+        "  payments:\n"
+        "    circuit_breaker: {failure_threshold: 3, timeout: 30s}\n"
+        "    retry: {max_attempts: 4, strategy: linear, initial_delay: 250ms}\n"
+        "    timeout: 2.0\n"
+    )
+    assert list(policies) == ["payments"]
+    assert policies["payments"] == ResilienceConfig(
+        name="payments",
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=30.0),
+        retry_policy=RetryPolicy(max_attempts=4, strategy=RetryStrategy.LINEAR, initial_delay=0.25),
+        timeout=2.0,
+    )
+
+
+def test_the_sample_file_loads_with_the_typical_configurations() -> None:
+    """resilience.yaml at the repository root holds the SPEC's typical configurations."""
+    policies = load(SAMPLE)
+    assert list(policies) == ["content_analysis", "ml_service", "database", "payments"]
+    content = policies["content_analysis"]
+    assert content.circuit_breaker is not None
+    assert content.circuit_breaker.failure_threshold == 3
+    assert content.retry_policy is not None
+    assert content.retry_policy.max_attempts == 2
+    assert (content.timeout, content.bulkhead_config) == (
+        30.0,
+        BulkheadConfig(max_concurrent=5, max_waiting=10),
+    )
+    ml = policies["ml_service"]
+    assert ml.circuit_breaker == CircuitBreakerConfig(failure_threshold=5, timeout=120.0)
+    assert ml.retry_policy is not None
+    assert (ml.retry_policy.max_attempts, ml.retry_policy.strategy, ml.retry_policy.initial_delay) == (
+        3,
+        RetryStrategy.EXPONENTIAL,
+        2.0,
+    )
+    assert ml.timeout == 60.0
+    database = policies["database"]
+    assert database.timeout == 10.0
+    assert database.fallback_config == FallbackConfig(
+        strategy=FallbackStrategy.DEFAULT_VALUE, default_value=[]
+    )
+    assert database.bulkhead_config == BulkheadConfig(max_concurrent=20)
+    budget = policies.retry_budgets["shared"]
+    assert (budget.ratio, budget.min_retries_per_second, budget.window) == (0.2, 1.0, 60.0)
+    assert content.retry_policy.budget is budget
+    assert ml.retry_policy.budget is budget
+
+
+def test_the_toml_twin_loads_to_the_same_policies() -> None:
+    """The TOML fixture says what resilience.yaml says: equal policies, in the same order."""
+    yaml_file = load(SAMPLE)
+    toml_file = load(TOML_TWIN, previous=yaml_file)  # the same budget object, so configs compare equal
+    assert toml_file.format == "toml"
+    assert yaml_file.format == "yaml"
+    assert list(toml_file) == list(yaml_file)
+    for name in yaml_file:
+        assert toml_file[name] == yaml_file[name], name
+
+
+def test_every_section_and_kind_of_value() -> None:
+    """Each config class, each kind of value: windows, enums, exceptions by name, rates, chaos."""
+    policies = loads(
+        "retry_budgets:\n"
+        "  b: {ratio: 0.5, min_retries_per_second: 2, window: 30s}\n"
+        "policies:\n"
+        "  all:\n"
+        "    circuit_breaker:\n"
+        "      sliding_window: {kind: count, size: 50}\n"
+        "      minimum_calls: 5\n"
+        "      ignore_exceptions: KeyError\n"
+        "      max_half_open_wait: 1m30s\n"
+        "    retry_policy:\n"
+        "      strategy: fixed\n"
+        "      jitter: decorrelated\n"
+        "      no_retry_on: [otel_resilience.errors.CircuitOpenError]\n"
+        "      budget: b\n"
+        "    fallback_config: {strategy: default_value, default_value: {status: degraded}, handle_exceptions: OSError}\n"
+        "    bulkhead_config: {max_concurrent: 2, max_waiting: 0, timeout: 1h}\n"
+        "    rate_limiter: {rate: 5, algorithm: sliding_window}\n"
+        "    chaos: {fault_rate: 0.1, fault: ConnectionError, latency_rate: 0.5, latency: 20ms, seed: 7, enabled: false}\n"
+        "    enable_recovery: true\n"
+        "    circuit_breaker_name: shared-breaker\n"
+        "    bulkhead_name: shared-pool\n"
+        "    spans: false\n"
+        "    record_duration: false\n"
+        "    max_attempts_total: 5\n"
+    )
+    config = policies["all"]
+    budget = policies.retry_budgets["b"]
+    assert config == ResilienceConfig(
+        name="all",
+        circuit_breaker=CircuitBreakerConfig(
+            sliding_window=CountWindow(50),
+            minimum_calls=5,
+            ignore_exceptions=(KeyError,),
+            max_half_open_wait=90.0,
+        ),
+        retry_policy=RetryPolicy(
+            strategy=RetryStrategy.FIXED,
+            jitter=Jitter.DECORRELATED,
+            no_retry_on=(__import__("otel_resilience").CircuitOpenError,),
+            budget=budget,
+        ),
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.DEFAULT_VALUE,
+            default_value={"status": "degraded"},
+            handle_exceptions=(OSError,),
+        ),
+        bulkhead_config=BulkheadConfig(max_concurrent=2, max_waiting=0, timeout=3600.0),
+        rate_limiter=RateLimiterConfig(rate=5.0, algorithm="sliding_window"),
+        chaos=ChaosConfig(
+            fault_rate=0.1, fault=ConnectionError, latency_rate=0.5, latency=0.02, seed=7, enabled=False
+        ),
+        enable_recovery=True,
+        circuit_breaker_name="shared-breaker",
+        bulkhead_name="shared-pool",
+        spans=False,
+        record_duration=False,
+        max_attempts_total=5,
+    )
+    assert (budget.ratio, budget.min_retries_per_second, budget.window) == (0.5, 2.0, 30.0)
+
+
+def test_time_window_rates_and_null_values() -> None:
+    """A time window; a rate per minute; null gives None to the class (and an empty section defaults)."""
+    policies = loads(
+        "policies:\n"
+        "  p:\n"
+        "    circuit_breaker: {sliding_window: {kind: time, seconds: 2m, buckets: 4}, slow_call_duration: 1s}\n"
+        "    rate_limiter: {rate: 120/m, burst: null}\n"
+        "    retry: {}\n"
+        "    fallback: null\n"
+        "    timeout: null\n"
+        "  empty:\n"
+    )
+    config = policies["p"]
+    assert config.circuit_breaker is not None
+    assert config.circuit_breaker.sliding_window == TimeWindow(seconds=120.0, buckets=4)
+    assert config.circuit_breaker.slow_call_duration == 1.0
+    assert config.rate_limiter == RateLimiterConfig(rate=2.0)
+    assert config.rate_limiter.burst == 2
+    assert config.retry_policy == RetryPolicy()
+    assert (config.fallback_config, config.timeout) == (None, None)
+    assert policies["empty"] == ResilienceConfig(name="empty")
+
+
+def test_aliases_and_field_names_load_alike() -> None:
+    """retry/retry_policy, fallback/fallback_config, bulkhead/bulkhead_config are the same keys."""
+    short = loads(
+        "policies:\n  p:\n    retry: {max_attempts: 2}\n    fallback: {strategy: default_value}\n"
+        "    bulkhead: {max_concurrent: 3}\n"
+    )
+    long = loads(
+        "policies:\n  p:\n    retry_policy: {max_attempts: 2}\n    fallback_config: {strategy: default_value}\n"
+        "    bulkhead_config: {max_concurrent: 3}\n"
+    )
+    assert short["p"] == long["p"]
+    assert short["p"].bulkhead_config == BulkheadConfig(max_concurrent=3)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (2, 2.0),
+        (0.5, 0.5),
+        ("250ms", 0.25),
+        ("2s", 2.0),
+        ("1.5s", 1.5),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("1m0.5s", 60.5),
+        (" 3s ", 3.0),
+        ("0s", 0.0),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    """Numbers are seconds; strings carry units ms, s, m, h, one or several."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1s", "must be a duration >= 0, got '-1s'"),
+        ("2", "(write 2 for seconds, or add a unit: '2s')"),
+        ("2 minutes", "got '2 minutes'"),
+        ("2d", "got '2d'"),
+        ("s", "got 's'"),
+        ("", "got ''"),
+        (True, "got True (bool)"),
+        ([1], "got [1] (list)"),
+    ],
+)
+def test_bad_durations(value: object, message: str) -> None:
+    """Negative strings, strings without a unit, unknown units and other types are refused."""
+    with pytest.raises((ValueError, TypeError), match="must be") as caught:
+        parse_duration(value)
+    assert message in str(caught.value)
+
+
+def test_a_policy_from_a_file_runs_under_its_name() -> None:
+    """The loaded config works as any: @resilient runs it, retries per the file, named by its key."""
+    policies = loads(
+        "policies:\n  flaky:\n    retry: {max_attempts: 3, initial_delay: 0, retry_on: KeyError}\n"
+    )
+    calls: list[int] = []
+
+    @resilient(policies["flaky"])
+    def fetch() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KeyError("missing")
+        return "ok"
+
+    assert fetch() == "ok"
+    assert len(calls) == 3
+    assert policies["flaky"].name == "flaky"
+
+
+def test_config_file_is_a_read_only_mapping_in_file_order() -> None:
+    """ConfigFile: a Mapping (file order, read-only), its budgets, source and format, a repr."""
+    config = loads("policies:\n  z: {}\n  a: {}\n  m: {}\n", source="x.yaml")
+    assert isinstance(config, ConfigFile)
+    assert list(config) == ["z", "a", "m"]
+    assert list(config.policies) == ["z", "a", "m"]
+    assert len(config) == 3
+    assert "a" in config
+    assert (config.source, config.format) == ("x.yaml", "yaml")
+    assert repr(config) == "ConfigFile(source='x.yaml', policies=['z', 'a', 'm'])"
+    with pytest.raises(TypeError):
+        config.policies["n"] = ResilienceConfig()  # type: ignore[index]
+    assert dict(config.retry_budgets) == {}
+
+
+def test_previous_keeps_unchanged_budgets_and_only_those() -> None:
+    """A reload with previous= reuses a budget whose settings did not change: the configs stay equal."""
+    text = "retry_budgets:\n  b: {ratio: 0.1}\n  c: {ratio: 0.3}\npolicies:\n  p: {retry: {budget: b}}\n"
+    first = loads(text)
+    again = loads(text)
+    assert again["p"] != first["p"]  # a new RetryBudget is another budget
+    reloaded = loads(text.replace("ratio: 0.3", "ratio: 0.4"), previous=first)
+    assert reloaded["p"] == first["p"]
+    assert reloaded.retry_budgets["b"] is first.retry_budgets["b"]
+    assert reloaded.retry_budgets["c"] is not first.retry_budgets["c"]
+    assert reloaded.retry_budgets["c"].ratio == 0.4
+    assert isinstance(reloaded.retry_budgets["c"], RetryBudget)
+
+
+def test_yaml_anchors_and_merge_keys_share_settings() -> None:
+    """YAML's own sharing works: an anchor, and a merge key whose values a policy overrides."""
+    policies = loads(
+        "policies:\n"
+        "  a: &defaults\n"
+        "    timeout: 5s\n"
+        "    retry: {max_attempts: 2}\n"
+        "  b:\n"
+        "    <<: *defaults\n"
+        "    timeout: 9s\n"
+        "  c: *defaults\n"
+    )
+    assert policies["a"].timeout == 5.0
+    assert policies["b"].timeout == 9.0
+    assert policies["b"].retry_policy == policies["a"].retry_policy == RetryPolicy(max_attempts=2)
+    assert policies["c"] == dataclasses.replace(policies["a"], name="c")
+
+
+def test_dotted_exception_names_import_their_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dotted name imports the module it names (here one of the test's), module:attr too."""
+    (tmp_path / "hf_config_errors.py").write_text(
+        "class Declined(Exception):\n    class Soft(Exception):\n        pass\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    policies = loads(
+        "policies:\n  p:\n    retry: {retry_on: [hf_config_errors.Declined, 'hf_config_errors:Declined.Soft']}\n"
+    )
+    module = sys.modules["hf_config_errors"]
+    assert policies["p"].retry_policy is not None
+    assert policies["p"].retry_policy.retry_on == (module.Declined, module.Declined.Soft)
+    assert OperationTimeoutError in load(SAMPLE)["payments"].retry_policy.retry_on  # type: ignore[union-attr]
+
+
+def test_format_by_suffix_or_argument(tmp_path: Path) -> None:
+    """The suffix picks the format (.yaml, .yml, .toml); format= overrides; an unknown suffix is an error."""
+    for name, text in (
+        ("a.yml", "policies: {p: {timeout: 1s}}\n"),
+        ("a.toml", "[policies.p]\ntimeout = '1s'\n"),
+    ):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert load(tmp_path / name)["p"].timeout == 1.0
+    (tmp_path / "a.conf").write_text("[policies.p]\ntimeout = '1s'\n", encoding="utf-8")
+    assert load(tmp_path / "a.conf", format="toml")["p"].timeout == 1.0
+    with pytest.raises(ConfigError, match=r"a\.conf: has no known suffix \(\.yaml, \.yml, \.toml\)"):
+        load(tmp_path / "a.conf")
+    with pytest.raises(ValueError, match="format must be 'yaml' or 'toml', got 'ini'"):
+        loads("", "ini")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "missing.yaml")
+
+
+def test_missing_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PyYAML, reading YAML says which extra to install; the package imports no parser itself."""
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(
+        ImportError, match=r"reading YAML needs PyYAML: pip install 'otel-resilience\[config\]'"
+    ):
+        loads("policies: {}\n")
+    assert loads("[policies.p]\n", "toml")["p"] == ResilienceConfig(name="p")
+
+
+def test_config_error_pickles_and_keeps_its_parts() -> None:
+    """ConfigError is a ValueError with path, keys, line, source and reason; it survives pickling."""
+    error = ConfigError(
+        "must be >= 1, got 0", path=("policies", "p", "retry", "retry_on", 1), line=3, source="f.yaml"
+    )
+    assert isinstance(error, ValueError)
+    assert str(error) == "f.yaml:3: policies.p.retry.retry_on[1] must be >= 1, got 0"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.path, copy.keys, copy.line, copy.source, copy.reason, str(copy)) == (
+        error.path,
+        error.keys,
+        3,
+        "f.yaml",
+        error.reason,
+        str(error),
+    )
+    assert str(ConfigError("bad", line=2)) == "line 2: bad"
+    assert str(ConfigError("bad", path=("policies", "a.b"))) == "policies['a.b'] bad"
+
+
+def test_importing_the_config_package_imports_no_parser() -> None:
+    """`import otel_resilience.config` (and the command's module) loads neither PyYAML nor a TOML parser."""
+    code = (
+        "import sys, otel_resilience.config, otel_resilience.__main__\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'yaml', 'tomllib', 'tomli'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_readme_configuration_example_loads() -> None:
+    """The YAML example of the README's "Configuration file" section is a valid file."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    policies = loads(block)
+    assert list(policies) == ["ml_service", "payments"]
+    assert policies["payments"].rate_limiter == RateLimiterConfig(rate=100 / 60, burst=10)

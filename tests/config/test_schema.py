@@ -1,0 +1,243 @@
+"""The JSON Schema: shipped as generated, accepts what the loader accepts, and the table matches the classes.
+
+`jsonschema` is not a dependency: a small validator of the keywords the schema uses checks the
+sample files against it (and fails on a keyword it does not know, so the schema cannot grow past it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from otel_resilience import CountWindow, FallbackStrategy, Jitter, RetryStrategy
+from otel_resilience.config import ConfigError, json_schema, loads
+from otel_resilience.config.fields import SECTIONS, Field, Section
+from otel_resilience.config.formats import parse
+from otel_resilience.config.schema import generate, render, shipped
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).with_name("fixtures")
+
+_KNOWN = {
+    "$schema", "$id", "$ref", "$defs", "title", "description", "default", "type", "properties",
+    "additionalProperties", "required", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "pattern",
+    "minLength", "items", "anyOf", "oneOf", "allOf", "not", "propertyNames",
+}  # fmt: skip
+_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
+def _errors(node: dict[str, Any], value: Any, root: dict[str, Any], where: str = "") -> list[str]:
+    """Every way ``value`` breaks ``node`` (a JSON Schema of the keywords in _KNOWN)."""
+    unknown = set(node) - _KNOWN
+    assert not unknown, f"the test validator does not know {unknown}"
+    if "$ref" in node:
+        return _errors(root["$defs"][node["$ref"].removeprefix("#/$defs/")], value, root, where)
+    found: list[str] = []
+    types = node.get("type")
+    if types is not None and not any(
+        _TYPES[t](value) for t in ([types] if isinstance(types, str) else types)
+    ):
+        return [f"{where}: not {types}"]
+    if "enum" in node and value not in node["enum"]:
+        found.append(f"{where}: not in {node['enum']}")
+    if "const" in node and (value != node["const"] or isinstance(value, bool)):
+        found.append(f"{where}: not {node['const']}")
+    if _TYPES["number"](value):
+        if "minimum" in node and value < node["minimum"]:
+            found.append(f"{where}: < minimum")
+        if "exclusiveMinimum" in node and value <= node["exclusiveMinimum"]:
+            found.append(f"{where}: <= exclusiveMinimum")
+        if "maximum" in node and value > node["maximum"]:
+            found.append(f"{where}: > maximum")
+    if isinstance(value, str):
+        if "pattern" in node and not re.search(node["pattern"], value):
+            found.append(f"{where}: does not match {node['pattern']}")
+        if len(value) < node.get("minLength", 0):
+            found.append(f"{where}: too short")
+    if isinstance(value, list) and "items" in node:
+        for index, item in enumerate(value):
+            found += _errors(node["items"], item, root, f"{where}[{index}]")
+    if isinstance(value, dict):
+        found += _object_errors(node, value, root, where)
+    for key, test in (("anyOf", lambda n: n >= 1), ("oneOf", lambda n: n == 1)):
+        if key in node and not test(sum(not _errors(s, value, root, where) for s in node[key])):
+            found.append(f"{where}: fails {key}")
+    for sub in node.get("allOf", []):
+        found += _errors(sub, value, root, where)
+    if "not" in node and not _errors(node["not"], value, root, where):
+        found.append(f"{where}: matches not")
+    return found
+
+
+def _object_errors(
+    node: dict[str, Any], value: dict[str, Any], root: dict[str, Any], where: str
+) -> list[str]:
+    found = [f"{where}: misses {key}" for key in node.get("required", []) if key not in value]
+    properties = node.get("properties", {})
+    for key, item in value.items():
+        if "propertyNames" in node:
+            found += _errors(node["propertyNames"], key, root, f"{where}.{key} (name)")
+        if key in properties:
+            found += _errors(properties[key], item, root, f"{where}.{key}")
+        elif node.get("additionalProperties") is False:
+            found.append(f"{where}.{key}: not allowed")
+        elif isinstance(node.get("additionalProperties"), dict):
+            found += _errors(node["additionalProperties"], item, root, f"{where}.{key}")
+    return found
+
+
+def _valid(value: Any) -> list[str]:
+    root = generate()
+    return _errors(root, value, root)
+
+
+def test_the_shipped_schema_is_the_generated_one() -> None:
+    """schema.json is what generate() writes (regenerate: python -m otel_resilience.config.schema)."""
+    assert shipped() == render(generate())
+    assert json_schema() == generate()
+
+
+def test_every_reference_resolves_and_every_definition_is_used() -> None:
+    """No dangling $ref, no unused $defs."""
+    root = generate()
+    text = render(root)
+    refs = set(re.findall(r'"\$ref": "#/\$defs/(\w+)"', text))
+    assert refs == set(root["$defs"])
+
+
+@pytest.mark.parametrize(
+    "path", [ROOT / "resilience.yaml", FIXTURES / "resilience.toml"], ids=lambda p: p.name
+)
+def test_the_sample_files_validate_against_the_schema(path: Path) -> None:
+    """The shipped sample and its TOML twin are valid for an editor as well as for the loader."""
+    text = path.read_text(encoding="utf-8")
+    data = parse(text, "toml", None)[0] if path.suffix == ".toml" else yaml.safe_load(text)
+    assert _valid(data) == []
+
+
+GOOD = [
+    "policies: {p: null, q: {}}\n",
+    "version: 1\nretry_budgets: {b: {window: 500ms}}\npolicies: {p: {retry: {budget: b, retry_on: OSError}}}\n",
+    "policies: {p: {circuit_breaker: {sliding_window: {kind: count, size: 3}, minimum_calls: 2}}}\n",
+    "policies: {p: {chaos: {fault_rate: 0.5, fault: otel_resilience.errors.ResilienceError, outcome: {a: 1}}}}\n",
+    "policies: {p: {rate_limiter: {rate: 2.5/s, burst: null}, fallback: {strategy: default_value, default_value: 0}}}\n",
+    "policies: {p: {timeout: 1h30m, max_attempts_total: 2, circuit_breaker_name: x, spans: false}}\n",
+]
+BAD = [
+    "policies: {p: {circuit_breakr: {}}}\n",
+    "policies: {p: {retry: {}, retry_policy: {}}}\n",
+    "policies: {p: {retry: {strategy: exponentially}}}\n",
+    "policies: {p: {timeout: 2 minutes}}\n",
+    "policies: {p: {timeout: -1}}\n",
+    "policies: {p: {circuit_breaker: {failure_threshold: 0}}}\n",
+    "policies: {p: {circuit_breaker: {sliding_window: {size: 3}}}}\n",
+    "policies: {p: {circuit_breaker: {sliding_window: {kind: count, seconds: 3}}}}\n",
+    "policies: {p: {fallback: {strategy: cached_value}}}\n",
+    "policies: {p: {fallback: {default_value: 1}}}\n",
+    "policies: {p: {rate_limiter: {burst: 1}}}\n",
+    "policies: {p: {rate_limiter: {rate: 100 per minute}}}\n",
+    "policies: {p: {retry: {retry_on: [not a name]}}}\n",
+    "policies: {p: {retry: {retry_on_result: x}}}\n",
+    "policies: {p: {name: q}}\n",
+    "policies: {p: {enable_recovery: null}}\n",
+    "policies: {p: 5}\n",
+    "version: 2\npolicies: {}\n",
+    "polices: {}\n",
+    "retry_budgets: {}\n",
+]
+
+
+@pytest.mark.parametrize("text", GOOD)
+def test_what_the_loader_accepts_the_schema_accepts(text: str) -> None:
+    """Valid files load and validate."""
+    loads(text)
+    assert _valid(yaml.safe_load(text)) == []
+
+
+@pytest.mark.parametrize("text", BAD)
+def test_what_the_schema_refuses_the_loader_refuses(text: str) -> None:
+    """A file the schema flags is one the loader refuses too (editors warn of real errors)."""
+    assert _valid(yaml.safe_load(text)) != []
+    with pytest.raises(ConfigError):
+        loads(text)
+
+
+def test_every_field_is_a_keyword_of_its_class_and_every_keyword_is_covered() -> None:
+    """The table and the classes cannot drift: each field is a parameter; each parameter a field or refused."""
+    for section in SECTIONS:
+        parameters = set(inspect.signature(section.build).parameters)
+        fields = {f.name for f in section.fields}
+        refused = {key for key, _ in section.refused}
+        assert fields <= parameters, section.owner
+        assert parameters == fields | refused, (section.owner, parameters - fields - refused)
+        assert not fields & refused, section.owner
+        keys = [key for f in section.fields for key in f.keys]
+        assert len(keys) == len(set(keys)), section.owner
+
+
+def test_choices_cover_their_enums() -> None:
+    """Every member of RetryStrategy and Jitter can be written; FallbackStrategy's are written or refused."""
+    by_enum = {f.enum: f for s in SECTIONS for f in s.fields if f.enum is not None}
+    assert {m.value for m in RetryStrategy} == set(by_enum[RetryStrategy].choices)
+    assert {m.value for m in Jitter} == set(by_enum[Jitter].choices)
+    fallback = by_enum[FallbackStrategy]
+    assert {m.value for m in FallbackStrategy} == set(fallback.choices) | {v for v, _ in fallback.refused}
+
+
+_BASE: dict[str, dict[str, Any]] = {
+    "FallbackConfig": {"strategy": FallbackStrategy.DEFAULT_VALUE},
+    "RateLimiterConfig": {"rate": 1.0},
+    "HedgingConfig": {"delay": 0.05},
+}
+_CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
+    ("ChaosConfig", "fault_rate"): {"fault": OSError},
+    ("ChaosConfig", "latency_rate"): {"latency": 1.0},
+    ("RetryPolicy", "jitter_ratio"): {"jitter": Jitter.NONE},
+    ("RetryPolicy", "max_delay"): {"initial_delay": 0.0},
+    ("RetryPolicy", "multiplier"): {"strategy": RetryStrategy.FIXED},
+    ("CircuitBreakerConfig", "slow_call_duration"): {"sliding_window": CountWindow()},
+}
+
+
+def _build(section: Section, field: Field, value: float) -> object:
+    kwargs = {
+        **_BASE.get(section.owner, {}),
+        **_CONTEXT.get((section.owner, field.name), {}),
+        field.name: value,
+    }
+    if field.kind == "int":
+        kwargs[field.name] = int(value)
+    return section.build(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [(s, f) for s in SECTIONS for f in s.fields if f.minimum is not None or f.maximum is not None],
+    ids=lambda x: getattr(x, "owner", None) or getattr(x, "name", ""),
+)
+def test_each_bound_of_the_table_is_the_class_rule(section: Section, field: Field) -> None:
+    """The schema's bounds are the classes': the bound itself (or just inside) passes, just outside fails."""
+    step = 1 if field.kind == "int" else 1e-3
+    if field.minimum is not None:
+        inside = field.minimum + (step if field.exclusive_minimum else 0)
+        outside = field.minimum if field.exclusive_minimum else field.minimum - step
+        _build(section, field, inside)
+        with pytest.raises(ValueError, match=f"{section.owner}.{field.name}"):
+            _build(section, field, outside)
+    if field.maximum is not None:
+        _build(section, field, field.maximum)
+        with pytest.raises(ValueError, match=f"{section.owner}.{field.name}"):
+            _build(section, field, field.maximum + step)
