@@ -35,3 +35,73 @@ async def invoke(runner: Any, driver: str, fn: Callable[[], Any]) -> Any:
         return fn()
 
     return await runner.execute(afn)
+
+
+class ScriptedHTTPServer:
+    """A real HTTP/1.1 server on 127.0.0.1, in a thread, answering from a script per path.
+
+    ``script(path, *answers)`` queues answers for ``path``: ``(status, headers)`` or
+    ``(status, headers, delay)``; once a path's queue is empty it answers ``200 ok``. Every
+    request is recorded in ``requests`` as ``(method, path, headers, body)``.
+    """
+
+    def __init__(self) -> None:
+        import http.server  # noqa: PLC0415 - test helper, loaded by the HTTP tests only
+        import threading  # noqa: PLC0415
+
+        self.scripts: dict[str, list[tuple[Any, ...]]] = {}
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with owner.lock:
+                    owner.requests.append((self.command, self.path, dict(self.headers), body))
+                    queue = owner.scripts.get(self.path.split("?")[0])
+                    answer = queue.pop(0) if queue else (200, {})
+                status, headers, *rest = answer
+                if rest:
+                    time.sleep(rest[0])
+                payload = f"{status}".encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                try:
+                    self.wfile.write(payload)
+                except OSError:  # the client gave up (its deadline): nothing to answer
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, path: str, *answers: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.scripts.setdefault(path, []).extend(answers)
+
+    def count(self, path: str) -> int:
+        with self.lock:
+            return sum(1 for _, p, _, _ in self.requests if p.split("?")[0] == path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5.0)

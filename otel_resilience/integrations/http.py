@@ -1,0 +1,384 @@
+"""What every HTTP client integration shares; no HTTP library is imported here.
+
+One request is one *execution* of the policy; each time the client sends it is one *attempt*:
+
+* **Outcomes.** A response whose status is in :attr:`HttpOptions.failure_statuses` (5xx, 408 and
+  429 by default) is a failure: the attempt raises :class:`FailedResponseError` (holding the
+  response, its body read), so the breaker counts it and the retry may send the request again.
+  Any other response (a 404, a 400: the caller's mistake) is a success and never opens a
+  breaker. A transport error (refused connection, reset, client timeout) is a failure too.
+  When attempts run out on a failed response, the response is returned to the caller, as the
+  client would have returned it, unless :attr:`HttpOptions.raise_on_failure` is set.
+* **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
+  (:data:`IDEMPOTENT_METHODS`), or a request marked retryable (an ``Idempotency-Key`` header,
+  or the client's own flag, e.g. httpx's ``extensions={RETRYABLE: True}``). A body streamed
+  from an iterator cannot be replayed: such a request is never retried. A request that is not
+  retried still goes through the breaker, bulkhead, rate limiter and timeouts.
+* **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a failed
+  response's ``Retry-After`` (seconds or an HTTP date) is the next delay
+  (:func:`~otel_resilience.retry.retry_after_delay`); one over ``max_delay`` or past the deadline
+  stops retrying at once (the response is returned), it is never shortened.
+* **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`
+  to the client as its timeout (every phase capped by it), so a request never outlives its
+  policy, in threads too.
+* **Per host.** Each host gets its own breaker and bulkhead (``<name>@<host>``), so one bad host
+  does not open the breaker for the others (:attr:`HttpOptions.per_host`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol, TypeVar
+
+from otel_resilience.engine.context import current_deadline
+from otel_resilience.engine.validation import check_int, fail
+from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
+from otel_resilience.retry import RetryPolicy, retry_after_delay
+
+__all__ = [
+    "DEFAULT_FAILURE_STATUSES",
+    "IDEMPOTENT_METHODS",
+    "RESEND_COUNT",
+    "RESEND_COUNT_ATTRIBUTE",
+    "RETRYABLE",
+    "FailedResponseError",
+    "HttpOptions",
+    "HttpPolicy",
+    "is_failure_status",
+    "resend_count_hook",
+]
+
+R = TypeVar("R")
+
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods retried by default (RFC 9110 idempotent methods)."""
+DEFAULT_FAILURE_STATUSES: Final = frozenset({408, 429, *range(500, 600)})
+"""Statuses that are failures by default: every 5xx, 408 Request Timeout, 429 Too Many Requests."""
+RETRYABLE: Final = "otel_resilience.retryable"
+"""The request flag (an httpx extension, an aiohttp/requests marker) that allows (``True``) or
+forbids (``False``) retrying a request whatever its method."""
+RESEND_COUNT: Final = "otel_resilience.resend_count"
+"""The request extension an attempt sets to the number of times the request was sent before."""
+RESEND_COUNT_ATTRIBUTE: Final = "http.request.resend_count"
+"""The OpenTelemetry HTTP client span attribute: how many times the request was sent before."""
+DEFAULT_MAX_HOSTS: Final = 256
+"""How many hosts an :class:`HttpPolicy` keeps a derived config for."""
+
+_REPLAYABLE: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "otel_resilience_http_replayable", default=True
+)
+"""Whether the request the current execution sends may be sent again (read by the retry rule)."""
+
+
+def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
+    """Return whether a response with ``status`` is a failure (for the breaker, and retried)."""
+    return status in statuses
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    """How an HTTP client integration judges and retries requests. Every field has a safe default.
+
+    Attributes:
+        failure_statuses: Statuses that are failures: counted by the breaker, retried
+            (default :data:`DEFAULT_FAILURE_STATUSES`).
+        retry_methods: Methods retried without a mark (default :data:`IDEMPOTENT_METHODS`).
+        idempotency_header: A request header whose presence marks the request retryable
+            (default ``"Idempotency-Key"``; ``None`` for none).
+        raise_on_failure: Raise :class:`FailedResponseError` when attempts run out on a failed
+            response, instead of returning the response (default ``False``).
+        honour_retry_after: Take the delay from a failed response's ``Retry-After`` when the
+            policy's ``RetryPolicy.delay_from`` is ``None`` (default ``True``).
+        per_host: One breaker and one bulkhead per host (default ``True``).
+        deadline_as_timeout: Cap the client's timeout by what is left of the deadline
+            (default ``True``).
+        max_hosts: How many hosts get a config of their own (default 256); past it the
+            least recently created is forgotten (its breaker lives on in the manager).
+    """
+
+    failure_statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES
+    retry_methods: frozenset[str] = IDEMPOTENT_METHODS
+    idempotency_header: str | None = "Idempotency-Key"
+    raise_on_failure: bool = False
+    honour_retry_after: bool = True
+    per_host: bool = True
+    deadline_as_timeout: bool = True
+    max_hosts: int = DEFAULT_MAX_HOSTS
+
+    def __post_init__(self) -> None:
+        for field in ("failure_statuses", "retry_methods"):
+            value = getattr(self, field)
+            if isinstance(value, str) or not isinstance(value, (set, frozenset, list, tuple)):
+                raise fail("HttpOptions", field, "a set", value, kind=TypeError)
+        statuses = frozenset(self.failure_statuses)
+        if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
+            raise fail(
+                "HttpOptions", "failure_statuses", "HTTP statuses (ints 100..599)", self.failure_statuses
+            )
+        object.__setattr__(self, "failure_statuses", statuses)
+        methods = frozenset(self.retry_methods)
+        if not all(isinstance(m, str) for m in methods):
+            raise fail(
+                "HttpOptions", "retry_methods", "method names (str)", self.retry_methods, kind=TypeError
+            )
+        object.__setattr__(self, "retry_methods", frozenset(m.upper() for m in methods))
+        if self.idempotency_header is not None and not isinstance(self.idempotency_header, str):
+            raise fail(
+                "HttpOptions", "idempotency_header", "a str or None", self.idempotency_header, kind=TypeError
+            )
+        for field in ("raise_on_failure", "honour_retry_after", "per_host", "deadline_as_timeout"):
+            if not isinstance(getattr(self, field), bool):
+                raise fail("HttpOptions", field, "a bool", getattr(self, field), kind=TypeError)
+        check_int("HttpOptions", "max_hosts", self.max_hosts, minimum=1)
+
+
+_DEFAULT_OPTIONS: Final = HttpOptions()
+
+
+class FailedResponseError(Exception):
+    """A response whose status is a failure (5xx, 408, 429 by default).
+
+    Raised inside an attempt so that the breaker counts it and the retry may send the request
+    again; it reaches the caller only with :attr:`HttpOptions.raise_on_failure` (otherwise the
+    last response itself is returned). Its body has been read.
+
+    Attributes:
+        response: The client's response object (``httpx.Response``, ``requests.Response``,
+            ``aiohttp.ClientResponse``); :func:`~otel_resilience.retry.retry_after_delay` reads
+            its ``Retry-After`` header.
+        status_code: The response's status.
+    """
+
+    def __init__(self, response: Any, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code} counted as a failure")
+        self.response = response
+        self.status_code = status_code
+
+
+class PolicyHandleLike(Protocol):
+    """A named policy of the manager (``manager.policy(name, config)``): keyed by host when asked."""
+
+    def execute_sync(self, fn: Callable[[], R], /) -> R: ...
+
+    async def execute(self, fn: Callable[[], Awaitable[R]], /) -> R: ...
+
+
+class _HttpRetryOn:
+    """The derived ``retry_on``: HTTP failures of a replayable request that the user's policy retries."""
+
+    __slots__ = ("base", "transport_errors")
+
+    def __init__(self, base: RetryPolicy, transport_errors: tuple[type[BaseException], ...]) -> None:
+        self.base = base
+        self.transport_errors = transport_errors
+
+    def __call__(self, error: Exception) -> bool:
+        if not _REPLAYABLE.get():
+            return False
+        if not isinstance(error, (FailedResponseError, OperationTimeoutError, *self.transport_errors)):
+            return False
+        return self.base.is_retryable(error)
+
+
+def _retry_for(
+    retry: RetryPolicy, options: HttpOptions, errors: tuple[type[BaseException], ...]
+) -> RetryPolicy:
+    """Return ``retry`` retrying what HTTP allows, its delay from ``Retry-After`` unless it has its own."""
+    delay_from = retry.delay_from
+    if delay_from is None and options.honour_retry_after:
+        delay_from = retry_after_delay
+    return replace(retry, retry_on=_HttpRetryOn(retry, errors), delay_from=delay_from)
+
+
+class HttpPolicy:
+    """Runs one client's requests under a policy: the part the client integrations share.
+
+    Args:
+        policy: A :class:`~otel_resilience.ResilienceConfig`, or a policy handle
+            (``manager.policy(name, config)``; with ``per_host`` its ``for_key(host)`` is used).
+        options: How requests are judged (default :class:`HttpOptions`).
+        manager: The manager that keeps breakers and bulkheads (default: the process-wide one).
+        transport_errors: The client's errors that are transport failures (retried).
+    """
+
+    __slots__ = ("_configs", "_errors", "_lock", "_manager", "_name", "_retry", "options", "policy")
+
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        options: HttpOptions | None,
+        manager: ResilienceManager | None,
+        transport_errors: tuple[type[BaseException], ...],
+    ) -> None:
+        if not isinstance(policy, ResilienceConfig) and not callable(getattr(policy, "execute_sync", None)):
+            raise fail(
+                "HttpPolicy", "policy", "a ResilienceConfig or a policy handle", policy, kind=TypeError
+            )
+        if options is not None and not isinstance(options, HttpOptions):
+            raise fail("HttpPolicy", "options", "an HttpOptions or None", options, kind=TypeError)
+        self.policy = policy
+        self.options = options or _DEFAULT_OPTIONS
+        self._manager = manager
+        self._errors = transport_errors
+        self._lock = threading.Lock()
+        self._configs: OrderedDict[str, ResilienceConfig] = OrderedDict()
+        self._name = "http"
+        self._retry: RetryPolicy | None = None
+        if isinstance(policy, ResilienceConfig):
+            self._name = policy.name or "http"
+            if policy.retry_policy is not None:
+                self._retry = _retry_for(policy.retry_policy, self.options, transport_errors)
+
+    @property
+    def manager(self) -> ResilienceManager:
+        """The manager the requests run in."""
+        return self._manager or get_resilience_manager()
+
+    # ------------------------------------------------------------------ judging a request
+
+    def replayable(
+        self, method: str, headers: Mapping[str, str], mark: object, body_replayable: bool
+    ) -> bool:
+        """Return whether a request may be sent more than once.
+
+        ``mark`` is the request's :data:`RETRYABLE` flag (``None`` when not given): ``True``
+        allows, ``False`` forbids; without it the method decides, or the idempotency header.
+        A body that cannot be replayed forbids it whatever the mark.
+        """
+        if not body_replayable:
+            return False
+        if mark is not None:
+            return bool(mark)
+        if method.upper() in self.options.retry_methods:
+            return True
+        header = self.options.idempotency_header
+        return header is not None and headers.get(header) is not None
+
+    def is_failure(self, status: int) -> bool:
+        """Return whether a response with ``status`` counts as a failure."""
+        return status in self.options.failure_statuses
+
+    def timeout_left(self) -> float | None:
+        """Return the seconds left before the execution's deadline (``None``: no deadline)."""
+        if not self.options.deadline_as_timeout:
+            return None
+        deadline = current_deadline()
+        if deadline is None:
+            return None
+        return max(deadline - time.monotonic(), 0.001)
+
+    # ------------------------------------------------------------------ running it
+
+    def config_for(self, host: str) -> ResilienceConfig:
+        """Return the config of requests to ``host``: the policy with its HTTP retry rule, per host."""
+        config = self._configs.get(host)
+        if config is not None:
+            return config
+        policy = self.policy
+        assert isinstance(policy, ResilienceConfig)  # noqa: S101 - handles are not derived
+        with self._lock:
+            config = self._configs.get(host)
+            if config is None:
+                config = self._configs[host] = self._derive(policy, host)
+                while len(self._configs) > self.options.max_hosts:
+                    self._configs.popitem(last=False)
+            return config
+
+    def _derive(self, policy: ResilienceConfig, host: str) -> ResilienceConfig:
+        name = self._name
+        changes: dict[str, Any] = {"name": name}
+        if self._retry is not None:
+            changes["retry_policy"] = self._retry
+        if self.options.per_host and host:
+            if policy.circuit_breaker is not None:
+                changes["circuit_breaker_name"] = f"{policy.circuit_breaker_name or name}@{host}"
+            if policy.bulkhead_config is not None:
+                changes["bulkhead_name"] = f"{policy.bulkhead_name or name}@{host}"
+        return replace(policy, **changes)
+
+    def _handle(self, host: str) -> Any:
+        policy: Any = self.policy
+        if self.options.per_host and host and callable(getattr(policy, "for_key", None)):
+            return policy.for_key(host)
+        return policy
+
+    def send_sync(self, host: str, replayable: bool, attempt: Callable[[int], R]) -> R:
+        """Run ``attempt(resend_count)`` under the policy in this thread; return its response.
+
+        ``attempt`` sends the request once and raises :class:`FailedResponseError` for a failed
+        response; the last failed response is returned when attempts run out.
+        """
+        sends = _Sends(attempt)
+        token = _REPLAYABLE.set(replayable)
+        try:
+            if isinstance(self.policy, ResilienceConfig):
+                result: R = self.manager.execute_with_resilience_sync(sends.sync, self.config_for(host))
+                return result
+            return self._handle(host).execute_sync(sends.sync)  # type: ignore[no-any-return]
+        except FailedResponseError as error:
+            if self.options.raise_on_failure:
+                raise
+            return error.response  # type: ignore[no-any-return]
+        finally:
+            _REPLAYABLE.reset(token)
+
+    async def send(self, host: str, replayable: bool, attempt: Callable[[int], Awaitable[R]]) -> R:
+        """Run ``await attempt(resend_count)`` under the policy; as :meth:`send_sync`."""
+        sends = _Sends(attempt)
+        token = _REPLAYABLE.set(replayable)
+        try:
+            if isinstance(self.policy, ResilienceConfig):
+                result: R = await self.manager.execute_with_resilience(sends.run, self.config_for(host))
+                return result
+            return await self._handle(host).execute(sends.run)  # type: ignore[no-any-return]
+        except FailedResponseError as error:
+            if self.options.raise_on_failure:
+                raise
+            return error.response  # type: ignore[no-any-return]
+        finally:
+            _REPLAYABLE.reset(token)
+
+
+class _Sends:
+    """One execution's attempts: counts the sends, so each attempt knows its resend count."""
+
+    __slots__ = ("attempt", "count")
+
+    def __init__(self, attempt: Callable[[int], Any]) -> None:
+        self.attempt = attempt
+        self.count = 0
+
+    def sync(self) -> Any:
+        count = self.count
+        self.count = count + 1
+        return self.attempt(count)
+
+    async def run(self) -> Any:
+        count = self.count
+        self.count = count + 1
+        return await self.attempt(count)
+
+
+def resend_count_hook(span: Any, request: Any, *_: Any) -> None:
+    """Set ``http.request.resend_count`` on an HTTP client span from the request's :data:`RESEND_COUNT`.
+
+    A request hook for the OpenTelemetry httpx instrumentation (``HTTPXClientInstrumentor().
+    instrument(request_hook=resend_count_hook)``, or its async hook through
+    :func:`async_resend_count_hook`): it reads ``request.extensions`` (httpx's ``RequestInfo``)
+    and sets the attribute on retries only, as the semantic conventions ask.
+    """
+    extensions = getattr(request, "extensions", None)
+    count = extensions.get(RESEND_COUNT) if isinstance(extensions, Mapping) else None
+    if isinstance(count, int) and count > 0 and span.is_recording():
+        span.set_attribute(RESEND_COUNT_ATTRIBUTE, count)
+
+
+async def async_resend_count_hook(span: Any, request: Any, *_: Any) -> None:
+    """The async form of :func:`resend_count_hook` (httpx's ``async_request_hook``)."""
+    resend_count_hook(span, request)

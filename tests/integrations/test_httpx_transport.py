@@ -1,0 +1,290 @@
+"""httpx's ResilientTransport and AsyncResilientTransport against a real local HTTP server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from support import ScriptedHTTPServer
+
+from otel_resilience import (
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.integrations.http import RETRYABLE, FailedResponseError, HttpOptions
+from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+
+FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedHTTPServer]:
+    s = ScriptedHTTPServer()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def policy(**changes: Any) -> ResilienceConfig:
+    fields: dict[str, Any] = {"name": "downstream", "retry_policy": FAST}
+    fields.update(changes)
+    return ResilienceConfig(**fields)
+
+
+class Clients:
+    """Sends one request with the sync or the async client, so each test runs on both."""
+
+    def __init__(self, driver: str, config: ResilienceConfig, **kwargs: Any) -> None:
+        self.driver = driver
+        self.manager = ResilienceManager()
+        self.config = config
+        self.kwargs = kwargs
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        if self.driver == "sync":
+            transport = ResilientTransport(self.config, manager=self.manager, **self.kwargs)
+            with httpx.Client(transport=transport, timeout=None) as client:
+                return client.request(method, url, **kwargs)
+        atransport = AsyncResilientTransport(self.config, manager=self.manager, **self.kwargs)
+        async with httpx.AsyncClient(transport=atransport, timeout=None) as aclient:
+            return await aclient.request(method, url, **kwargs)
+
+
+DRIVERS = pytest.mark.parametrize("driver", ["sync", "async"])
+
+
+@DRIVERS
+async def test_a_5xx_get_is_retried_until_it_answers(driver: str, server: ScriptedHTTPServer) -> None:
+    """A GET that got a 503 is sent again, and the caller sees the 200."""
+    server.script("/a", (503, {}), (502, {}))
+    response = await Clients(driver, policy()).request("GET", f"{server.url}/a")
+    assert response.status_code == 200
+    assert response.text == "200"
+    assert server.count("/a") == 3
+
+
+@DRIVERS
+async def test_the_last_failed_response_is_returned_when_attempts_run_out(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """After max_attempts 500s the caller gets the last 500 response, body readable, as httpx would."""
+    server.script("/a", (500, {}), (500, {}), (500, {}))
+    response = await Clients(driver, policy()).request("GET", f"{server.url}/a")
+    assert response.status_code == 500
+    assert response.text == "500"
+    assert server.count("/a") == 3
+
+
+@DRIVERS
+async def test_raise_on_failure_raises_the_failed_response(driver: str, server: ScriptedHTTPServer) -> None:
+    """With raise_on_failure the caller gets FailedResponseError holding the last response."""
+    server.script("/a", (429, {}), (429, {}), (429, {}))
+    clients = Clients(driver, policy(), options=HttpOptions(raise_on_failure=True))
+    with pytest.raises(FailedResponseError) as caught:
+        await clients.request("GET", f"{server.url}/a")
+    assert caught.value.status_code == 429
+    assert caught.value.response.status_code == 429
+
+
+@DRIVERS
+async def test_a_4xx_is_neither_retried_nor_a_breaker_failure(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """404s pass through at once, and a breaker that opens after one failure stays closed."""
+    server.script("/a", *[(404, {})] * 5)
+    config = policy(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0))
+    clients = Clients(driver, config)
+    for _ in range(5):
+        assert (await clients.request("GET", f"{server.url}/a")).status_code == 404
+    assert server.count("/a") == 5
+    assert (await clients.request("GET", f"{server.url}/b")).status_code == 200
+
+
+@DRIVERS
+async def test_failure_statuses_are_configurable(driver: str, server: ScriptedHTTPServer) -> None:
+    """A policy that counts 404 as a failure retries it; one that does not count 503 returns it."""
+    server.script("/a", (404, {}))
+    clients = Clients(driver, policy(), options=HttpOptions(failure_statuses={404}))
+    assert (await clients.request("GET", f"{server.url}/a")).status_code == 200
+    server.script("/b", (503, {}))
+    assert (await clients.request("GET", f"{server.url}/b")).status_code == 503
+    assert server.count("/b") == 1
+
+
+@DRIVERS
+async def test_a_post_is_not_retried(driver: str, server: ScriptedHTTPServer) -> None:
+    """A POST (not idempotent) that got a 503 is sent once and its 503 returned."""
+    server.script("/a", (503, {}), (503, {}))
+    response = await Clients(driver, policy()).request("POST", f"{server.url}/a", content=b"order")
+    assert response.status_code == 503
+    assert server.count("/a") == 1
+
+
+@DRIVERS
+@pytest.mark.parametrize(
+    "mark",
+    [{"headers": {"Idempotency-Key": "k1"}}, {"extensions": {RETRYABLE: True}}],
+    ids=["idempotency-key", "extension"],
+)
+async def test_a_marked_post_is_retried(
+    driver: str, mark: dict[str, Any], server: ScriptedHTTPServer
+) -> None:
+    """A POST with an Idempotency-Key or the retryable flag is retried, its body sent again."""
+    server.script("/a", (503, {}))
+    response = await Clients(driver, policy()).request("POST", f"{server.url}/a", content=b"order", **mark)
+    assert response.status_code == 200
+    assert [body for _, path, _, body in server.requests if path == "/a"] == [b"order", b"order"]
+
+
+@DRIVERS
+async def test_a_get_marked_not_retryable_is_sent_once(driver: str, server: ScriptedHTTPServer) -> None:
+    """The retryable flag set to False forbids retrying even an idempotent method."""
+    server.script("/a", (503, {}))
+    response = await Clients(driver, policy()).request(
+        "GET", f"{server.url}/a", extensions={RETRYABLE: False}
+    )
+    assert response.status_code == 503
+    assert server.count("/a") == 1
+
+
+async def test_a_streamed_body_is_never_retried(server: ScriptedHTTPServer) -> None:
+    """A body from an iterator cannot be replayed: sent once, even when marked retryable."""
+    server.script("/a", (503, {}))
+    manager = ResilienceManager()
+
+    def chunks() -> Iterator[bytes]:
+        yield b"ord"
+        yield b"er"
+
+    transport = ResilientTransport(policy(), manager=manager)
+    with httpx.Client(transport=transport) as client:
+        response = client.put(
+            f"{server.url}/a", content=chunks(), headers={"Content-Length": "5"}, extensions={RETRYABLE: True}
+        )
+    assert response.status_code == 503
+    assert server.count("/a") == 1
+
+
+@DRIVERS
+async def test_retry_after_sets_the_next_delay(driver: str, server: ScriptedHTTPServer) -> None:
+    """A 503 with Retry-After: 0.3 is retried no sooner than 0.3 s later (the policy's delay is 0.01 s)."""
+    server.script("/a", (503, {"Retry-After": "0.3"}))
+    start = time.monotonic()
+    response = await Clients(driver, policy()).request("GET", f"{server.url}/a")
+    assert response.status_code == 200
+    assert time.monotonic() - start >= 0.3
+
+
+@DRIVERS
+async def test_a_retry_after_over_max_delay_is_not_waited(driver: str, server: ScriptedHTTPServer) -> None:
+    """A Retry-After longer than max_delay stops retrying at once: the 429 is returned, sent once."""
+    server.script("/a", (429, {"Retry-After": "120"}))
+    start = time.monotonic()
+    response = await Clients(driver, policy()).request("GET", f"{server.url}/a")
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "120"
+    assert server.count("/a") == 1
+    assert time.monotonic() - start < 60
+
+
+@DRIVERS
+async def test_transport_errors_are_retried_then_raised_and_open_the_breaker(driver: str) -> None:
+    """A refused connection is retried, then raised as httpx's error; the breaker then rejects."""
+    closed = ScriptedHTTPServer()
+    url = closed.url
+    closed.close()
+    config = policy(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=60.0))
+    clients = Clients(driver, config)
+    with pytest.raises(httpx.ConnectError):
+        await clients.request("GET", f"{url}/a")
+    with pytest.raises(CircuitOpenError) as caught:
+        await clients.request("GET", f"{url}/a")
+    assert caught.value.name == f"downstream@127.0.0.1:{url.rsplit(':', 1)[1]}"
+
+
+@DRIVERS
+async def test_one_breaker_per_host(driver: str, server: ScriptedHTTPServer) -> None:
+    """Failures of one host open its breaker only: another host keeps answering."""
+    other = ScriptedHTTPServer()
+    try:
+        config = policy(
+            retry_policy=None, circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=60.0)
+        )
+        clients = Clients(driver, config)
+        server.script("/a", (500, {}), (500, {}))
+        for _ in range(2):
+            assert (await clients.request("GET", f"{server.url}/a")).status_code == 500
+        with pytest.raises(CircuitOpenError):
+            await clients.request("GET", f"{server.url}/a")
+        assert (await clients.request("GET", f"{other.url}/a")).status_code == 200
+        stats = clients.manager.get_resilience_statistics()["circuit_breakers"]
+        assert stats[f"downstream@127.0.0.1:{server.port}"]["state"] == "open"
+        assert stats[f"downstream@127.0.0.1:{other.port}"]["state"] == "closed"
+    finally:
+        other.close()
+
+
+@DRIVERS
+async def test_per_host_off_shares_one_breaker(driver: str, server: ScriptedHTTPServer) -> None:
+    """With per_host=False every host shares the policy's breaker."""
+    other = ScriptedHTTPServer()
+    try:
+        config = policy(
+            retry_policy=None, circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0)
+        )
+        clients = Clients(driver, config, options=HttpOptions(per_host=False))
+        server.script("/a", (500, {}))
+        assert (await clients.request("GET", f"{server.url}/a")).status_code == 500
+        with pytest.raises(CircuitOpenError):
+            await clients.request("GET", f"{other.url}/a")
+    finally:
+        other.close()
+
+
+@DRIVERS
+async def test_the_deadline_is_the_request_timeout(driver: str, server: ScriptedHTTPServer) -> None:
+    """A client with no timeout of its own gives up at the policy's deadline, not the server's 3 s."""
+    server.script("/slow", (200, {}, 3.0))
+    config = policy(retry_policy=None, timeout=0.3)
+    start = time.monotonic()
+    with pytest.raises((httpx.TimeoutException, TimeoutError)):
+        await Clients(driver, config).request("GET", f"{server.url}/slow")
+    assert time.monotonic() - start < 2.5
+
+
+def test_the_timeout_passed_on_is_capped_by_the_deadline(server: ScriptedHTTPServer) -> None:
+    """Every timeout phase the sending transport sees is at most what is left of the deadline."""
+    seen: list[dict[str, Any]] = []
+
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(dict(request.extensions))
+            return super().handle_request(request)
+
+    server.script("/a", (503, {}))
+    transport = ResilientTransport(policy(timeout=5.0), Recording(), manager=ResilienceManager())
+    with httpx.Client(transport=transport, timeout=30.0) as client:
+        assert client.get(f"{server.url}/a").status_code == 200
+    assert [s["otel_resilience.resend_count"] for s in seen] == [0, 1]
+    for extensions in seen:
+        assert set(extensions["timeout"]) == {"connect", "read", "write", "pool"}
+        assert all(0 < value <= 5.0 for value in extensions["timeout"].values())
+
+
+def test_bad_arguments_are_refused() -> None:
+    """A policy or options of the wrong type is a TypeError naming the field."""
+    with pytest.raises(TypeError, match=r"HttpPolicy.policy"):
+        ResilientTransport("payments")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"HttpPolicy.options"):
+        ResilientTransport(policy(), options={"per_host": False})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"HttpOptions.failure_statuses"):
+        HttpOptions(failure_statuses={700})
+    with pytest.raises(TypeError, match=r"HttpOptions.retry_methods"):
+        HttpOptions(retry_methods="GET")  # type: ignore[arg-type]
