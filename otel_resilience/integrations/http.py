@@ -243,7 +243,7 @@ class HttpPolicy:
     # ------------------------------------------------------------------ judging a request
 
     def replayable(
-        self, method: str, headers: Mapping[str, str], mark: object, body_replayable: bool
+        self, method: str, headers: Mapping[str, Any], mark: object, body_replayable: bool
     ) -> bool:
         """Return whether a request may be sent more than once.
 

@@ -1,0 +1,116 @@
+"""A requests transport adapter that sends every request under a policy (extra ``requests``).
+
+::
+
+    session = requests.Session()
+    session.mount("https://", ResilientAdapter(policy))
+    session.mount("http://", ResilientAdapter(policy))
+
+Each request is one execution of the policy and each send one attempt; see
+:mod:`otel_resilience.integrations.http` for which responses are failures, which requests are
+retried (an ``Idempotency-Key`` header, or :func:`mark_retryable`), ``Retry-After``, the
+deadline passed on as the request's timeout, and the breaker per host. A body given as a file or
+an iterator is never retried. The adapter's own ``max_retries`` stays 0: the policy retries.
+
+The OpenTelemetry requests instrumentation wraps ``Session.send``, so its client span covers the
+whole execution (every attempt nests inside it) rather than one span per send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from otel_resilience.integrations.http import (
+    FailedResponseError,
+    HttpOptions,
+    HttpPolicy,
+    PolicyHandleLike,
+)
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
+
+__all__ = ["ResilientAdapter", "mark_retryable"]
+
+_MARK = "otel_resilience_retryable"
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (requests.ConnectionError, requests.Timeout)
+
+
+def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
+    """Allow (or, with ``False``, forbid) retrying ``request`` whatever its method; return it."""
+    setattr(request, _MARK, retryable)
+    return request
+
+
+def _capped(timeout: Any, left: float | None) -> Any:
+    """Return requests' ``timeout`` (``None``, seconds or ``(connect, read)``) capped by ``left``."""
+    if left is None:
+        return timeout
+    if timeout is None:
+        return left
+    if isinstance(timeout, tuple):
+        return tuple(left if part is None else min(part, left) for part in timeout)
+    if isinstance(timeout, (int, float)):
+        return min(timeout, left)
+    return timeout  # a urllib3 Timeout object: kept as the caller built it
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
+class ResilientAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
+
+    Args:
+        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
+        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
+        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
+        **adapter_options: Passed to ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...).
+
+    Raises:
+        TypeError: ``policy`` or ``options`` has the wrong type.
+    """
+
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        *,
+        options: HttpOptions | None = None,
+        manager: ResilienceManager | None = None,
+        **adapter_options: Any,
+    ) -> None:
+        self._http = HttpPolicy(policy, options, manager, _TRANSPORT_ERRORS)
+        super().__init__(**adapter_options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        state["_http"] = self._http
+        return state
+
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
+    ) -> requests.Response:
+        """Send ``request`` under the policy: the last response, or the error that ended it."""
+        http, send = self._http, super().send
+        body = request.body
+        body_replayable = body is None or isinstance(body, (bytes, str))
+        replayable = http.replayable(
+            request.method or "GET", request.headers, getattr(request, _MARK, None), body_replayable
+        )
+
+        def attempt(_resend_count: int) -> requests.Response:
+            response = send(request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs)
+            if http.is_failure(response.status_code):
+                try:
+                    _ = response.content
+                finally:
+                    response.close()
+                raise FailedResponseError(response, response.status_code)
+            return response
+
+        return http.send_sync(_host(request.url or ""), replayable, attempt)
