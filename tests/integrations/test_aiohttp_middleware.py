@@ -1,0 +1,108 @@
+"""aiohttp's ResilientMiddleware against a real local HTTP server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from support import ScriptedHTTPServer
+
+from otel_resilience import (
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    OperationTimeoutError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.integrations.aiohttp import ResilientMiddleware
+
+FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedHTTPServer]:
+    s = ScriptedHTTPServer()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def session(**changes: Any) -> aiohttp.ClientSession:
+    fields: dict[str, Any] = {"name": "downstream", "retry_policy": FAST}
+    fields.update(changes)
+    middleware = ResilientMiddleware(ResilienceConfig(**fields), manager=ResilienceManager())
+    return aiohttp.ClientSession(middlewares=(middleware,))
+
+
+async def test_a_5xx_get_is_retried(server: ScriptedHTTPServer) -> None:
+    """A GET that got a 503 is sent again; the caller reads the 200."""
+    server.script("/a", (503, {}), (500, {}))
+    async with session() as s, s.get(f"{server.url}/a") as response:
+        assert (response.status, await response.text()) == (200, "200")
+    assert server.count("/a") == 3
+
+
+async def test_the_last_failed_response_is_returned_readable(server: ScriptedHTTPServer) -> None:
+    """After max_attempts 503s the last one is returned, its body still readable."""
+    server.script("/a", *[(503, {})] * 3)
+    async with session() as s, s.get(f"{server.url}/a") as response:
+        assert (response.status, await response.text()) == (503, "503")
+
+
+async def test_posts_are_retried_only_when_marked_and_replayable(server: ScriptedHTTPServer) -> None:
+    """A POST is sent once; with an Idempotency-Key it is retried; a streamed body never is."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"order"
+
+    async with session() as s:
+        server.script("/a", (503, {}))
+        async with s.post(f"{server.url}/a", data=b"order") as response:
+            assert response.status == 503
+        server.script("/b", (503, {}))
+        async with s.post(f"{server.url}/b", data=b"order", headers={"Idempotency-Key": "k"}) as response:
+            assert response.status == 200
+        server.script("/c", (503, {}))
+        headers = {"Idempotency-Key": "k", "Content-Length": "5"}
+        async with s.post(f"{server.url}/c", data=chunks(), headers=headers) as response:
+            assert response.status == 503
+    assert (server.count("/a"), server.count("/b"), server.count("/c")) == (1, 2, 1)
+
+
+async def test_retry_after_is_honoured(server: ScriptedHTTPServer) -> None:
+    """A 503 with Retry-After: 0.3 is retried no sooner than 0.3 s later."""
+    server.script("/a", (503, {"Retry-After": "0.3"}))
+    start = time.monotonic()
+    async with session() as s, s.get(f"{server.url}/a") as response:
+        assert response.status == 200
+    assert time.monotonic() - start >= 0.3
+
+
+async def test_connection_errors_open_the_host_breaker(server: ScriptedHTTPServer) -> None:
+    """Refused connections are retried, raised, then rejected by that host's breaker; others still answer."""
+    closed = ScriptedHTTPServer()
+    url = closed.url
+    closed.close()
+    async with session(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=60.0)) as s:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await s.get(f"{url}/a")
+        with pytest.raises(CircuitOpenError):
+            await s.get(f"{url}/a")
+        async with s.get(f"{server.url}/a") as response:
+            assert response.status == 200
+
+
+async def test_the_deadline_cancels_the_request(server: ScriptedHTTPServer) -> None:
+    """A slow answer (3 s) ends at the policy's 0.3 s deadline (aiohttp wraps the timeout, an OSError)."""
+    server.script("/slow", (200, {}, 3.0))
+    start = time.monotonic()
+    async with session(retry_policy=None, timeout=0.3) as s:
+        with pytest.raises(aiohttp.ClientOSError) as caught:
+            await s.get(f"{server.url}/slow")
+    assert isinstance(caught.value.__cause__, OperationTimeoutError)
+    assert time.monotonic() - start < 2.5
