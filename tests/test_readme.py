@@ -29,6 +29,7 @@ EXPECTED = [
     "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts
     "7 3\nresilience.yaml:4: policies.inventory.circuit_breaker.failure_threshold must be >= 1, got 0\n",
     "[('circuit_open', 'payments')]",
+    "200 503 ['inventory@inventory.internal']\n",
 ]
 
 
