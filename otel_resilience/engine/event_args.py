@@ -218,19 +218,21 @@ class HedgeWon:
 class PolicyReloaded:
     """A policy took a new configuration: new calls use it, calls in flight finish under theirs."""
 
-    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("outcome",)
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("outcome", "error_type")
 
     generation: int
     """The policy's configuration number after the reload (1 for its first configuration)."""
     outcome: str = "succeeded"
     """Always ``"succeeded"`` (the value :class:`ReloadFailed` has as ``"failed"``)."""
+    error_type: str | None = None
+    """Always ``None``: nothing failed (the field :class:`ReloadFailed` fills)."""
 
 
 @dataclass(slots=True)
 class ReloadFailed:
     """A new configuration for a policy was refused: nothing changed (Polly's ``ReloadFailed``)."""
 
-    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("outcome", "error_type", "generation")
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("outcome", "error_type")
 
     error_type: str | None
     """The class name of the error that refused it (``ValueError`` for a config that fails

@@ -33,6 +33,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from datetime import timedelta
 from typing import Generic, TypeVar, cast
 
 from otel_resilience.engine.clock import Clock, check_clock
@@ -90,7 +91,7 @@ class BoundedStore(Generic[K, V]):
         is_idle: Callable[[V], bool],
         on_evict: Callable[[K, V], None] | None = None,
         revive: bool = False,
-        ttl: float | None = None,
+        ttl: float | timedelta | None = None,
         clock: Clock | None = None,
         ttl_field: str = "ttl",
     ) -> None:

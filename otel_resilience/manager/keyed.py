@@ -208,7 +208,9 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
         state.breaker = _breaker(state.breaker, spec, ledger)
         state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
         limiter = state.limiter
-        if limiter is not None and (config.rate_limiter is None or not limiter._reconfigure(config.rate_limiter)):
+        if limiter is not None and (
+            config.rate_limiter is None or not limiter._reconfigure(config.rate_limiter)
+        ):
             if limiter.waiting:
                 state.replaced.append(limiter)  # its waiters still take permits: folded later
             else:

@@ -65,13 +65,13 @@ def breaker_totals(breaker: CircuitBreaker) -> dict[str, int]:
 def bulkhead_totals(bulkhead: Bulkhead) -> dict[str, int]:
     """Return the lifetime counts of ``bulkhead`` (:data:`BULKHEAD_TOTALS`), read consistently."""
     stats = bulkhead.get_stats()
-    return {name: int(stats[name]) for name in BULKHEAD_TOTALS}  # type: ignore[literal-required]
+    return {name: int(stats[name]) for name in BULKHEAD_TOTALS}
 
 
 def limiter_totals(limiter: RateLimiter) -> dict[str, int]:
     """Return the lifetime counts of ``limiter`` (:data:`LIMITER_TOTALS`), read consistently."""
     stats = limiter.get_stats()
-    return {name: int(stats[name]) for name in LIMITER_TOTALS}  # type: ignore[literal-required]
+    return {name: int(stats[name]) for name in LIMITER_TOTALS}
 
 
 class BreakerTotals:

@@ -98,7 +98,9 @@ class NamedPolicies:
         return handle
 
     def _new_handle(self, name: str, config: ResilienceConfig, options: dict[str, Any]) -> PolicyHandle:
-        spec = Spec(name, check_config(name, config), 1, self._clock, self.recovery_system, self._find_breaker)
+        spec = Spec(
+            name, check_config(name, config), 1, self._clock, self.recovery_system, self._find_breaker
+        )
         max_keys = DEFAULT_MAX_KEYS if options["max_keys"] is _KEEP else options["max_keys"]
         idle_ttl = DEFAULT_IDLE_TTL if options["idle_ttl"] is _KEEP else options["idle_ttl"]
         limit = 0 if options["key_attribute_limit"] is _KEEP else options["key_attribute_limit"]
@@ -166,16 +168,15 @@ class NamedPolicies:
     def _prepare(self, name: str, source: ConfigSource) -> tuple[PolicyHandle, ResilienceConfig]:
         """Find the handle and build and check its new config; report and raise a refusal."""
         handle = self._handles.get(name) if isinstance(name, str) else None
+        if handle is None:
+            missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
+            report_failure(str(name), missing, 0)
+            raise missing
         try:
-            if handle is None:
-                raise KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
             config = source() if callable(source) and not isinstance(source, ResilienceConfig) else source
             return handle, handle._prepare(config)
         except Exception as error:
-            if handle is None:
-                report_failure(str(name), error, 0)
-            else:
-                handle._reload_failed(error)
+            handle._reload_failed(error)
             raise
 
     def _named_policies(self) -> dict[str, PolicyHandle]:
@@ -195,8 +196,16 @@ def _same(handle: PolicyHandle, config: ResilienceConfig | None, options: dict[s
     ttl = options["idle_ttl"]
     if isinstance(ttl, timedelta):
         ttl = ttl.total_seconds()
-    given = {"max_keys": options["max_keys"], "idle_ttl": ttl, "key_attribute_limit": options["key_attribute_limit"]}
-    kept = {"max_keys": handle.max_keys, "idle_ttl": handle.idle_ttl, "key_attribute_limit": handle.key_attribute_limit}
+    given = {
+        "max_keys": options["max_keys"],
+        "idle_ttl": ttl,
+        "key_attribute_limit": options["key_attribute_limit"],
+    }
+    kept = {
+        "max_keys": handle.max_keys,
+        "idle_ttl": handle.idle_ttl,
+        "key_attribute_limit": handle.key_attribute_limit,
+    }
     for option, value in given.items():
         if value is not _KEEP and value != kept[option]:
             msg = f"policy {handle.name!r} already exists with {option}={kept[option]!r} (options are fixed)"

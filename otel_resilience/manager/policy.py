@@ -86,7 +86,7 @@ def check_config(name: str, config: object, owner: str = _OWNER) -> ResilienceCo
                 "and per reload, and a Step instance serves one pipeline: give a factory (a callable "
                 "returning a fresh Step)"
             )
-            raise ValueError(msg)
+            raise ValueError(msg)  # noqa: TRY004 - a Step is the right type, for one pipeline only
     return config
 
 
@@ -153,7 +153,9 @@ class PolicyHandle:
 
     max_keys = ReadOnly[int]("_keys.capacity", "How many idle keys the policy keeps.")
 
-    idle_ttl = ReadOnly["float | None"]("_keys.ttl", "Seconds an unused idle key is kept (``None``: no expiry).")
+    idle_ttl = ReadOnly["float | None"](
+        "_keys.ttl", "Seconds an unused idle key is kept (``None``: no expiry)."
+    )
 
     @property
     def keys(self) -> int:
@@ -171,7 +173,8 @@ class PolicyHandle:
         """
         if not callable(fn):
             raise fail("PolicyHandle.execute", "fn", "callable", fn, kind=TypeError)
-        return await run(self._enter_default(), fn, args, kwargs)
+        result: R = await run(self._enter_default(), fn, args, kwargs)
+        return result
 
     def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` in this thread under the policy (its unkeyed state).
@@ -182,7 +185,8 @@ class PolicyHandle:
         """
         if not callable(fn):
             raise fail("PolicyHandle.execute_sync", "fn", "callable", fn, kind=TypeError)
-        return run_sync(self._enter_default(), fn, args, kwargs)
+        result: R = run_sync(self._enter_default(), fn, args, kwargs)
+        return result
 
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) so that every call runs under the policy's current config.
@@ -367,7 +371,8 @@ class KeyedPolicyView:
         """
         if not callable(fn):
             raise fail("KeyedPolicyView.execute", "fn", "callable", fn, kind=TypeError)
-        return await run(self.policy._enter(self.key), fn, args, kwargs)
+        result: R = await run(self.policy._enter(self.key), fn, args, kwargs)
+        return result
 
     def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` in this thread under the policy, with the key's own state.
@@ -378,7 +383,8 @@ class KeyedPolicyView:
         """
         if not callable(fn):
             raise fail("KeyedPolicyView.execute_sync", "fn", "callable", fn, kind=TypeError)
-        return run_sync(self.policy._enter(self.key), fn, args, kwargs)
+        result: R = run_sync(self.policy._enter(self.key), fn, args, kwargs)
+        return result
 
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) so that every call runs with this key's state.
@@ -450,7 +456,7 @@ def protect(name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner:
             return run_sync(enter(), fn, args, kwargs)
 
         wrapper = sync_wrapper
-    return functools.update_wrapper(wrapper, fn)  # type: ignore[return-value]
+    return functools.update_wrapper(wrapper, fn)
 
 
 def report_failure(

@@ -48,6 +48,8 @@ def policy_stats(config: ResilienceConfig, states: Iterable[KeyState], ledger: L
     return {
         "executions": executions((), totals),
         "circuit_breaker": None if config.circuit_breaker is None else {**breakers, "open_keys": open_keys},
-        "bulkhead": None if config.bulkhead_config is None else {**bulkheads, "active": active, "waiting": waiting},
+        "bulkhead": None
+        if config.bulkhead_config is None
+        else {**bulkheads, "active": active, "waiting": waiting},
         "rate_limiter": None if config.rate_limiter is None else {**limiters, "waiting": limiter_waiting},
     }

@@ -238,9 +238,6 @@ class _Rules(abc.ABC):
             self._retuned_locked(config)
         return True
 
-    def _retuned_locked(self, config: RateLimiterConfig) -> None:
-        """Adjust the algorithm's own state to the limits :meth:`retune` just set."""
-
     def available(self, now: float) -> float:
         """Return the permits available at ``now`` (negative: reserved ahead of time)."""
         with self._lock:
@@ -281,6 +278,10 @@ class _Rules(abc.ABC):
     @abc.abstractmethod
     def _available_locked(self, now: float) -> float:
         """Return the permits available at ``now`` (negative: reserved ahead)."""
+
+    @abc.abstractmethod
+    def _retuned_locked(self, config: RateLimiterConfig) -> None:
+        """Adjust the algorithm's own state to the limits :meth:`retune` just set."""
 
 
 class _TokenBucket(_Rules):
