@@ -245,6 +245,7 @@ class _BulkheadCore(BulkheadStats):
                 if self.active < granted:
                     break  # no waiter could take it (their loops do not run): it was freed
         if wakes:
+            wakes.reverse()  # woken from the end: the oldest waiter first
             self._hand_over(wakes)
 
     def snapshot(self, name: str) -> BulkheadStatsDict:
