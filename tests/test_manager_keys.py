@@ -184,7 +184,9 @@ def test_policy_refuses_what_a_handle_cannot_run(manager: ResilienceManager) -> 
         manager.policy("ttl", ResilienceConfig(), idle_ttl=0)
     with pytest.raises(ValueError, match=r"key_attribute_limit"):
         manager.policy("limit", ResilienceConfig(), key_attribute_limit=-1)
-    assert manager.policy("factory", ResilienceConfig(extra_strategies=(ExtraStrategy(lambda _: Step(), rank=50),)))
+    assert manager.policy(
+        "factory", ResilienceConfig(extra_strategies=(ExtraStrategy(lambda _: Step(), rank=50),))
+    )
 
 
 def test_idle_keys_past_max_keys_are_evicted_least_recently_used_first(manager: ResilienceManager) -> None:

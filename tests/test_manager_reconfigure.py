@@ -128,12 +128,16 @@ def test_an_open_breaker_stays_open_for_its_period_and_the_new_settings_apply_af
 
 def test_the_failure_count_carries_over_unless_the_window_changes(manager: ResilienceManager) -> None:
     """Consecutive failures count on across a reload; a new sliding window starts empty."""
-    policy = manager.policy("streak", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3)))
+    policy = manager.policy(
+        "streak", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3))
+    )
     view = policy.for_key("k")
     for _ in range(2):
         with pytest.raises(ConnectionError):
             view.execute_sync(boom)
-    manager.reconfigure("streak", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=9.0)))
+    manager.reconfigure(
+        "streak", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=9.0))
+    )
     with pytest.raises(ConnectionError):
         view.execute_sync(boom)
     assert view.circuit_breaker.state is CircuitState.OPEN  # 2 + 1: the streak was kept
@@ -155,14 +159,18 @@ async def test_a_smaller_max_concurrent_cancels_nothing_and_admits_only_below_it
     manager: ResilienceManager,
 ) -> None:
     """Three calls keep running after a reload to one slot; a new call gets in only once all three ended."""
-    policy = manager.policy("pool", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=3, max_waiting=0)))
+    policy = manager.policy(
+        "pool", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=3, max_waiting=0))
+    )
     view = policy.for_key("k")
     gates = [asyncio.Event() for _ in range(3)]
     running = [asyncio.create_task(view.execute(gate.wait)) for gate in gates]
     await asyncio.sleep(0)
     bulkhead = view.bulkhead
     assert bulkhead.stats.active == 3
-    manager.reconfigure("pool", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0)))
+    manager.reconfigure(
+        "pool", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    )
     assert view.bulkhead is bulkhead
     assert (bulkhead.stats.active, bulkhead.stats.max_concurrent) == (3, 1)
     for gate, task in zip(gates[:2], running[:2], strict=True):
@@ -183,7 +191,8 @@ async def test_a_smaller_max_concurrent_cancels_nothing_and_admits_only_below_it
 async def test_a_larger_max_concurrent_hands_the_new_slots_to_the_waiters(manager: ResilienceManager) -> None:
     """Two queued calls start as soon as the reload gives the bulkhead two more slots."""
     policy = manager.policy(
-        "grow", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=60.0))
+        "grow",
+        ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=60.0)),
     )
     view = policy.for_key("k")
     gate = asyncio.Event()
@@ -198,7 +207,8 @@ async def test_a_larger_max_concurrent_hands_the_new_slots_to_the_waiters(manage
     assert started == [0]
     assert view.bulkhead.stats.waiting == 2
     manager.reconfigure(
-        "grow", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=3, max_waiting=5, timeout=60.0))
+        "grow",
+        ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=3, max_waiting=5, timeout=60.0)),
     )
     for _ in range(3):
         await asyncio.sleep(0)
@@ -309,3 +319,35 @@ def test_patterns_a_reload_removes_or_adds_are_retired_or_made(manager: Resilien
     assert stats["executions"]["total"] == 2
     manager.reconfigure("shape", ResilienceConfig(circuit_breaker=CircuitBreakerConfig()))
     assert policy.get_stats()["circuit_breaker"]["total_successes"] == 1  # the retired breaker's call
+
+
+async def test_calls_in_flight_at_a_reload_are_counted_but_judge_nothing(manager: ResilienceManager) -> None:
+    """Failures of calls that started under the old config count in the totals, never toward a trip."""
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))
+    policy = manager.policy("in-flight", config)
+    view = policy.for_key("k")
+    breaker = view.circuit_breaker
+    changes: list[str] = []
+    breaker.on_state_change(lambda change: changes.append(change.new))
+    release = asyncio.Event()
+
+    async def fail_later() -> None:
+        await release.wait()
+        raise ConnectionError("down")
+
+    running = [asyncio.create_task(view.execute(fail_later)) for _ in range(2)]
+    await asyncio.sleep(0)
+    manager.reconfigure(
+        "in-flight", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2))
+    )
+    release.set()
+    for task in running:
+        with pytest.raises(ConnectionError):
+            await task
+    assert changes == []
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.failure_count == 0
+    assert breaker.get_stats()["total_failures"] == 2
+    with pytest.raises(ConnectionError):
+        await view.execute(fail_later)  # released already: fails at once, under the new config
+    assert breaker.state is CircuitState.CLOSED  # one failure of the new period

@@ -148,7 +148,10 @@ def test_a_metric_binding_names_a_synchronous_instrument_the_event_can_fill(row)
         else:
             assert spec.kind is sc.InstrumentKind.COUNTER
             assert binding.value == ""
-        assert set(spec.attributes) | set(spec.conditional) <= _SOURCE_KEYS | keys | {sc.KEY, sc.METRIC_OVERFLOW}
+        assert set(spec.attributes) | set(spec.conditional) <= _SOURCE_KEYS | keys | {
+            sc.KEY,
+            sc.METRIC_OVERFLOW,
+        }
 
 
 @pytest.mark.parametrize("row", [row for row in sc.EVENTS if row.log is not None], ids=lambda row: row.event)
