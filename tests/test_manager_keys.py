@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -294,7 +295,7 @@ def test_keys_are_safe_from_many_threads(manager: ResilienceManager) -> None:
         try:
             for n in range(300):
                 policy.for_key((worker * 7 + n) % 40).execute_sync(lambda: None)
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
@@ -312,8 +313,6 @@ def test_keys_are_safe_from_many_threads(manager: ResilienceManager) -> None:
 
 def test_memory_stays_flat_while_many_keys_cycle(manager: ResilienceManager) -> None:
     """Cycling 10x the cap of keys keeps the kept keys at the cap and frees the evicted ones."""
-    import tracemalloc
-
     policy = manager.policy("cycle", BREAKER, max_keys=100)
 
     def cycle(start: int, count: int) -> None:

@@ -236,7 +236,7 @@ def test_eight_workers_in_threads_and_tasks_while_the_policy_is_reloaded() -> No
             try:
                 policy.for_key(key).execute_sync(sync_call, key, n)
                 seen.record(key, None)
-            except BaseException as error:  # noqa: BLE001
+            except BaseException as error:
                 seen.record(key, error)
 
     async def task_worker(worker: int) -> None:
@@ -245,7 +245,7 @@ def test_eight_workers_in_threads_and_tasks_while_the_policy_is_reloaded() -> No
             try:
                 await policy.for_key(key).execute(async_call, key, n)
                 seen.record(key, None)
-            except BaseException as error:  # noqa: BLE001
+            except BaseException as error:
                 seen.record(key, error)
 
     async def tasks() -> None:
