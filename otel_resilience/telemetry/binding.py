@@ -243,8 +243,14 @@ def _zero_rows() -> dict[tuple[str, str], tuple[sc.ZeroSeries, ...]]:
 _ZERO_ROWS: Final = _zero_rows()
 
 
-def _zero(instruments: Instruments, registry: str, source: Attrs, config: object) -> None:
-    """Add 0 to every known series of one instance (``source`` holds its kind and names)."""
+def _zero(
+    instruments: Instruments, registry: str, source: Attrs, config: object, key: Attrs | None = None
+) -> None:
+    """Add 0 to every known series of one instance (``source`` holds its kind and names).
+
+    ``key``: the key attributes of a keyed policy's pipeline (where it opted in), which the
+    series of the instruments that carry a key get too.
+    """
     for row in _ZERO_ROWS.get((registry, cast("str", source[sc.PATTERN])), ()):
         if row.config:
             value = getattr(config, row.config, None)
@@ -252,7 +258,9 @@ def _zero(instruments: Instruments, registry: str, source: Attrs, config: object
                 continue
         counter = instruments.counters[row.instrument]
         source_keys, _ = _keys(row.instrument)
-        base = {key: source[key] for key in source_keys}
+        base = {attr: source[attr] for attr in source_keys}
+        if key is not None and keyed(row.instrument):
+            base.update(key)
         for labels in row.labels:
             counter.add(0, {**base, **dict(labels)})
 
@@ -274,9 +282,10 @@ def _zero_pipeline(instruments: Instruments, pipeline: Named) -> None:
         return
     source = pipeline.telemetry.source
     policy = source.pipeline or source.name
+    key = None if source.metric_key is None else key_attributes(source.metric_key)
     for strategy in pipeline.strategies:
         values: Attrs = {sc.POLICY: policy, sc.PATTERN: strategy.kind, sc.NAME: strategy.name}
-        _zero(instruments, "pipelines", values, strategy.config)
+        _zero(instruments, "pipelines", values, strategy.config, key)
 
 
 class Zeroing:
