@@ -8,6 +8,7 @@ config identity, :mod:`~otel_resilience.manager.core`): the manager keeps one
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -35,8 +36,14 @@ ConfigSource = ResilienceConfig | Callable[[], ResilienceConfig]
 """A new config for :meth:`NamedPolicies.reconfigure`: the config, or a function that builds it
 (what it raises, a config that fails validation, is reported as a failed reload)."""
 
-_KEEP: Final = object()
-"""An option of :meth:`NamedPolicies.policy` not given (the default, or the handle's own)."""
+
+class _Unset(enum.Enum):
+    """An option of :meth:`NamedPolicies.policy` not given: the default, or the handle's own."""
+
+    UNSET = "unset"
+
+
+_KEEP: Final = _Unset.UNSET
 
 
 class NamedPolicies:
@@ -57,9 +64,9 @@ class NamedPolicies:
         name: str,
         config: ResilienceConfig | None = None,
         *,
-        max_keys: Any = _KEEP,
-        idle_ttl: Any = _KEEP,
-        key_attribute_limit: Any = _KEEP,
+        max_keys: int | _Unset = _KEEP,
+        idle_ttl: float | timedelta | _Unset | None = _KEEP,
+        key_attribute_limit: int | _Unset = _KEEP,
     ) -> PolicyHandle:
         """Return the policy handle named ``name``, creating it with ``config`` on first use.
 
