@@ -125,6 +125,36 @@ async def test_keys_share_the_config_of_the_stages_without_state(manager: Resili
     assert calls == {"a": 3, "b": 3}
 
 
+class DictCache:
+    """A synchronous cache service over a dict."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+
+    def get(self, key: str) -> object:
+        return self.data.get(key)
+
+    def set(self, key: str, value: object) -> None:
+        self.data[key] = value
+
+
+def test_a_cached_fallback_keeps_each_key_value_apart(manager: ResilienceManager) -> None:
+    """A tenant whose call fails gets its own last good value, never another tenant's."""
+    cache = DictCache()
+    config = ResilienceConfig(
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.CACHED_VALUE, cache_key="quote", cache_service=cache
+        )
+    )
+    policy = manager.policy("quotes", config)
+    assert policy.for_key("acme").execute_sync(lambda: "acme 101") == "acme 101"
+    assert policy.for_key("globex").execute_sync(lambda: "globex 7") == "globex 7"
+    assert policy.execute_sync(lambda: "index 5000") == "index 5000"
+    assert policy.for_key("acme").execute_sync(boom) == "acme 101"
+    assert policy.execute_sync(boom) == "index 5000"
+    assert cache.data == {"quote:acme": "acme 101", "quote:globex": "globex 7", "quote": "index 5000"}
+
+
 async def test_protect_runs_each_call_with_the_key_state(manager: ResilienceManager) -> None:
     """A function protected through a view (async or sync) counts its calls in the key's state."""
     policy = manager.policy("protected", BREAKER)

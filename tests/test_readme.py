@@ -27,6 +27,8 @@ EXPECTED = [
     "rows 1.0",
     "'successful': 1",
     "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts
+    "ConnectionError\nConnectionError\nCircuitOpenError\ncharged via us-1\n2 1 4\n",  # a breaker per key
+    "new answer\n['old answer', 'old answer', 'old answer']\nrefused: BulkheadConfig.max_concurrent must be >= 1, got 0\n2 {'succeeded': 1, 'failed': 1}\n",
     "[('circuit_open', 'payments')]",
 ]
 

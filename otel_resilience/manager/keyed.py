@@ -7,10 +7,11 @@ What a key means for each stage of :data:`~otel_resilience.manager.stages.STAGES
   what a key (a host, a tenant) tells apart;
 * **per policy**: the retry budget (an object of the config, shared by identity), the recovery
   system (the manager's), the hedging delay generator and the fallback's cache service (objects
-  of the config). The other stages (fallback, timeouts, retry, hedging, chaos, recovery, extra
+  of the config, shared by identity). The other stages (fallback, timeouts, retry, hedging, chaos, recovery, extra
   strategies) hold no state of their own between calls: every key's pipeline has its own links,
-  built from the same config. A fallback's cached value is per key (``FallbackHandler`` keeps
-  the last good value of the key's pipeline): a tenant is never answered with another's.
+  built from the same config. A ``CACHED_VALUE`` fallback reads and writes under
+  ``"<cache_key>:<key>"`` in a key's pipeline (:func:`key_config`): a tenant is never answered
+  with another tenant's last value.
 
 The state of one key (:class:`KeyState`) also counts the calls running through it, without a
 lock (:meth:`KeyState.enter` / :meth:`KeyState.leave`), so that a key is evicted only while no
@@ -19,6 +20,7 @@ call runs in it (see :meth:`KeyState.retire_if_idle`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,6 +31,7 @@ from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, namesakes_expected
+from otel_resilience.fallback import FallbackStrategy
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.rate_limiter import RateLimiter
 
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from otel_resilience.manager.ledger import Ledger
     from otel_resilience.recovery import ErrorRecoverySystem
 
-__all__ = ["KeyState", "Spec", "build", "reconfigure", "retire"]
+__all__ = ["KeyState", "Spec", "build", "key_config", "reconfigure", "retire"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +180,19 @@ def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -
     return state
 
 
+def key_config(config: ResilienceConfig, text: str | None) -> ResilienceConfig:
+    """Return the config of a key's pipeline: ``config``, with a cached fallback's key made the key's own."""
+    fallback = config.fallback_config
+    if text is None or fallback is None or fallback.strategy is not FallbackStrategy.CACHED_VALUE:
+        return config
+    keyed = dataclasses.replace(fallback, cache_key=f"{fallback.cache_key}:{text}")
+    return dataclasses.replace(config, fallback_config=keyed)
+
+
 def _pipeline(spec: Spec, state: KeyState) -> Pipeline:
     inputs = StageInputs(
         spec.name,
-        spec.config,
+        key_config(spec.config, state.text),
         spec.clock,
         state.breaker,
         state.bulkhead,
