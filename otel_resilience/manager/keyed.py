@@ -5,10 +5,10 @@ What a key means for each stage of :data:`~otel_resilience.manager.stages.STAGES
 * **per key**: the circuit breaker, the bulkhead and the rate limiter: the stages that hold
   state about the dependency (is it failing, how busy is it, how often is it called), which is
   what a key (a host, a tenant) tells apart;
-* **per policy**: the retry budget (an object of the config, shared by identity), the recovery
-  system (the manager's), the hedging delay generator and the fallback's cache service (objects
-  of the config, shared by identity). The other stages (fallback, timeouts, retry, hedging, chaos, recovery, extra
-  strategies) hold no state of their own between calls: every key's pipeline has its own links,
+* **per policy**: the retry budget, the hedging delay generator and the fallback's cache service
+  (objects of the config, shared by identity), and the recovery system (the manager's). The
+  other stages (fallback, timeouts, retry, hedging, chaos, recovery, extra strategies) hold no
+  state of their own between calls: every key's pipeline has its own links,
   built from the same config. A ``CACHED_VALUE`` fallback reads and writes under
   ``"<cache_key>:<key>"`` in a key's pipeline (:func:`key_config`): a tenant is never answered
   with another tenant's last value.
