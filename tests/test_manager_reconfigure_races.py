@@ -21,6 +21,7 @@ from otel_resilience import (
     CircuitOpenError,
     CountWindow,
     KeyedPolicyView,
+    PolicyHandle,
     ResilienceConfig,
     ResilienceManager,
 )
@@ -202,6 +203,77 @@ RELOADS = tuple(
     for threshold, slots in ((3, 1), (5, 4), (4, 2), (6, 3))
 )
 WORKER_CALLS = 60
+KEYS3 = ("x", "y", "z")
+
+
+class Workers:
+    """4 threads and 4 asyncio tasks (in a loop of their own thread) calling the keys of one policy."""
+
+    def __init__(self, policy: PolicyHandle, seen: Ledger) -> None:
+        self.policy = policy
+        self.seen = seen
+
+    def sync_call(self, key: str, n: int) -> None:
+        self.seen.enter(key)
+        try:
+            time.sleep(0.0005)
+            if n % 4 == 0:
+                raise ConnectionError(key)
+        finally:
+            self.seen.leave(key)
+
+    async def async_call(self, key: str, n: int) -> None:
+        self.seen.enter(key)
+        try:
+            await asyncio.sleep(0.0005)
+            if n % 4 == 0:
+                raise ConnectionError(key)
+        finally:
+            self.seen.leave(key)
+
+    def thread_worker(self, worker: int) -> None:
+        for n in range(WORKER_CALLS):
+            key = KEYS3[(worker + n) % 3]
+            try:
+                self.policy.for_key(key).execute_sync(self.sync_call, key, n)
+                self.seen.record(key, None)
+            except BaseException as error:
+                self.seen.record(key, error)
+
+    async def task_worker(self, worker: int) -> None:
+        for n in range(WORKER_CALLS):
+            key = KEYS3[(worker + n) % 3]
+            try:
+                await self.policy.for_key(key).execute(self.async_call, key, n)
+                self.seen.record(key, None)
+            except BaseException as error:
+                self.seen.record(key, error)
+
+    async def tasks(self) -> None:
+        await asyncio.gather(*(self.task_worker(w) for w in range(4)))
+
+    def threads(self) -> list[threading.Thread]:
+        workers = [threading.Thread(target=self.thread_worker, args=(w,)) for w in range(4)]
+        workers.append(threading.Thread(target=asyncio.run, args=(self.tasks(),)))
+        return workers
+
+
+def check_worker_totals(policy: PolicyHandle, seen: Ledger) -> None:
+    """Every call the workers made is counted once, by its outcome, and nothing is held."""
+    assert seen.unexpected == []
+    assert seen.peak <= 4  # never more than the largest max_concurrent of any config
+    for key in KEYS3:
+        view = policy.for_key(key)
+        bulkhead = view.bulkhead.get_stats()
+        assert (bulkhead["active"], bulkhead["waiting"]) == (0, 0)
+        assert bulkhead["total"] == bulkhead["completed"] + bulkhead["rejected"] + bulkhead["timed_out"]
+        breaker = view.circuit_breaker.get_stats()
+        assert breaker["total_successes"] == seen.outcomes[key, "ok"]
+        assert breaker["total_failures"] == seen.outcomes[key, "ConnectionError"]
+        assert breaker["total_rejected"] == seen.outcomes[key, "CircuitOpenError"]
+        assert breaker["total_ignored"] == seen.outcomes[key, "BulkheadFullError"]
+        assert breaker["half_open_in_flight"] == 0
+    assert policy.get_stats()["executions"]["total"] == 8 * WORKER_CALLS
 
 
 def test_eight_workers_in_threads_and_tasks_while_the_policy_is_reloaded() -> None:
@@ -212,53 +284,13 @@ def test_eight_workers_in_threads_and_tasks_while_the_policy_is_reloaded() -> No
     seen = Ledger()
     done = threading.Event()
 
-    def sync_call(key: str, n: int) -> None:
-        seen.enter(key)
-        try:
-            time.sleep(0.0005)
-            if n % 4 == 0:
-                raise ConnectionError(key)
-        finally:
-            seen.leave(key)
-
-    async def async_call(key: str, n: int) -> None:
-        seen.enter(key)
-        try:
-            await asyncio.sleep(0.0005)
-            if n % 4 == 0:
-                raise ConnectionError(key)
-        finally:
-            seen.leave(key)
-
-    def thread_worker(worker: int) -> None:
-        for n in range(WORKER_CALLS):
-            key = KEYS3[(worker + n) % 3]
-            try:
-                policy.for_key(key).execute_sync(sync_call, key, n)
-                seen.record(key, None)
-            except BaseException as error:
-                seen.record(key, error)
-
-    async def task_worker(worker: int) -> None:
-        for n in range(WORKER_CALLS):
-            key = KEYS3[(worker + n) % 3]
-            try:
-                await policy.for_key(key).execute(async_call, key, n)
-                seen.record(key, None)
-            except BaseException as error:
-                seen.record(key, error)
-
-    async def tasks() -> None:
-        await asyncio.gather(*(task_worker(w) for w in range(4)))
-
     def reloader() -> None:
         rng = random.Random(7)
         while not done.is_set():
             manager.reconfigure("workers", rng.choice(RELOADS))
             time.sleep(0.002)
 
-    workers = [threading.Thread(target=thread_worker, args=(w,)) for w in range(4)]
-    workers.append(threading.Thread(target=asyncio.run, args=(tasks(),)))
+    workers = Workers(policy, seen).threads()
     reloading = threading.Thread(target=reloader)
     try:
         reloading.start()
@@ -271,25 +303,5 @@ def test_eight_workers_in_threads_and_tasks_while_the_policy_is_reloaded() -> No
         done.set()
         reloading.join(10)
         alerts.close()
-    assert seen.unexpected == []
-    assert seen.peak <= 4  # never more than the largest max_concurrent of any config
     assert policy.get_stats()["reloads"]["succeeded"] >= 2
-    for key in KEYS3:
-        view = policy.for_key(key)
-        outcomes = {
-            name: seen.outcomes[key, name]
-            for name in ("ok", "ConnectionError", "CircuitOpenError", "BulkheadFullError")
-        }
-        bulkhead = view.bulkhead.get_stats()
-        assert (bulkhead["active"], bulkhead["waiting"]) == (0, 0)
-        assert bulkhead["total"] == bulkhead["completed"] + bulkhead["rejected"] + bulkhead["timed_out"]
-        breaker = view.circuit_breaker.get_stats()
-        assert breaker["total_successes"] == outcomes["ok"]
-        assert breaker["total_failures"] == outcomes["ConnectionError"]
-        assert breaker["total_rejected"] == outcomes["CircuitOpenError"]
-        assert breaker["total_ignored"] == outcomes["BulkheadFullError"]
-        assert breaker["half_open_in_flight"] == 0
-    assert policy.get_stats()["executions"]["total"] == 8 * WORKER_CALLS
-
-
-KEYS3 = ("x", "y", "z")
+    check_worker_totals(policy, seen)

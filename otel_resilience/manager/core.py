@@ -467,9 +467,7 @@ class ResilienceManager(NamedPolicies):
                 "evicted_bulkheads": self._bulkheads.evicted,
             }
         policies = policy_counts(live, totals)
-        named = {name: handle.get_stats() for name, handle in self._named_policies().items()}
-        for stats in named.values():
-            add_counts(totals, stats["executions"])
+        named = self._named_statistics(totals)
         return {
             "executions": executions(retiring, totals),
             "policies": policies,

@@ -215,22 +215,10 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     into the old one's stats (the calls in flight finish in the old pipeline, counted there),
     and takes its place in the registry.
     """
-    config = spec.config
     with namesakes_expected():
         state.breaker = _breaker(state.breaker, spec, ledger)
         state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
-        limiter = state.limiter
-        if limiter is not None and (
-            config.rate_limiter is None or not limiter._reconfigure(config.rate_limiter)
-        ):
-            if limiter.waiting:
-                state.replaced.append(limiter)  # its waiters still take permits: folded later
-            else:
-                ledger.fold_limiter(limiter)
-            limiter = None
-        if limiter is None and config.rate_limiter is not None:
-            limiter = RateLimiter(spec.name, config.rate_limiter, clock=spec.clock)
-        state.limiter = limiter
+        state.limiter = _limiter(state, spec, ledger)
     old = state.pipeline
     state.pipeline = pipeline = _pipeline(spec, state)
     pipeline.stats = old.stats
@@ -265,6 +253,24 @@ def _bulkhead(bulkhead: Bulkhead | None, spec: Spec, ledger: Ledger) -> Bulkhead
     if bulkhead.config != config:
         bulkhead._reconfigure(config)
     return bulkhead
+
+
+def _limiter(state: KeyState, spec: Spec, ledger: Ledger) -> RateLimiter | None:
+    """Return the key's limiter for ``spec``: its own retuned, or a new one (the old one retired)."""
+    limiter, config = state.limiter, spec.config.rate_limiter
+    if (
+        limiter is not None
+        and config != limiter.config
+        and (config is None or not limiter._reconfigure(config))
+    ):
+        if limiter.waiting:
+            state.replaced.append(limiter)  # its waiters still take permits: folded later
+        else:
+            ledger.fold_limiter(limiter)
+        limiter = None
+    if limiter is None and config is not None:
+        limiter = RateLimiter(spec.name, config, clock=spec.clock)
+    return limiter
 
 
 def _fold_replaced(state: KeyState, ledger: Ledger) -> None:

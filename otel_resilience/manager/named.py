@@ -24,6 +24,7 @@ from otel_resilience.manager.policy import (
     check_config,
     report_failure,
 )
+from otel_resilience.manager.statistics import add_counts
 
 if TYPE_CHECKING:
     from otel_resilience.circuit_breaker import CircuitBreaker
@@ -186,10 +187,14 @@ class NamedPolicies:
             handle._reload_failed(error)
             raise
 
-    def _named_policies(self) -> dict[str, PolicyHandle]:
-        """A snapshot of the handles by name."""
+    def _named_statistics(self, totals: dict[str, int]) -> dict[str, dict[str, Any]]:
+        """Return each named policy's ``get_stats()``, and add its executions to ``totals``."""
         with self._handles_lock:
-            return dict(self._handles)
+            handles = dict(self._handles)
+        named = {name: handle.get_stats() for name, handle in handles.items()}
+        for stats in named.values():
+            add_counts(totals, stats["executions"])
+        return named
 
 
 def _same(handle: PolicyHandle, config: ResilienceConfig | None, options: dict[str, Any]) -> None:

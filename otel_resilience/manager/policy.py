@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
 from typing import Any, Final, ParamSpec, TypeVar
 
+from otel_resilience.bulkhead import Bulkhead
+from otel_resilience.circuit_breaker import CircuitBreaker
 from otel_resilience.engine.events import (
     Event,
     PolicyReloaded,
@@ -44,6 +46,7 @@ from otel_resilience.manager.keyed import KeyState, Spec, build, reconfigure, re
 from otel_resilience.manager.ledger import Ledger
 from otel_resilience.manager.policy_stats import policy_stats
 from otel_resilience.manager.stages import StageInputs, compose
+from otel_resilience.rate_limiter import RateLimiter
 
 __all__ = [
     "DEFAULT_IDLE_TTL",
@@ -401,7 +404,7 @@ class KeyedPolicyView:
         return state
 
     @property
-    def circuit_breaker(self) -> Any:
+    def circuit_breaker(self) -> CircuitBreaker | None:
         """The key's :class:`~otel_resilience.CircuitBreaker` (made if the key is new), or ``None``.
 
         For reading and for operators (``force_open``, ``reset``); run calls through the view.
@@ -409,12 +412,12 @@ class KeyedPolicyView:
         return self._state().breaker
 
     @property
-    def bulkhead(self) -> Any:
+    def bulkhead(self) -> Bulkhead | None:
         """The key's :class:`~otel_resilience.Bulkhead` (made if the key is new), or ``None``."""
         return self._state().bulkhead
 
     @property
-    def rate_limiter(self) -> Any:
+    def rate_limiter(self) -> RateLimiter | None:
         """The key's :class:`~otel_resilience.RateLimiter` (made if the key is new), or ``None``."""
         return self._state().limiter
 
