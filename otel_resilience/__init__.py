@@ -46,6 +46,8 @@ from otel_resilience.fallback import MISSING, CacheService, FallbackConfig, Fall
 from otel_resilience.hedging import Hedging, HedgingConfig, PercentileDelay
 from otel_resilience.manager import (
     ExtraStrategy,
+    KeyedPolicyView,
+    PolicyHandle,
     ResilienceConfig,
     ResilienceManager,
     build_pipeline,
@@ -104,9 +106,11 @@ __all__ = [
     "Hedging",
     "HedgingConfig",
     "Jitter",
+    "KeyedPolicyView",
     "OperationTimeoutError",
     "Outcome",
     "PercentileDelay",
+    "PolicyHandle",
     "RateLimitedError",
     "RateLimiter",
     "RateLimiterConfig",

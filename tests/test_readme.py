@@ -28,6 +28,8 @@ EXPECTED = [
     "'successful': 1",
     "ok 2\n",  # a strategy of one's own, inside the retry, sees both attempts
     "7 3\nresilience.yaml:4: policies.inventory.circuit_breaker.failure_threshold must be >= 1, got 0\n",
+    "ConnectionError\nConnectionError\nCircuitOpenError\ncharged via us-1\n2 1 4\n",  # a breaker per key
+    "new answer\n['old answer', 'old answer', 'old answer']\nrefused: BulkheadConfig.max_concurrent must be >= 1, got 0\n2 {'succeeded': 1, 'failed': 1}\n",
     "[('circuit_open', 'payments')]",
     "200 503 ['inventory@inventory.internal']\n",
 ]

@@ -156,6 +156,17 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep]):
         ),
     )
 
+    def _reconfigure(self, config: BulkheadConfig) -> None:
+        """Take ``config`` now, keeping the calls that run and wait (:meth:`_BulkheadCore.resize`).
+
+        For an owner that rebuilds every link of this bulkhead afterwards (a manager policy):
+        the queue ``timeout`` of links built before (the calls in flight) is theirs; the limits
+        are the bulkhead's, changed at once.
+        """
+        self._core.resize(config.max_concurrent, config.max_waiting)
+        self._config = config
+        self._standalone = None
+
     def slot(self) -> Guard:
         """Return a context manager that holds one slot of this bulkhead around a block.
 

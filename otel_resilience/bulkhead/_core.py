@@ -225,6 +225,29 @@ class _BulkheadCore(BulkheadStats):
             waiter.state = TIMED_OUT
             return True
 
+    def resize(self, max_concurrent: int, max_waiting: int) -> None:
+        """Change the limits now, keeping every call that runs or waits.
+
+        A lower ``max_concurrent`` cancels nothing: no call is admitted until fewer than the new
+        limit run. A higher one hands the new slots to the oldest waiters at once. A lower
+        ``max_waiting`` keeps the queued calls; new ones are rejected until the queue is below it.
+        """
+        wakes: list[Waiter] = []
+        with self._lock:
+            self.max_concurrent = max_concurrent
+            self.max_waiting = max_waiting
+            while self._queue and self.active < max_concurrent:
+                self.active += 1  # a new slot, passed on as a released one would be
+                granted = self.active
+                passed = self._pass_on_locked()
+                if passed:
+                    wakes.extend(passed)
+                if self.active < granted:
+                    break  # no waiter could take it (their loops do not run): it was freed
+        if wakes:
+            wakes.reverse()  # woken from the end: the oldest waiter first
+            self._hand_over(wakes)
+
     def snapshot(self, name: str) -> BulkheadStatsDict:
         """Return every counter, read under the lock so that they add up."""
         with self._lock:
@@ -258,7 +281,9 @@ class _BulkheadCore(BulkheadStats):
             when it runs); ``None`` for none.
         """
         queue = self._queue
-        if not queue:  # the usual case: nobody waits, so the slot is freed
+        if not queue or self.active > self.max_concurrent:
+            # The usual case: nobody waits, so the slot is freed. Or the limit was lowered
+            # below the calls running: the slot is freed until they are below it.
             self.active -= 1
             return None
         wakes: list[Waiter] | None = None

@@ -77,6 +77,7 @@ class _BreakerCore:
         "_record",
         "_reject_watchers",
         "_reopens",
+        "_retired",
         "_slow_threshold",
         "_success_threshold",
         "_telemetry",
@@ -122,6 +123,7 @@ class _BreakerCore:
         self._opened_until = _NEVER_OPENED
         self._reopens = 0
         self._probe_started = 0.0
+        self._retired = False
         window = config.sliding_window
         self.window = None if window is None else window.metrics()
         self._rate_threshold = config.failure_rate_threshold
@@ -296,8 +298,8 @@ class _BreakerCore:
         return _FAILURE if recorded else _SUCCESS
 
     def _poll_locked(self) -> StateChanged | None:
-        """Move OPEN to HALF_OPEN if its timer elapsed."""
-        if self._permit.state is _OPEN and self._clock.now() >= self._opened_until:
+        """Move OPEN to HALF_OPEN if its timer elapsed (a retired core no longer moves)."""
+        if self._permit.state is _OPEN and self._clock.now() >= self._opened_until and not self._retired:
             return self._transition_locked(_HALF_OPEN, _REASON_TIMEOUT_ELAPSED)
         return None
 
@@ -310,6 +312,7 @@ class _BreakerCore:
         wait = self._max_half_open_wait
         if (
             wait is None
+            or self._retired
             or self._permit.state is not _HALF_OPEN
             or self._in_flight < self._half_open_max_calls
             or self._clock.now() - self._probe_started < wait
@@ -335,7 +338,7 @@ class _BreakerCore:
     def _on_success_locked(self, permit: Permit, slow: bool = False) -> StateChanged | None:
         stats = self.stats
         next(stats._successes)
-        if permit is not self._permit:
+        if permit is not self._permit or self._retired:
             return None
         if permit.state is _HALF_OPEN:
             self._in_flight -= 1
@@ -352,7 +355,7 @@ class _BreakerCore:
         stats = self.stats
         stats.total_failures += 1
         self.last_failure_type = _RESULT if error is None else error_type_name(error)
-        if permit is not self._permit:
+        if permit is not self._permit or self._retired:
             return None
         if permit.state is _HALF_OPEN:
             return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
@@ -397,7 +400,7 @@ class _BreakerCore:
         return StateChanged(value, value, reason, 0, self._open_seconds(1))
 
     def _release_locked(self, permit: Permit) -> None:
-        if permit is self._permit and permit.state is _HALF_OPEN:
+        if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:
             self._in_flight -= 1
 
     def _transition_locked(
@@ -458,14 +461,14 @@ class _BreakerCore:
         for watcher in self._watchers:
             notify(watcher, change, f"circuit breaker {self.name!r}: state change callback")
 
-    def watch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> Callable[[], None]:
-        """Add a state change callback (a rejection callback with ``rejections``); return its remover."""
+    def watch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
+        """Add a state change callback (a rejection callback with ``rejections``)."""
         attribute = "_reject_watchers" if rejections else "_watchers"
         with self._lock:
             setattr(self, attribute, (*getattr(self, attribute), callback))
 
-        def remove() -> None:
-            with self._lock:
-                setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w is not callback))
-
-        return remove
+    def unwatch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
+        """Remove a callback :meth:`watch` added (nothing if it is not there)."""
+        attribute = "_reject_watchers" if rejections else "_watchers"
+        with self._lock:
+            setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w is not callback))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal
 
 from otel_resilience.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
 from otel_resilience.circuit_breaker.core import _BreakerCore
+from otel_resilience.circuit_breaker.reload import reconfigured_core
 from otel_resilience.circuit_breaker.state import CircuitBreakerStats, CircuitBreakerStatsDict, CircuitState
 from otel_resilience.circuit_breaker.step import _BreakerStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
@@ -190,7 +192,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
         Raises:
             TypeError: ``callback`` is not callable.
         """
-        return self._core.watch(check_callable(self._owner, "callback", callback))
+        return self._watch(check_callable(self._owner, "callback", callback), rejections=False)
 
     def on_rejection(self, callback: Callable[[CircuitOpenError], Any]) -> Callable[[], None]:
         """Call ``callback(error)`` for each call this breaker rejects, before the error is raised.
@@ -203,7 +205,24 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
         Raises:
             TypeError: ``callback`` is not callable.
         """
-        return self._core.watch(check_callable(self._owner, "callback", callback), rejections=True)
+        return self._watch(check_callable(self._owner, "callback", callback), rejections=True)
+
+    def _watch(self, callback: Callable[..., Any], *, rejections: bool) -> Callable[[], None]:
+        """Add a callback to the core; return a remover that finds the core current when it is called."""
+        self._core.watch(callback, rejections=rejections)
+        return functools.partial(_unwatch, self, callback, rejections)
+
+    def _reconfigure(self, config: CircuitBreakerConfig) -> None:
+        """Take ``config`` now, carrying the state over (see :mod:`~otel_resilience.circuit_breaker.reload`).
+
+        For an owner that rebuilds every link of this breaker afterwards (a manager policy):
+        links built before (its own pipeline is rebuilt; a function decorated with
+        :meth:`protect` is not) keep serving the calls in flight with the old core, whose
+        outcomes are counted in the totals but judge nothing.
+        """
+        self._core = reconfigured_core(self._core, config)
+        self._config = config
+        self._standalone = None
 
     def get_stats(self) -> CircuitBreakerStatsDict:
         """Return a snapshot of the breaker's state and counts.
@@ -220,3 +239,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._core.state.value})"
+
+
+def _unwatch(breaker: CircuitBreaker, callback: Callable[..., Any], rejections: bool) -> None:
+    """Remove ``callback`` from the breaker's current core (after a reconfiguration too)."""
+    breaker._core.unwatch(callback, rejections=rejections)

@@ -49,6 +49,15 @@ class Counter(_Count):
             self._reads = reads + 1
         return drawn - reads
 
+    def add(self, count: int) -> None:
+        """Add ``count`` (``>= 0``) at once: a rare bulk increment, under the read lock.
+
+        For counts carried over from another counter (a retired instance's, folded into totals
+        that must never go down); ``next(counter)`` stays the one way to count on a hot path.
+        """
+        with self._lock:
+            self._reads -= count
+
 
 class CounterValue:
     """A read-only ``int`` attribute: the value of the :class:`Counter` the instance keeps in another.

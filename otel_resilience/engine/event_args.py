@@ -24,7 +24,9 @@ __all__ = [
     "HedgeWon",
     "PatternDetected",
     "PermitWaited",
+    "PolicyReloaded",
     "RecoveryAttempted",
+    "ReloadFailed",
     "RetryExhausted",
     "RetryScheduled",
     "StateChanged",
@@ -212,6 +214,35 @@ class HedgeWon:
     """``"original"`` (the first attempt) or ``"hedge"``."""
 
 
+@dataclass(slots=True)
+class PolicyReloaded:
+    """A policy took a new configuration: new calls use it, calls in flight finish under theirs."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("outcome", "error_type")
+
+    generation: int
+    """The policy's configuration number after the reload (1 for its first configuration)."""
+    outcome: str = "succeeded"
+    """Always ``"succeeded"`` (the value :class:`ReloadFailed` has as ``"failed"``)."""
+    error_type: str | None = None
+    """Always ``None``: nothing failed (the field :class:`ReloadFailed` fills)."""
+
+
+@dataclass(slots=True)
+class ReloadFailed:
+    """A new configuration for a policy was refused: nothing changed (Polly's ``ReloadFailed``)."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("outcome", "error_type")
+
+    error_type: str | None
+    """The class name of the error that refused it (``ValueError`` for a config that fails
+    validation)."""
+    generation: int
+    """The policy's configuration number, unchanged (0 when no policy has the name)."""
+    outcome: str = "failed"
+    """Always ``"failed"``."""
+
+
 EventArgs = (
     RetryScheduled
     | RetryExhausted
@@ -226,4 +257,6 @@ EventArgs = (
     | ChaosInjected
     | HedgeStarted
     | HedgeWon
+    | PolicyReloaded
+    | ReloadFailed
 )

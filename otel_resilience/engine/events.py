@@ -6,7 +6,7 @@ name). Through it the pattern
 
 * reports rare events (:meth:`StrategyTelemetry.report`): retry scheduled, state change,
   rejection, timeout, fallback used, recovery, error pattern, alert, chaos injected, hedge
-  started, hedge won;
+  started, hedge won, policy reloaded, reload failed;
 * opens execution and attempt scopes (:meth:`StrategyTelemetry.start_execution`,
   :meth:`StrategyTelemetry.start_attempt`), which a tracing listener turns into spans.
 
@@ -70,6 +70,8 @@ class Event(enum.Enum):
     CHAOS_INJECTED = "chaos_injected"
     HEDGE_STARTED = "hedge_started"
     HEDGE_WON = "hedge_won"
+    POLICY_RELOADED = "policy_reloaded"
+    RELOAD_FAILED = "reload_failed"
 
 
 class Outcome(enum.Enum):
@@ -103,6 +105,10 @@ class TelemetrySource:
         spans: Whether tracing listeners should open spans for this source (default ``True``).
         metrics: Whether the per-execution duration histogram is recorded (default ``True``);
             counts exported through observable instruments are not affected.
+        key: The key of a keyed policy's pipeline (``str(key)``): an attribute of its
+            execution spans, never of its metrics unless ``metric_key`` says so.
+        metric_key: The key attribute of its metrics, only where the policy opted in (the key
+            itself, or the overflow value for keys past the policy's cap); ``None``: none.
     """
 
     kind: str
@@ -110,6 +116,8 @@ class TelemetrySource:
     pipeline: str | None = None
     spans: bool = True
     metrics: bool = True
+    key: str | None = None
+    metric_key: str | None = None
 
 
 @runtime_checkable

@@ -5,14 +5,20 @@ in the registry of its kind when it is created, and so does every retry link tha
 budget. The registry holds *weak* references: it never keeps an instance alive.
 Observable instruments iterate :meth:`Registry.items` to export live state (the Resilience4j
 ``bindTo`` idea); recovery rules find a breaker to isolate by name with :meth:`Registry.get`.
+
+An owner that keeps many instances under one name on purpose (a manager policy keeps a breaker,
+a bulkhead and a rate limiter per key, all named after the policy) creates them inside
+:func:`namesakes_expected`, so that no warning is logged for them, and takes them out with
+:meth:`Registry.unregister` when it folds their counts into totals of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, Generic, Protocol, TypeVar
 
 __all__ = [
@@ -20,10 +26,12 @@ __all__ = [
     "BUDGETED_RETRIES",
     "BULKHEADS",
     "PIPELINES",
+    "POLICIES",
     "RATE_LIMITERS",
     "RECOVERY_SYSTEMS",
     "Named",
     "Registry",
+    "namesakes_expected",
 ]
 
 
@@ -39,6 +47,23 @@ class Named(Protocol):
 T = TypeVar("T", bound=Named)
 
 _LOG: Final = logging.getLogger("otel_resilience")
+_EXPECTED: Final = threading.local()
+"""Per thread: whether instances registered now share their name on purpose."""
+
+
+@contextlib.contextmanager
+def namesakes_expected() -> Iterator[None]:
+    """Register the instances created inside (in this thread) without the namesake warning.
+
+    For an owner that gives many instances one name on purpose (a policy's per-key breakers):
+    their series combine by design, which the warning would report as a mistake.
+    """
+    previous = getattr(_EXPECTED, "on", False)
+    _EXPECTED.on = True
+    try:
+        yield
+    finally:
+        _EXPECTED.on = previous
 
 
 class Registry(Generic[T]):
@@ -46,13 +71,13 @@ class Registry(Generic[T]):
 
     Args:
         kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``,
-            ``"recovery"``, ``"rate_limiter"``, ``"retry_budget"``).
+            ``"recovery"``, ``"rate_limiter"``, ``"retry_budget"``, ``"policy"``).
         warn_namesakes: Log a warning when an instance is registered while another live instance
             has its name: their telemetry series are combined (see docs/design.md, "Policies:
             identity, default names, bounds"), which should never happen unnoticed.
     """
 
-    __slots__ = ("_by_name", "_items", "_lock", "_on_added", "kind", "warn_namesakes")
+    __slots__ = ("_by_name", "_hidden", "_items", "_lock", "_on_added", "kind", "warn_namesakes")
 
     def __init__(self, kind: str, *, warn_namesakes: bool = False) -> None:
         self.kind = kind
@@ -60,14 +85,25 @@ class Registry(Generic[T]):
         self._lock = threading.Lock()
         self._items: weakref.WeakSet[T] = weakref.WeakSet()
         self._by_name: weakref.WeakValueDictionary[str, T] = weakref.WeakValueDictionary()
+        self._hidden: weakref.WeakSet[T] = weakref.WeakSet()
         self._on_added: list[Callable[[T], None]] = []
 
-    def register(self, item: T) -> None:
-        """Add ``item`` and tell every ``on_added`` callback about it."""
+    def register(self, item: T, *, findable: bool = True) -> None:
+        """Add ``item`` and tell every ``on_added`` callback about it.
+
+        Args:
+            item: The instance.
+            findable: ``False`` for an item that is exported but never returned by :meth:`get`
+                (the totals a policy keeps of its evicted keys, which are not an instance to act on).
+        """
+        warn = findable and self.warn_namesakes and not getattr(_EXPECTED, "on", False)
         with self._lock:
-            namesake = self._by_name.get(item.name) if self.warn_namesakes else None
+            namesake = self._by_name.get(item.name) if warn else None
             self._items.add(item)
-            self._by_name[item.name] = item
+            if findable:
+                self._by_name[item.name] = item
+            else:
+                self._hidden.add(item)
             callbacks = tuple(self._on_added)
         if namesake is not None and namesake is not item:
             _LOG.warning(
@@ -78,6 +114,13 @@ class Registry(Generic[T]):
             )
         for callback in callbacks:
             callback(item)
+
+    def unregister(self, item: T) -> None:
+        """Take ``item`` out (no error if it is not in): it is no longer exported or found by name."""
+        with self._lock:
+            self._items.discard(item)
+            if self._by_name.get(item.name) is item:
+                del self._by_name[item.name]
 
     def items(self) -> list[T]:
         """Return a snapshot list of the live instances."""
@@ -99,7 +142,7 @@ class Registry(Generic[T]):
             if found is not None:
                 return found
             for item in self._items:  # registration order is not kept: the rare fallback
-                if item.name == name:
+                if item.name == name and item not in self._hidden:
                     self._by_name[name] = item
                     return item
         return None
@@ -120,6 +163,8 @@ BULKHEADS: Final[Registry[Named]] = Registry("bulkhead", warn_namesakes=True)
 """Every live bulkhead."""
 PIPELINES: Final[Registry[Named]] = Registry("pipeline")
 """Every live pipeline (manager policy)."""
+POLICIES: Final[Registry[Named]] = Registry("policy")
+"""Every live policy handle (``ResilienceManager.policy``): its reloads and keys are exported."""
 RECOVERY_SYSTEMS: Final[Registry[Named]] = Registry("recovery")
 """Every live error recovery system."""
 RATE_LIMITERS: Final[Registry[Named]] = Registry("rate_limiter")

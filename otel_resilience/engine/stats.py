@@ -89,6 +89,15 @@ class PipelineStats:
         """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
         self.tally[outcome._value_]()
 
+    def absorb(self, other: PipelineStats) -> None:
+        """Add every count of ``other`` to this one's (folding a retired pipeline into totals).
+
+        Each count only grows, so totals that absorb what retired pipelines counted stay
+        monotonic when those pipelines go.
+        """
+        for outcome, counter in self._counters.items():
+            counter.add(other._counters[outcome].value)
+
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict, each key saying what it counts.
 

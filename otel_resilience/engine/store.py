@@ -15,11 +15,16 @@ generated function), so the store that keeps them is bounded:
   fold its counts into totals: nothing counted is lost;
 * with ``revive=True`` an evicted value that is still alive elsewhere (a caller holds it) is
   kept in a weak index and brought back by :meth:`BoundedStore.get_or_add` instead of a second
-  instance of the same name being created.
+  instance of the same name being created;
+* with ``ttl`` (and a ``clock``), an idle entry not used for ``ttl`` seconds is evicted too,
+  whatever the count: each :meth:`BoundedStore.get_or_add` (and :meth:`BoundedStore.expire`)
+  looks at the least recently used entries and evicts those that expired. A busy entry is
+  never evicted: it counts as used now.
 
 Each eviction looks at each entry at most once, and moves a busy entry to the young end, so
 the cost of adding is amortised O(1) when entries are idle, and at worst O(len) when all are
-busy. Lookups (:meth:`BoundedStore.get`) take no lock.
+busy; the expiry looks at entries oldest first and stops at the first one used within ``ttl``
+(amortised O(1) too). Lookups (:meth:`BoundedStore.get`) take no lock.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from datetime import timedelta
+from typing import Generic, TypeVar, cast
 
+from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import check_duration, fail
 
 __all__ = ["BoundedStore"]
 
@@ -51,12 +58,29 @@ class BoundedStore(Generic[K, V]):
         on_evict: Called with ``(key, value)`` for each evicted entry, outside the lock.
         revive: Keep weak references to evicted values and return one that is still alive when
             its key is added again (the values must support weak references).
+        ttl: Seconds after which an idle entry that was not used is evicted (``None``: never;
+            ``timedelta`` accepted). Needs ``clock``.
+        clock: The clock ``ttl`` is measured on.
+        ttl_field: The owner's argument that set ``ttl``, for error messages.
 
     Raises:
-        ValueError: If ``capacity`` is not an ``int >= 1`` (``"<owner>.<field> must be ..."``).
+        ValueError: If ``capacity`` is not an ``int >= 1``, or ``ttl`` is not finite and
+            ``> 0`` (``"<owner>.<field> must be ..."``).
+        TypeError: If ``ttl`` is given without a ``clock``.
     """
 
-    __slots__ = ("_capacity", "_entries", "_evicted", "_is_idle", "_lock", "_on_evict", "_revivable")
+    __slots__ = (
+        "_capacity",
+        "_clock",
+        "_entries",
+        "_evicted",
+        "_is_idle",
+        "_lock",
+        "_on_evict",
+        "_revivable",
+        "_touched",
+        "_ttl",
+    )
 
     def __init__(
         self,
@@ -67,9 +91,17 @@ class BoundedStore(Generic[K, V]):
         is_idle: Callable[[V], bool],
         on_evict: Callable[[K, V], None] | None = None,
         revive: bool = False,
+        ttl: float | timedelta | None = None,
+        clock: Clock | None = None,
+        ttl_field: str = "ttl",
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise fail(owner, field, "an int >= 1", capacity)
+        self._ttl = None if ttl is None else check_duration(owner, ttl_field, ttl)
+        if ttl is not None and clock is None:
+            raise fail(owner, "clock", f"a Clock when {ttl_field} is set", clock, kind=TypeError)
+        self._clock = None if clock is None else check_clock(owner, clock)
+        self._touched: dict[K, float] = {}
         self._capacity = capacity
         self._is_idle = is_idle
         self._on_evict = on_evict
@@ -83,6 +115,8 @@ class BoundedStore(Generic[K, V]):
     capacity = ReadOnly[int]("_capacity", "The most entries kept while they are idle.")
 
     evicted = ReadOnly[int]("_evicted", "How many entries were evicted so far.")
+
+    ttl = ReadOnly["float | None"]("_ttl", "Seconds an unused idle entry is kept, or ``None`` (no expiry).")
 
     def get(self, key: K) -> V | None:
         """Return the value kept under ``key``, or ``None`` (no lock, no change of order)."""
@@ -107,15 +141,34 @@ class BoundedStore(Generic[K, V]):
         """
         with self._lock:
             value = self._entries.get(key)
+            expired = [] if self._ttl is None else self._expire_locked(None if value is None else key)
             if value is not None:
                 self._entries.move_to_end(key)
-                return value, False
-            revived = self._revivable.pop(key, None) if self._revivable is not None else None
-            value = revived if revived is not None else create()
-            self._entries[key] = value
-            evicted = self._evict_locked() if evict else []
+                created = False
+                evicted = expired
+            else:
+                revived = self._revivable.pop(key, None) if self._revivable is not None else None
+                value = revived if revived is not None else create()
+                created = revived is None
+                self._entries[key] = value
+                if self._ttl is not None:
+                    self._touched[key] = cast("Clock", self._clock).now()
+                evicted = expired + self._evict_locked() if evict else expired
         self._hand_over(evicted)
-        return value, revived is None
+        return value, created
+
+    def expire(self) -> int:
+        """Evict the idle entries not used for ``ttl`` seconds (nothing without a ``ttl``).
+
+        Returns:
+            How many entries were evicted.
+        """
+        if self._ttl is None:
+            return 0
+        with self._lock:
+            evicted = self._expire_locked(None)
+        self._hand_over(evicted)
+        return len(evicted)
 
     def trim(self) -> int:
         """Evict idle entries while the store holds more than its capacity.
@@ -141,6 +194,33 @@ class BoundedStore(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _expire_locked(self, using: K | None) -> list[tuple[K, V]]:
+        """Evict idle entries unused for ``ttl``, oldest first; mark ``using`` (if any) used now.
+
+        Entries are kept in the order of their last use (a busy entry looked at is in use, so it
+        is marked used now and moved to the young end), so the scan stops at the first entry
+        used within ``ttl``.
+        """
+        now = cast("Clock", self._clock).now()
+        touched, entries = self._touched, self._entries
+        limit = now - cast("float", self._ttl)
+        evicted: list[tuple[K, V]] = []
+        for _ in range(len(entries)):
+            key, value = next(iter(entries.items()))
+            if key != using and touched.get(key, now) > limit:
+                break
+            if key != using and self._is_idle(value):
+                del entries[key], touched[key]
+                evicted.append((key, value))
+            else:
+                entries.move_to_end(key)
+                touched[key] = now
+        if using is not None:
+            touched[using] = now
+        self._evicted += len(evicted)
+        self._keep_revivable(evicted)
+        return evicted
+
     def _evict_locked(self) -> list[tuple[K, V]]:
         """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most."""
         entries = self._entries
@@ -155,17 +235,23 @@ class BoundedStore(Generic[K, V]):
                 break
             if self._is_idle(value):
                 del entries[key]
+                self._touched.pop(key, None)
                 evicted.append((key, value))
                 if len(evicted) == excess:
                     break
             else:
                 entries.move_to_end(key)
                 entries.move_to_end(newest)
+                if self._ttl is not None:  # busy: in use now, so the order of last use holds
+                    self._touched[key] = cast("Clock", self._clock).now()
         self._evicted += len(evicted)
+        self._keep_revivable(evicted)
+        return evicted
+
+    def _keep_revivable(self, evicted: list[tuple[K, V]]) -> None:
         if self._revivable is not None:
             for key, value in evicted:
                 self._revivable[key] = value
-        return evicted
 
     def _hand_over(self, evicted: list[tuple[K, V]]) -> None:
         on_evict = self._on_evict

@@ -34,6 +34,8 @@ from otel_resilience.engine.store import BoundedStore
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keys import config_key, name_of
+from otel_resilience.manager.named import NamedPolicies
+from otel_resilience.manager.policy import PolicyHandle
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.manager.statistics import (
     EXECUTION_KEYS,
@@ -136,7 +138,7 @@ _GONE: Final = _Entry.__new__(_Entry)
 _GONE.live = False
 
 
-class ResilienceManager:
+class ResilienceManager(NamedPolicies):
     """Runs calls through the patterns a :class:`ResilienceConfig` names, and keeps their state.
 
     A *policy* is a policy name with one config value: configs that are equal (by value,
@@ -146,6 +148,9 @@ class ResilienceManager:
     breaker is not CLOSED or whose bulkhead holds or queues a call is not idle; neither is a
     breaker or bulkhead a live policy uses). The counts of an evicted policy are folded into
     the ``executions`` totals, so nothing counted is lost. See ``docs/design.md``.
+
+    Named policies (:meth:`policy`, :meth:`reconfigure`) are the other way in: a handle per
+    name, with state per key and a config that can change while calls run.
 
     Args:
         recovery_system: The recovery rules used when ``enable_recovery`` is set (default: a new
@@ -198,6 +203,8 @@ class ResilienceManager:
         self._dead: deque[int] = deque()
         self._retired = dict.fromkeys(EXECUTION_KEYS, 0)
         self._recovery_warned = False
+        self._handles: dict[str, PolicyHandle] = {}
+        self._handles_lock = threading.Lock()
 
     # ------------------------------------------------------------------ shared instances
 
@@ -218,6 +225,10 @@ class ResilienceManager:
         """
         with self._lock:
             return self._bulkhead_locked(name, config, evict=True)
+
+    def _find_breaker(self, name: str) -> CircuitBreaker | None:
+        """Find a breaker the manager keeps by name (for recovery rules that isolate one)."""
+        return self._breakers.get(name)
 
     def _breaker_locked(
         self, name: str, config: CircuitBreakerConfig | None, *, evict: bool
@@ -435,7 +446,9 @@ class ResilienceManager:
         as ``{"kind", "name", "rank"}`` plus ``"stats"``, the link's ``get_stats()``, when it
         has one; ``error_recovery`` the recovery system's (``successful_recoveries`` counts
         recovery *actions* that worked, a different thing from ``successful_after_failure``);
-        ``limits`` the cap and how many were evicted.
+        ``limits`` the cap and how many were evicted; ``named_policies`` each named policy's
+        ``get_stats()`` (see :meth:`PolicyHandle.get_stats`), whose executions are in
+        ``executions`` too.
         """
         with self._lock:
             self._fold_dead_locked()
@@ -454,6 +467,7 @@ class ResilienceManager:
                 "evicted_bulkheads": self._bulkheads.evicted,
             }
         policies = policy_counts(live, totals)
+        named = self._named_statistics(totals)
         return {
             "executions": executions(retiring, totals),
             "policies": policies,
@@ -463,4 +477,5 @@ class ResilienceManager:
             "error_recovery": self.recovery_system.get_stats(),
             "alerts": self.alert_system.get_stats(),
             "limits": limits,
+            "named_policies": named,
         }

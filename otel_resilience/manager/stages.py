@@ -101,6 +101,10 @@ class StageInputs:
         bulkhead: The shared bulkhead, when ``config.bulkhead_config`` is set.
         recovery: The recovery system, used when ``config.enable_recovery`` is set.
         breakers: Finds a breaker by name for the recovery rules that isolate one.
+        rate_limiter: The rate limiter to use when ``config.rate_limiter`` is set; ``None``: the
+            stage makes one for the pipeline (a policy handle passes each key's own).
+        key: The key of a keyed policy's pipeline, for its execution spans (``None``: unkeyed).
+        metric_key: The key attribute of its metrics, where the policy opted in (else ``None``).
         held: What a stage made that its link does not hold but must live as long as the
             pipeline: the rate limiter behind its link, whose registry entry exports the
             limiter's permits (:func:`compose` keeps them alive with the pipeline).
@@ -113,6 +117,9 @@ class StageInputs:
     bulkhead: Bulkhead | None
     recovery: ErrorRecoverySystem | None
     breakers: Callable[[str], CircuitBreaker | None] | None
+    rate_limiter: RateLimiter | None = None
+    key: str | None = None
+    metric_key: str | None = None
     held: list[object] = field(default_factory=list)
 
 
@@ -145,7 +152,7 @@ def _rate_limiter(at: StageInputs) -> Step | None:
     config = at.config.rate_limiter
     if config is None:
         return None
-    limiter = RateLimiter(at.name, config, clock=at.clock)
+    limiter = at.rate_limiter or RateLimiter(at.name, config, clock=at.clock)
     at.held.append(limiter)  # registered weakly: it exports its permits while the pipeline lives
     return limiter.as_strategy(at.name)
 
@@ -324,7 +331,13 @@ def compose(at: StageInputs) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
         at.name,
         clock=at.clock,
         source=TelemetrySource(
-            "pipeline", at.name, at.name, spans=config.spans, metrics=config.record_duration
+            "pipeline",
+            at.name,
+            at.name,
+            spans=config.spans,
+            metrics=config.record_duration,
+            key=at.key,
+            metric_key=at.metric_key,
         ),
         max_attempts=config.max_attempts_total,
     )

@@ -89,6 +89,21 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
         """
         return KeyedRateLimiter(name, config, max_keys=max_keys, clock=clock)
 
+    def _reconfigure(self, config: RateLimiterConfig) -> bool:
+        """Take ``config`` now, keeping the permits used (:meth:`_Rules.retune`), if it can.
+
+        For an owner that rebuilds every link of this limiter afterwards (a manager policy).
+
+        Returns:
+            ``False`` (nothing changed) when ``config`` names another algorithm: the owner then
+            makes a new limiter.
+        """
+        if not self._rules.retune(config, self._clock.now()):
+            return False
+        self._config = config
+        self._standalone = None
+        return True
+
     def _link(self, telemetry: StrategyTelemetry) -> _RateLimiterStep:
         return _RateLimiterStep(self._name, self._config, self._clock, self._rules, telemetry)
 

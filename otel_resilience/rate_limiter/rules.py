@@ -215,6 +215,29 @@ class _Rules(abc.ABC):
         self.waiting += 1
         return hole
 
+    def retune(self, config: RateLimiterConfig, now: float) -> bool:
+        """Take ``config``'s rate, burst and waiting limits at ``now``, keeping the permits used.
+
+        The state is brought up to ``now`` at the old rate first; then the token bucket keeps
+        its tokens (at most the new ``burst``: a reload never hands out a free burst) and the
+        sliding log its admissions (judged over the new window). Reservations keep their times.
+
+        Returns:
+            ``False`` (and nothing changes) when ``config`` names another algorithm.
+        """
+        if config.algorithm != self.algorithm:
+            return False
+        with self._lock:
+            now = max(now, self._now)
+            self._now = now
+            self._due_locked(now)
+            self.rate = config.rate
+            self.burst = config.burst
+            self.max_wait = config.max_wait
+            self.max_waiting = config.max_waiting
+            self._retuned_locked(config)
+        return True
+
     def available(self, now: float) -> float:
         """Return the permits available at ``now`` (negative: reserved ahead of time)."""
         with self._lock:
@@ -256,6 +279,10 @@ class _Rules(abc.ABC):
     def _available_locked(self, now: float) -> float:
         """Return the permits available at ``now`` (negative: reserved ahead)."""
 
+    @abc.abstractmethod
+    def _retuned_locked(self, config: RateLimiterConfig) -> None:
+        """Adjust the algorithm's own state to the limits :meth:`retune` just set."""
+
 
 class _TokenBucket(_Rules):
     """``burst`` tokens refilled at ``rate`` per second; one per permit; debt for reservations."""
@@ -289,6 +316,10 @@ class _TokenBucket(_Rules):
     def _available_locked(self, now: float) -> float:
         self._due_locked(now)
         return self.tokens
+
+    def _retuned_locked(self, config: RateLimiterConfig) -> None:  # noqa: ARG002 - burst is set
+        if self.tokens > self.burst:
+            self.tokens = float(self.burst)
 
 
 class _SlidingLog(_Rules):
@@ -327,6 +358,9 @@ class _SlidingLog(_Rules):
     def _available_locked(self, now: float) -> float:
         self._forget_locked(now)
         return float(self.burst - len(self._log))
+
+    def _retuned_locked(self, config: RateLimiterConfig) -> None:
+        self._window = config.window
 
 
 def new_rules(config: RateLimiterConfig) -> _Rules:

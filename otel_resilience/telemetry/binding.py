@@ -21,7 +21,7 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 
 from otel_resilience.engine.events import Event, EventArgs, error_type_name
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.registry import BREAKERS, PIPELINES
+from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.telemetry import semconv as sc
 
@@ -40,6 +40,8 @@ __all__ = [
     "Zeroing",
     "add_span_event",
     "event_values",
+    "key_attributes",
+    "keyed",
     "log_record",
     "plan",
     "record_metrics",
@@ -47,6 +49,8 @@ __all__ = [
 
 _SOURCE_KEYS: Final = (sc.POLICY, sc.PATTERN, sc.NAME)
 """The attributes a point takes from its source rather than from the event."""
+_KEYED: Final = (sc.KEY, sc.METRIC_OVERFLOW)
+"""The attributes a point takes from the keyed execution it happens in (where the policy opted in)."""
 
 
 class Instruments:
@@ -83,8 +87,20 @@ class Instruments:
 def _keys(instrument: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split an instrument's attributes into those of the source and those of the event."""
     spec = sc.instrument(instrument)
-    keys = (*spec.attributes, *spec.conditional)
+    keys = tuple(k for k in (*spec.attributes, *spec.conditional) if k not in _KEYED)
     return tuple(k for k in keys if k in _SOURCE_KEYS), tuple(k for k in keys if k not in _SOURCE_KEYS)
+
+
+def keyed(instrument: str) -> bool:
+    """Whether ``instrument``'s points carry the key of a keyed execution (where its policy opted in)."""
+    return sc.KEY in sc.instrument(instrument).conditional
+
+
+def key_attributes(key: str) -> Attrs:
+    """Return the metric attributes of a key: ``resilience.key``, and the overflow mark for ``_OTHER``."""
+    if key == sc.KEY_OVERFLOW:
+        return {sc.KEY: key, sc.METRIC_OVERFLOW: True}
+    return {sc.KEY: key}
 
 
 class Plan:
@@ -93,7 +109,8 @@ class Plan:
     Attributes:
         args_type: The arguments class it was resolved for.
         fields: ``(field, attribute key)`` pairs, in the order the event names its attributes.
-        metrics: ``(instrument, recorded value key or "", source keys, event keys)`` per metric.
+        metrics: ``(instrument, recorded value key or "", source keys, event keys, keyed)`` per
+            metric (``keyed``: it carries the key of a keyed execution, where opted in).
         span_event: The span event's name.
         log: The log record's binding, if any.
         log_keys: The attributes the log record carries.
@@ -106,7 +123,9 @@ class Plan:
         keys = dict(row.keys)
         self.args_type = args_type
         self.fields = tuple((field, keys[field]) for field in args_type.ATTRIBUTES)
-        self.metrics = tuple((m.instrument, m.value, *_keys(m.instrument)) for m in row.metrics)
+        self.metrics = tuple(
+            (m.instrument, m.value, *_keys(m.instrument), keyed(m.instrument)) for m in row.metrics
+        )
         self.span_event = row.span_event.name
         self.log = row.log
         self.log_keys = frozenset(row.log.spec.attributes if row.log is not None else ())
@@ -138,15 +157,23 @@ def event_values(plan: Plan, args: EventArgs) -> Attrs:
     return values
 
 
-def record_metrics(instruments: Instruments, plan: Plan, info: SourceInfo, values: Attrs) -> None:
-    """Add 1 to each counter of the event, record each histogram's value."""
+def record_metrics(
+    instruments: Instruments, plan: Plan, info: SourceInfo, values: Attrs, key: Attrs | None = None
+) -> None:
+    """Add 1 to each counter of the event, record each histogram's value.
+
+    ``key``: the key attributes of the keyed execution the event happens in (see
+    :func:`key_attributes`), added to the instruments that carry them; ``None`` for none.
+    """
     source = info.source_values
-    for name, value_key, source_keys, event_keys in plan.metrics:
+    for name, value_key, source_keys, event_keys, carries_key in plan.metrics:
         attrs = {key: source[key] for key in source_keys}
-        for key in event_keys:
-            value = values.get(key)
+        for attr in event_keys:
+            value = values.get(attr)
             if value is not None:
-                attrs[key] = value
+                attrs[attr] = value
+        if key is not None and carries_key:
+            attrs.update(key)
         if value_key:
             instruments.histograms[name].record(cast("float", values[value_key]), attrs)
         else:
@@ -216,8 +243,14 @@ def _zero_rows() -> dict[tuple[str, str], tuple[sc.ZeroSeries, ...]]:
 _ZERO_ROWS: Final = _zero_rows()
 
 
-def _zero(instruments: Instruments, registry: str, source: Attrs, config: object) -> None:
-    """Add 0 to every known series of one instance (``source`` holds its kind and names)."""
+def _zero(
+    instruments: Instruments, registry: str, source: Attrs, config: object, key: Attrs | None = None
+) -> None:
+    """Add 0 to every known series of one instance (``source`` holds its kind and names).
+
+    ``key``: the key attributes of a keyed policy's pipeline (where it opted in), which the
+    series of the instruments that carry a key get too.
+    """
     for row in _ZERO_ROWS.get((registry, cast("str", source[sc.PATTERN])), ()):
         if row.config:
             value = getattr(config, row.config, None)
@@ -225,7 +258,9 @@ def _zero(instruments: Instruments, registry: str, source: Attrs, config: object
                 continue
         counter = instruments.counters[row.instrument]
         source_keys, _ = _keys(row.instrument)
-        base = {key: source[key] for key in source_keys}
+        base = {attr: source[attr] for attr in source_keys}
+        if key is not None and keyed(row.instrument):
+            base.update(key)
         for labels in row.labels:
             counter.add(0, {**base, **dict(labels)})
 
@@ -235,19 +270,26 @@ def _zero_breaker(instruments: Instruments, breaker: Named) -> None:
     _zero(instruments, "breakers", {sc.PATTERN: "circuit_breaker", sc.NAME: breaker.name}, None)
 
 
+def _zero_policy(instruments: Instruments, policy: Named) -> None:
+    """Add 0 to every series known in advance of a named policy (its reload outcomes)."""
+    values: Attrs = {sc.POLICY: policy.name, sc.PATTERN: "pipeline", sc.NAME: policy.name}
+    _zero(instruments, "policies", values, None)
+
+
 def _zero_pipeline(instruments: Instruments, pipeline: Named) -> None:
     """Add 0 to every series known in advance of each strategy of ``pipeline``."""
     if not isinstance(pipeline, Pipeline):
         return
     source = pipeline.telemetry.source
     policy = source.pipeline or source.name
+    key = None if source.metric_key is None else key_attributes(source.metric_key)
     for strategy in pipeline.strategies:
         values: Attrs = {sc.POLICY: policy, sc.PATTERN: strategy.kind, sc.NAME: strategy.name}
-        _zero(instruments, "pipelines", values, strategy.config)
+        _zero(instruments, "pipelines", values, strategy.config, key)
 
 
 class Zeroing:
-    """Starts the known series of every breaker and pipeline at 0 on one set of instruments.
+    """Starts the known series of every breaker, pipeline and named policy at 0 on one set of instruments.
 
     A counter series that appears at its first increment is born at 1, and ``increase()``
     never sees that first event: the first trip of a breaker would stay invisible. So every
@@ -276,6 +318,8 @@ class Zeroing:
             self.breaker(breaker)
         for pipeline in PIPELINES.items():
             self.pipeline(pipeline)
+        for policy in POLICIES.items():
+            self.policy(policy)
 
     def stop(self) -> None:
         """Leave new instances alone."""
@@ -296,6 +340,13 @@ class Zeroing:
         except Exception:  # noqa: BLE001
             self._failed("zero pipeline series")
 
+    def policy(self, policy: Named) -> None:
+        """Add 0 to the known series of a named policy; never raises."""
+        try:
+            _zero_policy(self._instruments, policy)
+        except Exception:  # noqa: BLE001
+            self._failed("zero policy series")
+
 
 _STARTED: Final[weakref.WeakSet[Zeroing]] = weakref.WeakSet()
 """The started :class:`Zeroing`, told about every breaker and pipeline created."""
@@ -311,6 +362,7 @@ def _hook_registries() -> None:
         _hooked.append(True)
     BREAKERS.on_added(_breaker_added)
     PIPELINES.on_added(_pipeline_added)
+    POLICIES.on_added(_policy_added)
 
 
 def _started() -> tuple[Zeroing, ...]:
@@ -327,3 +379,8 @@ def _breaker_added(breaker: Named) -> None:
 def _pipeline_added(pipeline: Named) -> None:
     for zero in _started():
         zero.pipeline(pipeline)
+
+
+def _policy_added(policy: Named) -> None:
+    for zero in _started():
+        zero.policy(policy)

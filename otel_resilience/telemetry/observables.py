@@ -13,9 +13,9 @@ summed over them, and a breaker's state series report the most severe of their s
 then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake. A
 collection reads each instance once, in time linear in the number of live instances.
 
-Instances are read through small structural protocols (:class:`BreakerView`, :class:`BulkheadView`,
-:class:`RateLimiterView`, :class:`BudgetedRetryView`), so this module depends on the engine only,
-never on a pattern module.
+Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
+:class:`BreakerView`, :class:`BulkheadView`, :class:`RateLimiterView`, :class:`BudgetedRetryView`,
+:class:`PolicyView`), so this module depends on the engine only, never on a pattern module.
 A callback never raises: a failure is counted by the owning listener and the callback reports
 nothing for that collection.
 """
@@ -24,17 +24,36 @@ from __future__ import annotations
 
 import enum
 import weakref
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_resilience.engine.events import Outcome
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.registry import BREAKERS, BUDGETED_RETRIES, BULKHEADS, PIPELINES, RATE_LIMITERS
+from otel_resilience.engine.registry import (
+    BREAKERS,
+    BUDGETED_RETRIES,
+    BULKHEADS,
+    PIPELINES,
+    POLICIES,
+    RATE_LIMITERS,
+)
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.binding import key_attributes
+from otel_resilience.telemetry.views import (
+    BreakerStatsView,
+    BreakerView,
+    BudgetedRetryView,
+    BulkheadStatsView,
+    BulkheadView,
+    Owner,
+    PolicyView,
+    RateLimiterView,
+    RetryBudgetView,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable
 
 __all__ = [
     "BreakerStatsView",
@@ -44,166 +63,10 @@ __all__ = [
     "BulkheadView",
     "Observables",
     "Owner",
+    "PolicyView",
     "RateLimiterView",
     "RetryBudgetView",
 ]
-
-
-class Owner(Protocol):
-    """The listener that owns the instruments: says whether to report, and counts failures."""
-
-    @property
-    def active(self) -> bool:
-        """Whether the callbacks should report (``False`` once uninstrumented)."""
-        ...
-
-    @property
-    def total_errors(self) -> int:
-        """Telemetry exceptions counted so far."""
-        ...
-
-    def failed(self, where: str) -> None:
-        """Count and log one telemetry exception (called inside an ``except`` block)."""
-        ...
-
-
-class BreakerStatsView(Protocol):
-    """The lifetime counters a circuit breaker keeps as plain integers."""
-
-    @property
-    def total_successes(self) -> int:
-        """Calls that returned (or raised an error that is not recorded)."""
-        ...
-
-    @property
-    def total_failures(self) -> int:
-        """Calls that raised a recorded error."""
-        ...
-
-    @property
-    def total_rejected(self) -> int:
-        """Calls rejected without calling the dependency."""
-        ...
-
-    @property
-    def total_ignored(self) -> int:
-        """Calls that raised an ignored error."""
-        ...
-
-    @property
-    def total_cancelled(self) -> int:
-        """Calls cancelled while in flight."""
-        ...
-
-
-@runtime_checkable
-class BreakerView(Protocol):
-    """What the observable instruments read from a circuit breaker."""
-
-    @property
-    def name(self) -> str:
-        """The breaker's name."""
-        ...
-
-    @property
-    def state(self) -> enum.Enum:
-        """The current state (an enum member; its class lists every state)."""
-        ...
-
-    @property
-    def stats(self) -> BreakerStatsView:
-        """The live counters."""
-        ...
-
-    @property
-    def failure_rate_threshold(self) -> float | None:
-        """The failure rate that opens it, or ``None`` without a sliding window."""
-        ...
-
-    def rates(self) -> tuple[float, float] | None:
-        """Its window's failure and slow-call rates, or ``None`` without a sliding window."""
-        ...
-
-
-class BulkheadStatsView(Protocol):
-    """The counters a bulkhead keeps as plain integers."""
-
-    @property
-    def max_concurrent(self) -> int:
-        """The concurrency limit."""
-        ...
-
-    @property
-    def max_waiting(self) -> int:
-        """The queue limit."""
-        ...
-
-    @property
-    def active(self) -> int:
-        """Calls holding a slot now."""
-        ...
-
-    @property
-    def waiting(self) -> int:
-        """Calls in the queue now."""
-        ...
-
-
-@runtime_checkable
-class BulkheadView(Protocol):
-    """What the observable instruments read from a bulkhead."""
-
-    @property
-    def name(self) -> str:
-        """The bulkhead's name."""
-        ...
-
-    @property
-    def stats(self) -> BulkheadStatsView:
-        """The live counters."""
-        ...
-
-
-@runtime_checkable
-class RateLimiterView(Protocol):
-    """What the observable instruments read from a rate limiter."""
-
-    @property
-    def name(self) -> str:
-        """The limiter's name."""
-        ...
-
-    def get_stats(self) -> Mapping[str, Any]:
-        """The limiter's counts: ``admitted``, ``waited``, ``rejected`` and ``cancelled`` at least."""
-        ...
-
-
-class RetryBudgetView(Protocol):
-    """What the observable instruments read from a retry budget."""
-
-    def get_stats(self) -> Mapping[str, float]:
-        """The budget's counts now; ``available`` is how many more retries it would allow."""
-        ...
-
-
-@runtime_checkable
-class BudgetedRetryView(Protocol):
-    """What the observable instruments read from a retry link (a retry in one policy) with a budget."""
-
-    @property
-    def name(self) -> str:
-        """The retry's name."""
-        ...
-
-    @property
-    def policy_name(self) -> str:
-        """The policy the link runs in (the retry's own name when it runs alone)."""
-        ...
-
-    @property
-    def budget(self) -> RetryBudgetView | None:
-        """The retry budget of the link's policy."""
-        ...
 
 
 _OUTCOME_ORDER: Final = (
@@ -244,6 +107,7 @@ class Observables:
             (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
             (sc.RL_PERMITS, self._rate_limiter_permits),
             (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
+            (sc.POLICY_KEYS, self._policy_keys),
             (sc.TELEMETRY_ERRORS, self._telemetry_errors),
         ):
             spec = sc.instrument(name)
@@ -258,8 +122,8 @@ class Observables:
                 )
 
     def _executions(self) -> list[Observation]:
-        """Executions by policy, reporting kind and outcome, summed over live pipelines."""
-        totals: dict[tuple[str, str], list[int]] = {}
+        """Executions by policy, reporting kind and outcome (and opted-in key), summed over live pipelines."""
+        totals: dict[tuple[str, str, str | None], list[int]] = {}
         for item in PIPELINES.items():
             if not isinstance(item, Pipeline):
                 continue
@@ -281,7 +145,7 @@ class Observables:
                 timeouts,
                 stats.cancelled,
             )
-            key = (source.pipeline or source.name, source.kind)
+            key = (source.pipeline or source.name, source.kind, source.metric_key)
             total = totals.get(key)
             if total is None:
                 totals[key] = list(counts)
@@ -291,9 +155,14 @@ class Observables:
         return [
             Observation(
                 count,
-                {sc.POLICY: policy, sc.PATTERN: pattern, sc.OUTCOME: outcome.value},
+                {
+                    sc.POLICY: policy,
+                    sc.PATTERN: pattern,
+                    sc.OUTCOME: outcome.value,
+                    **(key_attributes(key) if key is not None else {}),
+                },
             )
-            for (policy, pattern), counts in totals.items()
+            for (policy, pattern, key), counts in totals.items()
             for outcome, count in zip(_OUTCOME_ORDER, counts, strict=True)
         ]
 
@@ -431,6 +300,15 @@ class Observables:
         return [
             Observation(sum(budgets.values()), {sc.POLICY: policy, sc.NAME: name})
             for (policy, name), budgets in by_series.items()
+        ]
+
+    @staticmethod
+    def _policy_keys() -> list[Observation]:
+        """The keys each named policy keeps now."""
+        return [
+            Observation(cast("PolicyView", item).keys, {sc.POLICY: item.name})
+            for item in POLICIES.items()
+            if _fits(item, PolicyView)
         ]
 
     def _telemetry_errors(self) -> list[Observation]:

@@ -37,9 +37,8 @@ Error rule (OTel semantic conventions, "Recording errors"): only the outcomes ``
 (succeeded after retries or a recovery action) and ``fallback`` are not errors and carry
 ``resilience.outcome``; ``cancelled`` is not an error either. Exceptions are not recorded as span
 events (the conventions advise against it); their messages appear, as the status description,
-only with ``record_messages=True``.
-
-``http.request.resend_count``: see :mod:`otel_resilience.telemetry.scopes`.
+only with ``record_messages=True``. ``http.request.resend_count``, ``resilience.key``: see
+:mod:`otel_resilience.telemetry.scopes`.
 
 Telemetry never breaks the application: every exception inside this module is caught, counted
 in :attr:`OtelListener.errors` and logged to ``logging.getLogger("otel_resilience")`` at most
@@ -76,8 +75,11 @@ from otel_resilience.telemetry.scopes import (
     Scope,
     SourceInfo,
     SourceInfos,
+    current_key,
+    enter_key,
     error_type_of,
     finish_span,
+    leave_key,
     open_attempt_span,
     open_execution_span,
 )
@@ -317,7 +319,8 @@ class OtelListener:
         """Open the execution span (if tracing) and return its handle; ``None`` when idle.
 
         With no SDK, this is where the listener asks whether a provider has been set since the
-        last execution (and wakes up if so); until then nothing is created.
+        last execution (and wakes up if so); until then nothing is created. A keyed execution
+        whose policy opted in makes its key current for its events (:func:`enter_key`).
 
         Args:
             source: Who runs the execution (a pipeline or a pattern used alone).
@@ -339,12 +342,10 @@ class OtelListener:
             return None
         try:
             info = self._infos.get(source)
-            if tracer is not None and info.spans:
-                scope = open_execution_span(tracer, info, operation)
-                if scope is not None:
-                    return scope
-            if info.metrics and self._instruments is not None:
-                return info.metrics_only
+            scope = open_execution_span(tracer, info, operation) if tracer and info.spans else None
+            if scope is None and info.metrics and self._instruments is not None:
+                scope = info.metrics_only
+            return scope if scope is None or info.key_attrs is None else enter_key(scope)
         except Exception:  # noqa: BLE001
             self.failed("start_execution")
         return None
@@ -376,6 +377,8 @@ class OtelListener:
         except Exception:  # noqa: BLE001
             self.failed("end_execution")
         finally:
+            if scope.key_token is not None:
+                leave_key(scope.key_token)
             if scope.token is not None:
                 otel_context.detach(cast("Token[Context]", scope.token))
 
@@ -469,7 +472,7 @@ class OtelListener:
             values = binding.event_values(plan, args)
             instruments = self._instruments
             if instruments is not None:
-                binding.record_metrics(instruments, plan, info, values)
+                binding.record_metrics(instruments, plan, info, values, current_key(info.policy))
             span = self._event_span(info)
             if span is not None:
                 binding.add_span_event(span, plan, info, values)
@@ -489,11 +492,8 @@ class OtelListener:
         """Emit a log record with an event name (a no-op until a logger provider is set)."""
         logger = self._logger
         if logger is None:
+            # Without a provider given, a proxy logger: it forwards to the global one once set.
             provider = self._logger_provider
-            if provider is not None:
-                logger = provider.get_logger(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
-            else:
-                # A proxy logger: it forwards to the global provider once one is set.
-                logger = get_logger(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
-            self._logger = logger
+            get = get_logger if provider is None else provider.get_logger
+            logger = self._logger = get(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
         logger.emit(record)

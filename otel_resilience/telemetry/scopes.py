@@ -12,7 +12,8 @@ the retried attempt spans carry ``http.request.resend_count = attempt - 1``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+import contextvars
+from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,14 +27,18 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
 __all__ = [
+    "KEYED_EXECUTION",
     "MAX_SOURCES",
     "AttemptScope",
     "Attrs",
     "Scope",
     "SourceInfo",
     "SourceInfos",
+    "current_key",
+    "enter_key",
     "error_type_of",
     "finish_span",
+    "leave_key",
     "open_attempt_span",
     "open_execution_span",
 ]
@@ -48,6 +53,18 @@ _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.T
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
 """Set in the execution span's context when the caller's span is an HTTP client span."""
+
+KEYED_EXECUTION: Final[contextvars.ContextVar[tuple[str, Attrs] | None]] = contextvars.ContextVar(
+    "otel_resilience_keyed_execution", default=None
+)
+"""The policy and the key metric attributes of the keyed execution running now (where its policy
+opted in to a key metric attribute), so that the events reported inside it carry the key."""
+
+
+def current_key(policy: str) -> Attrs | None:
+    """Return the key metric attributes of the keyed execution of ``policy`` running now, if any."""
+    found = KEYED_EXECUTION.get()
+    return found[1] if found is not None and found[0] == policy else None
 
 
 class SourceInfo:
@@ -66,6 +83,8 @@ class SourceInfo:
         event_attrs: The attributes every span event starts with.
         attempt_attrs: The attempt span's attributes at start (before its number).
         metrics_only: The scope handle of an execution that opens no span.
+        key_attrs: The key metric attributes of a keyed policy's pipeline that opted in, else
+            ``None`` (then the key is a span attribute only).
     """
 
     __slots__ = (
@@ -75,6 +94,7 @@ class SourceInfo:
         "attempt_operation",
         "duration_attrs",
         "event_attrs",
+        "key_attrs",
         "metrics",
         "metrics_only",
         "name",
@@ -96,10 +116,18 @@ class SourceInfo:
         self.metrics = source.metrics
         self.source_values: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.span_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern}
+        if source.key is not None:
+            self.span_attrs[sc.KEY] = source.key
+        self.key_attrs: Attrs | None = None
+        if source.metric_key is not None:
+            self.key_attrs = {sc.KEY: source.metric_key}
+            if source.metric_key == sc.KEY_OVERFLOW:
+                self.key_attrs[sc.METRIC_OVERFLOW] = True
         self.success_attrs: Attrs = {
             sc.POLICY: self.policy,
             sc.PATTERN: self.pattern,
             sc.OUTCOME: Outcome.SUCCESS.value,
+            **(self.key_attrs or {}),
         }
         self.duration_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
         self.event_attrs: Attrs = {sc.PATTERN: self.pattern, sc.NAME: self.name}
@@ -117,6 +145,8 @@ class SourceInfo:
             attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.OUTCOME: outcome.value}
             if error_type is not None:
                 attrs[sc.ERROR_TYPE] = error_type
+            if self.key_attrs is not None:
+                attrs.update(self.key_attrs)
             self.duration_attrs[key] = attrs
         return attrs
 
@@ -170,14 +200,16 @@ class Scope:
         info: The source's attributes.
         span: The span opened, or ``None`` (metrics only).
         token: The context token to detach when the scope ends, or ``None``.
+        key_token: The :data:`KEYED_EXECUTION` token to reset when a keyed execution ends.
     """
 
-    __slots__ = ("info", "span", "token")
+    __slots__ = ("info", "key_token", "span", "token")
 
     def __init__(self, info: SourceInfo, span: Span | None, token: object) -> None:
         self.info = info
         self.span = span
         self.token = token
+        self.key_token: contextvars.Token[tuple[str, Attrs] | None] | None = None
 
 
 class AttemptScope(Scope):
@@ -192,6 +224,24 @@ class AttemptScope(Scope):
     def __init__(self, info: SourceInfo, span: Span | None, token: object, started: float) -> None:
         super().__init__(info, span, token)
         self.started = started
+
+
+def enter_key(scope: Scope) -> Scope:
+    """Make a keyed execution's key current for the events inside it; return its (own) scope.
+
+    The shared metrics-only scope of its source is replaced by one of its own, which holds the
+    token that :func:`leave_key` resets when the execution ends.
+    """
+    info = scope.info
+    if scope is info.metrics_only:
+        scope = Scope(info, None, None)
+    scope.key_token = KEYED_EXECUTION.set((info.policy, cast("Attrs", info.key_attrs)))
+    return scope
+
+
+def leave_key(token: contextvars.Token[tuple[str, Attrs] | None]) -> None:
+    """End what :func:`enter_key` began."""
+    KEYED_EXECUTION.reset(token)
 
 
 def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Scope | None:

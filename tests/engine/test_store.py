@@ -109,3 +109,61 @@ def test_bad_capacity_names_the_owner_field(capacity: object) -> None:
     """A capacity that is not an int >= 1 is refused with Owner.cap in the message."""
     with pytest.raises(ValueError, match=r"Owner\.cap must be an int >= 1"):
         BoundedStore("Owner", "cap", capacity, is_idle=lambda _: True)  # type: ignore[arg-type]
+
+
+def ttl_store(clock, ttl: float, evicted: list[str]) -> BoundedStore[str, Item]:
+    """A store of Items with a TTL on ``clock``."""
+    return BoundedStore(
+        "Owner",
+        "cap",
+        100,
+        is_idle=lambda item: not item.busy,
+        on_evict=lambda key, _item: evicted.append(key),
+        ttl=ttl,
+        clock=clock,
+        ttl_field="idle_ttl",
+    )
+
+
+def test_idle_entries_unused_for_the_ttl_are_evicted_oldest_first(clock) -> None:
+    """Below the cap, an entry not used for ttl seconds goes at the next add, lookup or expire()."""
+    evicted: list[str] = []
+    s = ttl_store(clock, 10.0, evicted)
+    add(s, "a")
+    clock.advance(6.0)
+    add(s, "b")
+    clock.advance(6.0)  # a: 12 s unused, b: 6 s
+    add(s, "b")  # a use of b is a look at the oldest too
+    assert evicted == ["a"]
+    clock.advance(11.0)
+    assert s.expire() == 1
+    assert evicted == ["a", "b"]
+    assert len(s) == 0
+    assert s.evicted == 2
+    assert s.ttl == 10.0
+
+
+def test_a_busy_entry_outlives_its_ttl_and_counts_as_used_now(clock) -> None:
+    """A busy expired entry is kept and its clock restarts; the idle ones behind it still expire."""
+    evicted: list[str] = []
+    s = ttl_store(clock, 10.0, evicted)
+    busy = add(s, "busy")
+    busy.busy = True
+    add(s, "idle")
+    clock.advance(20.0)
+    assert s.expire() == 1
+    assert evicted == ["idle"]
+    busy.busy = False
+    clock.advance(5.0)
+    assert s.expire() == 0  # used (busy) 5 s ago
+    clock.advance(6.0)
+    assert s.expire() == 1
+
+
+def test_a_ttl_needs_a_clock_and_a_positive_duration(clock) -> None:
+    """The TTL is validated as a duration, named after the owner's field; a clock is required."""
+    with pytest.raises(TypeError, match=r"Owner\.clock must be a Clock when idle_ttl is set"):
+        BoundedStore("Owner", "cap", 1, is_idle=bool, ttl=1.0, ttl_field="idle_ttl")
+    with pytest.raises(ValueError, match=r"Owner\.idle_ttl must be > 0"):
+        BoundedStore("Owner", "cap", 1, is_idle=bool, ttl=0.0, clock=clock, ttl_field="idle_ttl")
+    assert BoundedStore("Owner", "cap", 1, is_idle=bool).expire() == 0

@@ -129,7 +129,18 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
 
     hedged = ResilienceConfig(name=f"ops-hedged-{suffix}", hedging=HedgingConfig(delay=0.05))
     assert await manager.execute_with_resilience(slow_once, hedged) == "fast"
-    return [manager, recovery, pool, shadow, limiter]
+
+    # A named policy with a key (its keys gauge) reloaded once, and refused once (resilience.reload).
+    tenants = manager.policy(
+        f"ops-tenants-{suffix}", ResilienceConfig(circuit_breaker=CircuitBreakerConfig())
+    )
+    assert tenants.for_key("tenant-a").execute_sync(lambda: "ok") == "ok"
+    manager.reconfigure(
+        tenants.name, ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3))
+    )
+    with pytest.raises(TypeError):
+        manager.reconfigure(tenants.name, "not a config")  # type: ignore[arg-type]
+    return [manager, recovery, pool, shadow, limiter, tenants]
 
 
 @pytest.fixture

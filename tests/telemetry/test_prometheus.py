@@ -35,6 +35,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     TimeoutOccurred,
 )
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from otel_resilience.retry import Retry, RetryBudget, RetryPolicy
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
@@ -61,6 +62,7 @@ def scrape() -> Iterator[str]:
     bulkhead = Bulkhead("prom-bh", BulkheadConfig(max_concurrent=2))
     budgeted = Retry("prom-budget", RetryPolicy(budget=RetryBudget())).as_strategy("prom-policy")  # its level
     limiter = RateLimiter("prom-rl", RateLimiterConfig(rate=1.0, burst=1))  # its permits, from creation
+    named = ResilienceManager().policy("prom-named", ResilienceConfig())  # its keys; reloads from 0
     assert bulkhead.execute_sync(lambda: 1) == 1
     with pytest.raises(ZeroDivisionError):
         breaker.call_sync(lambda: 1 / 0)
@@ -97,7 +99,7 @@ def scrape() -> Iterator[str]:
         if had_default:
             install_default()
         provider.shutdown()
-        del breaker, windowed, bulkhead, budgeted, limiter
+        del breaker, windowed, bulkhead, budgeted, limiter, named
 
 
 def _sample_names(text: str) -> set[str]:

@@ -99,6 +99,8 @@ _ARGS = {
     Event.CHAOS_INJECTED: ea.ChaosInjected,
     Event.HEDGE_STARTED: ea.HedgeStarted,
     Event.HEDGE_WON: ea.HedgeWon,
+    Event.POLICY_RELOADED: ea.PolicyReloaded,
+    Event.RELOAD_FAILED: ea.ReloadFailed,
 }
 _SOURCE_KEYS = {sc.POLICY, sc.PATTERN, sc.NAME}
 
@@ -133,7 +135,10 @@ def test_a_span_event_carries_the_source_names_and_every_event_attribute(row):
 
 @pytest.mark.parametrize("row", sc.EVENTS, ids=lambda row: row.event)
 def test_a_metric_binding_names_a_synchronous_instrument_the_event_can_fill(row):
-    """Counters add 1, histograms record one of the event's values; every other attribute comes from the event."""
+    """Counters add 1, histograms record one of the event's values; every other attribute comes from the event.
+
+    (Or, for resilience.key and otel.metric.overflow, from the keyed execution the event happens in.)
+    """
     keys = {k for _, k in row.keys}
     assert row.metrics
     for binding in row.metrics:
@@ -143,7 +148,10 @@ def test_a_metric_binding_names_a_synchronous_instrument_the_event_can_fill(row)
         else:
             assert spec.kind is sc.InstrumentKind.COUNTER
             assert binding.value == ""
-        assert set(spec.attributes) | set(spec.conditional) <= _SOURCE_KEYS | keys
+        assert set(spec.attributes) | set(spec.conditional) <= _SOURCE_KEYS | keys | {
+            sc.KEY,
+            sc.METRIC_OVERFLOW,
+        }
 
 
 @pytest.mark.parametrize("row", [row for row in sc.EVENTS if row.log is not None], ids=lambda row: row.event)
@@ -168,7 +176,7 @@ def test_a_zero_series_is_a_counter_series_with_known_labels(row):
     spec = sc.instrument(row.instrument)
     assert spec.kind is sc.InstrumentKind.COUNTER
     assert row.pattern in sc.PATTERN_VALUES
-    assert row.registry in {"pipelines", "breakers"}
+    assert row.registry in {"pipelines", "breakers", "policies"}
     assert row.labels
     for labels in row.labels:
         for key, value in labels:
@@ -252,6 +260,8 @@ def test_public_names_are_pinned():
         "resilience.recovery.error_patterns",
         "resilience.alerts",
         "resilience.chaos.injections",
+        "resilience.reload",
+        "resilience.policy.keys",
         "resilience.telemetry.errors",
     ]
     assert sc.DURATION_BOUNDARIES == (
@@ -271,6 +281,24 @@ def test_public_names_are_pinned():
         30.0,
         60.0,
     )
+
+
+def test_the_keyed_attributes_are_on_the_instruments_a_top_keys_panel_reads():
+    """resilience.key (and the overflow mark) may be on executions, durations and the event counters, never elsewhere."""
+    keyed = {spec.name for spec in sc.INSTRUMENTS if sc.KEY in spec.conditional}
+    assert keyed == {
+        sc.EXECUTIONS,
+        sc.EXECUTION_DURATION,
+        sc.REJECTIONS,
+        sc.RETRIES,
+        sc.TIMEOUTS,
+        sc.FALLBACK_EXECUTIONS,
+    }
+    for spec in sc.INSTRUMENTS:
+        assert sc.KEY not in spec.attributes, spec.name
+        assert (sc.KEY in spec.conditional) == (sc.METRIC_OVERFLOW in spec.conditional), spec.name
+    assert sc.KEY_OVERFLOW == "_OTHER"
+    assert sc.attribute(sc.RELOAD_OUTCOME).values == ("succeeded", "failed")
 
 
 def test_record_messages_is_off_by_default():

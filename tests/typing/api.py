@@ -20,7 +20,9 @@ from otel_resilience import (
     FallbackStrategy,
     Hedging,
     HedgingConfig,
+    KeyedPolicyView,
     PercentileDelay,
+    PolicyHandle,
     RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
@@ -172,3 +174,20 @@ def check_config_file() -> None:
         where: tuple[str, int | None] = (error.path, error.line)
         print(where)
     print(payments, names, budget, started, seconds, schema)
+
+
+async def check_named_policies() -> None:
+    manager = get_resilience_manager()
+    policy: PolicyHandle = manager.policy("typing-policy", ResilienceConfig(), max_keys=10, idle_ttl=60.0)
+    view: KeyedPolicyView = policy.for_key("tenant-a")
+    a: str = await view.execute(fetch, 1, verbose=True)
+    await view.execute(fetch, "1")  # type: ignore[arg-type]
+    b: str = view.execute_sync(fetch_sync, 2)
+    c: str = await policy.execute(fetch, 3)
+    d: str = await view.protect(fetch)(4)
+    e: str = policy.protect(fetch_sync)(5)
+    handle: PolicyHandle = manager.reconfigure("typing-policy", lambda: ResilienceConfig(timeout=2.0))
+    manager.reconfigure("typing-policy", {"timeout": 2.0})  # type: ignore[arg-type]
+    handles: dict[str, PolicyHandle] = manager.reconfigure_many({"typing-policy": ResilienceConfig()})
+    generation: int = handle.generation
+    print(a, b, c, d, e, generation, handles, policy.get_stats()["executions"])

@@ -44,7 +44,9 @@ from otel_resilience.telemetry.semconv.names import (
     EV_HEDGE_WON,
     EV_PATTERN,
     EV_PERMIT_WAITED,
+    EV_POLICY_RELOADED,
     EV_RECOVERY,
+    EV_RELOAD_FAILED,
     EV_RETRY_EXHAUSTED,
     EV_RETRY_SCHEDULED,
     EV_STATE_CHANGED,
@@ -65,6 +67,9 @@ from otel_resilience.telemetry.semconv.names import (
     REJECTION_REASON,
     REJECTION_REASONS_BY_PATTERN,
     REJECTIONS,
+    RELOAD,
+    RELOAD_OUTCOME,
+    RELOAD_OUTCOMES,
     RESULTS,
     RETRIES,
     RETRY_DELAY,
@@ -102,7 +107,15 @@ _PATTERN_LOG: Final = LogEventSpec(
     (PATTERN, NAME, ERROR_TYPE, OPERATION, ERROR_PATTERN_COUNT, ERROR_PATTERN_WINDOW),
 )
 
-LOG_EVENTS: Final[tuple[LogEventSpec, ...]] = (_ALERT_LOG, _PATTERN_LOG)
+_RELOAD_FAILED_LOG: Final = LogEventSpec(
+    EV_RELOAD_FAILED,
+    "WARN",
+    "A named policy (`resilience.name`) refused a new configuration and kept its own; the body "
+    "names the error.",
+    (PATTERN, NAME, RELOAD_OUTCOME, ERROR_TYPE),
+)
+
+LOG_EVENTS: Final[tuple[LogEventSpec, ...]] = (_ALERT_LOG, _PATTERN_LOG, _RELOAD_FAILED_LOG)
 """Every log event, in documentation order."""
 
 EVENTS: Final[tuple[EventBinding, ...]] = (
@@ -264,6 +277,31 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         ),
         (MetricBinding(HEDGE_WINS),),
     ),
+    EventBinding(
+        "policy_reloaded",
+        (("outcome", RELOAD_OUTCOME), ("error_type", ERROR_TYPE)),
+        SpanEventSpec(
+            EV_POLICY_RELOADED,
+            "A named policy took a new configuration (on the span current where it was given): new "
+            "calls use it, calls in flight finish under theirs.",
+            (PATTERN, NAME, RELOAD_OUTCOME),
+            (ERROR_TYPE,),
+        ),
+        (MetricBinding(RELOAD),),
+    ),
+    EventBinding(
+        "reload_failed",
+        (("outcome", RELOAD_OUTCOME), ("error_type", ERROR_TYPE)),
+        SpanEventSpec(
+            EV_RELOAD_FAILED,
+            "A named policy refused a new configuration (it failed validation, or building it "
+            "raised) and changed nothing, as Polly reports `ReloadFailed`.",
+            (PATTERN, NAME, RELOAD_OUTCOME),
+            (ERROR_TYPE,),
+        ),
+        (MetricBinding(RELOAD),),
+        LogBinding(_RELOAD_FAILED_LOG, "reload {outcome} ({error_type}): the policy keeps its configuration"),
+    ),
 )
 """One row per engine event kind, in the order of ``Event``."""
 
@@ -301,6 +339,7 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
     ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("parallel",)), config="mode", equals="parallel"),
     ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("failure",)), config="mode", equals="fallback"),
     ZeroSeries("hedging", HEDGE_WINS, _each(ATTEMPT_TYPE, ("original", "hedge"))),
+    ZeroSeries("pipeline", RELOAD, _each(RELOAD_OUTCOME, RELOAD_OUTCOMES), registry="policies"),
     ZeroSeries(
         "recovery",
         RECOVERY_ATTEMPTS,
@@ -314,7 +353,8 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
 each breaker and bulkhead in a policy, the deadline scope of each timeout (and of a retry with an
 attempt timeout), the retries a retry budget denied (of each retry with a budget), the injections
 of each chaos link, the hedges (by the triggers its mode has) and wins (by attempt type) of each
-hedging, and the strategies and results of each recovery."""
+hedging, the strategies and results of each recovery, and the reload outcomes of each named
+policy."""
 
 
 _BY_EVENT: Final = {row.event: row for row in EVENTS}

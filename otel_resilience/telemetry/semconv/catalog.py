@@ -40,6 +40,8 @@ from otel_resilience.telemetry.semconv.names import (
     HEDGE_TRIGGER,
     HEDGE_TRIGGERS,
     HTTP_RESEND_COUNT,
+    KEY,
+    METRIC_OVERFLOW,
     NAME,
     OPERATION,
     OUTCOME,
@@ -52,6 +54,8 @@ from otel_resilience.telemetry.semconv.names import (
     RECOVERY_STRATEGY,
     REJECTION_REASON,
     REJECTION_REASONS,
+    RELOAD_OUTCOME,
+    RELOAD_OUTCOMES,
     RESULTS,
     RETRY_DELAY,
     RETRY_DELAY_SOURCE,
@@ -192,6 +196,28 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         CHAOS_KINDS,
     ),
     AttributeSpec(CHAOS_DELAY, "double", "The delay a chaos link injected (latency only).", unit="s"),
+    AttributeSpec(
+        KEY,
+        "string",
+        "The key of a call through a keyed policy (`handle.for_key(key)`), as `str(key)`: on its "
+        "execution span always; on its metrics only where the policy opted in "
+        "(`key_attribute_limit=N`): the first N keys by name, every later key as `_OTHER` (with "
+        "`otel.metric.overflow`). Keys must be bounded values that are not secrets.",
+    ),
+    AttributeSpec(
+        METRIC_OVERFLOW,
+        "boolean",
+        "`true` on the one series of the keys past a policy's `key_attribute_limit` "
+        '(`resilience.key="_OTHER"`), as the OpenTelemetry SDK marks its cardinality-limit '
+        "overflow series: the calls are counted, not dropped.",
+    ),
+    AttributeSpec(
+        RELOAD_OUTCOME,
+        "string",
+        "Whether a policy took a new configuration (`succeeded`) or refused it and changed "
+        "nothing (`failed`).",
+        RELOAD_OUTCOMES,
+    ),
 )
 """Every attribute key, in documentation order."""
 
@@ -202,9 +228,10 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "of the caller's current span and current while the call runs. Status ERROR with "
         "`error.type` only for outcomes failure, rejected and timeout; success, recovered, "
         "fallback and cancelled leave it unset. After a retried attempt failed, "
-        "`resilience.dependency.error.type` names the dependency's last error.",
+        "`resilience.dependency.error.type` names the dependency's last error. A call through a "
+        "keyed policy carries its `resilience.key`.",
         (POLICY, PATTERN, OUTCOME),
-        (ERROR_TYPE, DEPENDENCY_ERROR_TYPE),
+        (ERROR_TYPE, DEPENDENCY_ERROR_TYPE, KEY),
     ),
     SpanSpec(
         ATTEMPT_SPAN,

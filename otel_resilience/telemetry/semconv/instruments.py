@@ -42,16 +42,21 @@ from otel_resilience.telemetry.semconv.names import (
     HEDGE_TRIGGER,
     HEDGE_WINS,
     HEDGES,
+    KEY,
+    METRIC_OVERFLOW,
     NAME,
     OPERATION,
     OUTCOME,
     PATTERN,
     POLICY,
+    POLICY_KEYS,
     RECOVERY_ATTEMPTS,
     RECOVERY_RESULT,
     RECOVERY_STRATEGY,
     REJECTION_REASON,
     REJECTIONS,
+    RELOAD,
+    RELOAD_OUTCOME,
     RETRIES,
     RETRY_BUDGET_AVAILABLE,
     RETRY_DELAY_BOUNDARIES,
@@ -70,6 +75,8 @@ from otel_resilience.telemetry.semconv.specs import InstrumentKind, InstrumentSp
 __all__ = ["INSTRUMENTS", "instrument"]
 
 _K = InstrumentKind
+_KEYED = (KEY, METRIC_OVERFLOW)
+"""The conditional attributes of the instruments that carry a keyed policy's key, where it opted in."""
 
 INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
     InstrumentSpec(
@@ -80,7 +87,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "the execution span so that exemplars carry its trace. The only synchronous SDK call on a "
         "call that succeeds; switched off per policy with `TelemetrySource.metrics=False`.",
         (POLICY, PATTERN, OUTCOME),
-        (ERROR_TYPE,),
+        (ERROR_TYPE, *_KEYED),
         DURATION_BOUNDARIES,
     ),
     InstrumentSpec(
@@ -100,8 +107,10 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_COUNTER,
         "{execution}",
         "Executions that ended, by outcome, read from each live pipeline's counters "
-        "(`PipelineStats`). A pipeline that is garbage-collected stops reporting.",
+        "(`PipelineStats`). A pipeline that is garbage-collected stops reporting; a keyed "
+        "policy's evicted keys are counted on (their series never go down).",
         (POLICY, PATTERN, OUTCOME),
+        _KEYED,
     ),
     InstrumentSpec(
         CB_STATE_METRIC,
@@ -155,6 +164,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{call}",
         "Calls rejected without calling the dependency (open breaker, full bulkhead, queue timeout).",
         (POLICY, PATTERN, NAME, REJECTION_REASON),
+        _KEYED,
     ),
     InstrumentSpec(
         RETRIES,
@@ -162,7 +172,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{retry}",
         "Retries scheduled (failed attempts that will be tried again).",
         (POLICY, NAME),
-        (ERROR_TYPE,),
+        (ERROR_TYPE, *_KEYED),
     ),
     InstrumentSpec(
         RETRY_DELAY_METRIC,
@@ -215,6 +225,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{timeout}",
         "Deadlines that expired.",
         (POLICY, PATTERN, NAME, TIMEOUT_SCOPE),
+        _KEYED,
     ),
     InstrumentSpec(
         HEDGES,
@@ -240,6 +251,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{execution}",
         "Fallbacks that ran in place of a failed call, by strategy and result.",
         (POLICY, NAME, FALLBACK_STRATEGY, FALLBACK_RESULT, ERROR_TYPE),
+        _KEYED,
     ),
     InstrumentSpec(
         BULKHEAD_ACTIVE,
@@ -299,6 +311,24 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "from alerts while it is non-zero. Every kind's series starts at 0 when a chaos link is "
         "placed in a pipeline.",
         (POLICY, NAME, CHAOS_KIND),
+    ),
+    InstrumentSpec(
+        RELOAD,
+        _K.COUNTER,
+        "{reload}",
+        "New configurations given to a named policy (`manager.reconfigure`, a config file's "
+        "reload): `succeeded` when the policy took it, `failed` (with `error.type`) when it was "
+        "refused and nothing changed. Both series start at 0 when the policy is created.",
+        (POLICY, RELOAD_OUTCOME),
+        (ERROR_TYPE,),
+    ),
+    InstrumentSpec(
+        POLICY_KEYS,
+        _K.OBSERVABLE_GAUGE,
+        "{key}",
+        "Keys a named policy keeps now (each with its own breaker, bulkhead and rate limiter), "
+        "at most its `max_keys` while they are idle.",
+        (POLICY,),
     ),
     InstrumentSpec(
         TELEMETRY_ERRORS,

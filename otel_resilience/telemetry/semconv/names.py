@@ -63,7 +63,9 @@ __all__ = [
     "EV_HEDGE_WON",
     "EV_PATTERN",
     "EV_PERMIT_WAITED",
+    "EV_POLICY_RELOADED",
     "EV_RECOVERY",
+    "EV_RELOAD_FAILED",
     "EV_RETRY_EXHAUSTED",
     "EV_RETRY_SCHEDULED",
     "EV_STATE_CHANGED",
@@ -82,7 +84,10 @@ __all__ = [
     "HTTP_METHOD_LEGACY",
     "HTTP_REQUEST_METHOD",
     "HTTP_RESEND_COUNT",
+    "KEY",
+    "KEY_OVERFLOW",
     "LOG_SEVERITIES",
+    "METRIC_OVERFLOW",
     "NAME",
     "OPERATION",
     "OUTCOME",
@@ -90,6 +95,7 @@ __all__ = [
     "PATTERN",
     "PATTERN_VALUES",
     "POLICY",
+    "POLICY_KEYS",
     "RECOVERY_ATTEMPTS",
     "RECOVERY_RESULT",
     "RECOVERY_STRATEGIES",
@@ -98,6 +104,9 @@ __all__ = [
     "REJECTION_REASON",
     "REJECTION_REASONS",
     "REJECTION_REASONS_BY_PATTERN",
+    "RELOAD",
+    "RELOAD_OUTCOME",
+    "RELOAD_OUTCOMES",
     "RESULTS",
     "RETRIES",
     "RETRY_BUDGET_AVAILABLE",
@@ -169,6 +178,14 @@ ALERT_SUMMARY: Final = "resilience.alert.summary"
 DEPENDENCY_ERROR_TYPE: Final = "resilience.dependency.error.type"
 RL_PERMIT_RESULT: Final = "resilience.rate_limiter.permit_result"
 RL_WAIT: Final = "resilience.rate_limiter.wait"
+
+KEY: Final = "resilience.key"
+"""The key of a keyed policy's call: on its execution span always, on its metrics only where the
+policy opted in (``key_attribute_limit``)."""
+METRIC_OVERFLOW: Final = "otel.metric.overflow"
+"""``true`` on the one series of the keys past a policy's ``key_attribute_limit`` (the attribute
+the OpenTelemetry SDK sets on the overflow series of a cardinality limit)."""
+RELOAD_OUTCOME: Final = "resilience.reload.outcome"
 
 CHAOS_KIND: Final = "resilience.chaos.kind"
 CHAOS_DELAY: Final = "resilience.chaos.delay"
@@ -276,6 +293,10 @@ ALERT_KINDS: Final = (
     "recovery_escalated",
 )
 ALERT_SEVERITIES: Final = ("warning", "critical")
+KEY_OVERFLOW: Final = "_OTHER"
+"""The ``resilience.key`` of the overflow series (with ``otel.metric.overflow=true``)."""
+RELOAD_OUTCOMES: Final = ("succeeded", "failed")
+"""Whether a policy took its new configuration, or refused it (and changed nothing)."""
 CHAOS_KINDS: Final = ("fault", "latency", "outcome")
 """What a chaos link injects: an exception, a delay before the call, or a result in its place."""
 
@@ -347,6 +368,8 @@ ERROR_PATTERNS: Final = "resilience.recovery.error_patterns"
 ALERTS: Final = "resilience.alerts"
 TELEMETRY_ERRORS: Final = "resilience.telemetry.errors"
 CHAOS_INJECTIONS: Final = "resilience.chaos.injections"
+RELOAD: Final = "resilience.reload"
+POLICY_KEYS: Final = "resilience.policy.keys"
 
 # --- spans and events ------------------------------------------------------------------------
 
@@ -368,6 +391,8 @@ EV_PERMIT_WAITED: Final = "resilience.rate_limiter.waited"
 EV_CHAOS_INJECTED: Final = "resilience.chaos.injected"
 EV_HEDGE_STARTED: Final = "resilience.hedging.started"
 EV_HEDGE_WON: Final = "resilience.hedging.won"
+EV_POLICY_RELOADED: Final = "resilience.policy.reloaded"
+EV_RELOAD_FAILED: Final = "resilience.policy.reload_failed"
 
 LOG_SEVERITIES: Final[Mapping[str, str]] = MappingProxyType(
     {"info": "INFO", "warning": "WARN", "critical": "ERROR"}

@@ -210,7 +210,8 @@ class ZeroSeries:
         instrument: The counter.
         labels: The other attributes of each series, as ``(key, value)`` pairs.
         registry: ``"pipelines"``: each strategy of that kind in a pipeline, once the pipeline
-            is registered; ``"breakers"``: each circuit breaker, once it is created.
+            is registered; ``"breakers"``: each circuit breaker, once it is created;
+            ``"policies"``: each named policy (``manager.policy``), once it is created.
         config: A configuration attribute the strategy must have set (not ``None``) for the
             series to exist; ``""`` when none.
         equals: The value :attr:`config` must have, or ``None`` for any value but ``None``.

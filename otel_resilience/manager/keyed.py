@@ -1,0 +1,295 @@
+"""One key of a policy: its breaker, bulkhead, rate limiter and pipeline, built, reloaded, retired.
+
+What a key means for each stage of :data:`~otel_resilience.manager.stages.STAGES`:
+
+* **per key**: the circuit breaker, the bulkhead and the rate limiter: the stages that hold
+  state about the dependency (is it failing, how busy is it, how often is it called), which is
+  what a key (a host, a tenant) tells apart;
+* **per policy**: the retry budget, the hedging delay generator and the fallback's cache service
+  (objects of the config, shared by identity), and the recovery system (the manager's). The
+  other stages (fallback, timeouts, retry, hedging, chaos, recovery, extra strategies) hold no
+  state of their own between calls: every key's pipeline has its own links,
+  built from the same config. A ``CACHED_VALUE`` fallback reads and writes under
+  ``"<cache_key>:<key>"`` in a key's pipeline (:func:`key_config`): a tenant is never answered
+  with another tenant's last value.
+
+The state of one key (:class:`KeyState`) also counts the calls running through it, without a
+lock (:meth:`KeyState.enter` / :meth:`KeyState.leave`), so that a key is evicted only while no
+call runs in it (see :meth:`KeyState.retire_if_idle`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from otel_resilience.bulkhead import Bulkhead
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitState
+from otel_resilience.engine.clock import Clock
+from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.registry import PIPELINES, namesakes_expected
+from otel_resilience.fallback import FallbackStrategy
+from otel_resilience.manager.stages import StageInputs, compose
+from otel_resilience.rate_limiter import RateLimiter
+
+if TYPE_CHECKING:
+    from otel_resilience.manager.config import ResilienceConfig
+    from otel_resilience.manager.ledger import Ledger
+    from otel_resilience.recovery import ErrorRecoverySystem
+
+__all__ = ["KeyState", "Spec", "build", "key_config", "reconfigure", "retire"]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What a policy's keys are built from: its name and config at one generation, and the manager's parts.
+
+    Attributes:
+        name: The policy name.
+        config: The policy's config.
+        generation: The config's number (1 for the first; each reload adds one).
+        clock: The manager's clock.
+        recovery: The manager's recovery system.
+        breakers: Finds a breaker by name for the recovery rules that isolate one.
+    """
+
+    name: str
+    config: ResilienceConfig
+    generation: int
+    clock: Clock
+    recovery: ErrorRecoverySystem
+    breakers: Callable[[str], CircuitBreaker | None]
+
+    @property
+    def breaker_name(self) -> str:
+        """The name of every key's breaker."""
+        return self.config.circuit_breaker_name or self.name
+
+    @property
+    def bulkhead_name(self) -> str:
+        """The name of every key's bulkhead."""
+        return self.config.bulkhead_name or self.name
+
+
+class KeyState:
+    """One key's breaker, bulkhead, rate limiter and pipeline, and the calls running through them.
+
+    Attributes:
+        key: The key (``None`` for the policy's unkeyed calls).
+        text: ``str(key)``, the span attribute of its executions (``None`` when unkeyed).
+        metric_key: The metric attribute of its executions, where the policy opted in.
+        generation: The policy generation its pipeline was built for.
+        pipeline: Its pipeline (replaced by a reload; the calls in flight keep theirs).
+        breaker: Its circuit breaker, when the config has one.
+        bulkhead: Its bulkhead, when the config has one.
+        limiter: Its rate limiter, when the config has one.
+        replaced: Limiters a reload replaced (another algorithm) while callers waited on them.
+        live: ``False`` once evicted (a call that finds it so takes the key's new state).
+    """
+
+    __slots__ = (
+        "_ended",
+        "_started",
+        "breaker",
+        "bulkhead",
+        "generation",
+        "key",
+        "limiter",
+        "live",
+        "metric_key",
+        "pipeline",
+        "replaced",
+        "text",
+    )
+
+    pipeline: Pipeline
+
+    def __init__(self, key: Hashable, text: str | None, metric_key: str | None) -> None:
+        self.key = key
+        self.text = text
+        self.metric_key = metric_key
+        self.generation = 0
+        self.breaker: CircuitBreaker | None = None
+        self.bulkhead: Bulkhead | None = None
+        self.limiter: RateLimiter | None = None
+        self.replaced: list[RateLimiter] = []
+        self.live = True
+        self._started = Counter()
+        self._ended = Counter()
+
+    def enter(self) -> bool:
+        """Count a call in; ``False`` (and nothing counted) if the key was evicted meanwhile.
+
+        Pairs with :meth:`retire_if_idle`: a call counts itself in *before* it looks at
+        :attr:`live`, and an eviction marks the key dead *before* it counts the calls, so one of
+        the two sees the other (the call takes the key's new state, or the key stays).
+        """
+        next(self._started)
+        if self.live:
+            return True
+        next(self._ended)
+        return False
+
+    def leave(self) -> None:
+        """Count a call out (it returned, raised or was cancelled)."""
+        next(self._ended)
+
+    @property
+    def running(self) -> int:
+        """Calls running through this key now (read without a lock; the ended count first)."""
+        ended = self._ended.value
+        return self._started.value - ended
+
+    def retire_if_idle(self) -> bool:
+        """Mark the key evicted if it is idle: no call runs in it and its breaker is not OPEN.
+
+        A HALF_OPEN breaker with no probe running is idle: its OPEN period is over, and the key
+        would come back CLOSED. The bulkhead and the rate limiter are idle when no call runs.
+
+        Returns:
+            Whether the key was marked evicted (``live`` is ``False``).
+        """
+        self.live = False
+        breaker = self.breaker
+        if self.running or (breaker is not None and breaker.state is CircuitState.OPEN):
+            self.live = True
+            return False
+        return True
+
+
+def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -> KeyState:
+    """Return a new key's state: its instances and pipeline, from ``spec``.
+
+    Raises:
+        Exception: What building the pipeline raised (an extra strategy's factory, say).
+    """
+    state = KeyState(key, text, metric_key)
+    config = spec.config
+    with namesakes_expected():
+        if config.circuit_breaker is not None:
+            state.breaker = CircuitBreaker(spec.breaker_name, config.circuit_breaker, clock=spec.clock)
+        if config.bulkhead_config is not None:
+            state.bulkhead = Bulkhead(spec.bulkhead_name, config.bulkhead_config, clock=spec.clock)
+        if config.rate_limiter is not None:
+            state.limiter = RateLimiter(spec.name, config.rate_limiter, clock=spec.clock)
+    state.pipeline = _pipeline(spec, state)
+    state.generation = spec.generation
+    return state
+
+
+def key_config(config: ResilienceConfig, text: str | None) -> ResilienceConfig:
+    """Return the config of a key's pipeline: ``config``, with a cached fallback's key made the key's own."""
+    fallback = config.fallback_config
+    if text is None or fallback is None or fallback.strategy is not FallbackStrategy.CACHED_VALUE:
+        return config
+    keyed = dataclasses.replace(fallback, cache_key=f"{fallback.cache_key}:{text}")
+    return dataclasses.replace(config, fallback_config=keyed)
+
+
+def _pipeline(spec: Spec, state: KeyState) -> Pipeline:
+    inputs = StageInputs(
+        spec.name,
+        key_config(spec.config, state.text),
+        spec.clock,
+        state.breaker,
+        state.bulkhead,
+        spec.recovery,
+        spec.breakers,
+        state.limiter,
+        state.text,
+        state.metric_key,
+    )
+    return compose(inputs)[0]
+
+
+def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
+    """Bring ``state`` to ``spec``'s generation (under the policy's lock), carrying what is compatible.
+
+    The breaker, bulkhead and rate limiter are reconfigured in place (see their ``_reconfigure``)
+    when the new config still has them under the same name (and, for the rate limiter, the same
+    algorithm); one the new config drops is retired (its counts folded into ``ledger``), and
+    one it adds, or renames, or whose algorithm changes, is made new. The new pipeline counts
+    into the old one's stats (the calls in flight finish in the old pipeline, counted there),
+    and takes its place in the registry.
+    """
+    with namesakes_expected():
+        state.breaker = _breaker(state.breaker, spec, ledger)
+        state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
+        state.limiter = _limiter(state, spec, ledger)
+    old = state.pipeline
+    state.pipeline = pipeline = _pipeline(spec, state)
+    pipeline.stats = old.stats
+    PIPELINES.unregister(old)
+    state.generation = spec.generation
+    _fold_replaced(state, ledger)
+
+
+def _breaker(breaker: CircuitBreaker | None, spec: Spec, ledger: Ledger) -> CircuitBreaker | None:
+    config = spec.config.circuit_breaker
+    if breaker is not None and (config is None or breaker.name != spec.breaker_name):
+        ledger.fold_breaker(breaker)
+        breaker = None
+    if config is None:
+        return None
+    if breaker is None:
+        return CircuitBreaker(spec.breaker_name, config, clock=spec.clock)
+    if breaker.config != config:
+        breaker._reconfigure(config)
+    return breaker
+
+
+def _bulkhead(bulkhead: Bulkhead | None, spec: Spec, ledger: Ledger) -> Bulkhead | None:
+    config = spec.config.bulkhead_config
+    if bulkhead is not None and (config is None or bulkhead.name != spec.bulkhead_name):
+        ledger.fold_bulkhead(bulkhead)
+        bulkhead = None
+    if config is None:
+        return None
+    if bulkhead is None:
+        return Bulkhead(spec.bulkhead_name, config, clock=spec.clock)
+    if bulkhead.config != config:
+        bulkhead._reconfigure(config)
+    return bulkhead
+
+
+def _limiter(state: KeyState, spec: Spec, ledger: Ledger) -> RateLimiter | None:
+    """Return the key's limiter for ``spec``: its own retuned, or a new one (the old one retired)."""
+    limiter, config = state.limiter, spec.config.rate_limiter
+    if (
+        limiter is not None
+        and config != limiter.config
+        and (config is None or not limiter._reconfigure(config))
+    ):
+        if limiter.waiting:
+            state.replaced.append(limiter)  # its waiters still take permits: folded later
+        else:
+            ledger.fold_limiter(limiter)
+        limiter = None
+    if limiter is None and config is not None:
+        limiter = RateLimiter(spec.name, config, clock=spec.clock)
+    return limiter
+
+
+def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
+    """Fold the replaced limiters nobody waits on any more (their counts are final)."""
+    if state.replaced:
+        waiting = [limiter for limiter in state.replaced if limiter.waiting]
+        for limiter in state.replaced:
+            if not limiter.waiting:
+                ledger.fold_limiter(limiter)
+        state.replaced = waiting
+
+
+def retire(state: KeyState, ledger: Ledger) -> None:
+    """Fold an evicted key's counts into ``ledger`` (under the policy's lock): no call runs in it."""
+    ledger.fold_pipeline(state.pipeline, state.metric_key)
+    if state.breaker is not None:
+        ledger.fold_breaker(state.breaker)
+    if state.bulkhead is not None:
+        ledger.fold_bulkhead(state.bulkhead)
+    for limiter in (state.limiter, *state.replaced):
+        if limiter is not None:
+            ledger.fold_limiter(limiter)

@@ -1,0 +1,224 @@
+"""The manager's named policies: ``manager.policy(name, config)`` and ``manager.reconfigure(name, config)``.
+
+A mixin of :class:`~otel_resilience.ResilienceManager` (kept apart from the policies found by
+config identity, :mod:`~otel_resilience.manager.core`): the manager keeps one
+:class:`~otel_resilience.manager.policy.PolicyHandle` per name, for its lifetime, as Polly's
+``ResiliencePipelineRegistry`` keeps a pipeline per key.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from otel_resilience.engine.validation import check_name, fail
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.keyed import Spec
+from otel_resilience.manager.policy import (
+    DEFAULT_IDLE_TTL,
+    DEFAULT_MAX_KEYS,
+    PolicyHandle,
+    check_config,
+    report_failure,
+)
+from otel_resilience.manager.statistics import add_counts
+
+if TYPE_CHECKING:
+    from otel_resilience.circuit_breaker import CircuitBreaker
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.recovery import ErrorRecoverySystem
+
+__all__ = ["ConfigSource", "NamedPolicies"]
+
+ConfigSource = ResilienceConfig | Callable[[], ResilienceConfig]
+"""A new config for :meth:`NamedPolicies.reconfigure`: the config, or a function that builds it
+(what it raises, a config that fails validation, is reported as a failed reload)."""
+
+
+class _Unset(enum.Enum):
+    """An option of :meth:`NamedPolicies.policy` not given: the default, or the handle's own."""
+
+    UNSET = "unset"
+
+
+_KEEP: Final = _Unset.UNSET
+
+
+class NamedPolicies:
+    """``policy``, ``reconfigure`` and ``reconfigure_many`` of :class:`~otel_resilience.ResilienceManager`."""
+
+    __slots__ = ()
+
+    _clock: Clock
+    recovery_system: ErrorRecoverySystem
+    _handles: dict[str, PolicyHandle]
+    _handles_lock: threading.Lock
+
+    def _find_breaker(self, name: str) -> CircuitBreaker | None:
+        raise NotImplementedError  # the manager's
+
+    def policy(
+        self,
+        name: str,
+        config: ResilienceConfig | None = None,
+        *,
+        max_keys: int | _Unset = _KEEP,
+        idle_ttl: float | timedelta | _Unset | None = _KEEP,
+        key_attribute_limit: int | _Unset = _KEEP,
+    ) -> PolicyHandle:
+        """Return the policy handle named ``name``, creating it with ``config`` on first use.
+
+        Args:
+            name: The policy name (``resilience.policy`` in telemetry; bounded).
+            config: Its config; ``None`` to find a handle that exists. A handle's breakers and
+                bulkheads are its own (one per key, plus one for its unkeyed calls):
+                ``circuit_breaker_name`` / ``bulkhead_name`` only name them.
+            max_keys: How many idle keys it keeps (an ``int >= 1``; default
+                :data:`~otel_resilience.manager.policy.DEFAULT_MAX_KEYS`).
+            idle_ttl: Seconds (or a ``timedelta``) after which an unused idle key is evicted;
+                ``None`` for no expiry (default
+                :data:`~otel_resilience.manager.policy.DEFAULT_IDLE_TTL`).
+            key_attribute_limit: How many keys get their own ``resilience.key`` metric
+                attribute (default 0: the key is an attribute of the execution span only); the
+                keys past it share the overflow series ``resilience.key="_OTHER"``.
+
+        Raises:
+            KeyError: ``config`` is ``None`` and no handle has that name.
+            ValueError: A handle of that name exists with another config or other options (change
+                its config with :meth:`reconfigure`), or ``config`` has an extra strategy given as a
+                ``Step`` instance (give a factory), or an option is out of range.
+            TypeError: ``config`` is not a :class:`ResilienceConfig`, or an option has the
+                wrong type.
+        """
+        check_name("ResilienceManager.policy", "name", name)
+        options = {"max_keys": max_keys, "idle_ttl": idle_ttl, "key_attribute_limit": key_attribute_limit}
+        with self._handles_lock:
+            handle = self._handles.get(name)
+            if handle is None:
+                if config is None:
+                    raise KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
+                handle = self._handles[name] = self._new_handle(name, config, options)
+                return handle
+        _same(handle, config, options)
+        return handle
+
+    def _new_handle(self, name: str, config: ResilienceConfig, options: dict[str, Any]) -> PolicyHandle:
+        spec = Spec(
+            name, check_config(name, config), 1, self._clock, self.recovery_system, self._find_breaker
+        )
+        max_keys = DEFAULT_MAX_KEYS if options["max_keys"] is _KEEP else options["max_keys"]
+        idle_ttl = DEFAULT_IDLE_TTL if options["idle_ttl"] is _KEEP else options["idle_ttl"]
+        limit = 0 if options["key_attribute_limit"] is _KEEP else options["key_attribute_limit"]
+        return PolicyHandle(spec, max_keys=max_keys, idle_ttl=idle_ttl, key_attribute_limit=limit)
+
+    def reconfigure(self, name: str, config: ConfigSource) -> PolicyHandle:
+        """Give the policy ``name`` a new config now, while its calls run.
+
+        Calls in flight finish under the config they started with; new calls (on the handle, its
+        key views and its ``protect``-ed functions) use the new one. Each key's breaker, bulkhead
+        and rate limiter carry their state over where the new config allows it (see
+        docs/design.md, "Changing a policy while it runs"). An equal config changes nothing.
+
+        A config that is refused changes nothing and is reported: a warning on the
+        ``otel_resilience.manager`` logger, a ``resilience.policy.reload_failed`` span event (and
+        log record) and ``resilience.reload`` with ``resilience.reload.outcome="failed"`` (a
+        reload that takes effect counts ``"succeeded"``), as Polly reports ``ReloadFailed``.
+
+        Args:
+            name: The policy's name (made with :meth:`policy`).
+            config: The new config, or a function that builds it (a config file's loader): what
+                it raises is a refused reload too.
+
+        Returns:
+            The policy's handle.
+
+        Raises:
+            KeyError: No policy has that name.
+            TypeError: ``config`` is not a :class:`ResilienceConfig` (or does not build one).
+            ValueError: ``config`` names another policy, or has an extra strategy given as a
+                ``Step`` instance.
+            Exception: What building ``config`` (or a pipeline from it) raised.
+        """
+        return self.reconfigure_many({name: config})[name]
+
+    def reconfigure_many(self, configs: Mapping[str, ConfigSource]) -> dict[str, PolicyHandle]:
+        """Give several policies new configs at once: all of them, or (if one is refused) none.
+
+        Every config is built and checked first; only then does each policy take its own. A
+        refusal is reported for the policy it concerns (as :meth:`reconfigure` says) and
+        raised; the other policies keep their config and report nothing.
+
+        Args:
+            configs: The new config (or its builder) of each policy name.
+
+        Returns:
+            The handle of each name.
+
+        Raises:
+            KeyError: A name has no policy.
+            TypeError: As :meth:`reconfigure`.
+            ValueError: As :meth:`reconfigure`.
+            Exception: As :meth:`reconfigure`.
+        """
+        if not isinstance(configs, Mapping):
+            raise fail("ResilienceManager.reconfigure_many", "configs", "a mapping", configs, kind=TypeError)
+        prepared: dict[str, tuple[PolicyHandle, ResilienceConfig]] = {}
+        for name, source in configs.items():
+            prepared[name] = self._prepare(name, source)
+        generations = {name: handle._commit(config) for name, (handle, config) in prepared.items()}
+        for name, (handle, _) in prepared.items():
+            handle._reloaded(generations[name])
+        return {name: handle for name, (handle, _) in prepared.items()}
+
+    def _prepare(self, name: str, source: ConfigSource) -> tuple[PolicyHandle, ResilienceConfig]:
+        """Find the handle and build and check its new config; report and raise a refusal."""
+        handle = self._handles.get(name) if isinstance(name, str) else None
+        if handle is None:
+            missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
+            report_failure(str(name), missing, 0)
+            raise missing
+        try:
+            config = source() if callable(source) and not isinstance(source, ResilienceConfig) else source
+            return handle, handle._prepare(config)
+        except Exception as error:
+            handle._reload_failed(error)
+            raise
+
+    def _named_statistics(self, totals: dict[str, int]) -> dict[str, dict[str, Any]]:
+        """Return each named policy's ``get_stats()``, and add its executions to ``totals``."""
+        with self._handles_lock:
+            handles = dict(self._handles)
+        named = {name: handle.get_stats() for name, handle in handles.items()}
+        for stats in named.values():
+            add_counts(totals, stats["executions"])
+        return named
+
+
+def _same(handle: PolicyHandle, config: ResilienceConfig | None, options: dict[str, Any]) -> None:
+    """Refuse a second ``policy(name, ...)`` that asks for another config or other options."""
+    if config is not None and config != handle.config:
+        msg = (
+            f"policy {handle.name!r} already exists with another config: change it with "
+            "manager.reconfigure(name, config)"
+        )
+        raise ValueError(msg)
+    ttl = options["idle_ttl"]
+    if isinstance(ttl, timedelta):
+        ttl = ttl.total_seconds()
+    given = {
+        "max_keys": options["max_keys"],
+        "idle_ttl": ttl,
+        "key_attribute_limit": options["key_attribute_limit"],
+    }
+    kept = {
+        "max_keys": handle.max_keys,
+        "idle_ttl": handle.idle_ttl,
+        "key_attribute_limit": handle.key_attribute_limit,
+    }
+    for option, value in given.items():
+        if value is not _KEEP and value != kept[option]:
+            msg = f"policy {handle.name!r} already exists with {option}={kept[option]!r} (options are fixed)"
+            raise ValueError(msg)

@@ -1,0 +1,473 @@
+"""Named policies: a handle per name, state per key, and a configuration that can change while calls run.
+
+``manager.policy("payments", config)`` returns a :class:`PolicyHandle`: calls run through it
+(:meth:`PolicyHandle.execute`, :meth:`PolicyHandle.protect`), and ``handle.for_key(host)``
+(a :class:`KeyedPolicyView`) gives each key its own breaker, bulkhead and rate limiter (see
+:mod:`~otel_resilience.manager.keyed` for what a key means to each stage), made on the key's
+first call. ``manager.reconfigure("payments", new_config)`` gives the policy a new config
+(:meth:`PolicyHandle._prepare` then :meth:`PolicyHandle._commit`; see docs/design.md, "Changing
+a policy while it runs").
+
+Keys are kept in the engine's :class:`~otel_resilience.engine.store.BoundedStore`: at most
+``max_keys`` idle keys (the least recently used go first), and none unused for ``idle_ttl``
+seconds; a key with a call running, or whose breaker is OPEN, is not idle. What an evicted key
+counted is folded into the policy's :class:`~otel_resilience.manager.ledger.Ledger`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import timedelta
+from typing import Any, Final, ParamSpec, TypeVar
+
+from otel_resilience.bulkhead import Bulkhead
+from otel_resilience.circuit_breaker import CircuitBreaker
+from otel_resilience.engine.events import (
+    Event,
+    PolicyReloaded,
+    ReloadFailed,
+    StrategyTelemetry,
+    TelemetrySource,
+    error_type_name,
+)
+from otel_resilience.engine.pipeline import check_protectable
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.registry import POLICIES, namesakes_expected
+from otel_resilience.engine.step import Step
+from otel_resilience.engine.store import BoundedStore
+from otel_resilience.engine.validation import check_int, fail
+from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.keyed import KeyState, Spec, build, reconfigure, retire
+from otel_resilience.manager.ledger import Ledger
+from otel_resilience.manager.policy_stats import policy_stats
+from otel_resilience.manager.stages import StageInputs, compose
+from otel_resilience.rate_limiter import RateLimiter
+
+__all__ = [
+    "DEFAULT_IDLE_TTL",
+    "DEFAULT_MAX_KEYS",
+    "OVERFLOW_KEY",
+    "KeyedPolicyView",
+    "PolicyHandle",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_MAX_KEYS: Final = 1024
+"""How many idle keys a policy keeps unless told otherwise (``max_keys``)."""
+DEFAULT_IDLE_TTL: Final = 600.0
+"""Seconds after which a policy evicts an idle key that was not used (``idle_ttl``)."""
+OVERFLOW_KEY: Final = "_OTHER"
+"""The ``resilience.key`` metric attribute of every key past a policy's ``key_attribute_limit``."""
+
+_OWNER: Final = "ResilienceManager.policy"
+_LOG: Final = logging.getLogger("otel_resilience.manager")
+
+
+def check_config(name: str, config: object, owner: str = _OWNER) -> ResilienceConfig:
+    """Return ``config`` if a policy handle named ``name`` can run it; raise otherwise.
+
+    Raises:
+        TypeError: ``config`` is not a :class:`ResilienceConfig`.
+        ValueError: Its ``name`` is another name, or an extra strategy is a ``Step`` instance
+            (a handle builds a pipeline per key and per reload: give a factory).
+    """
+    if not isinstance(config, ResilienceConfig):
+        raise fail(owner, "config", "a ResilienceConfig", config, kind=TypeError)
+    if config.name is not None and config.name != name:
+        raise fail(owner, "config", f"a ResilienceConfig whose name is None or {name!r}", config.name)
+    for index, extra in enumerate(config.extra_strategies):
+        if isinstance(extra.link, Step):
+            msg = (
+                f"ResilienceConfig.extra_strategies[{index}]: a policy handle builds a pipeline per key "
+                "and per reload, and a Step instance serves one pipeline: give a factory (a callable "
+                "returning a fresh Step)"
+            )
+            raise ValueError(msg)  # noqa: TRY004 - a Step is the right type, for one pipeline only
+    return config
+
+
+class PolicyHandle:
+    """A named policy of a :class:`~otel_resilience.ResilienceManager`: reusable, keyed, reloadable.
+
+    Made by ``manager.policy(name, config)``; the manager keeps it for its lifetime (handles
+    are named on purpose, never evicted). Calls made on the handle itself share one breaker,
+    bulkhead and rate limiter (the unkeyed state); calls made through :meth:`for_key` get the
+    key's own.
+
+    Attributes:
+        name: The policy name (``resilience.policy`` in telemetry).
+        key_attribute_limit: How many keys get their own ``resilience.key`` metric attribute
+            (0: none, the default; keys are a span attribute only).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_default",
+        "_keys",
+        "_ledger",
+        "_lock",
+        "_metric_keys",
+        "_reloads",
+        "_spec",
+        "_telemetry",
+        "key_attribute_limit",
+        "name",
+    )
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        idle_ttl: float | timedelta | None = DEFAULT_IDLE_TTL,
+        key_attribute_limit: int = 0,
+    ) -> None:
+        self.name = spec.name
+        self.key_attribute_limit = check_int(_OWNER, "key_attribute_limit", key_attribute_limit, minimum=0)
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._keys: BoundedStore[Hashable, KeyState] = BoundedStore(
+            _OWNER,
+            "max_keys",
+            max_keys,
+            is_idle=KeyState.retire_if_idle,
+            on_evict=self._evicted,
+            ttl=idle_ttl,
+            clock=spec.clock if idle_ttl is not None else None,
+            ttl_field="idle_ttl",
+        )
+        self._metric_keys: dict[Hashable, str] = {}
+        self._reloads = {"succeeded": 0, "failed": 0}
+        self._telemetry = StrategyTelemetry(TelemetrySource("pipeline", spec.name, spec.name))
+        self._ledger = Ledger(spec.name, spec.clock)
+        self._default = build(spec, None, None, None)
+        POLICIES.register(self)
+
+    config = ReadOnly[ResilienceConfig]("_spec.config", "The config new calls run under.")
+
+    generation = ReadOnly[int]("_spec.generation", "The config's number: 1, then one more per reload.")
+
+    max_keys = ReadOnly[int]("_keys.capacity", "How many idle keys the policy keeps.")
+
+    idle_ttl = ReadOnly["float | None"](
+        "_keys.ttl", "Seconds an unused idle key is kept (``None``: no expiry)."
+    )
+
+    @property
+    def keys(self) -> int:
+        """How many keys the policy keeps now (the unkeyed state not counted)."""
+        return len(self._keys)
+
+    # ------------------------------------------------------------------ calls
+
+    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``await fn(*args, **kwargs)`` under the policy (its unkeyed breaker, bulkhead, limiter).
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            Exception: As :meth:`ResilienceManager.execute_with_resilience`.
+        """
+        if not callable(fn):
+            raise fail("PolicyHandle.execute", "fn", "callable", fn, kind=TypeError)
+        result: R = await run(self._enter_default(), fn, args, kwargs)
+        return result
+
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` in this thread under the policy (its unkeyed state).
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            Exception: As :meth:`ResilienceManager.execute_with_resilience_sync`.
+        """
+        if not callable(fn):
+            raise fail("PolicyHandle.execute_sync", "fn", "callable", fn, kind=TypeError)
+        result: R = run_sync(self._enter_default(), fn, args, kwargs)
+        return result
+
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` (sync or async) so that every call runs under the policy's current config.
+
+        Raises:
+            TypeError: ``fn`` is not callable, or is an async generator function.
+        """
+        return protect(self.name, self._enter_default, fn, "PolicyHandle.protect")
+
+    def for_key(self, key: Hashable) -> KeyedPolicyView:
+        """Return the view of ``key``: calls through it use the key's own breaker, bulkhead and limiter.
+
+        The view is cheap and holds no state: the key's state is found (or made, or made again
+        after an eviction) on each call, so a view may be kept for as long as wanted.
+
+        Args:
+            key: Any hashable value (a host, a tenant id). ``str(key)`` is the execution span's
+                ``resilience.key`` attribute: use bounded values that are not secrets.
+
+        Raises:
+            TypeError: ``key`` is not hashable, or is ``None``.
+        """
+        if key is None:
+            raise fail("PolicyHandle.for_key", "key", "a hashable value other than None", key, kind=TypeError)
+        try:
+            hash(key)
+        except TypeError:
+            raise fail("PolicyHandle.for_key", "key", "hashable", key, kind=TypeError) from None
+        return KeyedPolicyView(self, key)
+
+    def _enter_default(self) -> KeyState:
+        state = self._default
+        state.enter()  # never evicted
+        if state.generation != self._spec.generation:
+            self._catch_up(state)
+        return state
+
+    def _enter(self, key: Hashable) -> KeyState:
+        """Return ``key``'s live state with this call counted in (made if the key is new)."""
+        keys = self._keys
+        while True:
+            state, _ = keys.get_or_add(key, functools.partial(self._new_state, key))
+            if state.enter():
+                if state.generation != self._spec.generation:
+                    self._catch_up(state)
+                return state
+
+    def _new_state(self, key: Hashable) -> KeyState:
+        """Build a new key's state (under the store's lock) from the current config."""
+        return build(self._spec, key, str(key), self._metric_key(key))
+
+    def _metric_key(self, key: Hashable) -> str | None:
+        """Return the key's metric attribute: its own for the first ``key_attribute_limit`` keys."""
+        limit = self.key_attribute_limit
+        if not limit:
+            return None
+        found = self._metric_keys.get(key)
+        if found is None:
+            if len(self._metric_keys) >= limit:
+                return OVERFLOW_KEY
+            found = self._metric_keys[key] = str(key)
+        return found
+
+    def _catch_up(self, state: KeyState) -> None:
+        """Bring a state built just before a reload to the current config (rare)."""
+        with self._lock:
+            if state.live and state.generation != self._spec.generation:
+                reconfigure(state, self._spec, self._ledger)
+
+    def _evicted(self, _key: Hashable, state: KeyState) -> None:
+        """Fold an evicted key's counts into the policy's totals (outside the store's lock)."""
+        with self._lock:
+            retire(state, self._ledger)
+
+    # ------------------------------------------------------------------ reloads
+
+    def _prepare(self, config: object) -> ResilienceConfig:
+        """Check that ``config`` can replace the current one; change nothing.
+
+        Beyond :func:`check_config`, a pipeline is built from it once (and dropped), so that an
+        extra strategy's factory that fails is found before anything changes.
+
+        Raises:
+            TypeError: As :func:`check_config`.
+            ValueError: As :func:`check_config`.
+            Exception: What building a pipeline from ``config`` raised.
+        """
+        checked = check_config(self.name, config, "ResilienceManager.reconfigure")
+        spec = self._spec
+        with namesakes_expected():
+            compose(StageInputs(self.name, checked, spec.clock, None, None, spec.recovery, spec.breakers))
+        return checked
+
+    def _commit(self, config: ResilienceConfig) -> int:
+        """Make ``config`` (checked by :meth:`_prepare`) the policy's; return its generation.
+
+        Every live key is brought to it now (an equal config changes nothing); a key made
+        meanwhile is built from it, and a call that finds a key built just before catches it up.
+        """
+        with self._lock:
+            spec = self._spec
+            if config == spec.config:
+                return spec.generation
+            self._spec = spec = dataclasses.replace(spec, config=config, generation=spec.generation + 1)
+            for state in (self._default, *self._keys.values()):
+                if state.live and state.generation != spec.generation:
+                    reconfigure(state, spec, self._ledger)
+            return spec.generation
+
+    def _reloaded(self, generation: int) -> None:
+        """Report a reload that took effect."""
+        with self._lock:
+            self._reloads["succeeded"] += 1
+        _LOG.info("policy %r reloaded: configuration %d", self.name, generation)
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(Event.POLICY_RELOADED, PolicyReloaded(generation))
+
+    def _reload_failed(self, error: BaseException) -> None:
+        """Report a reload that was refused (nothing changed)."""
+        with self._lock:
+            self._reloads["failed"] += 1
+        report_failure(self.name, error, self.generation, self._telemetry)
+
+    # ------------------------------------------------------------------ statistics
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the policy's counts, evicted keys included: they never go down.
+
+        Returns:
+            ``name``, ``generation``, ``keys`` (kept now), ``max_keys``, ``idle_ttl``,
+            ``evicted_keys``; ``executions`` (as ``get_resilience_statistics()["executions"]``,
+            over every key and the unkeyed calls); ``circuit_breaker`` (the breakers' summed
+            ``total_*`` counts and ``times_opened``, and ``open_keys``: how many are OPEN now),
+            ``bulkhead`` (``total``, ``completed``, ``rejected``, ``timed_out``, ``cancelled``,
+            and ``active`` / ``waiting`` now) and ``rate_limiter`` (``admitted``, ``rejected``,
+            ``waited``, ``cancelled``, and ``waiting`` now), each ``None`` when the config has
+            no such pattern; ``reloads`` (``succeeded``, ``failed``).
+        """
+        self._keys.expire()
+        with self._lock:
+            states = [self._default, *self._keys.values()]
+            stats = policy_stats(self._spec.config, states, self._ledger)
+            stats["reloads"] = dict(self._reloads)
+        keys = self._keys
+        head = {
+            "name": self.name,
+            "generation": self.generation,
+            "keys": len(keys),
+            "max_keys": keys.capacity,
+            "idle_ttl": keys.ttl,
+            "evicted_keys": keys.evicted,
+        }
+        return {**head, **stats}
+
+    def __repr__(self) -> str:
+        return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={len(self._keys)})"
+
+
+class KeyedPolicyView:
+    """One key of a :class:`PolicyHandle`: calls through it use the key's breaker, bulkhead and limiter.
+
+    Made by :meth:`PolicyHandle.for_key`. It holds no state: each call finds the key's state.
+
+    Attributes:
+        policy: The policy handle.
+        key: The key.
+    """
+
+    __slots__ = ("key", "policy")
+
+    def __init__(self, policy: PolicyHandle, key: Hashable) -> None:
+        self.policy = policy
+        self.key = key
+
+    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``await fn(*args, **kwargs)`` under the policy, with the key's own state.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            Exception: As :meth:`ResilienceManager.execute_with_resilience`.
+        """
+        if not callable(fn):
+            raise fail("KeyedPolicyView.execute", "fn", "callable", fn, kind=TypeError)
+        result: R = await run(self.policy._enter(self.key), fn, args, kwargs)
+        return result
+
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` in this thread under the policy, with the key's own state.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            Exception: As :meth:`ResilienceManager.execute_with_resilience_sync`.
+        """
+        if not callable(fn):
+            raise fail("KeyedPolicyView.execute_sync", "fn", "callable", fn, kind=TypeError)
+        result: R = run_sync(self.policy._enter(self.key), fn, args, kwargs)
+        return result
+
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` (sync or async) so that every call runs with this key's state.
+
+        Raises:
+            TypeError: ``fn`` is not callable, or is an async generator function.
+        """
+        enter = functools.partial(self.policy._enter, self.key)
+        return protect(self.policy.name, enter, fn, "KeyedPolicyView.protect")
+
+    def _state(self) -> KeyState:
+        state = self.policy._enter(self.key)
+        state.leave()
+        return state
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None:
+        """The key's :class:`~otel_resilience.CircuitBreaker` (made if the key is new), or ``None``.
+
+        For reading and for operators (``force_open``, ``reset``); run calls through the view.
+        """
+        return self._state().breaker
+
+    @property
+    def bulkhead(self) -> Bulkhead | None:
+        """The key's :class:`~otel_resilience.Bulkhead` (made if the key is new), or ``None``."""
+        return self._state().bulkhead
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The key's :class:`~otel_resilience.RateLimiter` (made if the key is new), or ``None``."""
+        return self._state().limiter
+
+    def __repr__(self) -> str:
+        return f"KeyedPolicyView({self.policy.name!r}, {self.key!r})"
+
+
+async def run(state: KeyState, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
+    """Await ``fn`` in ``state``'s current pipeline; count the call out of the key at the end."""
+    try:
+        return await state.pipeline.execute(fn, *args, **kwargs)
+    finally:
+        state.leave()
+
+
+def run_sync(state: KeyState, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Call ``fn`` in ``state``'s current pipeline; count the call out of the key at the end."""
+    try:
+        return state.pipeline.execute_sync(fn, *args, **kwargs)
+    finally:
+        state.leave()
+
+
+def protect(name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner: str) -> Callable[P, R]:
+    """Wrap ``fn`` so that each call enters a state (``enter()``) and runs in its pipeline."""
+    if not callable(fn):
+        raise fail(owner, "fn", "callable", fn, kind=TypeError)
+    check_protectable(name, fn)
+    wrapper: Callable[..., Any]
+    if inspect.iscoroutinefunction(fn):
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await run(enter(), fn, args, kwargs)
+
+        wrapper = async_wrapper
+    else:
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return run_sync(enter(), fn, args, kwargs)
+
+        wrapper = sync_wrapper
+    return functools.update_wrapper(wrapper, fn)
+
+
+def report_failure(
+    name: str, error: BaseException, generation: int, telemetry: StrategyTelemetry | None = None
+) -> None:
+    """Report a refused reload of policy ``name``: a warning log, a span event and ``resilience.reload``."""
+    kind = error_type_name(error)
+    _LOG.warning("reload of policy %r refused, nothing changed: %s: %s", name, kind, error)
+    telemetry = telemetry or StrategyTelemetry(TelemetrySource("pipeline", name, name))
+    if telemetry.enabled:
+        telemetry.report(Event.RELOAD_FAILED, ReloadFailed(kind, generation))

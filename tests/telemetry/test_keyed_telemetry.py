@@ -1,0 +1,181 @@
+"""Keys and reloads in telemetry: the key on spans, on metrics only when opted in (with one overflow series), counters that never go down, reloads counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from otel_resilience import CircuitBreakerConfig, CircuitOpenError, ResilienceConfig, ResilienceManager
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.telemetry import semconv as sc
+from otel_resilience.testing import FakeClock
+
+BREAKER = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0))
+
+
+@pytest.fixture
+def manager() -> Iterator[ResilienceManager]:
+    """A manager on a fake clock, with an alert system of its own."""
+    clock = FakeClock(1000.0)
+    alerts = AlertSystem(name="keyed-telemetry-alerts", clock=clock)
+    yield ResilienceManager(clock=clock, alert_system=alerts)
+    alerts.close()
+
+
+def boom() -> None:
+    raise ConnectionError("down")
+
+
+def open_key(policy, key: object) -> None:
+    """Trip the key's breaker and have one call rejected."""
+    with pytest.raises(ConnectionError):
+        policy.for_key(key).execute_sync(boom)
+    with pytest.raises(CircuitOpenError):
+        policy.for_key(key).execute_sync(boom)
+
+
+def keyed_points(otel, name: str) -> list[dict]:
+    return [
+        dict(p.attributes)
+        for p in otel.points(name)
+        if dict(p.attributes).get(sc.POLICY) in {"spans-tenants", "capped"}
+    ]
+
+
+def test_the_key_is_a_span_attribute_and_by_default_on_no_metric(otel, manager: ResilienceManager) -> None:
+    """A keyed call's execution span carries resilience.key; its metrics carry the policy only."""
+    policy = manager.policy("spans-tenants", BREAKER)
+    policy.for_key("acme").execute_sync(lambda: None)
+    policy.execute_sync(lambda: None)
+    open_key(policy, 42)
+    spans = otel.spans("spans-tenants")
+    assert [s.attributes.get(sc.KEY) for s in spans] == ["acme", None, "42", "42"]
+    for name in (sc.EXECUTIONS, sc.EXECUTION_DURATION, sc.REJECTIONS):
+        points = keyed_points(otel, name)
+        assert points, name
+        assert all(sc.KEY not in attrs and sc.METRIC_OVERFLOW not in attrs for attrs in points), name
+    assert (
+        otel.point(
+            sc.EXECUTIONS,
+            resilience__policy="spans-tenants",
+            resilience__pattern="pipeline",
+            resilience__outcome="success",
+        ).value
+        == 2
+    )
+
+
+def test_an_opted_in_key_attribute_is_capped_with_one_overflow_series(
+    otel, manager: ResilienceManager
+) -> None:
+    """The first N keys get their own series; every later key shares resilience.key=_OTHER, marked overflow."""
+    policy = manager.policy("capped", BREAKER, key_attribute_limit=2)
+    for key in ("a", "b", "c", "d"):
+        open_key(policy, key)
+    rejections = {
+        (attrs.get(sc.KEY), attrs.get(sc.METRIC_OVERFLOW), attrs[sc.REJECTION_REASON]): point.value
+        for point in otel.points(sc.REJECTIONS)
+        if (attrs := dict(point.attributes)).get(sc.POLICY) == "capped"
+    }
+    assert rejections == {  # each key's series start at 0, for both reasons of a breaker
+        ("a", None, "circuit_open"): 1,
+        ("b", None, "circuit_open"): 1,
+        ("_OTHER", True, "circuit_open"): 2,
+        ("a", None, "half_open_full"): 0,
+        ("b", None, "half_open_full"): 0,
+        ("_OTHER", True, "half_open_full"): 0,
+        (None, None, "circuit_open"): 0,  # the policy's unkeyed calls
+        (None, None, "half_open_full"): 0,
+    }
+    executions = {
+        (attrs[sc.KEY], attrs[sc.OUTCOME]): point.value
+        for point in otel.points(sc.EXECUTIONS)
+        if (attrs := dict(point.attributes)).get(sc.POLICY) == "capped" and sc.KEY in attrs
+    }
+    assert executions[("_OTHER", "rejected")] == 2
+    assert executions[("a", "failure")] == 1
+    durations = {
+        dict(p.attributes).get(sc.KEY)
+        for p in otel.points(sc.EXECUTION_DURATION)
+        if dict(p.attributes)[sc.POLICY] == "capped"
+    }
+    assert durations == {"a", "b", "_OTHER"}
+    assert {s.attributes[sc.KEY] for s in otel.spans("capped")} == {"a", "b", "c", "d"}  # spans: every key
+
+
+def test_exported_counts_never_go_down_when_keys_are_evicted(otel, manager: ResilienceManager) -> None:
+    """Executions and breaker calls summed over a policy's keys keep what the evicted keys counted."""
+    policy = manager.policy("evicted-tenants", BREAKER, max_keys=1)
+
+    def executions() -> int:
+        return otel.point(
+            sc.EXECUTIONS,
+            resilience__policy="evicted-tenants",
+            resilience__pattern="pipeline",
+            resilience__outcome="success",
+        ).value
+
+    def breaker_successes() -> int:
+        return otel.point(
+            sc.CB_CALLS,
+            resilience__name="evicted-tenants",
+            resilience__circuit_breaker__call_result="success",
+        ).value
+
+    seen: list[tuple[int, int]] = []
+    for key in range(5):
+        policy.for_key(key).execute_sync(lambda: None)
+        seen.append((executions(), breaker_successes()))
+    assert seen == [(n, n) for n in range(1, 6)]
+    assert policy.get_stats()["evicted_keys"] == 4
+    assert otel.point(sc.POLICY_KEYS, resilience__policy="evicted-tenants").value == 1
+
+
+def test_reloads_are_counted_from_zero_and_a_refusal_is_an_event_and_a_log(
+    otel, manager: ResilienceManager
+) -> None:
+    """resilience.reload starts at 0 for both outcomes; a refusal adds a span event and a WARN log record."""
+    policy = manager.policy("reloaded", BREAKER)
+
+    def reloads() -> dict:
+        return {k: v for k, v in otel.values(sc.RELOAD).items() if (sc.POLICY, "reloaded") in k}
+
+    assert reloads() == {
+        frozenset({(sc.POLICY, "reloaded"), (sc.RELOAD_OUTCOME, outcome)}): 0
+        for outcome in ("succeeded", "failed")
+    }
+    tracer = otel.tracer_provider.get_tracer("admin")
+    with tracer.start_as_current_span("reload config"):
+        manager.reconfigure(
+            "reloaded", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=5))
+        )
+        with pytest.raises(TypeError):
+            manager.reconfigure("reloaded", "not a config")  # type: ignore[arg-type]
+    assert reloads() == {
+        frozenset({(sc.POLICY, "reloaded"), (sc.RELOAD_OUTCOME, "succeeded")}): 1,
+        frozenset({(sc.POLICY, "reloaded"), (sc.RELOAD_OUTCOME, "failed")}): 0,
+        frozenset({(sc.POLICY, "reloaded"), (sc.RELOAD_OUTCOME, "failed"), (sc.ERROR_TYPE, "TypeError")}): 1,
+    }
+    events = [(e.name, dict(e.attributes)) for e in otel.span("reload config").events]
+    assert events == [
+        (
+            sc.EV_POLICY_RELOADED,
+            {sc.PATTERN: "pipeline", sc.NAME: "reloaded", sc.RELOAD_OUTCOME: "succeeded"},
+        ),
+        (
+            sc.EV_RELOAD_FAILED,
+            {
+                sc.PATTERN: "pipeline",
+                sc.NAME: "reloaded",
+                sc.RELOAD_OUTCOME: "failed",
+                sc.ERROR_TYPE: "TypeError",
+            },
+        ),
+    ]
+    logs = [r for r in otel.logs() if r.event_name == sc.EV_RELOAD_FAILED]
+    assert len(logs) == 1
+    assert logs[0].severity_text == "WARN"
+    assert "TypeError" in str(logs[0].body)
+    assert dict(logs[0].attributes)[sc.NAME] == "reloaded"
+    assert policy.generation == 2

@@ -1,0 +1,367 @@
+"""Named policies with keys: one breaker, bulkhead and rate limiter per key, bounded, counts never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from otel_resilience import (
+    BulkheadConfig,
+    BulkheadFullError,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    ExtraStrategy,
+    FallbackConfig,
+    FallbackStrategy,
+    KeyedPolicyView,
+    PolicyHandle,
+    RateLimitedError,
+    RateLimiterConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.circuit_breaker import CircuitState
+from otel_resilience.engine.registry import BREAKERS, PIPELINES
+from otel_resilience.engine.step import Step
+from otel_resilience.manager import DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS
+from otel_resilience.testing import FakeClock
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    """An alert system of our own (closed afterwards), so no manager leaves a listener behind."""
+    system = AlertSystem(name="keys-alerts")
+    yield system
+    system.close()
+
+
+@pytest.fixture
+def manager(clock: FakeClock, alerts: AlertSystem) -> ResilienceManager:
+    """A manager on the fake clock."""
+    return ResilienceManager(clock=clock, alert_system=alerts)
+
+
+BREAKER = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))
+
+
+def boom() -> None:
+    raise ConnectionError("down")
+
+
+def fail_twice(view: KeyedPolicyView | PolicyHandle) -> None:
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+
+
+def test_each_key_has_its_own_breaker_made_on_first_use(manager: ResilienceManager) -> None:
+    """Opening one key's breaker leaves the other keys and the unkeyed calls alone."""
+    payments = manager.policy("payments", BREAKER)
+    fail_twice(payments.for_key("host-a"))
+    with pytest.raises(CircuitOpenError):
+        payments.for_key("host-a").execute_sync(lambda: "never")
+    assert payments.for_key("host-b").execute_sync(lambda: "b") == "b"
+    assert payments.execute_sync(lambda: "unkeyed") == "unkeyed"
+    assert payments.for_key("host-a").circuit_breaker.state is CircuitState.OPEN
+    assert payments.for_key("host-b").circuit_breaker.state is CircuitState.CLOSED
+    assert payments.for_key("host-a").circuit_breaker is not payments.for_key("host-b").circuit_breaker
+    assert payments.keys == 2
+    stats = payments.get_stats()
+    assert stats["circuit_breaker"]["open_keys"] == 1
+    assert stats["circuit_breaker"]["total_rejected"] == 1
+    assert stats["executions"]["total"] == 5
+
+
+def test_each_key_has_its_own_bulkhead_and_rate_limiter(manager: ResilienceManager) -> None:
+    """A full bulkhead or an empty bucket of one key does not refuse another key's calls."""
+    config = ResilienceConfig(
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1.0, burst=2),
+    )
+    tenants = manager.policy("tenants", config)
+    inside: list[object] = []
+
+    def nested() -> str:
+        with pytest.raises(BulkheadFullError):
+            tenants.for_key("t1").execute_sync(lambda: "second")  # t1's only slot is taken
+        inside.append(tenants.for_key("t2").execute_sync(lambda: "t2"))
+        return "t1"
+
+    assert tenants.for_key("t1").execute_sync(nested) == "t1"
+    assert inside == ["t2"]
+    assert tenants.for_key("t2").execute_sync(lambda: "t2") == "t2"
+    with pytest.raises(RateLimitedError):
+        tenants.for_key("t2").execute_sync(lambda: "no permit left")
+    assert tenants.for_key("t3").execute_sync(lambda: "t3") == "t3"
+    stats = tenants.get_stats()
+    assert stats["bulkhead"]["rejected"] == 1
+    assert stats["rate_limiter"]["rejected"] == 1
+    assert stats["bulkhead"]["active"] == 0
+
+
+async def test_keys_share_the_config_of_the_stages_without_state(manager: ResilienceManager) -> None:
+    """Retry and fallback act the same for every key (each key's pipeline is built from the config)."""
+    config = ResilienceConfig(
+        retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.01),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
+    )
+    policy = manager.policy("shared", config)
+    calls: dict[str, int] = {}
+
+    async def flaky(key: str) -> str:
+        calls[key] = calls.get(key, 0) + 1
+        raise ConnectionError(key)
+
+    for key in ("a", "b"):
+        assert await policy.for_key(key).execute(flaky, key) == "degraded"
+    assert calls == {"a": 3, "b": 3}
+
+
+class DictCache:
+    """A synchronous cache service over a dict."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+
+    def get(self, key: str) -> object:
+        return self.data.get(key)
+
+    def set(self, key: str, value: object) -> None:
+        self.data[key] = value
+
+
+def test_a_cached_fallback_keeps_each_key_value_apart(manager: ResilienceManager) -> None:
+    """A tenant whose call fails gets its own last good value, never another tenant's."""
+    cache = DictCache()
+    config = ResilienceConfig(
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.CACHED_VALUE, cache_key="quote", cache_service=cache
+        )
+    )
+    policy = manager.policy("quotes", config)
+    assert policy.for_key("acme").execute_sync(lambda: "acme 101") == "acme 101"
+    assert policy.for_key("globex").execute_sync(lambda: "globex 7") == "globex 7"
+    assert policy.execute_sync(lambda: "index 5000") == "index 5000"
+    assert policy.for_key("acme").execute_sync(boom) == "acme 101"
+    assert policy.execute_sync(boom) == "index 5000"
+    assert cache.data == {"quote:acme": "acme 101", "quote:globex": "globex 7", "quote": "index 5000"}
+
+
+async def test_protect_runs_each_call_with_the_key_state(manager: ResilienceManager) -> None:
+    """A function protected through a view (async or sync) counts its calls in the key's state."""
+    policy = manager.policy("protected", BREAKER)
+
+    @policy.for_key("k").protect
+    async def fetch(x: int) -> int:
+        return x * 2
+
+    @policy.protect
+    def unkeyed(x: int) -> int:
+        return x + 1
+
+    assert await fetch(4) == 8
+    assert unkeyed(1) == 2
+    assert fetch.__name__ == "fetch"
+    assert policy.for_key("k").circuit_breaker.stats.total_successes == 1
+    assert policy.keys == 1
+
+
+def test_a_key_must_be_hashable_and_not_none(manager: ResilienceManager) -> None:
+    """for_key refuses keys it cannot keep, naming the argument."""
+    policy = manager.policy("keys", ResilienceConfig())
+    with pytest.raises(TypeError, match=r"PolicyHandle\.for_key\.key must be hashable"):
+        policy.for_key(["a"])
+    with pytest.raises(TypeError, match=r"PolicyHandle\.for_key\.key"):
+        policy.for_key(None)
+    with pytest.raises(TypeError, match=r"KeyedPolicyView\.execute_sync\.fn must be callable"):
+        policy.for_key("k").execute_sync("not callable")  # type: ignore[arg-type]
+
+
+def test_policy_returns_one_handle_per_name(manager: ResilienceManager) -> None:
+    """The same name gives the same handle; another config or options for it are refused."""
+    first = manager.policy("api", BREAKER, max_keys=10)
+    assert manager.policy("api") is first
+    assert manager.policy("api", BREAKER, max_keys=10) is first
+    with pytest.raises(ValueError, match="reconfigure"):
+        manager.policy("api", ResilienceConfig())
+    with pytest.raises(ValueError, match="max_keys=10"):
+        manager.policy("api", max_keys=11)
+    with pytest.raises(KeyError, match="no policy named 'nope'"):
+        manager.policy("nope")
+    assert first.max_keys == 10
+    assert first.idle_ttl == DEFAULT_IDLE_TTL
+    assert manager.policy("defaults", ResilienceConfig()).max_keys == DEFAULT_MAX_KEYS
+
+
+def test_policy_refuses_what_a_handle_cannot_run(manager: ResilienceManager) -> None:
+    """A Step instance (one pipeline only), another name, a bad option or config are refused."""
+    with pytest.raises(ValueError, match=r"extra_strategies\[0\].*factory"):
+        manager.policy("steps", ResilienceConfig(extra_strategies=(ExtraStrategy(Step(), rank=50),)))
+    with pytest.raises(ValueError, match="whose name is None or 'mine'"):
+        manager.policy("mine", ResilienceConfig(name="other"))
+    with pytest.raises(TypeError, match=r"ResilienceManager\.policy\.config"):
+        manager.policy("typed", {"timeout": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"ResilienceManager\.policy\.max_keys must be an int >= 1"):
+        manager.policy("capped", ResilienceConfig(), max_keys=0)
+    with pytest.raises(ValueError, match=r"ResilienceManager\.policy\.idle_ttl must be > 0"):
+        manager.policy("ttl", ResilienceConfig(), idle_ttl=0)
+    with pytest.raises(ValueError, match=r"key_attribute_limit"):
+        manager.policy("limit", ResilienceConfig(), key_attribute_limit=-1)
+    assert manager.policy(
+        "factory", ResilienceConfig(extra_strategies=(ExtraStrategy(lambda _: Step(), rank=50),))
+    )
+
+
+def test_idle_keys_past_max_keys_are_evicted_least_recently_used_first(manager: ResilienceManager) -> None:
+    """The oldest idle key goes; a key used since is kept; the evicted key comes back fresh."""
+    policy = manager.policy("lru", BREAKER, max_keys=2)
+    for key in ("a", "b", "a", "c"):
+        policy.for_key(key).execute_sync(lambda: None)
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (2, 1)
+    a_breaker = policy._keys.get("a")
+    assert a_breaker is not None
+    assert policy._keys.get("b") is None
+    assert stats["executions"]["total"] == 4  # b's call is still counted
+    assert stats["circuit_breaker"]["total_successes"] == 4
+
+
+def test_an_open_breaker_keeps_its_key_until_its_open_period_ends(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """A key whose breaker is OPEN is not idle; once the period is over it can be evicted."""
+    policy = manager.policy("open-keys", BREAKER, max_keys=1)
+    fail_twice(policy.for_key("down"))
+    policy.for_key("other").execute_sync(lambda: None)
+    assert policy.keys == 2  # over the cap: "down" is OPEN
+    assert policy.for_key("down").circuit_breaker.state is CircuitState.OPEN
+    clock.advance(31.0)  # its OPEN period is over (HALF_OPEN with no probe is idle)
+    policy.for_key("third").execute_sync(lambda: None)
+    assert policy._keys.get("down") is None
+    assert policy.keys == 1
+    assert policy.get_stats()["circuit_breaker"]["total_failures"] == 2
+
+
+async def test_a_key_with_a_call_running_is_never_evicted(manager: ResilienceManager) -> None:
+    """Even past the cap and its TTL, a key in use stays; it goes once its call ended."""
+    policy = manager.policy("busy", ResilienceConfig(), max_keys=1)
+    release = asyncio.Event()
+    running = asyncio.create_task(policy.for_key("slow").execute(release.wait))
+    await asyncio.sleep(0)
+    await policy.for_key("quick").execute(asyncio.sleep, 0)
+    slow_state = policy._keys.get("slow")
+    assert slow_state is not None
+    assert slow_state.live
+    release.set()
+    await running
+    await policy.for_key("next").execute(asyncio.sleep, 0)
+    assert policy._keys.get("slow") is None
+    assert policy.get_stats()["executions"]["total"] == 3
+
+
+def test_keys_unused_for_idle_ttl_are_evicted(manager: ResilienceManager, clock: FakeClock) -> None:
+    """A key not used for idle_ttl seconds goes at the next call or stats read; one used stays."""
+    policy = manager.policy("ttl", BREAKER, idle_ttl=timedelta(seconds=60))
+    policy.for_key("old").execute_sync(lambda: None)
+    clock.advance(50.0)
+    policy.for_key("recent").execute_sync(lambda: None)
+    clock.advance(20.0)  # old: 70 s unused; recent: 20 s
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (1, 1)
+    assert policy._keys.get("recent") is not None
+    assert stats["executions"]["total"] == 2
+    forever = manager.policy("no-ttl", BREAKER, idle_ttl=None)
+    forever.for_key("k").execute_sync(lambda: None)
+    clock.advance(1e6)
+    assert forever.get_stats()["keys"] == 1
+
+
+def test_evicted_keys_leave_the_registries_and_their_counts_stay(manager: ResilienceManager) -> None:
+    """An evicted key's breaker and pipeline are no longer exported; the ledger carries their counts."""
+    policy = manager.policy("ledger", BREAKER, max_keys=1)
+    policy.for_key("a").execute_sync(lambda: None)
+    state = policy._keys.get("a")
+    assert state is not None
+    breaker, pipeline = state.breaker, state.pipeline
+    assert breaker in BREAKERS.items()
+    assert pipeline in PIPELINES.items()
+    policy.for_key("b").execute_sync(lambda: None)
+    assert breaker not in BREAKERS.items()
+    assert pipeline not in PIPELINES.items()
+    named = [b for b in BREAKERS.items() if b.name == "ledger"]
+    assert sum(b.stats.total_successes for b in named) == 2  # b's live breaker + the ledger's totals
+    assert BREAKERS.get("ledger") is not None
+    assert type(BREAKERS.get("ledger")).__name__ == "CircuitBreaker"  # never the ledger
+
+
+def test_the_manager_statistics_list_named_policies_and_count_them(manager: ResilienceManager) -> None:
+    """named_policies has each handle's stats; executions totals include them."""
+    manager.execute_with_resilience_sync(lambda: 1, ResilienceConfig(name="plain"))
+    policy = manager.policy("named", BREAKER, max_keys=1)
+    for key in range(3):
+        policy.for_key(key).execute_sync(lambda: None)
+    stats = manager.get_resilience_statistics()
+    assert stats["executions"]["total"] == 4
+    assert stats["named_policies"]["named"]["executions"]["total"] == 3
+    assert stats["named_policies"]["named"]["evicted_keys"] == 2
+
+
+def test_keys_are_safe_from_many_threads(manager: ResilienceManager) -> None:
+    """Threads cycling through more keys than the cap lose no call and leave no slot taken."""
+    policy = manager.policy(
+        "threads", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=4)), max_keys=8
+    )
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for n in range(300):
+                policy.for_key((worker * 7 + n) % 40).execute_sync(lambda: None)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    stats = policy.get_stats()
+    assert stats["executions"]["total"] == 1800
+    assert stats["bulkhead"]["total"] == stats["bulkhead"]["completed"] == 1800
+    assert stats["bulkhead"]["active"] == 0
+    assert stats["keys"] <= 8
+
+
+def test_memory_stays_flat_while_many_keys_cycle(manager: ResilienceManager) -> None:
+    """Cycling 10x the cap of keys keeps the kept keys at the cap and frees the evicted ones."""
+    policy = manager.policy("cycle", BREAKER, max_keys=100)
+
+    def cycle(start: int, count: int) -> None:
+        for key in range(start, start + count):
+            policy.for_key(key).execute_sync(lambda: None)
+
+    cycle(0, 300)  # warm up: caches, interned attribute dicts, the cap reached
+    gc.collect()
+    tracemalloc.start()
+    try:
+        cycle(300, 500)
+        gc.collect()
+        first, _ = tracemalloc.get_traced_memory()
+        cycle(800, 2000)
+        gc.collect()
+        second, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert policy.keys == 100
+    assert policy.get_stats()["executions"]["total"] == 2800
+    # 4x as many keys evicted again: a leak of even 200 bytes a key would add 300 kB.
+    assert second - first < 150_000, (first, second)

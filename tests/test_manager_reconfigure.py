@@ -1,0 +1,353 @@
+"""Changing a named policy while it runs: in-flight calls keep their config, state carries over, refusals change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from otel_resilience import (
+    BulkheadConfig,
+    BulkheadFullError,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CountWindow,
+    ExtraStrategy,
+    FallbackConfig,
+    FallbackStrategy,
+    RateLimitedError,
+    RateLimiterConfig,
+    ResilienceConfig,
+    ResilienceManager,
+)
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.circuit_breaker import CircuitState
+from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
+from otel_resilience.engine.step import Step
+from otel_resilience.testing import EventRecorder, FakeClock
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    """An alert system of our own (closed afterwards), so no manager leaves a listener behind."""
+    system = AlertSystem(name="reload-alerts")
+    yield system
+    system.close()
+
+
+@pytest.fixture
+def manager(clock: FakeClock, alerts: AlertSystem) -> ResilienceManager:
+    """A manager on the fake clock."""
+    return ResilienceManager(clock=clock, alert_system=alerts)
+
+
+def fallback(value: str, **more: object) -> ResilienceConfig:
+    return ResilienceConfig(
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=value), **more
+    )
+
+
+def boom() -> None:
+    raise ConnectionError("down")
+
+
+async def test_calls_in_flight_finish_under_their_config_and_new_calls_use_the_new_one(
+    manager: ResilienceManager,
+) -> None:
+    """A call that started before the reload is answered by the old fallback, a new one by the new."""
+    policy = manager.policy("answers", fallback("old"))
+    release = asyncio.Event()
+
+    async def fail_later() -> str:
+        await release.wait()
+        raise ConnectionError("down")
+
+    keyed = asyncio.create_task(policy.for_key("k").execute(fail_later))
+    unkeyed = asyncio.create_task(policy.execute(fail_later))
+    await asyncio.sleep(0)
+    assert manager.reconfigure("answers", fallback("new")) is policy
+    assert policy.generation == 2
+    assert policy.config == fallback("new")
+    release.set()
+    assert await keyed == "old"
+    assert await unkeyed == "old"
+    assert await policy.for_key("k").execute(fail_later) == "new"
+    assert policy.execute_sync(boom) == "new"
+    assert policy.get_stats()["executions"]["fallback"] == 4
+
+
+async def test_a_protected_function_uses_the_config_of_the_moment(manager: ResilienceManager) -> None:
+    """protect resolves the policy on every call, so a decorated function follows reloads."""
+    policy = manager.policy("decorated", fallback("v1"))
+
+    @policy.for_key("k").protect
+    async def call() -> None:
+        raise ConnectionError("down")
+
+    assert await call() == "v1"
+    manager.reconfigure("decorated", fallback("v2"))
+    assert await call() == "v2"
+
+
+def test_an_open_breaker_stays_open_for_its_period_and_the_new_settings_apply_after(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """OPEN carries over (same breaker instance, callbacks kept); the new timeout applies to the next opening."""
+    old = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))
+    policy = manager.policy("breaker", old)
+    view = policy.for_key("host")
+    breaker = view.circuit_breaker
+    changes: list[str] = []
+    breaker.on_state_change(lambda change: changes.append(change.new))
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    new = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, success_threshold=1, timeout=5.0)
+    )
+    manager.reconfigure("breaker", new)
+    assert view.circuit_breaker is breaker
+    assert breaker.config == new.circuit_breaker
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(10.0)  # past the new timeout, not the old period's end
+    with pytest.raises(CircuitOpenError):
+        view.execute_sync(lambda: "rejected")
+    clock.advance(21.0)
+    assert view.execute_sync(lambda: "probe") == "probe"  # one success closes it now
+    assert breaker.state is CircuitState.CLOSED
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    clock.advance(5.0)  # the new timeout
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert changes == ["open", "half_open", "closed", "open", "half_open"]
+    assert breaker.get_stats()["total_failures"] == 4
+
+
+def test_the_failure_count_carries_over_unless_the_window_changes(manager: ResilienceManager) -> None:
+    """Consecutive failures count on across a reload; a new sliding window starts empty."""
+    policy = manager.policy(
+        "streak", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3))
+    )
+    view = policy.for_key("k")
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    manager.reconfigure(
+        "streak", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=9.0))
+    )
+    with pytest.raises(ConnectionError):
+        view.execute_sync(boom)
+    assert view.circuit_breaker.state is CircuitState.OPEN  # 2 + 1: the streak was kept
+    view.circuit_breaker.reset()
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    windowed = CircuitBreakerConfig(
+        failure_threshold=3, sliding_window=CountWindow(10), minimum_calls=3, failure_rate_threshold=0.5
+    )
+    manager.reconfigure("streak", ResilienceConfig(circuit_breaker=windowed))
+    assert view.circuit_breaker.stats.failure_count == 0
+    with pytest.raises(ConnectionError):
+        view.execute_sync(boom)
+    assert view.circuit_breaker.state is CircuitState.CLOSED  # one call in the new window
+
+
+async def test_a_smaller_max_concurrent_cancels_nothing_and_admits_only_below_it(
+    manager: ResilienceManager,
+) -> None:
+    """Three calls keep running after a reload to one slot; a new call gets in only once all three ended."""
+    policy = manager.policy(
+        "pool", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=3, max_waiting=0))
+    )
+    view = policy.for_key("k")
+    gates = [asyncio.Event() for _ in range(3)]
+    running = [asyncio.create_task(view.execute(gate.wait)) for gate in gates]
+    await asyncio.sleep(0)
+    bulkhead = view.bulkhead
+    assert bulkhead.stats.active == 3
+    manager.reconfigure(
+        "pool", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    )
+    assert view.bulkhead is bulkhead
+    assert (bulkhead.stats.active, bulkhead.stats.max_concurrent) == (3, 1)
+    for gate, task in zip(gates[:2], running[:2], strict=True):
+        with pytest.raises(BulkheadFullError):
+            await view.execute(asyncio.sleep, 0)
+        gate.set()
+        await task
+    assert bulkhead.stats.active == 1
+    with pytest.raises(BulkheadFullError):
+        await view.execute(asyncio.sleep, 0)
+    gates[2].set()
+    await running[2]
+    assert await view.execute(asyncio.sleep, 0, "in") == "in"
+    assert bulkhead.stats.active == 0
+    assert all(not task.cancelled() for task in running)
+
+
+async def test_a_larger_max_concurrent_hands_the_new_slots_to_the_waiters(manager: ResilienceManager) -> None:
+    """Two queued calls start as soon as the reload gives the bulkhead two more slots."""
+    policy = manager.policy(
+        "grow",
+        ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=60.0)),
+    )
+    view = policy.for_key("k")
+    gate = asyncio.Event()
+    started: list[int] = []
+
+    async def hold(n: int) -> None:
+        started.append(n)
+        await gate.wait()
+
+    tasks = [asyncio.create_task(view.execute(hold, n)) for n in range(3)]
+    await asyncio.sleep(0)
+    assert started == [0]
+    assert view.bulkhead.stats.waiting == 2
+    manager.reconfigure(
+        "grow",
+        ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=3, max_waiting=5, timeout=60.0)),
+    )
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert started == [0, 1, 2]
+    assert (view.bulkhead.stats.active, view.bulkhead.stats.waiting) == (3, 0)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert view.bulkhead.stats.active == 0
+
+
+def test_a_rate_limiter_keeps_the_permits_used_and_a_new_algorithm_starts_afresh(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """A larger burst hands out no free permits; another algorithm is a new limiter; no count is lost."""
+    policy = manager.policy("limited", ResilienceConfig(rate_limiter=RateLimiterConfig(rate=1.0, burst=2)))
+    view = policy.for_key("k")
+    for _ in range(2):
+        view.execute_sync(lambda: None)
+    limiter = view.rate_limiter
+    manager.reconfigure("limited", ResilienceConfig(rate_limiter=RateLimiterConfig(rate=1.0, burst=10)))
+    assert view.rate_limiter is limiter
+    with pytest.raises(RateLimitedError):
+        view.execute_sync(lambda: None)
+    clock.advance(1.0)
+    view.execute_sync(lambda: None)
+    sliding = RateLimiterConfig(rate=1.0, burst=3, algorithm="sliding_window")
+    manager.reconfigure("limited", ResilienceConfig(rate_limiter=sliding))
+    assert view.rate_limiter is not limiter
+    for _ in range(3):
+        view.execute_sync(lambda: None)
+    stats = policy.get_stats()["rate_limiter"]
+    assert (stats["admitted"], stats["rejected"]) == (6, 1)
+
+
+def test_a_reload_that_fails_changes_nothing_and_is_reported(
+    manager: ResilienceManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A factory that raises, a bad config source, a wrong type: same config, a warning, an event, a count."""
+    policy = manager.policy("guarded", fallback("kept"))
+
+    def broken_factory(_name: str) -> Step:
+        raise RuntimeError("cannot build")
+
+    bad = fallback("never", extra_strategies=(ExtraStrategy(broken_factory, rank=50),))
+    with EventRecorder() as recorder, caplog.at_level(logging.WARNING, "otel_resilience.manager"):
+        with pytest.raises(RuntimeError, match="cannot build"):
+            manager.reconfigure("guarded", bad)
+        with pytest.raises(ValueError, match="timeout"):
+            manager.reconfigure("guarded", lambda: ResilienceConfig(timeout=-1.0))
+        with pytest.raises(TypeError, match=r"ResilienceManager\.reconfigure\.config"):
+            manager.reconfigure("guarded", {"timeout": 1.0})  # type: ignore[arg-type]
+        with pytest.raises(KeyError, match="no policy named 'missing'"):
+            manager.reconfigure("missing", fallback("x"))
+    assert policy.generation == 1
+    assert policy.config == fallback("kept")
+    assert policy.execute_sync(boom) == "kept"
+    failures = recorder.of(Event.RELOAD_FAILED)
+    assert [f.error_type for f in failures if isinstance(f, ReloadFailed)] == [
+        "RuntimeError",
+        "ValueError",
+        "TypeError",
+        "KeyError",
+    ]
+    assert [s.name for s in recorder.sources(Event.RELOAD_FAILED)] == ["guarded"] * 3 + ["missing"]
+    assert recorder.of(Event.POLICY_RELOADED) == []
+    assert len([r for r in caplog.records if "refused, nothing changed" in r.getMessage()]) == 4
+    assert policy.get_stats()["reloads"] == {"succeeded": 0, "failed": 3}
+
+
+def test_a_reload_that_succeeds_is_reported_and_an_equal_config_changes_nothing(
+    manager: ResilienceManager,
+) -> None:
+    """Each accepted reload reports its generation; an equal config keeps the generation."""
+    policy = manager.policy("reported", fallback("a"))
+    with EventRecorder() as recorder:
+        manager.reconfigure("reported", fallback("b"))
+        manager.reconfigure("reported", lambda: fallback("b"))
+    reloads = recorder.of(Event.POLICY_RELOADED)
+    assert [r.generation for r in reloads if isinstance(r, PolicyReloaded)] == [2, 2]
+    assert policy.generation == 2
+    assert policy.get_stats()["reloads"] == {"succeeded": 2, "failed": 0}
+
+
+def test_reconfigure_many_changes_every_policy_or_none(manager: ResilienceManager) -> None:
+    """One refused config leaves every policy of the batch as it was; a good batch changes them all."""
+    first = manager.policy("first", fallback("1"))
+    second = manager.policy("second", fallback("2"))
+    with pytest.raises(TypeError):
+        manager.reconfigure_many({"first": fallback("1b"), "second": "nope"})  # type: ignore[dict-item]
+    assert (first.generation, second.generation) == (1, 1)
+    handles = manager.reconfigure_many({"first": fallback("1b"), "second": fallback("2b")})
+    assert handles == {"first": first, "second": second}
+    assert (first.execute_sync(boom), second.execute_sync(boom)) == ("1b", "2b")
+
+
+def test_patterns_a_reload_removes_or_adds_are_retired_or_made(manager: ResilienceManager) -> None:
+    """Dropping the breaker folds its counts into the totals; adding a bulkhead gives every key one."""
+    policy = manager.policy("shape", ResilienceConfig(circuit_breaker=CircuitBreakerConfig()))
+    view = policy.for_key("k")
+    view.execute_sync(lambda: None)
+    manager.reconfigure("shape", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1)))
+    assert view.circuit_breaker is None
+    assert view.bulkhead is not None
+    view.execute_sync(lambda: None)
+    stats = policy.get_stats()
+    assert stats["circuit_breaker"] is None
+    assert stats["bulkhead"]["total"] == 1
+    assert stats["executions"]["total"] == 2
+    manager.reconfigure("shape", ResilienceConfig(circuit_breaker=CircuitBreakerConfig()))
+    assert policy.get_stats()["circuit_breaker"]["total_successes"] == 1  # the retired breaker's call
+
+
+async def test_calls_in_flight_at_a_reload_are_counted_but_judge_nothing(manager: ResilienceManager) -> None:
+    """Failures of calls that started under the old config count in the totals, never toward a trip."""
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))
+    policy = manager.policy("in-flight", config)
+    view = policy.for_key("k")
+    breaker = view.circuit_breaker
+    changes: list[str] = []
+    breaker.on_state_change(lambda change: changes.append(change.new))
+    release = asyncio.Event()
+
+    async def fail_later() -> None:
+        await release.wait()
+        raise ConnectionError("down")
+
+    running = [asyncio.create_task(view.execute(fail_later)) for _ in range(2)]
+    await asyncio.sleep(0)
+    manager.reconfigure(
+        "in-flight", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2))
+    )
+    release.set()
+    for task in running:
+        with pytest.raises(ConnectionError):
+            await task
+    assert changes == []
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats.failure_count == 0
+    assert breaker.get_stats()["total_failures"] == 2
+    with pytest.raises(ConnectionError):
+        await view.execute(fail_later)  # released already: fails at once, under the new config
+    assert breaker.state is CircuitState.CLOSED  # one failure of the new period

@@ -1,0 +1,307 @@
+"""Reloads racing with calls: no slot or permit is leaked or counted twice, whatever the interleaving."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from otel_resilience import (
+    BulkheadConfig,
+    BulkheadFullError,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CountWindow,
+    KeyedPolicyView,
+    PolicyHandle,
+    ResilienceConfig,
+    ResilienceManager,
+)
+from otel_resilience.alerts import AlertSystem
+from otel_resilience.testing import FakeClock
+
+KEYS = ("a", "b")
+CONFIGS = tuple(
+    ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(
+            failure_threshold=threshold,
+            half_open_max_calls=probes,
+            timeout=timeout,
+            sliding_window=window,
+            minimum_calls=2,
+        ),
+        bulkhead_config=BulkheadConfig(max_concurrent=slots, max_waiting=queue, timeout=600.0),
+    )
+    for threshold, probes, timeout, window, slots, queue in (
+        (1, 1, 10.0, None, 1, 0),
+        (2, 2, 30.0, None, 2, 2),
+        (3, 1, 10.0, CountWindow(4), 3, 1),
+        (2, 2, 30.0, CountWindow(4), 1, 2),
+        (1, 2, 10.0, None, 3, 0),
+    )
+)
+_names = itertools.count()
+
+_START = st.tuples(st.just("start"), st.sampled_from(KEYS), st.booleans())
+OPS = st.lists(
+    st.one_of(
+        _START,
+        _START,
+        st.tuples(st.just("finish"), st.integers(0, 30), st.booleans()),
+        st.tuples(st.just("reload"), st.integers(0, len(CONFIGS) - 1), st.booleans()),
+        st.tuples(st.just("advance"), st.just(31), st.booleans()),
+    ),
+    max_size=40,
+)
+
+
+@dataclass
+class Call:
+    """One call through a key's view: released by its gate, raising or returning then."""
+
+    key: str
+    fail: bool
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    entered: bool = False
+    over_limit: bool = False
+    task: asyncio.Task[Any] | None = None
+    view: KeyedPolicyView | None = None
+
+    async def work(self) -> str:
+        self.entered = True
+        assert self.view is not None
+        stats = self.view.bulkhead.stats  # admitted just now (the queue was served since the last reload)
+        self.over_limit = stats.active > stats.max_concurrent
+        await self.gate.wait()
+        if self.fail:
+            raise ConnectionError(self.key)
+        return "ok"
+
+
+async def settle() -> None:
+    for _ in range(6):
+        await asyncio.sleep(0)
+
+
+def check_slots(view: KeyedPolicyView, calls: list[Call]) -> None:
+    """The key's bulkhead holds exactly the calls running in it, and queues exactly those waiting."""
+    assert not any(c.over_limit for c in calls), "a call was admitted while the bulkhead was at its limit"
+    mine = [c for c in calls if c.key == view.key and c.task is not None and not c.task.done()]
+    bulkhead = view.bulkhead
+    assert bulkhead.stats.active == sum(c.entered for c in mine)
+    assert bulkhead.stats.waiting == sum(not c.entered for c in mine)
+    breaker = view.circuit_breaker
+    assert breaker.get_stats()["half_open_in_flight"] <= breaker.config.half_open_max_calls
+
+
+def check_totals(view: KeyedPolicyView, calls: list[Call]) -> None:
+    """Once every call ended, each was counted exactly once, by its outcome, and nothing is held."""
+    outcomes = Counter()
+    for call in (c for c in calls if c.key == view.key):
+        assert call.task is not None
+        error = call.task.exception()
+        outcomes[type(error).__name__ if error is not None else "ok"] += 1
+    assert set(outcomes) <= {"ok", "ConnectionError", "CircuitOpenError", "BulkheadFullError"}
+    bulkhead = view.bulkhead.get_stats()
+    assert (bulkhead["active"], bulkhead["waiting"]) == (0, 0)
+    assert bulkhead["total"] == bulkhead["completed"] + bulkhead["rejected"] + bulkhead["timed_out"]
+    assert bulkhead["rejected"] == outcomes["BulkheadFullError"]
+    breaker = view.circuit_breaker.get_stats()
+    assert breaker["half_open_in_flight"] == 0
+    assert breaker["total_successes"] == outcomes["ok"]
+    assert breaker["total_failures"] == outcomes["ConnectionError"]
+    assert breaker["total_rejected"] == outcomes["CircuitOpenError"]
+    assert breaker["total_ignored"] == outcomes["BulkheadFullError"]  # the bulkhead is inside the breaker
+    assert breaker["total_cancelled"] == 0
+
+
+async def interleave(ops: list[tuple[str, Any, bool]]) -> None:
+    clock = FakeClock(1000.0)
+    alerts = AlertSystem(name="races-alerts", clock=clock)
+    try:
+        manager = ResilienceManager(clock=clock, alert_system=alerts)
+        policy = manager.policy(f"races-{next(_names)}", CONFIGS[1])
+        calls: list[Call] = []
+        for op, arg, flag in ops:
+            if op == "start":
+                call = Call(arg, flag, view=policy.for_key(arg))
+                call.task = asyncio.create_task(policy.for_key(arg).execute(call.work))
+                calls.append(call)
+            elif op == "finish" and calls:
+                calls[arg % len(calls)].gate.set()
+            elif op == "reload":
+                manager.reconfigure(policy.name, CONFIGS[arg])
+            elif op == "advance":
+                clock.advance(arg)
+            await settle()
+            for key in KEYS:
+                check_slots(policy.for_key(key), calls)
+        for call in calls:
+            call.gate.set()
+        await asyncio.gather(*(c.task for c in calls if c.task is not None), return_exceptions=True)
+        for key in KEYS:
+            check_totals(policy.for_key(key), calls)
+        assert policy.get_stats()["executions"]["total"] == len(calls)
+    finally:
+        alerts.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+@example(
+    [("start", "a", False)] * 3 + [("reload", 0, False), ("finish", 0, False)]
+)  # shrink, then a slot frees
+def test_calls_and_reloads_interleaved_leak_and_double_no_slot_or_permit(
+    ops: list[tuple[str, Any, bool]],
+) -> None:
+    """Any interleaving of calls, their ends, reloads and time leaves every slot accounted for."""
+    asyncio.run(interleave(ops))
+
+
+class Ledger:
+    """What the workers saw: outcomes per key and the most calls running at once in one key."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: Counter[str] = Counter()
+        self.peak = 0
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.unexpected: list[BaseException] = []
+
+    def enter(self, key: str) -> None:
+        with self.lock:
+            self.running[key] += 1
+            self.peak = max(self.peak, self.running[key])
+
+    def leave(self, key: str) -> None:
+        with self.lock:
+            self.running[key] -= 1
+
+    def record(self, key: str, error: BaseException | None) -> None:
+        with self.lock:
+            if error is None:
+                self.outcomes[key, "ok"] += 1
+            elif isinstance(error, (ConnectionError, CircuitOpenError, BulkheadFullError)):
+                self.outcomes[key, type(error).__name__] += 1
+            else:
+                self.unexpected.append(error)
+
+
+RELOADS = tuple(
+    ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=threshold, timeout=0.01),
+        bulkhead_config=BulkheadConfig(max_concurrent=slots, max_waiting=16, timeout=10.0),
+    )
+    for threshold, slots in ((3, 1), (5, 4), (4, 2), (6, 3))
+)
+WORKER_CALLS = 60
+KEYS3 = ("x", "y", "z")
+
+
+class Workers:
+    """4 threads and 4 asyncio tasks (in a loop of their own thread) calling the keys of one policy."""
+
+    def __init__(self, policy: PolicyHandle, seen: Ledger) -> None:
+        self.policy = policy
+        self.seen = seen
+
+    def sync_call(self, key: str, n: int) -> None:
+        self.seen.enter(key)
+        try:
+            time.sleep(0.0005)
+            if n % 4 == 0:
+                raise ConnectionError(key)
+        finally:
+            self.seen.leave(key)
+
+    async def async_call(self, key: str, n: int) -> None:
+        self.seen.enter(key)
+        try:
+            await asyncio.sleep(0.0005)
+            if n % 4 == 0:
+                raise ConnectionError(key)
+        finally:
+            self.seen.leave(key)
+
+    def thread_worker(self, worker: int) -> None:
+        for n in range(WORKER_CALLS):
+            key = KEYS3[(worker + n) % 3]
+            try:
+                self.policy.for_key(key).execute_sync(self.sync_call, key, n)
+                self.seen.record(key, None)
+            except BaseException as error:
+                self.seen.record(key, error)
+
+    async def task_worker(self, worker: int) -> None:
+        for n in range(WORKER_CALLS):
+            key = KEYS3[(worker + n) % 3]
+            try:
+                await self.policy.for_key(key).execute(self.async_call, key, n)
+                self.seen.record(key, None)
+            except BaseException as error:
+                self.seen.record(key, error)
+
+    async def tasks(self) -> None:
+        await asyncio.gather(*(self.task_worker(w) for w in range(4)))
+
+    def threads(self) -> list[threading.Thread]:
+        workers = [threading.Thread(target=self.thread_worker, args=(w,)) for w in range(4)]
+        workers.append(threading.Thread(target=asyncio.run, args=(self.tasks(),)))
+        return workers
+
+
+def check_worker_totals(policy: PolicyHandle, seen: Ledger) -> None:
+    """Every call the workers made is counted once, by its outcome, and nothing is held."""
+    assert seen.unexpected == []
+    assert seen.peak <= 4  # never more than the largest max_concurrent of any config
+    for key in KEYS3:
+        view = policy.for_key(key)
+        bulkhead = view.bulkhead.get_stats()
+        assert (bulkhead["active"], bulkhead["waiting"]) == (0, 0)
+        assert bulkhead["total"] == bulkhead["completed"] + bulkhead["rejected"] + bulkhead["timed_out"]
+        breaker = view.circuit_breaker.get_stats()
+        assert breaker["total_successes"] == seen.outcomes[key, "ok"]
+        assert breaker["total_failures"] == seen.outcomes[key, "ConnectionError"]
+        assert breaker["total_rejected"] == seen.outcomes[key, "CircuitOpenError"]
+        assert breaker["total_ignored"] == seen.outcomes[key, "BulkheadFullError"]
+        assert breaker["half_open_in_flight"] == 0
+    assert policy.get_stats()["executions"]["total"] == 8 * WORKER_CALLS
+
+
+def test_eight_workers_in_threads_and_tasks_while_the_policy_is_reloaded() -> None:
+    """4 threads and 4 asyncio tasks call 3 keys while another thread reloads: every call counted once."""
+    alerts = AlertSystem(name="workers-alerts")
+    manager = ResilienceManager(alert_system=alerts)
+    policy = manager.policy("workers", RELOADS[0])
+    seen = Ledger()
+    done = threading.Event()
+
+    def reloader() -> None:
+        rng = random.Random(7)
+        while not done.is_set():
+            manager.reconfigure("workers", rng.choice(RELOADS))
+            time.sleep(0.002)
+
+    workers = Workers(policy, seen).threads()
+    reloading = threading.Thread(target=reloader)
+    try:
+        reloading.start()
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in workers)
+    finally:
+        done.set()
+        reloading.join(10)
+        alerts.close()
+    assert policy.get_stats()["reloads"]["succeeded"] >= 2
+    check_worker_totals(policy, seen)
