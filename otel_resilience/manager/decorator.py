@@ -24,12 +24,27 @@ _DEFAULT: list[ResilienceManager] = []
 
 
 def get_resilience_manager() -> ResilienceManager:
-    """Return the process-wide :class:`ResilienceManager`, creating it on first use (thread-safe)."""
+    """Return the process-wide :class:`ResilienceManager`, creating it on first use (thread-safe).
+
+    When the environment variable ``OTEL_RESILIENCE_CONFIG`` names a configuration file, the
+    manager is created with the named policies it defines (``manager.apply_config``); the file
+    is read once, here (``manager.watch(path)`` follows its changes).
+
+    Raises:
+        otel_resilience.config.ConfigError: ``OTEL_RESILIENCE_CONFIG`` names a file that cannot
+            be loaded (no manager is created: the next call tries again).
+    """
     if _DEFAULT:
         return _DEFAULT[0]
     with _DEFAULT_LOCK:
         if not _DEFAULT:
-            _DEFAULT.append(ResilienceManager())
+            from otel_resilience.config import from_env  # noqa: PLC0415 - config imports the manager
+
+            manager = ResilienceManager()
+            loaded = from_env()
+            if loaded is not None:
+                manager.apply_config(loaded)
+            _DEFAULT.append(manager)
         return _DEFAULT[0]
 
 

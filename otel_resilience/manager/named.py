@@ -9,6 +9,7 @@ config identity, :mod:`~otel_resilience.manager.core`): the manager keeps one
 from __future__ import annotations
 
 import enum
+import os
 import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -25,6 +26,7 @@ from otel_resilience.manager.policy import (
     report_failure,
 )
 from otel_resilience.manager.statistics import add_counts
+from otel_resilience.manager.watch import DEFAULT_WATCH_INTERVAL, ConfigWatch, Customize, apply_file
 
 if TYPE_CHECKING:
     from otel_resilience.circuit_breaker import CircuitBreaker
@@ -57,8 +59,8 @@ class NamedPolicies:
     _handles: dict[str, PolicyHandle]
     _handles_lock: threading.Lock
 
-    def _find_breaker(self, name: str) -> CircuitBreaker | None:
-        raise NotImplementedError  # the manager's
+    _find_breaker: Callable[[str], CircuitBreaker | None]
+    """The manager's lookup of a breaker by name (for recovery rules that isolate one)."""
 
     def policy(
         self,
@@ -172,6 +174,53 @@ class NamedPolicies:
         for name, (handle, _) in prepared.items():
             handle._reloaded(generations[name])
         return {name: handle for name, (handle, _) in prepared.items()}
+
+    def apply_config(
+        self, policies: Mapping[str, ResilienceConfig], *, customize: Customize | None = None
+    ) -> dict[str, PolicyHandle]:
+        """Create the named policies a configuration file defines, and reload those that changed.
+
+        Args:
+            policies: Each policy's name and config: a loaded file
+                (:func:`otel_resilience.config.load`) or any mapping.
+            customize: Called with each name and config; returns the config to use (adds what a
+                file cannot express, such as a fallback function). ``None``: as loaded.
+
+        Returns:
+            The handle of each name. A policy the mapping does not name is left as it is.
+
+        Raises:
+            Exception: A reload refused (reported; no policy changed), as :meth:`reconfigure_many`.
+        """
+        return apply_file(self, policies, customize)
+
+    def watch(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        interval: float = DEFAULT_WATCH_INTERVAL,
+        customize: Customize | None = None,
+    ) -> ConfigWatch:
+        """Apply the configuration file ``path`` now, then again whenever it changes.
+
+        The file is polled every ``interval`` seconds in a daemon thread (no extra dependency).
+        A changed file that fails to load or whose policies are refused changes nothing and is
+        reported as a failed reload of the policies it names (log, span event,
+        ``resilience.reload{outcome="failed"}``); the last good configuration stays.
+
+        Args:
+            path: A YAML or TOML file (see README, "Configuration file").
+            interval: Seconds between two looks (> 0).
+            customize: As :meth:`apply_config`.
+
+        Returns:
+            The watch; :meth:`ConfigWatch.stop` ends it.
+
+        Raises:
+            otel_resilience.config.ConfigError: The file cannot be loaded now.
+            ValueError: ``interval`` is not > 0, or a policy is refused now.
+        """
+        return ConfigWatch(self, path, interval=interval, customize=customize)
 
     def _prepare(self, name: str, source: ConfigSource) -> tuple[PolicyHandle, ResilienceConfig]:
         """Find the handle and build and check its new config; report and raise a refusal."""

@@ -1,0 +1,161 @@
+"""Policies from a configuration file: applied once (:func:`apply_file`), or kept in step with it.
+
+A file (:func:`otel_resilience.config.load`) names policies. Applying it to a manager creates a
+named policy (``manager.policy(name, config)``) for each new name and reloads the others through
+``manager.reconfigure_many``: every changed policy takes its new config, or (if one is refused)
+none does. A policy the file no longer names is left as it is (a running service may still call
+it); a policy whose config did not change is not reloaded.
+
+:class:`ConfigWatch` polls the file (its size and modification time, every ``interval`` seconds,
+in a daemon thread: no extra dependency) and applies it when it changed. A file that cannot be
+read or parsed, or whose policies are refused, changes nothing: the last good configuration stays,
+and the failure is reported as a refused reload of every policy the last good file named (a
+warning log, the ``resilience.policy.reload_failed`` span event and ``resilience.reload`` with
+``outcome=failed``), as Polly reports ``ReloadFailed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from otel_resilience.engine.validation import fail
+from otel_resilience.manager.policy import report_failure
+
+if TYPE_CHECKING:
+    from otel_resilience.config import ConfigFile
+    from otel_resilience.manager.config import ResilienceConfig
+    from otel_resilience.manager.named import NamedPolicies
+    from otel_resilience.manager.policy import PolicyHandle
+
+__all__ = ["DEFAULT_WATCH_INTERVAL", "ConfigWatch", "Customize", "apply_file"]
+
+DEFAULT_WATCH_INTERVAL: Final = 2.0
+"""Seconds between two looks at a watched file."""
+
+Customize = Callable[[str, "ResilienceConfig"], "ResilienceConfig"]
+"""Called with each policy's name and its config from the file; returns the config to use (what a
+file cannot express, a fallback function or a cache service, is added here in code)."""
+
+_LOG: Final = logging.getLogger("otel_resilience")
+
+
+def apply_file(
+    manager: NamedPolicies, policies: Mapping[str, ResilienceConfig], customize: Customize | None = None
+) -> dict[str, PolicyHandle]:
+    """Create the policies ``policies`` names that ``manager`` lacks, and reload the changed others.
+
+    Returns:
+        The handle of every policy the file names.
+
+    Raises:
+        Exception: A reload refused (reported; no policy changed), or what ``customize`` raised.
+    """
+    wanted = {
+        name: config if customize is None else customize(name, config) for name, config in policies.items()
+    }
+    handles = manager._handles
+    changed = {n: c for n, c in wanted.items() if n in handles and handles[n].config != c}
+    manager.reconfigure_many(changed)
+    return {name: handles.get(name) or manager.policy(name, config) for name, config in wanted.items()}
+
+
+class ConfigWatch:
+    """Keeps a manager's named policies in step with a configuration file (see the module doc).
+
+    Made by ``manager.watch(path)``, which applies the file once before returning (a file that
+    fails then raises, so a service does not start on a broken configuration). Stop it with
+    :meth:`stop`, or use it as a context manager.
+
+    Attributes:
+        path: The file watched.
+        interval: Seconds between two looks.
+        applied: How many times a changed file was applied (the first load included).
+        failed: How many changed files were refused (nothing changed each time).
+    """
+
+    def __init__(
+        self,
+        manager: NamedPolicies,
+        path: str | os.PathLike[str],
+        *,
+        interval: float = DEFAULT_WATCH_INTERVAL,
+        customize: Customize | None = None,
+    ) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+            raise fail("ResilienceManager.watch", "interval", "seconds > 0", interval)
+        self.path = Path(path)
+        self.interval = float(interval)
+        self.applied = 0
+        self.failed = 0
+        self._manager = manager
+        self._customize = customize
+        self._stamp = self._look()
+        self._last: ConfigFile = self._load(None)
+        apply_file(manager, self._last, customize)
+        self.applied = 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"otel-resilience watch {self.path}", daemon=True
+        )
+        self._thread.start()
+
+    def _look(self) -> tuple[int, int] | None:
+        """The file's size and modification time (``None`` when it cannot be read now)."""
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return info.st_size, info.st_mtime_ns
+
+    def _load(self, previous: ConfigFile | None) -> ConfigFile:
+        from otel_resilience.config import load  # noqa: PLC0415 - the config package imports the manager's
+
+        return load(self.path, previous=previous)
+
+    def check(self) -> bool:
+        """Look at the file now; apply it if it changed since the last look.
+
+        Returns:
+            Whether a changed file was applied (``False``: unchanged, or refused and reported).
+        """
+        stamp = self._look()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            loaded = self._load(self._last)
+            apply_file(self._manager, loaded, self._customize)
+        except Exception as error:  # noqa: BLE001 - a bad file never stops the service: reported
+            self.failed += 1
+            _LOG.warning("configuration file %s refused, the last good one stays: %s", self.path, error)
+            for name, handle in self._manager._handles.items():
+                if name in self._last:
+                    report_failure(name, error, handle.generation)
+            return False
+        self._last = loaded
+        self.applied += 1
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.check()
+
+    def stop(self) -> None:
+        """Stop watching (the policies keep their configs); waits for the watch thread to end."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self) -> ConfigWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ConfigWatch({str(self.path)!r}, interval={self.interval:g}, applied={self.applied})"

@@ -1,0 +1,176 @@
+"""A manager kept in step with a configuration file: apply_config, watch, OTEL_RESILIENCE_CONFIG."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
+from otel_resilience.config import ConfigError, load
+from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+
+FIRST = """\
+policies:
+  payments:
+    circuit_breaker: {failure_threshold: 3}
+    timeout: 2s
+  search:
+    retry: {max_attempts: 2, initial_delay: 0}
+"""
+SECOND = """\
+policies:
+  payments:
+    circuit_breaker: {failure_threshold: 5}
+    timeout: 2s
+  search:
+    retry: {max_attempts: 2, initial_delay: 0}
+  inventory:
+    timeout: 1s
+"""
+BROKEN = """\
+policies:
+  payments:
+    circuit_breaker: {failure_threshold: 0}
+"""
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` so that the watch sees a change (size or modification time)."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text)
+    if path.stat().st_mtime_ns == before:  # a coarse clock: move the time on explicitly
+        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+
+
+def test_apply_config_creates_new_policies_and_reloads_changed_ones_only(tmp_path: Path) -> None:
+    """New names get a handle; a changed config is reloaded; an unchanged one keeps its generation."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    handles = manager.apply_config(load(path))
+    assert set(handles) == {"payments", "search"}
+    assert handles["payments"].config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+    search_generation = handles["search"].generation
+    _write(path, SECOND)
+    again = manager.apply_config(load(path))
+    assert again["payments"] is handles["payments"]  # the same handle, reloaded
+    assert again["payments"].config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+    assert again["search"].generation == search_generation  # unchanged: not reloaded
+    assert again["inventory"].config.timeout == 1.0
+
+
+def test_customize_adds_what_a_file_cannot_express(tmp_path: Path) -> None:
+    """customize(name, config) gives the config to use (here: a name-dependent change)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        return ResilienceConfig(**{**vars_of(config), "max_attempts_total": 4 if name == "search" else None})
+
+    handles = manager.apply_config(load(path), customize=customize)
+    assert handles["search"].config.max_attempts_total == 4
+    assert handles["payments"].config.max_attempts_total is None
+
+
+def vars_of(config: ResilienceConfig) -> dict[str, object]:
+    import dataclasses  # noqa: PLC0415
+
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "name"}
+
+
+def test_a_watch_applies_a_changed_file_and_keeps_the_last_good_one_when_it_breaks(tmp_path: Path) -> None:
+    """check(): a changed file is applied; a broken one changes nothing and counts a failed reload."""
+    had_default = current_listener() is not None
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    instrument(meter_provider=provider)
+    try:
+        path = tmp_path / "resilience.yaml"
+        _write(path, FIRST)
+        manager = ResilienceManager()
+        with manager.watch(path, interval=3600.0) as watch:  # the test drives check() itself
+            assert watch.applied == 1
+            assert not watch.check()  # unchanged
+            _write(path, SECOND)
+            assert watch.check()
+            handle = manager.policy("payments")
+            assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+            generation = handle.generation
+            _write(path, BROKEN)
+            assert not watch.check()
+            assert (watch.applied, watch.failed) == (2, 1)
+            assert handle.generation == generation
+            assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        failed = [
+            point
+            for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+            if metric.name == "resilience.reload"
+            for point in metric.data.data_points
+            if point.attributes.get("resilience.reload.outcome") == "failed"
+            and point.attributes.get("resilience.policy") == "payments"
+        ]
+        assert sum(point.value for point in failed) == 1
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+
+
+def test_a_watch_on_a_broken_file_refuses_to_start(tmp_path: Path) -> None:
+    """A service must not start on a broken configuration: watch() raises at once."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, BROKEN)
+    with pytest.raises(ConfigError, match="failure_threshold"):
+        ResilienceManager().watch(path)
+    with pytest.raises(ValueError, match="interval"):
+        ResilienceManager().watch(path, interval=0)
+
+
+def test_the_watch_thread_applies_changes_by_itself(tmp_path: Path) -> None:
+    """With a short interval, the daemon thread picks the change up (generous bound)."""
+    import time  # noqa: PLC0415
+
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    watch = manager.watch(path, interval=0.01)
+    try:
+        _write(path, SECOND)
+        deadline = time.monotonic() + 10.0
+        while watch.applied < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert watch.applied == 2
+        assert manager.policy("inventory").config.timeout == 1.0
+    finally:
+        watch.stop()
+
+
+def test_the_process_wide_manager_starts_with_the_file_named_by_the_environment(tmp_path: Path) -> None:
+    """OTEL_RESILIENCE_CONFIG=path: get_resilience_manager() has the file's named policies."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    code = textwrap.dedent(
+        """
+        from otel_resilience import get_resilience_manager
+        manager = get_resilience_manager()
+        print(sorted(manager.policy(n).name for n in ("payments", "search")))
+        print(manager.policy("payments").config.circuit_breaker.failure_threshold)
+        """
+    )
+    env = {**os.environ, "OTEL_RESILIENCE_CONFIG": str(path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["['payments', 'search']", "3"]
+    _write(path, BROKEN)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "failure_threshold" in done.stderr
