@@ -16,9 +16,9 @@ ml_service      ML service calls: breaker 5 / 120 s, 3 exponential retries from 
                 10 % of the first attempts of the last 60 s, plus 1 retry every 20 s
 database        database queries: timeout 10 s, fallback ``[]``, bulkhead 20 (queue 10),
                 hedged: a second attempt when the first has not answered within 150 ms (its
-                heavy tail: one query in 20 is 1 s slower) or failed with a query error (not
-                when our own bulkhead rejected it), the hedges drawing on a budget of their
-                own (10 % of the queries + 1 every 20 s); and, just outside its timeout,
+                heavy tail: one query in 20 is 1 s slower; an error is an answer, not hedged),
+                the hedges drawing on a budget of their own (10 % of the queries + 1 every
+                20 s); and, just outside its timeout,
                 a failure-rate breaker on trial in METRICS_ONLY (``database_rate``: 50 %
                 failures or 50 % calls over 2 s, in the last 30 s)
 ==============  ==============================================================================
@@ -65,7 +65,7 @@ from otel_resilience import (
     TimeWindow,
 )
 from otel_resilience.demo.faults import DependencyFaults
-from otel_resilience.demo.services import DependencyError, MemoryCache
+from otel_resilience.demo.services import MemoryCache
 
 __all__ = [
     "HEDGE_DELAY",
@@ -211,14 +211,18 @@ def _ml_service(scale: float, budget: RetryBudget | None) -> ResilienceConfig:
 
 
 def _database(scale: float, rollout: CircuitBreaker | None, hedges: RetryBudget | None) -> ResilienceConfig:
-    """The database's policy: hedged on its own errors (not on its bulkhead's rejections)."""
+    """The database's policy, hedged when a query is slow.
+
+    An error (a rejected query, a full bulkhead) is an answer that a second attempt would only
+    repeat, so no error is hedged (``hedge_on=()``).
+    """
     return ResilienceConfig(
         name="database",
         timeout=10.0 * scale,
         fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=[]),
         bulkhead_config=BulkheadConfig(max_concurrent=20, max_waiting=10, timeout=60.0 * scale),
         hedging=HedgingConfig(
-            delay=HEDGE_DELAY * scale, max_attempts=2, hedge_on=(DependencyError,), budget=hedges
+            delay=HEDGE_DELAY * scale, max_attempts=2, hedge_on=(), budget=hedges
         ),
         extra_strategies=()
         if rollout is None
