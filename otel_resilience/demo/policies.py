@@ -221,9 +221,7 @@ def _database(scale: float, rollout: CircuitBreaker | None, hedges: RetryBudget 
         timeout=10.0 * scale,
         fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=[]),
         bulkhead_config=BulkheadConfig(max_concurrent=20, max_waiting=10, timeout=60.0 * scale),
-        hedging=HedgingConfig(
-            delay=HEDGE_DELAY * scale, max_attempts=2, hedge_on=(), budget=hedges
-        ),
+        hedging=HedgingConfig(delay=HEDGE_DELAY * scale, max_attempts=2, hedge_on=(), budget=hedges),
         extra_strategies=()
         if rollout is None
         else (ExtraStrategy(rollout.as_strategy, outside="total_timeout"),),
