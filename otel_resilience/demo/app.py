@@ -61,8 +61,13 @@ def _header(options: DemoOptions, scenario: Scenario, metrics_url: str | None) -
         (
             "policies: content_api (rate limit 4/s, breaker 3, retry 2, cached fallback, timeout 30 s, "
             "bulkhead 5), ml_service (breaker 5 / 120 s, 3 exponential retries from 2 s, timeout 60 s), "
-            "database (timeout 10 s, fallback [], bulkhead 20); the retries of content_api and "
-            "ml_service share a retry budget (10 % + 1 every 20 s); recovery rule for ConnectionError"
+            "database (timeout 10 s, fallback [], bulkhead 20, a hedge after 150 ms, budget 10 % + 1 every "
+            "20 s); the retries of content_api and ml_service share a retry budget (10 % + 1 every 20 s); "
+            "recovery rule for ConnectionError"
+        ),
+        (
+            "faults: injected by each policy's chaos links on the scenario's clock (each one a drill in "
+            "the telemetry: resilience_chaos_injections_total)"
         ),
         f"running {until}; the faults {repeat}",
     ]

@@ -21,8 +21,11 @@ from otel_resilience import Alert
 from otel_resilience.engine import Event, TelemetrySource
 from otel_resilience.engine.events import (
     CallRejected,
+    ChaosInjected,
     EventArgs,
     FallbackUsed,
+    HedgeStarted,
+    HedgeWon,
     RecoveryAttempted,
     RetryExhausted,
     StateChanged,
@@ -116,6 +119,11 @@ class CallCounters:
         rejections: Calls rejected, by reason.
         recovery_success: Recovery actions that succeeded.
         recovery_failure: Recovery actions that failed.
+        injected: What the policy's chaos links injected, by kind (``fault``, ``latency``,
+            ``outcome``): the simulated faults, each marked as a drill.
+        hedges: Hedges started, by trigger (``delay``, ``failure``).
+        wins: Raced executions (more than one attempt), by the attempt type that answered
+            (``original``, ``hedge``).
     """
 
     __slots__ = (
@@ -125,6 +133,8 @@ class CallCounters:
         "errors",
         "failed",
         "fallbacks",
+        "hedges",
+        "injected",
         "issued",
         "latency",
         "lost",
@@ -136,6 +146,7 @@ class CallCounters:
         "retries",
         "timeouts",
         "waited",
+        "wins",
     )
 
     def __init__(self) -> None:
@@ -156,6 +167,9 @@ class CallCounters:
         self.rejections: Counter[str] = Counter()
         self.recovery_success = 0
         self.recovery_failure = 0
+        self.injected: Counter[str] = Counter()
+        self.hedges: Counter[str] = Counter()
+        self.wins: Counter[str] = Counter()
 
     @property
     def ended(self) -> int:
@@ -281,6 +295,17 @@ class Monitor:
                 counters.recovery_success += 1
             else:
                 counters.recovery_failure += 1
+        else:
+            self._count_drills_and_hedges(counters, event, args)
+
+    @staticmethod
+    def _count_drills_and_hedges(counters: CallCounters, event: Event, args: EventArgs) -> None:
+        if event is Event.CHAOS_INJECTED and isinstance(args, ChaosInjected):
+            counters.injected[args.kind] += 1
+        elif event is Event.HEDGE_STARTED and isinstance(args, HedgeStarted):
+            counters.hedges[args.trigger] += 1
+        elif event is Event.HEDGE_WON and isinstance(args, HedgeWon):
+            counters.wins[args.attempt_type] += 1
 
     # -- the alert subscriber -----------------------------------------------------------------
 

@@ -9,7 +9,8 @@ The dependencies and their baselines (every scenario):
 
 * ``ml_service``: an ML inference service, ~0.8 s per call, 1 % errors, and short *bursts*
   (2-4 s at 40 % errors) every 90-180 s that its retries absorb;
-* ``database``: ~40 ms per query, 0.2 % errors;
+* ``database``: ~40 ms per query, 0.2 % errors, and a heavy tail: one query in 20 takes 1 s
+  more (a slow replica), which its hedging answers;
 * ``content_api``: a flaky remote content-analysis API, ~0.3 s per call, 8 % errors.
 
 The scenarios add, once per 600 s cycle (every cycle, or only the first one when the scenario is
@@ -36,6 +37,7 @@ caller adds to the policy of the same name while the window lasts (the ``surge``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Mapping
@@ -45,6 +47,7 @@ from typing import Final
 
 __all__ = [
     "CYCLE",
+    "DB_TAIL",
     "DEPENDENCIES",
     "SURGE_LOAD",
     "Condition",
@@ -80,6 +83,9 @@ class Condition:
             start to ``ramp_to`` at its end.
         extra_load: Requests per production second a noisy caller adds to the policy named
             after the dependency while the window lasts (0: the usual load only).
+        slow_rate: Probability (0..1) that a call is delayed by ``slow_latency`` on top of its
+            service time: a heavy tail (a slow replica, a pause), what hedging is for.
+        slow_latency: The heavy tail's delay in production seconds.
     """
 
     label: str
@@ -89,6 +95,8 @@ class Condition:
     down: bool = False
     ramp_to: float | None = None
     extra_load: float = 0.0
+    slow_rate: float = 0.0
+    slow_latency: float = 0.0
 
     @property
     def failing(self) -> bool:
@@ -222,7 +230,9 @@ class Scenario:
 _ML_HEALTHY: Final = Condition("healthy", 0.01, 0.8, 0.3)
 _ML_BURST: Final = Condition("burst", 0.4, 0.8, 0.3)
 _ML_DOWN: Final = Condition("down", 1.0, 0.005, 0.0, down=True)
-_DB_HEALTHY: Final = Condition("healthy", 0.002, 0.04, 0.3)
+DB_TAIL: Final = (0.05, 1.0)
+"""The database's heavy tail: one call in 20 takes 1 s more (production seconds), in every condition."""
+_DB_HEALTHY: Final = Condition("healthy", 0.002, 0.04, 0.3, slow_rate=DB_TAIL[0], slow_latency=DB_TAIL[1])
 _API_HEALTHY: Final = Condition("healthy", 0.03, 0.3, 0.4)
 _API_STORM: Final = Condition("storm", 0.6, 0.3, 0.4)
 SURGE_LOAD: Final = 10.0
@@ -309,8 +319,8 @@ def build_scenario(name: str, seed: int, *, repeat: bool = True) -> Scenario:
         ramp_end = _FAULT_START + rng.uniform(150.0, 210.0)
         hold_end = ramp_end + rng.uniform(90.0, 150.0)
         database = (
-            Window(_FAULT_START, ramp_end, Condition("slowing", 0.002, 0.04, 0.3, ramp_to=20.0)),
-            Window(ramp_end, hold_end, Condition("slow", 0.002, 20.0, 0.3)),
+            Window(_FAULT_START, ramp_end, dataclasses.replace(_DB_HEALTHY, label="slowing", ramp_to=20.0)),
+            Window(ramp_end, hold_end, dataclasses.replace(_DB_HEALTHY, label="slow", latency=20.0)),
         )
     elif name == "flapping":
         ml = _alternating(rng, _ML_DOWN, (20.0, 60.0), (40.0, 120.0))

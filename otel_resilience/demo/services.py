@@ -1,11 +1,14 @@
-"""The simulated dependencies: real asyncio sleeps for latency, faults from a seeded schedule.
+"""The simulated dependencies: real asyncio sleeps for their service time, seeded answers.
 
 Each :class:`SimulatedDependency` reads its :class:`~otel_resilience.demo.scenarios.State` at
 the moment of the call (production time = elapsed real time / time scale), sleeps for a latency
-drawn around the state's median (log-normal, scaled to demo time), and then answers or raises
-one of the errors below. Randomness comes from one :class:`random.Random` per dependency,
-seeded from ``--seed``: the fault *schedule* is reproduced exactly; which individual call fails
-also depends on the order in which calls arrive.
+drawn around the state's median (log-normal, scaled to demo time), and answers. It never fails
+by itself: its faults (errors, refused connections) and its heavy tail are injected in front of
+it by the policy's chaos links (:mod:`otel_resilience.demo.faults`), from the same schedule, so
+that the library's chaos feature marks every one of them as a drill. Randomness comes from one
+:class:`random.Random` per dependency, seeded from ``--seed``: the fault *schedule* is
+reproduced exactly; which individual call is slow or fails also depends on the order in which
+calls arrive.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from otel_resilience.demo.scenarios import Scenario, State
+from otel_resilience.demo.scenarios import Condition, Scenario, State
 
 __all__ = [
     "DependencyError",
@@ -37,15 +40,15 @@ class DependencyError(Exception):
 
 
 class ServiceUnavailableError(DependencyError, ConnectionError):
-    """The dependency refused the connection (it is down)."""
+    """The dependency refused the connection (it is down): injected by a chaos link."""
 
 
 class TransientServiceError(DependencyError, ConnectionError):
-    """The dependency answered 503 or reset the connection (a transient failure)."""
+    """The dependency answered 503 or reset the connection (a transient failure): injected by a chaos link."""
 
 
 class QueryError(DependencyError):
-    """The database rejected a query."""
+    """The database rejected a query: injected by a chaos link."""
 
 
 class SimulatedDependency:
@@ -60,11 +63,10 @@ class SimulatedDependency:
         clock: The monotonic clock (``time.monotonic`` by default).
 
     Attributes:
-        calls: Calls received.
-        failures: Calls that raised.
+        calls: Calls that reached it (the chaos links in front of it let them through).
     """
 
-    __slots__ = ("_clock", "_error", "_rng", "_scale", "_scenario", "_start", "calls", "failures", "name")
+    __slots__ = ("_clock", "_rng", "_scale", "_scenario", "_start", "calls", "name")
 
     def __init__(
         self,
@@ -82,9 +84,7 @@ class SimulatedDependency:
         self._scale = time_scale
         self._start = start
         self._clock = clock
-        self._error: type[DependencyError] = QueryError if name == "database" else TransientServiceError
         self.calls = 0
-        self.failures = 0
 
     def production_time(self) -> float:
         """Return the production seconds elapsed since the start of the run."""
@@ -94,34 +94,27 @@ class SimulatedDependency:
         """Return the dependency's state now."""
         return self._scenario.state(self.name, self.production_time())
 
+    def condition(self) -> Condition:
+        """Return the dependency's condition now (what its chaos links read)."""
+        return self.state().condition
+
     async def call(self, request: int) -> Any:
-        """Answer one request after a simulated latency, or raise a simulated error.
+        """Answer one request after a simulated service time.
 
         Args:
             request: The request number (it shapes the answer).
 
         Returns:
             A small result: a dict for the ML service and the API, a list of rows for the database.
-
-        Raises:
-            ServiceUnavailableError: The dependency is down.
-            TransientServiceError: A transient failure of the ML service or the API.
-            QueryError: A failed database query.
         """
         self.calls += 1
         state = self.state()
         condition = state.condition
-        rng = self._rng
         latency = state.latency
         if condition.spread > 0:
-            latency = min(latency * math.exp(rng.gauss(0.0, condition.spread)), latency * _MAX_LATENCY_FACTOR)
-        fails = condition.down or rng.random() < condition.error_rate
+            drawn = latency * math.exp(self._rng.gauss(0.0, condition.spread))
+            latency = min(drawn, latency * _MAX_LATENCY_FACTOR)
         await asyncio.sleep(latency * self._scale)
-        if fails:
-            self.failures += 1
-            if condition.down:
-                raise ServiceUnavailableError(f"{self.name}: connection refused")
-            raise self._error(f"{self.name}: transient failure")
         return self._answer(request)
 
     def _answer(self, request: int) -> Any:

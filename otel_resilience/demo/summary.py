@@ -14,7 +14,9 @@
   error, plus calls the manager did not count (must be 0).
 
 Beside them, what the load-shedding patterns did: each rate limiter's permits (taken at once or
-after a wait) and the calls it shed, and the retries the shared retry budget denied.
+after a wait) and the calls it shed, and the retries the shared retry budget denied; what
+hedging did (hedges started, won by a hedge or by the original, refused by its budget); and what
+the chaos links injected (every simulated fault, counted as a drill).
 
 :func:`summarize` returns plain JSON-ready data (what ``--summary-json`` writes);
 :func:`format_summary` renders the same data as text.
@@ -127,6 +129,9 @@ def _policy(view: PolicyView, calls: CallCounters, time_scale: float) -> dict[st
         "rejections": dict(sorted(calls.rejections.items())),
         "recovery_actions": {"success": calls.recovery_success, "failure": calls.recovery_failure},
         "errors": dict(sorted(calls.errors.items())),
+        "chaos": dict(sorted(calls.injected.items())),
+        "hedges": dict(sorted(calls.hedges.items())),
+        "hedge_wins": dict(sorted(calls.wins.items())),
         "p95_s": p95,
         "p95_production_s": None if p95 is None else p95 / time_scale,
     }
@@ -232,6 +237,7 @@ def summarize(
             if view.bulkhead is not None
         },
         "rate_limiters": _rate_limiters(views),
+        "hedging": _hedging(views),
         "retry_budget": None if budget is None else dict(budget),
         "error_recovery": dict(recovery_stats),
         "alerts": {
@@ -316,6 +322,50 @@ def _rate_limiters(views: Sequence[PolicyView]) -> dict[str, Any]:
         for view in views
         if view.limiter is not None
     }
+
+
+def _hedging(views: Sequence[PolicyView]) -> dict[str, Any]:
+    """Each hedging link's delay (production) and counts."""
+    return {
+        view.name: {
+            "delay_production_s": view.hedging.delay,
+            "executions": view.hedging.executions,
+            "hedges": view.hedging.hedges,
+            "denied": view.hedging.denied,
+            "hedge_wins": view.hedging.hedge_wins,
+            "original_wins": view.hedging.original_wins,
+        }
+        for view in views
+        if view.hedging is not None
+    }
+
+
+def _drill_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The hedging links' lines, and what the chaos links injected."""
+    lines = []
+    for name, h in summary["hedging"].items():
+        policy = summary["policies"][name]
+        triggers = ", ".join(f"{t} {n}" for t, n in policy["hedges"].items())
+        share = _pct(h["hedges"] / h["executions"]) if h["executions"] else "n/a"
+        wins = policy["hedge_wins"]
+        lines.append(
+            f"hedging       {name}: a hedge after {h['delay_production_s'] * 1000:.0f} ms; {h['hedges']} "
+            f"hedges ({triggers or 'none'}) for {h['executions']} executions ({share}); of the raced "
+            f"executions, {wins.get('hedge', 0)} won by a hedge, {wins.get('original', 0)} by the original; "
+            f"{h['denied']} hedges refused by its budget"
+        )
+    injected = {
+        name: ", ".join(f"{count} {kind}" for kind, count in p["chaos"].items())
+        for name, p in summary["policies"].items()
+        if p["chaos"]
+    }
+    total = sum(sum(p["chaos"].values()) for p in summary["policies"].values())
+    detail = "; ".join(f"{name} {text}" for name, text in injected.items())
+    lines.append(
+        f"chaos         {total} injections (the simulated faults, each a drill in the telemetry)"
+        + (f": {detail}" if detail else "")
+    )
+    return lines
 
 
 def _shedding_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -431,6 +481,7 @@ def format_summary(summary: Mapping[str, Any]) -> list[str]:
             f"{b['timed_out']} timed out in the queue"
         )
     lines.extend(_shedding_lines(summary))
+    lines.extend(_drill_lines(summary))
     stats = summary["error_recovery"]
     rate = stats.get("recovery_rate") if stats.get("attempts") else None
     lines.append(

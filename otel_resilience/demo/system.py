@@ -1,39 +1,15 @@
 """The simulated system: three dependencies, their resilience policies, and the load on them.
 
-Every call goes through one :class:`~otel_resilience.ResilienceManager` with the typical
-configurations of the specification (SPEC section 1.7), every duration multiplied by the time
-scale (production values shown; ``s`` is the scale):
-
-==============  ==============================================================================
-policy          configuration
-==============  ==============================================================================
-content_api     content analysis on a flaky remote API: breaker 3 (timeout 60 s), retry 2
-                (exponential from 1 s), cached fallback (``last_analysis``), timeout 30 s,
-                bulkhead 5 (queue 10), recovery on; a rate limit of 4/s (burst 4) in front,
-                where a caller may wait up to 0.5 s for a permit
-ml_service      ML service calls: breaker 5 / 120 s, 3 exponential retries from 2 s,
-                timeout 60 s, recovery on; no fallback (its callers see the outage)
-(both)          the retries of ``content_api`` and ``ml_service`` share one retry budget:
-                10 % of the first attempts of the last 60 s, plus 1 retry every 20 s
-database        database queries: timeout 10 s, fallback ``[]``, bulkhead 20 (queue 10); and,
-                just outside its timeout, a failure-rate breaker on trial in METRICS_ONLY
-                (``database_rate``: 50 % failures or 50 % calls over 2 s, in the last 30 s)
-==============  ==============================================================================
-
-Recovery rules (one :class:`~otel_resilience.ErrorRecoverySystem`, named ``recovery``):
-``ConnectionError`` -> RETRY twice, 2 s apart: a transient network error gets two more chances
-after the retry policy gave up. A rejection (``CircuitOpenError``, ``BulkheadFullError``) is never
-recovered: the dependency was not called.
+Every call goes through one :class:`~otel_resilience.ResilienceManager` with the policies of
+:mod:`otel_resilience.demo.policies` (the typical configurations of the specification, every
+duration multiplied by the time scale), and every simulated fault is injected by the policies'
+chaos links (:mod:`otel_resilience.demo.faults`).
 
 The load is open-loop (requests arrive on a fixed schedule whatever the answers), so that a slow
 dependency piles calls up as it would in production: ``ml_service`` 1 request/s,
 ``database`` 5/s and ``content_api`` 2/s, in production time (divided by the time scale in real
 time), plus the :attr:`~otel_resilience.demo.scenarios.Condition.extra_load` of the scenario's
-window (the ``surge`` scenario's noisy caller). The queue limits (10) and the breaker timeout of
-``content_api`` (60 s) are not in the specification's list; they are the library defaults or the
-smallest values that keep a saturated bulkhead's queue visible. Nor are the rate limit and the
-retry budget: the rate limit is twice the usual load of ``content_api``, and the budget is
-sized for the demo's traffic (see :func:`retry_budget`).
+window (the ``surge`` scenario's noisy caller).
 """
 
 from __future__ import annotations
@@ -45,41 +21,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from otel_resilience import (
-    AlertConfig,
-    AlertSystem,
-    BulkheadConfig,
-    CircuitBreaker,
-    CircuitBreakerConfig,
-    ErrorRecoverySystem,
-    ExtraStrategy,
-    FallbackConfig,
-    FallbackStrategy,
-    RateLimiterConfig,
-    RecoveryAction,
-    RecoveryStrategy,
-    ResilienceConfig,
-    ResilienceError,
-    ResilienceManager,
-    RetryBudget,
-    RetryPolicy,
-    RetryStrategy,
-    TimeWindow,
-)
+from otel_resilience import AlertConfig, AlertSystem, ResilienceError, ResilienceManager
+from otel_resilience.demo.faults import build_faults
 from otel_resilience.demo.monitor import Monitor
+from otel_resilience.demo.policies import (
+    HEDGE_DELAY,
+    ROLLOUT,
+    build_configs,
+    build_recovery,
+    hedge_budget,
+    retry_budget,
+    rollout_breaker,
+)
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario
 from otel_resilience.demo.services import DependencyError, MemoryCache, SimulatedDependency
 
 __all__ = [
+    "HEDGE_DELAY",
     "POLICIES",
     "RATES",
     "ROLLOUT",
     "BreakerView",
     "BulkheadView",
     "DemoSystem",
+    "HedgingView",
     "LimiterView",
     "PolicyView",
     "build_configs",
+    "hedge_budget",
     "retry_budget",
     "rollout_breaker",
 ]
@@ -92,117 +61,6 @@ RATES: Final = {"ml_service": 1.0, "database": 5.0, "content_api": 2.0}
 """Requests per production second, by policy."""
 _MAX_CATCH_UP: Final = 200
 """Requests a load generator starts at once after the event loop fell behind."""
-
-
-ROLLOUT: Final = "database_rate"
-"""The failure-rate breaker tried out in METRICS_ONLY on the ``database`` policy (which has none)."""
-
-
-def rollout_breaker(scale: float) -> CircuitBreaker:
-    """Return the breaker a team would try on ``database`` before it lets it reject anything.
-
-    Over the last 30 s (10 buckets, at least 20 calls): 50 % failures (timeouts included) or
-    50 % calls slower than 2 s, in METRICS_ONLY: it rejects nothing, and reports each trip it
-    would make (``metrics_only -> metrics_only``), which the demo shows among its news and the
-    shipped alert rule watches. The ``brownout`` scenario shows it.
-    """
-    config = CircuitBreakerConfig(
-        sliding_window=TimeWindow(seconds=30.0 * scale, buckets=10),
-        failure_rate_threshold=0.5,
-        minimum_calls=20,
-        slow_call_duration=2.0 * scale,
-        slow_call_rate_threshold=0.5,
-        timeout=60.0 * scale,
-    )
-    breaker = CircuitBreaker(ROLLOUT, config)
-    breaker.metrics_only()
-    return breaker
-
-
-def retry_budget(scale: float) -> RetryBudget:
-    """Return the budget the retries of ``ml_service`` and ``content_api`` share.
-
-    Retries may add 10 % (the library's default ratio) to the first attempts of the last 60 s,
-    plus a floor of one retry every 20 production seconds: three times what the baseline's
-    flaky API and ML bursts ask for, not enough for strained dependencies (the ``surge``
-    scenario), where it holds the extra load near 10 % instead of the retry policies' 2-3x. The
-    floor is the library default's (10/s) scaled to the demo's traffic (8 requests/s): a floor
-    sized for a busy service would let every retry of a small one through.
-    """
-    return RetryBudget(ratio=0.1, min_retries_per_second=0.05 / scale, window=60.0 * scale)
-
-
-def build_configs(
-    scale: float,
-    cache: MemoryCache,
-    rollout: CircuitBreaker | None = None,
-    budget: RetryBudget | None = None,
-) -> dict[str, ResilienceConfig]:
-    """Return the policy of each dependency, every duration multiplied by ``scale``.
-
-    Args:
-        scale: Demo seconds per production second.
-        cache: The cache of the ``content_api`` cached fallback.
-        budget: The retry budget ``ml_service`` and ``content_api`` share (:func:`retry_budget`);
-            ``None`` for none.
-        rollout: A breaker that ``database`` runs through, just outside its timeout (so that a
-            timeout is a failure and a slow call is timed): :func:`rollout_breaker`; ``None`` for
-            none.
-
-    Returns:
-        ``{policy name: ResilienceConfig}``.
-    """
-    return {
-        "content_api": ResilienceConfig(
-            name="content_api",
-            circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=60.0 * scale),
-            retry_policy=RetryPolicy(
-                max_attempts=2,
-                strategy=RetryStrategy.EXPONENTIAL,
-                initial_delay=1.0 * scale,
-                max_delay=60.0 * scale,
-                budget=budget,
-            ),
-            fallback_config=FallbackConfig(
-                strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=cache
-            ),
-            timeout=30.0 * scale,
-            bulkhead_config=BulkheadConfig(max_concurrent=5, max_waiting=10, timeout=60.0 * scale),
-            enable_recovery=True,
-            rate_limiter=RateLimiterConfig(rate=4.0 / scale, burst=4, max_wait=0.5 * scale),
-        ),
-        "ml_service": ResilienceConfig(
-            name="ml_service",
-            circuit_breaker=CircuitBreakerConfig(failure_threshold=5, timeout=120.0 * scale),
-            retry_policy=RetryPolicy(
-                max_attempts=3,
-                strategy=RetryStrategy.EXPONENTIAL,
-                initial_delay=2.0 * scale,
-                max_delay=60.0 * scale,
-                budget=budget,
-            ),
-            timeout=60.0 * scale,
-            enable_recovery=True,
-        ),
-        "database": ResilienceConfig(
-            name="database",
-            timeout=10.0 * scale,
-            fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=[]),
-            bulkhead_config=BulkheadConfig(max_concurrent=20, max_waiting=10, timeout=60.0 * scale),
-            extra_strategies=()
-            if rollout is None
-            else (ExtraStrategy(rollout.as_strategy, outside="total_timeout"),),
-        ),
-    }
-
-
-def build_recovery(scale: float) -> ErrorRecoverySystem:
-    """Return the recovery system with the demo's rules (pattern window 60 s, scaled)."""
-    recovery = ErrorRecoverySystem("recovery", pattern_window=60.0 * scale)
-    recovery.register_recovery_rule(
-        ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=2, delay=2.0 * scale)
-    )
-    return recovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +97,27 @@ class LimiterView:
 
 
 @dataclass(frozen=True, slots=True)
+class HedgingView:
+    """A hedging link's counts: hedges started and refused by its budget, and which attempt won.
+
+    Attributes:
+        delay: The hedge delay in production seconds.
+        executions: Executions through the link.
+        hedges: Hedges started.
+        denied: Hedges its budget refused.
+        hedge_wins: Raced executions a hedge answered.
+        original_wins: Raced executions the original answered.
+    """
+
+    delay: float
+    executions: int
+    hedges: int
+    denied: int
+    hedge_wins: int
+    original_wins: int
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyView:
     """One policy at one moment: the manager's cumulative counts and its patterns' state."""
 
@@ -255,6 +134,7 @@ class PolicyView:
     breaker: BreakerView | None
     bulkhead: BulkheadView | None
     limiter: LimiterView | None = None
+    hedging: HedgingView | None = None
 
 
 class DemoSystem:
@@ -295,19 +175,32 @@ class DemoSystem:
         self.cache = MemoryCache()
         self.rollout = rollout_breaker(time_scale)
         self.budget = retry_budget(time_scale)
-        self.configs = build_configs(time_scale, self.cache, self.rollout, self.budget)
+        self.hedge_budget = hedge_budget(time_scale)
         self.dependencies = {
             name: SimulatedDependency(
                 name, scenario, seed=scenario.seed, time_scale=time_scale, start=start, clock=clock
             )
             for name in POLICIES
         }
-        self._limiters: dict[str, Any] = {}
+        self.faults = {
+            name: build_faults(
+                name,
+                scenario,
+                dependency.condition,
+                seed=scenario.seed,
+                time_scale=time_scale,
+            )
+            for name, dependency in self.dependencies.items()
+        }
+        self.configs = build_configs(
+            time_scale, self.cache, self.rollout, self.budget, faults=self.faults, hedges=self.hedge_budget
+        )
+        self._links: dict[tuple[str, str], Any] = {}
         for name, config in self.configs.items():
             pipeline = self.manager.pipeline_for(config, name)  # every pattern exports from t = 0
             for link in pipeline.strategies:
-                if link.kind == "rate_limiter":
-                    self._limiters[name] = link
+                if link.kind in {"rate_limiter", "hedging"}:
+                    self._links[name, link.kind] = link
         self._tasks: set[asyncio.Task[None]] = set()
         self._generators: list[asyncio.Task[None]] = []
         self._counter = 0
@@ -410,6 +303,7 @@ class DemoSystem:
                     cancelled=counts.get("cancelled", 0),
                     condition=self.dependencies[name].state().condition.label,
                     limiter=self._limiter_view(name),
+                    hedging=self._hedging_view(name),
                     breaker=None
                     if breaker is None
                     else BreakerView(str(breaker["state"]), int(breaker["times_opened"])),
@@ -429,8 +323,22 @@ class DemoSystem:
             )
         return views
 
+    def _hedging_view(self, name: str) -> HedgingView | None:
+        link = self._links.get((name, "hedging"))
+        if link is None:
+            return None
+        stats = link.get_stats()
+        return HedgingView(
+            delay=HEDGE_DELAY,
+            executions=int(stats["executions"]),
+            hedges=int(stats["hedges"]),
+            denied=int(stats["hedges_denied"]),
+            hedge_wins=int(stats["hedge_wins"]),
+            original_wins=int(stats["original_wins"]),
+        )
+
     def _limiter_view(self, name: str) -> LimiterView | None:
-        link = self._limiters.get(name)
+        link = self._links.get((name, "rate_limiter"))
         if link is None:
             return None
         stats = link.get_stats()

@@ -12,7 +12,9 @@ Rates (executions per second, success rate, availability, p95) are over the last
 :data:`RATE_WINDOW` seconds; the counts are since the start. A policy with a rate limiter shows
 the calls it shed (``RateLimitedError``) and the calls that waited for a permit; every policy
 shows the retries its retry budget denied, and the status line the shared budget's level (the
-``surge`` scenario drives all three).
+``surge`` scenario drives all three). A policy with hedging shows the hedges it started and how
+many a hedge won; every policy shows what its chaos links injected (the simulated faults, each a
+drill in the telemetry).
 """
 
 from __future__ import annotations
@@ -134,6 +136,64 @@ def _budget(frame: Frame) -> str:
     return f"budget {frame.budget['available']} left, {frame.budget['denied']} denied"
 
 
+_COLUMNS: Final = (
+    "policy",
+    "fault",
+    "exec/s",
+    "success",
+    "avail",
+    "p95",
+    "breaker",
+    "bulkhead",
+    "queue",
+    "retries",
+    "denied",
+    "fallbk",
+    "shed",
+    "waited",
+    "reject",
+    "timeout",
+    "hedges",
+    "chaos",
+)
+"""The live table's columns (``hedges``: started/won by a hedge; ``chaos``: injections)."""
+
+
+def _row(policy: PolicyView, rate: Rates | None, calls: CallCounters | None) -> list[Any]:
+    """One policy's cells of the live table, in the order of :data:`_COLUMNS`."""
+    from rich.text import Text  # noqa: PLC0415 - rich is an optional dependency
+
+    breaker: Any = "-"
+    if policy.breaker is not None:
+        state = policy.breaker.state
+        breaker = Text(f"{state} ({policy.breaker.times_opened}x)", style=_STATE_STYLE.get(state, ""))
+    bulkhead = queue = "-"
+    if policy.bulkhead is not None:
+        bulkhead = f"{policy.bulkhead.active}/{policy.bulkhead.max_concurrent}"
+        queue = f"{policy.bulkhead.waiting}/{policy.bulkhead.max_waiting}"
+    hedging = policy.hedging
+    return [
+        policy.name,
+        Text(policy.condition, style="" if policy.condition == "healthy" else "bold yellow"),
+        "-" if rate is None else f"{rate.per_second:.0f}",
+        "-" if rate is None else _pct(rate.success),
+        "-" if rate is None else _pct(rate.availability),
+        "-" if rate is None else _ms(rate.p95),
+        breaker,
+        bulkhead,
+        queue,
+        str(0 if calls is None else calls.retries),
+        str(0 if calls is None else calls.budget_denied),
+        str(0 if calls is None else calls.fallbacks),
+        "-" if policy.limiter is None else str(policy.limiter.rejected),
+        "-" if policy.limiter is None else str(policy.limiter.waited),
+        str(policy.rejected),
+        str(policy.timeouts),
+        "-" if hedging is None else f"{hedging.hedges}/{hedging.hedge_wins}",
+        str(0 if calls is None else sum(calls.injected.values())),
+    ]
+
+
 class View(abc.ABC):
     """The interface both views implement."""
 
@@ -199,9 +259,10 @@ class PlainView(View):
         fallbacks = sum(c.fallbacks for c in frame.calls.values())
         rate = "n/a" if frame.recovery_rate is None else f"{frame.recovery_rate * 100:.0f} %"
         budget = f" ({_budget(frame)})" if frame.budget is not None else ""
+        injected = sum(sum(c.injected.values()) for c in frame.calls.values())
         parts.append(
             f"retries {retries} denied {denied}{budget} fallbacks {fallbacks} recovery {rate} "
-            f"alerts {frame.alerts}"
+            f"alerts {frame.alerts} chaos {injected} injected"
         )
         self._write(" | ".join(parts))
 
@@ -219,6 +280,8 @@ class PlainView(View):
             )
         if policy.limiter is not None:
             text += f" limiter shed {policy.limiter.rejected} waited {policy.limiter.waited}"
+        if policy.hedging is not None:
+            text += f" hedges {policy.hedging.hedges} won {policy.hedging.hedge_wins}"
         if policy.condition != "healthy":
             text += f" ({policy.condition})"
         return text
@@ -281,55 +344,10 @@ class RichView(View):
             style="bold",
         )
         table = Table(expand=False, title=f"last {RATE_WINDOW:g} s; counts since the start")
-        for column in (
-            "policy",
-            "fault",
-            "exec/s",
-            "success",
-            "avail",
-            "p95",
-            "breaker",
-            "bulkhead",
-            "queue",
-            "retries",
-            "denied",
-            "fallbk",
-            "shed",
-            "waited",
-            "reject",
-            "timeout",
-        ):
+        for column in _COLUMNS:
             table.add_column(column, justify="left" if column in {"policy", "fault", "breaker"} else "right")
         for policy in frame.policies:
-            rate = rates.get(policy.name)
-            calls = frame.calls.get(policy.name)
-            breaker: Any = "-"
-            if policy.breaker is not None:
-                state = policy.breaker.state
-                breaker = Text(f"{state} ({policy.breaker.times_opened}x)", style=_STATE_STYLE.get(state, ""))
-            bulkhead = queue = "-"
-            if policy.bulkhead is not None:
-                bulkhead = f"{policy.bulkhead.active}/{policy.bulkhead.max_concurrent}"
-                queue = f"{policy.bulkhead.waiting}/{policy.bulkhead.max_waiting}"
-            condition = Text(policy.condition, style="" if policy.condition == "healthy" else "bold yellow")
-            table.add_row(
-                policy.name,
-                condition,
-                "-" if rate is None else f"{rate.per_second:.0f}",
-                "-" if rate is None else _pct(rate.success),
-                "-" if rate is None else _pct(rate.availability),
-                "-" if rate is None else _ms(rate.p95),
-                breaker,
-                bulkhead,
-                queue,
-                str(0 if calls is None else calls.retries),
-                str(0 if calls is None else calls.budget_denied),
-                str(0 if calls is None else calls.fallbacks),
-                "-" if policy.limiter is None else str(policy.limiter.rejected),
-                "-" if policy.limiter is None else str(policy.limiter.waited),
-                str(policy.rejected),
-                str(policy.timeouts),
-            )
+            table.add_row(*_row(policy, rates.get(policy.name), frame.calls.get(policy.name)))
         events = Table(title="breakers, alerts and faults as they happen", expand=False, show_header=False)
         events.add_column("at", justify="right")
         events.add_column("what")

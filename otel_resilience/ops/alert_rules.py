@@ -46,6 +46,12 @@ Decisions, in short (``docs/operations.md`` has the long form):
   than :data:`RATE_LIMITED_RATIO` for :data:`RATE_LIMITED_FOR`, under the minimum-traffic
   guard. Shedding a burst is the limiter's job; shedding one call in ten for minutes means a
   caller keeps sending more than the limit allows, or the limit is too low for the real traffic.
+* **A chaos drill is marked, not hidden**: :data:`A_CHAOS_DRILL` (severity ``info``) fires for
+  a policy whose chaos links injected anything within :data:`CHAOS_DRILL_WINDOW`, the first
+  injection included. It pages nobody; the shipped Alertmanager configuration uses it to mute
+  the alerts a drill is expected to cause on that policy (see
+  :mod:`~otel_resilience.ops.alertmanager`), and it tells whoever reads the other alerts that
+  a drill is on.
 * **A time scale for compressed time.** ``render_rules(time_scale=F)`` multiplies every
   ``for``, range and ``offset`` by ``F`` and keeps everything else (recording rule names,
   thresholds, labels), to watch a demo run with ``--time-scale F`` (one real second stands for
@@ -61,7 +67,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from otel_resilience.ops import _yaml, naming
+from otel_resilience.ops import _yaml, checks, naming
 from otel_resilience.telemetry import semconv as sc
 
 __all__ = [
@@ -71,6 +77,7 @@ __all__ = [
     "A_BREAKER_WOULD_OPEN",
     "A_BULKHEAD_FULL",
     "A_BULKHEAD_NEAR",
+    "A_CHAOS_DRILL",
     "A_ERROR_PATTERN",
     "A_FALLBACK_HIGH",
     "A_RATE_LIMITED",
@@ -90,6 +97,7 @@ __all__ = [
     "BULKHEAD_NEAR_FOR",
     "BULKHEAD_NEAR_SATURATION",
     "BULKHEAD_REJECTION_RATIO",
+    "CHAOS_DRILL_WINDOW",
     "ERROR_PATTERN_FOR",
     "ERROR_PATTERN_WINDOW",
     "FALLBACK_RATIO",
@@ -108,6 +116,7 @@ __all__ = [
     "RETRY_STORM_RATIO",
     "RULES_FILE",
     "RULES_TEST_FILE",
+    "RULE_SEVERITIES",
     "RUNBOOK_BASE_URL",
     "R_BREAKER_OPEN",
     "R_BREAKER_TRIPS",
@@ -116,6 +125,7 @@ __all__ = [
     "R_BULKHEAD_REJECTIONS",
     "R_BULKHEAD_REJECTION_RATIO",
     "R_BULKHEAD_SATURATION",
+    "R_CHAOS_INJECTIONS",
     "R_ERROR_PATTERNS",
     "R_EXECUTIONS",
     "R_EXECUTIONS_BY_OUTCOME",
@@ -214,6 +224,10 @@ RATE_LIMITED_RATIO: Final = 0.1
 shedding is sustained. Twice the bulkhead's 5 %: a limiter sheds by design (a caller's burst
 over ``burst`` permits), while one call in ten turned away for minutes is a caller over its
 limit, or a limit below the real traffic."""
+CHAOS_DRILL_WINDOW: Final = "15m"
+"""How long after its last injection a policy counts as under a chaos drill: the drill's retries,
+fallbacks, timeouts and recovery actions die down within it, and the ``for`` of the alerts it
+would cause (up to 10 minutes) has passed."""
 RATE_LIMITED_FOR: Final = "5m"
 """How long the shed share must stay above :data:`RATE_LIMITED_RATIO`: longer than a burst or a
 retry wave (a minute or two), short enough to warn while a noisy caller still floods."""
@@ -225,6 +239,7 @@ _WINDOWS: Final = (
     RECOVERY_WINDOW,
     RECOVERY_SPARSE_WINDOW,
     RETRY_BUDGET_WINDOW,
+    CHAOS_DRILL_WINDOW,
 )
 
 
@@ -390,6 +405,8 @@ _BULKHEAD_LIMIT: Final = naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT)
 _BULKHEAD_QUEUE_LIMIT: Final = naming.series(sc.BULKHEAD_QUEUE_LIMIT)
 _RECOVERY_ATTEMPTS: Final = naming.series(sc.RECOVERY_ATTEMPTS)
 _ERROR_PATTERNS: Final = naming.series(sc.ERROR_PATTERNS)
+_CHAOS_INJECTIONS: Final = naming.series(sc.CHAOS_INJECTIONS)
+_CHAOS_KIND: Final = naming.label(sc.CHAOS_KIND)
 
 
 def _record(level: str, series: str, operation: str, qualifier: str = "") -> str:
@@ -445,6 +462,9 @@ R_RATE_LIMITED_RATIO: Final = _record(
 R_ERROR_PATTERNS: Final = _record(
     "job_policy_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
 )
+R_CHAOS_INJECTIONS: Final = _record("job_policy", _CHAOS_INJECTIONS, f"increase{CHAOS_DRILL_WINDOW}")
+"""Faults, delays and results the chaos links of each policy injected within
+:data:`CHAOS_DRILL_WINDOW`, each series' first included: above 0, the policy is under a drill."""
 
 # Alert names; each has a runbook, docs/runbooks/<name>.md.
 A_BREAKER_OPEN: Final = "ResilienceCircuitBreakerOpen"
@@ -459,6 +479,7 @@ A_FALLBACK_HIGH: Final = "ResilienceHighFallbackRate"
 A_TIMEOUTS: Final = "ResilienceTimeoutsRising"
 A_RETRY_BUDGET: Final = "ResilienceRetryBudgetExhausted"
 A_RATE_LIMITED: Final = "ResilienceRateLimitedSustained"
+A_CHAOS_DRILL: Final = "ResilienceChaosDrillActive"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
@@ -472,8 +493,12 @@ ALERT_NAMES: Final = (
     A_TIMEOUTS,
     A_RETRY_BUDGET,
     A_RATE_LIMITED,
+    A_CHAOS_DRILL,
 )
 """Every alert name, in the order of the rules file."""
+RULE_SEVERITIES: Final = checks.RULE_SEVERITIES
+"""The ``severity`` labels of the rules: ``info`` (a notice, :data:`A_CHAOS_DRILL`), ``warning``
+(chat) and ``critical`` (pager), the in-process alerts' two."""
 
 
 def _sel(series: str, *matchers: str) -> str:
@@ -525,15 +550,15 @@ def scale_duration(duration: str, time_scale: float) -> str:
     """Return the Prometheus ``duration`` multiplied by ``time_scale``.
 
     ``scale_duration("5m", 0.05) == "15s"``; a result that is not a whole number of seconds is
-    written in milliseconds (``"1m"`` at ``0.01`` is ``"600ms"``). At ``time_scale == 1`` the
-    duration is returned unchanged.
+    written in milliseconds (``"1m"`` at ``0.01`` is ``"600ms"``). At ``time_scale == 1``, and
+    for a zero duration (``"0s"``: fire at once), the duration is returned unchanged.
 
     Args:
         duration: A Prometheus duration such as ``"5m"`` or ``"1h30m"``.
         time_scale: Real seconds per production second, ``0 < time_scale <= 1``.
 
     Returns:
-        The scaled duration, at least ``"1ms"``.
+        The scaled duration, at least ``"1ms"`` unless ``duration`` is zero.
 
     Raises:
         TypeError: If ``time_scale`` is not a number.
@@ -546,6 +571,8 @@ def scale_duration(duration: str, time_scale: float) -> str:
     if scale == 1.0:
         return duration
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(duration))
+    if seconds == 0:
+        return duration
     millis = max(1, round(seconds * scale * 1000))
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
@@ -801,7 +828,7 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         ),
         AlertRule(
             A_BULKHEAD_NEAR,
-            f"{R_BULKHEAD_SATURATION} >= {o.bulkhead_near_saturation:g}",
+            _as_policy(f"{R_BULKHEAD_SATURATION} >= {o.bulkhead_near_saturation:g}"),
             near_for,
             "warning",
             f"Bulkhead {{{{ $labels.resilience_name }}}} is near saturation in {{{{ $labels.{job} }}}}",
@@ -934,6 +961,29 @@ def _rate_limiter_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | A
     )
 
 
+def _chaos_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    """The injections of each policy's chaos links, and the notice that a drill is on."""
+    job = o.job_label
+    window = scale_duration(CHAOS_DRILL_WINDOW, scale)
+    return (
+        RecordingRule(R_CHAOS_INJECTIONS, _events(_CHAOS_INJECTIONS, window, (job, _POLICY))),
+        AlertRule(
+            A_CHAOS_DRILL,
+            f"{R_CHAOS_INJECTIONS} > 0",
+            "0s",
+            "info",
+            f"Chaos drill on policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
+            f"The chaos links of policy {{{{ $labels.resilience_policy }}}} in service "
+            f'{{{{ $labels.{job} }}}} injected {{{{ printf "%.0f" $value }}}} fault(s), delay(s) or '
+            f"result(s) in the last {window}: a drill is on, or ended less than {window} ago. The "
+            "failures, retries, fallbacks and timeouts of this policy may be the drill's, not the "
+            "dependency's; Alertmanager mutes the alerts a drill is expected to cause on it (not those "
+            "of callers turned away).",
+            o.runbook_url_base,
+        ),
+    )
+
+
 def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> Rules:
     """Return the rule groups: each group's recording rules, then the alerts that read them.
 
@@ -960,6 +1010,7 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         ("otel_resilience.recovery", _recovery_group(options, scale)),
         ("otel_resilience.retry_budgets", _retry_budget_group(options, scale)),
         ("otel_resilience.rate_limiters", _rate_limiter_group(options, scale)),
+        ("otel_resilience.chaos", _chaos_group(options, scale)),
     )
 
 
@@ -1277,7 +1328,11 @@ def _bulkhead_near_case() -> _Case:
         "bulkhead near saturation: 80 % for 10m; 70 %, or 90 % for 5m, stay silent",
         A_BULKHEAD_NEAR,
         tuple(series),
-        (("9m", ()), ("11m", (_Firing(rule, _job(**{_NAME: "cache"}), "80%"),)), ("21m", ())),
+        (
+            ("9m", ()),
+            ("11m", (_Firing(rule, _job(**{_NAME: "cache", _POLICY: "cache"}), "80%"),)),
+            ("21m", ()),
+        ),
     )
 
 
@@ -1519,6 +1574,37 @@ def _rate_limited_case() -> _Case:
     )
 
 
+def _chaos_drill_case() -> _Case:
+    rule = _rule(A_CHAOS_DRILL, "info")
+
+    def injections(policy: str, name: str, kind: str) -> str:
+        return _input(_CHAOS_INJECTIONS, {_POLICY: policy, _NAME: name, _CHAOS_KIND: kind})
+
+    payments = _Firing(rule, _job(**{_POLICY: "payments"}), "50")
+    return _Case(
+        "chaos drill: fires at the first injection (a series born at 1 counts), sums the kinds and links "
+        "of the policy, and resolves 15m after the last; a chaos link that injects nothing stays silent",
+        A_CHAOS_DRILL,
+        (
+            # A fault drill from t+10m to t+15m, 10 injections a minute, with delays beside it.
+            (injections("payments", "payments", "fault"), _counter((0, 10), (8, 5), (0, 45))),
+            (injections("payments", "payments", "latency"), _counter((0, 10), (2, 5), (0, 45))),
+            # A second link of the policy whose first injection (its series born at 1) is at t+40m.
+            (injections("search", "search.drill", "outcome"), _counter((0, 10), start=1, missing=40)),
+            # A switched-off drill: its series exist at 0 and never move.
+            (injections("orders", "orders", "fault"), _gauge((0, 61))),
+        ),
+        (
+            ("9m", ()),
+            ("12m", (_Firing(rule, _job(**{_POLICY: "payments"}), "20"),)),
+            ("20m", (payments,)),
+            ("31m", ()),
+            ("41m", (_Firing(rule, _job(**{_POLICY: "search"}), "1"),)),
+            ("57m", ()),
+        ),
+    )
+
+
 def rules_test_document() -> dict[str, Any]:
     """Return the ``promtool test rules`` file (``alerts/rules_test.yml``).
 
@@ -1538,6 +1624,7 @@ def rules_test_document() -> dict[str, Any]:
         _timeouts_case(),
         _retry_budget_case(),
         _rate_limited_case(),
+        _chaos_drill_case(),
     )
     return {
         "rule_files": [RULES_FILE],

@@ -1,8 +1,9 @@
 """An example Alertmanager configuration for the shipped alert rules (``alerts/alertmanager.yml``).
 
 The routing tree sends ``critical`` alerts to a pager receiver and ``warning`` alerts to a chat
-receiver, grouped by alert name and service (``job``). Four inhibition rules keep one incident
-from paging three times:
+receiver, grouped by alert name and service (``job``); ``info`` notices (a chaos drill) go to
+chat too. Five inhibition rules keep one incident from paging three times, and a drill from
+paging at all:
 
 * a ``critical`` alert mutes the ``warning`` of the same alert for the same service and instance
   (the circuit breaker's severity ladder);
@@ -13,7 +14,15 @@ from paging three times:
 * an open breaker or a full bulkhead mutes the error patterns of the same policy: while they
   reject calls, the errors that repeat are the dependency's, already reported (our own
   rejections are never patterns). The breaker and bulkhead alerts carry ``resilience_policy``,
-  copied from their name (the manager names them after the policy).
+  copied from their name (the manager names them after the policy);
+* a chaos drill (``ResilienceChaosDrillActive``: the policy's chaos links injected something in
+  the last 15 minutes) mutes, on the same policy, the alerts a drill is expected to cause, those of
+  the patterns absorbing it (:data:`DRILL_MUTED`: retry storm, fallback rate, timeouts, recovery
+  rate, error patterns, retry budget, bulkhead near saturation). The alerts that say callers are
+  turned away are kept (an open or flapping breaker, a full bulkhead, a rate limiter shedding):
+  a drill that rejects real callers has gone past what it was meant to test, and whoever runs it
+  must hear of it (a stop condition). The muted alerts and the drill notice carry
+  ``resilience_policy`` (the bulkhead's near-saturation alert copies it from the bulkhead's name).
 
 The receivers are webhooks on loopback addresses, so that the file is valid and harmless as
 shipped; replace them with ``pagerduty_configs`` and ``slack_configs`` (see the comments in the
@@ -30,6 +39,7 @@ from otel_resilience.telemetry import semconv as sc
 __all__ = [
     "ALERTMANAGER_FILE",
     "CHAT_RECEIVER",
+    "DRILL_MUTED",
     "GROUP_BY",
     "PAGER_RECEIVER",
     "ROUTE_CASES",
@@ -48,6 +58,17 @@ _NAME: Final = naming.label(sc.NAME)
 _POLICY: Final = naming.label(sc.POLICY)
 _SEVERITY: Final = "severity"
 
+DRILL_MUTED: Final = (
+    alert_rules.A_RETRY_STORM,
+    alert_rules.A_FALLBACK_HIGH,
+    alert_rules.A_TIMEOUTS,
+    alert_rules.A_RECOVERY_LOW,
+    alert_rules.A_ERROR_PATTERN,
+    alert_rules.A_RETRY_BUDGET,
+    alert_rules.A_BULKHEAD_NEAR,
+)
+"""The alerts a chaos drill mutes on its policy: those of the patterns that absorb what it injects."""
+
 ROUTE_CASES: Final = (
     (
         {"alertname": alert_rules.A_BREAKER_OPEN, _SEVERITY: "critical", naming.SERVICE_LABEL: "shop"},
@@ -59,6 +80,10 @@ ROUTE_CASES: Final = (
     ),
     (
         {"alertname": alert_rules.A_RETRY_STORM, _SEVERITY: "warning", naming.SERVICE_LABEL: "shop"},
+        CHAT_RECEIVER,
+    ),
+    (
+        {"alertname": alert_rules.A_CHAOS_DRILL, _SEVERITY: "info", naming.SERVICE_LABEL: "shop"},
         CHAT_RECEIVER,
     ),
     ({"alertname": "SomethingElse", naming.SERVICE_LABEL: "shop"}, CHAT_RECEIVER),
@@ -95,6 +120,11 @@ def inhibit_rules(job_label: str = naming.SERVICE_LABEL) -> list[dict[str, Any]]
         {
             "source_matchers": [f'alertname=~"{rejecting}"'],
             "target_matchers": [f'alertname="{alert_rules.A_ERROR_PATTERN}"'],
+            "equal": [job_label, _POLICY],
+        },
+        {
+            "source_matchers": [f'alertname="{alert_rules.A_CHAOS_DRILL}"'],
+            "target_matchers": [f'alertname=~"{"|".join(DRILL_MUTED)}"'],
             "equal": [job_label, _POLICY],
         },
     ]
@@ -143,8 +173,8 @@ def render_alertmanager(job_label: str = naming.SERVICE_LABEL) -> str:
         alertmanager_document(job_label),
         _yaml.generated_header(
             "otel_resilience/ops/alertmanager.py",
-            "An example Alertmanager configuration for rules.yml: critical -> pager, warning -> chat,\n"
-            "grouped by alertname and service (job); see docs/operations.md.\n"
+            "An example Alertmanager configuration for rules.yml: critical -> pager, warning and info\n"
+            "-> chat, grouped by alertname and service (job); see docs/operations.md.\n"
             "Check it with `amtool check-config alertmanager.yml`.\n"
             "The receivers are loopback webhooks. For real ones, replace them, e.g.:\n"
             "  - name: pager\n"

@@ -30,6 +30,7 @@ from otel_resilience.telemetry import semconv as sc
 
 __all__ = [
     "GRAFANA_SUBSTITUTIONS",
+    "RULE_SEVERITIES",
     "Analysis",
     "analyse",
     "check_dashboard",
@@ -45,6 +46,9 @@ __all__ = [
     "substitute_grafana",
 ]
 
+RULE_SEVERITIES: Final = ("info", *sc.ALERT_SEVERITIES)
+"""The ``severity`` labels an alert rule may carry: ``info`` (a notice, such as a chaos drill),
+and the in-process alerts' ``warning`` (chat) and ``critical`` (pager)."""
 GRAFANA_SUBSTITUTIONS: Final = MappingProxyType(
     {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "${__range}": "1h"}
 )
@@ -302,7 +306,7 @@ def check_rules(rules: Mapping[str, Any]) -> list[str]:
     """Check a Prometheus rules document (``alerts/rules.yml`` as loaded YAML).
 
     Every expression is analysed against the derived series and the rules recorded *before*
-    it; an alert must carry ``severity`` (``warning`` or ``critical``), a ``summary``, a
+    it; an alert must carry ``severity`` (one of :data:`RULE_SEVERITIES`), a ``summary``, a
     ``description`` and a ``runbook_url`` ending in ``docs/runbooks/<alertname>.md``, and its
     annotations may use only labels its expression keeps.
 
@@ -326,8 +330,8 @@ def check_rules(rules: Mapping[str, Any]) -> list[str]:
 def _check_alert(name: str, rule: Mapping[str, Any], labels: frozenset[str] | None) -> list[str]:
     problems: list[str] = []
     severity = rule.get("labels", {}).get("severity")
-    if severity not in sc.ALERT_SEVERITIES:
-        problems.append(f"severity {severity!r} is not one of {sc.ALERT_SEVERITIES}")
+    if severity not in RULE_SEVERITIES:
+        problems.append(f"severity {severity!r} is not one of {RULE_SEVERITIES}")
     annotations = rule.get("annotations", {})
     problems.extend(
         f"has no {key} annotation"

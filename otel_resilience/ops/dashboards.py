@@ -5,9 +5,9 @@ dashboards``) and imports into Grafana 11 as it is:
 
 * ``otel-resilience-overview.json``: execution rate, success rate, p50/p95/p99 latency by policy
   (with exemplars), breaker states as a state timeline, bulkhead saturation, retry, fallback
-  and recovery rates, and the firing alerts;
-* drill-downs for circuit breakers, retries and timeouts, bulkheads, and recovery and error
-  patterns.
+  and recovery rates, the firing alerts, and the chaos drills (injections by policy and kind);
+* drill-downs for circuit breakers, retries, hedging and timeouts, bulkheads, and recovery and
+  error patterns.
 
 Every dashboard has a Prometheus **datasource variable** (no datasource uid is written
 anywhere), a ``job`` (service) variable and the variable of its subject (policy, breaker,
@@ -655,6 +655,125 @@ def _retry_budget_level(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _chaos_injections(selector: dict[str, str]) -> _Panel:
+    injections = naming.series(sc.CHAOS_INJECTIONS)
+    kind = naming.label(sc.CHAOS_KIND)
+    return _Panel(
+        "timeseries",
+        "Chaos injections (drills)",
+        "Faults, delays and results the chaos links of each policy injected per second, by kind: a "
+        "drill, not an incident. Failures, retries, fallbacks and timeouts of a policy at the same time "
+        "are (at least partly) the drill's: its injected faults are raised before the dependency is "
+        "called, its delays hold slots and time out as a slow dependency would. Every kind starts at 0 "
+        f"for every policy with a chaos link. From `{injections}`.",
+        "ops",
+        (_Query(_rate(injections, _m(**selector), (_POLICY, kind)), f"{{{{{_POLICY}}}}} {{{{{kind}}}}}"),),
+        width=16,
+        min=0,
+    )
+
+
+def _chaos_drills(selector: dict[str, str]) -> _Panel:
+    return _Panel(
+        "stat",
+        "Policies under a drill",
+        f"Chaos injections of each policy within the last {ar.CHAOS_DRILL_WINDOW}, every link and kind "
+        f"together, counting each series' first. Above 0, {ar.A_CHAOS_DRILL} (info) fires for the "
+        "policy and the shipped Alertmanager configuration mutes the alerts a drill is expected to "
+        "cause on it (retry storm, fallback rate, timeouts, recovery rate, error patterns, retry budget, "
+        f"bulkhead near saturation), not those of callers turned away. {_rule_note(ar.R_CHAOS_INJECTIONS)}",
+        "short",
+        (_Query(_recorded(ar.R_CHAOS_INJECTIONS, selector), f"{{{{{_POLICY}}}}}"),),
+        thresholds=_above((1, "blue")),
+        alert=ar.A_CHAOS_DRILL,
+        width=8,
+        min=0,
+    )
+
+
+def _hedges(selector: dict[str, str]) -> _Panel:
+    hedges = naming.series(sc.HEDGES)
+    trigger = naming.label(sc.HEDGE_TRIGGER)
+    return _Panel(
+        "timeseries",
+        "Hedges started by trigger",
+        "Hedges (attempts started beside or after the original) per second, by policy and trigger: "
+        "the latest attempt ran longer than the hedge delay (delay), an attempt failed (failure), or "
+        "every attempt starts at once (parallel). Each hedge is one more call of the dependency. Every "
+        f"trigger starts at 0 for every policy with hedging. From `{hedges}`.",
+        "ops",
+        (_Query(_rate(hedges, _m(**selector), (_POLICY, trigger)), f"{{{{{_POLICY}}}}} {{{{{trigger}}}}}"),),
+        width=8,
+        min=0,
+    )
+
+
+def _hedge_wins(selector: dict[str, str]) -> _Panel:
+    wins = naming.series(sc.HEDGE_WINS)
+    attempt_type = naming.label(sc.ATTEMPT_TYPE)
+    return _Panel(
+        "timeseries",
+        "Hedged executions won, by attempt type",
+        "Executions per second in which more than one attempt ran, by the attempt that answered: the "
+        "original (the hedge was wasted load) or a hedge (it cut the caller's wait). Both start at 0 for "
+        f"every policy with hedging. From `{wins}`.",
+        "ops",
+        (
+            _Query(
+                _rate(wins, _m(**selector), (_POLICY, attempt_type)),
+                f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
+            ),
+        ),
+        width=8,
+        min=0,
+    )
+
+
+def _hedge_payoff(selector: dict[str, str]) -> _Panel:
+    hedges = _rate(naming.series(sc.HEDGES), _m(**selector), (_POLICY,))
+    won = {naming.label(sc.ATTEMPT_TYPE): naming.value(sc.ATTEMPT_TYPE, "hedge")}
+    wins = _rate(naming.series(sc.HEDGE_WINS), _m(**selector, **won), (_POLICY,))
+    return _Panel(
+        "timeseries",
+        "Hedge payoff (hedge wins per hedge)",
+        "Share of the hedges that answered their execution, by policy: near 1, the hedge delay catches "
+        "the slow tail and every hedge pays; near 0, the hedges are mostly load (the delay is shorter "
+        "than the dependency's usual latency, or the slowness is not per call). 0 while no hedge ran. "
+        f"From `{naming.series(sc.HEDGE_WINS)}` (attempt type hedge) over "
+        f"`{naming.series(sc.HEDGES)}`.",
+        "percentunit",
+        (_Query(f"(\n  {wins}\n/\n  ({hedges} > 0)\n)\nor\n{hedges} * 0", f"{{{{{_POLICY}}}}}"),),
+        width=8,
+        min=0,
+        max=1,
+    )
+
+
+def _hedge_load(selector: dict[str, str]) -> _Panel:
+    sel = _m(**selector)
+    executions = f"({_rate(naming.series(sc.EXECUTIONS), sel, (_POLICY,))} > 0)"
+
+    def per_execution(series: str) -> str:
+        return f"{_rate(series, sel, (_POLICY,))}\n/ on ({_POLICY})\n{executions}"
+
+    return _Panel(
+        "timeseries",
+        "Extra load: hedges and retries per execution",
+        "Extra calls of the dependency per execution, by policy: hedges (policies with hedging) beside "
+        "retries. Hedges and retries of a policy draw on one retry budget, so that together they stay "
+        "near its ratio when the budget is the limit. From "
+        f"`{naming.series(sc.HEDGES)}` and `{naming.series(sc.RETRIES)}` over "
+        f"`{naming.series(sc.EXECUTIONS)}`.",
+        "short",
+        (
+            _Query(per_execution(naming.series(sc.HEDGES)), f"{{{{{_POLICY}}}}} hedges"),
+            _Query(per_execution(naming.series(sc.RETRIES)), f"{{{{{_POLICY}}}}} retries"),
+        ),
+        width=24,
+        min=0,
+    )
+
+
 # --- the dashboards -----------------------------------------------------------------------
 
 
@@ -724,6 +843,7 @@ def _overview() -> _Dashboard:
                     ),
                 ),
             ),
+            ("Drills (chaos)", (_chaos_injections(_POLICY_SEL), _chaos_drills(_POLICY_SEL))),
         ),
     )
 
@@ -817,7 +937,8 @@ def _retries_timeouts() -> _Dashboard:
         "otel-resilience-retries-timeouts.json",
         "otel-resilience-retries-timeouts",
         "Resilience: retries and timeouts",
-        "Retries, backoffs, exhausted retries, retry budgets, rate limits and expired deadlines, by policy.",
+        "Retries, backoffs, exhausted retries, retry budgets, rate limits, hedges and expired deadlines, by "
+        "policy.",
         ("job", "policy"),
         (
             ("Retries", _retry_panels()),
@@ -836,6 +957,15 @@ def _retries_timeouts() -> _Dashboard:
                     _rate_limited(_POLICY_SEL),
                     _rate_limiter_permits({"job": "~$job", "name": "~$policy"}),
                     _rate_limiter_wait(_POLICY_SEL),
+                ),
+            ),
+            (
+                "Hedging",
+                (
+                    _hedges(_POLICY_SEL),
+                    _hedge_wins(_POLICY_SEL),
+                    _hedge_payoff(_POLICY_SEL),
+                    _hedge_load(_POLICY_SEL),
                 ),
             ),
             ("Timeouts", _timeout_panels()),

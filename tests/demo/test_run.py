@@ -128,6 +128,42 @@ async def test_steady_keeps_the_ml_breaker_closed_and_answers_nearly_everything(
     assert summary["claims"]["recovery_time_s"]["met"] is None
 
 
+async def test_the_faults_are_chaos_injections_and_hedging_cuts_the_database_tail(run_scenario: Any) -> None:
+    """`steady`: every dependency error is a chaos fault (counted as injected), the database's heavy tail
+    is injected latency, and its hedges start after the delay and mostly win; the view and the summary
+    show both."""
+    summary, out = await run_scenario("steady", 3.0)
+    _accounted(summary)
+    policies = summary["policies"]
+    for name in ("ml_service", "content_api"):
+        assert policies[name]["chaos"].get("fault", 0) > 0, name
+        assert policies[name]["retries"] > 0, name  # the injected faults were retried
+    database = policies["database"]
+    assert database["chaos"]["latency"] > 0  # about 5 % of the attempts
+    hedging = summary["hedging"]["database"]
+    assert hedging["delay_production_s"] == pytest.approx(0.15)
+    assert 0 < hedging["hedges"] < 0.1 * hedging["executions"]
+    assert database["hedges"]["delay"] > 0
+    assert database["hedge_wins"]["hedge"] > database["hedge_wins"].get("original", 0)
+    assert hedging["denied"] == 0
+    assert database["success_rate"] > 0.99
+    assert re.search(r"database bulkhead \d+/20 queue \d+/10 hedges [1-9]\d* won [1-9]\d*", out)
+    assert re.search(r"alerts \d+ chaos [1-9]\d* injected", out)
+    assert re.search(r"hedging       database: a hedge after 150 ms; [1-9]\d* hedges \(delay", out)
+    assert re.search(
+        r"chaos         [1-9]\d* injections .*ml_service \d+ fault.*database \d+ fault, \d+ latency", out
+    )
+
+
+async def test_the_brownout_hedges_are_capped_by_their_budget(run_scenario: Any) -> None:
+    """`brownout`: every query is slow, so hedging would double the load on the database; its budget
+    refuses most hedges (about 10 % of the queries are hedged, not 100 %)."""
+    summary, _ = await run_scenario("brownout", 4.5)
+    hedging = summary["hedging"]["database"]
+    assert hedging["denied"] > hedging["hedges"] > 0
+    assert hedging["hedges"] < 0.2 * hedging["executions"]
+
+
 async def test_surge_sheds_the_noisy_caller_and_the_budget_denies_retries(run_scenario: Any) -> None:
     """`surge`: content_api's limiter sheds calls (the cached fallback answers them) and lets some wait;
     the shared retry budget denies retries; the view and the summary show all three."""
@@ -203,7 +239,18 @@ async def test_the_live_view_draws_the_table_and_the_summary() -> None:
     options = DemoOptions(scenario="outage", duration=1.5, time_scale=0.01, port=None)
     summary = await run_demo(options, view=RichView(console), handle_signals=False)
     text = buffer.getvalue()
-    for word in ("policy", "exec/s", "ml_service", "database", "content_api", "breaker", "queue", "0/20"):
+    for word in (
+        "policy",
+        "exec/s",
+        "ml_service",
+        "database",
+        "content_api",
+        "breaker",
+        "queue",
+        "0/20",
+        "hedges",
+        "chaos",
+    ):
         assert word in text, word
     assert "breaker ml_service: closed -> open" in text
     assert "fault ml_service: now down" in text

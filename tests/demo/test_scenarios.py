@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from otel_resilience.demo.scenarios import CYCLE, DEPENDENCIES, SURGE_LOAD, build_scenario
+from otel_resilience import ResilienceConfig, ResilienceManager
+from otel_resilience.demo.faults import build_faults
+from otel_resilience.demo.scenarios import CYCLE, DB_TAIL, DEPENDENCIES, SURGE_LOAD, build_scenario
 from otel_resilience.demo.services import (
     MemoryCache,
     QueryError,
@@ -94,7 +97,7 @@ def test_surge_floods_content_api_then_strains_both_budgeted_dependencies(seed: 
     (ml,) = [w for w in scenario.windows("ml_service") if w.condition.label == "strained"]
     assert (ml.start, ml.end) == (strained.start, strained.end)
     assert ml.condition.extra_load == 0.0
-    assert 0.2 <= ml.condition.error_rate < 0.5  # its breaker (5 in a row) rarely trips at this rate
+    assert 0.2 <= ml.condition.error_rate < 0.5  # strained, not down: retries and the budget are what act
     assert not any(
         w.condition.label == "burst" and w.start < ml.end and w.end > ml.start
         for w in scenario.windows("ml_service")
@@ -171,37 +174,108 @@ class _Clock:
         return self.now
 
 
+def _through_chaos(name: str, scenario: Any, dependency: SimulatedDependency, scale: float) -> Any:
+    """Call ``dependency`` through a policy holding only its chaos links (the demo's faults)."""
+    faults = build_faults(name, scenario, dependency.condition, seed=1, time_scale=scale)
+    config = ResilienceConfig(name=name, chaos=faults.baseline, extra_strategies=faults.strategies())
+    manager = ResilienceManager()
+
+    async def call(request: int) -> Any:
+        return await manager.execute_with_resilience(dependency.call, config, request)
+
+    return call
+
+
 async def test_a_down_dependency_refuses_connections() -> None:
-    """While its window says down, every call raises ServiceUnavailableError (a ConnectionError)."""
+    """While its window says down, its chaos link refuses every call (ServiceUnavailableError, a
+    ConnectionError noted as injected); the dependency is not called."""
     clock = _Clock()
     scenario = build_scenario("outage", 7)
     ml = SimulatedDependency("ml_service", scenario, seed=1, time_scale=0.001, start=100.0, clock=clock)
-    assert isinstance(await ml.call(1), dict)
+    call = _through_chaos("ml_service", scenario, ml, 0.001)
+    answers = [await call(i) for i in range(20)]
+    assert all(isinstance(answer, dict) for answer in answers[:10])  # 1 % errors: none in 20 (seeded)
     clock.now = 100.0 + 61.0 * 0.001
     with pytest.raises(ServiceUnavailableError, match="connection refused") as caught:
-        await ml.call(2)
+        await call(21)
     assert isinstance(caught.value, ConnectionError)
-    assert (ml.calls, ml.failures) == (2, 1)
+    assert any("injected by chaos 'ml_service.down'" in note for note in caught.value.__notes__)
+    assert ml.calls == 20
 
 
 async def test_dependencies_fail_with_their_own_error_types() -> None:
-    """The database raises QueryError and the others TransientServiceError, at their error rates."""
+    """The database's chaos injects QueryError and the others' TransientServiceError, at their error rates."""
     clock = _Clock()
     scenario = build_scenario("flapping", 7)
     storm = next(w for w in scenario.windows("content_api") if w.condition.label == "storm")
     clock.now = 100.0 + (storm.start + 1) * 0.0001
     api = SimulatedDependency("content_api", scenario, seed=1, time_scale=0.0001, start=100.0, clock=clock)
-    api_errors = await asyncio.gather(*(api.call(i) for i in range(200)), return_exceptions=True)
+    call = _through_chaos("content_api", scenario, api, 0.0001)
+    api_errors = await asyncio.gather(*(call(i) for i in range(200)), return_exceptions=True)
     failed = [e for e in api_errors if isinstance(e, Exception)]
     assert all(isinstance(e, TransientServiceError) for e in failed)
     assert 80 <= len(failed) <= 160  # a 60 % storm
     brownout = build_scenario("brownout", 7)
     database = SimulatedDependency("database", brownout, seed=5, time_scale=0.0001, start=100.0, clock=clock)
-    results = await asyncio.gather(*(database.call(i) for i in range(2000)), return_exceptions=True)
+    query = _through_chaos("database", brownout, database, 0.0001)
+    results = await asyncio.gather(*(query(i) for i in range(4000)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, Exception)]
-    assert errors  # 0.2 % of 2000 calls
+    assert errors  # 0.2 % of 4000 calls
     assert all(isinstance(e, QueryError) and not isinstance(e, ConnectionError) for e in errors)
     assert all(isinstance(r, list) for r in results if not isinstance(r, Exception))
+
+
+@pytest.mark.parametrize("name", ["steady", "outage", "brownout", "flapping", "surge"])
+def test_exactly_one_chaos_link_of_a_dependency_is_on_at_any_moment(name: str) -> None:
+    """Every condition of the schedule maps to one link (the baseline or one named after the condition)."""
+    scenario = build_scenario(name, 3)
+    now = [0.0]
+    for dependency in DEPENDENCIES:
+
+        def condition(dependency: str = dependency) -> Any:
+            return scenario.state(dependency, now[0]).condition
+
+        faults = build_faults(dependency, scenario, condition, seed=3, time_scale=1.0)
+        assert faults.baseline is not None
+        predicates = [faults.baseline.enabled, *(chaos.config.enabled for _, chaos in faults.extra)]
+        labels = {label for label, _ in faults.extra}
+        assert labels <= {w.condition.label for w in scenario.windows(dependency)}
+        for t in range(0, int(2 * CYCLE), 3):
+            now[0] = float(t)
+            assert sum(bool(p(None)) for p in predicates) == 1, (dependency, t)  # type: ignore[operator]
+
+
+def test_the_links_inject_what_the_schedule_says() -> None:
+    """Rates, faults and delays of each link: the ML service's 1 % / 40 % bursts / refused connections, and
+    the database's heavy tail (5 % of calls 1 s slower, scaled) beside its 0.2 % errors."""
+    scenario = build_scenario("outage", 7)
+    ml = build_faults(
+        "ml_service", scenario, lambda: scenario.plans["ml_service"].baseline, seed=7, time_scale=0.5
+    )
+    assert ml.baseline is not None
+    assert (ml.baseline.fault_rate, ml.baseline.latency_rate) == (0.01, 0.0)
+    extra = {label: chaos.config for label, chaos in ml.extra}
+    assert set(extra) == {"down", "burst"}
+    assert (extra["burst"].fault_rate, extra["burst"].fault.__class__) == (0.4, TransientServiceError)
+    down = extra["down"]
+    assert (down.fault_rate, down.latency_rate, down.latency) == (1.0, 1.0, pytest.approx(0.0025))
+    assert isinstance(down.fault, ServiceUnavailableError)
+    db = build_faults(
+        "database", scenario, lambda: scenario.plans["database"].baseline, seed=7, time_scale=0.5
+    )
+    assert db.baseline is not None
+    assert (db.baseline.fault_rate, db.baseline.latency_rate, db.baseline.latency) == (0.002, DB_TAIL[0], 0.5)
+    assert isinstance(db.baseline.fault, QueryError)
+    assert db.extra == ()
+    again = build_faults(
+        "ml_service", scenario, lambda: scenario.plans["ml_service"].baseline, seed=7, time_scale=0.5
+    )
+    other = build_faults(
+        "ml_service", scenario, lambda: scenario.plans["ml_service"].baseline, seed=8, time_scale=0.5
+    )
+    assert again.baseline is not None
+    assert other.baseline is not None
+    assert again.baseline.seed == ml.baseline.seed != other.baseline.seed
 
 
 def test_the_memory_cache_misses_with_none() -> None:

@@ -13,6 +13,7 @@ import yaml
 
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import alertmanager as am
+from otel_resilience.ops import checks
 
 
 def run(*command):
@@ -81,6 +82,22 @@ def test_inhibition_rules_are_present(config_path):
     ]
     rejecting = (f'alertname=~"{ar.A_BREAKER_OPEN}|{ar.A_BULKHEAD_FULL}"',)
     assert pairs[(rejecting, (f'alertname="{ar.A_ERROR_PATTERN}"',))] == ["job", "resilience_policy"]
+    muted = (f'alertname=~"{"|".join(am.DRILL_MUTED)}"',)
+    assert pairs[((f'alertname="{ar.A_CHAOS_DRILL}"',), muted)] == ["job", "resilience_policy"]
+    assert not {ar.A_BREAKER_OPEN, ar.A_BREAKER_FLAPPING, ar.A_BULKHEAD_FULL, ar.A_RATE_LIMITED} & set(
+        am.DRILL_MUTED
+    )
+
+
+def test_every_alert_a_drill_mutes_carries_the_policy(rules):
+    """The drill notice and every alert it mutes keep resilience_policy, or the inhibition could never match."""
+    labels = checks.recorded_series(rules)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") in (*am.DRILL_MUTED, ar.A_CHAOS_DRILL):
+                analysis = checks.analyse(rule["expr"], checks.known_series(labels))
+                assert analysis.labels is not None
+                assert "resilience_policy" in analysis.labels, rule["alert"]
 
 
 def test_the_job_label_is_an_option_of_grouping_and_inhibitions():
@@ -246,6 +263,45 @@ def test_real_alertmanager_mutes_error_patterns_while_the_policy_rejects(alertma
         "pattern-breaker": True,
         "pattern-bulkhead": True,
         "pattern-other": False,
+    }
+    assert _inhibited(alertmanager_url, sent, expected) == expected
+
+
+def test_real_alertmanager_mutes_what_a_drill_causes_on_its_policy_and_keeps_rejections(alertmanager_url):
+    """A chaos drill on ml_service mutes its retry storm, timeouts, recovery and near-saturation alerts, not
+    its open breaker nor its full bulkhead, nor any alert of another policy."""
+
+    def alert(name, policy, **labels):
+        return {
+            "job": "shop",
+            "alertname": name,
+            "severity": "warning",
+            "resilience_policy": policy,
+            **labels,
+        }
+
+    sent = {
+        "drill": alert(ar.A_CHAOS_DRILL, "ml_service", severity="info"),
+        "storm": alert(ar.A_RETRY_STORM, "ml_service"),
+        "timeouts": alert(ar.A_TIMEOUTS, "ml_service"),
+        "recovery": alert(ar.A_RECOVERY_LOW, "ml_service", resilience_name="recovery"),
+        # Bulkheads named apart from the breaker, so that only the drill could mute them.
+        "near": alert(ar.A_BULKHEAD_NEAR, "ml_service", resilience_name="ml_cache"),
+        "breaker": alert(ar.A_BREAKER_OPEN, "ml_service", resilience_name="ml_service"),
+        "full": alert(ar.A_BULKHEAD_FULL, "ml_service", resilience_name="ml_pool"),
+        "other-storm": alert(ar.A_RETRY_STORM, "content_api"),
+        "other-job": {**alert(ar.A_TIMEOUTS, "ml_service"), "job": "search"},
+    }
+    expected = {
+        "drill": False,
+        "storm": True,
+        "timeouts": True,
+        "recovery": True,
+        "near": True,
+        "breaker": False,
+        "full": False,
+        "other-storm": False,
+        "other-job": False,
     }
     assert _inhibited(alertmanager_url, sent, expected) == expected
 

@@ -53,6 +53,8 @@ def test_overview_has_the_required_panels(dashboards):
         "Fallback rate": "timeseries",
         "Recovery rate": "timeseries",
         "Firing alerts": "table",
+        "Chaos injections (drills)": "timeseries",
+        "Policies under a drill": "stat",
     }
 
 
@@ -139,6 +141,7 @@ def test_thresholds_equal_the_alert_rules(dashboards):
         ar.A_BREAKER_WOULD_OPEN: (1,),
         ar.A_RETRY_BUDGET: (1,),
         ar.A_RATE_LIMITED: (ar.RATE_LIMITED_RATIO,),
+        ar.A_CHAOS_DRILL: (1,),
     }
     by_uid = {d["uid"]: d for d in dashboards.values()}
     for item in alert_panels:
