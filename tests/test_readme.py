@@ -31,7 +31,7 @@ EXPECTED = [
     "ConnectionError\nConnectionError\nCircuitOpenError\ncharged via us-1\n2 1 4\n",  # a breaker per key
     "new answer\n['old answer', 'old answer', 'old answer']\nrefused: BulkheadConfig.max_concurrent must be >= 1, got 0\n2 {'succeeded': 1, 'failed': 1}\n",
     "[('circuit_open', 'payments')]",
-    "200 503 ['inventory@inventory.internal']\n",
+    "200 503 1 2\n",
 ]
 
 

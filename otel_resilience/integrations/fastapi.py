@@ -7,8 +7,8 @@
     app.add_middleware(LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=100))
 
     @app.get("/pay")
-    async def pay(policy: Annotated[Policy, Depends(resilience_policy("payments", config))]):
-        return await policy.execute(call_payments)
+    async def pay(policy: Annotated[PolicyHandle, Depends(resilience_policy("payments", config))]):
+        return await policy.execute(call_payments)  # or policy.for_key(tenant).execute(...)
 
 Only Starlette is imported (FastAPI is built on it); the handlers work on a plain Starlette app.
 
@@ -28,9 +28,8 @@ none.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from typing import Any, Final, TypeVar
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -45,7 +44,7 @@ from otel_resilience.errors import (
     OperationTimeoutError,
     RateLimitedError,
 )
-from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
+from otel_resilience.manager import PolicyHandle, ResilienceConfig, ResilienceManager, get_resilience_manager
 from otel_resilience.rate_limiter import RateLimiterConfig
 
 __all__ = [
@@ -57,7 +56,6 @@ __all__ = [
     "resilience_policy",
 ]
 
-R = TypeVar("R")
 
 BULKHEAD_RETRY_AFTER: Final = 1
 """The ``Retry-After`` (seconds) of a 503 for a full bulkhead, which cannot know when a slot frees."""
@@ -100,48 +98,44 @@ def add_exception_handlers(app: Any) -> None:
         app.add_exception_handler(error_type, _handler)
 
 
-class Policy:
-    """A policy bound to its name and manager: what :func:`resilience_policy` gives a handler."""
-
-    __slots__ = ("config", "manager", "name")
-
-    def __init__(self, name: str, config: ResilienceConfig, manager: ResilienceManager) -> None:
-        self.name = name
-        self.config = config
-        self.manager = manager
-
-    async def execute(self, fn: Callable[..., Awaitable[R]], /, *args: Any, **kwargs: Any) -> R:
-        """Run ``await fn(*args, **kwargs)`` under the policy."""
-        result: R = await self.manager.execute_with_resilience(fn, self.config, *args, **kwargs)
-        return result
-
-    def execute_sync(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-        """Run ``fn(*args, **kwargs)`` in this thread under the policy."""
-        result: R = self.manager.execute_with_resilience_sync(fn, self.config, *args, **kwargs)
-        return result
+Policy: TypeAlias = PolicyHandle
+"""What :func:`resilience_policy` gives a handler: the manager's :class:`~otel_resilience.PolicyHandle`."""
 
 
 def resilience_policy(
     name: str, config: ResilienceConfig | None = None, *, manager: ResilienceManager | None = None
-) -> Callable[[], Policy]:
-    """Return a dependency (``Depends(resilience_policy("payments", config))``) giving a :class:`Policy`.
+) -> Callable[[], PolicyHandle]:
+    """Return a dependency (``Depends(resilience_policy("payments", config))``) giving the policy handle.
+
+    The handler gets ``manager.policy(name, config)``: ``await policy.execute(fn)`` shares the
+    policy's breaker, bulkhead and limiter across requests, ``policy.for_key(tenant)`` gives a
+    key its own, and ``manager.reconfigure(name, ...)`` changes it while requests run.
 
     Args:
-        name: The policy name (``ResilienceConfig.name`` is set to it).
-        config: The policy's config (default: an empty one, no pattern).
+        name: The policy name.
+        config: The policy's config (default: an empty one, no pattern); its ``name`` must be
+            ``None`` or ``name``.
         manager: The manager (default: the process-wide one, looked up per request).
 
     Raises:
         TypeError: ``config`` is not a ResilienceConfig.
-        ValueError: ``name`` is empty.
+        ValueError: ``name`` is empty, or ``config`` is named otherwise.
     """
     check_name("resilience_policy", "name", name)
     if config is not None and not isinstance(config, ResilienceConfig):
         raise fail("resilience_policy", "config", "a ResilienceConfig or None", config, kind=TypeError)
-    named = replace(config or ResilienceConfig(), name=name)
+    if config is not None and config.name not in (None, name):
+        raise fail("resilience_policy", "config", f"a ResilienceConfig named None or {name!r}", config.name)
+    named = config or ResilienceConfig()
+    made: list[tuple[ResilienceManager, PolicyHandle]] = []
 
-    def dependency() -> Policy:
-        return Policy(name, named, manager or get_resilience_manager())
+    def dependency() -> PolicyHandle:
+        current = manager or get_resilience_manager()
+        if made and made[0][0] is current:
+            return made[0][1]
+        handle = current.policy(name, named)
+        made[:] = [(current, handle)]
+        return handle
 
     dependency.__name__ = f"resilience_policy_{name}"
     return dependency

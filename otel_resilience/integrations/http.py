@@ -21,17 +21,17 @@ One request is one *execution* of the policy; each time the client sends it is o
 * **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`
   to the client as its timeout (every phase capped by it), so a request never outlives its
   policy, in threads too.
-* **Per host.** Each host gets its own breaker and bulkhead (``<name>@<host>``), so one bad host
-  does not open the breaker for the others (:attr:`HttpOptions.per_host`).
+* **Per host.** Requests run through the policy handle's ``for_key(host)``: each host gets its
+  own breaker, bulkhead and rate limiter, so one bad host does not open the breaker for the
+  others (:attr:`HttpOptions.per_host`); at most :attr:`HttpOptions.max_hosts` idle hosts are
+  kept, and the host is the execution span's ``resilience.key`` (never a metric attribute).
 """
 
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol, TypeVar
 
@@ -50,6 +50,8 @@ __all__ = [
     "FailedResponseError",
     "HttpOptions",
     "HttpPolicy",
+    "HttpRetryOn",
+    "http_config",
     "is_failure_status",
     "resend_count_hook",
 ]
@@ -68,12 +70,13 @@ RESEND_COUNT: Final = "otel_resilience.resend_count"
 RESEND_COUNT_ATTRIBUTE: Final = "http.request.resend_count"
 """The OpenTelemetry HTTP client span attribute: how many times the request was sent before."""
 DEFAULT_MAX_HOSTS: Final = 256
-"""How many hosts an :class:`HttpPolicy` keeps a derived config for."""
+"""How many idle hosts an integration's policy handle keeps (its ``max_keys``)."""
 
-_REPLAYABLE: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
-    "otel_resilience_http_replayable", default=True
+_RETRYABLE_ERRORS: Final[contextvars.ContextVar[tuple[type[BaseException], ...] | None]] = (
+    contextvars.ContextVar("otel_resilience_http_retryable", default=None)
 )
-"""Whether the request the current execution sends may be sent again (read by the retry rule)."""
+"""In a request an integration sends: the errors its attempts may be retried for (``()``: none,
+the request may not be sent twice); ``None`` outside one. Read by :class:`HttpRetryOn`."""
 
 
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
@@ -98,8 +101,9 @@ class HttpOptions:
         per_host: One breaker and one bulkhead per host (default ``True``).
         deadline_as_timeout: Cap the client's timeout by what is left of the deadline
             (default ``True``).
-        max_hosts: How many hosts get a config of their own (default 256); past it the
-            least recently created is forgotten (its breaker lives on in the manager).
+        max_hosts: How many idle hosts the policy handle keeps (its ``max_keys``, default 256);
+            past it the least recently used idle host is evicted, its counts kept in the
+            policy's totals (a host whose breaker is OPEN is not idle).
     """
 
     failure_statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES
@@ -162,52 +166,103 @@ class FailedResponseError(Exception):
 
 
 class PolicyHandleLike(Protocol):
-    """A named policy of the manager (``manager.policy(name, config)``): keyed by host when asked."""
+    """A named policy of the manager (``manager.policy(name, config)``), keyed by host when asked."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> ResilienceConfig: ...
+
+    def for_key(self, key: Hashable, /) -> Any: ...
 
     def execute_sync(self, fn: Callable[[], R], /) -> R: ...
 
     async def execute(self, fn: Callable[[], Awaitable[R]], /) -> R: ...
 
 
-class _HttpRetryOn:
-    """The derived ``retry_on``: HTTP failures of a replayable request that the user's policy retries."""
+class HttpRetryOn:
+    """The HTTP retry rule (a ``RetryPolicy.retry_on``): in a request, only what HTTP allows is retried.
 
-    __slots__ = ("base", "transport_errors")
+    Inside a request sent by an integration, an error is retried only if the request may be
+    sent again and the error is an HTTP failure (:class:`FailedResponseError`, a timeout, the
+    client's transport errors); then ``base`` (the user's policy) decides. Outside a request (a
+    policy shared with other calls) ``base`` alone decides. Made by :func:`http_config`.
 
-    def __init__(self, base: RetryPolicy, transport_errors: tuple[type[BaseException], ...]) -> None:
+    Attributes:
+        base: The user's retry policy.
+    """
+
+    __slots__ = ("base",)
+
+    def __init__(self, base: RetryPolicy) -> None:
         self.base = base
-        self.transport_errors = transport_errors
 
     def __call__(self, error: Exception) -> bool:
-        if not _REPLAYABLE.get():
-            return False
-        if not isinstance(error, (FailedResponseError, OperationTimeoutError, *self.transport_errors)):
+        """Return whether ``error`` is retried (see the class)."""
+        retryable = _RETRYABLE_ERRORS.get()
+        if retryable is not None and not isinstance(error, retryable):
             return False
         return self.base.is_retryable(error)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HttpRetryOn) and other.base == self.base
 
-def _retry_for(
-    retry: RetryPolicy, options: HttpOptions, errors: tuple[type[BaseException], ...]
-) -> RetryPolicy:
-    """Return ``retry`` retrying what HTTP allows, its delay from ``Retry-After`` unless it has its own."""
+    def __hash__(self) -> int:
+        return hash((HttpRetryOn, self.base))
+
+    def __repr__(self) -> str:
+        return f"HttpRetryOn({self.base!r})"
+
+
+def http_config(config: ResilienceConfig, options: HttpOptions | None = None) -> ResilienceConfig:
+    """Return ``config`` with the HTTP retry rule: what to build a policy handle for a client from.
+
+    The retry policy's ``retry_on`` becomes :class:`HttpRetryOn` (non-idempotent or streamed
+    requests are never sent twice; only HTTP failures are retried), and its ``delay_from``
+    :func:`~otel_resilience.retry.retry_after_delay` unless it has one (and
+    ``options.honour_retry_after`` is set). A config without a retry policy, or already
+    converted, is returned as it is. ``manager.policy(name, http_config(config))`` makes a handle
+    a client integration accepts.
+
+    Raises:
+        TypeError: ``config`` is not a ResilienceConfig, or ``options`` not HttpOptions.
+    """
+    if not isinstance(config, ResilienceConfig):
+        raise fail("http_config", "config", "a ResilienceConfig", config, kind=TypeError)
+    if options is not None and not isinstance(options, HttpOptions):
+        raise fail("http_config", "options", "an HttpOptions or None", options, kind=TypeError)
+    retry = config.retry_policy
+    if retry is None or isinstance(retry.retry_on, HttpRetryOn):
+        return config
     delay_from = retry.delay_from
-    if delay_from is None and options.honour_retry_after:
+    if delay_from is None and (options or _DEFAULT_OPTIONS).honour_retry_after:
         delay_from = retry_after_delay
-    return replace(retry, retry_on=_HttpRetryOn(retry, errors), delay_from=delay_from)
+    return replace(config, retry_policy=replace(retry, retry_on=HttpRetryOn(retry), delay_from=delay_from))
 
 
 class HttpPolicy:
     """Runs one client's requests under a policy: the part the client integrations share.
 
+    A config becomes the policy handle ``manager.policy(name, http_config(config))`` (its name,
+    or ``"http"``; made on the first request, in the manager used then), whose
+    ``for_key(host)`` runs each request when :attr:`HttpOptions.per_host` is set: a breaker,
+    bulkhead and rate limiter per host, at most :attr:`HttpOptions.max_hosts` idle hosts kept,
+    the host as the execution span's ``resilience.key``.
+
     Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig`, or a policy handle
-            (``manager.policy(name, config)``; with ``per_host`` its ``for_key(host)`` is used).
+        policy: A :class:`~otel_resilience.ResilienceConfig`, or a policy handle whose retry
+            policy (if any) carries the HTTP rule (made from :func:`http_config`).
         options: How requests are judged (default :class:`HttpOptions`).
-        manager: The manager that keeps breakers and bulkheads (default: the process-wide one).
+        manager: The manager a config's handle lives in (default: the process-wide one).
         transport_errors: The client's errors that are transport failures (retried).
+
+    Raises:
+        TypeError: ``policy`` or ``options`` has the wrong type.
+        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
     """
 
-    __slots__ = ("_configs", "_errors", "_lock", "_manager", "_name", "_retry", "options", "policy")
+    __slots__ = ("_config", "_errors", "_fixed", "_made", "_manager", "options", "policy")
 
     def __init__(
         self,
@@ -216,7 +271,7 @@ class HttpPolicy:
         manager: ResilienceManager | None,
         transport_errors: tuple[type[BaseException], ...],
     ) -> None:
-        if not isinstance(policy, ResilienceConfig) and not callable(getattr(policy, "execute_sync", None)):
+        if not isinstance(policy, ResilienceConfig) and not callable(getattr(policy, "for_key", None)):
             raise fail(
                 "HttpPolicy", "policy", "a ResilienceConfig or a policy handle", policy, kind=TypeError
             )
@@ -225,20 +280,35 @@ class HttpPolicy:
         self.policy = policy
         self.options = options or _DEFAULT_OPTIONS
         self._manager = manager
-        self._errors = transport_errors
-        self._lock = threading.Lock()
-        self._configs: OrderedDict[str, ResilienceConfig] = OrderedDict()
-        self._name = "http"
-        self._retry: RetryPolicy | None = None
+        self._errors = (FailedResponseError, OperationTimeoutError, *transport_errors)
+        self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
+        self._fixed: PolicyHandleLike | None = None
+        self._config: ResilienceConfig | None = None
         if isinstance(policy, ResilienceConfig):
-            self._name = policy.name or "http"
-            if policy.retry_policy is not None:
-                self._retry = _retry_for(policy.retry_policy, self.options, transport_errors)
+            self._config = http_config(replace(policy, name=policy.name or "http"), self.options)
+        else:
+            _check_handle(policy)
+            self._fixed = policy
 
     @property
     def manager(self) -> ResilienceManager:
-        """The manager the requests run in."""
+        """The manager a config's handle lives in."""
         return self._manager or get_resilience_manager()
+
+    def handle(self) -> PolicyHandleLike:
+        """Return the policy handle requests run through (a config's is made on first use)."""
+        fixed = self._fixed
+        if fixed is not None:
+            return fixed
+        manager = self._manager or get_resilience_manager()
+        made = self._made
+        if made is not None and made[0] is manager:
+            return made[1]
+        config = self._config
+        assert config is not None  # noqa: S101 - set for a config
+        handle = manager.policy(config.name or "http", config, max_keys=self.options.max_hosts)
+        self._made = (manager, handle)
+        return handle
 
     # ------------------------------------------------------------------ judging a request
 
@@ -275,38 +345,11 @@ class HttpPolicy:
 
     # ------------------------------------------------------------------ running it
 
-    def config_for(self, host: str) -> ResilienceConfig:
-        """Return the config of requests to ``host``: the policy with its HTTP retry rule, per host."""
-        config = self._configs.get(host)
-        if config is not None:
-            return config
-        policy = self.policy
-        assert isinstance(policy, ResilienceConfig)  # noqa: S101 - handles are not derived
-        with self._lock:
-            config = self._configs.get(host)
-            if config is None:
-                config = self._configs[host] = self._derive(policy, host)
-                while len(self._configs) > self.options.max_hosts:
-                    self._configs.popitem(last=False)
-            return config
-
-    def _derive(self, policy: ResilienceConfig, host: str) -> ResilienceConfig:
-        name = self._name
-        changes: dict[str, Any] = {"name": name}
-        if self._retry is not None:
-            changes["retry_policy"] = self._retry
-        if self.options.per_host and host:
-            if policy.circuit_breaker is not None:
-                changes["circuit_breaker_name"] = f"{policy.circuit_breaker_name or name}@{host}"
-            if policy.bulkhead_config is not None:
-                changes["bulkhead_name"] = f"{policy.bulkhead_name or name}@{host}"
-        return replace(policy, **changes)
-
-    def _handle(self, host: str) -> Any:
-        policy: Any = self.policy
-        if self.options.per_host and host and callable(getattr(policy, "for_key", None)):
-            return policy.for_key(host)
-        return policy
+    def _target(self, host: str) -> Any:
+        handle = self.handle()
+        if host and self.options.per_host:
+            return handle.for_key(host)
+        return handle
 
     def send_sync(self, host: str, replayable: bool, attempt: Callable[[int], R]) -> R:
         """Run ``attempt(resend_count)`` under the policy in this thread; return its response.
@@ -315,34 +358,40 @@ class HttpPolicy:
         response; the last failed response is returned when attempts run out.
         """
         sends = _Sends(attempt)
-        token = _REPLAYABLE.set(replayable)
+        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
         try:
-            if isinstance(self.policy, ResilienceConfig):
-                result: R = self.manager.execute_with_resilience_sync(sends.sync, self.config_for(host))
-                return result
-            return self._handle(host).execute_sync(sends.sync)  # type: ignore[no-any-return]
+            return self._target(host).execute_sync(sends.sync)  # type: ignore[no-any-return]
         except FailedResponseError as error:
             if self.options.raise_on_failure:
                 raise
             return error.response  # type: ignore[no-any-return]
         finally:
-            _REPLAYABLE.reset(token)
+            _RETRYABLE_ERRORS.reset(token)
 
     async def send(self, host: str, replayable: bool, attempt: Callable[[int], Awaitable[R]]) -> R:
         """Run ``await attempt(resend_count)`` under the policy; as :meth:`send_sync`."""
         sends = _Sends(attempt)
-        token = _REPLAYABLE.set(replayable)
+        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
         try:
-            if isinstance(self.policy, ResilienceConfig):
-                result: R = await self.manager.execute_with_resilience(sends.run, self.config_for(host))
-                return result
-            return await self._handle(host).execute(sends.run)  # type: ignore[no-any-return]
+            return await self._target(host).execute(sends.run)  # type: ignore[no-any-return]
         except FailedResponseError as error:
             if self.options.raise_on_failure:
                 raise
             return error.response  # type: ignore[no-any-return]
         finally:
-            _REPLAYABLE.reset(token)
+            _RETRYABLE_ERRORS.reset(token)
+
+
+def _check_handle(handle: PolicyHandleLike) -> None:
+    """Refuse a handle whose retry policy would retry what HTTP forbids (a POST, a streamed body)."""
+    config = getattr(handle, "config", None)
+    retry = config.retry_policy if isinstance(config, ResilienceConfig) else None
+    if retry is not None and not isinstance(retry.retry_on, HttpRetryOn):
+        msg = (
+            "HttpPolicy.policy: the handle's retry policy lacks the HTTP retry rule (it would retry "
+            "POSTs and streamed bodies): create it with manager.policy(name, http_config(config))"
+        )
+        raise ValueError(msg)
 
 
 class _Sends:

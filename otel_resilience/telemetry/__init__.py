@@ -21,6 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.events import HUB
+from otel_resilience.telemetry import env
 from otel_resilience.telemetry.otel import VERSION, OtelListener
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ def instrument(
     meter_provider: MeterProvider | None = None,
     logger_provider: LoggerProvider | None = None,
     *,
-    record_messages: bool = False,
+    record_messages: bool | None = None,
+    spans: bool | None = None,
+    record_duration: bool | None = None,
 ) -> OtelListener:
     """Report every pattern's telemetry through OpenTelemetry, replacing the current listener.
 
@@ -49,7 +52,15 @@ def instrument(
         logger_provider: Logger provider for alert and error-pattern log records; ``None``
             (default) for the global one.
         record_messages: Whether failed spans carry the exception message as their status
-            description (default ``False``: messages may contain user data).
+            description (``None``: ``OTEL_RESILIENCE_RECORD_MESSAGES``, false when unset:
+            messages may contain user data).
+        spans: Whether executions and attempts open spans and add span events (``None``: not
+            ``OTEL_RESILIENCE_SPANS_DISABLED``, true when unset).
+        record_duration: Whether the execution and attempt duration histograms are recorded
+            (``None``: not ``OTEL_RESILIENCE_DURATION_DISABLED``, true when unset).
+
+    A switch is applied once per telemetry source, on top of the policy's own
+    (``ResilienceConfig(spans=..., record_duration=...)``): either can turn it off.
 
     Returns:
         The listener now registered on the engine hub.
@@ -58,7 +69,9 @@ def instrument(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         logger_provider=logger_provider,
-        record_messages=record_messages,
+        record_messages=env.resolve(env.RECORD_MESSAGES, record_messages),
+        spans=env.resolve(env.SPANS_DISABLED, spans),
+        record_duration=env.resolve(env.DURATION_DISABLED, record_duration),
     )
     with _LOCK:
         _replace_locked(listener)

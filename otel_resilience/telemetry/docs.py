@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from otel_resilience.telemetry import env
 from otel_resilience.telemetry import semconv as sc
 
 if TYPE_CHECKING:
@@ -114,6 +115,18 @@ swallowed: the protected call's result and timing are unaffected. Each one is co
 minute per call site.
 """
 
+_ENV: Final = """\
+## Environment switches
+
+What is toggled most, without code, in the `OTEL_*` style. `instrument()` (and so the listener
+`import otel_resilience` registers) reads each variable when the matching keyword is not given;
+an explicit keyword wins. Booleans follow the OpenTelemetry environment-variable specification:
+`true` in any case is true, anything else (unset and empty included) is false, and a value other
+than `true` or `false` is logged as a warning. A switch is applied once per telemetry source, on
+top of the policy's own `ResilienceConfig(spans=..., record_duration=...)` (either turns it off),
+so an execution pays nothing for it. Change a variable, then call `instrument()` again to apply it.
+"""
+
 
 def _code(values: Iterable[str]) -> str:
     return ", ".join(f"`{v}`" for v in values) or "-"
@@ -134,7 +147,13 @@ def _boundaries(spec: sc.InstrumentSpec) -> str:
 def render() -> str:
     """Return the Markdown reference generated from the semconv registry."""
     lines = [_INTRO.format(scope=sc.SCOPE_NAME, schema=sc.SCHEMA_URL)]
-    lines.append("## Metrics\n")
+    lines.append(_ENV)
+    lines.append("| Variable | `instrument()` keyword | When `true` |")
+    lines.append("|---|---|---|")
+    lines.extend(
+        f"| `{switch.variable}` | `{switch.keyword}` | {switch.description} |" for switch in env.SWITCHES
+    )
+    lines.append("\n## Metrics\n")
     lines.append("| Name | Kind | Unit | Attributes | Description | Prometheus series |")
     lines.append("|---|---|---|---|---|---|")
     lines.extend(

@@ -28,9 +28,8 @@ asks the API whether one has been set since (a few µs: the public getters look 
 variables while nothing is set) and returns ``None``; a global provider can be set only once,
 so each is acquired once and never asked for again.
 
-Events need no code here: :meth:`OtelListener.on_event` does what the event's row of the
-binding table (:data:`otel_resilience.telemetry.semconv.EVENTS`) says, through
-:mod:`otel_resilience.telemetry.binding`.
+Events need no code here: :meth:`OtelListener.on_event` does what the event's row of
+:data:`otel_resilience.telemetry.semconv.EVENTS` says, through :mod:`otel_resilience.telemetry.binding`.
 
 Error rule (OTel semantic conventions, "Recording errors"): only the outcomes ``failure``,
 ``rejected`` and ``timeout`` set status ERROR and ``error.type``; ``success``, ``recovered``
@@ -40,9 +39,8 @@ events (the conventions advise against it); their messages appear, as the status
 only with ``record_messages=True``. ``http.request.resend_count``, ``resilience.key``: see
 :mod:`otel_resilience.telemetry.scopes`.
 
-Telemetry never breaks the application: every exception inside this module is caught, counted
-in :attr:`OtelListener.errors` and logged to ``logging.getLogger("otel_resilience")`` at most
-once a minute per call site.
+Telemetry never breaks the application: every exception here is caught, counted in
+:attr:`OtelListener.errors` and logged (``otel_resilience``, once a minute per call site at most).
 """
 
 from __future__ import annotations
@@ -113,6 +111,8 @@ class OtelListener:
             for the global one (nothing is emitted until one is set).
         record_messages: Whether failed spans carry the exception message as their status
             description (default ``False``: messages may hold user data).
+        spans: Whether sources open spans and add span events (default ``True``).
+        record_duration: Whether sources record the duration histograms (default ``True``).
         hub: The hub whose error count is exported with this listener's own.
 
     Attributes:
@@ -149,6 +149,8 @@ class OtelListener:
         meter_provider: MeterProvider | None = None,
         logger_provider: LoggerProvider | None = None,
         record_messages: bool = False,
+        spans: bool = True,
+        record_duration: bool = True,
         hub: TelemetryHub = HUB,
     ) -> None:
         self._logger_provider = logger_provider
@@ -160,7 +162,7 @@ class OtelListener:
         self._observables: Observables | None = None
         self._zeroing: binding.Zeroing | None = None
         self._logger: Logger | None = None
-        self._infos = SourceInfos()
+        self._infos = SourceInfos(spans, record_duration)
         self._log_times: dict[str, float] = {}
         self._closed = False
         self._dormant = False
@@ -400,19 +402,17 @@ class OtelListener:
             nor a meter to record the attempt's duration on.
         """
         if self._pending and not self._acquire():
-            # No SDK: no attempt span, nothing timed. The hub asks only an awake listener, so
-            # it has this one awake (re-added since it went dormant): put it back to sleep, so
-            # that the next attempts cost no call here.
+            # No SDK: nothing to do. The hub asks only an awake listener, so it has this one
+            # awake (re-added since it went dormant): back to sleep, the next attempts cost nothing.
             if self._no_logger():
                 self._go_dormant()
             return None
-        tracer = self._tracer
-        timed = self._instruments is not None and source.metrics
-        spans = tracer is not None and source.spans and (attempt > 1 or attempt_type is not None)
+        tracer, info = self._tracer, self._infos.get(source)
+        timed = self._instruments is not None and info.metrics
+        spans = tracer is not None and info.spans and (attempt > 1 or attempt_type is not None)
         if not timed and not spans:
             return None
         try:
-            info = self._infos.get(source)
             span: Span | None = None
             token: object = None
             if spans and tracer is not None:

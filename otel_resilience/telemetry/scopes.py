@@ -75,8 +75,10 @@ class SourceInfo:
         policy: ``resilience.policy``: the pipeline's name, or the instance's own.
         pattern: ``resilience.pattern``: the source's kind.
         name: ``resilience.name``: the instance's name.
-        spans: Whether spans (and span events) are wanted for it.
-        metrics: Whether its duration histograms are recorded.
+        spans: Whether spans (and span events) are wanted for it: the source's wish and the
+            listener's switch (``OTEL_RESILIENCE_SPANS_DISABLED``), combined once here.
+        metrics: Whether its duration histograms are recorded (the source's wish and
+            ``OTEL_RESILIENCE_DURATION_DISABLED``).
         source_values: ``resilience.policy``, ``resilience.pattern`` and ``resilience.name``.
         span_attrs: The execution span's attributes at start.
         success_attrs: The duration histogram's attributes of a success.
@@ -107,13 +109,13 @@ class SourceInfo:
         "success_attrs",
     )
 
-    def __init__(self, source: TelemetrySource) -> None:
+    def __init__(self, source: TelemetrySource, spans: bool = True, metrics: bool = True) -> None:
         self.source = source
         self.policy = source.pipeline or source.name
         self.pattern = source.kind
         self.name = source.name
-        self.spans = source.spans
-        self.metrics = source.metrics
+        self.spans = source.spans and spans
+        self.metrics = source.metrics and metrics
         self.source_values: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.span_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern}
         if source.key is not None:
@@ -175,12 +177,19 @@ class SourceInfo:
 
 
 class SourceInfos:
-    """The :class:`SourceInfo` of each source, by identity, bounded by :data:`MAX_SOURCES`."""
+    """The :class:`SourceInfo` of each source, by identity, bounded by :data:`MAX_SOURCES`.
 
-    __slots__ = ("_infos",)
+    Args:
+        spans: The listener's span switch, applied to every source's info.
+        metrics: The listener's duration switch, applied to every source's info.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_infos", "metrics", "spans")
+
+    def __init__(self, spans: bool = True, metrics: bool = True) -> None:
         self._infos: dict[int, SourceInfo] = {}
+        self.spans = spans
+        self.metrics = metrics
 
     def get(self, source: TelemetrySource) -> SourceInfo:
         """Return the info of ``source``, made on first use."""
@@ -188,7 +197,7 @@ class SourceInfos:
         if info is None or info.source is not source:
             if len(self._infos) >= MAX_SOURCES:
                 self._infos.clear()
-            info = SourceInfo(source)
+            info = SourceInfo(source, self.spans, self.metrics)
             self._infos[id(source)] = info
         return info
 

@@ -15,6 +15,7 @@ from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
     OperationTimeoutError,
+    PolicyHandle,
     RateLimitedError,
     RateLimiterConfig,
     ResilienceConfig,
@@ -88,7 +89,44 @@ async def test_the_dependency_gives_a_policy_whose_breaker_answers_503() -> None
         response = await client.get("/pay")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "30"
-    assert manager.get_resilience_statistics()["circuit_breakers"]["payments"]["state"] == "open"
+    handle = manager.policy("payments")
+    assert handle.get_stats()["circuit_breaker"]["open_keys"] == 1
+
+
+async def test_the_dependency_gives_the_managers_handle_with_keys() -> None:
+    """Every request gets the same handle; a key per tenant has its own breaker; a reload shows."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=30.0))
+    app = FastAPI()
+    add_exception_handlers(app)
+    payments = resilience_policy("payments", config, manager=manager)
+    seen: list[PolicyHandle] = []
+
+    async def downstream(tenant: str) -> str:
+        if tenant == "bad":
+            raise ConnectionError("down")
+        return tenant
+
+    @app.get("/pay/{tenant}")
+    async def pay(tenant: str, policy: Policy = Depends(payments)) -> str:  # noqa: B008, FAST002
+        seen.append(policy)
+        return await policy.for_key(tenant).execute(downstream, tenant)
+
+    async with client_of(app) as client:
+        assert (await client.get("/pay/bad")).status_code == 500
+        assert (await client.get("/pay/bad")).status_code == 503
+        assert (await client.get("/pay/good")).status_code == 200
+        manager.reconfigure("payments", ResilienceConfig())
+        assert (await client.get("/pay/bad")).status_code == 500
+    assert all(policy is manager.policy("payments") for policy in seen)
+    assert seen[0].keys == 2
+    assert seen[0].generation == 2
+
+
+def test_the_dependency_refuses_another_name() -> None:
+    """A config named otherwise than the dependency is a ValueError naming the field."""
+    with pytest.raises(ValueError, match=r"resilience_policy\.config"):
+        resilience_policy("payments", ResilienceConfig(name="orders"))
 
 
 async def test_load_shedding_middleware_sheds_past_the_bulkhead() -> None:

@@ -112,7 +112,7 @@ def test_connection_errors_are_retried_then_open_the_breaker() -> None:
             s.get(f"{url}/a")
         with pytest.raises(CircuitOpenError) as caught:
             s.get(f"{url}/a")
-    assert caught.value.name.startswith("downstream@127.0.0.1:")
+    assert caught.value.name == "downstream"
 
 
 def test_one_breaker_per_host(server: ScriptedHTTPServer) -> None:

@@ -13,6 +13,7 @@ from otel_resilience.engine import hedge
 from otel_resilience.engine.events import Event, Outcome
 from otel_resilience.telemetry import instrument
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.env import RECORD_MESSAGES, resolve
 from otel_resilience.telemetry.otel import OtelListener
 
 _UNIT = re.compile(r"^(s|1|\{[a-z_]+\})$")
@@ -303,5 +304,8 @@ def test_the_keyed_attributes_are_on_the_instruments_a_top_keys_panel_reads():
 
 def test_record_messages_is_off_by_default():
     """Exception messages stay out of telemetry unless the application opts in."""
-    assert inspect.signature(instrument).parameters["record_messages"].default is False
+    assert (
+        inspect.signature(instrument).parameters["record_messages"].default is None
+    )  # the env's, false unset
+    assert resolve(RECORD_MESSAGES, None, {}) is False
     assert inspect.signature(OtelListener).parameters["record_messages"].default is False

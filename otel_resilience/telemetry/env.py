@@ -1,0 +1,91 @@
+"""``OTEL_RESILIENCE_*`` environment switches: what :func:`~otel_resilience.telemetry.instrument` reads.
+
+Each switch is read when the matching keyword of ``instrument()`` is not given (an explicit
+keyword wins), and applied once per telemetry source (its precomputed ``SourceInfo``), so that an
+execution pays nothing for it. Booleans follow the OpenTelemetry environment-variable
+specification: ``true`` (any case) is true; anything else, unset or empty included, is false,
+with a warning for a value other than ``true`` or ``false``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DURATION_DISABLED",
+    "RECORD_MESSAGES",
+    "SPANS_DISABLED",
+    "SWITCHES",
+    "Switch",
+    "env_flag",
+    "resolve",
+]
+
+_LOG: Final = logging.getLogger("otel_resilience.telemetry")
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """One environment switch.
+
+    Attributes:
+        variable: The environment variable.
+        keyword: The ``instrument()`` keyword it stands for when that is not given.
+        inverted: Whether ``true`` turns the keyword off (a ``*_DISABLED`` switch).
+        description: What it does (docs/telemetry.md).
+    """
+
+    variable: str
+    keyword: str
+    inverted: bool
+    description: str
+
+
+SPANS_DISABLED: Final = Switch(
+    "OTEL_RESILIENCE_SPANS_DISABLED",
+    "spans",
+    True,  # noqa: FBT003 - inverted
+    "No execution or attempt span and no span event (metrics and log records stay).",
+)
+DURATION_DISABLED: Final = Switch(
+    "OTEL_RESILIENCE_DURATION_DISABLED",
+    "record_duration",
+    True,  # noqa: FBT003 - inverted
+    "No `resilience.execution.duration` nor `resilience.attempt.duration` histogram "
+    "(the one synchronous metric call of a call that succeeds).",
+)
+RECORD_MESSAGES: Final = Switch(
+    "OTEL_RESILIENCE_RECORD_MESSAGES",
+    "record_messages",
+    False,  # noqa: FBT003 - not inverted
+    "Failed spans carry the exception message as their status description (messages may hold user data).",
+)
+SWITCHES: Final = (SPANS_DISABLED, DURATION_DISABLED, RECORD_MESSAGES)
+"""Every switch, in the order docs/telemetry.md lists them."""
+
+
+def env_flag(variable: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Return the boolean of ``variable``: ``true`` (any case, spaces ignored) is true, all else false.
+
+    A value other than ``true``/``false`` (or empty) is logged as a warning and read as false.
+    """
+    raw = (os.environ if environ is None else environ).get(variable)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value == "true":
+        return True
+    if value not in ("false", ""):
+        _LOG.warning("%s=%r is neither true nor false: read as false", variable, raw)
+    return False
+
+
+def resolve(switch: Switch, given: bool | None, environ: Mapping[str, str] | None = None) -> bool:
+    """Return the keyword's value: ``given`` when not ``None``, else what ``switch``'s variable says."""
+    if given is not None:
+        return given
+    return env_flag(switch.variable, environ) != switch.inverted

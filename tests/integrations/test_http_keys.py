@@ -1,0 +1,161 @@
+"""The HTTP integrations run each request through the policy handle's key of its host."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from support import ScriptedHTTPServer
+
+from otel_resilience import (
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.integrations.http import RETRYABLE, HttpOptions, HttpRetryOn, http_config
+from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+
+FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
+BREAKER = CircuitBreakerConfig(failure_threshold=2, timeout=60.0)
+DRIVERS = pytest.mark.parametrize("driver", ["sync", "async"])
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedHTTPServer]:
+    s = ScriptedHTTPServer()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+async def send(driver: str, policy: Any, manager: ResilienceManager, method: str, url: str, **kw: Any) -> Any:
+    """Send one request with the sync or the async transport (``options`` in ``kw`` goes to it)."""
+    options = kw.pop("options", None)
+    if driver == "sync":
+        transport = ResilientTransport(policy, manager=manager, options=options)
+        with httpx.Client(transport=transport, timeout=None) as client:
+            return client.request(method, url, **kw)
+    atransport = AsyncResilientTransport(policy, manager=manager, options=options)
+    async with httpx.AsyncClient(transport=atransport, timeout=None) as aclient:
+        return await aclient.request(method, url, **kw)
+
+
+@DRIVERS
+async def test_two_hosts_of_one_server_have_their_own_breaker(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """127.0.0.1 and localhost reach the same server; failures of one open that host's breaker only."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="downstream", circuit_breaker=BREAKER)
+    first, second = f"127.0.0.1:{server.port}", f"localhost:{server.port}"
+    server.script("/a", (500, {}), (500, {}))
+    for _ in range(2):
+        assert (await send(driver, config, manager, "GET", f"http://{first}/a")).status_code == 500
+    with pytest.raises(CircuitOpenError):
+        await send(driver, config, manager, "GET", f"http://{first}/a")
+    assert (await send(driver, config, manager, "GET", f"http://{second}/a")).status_code == 200
+    handle = manager.policy("downstream")
+    assert handle.keys == 2
+    assert handle.for_key(first).circuit_breaker.state.value == "open"  # type: ignore[union-attr]
+    assert handle.for_key(second).circuit_breaker.state.value == "closed"  # type: ignore[union-attr]
+    stats = handle.get_stats()
+    assert stats["circuit_breaker"]["open_keys"] == 1
+    assert stats["executions"]["total"] == 4
+
+
+@DRIVERS
+async def test_a_post_is_not_retried_through_a_users_handle(driver: str, server: ScriptedHTTPServer) -> None:
+    """A handle made from http_config keeps the HTTP rule: POST sent once, GET and a marked POST retried."""
+    manager = ResilienceManager()
+    handle = manager.policy("orders", http_config(ResilienceConfig(retry_policy=FAST)))
+    server.script("/post", (503, {}), (503, {}))
+    assert (
+        await send(driver, handle, manager, "POST", f"{server.url}/post", content=b"x")
+    ).status_code == 503
+    assert server.count("/post") == 1
+    server.script("/marked", (503, {}))
+    marked = await send(driver, handle, manager, "POST", f"{server.url}/marked", extensions={RETRYABLE: True})
+    assert marked.status_code == 200
+    server.script("/get", (503, {"Retry-After": "0"}))
+    assert (await send(driver, handle, manager, "GET", f"{server.url}/get")).status_code == 200
+    assert (server.count("/marked"), server.count("/get")) == (2, 2)
+    assert handle.keys == 1
+
+
+@DRIVERS
+async def test_a_post_is_not_retried_on_a_configs_keyed_policy(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """A config becomes a keyed handle that still sends a POST once."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="downstream", retry_policy=FAST)
+    server.script("/a", (503, {}), (503, {}))
+    assert (await send(driver, config, manager, "POST", f"{server.url}/a", content=b"x")).status_code == 503
+    assert server.count("/a") == 1
+    handle = manager.policy("downstream")
+    assert isinstance(handle.config.retry_policy.retry_on, HttpRetryOn)  # type: ignore[union-attr]
+    assert handle.keys == 1
+
+
+def test_the_rule_only_acts_inside_a_request() -> None:
+    """Outside a request the handle's retry decides alone, so one handle may serve other calls too."""
+    manager = ResilienceManager()
+    handle = manager.policy("shared", http_config(ResilienceConfig(retry_policy=FAST)))
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ValueError("boom")
+        return "ok"
+
+    assert handle.execute_sync(flaky) == "ok"
+    assert len(calls) == 3
+    assert http_config(handle.config) is handle.config
+    assert http_config(ResilienceConfig(retry_policy=FAST)) == http_config(
+        ResilienceConfig(retry_policy=FAST)
+    )
+
+
+def test_a_handle_without_the_rule_is_refused() -> None:
+    """A handle whose retry would resend POSTs is refused, naming http_config; one without retry is fine."""
+    manager = ResilienceManager()
+    plain = manager.policy("plain", ResilienceConfig(retry_policy=FAST))
+    with pytest.raises(ValueError, match=r"http_config"):
+        ResilientTransport(plain, manager=manager)
+    ResilientTransport(manager.policy("no-retry", ResilienceConfig(circuit_breaker=BREAKER)))
+
+
+def test_evicted_hosts_keep_their_counts(server: ScriptedHTTPServer) -> None:
+    """Past max_hosts idle hosts are evicted; the policy's totals still count their requests."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="downstream", circuit_breaker=BREAKER)
+    transport = ResilientTransport(config, manager=manager, options=HttpOptions(max_hosts=1))
+    server.script("/a", (500, {}))
+    with httpx.Client(transport=transport, timeout=None) as client:
+        assert client.get(f"http://127.0.0.1:{server.port}/a").status_code == 500
+        assert client.get(f"http://localhost:{server.port}/a").status_code == 200
+        assert client.get(f"http://127.0.0.1:{server.port}/a").status_code == 200
+    stats = manager.policy("downstream").get_stats()
+    assert stats["keys"] == 1
+    assert stats["evicted_keys"] == 2
+    assert stats["executions"]["total"] == 3
+    assert stats["circuit_breaker"]["total_failures"] == 1
+    assert stats["circuit_breaker"]["total_successes"] == 2
+
+
+def test_per_host_off_runs_unkeyed(server: ScriptedHTTPServer) -> None:
+    """With per_host=False requests use the handle's unkeyed state: no key is made."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="downstream", circuit_breaker=BREAKER)
+    transport = ResilientTransport(config, manager=manager, options=HttpOptions(per_host=False))
+    with httpx.Client(transport=transport) as client:
+        assert client.get(f"{server.url}/a").status_code == 200
+    handle = manager.policy("downstream")
+    assert handle.keys == 0
+    assert handle.get_stats()["executions"]["total"] == 1

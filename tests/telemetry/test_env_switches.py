@@ -1,0 +1,132 @@
+"""OTEL_RESILIENCE_* environment switches, read by instrument() when its keyword is not given."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience.telemetry import current_listener, env, install_default, instrument, uninstrument
+
+VARIABLES = [switch.variable for switch in env.SWITCHES]
+
+
+class Run:
+    """Fresh providers; ``go(**keywords)`` instruments, runs a retried failure and collects."""
+
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider(shutdown_on_exit=False)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader], shutdown_on_exit=False)
+
+    def go(self, **keywords: Any) -> tuple[list[Any], set[str]]:
+        instrument(self.tracer_provider, self.meter_provider, **keywords)
+        retry = RetryPolicy(max_attempts=2, initial_delay=0.001, jitter="none")  # type: ignore[arg-type]
+        config = ResilienceConfig(name="env", retry_policy=retry)
+
+        def fail() -> None:
+            raise ConnectionError("secret-detail")
+
+        with pytest.raises(ConnectionError):
+            ResilienceManager().execute_with_resilience_sync(fail, config)
+        data = self.reader.get_metrics_data()
+        names = {
+            metric.name
+            for resource in (data.resource_metrics if data else [])
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+        return list(self.spans.get_finished_spans()), names
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
+    for variable in VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    had_default = current_listener() is not None
+    made = Run()
+    try:
+        yield made
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        made.tracer_provider.shutdown()
+        made.meter_provider.shutdown()
+
+
+def test_unset_everything_is_on_and_messages_are_not_recorded(run: Run) -> None:
+    """Without variables: execution and attempt spans, both histograms, no exception message."""
+    spans, names = run.go()
+    assert {span.name for span in spans} >= {"env", "env attempt"}
+    assert {"resilience.execution.duration", "resilience.attempt.duration"} <= names
+    assert all("secret-detail" not in (span.status.description or "") for span in spans)
+
+
+def test_spans_disabled_keeps_the_metrics(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_RESILIENCE_SPANS_DISABLED=TRUE (any case): no span at all, the histograms stay."""
+    monkeypatch.setenv("OTEL_RESILIENCE_SPANS_DISABLED", "TRUE")
+    spans, names = run.go()
+    assert spans == []
+    assert "resilience.execution.duration" in names
+
+
+def test_duration_disabled_keeps_the_spans(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_RESILIENCE_DURATION_DISABLED=true: no duration histogram, spans stay."""
+    monkeypatch.setenv("OTEL_RESILIENCE_DURATION_DISABLED", "true")
+    spans, names = run.go()
+    assert not names & {"resilience.execution.duration", "resilience.attempt.duration"}
+    assert {span.name for span in spans} >= {"env", "env attempt"}
+
+
+def test_record_messages_from_the_environment(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_RESILIENCE_RECORD_MESSAGES=true puts the message in the failed span's status."""
+    monkeypatch.setenv("OTEL_RESILIENCE_RECORD_MESSAGES", " True ")
+    spans, _ = run.go()
+    assert any("secret-detail" in (span.status.description or "") for span in spans)
+
+
+def test_a_keyword_wins_over_the_environment(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """instrument(spans=True) opens spans even with OTEL_RESILIENCE_SPANS_DISABLED=true."""
+    monkeypatch.setenv("OTEL_RESILIENCE_SPANS_DISABLED", "true")
+    monkeypatch.setenv("OTEL_RESILIENCE_RECORD_MESSAGES", "true")
+    spans, _ = run.go(spans=True, record_messages=False)
+    assert {span.name for span in spans} >= {"env"}
+    assert all("secret-detail" not in (span.status.description or "") for span in spans)
+
+
+def test_a_policy_that_switches_spans_off_stays_off(run: Run) -> None:
+    """The listener's switch combines with the policy's own: either turns spans off."""
+    instrument(run.tracer_provider, run.meter_provider, spans=True)
+    ResilienceManager().execute_with_resilience_sync(lambda: 1, ResilienceConfig(name="quiet", spans=False))
+    assert run.spans.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("TrUe", True), ("false", False), ("", False)])
+def test_booleans_follow_the_otel_spec(raw: str, expected: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """'true' in any case is true; 'false' and empty are false, with no warning."""
+    with caplog.at_level(logging.WARNING, "otel_resilience.telemetry"):
+        assert env.env_flag("X", {"X": raw}) is expected
+    assert caplog.records == []
+
+
+def test_another_value_is_false_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """'1' or 'yes' is false (the OTel rule) and logged as a warning naming the variable."""
+    with caplog.at_level(logging.WARNING, "otel_resilience.telemetry"):
+        assert (
+            env.env_flag("OTEL_RESILIENCE_SPANS_DISABLED", {"OTEL_RESILIENCE_SPANS_DISABLED": "1"}) is False
+        )
+    assert "OTEL_RESILIENCE_SPANS_DISABLED" in caplog.text
+    assert env.resolve(env.SPANS_DISABLED, None, {}) is True
+    assert env.resolve(env.SPANS_DISABLED, None, {"OTEL_RESILIENCE_SPANS_DISABLED": "true"}) is False
+    assert env.resolve(env.RECORD_MESSAGES, None, {"OTEL_RESILIENCE_RECORD_MESSAGES": "true"}) is True
