@@ -1,0 +1,53 @@
+"""Run the example: the downstreams as a second process, the service with uvicorn, on free ports.
+
+From the repository root: ``python -m examples.http_service`` (or ``python
+examples/http_service/run.py``). Stop with Ctrl-C; the downstream process is stopped too.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples.http_service.service import create_app
+
+DOWNSTREAM = Path(__file__).with_name("downstream.py")
+
+
+def start_downstream(
+    names: tuple[str, ...] = ("inventory", "pricing"),
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start the downstream process; return it and the base URL of each downstream."""
+    process = subprocess.Popen([sys.executable, str(DOWNSTREAM), *names], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    ports = json.loads(process.stdout.readline())
+    return process, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+
+
+def main() -> None:
+    """Start the downstreams and serve the service until Ctrl-C."""
+    process, urls = start_downstream()
+    try:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        print(f"downstreams: {urls}")
+        print(f"service:     http://127.0.0.1:{port}  (try /items/1, /prices/1, POST /orders)")
+        print(f'switch one:  curl -X POST {urls["inventory"]}/admin/mode -d \'{{"mode": "down"}}\'')
+        server = uvicorn.Server(uvicorn.Config(create_app(urls), log_level="warning"))
+        server.run(sockets=[sock])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
