@@ -32,6 +32,14 @@ def start_downstream(
     return process, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
 
 
+def stop_downstream(process: subprocess.Popen[str]) -> None:
+    """Stop the downstream process and close its output pipe."""
+    process.terminate()
+    process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def main() -> None:
     """Start the downstreams and serve the service until Ctrl-C."""
     process, urls = start_downstream()
@@ -45,8 +53,7 @@ def main() -> None:
         server = uvicorn.Server(uvicorn.Config(create_app(urls), log_level="warning"))
         server.run(sockets=[sock])
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_downstream(process)
 
 
 if __name__ == "__main__":
