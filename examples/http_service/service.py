@@ -35,14 +35,14 @@ POLICIES: Mapping[str, ResilienceConfig] = {
     # breaker opens after 4 consecutive failed sends, probing again 2 s later.
     "inventory": ResilienceConfig(
         name="inventory",
-        retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=5.0, jitter="none"),
+        retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=5.0),
         circuit_breaker=CircuitBreakerConfig(failure_threshold=4, timeout=2.0),
         timeout=10.0,
     ),
     # Pricing is cheap to skip: two attempts, a breaker of its own.
     "pricing": ResilienceConfig(
         name="pricing",
-        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.05, max_delay=2.0, jitter="none"),
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.05, max_delay=2.0),
         circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=2.0),
         timeout=5.0,
     ),
