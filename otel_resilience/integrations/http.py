@@ -53,6 +53,7 @@ __all__ = [
     "HttpRetryOn",
     "http_config",
     "is_failure_status",
+    "async_resend_count_hook",
     "resend_count_hook",
 ]
 
