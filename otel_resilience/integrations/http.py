@@ -51,9 +51,9 @@ __all__ = [
     "HttpOptions",
     "HttpPolicy",
     "HttpRetryOn",
+    "async_resend_count_hook",
     "http_config",
     "is_failure_status",
-    "async_resend_count_hook",
     "resend_count_hook",
 ]
 
