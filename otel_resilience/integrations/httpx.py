@@ -22,7 +22,7 @@ with the OpenTelemetry httpx instrumentation, pass
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 
@@ -38,6 +38,7 @@ from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
 
+T = TypeVar("T")
 _PHASES = ("connect", "read", "write", "pool")
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.TransportError,)
 
@@ -68,12 +69,12 @@ def _prepare(http: HttpPolicy, request: httpx.Request, resend_count: int) -> Non
     request.extensions = extensions
 
 
-class ResilientTransport(httpx.BaseTransport):
-    """An httpx transport that sends each request under ``policy``, through ``transport``.
+class _Wrapping(Generic[T]):
+    """What both transports hold: the policy's HTTP rules and the transport that sends.
 
     Args:
         policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
-        transport: The transport that sends (default: a new ``httpx.HTTPTransport()``).
+        transport: The transport that sends (default: a new one of the class's default kind).
         options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
         manager: The manager keeping breakers and bulkheads (default: the process-wide one).
 
@@ -81,16 +82,28 @@ class ResilientTransport(httpx.BaseTransport):
         TypeError: ``policy`` or ``options`` has the wrong type.
     """
 
+    _default: ClassVar[type[Any]]
+
     def __init__(
         self,
         policy: ResilienceConfig | PolicyHandleLike,
-        transport: httpx.BaseTransport | None = None,
+        transport: T | None = None,
         *,
         options: HttpOptions | None = None,
         manager: ResilienceManager | None = None,
     ) -> None:
         self._http = HttpPolicy(policy, options, manager, _TRANSPORT_ERRORS)
-        self._transport = transport if transport is not None else httpx.HTTPTransport()
+        self._transport: T = transport if transport is not None else self._default()
+
+
+class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
+    """An httpx transport that sends each request under ``policy``, through ``transport``.
+
+    Takes ``policy``, ``transport`` (default: a new ``httpx.HTTPTransport()``), ``options`` and
+    ``manager``, as described on its base.
+    """
+
+    _default = httpx.HTTPTransport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
@@ -114,29 +127,13 @@ class ResilientTransport(httpx.BaseTransport):
         self._transport.close()
 
 
-class AsyncResilientTransport(httpx.AsyncBaseTransport):
+class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport):
     """An async httpx transport that sends each request under ``policy``; as :class:`ResilientTransport`.
 
-    Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
-        transport: The transport that sends (default: a new ``httpx.AsyncHTTPTransport()``).
-        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
-        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
-
-    Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+    Its default ``transport`` is a new ``httpx.AsyncHTTPTransport()``.
     """
 
-    def __init__(
-        self,
-        policy: ResilienceConfig | PolicyHandleLike,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        options: HttpOptions | None = None,
-        manager: ResilienceManager | None = None,
-    ) -> None:
-        self._http = HttpPolicy(policy, options, manager, _TRANSPORT_ERRORS)
-        self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+    _default = httpx.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
