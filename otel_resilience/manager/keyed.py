@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from otel_resilience.bulkhead import Bulkhead
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitState
@@ -34,6 +34,9 @@ from otel_resilience.engine.registry import PIPELINES, namesakes_expected
 from otel_resilience.fallback import FallbackStrategy
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.rate_limiter import RateLimiter
+
+C = TypeVar("C")
+S = TypeVar("S", bound="_Carried[Any]")
 
 if TYPE_CHECKING:
     from otel_resilience.manager.config import ResilienceConfig
@@ -227,32 +230,52 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     _fold_replaced(state, ledger)
 
 
-def _breaker(breaker: CircuitBreaker | None, spec: Spec, ledger: Ledger) -> CircuitBreaker | None:
-    config = spec.config.circuit_breaker
-    if breaker is not None and (config is None or breaker.name != spec.breaker_name):
-        ledger.fold_breaker(breaker)
-        breaker = None
+class _Carried(Protocol[C]):
+    """A breaker or bulkhead whose state a reload carries over: its name, config and reconfigure."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> C: ...
+
+    def _reconfigure(self, config: C, /) -> None: ...
+
+
+def _carry(
+    instance: S | None,
+    config: C | None,
+    name: str,
+    make: Callable[[str, C], S],
+    fold: Callable[[S], None],
+) -> S | None:
+    """Keep ``instance`` (reconfigured when its config changed), or make it, or drop it into the ledger.
+
+    An instance whose stage the new config leaves out, or whose name it changes, is folded into
+    the ledger (its counts stay in the policy's totals) and replaced.
+    """
+    if instance is not None and (config is None or instance.name != name):
+        fold(instance)
+        instance = None
     if config is None:
         return None
-    if breaker is None:
-        return CircuitBreaker(spec.breaker_name, config, clock=spec.clock)
-    if breaker.config != config:
-        breaker._reconfigure(config)
-    return breaker
+    if instance is None:
+        return make(name, config)
+    if instance.config != config:
+        instance._reconfigure(config)
+    return instance
+
+
+def _breaker(breaker: CircuitBreaker | None, spec: Spec, ledger: Ledger) -> CircuitBreaker | None:
+    config = spec.config.circuit_breaker
+    make = lambda name, cfg: CircuitBreaker(name, cfg, clock=spec.clock)  # noqa: E731
+    return _carry(breaker, config, spec.breaker_name, make, ledger.fold_breaker)
 
 
 def _bulkhead(bulkhead: Bulkhead | None, spec: Spec, ledger: Ledger) -> Bulkhead | None:
     config = spec.config.bulkhead_config
-    if bulkhead is not None and (config is None or bulkhead.name != spec.bulkhead_name):
-        ledger.fold_bulkhead(bulkhead)
-        bulkhead = None
-    if config is None:
-        return None
-    if bulkhead is None:
-        return Bulkhead(spec.bulkhead_name, config, clock=spec.clock)
-    if bulkhead.config != config:
-        bulkhead._reconfigure(config)
-    return bulkhead
+    make = lambda name, cfg: Bulkhead(name, cfg, clock=spec.clock)  # noqa: E731
+    return _carry(bulkhead, config, spec.bulkhead_name, make, ledger.fold_bulkhead)
 
 
 def _limiter(state: KeyState, spec: Spec, ledger: Ledger) -> RateLimiter | None:
