@@ -229,6 +229,7 @@ async def run_demo(
             stopped_by=stopped_by,
             budget=system.budget_stats(),
         )
+        summary["tenants"] = system.tenant_stats()
         view.end(format_summary(summary))
         if options.summary_json is not None:
             write_summary_json(summary, options.summary_json)

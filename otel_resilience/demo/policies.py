@@ -23,6 +23,12 @@ database        database queries: timeout 10 s, fallback ``[]``, bulkhead 20 (qu
                 failures or 50 % calls over 2 s, in the last 30 s)
 ==============  ==============================================================================
 
+A fourth policy, ``tenants``, is keyed (:meth:`~otel_resilience.ResilienceManager.policy`): each
+tenant of ``content_api`` has a quota of its own (:func:`tenant_quota`, 0.5 requests/s, burst 2),
+and the tenant is the ``resilience.key`` of its metrics (``key_attribute_limit`` 10). One tenant,
+``acme``, sends more than its quota in every scenario, so that its rejections show on the
+"Top keys by rejections" panel.
+
 Every policy has chaos links innermost (:mod:`otel_resilience.demo.faults`): they inject the
 dependency's errors, refused connections and heavy tail on the scenario's clock, so that every
 simulated fault is a chaos injection the telemetry marks as a drill.
@@ -70,11 +76,14 @@ from otel_resilience.demo.services import MemoryCache
 __all__ = [
     "HEDGE_DELAY",
     "ROLLOUT",
+    "TENANTS",
+    "TENANT_KEY_LIMIT",
     "build_configs",
     "build_recovery",
     "hedge_budget",
     "retry_budget",
     "rollout_breaker",
+    "tenant_quota",
 ]
 
 HEDGE_DELAY: Final = 0.15
@@ -83,6 +92,17 @@ HEDGE_DELAY: Final = 0.15
 
 ROLLOUT: Final = "database_rate"
 """The failure-rate breaker tried out in METRICS_ONLY on the ``database`` policy (which has none)."""
+
+
+TENANTS: Final = "tenants"
+"""The keyed policy: one rate limit per tenant (:func:`tenant_quota`)."""
+TENANT_KEY_LIMIT: Final = 10
+"""How many tenants get their own ``resilience.key`` metric attribute."""
+
+
+def tenant_quota(scale: float) -> ResilienceConfig:
+    """Return the quota of each tenant: 0.5 requests per production second, burst 2, no wait."""
+    return ResilienceConfig(name=TENANTS, rate_limiter=RateLimiterConfig(rate=0.5 / scale, burst=2))
 
 
 def rollout_breaker(scale: float) -> CircuitBreaker:
