@@ -791,6 +791,7 @@ def _top_keys(selector: dict[str, str]) -> _Panel:
         f"From `{rejections}`.",
         "ops",
         (_Query(_or_zero(top), f"{{{{{_POLICY}}}}} / {{{{{key}}}}}"),),
+        width=8,
         min=0,
     )
 
@@ -806,6 +807,30 @@ def _keys_in_use(selector: dict[str, str]) -> _Panel:
         f"From `{keys}`.",
         "short",
         (_Query(_or_zero(f"sum by ({_POLICY}) ({keys}{_m(**selector)})"), f"{{{{{_POLICY}}}}}"),),
+        width=8,
+        min=0,
+    )
+
+
+def _reloads(selector: dict[str, str]) -> _Panel:
+    reloads = naming.series(sc.RELOAD)
+    return _Panel(
+        "timeseries",
+        "Refused reloads",
+        "New configurations each named policy refused in the last "
+        f"{ar.RELOAD_FAILED_WINDOW} (a configuration file's reload, reconfigure), by error type: the "
+        f"policy kept its previous configuration. {ar.A_RELOAD_FAILED} fires above 0; one series at 0 "
+        f"when none was refused. From `{reloads}`. {_rule_note(ar.R_RELOAD_FAILURES)}",
+        "short",
+        (
+            _Query(
+                _or_zero(_recorded(ar.R_RELOAD_FAILURES, selector)),
+                f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+            ),
+        ),
+        thresholds=_above((1, _ORANGE)),
+        alert=ar.A_RELOAD_FAILED,
+        width=8,
         min=0,
     )
 
@@ -877,7 +902,10 @@ def _overview() -> _Dashboard:
                 ),
             ),
             ("Drills (chaos)", (_chaos_injections(_POLICY_SEL), _chaos_drills(_POLICY_SEL))),
-            ("Keyed policies", (_top_keys(_POLICY_SEL), _keys_in_use(_POLICY_SEL))),
+            (
+                "Keyed and reloaded policies",
+                (_top_keys(_POLICY_SEL), _keys_in_use(_POLICY_SEL), _reloads(_POLICY_SEL)),
+            ),
         ),
     )
 

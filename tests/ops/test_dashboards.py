@@ -57,6 +57,7 @@ def test_overview_has_the_required_panels(dashboards):
         "Policies under a drill": "stat",
         "Top keys by rejections": "timeseries",
         "Keys in use": "timeseries",
+        "Refused reloads": "timeseries",
     }
 
 
