@@ -49,8 +49,8 @@ latency, below its heavy tail (:data:`HEDGE_DELAY`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from otel_resilience import (
     BulkheadConfig,
@@ -80,6 +80,7 @@ __all__ = [
     "TENANT_KEY_LIMIT",
     "build_configs",
     "build_recovery",
+    "customize_from_file",
     "hedge_budget",
     "retry_budget",
     "rollout_breaker",
@@ -204,13 +205,17 @@ def _content_api(scale: float, cache: MemoryCache, budget: RetryBudget | None) -
             max_delay=60.0 * scale,
             budget=budget,
         ),
-        fallback_config=FallbackConfig(
-            strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=cache
-        ),
+        fallback_config=_cached_fallback(cache),
         timeout=30.0 * scale,
         bulkhead_config=BulkheadConfig(max_concurrent=5, max_waiting=10, timeout=60.0 * scale),
         enable_recovery=True,
         rate_limiter=RateLimiterConfig(rate=4.0 / scale, burst=4, max_wait=0.5 * scale),
+    )
+
+
+def _cached_fallback(cache: MemoryCache) -> FallbackConfig:
+    return FallbackConfig(
+        strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=cache
     )
 
 
@@ -255,3 +260,69 @@ def build_recovery(scale: float) -> ErrorRecoverySystem:
         ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=2, delay=2.0 * scale)
     )
     return recovery
+
+
+_SCALED: Final = frozenset(
+    {"timeout", "initial_delay", "max_delay", "delay", "max_wait", "slow_call_duration"}
+)
+"""Duration fields (production seconds in a file) that :func:`customize_from_file` scales."""
+_SECTIONS: Final = frozenset(
+    {"circuit_breaker", "retry_policy", "bulkhead_config", "rate_limiter", "hedging"}
+)
+
+
+def _scaled(settings: Any, scale: float) -> Any:
+    """``settings`` with its durations multiplied by ``scale`` and its rates divided by it."""
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(settings):
+        if not field.init:
+            continue
+        value = getattr(settings, field.name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if field.name in _SCALED and isinstance(value, (int, float)):
+            changes[field.name] = value * scale
+        elif field.name == "rate" and isinstance(value, (int, float)):
+            changes[field.name] = value / scale
+        elif field.name in _SECTIONS and dataclasses.is_dataclass(value):
+            changes[field.name] = _scaled(value, scale)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def customize_from_file(
+    scale: float,
+    cache: MemoryCache,
+    rollout: CircuitBreaker | None = None,
+    *,
+    faults: Mapping[str, DependencyFaults] | None = None,
+) -> Callable[[str, ResilienceConfig], ResilienceConfig]:
+    """Return the function that fits a configuration file's policy to the demo.
+
+    A file gives production values and cannot hold objects: the function names the config after
+    its policy, multiplies the durations of the policy and of its sections (timeouts, backoffs,
+    breaker timeout and slow-call duration, rate limiter wait, hedge delay) by ``scale`` and
+    divides the rate limiter's rate by it, gives ``content_api`` the cached fallback on
+    ``cache`` when the file sets no fallback (a file cannot hold the cache), puts ``database``
+    through the ``rollout`` breaker, and adds the dependency's chaos links (``faults``). A
+    breaker's sliding ``TimeWindow`` and the retry budgets are taken as written (demo seconds).
+
+    Args:
+        scale: Demo seconds per production second.
+        cache: The cache of a cached fallback.
+        rollout: The breaker ``database`` runs through (:func:`rollout_breaker`), or ``None``.
+        faults: The chaos links of each dependency, or ``None``.
+
+    Returns:
+        ``customize(name, config)`` for :meth:`~otel_resilience.ResilienceManager.apply_config`.
+    """
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        config = _scaled(dataclasses.replace(config, name=name), scale)
+        if name == "content_api" and config.fallback_config is None:
+            config = dataclasses.replace(config, fallback_config=_cached_fallback(cache))
+        if name == "database" and rollout is not None:
+            link = ExtraStrategy(rollout.as_strategy, outside="total_timeout")
+            config = dataclasses.replace(config, extra_strategies=(*config.extra_strategies, link))
+        return _with_faults(config, (faults or {}).get(name))
+
+    return customize

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ from otel_resilience import (
     AlertConfig,
     AlertSystem,
     RateLimitedError,
+    ResilienceConfig,
     ResilienceError,
     ResilienceManager,
 )
@@ -37,6 +38,7 @@ from otel_resilience.demo.policies import (
     TENANTS,
     build_configs,
     build_recovery,
+    customize_from_file,
     hedge_budget,
     retry_budget,
     rollout_breaker,
@@ -160,6 +162,9 @@ class DemoSystem:
         monitor: Where calls, events and alerts are counted.
         start: The run's start on ``clock``.
         clock: The monotonic clock.
+        policies: A configuration file's policies (production values): those named like a demo
+            policy replace it, fitted to the demo by
+            :func:`~otel_resilience.demo.policies.customize_from_file`; ``None`` for none.
 
     Attributes:
         manager: The resilience manager every call goes through.
@@ -176,6 +181,7 @@ class DemoSystem:
         monitor: Monitor,
         start: float,
         clock: Callable[[], float] = time.monotonic,
+        policies: Mapping[str, ResilienceConfig] | None = None,
     ) -> None:
         self._scale = time_scale
         self._monitor = monitor
@@ -209,9 +215,14 @@ class DemoSystem:
         self.configs = build_configs(
             time_scale, self.cache, self.rollout, self.budget, faults=self.faults, hedges=self.hedge_budget
         )
-        self.tenants = self.manager.policy(
-            TENANTS, tenant_quota(time_scale), key_attribute_limit=TENANT_KEY_LIMIT
-        )
+        quota = tenant_quota(time_scale)
+        if policies:  # a configuration file's policies replace the built-in ones of the same names
+            fit = customize_from_file(time_scale, self.cache, self.rollout, faults=self.faults)
+            self.configs.update(
+                {name: fit(name, policies[name]) for name in self.configs if name in policies}
+            )
+            quota = fit(TENANTS, policies[TENANTS]) if TENANTS in policies else quota
+        self.tenants = self.manager.policy(TENANTS, quota, key_attribute_limit=TENANT_KEY_LIMIT)
         self.tenant_rejections: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self._links: dict[tuple[str, str], Any] = {}
         for name, config in self.configs.items():
