@@ -5,7 +5,7 @@
     otel-resilience demo [--scenario steady|outage|brownout|flapping|surge] [--seed N] [--duration S]
                          [--time-scale F] [--host ADDR] [--port N | --no-metrics-server]
                          [--otlp-endpoint URL] [--once] [--plain] [--interval S]
-                         [--summary-json PATH]
+                         [--summary-json PATH] [--config PATH]
     otel-resilience export dashboards|alerts|collector|runbooks DIR
                            [--runbook-url-base URL] [--job-label LABEL] [--set FIELD=VALUE]
                            [--time-scale F]
@@ -221,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"real seconds between status lines of the plain output (default: {DEFAULT_INTERVAL:g})",
     )
     demo.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a configuration file (YAML or TOML, production values) whose policies replace the "
+        "demo's of the same names: content_api, ml_service, database, tenants (e.g. examples/demo.yaml)",
+    )
+    demo.add_argument(
         "--summary-json",
         type=Path,
         default=None,
@@ -297,6 +305,7 @@ def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         summary_json=args.summary_json,
         interval=args.interval,
         once=args.once,
+        config=args.config,
     )
     needed = list(_DEMO_MODULES)
     if options.otlp_endpoint is not None:

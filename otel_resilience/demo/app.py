@@ -19,19 +19,34 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import IO, Any, Final
 
+from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.options import DemoOptions
 from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
+from otel_resilience.demo.policies import TENANTS
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario, build_scenario
 from otel_resilience.demo.summary import format_summary, summarize
 from otel_resilience.demo.system import POLICIES, DemoSystem
 from otel_resilience.demo.view import Frame, PlainView, RichView, View
 from otel_resilience.engine import HUB
 
-__all__ = ["DRAIN_GRACE", "TICK", "main", "run_demo", "write_summary_json"]
+__all__ = [
+    "DEMO_POLICIES",
+    "DRAIN_GRACE",
+    "TICK",
+    "DemoConfigError",
+    "main",
+    "read_policies",
+    "run_demo",
+    "write_summary_json",
+]
+
+DEMO_POLICIES: Final = (*POLICIES, TENANTS)
+"""The policies a ``--config`` file may define: one per dependency, and the keyed ``tenants``."""
 
 TICK: Final = 0.25
 """Real seconds between two refreshes of the view."""
@@ -177,8 +192,10 @@ async def run_demo(
 
     Raises:
         MetricsServerError: ``/metrics`` could not be served on ``host:port``.
+        DemoConfigError: ``options.config`` cannot be read, or names a policy the demo lacks.
         OSError: The summary could not be written to ``options.summary_json`` (after it was shown).
     """
+    policies = read_policies(options.config)
     scenario = build_scenario(options.scenario, options.seed, repeat=not options.once)
     stop = stop or asyncio.Event()
     stopped_by = "duration"
@@ -196,7 +213,9 @@ async def run_demo(
         monitor = Monitor(POLICIES, start=start)
         HUB.add_listener(monitor)
         cleanup.callback(HUB.remove_listener, monitor)
-        system = DemoSystem(scenario, time_scale=options.time_scale, monitor=monitor, start=start)
+        system = DemoSystem(
+            scenario, time_scale=options.time_scale, monitor=monitor, start=start, policies=policies
+        )
         cleanup.callback(system.close)
         cleanup.callback(system.alert_system.subscribe(monitor.on_alert))
         if handle_signals:
@@ -229,11 +248,41 @@ async def run_demo(
             stopped_by=stopped_by,
             budget=system.budget_stats(),
         )
+        summary["tenants"] = system.tenant_stats()
         view.end(format_summary(summary))
         if options.summary_json is not None:
             write_summary_json(summary, options.summary_json)
         return summary
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+class DemoConfigError(Exception):
+    """The demo's ``--config`` file cannot be read, or names a policy the demo does not have."""
+
+
+def read_policies(path: Path | None) -> Mapping[str, ResilienceConfig] | None:
+    """Return the policies of the configuration file ``path`` (``None`` for none).
+
+    Raises:
+        DemoConfigError: The file cannot be read or is not valid (the message says where), or it
+            names a policy that is not one of the demo's (:data:`DEMO_POLICIES`).
+    """
+    if path is None:
+        return None
+    try:
+        from otel_resilience import config  # noqa: PLC0415 - the config extra, needed with --config only
+
+        policies = config.load(path)
+    except (ImportError, OSError, ValueError) as error:  # ConfigError is a ValueError
+        raise DemoConfigError(f"--config: {error}") from error
+    unknown = sorted(set(policies) - set(DEMO_POLICIES))
+    if unknown:
+        msg = (
+            f"--config: {path} names {', '.join(unknown)}, not a policy of the demo "
+            f"({', '.join(DEMO_POLICIES)})"
+        )
+        raise DemoConfigError(msg)
+    return policies
 
 
 def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
@@ -259,7 +308,7 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
         view = PlainView(out, options.interval)
     try:
         summary = asyncio.run(run_demo(options, view=view))
-    except MetricsServerError as error:
+    except (MetricsServerError, DemoConfigError) as error:
         err.write(f"otel-resilience demo: {error}\n")
         return 1
     except OSError as error:

@@ -156,6 +156,10 @@ class DemoOptions:
     once: bool = False
     """Play the scenario's faults in the first cycle only, then keep every dependency at its
     baseline. Default ``False``: the faults come back every 600 s of production time."""
+    config: Path | None = None
+    """A configuration file (YAML or TOML, production values) whose policies replace the demo's
+    of the same names (``content_api``, ``ml_service``, ``database``, ``tenants``); ``None``
+    (default) runs the built-in policies."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIO_NAMES:

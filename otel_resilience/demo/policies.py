@@ -23,6 +23,12 @@ database        database queries: timeout 10 s, fallback ``[]``, bulkhead 20 (qu
                 failures or 50 % calls over 2 s, in the last 30 s)
 ==============  ==============================================================================
 
+A fourth policy, ``tenants``, is keyed (:meth:`~otel_resilience.ResilienceManager.policy`): each
+tenant of ``content_api`` has a quota of its own (:func:`tenant_quota`, 0.5 requests/s, burst 2),
+and the tenant is the ``resilience.key`` of its metrics (``key_attribute_limit`` 10). One tenant,
+``acme``, sends more than its quota in every scenario, so that its rejections show on the
+"Top keys by rejections" panel.
+
 Every policy has chaos links innermost (:mod:`otel_resilience.demo.faults`): they inject the
 dependency's errors, refused connections and heavy tail on the scenario's clock, so that every
 simulated fault is a chaos injection the telemetry marks as a drill.
@@ -43,8 +49,8 @@ latency, below its heavy tail (:data:`HEDGE_DELAY`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from otel_resilience import (
     BulkheadConfig,
@@ -70,11 +76,15 @@ from otel_resilience.demo.services import MemoryCache
 __all__ = [
     "HEDGE_DELAY",
     "ROLLOUT",
+    "TENANTS",
+    "TENANT_KEY_LIMIT",
     "build_configs",
     "build_recovery",
+    "customize_from_file",
     "hedge_budget",
     "retry_budget",
     "rollout_breaker",
+    "tenant_quota",
 ]
 
 HEDGE_DELAY: Final = 0.15
@@ -83,6 +93,17 @@ HEDGE_DELAY: Final = 0.15
 
 ROLLOUT: Final = "database_rate"
 """The failure-rate breaker tried out in METRICS_ONLY on the ``database`` policy (which has none)."""
+
+
+TENANTS: Final = "tenants"
+"""The keyed policy: one rate limit per tenant (:func:`tenant_quota`)."""
+TENANT_KEY_LIMIT: Final = 10
+"""How many tenants get their own ``resilience.key`` metric attribute."""
+
+
+def tenant_quota(scale: float) -> ResilienceConfig:
+    """Return the quota of each tenant: 0.5 requests per production second, burst 2, no wait."""
+    return ResilienceConfig(name=TENANTS, rate_limiter=RateLimiterConfig(rate=0.5 / scale, burst=2))
 
 
 def rollout_breaker(scale: float) -> CircuitBreaker:
@@ -184,13 +205,17 @@ def _content_api(scale: float, cache: MemoryCache, budget: RetryBudget | None) -
             max_delay=60.0 * scale,
             budget=budget,
         ),
-        fallback_config=FallbackConfig(
-            strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=cache
-        ),
+        fallback_config=_cached_fallback(cache),
         timeout=30.0 * scale,
         bulkhead_config=BulkheadConfig(max_concurrent=5, max_waiting=10, timeout=60.0 * scale),
         enable_recovery=True,
         rate_limiter=RateLimiterConfig(rate=4.0 / scale, burst=4, max_wait=0.5 * scale),
+    )
+
+
+def _cached_fallback(cache: MemoryCache) -> FallbackConfig:
+    return FallbackConfig(
+        strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=cache
     )
 
 
@@ -235,3 +260,69 @@ def build_recovery(scale: float) -> ErrorRecoverySystem:
         ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=2, delay=2.0 * scale)
     )
     return recovery
+
+
+_SCALED: Final = frozenset(
+    {"timeout", "initial_delay", "max_delay", "delay", "max_wait", "slow_call_duration"}
+)
+"""Duration fields (production seconds in a file) that :func:`customize_from_file` scales."""
+_SECTIONS: Final = frozenset(
+    {"circuit_breaker", "retry_policy", "bulkhead_config", "rate_limiter", "hedging"}
+)
+
+
+def _scaled(settings: Any, scale: float) -> Any:
+    """``settings`` with its durations multiplied by ``scale`` and its rates divided by it."""
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(settings):
+        if not field.init:
+            continue
+        value = getattr(settings, field.name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if field.name in _SCALED and isinstance(value, (int, float)):
+            changes[field.name] = value * scale
+        elif field.name == "rate" and isinstance(value, (int, float)):
+            changes[field.name] = value / scale
+        elif field.name in _SECTIONS and dataclasses.is_dataclass(value):
+            changes[field.name] = _scaled(value, scale)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def customize_from_file(
+    scale: float,
+    cache: MemoryCache,
+    rollout: CircuitBreaker | None = None,
+    *,
+    faults: Mapping[str, DependencyFaults] | None = None,
+) -> Callable[[str, ResilienceConfig], ResilienceConfig]:
+    """Return the function that fits a configuration file's policy to the demo.
+
+    A file gives production values and cannot hold objects: the function names the config after
+    its policy, multiplies the durations of the policy and of its sections (timeouts, backoffs,
+    breaker timeout and slow-call duration, rate limiter wait, hedge delay) by ``scale`` and
+    divides the rate limiter's rate by it, gives ``content_api`` the cached fallback on
+    ``cache`` when the file sets no fallback (a file cannot hold the cache), puts ``database``
+    through the ``rollout`` breaker, and adds the dependency's chaos links (``faults``). A
+    breaker's sliding ``TimeWindow`` and the retry budgets are taken as written (demo seconds).
+
+    Args:
+        scale: Demo seconds per production second.
+        cache: The cache of a cached fallback.
+        rollout: The breaker ``database`` runs through (:func:`rollout_breaker`), or ``None``.
+        faults: The chaos links of each dependency, or ``None``.
+
+    Returns:
+        ``customize(name, config)`` for :meth:`~otel_resilience.ResilienceManager.apply_config`.
+    """
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        config = _scaled(dataclasses.replace(config, name=name), scale)
+        if name == "content_api" and config.fallback_config is None:
+            config = dataclasses.replace(config, fallback_config=_cached_fallback(cache))
+        if name == "database" and rollout is not None:
+            link = ExtraStrategy(rollout.as_strategy, outside="total_timeout")
+            config = dataclasses.replace(config, extra_strategies=(*config.extra_strategies, link))
+        return _with_faults(config, (faults or {}).get(name))
+
+    return customize

@@ -17,21 +17,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from otel_resilience import AlertConfig, AlertSystem, ResilienceError, ResilienceManager
+from otel_resilience import (
+    AlertConfig,
+    AlertSystem,
+    RateLimitedError,
+    ResilienceConfig,
+    ResilienceError,
+    ResilienceManager,
+)
 from otel_resilience.demo.faults import build_faults
 from otel_resilience.demo.monitor import Monitor
 from otel_resilience.demo.policies import (
     HEDGE_DELAY,
     ROLLOUT,
+    TENANT_KEY_LIMIT,
+    TENANTS,
     build_configs,
     build_recovery,
+    customize_from_file,
     hedge_budget,
     retry_budget,
     rollout_breaker,
+    tenant_quota,
 )
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario
 from otel_resilience.demo.services import DependencyError, MemoryCache, SimulatedDependency
@@ -59,6 +70,11 @@ POLICIES: Final = DEPENDENCIES
 """Policy names: one policy per dependency, named after it (and so are its breaker and bulkhead)."""
 RATES: Final = {"ml_service": 1.0, "database": 5.0, "content_api": 2.0}
 """Requests per production second, by policy."""
+TENANT_RATE: Final = 2.0
+"""Requests per production second through the keyed ``tenants`` policy, spread over
+:data:`TENANT_CYCLE`: ``acme`` sends 1.2/s against its quota of 0.5/s, the others 0.4/s."""
+TENANT_CYCLE: Final = ("acme", "acme", "acme", "globex", "initech")
+"""The tenant of each request of the ``tenants`` load, in turn."""
 _MAX_CATCH_UP: Final = 200
 """Requests a load generator starts at once after the event loop fell behind."""
 
@@ -146,6 +162,9 @@ class DemoSystem:
         monitor: Where calls, events and alerts are counted.
         start: The run's start on ``clock``.
         clock: The monotonic clock.
+        policies: A configuration file's policies (production values): those named like a demo
+            policy replace it, fitted to the demo by
+            :func:`~otel_resilience.demo.policies.customize_from_file`; ``None`` for none.
 
     Attributes:
         manager: The resilience manager every call goes through.
@@ -162,6 +181,7 @@ class DemoSystem:
         monitor: Monitor,
         start: float,
         clock: Callable[[], float] = time.monotonic,
+        policies: Mapping[str, ResilienceConfig] | None = None,
     ) -> None:
         self._scale = time_scale
         self._monitor = monitor
@@ -195,6 +215,15 @@ class DemoSystem:
         self.configs = build_configs(
             time_scale, self.cache, self.rollout, self.budget, faults=self.faults, hedges=self.hedge_budget
         )
+        quota = tenant_quota(time_scale)
+        if policies:  # a configuration file's policies replace the built-in ones of the same names
+            fit = customize_from_file(time_scale, self.cache, self.rollout, faults=self.faults)
+            self.configs.update(
+                {name: fit(name, policies[name]) for name in self.configs if name in policies}
+            )
+            quota = fit(TENANTS, policies[TENANTS]) if TENANTS in policies else quota
+        self.tenants = self.manager.policy(TENANTS, quota, key_attribute_limit=TENANT_KEY_LIMIT)
+        self.tenant_rejections: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self._links: dict[tuple[str, str], Any] = {}
         for name, config in self.configs.items():
             pipeline = self.manager.pipeline_for(config, name)  # every pattern exports from t = 0
@@ -214,6 +243,7 @@ class DemoSystem:
         """Start one open-loop load generator per policy."""
         for name in POLICIES:
             self._generators.append(asyncio.create_task(self._generate(name), name=f"load-{name}"))
+        self._generators.append(asyncio.create_task(self._tenant_load(), name="load-tenants"))
 
     async def stop_load(self, grace: float) -> None:
         """Stop the generators, let running calls end for up to ``grace`` seconds, cancel the rest."""
@@ -247,6 +277,25 @@ class DemoSystem:
                 started += 1
             if due <= now:  # still behind after a long stall: drop the backlog instead of a flood
                 due = now + interval
+            await asyncio.sleep(due - now)
+
+    async def _tenant_load(self) -> None:
+        """Send :data:`TENANT_RATE` requests/s through the keyed ``tenants`` policy, tenant by tenant."""
+        loop = asyncio.get_running_loop()
+        interval = self._scale / TENANT_RATE
+        due = loop.time()
+        number = 0
+        while True:
+            now = loop.time()
+            due = max(due, now - interval * _MAX_CATCH_UP)
+            while due <= now:
+                tenant = TENANT_CYCLE[number % len(TENANT_CYCLE)]
+                number += 1
+                due += interval
+                try:
+                    await self.tenants.for_key(tenant).execute(_tenant_call)
+                except RateLimitedError:
+                    self.tenant_rejections[tenant] += 1
             await asyncio.sleep(due - now)
 
     def _spawn(self, name: str) -> None:
@@ -355,6 +404,12 @@ class DemoSystem:
         stats = self.budget.get_stats()
         return {key: int(stats[key]) for key in ("first_attempts", "retries", "available", "denied")}
 
+    def tenant_stats(self) -> dict[str, Any]:
+        """Return the ``tenants`` quota (requests per production second), keys and rejections by tenant."""
+        limiter = self.tenants.for_key(TENANT_CYCLE[0]).rate_limiter
+        rate = None if limiter is None else float(limiter.config.rate) * self._scale
+        return {"rate": rate, "keys": self.tenants.keys, "rejections": dict(self.tenant_rejections)}
+
     def recovery_stats(self) -> dict[str, Any]:
         """Return the recovery system's statistics."""
         stats: dict[str, Any] = self.manager.recovery_system.get_stats()
@@ -363,3 +418,7 @@ class DemoSystem:
     def close(self) -> None:
         """Stop the alert system listening to the event stream."""
         self.alert_system.close()
+
+
+async def _tenant_call() -> None:
+    """A tenant's request once past its quota (the quota is what the ``tenants`` policy shows)."""

@@ -82,6 +82,7 @@ __all__ = [
     "A_FALLBACK_HIGH",
     "A_RATE_LIMITED",
     "A_RECOVERY_LOW",
+    "A_RELOAD_FAILED",
     "A_RETRY_BUDGET",
     "A_RETRY_STORM",
     "A_TIMEOUTS",
@@ -111,6 +112,7 @@ __all__ = [
     "RECOVERY_RATE_THRESHOLD",
     "RECOVERY_SPARSE_WINDOW",
     "RECOVERY_WINDOW",
+    "RELOAD_FAILED_WINDOW",
     "RETRY_BUDGET_FOR",
     "RETRY_BUDGET_WINDOW",
     "RETRY_STORM_RATIO",
@@ -136,6 +138,7 @@ __all__ = [
     "R_RECOVERY_ATTEMPTS",
     "R_RECOVERY_RATE",
     "R_RECOVERY_RATE_SPARSE",
+    "R_RELOAD_FAILURES",
     "R_RETRIES",
     "R_RETRY_BUDGET_DENIALS",
     "R_RETRY_RATIO",
@@ -228,6 +231,10 @@ CHAOS_DRILL_WINDOW: Final = "15m"
 """How long after its last injection a policy counts as under a chaos drill: the drill's retries,
 fallbacks, timeouts and recovery actions die down within it, and the ``for`` of the alerts it
 would cause (up to 10 minutes) has passed."""
+RELOAD_FAILED_WINDOW: Final = "15m"
+"""How long after a refused reload of a named policy :data:`A_RELOAD_FAILED` keeps firing: long
+enough for the person who changed the file to see it, short enough to resolve soon after the file
+is fixed (a successful reload does not end it earlier)."""
 RATE_LIMITED_FOR: Final = "5m"
 """How long the shed share must stay above :data:`RATE_LIMITED_RATIO`: longer than a burst or a
 retry wave (a minute or two), short enough to warn while a noisy caller still floods."""
@@ -240,6 +247,7 @@ _WINDOWS: Final = (
     RECOVERY_SPARSE_WINDOW,
     RETRY_BUDGET_WINDOW,
     CHAOS_DRILL_WINDOW,
+    RELOAD_FAILED_WINDOW,
 )
 
 
@@ -407,6 +415,8 @@ _RECOVERY_ATTEMPTS: Final = naming.series(sc.RECOVERY_ATTEMPTS)
 _ERROR_PATTERNS: Final = naming.series(sc.ERROR_PATTERNS)
 _CHAOS_INJECTIONS: Final = naming.series(sc.CHAOS_INJECTIONS)
 _CHAOS_KIND: Final = naming.label(sc.CHAOS_KIND)
+_RELOADS: Final = naming.series(sc.RELOAD)
+_RELOAD_OUTCOME: Final = naming.label(sc.RELOAD_OUTCOME)
 
 
 def _record(level: str, series: str, operation: str, qualifier: str = "") -> str:
@@ -463,6 +473,9 @@ R_ERROR_PATTERNS: Final = _record(
     "job_policy_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
 )
 R_CHAOS_INJECTIONS: Final = _record("job_policy", _CHAOS_INJECTIONS, f"increase{CHAOS_DRILL_WINDOW}")
+R_RELOAD_FAILURES: Final = _record("job_policy_error", _RELOADS, f"increase{RELOAD_FAILED_WINDOW}", "_failed")
+"""Refused reloads of each named policy within :data:`RELOAD_FAILED_WINDOW`, by ``error.type``,
+each series' first included: above 0, the policy runs an older configuration than its file."""
 """Faults, delays and results the chaos links of each policy injected within
 :data:`CHAOS_DRILL_WINDOW`, each series' first included: above 0, the policy is under a drill."""
 
@@ -480,6 +493,7 @@ A_TIMEOUTS: Final = "ResilienceTimeoutsRising"
 A_RETRY_BUDGET: Final = "ResilienceRetryBudgetExhausted"
 A_RATE_LIMITED: Final = "ResilienceRateLimitedSustained"
 A_CHAOS_DRILL: Final = "ResilienceChaosDrillActive"
+A_RELOAD_FAILED: Final = "ResilienceReloadFailed"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
@@ -494,6 +508,7 @@ ALERT_NAMES: Final = (
     A_RETRY_BUDGET,
     A_RATE_LIMITED,
     A_CHAOS_DRILL,
+    A_RELOAD_FAILED,
 )
 """Every alert name, in the order of the rules file."""
 RULE_SEVERITIES: Final = checks.RULE_SEVERITIES
@@ -984,6 +999,29 @@ def _chaos_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRul
     )
 
 
+def _reload_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    """The refused reloads of each named policy, and the alert that its configuration is stale."""
+    job = o.job_label
+    window = scale_duration(RELOAD_FAILED_WINDOW, scale)
+    failed = _sel(_RELOADS, _eq(_RELOAD_OUTCOME, naming.value(sc.RELOAD_OUTCOME, "failed")))
+    return (
+        RecordingRule(R_RELOAD_FAILURES, _events(failed, window, (job, _POLICY, _ERROR_TYPE))),
+        AlertRule(
+            A_RELOAD_FAILED,
+            f"{R_RELOAD_FAILURES} > 0",
+            "0s",
+            "warning",
+            f"Reload of policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}} refused",
+            f"Policy {{{{ $labels.resilience_policy }}}} of service {{{{ $labels.{job} }}}} refused "
+            f'{{{{ printf "%.0f" $value }}}} new configuration(s) in the last {window} '
+            f"({{{{ $labels.error_type }}}}): it kept running its previous configuration, so what runs "
+            "is not what the configuration file (or the last reconfigure call) says. The service log "
+            "has the refusal's message.",
+            o.runbook_url_base,
+        ),
+    )
+
+
 def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> Rules:
     """Return the rule groups: each group's recording rules, then the alerts that read them.
 
@@ -1011,6 +1049,7 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         ("otel_resilience.retry_budgets", _retry_budget_group(options, scale)),
         ("otel_resilience.rate_limiters", _rate_limiter_group(options, scale)),
         ("otel_resilience.chaos", _chaos_group(options, scale)),
+        ("otel_resilience.configuration", _reload_group(options, scale)),
     )
 
 
@@ -1605,6 +1644,35 @@ def _chaos_drill_case() -> _Case:
     )
 
 
+def _reload_failed_case() -> _Case:
+    rule = _rule(A_RELOAD_FAILED)
+
+    def reloads(policy: str, outcome: str, error: str = "") -> str:
+        labels = {_POLICY: policy, _RELOAD_OUTCOME: outcome, **({_ERROR_TYPE: error} if error else {})}
+        return _input(_RELOADS, labels)
+
+    payments = _job(**{_POLICY: "payments", _ERROR_TYPE: "ValueError"})
+    return _Case(
+        "reload failed: fires at the first refused reload (a series born at 1 counts), resolves 15m "
+        "after the last; successful reloads and the failed series at 0 stay silent",
+        A_RELOAD_FAILED,
+        (
+            # Both series of each policy start at 0; payments reloads fine, then a bad file at t+10m.
+            (reloads("payments", "succeeded"), _counter((0, 5), (1, 1), (0, 54))),
+            (reloads("payments", "failed"), _gauge((0, 61))),
+            (reloads("payments", "failed", "ValueError"), _counter((0, 50), missing=10, start=1)),
+            (reloads("orders", "succeeded"), _counter((1, 60))),
+            (reloads("orders", "failed"), _gauge((0, 61))),
+        ),
+        (
+            ("9m", ()),
+            ("11m", (_Firing(rule, payments, "1"),)),
+            ("24m", (_Firing(rule, payments, "1"),)),
+            ("27m", ()),
+        ),
+    )
+
+
 def rules_test_document() -> dict[str, Any]:
     """Return the ``promtool test rules`` file (``alerts/rules_test.yml``).
 
@@ -1625,6 +1693,7 @@ def rules_test_document() -> dict[str, Any]:
         _retry_budget_case(),
         _rate_limited_case(),
         _chaos_drill_case(),
+        _reload_failed_case(),
     )
     return {
         "rule_files": [RULES_FILE],

@@ -777,6 +777,64 @@ def _hedge_load(selector: dict[str, str]) -> _Panel:
 # --- the dashboards -----------------------------------------------------------------------
 
 
+def _top_keys(selector: dict[str, str]) -> _Panel:
+    rejections = naming.series(sc.REJECTIONS)
+    key = naming.label(sc.KEY)
+    top = f"topk(10, {_rate(rejections, _m(**selector, **{key: '~.+'}), (_POLICY, key))})"
+    return _Panel(
+        "timeseries",
+        "Top keys by rejections",
+        "The 10 keys of keyed policies (manager.policy(...).for_key(key)) whose calls were rejected "
+        "most per second (breaker open, bulkhead full, rate limited), by policy and key. Only a policy "
+        "created with key_attribute_limit > 0 puts the key on its metrics; the keys past that limit "
+        f'share the series {key}="{sc.KEY_OVERFLOW}". One series at 0 when no key was rejected. '
+        f"From `{rejections}`.",
+        "ops",
+        (_Query(_or_zero(top), f"{{{{{_POLICY}}}}} / {{{{{key}}}}}"),),
+        width=8,
+        min=0,
+    )
+
+
+def _keys_in_use(selector: dict[str, str]) -> _Panel:
+    keys = naming.series(sc.POLICY_KEYS)
+    return _Panel(
+        "timeseries",
+        "Keys in use",
+        "Keys each keyed policy holds state for now (a breaker, bulkhead and rate limiter per key; "
+        "idle keys past max_keys or idle_ttl are evicted). A count that keeps growing means keys "
+        "without a bound (a request id instead of a tenant). One series at 0 when no policy is keyed. "
+        f"From `{keys}`.",
+        "short",
+        (_Query(_or_zero(f"sum by ({_POLICY}) ({keys}{_m(**selector)})"), f"{{{{{_POLICY}}}}}"),),
+        width=8,
+        min=0,
+    )
+
+
+def _reloads(selector: dict[str, str]) -> _Panel:
+    reloads = naming.series(sc.RELOAD)
+    return _Panel(
+        "timeseries",
+        "Refused reloads",
+        "New configurations each named policy refused in the last "
+        f"{ar.RELOAD_FAILED_WINDOW} (a configuration file's reload, reconfigure), by error type: the "
+        f"policy kept its previous configuration. {ar.A_RELOAD_FAILED} fires above 0; one series at 0 "
+        f"when none was refused. From `{reloads}`. {_rule_note(ar.R_RELOAD_FAILURES)}",
+        "short",
+        (
+            _Query(
+                _or_zero(_recorded(ar.R_RELOAD_FAILURES, selector)),
+                f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+            ),
+        ),
+        thresholds=_above((1, _ORANGE)),
+        alert=ar.A_RELOAD_FAILED,
+        width=8,
+        min=0,
+    )
+
+
 def _overview() -> _Dashboard:
     executions = naming.series(sc.EXECUTIONS)
     alerts = "|".join(ar.ALERT_NAMES)
@@ -844,6 +902,10 @@ def _overview() -> _Dashboard:
                 ),
             ),
             ("Drills (chaos)", (_chaos_injections(_POLICY_SEL), _chaos_drills(_POLICY_SEL))),
+            (
+                "Keyed and reloaded policies",
+                (_top_keys(_POLICY_SEL), _keys_in_use(_POLICY_SEL), _reloads(_POLICY_SEL)),
+            ),
         ),
     )
 

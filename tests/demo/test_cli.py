@@ -216,3 +216,33 @@ def test_an_unwritable_summary_json_fails_after_showing_the_summary(tmp_path: Pa
     assert code == 1
     assert "== otel-resilience demo summary" in out
     assert f"cannot write the summary to {target}" in err
+
+
+def test_the_demo_runs_the_policies_of_a_config_file(tmp_path: Path) -> None:
+    """`demo --config examples/demo.yaml`: the file's tenants quota (2/s) replaces the built-in 0.5/s."""
+    path = tmp_path / "summary.json"
+    example = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+    argv = ["demo", "--scenario", "steady", "--duration", "1.5", "--time-scale", "0.01"]
+    code, _, err = _run(
+        *argv, "--no-metrics-server", "--plain", "--config", str(example), "--summary-json", str(path)
+    )
+    assert code == 0, err
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    assert summary["tenants"]["rate"] == pytest.approx(2.0)
+    assert summary["tenants"]["rejections"] == {"acme": 0, "globex": 0, "initech": 0}
+    assert summary["lost_calls"] == 0
+
+
+def test_a_config_file_with_a_policy_the_demo_lacks_fails_clearly(tmp_path: Path) -> None:
+    """A policy name the demo does not have, or an invalid file, is an error naming --config."""
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("version: 1\npolicies:\n  payments:\n    timeout: 1s\n", encoding="utf-8")
+    code, _, err = _run("demo", "--duration", "1", "--no-metrics-server", "--plain", "--config", str(unknown))
+    assert code == 1
+    assert "--config:" in err
+    assert "names payments, not a policy of the demo (ml_service, database, content_api, tenants)" in err
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("version: 1\npolicies:\n  tenants:\n    timeout: -1\n", encoding="utf-8")
+    code, _, err = _run("demo", "--duration", "1", "--no-metrics-server", "--plain", "--config", str(invalid))
+    assert code == 1
+    assert "invalid.yaml:4" in err

@@ -302,3 +302,13 @@ def test_a_lost_call_makes_the_exit_status_1(monkeypatch: pytest.MonkeyPatch) ->
     err = io.StringIO()
     assert app.main(DemoOptions(port=None, plain=True), out=io.StringIO(), err=err) == 1
     assert "2 call(s) lost" in err.getvalue()
+
+
+async def test_the_keyed_tenants_policy_sheds_the_tenant_over_its_quota(run_scenario: Any) -> None:
+    """`tenants`: one quota per tenant; acme sends more than its quota, the others less."""
+    summary, _ = await run_scenario("steady", 2.0)
+    tenants = summary["tenants"]
+    assert tenants["keys"] == 3
+    assert tenants["rate"] == pytest.approx(0.5)
+    assert tenants["rejections"]["acme"] > 0
+    assert tenants["rejections"]["globex"] == tenants["rejections"]["initech"] == 0

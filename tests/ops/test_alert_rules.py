@@ -28,6 +28,7 @@ REQUIRED_ALERTS = {
     "ResilienceRetryBudgetExhausted",
     "ResilienceRateLimitedSustained",
     "ResilienceChaosDrillActive",
+    "ResilienceReloadFailed",
 }
 
 

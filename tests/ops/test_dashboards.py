@@ -55,7 +55,23 @@ def test_overview_has_the_required_panels(dashboards):
         "Firing alerts": "table",
         "Chaos injections (drills)": "timeseries",
         "Policies under a drill": "stat",
+        "Top keys by rejections": "timeseries",
+        "Keys in use": "timeseries",
+        "Refused reloads": "timeseries",
     }
+
+
+def test_the_keyed_panels_show_the_top_keys_and_zero_when_nothing_happened(dashboards):
+    """Top keys ranks resilience_key by rejections; both keyed panels fall back to one series at 0."""
+    overview = dashboards["otel-resilience-overview.json"]
+    top = by_title(overview, "Top keys by rejections")["targets"][0]["expr"]
+    assert top.startswith(
+        "topk(10, sum by (resilience_policy, resilience_key) (rate(resilience_rejections_total"
+    )
+    keys = by_title(overview, "Keys in use")["targets"][0]["expr"]
+    assert "resilience_policy_keys{" in keys
+    assert top.endswith("or on() vector(0)")
+    assert keys.endswith("or on() vector(0)")
 
 
 def test_every_query_references_only_derived_or_recorded_series(dashboards, recorded):

@@ -31,6 +31,7 @@ from otel_resilience import (
     FallbackStrategy,
     HedgingConfig,
     OperationTimeoutError,
+    RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
     RecoveryAction,
@@ -130,13 +131,20 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     hedged = ResilienceConfig(name=f"ops-hedged-{suffix}", hedging=HedgingConfig(delay=0.05))
     assert await manager.execute_with_resilience(slow_once, hedged) == "fast"
 
-    # A named policy with a key (its keys gauge) reloaded once, and refused once (resilience.reload).
+    # A named policy with a key on its metrics (its keys gauge), the key rejected once by its
+    # quota (resilience.key on the rejections), reloaded once, and refused once (resilience.reload).
+    quota = RateLimiterConfig(rate=0.001, burst=1)
     tenants = manager.policy(
-        f"ops-tenants-{suffix}", ResilienceConfig(circuit_breaker=CircuitBreakerConfig())
+        f"ops-tenants-{suffix}",
+        ResilienceConfig(circuit_breaker=CircuitBreakerConfig(), rate_limiter=quota),
+        key_attribute_limit=5,
     )
     assert tenants.for_key("tenant-a").execute_sync(lambda: "ok") == "ok"
+    with pytest.raises(RateLimitedError):
+        tenants.for_key("tenant-a").execute_sync(lambda: "ok")
     manager.reconfigure(
-        tenants.name, ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3))
+        tenants.name,
+        ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3), rate_limiter=quota),
     )
     with pytest.raises(TypeError):
         manager.reconfigure(tenants.name, "not a config")  # type: ignore[arg-type]
