@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from otel_resilience import RetryPolicy
+
 
 async def until(condition: Callable[[], object], steps: int = 500) -> None:
     """Yield to the loop until ``condition()`` holds (bounded)."""
@@ -35,6 +37,10 @@ async def invoke(runner: Any, driver: str, fn: Callable[[], Any]) -> Any:
         return fn()
 
     return await runner.execute(afn)
+
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
+"""Three attempts 10 ms apart: what the HTTP integrations' tests retry with."""
 
 
 class ScriptedHTTPServer:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from support import FAST_RETRY as FAST
 from support import ScriptedHTTPServer
 
 from otel_resilience import (
@@ -16,20 +17,8 @@ from otel_resilience import (
     OperationTimeoutError,
     ResilienceConfig,
     ResilienceManager,
-    RetryPolicy,
 )
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
-
-FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
-
-
-@pytest.fixture
-def server() -> Iterator[ScriptedHTTPServer]:
-    s = ScriptedHTTPServer()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def session(**changes: Any) -> aiohttp.ClientSession:

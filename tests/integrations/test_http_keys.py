@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from support import FAST_RETRY as FAST
 from support import ScriptedHTTPServer
 
 from otel_resilience import (
@@ -14,23 +14,12 @@ from otel_resilience import (
     CircuitOpenError,
     ResilienceConfig,
     ResilienceManager,
-    RetryPolicy,
 )
 from otel_resilience.integrations.http import RETRYABLE, HttpOptions, HttpRetryOn, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 
-FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
 BREAKER = CircuitBreakerConfig(failure_threshold=2, timeout=60.0)
 DRIVERS = pytest.mark.parametrize("driver", ["sync", "async"])
-
-
-@pytest.fixture
-def server() -> Iterator[ScriptedHTTPServer]:
-    s = ScriptedHTTPServer()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 async def send(driver: str, policy: Any, manager: ResilienceManager, method: str, url: str, **kw: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import FAST_RETRY as FAST
 from support import ScriptedHTTPServer
 
 from otel_resilience import (
@@ -15,21 +16,9 @@ from otel_resilience import (
     CircuitOpenError,
     ResilienceConfig,
     ResilienceManager,
-    RetryPolicy,
 )
 from otel_resilience.integrations.http import RETRYABLE, FailedResponseError, HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
-
-FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
-
-
-@pytest.fixture
-def server() -> Iterator[ScriptedHTTPServer]:
-    s = ScriptedHTTPServer()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def policy(**changes: Any) -> ResilienceConfig:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+from support import FAST_RETRY as FAST
 from support import ScriptedHTTPServer
 
 from otel_resilience import (
@@ -15,21 +15,9 @@ from otel_resilience import (
     CircuitOpenError,
     ResilienceConfig,
     ResilienceManager,
-    RetryPolicy,
 )
 from otel_resilience.integrations.http import FailedResponseError, HttpOptions
 from otel_resilience.integrations.requests import ResilientAdapter, mark_retryable
-
-FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")
-
-
-@pytest.fixture
-def server() -> Iterator[ScriptedHTTPServer]:
-    s = ScriptedHTTPServer()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def session(options: HttpOptions | None = None, **changes: Any) -> requests.Session:
