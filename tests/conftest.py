@@ -1,4 +1,5 @@
-"""Shared fixtures: a fake clock, an event recorder, the async/sync driver parameter, a quiet global hub."""
+"""Shared fixtures: a fake clock, an event recorder, the async/sync driver parameter, a quiet global hub,
+an alert system of the test's own and a manager on the fake clock."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from otel_resilience.alerts import default_alert_system
+from otel_resilience import ResilienceManager
+from otel_resilience.alerts import AlertSystem, default_alert_system
 from otel_resilience.testing import EventRecorder, FakeClock
 
 
@@ -39,3 +41,17 @@ def _quiet_global_hub() -> Iterator[None]:
     """Close the process-wide alert system after each test (the first breaker creates it again)."""
     yield
     default_alert_system().close()
+
+
+@pytest.fixture
+def alerts() -> Iterator[AlertSystem]:
+    """An alert system of the test's own, closed afterwards (the process-wide one would stay on the hub)."""
+    system = AlertSystem(name="test-alerts")
+    yield system
+    system.close()
+
+
+@pytest.fixture
+def manager(clock: FakeClock, alerts: AlertSystem) -> ResilienceManager:
+    """A manager on the fake clock with the test's own alert system."""
+    return ResilienceManager(clock=clock, alert_system=alerts)

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -27,27 +26,11 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
-from otel_resilience.alerts import AlertSystem
 from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.engine.registry import BREAKERS, PIPELINES
 from otel_resilience.engine.step import Step
 from otel_resilience.manager import DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS
 from otel_resilience.testing import FakeClock
-
-
-@pytest.fixture
-def alerts() -> Iterator[AlertSystem]:
-    """An alert system of our own (closed afterwards), so no manager leaves a listener behind."""
-    system = AlertSystem(name="keys-alerts")
-    yield system
-    system.close()
-
-
-@pytest.fixture
-def manager(clock: FakeClock, alerts: AlertSystem) -> ResilienceManager:
-    """A manager on the fake clock."""
-    return ResilienceManager(clock=clock, alert_system=alerts)
-
 
 BREAKER = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,14 +22,6 @@ from otel_resilience import (
 from otel_resilience.alerts import AlertSystem
 from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.manager import DEFAULT_MAX_POLICIES
-
-
-@pytest.fixture
-def alerts() -> Iterator[AlertSystem]:
-    """An alert system of our own (closed afterwards), so no manager leaves a listener behind."""
-    system = AlertSystem(name="policies-alerts")
-    yield system
-    system.close()
 
 
 def spec_config(default: Any) -> ResilienceConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,25 +21,10 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
-from otel_resilience.alerts import AlertSystem
 from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
 from otel_resilience.engine.step import Step
 from otel_resilience.testing import EventRecorder, FakeClock
-
-
-@pytest.fixture
-def alerts() -> Iterator[AlertSystem]:
-    """An alert system of our own (closed afterwards), so no manager leaves a listener behind."""
-    system = AlertSystem(name="reload-alerts")
-    yield system
-    system.close()
-
-
-@pytest.fixture
-def manager(clock: FakeClock, alerts: AlertSystem) -> ResilienceManager:
-    """A manager on the fake clock."""
-    return ResilienceManager(clock=clock, alert_system=alerts)
 
 
 def fallback(value: str, **more: object) -> ResilienceConfig:

@@ -4,7 +4,6 @@ execution, and the cap on attempts in total visible as the retry's stop reason."
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,14 +21,6 @@ _names = itertools.count()
 
 def _fresh(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
-
-
-@pytest.fixture
-def alerts() -> Iterator[AlertSystem]:
-    """An alert system of our own, closed afterwards (the process-wide one would stay on the hub)."""
-    system = AlertSystem(name="attempt-alerts")
-    yield system
-    system.close()
 
 
 def _fixed(max_attempts: int) -> RetryPolicy:

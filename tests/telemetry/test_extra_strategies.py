@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.trace import StatusCode
 
 from otel_resilience import ExtraStrategy, ResilienceConfig, ResilienceManager, resilient
-from otel_resilience.alerts import AlertSystem
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Step
 from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
@@ -35,13 +33,6 @@ class Chaos(Step):
         self.runs += 1
         if self.runs <= self.faults:
             raise ConnectionError(f"chaos on attempt {ctx.attempt}")
-
-
-@pytest.fixture
-def alerts() -> Iterator[AlertSystem]:
-    system = AlertSystem(name="extra-alerts")
-    yield system
-    system.close()
 
 
 def _config(name: str, **place: Any) -> ResilienceConfig:

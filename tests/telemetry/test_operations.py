@@ -12,7 +12,6 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_resilience.alerts import AlertSystem
 from otel_resilience.bulkhead import BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.errors import BulkheadTimeoutError, CircuitOpenError
@@ -23,14 +22,6 @@ from otel_resilience.telemetry import current_listener, install_default, instrum
 from otel_resilience.telemetry import semconv as sc
 
 _PREVIOUS, _STATE, _REASON = sc.CB_PREVIOUS_STATE, sc.CB_STATE, sc.CB_TRANSITION_REASON
-
-
-@pytest.fixture
-def alerts() -> Iterator[AlertSystem]:
-    """An alert system of our own, closed afterwards (the process-wide one would stay on the hub)."""
-    system = AlertSystem(name="ops-alerts")
-    yield system
-    system.close()
 
 
 def _transitions(otel: Any, name: str) -> dict[tuple[str, str, str], int]:
