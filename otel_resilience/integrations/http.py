@@ -307,7 +307,13 @@ class HttpPolicy:
             return made[1]
         config = self._config
         assert config is not None  # noqa: S101 - set for a config
-        handle = manager.policy(config.name or "http", config, max_keys=self.options.max_hosts)
+        options = self.options
+        handle = manager.policy(
+            config.name or "http",
+            config,
+            max_keys=options.max_hosts,
+            adapt=lambda reloaded: http_config(reloaded, options),  # a reload keeps the HTTP rule
+        )
         self._made = (manager, handle)
         return handle
 

@@ -21,6 +21,7 @@ from otel_resilience.manager.keyed import Spec
 from otel_resilience.manager.policy import (
     DEFAULT_IDLE_TTL,
     DEFAULT_MAX_KEYS,
+    Adapt,
     PolicyHandle,
     check_config,
     report_failure,
@@ -70,6 +71,7 @@ class NamedPolicies:
         max_keys: int | _Unset = _KEEP,
         idle_ttl: float | timedelta | _Unset | None = _KEEP,
         key_attribute_limit: int | _Unset = _KEEP,
+        adapt: Adapt | None = None,
     ) -> PolicyHandle:
         """Return the policy handle named ``name``, creating it with ``config`` on first use.
 
@@ -86,6 +88,9 @@ class NamedPolicies:
             key_attribute_limit: How many keys get their own ``resilience.key`` metric
                 attribute (default 0: the key is an attribute of the execution span only); the
                 keys past it share the overflow series ``resilience.key="_OTHER"``.
+            adapt: Applied to ``config`` and to every config a reload gives the policy (a
+                client integration adds its retry rule so that no reload drops it); ``None``
+                for none. Only the call that creates the handle sets it.
 
         Raises:
             KeyError: ``config`` is ``None`` and no handle has that name.
@@ -102,19 +107,24 @@ class NamedPolicies:
             if handle is None:
                 if config is None:
                     raise KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
-                handle = self._handles[name] = self._new_handle(name, config, options)
+                handle = self._handles[name] = self._new_handle(name, config, options, adapt)
                 return handle
-        _same(handle, config, options)
+        _same(handle, None if config is None else handle.adapted(config), options)
         return handle
 
-    def _new_handle(self, name: str, config: ResilienceConfig, options: dict[str, Any]) -> PolicyHandle:
-        spec = Spec(
-            name, check_config(name, config), 1, self._clock, self.recovery_system, self._find_breaker
-        )
+    def _new_handle(
+        self, name: str, config: ResilienceConfig, options: dict[str, Any], adapt: Adapt | None
+    ) -> PolicyHandle:
+        checked = check_config(name, config)
+        if adapt is not None:
+            checked = adapt(checked)
+        spec = Spec(name, checked, 1, self._clock, self.recovery_system, self._find_breaker)
         max_keys = DEFAULT_MAX_KEYS if options["max_keys"] is _KEEP else options["max_keys"]
         idle_ttl = DEFAULT_IDLE_TTL if options["idle_ttl"] is _KEEP else options["idle_ttl"]
         limit = 0 if options["key_attribute_limit"] is _KEEP else options["key_attribute_limit"]
-        return PolicyHandle(spec, max_keys=max_keys, idle_ttl=idle_ttl, key_attribute_limit=limit)
+        return PolicyHandle(
+            spec, max_keys=max_keys, idle_ttl=idle_ttl, key_attribute_limit=limit, adapt=adapt
+        )
 
     def reconfigure(self, name: str, config: ConfigSource) -> PolicyHandle:
         """Give the policy ``name`` a new config now, while its calls run.

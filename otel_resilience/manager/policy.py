@@ -93,6 +93,10 @@ def check_config(name: str, config: object, owner: str = _OWNER) -> ResilienceCo
     return config
 
 
+Adapt = Callable[[ResilienceConfig], ResilienceConfig]
+"""What a policy does to every config it takes, at creation and on each reload (``adapt=``)."""
+
+
 class PolicyHandle:
     """A named policy of a :class:`~otel_resilience.ResilienceManager`: reusable, keyed, reloadable.
 
@@ -109,6 +113,7 @@ class PolicyHandle:
 
     __slots__ = (
         "__weakref__",
+        "_adapt",
         "_default",
         "_keys",
         "_ledger",
@@ -128,8 +133,10 @@ class PolicyHandle:
         max_keys: int = DEFAULT_MAX_KEYS,
         idle_ttl: float | timedelta | None = DEFAULT_IDLE_TTL,
         key_attribute_limit: int = 0,
+        adapt: Adapt | None = None,
     ) -> None:
         self.name = spec.name
+        self._adapt = adapt
         self.key_attribute_limit = check_int(_OWNER, "key_attribute_limit", key_attribute_limit, minimum=0)
         self._spec = spec
         self._lock = threading.Lock()
@@ -277,11 +284,19 @@ class PolicyHandle:
             ValueError: As :func:`check_config`.
             Exception: What building a pipeline from ``config`` raised.
         """
-        checked = check_config(self.name, config, "ResilienceManager.reconfigure")
+        checked = self.adapted(check_config(self.name, config, "ResilienceManager.reconfigure"))
         spec = self._spec
         with namesakes_expected():
             compose(StageInputs(self.name, checked, spec.clock, None, None, spec.recovery, spec.breakers))
         return checked
+
+    def adapted(self, config: ResilienceConfig) -> ResilienceConfig:
+        """Return ``config`` as the policy takes it: through the ``adapt`` it was created with.
+
+        A reload (``reconfigure``, a configuration file) passes through it too, so what the
+        owner of the policy adds to every config (an HTTP client's retry rule) is never lost.
+        """
+        return config if self._adapt is None else self._adapt(config)
 
     def _commit(self, config: ResilienceConfig) -> int:
         """Make ``config`` (checked by :meth:`_prepare`) the policy's; return its generation.

@@ -59,7 +59,7 @@ def apply_file(
         name: config if customize is None else customize(name, config) for name, config in policies.items()
     }
     handles = manager._handles
-    changed = {n: c for n, c in wanted.items() if n in handles and handles[n].config != c}
+    changed = {n: c for n, c in wanted.items() if n in handles and handles[n].config != handles[n].adapted(c)}
     manager.reconfigure_many(changed)
     return {name: handles.get(name) or manager.policy(name, config) for name, config in wanted.items()}
 

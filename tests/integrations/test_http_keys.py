@@ -14,6 +14,7 @@ from otel_resilience import (
     CircuitOpenError,
     ResilienceConfig,
     ResilienceManager,
+    RetryPolicy,
 )
 from otel_resilience.integrations.http import RETRYABLE, HttpOptions, HttpRetryOn, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
@@ -89,6 +90,26 @@ async def test_a_post_is_not_retried_on_a_configs_keyed_policy(
     handle = manager.policy("downstream")
     assert isinstance(handle.config.retry_policy.retry_on, HttpRetryOn)  # type: ignore[union-attr]
     assert handle.keys == 1
+
+
+@DRIVERS
+async def test_a_reload_without_the_rule_keeps_it(driver: str, server: ScriptedHTTPServer) -> None:
+    """A config's policy adapts every reload (reconfigure, a file): a POST is still sent once after it."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="reloaded", retry_policy=FAST)
+    server.script("/warm", (200, {}))
+    assert (await send(driver, config, manager, "GET", f"{server.url}/warm")).status_code == 200
+    plain = ResilienceConfig(name="reloaded", retry_policy=RetryPolicy(max_attempts=4, initial_delay=0.0))
+    handle = manager.reconfigure("reloaded", plain)
+    assert handle.generation == 2
+    assert isinstance(handle.config.retry_policy.retry_on, HttpRetryOn)  # type: ignore[union-attr]
+    assert handle.config.retry_policy.max_attempts == 4  # type: ignore[union-attr]
+    server.script("/post", (503, {}), (503, {}), (503, {}))
+    assert (
+        await send(driver, handle, manager, "POST", f"{server.url}/post", content=b"x")
+    ).status_code == 503
+    assert server.count("/post") == 1
+    assert manager.apply_config({"reloaded": plain})["reloaded"].generation == 2  # unchanged: no reload
 
 
 def test_the_rule_only_acts_inside_a_request() -> None:
