@@ -10,7 +10,7 @@ from opentelemetry.trace import StatusCode
 
 from otel_resilience.alerts import AlertSystem, default_alert_system
 from otel_resilience.bulkhead import BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState, CountWindow
 from otel_resilience.errors import BulkheadFullError, CircuitOpenError, OperationTimeoutError
 from otel_resilience.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
@@ -419,3 +419,32 @@ def _k(base: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def _pipeline(policy: str, outcome: str) -> dict[str, str]:
     return {"resilience.policy": policy, "resilience.pattern": "pipeline", "resilience.outcome": outcome}
+
+
+def test_a_slow_call_is_a_success_in_its_span_even_when_it_trips_the_breaker(otel, clock):
+    """Issue 15: a call slower than slow_call_duration is counted as slow, but its span says success
+    (status unset, outcome success); the one that trips on the slow-call rate carries the OPEN event."""
+    config = CircuitBreakerConfig(
+        sliding_window=CountWindow(2),
+        minimum_calls=2,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=1.0,
+    )
+    breaker = CircuitBreaker("tel-slow", config, clock=clock)
+
+    def slow() -> str:
+        clock.advance(2.0)
+        return "slow"
+
+    assert breaker.call_sync(slow) == "slow"
+    assert breaker.call_sync(slow) == "slow"
+    assert breaker.state is CircuitState.OPEN
+    first, tripping = otel.spans("tel-slow")
+    for span in (first, tripping):
+        assert span.status.status_code is StatusCode.UNSET
+        assert span.attributes["resilience.outcome"] == "success"
+        assert "error.type" not in span.attributes
+    assert event_names(first) == []
+    changed = [e for e in tripping.events if e.name == sc.EV_STATE_CHANGED]
+    assert [e.attributes["resilience.circuit_breaker.state"] for e in changed] == ["open"]
+    assert changed[0].attributes["resilience.circuit_breaker.transition_reason"] == "slow_call_rate"
