@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
+from _floor import async_floor, sync_floor
 from _harness import Contender, Group, async_chunk, sync_chunk
 from _peers import Peers
 
@@ -678,6 +679,15 @@ def full_pipeline(driver: str, peers: Peers) -> Group:
         )
     )
     contenders.append(_ours_off("@resilient(config)", _chunk(driver, f"{aw}g()", {"g": g})))
+    floor = (async_floor if driver == "async" else sync_floor)(fn, default={"status": "error"})
+    contenders.append(
+        Contender(
+            "hand-written floor (five nested minimal decorators, no telemetry)",
+            "floor",
+            _chunk(driver, f"{aw}g()", {"g": floor}),
+            note="benchmarks/_floor.py; tests/test_benchmarks_floor.py checks it computes what ours does",
+        )
+    )
     pr = peers.get("pyresilience")
     if pr is not None:
         wrapped = _pyresilience_all_in_one(pr, fn)
