@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
-from _floor import async_floor, sync_floor
+from _floor import async_floor, sync_floor, traced
 from _harness import Contender, Group, async_chunk, sync_chunk
 from _peers import Peers
 
@@ -639,8 +639,8 @@ def _pyresilience_all_in_one(pr: Any, fn: Callable[..., Any]) -> Any:
 
 
 def _listener_hooks(listener: Any, parent: Any = None) -> tuple[Callable[[], None], Callable[[], None]]:
-    """``before``/``after`` hooks that put ``listener`` in place of the registered ones, as
-    ``instrument()`` does (and make ``parent`` the current span)."""
+    """``before``/``after`` hooks that put ``listener`` (or, for ``None``, nothing) in place of the
+    registered ones, as ``instrument()`` does (and make ``parent`` the current span)."""
     from opentelemetry import context as otel_context  # noqa: PLC0415 - optional dependency
     from opentelemetry import trace  # noqa: PLC0415
 
@@ -649,12 +649,14 @@ def _listener_hooks(listener: Any, parent: Any = None) -> tuple[Callable[[], Non
 
     def before() -> None:
         off_before()
-        HUB.add_listener(listener)
+        if listener is not None:
+            HUB.add_listener(listener)
         if parent is not None:
             tokens.append(otel_context.attach(trace.set_span_in_context(parent)))
 
     def after() -> None:
-        HUB.remove_listener(listener)
+        if listener is not None:
+            HUB.remove_listener(listener)
         off_after()
         if tokens:
             otel_context.detach(tokens.pop())
@@ -792,6 +794,7 @@ def full_pipeline_sdk(driver: str, peers: Peers) -> Group | None:
             note="one span per execution, SimpleSpanProcessor + InMemorySpanExporter",
         )
     )
+    contenders.append(_hand_traced(driver, fn, tracer_provider, parent, exporter))
     pr = peers.get("pyresilience")
     if pr is not None:
         wrapped = _pyresilience_all_in_one(pr, fn)
@@ -799,6 +802,37 @@ def full_pipeline_sdk(driver: str, peers: Peers) -> Group | None:
         contenders.append(Contender(label, "pyresilience", _chunk(driver, f"{aw}g()", {"g": wrapped})))
     title = "Full pipeline, call succeeds, OpenTelemetry SDK installed"
     return Group("full_sdk", title, driver, baseline(driver), contenders)
+
+
+def _hand_traced(
+    driver: str, fn: Callable[..., Any], tracer_provider: Any, parent: Any, exporter: Any
+) -> Contender:
+    """The floor in a hand-written span + duration histogram, on the same SDK, parent and exporter."""
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - optional dependency
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench.hand")
+    histogram = meter.create_histogram("bench.hand.duration", unit="s")
+    floor = (async_floor if driver == "async" else sync_floor)(fn, default={"status": "error"})
+    name = f"bench.full_sdk.{driver}"
+    g = traced(
+        floor, tracer_provider.get_tracer("bench.hand"), histogram, name=name, is_async=driver == "async"
+    )
+    # Our listeners off (the hand-written row records its own telemetry), the parent current.
+    before, after = _listener_hooks(None, parent)
+
+    def after_tracing() -> None:
+        after()
+        exporter.clear()
+
+    return Contender(
+        "hand-written floor + span + duration histogram (sampled parent)",
+        "floor",
+        _chunk(driver, f"{_aw(driver)}g()", {"g": g}),
+        before=before,
+        after=after_tracing,
+        note="benchmarks/_floor.py traced(): start_as_current_span + histogram.record around the floor",
+    )
 
 
 # ------------------------------------------------------------------------------------- catalog

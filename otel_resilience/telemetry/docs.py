@@ -144,57 +144,74 @@ def _boundaries(spec: sc.InstrumentSpec) -> str:
     return " Buckets (s): " + ", ".join(f"{b:g}" for b in spec.boundaries) + "."
 
 
+def _table(header: str, rows: Iterable[str]) -> list[str]:
+    """Return a Markdown table: the ``| a | b |`` header, its rule line, then ``rows``."""
+    rule = "|" + "---|" * (header.count("|") - 1)
+    return [header, rule, *rows]
+
+
 def render() -> str:
     """Return the Markdown reference generated from the semconv registry."""
-    lines = [_INTRO.format(scope=sc.SCOPE_NAME, schema=sc.SCHEMA_URL)]
-    lines.append(_ENV)
-    lines.append("| Variable | `instrument()` keyword | When `true` |")
-    lines.append("|---|---|---|")
-    lines.extend(
-        f"| `{switch.variable}` | `{switch.keyword}` | {switch.description} |" for switch in env.SWITCHES
+    lines = [_INTRO.format(scope=sc.SCOPE_NAME, schema=sc.SCHEMA_URL), _ENV]
+    lines += _table(
+        "| Variable | `instrument()` keyword | When `true` |",
+        (f"| `{switch.variable}` | `{switch.keyword}` | {switch.description} |" for switch in env.SWITCHES),
     )
     lines.append("\n## Metrics\n")
-    lines.append("| Name | Kind | Unit | Attributes | Description | Prometheus series |")
-    lines.append("|---|---|---|---|---|---|")
-    lines.extend(
-        f"| `{spec.name}` | {spec.kind.value} | `{spec.unit}` | "
-        f"{_attrs(spec.attributes, spec.conditional)} | {spec.description}{_boundaries(spec)} | "
-        f"{_code(sc.prometheus_series(spec))} |"
-        for spec in sc.INSTRUMENTS
+    lines += _table(
+        "| Name | Kind | Unit | Attributes | Description | Prometheus series |",
+        (
+            f"| `{spec.name}` | {spec.kind.value} | `{spec.unit}` | "
+            f"{_attrs(spec.attributes, spec.conditional)} | {spec.description}{_boundaries(spec)} | "
+            f"{_code(sc.prometheus_series(spec))} |"
+            for spec in sc.INSTRUMENTS
+        ),
     )
     lines.append("\n## Spans\n")
-    lines.append("| Name | Kind | Attributes | Description |")
-    lines.append("|---|---|---|---|")
-    lines.extend(
-        f"| `{span.name}` | {span.kind} | {_attrs(span.attributes, span.conditional)} | {span.description} |"
-        for span in sc.SPANS
+    lines += _table(
+        "| Name | Kind | Attributes | Description |",
+        (
+            f"| `{span.name}` | {span.kind} | {_attrs(span.attributes, span.conditional)} | "
+            f"{span.description} |"
+            for span in sc.SPANS
+        ),
     )
-    lines.append("\n## Span events\n")
+    return "\n".join([*lines, *_event_tables()]) + "\n"
+
+
+def _event_tables() -> list[str]:
+    """Return the span event, log event and attribute sections of the reference."""
+    lines = ["\n## Span events\n"]
     lines.append("Added to the current span (the execution span, or the caller's span).\n")
-    lines.append("| Name | Attributes | Description |")
-    lines.append("|---|---|---|")
-    lines.extend(
-        f"| `{event.name}` | {_attrs(event.attributes, event.conditional)} | {event.description} |"
-        for event in sc.SPAN_EVENTS
+    lines += _table(
+        "| Name | Attributes | Description |",
+        (
+            f"| `{event.name}` | {_attrs(event.attributes, event.conditional)} | {event.description} |"
+            for event in sc.SPAN_EVENTS
+        ),
     )
     lines.append("\n## Log events\n")
     lines.append(
         "Log records with `event_name` set, emitted through the logger provider (nothing is emitted "
         "until one is configured).\n"
     )
-    lines.append("| Event name | Severity | Attributes | Description |")
-    lines.append("|---|---|---|---|")
-    lines.extend(
-        f"| `{log.name}` | {log.severity} | {_attrs(log.attributes)} | {log.description} |"
-        for log in sc.LOG_EVENTS
+    lines += _table(
+        "| Event name | Severity | Attributes | Description |",
+        (
+            f"| `{log.name}` | {log.severity} | {_attrs(log.attributes)} | {log.description} |"
+            for log in sc.LOG_EVENTS
+        ),
     )
     lines.append("\n## Attributes\n")
-    lines.append("| Key | Type | Allowed values | Description |")
-    lines.append("|---|---|---|---|")
-    for attr in sc.ATTRIBUTES:
-        kind = f"{attr.type} ({attr.unit})" if attr.unit else attr.type
-        lines.append(f"| `{attr.key}` | {kind} | {_code(attr.values)} | {attr.description} |")
-    return "\n".join(lines) + "\n"
+    lines += _table(
+        "| Key | Type | Allowed values | Description |",
+        (
+            f"| `{attr.key}` | {f'{attr.type} ({attr.unit})' if attr.unit else attr.type} | "
+            f"{_code(attr.values)} | {attr.description} |"
+            for attr in sc.ATTRIBUTES
+        ),
+    )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
