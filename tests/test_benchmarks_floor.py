@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -136,3 +137,18 @@ def test_a_timed_out_sync_call_falls_back_in_both() -> None:
     ours = orr.resilient(config, manager=orr.ResilienceManager())(slow)
     floor = sync_floor(slow, **{**FLOOR_ARGS, "total_timeout": 0.01})
     assert ours() == floor() == DEFAULT
+
+
+def test_the_instruction_count_driver_runs_its_workloads_and_refuses_others() -> None:
+    """benchmarks/instructions.py (the callgrind driver of docs/benchmarks.md) runs ours, the
+    floor and the SDK rows, async and sync, and names a workload it does not know."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "instructions.py"
+    for workload in ("ssdk", "root1_floor", "nope"):
+        done = subprocess.run(
+            [sys.executable, str(script), workload, "3"], capture_output=True, text=True, check=False
+        )
+        if workload == "nope":
+            assert done.returncode != 0
+            assert "unknown workload 'nope'" in done.stderr
+        else:
+            assert done.returncode == 0, done.stderr

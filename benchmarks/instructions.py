@@ -1,0 +1,119 @@
+"""Run one row's operation N times, for an instruction count under callgrind.
+
+Wall clock on a shared 2-core machine moves by 2-5x from run to run; the number of instructions
+an operation executes does not. Count the difference of two runs, so that start-up cancels::
+
+    count() { PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python benchmarks/instructions.py "$1" "$2" 2>&1 | awk '/Collected/ {print $4}'; }
+    echo $(( ($(count full 3000) - $(count full 1000)) / 2000 ))   # instructions per call
+
+Workloads (``s`` prefix: the sync driver): ``bare``/``sbare`` (the bare call), ``full``/``sfull``
+(``@resilient`` on the full configuration of ``_scenarios.our_full_config``, no SDK),
+``floor``/``sfloor`` (the hand-written floor, ``_floor.py``); with the OpenTelemetry SDK, a
+sampled parent span and a span exporter: ``sdk``/``ssdk`` (ours, traces and metrics) and
+``sdk_floor``/``ssdk_floor`` (the floor in a hand-written span + histogram); the same under 1 %
+root sampling and no parent: ``root1``/``sroot1`` and ``root1_floor``/``sroot1_floor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _floor import async_floor, sync_floor, traced
+from _scenarios import our_full_config
+
+import otel_resilience as orr
+from otel_resilience.engine.events import HUB
+
+DEFAULT = {"status": "error"}
+KINDS = frozenset(("bare", "full", "floor", "sdk", "sdk_floor", "root1", "root1_floor"))
+"""The async workloads; each with an ``s`` prefix is its sync twin."""
+
+
+async def af() -> int:
+    return 1
+
+
+def sf() -> int:
+    return 1
+
+
+def _sdk(root_sampling: bool) -> tuple[Any, Any, Any]:
+    """Our listeners out; an SDK tracer and meter provider; the sampled parent made current."""
+    from opentelemetry import context, trace  # noqa: PLC0415 - the SDK is optional
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: PLC0415
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
+
+    for listener in dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)):
+        HUB.remove_listener(listener)
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01)) if root_sampling else None)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    if not root_sampling:
+        parent = tracer_provider.get_tracer("bench").start_span("parent")
+        context.attach(trace.set_span_in_context(parent))
+    return tracer_provider, meter_provider, exporter
+
+
+def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
+    """Return the operation, whether it is async, and the span exporter to clear (or ``None``)."""
+    is_async = workload in KINDS
+    kind = workload if is_async else workload[1:]
+    if kind not in KINDS:
+        raise SystemExit(f"unknown workload {workload!r}; see the module docstring")
+    fn: Callable[[], Any] = af if is_async else sf
+    make_floor = async_floor if is_async else sync_floor
+    if kind == "bare":
+        return fn, is_async, None
+    if kind == "full":
+        return orr.resilient(our_full_config("instructions"))(fn), is_async, None
+    if kind == "floor":
+        return make_floor(fn, default=DEFAULT), is_async, None
+    from otel_resilience.telemetry import OtelListener  # noqa: PLC0415
+
+    tracer_provider, meter_provider, exporter = _sdk(root_sampling=kind.startswith("root1"))
+    if not kind.endswith("floor"):
+        HUB.add_listener(OtelListener(tracer_provider=tracer_provider, meter_provider=meter_provider))
+        return orr.resilient(our_full_config("instructions"))(fn), is_async, exporter
+    histogram = meter_provider.get_meter("bench.hand").create_histogram("bench.hand.duration", unit="s")
+    tracer = tracer_provider.get_tracer("bench.hand")
+    return (
+        traced(make_floor(fn, default=DEFAULT), tracer, histogram, name="instructions", is_async=is_async),
+        (is_async),
+        exporter,
+    )
+
+
+def main() -> None:
+    """``instructions.py WORKLOAD CALLS``: run the workload's operation CALLS times."""
+    workload, calls = sys.argv[1], int(sys.argv[2])
+    operation, is_async, exporter = build(workload)
+
+    async def run_async() -> None:
+        for i in range(calls):
+            await operation()
+            if exporter is not None and i % 500 == 0:
+                exporter.clear()
+
+    if is_async:
+        asyncio.run(run_async())
+        return
+    for i in range(calls):
+        operation()
+        if exporter is not None and i % 500 == 0:
+            exporter.clear()
+
+
+if __name__ == "__main__":
+    main()
