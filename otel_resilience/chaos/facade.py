@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from otel_resilience.chaos.config import KIND, ChaosConfig
 from otel_resilience.chaos.rules import ChaosStatsDict, _Rules
 from otel_resilience.chaos.step import _ChaosStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.validation import fail
 
 __all__ = ["Chaos"]
 
 
-class Chaos(Pattern[ChaosConfig, _ChaosStep]):
+class Chaos(Pattern[ChaosConfig, _ChaosStep], kind=KIND):
     """Injects faults, delays and fake results into calls, before the real dependency is called.
 
     Example::
@@ -47,13 +45,9 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep]):
 
     __slots__ = ("_rules",)
 
-    kind: ClassVar[str] = KIND
-    _owner: ClassVar[str] = "Chaos"
-
     def __init__(self, name: str, config: ChaosConfig | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        config = config_or_default("Chaos", "config", config, ChaosConfig())
-        super().__init__(name, config, clock)
-        self._rules = _Rules(name, config)
+        super().__init__(name, config, clock, default=ChaosConfig())
+        self._rules = _Rules(name, self._config)
 
     def _link(self, telemetry: StrategyTelemetry) -> _ChaosStep:
         return _ChaosStep(self._name, self._config, self._clock, self._rules, telemetry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.facade import Pattern, verb
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Hedging"]
 
 
-class Hedging(Pattern[HedgingConfig, _HedgingStep]):
+class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
     """Races attempts of a call, the original and hedges, and answers with the first acceptable outcome.
 
     Example::
@@ -50,9 +50,6 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep]):
     """
 
     __slots__ = ("_core",)
-
-    kind: ClassVar[str] = KIND
-    _owner: ClassVar[str] = "Hedging"
 
     def __init__(
         self,

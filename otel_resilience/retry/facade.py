@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ClassVar, Final, ParamSpec, TypeVar, overload
+from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
@@ -39,7 +39,7 @@ def _not_callable(owner: str, fn: object) -> TypeError:
     return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
 
 
-class Retry(Pattern[RetryPolicy, _RetryStep]):
+class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
     """A named retry: a policy, an optional ``on_retry`` hook, and counts.
 
     Use it on its own (:meth:`execute`, :meth:`execute_sync`, :meth:`protect`) or compose it with
@@ -63,9 +63,6 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
     """
 
     __slots__ = ("_core",)
-
-    kind: ClassVar[str] = "retry"
-    _owner: ClassVar[str] = "Retry"
 
     def __init__(
         self,
