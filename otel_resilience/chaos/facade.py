@@ -49,9 +49,6 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep], kind=KIND):
         super().__init__(name, config, clock, default=ChaosConfig())
         self._rules = _Rules(name, self._config)
 
-    def _link(self, telemetry: StrategyTelemetry) -> _ChaosStep:
-        return _ChaosStep(self._name, self._config, self._clock, self._rules, telemetry)
-
     call = verb(
         Pattern.run,
         "Await ``fn(*args, **kwargs)``, unless chaos injects a fault or a result in its place.",
@@ -93,6 +90,9 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep], kind=KIND):
     def disable(self) -> None:
         """Turn this instance's chaos off (see :attr:`enabled`)."""
         self._rules.on = False
+
+    def _link(self, telemetry: StrategyTelemetry) -> _ChaosStep:
+        return _ChaosStep(self._rules, self._clock, telemetry)
 
     def get_stats(self) -> ChaosStatsDict:
         """Return the counts of every link of this instance.

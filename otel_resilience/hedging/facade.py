@@ -45,7 +45,8 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
             would double the allowance (the manager decides this itself).
 
     Raises:
-        TypeError: ``name``, ``config`` or ``clock`` has the wrong type (``config`` is ``None``).
+        TypeError: ``name``, ``config``, ``clock`` or ``deposit`` has the wrong type (``config`` is
+            ``None``).
         ValueError: ``name`` is empty.
     """
 
@@ -66,9 +67,6 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
         super().__init__(name, config, clock)
         self._core = _HedgingCore(name, config, clock, deposits=deposit)
 
-    def _link(self, telemetry: StrategyTelemetry) -> _HedgingStep:
-        return _HedgingStep(self._core, telemetry)
-
     call = verb(
         Pattern.run,
         "Await ``fn(*args, **kwargs)`` hedged: the first acceptable outcome of the attempts.",
@@ -86,6 +84,9 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
         """Refuse a sync function: hedging is async only."""
         if not inspect.iscoroutinefunction(fn):
             raise self._core.sync_error()
+
+    def _link(self, telemetry: StrategyTelemetry) -> _HedgingStep:
+        return _HedgingStep(self._core, telemetry)
 
     def get_stats(self) -> HedgingStatsDict:
         """Return a snapshot of the counts.
