@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from otel_resilience.chaos.config import KIND, ChaosConfig
 from otel_resilience.chaos.rules import ChaosStatsDict, _Rules
 from otel_resilience.chaos.step import _ChaosStep
@@ -11,6 +13,10 @@ from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.validation import fail
 
 __all__ = ["Chaos"]
+
+
+_RETURNS: Final = "What ``fn`` returned, or the injected result (``fn`` was not called)."
+"""What both verbs of a chaos instance return."""
 
 
 class Chaos(Pattern[ChaosConfig, _ChaosStep], kind=KIND):
@@ -52,7 +58,7 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep], kind=KIND):
     call = verb(
         Pattern.run,
         "Await ``fn(*args, **kwargs)``, unless chaos injects a fault or a result in its place.",
-        returns="What ``fn`` returned, or the injected result (``fn`` was not called).",
+        returns=_RETURNS,
         raises=("Exception: The injected fault (``fn`` was not called), or whatever ``fn`` raised.",),
     )
 
@@ -63,7 +69,7 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep], kind=KIND):
             "An injected delay blocks the thread (until the deadline of an enclosing timeout scope at "
             "most; that timeout then raises)."
         ),
-        returns="What ``fn`` returned, or the injected result (``fn`` was not called).",
+        returns=_RETURNS,
         raises=("Exception: As :meth:`call`.",),
     )
 

@@ -39,6 +39,12 @@ def _not_callable(owner: str, fn: object) -> TypeError:
     return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
 
 
+_RETURNS: Final = "The first accepted result (or the last result, if results were retried to the end)."
+"""What both verbs of a retry return."""
+_RAISES: Final = ("Exception: The last error, re-raised as is (with a note) when retrying stopped.",)
+"""What both verbs of a retry raise, besides ``TypeError``."""
+
+
 class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
     """A named retry: a policy, an optional ``on_retry`` hook, and counts.
 
@@ -113,8 +119,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
     execute = verb(
         Pattern.run,
         "Return ``await fn(*args, **kwargs)``, retried per the policy.",
-        returns="The first accepted result (or the last result, if results were retried to the end).",
-        raises=("Exception: The last error, re-raised as is (with a note) when retrying stopped.",),
+        returns=_RETURNS,
+        raises=_RAISES,
     )
 
     execute_sync = verb(
@@ -122,8 +128,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
         "Return ``fn(*args, **kwargs)``, retried per the policy, in the calling thread.",
         more="Backoffs block the thread (``clock.sleep_sync``).",
         refuses="``on_retry`` is async (refused before anything runs).",
-        returns="The first accepted result (or the last result, if results were retried to the end).",
-        raises=("Exception: The last error, re-raised as is (with a note) when retrying stopped.",),
+        returns=_RETURNS,
+        raises=_RAISES,
     )
 
     def __repr__(self) -> str:
