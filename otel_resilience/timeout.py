@@ -214,7 +214,7 @@ class _TimeoutStep(Link[TimeoutConfig]):
         return None
 
 
-class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep]):
+class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep], kind=_KIND):
     """Puts a deadline on calls; raises or returns a default when it expires (SPEC §1.4).
 
     Args:
@@ -234,9 +234,6 @@ class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep]):
     """
 
     __slots__ = ("_core",)
-
-    kind: ClassVar[str] = _KIND
-    _owner: ClassVar[str] = "TimeoutHandler"
 
     def __init__(
         self,

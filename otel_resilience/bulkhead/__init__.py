@@ -55,8 +55,6 @@ Design:
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from otel_resilience.bulkhead._config import (
     _DEFAULT_CONFIG,
     DEFAULT_MAX_CONCURRENT,
@@ -69,7 +67,7 @@ from otel_resilience.bulkhead._link import KIND as _KIND
 from otel_resilience.bulkhead._link import _BulkheadStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.pipeline import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BULKHEADS
@@ -85,7 +83,7 @@ __all__ = [
 ]
 
 
-class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep]):
+class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep], kind=_KIND):
     """Limits how many calls run at once, with a bounded FIFO queue for the rest.
 
     One bulkhead may be used from the event loop (:meth:`execute`), from threads
@@ -104,15 +102,11 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep]):
 
     __slots__ = ("_core",)
 
-    kind: ClassVar[str] = _KIND
-    _owner: ClassVar[str] = "Bulkhead"
-
     def __init__(
         self, name: str, config: BulkheadConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        config = config_or_default("Bulkhead", "config", config, _DEFAULT_CONFIG)
-        super().__init__(name, config, clock)
-        self._core = _BulkheadCore(config.max_concurrent, config.max_waiting)
+        super().__init__(name, config, clock, default=_DEFAULT_CONFIG)
+        self._core = _BulkheadCore(self._config.max_concurrent, self._config.max_waiting)
         BULKHEADS.register(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BulkheadStep:

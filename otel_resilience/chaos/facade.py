@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Final
 
 from otel_resilience.chaos.config import KIND, ChaosConfig
 from otel_resilience.chaos.rules import ChaosStatsDict, _Rules
 from otel_resilience.chaos.step import _ChaosStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.validation import fail
 
 __all__ = ["Chaos"]
 
 
-class Chaos(Pattern[ChaosConfig, _ChaosStep]):
+_RETURNS: Final = "What ``fn`` returned, or the injected result (``fn`` was not called)."
+"""What both verbs of a chaos instance return."""
+
+
+class Chaos(Pattern[ChaosConfig, _ChaosStep], kind=KIND):
     """Injects faults, delays and fake results into calls, before the real dependency is called.
 
     Example::
@@ -47,21 +51,14 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep]):
 
     __slots__ = ("_rules",)
 
-    kind: ClassVar[str] = KIND
-    _owner: ClassVar[str] = "Chaos"
-
     def __init__(self, name: str, config: ChaosConfig | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        config = config_or_default("Chaos", "config", config, ChaosConfig())
-        super().__init__(name, config, clock)
-        self._rules = _Rules(name, config)
-
-    def _link(self, telemetry: StrategyTelemetry) -> _ChaosStep:
-        return _ChaosStep(self._name, self._config, self._clock, self._rules, telemetry)
+        super().__init__(name, config, clock, default=ChaosConfig())
+        self._rules = _Rules(name, self._config)
 
     call = verb(
         Pattern.run,
         "Await ``fn(*args, **kwargs)``, unless chaos injects a fault or a result in its place.",
-        returns="What ``fn`` returned, or the injected result (``fn`` was not called).",
+        returns=_RETURNS,
         raises=("Exception: The injected fault (``fn`` was not called), or whatever ``fn`` raised.",),
     )
 
@@ -72,7 +69,7 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep]):
             "An injected delay blocks the thread (until the deadline of an enclosing timeout scope at "
             "most; that timeout then raises)."
         ),
-        returns="What ``fn`` returned, or the injected result (``fn`` was not called).",
+        returns=_RETURNS,
         raises=("Exception: As :meth:`call`.",),
     )
 
@@ -99,6 +96,9 @@ class Chaos(Pattern[ChaosConfig, _ChaosStep]):
     def disable(self) -> None:
         """Turn this instance's chaos off (see :attr:`enabled`)."""
         self._rules.on = False
+
+    def _link(self, telemetry: StrategyTelemetry) -> _ChaosStep:
+        return _ChaosStep(self._rules, self._clock, telemetry)
 
     def get_stats(self) -> ChaosStatsDict:
         """Return the counts of every link of this instance.

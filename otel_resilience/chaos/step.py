@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from otel_resilience.chaos.config import KIND, ChaosConfig
-from otel_resilience.chaos.rules import FAULT, LATENCY, OUTCOME, ChaosStatsDict, _Rules
+from otel_resilience.chaos.rules import FAULT, LATENCY, OUTCOME, ChaosStatsDict
 from otel_resilience.engine.context import sleep_sync_within_deadline
 from otel_resilience.engine.events import ChaosInjected, Event, StrategyTelemetry, error_type_name
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.step import Answer, Wait
 
 if TYPE_CHECKING:
+    from otel_resilience.chaos.rules import _Rules
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
 
@@ -34,10 +35,8 @@ class _ChaosStep(Link[ChaosConfig]):
 
     kind: ClassVar[str] = KIND
 
-    def __init__(
-        self, name: str, config: ChaosConfig, clock: Clock, rules: _Rules, telemetry: StrategyTelemetry
-    ) -> None:
-        super().__init__(name, config, clock, telemetry)
+    def __init__(self, rules: _Rules, clock: Clock, telemetry: StrategyTelemetry) -> None:
+        super().__init__(rules.name, rules.config, clock, telemetry)
         self._rules = rules
 
     def admit(self, ctx: ExecutionContext) -> _Injection | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, Final, Literal
 
 from otel_resilience.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
 from otel_resilience.circuit_breaker.core import _BreakerCore
@@ -14,7 +14,7 @@ from otel_resilience.circuit_breaker.state import CircuitBreakerStats, CircuitBr
 from otel_resilience.circuit_breaker.step import _BreakerStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StateChanged, StrategyTelemetry
-from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.pipeline import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BREAKERS
@@ -24,7 +24,7 @@ from otel_resilience.errors import CircuitOpenError
 _FORCE_REASONS: Final = ("forced", "isolated")
 
 
-class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
+class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     """A named circuit breaker, usable alone or as a link of a pipeline.
 
     Example::
@@ -50,15 +50,11 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
 
     __slots__ = ("_core",)
 
-    kind: ClassVar[str] = KIND
-    _owner: ClassVar[str] = "CircuitBreaker"
-
     def __init__(
         self, name: str, config: CircuitBreakerConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        config = config_or_default("CircuitBreaker", "config", config, _DEFAULT_CONFIG)
-        super().__init__(name, config, clock)
-        self._core = _BreakerCore(name, config, clock, self._telemetry)
+        super().__init__(name, config, clock, default=_DEFAULT_CONFIG)
+        self._core = _BreakerCore(name, self._config, clock, self._telemetry)
         BREAKERS.register(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:

@@ -11,7 +11,6 @@ every value, and a test checks that each bound here is the class's.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -86,10 +85,8 @@ class Field:
 class Section:
     """A mapping of the file that builds one config object (a ``CircuitBreakerConfig`` ...)."""
 
-    owner: str
-    """The class name its validation errors start with (``"CircuitBreakerConfig"``)."""
-    build: Callable[..., object]
-    """The class, called with the fields as keywords."""
+    build: type
+    """The config class, called with the fields as keywords."""
     doc: str
     """One sentence for the schema."""
     fields: tuple[Field, ...]
@@ -98,6 +95,11 @@ class Section:
     """Keywords of the class a file may not write, each with why (they take code)."""
     tag: str | None = None
     """For a variant of a ``window`` field: the value of its ``kind`` key."""
+
+    @property
+    def owner(self) -> str:
+        """The class name its validation errors start with (``"CircuitBreakerConfig"``)."""
+        return self.build.__name__
 
     def field(self, key: object) -> Field | None:
         """Return the field a key names (by name or alias), or ``None``."""
@@ -122,34 +124,43 @@ def _share(name: str, doc: str) -> Field:
     return Field(name, "number", doc, minimum=0.0, exclusive_minimum=True, maximum=1.0)
 
 
+def _duration(name: str, doc: str, *, nullable: bool = False) -> Field:
+    """A duration above zero (``None`` too when ``nullable``)."""
+    return Field(name, "duration", doc, minimum=0, exclusive_minimum=True, nullable=nullable)
+
+
+def _section(name: str, doc: str, section: Section, *aliases: str) -> Field:
+    """A nested section, ``null`` for none."""
+    return Field(name, "section", doc, nullable=True, section=section, aliases=aliases)
+
+
+_ON_RESULT: Final = _code("a predicate on the result")
+_BUDGET: Final = Field("budget", "budget", "The name of a retry budget from retry_budgets.", nullable=True)
+
+
 COUNT_WINDOW: Final = Section(
-    "CountWindow",
     CountWindow,
     "A count-based sliding window: the last `size` calls.",
     (Field("size", "int", "How many of the latest calls the window holds.", minimum=1),),
     tag="count",
 )
 TIME_WINDOW: Final = Section(
-    "TimeWindow",
     TimeWindow,
     "A time-based sliding window: the calls of the last `seconds`, in `buckets` buckets.",
     (
-        Field("seconds", "duration", "The window's length.", minimum=0, exclusive_minimum=True),
+        _duration("seconds", "The window's length."),
         Field("buckets", "int", "How many buckets the window is divided in.", minimum=1, maximum=1000),
     ),
     tag="time",
 )
 
 CIRCUIT_BREAKER: Final = Section(
-    "CircuitBreakerConfig",
     CircuitBreakerConfig,
     "How the circuit breaker trips and recovers.",
     (
         Field("failure_threshold", "int", "Consecutive failures that open the breaker.", minimum=1),
         Field("success_threshold", "int", "Probe successes in HALF_OPEN that close it.", minimum=1),
-        Field(
-            "timeout", "duration", "How long it stays OPEN before a probe.", minimum=0, exclusive_minimum=True
-        ),
+        _duration("timeout", "How long it stays OPEN before a probe."),
         Field("half_open_max_calls", "int", "Probes in flight at once in HALF_OPEN.", minimum=1),
         Field("record_exceptions", "exceptions", "Exception classes counted as failures."),
         Field("ignore_exceptions", "exceptions", "Exception classes counted as neither success nor failure."),
@@ -165,44 +176,32 @@ CIRCUIT_BREAKER: Final = Section(
         Field(
             "minimum_calls", "int", "With a window: the calls it must hold before a rate counts.", minimum=1
         ),
-        Field(
-            "slow_call_duration",
-            "duration",
-            "With a window: a call at least this long is slow.",
-            minimum=0,
-            exclusive_minimum=True,
-            nullable=True,
-        ),
+        _duration("slow_call_duration", "With a window: a call at least this long is slow.", nullable=True),
         _share("slow_call_rate_threshold", "With a window: the slow share that opens it."),
-        Field(
+        _duration(
             "max_half_open_wait",
-            "duration",
             "How long a HALF_OPEN probe may run before it counts as failed.",
-            minimum=0,
-            exclusive_minimum=True,
             nullable=True,
         ),
     ),
     refused=(
-        ("record_result", _code("a predicate on the result")),
+        ("record_result", _ON_RESULT),
         ("break_duration", _code("a function of the openings")),
     ),
 )
 
 RETRY_BUDGET: Final = Section(
-    "RetryBudget",
     RetryBudget,
     "A budget of retries shared by the retry policies that name it.",
     (
         Field("ratio", "number", "Retries allowed per first attempt in the window.", minimum=0),
         Field("min_retries_per_second", "number", "Retries per second always allowed.", minimum=0),
-        Field("window", "duration", "The window's length.", minimum=0, exclusive_minimum=True),
+        _duration("window", "The window's length."),
     ),
     refused=(("clock", _code("a time source")),),
 )
 
 RETRY: Final = Section(
-    "RetryPolicy",
     RetryPolicy,
     "Which failures are retried, how often, and the backoff between attempts.",
     (
@@ -227,26 +226,18 @@ RETRY: Final = Section(
             enum=Jitter,
         ),
         Field("jitter_ratio", "number", "Spread of proportional jitter.", minimum=0, maximum=1),
-        Field(
-            "attempt_timeout",
-            "duration",
-            "How long one attempt may take.",
-            minimum=0,
-            exclusive_minimum=True,
-            nullable=True,
-        ),
+        _duration("attempt_timeout", "How long one attempt may take.", nullable=True),
         Field("retry_on", "exceptions", "Exception classes that are retried."),
         Field("no_retry_on", "exceptions", "Exception classes never retried (replaces the default)."),
-        Field("budget", "budget", "The name of a retry budget from retry_budgets.", nullable=True),
+        _BUDGET,
     ),
     refused=(
-        ("retry_on_result", _code("a predicate on the result")),
+        ("retry_on_result", _ON_RESULT),
         ("delay_from", _code("a function of the outcome")),
     ),
 )
 
 FALLBACK: Final = Section(
-    "FallbackConfig",
     FallbackConfig,
     "What answers in place of a failed call: a default value (other strategies take code).",
     (
@@ -271,23 +262,21 @@ FALLBACK: Final = Section(
         ("fallback_functions", _code("a list of functions")),
         ("cache_service", _code("an object")),
         ("cache_key", "is for the cached_value strategy, which takes code (a cache_service)"),
-        ("handle_result", _code("a predicate on the result")),
+        ("handle_result", _ON_RESULT),
     ),
 )
 
 BULKHEAD: Final = Section(
-    "BulkheadConfig",
     BulkheadConfig,
     "How many calls run at once, and how many may wait, for how long.",
     (
         Field("max_concurrent", "int", "Calls that may run at once.", minimum=1),
         Field("max_waiting", "int", "Calls that may wait for a slot.", minimum=0),
-        Field("timeout", "duration", "The longest a call may wait.", minimum=0, exclusive_minimum=True),
+        _duration("timeout", "The longest a call may wait."),
     ),
 )
 
 RATE_LIMITER: Final = Section(
-    "RateLimiterConfig",
     RateLimiterConfig,
     "How many calls are admitted, how fast, and how long a caller may wait.",
     (
@@ -307,7 +296,6 @@ RATE_LIMITER: Final = Section(
 )
 
 CHAOS: Final = Section(
-    "ChaosConfig",
     ChaosConfig,
     "Faults, latency and results injected before the dependency is called.",
     (
@@ -325,65 +313,37 @@ CHAOS: Final = Section(
 )
 
 HEDGING: Final = Section(
-    "HedgingConfig",
     HedgingConfig,
     "Further attempts started beside a slow or failed one; the first acceptable outcome wins.",
     (
-        Field(
+        _duration(
             "delay",
-            "duration",
             "Latency mode: how long an attempt runs before the next starts (a function takes code).",
-            minimum=0,
-            exclusive_minimum=True,
             nullable=True,
         ),
         Field("max_attempts", "int", "Attempts at most, the original included.", minimum=1, maximum=10),
         Field("mode", "choice", "When further attempts start.", choices=HEDGING_MODES),
         Field("hedge_on", "exceptions", "Exception classes that are not an acceptable outcome."),
-        Field("budget", "budget", "The name of a retry budget from retry_budgets.", nullable=True),
+        _BUDGET,
     ),
     refused=(
         ("actions", _code("a list of functions")),
-        ("hedge_on_result", _code("a predicate on the result")),
+        ("hedge_on_result", _ON_RESULT),
     ),
 )
 
 POLICY: Final = Section(
-    "ResilienceConfig",
     ResilienceConfig,
     "A policy: which patterns protect a call, and how. Its key is its name.",
     (
-        Field(
-            "circuit_breaker", "section", "Circuit breaker settings.", nullable=True, section=CIRCUIT_BREAKER
-        ),
-        Field("retry_policy", "section", "Retry settings.", nullable=True, section=RETRY, aliases=("retry",)),
-        Field(
-            "fallback_config",
-            "section",
-            "Fallback settings.",
-            nullable=True,
-            section=FALLBACK,
-            aliases=("fallback",),
-        ),
-        Field(
-            "timeout",
-            "duration",
-            "Total deadline of the whole execution.",
-            minimum=0,
-            exclusive_minimum=True,
-            nullable=True,
-        ),
-        Field(
-            "bulkhead_config",
-            "section",
-            "Bulkhead settings.",
-            nullable=True,
-            section=BULKHEAD,
-            aliases=("bulkhead",),
-        ),
-        Field("rate_limiter", "section", "Rate limiter settings.", nullable=True, section=RATE_LIMITER),
-        Field("hedging", "section", "Hedging settings (async calls only).", nullable=True, section=HEDGING),
-        Field("chaos", "section", "Chaos injection settings.", nullable=True, section=CHAOS),
+        _section("circuit_breaker", "Circuit breaker settings.", CIRCUIT_BREAKER),
+        _section("retry_policy", "Retry settings.", RETRY, "retry"),
+        _section("fallback_config", "Fallback settings.", FALLBACK, "fallback"),
+        _duration("timeout", "Total deadline of the whole execution.", nullable=True),
+        _section("bulkhead_config", "Bulkhead settings.", BULKHEAD, "bulkhead"),
+        _section("rate_limiter", "Rate limiter settings.", RATE_LIMITER),
+        _section("hedging", "Hedging settings (async calls only).", HEDGING),
+        _section("chaos", "Chaos injection settings.", CHAOS),
         Field("enable_recovery", "bool", "Run the manager's error recovery rules on errors."),
         Field(
             "max_attempts_total",

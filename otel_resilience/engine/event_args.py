@@ -108,6 +108,7 @@ class TimeoutOccurred:
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("scope", "timeout")
 
     timeout: float
+    """The deadline that expired, in seconds."""
     scope: str
     """``"total"`` or ``"attempt"``."""
 
@@ -141,9 +142,13 @@ class PatternDetected:
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("error_type", "operation", "count", "window")
 
     error_type: str
+    """The repeated error's exception class name."""
     operation: str
+    """The operation (the function's name, or the one the caller gave) it was raised in."""
     count: int
+    """The occurrences that make a pattern (the system's ``pattern_threshold``)."""
     window: float
+    """The window's length in seconds."""
 
 
 @dataclass(slots=True)
@@ -153,10 +158,13 @@ class AlertRaised:
     ATTRIBUTES: ClassVar[tuple[str, ...]] = ("kind", "severity", "subject", "summary")
 
     kind: str
+    """The alert's kind (an ``AlertKind`` value, such as ``"circuit_open"``)."""
     severity: str
+    """The alert's severity (an ``AlertSeverity`` value)."""
     subject: str
     """The breaker, bulkhead, operation or recovery system the alert is about."""
     summary: str
+    """The alert's one-line description."""
 
 
 @dataclass(slots=True)

@@ -77,34 +77,51 @@ class Link(Step, Generic[C]):
 class Pattern(abc.ABC, Generic[C, L]):
     """A named pattern instance with a configuration (``C``) and a pipeline link (``L``).
 
-    A subclass sets :attr:`kind` and :attr:`_owner`, builds its link in :meth:`_link`, and names
-    :meth:`run` and :meth:`run_sync` after its SPEC verbs with :func:`verb`.
+    A subclass names its kind in its class statement (``class Bulkhead(Pattern[...], kind="bulkhead")``),
+    builds its link in :meth:`_link`, and names :meth:`run` and :meth:`run_sync` after its SPEC
+    verbs with :func:`verb`.
 
     Args:
         name: The instance's name (bounded: it becomes a telemetry attribute).
-        config: Its configuration, already validated.
+        config: Its configuration, already validated; or, with ``default``, ``None`` for it.
         clock: The clock its pipeline (and usually its link) runs on.
+        default: The configuration ``None`` stands for, when the pattern has one: ``config`` is
+            then checked to be ``None`` or of ``default``'s class.
 
     Raises:
-        TypeError: ``name`` is not a string, or ``clock`` is not a :class:`Clock`.
+        TypeError: ``name`` is not a string, ``clock`` is not a :class:`Clock`, or ``config`` is
+            not of ``default``'s class.
         ValueError: ``name`` is empty.
     """
 
     __slots__ = ("__weakref__", "_clock", "_config", "_name", "_standalone", "_telemetry")
 
     kind: ClassVar[str]
-    """The pattern kind, in telemetry."""
+    """The pattern kind, in telemetry (the class statement's ``kind``)."""
     _owner: ClassVar[str]
-    """The public class name error messages start with (``"CircuitBreaker"``)."""
+    """The public class name error messages start with (``"CircuitBreaker"``): the declaring class's."""
     _verbs: ClassVar[Mapping[str, str]] = {}
     """The public name of each of :meth:`run` and :meth:`run_sync` (filled by :func:`verb`)."""
 
-    def __init__(self, name: str, config: C, clock: Clock) -> None:
+    def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None:
+        """Declare a pattern: ``kind`` names it in telemetry, and its errors name the class.
+
+        A subclass that gives no ``kind`` (a user's subclass of a pattern) keeps its base's
+        kind and error names.
+        """
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.kind = kind
+            cls._owner = cls.__name__
+
+    def __init__(self, name: str, config: C | None, clock: Clock, *, default: C | None = None) -> None:
         owner = self._owner
+        if default is not None:
+            config = config_or_default(owner, "config", config, default)
         check_name(owner, "name", name)
         check_clock(owner, clock)
         self._name = name
-        self._config = config
+        self._config = cast("C", config)
         self._clock = clock
         self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
         self._standalone: Pipeline | None = None

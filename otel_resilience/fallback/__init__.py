@@ -67,7 +67,7 @@ Decisions:
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
@@ -95,7 +95,7 @@ DEFAULT_NAME: Final = "fallback"
 """Default :class:`FallbackHandler` name."""
 
 
-class FallbackHandler(Pattern[FallbackConfig, FallbackStep]):
+class FallbackHandler(Pattern[FallbackConfig, FallbackStep], kind=KIND):
     """Answers in place of a failed call: a default, an alternative, a cached value (SPEC §1.3).
 
     Args:
@@ -109,9 +109,6 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep]):
     """
 
     __slots__ = ("_core",)
-
-    kind: ClassVar[str] = KIND
-    _owner: ClassVar[str] = "FallbackHandler"
 
     def __init__(
         self, config: FallbackConfig, *, name: str = DEFAULT_NAME, clock: Clock = SYSTEM_CLOCK

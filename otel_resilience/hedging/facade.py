@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.facade import Pattern, verb
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Hedging"]
 
 
-class Hedging(Pattern[HedgingConfig, _HedgingStep]):
+class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
     """Races attempts of a call, the original and hedges, and answers with the first acceptable outcome.
 
     Example::
@@ -45,14 +45,12 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep]):
             would double the allowance (the manager decides this itself).
 
     Raises:
-        TypeError: ``name``, ``config`` or ``clock`` has the wrong type (``config`` is ``None``).
+        TypeError: ``name``, ``config``, ``clock`` or ``deposit`` has the wrong type (``config`` is
+            ``None``).
         ValueError: ``name`` is empty.
     """
 
     __slots__ = ("_core",)
-
-    kind: ClassVar[str] = KIND
-    _owner: ClassVar[str] = "Hedging"
 
     def __init__(
         self,
@@ -68,9 +66,6 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep]):
             raise fail("Hedging", "deposit", "a bool", deposit, kind=TypeError)
         super().__init__(name, config, clock)
         self._core = _HedgingCore(name, config, clock, deposits=deposit)
-
-    def _link(self, telemetry: StrategyTelemetry) -> _HedgingStep:
-        return _HedgingStep(self._core, telemetry)
 
     call = verb(
         Pattern.run,
@@ -89,6 +84,9 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep]):
         """Refuse a sync function: hedging is async only."""
         if not inspect.iscoroutinefunction(fn):
             raise self._core.sync_error()
+
+    def _link(self, telemetry: StrategyTelemetry) -> _HedgingStep:
+        return _HedgingStep(self._core, telemetry)
 
     def get_stats(self) -> HedgingStatsDict:
         """Return a snapshot of the counts.

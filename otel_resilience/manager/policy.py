@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 from otel_resilience.bulkhead import Bulkhead
 from otel_resilience.circuit_breaker import CircuitBreaker
@@ -97,7 +97,48 @@ Adapt = Callable[[ResilienceConfig], ResilienceConfig]
 """What a policy does to every config it takes, at creation and on each reload (``adapt=``)."""
 
 
-class PolicyHandle:
+class _Runs:
+    """The calls a :class:`PolicyHandle` and a :class:`KeyedPolicyView` share.
+
+    Each runs in the state its object enters: the policy's unkeyed breaker, bulkhead and limiter
+    for a handle, the key's own for a key's view.
+    """
+
+    __slots__ = ()
+
+    _owner: ClassVar[str]
+    """The class name a refused ``fn`` is reported under."""
+
+    def _enter_state(self) -> KeyState:
+        """Return the state a call runs in, with the call counted in."""
+        raise NotImplementedError
+
+    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``await fn(*args, **kwargs)`` under the policy, in this object's state.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            Exception: As :meth:`ResilienceManager.execute_with_resilience`.
+        """
+        if not callable(fn):
+            raise fail(f"{self._owner}.execute", "fn", "callable", fn, kind=TypeError)
+        result: R = await run(self._enter_state(), fn, args, kwargs)
+        return result
+
+    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` in this thread under the policy, in this object's state.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            Exception: As :meth:`ResilienceManager.execute_with_resilience_sync`.
+        """
+        if not callable(fn):
+            raise fail(f"{self._owner}.execute_sync", "fn", "callable", fn, kind=TypeError)
+        result: R = run_sync(self._enter_state(), fn, args, kwargs)
+        return result
+
+
+class PolicyHandle(_Runs):
     """A named policy of a :class:`~otel_resilience.ResilienceManager`: reusable, keyed, reloadable.
 
     Made by ``manager.policy(name, config)``; the manager keeps it for its lifetime (handles
@@ -125,6 +166,8 @@ class PolicyHandle:
         "key_attribute_limit",
         "name",
     )
+
+    _owner: ClassVar[str] = "PolicyHandle"
 
     def __init__(
         self,
@@ -174,37 +217,13 @@ class PolicyHandle:
 
     # ------------------------------------------------------------------ calls
 
-    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)`` under the policy (its unkeyed breaker, bulkhead, limiter).
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            Exception: As :meth:`ResilienceManager.execute_with_resilience`.
-        """
-        if not callable(fn):
-            raise fail("PolicyHandle.execute", "fn", "callable", fn, kind=TypeError)
-        result: R = await run(self._enter_default(), fn, args, kwargs)
-        return result
-
-    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)`` in this thread under the policy (its unkeyed state).
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            Exception: As :meth:`ResilienceManager.execute_with_resilience_sync`.
-        """
-        if not callable(fn):
-            raise fail("PolicyHandle.execute_sync", "fn", "callable", fn, kind=TypeError)
-        result: R = run_sync(self._enter_default(), fn, args, kwargs)
-        return result
-
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) so that every call runs under the policy's current config.
 
         Raises:
             TypeError: ``fn`` is not callable, or is an async generator function.
         """
-        return protect(self.name, self._enter_default, fn, "PolicyHandle.protect")
+        return protect(self.name, self._enter_state, fn, "PolicyHandle.protect")
 
     def for_key(self, key: Hashable) -> KeyedPolicyView:
         """Return the view of ``key``: calls through it use the key's own breaker, bulkhead and limiter.
@@ -227,7 +246,7 @@ class PolicyHandle:
             raise fail("PolicyHandle.for_key", "key", "hashable", key, kind=TypeError) from None
         return KeyedPolicyView(self, key)
 
-    def _enter_default(self) -> KeyState:
+    def _enter_state(self) -> KeyState:
         state = self._default
         state.enter()  # never evicted
         if state.generation != self._spec.generation:
@@ -364,7 +383,7 @@ class PolicyHandle:
         return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={len(self._keys)})"
 
 
-class KeyedPolicyView:
+class KeyedPolicyView(_Runs):
     """One key of a :class:`PolicyHandle`: calls through it use the key's breaker, bulkhead and limiter.
 
     Made by :meth:`PolicyHandle.for_key`. It holds no state: each call finds the key's state.
@@ -376,33 +395,11 @@ class KeyedPolicyView:
 
     __slots__ = ("key", "policy")
 
+    _owner: ClassVar[str] = "KeyedPolicyView"
+
     def __init__(self, policy: PolicyHandle, key: Hashable) -> None:
         self.policy = policy
         self.key = key
-
-    async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)`` under the policy, with the key's own state.
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            Exception: As :meth:`ResilienceManager.execute_with_resilience`.
-        """
-        if not callable(fn):
-            raise fail("KeyedPolicyView.execute", "fn", "callable", fn, kind=TypeError)
-        result: R = await run(self.policy._enter(self.key), fn, args, kwargs)
-        return result
-
-    def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)`` in this thread under the policy, with the key's own state.
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            Exception: As :meth:`ResilienceManager.execute_with_resilience_sync`.
-        """
-        if not callable(fn):
-            raise fail("KeyedPolicyView.execute_sync", "fn", "callable", fn, kind=TypeError)
-        result: R = run_sync(self.policy._enter(self.key), fn, args, kwargs)
-        return result
 
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) so that every call runs with this key's state.
@@ -413,8 +410,11 @@ class KeyedPolicyView:
         enter = functools.partial(self.policy._enter, self.key)
         return protect(self.policy.name, enter, fn, "KeyedPolicyView.protect")
 
+    def _enter_state(self) -> KeyState:
+        return self.policy._enter(self.key)
+
     def _state(self) -> KeyState:
-        state = self.policy._enter(self.key)
+        state = self._enter_state()
         state.leave()
         return state
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import ClassVar, Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
@@ -25,7 +25,7 @@ DEFAULT_MAX_KEYS: Final = 1024
 K = TypeVar("K", bound=Hashable)
 
 
-class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
+class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
     """Admits at most ``rate`` calls per second on average (``burst`` at once), shared by tasks and threads.
 
     Example::
@@ -50,9 +50,6 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
     """
 
     __slots__ = ("_rules",)
-
-    kind: ClassVar[str] = KIND
-    _owner: ClassVar[str] = "RateLimiter"
 
     def __init__(
         self, name: str, config: RateLimiterConfig | None = None, *, clock: Clock = SYSTEM_CLOCK

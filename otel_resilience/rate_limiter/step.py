@@ -60,7 +60,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
             return None
         if isinstance(got, float):
             raise self._rejected(got)
-        return _Waiting(rules, got, clock, now, self._telemetry)
+        return _Waiting(self, got, now)
 
     def get_stats(self) -> RateLimiterStatsDict:
         """Return the limiter's counts (shared by all its links), as :meth:`RateLimiter.get_stats` does."""
@@ -82,45 +82,39 @@ class _Waiting(Wait):
     back and is re-raised. A permit taken reports ``permit_waited`` with the time waited.
     """
 
-    __slots__ = ("_clock", "_reservation", "_rules", "_since", "_telemetry")
+    __slots__ = ("_reservation", "_since", "_step")
 
-    def __init__(
-        self,
-        rules: _Rules,
-        reservation: _Reservation,
-        clock: Clock,
-        since: float,
-        telemetry: StrategyTelemetry,
-    ) -> None:
-        self._rules = rules
+    def __init__(self, step: _RateLimiterStep, reservation: _Reservation, since: float) -> None:
+        self._step = step
         self._reservation = reservation
-        self._clock = clock
         self._since = since
-        self._telemetry = telemetry
 
     async def wait(self) -> None:
         """Sleep on the event loop until the permit is due; then take it."""
+        clock = self._step.clock
         with self._taking():
-            while (delay := self._reservation.due - self._clock.now()) > 0:
-                await self._clock.sleep(delay)
+            while (delay := self._reservation.due - clock.now()) > 0:
+                await clock.sleep(delay)
 
     def wait_sync(self) -> None:
         """Block this thread until the permit is due; then take it."""
+        clock = self._step.clock
         with self._taking():
-            while (delay := self._reservation.due - self._clock.now()) > 0:
-                self._clock.sleep_sync(delay)
+            while (delay := self._reservation.due - clock.now()) > 0:
+                clock.sleep_sync(delay)
 
     @contextlib.contextmanager
     def _taking(self) -> Iterator[None]:
         """Around the sleeps: take the permit after them, or give it back if they are interrupted."""
-        clock, reservation = self._clock, self._reservation
+        step, reservation = self._step, self._reservation
+        clock, rules = step.clock, step._rules
         try:
             yield
-            self._rules.claim(reservation)
+            rules.claim(reservation)
         except BaseException:
-            self._rules.abandon(reservation, clock.now())  # a no-op once claimed
+            rules.abandon(reservation, clock.now())  # a no-op once claimed
             raise
-        telemetry = self._telemetry
+        telemetry = step._telemetry
         if telemetry.enabled:
             telemetry.report(Event.PERMIT_WAITED, PermitWaited(clock.now() - self._since))
 

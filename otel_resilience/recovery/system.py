@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
@@ -41,7 +41,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep]):
+class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"):
     """Recovers from errors by rules per exception type, detects error patterns, keeps stats.
 
     Example::
@@ -68,9 +68,6 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep]):
     """
 
     __slots__ = ("_detector", "_lock", "_rules", "stats")
-
-    kind: ClassVar[str] = "recovery"
-    _owner: ClassVar[str] = "ErrorRecoverySystem"
 
     def __init__(
         self,

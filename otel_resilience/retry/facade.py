@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ClassVar, Final, ParamSpec, TypeVar, overload
+from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
@@ -39,7 +39,13 @@ def _not_callable(owner: str, fn: object) -> TypeError:
     return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
 
 
-class Retry(Pattern[RetryPolicy, _RetryStep]):
+_RETURNS: Final = "The first accepted result (or the last result, if results were retried to the end)."
+"""What both verbs of a retry return."""
+_RAISES: Final = ("Exception: The last error, re-raised as is (with a note) when retrying stopped.",)
+"""What both verbs of a retry raise, besides ``TypeError``."""
+
+
+class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
     """A named retry: a policy, an optional ``on_retry`` hook, and counts.
 
     Use it on its own (:meth:`execute`, :meth:`execute_sync`, :meth:`protect`) or compose it with
@@ -63,9 +69,6 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
     """
 
     __slots__ = ("_core",)
-
-    kind: ClassVar[str] = "retry"
-    _owner: ClassVar[str] = "Retry"
 
     def __init__(
         self,
@@ -116,8 +119,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
     execute = verb(
         Pattern.run,
         "Return ``await fn(*args, **kwargs)``, retried per the policy.",
-        returns="The first accepted result (or the last result, if results were retried to the end).",
-        raises=("Exception: The last error, re-raised as is (with a note) when retrying stopped.",),
+        returns=_RETURNS,
+        raises=_RAISES,
     )
 
     execute_sync = verb(
@@ -125,8 +128,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep]):
         "Return ``fn(*args, **kwargs)``, retried per the policy, in the calling thread.",
         more="Backoffs block the thread (``clock.sleep_sync``).",
         refuses="``on_retry`` is async (refused before anything runs).",
-        returns="The first accepted result (or the last result, if results were retried to the end).",
-        raises=("Exception: The last error, re-raised as is (with a note) when retrying stopped.",),
+        returns=_RETURNS,
+        raises=_RAISES,
     )
 
     def __repr__(self) -> str:

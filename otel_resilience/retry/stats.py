@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from otel_resilience.engine.counting import Counter, CounterValue
 
 __all__ = ["RetryStats"]
@@ -92,17 +94,12 @@ class RetryStats:
         return self.first_attempt_successes + self.successes_after_retry
 
     def as_dict(self) -> dict[str, int]:
-        """Return every count (derived ones included) as a plain dict."""
-        return {
-            "executions": self.executions,
-            "attempts": self.attempts,
-            "retries": self.retries,
-            "successes": self.successes,
-            "first_attempt_successes": self.first_attempt_successes,
-            "successes_after_retry": self.successes_after_retry,
-            "exhausted": self.exhausted,
-            "retries_denied": self.retries_denied,
-            "non_retryable": self.non_retryable,
-            "cancelled": self.cancelled,
-            "attempt_timeouts": self.attempt_timeouts,
-        }
+        """Return every count (derived ones included) as a plain dict, each under its own name."""
+        return {key: getattr(self, key) for key in _KEYS}
+
+
+_KEYS: Final = (
+    "executions", "attempts", "retries", "successes", "first_attempt_successes", "successes_after_retry",
+    "exhausted", "retries_denied", "non_retryable", "cancelled", "attempt_timeouts",
+)  # fmt: skip
+"""The keys of :meth:`RetryStats.as_dict`, in order: the names of the counts."""

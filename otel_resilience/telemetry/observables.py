@@ -41,7 +41,6 @@ from otel_resilience.engine.registry import (
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.binding import key_attributes
 from otel_resilience.telemetry.views import (
-    BreakerStatsView,
     BreakerView,
     BudgetedRetryView,
     BulkheadStatsView,
@@ -49,24 +48,12 @@ from otel_resilience.telemetry.views import (
     Owner,
     PolicyView,
     RateLimiterView,
-    RetryBudgetView,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = [
-    "BreakerStatsView",
-    "BreakerView",
-    "BudgetedRetryView",
-    "BulkheadStatsView",
-    "BulkheadView",
-    "Observables",
-    "Owner",
-    "PolicyView",
-    "RateLimiterView",
-    "RetryBudgetView",
-]
+__all__ = ["Observables"]
 
 
 _OUTCOME_ORDER: Final = (
