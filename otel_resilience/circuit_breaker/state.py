@@ -202,8 +202,15 @@ _SHARED_MAX: Final = 256
 """Configurations remembered at once (then the memory starts again: a bound, not an LRU)."""
 
 
+_LAST: list[tuple[CircuitBreakerConfig, Settings]] = []
+"""The configuration asked for last and its settings: no hashing for the same object again."""
+
+
 def settings_for(config: CircuitBreakerConfig) -> Settings:
     """Return the :class:`Settings` of ``config``, shared with every equal configuration."""
+    last = _LAST[0] if _LAST else None
+    if last is not None and last[0] is config:
+        return last[1]
     try:
         found = _SHARED.get(config)
     except TypeError:  # a field that cannot be hashed: this configuration's own settings
@@ -213,4 +220,5 @@ def settings_for(config: CircuitBreakerConfig) -> Settings:
         if len(_SHARED) >= _SHARED_MAX:
             _SHARED.clear()
         _SHARED[config] = found
+    _LAST[:] = ((config, found),)
     return found
