@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import linecache
+import statistics
 import threading
 import time
 import tracemalloc
@@ -95,8 +96,23 @@ def bytes_per_object(factory: Callable[[str], object], count: int) -> tuple[floa
     return used / count, sites
 
 
+def creation_us(factory: Callable[[str], object], count: int, runs: int = 7) -> float:
+    """Return the median time, in µs, to create one object with ``factory`` (``count`` per run)."""
+    times: list[float] = []
+    for run in range(runs):
+        names = [f"create.{run}.{i}" for i in range(count)]
+        keep: list[object] = [None] * count
+        gc.collect()
+        t0 = time.perf_counter()
+        for i, name in enumerate(names):
+            keep[i] = factory(name)
+        times.append((time.perf_counter() - t0) / count * 1e6)
+        del keep
+    return statistics.median(times)
+
+
 def breaker_memory(peers: Peers, count: int) -> list[MemRow]:
-    """Bytes per circuit breaker at default config, ours and the peers'."""
+    """Bytes per circuit breaker at default config, and the time to create one, ours and the peers'."""
     rows: list[MemRow] = []
     per, sites = bytes_per_object(orr.CircuitBreaker, count)
     rows.append(
@@ -107,6 +123,10 @@ def breaker_memory(peers: Peers, count: int) -> list[MemRow]:
             "B",
             detail=sites,
         )
+    )
+    creating = "create one breaker (default config)"
+    rows.append(
+        MemRow(creating, "otel_resilience CircuitBreaker(name)", creation_us(orr.CircuitBreaker, count), "us")
     )
     factories: list[tuple[str, Callable[[str], object]]] = []
     cb = peers.get("circuitbreaker")
@@ -126,6 +146,7 @@ def breaker_memory(peers: Peers, count: int) -> list[MemRow]:
     for dist, factory in factories:
         per, _ = bytes_per_object(factory, count)
         rows.append(MemRow("bytes per breaker (default config)", peers.label(dist), per, "B"))
+        rows.append(MemRow(creating, peers.label(dist), creation_us(factory, count), "us"))
     return rows
 
 

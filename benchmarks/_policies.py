@@ -41,9 +41,26 @@ def _guarded(name: str) -> orr.ResilienceConfig:
     )
 
 
+def _full(name: str) -> orr.ResilienceConfig:
+    return orr.ResilienceConfig(
+        name=name,
+        circuit_breaker=orr.CircuitBreakerConfig(),
+        retry_policy=orr.RetryPolicy(max_attempts=3),
+        fallback_config=orr.FallbackConfig(
+            strategy=orr.FallbackStrategy.DEFAULT_VALUE, default_value={"status": "error"}
+        ),
+        timeout=30.0,
+        bulkhead_config=orr.BulkheadConfig(),
+    )
+
+
 KINDS: dict[str, Callable[[str], orr.ResilienceConfig]] = {
     "plain policy (no breaker, no bulkhead)": _plain,
     "policy with breaker and bulkhead": _guarded,
+}
+MEMORY_KINDS: dict[str, Callable[[str], orr.ResilienceConfig]] = {
+    **KINDS,
+    "full policy (fallback, timeout, retry, breaker, bulkhead)": _full,
 }
 
 
@@ -57,7 +74,7 @@ def _fill(
 def memory_per_policy(count: int) -> list[MemRow]:
     """Bytes per live policy, plain and guarded."""
     rows: list[MemRow] = []
-    for label, make in KINDS.items():
+    for label, make in MEMORY_KINDS.items():
         configs = [make(f"mem-policy.{i}") for i in range(count)]  # built before measuring
         gc.collect()
         tracemalloc.start(1)

@@ -400,6 +400,57 @@ def bulkhead(driver: str, peers: Peers) -> Group:
     return Group("bulkhead", "Bulkhead, uncontended (free slots)", driver, baseline(driver), contenders)
 
 
+def _hold_async(pr_wrapped: Any) -> Callable[[], Any]:
+    """A ``prepare`` hook that takes pyresilience's one async slot in the group's loop, for good."""
+
+    async def hold() -> None:
+        await pr_wrapped._executor._bulkhead.acquire()
+
+    return hold
+
+
+def bulkhead_full(driver: str, peers: Peers) -> Group:
+    """A full bulkhead (its one slot held, no queue): every call is rejected at once."""
+    aw = _aw(driver)
+    fn = _fn(driver)
+    tag = f"bench.bulkhead_full.{driver}"
+    stmt_tpl = f"try:\n    {aw}{{call}}\nexcept Exception:\n    pass"
+    full_cfg = orr.BulkheadConfig(max_concurrent=1, max_waiting=0)
+    contenders: list[Contender] = []
+    bh = orr.Bulkhead(f"{tag}.protect", full_cfg)
+    bh.slot().__enter__()  # the one slot, held for good: every call below is rejected
+    g = bh.protect(fn)
+    contenders.append(
+        _ours("bulkhead.protect(f)", _chunk(driver, stmt_tpl.format(call="g()"), {"g": g}), primary=True)
+    )
+    contenders.append(_ours_off("bulkhead.protect(f)", _chunk(driver, stmt_tpl.format(call="g()"), {"g": g})))
+    bh2 = orr.Bulkhead(f"{tag}.execute", full_cfg)
+    bh2.slot().__enter__()
+    method = "execute" if driver == "async" else "execute_sync"
+    chunk = _chunk(driver, stmt_tpl.format(call=f"b.{method}(f)"), {"b": bh2, "f": fn})
+    contenders.append(_ours(f"bulkhead.{method}(f)", chunk))
+    pr = peers.get("pyresilience")
+    if pr is not None:
+        wrapped = pr.resilient(bulkhead=pr.BulkheadConfig(max_concurrent=1, max_wait=0.0))(fn)
+        label = f"{peers.label('pyresilience')} (@resilient, bulkhead only, max_wait=0)"
+        chunk = _chunk(driver, stmt_tpl.format(call="g()"), {"g": wrapped})
+        contender = Contender(label, "pyresilience", chunk)
+        if driver == "async":  # its async slots live in the running loop's semaphore
+            contender.prepare = _hold_async(wrapped)
+        else:
+            wrapped._executor._bulkhead.acquire()
+        contenders.append(contender)
+    group = Group(
+        "bulkhead_full",
+        "Bulkhead, full (one slot, held; no queue): rejected call",
+        driver,
+        baseline(driver),
+        contenders,
+    )
+    group.notes.append("each rejected call is caught by `try/except Exception` inside the timed loop")
+    return group
+
+
 ADMISSION_LABEL: Final = "limiter.try_acquire(), then f()"
 """The rate limiter's admission row: the one the <= 1 µs target reads."""
 
@@ -847,6 +898,7 @@ def build_groups(peers: Peers, only: set[str] | None = None) -> list[Group]:
         ("retry_success", lambda d, p: retry(d, p, fail_twice=False)),
         ("retry_fail_twice", lambda d, p: retry(d, p, fail_twice=True)),
         ("bulkhead", bulkhead),
+        ("bulkhead_full", bulkhead_full),
         ("rate_limiter", rate_limiter),
         ("bulkhead_contended", bulkhead_contended),
         ("timeout", timeout),
@@ -872,6 +924,7 @@ SCENARIOS = (
     "retry_success",
     "retry_fail_twice",
     "bulkhead",
+    "bulkhead_full",
     "rate_limiter",
     "bulkhead_contended",
     "timeout",

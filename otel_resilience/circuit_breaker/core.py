@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from otel_resilience.circuit_breaker.config import CircuitBreakerConfig, break_seconds
 from otel_resilience.circuit_breaker.state import (
@@ -21,11 +21,12 @@ from otel_resilience.circuit_breaker.state import (
     CircuitBreakerStatsDict,
     CircuitState,
     Permit,
+    settings_for,
 )
 from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
-from otel_resilience.errors import CircuitOpenError, ExecutionRejectedError
+from otel_resilience.errors import CircuitOpenError
 
 _REASON_FAILURE_THRESHOLD: Final = "failure_threshold"
 _REASON_TIMEOUT_ELAPSED: Final = "timeout_elapsed"
@@ -36,11 +37,11 @@ _REASON_FAILURE_RATE: Final = "failure_rate"
 _REASON_SLOW_CALL_RATE: Final = "slow_call_rate"
 _REASON_PROBE_TIMED_OUT: Final = "probe_timed_out"
 _LOG: Final = logging.getLogger("otel_resilience")
-_ALWAYS_IGNORED: Final[tuple[type[BaseException], ...]] = (ExecutionRejectedError,)
-"""Errors a breaker never counts: an inner rejection (shared by every breaker without others)."""
 _NEVER_OPENED: Final = -math.inf
 _SHORTEST_WAIT: Final = 0.001
 """The ``retry_after`` of a HALF_OPEN rejection whose hung probe is due to be reclaimed now."""
+_FIRST_PERMIT: Final = Permit(0, _CLOSED)
+"""The permit of every breaker's first period: permits are told apart within one breaker only."""
 _RESULT: Final = "result"
 """``last_failure_type`` of a returned value that ``record_result`` counted as a failure."""
 
@@ -59,35 +60,22 @@ class _BreakerCore:
     """
 
     __slots__ = (
-        "_break_duration",
         "_clock",
-        "_failure_threshold",
         "_generation",
-        "_half_open_max_calls",
-        "_ignore",
         "_in_flight",
         "_lock",
-        "_max_half_open_wait",
-        "_minimum_calls",
         "_opened_until",
         "_permit",
-        "_predicate",
         "_probe_started",
-        "_rate_threshold",
-        "_record",
         "_reject_watchers",
         "_reopens",
         "_retired",
-        "_slow_threshold",
-        "_success_threshold",
         "_telemetry",
-        "_timeout",
         "_watchers",
         "config",
         "last_failure_type",
         "name",
-        "record_result",
-        "slow_call_duration",
+        "settings",
         "stats",
         "window",
     )
@@ -97,28 +85,14 @@ class _BreakerCore:
     ) -> None:
         self.name = name
         self.config = config
+        self.settings = settings_for(config)
         self.stats = CircuitBreakerStats()
         self.last_failure_type: str | None = None
         self._clock = clock
         self._telemetry = telemetry
         self._lock = threading.Lock()
-        self._failure_threshold = config.failure_threshold
-        self._success_threshold = config.success_threshold
-        self._timeout = config.timeout
-        self._half_open_max_calls = config.half_open_max_calls
-        record = config.record_exceptions
-        self._record: tuple[type[BaseException], ...] = ()
-        self._predicate: Callable[[BaseException], bool] | None = None
-        if isinstance(record, tuple):
-            self._record = record
-        else:
-            self._predicate = cast("Callable[[BaseException], bool]", record)
-        ignore = cast("tuple[type[Exception], ...]", config.ignore_exceptions)
-        self._ignore: tuple[type[BaseException], ...] = (
-            (ExecutionRejectedError, *ignore) if ignore else _ALWAYS_IGNORED
-        )
         self._generation = 0
-        self._permit = Permit(0, _CLOSED)
+        self._permit = _FIRST_PERMIT
         self._in_flight = 0
         self._opened_until = _NEVER_OPENED
         self._reopens = 0
@@ -126,13 +100,6 @@ class _BreakerCore:
         self._retired = False
         window = config.sliding_window
         self.window = None if window is None else window.metrics()
-        self._rate_threshold = config.failure_rate_threshold
-        self._minimum_calls = config.minimum_calls
-        self.slow_call_duration = config.slow_call_duration
-        self._slow_threshold = config.slow_call_rate_threshold
-        self.record_result = config.record_result
-        self._break_duration = config.break_duration
-        self._max_half_open_wait = config.max_half_open_wait
         self._watchers: tuple[Callable[[StateChanged], Any], ...] = ()
         self._reject_watchers: tuple[Callable[[CircuitOpenError], Any], ...] = ()
 
@@ -205,9 +172,9 @@ class _BreakerCore:
         :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
         """
         if self._permit.state is _HALF_OPEN:
-            wait = self._max_half_open_wait
+            wait = self.settings.max_half_open_wait
             if wait is None:
-                return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self._timeout)
+                return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self.settings.timeout)
             left = self._probe_started + wait - self._clock.now()
             return CircuitOpenError(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
         remaining = self._opened_until - self._clock.now()
@@ -291,10 +258,11 @@ class _BreakerCore:
 
     def _classify(self, error: Exception) -> int:
         """Return ``_IGNORED``, ``_FAILURE`` or ``_SUCCESS`` for an error (outside the lock)."""
-        if isinstance(error, self._ignore):
+        settings = self.settings
+        if isinstance(error, settings.ignore):
             return _IGNORED
-        predicate = self._predicate
-        recorded = predicate(error) if predicate is not None else isinstance(error, self._record)
+        predicate = settings.predicate
+        recorded = predicate(error) if predicate is not None else isinstance(error, settings.record)
         return _FAILURE if recorded else _SUCCESS
 
     def _poll_locked(self) -> StateChanged | None:
@@ -309,12 +277,12 @@ class _BreakerCore:
         Asked when a call finds every probe place taken: the newest probe started at least
         ``max_half_open_wait`` ago, so every probe in flight has run that long.
         """
-        wait = self._max_half_open_wait
+        wait = self.settings.max_half_open_wait
         if (
             wait is None
             or self._retired
             or self._permit.state is not _HALF_OPEN
-            or self._in_flight < self._half_open_max_calls
+            or self._in_flight < self.settings.half_open_max_calls
             or self._clock.now() - self._probe_started < wait
         ):
             return None
@@ -327,9 +295,9 @@ class _BreakerCore:
         state = permit.state
         if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
             return permit
-        if state is _HALF_OPEN and self._in_flight < self._half_open_max_calls:
+        if state is _HALF_OPEN and self._in_flight < self.settings.half_open_max_calls:
             self._in_flight += 1
-            if self._max_half_open_wait is not None:
+            if self.settings.max_half_open_wait is not None:
                 self._probe_started = self._clock.now()
             return permit
         next(self.stats._rejected)
@@ -343,7 +311,7 @@ class _BreakerCore:
         if permit.state is _HALF_OPEN:
             self._in_flight -= 1
             stats.success_count += 1
-            if stats.success_count >= self._success_threshold:
+            if stats.success_count >= self.settings.success_threshold:
                 return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
             return None
         return self._judge_locked(permit.state, False, slow)  # noqa: FBT003
@@ -370,18 +338,19 @@ class _BreakerCore:
         """
         stats = self.stats
         window = self.window
+        settings = self.settings
         reason = None
         if window is None:
             stats.failure_count = stats.failure_count + 1 if failed else 0
-            if stats.failure_count >= self._failure_threshold:
+            if stats.failure_count >= settings.failure_threshold:
                 reason = _REASON_FAILURE_THRESHOLD
         else:
             calls, failures, slows = window.record(failed, slow, self._clock.now())
             stats.failure_count = failures
-            if calls >= self._minimum_calls:
-                if failures / calls >= self._rate_threshold:
+            if calls >= settings.minimum_calls:
+                if failures / calls >= settings.rate_threshold:
                     reason = _REASON_FAILURE_RATE
-                elif self.slow_call_duration is not None and slows / calls >= self._slow_threshold:
+                elif settings.slow_call_duration is not None and slows / calls >= settings.slow_threshold:
                     reason = _REASON_SLOW_CALL_RATE
         if reason is None or state is _DISABLED:
             return None
@@ -437,9 +406,10 @@ class _BreakerCore:
 
     def _open_seconds(self, openings: int) -> float:
         """Seconds OPEN for the ``openings``-th opening in a row (``break_duration``, else ``timeout``)."""
-        generate = self._break_duration
+        timeout = self.settings.timeout
+        generate = self.settings.break_duration
         if generate is None:
-            return self._timeout
+            return timeout
         try:
             return break_seconds(generate, openings)
         except Exception:  # noqa: BLE001 - a broken generator must not break the call that tripped
@@ -447,10 +417,10 @@ class _BreakerCore:
                 "circuit breaker %r: break_duration(%d) failed; staying open for timeout=%gs",
                 self.name,
                 openings,
-                self._timeout,
+                timeout,
                 exc_info=True,
             )
-            return self._timeout
+            return timeout
 
     def _emit(self, change: StateChanged | None) -> None:
         """Report a state change (outside the lock): to telemetry, then to the breaker's watchers."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Final, TypedDict
+from collections.abc import Callable
+from typing import Any, Final, TypedDict, cast
 
+from otel_resilience.circuit_breaker.config import CircuitBreakerConfig
 from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.errors import ExecutionRejectedError
 
 
 class CircuitState(enum.Enum):
@@ -139,3 +142,83 @@ class Permit:
 
 _OPEN_VALUE: Final = CircuitState.OPEN.value
 _HALF_OPEN_VALUE: Final = CircuitState.HALF_OPEN.value
+
+
+_ALWAYS_IGNORED: Final[tuple[type[BaseException], ...]] = (ExecutionRejectedError,)
+"""Errors a breaker never counts: an inner rejection (shared by every breaker without others)."""
+
+
+class Settings:
+    """What a breaker's core reads from its configuration, derived once and shared.
+
+    Immutable: every breaker of an equal configuration (all those at the default one) shares
+    one (:func:`settings_for`), so a breaker carries one reference instead of fourteen fields.
+    """
+
+    __slots__ = (
+        "break_duration",
+        "failure_threshold",
+        "half_open_max_calls",
+        "ignore",
+        "max_half_open_wait",
+        "minimum_calls",
+        "predicate",
+        "rate_threshold",
+        "record",
+        "record_result",
+        "slow_call_duration",
+        "slow_threshold",
+        "success_threshold",
+        "timeout",
+    )
+
+    def __init__(self, config: CircuitBreakerConfig) -> None:
+        self.failure_threshold = config.failure_threshold
+        self.success_threshold = config.success_threshold
+        self.timeout = config.timeout
+        self.half_open_max_calls = config.half_open_max_calls
+        record = config.record_exceptions
+        self.record: tuple[type[BaseException], ...] = ()
+        self.predicate: Callable[[BaseException], bool] | None = None
+        if isinstance(record, tuple):
+            self.record = record
+        else:
+            self.predicate = cast("Callable[[BaseException], bool]", record)
+        ignore = cast("tuple[type[Exception], ...]", config.ignore_exceptions)
+        self.ignore: tuple[type[BaseException], ...] = (
+            (ExecutionRejectedError, *ignore) if ignore else _ALWAYS_IGNORED
+        )
+        self.rate_threshold = config.failure_rate_threshold
+        self.minimum_calls = config.minimum_calls
+        self.slow_call_duration = config.slow_call_duration
+        self.slow_threshold = config.slow_call_rate_threshold
+        self.record_result: Callable[[Any], bool] | None = config.record_result
+        self.break_duration = config.break_duration
+        self.max_half_open_wait = config.max_half_open_wait
+
+
+_SHARED: Final[dict[CircuitBreakerConfig, Settings]] = {}
+_SHARED_MAX: Final = 256
+"""Configurations remembered at once (then the memory starts again: a bound, not an LRU)."""
+
+
+_LAST: list[tuple[CircuitBreakerConfig, Settings]] = []
+"""The configuration asked for last and its settings: no hashing for the same object again."""
+
+
+def settings_for(config: CircuitBreakerConfig) -> Settings:
+    """Return the :class:`Settings` of ``config``, shared with every equal configuration."""
+    last = _LAST[0] if _LAST else None
+    if last is not None and last[0] is config:
+        return last[1]
+    try:
+        found = _SHARED.get(config)
+    except TypeError:  # a field that cannot be hashed: this configuration's own settings
+        return Settings(config)
+    if found is None:
+        found = Settings(config)
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[config] = found
+    _LAST[:] = ((config, found),)
+    return found

@@ -42,8 +42,8 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         self._hub = telemetry._hub
         self._routes_seen: object = None
         self._wanted = False
-        self._timed = core.slow_call_duration is not None
-        self._plain = not self._timed and core.record_result is None
+        self._timed = core.settings.slow_call_duration is not None
+        self._plain = not self._timed and core.settings.record_result is None
 
     def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
         """Admit a call, or raise the breaker's rejection.
@@ -72,7 +72,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     def _ended(self, token: Any) -> tuple[Permit, bool]:
         """Return a timed call's permit and whether it was slow (``slow_call_duration`` or longer)."""
         permit, started = token
-        return permit, self.clock.now() - started >= cast("float", self._core.slow_call_duration)
+        return permit, self.clock.now() - started >= cast("float", self._core.settings.slow_call_duration)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
         """Count a success (or, when ``record_result`` says so, a returned value as a failure).
@@ -101,7 +101,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     def _judge_returned(self, token: Any, result: Any) -> None:
         """Count a returned call of a breaker that times calls or judges results."""
         permit, slow = self._ended(token) if self._timed else (token, False)
-        judge = self._core.record_result
+        judge = self._core.settings.record_result
         if judge is not None and self._is_failure(permit, judge, result):
             self._failed(permit, None, slow)
         else:

@@ -18,8 +18,9 @@ import contextlib
 import logging
 import threading
 import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined] # WeakValueDictionary's delete
 from collections.abc import Callable, Iterator
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 __all__ = [
     "BREAKERS",
@@ -66,8 +67,25 @@ def namesakes_expected() -> Iterator[None]:
         _EXPECTED.on = previous
 
 
+class _Entry(weakref.ref[Any]):
+    """The one weak reference a registry keeps to an instance.
+
+    ``name`` is the instance's name when it can be found by name, else ``None``.
+    """
+
+    __slots__ = ("name",)
+
+    name: str | None
+
+
 class Registry(Generic[T]):
     """A thread-safe, weak set of named instances of one kind, indexed by name.
+
+    Each instance costs one weak reference (an ``_Entry``), held in one place: by name (the
+    newest instance of each name), or in the set of the others (older namesakes, and the
+    instances that are not to be found by name). Its death callback takes it out without a lock
+    (a set discard, and a delete that only removes a *dead* reference, so a newer namesake keeps
+    its place).
 
     Args:
         kind: The kind of instance held (``"circuit_breaker"``, ``"bulkhead"``, ``"pipeline"``,
@@ -77,16 +95,23 @@ class Registry(Generic[T]):
             identity, default names, bounds"), which should never happen unnoticed.
     """
 
-    __slots__ = ("_by_name", "_hidden", "_items", "_lock", "_on_added", "kind", "warn_namesakes")
+    __slots__ = ("_by_name", "_forget", "_lock", "_on_added", "_others", "kind", "warn_namesakes")
 
     def __init__(self, kind: str, *, warn_namesakes: bool = False) -> None:
         self.kind = kind
         self.warn_namesakes = warn_namesakes
         self._lock = threading.Lock()
-        self._items: weakref.WeakSet[T] = weakref.WeakSet()
-        self._by_name: weakref.WeakValueDictionary[str, T] = weakref.WeakValueDictionary()
-        self._hidden: weakref.WeakSet[T] = weakref.WeakSet()
+        self._by_name: dict[str, _Entry] = {}
+        self._others: set[_Entry] = set()
         self._on_added: list[Callable[[T], None]] = []
+        others, by_name = self._others, self._by_name
+
+        def forget(entry: _Entry) -> None:  # a death callback: no lock, it may run inside one
+            others.discard(entry)
+            if entry.name is not None:
+                _remove_dead_weakref(by_name, entry.name)
+
+        self._forget = forget
 
     def register(self, item: T, *, findable: bool = True) -> None:
         """Add ``item`` and tell every ``on_added`` callback about it.
@@ -96,16 +121,27 @@ class Registry(Generic[T]):
             findable: ``False`` for an item that is exported but never returned by :meth:`get`
                 (the totals a policy keeps of its evicted keys, which are not an instance to act on).
         """
-        warn = findable and self.warn_namesakes and not getattr(_EXPECTED, "on", False)
+        entry = _Entry(item, self._forget)
+        hash(entry)  # kept by the reference: its death callback may look it up in the set
+        name = entry.name = item.name if findable else None
         with self._lock:
-            namesake = self._by_name.get(item.name) if warn else None
-            self._items.add(item)
-            if findable:
-                self._by_name[item.name] = item
+            namesake = None
+            if name is None:
+                self._others.add(entry)
             else:
-                self._hidden.add(item)
-            callbacks = tuple(self._on_added)
-        if namesake is not None and namesake is not item:
+                previous = self._by_name.get(name)
+                namesake = None if previous is None else previous()
+                if namesake is not item:
+                    if namesake is not None:
+                        self._others.add(cast("_Entry", previous))  # an older namesake
+                    self._by_name[name] = entry
+            callbacks = tuple(self._on_added) if self._on_added else ()
+        if (
+            namesake is not None
+            and namesake is not item
+            and self.warn_namesakes
+            and not getattr(_EXPECTED, "on", False)
+        ):
             _LOG.warning(
                 "a second live %s is named %r: their telemetry series are combined (counts summed, "
                 "the most severe state shown); give each instance its own name to tell them apart",
@@ -117,15 +153,18 @@ class Registry(Generic[T]):
 
     def unregister(self, item: T) -> None:
         """Take ``item`` out (no error if it is not in): it is no longer exported or found by name."""
+        ref = weakref.ref(item)  # equal to the item's entry while the item lives
         with self._lock:
-            self._items.discard(item)
-            if self._by_name.get(item.name) is item:
+            self._others.discard(ref)
+            found = self._by_name.get(item.name)
+            if found is not None and found() is item:
                 del self._by_name[item.name]
 
     def items(self) -> list[T]:
         """Return a snapshot list of the live instances."""
         with self._lock:
-            return list(self._items)
+            entries = [*self._by_name.values(), *self._others]
+        return [item for entry in entries if (item := entry()) is not None]
 
     def get(self, name: str) -> T | None:
         """Return a live instance named ``name`` (the most recently created if several), or ``None``.
@@ -134,17 +173,22 @@ class Registry(Generic[T]):
         recent instance of a name is gone while an older one lives, the older one is found by
         a scan, and indexed again.
         """
-        found = self._by_name.get(name)
+        entry = self._by_name.get(name)
+        found: T | None = None if entry is None else entry()
         if found is not None:
             return found
         with self._lock:
-            found = self._by_name.get(name)
+            entry = self._by_name.get(name)
+            found = None if entry is None else cast("T | None", entry())
             if found is not None:
                 return found
-            for item in self._items:  # registration order is not kept: the rare fallback
-                if item.name == name and item not in self._hidden:
-                    self._by_name[name] = item
-                    return item
+            for entry in self._others:  # registration order is not kept: the rare fallback
+                if entry.name == name:
+                    found = cast("T | None", entry())
+                    if found is not None:
+                        self._others.discard(entry)
+                        self._by_name[name] = entry
+                        return found
         return None
 
     def on_added(self, callback: Callable[[T], None]) -> None:
@@ -154,7 +198,7 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._items)
+            return len(self._by_name) + len(self._others)
 
 
 BREAKERS: Final[Registry[Named]] = Registry("circuit_breaker", warn_namesakes=True)

@@ -1,0 +1,93 @@
+"""The weak registry: one reference per instance, found by name, gone with the instance."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from otel_resilience.engine.registry import Registry, namesakes_expected
+
+
+class Thing:
+    """A named instance (weakly referenceable, hashed by identity)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+@pytest.fixture
+def unraisable() -> Iterator[list[object]]:
+    """Collect what death callbacks raise (they cannot raise into the program)."""
+    seen: list[object] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous
+
+
+def test_the_newest_namesake_is_found_and_the_older_one_after_it_dies(unraisable: list[object]) -> None:
+    registry: Registry[Thing] = Registry("thing")
+    older, newer = Thing("a"), Thing("a")
+    with namesakes_expected():
+        registry.register(older)
+        registry.register(newer)
+    assert registry.get("a") is newer
+    assert len(registry) == 2
+    del newer
+    gc.collect()
+    assert registry.get("a") is older
+    assert registry.items() == [older]
+    del older
+    gc.collect()
+    assert registry.get("a") is None
+    assert len(registry) == 0
+    assert unraisable == []
+
+
+def test_an_unfindable_instance_is_exported_but_never_found(unraisable: list[object]) -> None:
+    registry: Registry[Thing] = Registry("thing")
+    hidden, shown = Thing("a"), Thing("b")
+    registry.register(hidden, findable=False)
+    registry.register(shown)
+    assert registry.get("a") is None
+    assert set(map(id, registry.items())) == {id(hidden), id(shown)}
+    del hidden, shown
+    gc.collect()
+    assert registry.items() == []
+    assert unraisable == []
+
+
+def test_unregister_takes_an_instance_out_of_both_places() -> None:
+    registry: Registry[Thing] = Registry("thing")
+    older, newer = Thing("a"), Thing("a")
+    with namesakes_expected():
+        registry.register(older)
+        registry.register(newer)
+    registry.unregister(older)
+    assert registry.items() == [newer]
+    registry.unregister(newer)
+    assert registry.get("a") is None
+    assert registry.items() == []
+
+
+def test_registering_an_instance_twice_keeps_one_entry() -> None:
+    registry: Registry[Thing] = Registry("thing", warn_namesakes=True)
+    thing = Thing("a")
+    registry.register(thing)
+    registry.register(thing)
+    assert registry.items() == [thing]
+    assert len(registry) == 1
+
+
+def test_a_live_namesake_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    registry: Registry[Thing] = Registry("thing", warn_namesakes=True)
+    first, second = Thing("a"), Thing("a")
+    registry.register(first)
+    registry.register(second)
+    assert "a second live thing is named 'a'" in caplog.text
+    assert registry.get("a") is second
