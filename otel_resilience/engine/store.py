@@ -58,6 +58,9 @@ class BoundedStore(Generic[K, V]):
         on_evict: Called with ``(key, value)`` for each evicted entry, outside the lock.
         revive: Keep weak references to evicted values and return one that is still alive when
             its key is added again (the values must support weak references).
+        on_revive: Called with ``(key, value)`` for each value brought back, under the store's
+            lock (it must not call back into the store), so that an owner can undo what its
+            ``on_evict`` did, whichever of the two runs first.
         ttl: Seconds after which an idle entry that was not used is evicted (``None``: never;
             ``timedelta`` accepted). Needs ``clock``.
         clock: The clock ``ttl`` is measured on.
@@ -77,6 +80,7 @@ class BoundedStore(Generic[K, V]):
         "_is_idle",
         "_lock",
         "_on_evict",
+        "_on_revive",
         "_revivable",
         "_touched",
         "_ttl",
@@ -91,6 +95,7 @@ class BoundedStore(Generic[K, V]):
         is_idle: Callable[[V], bool],
         on_evict: Callable[[K, V], None] | None = None,
         revive: bool = False,
+        on_revive: Callable[[K, V], None] | None = None,
         ttl: float | timedelta | None = None,
         clock: Clock | None = None,
         ttl_field: str = "ttl",
@@ -105,6 +110,7 @@ class BoundedStore(Generic[K, V]):
         self._capacity = capacity
         self._is_idle = is_idle
         self._on_evict = on_evict
+        self._on_revive = on_revive
         self._lock = threading.Lock()
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._evicted = 0
@@ -151,6 +157,8 @@ class BoundedStore(Generic[K, V]):
                 value = revived if revived is not None else create()
                 created = revived is None
                 self._entries[key] = value
+                if revived is not None and self._on_revive is not None:
+                    self._on_revive(key, revived)
                 if self._ttl is not None:
                     self._touched[key] = cast("Clock", self._clock).now()
                 evicted = expired + self._evict_locked() if evict else expired

@@ -28,6 +28,7 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, RATE_LIMITERS
 from otel_resilience.manager.statistics import EXECUTION_KEYS, add_counts
 from otel_resilience.rate_limiter import RateLimiter
+from otel_resilience.rate_limiter.totals import LIMITER_TOTALS, LimiterTotals, limiter_totals
 
 __all__ = [
     "BREAKER_TOTALS",
@@ -52,8 +53,6 @@ BREAKER_TOTALS: Final = (
 """The lifetime counts of a breaker that a policy's statistics sum over its keys."""
 BULKHEAD_TOTALS: Final = ("total", "completed", "rejected", "timed_out", "cancelled")
 """The lifetime counts of a bulkhead that a policy's statistics sum over its keys."""
-LIMITER_TOTALS: Final = ("admitted", "rejected", "waited", "cancelled")
-"""The lifetime counts of a rate limiter that a policy's statistics sum over its keys."""
 
 
 def breaker_totals(breaker: CircuitBreaker) -> dict[str, int]:
@@ -66,12 +65,6 @@ def bulkhead_totals(bulkhead: Bulkhead) -> dict[str, int]:
     """Return the lifetime counts of ``bulkhead`` (:data:`BULKHEAD_TOTALS`), read consistently."""
     stats = bulkhead.get_stats()
     return {name: int(stats[name]) for name in BULKHEAD_TOTALS}
-
-
-def limiter_totals(limiter: RateLimiter) -> dict[str, int]:
-    """Return the lifetime counts of ``limiter`` (:data:`LIMITER_TOTALS`), read consistently."""
-    stats = limiter.get_stats()
-    return {name: int(stats[name]) for name in LIMITER_TOTALS}
 
 
 class BreakerTotals:
@@ -103,21 +96,6 @@ class BreakerTotals:
     def counts(self) -> dict[str, int]:
         """Return the counts by name."""
         return {count: getattr(self, count) for count in BREAKER_TOTALS}
-
-
-class LimiterTotals:
-    """The counts of a policy's evicted rate limiters, exported as a rate limiter of their name."""
-
-    __slots__ = ("__weakref__", "name", *LIMITER_TOTALS)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        for count in LIMITER_TOTALS:
-            setattr(self, count, 0)
-
-    def get_stats(self) -> dict[str, int]:
-        """Return the counts by name (as :meth:`RateLimiter.get_stats` names them)."""
-        return {count: getattr(self, count) for count in LIMITER_TOTALS}
 
 
 def _add(into: object, counts: dict[str, int]) -> None:
@@ -178,7 +156,7 @@ class Ledger:
         if totals is None:
             totals = self._limiter = LimiterTotals(self.name)
             RATE_LIMITERS.register(totals, findable=False)
-        _add(totals, limiter_totals(limiter))
+        totals.add(limiter_totals(limiter))
 
     def executions(self) -> dict[str, int]:
         """Return the executions of every evicted key (:data:`EXECUTION_KEYS`)."""

@@ -16,6 +16,7 @@ from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, new_rules
 from otel_resilience.rate_limiter.step import _RateLimiterStep
+from otel_resilience.rate_limiter.totals import KeyTotals
 
 __all__ = ["DEFAULT_MAX_KEYS", "KeyedRateLimiter", "RateLimiter"]
 
@@ -206,7 +207,7 @@ class KeyedRateLimiter(Generic[K]):
         ValueError: ``name`` is empty, or ``max_keys`` is not an ``int >= 1``.
     """
 
-    __slots__ = ("_clock", "_config", "_keys", "_name")
+    __slots__ = ("_clock", "_config", "_keys", "_name", "_totals")
 
     def __init__(
         self,
@@ -223,8 +224,15 @@ class KeyedRateLimiter(Generic[K]):
         self._name = name
         self._config = config
         self._clock = clock
+        self._totals = KeyTotals(name)
         self._keys: BoundedStore[K, RateLimiter] = BoundedStore(
-            "KeyedRateLimiter", "max_keys", max_keys, is_idle=_idle, revive=True
+            "KeyedRateLimiter",
+            "max_keys",
+            max_keys,
+            is_idle=_idle,
+            on_evict=self._fold,
+            revive=True,
+            on_revive=self._revived,
         )
 
     name = ReadOnly[str]("_name", "The name of every key's limiter.")
@@ -244,6 +252,14 @@ class KeyedRateLimiter(Generic[K]):
         """
         limiter, _ = self._keys.get_or_add(key, self._new)
         return limiter
+
+    def _fold(self, key: K, limiter: RateLimiter) -> None:
+        """Keep what an evicted key's limiter counted (unless it is the key's limiter again)."""
+        self._totals.fold(limiter, kept=lambda: self._keys.get(key) is limiter)
+
+    def _revived(self, key: K, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
+        """An evicted key's limiter, still held by a caller, is the key's limiter again."""
+        self._totals.revived(limiter)
 
     def _new(self) -> RateLimiter:
         return RateLimiter(self._name, self._config, clock=self._clock)

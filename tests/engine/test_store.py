@@ -104,6 +104,29 @@ def test_revive_returns_an_evicted_value_that_is_still_alive() -> None:
     assert created
 
 
+def test_on_revive_is_told_of_each_value_brought_back_and_of_nothing_created() -> None:
+    """on_revive sees a revived value, with its key, as the store holds it again (so an owner
+    can undo what on_evict did); a value created anew is not reported."""
+    revived: list[tuple[str, Item, bool]] = []
+    s: BoundedStore[str, Item] = BoundedStore(
+        "Owner",
+        "cap",
+        1,
+        is_idle=lambda item: not item.busy,
+        revive=True,
+        on_revive=lambda key, item: revived.append((key, item, s.get(key) is item)),
+    )
+    held = add(s, "a")
+    add(s, "b")  # evicts a, still held
+    assert revived == []
+    assert add(s, "a") is held
+    assert revived == [("a", held, True)]
+    add(s, "c")  # evicts a; nobody holds b
+    gc.collect()
+    add(s, "b")
+    assert len(revived) == 1
+
+
 @pytest.mark.parametrize("capacity", [0, -1, True, 1.5, "3"])
 def test_bad_capacity_names_the_owner_field(capacity: object) -> None:
     """A capacity that is not an int >= 1 is refused with Owner.cap in the message."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from otel_resilience import ExtraStrategy, RateLimitedError, RateLimiter, RateLimiterConfig, ResilienceConfig
@@ -94,3 +96,35 @@ def test_permits_are_counted_by_answer_and_summed_over_the_keys_of_a_keyed_limit
         for result in sc.RL_PERMIT_RESULTS
     }
     assert counts == {"immediate": 2, "waited": 1, "rejected": 1, "cancelled": 0}
+
+
+def test_evicted_keys_keep_their_permits_in_the_exported_counter_and_a_revived_one_is_not_counted_twice(otel):
+    """A keyed limiter's counter never goes down: an evicted key's permits stay in the sum
+    (a backend would read a drop as a counter reset), and a key's limiter still held by a caller
+    when it was evicted comes back with its permits counted once."""
+    clock = FakeClock()
+    keyed = RateLimiter.per_key("evicting", RateLimiterConfig(rate=1.0, burst=1), max_keys=1, clock=clock)
+
+    def immediate() -> float:
+        return otel.point(
+            sc.RL_PERMITS, resilience__name="evicting", resilience__rate_limiter__permit_result="immediate"
+        ).value
+
+    seen = []
+    for tenant in ("a", "b", "c", "d"):  # each new key evicts the one before: it is dropped
+        assert keyed.for_key(tenant).try_acquire()
+        gc.collect()
+        seen.append(immediate())
+    assert seen == [1, 2, 3, 4]
+    held = keyed.for_key("e")  # evicts d; e is held by this caller
+    assert held.try_acquire()
+    keyed.for_key("f")  # evicts e, which stays alive (held)
+    assert immediate() == 5
+    clock.advance(1.0)
+    assert held.try_acquire()  # counted by e while it is out: exported once e is back
+    assert keyed.for_key("e") is held  # revived (f evicted)
+    assert immediate() == 6
+    assert keyed.for_key("f").try_acquire()  # a new f (the old one was dropped)
+    gc.collect()
+    assert immediate() == 7
+    assert keyed.get_stats()["evicted"] == 7
