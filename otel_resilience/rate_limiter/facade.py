@@ -194,7 +194,8 @@ class KeyedRateLimiter(Generic[K]):
     ``burst`` more sooner than its old state would have: give ``max_keys`` room for the keys
     active within ``burst / rate`` seconds. A key's limiter still held by a caller when it was
     evicted is the one ``for_key`` returns again (never a second limiter for one key while the
-    first is in use).
+    first is in use). What an evicted key counted stays in ``resilience.rate_limiter.permits``
+    (summed under the name), so the exported counter never goes down.
 
     Args:
         name: The name of every key's limiter.
