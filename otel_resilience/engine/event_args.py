@@ -20,6 +20,7 @@ __all__ = [
     "ChaosInjected",
     "EventArgs",
     "FallbackUsed",
+    "HedgeDenied",
     "HedgeStarted",
     "HedgeWon",
     "PatternDetected",
@@ -207,6 +208,19 @@ class HedgeStarted:
 
 
 @dataclass(slots=True)
+class HedgeDenied:
+    """A hedge was due (its trigger fired) but was refused, so the execution goes on without it."""
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("trigger", "denied_by")
+
+    trigger: str
+    """The trigger that made it due (as :class:`HedgeStarted` names them)."""
+    denied_by: str
+    """``"budget"`` (the hedge budget had none to give) or ``"max_attempts"`` (the execution's
+    cap on attempts in total was reached)."""
+
+
+@dataclass(slots=True)
 class HedgeWon:
     """An attempt's outcome answered a hedged execution in which more than one attempt started.
 
@@ -263,6 +277,7 @@ EventArgs = (
     | AlertRaised
     | PermitWaited
     | ChaosInjected
+    | HedgeDenied
     | HedgeStarted
     | HedgeWon
     | PolicyReloaded

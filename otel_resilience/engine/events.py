@@ -69,6 +69,7 @@ class Event(enum.Enum):
     PERMIT_WAITED = "permit_waited"
     CHAOS_INJECTED = "chaos_injected"
     HEDGE_STARTED = "hedge_started"
+    HEDGE_DENIED = "hedge_denied"
     HEDGE_WON = "hedge_won"
     POLICY_RELOADED = "policy_reloaded"
     RELOAD_FAILED = "reload_failed"

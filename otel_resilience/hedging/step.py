@@ -14,7 +14,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.events import Event, HedgeStarted, HedgeWon, Outcome, StrategyTelemetry
+from otel_resilience.engine.events import (
+    Event,
+    HedgeDenied,
+    HedgeStarted,
+    HedgeWon,
+    Outcome,
+    StrategyTelemetry,
+)
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
 from otel_resilience.engine.stats import classify_error
@@ -185,13 +192,13 @@ class _Race(Hedge):
             return self._original
         budget = core.budget
         if budget is not None and not budget.try_withdraw():
-            next(core.denied)
+            self._deny(trigger, "budget")
             return None
         attempt = ctx.fork()
         if attempt is None:  # the execution's cap on attempts in total
             if budget is not None:
                 budget.refund()
-            next(core.denied)
+            self._deny(trigger, "max_attempts")
             return None
         actions, index = core.actions, self._started - 1
         if actions is not None and index < len(actions):
@@ -202,6 +209,13 @@ class _Race(Hedge):
         if telemetry._hub.event_listeners:
             telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
         return attempt
+
+    def _deny(self, trigger: str, denied_by: str) -> None:
+        """Count a hedge that was due but refused, and report why."""
+        next(self._core.denied)
+        telemetry = self._telemetry
+        if telemetry._hub.event_listeners:
+            telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, denied_by))
 
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
         """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it."""

@@ -749,6 +749,24 @@ def _hedge_payoff(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _hedges_denied(selector: dict[str, str]) -> _Panel:
+    denied = naming.series(sc.HEDGES_DENIED)
+    by = naming.label(sc.HEDGE_DENIED_BY)
+    return _Panel(
+        "timeseries",
+        "Hedges denied",
+        "Hedges that were due but refused, per second, by policy and by what refused them: the hedge "
+        "budget (budget: the ratio of hedges to first attempts is spent, so a slow dependency is waited "
+        "for rather than hedged) or the execution's cap on attempts (max_attempts). Many budget denials "
+        "while the dependency is slow mean the budget, not the delay, decides the tail. Starts at 0 "
+        f"for every policy with hedging. From `{denied}`.",
+        "ops",
+        (_Query(_rate(denied, _m(**selector), (_POLICY, by)), f"{{{{{_POLICY}}}}} {{{{{by}}}}}"),),
+        width=8,
+        min=0,
+    )
+
+
 def _hedge_load(selector: dict[str, str]) -> _Panel:
     sel = _m(**selector)
     executions = f"({_rate(naming.series(sc.EXECUTIONS), sel, (_POLICY,))} > 0)"
@@ -769,7 +787,7 @@ def _hedge_load(selector: dict[str, str]) -> _Panel:
             _Query(per_execution(naming.series(sc.HEDGES)), f"{{{{{_POLICY}}}}} hedges"),
             _Query(per_execution(naming.series(sc.RETRIES)), f"{{{{{_POLICY}}}}} retries"),
         ),
-        width=24,
+        width=16,
         min=0,
     )
 
@@ -1027,6 +1045,7 @@ def _retries_timeouts() -> _Dashboard:
                     _hedges(_POLICY_SEL),
                     _hedge_wins(_POLICY_SEL),
                     _hedge_payoff(_POLICY_SEL),
+                    _hedges_denied(_POLICY_SEL),
                     _hedge_load(_POLICY_SEL),
                 ),
             ),

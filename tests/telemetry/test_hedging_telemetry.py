@@ -9,7 +9,8 @@ from hedging_support import HANG, Dependency
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
-from otel_resilience import Hedging, HedgingConfig, ResilienceConfig, ResilienceManager
+from otel_resilience import Hedging, HedgingConfig, ResilienceConfig, ResilienceManager, RetryBudget
+from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 
@@ -128,3 +129,61 @@ async def test_a_policy_with_hedging_exports_its_counters_from_zero(otel) -> Non
         "hedge",
     }
     assert all(p.value == 0 for p in (*otel.points(sc.HEDGES), *wins))
+
+
+async def test_a_denied_hedge_is_a_span_event_and_counted_by_what_denied_it(otel) -> None:
+    """A hedge that was due but refused: resilience.hedging.hedge_denied on the execution span and
+    resilience.hedging.denied by trigger and denied_by, from zero (budget and max_attempts)."""
+    manager = ResilienceManager()
+    name = _fresh("denied")
+    clock = FakeClock()
+    empty = RetryBudget(ratio=0.0, min_retries_per_second=0.0, clock=clock)
+    config = ResilienceConfig(name=name, hedging=HedgingConfig(mode="fallback", budget=empty))
+    assert await manager.execute_with_resilience(Dependency("x"), config) == "x"
+
+    def denied() -> dict[tuple[str, str], float]:
+        return {
+            (p.attributes[sc.HEDGE_TRIGGER], p.attributes[sc.HEDGE_DENIED_BY]): p.value
+            for p in otel.points(sc.HEDGES_DENIED)
+            if p.attributes["resilience.policy"] == name
+        }
+
+    assert denied() == {("failure", "budget"): 0, ("failure", "max_attempts"): 0}
+    failing = Dependency(ConnectionError("down"), "never")
+    try:
+        await manager.execute_with_resilience(failing, config)
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("the original's error passes through when its hedge is denied")
+    assert len(failing.calls) == 1
+    assert denied() == {("failure", "budget"): 1, ("failure", "max_attempts"): 0}
+    execution = otel.spans(name)[-1]
+    [event] = [e for e in execution.events if e.name == sc.EV_HEDGE_DENIED]
+    assert dict(event.attributes) == {
+        sc.PATTERN: "hedging",
+        sc.NAME: name,
+        sc.HEDGE_TRIGGER: "failure",
+        sc.HEDGE_DENIED_BY: "budget",
+    }
+
+
+async def test_a_hedge_past_the_executions_cap_on_attempts_is_denied_by_max_attempts(otel) -> None:
+    """A pipeline that allows one attempt in total: the hedge is refused, counted as max_attempts."""
+    name = _fresh("capped")
+    hedging = Hedging(name, HedgingConfig(mode="fallback"))
+    pipeline = PipelineBuilder(name, max_attempts=1).add(hedging.as_strategy(name)).build()
+    failing = Dependency(ConnectionError("down"), "never")
+    try:
+        await pipeline.execute(failing)
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("the original's error passes through when its hedge is denied")
+    counts = {
+        p.attributes[sc.HEDGE_DENIED_BY]: p.value
+        for p in otel.points(sc.HEDGES_DENIED)
+        if p.attributes[sc.NAME] == name
+    }
+    assert counts == {"budget": 0, "max_attempts": 1}
+    assert hedging.get_stats()["hedges_denied"] == 1

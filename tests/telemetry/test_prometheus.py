@@ -22,6 +22,7 @@ from otel_resilience.engine.events import (
     ChaosInjected,
     Event,
     FallbackUsed,
+    HedgeDenied,
     HedgeStarted,
     HedgeWon,
     Outcome,
@@ -80,6 +81,7 @@ def scrape() -> Iterator[str]:
         (Event.PERMIT_WAITED, PermitWaited(0.25)),
         (Event.CHAOS_INJECTED, ChaosInjected("fault", "OSError")),
         (Event.HEDGE_STARTED, HedgeStarted(2, "delay")),
+        (Event.HEDGE_DENIED, HedgeDenied("delay", "budget")),
         (Event.HEDGE_WON, HedgeWon(2, "hedge")),
     ):
         telemetry.report(event, args)

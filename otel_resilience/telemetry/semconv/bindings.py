@@ -40,6 +40,7 @@ from otel_resilience.telemetry.semconv.names import (
     EV_CALL_REJECTED,
     EV_CHAOS_INJECTED,
     EV_FALLBACK,
+    EV_HEDGE_DENIED,
     EV_HEDGE_STARTED,
     EV_HEDGE_WON,
     EV_PATTERN,
@@ -54,9 +55,12 @@ from otel_resilience.telemetry.semconv.names import (
     FALLBACK_EXECUTIONS,
     FALLBACK_RESULT,
     FALLBACK_STRATEGY,
+    HEDGE_DENIED_BY,
+    HEDGE_DENIED_REASONS,
     HEDGE_TRIGGER,
     HEDGE_WINS,
     HEDGES,
+    HEDGES_DENIED,
     NAME,
     OPERATION,
     PATTERN,
@@ -267,6 +271,16 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         (MetricBinding(HEDGES),),
     ),
     EventBinding(
+        "hedge_denied",
+        (("trigger", HEDGE_TRIGGER), ("denied_by", HEDGE_DENIED_BY)),
+        SpanEventSpec(
+            EV_HEDGE_DENIED,
+            "A hedge was due but refused: by the hedge budget or by the execution's cap on attempts.",
+            (PATTERN, NAME, HEDGE_TRIGGER, HEDGE_DENIED_BY),
+        ),
+        (MetricBinding(HEDGES_DENIED),),
+    ),
+    EventBinding(
         "hedge_won",
         (("attempt", ATTEMPT), ("attempt_type", ATTEMPT_TYPE)),
         SpanEventSpec(
@@ -338,6 +352,22 @@ ZERO_SERIES: Final[tuple[ZeroSeries, ...]] = (
     ),
     ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("parallel",)), config="mode", equals="parallel"),
     ZeroSeries("hedging", HEDGES, _each(HEDGE_TRIGGER, ("failure",)), config="mode", equals="fallback"),
+    *(
+        ZeroSeries(
+            "hedging",
+            HEDGES_DENIED,
+            tuple(
+                ((HEDGE_TRIGGER, t), (HEDGE_DENIED_BY, by)) for t in triggers for by in HEDGE_DENIED_REASONS
+            ),
+            config="mode",
+            equals=mode,
+        )
+        for mode, triggers in (
+            ("latency", ("delay", "failure")),
+            ("parallel", ("parallel",)),
+            ("fallback", ("failure",)),
+        )
+    ),
     ZeroSeries("hedging", HEDGE_WINS, _each(ATTEMPT_TYPE, ("original", "hedge"))),
     ZeroSeries("pipeline", RELOAD, _each(RELOAD_OUTCOME, RELOAD_OUTCOMES), registry="policies"),
     ZeroSeries(

@@ -37,6 +37,8 @@ from otel_resilience.telemetry.semconv.names import (
     FALLBACK_RESULT,
     FALLBACK_STRATEGIES,
     FALLBACK_STRATEGY,
+    HEDGE_DENIED_BY,
+    HEDGE_DENIED_REASONS,
     HEDGE_TRIGGER,
     HEDGE_TRIGGERS,
     HTTP_RESEND_COUNT,
@@ -117,6 +119,13 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "ended with an outcome that is not acceptable (`failure`), or every attempt starts at "
         "once (`parallel`).",
         HEDGE_TRIGGERS,
+    ),
+    AttributeSpec(
+        HEDGE_DENIED_BY,
+        "string",
+        "What refused a hedge that was due: the hedge budget had no hedge to give (`budget`), or "
+        "the execution had made all the attempts it may make in total (`max_attempts`).",
+        HEDGE_DENIED_REASONS,
     ),
     AttributeSpec(
         HTTP_RESEND_COUNT,

@@ -39,9 +39,11 @@ from otel_resilience.telemetry.semconv.names import (
     FALLBACK_EXECUTIONS,
     FALLBACK_RESULT,
     FALLBACK_STRATEGY,
+    HEDGE_DENIED_BY,
     HEDGE_TRIGGER,
     HEDGE_WINS,
     HEDGES,
+    HEDGES_DENIED,
     KEY,
     METRIC_OVERFLOW,
     NAME,
@@ -235,6 +237,15 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "call of the dependency; compare with `resilience.executions` of the policy for the extra "
         "load hedging adds.",
         (POLICY, NAME, HEDGE_TRIGGER),
+    ),
+    InstrumentSpec(
+        HEDGES_DENIED,
+        _K.COUNTER,
+        "{hedge}",
+        "Hedges that were due (by trigger) but refused, by what refused them: the hedge budget or "
+        "the execution's cap on attempts. Many denials by `budget` mean the budget holds hedging "
+        "back at the moment the dependency is slow.",
+        (POLICY, NAME, HEDGE_TRIGGER, HEDGE_DENIED_BY),
     ),
     InstrumentSpec(
         HEDGE_WINS,

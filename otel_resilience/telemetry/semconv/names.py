@@ -59,6 +59,7 @@ __all__ = [
     "EV_CALL_REJECTED",
     "EV_CHAOS_INJECTED",
     "EV_FALLBACK",
+    "EV_HEDGE_DENIED",
     "EV_HEDGE_STARTED",
     "EV_HEDGE_WON",
     "EV_PATTERN",
@@ -78,6 +79,9 @@ __all__ = [
     "FALLBACK_STRATEGIES",
     "FALLBACK_STRATEGY",
     "HEDGES",
+    "HEDGES_DENIED",
+    "HEDGE_DENIED_BY",
+    "HEDGE_DENIED_REASONS",
     "HEDGE_TRIGGER",
     "HEDGE_TRIGGERS",
     "HEDGE_WINS",
@@ -148,6 +152,7 @@ ERROR_TYPE: Final = "error.type"
 ATTEMPT: Final = "resilience.attempt"
 ATTEMPT_TYPE: Final = "resilience.attempt.type"
 HEDGE_TRIGGER: Final = "resilience.hedging.trigger"
+HEDGE_DENIED_BY: Final = "resilience.hedging.denied_by"
 HTTP_RESEND_COUNT: Final = "http.request.resend_count"
 HTTP_REQUEST_METHOD: Final = "http.request.method"
 """Read (never written) to recognise the caller's span as an HTTP client span."""
@@ -281,6 +286,7 @@ RETRY_DELAY_SOURCES: Final = ("strategy", "outcome")
 ATTEMPT_TYPES: Final = ("original", "hedge")
 """The values of :data:`ATTEMPT_TYPE`, as gRPC's ``grpc.attempt_type`` has them."""
 HEDGE_TRIGGERS: Final = ("delay", "failure", "parallel")
+HEDGE_DENIED_REASONS: Final = ("budget", "max_attempts")
 TIMEOUT_SCOPES: Final = ("total", "attempt")
 FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
 RECOVERY_STRATEGIES: Final = ("retry", "restart", "fallback", "isolate", "escalate")
@@ -357,6 +363,7 @@ RL_PERMITS: Final = "resilience.rate_limiter.permits"
 RL_WAIT_METRIC: Final = "resilience.rate_limiter.wait"
 TIMEOUTS: Final = "resilience.timeouts"
 HEDGES: Final = "resilience.hedging.hedges"
+HEDGES_DENIED: Final = "resilience.hedging.denied"
 HEDGE_WINS: Final = "resilience.hedging.wins"
 FALLBACK_EXECUTIONS: Final = "resilience.fallback.executions"
 BULKHEAD_ACTIVE: Final = "resilience.bulkhead.active"
@@ -390,6 +397,7 @@ EV_PERMIT_WAITED: Final = "resilience.rate_limiter.waited"
 
 EV_CHAOS_INJECTED: Final = "resilience.chaos.injected"
 EV_HEDGE_STARTED: Final = "resilience.hedging.started"
+EV_HEDGE_DENIED: Final = "resilience.hedging.hedge_denied"
 EV_HEDGE_WON: Final = "resilience.hedging.won"
 EV_POLICY_RELOADED: Final = "resilience.policy.reloaded"
 EV_RELOAD_FAILED: Final = "resilience.policy.reload_failed"
