@@ -33,7 +33,7 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.validation import check_int, fail
@@ -48,6 +48,7 @@ __all__ = [
     "RESEND_COUNT_ATTRIBUTE",
     "RETRYABLE",
     "FailedResponseError",
+    "HttpIntegration",
     "HttpOptions",
     "HttpPolicy",
     "HttpRetryOn",
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+Q = TypeVar("Q")
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """Methods retried by default (RFC 9110 idempotent methods)."""
@@ -249,7 +251,8 @@ class HttpPolicy:
     or ``"http"``; made on the first request, in the manager used then), whose
     ``for_key(host)`` runs each request when :attr:`HttpOptions.per_host` is set: a breaker,
     bulkhead and rate limiter per host, at most :attr:`HttpOptions.max_hosts` idle hosts kept,
-    the host as the execution span's ``resilience.key``.
+    the host as the execution span's ``resilience.key``. What every request reads is prepared
+    once: the options' fields, and each host's view of the handle (:meth:`route`).
 
     Args:
         policy: A :class:`~otel_resilience.ResilienceConfig`, or a policy handle whose retry
@@ -258,12 +261,29 @@ class HttpPolicy:
         manager: The manager a config's handle lives in (default: the process-wide one).
         transport_errors: The client's errors that are transport failures (retried).
 
+    Attributes:
+        policy: The config or handle given.
+        options: The options in force.
+        failure_statuses: The statuses that are failures (``options.failure_statuses``).
+
     Raises:
         TypeError: ``policy`` or ``options`` has the wrong type.
         ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
     """
 
-    __slots__ = ("_config", "_errors", "_fixed", "_made", "_manager", "options", "policy")
+    __slots__ = (
+        "_config",
+        "_errors",
+        "_fixed",
+        "_header",
+        "_made",
+        "_manager",
+        "_methods",
+        "_routing",
+        "failure_statuses",
+        "options",
+        "policy",
+    )
 
     def __init__(
         self,
@@ -279,14 +299,18 @@ class HttpPolicy:
         if options is not None and not isinstance(options, HttpOptions):
             raise fail("HttpPolicy", "options", "an HttpOptions or None", options, kind=TypeError)
         self.policy = policy
-        self.options = options or _DEFAULT_OPTIONS
+        self.options = options = options or _DEFAULT_OPTIONS
+        self.failure_statuses = options.failure_statuses
+        self._methods = options.retry_methods
+        self._header = options.idempotency_header
         self._manager = manager
         self._errors = (FailedResponseError, OperationTimeoutError, *transport_errors)
         self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
+        self._routing: tuple[PolicyHandleLike | None, dict[tuple[str, int | None], Any]] = (None, {})
         self._fixed: PolicyHandleLike | None = None
         self._config: ResilienceConfig | None = None
         if isinstance(policy, ResilienceConfig):
-            self._config = http_config(replace(policy, name=policy.name or "http"), self.options)
+            self._config = http_config(replace(policy, name=policy.name or "http"), options)
         else:
             _check_handle(policy)
             self._fixed = policy
@@ -317,6 +341,26 @@ class HttpPolicy:
         self._made = (manager, handle)
         return handle
 
+    def route(self, host: str, port: int | None) -> Any:
+        """Return what a request to ``host`` runs through (``port``: ``None`` for the scheme's own).
+
+        With :attr:`HttpOptions.per_host`, the handle's view ``for_key("host[:port]")``, kept
+        per host for the next requests (a view holds no state: the handle keeps the host's
+        breaker, and evicts it when idle); without it, or without a host, the handle itself.
+        """
+        handle = self.handle()
+        routed, routes = self._routing
+        if routed is not handle:  # the first request, or a request in another manager
+            routes = {}
+            self._routing = (handle, routes)
+        found = routes.get((host, port))
+        if found is None:
+            found = handle if not host or not self.options.per_host else handle.for_key(_key(host, port))
+            if len(routes) >= self.options.max_hosts:
+                routes.clear()
+            routes[host, port] = found
+        return found
+
     # ------------------------------------------------------------------ judging a request
 
     def replayable(
@@ -332,14 +376,15 @@ class HttpPolicy:
             return False
         if mark is not None:
             return bool(mark)
-        if method.upper() in self.options.retry_methods:
+        methods = self._methods
+        if method in methods or method.upper() in methods:
             return True
-        header = self.options.idempotency_header
+        header = self._header
         return header is not None and headers.get(header) is not None
 
     def is_failure(self, status: int) -> bool:
         """Return whether a response with ``status`` counts as a failure."""
-        return status in self.options.failure_statuses
+        return status in self.failure_statuses
 
     def timeout_left(self) -> float | None:
         """Return the seconds left before the execution's deadline (``None``: no deadline)."""
@@ -352,41 +397,64 @@ class HttpPolicy:
 
     # ------------------------------------------------------------------ running it
 
-    def _target(self, host: str) -> Any:
-        handle = self.handle()
-        if host and self.options.per_host:
-            return handle.for_key(host)
-        return handle
-
-    def send_sync(self, host: str, replayable: bool, attempt: Callable[[int], R]) -> R:
-        """Run ``attempt(resend_count)`` under the policy in this thread; return its response.
+    def send_sync(
+        self, host: str, port: int | None, replayable: bool, attempt: Callable[[Q, int], R], request: Q
+    ) -> R:
+        """Run ``attempt(request, resend_count)`` under the policy in this thread; return its response.
 
         ``attempt`` sends the request once and raises :class:`FailedResponseError` for a failed
-        response; the last failed response is returned when attempts run out.
+        response; the last failed response is returned when attempts run out. ``host`` and
+        ``port`` choose the breaker (:meth:`route`); ``replayable`` says whether the request may
+        be sent again (:meth:`replayable`).
         """
-        sends = _Sends(attempt)
-        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
-        try:
-            return self._target(host).execute_sync(sends.sync)  # type: ignore[no-any-return]
-        except FailedResponseError as error:
-            if self.options.raise_on_failure:
-                raise
-            return error.response  # type: ignore[no-any-return]
-        finally:
-            _RETRYABLE_ERRORS.reset(token)
+        with _Exchange(self, replayable, attempt, request) as exchange:
+            return self.route(host, port).execute_sync(exchange.sync)  # type: ignore[no-any-return]
+        return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
 
-    async def send(self, host: str, replayable: bool, attempt: Callable[[int], Awaitable[R]]) -> R:
-        """Run ``await attempt(resend_count)`` under the policy; as :meth:`send_sync`."""
-        sends = _Sends(attempt)
-        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
-        try:
-            return await self._target(host).execute(sends.run)  # type: ignore[no-any-return]
-        except FailedResponseError as error:
-            if self.options.raise_on_failure:
-                raise
-            return error.response  # type: ignore[no-any-return]
-        finally:
-            _RETRYABLE_ERRORS.reset(token)
+    async def send(
+        self,
+        host: str,
+        port: int | None,
+        replayable: bool,
+        attempt: Callable[[Q, int], Awaitable[R]],
+        request: Q,
+    ) -> R:
+        """Run ``await attempt(request, resend_count)`` under the policy; as :meth:`send_sync`."""
+        with _Exchange(self, replayable, attempt, request) as exchange:
+            return await self.route(host, port).execute(exchange.run)  # type: ignore[no-any-return]
+        return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
+
+
+class HttpIntegration:
+    """The base of the client integrations: the :class:`HttpPolicy` their requests run under.
+
+    Args:
+        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle made with
+            :func:`http_config`).
+        options: How requests are judged (:class:`HttpOptions`).
+        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
+
+    Raises:
+        TypeError: ``policy`` or ``options`` has the wrong type.
+        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
+    """
+
+    transport_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """The client's errors that are transport failures (failures for the breaker, retried)."""
+
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        *,
+        options: HttpOptions | None = None,
+        manager: ResilienceManager | None = None,
+    ) -> None:
+        self._http = HttpPolicy(policy, options, manager, self.transport_errors)
+
+
+def _key(host: str, port: int | None) -> str:
+    """The key of a host: ``host``, or ``host:port`` when the port is not the scheme's default."""
+    return host if port is None else f"{host}:{port}"
 
 
 def _check_handle(handle: PolicyHandleLike) -> None:
@@ -401,24 +469,49 @@ def _check_handle(handle: PolicyHandleLike) -> None:
         raise ValueError(msg)
 
 
-class _Sends:
-    """One execution's attempts: counts the sends, so each attempt knows its resend count."""
+class _Exchange:
+    """One request's execution, as a ``with`` block around it.
 
-    __slots__ = ("attempt", "count")
+    It counts the sends (each attempt gets its resend count), tells :class:`HttpRetryOn` for
+    the block whether the request may be sent again, and, when the block ends on a failed
+    response (attempts ran out), keeps that response for the caller instead of the error
+    (unless :attr:`HttpOptions.raise_on_failure`).
+    """
 
-    def __init__(self, attempt: Callable[[int], Any]) -> None:
+    __slots__ = ("attempt", "count", "http", "replayable", "request", "response", "token")
+
+    def __init__(
+        self, http: HttpPolicy, replayable: bool, attempt: Callable[[Any, int], Any], request: Any
+    ) -> None:
+        self.http = http
+        self.replayable = replayable
         self.attempt = attempt
+        self.request = request
         self.count = 0
+        self.response: Any = None
+
+    def __enter__(self) -> _Exchange:
+        self.token = _RETRYABLE_ERRORS.set(self.http._errors if self.replayable else ())
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
+        _RETRYABLE_ERRORS.reset(self.token)
+        if isinstance(error, FailedResponseError) and not self.http.options.raise_on_failure:
+            self.response = error.response
+            return True
+        return False
 
     def sync(self) -> Any:
+        """Send the request once (an attempt, in a thread)."""
         count = self.count
         self.count = count + 1
-        return self.attempt(count)
+        return self.attempt(self.request, count)
 
     async def run(self) -> Any:
+        """Send the request once (an attempt, in a task)."""
         count = self.count
         self.count = count + 1
-        return await self.attempt(count)
+        return await self.attempt(self.request, count)
 
 
 def resend_count_hook(span: Any, request: Any, *_: Any) -> None:

@@ -26,8 +26,8 @@ from requests.adapters import HTTPAdapter
 
 from otel_resilience.integrations.http import (
     FailedResponseError,
+    HttpIntegration,
     HttpOptions,
-    HttpPolicy,
     PolicyHandleLike,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
@@ -35,7 +35,6 @@ from otel_resilience.manager import ResilienceConfig, ResilienceManager
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (requests.ConnectionError, requests.Timeout)
 
 
 def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
@@ -57,13 +56,7 @@ def _capped(timeout: Any, left: float | None) -> Any:
     return timeout  # a urllib3 Timeout object: kept as the caller built it
 
 
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return host if parts.port is None else f"{host}:{parts.port}"
-
-
-class ResilientAdapter(HTTPAdapter):
+class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
 
     Args:
@@ -76,6 +69,8 @@ class ResilientAdapter(HTTPAdapter):
         TypeError: ``policy`` or ``options`` has the wrong type.
     """
 
+    transport_errors = (requests.ConnectionError, requests.Timeout)
+
     def __init__(
         self,
         policy: ResilienceConfig | PolicyHandleLike,
@@ -84,8 +79,8 @@ class ResilientAdapter(HTTPAdapter):
         manager: ResilienceManager | None = None,
         **adapter_options: Any,
     ) -> None:
-        self._http = HttpPolicy(policy, options, manager, _TRANSPORT_ERRORS)
-        super().__init__(**adapter_options)
+        HttpIntegration.__init__(self, policy, options=options, manager=manager)
+        HTTPAdapter.__init__(self, **adapter_options)
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()
@@ -96,21 +91,30 @@ class ResilientAdapter(HTTPAdapter):
         self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
     ) -> requests.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
-        http, send = self._http, super().send
-        body = request.body
-        body_replayable = body is None or isinstance(body, (bytes, str))
+        http, body = self._http, request.body
         replayable = http.replayable(
-            request.method or "GET", request.headers, getattr(request, _MARK, None), body_replayable
+            request.method or "GET",
+            request.headers,
+            getattr(request, _MARK, None),
+            body is None or isinstance(body, (bytes, str)),
         )
+        url = urlsplit(request.url or "")
+        exchange = (request, stream, timeout, kwargs)
+        return http.send_sync(url.hostname or "", url.port, replayable, self._send_once, exchange)
 
-        def attempt(_resend_count: int) -> requests.Response:
-            response = send(request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs)
-            if http.is_failure(response.status_code):
-                try:
-                    _ = response.content
-                finally:
-                    response.close()
-                raise FailedResponseError(response, response.status_code)
-            return response
-
-        return http.send_sync(_host(request.url or ""), replayable, attempt)
+    def _send_once(
+        self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], _: int
+    ) -> requests.Response:
+        """One attempt: send the request; a failed response is read, closed and raised."""
+        request, stream, timeout, kwargs = exchange
+        http = self._http
+        response = super().send(
+            request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
+        )
+        if http.is_failure(response.status_code):
+            try:
+                response.content  # noqa: B018 - read the body before the connection goes back
+            finally:
+                response.close()
+            raise FailedResponseError(response, response.status_code)
+        return response
