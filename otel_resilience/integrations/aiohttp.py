@@ -36,13 +36,8 @@ _REPLAYABLE_BODIES = (payload.BytesPayload, payload.StringPayload, payload.JsonB
 class ResilientMiddleware(HttpIntegration):
     """An aiohttp client middleware (``ClientSession(middlewares=(...,))``) running requests under ``policy``.
 
-    Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
-        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
-        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
-
-    Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+    ``ResilientMiddleware(policy, *, options=None, manager=None)``: the arguments of
+    :class:`~otel_resilience.integrations.http.HttpIntegration`.
     """
 
     transport_errors = (aiohttp.ClientConnectionError, asyncio.TimeoutError)

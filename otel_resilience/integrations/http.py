@@ -433,6 +433,8 @@ class HttpIntegration:
             :func:`http_config`).
         options: How requests are judged (:class:`HttpOptions`).
         manager: The manager keeping breakers and bulkheads (default: the process-wide one).
+        **client_options: Passed on to the client's own base class (``HTTPAdapter``'s
+            ``pool_connections``, ``pool_maxsize``...; none for the others).
 
     Raises:
         TypeError: ``policy`` or ``options`` has the wrong type.
@@ -448,8 +450,10 @@ class HttpIntegration:
         *,
         options: HttpOptions | None = None,
         manager: ResilienceManager | None = None,
+        **client_options: Any,
     ) -> None:
         self._http = HttpPolicy(policy, options, manager, self.transport_errors)
+        super().__init__(**client_options)
 
 
 def _key(host: str, port: int | None) -> str:

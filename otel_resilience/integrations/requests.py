@@ -24,13 +24,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from otel_resilience.integrations.http import (
-    FailedResponseError,
-    HttpIntegration,
-    HttpOptions,
-    PolicyHandleLike,
-)
-from otel_resilience.manager import ResilienceConfig, ResilienceManager
+from otel_resilience.integrations.http import FailedResponseError, HttpIntegration
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -59,28 +53,12 @@ def _capped(timeout: Any, left: float | None) -> Any:
 class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
 
-    Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
-        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
-        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
-        **adapter_options: Passed to ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...).
-
-    Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+    ``ResilientAdapter(policy, *, options=None, manager=None, **adapter_options)``: the arguments
+    of :class:`~otel_resilience.integrations.http.HttpIntegration`; ``adapter_options`` go to
+    ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
     """
 
     transport_errors = (requests.ConnectionError, requests.Timeout)
-
-    def __init__(
-        self,
-        policy: ResilienceConfig | PolicyHandleLike,
-        *,
-        options: HttpOptions | None = None,
-        manager: ResilienceManager | None = None,
-        **adapter_options: Any,
-    ) -> None:
-        HttpIntegration.__init__(self, policy, options=options, manager=manager)
-        HTTPAdapter.__init__(self, **adapter_options)
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()
