@@ -1,0 +1,97 @@
+"""``python -m examples.http_service`` as a user runs it: a real process, stopped as a user would.
+
+The launcher starts the downstreams' process, serves the FastAPI service with uvicorn on a free
+port and prints both addresses. Bounds are generous (a cold start of FastAPI on a loaded machine
+takes seconds); nothing here measures speed.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP = 60.0
+"""Seconds the launcher may take to print its addresses and answer its first request."""
+
+
+def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The process's output lines, read by a thread (so a test can wait for one with a bound)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _addresses(lines: queue.Queue[str]) -> tuple[str, dict[str, str]]:
+    """Wait for the printed addresses: the service's URL and the downstreams' URLs."""
+    found: dict[str, str] = {}
+    end = time.monotonic() + STARTUP
+    while not {"service", "downstreams"} <= found.keys():
+        label, _, rest = lines.get(timeout=max(end - time.monotonic(), 0.001)).partition(":")
+        found[label.strip()] = rest.strip()
+    return found["service"].split()[0], ast.literal_eval(found["downstreams"])
+
+
+def _refused(url: str) -> bool:
+    """Return whether nothing listens any more at ``url``'s port."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2.0):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals) -> None:
+    """The launcher answers GET /items/1 through the downstream, and a signal stops both processes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.http_service"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        service, downstreams = _addresses(_lines(process))
+        end = time.monotonic() + STARTUP
+        while True:
+            try:
+                response = httpx.get(f"{service}/items/1", timeout=10.0)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < end, "the service did not answer within its start-up bound"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.json() == {"name": "inventory", "path": "/items/1", "status": 200}
+        process.send_signal(stop)
+        assert process.wait(timeout=30) == 0
+        assert _refused(service)
+        assert all(_refused(url) for url in downstreams.values()), "the downstream process outlived it"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
