@@ -128,6 +128,13 @@ an explicit keyword wins. Booleans follow the OpenTelemetry environment-variable
 than `true` or `false` is logged as a warning. A switch is applied once per telemetry source, on
 top of the policy's own `ResilienceConfig(spans=..., record_duration=...)` (either turns it off),
 so an execution pays nothing for it. Change a variable, then call `instrument()` again to apply it.
+
+With the `instrumentation` extra (`opentelemetry-instrumentation`), the package registers the
+`opentelemetry_instrumentor` entry point `otel_resilience`
+(`otel_resilience.telemetry.instrumentor.OtelResilienceInstrumentor`, which calls `instrument()` /
+`uninstrument()`): `opentelemetry-instrument` loads it with the other instrumentations, and
+`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` skips it. Without the extra,
+`instrument()` and `uninstrument()` work the same.
 """
 
 
