@@ -53,6 +53,7 @@ def _addresses(lines: queue.Queue[str]) -> tuple[str, dict[str, str]]:
 def _refused(url: str) -> bool:
     """Return whether nothing listens any more at ``url``'s port."""
     parts = urlsplit(url)
+    assert parts.port is not None
     try:
         with socket.create_connection((parts.hostname, parts.port), timeout=2.0):
             return False
