@@ -26,7 +26,8 @@ import asyncio
 import aiohttp
 from aiohttp import payload
 
-from otel_resilience.integrations.http import FailedResponseError, HttpIntegration
+from otel_resilience.integrations.http import FailedResponseError
+from otel_resilience.integrations.sending import HttpIntegration
 
 __all__ = ["ResilientMiddleware"]
 
@@ -37,7 +38,7 @@ class ResilientMiddleware(HttpIntegration):
     """An aiohttp client middleware (``ClientSession(middlewares=(...,))``) running requests under ``policy``.
 
     ``ResilientMiddleware(policy, *, options=None, manager=None)``: the arguments of
-    :class:`~otel_resilience.integrations.http.HttpIntegration`.
+    :class:`~otel_resilience.integrations.sending.HttpIntegration`.
     """
 
     transport_errors = (aiohttp.ClientConnectionError, asyncio.TimeoutError)

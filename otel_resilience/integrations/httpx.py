@@ -30,11 +30,10 @@ from otel_resilience.integrations.http import (
     RESEND_COUNT,
     RETRYABLE,
     FailedResponseError,
-    HttpIntegration,
     HttpOptions,
-    HttpPolicy,
     PolicyHandleLike,
 )
+from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]

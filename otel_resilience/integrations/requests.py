@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from otel_resilience.integrations.http import FailedResponseError, HttpIntegration
+from otel_resilience.integrations.http import FailedResponseError
+from otel_resilience.integrations.sending import HttpIntegration
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -54,7 +55,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
 
     ``ResilientAdapter(policy, *, options=None, manager=None, **adapter_options)``: the arguments
-    of :class:`~otel_resilience.integrations.http.HttpIntegration`; ``adapter_options`` go to
+    of :class:`~otel_resilience.integrations.sending.HttpIntegration`; ``adapter_options`` go to
     ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
     """
 

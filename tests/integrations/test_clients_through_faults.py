@@ -25,9 +25,9 @@ from otel_resilience import (
     RetryPolicy,
 )
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
-from otel_resilience.integrations.http import HttpPolicy
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
+from otel_resilience.integrations.sending import HttpPolicy
 
 CLIENTS = ("httpx", "httpx-async", "requests", "aiohttp")
 FAULTS = ("reset", "drop", "delay")

@@ -16,8 +16,9 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
-from otel_resilience.integrations.http import RETRYABLE, HttpOptions, HttpPolicy, HttpRetryOn, http_config
+from otel_resilience.integrations.http import RETRYABLE, HttpOptions, HttpRetryOn, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.integrations.sending import HttpPolicy
 
 BREAKER = CircuitBreakerConfig(failure_threshold=2, timeout=60.0)
 DRIVERS = pytest.mark.parametrize("driver", ["sync", "async"])

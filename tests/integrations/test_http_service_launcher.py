@@ -17,12 +17,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from subprocess import DEVNULL, PIPE
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = [sys.executable, "-m", "examples.http_service"]
 STARTUP = 60.0
 """Seconds the launcher may take to print its addresses and answer its first request."""
 
@@ -66,14 +68,7 @@ def _refused(url: str) -> bool:
 def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals) -> None:
     """The launcher answers GET /items/1 through the downstream, and a signal stops both processes."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "examples.http_service"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=DEVNULL, text=True)
     try:
         service, downstreams = _addresses(_lines(process))
         end = time.monotonic() + STARTUP
