@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from subprocess import DEVNULL, PIPE
+from subprocess import PIPE
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = [sys.executable, "-m", "examples.http_service"]
-STARTUP = 60.0
+STARTUP = 120.0
 """Seconds the launcher may take to print its addresses and answer its first request."""
 
 
@@ -42,12 +42,20 @@ def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
     return lines
 
 
-def _addresses(lines: queue.Queue[str]) -> tuple[str, dict[str, str]]:
+def _addresses(
+    process: subprocess.Popen[str], lines: queue.Queue[str], log: Path
+) -> tuple[str, dict[str, str]]:
     """Wait for the printed addresses: the service's URL and the downstreams' URLs."""
     found: dict[str, str] = {}
     end = time.monotonic() + STARTUP
     while not {"service", "downstreams"} <= found.keys():
-        label, _, rest = lines.get(timeout=max(end - time.monotonic(), 0.001)).partition(":")
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            assert process.poll() is None, f"the launcher exited ({process.returncode}): {log.read_text()}"
+            assert time.monotonic() < end, f"no addresses within {STARTUP} s: {log.read_text()}"
+            continue
+        label, _, rest = line.partition(":")
         found[label.strip()] = rest.strip()
     return found["service"].split()[0], ast.literal_eval(found["downstreams"])
 
@@ -63,14 +71,16 @@ def _refused(url: str) -> bool:
         return True
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals) -> None:
+def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp_path: Path) -> None:
     """The launcher answers GET /items/1 through the downstream, and a signal stops both processes."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=DEVNULL, text=True)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as errors:
+        process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=errors, text=True)
     try:
-        service, downstreams = _addresses(_lines(process))
+        service, downstreams = _addresses(process, _lines(process), log)
         end = time.monotonic() + STARTUP
         while True:
             try:
@@ -82,7 +92,7 @@ def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals) -> 
         assert response.status_code == 200
         assert response.json() == {"name": "inventory", "path": "/items/1", "status": 200}
         process.send_signal(stop)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == 0, log.read_text()
         assert _refused(service)
         assert all(_refused(url) for url in downstreams.values()), "the downstream process outlived it"
     finally:
