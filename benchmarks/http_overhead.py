@@ -27,10 +27,7 @@ from pathlib import Path
 from typing import Any
 
 _HERE = Path(__file__).resolve().parent
-try:
-    import otel_resilience  # noqa: F401 - installed (editable) or not
-except ImportError:
-    sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(_HERE.parent))  # the tree beside this file, even where another is installed
 
 import httpx  # noqa: E402
 

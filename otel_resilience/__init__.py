@@ -73,6 +73,7 @@ from otel_resilience.retry import (
     retry_sync,
 )
 from otel_resilience.telemetry import install_default as _install_default
+from otel_resilience.telemetry.env import instrumentation_disabled as _instrumentation_disabled
 from otel_resilience.timeout import TimeoutConfig, TimeoutHandler, fail_after, move_on_after
 
 __all__ = [
@@ -144,8 +145,10 @@ __all__ = [
     "subscribe",
 ]
 
-# Telemetry with no code: an OpenTelemetry listener on the global providers, acquired lazily.
-_install_default()
+# Telemetry with no code: an OpenTelemetry listener on the global providers, acquired lazily
+# (none when OTEL_PYTHON_DISABLED_INSTRUMENTATIONS names otel_resilience).
+if not _instrumentation_disabled():
+    _install_default()
 
 
 def __getattr__(name: str) -> Any:

@@ -1,16 +1,19 @@
 """Run the example: the downstreams as a second process, the service with uvicorn, on free ports.
 
 From the repository root: ``python -m examples.http_service`` (or ``python
-examples/http_service/run.py``). Stop with Ctrl-C; the downstream process is stopped too.
+examples/http_service/run.py``). Stop with Ctrl-C or SIGTERM: the service shuts down, the
+downstream process is stopped too, and the exit status is 0.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -40,8 +43,14 @@ def stop_downstream(process: subprocess.Popen[str]) -> None:
         process.stdout.close()
 
 
+def _exit(_signum: int, _frame: FrameType | None) -> None:
+    """Leave through ``finally`` blocks on SIGTERM (uvicorn raises the signal again once it stopped)."""
+    raise SystemExit(0)
+
+
 def main() -> None:
-    """Start the downstreams and serve the service until Ctrl-C."""
+    """Start the downstreams and serve the service until Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, _exit)
     process, urls = start_downstream()
     try:
         sock = socket.socket()
@@ -49,9 +58,12 @@ def main() -> None:
         port = sock.getsockname()[1]
         print(f"downstreams: {urls}")
         print(f"service:     http://127.0.0.1:{port}  (try /items/1, /prices/1, POST /orders)")
-        print(f'switch one:  curl -X POST {urls["inventory"]}/admin/mode -d \'{{"mode": "down"}}\'')
+        down = '{"mode": "down"}'
+        print(f"switch one:  curl -X POST {urls['inventory']}/admin/mode -d '{down}'", flush=True)
         server = uvicorn.Server(uvicorn.Config(create_app(urls), log_level="warning"))
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn stopped the service, then raised it again
+        pass
     finally:
         stop_downstream(process)
 

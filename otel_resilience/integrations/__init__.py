@@ -3,6 +3,8 @@
 * :mod:`otel_resilience.integrations.http`: what the clients share (which responses are
   failures, which requests may be sent again, ``Retry-After``, the deadline as the timeout, one
   breaker per host); no HTTP library is imported.
+* :mod:`otel_resilience.integrations.sending`: the one request path the clients share
+  (``HttpPolicy``, and ``HttpIntegration``, their base).
 * :mod:`otel_resilience.integrations.httpx`: ``ResilientTransport`` / ``AsyncResilientTransport``
   (extra ``httpx``).
 * :mod:`otel_resilience.integrations.requests`: ``ResilientAdapter`` (extra ``requests``).

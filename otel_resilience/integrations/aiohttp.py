@@ -13,7 +13,10 @@ body from a stream or an async iterator is never retried. The policy's deadline 
 request (asyncio), so it never outlives its policy; aiohttp's own timeouts still apply. aiohttp
 wraps what a middleware raises as an ``OSError`` in ``ClientOSError``: a deadline reaches the
 caller as ``aiohttp.ClientOSError`` whose ``__cause__`` is the
-:class:`~otel_resilience.OperationTimeoutError`.
+:class:`~otel_resilience.OperationTimeoutError`. aiohttp itself sends an idempotent request once
+more when its connection was reset or closed without an answer: that is a new request, so a new
+execution of the policy (after the policy's attempts ran out, the breaker may have opened: the
+caller then sees :class:`~otel_resilience.CircuitOpenError`).
 """
 
 from __future__ import annotations
@@ -23,63 +26,44 @@ import asyncio
 import aiohttp
 from aiohttp import payload
 
-from otel_resilience.integrations.http import (
-    FailedResponseError,
-    HttpOptions,
-    HttpPolicy,
-    PolicyHandleLike,
-)
-from otel_resilience.manager import ResilienceConfig, ResilienceManager
+from otel_resilience.integrations.http import FailedResponseError
+from otel_resilience.integrations.sending import HttpIntegration
 
 __all__ = ["ResilientMiddleware"]
 
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 _REPLAYABLE_BODIES = (payload.BytesPayload, payload.StringPayload, payload.JsonBytesPayload)
 
 
-class ResilientMiddleware:
+class ResilientMiddleware(HttpIntegration):
     """An aiohttp client middleware (``ClientSession(middlewares=(...,))``) running requests under ``policy``.
 
-    Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
-        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
-        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
-
-    Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+    ``ResilientMiddleware(policy, *, options=None, manager=None)``: the arguments of
+    :class:`~otel_resilience.integrations.sending.HttpIntegration`.
     """
 
-    __slots__ = ("_http",)
-
-    def __init__(
-        self,
-        policy: ResilienceConfig | PolicyHandleLike,
-        *,
-        options: HttpOptions | None = None,
-        manager: ResilienceManager | None = None,
-    ) -> None:
-        self._http = HttpPolicy(policy, options, manager, _TRANSPORT_ERRORS)
+    transport_errors = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
-        http = self._http
-        body = request.body
-        replayable_body = not body or isinstance(body, _REPLAYABLE_BODIES)
-        replayable = http.replayable(request.method, request.headers, None, replayable_body)
+        http, url, body = self._http, request.url, request.body
+        replayable = http.replayable(
+            request.method, request.headers, None, not body or isinstance(body, _REPLAYABLE_BODIES)
+        )
+        port = None if url.is_default_port() else url.port
+        return await http.send(url.host or "", port, replayable, self._send_once, (request, handler))
 
-        async def attempt(_resend_count: int) -> aiohttp.ClientResponse:
-            response = await handler(request)
-            if http.is_failure(response.status):
-                try:
-                    await response.read()
-                finally:
-                    response.release()
-                raise FailedResponseError(response, response.status)
-            return response
-
-        host = request.url.host or ""
-        if not request.url.is_default_port():
-            host = f"{host}:{request.url.port}"
-        return await http.send(host, replayable, attempt)
+    async def _send_once(
+        self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], _resend_count: int
+    ) -> aiohttp.ClientResponse:
+        """One attempt: pass the request on; a failed response is read, released and raised."""
+        request, handler = exchange
+        response = await handler(request)
+        if self._http.is_failure(response.status):
+            try:
+                await response.read()
+            finally:
+                response.release()
+            raise FailedResponseError(response, response.status)
+        return response

@@ -30,15 +30,12 @@ One request is one *execution* of the policy; each time the client sends it is o
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol, TypeVar
 
-from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.validation import check_int, fail
-from otel_resilience.errors import OperationTimeoutError
-from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
+from otel_resilience.manager import ResilienceConfig
 from otel_resilience.retry import RetryPolicy, retry_after_delay
 
 __all__ = [
@@ -49,7 +46,6 @@ __all__ = [
     "RETRYABLE",
     "FailedResponseError",
     "HttpOptions",
-    "HttpPolicy",
     "HttpRetryOn",
     "async_resend_count_hook",
     "http_config",
@@ -240,185 +236,6 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
     if delay_from is None and (options or _DEFAULT_OPTIONS).honour_retry_after:
         delay_from = retry_after_delay
     return replace(config, retry_policy=replace(retry, retry_on=HttpRetryOn(retry), delay_from=delay_from))
-
-
-class HttpPolicy:
-    """Runs one client's requests under a policy: the part the client integrations share.
-
-    A config becomes the policy handle ``manager.policy(name, http_config(config))`` (its name,
-    or ``"http"``; made on the first request, in the manager used then), whose
-    ``for_key(host)`` runs each request when :attr:`HttpOptions.per_host` is set: a breaker,
-    bulkhead and rate limiter per host, at most :attr:`HttpOptions.max_hosts` idle hosts kept,
-    the host as the execution span's ``resilience.key``.
-
-    Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig`, or a policy handle whose retry
-            policy (if any) carries the HTTP rule (made from :func:`http_config`).
-        options: How requests are judged (default :class:`HttpOptions`).
-        manager: The manager a config's handle lives in (default: the process-wide one).
-        transport_errors: The client's errors that are transport failures (retried).
-
-    Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
-        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
-    """
-
-    __slots__ = ("_config", "_errors", "_fixed", "_made", "_manager", "options", "policy")
-
-    def __init__(
-        self,
-        policy: ResilienceConfig | PolicyHandleLike,
-        options: HttpOptions | None,
-        manager: ResilienceManager | None,
-        transport_errors: tuple[type[BaseException], ...],
-    ) -> None:
-        if not isinstance(policy, ResilienceConfig) and not callable(getattr(policy, "for_key", None)):
-            raise fail(
-                "HttpPolicy", "policy", "a ResilienceConfig or a policy handle", policy, kind=TypeError
-            )
-        if options is not None and not isinstance(options, HttpOptions):
-            raise fail("HttpPolicy", "options", "an HttpOptions or None", options, kind=TypeError)
-        self.policy = policy
-        self.options = options or _DEFAULT_OPTIONS
-        self._manager = manager
-        self._errors = (FailedResponseError, OperationTimeoutError, *transport_errors)
-        self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
-        self._fixed: PolicyHandleLike | None = None
-        self._config: ResilienceConfig | None = None
-        if isinstance(policy, ResilienceConfig):
-            self._config = http_config(replace(policy, name=policy.name or "http"), self.options)
-        else:
-            _check_handle(policy)
-            self._fixed = policy
-
-    @property
-    def manager(self) -> ResilienceManager:
-        """The manager a config's handle lives in."""
-        return self._manager or get_resilience_manager()
-
-    def handle(self) -> PolicyHandleLike:
-        """Return the policy handle requests run through (a config's is made on first use)."""
-        fixed = self._fixed
-        if fixed is not None:
-            return fixed
-        manager = self._manager or get_resilience_manager()
-        made = self._made
-        if made is not None and made[0] is manager:
-            return made[1]
-        config = self._config
-        assert config is not None  # noqa: S101 - set for a config
-        options = self.options
-        handle = manager.policy(
-            config.name or "http",
-            config,
-            max_keys=options.max_hosts,
-            adapt=lambda reloaded: http_config(reloaded, options),  # a reload keeps the HTTP rule
-        )
-        self._made = (manager, handle)
-        return handle
-
-    # ------------------------------------------------------------------ judging a request
-
-    def replayable(
-        self, method: str, headers: Mapping[str, Any], mark: object, body_replayable: bool
-    ) -> bool:
-        """Return whether a request may be sent more than once.
-
-        ``mark`` is the request's :data:`RETRYABLE` flag (``None`` when not given): ``True``
-        allows, ``False`` forbids; without it the method decides, or the idempotency header.
-        A body that cannot be replayed forbids it whatever the mark.
-        """
-        if not body_replayable:
-            return False
-        if mark is not None:
-            return bool(mark)
-        if method.upper() in self.options.retry_methods:
-            return True
-        header = self.options.idempotency_header
-        return header is not None and headers.get(header) is not None
-
-    def is_failure(self, status: int) -> bool:
-        """Return whether a response with ``status`` counts as a failure."""
-        return status in self.options.failure_statuses
-
-    def timeout_left(self) -> float | None:
-        """Return the seconds left before the execution's deadline (``None``: no deadline)."""
-        if not self.options.deadline_as_timeout:
-            return None
-        deadline = current_deadline()
-        if deadline is None:
-            return None
-        return max(deadline - time.monotonic(), 0.001)
-
-    # ------------------------------------------------------------------ running it
-
-    def _target(self, host: str) -> Any:
-        handle = self.handle()
-        if host and self.options.per_host:
-            return handle.for_key(host)
-        return handle
-
-    def send_sync(self, host: str, replayable: bool, attempt: Callable[[int], R]) -> R:
-        """Run ``attempt(resend_count)`` under the policy in this thread; return its response.
-
-        ``attempt`` sends the request once and raises :class:`FailedResponseError` for a failed
-        response; the last failed response is returned when attempts run out.
-        """
-        sends = _Sends(attempt)
-        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
-        try:
-            return self._target(host).execute_sync(sends.sync)  # type: ignore[no-any-return]
-        except FailedResponseError as error:
-            if self.options.raise_on_failure:
-                raise
-            return error.response  # type: ignore[no-any-return]
-        finally:
-            _RETRYABLE_ERRORS.reset(token)
-
-    async def send(self, host: str, replayable: bool, attempt: Callable[[int], Awaitable[R]]) -> R:
-        """Run ``await attempt(resend_count)`` under the policy; as :meth:`send_sync`."""
-        sends = _Sends(attempt)
-        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
-        try:
-            return await self._target(host).execute(sends.run)  # type: ignore[no-any-return]
-        except FailedResponseError as error:
-            if self.options.raise_on_failure:
-                raise
-            return error.response  # type: ignore[no-any-return]
-        finally:
-            _RETRYABLE_ERRORS.reset(token)
-
-
-def _check_handle(handle: PolicyHandleLike) -> None:
-    """Refuse a handle whose retry policy would retry what HTTP forbids (a POST, a streamed body)."""
-    config = getattr(handle, "config", None)
-    retry = config.retry_policy if isinstance(config, ResilienceConfig) else None
-    if retry is not None and not isinstance(retry.retry_on, HttpRetryOn):
-        msg = (
-            "HttpPolicy.policy: the handle's retry policy lacks the HTTP retry rule (it would retry "
-            "POSTs and streamed bodies): create it with manager.policy(name, http_config(config))"
-        )
-        raise ValueError(msg)
-
-
-class _Sends:
-    """One execution's attempts: counts the sends, so each attempt knows its resend count."""
-
-    __slots__ = ("attempt", "count")
-
-    def __init__(self, attempt: Callable[[int], Any]) -> None:
-        self.attempt = attempt
-        self.count = 0
-
-    def sync(self) -> Any:
-        count = self.count
-        self.count = count + 1
-        return self.attempt(count)
-
-    async def run(self) -> Any:
-        count = self.count
-        self.count = count + 1
-        return await self.attempt(count)
 
 
 def resend_count_hook(span: Any, request: Any, *_: Any) -> None:

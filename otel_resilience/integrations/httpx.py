@@ -31,45 +31,53 @@ from otel_resilience.integrations.http import (
     RETRYABLE,
     FailedResponseError,
     HttpOptions,
-    HttpPolicy,
     PolicyHandleLike,
 )
+from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
 
 T = TypeVar("T")
 _PHASES = ("connect", "read", "write", "pool")
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.TransportError,)
-
-
-def _host(url: httpx.URL) -> str:
-    """The host key of a request: ``host`` or ``host:port`` when the port is not the default."""
-    return url.host if url.port is None else f"{url.host}:{url.port}"
+_REPLAYABLE = httpx.ByteStream  # a body held in memory: it can be sent again
 
 
 def _judge(http: HttpPolicy, request: httpx.Request) -> bool:
     """Return whether ``request`` may be sent more than once."""
-    body_replayable = isinstance(request.stream, httpx.ByteStream)
     return http.replayable(
-        request.method, request.headers, request.extensions.get(RETRYABLE), body_replayable
+        request.method,
+        request.headers,
+        request.extensions.get(RETRYABLE),
+        isinstance(request.stream, _REPLAYABLE),
     )
 
 
 def _prepare(http: HttpPolicy, request: httpx.Request, resend_count: int) -> None:
-    """Mark the send's resend count, and cap every timeout phase by what is left of the deadline."""
-    extensions: dict[str, Any] = dict(request.extensions)
+    """Mark the send's resend count, and cap every timeout phase by what is left of the deadline.
+
+    The request's own ``extensions`` dict is updated (httpx copies the one it is given).
+    """
+    extensions = request.extensions
     extensions[RESEND_COUNT] = resend_count
     left = http.timeout_left()
     if left is not None:
-        timeout = extensions.get("timeout") or {}
-        extensions["timeout"] = {
-            phase: left if timeout.get(phase) is None else min(timeout[phase], left) for phase in _PHASES
-        }
-    request.extensions = extensions
+        extensions["timeout"] = _capped(extensions.get("timeout"), left)
 
 
-class _Wrapping(Generic[T]):
+def _capped(timeout: dict[str, Any] | None, left: float) -> dict[str, Any]:
+    """Return httpx's ``timeout`` extension with no phase longer than ``left`` (a phase ``None`` too)."""
+    if timeout is None:
+        return dict.fromkeys(_PHASES, left)
+    capped = dict(timeout)
+    for phase in _PHASES:
+        value = timeout.get(phase)
+        if value is None or value > left:
+            capped[phase] = left
+    return capped
+
+
+class _Wrapping(HttpIntegration, Generic[T]):
     """What both transports hold: the policy's HTTP rules and the transport that sends.
 
     Args:
@@ -83,6 +91,7 @@ class _Wrapping(Generic[T]):
     """
 
     _default: ClassVar[type[Any]]
+    transport_errors = (httpx.TransportError,)
 
     def __init__(
         self,
@@ -92,7 +101,7 @@ class _Wrapping(Generic[T]):
         options: HttpOptions | None = None,
         manager: ResilienceManager | None = None,
     ) -> None:
-        self._http = HttpPolicy(policy, options, manager, _TRANSPORT_ERRORS)
+        super().__init__(policy, options=options, manager=manager)
         self._transport: T = transport if transport is not None else self._default()
 
 
@@ -107,20 +116,21 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
-        http, transport = self._http, self._transport
+        http, url = self._http, request.url
+        return http.send_sync(url.host, url.port, _judge(http, request), self._send_once, request)
 
-        def attempt(resend_count: int) -> httpx.Response:
-            _prepare(http, request, resend_count)
-            response = transport.handle_request(request)
-            if http.is_failure(response.status_code):
-                try:
-                    response.read()
-                finally:
-                    response.close()
-                raise FailedResponseError(response, response.status_code)
-            return response
-
-        return http.send_sync(_host(request.url), _judge(http, request), attempt)
+    def _send_once(self, request: httpx.Request, resend_count: int) -> httpx.Response:
+        """One attempt: send ``request``; a failed response is read, closed and raised."""
+        http = self._http
+        _prepare(http, request, resend_count)
+        response = self._transport.handle_request(request)
+        if http.is_failure(response.status_code):
+            try:
+                response.read()
+            finally:
+                response.close()
+            raise FailedResponseError(response, response.status_code)
+        return response
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -137,20 +147,21 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
-        http, transport = self._http, self._transport
+        http, url = self._http, request.url
+        return await http.send(url.host, url.port, _judge(http, request), self._send_once, request)
 
-        async def attempt(resend_count: int) -> httpx.Response:
-            _prepare(http, request, resend_count)
-            response = await transport.handle_async_request(request)
-            if http.is_failure(response.status_code):
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-                raise FailedResponseError(response, response.status_code)
-            return response
-
-        return await http.send(_host(request.url), _judge(http, request), attempt)
+    async def _send_once(self, request: httpx.Request, resend_count: int) -> httpx.Response:
+        """One attempt: send ``request``; a failed response is read, closed and raised."""
+        http = self._http
+        _prepare(http, request, resend_count)
+        response = await self._transport.handle_async_request(request)
+        if http.is_failure(response.status_code):
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise FailedResponseError(response, response.status_code)
+        return response
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

@@ -24,18 +24,12 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from otel_resilience.integrations.http import (
-    FailedResponseError,
-    HttpOptions,
-    HttpPolicy,
-    PolicyHandleLike,
-)
-from otel_resilience.manager import ResilienceConfig, ResilienceManager
+from otel_resilience.integrations.http import FailedResponseError
+from otel_resilience.integrations.sending import HttpIntegration
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (requests.ConnectionError, requests.Timeout)
 
 
 def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
@@ -57,35 +51,15 @@ def _capped(timeout: Any, left: float | None) -> Any:
     return timeout  # a urllib3 Timeout object: kept as the caller built it
 
 
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return host if parts.port is None else f"{host}:{parts.port}"
-
-
-class ResilientAdapter(HTTPAdapter):
+class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
 
-    Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
-        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
-        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
-        **adapter_options: Passed to ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...).
-
-    Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+    ``ResilientAdapter(policy, *, options=None, manager=None, **adapter_options)``: the arguments
+    of :class:`~otel_resilience.integrations.sending.HttpIntegration`; ``adapter_options`` go to
+    ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
     """
 
-    def __init__(
-        self,
-        policy: ResilienceConfig | PolicyHandleLike,
-        *,
-        options: HttpOptions | None = None,
-        manager: ResilienceManager | None = None,
-        **adapter_options: Any,
-    ) -> None:
-        self._http = HttpPolicy(policy, options, manager, _TRANSPORT_ERRORS)
-        super().__init__(**adapter_options)
+    transport_errors = (requests.ConnectionError, requests.Timeout)
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()
@@ -96,21 +70,30 @@ class ResilientAdapter(HTTPAdapter):
         self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
     ) -> requests.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
-        http, send = self._http, super().send
-        body = request.body
-        body_replayable = body is None or isinstance(body, (bytes, str))
+        http, body = self._http, request.body
         replayable = http.replayable(
-            request.method or "GET", request.headers, getattr(request, _MARK, None), body_replayable
+            request.method or "GET",
+            request.headers,
+            getattr(request, _MARK, None),
+            body is None or isinstance(body, (bytes, str)),
         )
+        url = urlsplit(request.url or "")
+        exchange = (request, stream, timeout, kwargs)
+        return http.send_sync(url.hostname or "", url.port, replayable, self._send_once, exchange)
 
-        def attempt(_resend_count: int) -> requests.Response:
-            response = send(request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs)
-            if http.is_failure(response.status_code):
-                try:
-                    _ = response.content
-                finally:
-                    response.close()
-                raise FailedResponseError(response, response.status_code)
-            return response
-
-        return http.send_sync(_host(request.url or ""), replayable, attempt)
+    def _send_once(
+        self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], _: int
+    ) -> requests.Response:
+        """One attempt: send the request; a failed response is read, closed and raised."""
+        request, stream, timeout, kwargs = exchange
+        http = self._http
+        response = super().send(
+            request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
+        )
+        if http.is_failure(response.status_code):
+            try:
+                response.content  # noqa: B018 - read the body before the connection goes back
+            finally:
+                response.close()
+            raise FailedResponseError(response, response.status_code)
+        return response

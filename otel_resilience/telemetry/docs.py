@@ -85,9 +85,12 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   status description) only with `instrument(record_messages=True)`.
 * `http.request.resend_count`: when the caller's span is an HTTP client span (SDK span of kind
   CLIENT with `http.request.method` or legacy `http.method`), each retried attempt span carries
-  `http.request.resend_count = attempt - 1`. When the HTTP client span is opened *inside* the
-  protected call (the usual case with httpx/aiohttp instrumentation), each attempt already gets
-  its own HTTP span from that instrumentation, under our attempt span.
+  `http.request.resend_count = attempt - 1`: so with the requests and aiohttp instrumentations,
+  whose client span wraps the whole send (`Session.send`; aiohttp's trace starts before its
+  client middlewares), the attempts nest in it and carry the count. When the HTTP client span is
+  opened *inside* the protected call (the httpx instrumentation on the transport that
+  `ResilientTransport` wraps), each attempt gets its own HTTP span, under our attempt span, and
+  `integrations.http.resend_count_hook` puts the count on it.
 * When the caller's span context is valid but not sampled, no span is created at all (the
   duration histogram is still recorded). Span events go to the current span only when it is
   recording.
@@ -125,6 +128,13 @@ an explicit keyword wins. Booleans follow the OpenTelemetry environment-variable
 than `true` or `false` is logged as a warning. A switch is applied once per telemetry source, on
 top of the policy's own `ResilienceConfig(spans=..., record_duration=...)` (either turns it off),
 so an execution pays nothing for it. Change a variable, then call `instrument()` again to apply it.
+
+With the `instrumentation` extra (`opentelemetry-instrumentation`), the package registers the
+`opentelemetry_instrumentor` entry point `otel_resilience`
+(`otel_resilience.telemetry.instrumentor.OtelResilienceInstrumentor`, which calls `instrument()` /
+`uninstrument()`): `opentelemetry-instrument` loads it with the other instrumentations, and
+`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` skips it. Without the extra,
+`instrument()` and `uninstrument()` work the same.
 """
 
 

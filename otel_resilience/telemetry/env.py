@@ -16,14 +16,22 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "DISABLED_INSTRUMENTATIONS",
     "DURATION_DISABLED",
+    "ENTRY_POINT",
     "RECORD_MESSAGES",
     "SPANS_DISABLED",
     "SWITCHES",
     "Switch",
     "env_flag",
+    "instrumentation_disabled",
     "resolve",
 ]
+
+DISABLED_INSTRUMENTATIONS: Final = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+"""OpenTelemetry's list of instrumentations not to load; ``otel_resilience`` in it turns ours off."""
+ENTRY_POINT: Final = "otel_resilience"
+"""The name of our ``opentelemetry_instrumentor`` entry point."""
 
 _LOG: Final = logging.getLogger("otel_resilience.telemetry")
 
@@ -89,3 +97,14 @@ def resolve(switch: Switch, given: bool | None, environ: Mapping[str, str] | Non
     if given is not None:
         return given
     return env_flag(switch.variable, environ) != switch.inverted
+
+
+def instrumentation_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Return whether ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``otel_resilience``.
+
+    The list is comma-separated, spaces ignored, as ``opentelemetry-instrument`` reads it. Then
+    ``import otel_resilience`` registers no listener (an explicit ``instrument()`` still does),
+    and ``opentelemetry-instrument`` does not load the instrumentor.
+    """
+    raw = (os.environ if environ is None else environ).get(DISABLED_INSTRUMENTATIONS, "")
+    return ENTRY_POINT in (name.strip() for name in raw.split(","))

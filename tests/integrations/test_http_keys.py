@@ -18,6 +18,7 @@ from otel_resilience import (
 )
 from otel_resilience.integrations.http import RETRYABLE, HttpOptions, HttpRetryOn, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.integrations.sending import HttpPolicy
 
 BREAKER = CircuitBreakerConfig(failure_threshold=2, timeout=60.0)
 DRIVERS = pytest.mark.parametrize("driver", ["sync", "async"])
@@ -169,3 +170,17 @@ def test_per_host_off_runs_unkeyed(server: ScriptedHTTPServer) -> None:
     handle = manager.policy("downstream")
     assert handle.keys == 0
     assert handle.get_stats()["executions"]["total"] == 1
+
+
+def test_a_hosts_view_is_made_once_and_the_views_kept_are_bounded() -> None:
+    """route() gives a host the same view each time, keyed host[:port]; past max_hosts it starts over."""
+    http = HttpPolicy(ResilienceConfig(name="views"), HttpOptions(max_hosts=2), ResilienceManager(), ())
+    first = http.route("a.internal", None)
+    assert http.route("a.internal", None) is first
+    assert first.key == "a.internal"
+    assert http.route("a.internal", 8443).key == "a.internal:8443"
+    http.route("b.internal", None)  # a third view: the two kept are dropped, not the hosts' state
+    again = http.route("a.internal", None)
+    assert again is not first
+    assert again.key == "a.internal"
+    assert again.circuit_breaker is first.circuit_breaker

@@ -9,7 +9,8 @@ half-open (reads the request, never answers, never closes). For every fault:
 * when the faults stop, the breaker probes after its timeout and closes again;
 * no request ever hangs past its deadline (the total timeout plus a small scheduling slack).
 
-The sync driver cannot pre-empt a blocked socket: its callee passes what is left of
+The proxy is :class:`faults.FaultyNetwork` (shared with the client integrations' tests). The
+sync driver cannot pre-empt a blocked socket: its callee passes what is left of
 ``current_deadline()`` on as the socket timeout, which is the documented way, and is tested here
 against the half-open fault.
 """
@@ -17,14 +18,12 @@ against the half-open fault.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from faults import MODES, FaultyNetwork
 
 from otel_resilience import (
     CircuitBreakerConfig,
@@ -38,111 +37,12 @@ from otel_resilience import (
 DEADLINE = 0.5
 SLACK = 0.35
 BREAKER_TIMEOUT = 0.2
-MODES = ("drop", "reset", "delay", "half_open")
-
-
-class FaultyNetwork:
-    """An HTTP server and a fault-injecting TCP proxy, on their own event loop in a thread."""
-
-    def __init__(self) -> None:
-        self.mode = "pass"
-        self.loop = asyncio.new_event_loop()
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.backend, self.backend_port = self.call(self._serve(self._backend))
-        self.proxy, self.proxy_port = self.call(self._serve(self._proxy))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}"
-
-    def call(self, coro: Awaitable[object]) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=5.0)  # type: ignore[arg-type]
-
-    async def _serve(self, handler: Callable[..., Awaitable[None]]) -> tuple[asyncio.Server, int]:
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self.tasks.add(task)  # type: ignore[arg-type]
-            self.writers.add(writer)
-            try:
-                await handler(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                self.writers.discard(writer)
-                self.tasks.discard(task)  # type: ignore[arg-type]
-                if not writer.is_closing():
-                    writer.close()
-
-        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-        return server, server.sockets[0].getsockname()[1]
-
-    async def _backend(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A minimal HTTP/1.1 server: answers every GET with 200 "ok", keeping the connection."""
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-
-    async def _proxy(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        """Forward each request to the backend, or apply the current fault to it."""
-        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
-        self.writers.add(backend_writer)
-        try:
-            while True:
-                request = await client_reader.readuntil(b"\r\n\r\n")
-                mode = self.mode
-                if mode == "drop":
-                    return
-                if mode == "reset":
-                    sock = client_writer.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    client_writer.transport.abort()
-                    return
-                if mode == "delay":
-                    await asyncio.sleep(5.0)
-                if mode == "half_open":
-                    await asyncio.sleep(3600)
-                backend_writer.write(request)
-                await backend_writer.drain()
-                head = await backend_reader.readuntil(b"\r\n\r\n")
-                body = await backend_reader.readexactly(2)
-                client_writer.write(head + body)
-                await client_writer.drain()
-        finally:
-            self.writers.discard(backend_writer)
-            backend_writer.close()
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            for server in (self.proxy, self.backend):
-                server.close()  # type: ignore[attr-defined]
-            for writer in list(self.writers):
-                writer.transport.abort()
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            for server in (self.proxy, self.backend):
-                await server.wait_closed()  # type: ignore[attr-defined]
-
-        self.call(shutdown())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5.0)
-        self.loop.close()
 
 
 @pytest.fixture
 def network() -> Iterator[FaultyNetwork]:
-    net = FaultyNetwork()
-    try:
+    with FaultyNetwork() as net:
         yield net
-    finally:
-        net.close()
 
 
 def policy(name: str) -> ResilienceConfig:

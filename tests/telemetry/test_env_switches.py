@@ -130,3 +130,19 @@ def test_another_value_is_false_with_a_warning(caplog: pytest.LogCaptureFixture)
     assert env.resolve(env.SPANS_DISABLED, None, {}) is True
     assert env.resolve(env.SPANS_DISABLED, None, {"OTEL_RESILIENCE_SPANS_DISABLED": "true"}) is False
     assert env.resolve(env.RECORD_MESSAGES, None, {"OTEL_RESILIENCE_RECORD_MESSAGES": "true"}) is True
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"),
+    [
+        (None, False),
+        ("", False),
+        ("otel_resilience", True),
+        ("requests , otel_resilience,httpx", True),
+        ("otel_resilience_extra,requests", False),
+    ],
+)
+def test_the_disabled_instrumentations_list_names_us_exactly(value: str | None, disabled: bool) -> None:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns us off only when one of its names is ours."""
+    environ = {} if value is None else {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": value}
+    assert env.instrumentation_disabled(environ) is disabled

@@ -1,4 +1,4 @@
-"""httpx client spans of a resilient transport: http.request.resend_count, nested in our spans."""
+"""HTTP client spans of the integrations: http.request.resend_count, and how they nest with ours."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import requests
 from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from support import ScriptedHTTPServer
 
 from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations.http import RESEND_COUNT_ATTRIBUTE, resend_count_hook
 from otel_resilience.integrations.httpx import ResilientTransport
+from otel_resilience.integrations.requests import ResilientAdapter
 
 
 @pytest.fixture
@@ -46,3 +49,36 @@ def test_retried_client_spans_carry_the_resend_count(otel, server: ScriptedHTTPS
     for span in http_spans:
         assert span.parent is not None
         assert span.parent.span_id in ours  # each send nests in the execution's span
+
+
+def test_requests_client_span_holds_every_attempt_each_retry_with_its_resend_count(
+    otel, server: ScriptedHTTPServer
+) -> None:
+    """With the requests instrumentation, one client span covers the send and every attempt.
+
+    The instrumentation wraps ``Session.send``, outside the adapter: our execution span is its
+    child, and the retried attempts' spans in it carry ``http.request.resend_count`` 1 and 2.
+    """
+    server.script("/a", (503, {}), (500, {}))
+    policy = ResilienceConfig(
+        name="downstream", retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.01, jitter="none")
+    )
+    instrumentor = RequestsInstrumentor()
+    instrumentor.instrument(tracer_provider=otel.tracer_provider)
+    try:
+        with requests.Session() as session:
+            session.mount("http://", ResilientAdapter(policy, manager=ResilienceManager()))
+            assert session.get(f"{server.url}/a").status_code == 200
+    finally:
+        instrumentor.uninstrument()
+    (client,) = otel.spans("GET")
+    execution = next(
+        s for s in otel.spans() if s.parent is not None and s.parent.span_id == client.context.span_id
+    )
+    attempts = [
+        s for s in otel.spans() if s.parent is not None and s.parent.span_id == execution.context.span_id
+    ]
+    assert sorted(s.attributes.get(RESEND_COUNT_ATTRIBUTE) for s in attempts) == [1, 2]
+    assert (
+        client.attributes.get("http.response.status_code", client.attributes.get("http.status_code")) == 200
+    )

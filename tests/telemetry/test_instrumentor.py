@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -41,3 +45,44 @@ def test_instrument_and_uninstrument_switch_our_spans() -> None:
             instrumentor.uninstrument()
         install_default()
         provider.shutdown()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("disabled", "instrumented"),
+    [("", True), ("otel_resilience", False), ("requests, otel_resilience", False)],
+)
+def test_opentelemetry_instrument_loads_it_unless_disabled(
+    tmp_path: Path, disabled: str, instrumented: bool
+) -> None:
+    """``opentelemetry-instrument`` runs the entry point; OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns it off.
+
+    Disabled, neither the instrumentor nor ``import otel_resilience`` registers a listener.
+
+    The entry point comes from a distribution's metadata, so the child sees this tree as an
+    installed distribution whose ``entry_points.txt`` holds pyproject's block.
+    """
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "pyproject.toml").read_text()
+    block = text.split("[project.entry-points.opentelemetry_instrumentor]\n", 1)[1].split("\n\n", 1)[0]
+    dist = tmp_path / "otel_resilience-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: otel_resilience\nVersion: 0.1.0\n")
+    entry_point = block.replace('"', "")
+    (dist / "entry_points.txt").write_text(f"[opentelemetry_instrumentor]\n{entry_point}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join((str(tmp_path), str(root))),
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": disabled,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    probe = (
+        "from otel_resilience.telemetry import current_listener\n"
+        "from otel_resilience.telemetry.instrumentor import OtelResilienceInstrumentor\n"
+        "print(OtelResilienceInstrumentor().is_instrumented_by_opentelemetry, current_listener() is not None)"
+    )
+    command = [str(Path(sys.executable).with_name("opentelemetry-instrument")), sys.executable, "-c", probe]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100, check=True)
+    assert done.stdout.strip().splitlines()[-1] == f"{instrumented} {instrumented}", done.stderr

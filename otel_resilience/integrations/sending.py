@@ -1,0 +1,310 @@
+"""How a client integration runs a request under its policy: the one path every client shares.
+
+:class:`HttpPolicy` holds what a request needs, prepared once per policy and per host (the
+options, the policy handle, each host's view of it); :meth:`HttpPolicy.send_sync` and
+:meth:`HttpPolicy.send` run one request as one execution of the policy, each send one attempt.
+The rules they apply (which responses are failures, which requests may be sent again,
+``Retry-After``, the deadline as the timeout, the breaker per host) are described in
+:mod:`otel_resilience.integrations.http`. :class:`HttpIntegration` is the base of the clients'
+integrations. No HTTP library is imported here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any, ClassVar, TypeVar
+
+from otel_resilience.engine.context import current_deadline
+from otel_resilience.engine.validation import fail
+from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.integrations.http import (
+    _DEFAULT_OPTIONS,
+    _RETRYABLE_ERRORS,
+    FailedResponseError,
+    HttpOptions,
+    HttpRetryOn,
+    PolicyHandleLike,
+    http_config,
+)
+from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
+
+__all__ = ["HttpIntegration", "HttpPolicy"]
+
+R = TypeVar("R")
+Q = TypeVar("Q")
+
+
+class HttpPolicy:
+    """Runs one client's requests under a policy: the part the client integrations share.
+
+    A config becomes the policy handle ``manager.policy(name, http_config(config))`` (its name,
+    or ``"http"``; made on the first request, in the manager used then), whose
+    ``for_key(host)`` runs each request when :attr:`HttpOptions.per_host` is set: a breaker,
+    bulkhead and rate limiter per host, at most :attr:`HttpOptions.max_hosts` idle hosts kept,
+    the host as the execution span's ``resilience.key``. What every request reads is prepared
+    once: the options' fields, and each host's view of the handle (:meth:`route`).
+
+    Args:
+        policy: A :class:`~otel_resilience.ResilienceConfig`, or a policy handle whose retry
+            policy (if any) carries the HTTP rule (made from :func:`http_config`).
+        options: How requests are judged (default :class:`HttpOptions`).
+        manager: The manager a config's handle lives in (default: the process-wide one).
+        transport_errors: The client's errors that are transport failures (retried).
+
+    Attributes:
+        policy: The config or handle given.
+        options: The options in force.
+        failure_statuses: The statuses that are failures (``options.failure_statuses``).
+
+    Raises:
+        TypeError: ``policy`` or ``options`` has the wrong type.
+        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
+    """
+
+    __slots__ = (
+        "_config",
+        "_errors",
+        "_fixed",
+        "_header",
+        "_made",
+        "_manager",
+        "_methods",
+        "_routing",
+        "failure_statuses",
+        "options",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        options: HttpOptions | None,
+        manager: ResilienceManager | None,
+        transport_errors: tuple[type[BaseException], ...],
+    ) -> None:
+        if not isinstance(policy, ResilienceConfig) and not callable(getattr(policy, "for_key", None)):
+            raise fail(
+                "HttpPolicy", "policy", "a ResilienceConfig or a policy handle", policy, kind=TypeError
+            )
+        if options is not None and not isinstance(options, HttpOptions):
+            raise fail("HttpPolicy", "options", "an HttpOptions or None", options, kind=TypeError)
+        self.policy = policy
+        self.options = options = options or _DEFAULT_OPTIONS
+        self.failure_statuses = options.failure_statuses
+        self._methods = options.retry_methods
+        self._header = options.idempotency_header
+        self._manager = manager
+        self._errors = (FailedResponseError, OperationTimeoutError, *transport_errors)
+        self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
+        self._routing: tuple[PolicyHandleLike | None, dict[tuple[str, int | None], Any]] = (None, {})
+        self._fixed: PolicyHandleLike | None = None
+        self._config: ResilienceConfig | None = None
+        if isinstance(policy, ResilienceConfig):
+            self._config = http_config(replace(policy, name=policy.name or "http"), options)
+        else:
+            _check_handle(policy)
+            self._fixed = policy
+
+    @property
+    def manager(self) -> ResilienceManager:
+        """The manager a config's handle lives in."""
+        return self._manager or get_resilience_manager()
+
+    def handle(self) -> PolicyHandleLike:
+        """Return the policy handle requests run through (a config's is made on first use)."""
+        fixed = self._fixed
+        if fixed is not None:
+            return fixed
+        manager = self._manager or get_resilience_manager()
+        made = self._made
+        if made is not None and made[0] is manager:
+            return made[1]
+        config = self._config
+        assert config is not None  # noqa: S101 - set for a config
+        options = self.options
+        handle = manager.policy(
+            config.name or "http",
+            config,
+            max_keys=options.max_hosts,
+            adapt=lambda reloaded: http_config(reloaded, options),  # a reload keeps the HTTP rule
+        )
+        self._made = (manager, handle)
+        return handle
+
+    def route(self, host: str, port: int | None) -> Any:
+        """Return what a request to ``host`` runs through (``port``: ``None`` for the scheme's own).
+
+        With :attr:`HttpOptions.per_host`, the handle's view ``for_key("host[:port]")``, kept
+        per host for the next requests (a view holds no state: the handle keeps the host's
+        breaker, and evicts it when idle); without it, or without a host, the handle itself.
+        """
+        handle = self.handle()
+        routed, routes = self._routing
+        if routed is not handle:  # the first request, or a request in another manager
+            routes = {}
+            self._routing = (handle, routes)
+        found = routes.get((host, port))
+        if found is None:
+            found = handle if not host or not self.options.per_host else handle.for_key(_key(host, port))
+            if len(routes) >= self.options.max_hosts:
+                routes.clear()
+            routes[host, port] = found
+        return found
+
+    # ------------------------------------------------------------------ judging a request
+
+    def replayable(
+        self, method: str, headers: Mapping[str, Any], mark: object, body_replayable: bool
+    ) -> bool:
+        """Return whether a request may be sent more than once.
+
+        ``mark`` is the request's :data:`RETRYABLE` flag (``None`` when not given): ``True``
+        allows, ``False`` forbids; without it the method decides, or the idempotency header.
+        A body that cannot be replayed forbids it whatever the mark.
+        """
+        if not body_replayable:
+            return False
+        if mark is not None:
+            return bool(mark)
+        methods = self._methods
+        if method in methods or method.upper() in methods:
+            return True
+        header = self._header
+        return header is not None and headers.get(header) is not None
+
+    def is_failure(self, status: int) -> bool:
+        """Return whether a response with ``status`` counts as a failure."""
+        return status in self.failure_statuses
+
+    def timeout_left(self) -> float | None:
+        """Return the seconds left before the execution's deadline (``None``: no deadline)."""
+        if not self.options.deadline_as_timeout:
+            return None
+        deadline = current_deadline()
+        if deadline is None:
+            return None
+        return max(deadline - time.monotonic(), 0.001)
+
+    # ------------------------------------------------------------------ running it
+
+    def send_sync(
+        self, host: str, port: int | None, replayable: bool, attempt: Callable[[Q, int], R], request: Q
+    ) -> R:
+        """Run ``attempt(request, resend_count)`` under the policy in this thread; return its response.
+
+        ``attempt`` sends the request once and raises :class:`FailedResponseError` for a failed
+        response; the last failed response is returned when attempts run out. ``host`` and
+        ``port`` choose the breaker (:meth:`route`); ``replayable`` says whether the request may
+        be sent again (:meth:`replayable`).
+        """
+        with _Exchange(self, replayable, attempt, request) as exchange:
+            return self.route(host, port).execute_sync(exchange.sync)  # type: ignore[no-any-return]
+        return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
+
+    async def send(
+        self,
+        host: str,
+        port: int | None,
+        replayable: bool,
+        attempt: Callable[[Q, int], Awaitable[R]],
+        request: Q,
+    ) -> R:
+        """Run ``await attempt(request, resend_count)`` under the policy; as :meth:`send_sync`."""
+        with _Exchange(self, replayable, attempt, request) as exchange:
+            return await self.route(host, port).execute(exchange.run)  # type: ignore[no-any-return]
+        return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
+
+
+class HttpIntegration:
+    """The base of the client integrations: the :class:`HttpPolicy` their requests run under.
+
+    Args:
+        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle made with
+            :func:`http_config`).
+        options: How requests are judged (:class:`HttpOptions`).
+        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
+        **client_options: Passed on to the client's own base class (``HTTPAdapter``'s
+            ``pool_connections``, ``pool_maxsize``...; none for the others).
+
+    Raises:
+        TypeError: ``policy`` or ``options`` has the wrong type.
+        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
+    """
+
+    transport_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """The client's errors that are transport failures (failures for the breaker, retried)."""
+
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        *,
+        options: HttpOptions | None = None,
+        manager: ResilienceManager | None = None,
+        **client_options: Any,
+    ) -> None:
+        self._http = HttpPolicy(policy, options, manager, self.transport_errors)
+        super().__init__(**client_options)
+
+
+def _key(host: str, port: int | None) -> str:
+    """The key of a host: ``host``, or ``host:port`` when the port is not the scheme's default."""
+    return host if port is None else f"{host}:{port}"
+
+
+def _check_handle(handle: PolicyHandleLike) -> None:
+    """Refuse a handle whose retry policy would retry what HTTP forbids (a POST, a streamed body)."""
+    config = getattr(handle, "config", None)
+    retry = config.retry_policy if isinstance(config, ResilienceConfig) else None
+    if retry is not None and not isinstance(retry.retry_on, HttpRetryOn):
+        msg = (
+            "HttpPolicy.policy: the handle's retry policy lacks the HTTP retry rule (it would retry "
+            "POSTs and streamed bodies): create it with manager.policy(name, http_config(config))"
+        )
+        raise ValueError(msg)
+
+
+class _Exchange:
+    """One request's execution, as a ``with`` block around it.
+
+    It counts the sends (each attempt gets its resend count), tells :class:`HttpRetryOn` for
+    the block whether the request may be sent again, and, when the block ends on a failed
+    response (attempts ran out), keeps that response for the caller instead of the error
+    (unless :attr:`HttpOptions.raise_on_failure`).
+    """
+
+    __slots__ = ("attempt", "count", "http", "replayable", "request", "response", "token")
+
+    def __init__(
+        self, http: HttpPolicy, replayable: bool, attempt: Callable[[Any, int], Any], request: Any
+    ) -> None:
+        self.http = http
+        self.replayable = replayable
+        self.attempt = attempt
+        self.request = request
+        self.count = 0
+        self.response: Any = None
+
+    def __enter__(self) -> _Exchange:
+        self.token = _RETRYABLE_ERRORS.set(self.http._errors if self.replayable else ())
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
+        _RETRYABLE_ERRORS.reset(self.token)
+        if isinstance(error, FailedResponseError) and not self.http.options.raise_on_failure:
+            self.response = error.response
+            return True
+        return False
+
+    def sync(self) -> Any:
+        """Send the request once (an attempt, in a thread)."""
+        count = self.count
+        self.count = count + 1
+        return self.attempt(self.request, count)
+
+    async def run(self) -> Any:
+        """Send the request once (an attempt, in a task)."""
+        count = self.count
+        self.count = count + 1
+        return await self.attempt(self.request, count)

@@ -1,0 +1,103 @@
+"""``python -m examples.http_service`` as a user runs it: a real process, stopped as a user would.
+
+The launcher starts the downstreams' process, serves the FastAPI service with uvicorn on a free
+port and prints both addresses. Bounds are generous (a cold start of FastAPI on a loaded machine
+takes seconds); nothing here measures speed.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from subprocess import PIPE
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = [sys.executable, "-m", "examples.http_service"]
+STARTUP = 120.0
+"""Seconds the launcher may take to print its addresses and answer its first request."""
+
+
+def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The process's output lines, read by a thread (so a test can wait for one with a bound)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _addresses(
+    process: subprocess.Popen[str], lines: queue.Queue[str], log: Path
+) -> tuple[str, dict[str, str]]:
+    """Wait for the printed addresses: the service's URL and the downstreams' URLs."""
+    found: dict[str, str] = {}
+    end = time.monotonic() + STARTUP
+    while not {"service", "downstreams"} <= found.keys():
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            assert process.poll() is None, f"the launcher exited ({process.returncode}): {log.read_text()}"
+            assert time.monotonic() < end, f"no addresses within {STARTUP} s: {log.read_text()}"
+            continue
+        label, _, rest = line.partition(":")
+        found[label.strip()] = rest.strip()
+    return found["service"].split()[0], ast.literal_eval(found["downstreams"])
+
+
+def _refused(url: str) -> bool:
+    """Return whether nothing listens any more at ``url``'s port."""
+    parts = urlsplit(url)
+    assert parts.port is not None
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2.0):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp_path: Path) -> None:
+    """The launcher answers GET /items/1 through the downstream, and a signal stops both processes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as errors:
+        process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=errors, text=True)
+    try:
+        service, downstreams = _addresses(process, _lines(process), log)
+        end = time.monotonic() + STARTUP
+        while True:
+            try:
+                response = httpx.get(f"{service}/items/1", timeout=10.0)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < end, "the service did not answer within its start-up bound"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.json() == {"name": "inventory", "path": "/items/1", "status": 200}
+        process.send_signal(stop)
+        assert process.wait(timeout=30) == 0, log.read_text()
+        assert _refused(service)
+        assert all(_refused(url) for url in downstreams.values()), "the downstream process outlived it"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
