@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TypedDict, cast
+from typing import Final, TypedDict, cast
 
 from otel_resilience.engine.waiting import (
     ADMITTED,
@@ -24,6 +24,11 @@ from otel_resilience.engine.waiting import (
 )
 
 __all__ = ["BulkheadStats", "BulkheadStatsDict"]
+
+_NO_QUEUE: Final[deque[Waiter]] = deque(maxlen=0)
+"""The queue of every bulkhead in which no call has queued yet: always empty, never appended to
+(:meth:`_BulkheadCore.enqueue` gives a bulkhead its own deque first; every other method only
+reads it, or removes and re-queues waiters that were queued, so it holds no waiter either)."""
 
 
 class BulkheadStatsDict(TypedDict):
@@ -121,7 +126,7 @@ class _BulkheadCore(BulkheadStats):
     def __init__(self, max_concurrent: int, max_waiting: int) -> None:
         super().__init__(max_concurrent, max_waiting)
         self._lock = threading.Lock()
-        self._queue: deque[Waiter] = deque()
+        self._queue: deque[Waiter] = _NO_QUEUE  # a deque of its own once a call queues (~700 B)
         self._offered: set[AsyncWaiter] = set()
 
     def try_acquire(self) -> Enqueued | None:
@@ -168,6 +173,8 @@ class _BulkheadCore(BulkheadStats):
                 self.rejected += 1
                 status = FULL
             else:
+                if self._queue is _NO_QUEUE:
+                    self._queue = deque()
                 self._queue.append(waiter)
                 self.waiting += 1
                 self.peak_waiting = max(self.peak_waiting, self.waiting)
