@@ -1070,3 +1070,28 @@ def test_a_call_that_may_queue_is_left_to_enqueue() -> None:
     assert core.try_acquire() is ADMITTED
     assert core.try_acquire() is None
     assert bulkhead.get_stats()["total"] == 1
+
+
+async def test_the_shared_empty_queue_and_offers_stay_empty_and_unshared() -> None:
+    """A bulkhead gets its own queue and offer set when a call first queues; the shared ones stay empty."""
+    from otel_resilience.bulkhead._core import _NO_OFFERS, _NO_QUEUE  # noqa: PLC0415
+
+    bulkhead = Bulkhead("own-queue", BulkheadConfig(max_concurrent=1, max_waiting=5))
+    idle = Bulkhead("idle", BulkheadConfig(max_concurrent=1, max_waiting=5))
+    release = asyncio.Event()
+
+    async def hold() -> int:
+        await release.wait()
+        return 1
+
+    calls = [asyncio.ensure_future(bulkhead.execute(hold)) for _ in range(4)]
+    await asyncio.sleep(0)
+    assert bulkhead.get_stats()["waiting"] == 3
+    release.set()
+    assert await asyncio.gather(*calls) == [1, 1, 1, 1]
+    assert bulkhead._core._queue is not _NO_QUEUE
+    assert bulkhead._core._offered is not _NO_OFFERS
+    assert idle._core._queue is _NO_QUEUE
+    assert idle._core._offered is _NO_OFFERS
+    assert len(_NO_QUEUE) == 0
+    assert len(_NO_OFFERS) == 0

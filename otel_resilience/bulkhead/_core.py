@@ -29,6 +29,9 @@ _NO_QUEUE: Final[deque[Waiter]] = deque(maxlen=0)
 """The queue of every bulkhead in which no call has queued yet: always empty, never appended to
 (:meth:`_BulkheadCore.enqueue` gives a bulkhead its own deque first; every other method only
 reads it, or removes and re-queues waiters that were queued, so it holds no waiter either)."""
+_NO_OFFERS: Final[set[AsyncWaiter]] = set()
+"""The offered waiters of every bulkhead that has offered none yet: always empty (only read and
+discarded from; :meth:`_BulkheadCore._pass_on_locked` gives a bulkhead its own set first)."""
 
 
 class BulkheadStatsDict(TypedDict):
@@ -127,7 +130,7 @@ class _BulkheadCore(BulkheadStats):
         super().__init__(max_concurrent, max_waiting)
         self._lock = threading.Lock()
         self._queue: deque[Waiter] = _NO_QUEUE  # a deque of its own once a call queues (~700 B)
-        self._offered: set[AsyncWaiter] = set()
+        self._offered: set[AsyncWaiter] = _NO_OFFERS  # a set of its own at the first offer
 
     def try_acquire(self) -> Enqueued | None:
         """Take a free slot, or reject at once when no queue place can exist: one lock round trip.
@@ -324,6 +327,8 @@ class _BulkheadCore(BulkheadStats):
                 waiter.state = GRANTED
                 waiter.nudged = True
                 if isinstance(waiter, AsyncWaiter):
+                    if self._offered is _NO_OFFERS:
+                        self._offered = set()
                     self._offered.add(waiter)
                 if wakes is None:
                     return [waiter]
