@@ -25,7 +25,7 @@ from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.events import CallRejected, Event, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import BULKHEADS
-from otel_resilience.engine.waiting import AsyncWaiter
+from otel_resilience.engine.waiting import ADMITTED, FULL, AsyncWaiter
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
@@ -450,7 +450,7 @@ def test_slot_handed_to_a_closed_loop_is_passed_on():
     """A slot handed to a waiter whose loop has closed is given back instead of leaking."""
     bulkhead = Bulkhead("closed-loop", BulkheadConfig(max_concurrent=1, max_waiting=2))
     core = bulkhead._core
-    assert core.try_acquire()
+    assert core.try_acquire() is ADMITTED
     loop = asyncio.new_event_loop()
     waiter = AsyncWaiter(loop)
     core.enqueue(waiter)
@@ -489,7 +489,7 @@ def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
     """A freed slot skips a waiter whose loop is stopped; that waiter runs once its loop runs again."""
     bulkhead = Bulkhead("stopped-loop", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire()
+    assert core.try_acquire() is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -512,7 +512,7 @@ def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
     """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller (thread or loop)."""
     bulkhead = Bulkhead("stopped-after-offer", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire()
+    assert core.try_acquire() is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -542,7 +542,7 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
     """A waiter taken back from a stopped loop waits again when its loop runs and every slot is busy."""
     bulkhead = Bulkhead("stopped-requeue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire()
+    assert core.try_acquire() is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -551,7 +551,7 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
 
         task = queue_on_a_loop(bulkhead, loop, queued)
         core.release()
-        assert core.try_acquire()  # a newcomer takes the freed slot and keeps it
+        assert core.try_acquire() is ADMITTED  # a newcomer takes the freed slot and keeps it
         loop.run_until_complete(asyncio.sleep(0.01))  # the nudged waiter looks, and waits again
         assert not task.done()
         assert bulkhead.stats.waiting == 1
@@ -567,7 +567,7 @@ def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
     """Waiters whose loop stopped and then closed, queued or offered a slot, give it back and leave the queue."""
     bulkhead = Bulkhead("closed-after-stop", BulkheadConfig(max_concurrent=1, max_waiting=3, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire()
+    assert core.try_acquire() is ADMITTED
     loop = asyncio.new_event_loop()
     offered, queued = AsyncWaiter(loop), AsyncWaiter(loop)
     assert core.enqueue(offered) == core.enqueue(queued) == 1  # both queued
@@ -662,7 +662,7 @@ def test_sync_wait_ends_at_an_expired_deadline(clock):
     """A sync waiter gives up at once when the enclosing deadline has already passed."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline", config, clock=clock)
-    assert bulkhead._core.try_acquire()
+    assert bulkhead._core.try_acquire() is ADMITTED
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 6.0)
@@ -677,7 +677,7 @@ def test_sync_wait_is_bounded_by_the_deadline(clock):
     """A sync waiter waits only for what is left of the enclosing deadline when that is shorter."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline-2", config, clock=clock)
-    assert bulkhead._core.try_acquire()
+    assert bulkhead._core.try_acquire() is ADMITTED
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 4.95)
@@ -1046,3 +1046,52 @@ async def test_async_generator_functions_are_refused():
         await bulkhead.execute(_items)
     assert bulkhead._pipeline.stats.successful == 0
     assert_idle(bulkhead)
+
+
+def test_a_call_that_can_never_queue_is_rejected_by_the_fast_path_and_counted_once() -> None:
+    """Every slot busy and the queue full: ``try_acquire`` rejects (counted) without queueing."""
+    bulkhead = Bulkhead("no-queue-place", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    core = bulkhead._core
+    assert core.try_acquire() is ADMITTED
+    assert core.try_acquire() is FULL
+    with pytest.raises(BulkheadFullError):
+        bulkhead.execute_sync(lambda: 1)
+    stats = bulkhead.get_stats()
+    assert (stats["total"], stats["rejected"], stats["active"], stats["waiting"]) == (3, 2, 1, 0)
+    core.release()
+    assert bulkhead.execute_sync(lambda: 2) == 2
+    assert bulkhead.get_stats()["completed"] == 2
+
+
+def test_a_call_that_may_queue_is_left_to_enqueue() -> None:
+    """Every slot busy but a queue place free: ``try_acquire`` counts nothing and says so."""
+    bulkhead = Bulkhead("queue-place", BulkheadConfig(max_concurrent=1, max_waiting=1))
+    core = bulkhead._core
+    assert core.try_acquire() is ADMITTED
+    assert core.try_acquire() is None
+    assert bulkhead.get_stats()["total"] == 1
+
+
+async def test_the_shared_empty_queue_and_offers_stay_empty_and_unshared() -> None:
+    """A bulkhead gets its own queue and offer set when a call first queues; the shared ones stay empty."""
+    from otel_resilience.bulkhead._core import _NO_OFFERS, _NO_QUEUE  # noqa: PLC0415
+
+    bulkhead = Bulkhead("own-queue", BulkheadConfig(max_concurrent=1, max_waiting=5))
+    idle = Bulkhead("idle", BulkheadConfig(max_concurrent=1, max_waiting=5))
+    release = asyncio.Event()
+
+    async def hold() -> int:
+        await release.wait()
+        return 1
+
+    calls = [asyncio.ensure_future(bulkhead.execute(hold)) for _ in range(4)]
+    await asyncio.sleep(0)
+    assert bulkhead.get_stats()["waiting"] == 3
+    release.set()
+    assert await asyncio.gather(*calls) == [1, 1, 1, 1]
+    assert bulkhead._core._queue is not _NO_QUEUE
+    assert bulkhead._core._offered is not _NO_OFFERS
+    assert idle._core._queue is _NO_QUEUE
+    assert idle._core._offered is _NO_OFFERS
+    assert len(_NO_QUEUE) == 0
+    assert len(_NO_OFFERS) == 0

@@ -59,6 +59,12 @@ class _RateWindow:
 
 
 _WANTED_EVENTS: Final = frozenset({Event.STATE_CHANGED, Event.RECOVERY_ATTEMPTED, Event.PATTERN_DETECTED})
+_ALERT_RAISED: Final = Event.ALERT_RAISED
+_STATE_CHANGED: Final = Event.STATE_CHANGED
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+_BULKHEAD_FULL: Final = AlertKind.BULKHEAD_FULL
+"""Members read on every event (a full bulkhead's every rejection), bound once: reading a
+member off its enum class is slow."""
 """The events (besides bulkhead rejections) an :class:`AlertSystem` can raise an alert on."""
 
 
@@ -199,13 +205,13 @@ class AlertSystem:
 
     def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""
-        if event is Event.ALERT_RAISED:
+        if event is _ALERT_RAISED:
             return
         alert: Alert | None = None
-        if event is Event.STATE_CHANGED:
+        if event is _STATE_CHANGED:
             if isinstance(args, StateChanged):
                 alert = self._state_changed(source, args)
-        elif event is Event.CALL_REJECTED:
+        elif event is _CALL_REJECTED:
             if isinstance(args, CallRejected) and args.reason == "bulkhead_full":
                 alert = self._bulkhead_full(source)
         elif event is Event.RECOVERY_ATTEMPTED:
@@ -289,10 +295,10 @@ class AlertSystem:
     def _bulkhead_full(self, source: TelemetrySource) -> Alert | None:
         name = source.name
         cooldown = self._config.bulkhead_cooldown
-        if not self._cooled_down((AlertKind.BULKHEAD_FULL, name, ""), cooldown):
+        if not self._cooled_down((_BULKHEAD_FULL, name, ""), cooldown):
             return None
         return self._make(
-            AlertKind.BULKHEAD_FULL,
+            _BULKHEAD_FULL,
             name,
             f"bulkhead {_bounded(name)!r} is full and rejecting calls",
             source,

@@ -8,7 +8,7 @@ from otel_resilience.bulkhead._config import BulkheadConfig
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.waiting import FULL, QUEUED, Queued, Waiter, new_waiter
+from otel_resilience.engine.waiting import ADMITTED, FULL, QUEUED, Queued, Waiter, new_waiter
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
 
 if TYPE_CHECKING:
@@ -19,6 +19,8 @@ KIND: Final = "bulkhead"
 
 _FULL_EVENT: Final = CallRejected(reason="bulkhead_full")
 _TIMEOUT_EVENT: Final = CallRejected(reason="queue_timeout")
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+"""Read on every rejection, bound once: reading a member off its enum class is slow."""
 
 
 class _BulkheadStep(Link[BulkheadConfig]):
@@ -43,8 +45,11 @@ class _BulkheadStep(Link[BulkheadConfig]):
             BulkheadFullError: Every slot is busy and the queue is full (or not allowed).
         """
         core = self._core
-        if core.try_acquire():
+        first = core.try_acquire()
+        if first is ADMITTED:
             return None
+        if first is FULL:
+            raise self._full() from None
         waiter = new_waiter(ctx.sync) if core.max_waiting else None
         status = core.enqueue(waiter)
         if status == QUEUED:
@@ -70,7 +75,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
     def _report(self, event: CallRejected) -> None:
         telemetry = self._telemetry
         if telemetry.enabled:
-            telemetry.report(Event.CALL_REJECTED, event)
+            telemetry.report(_CALL_REJECTED, event)
 
     def _full(self) -> BulkheadFullError:
         self._report(_FULL_EVENT)
