@@ -60,6 +60,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep]):
         super().__init__(name, config, clock)
         self._core = _BreakerCore(name, config, clock, self._telemetry)
         BREAKERS.register(self)
+        if config.store is not None:
+            config.store.share_breaker(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)

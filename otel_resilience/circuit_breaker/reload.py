@@ -51,6 +51,8 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
         new._probe_started = old._probe_started
         new._watchers = old._watchers
         new._reject_watchers = old._reject_watchers
+        new._shared = old._shared  # a shared store keeps feeding the breaker (it reads its core)
+        new._half_open_max_calls = old._half_open_max_calls if old._shared else config.half_open_max_calls
         if config.sliding_window == old.config.sliding_window:
             new.window = old.window
         else:

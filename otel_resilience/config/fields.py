@@ -186,6 +186,7 @@ CIRCUIT_BREAKER: Final = Section(
     refused=(
         ("record_result", _code("a predicate on the result")),
         ("break_duration", _code("a function of the openings")),
+        ("store", _code("a connection (RedisStore.from_url)")),
     ),
 )
 
