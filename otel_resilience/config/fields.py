@@ -305,6 +305,11 @@ RATE_LIMITER: Final = Section(
         Field("max_wait", "duration", "The longest a caller may wait for a permit.", minimum=0),
         Field("max_waiting", "int", "Callers that may wait at once.", minimum=0),
     ),
+    refused=(
+        ("store", _code("a connection (RedisStore.from_url)")),
+        ("store_fallback", _code("a choice that needs a store")),
+        ("expected_replicas", _code("a count that needs a store")),
+    ),
 )
 
 CHAOS: Final = Section(

@@ -12,11 +12,18 @@ rules stay in one place and the pattern's layer never imports the store's.
 from __future__ import annotations
 
 import abc
-from typing import Any
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any, Final
 
+from otel_resilience.engine.registry import Registry
 from otel_resilience.engine.validation import fail
 
-__all__ = ["PeerCounts", "SharedStore", "check_store"]
+__all__ = ["STORES", "PeerCounts", "SharedStore", "check_store", "current_key", "shared_key"]
+
+_KEY: Final = threading.local()
+"""Per thread: the key of the instances being built (a manager policy builds one per key)."""
 
 
 class PeerCounts(abc.ABC):
@@ -39,9 +46,23 @@ class PeerCounts(abc.ABC):
 
 
 class SharedStore(abc.ABC):
-    """A store that shares patterns' state between processes (replicas of one service)."""
+    """A store that shares patterns' state between processes (replicas of one service).
+
+    Attributes:
+        name: The store's namespace (its telemetry attribute ``store.namespace``).
+        degraded: Whether the store is unreachable now (patterns run on local state).
+        outages: Times the store became unreachable.
+        errors: Operations on the store that failed.
+        ops: Operations sent to the store.
+    """
 
     __slots__ = ()
+
+    name: str
+    degraded: bool
+    outages: int
+    errors: int
+    ops: int
 
     @abc.abstractmethod
     def share_breaker(self, breaker: Any) -> None:
@@ -50,6 +71,10 @@ class SharedStore(abc.ABC):
     @abc.abstractmethod
     def rate_rules(self, name: str, config: Any) -> Any:
         """Return the rules of a cluster-wide rate limiter named ``name`` with ``config``."""
+
+
+STORES: Final[Registry[SharedStore]] = Registry("shared_store")
+"""Every live shared store: observable metrics read their health here."""
 
 
 def check_store(owner: str, value: object) -> SharedStore | None:
@@ -61,3 +86,24 @@ def check_store(owner: str, value: object) -> SharedStore | None:
     if value is not None and not isinstance(value, SharedStore):
         raise fail(owner, "store", "None or a shared store (RedisStore.from_url(...))", value, kind=TypeError)
     return value
+
+
+@contextlib.contextmanager
+def shared_key(key: str | None) -> Iterator[None]:
+    """Build the instances created inside (in this thread) as the ones of ``key``.
+
+    A manager policy keeps a breaker and a rate limiter per key, all named after the policy: a
+    store keeps each key's state apart (``namespace:cb:name:key``), never one state for all keys.
+    """
+    before = getattr(_KEY, "key", None)
+    _KEY.key = key
+    try:
+        yield
+    finally:
+        _KEY.key = before
+
+
+def current_key() -> str | None:
+    """Return the key :func:`shared_key` set in this thread, or ``None``."""
+    key: str | None = getattr(_KEY, "key", None)
+    return key

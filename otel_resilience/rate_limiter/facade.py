@@ -62,7 +62,7 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep]):
                 "RateLimiter", "config", "a RateLimiterConfig (its rate is required)", config, kind=TypeError
             )
         super().__init__(name, config, clock)
-        self._rules = new_rules(config)
+        self._rules = new_rules(config) if config.store is None else config.store.rate_rules(name, config)
         RATE_LIMITERS.register(self)
 
     @classmethod
