@@ -84,7 +84,9 @@ def breaker_worker(index: int, url: str, board: Board, options: dict[str, Any]) 
     """Call the dependency through a shared breaker until ``stop``; report on the board."""
     from otel_resilience import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, RedisStore  # noqa: PLC0415
 
-    store = RedisStore.from_url(url, namespace="test", timeout=0.25, probe_lease_ttl=options["lease_ttl"])
+    store = RedisStore.from_url(
+        url, namespace="test", timeout=0.25, probe_lease_ttl=options["lease_ttl"], resync_interval=0.5
+    )
     config = CircuitBreakerConfig(
         failure_threshold=options["threshold"],
         success_threshold=1,

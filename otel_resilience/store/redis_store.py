@@ -25,8 +25,6 @@ _LOG: Final = logging.getLogger("otel_resilience")
 _OWNER: Final = "RedisStore.from_url"
 _RETRY_MAX: Final = 5.0
 """The longest pause between two attempts to reach an unreachable store, in seconds."""
-_RESYNC_EVERY: Final = 5.0
-"""Seconds between two reads of every shared breaker's cluster state (a missed message is healed)."""
 
 
 class RedisStore(SharedStore):
@@ -63,6 +61,7 @@ class RedisStore(SharedStore):
         "_pending",
         "_redis_errors",
         "_resync_all",
+        "_resync_every",
         "_serial",
         "_sub_client",
         "_threads",
@@ -89,12 +88,14 @@ class RedisStore(SharedStore):
         flush_interval: float,
         probe_lease_ttl: float,
         key_ttl: float,
+        resync_interval: float = 5.0,
     ) -> None:
         self._client = client
         self._sub_client = subscriber
         self.namespace = self.name = namespace
         self.timeout = timeout
         self._interval = flush_interval
+        self._resync_every = resync_interval
         self.lease_ttl_ms = round(probe_lease_ttl * 1000)
         self.key_ttl_ms = round(key_ttl * 1000)
         self.channel = f"{namespace}:events"
@@ -122,6 +123,7 @@ class RedisStore(SharedStore):
         flush_interval: float = 0.1,
         probe_lease_ttl: float = 5.0,
         key_ttl: float = 86_400.0,
+        resync_interval: float = 5.0,
     ) -> RedisStore:
         """Return a store on the Redis server at ``url`` (``redis://host:port/db``); connect lazily.
 
@@ -136,6 +138,9 @@ class RedisStore(SharedStore):
             probe_lease_ttl: Seconds a half-open probe lease lasts unless its holder renews it
                 (it does while its probe runs): a crashed prober blocks the others this long.
             key_ttl: Seconds a breaker's cluster state is kept after its last change.
+            resync_interval: Seconds between two reads of every shared breaker's cluster state,
+                which heals a transition message lost in a partition (and notices a slow store
+                while nothing else asks it).
 
         Raises:
             ImportError: The ``redis`` package is not installed (``pip install otel-resilience[redis]``).
@@ -148,6 +153,7 @@ class RedisStore(SharedStore):
             "flush_interval": flush_interval,
             "probe_lease_ttl": probe_lease_ttl,
             "key_ttl": key_ttl,
+            "resync_interval": resync_interval,
         }
         seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
         try:
@@ -258,7 +264,7 @@ class RedisStore(SharedStore):
                     self._client.ping()
                     self._resync_all = True
                 self._drain()
-                if self._resync_all or now - last_resync >= _RESYNC_EVERY:
+                if self._resync_all or now - last_resync >= self._resync_every:
                     self._resync_all, last_resync = False, now
                     for link in self._live():
                         link.resync(self._client)
