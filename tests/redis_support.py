@@ -24,7 +24,9 @@ def redis_binary() -> str:
         return str(wrapped)
     found = shutil.which("redis-server")
     if found is None:
-        pytest.fail("redis-server not found: run .ci/install-tools (it unpacks Debian's redis-server into .tools/)")
+        pytest.fail(
+            "redis-server not found: run .ci/install-tools (it unpacks Debian's redis-server into .tools/)"
+        )
     return found
 
 
@@ -49,7 +51,17 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         """Start the server and wait until it accepts connections (at most 10 s)."""
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [
+            redis_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:

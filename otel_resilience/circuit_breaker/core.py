@@ -382,7 +382,9 @@ class _BreakerCore:
             totals = shared.merged(totals)
         return self._decide_locked(state, *totals)
 
-    def _decide_locked(self, state: CircuitState, calls: int, failures: int, slows: int) -> StateChanged | None:
+    def _decide_locked(
+        self, state: CircuitState, calls: int, failures: int, slows: int
+    ) -> StateChanged | None:
         """The one rule of opening, on the counts of this replica (and its peers, when shared).
 
         ``failure_threshold`` consecutive failures, or, with a sliding window holding at least

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import threading
+import contextvars
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -22,8 +22,8 @@ from otel_resilience.engine.validation import fail
 
 __all__ = ["STORES", "PeerCounts", "SharedStore", "check_store", "current_key", "shared_key"]
 
-_KEY: Final = threading.local()
-"""Per thread: the key of the instances being built (a manager policy builds one per key)."""
+_KEY: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar("shared_key", default=None)
+"""The key of the instances being built (a manager policy builds one per key)."""
 
 
 class PeerCounts(abc.ABC):
@@ -90,20 +90,18 @@ def check_store(owner: str, value: object) -> SharedStore | None:
 
 @contextlib.contextmanager
 def shared_key(key: str | None) -> Iterator[None]:
-    """Build the instances created inside (in this thread) as the ones of ``key``.
+    """Build the instances created inside (in this context) as the ones of ``key``.
 
     A manager policy keeps a breaker and a rate limiter per key, all named after the policy: a
     store keeps each key's state apart (``namespace:cb:name:key``), never one state for all keys.
     """
-    before = getattr(_KEY, "key", None)
-    _KEY.key = key
+    token = _KEY.set(key)
     try:
         yield
     finally:
-        _KEY.key = before
+        _KEY.reset(token)
 
 
 def current_key() -> str | None:
-    """Return the key :func:`shared_key` set in this thread, or ``None``."""
-    key: str | None = getattr(_KEY, "key", None)
-    return key
+    """Return the key :func:`shared_key` set here, or ``None``."""
+    return _KEY.get()

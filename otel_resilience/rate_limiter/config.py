@@ -18,7 +18,7 @@ DEFAULT_MAX_WAITING: Final = 100
 """Callers that may wait for a permit at once unless configured otherwise (a bounded queue)."""
 
 STORE_FALLBACKS: Final = ("open", "closed", "local")
-"""What a cluster rate limiter does while its store is unreachable (:attr:`RateLimiterConfig.store_fallback`)."""
+"""What a cluster rate limiter does while its store is unreachable (``store_fallback``)."""
 
 Algorithm = Literal["token_bucket", "sliding_window"]
 """How permits are counted: see :attr:`RateLimiterConfig.algorithm`."""
@@ -110,7 +110,9 @@ class RateLimiterConfig:
         check_store(_OWNER, self.store)
         if self.store_fallback not in STORE_FALLBACKS:
             kind = ValueError if isinstance(self.store_fallback, str) else TypeError
-            raise fail(_OWNER, "store_fallback", "'open', 'closed' or 'local'", self.store_fallback, kind=kind)
+            raise fail(
+                _OWNER, "store_fallback", "'open', 'closed' or 'local'", self.store_fallback, kind=kind
+            )
         check_int(_OWNER, "expected_replicas", self.expected_replicas, minimum=1)
 
     @property

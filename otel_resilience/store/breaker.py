@@ -21,8 +21,8 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.circuit_breaker import shared
-from otel_resilience.circuit_breaker.config import TimeWindow
 from otel_resilience.circuit_breaker.state import CircuitState
+from otel_resilience.circuit_breaker.window import TimeWindow
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.store import scripts
 
@@ -57,7 +57,7 @@ def _ms(seconds: float | None) -> int:
 
 def _seconds(ms: int) -> float | None:
     """The inverse of :func:`_ms` (``inf`` for ever, ``None`` for no period)."""
-    if ms == -2:  # noqa: PLR2004 - the wire's "for ever"
+    if ms == -2:
         return math.inf
     return None if ms < 0 else ms / 1000
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["ClusterRules"]
 
 _INF: Final = math.inf
+_COUNTS: Final = ("admitted", "rejected", "waited", "cancelled", "waiting")
+"""The counts of :meth:`ClusterRules.snapshot` that add the cluster's to the fallback's."""
 
 
 def _local_rules(config: RateLimiterConfig) -> _Rules:
@@ -164,18 +166,9 @@ class ClusterRules:
 
     def snapshot(self, name: str, now: float) -> RateLimiterStatsDict:
         """Return this replica's counts (as a local limiter's ``get_stats``), fallback included."""
-        local = self._local.snapshot(name, now)
-        config = self._config
+        stats = self._local.snapshot(name, now)
+        stats["rate"], stats["burst"] = self._config.rate, self._config.burst
         with self._lock:
-            return {
-                "name": name,
-                "algorithm": config.algorithm,
-                "rate": config.rate,
-                "burst": config.burst,
-                "admitted": self.admitted + local["admitted"],
-                "rejected": self.rejected + local["rejected"],
-                "waited": self.waited + local["waited"],
-                "cancelled": self.cancelled + local["cancelled"],
-                "waiting": self.waiting + local["waiting"],
-                "available": local["available"],
-            }
+            for field in _COUNTS:
+                stats[field] += getattr(self, field)
+        return stats

@@ -238,8 +238,12 @@ class RedisStore(SharedStore):
             if self._threads:
                 return
             self._threads = (
-                threading.Thread(target=self._run, name=f"otel_resilience store {self.namespace}", daemon=True),
-                threading.Thread(target=self._listen, name=f"otel_resilience sub {self.namespace}", daemon=True),
+                threading.Thread(
+                    target=self._run, name=f"otel_resilience store {self.namespace}", daemon=True
+                ),
+                threading.Thread(
+                    target=self._listen, name=f"otel_resilience sub {self.namespace}", daemon=True
+                ),
             )
         for thread in self._threads:
             thread.start()
@@ -325,7 +329,7 @@ class RedisStore(SharedStore):
         text = data.decode() if isinstance(data, bytes) else data
         origin, _, rest = text.partition("|")
         parts = rest.rsplit("|", 4)
-        if len(parts) != 5:  # noqa: PLR2004 - the message's five fields
+        if len(parts) != 5:
             return
         name, epoch, state, open_ms, reason = parts
         for link in self._live():

@@ -121,7 +121,7 @@ def test_only_half_open_max_calls_probes_run_across_replicas(replicas: Replica) 
 def _admits(breaker: CircuitBreaker) -> bool:
     try:
         breaker.call_sync(int)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return True
 

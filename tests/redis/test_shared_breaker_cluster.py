@@ -30,7 +30,9 @@ def test_a_dependency_going_down_is_called_about_threshold_times_then_probed_onc
         converged = wait_for(lambda: _all(board, 1), 10.0, "every worker OPEN")
         tripped = board.failures.value
         spread = max(board.seen_open) - min(board.seen_open)
-        print(f"failures before all OPEN: {tripped}; all OPEN within {spread * 1000:.0f} ms ({converged:.2f} s)")
+        print(
+            f"failures before all OPEN: {tripped}; all OPEN within {spread * 1000:.0f} ms ({converged:.2f} s)"
+        )
         # failure_threshold, plus at most one call in flight per worker (and one more each while
         # the opening travels): never the 4 x 5 = 20 of four breakers counting alone.
         assert OPTIONS["threshold"] <= tripped <= OPTIONS["threshold"] + 2 * WORKERS
@@ -75,7 +77,9 @@ def test_another_worker_probes_once_the_lease_of_a_killed_prober_expires(redis_u
         stop(board, processes)
 
 
-def test_redis_down_or_slow_fails_no_call_and_state_reconverges(redis_server: RedisServer, redis_url: str) -> None:
+def test_redis_down_or_slow_fails_no_call_and_state_reconverges(
+    redis_server: RedisServer, redis_url: str
+) -> None:
     """Redis stopped (and one worker behind a 2 s delay): every call still succeeds, fast; then they converge again."""
     proxy = TcpFaultProxy("127.0.0.1", redis_server.port).start()
     board = Board.new(WORKERS)
