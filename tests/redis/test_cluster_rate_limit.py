@@ -128,3 +128,21 @@ def test_the_fallback_fields_are_validated() -> None:
         RateLimiterConfig(rate=1.0, expected_replicas=0)
     with pytest.raises(TypeError, match=r"RateLimiterConfig\.store"):
         RateLimiterConfig(rate=1.0, store="redis://localhost")  # type: ignore[arg-type]
+
+
+def test_each_key_of_a_keyed_limiter_has_its_own_cluster_budget(redis_url: str) -> None:
+    """KeyedRateLimiter with a store: two replicas share a key's budget; another key has its own."""
+    one, two = RedisStore.from_url(redis_url, namespace="rl"), RedisStore.from_url(redis_url, namespace="rl")
+    try:
+        config = {"rate": 0.5, "burst": 2}
+        a = RateLimiter.per_key("tenants", RateLimiterConfig(**config, store=one))  # type: ignore[arg-type]
+        b = RateLimiter.per_key("tenants", RateLimiterConfig(**config, store=two))  # type: ignore[arg-type]
+        assert [a.for_key("x").try_acquire(), b.for_key("x").try_acquire(), a.for_key("x").try_acquire()] == [
+            True,
+            True,
+            False,
+        ]
+        assert b.for_key("y").try_acquire()
+    finally:
+        one.close()
+        two.close()
