@@ -23,6 +23,8 @@ __all__ = ["RedisStore"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
 _OWNER: Final = "RedisStore.from_url"
+_MIN_GAP: Final = 0.01
+"""The shortest time between two rounds of the store's thread (at most 100 reports a second)."""
 _RETRY_MAX: Final = 5.0
 """The longest pause between two attempts to reach an unreachable store, in seconds."""
 
@@ -257,12 +259,15 @@ class RedisStore(SharedStore):
     def _run(self) -> None:
         """The store's thread: publish, report, hold leases, resynchronise; back off while down."""
         pause = self._interval
-        last_resync = 0.0
+        last_resync = last_tick = 0.0
         while not self._closed.is_set():
             self._wake.wait(self._interval)
+            early = last_tick + _MIN_GAP - time.monotonic()
+            if early > 0 and not self._pending:  # failures close together are reported together
+                self._closed.wait(early)
             self._wake.clear()
             try:
-                now = time.monotonic()
+                now = last_tick = time.monotonic()
                 if self.degraded:
                     self.ops += 1
                     self._client.ping()
