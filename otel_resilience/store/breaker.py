@@ -143,7 +143,7 @@ class SharedBreaker(PeerCounts):
 
     def _run_publish(self, client: Any, epoch: int, state: str, open_ms: int, reason: str) -> list[Any]:
         store = self._store
-        store.ops += 1
+        next(store._ops)
         keys = [f"{self._prefix}:state"]
         argv = [epoch, state, open_ms, reason, store.channel, store.key_ttl_ms, f"{self._id}|{self.key_name}"]
         return list(client.eval(scripts.PUBLISH_STATE, 1, *keys, *argv))
@@ -157,7 +157,7 @@ class SharedBreaker(PeerCounts):
         breaker = self.breaker
         if breaker is None:
             return
-        self._store.ops += 1
+        next(self._store._ops)
         epoch, state, left, reason = client.eval(scripts.READ_STATE, 1, f"{self._prefix}:state")
         state, reason = _text(state), _text(reason)
         local = breaker._core._permit.state
@@ -218,7 +218,7 @@ class SharedBreaker(PeerCounts):
         if counts == self._last_report and not failed:
             return
         store = self._store
-        store.ops += 1
+        next(store._ops)
         key = f"{self._prefix}:counts:{self.epoch}"
         argv = [self._id, *counts, self._max_age, max(store.key_ttl_ms, self._max_age)]
         peers = client.eval(scripts.FLUSH_COUNTS, 1, key, *argv)
@@ -233,7 +233,7 @@ class SharedBreaker(PeerCounts):
         store = self._store
         core = breaker._core
         renew = 1 if core._in_flight else 0
-        store.ops += 1
+        next(store._ops)
         prefix = f"{self._prefix}:lease:{self.epoch}:"
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
         held, first_ms, state = client.eval(scripts.TAKE_LEASES, 1, f"{self._prefix}:state", *argv)

@@ -102,7 +102,7 @@ class ClusterRules:
         else:
             script, argv = scripts.TOKEN_BUCKET, (1000 / config.rate, config.burst, limit_ms)
         try:
-            store.ops += 1
+            next(store._ops)
             wait_ms = int(store._client.eval(script, 1, self._key, *argv))
         except store._redis_errors as error:
             store.failed(error)

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
 from otel_resilience.engine.validation import check_duration, check_name
 from otel_resilience.store.breaker import SharedBreaker, key_part
@@ -49,7 +50,6 @@ class RedisStore(SharedStore):
         degraded: Whether Redis is unreachable now (local state only).
         outages: Times the store became unreachable.
         errors: Redis operations that failed (each counted once).
-        ops: Redis operations sent (scripts, reads and publications).
     """
 
     __slots__ = (
@@ -60,6 +60,7 @@ class RedisStore(SharedStore):
         "_interval",
         "_links",
         "_lock",
+        "_ops",
         "_pending",
         "_redis_errors",
         "_resync_all",
@@ -75,7 +76,6 @@ class RedisStore(SharedStore):
         "lease_ttl_ms",
         "name",
         "namespace",
-        "ops",
         "outages",
         "timeout",
     )
@@ -111,9 +111,12 @@ class RedisStore(SharedStore):
         self._closed = threading.Event()
         self._threads: tuple[threading.Thread, ...] = ()
         self.degraded = False
-        self.outages = self.errors = self.ops = 0
+        self.outages = self.errors = 0
+        self._ops = Counter()
         self._redis_errors: tuple[type[BaseException], ...] = (OSError,)
         STORES.register(self)
+
+    ops = CounterValue("_ops", "Redis operations sent (scripts, reads, publications and permits).")
 
     @classmethod
     def from_url(
@@ -269,7 +272,7 @@ class RedisStore(SharedStore):
             try:
                 now = last_tick = time.monotonic()
                 if self.degraded:
-                    self.ops += 1
+                    next(self._ops)
                     self._client.ping()
                     self._resync_all = True
                 self._drain()
