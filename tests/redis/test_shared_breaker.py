@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
@@ -9,7 +10,17 @@ import pytest
 from redis_support import free_port
 from shared_workers import wait_for
 
-from otel_resilience import CircuitBreaker, CircuitBreakerConfig, CircuitState, RedisStore, TimeWindow
+from otel_resilience import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+    KeyedPolicyView,
+    RedisStore,
+    ResilienceConfig,
+    ResilienceManager,
+    TimeWindow,
+)
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.shared import shared_key
 
@@ -152,3 +163,37 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         RedisStore.from_url("redis://localhost", namespace="")
     with pytest.raises(ValueError, match=r"RedisStore\.from_url\.timeout"):
         RedisStore.from_url("redis://localhost", timeout=0)
+
+
+def test_each_key_of_a_manager_policy_shares_its_own_breaker(redis_url: str) -> None:
+    """Two replicas' policies: tenant a tripped on one is OPEN on the other; tenant b stays CLOSED."""
+    stores = [RedisStore.from_url(redis_url, namespace="keys") for _ in range(2)]
+    try:
+        breaker = CircuitBreakerConfig(failure_threshold=2, timeout=30.0, store=stores[0])
+        one = ResilienceManager().policy("payments", ResilienceConfig(circuit_breaker=breaker))
+        other = dataclasses.replace(breaker, store=stores[1])
+        two = ResilienceManager().policy("payments", ResilienceConfig(circuit_breaker=other))
+        for key in ("a", "b"):  # each tenant's breaker exists on both replicas before the trip
+            assert one.for_key(key).execute_sync(int) == two.for_key(key).execute_sync(int) == 0
+        time.sleep(0.3)  # their first resync
+
+        def boom() -> None:
+            raise RuntimeError("down")
+
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                one.for_key("a").execute_sync(boom)
+        wait_for(lambda: not _admits_through(two.for_key("a")), 2.0, "tenant a OPEN on the other replica")
+        time.sleep(0.2)
+        assert two.for_key("b").execute_sync(int) == one.for_key("b").execute_sync(int) == 0
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _admits_through(view: KeyedPolicyView) -> bool:
+    try:
+        view.execute_sync(int)
+    except CircuitOpenError:
+        return False
+    return True
