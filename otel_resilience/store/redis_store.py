@@ -161,23 +161,9 @@ class RedisStore(SharedStore):
             "resync_interval": resync_interval,
         }
         seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
-        try:
-            import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
-            from redis.backoff import NoBackoff  # noqa: PLC0415
-            from redis.retry import Retry  # noqa: PLC0415
-        except ImportError as error:
-            message = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
-            raise ImportError(message) from error
-        limit = seconds["timeout"]
-        options: dict[str, Any] = {
-            "socket_timeout": limit,
-            "socket_connect_timeout": limit,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        client = redis.Redis.from_url(url, **options)
-        subscriber = redis.Redis.from_url(url, **options)
+        client, subscriber, errors = _connect(url, seconds["timeout"])
         store = cls(client, subscriber, namespace=namespace, **seconds)
-        store._redis_errors = (redis.RedisError, OSError)
+        store._redis_errors = errors
         return store
 
     # -- what patterns ask (SharedStore) ---------------------------------------------------
@@ -360,3 +346,28 @@ class RedisStore(SharedStore):
     def __repr__(self) -> str:
         health = "degraded" if self.degraded else "ok"
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
+
+
+def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...]]:
+    """Return two lazy clients (operations, subscriber) of ``url`` and the errors they raise.
+
+    Every operation is bounded by ``timeout`` (connecting included) and never retried by the
+    client: the store's thread retries, with backoff, and the calls go on meanwhile.
+
+    Raises:
+        ImportError: The ``redis`` package is not installed.
+    """
+    try:
+        import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
+    except ImportError as error:
+        message = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
+        raise ImportError(message) from error
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    clients = (redis.Redis.from_url(url, **options), redis.Redis.from_url(url, **options))
+    return (*clients, (redis.RedisError, OSError))
