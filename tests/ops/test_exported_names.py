@@ -175,6 +175,9 @@ async def scrape():
     try:
         alive = await exercise(clock, alerts)
         yield generate_latest(registry).decode()
+        for item in alive:
+            if isinstance(item, RedisStore):
+                item.close()  # its thread would retry the missing server until the session ends
         del alive
     finally:
         alerts.close()
