@@ -197,3 +197,19 @@ def _admits_through(view: KeyedPolicyView) -> bool:
     except CircuitOpenError:
         return False
     return True
+
+
+def test_half_open_max_calls_leases_are_shared_by_all_replicas(replicas: Replica) -> None:
+    """With half_open_max_calls=2 and three replicas, two probe places exist in the whole cluster."""
+    group = [replicas(timeout=0.3, half_open_max_calls=2) for _ in range(3)]
+    group[0].force_open(0.3)
+    wait_for(_opened(*group), 2.0, "all OPEN")
+
+    def places() -> int:
+        return sum(b._core._half_open_max_calls for b in group)
+
+    wait_for(lambda: places() == 2, 3.0, "two probe places")
+    for _ in range(5):
+        time.sleep(0.1)
+        assert places() == 2
+    assert all(b.state is CircuitState.HALF_OPEN for b in group)
