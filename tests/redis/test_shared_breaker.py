@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from redis_support import free_port
+from redis_support import RedisServer, free_port
 from shared_workers import wait_for
 
 from otel_resilience import (
@@ -213,3 +213,21 @@ def test_half_open_max_calls_leases_are_shared_by_all_replicas(replicas: Replica
         time.sleep(0.1)
         assert places() == 2
     assert all(b.state is CircuitState.HALF_OPEN for b in group)
+
+
+def test_a_trip_while_redis_is_down_reaches_the_others_when_it_returns(
+    replicas: Replica, redis_server: RedisServer
+) -> None:
+    """A replica that tripped alone during an outage publishes its OPEN on reconnecting: the others adopt it."""
+    a, b = replicas(), replicas()
+    redis_server.stop()
+    store = a._core._shared._store  # type: ignore[union-attr]
+    for _ in range(3):
+        _fail(a)
+    assert a.state is CircuitState.OPEN
+    wait_for(lambda: store.degraded, 5.0, "the store degraded")
+    assert b.state is CircuitState.CLOSED
+    redis_server.start()
+    took = wait_for(_opened(b), 15.0, "the other replica OPEN after Redis returned")
+    wait_for(lambda: not store.degraded, 5.0, "the store healthy again")
+    print(f"reconverged {took:.2f} s after Redis returned")
