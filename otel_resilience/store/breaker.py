@@ -41,6 +41,7 @@ _PEER_MAX_AGE_MS: Final = 60_000
 _UNPUBLISHED: Final = frozenset({"half_open"})
 """States each replica reaches on its own (the end of an OPEN period is the server's time)."""
 _STATES: Final = {state.value: state for state in CircuitState}
+_AFTER_A_TRIP: Final = (CircuitState.OPEN, CircuitState.HALF_OPEN)
 
 
 def key_part(text: str) -> str:
@@ -77,6 +78,7 @@ class SharedBreaker(PeerCounts):
         "_last_report",
         "_lease_due",
         "_max_age",
+        "_open_reason",
         "_peers",
         "_prefix",
         "_store",
@@ -97,6 +99,8 @@ class SharedBreaker(PeerCounts):
         self._failed = False
         self._last_report: tuple[int, int, int] | None = None
         self._lease_due = 0.0
+        self._open_reason = "failure_threshold"
+        """Why this replica's breaker last opened (published again if the cluster lost it)."""
         window = breaker.config.sliding_window
         seconds = window.seconds if isinstance(window, TimeWindow) else 0.0
         self._max_age = max(_PEER_MAX_AGE_MS, round(seconds * 1000))
@@ -126,6 +130,8 @@ class SharedBreaker(PeerCounts):
         """The breaker's state change callback: queue a local transition for publishing."""
         if getattr(_ADOPTING, "on", False) or change.new in _UNPUBLISHED or change.old == change.new:
             return
+        if change.new == "open":
+            self._open_reason = change.reason
         self._store._queue(self, change)
 
     def publish(self, client: Any, change: StateChanged) -> None:
@@ -163,13 +169,12 @@ class SharedBreaker(PeerCounts):
         local = breaker._core._permit.state
         if local is CircuitState.OPEN and state != "open":
             self.epoch = int(epoch)
-            retry_after = breaker._core.retry_after()
-            self._publish_open(client, retry_after, breaker._core.last_failure_type)
+            self._publish_open(client, breaker._core.retry_after())
             return
         self._adopt(int(epoch), state, int(left), reason)
 
-    def _publish_open(self, client: Any, seconds: float, _reason: object) -> None:
-        reply = self._run_publish(client, self.epoch, "open", _ms(seconds), "resync")
+    def _publish_open(self, client: Any, seconds: float) -> None:
+        reply = self._run_publish(client, self.epoch, "open", _ms(seconds), self._open_reason)
         if reply[0]:
             self.epoch = int(reply[1])
 
@@ -184,18 +189,23 @@ class SharedBreaker(PeerCounts):
         if breaker is None or epoch < self.epoch or state not in _STATES:
             self.epoch = max(self.epoch, epoch)
             return
+        local = breaker._core._permit.state
+        if epoch == self.epoch and state == "open" and local in _AFTER_A_TRIP:
+            # The period this replica already took (its timer, or a newer local period that is
+            # being published): nothing to adopt, only the probes it may run.
+            self._apply_probe_limit(breaker)
+            return
         if epoch > self.epoch:
             self._peers, self._last_report, self.leases = _NO_COUNTS, None, 0
         self.epoch = epoch
-        if state == "open" and left_ms == 0 and breaker._core._permit.state is CircuitState.HALF_OPEN:
-            self._apply_probe_limit(breaker)  # the same ended period: this replica probes (or not)
-            return
+        if state == "open" and reason:
+            self._open_reason = reason
         open_for = _seconds(left_ms) if state == "open" else None
         if open_for is not None and not math.isinf(open_for):
             open_for = max(open_for, 1e-3)  # ended: HALF_OPEN at the next call, as after a local trip
         _ADOPTING.on = True
         try:
-            shared.adopt(breaker._core, _STATES[state], open_for, reason or "cluster")
+            shared.adopt(breaker._core, _STATES[state], open_for, reason or "forced")
         finally:
             _ADOPTING.on = False
         self._apply_probe_limit(breaker)

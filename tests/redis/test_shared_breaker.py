@@ -15,12 +15,12 @@ from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
     CircuitState,
-    KeyedPolicyView,
     RedisStore,
     ResilienceConfig,
     ResilienceManager,
     TimeWindow,
 )
+from otel_resilience.engine.events import StateChanged
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.shared import shared_key
 
@@ -61,12 +61,16 @@ def _opened(*breakers: CircuitBreaker) -> Callable[[], bool]:
 def test_failures_on_two_replicas_open_both_at_the_cluster_threshold(replicas: Replica) -> None:
     """Two failures on one replica and one on the other reach failure_threshold=3: both open."""
     a, b = replicas(), replicas()
+    changes: list[StateChanged] = []
+    a.on_state_change(changes.append)
     _fail(a)
     _fail(a)
     time.sleep(0.2)  # a's failures reach the store
     _fail(b)
     wait_for(_opened(a, b), 2.0, "both OPEN")
     assert a.stats.times_opened == b.stats.times_opened == 1
+    # a took b's trip, reported with b's reason
+    assert [(c.old, c.new, c.reason) for c in changes] == [("closed", "open", "failure_threshold")]
 
 
 def test_a_windowed_breaker_judges_the_merged_window(replicas: Replica) -> None:
@@ -124,15 +128,16 @@ def test_only_half_open_max_calls_probes_run_across_replicas(replicas: Replica) 
     holder, other = (a, b) if a._core._half_open_max_calls else (b, a)
     assert other.state is CircuitState.HALF_OPEN
     assert other.get_stats()["half_open_in_flight"] == 0
-    assert not _admits(other)
+    assert not _admits(lambda: other.call_sync(int))
     assert holder.call_sync(int) == 0
     wait_for(lambda: other.state is CircuitState.CLOSED, 2.0, "the other replica CLOSED")
 
 
-def _admits(breaker: CircuitBreaker) -> bool:
+def _admits(call: Callable[[], object]) -> bool:
+    """Whether ``call()`` ran (``False``: the breaker rejected it)."""
     try:
-        breaker.call_sync(int)
-    except Exception:
+        call()
+    except CircuitOpenError:
         return False
     return True
 
@@ -183,20 +188,16 @@ def test_each_key_of_a_manager_policy_shares_its_own_breaker(redis_url: str) -> 
         for _ in range(2):
             with pytest.raises(RuntimeError):
                 one.for_key("a").execute_sync(boom)
-        wait_for(lambda: not _admits_through(two.for_key("a")), 2.0, "tenant a OPEN on the other replica")
+        wait_for(
+            lambda: not _admits(lambda: two.for_key("a").execute_sync(int)),
+            2.0,
+            "tenant a OPEN on the other replica",
+        )
         time.sleep(0.2)
         assert two.for_key("b").execute_sync(int) == one.for_key("b").execute_sync(int) == 0
     finally:
         for store in stores:
             store.close()
-
-
-def _admits_through(view: KeyedPolicyView) -> bool:
-    try:
-        view.execute_sync(int)
-    except CircuitOpenError:
-        return False
-    return True
 
 
 def test_half_open_max_calls_leases_are_shared_by_all_replicas(replicas: Replica) -> None:
