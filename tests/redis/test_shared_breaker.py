@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
@@ -232,3 +233,20 @@ def test_a_trip_while_redis_is_down_reaches_the_others_when_it_returns(
     took = wait_for(_opened(b), 15.0, "the other replica OPEN after Redis returned")
     wait_for(lambda: not store.degraded, 5.0, "the store healthy again")
     print(f"reconverged {took:.2f} s after Redis returned")
+
+
+async def test_async_callers_share_the_breaker_as_threads_do(replicas: Replica) -> None:
+    """Coroutines on an event loop trip the cluster's breaker and are rejected by another replica's."""
+    a, b = replicas(), replicas()
+
+    async def down() -> None:
+        raise RuntimeError("down")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            await a.call(down)
+    deadline = time.monotonic() + 2.0
+    while b.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    with pytest.raises(CircuitOpenError):
+        await b.call(down)
