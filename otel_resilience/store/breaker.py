@@ -77,6 +77,7 @@ class SharedBreaker(PeerCounts):
         "_id",
         "_last_report",
         "_lease_due",
+        "_lock",
         "_max_age",
         "_open_reason",
         "_peers",
@@ -99,6 +100,8 @@ class SharedBreaker(PeerCounts):
         self._failed = False
         self._last_report: tuple[int, int, int] | None = None
         self._lease_due = 0.0
+        self._lock = threading.RLock()
+        """Orders the store's thread and its subscriber on :attr:`epoch` (never held by a call)."""
         self._open_reason = "failure_threshold"
         """Why this replica's breaker last opened (published again if the cluster lost it)."""
         window = breaker.config.sliding_window
@@ -136,6 +139,10 @@ class SharedBreaker(PeerCounts):
 
     def publish(self, client: Any, change: StateChanged) -> None:
         """Publish a local transition (compare-and-set on :attr:`epoch`); adopt the cluster's if it moved."""
+        with self._lock:
+            self._publish(client, change)
+
+    def _publish(self, client: Any, change: StateChanged) -> None:
         open_ms = _ms(change.duration) if change.new == "open" else -1
         args = (self.epoch, change.new, open_ms, change.reason)
         reply = self._run_publish(client, *args)
@@ -163,6 +170,10 @@ class SharedBreaker(PeerCounts):
         breaker = self.breaker
         if breaker is None:
             return
+        with self._lock:
+            self._resync(client, breaker)
+
+    def _resync(self, client: Any, breaker: CircuitBreaker) -> None:
         next(self._store._ops)
         epoch, state, left, reason = client.eval(scripts.READ_STATE, 1, f"{self._prefix}:state")
         state, reason = _text(state), _text(reason)
@@ -180,8 +191,9 @@ class SharedBreaker(PeerCounts):
 
     def on_message(self, origin: str, epoch: int, state: str, open_ms: int, reason: str) -> None:
         """A transition a replica published (from the subscriber thread); this one's own are skipped."""
-        if origin != self._id and epoch > self.epoch:
-            self._adopt(epoch, state, open_ms, reason)
+        with self._lock:
+            if origin != self._id and epoch > self.epoch:
+                self._adopt(epoch, state, open_ms, reason)
 
     def _adopt(self, epoch: int, state: str, left_ms: int, reason: str) -> None:
         """Take the cluster's period ``epoch`` in ``state`` (OPEN for ``left_ms`` more)."""
