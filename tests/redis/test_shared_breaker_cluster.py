@@ -11,7 +11,7 @@ from shared_workers import Board, breaker_worker, start, stop, wait_for
 from tcp_proxy import TcpFaultProxy
 
 WORKERS = 4
-OPTIONS = {"threshold": 5, "timeout": 1.0, "probes": 1, "lease_ttl": 1.0, "latency": 0.01, "pace": 0.005}
+OPTIONS = {"threshold": 5, "timeout": 1.0, "probes": 1, "lease_ttl": 2.0, "latency": 0.01, "pace": 0.005}
 
 
 def _all(board: Board, state: int) -> bool:
