@@ -54,6 +54,7 @@ class SharedStore(abc.ABC):
         outages: Times the store became unreachable.
         errors: Operations on the store that failed.
         ops: Operations sent to the store.
+        fallback_permits: Permits its rate limiters gave without it, while it was unreachable.
     """
 
     __slots__ = ()
@@ -63,6 +64,7 @@ class SharedStore(abc.ABC):
     outages: int
     errors: int
     ops: int
+    fallback_permits: int
 
     @abc.abstractmethod
     def share_breaker(self, breaker: Any) -> None:

@@ -123,6 +123,7 @@ class ClusterRules:
             if fallback == "open":
                 self.admitted += 1
                 self.fallback_admitted += 1
+                next(self._store._fallbacks)
                 return None
             if fallback == "closed":
                 self.rejected += 1

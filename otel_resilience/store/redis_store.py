@@ -56,6 +56,7 @@ class RedisStore(SharedStore):
         "__weakref__",
         "_client",
         "_closed",
+        "_fallbacks",
         "_id",
         "_interval",
         "_links",
@@ -113,10 +114,14 @@ class RedisStore(SharedStore):
         self.degraded = False
         self.outages = self.errors = 0
         self._ops = Counter()
+        self._fallbacks = Counter()
         self._redis_errors: tuple[type[BaseException], ...] = (OSError,)
         STORES.register(self)
 
     ops = CounterValue("_ops", "Redis operations sent (scripts, reads, publications and permits).")
+    fallback_permits = CounterValue(
+        "_fallbacks", "Permits its rate limiters gave while it was unreachable (store_fallback='open')."
+    )
 
     @classmethod
     def from_url(

@@ -46,5 +46,6 @@ STORE_CALLBACKS: Final = (
     (sc.STORE_OUTAGES, _per_store(lambda store: store.outages)),
     (sc.STORE_ERRORS, _per_store(lambda store: store.errors)),
     (sc.STORE_OPERATIONS, _per_store(lambda store: store.ops)),
+    (sc.STORE_FALLBACK_PERMITS, _per_store(lambda store: store.fallback_permits)),
 )
 """Each store instrument's name and its callback (no arguments; a list of observations)."""

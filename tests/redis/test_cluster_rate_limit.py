@@ -94,7 +94,7 @@ def test_fail_open_admits_every_call_and_counts_it(dead_store: RedisStore) -> No
     assert all(limiter.try_acquire() for _ in range(20))
     assert dead_store.degraded
     assert dead_store.outages == 1
-    assert limiter._rules.fallback_admitted == 20
+    assert limiter._rules.fallback_admitted == dead_store.fallback_permits == 20
 
 
 def test_fail_closed_rejects_every_call(dead_store: RedisStore) -> None:

@@ -268,6 +268,7 @@ def test_public_names_are_pinned():
         "resilience.store.outages",
         "resilience.store.errors",
         "resilience.store.operations",
+        "resilience.store.fallback_permits",
         "resilience.telemetry.errors",
     ]
     assert sc.DURATION_BOUNDARIES == (

@@ -69,6 +69,7 @@ from otel_resilience.telemetry.semconv.names import (
     RL_WAIT_METRIC,
     STORE_DEGRADED,
     STORE_ERRORS,
+    STORE_FALLBACK_PERMITS,
     STORE_OPERATIONS,
     STORE_OUTAGES,
     TELEMETRY_ERRORS,
@@ -373,6 +374,15 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{operation}",
         "Operations sent to a shared store (reports of counts, transitions, leases, reads and "
         "rate-limit permits): its cost, against `resilience.executions`.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        STORE_FALLBACK_PERMITS,
+        _K.OBSERVABLE_COUNTER,
+        "{permit}",
+        "Calls the shared rate limiters of a store admitted without asking it, while it was "
+        "unreachable (`store_fallback=\"open\"`, the default): permits the cluster's budget did not "
+        "count, so the cluster may have exceeded its limit by this many.",
         (NAME,),
     ),
     InstrumentSpec(

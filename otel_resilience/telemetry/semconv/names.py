@@ -128,6 +128,7 @@ __all__ = [
     "SCOPE_NAME",
     "STORE_DEGRADED",
     "STORE_ERRORS",
+    "STORE_FALLBACK_PERMITS",
     "STORE_OPERATIONS",
     "STORE_OUTAGES",
     "TELEMETRY_ERRORS",
@@ -380,6 +381,7 @@ STORE_DEGRADED: Final = "resilience.store.degraded"
 STORE_OUTAGES: Final = "resilience.store.outages"
 STORE_ERRORS: Final = "resilience.store.errors"
 STORE_OPERATIONS: Final = "resilience.store.operations"
+STORE_FALLBACK_PERMITS: Final = "resilience.store.fallback_permits"
 
 # --- spans and events ------------------------------------------------------------------------
 
