@@ -381,7 +381,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_COUNTER,
         "{permit}",
         "Calls the shared rate limiters of a store admitted without asking it, while it was "
-        "unreachable (`store_fallback=\"open\"`, the default): permits the cluster's budget did not "
+        'unreachable (`store_fallback="open"`, the default): permits the cluster\'s budget did not '
         "count, so the cluster may have exceeded its limit by this many.",
         (NAME,),
     ),
