@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.circuit_breaker import shared
 from otel_resilience.circuit_breaker.state import CircuitState
 from otel_resilience.circuit_breaker.window import TimeWindow
+from otel_resilience.engine.events import StateChanged
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
     from otel_resilience.circuit_breaker.facade import CircuitBreaker
-    from otel_resilience.engine.events import StateChanged
     from otel_resilience.store.redis_store import RedisStore
 
 __all__ = ["SharedBreaker", "key_part"]
@@ -178,16 +178,16 @@ class SharedBreaker(PeerCounts):
         epoch, state, left, reason = client.eval(scripts.READ_STATE, 1, f"{self._prefix}:state")
         state, reason = _text(state), _text(reason)
         local = breaker._core._permit.state
-        if local is CircuitState.OPEN and state != "open":
+        if local is CircuitState.OPEN and state != "open" and int(epoch) <= self.epoch:
+            # Opened here after the last period this replica saw (it tripped while the store was
+            # away): published through the queue, where a transition of its own already waiting
+            # wins, so it is published once. A cluster that moved on since (a larger epoch) is
+            # adopted instead: this replica merely had not heard of it yet.
             self.epoch = int(epoch)
-            self._publish_open(client, breaker._core.retry_after())
+            again = StateChanged("closed", "open", self._open_reason, 0, breaker._core.retry_after())
+            self._store._queue(self, again, replace=False)
             return
         self._adopt(int(epoch), state, int(left), reason)
-
-    def _publish_open(self, client: Any, seconds: float) -> None:
-        reply = self._run_publish(client, self.epoch, "open", _ms(seconds), self._open_reason)
-        if reply[0]:
-            self.epoch = int(reply[1])
 
     def on_message(self, origin: str, epoch: int, state: str, open_ms: int, reason: str) -> None:
         """A transition a replica published (from the subscriber thread); this one's own are skipped."""

@@ -244,10 +244,13 @@ class RedisStore(SharedStore):
         for thread in self._threads:
             thread.start()
 
-    def _queue(self, link: SharedBreaker, change: StateChanged) -> None:
-        """Queue a local transition for publishing (the latest per breaker wins)."""
+    def _queue(self, link: SharedBreaker, change: StateChanged, *, replace: bool = True) -> None:
+        """Queue a local transition for publishing (the latest per breaker wins, unless not ``replace``)."""
         with self._lock:
-            self._pending[id(link)] = (link, change)
+            if replace:
+                self._pending[id(link)] = (link, change)
+            else:
+                self._pending.setdefault(id(link), (link, change))
         self._wake.set()
 
     def _run(self) -> None:
