@@ -219,7 +219,7 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     into the old one's stats (the calls in flight finish in the old pipeline, counted there),
     and takes its place in the registry.
     """
-    with namesakes_expected():
+    with namesakes_expected(), shared_key(state.text):
         state.breaker = _breaker(state.breaker, spec, ledger)
         state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
         state.limiter = _limiter(state, spec, ledger)
