@@ -72,6 +72,7 @@ from otel_resilience.retry import (
     retry_async,
     retry_sync,
 )
+from otel_resilience.store import RedisStore
 from otel_resilience.telemetry import install_default as _install_default
 from otel_resilience.telemetry.env import instrumentation_disabled as _instrumentation_disabled
 from otel_resilience.timeout import TimeoutConfig, TimeoutHandler, fail_after, move_on_after
@@ -120,6 +121,7 @@ __all__ = [
     "RecoveryContext",
     "RecoveryEscalatedError",
     "RecoveryStrategy",
+    "RedisStore",
     "ResilienceConfig",
     "ResilienceError",
     "ResilienceManager",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from otel_resilience.circuit_breaker.window import CountWindow, TimeWindow
+from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import (
     check_callable,
     check_duration,
@@ -105,6 +106,10 @@ class CircuitBreakerConfig:
     """Seconds a HALF_OPEN probe may run before it counts as failed and the breaker re-opens,
     so that one hung call cannot keep the breaker half-open for ever; ``None`` (the default)
     waits for the probe however long it takes."""
+    store: SharedStore | None = None
+    """Where the breaker shares its state with the other replicas of the service
+    (``RedisStore.from_url(url, namespace=...)``); ``None`` (the default): this process only.
+    Calls never wait on the store: see the README's "Shared state on Redis"."""
 
     def __post_init__(self) -> None:
         check_int(_OWNER, "failure_threshold", self.failure_threshold, minimum=1)
@@ -118,6 +123,7 @@ class CircuitBreakerConfig:
             raise fail(_OWNER, "ignore_exceptions", "exception types", self.ignore_exceptions, kind=TypeError)
         object.__setattr__(self, "ignore_exceptions", ignore)
         self._check_window()
+        check_store(_OWNER, self.store)
         if isinstance(record, tuple):
             if not record:
                 raise fail(_OWNER, "record_exceptions", "at least one exception type", record)

@@ -26,6 +26,7 @@ from otel_resilience.circuit_breaker.state import (
 from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
+from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.errors import CircuitOpenError
 
 _REASON_FAILURE_THRESHOLD: Final = "failure_threshold"
@@ -70,6 +71,7 @@ class _BreakerCore:
         "_reject_watchers",
         "_reopens",
         "_retired",
+        "_shared",
         "_telemetry",
         "_watchers",
         "config",
@@ -98,6 +100,7 @@ class _BreakerCore:
         self._reopens = 0
         self._probe_started = 0.0
         self._retired = False
+        self._shared: PeerCounts | None = None
         window = config.sliding_window
         self.window = None if window is None else window.metrics()
         self._watchers: tuple[Callable[[StateChanged], Any], ...] = ()
@@ -280,6 +283,7 @@ class _BreakerCore:
         wait = self.settings.max_half_open_wait
         if (
             wait is None
+            or not self._in_flight
             or self._retired
             or self._permit.state is not _HALF_OPEN
             or self._in_flight < self.settings.half_open_max_calls
@@ -330,28 +334,41 @@ class _BreakerCore:
         return self._judge_locked(permit.state, True, slow)  # noqa: FBT003
 
     def _judge_locked(self, state: CircuitState, failed: bool, slow: bool) -> StateChanged | None:
-        """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens.
-
-        The one rule of opening: ``failure_threshold`` consecutive failures, or, with a sliding
-        window holding at least ``minimum_calls``, a failure (or slow-call) rate at its threshold.
-        DISABLED only counts; METRICS_ONLY reports the trip it would make and starts again.
-        """
+        """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens."""
         stats = self.stats
         window = self.window
-        settings = self.settings
-        reason = None
         if window is None:
             stats.failure_count = stats.failure_count + 1 if failed else 0
-            if stats.failure_count >= settings.failure_threshold:
-                reason = _REASON_FAILURE_THRESHOLD
+            totals = (0, stats.failure_count, 0)
         else:
-            calls, failures, slows = window.record(failed, slow, self._clock.now())
-            stats.failure_count = failures
-            if calls >= settings.minimum_calls:
-                if failures / calls >= settings.rate_threshold:
-                    reason = _REASON_FAILURE_RATE
-                elif settings.slow_call_duration is not None and slows / calls >= settings.slow_threshold:
-                    reason = _REASON_SLOW_CALL_RATE
+            totals = window.record(failed, slow, self._clock.now())
+            stats.failure_count = totals[1]
+        shared = self._shared
+        if shared is not None:
+            if failed:
+                shared.failed()
+            totals = shared.merged(totals)
+        return self._decide_locked(state, *totals)
+
+    def _decide_locked(
+        self, state: CircuitState, calls: int, failures: int, slows: int
+    ) -> StateChanged | None:
+        """The one rule of opening, on the counts of this replica (and its peers, when shared).
+
+        ``failure_threshold`` consecutive failures, or, with a sliding window holding at least
+        ``minimum_calls``, a failure (or slow-call) rate at its threshold. DISABLED only counts;
+        METRICS_ONLY reports the trip it would make and starts again.
+        """
+        settings = self.settings
+        reason = None
+        if self.window is None:
+            if failures >= settings.failure_threshold:
+                reason = _REASON_FAILURE_THRESHOLD
+        elif calls >= settings.minimum_calls:
+            if failures / calls >= settings.rate_threshold:
+                reason = _REASON_FAILURE_RATE
+            elif settings.slow_call_duration is not None and slows / calls >= settings.slow_threshold:
+                reason = _REASON_SLOW_CALL_RATE
         if reason is None or state is _DISABLED:
             return None
         if state is _METRICS_ONLY:

@@ -56,6 +56,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         super().__init__(name, config, clock, default=_DEFAULT_CONFIG)
         self._core = _BreakerCore(name, self._config, clock, self._telemetry)
         BREAKERS.register(self)
+        if self._config.store is not None:
+            self._config.store.share_breaker(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)

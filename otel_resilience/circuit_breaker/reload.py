@@ -51,6 +51,9 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
         new._probe_started = old._probe_started
         new._watchers = old._watchers
         new._reject_watchers = old._reject_watchers
+        new._shared = old._shared  # a shared store keeps feeding the breaker (it reads its core)
+        if old._shared is not None:  # the store grants the probes: keep its limit
+            new.settings = new.settings.with_probes(old.settings.half_open_max_calls)
         if config.sliding_window == old.config.sliding_window:
             new.window = old.window
         else:

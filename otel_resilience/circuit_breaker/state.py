@@ -196,6 +196,20 @@ class Settings:
         self.break_duration = config.break_duration
         self.max_half_open_wait = config.max_half_open_wait
 
+    def with_probes(self, probes: int) -> Settings:
+        """Return these settings with ``half_open_max_calls = probes``: a copy, these stay shared.
+
+        A breaker whose probes a shared store grants (a lease per probe across replicas) runs
+        with a limit of its own; every other breaker keeps the shared object.
+        """
+        if probes == self.half_open_max_calls:
+            return self
+        copy = Settings.__new__(Settings)
+        for field in Settings.__slots__:
+            setattr(copy, field, getattr(self, field))
+        copy.half_open_max_calls = probes
+        return copy
+
 
 _SHARED: Final[dict[CircuitBreakerConfig, Settings]] = {}
 _SHARED_MAX: Final = 256

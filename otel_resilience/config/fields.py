@@ -187,6 +187,7 @@ CIRCUIT_BREAKER: Final = Section(
     refused=(
         ("record_result", _ON_RESULT),
         ("break_duration", _code("a function of the openings")),
+        ("store", _code("a connection (RedisStore.from_url)")),
     ),
 )
 
@@ -292,6 +293,11 @@ RATE_LIMITER: Final = Section(
         Field("algorithm", "choice", "How permits are counted.", choices=ALGORITHMS),
         Field("max_wait", "duration", "The longest a caller may wait for a permit.", minimum=0),
         Field("max_waiting", "int", "Callers that may wait at once.", minimum=0),
+    ),
+    refused=(
+        ("store", _code("a connection (RedisStore.from_url)")),
+        ("store_fallback", _code("a choice that needs a store")),
+        ("expected_replicas", _code("a count that needs a store")),
     ),
 )
 

@@ -31,6 +31,7 @@ from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, namesakes_expected
+from otel_resilience.engine.shared import shared_key
 from otel_resilience.fallback import FallbackStrategy
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.rate_limiter import RateLimiter
@@ -171,7 +172,7 @@ def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -
     """
     state = KeyState(key, text, metric_key)
     config = spec.config
-    with namesakes_expected():
+    with namesakes_expected(), shared_key(text):
         if config.circuit_breaker is not None:
             state.breaker = CircuitBreaker(spec.breaker_name, config.circuit_breaker, clock=spec.clock)
         if config.bulkhead_config is not None:
@@ -218,7 +219,7 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     into the old one's stats (the calls in flight finish in the old pipeline, counted there),
     and takes its place in the registry.
     """
-    with namesakes_expected():
+    with namesakes_expected(), shared_key(state.text):
         state.breaker = _breaker(state.breaker, spec, ledger)
         state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
         state.limiter = _limiter(state, spec, ledger)

@@ -85,6 +85,7 @@ __all__ = [
     "A_RELOAD_FAILED",
     "A_RETRY_BUDGET",
     "A_RETRY_STORM",
+    "A_STORE_DEGRADED",
     "A_TIMEOUTS",
     "BREAKER_FLAPPING_FOR",
     "BREAKER_FLAPPING_TRIPS",
@@ -142,9 +143,11 @@ __all__ = [
     "R_RETRIES",
     "R_RETRY_BUDGET_DENIALS",
     "R_RETRY_RATIO",
+    "R_STORE_DEGRADED",
     "R_SUCCESS_RATIO",
     "R_TIMEOUTS",
     "R_TIMEOUT_RATIO",
+    "STORE_DEGRADED_FOR",
     "TIMEOUT_RATIO",
     "AlertRule",
     "RecordingRule",
@@ -235,6 +238,9 @@ RELOAD_FAILED_WINDOW: Final = "15m"
 """How long after a refused reload of a named policy :data:`A_RELOAD_FAILED` keeps firing: long
 enough for the person who changed the file to see it, short enough to resolve soon after the file
 is fixed (a successful reload does not end it earlier)."""
+STORE_DEGRADED_FOR: Final = "2m"
+"""How long a shared store must stay unreachable before :data:`A_STORE_DEGRADED` fires: a store
+reconnects within seconds (its retries back off to 5 s), so two minutes is an outage, not a blip."""
 RATE_LIMITED_FOR: Final = "5m"
 """How long the shed share must stay above :data:`RATE_LIMITED_RATIO`: longer than a burst or a
 retry wave (a minute or two), short enough to warn while a noisy caller still floods."""
@@ -414,6 +420,7 @@ _BULKHEAD_QUEUE_LIMIT: Final = naming.series(sc.BULKHEAD_QUEUE_LIMIT)
 _RECOVERY_ATTEMPTS: Final = naming.series(sc.RECOVERY_ATTEMPTS)
 _ERROR_PATTERNS: Final = naming.series(sc.ERROR_PATTERNS)
 _CHAOS_INJECTIONS: Final = naming.series(sc.CHAOS_INJECTIONS)
+_STORE_DEGRADED: Final = naming.series(sc.STORE_DEGRADED)
 _CHAOS_KIND: Final = naming.label(sc.CHAOS_KIND)
 _RELOADS: Final = naming.series(sc.RELOAD)
 _RELOAD_OUTCOME: Final = naming.label(sc.RELOAD_OUTCOME)
@@ -473,6 +480,8 @@ R_ERROR_PATTERNS: Final = _record(
     "job_policy_name_operation_error", _ERROR_PATTERNS, f"increase{ERROR_PATTERN_WINDOW}"
 )
 R_CHAOS_INJECTIONS: Final = _record("job_policy", _CHAOS_INJECTIONS, f"increase{CHAOS_DRILL_WINDOW}")
+R_STORE_DEGRADED: Final = _record("job_name", _STORE_DEGRADED, "sum")
+"""Instances of each service whose shared store (by namespace) is unreachable now."""
 R_RELOAD_FAILURES: Final = _record("job_policy_error", _RELOADS, f"increase{RELOAD_FAILED_WINDOW}", "_failed")
 """Refused reloads of each named policy within :data:`RELOAD_FAILED_WINDOW`, by ``error.type``,
 each series' first included: above 0, the policy runs an older configuration than its file."""
@@ -494,6 +503,7 @@ A_RETRY_BUDGET: Final = "ResilienceRetryBudgetExhausted"
 A_RATE_LIMITED: Final = "ResilienceRateLimitedSustained"
 A_CHAOS_DRILL: Final = "ResilienceChaosDrillActive"
 A_RELOAD_FAILED: Final = "ResilienceReloadFailed"
+A_STORE_DEGRADED: Final = "ResilienceSharedStoreDegraded"
 ALERT_NAMES: Final = (
     A_BREAKER_OPEN,
     A_BREAKER_FLAPPING,
@@ -509,6 +519,7 @@ ALERT_NAMES: Final = (
     A_RATE_LIMITED,
     A_CHAOS_DRILL,
     A_RELOAD_FAILED,
+    A_STORE_DEGRADED,
 )
 """Every alert name, in the order of the rules file."""
 RULE_SEVERITIES: Final = checks.RULE_SEVERITIES
@@ -1022,6 +1033,27 @@ def _reload_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRu
     )
 
 
+def _store_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRule, ...]:
+    """The alert that a shared store (Redis) has been unreachable: replicas run on local state."""
+    job = o.job_label
+    wait = scale_duration(STORE_DEGRADED_FOR, scale)
+    return (
+        RecordingRule(R_STORE_DEGRADED, f"sum by ({job}, {_NAME}) ({_STORE_DEGRADED})"),
+        AlertRule(
+            A_STORE_DEGRADED,
+            f"{R_STORE_DEGRADED} > 0",
+            wait,
+            "warning",
+            f"Shared store {{{{ $labels.resilience_name }}}} of {{{{ $labels.{job} }}}} unreachable",
+            f"The shared store (Redis) of namespace {{{{ $labels.resilience_name }}}} has been "
+            f'unreachable from {{{{ printf "%.0f" $value }}}} instance(s) of service {{{{ $labels.{job} }}}} '
+            f"for {wait}: their shared breakers and rate limiters run on local state (each replica "
+            "counts failures and probes on its own; rate limits follow their store_fallback).",
+            o.runbook_url_base,
+        ),
+    )
+
+
 def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> Rules:
     """Return the rule groups: each group's recording rules, then the alerts that read them.
 
@@ -1050,6 +1082,7 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
         ("otel_resilience.rate_limiters", _rate_limiter_group(options, scale)),
         ("otel_resilience.chaos", _chaos_group(options, scale)),
         ("otel_resilience.configuration", _reload_group(options, scale)),
+        ("otel_resilience.shared_stores", _store_group(options, scale)),
     )
 
 
@@ -1673,6 +1706,24 @@ def _reload_failed_case() -> _Case:
     )
 
 
+def _store_degraded_case() -> _Case:
+    rule = _rule(A_STORE_DEGRADED)
+    return _Case(
+        "shared store degraded: fires after 2m unreachable, resolves when it answers; a 1m blip stays silent",
+        A_STORE_DEGRADED,
+        (
+            (_input(_STORE_DEGRADED, {_NAME: "checkout"}), _gauge((0, 10), (1, 10), (0, 11))),
+            (_input(_STORE_DEGRADED, {_NAME: "search"}), _gauge((0, 5), (1, 1), (0, 25))),
+        ),
+        (
+            ("11m", ()),
+            ("13m", (_Firing(rule, _job(**{_NAME: "checkout"}), "1"),)),
+            ("19m", (_Firing(rule, _job(**{_NAME: "checkout"}), "1"),)),
+            ("22m", ()),
+        ),
+    )
+
+
 def rules_test_document() -> dict[str, Any]:
     """Return the ``promtool test rules`` file (``alerts/rules_test.yml``).
 
@@ -1694,6 +1745,7 @@ def rules_test_document() -> dict[str, Any]:
         _rate_limited_case(),
         _chaos_drill_case(),
         _reload_failed_case(),
+        _store_degraded_case(),
     )
     return {
         "rule_files": [RULES_FILE],

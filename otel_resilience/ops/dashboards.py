@@ -853,6 +853,47 @@ def _reloads(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _store_health(selector: dict[str, str]) -> _Panel:
+    degraded = naming.series(sc.STORE_DEGRADED)
+    return _Panel(
+        "timeseries",
+        "Shared store unreachable",
+        "Instances whose shared store (Redis, by namespace) is unreachable or slower than its timeout "
+        "now: their shared breakers and rate limits run on local state. "
+        f"{ar.A_STORE_DEGRADED} fires when one stays so for {ar.STORE_DEGRADED_FOR}; one series at 0 "
+        f"when no service shares state. From `{degraded}`. {_rule_note(ar.R_STORE_DEGRADED)}",
+        "short",
+        (_Query(_or_zero(_recorded(ar.R_STORE_DEGRADED, {"job": selector["job"]})), f"{{{{{_NAME}}}}}"),),
+        thresholds=_above((1, _ORANGE)),
+        alert=ar.A_STORE_DEGRADED,
+        width=12,
+        min=0,
+    )
+
+
+def _breakers_shared(selector: dict[str, str]) -> _Panel:
+    shared = naming.series(sc.CB_SHARED)
+    operations = naming.series(sc.STORE_OPERATIONS)
+    return _Panel(
+        "timeseries",
+        "Cluster vs local state",
+        "For each breaker with a shared store: 1 while its state is the cluster's, 0 while its "
+        "instance cannot reach the store and it counts and probes on its own (the lowest of its "
+        "instances); beside it, the store's operations per second (its cost). "
+        f"From `{shared}` and `{operations}`.",
+        "short",
+        (
+            _Query(_or_zero(f"min by ({_NAME}) ({shared}{_m(**selector)})"), f"{{{{{_NAME}}}}}"),
+            _Query(
+                _or_zero(_rate(operations, _m(job=selector["job"]), (_NAME,))),
+                f"operations/s {{{{{_NAME}}}}}",
+            ),
+        ),
+        width=12,
+        min=0,
+    )
+
+
 def _overview() -> _Dashboard:
     executions = naming.series(sc.EXECUTIONS)
     alerts = "|".join(ar.ALERT_NAMES)
@@ -941,6 +982,7 @@ def _circuit_breakers() -> _Dashboard:
             ("Sliding window", (_breaker_rates(sel), _breaker_would_trips(sel))),
             ("Transitions", (_breaker_trips(sel), _breaker_transitions(sel))),
             ("Calls", (_breaker_calls(sel), _breaker_rejections(sel))),
+            ("Shared state (Redis)", (_breakers_shared(sel), _store_health(sel))),
         ),
     )
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
 KIND: Final = "rate_limiter"
@@ -15,6 +16,9 @@ ALGORITHMS: Final = ("token_bucket", "sliding_window")
 """The algorithms a :class:`RateLimiterConfig` may name."""
 DEFAULT_MAX_WAITING: Final = 100
 """Callers that may wait for a permit at once unless configured otherwise (a bounded queue)."""
+
+STORE_FALLBACKS: Final = ("open", "closed", "local")
+"""What a cluster rate limiter does while its store is unreachable (``store_fallback``)."""
 
 Algorithm = Literal["token_bucket", "sliding_window"]
 """How permits are counted: see :attr:`RateLimiterConfig.algorithm`."""
@@ -74,6 +78,17 @@ class RateLimiterConfig:
     """Callers that may wait for a permit at once, an ``int >= 0``; a caller beyond them is
     rejected at once. Only meaningful with ``max_wait > 0``. The default is 100 (bounded, so
     that an overload cannot pile up waiting callers without limit)."""
+    store: SharedStore | None = None
+    """Where the replicas of a service share one budget (``RedisStore.from_url(url, ...)``):
+    ``rate`` and ``burst`` are then the cluster's, each permit taken atomically in the store.
+    ``None`` (the default): this process only."""
+    store_fallback: Literal["open", "closed", "local"] = "open"
+    """With a ``store``, while it is unreachable (or slower than its ``timeout``): ``"open"``
+    (the default) admits every call (counted in ``fallback_admitted``), ``"closed"`` rejects
+    every call, ``"local"`` admits ``rate / expected_replicas`` per second in this process."""
+    expected_replicas: int = 1
+    """With ``store_fallback="local"``: the replicas the cluster budget is split between while
+    the store is unreachable. An ``int >= 1``; the default is 1."""
 
     def __post_init__(self) -> None:
         rate = check_number(_OWNER, "rate", self.rate, minimum=0.0, min_inclusive=False)
@@ -92,6 +107,13 @@ class RateLimiterConfig:
         max_wait = check_duration(_OWNER, "max_wait", self.max_wait, allow_zero=True)
         object.__setattr__(self, "max_wait", max_wait)
         check_int(_OWNER, "max_waiting", self.max_waiting, minimum=0)
+        check_store(_OWNER, self.store)
+        if self.store_fallback not in STORE_FALLBACKS:
+            kind = ValueError if isinstance(self.store_fallback, str) else TypeError
+            raise fail(
+                _OWNER, "store_fallback", "'open', 'closed' or 'local'", self.store_fallback, kind=kind
+            )
+        check_int(_OWNER, "expected_replicas", self.expected_replicas, minimum=1)
 
     @property
     def window(self) -> float:

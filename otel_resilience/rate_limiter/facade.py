@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from typing import Final, Generic, TypeVar
 
@@ -11,6 +12,7 @@ from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.pipeline import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import RATE_LIMITERS
+from otel_resilience.engine.shared import shared_key
 from otel_resilience.engine.store import BoundedStore
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
@@ -60,7 +62,7 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
                 "RateLimiter", "config", "a RateLimiterConfig (its rate is required)", config, kind=TypeError
             )
         super().__init__(name, config, clock)
-        self._rules = new_rules(config)
+        self._rules = new_rules(config) if config.store is None else config.store.rate_rules(name, config)
         RATE_LIMITERS.register(self)
 
     @classmethod
@@ -251,6 +253,9 @@ class KeyedRateLimiter(Generic[K]):
         Raises:
             TypeError: ``key`` is not hashable.
         """
+        if self._config.store is not None:  # each key its own budget in the store: str(key)
+            limiter, _ = self._keys.get_or_add(key, functools.partial(self._new_shared, str(key)))
+            return limiter
         limiter, _ = self._keys.get_or_add(key, self._new)
         return limiter
 
@@ -264,6 +269,10 @@ class KeyedRateLimiter(Generic[K]):
 
     def _new(self) -> RateLimiter:
         return RateLimiter(self._name, self._config, clock=self._clock)
+
+    def _new_shared(self, key: str) -> RateLimiter:
+        with shared_key(key):
+            return self._new()
 
     def get_stats(self) -> dict[str, int]:
         """Return ``keys`` (kept now), ``max_keys`` and ``evicted`` (keys evicted so far)."""

@@ -40,6 +40,7 @@ from otel_resilience.engine.registry import (
 )
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.binding import key_attributes
+from otel_resilience.telemetry.store_observables import STORE_CALLBACKS
 from otel_resilience.telemetry.views import (
     BreakerView,
     BudgetedRetryView,
@@ -96,6 +97,7 @@ class Observables:
             (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
             (sc.POLICY_KEYS, self._policy_keys),
             (sc.TELEMETRY_ERRORS, self._telemetry_errors),
+            *STORE_CALLBACKS,
         ):
             spec = sc.instrument(name)
             guarded = _guard(owner, name, callback)

@@ -383,6 +383,7 @@ def test_every_refused_key_is_reported_as_taking_code() -> None:
                 "FallbackConfig": "fallback",
                 "HedgingConfig": "hedging",
                 "RetryBudget": None,
+                "RateLimiterConfig": "rate_limiter",
             }[section.owner]
             if path is None:
                 text = f"retry_budgets:\n  b:\n    {key}: x\npolicies: {{}}\n"

@@ -29,6 +29,7 @@ REQUIRED_ALERTS = {
     "ResilienceRateLimitedSustained",
     "ResilienceChaosDrillActive",
     "ResilienceReloadFailed",
+    "ResilienceSharedStoreDegraded",
 }
 
 
@@ -131,6 +132,7 @@ def test_thresholds_are_pinned():
     assert (ar.MIN_EXECUTION_RATE, ar.RATE_WINDOW, ar.RATIO_ALERT_FOR) == (0.1, "5m", "10m")
     assert (ar.RETRY_BUDGET_WINDOW, ar.RETRY_BUDGET_FOR) == ("5m", "10m")
     assert (ar.RATE_LIMITED_RATIO, ar.RATE_LIMITED_FOR) == (0.1, "5m")
+    assert ar.STORE_DEGRADED_FOR == "2m"
 
 
 def test_recovery_threshold_matches_the_in_process_alert():

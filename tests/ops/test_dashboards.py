@@ -272,7 +272,7 @@ def test_would_be_trips_panel_reads_the_alerts_rule(dashboards):
     """The would-be trips of metrics_only breakers sit beside the rates, from the alert's recording rule."""
     breakers = dashboards["otel-resilience-circuit-breakers.json"]
     rows = [p["title"] for p in breakers["panels"] if p["type"] == "row"]
-    assert rows == ["State", "Sliding window", "Transitions", "Calls"]
+    assert rows == ["State", "Sliding window", "Transitions", "Calls", "Shared state (Redis)"]
     panel = by_title(breakers, "Would-be trips (metrics_only)")
     (target,) = panel["targets"]
     assert target["expr"].startswith(ar.R_BREAKER_WOULD_TRIPS + "{")

@@ -16,6 +16,7 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from redis_support import free_port
 
 from otel_resilience import (
     AlertSystem,
@@ -36,6 +37,7 @@ from otel_resilience import (
     RateLimiterConfig,
     RecoveryAction,
     RecoveryStrategy,
+    RedisStore,
     ResilienceConfig,
     ResilienceManager,
     RetryBudget,
@@ -148,7 +150,15 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
     )
     with pytest.raises(TypeError):
         manager.reconfigure(tenants.name, "not a config")  # type: ignore[arg-type]
-    return [manager, recovery, pool, shadow, limiter, tenants]
+    # A breaker sharing its state through a store that cannot be reached: the store's health
+    # series (degraded, one outage, its failed operations) and the breaker's shared gauge at 0.
+    store = RedisStore.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", namespace=f"ops-store-{suffix}", timeout=0.1
+    )
+    shared = CircuitBreaker(f"ops-shared-{suffix}", CircuitBreakerConfig(store=store), clock=clock)
+    while not store.degraded:
+        await asyncio.sleep(0.01)
+    return [manager, recovery, pool, shadow, limiter, tenants, store, shared]
 
 
 @pytest.fixture
@@ -165,6 +175,9 @@ async def scrape():
     try:
         alive = await exercise(clock, alerts)
         yield generate_latest(registry).decode()
+        for item in alive:
+            if isinstance(item, RedisStore):
+                item.close()  # its thread would retry the missing server until the session ends
         del alive
     finally:
         alerts.close()

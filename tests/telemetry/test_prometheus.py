@@ -13,6 +13,7 @@ from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_n
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.parser import text_string_to_metric_families
+from redis_support import free_port
 
 from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CountWindow
@@ -39,6 +40,7 @@ from otel_resilience.engine.events import (
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from otel_resilience.retry import Retry, RetryBudget, RetryPolicy
+from otel_resilience.store import RedisStore
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
 
 
@@ -64,6 +66,8 @@ def scrape() -> Iterator[str]:
     budgeted = Retry("prom-budget", RetryPolicy(budget=RetryBudget())).as_strategy("prom-policy")  # its level
     limiter = RateLimiter("prom-rl", RateLimiterConfig(rate=1.0, burst=1))  # its permits, from creation
     named = ResilienceManager().policy("prom-named", ResilienceConfig())  # its keys; reloads from 0
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="prom-store", timeout=0.1)
+    shared = CircuitBreaker("prom-shared", CircuitBreakerConfig(store=store))  # the store's series
     assert bulkhead.execute_sync(lambda: 1) == 1
     with pytest.raises(ZeroDivisionError):
         breaker.call_sync(lambda: 1 / 0)
@@ -101,7 +105,8 @@ def scrape() -> Iterator[str]:
         if had_default:
             install_default()
         provider.shutdown()
-        del breaker, windowed, bulkhead, budgeted, limiter, named
+        store.close()
+        del breaker, windowed, bulkhead, budgeted, limiter, named, shared
 
 
 def _sample_names(text: str) -> set[str]:

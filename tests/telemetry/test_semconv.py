@@ -265,6 +265,12 @@ def test_public_names_are_pinned():
         "resilience.chaos.injections",
         "resilience.reload",
         "resilience.policy.keys",
+        "resilience.circuit_breaker.shared",
+        "resilience.store.degraded",
+        "resilience.store.outages",
+        "resilience.store.errors",
+        "resilience.store.operations",
+        "resilience.store.fallback_permits",
         "resilience.telemetry.errors",
     ]
     assert sc.DURATION_BOUNDARIES == (

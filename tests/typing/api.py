@@ -26,6 +26,7 @@ from otel_resilience import (
     RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
+    RedisStore,
     ResilienceConfig,
     Retry,
     RetryBudget,
@@ -120,6 +121,17 @@ async def check_rate_limiter() -> None:
     d: str = per_key.for_key("tenant").call_sync(fetch_sync, 4)
     retry_after: float = RateLimitedError("typing", 1.0).retry_after
     print(a, b, c, d, taken, retry_after)
+
+
+def check_shared_store() -> None:
+    store: RedisStore = RedisStore.from_url("redis://localhost:6379/0", namespace="typing", timeout=0.25)
+    RateLimiterConfig(rate=100.0, store=store, store_fallback="local", expected_replicas=4)
+    RateLimiterConfig(rate=100.0, store=store, store_fallback="maybe")  # type: ignore[arg-type]
+    RedisStore.from_url(1)  # type: ignore[arg-type]
+    degraded: bool = store.degraded
+    operations: int = store.ops
+    print(degraded, operations)
+    store.close()
 
 
 def only_first_attempts(ctx: ExecutionContext) -> bool:

@@ -24,6 +24,7 @@ from otel_resilience.telemetry.semconv.names import (
     CB_FAILURE_RATE,
     CB_FAILURE_RATE_THRESHOLD,
     CB_PREVIOUS_STATE,
+    CB_SHARED,
     CB_SLOW_CALL_RATE,
     CB_STATE,
     CB_STATE_METRIC,
@@ -68,6 +69,11 @@ from otel_resilience.telemetry.semconv.names import (
     RL_PERMIT_RESULT,
     RL_PERMITS,
     RL_WAIT_METRIC,
+    STORE_DEGRADED,
+    STORE_ERRORS,
+    STORE_FALLBACK_PERMITS,
+    STORE_OPERATIONS,
+    STORE_OUTAGES,
     TELEMETRY_ERRORS,
     TIMEOUT_SCOPE,
     TIMEOUTS,
@@ -340,6 +346,55 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "Keys a named policy keeps now (each with its own breaker, bulkhead and rate limiter), "
         "at most its `max_keys` while they are idle.",
         (POLICY,),
+    ),
+    InstrumentSpec(
+        CB_SHARED,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "For each live breaker with a shared store (`CircuitBreakerConfig(store=...)`): 1 while "
+        "its state is the cluster's, 0 while its store is unreachable and it runs on local state. "
+        "Breakers without a store report none.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        STORE_DEGRADED,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "1 while a shared store (`RedisStore`, by its namespace in `resilience.name`) is "
+        "unreachable or slower than its timeout, and its breakers and rate limiters run on local "
+        "state; 0 while it answers.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        STORE_OUTAGES,
+        _K.OBSERVABLE_COUNTER,
+        "{outage}",
+        "Times a shared store became unreachable (each outage counted once, with a log record).",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        STORE_ERRORS,
+        _K.OBSERVABLE_COUNTER,
+        "{error}",
+        "Operations on a shared store that failed or timed out (the calls went on, on local state).",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        STORE_OPERATIONS,
+        _K.OBSERVABLE_COUNTER,
+        "{operation}",
+        "Operations sent to a shared store (reports of counts, transitions, leases, reads and "
+        "rate-limit permits): its cost, against `resilience.executions`.",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        STORE_FALLBACK_PERMITS,
+        _K.OBSERVABLE_COUNTER,
+        "{permit}",
+        "Calls the shared rate limiters of a store admitted without asking it, while it was "
+        'unreachable (`store_fallback="open"`, the default): permits the cluster\'s budget did not '
+        "count, so the cluster may have exceeded its limit by this many.",
+        (NAME,),
     ),
     InstrumentSpec(
         TELEMETRY_ERRORS,

@@ -35,6 +35,7 @@ __all__ = [
     "CB_FAILURE_RATE_THRESHOLD",
     "CB_OPEN_DURATION",
     "CB_PREVIOUS_STATE",
+    "CB_SHARED",
     "CB_SLOW_CALL_RATE",
     "CB_STATE",
     "CB_STATE_METRIC",
@@ -129,6 +130,11 @@ __all__ = [
     "RL_WAIT_METRIC",
     "SCHEMA_URL",
     "SCOPE_NAME",
+    "STORE_DEGRADED",
+    "STORE_ERRORS",
+    "STORE_FALLBACK_PERMITS",
+    "STORE_OPERATIONS",
+    "STORE_OUTAGES",
     "TELEMETRY_ERRORS",
     "TIMEOUTS",
     "TIMEOUT_LIMIT",
@@ -377,6 +383,12 @@ TELEMETRY_ERRORS: Final = "resilience.telemetry.errors"
 CHAOS_INJECTIONS: Final = "resilience.chaos.injections"
 RELOAD: Final = "resilience.reload"
 POLICY_KEYS: Final = "resilience.policy.keys"
+CB_SHARED: Final = "resilience.circuit_breaker.shared"
+STORE_DEGRADED: Final = "resilience.store.degraded"
+STORE_OUTAGES: Final = "resilience.store.outages"
+STORE_ERRORS: Final = "resilience.store.errors"
+STORE_OPERATIONS: Final = "resilience.store.operations"
+STORE_FALLBACK_PERMITS: Final = "resilience.store.fallback_permits"
 
 # --- spans and events ------------------------------------------------------------------------
 

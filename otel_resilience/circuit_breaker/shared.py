@@ -1,0 +1,91 @@
+"""The breaker's side of shared state: what a store may do to a breaker's core, and nothing else.
+
+A store that shares a breaker across replicas (``otel_resilience.store.RedisStore``) never
+decides a state: it feeds the core's one rule of opening (``_BreakerCore._decide_locked``) with
+the counts of the other replicas, and makes the core take a state another replica decided. Four
+operations, each under the core's lock, none waiting on the network:
+
+* :func:`attach` gives the core a :class:`~otel_resilience.engine.shared.PeerCounts`: from then
+  on each judged outcome is judged on the merged counts (local + peers);
+* :func:`reconsider` judges the current counts again (the peers' counts changed): a breaker
+  whose peers' failures bring the cluster to its threshold opens without a call of its own;
+* :func:`adopt` takes a state published by another replica (OPEN for ``open_for`` seconds,
+  CLOSED, ...), reported as a state change like any other; an OPEN breaker only moves its timer;
+* :func:`set_probe_limit` sets how many HALF_OPEN probes this replica may run now: the probe
+  leases it holds in the cluster (0 while it holds none), or ``half_open_max_calls`` when the
+  store is unreachable and the breaker runs on its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from otel_resilience.circuit_breaker.state import _CLOSED, _METRICS_ONLY, _OPEN, CircuitState
+
+if TYPE_CHECKING:
+    from otel_resilience.circuit_breaker.core import _BreakerCore
+    from otel_resilience.engine.shared import PeerCounts
+
+__all__ = ["adopt", "attach", "local_counts", "reconsider", "set_probe_limit"]
+
+
+def attach(core: _BreakerCore, peers: PeerCounts | None) -> None:
+    """Judge ``core``'s outcomes on the counts merged with ``peers`` (``None``: local only)."""
+    with core._lock:
+        core._shared = peers
+
+
+def local_counts(core: _BreakerCore) -> tuple[int, int, int]:
+    """Return this replica's ``(calls, failures, slow)`` in the current period (what it reports).
+
+    Without a sliding window: ``(0, consecutive failures, 0)``; with one: the window's totals.
+    """
+    with core._lock:
+        window = core.window
+        if window is None:
+            return (0, core.stats.failure_count, 0)
+        return window.totals(core._clock.now())
+
+
+def reconsider(core: _BreakerCore) -> None:
+    """Judge the merged counts again, now; open the breaker if the one rule says so."""
+    with core._lock:
+        state = core._permit.state
+        shared = core._shared
+        if core._retired or shared is None or (state is not _CLOSED and state is not _METRICS_ONLY):
+            return
+        window = core.window
+        local = (0, core.stats.failure_count, 0) if window is None else window.totals(core._clock.now())
+        change = core._decide_locked(state, *shared.merged(local))
+    core._emit(change)
+
+
+def adopt(core: _BreakerCore, state: CircuitState, open_for: float | None, reason: str) -> bool:
+    """Take ``state``, published by another replica (OPEN for ``open_for`` seconds).
+
+    An OPEN breaker adopting OPEN only moves its timer (no state change is reported); any other
+    change is a transition, reported with ``reason``.
+
+    Returns:
+        Whether the state changed.
+    """
+    with core._lock:
+        if core._retired:
+            return False
+        current = core._permit.state
+        if state is _OPEN and current is _OPEN:
+            core._opened_until = core._clock.now() + (
+                open_for if open_for is not None else core.settings.timeout
+            )
+            return False
+        if state is current:
+            return False
+        change = core._transition_locked(state, reason, open_for if state is _OPEN else None)
+    core._emit(change)
+    return True
+
+
+def set_probe_limit(core: _BreakerCore, probes: int) -> None:
+    """Let this replica run at most ``probes`` HALF_OPEN probes at once (0: reject every probe)."""
+    with core._lock:
+        core.settings = core.settings.with_probes(probes)

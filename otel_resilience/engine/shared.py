@@ -1,0 +1,109 @@
+"""The seam between a pattern and a store that shares its state across processes.
+
+A pattern never talks to a store's server: its configuration holds a :class:`SharedStore`
+(``CircuitBreakerConfig(store=...)``, ``RateLimiterConfig(store=...)``), and the pattern hands
+itself to the store once, when it is built. The store (``otel_resilience.store.RedisStore``)
+then feeds the pattern through small documented methods of the pattern's own rules (for a
+breaker: :class:`PeerCounts` for the counts of the other replicas, ``adopt`` for a state another
+replica published, ``set_probe_limit`` for the half-open probes this replica may run), so the
+rules stay in one place and the pattern's layer never imports the store's.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any, Final
+
+from otel_resilience.engine.registry import Registry
+from otel_resilience.engine.validation import fail
+
+__all__ = ["STORES", "PeerCounts", "SharedStore", "check_store", "current_key", "shared_key"]
+
+_KEY: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar("shared_key", default=None)
+"""The key of the instances being built (a manager policy builds one per key)."""
+
+
+class PeerCounts(abc.ABC):
+    """What a shared breaker's rules ask of the store, under the breaker's lock (never blocking).
+
+    ``merged`` adds the latest counts of the other replicas (as the store last read them) to the
+    local ones; ``failed`` says a call just failed, so the store reports it at once rather than
+    with its next batch. Both only read or set plain attributes: neither waits on the network.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def merged(self, local: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Return ``local`` ``(calls, failures, slow)`` plus the other replicas' counts."""
+
+    @abc.abstractmethod
+    def failed(self) -> None:
+        """Note that a call just failed (wakes the store's background work; never blocks)."""
+
+
+class SharedStore(abc.ABC):
+    """A store that shares patterns' state between processes (replicas of one service).
+
+    Attributes:
+        name: The store's namespace (its telemetry attribute ``store.namespace``).
+        degraded: Whether the store is unreachable now (patterns run on local state).
+        outages: Times the store became unreachable.
+        errors: Operations on the store that failed.
+        ops: Operations sent to the store.
+        fallback_permits: Permits its rate limiters gave without it, while it was unreachable.
+    """
+
+    __slots__ = ()
+
+    name: str
+    degraded: bool
+    outages: int
+    errors: int
+    ops: int
+    fallback_permits: int
+
+    @abc.abstractmethod
+    def share_breaker(self, breaker: Any) -> None:
+        """Share ``breaker``'s state (a :class:`~otel_resilience.CircuitBreaker`) from now on."""
+
+    @abc.abstractmethod
+    def rate_rules(self, name: str, config: Any) -> Any:
+        """Return the rules of a cluster-wide rate limiter named ``name`` with ``config``."""
+
+
+STORES: Final[Registry[SharedStore]] = Registry("shared_store")
+"""Every live shared store: observable metrics read their health here."""
+
+
+def check_store(owner: str, value: object) -> SharedStore | None:
+    """Return ``value`` if it is ``None`` or a :class:`SharedStore`.
+
+    Raises:
+        TypeError: It is anything else (the message names ``owner.store``).
+    """
+    if value is not None and not isinstance(value, SharedStore):
+        raise fail(owner, "store", "None or a shared store (RedisStore.from_url(...))", value, kind=TypeError)
+    return value
+
+
+@contextlib.contextmanager
+def shared_key(key: str | None) -> Iterator[None]:
+    """Build the instances created inside (in this context) as the ones of ``key``.
+
+    A manager policy keeps a breaker and a rate limiter per key, all named after the policy: a
+    store keeps each key's state apart (``namespace:cb:name:key``), never one state for all keys.
+    """
+    token = _KEY.set(key)
+    try:
+        yield
+    finally:
+        _KEY.reset(token)
+
+
+def current_key() -> str | None:
+    """Return the key :func:`shared_key` set here, or ``None``."""
+    return _KEY.get()

@@ -1,0 +1,284 @@
+"""One breaker shared through a :class:`~otel_resilience.store.RedisStore`: its counts, state and leases.
+
+A :class:`SharedBreaker` is the store's side of one breaker. The breaker's rules never wait on
+it: they read :meth:`merged` (plain attributes) under their lock, and its background work runs
+in the store's thread (:meth:`tick`, :meth:`publish`, :meth:`resync`) and its subscriber
+(:meth:`on_message`). Keys, for a breaker named ``name`` in namespace ``ns`` (``:`` and ``%`` in
+the name percent-encoded, so that two names never share a key):
+
+* ``ns:cb:name:state`` - a hash ``{epoch, state, until, reason}``: the cluster's state period;
+  ``until`` is the server time (ms) an OPEN period ends. Expires ``key_ttl`` after its last change.
+* ``ns:cb:name:counts:EPOCH`` - a hash, one field per replica: its counts in that period.
+* ``ns:cb:name:lease:EPOCH:i`` - probe lease ``i`` (``1 <= i <= half_open_max_calls``) of the
+  OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Final
+
+from otel_resilience.circuit_breaker import shared
+from otel_resilience.circuit_breaker.state import CircuitState
+from otel_resilience.circuit_breaker.window import TimeWindow
+from otel_resilience.engine.events import StateChanged
+from otel_resilience.engine.shared import PeerCounts
+from otel_resilience.store import scripts
+
+if TYPE_CHECKING:
+    from otel_resilience.circuit_breaker.facade import CircuitBreaker
+    from otel_resilience.store.redis_store import RedisStore
+
+__all__ = ["SharedBreaker", "key_part"]
+
+_ADOPTING: Final = threading.local()
+"""Per thread: a state change being adopted (from the cluster), which is not published back."""
+_NO_COUNTS: Final = (0, 0, 0)
+_PEER_MAX_AGE_MS: Final = 60_000
+"""A peer's counts older than this no longer count (its replica is gone), unless the window is longer."""
+_UNPUBLISHED: Final = frozenset({"half_open"})
+"""States each replica reaches on its own (the end of an OPEN period is the server's time)."""
+_STATES: Final = {state.value: state for state in CircuitState}
+_AFTER_A_TRIP: Final = (CircuitState.OPEN, CircuitState.HALF_OPEN)
+
+
+def key_part(text: str) -> str:
+    """Return ``text`` with ``%`` and ``:`` percent-encoded: a key part that never spans a ``:``."""
+    return text.replace("%", "%25").replace(":", "%3A")
+
+
+def _ms(seconds: float | None) -> int:
+    """Milliseconds OPEN for a script: ``-2`` for ever, ``-1`` for no OPEN period."""
+    if seconds is None:
+        return -1
+    return -2 if math.isinf(seconds) else max(1, round(seconds * 1000))
+
+
+def _seconds(ms: int) -> float | None:
+    """The inverse of :func:`_ms` (``inf`` for ever, ``None`` for no period)."""
+    if ms == -2:
+        return math.inf
+    return None if ms < 0 else ms / 1000
+
+
+class SharedBreaker(PeerCounts):
+    """The store's link to one breaker (held weakly: a breaker that is gone is dropped).
+
+    Attributes:
+        epoch: The cluster state period this replica's state belongs to (0: none known).
+        leases: Probe leases this replica holds (its probe limit while shared).
+    """
+
+    __slots__ = (
+        "_breaker",
+        "_failed",
+        "_id",
+        "_last_report",
+        "_lease_due",
+        "_lock",
+        "_max_age",
+        "_open_reason",
+        "_peers",
+        "_prefix",
+        "_store",
+        "epoch",
+        "key_name",
+        "leases",
+        "name",
+    )
+
+    def __init__(self, store: RedisStore, breaker: CircuitBreaker, replica: str, key: str | None) -> None:
+        self._store = store
+        self._breaker = weakref.ref(breaker)
+        self.name = breaker.name
+        self.key_name = key_part(breaker.name) + ("" if key is None else f":{key_part(key)}")
+        self._id = replica
+        self._prefix = f"{store.namespace}:cb:{self.key_name}"
+        self._peers = _NO_COUNTS
+        self._failed = False
+        self._last_report: tuple[int, int, int] | None = None
+        self._lease_due = 0.0
+        self._lock = threading.RLock()
+        """Orders the store's thread and its subscriber on :attr:`epoch` (never held by a call)."""
+        self._open_reason = "failure_threshold"
+        """Why this replica's breaker last opened (published again if the cluster lost it)."""
+        window = breaker.config.sliding_window
+        seconds = window.seconds if isinstance(window, TimeWindow) else 0.0
+        self._max_age = max(_PEER_MAX_AGE_MS, round(seconds * 1000))
+        self.epoch = 0
+        self.leases = 0
+
+    # -- what the breaker's rules read (under their lock; never blocking) --------------------
+
+    def merged(self, local: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Return ``local`` plus the peers' counts as last read from the store."""
+        peers = self._peers
+        return (local[0] + peers[0], local[1] + peers[1], local[2] + peers[2])
+
+    def failed(self) -> None:
+        """Wake the store's thread: a failure is reported at once, not with the next batch."""
+        self._failed = True
+        self._store._wake.set()
+
+    # -- the store's thread --------------------------------------------------------------------
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The breaker, or ``None`` once it is gone."""
+        return self._breaker()
+
+    def on_change(self, change: StateChanged) -> None:
+        """The breaker's state change callback: queue a local transition for publishing."""
+        if getattr(_ADOPTING, "on", False) or change.new in _UNPUBLISHED or change.old == change.new:
+            return
+        if change.new == "open":
+            self._open_reason = change.reason
+        self._store._queue(self, change)
+
+    def publish(self, client: Any, change: StateChanged) -> None:
+        """Publish a local transition (compare-and-set on :attr:`epoch`); adopt the cluster's if it moved."""
+        with self._lock:
+            self._publish(client, change)
+
+    def _publish(self, client: Any, change: StateChanged) -> None:
+        open_ms = _ms(change.duration) if change.new == "open" else -1
+        args = (self.epoch, change.new, open_ms, change.reason)
+        reply = self._run_publish(client, *args)
+        if not reply[0] and change.new == "open" and reply[2] != "open":
+            reply = self._run_publish(client, int(reply[1]), *args[1:])  # a trip wins over CLOSED
+        if reply[0]:
+            self.epoch = max(self.epoch, int(reply[1]))
+            self._peers, self._last_report, self.leases = _NO_COUNTS, None, 0
+        else:
+            self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]))
+
+    def _run_publish(self, client: Any, epoch: int, state: str, open_ms: int, reason: str) -> list[Any]:
+        store = self._store
+        next(store._ops)
+        keys = [f"{self._prefix}:state"]
+        argv = [epoch, state, open_ms, reason, store.channel, store.key_ttl_ms, f"{self._id}|{self.key_name}"]
+        return list(client.eval(scripts.PUBLISH_STATE, 1, *keys, *argv))
+
+    def resync(self, client: Any) -> None:
+        """Read the cluster's state and take it (a replica joining, or after the store came back).
+
+        An OPEN replica facing a cluster that is not OPEN (it tripped while the store was away)
+        publishes its OPEN instead: a trip is never lost.
+        """
+        breaker = self.breaker
+        if breaker is None:
+            return
+        with self._lock:
+            self._resync(client, breaker)
+
+    def _resync(self, client: Any, breaker: CircuitBreaker) -> None:
+        next(self._store._ops)
+        epoch, state, left, reason = client.eval(scripts.READ_STATE, 1, f"{self._prefix}:state")
+        state, reason = _text(state), _text(reason)
+        local = breaker._core._permit.state
+        if local is CircuitState.OPEN and state != "open" and int(epoch) <= self.epoch:
+            # Opened here after the last period this replica saw (it tripped while the store was
+            # away): published through the queue, where a transition of its own already waiting
+            # wins, so it is published once. A cluster that moved on since (a larger epoch) is
+            # adopted instead: this replica merely had not heard of it yet.
+            self.epoch = int(epoch)
+            again = StateChanged("closed", "open", self._open_reason, 0, breaker._core.retry_after())
+            self._store._queue(self, again, replace=False)
+            return
+        self._adopt(int(epoch), state, int(left), reason)
+
+    def on_message(self, origin: str, epoch: int, state: str, open_ms: int, reason: str) -> None:
+        """A transition a replica published (from the subscriber thread); this one's own are skipped."""
+        with self._lock:
+            if origin != self._id and epoch > self.epoch:
+                self._adopt(epoch, state, open_ms, reason)
+
+    def _adopt(self, epoch: int, state: str, left_ms: int, reason: str) -> None:
+        """Take the cluster's period ``epoch`` in ``state`` (OPEN for ``left_ms`` more)."""
+        breaker = self.breaker
+        if breaker is None or epoch < self.epoch or state not in _STATES:
+            self.epoch = max(self.epoch, epoch)
+            return
+        local = breaker._core._permit.state
+        if epoch == self.epoch and state == "open" and local in _AFTER_A_TRIP:
+            # The period this replica already took (its timer, or a newer local period that is
+            # being published): nothing to adopt, only the probes it may run.
+            self._apply_probe_limit(breaker)
+            return
+        if epoch > self.epoch:
+            self._peers, self._last_report, self.leases = _NO_COUNTS, None, 0
+        self.epoch = epoch
+        if state == "open" and reason:
+            self._open_reason = reason
+        open_for = _seconds(left_ms) if state == "open" else None
+        if open_for is not None and not math.isinf(open_for):
+            open_for = max(open_for, 1e-3)  # ended: HALF_OPEN at the next call, as after a local trip
+        _ADOPTING.on = True
+        try:
+            shared.adopt(breaker._core, _STATES[state], open_for, reason or "forced")
+        finally:
+            _ADOPTING.on = False
+        self._apply_probe_limit(breaker)
+
+    def tick(self, client: Any, now: float) -> None:
+        """Report this replica's counts if they changed (at once after a failure); manage leases."""
+        breaker = self.breaker
+        if breaker is None:
+            return
+        core = breaker._core
+        state = core._permit.state
+        if state is CircuitState.CLOSED or state is CircuitState.METRICS_ONLY:
+            self._flush(client, breaker)
+        elif state is CircuitState.HALF_OPEN or (state is CircuitState.OPEN and core.retry_after() <= 0.0):
+            self._probe_leases(client, breaker, now)
+
+    def _flush(self, client: Any, breaker: CircuitBreaker) -> None:
+        counts = shared.local_counts(breaker._core)
+        failed, self._failed = self._failed, False
+        if counts == self._last_report and not failed:
+            return
+        store = self._store
+        next(store._ops)
+        key = f"{self._prefix}:counts:{self.epoch}"
+        argv = [self._id, *counts, self._max_age, max(store.key_ttl_ms, self._max_age)]
+        peers = client.eval(scripts.FLUSH_COUNTS, 1, key, *argv)
+        self._last_report = counts
+        self._peers = (int(peers[0]), int(peers[1]), int(peers[2]))
+        shared.reconsider(breaker._core)
+
+    def _probe_leases(self, client: Any, breaker: CircuitBreaker, now: float) -> None:
+        """Hold up to ``half_open_max_calls`` leases; renew them while a probe runs."""
+        if self.leases and now < self._lease_due:
+            return
+        store = self._store
+        core = breaker._core
+        renew = 1 if core._in_flight else 0
+        next(store._ops)
+        prefix = f"{self._prefix}:lease:{self.epoch}:"
+        argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
+        held, first_ms, state = client.eval(scripts.TAKE_LEASES, 1, f"{self._prefix}:state", *argv)
+        state = _text(state)
+        if state not in ("", "open"):
+            self.resync(client)  # the cluster moved on (closed by another replica's probes)
+            return
+        self.leases = int(held)
+        self._lease_due = now + min(int(first_ms) / 1000, store.lease_ttl_ms / 3000) if held else now
+        self._apply_probe_limit(breaker)
+
+    def _apply_probe_limit(self, breaker: CircuitBreaker) -> None:
+        """Probes this replica may run: its leases, or the configured number when the store is down."""
+        limit = breaker.config.half_open_max_calls if self._store.local_only else self.leases
+        shared.set_probe_limit(breaker._core, limit)
+
+    def go_local(self) -> None:
+        """The store is unreachable: judge on local counts, gate probes locally."""
+        self._peers, self._last_report, self.leases = _NO_COUNTS, None, 0
+        breaker = self.breaker
+        if breaker is not None:
+            self._apply_probe_limit(breaker)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,175 @@
+"""A rate limiter's budget shared by every replica: one atomic script per permit, in Redis.
+
+:class:`ClusterRules` stands in for a limiter's local rules (:mod:`otel_resilience.rate_limiter.rules`)
+with the same methods, so the limiter's step and drivers do not change: :meth:`ClusterRules.acquire`
+takes a permit from the cluster's bucket (``"token_bucket"``: GCRA on one key) or log
+(``"sliding_window"``), both on the server's clock, or reserves the next one due (the caller
+waits for it), or refuses. A cancelled waiter's cluster permit is not given back: the cluster
+admits fewer, never more, than its budget.
+
+While the store is unreachable (or slower than its ``timeout``) the limiter follows its
+``store_fallback``: ``"open"`` admits (counted), ``"closed"`` refuses, ``"local"`` takes from a
+local bucket of ``rate / expected_replicas``. It asks Redis again once the store's thread has
+reached it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from typing import TYPE_CHECKING, Final
+
+from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules, new_rules
+from otel_resilience.store import scripts
+
+if TYPE_CHECKING:
+    from otel_resilience.rate_limiter.config import RateLimiterConfig
+    from otel_resilience.store.redis_store import RedisStore
+
+__all__ = ["ClusterRules"]
+
+_INF: Final = math.inf
+_COUNTS: Final = ("admitted", "rejected", "waited", "cancelled", "waiting")
+"""The counts of :meth:`ClusterRules.snapshot` that add the cluster's to the fallback's."""
+
+
+def _local_rules(config: RateLimiterConfig) -> _Rules:
+    """The fallback rules: the cluster's rate and burst split between ``expected_replicas``."""
+    replicas = config.expected_replicas
+    local = dataclasses.replace(
+        config, rate=config.rate / replicas, burst=max(1, config.burst // replicas), store=None
+    )
+    return new_rules(local)
+
+
+class ClusterRules:
+    """Permits of a cluster-wide rate limiter (see the module); counts are this replica's.
+
+    Attributes:
+        admitted: Permits this replica took (from the cluster, or by its fallback).
+        rejected: Requests this replica refused.
+        waited: Permits taken after a wait.
+        cancelled: Waiters that gave up (their cluster permit stays spent).
+        waiting: Callers waiting now.
+        fallback_admitted: Calls admitted by the fallback while the store was unreachable.
+    """
+
+    __slots__ = (
+        "_config",
+        "_key",
+        "_local",
+        "_lock",
+        "_store",
+        "admitted",
+        "cancelled",
+        "fallback_admitted",
+        "rejected",
+        "waited",
+        "waiting",
+    )
+
+    def __init__(self, store: RedisStore, key: str, config: RateLimiterConfig) -> None:
+        self._store = store
+        self._key = key
+        self._config = config
+        self._local = _local_rules(config)
+        self._lock = threading.Lock()
+        self.admitted = self.rejected = self.waited = self.cancelled = self.waiting = 0
+        self.fallback_admitted = 0
+        store._start()
+
+    @property
+    def max_wait(self) -> float:
+        """The longest a caller may wait for a permit, in seconds."""
+        return self._config.max_wait
+
+    def acquire(self, now: float, max_wait: float, remaining: float = _INF) -> _Reservation | float | None:
+        """Take a cluster permit now (``None``), reserve one (a reservation), or refuse (seconds to wait).
+
+        Asks the store (at most its ``timeout``); while it is unreachable, the fallback answers.
+        """
+        store = self._store
+        if store.local_only:
+            return self._fallback(now, max_wait, remaining)
+        config = self._config
+        with self._lock:
+            if self.waiting >= config.max_waiting:
+                max_wait = 0.0
+        limit_ms = max(0, math.floor(min(max_wait, remaining) * 1000) - 1)
+        if config.algorithm == "sliding_window":
+            script, argv = scripts.SLIDING_LOG, (config.window * 1000, config.burst, limit_ms)
+        else:
+            script, argv = scripts.TOKEN_BUCKET, (1000 / config.rate, config.burst, limit_ms)
+        try:
+            next(store._ops)
+            wait_ms = int(store._client.eval(script, 1, self._key, *argv))
+        except store._redis_errors as error:
+            store.failed(error)
+            return self._fallback(now, max_wait, remaining)
+        with self._lock:
+            if wait_ms < 0:
+                self.rejected += 1
+                return -wait_ms / 1000
+            if wait_ms == 0:
+                self.admitted += 1
+                return None
+            self.waiting += 1
+        return _Reservation(now + wait_ms / 1000)
+
+    def _fallback(self, now: float, max_wait: float, remaining: float) -> _Reservation | float | None:
+        fallback = self._config.store_fallback
+        with self._lock:
+            if fallback == "open":
+                self.admitted += 1
+                self.fallback_admitted += 1
+                next(self._store._fallbacks)
+                return None
+            if fallback == "closed":
+                self.rejected += 1
+                return 1 / self._config.rate
+        return self._local.acquire(now, max_wait, remaining)
+
+    def claim(self, reservation: _Reservation) -> None:
+        """Record that a waiter took its reserved permit."""
+        if reservation in self._local._pending:
+            self._local.claim(reservation)
+            return
+        with self._lock:
+            reservation.held = False
+            self.waiting -= 1
+            self.waited += 1
+            self.admitted += 1
+
+    def abandon(self, reservation: _Reservation, now: float) -> None:
+        """A waiter gave up: its cluster permit stays spent (the cluster never admits more)."""
+        if reservation in self._local._pending:
+            self._local.abandon(reservation, now)
+            return
+        with self._lock:
+            if not reservation.held:
+                return
+            reservation.held = False
+            self.waiting -= 1
+            self.cancelled += 1
+
+    def retune(self, config: RateLimiterConfig, now: float) -> bool:  # noqa: ARG002 - the rules' signature
+        """Take ``config``'s limits (the same algorithm and store only); ``False`` otherwise."""
+        if config.algorithm != self._config.algorithm or config.store is not self._store:
+            return False
+        self._config = config
+        self._local = _local_rules(config)
+        return True
+
+    def available(self, now: float) -> float:
+        """Permits this replica knows are available: the fallback's (the cluster's are in the store)."""
+        return self._local.available(now)
+
+    def snapshot(self, name: str, now: float) -> RateLimiterStatsDict:
+        """Return this replica's counts (as a local limiter's ``get_stats``), fallback included."""
+        stats = self._local.snapshot(name, now)
+        stats["rate"], stats["burst"] = self._config.rate, self._config.burst
+        with self._lock:
+            for field in _COUNTS:
+                stats[field] += getattr(self, field)
+        return stats

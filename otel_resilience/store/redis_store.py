@@ -1,0 +1,381 @@
+"""`RedisStore`: breakers and rate limiters shared by the replicas of a service, through Redis."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.engine.shared import STORES, SharedStore, current_key
+from otel_resilience.engine.validation import check_duration, check_name
+from otel_resilience.store.breaker import SharedBreaker, key_part
+
+if TYPE_CHECKING:
+    from otel_resilience.circuit_breaker.facade import CircuitBreaker
+    from otel_resilience.engine.events import StateChanged
+    from otel_resilience.rate_limiter.config import RateLimiterConfig
+    from otel_resilience.store.rate import ClusterRules
+
+__all__ = ["RedisStore"]
+
+_LOG: Final = logging.getLogger("otel_resilience")
+_OWNER: Final = "RedisStore.from_url"
+_MIN_GAP: Final = 0.01
+"""The shortest time between two rounds of the store's thread (at most 100 reports a second)."""
+_RETRY_MAX: Final = 5.0
+"""The longest pause between two attempts to reach an unreachable store, in seconds."""
+
+
+class RedisStore(SharedStore):
+    """State shared by the replicas of a service through one Redis server.
+
+    Build it with :meth:`from_url` and pass it as ``store=`` to
+    :class:`~otel_resilience.CircuitBreakerConfig` or :class:`~otel_resilience.RateLimiterConfig`.
+
+    A shared breaker stays local first: its calls never wait on Redis. One background thread
+    per store reports the counts of each breaker (batched every ``flush_interval``, at once after
+    a failure), publishes its transitions, and holds its half-open probe leases; one subscriber
+    thread takes the transitions other replicas publish. A shared rate limiter asks Redis for
+    each permit (one atomic script) and falls back to its ``fallback`` when Redis cannot answer
+    within ``timeout``. While Redis is unreachable everything runs on local state, the store
+    reports itself degraded (:attr:`degraded`, a log record, a counter), and it resynchronises
+    when Redis is back.
+
+    Attributes:
+        namespace: The prefix of every key (one per service).
+        degraded: Whether Redis is unreachable now (local state only).
+        outages: Times the store became unreachable.
+        errors: Redis operations that failed (each counted once).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_client",
+        "_closed",
+        "_fallbacks",
+        "_id",
+        "_interval",
+        "_links",
+        "_lock",
+        "_ops",
+        "_pending",
+        "_redis_errors",
+        "_resync_all",
+        "_resync_every",
+        "_serial",
+        "_sub_client",
+        "_threads",
+        "_wake",
+        "channel",
+        "degraded",
+        "errors",
+        "key_ttl_ms",
+        "lease_ttl_ms",
+        "name",
+        "namespace",
+        "outages",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        client: Any,
+        subscriber: Any,
+        *,
+        namespace: str,
+        timeout: float,
+        flush_interval: float,
+        probe_lease_ttl: float,
+        key_ttl: float,
+        resync_interval: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._sub_client = subscriber
+        self.namespace = self.name = namespace
+        self.timeout = timeout
+        self._interval = flush_interval
+        self._resync_every = resync_interval
+        self.lease_ttl_ms = round(probe_lease_ttl * 1000)
+        self.key_ttl_ms = round(key_ttl * 1000)
+        self.channel = f"{namespace}:events"
+        self._id = uuid.uuid4().hex[:12]
+        self._serial = itertools.count(1)
+        self._lock = threading.Lock()
+        self._links: list[SharedBreaker] = []
+        self._pending: dict[int, tuple[SharedBreaker, StateChanged]] = {}
+        self._resync_all = True
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._threads: tuple[threading.Thread, ...] = ()
+        self.degraded = False
+        self.outages = self.errors = 0
+        self._ops = Counter()
+        self._fallbacks = Counter()
+        self._redis_errors: tuple[type[BaseException], ...] = (OSError,)
+        STORES.register(self)
+
+    ops = CounterValue("_ops", "Redis operations sent (scripts, reads, publications and permits).")
+    fallback_permits = CounterValue(
+        "_fallbacks", "Permits its rate limiters gave while it was unreachable (store_fallback='open')."
+    )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "otel_resilience",
+        timeout: float = 0.25,
+        flush_interval: float = 0.1,
+        probe_lease_ttl: float = 5.0,
+        key_ttl: float = 86_400.0,
+        resync_interval: float = 5.0,
+    ) -> RedisStore:
+        """Return a store on the Redis server at ``url`` (``redis://host:port/db``); connect lazily.
+
+        Args:
+            url: A ``redis://`` (or ``rediss://``, ``unix://``) URL.
+            namespace: The prefix of every key and channel: one per service (its replicas share
+                it; two services with one Redis use two namespaces).
+            timeout: Seconds any Redis operation may take (connecting included) before it counts
+                as failed and the store as degraded; a rate limiter's call waits at most this.
+            flush_interval: Seconds between two reports of a breaker's counts (a failure is
+                reported at once).
+            probe_lease_ttl: Seconds a half-open probe lease lasts unless its holder renews it
+                (it does while its probe runs): a crashed prober blocks the others this long.
+            key_ttl: Seconds a breaker's cluster state is kept after its last change.
+            resync_interval: Seconds between two reads of every shared breaker's cluster state,
+                which heals a transition message lost in a partition (and notices a slow store
+                while nothing else asks it).
+
+        Raises:
+            ImportError: The ``redis`` package is not installed (``pip install otel-resilience[redis]``).
+            TypeError: An argument has the wrong type (the message names ``RedisStore.from_url.<arg>``).
+            ValueError: An argument is out of range.
+        """
+        check_name(_OWNER, "namespace", namespace)
+        durations = {
+            "timeout": timeout,
+            "flush_interval": flush_interval,
+            "probe_lease_ttl": probe_lease_ttl,
+            "key_ttl": key_ttl,
+            "resync_interval": resync_interval,
+        }
+        seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
+        client, subscriber, errors = _connect(url, seconds["timeout"])
+        store = cls(client, subscriber, namespace=namespace, **seconds)
+        store._redis_errors = errors
+        return store
+
+    # -- what patterns ask (SharedStore) ---------------------------------------------------
+
+    def share_breaker(self, breaker: CircuitBreaker) -> None:
+        """Share ``breaker`` from now on: its counts, its transitions and its probes."""
+        from otel_resilience.circuit_breaker import shared  # noqa: PLC0415 - the layer above
+
+        link = SharedBreaker(self, breaker, f"{self._id}.{next(self._serial)}", current_key())
+        breaker._core.watch(link.on_change)
+        shared.attach(breaker._core, link)
+        link.go_local() if self.degraded else shared.set_probe_limit(breaker._core, 0)
+        with self._lock:
+            self._links = [*(alive for alive in self._links if alive.breaker is not None), link]
+            self._resync_all = True
+        self._start()
+        self._wake.set()
+
+    def rate_rules(self, name: str, config: RateLimiterConfig) -> ClusterRules:
+        """Return the rules of a rate limiter whose budget all replicas share."""
+        from otel_resilience.store.rate import ClusterRules  # noqa: PLC0415 - built on demand
+
+        key = current_key()
+        suffix = "" if key is None else f":{key_part(key)}"
+        return ClusterRules(self, f"{self.namespace}:rl:{key_part(name)}{suffix}", config)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def failed(self, error: BaseException) -> None:
+        """Count a failed Redis operation; the first one of an outage logs a warning and degrades."""
+        with self._lock:
+            self.errors += 1
+            if self.degraded:
+                return
+            self.degraded = True
+            self.outages += 1
+            links = list(self._links)
+        _LOG.warning(
+            "shared store %r unreachable (%s: %s): breakers and rate limiters run on local state",
+            self.namespace,
+            type(error).__name__,
+            error,
+        )
+        for link in links:
+            link.go_local()
+
+    @property
+    def local_only(self) -> bool:
+        """Whether shared patterns run on local state now (the store is degraded or closed)."""
+        return self.degraded or self._closed.is_set()
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if not self.degraded:
+                return
+            self.degraded = False
+        _LOG.warning("shared store %r reachable again: state resynchronised", self.namespace)
+
+    # -- the background threads ------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._threads:
+                return
+            self._threads = (
+                threading.Thread(
+                    target=self._run, name=f"otel_resilience store {self.namespace}", daemon=True
+                ),
+                threading.Thread(
+                    target=self._listen, name=f"otel_resilience sub {self.namespace}", daemon=True
+                ),
+            )
+        for thread in self._threads:
+            thread.start()
+
+    def _queue(self, link: SharedBreaker, change: StateChanged, *, replace: bool = True) -> None:
+        """Queue a local transition for publishing (the latest per breaker wins, unless not ``replace``)."""
+        with self._lock:
+            if replace:
+                self._pending[id(link)] = (link, change)
+            else:
+                self._pending.setdefault(id(link), (link, change))
+        self._wake.set()
+
+    def _run(self) -> None:
+        """The store's thread: publish, report, hold leases, resynchronise; back off while down."""
+        pause = self._interval
+        last_resync = last_tick = 0.0
+        while not self._closed.is_set():
+            self._wake.wait(self._interval)
+            early = last_tick + _MIN_GAP - time.monotonic()
+            if early > 0 and not self._pending:  # failures close together are reported together
+                self._closed.wait(early)
+            self._wake.clear()
+            try:
+                now = last_tick = time.monotonic()
+                if self.degraded:
+                    next(self._ops)
+                    self._client.ping()
+                    self._resync_all = True
+                self._drain()
+                if self._resync_all or now - last_resync >= self._resync_every:
+                    self._resync_all, last_resync = False, now
+                    for link in self._live():
+                        link.resync(self._client)
+                self._recovered()
+                for link in self._live():
+                    link.tick(self._client, now)
+                pause = self._interval
+            except self._redis_errors as error:
+                self.failed(error)
+                self._closed.wait(pause)
+                pause = min(pause * 2, _RETRY_MAX)
+            except Exception:  # noqa: BLE001 - the store's thread must outlive any one bug
+                _LOG.exception("shared store %r: background work failed", self.namespace)
+
+    def _live(self) -> list[SharedBreaker]:
+        with self._lock:
+            return [link for link in self._links if link.breaker is not None]
+
+    def _drain(self) -> None:
+        """Publish the queued transitions; one that fails stays queued (unless a newer one came)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for index, (link, change) in enumerate(pending.values()):
+            try:
+                link.publish(self._client, change)
+            except self._redis_errors:
+                with self._lock:
+                    for later in list(pending.values())[index:]:
+                        self._pending.setdefault(id(later[0]), later)
+                raise
+
+    def _listen(self) -> None:
+        """The subscriber thread: take the transitions other replicas publish."""
+        pause = self._interval
+        while not self._closed.is_set():
+            pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                self._resync_all = True  # messages may have been missed while unsubscribed
+                self._wake.set()
+                pause = self._interval
+                while not self._closed.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message["data"])
+            except self._redis_errors as error:
+                self.failed(error)
+                self._closed.wait(pause)
+                pause = min(pause * 2, _RETRY_MAX)
+            except Exception:  # noqa: BLE001
+                _LOG.exception("shared store %r: subscriber failed", self.namespace)
+                self._closed.wait(pause)
+            finally:
+                pubsub.close()
+
+    def _dispatch(self, data: bytes | str) -> None:
+        """Hand one published transition (``origin|name|epoch|state|ms|reason``) to its breakers."""
+        text = data.decode() if isinstance(data, bytes) else data
+        origin, _, rest = text.partition("|")
+        parts = rest.rsplit("|", 4)
+        if len(parts) != 5:
+            return
+        name, epoch, state, open_ms, reason = parts
+        for link in self._live():
+            if link.key_name == name:
+                link.on_message(origin, int(epoch), state, int(open_ms), reason)
+
+    def close(self) -> None:
+        """Stop the background threads (shared breakers then run on local state) and disconnect."""
+        self._closed.set()
+        self._wake.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+        for link in self._live():
+            link.go_local()
+        STORES.unregister(self)
+        self._client.close()
+        self._sub_client.close()
+
+    def __repr__(self) -> str:
+        health = "degraded" if self.degraded else "ok"
+        return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
+
+
+def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...]]:
+    """Return two lazy clients (operations, subscriber) of ``url`` and the errors they raise.
+
+    Every operation is bounded by ``timeout`` (connecting included) and never retried by the
+    client: the store's thread retries, with backoff, and the calls go on meanwhile.
+
+    Raises:
+        ImportError: The ``redis`` package is not installed.
+    """
+    try:
+        import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
+    except ImportError as error:
+        message = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
+        raise ImportError(message) from error
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    clients = (redis.Redis.from_url(url, **options), redis.Redis.from_url(url, **options))
+    return (*clients, (redis.RedisError, OSError))

@@ -1,0 +1,151 @@
+"""The Lua scripts a :class:`~otel_resilience.store.RedisStore` runs: each one atomic, one round trip.
+
+Every script reads the time from the server (``TIME``), never from a replica, so replicas whose
+clocks differ agree on when an OPEN period ends and on what a rate limit admitted. Durations
+cross the wire in milliseconds; ``-1`` means "no end" (not OPEN) and ``-2`` "forever" (forced
+open until reset).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+_NOW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_LEFT: Final = """
+local function left(untilms)
+  untilms = tonumber(untilms or '-1')
+  if untilms < 0 then return untilms end
+  return math.max(untilms - now, 0)
+end
+"""
+
+READ_STATE: Final = (
+    _NOW
+    + _LEFT
+    + """
+-- KEYS[1]: the breaker's state hash. Returns {epoch, state, ms left, reason}.
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'state', 'until', 'reason')
+return {tonumber(v[1] or '0'), v[2] or '', left(v[3]), v[4] or ''}
+"""
+)
+"""The cluster's state of one breaker (epoch 0 and state ``''`` when it has none)."""
+
+PUBLISH_STATE: Final = (
+    _NOW
+    + _LEFT
+    + """
+-- KEYS[1]: the state hash. ARGV: expected epoch, state, ms open (-1 none, -2 forever), reason,
+-- channel, key ttl ms, message prefix. Compare-and-set on the epoch, then publish.
+local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if cur ~= tonumber(ARGV[1]) then
+  local v = redis.call('HMGET', KEYS[1], 'state', 'until', 'reason')
+  return {0, cur, v[1] or '', left(v[2]), v[3] or ''}
+end
+local open = tonumber(ARGV[3])
+local untilms = open
+if open >= 0 then untilms = now + open end
+redis.call('HSET', KEYS[1], 'epoch', cur + 1, 'state', ARGV[2], 'until', untilms, 'reason', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[5], ARGV[7] .. '|' .. (cur + 1) .. '|' .. ARGV[2] .. '|' .. open .. '|' .. ARGV[4])
+return {1, cur + 1, ARGV[2], open, ARGV[4]}
+"""
+)
+"""Move the cluster's state from a known epoch (compare-and-set) and publish the change."""
+
+FLUSH_COUNTS: Final = (
+    _NOW
+    + """
+-- KEYS[1]: the counts hash of one state period. ARGV: replica id, calls, failures, slow,
+-- max age ms of a peer's report, key ttl ms. Returns the sums of the other live replicas.
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. now)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local all = redis.call('HGETALL', KEYS[1])
+local calls, failures, slow = 0, 0, 0
+local max_age = tonumber(ARGV[5])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then
+    local c, f, s, at = string.match(all[i + 1], '(%d+) (%d+) (%d+) (%d+)')
+    if c and now - tonumber(at) <= max_age then
+      calls = calls + tonumber(c)
+      failures = failures + tonumber(f)
+      slow = slow + tonumber(s)
+    else
+      redis.call('HDEL', KEYS[1], all[i])
+    end
+  end
+end
+return {calls, failures, slow}
+"""
+)
+"""Report this replica's counts of a state period; return the other replicas' (stale ones dropped)."""
+
+TAKE_LEASES: Final = (
+    _NOW
+    + _LEFT
+    + """
+-- KEYS[1]: the state hash. ARGV: lease key prefix, owner, ttl ms, max leases, renew (0/1).
+-- Returns {leases held, ms until the first of them expires, cluster state}.
+local v = redis.call('HMGET', KEYS[1], 'state', 'until')
+local state = v[1] or ''
+if state ~= '' and state ~= 'open' then return {0, 0, state} end
+if state == 'open' and left(v[2]) ~= 0 then return {0, 0, state} end
+local held, first = 0, tonumber(ARGV[3])
+for i = 1, tonumber(ARGV[4]) do
+  local key = ARGV[1] .. i
+  local owner = redis.call('GET', key)
+  if owner == ARGV[2] then
+    if ARGV[5] == '1' then redis.call('PEXPIRE', key, ARGV[3]) end
+    held = held + 1
+    first = math.min(first, redis.call('PTTL', key))
+  elseif not owner and redis.call('SET', key, ARGV[2], 'NX', 'PX', ARGV[3]) then
+    held = held + 1
+  end
+end
+return {held, first, state}
+"""
+)
+"""Hold (take, or renew with ``renew``) up to ``max`` probe leases of an OPEN period that ended."""
+
+TOKEN_BUCKET: Final = (
+    _NOW
+    + """
+-- KEYS[1]: the bucket's key (its theoretical arrival time, GCRA). ARGV: ms per permit,
+-- burst, max wait ms. Returns the ms the caller waits for its permit (0: now), or -ms until
+-- the next permit when refused (nothing taken).
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - (now + interval * (tonumber(ARGV[2]) - 1))
+if wait < 0 then wait = 0 end
+if wait > tonumber(ARGV[3]) then return -math.max(wait, 1) end
+redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+return wait
+"""
+)
+"""A cluster token bucket as GCRA: one key, O(1), the same admissions as ``"token_bucket"``."""
+
+SLIDING_LOG: Final = (
+    _NOW
+    + """
+-- KEYS[1]: the admission log (a list, newest first). ARGV: window ms, burst, max wait ms.
+-- Returns as TOKEN_BUCKET does.
+local window = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local oldest = redis.call('LINDEX', KEYS[1], burst - 1)
+local at = now
+if oldest then at = math.max(now, tonumber(oldest) + window) end
+local newest = tonumber(redis.call('LINDEX', KEYS[1], 0) or '0')
+if at < newest then at = newest end
+local wait = at - now
+if wait > tonumber(ARGV[3]) then return -math.max(wait, 1) end
+redis.call('LPUSH', KEYS[1], at)
+redis.call('LTRIM', KEYS[1], 0, burst - 1)
+redis.call('PEXPIRE', KEYS[1], math.ceil(at - now + window) + 1000)
+return wait
+"""
+)
+"""A cluster sliding log: at most ``burst`` admissions in any window (``"sliding_window"``)."""

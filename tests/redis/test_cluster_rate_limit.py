@@ -1,0 +1,148 @@
+"""A rate limit shared by replicas through a real redis-server, and its fallbacks while Redis is away."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from redis_support import free_port
+from shared_workers import Board, limiter_worker, start, stop
+
+from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
+from otel_resilience.testing import FakeClock
+
+WORKERS = 4
+
+
+def test_four_processes_share_one_budget_of_100_per_second(redis_url: str) -> None:
+    """Four processes trying as fast as they can admit 100 ± a few per second in total."""
+    board = Board.new(WORKERS)
+    options = {"rate": 100.0, "burst": 5, "pace": 0.002}
+    processes = start(limiter_worker, redis_url, board, options, WORKERS)
+    try:
+        time.sleep(0.5)
+        first, started = board.admitted.value, time.monotonic()
+        time.sleep(3.0)
+        last, ended = board.admitted.value, time.monotonic()
+        rate = (last - first) / (ended - started)
+        print(f"cluster rate: {rate:.1f}/s admitted, {sum(board.rejected)} rejected")
+        assert 95.0 <= rate <= 105.0
+        assert sum(board.rejected) > 0  # they asked for more than the budget
+    finally:
+        stop(board, processes)
+
+
+def test_a_cluster_bucket_admits_its_burst_then_its_rate(redis_url: str) -> None:
+    """Two limiters (two replicas) share one bucket: a burst of 5 between them, then refusals."""
+    one, two = RedisStore.from_url(redis_url, namespace="rl"), RedisStore.from_url(redis_url, namespace="rl")
+    try:
+        config = RateLimiterConfig(rate=1.0, burst=5)
+        a = RateLimiter("api", RateLimiterConfig(rate=1.0, burst=5, store=one))
+        b = RateLimiter("api", RateLimiterConfig(rate=1.0, burst=5, store=two))
+        admitted = [limiter.try_acquire() for limiter in (a, b, a, b, a, b, a)]
+        assert admitted == [True] * 5 + [False, False]
+        with pytest.raises(RateLimitedError) as raised:
+            b.call_sync(int)
+        assert 0.0 < raised.value.retry_after <= 1.0
+        assert config.burst == 5
+        assert a.get_stats()["admitted"] == 3
+        assert b.get_stats()["rejected"] == 2
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_cluster_sliding_window_never_admits_more_than_burst_in_a_window(redis_url: str) -> None:
+    """``"sliding_window"`` in the cluster: 3 admissions, then none until the window has passed."""
+    store = RedisStore.from_url(redis_url, namespace="rl")
+    try:
+        limiter = RateLimiter(
+            "log", RateLimiterConfig(rate=6.0, burst=3, algorithm="sliding_window", store=store)
+        )
+        assert [limiter.try_acquire() for _ in range(4)] == [True, True, True, False]
+        time.sleep(0.6)
+        assert limiter.try_acquire()
+    finally:
+        store.close()
+
+
+def test_a_waiting_caller_gets_the_cluster_permit_due_next(redis_url: str) -> None:
+    """With max_wait, a caller reserves the cluster's next permit and waits for it."""
+    store = RedisStore.from_url(redis_url, namespace="rl")
+    try:
+        limiter = RateLimiter("wait", RateLimiterConfig(rate=10.0, burst=1, max_wait=1.0, store=store))
+        started = time.monotonic()
+        assert [limiter.call_sync(int) for _ in range(3)] == [0, 0, 0]
+        assert time.monotonic() - started >= 0.15  # two waits of ~0.1 s each
+        assert limiter.get_stats()["waited"] == 2
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def dead_store() -> Iterator[RedisStore]:
+    """A store whose Redis is not there (nothing listens on its port)."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="dead", timeout=0.2)
+    yield store
+    store.close()
+
+
+def test_fail_open_admits_every_call_and_counts_it(dead_store: RedisStore) -> None:
+    """The default fallback: Redis unreachable, every call is admitted, counted, and the store degraded."""
+    limiter = RateLimiter("open", RateLimiterConfig(rate=1.0, burst=1, store=dead_store))
+    assert all(limiter.try_acquire() for _ in range(20))
+    assert dead_store.degraded
+    assert dead_store.outages == 1
+    assert limiter._rules.fallback_admitted == dead_store.fallback_permits == 20
+
+
+def test_fail_closed_rejects_every_call(dead_store: RedisStore) -> None:
+    """``store_fallback="closed"``: Redis unreachable, every call is rejected."""
+    config = RateLimiterConfig(rate=2.0, burst=5, store=dead_store, store_fallback="closed")
+    limiter = RateLimiter("closed", config)
+    with pytest.raises(RateLimitedError) as raised:
+        limiter.call_sync(int)
+    assert raised.value.retry_after == 0.5
+    assert not limiter.try_acquire()
+
+
+def test_local_fallback_admits_the_replicas_share(dead_store: RedisStore) -> None:
+    """``store_fallback="local"``: Redis unreachable, this replica takes rate / expected_replicas."""
+    clock = FakeClock(100.0)
+    config = RateLimiterConfig(
+        rate=40.0, burst=8, store=dead_store, store_fallback="local", expected_replicas=4
+    )
+    limiter = RateLimiter("local", config, clock=clock)
+    assert [limiter.try_acquire() for _ in range(3)] == [True, True, False]  # burst 8 // 4
+    clock.advance(0.1)  # 10/s locally: one permit
+    assert [limiter.try_acquire() for _ in range(2)] == [True, False]
+    assert limiter.get_stats()["admitted"] == 3
+
+
+def test_the_fallback_fields_are_validated() -> None:
+    """A wrong fallback or replica count raises, naming the field."""
+    with pytest.raises(ValueError, match=r"RateLimiterConfig\.store_fallback"):
+        RateLimiterConfig(rate=1.0, store_fallback="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"RateLimiterConfig\.expected_replicas"):
+        RateLimiterConfig(rate=1.0, expected_replicas=0)
+    with pytest.raises(TypeError, match=r"RateLimiterConfig\.store"):
+        RateLimiterConfig(rate=1.0, store="redis://localhost")  # type: ignore[arg-type]
+
+
+def test_each_key_of_a_keyed_limiter_has_its_own_cluster_budget(redis_url: str) -> None:
+    """KeyedRateLimiter with a store: two replicas share a key's budget; another key has its own."""
+    one, two = RedisStore.from_url(redis_url, namespace="rl"), RedisStore.from_url(redis_url, namespace="rl")
+    try:
+        config = {"rate": 0.5, "burst": 2}
+        a = RateLimiter.per_key("tenants", RateLimiterConfig(**config, store=one))  # type: ignore[arg-type]
+        b = RateLimiter.per_key("tenants", RateLimiterConfig(**config, store=two))  # type: ignore[arg-type]
+        assert [a.for_key("x").try_acquire(), b.for_key("x").try_acquire(), a.for_key("x").try_acquire()] == [
+            True,
+            True,
+            False,
+        ]
+        assert b.for_key("y").try_acquire()
+    finally:
+        one.close()
+        two.close()

@@ -1,0 +1,252 @@
+"""Shared breaker state in one process: replicas are stores of their own on one real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from redis_support import RedisServer, free_port
+from shared_workers import wait_for
+
+from otel_resilience import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+    RedisStore,
+    ResilienceConfig,
+    ResilienceManager,
+    TimeWindow,
+)
+from otel_resilience.engine.events import StateChanged
+from otel_resilience.engine.registry import namesakes_expected
+from otel_resilience.engine.shared import shared_key
+
+Replica = Callable[..., CircuitBreaker]
+
+
+@pytest.fixture
+def replicas(redis_url: str) -> Iterator[Replica]:
+    """Make breakers, each with a store of its own (a replica of the service), all closed afterwards."""
+    stores: list[RedisStore] = []
+
+    def make(name: str = "db", namespace: str = "svc", **options: object) -> CircuitBreaker:
+        store = RedisStore.from_url(redis_url, namespace=namespace)
+        stores.append(store)
+        settings: dict[str, object] = {"failure_threshold": 3, "timeout": 30.0, **options}
+        with namesakes_expected():
+            breaker = CircuitBreaker(name, CircuitBreakerConfig(store=store, **settings))  # type: ignore[arg-type]
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        return breaker
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def _fail(breaker: CircuitBreaker) -> None:
+    def boom() -> None:
+        raise RuntimeError("down")
+
+    with pytest.raises(RuntimeError):
+        breaker.call_sync(boom)
+
+
+def _opened(*breakers: CircuitBreaker) -> Callable[[], bool]:
+    return lambda: all(b.state is CircuitState.OPEN for b in breakers)
+
+
+def test_failures_on_two_replicas_open_both_at_the_cluster_threshold(replicas: Replica) -> None:
+    """Two failures on one replica and one on the other reach failure_threshold=3: both open."""
+    a, b = replicas(), replicas()
+    changes: list[StateChanged] = []
+    a.on_state_change(changes.append)
+    _fail(a)
+    _fail(a)
+    time.sleep(0.2)  # a's failures reach the store
+    _fail(b)
+    wait_for(_opened(a, b), 2.0, "both OPEN")
+    assert a.stats.times_opened == b.stats.times_opened == 1
+    # a took b's trip, reported with b's reason
+    assert [(c.old, c.new, c.reason) for c in changes] == [("closed", "open", "failure_threshold")]
+
+
+def test_a_windowed_breaker_judges_the_merged_window(replicas: Replica) -> None:
+    """A failure rate met only by the replicas' calls together opens the breaker."""
+    window = {"sliding_window": TimeWindow(10.0), "minimum_calls": 4, "failure_rate_threshold": 0.5}
+    a, b = replicas(**window), replicas(**window)
+    a.call_sync(int)
+    _fail(a)
+    time.sleep(0.2)
+    b.call_sync(int)
+    assert b.state is CircuitState.CLOSED  # 3 calls, 1 failure
+    _fail(b)  # 4 calls, 2 failures: 50 %
+    wait_for(_opened(a, b), 2.0, "both OPEN")
+
+
+def test_a_replica_joining_reads_the_state_and_never_resets_it(replicas: Replica) -> None:
+    """A new replica starts OPEN when the cluster is OPEN (pybreaker's storage reset it)."""
+    a = replicas()
+    a.force_open(30.0)
+    wait_for(lambda: a._core._shared.epoch >= 1, 2.0, "published")  # type: ignore[union-attr]
+    late = replicas()
+    wait_for(_opened(late), 2.0, "the new replica OPEN")
+    assert 25.0 < late.get_stats()["retry_after"] <= 30.0
+    assert a.state is CircuitState.OPEN
+
+
+def test_isolation_and_reset_are_cluster_wide(replicas: Replica) -> None:
+    """ISOLATE (force_open(reason='isolated')) on one replica opens all; reset closes all."""
+    a, b, c = replicas(), replicas(), replicas()
+    b.force_open(10.0, reason="isolated")
+    wait_for(_opened(a, b, c), 2.0, "all OPEN")
+    a.reset()
+    wait_for(lambda: all(x.state is CircuitState.CLOSED for x in (a, b, c)), 2.0, "all CLOSED")
+
+
+def test_namespaces_names_and_keys_never_share_state(replicas: Replica) -> None:
+    """Another namespace, another name (even one with ':'), another key: each keeps its own state."""
+    a = replicas("db")
+    other_ns = replicas("db", namespace="other")
+    colon = replicas("db:state")
+    with shared_key("tenant-1"):
+        keyed = replicas("db")
+    a.force_open(10.0)
+    time.sleep(0.5)
+    assert a.state is CircuitState.OPEN
+    assert other_ns.state is colon.state is keyed.state is CircuitState.CLOSED
+
+
+def test_only_half_open_max_calls_probes_run_across_replicas(replicas: Replica) -> None:
+    """After the break, one replica holds the probe lease; the other rejects its probes."""
+    a, b = replicas(timeout=0.3, success_threshold=1), replicas(timeout=0.3, success_threshold=1)
+    a.force_open(0.3)
+    wait_for(_opened(a, b), 2.0, "both OPEN")
+    wait_for(lambda: a._core._half_open_max_calls + b._core._half_open_max_calls == 1, 3.0, "one lease")
+    holder, other = (a, b) if a._core._half_open_max_calls else (b, a)
+    assert other.state is CircuitState.HALF_OPEN
+    assert other.get_stats()["half_open_in_flight"] == 0
+    assert not _admits(lambda: other.call_sync(int))
+    assert holder.call_sync(int) == 0
+    wait_for(lambda: other.state is CircuitState.CLOSED, 2.0, "the other replica CLOSED")
+
+
+def _admits(call: Callable[[], object]) -> bool:
+    """Whether ``call()`` ran (``False``: the breaker rejected it)."""
+    try:
+        call()
+    except CircuitOpenError:
+        return False
+    return True
+
+
+def test_redis_unreachable_runs_the_breaker_locally(caplog: pytest.LogCaptureFixture) -> None:
+    """No Redis: the breaker trips and probes on its own; the store says it is degraded, once."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="gone", timeout=0.1)
+    try:
+        breaker = CircuitBreaker("alone", CircuitBreakerConfig(failure_threshold=2, timeout=0.2, store=store))
+        wait_for(lambda: store.degraded, 2.0, "degraded")
+        for _ in range(2):
+            _fail(breaker)
+        assert breaker.state is CircuitState.OPEN
+        time.sleep(0.25)
+        assert breaker.call_sync(int) == 0  # a local probe (half_open_max_calls) closes it
+        assert store.outages == 1
+        assert store.errors >= 1
+        assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        store.close()
+
+
+def test_the_store_field_and_the_factory_are_validated() -> None:
+    """A store that is not one, an empty namespace or a bad timeout raise, naming the field."""
+    with pytest.raises(TypeError, match=r"CircuitBreakerConfig\.store"):
+        CircuitBreakerConfig(store="redis://localhost")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"RedisStore\.from_url\.namespace"):
+        RedisStore.from_url("redis://localhost", namespace="")
+    with pytest.raises(ValueError, match=r"RedisStore\.from_url\.timeout"):
+        RedisStore.from_url("redis://localhost", timeout=0)
+
+
+def test_each_key_of_a_manager_policy_shares_its_own_breaker(redis_url: str) -> None:
+    """Two replicas' policies: tenant a tripped on one is OPEN on the other; tenant b stays CLOSED."""
+    stores = [RedisStore.from_url(redis_url, namespace="keys") for _ in range(2)]
+    try:
+        breaker = CircuitBreakerConfig(failure_threshold=2, timeout=30.0, store=stores[0])
+        one = ResilienceManager().policy("payments", ResilienceConfig(circuit_breaker=breaker))
+        other = dataclasses.replace(breaker, store=stores[1])
+        two = ResilienceManager().policy("payments", ResilienceConfig(circuit_breaker=other))
+        for key in ("a", "b"):  # each tenant's breaker exists on both replicas before the trip
+            assert one.for_key(key).execute_sync(int) == two.for_key(key).execute_sync(int) == 0
+        time.sleep(0.3)  # their first resync
+
+        def boom() -> None:
+            raise RuntimeError("down")
+
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                one.for_key("a").execute_sync(boom)
+        wait_for(
+            lambda: not _admits(lambda: two.for_key("a").execute_sync(int)),
+            2.0,
+            "tenant a OPEN on the other replica",
+        )
+        time.sleep(0.2)
+        assert two.for_key("b").execute_sync(int) == one.for_key("b").execute_sync(int) == 0
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_half_open_max_calls_leases_are_shared_by_all_replicas(replicas: Replica) -> None:
+    """With half_open_max_calls=2 and three replicas, two probe places exist in the whole cluster."""
+    group = [replicas(timeout=0.3, half_open_max_calls=2) for _ in range(3)]
+    group[0].force_open(0.3)
+    wait_for(_opened(*group), 2.0, "all OPEN")
+
+    def places() -> int:
+        return sum(b._core._half_open_max_calls for b in group)
+
+    wait_for(lambda: places() == 2, 3.0, "two probe places")
+    for _ in range(5):
+        time.sleep(0.1)
+        assert places() == 2
+    assert all(b.state is CircuitState.HALF_OPEN for b in group)
+
+
+def test_a_trip_while_redis_is_down_reaches_the_others_when_it_returns(
+    replicas: Replica, redis_server: RedisServer
+) -> None:
+    """A replica that tripped alone during an outage publishes its OPEN on reconnecting: the others adopt it."""
+    a, b = replicas(), replicas()
+    redis_server.stop()
+    store = a._core._shared._store  # type: ignore[union-attr]
+    for _ in range(3):
+        _fail(a)
+    assert a.state is CircuitState.OPEN
+    wait_for(lambda: store.degraded, 5.0, "the store degraded")
+    assert b.state is CircuitState.CLOSED
+    redis_server.start()
+    took = wait_for(_opened(b), 15.0, "the other replica OPEN after Redis returned")
+    wait_for(lambda: not store.degraded, 5.0, "the store healthy again")
+    print(f"reconverged {took:.2f} s after Redis returned")
+
+
+async def test_async_callers_share_the_breaker_as_threads_do(replicas: Replica) -> None:
+    """Coroutines on an event loop trip the cluster's breaker and are rejected by another replica's."""
+    a, b = replicas(), replicas()
+
+    async def down() -> None:
+        raise RuntimeError("down")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            await a.call(down)
+    deadline = time.monotonic() + 2.0
+    while b.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    with pytest.raises(CircuitOpenError):
+        await b.call(down)

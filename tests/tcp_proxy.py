@@ -1,0 +1,105 @@
+"""A small TCP fault proxy: forwards to a target and can pass, delay or drop the traffic.
+
+Used to make a real server (Redis) slow or partitioned for one client. Runs its own asyncio
+loop in a daemon thread; the mode may be changed at any time from any thread:
+
+* ``"pass"``: bytes are forwarded at once;
+* ``"delay"``: every chunk is forwarded ``delay`` seconds after it arrived (in order);
+* ``"drop"``: bytes are read and thrown away (connections stay open: a partition, not a reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Literal
+
+Mode = Literal["pass", "delay", "drop"]
+
+
+class TcpFaultProxy:
+    """Listen on 127.0.0.1 (a free port) and forward every connection to ``(host, port)``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.mode: Mode = "pass"
+        self.delay = 0.0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._run, name="tcp fault proxy", daemon=True)
+
+    def start(self) -> TcpFaultProxy:
+        """Start listening; return self once the port is known."""
+        self._thread.start()
+        self._ready.wait(5.0)
+        return self
+
+    def set(self, mode: Mode, delay: float = 0.0) -> None:
+        """Switch to ``mode`` (``delay`` seconds for ``"delay"``) for the bytes that arrive from now on."""
+        self.delay = delay
+        self.mode = mode
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def send() -> None:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                if (wait := due - self._loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.ensure_future(send())
+        try:
+            while data := await reader.read(65536):
+                if self.mode == "drop":
+                    continue
+                delay = self.delay if self.mode == "delay" else 0.0
+                queue.put_nowait((self._loop.time() + delay, data))
+        except OSError:
+            pass
+        finally:
+            queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await sender
+            writer.close()
+
+    def stop(self) -> None:
+        """Stop listening, close every connection, the loop and its thread."""
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for writer in self._writers:
+            writer.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
