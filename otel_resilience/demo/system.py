@@ -287,7 +287,9 @@ class DemoSystem:
         number = 0
         while True:
             now = loop.time()
-            due = max(due, now - interval * _MAX_CATCH_UP)
+            # At most one cycle of tenants made up after the loop fell behind: a tenant within
+            # its quota never sends more than its burst at once because the demo stalled.
+            due = max(due, now - interval * len(TENANT_CYCLE))
             while due <= now:
                 tenant = TENANT_CYCLE[number % len(TENANT_CYCLE)]
                 number += 1

@@ -125,8 +125,12 @@ def test_only_half_open_max_calls_probes_run_across_replicas(replicas: Replica) 
     a, b = replicas(timeout=0.3, success_threshold=1), replicas(timeout=0.3, success_threshold=1)
     a.force_open(0.3)
     wait_for(_opened(a, b), 2.0, "both OPEN")
-    wait_for(lambda: a._core._half_open_max_calls + b._core._half_open_max_calls == 1, 3.0, "one lease")
-    holder, other = (a, b) if a._core._half_open_max_calls else (b, a)
+    wait_for(
+        lambda: a._core.settings.half_open_max_calls + b._core.settings.half_open_max_calls == 1,
+        3.0,
+        "one lease",
+    )
+    holder, other = (a, b) if a._core.settings.half_open_max_calls else (b, a)
     assert other.state is CircuitState.HALF_OPEN
     assert other.get_stats()["half_open_in_flight"] == 0
     assert not _admits(lambda: other.call_sync(int))
@@ -208,7 +212,7 @@ def test_half_open_max_calls_leases_are_shared_by_all_replicas(replicas: Replica
     wait_for(_opened(*group), 2.0, "all OPEN")
 
     def places() -> int:
-        return sum(b._core._half_open_max_calls for b in group)
+        return sum(b._core.settings.half_open_max_calls for b in group)
 
     wait_for(lambda: places() == 2, 3.0, "two probe places")
     for _ in range(5):
