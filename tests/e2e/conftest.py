@@ -397,13 +397,16 @@ class AlertKey:
         )
 
 
-WITHOUT_DEMO_DATA: Final = frozenset({ar.R_ERROR_PATTERNS})
-"""Recording rules whose source series exist only once their event happened, with labels no one
-can know in advance (the operation and error type of an error pattern), and that the demos'
-scenarios do not produce: the dependency's errors are absorbed by retries or, in an outage, turned
-into rejections by the breaker, and rejections are never error patterns. Their metric names are
-checked against a real scrape in tests/ops/test_exported_names.py, their expressions by promtool's
-unit tests; the recovery-rate alert in a hard outage by tests/e2e/test_recovery_alert_outage.py."""
+WITHOUT_DEMO_DATA: Final = frozenset({ar.R_ERROR_PATTERNS, ar.R_STORE_DEGRADED})
+"""Recording rules whose source series the demos cannot produce. An error pattern's series exist
+only once its event happened, with labels no one can know in advance (the operation and error
+type), and the demos' scenarios do not produce one: the dependency's errors are absorbed by
+retries or, in an outage, turned into rejections by the breaker, and rejections are never error
+patterns. A shared store's series exist only where a RedisStore is configured, and the demos run
+on embedded defaults with no external service. Their metric names are checked against a real
+scrape in tests/ops/test_exported_names.py (a store that cannot reach its server included), their
+expressions by promtool's unit tests; the recovery-rate alert in a hard outage by
+tests/e2e/test_recovery_alert_outage.py, a store against a real redis-server by tests/redis."""
 ALERTS: dict[str, AlertKey] = {
     "breaker_open": AlertKey(ar.A_BREAKER_OPEN, "outage", "ml_service"),
     "bulkhead_full": AlertKey(ar.A_BULKHEAD_FULL, "brownout", "database"),
