@@ -447,6 +447,15 @@ def _fallback_ratio(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _recovery_rate_or_one(selector: dict[str, str]) -> str:
+    """The recorded recovery rate, or 1 for a recovery system that made no action in the window."""
+    attempts = _recorded(ar.R_RECOVERY_ATTEMPTS, selector)
+    return (
+        f"{_recorded(ar.R_RECOVERY_RATE, selector)}\nor\n"
+        f"sum by ({_JOB}, {_POLICY}, {_NAME}) ({attempts}) * 0 + 1"
+    )
+
+
 def _recovery_rate(selector: dict[str, str]) -> _Panel:
     return _Panel(
         "timeseries",
@@ -455,9 +464,10 @@ def _recovery_rate(selector: dict[str, str]) -> _Panel:
         f"{ar.RECOVERY_WINDOW}. {ar.A_RECOVERY_LOW} fires below {ar.RECOVERY_RATE_THRESHOLD:.0%} "
         f"for {ar.RECOVERY_FOR} once {ar.RECOVERY_MIN_ATTEMPTS} actions were made in the window, or when "
         f"every action of the last {ar.RECOVERY_SPARSE_WINDOW} failed while the policy is failing. "
-        f"{_rule_note(ar.R_RECOVERY_RATE)}",
+        f"1 while no action was made in the window: nothing failed to recover (a share of no action "
+        f"is not 0 %, which would read as every recovery failing). {_rule_note(ar.R_RECOVERY_RATE)}",
         "percentunit",
-        (_Query(_recorded(ar.R_RECOVERY_RATE, selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
+        (_Query(_recovery_rate_or_one(selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
         thresholds=((None, _RED), (ar.RECOVERY_RATE_THRESHOLD, _GREEN)),
         alert=ar.A_RECOVERY_LOW,
         min=0,
