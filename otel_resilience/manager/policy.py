@@ -21,6 +21,7 @@ import functools
 import inspect
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
@@ -97,7 +98,7 @@ Adapt = Callable[[ResilienceConfig], ResilienceConfig]
 """What a policy does to every config it takes, at creation and on each reload (``adapt=``)."""
 
 
-class _Runs:
+class _Runs(ABC):
     """The calls a :class:`PolicyHandle` and a :class:`KeyedPolicyView` share.
 
     Each runs in the state its object enters: the policy's unkeyed breaker, bulkhead and limiter
@@ -109,9 +110,9 @@ class _Runs:
     _owner: ClassVar[str]
     """The class name a refused ``fn`` is reported under."""
 
+    @abstractmethod
     def _enter_state(self) -> KeyState:
         """Return the state a call runs in, with the call counted in."""
-        raise NotImplementedError
 
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` under the policy, in this object's state.
