@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from otel_support import otel  # noqa: F401 - the fixture, for every directory
 
 from otel_resilience import ResilienceManager
 from otel_resilience.alerts import AlertSystem, default_alert_system

@@ -13,57 +13,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otel_support import Otel
 
 from examples.http_service.run import start_downstream, stop_downstream
 from examples.http_service.service import create_app
 from otel_resilience import ResilienceManager
 from otel_resilience.integrations.http import RESEND_COUNT_ATTRIBUTE
-from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
-
-
-@dataclass
-class Telemetry:
-    tracer_provider: TracerProvider
-    spans: InMemorySpanExporter
-    reader: InMemoryMetricReader
-
-    def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        found = []
-        for resource in data.resource_metrics if data is not None else []:
-            for scope in resource.scope_metrics:
-                found += [p for m in scope.metrics if m.name == name for p in m.data.data_points]
-        return found
-
-
-@pytest.fixture
-def telemetry() -> Iterator[Telemetry]:
-    had_default = current_listener() is not None
-    spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider(shutdown_on_exit=False)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    instrument(tracer_provider, meter_provider)
-    try:
-        yield Telemetry(tracer_provider, spans, reader)
-    finally:
-        uninstrument()
-        if had_default:
-            install_default()
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
 
 
 @pytest.fixture
@@ -76,10 +36,8 @@ def downstream() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-async def service(downstream: dict[str, str], telemetry: Telemetry) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(
-        downstream, manager=ResilienceManager(), tracer_provider=telemetry.tracer_provider
-    )
+async def service(downstream: dict[str, str], otel: Otel) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(downstream, manager=ResilienceManager(), tracer_provider=otel.tracer_provider)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://service", timeout=30) as client:
@@ -106,7 +64,7 @@ async def sent(url: str, request: str) -> int:
 
 
 async def test_healthy_throttled_down_and_back(
-    downstream: dict[str, str], service: httpx.AsyncClient, telemetry: Telemetry
+    downstream: dict[str, str], service: httpx.AsyncClient, otel: Otel
 ) -> None:
     inventory, pricing = downstream["inventory"], downstream["pricing"]
 
@@ -161,12 +119,12 @@ async def test_healthy_throttled_down_and_back(
     assert time.monotonic() - opened_at >= 1.5  # not before the breaker's 2 s timeout (minus slack)
     assert (await service.get("/items/5")).status_code == 200
 
-    check_spans(telemetry)
-    check_metrics(telemetry)
+    check_spans(otel)
+    check_metrics(otel)
 
 
-def check_spans(telemetry: Telemetry) -> None:
-    spans = telemetry.spans.get_finished_spans()
+def check_spans(otel: Otel) -> None:
+    spans = otel.span_exporter.get_finished_spans()
     gets = [s for s in spans if s.name == "GET"]
     posts = [s for s in spans if s.name == "POST"]
     resends = sorted(s.attributes.get(RESEND_COUNT_ATTRIBUTE, 0) for s in gets)
@@ -187,12 +145,12 @@ def downstream_host(span: Any) -> str:
     return f"{url.host}:{url.port}"
 
 
-def check_metrics(telemetry: Telemetry) -> None:
-    retries = telemetry.points("resilience.retries")
+def check_metrics(otel: Otel) -> None:
+    retries = otel.points("resilience.retries")
     assert {p.attributes["resilience.policy"] for p in retries} == {"inventory"}
     assert sum(p.value for p in retries) >= 3  # one after the 429, two for the first GET while down
-    transitions = telemetry.points("resilience.circuit_breaker.transitions")
+    transitions = otel.points("resilience.circuit_breaker.transitions")
     moves = {(p.attributes.get("resilience.circuit_breaker.state"), p.value) for p in transitions}
     assert moves, transitions
-    rejections = telemetry.points("resilience.rejections")
+    rejections = otel.points("resilience.rejections")
     assert sum(p.value for p in rejections) >= 2
