@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -77,6 +78,27 @@ TENANT_CYCLE: Final = ("acme", "acme", "acme", "globex", "initech")
 """The tenant of each request of the ``tenants`` load, in turn."""
 _MAX_CATCH_UP: Final = 200
 """Requests a load generator starts at once after the event loop fell behind."""
+
+
+async def _paced(interval: Callable[[], float], max_catch_up: int) -> AsyncGenerator[None, None]:
+    """Yield once per request due, one every ``interval()`` seconds (read at each wake-up).
+
+    After the event loop fell behind, at most ``max_catch_up`` overdue requests are made up at
+    once and the rest of the backlog is dropped: a stall never turns into a flood.
+    """
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while True:
+        now = loop.time()
+        step = interval()
+        made_up = 0
+        while due <= now and made_up < max_catch_up:
+            yield
+            due += step
+            made_up += 1
+        if due <= now:
+            due = now + step
+        await asyncio.sleep(due - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,40 +287,25 @@ class DemoSystem:
 
     async def _generate(self, name: str) -> None:
         """Start requests at the policy's current :meth:`load` (catching up after a stall, bounded)."""
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while True:
-            now = loop.time()
-            interval = self._scale / self.load(name)
-            started = 0
-            while due <= now and started < _MAX_CATCH_UP:
+        async with aclosing(_paced(lambda: self._scale / self.load(name), _MAX_CATCH_UP)) as ticks:
+            async for _ in ticks:
                 self._spawn(name)
-                due += interval
-                started += 1
-            if due <= now:  # still behind after a long stall: drop the backlog instead of a flood
-                due = now + interval
-            await asyncio.sleep(due - now)
 
     async def _tenant_load(self) -> None:
-        """Send :data:`TENANT_RATE` requests/s through the keyed ``tenants`` policy, tenant by tenant."""
-        loop = asyncio.get_running_loop()
-        interval = self._scale / TENANT_RATE
-        due = loop.time()
+        """Send :data:`TENANT_RATE` requests/s through the keyed ``tenants`` policy, tenant by tenant.
+
+        At most one cycle of tenants is made up after the loop fell behind: a tenant within its
+        quota never sends more than its burst at once because the demo stalled.
+        """
         number = 0
-        while True:
-            now = loop.time()
-            # At most one cycle of tenants made up after the loop fell behind: a tenant within
-            # its quota never sends more than its burst at once because the demo stalled.
-            due = max(due, now - interval * len(TENANT_CYCLE))
-            while due <= now:
+        async with aclosing(_paced(lambda: self._scale / TENANT_RATE, len(TENANT_CYCLE))) as ticks:
+            async for _ in ticks:
                 tenant = TENANT_CYCLE[number % len(TENANT_CYCLE)]
                 number += 1
-                due += interval
                 try:
                     await self.tenants.for_key(tenant).execute(_tenant_call)
                 except RateLimitedError:
                     self.tenant_rejections[tenant] += 1
-            await asyncio.sleep(due - now)
 
     def _spawn(self, name: str) -> None:
         self._counter += 1
