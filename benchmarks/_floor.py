@@ -26,10 +26,30 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FloorPolicy:
+    """What both floors do; the defaults are those of ``_scenarios.our_full_config``."""
+
+    default: Any = field(default_factory=lambda: {"status": "error"})
+    """What the fallback answers."""
+    total_timeout: float = 30.0
+    attempts: int = 3
+    initial_delay: float = 1.0
+    failure_threshold: int = 5
+    open_seconds: float = 60.0
+    max_concurrent: int = 10
+
+
+def floor(fn: Callable[[], Any], policy: FloorPolicy, *, is_async: bool) -> Callable[[], Any]:
+    """``fn`` under the async or the sync floor."""
+    return async_floor(fn, policy) if is_async else sync_floor(fn, policy)
 
 
 class RejectedError(Exception):
@@ -73,20 +93,10 @@ def _delay(initial: float, attempt: int) -> float:
     return random.uniform(0.0, initial * 2 ** (attempt - 1)) if initial else 0.0
 
 
-def async_floor(
-    fn: Callable[[], Awaitable[T]],
-    *,
-    default: Any,
-    total_timeout: float = 30.0,
-    attempts: int = 3,
-    initial_delay: float = 1.0,
-    failure_threshold: int = 5,
-    open_seconds: float = 60.0,
-    max_concurrent: int = 10,
-) -> Callable[[], Awaitable[Any]]:
+def async_floor(fn: Callable[[], Awaitable[T]], policy: FloorPolicy) -> Callable[[], Awaitable[Any]]:
     """``fn`` under the five hand-written async decorators, outermost first."""
-    breaker = _Breaker(failure_threshold, open_seconds)
-    slots = asyncio.Semaphore(max_concurrent)
+    breaker = _Breaker(policy.failure_threshold, policy.open_seconds)
+    slots = asyncio.Semaphore(policy.max_concurrent)
 
     def bulkhead(f: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         @wraps(f)
@@ -120,9 +130,9 @@ def async_floor(
                 except RejectedError:
                     raise
                 except Exception:
-                    if attempt >= attempts:
+                    if attempt >= policy.attempts:
                         raise
-                await asyncio.sleep(_delay(initial_delay, attempt))
+                await asyncio.sleep(_delay(policy.initial_delay, attempt))
                 attempt += 1
 
         return wrapper
@@ -130,7 +140,7 @@ def async_floor(
     def timeout(f: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         @wraps(f)
         async def wrapper() -> T:
-            async with asyncio.timeout(total_timeout):
+            async with asyncio.timeout(policy.total_timeout):
                 return await f()
 
         return wrapper
@@ -141,27 +151,17 @@ def async_floor(
             try:
                 return await f()
             except Exception:
-                return default
+                return policy.default
 
         return wrapper
 
     return fallback(timeout(retry(circuit(bulkhead(fn)))))
 
 
-def sync_floor(
-    fn: Callable[[], T],
-    *,
-    default: Any,
-    total_timeout: float = 30.0,
-    attempts: int = 3,
-    initial_delay: float = 1.0,
-    failure_threshold: int = 5,
-    open_seconds: float = 60.0,
-    max_concurrent: int = 10,
-) -> Callable[[], Any]:
+def sync_floor(fn: Callable[[], T], policy: FloorPolicy) -> Callable[[], Any]:
     """``fn`` under the five hand-written sync decorators, outermost first."""
-    breaker = _Breaker(failure_threshold, open_seconds)
-    slots = threading.BoundedSemaphore(max_concurrent)
+    breaker = _Breaker(policy.failure_threshold, policy.open_seconds)
+    slots = threading.BoundedSemaphore(policy.max_concurrent)
     deadline = threading.local()
 
     def expired() -> bool:
@@ -203,9 +203,9 @@ def sync_floor(
                 except RejectedError:
                     raise
                 except Exception:
-                    if attempt >= attempts or expired():
+                    if attempt >= policy.attempts or expired():
                         raise
-                time.sleep(_delay(initial_delay, attempt))
+                time.sleep(_delay(policy.initial_delay, attempt))
                 attempt += 1
 
         return wrapper
@@ -213,7 +213,7 @@ def sync_floor(
     def timeout(f: Callable[[], T]) -> Callable[[], T]:
         @wraps(f)
         def wrapper() -> T:
-            deadline.at = time.monotonic() + total_timeout
+            deadline.at = time.monotonic() + policy.total_timeout
             result = f()
             if expired():
                 raise TimeoutError
@@ -227,7 +227,7 @@ def sync_floor(
             try:
                 return f()
             except Exception:
-                return default
+                return policy.default
 
         return wrapper
 

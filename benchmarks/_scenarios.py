@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
-from _floor import async_floor, sync_floor, traced
+from _floor import FloorPolicy, floor, traced
 from _harness import Contender, Group, async_chunk, sync_chunk
 from _peers import Peers
 
@@ -732,12 +732,12 @@ def full_pipeline(driver: str, peers: Peers) -> Group:
         )
     )
     contenders.append(_ours_off("@resilient(config)", _chunk(driver, f"{aw}g()", {"g": g})))
-    floor = (async_floor if driver == "async" else sync_floor)(fn, default={"status": "error"})
+    hand = floor(fn, FloorPolicy(), is_async=driver == "async")
     contenders.append(
         Contender(
             "hand-written floor (five nested minimal decorators, no telemetry)",
             "floor",
-            _chunk(driver, f"{aw}g()", {"g": floor}),
+            _chunk(driver, f"{aw}g()", {"g": hand}),
             note="benchmarks/_floor.py; tests/test_benchmarks_floor.py checks it computes what ours does",
         )
     )
@@ -864,10 +864,10 @@ def _hand_traced(
 
     meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench.hand")
     histogram = meter.create_histogram("bench.hand.duration", unit="s")
-    floor = (async_floor if driver == "async" else sync_floor)(fn, default={"status": "error"})
+    hand = floor(fn, FloorPolicy(), is_async=driver == "async")
     name = f"bench.full_sdk.{driver}"
     g = traced(
-        floor, tracer_provider.get_tracer("bench.hand"), histogram, name=name, is_async=driver == "async"
+        hand, tracer_provider.get_tracer("bench.hand"), histogram, name=name, is_async=driver == "async"
     )
     # Our listeners off (the hand-written row records its own telemetry), the parent current.
     before, after = _listener_hooks(None, parent)

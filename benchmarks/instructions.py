@@ -25,13 +25,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _floor import async_floor, sync_floor, traced
+from _floor import FloorPolicy, floor, traced
 from _scenarios import our_full_config
 
 import otel_resilience as orr
 from otel_resilience.engine.events import HUB
 
-DEFAULT = {"status": "error"}
 KINDS = frozenset(("bare", "full", "floor", "sdk", "sdk_floor", "root1", "root1_floor"))
 """The async workloads; each with an ``s`` prefix is its sync twin."""
 
@@ -73,13 +72,13 @@ def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
     if kind not in KINDS:
         raise SystemExit(f"unknown workload {workload!r}; see the module docstring")
     fn: Callable[[], Any] = af if is_async else sf
-    make_floor = async_floor if is_async else sync_floor
+    hand = floor(fn, FloorPolicy(), is_async=is_async)
     if kind == "bare":
         return fn, is_async, None
     if kind == "full":
         return orr.resilient(our_full_config("instructions"))(fn), is_async, None
     if kind == "floor":
-        return make_floor(fn, default=DEFAULT), is_async, None
+        return hand, is_async, None
     from otel_resilience.telemetry import OtelListener  # noqa: PLC0415
 
     tracer_provider, meter_provider, exporter = _sdk(root_sampling=kind.startswith("root1"))
@@ -89,8 +88,8 @@ def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
     histogram = meter_provider.get_meter("bench.hand").create_histogram("bench.hand.duration", unit="s")
     tracer = tracer_provider.get_tracer("bench.hand")
     return (
-        traced(make_floor(fn, default=DEFAULT), tracer, histogram, name="instructions", is_async=is_async),
-        (is_async),
+        traced(hand, tracer, histogram, name="instructions", is_async=is_async),
+        is_async,
         exporter,
     )
 

@@ -24,7 +24,7 @@ import pytest
 import otel_resilience as orr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _floor import async_floor, sync_floor
+from _floor import FloorPolicy, async_floor, sync_floor
 
 DEFAULT = {"status": "error"}
 OK, FAIL = "ok", "fail"
@@ -53,7 +53,7 @@ def ours_config(name: str) -> orr.ResilienceConfig:
     )
 
 
-FLOOR_ARGS: dict[str, Any] = {"default": DEFAULT, "initial_delay": 0.0, "open_seconds": 600.0}
+FLOOR = FloorPolicy(default=DEFAULT, initial_delay=0.0, open_seconds=600.0)
 
 
 class Dependency:
@@ -99,7 +99,7 @@ def test_the_sync_floor_computes_what_ours_does(script: list[str]) -> None:
     ours = run_sync(
         lambda fn: orr.resilient(ours_config("floor.sync"), manager=orr.ResilienceManager())(fn), script
     )
-    floor = run_sync(lambda fn: sync_floor(fn, **FLOOR_ARGS), script)
+    floor = run_sync(lambda fn: sync_floor(fn, FLOOR), script)
     assert floor == ours
 
 
@@ -108,20 +108,18 @@ def test_the_async_floor_computes_what_ours_does(script: list[str]) -> None:
     ours = run_async(
         lambda fn: orr.resilient(ours_config("floor.async"), manager=orr.ResilienceManager())(fn), script
     )
-    floor = run_async(lambda fn: async_floor(fn, **FLOOR_ARGS), script)
+    floor = run_async(lambda fn: async_floor(fn, FLOOR), script)
     assert floor == ours
 
 
 def test_the_scripts_exercise_every_layer_that_decides() -> None:
     """The scripts are not vacuous: they see retries, fallbacks and breaker rejections."""
-    values, calls = run_sync(lambda fn: sync_floor(fn, **FLOOR_ARGS), SCRIPTS["fail twice, then succeed"])
+    values, calls = run_sync(lambda fn: sync_floor(fn, FLOOR), SCRIPTS["fail twice, then succeed"])
     assert (values, calls) == ([3, 4, 7, 8], 8)  # two retries, a success, and again
-    values, calls = run_sync(
-        lambda fn: sync_floor(fn, **FLOOR_ARGS), SCRIPTS["every attempt fails: fallback"]
-    )
+    values, calls = run_sync(lambda fn: sync_floor(fn, FLOOR), SCRIPTS["every attempt fails: fallback"])
     assert values[0] == DEFAULT
     trips = SCRIPTS["five failures in a row open the breaker: the rest are fallbacks, never calls"]
-    values, calls = run_sync(lambda fn: sync_floor(fn, **FLOOR_ARGS), trips)
+    values, calls = run_sync(lambda fn: sync_floor(fn, FLOOR), trips)
     assert values == [DEFAULT] * 12
     assert calls == 5  # attempts 1-3 of the first call, 1-2 of the second: then open
 
@@ -135,7 +133,7 @@ def test_a_timed_out_sync_call_falls_back_in_both() -> None:
 
     config = dataclasses.replace(ours_config("floor.deadline"), timeout=0.01)
     ours = orr.resilient(config, manager=orr.ResilienceManager())(slow)
-    floor = sync_floor(slow, **{**FLOOR_ARGS, "total_timeout": 0.01})
+    floor = sync_floor(slow, dataclasses.replace(FLOOR, total_timeout=0.01))
     assert ours() == floor() == DEFAULT
 
 
