@@ -24,9 +24,8 @@ Providers are acquired lazily, through the public API only
 (:mod:`otel_resilience.telemetry.providers`), so that a provider set after the import, or named
 by ``OTEL_PYTHON_TRACER_PROVIDER`` / ``OTEL_PYTHON_METER_PROVIDER``, is honoured. Until a real
 tracer or meter provider is set globally (or passed in), :meth:`OtelListener.start_execution`
-asks the API whether one has been set since (a few µs: the public getters look up environment
-variables while nothing is set) and returns ``None``; a global provider can be set only once,
-so each is acquired once and never asked for again.
+asks whether one has been set since and returns ``None``; a global provider can be set only
+once, so each is acquired once and never asked for again.
 
 Events need no code here: :meth:`OtelListener.on_event` does what the event's row of
 :data:`otel_resilience.telemetry.semconv.EVENTS` says, through :mod:`otel_resilience.telemetry.binding`.
@@ -93,8 +92,7 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "OtelListener"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
-_LOG_INTERVAL: Final = 60.0
-"""Seconds between two log lines about failures at the same telemetry call site."""
+_LOG_INTERVAL: Final = 60.0  # seconds between two log lines about failures at one call site
 
 
 class OtelListener:
@@ -364,25 +362,18 @@ class OtelListener:
             error: The exception that escaped, if any.
         """
         scope = cast("Scope", handle)
+        error_type = error_type_of(outcome, error)
         try:
             info = scope.info
-            error_type = error_type_of(outcome, error)
             instruments = self._instruments
             if instruments is not None and info.metrics:
                 attrs = (
                     info.success_attrs if outcome is Outcome.SUCCESS else info.duration(outcome, error_type)
                 )
                 instruments.duration.record(duration, attrs)
-            span = scope.span
-            if span is not None:
-                finish_span(span, outcome, error_type, error, record_messages=self._record_messages)
         except Exception:  # noqa: BLE001
             self.failed("end_execution")
-        finally:
-            if scope.key_token is not None:
-                leave_key(scope.key_token)
-            if scope.token is not None:
-                otel_context.detach(cast("Token[Context]", scope.token))
+        self._finish(scope, outcome, error_type, error, "end_execution")
 
     def start_attempt(
         self, source: TelemetrySource, operation: str, attempt: int, attempt_type: str | None = None
@@ -433,21 +424,31 @@ class OtelListener:
             error: The exception the attempt raised, if any.
         """
         scope = cast("AttemptScope", handle)
+        error_type = error_type_of(outcome, error)
         try:
-            error_type = error_type_of(outcome, error)
             info = scope.info
             instruments = self._instruments
             if instruments is not None and info.metrics and scope.started:
-                # Inside the attempt span, so that exemplars carry its trace.
                 instruments.attempt_duration.record(
                     time.perf_counter() - scope.started, info.attempt_metric(outcome, error_type)
                 )
+        except Exception:  # noqa: BLE001
+            self.failed("end_attempt")
+        self._finish(scope, outcome, error_type, error, "end_attempt")
+
+    def _finish(
+        self, scope: Scope, outcome: Outcome, error_type: str | None, error: BaseException | None, where: str
+    ) -> None:
+        """End a scope's span (after its duration, for exemplars) and restore the context it replaced."""
+        try:
             span = scope.span
             if span is not None:
                 finish_span(span, outcome, error_type, error, record_messages=self._record_messages)
         except Exception:  # noqa: BLE001
-            self.failed("end_attempt")
+            self.failed(where)
         finally:
+            if scope.key_token is not None:
+                leave_key(scope.key_token)
             if scope.token is not None:
                 otel_context.detach(cast("Token[Context]", scope.token))
 
