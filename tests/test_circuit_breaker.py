@@ -117,11 +117,11 @@ def test_defaults_are_pinned() -> None:
         ({"record_exceptions": ()}, ValueError, r"CircuitBreakerConfig\.record_exceptions must be at least"),
         ({"record_exceptions": "ValueError"}, TypeError, r"CircuitBreakerConfig\.record_exceptions"),
         ({"record_exceptions": (int,)}, TypeError, r"CircuitBreakerConfig\.record_exceptions"),
-        ({"record_exceptions": (KeyboardInterrupt,)}, TypeError, r"CircuitBreakerConfig\.record_exceptions"),
+        ({"record_exceptions": (KeyboardInterrupt,)}, ValueError, r"CircuitBreakerConfig\.record_exceptions"),
         ({"ignore_exceptions": lambda e: True}, TypeError, r"CircuitBreakerConfig\.ignore_exceptions"),
         (
             {"ignore_exceptions": (asyncio.CancelledError,)},
-            TypeError,
+            ValueError,
             r"CircuitBreakerConfig\.ignore_exceptions",
         ),
         (

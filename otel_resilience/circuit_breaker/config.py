@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from otel_resilience.circuit_breaker.window import CountWindow, TimeWindow
 from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import (
     check_callable,
     check_duration,
-    check_exception_types,
+    check_error_selector,
     check_int,
     check_number,
     fail,
@@ -45,6 +45,7 @@ ExceptionSelector = ExceptionTypes | Callable[[BaseException], bool]
 """Exception classes, or a predicate that returns ``True`` for an error to record."""
 
 _OWNER: Final = "CircuitBreakerConfig"
+_NEVER: Final = "cancellation and exits are never counted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +117,9 @@ class CircuitBreakerConfig:
         check_int(_OWNER, "success_threshold", self.success_threshold, minimum=1)
         object.__setattr__(self, "timeout", check_duration(_OWNER, "timeout", self.timeout))
         check_int(_OWNER, "half_open_max_calls", self.half_open_max_calls, minimum=1)
-        record = _check_selector("record_exceptions", self.record_exceptions)
+        record = check_error_selector(_OWNER, "record_exceptions", self.record_exceptions, _NEVER)
         object.__setattr__(self, "record_exceptions", record)
-        ignore = _check_selector("ignore_exceptions", self.ignore_exceptions)
+        ignore = check_error_selector(_OWNER, "ignore_exceptions", self.ignore_exceptions, _NEVER)
         if not isinstance(ignore, tuple):
             raise fail(_OWNER, "ignore_exceptions", "exception types", self.ignore_exceptions, kind=TypeError)
         object.__setattr__(self, "ignore_exceptions", ignore)
@@ -179,25 +180,6 @@ def break_seconds(break_duration: Callable[[int], float], openings: int) -> floa
         Exception: What ``break_duration`` raised.
     """
     return check_duration(_OWNER, "break_duration", break_duration(openings))
-
-
-def _check_selector(
-    field: str, value: object
-) -> tuple[type[Exception], ...] | Callable[[BaseException], bool]:
-    """Normalise an exception selector; types must be ``Exception`` subclasses."""
-    selector = check_exception_types(_OWNER, field, value)
-    if isinstance(selector, tuple):
-        for item in selector:
-            if not issubclass(item, Exception):
-                raise fail(
-                    _OWNER,
-                    field,
-                    "Exception subclasses (cancellation and exits are never counted)",
-                    value,
-                    kind=TypeError,
-                )
-        return cast("tuple[type[Exception], ...]", selector)
-    return selector
 
 
 _DEFAULT_CONFIG: Final = CircuitBreakerConfig()

@@ -17,12 +17,13 @@ import math
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 __all__ = [
     "MAX_DURATION",
     "check_callable",
     "check_duration",
+    "check_error_selector",
     "check_exception_types",
     "check_int",
     "check_name",
@@ -185,3 +186,32 @@ def check_exception_types(
     if callable(value):
         return value
     raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)
+
+
+def check_error_selector(
+    owner: str, field: str, value: object, never: str
+) -> tuple[type[Exception], ...] | Callable[[Exception], bool]:
+    """Normalise a selector of the errors a pattern acts on: ``Exception`` subclasses or a predicate.
+
+    A ``BaseException`` that is not an ``Exception`` (cancellation, ``KeyboardInterrupt``,
+    ``SystemExit``) is never an error a pattern counts, retries, hedges or answers, so naming one
+    is a ``ValueError`` (the type is right, the value is not).
+
+    Args:
+        owner: The configuration class, for the message.
+        field: The field, for the message.
+        value: A type, a tuple (or list, set) of types, or a predicate.
+        never: What the pattern never does with a cancellation, for the message
+            (``"cancellation is never retried"``).
+
+    Returns:
+        A tuple of ``Exception`` subclasses, or the predicate unchanged.
+
+    Raises:
+        TypeError: ``value`` is neither exception types nor callable.
+        ValueError: A type is a ``BaseException`` that is not an ``Exception``.
+    """
+    selector = check_exception_types(owner, field, value)
+    if isinstance(selector, tuple) and not all(issubclass(item, Exception) for item in selector):
+        raise fail(owner, field, f"Exception subclasses or a predicate ({never})", value)
+    return cast("tuple[type[Exception], ...] | Callable[[Exception], bool]", selector)

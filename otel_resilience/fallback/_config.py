@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
-from otel_resilience.engine.validation import check_callable, check_exception_types, fail
+from otel_resilience.engine.validation import check_callable, check_error_selector, fail
 
 __all__ = [
     "DEFAULT_HANDLE_EXCEPTIONS",
@@ -171,13 +171,8 @@ def _check_handle_exceptions(
     value: object,
 ) -> tuple[type[Exception], ...] | Callable[[Exception], bool]:
     """Normalise ``handle_exceptions``: ``Exception`` subclasses (non-empty) or a predicate."""
-    selector = check_exception_types(_OWNER, "handle_exceptions", value)
-    if isinstance(selector, tuple):
-        if not selector:
-            raise fail(_OWNER, "handle_exceptions", "non-empty (or nothing would trigger it)", value)
-        for item in selector:
-            if not issubclass(item, Exception):
-                rule = "Exception subclasses (cancellation never triggers a fallback)"
-                raise fail(_OWNER, "handle_exceptions", rule, value)
-        return cast("tuple[type[Exception], ...]", selector)
-    return cast("Callable[[Exception], bool]", selector)
+    never = "cancellation never triggers a fallback"
+    selector = check_error_selector(_OWNER, "handle_exceptions", value, never)
+    if selector == ():
+        raise fail(_OWNER, "handle_exceptions", "non-empty (or nothing would trigger it)", value)
+    return selector

@@ -10,7 +10,7 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 from otel_resilience.engine.validation import (
     check_callable,
     check_duration,
-    check_exception_types,
+    check_error_selector,
     check_int,
     fail,
 )
@@ -152,9 +152,7 @@ class HedgingConfig:
             raise fail(_OWNER, "max_attempts", f"<= {MAX_ATTEMPTS_LIMIT}", self.max_attempts)
         self._check_delay()
         self._check_actions()
-        hedge_on = check_exception_types(_OWNER, "hedge_on", self.hedge_on)
-        if isinstance(hedge_on, tuple) and not all(issubclass(t, Exception) for t in hedge_on):
-            raise fail(_OWNER, "hedge_on", "Exception subclasses or a predicate", self.hedge_on)
+        hedge_on = check_error_selector(_OWNER, "hedge_on", self.hedge_on, "cancellation is never hedged")
         object.__setattr__(self, "hedge_on", hedge_on)
         check_callable(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
         budget: object = self.budget

@@ -18,6 +18,7 @@ from typing import Any, Final
 from otel_resilience.engine.validation import (
     check_callable,
     check_duration,
+    check_error_selector,
     check_exception_types,
     check_int,
     check_number,
@@ -181,12 +182,7 @@ class RetryPolicy:
         if self.attempt_timeout is not None:
             timeout = check_duration(_OWNER, "attempt_timeout", self.attempt_timeout)
             object.__setattr__(self, "attempt_timeout", timeout)
-        retry_on = check_exception_types(_OWNER, "retry_on", self.retry_on)
-        if isinstance(retry_on, tuple):
-            for error_type in retry_on:
-                if not issubclass(error_type, Exception):
-                    rule = "Exception subclasses or a predicate (cancellation is never retried)"
-                    raise fail(_OWNER, "retry_on", rule, self.retry_on)
+        retry_on = check_error_selector(_OWNER, "retry_on", self.retry_on, "cancellation is never retried")
         object.__setattr__(self, "retry_on", retry_on)
         no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)
