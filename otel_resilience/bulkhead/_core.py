@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Final, TypedDict, cast
 
 from otel_resilience.engine.waiting import (
@@ -52,6 +53,7 @@ class BulkheadStatsDict(TypedDict):
     available: int
 
 
+@dataclass(slots=True, eq=False)
 class BulkheadStats:
     """Live counters of one bulkhead, as plain integers (cheap to read from gauges).
 
@@ -77,32 +79,17 @@ class BulkheadStats:
         peak_waiting: The highest ``waiting`` seen.
     """
 
-    __slots__ = (
-        "active",
-        "cancelled",
-        "completed",
-        "max_concurrent",
-        "max_waiting",
-        "peak_active",
-        "peak_waiting",
-        "rejected",
-        "timed_out",
-        "total",
-        "waiting",
-    )
-
-    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
-        self.max_concurrent = max_concurrent
-        self.max_waiting = max_waiting
-        self.active = 0
-        self.waiting = 0
-        self.total = 0
-        self.completed = 0
-        self.rejected = 0
-        self.timed_out = 0
-        self.cancelled = 0
-        self.peak_active = 0
-        self.peak_waiting = 0
+    max_concurrent: int
+    max_waiting: int
+    active: int = field(default=0, init=False)
+    waiting: int = field(default=0, init=False)
+    total: int = field(default=0, init=False)
+    completed: int = field(default=0, init=False)
+    rejected: int = field(default=0, init=False)
+    timed_out: int = field(default=0, init=False)
+    cancelled: int = field(default=0, init=False)
+    peak_active: int = field(default=0, init=False)
+    peak_waiting: int = field(default=0, init=False)
 
     @property
     def available(self) -> int:

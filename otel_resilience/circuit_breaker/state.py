@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, TypedDict, cast
 
 from otel_resilience.circuit_breaker.config import CircuitBreakerConfig
@@ -118,26 +119,21 @@ class CircuitBreakerStats:
         )
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class Permit:
     """Admission of one call, stamped with the state period (generation) that issued it.
 
     One permit object exists per state period and is shared by every call admitted in it, so
-    admission allocates nothing. A permit whose generation is no longer current is *stale*: its
-    outcome counts in the lifetime totals only.
+    admission allocates nothing; permits are told apart by identity. A permit whose generation is
+    no longer current is *stale*: its outcome counts in the lifetime totals only.
 
     Attributes:
         generation: The state period that issued the permit.
         state: The state it was issued in (``CLOSED`` or ``HALF_OPEN``).
     """
 
-    __slots__ = ("generation", "state")
-
-    def __init__(self, generation: int, state: CircuitState) -> None:
-        self.generation = generation
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f"Permit(generation={self.generation}, state={self.state.value})"
+    generation: int
+    state: CircuitState
 
 
 _OPEN_VALUE: Final = CircuitState.OPEN.value
