@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable
-from typing import Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypedDict, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
@@ -20,12 +20,24 @@ from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, new_rules
 from otel_resilience.rate_limiter.step import _RateLimiterStep
 from otel_resilience.rate_limiter.totals import KeyTotals
 
-__all__ = ["DEFAULT_MAX_KEYS", "KeyedRateLimiter", "RateLimiter"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["DEFAULT_MAX_KEYS", "KeyedOptions", "KeyedRateLimiter", "RateLimiter"]
 
 DEFAULT_MAX_KEYS: Final = 1024
 """Keys a :class:`KeyedRateLimiter` keeps unless configured otherwise."""
 
 K = TypeVar("K", bound=Hashable)
+
+
+class KeyedOptions(TypedDict, total=False):
+    """The keyword arguments :meth:`RateLimiter.per_key` passes on to :class:`KeyedRateLimiter`."""
+
+    max_keys: int
+    """Keys kept at most (default :data:`DEFAULT_MAX_KEYS`)."""
+    clock: Clock
+    """The time source of every key's limiter."""
 
 
 class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
@@ -67,12 +79,7 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
 
     @classmethod
     def per_key(
-        cls,
-        name: str,
-        config: RateLimiterConfig,
-        *,
-        max_keys: int = DEFAULT_MAX_KEYS,
-        clock: Clock = SYSTEM_CLOCK,
+        cls, name: str, config: RateLimiterConfig, **options: Unpack[KeyedOptions]
     ) -> KeyedRateLimiter[Hashable]:
         """Return ``KeyedRateLimiter(name, config, ...)``: a :class:`RateLimiter` per key (tenant, client).
 
@@ -84,10 +91,9 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         Args:
             name: As :class:`KeyedRateLimiter`.
             config: As there.
-            max_keys: As there (default :data:`DEFAULT_MAX_KEYS`).
-            clock: As there.
+            **options: As there: ``max_keys`` (default :data:`DEFAULT_MAX_KEYS`), ``clock``.
         """
-        return KeyedRateLimiter(name, config, max_keys=max_keys, clock=clock)
+        return KeyedRateLimiter(name, config, **options)
 
     def _reconfigure(self, config: RateLimiterConfig) -> bool:
         """Take ``config`` now, keeping the permits used (:meth:`_Rules.retune`), if it can.
