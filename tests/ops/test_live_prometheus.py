@@ -98,7 +98,11 @@ def query(base: str, expr: str) -> dict:
         with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read().decode())
     except urllib.error.HTTPError as error:
-        return json.loads(error.read().decode())
+        body = error.read().decode()
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:  # "Service Unavailable" in plain text while the TSDB starts
+            return {"status": "unavailable", "error": body}
 
 
 @pytest.fixture(scope="module")
