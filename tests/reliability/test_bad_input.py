@@ -125,7 +125,7 @@ CONFIGS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     (
         "cb-record-base-exception",
         lambda: CircuitBreakerConfig(record_exceptions=(KeyboardInterrupt,)),
-        TypeError,
+        ValueError,
         r"CircuitBreakerConfig\.record_exceptions",
     ),
     (
