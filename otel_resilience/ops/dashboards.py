@@ -777,6 +777,34 @@ def _hedges_denied(selector: dict[str, str]) -> _Panel:
     )
 
 
+def _hedge_latency(selector: dict[str, str]) -> _Panel:
+    bucket = naming.series(sc.ATTEMPT_DURATION, "bucket")
+    attempt_type = naming.label(sc.ATTEMPT_TYPE)
+    typed = _m(**selector, **{attempt_type: "~.+"})
+    return _Panel(
+        "timeseries",
+        "Attempt latency p95: originals and hedges",
+        "95th percentile of the attempt duration of hedged executions, by policy and attempt type: "
+        "a hedge that is as slow as the original it races does not cut the tail (the slowness is the "
+        "dependency's, not one call's). An attempt cancelled because the other won ends early, so "
+        "the loser's percentile is a floor. One series at 0 while no hedged attempt ended. From "
+        f"`{bucket}` ({attempt_type} set).",
+        "s",
+        (
+            _Query(
+                _or_zero(
+                    f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {attempt_type}) "
+                    f"(rate({bucket}{typed}[$__rate_interval])))"
+                ),
+                f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
+                exemplar=True,
+            ),
+        ),
+        width=8,
+        min=0,
+    )
+
+
 def _hedge_load(selector: dict[str, str]) -> _Panel:
     sel = _m(**selector)
     executions = f"({_rate(naming.series(sc.EXECUTIONS), sel, (_POLICY,))} > 0)"
@@ -797,7 +825,7 @@ def _hedge_load(selector: dict[str, str]) -> _Panel:
             _Query(per_execution(naming.series(sc.HEDGES)), f"{{{{{_POLICY}}}}} hedges"),
             _Query(per_execution(naming.series(sc.RETRIES)), f"{{{{{_POLICY}}}}} retries"),
         ),
-        width=16,
+        width=8,
         min=0,
     )
 
@@ -1099,6 +1127,7 @@ def _retries_timeouts() -> _Dashboard:
                     _hedge_payoff(_POLICY_SEL),
                     _hedges_denied(_POLICY_SEL),
                     _hedge_load(_POLICY_SEL),
+                    _hedge_latency(_POLICY_SEL),
                 ),
             ),
             ("Timeouts", _timeout_panels()),

@@ -410,7 +410,7 @@ class OtelListener:
                 span, token = open_attempt_span(tracer, info, operation, attempt, attempt_type)
             if span is None and not timed:
                 return None
-            return AttemptScope(info, span, token, time.perf_counter() if timed else 0.0)
+            return AttemptScope(info, span, token, time.perf_counter() if timed else 0.0, attempt_type)
         except Exception:  # noqa: BLE001
             self.failed("start_attempt")
         return None
@@ -426,11 +426,11 @@ class OtelListener:
         scope = cast("AttemptScope", handle)
         error_type = error_type_of(outcome, error)
         try:
-            info = scope.info
-            instruments = self._instruments
+            info, instruments = scope.info, self._instruments
             if instruments is not None and info.metrics and scope.started:
                 instruments.attempt_duration.record(
-                    time.perf_counter() - scope.started, info.attempt_metric(outcome, error_type)
+                    time.perf_counter() - scope.started,
+                    info.attempt_metric(outcome, error_type, scope.attempt_type),
                 )
         except Exception:  # noqa: BLE001
             self.failed("end_attempt")

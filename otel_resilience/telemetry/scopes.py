@@ -134,7 +134,7 @@ class SourceInfo:
         self.duration_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
         self.event_attrs: Attrs = {sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.attempt_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
-        self.attempt_metric_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
+        self.attempt_metric_attrs: dict[tuple[Outcome, str | None, str | None], Attrs] = {}
         self.attempt_operation = ""
         self.attempt_name = ""
         self.metrics_only = Scope(self, None, None)
@@ -152,9 +152,9 @@ class SourceInfo:
             self.duration_attrs[key] = attrs
         return attrs
 
-    def attempt_metric(self, outcome: Outcome, error_type: str | None) -> Attrs:
-        """Return the (cached) attempt-duration attributes for one outcome and error type."""
-        key = (outcome, error_type)
+    def attempt_metric(self, outcome: Outcome, error_type: str | None, attempt_type: str | None) -> Attrs:
+        """Return the (cached) attempt-duration attributes for one outcome, error and attempt type."""
+        key = (outcome, error_type, attempt_type)
         attrs = self.attempt_metric_attrs.get(key)
         if attrs is None:
             attrs = {
@@ -165,6 +165,8 @@ class SourceInfo:
             }
             if error_type is not None:
                 attrs[sc.ERROR_TYPE] = error_type
+            if attempt_type is not None:
+                attrs[sc.ATTEMPT_TYPE] = attempt_type
             self.attempt_metric_attrs[key] = attrs
         return attrs
 
@@ -222,17 +224,22 @@ class Scope:
 
 
 class AttemptScope(Scope):
-    """The handle of one attempt scope: also when it started, for the attempt duration.
+    """The handle of one attempt scope: also when it started and its type, for the attempt duration.
 
     Attributes:
         started: ``time.perf_counter()`` when the attempt started, or 0 when it is not timed.
+        attempt_type: ``"original"`` or ``"hedge"`` for an attempt of a hedged execution, else
+            ``None``.
     """
 
-    __slots__ = ("started",)
+    __slots__ = ("attempt_type", "started")
 
-    def __init__(self, info: SourceInfo, span: Span | None, token: object, started: float) -> None:
+    def __init__(
+        self, info: SourceInfo, span: Span | None, token: object, started: float, attempt_type: str | None
+    ) -> None:
         super().__init__(info, span, token)
         self.started = started
+        self.attempt_type = attempt_type
 
 
 def enter_key(scope: Scope) -> Scope:

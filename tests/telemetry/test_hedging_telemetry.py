@@ -9,7 +9,15 @@ from hedging_support import HANG, Dependency
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
-from otel_resilience import Hedging, HedgingConfig, ResilienceConfig, ResilienceManager, RetryBudget
+from otel_resilience import (
+    Hedging,
+    HedgingConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    Retry,
+    RetryBudget,
+    RetryPolicy,
+)
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
@@ -187,3 +195,27 @@ async def test_a_hedge_past_the_executions_cap_on_attempts_is_denied_by_max_atte
     }
     assert counts == {"budget": 0, "max_attempts": 1}
     assert hedging.get_stats()["hedges_denied"] == 1
+
+
+async def test_attempt_durations_of_a_hedged_execution_carry_the_attempt_type(otel) -> None:
+    """Each attempt of a race is timed with resilience.attempt.type; a plain retry's attempts carry none."""
+    name = _fresh("typed-durations")
+    h = Hedging(name, HedgingConfig(delay=0.05), clock=FakeClock())
+    assert await h.call(Dependency(HANG, "hedged")) == "hedged"
+    points = [p for p in otel.points(sc.ATTEMPT_DURATION) if p.attributes[sc.NAME] == name]
+    by_type = {p.attributes[sc.ATTEMPT_TYPE]: (p.attributes[sc.OUTCOME], p.count) for p in points}
+    assert by_type == {"original": ("cancelled", 1), "hedge": ("success", 1)}
+
+    retried = _fresh("untyped-durations")
+    calls = itertools.count()
+
+    async def flaky() -> str:
+        if next(calls) == 0:
+            raise ConnectionError("once")
+        return "ok"
+
+    retry = Retry(retried, RetryPolicy(max_attempts=2, initial_delay=0.0))
+    assert await retry.execute(flaky) == "ok"
+    retry_points = [p for p in otel.points(sc.ATTEMPT_DURATION) if p.attributes[sc.NAME] == retried]
+    assert sum(p.count for p in retry_points) == 2
+    assert all(sc.ATTEMPT_TYPE not in p.attributes for p in retry_points)

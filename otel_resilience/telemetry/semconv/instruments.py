@@ -102,12 +102,14 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         ATTEMPT_DURATION,
         _K.HISTOGRAM,
         "s",
-        "Duration of one attempt of a retry (every attempt, the first included, each timed around "
-        "its attempt scope, so also when no span is opened for it): the dependency's own latency, "
-        "without backoffs or fallbacks. Recorded only while a meter provider is configured; "
-        "nothing is timed otherwise.",
+        "Duration of one attempt of a retry or a hedging (every attempt, the first included, each "
+        "timed around its attempt scope, so also when no span is opened for it): the dependency's "
+        "own latency, without backoffs or fallbacks. An attempt of a hedged execution carries "
+        "`resilience.attempt.type` (`original` or `hedge`), so the hedges' latency can be read "
+        "beside the originals'. Recorded only while a meter provider is configured; nothing is "
+        "timed otherwise.",
         (POLICY, PATTERN, NAME, OUTCOME),
-        (ERROR_TYPE,),
+        (ERROR_TYPE, ATTEMPT_TYPE),
         DURATION_BOUNDARIES,
     ),
     InstrumentSpec(
