@@ -34,12 +34,13 @@ import abc
 import math
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Final, TypedDict
+from typing import TYPE_CHECKING, Final, Protocol, TypedDict
 
 if TYPE_CHECKING:
+    from otel_resilience.engine.clock import Clock
     from otel_resilience.rate_limiter.config import RateLimiterConfig
 
-__all__ = ["RateLimiterStatsDict"]
+__all__ = ["RateLimiterStatsDict", "RemoteRules"]
 
 _INF: Final = math.inf
 
@@ -361,6 +362,18 @@ class _SlidingLog(_Rules):
 
     def _retuned_locked(self, config: RateLimiterConfig) -> None:
         self._window = config.window
+
+
+class RemoteRules(Protocol):
+    """What a limiter's rules kept in a shared store add to :class:`_Rules`: an ask from the event loop."""
+
+    async def acquire_async(
+        self, clock: Clock, max_wait: float, remaining: float = _INF
+    ) -> _Reservation | float | None:
+        """As :meth:`_Rules.acquire` at ``clock.now()`` once the store answered, awaited on the loop."""
+
+    def gave_up(self) -> None:
+        """Count a caller cancelled while it awaited the store's answer."""
 
 
 def new_rules(config: RateLimiterConfig) -> _Rules:

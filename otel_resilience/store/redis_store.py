@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.counting import Counter, CounterValue
@@ -15,6 +17,8 @@ from otel_resilience.engine.validation import check_duration, check_name
 from otel_resilience.store.breaker import SharedBreaker, key_part
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Sequence
+
     from otel_resilience.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.engine.events import StateChanged
     from otel_resilience.rate_limiter.config import RateLimiterConfig
@@ -54,6 +58,8 @@ class RedisStore(SharedStore):
 
     __slots__ = (
         "__weakref__",
+        "_async_clients",
+        "_async_factory",
         "_client",
         "_closed",
         "_fallbacks",
@@ -115,7 +121,12 @@ class RedisStore(SharedStore):
         self.outages = self.errors = 0
         self._ops = Counter()
         self._fallbacks = Counter()
-        self._redis_errors: tuple[type[BaseException], ...] = (OSError,)
+        self._redis_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+        self._async_factory: Callable[[], Any] | None = None
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[Any, None]]
+        ] = weakref.WeakKeyDictionary()
+        """Per event loop: its ``redis.asyncio`` client and the generator that closes it."""
         STORES.register(self)
 
     ops = CounterValue("_ops", "Redis operations sent (scripts, reads, publications and permits).")
@@ -166,9 +177,10 @@ class RedisStore(SharedStore):
             "resync_interval": resync_interval,
         }
         seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
-        client, subscriber, errors = _connect(url, seconds["timeout"])
+        client, subscriber, errors, async_factory = _connect(url, seconds["timeout"])
         store = cls(client, subscriber, namespace=namespace, **seconds)
         store._redis_errors = errors
+        store._async_factory = async_factory
         return store
 
     # -- what patterns ask (SharedStore) ---------------------------------------------------
@@ -194,6 +206,46 @@ class RedisStore(SharedStore):
         key = current_key()
         suffix = "" if key is None else f":{key_part(key)}"
         return ClusterRules(self, f"{self.namespace}:rl:{key_part(name)}{suffix}", config)
+
+    # -- one script for a caller (a rate limiter's permit) ---------------------------------
+
+    def run_script(self, script: str, key: str, argv: Sequence[object]) -> Any:
+        """Run ``script`` on ``key`` in this thread (at most ``timeout``); return its reply or the error."""
+        next(self._ops)
+        try:
+            return self._client.eval(script, 1, key, *argv)
+        except self._redis_errors as error:
+            return error
+
+    async def run_script_async(self, script: str, key: str, argv: Sequence[object]) -> Any:
+        """Run ``script`` on ``key`` from the running loop, without blocking it; reply or error.
+
+        Each event loop gets its own ``redis.asyncio`` client, made on its first use (a client
+        and its connections belong to the loop they ran on) and closed when the loop shuts down
+        (``asyncio.run`` and ``asyncio.Runner`` finalise async generators: the client's lifetime
+        is one). The wait is bounded by ``timeout``, as in :meth:`run_script`.
+        """
+        next(self._ops)
+        try:
+            client = await self._loop_client()
+            return await asyncio.wait_for(client.eval(script, 1, key, *argv), self.timeout)
+        except self._redis_errors as error:
+            return error
+
+    async def _loop_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        held = self._async_clients.get(loop)
+        if held is not None:
+            return held[0]
+        if self._async_factory is None:
+            raise OSError("this RedisStore has no async client (build it with from_url)")
+        lifetime = _lifetime(self._async_factory())
+        client = await lifetime.__anext__()
+        with self._lock:
+            for gone in [old for old in self._async_clients if old.is_closed()]:
+                del self._async_clients[gone]
+            self._async_clients[loop] = (client, lifetime)
+        return client
 
     # -- health ----------------------------------------------------------------------------
 
@@ -350,14 +402,53 @@ class RedisStore(SharedStore):
         STORES.unregister(self)
         self._client.close()
         self._sub_client.close()
+        self._close_async_clients()
+
+    def _close_async_clients(self) -> None:
+        """Close each running loop's client on its loop (a loop that stops closes its own)."""
+        with self._lock:
+            clients, self._async_clients = list(self._async_clients.items()), weakref.WeakKeyDictionary()
+        for loop, (_, lifetime) in clients:
+            if loop.is_closed() or not loop.is_running():
+                continue
+            ending = _end(lifetime)
+            if _running_loop() is loop:
+                _CLOSING.add(loop.create_task(ending))
+            else:
+                asyncio.run_coroutine_threadsafe(ending, loop)
 
     def __repr__(self) -> str:
         health = "degraded" if self.degraded else "ok"
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
 
 
-def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...]]:
-    """Return two lazy clients (operations, subscriber) of ``url`` and the errors they raise.
+_CLOSING: Final[set[asyncio.Task[None]]] = set()
+"""Closings of async clients under way (a task must be referenced until it ends)."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _lifetime(client: Any) -> AsyncGenerator[Any, None]:
+    """Hand out ``client`` once; close it when finalised (by :func:`_end`, or by its loop shutting down)."""
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _end(lifetime: AsyncGenerator[Any, None]) -> None:
+    await lifetime.aclose()
+
+
+def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...], Callable[[], Any]]:
+    """Return two lazy clients of ``url`` (operations, subscriber), their errors, an async client factory.
+
+    The factory makes a ``redis.asyncio`` client with the same options (one per event loop).
 
     Every operation is bounded by ``timeout`` (connecting included) and never retried by the
     client: the store's thread retries, with backoff, and the calls go on meanwhile.
@@ -367,6 +458,8 @@ def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseExcepti
     """
     try:
         import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
+        import redis.asyncio  # noqa: PLC0415
+        from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
         from redis.backoff import NoBackoff  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
     except ImportError as error:
@@ -378,4 +471,8 @@ def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseExcepti
         "retry": Retry(NoBackoff(), 0),
     }
     clients = (redis.Redis.from_url(url, **options), redis.Redis.from_url(url, **options))
-    return (*clients, (redis.RedisError, OSError))
+
+    def async_client() -> Any:
+        return redis.asyncio.Redis.from_url(url, **{**options, "retry": AsyncRetry(NoBackoff(), 0)})
+
+    return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), async_client)
