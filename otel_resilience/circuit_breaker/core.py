@@ -455,7 +455,7 @@ class _BreakerCore:
             setattr(self, attribute, (*getattr(self, attribute), callback))
 
     def unwatch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
-        """Remove a callback :meth:`watch` added (nothing if it is not there)."""
+        """Remove a callback :meth:`watch` added (nothing if it is not there; equal bound methods match)."""
         attribute = "_reject_watchers" if rejections else "_watchers"
         with self._lock:
-            setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w is not callback))
+            setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w != callback))

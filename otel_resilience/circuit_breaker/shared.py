@@ -60,17 +60,20 @@ def reconsider(core: _BreakerCore) -> None:
     core._emit(change)
 
 
-def adopt(core: _BreakerCore, state: CircuitState, open_for: float | None, reason: str) -> bool:
-    """Take ``state``, published by another replica (OPEN for ``open_for`` seconds).
+def adopt(
+    core: _BreakerCore, by: PeerCounts, state: CircuitState, open_for: float | None, reason: str
+) -> bool:
+    """Take ``state``, published by another replica (OPEN for ``open_for`` seconds), if ``by`` feeds ``core``.
 
     An OPEN breaker adopting OPEN only moves its timer (no state change is reported); any other
-    change is a transition, reported with ``reason``.
+    change is a transition, reported with ``reason``. A store whose link was detached since (a
+    reload gave the breaker another store, or none) changes nothing.
 
     Returns:
         Whether the state changed.
     """
     with core._lock:
-        if core._retired:
+        if core._retired or core._shared is not by:
             return False
         current = core._permit.state
         if state is _OPEN and current is _OPEN:
@@ -85,7 +88,11 @@ def adopt(core: _BreakerCore, state: CircuitState, open_for: float | None, reaso
     return True
 
 
-def set_probe_limit(core: _BreakerCore, probes: int) -> None:
-    """Let this replica run at most ``probes`` HALF_OPEN probes at once (0: reject every probe)."""
+def set_probe_limit(core: _BreakerCore, by: PeerCounts, probes: int) -> None:
+    """Let this replica run at most ``probes`` HALF_OPEN probes at once (0: reject every probe).
+
+    Nothing changes unless ``by`` is the store's link that feeds ``core`` now.
+    """
     with core._lock:
-        core.settings = core.settings.with_probes(probes)
+        if core._shared is by:
+            core.settings = core.settings.with_probes(probes)

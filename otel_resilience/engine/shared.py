@@ -71,6 +71,14 @@ class SharedStore(abc.ABC):
         """Share ``breaker``'s state (a :class:`~otel_resilience.CircuitBreaker`) from now on."""
 
     @abc.abstractmethod
+    def unshare_breaker(self, breaker: Any) -> None:
+        """Stop sharing ``breaker`` (its config no longer names this store); it keeps its state.
+
+        What this replica already decided and has not yet told the cluster (a queued
+        transition) is still told; nothing else of the breaker's is read or written again.
+        """
+
+    @abc.abstractmethod
     def rate_rules(self, name: str, config: Any) -> Any:
         """Return the rules of a cluster-wide rate limiter named ``name`` with ``config``."""
 

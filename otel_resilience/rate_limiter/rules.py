@@ -224,9 +224,10 @@ class _Rules(abc.ABC):
         sliding log its admissions (judged over the new window). Reservations keep their times.
 
         Returns:
-            ``False`` (and nothing changes) when ``config`` names another algorithm.
+            ``False`` (and nothing changes) when ``config`` names another algorithm, or a shared
+            store (its permits are the cluster's: the owner makes a limiter on it).
         """
-        if config.algorithm != self.algorithm:
+        if config.algorithm != self.algorithm or config.store is not None:
             return False
         with self._lock:
             now = max(now, self._now)

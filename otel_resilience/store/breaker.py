@@ -28,6 +28,8 @@ from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otel_resilience.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.store.redis_store import RedisStore
 
@@ -91,7 +93,7 @@ class SharedBreaker(PeerCounts):
 
     def __init__(self, store: RedisStore, breaker: CircuitBreaker, replica: str, key: str | None) -> None:
         self._store = store
-        self._breaker = weakref.ref(breaker)
+        self._breaker: Callable[[], CircuitBreaker | None] = weakref.ref(breaker)
         self.name = breaker.name
         self.key_name = key_part(breaker.name) + ("" if key is None else f":{key_part(key)}")
         self._id = replica
@@ -217,7 +219,7 @@ class SharedBreaker(PeerCounts):
             open_for = max(open_for, 1e-3)  # ended: HALF_OPEN at the next call, as after a local trip
         _ADOPTING.on = True
         try:
-            shared.adopt(breaker._core, _STATES[state], open_for, reason or "forced")
+            shared.adopt(breaker._core, self, _STATES[state], open_for, reason or "forced")
         finally:
             _ADOPTING.on = False
         self._apply_probe_limit(breaker)
@@ -270,7 +272,11 @@ class SharedBreaker(PeerCounts):
     def _apply_probe_limit(self, breaker: CircuitBreaker) -> None:
         """Probes this replica may run: its leases, or the configured number when the store is down."""
         limit = breaker.config.half_open_max_calls if self._store.local_only else self.leases
-        shared.set_probe_limit(breaker._core, limit)
+        shared.set_probe_limit(breaker._core, self, limit)
+
+    def detach(self) -> None:
+        """Forget the breaker: from now on every operation of this link finds it gone."""
+        self._breaker = _gone
 
     def go_local(self) -> None:
         """The store is unreachable: judge on local counts, gate probes locally."""
@@ -278,6 +284,10 @@ class SharedBreaker(PeerCounts):
         breaker = self.breaker
         if breaker is not None:
             self._apply_probe_limit(breaker)
+
+
+def _gone() -> None:
+    """The breaker of a detached link."""
 
 
 def _text(value: object) -> str:

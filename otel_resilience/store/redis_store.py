@@ -192,12 +192,24 @@ class RedisStore(SharedStore):
         link = SharedBreaker(self, breaker, f"{self._id}.{next(self._serial)}", current_key())
         breaker._core.watch(link.on_change)
         shared.attach(breaker._core, link)
-        link.go_local() if self.degraded else shared.set_probe_limit(breaker._core, 0)
+        link.go_local() if self.degraded else shared.set_probe_limit(breaker._core, link, 0)
         with self._lock:
             self._links = [*(alive for alive in self._links if alive.breaker is not None), link]
             self._resync_all = True
         self._start()
         self._wake.set()
+
+    def unshare_breaker(self, breaker: CircuitBreaker) -> None:
+        """Stop sharing ``breaker``: no more reports, leases or adoptions (a queued transition is still sent).
+
+        The probe leases its link holds expire after ``probe_lease_ttl``, as a crashed prober's do.
+        """
+        with self._lock:
+            links = [link for link in self._links if link.breaker is breaker]
+            self._links = [link for link in self._links if link.breaker not in (breaker, None)]
+        for link in links:
+            breaker._core.unwatch(link.on_change)
+            link.detach()
 
     def rate_rules(self, name: str, config: RateLimiterConfig) -> ClusterRules:
         """Return the rules of a rate limiter whose budget all replicas share."""
