@@ -8,16 +8,16 @@ import logging
 import threading
 import time
 import uuid
-import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
 from otel_resilience.engine.validation import check_duration, check_name
 from otel_resilience.store.breaker import SharedBreaker, key_part
+from otel_resilience.store.loops import LoopClients
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Sequence
+    from collections.abc import Callable, Sequence
 
     from otel_resilience.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.engine.events import StateChanged
@@ -59,7 +59,6 @@ class RedisStore(SharedStore):
     __slots__ = (
         "__weakref__",
         "_async_clients",
-        "_async_factory",
         "_client",
         "_closed",
         "_fallbacks",
@@ -122,11 +121,8 @@ class RedisStore(SharedStore):
         self._ops = Counter()
         self._fallbacks = Counter()
         self._redis_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
-        self._async_factory: Callable[[], Any] | None = None
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[Any, None]]
-        ] = weakref.WeakKeyDictionary()
-        """Per event loop: its ``redis.asyncio`` client and the generator that closes it."""
+        self._async_clients = LoopClients(None)
+        """One ``redis.asyncio`` client per event loop (:mod:`otel_resilience.store.loops`)."""
         STORES.register(self)
 
     ops = CounterValue("_ops", "Redis operations sent (scripts, reads, publications and permits).")
@@ -180,7 +176,7 @@ class RedisStore(SharedStore):
         client, subscriber, errors, async_factory = _connect(url, seconds["timeout"])
         store = cls(client, subscriber, namespace=namespace, **seconds)
         store._redis_errors = errors
-        store._async_factory = async_factory
+        store._async_clients = LoopClients(async_factory)
         return store
 
     # -- what patterns ask (SharedStore) ---------------------------------------------------
@@ -232,32 +228,16 @@ class RedisStore(SharedStore):
     async def run_script_async(self, script: str, key: str, argv: Sequence[object]) -> Any:
         """Run ``script`` on ``key`` from the running loop, without blocking it; reply or error.
 
-        Each event loop gets its own ``redis.asyncio`` client, made on its first use (a client
-        and its connections belong to the loop they ran on) and closed when the loop shuts down
-        (``asyncio.run`` and ``asyncio.Runner`` finalise async generators: the client's lifetime
-        is one). The wait is bounded by ``timeout``, as in :meth:`run_script`.
+        Each event loop gets its own ``redis.asyncio`` client, made on its first use and closed
+        when the loop shuts down (:class:`~otel_resilience.store.loops.LoopClients`). The wait is
+        bounded by ``timeout``, as in :meth:`run_script`.
         """
         next(self._ops)
         try:
-            client = await self._loop_client()
+            client = await self._async_clients.client()
             return await asyncio.wait_for(client.eval(script, 1, key, *argv), self.timeout)
         except self._redis_errors as error:
             return error
-
-    async def _loop_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        held = self._async_clients.get(loop)
-        if held is not None:
-            return held[0]
-        if self._async_factory is None:
-            raise OSError("this RedisStore has no async client (build it with from_url)")
-        lifetime = _lifetime(self._async_factory())
-        client = await lifetime.__anext__()
-        with self._lock:
-            for gone in [old for old in self._async_clients if old.is_closed()]:
-                del self._async_clients[gone]
-            self._async_clients[loop] = (client, lifetime)
-        return client
 
     # -- health ----------------------------------------------------------------------------
 
@@ -414,47 +394,11 @@ class RedisStore(SharedStore):
         STORES.unregister(self)
         self._client.close()
         self._sub_client.close()
-        self._close_async_clients()
-
-    def _close_async_clients(self) -> None:
-        """Close each running loop's client on its loop (a loop that stops closes its own)."""
-        with self._lock:
-            clients, self._async_clients = list(self._async_clients.items()), weakref.WeakKeyDictionary()
-        for loop, (_, lifetime) in clients:
-            if loop.is_closed() or not loop.is_running():
-                continue
-            ending = _end(lifetime)
-            if _running_loop() is loop:
-                _CLOSING.add(loop.create_task(ending))
-            else:
-                asyncio.run_coroutine_threadsafe(ending, loop)
+        self._async_clients.close()
 
     def __repr__(self) -> str:
         health = "degraded" if self.degraded else "ok"
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
-
-
-_CLOSING: Final[set[asyncio.Task[None]]] = set()
-"""Closings of async clients under way (a task must be referenced until it ends)."""
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-async def _lifetime(client: Any) -> AsyncGenerator[Any, None]:
-    """Hand out ``client`` once; close it when finalised (by :func:`_end`, or by its loop shutting down)."""
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-async def _end(lifetime: AsyncGenerator[Any, None]) -> None:
-    await lifetime.aclose()
 
 
 def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...], Callable[[], Any]]:

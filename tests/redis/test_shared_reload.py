@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import pytest
 from shared_workers import wait_for
@@ -69,8 +70,17 @@ def _linked(store: RedisStore, policy: KeyedPolicyView) -> bool:
     return any(link.breaker is policy.circuit_breaker for link in store._live())
 
 
-def test_a_reload_moves_a_breaker_to_another_store_then_to_none(stores: Stores) -> None:
-    """Reloaded onto store two, the breaker follows cluster two, not one; reloaded with no store, neither."""
+class _Cluster(NamedTuple):
+    manager: ResilienceManager
+    policy: KeyedPolicyView
+    one: RedisStore
+    two: RedisStore
+    old_peer: KeyedPolicyView
+    new_peer: KeyedPolicyView
+
+
+def _cluster(stores: Stores) -> _Cluster:
+    """A replica's policy on store ``one``, its store ``two`` for later, a peer on each namespace (resynced)."""
     one, two = stores("one"), stores("two")
     manager = ResilienceManager()
     config = ResilienceConfig(circuit_breaker=dataclasses.replace(BREAKER, store=one))
@@ -78,6 +88,12 @@ def test_a_reload_moves_a_breaker_to_another_store_then_to_none(stores: Stores) 
     assert policy.execute_sync(int) == 0
     old_peer, new_peer = _replica(stores("one")), _replica(stores("two"))
     time.sleep(0.3)  # every replica's first resync
+    return _Cluster(manager, policy, one, two, old_peer, new_peer)
+
+
+def test_a_reload_moves_a_breaker_to_another_store_then_to_none(stores: Stores) -> None:
+    """Reloaded onto store two, the breaker follows cluster two, not one; reloaded with no store, neither."""
+    manager, policy, one, two, old_peer, new_peer = _cluster(stores)
     assert _linked(one, policy)
     manager.reconfigure("payments", ResilienceConfig(circuit_breaker=dataclasses.replace(BREAKER, store=two)))
     assert not _linked(one, policy)
@@ -103,13 +119,7 @@ def test_a_reload_moves_a_breaker_to_another_store_then_to_none(stores: Stores) 
 
 def test_a_trip_just_before_a_reload_reaches_both_clusters(stores: Stores) -> None:
     """Nothing is lost: a trip still queued for the old store is published there, and the new store's cluster learns it."""
-    one, two = stores("one"), stores("two")
-    manager = ResilienceManager()
-    config = ResilienceConfig(circuit_breaker=dataclasses.replace(BREAKER, store=one))
-    policy = manager.policy("payments", config).for_key("t")
-    assert policy.execute_sync(int) == 0
-    old_peer, new_peer = _replica(stores("one")), _replica(stores("two"))
-    time.sleep(0.3)
+    manager, policy, one, two, old_peer, new_peer = _cluster(stores)
     link = policy.circuit_breaker._core._shared  # type: ignore[union-attr]
     with link._lock:  # type: ignore[union-attr]  # holds the old store's thread: the trip waits across the reload
         _trip(policy)
