@@ -12,12 +12,25 @@ its client on that loop, without any hook of ours in the user's code. :meth:`Loo
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-__all__ = ["LoopClients"]
+__all__ = ["LoopClients", "bounded"]
+
+
+async def bounded(awaitable: Awaitable[Any], seconds: float) -> Any:
+    """Await ``awaitable`` for at most ``seconds`` (then ``TimeoutError``; ``asyncio.TimeoutError`` on 3.10).
+
+    ``asyncio.timeout`` where there is one (3.11+): ``asyncio.wait_for`` makes a task per call,
+    about 50 µs of a 200 µs round trip to a local Redis.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
 class LoopClients:

@@ -14,7 +14,7 @@ from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
 from otel_resilience.engine.validation import check_duration, check_name
 from otel_resilience.store.breaker import SharedBreaker, key_part
-from otel_resilience.store.loops import LoopClients
+from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -44,8 +44,9 @@ class RedisStore(SharedStore):
     per store reports the counts of each breaker (batched every ``flush_interval``, at once after
     a failure), publishes its transitions, and holds its half-open probe leases; one subscriber
     thread takes the transitions other replicas publish. A shared rate limiter asks Redis for
-    each permit (one atomic script) and falls back to its ``fallback`` when Redis cannot answer
-    within ``timeout``. While Redis is unreachable everything runs on local state, the store
+    each permit (one atomic script: from a thread with the sync client, from a coroutine with
+    the event loop's own ``redis.asyncio`` client, so that the loop never blocks) and falls back
+    to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is unreachable everything runs on local state, the store
     reports itself degraded (:attr:`degraded`, a log record, a counter), and it resynchronises
     when Redis is back.
 
@@ -235,7 +236,7 @@ class RedisStore(SharedStore):
         next(self._ops)
         try:
             client = await self._async_clients.client()
-            return await asyncio.wait_for(client.eval(script, 1, key, *argv), self.timeout)
+            return await bounded(client.eval(script, 1, key, *argv), self.timeout)
         except self._redis_errors as error:
             return error
 

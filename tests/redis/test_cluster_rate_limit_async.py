@@ -205,3 +205,20 @@ async def test_a_cancelled_asker_is_counted_and_admits_nothing(proxy: TcpFaultPr
         assert limiter.get_stats()["cancelled"] == 1
     finally:
         store.close()
+
+
+async def test_an_async_guard_takes_a_cluster_permit_on_the_loop(redis_url: str) -> None:
+    """``async with limiter.guard()`` asks the store as ``await call`` does: the burst, then a refusal."""
+    store = RedisStore.from_url(redis_url, namespace="rlf")
+    try:
+        limiter = RateLimiter("guard", RateLimiterConfig(rate=0.01, burst=2, store=store))
+        for _ in range(2):
+            async with limiter.guard():
+                pass
+        with pytest.raises(RateLimitedError):
+            async with limiter.guard():
+                pass
+        assert len(store._async_clients) == 1  # the loop's client asked, not the thread's
+        assert limiter.get_stats()["admitted"] == 2
+    finally:
+        store.close()
