@@ -46,9 +46,9 @@ class RedisStore(SharedStore):
     thread takes the transitions other replicas publish. A shared rate limiter asks Redis for
     each permit (one atomic script: from a thread with the sync client, from a coroutine with
     the event loop's own ``redis.asyncio`` client, so that the loop never blocks) and falls back
-    to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is unreachable everything runs on local state, the store
-    reports itself degraded (:attr:`degraded`, a log record, a counter), and it resynchronises
-    when Redis is back.
+    to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is
+    unreachable everything runs on local state, the store reports itself degraded
+    (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back.
 
     Attributes:
         namespace: The prefix of every key (one per service).
