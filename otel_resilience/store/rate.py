@@ -114,7 +114,7 @@ class ClusterRules:
         fallback answers. The sync driver and ``try_acquire`` use it.
         """
         ask = self._ask(max_wait, remaining)
-        reply = None if ask.local else self._store.run_script(ask.script, self._key, ask.argv)
+        reply = None if ask.local else self._store._run_script(ask.script, self._key, ask.argv)
         return self._answer(now, ask, reply)
 
     async def acquire_async(
@@ -122,7 +122,7 @@ class ClusterRules:
     ) -> _Reservation | float | None:
         """As :meth:`acquire`, asking the store from the running event loop without blocking it."""
         ask = self._ask(max_wait, remaining)
-        reply = None if ask.local else await self._store.run_script_async(ask.script, self._key, ask.argv)
+        reply = None if ask.local else await self._store._run_script_async(ask.script, self._key, ask.argv)
         return self._answer(clock.now(), ask, reply)
 
     def _ask(self, max_wait: float, remaining: float) -> _Ask:

@@ -218,7 +218,7 @@ class RedisStore(SharedStore):
 
     # -- one script for a caller (a rate limiter's permit) ---------------------------------
 
-    def run_script(self, script: str, key: str, argv: Sequence[object]) -> Any:
+    def _run_script(self, script: str, key: str, argv: Sequence[object]) -> Any:
         """Run ``script`` on ``key`` in this thread (at most ``timeout``); return its reply or the error."""
         next(self._ops)
         try:
@@ -226,12 +226,12 @@ class RedisStore(SharedStore):
         except self._redis_errors as error:
             return error
 
-    async def run_script_async(self, script: str, key: str, argv: Sequence[object]) -> Any:
+    async def _run_script_async(self, script: str, key: str, argv: Sequence[object]) -> Any:
         """Run ``script`` on ``key`` from the running loop, without blocking it; reply or error.
 
         Each event loop gets its own ``redis.asyncio`` client, made on its first use and closed
         when the loop shuts down (:class:`~otel_resilience.store.loops.LoopClients`). The wait is
-        bounded by ``timeout``, as in :meth:`run_script`.
+        bounded by ``timeout``, as in :meth:`_run_script`.
         """
         next(self._ops)
         try:
