@@ -9,7 +9,10 @@ Starts its own redis-server (``.ci/install-tools`` puts one in ``.tools/``) on a
   dependency that fails (until the breaker opens, then rejections); a cluster rate limit costs one
   operation per permit by design;
 * **convergence**: one replica trips, how long until another (its own store) is OPEN, ``--trips``
-  times.
+  times;
+* **cluster permits**: ``--permits`` permits of a cluster rate limiter taken one after another
+  from a thread (``call_sync``) and from a coroutine (``await call``: ``redis.asyncio`` on the
+  loop), and by 50 coroutines at once (the loop overlaps their round trips).
 
 Run::
 
@@ -20,6 +23,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import statistics
@@ -42,6 +46,8 @@ from otel_resilience import (  # noqa: E402
     CircuitBreakerConfig,
     CircuitState,
     CountWindow,
+    RateLimiter,
+    RateLimiterConfig,
     RedisStore,
 )
 from otel_resilience.engine.registry import namesakes_expected  # noqa: E402
@@ -175,6 +181,44 @@ def convergence(url: str, trips: int) -> dict[str, float]:
     return {"median_ms": statistics.median(delays), "max_ms": max(delays), "trips": trips}
 
 
+async def _zero() -> int:
+    return 0
+
+
+async def _async_permits(limiter: RateLimiter, permits: int, workers: int) -> float:
+    """Seconds for ``workers`` coroutines to take ``permits`` permits together."""
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await limiter.call(_zero)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(permits // workers) for _ in range(workers)))
+    return time.perf_counter() - started
+
+
+def permits(url: str, count: int) -> list[dict[str, Any]]:
+    """Microseconds per cluster permit from a thread, a coroutine, and 50 coroutines at once."""
+    store = RedisStore.from_url(url, namespace="permits")
+    limiter = RateLimiter("permits", RateLimiterConfig(rate=1e6, burst=1000, store=store))
+    try:
+        limiter.call_sync(int)
+        asyncio.run(_async_permits(limiter, 50, 50))  # connect first
+        started = time.perf_counter()
+        for _ in range(count):
+            limiter.call_sync(int)
+        sync = time.perf_counter() - started
+        one = asyncio.run(_async_permits(limiter, count, 1))
+        many = asyncio.run(_async_permits(limiter, count, 50))
+    finally:
+        store.close()
+    return [
+        {"caller": "a thread, call_sync", "us_per_permit": sync / count * 1e6},
+        {"caller": "a coroutine, await call", "us_per_permit": one / count * 1e6},
+        {"caller": "50 coroutines at once", "us_per_permit": many / count * 1e6},
+    ]
+
+
 def main() -> None:
     """Run the three measurements and print (or write) them."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -182,6 +226,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rate", type=float, default=2_000.0)
     parser.add_argument("--trips", type=int, default=20)
+    parser.add_argument("--permits", type=int, default=5_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     server = RedisServer().start()
@@ -190,6 +235,7 @@ def main() -> None:
             "hot_path": hot_path(server.url, args.calls, args.repeats),
             "operations": operations(server.url, args.rate),
             "convergence": convergence(server.url, args.trips),
+            "permits": permits(server.url, args.permits),
         }
     finally:
         server.stop()

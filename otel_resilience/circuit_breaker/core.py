@@ -315,10 +315,19 @@ class _BreakerCore:
         if permit.state is _HALF_OPEN:
             self._in_flight -= 1
             stats.success_count += 1
-            if stats.success_count >= self.settings.success_threshold:
-                return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
-            return None
+            if self._shared is not None:
+                self._shared.probed()
+            return self._close_if_probed_locked()
         return self._judge_locked(permit.state, False, slow)  # noqa: FBT003
+
+    def _close_if_probed_locked(self) -> StateChanged | None:
+        """The one rule of closing: ``success_threshold`` probe successes (summed over replicas if shared)."""
+        successes = self.stats.success_count
+        if self._shared is not None:
+            successes = self._shared.merged_probes(successes)
+        if successes >= self.settings.success_threshold:
+            return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
+        return None
 
     def _on_failure_locked(
         self, permit: Permit, error: Exception | None, slow: bool = False
@@ -455,7 +464,7 @@ class _BreakerCore:
             setattr(self, attribute, (*getattr(self, attribute), callback))
 
     def unwatch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
-        """Remove a callback :meth:`watch` added (nothing if it is not there)."""
+        """Remove a callback :meth:`watch` added (nothing if it is not there; equal bound methods match)."""
         attribute = "_reject_watchers" if rejections else "_watchers"
         with self._lock:
-            setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w is not callback))
+            setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w != callback))

@@ -216,11 +216,19 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         For an owner that rebuilds every link of this breaker afterwards (a manager policy):
         links built before (its own pipeline is rebuilt; a function decorated with
         :meth:`protect` is not) keep serving the calls in flight with the old core, whose
-        outcomes are counted in the totals but judge nothing.
+        outcomes are counted in the totals but judge nothing. A config with another ``store``
+        object moves the breaker to it (the new cluster's state is read, a local trip is
+        published there); with none, the breaker runs on its own from now on.
         """
+        old = self._config.store
         self._core = reconfigured_core(self._core, config)
         self._config = config
         self._standalone = None
+        if config.store is not old:  # another store, or none: hand the breaker over
+            if old is not None:
+                old.unshare_breaker(self)
+            if config.store is not None:
+                config.store.share_breaker(self)
 
     def get_stats(self) -> CircuitBreakerStatsDict:
         """Return a snapshot of the breaker's state and counts.

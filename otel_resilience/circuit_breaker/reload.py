@@ -11,7 +11,10 @@ were made (which is what Polly's and Resilience4j's registries do). What carries
   consecutive failures (a lower ``failure_threshold`` trips at the next counted failure), and
   the sliding window's contents **when the window is the same** (``sliding_window`` equal);
   another window (or none instead of one) starts empty, and so does the failure count;
-* **the callbacks** of ``on_state_change`` and ``on_rejection``.
+* **the callbacks** of ``on_state_change`` and ``on_rejection``;
+* **the shared store's link**, when ``store`` is the same object. With another store (or none),
+  the new core starts unshared and local (probes up to its ``half_open_max_calls``), and
+  :meth:`CircuitBreaker._reconfigure` hands the breaker from the old store to the new one.
 
 The old core is *retired*: the calls in flight through links built before the reload (a
 policy's previous pipeline) finish with it, and their outcomes are counted in the totals but
@@ -51,9 +54,10 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
         new._probe_started = old._probe_started
         new._watchers = old._watchers
         new._reject_watchers = old._reject_watchers
-        new._shared = old._shared  # a shared store keeps feeding the breaker (it reads its core)
-        if old._shared is not None:  # the store grants the probes: keep its limit
-            new.settings = new.settings.with_probes(old.settings.half_open_max_calls)
+        if config.store is old.config.store:  # the store keeps feeding the breaker (it reads its core)
+            new._shared = old._shared
+            if old._shared is not None:  # the store grants the probes: keep its limit
+                new.settings = new.settings.with_probes(old.settings.half_open_max_calls)
         if config.sliding_window == old.config.sliding_window:
             new.window = old.window
         else:

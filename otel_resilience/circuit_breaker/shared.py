@@ -8,7 +8,9 @@ operations, each under the core's lock, none waiting on the network:
 * :func:`attach` gives the core a :class:`~otel_resilience.engine.shared.PeerCounts`: from then
   on each judged outcome is judged on the merged counts (local + peers);
 * :func:`reconsider` judges the current counts again (the peers' counts changed): a breaker
-  whose peers' failures bring the cluster to its threshold opens without a call of its own;
+  whose peers' failures bring the cluster to its threshold opens without a call of its own, and
+  a HALF_OPEN one whose peers' probe successes bring the cluster's to ``success_threshold``
+  closes (``_BreakerCore._close_if_probed_locked``, the one rule of closing);
 * :func:`adopt` takes a state published by another replica (OPEN for ``open_for`` seconds,
   CLOSED, ...), reported as a state change like any other; an OPEN breaker only moves its timer;
 * :func:`set_probe_limit` sets how many HALF_OPEN probes this replica may run now: the probe
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from otel_resilience.circuit_breaker.state import _CLOSED, _METRICS_ONLY, _OPEN, CircuitState
+from otel_resilience.circuit_breaker.state import _CLOSED, _HALF_OPEN, _METRICS_ONLY, _OPEN, CircuitState
 
 if TYPE_CHECKING:
     from otel_resilience.circuit_breaker.core import _BreakerCore
@@ -48,29 +50,37 @@ def local_counts(core: _BreakerCore) -> tuple[int, int, int]:
 
 
 def reconsider(core: _BreakerCore) -> None:
-    """Judge the merged counts again, now; open the breaker if the one rule says so."""
+    """Judge the merged counts again now: open (CLOSED) or close (HALF_OPEN) the breaker if the rule says."""
     with core._lock:
         state = core._permit.state
         shared = core._shared
-        if core._retired or shared is None or (state is not _CLOSED and state is not _METRICS_ONLY):
+        if core._retired or shared is None:
             return
-        window = core.window
-        local = (0, core.stats.failure_count, 0) if window is None else window.totals(core._clock.now())
-        change = core._decide_locked(state, *shared.merged(local))
+        if state is _HALF_OPEN:
+            change = core._close_if_probed_locked()
+        elif state is _CLOSED or state is _METRICS_ONLY:
+            window = core.window
+            local = (0, core.stats.failure_count, 0) if window is None else window.totals(core._clock.now())
+            change = core._decide_locked(state, *shared.merged(local))
+        else:
+            return
     core._emit(change)
 
 
-def adopt(core: _BreakerCore, state: CircuitState, open_for: float | None, reason: str) -> bool:
-    """Take ``state``, published by another replica (OPEN for ``open_for`` seconds).
+def adopt(
+    core: _BreakerCore, by: PeerCounts, state: CircuitState, open_for: float | None, reason: str
+) -> bool:
+    """Take ``state``, published by another replica (OPEN for ``open_for`` seconds), if ``by`` feeds ``core``.
 
     An OPEN breaker adopting OPEN only moves its timer (no state change is reported); any other
-    change is a transition, reported with ``reason``.
+    change is a transition, reported with ``reason``. A store whose link was detached since (a
+    reload gave the breaker another store, or none) changes nothing.
 
     Returns:
         Whether the state changed.
     """
     with core._lock:
-        if core._retired:
+        if core._retired or core._shared is not by:
             return False
         current = core._permit.state
         if state is _OPEN and current is _OPEN:
@@ -85,7 +95,11 @@ def adopt(core: _BreakerCore, state: CircuitState, open_for: float | None, reaso
     return True
 
 
-def set_probe_limit(core: _BreakerCore, probes: int) -> None:
-    """Let this replica run at most ``probes`` HALF_OPEN probes at once (0: reject every probe)."""
+def set_probe_limit(core: _BreakerCore, by: PeerCounts, probes: int) -> None:
+    """Let this replica run at most ``probes`` HALF_OPEN probes at once (0: reject every probe).
+
+    Nothing changes unless ``by`` is the store's link that feeds ``core`` now.
+    """
     with core._lock:
-        core.settings = core.settings.with_probes(probes)
+        if core._shared is by:
+            core.settings = core.settings.with_probes(probes)

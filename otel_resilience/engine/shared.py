@@ -30,8 +30,10 @@ class PeerCounts(abc.ABC):
     """What a shared breaker's rules ask of the store, under the breaker's lock (never blocking).
 
     ``merged`` adds the latest counts of the other replicas (as the store last read them) to the
-    local ones; ``failed`` says a call just failed, so the store reports it at once rather than
-    with its next batch. Both only read or set plain attributes: neither waits on the network.
+    local ones, ``merged_probes`` their probe successes of the current HALF_OPEN period; ``failed``
+    and ``probed`` say a call just failed or a probe just succeeded, so the store reports it at
+    once rather than with its next batch. All only read or set plain attributes: none waits on
+    the network.
     """
 
     __slots__ = ()
@@ -43,6 +45,14 @@ class PeerCounts(abc.ABC):
     @abc.abstractmethod
     def failed(self) -> None:
         """Note that a call just failed (wakes the store's background work; never blocks)."""
+
+    @abc.abstractmethod
+    def merged_probes(self, local: int) -> int:
+        """Return ``local`` HALF_OPEN probe successes plus the other replicas' in this period."""
+
+    @abc.abstractmethod
+    def probed(self) -> None:
+        """Note that a HALF_OPEN probe just succeeded (reported at once; never blocks)."""
 
 
 class SharedStore(abc.ABC):
@@ -69,6 +79,14 @@ class SharedStore(abc.ABC):
     @abc.abstractmethod
     def share_breaker(self, breaker: Any) -> None:
         """Share ``breaker``'s state (a :class:`~otel_resilience.CircuitBreaker`) from now on."""
+
+    @abc.abstractmethod
+    def unshare_breaker(self, breaker: Any) -> None:
+        """Stop sharing ``breaker`` (its config no longer names this store); it keeps its state.
+
+        What this replica already decided and has not yet told the cluster (a queued
+        transition) is still told; nothing else of the breaker's is read or written again.
+        """
 
     @abc.abstractmethod
     def rate_rules(self, name: str, config: Any) -> Any:

@@ -17,7 +17,7 @@ from otel_resilience.engine.store import BoundedStore
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, new_rules
-from otel_resilience.rate_limiter.step import _RateLimiterStep
+from otel_resilience.rate_limiter.step import _ClusterRateLimiterStep, _RateLimiterStep
 from otel_resilience.rate_limiter.totals import KeyTotals
 
 if TYPE_CHECKING:
@@ -111,7 +111,8 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         return True
 
     def _link(self, telemetry: StrategyTelemetry) -> _RateLimiterStep:
-        return _RateLimiterStep(self._name, self._config, self._clock, self._rules, telemetry)
+        step = _RateLimiterStep if self._config.store is None else _ClusterRateLimiterStep
+        return step(self._name, self._config, self._clock, self._rules, telemetry)
 
     call = verb(
         Pattern.run,

@@ -34,12 +34,13 @@ import abc
 import math
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Final, TypedDict
+from typing import TYPE_CHECKING, Final, Protocol, TypedDict
 
 if TYPE_CHECKING:
+    from otel_resilience.engine.clock import Clock
     from otel_resilience.rate_limiter.config import RateLimiterConfig
 
-__all__ = ["RateLimiterStatsDict"]
+__all__ = ["RateLimiterStatsDict", "RemoteRules"]
 
 _INF: Final = math.inf
 
@@ -223,9 +224,10 @@ class _Rules(abc.ABC):
         sliding log its admissions (judged over the new window). Reservations keep their times.
 
         Returns:
-            ``False`` (and nothing changes) when ``config`` names another algorithm.
+            ``False`` (and nothing changes) when ``config`` names another algorithm, or a shared
+            store (its permits are the cluster's: the owner makes a limiter on it).
         """
-        if config.algorithm != self.algorithm:
+        if config.algorithm != self.algorithm or config.store is not None:
             return False
         with self._lock:
             now = max(now, self._now)
@@ -361,6 +363,18 @@ class _SlidingLog(_Rules):
 
     def _retuned_locked(self, config: RateLimiterConfig) -> None:
         self._window = config.window
+
+
+class RemoteRules(Protocol):
+    """What a limiter's rules kept in a shared store add to :class:`_Rules`: an ask from the event loop."""
+
+    async def acquire_async(
+        self, clock: Clock, max_wait: float, remaining: float = _INF
+    ) -> _Reservation | float | None:
+        """As :meth:`_Rules.acquire` at ``clock.now()`` once the store answered, awaited on the loop."""
+
+    def gave_up(self) -> None:
+        """Count a caller cancelled while it awaited the store's answer."""
 
 
 def new_rules(config: RateLimiterConfig) -> _Rules:

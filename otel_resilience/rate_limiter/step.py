@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final, cast
 
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.events import CallRejected, Event, PermitWaited, StrategyTelemetry
@@ -12,7 +12,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.step import Wait
 from otel_resilience.errors import RateLimitedError
 from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
-from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules
+from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, RemoteRules, _Reservation, _Rules
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,7 +40,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         super().__init__(name, config, clock, telemetry)
         self._rules = rules
 
-    def admit(self, ctx: ExecutionContext) -> _Waiting | None:  # noqa: ARG002 - the same for every call
+    def admit(self, ctx: ExecutionContext) -> Wait | None:  # noqa: ARG002 - the same for every call
         """Take a permit now; else reserve the next one due and return the wait for it; else reject.
 
         A wait is allowed when the permit is due within ``config.max_wait``, before the deadline
@@ -55,12 +55,15 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         max_wait = rules.max_wait
         remaining = time_remaining(clock) if max_wait > 0 else math.inf
         now = clock.now()
-        got = rules.acquire(now, max_wait, remaining)
+        return self._admitted(rules.acquire(now, max_wait, remaining), now)
+
+    def _admitted(self, got: _Reservation | float | None, since: float) -> _Waiting | None:
+        """What the rules' answer means: go (``None``), wait for the reservation, or the rejection."""
         if got is None:
             return None
         if isinstance(got, float):
             raise self._rejected(got)
-        return _Waiting(self, got, now)
+        return _Waiting(self, got, since)
 
     def get_stats(self) -> RateLimiterStatsDict:
         """Return the limiter's counts (shared by all its links), as :meth:`RateLimiter.get_stats` does."""
@@ -72,6 +75,51 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         if telemetry.enabled:
             telemetry.report(Event.CALL_REJECTED, _REJECTED_EVENT)
         return RateLimitedError(self.name, retry_after)
+
+
+class _ClusterRateLimiterStep(_RateLimiterStep):
+    """The link of a limiter whose permits are in a shared store: an async caller asks it on the loop.
+
+    The sync driver asks as a local limiter's link does (the round trip in its thread); the async
+    driver gets an :class:`_Asking` wait, so the round trip is awaited and never blocks the loop.
+    Both decide with the same rules (the store's ``ClusterRules``).
+    """
+
+    __slots__ = ()
+
+    def admit(self, ctx: ExecutionContext) -> Wait | None:
+        """Take, reserve or refuse a cluster permit; from the async driver, as an :class:`_Asking` wait."""
+        if ctx.sync:
+            return super().admit(ctx)
+        clock = self.clock
+        max_wait = self._rules.max_wait
+        remaining = time_remaining(clock) if max_wait > 0 else math.inf
+        return _Asking(self, clock.now(), max_wait, remaining)
+
+
+class _Asking(Wait):
+    """An async caller of a cluster limiter: asks the store on the loop, then goes, waits or is refused."""
+
+    __slots__ = ("_max_wait", "_remaining", "_since", "_step")
+
+    def __init__(self, step: _RateLimiterStep, since: float, max_wait: float, remaining: float) -> None:
+        self._step = step
+        self._since = since
+        self._max_wait = max_wait
+        self._remaining = remaining
+
+    async def wait(self) -> None:
+        """Await the store's answer (at most its ``timeout``); then take the permit, wait for it, or raise."""
+        step = self._step
+        rules = cast("RemoteRules", step._rules)
+        try:
+            got = await rules.acquire_async(step.clock, self._max_wait, self._remaining)
+        except BaseException:
+            rules.gave_up()
+            raise
+        waiting = step._admitted(got, self._since)
+        if waiting is not None:
+            await waiting.wait()
 
 
 class _Waiting(Wait):

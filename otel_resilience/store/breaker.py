@@ -11,6 +11,8 @@ the name percent-encoded, so that two names never share a key):
 * ``ns:cb:name:counts:EPOCH`` - a hash, one field per replica: its counts in that period.
 * ``ns:cb:name:lease:EPOCH:i`` - probe lease ``i`` (``1 <= i <= half_open_max_calls``) of the
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
+* ``ns:cb:name:probes:EPOCH`` - a hash, one field per replica: its probe successes after the
+  OPEN period ``EPOCH``; their sum reaching ``success_threshold`` closes the breaker.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otel_resilience.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.store.redis_store import RedisStore
 
@@ -80,8 +84,10 @@ class SharedBreaker(PeerCounts):
         "_lock",
         "_max_age",
         "_open_reason",
+        "_peer_probes",
         "_peers",
         "_prefix",
+        "_probed",
         "_store",
         "epoch",
         "key_name",
@@ -91,12 +97,15 @@ class SharedBreaker(PeerCounts):
 
     def __init__(self, store: RedisStore, breaker: CircuitBreaker, replica: str, key: str | None) -> None:
         self._store = store
-        self._breaker = weakref.ref(breaker)
+        self._breaker: Callable[[], CircuitBreaker | None] = weakref.ref(breaker)
         self.name = breaker.name
         self.key_name = key_part(breaker.name) + ("" if key is None else f":{key_part(key)}")
         self._id = replica
         self._prefix = f"{store.namespace}:cb:{self.key_name}"
         self._peers = _NO_COUNTS
+        self._peer_probes = 0
+        """The other replicas' probe successes in this period, as last read from the store."""
+        self._probed = False
         self._failed = False
         self._last_report: tuple[int, int, int] | None = None
         self._lease_due = 0.0
@@ -120,6 +129,15 @@ class SharedBreaker(PeerCounts):
     def failed(self) -> None:
         """Wake the store's thread: a failure is reported at once, not with the next batch."""
         self._failed = True
+        self._store._wake.set()
+
+    def merged_probes(self, local: int) -> int:
+        """Return ``local`` probe successes plus the peers' in this period, as last read from the store."""
+        return local + self._peer_probes
+
+    def probed(self) -> None:
+        """Wake the store's thread: a probe success is reported at once (the cluster sums them)."""
+        self._probed = True
         self._store._wake.set()
 
     # -- the store's thread --------------------------------------------------------------------
@@ -150,7 +168,7 @@ class SharedBreaker(PeerCounts):
             reply = self._run_publish(client, int(reply[1]), *args[1:])  # a trip wins over CLOSED
         if reply[0]:
             self.epoch = max(self.epoch, int(reply[1]))
-            self._peers, self._last_report, self.leases = _NO_COUNTS, None, 0
+            self._forget()
         else:
             self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]))
 
@@ -208,7 +226,7 @@ class SharedBreaker(PeerCounts):
             self._apply_probe_limit(breaker)
             return
         if epoch > self.epoch:
-            self._peers, self._last_report, self.leases = _NO_COUNTS, None, 0
+            self._forget()
         self.epoch = epoch
         if state == "open" and reason:
             self._open_reason = reason
@@ -217,7 +235,7 @@ class SharedBreaker(PeerCounts):
             open_for = max(open_for, 1e-3)  # ended: HALF_OPEN at the next call, as after a local trip
         _ADOPTING.on = True
         try:
-            shared.adopt(breaker._core, _STATES[state], open_for, reason or "forced")
+            shared.adopt(breaker._core, self, _STATES[state], open_for, reason or "forced")
         finally:
             _ADOPTING.on = False
         self._apply_probe_limit(breaker)
@@ -250,15 +268,18 @@ class SharedBreaker(PeerCounts):
 
     def _probe_leases(self, client: Any, breaker: CircuitBreaker, now: float) -> None:
         """Hold up to ``half_open_max_calls`` leases; renew them while a probe runs."""
-        if self.leases and now < self._lease_due:
+        probed, self._probed = self._probed, False
+        if self.leases and now < self._lease_due and not probed:
             return
         store = self._store
         core = breaker._core
         renew = 1 if core._in_flight else 0
         next(store._ops)
+        keys = [f"{self._prefix}:state", f"{self._prefix}:probes:{self.epoch}"]
         prefix = f"{self._prefix}:lease:{self.epoch}:"
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
-        held, first_ms, state = client.eval(scripts.TAKE_LEASES, 1, f"{self._prefix}:state", *argv)
+        argv += [core.stats.success_count, store.key_ttl_ms]
+        held, first_ms, state, others = client.eval(scripts.TAKE_LEASES, 2, *keys, *argv)
         state = _text(state)
         if state not in ("", "open"):
             self.resync(client)  # the cluster moved on (closed by another replica's probes)
@@ -266,18 +287,33 @@ class SharedBreaker(PeerCounts):
         self.leases = int(held)
         self._lease_due = now + min(int(first_ms) / 1000, store.lease_ttl_ms / 3000) if held else now
         self._apply_probe_limit(breaker)
+        if int(others) != self._peer_probes:
+            self._peer_probes = int(others)
+            shared.reconsider(core)  # the cluster's probe successes may close it now
 
     def _apply_probe_limit(self, breaker: CircuitBreaker) -> None:
         """Probes this replica may run: its leases, or the configured number when the store is down."""
         limit = breaker.config.half_open_max_calls if self._store.local_only else self.leases
-        shared.set_probe_limit(breaker._core, limit)
+        shared.set_probe_limit(breaker._core, self, limit)
+
+    def _forget(self) -> None:
+        """Forget what the store said of the peers' period (a new period, or the store gone)."""
+        self._peers, self._peer_probes, self._last_report, self.leases = _NO_COUNTS, 0, None, 0
+
+    def detach(self) -> None:
+        """Forget the breaker: from now on every operation of this link finds it gone."""
+        self._breaker = _gone
 
     def go_local(self) -> None:
         """The store is unreachable: judge on local counts, gate probes locally."""
-        self._peers, self._last_report, self.leases = _NO_COUNTS, None, 0
+        self._forget()
         breaker = self.breaker
         if breaker is not None:
             self._apply_probe_limit(breaker)
+
+
+def _gone() -> None:
+    """The breaker of a detached link."""
 
 
 def _text(value: object) -> str:

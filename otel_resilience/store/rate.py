@@ -11,6 +11,12 @@ While the store is unreachable (or slower than its ``timeout``) the limiter foll
 ``store_fallback``: ``"open"`` admits (counted), ``"closed"`` refuses, ``"local"`` takes from a
 local bucket of ``rate / expected_replicas``. It asks Redis again once the store's thread has
 reached it.
+
+Both drivers share the rule: :meth:`ClusterRules._ask` says what to ask, :meth:`ClusterRules._answer`
+decides on the reply (or the error, or the store being away); only the round trip differs, in
+this thread (:meth:`ClusterRules.acquire`: the sync driver, ``try_acquire``) or awaited on the
+running event loop (:meth:`ClusterRules.acquire_async`: the async driver, which therefore never
+blocks its loop on Redis).
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules, new_rules
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
+    from otel_resilience.engine.clock import Clock
     from otel_resilience.rate_limiter.config import RateLimiterConfig
     from otel_resilience.store.redis_store import RedisStore
 
@@ -41,6 +48,22 @@ def _local_rules(config: RateLimiterConfig) -> _Rules:
         config, rate=config.rate / replicas, burst=max(1, config.burst // replicas), store=None
     )
     return new_rules(local)
+
+
+class _Ask:
+    """One request for a permit: the script and its arguments, and the caller's limits."""
+
+    __slots__ = ("argv", "local", "max_wait", "remaining", "script")
+
+    def __init__(
+        self, script: str, argv: tuple[float, int, int], max_wait: float, remaining: float, *, local: bool
+    ) -> None:
+        self.script = script
+        self.argv = argv
+        self.max_wait = max_wait
+        self.remaining = remaining
+        self.local = local
+        """The store is unreachable now: the fallback answers, Redis is not asked."""
 
 
 class ClusterRules:
@@ -87,11 +110,23 @@ class ClusterRules:
     def acquire(self, now: float, max_wait: float, remaining: float = _INF) -> _Reservation | float | None:
         """Take a cluster permit now (``None``), reserve one (a reservation), or refuse (seconds to wait).
 
-        Asks the store (at most its ``timeout``); while it is unreachable, the fallback answers.
+        Asks the store in this thread (at most its ``timeout``); while it is unreachable, the
+        fallback answers. The sync driver and ``try_acquire`` use it.
         """
-        store = self._store
-        if store.local_only:
-            return self._fallback(now, max_wait, remaining)
+        ask = self._ask(max_wait, remaining)
+        reply = None if ask.local else self._store._run_script(ask.script, self._key, ask.argv)
+        return self._answer(now, ask, reply)
+
+    async def acquire_async(
+        self, clock: Clock, max_wait: float, remaining: float = _INF
+    ) -> _Reservation | float | None:
+        """As :meth:`acquire`, asking the store from the running event loop without blocking it."""
+        ask = self._ask(max_wait, remaining)
+        reply = None if ask.local else await self._store._run_script_async(ask.script, self._key, ask.argv)
+        return self._answer(clock.now(), ask, reply)
+
+    def _ask(self, max_wait: float, remaining: float) -> _Ask:
+        """What to ask the store for one permit (marked ``local`` while it is unreachable)."""
         config = self._config
         with self._lock:
             if self.waiting >= config.max_waiting:
@@ -101,12 +136,20 @@ class ClusterRules:
             script, argv = scripts.SLIDING_LOG, (config.window * 1000, config.burst, limit_ms)
         else:
             script, argv = scripts.TOKEN_BUCKET, (1000 / config.rate, config.burst, limit_ms)
-        try:
-            next(store._ops)
-            wait_ms = int(store._client.eval(script, 1, self._key, *argv))
-        except store._redis_errors as error:
-            store.failed(error)
-            return self._fallback(now, max_wait, remaining)
+        return _Ask(script, argv, max_wait, remaining, local=self._store.local_only)
+
+    def _answer(self, now: float, ask: _Ask, reply: Any) -> _Reservation | float | None:
+        """The one rule of a cluster permit, for both paths: the script's reply, or the fallback.
+
+        ``reply`` is the script's answer (the ms to wait for the permit, ``0`` for now, ``-ms``
+        refused), or the error the store raised (counted; the store is degraded), or ``None``
+        when the store was not asked (degraded already).
+        """
+        if ask.local or isinstance(reply, BaseException):
+            if isinstance(reply, BaseException):
+                self._store.failed(reply)
+            return self._fallback(now, ask.max_wait, ask.remaining)
+        wait_ms = int(reply)
         with self._lock:
             if wait_ms < 0:
                 self.rejected += 1
@@ -118,6 +161,7 @@ class ClusterRules:
         return _Reservation(now + wait_ms / 1000)
 
     def _fallback(self, now: float, max_wait: float, remaining: float) -> _Reservation | float | None:
+        """The answer of ``store_fallback`` while the store is unreachable."""
         fallback = self._config.store_fallback
         with self._lock:
             if fallback == "open":
@@ -129,6 +173,11 @@ class ClusterRules:
                 self.rejected += 1
                 return 1 / self._config.rate
         return self._local.acquire(now, max_wait, remaining)
+
+    def gave_up(self) -> None:
+        """An async caller was cancelled while the store answered: its permit (if taken) stays spent."""
+        with self._lock:
+            self.cancelled += 1
 
     def claim(self, reservation: _Reservation) -> None:
         """Record that a waiter took its reserved permit."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -13,8 +14,11 @@ from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
 from otel_resilience.engine.validation import check_duration, check_name
 from otel_resilience.store.breaker import SharedBreaker, key_part
+from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from otel_resilience.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.engine.events import StateChanged
     from otel_resilience.rate_limiter.config import RateLimiterConfig
@@ -40,10 +44,11 @@ class RedisStore(SharedStore):
     per store reports the counts of each breaker (batched every ``flush_interval``, at once after
     a failure), publishes its transitions, and holds its half-open probe leases; one subscriber
     thread takes the transitions other replicas publish. A shared rate limiter asks Redis for
-    each permit (one atomic script) and falls back to its ``fallback`` when Redis cannot answer
-    within ``timeout``. While Redis is unreachable everything runs on local state, the store
-    reports itself degraded (:attr:`degraded`, a log record, a counter), and it resynchronises
-    when Redis is back.
+    each permit (one atomic script: from a thread with the sync client, from a coroutine with
+    the event loop's own ``redis.asyncio`` client, so that the loop never blocks) and falls back
+    to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is
+    unreachable everything runs on local state, the store reports itself degraded
+    (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back.
 
     Attributes:
         namespace: The prefix of every key (one per service).
@@ -54,6 +59,7 @@ class RedisStore(SharedStore):
 
     __slots__ = (
         "__weakref__",
+        "_async_clients",
         "_client",
         "_closed",
         "_fallbacks",
@@ -115,7 +121,9 @@ class RedisStore(SharedStore):
         self.outages = self.errors = 0
         self._ops = Counter()
         self._fallbacks = Counter()
-        self._redis_errors: tuple[type[BaseException], ...] = (OSError,)
+        self._redis_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+        self._async_clients = LoopClients(None)
+        """One ``redis.asyncio`` client per event loop (:mod:`otel_resilience.store.loops`)."""
         STORES.register(self)
 
     ops = CounterValue("_ops", "Redis operations sent (scripts, reads, publications and permits).")
@@ -166,9 +174,10 @@ class RedisStore(SharedStore):
             "resync_interval": resync_interval,
         }
         seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
-        client, subscriber, errors = _connect(url, seconds["timeout"])
+        client, subscriber, errors, async_factory = _connect(url, seconds["timeout"])
         store = cls(client, subscriber, namespace=namespace, **seconds)
         store._redis_errors = errors
+        store._async_clients = LoopClients(async_factory)
         return store
 
     # -- what patterns ask (SharedStore) ---------------------------------------------------
@@ -180,12 +189,24 @@ class RedisStore(SharedStore):
         link = SharedBreaker(self, breaker, f"{self._id}.{next(self._serial)}", current_key())
         breaker._core.watch(link.on_change)
         shared.attach(breaker._core, link)
-        link.go_local() if self.degraded else shared.set_probe_limit(breaker._core, 0)
+        link.go_local() if self.degraded else shared.set_probe_limit(breaker._core, link, 0)
         with self._lock:
             self._links = [*(alive for alive in self._links if alive.breaker is not None), link]
             self._resync_all = True
         self._start()
         self._wake.set()
+
+    def unshare_breaker(self, breaker: CircuitBreaker) -> None:
+        """Stop sharing ``breaker``: no more reports, leases or adoptions (a queued transition is still sent).
+
+        The probe leases its link holds expire after ``probe_lease_ttl``, as a crashed prober's do.
+        """
+        with self._lock:
+            links = [link for link in self._links if link.breaker is breaker]
+            self._links = [link for link in self._links if link.breaker not in (breaker, None)]
+        for link in links:
+            breaker._core.unwatch(link.on_change)
+            link.detach()
 
     def rate_rules(self, name: str, config: RateLimiterConfig) -> ClusterRules:
         """Return the rules of a rate limiter whose budget all replicas share."""
@@ -194,6 +215,30 @@ class RedisStore(SharedStore):
         key = current_key()
         suffix = "" if key is None else f":{key_part(key)}"
         return ClusterRules(self, f"{self.namespace}:rl:{key_part(name)}{suffix}", config)
+
+    # -- one script for a caller (a rate limiter's permit) ---------------------------------
+
+    def _run_script(self, script: str, key: str, argv: Sequence[object]) -> Any:
+        """Run ``script`` on ``key`` in this thread (at most ``timeout``); return its reply or the error."""
+        next(self._ops)
+        try:
+            return self._client.eval(script, 1, key, *argv)
+        except self._redis_errors as error:
+            return error
+
+    async def _run_script_async(self, script: str, key: str, argv: Sequence[object]) -> Any:
+        """Run ``script`` on ``key`` from the running loop, without blocking it; reply or error.
+
+        Each event loop gets its own ``redis.asyncio`` client, made on its first use and closed
+        when the loop shuts down (:class:`~otel_resilience.store.loops.LoopClients`). The wait is
+        bounded by ``timeout``, as in :meth:`_run_script`.
+        """
+        next(self._ops)
+        try:
+            client = await self._async_clients.client()
+            return await bounded(client.eval(script, 1, key, *argv), self.timeout)
+        except self._redis_errors as error:
+            return error
 
     # -- health ----------------------------------------------------------------------------
 
@@ -350,14 +395,17 @@ class RedisStore(SharedStore):
         STORES.unregister(self)
         self._client.close()
         self._sub_client.close()
+        self._async_clients.close()
 
     def __repr__(self) -> str:
         health = "degraded" if self.degraded else "ok"
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
 
 
-def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...]]:
-    """Return two lazy clients (operations, subscriber) of ``url`` and the errors they raise.
+def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...], Callable[[], Any]]:
+    """Return two lazy clients of ``url`` (operations, subscriber), their errors, an async client factory.
+
+    The factory makes a ``redis.asyncio`` client with the same options (one per event loop).
 
     Every operation is bounded by ``timeout`` (connecting included) and never retried by the
     client: the store's thread retries, with backoff, and the calls go on meanwhile.
@@ -367,6 +415,8 @@ def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseExcepti
     """
     try:
         import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
+        import redis.asyncio  # noqa: PLC0415
+        from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
         from redis.backoff import NoBackoff  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
     except ImportError as error:
@@ -378,4 +428,8 @@ def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseExcepti
         "retry": Retry(NoBackoff(), 0),
     }
     clients = (redis.Redis.from_url(url, **options), redis.Redis.from_url(url, **options))
-    return (*clients, (redis.RedisError, OSError))
+
+    def async_client() -> Any:
+        return redis.asyncio.Redis.from_url(url, **{**options, "retry": AsyncRetry(NoBackoff(), 0)})
+
+    return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), async_client)

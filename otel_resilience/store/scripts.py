@@ -87,12 +87,14 @@ TAKE_LEASES: Final = (
     _NOW
     + _LEFT
     + """
--- KEYS[1]: the state hash. ARGV: lease key prefix, owner, ttl ms, max leases, renew (0/1).
--- Returns {leases held, ms until the first of them expires, cluster state}.
+-- KEYS[1]: the state hash; KEYS[2]: the period's probe successes (a hash, one field per
+-- replica). ARGV: lease key prefix, owner, ttl ms, max leases, renew (0/1), this replica's
+-- probe successes, key ttl ms. Returns {leases held, ms until the first of them expires,
+-- cluster state, the other replicas' probe successes in this period}.
 local v = redis.call('HMGET', KEYS[1], 'state', 'until')
 local state = v[1] or ''
-if state ~= '' and state ~= 'open' then return {0, 0, state} end
-if state == 'open' and left(v[2]) ~= 0 then return {0, 0, state} end
+if state ~= '' and state ~= 'open' then return {0, 0, state, 0} end
+if state == 'open' and left(v[2]) ~= 0 then return {0, 0, state, 0} end
 local held, first = 0, tonumber(ARGV[3])
 for i = 1, tonumber(ARGV[4]) do
   local key = ARGV[1] .. i
@@ -105,10 +107,20 @@ for i = 1, tonumber(ARGV[4]) do
     held = held + 1
   end
 end
-return {held, first, state}
+if tonumber(ARGV[6]) > 0 then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+local others = 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[2] then others = others + tonumber(all[i + 1]) end
+end
+return {held, first, state, others}
 """
 )
-"""Hold (take, or renew with ``renew``) up to ``max`` probe leases of an OPEN period that ended."""
+"""Hold (take, or renew with ``renew``) up to ``max`` probe leases of an OPEN period that ended;
+report this replica's probe successes and return the others' (their sum closes the breaker)."""
 
 TOKEN_BUCKET: Final = (
     _NOW

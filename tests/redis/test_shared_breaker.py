@@ -254,3 +254,42 @@ async def test_async_callers_share_the_breaker_as_threads_do(replicas: Replica) 
         await asyncio.sleep(0.005)
     with pytest.raises(CircuitOpenError):
         await b.call(down)
+
+
+def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str) -> None:
+    """success_threshold=3 met by 1 probe success on one replica and 2 on another closes every replica."""
+    stores = [RedisStore.from_url(redis_url, namespace="probes", probe_lease_ttl=0.6) for _ in range(3)]
+    try:
+        config = CircuitBreakerConfig(timeout=0.3, half_open_max_calls=3, success_threshold=3)
+        with namesakes_expected():
+            group = [CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores]
+        group[0].force_open(0.3)
+        wait_for(_opened(*group), 2.0, "all OPEN")
+
+        def holder() -> CircuitBreaker | None:
+            live = [b for b in group if not b.config.store.local_only]  # type: ignore[attr-defined]
+            held = [b for b in live if b._core.settings.half_open_max_calls]
+            return held[0] if len(held) == 1 else None
+
+        wait_for(lambda: holder() is not None, 3.0, "one replica holding the probe leases")
+        first = holder()
+        assert first is not None
+        assert first.call_sync(int) == 0  # 1 of 3
+        assert first.state is CircuitState.HALF_OPEN
+        others = [b for b in group if b is not first]
+        reported = lambda: all(b._core._shared.merged_probes(0) == 1 for b in others)  # type: ignore[union-attr]  # noqa: E731
+        wait_for(reported, 2.0, "the success reported")
+        stores[group.index(first)].close()  # the first prober leaves the cluster; its leases expire
+        wait_for(lambda: holder() is not None, 3.0, "another replica holding the probe leases")
+        second = holder()
+        assert second in others
+        assert second.call_sync(int) == 0  # 2 of 3
+        assert second.state is CircuitState.HALF_OPEN
+        assert second.call_sync(int) == 0  # 3 of 3, summed over two replicas
+        assert second.state is CircuitState.CLOSED
+        third = next(b for b in others if b is not second)
+        wait_for(lambda: third.state is CircuitState.CLOSED, 2.0, "the third replica CLOSED")
+        assert third.get_stats()["total_successes"] == 0  # it never probed
+    finally:
+        for store in stores:
+            store.close()

@@ -1,0 +1,224 @@
+"""A cluster rate limit from coroutines: the store is asked on the event loop, never blocking it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from redis_support import RedisServer
+from tcp_proxy import TcpFaultProxy
+
+from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
+
+SLOW = 2.0
+"""How late Redis answers behind the proxy: half of it on the way there, half on the way back."""
+STALL = 0.5
+"""A generous bound on the longest pause of a ticker task while callers await Redis."""
+
+
+@pytest.fixture
+def proxy(redis_server: RedisServer, redis_url: str) -> Iterator[TcpFaultProxy]:
+    """A fault proxy in front of the session's (flushed) redis-server."""
+    assert redis_url
+    proxy = TcpFaultProxy("127.0.0.1", redis_server.port).start()
+    yield proxy
+    proxy.stop()
+
+
+async def _zero() -> int:
+    return 0
+
+
+def _via(proxy: TcpFaultProxy) -> str:
+    return f"redis://127.0.0.1:{proxy.port}/0"
+
+
+async def _ticking(work: Awaitable[list[object]]) -> tuple[list[object], float]:
+    """Run ``work`` beside a task ticking every 10 ms; return its results and the longest gap between ticks."""
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        results = await work
+    finally:
+        done.set()
+        await ticker
+    return results, max(gaps)
+
+
+async def _warm(store: RedisStore, callers: int) -> None:
+    """Open the loop's client's connections for ``callers`` at once, while Redis is fast (a new one's handshake is a round trip)."""
+    warm = RateLimiter("warm", RateLimiterConfig(rate=1000.0, burst=callers, store=store))
+    assert await _calls(warm, [], callers) == [1] * callers
+
+
+def _calls(limiter: RateLimiter, ran: list[int], count: int) -> Awaitable[list[object]]:
+    async def protected() -> int:
+        ran.append(1)
+        return 1
+
+    return asyncio.gather(*(limiter.call(protected) for _ in range(count)), return_exceptions=True)
+
+
+async def test_a_slow_redis_does_not_block_the_loop_and_admits_exactly_the_budget(
+    proxy: TcpFaultProxy, redis_url: str
+) -> None:
+    """Redis 2 s slow (within the store's timeout): 12 coroutines wait without stalling the loop; 5 get the 5 permits left."""
+    store = RedisStore.from_url(_via(proxy), namespace="rla", timeout=SLOW + 1.5)
+    other = RedisStore.from_url(redis_url, namespace="rla")
+    try:
+        config = RateLimiterConfig(rate=0.01, burst=7, store=store)
+        limiter = RateLimiter("slow", config)
+        assert limiter.try_acquire()  # the sync API (this thread's client) still works from a coroutine
+        assert await limiter.call(_zero) == 0
+        await _warm(store, 12)
+        proxy.set("delay", SLOW / 2)
+        ran: list[int] = []
+        started = time.monotonic()
+        results, stall = await _ticking(_calls(limiter, ran, 12))
+        took = time.monotonic() - started
+        print(
+            f"12 async callers through a {SLOW:g} s Redis: {took:.2f} s, longest loop stall {stall * 1000:.0f} ms"
+        )
+        assert took >= SLOW * 0.9  # they did wait on Redis
+        assert stall < STALL  # a blocking round trip would have stalled it 2 s
+        assert len(ran) == 5  # 7 - 2: no permit lost, none doubled
+        assert sum(isinstance(r, RateLimitedError) for r in results) == 7
+        stats = limiter.get_stats()
+        assert (stats["admitted"], stats["rejected"], stats["cancelled"]) == (7, 7, 0)
+        assert not store.degraded
+        proxy.set("pass")
+        later = RateLimiter("slow", RateLimiterConfig(rate=0.01, burst=7, store=other))
+        assert not later.try_acquire()  # another replica finds the cluster's budget spent
+    finally:
+        store.close()
+        other.close()
+
+
+@pytest.mark.parametrize("fallback", ["open", "closed"])
+async def test_redis_slower_than_the_timeout_falls_back_without_blocking_the_loop(
+    proxy: TcpFaultProxy, fallback: str
+) -> None:
+    """Redis 2 s slow, timeout 1 s: coroutines get the fallback's answer after the timeout; the loop never stalls."""
+    store = RedisStore.from_url(_via(proxy), namespace="rlb", timeout=1.0)
+    try:
+        config = RateLimiterConfig(rate=1.0, burst=1, store=store, store_fallback=fallback)  # type: ignore[arg-type]
+        limiter = RateLimiter("fallback", config)
+        assert await limiter.call(_zero) == 0
+        await _warm(store, 8)
+        proxy.set("delay", SLOW / 2)
+        ran: list[int] = []
+        results, stall = await _ticking(_calls(limiter, ran, 8))
+        print(f"fallback {fallback!r}: longest loop stall {stall * 1000:.0f} ms")
+        assert stall < STALL
+        assert store.degraded
+        assert store.outages == 1
+        if fallback == "open":
+            assert len(ran) == 8
+            assert store.fallback_permits == limiter._rules.fallback_admitted == 8  # type: ignore[attr-defined]
+        else:
+            assert ran == []
+            assert all(isinstance(r, RateLimitedError) for r in results)
+        assert limiter.get_stats()["admitted"] == 1 + len(ran)
+    finally:
+        store.close()
+
+
+def test_the_sync_path_still_waits_at_most_the_timeout_in_its_thread(proxy: TcpFaultProxy) -> None:
+    """From a thread: one call waits for the timeout, then the fallback answers; later calls do not wait."""
+    store = RedisStore.from_url(_via(proxy), namespace="rlc", timeout=0.5)
+    try:
+        limiter = RateLimiter("sync", RateLimiterConfig(rate=1.0, burst=1, store=store))
+        assert limiter.call_sync(int) == 0
+        proxy.set("delay", SLOW / 2)
+        started = time.monotonic()
+        assert limiter.call_sync(int) == 0  # the bucket is empty: only the fallback admits it
+        first = time.monotonic() - started
+        started = time.monotonic()
+        assert limiter.try_acquire()
+        second = time.monotonic() - started
+        print(
+            f"sync: {first * 1000:.0f} ms for the call that met the slow Redis, {second * 1000:.1f} ms after"
+        )
+        assert 0.4 <= first < SLOW
+        assert second < 0.4
+        assert store.fallback_permits == 2
+    finally:
+        store.close()
+
+
+def test_event_loops_in_several_threads_share_one_budget(redis_url: str) -> None:
+    """Four threads, each with its own event loop (so its own async client), admit exactly the burst together."""
+    store = RedisStore.from_url(redis_url, namespace="rld")
+    limiter = RateLimiter("loops", RateLimiterConfig(rate=0.01, burst=10, store=store))
+    ran: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(work: Callable[[], Awaitable[list[object]]]) -> None:
+        async def main() -> None:
+            results = await work()
+            errors.extend(r for r in results if isinstance(r, BaseException))
+
+        asyncio.run(main())
+
+    try:
+        threads = [threading.Thread(target=run, args=(lambda: _calls(limiter, ran, 6),)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10.0)
+        assert len(ran) == 10
+        assert len(errors) == 14
+        assert all(isinstance(e, RateLimitedError) for e in errors)
+        assert len(store._async_clients) <= 4  # one per loop still alive (those gone are dropped)
+        assert not store.degraded
+    finally:
+        store.close()
+
+
+async def test_a_cancelled_asker_is_counted_and_admits_nothing(proxy: TcpFaultProxy) -> None:
+    """A coroutine cancelled while Redis answers slowly is counted as cancelled; its call never runs."""
+    store = RedisStore.from_url(_via(proxy), namespace="rle", timeout=SLOW + 1.5)
+    try:
+        limiter = RateLimiter("cancel", RateLimiterConfig(rate=1.0, burst=5, store=store))
+        assert await limiter.call(_zero) == 0
+        proxy.set("delay", SLOW / 2)
+        ran: list[int] = []
+        task = asyncio.ensure_future(_calls(limiter, ran, 1))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ran == []
+        assert limiter.get_stats()["cancelled"] == 1
+    finally:
+        store.close()
+
+
+async def test_an_async_guard_takes_a_cluster_permit_on_the_loop(redis_url: str) -> None:
+    """``async with limiter.guard()`` asks the store as ``await call`` does: the burst, then a refusal."""
+    store = RedisStore.from_url(redis_url, namespace="rlf")
+    try:
+        limiter = RateLimiter("guard", RateLimiterConfig(rate=0.01, burst=2, store=store))
+        for _ in range(2):
+            async with limiter.guard():
+                pass
+        with pytest.raises(RateLimitedError):
+            async with limiter.guard():
+                pass
+        assert len(store._async_clients) == 1  # the loop's client asked, not the thread's
+        assert limiter.get_stats()["admitted"] == 2
+    finally:
+        store.close()
