@@ -15,6 +15,15 @@ instruments have the same names and kinds, each with one callback that returns t
 observations ours returned (attribute dicts built beforehand, a new ``Observation`` per value
 per collection), and whose counters hold the same synchronous series. ``ours / floor`` is what
 our callbacks add above what any observable instrument of that many series costs.
+
+Instruction counts (callgrind; noise on a shared machine does not move them): ``--loops ours K``
+(or ``floor``) collects K times with the garbage collector off and prints nothing; the difference
+of K=5 and K=1, divided by 4, is one collection::
+
+    count() { PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python benchmarks/collection.py 100 --kind "$1" --loops "$2" "$3" 2>&1 \\
+        | awk '/Collected/ {print $4}'; }
+    echo $(( ($(count plain ours 5) - $(count plain ours 1)) / 4 ))
 """
 
 from __future__ import annotations
@@ -104,6 +113,37 @@ def _points(reader: InMemoryMetricReader) -> int:
     )
 
 
+def _loops(reader: InMemoryMetricReader, which: str, loops: int) -> None:
+    """Collect ``loops`` times from ours or the floor with the garbage collector off, printing nothing."""
+    if which == "floor":
+        _provider, reader, _observed = _floor(reader)
+        reader.collect()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(loops):
+            reader.collect()
+    finally:
+        gc.enable()
+
+
+def _compare(reader: InMemoryMetricReader, label: str, args: argparse.Namespace) -> None:
+    """Time our collection and the floor's, and print one line."""
+    ours = collect_ms(reader, args.repeats)
+    line = f"{label:8} {args.count} policies: ours {ours:8.1f} ms"
+    if args.cprofile:
+        profile = cProfile.Profile()
+        profile.runcall(reader.collect)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    if not args.no_floor:
+        floor_provider, floor_reader, observed = _floor(reader)
+        floor_reader.collect()
+        floor = collect_ms(floor_reader, args.repeats)
+        floor_provider.shutdown()
+        line += f", floor {floor:8.1f} ms, ours/floor {ours / floor:.2f}, observations {observed}"
+    print(f"{line}, points {_points(reader)}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print, per kind, our collection time, the floor's, their ratio, observations and points."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -112,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="collections timed, median (default 3)")
     parser.add_argument("--cprofile", action="store_true", help="profile one of our collections")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor")
+    parser.add_argument(
+        "--loops",
+        nargs=2,
+        metavar=("ours|floor", "K"),
+        help="only collect K times from ours or the floor, gc off, no output (for callgrind)",
+    )
     args = parser.parse_args(argv)
     with instrumented_reader() as reader:
         for label in KINDS if args.kind == "both" else [args.kind]:
@@ -119,19 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             _fill(manager, f"collect-{label}", args.count, KINDS[label])
             gc.collect()
             reader.collect()
-            ours = collect_ms(reader, args.repeats)
-            line = f"{label:8} {args.count} policies: ours {ours:8.1f} ms"
-            if args.cprofile:
-                profile = cProfile.Profile()
-                profile.runcall(reader.collect)
-                pstats.Stats(profile).sort_stats("tottime").print_stats(25)
-            if not args.no_floor:
-                floor_provider, floor_reader, observed = _floor(reader)
-                floor_reader.collect()
-                floor = collect_ms(floor_reader, args.repeats)
-                floor_provider.shutdown()
-                line += f", floor {floor:8.1f} ms, ours/floor {ours / floor:.2f}, observations {observed}"
-            print(f"{line}, points {_points(reader)}", flush=True)
+            if args.loops:
+                _loops(reader, args.loops[0], int(args.loops[1]))
+            else:
+                _compare(reader, label, args)
             del manager
             gc.collect()
     return 0
