@@ -8,10 +8,11 @@ collects (the Resilience4j "bind to the registry" idea). Every live instance is 
 the moment it is created; an instance that is garbage-collected stops being reported.
 
 Series are per *name*. Live instances that share a name (a standalone ``CircuitBreaker("x")``
-beside a manager policy ``x``) share one set of series, by one rule: counts and gauges are
-summed over them, and a breaker's state series report the most severe of their states (OPEN,
-then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake. A
-collection reads each instance once, in time linear in the number of live instances.
+beside a manager policy ``x``) share one set of series, by one rule (:func:`_fold`): counts and
+gauges are summed over them, a breaker's state series report the most severe of their states
+(OPEN, then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake,
+rates the highest and thresholds the lowest of theirs. Each instrument's callback reads each
+instance once, in time linear in the number of live instances.
 
 Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
 :class:`BreakerView`, :class:`BulkheadView`, :class:`RateLimiterView`, :class:`BudgetedRetryView`,
