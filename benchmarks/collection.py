@@ -17,8 +17,9 @@ per collection), and whose counters hold the same synchronous series. ``ours / f
 our callbacks add above what any observable instrument of that many series costs.
 
 Instruction counts (callgrind; noise on a shared machine does not move them): ``--loops ours K``
-(or ``floor``) collects K times with the garbage collector off and prints nothing; the difference
-of K=5 and K=1, divided by 4, is one collection::
+(or ``floor``) collects K times with the garbage collector off and prints nothing, ``--loops
+callbacks K`` calls our observable callbacks alone K times; the difference of K=5 and K=1,
+divided by 4, is one collection::
 
     count() { PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python benchmarks/collection.py 100 --kind "$1" --loops "$2" "$3" 2>&1 \\
@@ -114,15 +115,26 @@ def _points(reader: InMemoryMetricReader) -> int:
 
 
 def _loops(reader: InMemoryMetricReader, which: str, loops: int) -> None:
-    """Collect ``loops`` times from ours or the floor with the garbage collector off, printing nothing."""
+    """Run ``loops`` collections (ours, the floor's) or passes of our callbacks alone, gc off, silently."""
+    run = reader.collect
     if which == "floor":
-        _provider, reader, _observed = _floor(reader)
-        reader.collect()
+        _provider, floor_reader, _observed = _floor(reader)
+        floor_reader.collect()
+        run = floor_reader.collect
+    elif which == "callbacks":
+        recorder = _Recorder()
+        Observables(recorder, current_listener())  # type: ignore[arg-type]
+        callbacks = [callback for _, found in recorder.callbacks.values() for callback in found]
+
+        def run() -> None:
+            for callback in callbacks:
+                list(callback(CallbackOptions()))
+
     gc.collect()
     gc.disable()
     try:
         for _ in range(loops):
-            reader.collect()
+            run()
     finally:
         gc.enable()
 
@@ -155,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loops",
         nargs=2,
-        metavar=("ours|floor", "K"),
-        help="only collect K times from ours or the floor, gc off, no output (for callgrind)",
+        metavar=("ours|floor|callbacks", "K"),
+        help="only collect K times (ours, the floor) or call our callbacks K times; gc off, no output",
     )
     args = parser.parse_args(argv)
     with instrumented_reader() as reader:
