@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from _memory import MemRow
 from opentelemetry.sdk.metrics import MeterProvider
@@ -93,23 +94,36 @@ def memory_per_policy(count: int) -> list[MemRow]:
     return rows
 
 
-def _collect_ms(reader: InMemoryMetricReader) -> float:
+def collect_ms(reader: InMemoryMetricReader, repeats: int = 3) -> float:
+    """Median milliseconds of one ``reader.collect()`` over ``repeats`` collections."""
     times = []
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         reader.collect()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
 
-def collection(sizes: list[int], *, all_live_up_to: int) -> list[MemRow]:
-    """Collection time (real SDK reader) and statistics time after ``n`` policy names."""
-    rows: list[MemRow] = []
+@contextlib.contextmanager
+def instrumented_reader() -> Iterator[InMemoryMetricReader]:
+    """A real SDK reader whose provider our listener is instrumented on; the default listener back after."""
     had_default = current_listener() is not None
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     instrument(None, provider, None)
     try:
+        yield reader
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+
+
+def collection(sizes: list[int], *, all_live_up_to: int) -> list[MemRow]:
+    """Collection time (real SDK reader) and statistics time after ``n`` policy names."""
+    rows: list[MemRow] = []
+    with instrumented_reader() as reader:
         for n in sizes:
             for label, make in KINDS.items():
                 caps = [DEFAULT_MAX_POLICIES] + (
@@ -120,7 +134,7 @@ def collection(sizes: list[int], *, all_live_up_to: int) -> list[MemRow]:
                     manager = orr.ResilienceManager(max_policies=cap)
                     _fill(manager, f"scale-{n}-{cap}", n, make)
                     gc.collect()
-                    collect_ms = _collect_ms(reader)
+                    took_ms = collect_ms(reader)
                     t0 = time.perf_counter()
                     stats = manager.get_resilience_statistics()
                     stats_ms = (time.perf_counter() - t0) * 1e3
@@ -132,7 +146,7 @@ def collection(sizes: list[int], *, all_live_up_to: int) -> list[MemRow]:
                         MemRow(
                             what,
                             f"one collect() ({cap_note})",
-                            collect_ms,
+                            took_ms,
                             "ms",
                             note=f"{live} live policies",
                         )
@@ -140,9 +154,4 @@ def collection(sizes: list[int], *, all_live_up_to: int) -> list[MemRow]:
                     rows.append(MemRow(what, f"get_resilience_statistics() ({cap_note})", stats_ms, "ms"))
                     del manager, stats
                     gc.collect()
-    finally:
-        uninstrument()
-        if had_default:
-            install_default()
-        provider.shutdown()
     return rows

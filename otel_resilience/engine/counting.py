@@ -23,10 +23,12 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Final, overload
 
-__all__ = ["Counter", "CounterValue", "Counts"]
+__all__ = ["Counter", "CounterValue", "Counts", "read_all"]
 
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     _Count = itertools.count[int]
 else:
     _Count = itertools.count  # not subscriptable at run time
@@ -49,9 +51,13 @@ class Counter(_Count):
     def value(self) -> int:
         """How many times ``next(counter)`` was called (reads not included)."""
         with _READS:
-            drawn = next(self)  # every increment so far, plus one number per earlier read
-            reads = self._reads
-            self._reads = reads + 1
+            return self._read()
+
+    def _read(self) -> int:
+        """The value, read with ``_READS`` held (the one rule of a read)."""
+        drawn = next(self)  # every increment so far, plus one number per earlier read
+        reads = self._reads
+        self._reads = reads + 1
         return drawn - reads
 
     def add(self, count: int) -> None:
@@ -62,6 +68,16 @@ class Counter(_Count):
         """
         with _READS:
             self._reads -= count
+
+
+def read_all(counters: Iterable[Counter]) -> list[int]:
+    """Return the :attr:`Counter.value` of each counter, read in one hold of the read lock.
+
+    For a reader of many counts at once (an observable callback reads seven per pipeline):
+    one lock round trip instead of one per counter.
+    """
+    with _READS:
+        return [counter._read() for counter in counters]
 
 
 class CounterValue:

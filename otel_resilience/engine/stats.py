@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.engine.counting import Counter, CounterValue, read_all
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
@@ -85,6 +85,13 @@ class PipelineStats:
         """Every execution that has ended."""
         return self.successful + self.fallback + self.failed + self.cancelled
 
+    def counts(self) -> list[int]:
+        """Return every outcome's count, in the order of :class:`Outcome`'s members, in one read.
+
+        ``counts()[i]`` is the count of ``list(Outcome)[i]`` (``FAILURE``'s is :attr:`errors`).
+        """
+        return read_all(self._counters.values())
+
     def count(self, outcome: Outcome) -> None:
         """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
         self.tally[outcome._value_]()
@@ -107,8 +114,7 @@ class PipelineStats:
             failed attempt, through a retry or a recovery re-run); ``fallback``; ``failed`` =
             errors + ``rejected`` + ``timeouts``; ``cancelled``.
         """
-        succeeded, recovered, fallback = self.succeeded, self.recovered, self.fallback
-        errors, rejected, timeouts, cancelled = self.errors, self.rejected, self.timeouts, self.cancelled
+        succeeded, recovered, fallback, errors, rejected, timeouts, cancelled = self.counts()
         failed = errors + rejected + timeouts
         return {
             "total": succeeded + recovered + fallback + failed + cancelled,

@@ -8,10 +8,11 @@ collects (the Resilience4j "bind to the registry" idea). Every live instance is 
 the moment it is created; an instance that is garbage-collected stops being reported.
 
 Series are per *name*. Live instances that share a name (a standalone ``CircuitBreaker("x")``
-beside a manager policy ``x``) share one set of series, by one rule: counts and gauges are
-summed over them, and a breaker's state series report the most severe of their states (OPEN,
-then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake. A
-collection reads each instance once, in time linear in the number of live instances.
+beside a manager policy ``x``) share one set of series, by one rule (:func:`_fold`): counts and
+gauges are summed over them, a breaker's state series report the most severe of their states
+(OPEN, then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake,
+rates the highest and thresholds the lowest of theirs. Each instrument's callback reads each
+instance once, in time linear in the number of live instances.
 
 Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
 :class:`BreakerView`, :class:`BulkheadView`, :class:`RateLimiterView`, :class:`BudgetedRetryView`,
@@ -23,8 +24,8 @@ nothing for that collection.
 from __future__ import annotations
 
 import enum
-import weakref
-from typing import TYPE_CHECKING, Final, cast
+import operator
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -44,7 +45,6 @@ from otel_resilience.telemetry.store_observables import STORE_CALLBACKS
 from otel_resilience.telemetry.views import (
     BreakerView,
     BudgetedRetryView,
-    BulkheadStatsView,
     BulkheadView,
     Owner,
     PolicyView,
@@ -52,21 +52,23 @@ from otel_resilience.telemetry.views import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Hashable, Iterable
+
+    from otel_resilience.telemetry.scopes import Attrs
 
 __all__ = ["Observables"]
 
 
-_OUTCOME_ORDER: Final = (
-    Outcome.SUCCESS,
-    Outcome.RECOVERED,
-    Outcome.FALLBACK,
-    Outcome.FAILURE,
-    Outcome.REJECTED,
-    Outcome.TIMEOUT,
-    Outcome.CANCELLED,
-)
-"""The order of the counts :meth:`Observables._executions` sums per policy."""
+_OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
+"""The outcome attribute of each count :meth:`PipelineStats.counts` returns, in its order."""
+
+
+def _execution_attributes(policy: str, pattern: str, key: str | None) -> list[Attrs]:
+    """The attributes of a pipeline's execution series, one dict per outcome in ``_OUTCOMES`` order."""
+    base: Attrs = {sc.POLICY: policy, sc.PATTERN: pattern}
+    if key is not None:
+        base.update(key_attributes(key))
+    return [{**base, sc.OUTCOME: outcome} for outcome in _OUTCOMES]
 
 
 class Observables:
@@ -77,11 +79,10 @@ class Observables:
         owner: The listener that says whether to report and counts failures.
     """
 
-    __slots__ = ("__weakref__", "_last_failures", "_owner")
+    __slots__ = ("__weakref__", "_owner")
 
     def __init__(self, meter: Meter, owner: Owner) -> None:
         self._owner = owner
-        self._last_failures: weakref.WeakKeyDictionary[Pipeline, int] = weakref.WeakKeyDictionary()
         for name, callback in (
             (sc.EXECUTIONS, self._executions),
             (sc.CB_STATE_METRIC, self._breaker_states),
@@ -110,94 +111,35 @@ class Observables:
                     spec.name, callbacks=[guarded], unit=spec.unit, description=spec.description
                 )
 
-    def _executions(self) -> list[Observation]:
+    @staticmethod
+    def _executions() -> list[Observation]:
         """Executions by policy, reporting kind and outcome (and opted-in key), summed over live pipelines."""
-        totals: dict[tuple[str, str, str | None], list[int]] = {}
-        for item in PIPELINES.items():
-            if not isinstance(item, Pipeline):
-                continue
-            stats = item.stats
-            source = item.telemetry.source
-            rejected = stats.rejected
-            timeouts = stats.timeouts
-            failed = stats.failed
-            # ``failed`` includes rejections and timeouts; the three counters are written one
-            # after the other, so keep the derived count monotonic across a torn read.
-            failures = max(failed - rejected - timeouts, self._last_failures.get(item, 0))
-            self._last_failures[item] = failures
-            counts = (
-                stats.succeeded,
-                stats.recovered,
-                stats.fallback,
-                failures,
-                rejected,
-                timeouts,
-                stats.cancelled,
-            )
-            key = (source.pipeline or source.name, source.kind, source.metric_key)
-            total = totals.get(key)
-            if total is None:
-                totals[key] = list(counts)
-            else:
-                for index, count in enumerate(counts):
-                    total[index] += count
+        totals = _fold(PIPELINES.items(), Pipeline, _pipeline_counts, _sum_each, key=_execution_series)
         return [
-            Observation(
-                count,
-                {
-                    sc.POLICY: policy,
-                    sc.PATTERN: pattern,
-                    sc.OUTCOME: outcome.value,
-                    **(key_attributes(key) if key is not None else {}),
-                },
-            )
-            for (policy, pattern, key), counts in totals.items()
-            for outcome, count in zip(_OUTCOME_ORDER, counts, strict=True)
+            Observation(count, attributes)
+            for series, counts in totals.items()
+            for count, attributes in zip(counts, _execution_attributes(*series), strict=True)
         ]
 
     @staticmethod
-    def _breakers() -> dict[str, list[BreakerView]]:
-        """The live breakers by name (usually one per name)."""
-        by_name: dict[str, list[BreakerView]] = {}
-        for item in BREAKERS.items():
-            if _fits(item, BreakerView):
-                by_name.setdefault(item.name, []).append(cast("BreakerView", item))
-        return by_name
-
-    @staticmethod
-    def _bulkheads(read: Callable[[BulkheadStatsView], int]) -> list[Observation]:
-        """One gauge value per bulkhead name: ``read`` summed over the live bulkheads of that name."""
-        by_name: dict[str, int] = {}
-        for item in BULKHEADS.items():
-            if _fits(item, BulkheadView):
-                bulkhead = cast("BulkheadView", item)
-                by_name[bulkhead.name] = by_name.get(bulkhead.name, 0) + read(bulkhead.stats)
-        return [Observation(value, {sc.NAME: name}) for name, value in by_name.items()]
-
-    def _breaker_states(self) -> list[Observation]:
+    def _breaker_states() -> list[Observation]:
         """For each breaker name: 1 for its state, 0 for the others.
 
         Live breakers that share a name share one set of series: the state reported is the
         most severe of theirs (see :func:`_severity`), so an OPEN breaker is never hidden by a
         CLOSED one of the same name.
         """
-        observations: list[Observation] = []
-        for name, breakers in self._breakers().items():
-            current = max((b.state for b in breakers), key=_severity)
-            observations.extend(
-                Observation(1 if state is current else 0, {sc.NAME: name, sc.CB_STATE: str(state.value)})
-                for state in type(current)
-            )
-        return observations
+        name_key, state_key = sc.NAME, sc.CB_STATE
+        return [
+            Observation(1 if state is current else 0, {name_key: name, state_key: value})
+            for name, current in _fold(BREAKERS.items(), BreakerView, _STATE, _worse).items()
+            for state, value in _states(type(current))
+        ]
 
-    def _breaker_rates(self, index: int) -> list[Observation]:
+    @staticmethod
+    def _breaker_rates(index: int) -> list[Observation]:
         """One rate (0: failures, 1: slow calls) per windowed breaker name: the highest of theirs."""
-        observations: list[Observation] = []
-        for name, breakers in self._breakers().items():
-            rates = [r[index] for b in breakers if (r := b.rates()) is not None]
-            if rates:
-                observations.append(Observation(max(rates), {sc.NAME: name}))
-        return observations
+        return _named(_fold(BREAKERS.items(), BreakerView, _RATES[index], max))
 
     def _breaker_failure_rates(self) -> list[Observation]:
         return self._breaker_rates(0)
@@ -205,61 +147,47 @@ class Observables:
     def _breaker_slow_call_rates(self) -> list[Observation]:
         return self._breaker_rates(1)
 
-    def _breaker_thresholds(self) -> list[Observation]:
+    @staticmethod
+    def _breaker_thresholds() -> list[Observation]:
         """The failure rate threshold of each windowed breaker name (the lowest of theirs)."""
-        observations: list[Observation] = []
-        for name, breakers in self._breakers().items():
-            limits = [t for b in breakers if (t := b.failure_rate_threshold) is not None]
-            if limits:
-                observations.append(Observation(min(limits), {sc.NAME: name}))
-        return observations
+        return _named(_fold(BREAKERS.items(), BreakerView, _THRESHOLD, min))
 
-    def _breaker_calls(self) -> list[Observation]:
+    @staticmethod
+    def _breaker_calls() -> list[Observation]:
         """Calls through each breaker name, by how it counted them (summed over same-named breakers)."""
-        observations: list[Observation] = []
-        for name, breakers in self._breakers().items():
-            counts = [0, 0, 0, 0, 0]
-            for breaker in breakers:
-                stats = breaker.stats
-                counts[0] += stats.total_successes
-                counts[1] += stats.total_failures
-                counts[2] += stats.total_rejected
-                counts[3] += stats.total_ignored
-                counts[4] += stats.total_cancelled
-            observations.extend(
-                Observation(count, {sc.NAME: name, sc.CB_CALL_RESULT: result})
-                for result, count in zip(sc.CB_CALL_RESULTS, counts, strict=True)
-            )
-        return observations
+        name_key, result_key = sc.NAME, sc.CB_CALL_RESULT
+        return [
+            Observation(count, {name_key: name, result_key: result})
+            for name, counts in _fold(BREAKERS.items(), BreakerView, _breaker_counts, _sum_each).items()
+            for result, count in zip(sc.CB_CALL_RESULTS, counts, strict=True)
+        ]
+
+    @staticmethod
+    def _bulkheads(read: Callable[[BulkheadView], int]) -> list[Observation]:
+        """One gauge value per bulkhead name: ``read`` summed over the live bulkheads of that name."""
+        return _named(_fold(BULKHEADS.items(), BulkheadView, read, operator.add))
 
     def _bulkhead_active(self) -> list[Observation]:
-        return self._bulkheads(lambda stats: stats.active)
+        return self._bulkheads(_ACTIVE)
 
     def _bulkhead_queued(self) -> list[Observation]:
-        return self._bulkheads(lambda stats: stats.waiting)
+        return self._bulkheads(_QUEUED)
 
     def _bulkhead_concurrency_limit(self) -> list[Observation]:
-        return self._bulkheads(lambda stats: stats.max_concurrent)
+        return self._bulkheads(_CONCURRENCY_LIMIT)
 
     def _bulkhead_queue_limit(self) -> list[Observation]:
-        return self._bulkheads(lambda stats: stats.max_waiting)
+        return self._bulkheads(_QUEUE_LIMIT)
 
     @staticmethod
     def _rate_limiter_permits() -> list[Observation]:
         """Permit requests of each rate limiter name, by answer (summed over same-named limiters)."""
-        by_name: dict[str, list[int]] = {}
-        for item in RATE_LIMITERS.items():
-            if not _fits(item, RateLimiterView):
-                continue
-            stats = cast("RateLimiterView", item).get_stats()
-            counts = by_name.setdefault(item.name, [0, 0, 0, 0])
-            counts[0] += stats["admitted"] - stats["waited"]
-            counts[1] += stats["waited"]
-            counts[2] += stats["rejected"]
-            counts[3] += stats["cancelled"]
+        name_key, result_key = sc.NAME, sc.RL_PERMIT_RESULT
         return [
-            Observation(count, {sc.NAME: name, sc.RL_PERMIT_RESULT: result})
-            for name, counts in by_name.items()
+            Observation(count, {name_key: name, result_key: result})
+            for name, counts in _fold(
+                RATE_LIMITERS.items(), RateLimiterView, _permit_counts, _sum_each
+            ).items()
             for result, count in zip(sc.RL_PERMIT_RESULTS, counts, strict=True)
         ]
 
@@ -329,6 +257,111 @@ def _fits(item: object, view: type) -> bool:
     if fits is None:
         fits = _FITS[key] = isinstance(item, view)
     return fits
+
+
+V = TypeVar("V")
+
+_NAME: Final = operator.attrgetter("name")
+
+
+def _fold(
+    items: Iterable[object],
+    view: type,
+    read: Callable[[Any], V | None],
+    merge: Callable[[V, V], V],
+    key: Callable[[Any], Hashable] = _NAME,
+) -> dict[Any, V]:
+    """What ``read`` gives for each instance that fits ``view``, by series (``key``: its name).
+
+    The one rule of instances that share a series: their values are combined by ``merge`` (a
+    sum for counts, the most severe state, the highest rate, the lowest threshold). ``None``
+    from ``read`` means nothing to report for that instance. Each instance is read once; the
+    view check is made once per run of instances of one class.
+    """
+    folded: dict[Any, V] = {}
+    last: type | None = None
+    fits = False
+    for item in items:
+        if type(item) is not last:
+            last = type(item)
+            fits = _fits(item, view)
+        if not fits:
+            continue
+        value = read(item)
+        if value is None:
+            continue
+        series = key(item)
+        earlier = folded.get(series)
+        folded[series] = value if earlier is None else merge(earlier, value)
+    return folded
+
+
+def _named(values: dict[str, float]) -> list[Observation]:
+    """One observation per name, with the name as its only attribute."""
+    name_key = sc.NAME
+    return [Observation(value, {name_key: name}) for name, value in values.items()]
+
+
+def _sum_each(earlier: list[int], value: list[int]) -> list[int]:
+    """Counts of two namesakes, added position by position."""
+    return [a + b for a, b in zip(earlier, value, strict=True)]
+
+
+def _worse(earlier: enum.Enum, state: enum.Enum) -> enum.Enum:
+    """The more severe of two namesakes' breaker states (the earlier one on a tie)."""
+    return state if _severity(state) > _severity(earlier) else earlier
+
+
+_STATES: Final[dict[type, tuple[tuple[enum.Enum, str], ...]]] = {}
+"""Each breaker state class's members with their attribute values, listed once per class."""
+
+
+def _states(kind: type[enum.Enum]) -> tuple[tuple[enum.Enum, str], ...]:
+    """The members of a state class, each with its ``resilience.circuit_breaker.state`` value."""
+    states = _STATES.get(kind)
+    if states is None:
+        states = _STATES[kind] = tuple((state, str(state.value)) for state in kind)
+    return states
+
+
+def _pipeline_counts(pipeline: Pipeline) -> list[int]:
+    return pipeline.stats.counts()  # disjoint counts, each monotonic, in _OUTCOMES order
+
+
+def _execution_series(pipeline: Pipeline) -> tuple[str, str, str | None]:
+    """A pipeline's execution series: its policy, its kind and its opted-in key."""
+    source = pipeline.telemetry.source
+    return (source.pipeline or source.name, source.kind, source.metric_key)
+
+
+def _breaker_counts(breaker: BreakerView) -> list[int]:
+    """A breaker's calls by result, in ``CB_CALL_RESULTS`` order."""
+    stats = breaker.stats
+    return [
+        stats.total_successes,
+        stats.total_failures,
+        stats.total_rejected,
+        stats.total_ignored,
+        stats.total_cancelled,
+    ]
+
+
+def _permit_counts(limiter: RateLimiterView) -> list[int]:
+    """A rate limiter's permit requests by answer, in ``RL_PERMIT_RESULTS`` order."""
+    stats = limiter.get_stats()
+    return [stats["admitted"] - stats["waited"], stats["waited"], stats["rejected"], stats["cancelled"]]
+
+
+_STATE: Final = operator.attrgetter("state")
+_RATES: Final = (
+    lambda breaker: None if (rates := breaker.rates()) is None else rates[0],
+    lambda breaker: None if (rates := breaker.rates()) is None else rates[1],
+)
+_THRESHOLD: Final = operator.attrgetter("failure_rate_threshold")
+_ACTIVE: Final = operator.attrgetter("stats.active")
+_QUEUED: Final = operator.attrgetter("stats.waiting")
+_CONCURRENCY_LIMIT: Final = operator.attrgetter("stats.max_concurrent")
+_QUEUE_LIMIT: Final = operator.attrgetter("stats.max_waiting")
 
 
 def _guard(

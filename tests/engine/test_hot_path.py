@@ -7,7 +7,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.events import (
     CallRejected,
     Event,
@@ -107,6 +107,31 @@ def test_pipeline_stats_read_their_counters():
     stats.count(Outcome.REJECTED)
     assert (stats.succeeded, stats.rejected, stats.failed, stats.total) == (2, 1, 1, 3)
     assert stats.as_dict()["total"] == 3
+
+
+def test_read_all_reads_each_counter_as_value_does_and_is_not_counted():
+    """read_all gives each counter's value in order; its reads, like value's, add nothing."""
+    counters = [Counter() for _ in range(3)]
+    for index, counter in enumerate(counters):
+        for _ in range(index * 2):
+            next(counter)
+    assert read_all(counters) == [0, 2, 4]
+    assert read_all(counters) == [0, 2, 4]
+    next(counters[0])
+    assert [counter.value for counter in counters] == [1, 2, 4]
+    assert read_all(counters) == [1, 2, 4]
+    assert read_all([]) == []
+
+
+def test_pipeline_stats_counts_follow_the_outcome_order():
+    """counts()[i] is the count of the i-th Outcome, the failures one being errors."""
+    stats = PipelineStats()
+    for times, outcome in enumerate(Outcome, start=1):
+        for _ in range(times):
+            stats.count(outcome)
+    assert stats.counts() == list(range(1, len(Outcome) + 1))
+    assert stats.counts()[list(Outcome).index(Outcome.FAILURE)] == stats.errors
+    assert stats.as_dict()["failed"] == stats.errors + stats.rejected + stats.timeouts
 
 
 def test_registry_get_uses_the_newest_live_instance_and_falls_back_to_older_ones():

@@ -18,6 +18,7 @@ from otel_resilience.engine.events import (
     CallRejected,
     Event,
     FallbackUsed,
+    Outcome,
     PatternDetected,
     RecoveryAttempted,
     RetryExhausted,
@@ -625,6 +626,39 @@ async def test_same_named_bulkheads_export_summed_gauges(otel):
     assert _point(otel, sc.BULKHEAD_CONCURRENCY_LIMIT, {"resilience.name": "twin-bh"}).value == 5
     assert _point(otel, sc.BULKHEAD_QUEUE_LIMIT, {"resilience.name": "twin-bh"}).value == 2
     assert first.name == second.name
+
+
+async def test_same_named_windowed_breakers_export_the_highest_rates_and_lowest_threshold(otel, clock):
+    """Namesakes with windows report their highest rates and lowest threshold; a windowless one adds nothing."""
+    loose = CircuitBreakerConfig(sliding_window=CountWindow(10), minimum_calls=10, failure_rate_threshold=0.9)
+    tight = CircuitBreakerConfig(sliding_window=CountWindow(10), minimum_calls=10, failure_rate_threshold=0.4)
+    calm = CircuitBreaker("twin-rates", loose, clock=clock)
+    failing = CircuitBreaker("twin-rates", tight, clock=clock)
+    windowless = CircuitBreaker("twin-rates", CircuitBreakerConfig(), clock=clock)
+    assert calm.call_sync(ok) == 1
+    for _ in range(3):
+        with pytest.raises(ValueError, match="down"):
+            failing.call_sync(_fail)
+    assert failing.call_sync(ok) == 1
+    only = {"resilience.name": "twin-rates"}
+    assert _point(otel, sc.CB_FAILURE_RATE, only).value == pytest.approx(0.75)
+    assert _point(otel, sc.CB_SLOW_CALL_RATE, only).value == 0
+    assert _point(otel, sc.CB_FAILURE_RATE_THRESHOLD, only).value == pytest.approx(0.4)
+    assert windowless.rates() is None
+
+
+async def test_same_named_policies_in_two_managers_export_summed_executions(otel, alerts):
+    """Two live pipelines of one policy name share its executions series: each outcome summed."""
+    managers = [ResilienceManager(alert_system=alerts) for _ in range(2)]
+    for calls, manager in enumerate(managers, start=1):
+        for _ in range(calls):
+            manager.execute_with_resilience_sync(ok, ResilienceConfig(name="twin-policy"))
+    values = {
+        p.attributes["resilience.outcome"]: p.value
+        for p in otel.points(sc.EXECUTIONS)
+        if p.attributes["resilience.policy"] == "twin-policy"
+    }
+    assert values == {outcome.value: 3 if outcome is Outcome.SUCCESS else 0 for outcome in Outcome}
 
 
 async def test_evicted_policies_stop_being_exported(otel, alerts):
