@@ -34,7 +34,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import timedelta
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.readonly import ReadOnly
@@ -44,6 +44,9 @@ __all__ = ["BoundedStore"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+_NOTHING: list[tuple[Any, Any]] = []
+"""What a look-up that evicted nothing returns (never changed: only read when not empty)."""
 
 
 class BoundedStore(Generic[K, V]):
@@ -147,12 +150,11 @@ class BoundedStore(Generic[K, V]):
         """
         with self._lock:
             value = self._entries.get(key)
-            expired = [] if self._ttl is None else self._expire_locked(None if value is None else key)
             if value is not None:
-                self._entries.move_to_end(key)
+                evicted = self._use_locked(key)
                 created = False
-                evicted = expired
             else:
+                expired = self._expire_locked(None) if self._ttl is not None else []
                 revived = self._revivable.pop(key, None) if self._revivable is not None else None
                 value = revived if revived is not None else create()
                 created = revived is None
@@ -162,8 +164,24 @@ class BoundedStore(Generic[K, V]):
                 if self._ttl is not None:
                     self._touched[key] = cast("Clock", self._clock).now()
                 evicted = expired + self._evict_locked() if evict else expired
-        self._hand_over(evicted)
+        if evicted:
+            self._hand_over(evicted)
         return value, created
+
+    def use(self, key: K) -> V | None:
+        """Return the value under ``key`` marked as recently used, or ``None`` (nothing is added).
+
+        The hit path of :meth:`get_or_add`, for an owner that builds its ``create`` only on a
+        miss: what expired meanwhile is evicted as there.
+        """
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                return None
+            evicted = self._use_locked(key)
+        if evicted:
+            self._hand_over(evicted)
+        return value
 
     def expire(self) -> int:
         """Evict the idle entries not used for ``ttl`` seconds (nothing without a ``ttl``).
@@ -202,16 +220,29 @@ class BoundedStore(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _use_locked(self, key: K) -> list[tuple[K, V]]:
+        """Mark the entry under ``key`` used now; return what expired meanwhile (evicted)."""
+        if self._ttl is None:
+            self._entries.move_to_end(key)
+            return _NOTHING
+        return self._expire_locked(key)
+
     def _expire_locked(self, using: K | None) -> list[tuple[K, V]]:
         """Evict idle entries unused for ``ttl``, oldest first; mark ``using`` (if any) used now.
 
-        Entries are kept in the order of their last use (a busy entry looked at is in use, so it
-        is marked used now and moved to the young end), so the scan stops at the first entry
-        used within ``ttl``.
+        Entries are kept in the order of their last use (``using`` first goes to the young end,
+        and a busy entry looked at is in use, so it is marked used now and moved there too), so
+        the scan stops at the first entry used within ``ttl``: at once, when the oldest is.
         """
         now = cast("Clock", self._clock).now()
         touched, entries = self._touched, self._entries
+        if using is not None:
+            entries.move_to_end(using)
+            touched[using] = now
         limit = now - cast("float", self._ttl)
+        oldest = next(iter(entries), None)
+        if oldest is None or touched.get(oldest, now) > limit:
+            return _NOTHING
         evicted: list[tuple[K, V]] = []
         for _ in range(len(entries)):
             key, value = next(iter(entries.items()))
@@ -223,8 +254,6 @@ class BoundedStore(Generic[K, V]):
             else:
                 entries.move_to_end(key)
                 touched[key] = now
-        if using is not None:
-            touched[using] = now
         self._evicted += len(evicted)
         self._keep_revivable(evicted)
         return evicted
