@@ -148,37 +148,40 @@ class BoundedStore(Generic[K, V]):
         Returns:
             ``(value, created)``: ``created`` is ``True`` when ``create`` was called.
         """
+        value = self.use(key)
+        if value is not None:
+            return value, False
         with self._lock:
             value = self._entries.get(key)
-            if value is not None:
-                evicted = self._use_locked(key)
-                created = False
-            else:
-                expired = self._expire_locked(None) if self._ttl is not None else []
-                revived = self._revivable.pop(key, None) if self._revivable is not None else None
-                value = revived if revived is not None else create()
-                created = revived is None
-                self._entries[key] = value
-                if revived is not None and self._on_revive is not None:
-                    self._on_revive(key, revived)
-                if self._ttl is not None:
-                    self._touched[key] = cast("Clock", self._clock).now()
-                evicted = expired + self._evict_locked() if evict else expired
-        if evicted:
-            self._hand_over(evicted)
-        return value, created
+            if value is not None:  # added by another thread since: used just now
+                return value, False
+            expired = self._expire_locked(None) if self._ttl is not None else []
+            revived = self._revivable.pop(key, None) if self._revivable is not None else None
+            value = revived if revived is not None else create()
+            self._entries[key] = value
+            if revived is not None and self._on_revive is not None:
+                self._on_revive(key, revived)
+            if self._ttl is not None:
+                self._touched[key] = cast("Clock", self._clock).now()
+            evicted = expired + self._evict_locked() if evict else expired
+        self._hand_over(evicted)
+        return value, revived is None
 
     def use(self, key: K) -> V | None:
         """Return the value under ``key`` marked as recently used, or ``None`` (nothing is added).
 
-        The hit path of :meth:`get_or_add`, for an owner that builds its ``create`` only on a
-        miss: what expired meanwhile is evicted as there.
+        The hit path of :meth:`get_or_add` (an owner that makes its ``create`` only on a miss
+        calls it first): what expired meanwhile is evicted as there.
         """
         with self._lock:
-            value = self._entries.get(key)
+            entries = self._entries
+            value = entries.get(key)
             if value is None:
                 return None
-            evicted = self._use_locked(key)
+            if self._ttl is None:
+                entries.move_to_end(key)
+                return value
+            evicted = self._expire_locked(key)
         if evicted:
             self._hand_over(evicted)
         return value
@@ -219,13 +222,6 @@ class BoundedStore(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def _use_locked(self, key: K) -> list[tuple[K, V]]:
-        """Mark the entry under ``key`` used now; return what expired meanwhile (evicted)."""
-        if self._ttl is None:
-            self._entries.move_to_end(key)
-            return _NOTHING
-        return self._expire_locked(key)
 
     def _expire_locked(self, using: K | None) -> list[tuple[K, V]]:
         """Evict idle entries unused for ``ttl``, oldest first; mark ``using`` (if any) used now.

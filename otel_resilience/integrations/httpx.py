@@ -57,25 +57,24 @@ def _judge(http: HttpPolicy, request: httpx.Request) -> bool:
 def _prepare(http: HttpPolicy, request: httpx.Request, sends: Iterator[int]) -> None:
     """Mark the send's resend count, and cap every timeout phase by what is left of the deadline.
 
-    The request's own ``extensions`` dict is updated (httpx copies the one it is given).
+    No phase is left longer than what is left (a phase ``None``, no limit, neither). The
+    request's own ``extensions`` dict is updated (httpx copies the one it is given).
     """
     extensions = request.extensions
     extensions[RESEND_COUNT] = next(sends)
     left = http.timeout_left()
-    if left is not None:
-        extensions["timeout"] = _capped(extensions.get("timeout"), left)
-
-
-def _capped(timeout: dict[str, Any] | None, left: float) -> dict[str, Any]:
-    """Return httpx's ``timeout`` extension with no phase longer than ``left`` (a phase ``None`` too)."""
+    if left is None:
+        return
+    timeout = extensions.get("timeout")
     if timeout is None:
-        return dict.fromkeys(_PHASES, left)
+        extensions["timeout"] = dict.fromkeys(_PHASES, left)
+        return
     capped = dict(timeout)
     for phase in _PHASES:
         value = timeout.get(phase)
         if value is None or value > left:
             capped[phase] = left
-    return capped
+    extensions["timeout"] = capped
 
 
 class _Wrapping(HttpIntegration, Generic[T]):
