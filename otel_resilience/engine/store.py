@@ -49,6 +49,11 @@ _NOTHING: list[tuple[Any, Any]] = []
 """What a look-up that evicted nothing returns (never changed: only read when not empty)."""
 
 
+def _no_clock() -> float:
+    """The time of a store without a ``ttl``: never asked (only an expiry reads the time)."""
+    raise AssertionError("a store without a ttl reads no time")  # pragma: no cover
+
+
 class BoundedStore(Generic[K, V]):
     """A thread-safe map of at most ``capacity`` entries that evicts idle entries, oldest first.
 
@@ -82,9 +87,11 @@ class BoundedStore(Generic[K, V]):
         "_evicted",
         "_is_idle",
         "_lock",
+        "_now",
         "_on_evict",
         "_on_revive",
         "_revivable",
+        "_span",
         "_touched",
         "_ttl",
     )
@@ -109,6 +116,9 @@ class BoundedStore(Generic[K, V]):
         if ttl is not None and clock is None:
             raise fail(owner, "clock", f"a Clock when {ttl_field} is set", clock, kind=TypeError)
         self._clock = None if clock is None else check_clock(owner, clock)
+        # What the expiry reads on every use, typed and ready (set only with a ttl, read only then).
+        self._now: Callable[[], float] = self._clock.now if self._clock is not None else _no_clock
+        self._span: float = self._ttl if self._ttl is not None else 0.0
         self._touched: dict[K, float] = {}
         self._capacity = capacity
         self._is_idle = is_idle
@@ -230,12 +240,12 @@ class BoundedStore(Generic[K, V]):
         and a busy entry looked at is in use, so it is marked used now and moved there too), so
         the scan stops at the first entry used within ``ttl``: at once, when the oldest is.
         """
-        now = cast("Clock", self._clock).now()
+        now = self._now()
         touched, entries = self._touched, self._entries
         if using is not None:
             entries.move_to_end(using)
             touched[using] = now
-        limit = now - cast("float", self._ttl)
+        limit = now - self._span
         oldest = next(iter(entries), None)
         if oldest is None or touched.get(oldest, now) > limit:
             return _NOTHING
