@@ -65,15 +65,15 @@ def _prepare(http: HttpPolicy, request: httpx.Request, sends: Iterator[int]) -> 
     left = http.timeout_left()
     if left is None:
         return
-    timeout: dict[str, Any] = extensions.get("timeout") or {}
-    values: list[Any] = [*map(timeout.get, _PHASES)]  # seconds, or None for no limit
-    if None in values or min(values) <= left:  # a phase without limit, or one that stays
-        capped = dict(timeout)
-        for phase, value in zip(_PHASES, values, strict=True):
-            if value is None or value > left:
-                capped[phase] = left
-    else:  # every phase is longer than what is left (the usual case): all become ``left``
-        capped = timeout | dict.fromkeys(_PHASES, left)
+    timeout = extensions.get("timeout")
+    if timeout is None:
+        extensions["timeout"] = dict.fromkeys(_PHASES, left)
+        return
+    capped = dict(timeout)
+    for phase in _PHASES:
+        value = timeout.get(phase)
+        if value is None or value > left:
+            capped[phase] = left
     extensions["timeout"] = capped
 
 
