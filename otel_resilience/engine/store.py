@@ -29,6 +29,7 @@ busy; the expiry looks at entries oldest first and stops at the first one used w
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections import OrderedDict
@@ -83,6 +84,7 @@ class BoundedStore(Generic[K, V]):
     __slots__ = (
         "_capacity",
         "_clock",
+        "_due",
         "_entries",
         "_evicted",
         "_is_idle",
@@ -119,6 +121,7 @@ class BoundedStore(Generic[K, V]):
         # What the expiry reads on every use, typed and ready (set only with a ttl, read only then).
         self._now: Callable[[], float] = self._clock.now if self._clock is not None else _no_clock
         self._span: float = self._ttl if self._ttl is not None else 0.0
+        self._due = -math.inf  # no entry can expire before this time (the oldest's use + ttl)
         self._touched: dict[K, float] = {}
         self._capacity = capacity
         self._is_idle = is_idle
@@ -245,10 +248,9 @@ class BoundedStore(Generic[K, V]):
         if using is not None:
             entries.move_to_end(using)
             touched[using] = now
-        limit = now - self._span
-        oldest = next(iter(entries), None)
-        if oldest is None or touched.get(oldest, now) > limit:
+        if now < self._due:  # the oldest entry was used less than ttl ago
             return _NOTHING
+        limit = now - self._span
         evicted: list[tuple[K, V]] = []
         for _ in range(len(entries)):
             key, value = next(iter(entries.items()))
@@ -260,6 +262,8 @@ class BoundedStore(Generic[K, V]):
             else:
                 entries.move_to_end(key)
                 touched[key] = now
+        oldest = next(iter(entries), None)  # uses only grow from the oldest entry to the youngest
+        self._due = (now if oldest is None else touched.get(oldest, now)) + self._span
         self._evicted += len(evicted)
         self._keep_revivable(evicted)
         return evicted
