@@ -29,12 +29,13 @@ busy; the expiry looks at entries oldest first and stops at the first one used w
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import timedelta
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.readonly import ReadOnly
@@ -44,6 +45,14 @@ __all__ = ["BoundedStore"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+_NOTHING: list[tuple[Any, Any]] = []
+"""What a look-up that evicted nothing returns (never changed: only read when not empty)."""
+
+
+def _no_clock() -> float:
+    """The time of a store without a ``ttl``: never asked (only an expiry reads the time)."""
+    raise AssertionError("a store without a ttl reads no time")  # pragma: no cover
 
 
 class BoundedStore(Generic[K, V]):
@@ -75,13 +84,16 @@ class BoundedStore(Generic[K, V]):
     __slots__ = (
         "_capacity",
         "_clock",
+        "_due",
         "_entries",
         "_evicted",
         "_is_idle",
         "_lock",
+        "_now",
         "_on_evict",
         "_on_revive",
         "_revivable",
+        "_span",
         "_touched",
         "_ttl",
     )
@@ -106,6 +118,10 @@ class BoundedStore(Generic[K, V]):
         if ttl is not None and clock is None:
             raise fail(owner, "clock", f"a Clock when {ttl_field} is set", clock, kind=TypeError)
         self._clock = None if clock is None else check_clock(owner, clock)
+        # What the expiry reads on every use, typed and ready (set only with a ttl, read only then).
+        self._now: Callable[[], float] = self._clock.now if self._clock is not None else _no_clock
+        self._span: float = self._ttl if self._ttl is not None else 0.0
+        self._due = -math.inf  # no entry can expire before this time (the oldest's use + ttl)
         self._touched: dict[K, float] = {}
         self._capacity = capacity
         self._is_idle = is_idle
@@ -145,25 +161,43 @@ class BoundedStore(Generic[K, V]):
         Returns:
             ``(value, created)``: ``created`` is ``True`` when ``create`` was called.
         """
+        value = self.use(key)
+        if value is not None:
+            return value, False
         with self._lock:
             value = self._entries.get(key)
-            expired = [] if self._ttl is None else self._expire_locked(None if value is None else key)
-            if value is not None:
-                self._entries.move_to_end(key)
-                created = False
-                evicted = expired
-            else:
-                revived = self._revivable.pop(key, None) if self._revivable is not None else None
-                value = revived if revived is not None else create()
-                created = revived is None
-                self._entries[key] = value
-                if revived is not None and self._on_revive is not None:
-                    self._on_revive(key, revived)
-                if self._ttl is not None:
-                    self._touched[key] = cast("Clock", self._clock).now()
-                evicted = expired + self._evict_locked() if evict else expired
+            if value is not None:  # added by another thread since: used just now
+                return value, False
+            expired = self._expire_locked(None) if self._ttl is not None else []
+            revived = self._revivable.pop(key, None) if self._revivable is not None else None
+            value = revived if revived is not None else create()
+            self._entries[key] = value
+            if revived is not None and self._on_revive is not None:
+                self._on_revive(key, revived)
+            if self._ttl is not None:
+                self._touched[key] = cast("Clock", self._clock).now()
+            evicted = expired + self._evict_locked() if evict else expired
         self._hand_over(evicted)
-        return value, created
+        return value, revived is None
+
+    def use(self, key: K) -> V | None:
+        """Return the value under ``key`` marked as recently used, or ``None`` (nothing is added).
+
+        The hit path of :meth:`get_or_add` (an owner that makes its ``create`` only on a miss
+        calls it first): what expired meanwhile is evicted as there.
+        """
+        with self._lock:
+            entries = self._entries
+            value = entries.get(key)
+            if value is None:
+                return None
+            if self._ttl is None:
+                entries.move_to_end(key)
+                return value
+            evicted = self._expire_locked(key)
+        if evicted:
+            self._hand_over(evicted)
+        return value
 
     def expire(self) -> int:
         """Evict the idle entries not used for ``ttl`` seconds (nothing without a ``ttl``).
@@ -205,13 +239,18 @@ class BoundedStore(Generic[K, V]):
     def _expire_locked(self, using: K | None) -> list[tuple[K, V]]:
         """Evict idle entries unused for ``ttl``, oldest first; mark ``using`` (if any) used now.
 
-        Entries are kept in the order of their last use (a busy entry looked at is in use, so it
-        is marked used now and moved to the young end), so the scan stops at the first entry
-        used within ``ttl``.
+        Entries are kept in the order of their last use (``using`` first goes to the young end,
+        and a busy entry looked at is in use, so it is marked used now and moved there too), so
+        the scan stops at the first entry used within ``ttl``: at once, when the oldest is.
         """
-        now = cast("Clock", self._clock).now()
+        now = self._now()
         touched, entries = self._touched, self._entries
-        limit = now - cast("float", self._ttl)
+        if using is not None:
+            entries.move_to_end(using)
+            touched[using] = now
+        if now < self._due:  # the oldest entry was used less than ttl ago
+            return _NOTHING
+        limit = now - self._span
         evicted: list[tuple[K, V]] = []
         for _ in range(len(entries)):
             key, value = next(iter(entries.items()))
@@ -223,8 +262,8 @@ class BoundedStore(Generic[K, V]):
             else:
                 entries.move_to_end(key)
                 touched[key] = now
-        if using is not None:
-            touched[using] = now
+        oldest = next(iter(entries), None)  # uses only grow from the oldest entry to the youngest
+        self._due = (now if oldest is None else touched.get(oldest, now)) + self._span
         self._evicted += len(evicted)
         self._keep_revivable(evicted)
         return evicted

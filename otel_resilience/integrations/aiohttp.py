@@ -22,6 +22,7 @@ caller then sees :class:`~otel_resilience.CircuitOpenError`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import payload
@@ -55,12 +56,12 @@ class ResilientMiddleware(HttpIntegration):
         return await http.send(url.host or "", port, replayable, self._send_once, (request, handler))
 
     async def _send_once(
-        self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], _resend_count: int
+        self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], _sends: Iterator[int]
     ) -> aiohttp.ClientResponse:
         """One attempt: pass the request on; a failed response is read, released and raised."""
         request, handler = exchange
         response = await handler(request)
-        if self._http.is_failure(response.status):
+        if response.status in self._http.failure_statuses:
             try:
                 await response.read()
             finally:

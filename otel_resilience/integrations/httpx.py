@@ -22,6 +22,7 @@ with the OpenTelemetry httpx instrumentation, pass
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -53,28 +54,27 @@ def _judge(http: HttpPolicy, request: httpx.Request) -> bool:
     )
 
 
-def _prepare(http: HttpPolicy, request: httpx.Request, resend_count: int) -> None:
+def _prepare(http: HttpPolicy, request: httpx.Request, sends: Iterator[int]) -> None:
     """Mark the send's resend count, and cap every timeout phase by what is left of the deadline.
 
-    The request's own ``extensions`` dict is updated (httpx copies the one it is given).
+    No phase is left longer than what is left (a phase ``None``, no limit, neither). The
+    request's own ``extensions`` dict is updated (httpx copies the one it is given).
     """
     extensions = request.extensions
-    extensions[RESEND_COUNT] = resend_count
+    extensions[RESEND_COUNT] = next(sends)
     left = http.timeout_left()
-    if left is not None:
-        extensions["timeout"] = _capped(extensions.get("timeout"), left)
-
-
-def _capped(timeout: dict[str, Any] | None, left: float) -> dict[str, Any]:
-    """Return httpx's ``timeout`` extension with no phase longer than ``left`` (a phase ``None`` too)."""
+    if left is None:
+        return
+    timeout = extensions.get("timeout")
     if timeout is None:
-        return dict.fromkeys(_PHASES, left)
+        extensions["timeout"] = dict.fromkeys(_PHASES, left)
+        return
     capped = dict(timeout)
     for phase in _PHASES:
         value = timeout.get(phase)
         if value is None or value > left:
             capped[phase] = left
-    return capped
+    extensions["timeout"] = capped
 
 
 class _Wrapping(HttpIntegration, Generic[T]):
@@ -119,12 +119,12 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         http, url = self._http, request.url
         return http.send_sync(url.host, url.port, _judge(http, request), self._send_once, request)
 
-    def _send_once(self, request: httpx.Request, resend_count: int) -> httpx.Response:
+    def _send_once(self, request: httpx.Request, sends: Iterator[int]) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised."""
         http = self._http
-        _prepare(http, request, resend_count)
+        _prepare(http, request, sends)
         response = self._transport.handle_request(request)
-        if http.is_failure(response.status_code):
+        if response.status_code in http.failure_statuses:
             try:
                 response.read()
             finally:
@@ -150,12 +150,12 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         http, url = self._http, request.url
         return await http.send(url.host, url.port, _judge(http, request), self._send_once, request)
 
-    async def _send_once(self, request: httpx.Request, resend_count: int) -> httpx.Response:
+    async def _send_once(self, request: httpx.Request, sends: Iterator[int]) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised."""
         http = self._http
-        _prepare(http, request, resend_count)
+        _prepare(http, request, sends)
         response = await self._transport.handle_async_request(request)
-        if http.is_failure(response.status_code):
+        if response.status_code in http.failure_statuses:
             try:
                 await response.aread()
             finally:

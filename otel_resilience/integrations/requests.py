@@ -18,6 +18,7 @@ whole execution (every attempt nests inside it) rather than one span per send.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,7 +83,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         return http.send_sync(url.hostname or "", url.port, replayable, self._send_once, exchange)
 
     def _send_once(
-        self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], _: int
+        self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], _: Iterator[int]
     ) -> requests.Response:
         """One attempt: send the request; a failed response is read, closed and raised."""
         request, stream, timeout, kwargs = exchange
@@ -90,7 +91,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         response = super().send(
             request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
         )
-        if http.is_failure(response.status_code):
+        if response.status_code in http.failure_statuses:
             try:
                 response.content  # noqa: B018 - read the body before the connection goes back
             finally:

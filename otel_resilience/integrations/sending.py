@@ -11,8 +11,9 @@ integrations. No HTTP library is imported here.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
@@ -66,12 +67,14 @@ class HttpPolicy:
     __slots__ = (
         "_config",
         "_errors",
-        "_fixed",
         "_header",
         "_made",
         "_manager",
         "_methods",
+        "_raises",
         "_routing",
+        "_steady",
+        "_timed",
         "failure_statuses",
         "options",
         "policy",
@@ -95,17 +98,19 @@ class HttpPolicy:
         self.failure_statuses = options.failure_statuses
         self._methods = options.retry_methods
         self._header = options.idempotency_header
+        self._raises = options.raise_on_failure
+        self._timed = options.deadline_as_timeout
         self._manager = manager
         self._errors = (FailedResponseError, OperationTimeoutError, *transport_errors)
         self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
         self._routing: tuple[PolicyHandleLike | None, dict[tuple[str, int | None], Any]] = (None, {})
-        self._fixed: PolicyHandleLike | None = None
+        self._steady: PolicyHandleLike | None = None  # the handle, once it cannot change
         self._config: ResilienceConfig | None = None
         if isinstance(policy, ResilienceConfig):
             self._config = http_config(replace(policy, name=policy.name or "http"), options)
         else:
             _check_handle(policy)
-            self._fixed = policy
+            self._steady = policy
 
     @property
     def manager(self) -> ResilienceManager:
@@ -114,9 +119,9 @@ class HttpPolicy:
 
     def handle(self) -> PolicyHandleLike:
         """Return the policy handle requests run through (a config's is made on first use)."""
-        fixed = self._fixed
-        if fixed is not None:
-            return fixed
+        steady = self._steady
+        if steady is not None:
+            return steady
         manager = self._manager or get_resilience_manager()
         made = self._made
         if made is not None and made[0] is manager:
@@ -131,6 +136,8 @@ class HttpPolicy:
             adapt=lambda reloaded: http_config(reloaded, options),  # a reload keeps the HTTP rule
         )
         self._made = (manager, handle)
+        if self._manager is not None:  # made in the manager given: it stays the handle
+            self._steady = handle
         return handle
 
     def route(self, host: str, port: int | None) -> Any:
@@ -140,7 +147,9 @@ class HttpPolicy:
         per host for the next requests (a view holds no state: the handle keeps the host's
         breaker, and evicts it when idle); without it, or without a host, the handle itself.
         """
-        handle = self.handle()
+        handle = self._steady
+        if handle is None:
+            handle = self.handle()
         routed, routes = self._routing
         if routed is not handle:  # the first request, or a request in another manager
             routes = {}
@@ -180,7 +189,7 @@ class HttpPolicy:
 
     def timeout_left(self) -> float | None:
         """Return the seconds left before the execution's deadline (``None``: no deadline)."""
-        if not self.options.deadline_as_timeout:
+        if not self._timed:
             return None
         deadline = current_deadline()
         if deadline is None:
@@ -190,17 +199,23 @@ class HttpPolicy:
     # ------------------------------------------------------------------ running it
 
     def send_sync(
-        self, host: str, port: int | None, replayable: bool, attempt: Callable[[Q, int], R], request: Q
+        self,
+        host: str,
+        port: int | None,
+        replayable: bool,
+        attempt: Callable[[Q, Iterator[int]], R],
+        request: Q,
     ) -> R:
-        """Run ``attempt(request, resend_count)`` under the policy in this thread; return its response.
+        """Run ``attempt(request, sends)`` under the policy in this thread; return its response.
 
-        ``attempt`` sends the request once and raises :class:`FailedResponseError` for a failed
-        response; the last failed response is returned when attempts run out. ``host`` and
-        ``port`` choose the breaker (:meth:`route`); ``replayable`` says whether the request may
-        be sent again (:meth:`replayable`).
+        ``attempt`` sends the request once (its resend count is ``next(sends)``: 0, then 1...)
+        and raises :class:`FailedResponseError` for a failed response; the last failed response
+        is returned when attempts run out. ``host`` and ``port`` choose the breaker
+        (:meth:`route`); ``replayable`` says whether the request may be sent again
+        (:meth:`replayable`).
         """
-        with _Exchange(self, replayable, attempt, request) as exchange:
-            return self.route(host, port).execute_sync(exchange.sync)  # type: ignore[no-any-return]
+        with _Exchange(self._errors if replayable else (), self._raises) as exchange:
+            return self.route(host, port).execute_sync(attempt, request, itertools.count())  # type: ignore[no-any-return]
         return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
 
     async def send(
@@ -208,12 +223,12 @@ class HttpPolicy:
         host: str,
         port: int | None,
         replayable: bool,
-        attempt: Callable[[Q, int], Awaitable[R]],
+        attempt: Callable[[Q, Iterator[int]], Awaitable[R]],
         request: Q,
     ) -> R:
-        """Run ``await attempt(request, resend_count)`` under the policy; as :meth:`send_sync`."""
-        with _Exchange(self, replayable, attempt, request) as exchange:
-            return await self.route(host, port).execute(exchange.run)  # type: ignore[no-any-return]
+        """Run ``await attempt(request, sends)`` under the policy; as :meth:`send_sync`."""
+        with _Exchange(self._errors if replayable else (), self._raises) as exchange:
+            return await self.route(host, port).execute(attempt, request, itertools.count())  # type: ignore[no-any-return]
         return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
 
 
@@ -268,43 +283,25 @@ def _check_handle(handle: PolicyHandleLike) -> None:
 class _Exchange:
     """One request's execution, as a ``with`` block around it.
 
-    It counts the sends (each attempt gets its resend count), tells :class:`HttpRetryOn` for
-    the block whether the request may be sent again, and, when the block ends on a failed
-    response (attempts ran out), keeps that response for the caller instead of the error
-    (unless :attr:`HttpOptions.raise_on_failure`).
+    Made, it tells :class:`HttpRetryOn` for the block which errors the request may be sent
+    again for (``()``: none); when the block ends on a failed response (attempts ran out), it
+    keeps that response for the caller instead of the error (unless ``raises``:
+    :attr:`HttpOptions.raise_on_failure`).
     """
 
-    __slots__ = ("attempt", "count", "http", "replayable", "request", "response", "token")
+    __slots__ = ("raises", "response", "token")
 
-    def __init__(
-        self, http: HttpPolicy, replayable: bool, attempt: Callable[[Any, int], Any], request: Any
-    ) -> None:
-        self.http = http
-        self.replayable = replayable
-        self.attempt = attempt
-        self.request = request
-        self.count = 0
+    def __init__(self, retryable: tuple[type[BaseException], ...], raises: bool) -> None:
+        self.token = _RETRYABLE_ERRORS.set(retryable)
+        self.raises = raises
         self.response: Any = None
 
     def __enter__(self) -> _Exchange:
-        self.token = _RETRYABLE_ERRORS.set(self.http._errors if self.replayable else ())
         return self
 
     def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
         _RETRYABLE_ERRORS.reset(self.token)
-        if isinstance(error, FailedResponseError) and not self.http.options.raise_on_failure:
+        if isinstance(error, FailedResponseError) and not self.raises:
             self.response = error.response
             return True
         return False
-
-    def sync(self) -> Any:
-        """Send the request once (an attempt, in a thread)."""
-        count = self.count
-        self.count = count + 1
-        return self.attempt(self.request, count)
-
-    async def run(self) -> Any:
-        """Send the request once (an attempt, in a task)."""
-        count = self.count
-        self.count = count + 1
-        return await self.attempt(self.request, count)

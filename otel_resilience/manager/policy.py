@@ -258,7 +258,9 @@ class PolicyHandle(_Runs):
         """Return ``key``'s live state with this call counted in (made if the key is new)."""
         keys = self._keys
         while True:
-            state, _ = keys.get_or_add(key, functools.partial(self._new_state, key))
+            state = keys.use(key)  # a key in use: no builder made for it
+            if state is None:
+                state, _ = keys.get_or_add(key, functools.partial(self._new_state, key))
             if state.enter():
                 if state.generation != self._spec.generation:
                     self._catch_up(state)

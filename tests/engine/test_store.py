@@ -190,3 +190,32 @@ def test_a_ttl_needs_a_clock_and_a_positive_duration(clock) -> None:
     with pytest.raises(ValueError, match=r"Owner\.idle_ttl must be > 0"):
         BoundedStore("Owner", "cap", 1, is_idle=bool, ttl=0.0, clock=clock, ttl_field="idle_ttl")
     assert BoundedStore("Owner", "cap", 1, is_idle=bool).expire() == 0
+
+
+def test_use_finds_without_adding_and_marks_the_entry_used() -> None:
+    """A miss adds nothing; a hit is the entry's use: past the cap the unused one goes."""
+    evicted: list[str] = []
+    s = store(2, evicted)
+    assert s.use("a") is None
+    assert len(s) == 0
+    a = add(s, "a")
+    add(s, "b")
+    assert s.use("a") is a  # "b" is now the oldest
+    add(s, "c")
+    assert evicted == ["b"]
+
+
+def test_use_expires_what_went_unused_and_keeps_the_entry_it_uses(clock) -> None:
+    """A use looks at the oldest entries too: the expired idle ones go, the one used stays."""
+    evicted: list[str] = []
+    s = ttl_store(clock, 10.0, evicted)
+    add(s, "old")
+    kept = add(s, "kept")
+    clock.advance(11.0)  # both unused for 11 s: "old" expires, "kept" is used now
+    assert s.use("kept") is kept
+    assert evicted == ["old"]
+    clock.advance(9.0)
+    assert s.use("kept") is kept  # used 9 s ago, and now again
+    clock.advance(9.0)
+    assert s.expire() == 0
+    assert s.get("kept") is kept
