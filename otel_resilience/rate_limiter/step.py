@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, cast
 
 from otel_resilience.engine.context import time_remaining
@@ -97,16 +98,14 @@ class _ClusterRateLimiterStep(_RateLimiterStep):
         return _Asking(self, clock.now(), max_wait, remaining)
 
 
+@dataclass(slots=True, eq=False)
 class _Asking(Wait):
     """An async caller of a cluster limiter: asks the store on the loop, then goes, waits or is refused."""
 
-    __slots__ = ("_max_wait", "_remaining", "_since", "_step")
-
-    def __init__(self, step: _RateLimiterStep, since: float, max_wait: float, remaining: float) -> None:
-        self._step = step
-        self._since = since
-        self._max_wait = max_wait
-        self._remaining = remaining
+    _step: _RateLimiterStep
+    _since: float
+    _max_wait: float
+    _remaining: float
 
     async def wait(self) -> None:
         """Await the store's answer (at most its ``timeout``); then take the permit, wait for it, or raise."""

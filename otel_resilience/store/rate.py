@@ -50,20 +50,16 @@ def _local_rules(config: RateLimiterConfig) -> _Rules:
     return new_rules(local)
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Ask:
     """One request for a permit: the script and its arguments, and the caller's limits."""
 
-    __slots__ = ("argv", "local", "max_wait", "remaining", "script")
-
-    def __init__(
-        self, script: str, argv: tuple[float, int, int], max_wait: float, remaining: float, *, local: bool
-    ) -> None:
-        self.script = script
-        self.argv = argv
-        self.max_wait = max_wait
-        self.remaining = remaining
-        self.local = local
-        """The store is unreachable now: the fallback answers, Redis is not asked."""
+    script: str
+    argv: tuple[float, int, int]
+    max_wait: float
+    remaining: float
+    local: bool = dataclasses.field(kw_only=True)
+    """The store is unreachable now: the fallback answers, Redis is not asked."""
 
 
 class ClusterRules:
