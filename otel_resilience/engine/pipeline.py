@@ -117,7 +117,7 @@ class Pipeline:
         """
         refused = type(caught) is WrongDriver
         outcome = Outcome.FAILURE if refused else classify_error(caught)
-        self.stats.count(outcome)
+        self.stats.tally[outcome._value_]()
         error = cast("WrongDriver", caught).as_type_error() if refused else caught
         try:
             if handles:
