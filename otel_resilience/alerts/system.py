@@ -59,13 +59,15 @@ class _RateWindow:
 
 
 _WANTED_EVENTS: Final = frozenset({Event.STATE_CHANGED, Event.RECOVERY_ATTEMPTED, Event.PATTERN_DETECTED})
+"""The events (besides bulkhead rejections) an :class:`AlertSystem` can raise an alert on."""
+
 _ALERT_RAISED: Final = Event.ALERT_RAISED
 _STATE_CHANGED: Final = Event.STATE_CHANGED
 _CALL_REJECTED: Final = Event.CALL_REJECTED
+_RECOVERY_ATTEMPTED: Final = Event.RECOVERY_ATTEMPTED
 _BULKHEAD_FULL: Final = AlertKind.BULKHEAD_FULL
 """Members read on every event (a full bulkhead's every rejection), bound once: reading a
 member off its enum class is slow."""
-"""The events (besides bulkhead rejections) an :class:`AlertSystem` can raise an alert on."""
 
 
 class AlertSystem:
@@ -214,7 +216,7 @@ class AlertSystem:
         elif event is _CALL_REJECTED:
             if isinstance(args, CallRejected) and args.reason == "bulkhead_full":
                 alert = self._bulkhead_full(source)
-        elif event is Event.RECOVERY_ATTEMPTED:
+        elif event is _RECOVERY_ATTEMPTED:
             if isinstance(args, RecoveryAttempted):
                 self._recovery_attempted(source, args)
         elif event is Event.PATTERN_DETECTED and isinstance(args, PatternDetected):
