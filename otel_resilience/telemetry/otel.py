@@ -362,14 +362,13 @@ class OtelListener:
             error: The exception that escaped, if any.
         """
         scope = cast("Scope", handle)
-        error_type = error_type_of(outcome, error)
+        error_type = None
         try:
-            info = scope.info
-            instruments = self._instruments
+            error_type = error_type_of(outcome, error)
+            info, instruments = scope.info, self._instruments
             if instruments is not None and info.metrics:
-                attrs = (
-                    info.success_attrs if outcome is Outcome.SUCCESS else info.duration(outcome, error_type)
-                )
+                success = outcome is Outcome.SUCCESS
+                attrs = info.success_attrs if success else info.duration(outcome, error_type)
                 instruments.duration.record(duration, attrs)
         except Exception:  # noqa: BLE001
             self.failed("end_execution")
@@ -424,8 +423,9 @@ class OtelListener:
             error: The exception the attempt raised, if any.
         """
         scope = cast("AttemptScope", handle)
-        error_type = error_type_of(outcome, error)
+        error_type = None
         try:
+            error_type = error_type_of(outcome, error)
             info, instruments = scope.info, self._instruments
             if instruments is not None and info.metrics and scope.started:
                 instruments.attempt_duration.record(
