@@ -130,7 +130,7 @@ class Pipeline:
     def _returned(self, handles: ExecutionHandles, start: float, ctx: ExecutionContext) -> None:
         """Count an execution that returned and close its scope ``handles``."""
         outcome = ctx.outcome
-        self.stats.count(outcome)
+        self.stats.tally[outcome._value_]()
         self.telemetry.end_execution(handles, outcome, self._clock.now() - start, None)
 
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:

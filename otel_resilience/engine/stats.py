@@ -60,7 +60,7 @@ class PipelineStats:
             outcome._value_: counter.__next__ for outcome, counter in self._counters.items()
         }
         """``tally[outcome._value_]()`` counts one execution: :meth:`count` without a call frame
-        (the drivers count every returned execution so)."""
+        (a pipeline counts every execution it ends so, returned or failed)."""
 
     succeeded = _Count(Outcome.SUCCESS, "Executions that returned on their first attempt.")
     recovered = _Count(Outcome.RECOVERED, "Executions that returned after a failed attempt or a recovery.")
