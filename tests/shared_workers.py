@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+STORE_TIMEOUT = 0.25
+"""The breaker workers' store timeout: a call that waited on the store takes at least this long."""
+
 STATES = {"closed": 0, "open": 1, "half_open": 2}
 """A breaker state as the integer a worker writes to the board."""
 
@@ -42,6 +45,8 @@ class Board:
     other_errors: Any
     outages: Any
     slowest: Any
+    waited: Any
+    degraded: Any
     ready: Any
 
     @classmethod
@@ -61,6 +66,8 @@ class Board:
             other_errors=CTX.Array("i", workers),
             outages=CTX.Array("i", workers),
             slowest=CTX.Array("d", workers),
+            waited=CTX.Array("i", workers),
+            degraded=CTX.Array("i", workers),
             ready=CTX.Array("i", workers),
         )
 
@@ -85,7 +92,11 @@ def breaker_worker(index: int, url: str, board: Board, options: dict[str, Any]) 
     from otel_resilience import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, RedisStore  # noqa: PLC0415
 
     store = RedisStore.from_url(
-        url, namespace="test", timeout=0.25, probe_lease_ttl=options["lease_ttl"], resync_interval=0.5
+        url,
+        namespace="test",
+        timeout=STORE_TIMEOUT,
+        probe_lease_ttl=options["lease_ttl"],
+        resync_interval=0.5,
     )
     config = CircuitBreakerConfig(
         failure_threshold=options["threshold"],
@@ -110,11 +121,14 @@ def breaker_worker(index: int, url: str, board: Board, options: dict[str, Any]) 
         took = time.monotonic() - started
         if took > board.slowest[index] and not board.hang.value:
             board.slowest[index] = took
+        if took >= STORE_TIMEOUT:
+            board.waited[index] += 1
         state = STATES.get(breaker.state.value, 9)
         if state == 1 and board.state[index] != 1:
             board.seen_open[index] = time.monotonic()
         board.state[index] = state
         board.outages[index] = store.outages
+        board.degraded[index] = int(store.degraded)
         time.sleep(pace)
     store.close()
 

@@ -37,7 +37,6 @@ def test_a_cluster_bucket_admits_its_burst_then_its_rate(redis_url: str) -> None
     """Two limiters (two replicas) share one bucket: a burst of 5 between them, then refusals."""
     one, two = RedisStore.from_url(redis_url, namespace="rl"), RedisStore.from_url(redis_url, namespace="rl")
     try:
-        config = RateLimiterConfig(rate=1.0, burst=5)
         a = RateLimiter("api", RateLimiterConfig(rate=1.0, burst=5, store=one))
         b = RateLimiter("api", RateLimiterConfig(rate=1.0, burst=5, store=two))
         admitted = [limiter.try_acquire() for limiter in (a, b, a, b, a, b, a)]
@@ -45,7 +44,6 @@ def test_a_cluster_bucket_admits_its_burst_then_its_rate(redis_url: str) -> None
         with pytest.raises(RateLimitedError) as raised:
             b.call_sync(int)
         assert 0.0 < raised.value.retry_after <= 1.0
-        assert config.burst == 5
         assert a.get_stats()["admitted"] == 3
         assert b.get_stats()["rejected"] == 2
     finally:

@@ -7,7 +7,7 @@ import signal
 import time
 
 from redis_support import RedisServer
-from shared_workers import Board, breaker_worker, start, stop, wait_for
+from shared_workers import STORE_TIMEOUT, Board, breaker_worker, start, stop, wait_for
 from tcp_proxy import TcpFaultProxy
 
 WORKERS = 4
@@ -90,6 +90,8 @@ def test_redis_down_or_slow_fails_no_call_and_state_reconverges(
         before = max(board.slowest)
         for i in range(WORKERS):
             board.slowest[i] = 0.0
+            board.waited[i] = 0
+        since = board.calls.value
         proxy.set("delay", 2.0)  # Redis slow for the last worker only
         time.sleep(1.5)
         assert board.outages[WORKERS - 1] >= 1  # its store said it is degraded (its ops time out)
@@ -98,15 +100,24 @@ def test_redis_down_or_slow_fails_no_call_and_state_reconverges(
         calls = board.calls.value
         time.sleep(2.0)
         assert board.calls.value > calls + 100  # calls went on
+        made = board.calls.value - since
         assert all(board.outages[i] >= 1 for i in range(WORKERS))
-        during = max(board.slowest)
-        print(f"slowest call: {before * 1000:.1f} ms before, {during * 1000:.1f} ms with Redis down/slow")
-        assert during < 0.2  # a store timeout (0.25 s) is never waited for on the hot path
+        during, waited = max(board.slowest), sum(board.waited)
+        print(
+            f"slowest call: {before * 1000:.1f} ms before, {during * 1000:.1f} ms with Redis down/slow; "
+            f"{waited} of about {made} calls took a store timeout ({STORE_TIMEOUT} s) or longer"
+        )
+        # A hot path that waited on the store would make nearly every call that long; a scheduling
+        # stall of a loaded machine makes a few.
+        assert waited <= 0.05 * made
         assert sum(board.rejected) == 0
         assert sum(board.other_errors) == 0
         redis_server.start()
         proxy.set("pass")
-        time.sleep(1.5)  # reconnect (backoff) and resynchronise
+        # Reconnected (after the store's backoff) and resynchronised, every worker: one still local
+        # when the dependency goes down would trip on its own failures.
+        wait_for(lambda: not any(board.degraded), 20.0, "every store healthy again")
+        time.sleep(0.6)  # one resync (resync_interval 0.5 s) after the last reconnection
         board.up.value = 0
         wait_for(lambda: _all(board, 1), 10.0, "every worker OPEN after Redis returned")
         assert board.failures.value <= OPTIONS["threshold"] + 2 * WORKERS
