@@ -114,8 +114,9 @@ def test_namespaces_names_and_keys_never_share_state(replicas: Replica) -> None:
     colon = replicas("db:state")
     with shared_key("tenant-1"):
         keyed = replicas("db")
+    witness = replicas("db")  # same namespace, name and key: it follows a
     a.force_open(10.0)
-    time.sleep(0.5)
+    wait_for(lambda: witness.state is CircuitState.OPEN, 2.0, "the namesake OPEN")
     assert a.state is CircuitState.OPEN
     assert other_ns.state is colon.state is keyed.state is CircuitState.CLOSED
 

@@ -98,8 +98,9 @@ def test_a_reload_moves_a_breaker_to_another_store_then_to_none(stores: Stores) 
     manager.reconfigure("payments", ResilienceConfig(circuit_breaker=dataclasses.replace(BREAKER, store=two)))
     assert not _linked(one, policy)
     assert _linked(two, policy)
+    witness = _replica(stores("one"))  # a replica still on cluster one
     _trip(old_peer)
-    time.sleep(0.5)
+    wait_for(lambda: _rejects(witness), 2.0, "cluster one OPEN")
     assert not _rejects(policy)  # cluster one no longer reaches it
     _trip(new_peer)
     wait_for(lambda: _rejects(policy), 2.0, "the breaker OPEN with cluster two")
@@ -109,8 +110,9 @@ def test_a_reload_moves_a_breaker_to_another_store_then_to_none(stores: Stores) 
     manager.reconfigure("payments", ResilienceConfig(circuit_breaker=BREAKER))
     assert not _linked(two, policy)
     assert policy.circuit_breaker._core._shared is None  # type: ignore[union-attr]
+    witness = _replica(stores("two"))  # a replica still on cluster two
     new_peer.circuit_breaker.force_open(30.0)  # type: ignore[union-attr]
-    time.sleep(0.5)
+    wait_for(lambda: _rejects(witness), 2.0, "cluster two OPEN")
     assert not _rejects(policy)  # local now
     _trip(policy)
     assert _rejects(policy)  # its own failure_threshold
