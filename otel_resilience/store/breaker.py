@@ -53,6 +53,11 @@ def key_part(text: str) -> str:
     return text.replace("%", "%25").replace(":", "%3A")
 
 
+def key_name(name: str, key: str | None) -> str:
+    """Return the key part of a pattern's ``name`` and its policy ``key`` (``None``: not keyed)."""
+    return key_part(name) if key is None else f"{key_part(name)}:{key_part(key)}"
+
+
 def _ms(seconds: float | None) -> int:
     """Milliseconds OPEN for a script: ``-2`` for ever, ``-1`` for no OPEN period."""
     if seconds is None:
@@ -92,14 +97,12 @@ class SharedBreaker(PeerCounts):
         "epoch",
         "key_name",
         "leases",
-        "name",
     )
 
     def __init__(self, store: RedisStore, breaker: CircuitBreaker, replica: str, key: str | None) -> None:
         self._store = store
         self._breaker: Callable[[], CircuitBreaker | None] = weakref.ref(breaker)
-        self.name = breaker.name
-        self.key_name = key_part(breaker.name) + ("" if key is None else f":{key_part(key)}")
+        self.key_name = key_name(breaker.name, key)
         self._id = replica
         self._prefix = f"{store.namespace}:cb:{self.key_name}"
         self._peers = _NO_COUNTS

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
 from otel_resilience.engine.validation import check_duration, check_name
-from otel_resilience.store.breaker import SharedBreaker, key_part
+from otel_resilience.store.breaker import SharedBreaker, key_name
 from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
@@ -212,9 +212,7 @@ class RedisStore(SharedStore):
         """Return the rules of a rate limiter whose budget all replicas share."""
         from otel_resilience.store.rate import ClusterRules  # noqa: PLC0415 - built on demand
 
-        key = current_key()
-        suffix = "" if key is None else f":{key_part(key)}"
-        return ClusterRules(self, f"{self.namespace}:rl:{key_part(name)}{suffix}", config)
+        return ClusterRules(self, f"{self.namespace}:rl:{key_name(name, current_key())}", config)
 
     # -- one script for a caller (a rate limiter's permit) ---------------------------------
 
