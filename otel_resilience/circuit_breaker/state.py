@@ -217,7 +217,13 @@ _LAST: list[tuple[CircuitBreakerConfig, Settings]] = []
 
 
 def settings_for(config: CircuitBreakerConfig) -> Settings:
-    """Return the :class:`Settings` of ``config``, shared with every equal configuration."""
+    """Return the :class:`Settings` of ``config``, shared with every equal configuration.
+
+    A configuration that names a shared store is not remembered: the memory would keep the store
+    (its connections and threads) alive after the last breaker using it closed.
+    """
+    if config.store is not None:
+        return Settings(config)
     last = _LAST[0] if _LAST else None
     if last is not None and last[0] is config:
         return last[1]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -21,6 +23,7 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
+from otel_resilience.circuit_breaker.state import settings_for
 
 BREAKER = CircuitBreakerConfig(failure_threshold=2, timeout=30.0)
 
@@ -169,3 +172,15 @@ def test_a_reload_gives_a_rate_limiter_its_new_store_or_none(stores: Stores) -> 
     assert two.ops == ops  # not asked any more
     stats = handle.get_stats()["rate_limiter"]
     assert (stats["admitted"], stats["rejected"]) == (7, 2)  # nothing counted was lost
+
+
+def test_a_breaker_configuration_naming_a_store_is_not_remembered(redis_url: str) -> None:
+    """The breakers' shared settings memory keeps no store alive once its breakers and owner are gone."""
+    store = RedisStore.from_url(redis_url, namespace="forget")
+    config = dataclasses.replace(BREAKER, store=store)
+    assert settings_for(config).failure_threshold == BREAKER.failure_threshold
+    gone = weakref.ref(store)
+    store.close()
+    del config, store
+    gc.collect()
+    assert gone() is None
