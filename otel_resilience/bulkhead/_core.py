@@ -136,7 +136,7 @@ class _BulkheadCore(BulkheadStats):
                 self.total += 1
                 self._admit_locked()
                 return ADMITTED
-            if self.waiting >= self.max_waiting and not self._offered:
+            if not self._offered and self._no_place_locked(may_queue=True):
                 self.total += 1
                 self.rejected += 1
                 return FULL
@@ -159,7 +159,7 @@ class _BulkheadCore(BulkheadStats):
             if self.active < self.max_concurrent:
                 self._admit_locked()
                 status = ADMITTED
-            elif waiter is None or self.waiting >= self.max_waiting:
+            elif self._no_place_locked(may_queue=waiter is not None):
                 self.rejected += 1
                 status = FULL
             else:
@@ -172,6 +172,10 @@ class _BulkheadCore(BulkheadStats):
         if wakes:
             self._hand_over(wakes)
         return status
+
+    def _no_place_locked(self, *, may_queue: bool) -> bool:
+        """Whether a call that finds every slot busy has no place in the queue (it is rejected)."""
+        return not may_queue or self.waiting >= self.max_waiting
 
     def release(self) -> None:
         """Give back the slot of a call that finished running (handing it to the oldest waiter)."""
