@@ -136,7 +136,7 @@ class _BulkheadCore(BulkheadStats):
                 self.total += 1
                 self._admit_locked()
                 return ADMITTED
-            if not self._offered and self._no_place_locked(may_queue=True):
+            if not self._offered and self._queue_full_locked():
                 self.total += 1
                 self.rejected += 1
                 return FULL
@@ -159,7 +159,7 @@ class _BulkheadCore(BulkheadStats):
             if self.active < self.max_concurrent:
                 self._admit_locked()
                 status = ADMITTED
-            elif self._no_place_locked(may_queue=waiter is not None):
+            elif waiter is None or self._queue_full_locked():
                 self.rejected += 1
                 status = FULL
             else:
@@ -173,9 +173,9 @@ class _BulkheadCore(BulkheadStats):
             self._hand_over(wakes)
         return status
 
-    def _no_place_locked(self, *, may_queue: bool) -> bool:
+    def _queue_full_locked(self) -> bool:
         """Whether a call that finds every slot busy has no place in the queue (it is rejected)."""
-        return not may_queue or self.waiting >= self.max_waiting
+        return self.waiting >= self.max_waiting
 
     def release(self) -> None:
         """Give back the slot of a call that finished running (handing it to the oldest waiter)."""

@@ -35,7 +35,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.readonly import ReadOnly
@@ -175,7 +175,7 @@ class BoundedStore(Generic[K, V]):
             if revived is not None and self._on_revive is not None:
                 self._on_revive(key, revived)
             if self._ttl is not None:
-                self._touched[key] = cast("Clock", self._clock).now()
+                self._touched[key] = self._now()
             evicted = expired + self._evict_locked() if evict else expired
         self._hand_over(evicted)
         return value, revived is None
@@ -290,7 +290,7 @@ class BoundedStore(Generic[K, V]):
                 entries.move_to_end(key)
                 entries.move_to_end(newest)
                 if self._ttl is not None:  # busy: in use now, so the order of last use holds
-                    self._touched[key] = cast("Clock", self._clock).now()
+                    self._touched[key] = self._now()
         self._evicted += len(evicted)
         self._keep_revivable(evicted)
         return evicted
