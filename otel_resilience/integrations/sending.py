@@ -147,9 +147,7 @@ class HttpPolicy:
         per host for the next requests (a view holds no state: the handle keeps the host's
         breaker, and evicts it when idle); without it, or without a host, the handle itself.
         """
-        handle = self._steady
-        if handle is None:
-            handle = self.handle()
+        handle = self.handle()
         routed, routes = self._routing
         if routed is not handle:  # the first request, or a request in another manager
             routes = {}
@@ -182,10 +180,6 @@ class HttpPolicy:
             return True
         header = self._header
         return header is not None and headers.get(header) is not None
-
-    def is_failure(self, status: int) -> bool:
-        """Return whether a response with ``status`` counts as a failure."""
-        return status in self.failure_statuses
 
     def timeout_left(self) -> float | None:
         """Return the seconds left before the execution's deadline (``None``: no deadline)."""
