@@ -342,6 +342,16 @@ class _BreakerCore:
             return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
         return self._judge_locked(permit.state, True, slow)  # noqa: FBT003
 
+    def _counts_locked(self) -> tuple[int, int, int]:
+        """This replica's ``(calls, failures, slow)`` now, as the opening rule judges them.
+
+        ``(0, consecutive failures, 0)`` without a sliding window, the window's totals with one.
+        """
+        window = self.window
+        if window is None:
+            return (0, self.stats.failure_count, 0)
+        return window.totals(self._clock.now())
+
     def _judge_locked(self, state: CircuitState, failed: bool, slow: bool) -> StateChanged | None:
         """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens."""
         stats = self.stats

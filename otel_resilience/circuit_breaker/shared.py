@@ -43,10 +43,7 @@ def local_counts(core: _BreakerCore) -> tuple[int, int, int]:
     Without a sliding window: ``(0, consecutive failures, 0)``; with one: the window's totals.
     """
     with core._lock:
-        window = core.window
-        if window is None:
-            return (0, core.stats.failure_count, 0)
-        return window.totals(core._clock.now())
+        return core._counts_locked()
 
 
 def reconsider(core: _BreakerCore) -> None:
@@ -59,9 +56,7 @@ def reconsider(core: _BreakerCore) -> None:
         if state is _HALF_OPEN:
             change = core._close_if_probed_locked()
         elif state is _CLOSED or state is _METRICS_ONLY:
-            window = core.window
-            local = (0, core.stats.failure_count, 0) if window is None else window.totals(core._clock.now())
-            change = core._decide_locked(state, *shared.merged(local))
+            change = core._decide_locked(state, *shared.merged(core._counts_locked()))
         else:
             return
     core._emit(change)
