@@ -260,11 +260,14 @@ class KeyedRateLimiter(Generic[K]):
         Raises:
             TypeError: ``key`` is not hashable.
         """
-        if self._config.store is not None:  # each key its own budget in the store: str(key)
-            limiter, _ = self._keys.get_or_add(key, functools.partial(self._new_shared, str(key)))
+        keys = self._keys
+        if self._config.store is None:
+            limiter, _ = keys.get_or_add(key, self._new)
             return limiter
-        limiter, _ = self._keys.get_or_add(key, self._new)
-        return limiter
+        found = keys.use(key)  # a key in use: no builder (nor str(key)) made for it
+        if found is None:  # each key its own budget in the store, named str(key)
+            found, _ = keys.get_or_add(key, functools.partial(self._new_shared, str(key)))
+        return found
 
     def _fold(self, key: K, limiter: RateLimiter) -> None:
         """Keep what an evicted key's limiter counted (unless it is the key's limiter again)."""
