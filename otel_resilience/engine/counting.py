@@ -23,7 +23,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Final, overload
 
-__all__ = ["Counter", "CounterValue", "Counts", "read_all"]
+__all__ = ["Counter", "CounterValue", "Counts", "add_to", "read_all"]
 
 
 if TYPE_CHECKING:
@@ -134,3 +134,12 @@ class Counts(abc.ABC):
         """Return a snapshot: ``executions``, then :meth:`counts`, all read under :attr:`lock`."""
         with self.lock:
             return {"executions": self.executions.value, **self.counts()}
+
+
+def add_to(into: object, counts: dict[str, int], sign: int = 1) -> None:
+    """Add each of ``counts`` to the attribute of that name of ``into`` (``sign=-1``: take it out).
+
+    For the plain-integer totals that hold what evicted or retired instances counted.
+    """
+    for name, value in counts.items():
+        setattr(into, name, getattr(into, name) + sign * value)

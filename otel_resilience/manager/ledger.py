@@ -23,6 +23,7 @@ from typing import Final
 from otel_resilience.bulkhead import Bulkhead
 from otel_resilience.circuit_breaker import CircuitBreaker, CircuitState
 from otel_resilience.engine.clock import Clock
+from otel_resilience.engine.counting import add_to
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, RATE_LIMITERS
@@ -33,13 +34,10 @@ from otel_resilience.rate_limiter.totals import LIMITER_TOTALS, LimiterTotals, l
 __all__ = [
     "BREAKER_TOTALS",
     "BULKHEAD_TOTALS",
-    "LIMITER_TOTALS",
     "BreakerTotals",
     "Ledger",
-    "LimiterTotals",
     "breaker_totals",
     "bulkhead_totals",
-    "limiter_totals",
 ]
 
 BREAKER_TOTALS: Final = (
@@ -98,11 +96,6 @@ class BreakerTotals:
         return {count: getattr(self, count) for count in BREAKER_TOTALS}
 
 
-def _add(into: object, counts: dict[str, int]) -> None:
-    for name, value in counts.items():
-        setattr(into, name, getattr(into, name) + value)
-
-
 class Ledger:
     """The totals of one policy's evicted keys; changed under the policy's lock.
 
@@ -142,7 +135,7 @@ class Ledger:
         if totals is None:
             totals = self._breakers[breaker.name] = BreakerTotals(breaker.name)
             BREAKERS.register(totals, findable=False)
-        _add(totals, breaker_totals(breaker))
+        add_to(totals, breaker_totals(breaker))
 
     def fold_bulkhead(self, bulkhead: Bulkhead) -> None:
         """Move what ``bulkhead`` counted into the totals (and out of the registry)."""

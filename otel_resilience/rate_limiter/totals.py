@@ -15,6 +15,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Final, cast
 
+from otel_resilience.engine.counting import add_to
 from otel_resilience.engine.registry import RATE_LIMITERS
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ class LimiterTotals:
 
     def add(self, counts: dict[str, int], sign: int = 1) -> None:
         """Add ``counts`` (or, with ``sign=-1``, take them back out)."""
-        for count, value in counts.items():
-            setattr(self, count, getattr(self, count) + sign * value)
+        add_to(self, counts, sign)
 
     def get_stats(self) -> dict[str, int]:
         """Return the counts by name (as :meth:`RateLimiter.get_stats` names them)."""
