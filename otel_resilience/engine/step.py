@@ -185,8 +185,11 @@ class Step:
         token = None
         if self._admits:
             token = self.admit(ctx)
-            if isinstance(token, Wait) and type(token := await self._wait(ctx, token)) is Answer:
-                return token.value
+            if isinstance(token, Wait):
+                # A hedge's race is a coroutine of the step's; any other wait is awaited itself.
+                token = await (self._race(ctx, token) if isinstance(token, Hedge) else token.wait())
+                if type(token) is Answer:
+                    return token.value
         if self.entries is not None:
             next(self.entries)
         nxt, seconds = self.next, self.seconds
@@ -231,16 +234,12 @@ class Step:
             if type(action) is Answer:
                 return action.value
 
-    async def _wait(self, ctx: ExecutionContext, token: Wait) -> Any:
-        """Perform a :class:`Wait` that ``admit`` returned: the token to run with, or an :class:`Answer`.
+    async def _race(self, ctx: ExecutionContext, hedge: Hedge) -> Answer:
+        """Run a :class:`Hedge`: a race of attempts of the rest of the chain in place of its one run.
 
-        A :class:`Hedge` is a race of attempts of the rest of the chain in place of its one run:
-        its outcome is the answer. Any other wait gives the token, or an answer of its own (an
-        injected outcome).
+        Its outcome is the answer: the driver returns it without running the chain again.
         """
-        if isinstance(token, Hedge):
-            return Answer(await race(self, ctx, token))
-        return await token.wait()
+        return Answer(await race(self, ctx, hedge))
 
     async def _pause(self, action: Retry) -> None:
         """Wait a :class:`Retry`'s delay, then call its hook (awaited when it returns an awaitable)."""
