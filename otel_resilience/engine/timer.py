@@ -118,13 +118,17 @@ class LoopTimer:
             self._arm(loop, heap[0][0])
 
 
-_TIMERS: dict[weakref.ref[asyncio.AbstractEventLoop], LoopTimer] = {}
-"""Each loop's timer, keyed by a weak reference: an entry leaves when its loop is collected."""
+_TIMERS: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], LoopTimer]] = {}
+"""Each loop's timer, keyed by the loop's ``id`` beside a weak reference to the loop, whose death
+callback removes the entry: CPython runs it while the loop is freed, before its ``id`` can be
+reused, so a key always names the live loop it was made for. Keying by ``id`` spares a look-up
+the weak reference it would otherwise make on every call."""
 
 
 def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
     """Return the shared timer of ``loop``, creating it on first use."""
-    timer = _TIMERS.get(weakref.ref(loop))  # a weak reference hashes and compares as its loop
-    if timer is None:
-        timer = _TIMERS.setdefault(weakref.ref(loop, _TIMERS.pop), LoopTimer())
-    return timer
+    found = _TIMERS.get(id(loop))
+    if found is None:
+        key = id(loop)
+        found = _TIMERS.setdefault(key, (weakref.ref(loop, lambda _: _TIMERS.pop(key, None)), LoopTimer()))
+    return found[1]
