@@ -129,7 +129,8 @@ class AlertSystem:
         self._by_kind = dict.fromkeys(AlertKind, 0)
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
-        self._cooldowns: OrderedDict[tuple[AlertKind, str, str], float] = OrderedDict()
+        # Keyed by the kind's string value: a str hashes once, an Enum member in Python code.
+        self._cooldowns: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._episodes: OrderedDict[str, None] = OrderedDict()
         self._closed = False
         hub.add_listener(self)
@@ -280,11 +281,20 @@ class AlertSystem:
             reopens=str(reopens),
         )
 
-    def _cooled_down(self, key: tuple[AlertKind, str, str], cooldown: float) -> bool:
-        """Whether ``key`` may alert now (and if so, start its cooldown)."""
+    def _cooled_down(self, kind: AlertKind, subject: str, detail: str, cooldown: float) -> bool:
+        """Whether ``kind`` may alert on ``subject`` (and ``detail``) now; if so, start its cooldown.
+
+        A subject still cooling down is answered without the lock (a bulkhead that stays full
+        reports every rejection here): the one read of the dict is atomic, and a cooldown only
+        moves forward, so a stale read can only send the caller on to the check under the lock.
+        """
+        key = (kind._value_, subject, detail)
         now = self._clock.now()
+        cooldowns = self._cooldowns
+        last = cooldowns.get(key)
+        if last is not None and now - last < cooldown:
+            return False
         with self._lock:
-            cooldowns = self._cooldowns
             last = cooldowns.get(key)
             if last is not None and now - last < cooldown:
                 return False
@@ -297,7 +307,7 @@ class AlertSystem:
     def _bulkhead_full(self, source: TelemetrySource) -> Alert | None:
         name = source.name
         cooldown = self._config.bulkhead_cooldown
-        if not self._cooled_down((_BULKHEAD_FULL, name, ""), cooldown):
+        if not self._cooled_down(_BULKHEAD_FULL, name, "", cooldown):
             return None
         return self._make(
             _BULKHEAD_FULL,
@@ -358,7 +368,7 @@ class AlertSystem:
                 )
             )
         if args.strategy == "escalate" and self._cooled_down(
-            (AlertKind.RECOVERY_ESCALATED, name, args.error_type), config.escalation_cooldown
+            AlertKind.RECOVERY_ESCALATED, name, args.error_type, config.escalation_cooldown
         ):
             self._raise(
                 self._make(
