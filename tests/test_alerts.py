@@ -300,6 +300,34 @@ def test_error_pattern_alerts(system: AlertSystem, hub: TelemetryHub) -> None:
     }
 
 
+def test_bulkhead_full_storm_from_many_threads_alerts_once(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """Threads reporting full rejections at once raise one alert per cooldown, not one per thread."""
+    pool = reporter(hub, "bulkhead", "shared_pool")
+    threads, rounds = 8, 200
+    start = threading.Barrier(threads)
+
+    def storm() -> None:
+        start.wait()
+        for _ in range(rounds):
+            pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+
+    workers = [threading.Thread(target=storm) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert kinds(system) == [AlertKind.BULKHEAD_FULL]
+    clock.advance(30.0)
+    workers = [threading.Thread(target=storm) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert kinds(system) == [AlertKind.BULKHEAD_FULL] * 2
+
+
 def test_escalation_alerts_with_cooldown(system: AlertSystem, hub: TelemetryHub, clock: FakeClock) -> None:
     """An escalation raises a critical alert, at most once per system and error type per cooldown."""
     tel = reporter(hub, "recovery", "recovery", "policy")

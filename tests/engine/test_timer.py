@@ -113,3 +113,18 @@ def test_a_loops_timer_is_dropped_with_the_loop() -> None:
     asyncio.run(use())
     gc.collect()
     assert len(timer_module._TIMERS) == before
+
+
+class _Loop:
+    """Stands for an event loop where only its identity matters (the timer table's key)."""
+
+
+def test_a_new_loop_never_gets_a_dead_loops_timer() -> None:
+    """Timers are keyed by the loop's id: a loop made where a dead one lay gets a timer of its own."""
+    dead = _Loop()
+    stale = loop_timer(dead)  # type: ignore[arg-type]
+    dead_id = id(dead)
+    del dead
+    made = [_Loop() for _ in range(64)]  # the allocator hands the freed memory out again
+    reborn = next(loop for loop in made if id(loop) == dead_id)
+    assert loop_timer(reborn) is not stale  # type: ignore[arg-type]
