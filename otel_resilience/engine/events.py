@@ -28,8 +28,7 @@ import enum
 import logging
 import threading
 import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
 
 from otel_resilience.engine import event_args
 from otel_resilience.engine.event_args import *  # noqa: F403 - the event arguments belong to this seam
@@ -94,9 +93,12 @@ class Outcome(enum.Enum):
     """The caller cancelled; neither a success nor a failure."""
 
 
-@dataclass(frozen=True, slots=True)
-class TelemetrySource:
+class TelemetrySource(NamedTuple):
     """Who reports: a pattern instance, possibly inside a named pipeline (policy).
+
+    Immutable and hashable. A named tuple rather than a frozen dataclass: every pattern
+    instance and every pipeline makes one, and a tuple is built in one call where a frozen
+    dataclass sets each of its seven fields through ``object.__setattr__``.
 
     Attributes:
         kind: The pattern kind: ``"circuit_breaker"``, ``"retry"``, ``"fallback"``,
