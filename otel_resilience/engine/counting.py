@@ -44,7 +44,7 @@ class Counter(_Count):
     __slots__ = ("_reads",)
 
     def __init__(self) -> None:
-        super().__init__()
+        # No super().__init__(): itertools.count starts itself in __new__ (its __init__ is object's).
         self._reads = 0
 
     @property
