@@ -121,7 +121,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         check_name(owner, "name", name)
         check_clock(owner, clock)
         self._name = name
-        self._config = cast("C", config)
+        self._config: C = config  # type: ignore[assignment] # C itself where there is no default
         self._clock = clock
         self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
         self._standalone: Pipeline | None = None

@@ -103,7 +103,7 @@ class Registry(Generic[T]):
         self._lock = threading.Lock()
         self._by_name: dict[str, _Entry] = {}
         self._others: set[_Entry] = set()
-        self._on_added: list[Callable[[T], None]] = []
+        self._on_added: tuple[Callable[[T], None], ...] = ()  # replaced, never changed in place
         others, by_name = self._others, self._by_name
 
         def forget(entry: _Entry) -> None:  # a death callback: no lock, it may run inside one
@@ -135,7 +135,7 @@ class Registry(Generic[T]):
                     if namesake is not None:
                         self._others.add(cast("_Entry", previous))  # an older namesake
                     self._by_name[name] = entry
-            callbacks = tuple(self._on_added) if self._on_added else ()
+            callbacks = self._on_added
         if (
             namesake is not None
             and namesake is not item
@@ -194,7 +194,7 @@ class Registry(Generic[T]):
     def on_added(self, callback: Callable[[T], None]) -> None:
         """Call ``callback(item)`` for every instance registered from now on."""
         with self._lock:
-            self._on_added.append(callback)
+            self._on_added = (*self._on_added, callback)
 
     def __len__(self) -> int:
         with self._lock:
