@@ -53,7 +53,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     def __init__(
         self, name: str, config: CircuitBreakerConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        super().__init__(name, config, clock, default=_DEFAULT_CONFIG)
+        # Pattern.__init__ named, not super(): no proxy object made per breaker created.
+        Pattern.__init__(self, name, config, clock, default=_DEFAULT_CONFIG)
         self._core = _BreakerCore(name, self._config, clock, self._telemetry)
         BREAKERS.register(self)
         if self._config.store is not None:
