@@ -89,7 +89,8 @@ class _Queued(Queued):
     __slots__ = ("_link",)
 
     def __init__(self, link: _BulkheadStep, waiter: Waiter) -> None:
-        super().__init__(link._core, waiter, link.config.timeout, link.clock)
+        # Named, not super(): one is made per queued call.
+        Queued.__init__(self, link._core, waiter, link.config.timeout, link.clock)
         self._link = link
 
     def timed_out(self) -> None:

@@ -120,7 +120,7 @@ class SyncWaiter(Waiter):
     __slots__ = ("signal",)
 
     def __init__(self) -> None:
-        super().__init__()
+        Waiter.__init__(self)  # named, not super(): a waiter is made per queued call
         self.signal = threading.Lock()
         self.signal.acquire()
 
@@ -141,7 +141,7 @@ class AsyncWaiter(Waiter):
     __slots__ = ("context", "future", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
+        Waiter.__init__(self)  # named, not super(): a waiter is made per queued call
         self.context = contextvars.copy_context()
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
