@@ -201,7 +201,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         """
         if not callable(fn):
             raise self._not_callable("run", fn)
-        return (self._standalone or self._pipeline).execute(fn, *args, **kwargs)
+        return (self._standalone or self._pipeline).execute_packed(fn, args, kwargs)
 
     def run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` in this thread through this instance's link.
@@ -212,7 +212,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         """
         if not callable(fn):
             raise self._not_callable("run_sync", fn)
-        return (self._standalone or self._pipeline).execute_sync(fn, *args, **kwargs)
+        return (self._standalone or self._pipeline).execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
 
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse, when it is decorated, a function this instance could never run (default: none)."""

@@ -37,7 +37,7 @@ from otel_resilience.engine.step import TERMINAL, Answer, Step, Wait
 from otel_resilience.engine.validation import check_int, check_name
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
 __all__ = [
     "ExecutionHandles",
@@ -139,16 +139,30 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
+        return await self.execute_packed(fn, args, kwargs)  # type: ignore[no-any-return]
+
+    async def execute_packed(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """:meth:`execute` with the arguments as they are held: one tuple and one mapping.
+
+        What every caller in the library uses: a call that forwards ``*args, **kwargs`` goes
+        through the interpreter's generic call path and repacks both at each hop, so the
+        arguments are packed once, where the user's call is taken, and handed on as they are.
+
+        Raises:
+            Exception: Whatever the innermost failure or a strategy raised; see the patterns.
+        """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
         if handles := self.telemetry.start_execution(self.name):
-            return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
+            return await self.execute_in_scope(handles, ctx)
         try:
             result = await self._head.execute(ctx)
         except BaseException as caught:
             self._failed(caught)
             raise
         self.stats.tally[ctx.outcome._value_]()
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
         """Run ``ctx`` through every strategy inside the execution scope ``handles``, and close it.
@@ -171,16 +185,26 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
+        return self.execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+
+    def execute_packed_sync(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Any:
+        """:meth:`execute_sync` with the arguments as they are held (see :meth:`execute_packed`).
+
+        Raises:
+            Exception: Whatever the innermost failure or a strategy raised; see the patterns.
+        """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
         if handles := self.telemetry.start_execution(self.name):
-            return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
+            return self.execute_in_scope_sync(handles, ctx)
         try:
             result = self._head.execute_sync(ctx)
         except BaseException as caught:
             self._failed(caught)
             raise
         self.stats.tally[ctx.outcome._value_]()
-        return result  # type: ignore[no-any-return]
+        return result
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
         """The sync twin of :meth:`execute_in_scope`.
@@ -437,13 +461,13 @@ def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., An
     if inspect.iscoroutinefunction(fn):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await pipeline.execute(fn, *args, **kwargs)
+            return await pipeline.execute_packed(fn, args, kwargs)
 
         wrapper = async_wrapper
     else:
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return pipeline.execute_sync(fn, *args, **kwargs)
+            return pipeline.execute_packed_sync(fn, args, kwargs)
 
         wrapper = sync_wrapper
     try:

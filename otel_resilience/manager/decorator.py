@@ -119,13 +119,13 @@ def _bind(
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             pipeline = entry.pipeline if entry.live else lookup()
-            return await pipeline.execute(async_fn, *args, **kwargs)
+            return await pipeline.execute_packed(async_fn, args, kwargs)
 
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         pipeline = entry.pipeline if entry.live else lookup()
-        return pipeline.execute_sync(fn, *args, **kwargs)
+        return pipeline.execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
 
     return sync_wrapper

@@ -446,7 +446,7 @@ class KeyedPolicyView(_Runs):
 async def run(state: KeyState, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
     """Await ``fn`` in ``state``'s current pipeline; count the call out of the key at the end."""
     try:
-        return await state.pipeline.execute(fn, *args, **kwargs)
+        return await state.pipeline.execute_packed(fn, args, kwargs)
     finally:
         state.leave()
 
@@ -454,7 +454,7 @@ async def run(state: KeyState, fn: Callable[..., Awaitable[Any]], args: Any, kwa
 def run_sync(state: KeyState, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Call ``fn`` in ``state``'s current pipeline; count the call out of the key at the end."""
     try:
-        return state.pipeline.execute_sync(fn, *args, **kwargs)
+        return state.pipeline.execute_packed_sync(fn, args, kwargs)
     finally:
         state.leave()
 
