@@ -56,6 +56,8 @@ from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from otel_resilience.engine.context import ExecutionContext
 
 __all__ = [
@@ -187,11 +189,8 @@ class Step:
         token = None
         if self._admits:
             token = self.admit(ctx)
-            if isinstance(token, Wait):
-                # A hedge's race is a coroutine of the step's; any other wait is awaited itself.
-                token = await (self._race(ctx, token) if isinstance(token, Hedge) else token.wait())
-                if type(token) is Answer:
-                    return token.value
+            if isinstance(token, Wait) and type(token := await self._waiting(ctx, token)) is Answer:
+                return token.value
         if self.entries is not None:
             next(self.entries)
         nxt, seconds = self.next, self.seconds
@@ -235,6 +234,14 @@ class Step:
                 action = await self._resolve(ctx, token, action)
             if type(action) is Answer:
                 return action.value
+
+    def _waiting(self, ctx: ExecutionContext, token: Wait) -> Awaitable[Any]:
+        """Return what the driver awaits for a :class:`Wait`: the token, or an :class:`Answer`.
+
+        A plain function, not a coroutine: a queued call's wait is awaited itself, with no
+        coroutine of the step's around it; only a :class:`Hedge` runs in one (:meth:`_race`).
+        """
+        return self._race(ctx, token) if isinstance(token, Hedge) else token.wait()
 
     async def _race(self, ctx: ExecutionContext, hedge: Hedge) -> Answer:
         """Run a :class:`Hedge`: a race of attempts of the rest of the chain in place of its one run.
