@@ -284,9 +284,9 @@ class AlertSystem:
     def _cooled_down(self, kind: AlertKind, subject: str, detail: str, cooldown: float) -> bool:
         """Whether ``kind`` may alert on ``subject`` (and ``detail``) now; if so, start its cooldown.
 
-        A subject still cooling down is answered without the lock (a bulkhead that stays full
-        reports every rejection here): the one read of the dict is atomic, and a cooldown only
-        moves forward, so a stale read can only send the caller on to the check under the lock.
+        Whether a subject still cools down is read without the lock (a bulkhead that stays full
+        reports every rejection here; the one read of the dict is atomic). Under the lock, the
+        cooldown is started only if no other thread started one since that read.
         """
         key = (kind._value_, subject, detail)
         now = self._clock.now()
@@ -295,8 +295,8 @@ class AlertSystem:
         if last is not None and now - last < cooldown:
             return False
         with self._lock:
-            last = cooldowns.get(key)
-            if last is not None and now - last < cooldown:
+            current = cooldowns.get(key)
+            if current is not None and current is not last:  # another thread alerted meanwhile
                 return False
             cooldowns[key] = now
             cooldowns.move_to_end(key)
