@@ -33,9 +33,7 @@ The contract a driver keeps for every step:
   the rest of the chain, so a step that takes a permit or a slot gives it back on every path;
 * a ``BaseException`` (cancellation, interrupt, the :class:`WrongDriver` signal) is never handed
   to ``on_failure``: it reaches ``on_cancel`` and is re-raised;
-* the last step calls the protected function itself (no frame for the end of the chain), with
-  ``fn(*args)`` when there are no keyword arguments (``**{}`` would build and merge a new dict
-  per call).
+* the last step calls the protected function itself (no frame for the end of the chain).
 
 Exceptions are the failure channel: an error travels up as itself, as the caller will see it.
 """
@@ -205,7 +203,7 @@ class Step:
                 if seconds is not None:
                     result = await self._scoped(ctx, token, seconds)
                 elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
-                    awaitable = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
+                    awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
                     if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
                         raise not_awaitable(ctx.operation, awaitable)  # noqa: TRY301 - reaches on_cancel
                     result = await awaitable
@@ -324,7 +322,7 @@ class Step:
                 if seconds is not None:
                     result = self._scoped_sync(ctx, token, seconds)
                 elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
-                    result = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
+                    result = ctx.fn(*ctx.args, **ctx.kwargs)
                     if type(result) in _NOT_SYNC:
                         raise not_sync_result(ctx.operation, result)  # noqa: TRY301 - reaches on_cancel
                 else:
@@ -406,13 +404,13 @@ class _Terminal(Step):
         self.next = self
 
     async def execute(self, ctx: ExecutionContext) -> Any:
-        awaitable = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
+        awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
         if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
             raise not_awaitable(ctx.operation, awaitable)
         return await awaitable
 
     def execute_sync(self, ctx: ExecutionContext) -> Any:
-        result = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
+        result = ctx.fn(*ctx.args, **ctx.kwargs)
         if type(result) in _NOT_SYNC:
             raise not_sync_result(ctx.operation, result)
         return result
