@@ -212,7 +212,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         """
         if not callable(fn):
             raise self._not_callable("run_sync", fn)
-        return (self._standalone or self._pipeline).execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+        return (self._standalone or self._pipeline).execute_packed_sync(fn, args, kwargs)
 
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse, when it is decorated, a function this instance could never run (default: none)."""

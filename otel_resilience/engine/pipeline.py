@@ -139,11 +139,11 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        return await self.execute_packed(fn, args, kwargs)  # type: ignore[no-any-return]
+        return await self.execute_packed(fn, args, kwargs)
 
     async def execute_packed(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Any:
+        self, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> R:
         """:meth:`execute` with the arguments as they are held: one tuple and one mapping.
 
         What every caller in the library uses: a call that forwards ``*args, **kwargs`` goes
@@ -155,14 +155,14 @@ class Pipeline:
         """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
         if handles := self.telemetry.start_execution(self.name):
-            return await self.execute_in_scope(handles, ctx)
+            return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = await self._head.execute(ctx)
         except BaseException as caught:
             self._failed(caught)
             raise
         self.stats.tally[ctx.outcome._value_]()
-        return result
+        return result  # type: ignore[no-any-return]
 
     async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
         """Run ``ctx`` through every strategy inside the execution scope ``handles``, and close it.
@@ -185,11 +185,11 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        return self.execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+        return self.execute_packed_sync(fn, args, kwargs)
 
     def execute_packed_sync(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Any:
+        self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> R:
         """:meth:`execute_sync` with the arguments as they are held (see :meth:`execute_packed`).
 
         Raises:
@@ -197,14 +197,14 @@ class Pipeline:
         """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
         if handles := self.telemetry.start_execution(self.name):
-            return self.execute_in_scope_sync(handles, ctx)
+            return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = self._head.execute_sync(ctx)
         except BaseException as caught:
             self._failed(caught)
             raise
         self.stats.tally[ctx.outcome._value_]()
-        return result
+        return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
         """The sync twin of :meth:`execute_in_scope`.

@@ -402,7 +402,7 @@ class ResilienceManager(NamedPolicies):
             raise fail("ResilienceManager.execute_with_resilience", "fn", "callable", fn, kind=TypeError)
         name = config.name if type(config) is ResilienceConfig and config.name else name_of(fn)
         pipeline = self.pipeline_for(config, name)
-        return await pipeline.execute_packed(fn, args, kwargs)  # type: ignore[no-any-return]
+        return await pipeline.execute_packed(fn, args, kwargs)
 
     def execute_with_resilience_sync(
         self,
@@ -426,7 +426,7 @@ class ResilienceManager(NamedPolicies):
             raise fail("ResilienceManager.execute_with_resilience_sync", "fn", "callable", fn, kind=TypeError)
         name = config.name if type(config) is ResilienceConfig and config.name else name_of(fn)
         pipeline = self.pipeline_for(config, name)
-        return pipeline.execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+        return pipeline.execute_packed_sync(fn, args, kwargs)
 
     # ------------------------------------------------------------------ statistics
 

@@ -126,6 +126,6 @@ def _bind(
     @functools.wraps(fn)
     def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         pipeline = entry.pipeline if entry.live else lookup()
-        return pipeline.execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+        return pipeline.execute_packed_sync(fn, args, kwargs)
 
     return sync_wrapper

@@ -171,7 +171,7 @@ async def retry_async(
     """
     if not callable(fn):
         raise _not_callable("retry_async", fn)
-    return await _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed(fn, args, kwargs)  # type: ignore[no-any-return]
+    return await _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed(fn, args, kwargs)
 
 
 def retry_sync(
@@ -206,7 +206,7 @@ def retry_sync(
     """
     if not callable(fn):
         raise _not_callable("retry_sync", fn)
-    return _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed_sync(fn, args, kwargs)  # type: ignore[no-any-return]
+    return _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed_sync(fn, args, kwargs)
 
 
 _ONE_SHOT_MAX: Final = 256
