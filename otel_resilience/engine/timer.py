@@ -127,8 +127,8 @@ the weak reference it would otherwise make on every call."""
 
 def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
     """Return the shared timer of ``loop``, creating it on first use."""
-    found = _TIMERS.get(id(loop))
+    key = id(loop)
+    found = _TIMERS.get(key)
     if found is None:
-        key = id(loop)
         found = _TIMERS.setdefault(key, (weakref.ref(loop, lambda _: _TIMERS.pop(key, None)), LoopTimer()))
     return found[1]
