@@ -148,7 +148,12 @@ async def test_the_faults_are_chaos_injections_and_hedging_cuts_the_database_tai
     # The budget funds most hedges in steady (0 denied on a quiet machine; a stall of a loaded one
     # bunches slow queries early in the budget's window), unlike brownout, where it refuses most.
     assert hedging["denied"] < hedging["hedges"]
-    assert database["success_rate"] > 0.99
+    # Only an injected fault fails a query by itself (0.2 %). A stall of a loaded machine past the 10 s
+    # timeout (100 ms real) times out the queries in flight or fills the bulkhead: the database did not
+    # cause those, so they are set apart, and only they.
+    stalled = database["timeout_events"] + sum(database["rejections"].values())
+    assert database["fallback"] - stalled <= database["chaos"].get("fault", 0)
+    assert database["successful"] + stalled > 0.99 * (database["total"] - database["cancelled"])
     assert re.search(r"database bulkhead \d+/20 queue \d+/10 hedges [1-9]\d* won [1-9]\d*", out)
     assert re.search(r"alerts \d+ chaos [1-9]\d* injected", out)
     assert re.search(r"hedging       database: a hedge after 150 ms; [1-9]\d* hedges \(delay", out)
