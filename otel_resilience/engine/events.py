@@ -25,6 +25,7 @@ stats, which listeners read through :mod:`otel_resilience.engine.registry`.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import threading
 import weakref
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _LOG: Final = logging.getLogger("otel_resilience")
+
+_ALWAYS: Final[Callable[[], bool]] = itertools.repeat(True).__next__  # noqa: FBT003
+_NEVER: Final[Callable[[], bool]] = itertools.repeat(False).__next__  # noqa: FBT003
+"""The hub's :attr:`TelemetryHub.quiet` with no execution listener, and with one awake: C calls."""
 
 
 class Event(enum.Enum):
@@ -178,14 +183,16 @@ class TelemetryHub:
     send things now, and wakes itself up (before the execution's events and attempts). A
     dormant listener may name that check (``asleep_while``): while every execution listener is
     dormant under one such check and it holds, executions ask no listener at all
-    (:attr:`execution_gate`).
+    (:attr:`quiet`).
 
     Attributes:
         event_listeners: Tuple of the awake :class:`TelemetryListener` (replaced, never mutated).
         execution_listeners: Tuple of :class:`ExecutionListener` (replaced, never mutated).
         attempt_listeners: The awake execution listeners, asked to open attempt scopes.
-        execution_gate: ``None``, or a function that returns ``True`` while no execution
-            listener needs asking to open an execution scope (every one is dormant under it).
+        quiet: A function that returns ``True`` while no execution listener needs asking to open
+            an execution scope: always with none registered, never with one awake (both C-level
+            calls, no frame), else the check every one of them is dormant under. An execution
+            asks it before :meth:`StrategyTelemetry.start_execution`.
         errors: How many times a listener raised (each is logged, then swallowed).
     """
 
@@ -198,8 +205,8 @@ class TelemetryHub:
         "attempt_listeners",
         "errors",
         "event_listeners",
-        "execution_gate",
         "execution_listeners",
+        "quiet",
     )
 
     def __init__(self) -> None:
@@ -207,7 +214,7 @@ class TelemetryHub:
         self._registered: tuple[TelemetryListener, ...] = ()
         self._dormant: tuple[object, ...] = ()
         self._asleep_while: dict[int, Callable[[], bool]] = {}
-        self.execution_gate: Callable[[], bool] | None = None
+        self.quiet: Callable[[], bool] = _ALWAYS
         self.event_listeners: tuple[TelemetryListener, ...] = ()
         self.execution_listeners: tuple[ExecutionListener, ...] = ()
         self.attempt_listeners: tuple[ExecutionListener, ...] = ()
@@ -271,8 +278,8 @@ class TelemetryHub:
         )
         self._routes = {}  # after event_listeners: a route is never computed from stale ones
         checks = [self._asleep_while.get(id(x)) for x in self.execution_listeners]
-        first = checks[0] if checks else None
-        self.execution_gate = first if first is not None and all(c is first for c in checks) else None
+        first = checks[0] if checks else _ALWAYS
+        self.quiet = first if first is not None and all(c is first for c in checks) else _NEVER
 
     def route(self, source: TelemetrySource, event: Event) -> tuple[TelemetryListener, ...]:
         """Return the awake event listeners that want ``event`` from sources of ``source.kind``.
@@ -351,15 +358,12 @@ class StrategyTelemetry:
                 hub.listener_failed(listener, "on_event")
 
     def start_execution(self, operation: str) -> list[tuple[ExecutionListener, object]] | None:
-        """Open an execution scope on every execution listener; ``None`` when none opened one."""
-        hub = self._hub
-        listeners = hub.execution_listeners
-        if not listeners:
-            return None
-        gate = hub.execution_gate
-        if gate is not None and gate():  # every listener is dormant, and would stay so if asked
-            return None
-        return self._open(listeners, "start_execution", operation)
+        """Open an execution scope on every execution listener; ``None`` when none opened one.
+
+        Asked only when the hub's :attr:`TelemetryHub.quiet` says a listener needs asking (the
+        pipeline calls that check itself: no frame of ours on an execution with no SDK).
+        """
+        return self._open(self._hub.execution_listeners, "start_execution", operation)
 
     def end_execution(
         self,
