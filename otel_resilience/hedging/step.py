@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
@@ -28,6 +28,13 @@ from otel_resilience.engine.stats import classify_error
 from otel_resilience.engine.validation import describe
 from otel_resilience.hedging.config import KIND, HedgingConfig
 from otel_resilience.hedging.latency import LatencyObserver
+
+_SUCCESS: Final = Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+_HEDGE_STARTED: Final = Event.HEDGE_STARTED
+_HEDGE_DENIED: Final = Event.HEDGE_DENIED
+_HEDGE_WON: Final = Event.HEDGE_WON
+"""Read on hot paths, bound once: reading a member off its enum class costs ~55 ns (Python 3.11)."""
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -207,7 +214,7 @@ class _Race(Hedge):
         next(core.hedges)
         telemetry = self._telemetry
         if telemetry._hub.event_listeners:
-            telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
+            telemetry.report(_HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
         return attempt
 
     def _deny(self, trigger: str, denied_by: str) -> None:
@@ -215,7 +222,7 @@ class _Race(Hedge):
         next(self._core.denied)
         telemetry = self._telemetry
         if telemetry._hub.event_listeners:
-            telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, denied_by))
+            telemetry.report(_HEDGE_DENIED, HedgeDenied(trigger, denied_by))
 
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
         """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it."""
@@ -246,16 +253,13 @@ class _Race(Hedge):
         telemetry, core = self._telemetry, self._core
         if won and self._started > 1 and telemetry._hub.event_listeners:
             attempt_type = ORIGINAL if attempt is self._original else HEDGE
-            telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
+            telemetry.report(_HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
         if scope is None:
             return
         if accepted and error is None and core.observer is not None:
             core.observer.observe(core.clock.now() - scope.started)
         if scope.handles:
-            if error is None:
-                outcome = Outcome.SUCCESS if accepted else Outcome.FAILURE
-            else:
-                outcome = classify_error(error)
+            outcome = (_SUCCESS if accepted else _FAILURE) if error is None else classify_error(error)
             telemetry.end_attempt(scope.handles, outcome, error)
 
     def end(

@@ -15,6 +15,10 @@ from otel_resilience.errors import RateLimitedError
 from otel_resilience.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, RemoteRules, _Reservation, _Rules
 
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+_PERMIT_WAITED: Final = Event.PERMIT_WAITED
+"""Read on hot paths, bound once: reading a member off its enum class costs ~55 ns (Python 3.11)."""
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -74,7 +78,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         """Report the rejection; return its error."""
         telemetry = self._telemetry
         if telemetry.enabled:
-            telemetry.report(Event.CALL_REJECTED, _REJECTED_EVENT)
+            telemetry.report(_CALL_REJECTED, _REJECTED_EVENT)
         return RateLimitedError(self.name, retry_after)
 
 
@@ -163,7 +167,7 @@ class _Waiting(Wait):
             raise
         telemetry = step._telemetry
         if telemetry.enabled:
-            telemetry.report(Event.PERMIT_WAITED, PermitWaited(clock.now() - self._since))
+            telemetry.report(_PERMIT_WAITED, PermitWaited(clock.now() - self._since))
 
     def __repr__(self) -> str:
         return f"<rate limiter wait until {self._reservation.due!r}>"

@@ -49,7 +49,9 @@ MAX_SOURCES: Final = 4096
 """Per-source attribute caches kept before the cache is cleared (sources are per instance)."""
 
 _OTHER_ERROR: Final = "_OTHER"
-_ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
+_ERROR_OUTCOMES: Final = frozenset(
+    {Outcome.FAILURE._value_, Outcome.REJECTED._value_, Outcome.TIMEOUT._value_}
+)
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
 """Set in the execution span's context when the caller's span is an HTTP client span."""
@@ -131,17 +133,17 @@ class SourceInfo:
             sc.OUTCOME: Outcome.SUCCESS.value,
             **(self.key_attrs or {}),
         }
-        self.duration_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
+        self.duration_attrs: dict[tuple[str, str | None], Attrs] = {}
         self.event_attrs: Attrs = {sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.attempt_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
-        self.attempt_metric_attrs: dict[tuple[Outcome, str | None, str | None], Attrs] = {}
+        self.attempt_metric_attrs: dict[tuple[str, str | None, str | None], Attrs] = {}
         self.attempt_operation = ""
         self.attempt_name = ""
         self.metrics_only = Scope(self, None, None)
 
     def duration(self, outcome: Outcome, error_type: str | None) -> Attrs:
         """Return the (cached) histogram attributes for one outcome and error type."""
-        key = (outcome, error_type)
+        key = (outcome._value_, error_type)  # Enum.__hash__ is Python code: key by the str value
         attrs = self.duration_attrs.get(key)
         if attrs is None:
             attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.OUTCOME: outcome.value}
@@ -154,7 +156,7 @@ class SourceInfo:
 
     def attempt_metric(self, outcome: Outcome, error_type: str | None, attempt_type: str | None) -> Attrs:
         """Return the (cached) attempt-duration attributes for one outcome, error and attempt type."""
-        key = (outcome, error_type, attempt_type)
+        key = (outcome._value_, error_type, attempt_type)
         attrs = self.attempt_metric_attrs.get(key)
         if attrs is None:
             attrs = {
@@ -315,7 +317,8 @@ def error_type_of(outcome: Outcome, error: BaseException | None) -> str | None:
 
     Only ``failure``, ``rejected`` and ``timeout`` are errors; ``_OTHER`` names an unknown error.
     """
-    return (error_type_name(error) or _OTHER_ERROR) if outcome in _ERROR_OUTCOMES else None
+    # By the str value: Enum.__hash__ is Python code, one frame more on every execution.
+    return (error_type_name(error) or _OTHER_ERROR) if outcome._value_ in _ERROR_OUTCOMES else None
 
 
 def finish_span(
@@ -328,7 +331,7 @@ def finish_span(
 ) -> None:
     """Set the outcome (and, for an error, ``error.type`` and status ERROR) and end ``span``."""
     if span.is_recording():
-        span.set_attribute(sc.OUTCOME, outcome.value)
+        span.set_attribute(sc.OUTCOME, outcome._value_)  # Enum.value is a Python-level property
         if error_type is not None:
             span.set_attribute(sc.ERROR_TYPE, error_type)
             description = str(error) if record_messages and error is not None else None
