@@ -20,12 +20,10 @@ and decides *how* what the patterns report is shown:
 * on the execution span, ``resilience.dependency.error.type``: the last error of an attempt
   that reached the dependency, reported by the retry (rejections never set it).
 
-Providers are acquired lazily, through the public API only
-(:mod:`otel_resilience.telemetry.providers`), so that a provider set after the import, or named
-by ``OTEL_PYTHON_TRACER_PROVIDER`` / ``OTEL_PYTHON_METER_PROVIDER``, is honoured. Until a real
-tracer or meter provider is set globally (or passed in), :meth:`OtelListener.start_execution`
-asks whether one has been set since and returns ``None``; a global provider can be set only
-once, so each is acquired once and never asked for again.
+Providers are acquired lazily through the public API (:mod:`otel_resilience.telemetry.providers`), so
+that a provider set after the import, or named by ``OTEL_PYTHON_TRACER_PROVIDER`` / ``..._METER_PROVIDER``,
+is honoured. Until one is set globally (or passed in), :meth:`OtelListener.start_execution` asks whether
+one has been set since and returns ``None``; a global provider is set once, so it is acquired once.
 
 Events need no code here: :meth:`OtelListener.on_event` does what the event's row of
 :data:`otel_resilience.telemetry.semconv.EVENTS` says, through :mod:`otel_resilience.telemetry.binding`.
@@ -81,8 +79,7 @@ from otel_resilience.telemetry.scopes import (
     open_execution_span,
 )
 
-_SUCCESS: Final = Outcome.SUCCESS
-"""Read on hot paths, bound once: reading a member off its enum class costs ~55 ns (Python 3.11)."""
+_SUCCESS: Final = Outcome.SUCCESS  # bound once: a member read off its enum class costs ~55 ns
 
 if TYPE_CHECKING:
     from contextvars import Token
