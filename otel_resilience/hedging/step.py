@@ -31,10 +31,7 @@ from otel_resilience.hedging.latency import LatencyObserver
 
 _SUCCESS: Final = Outcome.SUCCESS
 _FAILURE: Final = Outcome.FAILURE
-_HEDGE_STARTED: Final = Event.HEDGE_STARTED
-_HEDGE_DENIED: Final = Event.HEDGE_DENIED
-_HEDGE_WON: Final = Event.HEDGE_WON
-"""Read on hot paths, bound once: reading a member off its enum class costs ~55 ns (Python 3.11)."""
+"""Read on every attempt's end, bound once: a member read off its enum class costs ~55 ns (Python 3.11)."""
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -214,7 +211,7 @@ class _Race(Hedge):
         next(core.hedges)
         telemetry = self._telemetry
         if telemetry._hub.event_listeners:
-            telemetry.report(_HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
+            telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
         return attempt
 
     def _deny(self, trigger: str, denied_by: str) -> None:
@@ -222,7 +219,7 @@ class _Race(Hedge):
         next(self._core.denied)
         telemetry = self._telemetry
         if telemetry._hub.event_listeners:
-            telemetry.report(_HEDGE_DENIED, HedgeDenied(trigger, denied_by))
+            telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, denied_by))
 
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
         """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it."""
@@ -253,7 +250,7 @@ class _Race(Hedge):
         telemetry, core = self._telemetry, self._core
         if won and self._started > 1 and telemetry._hub.event_listeners:
             attempt_type = ORIGINAL if attempt is self._original else HEDGE
-            telemetry.report(_HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
+            telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
         if scope is None:
             return
         if accepted and error is None and core.observer is not None:
