@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.events import (
+    HUB,
     CallRejected,
     Event,
     EventArgs,
@@ -183,6 +184,77 @@ def test_set_dormant_ignores_unregistered_listeners_and_add_wakes():
     hub.remove_listener(listener)
     assert hub.event_listeners == ()
     assert not hub.is_dormant(listener)
+
+
+class Scoper:
+    """An execution listener that counts the scopes it is asked to open (and opens none)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        self.asked += 1
+        return None
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        raise AssertionError("no scope was opened")
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        raise AssertionError("no scope was opened")
+
+
+def test_quiet_says_whether_an_execution_listener_needs_asking():
+    """quiet(): always with no execution listener, never with one awake, else the one check all sleep under."""
+    hub = TelemetryHub()
+    assert hub.quiet() is True
+    first, second = Scoper(), Scoper()
+    hub.add_listener(first)
+    assert hub.quiet() is False
+    asleep = [True]
+
+    def check() -> bool:
+        return asleep[0]
+
+    hub.set_dormant(first, dormant=True, asleep_while=check)
+    assert hub.quiet is check
+    hub.add_listener(second)  # awake: it must be asked
+    assert hub.quiet() is False
+    hub.set_dormant(second, dormant=True, asleep_while=lambda: True)  # not the same check
+    assert hub.quiet() is False
+    hub.set_dormant(second, dormant=True, asleep_while=check)
+    assert hub.quiet is check
+    hub.remove_listener(second)
+    hub.set_dormant(first, dormant=True)  # dormant with no check: asked every execution
+    assert hub.quiet() is False
+    hub.remove_listener(first)
+    assert hub.quiet() is True
+
+
+def test_a_pipeline_asks_its_execution_listeners_only_while_the_hub_is_not_quiet():
+    """While every execution listener sleeps under its check, no listener is asked; once the check
+    says otherwise, the next execution asks it."""
+    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
+    for listener in saved:
+        HUB.remove_listener(listener)
+    scoper, asleep = Scoper(), [True]
+    try:
+        HUB.add_listener(scoper)
+        HUB.set_dormant(scoper, dormant=True, asleep_while=lambda: asleep[0])
+        pipeline = PipelineBuilder("quiet").build()
+        assert pipeline.execute_sync(lambda: 1) == 1
+        assert scoper.asked == 0
+        asleep[0] = False
+        assert pipeline.execute_sync(lambda: 2) == 2
+        assert scoper.asked == 1
+    finally:
+        HUB.remove_listener(scoper)
+        for listener in saved:
+            HUB.add_listener(listener)
 
 
 async def test_async_pipeline_without_strategies_awaits_the_function_directly():
