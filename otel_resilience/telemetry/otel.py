@@ -21,8 +21,8 @@ and decides *how* what the patterns report is shown:
   that reached the dependency, reported by the retry (rejections never set it).
 
 Providers are acquired lazily through the public API (:mod:`otel_resilience.telemetry.providers`), so
-that a provider set after the import, or named by ``OTEL_PYTHON_TRACER_PROVIDER`` / ``..._METER_PROVIDER``,
-is honoured. Until one is set globally (or passed in), :meth:`OtelListener.start_execution` asks whether
+that a provider set after the import, or named by an ``OTEL_PYTHON_*_PROVIDER`` variable, is
+honoured. Until one is set globally (or passed in), :meth:`OtelListener.start_execution` asks whether
 one has been set since and returns ``None``; a global provider is set once, so it is acquired once.
 
 Events need no code here: :meth:`OtelListener.on_event` does what the event's row of
