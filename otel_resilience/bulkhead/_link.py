@@ -74,7 +74,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
 
     def _report(self, event: CallRejected) -> None:
         telemetry = self._telemetry
-        if telemetry.enabled:
+        if telemetry.hub.event_listeners:
             telemetry.report(_CALL_REJECTED, event)
 
     def _full(self) -> BulkheadFullError:

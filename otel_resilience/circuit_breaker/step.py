@@ -39,7 +39,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core._clock, telemetry)
         self._core = core
-        self._hub = telemetry._hub
+        self._hub = telemetry.hub
         self._routes_seen: object = None
         self._wanted = False
         self._timed = core.settings.slow_call_duration is not None

@@ -322,23 +322,26 @@ class StrategyTelemetry:
 
     Attributes:
         source: Who reports.
+        hub: The listeners it reports to. A path taken on every call reads
+            ``hub.event_listeners`` (or ``hub.attempt_listeners``) itself rather than
+            :attr:`enabled`: a property costs a Python frame per call.
     """
 
-    __slots__ = ("_hub", "source")
+    __slots__ = ("hub", "source")
 
     def __init__(self, source: TelemetrySource, hub: TelemetryHub = HUB) -> None:
         self.source = source
-        self._hub = hub
+        self.hub = hub
 
     @property
     def enabled(self) -> bool:
         """Whether any event listener is registered and awake (build event args only when true)."""
-        return bool(self._hub.event_listeners)
+        return bool(self.hub.event_listeners)
 
     @property
     def tracing(self) -> bool:
         """Whether any execution listener is registered (open scopes only when true)."""
-        return bool(self._hub.execution_listeners)
+        return bool(self.hub.execution_listeners)
 
     def wants(self, event: Event) -> bool:
         """Whether any awake event listener wants ``event`` from this source (see :meth:`TelemetryHub.route`).
@@ -346,11 +349,11 @@ class StrategyTelemetry:
         Finer than :attr:`enabled`: check it before building the arguments of an event that
         happens on a hot path (a rejection).
         """
-        return bool(self._hub.route(self.source, event))
+        return bool(self.hub.route(self.source, event))
 
     def report(self, event: Event, args: EventArgs) -> None:
         """Send one event to every event listener that wants it; never raises."""
-        hub = self._hub
+        hub = self.hub
         for listener in hub.route(self.source, event):
             try:
                 listener.on_event(self.source, event, args)
@@ -363,7 +366,7 @@ class StrategyTelemetry:
         Asked only when the hub's :attr:`TelemetryHub.quiet` says a listener needs asking (the
         pipeline calls that check itself: no frame of ours on an execution with no SDK).
         """
-        return self._open(self._hub.execution_listeners, "start_execution", operation)
+        return self._open(self.hub.execution_listeners, "start_execution", operation)
 
     def end_execution(
         self,
@@ -384,7 +387,7 @@ class StrategyTelemetry:
         ``attempt_type`` (``"original"`` or ``"hedge"``, for the attempts of a hedged execution
         only) is passed on only when given, so listeners without the parameter keep working.
         """
-        hub = self._hub
+        hub = self.hub
         listeners = hub.attempt_listeners
         if not listeners:
             return None
@@ -411,7 +414,7 @@ class StrategyTelemetry:
             try:
                 handle = getattr(listener, method)(self.source, *args)
             except Exception:  # noqa: BLE001 - telemetry must never break the app
-                self._hub.listener_failed(listener, method)
+                self.hub.listener_failed(listener, method)
                 continue
             if handle is not None:
                 if handles is None:
@@ -425,7 +428,7 @@ class StrategyTelemetry:
             try:
                 getattr(listener, method)(handle, *args)
             except Exception:  # noqa: BLE001 - telemetry must never break the app
-                self._hub.listener_failed(listener, method)
+                self.hub.listener_failed(listener, method)
 
 
 _TYPE_NAMES: weakref.WeakKeyDictionary[type[BaseException], str] = weakref.WeakKeyDictionary()

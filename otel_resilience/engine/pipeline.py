@@ -73,7 +73,6 @@ class Pipeline:
         "__weakref__",
         "_clock",
         "_head",
-        "_hub",
         "_strategies",
         "max_attempts",
         "name",
@@ -97,7 +96,6 @@ class Pipeline:
         self._clock = clock
         self.stats = PipelineStats()
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
-        self._hub = self.telemetry._hub  # its quiet() is asked first, without a frame of ours
         PIPELINES.register(self)
 
     strategies = ReadOnly[tuple[Step, ...]]("_strategies", "The strategies, outer to inner.")
@@ -156,7 +154,7 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
-        if not self._hub.quiet() and (handles := self.telemetry.start_execution(self.name)):
+        if not self.telemetry.hub.quiet() and (handles := self.telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = await self._head.execute(ctx)
@@ -198,7 +196,7 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
-        if not self._hub.quiet() and (handles := self.telemetry.start_execution(self.name)):
+        if not self.telemetry.hub.quiet() and (handles := self.telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = self._head.execute_sync(ctx)

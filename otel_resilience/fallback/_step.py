@@ -131,7 +131,7 @@ class FallbackCore(Counts):
         with self.lock:
             self.fallback_successes += 1
         ctx.outcome = _FALLBACK
-        if telemetry.enabled:
+        if telemetry.hub.event_listeners:
             args = FallbackUsed(self.strategy_value, "success", _type_name(error))
             telemetry.report(_FALLBACK_USED, args)
 

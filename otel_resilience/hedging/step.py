@@ -210,7 +210,7 @@ class _Race(Hedge):
         self._started += 1
         next(core.hedges)
         telemetry = self._telemetry
-        if telemetry._hub.event_listeners:
+        if telemetry.hub.event_listeners:
             telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
         return attempt
 
@@ -218,13 +218,13 @@ class _Race(Hedge):
         """Count a hedge that was due but refused, and report why."""
         next(self._core.denied)
         telemetry = self._telemetry
-        if telemetry._hub.event_listeners:
+        if telemetry.hub.event_listeners:
             telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, denied_by))
 
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
         """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it."""
         telemetry, core = self._telemetry, self._core
-        listening = telemetry._hub.attempt_listeners
+        listening = telemetry.hub.attempt_listeners
         if not listening and core.observer is None:
             return None
         attempt_type = ORIGINAL if attempt is self._original else HEDGE
@@ -248,7 +248,7 @@ class _Race(Hedge):
     ) -> None:
         """Mark the winner of a race, tell the delay the latency of an accepted result, close the scope."""
         telemetry, core = self._telemetry, self._core
-        if won and self._started > 1 and telemetry._hub.event_listeners:
+        if won and self._started > 1 and telemetry.hub.event_listeners:
             attempt_type = ORIGINAL if attempt is self._original else HEDGE
             telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
         if scope is None:

@@ -77,7 +77,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
     def _rejected(self, retry_after: float) -> RateLimitedError:
         """Report the rejection; return its error."""
         telemetry = self._telemetry
-        if telemetry.enabled:
+        if telemetry.hub.event_listeners:
             telemetry.report(_CALL_REJECTED, _REJECTED_EVENT)
         return RateLimitedError(self.name, retry_after)
 

@@ -190,7 +190,7 @@ class _RetryCore:
         next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
-            if telemetry._hub.event_listeners:
+            if telemetry.hub.event_listeners:
                 args = RetryScheduled(failed, delay, error_type_name(error), wait.source)
                 telemetry.report(_RETRY_SCHEDULED, args)
             return delay
@@ -207,7 +207,7 @@ class _RetryCore:
             self.stats.exhausted += 1
             if reason == "budget":
                 self.stats.retries_denied += 1
-        if telemetry._hub.event_listeners:
+        if telemetry.hub.event_listeners:
             telemetry.report(_RETRY_EXHAUSTED, RetryExhausted(failed, error_type_name(error), reason))
         if error is not None:
             _attach_note(error, self._give_up_note(attempt, wait, failed))
@@ -415,7 +415,7 @@ class _RetryStep(Link[RetryPolicy]):
             raise self._core.async_hook_error()
         if self._budget is not None:
             self._budget.deposit()
-        if self._telemetry._hub.attempt_listeners:
+        if self._telemetry.hub.attempt_listeners:
             handles = self._telemetry.start_attempt(ctx.operation, ctx.attempt)
             return _Attempts(ctx, self._telemetry, handles) if handles else None
         return None
@@ -483,7 +483,7 @@ class _RetryStep(Link[RetryPolicy]):
                 return None
         token.count += 1
         token.previous = delay
-        retry = RunAgain(delay, token, token.start if self._telemetry._hub.attempt_listeners else None)
+        retry = RunAgain(delay, token, token.start if self._telemetry.hub.attempt_listeners else None)
         if core.hook is None:
             return retry
         return Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
