@@ -117,7 +117,7 @@ class Pipeline:
         """
         refused = type(caught) is WrongDriver
         outcome = Outcome.FAILURE if refused else classify_error(caught)
-        self.stats.tally[outcome._value_]()
+        next(self.stats.tally[outcome._value_])
         error = cast("WrongDriver", caught).as_type_error() if refused else caught
         try:
             if handles:
@@ -130,7 +130,7 @@ class Pipeline:
     def _returned(self, handles: ExecutionHandles, start: float, ctx: ExecutionContext) -> None:
         """Count an execution that returned and close its scope ``handles``."""
         outcome = ctx.outcome
-        self.stats.tally[outcome._value_]()
+        next(self.stats.tally[outcome._value_])
         self.telemetry.end_execution(handles, outcome, self._clock.now() - start, None)
 
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -161,7 +161,7 @@ class Pipeline:
         except BaseException as caught:
             self._failed(caught)
             raise
-        self.stats.tally[ctx.outcome._value_]()
+        next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
 
     async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
@@ -203,7 +203,7 @@ class Pipeline:
         except BaseException as caught:
             self._failed(caught)
             raise
-        self.stats.tally[ctx.outcome._value_]()
+        next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue, read_all
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = ["PipelineStats", "classify_error"]
 
@@ -35,12 +32,12 @@ class _Count(CounterValue):
     """A count of :class:`PipelineStats`: the value of one outcome's counter."""
 
     def __init__(self, outcome: Outcome, doc: str) -> None:
-        super().__init__("_counters", doc)
-        self._outcome = outcome
+        super().__init__("tally", doc)
+        self._key = outcome._value_
 
     def counter(self, instance: object) -> Counter:
         """Return the counter of this attribute's outcome."""
-        return cast("PipelineStats", instance)._counters[self._outcome]
+        return cast("PipelineStats", instance).tally[self._key]
 
 
 class PipelineStats:
@@ -57,16 +54,14 @@ class PipelineStats:
     taking a lock.
     """
 
-    __slots__ = ("_counters", "tally")
+    __slots__ = ("tally",)
 
     def __init__(self) -> None:
-        self._counters = {outcome: Counter() for outcome in Outcome}
         # Keyed by the member's value: an Enum hashes in Python code, a str hashes once.
-        self.tally: dict[str, Callable[[], int]] = {
-            outcome._value_: counter.__next__ for outcome, counter in self._counters.items()
-        }
-        """``tally[outcome._value_]()`` counts one execution: :meth:`count` without a call frame
-        (a pipeline counts every execution it ends so, returned or failed)."""
+        self.tally: dict[str, Counter] = {outcome._value_: Counter() for outcome in Outcome}
+        """One counter per outcome, in the order of :class:`Outcome`: ``next(tally[outcome._value_])``
+        counts one execution, :meth:`count` without a call frame (a pipeline counts every
+        execution it ends so, returned or failed)."""
 
     succeeded = _Count(Outcome.SUCCESS, "Executions that returned on their first attempt.")
     recovered = _Count(Outcome.RECOVERED, "Executions that returned after a failed attempt or a recovery.")
@@ -96,11 +91,11 @@ class PipelineStats:
 
         ``counts()[i]`` is the count of ``list(Outcome)[i]`` (``FAILURE``'s is :attr:`errors`).
         """
-        return read_all(self._counters.values())
+        return read_all(self.tally.values())
 
     def count(self, outcome: Outcome) -> None:
         """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
-        self.tally[outcome._value_]()
+        next(self.tally[outcome._value_])
 
     def absorb(self, other: PipelineStats) -> None:
         """Add every count of ``other`` to this one's (folding a retired pipeline into totals).
@@ -108,8 +103,8 @@ class PipelineStats:
         Each count only grows, so totals that absorb what retired pipelines counted stay
         monotonic when those pipelines go.
         """
-        for outcome, counter in self._counters.items():
-            counter.add(other._counters[outcome].value)
+        for outcome, counter in self.tally.items():
+            counter.add(other.tally[outcome].value)
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as a plain dict, each key saying what it counts.
