@@ -111,8 +111,9 @@ class FallbackCore(Counts):
         """The cache write in flight (async driver), whose end starts the next one."""
         self.next_write: object = MISSING
         """The newest good value waiting for :attr:`writing` to end (:data:`MISSING`: none)."""
-        self.writes: set[asyncio.Future[Any]] = set()
-        """Every write task still running (kept alive until it ends)."""
+        self.writes: set[asyncio.Future[Any]] | None = None
+        """Every write task still running (kept alive until it ends); made at the first write
+        (most fallbacks have no cache, and a set costs 216 B per policy)."""
 
     def handles(self, error: Exception) -> bool:
         """Whether ``error`` triggers the fallback."""
@@ -194,6 +195,8 @@ class FallbackCore(Counts):
             task = asyncio.ensure_future(pending)
             with self.lock:
                 self.writing = task
+                if self.writes is None:
+                    self.writes = set()
                 self.writes.add(task)
             task.add_done_callback(self._written)
 
@@ -203,7 +206,7 @@ class FallbackCore(Counts):
         if not cancelled and (error := task.exception()) is not None:
             self.cache_failed("set", error)
         with self.lock:
-            self.writes.discard(task)
+            cast("set[asyncio.Future[Any]]", self.writes).discard(task)  # made when the task was added
             if self.writing is not task:
                 return  # a write on a loop that had stopped: a newer writer took over
             self.writing = None
