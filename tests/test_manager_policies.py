@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 import pytest
 
@@ -17,11 +18,13 @@ from otel_resilience import (
     FallbackStrategy,
     ResilienceConfig,
     ResilienceManager,
+    RetryPolicy,
     resilient,
 )
 from otel_resilience.alerts import AlertSystem
 from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.manager import DEFAULT_MAX_POLICIES
+from otel_resilience.manager.keys import config_key
 
 
 def spec_config(default: Any) -> ResilienceConfig:
@@ -60,6 +63,24 @@ def test_unequal_unhashable_configs_get_their_own_policies(alerts: AlertSystem) 
     assert len({id(a), id(b), id(c)}) == 3
     reordered = manager.pipeline_for(spec_config({"b": [1], "a": 2}), "p")
     assert manager.pipeline_for(spec_config({"a": 2, "b": [1]}), "p") is reordered
+
+
+def test_unhashable_configs_that_differ_in_a_hashable_nested_config_get_their_own_policies(
+    alerts: AlertSystem,
+) -> None:
+    """The key keeps a hashable nested config as it is (no copy of its fields): an equal one still
+    finds the policy, a different one (another retry policy) makes its own."""
+    manager = ResilienceManager(alert_system=alerts)
+
+    def config(attempts: int) -> ResilienceConfig:
+        return replace(spec_config({"status": "error"}), retry_policy=RetryPolicy(max_attempts=attempts))
+
+    first = manager.pipeline_for(config(3), "p")
+    assert manager.pipeline_for(config(4), "p") is not first
+    assert manager.pipeline_for(config(3), "p") is first
+    key = cast("tuple[Any, ...]", config_key(config(3)))
+    assert hash(key) == hash(config_key(config(3)))
+    assert RetryPolicy(max_attempts=3) in key[2]  # kept whole, not frozen field by field
 
 
 def _charge(service: str) -> str:

@@ -41,7 +41,11 @@ def config_key(config: ResilienceConfig) -> object:
 
 
 def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of value
-    """Return a hashable stand-in for ``value`` that is equal exactly when the values are equal."""
+    """Return a hashable stand-in for ``value`` that is equal exactly when the values are equal.
+
+    A hashable value is its own stand-in, a hashable dataclass (a nested config) included: the
+    key of a config then holds its hashable parts as they are, and copies only what is not.
+    """
     kind = type(value)
     if kind in _ATOMS:
         return value
@@ -53,7 +57,11 @@ def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of 
             else None
         )
     if isinstance(fields, tuple):
-        return (_DATACLASS, kind, tuple(_freeze(getattr(value, name)) for name in fields))
+        try:
+            hash(value)  # a hashable config (the breaker's, the retry's) is its own key: equal by ==
+        except TypeError:
+            return (_DATACLASS, kind, tuple(_freeze(getattr(value, name)) for name in fields))
+        return value
     if isinstance(value, dict):
         return (_DICT, frozenset((key, _freeze(item)) for key, item in value.items()))
     if isinstance(value, (list, tuple)):
