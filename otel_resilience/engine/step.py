@@ -191,13 +191,13 @@ class Step:
                 return token.value
         if self.entries is not None:
             next(self.entries)
-        nxt, seconds = self.next, self.seconds
+        nxt, seconds, judges = self.next, self.seconds, self._judges  # judges: the first run's
         action: Any = None  # after the first run: the Retry that led to this one
         running = True  # False only while a Retry's wait and hook run
         while True:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token, running = action.token, False
+                    token, running, judges = action.token, False, self._succeeds
                     await self._pause(action)
                     running = True
                 if seconds is not None:
@@ -223,10 +223,7 @@ class Step:
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
-            elif (
-                not (self._judges if action is None else self._succeeds)
-                or (action := self.on_success(ctx, token, result)) is None
-            ):
+            elif not judges or (action := self.on_success(ctx, token, result)) is None:
                 return result
             if type(action) is Call:
                 action = await self._resolve(ctx, token, action)
@@ -310,13 +307,13 @@ class Step:
                 return token.value
         if self.entries is not None:
             next(self.entries)
-        nxt, seconds = self.next, self.seconds
+        nxt, seconds, judges = self.next, self.seconds, self._judges  # judges: the first run's
         action: Any = None  # after the first run: the Retry that led to this one
         running = True  # False only while a Retry's wait and hook run
         while True:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token, running = action.token, False
+                    token, running, judges = action.token, False, self._succeeds
                     self._pause_sync(action)
                     running = True
                 if seconds is not None:
@@ -341,10 +338,7 @@ class Step:
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
-            elif (
-                not (self._judges if action is None else self._succeeds)
-                or (action := self.on_success(ctx, token, result)) is None
-            ):
+            elif not judges or (action := self.on_success(ctx, token, result)) is None:
                 return result
             if type(action) is Call:
                 action = self._resolve_sync(ctx, token, action)
