@@ -261,11 +261,11 @@ class _BreakerCore:
 
     def _classify(self, error: Exception) -> int:
         """Return ``_IGNORED``, ``_FAILURE`` or ``_SUCCESS`` for an error (outside the lock)."""
-        settings = self.settings
-        if isinstance(error, settings.ignore):
+        settings, kind = self.settings, type(error)
+        if issubclass(kind, settings.ignore):
             return _IGNORED
         predicate = settings.predicate
-        recorded = predicate(error) if predicate is not None else isinstance(error, settings.record)
+        recorded = predicate(error) if predicate is not None else issubclass(kind, settings.record)
         return _FAILURE if recorded else _SUCCESS
 
     def _poll_locked(self) -> StateChanged | None:

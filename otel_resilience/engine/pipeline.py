@@ -154,7 +154,8 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
-        if not self.telemetry.hub.quiet() and (handles := self.telemetry.start_execution(self.name)):
+        quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
+        if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = await self._head.execute(ctx)
@@ -196,7 +197,8 @@ class Pipeline:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
-        if not self.telemetry.hub.quiet() and (handles := self.telemetry.start_execution(self.name)):
+        quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
+        if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = self._head.execute_sync(ctx)
@@ -364,7 +366,7 @@ class Guard:
         self._check_unused()
         try:
             token = self._admit(sync=True)
-            if isinstance(token, Wait):
+            if issubclass(type(token), Wait):
                 token = self._admitted(token.wait_sync())
         except Exception as error:
             self._refused(error)
@@ -379,7 +381,7 @@ class Guard:
         self._check_unused()
         try:
             token = self._admit(sync=False)
-            if isinstance(token, Wait):
+            if issubclass(type(token), Wait):
                 token = self._admitted(await token.wait())
         except Exception as error:
             self._refused(error)

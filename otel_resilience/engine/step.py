@@ -16,7 +16,7 @@ give back when a run ends in cancellation (:meth:`Step.on_cancel`). What comes n
 ``admit`` may return, in place of a plain token, a :class:`Wait` (the driver waits for the real
 token first) or a :class:`Hedge` (a ``Wait`` the async driver performs as a race of attempts of
 the rest of the chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the
-sync driver refuses it). Both are found by the one ``isinstance(token, Wait)`` check every
+sync driver refuses it). Both are found by the one ``issubclass(type(token), Wait)`` check every
 admitted token already gets, so a step that returns neither pays nothing for them. A ``Wait``
 may give an :class:`Answer` in place of the token: the driver returns its value without running
 the rest of the chain at all (an injected outcome).
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import inspect
 from types import AsyncGeneratorType, CoroutineType
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from otel_resilience.engine.actions import Action, Answer, Call, Retry, Wait, _Acted
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
@@ -187,7 +187,7 @@ class Step:
         token = None
         if self._admits:
             token = self.admit(ctx)
-            if isinstance(token, Wait) and type(token := await self._waiting(ctx, token)) is Answer:
+            if issubclass(type(token), Wait) and type(token := await self._waiting(ctx, token)) is Answer:
                 return token.value
         if self.entries is not None:
             next(self.entries)
@@ -236,7 +236,7 @@ class Step:
         A plain function, not a coroutine: a queued call's wait is awaited itself, with no
         coroutine of the step's around it; only a :class:`Hedge` runs in one (:meth:`_race`).
         """
-        return self._race(ctx, token) if isinstance(token, Hedge) else token.wait()
+        return self._race(ctx, cast("Hedge", token)) if issubclass(type(token), Hedge) else token.wait()
 
     async def _race(self, ctx: ExecutionContext, hedge: Hedge) -> Answer:
         """Run a :class:`Hedge`: a race of attempts of the rest of the chain in place of its one run.
@@ -303,7 +303,7 @@ class Step:
         token = None
         if self._admits:
             token = self.admit(ctx)
-            if isinstance(token, Wait) and type(token := token.wait_sync()) is Answer:
+            if issubclass(type(token), Wait) and type(token := token.wait_sync()) is Answer:
                 return token.value
         if self.entries is not None:
             next(self.entries)

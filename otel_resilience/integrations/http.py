@@ -198,7 +198,7 @@ class HttpRetryOn:
     def __call__(self, error: Exception) -> bool:
         """Return whether ``error`` is retried (see the class)."""
         retryable = _RETRYABLE_ERRORS.get()
-        if retryable is not None and not isinstance(error, retryable):
+        if retryable is not None and not issubclass(type(error), retryable):
             return False
         return self.base.is_retryable(error)
 

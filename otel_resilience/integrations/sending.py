@@ -15,7 +15,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.validation import fail
@@ -293,9 +293,11 @@ class _Exchange:
     def __enter__(self) -> _Exchange:
         return self
 
-    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: object
+    ) -> bool:
         _RETRYABLE_ERRORS.reset(self.token)
-        if isinstance(error, FailedResponseError) and not self.raises:
-            self.response = error.response
+        if kind is not None and issubclass(kind, FailedResponseError) and not self.raises:
+            self.response = cast("FailedResponseError", error).response
             return True
         return False

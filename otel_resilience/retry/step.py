@@ -139,7 +139,8 @@ class _RetryCore:
         retry_types, no_retry_types = self._retry_types, self._no_retry_types
         if retry_types is None or no_retry_types is None:
             return self.policy.is_retryable(error)
-        return isinstance(error, retry_types) and not isinstance(error, no_retry_types)
+        kind = type(error)
+        return issubclass(kind, retry_types) and not issubclass(kind, no_retry_types)
 
     def async_hook_error(self) -> TypeError:
         """Build the error for an async ``on_retry`` used with a sync driver."""
