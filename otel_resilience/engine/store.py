@@ -243,7 +243,8 @@ class BoundedStore(Generic[K, V]):
         and a busy entry looked at is in use, so it is marked used now and moved there too), so
         the scan stops at the first entry used within ``ttl``: at once, when the oldest is.
         """
-        now = self._now()
+        clock_now = self._now  # read, then called: a call through a slot is not specialised
+        now = clock_now()
         touched, entries = self._touched, self._entries
         if using is not None:
             entries.move_to_end(using)
