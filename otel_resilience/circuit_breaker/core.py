@@ -261,11 +261,11 @@ class _BreakerCore:
 
     def _classify(self, error: Exception) -> int:
         """Return ``_IGNORED``, ``_FAILURE`` or ``_SUCCESS`` for an error (outside the lock)."""
-        settings, kind = self.settings, type(error)
-        if issubclass(kind, settings.ignore):
+        settings = self.settings
+        if issubclass(type(error), settings.ignore):  # usually false: see docs/design.md, the engine
             return _IGNORED
         predicate = settings.predicate
-        recorded = predicate(error) if predicate is not None else issubclass(kind, settings.record)
+        recorded = predicate(error) if predicate is not None else isinstance(error, settings.record)
         return _FAILURE if recorded else _SUCCESS
 
     def _poll_locked(self) -> StateChanged | None:
