@@ -287,6 +287,8 @@ class PipelineBuilder:
         strategies = tuple(self._strategies)
         for outer, inner in itertools.pairwise(strategies):
             outer.next = inner
+        for strategy in strategies:
+            strategy.settle()
         return Pipeline(
             self._name, strategies, clock=self._clock, source=self._source, max_attempts=self._max_attempts
         )

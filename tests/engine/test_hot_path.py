@@ -7,6 +7,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.events import (
     HUB,
@@ -20,6 +21,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.pipeline import PipelineBuilder, PipelineStats
 from otel_resilience.engine.registry import Registry
+from otel_resilience.engine.step import Step
 
 
 @dataclass(eq=False)
@@ -310,3 +312,42 @@ def test_a_raising_wants_gets_every_event_and_is_counted():
     StrategyTelemetry(TelemetrySource("retry", "r"), hub).report(Event.CALL_REJECTED, CallRejected("x"))
     assert broken.events == [Event.CALL_REJECTED]
     assert hub.errors == 1
+
+
+class Counting(Step):
+    """A step that counts its successes (the drivers call on_success only while it judges)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.successes = 0
+
+    def on_success(self, ctx: ExecutionContext, token: object, result: object) -> None:
+        self.successes += 1
+
+
+async def test_the_drivers_read_a_step_as_it_was_settled_at_build_and_as_settle_records_it() -> None:
+    """build() settles every linked step; a change made afterwards counts once settle() records it."""
+    outer, inner = Counting(), Counting()
+    pipeline = PipelineBuilder("settled").add(outer).add(inner).build()
+    assert pipeline.execute_sync(lambda: 1) == 1
+    assert (outer.successes, inner.successes) == (1, 1)
+    inner._judges = False  # an instance turning a hook off after the build: not read until settled
+    assert await pipeline.execute(_one) == 1
+    assert inner.successes == 2
+    inner.settle()
+    assert pipeline.execute_sync(lambda: 1) == 1
+    assert await pipeline.execute(_one) == 1
+    assert (outer.successes, inner.successes) == (4, 2)
+
+
+async def _one() -> int:
+    return 1
+
+
+def test_a_step_run_before_any_build_settles_itself() -> None:
+    """A step linked by hand (no builder) is settled on its first run, with its links as they are then."""
+    outer, inner = Counting(), Counting()
+    outer.next = inner
+    ctx = ExecutionContext(lambda: 7, (), {}, "by-hand", None, True)
+    assert outer.execute_sync(ctx) == 7
+    assert (outer.successes, inner.successes) == (1, 1)
