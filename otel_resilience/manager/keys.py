@@ -33,34 +33,20 @@ def config_key(config: ResilienceConfig) -> object:
     policy. A field value that is neither hashable nor a dict, list, set or dataclass is keyed
     by identity (the policy keeps the config, hence the value, alive).
     """
-    try:
-        hash(config)
-    except TypeError:
-        return _freeze(config)
-    return config
+    return _freeze(config)
 
 
 def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of value
     """Return a hashable stand-in for ``value`` that is equal exactly when the values are equal.
 
-    A hashable value is its own stand-in, a hashable dataclass (a nested config) included: the
-    key of a config then holds its hashable parts as they are, and copies only what is not.
+    Dicts, lists, tuples and sets are frozen item by item (a tuple stays apart from a list);
+    any other hashable value is its own stand-in, a hashable config included (the key of a
+    config holds its hashable parts as they are, and copies only what is not); an unhashable
+    dataclass is frozen field by field, and anything else unhashable stands for itself by
+    identity.
     """
     kind = type(value)
     if kind in _ATOMS:
-        return value
-    fields = _COMPARED_FIELDS.get(kind, _UNSEEN)
-    if fields is _UNSEEN:
-        fields = _COMPARED_FIELDS[kind] = (
-            tuple(f.name for f in dataclasses.fields(kind) if f.compare)
-            if dataclasses.is_dataclass(kind)
-            else None
-        )
-    if isinstance(fields, tuple):
-        try:
-            hash(value)  # a hashable config (the breaker's, the retry's) is its own key: equal by ==
-        except TypeError:
-            return (_DATACLASS, kind, tuple(_freeze(getattr(value, name)) for name in fields))
         return value
     if isinstance(value, dict):
         return (_DICT, frozenset((key, _freeze(item)) for key, item in value.items()))
@@ -71,8 +57,23 @@ def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of 
     try:
         hash(value)
     except TypeError:
-        return (_IDENTITY, id(value))
+        fields = _compared_fields(kind)
+        if fields is None:
+            return (_IDENTITY, id(value))
+        return (_DATACLASS, kind, tuple(_freeze(getattr(value, name)) for name in fields))
     return value
+
+
+def _compared_fields(kind: type) -> tuple[str, ...] | None:
+    """The fields that ``==`` compares on a dataclass type (``None`` for a type that is not one)."""
+    fields = _COMPARED_FIELDS.get(kind, _UNSEEN)
+    if fields is _UNSEEN:
+        fields = _COMPARED_FIELDS[kind] = (
+            tuple(f.name for f in dataclasses.fields(kind) if f.compare)
+            if dataclasses.is_dataclass(kind)
+            else None
+        )
+    return fields  # type: ignore[return-value]
 
 
 def name_of(fn: Callable[..., Any]) -> str:
