@@ -4,9 +4,8 @@ Deadlines are absolute times on the pattern's :class:`~otel_resilience.engine.cl
 (``time.monotonic`` by default), kept in a :class:`contextvars.ContextVar`. A nested scope stores
 ``min(outer, inner)``, as trio's ``current_effective_deadline()`` does, so an outer deadline
 bounds every inner one. Only the scope whose own deadline is the tightest is armed, however many
-layers. The armed scopes of an event loop are entries of the loop's one shared timer
-(:mod:`otel_resilience.engine.timer`), so that a call that ends in time leaves no cancelled timer
-behind on the loop.
+layers, as an entry of its loop's one shared timer (:mod:`otel_resilience.engine.timer`): a call
+that ends in time leaves no cancelled timer behind on the loop.
 
 An async scope raises :class:`~otel_resilience.errors.OperationTimeoutError` only when *its own*
 deadline expired; any other cancellation propagates untouched.
@@ -54,6 +53,7 @@ __all__ = [
     "ExecutionContext",
     "SyncDeadline",
     "current_deadline",
+    "new_context",
     "sleep_sync_within_deadline",
     "start_context",
     "time_remaining",
@@ -74,7 +74,6 @@ time comes) does not keep the finished task, its exception and their frames aliv
 
 _SUCCESS: Final = Outcome.SUCCESS
 _RECOVERED: Final = Outcome.RECOVERED
-_new: Final = object.__new__
 
 _get_running_loop = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
 _current_task = asyncio.current_task
@@ -204,8 +203,7 @@ class ExecutionContext:
             recovery and hedging; ``None`` for no cap (``ResilienceConfig.max_attempts_total``).
         outcome: What the execution counts as if it returns: :attr:`Outcome.SUCCESS` at first,
             :attr:`Outcome.RECOVERED` once a further attempt started (:meth:`next_attempt`), or
-            what a strategy set that answered in place of the call (fallback) or recovered it
-            (recovery).
+            what a strategy that answered (fallback) or recovered it (recovery) set.
         parent: The execution's context this attempt's context was forked from
             (:meth:`fork`), or ``None`` for an execution's own.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
@@ -237,42 +235,33 @@ class ExecutionContext:
     properties: dict[str, Any] | None
     sync: bool
 
-    def __new__(  # noqa: PLR0917 - positional: keyword arguments cost every execution
-        cls,
+    def __init__(  # noqa: PLR0917 - positional: keyword arguments cost every execution
+        self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         operation: str,
         max_attempts: int | None = None,
         sync: bool = False,
-    ) -> ExecutionContext:
-        """Start an execution: attempt 1, outcome :attr:`Outcome.SUCCESS` until something changes it.
-
-        The fields are set here rather than in ``__init__``, so that the drivers can start a
-        context with ``ExecutionContext.__new__(ExecutionContext, ...)``, a plain function call,
-        which costs a fraction of calling the class (:data:`start_context`).
-        """
-        ctx = _new(cls)
-        ctx.fn = fn
-        ctx.sync = sync
-        ctx.args = args
-        ctx.kwargs = kwargs
-        ctx.operation = operation
-        ctx.attempt = 1
-        ctx.max_attempts = max_attempts
-        ctx.outcome = _SUCCESS
-        ctx.parent = None
-        ctx.properties = None
-        return ctx
+    ) -> None:
+        """Start an execution: attempt 1, outcome :attr:`Outcome.SUCCESS` (drivers: :func:`start_context`)."""
+        self.fn = fn
+        self.sync = sync
+        self.args = args
+        self.kwargs = kwargs
+        self.operation = operation
+        self.attempt = 1
+        self.max_attempts = max_attempts
+        self.outcome = _SUCCESS
+        self.parent = None
+        self.properties = None
 
     def fork(self, *, new_attempt: bool = True) -> ExecutionContext | None:
         """Start the context of an attempt that runs beside others of this execution (a hedge).
 
-        The attempt takes its number from this execution (:meth:`next_attempt`, so numbers stay
-        unique and the cap in total is shared) and gets a context of its own: the steps it runs
-        through read its number and record its outcome there, whatever the other attempts do
-        meanwhile. Further attempts it starts (a retry inside it) take their numbers from this
-        execution too.
+        The attempt takes its number from this execution (:meth:`next_attempt`: numbers stay
+        unique, the cap is shared, as for the attempts it starts itself) and records its outcome
+        in a context of its own, whatever the other attempts do meanwhile.
 
         Args:
             new_attempt: ``False`` for the context of the attempt this execution is making now
@@ -286,11 +275,9 @@ class ExecutionContext:
         number = self.next_attempt() if new_attempt else self.attempt
         if number is None:
             return None
-        child = _new(type(self))
-        for name in _SHARED:
-            setattr(child, name, getattr(self, name))
+        child: ExecutionContext = new_context()
+        start_context(child, self.fn, self.args, self.kwargs, self.operation, self.max_attempts, self.sync)
         child.attempt = number
-        child.outcome = _SUCCESS
         child.parent = self
         child.properties = None if self.properties is None else dict(self.properties)
         return child
@@ -324,9 +311,23 @@ class ExecutionContext:
 _SHARED: Final = ("fn", "args", "kwargs", "operation", "max_attempts", "sync")
 """What the context of a forked attempt shares with its execution's."""
 
-start_context: Final = ExecutionContext.__new__
-"""``start_context(ExecutionContext, fn, args, kwargs, operation, max_attempts, sync)``: what
-``ExecutionContext(...)`` does, as a plain function call (the drivers' way to start one)."""
+
+class _DriverContext(ExecutionContext):
+    """An :class:`ExecutionContext` allocated by one C call (no ``__init__``), to :func:`start_context`.
+
+    Calling the class enters ``__init__`` from C: ~300 instructions more per execution.
+    """
+
+    __slots__ = ()
+    __init__ = object.__init__
+
+
+new_context: Final = _DriverContext
+"""``new_context()``: an execution context not started yet; start it with :func:`start_context`."""
+
+start_context: Final = ExecutionContext.__init__
+"""``start_context(new_context(), fn, args, kwargs, operation, max_attempts, sync)``: the
+drivers' ``ExecutionContext(...)``, every argument given (keyword arguments cost a call)."""
 
 
 def _entered_twice(scope: object, operation: str) -> RuntimeError:

@@ -24,11 +24,11 @@ import functools
 import inspect
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
 from otel_resilience.engine.calling import WrongDriver, async_generator_refused
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.context import ExecutionContext, start_context
+from otel_resilience.engine.context import ExecutionContext, new_context, start_context
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
@@ -50,6 +50,8 @@ __all__ = [
     "protect_with",
     "standalone",
 ]
+
+_FAILURE: Final = Outcome.FAILURE
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -110,20 +112,28 @@ class Pipeline:
         """Count an execution that raised ``caught`` and close its scope ``handles``, if any.
 
         A function that does not fit the driver (:class:`WrongDriver`) is counted as a failure
-        and its ``TypeError`` raised from here, in place of the signal; anything else returns,
-        and the driver re-raises it. No error is left bound to a local of a frame on the way
-        out: a traceback holds its frames, so such a local would make a reference cycle per
-        failed call.
+        and its ``TypeError`` raised from here (:meth:`_refused`), in place of the signal;
+        anything else returns, and the driver re-raises it.
         """
-        refused = type(caught) is WrongDriver
-        outcome = Outcome.FAILURE if refused else classify_error(caught)
+        if type(caught) is WrongDriver:
+            self._refused(caught, handles, start)
+        outcome = classify_error(caught)
         next(self.stats.tally[outcome._value_])
-        error = cast("WrongDriver", caught).as_type_error() if refused else caught
+        if handles:
+            self.telemetry.end_execution(handles, outcome, self._clock.now() - start, caught)
+
+    def _refused(self, signal: WrongDriver, handles: ExecutionHandles | None, start: float) -> NoReturn:
+        """Count a function that does not fit the driver as a failure and raise its ``TypeError``.
+
+        The error is not left bound to a local of this frame on the way out: its traceback holds
+        the frame, so such a local would make a reference cycle per refused call.
+        """
+        error = signal.as_type_error()
         try:
+            next(self.stats.tally[_FAILURE._value_])
             if handles:
-                self.telemetry.end_execution(handles, outcome, self._clock.now() - start, error)
-            if refused:
-                raise error from None
+                self.telemetry.end_execution(handles, _FAILURE, self._clock.now() - start, error)
+            raise error from None
         finally:
             del error
 
@@ -153,7 +163,8 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
+        ctx = new_context()
+        start_context(ctx, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
@@ -196,7 +207,8 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = start_context(ExecutionContext, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+        ctx = new_context()
+        start_context(ctx, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]

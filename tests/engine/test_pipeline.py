@@ -17,6 +17,7 @@ from otel_resilience.engine import (
     TelemetrySource,
     classify_error,
 )
+from otel_resilience.engine.context import new_context, start_context
 from otel_resilience.engine.events import HUB
 from otel_resilience.engine.pipeline import protect_with
 from otel_resilience.errors import CircuitOpenError, OperationTimeoutError
@@ -291,6 +292,53 @@ async def test_execution_scope_gets_outcome_and_duration(driver: str, clock: Any
         ("scoped", Outcome.SUCCESS, 0.25, None),
         ("scoped", Outcome.FAILURE, 0.0, "KeyError"),
     ]
+
+
+async def test_a_function_that_does_not_fit_the_driver_is_a_counted_failure_in_scope() -> None:
+    """Both drivers count the refusal as a failure and close the scope with the TypeError."""
+    listener = ScopeListener()
+    HUB.add_listener(listener)
+    try:
+        pipeline = PipelineBuilder("misfit").build()
+
+        def plain() -> int:
+            return 1
+
+        async def coro() -> int:
+            return 1
+
+        with pytest.raises(TypeError, match="_sync variant") as refused_async:
+            await pipeline.execute(plain)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="coroutine function") as refused_sync:
+            pipeline.execute_sync(coro)
+    finally:
+        HUB.remove_listener(listener)
+    assert refused_async.value.__cause__ is None
+    assert refused_async.value.__suppress_context__
+    assert refused_sync.value.__cause__ is None
+    assert pipeline.stats.errors == 2
+    assert [(outcome, error) for _, outcome, _, error in listener.ended] == [
+        (Outcome.FAILURE, "TypeError"),
+        (Outcome.FAILURE, "TypeError"),
+    ]
+
+
+def test_execution_context_started_by_hand_or_by_a_driver_is_the_same() -> None:
+    """``ExecutionContext(...)`` and the drivers' ``new_context`` + ``start_context`` agree."""
+    by_hand = ExecutionContext(print, (1,), {"k": 2}, "op", 3, True)
+    by_driver = new_context()
+    start_context(by_driver, print, (1,), {"k": 2}, "op", 3, True)
+    assert isinstance(by_driver, ExecutionContext)
+    fields = ExecutionContext.__slots__
+    assert [getattr(by_hand, f) for f in fields] == [getattr(by_driver, f) for f in fields]
+    assert by_hand.attempt == 1
+    assert by_hand.outcome is Outcome.SUCCESS
+    assert by_hand.parent is None
+    child = by_hand.fork()
+    assert child is not None
+    assert isinstance(child, ExecutionContext)
+    assert child.parent is by_hand
+    assert (child.attempt, child.operation, child.max_attempts, child.sync) == (2, "op", 3, True)
 
 
 async def test_broken_listener_never_reaches_the_caller(driver: str) -> None:
