@@ -36,6 +36,7 @@ import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.events import Outcome
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.errors import OperationTimeoutError
@@ -246,12 +247,12 @@ class ExecutionContext:
     ) -> None:
         """Start an execution: attempt 1, outcome :attr:`Outcome.SUCCESS` (drivers: :func:`start_context`)."""
         self.fn = fn
-        self.sync = sync
         self.args = args
         self.kwargs = kwargs
         self.operation = operation
         self.attempt = 1
         self.max_attempts = max_attempts
+        self.sync = sync
         self.outcome = _SUCCESS
         self.parent = None
         self.properties = None
@@ -312,18 +313,8 @@ _SHARED: Final = ("fn", "args", "kwargs", "operation", "max_attempts", "sync")
 """What the context of a forked attempt shares with its execution's."""
 
 
-class _DriverContext(ExecutionContext):
-    """An :class:`ExecutionContext` allocated by one C call (no ``__init__``), to :func:`start_context`.
-
-    Calling the class enters ``__init__`` from C: ~300 instructions more per execution.
-    """
-
-    __slots__ = ()
-    __init__ = object.__init__
-
-
-new_context: Final = _DriverContext
-"""``new_context()``: an execution context not started yet; start it with :func:`start_context`."""
+new_context: Final = blank(ExecutionContext)
+"""``new_context()``: an execution context not started yet (see :mod:`~otel_resilience.engine.allocation`)."""
 
 start_context: Final = ExecutionContext.__init__
 """``start_context(new_context(), fn, args, kwargs, operation, max_attempts, sync)``: the

@@ -163,8 +163,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = new_context()
-        start_context(ctx, fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
+        start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
@@ -207,8 +206,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        ctx = new_context()
-        start_context(ctx, fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+        start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]

@@ -45,6 +45,7 @@ from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from otel_resilience.engine.actions import Action, Answer, Call, Retry, Wait, _Acted
+from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
@@ -72,6 +73,15 @@ __all__ = [
 
 _NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
 """What a sync function must not return: the sync driver cannot run it (an async function's)."""
+
+_new_async_deadline: Final = blank(AsyncDeadline)
+_start_async_deadline: Final = AsyncDeadline.__init__
+_new_sync_deadline: Final = blank(SyncDeadline)
+_start_sync_deadline: Final = SyncDeadline.__init__
+"""A step's deadline scope, made on every run: allocated in C, then started by its ``__init__``
+(:mod:`~otel_resilience.engine.allocation`). The sync scope is entered and left by explicit
+calls of ``__enter__`` and ``__exit__``, which the interpreter inlines, where a ``with`` statement
+calls them from C."""
 
 
 class Step:
@@ -276,7 +286,8 @@ class Step:
         Returns:
             The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
         """
-        deadline = AsyncDeadline(self.clock, seconds, ctx.operation, self.scope)
+        deadline = _new_async_deadline()
+        _start_async_deadline(deadline, self.clock, seconds, ctx.operation, self.scope)
         try:
             deadline.enter()  # `async with deadline:` without its two coroutines
             try:
@@ -374,10 +385,18 @@ class Step:
         Returns:
             The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
         """
-        deadline = SyncDeadline(self.clock, seconds, ctx.operation, self.scope)
+        deadline = _new_sync_deadline()
+        _start_sync_deadline(deadline, self.clock, seconds, ctx.operation, self.scope)
         try:
-            with deadline:
-                return self.next.execute_sync(ctx)
+            # `with deadline:` without the calls from C it makes (see _new_sync_deadline)
+            deadline.__enter__()
+            try:
+                result = self.next.execute_sync(ctx)
+            except BaseException as escaped:
+                deadline.__exit__(type(escaped), escaped, None)
+                raise
+            deadline.__exit__(None, None, None)
+            return result  # noqa: TRY300 - the except below is for __exit__ as well
         except OperationTimeoutError as error:
             # Once the chain has returned, only our own scope's exit can raise (and set expired).
             if not deadline.expired or not self._expires:
