@@ -147,12 +147,13 @@ class Step:
         # hook off for an instance that does not need it (after this __init__).
         self._admits, self._succeeds, self._fails, self._expires, self._cancels = type(self)._hooks
         self._judges = self._succeeds and self.judges_first_run
-        self._plan: tuple[bool, Counter | None, Step, float | None, bool] | None = None
+        self._plan: tuple[bool, Counter | None, Step | None, float | None, bool] | None = None
 
-    def settle(self) -> tuple[bool, Counter | None, Step, float | None, bool]:
+    def settle(self) -> tuple[bool, Counter | None, Step | None, float | None, bool]:
         """Record what the drivers read of this step on every run; return it.
 
-        ``(admits, entries, next, seconds, judges)``, read by the drivers in one attribute load:
+        ``(admits, entries, next, seconds, judges)`` (``next`` ``None`` for the last step, which
+        calls the function itself), read by the drivers in one attribute load:
         their code is shared by every step class, and a site that loads a field from instances of
         many classes misses the interpreter's per-type cache on each (a five-step pipeline paid
         about 4 000 instructions per call for it). :meth:`PipelineBuilder.build` settles every
@@ -160,7 +161,8 @@ class Step:
         step that changes :attr:`next`, :attr:`seconds`, :attr:`entries` or a hook flag
         afterwards calls it again.
         """
-        plan = self._plan = (self._admits, self.entries, self.next, self.seconds, self._judges)
+        nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
+        plan = self._plan = (self._admits, self.entries, nxt, self.seconds, self._judges)
         return plan
 
     name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
@@ -218,17 +220,16 @@ class Step:
                 return token.value
         if entries is not None:
             next(entries)
-        action: Any = None  # after the first run: the Retry that led to this one
-        running = True  # False only while a Retry's wait and hook run
+        action: Any = None  # a Retry decided by the last run, until its wait and hook are done
         while True:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token, running, judges = action.token, False, self._succeeds
+                    token, judges = action.token, self._succeeds
                     await self._pause(action)
-                    running = True
+                    action = None
                 if seconds is not None:
                     result = await self._scoped(ctx, token, seconds)
-                elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
+                elif nxt is None:  # the last step calls the function: no frame for the end
                     awaitable = ctx.fn(*ctx.args, **ctx.kwargs)
                     if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
                         raise not_awaitable(ctx.operation, awaitable)  # noqa: TRY301 - reaches on_cancel
@@ -244,8 +245,8 @@ class Step:
                     return action.value
                 continue
             except BaseException:
-                if self._cancels:
-                    self.on_cancel(ctx, token, running=running)
+                if self._cancels:  # not running: a Retry's wait or hook was
+                    self.on_cancel(ctx, token, running=action is None)
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
@@ -335,17 +336,16 @@ class Step:
                 return token.value
         if entries is not None:
             next(entries)
-        action: Any = None  # after the first run: the Retry that led to this one
-        running = True  # False only while a Retry's wait and hook run
+        action: Any = None  # a Retry decided by the last run, until its wait and hook are done
         while True:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
-                    token, running, judges = action.token, False, self._succeeds
+                    token, judges = action.token, self._succeeds
                     self._pause_sync(action)
-                    running = True
+                    action = None
                 if seconds is not None:
                     result = self._scoped_sync(ctx, token, seconds)
-                elif nxt is TERMINAL:  # the last step calls the function: no frame for the end
+                elif nxt is None:  # the last step calls the function: no frame for the end
                     result = ctx.fn(*ctx.args, **ctx.kwargs)
                     if type(result) in _NOT_SYNC:
                         raise not_sync_result(ctx.operation, result)  # noqa: TRY301 - reaches on_cancel
@@ -360,8 +360,8 @@ class Step:
                     return action.value
                 continue
             except BaseException:
-                if self._cancels:
-                    self.on_cancel(ctx, token, running=running)
+                if self._cancels:  # not running: a Retry's wait or hook was
+                    self.on_cancel(ctx, token, running=action is None)
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
