@@ -309,10 +309,6 @@ class ExecutionContext:
         return self.attempt
 
 
-_SHARED: Final = ("fn", "args", "kwargs", "operation", "max_attempts", "sync")
-"""What the context of a forked attempt shares with its execution's."""
-
-
 new_context: Final = blank(ExecutionContext)
 """``new_context()``: an execution context not started yet (see :mod:`~otel_resilience.engine.allocation`)."""
 
