@@ -5,16 +5,14 @@
 refuses a strategy that is already linked elsewhere and refuses ``add`` after ``build``.
 
 A pipeline is one *logical execution* for telemetry: it opens the execution scope (a span, the
-duration histogram) and counts the outcome in plain integers (:class:`PipelineStats`).
-
-Each execution gets its own :class:`~otel_resilience.engine.context.ExecutionContext`, which
-numbers its attempts uniquely and carries the pipeline's cap on attempts in total
-(``max_attempts``): retry attempts and recovery re-runs of one execution share it.
+duration histogram) and counts the outcome in plain integers (:class:`PipelineStats`). Each
+execution gets its own :class:`~otel_resilience.engine.context.ExecutionContext`, which numbers
+its attempts and carries the pipeline's cap on attempts in total (``max_attempts``).
 
 A function that does not fit the driver (a plain function given to :meth:`Pipeline.execute`, a
 coroutine function given to :meth:`Pipeline.execute_sync`) is refused with ``TypeError``: the
 last link raises :class:`~otel_resilience.engine.strategy.WrongDriver`, which no strategy counts
-as a failure, retries, recovers or answers with a fallback, and the pipeline raises the
+as a failure, retries, recovers or answers with a fallback; the pipeline raises the
 ``TypeError`` in its place (counted as a failed execution).
 """
 
@@ -23,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
@@ -52,6 +51,16 @@ __all__ = [
 ]
 
 _FAILURE: Final = Outcome.FAILURE
+
+if sys.version_info >= (3, 11):
+    _handled: Final[Callable[[], BaseException]] = sys.exception  # type: ignore[assignment]
+    """The exception being handled, for ``except`` without ``as``: its ``del`` is a second handler
+    a re-raised error passes (~450 instructions per failed execution; docs/benchmarks.md)."""
+else:  # pragma: no cover - Python 3.10 has no sys.exception()
+
+    def _handled() -> BaseException:
+        return sys.exc_info()[1]  # type: ignore[return-value]
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -125,8 +134,7 @@ class Pipeline:
     def _refused(self, signal: WrongDriver, handles: ExecutionHandles | None, start: float) -> NoReturn:
         """Count a function that does not fit the driver as a failure and raise its ``TypeError``.
 
-        The error is not left bound to a local of this frame on the way out: its traceback holds
-        the frame, so such a local would make a reference cycle per refused call.
+        The error is not left bound to a local (its traceback holds this frame: a cycle).
         """
         error = signal.as_type_error()
         try:
@@ -156,9 +164,8 @@ class Pipeline:
     ) -> R:
         """:meth:`execute` with the arguments as they are held: one tuple and one mapping.
 
-        What every caller in the library uses: a call that forwards ``*args, **kwargs`` goes
-        through the interpreter's generic call path and repacks both at each hop, so the
-        arguments are packed once, where the user's call is taken, and handed on as they are.
+        What every caller in the library uses: forwarding ``*args, **kwargs`` repacks both at
+        each hop, so they are packed once, where the user's call is taken.
 
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
@@ -169,8 +176,8 @@ class Pipeline:
             return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = await self._head.execute(ctx)
-        except BaseException as caught:
-            self._failed(caught)
+        except BaseException:  # not `as`: its clean-up is a second handler the error passes
+            self._failed(_handled())
             raise
         next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
@@ -184,8 +191,8 @@ class Pipeline:
         start = self._clock.now()
         try:
             result = await self._head.execute(ctx)
-        except BaseException as caught:
-            self._failed(caught, handles, start)
+        except BaseException:
+            self._failed(_handled(), handles, start)
             raise
         self._returned(handles, start, ctx)
         return result
@@ -212,23 +219,19 @@ class Pipeline:
             return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
         try:
             result = self._head.execute_sync(ctx)
-        except BaseException as caught:
-            self._failed(caught)
+        except BaseException:  # not `as`: its clean-up is a second handler the error passes
+            self._failed(_handled())
             raise
         next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
-        """The sync twin of :meth:`execute_in_scope`.
-
-        Raises:
-            Exception: Whatever the innermost failure or a strategy raised; see the patterns.
-        """
+        """The sync twin of :meth:`execute_in_scope` (raises what it raises)."""
         start = self._clock.now()
         try:
             result = self._head.execute_sync(ctx)
-        except BaseException as caught:
-            self._failed(caught, handles, start)
+        except BaseException:
+            self._failed(_handled(), handles, start)
             raise
         self._returned(handles, start, ctx)
         return result
@@ -437,9 +440,9 @@ def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> 
 def check_protectable(name: str, fn: Callable[..., Any]) -> None:
     """Refuse a function that no driver can protect, when it is decorated rather than when called.
 
-    An async generator function returns an iterator at once: the sync driver would count that as
-    a success (nothing has run yet) and the async one cannot await it. Both drivers refuse it at
-    call time; a ``protect`` decorator refuses it here, before any call.
+    An async generator function returns an iterator at once (the sync driver would count that as
+    a success, the async one cannot await it): both drivers refuse it when called, ``protect``
+    here, before any call.
 
     Args:
         name: The name of the pattern or pipeline that decorates it (shown in the message).
