@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Coroutine
 from types import AsyncGeneratorType, CoroutineType
 from typing import Any, Final, cast
@@ -19,6 +20,7 @@ __all__ = [
     "WrongDriver",
     "async_generator_refused",
     "awaitable_in_sync",
+    "handled_error",
     "not_awaitable",
     "not_sync_result",
     "notify",
@@ -146,3 +148,20 @@ class WrongDriver(BaseException):
     def as_type_error(self) -> TypeError:
         """Return the ``TypeError`` to raise in place of this signal."""
         return TypeError(*self.args)
+
+
+if sys.version_info >= (3, 11):
+    handled_error: Final[Callable[[], BaseException]] = sys.exception  # type: ignore[assignment]
+    """The exception being handled, for an ``except`` clause without ``as`` that re-raises it.
+
+    ``except E as error:`` wraps its body in a clean-up handler (``del error``) that an error
+    re-raised from the body passes as a second exception: about 450 instructions more per
+    re-raised failure than reading it here (docs/benchmarks.md, Round 5). A handler that
+    usually ends without re-raising (a driver deciding a retry) keeps ``as``: there the
+    clean-up is four bytecodes and this call costs more.
+    """
+else:  # pragma: no cover - Python 3.10 has no sys.exception()
+
+    def handled_error() -> BaseException:
+        """The exception being handled (``sys.exc_info()[1]``)."""
+        return sys.exc_info()[1]  # type: ignore[return-value]

@@ -21,11 +21,10 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
-from otel_resilience.engine.calling import WrongDriver, async_generator_refused
+from otel_resilience.engine.calling import WrongDriver, async_generator_refused, handled_error
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
@@ -51,15 +50,6 @@ __all__ = [
 ]
 
 _FAILURE: Final = Outcome.FAILURE
-
-if sys.version_info >= (3, 11):
-    _handled: Final[Callable[[], BaseException]] = sys.exception  # type: ignore[assignment]
-    """The exception being handled, for ``except`` without ``as``: its ``del`` is a second handler
-    a re-raised error passes (~450 instructions per failed execution; docs/benchmarks.md)."""
-else:  # pragma: no cover - Python 3.10 has no sys.exception()
-
-    def _handled() -> BaseException:
-        return sys.exc_info()[1]  # type: ignore[return-value]
 
 
 P = ParamSpec("P")
@@ -177,7 +167,7 @@ class Pipeline:
         try:
             result = await self._head.execute(ctx)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
-            self._failed(_handled())
+            self._failed(handled_error())
             raise
         next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
@@ -192,7 +182,7 @@ class Pipeline:
         try:
             result = await self._head.execute(ctx)
         except BaseException:
-            self._failed(_handled(), handles, start)
+            self._failed(handled_error(), handles, start)
             raise
         self._returned(handles, start, ctx)
         return result
@@ -220,7 +210,7 @@ class Pipeline:
         try:
             result = self._head.execute_sync(ctx)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
-            self._failed(_handled())
+            self._failed(handled_error())
             raise
         next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
@@ -231,7 +221,7 @@ class Pipeline:
         try:
             result = self._head.execute_sync(ctx)
         except BaseException:
-            self._failed(_handled(), handles, start)
+            self._failed(handled_error(), handles, start)
             raise
         self._returned(handles, start, ctx)
         return result
