@@ -32,14 +32,13 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     cancellation gives it back.
     """
 
-    __slots__ = ("_core", "_hub", "_plain", "_routes_seen", "_timed", "_wanted")
+    __slots__ = ("_core", "_plain", "_routes_seen", "_timed", "_wanted")
 
     kind: ClassVar[str] = KIND
 
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core._clock, telemetry)
         self._core = core
-        self._hub = telemetry.hub
         self._routes_seen: object = None
         self._wanted = False
         self._timed = core.settings.slow_call_duration is not None
@@ -175,7 +174,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         # Whether anyone wants rejections, asked again only when the hub's listeners changed
         # (the hub then replaces its routes): an open breaker rejects on a hot path, and asking
         # the hub on every rejection costs a third of it (see docs/benchmarks.md, Engine v2).
-        routes = self._hub._routes
+        routes = self._telemetry.hub._routes
         if routes is not self._routes_seen:
             self._wanted = self._telemetry.wants(_CALL_REJECTED)
             self._routes_seen = routes
