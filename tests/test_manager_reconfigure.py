@@ -139,6 +139,26 @@ def test_the_failure_count_carries_over_unless_the_window_changes(manager: Resil
     assert view.circuit_breaker.state is CircuitState.CLOSED  # one call in the new window
 
 
+def test_a_success_after_a_reload_ends_the_streak_it_carried(manager: ResilienceManager) -> None:
+    """The carried streak is a streak: a success (no lock needed before it) resets it."""
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3))
+    view = manager.policy("ended", config).for_key("k")
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    manager.reconfigure(
+        "ended", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=9.0))
+    )
+    assert view.execute_sync(lambda: "ok") == "ok"
+    assert view.circuit_breaker.stats.failure_count == 0
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            view.execute_sync(boom)
+    assert view.circuit_breaker.state is CircuitState.CLOSED  # 2 after the success, not 4
+    assert view.execute_sync(lambda: "ok") == "ok"
+    assert view.circuit_breaker.get_stats()["total_successes"] == 2
+
+
 async def test_a_smaller_max_concurrent_cancels_nothing_and_admits_only_below_it(
     manager: ResilienceManager,
 ) -> None:

@@ -56,6 +56,8 @@ class _BreakerCore:
 
     ``self._permit`` is the current state period: its ``state`` is read without the lock (one
     attribute load is an atomic snapshot), and every transition replaces it under the lock.
+    ``self._lock_free`` is that permit while a success needs no lock (see
+    :meth:`_update_lock_free_locked`), else ``None``.
     Events are built under the lock and reported after it is released, so a listener may read
     the breaker without deadlocking.
     """
@@ -65,6 +67,7 @@ class _BreakerCore:
         "_generation",
         "_in_flight",
         "_lock",
+        "_lock_free",
         "_opened_until",
         "_permit",
         "_probe_started",
@@ -105,6 +108,8 @@ class _BreakerCore:
         self.window = None if window is None else window.metrics()
         self._watchers: tuple[Callable[[StateChanged], Any], ...] = ()
         self._reject_watchers: tuple[Callable[[CircuitOpenError], Any], ...] = ()
+        self._lock_free: Permit | None = None
+        self._update_lock_free_locked()
 
     # -- reads (lock-free) -------------------------------------------------------------------
 
@@ -362,6 +367,7 @@ class _BreakerCore:
         else:
             totals = window.record(failed, slow, self._clock.now())
             stats.failure_count = totals[1]
+        self._update_lock_free_locked()
         shared = self._shared
         if shared is not None:
             if failed:
@@ -404,6 +410,21 @@ class _BreakerCore:
         value = _METRICS_ONLY.value  # a change to itself: the trip it would have made, and why
         return StateChanged(value, value, reason, 0, self._open_seconds(1))
 
+    def _update_lock_free_locked(self) -> None:
+        """Decide whether a success of the current period needs the lock: the one place of that rule.
+
+        It does not in a CLOSED period with no failure streak to reset, no sliding window and
+        no call timing or result judging: such a success changes nothing but the success total,
+        an exact counter. :attr:`_lock_free` is then the period's permit, which the link admits
+        at once and whose successes it counts without the lock; otherwise ``None``. Called
+        under the lock wherever the permit, the window or the streak changes.
+        """
+        permit = self._permit
+        settings = self.settings
+        plain = self.window is None and settings.slow_call_duration is None and settings.record_result is None
+        free = plain and permit.state is _CLOSED and not self.stats.failure_count
+        self._lock_free = permit if free else None
+
     def _release_locked(self, permit: Permit) -> None:
         if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:
             self._in_flight -= 1
@@ -436,6 +457,7 @@ class _BreakerCore:
             stats.failure_count = 0
         if self.window is not None:
             self.window.clear()  # each period judges the calls made in it
+        self._update_lock_free_locked()
         if old is new or (not self._telemetry.enabled and not self._watchers):
             return None
         return StateChanged(old.value, new.value, reason, self._reopens, duration)

@@ -62,5 +62,6 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
             new.window = old.window
         else:
             stats.failure_count = 0  # the new window starts empty
+        new._update_lock_free_locked()
         old._retired = True
     return new

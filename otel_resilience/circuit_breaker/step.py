@@ -54,6 +54,9 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
         core = self._core
+        permit = core._lock_free
+        if permit is not None:  # CLOSED with no streak (see _BreakerCore._update_lock_free_locked)
+            return permit
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
@@ -76,24 +79,19 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
         """Count a success (or, when ``record_result`` says so, a returned value as a failure).
 
-        No lock while CLOSED with no failure streak to reset and no window: that path only bumps
-        an exact counter (see :class:`CircuitBreakerStats`), so it is exact from any number of
-        threads and loops; anything that changes state takes the lock. The value is returned to
-        the caller either way; what ``record_result`` raises is raised in its place, the permit
-        given back first (counted as ignored).
+        No lock for a success of the core's lock-free permit (a CLOSED period with no failure
+        streak to reset, no window: :meth:`_BreakerCore._update_lock_free_locked`): it only
+        bumps an exact counter (see :class:`CircuitBreakerStats`), so it is exact from any
+        number of threads and loops; anything that changes state takes the lock. The value is
+        returned to the caller either way; what ``record_result`` raises is raised in its place,
+        the permit given back first (counted as ignored).
         """
         core = self._core
+        if token is core._lock_free:
+            next(core.stats._successes)
+            return
         if not self._plain:
             self._judge_returned(token, result)
-            return
-        stats = core.stats
-        if (
-            core.window is None
-            and not stats.failure_count
-            and token is core._permit
-            and token.state is _CLOSED
-        ):
-            next(stats._successes)
             return
         self._succeeded(token, False)  # noqa: FBT003
 
