@@ -29,6 +29,7 @@ is returned: the listener opens nothing for it and stops looking.
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Callable
 from typing import Final, TypeVar
 
 from opentelemetry import _logs, metrics, trace
@@ -80,21 +81,37 @@ _STATE: Final = (
     (_metrics_state, "_METER_PROVIDER"),
     (_logs_state, "_LOGGER_PROVIDER"),
 )
-_GATED: Final = all(hasattr(module, name) for module, name in _STATE)
 
 
-def nothing_set() -> bool:
-    """Whether no global provider of any signal is set, so the getters need not be asked again.
-
-    Asked only once the getters have looked (the first look always asks them, so that a provider
-    named by an ``OTEL_PYTHON_*_PROVIDER`` variable loads then).
-    """
+def _unset() -> bool:
+    """Whether the API holds no global provider of any signal (its own "not set yet" state)."""
     return (
-        _GATED
-        and trace._TRACER_PROVIDER is None
+        trace._TRACER_PROVIDER is None
         and _metrics_state._METER_PROVIDER is None
         and _logs_state._LOGGER_PROVIDER is None
     )
+
+
+def _unknown() -> bool:
+    """Another API version, without those attributes: never "nothing set" (the getters decide)."""
+    return False
+
+
+def _gate(state: tuple[tuple[object, str], ...]) -> Callable[[], bool]:
+    """Return :func:`_unset` where the API has every attribute of ``state``, else :func:`_unknown`.
+
+    Chosen once, at import: the check asked on every execution reads the three attributes only.
+    """
+    return _unset if all(hasattr(module, name) for module, name in state) else _unknown
+
+
+nothing_set: Final = _gate(_STATE)
+"""``nothing_set()``: whether no global provider of any signal is set, so the getters need not be
+asked again.
+
+Asked only once the getters have looked (the first look always asks them, so that a provider
+named by an ``OTEL_PYTHON_*_PROVIDER`` variable loads then).
+"""
 
 
 def tracer_provider() -> trace.TracerProvider | None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.metrics import Histogram, NoOpHistogram, NoOpMeter, NoOpMeterProvider
 from opentelemetry.metrics import MeterProvider as ApiMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,7 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import NoOpTracerProvider
 
 from otel_resilience.engine.events import TelemetrySource
-from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+from otel_resilience.telemetry import current_listener, install_default, instrument, providers, uninstrument
 from otel_resilience.telemetry.otel import OtelListener
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +193,16 @@ def test_providers_are_acquired_through_the_public_api_only():
             )
             code = code.replace("from opentelemetry.metrics import _internal as _metrics_state\n", "")
         assert not private.search(code), (path, private.search(code))
+
+
+def test_the_gate_reads_the_api_state_only_where_the_api_has_it():
+    """Chosen at import: an API without one of the three attributes gets the check that always
+    lets the getters decide; this one gets the check of the three attributes."""
+    assert providers.nothing_set is providers._unset
+    assert providers._gate(providers._STATE) is providers._unset
+    other_api = providers._gate(((trace, "_TRACER_PROVIDER"), (trace, "_NO_SUCH_PROVIDER")))
+    assert other_api is providers._unknown
+    assert other_api() is False
 
 
 def test_without_sdk_calls_work_and_nothing_is_opened():
