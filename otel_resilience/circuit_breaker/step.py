@@ -179,6 +179,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         if self._wanted:
             self._telemetry.report(_CALL_REJECTED, args)
         core = self._core
-        for watcher in core._reject_watchers:
-            notify(watcher, error, f"circuit breaker {core.name!r}: rejection callback")
+        if core._reject_watchers:  # usually none: no iterator made then
+            for watcher in core._reject_watchers:
+                notify(watcher, error, f"circuit breaker {core.name!r}: rejection callback")
         return error
