@@ -25,6 +25,7 @@ from otel_resilience.circuit_breaker import (
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitState,
+    CountWindow,
 )
 from otel_resilience.engine.events import HUB, CallRejected, Event, StateChanged, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
@@ -204,6 +205,49 @@ async def test_success_resets_the_consecutive_count(clock: FakeClock, driver: st
         assert breaker.stats.failure_count == 0
     assert breaker.state is CircuitState.CLOSED
     assert breaker.stats.total_failures == 10
+
+
+class _CountingLock:
+    """A breaker core's lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        self.taken += 1
+        return self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+async def test_successes_take_the_lock_only_to_end_a_streak(clock: FakeClock, driver: str) -> None:
+    """A CLOSED success with no streak to reset only counts (no lock, from a new breaker on); a
+    failure and the success that ends its streak take it; a windowed breaker's successes do."""
+    breaker = make(clock, failure_threshold=3)
+    lock = breaker._core._lock = _CountingLock()  # type: ignore[assignment]
+    for _ in range(3):
+        assert await invoke(breaker, driver, ok) == "ok"
+    assert lock.taken == 0
+    await fail_times(breaker, driver, 1)
+    assert await invoke(breaker, driver, ok) == "ok"  # ends the streak: under the lock
+    taken = lock.taken
+    assert taken >= 2
+    for _ in range(3):
+        assert await invoke(breaker, driver, ok) == "ok"
+    assert lock.taken == taken
+    assert breaker.stats.total_successes == 7
+    windowed = make(clock, sliding_window=CountWindow(10))
+    lock = windowed._core._lock = _CountingLock()  # type: ignore[assignment]
+    assert await invoke(windowed, driver, ok) == "ok"
+    assert lock.taken == 1
 
 
 async def test_open_rejects_without_calling_and_names_the_breaker(clock: FakeClock, driver: str) -> None:
