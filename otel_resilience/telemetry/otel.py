@@ -331,6 +331,8 @@ class OtelListener:
         """
         if self._pending:
             if self._dormant and providers.nothing_set():  # idle, and still nothing to look for
+                if not self._hub.is_dormant(self):  # re-added since it went dormant: the hub asks
+                    self._go_dormant()  # it again on every execution until it is told once more
                 return None
             if not self._acquire():
                 self._rest()

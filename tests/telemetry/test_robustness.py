@@ -309,6 +309,45 @@ def test_listener_sleeps_without_sdk_and_wakes_when_providers_are_set():
     assert out.strip() == "ok"
 
 
+def test_a_dormant_listener_removed_and_added_again_goes_back_to_sleep():
+    """Re-added, the hub has it awake and asks it on every execution; the first one it is asked
+    about puts it back to sleep, so the next executions skip it as before (no SDK)."""
+    out = _run(
+        """
+        from otel_resilience import CircuitBreaker
+        from otel_resilience.engine.events import HUB
+        from otel_resilience.telemetry import install_default, providers
+        from otel_resilience.telemetry.otel import OtelListener
+
+        listener = install_default()
+        asked = 0
+        start = OtelListener.start_execution
+
+        def counted(self, source, operation):
+            global asked
+            asked += 1
+            return start(self, source, operation)
+
+        OtelListener.start_execution = counted
+        breaker = CircuitBreaker("again")
+        for _ in range(3):
+            assert breaker.call_sync(lambda: 1) == 1
+        assert HUB.is_dormant(listener) and HUB.quiet is providers.nothing_set
+        before = asked
+        for attached in list(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners))):
+            HUB.remove_listener(attached)
+            HUB.add_listener(attached)
+        assert not HUB.is_dormant(listener)
+        for _ in range(5):
+            assert breaker.call_sync(lambda: 1) == 1
+        assert HUB.is_dormant(listener) and HUB.quiet is providers.nothing_set
+        assert asked - before == 1, asked - before
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
 def test_provider_named_by_environment_variable_is_honoured():
     """OTEL_PYTHON_TRACER_PROVIDER is honoured through the public getter on first use."""
     out = _run(
