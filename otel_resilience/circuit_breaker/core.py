@@ -413,11 +413,9 @@ class _BreakerCore:
     def _update_lock_free_locked(self) -> None:
         """Decide whether a success of the current period needs the lock: the one place of that rule.
 
-        It does not in a CLOSED period with no failure streak to reset, no sliding window and
-        no call timing or result judging: such a success changes nothing but the success total,
-        an exact counter. :attr:`_lock_free` is then the period's permit, which the link admits
-        at once and whose successes it counts without the lock; otherwise ``None``. Called
-        under the lock wherever the permit, the window or the streak changes.
+        Not in CLOSED with no failure streak, no window and no call timing or result judging (it
+        only bumps an exact counter): :attr:`_lock_free` is then the period's permit, else
+        ``None``. Called under the lock wherever the permit, the window or the streak changes.
         """
         permit = self._permit
         settings = self.settings

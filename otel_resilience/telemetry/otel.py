@@ -21,20 +21,19 @@ and decides *how* what the patterns report is shown:
   that reached the dependency, reported by the retry (rejections never set it).
 
 Providers are acquired lazily through the public API (:mod:`otel_resilience.telemetry.providers`), so
-that a provider set after the import, or named by an ``OTEL_PYTHON_*_PROVIDER`` variable, is
-honoured. Until one is set globally (or passed in), :meth:`OtelListener.start_execution` asks whether
-one has been set since and returns ``None``; a global provider is set once, so it is acquired once.
+that a provider set after the import, or named by an ``OTEL_PYTHON_*_PROVIDER`` variable, is honoured.
+Until one is set globally (or passed in), :meth:`OtelListener.start_execution` asks whether one has been
+set since and returns ``None``; a global provider is set once, so it is acquired once.
 
 Events need no code here: :meth:`OtelListener.on_event` does what the event's row of
 :data:`otel_resilience.telemetry.semconv.EVENTS` says, through :mod:`otel_resilience.telemetry.binding`.
 
-Error rule (OTel semantic conventions, "Recording errors"): only the outcomes ``failure``,
-``rejected`` and ``timeout`` set status ERROR and ``error.type``; ``success``, ``recovered``
-(succeeded after retries or a recovery action) and ``fallback`` are not errors and carry
-``resilience.outcome``; ``cancelled`` is not an error either. Exceptions are not recorded as span
-events (the conventions advise against it); their messages appear, as the status description,
-only with ``record_messages=True``. ``http.request.resend_count``, ``resilience.key``: see
-:mod:`otel_resilience.telemetry.scopes`.
+Error rule (OTel semantic conventions, "Recording errors"): only the outcomes ``failure``, ``rejected``
+and ``timeout`` set status ERROR and ``error.type``; ``success``, ``recovered`` (succeeded after retries
+or a recovery action) and ``fallback`` are not errors and carry ``resilience.outcome``; ``cancelled`` is
+not an error either. Exceptions are not recorded as span events (the conventions advise against it);
+their messages appear, as the status description, only with ``record_messages=True``.
+``http.request.resend_count``, ``resilience.key``: see :mod:`otel_resilience.telemetry.scopes`.
 
 Telemetry never breaks the application: every exception here is caught, counted in
 :attr:`OtelListener.errors` and logged (``otel_resilience``, once a minute per call site at most).
@@ -303,8 +302,7 @@ class OtelListener:
         still calls on every execution, wakes it up as soon as a provider has been set.
         """
         self._dormant = True
-        # While providers are pending, start_execution returns None at once for as long as
-        # nothing is set: the hub may skip asking it until then.
+        # Providers pending: start_execution returns None while nothing is set; the hub may skip it.
         check = providers.nothing_set if self._pending else None
         self._hub.set_dormant(self, dormant=True, asleep_while=check)
 
@@ -331,8 +329,8 @@ class OtelListener:
         """
         if self._pending:
             if self._dormant and providers.nothing_set():  # idle, and still nothing to look for
-                if not self._hub.is_dormant(self):  # re-added since it went dormant: the hub asks
-                    self._go_dormant()  # it again on every execution until it is told once more
+                if not self._hub.is_dormant(self):  # re-added: asked on every execution till told
+                    self._go_dormant()
                 return None
             if not self._acquire():
                 self._rest()
