@@ -418,10 +418,8 @@ class _BreakerCore:
         ``None``. Called under the lock wherever the permit, the window or the streak changes.
         """
         permit = self._permit
-        settings = self.settings
-        plain = self.window is None and settings.slow_call_duration is None and settings.record_result is None
-        free = plain and permit.state is _CLOSED and not self.stats.failure_count
-        self._lock_free = permit if free else None
+        free = self.settings.plain and self.window is None and permit.state is _CLOSED
+        self._lock_free = permit if free and not self.stats.failure_count else None
 
     def _release_locked(self, permit: Permit) -> None:
         if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:

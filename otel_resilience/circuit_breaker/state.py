@@ -148,7 +148,7 @@ class Settings:
     """What a breaker's core reads from its configuration, derived once and shared.
 
     Immutable: every breaker of an equal configuration (all those at the default one) shares
-    one (:func:`settings_for`), so a breaker carries one reference instead of fourteen fields.
+    one (:func:`settings_for`), so a breaker carries one reference instead of fifteen fields.
     """
 
     __slots__ = (
@@ -158,6 +158,7 @@ class Settings:
         "ignore",
         "max_half_open_wait",
         "minimum_calls",
+        "plain",
         "predicate",
         "rate_threshold",
         "record",
@@ -191,6 +192,8 @@ class Settings:
         self.record_result: Callable[[Any], bool] | None = config.record_result
         self.break_duration = config.break_duration
         self.max_half_open_wait = config.max_half_open_wait
+        self.plain = self.slow_call_duration is None and self.record_result is None
+        """No call timing and no result judging: a call that returned is a success, nothing more."""
 
     def with_probes(self, probes: int) -> Settings:
         """Return these settings with ``half_open_max_calls = probes``: a copy, these stay shared.

@@ -42,7 +42,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         self._routes_seen: object = None
         self._wanted = False
         self._timed = core.settings.slow_call_duration is not None
-        self._plain = not self._timed and core.settings.record_result is None
+        self._plain = core.settings.plain
 
     def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
         """Admit a call, or raise the breaker's rejection.
