@@ -364,10 +364,10 @@ class _BreakerCore:
         if window is None:
             stats.failure_count = stats.failure_count + 1 if failed else 0
             totals = (0, stats.failure_count, 0)
+            self._update_lock_free_locked()  # a streak started or ended (a window has no streak)
         else:
             totals = window.record(failed, slow, self._clock.now())
             stats.failure_count = totals[1]
-        self._update_lock_free_locked()
         shared = self._shared
         if shared is not None:
             if failed:
