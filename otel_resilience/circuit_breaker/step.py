@@ -35,6 +35,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     __slots__ = ("_core", "_plain", "_routes_seen", "_timed", "_wanted")
 
     kind: ClassVar[str] = KIND
+    admit_waits: ClassVar[bool] = False  # admit returns a plain token
 
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core._clock, telemetry)

@@ -17,7 +17,8 @@ give back when a run ends in cancellation (:meth:`Step.on_cancel`). What comes n
 token first) or a :class:`Hedge` (a ``Wait`` the async driver performs as a race of attempts of
 the rest of the chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the
 sync driver refuses it). Both are found by the one ``issubclass(type(token), Wait)`` check every
-admitted token already gets, so a step that returns neither pays nothing for them. A ``Wait``
+admitted token of a step that may wait gets (:attr:`Step.admit_waits`), so a step that returns
+neither pays nothing for them. A ``Wait``
 may give an :class:`Answer` in place of the token: the driver returns its value without running
 the rest of the chain at all (an injected outcome).
 
@@ -86,6 +87,10 @@ calls of ``__enter__`` and ``__exit__``, which the interpreter inlines, where a 
 calls them from C."""
 
 
+_Plan = tuple[bool, bool, "Counter | None", "Step | None", "float | None", bool]
+"""What :meth:`Step.settle` records: ``(admits, waits, entries, next, seconds, judges)``."""
+
+
 class Step:
     """One link of a pipeline: a pattern's rules, run by the two drivers it inherits.
 
@@ -106,6 +111,9 @@ class Step:
         judges_first_run: Whether :meth:`on_success` is called for the first run too (the
             default); a step that only cares how a run *it* started again ended (a recovery
             re-run) sets ``False``, and the drivers skip the call on every first success.
+        admit_waits: Whether :meth:`admit` may return a :class:`Wait` (or a :class:`Hedge`):
+            ``True`` by default; a class whose ``admit`` never does sets ``False``, and the
+            drivers do not look at its tokens (a check of every admitted call).
     """
 
     __slots__ = (
@@ -125,6 +133,7 @@ class Step:
     scope: str = "total"
     clock: Clock = SYSTEM_CLOCK
     judges_first_run: ClassVar[bool] = True
+    admit_waits: ClassVar[bool] = True
 
     _hooks: ClassVar[tuple[bool, bool, bool, bool, bool]] = (False, False, False, False, False)
     """Whether the class overrides admit, on_success, on_failure, on_expired and on_cancel."""
@@ -149,13 +158,14 @@ class Step:
         # hook off for an instance that does not need it (after this __init__).
         self._admits, self._succeeds, self._fails, self._expires, self._cancels = type(self)._hooks
         self._judges = self._succeeds and self.judges_first_run
-        self._plan: tuple[bool, Counter | None, Step | None, float | None, bool] | None = None
+        self._plan: _Plan | None = None
 
-    def settle(self) -> tuple[bool, Counter | None, Step | None, float | None, bool]:
+    def settle(self) -> _Plan:
         """Record what the drivers read of this step on every run; return it.
 
-        ``(admits, entries, next, seconds, judges)`` (``next`` ``None`` for the last step, which
-        calls the function itself), read by the drivers in one attribute load:
+        ``(admits, waits, entries, next, seconds, judges)`` (``waits``: :meth:`admit` is called
+        and may return a :class:`Wait`; ``next`` ``None`` for the last step, which calls the
+        function itself), read by the drivers in one attribute load:
         their code is shared by every step class, and a site that loads a field from instances of
         many classes misses the interpreter's per-type cache on each (a five-step pipeline paid
         about 4 000 instructions per call for it). :meth:`PipelineBuilder.build` settles every
@@ -164,7 +174,8 @@ class Step:
         afterwards calls it again.
         """
         nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
-        plan = self._plan = (self._admits, self.entries, nxt, self.seconds, self._judges)
+        waits = self._admits and self.admit_waits
+        plan = self._plan = (self._admits, waits, self.entries, nxt, self.seconds, self._judges)
         return plan
 
     name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
@@ -215,10 +226,14 @@ class Step:
     async def execute(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
         token = None
-        admits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
+        admits, waits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
         if admits:
             token = self.admit(ctx)
-            if issubclass(type(token), Wait) and type(token := await self._waiting(ctx, token)) is Answer:
+            if (
+                waits
+                and issubclass(type(token), Wait)
+                and type(token := await self._waiting(ctx, token)) is Answer
+            ):
                 return token.value
         if entries is not None:
             next(entries)
@@ -331,10 +346,10 @@ class Step:
     def execute_sync(self, ctx: ExecutionContext) -> Any:
         """Run the rest of the chain under this step's rules in this thread (sync driver)."""
         token = None
-        admits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
+        admits, waits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
         if admits:
             token = self.admit(ctx)
-            if issubclass(type(token), Wait) and type(token := token.wait_sync()) is Answer:
+            if waits and issubclass(type(token), Wait) and type(token := token.wait_sync()) is Answer:
                 return token.value
         if entries is not None:
             next(entries)

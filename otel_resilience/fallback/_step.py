@@ -251,6 +251,7 @@ class FallbackStep(Link[FallbackConfig]):
     __slots__ = ("_core",)
 
     kind: ClassVar[str] = KIND
+    admit_waits: ClassVar[bool] = False  # admit returns a plain token
 
     def __init__(self, core: FallbackCore, clock: Clock, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, clock, telemetry)

@@ -384,6 +384,7 @@ class _RetryStep(Link[RetryPolicy]):
     __slots__ = ("__weakref__", "_budget", "_core", "_hook_is_async", "seconds")
 
     kind: ClassVar[str] = "retry"
+    admit_waits: ClassVar[bool] = False  # admit returns a plain token
     scope: str = "attempt"
 
     def __init__(self, core: _RetryCore, telemetry: StrategyTelemetry) -> None:

@@ -104,6 +104,40 @@ async def test_a_wait_that_gives_a_token_runs_the_rest_with_it(driver: str) -> N
     )
 
 
+class _NeverWaits(_Answering):
+    """The same step, declaring that its admit never returns a Wait."""
+
+    kind = "never_waits"
+    admit_waits = False
+
+
+async def test_a_step_that_declares_it_never_waits_has_its_token_passed_as_it_is(driver: str) -> None:
+    """``admit_waits = False``: the drivers do not look at the token (no wait, no Answer taken)."""
+    step, calls = _NeverWaits(Answer("ignored")), []
+    pipeline = PipelineBuilder("never-waits").add(step).build()
+    assert await _run(pipeline, driver, calls) == "real"
+    assert calls == ["called"]
+    [hook] = step.hooks  # on_success saw the Wait itself as the token
+    assert hook.startswith("success <")
+    assert "_Gives object" in hook
+
+
+def test_the_built_in_steps_that_never_wait_say_so_and_the_others_do_not() -> None:
+    """Breaker, retry and fallback admit plain tokens; bulkhead, rate limiter, chaos and hedging wait."""
+    from otel_resilience.bulkhead._link import _BulkheadStep  # noqa: PLC0415
+    from otel_resilience.chaos.step import _ChaosStep  # noqa: PLC0415
+    from otel_resilience.circuit_breaker.step import _BreakerStep  # noqa: PLC0415
+    from otel_resilience.fallback._step import FallbackStep  # noqa: PLC0415
+    from otel_resilience.hedging.step import _HedgingStep  # noqa: PLC0415
+    from otel_resilience.rate_limiter.step import _ClusterRateLimiterStep, _RateLimiterStep  # noqa: PLC0415
+    from otel_resilience.retry.step import _RetryStep  # noqa: PLC0415
+
+    never = (_BreakerStep, _RetryStep, FallbackStep)
+    may = (_BulkheadStep, _ChaosStep, _HedgingStep, _RateLimiterStep, _ClusterRateLimiterStep, Step)
+    assert not any(cls.admit_waits for cls in never)
+    assert all(cls.admit_waits for cls in may)
+
+
 def test_a_guard_refuses_a_wait_that_answers() -> None:
     """A block cannot be replaced by a value: the guard says so instead of running it."""
     pipeline = PipelineBuilder("guarded").add(_Answering(Answer(1))).build()
