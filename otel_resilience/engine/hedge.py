@@ -3,10 +3,9 @@
 A step that hedges returns a :class:`Hedge` from :meth:`~otel_resilience.engine.step.Step.admit`.
 A ``Hedge`` is a :class:`~otel_resilience.engine.actions.Wait`, which the drivers already look
 for in every admitted token of a step that may wait, so a step that never hedges pays no check
-more for it. The async
-driver performs it with :func:`race` in place of its one run of the rest of the chain; the sync
-driver refuses it (:meth:`Hedge.wait_sync` raises ``TypeError``): attempts side by side need
-tasks, and a thread per attempt is left out on purpose.
+more for it. The async driver performs it with :func:`race` in place of its one run of the rest
+of the chain; the sync driver refuses it (:meth:`Hedge.wait_sync` raises ``TypeError``):
+attempts side by side need tasks, and a thread per attempt is left out on purpose.
 
 The step decides (the ``Hedge`` subclass it returns overrides the hooks below); the driver
 starts, waits, cancels and awaits. The race, in order:

@@ -18,9 +18,8 @@ token first) or a :class:`Hedge` (a ``Wait`` the async driver performs as a race
 the rest of the chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the
 sync driver refuses it). Both are found by the one ``issubclass(type(token), Wait)`` check every
 admitted token of a step that may wait gets (:attr:`Step.admit_waits`), so a step that returns
-neither pays nothing for them. A ``Wait``
-may give an :class:`Answer` in place of the token: the driver returns its value without running
-the rest of the chain at all (an injected outcome).
+neither pays nothing for them. A ``Wait`` may give an :class:`Answer` in place of the token: the
+driver returns its value without running the rest of the chain at all (an injected outcome).
 
 The drivers, :meth:`Step.execute` (async) and :meth:`Step.execute_sync`, are the only code that
 sleeps, awaits, opens a deadline scope or calls the protected function. A step class inherits
