@@ -208,15 +208,15 @@ class AlertSystem:
 
     def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""
-        if event is _ALERT_RAISED:
-            return
         alert: Alert | None = None
-        if event is _STATE_CHANGED:
-            if isinstance(args, StateChanged):
-                alert = self._state_changed(source, args)
-        elif event is _CALL_REJECTED:
+        if event is _CALL_REJECTED:  # first: a full bulkhead reports every call it rejects
             if isinstance(args, CallRejected) and args.reason == "bulkhead_full":
                 alert = self._bulkhead_full(source)
+        elif event is _ALERT_RAISED:
+            return
+        elif event is _STATE_CHANGED:
+            if isinstance(args, StateChanged):
+                alert = self._state_changed(source, args)
         elif event is _RECOVERY_ATTEMPTED:
             if isinstance(args, RecoveryAttempted):
                 self._recovery_attempted(source, args)
