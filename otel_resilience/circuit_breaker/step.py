@@ -32,7 +32,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     cancellation gives it back.
     """
 
-    __slots__ = ("_core", "_plain", "_routes_seen", "_timed", "_wanted")
+    __slots__ = ("_core", "_routes_seen", "_timed", "_wanted")
 
     kind: ClassVar[str] = KIND
     admit_waits: ClassVar[bool] = False  # admit returns a plain token
@@ -43,7 +43,6 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         self._routes_seen: object = None
         self._wanted = False
         self._timed = core.settings.slow_call_duration is not None
-        self._plain = core.settings.plain
 
     def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
         """Admit a call, or raise the breaker's rejection.
@@ -91,7 +90,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         if token is core._lock_free:
             next(core.stats._successes)
             return
-        if not self._plain:
+        if not core.settings.plain:  # timed calls or judged results
             self._judge_returned(token, result)
             return
         self._succeeded(token, False)  # noqa: FBT003
