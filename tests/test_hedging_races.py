@@ -23,8 +23,9 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
+from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.hedge import Hedge
-from otel_resilience.engine.pipeline import Guard, PipelineBuilder
+from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.testing import FakeClock
 
 _ROOT = Path(__file__).resolve().parent.parent

@@ -68,7 +68,7 @@ from otel_resilience.bulkhead._link import _BulkheadStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
-from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BULKHEADS
 
@@ -170,7 +170,7 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep], kind=_KIND):
         :class:`~otel_resilience.errors.BulkheadFullError` /
         :class:`~otel_resilience.errors.BulkheadTimeoutError`); leaving gives it back, whatever
         ended the block. The block counts as an execution of the bulkhead's own pipeline, as
-        :meth:`CircuitBreaker.guard`'s does (the engine's :class:`~otel_resilience.engine.pipeline.Guard`).
+        :meth:`CircuitBreaker.guard`'s does (the engine's :class:`~otel_resilience.engine.guard.Guard`).
 
         Returns:
             A slot holder that serves one block at a time.

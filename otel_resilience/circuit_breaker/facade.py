@@ -15,7 +15,7 @@ from otel_resilience.circuit_breaker.step import _BreakerStep
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StateChanged, StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
-from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.validation import check_callable, check_duration, fail

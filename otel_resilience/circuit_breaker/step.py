@@ -36,6 +36,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
     kind: ClassVar[str] = KIND
     admit_waits: ClassVar[bool] = False  # admit returns a plain token
+    admits_early: ClassVar[bool] = True  # admit reads nothing of the context
 
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core._clock, telemetry)
@@ -53,10 +54,9 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         Raises:
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
-        core = self._core
-        permit = core._lock_free
-        if permit is not None:  # CLOSED with no streak (see _BreakerCore._update_lock_free_locked)
+        if (permit := self._core._lock_free) is not None:  # CLOSED, no streak (_update_lock_free_locked)
             return permit
+        core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:

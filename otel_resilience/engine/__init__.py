@@ -7,7 +7,9 @@
 * :mod:`~otel_resilience.engine.hedge`: :class:`Hedge`, the token that makes the async driver
   run the rest of the chain as a race of attempts (hedging).
 * :mod:`~otel_resilience.engine.calling`: what the drivers accept of the protected function.
-* :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder`, :class:`Pipeline`, ``Guard``.
+* :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder`, :class:`Pipeline`.
+* :mod:`~otel_resilience.engine.guard`: ``Guard``, a block of code run under a one-step pipeline.
+* :mod:`~otel_resilience.engine.admission`: the placeholder context of an early admission.
 * :mod:`~otel_resilience.engine.stats`: :class:`PipelineStats`, the outcome counts.
 * :mod:`~otel_resilience.engine.facade`: the base of every pattern's facade and link.
 * :mod:`~otel_resilience.engine.waiting`: FIFO waiting for a slot, sync and async.

@@ -24,6 +24,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
+from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.calling import WrongDriver, async_generator_refused, handled_error
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
@@ -31,15 +32,18 @@ from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import PipelineStats, classify_error
-from otel_resilience.engine.step import TERMINAL, Answer, Step, Wait
+from otel_resilience.engine.step import TERMINAL, Step
 from otel_resilience.engine.validation import check_int, check_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    _Fn = Callable[..., Any]
+    _Args = tuple[Any, ...]
+    _Kwargs = Mapping[str, Any]
+
 __all__ = [
     "ExecutionHandles",
-    "Guard",
     "Pipeline",
     "PipelineBuilder",
     "PipelineStats",
@@ -73,7 +77,9 @@ class Pipeline:
     __slots__ = (
         "__weakref__",
         "_clock",
+        "_early",
         "_head",
+        "_hub",
         "_strategies",
         "max_attempts",
         "name",
@@ -94,9 +100,19 @@ class Pipeline:
         self.max_attempts = max_attempts
         self._strategies = strategies
         self._head: Step = strategies[0] if strategies else TERMINAL
+        # The pipeline admits its first step's calls itself, before it makes their context,
+        # when the step's admission reads nothing of it and never waits (a breaker): a
+        # rejection then costs no context and no run of the step's driver (Step.admits_early).
+        head = self._head
+        early = head is not TERMINAL and head._admits and head.admits_early and not head.admit_waits
+        self._early: Step | None = head if early else None
+        if early and not head._early:
+            head._early = True
+            head.settle()
         self._clock = clock
         self.stats = PipelineStats()
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
+        self._hub = self.telemetry.hub  # asked on every execution whether anyone listens
         PIPELINES.register(self)
 
     strategies = ReadOnly[tuple[Step, ...]]("_strategies", "The strategies, outer to inner.")
@@ -160,27 +176,36 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
-        quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
+        quiet = self._hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
-            return await self.execute_in_scope(handles, ctx)  # type: ignore[no-any-return]
+            return await self.execute_in_scope(handles, fn, args, kwargs)  # type: ignore[no-any-return]
         try:
-            result = await self._head.execute(ctx)
+            if (head := self._early) is None:
+                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
+                result = await self._head.execute(ctx)
+            else:  # the head admits before the context is made (Step.admits_early)
+                token = head.admit(UNSTARTED)
+                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
+                result = await head.execute(ctx, token)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
         next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
 
-    async def execute_in_scope(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
-        """Run ``ctx`` through every strategy inside the execution scope ``handles``, and close it.
+    async def execute_in_scope(self, handles: ExecutionHandles, fn: _Fn, args: _Args, kwargs: _Kwargs) -> Any:
+        """Run ``fn(*args, **kwargs)`` through every strategy inside the scope ``handles``, and close it.
 
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
         start = self._clock.now()
-        try:
-            result = await self._head.execute(ctx)
+        try:  # in a scope the context is made first: beside the scope's, its cost is nothing
+            start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
+            head = self._early
+            result = await (
+                self._head.execute(ctx) if head is None else head.execute(ctx, head.admit(UNSTARTED))
+            )
         except BaseException:
             self._failed(handled_error(), handles, start)
             raise
@@ -203,23 +228,34 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
-        quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
+        quiet = self._hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
-            return self.execute_in_scope_sync(handles, ctx)  # type: ignore[no-any-return]
+            return self.execute_in_scope_sync(handles, fn, args, kwargs)  # type: ignore[no-any-return]
         try:
-            result = self._head.execute_sync(ctx)
+            if (head := self._early) is None:
+                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+                result = self._head.execute_sync(ctx)
+            else:  # the head admits before the context is made (Step.admits_early)
+                token = head.admit(UNSTARTED_SYNC)
+                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+                result = head.execute_sync(ctx, token)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
         next(self.stats.tally[ctx.outcome._value_])
         return result  # type: ignore[no-any-return]
 
-    def execute_in_scope_sync(self, handles: ExecutionHandles, ctx: ExecutionContext) -> Any:
+    def execute_in_scope_sync(self, handles: ExecutionHandles, fn: _Fn, args: _Args, kwargs: _Kwargs) -> Any:
         """The sync twin of :meth:`execute_in_scope` (raises what it raises)."""
         start = self._clock.now()
-        try:
-            result = self._head.execute_sync(ctx)
+        try:  # in a scope the context is made first: beside the scope's, its cost is nothing
+            start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+            head = self._early
+            result = (
+                self._head.execute_sync(ctx)
+                if head is None
+                else head.execute_sync(ctx, head.admit(UNSTARTED_SYNC))
+            )
         except BaseException:
             self._failed(handled_error(), handles, start)
             raise
@@ -275,7 +311,10 @@ class PipelineBuilder:
         if not isinstance(strategy, Step):
             msg = f"PipelineBuilder.add needs a Strategy (an engine.step.Step), got {type(strategy).__name__}"
             raise TypeError(msg)
-        if strategy.next is not TERMINAL or any(s is strategy for s in self._strategies):
+        # A step that heads a pipeline admitting it early (Step.admits_early) leaves its
+        # admission to that pipeline: it cannot run inside another step.
+        linked = strategy.next is not TERMINAL or (strategy._early and bool(self._strategies))
+        if linked or any(s is strategy for s in self._strategies):
             msg = f"strategy {strategy.kind}:{strategy.name!r} is already linked into a pipeline"
             raise ValueError(msg)
         self._strategies.append(strategy)
@@ -295,109 +334,6 @@ class PipelineBuilder:
         return Pipeline(
             self._name, strategies, clock=self._clock, source=self._source, max_attempts=self._max_attempts
         )
-
-
-def _block() -> None:
-    """The "function" of a :class:`Guard`'s execution: the block runs in the caller's frame."""
-
-
-class Guard:
-    """A block run under a one-step pipeline: ``with guard:`` or ``async with guard:``.
-
-    Entering runs the step's :meth:`~Step.admit` (waiting when it says :class:`Wait`); leaving
-    ends the run with the hook the block's outcome calls for, exactly as the drivers do: no
-    exception is a success, an ``Exception`` a failure, anything else a cancellation. The
-    pipeline counts the execution in its stats (a rejection included); no execution scope (span)
-    is opened. Only a step whose rules never decide an action can guard a block (a breaker, a
-    bulkhead); one guard serves one block.
-    """
-
-    __slots__ = ("_ctx", "_pipeline", "_step", "_token")
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-        self._step = pipeline.strategies[0]
-        self._ctx: ExecutionContext | None = None
-        self._token: Any = None
-
-    def _admit(self, *, sync: bool) -> Any:
-        step = self._step
-        ctx = self._ctx = ExecutionContext(_block, (), {}, self._pipeline.name, None, sync)
-        return step.admit(ctx) if step._admits else None
-
-    def _admitted(self, token: Any) -> Any:
-        """Return the token a :class:`Wait` gave; refuse an :class:`Answer`, which cannot replace a block."""
-        if type(token) is Answer:
-            step = self._step
-            msg = f"{step.kind} {step.name!r} answered in place of the call, which a guarded block cannot do"
-            raise RuntimeError(msg)
-        return token
-
-    def _check_unused(self) -> None:
-        if self._ctx is not None:
-            kind, name = self._step.kind, self._pipeline.name
-            msg = f"a guard of {kind} {name!r} serves one block at a time; make another"
-            raise RuntimeError(msg)
-
-    def _refused(self, error: BaseException) -> None:
-        self._ctx = None
-        self._pipeline.stats.count(classify_error(error))
-
-    def _leave(self, error: BaseException | None) -> None:
-        step, ctx, token = self._step, self._ctx, self._token
-        self._ctx = self._token = None
-        if ctx is None:  # pragma: no cover - the with statement only exits an entered guard
-            return
-        stats = self._pipeline.stats
-        action = None
-        if error is None:
-            stats.count(ctx.outcome)
-            if step._succeeds:
-                action = step.on_success(ctx, token, None)
-        elif isinstance(error, Exception):
-            stats.count(classify_error(error))
-            if step._fails:
-                action = step.on_failure(ctx, token, error)
-        else:
-            stats.count(Outcome.CANCELLED)
-            if step._cancels:
-                step.on_cancel(ctx, token, running=True)
-        if action is not None:
-            decided = type(action).__name__
-            msg = f"{step.kind} {step.name!r} decided {decided}, which a guarded block cannot do"
-            raise RuntimeError(msg)
-
-    def __enter__(self) -> Guard:
-        self._check_unused()
-        try:
-            token = self._admit(sync=True)
-            if issubclass(type(token), Wait):
-                token = self._admitted(token.wait_sync())
-        except Exception as error:
-            self._refused(error)
-            raise
-        self._token = token
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self._leave(exc)
-
-    async def __aenter__(self) -> Guard:
-        self._check_unused()
-        try:
-            token = self._admit(sync=False)
-            if issubclass(type(token), Wait):
-                token = self._admitted(await token.wait())
-        except Exception as error:
-            self._refused(error)
-            raise
-        self._token = token
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        self._leave(exc)
 
 
 _STANDALONE_LOCK: Final = threading.Lock()

@@ -113,11 +113,19 @@ class Step:
         admit_waits: Whether :meth:`admit` may return a :class:`Wait` (or a :class:`Hedge`):
             ``True`` by default; a class whose ``admit`` never does sets ``False``, and the
             drivers do not look at its tokens (a check of every admitted call).
+        admits_early: Whether :meth:`admit` reads nothing of its context but
+            :attr:`~otel_resilience.engine.context.ExecutionContext.sync` (``False`` by
+            default). A pipeline whose first step says ``True`` (and ``admit_waits`` ``False``)
+            admits each call itself before it makes the execution's context, handing ``admit``
+            a placeholder that holds only ``sync``, and passes the token to the step's driver
+            (the drivers' ``token`` argument): a call the step rejects (an open breaker) costs
+            no context and no run of the driver (:mod:`~otel_resilience.engine.admission`).
     """
 
     __slots__ = (
         "_admits",
         "_cancels",
+        "_early",
         "_expires",
         "_fails",
         "_judges",
@@ -133,6 +141,7 @@ class Step:
     clock: Clock = SYSTEM_CLOCK
     judges_first_run: ClassVar[bool] = True
     admit_waits: ClassVar[bool] = True
+    admits_early: ClassVar[bool] = False
 
     _hooks: ClassVar[tuple[bool, bool, bool, bool, bool]] = (False, False, False, False, False)
     """Whether the class overrides admit, on_success, on_failure, on_expired and on_cancel."""
@@ -157,14 +166,16 @@ class Step:
         # hook off for an instance that does not need it (after this __init__).
         self._admits, self._succeeds, self._fails, self._expires, self._cancels = type(self)._hooks
         self._judges = self._succeeds and self.judges_first_run
+        self._early = False  # set by the pipeline this step heads, when it admits the step's calls
         self._plan: _Plan | None = None
 
     def settle(self) -> _Plan:
         """Record what the drivers read of this step on every run; return it.
 
-        ``(admits, waits, entries, next, seconds, judges)`` (``waits``: :meth:`admit` is called
-        and may return a :class:`Wait`; ``next`` ``None`` for the last step, which calls the
-        function itself), read by the drivers in one attribute load:
+        ``(admits, waits, entries, next, seconds, judges)`` (``admits``: the driver calls
+        :meth:`admit`, unless the pipeline this step heads does so before the context is made;
+        ``waits``: the admitted token may be a :class:`Wait`; ``next`` ``None`` for the last
+        step, which calls the function itself), read by the drivers in one attribute load:
         their code is shared by every step class, and a site that loads a field from instances of
         many classes misses the interpreter's per-type cache on each (a five-step pipeline paid
         about 4 000 instructions per call for it). :meth:`PipelineBuilder.build` settles every
@@ -174,7 +185,14 @@ class Step:
         """
         nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
         waits = self._admits and self.admit_waits
-        plan = self._plan = (self._admits, waits, self.entries, nxt, self.seconds, self._judges)
+        plan = self._plan = (
+            self._admits and not self._early,
+            waits,
+            self.entries,
+            nxt,
+            self.seconds,
+            self._judges,
+        )
         return plan
 
     name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
@@ -222,9 +240,8 @@ class Step:
 
     # -- the async driver -------------------------------------------------------------------------
 
-    async def execute(self, ctx: ExecutionContext) -> Any:
+    async def execute(self, ctx: ExecutionContext, token: Any = None) -> Any:
         """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
-        token = None
         admits, waits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
         if admits:
             token = self.admit(ctx)
@@ -342,9 +359,8 @@ class Step:
 
     # -- the sync driver --------------------------------------------------------------------------
 
-    def execute_sync(self, ctx: ExecutionContext) -> Any:
+    def execute_sync(self, ctx: ExecutionContext, token: Any = None) -> Any:
         """Run the rest of the chain under this step's rules in this thread (sync driver)."""
-        token = None
         admits, waits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
         if admits:
             token = self.admit(ctx)
@@ -448,13 +464,13 @@ class _Terminal(Step):
     def __init__(self) -> None:
         self.next = self
 
-    async def execute(self, ctx: ExecutionContext) -> Any:
+    async def execute(self, ctx: ExecutionContext, token: Any = None) -> Any:  # noqa: ARG002 - never admits
         awaitable = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
         if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
             raise not_awaitable(ctx.operation, awaitable)
         return await awaitable
 
-    def execute_sync(self, ctx: ExecutionContext) -> Any:
+    def execute_sync(self, ctx: ExecutionContext, token: Any = None) -> Any:  # noqa: ARG002 - never admits
         result = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
         if type(result) in _NOT_SYNC:
             raise not_sync_result(ctx.operation, result)

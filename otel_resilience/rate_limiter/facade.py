@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypedDict, TypeVar
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
-from otel_resilience.engine.pipeline import Guard
+from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import RATE_LIMITERS
 from otel_resilience.engine.shared import shared_key

@@ -13,7 +13,8 @@ from otel_resilience.engine.context import (
     sleep_sync_within_deadline,
 )
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.pipeline import Guard, PipelineBuilder
+from otel_resilience.engine.guard import Guard
+from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.step import Answer, Step, Wait
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock

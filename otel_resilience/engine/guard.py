@@ -1,0 +1,123 @@
+"""Guards: a block of code run under a one-step pipeline, ``with guard:`` or ``async with guard:``.
+
+The context-manager form of a pattern (``breaker.guard()``, ``bulkhead.slot()``,
+``limiter.guard()``): the block is admitted by the step's rules and its outcome is counted and
+judged as a call's would be, by the same hooks the drivers call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.events import Outcome
+from otel_resilience.engine.stats import classify_error
+from otel_resilience.engine.step import Answer, Wait
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.pipeline import Pipeline
+
+__all__ = ["Guard"]
+
+
+def _block() -> None:
+    """The "function" of a :class:`Guard`'s execution: the block runs in the caller's frame."""
+
+
+class Guard:
+    """A block run under a one-step pipeline: ``with guard:`` or ``async with guard:``.
+
+    Entering runs the step's :meth:`~Step.admit` (waiting when it says :class:`Wait`); leaving
+    ends the run with the hook the block's outcome calls for, exactly as the drivers do: no
+    exception is a success, an ``Exception`` a failure, anything else a cancellation. The
+    pipeline counts the execution in its stats (a rejection included); no execution scope (span)
+    is opened. Only a step whose rules never decide an action can guard a block (a breaker, a
+    bulkhead); one guard serves one block.
+    """
+
+    __slots__ = ("_ctx", "_pipeline", "_step", "_token")
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._step = pipeline.strategies[0]
+        self._ctx: ExecutionContext | None = None
+        self._token: Any = None
+
+    def _admit(self, *, sync: bool) -> Any:
+        step = self._step
+        ctx = self._ctx = ExecutionContext(_block, (), {}, self._pipeline.name, None, sync)
+        return step.admit(ctx) if step._admits else None
+
+    def _admitted(self, token: Any) -> Any:
+        """Return the token a :class:`Wait` gave; refuse an :class:`Answer`, which cannot replace a block."""
+        if type(token) is Answer:
+            step = self._step
+            msg = f"{step.kind} {step.name!r} answered in place of the call, which a guarded block cannot do"
+            raise RuntimeError(msg)
+        return token
+
+    def _check_unused(self) -> None:
+        if self._ctx is not None:
+            kind, name = self._step.kind, self._pipeline.name
+            msg = f"a guard of {kind} {name!r} serves one block at a time; make another"
+            raise RuntimeError(msg)
+
+    def _refused(self, error: BaseException) -> None:
+        self._ctx = None
+        self._pipeline.stats.count(classify_error(error))
+
+    def _leave(self, error: BaseException | None) -> None:
+        step, ctx, token = self._step, self._ctx, self._token
+        self._ctx = self._token = None
+        if ctx is None:  # pragma: no cover - the with statement only exits an entered guard
+            return
+        stats = self._pipeline.stats
+        action = None
+        if error is None:
+            stats.count(ctx.outcome)
+            if step._succeeds:
+                action = step.on_success(ctx, token, None)
+        elif isinstance(error, Exception):
+            stats.count(classify_error(error))
+            if step._fails:
+                action = step.on_failure(ctx, token, error)
+        else:
+            stats.count(Outcome.CANCELLED)
+            if step._cancels:
+                step.on_cancel(ctx, token, running=True)
+        if action is not None:
+            decided = type(action).__name__
+            msg = f"{step.kind} {step.name!r} decided {decided}, which a guarded block cannot do"
+            raise RuntimeError(msg)
+
+    def __enter__(self) -> Guard:
+        self._check_unused()
+        try:
+            token = self._admit(sync=True)
+            if issubclass(type(token), Wait):
+                token = self._admitted(token.wait_sync())
+        except Exception as error:
+            self._refused(error)
+            raise
+        self._token = token
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._leave(exc)
+
+    async def __aenter__(self) -> Guard:
+        self._check_unused()
+        try:
+            token = self._admit(sync=False)
+            if issubclass(type(token), Wait):
+                token = self._admitted(await token.wait())
+        except Exception as error:
+            self._refused(error)
+            raise
+        self._token = token
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._leave(exc)

@@ -1,0 +1,230 @@
+"""Early admission: a pipeline admits its first step itself, before it makes the call's context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import otel_resilience as orr
+from otel_resilience.engine import pipeline as pipeline_module
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
+from otel_resilience.engine.step import Step
+from otel_resilience.errors import CircuitOpenError
+
+
+class _Gate(Step):
+    """A step that admits early: a permit while open, a rejection while shut."""
+
+    kind = "gate"
+    admit_waits = False
+    admits_early = True
+
+    def __init__(self, *, shut: bool = False) -> None:
+        super().__init__()
+        self.shut = shut
+        self.seen: list[bool] = []
+        self.hooks: list[tuple[str, Any]] = []
+        self.entries = Counter()
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        self.seen.append(ctx.sync)
+        if self.shut:
+            raise CircuitOpenError("gate", "open", 1.0)
+        return "permit"
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:
+        self.hooks.append(("success", token))
+        assert ctx.fn is not None  # the hooks get the real context
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> None:
+        self.hooks.append(("failure", token))
+
+
+class _Inner(Step):
+    kind = "inner"
+
+
+def _counting_contexts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the execution contexts the pipeline makes."""
+    made = [0]
+    real = pipeline_module.new_context
+
+    def counted() -> ExecutionContext:
+        made[0] += 1
+        return real()
+
+    monkeypatch.setattr(pipeline_module, "new_context", counted)
+    return made
+
+
+async def _run(pipeline: Pipeline, driver: str, fn: Any = None) -> Any:
+    def work() -> str:
+        if fn is not None:
+            fn()
+        return "done"
+
+    async def awork() -> str:
+        return work()
+
+    return pipeline.execute_sync(work) if driver == "sync" else await pipeline.execute(awork)
+
+
+async def test_a_rejection_by_an_early_head_makes_no_context(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = _Gate(shut=True)
+    pipeline = PipelineBuilder("early-shut").add(gate).add(_Inner()).build()
+    made = _counting_contexts(monkeypatch)
+    with pytest.raises(CircuitOpenError):
+        await _run(pipeline, driver)
+    assert made == [0]
+    assert gate.seen == [driver == "sync"]  # the placeholder says which driver runs the call
+    assert (pipeline.stats.rejected, gate.entries.value, gate.hooks) == (1, 0, [])
+
+
+async def test_an_admitted_call_hands_the_early_token_to_the_driver(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = _Gate()
+    pipeline = PipelineBuilder("early-open").add(gate).add(_Inner()).build()
+    made = _counting_contexts(monkeypatch)
+    assert await _run(pipeline, driver) == "done"
+
+    def boom() -> None:
+        raise ValueError
+
+    with pytest.raises(ValueError):
+        await _run(pipeline, driver, boom)
+    assert made == [2]
+    assert gate.seen == [driver == "sync"] * 2  # admitted once per call: by the pipeline only
+    assert gate.hooks == [("success", "permit"), ("failure", "permit")]
+    assert (gate.entries.value, pipeline.stats.succeeded, pipeline.stats.errors) == (2, 1, 1)
+
+
+class _Nosy(_Gate):
+    """Admits early but reads the context's function: the placeholder refuses it."""
+
+    kind = "nosy"
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        return ctx.fn
+
+
+class _Writer(_Gate):
+    kind = "writer"
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        ctx.properties = {"k": 1}
+        return None
+
+
+async def test_the_placeholder_holds_sync_only(driver: str) -> None:
+    with pytest.raises(AttributeError, match=r"ExecutionContext\.fn is not set yet.*admits_early"):
+        await _run(PipelineBuilder("nosy").add(_Nosy()).build(), driver)
+    with pytest.raises(AttributeError, match=r"cannot set ExecutionContext\.properties"):
+        await _run(PipelineBuilder("writer").add(_Writer()).build(), driver)
+
+
+class _MayWait(_Gate):
+    """Says it admits early but may return a Wait: its driver admits it, with the real context."""
+
+    kind = "may_wait"
+    admit_waits = True
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        self.seen.append(ctx.fn is not None)
+        return None
+
+
+async def test_a_step_that_may_wait_is_admitted_by_its_driver(driver: str) -> None:
+    step = _MayWait()
+    assert await _run(PipelineBuilder("may-wait").add(step).build(), driver) == "done"
+    assert step.seen == [True]
+
+
+async def test_a_step_that_is_not_first_is_admitted_by_its_driver(driver: str) -> None:
+    inner = _Gate()
+    pipeline = PipelineBuilder("second").add(_Inner()).add(inner).build()
+    assert await _run(pipeline, driver) == "done"
+    assert inner.hooks == [("success", "permit")]
+    assert inner._early is False
+
+
+def test_a_step_heading_an_early_pipeline_cannot_run_inside_another_step() -> None:
+    gate = _Gate()
+    PipelineBuilder("first").add(gate).build()
+    with pytest.raises(ValueError, match="already linked"):
+        PipelineBuilder("second").add(_Inner()).add(gate)
+
+
+class _Scopes:
+    """An execution listener that records the outcome each scope it opened ended with."""
+
+    def __init__(self) -> None:
+        self.ended: list[Outcome] = []
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        return operation
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        self.ended.append(outcome)
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        """Attempt scopes are not recorded."""
+
+
+async def test_an_execution_in_a_scope_is_admitted_by_the_pipeline_too(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
+    for listener in saved:
+        HUB.remove_listener(listener)
+    scopes = _Scopes()
+    HUB.add_listener(scopes)
+    try:
+        gate = _Gate(shut=True)
+        pipeline = PipelineBuilder("scoped").add(gate).build()
+        made = _counting_contexts(monkeypatch)
+        with pytest.raises(CircuitOpenError):
+            await _run(pipeline, driver)
+        gate.shut = False
+        assert await _run(pipeline, driver) == "done"
+    finally:
+        HUB.remove_listener(scopes)
+        for listener in saved:
+            HUB.add_listener(listener)
+    assert scopes.ended == [Outcome.REJECTED, Outcome.SUCCESS]
+    assert made == [2]  # in a scope the context is made first: beside the scope's, it costs nothing
+    assert gate.seen == [driver == "sync"] * 2  # still admitted by the pipeline, with the placeholder
+    assert gate.hooks == [("success", "permit")]
+
+
+async def test_an_open_breaker_rejects_without_a_context(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    breaker = orr.CircuitBreaker(f"early-breaker-{driver}")
+    breaker.force_open()
+    made = _counting_contexts(monkeypatch)
+
+    def work() -> int:
+        return 1
+
+    async def awork() -> int:
+        return 1
+
+    with pytest.raises(CircuitOpenError):
+        if driver == "sync":
+            breaker.protect(work)()
+        else:
+            await breaker.protect(awork)()
+    assert made == [0]
+    assert breaker.get_stats()["total_rejected"] == 1
