@@ -33,6 +33,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
     __slots__ = ("_core",)
 
     kind: ClassVar[str] = KIND
+    admits_early: ClassVar[bool] = True  # admit reads ctx.sync only (its waiter's kind)
 
     def __init__(self, bulkhead: Bulkhead, telemetry: StrategyTelemetry) -> None:
         super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)

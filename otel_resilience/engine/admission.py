@@ -1,11 +1,12 @@
 """Early admission: what a step is given when it admits a call before the call's context is made.
 
 A step whose :meth:`~otel_resilience.engine.step.Step.admit` reads nothing of its context but
-``sync`` says so (:attr:`~otel_resilience.engine.step.Step.admits_early`, with ``admit_waits``
-``False``). A pipeline headed by such a step admits each call itself before it makes the
-execution's :class:`~otel_resilience.engine.context.ExecutionContext` and hands the token to the
-step's driver, so a call the step rejects (an open breaker) costs no context and no run of the
-driver. Its ``admit`` is then given one of the two placeholders below, which hold
+``sync`` says so (:attr:`~otel_resilience.engine.step.Step.admits_early`). A pipeline headed by
+such a step admits each call itself before it makes the execution's
+:class:`~otel_resilience.engine.context.ExecutionContext` and hands the token to the step's
+driver (which waits for it when it is a ``Wait``), so a call the step rejects (an open breaker,
+a full bulkhead, a rate limiter out of permits) costs no context and no run of the driver. Its
+``admit`` is then given one of the two placeholders below, which hold
 :attr:`~otel_resilience.engine.context.ExecutionContext.sync` only: reading any other field, or
 writing one, raises ``AttributeError`` naming the rule.
 """

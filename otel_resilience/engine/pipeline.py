@@ -101,10 +101,10 @@ class Pipeline:
         self._strategies = strategies
         self._head: Step = strategies[0] if strategies else TERMINAL
         # The pipeline admits its first step's calls itself, before it makes their context,
-        # when the step's admission reads nothing of it and never waits (a breaker): a
-        # rejection then costs no context and no run of the step's driver (Step.admits_early).
+        # when the step's admission reads nothing of it (a breaker, a bulkhead, a rate limiter):
+        # a rejection then costs no context and no run of the step's driver (Step.admits_early).
         head = self._head
-        early = head is not TERMINAL and head._admits and head.admits_early and not head.admit_waits
+        early = head is not TERMINAL and head._admits and head.admits_early
         self._early: Step | None = head if early else None
         if early and not head._early:
             head._early = True

@@ -86,8 +86,15 @@ calls of ``__enter__`` and ``__exit__``, which the interpreter inlines, where a 
 calls them from C."""
 
 
-_Plan = tuple[bool, bool, "Counter | None", "Step | None", "float | None", bool]
-"""What :meth:`Step.settle` records: ``(admits, waits, entries, next, seconds, judges)``."""
+_Plan = tuple[int, "Counter | None", "Step | None", "float | None", bool]
+"""What :meth:`Step.settle` records: ``(gate, entries, next, seconds, judges)``.
+
+``gate`` says what the driver does before the first run: ``0`` nothing (no :meth:`Step.admit`,
+or the pipeline admitted the step and its token is plain); ``1`` admit, the token is plain;
+``2`` admit, the token may be a :class:`Wait`; ``3`` the pipeline admitted the step
+(:attr:`Step.admits_early`) and the token it passed may be a :class:`Wait`. One number, so that
+a step with nothing to do there pays one check.
+"""
 
 
 class Step:
@@ -115,11 +122,12 @@ class Step:
             drivers do not look at its tokens (a check of every admitted call).
         admits_early: Whether :meth:`admit` reads nothing of its context but
             :attr:`~otel_resilience.engine.context.ExecutionContext.sync` (``False`` by
-            default). A pipeline whose first step says ``True`` (and ``admit_waits`` ``False``)
-            admits each call itself before it makes the execution's context, handing ``admit``
-            a placeholder that holds only ``sync``, and passes the token to the step's driver
-            (the drivers' ``token`` argument): a call the step rejects (an open breaker) costs
-            no context and no run of the driver (:mod:`~otel_resilience.engine.admission`).
+            default). A pipeline whose first step says ``True`` admits each call itself before
+            it makes the execution's context, handing ``admit`` a placeholder that holds only
+            ``sync``, and passes the token to the step's driver (the drivers' ``token``
+            argument), which waits for it when it is a :class:`Wait`: a call the step rejects
+            (an open breaker, a full bulkhead) costs no context and no run of the driver
+            (:mod:`~otel_resilience.engine.admission`).
     """
 
     __slots__ = (
@@ -172,27 +180,24 @@ class Step:
     def settle(self) -> _Plan:
         """Record what the drivers read of this step on every run; return it.
 
-        ``(admits, waits, entries, next, seconds, judges)`` (``admits``: the driver calls
-        :meth:`admit`, unless the pipeline this step heads does so before the context is made;
-        ``waits``: the admitted token may be a :class:`Wait`; ``next`` ``None`` for the last
-        step, which calls the function itself), read by the drivers in one attribute load:
-        their code is shared by every step class, and a site that loads a field from instances of
-        many classes misses the interpreter's per-type cache on each (a five-step pipeline paid
-        about 4 000 instructions per call for it). :meth:`PipelineBuilder.build` settles every
-        step once it is linked, and a step run before that settles itself on its first run. A
-        step that changes :attr:`next`, :attr:`seconds`, :attr:`entries` or a hook flag
-        afterwards calls it again.
+        ``(gate, entries, next, seconds, judges)`` (``gate``: what happens before the first
+        run, see :data:`_Plan`; ``next`` ``None`` for the last step, which calls the function
+        itself), read by the drivers in one attribute load: their code is shared by every step
+        class, and a site that loads a field from instances of many classes misses the
+        interpreter's per-type cache on each (a five-step pipeline paid about 4 000 instructions
+        per call for it). :meth:`PipelineBuilder.build` settles every step once it is linked,
+        and a step run before that settles itself on its first run. A step that changes
+        :attr:`next`, :attr:`seconds`, :attr:`entries` or a hook flag afterwards calls it again.
         """
         nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
-        waits = self._admits and self.admit_waits
-        plan = self._plan = (
-            self._admits and not self._early,
-            waits,
-            self.entries,
-            nxt,
-            self.seconds,
-            self._judges,
-        )
+        waits = self.admit_waits
+        if not self._admits:
+            gate = 0
+        elif self._early:
+            gate = 3 if waits else 0
+        else:
+            gate = 2 if waits else 1
+        plan = self._plan = (gate, self.entries, nxt, self.seconds, self._judges)
         return plan
 
     name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
@@ -242,15 +247,15 @@ class Step:
 
     async def execute(self, ctx: ExecutionContext, token: Any = None) -> Any:
         """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
-        admits, waits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
-        if admits:
-            token = self.admit(ctx)
-            if (
-                waits
-                and issubclass(type(token), Wait)
-                and type(token := await self._waiting(ctx, token)) is Answer
-            ):
-                return token.value
+        gate, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
+        if gate:  # see _Plan
+            if gate == 1:
+                token = self.admit(ctx)
+            else:  # the token may be a Wait
+                if gate == 2:
+                    token = self.admit(ctx)
+                if issubclass(type(token), Wait) and type(token := await self._waiting(ctx, token)) is Answer:
+                    return token.value
         if entries is not None:
             next(entries)
         action: Any = None  # a Retry decided by the last run, until its wait and hook are done
@@ -361,11 +366,15 @@ class Step:
 
     def execute_sync(self, ctx: ExecutionContext, token: Any = None) -> Any:
         """Run the rest of the chain under this step's rules in this thread (sync driver)."""
-        admits, waits, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
-        if admits:
-            token = self.admit(ctx)
-            if waits and issubclass(type(token), Wait) and type(token := token.wait_sync()) is Answer:
-                return token.value
+        gate, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
+        if gate:  # see _Plan
+            if gate == 1:
+                token = self.admit(ctx)
+            else:  # the token may be a Wait
+                if gate == 2:
+                    token = self.admit(ctx)
+                if issubclass(type(token), Wait) and type(token := token.wait_sync()) is Answer:
+                    return token.value
         if entries is not None:
             next(entries)
         action: Any = None  # a Retry decided by the last run, until its wait and hook are done

@@ -38,6 +38,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
     __slots__ = ("_rules",)
 
     kind: ClassVar[str] = KIND
+    admits_early: ClassVar[bool] = True  # admit reads ctx.sync at most (a cluster limiter's)
 
     def __init__(
         self, name: str, config: RateLimiterConfig, clock: Clock, rules: _Rules, telemetry: StrategyTelemetry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
-from otel_resilience.engine.step import Step
+from otel_resilience.engine.step import Answer, Step, Wait
 from otel_resilience.errors import CircuitOpenError
 
 
@@ -129,21 +130,91 @@ async def test_the_placeholder_holds_sync_only(driver: str) -> None:
         await _run(PipelineBuilder("writer").add(_Writer()).build(), driver)
 
 
-class _MayWait(_Gate):
-    """Says it admits early but may return a Wait: its driver admits it, with the real context."""
+class _Gives(Wait):
+    """A wait that gives ``value`` (a token or an Answer), and records that it was waited for."""
 
-    kind = "may_wait"
+    def __init__(self, value: Any, waited: list[str]) -> None:
+        self.value, self.waited = value, waited
+
+    async def wait(self) -> Any:
+        self.waited.append("async")
+        return self.value
+
+    def wait_sync(self) -> Any:
+        self.waited.append("sync")
+        return self.value
+
+
+class _Queues(_Gate):
+    """Admits early with a wait: the driver waits for it, then runs with the token it gives."""
+
+    kind = "queues"
     admit_waits = True
 
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+        self.waited: list[str] = []
+
     def admit(self, ctx: ExecutionContext) -> Any:
-        self.seen.append(ctx.fn is not None)
-        return None
+        self.seen.append(ctx.sync)
+        return _Gives(self.value, self.waited)
 
 
-async def test_a_step_that_may_wait_is_admitted_by_its_driver(driver: str) -> None:
-    step = _MayWait()
-    assert await _run(PipelineBuilder("may-wait").add(step).build(), driver) == "done"
-    assert step.seen == [True]
+async def test_a_wait_admitted_early_is_waited_for_by_the_driver(driver: str) -> None:
+    step, ran = _Queues("slot"), []
+    pipeline = PipelineBuilder("queues").add(step).build()
+    assert await _run(pipeline, driver, lambda: ran.append(1)) == "done"
+    assert (step.seen, step.waited, ran) == ([driver == "sync"], [driver], [1])
+    assert step.hooks == [("success", "slot")]
+
+
+async def test_an_answer_from_a_wait_admitted_early_ends_the_call(driver: str) -> None:
+    step, ran = _Queues(Answer("injected")), []
+    pipeline = PipelineBuilder("answers").add(step).build()
+    assert await _run(pipeline, driver, lambda: ran.append(1)) == "injected"
+    assert (step.waited, ran, step.hooks, step.entries.value) == ([driver], [], [], 0)
+
+
+async def test_a_full_bulkhead_rejects_without_a_context(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bulkhead = orr.Bulkhead(f"early-bulkhead-{driver}", orr.BulkheadConfig(max_concurrent=1, max_waiting=0))
+    made = _counting_contexts(monkeypatch)
+    with bulkhead.slot():
+        with pytest.raises(orr.BulkheadFullError):
+            if driver == "sync":
+                bulkhead.execute_sync(lambda: 1)
+            else:
+
+                async def work() -> int:
+                    return 1
+
+                await bulkhead.execute(work)
+        assert made == [0]
+    assert bulkhead.get_stats()["rejected"] == 1
+
+
+async def test_a_queued_call_of_an_early_bulkhead_waits_for_its_slot() -> None:
+    bulkhead = orr.Bulkhead("early-queue", orr.BulkheadConfig(max_concurrent=1, max_waiting=1))
+    release = asyncio.Event()
+
+    async def hold() -> str:
+        await release.wait()
+        return "first"
+
+    async def second() -> str:
+        return "second"
+
+    first_task = asyncio.create_task(bulkhead.execute(hold))
+    await asyncio.sleep(0)
+    second_task = asyncio.create_task(bulkhead.execute(second))
+    await asyncio.sleep(0)
+    assert bulkhead.get_stats()["waiting"] == 1
+    release.set()
+    assert await asyncio.gather(first_task, second_task) == ["first", "second"]
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"], stats["completed"]) == (0, 0, 2)
 
 
 async def test_a_step_that_is_not_first_is_admitted_by_its_driver(driver: str) -> None:
