@@ -29,6 +29,7 @@ from otel_resilience.engine.calling import WrongDriver, async_generator_refused,
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.guard import Guard  # its home before engine/guard.py: still importable here
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import PipelineStats, classify_error
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExecutionHandles",
+    "Guard",
     "Pipeline",
     "PipelineBuilder",
     "PipelineStats",

@@ -423,3 +423,11 @@ def test_protect_with_a_broken_qualname_is_a_clear_type_error() -> None:
     pipeline = PipelineBuilder("p").build()
     with pytest.raises(TypeError, match=r"^'p': fn's metadata .* RuntimeError: no qualname$"):
         protect_with(pipeline, Broken())
+
+
+def test_guard_is_still_importable_from_the_pipeline_module() -> None:
+    """``Guard`` lives in ``engine/guard.py``; its first home keeps exporting it."""
+    from otel_resilience.engine import guard, pipeline  # noqa: PLC0415
+
+    assert pipeline.Guard is guard.Guard
+    assert "Guard" in pipeline.__all__
