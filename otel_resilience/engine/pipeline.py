@@ -106,7 +106,7 @@ class Pipeline:
         # when the step's admission reads nothing of it (a breaker, a bulkhead, a rate limiter):
         # a rejection then costs no context and no run of the step's driver (Step.admits_early).
         head = self._head
-        early = head is not TERMINAL and head._admits and head.admits_early
+        early = head is not TERMINAL and head._admits and head.admits_early and not head._inner
         self._early: Step | None = head if early else None
         if early and not head._early:
             head._early = True
@@ -331,6 +331,7 @@ class PipelineBuilder:
         strategies = tuple(self._strategies)
         for outer, inner in itertools.pairwise(strategies):
             outer.next = inner
+            inner._inner = True
         for strategy in strategies:
             strategy.settle()
         return Pipeline(

@@ -136,6 +136,7 @@ class Step:
         "_early",
         "_expires",
         "_fails",
+        "_inner",
         "_judges",
         "_plan",
         "_succeeds",
@@ -175,6 +176,7 @@ class Step:
         self._admits, self._succeeds, self._fails, self._expires, self._cancels = type(self)._hooks
         self._judges = self._succeeds and self.judges_first_run
         self._early = False  # set by the pipeline this step heads, when it admits the step's calls
+        self._inner = False  # set when a pipeline links it inside another step: never admitted early
         self._plan: _Plan | None = None
 
     def settle(self) -> _Plan:

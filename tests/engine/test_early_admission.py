@@ -225,6 +225,21 @@ async def test_a_step_that_is_not_first_is_admitted_by_its_driver(driver: str) -
     assert inner._early is False
 
 
+async def test_a_step_linked_inside_another_is_not_admitted_early_when_it_heads_a_pipeline_too(
+    driver: str,
+) -> None:
+    """The innermost step of one pipeline may head another: both keep asking its admission."""
+    gate = _Gate(shut=True)
+    inside = PipelineBuilder("inside").add(_Inner()).add(gate).build()
+    alone = PipelineBuilder("alone").add(gate).build()
+    for pipeline in (inside, alone):
+        with pytest.raises(CircuitOpenError):
+            await _run(pipeline, driver)
+        assert pipeline.stats.rejected == 1
+    assert gate._early is False
+    assert len(gate.seen) == 2
+
+
 def test_a_step_heading_an_early_pipeline_cannot_run_inside_another_step() -> None:
     gate = _Gate()
     PipelineBuilder("first").add(gate).build()
