@@ -105,8 +105,17 @@ class Pipeline:
         # The pipeline admits its first step's calls itself, before it makes their context,
         # when the step's admission reads nothing of it (a breaker, a bulkhead, a rate limiter):
         # a rejection then costs no context and no run of the step's driver (Step.admits_early).
+        # Not a step linked inside another one, nor one whose class runs its own driver.
         head = self._head
-        early = head is not TERMINAL and head._admits and head.admits_early and not head._inner
+        cls = type(head)
+        early = (
+            head is not TERMINAL
+            and head._admits
+            and head.admits_early
+            and not head._inner
+            and cls.execute is Step.execute
+            and cls.execute_sync is Step.execute_sync
+        )
         self._early: Step | None = head if early else None
         if early and not head._early:
             head._early = True

@@ -127,7 +127,8 @@ class Step:
             ``sync``, and passes the token to the step's driver (the drivers' ``token``
             argument), which waits for it when it is a :class:`Wait`: a call the step rejects
             (an open breaker, a full bulkhead) costs no context and no run of the driver
-            (:mod:`~otel_resilience.engine.admission`).
+            (:mod:`~otel_resilience.engine.admission`). A class that overrides the drivers is
+            never admitted so.
     """
 
     __slots__ = (

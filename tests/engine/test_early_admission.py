@@ -240,6 +240,23 @@ async def test_a_step_linked_inside_another_is_not_admitted_early_when_it_heads_
     assert len(gate.seen) == 2
 
 
+class _OwnDriver(_Gate):
+    """Says it admits early but runs its own async driver, which admits it: never admitted early."""
+
+    kind = "own_driver"
+
+    async def execute(self, ctx: ExecutionContext) -> Any:  # type: ignore[override]
+        token = self.admit(ctx)
+        self.hooks.append(("own", token))
+        return await ctx.fn()
+
+
+async def test_a_step_that_runs_its_own_driver_is_not_admitted_early() -> None:
+    step = _OwnDriver()
+    assert await _run(PipelineBuilder("own").add(step).build(), "async") == "done"
+    assert (step.seen, step.hooks, step._early) == ([False], [("own", "permit")], False)
+
+
 def test_a_step_heading_an_early_pipeline_cannot_run_inside_another_step() -> None:
     gate = _Gate()
     PipelineBuilder("first").add(gate).build()
