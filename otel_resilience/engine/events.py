@@ -97,6 +97,11 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"
     """The caller cancelled; neither a success nor a failure."""
 
+    # Hashed by identity, in C: Enum's own __hash__ hashes the name in Python code, and a member
+    # keys the counts of every execution (PipelineStats.tally). Members are singletons compared
+    # by identity, so the two hashes agree with equality alike.
+    __hash__ = object.__hash__
+
 
 class TelemetrySource(NamedTuple):
     """Who reports: a pattern instance, possibly inside a named pipeline (policy).

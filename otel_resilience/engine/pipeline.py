@@ -32,7 +32,7 @@ from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTe
 from otel_resilience.engine.guard import Guard  # its home before engine/guard.py: still importable here
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
-from otel_resilience.engine.stats import PipelineStats, classify_error
+from otel_resilience.engine.stats import OUTCOME_OF, PipelineStats, classify_error
 from otel_resilience.engine.step import TERMINAL, Step
 from otel_resilience.engine.validation import check_int, check_name
 
@@ -143,8 +143,8 @@ class Pipeline:
         """
         if type(caught) is WrongDriver:
             self._refused(caught, handles, start)
-        outcome = classify_error(caught)
-        next(self.stats.tally[outcome._value_])
+        outcome = OUTCOME_OF[type(caught)]  # classify_error(caught), with no call
+        next(self.stats.tally[outcome])
         if handles:
             self.telemetry.end_execution(handles, outcome, self._clock.now() - start, caught)
 
@@ -155,7 +155,7 @@ class Pipeline:
         """
         error = signal.as_type_error()
         try:
-            next(self.stats.tally[_FAILURE._value_])
+            next(self.stats.tally[_FAILURE])
             if handles:
                 self.telemetry.end_execution(handles, _FAILURE, self._clock.now() - start, error)
             raise error from None
@@ -165,7 +165,7 @@ class Pipeline:
     def _returned(self, handles: ExecutionHandles, start: float, ctx: ExecutionContext) -> None:
         """Count an execution that returned and close its scope ``handles``."""
         outcome = ctx.outcome
-        next(self.stats.tally[outcome._value_])
+        next(self.stats.tally[outcome])
         self.telemetry.end_execution(handles, outcome, self._clock.now() - start, None)
 
     async def execute(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -201,7 +201,7 @@ class Pipeline:
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
-        next(self.stats.tally[ctx.outcome._value_])
+        next(self.stats.tally[ctx.outcome])
         return result  # type: ignore[no-any-return]
 
     async def execute_in_scope(self, handles: ExecutionHandles, fn: _Fn, args: _Args, kwargs: _Kwargs) -> Any:
@@ -253,7 +253,7 @@ class Pipeline:
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
-        next(self.stats.tally[ctx.outcome._value_])
+        next(self.stats.tally[ctx.outcome])
         return result  # type: ignore[no-any-return]
 
     def execute_in_scope_sync(self, handles: ExecutionHandles, fn: _Fn, args: _Args, kwargs: _Kwargs) -> Any:

@@ -8,7 +8,7 @@ from otel_resilience.engine.counting import Counter, CounterValue, read_all
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
-__all__ = ["PipelineStats", "classify_error"]
+__all__ = ["OUTCOME_OF", "PipelineStats", "classify_error"]
 
 _REJECTED: Final = Outcome.REJECTED
 _TIMEOUT: Final = Outcome.TIMEOUT
@@ -17,11 +17,14 @@ _CANCELLED: Final = Outcome.CANCELLED
 """Read on every execution that raised, bound once: reading a member off its enum class is slow."""
 
 
-def classify_error(error: BaseException) -> Outcome:
-    """Map an exception that escaped an execution to its :class:`Outcome`."""
-    if isinstance(error, ExecutionRejectedError):  # the hot case of the two: a true isinstance is cheap
+_MAX_TYPES: Final = 256
+"""Exception types whose outcome :data:`OUTCOME_OF` keeps (others are classified every time)."""
+
+
+def _classify(kind: type[BaseException]) -> Outcome:
+    """The outcome of an execution that raised an exception of type ``kind``: the one rule."""
+    if issubclass(kind, ExecutionRejectedError):
         return _REJECTED
-    kind = type(error)  # a false isinstance(x, C) also looks up x.__class__; issubclass does not
     if issubclass(kind, OperationTimeoutError):
         return _TIMEOUT
     if issubclass(kind, Exception):
@@ -29,12 +32,37 @@ def classify_error(error: BaseException) -> Outcome:
     return _CANCELLED
 
 
+class _Outcomes(dict[type[BaseException], Outcome]):
+    """The outcome of each exception type met, classified on first sight (:func:`_classify`)."""
+
+    __slots__ = ()
+
+    def __missing__(self, kind: type[BaseException]) -> Outcome:
+        outcome = _classify(kind)
+        if len(self) < _MAX_TYPES:  # bounded: a program that makes classes on the fly stays small
+            self[kind] = outcome
+        return outcome
+
+
+OUTCOME_OF: Final = _Outcomes()
+"""``OUTCOME_OF[type(error)]``: the outcome of an execution that raised ``error``.
+
+The outcome is a function of the exception's type only, so it is computed once per type: a
+pipeline reads it on every execution that raised with one look-up in C, no call of ours.
+"""
+
+
+def classify_error(error: BaseException) -> Outcome:
+    """Map an exception that escaped an execution to its :class:`Outcome`."""
+    return OUTCOME_OF[type(error)]
+
+
 class _Count(CounterValue):
     """A count of :class:`PipelineStats`: the value of one outcome's counter."""
 
     def __init__(self, outcome: Outcome, doc: str) -> None:
         super().__init__("tally", doc)
-        self._key = outcome._value_
+        self._key = outcome
 
     def counter(self, instance: object) -> Counter:
         """Return the counter of this attribute's outcome."""
@@ -58,9 +86,8 @@ class PipelineStats:
     __slots__ = ("tally",)
 
     def __init__(self) -> None:
-        # Keyed by the member's value: an Enum hashes in Python code, a str hashes once.
-        self.tally: dict[str, Counter] = {outcome._value_: Counter() for outcome in Outcome}
-        """One counter per outcome, in the order of :class:`Outcome`: ``next(tally[outcome._value_])``
+        self.tally: dict[Outcome, Counter] = {outcome: Counter() for outcome in Outcome}
+        """One counter per outcome, in the order of :class:`Outcome`: ``next(tally[outcome])``
         counts one execution, :meth:`count` without a call frame (a pipeline counts every
         execution it ends so, returned or failed)."""
 
@@ -96,7 +123,7 @@ class PipelineStats:
 
     def count(self, outcome: Outcome) -> None:
         """Count one ended execution in the counter of its ``outcome`` (a failure in ``errors``)."""
-        next(self.tally[outcome._value_])
+        next(self.tally[outcome])
 
     def absorb(self, other: PipelineStats) -> None:
         """Add every count of ``other`` to this one's (folding a retired pipeline into totals).

@@ -237,6 +237,20 @@ def test_classify_error_maps_every_outcome() -> None:
     assert classify_error(KeyboardInterrupt()) is Outcome.CANCELLED
 
 
+def test_outcomes_are_kept_per_exception_type_up_to_a_bound() -> None:
+    """The outcome of a type is computed once and kept; types made on the fly stay bounded."""
+    from otel_resilience.engine import stats  # noqa: PLC0415
+
+    made = [
+        type(f"Made{i}", (CircuitOpenError if i % 2 else ValueError,), {})
+        for i in range(2 * stats._MAX_TYPES)
+    ]
+    outcomes = [classify_error(kind.__new__(kind)) for kind in made]
+    assert outcomes == [Outcome.REJECTED if i % 2 else Outcome.FAILURE for i in range(len(made))]
+    assert len(stats.OUTCOME_OF) <= stats._MAX_TYPES
+    assert stats.OUTCOME_OF[KeyError] is Outcome.FAILURE
+
+
 class ScopeListener:
     """Records execution scopes."""
 
