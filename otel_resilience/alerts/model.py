@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from otel_resilience.engine.events import IdentityEnum
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
 DEFAULT_RECOVERY_RATE_THRESHOLD: Final = 0.8
@@ -29,7 +30,7 @@ MAX_TRACKED_SUBJECTS: Final = 1024
 recently seen forgotten)."""
 
 
-class AlertKind(enum.Enum):
+class AlertKind(IdentityEnum):
     """What an alert is about. Values appear in telemetry and stats."""
 
     CIRCUIT_OPEN = "circuit_open"

@@ -130,7 +130,7 @@ class AlertSystem:
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
         # Keyed by the kind's string value: a str hashes once, an Enum member in Python code.
-        self._cooldowns: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._cooldowns: OrderedDict[tuple[AlertKind, str, str], float] = OrderedDict()
         self._episodes: OrderedDict[str, None] = OrderedDict()
         self._closed = False
         hub.add_listener(self)
@@ -288,7 +288,7 @@ class AlertSystem:
         reports every rejection here; the one read of the dict is atomic). Under the lock, the
         cooldown is started only if no other thread started one since that read.
         """
-        key = (kind._value_, subject, detail)
+        key = (kind, subject, detail)
         now = self._clock.now()
         cooldowns = self._cooldowns
         last = cooldowns.get(key)

@@ -39,6 +39,7 @@ __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they 
     "HUB",
     "Event",
     "ExecutionListener",
+    "IdentityEnum",
     "Outcome",
     "StrategyTelemetry",
     "TelemetryHub",
@@ -58,7 +59,19 @@ _NEVER: Final[Callable[[], bool]] = itertools.repeat(False).__next__  # noqa: FB
 """The hub's :attr:`TelemetryHub.quiet` with no execution listener, and with one awake: C calls."""
 
 
-class Event(enum.Enum):
+class IdentityEnum(enum.Enum):
+    """An enum whose members hash by identity, in C.
+
+    ``Enum``'s own ``__hash__`` hashes the member's name in Python code, a frame on every
+    dictionary or set look-up of a member; the engine keys hot tables by members (the outcome
+    counts of every execution, the routes of every event). Members are singletons compared by
+    identity, so this hash agrees with equality as the name's did.
+    """
+
+    __hash__ = object.__hash__
+
+
+class Event(IdentityEnum):
     """The kinds of things a pattern reports. Values are the telemetry event suffixes."""
 
     RETRY_SCHEDULED = "retry_scheduled"
@@ -79,7 +92,7 @@ class Event(enum.Enum):
     RELOAD_FAILED = "reload_failed"
 
 
-class Outcome(enum.Enum):
+class Outcome(IdentityEnum):
     """How one execution or attempt ended. Values appear in telemetry as ``outcome``."""
 
     SUCCESS = "success"
@@ -96,11 +109,6 @@ class Outcome(enum.Enum):
     """A deadline expired."""
     CANCELLED = "cancelled"
     """The caller cancelled; neither a success nor a failure."""
-
-    # Hashed by identity, in C: Enum's own __hash__ hashes the name in Python code, and a member
-    # keys the counts of every execution (PipelineStats.tally). Members are singletons compared
-    # by identity, so the two hashes agree with equality alike.
-    __hash__ = object.__hash__
 
 
 class TelemetrySource(NamedTuple):
@@ -223,7 +231,7 @@ class TelemetryHub:
         self.event_listeners: tuple[TelemetryListener, ...] = ()
         self.execution_listeners: tuple[ExecutionListener, ...] = ()
         self.attempt_listeners: tuple[ExecutionListener, ...] = ()
-        self._routes: dict[tuple[str, str], tuple[TelemetryListener, ...]] = {}
+        self._routes: dict[tuple[str, Event], tuple[TelemetryListener, ...]] = {}
         self.errors = 0
 
     def add_listener(self, listener: object) -> None:
@@ -294,7 +302,7 @@ class TelemetryHub:
         change); one without it gets every event. So a pattern whose event nobody wants builds
         no event arguments for it (see :meth:`StrategyTelemetry.wants`).
         """
-        key = (source.kind, event._value_)  # Enum.__hash__ is Python code: hash the str value
+        key = (source.kind, event)
         routes = self._routes
         found = routes.get(key)
         if found is None:

@@ -132,7 +132,7 @@ class Plan:
         self.dependency_error = row.dependency_error
 
 
-_PLANS: Final[dict[str, Plan]] = {}
+_PLANS: Final[dict[Event, Plan]] = {}
 
 
 def plan(event: Event, args: EventArgs) -> Plan:
@@ -141,9 +141,9 @@ def plan(event: Event, args: EventArgs) -> Plan:
     Raises:
         KeyError: If the table has no row for ``event`` or names no key for one of its fields.
     """
-    found = _PLANS.get(event._value_)  # Enum.__hash__ is Python code: key by the str value
+    found = _PLANS.get(event)
     if found is None or found.args_type is not type(args):
-        found = _PLANS[event._value_] = Plan(sc.binding(event._value_), type(args))
+        found = _PLANS[event] = Plan(sc.binding(event._value_), type(args))
     return found
 
 

@@ -49,9 +49,7 @@ MAX_SOURCES: Final = 4096
 """Per-source attribute caches kept before the cache is cleared (sources are per instance)."""
 
 _OTHER_ERROR: Final = "_OTHER"
-_ERROR_OUTCOMES: Final = frozenset(
-    {Outcome.FAILURE._value_, Outcome.REJECTED._value_, Outcome.TIMEOUT._value_}
-)
+_ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
 """Set in the execution span's context when the caller's span is an HTTP client span."""
@@ -133,17 +131,17 @@ class SourceInfo:
             sc.OUTCOME: Outcome.SUCCESS.value,
             **(self.key_attrs or {}),
         }
-        self.duration_attrs: dict[tuple[str, str | None], Attrs] = {}
+        self.duration_attrs: dict[tuple[Outcome, str | None], Attrs] = {}
         self.event_attrs: Attrs = {sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.attempt_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
-        self.attempt_metric_attrs: dict[tuple[str, str | None, str | None], Attrs] = {}
+        self.attempt_metric_attrs: dict[tuple[Outcome, str | None, str | None], Attrs] = {}
         self.attempt_operation = ""
         self.attempt_name = ""
         self.metrics_only = Scope(self, None, None)
 
     def duration(self, outcome: Outcome, error_type: str | None) -> Attrs:
         """Return the (cached) histogram attributes for one outcome and error type."""
-        key = (outcome._value_, error_type)  # Enum.__hash__ is Python code: key by the str value
+        key = (outcome, error_type)
         attrs = self.duration_attrs.get(key)
         if attrs is None:
             attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.OUTCOME: outcome.value}
@@ -156,7 +154,7 @@ class SourceInfo:
 
     def attempt_metric(self, outcome: Outcome, error_type: str | None, attempt_type: str | None) -> Attrs:
         """Return the (cached) attempt-duration attributes for one outcome, error and attempt type."""
-        key = (outcome._value_, error_type, attempt_type)
+        key = (outcome, error_type, attempt_type)
         attrs = self.attempt_metric_attrs.get(key)
         if attrs is None:
             attrs = {
@@ -317,8 +315,7 @@ def error_type_of(outcome: Outcome, error: BaseException | None) -> str | None:
 
     Only ``failure``, ``rejected`` and ``timeout`` are errors; ``_OTHER`` names an unknown error.
     """
-    # By the str value: Enum.__hash__ is Python code, one frame more on every execution.
-    return (error_type_name(error) or _OTHER_ERROR) if outcome._value_ in _ERROR_OUTCOMES else None
+    return (error_type_name(error) or _OTHER_ERROR) if outcome in _ERROR_OUTCOMES else None
 
 
 def finish_span(

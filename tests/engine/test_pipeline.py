@@ -445,3 +445,18 @@ def test_guard_is_still_importable_from_the_pipeline_module() -> None:
 
     assert pipeline.Guard is guard.Guard
     assert "Guard" in pipeline.__all__
+
+
+def test_the_engine_enums_hash_by_identity_in_c() -> None:
+    """Outcome, Event and AlertKind key hot tables: their hash is object's, equal members stay one key."""
+    import pickle  # noqa: PLC0415
+
+    from otel_resilience.alerts.model import AlertKind  # noqa: PLC0415
+    from otel_resilience.engine.events import Event, IdentityEnum  # noqa: PLC0415
+
+    for enum_class in (Outcome, Event, AlertKind):
+        assert issubclass(enum_class, IdentityEnum)
+        assert enum_class.__hash__ is object.__hash__
+        member = next(iter(enum_class))
+        assert pickle.loads(pickle.dumps(member)) is member
+        assert {member: 1}[pickle.loads(pickle.dumps(member))] == 1
