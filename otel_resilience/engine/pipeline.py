@@ -123,7 +123,9 @@ class Pipeline:
         self._clock = clock
         self.stats = PipelineStats()
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
-        self._hub = self.telemetry.hub  # asked on every execution whether anyone listens
+        # telemetry.hub, fixed for the pipeline's life, read from a slot of its own: the hub is asked
+        # on every execution whether anyone listens (one attribute load less, 25 instructions).
+        self._hub = self.telemetry.hub
         PIPELINES.register(self)
 
     strategies = ReadOnly[tuple[Step, ...]]("_strategies", "The strategies, outer to inner.")
