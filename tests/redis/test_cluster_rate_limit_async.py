@@ -165,11 +165,19 @@ def test_event_loops_in_several_threads_share_one_budget(redis_url: str) -> None
     limiter = RateLimiter("loops", RateLimiterConfig(rate=0.01, burst=10, store=store))
     ran: list[int] = []
     errors: list[BaseException] = []
+    seen: list[int] = []
+    # Each loop waits here (blocking its own thread) once its calls are done, so that all four
+    # loops are alive, each with its client, when the clients are counted: a loop that closed
+    # is forgotten by the next loop to make a client, and a collected loop by its weak key.
+    all_done, all_counted = threading.Barrier(4, timeout=10.0), threading.Barrier(4, timeout=10.0)
 
     def run(work: Callable[[], Awaitable[list[object]]]) -> None:
         async def main() -> None:
             results = await work()
             errors.extend(r for r in results if isinstance(r, BaseException))
+            all_done.wait()
+            seen.append(len(store._async_clients))
+            all_counted.wait()
 
         asyncio.run(main())
 
@@ -182,13 +190,13 @@ def test_event_loops_in_several_threads_share_one_budget(redis_url: str) -> None
         assert len(ran) == 10
         assert len(errors) == 14
         assert all(isinstance(e, RateLimitedError) for e in errors)
-        assert len(store._async_clients) == 4  # one client per loop
+        assert seen == [4, 4, 4, 4]  # one client per loop
 
-        async def once() -> list[object]:
-            return await _calls(limiter, ran, 1)
+        async def once() -> int:
+            await _calls(limiter, ran, 1)
+            return len(store._async_clients)  # counted while this loop runs (a closed one may be collected)
 
-        asyncio.run(once())  # a new loop's client: those of the closed loops are dropped
-        assert len(store._async_clients) == 1
+        assert asyncio.run(once()) == 1  # a new loop's client: those of the closed loops are dropped
         assert not store.degraded
     finally:
         store.close()
