@@ -2,12 +2,24 @@
 
 A local HTTP/1.1 server runs in a second process (its own interpreter, so it does not share the
 client's GIL) and answers ``200 ok`` with keep-alive. Each round sends ``--requests`` GETs through
-a bare ``httpx`` client and as many through the same client built with
-``(Async)ResilientTransport`` (a retry, a breaker per host and a 5 s timeout; no SDK), the order
-alternating between rounds (paired and interleaved, so drift hits both); the row is the median of
-the per-round ratios. The ``layer`` row does the same with an in-process ``httpx.MockTransport``
-(no socket): the microseconds the integration itself adds, which the noise of a real request on
-a shared machine can hide. Run::
+a bare ``httpx`` client and as many through a client built with ``(Async)ResilientTransport`` (a
+retry, a breaker per host and a 5 s timeout; no SDK) around the *same* transport, so both use one
+connection to one server thread. The clients take turns request by request, in an order shuffled
+at each turn (a fixed order would hand the garbage collector's runs, which come at a fixed point
+of a repeated sequence of allocations, to the same client each time), each request timed alone;
+a round's ratio is the sum of its times through the policy
+over the sum of its bare times, and a row is the median of the rounds' ratios.
+
+Two more rows say how to read it:
+
+* ``layer``: the same through an in-process ``httpx.MockTransport`` (no socket): the
+  microseconds of CPU the integration itself adds to a request;
+* ``spin``: a transport that busy-waits as long as the ``layer`` row measured before it sends,
+  around the same loopback transport: what that much client CPU costs a loopback request on this
+  machine. Where it reads more than the layer's own microseconds, the difference is the machine's
+  (the server's idle core waking later), and any client work pays it.
+
+Run::
 
     python benchmarks/http_overhead.py                  # ~1 min on 2 cores
     python benchmarks/http_overhead.py --rounds 10 --requests 200 --json out.json
@@ -19,6 +31,7 @@ import argparse
 import asyncio
 import http.server
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -63,65 +76,164 @@ def serve() -> None:
     server.serve_forever()
 
 
-def sync_round(client: httpx.Client, url: str, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        client.get(url)
-    return time.perf_counter() - start
+class _Spin(httpx.BaseTransport):
+    """Busy-waits ``seconds`` of client CPU before each request, then sends it through ``transport``."""
+
+    def __init__(self, transport: httpx.BaseTransport, seconds: float) -> None:
+        self._transport = transport
+        self._seconds = seconds
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _spin(self._seconds)
+        return self._transport.handle_request(request)
 
 
-async def async_round(client: httpx.AsyncClient, url: str, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        await client.get(url)
-    return time.perf_counter() - start
+class _AsyncSpin(httpx.AsyncBaseTransport):
+    """The async :class:`_Spin`."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, seconds: float) -> None:
+        self._transport = transport
+        self._seconds = seconds
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _spin(self._seconds)
+        return await self._transport.handle_async_request(request)
 
 
-def summarise(bare: list[float], ours: list[float], n: int) -> dict[str, float]:
-    ratios = [o / b for b, o in zip(bare, ours, strict=True)]
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def summarise(
+    wall: dict[str, list[float]], cpu: dict[str, list[float]], n: int
+) -> dict[str, dict[str, float]]:
+    """Per contender other than ``bare``: µs per request (medians of the rounds) and the overhead.
+
+    ``cpu_us`` is the client thread's CPU time a request added (``time.thread_time``: the
+    process's own work, user and kernel, without the waits for the server).
+    """
+    bare, bare_cpu = wall["bare"], statistics.median(cpu["bare"])
     bare_us = statistics.median(bare) / n * 1e6
-    ours_us = statistics.median(ours) / n * 1e6
-    return {
-        "bare_us": round(bare_us, 1),
-        "resilient_us": round(ours_us, 1),
-        "overhead_us": round(ours_us - bare_us, 1),
-        "overhead_pct": round((statistics.median(ratios) - 1) * 100, 2),
-    }
+    rows = {}
+    for name, spent in wall.items():
+        if name == "bare":
+            continue
+        ratios = [o / b for b, o in zip(bare, spent, strict=True)]
+        ours_us = statistics.median(spent) / n * 1e6
+        rows[name] = {
+            "bare_us": round(bare_us, 1),
+            "resilient_us": round(ours_us, 1),
+            "overhead_us": round(ours_us - bare_us, 1),
+            "overhead_pct": round((statistics.median(ratios) - 1) * 100, 2),
+            "cpu_us": round((statistics.median(cpu[name]) - bare_cpu) / n * 1e6, 1),
+        }
+    return rows
+
+
+class _Turns:
+    """The clients' turns: request by request, in an order shuffled at each turn; per-round sums."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.order = random.Random(19)
+        self.wall: dict[str, list[float]] = {name: [] for name in names}
+        self.cpu: dict[str, list[float]] = {name: [] for name in names}
+
+    def record(self, spent: dict[str, list[float]]) -> None:
+        for name, (wall, cpu) in spent.items():
+            self.wall[name].append(wall)
+            self.cpu[name].append(cpu)
+
+
+def run_sync(clients: dict[str, httpx.Client], url: str, rounds: int, n: int) -> dict[str, dict[str, float]]:
+    """Time the clients request by request, taking turns; ``clients`` holds ``bare``."""
+    clock, cpu = time.perf_counter, time.thread_time
+    turns, turn = _Turns(list(clients)), list(clients.items())
+    for client in clients.values():  # warm-up: the connection open, the policy's key built
+        for _ in range(n):
+            client.get(url)
+    for _ in range(rounds):
+        spent = {name: [0.0, 0.0] for name in clients}
+        for _ in range(n):
+            turns.order.shuffle(turn)
+            for name, client in turn:
+                sums, used, start = spent[name], cpu(), clock()
+                client.get(url)
+                sums[0] += clock() - start
+                sums[1] += cpu() - used
+        turns.record(spent)
+    return summarise(turns.wall, turns.cpu, n)
+
+
+async def run_async(
+    clients: dict[str, httpx.AsyncClient], url: str, rounds: int, n: int
+) -> dict[str, dict[str, float]]:
+    """:func:`run_sync` for async clients."""
+    clock, cpu = time.perf_counter, time.thread_time
+    turns, turn = _Turns(list(clients)), list(clients.items())
+    for client in clients.values():
+        for _ in range(n):
+            await client.get(url)
+    for _ in range(rounds):
+        spent = {name: [0.0, 0.0] for name in clients}
+        for _ in range(n):
+            turns.order.shuffle(turn)
+            for name, client in turn:
+                sums, used, start = spent[name], cpu(), clock()
+                await client.get(url)
+                sums[0] += clock() - start
+                sums[1] += cpu() - used
+        turns.record(spent)
+    return summarise(turns.wall, turns.cpu, n)
 
 
 def _answer(_request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"ok")
 
 
-def run_sync(url: str, rounds: int, n: int, *, in_process: bool = False) -> dict[str, float]:
-    """Time the sync client; ``in_process``: an ``httpx.MockTransport`` (the layer's cost alone)."""
-    inner: httpx.BaseTransport = httpx.MockTransport(_answer) if in_process else httpx.HTTPTransport()
-    base: httpx.BaseTransport = httpx.MockTransport(_answer) if in_process else httpx.HTTPTransport()
-    transport = ResilientTransport(POLICY, inner, manager=ResilienceManager())
-    bare_times: list[float] = []
-    ours_times: list[float] = []
-    with httpx.Client(transport=base) as bare, httpx.Client(transport=transport) as ours:
-        sync_round(bare, url, n)
-        sync_round(ours, url, n)  # warm-up: connections open, the policy's key built
-        for index in range(rounds):
-            pair = [(bare, bare_times), (ours, ours_times)]
-            for client, times in pair if index % 2 == 0 else reversed(pair):
-                times.append(sync_round(client, url, n))
-    return summarise(bare_times, ours_times, n)
+def measure(url: str, rounds: int, n: int) -> dict[str, dict[str, float]]:
+    """The rows: ``layer`` (in process), then ``sync``, ``async``, ``spin sync`` and ``spin async``."""
+    mock = httpx.MockTransport(_answer)
+    with (
+        httpx.Client(transport=mock) as bare,
+        httpx.Client(transport=ResilientTransport(POLICY, mock, manager=ResilienceManager())) as ours,
+    ):
+        layer = run_sync({"bare": bare, "ours": ours}, "http://bench.test/item", rounds, n)["ours"]
+    spin = layer["overhead_us"] / 1e6
+    shared = httpx.HTTPTransport()
+    sync_clients = {
+        "bare": httpx.Client(transport=shared),
+        "ours": httpx.Client(transport=ResilientTransport(POLICY, shared, manager=ResilienceManager())),
+        "spin": httpx.Client(transport=_Spin(shared, spin)),
+    }
+    try:
+        sync = run_sync(sync_clients, url, rounds, n)
+    finally:
+        shared.close()
+    async_rows = asyncio.run(_measure_async(url, rounds, n, spin))
+    return {
+        "layer": layer,
+        "sync": sync["ours"],
+        "async": async_rows["ours"],
+        "spin sync": sync["spin"],
+        "spin async": async_rows["spin"],
+    }
 
 
-async def run_async(url: str, rounds: int, n: int) -> dict[str, float]:
-    transport = AsyncResilientTransport(POLICY, httpx.AsyncHTTPTransport(), manager=ResilienceManager())
-    bare_times: list[float] = []
-    ours_times: list[float] = []
-    async with httpx.AsyncClient() as bare, httpx.AsyncClient(transport=transport) as ours:
-        await async_round(bare, url, n)
-        await async_round(ours, url, n)
-        for index in range(rounds):
-            pair = [(bare, bare_times), (ours, ours_times)]
-            for client, times in pair if index % 2 == 0 else reversed(pair):
-                times.append(await async_round(client, url, n))
-    return summarise(bare_times, ours_times, n)
+async def _measure_async(url: str, rounds: int, n: int, spin: float) -> dict[str, dict[str, float]]:
+    shared = httpx.AsyncHTTPTransport()
+    clients = {
+        "bare": httpx.AsyncClient(transport=shared),
+        "ours": httpx.AsyncClient(
+            transport=AsyncResilientTransport(POLICY, shared, manager=ResilienceManager())
+        ),
+        "spin": httpx.AsyncClient(transport=_AsyncSpin(shared, spin)),
+    }
+    try:
+        return await run_async(clients, url, rounds, n)
+    finally:
+        await shared.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,20 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assert server.stdout is not None
         url = f"http://127.0.0.1:{server.stdout.readline().strip()}/item"
-        rows = {
-            "sync": run_sync(url, args.rounds, args.requests),
-            "async": asyncio.run(run_async(url, args.rounds, args.requests)),
-            "layer": run_sync(url, args.rounds, args.requests, in_process=True),
-        }
+        rows = measure(url, args.rounds, args.requests)
     finally:
         server.terminate()
         server.wait(timeout=10)
-    print("driver  bare µs/req  resilient µs/req  overhead µs  overhead % (median of paired ratios)")
+    print("row         bare µs/req  through µs/req  overhead µs  overhead %  client CPU µs added")
     for driver, row in rows.items():
         print(
-            f"{driver:6}  {row['bare_us']:11.1f}  {row['resilient_us']:16.1f}  "
-            f"{row['overhead_us']:11.1f}  {row['overhead_pct']:6.2f}"
+            f"{driver:10}  {row['bare_us']:11.1f}  {row['resilient_us']:14.1f}  "
+            f"{row['overhead_us']:11.1f}  {row['overhead_pct']:10.2f}  {row['cpu_us']:19.1f}"
         )
+    print(f"spin rows: {rows['layer']['overhead_us']:.1f} µs of client CPU busy-waited before each request")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return 0
