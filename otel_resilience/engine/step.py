@@ -50,8 +50,8 @@ from otel_resilience.engine.actions import Action, Answer, Call, Retry, Wait, _A
 from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.deadline import AsyncDeadline, publish_deadline, withdraw_deadline
 from otel_resilience.engine.hedge import Hedge, race
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.errors import OperationTimeoutError
@@ -78,12 +78,9 @@ _NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
 
 _new_async_deadline: Final = blank(AsyncDeadline)
 _start_async_deadline: Final = AsyncDeadline.__init__
-_new_sync_deadline: Final = blank(SyncDeadline)
-_start_sync_deadline: Final = SyncDeadline.__init__
-"""A step's deadline scope, made on every run: allocated in C, then started by its ``__init__``
-(:mod:`~otel_resilience.engine.allocation`). The sync scope is entered and left by explicit
-calls of ``__enter__`` and ``__exit__``, which the interpreter inlines, where a ``with`` statement
-calls them from C."""
+"""A step's async deadline scope, made on every run: allocated in C, then started by its
+``__init__`` (:mod:`~otel_resilience.engine.allocation`). The sync scope is no object: the driver
+applies its two rules itself (:meth:`Step._scoped_sync`)."""
 
 
 _Plan = tuple[int, "Counter | None", "Step | None", "float | None", bool]
@@ -426,28 +423,28 @@ class Step:
     def _scoped_sync(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
         """Run the rest of the chain with this step's deadline published; a late result is a timeout.
 
+        The scope of :class:`~otel_resilience.engine.deadline.SyncDeadline`, opened by its two
+        rules (:func:`~otel_resilience.engine.deadline.publish_deadline`,
+        :func:`~otel_resilience.engine.deadline.withdraw_deadline`) without making the object.
+
         Returns:
             The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
         """
-        deadline = _new_sync_deadline()
-        _start_sync_deadline(deadline, self.clock, seconds, ctx.operation, self.scope)
+        clock = self.clock
+        deadline, published = publish_deadline(clock, seconds)
         try:
-            # `with deadline:` without the calls from C it makes (see _new_sync_deadline)
-            deadline.__enter__()
-            try:
-                result = self.next.execute_sync(ctx)
-            except BaseException as escaped:
-                deadline.__exit__(type(escaped), escaped, None)
+            result = self.next.execute_sync(ctx)
+        except BaseException as escaped:
+            if published is None or not withdraw_deadline(published, deadline, clock, type(escaped)):
                 raise
-            deadline.__exit__(None, None, None)
-            return result  # noqa: TRY300 - the except below is for __exit__ as well
-        except OperationTimeoutError as error:
-            # Once the chain has returned, only our own scope's exit can raise (and set expired).
-            if not deadline.expired or not self._expires:
-                raise
-            if (action := self.on_expired(ctx, token, error)) is None:
-                raise
-            return _Acted(action)
+        else:
+            if published is None or not withdraw_deadline(published, deadline, clock, None):
+                return result
+        # Our own deadline passed: what the chain returned (or its engine wait's error) is dropped.
+        error = OperationTimeoutError(ctx.operation, seconds, self.scope)
+        if not self._expires or (action := self.on_expired(ctx, token, error)) is None:
+            raise error from None
+        return _Acted(action)
 
     def _resolve_sync(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
         """Perform :class:`Call` actions in this thread (an awaitable is refused as the call's error)."""

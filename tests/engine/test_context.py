@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from otel_resilience import TimeoutHandler
 from otel_resilience.engine import SYSTEM_CLOCK, AsyncDeadline, SyncDeadline, current_deadline, time_remaining
+from otel_resilience.engine.context import DeadlineReachedError, publish_deadline, withdraw_deadline
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
@@ -116,6 +118,39 @@ def test_sync_outer_deadline_is_kept_by_looser_inner() -> None:
     with SyncDeadline(clock, 1.0, "outer"):
         with SyncDeadline(clock, 10.0, "inner"):
             assert current_deadline() == 1.0
+
+
+def test_publish_and_withdraw_are_the_sync_scopes_two_rules() -> None:
+    """What the step's sync driver applies without the object: publish unless bound sooner, late on return."""
+    clock = FakeClock(0.0)
+    deadline, token = publish_deadline(clock, 2.0)
+    assert (deadline, current_deadline()) == (2.0, 2.0)
+    assert token is not None
+    inner, bound = publish_deadline(clock, 5.0)  # the earlier deadline of the same thread binds
+    assert (inner, bound, current_deadline()) == (5.0, None, 2.0)
+    clock.advance(1.0)
+    assert not withdraw_deadline(token, deadline, clock, None)  # returned in time
+    assert current_deadline() is None
+    for escaped, late in ((None, True), (DeadlineReachedError, True), (KeyError, False)):
+        deadline, token = publish_deadline(clock, 2.0)
+        assert token is not None
+        clock.advance(2.0)
+        assert withdraw_deadline(token, deadline, clock, escaped) is late, escaped
+        assert current_deadline() is None
+
+
+def test_a_sync_step_turns_its_late_engine_wait_into_its_own_timeout() -> None:
+    """A DeadlineReachedError from a wait inside the step's own expired deadline is the step's timeout."""
+    clock = FakeClock(0.0)
+    handler = TimeoutHandler(1.0, default="default", name="own", clock=clock)
+
+    def waits() -> str:
+        clock.advance(1.5)
+        raise DeadlineReachedError("own", 0.0, "total")
+
+    assert handler.with_timeout_sync(waits) == "default"
+    assert handler.get_stats()["timeouts"] == 1
+    assert current_deadline() is None
 
 
 # -- a deadline binds the task (or thread) that set it ----------------------------------------

@@ -1,0 +1,364 @@
+"""Deadlines: the scopes that publish and enforce them, and what reads them.
+
+Deadlines are absolute times on the pattern's :class:`~otel_resilience.engine.clock.Clock`
+(``time.monotonic`` by default), kept in a :class:`contextvars.ContextVar`. A nested scope stores
+``min(outer, inner)``, as trio's ``current_effective_deadline()`` does, so an outer deadline
+bounds every inner one. Only the scope whose own deadline is the tightest is armed, however many
+layers, as an entry of its loop's one shared timer (:mod:`otel_resilience.engine.timer`): a call
+that ends in time leaves no cancelled timer behind on the loop.
+
+An async scope raises :class:`~otel_resilience.errors.OperationTimeoutError` only when *its own*
+deadline expired; any other cancellation propagates untouched.
+
+Sync code cannot be pre-empted: a sync scope checks the deadline when the call returns (a late
+result is a timeout) and publishes it through :func:`current_deadline`, so that the callee can
+pass what is left on as a socket timeout. A sync wait of the engine's own that the deadline cuts
+short (:func:`sleep_sync_within_deadline`) raises :class:`DeadlineReachedError`, which the scope
+that owns the deadline turns into its own timeout, as an async scope turns the cancellation it
+caused.
+
+**A deadline belongs to the task that set it** (outside any task: to the thread), as with
+``asyncio.timeout``. The context variable holds the deadline together with its owner, and every
+reader (:func:`current_deadline`, :func:`time_remaining`, the scopes themselves) ignores a
+deadline owned by someone else. ``asyncio.create_task`` and ``asyncio.to_thread`` copy the
+context into the new task or thread, but nothing would ever cancel it at that deadline: a task or
+thread started inside a scope has no deadline of ours until it opens its own. A child that is
+awaited (``gather``, ``TaskGroup``) is still bounded, through the cancellation of its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import threading
+import weakref
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, Final
+
+from otel_resilience.engine.timer import TimerEntry, loop_timer
+from otel_resilience.errors import OperationTimeoutError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.timer import LoopTimer
+
+__all__ = [
+    "AsyncDeadline",
+    "DeadlineReachedError",
+    "SyncDeadline",
+    "current_deadline",
+    "publish_deadline",
+    "sleep_sync_within_deadline",
+    "time_remaining",
+    "withdraw_deadline",
+]
+
+_NO_DEADLINE: Final = math.inf
+_NO_OWNER: Final[object] = object()
+"""The owner of "no deadline": never the current task or thread."""
+_DEADLINE: ContextVar[tuple[float, object]] = ContextVar(
+    "otel_resilience_deadline", default=(_NO_DEADLINE, _NO_OWNER)
+)
+"""The effective deadline and its owner: the task (or, outside any task, the thread) that set it.
+
+A task is held by a weak reference (one per task: ``weakref.ref`` hands back the live one), so a
+context copied before the task ended (a cancelled timer handle of the loop keeps one until its
+time comes) does not keep the finished task, its exception and their frames alive.
+"""
+
+_get_running_loop = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
+_current_task = asyncio.current_task
+_ref: Final = weakref.ref
+
+
+class _Thread(threading.local):
+    """Per thread: the token that stands for the thread as a deadline's owner.
+
+    A token object rather than the thread's ident, which the system reuses once a thread ended.
+    """
+
+    def __init__(self) -> None:
+        self.owner = object()
+
+
+_THREAD: Final = _Thread()
+
+
+def _owner() -> object:
+    """Return who a deadline set here belongs to: the running task, else the current thread."""
+    loop = _get_running_loop()
+    if loop is not None:
+        task = _current_task(loop)
+        if task is not None:
+            return _ref(task)
+    return _THREAD.owner
+
+
+def _own_deadline() -> float:
+    """Return the effective deadline of the current task or thread (``inf`` when there is none).
+
+    Every reader goes through here (the two scopes apply the same test to the owner they already
+    hold): a deadline set by another task or thread, inherited through a copied context, does not
+    apply.
+    """
+    deadline, owner = _DEADLINE.get()
+    if owner is _NO_OWNER or owner is not _owner():  # no deadline at all: no owner to look up
+        return _NO_DEADLINE
+    return deadline
+
+
+def current_deadline() -> float | None:
+    """Return the effective absolute deadline (``time.monotonic`` base) of the current call.
+
+    A deadline binds the task (outside any task: the thread) whose scope set it. A task or thread
+    started inside a scope does not inherit it: until it opens a scope of its own it has none.
+
+    Returns:
+        The earliest deadline of every enclosing timeout scope of the current task or thread, or
+        ``None`` when there is none. A callee can pass ``deadline - time.monotonic()`` on as a
+        socket timeout.
+    """
+    deadline = _own_deadline()
+    return None if deadline == _NO_DEADLINE else deadline
+
+
+def time_remaining(clock: Clock) -> float:
+    """Return the seconds left before the effective deadline (``inf`` when there is none).
+
+    The deadline is the one :func:`current_deadline` returns: that of the current task or thread.
+    """
+    deadline = _own_deadline()
+    if deadline == _NO_DEADLINE:
+        return _NO_DEADLINE
+    return deadline - clock.now()
+
+
+class DeadlineReachedError(OperationTimeoutError):
+    """Raised in a thread by a wait that the effective deadline cut short (it cannot be cancelled).
+
+    The :class:`SyncDeadline` scope that owns that deadline turns it into its own
+    :class:`OperationTimeoutError` (its limit, its scope) and counts as expired, exactly as when
+    the block returned after the deadline; the steps between see it as a failure, as they would
+    see the timeout of a callee that honoured :func:`current_deadline`. Where no sync scope owns
+    the deadline (sync code run inside a task under an async scope), it stays what it is: an
+    :class:`OperationTimeoutError` for the seconds waited.
+    """
+
+    __slots__ = ()
+
+
+def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> None:
+    """Block this thread for ``seconds`` on ``clock``, or until the effective deadline if sooner.
+
+    Args:
+        clock: The clock to sleep on and read the deadline with.
+        seconds: How long to sleep.
+        operation: The operation's name, for :class:`DeadlineReachedError`.
+
+    Raises:
+        DeadlineReachedError: The deadline came first: the sleep lasted until it, not ``seconds``.
+    """
+    remaining = time_remaining(clock)
+    if remaining >= seconds:
+        clock.sleep_sync(seconds)
+        return
+    end = clock.now() + max(remaining, 0.0)
+    while (left := end - clock.now()) > 0:  # a clock may wake a little early: never before the end
+        clock.sleep_sync(left)
+    raise DeadlineReachedError(operation, max(remaining, 0.0), "total")
+
+
+def _entered_twice(scope: object, operation: str) -> RuntimeError:
+    """Build the error for a deadline scope entered a second time (scopes are single-use)."""
+    return RuntimeError(
+        f"{type(scope).__name__} {operation!r} has already been entered: a deadline scope is "
+        "single-use, make a new one for each block"
+    )
+
+
+class AsyncDeadline(TimerEntry):
+    """An async context manager that cancels the task at an absolute deadline.
+
+    ``async with AsyncDeadline(clock, timeout, operation, scope):`` sets the effective deadline to
+    ``min(outer, now + timeout)``. If this scope's deadline is the tightest it is armed on its
+    loop's shared timer; when it is due the task is cancelled and, on the way out, the
+    cancellation is turned into :class:`OperationTimeoutError`. A cancellation that came from
+    elsewhere (an outer scope, ``task.cancel()``) propagates as ``CancelledError``. A block that
+    ends in time leaves nothing behind on the loop, however many calls run between two loop
+    iterations.
+
+    A scope is single-use, like ``asyncio.timeout``: entering it a second time raises
+    ``RuntimeError``. Its deadline binds the task that entered it, not tasks spawned inside it.
+
+    Attributes:
+        expired: Whether this scope's own deadline fired.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_entered",
+        "_operation",
+        "_scope",
+        "_task",
+        "_timeout",
+        "_timer",
+        "_token",
+        "expired",
+    )
+
+    def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._operation = operation
+        self._scope = scope
+        self._timer: LoopTimer | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._token: Any = None
+        self._entered = False
+        self.expired = False
+
+    async def __aenter__(self) -> AsyncDeadline:
+        self.enter()
+        return self
+
+    def enter(self) -> None:
+        """Enter the scope from a coroutine running in a task (what ``async with`` does first).
+
+        A strategy calls :meth:`enter` and :meth:`leave` directly to spare the two coroutines of
+        ``async with``; :meth:`leave` must then run on every way out of the block.
+
+        Raises:
+            RuntimeError: Outside an asyncio task, or when the scope was entered before.
+        """
+        if self._entered:
+            raise _entered_twice(self, self._operation)
+        self._entered = True
+        deadline = self._clock.now() + self._timeout
+        loop = asyncio.get_running_loop()
+        task = _current_task(loop)
+        if task is None:  # pragma: no cover - always inside a task under asyncio
+            msg = "AsyncDeadline must be used inside an asyncio task"
+            raise RuntimeError(msg)
+        outer, owner = _DEADLINE.get()
+        task_ref = _ref(task)
+        if deadline < outer or owner is not task_ref:  # another task's deadline does not bind this one
+            self._token = _DEADLINE.set((deadline, task_ref))
+            self._task = task
+            timer = self._timer = loop_timer(loop)
+            timer.add(loop, self, loop.time() + self._timeout)
+
+    def fire(self) -> None:
+        """Timer callback: this scope's deadline is due, so cancel its task."""
+        self.expired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.leave(exc_type)
+
+    def leave(self, exc_type: type[BaseException] | None) -> None:
+        """Leave the scope (what ``async with`` does last), with the type of what escaped, if any.
+
+        Raises:
+            OperationTimeoutError: This scope's own deadline cancelled the block.
+        """
+        timer = self._timer
+        if timer is None:
+            return
+        timer.cancel(self)
+        self._timer = None
+        _DEADLINE.reset(self._token)
+        task = self._task
+        self._task = None
+        if self.expired:
+            others_pending = 0
+            if sys.version_info >= (3, 11) and task is not None:
+                others_pending = task.uncancel()
+            if exc_type is asyncio.CancelledError and others_pending == 0:
+                raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+
+
+def publish_deadline(clock: Clock, timeout: float) -> tuple[float, Token[tuple[float, object]] | None]:
+    """Enter a sync deadline scope: publish ``now + timeout`` unless an earlier one of ours binds.
+
+    The rule of :class:`SyncDeadline`'s entry, which the steps' sync driver applies without the
+    object. Returns the scope's deadline and the token that withdraws it
+    (:func:`withdraw_deadline`), or ``None`` when an earlier deadline of the same task or thread
+    bounds the block instead.
+    """
+    deadline = clock.now() + timeout
+    owner = _owner()
+    outer, outer_owner = _DEADLINE.get()
+    if deadline < outer or outer_owner is not owner:  # another's deadline does not bind us
+        return deadline, _DEADLINE.set((deadline, owner))
+    return deadline, None
+
+
+def withdraw_deadline(
+    token: Token[tuple[float, object]], deadline: float, clock: Clock, escaped: type[BaseException] | None
+) -> bool:
+    """Leave a sync deadline scope (:func:`publish_deadline`); return whether it ended late.
+
+    Late: the block returned (``escaped`` ``None``) or gave up an engine wait
+    (:class:`DeadlineReachedError`) at or after ``deadline``: the scope then raises
+    :class:`OperationTimeoutError` in place of the result. Anything else passes through.
+    """
+    _DEADLINE.reset(token)
+    return (escaped is None or escaped is DeadlineReachedError) and clock.now() >= deadline
+
+
+class SyncDeadline:
+    """A context manager that publishes a deadline to sync code and enforces it on return.
+
+    A thread cannot be pre-empted: the callee should read :func:`current_deadline`. A block that
+    returns after the deadline (or whose engine wait stopped at it) raises
+    :class:`OperationTimeoutError` in place of its result (:func:`withdraw_deadline`), so that
+    a result reported as a success always met its deadline.
+
+    A scope is single-use: entering it a second time raises ``RuntimeError``. Its deadline binds
+    the task (outside any task: the thread) that entered it.
+
+    Attributes:
+        expired: Whether this scope raised for its own deadline.
+    """
+
+    __slots__ = ("_clock", "_deadline", "_entered", "_operation", "_scope", "_timeout", "_token", "expired")
+
+    def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._operation = operation
+        self._scope = scope
+        self._token: Any = None
+        self._deadline = _NO_DEADLINE
+        self._entered = False
+        self.expired = False
+
+    def __enter__(self) -> SyncDeadline:
+        if self._entered:
+            raise _entered_twice(self, self._operation)
+        self._entered = True
+        self._deadline, self._token = publish_deadline(self._clock, self._timeout)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is None:
+            return
+        self._token = None
+        if withdraw_deadline(token, self._deadline, self._clock, exc_type):
+            self.expired = True
+            raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
