@@ -23,6 +23,7 @@ Run::
 
     python benchmarks/http_overhead.py                  # ~1 min on 2 cores
     python benchmarks/http_overhead.py --rounds 10 --requests 200 --json out.json
+    python benchmarks/http_overhead.py --shapes         # the policy in parts (SHAPES), sync
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ sys.path.insert(0, str(_HERE.parent))  # the tree beside this file, even where a
 import httpx  # noqa: E402
 
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager, RetryPolicy  # noqa: E402
+from otel_resilience.integrations.http import HttpOptions  # noqa: E402
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport  # noqa: E402
 
 POLICY = ResilienceConfig(
@@ -188,6 +190,29 @@ async def run_async(
     return summarise(turns.wall, turns.cpu, n)
 
 
+SHAPES = {
+    "no strategy": ResilienceConfig(name="bench-http-none"),
+    "retry only": ResilienceConfig(name="bench-http-retry", retry_policy=POLICY.retry_policy),
+    "timeout only": ResilienceConfig(name="bench-http-timeout", timeout=POLICY.timeout),
+    "the policy": POLICY,
+}
+"""``--shapes``: the policy in parts (the parts without a breaker are not keyed per host)."""
+
+
+def measure_shapes(url: str, rounds: int, n: int) -> dict[str, dict[str, float]]:
+    """One sync client per policy shape, all around one loopback transport, in shuffled turns."""
+    shared = httpx.HTTPTransport()
+    clients = {"bare": httpx.Client(transport=shared)}
+    for name, config in SHAPES.items():
+        options = None if config is POLICY else HttpOptions(per_host=False)
+        transport = ResilientTransport(config, shared, options=options, manager=ResilienceManager())
+        clients[name] = httpx.Client(transport=transport)
+    try:
+        return run_sync(clients, url, rounds, n)
+    finally:
+        shared.close()
+
+
 def _answer(_request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"ok")
 
@@ -243,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="paired rounds per driver (default 30)")
     parser.add_argument("--requests", type=int, default=300, help="requests per round (default 300)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument(
+        "--shapes", action="store_true", help="instead: the policy in parts, sync loopback (SHAPES)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -252,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assert server.stdout is not None
         url = f"http://127.0.0.1:{server.stdout.readline().strip()}/item"
-        rows = measure(url, args.rounds, args.requests)
+        rows = (measure_shapes if args.shapes else measure)(url, args.rounds, args.requests)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -262,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{driver:10}  {row['bare_us']:11.1f}  {row['resilient_us']:14.1f}  "
             f"{row['overhead_us']:11.1f}  {row['overhead_pct']:10.2f}  {row['cpu_us']:19.1f}"
         )
-    print(f"spin rows: {rows['layer']['overhead_us']:.1f} µs of client CPU busy-waited before each request")
+    if "layer" in rows:
+        spin = rows["layer"]["overhead_us"]
+        print(f"spin rows: {spin:.1f} µs of client CPU busy-waited before each request")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return 0
