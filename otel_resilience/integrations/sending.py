@@ -12,12 +12,13 @@ integrations. No HTTP library is imported here.
 from __future__ import annotations
 
 import itertools
-import time
+import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar, cast
 
-from otel_resilience.engine.context import current_deadline
+from otel_resilience.engine.clock import SYSTEM_CLOCK
+from otel_resilience.engine.deadline import time_remaining
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import (
@@ -32,6 +33,8 @@ from otel_resilience.integrations.http import (
 from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
 
 __all__ = ["HttpIntegration", "HttpPolicy"]
+
+_NO_DEADLINE = math.inf  # what time_remaining() returns when no deadline binds the request
 
 R = TypeVar("R")
 Q = TypeVar("Q")
@@ -147,7 +150,8 @@ class HttpPolicy:
         per host for the next requests (a view holds no state: the handle keeps the host's
         breaker, and evicts it when idle); without it, or without a host, the handle itself.
         """
-        handle = self.handle()
+        if (handle := self._steady) is None:  # steady: the handle cannot change, no call for it
+            handle = self.handle()
         routed, routes = self._routing
         if routed is not handle:  # the first request, or a request in another manager
             routes = {}
@@ -185,10 +189,8 @@ class HttpPolicy:
         """Return the seconds left before the execution's deadline (``None``: no deadline)."""
         if not self._timed:
             return None
-        deadline = current_deadline()
-        if deadline is None:
-            return None
-        return max(deadline - time.monotonic(), 0.001)
+        left = time_remaining(SYSTEM_CLOCK)
+        return None if left == _NO_DEADLINE else max(left, 0.001)
 
     # ------------------------------------------------------------------ running it
 
