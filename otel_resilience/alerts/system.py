@@ -129,7 +129,7 @@ class AlertSystem:
         self._by_kind = dict.fromkeys(AlertKind, 0)
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
-        # Keyed by the kind's string value: a str hashes once, an Enum member in Python code.
+        # Keyed by (kind, subject, detail): AlertKind members hash by identity, in C (IdentityEnum).
         self._cooldowns: OrderedDict[tuple[AlertKind, str, str], float] = OrderedDict()
         self._episodes: OrderedDict[str, None] = OrderedDict()
         self._closed = False

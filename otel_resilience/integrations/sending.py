@@ -34,8 +34,6 @@ from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_res
 
 __all__ = ["HttpIntegration", "HttpPolicy"]
 
-_NO_DEADLINE = math.inf  # what time_remaining() returns when no deadline binds the request
-
 R = TypeVar("R")
 Q = TypeVar("Q")
 
@@ -189,8 +187,8 @@ class HttpPolicy:
         """Return the seconds left before the execution's deadline (``None``: no deadline)."""
         if not self._timed:
             return None
-        left = time_remaining(SYSTEM_CLOCK)
-        return None if left == _NO_DEADLINE else max(left, 0.001)
+        left = time_remaining(SYSTEM_CLOCK)  # infinite when no deadline binds the request
+        return None if math.isinf(left) else max(left, 0.001)
 
     # ------------------------------------------------------------------ running it
 
