@@ -31,14 +31,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.server
+import itertools
 import json
 import random
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent))  # the tree beside this file, even where another is installed
@@ -48,6 +50,8 @@ import httpx  # noqa: E402
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager, RetryPolicy  # noqa: E402
 from otel_resilience.integrations.http import HttpOptions  # noqa: E402
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport  # noqa: E402
+
+C = TypeVar("C")
 
 POLICY = ResilienceConfig(
     name="bench-http",
@@ -134,60 +138,66 @@ def summarise(
     return rows
 
 
-class _Turns:
-    """The clients' turns: request by request, in an order shuffled at each turn; per-round sums."""
+class _Turns(Generic[C]):
+    """The clients' turns, request by request, in an order shuffled at each turn.
 
-    def __init__(self, names: list[str]) -> None:
-        self.order = random.Random(19)
-        self.wall: dict[str, list[float]] = {name: [] for name in names}
-        self.cpu: dict[str, list[float]] = {name: [] for name in names}
+    Iterating gives the client whose turn it is; the time until the next step of the iteration
+    (its request) is counted to it, in wall clock and in the thread's CPU time, summed per round.
+    One loop serves both drivers: ``for client in turns: client.get(url)`` or ``await
+    client.get(url)``.
+    """
 
-    def record(self, spent: dict[str, list[float]]) -> None:
-        for name, (wall, cpu) in spent.items():
-            self.wall[name].append(wall)
-            self.cpu[name].append(cpu)
+    def __init__(self, clients: dict[str, C], rounds: int, n: int) -> None:
+        self.clients, self.rounds, self.n = clients, rounds, n
+        self.wall: dict[str, list[float]] = {name: [] for name in clients}
+        self.cpu: dict[str, list[float]] = {name: [] for name in clients}
+
+    def warm_up(self) -> Iterator[C]:
+        """Each client ``n`` times, untimed: the connection open, the policy's key built."""
+        for client in self.clients.values():
+            yield from itertools.repeat(client, self.n)
+
+    def __iter__(self) -> Iterator[C]:
+        clock, cpu, order = time.perf_counter, time.thread_time, random.Random(19)
+        turn = list(self.clients.items())
+        for _ in range(self.rounds):
+            spent = {name: [0.0, 0.0] for name in self.clients}
+            for _ in range(self.n):
+                order.shuffle(turn)
+                for name, client in turn:
+                    used, start = cpu(), clock()
+                    yield client
+                    sums = spent[name]
+                    sums[0] += clock() - start
+                    sums[1] += cpu() - used
+            for name, (wall, used_cpu) in spent.items():
+                self.wall[name].append(wall)
+                self.cpu[name].append(used_cpu)
+
+    def rows(self) -> dict[str, dict[str, float]]:
+        return summarise(self.wall, self.cpu, self.n)
 
 
 def run_sync(clients: dict[str, httpx.Client], url: str, rounds: int, n: int) -> dict[str, dict[str, float]]:
-    """Time the clients request by request, taking turns; ``clients`` holds ``bare``."""
-    clock, cpu = time.perf_counter, time.thread_time
-    turns, turn = _Turns(list(clients)), list(clients.items())
-    for client in clients.values():  # warm-up: the connection open, the policy's key built
-        for _ in range(n):
-            client.get(url)
-    for _ in range(rounds):
-        spent = {name: [0.0, 0.0] for name in clients}
-        for _ in range(n):
-            turns.order.shuffle(turn)
-            for name, client in turn:
-                sums, used, start = spent[name], cpu(), clock()
-                client.get(url)
-                sums[0] += clock() - start
-                sums[1] += cpu() - used
-        turns.record(spent)
-    return summarise(turns.wall, turns.cpu, n)
+    """Time the clients request by request, taking turns (:class:`_Turns`); ``clients`` holds ``bare``."""
+    turns = _Turns(clients, rounds, n)
+    for client in turns.warm_up():
+        client.get(url)
+    for client in turns:
+        client.get(url)
+    return turns.rows()
 
 
 async def run_async(
     clients: dict[str, httpx.AsyncClient], url: str, rounds: int, n: int
 ) -> dict[str, dict[str, float]]:
     """:func:`run_sync` for async clients."""
-    clock, cpu = time.perf_counter, time.thread_time
-    turns, turn = _Turns(list(clients)), list(clients.items())
-    for client in clients.values():
-        for _ in range(n):
-            await client.get(url)
-    for _ in range(rounds):
-        spent = {name: [0.0, 0.0] for name in clients}
-        for _ in range(n):
-            turns.order.shuffle(turn)
-            for name, client in turn:
-                sums, used, start = spent[name], cpu(), clock()
-                await client.get(url)
-                sums[0] += clock() - start
-                sums[1] += cpu() - used
-        turns.record(spent)
-    return summarise(turns.wall, turns.cpu, n)
+    turns = _Turns(clients, rounds, n)
+    for client in turns.warm_up():
+        await client.get(url)
+    for client in turns:
+        await client.get(url)
+    return turns.rows()
 
 
 SHAPES = {
