@@ -20,12 +20,13 @@ from otel_resilience.bulkhead import (
     Bulkhead,
     BulkheadConfig,
 )
+from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.events import CallRejected, Event, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import BULKHEADS
-from otel_resilience.engine.waiting import ADMITTED, FULL, AsyncWaiter
+from otel_resilience.engine.waiting import ADMITTED, FULL, GRANTED, AsyncWaiter, SyncWaiter
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
@@ -450,10 +451,10 @@ def test_slot_handed_to_a_closed_loop_is_passed_on():
     """A slot handed to a waiter whose loop has closed is given back instead of leaking."""
     bulkhead = Bulkhead("closed-loop", BulkheadConfig(max_concurrent=1, max_waiting=2))
     core = bulkhead._core
-    assert core.try_acquire() is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
     loop = asyncio.new_event_loop()
-    waiter = AsyncWaiter(loop)
-    core.enqueue(waiter)
+    waiter = core.acquire(UNSTARTED, make=lambda _: AsyncWaiter(loop))
+    assert isinstance(waiter, AsyncWaiter)
     loop.close()
     releaser = threading.Thread(target=core.release)
     releaser.start()
@@ -489,7 +490,7 @@ def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
     """A freed slot skips a waiter whose loop is stopped; that waiter runs once its loop runs again."""
     bulkhead = Bulkhead("stopped-loop", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire() is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -512,7 +513,7 @@ def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
     """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller (thread or loop)."""
     bulkhead = Bulkhead("stopped-after-offer", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire() is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -542,7 +543,7 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
     """A waiter taken back from a stopped loop waits again when its loop runs and every slot is busy."""
     bulkhead = Bulkhead("stopped-requeue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire() is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -551,7 +552,7 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
 
         task = queue_on_a_loop(bulkhead, loop, queued)
         core.release()
-        assert core.try_acquire() is ADMITTED  # a newcomer takes the freed slot and keeps it
+        assert core.acquire(UNSTARTED_SYNC) is ADMITTED  # a newcomer takes the freed slot and keeps it
         loop.run_until_complete(asyncio.sleep(0.01))  # the nudged waiter looks, and waits again
         assert not task.done()
         assert bulkhead.stats.waiting == 1
@@ -567,10 +568,11 @@ def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
     """Waiters whose loop stopped and then closed, queued or offered a slot, give it back and leave the queue."""
     bulkhead = Bulkhead("closed-after-stop", BulkheadConfig(max_concurrent=1, max_waiting=3, timeout=60))
     core = bulkhead._core
-    assert core.try_acquire() is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
     loop = asyncio.new_event_loop()
-    offered, queued = AsyncWaiter(loop), AsyncWaiter(loop)
-    assert core.enqueue(offered) == core.enqueue(queued) == 1  # both queued
+    offered, queued = (core.acquire(UNSTARTED, make=lambda _: AsyncWaiter(loop)) for _ in range(2))
+    assert isinstance(offered, AsyncWaiter)
+    assert isinstance(queued, AsyncWaiter)  # both queued
 
     def release_then_stop():
         core.release()  # offered the slot while its loop runs; its task never claims it
@@ -662,7 +664,7 @@ def test_sync_wait_ends_at_an_expired_deadline(clock):
     """A sync waiter gives up at once when the enclosing deadline has already passed."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline", config, clock=clock)
-    assert bulkhead._core.try_acquire() is ADMITTED
+    assert bulkhead._core.acquire(UNSTARTED_SYNC) is ADMITTED
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 6.0)
@@ -677,7 +679,7 @@ def test_sync_wait_is_bounded_by_the_deadline(clock):
     """A sync waiter waits only for what is left of the enclosing deadline when that is shorter."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline-2", config, clock=clock)
-    assert bulkhead._core.try_acquire() is ADMITTED
+    assert bulkhead._core.acquire(UNSTARTED_SYNC) is ADMITTED
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 4.95)
@@ -812,6 +814,33 @@ async def test_rejections_are_reported_as_events(recorder, driver):
         CallRejected(reason="bulkhead_full"),
     ]
     assert recorder.sources(Event.CALL_REJECTED) == [TelemetrySource("bulkhead", "events")] * 2
+
+
+async def test_a_wait_cancelled_once_it_timed_out_is_reported_once_by_its_task(recorder):
+    """The timer ends a wait, then the task is cancelled before it resumes: one timed-out call, one report.
+
+    The timeout is counted when the timer fires and reported by the waiting task (in its own
+    context) as it resumes, here as its cancellation passes: nothing is lost, nothing doubled.
+    """
+    bulkhead = Bulkhead(
+        "timed-out-then-cancelled", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60)
+    )
+    gate, tasks = await occupy(bulkhead, 1)
+    waiting = asyncio.create_task(call(bulkhead, "async"))
+    await until(lambda: bulkhead.stats.waiting == 1)
+    core = bulkhead._core
+    waiter = core._queue[0]
+    assert core.expire(waiter)  # what the loop timer does when the wait is due ...
+    waiter.resolve()
+    waiting.cancel()  # ... and the caller is cancelled in the same instant
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert recorder.of(Event.CALL_REJECTED) == [CallRejected(reason="queue_timeout")]
+    stats = bulkhead.get_stats()
+    assert (stats["timed_out"], stats["cancelled"], stats["waiting"]) == (1, 0, 0)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert_idle(bulkhead)
 
 
 async def test_pipeline_node_reports_with_its_pipeline_name(recorder):
@@ -1048,12 +1077,14 @@ async def test_async_generator_functions_are_refused():
     assert_idle(bulkhead)
 
 
-def test_a_call_that_can_never_queue_is_rejected_by_the_fast_path_and_counted_once() -> None:
-    """Every slot busy and the queue full: ``try_acquire`` rejects (counted) without queueing."""
+def test_a_call_that_can_never_queue_is_rejected_at_once_and_counted_once() -> None:
+    """Every slot busy and the queue full (here not allowed): ``acquire`` rejects (counted), makes no waiter."""
     bulkhead = Bulkhead("no-queue-place", BulkheadConfig(max_concurrent=1, max_waiting=0))
     core = bulkhead._core
-    assert core.try_acquire() is ADMITTED
-    assert core.try_acquire() is FULL
+    made = []
+    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC, make=made.append) is FULL
+    assert made == []
     with pytest.raises(BulkheadFullError):
         bulkhead.execute_sync(lambda: 1)
     stats = bulkhead.get_stats()
@@ -1063,13 +1094,30 @@ def test_a_call_that_can_never_queue_is_rejected_by_the_fast_path_and_counted_on
     assert bulkhead.get_stats()["completed"] == 2
 
 
-def test_a_call_that_may_queue_is_left_to_enqueue() -> None:
-    """Every slot busy but a queue place free: ``try_acquire`` counts nothing and says so."""
+def test_a_call_that_queues_gets_its_waiter_in_the_same_round_trip() -> None:
+    """Every slot busy, a queue place free: ``acquire`` makes the driver's waiter, queues it and counts the call once."""
     bulkhead = Bulkhead("queue-place", BulkheadConfig(max_concurrent=1, max_waiting=1))
     core = bulkhead._core
-    assert core.try_acquire() is ADMITTED
-    assert core.try_acquire() is None
-    assert bulkhead.get_stats()["total"] == 1
+    made: list[bool] = []
+
+    def make(sync: bool) -> SyncWaiter:
+        made.append(sync)
+        return SyncWaiter()
+
+    assert core.acquire(UNSTARTED_SYNC, make=make) is ADMITTED
+    assert made == []  # a call that takes a slot gets no waiter
+    waiter = core.acquire(UNSTARTED_SYNC, make=make)
+    assert isinstance(waiter, SyncWaiter)
+    assert made == [True]
+    stats = bulkhead.get_stats()
+    assert (stats["total"], stats["active"], stats["waiting"]) == (2, 1, 1)
+    assert core.acquire(UNSTARTED_SYNC, make=make) is FULL  # the queue is full now
+    assert made == [True]
+    core.release()  # the slot goes to the queued waiter
+    assert waiter.state == GRANTED
+    assert waiter.signal.acquire(timeout=5)
+    core.release()
+    assert_idle(bulkhead)
 
 
 async def test_the_shared_empty_queue_and_offers_stay_empty_and_unshared() -> None:

@@ -9,26 +9,31 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final, TypedDict, cast
+from typing import TYPE_CHECKING, Final, TypedDict, cast
 
 from otel_resilience.engine.waiting import (
     ADMITTED,
     CANCELLED,
     FULL,
     GRANTED,
-    QUEUED,
     TIMED_OUT,
     WAITING,
     AsyncWaiter,
     Enqueued,
     Waiter,
+    new_waiter,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from otel_resilience.engine.context import ExecutionContext
 
 __all__ = ["BulkheadStats", "BulkheadStatsDict"]
 
 _NO_QUEUE: Final[deque[Waiter]] = deque(maxlen=0)
 """The queue of every bulkhead in which no call has queued yet: always empty, never appended to
-(:meth:`_BulkheadCore.enqueue` gives a bulkhead its own deque first; every other method only
+(:meth:`_BulkheadCore.acquire` gives a bulkhead its own deque first; every other method only
 reads it, or removes and re-queues waiters that were queued, so it holds no waiter either)."""
 _NO_OFFERS: Final[set[AsyncWaiter]] = set()
 """The offered waiters of every bulkhead that has offered none yet: always empty (only read and
@@ -101,14 +106,14 @@ class _BulkheadCore(BulkheadStats):
     """The sans-I/O state: slots, FIFO queue and counters, behind one short lock (a ``WaitQueue``).
 
     Invariant: while a call that can run waits, every slot is taken, because a freed slot goes
-    straight to the oldest waiter that can take it. So :meth:`try_acquire` never lets a new
-    arrival overtake such a waiter.
+    straight to the oldest waiter that can take it. So :meth:`acquire` never lets a new arrival
+    overtake such a waiter.
 
     A waiter whose event loop is not running (stopped, not closed) cannot take a slot: it keeps
     its place, the slot goes to the next waiter (or is freed), and the waiter is nudged so that
     it looks again as soon as its loop runs. A slot offered to an async waiter whose loop stopped
     before its task could claim it is taken back by the next caller that finds no free slot
-    (:meth:`enqueue`); the waiter returns to the front of the queue.
+    (:meth:`acquire`); the waiter returns to the front of the queue.
     """
 
     __slots__ = ("_lock", "_offered", "_queue")
@@ -119,59 +124,46 @@ class _BulkheadCore(BulkheadStats):
         self._queue: deque[Waiter] = _NO_QUEUE  # a deque of its own once a call queues (~700 B)
         self._offered: set[AsyncWaiter] = _NO_OFFERS  # a set of its own at the first offer
 
-    def try_acquire(self) -> Enqueued | None:
-        """Take a free slot, or reject at once when no queue place can exist: one lock round trip.
+    def acquire(
+        self, ctx: ExecutionContext, make: Callable[[bool], Waiter] = new_waiter
+    ) -> Waiter | Enqueued:
+        """Take a free slot, else queue a new waiter, else reject: one lock round trip per call.
 
-        No place can exist when the queue is full (or not allowed) and no slot offered to a
-        stopped loop's waiter can be taken back (:meth:`enqueue`'s reclaim).
+        A slot offered to a stopped loop's waiter is taken back first when every slot is busy
+        (:meth:`_reclaim_locked`). The waiter is made only for a call that queues, under the
+        lock: ``make(ctx.sync)``, the kind of the driver that runs
+        (:func:`~otel_resilience.engine.waiting.new_waiter`); nothing else of ``ctx`` is read.
 
         Returns:
-            ``ADMITTED`` (the call holds a slot), ``FULL`` (rejected and counted), or ``None``:
-            every slot is busy but the call may queue (ask :meth:`enqueue`).
+            ``ADMITTED`` (the call holds a slot), ``FULL`` (rejected and counted: every slot busy
+            and the queue full or not allowed), or the queued waiter.
         """
+        wakes = None
         lock = self._lock
         lock.acquire()  # not `with`: on every call, half the cost
         try:
-            if self.active < self.max_concurrent:
-                self.total += 1
-                self._admit_locked()
-                return ADMITTED
-            if not self._offered and self._queue_full_locked():
-                self.total += 1
-                self.rejected += 1
-                return FULL
+            self.total += 1
+            if self.active >= self.max_concurrent:  # every slot busy
+                if self._offered:
+                    wakes = self._reclaim_locked()
+                if self.active >= self.max_concurrent:  # and none taken back
+                    if self._queue_full_locked():
+                        self.rejected += 1
+                        return FULL
+                    waiter = make(ctx.sync)
+                    if self._queue is _NO_QUEUE:
+                        self._queue = deque()
+                    self._queue.append(waiter)
+                    self.waiting += 1
+                    if self.waiting > self.peak_waiting:  # noqa: PLR1730 - a compare, not a call
+                        self.peak_waiting = self.waiting
+                    return waiter
+            self._admit_locked()
+            return ADMITTED
         finally:
             lock.release()
-        return None
-
-    def enqueue(self, waiter: Waiter | None) -> int:
-        """Take a slot if one is free (or can be taken back), else queue ``waiter``, else reject.
-
-        Returns:
-            ``ADMITTED``, ``QUEUED`` or ``FULL`` (``waiter`` is ``None`` when waiting is not
-            allowed).
-        """
-        wakes = None
-        with self._lock:
-            self.total += 1
-            if self._offered and self.active >= self.max_concurrent:
-                wakes = self._reclaim_locked()
-            if self.active < self.max_concurrent:
-                self._admit_locked()
-                status = ADMITTED
-            elif waiter is None or self._queue_full_locked():
-                self.rejected += 1
-                status = FULL
-            else:
-                if self._queue is _NO_QUEUE:
-                    self._queue = deque()
-                self._queue.append(waiter)
-                self.waiting += 1
-                self.peak_waiting = max(self.peak_waiting, self.waiting)
-                status = QUEUED
-        if wakes:
-            self._hand_over(wakes)
-        return status
+            if wakes:  # outside the lock
+                self._hand_over(wakes)
 
     def _queue_full_locked(self) -> bool:
         """Whether a call that finds every slot busy has no place in the queue (it is rejected)."""
@@ -199,7 +191,9 @@ class _BulkheadCore(BulkheadStats):
             ``True`` if the wait is over (the waiter holds a slot, or timed out); ``False`` if
             it must await ``waiter.future`` again.
         """
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: once per queued async call, half the cost
+        try:
             if waiter.state != WAITING:
                 self._offered.discard(waiter)
                 return True
@@ -212,6 +206,8 @@ class _BulkheadCore(BulkheadStats):
             waiter.future = waiter.loop.create_future()
             waiter.nudged = False
             return False
+        finally:
+            lock.release()
 
     def abandon(self, waiter: Waiter) -> None:
         """Forget a cancelled waiter: take it out of the queue, or pass on the slot it was offered."""

@@ -8,7 +8,7 @@ from otel_resilience.bulkhead._config import BulkheadConfig
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.waiting import ADMITTED, FULL, QUEUED, Queued, Waiter, new_waiter
+from otel_resilience.engine.waiting import ADMITTED, FULL, Queued, Waiter
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
 
 if TYPE_CHECKING:
@@ -40,24 +40,17 @@ class _BulkheadStep(Link[BulkheadConfig]):
         self._core = bulkhead._core
 
     def admit(self, ctx: ExecutionContext) -> _Queued | None:
-        """Take a slot; else queue the call in the driver's kind of waiter; else reject it.
+        """Take a slot, else queue the call in the driver's kind of waiter, else reject it: one lock trip.
 
         Raises:
             BulkheadFullError: Every slot is busy and the queue is full (or not allowed).
         """
-        core = self._core
-        first = core.try_acquire()
-        if first is ADMITTED:
+        got = self._core.acquire(ctx)
+        if got is ADMITTED:
             return None
-        if first is FULL:
+        if got is FULL:
             raise self._full() from None
-        waiter = new_waiter(ctx.sync) if core.max_waiting else None
-        status = core.enqueue(waiter)
-        if status == QUEUED:
-            return _Queued(self, cast("Waiter", waiter))
-        if status == FULL:
-            raise self._full() from None
-        return None
+        return _Queued(self, cast("Waiter", got))
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
         """Give the slot back (to the oldest waiter that can take it)."""

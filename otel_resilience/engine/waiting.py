@@ -13,12 +13,13 @@ module holds is the part that performs the wait, the same for every such queue:
 
 An async wait gives up on its loop's shared timer (:mod:`otel_resilience.engine.timer`: the
 :class:`Queued` is its own timer entry, so that a queued call allocates nothing more); a timeout
-is counted (:meth:`WaitQueue.expire`) and reported (:meth:`Queued.timed_out`, in the waiting
-call's context) when it fires, not when the task resumes, so a caller cancelled in that same
-instant is still one timed-out call and one report. A sync wait gives up on its lock's wait
-timeout, or sooner at the effective deadline of an enclosing timeout scope
-(:func:`~otel_resilience.engine.context.time_remaining`), because a thread cannot be interrupted
-later. A wait ended by a ``BaseException`` (cancellation, interrupt) leaves the queue
+is counted (:meth:`WaitQueue.expire`) when it fires, and reported (:meth:`Queued.timed_out`) by
+the waiting task when it resumes, in its own context (its span gets the rejection event), so a
+waiter holds no copy of its context; a caller cancelled in that same instant is still one
+timed-out call and one report, made as the cancellation passes. A sync wait gives up on its
+lock's wait timeout, or sooner at the effective deadline of an enclosing timeout scope
+(:func:`~otel_resilience.engine.context.time_remaining`), because a thread cannot be
+interrupted later. A wait ended by a ``BaseException`` (cancellation, interrupt) leaves the queue
 (:meth:`WaitQueue.abandon`), giving back a place it was handed in the meantime.
 
 An async waiter's place is *offered* when it is woken and *claimed* (:meth:`WaitQueue.claim`) when
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextvars
 import enum
 import threading
 from typing import TYPE_CHECKING, Protocol, cast
@@ -40,14 +40,16 @@ from otel_resilience.engine.step import Wait
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.context import ExecutionContext
 
 __all__ = [
     "ADMITTED",
     "CANCELLED",
     "FULL",
     "GRANTED",
-    "QUEUED",
     "TIMED_OUT",
     "WAITING",
     "AsyncWaiter",
@@ -76,19 +78,18 @@ class WaiterState(enum.IntEnum):
 
 
 class Enqueued(enum.IntEnum):
-    """What :meth:`WaitQueue.enqueue` returns.
+    """What :meth:`WaitQueue.acquire` returns for a call that does not queue (else its waiter).
 
-    ``ADMITTED``: a place was free, the call holds it and runs at once. ``QUEUED``: the waiter
-    is in the queue. ``FULL``: rejected, no place free and no room (or no waiter) to queue.
+    ``ADMITTED``: a place was free, the call holds it and runs at once. ``FULL``: rejected, no
+    place free and no room to queue.
     """
 
     ADMITTED = 0
-    QUEUED = 1
     FULL = 2
 
 
 WAITING, GRANTED, TIMED_OUT, CANCELLED = WaiterState
-ADMITTED, QUEUED, FULL = Enqueued
+ADMITTED, FULL = Enqueued
 
 
 class Waiter(abc.ABC):
@@ -133,16 +134,13 @@ class SyncWaiter(Waiter):
 class AsyncWaiter(Waiter):
     """A task awaiting a future of its loop; woken thread-safely.
 
-    ``context`` is the waiting task's context, so that a queue timeout, reported from a loop
-    timer, is reported in the waiting call's context (its span gets the rejection event). A
-    waiter woken without a place gets a new :attr:`future` from :meth:`WaitQueue.claim`.
+    A waiter woken without a place gets a new :attr:`future` from :meth:`WaitQueue.claim`.
     """
 
-    __slots__ = ("context", "future", "loop", "thread")
+    __slots__ = ("future", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         Waiter.__init__(self)  # named, not super(): a waiter is made per queued call
-        self.context = contextvars.copy_context()
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.thread = threading.get_ident()
@@ -186,11 +184,14 @@ def new_waiter(sync: bool) -> Waiter:
 class WaitQueue(Protocol):
     """The rules of a FIFO queue of :class:`Waiter`, each method atomic under the owner's lock."""
 
-    def enqueue(self, waiter: Waiter | None) -> int:
-        """Take a place if one is free, else queue ``waiter`` (``None``: no queue), else reject.
+    def acquire(self, ctx: ExecutionContext, make: Callable[[bool], Waiter] = ...) -> Waiter | Enqueued:
+        """Take a place if one is free, else queue a new waiter, else reject.
+
+        The waiter is made only for a call that queues: ``make(ctx.sync)`` (:func:`new_waiter`,
+        the kind of the driver that runs), under the lock, in the same round trip.
 
         Returns:
-            :data:`ADMITTED`, :data:`QUEUED` or :data:`FULL`.
+            :data:`ADMITTED`, :data:`FULL`, or the queued waiter.
         """
         ...
 
@@ -225,7 +226,7 @@ class Queued(Wait, TimerEntry):
     is ``None``.
 
     Args:
-        queue: The queue ``waiter`` is in (``enqueue`` returned :data:`QUEUED`).
+        queue: The queue ``waiter`` is in (its :meth:`WaitQueue.acquire` returned it).
         waiter: A :class:`SyncWaiter` for :meth:`wait_sync`, an :class:`AsyncWaiter` for
             :meth:`wait` (see :func:`new_waiter`).
         timeout: The longest the call may wait, in seconds.
@@ -266,17 +267,19 @@ class Queued(Wait, TimerEntry):
                 await waiter.future
         except BaseException:
             queue.abandon(waiter)
+            if waiter.state == TIMED_OUT:  # cancelled once its wait had timed out: still reported
+                self.timed_out()
             raise
         finally:
             timer.cancel(self)
         if waiter.state == TIMED_OUT:
+            self.timed_out()
             raise self.timeout_error(self.timeout) from None
 
     def fire(self) -> None:
-        """Loop-timer callback: end the wait if the waiter is still queued, and report it now."""
+        """Loop-timer callback: end the wait if the waiter is still queued (its task reports it)."""
         waiter = cast("AsyncWaiter", self.waiter)
         if self.queue.expire(waiter):
-            waiter.context.run(self.timed_out)  # in the waiting call's context
             waiter.resolve()
 
     def wait_sync(self) -> None:
