@@ -26,7 +26,7 @@ from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.events import CallRejected, Event, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import BULKHEADS
-from otel_resilience.engine.waiting import ADMITTED, FULL, GRANTED, AsyncWaiter, SyncWaiter
+from otel_resilience.engine.waiting import ADMITTED, FULL, GRANTED, TIMED_OUT, AsyncWaiter, SyncWaiter
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
@@ -447,13 +447,26 @@ async def test_cancellation_storm_leaks_no_slot():
     assert bulkhead.stats.available == 3
 
 
+def no_waiter(sync):
+    """The waiter factory of a call that must take a free slot: it never queues."""
+    pytest.fail(f"a call that should have taken a free slot queued (sync={sync})")
+
+
+def waiter_of(bulkhead, loop=None):
+    """A waiter of ``bulkhead``'s queue, as its link makes one: a thread's, or a task's of ``loop``."""
+    link = bulkhead.as_strategy()
+    if loop is None:
+        return SyncWaiter(bulkhead._core, link, bulkhead.config.timeout, SYSTEM_CLOCK)
+    return AsyncWaiter(bulkhead._core, link, bulkhead.config.timeout, SYSTEM_CLOCK, loop)
+
+
 def test_slot_handed_to_a_closed_loop_is_passed_on():
     """A slot handed to a waiter whose loop has closed is given back instead of leaking."""
     bulkhead = Bulkhead("closed-loop", BulkheadConfig(max_concurrent=1, max_waiting=2))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     loop = asyncio.new_event_loop()
-    waiter = core.acquire(UNSTARTED, make=lambda _: AsyncWaiter(loop))
+    waiter = core.acquire(UNSTARTED, make=lambda _: waiter_of(bulkhead, loop))
     assert isinstance(waiter, AsyncWaiter)
     loop.close()
     releaser = threading.Thread(target=core.release)
@@ -490,7 +503,7 @@ def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
     """A freed slot skips a waiter whose loop is stopped; that waiter runs once its loop runs again."""
     bulkhead = Bulkhead("stopped-loop", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -513,7 +526,7 @@ def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
     """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller (thread or loop)."""
     bulkhead = Bulkhead("stopped-after-offer", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -543,7 +556,7 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
     """A waiter taken back from a stopped loop waits again when its loop runs and every slot is busy."""
     bulkhead = Bulkhead("stopped-requeue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     loop = asyncio.new_event_loop()
     try:
 
@@ -552,7 +565,9 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
 
         task = queue_on_a_loop(bulkhead, loop, queued)
         core.release()
-        assert core.acquire(UNSTARTED_SYNC) is ADMITTED  # a newcomer takes the freed slot and keeps it
+        assert (
+            core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+        )  # a newcomer takes the freed slot and keeps it
         loop.run_until_complete(asyncio.sleep(0.01))  # the nudged waiter looks, and waits again
         assert not task.done()
         assert bulkhead.stats.waiting == 1
@@ -568,9 +583,9 @@ def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
     """Waiters whose loop stopped and then closed, queued or offered a slot, give it back and leave the queue."""
     bulkhead = Bulkhead("closed-after-stop", BulkheadConfig(max_concurrent=1, max_waiting=3, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     loop = asyncio.new_event_loop()
-    offered, queued = (core.acquire(UNSTARTED, make=lambda _: AsyncWaiter(loop)) for _ in range(2))
+    offered, queued = (core.acquire(UNSTARTED, make=lambda _: waiter_of(bulkhead, loop)) for _ in range(2))
     assert isinstance(offered, AsyncWaiter)
     assert isinstance(queued, AsyncWaiter)  # both queued
 
@@ -664,7 +679,7 @@ def test_sync_wait_ends_at_an_expired_deadline(clock):
     """A sync waiter gives up at once when the enclosing deadline has already passed."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline", config, clock=clock)
-    assert bulkhead._core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert bulkhead._core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 6.0)
@@ -679,7 +694,7 @@ def test_sync_wait_is_bounded_by_the_deadline(clock):
     """A sync waiter waits only for what is left of the enclosing deadline when that is shorter."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline-2", config, clock=clock)
-    assert bulkhead._core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert bulkhead._core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 4.95)
@@ -830,8 +845,8 @@ async def test_a_wait_cancelled_once_it_timed_out_is_reported_once_by_its_task(r
     await until(lambda: bulkhead.stats.waiting == 1)
     core = bulkhead._core
     waiter = core._queue[0]
-    assert core.expire(waiter)  # what the loop timer does when the wait is due ...
-    waiter.resolve()
+    waiter.fire()  # what the loop timer does when the wait is due ...
+    assert waiter.state == TIMED_OUT
     waiting.cancel()  # ... and the caller is cancelled in the same instant
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -1082,7 +1097,7 @@ def test_a_call_that_can_never_queue_is_rejected_at_once_and_counted_once() -> N
     bulkhead = Bulkhead("no-queue-place", BulkheadConfig(max_concurrent=1, max_waiting=0))
     core = bulkhead._core
     made = []
-    assert core.acquire(UNSTARTED_SYNC) is ADMITTED
+    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
     assert core.acquire(UNSTARTED_SYNC, make=made.append) is FULL
     assert made == []
     with pytest.raises(BulkheadFullError):
@@ -1102,7 +1117,7 @@ def test_a_call_that_queues_gets_its_waiter_in_the_same_round_trip() -> None:
 
     def make(sync: bool) -> SyncWaiter:
         made.append(sync)
-        return SyncWaiter()
+        return waiter_of(bulkhead)
 
     assert core.acquire(UNSTARTED_SYNC, make=make) is ADMITTED
     assert made == []  # a call that takes a slot gets no waiter

@@ -21,7 +21,6 @@ from otel_resilience.engine.waiting import (
     AsyncWaiter,
     Enqueued,
     Waiter,
-    new_waiter,
 )
 
 if TYPE_CHECKING:
@@ -124,15 +123,13 @@ class _BulkheadCore(BulkheadStats):
         self._queue: deque[Waiter] = _NO_QUEUE  # a deque of its own once a call queues (~700 B)
         self._offered: set[AsyncWaiter] = _NO_OFFERS  # a set of its own at the first offer
 
-    def acquire(
-        self, ctx: ExecutionContext, make: Callable[[bool], Waiter] = new_waiter
-    ) -> Waiter | Enqueued:
+    def acquire(self, ctx: ExecutionContext, make: Callable[[bool], Waiter]) -> Waiter | Enqueued:
         """Take a free slot, else queue a new waiter, else reject: one lock round trip per call.
 
         A slot offered to a stopped loop's waiter is taken back first when every slot is busy
         (:meth:`_reclaim_locked`). The waiter is made only for a call that queues, under the
-        lock: ``make(ctx.sync)``, the kind of the driver that runs
-        (:func:`~otel_resilience.engine.waiting.new_waiter`); nothing else of ``ctx`` is read.
+        lock: ``make(ctx.sync)``, of the kind of the driver that runs (the link's, with
+        :func:`~otel_resilience.engine.waiting.new_waiter`); nothing else of ``ctx`` is read.
 
         Returns:
             ``ADMITTED`` (the call holds a slot), ``FULL`` (rejected and counted: every slot busy

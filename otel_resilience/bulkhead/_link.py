@@ -8,7 +8,7 @@ from otel_resilience.bulkhead._config import BulkheadConfig
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.waiting import ADMITTED, FULL, Queued, Waiter
+from otel_resilience.engine.waiting import ADMITTED, FULL, Waiter, new_waiter
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
 
 if TYPE_CHECKING:
@@ -26,11 +26,11 @@ _CALL_REJECTED: Final = Event.CALL_REJECTED
 class _BulkheadStep(Link[BulkheadConfig]):
     """A pipeline link bound to a bulkhead's shared slots, with its own telemetry.
 
-    :meth:`admit` takes a slot, or queues the call (a :class:`_Queued` the driver waits on), or
+    :meth:`admit` takes a slot, or queues the call (its waiter is the ``Wait`` the driver waits on), or
     rejects it; whichever hook ends the run gives the slot back.
     """
 
-    __slots__ = ("_core",)
+    __slots__ = ("_core", "_make_waiter")
 
     kind: ClassVar[str] = KIND
     admits_early: ClassVar[bool] = True  # admit reads ctx.sync only (its waiter's kind)
@@ -38,19 +38,27 @@ class _BulkheadStep(Link[BulkheadConfig]):
     def __init__(self, bulkhead: Bulkhead, telemetry: StrategyTelemetry) -> None:
         super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)
         self._core = bulkhead._core
+        self._make_waiter = self._new_waiter  # bound once: the core calls it for a call that queues
 
-    def admit(self, ctx: ExecutionContext) -> _Queued | None:
+    def admit(self, ctx: ExecutionContext) -> Waiter | None:
         """Take a slot, else queue the call in the driver's kind of waiter, else reject it: one lock trip.
+
+        Returns:
+            ``None`` (the call holds a slot), or its waiter: the ``Wait`` the driver waits on.
 
         Raises:
             BulkheadFullError: Every slot is busy and the queue is full (or not allowed).
         """
-        got = self._core.acquire(ctx)
+        got = self._core.acquire(ctx, self._make_waiter)
         if got is ADMITTED:
             return None
         if got is FULL:
             raise self._full() from None
-        return _Queued(self, cast("Waiter", got))
+        return cast("Waiter", got)
+
+    def _new_waiter(self, sync: bool) -> Waiter:
+        """The waiter of a call that queues (made by the core, under its lock)."""
+        return new_waiter(sync, self._core, self, self.config.timeout, self.clock)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
         """Give the slot back (to the oldest waiter that can take it)."""
@@ -71,27 +79,16 @@ class _BulkheadStep(Link[BulkheadConfig]):
         if telemetry.hub.event_listeners:
             telemetry.report(_CALL_REJECTED, event)
 
+    def wait_timed_out(self) -> None:
+        """Report the ``queue_timeout`` rejection of a call that waited too long (its own context)."""
+        self._report(_TIMEOUT_EVENT)
+
+    def wait_timeout_error(self, timeout: float) -> BulkheadTimeoutError:
+        """Return the error of a call that waited ``timeout`` seconds for a slot."""
+        core = self._core
+        return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout)
+
     def _full(self) -> BulkheadFullError:
         self._report(_FULL_EVENT)
         core = self._core
         return BulkheadFullError(self.name, core.max_concurrent, core.max_waiting)
-
-
-class _Queued(Queued):
-    """A call waiting in the bulkhead's queue for a slot, reporting to its link's telemetry."""
-
-    __slots__ = ("_link",)
-
-    def __init__(self, link: _BulkheadStep, waiter: Waiter) -> None:
-        # Named, not super(): one is made per queued call.
-        Queued.__init__(self, link._core, waiter, link.config.timeout, link.clock)
-        self._link = link
-
-    def timed_out(self) -> None:
-        """Report the ``queue_timeout`` rejection."""
-        self._link._report(_TIMEOUT_EVENT)
-
-    def timeout_error(self, timeout: float) -> BulkheadTimeoutError:
-        """Return the error of a call that waited ``timeout`` seconds for a slot."""
-        core = self._link._core
-        return BulkheadTimeoutError(self._link.name, core.max_concurrent, core.max_waiting, timeout)

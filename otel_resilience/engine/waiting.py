@@ -2,18 +2,18 @@
 
 The queue's rules (who is next, how many may wait, when a place is handed over) belong to its
 owner, a sans-I/O object behind its own lock that implements :class:`WaitQueue`. What this
-module holds is the part that performs the wait, the same for every such queue:
-
-* a :class:`Waiter` per queued call: a :class:`SyncWaiter` (a thread blocked on a lock of its
-  own, released to wake it) or an :class:`AsyncWaiter` (a task awaiting a future of its loop,
-  woken thread-safely), so that threads and event loops wait in one queue;
-* :class:`Queued`, the :class:`~otel_resilience.engine.step.Wait` a step's ``admit`` returns for
-  a queued call: the driver awaits :meth:`Queued.wait` or calls :meth:`Queued.wait_sync`, which
-  return once a place was handed over and raise the owner's error when the wait timed out.
+module holds is the part that performs the wait, the same for every such queue: a
+:class:`Waiter` per queued call, which is both the call's place in the queue and the
+:class:`~otel_resilience.engine.step.Wait` its step's ``admit`` returns, so a queued call is one
+object. A :class:`SyncWaiter` is a thread blocked on a lock of its own, released to wake it (the
+sync driver calls :meth:`SyncWaiter.wait_sync`); an :class:`AsyncWaiter` is a task awaiting a
+future of its loop, woken thread-safely (the async driver awaits :meth:`AsyncWaiter.wait`), so
+threads and event loops wait in one queue. Both return once a place was handed over and raise
+the owner's error (:class:`WaitOwner`) when the wait timed out.
 
 An async wait gives up on its loop's shared timer (:mod:`otel_resilience.engine.timer`: the
-:class:`Queued` is its own timer entry, so that a queued call allocates nothing more); a timeout
-is counted (:meth:`WaitQueue.expire`) when it fires, and reported (:meth:`Queued.timed_out`) by
+:class:`AsyncWaiter` is its own timer entry, so that a queued call allocates nothing more); a timeout
+is counted (:meth:`WaitQueue.expire`) when it fires, and reported (:meth:`WaitOwner.wait_timed_out`) by
 the waiting task when it resumes, in its own context (its span gets the rejection event), so a
 waiter holds no copy of its context; a caller cancelled in that same instant is still one
 timed-out call and one report, made as the cancellation passes. A sync wait gives up on its
@@ -33,7 +33,7 @@ import abc
 import asyncio
 import enum
 import threading
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.step import Wait
@@ -54,8 +54,8 @@ __all__ = [
     "WAITING",
     "AsyncWaiter",
     "Enqueued",
-    "Queued",
     "SyncWaiter",
+    "WaitOwner",
     "WaitQueue",
     "Waiter",
     "WaiterState",
@@ -92,15 +92,44 @@ WAITING, GRANTED, TIMED_OUT, CANCELLED = WaiterState
 ADMITTED, FULL = Enqueued
 
 
-class Waiter(abc.ABC):
-    """A queued call. ``state`` and ``nudged`` change only under the queue's lock."""
+class WaitOwner(Protocol):
+    """What a queue's owner says about the waits that time out in it (a bulkhead's link)."""
 
-    __slots__ = ("nudged", "state")
+    def wait_timed_out(self) -> None:
+        """Report a wait that timed out: called once, by the waiting call, in its context."""
+        ...
 
-    def __init__(self) -> None:
+    def wait_timeout_error(self, timeout: float) -> Exception:
+        """Return the error a timed-out wait raises (``timeout``: the seconds it waited for)."""
+        ...
+
+
+class Waiter(Wait, TimerEntry):
+    """A queued call: its place in a :class:`WaitQueue`, and the :class:`Wait` its driver waits on.
+
+    One object per queued call: the queue holds it (``state`` and ``nudged`` change only under
+    the queue's lock), and the step's ``admit`` returns it, so the driver awaits :meth:`wait`
+    (an :class:`AsyncWaiter`) or calls :meth:`wait_sync` (a :class:`SyncWaiter`). The token of a
+    granted wait is ``None``; a timed-out wait is reported and refused by its owner
+    (:class:`WaitOwner`).
+
+    Args:
+        queue: The queue it waits in.
+        owner: Reports a timeout and makes its error.
+        timeout: The longest the call may wait, in seconds.
+        clock: The clock an enclosing deadline is read on (sync waits).
+    """
+
+    __slots__ = ("clock", "nudged", "owner", "queue", "state", "timeout")
+
+    def __init__(self, queue: WaitQueue, owner: WaitOwner, timeout: float, clock: Clock) -> None:
         self.state = WAITING
         self.nudged = False
         """Whether a wake-up is on its way that the waiter has not seen yet."""
+        self.queue = queue
+        self.owner = owner
+        self.timeout = timeout
+        self.clock = clock
 
     def ready(self) -> bool:
         """Whether the waiter can take a place now (its thread or event loop is running)."""
@@ -114,14 +143,22 @@ class Waiter(abc.ABC):
     def wake(self) -> bool:
         """Wake the waiter (to take its place, or to look again); ``False`` if it never can."""
 
+    def fire(self) -> None:
+        """Timer callback, at the queue timeout: end the wait if still queued, and wake the waiter.
+
+        The waiting call, woken, reports the timeout itself (:meth:`WaitOwner.wait_timed_out`).
+        """
+        if self.queue.expire(self):
+            self.wake()
+
 
 class SyncWaiter(Waiter):
     """A thread blocked on a lock of its own, released to wake it."""
 
     __slots__ = ("signal",)
 
-    def __init__(self) -> None:
-        Waiter.__init__(self)  # named, not super(): a waiter is made per queued call
+    def __init__(self, queue: WaitQueue, owner: WaitOwner, timeout: float, clock: Clock) -> None:
+        Waiter.__init__(self, queue, owner, timeout, clock)  # named, not super(): one per queued call
         self.signal = threading.Lock()
         self.signal.acquire()
 
@@ -130,17 +167,36 @@ class SyncWaiter(Waiter):
         self.signal.release()
         return True
 
+    def wait_sync(self) -> None:
+        """Block this thread until a place is handed over, or raise at the timeout (or deadline)."""
+        timeout = max(min(self.timeout, time_remaining(self.clock)), 0.0)
+        try:
+            granted = self.signal.acquire(timeout=timeout)
+        except BaseException:
+            self.queue.abandon(self)
+            raise
+        if not granted and self.queue.expire(self):
+            self.owner.wait_timed_out()
+            raise self.owner.wait_timeout_error(timeout) from None
+
 
 class AsyncWaiter(Waiter):
-    """A task awaiting a future of its loop; woken thread-safely.
+    """A task awaiting a future of its loop, woken thread-safely; its own entry in the loop's timer.
 
     A waiter woken without a place gets a new :attr:`future` from :meth:`WaitQueue.claim`.
     """
 
     __slots__ = ("future", "loop", "thread")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        Waiter.__init__(self)  # named, not super(): a waiter is made per queued call
+    def __init__(
+        self,
+        queue: WaitQueue,
+        owner: WaitOwner,
+        timeout: float,
+        clock: Clock,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        Waiter.__init__(self, queue, owner, timeout, clock)  # named, not super(): one per queued call
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.thread = threading.get_ident()
@@ -165,9 +221,31 @@ class AsyncWaiter(Waiter):
             return False
         return True
 
-    def resolve(self) -> None:
-        """Complete the future (on the waiter's loop), unless the task was cancelled."""
-        _resolve(self.future)
+    async def wait(self) -> None:
+        """Wait on the waiter's loop until a place is handed over, or raise at the timeout."""
+        queue = self.queue
+        loop = self.loop
+        deadline = loop.time() + self.timeout
+        timer = loop_timer(loop)
+        timer.add(loop, self, deadline)
+        try:
+            await self.future
+            while not queue.claim(self):
+                # Woken without a place (its loop had stopped): wait again until the same deadline,
+                # re-armed if it passed while the waiter held a place it was offered.
+                if not self.armed:
+                    timer.add(loop, self, deadline)
+                await self.future
+        except BaseException:
+            queue.abandon(self)
+            if self.state == TIMED_OUT:  # cancelled once its wait had timed out: still reported
+                self.owner.wait_timed_out()
+            raise
+        finally:
+            timer.cancel(self)
+        if self.state == TIMED_OUT:
+            self.owner.wait_timed_out()
+            raise self.owner.wait_timeout_error(self.timeout) from None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -176,19 +254,22 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def new_waiter(sync: bool) -> Waiter:
+def new_waiter(sync: bool, queue: WaitQueue, owner: WaitOwner, timeout: float, clock: Clock) -> Waiter:
     """Return a waiter for the driver that runs: this thread's, or the running loop's task's."""
-    return SyncWaiter() if sync else AsyncWaiter(asyncio.get_running_loop())
+    if sync:
+        return SyncWaiter(queue, owner, timeout, clock)
+    return AsyncWaiter(queue, owner, timeout, clock, asyncio.get_running_loop())
 
 
 class WaitQueue(Protocol):
     """The rules of a FIFO queue of :class:`Waiter`, each method atomic under the owner's lock."""
 
-    def acquire(self, ctx: ExecutionContext, make: Callable[[bool], Waiter] = ...) -> Waiter | Enqueued:
+    def acquire(self, ctx: ExecutionContext, make: Callable[[bool], Waiter]) -> Waiter | Enqueued:
         """Take a place if one is free, else queue a new waiter, else reject.
 
-        The waiter is made only for a call that queues: ``make(ctx.sync)`` (:func:`new_waiter`,
-        the kind of the driver that runs), under the lock, in the same round trip.
+        The waiter is made only for a call that queues: ``make(ctx.sync)`` (the owner's, with
+        :func:`new_waiter`: the kind of the driver that runs), under the lock, in the same round
+        trip.
 
         Returns:
             :data:`ADMITTED`, :data:`FULL`, or the queued waiter.
@@ -216,81 +297,3 @@ class WaitQueue(Protocol):
             must then run) or is no longer queued.
         """
         ...
-
-
-class Queued(Wait, TimerEntry):
-    """A call queued in a :class:`WaitQueue`: the driver waits on it for its place.
-
-    A subclass, made by the queue's owner, says how a timed-out wait is reported
-    (:meth:`timed_out`) and what it raises (:meth:`timeout_error`). The token of a granted wait
-    is ``None``.
-
-    Args:
-        queue: The queue ``waiter`` is in (its :meth:`WaitQueue.acquire` returned it).
-        waiter: A :class:`SyncWaiter` for :meth:`wait_sync`, an :class:`AsyncWaiter` for
-            :meth:`wait` (see :func:`new_waiter`).
-        timeout: The longest the call may wait, in seconds.
-        clock: The clock an enclosing deadline is read on (sync waits).
-    """
-
-    __slots__ = ("clock", "queue", "timeout", "waiter")
-
-    def __init__(self, queue: WaitQueue, waiter: Waiter, timeout: float, clock: Clock) -> None:
-        self.queue = queue
-        self.waiter = waiter
-        self.timeout = timeout
-        self.clock = clock
-
-    @abc.abstractmethod
-    def timed_out(self) -> None:
-        """Report a wait that timed out: called once, when it ends (in the waiting call's context)."""
-
-    @abc.abstractmethod
-    def timeout_error(self, timeout: float) -> Exception:
-        """Return the error a timed-out wait raises (``timeout``: the seconds it waited for)."""
-
-    async def wait(self) -> None:
-        """Wait on the waiter's loop until a place is handed over, or raise at the timeout."""
-        queue = self.queue
-        waiter = cast("AsyncWaiter", self.waiter)
-        loop = waiter.loop
-        deadline = loop.time() + self.timeout
-        timer = loop_timer(loop)
-        timer.add(loop, self, deadline)
-        try:
-            await waiter.future
-            while not queue.claim(waiter):
-                # Woken without a place (its loop had stopped): wait again until the same deadline,
-                # re-armed if it passed while the waiter held a place it was offered.
-                if not self.armed:
-                    timer.add(loop, self, deadline)
-                await waiter.future
-        except BaseException:
-            queue.abandon(waiter)
-            if waiter.state == TIMED_OUT:  # cancelled once its wait had timed out: still reported
-                self.timed_out()
-            raise
-        finally:
-            timer.cancel(self)
-        if waiter.state == TIMED_OUT:
-            self.timed_out()
-            raise self.timeout_error(self.timeout) from None
-
-    def fire(self) -> None:
-        """Loop-timer callback: end the wait if the waiter is still queued (its task reports it)."""
-        waiter = cast("AsyncWaiter", self.waiter)
-        if self.queue.expire(waiter):
-            waiter.resolve()
-
-    def wait_sync(self) -> None:
-        """Block this thread until a place is handed over, or raise at the timeout (or deadline)."""
-        waiter = cast("SyncWaiter", self.waiter)
-        timeout = max(min(self.timeout, time_remaining(self.clock)), 0.0)
-        try:
-            granted = waiter.signal.acquire(timeout=timeout)
-        except BaseException:
-            self.queue.abandon(waiter)
-            raise
-        if not granted and self.queue.expire(waiter):
-            self.timed_out()
-            raise self.timeout_error(timeout) from None
