@@ -4,9 +4,15 @@ A loop timer that is cancelled stays in the loop's own heap (with the context it
 the loop next iterates. A coroutine that makes many quick calls without suspending would pile up
 one such timer per call: memory that grows with the number of calls. So every timed wait on a
 loop (the deadline of a timeout scope, the queue timeout of a bulkhead waiter) is a
-:class:`TimerEntry` in the loop's one :class:`LoopTimer`: a heap behind a single armed loop
-timer, set for the earliest entry. An entry that ends early is only marked ended; the heap is
-emptied or compacted as it goes, and no loop timer is ever cancelled.
+:class:`TimerEntry` in the loop's one :class:`LoopTimer`, behind a single armed loop timer set
+for the earliest entry. An entry that ends early is only marked ended; the timer drops it as it
+goes, and no loop timer is ever cancelled.
+
+Most entries of a loop come due in the order they were added (waits of one timeout started one
+after another: a bulkhead's queue, a policy's timeout scopes), so the timer keeps them in a
+first-in-first-out *lane*, a deque in deadline order, and only an entry due sooner than the
+lane's last goes to a heap: an entry in order costs an append and no tuple, and the waits that
+end in the order they began (a queue's) leave from the lane's front.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import heapq
 import math
 import weakref
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -24,31 +31,36 @@ if TYPE_CHECKING:
 __all__ = ["LoopTimer", "TimerEntry", "loop_timer"]
 
 _IDLE: Final = 0
-"""An entry that is not (or no longer) in a heap."""
-_ARMED: Final = 1
-"""An entry waiting in its loop's heap to fire."""
+"""An entry that is not (or no longer) in a timer."""
+_IN_HEAP: Final = 1
+"""An entry waiting in its timer's heap to fire."""
 _ENDED: Final = 2
-"""An entry cancelled before it fired; still in the heap (it is dropped lazily)."""
+"""An entry cancelled before it fired; still in its heap or lane (it is dropped lazily)."""
+_IN_LANE: Final = 3
+"""An entry waiting in its timer's lane to fire."""
 _COMPACT_AFTER: Final = 64
-"""Ended entries a heap may hold before it is compacted (when they are also half of it)."""
+"""Ended entries a heap or a lane may hold before it is compacted (when they are also half of it)."""
 
 
 class TimerEntry(ABC):
     """Something due at a loop time: :meth:`fire` runs then, unless :meth:`LoopTimer.cancel` ran first.
 
-    An entry is in at most one heap at a time: add it once, and again only after it fired (a
-    cancelled entry stays in its heap until it is dropped lazily). ``timer_state`` is set by
-    :meth:`LoopTimer.add`; read :attr:`armed` only after that.
+    An entry is in at most one timer at a time: add it once, and again only after it fired (a
+    cancelled entry stays in its heap or lane until it is dropped lazily). ``timer_state`` and
+    ``timer_when`` (its loop time) are set by :meth:`LoopTimer.add`; read :attr:`armed` only
+    after that.
     """
 
-    __slots__ = ("timer_state",)
+    __slots__ = ("timer_state", "timer_when")
 
     timer_state: int
+    timer_when: float
 
     @property
     def armed(self) -> bool:
         """Whether the entry, added to a timer, still waits there to fire."""
-        return self.timer_state == _ARMED
+        state = self.timer_state
+        return state == _IN_LANE or state == _IN_HEAP  # noqa: PLR1714 - two compares, no tuple
 
     @abstractmethod
     def fire(self) -> None:
@@ -58,64 +70,104 @@ class TimerEntry(ABC):
 class LoopTimer:
     """The timed entries of one event loop, behind one armed loop timer. Used from the loop's thread only."""
 
-    __slots__ = ("_armed_at", "_ended", "_heap", "_seq")
+    __slots__ = ("_armed_at", "_heap", "_heap_ended", "_lane", "_lane_ended", "_seq")
 
     def __init__(self) -> None:
+        self._lane: deque[TimerEntry] = deque()
+        self._lane_ended = 0
         self._heap: list[tuple[float, int, TimerEntry]] = []
-        self._ended = 0
+        self._heap_ended = 0
         self._seq = 0
         self._armed_at = math.inf
 
     def add(self, loop: asyncio.AbstractEventLoop, entry: TimerEntry, when: float) -> None:
         """Fire ``entry`` at loop time ``when`` (on the next iteration if that has passed).
 
-        ``entry`` is new, or has fired (see :class:`TimerEntry`).
+        ``entry`` is new, or has fired (see :class:`TimerEntry`). It joins the lane when it is
+        due no sooner than the lane's last entry, else the heap.
         """
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, entry))
-        entry.timer_state = _ARMED
+        entry.timer_when = when
+        lane = self._lane
+        if not lane or when >= lane[-1].timer_when:
+            lane.append(entry)
+            entry.timer_state = _IN_LANE
+        else:
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, entry))
+            entry.timer_state = _IN_HEAP
         if when < self._armed_at:
             self._arm(loop, when)
 
     def cancel(self, entry: TimerEntry) -> None:
-        """Forget ``entry`` if it has not fired yet (O(1); the heap is emptied or compacted lazily)."""
-        if entry.timer_state != _ARMED:
+        """Forget ``entry`` if it has not fired yet (O(1) amortised; dropped or compacted lazily)."""
+        state = entry.timer_state
+        if state == _IN_LANE:
+            entry.timer_state = _ENDED
+            self._lane_ended += 1
+            self._tidy_lane()
+        elif state == _IN_HEAP:
+            entry.timer_state = _ENDED
+            self._heap_ended += 1
+            self._tidy_heap()
+
+    def _tidy_lane(self) -> None:
+        """Empty the lane when every entry ended; drop ended ones at its front; compact it when half ended."""
+        lane = self._lane
+        if self._lane_ended == len(lane):  # the usual case for one wait at a time: all ended
+            lane.clear()
+            self._lane_ended = 0
             return
-        entry.timer_state = _ENDED
-        self._ended += 1
+        while lane[0].timer_state == _ENDED:  # waits that end in the order they began
+            lane.popleft()
+            self._lane_ended -= 1
+        if self._lane_ended > _COMPACT_AFTER and 2 * self._lane_ended > len(lane):
+            live = [entry for entry in lane if entry.timer_state == _IN_LANE]
+            lane.clear()  # in place: a running _expire holds this deque
+            lane.extend(live)
+            self._lane_ended = 0
+
+    def _tidy_heap(self) -> None:
+        """Empty the heap when every entry ended; compact it when half ended."""
         heap = self._heap
-        if self._ended == len(heap):  # the usual case: every entry has ended
+        if self._heap_ended == len(heap):
             heap.clear()
-            self._ended = 0
-        elif self._ended > _COMPACT_AFTER and 2 * self._ended > len(heap):
-            live = [item for item in heap if item[2].timer_state == _ARMED]
-            heapq.heapify(live)
-            self._heap = live
-            self._ended = 0
+            self._heap_ended = 0
+        elif self._heap_ended > _COMPACT_AFTER and 2 * self._heap_ended > len(heap):
+            heap[:] = [item for item in heap if item[2].timer_state == _IN_HEAP]  # in place, as above
+            heapq.heapify(heap)
+            self._heap_ended = 0
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._armed_at = when
         loop.call_at(when, self._expire, loop, when, context=contextvars.Context())
 
+    def _next(self) -> TimerEntry | None:
+        """Return the earliest entry that has not ended (dropping the ended ones before it), or ``None``."""
+        heap, lane = self._heap, self._lane
+        while heap and heap[0][2].timer_state == _ENDED:
+            heapq.heappop(heap)
+            self._heap_ended -= 1
+        while lane and lane[0].timer_state == _ENDED:
+            lane.popleft()
+            self._lane_ended -= 1
+        if heap and (not lane or heap[0][0] < lane[0].timer_when):
+            return heap[0][2]
+        return lane[0] if lane else None
+
     def _expire(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        """Loop-timer callback: fire every entry that is due, then re-arm for the next one."""
+        """Loop-timer callback: fire every entry that is due, in deadline order, then re-arm for the next."""
         if when == self._armed_at:
             self._armed_at = math.inf
         due = max(loop.time(), when)
-        heap = self._heap
-        while heap:
-            entry_when, _, entry = heap[0]
-            if entry.timer_state == _ENDED:  # cancelled: it stays so
-                heapq.heappop(heap)
-                self._ended -= 1
-                continue
-            if entry_when > due:
-                break
-            heapq.heappop(heap)
+        while (entry := self._next()) is not None and entry.timer_when <= due:
+            if entry.timer_state == _IN_HEAP:
+                heapq.heappop(self._heap)
+            else:
+                self._lane.popleft()
             entry.timer_state = _IDLE
             entry.fire()
-        if heap and heap[0][0] < self._armed_at:
-            self._arm(loop, heap[0][0])
+        if entry is not None and entry.timer_when < self._armed_at:
+            self._arm(loop, entry.timer_when)
 
 
 _TIMERS: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], LoopTimer]] = {}

@@ -128,3 +128,61 @@ def test_a_new_loop_never_gets_a_dead_loops_timer() -> None:
     made = [_Loop() for _ in range(64)]  # the allocator hands the freed memory out again
     reborn = next(loop for loop in made if id(loop) == dead_id)
     assert loop_timer(reborn) is not stale  # type: ignore[arg-type]
+
+
+class Ordered(TimerEntry):
+    """Appends its name to a shared list when it fires."""
+
+    __slots__ = ("fired", "name")
+
+    def __init__(self, name: str, fired: list[str]) -> None:
+        self.name = name
+        self.fired = fired
+
+    def fire(self) -> None:
+        self.fired.append(self.name)
+
+
+async def test_entries_in_and_out_of_order_fire_in_deadline_order() -> None:
+    """Entries due no sooner than the lane's last join the lane, the others the heap; all fire by deadline."""
+    loop = asyncio.get_running_loop()
+    timer = loop_timer(loop)
+    fired: list[str] = []
+    now = loop.time()
+    for name, delay in (("b", 0.02), ("c", 0.03), ("a", 0.01), ("e", 0.05), ("d", 0.04), ("c2", 0.03)):
+        timer.add(loop, Ordered(name, fired), now + delay)
+    ended = Ordered("never", fired)
+    timer.add(loop, ended, now + 0.035)  # out of order (heap), then cancelled
+    timer.cancel(ended)
+    assert not ended.armed
+    await asyncio.sleep(0.2)
+    assert fired == ["a", "b", "c", "c2", "d", "e"]
+    assert (len(timer._lane), len(timer._heap)) == (0, 0)
+
+
+async def test_waits_that_end_in_the_order_they_began_leave_the_lane_at_once() -> None:
+    """Cancelled from the front, the lane holds only the entries still armed; cancelled behind a live
+    front, it is compacted, so it never grows with the number of entries that ended."""
+    loop = asyncio.get_running_loop()
+    timer = loop_timer(loop)
+    now = loop.time()
+    marks = [Mark() for _ in range(1000)]
+    for i, mark in enumerate(marks):
+        timer.add(loop, mark, now + 60 + i)
+    for mark in marks[:990]:
+        timer.cancel(mark)
+    assert len(timer._lane) == 10
+    for mark in marks[991:]:  # behind the live front: ended, kept until compacted or reached
+        timer.cancel(mark)
+    assert len(timer._lane) == 10  # the live front and the 9 that ended behind it (too few to compact)
+    timer.cancel(marks[990])  # the front ends: every entry has, and the lane is emptied
+    assert len(timer._lane) == 0
+    front = Mark()
+    for i in range(500):
+        timer.add(loop, front if i == 0 else Mark(), now + 60 + i)
+    for entry in list(timer._lane)[1:]:
+        timer.cancel(entry)
+    assert len(timer._lane) <= 1 + 64  # compacted as it went
+    assert front.armed
+    timer.cancel(front)
+    assert len(timer._lane) == 0
