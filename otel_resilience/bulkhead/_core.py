@@ -144,7 +144,7 @@ class _BulkheadCore(BulkheadStats):
                 if self._offered:
                     wakes = self._reclaim_locked()
                 if self.active >= self.max_concurrent:  # and none taken back
-                    if self._queue_full_locked():
+                    if self.waiting >= self.max_waiting:  # and no place in the queue
                         self.rejected += 1
                         return FULL
                     waiter = make(ctx.sync)
@@ -161,10 +161,6 @@ class _BulkheadCore(BulkheadStats):
             lock.release()
             if wakes:  # outside the lock
                 self._hand_over(wakes)
-
-    def _queue_full_locked(self) -> bool:
-        """Whether a call that finds every slot busy has no place in the queue (it is rejected)."""
-        return self.waiting >= self.max_waiting
 
     def release(self) -> None:
         """Give back the slot of a call that finished running (handing it to the oldest waiter)."""

@@ -102,26 +102,29 @@ class LoopTimer:
         """Forget ``entry`` if it has not fired yet (O(1) amortised; dropped or compacted lazily)."""
         state = entry.timer_state
         if state == _IN_LANE:
-            entry.timer_state = _ENDED
-            self._lane_ended += 1
-            self._tidy_lane()
+            self._leave_lane(entry)
         elif state == _IN_HEAP:
             entry.timer_state = _ENDED
             self._heap_ended += 1
             self._tidy_heap()
 
-    def _tidy_lane(self) -> None:
-        """Empty the lane when every entry ended; drop ended ones at its front; compact it when half ended."""
+    def _leave_lane(self, entry: TimerEntry) -> None:
+        """Take ``entry`` out of the lane: at once from the front, else lazily (compacted when half ended).
+
+        The lane's front is never an ended entry: the ended ones behind it leave with it.
+        """
         lane = self._lane
-        if self._lane_ended == len(lane):  # the usual case for one wait at a time: all ended
-            lane.clear()
-            self._lane_ended = 0
-            return
-        while lane[0].timer_state == _ENDED:  # waits that end in the order they began
+        if lane[0] is entry:  # the usual case: waits end in the order they began
             lane.popleft()
-            self._lane_ended -= 1
+            entry.timer_state = _IDLE
+            while lane and lane[0].timer_state == _ENDED:
+                lane.popleft()
+                self._lane_ended -= 1
+            return
+        entry.timer_state = _ENDED
+        self._lane_ended += 1
         if self._lane_ended > _COMPACT_AFTER and 2 * self._lane_ended > len(lane):
-            live = [entry for entry in lane if entry.timer_state == _IN_LANE]
+            live = [item for item in lane if item.timer_state == _IN_LANE]
             lane.clear()  # in place: a running _expire holds this deque
             lane.extend(live)
             self._lane_ended = 0
