@@ -456,8 +456,8 @@ def waiter_of(bulkhead, loop=None):
     """A waiter of ``bulkhead``'s queue, as its link makes one: a thread's, or a task's of ``loop``."""
     link = bulkhead.as_strategy()
     if loop is None:
-        return SyncWaiter(bulkhead._core, link, bulkhead.config.timeout, SYSTEM_CLOCK)
-    return AsyncWaiter(bulkhead._core, link, bulkhead.config.timeout, SYSTEM_CLOCK, loop)
+        return SyncWaiter(bulkhead._core, link)
+    return AsyncWaiter(bulkhead._core, link, loop)
 
 
 def test_slot_handed_to_a_closed_loop_is_passed_on():

@@ -30,7 +30,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
     rejects it; whichever hook ends the run gives the slot back.
     """
 
-    __slots__ = ("_core", "_make_waiter")
+    __slots__ = ("_core", "_make_waiter", "wait_timeout")
 
     kind: ClassVar[str] = KIND
     admits_early: ClassVar[bool] = True  # admit reads ctx.sync only (its waiter's kind)
@@ -39,6 +39,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
         super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)
         self._core = bulkhead._core
         self._make_waiter = self._new_waiter  # bound once: the core calls it for a call that queues
+        self.wait_timeout = self.config.timeout  # how long a queued call may wait (WaitOwner)
 
     def admit(self, ctx: ExecutionContext) -> Waiter | None:
         """Take a slot, else queue the call in the driver's kind of waiter, else reject it: one lock trip.
@@ -58,7 +59,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
 
     def _new_waiter(self, sync: bool) -> Waiter:
         """The waiter of a call that queues (made by the core, under its lock)."""
-        return new_waiter(sync, self._core, self, self.config.timeout, self.clock)
+        return new_waiter(sync, self._core, self)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
         """Give the slot back (to the oldest waiter that can take it)."""

@@ -93,7 +93,15 @@ ADMITTED, FULL = Enqueued
 
 
 class WaitOwner(Protocol):
-    """What a queue's owner says about the waits that time out in it (a bulkhead's link)."""
+    """What a queue's owner says about the waits in it (a bulkhead's link): how long, and a timeout.
+
+    Attributes:
+        wait_timeout: The longest a call may wait, in seconds.
+        clock: The clock an enclosing deadline is read on (sync waits).
+    """
+
+    wait_timeout: float
+    clock: Clock
 
     def wait_timed_out(self) -> None:
         """Report a wait that timed out: called once, by the waiting call, in its context."""
@@ -115,21 +123,17 @@ class Waiter(Wait, TimerEntry):
 
     Args:
         queue: The queue it waits in.
-        owner: Reports a timeout and makes its error.
-        timeout: The longest the call may wait, in seconds.
-        clock: The clock an enclosing deadline is read on (sync waits).
+        owner: How long it may wait; reports a timeout and makes its error.
     """
 
-    __slots__ = ("clock", "nudged", "owner", "queue", "state", "timeout")
+    __slots__ = ("nudged", "owner", "queue", "state")
 
-    def __init__(self, queue: WaitQueue, owner: WaitOwner, timeout: float, clock: Clock) -> None:
+    def __init__(self, queue: WaitQueue, owner: WaitOwner) -> None:
         self.state = WAITING
         self.nudged = False
         """Whether a wake-up is on its way that the waiter has not seen yet."""
         self.queue = queue
         self.owner = owner
-        self.timeout = timeout
-        self.clock = clock
 
     def ready(self) -> bool:
         """Whether the waiter can take a place now (its thread or event loop is running)."""
@@ -157,8 +161,8 @@ class SyncWaiter(Waiter):
 
     __slots__ = ("signal",)
 
-    def __init__(self, queue: WaitQueue, owner: WaitOwner, timeout: float, clock: Clock) -> None:
-        Waiter.__init__(self, queue, owner, timeout, clock)  # named, not super(): one per queued call
+    def __init__(self, queue: WaitQueue, owner: WaitOwner) -> None:
+        Waiter.__init__(self, queue, owner)  # named, not super(): one per queued call
         self.signal = threading.Lock()
         self.signal.acquire()
 
@@ -169,7 +173,8 @@ class SyncWaiter(Waiter):
 
     def wait_sync(self) -> None:
         """Block this thread until a place is handed over, or raise at the timeout (or deadline)."""
-        timeout = max(min(self.timeout, time_remaining(self.clock)), 0.0)
+        owner = self.owner
+        timeout = max(min(owner.wait_timeout, time_remaining(owner.clock)), 0.0)
         try:
             granted = self.signal.acquire(timeout=timeout)
         except BaseException:
@@ -188,15 +193,8 @@ class AsyncWaiter(Waiter):
 
     __slots__ = ("future", "loop", "thread")
 
-    def __init__(
-        self,
-        queue: WaitQueue,
-        owner: WaitOwner,
-        timeout: float,
-        clock: Clock,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        Waiter.__init__(self, queue, owner, timeout, clock)  # named, not super(): one per queued call
+    def __init__(self, queue: WaitQueue, owner: WaitOwner, loop: asyncio.AbstractEventLoop) -> None:
+        Waiter.__init__(self, queue, owner)  # named, not super(): one per queued call
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.thread = threading.get_ident()
@@ -225,7 +223,8 @@ class AsyncWaiter(Waiter):
         """Wait on the waiter's loop until a place is handed over, or raise at the timeout."""
         queue = self.queue
         loop = self.loop
-        deadline = loop.time() + self.timeout
+        timeout = self.owner.wait_timeout
+        deadline = loop.time() + timeout
         timer = loop_timer(loop)
         timer.add(loop, self, deadline)
         try:
@@ -245,7 +244,7 @@ class AsyncWaiter(Waiter):
             timer.cancel(self)
         if self.state == TIMED_OUT:
             self.owner.wait_timed_out()
-            raise self.owner.wait_timeout_error(self.timeout) from None
+            raise self.owner.wait_timeout_error(timeout) from None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -254,11 +253,11 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def new_waiter(sync: bool, queue: WaitQueue, owner: WaitOwner, timeout: float, clock: Clock) -> Waiter:
+def new_waiter(sync: bool, queue: WaitQueue, owner: WaitOwner) -> Waiter:
     """Return a waiter for the driver that runs: this thread's, or the running loop's task's."""
     if sync:
-        return SyncWaiter(queue, owner, timeout, clock)
-    return AsyncWaiter(queue, owner, timeout, clock, asyncio.get_running_loop())
+        return SyncWaiter(queue, owner)
+    return AsyncWaiter(queue, owner, asyncio.get_running_loop())
 
 
 class WaitQueue(Protocol):
