@@ -181,8 +181,8 @@ class SyncWaiter(Waiter):
             self.queue.abandon(self)
             raise
         if not granted and self.queue.expire(self):
-            self.owner.wait_timed_out()
-            raise self.owner.wait_timeout_error(timeout) from None
+            owner.wait_timed_out()
+            raise owner.wait_timeout_error(timeout) from None
 
 
 class AsyncWaiter(Waiter):
