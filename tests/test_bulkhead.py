@@ -20,6 +20,7 @@ from otel_resilience.bulkhead import (
     Bulkhead,
     BulkheadConfig,
 )
+from otel_resilience.bulkhead import _core as bulkhead_core
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
@@ -447,27 +448,43 @@ async def test_cancellation_storm_leaks_no_slot():
     assert bulkhead.stats.available == 3
 
 
-def no_waiter(sync):
-    """The waiter factory of a call that must take a free slot: it never queues."""
-    pytest.fail(f"a call that should have taken a free slot queued (sync={sync})")
+def take_slot(bulkhead):
+    """Take a free slot of ``bulkhead`` directly, as a sync call's admission does."""
+    assert bulkhead._core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is ADMITTED
 
 
-def waiter_of(bulkhead, loop=None):
-    """A waiter of ``bulkhead``'s queue, as its link makes one: a thread's, or a task's of ``loop``."""
-    link = bulkhead.as_strategy()
-    if loop is None:
-        return SyncWaiter(bulkhead._core, link)
-    return AsyncWaiter(bulkhead._core, link, loop)
+def queued_on(bulkhead, loop):
+    """Queue a waiter of ``loop`` in ``bulkhead`` (acquired while the loop runs; it stops after)."""
+
+    async def acquire():
+        return bulkhead._core.acquire(UNSTARTED, bulkhead.as_strategy())
+
+    waiter = loop.run_until_complete(acquire())
+    assert isinstance(waiter, AsyncWaiter)
+    return waiter
+
+
+class _MadeWaiters(list):
+    """Records the kind (``sync``) of every waiter the bulkhead's core makes, and makes it."""
+
+    def __init__(self, monkeypatch) -> None:
+        super().__init__()
+        real = bulkhead_core.new_waiter
+
+        def recording(sync, queue, owner):
+            self.append(sync)
+            return real(sync, queue, owner)
+
+        monkeypatch.setattr(bulkhead_core, "new_waiter", recording)
 
 
 def test_slot_handed_to_a_closed_loop_is_passed_on():
     """A slot handed to a waiter whose loop has closed is given back instead of leaking."""
     bulkhead = Bulkhead("closed-loop", BulkheadConfig(max_concurrent=1, max_waiting=2))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+    take_slot(bulkhead)
     loop = asyncio.new_event_loop()
-    waiter = core.acquire(UNSTARTED, make=lambda _: waiter_of(bulkhead, loop))
-    assert isinstance(waiter, AsyncWaiter)
+    queued_on(bulkhead, loop)
     loop.close()
     releaser = threading.Thread(target=core.release)
     releaser.start()
@@ -503,7 +520,7 @@ def test_slot_is_not_handed_to_a_waiter_whose_loop_stopped():
     """A freed slot skips a waiter whose loop is stopped; that waiter runs once its loop runs again."""
     bulkhead = Bulkhead("stopped-loop", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+    take_slot(bulkhead)
     loop = asyncio.new_event_loop()
     try:
 
@@ -526,7 +543,7 @@ def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
     """A slot offered to a waiter whose loop stopped before its task ran is reclaimed by a later caller (thread or loop)."""
     bulkhead = Bulkhead("stopped-after-offer", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+    take_slot(bulkhead)
     loop = asyncio.new_event_loop()
     try:
 
@@ -556,7 +573,7 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
     """A waiter taken back from a stopped loop waits again when its loop runs and every slot is busy."""
     bulkhead = Bulkhead("stopped-requeue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+    take_slot(bulkhead)
     loop = asyncio.new_event_loop()
     try:
 
@@ -566,7 +583,7 @@ def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
         task = queue_on_a_loop(bulkhead, loop, queued)
         core.release()
         assert (
-            core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+            core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is ADMITTED
         )  # a newcomer takes the freed slot and keeps it
         loop.run_until_complete(asyncio.sleep(0.01))  # the nudged waiter looks, and waits again
         assert not task.done()
@@ -583,11 +600,9 @@ def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
     """Waiters whose loop stopped and then closed, queued or offered a slot, give it back and leave the queue."""
     bulkhead = Bulkhead("closed-after-stop", BulkheadConfig(max_concurrent=1, max_waiting=3, timeout=60))
     core = bulkhead._core
-    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+    take_slot(bulkhead)
     loop = asyncio.new_event_loop()
-    offered, queued = (core.acquire(UNSTARTED, make=lambda _: waiter_of(bulkhead, loop)) for _ in range(2))
-    assert isinstance(offered, AsyncWaiter)
-    assert isinstance(queued, AsyncWaiter)  # both queued
+    queued_on(bulkhead, loop), queued_on(bulkhead, loop)  # both queued
 
     def release_then_stop():
         core.release()  # offered the slot while its loop runs; its task never claims it
@@ -679,7 +694,7 @@ def test_sync_wait_ends_at_an_expired_deadline(clock):
     """A sync waiter gives up at once when the enclosing deadline has already passed."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline", config, clock=clock)
-    assert bulkhead._core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+    take_slot(bulkhead)
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 6.0)
@@ -694,7 +709,7 @@ def test_sync_wait_is_bounded_by_the_deadline(clock):
     """A sync waiter waits only for what is left of the enclosing deadline when that is shorter."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline-2", config, clock=clock)
-    assert bulkhead._core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
+    take_slot(bulkhead)
     start = time.monotonic()
     with pytest.raises(BulkheadTimeoutError) as info:
         call_after(bulkhead, clock, 4.95)
@@ -1092,13 +1107,13 @@ async def test_async_generator_functions_are_refused():
     assert_idle(bulkhead)
 
 
-def test_a_call_that_can_never_queue_is_rejected_at_once_and_counted_once() -> None:
+def test_a_call_that_can_never_queue_is_rejected_at_once_and_counted_once(monkeypatch) -> None:
     """Every slot busy and the queue full (here not allowed): ``acquire`` rejects (counted), makes no waiter."""
     bulkhead = Bulkhead("no-queue-place", BulkheadConfig(max_concurrent=1, max_waiting=0))
     core = bulkhead._core
-    made = []
-    assert core.acquire(UNSTARTED_SYNC, no_waiter) is ADMITTED
-    assert core.acquire(UNSTARTED_SYNC, make=made.append) is FULL
+    made = _MadeWaiters(monkeypatch)
+    take_slot(bulkhead)
+    assert core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is FULL
     assert made == []
     with pytest.raises(BulkheadFullError):
         bulkhead.execute_sync(lambda: 1)
@@ -1109,24 +1124,20 @@ def test_a_call_that_can_never_queue_is_rejected_at_once_and_counted_once() -> N
     assert bulkhead.get_stats()["completed"] == 2
 
 
-def test_a_call_that_queues_gets_its_waiter_in_the_same_round_trip() -> None:
+def test_a_call_that_queues_gets_its_waiter_in_the_same_round_trip(monkeypatch) -> None:
     """Every slot busy, a queue place free: ``acquire`` makes the driver's waiter, queues it and counts the call once."""
     bulkhead = Bulkhead("queue-place", BulkheadConfig(max_concurrent=1, max_waiting=1))
-    core = bulkhead._core
-    made: list[bool] = []
-
-    def make(sync: bool) -> SyncWaiter:
-        made.append(sync)
-        return waiter_of(bulkhead)
-
-    assert core.acquire(UNSTARTED_SYNC, make=make) is ADMITTED
+    core, link = bulkhead._core, bulkhead.as_strategy()
+    made = _MadeWaiters(monkeypatch)
+    assert core.acquire(UNSTARTED_SYNC, link) is ADMITTED
     assert made == []  # a call that takes a slot gets no waiter
-    waiter = core.acquire(UNSTARTED_SYNC, make=make)
+    waiter = core.acquire(UNSTARTED_SYNC, link)
     assert isinstance(waiter, SyncWaiter)
+    assert waiter.owner is link
     assert made == [True]
     stats = bulkhead.get_stats()
     assert (stats["total"], stats["active"], stats["waiting"]) == (2, 1, 1)
-    assert core.acquire(UNSTARTED_SYNC, make=make) is FULL  # the queue is full now
+    assert core.acquire(UNSTARTED_SYNC, link) is FULL  # the queue is full now
     assert made == [True]
     core.release()  # the slot goes to the queued waiter
     assert waiter.state == GRANTED

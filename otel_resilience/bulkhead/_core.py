@@ -21,11 +21,11 @@ from otel_resilience.engine.waiting import (
     AsyncWaiter,
     Enqueued,
     Waiter,
+    WaitOwner,
+    new_waiter,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from otel_resilience.engine.context import ExecutionContext
 
 __all__ = ["BulkheadStats", "BulkheadStatsDict"]
@@ -123,13 +123,13 @@ class _BulkheadCore(BulkheadStats):
         self._queue: deque[Waiter] = _NO_QUEUE  # a deque of its own once a call queues (~700 B)
         self._offered: set[AsyncWaiter] = _NO_OFFERS  # a set of its own at the first offer
 
-    def acquire(self, ctx: ExecutionContext, make: Callable[[bool], Waiter]) -> Waiter | Enqueued:
+    def acquire(self, ctx: ExecutionContext, owner: WaitOwner) -> Waiter | Enqueued:
         """Take a free slot, else queue a new waiter, else reject: one lock round trip per call.
 
         A slot offered to a stopped loop's waiter is taken back first when every slot is busy
         (:meth:`_reclaim_locked`). The waiter is made only for a call that queues, under the
-        lock: ``make(ctx.sync)``, of the kind of the driver that runs (the link's, with
-        :func:`~otel_resilience.engine.waiting.new_waiter`); nothing else of ``ctx`` is read.
+        lock: :func:`~otel_resilience.engine.waiting.new_waiter` of the driver that runs
+        (``ctx.sync``, nothing else of ``ctx`` is read), for ``owner`` (the bulkhead's link).
 
         Returns:
             ``ADMITTED`` (the call holds a slot), ``FULL`` (rejected and counted: every slot busy
@@ -140,23 +140,22 @@ class _BulkheadCore(BulkheadStats):
         lock.acquire()  # not `with`: on every call, half the cost
         try:
             self.total += 1
-            if self.active >= self.max_concurrent:  # every slot busy
-                if self._offered:
-                    wakes = self._reclaim_locked()
-                if self.active >= self.max_concurrent:  # and none taken back
-                    if self.waiting >= self.max_waiting:  # and no place in the queue
-                        self.rejected += 1
-                        return FULL
-                    waiter = make(ctx.sync)
-                    if self._queue is _NO_QUEUE:
-                        self._queue = deque()
-                    self._queue.append(waiter)
-                    self.waiting += 1
-                    if self.waiting > self.peak_waiting:  # noqa: PLR1730 - a compare, not a call
-                        self.peak_waiting = self.waiting
-                    return waiter
-            self._admit_locked()
-            return ADMITTED
+            if self._offered and self.active >= self.max_concurrent:
+                wakes = self._reclaim_locked()
+            if self.active < self.max_concurrent:
+                self._admit_locked()
+                return ADMITTED
+            if self.waiting >= self.max_waiting:  # every slot busy and no place in the queue
+                self.rejected += 1
+                return FULL
+            waiter = new_waiter(ctx.sync, self, owner)
+            if self._queue is _NO_QUEUE:
+                self._queue = deque()
+            self._queue.append(waiter)
+            self.waiting += 1
+            if self.waiting > self.peak_waiting:  # noqa: PLR1730 - a compare, not a call
+                self.peak_waiting = self.waiting
+            return waiter
         finally:
             lock.release()
             if wakes:  # outside the lock

@@ -8,7 +8,7 @@ from otel_resilience.bulkhead._config import BulkheadConfig
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.waiting import ADMITTED, FULL, Waiter, new_waiter
+from otel_resilience.engine.waiting import ADMITTED, FULL, Waiter
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
     rejects it; whichever hook ends the run gives the slot back.
     """
 
-    __slots__ = ("_core", "_make_waiter", "wait_timeout")
+    __slots__ = ("_core", "wait_timeout")
 
     kind: ClassVar[str] = KIND
     admits_early: ClassVar[bool] = True  # admit reads ctx.sync only (its waiter's kind)
@@ -38,7 +38,6 @@ class _BulkheadStep(Link[BulkheadConfig]):
     def __init__(self, bulkhead: Bulkhead, telemetry: StrategyTelemetry) -> None:
         super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)
         self._core = bulkhead._core
-        self._make_waiter = self._new_waiter  # bound once: the core calls it for a call that queues
         self.wait_timeout = self.config.timeout  # how long a queued call may wait (WaitOwner)
 
     def admit(self, ctx: ExecutionContext) -> Waiter | None:
@@ -50,16 +49,12 @@ class _BulkheadStep(Link[BulkheadConfig]):
         Raises:
             BulkheadFullError: Every slot is busy and the queue is full (or not allowed).
         """
-        got = self._core.acquire(ctx, self._make_waiter)
+        got = self._core.acquire(ctx, self)
         if got is ADMITTED:
             return None
         if got is FULL:
             raise self._full() from None
         return cast("Waiter", got)
-
-    def _new_waiter(self, sync: bool) -> Waiter:
-        """The waiter of a call that queues (made by the core, under its lock)."""
-        return new_waiter(sync, self._core, self)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
         """Give the slot back (to the oldest waiter that can take it)."""

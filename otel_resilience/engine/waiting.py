@@ -40,8 +40,6 @@ from otel_resilience.engine.step import Wait
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
 
@@ -263,12 +261,11 @@ def new_waiter(sync: bool, queue: WaitQueue, owner: WaitOwner) -> Waiter:
 class WaitQueue(Protocol):
     """The rules of a FIFO queue of :class:`Waiter`, each method atomic under the owner's lock."""
 
-    def acquire(self, ctx: ExecutionContext, make: Callable[[bool], Waiter]) -> Waiter | Enqueued:
+    def acquire(self, ctx: ExecutionContext, owner: WaitOwner) -> Waiter | Enqueued:
         """Take a place if one is free, else queue a new waiter, else reject.
 
-        The waiter is made only for a call that queues: ``make(ctx.sync)`` (the owner's, with
-        :func:`new_waiter`: the kind of the driver that runs), under the lock, in the same round
-        trip.
+        The waiter is made only for a call that queues: :func:`new_waiter` of the driver that
+        runs (``ctx.sync``) for ``owner``, under the lock, in the same round trip.
 
         Returns:
             :data:`ADMITTED`, :data:`FULL`, or the queued waiter.
