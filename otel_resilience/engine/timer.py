@@ -42,6 +42,15 @@ _COMPACT_AFTER: Final = 64
 """Ended entries a heap or a lane may hold before it is compacted (when they are also half of it)."""
 
 
+def _worth_compacting(ended: int, size: int) -> bool:
+    """Whether a heap or lane of ``size`` entries, ``ended`` of them cancelled, is rebuilt now.
+
+    Past :data:`_COMPACT_AFTER` ended entries, once they are half of it: each entry is copied
+    O(1) times on average, and a container never holds more than twice its live entries.
+    """
+    return ended > _COMPACT_AFTER and 2 * ended > size
+
+
 class TimerEntry(ABC):
     """Something due at a loop time: :meth:`fire` runs then, unless :meth:`LoopTimer.cancel` ran first.
 
@@ -123,7 +132,7 @@ class LoopTimer:
             return
         entry.timer_state = _ENDED
         self._lane_ended += 1
-        if self._lane_ended > _COMPACT_AFTER and 2 * self._lane_ended > len(lane):
+        if _worth_compacting(self._lane_ended, len(lane)):
             live = [item for item in lane if item.timer_state == _IN_LANE]
             lane.clear()  # in place: a running _expire holds this deque
             lane.extend(live)
@@ -135,7 +144,7 @@ class LoopTimer:
         if self._heap_ended == len(heap):
             heap.clear()
             self._heap_ended = 0
-        elif self._heap_ended > _COMPACT_AFTER and 2 * self._heap_ended > len(heap):
+        elif _worth_compacting(self._heap_ended, len(heap)):
             heap[:] = [item for item in heap if item[2].timer_state == _IN_HEAP]  # in place, as above
             heapq.heapify(heap)
             self._heap_ended = 0
