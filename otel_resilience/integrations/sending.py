@@ -148,8 +148,7 @@ class HttpPolicy:
         per host for the next requests (a view holds no state: the handle keeps the host's
         breaker, and evicts it when idle); without it, or without a host, the handle itself.
         """
-        if (handle := self._steady) is None:  # steady: the handle cannot change, no call for it
-            handle = self.handle()
+        handle = self.handle()
         routed, routes = self._routing
         if routed is not handle:  # the first request, or a request in another manager
             routes = {}
