@@ -13,11 +13,17 @@ Workloads (``s`` prefix: the sync driver): ``bare``/``sbare`` (the bare call), `
 sampled parent span and a span exporter: ``sdk``/``ssdk`` (ours, traces and metrics) and
 ``sdk_floor``/``ssdk_floor`` (the floor in a hand-written span + histogram); the same under 1 %
 root sampling and no parent: ``root1``/``sroot1`` and ``root1_floor``/``sroot1_floor``.
+The breaker rows, no SDK: ``closed``/``sclosed`` (``CircuitBreaker.protect``, closed),
+``open``/``sopen`` (open: every call rejected), each with ``_off`` for telemetry off (every
+listener removed from the hub), and circuitbreaker 2.1.3's ``cb_closed``/``scb_closed`` and
+``cb_open``/``scb_open`` (``failure_threshold=5, recovery_timeout=3600``). A call that raises
+(a rejection) is caught by the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +37,8 @@ from _scenarios import our_full_config
 import otel_resilience as orr
 from otel_resilience.engine.events import HUB
 
-KINDS = frozenset(("bare", "full", "floor", "sdk", "sdk_floor", "root1", "root1_floor"))
+BREAKER_KINDS = frozenset(("closed", "closed_off", "open", "open_off", "cb_closed", "cb_open"))
+KINDS = frozenset(("bare", "full", "floor", "sdk", "sdk_floor", "root1", "root1_floor", *BREAKER_KINDS))
 """The async workloads; each with an ``s`` prefix is its sync twin."""
 
 
@@ -65,6 +72,36 @@ def _sdk(root_sampling: bool) -> tuple[Any, Any, Any]:
     return tracer_provider, meter_provider, exporter
 
 
+async def af_fail() -> int:
+    raise ValueError
+
+
+def sf_fail() -> int:
+    raise ValueError
+
+
+def _breaker(kind: str, is_async: bool) -> Callable[[], Any]:
+    """A closed or open breaker around the workload's function (ours or circuitbreaker's)."""
+    opened = kind.startswith(("open", "cb_open"))
+    fn: Callable[[], Any] = (af_fail if is_async else sf_fail) if opened else (af if is_async else sf)
+    if kind.startswith("cb_"):
+        import circuitbreaker  # noqa: PLC0415 - a peer, in the bench extra
+
+        operation: Callable[[], Any] = circuitbreaker.CircuitBreaker(
+            failure_threshold=5, recovery_timeout=3600
+        )(fn)
+    else:
+        if kind.endswith("_off"):
+            for listener in dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)):
+                HUB.remove_listener(listener)
+        config = orr.CircuitBreakerConfig(failure_threshold=5, timeout=3600)
+        operation = orr.CircuitBreaker("instructions", config).protect(fn)
+    for _ in range(10 if opened else 0):  # ten failures open either breaker
+        with contextlib.suppress(Exception):
+            asyncio.run(operation()) if is_async else operation()
+    return operation
+
+
 def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
     """Return the operation, whether it is async, and the span exporter to clear (or ``None``)."""
     is_async = workload in KINDS
@@ -79,6 +116,8 @@ def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
         return orr.resilient(our_full_config("instructions"))(fn), is_async, None
     if kind == "floor":
         return hand, is_async, None
+    if kind in BREAKER_KINDS:
+        return _breaker(kind, is_async), is_async, None
     from otel_resilience.telemetry import OtelListener  # noqa: PLC0415
 
     tracer_provider, meter_provider, exporter = _sdk(root_sampling=kind.startswith("root1"))
@@ -101,7 +140,10 @@ def main() -> None:
 
     async def run_async() -> None:
         for i in range(calls):
-            await operation()
+            try:  # noqa: SIM105 - a with statement would cost two calls per operation
+                await operation()
+            except Exception:  # the open rows' rejections
+                pass
             if exporter is not None and i % 500 == 0:
                 exporter.clear()
 
@@ -109,7 +151,10 @@ def main() -> None:
         asyncio.run(run_async())
         return
     for i in range(calls):
-        operation()
+        try:  # noqa: SIM105 - a with statement would cost two calls per operation
+            operation()
+        except Exception:  # the open rows' rejections
+            pass
         if exporter is not None and i % 500 == 0:
             exporter.clear()
 

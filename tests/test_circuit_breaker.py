@@ -249,6 +249,41 @@ async def test_successes_take_the_lock_only_to_end_a_streak(clock: FakeClock, dr
     assert lock.taken == 1
 
 
+async def test_a_success_admitted_lock_free_ends_a_streak_that_began_while_it_ran(
+    clock: FakeClock, driver: str
+) -> None:
+    """A call admitted with no streak to reset, whose success comes after another call failed,
+    ends that streak (its success is judged, not only counted), and is counted once."""
+    breaker = make(clock, failure_threshold=3)
+
+    def fails_another_then_returns() -> str:
+        with pytest.raises(Boom):
+            breaker.call_sync(boom)  # a streak starts while this call runs
+        assert breaker.stats.failure_count == 1
+        return "ok"
+
+    assert await invoke(breaker, driver, fails_another_then_returns) == "ok"
+    assert breaker.stats.failure_count == 0
+    assert (breaker.stats.total_successes, breaker.stats.total_failures) == (1, 1)
+    for _ in range(2):  # two more failures do not trip it: the streak was ended
+        await fail_times(breaker, driver, 1)
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_a_lock_free_success_of_an_ended_period_is_only_counted(clock: FakeClock, driver: str) -> None:
+    """A call admitted lock-free whose period ended while it ran (the breaker was forced open)
+    is counted in the totals and judges nothing: the breaker stays open."""
+    breaker = make(clock, failure_threshold=3)
+
+    def forced_open_meanwhile() -> str:
+        breaker.force_open()
+        return "ok"
+
+    assert await invoke(breaker, driver, forced_open_meanwhile) == "ok"
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.stats.total_successes == 1
+
+
 async def test_open_rejects_without_calling_and_names_the_breaker(clock: FakeClock, driver: str) -> None:
     """While OPEN the function is never called; the error names the breaker and when it probes."""
     breaker = make(clock, "ml_service", failure_threshold=1, timeout=30.0)

@@ -23,6 +23,7 @@ from otel_resilience.circuit_breaker.state import (
     Permit,
     settings_for,
 )
+from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
@@ -56,7 +57,8 @@ class _BreakerCore:
 
     ``self._permit`` is the current state period: its ``state`` is read without the lock (one
     attribute load is an atomic snapshot), and every transition replaces it under the lock.
-    ``self._lock_free`` is that permit while a success needs no lock (see
+    ``self._lock_free`` is the period's :class:`~otel_resilience.engine.actions.Counted` token
+    (``self._counted``, whose ``of`` is the permit) while a success needs no lock (see
     :meth:`_update_lock_free_locked`), else ``None``.
     Events are built under the lock and reported after it is released, so a listener may read
     the breaker without deadlocking.
@@ -64,6 +66,7 @@ class _BreakerCore:
 
     __slots__ = (
         "_clock",
+        "_counted",
         "_generation",
         "_in_flight",
         "_lock",
@@ -108,7 +111,8 @@ class _BreakerCore:
         self.window = None if window is None else window.metrics()
         self._watchers: tuple[Callable[[StateChanged], Any], ...] = ()
         self._reject_watchers: tuple[Callable[[CircuitOpenError], Any], ...] = ()
-        self._lock_free: Permit | None = None
+        self._counted = Counted(None, _FIRST_PERMIT)
+        self._lock_free: Counted | None = None
         self._update_lock_free_locked()
 
     # -- reads (lock-free) -------------------------------------------------------------------
@@ -414,12 +418,25 @@ class _BreakerCore:
         """Decide whether a success of the current period needs the lock: the one place of that rule.
 
         Not in CLOSED with no failure streak, no window and no call timing or result judging (it
-        only bumps an exact counter): :attr:`_lock_free` is then the period's permit, else
-        ``None``. Called under the lock wherever the permit, the window or the streak changes.
+        only bumps an exact counter): :attr:`_lock_free` is then the period's ``Counted`` token,
+        which calls are admitted with and whose ``count`` is the successes counter, so that the
+        drivers count a success themselves; else ``None``, and the token's ``count`` is cleared
+        (a call admitted with it then has its success judged: it ends a streak). A period's
+        token is made with its permit; an ended period's keeps its ``count``, as a stale
+        permit's success is only counted. Called under the lock wherever the permit, the window
+        or the streak changes.
         """
         permit = self._permit
+        counted = self._counted
+        if counted.of is not permit:  # a new period
+            counted = self._counted = Counted(None, permit)
         free = self.settings.plain and self.window is None and permit.state is _CLOSED
-        self._lock_free = permit if free and not self.stats.failure_count else None
+        if free and not self.stats.failure_count:
+            counted.count = self.stats._successes
+            self._lock_free = counted
+        else:
+            counted.count = None
+            self._lock_free = None
 
     def _release_locked(self, permit: Permit) -> None:
         if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:

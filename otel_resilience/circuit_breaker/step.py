@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Final, cast
 from otel_resilience.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
 from otel_resilience.circuit_breaker.state import _CLOSED, _HALF_OPEN_VALUE, _OPEN, _OPEN_VALUE, Permit
+from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.calling import notify
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
@@ -24,12 +25,19 @@ _CALL_REJECTED: Final = Event.CALL_REJECTED
 """Enum members read on every rejection, bound once: reading a member off its class is slow."""
 
 
+def _permit_of(token: Permit | Counted) -> Permit:
+    """The permit of an untimed call's token: the token itself, or a ``Counted`` token's ``of``."""
+    return cast("Permit", token.of if type(token) is Counted else token)
+
+
 class _BreakerStep(Link[CircuitBreakerConfig]):
     """A pipeline link bound to a breaker's shared core, with its own per-call telemetry.
 
     Its rules are the core's permission protocol: ``admit`` asks for a permit (CLOSED admits
     without a call, as :meth:`_BreakerCore.try_acquire` does), the outcome hooks count it, and a
-    cancellation gives it back.
+    cancellation gives it back. While a success needs no lock, a call is admitted with the
+    period's :class:`~otel_resilience.engine.actions.Counted` token, whose success the drivers
+    count themselves; the hooks read its permit in ``of`` (:func:`_permit_of`).
     """
 
     __slots__ = ("_core", "_routes_seen", "_timed", "_wanted")
@@ -49,13 +57,14 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         """Admit a call, or raise the breaker's rejection.
 
         Returns:
-            The call's permit; with ``slow_call_duration``, the permit and the call's start time.
+            The call's permit, or the period's ``Counted`` token while a success needs no lock;
+            with ``slow_call_duration``, the permit and the call's start time.
 
         Raises:
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
-        if (permit := self._core._lock_free) is not None:  # CLOSED, no streak (_update_lock_free_locked)
-            return permit
+        if (counted := self._core._lock_free) is not None:  # CLOSED, no streak (_update_lock_free_locked)
+            return counted
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
@@ -79,21 +88,19 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
         """Count a success (or, when ``record_result`` says so, a returned value as a failure).
 
-        No lock for a success of the core's lock-free permit (a CLOSED period with no failure
-        streak to reset, no window: :meth:`_BreakerCore._update_lock_free_locked`): it only
-        bumps an exact counter (see :class:`CircuitBreakerStats`), so it is exact from any
-        number of threads and loops; anything that changes state takes the lock. The value is
-        returned to the caller either way; what ``record_result`` raises is raised in its place,
-        the permit given back first (counted as ignored).
+        A success of a call admitted while the breaker was lock-free (a CLOSED period with no
+        failure streak to reset, no window: :meth:`_BreakerCore._update_lock_free_locked`) only
+        bumps an exact counter (see :class:`CircuitBreakerStats`), and the drivers do it
+        themselves while the token's ``count`` is set (:class:`Counted`); it is counted here,
+        under the lock, when a streak started meanwhile (the success ends it) or when a guarded
+        block ends. Anything that changes state takes the lock. The value is returned to the
+        caller either way; what ``record_result`` raises is raised in its place, the permit
+        given back first (counted as ignored).
         """
-        core = self._core
-        if token is core._lock_free:
-            next(core.stats._successes)
-            return
-        if not core.settings.plain:  # timed calls or judged results
+        if not self._core.settings.plain:  # timed calls or judged results
             self._judge_returned(token, result)
             return
-        self._succeeded(token, False)  # noqa: FBT003
+        self._succeeded(_permit_of(token), False)  # noqa: FBT003
 
     def _judge_returned(self, token: Any, result: Any) -> None:
         """Count a returned call of a breaker that times calls or judges results."""
@@ -111,7 +118,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             Exception: Whatever a ``record_exceptions`` predicate raised; the permit is given back
                 first (counted as ignored).
         """
-        permit, slow = self._ended(token) if self._timed else (token, False)
+        permit, slow = self._ended(token) if self._timed else (_permit_of(token), False)
         core = self._core
         try:
             verdict = core._classify(error)
@@ -158,7 +165,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""
-        self._core.end(token[0] if self._timed else token, sys.exc_info()[1])
+        self._core.end(token[0] if self._timed else _permit_of(token), sys.exc_info()[1])
 
     def rejected(self) -> CircuitOpenError:
         """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and return the error."""

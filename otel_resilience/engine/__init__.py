@@ -3,7 +3,7 @@
 * :mod:`~otel_resilience.engine.step`: :class:`Step` (alias :class:`Strategy`), a pattern's
   rules with the one async and the one sync driver, and :data:`TERMINAL`.
 * :mod:`~otel_resilience.engine.actions`: the actions a step decides (:class:`Answer`,
-  :class:`Retry`, :class:`Call`) and the :class:`Wait` token.
+  :class:`Retry`, :class:`Call`), the :class:`Wait` token and the :class:`Counted` token.
 * :mod:`~otel_resilience.engine.hedge`: :class:`Hedge`, the token that makes the async driver
   run the rest of the chain as a race of attempts (hedging).
 * :mod:`~otel_resilience.engine.calling`: what the drivers accept of the protected function.
@@ -45,7 +45,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats, classify_error
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, Registry
-from otel_resilience.engine.step import TERMINAL, Answer, Call, Hedge, Retry, Step, Wait
+from otel_resilience.engine.step import TERMINAL, Answer, Call, Counted, Hedge, Retry, Step, Wait
 from otel_resilience.engine.strategy import Strategy
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "AsyncDeadline",
     "Call",
     "Clock",
+    "Counted",
     "Event",
     "ExecutionContext",
     "ExecutionListener",

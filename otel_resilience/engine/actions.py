@@ -3,8 +3,9 @@
 What :meth:`~otel_resilience.engine.step.Step.on_success`, ``on_failure`` and ``on_expired``
 return (:data:`Action`): ``None``, :class:`Answer`, :class:`Retry` or :class:`Call`; and what
 :meth:`~otel_resilience.engine.step.Step.admit` may return in place of a plain token: a
-:class:`Wait` (wait, then run) or a :class:`~otel_resilience.engine.hedge.Hedge` (a ``Wait``
-that runs the rest of the chain as a race of attempts). The drivers in
+:class:`Wait` (wait, then run), a :class:`~otel_resilience.engine.hedge.Hedge` (a ``Wait``
+that runs the rest of the chain as a race of attempts) or a :class:`Counted` (a token whose
+success the driver may count itself, with no call of ``on_success``). The drivers in
 :mod:`otel_resilience.engine.step` perform them; :mod:`otel_resilience.engine.step` re-exports
 every name.
 """
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.engine.counting import Counter
 
-__all__ = ["Action", "Answer", "Call", "Retry", "Wait"]
+__all__ = ["Action", "Answer", "Call", "Counted", "Retry", "Wait"]
 
 
 class Answer:
@@ -111,6 +113,28 @@ class Wait:
     def wait_sync(self) -> Any:
         """Wait in this thread; return the token or raise the rejection (a subclass's)."""
         raise TypeError(f"{type(self).__name__} cannot wait in a thread: it overrides no wait_sync()")
+
+
+class Counted:
+    """A token whose run, when it returns, needs nothing but a count while :attr:`count` is set.
+
+    What :meth:`Step.admit` may hand out for a call whose success only bumps a counter (a closed
+    breaker with no failure streak). When the run returns and :attr:`count` is set, the drivers
+    bump it (``next(count)``) in place of calling :meth:`Step.on_success`: a Python call less on
+    every such call. The step may clear :attr:`count` at any time, under its own rules, and set
+    it back; the drivers read it when the run returns.
+
+    Every other hook gets the ``Counted`` as the token (:attr:`of` is the step's own token for
+    the call), and so does ``on_success`` when :attr:`count` is ``None``, or when a caller that
+    is not a driver ends the run (a guarded block): a step's ``on_success`` must count such a
+    success exactly as the drivers would, so that taking the shortcut never changes an outcome.
+    """
+
+    __slots__ = ("count", "of")
+
+    def __init__(self, count: Counter | None, of: Any) -> None:
+        self.count = count
+        self.of = of
 
 
 class _Acted:

@@ -20,6 +20,8 @@ sync driver refuses it). Both are found by the one ``issubclass(type(token), Wai
 admitted token of a step that may wait gets (:attr:`Step.admit_waits`), so a step that returns
 neither pays nothing for them. A ``Wait`` may give an :class:`Answer` in place of the token: the
 driver returns its value without running the rest of the chain at all (an injected outcome).
+A :class:`Counted` token's run that returns is counted by the driver (``next(token.count)``)
+in place of a call of ``on_success``, while the step keeps its ``count`` set.
 
 The drivers, :meth:`Step.execute` (async) and :meth:`Step.execute_sync`, are the only code that
 sleeps, awaits, opens a deadline scope or calls the protected function. A step class inherits
@@ -46,7 +48,7 @@ import inspect
 from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
-from otel_resilience.engine.actions import Action, Answer, Call, Retry, Wait, _Acted
+from otel_resilience.engine.actions import Action, Answer, Call, Counted, Retry, Wait, _Acted
 from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
@@ -66,6 +68,7 @@ __all__ = [
     "Action",
     "Answer",
     "Call",
+    "Counted",
     "Hedge",
     "Retry",
     "Step",
@@ -288,7 +291,12 @@ class Step:
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
-            elif not judges or (action := self.on_success(ctx, token, result)) is None:
+            elif not judges:
+                return result
+            elif type(token) is Counted and (count := token.count) is not None:  # see Counted
+                next(count)
+                return result
+            elif (action := self.on_success(ctx, token, result)) is None:
                 return result
             if type(action) is Call:
                 action = await self._resolve(ctx, token, action)
@@ -406,7 +414,12 @@ class Step:
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
-            elif not judges or (action := self.on_success(ctx, token, result)) is None:
+            elif not judges:
+                return result
+            elif type(token) is Counted and (count := token.count) is not None:  # see Counted
+                next(count)
+                return result
+            elif (action := self.on_success(ctx, token, result)) is None:
                 return result
             if type(action) is Call:
                 action = self._resolve_sync(ctx, token, action)
