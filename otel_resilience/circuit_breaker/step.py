@@ -27,7 +27,10 @@ _CALL_REJECTED: Final = Event.CALL_REJECTED
 
 def _permit_of(token: Permit | Counted) -> Permit:
     """The permit of an untimed call's token: the token itself, or a ``Counted`` token's ``of``."""
-    return cast("Permit", token.of if type(token) is Counted else token)
+    if isinstance(token, Counted):
+        permit: Permit = token.of
+        return permit
+    return token
 
 
 class _BreakerStep(Link[CircuitBreakerConfig]):

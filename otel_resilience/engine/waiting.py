@@ -33,7 +33,7 @@ import abc
 import asyncio
 import enum
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.step import Wait
@@ -87,7 +87,8 @@ class Enqueued(enum.IntEnum):
 
 
 WAITING, GRANTED, TIMED_OUT, CANCELLED = WaiterState
-ADMITTED, FULL = Enqueued
+ADMITTED: Final = Enqueued.ADMITTED
+FULL: Final = Enqueued.FULL
 
 
 class WaitOwner(Protocol):

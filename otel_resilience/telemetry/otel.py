@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -361,7 +361,7 @@ class OtelListener:
             duration: Its duration in seconds.
             error: The exception that escaped, if any.
         """
-        scope = cast("Scope", handle)
+        scope: Scope = handle  # type: ignore[assignment] # start_execution's (no typing.cast: a call)
         error_type = None
         try:
             error_type = error_type_of(outcome, error)
@@ -404,7 +404,7 @@ class OtelListener:
             return None
         try:
             span: Span | None = None
-            token: object = None
+            token: Token[Context] | None = None
             if spans and tracer is not None:
                 span, token = open_attempt_span(tracer, info, operation, attempt, attempt_type)
             if span is None and not timed:
@@ -422,7 +422,7 @@ class OtelListener:
             outcome: How the attempt ended.
             error: The exception the attempt raised, if any.
         """
-        scope = cast("AttemptScope", handle)
+        scope: AttemptScope = handle  # type: ignore[assignment] # start_attempt's (no typing.cast: a call)
         error_type = None
         try:
             error_type = error_type_of(outcome, error)
@@ -450,7 +450,7 @@ class OtelListener:
             if scope.key_token is not None:
                 leave_key(scope.key_token)
             if scope.token is not None:
-                otel_context.detach(cast("Token[Context]", scope.token))
+                otel_context.detach(scope.token)
 
     # --- TelemetryListener ---------------------------------------------------------------
 

@@ -23,6 +23,9 @@ from otel_resilience.engine.events import Outcome, TelemetrySource, error_type_n
 from otel_resilience.telemetry import semconv as sc
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
     from opentelemetry.util.types import AttributeValue
 
@@ -216,7 +219,7 @@ class Scope:
 
     __slots__ = ("info", "key_token", "span", "token")
 
-    def __init__(self, info: SourceInfo, span: Span | None, token: object) -> None:
+    def __init__(self, info: SourceInfo, span: Span | None, token: Token[Context] | None) -> None:
         self.info = info
         self.span = span
         self.token = token
@@ -235,7 +238,12 @@ class AttemptScope(Scope):
     __slots__ = ("attempt_type", "started")
 
     def __init__(
-        self, info: SourceInfo, span: Span | None, token: object, started: float, attempt_type: str | None
+        self,
+        info: SourceInfo,
+        span: Span | None,
+        token: Token[Context] | None,
+        started: float,
+        attempt_type: str | None,
     ) -> None:
         super().__init__(info, span, token)
         self.started = started
@@ -283,7 +291,7 @@ def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Sco
 
 def open_attempt_span(
     tracer: Tracer, info: SourceInfo, operation: str, attempt: int, attempt_type: str | None = None
-) -> tuple[Span | None, object]:
+) -> tuple[Span | None, Token[Context] | None]:
     """Open an attempt span and make it current; return it and the context token to detach.
 
     ``attempt_type`` (a hedged execution's attempts only) becomes ``resilience.attempt.type``.
