@@ -24,6 +24,7 @@ from otel_resilience.circuit_breaker.state import (
     settings_for,
 )
 from otel_resilience.engine.actions import Counted
+from otel_resilience.engine.admission import Standing
 from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
@@ -57,9 +58,11 @@ class _BreakerCore:
 
     ``self._permit`` is the current state period: its ``state`` is read without the lock (one
     attribute load is an atomic snapshot), and every transition replaces it under the lock.
-    ``self._lock_free`` is the period's :class:`~otel_resilience.engine.actions.Counted` token
-    (``self._counted``, whose ``of`` is the permit) while a success needs no lock (see
-    :meth:`_update_lock_free_locked`), else ``None``.
+    ``self.standing`` (the breaker's :class:`~otel_resilience.engine.admission.Standing`
+    admission, shared by its links) holds the period's
+    :class:`~otel_resilience.engine.actions.Counted` token (``self._counted``, whose ``of`` is
+    the permit) while a success needs no lock (see :meth:`_update_lock_free_locked`), else
+    ``None``.
     Events are built under the lock and reported after it is released, so a listener may read
     the breaker without deadlocking.
     """
@@ -70,7 +73,6 @@ class _BreakerCore:
         "_generation",
         "_in_flight",
         "_lock",
-        "_lock_free",
         "_opened_until",
         "_permit",
         "_probe_started",
@@ -84,6 +86,7 @@ class _BreakerCore:
         "last_failure_type",
         "name",
         "settings",
+        "standing",
         "stats",
         "window",
     )
@@ -112,7 +115,7 @@ class _BreakerCore:
         self._watchers: tuple[Callable[[StateChanged], Any], ...] = ()
         self._reject_watchers: tuple[Callable[[CircuitOpenError], Any], ...] = ()
         self._counted = Counted(None, _FIRST_PERMIT)
-        self._lock_free: Counted | None = None
+        self.standing = Standing()
         self._update_lock_free_locked()
 
     # -- reads (lock-free) -------------------------------------------------------------------
@@ -418,7 +421,7 @@ class _BreakerCore:
         """Decide whether a success of the current period needs the lock: the one place of that rule.
 
         Not in CLOSED with no failure streak, no window and no call timing or result judging (it
-        only bumps an exact counter): :attr:`_lock_free` is then the period's ``Counted`` token,
+        only bumps an exact counter): :attr:`standing` then holds the period's ``Counted`` token,
         which calls are admitted with and whose ``count`` is the successes counter, so that the
         drivers count a success themselves; else ``None``, and the token's ``count`` is cleared
         (a call admitted with it then has its success judged: it ends a streak). A period's
@@ -433,10 +436,10 @@ class _BreakerCore:
         free = self.settings.plain and self.window is None and permit.state is _CLOSED
         if free and not self.stats.failure_count:
             counted.count = self.stats._successes
-            self._lock_free = counted
+            self.standing.token = counted
         else:
             counted.count = None
-            self._lock_free = None
+            self.standing.token = None
 
     def _release_locked(self, permit: Permit) -> None:
         if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:

@@ -40,7 +40,9 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     without a call, as :meth:`_BreakerCore.try_acquire` does), the outcome hooks count it, and a
     cancellation gives it back. While a success needs no lock, a call is admitted with the
     period's :class:`~otel_resilience.engine.actions.Counted` token, whose success the drivers
-    count themselves; the hooks read its permit in ``of`` (:func:`_permit_of`).
+    count themselves; the hooks read its permit in ``of`` (:func:`_permit_of`). That token is
+    the breaker's standing admission (the core's ``standing``): the engine admits with it
+    without calling ``admit``.
     """
 
     __slots__ = ("_core", "_routes_seen", "_timed", "_wanted")
@@ -55,6 +57,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         self._routes_seen: object = None
         self._wanted = False
         self._timed = core.settings.slow_call_duration is not None
+        self.standing = core.standing
 
     def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
         """Admit a call, or raise the breaker's rejection.
@@ -66,8 +69,8 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         Raises:
             CircuitOpenError: The breaker is open (or all half-open probes are in flight).
         """
-        if (counted := self._core._lock_free) is not None:  # CLOSED, no streak (_update_lock_free_locked)
-            return counted
+        if (counted := self.standing.token) is not None:  # CLOSED, no streak (_update_lock_free_locked)
+            return counted  # what the engine admits with unasked meanwhile (Standing)
         core = self._core
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)

@@ -9,7 +9,8 @@
 * :mod:`~otel_resilience.engine.calling`: what the drivers accept of the protected function.
 * :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder`, :class:`Pipeline`.
 * :mod:`~otel_resilience.engine.guard`: ``Guard``, a block of code run under a one-step pipeline.
-* :mod:`~otel_resilience.engine.admission`: the placeholder context of an early admission.
+* :mod:`~otel_resilience.engine.admission`: the placeholder context of an early admission, and
+  :class:`Standing`, a step's standing admission.
 * :mod:`~otel_resilience.engine.stats`: :class:`PipelineStats`, the outcome counts.
 * :mod:`~otel_resilience.engine.facade`: the base of every pattern's facade and link.
 * :mod:`~otel_resilience.engine.waiting`: FIFO waiting for a slot, sync and async.
@@ -24,6 +25,7 @@ The engine never imports OpenTelemetry and never imports a pattern.
 
 from __future__ import annotations
 
+from otel_resilience.engine.admission import Standing
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, SystemClock
 from otel_resilience.engine.context import (
     AsyncDeadline,
@@ -70,6 +72,7 @@ __all__ = [
     "PipelineStats",
     "Registry",
     "Retry",
+    "Standing",
     "Step",
     "Strategy",
     "StrategyTelemetry",

@@ -1,4 +1,4 @@
-"""Early admission: what a step is given when it admits a call before the call's context is made.
+"""Early admission (a call admitted before its context is made) and standing admission (:class:`Standing`).
 
 A step whose :meth:`~otel_resilience.engine.step.Step.admit` reads nothing of its context but
 ``sync`` says so (:attr:`~otel_resilience.engine.step.Step.admits_early`). A pipeline headed by
@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from otel_resilience.engine.context import ExecutionContext
 
-__all__ = ["UNSTARTED", "UNSTARTED_SYNC"]
+__all__ = ["NOT_STANDING", "UNSTARTED", "UNSTARTED_SYNC", "Standing"]
 
 
 class _Unstarted(ExecutionContext):
@@ -49,3 +49,29 @@ UNSTARTED: Final = _unstarted(sync=False)
 
 UNSTARTED_SYNC: Final = _unstarted(sync=True)
 """What a sync pipeline's early admission is given."""
+
+
+class Standing:
+    """A step's standing admission: the token every call is admitted with for now, or ``None``.
+
+    A step whose ``admit`` would return one same token to every call for a while (a closed
+    breaker with no failure streak: its period's ``Counted``) publishes it in
+    :attr:`~otel_resilience.engine.step.Step.standing`, a ``Standing`` it owns, and sets or
+    clears :attr:`token` under its own rules. While the token is set, the pipeline's early
+    admission and the drivers admit the call with it without calling ``admit`` (a Python call
+    of about 450 instructions less per call); while it is ``None`` they call ``admit``. The
+    step's ``admit`` must still return :attr:`token` whenever it is set, so that a caller that
+    asks it (a guarded block) gets the same answer: the shortcut never changes an admission.
+    A pipeline reads it for the step it admits early; a driver, for a step whose ``admit`` never
+    waits (``admit_waits = False``).
+    """
+
+    __slots__ = ("token",)
+
+    def __init__(self) -> None:
+        self.token: Any = None
+        """The token every call is admitted with now, or ``None``: ask ``admit``."""
+
+
+NOT_STANDING: Final = Standing()
+"""The standing admission of every step that has none: its token stays ``None`` (never set it)."""

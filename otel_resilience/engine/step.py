@@ -49,6 +49,7 @@ from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from otel_resilience.engine.actions import Action, Answer, Call, Counted, Retry, Wait, _Acted
+from otel_resilience.engine.admission import NOT_STANDING, Standing
 from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
@@ -86,8 +87,8 @@ _start_async_deadline: Final = AsyncDeadline.__init__
 applies its two rules itself (:meth:`Step._scoped_sync`)."""
 
 
-_Plan = tuple[int, "Counter | None", "Step | None", "float | None", bool]
-"""What :meth:`Step.settle` records: ``(gate, entries, next, seconds, judges)``.
+_Plan = tuple[int, "Counter | None", "Step | None", "float | None", bool, "Standing"]
+"""What :meth:`Step.settle` records: ``(gate, entries, next, seconds, judges, standing)``.
 
 ``gate`` says what the driver does before the first run: ``0`` nothing (no :meth:`Step.admit`,
 or the pipeline admitted the step and its token is plain); ``1`` admit, the token is plain;
@@ -129,6 +130,10 @@ class Step:
             (an open breaker, a full bulkhead) costs no context and no run of the driver
             (:mod:`~otel_resilience.engine.admission`). A class that overrides the drivers is
             never admitted so.
+        standing: The step's standing admission (:class:`~otel_resilience.engine.admission.Standing`):
+            while its ``token`` is set, a call is admitted with it and :meth:`admit` is not
+            called (a step whose ``admit`` never waits). :data:`NOT_STANDING` (set by
+            :meth:`__init__`) for none; a step that has one sets its own before it is linked.
     """
 
     __slots__ = (
@@ -144,6 +149,7 @@ class Step:
         "entries",
         "next",
         "seconds",
+        "standing",
     )
 
     kind: ClassVar[str] = "step"
@@ -179,18 +185,20 @@ class Step:
         self._early = False  # set by the pipeline this step heads, when it admits the step's calls
         self._inner = False  # set when a pipeline links it inside another step: never admitted early
         self._plan: _Plan | None = None
+        self.standing: Standing = NOT_STANDING
 
     def settle(self) -> _Plan:
         """Record what the drivers read of this step on every run; return it.
 
-        ``(gate, entries, next, seconds, judges)`` (``gate``: what happens before the first
+        ``(gate, entries, next, seconds, judges, standing)`` (``gate``: what happens before the first
         run, see :data:`_Plan`; ``next`` ``None`` for the last step, which calls the function
         itself), read by the drivers in one attribute load: their code is shared by every step
         class, and a site that loads a field from instances of many classes misses the
         interpreter's per-type cache on each (a five-step pipeline paid about 4 000 instructions
         per call for it). :meth:`PipelineBuilder.build` settles every step once it is linked,
         and a step run before that settles itself on its first run. A step that changes
-        :attr:`next`, :attr:`seconds`, :attr:`entries` or a hook flag afterwards calls it again.
+        :attr:`next`, :attr:`seconds`, :attr:`entries`, :attr:`standing` or a hook flag
+        afterwards calls it again.
         """
         nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
         waits = self.admit_waits
@@ -200,7 +208,7 @@ class Step:
             gate = 3 if waits else 0
         else:
             gate = 2 if waits else 1
-        plan = self._plan = (gate, self.entries, nxt, self.seconds, self._judges)
+        plan = self._plan = (gate, self.entries, nxt, self.seconds, self._judges, self.standing)
         return plan
 
     name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
@@ -250,10 +258,11 @@ class Step:
 
     async def execute(self, ctx: ExecutionContext, token: Any = None) -> Any:
         """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
-        gate, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
+        gate, entries, nxt, seconds, judges, standing = self._plan or self.settle()  # judges: first run's
         if gate:  # see _Plan
             if gate == 1:
-                token = self.admit(ctx)
+                if (token := standing.token) is None:  # no standing admission (Standing): ask
+                    token = self.admit(ctx)
             else:  # the token may be a Wait
                 if gate == 2:
                     token = self.admit(ctx)
@@ -374,10 +383,11 @@ class Step:
 
     def execute_sync(self, ctx: ExecutionContext, token: Any = None) -> Any:
         """Run the rest of the chain under this step's rules in this thread (sync driver)."""
-        gate, entries, nxt, seconds, judges = self._plan or self.settle()  # judges: the first run's
+        gate, entries, nxt, seconds, judges, standing = self._plan or self.settle()  # judges: first run's
         if gate:  # see _Plan
             if gate == 1:
-                token = self.admit(ctx)
+                if (token := standing.token) is None:  # no standing admission (Standing): ask
+                    token = self.admit(ctx)
             else:  # the token may be a Wait
                 if gate == 2:
                     token = self.admit(ctx)

@@ -1,4 +1,5 @@
-"""Counted tokens: a run that returns is counted by the driver, with no call of on_success."""
+"""Counted tokens (a run that returns is counted by the driver, with no call of on_success) and
+standing admissions (a call is admitted with the step's published token, with no call of admit)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from otel_resilience.engine import Counted
+from otel_resilience.engine import Counted, Standing
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.guard import Guard
@@ -112,3 +113,53 @@ def test_a_guarded_block_ends_with_on_success_even_when_counted() -> None:
         pass
     assert step.hooks == [("success", step.token)]
     assert step.successes.value == 1
+
+
+class _Standing(_Counting):
+    """A ``_Counting`` step that publishes its token as a standing admission and counts its admits."""
+
+    kind = "standing"
+
+    def __init__(self) -> None:
+        super().__init__(count=True)
+        self.standing = Standing()
+        self.asked = 0
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        self.asked += 1
+        return super().admit(ctx)
+
+
+class _EarlyStanding(_Standing):
+    admits_early = True
+
+
+class _InnerStanding(_Standing):
+    admits_early = False
+
+
+@pytest.mark.parametrize("cls", [_EarlyStanding, _InnerStanding], ids=["pipeline", "driver"])
+def test_a_standing_token_admits_calls_without_asking_admit(driver: str, cls: type[_Standing]) -> None:
+    """The pipeline's early admission (head) and the driver (a step inside another) admit with a
+    set standing token and ask ``admit`` only while it is ``None``."""
+    step = cls()
+    outer = _Counting(count=False)
+    pipeline = _pipeline(step) if cls is _EarlyStanding else PipelineBuilder("s").add(outer).add(step).build()
+    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert step.asked == 1  # nothing standing yet
+    step.standing.token = step.token
+    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert step.asked == 1  # admitted with the standing token, unasked
+    assert step.successes.value == 3  # every run admitted with the Counted token, counted once
+    step.standing.token = None
+    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert step.asked == 2
+
+
+def test_a_guarded_block_asks_admit_even_with_a_standing_token() -> None:
+    step = _EarlyStanding()
+    step.standing.token = step.token
+    with Guard(_pipeline(step)):
+        pass
+    assert step.asked == 1
