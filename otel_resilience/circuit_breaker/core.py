@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from otel_resilience.circuit_breaker.config import CircuitBreakerConfig, break_seconds
+from otel_resilience.circuit_breaker.config import CircuitBreakerConfig
 from otel_resilience.circuit_breaker.state import (
     _CLOSED,
     _DISABLED,
@@ -39,7 +38,6 @@ _REASON_RESET: Final = "reset"
 _REASON_FAILURE_RATE: Final = "failure_rate"
 _REASON_SLOW_CALL_RATE: Final = "slow_call_rate"
 _REASON_PROBE_TIMED_OUT: Final = "probe_timed_out"
-_LOG: Final = logging.getLogger("otel_resilience")
 _NEVER_OPENED: Final = -math.inf
 _SHORTEST_WAIT: Final = 0.001
 """The ``retry_after`` of a HALF_OPEN rejection whose hung probe is due to be reclaimed now."""
@@ -415,7 +413,7 @@ class _BreakerCore:
         if not self._telemetry.enabled and not self._watchers:
             return None
         value = _METRICS_ONLY.value  # a change to itself: the trip it would have made, and why
-        return StateChanged(value, value, reason, 0, self._open_seconds(1))
+        return StateChanged(value, value, reason, 0, self.settings.open_seconds(self.name, 1))
 
     def _update_lock_free_locked(self) -> None:
         """Decide whether a success of the current period needs the lock: the one place of that rule.
@@ -430,16 +428,13 @@ class _BreakerCore:
         or the streak changes.
         """
         permit = self._permit
+        if self._counted.of is not permit:  # a new period: a token of its own
+            self._counted = Counted(None, permit)
         counted = self._counted
-        if counted.of is not permit:  # a new period
-            counted = self._counted = Counted(None, permit)
         free = self.settings.plain and self.window is None and permit.state is _CLOSED
-        if free and not self.stats.failure_count:
-            counted.count = self.stats._successes
-            self.standing.token = counted
-        else:
-            counted.count = None
-            self.standing.token = None
+        free = free and not self.stats.failure_count
+        counted.count = self.stats._successes if free else None
+        self.standing.token = counted if free else None
 
     def _release_locked(self, permit: Permit) -> None:
         if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:
@@ -451,7 +446,7 @@ class _BreakerCore:
         """Start a new state period in ``new``; return the event to report (if anyone listens).
 
         Opening lasts ``open_for`` seconds when given (a forced opening), else the break
-        duration of this opening (:meth:`_open_seconds`).
+        duration of this opening (:meth:`Settings.open_seconds`).
         """
         old = self._permit.state
         self._generation += 1
@@ -467,7 +462,9 @@ class _BreakerCore:
                 self._reopens = 0  # a new outage episode
             if old is not _OPEN:
                 stats.times_opened += 1
-            duration = self._open_seconds(self._reopens + 1) if open_for is None else open_for
+            duration = (
+                self.settings.open_seconds(self.name, self._reopens + 1) if open_for is None else open_for
+            )
             self._opened_until = self._clock.now() + duration
         else:
             stats.failure_count = 0
@@ -477,24 +474,6 @@ class _BreakerCore:
         if old is new or (not self._telemetry.enabled and not self._watchers):
             return None
         return StateChanged(old.value, new.value, reason, self._reopens, duration)
-
-    def _open_seconds(self, openings: int) -> float:
-        """Seconds OPEN for the ``openings``-th opening in a row (``break_duration``, else ``timeout``)."""
-        timeout = self.settings.timeout
-        generate = self.settings.break_duration
-        if generate is None:
-            return timeout
-        try:
-            return break_seconds(generate, openings)
-        except Exception:  # noqa: BLE001 - a broken generator must not break the call that tripped
-            _LOG.warning(
-                "circuit breaker %r: break_duration(%d) failed; staying open for timeout=%gs",
-                self.name,
-                openings,
-                timeout,
-                exc_info=True,
-            )
-            return timeout
 
     def _emit(self, change: StateChanged | None) -> None:
         """Report a state change (outside the lock): to telemetry, then to the breaker's watchers."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict, cast
 
-from otel_resilience.circuit_breaker.config import CircuitBreakerConfig
+from otel_resilience.circuit_breaker.config import CircuitBreakerConfig, break_seconds
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.errors import ExecutionRejectedError
 
@@ -136,6 +137,8 @@ class Permit:
     state: CircuitState
 
 
+_LOG: Final = logging.getLogger("otel_resilience")
+
 _OPEN_VALUE: Final = CircuitState.OPEN.value
 _HALF_OPEN_VALUE: Final = CircuitState.HALF_OPEN.value
 
@@ -194,6 +197,27 @@ class Settings:
         self.max_half_open_wait = config.max_half_open_wait
         self.plain = self.slow_call_duration is None and self.record_result is None
         """No call timing and no result judging: a call that returned is a success, nothing more."""
+
+    def open_seconds(self, name: str, openings: int) -> float:
+        """Seconds OPEN for the ``openings``-th opening in a row (``break_duration``, else ``timeout``).
+
+        A ``break_duration`` that fails is logged (naming the breaker ``name``) and ``timeout``
+        is used: a broken generator must not break the call that tripped the breaker.
+        """
+        generate = self.break_duration
+        if generate is None:
+            return self.timeout
+        try:
+            return break_seconds(generate, openings)
+        except Exception:  # noqa: BLE001 - logged; the call that tripped goes on
+            _LOG.warning(
+                "circuit breaker %r: break_duration(%d) failed; staying open for timeout=%gs",
+                name,
+                openings,
+                self.timeout,
+                exc_info=True,
+            )
+            return self.timeout
 
     def with_probes(self, probes: int) -> Settings:
         """Return these settings with ``half_open_max_calls = probes``: a copy, these stay shared.

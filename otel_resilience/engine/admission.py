@@ -59,9 +59,10 @@ class Standing:
     :attr:`~otel_resilience.engine.step.Step.standing`, a ``Standing`` it owns, and sets or
     clears :attr:`token` under its own rules. While the token is set, the pipeline's early
     admission and the drivers admit the call with it without calling ``admit`` (a Python call
-    of about 450 instructions less per call); while it is ``None`` they call ``admit``. The
-    step's ``admit`` must still return :attr:`token` whenever it is set, so that a caller that
-    asks it (a guarded block) gets the same answer: the shortcut never changes an admission.
+    of about 450 instructions less per call); while it is ``None`` (or another false value) they
+    call ``admit``. The step's ``admit`` must still return :attr:`token` whenever it is set, so
+    that a caller that asks it (a guarded block) gets the same answer: the shortcut never
+    changes an admission.
     A pipeline reads it for the step it admits early; a driver, for a step whose ``admit`` never
     waits (``admit_waits = False``).
     """

@@ -20,8 +20,6 @@ sync driver refuses it). Both are found by the one ``issubclass(type(token), Wai
 admitted token of a step that may wait gets (:attr:`Step.admit_waits`), so a step that returns
 neither pays nothing for them. A ``Wait`` may give an :class:`Answer` in place of the token: the
 driver returns its value without running the rest of the chain at all (an injected outcome).
-A :class:`Counted` token's run that returns is counted by the driver (``next(token.count)``)
-in place of a call of ``on_success``, while the step keeps its ``count`` set.
 
 The drivers, :meth:`Step.execute` (async) and :meth:`Step.execute_sync`, are the only code that
 sleeps, awaits, opens a deadline scope or calls the protected function. A step class inherits
@@ -30,9 +28,10 @@ them and never writes control flow of its own, so nothing in a pattern has a syn
 The contract a driver keeps for every step:
 
 * a hook the step class does not override is never called (read once per class);
-* for every token :meth:`Step.admit` returned, exactly one of :meth:`Step.on_success`,
-  :meth:`Step.on_failure` (or :meth:`Step.on_expired`) or :meth:`Step.on_cancel` runs per run of
-  the rest of the chain, so a step that takes a permit or a slot gives it back on every path;
+* for every token :meth:`Step.admit` returned (or :attr:`Step.standing` held), exactly one of
+  :meth:`Step.on_success` (for a :class:`Counted` token with its count set: the count),
+  :meth:`Step.on_failure` (or ``on_expired``) or :meth:`Step.on_cancel` runs per run of the rest
+  of the chain, so a step that takes a permit or a slot gives it back on every path;
 * a ``BaseException`` (cancellation, interrupt, the :class:`WrongDriver` signal) is never handed
   to ``on_failure``: it reaches ``on_cancel`` and is re-raised;
 * the last step calls the protected function itself (no frame for the end of the chain), with
@@ -82,9 +81,8 @@ _NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
 
 _new_async_deadline: Final = blank(AsyncDeadline)
 _start_async_deadline: Final = AsyncDeadline.__init__
-"""A step's async deadline scope, made on every run: allocated in C, then started by its
-``__init__`` (:mod:`~otel_resilience.engine.allocation`). The sync scope is no object: the driver
-applies its two rules itself (:meth:`Step._scoped_sync`)."""
+"""A step's async deadline scope, made on every run: allocated in C, then started by its ``__init__``
+(:mod:`~otel_resilience.engine.allocation`). The sync scope is no object (:meth:`Step._scoped_sync`)."""
 
 
 _Plan = tuple[int, "Counter | None", "Step | None", "float | None", bool, "Standing"]
@@ -130,10 +128,8 @@ class Step:
             (an open breaker, a full bulkhead) costs no context and no run of the driver
             (:mod:`~otel_resilience.engine.admission`). A class that overrides the drivers is
             never admitted so.
-        standing: The step's standing admission (:class:`~otel_resilience.engine.admission.Standing`):
-            while its ``token`` is set, a call is admitted with it and :meth:`admit` is not
-            called (a step whose ``admit`` never waits). :data:`NOT_STANDING` (set by
-            :meth:`__init__`) for none; a step that has one sets its own before it is linked.
+        standing: The step's standing admission (:class:`~otel_resilience.engine.admission.Standing`;
+            ``NOT_STANDING``, set by :meth:`__init__`, for none): set it before it is linked.
     """
 
     __slots__ = (
@@ -190,15 +186,14 @@ class Step:
     def settle(self) -> _Plan:
         """Record what the drivers read of this step on every run; return it.
 
-        ``(gate, entries, next, seconds, judges, standing)`` (``gate``: what happens before the first
-        run, see :data:`_Plan`; ``next`` ``None`` for the last step, which calls the function
-        itself), read by the drivers in one attribute load: their code is shared by every step
-        class, and a site that loads a field from instances of many classes misses the
+        ``(gate, entries, next, seconds, judges, standing)`` (``gate``: what happens before the
+        first run, see :data:`_Plan`; ``next`` ``None`` for the last step, which calls the
+        function itself), read by the drivers in one attribute load: their code is shared by every
+        step class, and a site that loads a field from instances of many classes misses the
         interpreter's per-type cache on each (a five-step pipeline paid about 4 000 instructions
-        per call for it). :meth:`PipelineBuilder.build` settles every step once it is linked,
-        and a step run before that settles itself on its first run. A step that changes
-        :attr:`next`, :attr:`seconds`, :attr:`entries`, :attr:`standing` or a hook flag
-        afterwards calls it again.
+        per call for it). :meth:`PipelineBuilder.build` settles every step once it is linked, and
+        a step run before that settles itself on its first run. A step that changes :attr:`next`,
+        :attr:`seconds`, :attr:`entries`, :attr:`standing` or a hook flag afterwards calls it again.
         """
         nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
         waits = self.admit_waits
@@ -261,8 +256,7 @@ class Step:
         gate, entries, nxt, seconds, judges, standing = self._plan or self.settle()  # judges: first run's
         if gate:  # see _Plan
             if gate == 1:
-                if (token := standing.token) is None:  # no standing admission (Standing): ask
-                    token = self.admit(ctx)
+                token = standing.token or self.admit(ctx)  # the step's standing admission, else ask
             else:  # the token may be a Wait
                 if gate == 2:
                     token = self.admit(ctx)
@@ -300,12 +294,11 @@ class Step:
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
-            elif not judges:
-                return result
-            elif type(token) is Counted and (count := token.count) is not None:  # see Counted
-                next(count)
-                return result
-            elif (action := self.on_success(ctx, token, result)) is None:
+            elif (
+                not judges  # a Counted token's success is counted while its count is set (no call):
+                or (type(token) is Counted and (c := token.count) is not None and next(c) is not None)
+                or (action := self.on_success(ctx, token, result)) is None
+            ):
                 return result
             if type(action) is Call:
                 action = await self._resolve(ctx, token, action)
@@ -313,18 +306,11 @@ class Step:
                 return action.value
 
     def _waiting(self, ctx: ExecutionContext, token: Wait) -> Awaitable[Any]:
-        """Return what the driver awaits for a :class:`Wait`: the token, or an :class:`Answer`.
-
-        A plain function, not a coroutine: a queued call's wait is awaited itself, with no
-        coroutine of the step's around it; only a :class:`Hedge` runs in one (:meth:`_race`).
-        """
+        """Return what the driver awaits for a :class:`Wait`: the wait itself, or a :class:`Hedge`'s race."""
         return self._race(ctx, cast("Hedge", token)) if issubclass(type(token), Hedge) else token.wait()
 
     async def _race(self, ctx: ExecutionContext, hedge: Hedge) -> Answer:
-        """Run a :class:`Hedge`: a race of attempts of the rest of the chain in place of its one run.
-
-        Its outcome is the answer: the driver returns it without running the chain again.
-        """
+        """Run a :class:`Hedge`, a race of attempts of the rest of the chain: its outcome is the answer."""
         return Answer(await race(self, ctx, hedge))
 
     async def _pause(self, action: Retry) -> None:
@@ -386,8 +372,7 @@ class Step:
         gate, entries, nxt, seconds, judges, standing = self._plan or self.settle()  # judges: first run's
         if gate:  # see _Plan
             if gate == 1:
-                if (token := standing.token) is None:  # no standing admission (Standing): ask
-                    token = self.admit(ctx)
+                token = standing.token or self.admit(ctx)  # the step's standing admission, else ask
             else:  # the token may be a Wait
                 if gate == 2:
                     token = self.admit(ctx)
@@ -424,12 +409,11 @@ class Step:
                 raise
             if seconds is not None and type(result) is _Acted:
                 action = result.action
-            elif not judges:
-                return result
-            elif type(token) is Counted and (count := token.count) is not None:  # see Counted
-                next(count)
-                return result
-            elif (action := self.on_success(ctx, token, result)) is None:
+            elif (
+                not judges  # a Counted token's success is counted while its count is set (no call):
+                or (type(token) is Counted and (c := token.count) is not None and next(c) is not None)
+                or (action := self.on_success(ctx, token, result)) is None
+            ):
                 return result
             if type(action) is Call:
                 action = self._resolve_sync(ctx, token, action)
