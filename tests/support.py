@@ -19,6 +19,17 @@ async def until(condition: Callable[[], object], steps: int = 500) -> None:
     raise AssertionError("condition not reached")
 
 
+def run(driver: str, pipeline: Any, body: Callable[[], Any]) -> Any:
+    """Run the plain function ``body`` through ``pipeline`` with the named driver (``"async"``: wrapped)."""
+    if driver == "sync":
+        return pipeline.execute_sync(body)
+
+    async def fn() -> Any:
+        return body()
+
+    return asyncio.run(pipeline.execute(fn))
+
+
 def until_sync(condition: Callable[[], object], timeout: float = 5.0) -> None:
     """Poll ``condition()`` from a thread until it holds (bounded)."""
     deadline = time.monotonic() + timeout

@@ -3,10 +3,10 @@ standing admissions (a call is admitted with the step's published token, with no
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
+from support import run
 
 from otel_resilience.engine import Counted, Standing
 from otel_resilience.engine.context import ExecutionContext
@@ -46,26 +46,11 @@ def _pipeline(step: Step) -> Pipeline:
     return PipelineBuilder("counted").add(step).build()
 
 
-def _run(pipeline: Pipeline, driver: str, fn: Any) -> Any:
-    if driver == "sync":
-        return pipeline.execute_sync(fn)
-
-    async def afn() -> Any:
-        return fn()
-
-    return asyncio.run(pipeline.execute(afn))
-
-
-@pytest.fixture(params=["async", "sync"])
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def test_a_counted_success_is_counted_by_the_driver_alone(driver: str) -> None:
     step = _Counting(count=True)
     pipeline = _pipeline(step)
-    assert _run(pipeline, driver, lambda: "ok") == "ok"
-    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
     assert step.successes.value == 2
     assert step.hooks == []  # on_success never called
     assert pipeline.stats.succeeded == 2
@@ -74,7 +59,7 @@ def test_a_counted_success_is_counted_by_the_driver_alone(driver: str) -> None:
 def test_a_counted_token_without_a_count_is_judged_by_on_success(driver: str) -> None:
     step = _Counting(count=False)
     pipeline = _pipeline(step)
-    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
     assert step.hooks == [("success", step.token)]
     assert step.successes.value == 1
 
@@ -87,7 +72,7 @@ def test_a_counted_token_reaches_the_other_hooks_as_itself(driver: str) -> None:
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
-        _run(pipeline, driver, boom)
+        run(driver, pipeline, boom)
     assert step.hooks == [("failure", step.token)]
     assert step.successes.value == 0
 
@@ -101,7 +86,7 @@ def test_a_count_cleared_while_the_call_runs_sends_its_success_to_on_success(dri
         step.token.count = None
         return "ok"
 
-    assert _run(pipeline, driver, clears) == "ok"
+    assert run(driver, pipeline, clears) == "ok"
     assert step.hooks == [("success", step.token)]
 
 
@@ -145,15 +130,15 @@ def test_a_standing_token_admits_calls_without_asking_admit(driver: str, cls: ty
     step = cls()
     outer = _Counting(count=False)
     pipeline = _pipeline(step) if cls is _EarlyStanding else PipelineBuilder("s").add(outer).add(step).build()
-    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
     assert step.asked == 1  # nothing standing yet
     step.standing.token = step.token
-    assert _run(pipeline, driver, lambda: "ok") == "ok"
-    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
     assert step.asked == 1  # admitted with the standing token, unasked
     assert step.successes.value == 3  # every run admitted with the Counted token, counted once
     step.standing.token = None
-    assert _run(pipeline, driver, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
     assert step.asked == 2
 
 

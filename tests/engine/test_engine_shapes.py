@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import run
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "engine_shapes.py"
 _SPEC = importlib.util.spec_from_file_location("engine_shapes", _PATH)
@@ -43,22 +44,6 @@ class Dependency:
         if self.calls <= self.failures:
             raise Boom
         return self.calls
-
-
-def run(driver: str, pipeline: Any, body: Any) -> Any:
-    """Run ``body`` through ``pipeline`` with the named driver."""
-    if driver == "sync":
-        return pipeline.execute_sync(body)
-
-    async def fn() -> Any:
-        return body()
-
-    return asyncio.run(pipeline.execute(fn))
-
-
-@pytest.fixture(params=["async", "sync"])
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(params=SHAPES)
