@@ -85,7 +85,11 @@ def _breaker(kind: str, is_async: bool) -> Callable[[], Any]:
     opened = kind.startswith(("open", "cb_open"))
     fn: Callable[[], Any] = (af_fail if is_async else sf_fail) if opened else (af if is_async else sf)
     if kind.startswith("cb_"):
-        import circuitbreaker  # noqa: PLC0415 - a peer, in the bench extra
+        try:
+            import circuitbreaker  # noqa: PLC0415 - a peer, in the bench extra
+        except ImportError as error:
+            msg = f"workload {kind!r} needs circuitbreaker: pip install -e '.[bench]'"
+            raise SystemExit(msg) from error
 
         operation: Callable[[], Any] = circuitbreaker.CircuitBreaker(
             failure_threshold=5, recovery_timeout=3600
