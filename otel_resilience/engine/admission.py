@@ -54,17 +54,16 @@ UNSTARTED_SYNC: Final = _unstarted(sync=True)
 class Standing:
     """A step's standing admission: the token every call is admitted with for now, or ``None``.
 
-    A step whose ``admit`` would return one same token to every call for a while (a closed
+    A step whose ``admit`` would return the same token to every call for a while (a closed
     breaker with no failure streak: its period's ``Counted``) publishes it in
     :attr:`~otel_resilience.engine.step.Step.standing`, a ``Standing`` it owns, and sets or
     clears :attr:`token` under its own rules. While the token is set, the pipeline's early
     admission and the drivers admit the call with it without calling ``admit`` (a Python call
-    of about 450 instructions less per call); while it is ``None`` (or another false value) they
-    call ``admit``. The step's ``admit`` must still return :attr:`token` whenever it is set, so
-    that a caller that asks it (a guarded block) gets the same answer: the shortcut never
-    changes an admission.
-    A pipeline reads it for the step it admits early; a driver, for a step whose ``admit`` never
-    waits (``admit_waits = False``).
+    of about 450 instructions less per call); while it is ``None`` they call ``admit`` (a driver
+    also for another false value). The step's ``admit`` must still return :attr:`token`
+    whenever it is set, so that a caller that asks it (a guarded block) gets the same answer:
+    the shortcut never changes an admission. A pipeline reads it for the step it admits early; a
+    driver, for a step whose ``admit`` never waits (``admit_waits = False``).
     """
 
     __slots__ = ("token",)
