@@ -351,6 +351,27 @@ async def test_first_attempt_success_does_not_retry(
     assert stats["retries"] == 0
 
 
+async def test_first_attempts_are_counted_once_whether_judged_or_only_counted(
+    driver: str, clock: FakeClock
+) -> None:
+    """With no ``retry_on_result`` a first success is only counted (by the driver, the link's
+    ``Counted`` token); with one, the first result is judged. Either way: one count each, and a
+    first attempt that fails goes on to be retried from the same token."""
+    counted = Retry("dep", exact(), clock=clock)
+    judged = Retry("judged", exact(retry_on_result=lambda value: value == "again"), clock=clock)
+    for _ in range(3):
+        assert await invoke(counted, driver, flaky(0)) == "ok"
+        assert await invoke(judged, driver, flaky(0)) == "ok"
+    assert await invoke(counted, driver, flaky(1)) == "ok"  # attempt 1 fails, attempt 2 succeeds
+    results = iter(["again", "ok"])
+    assert await invoke(judged, driver, lambda: next(results)) == "ok"
+    for r in (counted, judged):
+        stats = r.get_stats()
+        assert stats["first_attempt_successes"] == 3
+        assert stats["successes_after_retry"] == 1
+        assert stats["executions"] == stats["successes"] == 4
+
+
 async def test_failures_are_retried_with_backoff(driver: str, clock: FakeClock) -> None:
     """Two failures then a success: the result is returned after backoffs of 1 s and 2 s."""
     r = Retry("dep", exact(max_attempts=3), clock=clock)

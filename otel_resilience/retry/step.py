@@ -16,6 +16,7 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
+from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.events import (
     Event,
@@ -381,7 +382,7 @@ class _RetryStep(Link[RetryPolicy]):
     budget's level for as long as the link lives.
     """
 
-    __slots__ = ("__weakref__", "_budget", "_core", "_hook_is_async", "seconds")
+    __slots__ = ("__weakref__", "_budget", "_core", "_first", "_hook_is_async", "seconds")
 
     kind: ClassVar[str] = "retry"
     admit_waits: ClassVar[bool] = False  # admit returns a plain token
@@ -393,6 +394,10 @@ class _RetryStep(Link[RetryPolicy]):
         self._hook_is_async = core.hook_is_async
         self._budget = core.budget
         self.seconds = core.attempt_timeout
+        # Attempt 1's token when no scope is open: a Counted when no result is judged (its success
+        # is only counted, by the drivers: _RetryCore.accepts); the hooks take it for None.
+        counts = core.stats._first_attempt_successes
+        self._first = None if core.retry_on_result is not None else Counted(counts, None)
         if self._budget is not None:
             BUDGETED_RETRIES.register(self)
 
@@ -404,11 +409,12 @@ class _RetryStep(Link[RetryPolicy]):
         source = self._telemetry.source
         return source.pipeline or source.name
 
-    def admit(self, ctx: ExecutionContext) -> _Attempts | None:
+    def admit(self, ctx: ExecutionContext) -> _Attempts | Counted | None:
         """Refuse an async ``on_retry`` under the sync driver; deposit in the budget; open attempt 1's scope.
 
         The scope is opened when an attempt listener wants it; the budget (when the policy has
-        one) counts the execution's first attempt.
+        one) counts the execution's first attempt. With no scope, the token is the link's
+        ``Counted`` when no result is judged (a first success is only counted), else ``None``.
 
         Raises:
             TypeError: ``on_retry`` is async and the sync driver runs the execution.
@@ -419,12 +425,12 @@ class _RetryStep(Link[RetryPolicy]):
             self._budget.deposit()
         if self._telemetry.hub.attempt_listeners:
             handles = self._telemetry.start_attempt(ctx.operation, ctx.attempt)
-            return _Attempts(ctx, self._telemetry, handles) if handles else None
-        return None
+            return _Attempts(ctx, self._telemetry, handles) if handles else self._first
+        return self._first
 
-    def on_success(self, ctx: ExecutionContext, token: _Attempts | None, result: Any) -> Action:
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:
         """Return the accepted result; retry a result the policy retries, or return it when retrying stops."""
-        if token is None:
+        if token is None or type(token) is Counted:  # attempt 1, no scope (see admit)
             return None if self._core.accepts(result, 1) else self._after(ctx, None, None, result)
         outcome = _FAILURE
         try:
@@ -435,16 +441,18 @@ class _RetryStep(Link[RetryPolicy]):
             token.end(outcome, None)
         return self._after(ctx, token, None, result)
 
-    def on_failure(self, ctx: ExecutionContext, token: _Attempts | None, error: Exception) -> Action:
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:
         """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops."""
-        if token is not None and token.handles:
+        if type(token) is Counted:  # attempt 1, no scope (see admit)
+            token = None
+        elif token is not None and token.handles:
             token.end(classify_error(error), error)
         return self._after(ctx, token, error)
 
     def on_expired(
         self,
         ctx: ExecutionContext,  # noqa: ARG002 - only the error's timeout is reported
-        token: _Attempts | None,  # noqa: ARG002
+        token: Any,  # noqa: ARG002
         error: OperationTimeoutError,
     ) -> Action:
         """Count and report an attempt cut by its own timeout.
@@ -455,10 +463,10 @@ class _RetryStep(Link[RetryPolicy]):
         self._core.attempt_timed_out(self._telemetry, error.timeout)
         return None
 
-    def on_cancel(self, ctx: ExecutionContext, token: _Attempts | None, *, running: bool) -> None:  # noqa: ARG002
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """Count the cancelled execution; close the running attempt's scope as cancelled."""
         self._core.cancelled(in_attempt=running)
-        if token is not None:
+        if token is not None and type(token) is not Counted:  # Counted: attempt 1, no scope
             token.end(_CANCELLED, None)
 
     def _after(
