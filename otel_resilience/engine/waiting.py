@@ -236,13 +236,12 @@ class AsyncWaiter(Waiter):
                 await self.future
         except BaseException:
             queue.abandon(self)
-            if self.state == TIMED_OUT:  # cancelled once its wait had timed out: still reported
-                self.owner.wait_timed_out()
             raise
         finally:
             timer.cancel(self)
+            if self.state == TIMED_OUT:  # reported once, by its task, however the wait ended
+                self.owner.wait_timed_out()
         if self.state == TIMED_OUT:
-            self.owner.wait_timed_out()
             raise self.owner.wait_timeout_error(timeout) from None
 
 
