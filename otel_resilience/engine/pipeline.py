@@ -24,7 +24,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
-from otel_resilience.engine.admission import NOT_STANDING, UNSTARTED, UNSTARTED_SYNC
+from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.calling import WrongDriver, async_generator_refused, handled_error
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
@@ -82,7 +82,6 @@ class Pipeline:
         "_early",
         "_head",
         "_hub",
-        "_standing",
         "_strategies",
         "max_attempts",
         "name",
@@ -118,7 +117,6 @@ class Pipeline:
             and cls.execute_sync is Step.execute_sync
         )
         self._early: Step | None = head if early else None
-        self._standing = head.standing if early else NOT_STANDING  # its token: admitted unasked
         if early and not head._early:
             head._early = True
             head.settle()
@@ -199,7 +197,7 @@ class Pipeline:
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
                 result = await self._head.execute(ctx)
             else:  # the head admits before the context is made (Step.admits_early)
-                if (token := self._standing.token) is None:  # no standing admission (Standing)
+                if (token := head.standing.token) is None:  # no standing admission (Standing)
                     token = head.admit(UNSTARTED)
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
                 result = await head.execute(ctx, token)
@@ -252,7 +250,7 @@ class Pipeline:
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
                 result = self._head.execute_sync(ctx)
             else:  # the head admits before the context is made (Step.admits_early)
-                if (token := self._standing.token) is None:  # no standing admission (Standing)
+                if (token := head.standing.token) is None:  # no standing admission (Standing)
                     token = head.admit(UNSTARTED_SYNC)
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
                 result = head.execute_sync(ctx, token)
