@@ -430,7 +430,7 @@ class _RetryStep(Link[RetryPolicy]):
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:
         """Return the accepted result; retry a result the policy retries, or return it when retrying stops."""
-        if token is None or type(token) is Counted:  # attempt 1, no scope (see admit)
+        if type(token) is not _Attempts:  # attempt 1, no scope: None or the link's Counted (admit)
             return None if self._core.accepts(result, 1) else self._after(ctx, None, None, result)
         outcome = _FAILURE
         try:
@@ -443,9 +443,9 @@ class _RetryStep(Link[RetryPolicy]):
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:
         """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops."""
-        if type(token) is Counted:  # attempt 1, no scope (see admit)
+        if type(token) is not _Attempts:  # attempt 1, no scope: None or the link's Counted (admit)
             token = None
-        elif token is not None and token.handles:
+        elif token.handles:
             token.end(classify_error(error), error)
         return self._after(ctx, token, error)
 
@@ -466,7 +466,7 @@ class _RetryStep(Link[RetryPolicy]):
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """Count the cancelled execution; close the running attempt's scope as cancelled."""
         self._core.cancelled(in_attempt=running)
-        if token is not None and type(token) is not Counted:  # Counted: attempt 1, no scope
+        if type(token) is _Attempts:  # else attempt 1, no scope: None or the link's Counted (admit)
             token.end(_CANCELLED, None)
 
     def _after(
