@@ -120,7 +120,8 @@ class LoopTimer:
     def _leave_lane(self, entry: TimerEntry) -> None:
         """Take ``entry`` out of the lane: at once from the front, else lazily (compacted when half ended).
 
-        The lane's front is never an ended entry: the ended ones behind it leave with it.
+        The lane's front is never an ended entry: the ended ones behind it leave with it (a front
+        that fires leaves here too, :meth:`_expire`).
         """
         lane = self._lane
         if lane[0] is entry:  # the usual case: waits end in the order they began
@@ -154,14 +155,15 @@ class LoopTimer:
         loop.call_at(when, self._expire, loop, when, context=contextvars.Context())
 
     def _next(self) -> TimerEntry | None:
-        """Return the earliest entry that has not ended (dropping the ended ones before it), or ``None``."""
+        """Return the earliest entry that has not ended, or ``None``.
+
+        The heap's ended entries before it are dropped here; the lane's front is never an ended
+        entry (:meth:`_leave_lane`, by which every front leaves).
+        """
         heap, lane = self._heap, self._lane
         while heap and heap[0][2].timer_state == _ENDED:
             heapq.heappop(heap)
             self._heap_ended -= 1
-        while lane and lane[0].timer_state == _ENDED:
-            lane.popleft()
-            self._lane_ended -= 1
         if heap and (not lane or heap[0][0] < lane[0].timer_when):
             return heap[0][2]
         return lane[0] if lane else None
@@ -174,9 +176,9 @@ class LoopTimer:
         while (entry := self._next()) is not None and entry.timer_when <= due:
             if entry.timer_state == _IN_HEAP:
                 heapq.heappop(self._heap)
-            else:
-                self._lane.popleft()
-            entry.timer_state = _IDLE
+                entry.timer_state = _IDLE
+            else:  # the lane's front: it leaves as a cancelled front does
+                self._leave_lane(entry)
             entry.fire()
         if entry is not None and entry.timer_when < self._armed_at:
             self._arm(loop, entry.timer_when)

@@ -186,3 +186,23 @@ async def test_waits_that_end_in_the_order_they_began_leave_the_lane_at_once() -
     assert front.armed
     timer.cancel(front)
     assert len(timer._lane) == 0
+
+
+async def test_a_front_that_fires_takes_the_ended_entries_behind_it_out_of_the_lane() -> None:
+    """The lane's front is never an ended entry, after a firing as after a cancellation: a later
+    front that is cancelled then leaves at once (no ended entry is left to compact)."""
+    loop = asyncio.get_running_loop()
+    timer = loop_timer(loop)
+    now = loop.time()
+    first, ended, live = Mark(), Mark(), Mark()
+    timer.add(loop, first, now + 0.01)
+    timer.add(loop, ended, now + 60)
+    timer.add(loop, live, now + 61)
+    timer.cancel(ended)  # behind the live front: ended, kept
+    assert len(timer._lane) == 3
+    await asyncio.sleep(0.2)
+    assert (first.fired, ended.fired, live.fired) == (1, 0, 0)
+    assert list(timer._lane) == [live]  # the ended entry left with the front that fired
+    timer.cancel(live)
+    assert len(timer._lane) == 0
+    assert timer._lane_ended == 0
