@@ -81,7 +81,6 @@ class Pipeline:
         "_clock",
         "_early",
         "_head",
-        "_hub",
         "_strategies",
         "max_attempts",
         "name",
@@ -123,9 +122,6 @@ class Pipeline:
         self._clock = clock
         self.stats = PipelineStats()
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
-        # telemetry.hub, fixed for the pipeline's life, read from a slot of its own: the hub is asked
-        # on every execution whether anyone listens (one attribute load less, 25 instructions).
-        self._hub = self.telemetry.hub
         PIPELINES.register(self)
 
     strategies = ReadOnly[tuple[Step, ...]]("_strategies", "The strategies, outer to inner.")
@@ -189,7 +185,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        quiet = self._hub.quiet  # read, then called: a call through a slot is not specialised
+        quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, fn, args, kwargs)  # type: ignore[no-any-return]
         try:
@@ -242,7 +238,7 @@ class Pipeline:
         Raises:
             Exception: Whatever the innermost failure or a strategy raised; see the patterns.
         """
-        quiet = self._hub.quiet  # read, then called: a call through a slot is not specialised
+        quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, fn, args, kwargs)  # type: ignore[no-any-return]
         try:
