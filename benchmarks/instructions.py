@@ -50,6 +50,12 @@ def sf() -> int:
     return 1
 
 
+def _listeners_off() -> None:
+    """Remove every telemetry listener from the hub (the import-time OtelListener included)."""
+    for listener in dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)):
+        HUB.remove_listener(listener)
+
+
 def _sdk(root_sampling: bool) -> tuple[Any, Any, Any]:
     """Our listeners out; an SDK tracer and meter provider; the sampled parent made current."""
     from opentelemetry import context, trace  # noqa: PLC0415 - the SDK is optional
@@ -60,8 +66,7 @@ def _sdk(root_sampling: bool) -> tuple[Any, Any, Any]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: PLC0415
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
 
-    for listener in dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)):
-        HUB.remove_listener(listener)
+    _listeners_off()
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01)) if root_sampling else None)
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -96,8 +101,7 @@ def _breaker(kind: str, is_async: bool) -> Callable[[], Any]:
         )(fn)
     else:
         if kind.endswith("_off"):
-            for listener in dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)):
-                HUB.remove_listener(listener)
+            _listeners_off()
         config = orr.CircuitBreakerConfig(failure_threshold=5, timeout=3600)
         operation = orr.CircuitBreaker("instructions", config).protect(fn)
     for _ in range(10 if opened else 0):  # ten failures open either breaker
