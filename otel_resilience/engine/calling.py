@@ -17,9 +17,12 @@ from types import AsyncGeneratorType, CoroutineType
 from typing import Any, Final, cast
 
 __all__ = [
+    "NOT_SYNC",
+    "Replay",
     "WrongDriver",
     "async_generator_refused",
     "awaitable_in_sync",
+    "awaited",
     "handled_error",
     "not_awaitable",
     "not_sync_result",
@@ -28,6 +31,8 @@ __all__ = [
 ]
 
 _LOG: Final = logging.getLogger("otel_resilience")
+NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
+"""What a sync function must not return: the sync driver cannot run it (an async function's)."""
 _PENDING: Final[set[asyncio.Task[Any]]] = set()
 """Callback tasks still running (a task is only weakly held by its loop)."""
 
@@ -165,3 +170,46 @@ else:  # pragma: no cover - Python 3.10 has no sys.exception()
     def handled_error() -> BaseException:
         """The exception being handled (``sys.exc_info()[1]``)."""
         return sys.exc_info()[1]  # type: ignore[return-value]
+
+
+class Replay:
+    """A call already made, handed to a driver in place of its first call of the function.
+
+    A pipeline that makes its lone step's call itself (see
+    :class:`~otel_resilience.engine.pipeline.Pipeline`) gives the step's driver the outcome to
+    judge as the context's function: called once, it puts the real function back in the context,
+    then returns what the call returned or raises what it raised. Every rule that follows is the
+    driver's and the step's, as for a call the driver made; a further attempt calls the real
+    function.
+
+    Attributes:
+        ctx: The context it stands in (its ``fn`` until called).
+        fn: The protected function.
+        value: What the call returned (for an async driver, what it awaits).
+        error: What the call raised, or ``None``; dropped once raised (its traceback holds the
+            frames that hold this object).
+    """
+
+    __slots__ = ("ctx", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[..., Any], value: Any, error: BaseException | None) -> None:
+        self.fn = fn
+        self.value = value
+        self.error = error
+        self.ctx: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG002 - the call was made
+        """Put the real function back in the context; return the call's value or raise its error."""
+        self.ctx.fn = self.fn
+        error, self.error = self.error, None
+        if error is None:
+            return self.value
+        try:
+            raise error
+        finally:
+            del error
+
+
+async def awaited(value: Any) -> Any:
+    """Return ``value`` when awaited: an async call's result, handed to a driver that awaits it."""
+    return value

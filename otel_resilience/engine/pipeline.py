@@ -22,10 +22,19 @@ import functools
 import inspect
 import itertools
 import threading
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
+from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
-from otel_resilience.engine.calling import WrongDriver, async_generator_refused, handled_error
+from otel_resilience.engine.calling import (
+    NOT_SYNC,
+    Replay,
+    WrongDriver,
+    async_generator_refused,
+    awaited,
+    handled_error,
+)
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
@@ -56,6 +65,7 @@ __all__ = [
 ]
 
 _FAILURE: Final = Outcome.FAILURE
+_SUCCESS: Final = Outcome.SUCCESS
 
 
 P = ParamSpec("P")
@@ -81,6 +91,7 @@ class Pipeline:
         "_clock",
         "_early",
         "_head",
+        "_lone_head",
         "_strategies",
         "max_attempts",
         "name",
@@ -116,6 +127,9 @@ class Pipeline:
             and cls.execute_sync is Step.execute_sync
         )
         self._early: Step | None = head if early else None
+        # That head is lone when it calls the function itself with no deadline and no entry
+        # count: while its standing token admits, the pipeline makes the call (_lone_sync).
+        self._lone_head = early and head.next is TERMINAL and head.seconds is None and head.entries is None
         if early and not head._early:
             head._early = True
             head.settle()
@@ -195,6 +209,8 @@ class Pipeline:
             else:  # the head admits before the context is made (Step.admits_early)
                 if (token := head.standing.token) is None:  # no standing admission (Standing)
                     token = head.admit(UNSTARTED)
+                elif self._lone_head:  # the call is made here, the context only for the driver
+                    return await self._lone(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
                 result = await head.execute(ctx, token)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
@@ -220,6 +236,51 @@ class Pipeline:
             self._failed(handled_error(), handles, start)
             raise
         self._returned(handles, start, ctx)
+        return result
+
+    async def _lone(self, head: Step, token: Any, fn: _Fn, args: _Args, kwargs: _Kwargs) -> Any:
+        """The async twin of :meth:`_lone_sync` (raises what the head's driver raises)."""
+        try:
+            awaitable = fn(*args, **kwargs) if kwargs else fn(*args)
+            if type(awaitable) is CoroutineType:  # anything else: the driver checks it and awaits it
+                result = await awaitable
+                if type(token) is Counted and (count := token.count) is not None:
+                    next(count)
+                    next(self.stats.tally[_SUCCESS])
+                    return result
+                awaitable = awaited(result)
+        except BaseException as error:  # noqa: BLE001 - the driver raises it
+            replay = Replay(fn, None, error)
+        else:
+            replay = Replay(fn, awaitable, None)
+        start_context(ctx := new_context(), replay, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
+        replay.ctx = ctx
+        result = await head.execute(ctx, token)
+        next(self.stats.tally[ctx.outcome])
+        return result
+
+    def _lone_sync(self, head: Step, token: Any, fn: _Fn, args: _Args, kwargs: _Kwargs) -> Any:
+        """Make the call of a lone head its standing token admitted; make a context only for its driver.
+
+        A success the token counts (a :class:`Counted` whose count is set when the call returns)
+        is counted here, with no context and no run of the driver. Anything else (a failure, a
+        success the head judges, a result the driver refuses) goes to the head's driver as the
+        context's function (:class:`Replay`): every rule that follows is the driver's and the head's.
+        """
+        try:
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
+        except BaseException as error:  # noqa: BLE001 - the driver raises it
+            replay = Replay(fn, None, error)
+        else:
+            if type(token) is Counted and (count := token.count) is not None and type(result) not in NOT_SYNC:
+                next(count)
+                next(self.stats.tally[_SUCCESS])
+                return result
+            replay = Replay(fn, result, None)
+        start_context(ctx := new_context(), replay, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+        replay.ctx = ctx
+        result = head.execute_sync(ctx, token)
+        next(self.stats.tally[ctx.outcome])
         return result
 
     def execute_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -248,6 +309,8 @@ class Pipeline:
             else:  # the head admits before the context is made (Step.admits_early)
                 if (token := head.standing.token) is None:  # no standing admission (Standing)
                     token = head.admit(UNSTARTED_SYNC)
+                elif self._lone_head:  # the call is made here, the context only for the driver
+                    return self._lone_sync(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
                 result = head.execute_sync(ctx, token)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes

@@ -44,13 +44,13 @@ Exceptions are the failure channel: an error travels up as itself, as the caller
 from __future__ import annotations
 
 import inspect
-from types import AsyncGeneratorType, CoroutineType
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from otel_resilience.engine.actions import Action, Answer, Call, Counted, Retry, Wait, _Acted
 from otel_resilience.engine.admission import NOT_STANDING, Standing
 from otel_resilience.engine.allocation import blank
-from otel_resilience.engine.calling import not_awaitable, not_sync_result, refuse_awaitable
+from otel_resilience.engine.calling import NOT_SYNC, not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.deadline import AsyncDeadline, publish_deadline, withdraw_deadline
@@ -75,9 +75,6 @@ __all__ = [
     "Wait",
 ]
 
-
-_NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
-"""What a sync function must not return: the sync driver cannot run it (an async function's)."""
 
 _new_async_deadline: Final = blank(AsyncDeadline)
 _start_async_deadline: Final = AsyncDeadline.__init__
@@ -269,8 +266,7 @@ class Step:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
                     token, judges = action.token, self._succeeds
-                    await self._pause(action)
-                    action = None
+                    action = await self._pause(action)  # None once done: the run below is running
                 if seconds is not None:
                     result = await self._scoped(ctx, token, seconds)
                 elif nxt is None:  # the last step calls the function: no frame for the end
@@ -313,14 +309,15 @@ class Step:
         """Run a :class:`Hedge`, a race of attempts of the rest of the chain: its outcome is the answer."""
         return Answer(await race(self, ctx, hedge))
 
-    async def _pause(self, action: Retry) -> None:
-        """Wait a :class:`Retry`'s delay, then call its hook (awaited when it returns an awaitable)."""
+    async def _pause(self, action: Retry) -> Action:
+        """Wait a :class:`Retry`'s delay, call its hook (awaited if awaitable); return what is left: None."""
         if action.delay > 0:
             await self.clock.sleep(action.delay)
         if action.hook is not None:
             pending = action.hook()
             if inspect.isawaitable(pending):
                 await pending
+        return None
 
     async def _scoped(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
         """Run the rest of the chain under this step's deadline (the task is cancelled at it).
@@ -385,13 +382,12 @@ class Step:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
                     token, judges = action.token, self._succeeds
-                    self._pause_sync(action)
-                    action = None
+                    action = self._pause_sync(action)  # None once done: the run below is running
                 if seconds is not None:
                     result = self._scoped_sync(ctx, token, seconds)
                 elif nxt is None:  # the last step calls the function: no frame for the end
                     result = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
-                    if type(result) in _NOT_SYNC:
+                    if type(result) in NOT_SYNC:
                         raise not_sync_result(ctx.operation, result)  # noqa: TRY301 - reaches on_cancel
                 else:
                     result = nxt.execute_sync(ctx)
@@ -420,12 +416,13 @@ class Step:
             if type(action) is Answer:
                 return action.value
 
-    def _pause_sync(self, action: Retry) -> None:
-        """Wait a :class:`Retry`'s delay, then call its hook, which must not return an awaitable."""
+    def _pause_sync(self, action: Retry) -> Action:
+        """Wait a :class:`Retry`'s delay, call its hook (never awaitable here); return what is left: None."""
         if action.delay > 0:
             self.clock.sleep_sync(action.delay)
         if action.hook is not None:
             refuse_awaitable(action.hook_name, action.hook())
+        return None
 
     def _scoped_sync(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
         """Run the rest of the chain with this step's deadline published; a late result is a timeout.
@@ -488,7 +485,7 @@ class _Terminal(Step):
 
     def execute_sync(self, ctx: ExecutionContext, token: Any = None) -> Any:  # noqa: ARG002 - never admits
         result = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
-        if type(result) in _NOT_SYNC:
+        if type(result) in NOT_SYNC:
             raise not_sync_result(ctx.operation, result)
         return result
 
