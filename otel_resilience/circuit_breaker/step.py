@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Final, cast
 from otel_resilience.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
 from otel_resilience.circuit_breaker.state import _CLOSED, _HALF_OPEN_VALUE, _OPEN, _OPEN_VALUE, Permit
-from otel_resilience.engine.actions import Counted
+from otel_resilience.engine.actions import Counted, Rejected
 from otel_resilience.engine.calling import notify
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
@@ -48,7 +48,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     __slots__ = ("_core", "_routes_seen", "_timed", "_wanted")
 
     kind: ClassVar[str] = KIND
-    admit_waits: ClassVar[bool] = False  # admit returns a plain token
+    admit_waits: ClassVar[bool] = True  # admit returns a plain token or a Rejected (a Wait)
     admits_early: ClassVar[bool] = True  # admit reads nothing of the context
 
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
@@ -64,10 +64,9 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
         Returns:
             The call's permit, or the period's ``Counted`` token while a success needs no lock;
-            with ``slow_call_duration``, the permit and the call's start time.
-
-        Raises:
-            CircuitOpenError: The breaker is open (or all half-open probes are in flight).
+            with ``slow_call_duration``, the permit and the call's start time. A rejection, the
+            breaker open or all half-open probes in flight, is a ``Rejected`` holding its
+            ``CircuitOpenError``: the engine raises it.
         """
         if (counted := self.standing.token) is not None:  # CLOSED, no streak (_update_lock_free_locked)
             return counted  # what the engine admits with unasked meanwhile (Standing)
@@ -75,14 +74,11 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
-                # The error is built in the raise: a local holding it would make a reference
-                # cycle through its traceback on every rejection.
-                raise self.report_rejection(
-                    CircuitOpenError(core.name, _OPEN_VALUE, remaining), _REJECT_OPEN
-                ) from None
+                error = CircuitOpenError(core.name, _OPEN_VALUE, remaining)
+                return Rejected(self.report_rejection(error, _REJECT_OPEN))
             admitted = core.try_acquire()
             if admitted is None:
-                raise self.rejected() from None
+                return Rejected(self.rejected())
             permit = admitted
         return (permit, self.clock.now()) if self._timed else permit
 

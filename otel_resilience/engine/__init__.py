@@ -3,11 +3,13 @@
 * :mod:`~otel_resilience.engine.step`: :class:`Step` (alias :class:`Strategy`), a pattern's
   rules with the one async and the one sync driver, and :data:`TERMINAL`.
 * :mod:`~otel_resilience.engine.actions`: the actions a step decides (:class:`Answer`,
-  :class:`Retry`, :class:`Call`), the :class:`Wait` token and the :class:`Counted` token.
+  :class:`Retry`, :class:`Call`), the :class:`Wait` token, the :class:`Counted` token and the
+  :class:`Rejected` token.
 * :mod:`~otel_resilience.engine.hedge`: :class:`Hedge`, the token that makes the async driver
   run the rest of the chain as a race of attempts (hedging).
 * :mod:`~otel_resilience.engine.calling`: what the drivers accept of the protected function.
 * :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder`, :class:`Pipeline`.
+* :mod:`~otel_resilience.engine.protecting`: a pattern's ``protect`` and its own pipeline.
 * :mod:`~otel_resilience.engine.guard`: ``Guard``, a block of code run under a one-step pipeline.
 * :mod:`~otel_resilience.engine.admission`: the placeholder context of an early admission, and
   :class:`Standing`, a step's standing admission.
@@ -47,7 +49,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, PipelineStats, classify_error
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, Registry
-from otel_resilience.engine.step import TERMINAL, Answer, Call, Counted, Hedge, Retry, Step, Wait
+from otel_resilience.engine.step import TERMINAL, Answer, Call, Counted, Hedge, Rejected, Retry, Step, Wait
 from otel_resilience.engine.strategy import Strategy
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "PipelineBuilder",
     "PipelineStats",
     "Registry",
+    "Rejected",
     "Retry",
     "Standing",
     "Step",

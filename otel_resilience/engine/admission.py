@@ -62,8 +62,9 @@ class Standing:
     of about 450 instructions less per call); while it is ``None`` they call ``admit`` (a driver
     also for another false value). The step's ``admit`` must still return :attr:`token`
     whenever it is set, so that a caller that asks it (a guarded block) gets the same answer:
-    the shortcut never changes an admission. A pipeline reads it for the step it admits early; a
-    driver, for a step whose ``admit`` never waits (``admit_waits = False``).
+    the shortcut never changes an admission. A pipeline reads it for the step it admits early, a
+    driver for every step it admits. A standing token is a plain token: never a ``Wait`` (nor a
+    ``Rejected``), so a driver does not check it for one.
     """
 
     __slots__ = ("token",)

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, over
 
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder, protect_with, standalone
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
+from otel_resilience.engine.protecting import protect_with, standalone
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail

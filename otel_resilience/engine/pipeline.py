@@ -14,24 +14,28 @@ coroutine function given to :meth:`Pipeline.execute_sync`) is refused with ``Typ
 last link raises :class:`~otel_resilience.engine.strategy.WrongDriver`, which no strategy counts
 as a failure, retries, recovers or answers with a fallback; the pipeline raises the
 ``TypeError`` in its place (counted as a failed execution).
+
+A head the pipeline admits early (:attr:`~otel_resilience.engine.step.Step.admits_early`) has
+two shortcuts while no execution scope is open. A :class:`~otel_resilience.engine.actions.Rejected`
+token it returns is counted as a rejection and its error raised past the pipeline's exception
+handler. A *lone* head (it calls the function itself, with no deadline and no entry count)
+admitted by its standing token has its call made by the pipeline, and a success its
+:class:`~otel_resilience.engine.actions.Counted` token counts needs no context at all; anything
+else goes to the head's driver (:class:`~otel_resilience.engine.calling.Replay`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import itertools
-import threading
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
-from otel_resilience.engine.actions import Counted
+from otel_resilience.engine.actions import Counted, Rejected
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.calling import (
     NOT_SYNC,
     Replay,
     WrongDriver,
-    async_generator_refused,
     awaited,
     handled_error,
 )
@@ -39,6 +43,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.guard import Guard  # its home before engine/guard.py: still importable here
+from otel_resilience.engine.protecting import check_protectable, protect_with, standalone  # their home before
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import OUTCOME_OF, PipelineStats, classify_error
@@ -66,6 +71,7 @@ __all__ = [
 
 _FAILURE: Final = Outcome.FAILURE
 _SUCCESS: Final = Outcome.SUCCESS
+_REJECTED: Final = Outcome.REJECTED
 
 
 P = ParamSpec("P")
@@ -202,20 +208,24 @@ class Pipeline:
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, fn, args, kwargs)  # type: ignore[no-any-return]
+        ctx: ExecutionContext | None
         try:
             if (head := self._early) is None:
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
                 result = await self._head.execute(ctx)
-            else:  # the head admits before the context is made (Step.admits_early)
-                if (token := head.standing.token) is None:  # no standing admission (Standing)
-                    token = head.admit(UNSTARTED)
-                elif self._lone_head:  # the call is made here, the context only for the driver
-                    return await self._lone(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
+            elif (token := head.standing.token) is not None and self._lone_head:  # made here
+                return await self._lone(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
+            elif type(token := token or head.admit(UNSTARTED)) is Rejected:  # raised past the handler
+                ctx = None
+            else:  # the head admitted the call before its context is made (Step.admits_early)
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
                 result = await head.execute(ctx, token)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
+        if ctx is None:  # a Rejected token: a rejection by definition, raised here past the handler
+            next(self.stats.tally[_REJECTED])
+            raise token.take() from None
         next(self.stats.tally[ctx.outcome])
         return result  # type: ignore[no-any-return]
 
@@ -302,20 +312,24 @@ class Pipeline:
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, fn, args, kwargs)  # type: ignore[no-any-return]
+        ctx: ExecutionContext | None
         try:
             if (head := self._early) is None:
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
                 result = self._head.execute_sync(ctx)
-            else:  # the head admits before the context is made (Step.admits_early)
-                if (token := head.standing.token) is None:  # no standing admission (Standing)
-                    token = head.admit(UNSTARTED_SYNC)
-                elif self._lone_head:  # the call is made here, the context only for the driver
-                    return self._lone_sync(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
+            elif (token := head.standing.token) is not None and self._lone_head:  # made here
+                return self._lone_sync(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
+            elif type(token := token or head.admit(UNSTARTED_SYNC)) is Rejected:  # raised past the handler
+                ctx = None
+            else:  # the head admitted the call before its context is made (Step.admits_early)
                 start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
                 result = head.execute_sync(ctx, token)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
+        if ctx is None:  # a Rejected token: a rejection by definition, raised here past the handler
+            next(self.stats.tally[_REJECTED])
+            raise token.take() from None
         next(self.stats.tally[ctx.outcome])
         return result  # type: ignore[no-any-return]
 
@@ -409,90 +423,3 @@ class PipelineBuilder:
         return Pipeline(
             self._name, strategies, clock=self._clock, source=self._source, max_attempts=self._max_attempts
         )
-
-
-_STANDALONE_LOCK: Final = threading.Lock()
-
-
-def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> Pipeline:
-    """Return ``owner.<attribute>``, the pattern's own pipeline, building it on first use.
-
-    A pattern instance that only ever runs inside other pipelines (a manager policy) never
-    builds one, so it costs no memory and exports no idle execution series. Two threads may
-    both build one; the first stored wins and the other is dropped (unused, so never exported).
-
-    Args:
-        owner: The pattern instance.
-        attribute: The slot that holds the pipeline (``None`` until built).
-        build: Builds the pipeline.
-
-    Returns:
-        The pipeline stored in ``owner.<attribute>``.
-    """
-    built = build()
-    with _STANDALONE_LOCK:
-        current: Pipeline | None = getattr(owner, attribute)
-        if current is None:
-            setattr(owner, attribute, built)
-            current = built
-    return current
-
-
-def check_protectable(name: str, fn: Callable[..., Any]) -> None:
-    """Refuse a function that no driver can protect, when it is decorated rather than when called.
-
-    An async generator function returns an iterator at once (the sync driver would count that as
-    a success, the async one cannot await it): both drivers refuse it when called, ``protect``
-    here, before any call.
-
-    Args:
-        name: The name of the pattern or pipeline that decorates it (shown in the message).
-        fn: The function to decorate.
-
-    Raises:
-        TypeError: If ``fn`` is an async generator function.
-    """
-    if inspect.isasyncgenfunction(fn):
-        raise async_generator_refused(repr(name)).as_type_error()
-
-
-def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap ``fn`` so that every call runs through ``pipeline`` (the patterns' ``protect``).
-
-    The driver is chosen once, here: a coroutine function gets :meth:`Pipeline.execute`,
-    anything else :meth:`Pipeline.execute_sync`. ``functools.wraps`` keeps the metadata; the
-    patterns' typed ``protect`` overloads keep the signature for type checkers.
-
-    Args:
-        pipeline: The pipeline every call runs through.
-        fn: The function to protect (already checked to be callable).
-
-    Returns:
-        The wrapper.
-
-    Raises:
-        TypeError: If ``fn`` is an async generator function (see :func:`check_protectable`), or
-            reading its metadata raises (a broken ``__qualname__``, say).
-    """
-    check_protectable(pipeline.name, fn)
-    wrapper: Callable[..., Any]
-    if inspect.iscoroutinefunction(fn):
-
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await pipeline.execute_packed(fn, args, kwargs)
-
-        wrapper = async_wrapper
-    else:
-
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return pipeline.execute_packed_sync(fn, args, kwargs)
-
-        wrapper = sync_wrapper
-    try:
-        return functools.update_wrapper(wrapper, fn)
-    except Exception as error:
-        msg = (
-            f"{pipeline.name!r}: fn's metadata (__name__, __qualname__, __doc__ ...) cannot be "
-            f"read to decorate it: {type(error).__name__}: {error}"
-        )
-        raise TypeError(msg) from error

@@ -14,9 +14,11 @@ give back when a run ends in cancellation (:meth:`Step.on_cancel`). What comes n
   action.
 
 ``admit`` may return, in place of a plain token, a :class:`Wait` (the driver waits for the real
-token first) or a :class:`Hedge` (a ``Wait`` the async driver performs as a race of attempts of
-the rest of the chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the
-sync driver refuses it). Both are found by the one ``issubclass(type(token), Wait)`` check every
+token first), a :class:`Rejected` (a ``Wait`` whose wait raises the rejection it holds: the
+pipeline that admits a call early raises it with no exception handler passed) or a
+:class:`Hedge` (a ``Wait`` the async driver performs as a race of attempts of the rest of the
+chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the sync driver
+refuses it). Both are found by the one ``issubclass(type(token), Wait)`` check every
 admitted token of a step that may wait gets (:attr:`Step.admit_waits`), so a step that returns
 neither pays nothing for them. A ``Wait`` may give an :class:`Answer` in place of the token: the
 driver returns its value without running the rest of the chain at all (an injected outcome).
@@ -47,7 +49,7 @@ import inspect
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
-from otel_resilience.engine.actions import Action, Answer, Call, Counted, Retry, Wait, _Acted
+from otel_resilience.engine.actions import Action, Answer, Call, Counted, Rejected, Retry, Wait, _Acted
 from otel_resilience.engine.admission import NOT_STANDING, Standing
 from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import NOT_SYNC, not_awaitable, not_sync_result, refuse_awaitable
@@ -70,6 +72,7 @@ __all__ = [
     "Call",
     "Counted",
     "Hedge",
+    "Rejected",
     "Retry",
     "Step",
     "Wait",
@@ -89,7 +92,8 @@ _Plan = tuple[int, "Counter | None", "Step | None", "float | None", bool, "Stand
 or the pipeline admitted the step and its token is plain); ``1`` admit, the token is plain;
 ``2`` admit, the token may be a :class:`Wait`; ``3`` the pipeline admitted the step
 (:attr:`Step.admits_early`) and the token it passed may be a :class:`Wait`. One number, so that
-a step with nothing to do there pays one check.
+a step with nothing to do there pays one check. At ``1`` and ``2`` a set standing token
+(:attr:`Step.standing`) admits the call without ``admit`` and is never checked for a ``Wait``.
 """
 
 
@@ -254,7 +258,7 @@ class Step:
         if gate:  # see _Plan
             if gate == 1:
                 token = standing.token or self.admit(ctx)  # the step's standing admission, else ask
-            else:  # the token may be a Wait
+            elif gate == 3 or (token := standing.token) is None:  # may be a Wait (a standing one is not)
                 if gate == 2:
                     token = self.admit(ctx)
                 if issubclass(type(token), Wait) and type(token := await self._waiting(ctx, token)) is Answer:
@@ -370,7 +374,7 @@ class Step:
         if gate:  # see _Plan
             if gate == 1:
                 token = standing.token or self.admit(ctx)  # the step's standing admission, else ask
-            else:  # the token may be a Wait
+            elif gate == 3 or (token := standing.token) is None:  # may be a Wait (a standing one is not)
                 if gate == 2:
                     token = self.admit(ctx)
                 if issubclass(type(token), Wait) and type(token := token.wait_sync()) is Answer:

@@ -8,7 +8,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
-from otel_resilience.engine.pipeline import Pipeline, check_protectable
+from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.protecting import check_protectable
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.core import _GONE, ResilienceManager

@@ -36,7 +36,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
-from otel_resilience.engine.pipeline import check_protectable
+from otel_resilience.engine.protecting import check_protectable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import POLICIES, namesakes_expected
 from otel_resilience.engine.step import Step

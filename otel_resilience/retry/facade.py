@@ -10,7 +10,7 @@ from typing import Any, Final, ParamSpec, TypeVar, overload
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
-from otel_resilience.engine.pipeline import check_protectable
+from otel_resilience.engine.protecting import check_protectable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_callable, check_name, describe, fail
 from otel_resilience.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy

@@ -1,0 +1,110 @@
+"""Protecting a function with a pipeline: the patterns' ``protect`` and their own pipelines.
+
+:func:`protect_with` wraps a function so that every call runs through a pipeline (the driver
+chosen once, when it is decorated); :func:`check_protectable` refuses what no driver can run;
+:func:`standalone` builds a pattern's own pipeline on its first use. Importable from
+:mod:`~otel_resilience.engine.pipeline` too, where they were defined before.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+from otel_resilience.engine.calling import async_generator_refused
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from otel_resilience.engine.pipeline import Pipeline
+
+__all__ = ["check_protectable", "protect_with", "standalone"]
+
+
+_STANDALONE_LOCK: Final = threading.Lock()
+
+
+def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> Pipeline:
+    """Return ``owner.<attribute>``, the pattern's own pipeline, building it on first use.
+
+    A pattern instance that only ever runs inside other pipelines (a manager policy) never
+    builds one, so it costs no memory and exports no idle execution series. Two threads may
+    both build one; the first stored wins and the other is dropped (unused, so never exported).
+
+    Args:
+        owner: The pattern instance.
+        attribute: The slot that holds the pipeline (``None`` until built).
+        build: Builds the pipeline.
+
+    Returns:
+        The pipeline stored in ``owner.<attribute>``.
+    """
+    built = build()
+    with _STANDALONE_LOCK:
+        current: Pipeline | None = getattr(owner, attribute)
+        if current is None:
+            setattr(owner, attribute, built)
+            current = built
+    return current
+
+
+def check_protectable(name: str, fn: Callable[..., Any]) -> None:
+    """Refuse a function that no driver can protect, when it is decorated rather than when called.
+
+    An async generator function returns an iterator at once (the sync driver would count that as
+    a success, the async one cannot await it): both drivers refuse it when called, ``protect``
+    here, before any call.
+
+    Args:
+        name: The name of the pattern or pipeline that decorates it (shown in the message).
+        fn: The function to decorate.
+
+    Raises:
+        TypeError: If ``fn`` is an async generator function.
+    """
+    if inspect.isasyncgenfunction(fn):
+        raise async_generator_refused(repr(name)).as_type_error()
+
+
+def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``fn`` so that every call runs through ``pipeline`` (the patterns' ``protect``).
+
+    The driver is chosen once, here: a coroutine function gets :meth:`Pipeline.execute`,
+    anything else :meth:`Pipeline.execute_sync`. ``functools.wraps`` keeps the metadata; the
+    patterns' typed ``protect`` overloads keep the signature for type checkers.
+
+    Args:
+        pipeline: The pipeline every call runs through.
+        fn: The function to protect (already checked to be callable).
+
+    Returns:
+        The wrapper.
+
+    Raises:
+        TypeError: If ``fn`` is an async generator function (see :func:`check_protectable`), or
+            reading its metadata raises (a broken ``__qualname__``, say).
+    """
+    check_protectable(pipeline.name, fn)
+    wrapper: Callable[..., Any]
+    if inspect.iscoroutinefunction(fn):
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await pipeline.execute_packed(fn, args, kwargs)
+
+        wrapper = async_wrapper
+    else:
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return pipeline.execute_packed_sync(fn, args, kwargs)
+
+        wrapper = sync_wrapper
+    try:
+        return functools.update_wrapper(wrapper, fn)
+    except Exception as error:
+        msg = (
+            f"{pipeline.name!r}: fn's metadata (__name__, __qualname__, __doc__ ...) cannot be "
+            f"read to decorate it: {type(error).__name__}: {error}"
+        )
+        raise TypeError(msg) from error

@@ -1,0 +1,215 @@
+"""Rejected: a rejection returned by admit in place of raised, raised by whoever admitted the call."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import otel_resilience as orr
+from otel_resilience.engine import Rejected, Wait
+from otel_resilience.engine import pipeline as pipeline_module
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
+from otel_resilience.engine.guard import Guard
+from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
+from otel_resilience.engine.step import Step
+from otel_resilience.errors import BulkheadFullError, CircuitOpenError
+
+
+@pytest.fixture(autouse=True)
+def _no_listener() -> Iterator[None]:
+    """No telemetry listener: the pipeline runs with no execution scope unless a test adds one."""
+    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
+    for listener in saved:
+        HUB.remove_listener(listener)
+    yield
+    for listener in saved:
+        HUB.add_listener(listener)
+
+
+class _Refusing(Step):
+    """Rejects every call with a Rejected token; records the hooks called (none should be)."""
+
+    kind = "refusing"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: list[str] = []
+        self.errors: list[CircuitOpenError] = []
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        error = CircuitOpenError("refusing", "open", 1.0)
+        self.errors.append(error)
+        return Rejected(error)
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:
+        self.hooks.append("success")
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> None:
+        self.hooks.append("failure")
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
+        self.hooks.append("cancel")
+
+
+class _Early(_Refusing):
+    admits_early = True
+
+
+class _Inner(_Refusing):
+    admits_early = False
+
+
+def _run(driver: str, pipeline: Pipeline, fn: Callable[[], Any]) -> Any:
+    if driver == "sync":
+        return pipeline.execute_sync(fn)
+
+    async def afn() -> Any:
+        return fn()
+
+    return asyncio.run(pipeline.execute(afn))
+
+
+def _never() -> str:
+    raise AssertionError("a rejected call must not run")
+
+
+@pytest.mark.parametrize("cls", [_Early, _Inner], ids=["early head", "inner step"])
+def test_a_rejected_token_raises_its_error_and_counts_a_rejection(driver: str, cls: type[_Refusing]) -> None:
+    step = cls()
+    builder = PipelineBuilder("refused")
+    if cls is _Inner:
+        builder.add(Step())
+    pipeline = builder.add(step).build()
+    with pytest.raises(CircuitOpenError) as caught:
+        _run(driver, pipeline, _never)
+    assert caught.value is step.errors[0]
+    assert pipeline.stats.rejected == 1
+    assert pipeline.stats.errors == 0
+    assert step.hooks == []  # a rejected call has no outcome to judge
+
+
+def test_an_early_rejection_makes_no_context(driver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = [0]
+    real = pipeline_module.new_context
+
+    def counted() -> ExecutionContext:
+        made[0] += 1
+        return real()
+
+    monkeypatch.setattr(pipeline_module, "new_context", counted)
+    pipeline = PipelineBuilder("refused").add(_Early()).build()
+    with pytest.raises(CircuitOpenError):
+        _run(driver, pipeline, _never)
+    assert made == [0]
+
+
+class _Scopes:
+    """An execution listener that records how each execution ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[Outcome] = []
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        return self
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        self.ended.append(outcome)
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        """Attempt scopes are not recorded."""
+
+
+def test_an_early_rejection_in_a_scope_ends_the_scope_as_rejected(driver: str) -> None:
+    scopes = _Scopes()
+    HUB.add_listener(scopes)
+    try:
+        pipeline = PipelineBuilder("scoped-refusal").add(_Early()).build()
+        with pytest.raises(CircuitOpenError):
+            _run(driver, pipeline, _never)
+    finally:
+        HUB.remove_listener(scopes)
+    assert scopes.ended == [Outcome.REJECTED]
+    assert pipeline.stats.rejected == 1
+
+
+def test_a_guard_raises_a_rejected_token_and_counts_it() -> None:
+    step = _Early()
+    pipeline = PipelineBuilder("guarded-refusal").add(step).build()
+    with pytest.raises(CircuitOpenError) as caught, Guard(pipeline):
+        pytest.fail("a rejected block must not run")
+    assert caught.value is step.errors[0]
+    assert pipeline.stats.rejected == 1
+
+
+def test_a_rejected_token_is_a_wait_that_raises_when_waited() -> None:
+    error = BulkheadFullError("b", 1, 0)
+    assert isinstance(Rejected(error), Wait)
+    with pytest.raises(BulkheadFullError) as caught:
+        Rejected(error).wait_sync()
+    assert caught.value is error
+    with pytest.raises(BulkheadFullError):
+        asyncio.run(Rejected(error).wait())
+
+
+def test_a_rejected_token_holds_a_rejection_only() -> None:
+    with pytest.raises(TypeError, match="ExecutionRejectedError"):
+        Rejected(ValueError("not a rejection"))  # type: ignore[arg-type]
+
+
+def test_a_rejected_token_is_raised_once() -> None:
+    token = Rejected(CircuitOpenError("b", "open", 1.0))
+    token.take()
+    assert token.error is None
+    with pytest.raises(RuntimeError, match="already raised"):
+        token.take()
+
+
+@pytest.mark.parametrize("where", ["alone", "inside another step"])
+def test_an_open_breakers_rejection_leaves_no_reference_cycle(driver: str, where: str) -> None:
+    """The rejection is freed as soon as the caller drops it, without the garbage collector."""
+    breaker = orr.CircuitBreaker(f"cycle-{driver}-{where}", orr.CircuitBreakerConfig(failure_threshold=1))
+    breaker.force_open()
+    if where == "alone":
+        call_sync: Callable[[Callable[[], Any]], Any] = breaker.call_sync
+        call_async: Callable[[Callable[[], Any]], Any] = breaker.call
+    else:  # the breaker's link inside another step: its driver raises the Rejected token
+        pipeline = PipelineBuilder(f"outer-{driver}").add(Step()).add(breaker.as_strategy()).build()
+        call_sync = pipeline.execute_sync
+        call_async = pipeline.execute
+
+    refs: list[weakref.ref[BaseException]] = []
+
+    async def afn() -> None:
+        raise AssertionError("never runs")
+
+    async def in_a_task() -> None:
+        try:
+            await call_async(afn)
+        except CircuitOpenError as error:
+            refs.append(weakref.ref(error))
+
+    gc.collect()
+    gc.disable()
+    try:
+        if driver == "sync":
+            try:
+                call_sync(_never)
+            except CircuitOpenError as error:
+                refs.append(weakref.ref(error))
+        else:
+            asyncio.run(in_a_task())
+        assert len(refs) == 1
+        assert refs[0]() is None
+    finally:
+        gc.enable()
