@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
 from otel_resilience import RetryPolicy
+from otel_resilience.engine import pipeline as pipeline_module
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
 
 
 async def until(condition: Callable[[], object], steps: int = 500) -> None:
@@ -122,3 +128,50 @@ class ScriptedHTTPServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5.0)
+
+
+@contextlib.contextmanager
+def listeners_removed() -> Iterator[None]:
+    """Take every telemetry listener off the global hub (the import-time one too), then put them back."""
+    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
+    for listener in saved:
+        HUB.remove_listener(listener)
+    try:
+        yield
+    finally:
+        for listener in saved:
+            HUB.add_listener(listener)
+
+
+def counting_contexts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the execution contexts pipelines make from now on (``[n]``, read after the calls)."""
+    made = [0]
+    real = pipeline_module.new_context
+
+    def counted() -> ExecutionContext:
+        made[0] += 1
+        return real()
+
+    monkeypatch.setattr(pipeline_module, "new_context", counted)
+    return made
+
+
+class Scopes:
+    """An execution listener that records the outcome each scope it opened ended with."""
+
+    def __init__(self) -> None:
+        self.ended: list[Outcome] = []
+
+    def start_execution(self, source: TelemetrySource, operation: str) -> object:
+        return operation
+
+    def end_execution(
+        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
+    ) -> None:
+        self.ended.append(outcome)
+
+    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
+        """Attempt scopes are not recorded."""

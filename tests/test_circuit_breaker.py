@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from support import Scopes
 
 from otel_resilience.circuit_breaker import (
     DEFAULT_FAILURE_THRESHOLD,
@@ -953,27 +954,6 @@ def test_user_calls_run_concurrently(clock: FakeClock) -> None:
 # -- direct driver and lazy pipeline --------------------------------------------------------------
 
 
-class _Scopes:
-    """An execution listener that opens a scope for every execution and records how it ended."""
-
-    def __init__(self) -> None:
-        self.ended: list[str] = []
-
-    def start_execution(self, source: TelemetrySource, operation: str) -> object:
-        return operation
-
-    def end_execution(
-        self, handle: object, outcome: Any, duration: float, error: BaseException | None
-    ) -> None:
-        self.ended.append(outcome.value)
-
-    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
-        return None
-
-    def end_attempt(self, handle: object, outcome: Any, error: BaseException | None) -> None:
-        return None
-
-
 async def test_direct_driver_counts_every_outcome_in_the_breaker_pipeline(
     clock: FakeClock, driver: str
 ) -> None:
@@ -994,7 +974,7 @@ async def test_breaker_runs_in_an_execution_scope_when_a_listener_opens_one(
     clock: FakeClock, driver: str
 ) -> None:
     """An execution listener that opens a scope sees each breaker call end with its outcome."""
-    listener = _Scopes()
+    listener = Scopes()
     HUB.add_listener(listener)
     try:
         breaker = make(clock, failure_threshold=1)
@@ -1005,7 +985,7 @@ async def test_breaker_runs_in_an_execution_scope_when_a_listener_opens_one(
             await invoke(breaker, driver, ok)
     finally:
         HUB.remove_listener(listener)
-    assert listener.ended == ["success", "failure", "rejected"]
+    assert [outcome.value for outcome in listener.ended] == ["success", "failure", "rejected"]
     assert breaker._pipeline.stats.total == 3
 
 

@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from support import Scopes, counting_contexts, listeners_removed
 
 import otel_resilience as orr
-from otel_resilience.engine import pipeline as pipeline_module
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
+from otel_resilience.engine.events import HUB, Outcome
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import Answer, Step, Wait
 from otel_resilience.errors import CircuitOpenError
@@ -49,19 +49,6 @@ class _Inner(Step):
     kind = "inner"
 
 
-def _counting_contexts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the execution contexts the pipeline makes."""
-    made = [0]
-    real = pipeline_module.new_context
-
-    def counted() -> ExecutionContext:
-        made[0] += 1
-        return real()
-
-    monkeypatch.setattr(pipeline_module, "new_context", counted)
-    return made
-
-
 async def _run(pipeline: Pipeline, driver: str, fn: Any = None) -> Any:
     def work() -> str:
         if fn is not None:
@@ -79,7 +66,7 @@ async def test_a_rejection_by_an_early_head_makes_no_context(
 ) -> None:
     gate = _Gate(shut=True)
     pipeline = PipelineBuilder("early-shut").add(gate).add(_Inner()).build()
-    made = _counting_contexts(monkeypatch)
+    made = counting_contexts(monkeypatch)
     with pytest.raises(CircuitOpenError):
         await _run(pipeline, driver)
     assert made == [0]
@@ -92,7 +79,7 @@ async def test_an_admitted_call_hands_the_early_token_to_the_driver(
 ) -> None:
     gate = _Gate()
     pipeline = PipelineBuilder("early-open").add(gate).add(_Inner()).build()
-    made = _counting_contexts(monkeypatch)
+    made = counting_contexts(monkeypatch)
     assert await _run(pipeline, driver) == "done"
 
     def boom() -> None:
@@ -180,7 +167,7 @@ async def test_a_full_bulkhead_rejects_without_a_context(
     driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bulkhead = orr.Bulkhead(f"early-bulkhead-{driver}", orr.BulkheadConfig(max_concurrent=1, max_waiting=0))
-    made = _counting_contexts(monkeypatch)
+    made = counting_contexts(monkeypatch)
     with bulkhead.slot():
         with pytest.raises(orr.BulkheadFullError):
             if driver == "sync":
@@ -264,47 +251,22 @@ def test_a_step_heading_an_early_pipeline_cannot_run_inside_another_step() -> No
         PipelineBuilder("second").add(_Inner()).add(gate)
 
 
-class _Scopes:
-    """An execution listener that records the outcome each scope it opened ended with."""
-
-    def __init__(self) -> None:
-        self.ended: list[Outcome] = []
-
-    def start_execution(self, source: TelemetrySource, operation: str) -> object:
-        return operation
-
-    def end_execution(
-        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
-    ) -> None:
-        self.ended.append(outcome)
-
-    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
-        return None
-
-    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
-        """Attempt scopes are not recorded."""
-
-
 async def test_an_execution_in_a_scope_is_admitted_by_the_pipeline_too(
     driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
-    for listener in saved:
-        HUB.remove_listener(listener)
-    scopes = _Scopes()
-    HUB.add_listener(scopes)
-    try:
-        gate = _Gate(shut=True)
-        pipeline = PipelineBuilder("scoped").add(gate).build()
-        made = _counting_contexts(monkeypatch)
-        with pytest.raises(CircuitOpenError):
-            await _run(pipeline, driver)
-        gate.shut = False
-        assert await _run(pipeline, driver) == "done"
-    finally:
-        HUB.remove_listener(scopes)
-        for listener in saved:
-            HUB.add_listener(listener)
+    scopes = Scopes()
+    with listeners_removed():
+        HUB.add_listener(scopes)
+        try:
+            gate = _Gate(shut=True)
+            pipeline = PipelineBuilder("scoped").add(gate).build()
+            made = counting_contexts(monkeypatch)
+            with pytest.raises(CircuitOpenError):
+                await _run(pipeline, driver)
+            gate.shut = False
+            assert await _run(pipeline, driver) == "done"
+        finally:
+            HUB.remove_listener(scopes)
     assert scopes.ended == [Outcome.REJECTED, Outcome.SUCCESS]
     assert made == [2]  # in a scope the context is made first: beside the scope's, it costs nothing
     assert gate.seen == [driver == "sync"] * 2  # still admitted by the pipeline, with the placeholder
@@ -316,7 +278,7 @@ async def test_an_open_breaker_rejects_without_a_context(
 ) -> None:
     breaker = orr.CircuitBreaker(f"early-breaker-{driver}")
     breaker.force_open()
-    made = _counting_contexts(monkeypatch)
+    made = counting_contexts(monkeypatch)
 
     def work() -> int:
         return 1

@@ -10,41 +10,28 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import counting_contexts, listeners_removed
 
 import otel_resilience as orr
 from otel_resilience.engine import Counted, Standing
-from otel_resilience.engine import pipeline as pipeline_module
 from otel_resilience.engine.actions import Retry
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.events import HUB
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import Step
 
 
 @pytest.fixture(autouse=True)
 def _no_listener() -> Iterator[None]:
-    """No telemetry listener: the pipeline runs with no execution scope (the lone head's path)."""
-    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
-    for listener in saved:
-        HUB.remove_listener(listener)
-    yield
-    for listener in saved:
-        HUB.add_listener(listener)
+    """No telemetry listener: the pipeline runs with no execution scope unless a test adds one."""
+    with listeners_removed():
+        yield
 
 
 @pytest.fixture
 def made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the execution contexts the pipeline makes."""
-    count = [0]
-    real = pipeline_module.new_context
-
-    def counted() -> ExecutionContext:
-        count[0] += 1
-        return real()
-
-    monkeypatch.setattr(pipeline_module, "new_context", counted)
-    return count
+    return counting_contexts(monkeypatch)
 
 
 class _Lone(Step):

@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import Scopes, counting_contexts, listeners_removed, run
 
 import otel_resilience as orr
 from otel_resilience.engine import Rejected, Wait
-from otel_resilience.engine import pipeline as pipeline_module
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
+from otel_resilience.engine.events import HUB, Outcome
 from otel_resilience.engine.guard import Guard
-from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
+from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.step import Step
 from otel_resilience.errors import BulkheadFullError, CircuitOpenError
 
@@ -24,12 +24,8 @@ from otel_resilience.errors import BulkheadFullError, CircuitOpenError
 @pytest.fixture(autouse=True)
 def _no_listener() -> Iterator[None]:
     """No telemetry listener: the pipeline runs with no execution scope unless a test adds one."""
-    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
-    for listener in saved:
-        HUB.remove_listener(listener)
-    yield
-    for listener in saved:
-        HUB.add_listener(listener)
+    with listeners_removed():
+        yield
 
 
 class _Refusing(Step):
@@ -65,16 +61,6 @@ class _Inner(_Refusing):
     admits_early = False
 
 
-def _run(driver: str, pipeline: Pipeline, fn: Callable[[], Any]) -> Any:
-    if driver == "sync":
-        return pipeline.execute_sync(fn)
-
-    async def afn() -> Any:
-        return fn()
-
-    return asyncio.run(pipeline.execute(afn))
-
-
 def _never() -> str:
     raise AssertionError("a rejected call must not run")
 
@@ -87,7 +73,7 @@ def test_a_rejected_token_raises_its_error_and_counts_a_rejection(driver: str, c
         builder.add(Step())
     pipeline = builder.add(step).build()
     with pytest.raises(CircuitOpenError) as caught:
-        _run(driver, pipeline, _never)
+        run(driver, pipeline, _never)
     assert caught.value is step.errors[0]
     assert pipeline.stats.rejected == 1
     assert pipeline.stats.errors == 0
@@ -95,48 +81,20 @@ def test_a_rejected_token_raises_its_error_and_counts_a_rejection(driver: str, c
 
 
 def test_an_early_rejection_makes_no_context(driver: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    made = [0]
-    real = pipeline_module.new_context
-
-    def counted() -> ExecutionContext:
-        made[0] += 1
-        return real()
-
-    monkeypatch.setattr(pipeline_module, "new_context", counted)
+    made = counting_contexts(monkeypatch)
     pipeline = PipelineBuilder("refused").add(_Early()).build()
     with pytest.raises(CircuitOpenError):
-        _run(driver, pipeline, _never)
+        run(driver, pipeline, _never)
     assert made == [0]
 
 
-class _Scopes:
-    """An execution listener that records how each execution ended."""
-
-    def __init__(self) -> None:
-        self.ended: list[Outcome] = []
-
-    def start_execution(self, source: TelemetrySource, operation: str) -> object:
-        return self
-
-    def end_execution(
-        self, handle: object, outcome: Outcome, duration: float, error: BaseException | None
-    ) -> None:
-        self.ended.append(outcome)
-
-    def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
-        return None
-
-    def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
-        """Attempt scopes are not recorded."""
-
-
 def test_an_early_rejection_in_a_scope_ends_the_scope_as_rejected(driver: str) -> None:
-    scopes = _Scopes()
+    scopes = Scopes()
     HUB.add_listener(scopes)
     try:
         pipeline = PipelineBuilder("scoped-refusal").add(_Early()).build()
         with pytest.raises(CircuitOpenError):
-            _run(driver, pipeline, _never)
+            run(driver, pipeline, _never)
     finally:
         HUB.remove_listener(scopes)
     assert scopes.ended == [Outcome.REJECTED]
