@@ -59,8 +59,8 @@ class Standing:
     :attr:`~otel_resilience.engine.step.Step.standing`, a ``Standing`` it owns, and sets or
     clears :attr:`token` under its own rules. While the token is set, the pipeline's early
     admission and the drivers admit the call with it without calling ``admit`` (a Python call
-    of about 450 instructions less per call); while it is ``None`` they call ``admit`` (a driver
-    also for another false value). The step's ``admit`` must still return :attr:`token`
+    of about 450 instructions less per call); while it is ``None`` they call ``admit`` (a token
+    must be true: a false one may be taken for ``None``). The step's ``admit`` must still return :attr:`token`
     whenever it is set, so that a caller that asks it (a guarded block) gets the same answer:
     the shortcut never changes an admission. A pipeline reads it for the step it admits early, a
     driver for every step it admits. A standing token is a plain token: never a ``Wait`` (nor a
