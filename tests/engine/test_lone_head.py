@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import counting_contexts, listeners_removed
+from support import counting_contexts, listeners_removed, run
 
 import otel_resilience as orr
 from otel_resilience.engine import Counted, Standing
@@ -82,18 +82,11 @@ def _as_async(fn: Callable[[], Any]) -> Callable[[], Any]:
     return afn
 
 
-def _run(driver: str, pipeline: Pipeline, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` through ``pipeline``: itself in the sync driver, wrapped in a coroutine function in the async one."""
-    if driver == "sync":
-        return pipeline.execute_sync(fn)
-    return asyncio.run(pipeline.execute(_as_async(fn)))
-
-
 def test_a_counted_success_makes_no_context(driver: str, made: list[int]) -> None:
     step = _Lone()
     pipeline = _pipeline(step)
-    assert _run(driver, pipeline, lambda: "ok") == "ok"
-    assert _run(driver, pipeline, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
     assert made == [0]
     assert step.successes.value == 2
     assert step.hooks == []
@@ -111,13 +104,13 @@ def test_a_failure_is_judged_with_the_real_function_in_the_context(driver: str, 
         raise error
 
     with pytest.raises(ValueError, match="boom") as caught:
-        _run(driver, pipeline, boom)
+        run(driver, pipeline, boom)
     assert caught.value is raised[0]
     assert "boom" in {entry.name for entry in caught.traceback}  # raised where it was raised
     assert made == [1]
     assert step.hooks == [("failure", ValueError)]
     assert step.seen_fn[0] is not None
-    assert step.seen_fn[0].__name__ in {"boom", "afn"}  # the protected function, not the replay
+    assert step.seen_fn[0].__name__ in {"boom", "fn"}  # the protected function, not the replay
     assert pipeline.stats.failed == 1
     assert step.successes.value == 0
 
@@ -130,9 +123,9 @@ def test_a_success_whose_count_was_cleared_meanwhile_is_judged(driver: str, made
         step.token.count = None  # a failure streak began while the call ran
         return "ok"
 
-    assert _run(driver, pipeline, clears) == "ok"
+    assert run(driver, pipeline, clears) == "ok"
     assert step.hooks == [("success", "ok")]
-    assert step.seen_fn[0].__name__ in {"clears", "afn"}
+    assert step.seen_fn[0].__name__ in {"clears", "fn"}
     assert made == [1]
     assert pipeline.stats.succeeded == 1
 
@@ -148,7 +141,7 @@ def test_a_retry_decided_for_the_made_call_calls_the_function_again(driver: str)
             raise ValueError("first")
         return "second"
 
-    assert _run(driver, pipeline, flaky) == "second"
+    assert run(driver, pipeline, flaky) == "second"
     assert calls == [2]
     assert step.hooks == [("failure", ValueError)]
     assert step.successes.value == 1  # the retried run's success, counted by the driver
@@ -164,7 +157,7 @@ def test_a_cancellation_reaches_on_cancel_as_running(driver: str) -> None:
         raise stop
 
     with pytest.raises(stop):
-        _run(driver, pipeline, cancelled)
+        run(driver, pipeline, cancelled)
     assert step.hooks == [("cancel", True)]
     assert pipeline.stats.succeeded == 0
 
@@ -253,7 +246,7 @@ def test_a_failure_leaves_no_reference_cycle(driver: str) -> None:
 def test_a_head_with_a_step_inside_it_is_not_lone(driver: str, made: list[int]) -> None:
     step = _Lone()
     pipeline = PipelineBuilder("two").add(step).add(Step()).build()
-    assert _run(driver, pipeline, lambda: "ok") == "ok"
+    assert run(driver, pipeline, lambda: "ok") == "ok"
     assert made == [1]
     assert step.successes.value == 1
 
