@@ -18,7 +18,7 @@ token first), a :class:`Rejected` (a ``Wait`` whose wait raises the rejection it
 pipeline that admits a call early raises it with no exception handler passed) or a
 :class:`Hedge` (a ``Wait`` the async driver performs as a race of attempts of the rest of the
 chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the sync driver
-refuses it). Both are found by the one ``issubclass(type(token), Wait)`` check every
+refuses it). All three are found by the one ``issubclass(type(token), Wait)`` check every
 admitted token of a step that may wait gets (:attr:`Step.admit_waits`), so a step that returns
 neither pays nothing for them. A ``Wait`` may give an :class:`Answer` in place of the token: the
 driver returns its value without running the rest of the chain at all (an injected outcome).
@@ -217,10 +217,11 @@ class Step:
     # -- the rules: what a pattern overrides ----------------------------------------------------
 
     def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the default admits every call
-        """Admit a run of the rest of the chain: return a token for it, or raise the rejection.
+        """Admit a run of the rest of the chain: return a token for it, or the rejection.
 
         The token is handed back to the hook that ends the run. A :class:`Wait` makes the driver
-        wait for the real token first.
+        wait for the real token first. A rejection is raised, or returned as a :class:`Rejected`
+        by a step whose ``admit`` may return a ``Wait`` (cheaper when its pipeline admits early).
         """
         return None
 
