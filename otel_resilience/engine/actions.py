@@ -123,7 +123,7 @@ class Rejected(Wait):
     Raising the rejection in ``admit`` makes it pass the pipeline's handler, which counts the
     execution and re-raises it: a second exception handler, about 1 400 instructions. Returned,
     a call its pipeline admits early (:attr:`Step.admits_early`) is counted and its error raised
-    past that handler (about 1 000 instructions less per rejection); anywhere else (a step
+    before that handler (about 1 000 instructions less per rejection); anywhere else (a step
     inside another one, a guarded block) the token is a :class:`Wait` whose wait raises the
     error, so a step may return it wherever it may return a ``Wait`` (``admit_waits``).
 

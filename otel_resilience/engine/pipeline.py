@@ -16,12 +16,13 @@ as a failure, retries, recovers or answers with a fallback; the pipeline raises 
 ``TypeError`` in its place (counted as a failed execution).
 
 A head the pipeline admits early (:attr:`~otel_resilience.engine.step.Step.admits_early`) has
-two shortcuts while no execution scope is open. A :class:`~otel_resilience.engine.actions.Rejected`
-token it returns is counted as a rejection and its error raised past the pipeline's exception
-handler. A *lone* head (it calls the function itself, with no deadline and no entry count)
-admitted by its standing token has its call made by the pipeline, and a success its
-:class:`~otel_resilience.engine.actions.Counted` token counts needs no context at all; anything
-else goes to the head's driver (:class:`~otel_resilience.engine.calling.Replay`).
+two shortcuts while no execution scope is open. It is admitted before the pipeline's exception
+handler is entered: a :class:`~otel_resilience.engine.actions.Rejected` token it returns is
+counted as a rejection and its error raised there, passing no handler (what ``admit`` raises is
+counted by :meth:`Pipeline._admit`'s). A *lone* head (it calls the function itself, with no
+deadline and no entry count) admitted by its standing token has its call made by the pipeline,
+and a success its :class:`~otel_resilience.engine.actions.Counted` token counts needs no context
+at all; anything else goes to the head's driver (:class:`~otel_resilience.engine.calling.Replay`).
 """
 
 from __future__ import annotations
@@ -180,6 +181,14 @@ class Pipeline:
         finally:
             del error
 
+    def _admit(self, head: Step, ctx: ExecutionContext) -> Any:
+        """Ask the head admitted early for its token; what its ``admit`` raises is counted, then passes."""
+        try:
+            return head.admit(ctx)
+        except BaseException:
+            self._failed(handled_error())
+            raise
+
     def _returned(self, handles: ExecutionHandles, start: float, ctx: ExecutionContext) -> None:
         """Count an execution that returned and close its scope ``handles``."""
         outcome = ctx.outcome
@@ -208,24 +217,18 @@ class Pipeline:
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return await self.execute_in_scope(handles, fn, args, kwargs)  # type: ignore[no-any-return]
-        ctx: ExecutionContext | None
-        try:
-            if (head := self._early) is None:
-                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
-                result = await self._head.execute(ctx)
-            elif (token := head.standing.token) is not None and self._lone_head:  # made here
+        if (head := self._early) is not None:  # it admits the call before its context is made
+            if (token := head.standing.token) is not None and self._lone_head:  # made here
                 return await self._lone(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
-            elif type(token := token or head.admit(UNSTARTED)) is Rejected:  # raised past the handler
-                ctx = None
-            else:  # the head admitted the call before its context is made (Step.admits_early)
-                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
-                result = await head.execute(ctx, token)
+            if type(token := token or self._admit(head, UNSTARTED)) is Rejected:  # a rejection by definition
+                next(self.stats.tally[_REJECTED])
+                raise token.take() from None  # here: no exception handler passed
+        try:
+            start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
+            result = await (self._head.execute(ctx) if head is None else head.execute(ctx, token))
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
-        if ctx is None:  # a Rejected token: a rejection by definition, raised here past the handler
-            next(self.stats.tally[_REJECTED])
-            raise token.take() from None
         next(self.stats.tally[ctx.outcome])
         return result  # type: ignore[no-any-return]
 
@@ -265,7 +268,11 @@ class Pipeline:
             replay = Replay(fn, awaitable, None)
         start_context(ctx := new_context(), replay, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
         replay.ctx = ctx
-        result = await head.execute(ctx, token)
+        try:
+            result = await head.execute(ctx, token)
+        except BaseException:
+            self._failed(handled_error())
+            raise
         next(self.stats.tally[ctx.outcome])
         return result
 
@@ -276,6 +283,7 @@ class Pipeline:
         is counted here, with no context and no run of the driver. Anything else (a failure, a
         success the head judges, a result the driver refuses) goes to the head's driver as the
         context's function (:class:`Replay`): every rule that follows is the driver's and the head's.
+        The execution's outcome is counted here either way (what the driver raises by :meth:`_failed`).
         """
         try:
             result = fn(*args, **kwargs) if kwargs else fn(*args)
@@ -289,7 +297,11 @@ class Pipeline:
             replay = Replay(fn, result, None)
         start_context(ctx := new_context(), replay, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
         replay.ctx = ctx
-        result = head.execute_sync(ctx, token)
+        try:
+            result = head.execute_sync(ctx, token)
+        except BaseException:
+            self._failed(handled_error())
+            raise
         next(self.stats.tally[ctx.outcome])
         return result
 
@@ -312,24 +324,20 @@ class Pipeline:
         quiet = self.telemetry.hub.quiet  # read, then called: a call through a slot is not specialised
         if not quiet() and (handles := self.telemetry.start_execution(self.name)):
             return self.execute_in_scope_sync(handles, fn, args, kwargs)  # type: ignore[no-any-return]
-        ctx: ExecutionContext | None
-        try:
-            if (head := self._early) is None:
-                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
-                result = self._head.execute_sync(ctx)
-            elif (token := head.standing.token) is not None and self._lone_head:  # made here
+        if (head := self._early) is not None:  # it admits the call before its context is made
+            if (token := head.standing.token) is not None and self._lone_head:  # made here
                 return self._lone_sync(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
-            elif type(token := token or head.admit(UNSTARTED_SYNC)) is Rejected:  # raised past the handler
-                ctx = None
-            else:  # the head admitted the call before its context is made (Step.admits_early)
-                start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
-                result = head.execute_sync(ctx, token)
+            if (
+                type(token := token or self._admit(head, UNSTARTED_SYNC)) is Rejected
+            ):  # a rejection by definition
+                next(self.stats.tally[_REJECTED])
+                raise token.take() from None  # here: no exception handler passed
+        try:
+            start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
+            result = self._head.execute_sync(ctx) if head is None else head.execute_sync(ctx, token)
         except BaseException:  # not `as`: its clean-up is a second handler the error passes
             self._failed(handled_error())
             raise
-        if ctx is None:  # a Rejected token: a rejection by definition, raised here past the handler
-            next(self.stats.tally[_REJECTED])
-            raise token.take() from None
         next(self.stats.tally[ctx.outcome])
         return result  # type: ignore[no-any-return]
 

@@ -117,6 +117,37 @@ async def test_the_placeholder_holds_sync_only(driver: str) -> None:
         await _run(PipelineBuilder("writer").add(_Writer()).build(), driver)
 
 
+class _Broken(_Gate):
+    """Admits early and raises what it is given (a bug of a custom step, or an interrupt)."""
+
+    kind = "broken"
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def admit(self, ctx: ExecutionContext) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "counted"), [(RuntimeError("bug"), "errors"), (KeyboardInterrupt(), "cancelled")]
+)
+async def test_what_an_early_admit_raises_is_counted_and_passes(
+    driver: str, error: BaseException, counted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = PipelineBuilder("broken").add(_Broken(error)).add(_Inner()).build()
+    made = counting_contexts(monkeypatch)
+    with pytest.raises(type(error)) as raised:
+        await _run(pipeline, driver)
+    assert raised.value is error
+    assert made == [0]
+    counts = {
+        name: getattr(pipeline.stats, name) for name in ("errors", "cancelled", "rejected", "succeeded")
+    }
+    assert counts == {"errors": 0, "cancelled": 0, "rejected": 0, "succeeded": 0, counted: 1}
+
+
 class _Gives(Wait):
     """A wait that gives ``value`` (a token or an Answer), and records that it was waited for."""
 
