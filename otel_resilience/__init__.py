@@ -10,25 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_resilience.alerts import (
-    Alert,
-    AlertConfig,
-    AlertKind,
-    AlertSeverity,
-    AlertSystem,
-    default_alert_system,
-    subscribe,
-)
-from otel_resilience.bulkhead import Bulkhead, BulkheadConfig, BulkheadStats
-from otel_resilience.chaos import Chaos, ChaosConfig, ChaosSwitch
-from otel_resilience.circuit_breaker import (
-    CircuitBreaker,
-    CircuitBreakerConfig,
-    CircuitBreakerStats,
-    CircuitState,
-    CountWindow,
-    TimeWindow,
-)
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import (
@@ -42,8 +23,6 @@ from otel_resilience.errors import (
     ResilienceError,
     UnacceptedResultError,
 )
-from otel_resilience.fallback import MISSING, CacheService, FallbackConfig, FallbackHandler, FallbackStrategy
-from otel_resilience.hedging import Hedging, HedgingConfig, PercentileDelay
 from otel_resilience.manager import (
     ExtraStrategy,
     KeyedPolicyView,
@@ -54,15 +33,42 @@ from otel_resilience.manager import (
     get_resilience_manager,
     resilient,
 )
-from otel_resilience.rate_limiter import RateLimiter, RateLimiterConfig
-from otel_resilience.recovery import (
+from otel_resilience.patterns.alerts import (
+    Alert,
+    AlertConfig,
+    AlertKind,
+    AlertSeverity,
+    AlertSystem,
+    default_alert_system,
+    subscribe,
+)
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig, BulkheadStats
+from otel_resilience.patterns.chaos import Chaos, ChaosConfig, ChaosSwitch
+from otel_resilience.patterns.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerStats,
+    CircuitState,
+    CountWindow,
+    TimeWindow,
+)
+from otel_resilience.patterns.fallback import (
+    MISSING,
+    CacheService,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+)
+from otel_resilience.patterns.hedging import Hedging, HedgingConfig, PercentileDelay
+from otel_resilience.patterns.rate_limiter import RateLimiter, RateLimiterConfig
+from otel_resilience.patterns.recovery import (
     ErrorRecoverySystem,
     RecoveryAction,
     RecoveryConfig,
     RecoveryContext,
     RecoveryStrategy,
 )
-from otel_resilience.retry import (
+from otel_resilience.patterns.retry import (
     Jitter,
     Retry,
     RetryBudget,
@@ -72,10 +78,10 @@ from otel_resilience.retry import (
     retry_async,
     retry_sync,
 )
+from otel_resilience.patterns.timeout import TimeoutConfig, TimeoutHandler, fail_after, move_on_after
 from otel_resilience.store import RedisStore
 from otel_resilience.telemetry import install_default as _install_default
 from otel_resilience.telemetry.env import instrumentation_disabled as _instrumentation_disabled
-from otel_resilience.timeout import TimeoutConfig, TimeoutHandler, fail_after, move_on_after
 
 __all__ = [
     "MISSING",

@@ -9,7 +9,7 @@ import pytest
 from otel_support import otel  # noqa: F401 - the fixture, for every directory
 
 from otel_resilience import ResilienceManager
-from otel_resilience.alerts import AlertSystem, default_alert_system
+from otel_resilience.patterns.alerts import AlertSystem, default_alert_system
 from otel_resilience.testing import EventRecorder, FakeClock
 
 

@@ -1,4 +1,4 @@
-"""Tests for otel_resilience.alerts: each alert kind, storm control, subscribers and the default system."""
+"""Tests for otel_resilience.patterns.alerts: each alert kind, storm control, subscribers and the default system."""
 
 from __future__ import annotations
 
@@ -9,8 +9,21 @@ from typing import Any
 
 import pytest
 
-from otel_resilience import alerts as alerts_module
-from otel_resilience.alerts import (
+from otel_resilience.engine.events import (
+    HUB,
+    AlertRaised,
+    CallRejected,
+    Event,
+    PatternDetected,
+    RecoveryAttempted,
+    StateChanged,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetrySource,
+)
+from otel_resilience.errors import BulkheadFullError, RecoveryEscalatedError
+from otel_resilience.patterns import alerts as alerts_module
+from otel_resilience.patterns.alerts import (
     DEFAULT_BULKHEAD_COOLDOWN,
     DEFAULT_ESCALATION_COOLDOWN,
     DEFAULT_HISTORY_SIZE,
@@ -25,22 +38,9 @@ from otel_resilience.alerts import (
     AlertSystem,
     default_alert_system,
 )
-from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
-from otel_resilience.engine.events import (
-    HUB,
-    AlertRaised,
-    CallRejected,
-    Event,
-    PatternDetected,
-    RecoveryAttempted,
-    StateChanged,
-    StrategyTelemetry,
-    TelemetryHub,
-    TelemetrySource,
-)
-from otel_resilience.errors import BulkheadFullError, RecoveryEscalatedError
-from otel_resilience.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.patterns.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
 from otel_resilience.testing import EventRecorder, FakeClock
 
 

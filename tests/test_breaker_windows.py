@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from otel_resilience.circuit_breaker.window import (
+from otel_resilience.patterns.circuit_breaker.window import (
     MAX_BUCKETS,
     CountWindow,
     CountWindowMetrics,

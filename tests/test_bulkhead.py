@@ -13,14 +13,6 @@ from datetime import timedelta
 import pytest
 from support import until, until_sync
 
-from otel_resilience.bulkhead import (
-    DEFAULT_MAX_CONCURRENT,
-    DEFAULT_MAX_WAITING,
-    DEFAULT_TIMEOUT,
-    Bulkhead,
-    BulkheadConfig,
-)
-from otel_resilience.bulkhead import _core as bulkhead_core
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
@@ -34,6 +26,14 @@ from otel_resilience.errors import (
     ExecutionRejectedError,
     OperationTimeoutError,
 )
+from otel_resilience.patterns.bulkhead import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_TIMEOUT,
+    Bulkhead,
+    BulkheadConfig,
+)
+from otel_resilience.patterns.bulkhead import _core as bulkhead_core
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -1148,7 +1148,7 @@ def test_a_call_that_queues_gets_its_waiter_in_the_same_round_trip(monkeypatch) 
 
 async def test_the_shared_empty_queue_and_offers_stay_empty_and_unshared() -> None:
     """A bulkhead gets its own queue and offer set when a call first queues; the shared ones stay empty."""
-    from otel_resilience.bulkhead._core import _NO_OFFERS, _NO_QUEUE  # noqa: PLC0415
+    from otel_resilience.patterns.bulkhead._core import _NO_OFFERS, _NO_QUEUE  # noqa: PLC0415
 
     bulkhead = Bulkhead("own-queue", BulkheadConfig(max_concurrent=1, max_waiting=5))
     idle = Bulkhead("idle", BulkheadConfig(max_concurrent=1, max_waiting=5))

@@ -1,4 +1,4 @@
-"""Tests for otel_resilience.circuit_breaker: state machine, permits, drivers, events, threads."""
+"""Tests for otel_resilience.patterns.circuit_breaker: state machine, permits, drivers, events, threads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ from typing import Any
 import pytest
 from support import Scopes
 
-from otel_resilience.circuit_breaker import (
+from otel_resilience.engine.events import HUB, CallRejected, Event, StateChanged, TelemetrySource
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.registry import BREAKERS
+from otel_resilience.errors import BulkheadFullError, CircuitOpenError
+from otel_resilience.patterns.circuit_breaker import (
     DEFAULT_FAILURE_THRESHOLD,
     DEFAULT_HALF_OPEN_MAX_CALLS,
     DEFAULT_IGNORE_EXCEPTIONS,
@@ -28,10 +32,6 @@ from otel_resilience.circuit_breaker import (
     CircuitState,
     CountWindow,
 )
-from otel_resilience.engine.events import HUB, CallRejected, Event, StateChanged, TelemetrySource
-from otel_resilience.engine.pipeline import PipelineBuilder
-from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.errors import BulkheadFullError, CircuitOpenError
 from otel_resilience.testing import EventRecorder, FakeClock
 
 

@@ -1,4 +1,4 @@
-"""Tests for otel_resilience.fallback: every strategy through both drivers, caches, groups, stats."""
+"""Tests for otel_resilience.patterns.fallback: every strategy through both drivers, caches, groups, stats."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.errors import CircuitOpenError, OperationTimeoutError
-from otel_resilience.fallback import (
+from otel_resilience.patterns.fallback import (
     DEFAULT_HANDLE_EXCEPTIONS,
     MISSING,
     CacheService,
@@ -22,8 +22,8 @@ from otel_resilience.fallback import (
     FallbackHandler,
     FallbackStrategy,
 )
+from otel_resilience.patterns.timeout import TimeoutHandler
 from otel_resilience.testing import FakeClock
-from otel_resilience.timeout import TimeoutHandler
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup

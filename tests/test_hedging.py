@@ -11,7 +11,7 @@ from hedging_support import HANG, Dependency, Gate
 
 from otel_resilience import Hedging, HedgingConfig, PercentileDelay, RetryBudget
 from otel_resilience.engine.pipeline import PipelineBuilder
-from otel_resilience.hedging import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MODES
+from otel_resilience.patterns.hedging import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MODES
 from otel_resilience.testing import AttemptRecorder, FakeClock
 
 

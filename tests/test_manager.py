@@ -25,7 +25,7 @@ from otel_resilience import (
     get_resilience_manager,
     resilient,
 )
-from otel_resilience.retry import Jitter
+from otel_resilience.patterns.retry import Jitter
 from otel_resilience.testing import FakeClock
 
 _names = itertools.count()

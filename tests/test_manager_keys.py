@@ -26,10 +26,10 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
-from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.engine.registry import BREAKERS, PIPELINES
 from otel_resilience.engine.step import Step
 from otel_resilience.manager import DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS
+from otel_resilience.patterns.circuit_breaker import CircuitState
 from otel_resilience.testing import FakeClock
 
 BREAKER = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0))

@@ -21,10 +21,10 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
-from otel_resilience.alerts import AlertSystem
-from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.manager import DEFAULT_MAX_POLICIES
 from otel_resilience.manager.keys import config_key
+from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.patterns.circuit_breaker import CircuitState
 
 
 def spec_config(default: Any) -> ResilienceConfig:

@@ -21,9 +21,9 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
-from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
 from otel_resilience.engine.step import Step
+from otel_resilience.patterns.circuit_breaker import CircuitState
 from otel_resilience.testing import EventRecorder, FakeClock
 
 

@@ -25,7 +25,7 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
-from otel_resilience.alerts import AlertSystem
+from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.testing import FakeClock
 
 KEYS = ("a", "b")

@@ -12,7 +12,7 @@ from otel_resilience import CircuitBreakerConfig, ExtraStrategy, FallbackConfig,
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Answer, Step
 from otel_resilience.manager import STAGES, ResilienceConfig, ResilienceManager, Stage, build_pipeline
-from otel_resilience.retry import Jitter, RetryPolicy
+from otel_resilience.patterns.retry import Jitter, RetryPolicy
 
 RETRY_3 = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=Jitter.NONE)
 """Three attempts, no wait between them."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from importlib.metadata import requires, version
+from pathlib import Path
+
+import pytest
 
 import otel_resilience
 
@@ -42,3 +46,40 @@ def test_public_names_are_documented() -> None:
         obj = getattr(otel_resilience, name)
         if callable(obj) and not isinstance(obj, type(otel_resilience.MISSING)):
             assert obj.__doc__, name
+
+
+_PATTERNS = (
+    "alerts",
+    "bulkhead",
+    "chaos",
+    "circuit_breaker",
+    "fallback",
+    "hedging",
+    "rate_limiter",
+    "recovery",
+    "retry",
+    "timeout",
+)
+
+
+@pytest.mark.parametrize("pattern", _PATTERNS)
+def test_a_patterns_former_path_is_an_alias_of_its_public_names(pattern: str) -> None:
+    home = importlib.import_module(f"otel_resilience.patterns.{pattern}")
+    alias = importlib.import_module(f"otel_resilience.{pattern}")
+    assert list(alias.__all__) == list(home.__all__)
+    assert home.__all__
+    for name in home.__all__:
+        assert getattr(alias, name) is getattr(home, name), name  # the same object: no second copy
+    public = {n for n in vars(alias) if not n.startswith("_")}
+    assert public <= set(home.__all__), public - set(home.__all__)
+
+
+def test_every_pattern_lives_in_the_patterns_package() -> None:
+    from otel_resilience import patterns  # noqa: PLC0415
+
+    found = sorted(
+        p.name.removesuffix(".py")
+        for p in Path(patterns.__file__).parent.iterdir()
+        if p.name != "__init__.py" and (p.suffix == ".py" or (p / "__init__.py").exists())
+    )
+    assert found == sorted(_PATTERNS)

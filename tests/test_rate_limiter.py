@@ -28,7 +28,7 @@ from otel_resilience import (
 from otel_resilience.engine.events import CallRejected, Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.validation import MAX_DURATION
-from otel_resilience.rate_limiter import DEFAULT_MAX_KEYS, DEFAULT_MAX_WAITING, KeyedRateLimiter
+from otel_resilience.patterns.rate_limiter import DEFAULT_MAX_KEYS, DEFAULT_MAX_WAITING, KeyedRateLimiter
 
 # --- helpers -------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from otel_resilience import RateLimiter, RateLimiterConfig
-from otel_resilience.rate_limiter.rules import _Reservation, new_rules
+from otel_resilience.patterns.rate_limiter.rules import _Reservation, new_rules
 from otel_resilience.testing import FakeClock
 
 RATES = st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0, 8.0])

@@ -15,7 +15,7 @@ from support import until, until_sync
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, TimeoutHandler, fail_after
 from otel_resilience.engine.events import CallRejected, Event
-from otel_resilience.rate_limiter.rules import _Reservation, new_rules
+from otel_resilience.patterns.rate_limiter.rules import _Reservation, new_rules
 from otel_resilience.testing import FakeClock
 
 

@@ -1,4 +1,4 @@
-"""Tests for otel_resilience.recovery: rules, the five strategies, patterns, stats and events."""
+"""Tests for otel_resilience.patterns.recovery: rules, the five strategies, patterns, stats and events."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from otel_resilience.circuit_breaker import CircuitBreakerConfig, CircuitState
 from otel_resilience.engine.context import SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
@@ -24,7 +23,8 @@ from otel_resilience.errors import (
     RecoveryEscalatedError,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.recovery import (
+from otel_resilience.patterns.circuit_breaker import CircuitBreakerConfig, CircuitState
+from otel_resilience.patterns.recovery import (
     DEFAULT_DELAY,
     DEFAULT_ISOLATE_DURATION,
     DEFAULT_MAX_ATTEMPTS,
@@ -37,7 +37,7 @@ from otel_resilience.recovery import (
     RecoveryContext,
     RecoveryStrategy,
 )
-from otel_resilience.retry import Retry, RetryPolicy
+from otel_resilience.patterns.retry import Retry, RetryPolicy
 from otel_resilience.testing import AttemptRecorder, EventRecorder, FakeClock
 
 _names = itertools.count()

@@ -1,4 +1,4 @@
-"""Tests for otel_resilience.retry: delays, policies, drivers, hooks, deadlines, events, threads."""
+"""Tests for otel_resilience.patterns.retry: delays, policies, drivers, hooks, deadlines, events, threads."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from otel_resilience.errors import (
     ExecutionRejectedError,
     OperationTimeoutError,
 )
-from otel_resilience.retry import (
+from otel_resilience.patterns.retry import (
     DEFAULT_INITIAL_DELAY,
     DEFAULT_JITTER,
     DEFAULT_JITTER_RATIO,
@@ -1242,7 +1242,7 @@ async def test_constant_delay_is_precomputed_and_still_slept(clock: FakeClock, d
 
 def test_one_shot_functions_reuse_one_retry_per_name_and_policy(clock: FakeClock) -> None:
     """retry_sync reuses the Retry of the same name and policy object, and builds another for another policy."""
-    retry_module = sys.modules["otel_resilience.retry"]
+    retry_module = sys.modules["otel_resilience.patterns.retry"]
     policy = exact(initial_delay=0.0, max_delay=0.0)
 
     def dep() -> str:

@@ -16,8 +16,8 @@ import otel_resilience
 from otel_resilience.engine.events import Event, RetryExhausted, error_type_name
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
-from otel_resilience.retry.budget import BUDGET_BUCKETS
+from otel_resilience.patterns.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.retry.budget import BUDGET_BUCKETS
 from otel_resilience.testing import EventRecorder, FakeClock
 
 

@@ -16,7 +16,7 @@ from support import invoke
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
 from otel_resilience.engine.events import Event, RetryExhausted, RetryScheduled, error_type_name
 from otel_resilience.errors import CircuitOpenError
-from otel_resilience.retry import (
+from otel_resilience.patterns.retry import (
     Jitter,
     Retry,
     RetryPolicy,

@@ -1,4 +1,4 @@
-"""Tests for otel_resilience.timeout: deadlines, defaults, nesting, cancellation, sync honesty."""
+"""Tests for otel_resilience.patterns.timeout: deadlines, defaults, nesting, cancellation, sync honesty."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.events import Event, Outcome, TelemetrySource, TimeoutOccurred
 from otel_resilience.engine.pipeline import PipelineBuilder, classify_error
 from otel_resilience.errors import OperationTimeoutError
-from otel_resilience.testing import FakeClock
-from otel_resilience.timeout import (
+from otel_resilience.patterns.timeout import (
     DEFAULT_SCOPE,
     DEFAULT_TIMEOUT,
     NO_DEFAULT,
@@ -26,6 +25,7 @@ from otel_resilience.timeout import (
     fail_after,
     move_on_after,
 )
+from otel_resilience.testing import FakeClock
 
 TIMER = 0.05
 """A short real loop-timer duration for the pre-emptive tests."""

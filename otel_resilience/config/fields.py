@@ -14,16 +14,16 @@ import enum
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from otel_resilience.bulkhead import BulkheadConfig
-from otel_resilience.chaos import ChaosConfig
-from otel_resilience.circuit_breaker import CircuitBreakerConfig, CountWindow, TimeWindow
-from otel_resilience.fallback import FallbackConfig, FallbackStrategy
-from otel_resilience.hedging import HedgingConfig
-from otel_resilience.hedging.config import MODES as HEDGING_MODES
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.rate_limiter import RateLimiterConfig
-from otel_resilience.rate_limiter.config import ALGORITHMS
-from otel_resilience.retry import Jitter, RetryBudget, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.bulkhead import BulkheadConfig
+from otel_resilience.patterns.chaos import ChaosConfig
+from otel_resilience.patterns.circuit_breaker import CircuitBreakerConfig, CountWindow, TimeWindow
+from otel_resilience.patterns.fallback import FallbackConfig, FallbackStrategy
+from otel_resilience.patterns.hedging import HedgingConfig
+from otel_resilience.patterns.hedging.config import MODES as HEDGING_MODES
+from otel_resilience.patterns.rate_limiter import RateLimiterConfig
+from otel_resilience.patterns.rate_limiter.config import ALGORITHMS
+from otel_resilience.patterns.retry import Jitter, RetryBudget, RetryPolicy, RetryStrategy
 
 __all__ = ["FORMAT_VERSION", "POLICY", "RETRY_BUDGET", "SECTIONS", "Field", "Kind", "Section"]
 

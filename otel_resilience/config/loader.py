@@ -12,7 +12,7 @@ from otel_resilience.config.errors import ConfigError
 from otel_resilience.config.formats import FORMATS, Format, format_of, parse
 from otel_resilience.config.reader import read
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.retry import RetryBudget
+from otel_resilience.patterns.retry import RetryBudget
 
 __all__ = ["CONFIG_ENV", "ConfigFile", "from_env", "load", "loads"]
 

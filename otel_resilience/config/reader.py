@@ -19,7 +19,7 @@ from otel_resilience.config.fields import FORMAT_VERSION, POLICY, RETRY_BUDGET, 
 from otel_resilience.config.values import parse_duration, parse_rate, resolve_exception
 from otel_resilience.engine.validation import describe
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.retry import RetryBudget
+from otel_resilience.patterns.retry import RetryBudget
 
 __all__ = ["TOP_KEYS", "Read", "read"]
 

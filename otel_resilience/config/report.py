@@ -16,7 +16,7 @@ from typing import Any
 from otel_resilience.config.fields import POLICY, RETRY_BUDGET, Field, Section
 from otel_resilience.config.loader import ConfigFile
 from otel_resilience.engine.validation import describe
-from otel_resilience.retry import RetryBudget
+from otel_resilience.patterns.retry import RetryBudget
 
 __all__ = ["summary"]
 

@@ -35,7 +35,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from otel_resilience.bulkhead import BulkheadConfig
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.errors import (
     BulkheadFullError,
@@ -45,7 +44,8 @@ from otel_resilience.errors import (
     RateLimitedError,
 )
 from otel_resilience.manager import PolicyHandle, ResilienceConfig, ResilienceManager, get_resilience_manager
-from otel_resilience.rate_limiter import RateLimiterConfig
+from otel_resilience.patterns.bulkhead import BulkheadConfig
+from otel_resilience.patterns.rate_limiter import RateLimiterConfig
 
 __all__ = [
     "BULKHEAD_RETRY_AFTER",

@@ -16,7 +16,7 @@ One request is one *execution* of the policy; each time the client sends it is o
   retried still goes through the breaker, bulkhead, rate limiter and timeouts.
 * **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a failed
   response's ``Retry-After`` (seconds or an HTTP date) is the next delay
-  (:func:`~otel_resilience.retry.retry_after_delay`); one over ``max_delay`` or past the deadline
+  (:func:`~otel_resilience.patterns.retry.retry_after_delay`); one over ``max_delay`` or past the deadline
   stops retrying at once (the response is returned), it is never shortened.
 * **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`
   to the client as its timeout (every phase capped by it), so a request never outlives its
@@ -36,7 +36,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from otel_resilience.engine.validation import check_int, fail
 from otel_resilience.manager import ResilienceConfig
-from otel_resilience.retry import RetryPolicy, retry_after_delay
+from otel_resilience.patterns.retry import RetryPolicy, retry_after_delay
 
 __all__ = [
     "DEFAULT_FAILURE_STATUSES",
@@ -151,7 +151,7 @@ class FailedResponseError(Exception):
 
     Attributes:
         response: The client's response object (``httpx.Response``, ``requests.Response``,
-            ``aiohttp.ClientResponse``); :func:`~otel_resilience.retry.retry_after_delay` reads
+            ``aiohttp.ClientResponse``); :func:`~otel_resilience.patterns.retry.retry_after_delay` reads
             its ``Retry-After`` header.
         status_code: The response's status.
     """
@@ -217,7 +217,7 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
 
     The retry policy's ``retry_on`` becomes :class:`HttpRetryOn` (non-idempotent or streamed
     requests are never sent twice; only HTTP failures are retried), and its ``delay_from``
-    :func:`~otel_resilience.retry.retry_after_delay` unless it has one (and
+    :func:`~otel_resilience.patterns.retry.retry_after_delay` unless it has one (and
     ``options.honour_retry_after`` is set). A config without a retry policy, or already
     converted, is returned as it is. ``manager.policy(name, http_config(config))`` makes a handle
     a client integration accepts.

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otel_resilience.bulkhead import BulkheadConfig
-from otel_resilience.chaos import ChaosConfig
-from otel_resilience.circuit_breaker import CircuitBreakerConfig
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
-from otel_resilience.fallback import FallbackConfig
-from otel_resilience.hedging import HedgingConfig
 from otel_resilience.manager.stages import ExtraStrategy
-from otel_resilience.rate_limiter import RateLimiterConfig
-from otel_resilience.retry import RetryPolicy
+from otel_resilience.patterns.bulkhead import BulkheadConfig
+from otel_resilience.patterns.chaos import ChaosConfig
+from otel_resilience.patterns.circuit_breaker import CircuitBreakerConfig
+from otel_resilience.patterns.fallback import FallbackConfig
+from otel_resilience.patterns.hedging import HedgingConfig
+from otel_resilience.patterns.rate_limiter import RateLimiterConfig
+from otel_resilience.patterns.retry import RetryPolicy
 
 __all__ = ["ResilienceConfig"]
 
@@ -63,7 +63,7 @@ class ResilienceConfig:
             innermost (inside the attempt timeout): what it injects stands for the dependency,
             so every other pattern reacts to it as to the real thing. It is judged on every
             attempt. A config that can never inject (``enabled=False`` or every rate 0) adds no
-            link; switch chaos at run time with a :class:`~otel_resilience.chaos.ChaosSwitch` (or
+            link; switch chaos at run time with a :class:`~otel_resilience.patterns.chaos.ChaosSwitch` (or
             a predicate) as ``ChaosConfig.enabled``.
     """
 

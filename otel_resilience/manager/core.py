@@ -24,9 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
-from otel_resilience.alerts import AlertSystem, default_alert_system
-from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.pipeline import Pipeline, PipelineStats
 from otel_resilience.engine.step import Step
@@ -44,7 +41,10 @@ from otel_resilience.manager.statistics import (
     extra_links,
     policy_counts,
 )
-from otel_resilience.recovery import ErrorRecoverySystem
+from otel_resilience.patterns.alerts import AlertSystem, default_alert_system
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
+from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
 __all__ = ["DEFAULT_MAX_PIPELINES", "DEFAULT_MAX_POLICIES", "ResilienceManager"]
 

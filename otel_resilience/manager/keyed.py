@@ -25,16 +25,16 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from otel_resilience.bulkhead import Bulkhead
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitState
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, namesakes_expected
 from otel_resilience.engine.shared import shared_key
-from otel_resilience.fallback import FallbackStrategy
 from otel_resilience.manager.stages import StageInputs, compose
-from otel_resilience.rate_limiter import RateLimiter
+from otel_resilience.patterns.bulkhead import Bulkhead
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
+from otel_resilience.patterns.fallback import FallbackStrategy
+from otel_resilience.patterns.rate_limiter import RateLimiter
 
 C = TypeVar("C")
 S = TypeVar("S", bound="_Carried[Any]")
@@ -42,7 +42,7 @@ S = TypeVar("S", bound="_Carried[Any]")
 if TYPE_CHECKING:
     from otel_resilience.manager.config import ResilienceConfig
     from otel_resilience.manager.ledger import Ledger
-    from otel_resilience.recovery import ErrorRecoverySystem
+    from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
 __all__ = ["KeyState", "Spec", "build", "key_config", "reconfigure", "retire"]
 

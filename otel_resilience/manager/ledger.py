@@ -20,16 +20,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from otel_resilience.bulkhead import Bulkhead
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitState
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import add_to
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, RATE_LIMITERS
 from otel_resilience.manager.statistics import EXECUTION_KEYS, add_counts
-from otel_resilience.rate_limiter import RateLimiter
-from otel_resilience.rate_limiter.totals import LIMITER_TOTALS, LimiterTotals, limiter_totals
+from otel_resilience.patterns.bulkhead import Bulkhead
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
+from otel_resilience.patterns.rate_limiter import RateLimiter
+from otel_resilience.patterns.rate_limiter.totals import LIMITER_TOTALS, LimiterTotals, limiter_totals
 
 __all__ = [
     "BREAKER_TOTALS",

@@ -30,9 +30,9 @@ from otel_resilience.manager.statistics import add_counts
 from otel_resilience.manager.watch import DEFAULT_WATCH_INTERVAL, ConfigWatch, Customize, apply_file
 
 if TYPE_CHECKING:
-    from otel_resilience.circuit_breaker import CircuitBreaker
     from otel_resilience.engine.clock import Clock
-    from otel_resilience.recovery import ErrorRecoverySystem
+    from otel_resilience.patterns.circuit_breaker import CircuitBreaker
+    from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
 __all__ = ["ConfigSource", "NamedPolicies"]
 

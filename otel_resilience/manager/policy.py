@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
-from otel_resilience.bulkhead import Bulkhead
-from otel_resilience.circuit_breaker import CircuitBreaker
 from otel_resilience.engine.events import (
     Event,
     PolicyReloaded,
@@ -47,7 +45,9 @@ from otel_resilience.manager.keyed import KeyState, Spec, build, reconfigure, re
 from otel_resilience.manager.ledger import Ledger
 from otel_resilience.manager.policy_stats import policy_stats
 from otel_resilience.manager.stages import StageInputs, compose
-from otel_resilience.rate_limiter import RateLimiter
+from otel_resilience.patterns.bulkhead import Bulkhead
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker
+from otel_resilience.patterns.rate_limiter import RateLimiter
 
 __all__ = [
     "DEFAULT_IDLE_TTL",

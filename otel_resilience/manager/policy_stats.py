@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from otel_resilience.circuit_breaker import CircuitState
 from otel_resilience.manager.ledger import Ledger, breaker_totals, bulkhead_totals
 from otel_resilience.manager.statistics import add_counts, executions
-from otel_resilience.rate_limiter.totals import limiter_totals
+from otel_resilience.patterns.circuit_breaker import CircuitState
+from otel_resilience.patterns.rate_limiter.totals import limiter_totals
 
 if TYPE_CHECKING:
     from otel_resilience.manager.config import ResilienceConfig

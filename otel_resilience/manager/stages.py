@@ -68,23 +68,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from otel_resilience.chaos import Chaos
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import TERMINAL, Step
 from otel_resilience.engine.validation import fail
-from otel_resilience.fallback import FallbackHandler
-from otel_resilience.hedging import Hedging
-from otel_resilience.rate_limiter import RateLimiter
-from otel_resilience.retry import Retry
-from otel_resilience.timeout import TimeoutHandler
+from otel_resilience.patterns.chaos import Chaos
+from otel_resilience.patterns.fallback import FallbackHandler
+from otel_resilience.patterns.hedging import Hedging
+from otel_resilience.patterns.rate_limiter import RateLimiter
+from otel_resilience.patterns.retry import Retry
+from otel_resilience.patterns.timeout import TimeoutHandler
 
 if TYPE_CHECKING:
-    from otel_resilience.bulkhead import Bulkhead
-    from otel_resilience.circuit_breaker import CircuitBreaker
     from otel_resilience.manager.config import ResilienceConfig
-    from otel_resilience.recovery import ErrorRecoverySystem
+    from otel_resilience.patterns.bulkhead import Bulkhead
+    from otel_resilience.patterns.circuit_breaker import CircuitBreaker
+    from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
 __all__ = ["STAGES", "ExtraStrategy", "Stage", "StageInputs", "build_pipeline", "compose"]
 

@@ -22,17 +22,17 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from otel_resilience.circuit_breaker import shared
-from otel_resilience.circuit_breaker.state import CircuitState
-from otel_resilience.circuit_breaker.window import TimeWindow
 from otel_resilience.engine.events import StateChanged
 from otel_resilience.engine.shared import PeerCounts
+from otel_resilience.patterns.circuit_breaker import shared
+from otel_resilience.patterns.circuit_breaker.state import CircuitState
+from otel_resilience.patterns.circuit_breaker.window import TimeWindow
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from otel_resilience.circuit_breaker.facade import CircuitBreaker
+    from otel_resilience.patterns.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.store.redis_store import RedisStore
 
 __all__ = ["SharedBreaker", "key_part"]

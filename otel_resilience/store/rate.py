@@ -1,11 +1,11 @@
 """A rate limiter's budget shared by every replica: one atomic script per permit, in Redis.
 
-:class:`ClusterRules` stands in for a limiter's local rules (:mod:`otel_resilience.rate_limiter.rules`)
-with the same methods, so the limiter's step and drivers do not change: :meth:`ClusterRules.acquire`
-takes a permit from the cluster's bucket (``"token_bucket"``: GCRA on one key) or log
-(``"sliding_window"``), both on the server's clock, or reserves the next one due (the caller
-waits for it), or refuses. A cancelled waiter's cluster permit is not given back: the cluster
-admits fewer, never more, than its budget.
+:class:`ClusterRules` stands in for a limiter's local rules
+(:mod:`otel_resilience.patterns.rate_limiter.rules`) with the same methods, so the limiter's
+step and drivers do not change: :meth:`ClusterRules.acquire` takes a permit from the cluster's
+bucket (``"token_bucket"``: GCRA on one key) or log (``"sliding_window"``), both on the server's
+clock, or reserves the next one due (the caller waits for it), or refuses. A cancelled waiter's
+cluster permit is not given back: the cluster admits fewer, never more, than its budget.
 
 While the store is unreachable (or slower than its ``timeout``) the limiter follows its
 ``store_fallback``: ``"open"`` admits (counted), ``"closed"`` refuses, ``"local"`` takes from a
@@ -26,12 +26,12 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from otel_resilience.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules, new_rules
+from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules, new_rules
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
     from otel_resilience.engine.clock import Clock
-    from otel_resilience.rate_limiter.config import RateLimiterConfig
+    from otel_resilience.patterns.rate_limiter.config import RateLimiterConfig
     from otel_resilience.store.redis_store import RedisStore
 
 __all__ = ["ClusterRules"]

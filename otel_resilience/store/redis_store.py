@@ -19,9 +19,9 @@ from otel_resilience.store.loops import LoopClients, bounded
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from otel_resilience.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.engine.events import StateChanged
-    from otel_resilience.rate_limiter.config import RateLimiterConfig
+    from otel_resilience.patterns.circuit_breaker.facade import CircuitBreaker
+    from otel_resilience.patterns.rate_limiter.config import RateLimiterConfig
     from otel_resilience.store.rate import ClusterRules
 
 __all__ = ["RedisStore"]
@@ -184,7 +184,7 @@ class RedisStore(SharedStore):
 
     def share_breaker(self, breaker: CircuitBreaker) -> None:
         """Share ``breaker`` from now on: its counts, its transitions and its probes."""
-        from otel_resilience.circuit_breaker import shared  # noqa: PLC0415 - the layer above
+        from otel_resilience.patterns.circuit_breaker import shared  # noqa: PLC0415 - the layer above
 
         link = SharedBreaker(self, breaker, f"{self._id}.{next(self._serial)}", current_key())
         breaker._core.watch(link.on_change)

@@ -451,8 +451,8 @@ def test_the_engine_enums_hash_by_identity_in_c() -> None:
     """Outcome, Event and AlertKind key hot tables: their hash is object's, equal members stay one key."""
     import pickle  # noqa: PLC0415
 
-    from otel_resilience.alerts.model import AlertKind  # noqa: PLC0415
     from otel_resilience.engine.events import Event, IdentityEnum  # noqa: PLC0415
+    from otel_resilience.patterns.alerts.model import AlertKind  # noqa: PLC0415
 
     for enum_class in (Outcome, Event, AlertKind):
         assert issubclass(enum_class, IdentityEnum)

@@ -126,13 +126,13 @@ async def test_a_step_that_declares_it_never_waits_has_its_token_passed_as_it_is
 def test_the_built_in_steps_that_never_wait_say_so_and_the_others_do_not() -> None:
     """Retry and fallback admit plain tokens; bulkhead, rate limiter, chaos and hedging wait, and a
     breaker's rejection is a Rejected token (a Wait)."""
-    from otel_resilience.bulkhead._link import _BulkheadStep  # noqa: PLC0415
-    from otel_resilience.chaos.step import _ChaosStep  # noqa: PLC0415
-    from otel_resilience.circuit_breaker.step import _BreakerStep  # noqa: PLC0415
-    from otel_resilience.fallback._step import FallbackStep  # noqa: PLC0415
-    from otel_resilience.hedging.step import _HedgingStep  # noqa: PLC0415
-    from otel_resilience.rate_limiter.step import _ClusterRateLimiterStep, _RateLimiterStep  # noqa: PLC0415
-    from otel_resilience.retry.step import _RetryStep  # noqa: PLC0415
+    from otel_resilience.patterns.bulkhead._link import _BulkheadStep  # noqa: PLC0415
+    from otel_resilience.patterns.chaos.step import _ChaosStep  # noqa: PLC0415
+    from otel_resilience.patterns.circuit_breaker.step import _BreakerStep  # noqa: PLC0415
+    from otel_resilience.patterns.fallback._step import FallbackStep  # noqa: PLC0415
+    from otel_resilience.patterns.hedging.step import _HedgingStep  # noqa: PLC0415
+    from otel_resilience.patterns.rate_limiter.step import _ClusterRateLimiterStep, _RateLimiterStep  # noqa: PLC0415
+    from otel_resilience.patterns.retry.step import _RetryStep  # noqa: PLC0415
 
     never = (_RetryStep, FallbackStep)
     may = (

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 import yaml
 
-from otel_resilience import alerts as inprocess
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import checks
+from otel_resilience.patterns import alerts as inprocess
 from otel_resilience.telemetry import semconv as sc
 
 REQUIRED_ALERTS = {

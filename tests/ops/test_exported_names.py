@@ -44,7 +44,7 @@ from otel_resilience import (
     RetryPolicy,
 )
 from otel_resilience.ops import checks, naming
-from otel_resilience.retry import Jitter
+from otel_resilience.patterns.retry import Jitter
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
 from otel_resilience.testing import FakeClock
 

@@ -41,7 +41,7 @@ from otel_resilience import (
 )
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import checks
-from otel_resilience.retry import Jitter
+from otel_resilience.patterns.retry import Jitter
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.testing import FakeClock
 

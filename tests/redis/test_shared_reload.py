@@ -23,7 +23,7 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
-from otel_resilience.circuit_breaker.state import settings_for
+from otel_resilience.patterns.circuit_breaker.state import settings_for
 
 BREAKER = CircuitBreakerConfig(failure_threshold=2, timeout=30.0)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from otel_resilience import alerts
 from otel_resilience.engine.events import HUB
+from otel_resilience.patterns import alerts
 from otel_resilience.telemetry import current_listener
 
 _HERE = Path(__file__).parent

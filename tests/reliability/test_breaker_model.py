@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.errors import CircuitOpenError
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.testing import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"

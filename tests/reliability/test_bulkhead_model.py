@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):

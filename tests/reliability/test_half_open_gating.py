@@ -21,8 +21,8 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
-from otel_resilience.bulkhead import BulkheadConfig
-from otel_resilience.fallback import FallbackConfig, FallbackStrategy
+from otel_resilience.patterns.bulkhead import BulkheadConfig
+from otel_resilience.patterns.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.testing import FakeClock
 
 CALLERS = 20

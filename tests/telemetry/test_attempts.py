@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from otel_resilience.alerts import AlertSystem
 from otel_resilience.engine.events import TelemetryHub, TelemetrySource
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.recovery import RecoveryAction, RecoveryStrategy
-from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.patterns.recovery import RecoveryAction, RecoveryStrategy
+from otel_resilience.patterns.retry import Jitter, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.otel import OtelListener
 

@@ -16,7 +16,7 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
-from otel_resilience.chaos.rules import FAULT, LATENCY, OUTCOME
+from otel_resilience.patterns.chaos.rules import FAULT, LATENCY, OUTCOME
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 

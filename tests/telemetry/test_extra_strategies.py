@@ -11,7 +11,7 @@ from opentelemetry.trace import StatusCode
 from otel_resilience import ExtraStrategy, ResilienceConfig, ResilienceManager, resilient
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Step
-from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.retry import Jitter, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import semconv as sc
 
 _names = itertools.count()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from otel_resilience import CircuitBreakerConfig, CircuitOpenError, ResilienceConfig, ResilienceManager
-from otel_resilience.alerts import AlertSystem
+from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 

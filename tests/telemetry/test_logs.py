@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from opentelemetry._logs import SeverityNumber
 
-from otel_resilience.alerts import AlertSystem
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.engine.events import (
     AlertRaised,
     Event,
@@ -21,6 +19,8 @@ from otel_resilience.engine.events import (
     StrategyTelemetry,
     TelemetrySource,
 )
+from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 

@@ -9,9 +9,6 @@ import logging
 import pytest
 from opentelemetry import trace
 
-from otel_resilience.alerts import AlertSystem
-from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState, CountWindow
 from otel_resilience.engine.events import (
     HUB,
     AlertRaised,
@@ -30,8 +27,16 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.errors import BulkheadFullError
-from otel_resilience.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
+from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.patterns.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitState,
+    CountWindow,
+)
+from otel_resilience.patterns.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry import uninstrument
 

@@ -12,12 +12,12 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_resilience.bulkhead import BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.errors import BulkheadTimeoutError, CircuitOpenError
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.recovery import RecoveryAction, RecoveryStrategy
-from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.bulkhead import BulkheadConfig
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.patterns.recovery import RecoveryAction, RecoveryStrategy
+from otel_resilience.patterns.retry import Jitter, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.telemetry import semconv as sc
 

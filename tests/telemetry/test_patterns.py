@@ -8,14 +8,19 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-from otel_resilience.alerts import AlertSystem, default_alert_system
-from otel_resilience.bulkhead import BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState, CountWindow
 from otel_resilience.errors import BulkheadFullError, CircuitOpenError, OperationTimeoutError
-from otel_resilience.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
-from otel_resilience.retry import Jitter, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.alerts import AlertSystem, default_alert_system
+from otel_resilience.patterns.bulkhead import BulkheadConfig
+from otel_resilience.patterns.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitState,
+    CountWindow,
+)
+from otel_resilience.patterns.fallback import FallbackConfig, FallbackStrategy
+from otel_resilience.patterns.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
+from otel_resilience.patterns.retry import Jitter, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import semconv as sc
 
 

@@ -15,8 +15,6 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.parser import text_string_to_metric_families
 from redis_support import free_port
 
-from otel_resilience.bulkhead import Bulkhead, BulkheadConfig
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CountWindow
 from otel_resilience.engine.events import (
     AlertRaised,
     CallRejected,
@@ -38,8 +36,10 @@ from otel_resilience.engine.events import (
     TimeoutOccurred,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.rate_limiter import RateLimiter, RateLimiterConfig
-from otel_resilience.retry import Retry, RetryBudget, RetryPolicy
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CountWindow
+from otel_resilience.patterns.rate_limiter import RateLimiter, RateLimiterConfig
+from otel_resilience.patterns.retry import Retry, RetryBudget, RetryPolicy
 from otel_resilience.store import RedisStore
 from otel_resilience.telemetry import current_listener, install_default, instrument, semconv, uninstrument
 

@@ -14,7 +14,7 @@ import pytest
 from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import BUDGETED_RETRIES
-from otel_resilience.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 

@@ -190,11 +190,11 @@ def test_a_zero_series_is_a_counter_series_with_known_labels(row):
 @pytest.mark.parametrize(
     ("key", "module", "enum_name"),
     [
-        (sc.CB_STATE, "otel_resilience.circuit_breaker", "CircuitState"),
-        (sc.FALLBACK_STRATEGY, "otel_resilience.fallback", "FallbackStrategy"),
-        (sc.RECOVERY_STRATEGY, "otel_resilience.recovery", "RecoveryStrategy"),
-        (sc.ALERT_KIND, "otel_resilience.alerts", "AlertKind"),
-        (sc.ALERT_SEVERITY, "otel_resilience.alerts", "AlertSeverity"),
+        (sc.CB_STATE, "otel_resilience.patterns.circuit_breaker", "CircuitState"),
+        (sc.FALLBACK_STRATEGY, "otel_resilience.patterns.fallback", "FallbackStrategy"),
+        (sc.RECOVERY_STRATEGY, "otel_resilience.patterns.recovery", "RecoveryStrategy"),
+        (sc.ALERT_KIND, "otel_resilience.patterns.alerts", "AlertKind"),
+        (sc.ALERT_SEVERITY, "otel_resilience.patterns.alerts", "AlertSeverity"),
     ],
 )
 def test_closed_enumerations_match_the_pattern_enums(key, module, enum_name):

@@ -11,12 +11,12 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_resilience.alerts import AlertSystem
-from otel_resilience.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
-from otel_resilience.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
-from otel_resilience.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
-from otel_resilience.retry import Jitter, Retry, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+from otel_resilience.patterns.fallback import FallbackConfig, FallbackStrategy
+from otel_resilience.patterns.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
+from otel_resilience.patterns.retry import Jitter, Retry, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock

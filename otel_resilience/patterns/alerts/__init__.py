@@ -1,0 +1,137 @@
+"""In-process alerts, raised from the telemetry event stream.
+
+An :class:`AlertSystem` is a :class:`~otel_resilience.engine.events.TelemetryListener`. From the
+events every pattern reports it raises an :class:`Alert` when
+
+* a circuit breaker opens (``STATE_CHANGED`` to ``"open"``): one alert per *outage episode*,
+  which starts when the breaker opens from CLOSED (``StateChanged.reopens == 0``) and ends when
+  it closes again. The re-opens in between (a failed half-open probe, HALF_OPEN -> OPEN) raise
+  nothing; an alert raised on one (the system did not see the episode begin, e.g. it did not
+  exist yet) carries the episode's re-open count. No cooldown applies: the breaker's own state
+  bounds the episode;
+* a bulkhead rejects because it is full (``CALL_REJECTED``, reason ``"bulkhead_full"``): at most
+  one alert per bulkhead per ``bulkhead_cooldown``;
+* the recovery rate of a recovery system (``RECOVERY_ATTEMPTED``), over its last
+  ``recovery_window`` attempts, falls below ``recovery_rate_threshold`` once at least
+  ``min_recovery_attempts`` were seen: one alert per crossing, re-armed when the rate is back at
+  or above the threshold;
+* an error pattern is detected (``PATTERN_DETECTED``; the detector already reports a
+  fingerprint at most once per window);
+* a recovery escalated (``RECOVERY_ATTEMPTED`` with strategy ``"escalate"``): at most one alert
+  per recovery system and error type per ``escalation_cooldown``.
+
+Each alert goes to the subscribers (plain sync callbacks; one that raises is logged and counted,
+never propagated), into a bounded :attr:`AlertSystem.history`, and back onto the event stream as
+``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the OpenTelemetry listener can log it.
+``ALERT_RAISED`` events are ignored on the way in: an alert never raises another.
+
+:func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`. It is
+created with the first circuit breaker, bulkhead or error recovery system (unless another alert
+system already listens on the global hub), so that an alert raised before anyone asked for the
+alert system is neither lost nor left unexported.
+
+Layout: alerts, their kinds and the settings live in ``model``, :class:`AlertSystem` in ``system``;
+this module holds the process-wide alert system and re-exports the rest.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from otel_resilience.engine.events import HUB
+from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
+from otel_resilience.patterns.alerts.model import DEFAULT_BULKHEAD_COOLDOWN as DEFAULT_BULKHEAD_COOLDOWN
+from otel_resilience.patterns.alerts.model import DEFAULT_ESCALATION_COOLDOWN as DEFAULT_ESCALATION_COOLDOWN
+from otel_resilience.patterns.alerts.model import DEFAULT_HISTORY_SIZE as DEFAULT_HISTORY_SIZE
+from otel_resilience.patterns.alerts.model import (
+    DEFAULT_MIN_RECOVERY_ATTEMPTS as DEFAULT_MIN_RECOVERY_ATTEMPTS,
+)
+from otel_resilience.patterns.alerts.model import (
+    DEFAULT_RECOVERY_RATE_THRESHOLD as DEFAULT_RECOVERY_RATE_THRESHOLD,
+)
+from otel_resilience.patterns.alerts.model import DEFAULT_RECOVERY_WINDOW as DEFAULT_RECOVERY_WINDOW
+from otel_resilience.patterns.alerts.model import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
+from otel_resilience.patterns.alerts.model import MAX_TRACKED_SUBJECTS as MAX_TRACKED_SUBJECTS
+from otel_resilience.patterns.alerts.model import SEVERITIES as SEVERITIES
+from otel_resilience.patterns.alerts.model import Alert as Alert
+from otel_resilience.patterns.alerts.model import AlertCallback as AlertCallback
+from otel_resilience.patterns.alerts.model import AlertConfig as AlertConfig
+from otel_resilience.patterns.alerts.model import AlertKind as AlertKind
+from otel_resilience.patterns.alerts.model import AlertSeverity as AlertSeverity
+from otel_resilience.patterns.alerts.system import AlertSystem as AlertSystem
+
+__all__ = [
+    "DEFAULT_BULKHEAD_COOLDOWN",
+    "DEFAULT_ESCALATION_COOLDOWN",
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_MIN_RECOVERY_ATTEMPTS",
+    "DEFAULT_RECOVERY_RATE_THRESHOLD",
+    "DEFAULT_RECOVERY_WINDOW",
+    "MAX_ATTRIBUTE_LENGTH",
+    "MAX_TRACKED_SUBJECTS",
+    "SEVERITIES",
+    "Alert",
+    "AlertCallback",
+    "AlertConfig",
+    "AlertKind",
+    "AlertSeverity",
+    "AlertSystem",
+    "default_alert_system",
+    "subscribe",
+]
+
+_DEFAULT: AlertSystem | None = None
+_DEFAULT_LOCK: Final = threading.Lock()
+
+
+def default_alert_system() -> AlertSystem:
+    """Return the process-wide alert system, listening on the global hub.
+
+    It is created on first use (and again after it was closed). The first use is at the latest
+    the creation of the first circuit breaker, bulkhead or error recovery system, unless another
+    alert system listens on the global hub by then: an alert is never lost because nothing had
+    asked for the alert system yet, and an application without those patterns pays nothing.
+
+    Returns:
+        The shared :class:`AlertSystem`.
+    """
+    global _DEFAULT  # noqa: PLW0603 - the one lazily created process-wide instance
+    system = _DEFAULT
+    if system is not None and not system.closed:
+        return system
+    with _DEFAULT_LOCK:
+        system = _DEFAULT
+        if system is None or system.closed:
+            system = _DEFAULT = AlertSystem()
+        return system
+
+
+def _with_pattern(pattern: Named) -> None:  # noqa: ARG001 - a registry callback
+    """Make sure an alert system listens on the global hub once a pattern that can raise one exists."""
+    system = _DEFAULT
+    if system is not None and not system.closed:
+        return
+    if any(isinstance(listener, AlertSystem) for listener in HUB.event_listeners):
+        return  # the application's own alert system is listening already
+    default_alert_system()
+
+
+for _registry in (BREAKERS, BULKHEADS, RECOVERY_SYSTEMS):
+    _registry.on_added(_with_pattern)
+
+
+def subscribe(callback: AlertCallback) -> Callable[[], None]:
+    """Call ``callback(alert)`` for every alert of the process-wide :func:`default_alert_system`.
+
+    Args:
+        callback: A sync callable taking an :class:`Alert`.
+
+    Returns:
+        A function that unsubscribes it.
+
+    Raises:
+        TypeError: ``callback`` is not callable.
+    """
+    return default_alert_system().subscribe(callback)

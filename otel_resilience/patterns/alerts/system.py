@@ -1,0 +1,403 @@
+"""The alert system: :class:`AlertSystem`, a listener that raises alerts from the event stream."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any, Final
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import (
+    HUB,
+    AlertRaised,
+    CallRejected,
+    Event,
+    EventArgs,
+    PatternDetected,
+    RecoveryAttempted,
+    StateChanged,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetrySource,
+)
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.validation import check_callable, check_name, fail
+from otel_resilience.patterns.alerts.model import (
+    MAX_TRACKED_SUBJECTS,
+    SEVERITIES,
+    Alert,
+    AlertCallback,
+    AlertConfig,
+    AlertKind,
+    _bounded,
+)
+
+_LOG: Final = logging.getLogger("otel_resilience")
+
+
+class _RateWindow:
+    """The results of the last ``size`` recovery attempts, with a running success count."""
+
+    __slots__ = ("below", "results", "successes")
+
+    def __init__(self, size: int) -> None:
+        self.results: deque[bool] = deque(maxlen=size)
+        self.successes = 0
+        self.below = False
+
+    def record(self, success: bool) -> None:
+        results = self.results
+        if len(results) == results.maxlen and results[0]:
+            self.successes -= 1
+        results.append(success)
+        if success:
+            self.successes += 1
+
+
+_WANTED_EVENTS: Final = frozenset({Event.STATE_CHANGED, Event.RECOVERY_ATTEMPTED, Event.PATTERN_DETECTED})
+"""The events (besides bulkhead rejections) an :class:`AlertSystem` can raise an alert on."""
+
+_ALERT_RAISED: Final = Event.ALERT_RAISED
+_STATE_CHANGED: Final = Event.STATE_CHANGED
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+_RECOVERY_ATTEMPTED: Final = Event.RECOVERY_ATTEMPTED
+_BULKHEAD_FULL: Final = AlertKind.BULKHEAD_FULL
+"""Members read on every event (a full bulkhead's every rejection), bound once: reading a
+member off its enum class is slow."""
+
+
+class AlertSystem:
+    """Raises in-process alerts from the telemetry event stream.
+
+    It registers itself as a listener on ``hub`` at construction; :meth:`close` (or leaving a
+    ``with`` block) removes it.
+
+    Args:
+        config: When to alert (default: :class:`AlertConfig` defaults).
+        clock: The clock for cooldowns and alert timestamps.
+        hub: The event stream to listen to and to report ``ALERT_RAISED`` on.
+        name: The telemetry source name of its ``ALERT_RAISED`` events. Default ``"alerts"``.
+
+    Raises:
+        TypeError: ``config`` is not an :class:`AlertConfig`, or ``name`` not a string.
+        ValueError: ``name`` is empty.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_by_kind",
+        "_callback_errors",
+        "_clock",
+        "_closed",
+        "_config",
+        "_cooldowns",
+        "_episodes",
+        "_history",
+        "_hub",
+        "_lock",
+        "_rates",
+        "_subscribers",
+        "_telemetry",
+        "_tokens",
+    )
+
+    def __init__(
+        self,
+        config: AlertConfig | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        hub: TelemetryHub = HUB,
+        name: str = "alerts",
+    ) -> None:
+        if config is None:
+            config = AlertConfig()
+        elif not isinstance(config, AlertConfig):
+            raise fail("AlertSystem", "config", "an AlertConfig", config, kind=TypeError)
+        check_name("AlertSystem", "name", name)
+        self._config = config
+        self._clock = clock
+        self._hub = hub
+        self._lock = threading.Lock()
+        self._telemetry = StrategyTelemetry(TelemetrySource("alerts", name), hub)
+        self._subscribers: tuple[tuple[int, AlertCallback], ...] = ()
+        self._tokens = itertools.count()
+        self._history: deque[Alert] = deque(maxlen=config.history_size)
+        self._by_kind = dict.fromkeys(AlertKind, 0)
+        self._callback_errors = 0
+        self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
+        # Keyed by (kind, subject, detail): AlertKind members hash by identity, in C (IdentityEnum).
+        self._cooldowns: OrderedDict[tuple[AlertKind, str, str], float] = OrderedDict()
+        self._episodes: OrderedDict[str, None] = OrderedDict()
+        self._closed = False
+        hub.add_listener(self)
+
+    config = ReadOnly[AlertConfig]("_config", "When it alerts.")
+
+    @property
+    def history(self) -> tuple[Alert, ...]:
+        """The most recent alerts, oldest first (at most ``config.history_size``)."""
+        with self._lock:
+            return tuple(self._history)
+
+    def close(self) -> None:
+        """Stop listening to the hub (idempotent). Subscribers and history are kept."""
+        self._closed = True
+        self._hub.remove_listener(self)
+
+    closed = ReadOnly[bool]("_closed", "Whether :meth:`close` removed it from its hub.")
+
+    def __enter__(self) -> AlertSystem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def subscribe(self, callback: AlertCallback) -> Callable[[], None]:
+        """Call ``callback(alert)`` for every alert raised from now on.
+
+        Callbacks run in the thread that reported the triggering event, outside any lock, so they
+        must be quick; one that raises is logged and counted in ``callback_errors``.
+
+        Args:
+            callback: A sync callable taking an :class:`Alert`.
+
+        Returns:
+            A function that unsubscribes this subscription (calling it again does nothing).
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        check_callable("AlertSystem.subscribe", "callback", callback)
+        with self._lock:
+            token = next(self._tokens)
+            self._subscribers = (*self._subscribers, (token, callback))
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
+
+        return unsubscribe
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the alert counts.
+
+        Returns:
+            ``{"total", "by_kind": {kind: count}, "callback_errors", "subscribers"}``.
+        """
+        with self._lock:
+            return {
+                "total": sum(self._by_kind.values()),
+                "by_kind": {kind.value: count for kind, count in self._by_kind.items()},
+                "callback_errors": self._callback_errors,
+                "subscribers": len(self._subscribers),
+            }
+
+    def wants(self, source: TelemetrySource, event: Event) -> bool:
+        """Whether :meth:`on_event` can act on ``event`` from ``source``'s kind (a hub filter).
+
+        Only state changes, bulkhead rejections, recovery actions and error patterns can raise
+        an alert, so the hub spares the other events (a breaker's rejections, retries) the call.
+        """
+        if event is Event.CALL_REJECTED:
+            return source.kind == "bulkhead"
+        return event in _WANTED_EVENTS
+
+    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+        """Turn one reported event into an alert when it calls for one (a listener callback)."""
+        alert: Alert | None = None
+        if event is _CALL_REJECTED:  # first: a full bulkhead reports every call it rejects
+            if isinstance(args, CallRejected) and args.reason == "bulkhead_full":
+                alert = self._bulkhead_full(source)
+        elif event is _ALERT_RAISED:
+            return
+        elif event is _STATE_CHANGED:
+            if isinstance(args, StateChanged):
+                alert = self._state_changed(source, args)
+        elif event is _RECOVERY_ATTEMPTED:
+            if isinstance(args, RecoveryAttempted):
+                self._recovery_attempted(source, args)
+        elif event is Event.PATTERN_DETECTED and isinstance(args, PatternDetected):
+            alert = self._pattern(source, args)
+        if alert is not None:
+            self._raise(alert)
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def _make(
+        self, kind: AlertKind, subject: str, summary: str, source: TelemetrySource, **attributes: str
+    ) -> Alert:
+        attributes["source.kind"] = source.kind
+        attributes["source.name"] = source.name
+        if source.pipeline is not None:
+            attributes["pipeline"] = source.pipeline
+        bounded = {key: _bounded(value) for key, value in attributes.items()}
+        return Alert(
+            kind,
+            SEVERITIES[kind],
+            _bounded(subject),
+            summary,
+            self._clock.now(),
+            MappingProxyType(bounded),
+        )
+
+    def _state_changed(self, source: TelemetrySource, args: StateChanged) -> Alert | None:
+        """Start (and alert), continue or end the outage episode of the breaker ``source``."""
+        name = source.name
+        new = args.new
+        if new == "closed":
+            with self._lock:
+                self._episodes.pop(name, None)
+            return None
+        if new != "open":
+            return None
+        reopens = args.reopens  # the breaker says where its episode starts: 0
+        with self._lock:
+            episodes = self._episodes
+            if reopens and name in episodes:
+                episodes.move_to_end(name)
+                return None
+            episodes[name] = None
+            episodes.move_to_end(name)
+            if len(episodes) > MAX_TRACKED_SUBJECTS:
+                episodes.popitem(last=False)
+        summary = f"circuit breaker {_bounded(name)!r} opened ({args.reason})"
+        if reopens:
+            plural = "s" if reopens > 1 else ""
+            summary = (
+                f"circuit breaker {_bounded(name)!r} re-opened ({args.reason}), "
+                f"{reopens} re-open{plural} in this outage"
+            )
+        return self._make(
+            AlertKind.CIRCUIT_OPEN,
+            name,
+            summary,
+            source,
+            old=args.old,
+            reason=args.reason,
+            reopens=str(reopens),
+        )
+
+    def _cooled_down(self, kind: AlertKind, subject: str, detail: str, cooldown: float) -> bool:
+        """Whether ``kind`` may alert on ``subject`` (and ``detail``) now; if so, start its cooldown.
+
+        Whether a subject still cools down is read without the lock (a bulkhead that stays full
+        reports every rejection here; the one read of the dict is atomic). Under the lock, the
+        cooldown is started only if no other thread started one since that read.
+        """
+        key = (kind, subject, detail)
+        now = self._clock.now()
+        cooldowns = self._cooldowns
+        last = cooldowns.get(key)
+        if last is not None and now - last < cooldown:
+            return False
+        with self._lock:
+            current = cooldowns.get(key)
+            if current is not None and current is not last:  # another thread alerted meanwhile
+                return False
+            cooldowns[key] = now
+            cooldowns.move_to_end(key)
+            if len(cooldowns) > MAX_TRACKED_SUBJECTS:
+                cooldowns.popitem(last=False)
+            return True
+
+    def _bulkhead_full(self, source: TelemetrySource) -> Alert | None:
+        name = source.name
+        cooldown = self._config.bulkhead_cooldown
+        if not self._cooled_down(_BULKHEAD_FULL, name, "", cooldown):
+            return None
+        return self._make(
+            _BULKHEAD_FULL,
+            name,
+            f"bulkhead {_bounded(name)!r} is full and rejecting calls",
+            source,
+            cooldown=f"{cooldown:g}",
+        )
+
+    def _pattern(self, source: TelemetrySource, args: PatternDetected) -> Alert:
+        return self._make(
+            AlertKind.ERROR_PATTERN,
+            args.operation,
+            f"{_bounded(args.error_type)} in {_bounded(args.operation)!r} repeated "
+            f"{args.count} times within {args.window:g} s",
+            source,
+            error_type=args.error_type,
+            operation=args.operation,
+            count=str(args.count),
+            window=f"{args.window:g}",
+        )
+
+    def _recovery_attempted(self, source: TelemetrySource, args: RecoveryAttempted) -> None:
+        """Update the source's rate window; raise a low-rate and/or an escalation alert."""
+        config = self._config
+        name = source.name
+        low: tuple[float, int] | None = None
+        with self._lock:
+            rates = self._rates
+            window = rates.get(name)
+            if window is None:
+                window = rates[name] = _RateWindow(config.recovery_window)
+                if len(rates) > MAX_TRACKED_SUBJECTS:
+                    rates.popitem(last=False)
+            else:
+                rates.move_to_end(name)
+            window.record(args.result == "success")
+            seen = len(window.results)
+            rate = window.successes / seen
+            if rate >= config.recovery_rate_threshold:
+                window.below = False
+            elif seen >= config.min_recovery_attempts and not window.below:
+                window.below = True
+                low = (rate, seen)
+        if low is not None:
+            rate, seen = low
+            threshold = config.recovery_rate_threshold
+            self._raise(
+                self._make(
+                    AlertKind.LOW_RECOVERY_RATE,
+                    name,
+                    f"recovery rate of {_bounded(name)!r} fell to {rate:.0%} over its last {seen} "
+                    f"attempts (threshold {threshold:.0%})",
+                    source,
+                    rate=f"{rate:.4f}",
+                    attempts=str(seen),
+                    threshold=f"{threshold:g}",
+                )
+            )
+        if args.strategy == "escalate" and self._cooled_down(
+            AlertKind.RECOVERY_ESCALATED, name, args.error_type, config.escalation_cooldown
+        ):
+            self._raise(
+                self._make(
+                    AlertKind.RECOVERY_ESCALATED,
+                    name,
+                    f"{_bounded(args.error_type)} was escalated by recovery system {_bounded(name)!r}",
+                    source,
+                    error_type=args.error_type,
+                )
+            )
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def _raise(self, alert: Alert) -> None:
+        """Record ``alert``, report it as ``ALERT_RAISED`` and hand it to every subscriber."""
+        with self._lock:
+            self._history.append(alert)
+            self._by_kind[alert.kind] += 1
+            subscribers = self._subscribers
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(
+                Event.ALERT_RAISED,
+                AlertRaised(alert.kind.value, alert.severity.value, alert.subject, alert.summary),
+            )
+        for _, callback in subscribers:
+            try:
+                callback(alert)
+            except Exception:  # noqa: BLE001 - a subscriber must never break the reporting pattern
+                with self._lock:
+                    self._callback_errors += 1
+                _LOG.warning("alert subscriber %r failed", callback, exc_info=True)

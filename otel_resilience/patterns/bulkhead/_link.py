@@ -1,0 +1,90 @@
+"""The bulkhead's step: one way in (:meth:`_BulkheadStep.admit`) for calls and for ``slot()``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
+from otel_resilience.engine.facade import Link
+from otel_resilience.engine.waiting import ADMITTED, FULL, Waiter
+from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
+from otel_resilience.patterns.bulkhead._config import BulkheadConfig
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.step import Action
+    from otel_resilience.patterns.bulkhead import Bulkhead
+
+KIND: Final = "bulkhead"
+
+_FULL_EVENT: Final = CallRejected(reason="bulkhead_full")
+_TIMEOUT_EVENT: Final = CallRejected(reason="queue_timeout")
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+"""Read on every rejection, bound once: reading a member off its enum class is slow."""
+
+
+class _BulkheadStep(Link[BulkheadConfig]):
+    """A pipeline link bound to a bulkhead's shared slots, with its own telemetry.
+
+    :meth:`admit` takes a slot, or queues the call (its waiter is the ``Wait`` the driver waits on), or
+    rejects it; whichever hook ends the run gives the slot back.
+    """
+
+    __slots__ = ("_core", "wait_timeout")
+
+    kind: ClassVar[str] = KIND
+    admits_early: ClassVar[bool] = True  # admit reads ctx.sync only (its waiter's kind)
+
+    def __init__(self, bulkhead: Bulkhead, telemetry: StrategyTelemetry) -> None:
+        super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)
+        self._core = bulkhead._core
+        self.wait_timeout = self.config.timeout  # how long a queued call may wait (WaitOwner)
+
+    def admit(self, ctx: ExecutionContext) -> Waiter | None:
+        """Take a slot, else queue the call in the driver's kind of waiter, else reject it: one lock trip.
+
+        Returns:
+            ``None`` (the call holds a slot), or its waiter: the ``Wait`` the driver waits on.
+
+        Raises:
+            BulkheadFullError: Every slot is busy and the queue is full (or not allowed).
+        """
+        got = self._core.acquire(ctx, self)
+        if got is ADMITTED:
+            return None
+        if got is FULL:
+            raise self._full() from None
+        return got  # the waiter (no typing.cast: a call at run time, on every queued call)
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
+        """Give the slot back (to the oldest waiter that can take it)."""
+        self._core.release()
+        return None
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
+        """Give the slot back; the error passes through."""
+        self._core.release()
+        return None
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
+        """Give the slot back: the call was cancelled while it ran."""
+        self._core.release()
+
+    def _report(self, event: CallRejected) -> None:
+        telemetry = self._telemetry
+        if telemetry.hub.event_listeners:
+            telemetry.report(_CALL_REJECTED, event)
+
+    def wait_timed_out(self) -> None:
+        """Report the ``queue_timeout`` rejection of a call that waited too long (its own context)."""
+        self._report(_TIMEOUT_EVENT)
+
+    def wait_timeout_error(self, timeout: float) -> BulkheadTimeoutError:
+        """Return the error of a call that waited ``timeout`` seconds for a slot."""
+        core = self._core
+        return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout)
+
+    def _full(self) -> BulkheadFullError:
+        self._report(_FULL_EVENT)
+        core = self._core
+        return BulkheadFullError(self.name, core.max_concurrent, core.max_waiting)

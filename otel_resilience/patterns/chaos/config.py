@@ -1,0 +1,217 @@
+"""The chaos pattern's settings: :class:`ChaosConfig`, and :class:`ChaosSwitch`, its run-time switch."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Union
+
+from otel_resilience.engine.validation import check_duration, check_number, describe, fail
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.context import ExecutionContext
+
+__all__ = ["KIND", "ChaosConfig", "ChaosSwitch", "Enabled", "Fault"]
+
+KIND: Final = "chaos"
+"""The pattern kind in telemetry."""
+
+_OWNER: Final = "ChaosConfig"
+_SUM_TOLERANCE: Final = 1e-9
+"""How far ``fault_rate + outcome_rate`` may pass 1 by rounding (``0.7 + 0.3``), never more."""
+
+Fault = Union[Exception, type[Exception], Callable[[], Exception]]  # noqa: UP007 - a runtime alias on 3.10
+"""What :attr:`ChaosConfig.fault` accepts: an exception, an exception class, or a factory of one."""
+Enabled = Union[bool, "Callable[[ExecutionContext], bool]"]
+"""What :attr:`ChaosConfig.enabled` accepts: a bool, or a predicate of the call's context."""
+
+
+class ChaosSwitch:
+    """A switch that turns chaos on and off at run time, shared by any number of configs.
+
+    Give it as :attr:`ChaosConfig.enabled`: it is a predicate (``switch(ctx)`` returns whether it
+    is on), so every policy whose config holds it injects while it is on and not at all while it
+    is off, and nothing is rebuilt when it flips. It compares by identity, so configs that share
+    one switch are equal and share their policy.
+
+    Example::
+
+        drill = ChaosSwitch()                       # off until an operator turns it on
+        config = ResilienceConfig(chaos=ChaosConfig(fault_rate=0.05, fault=ConnectionError,
+                                                    enabled=drill))
+        drill.enable()   # every call through the policy may now fail
+        drill.disable()  # and no longer does
+
+    Thread-safe: flipping it is one attribute store, and a call reads it once (a call that read
+    it just before it flipped may still inject).
+
+    Args:
+        on: Whether the switch starts on (default ``False``: a drill is started on purpose).
+
+    Attributes:
+        on: Whether chaos is on now (read it; flip it with :meth:`enable` and :meth:`disable`).
+
+    Raises:
+        TypeError: ``on`` is not a bool.
+    """
+
+    __slots__ = ("on",)
+
+    def __init__(self, on: bool = False) -> None:
+        if not isinstance(on, bool):
+            raise fail("ChaosSwitch", "on", "a bool", on, kind=TypeError)
+        self.on = on
+
+    def enable(self) -> None:
+        """Turn chaos on."""
+        self.on = True
+
+    def disable(self) -> None:
+        """Turn chaos off."""
+        self.on = False
+
+    def __call__(self, ctx: ExecutionContext) -> bool:  # noqa: ARG002 - the same for every call
+        """Return whether chaos is on (the predicate :attr:`ChaosConfig.enabled` calls)."""
+        return self.on
+
+    def __repr__(self) -> str:
+        return f"ChaosSwitch(on={self.on})"
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosConfig:
+    """What a :class:`~otel_resilience.patterns.chaos.Chaos` link injects, how often, and when.
+
+    Each run of the rest of the chain through the link (each attempt, inside a policy) is
+    judged once, **before** the dependency is called: when :attr:`enabled` says yes, a delay is
+    injected with probability :attr:`latency_rate`; then a fault with probability
+    :attr:`fault_rate`, or else a result with probability :attr:`outcome_rate` (one draw decides
+    between the two, so each rate is its share of all runs); a run that draws neither calls the
+    dependency (after the delay, if one was drawn).
+
+    Example::
+
+        ChaosConfig(fault_rate=0.1, fault=ConnectionError)               # 10 % fail at once
+        ChaosConfig(latency_rate=0.5, latency=2.0)                       # half wait 2 s first
+        ChaosConfig(outcome_rate=0.05, outcome=lambda: {"status": 503})  # 5 % get a fake answer
+        ChaosConfig(fault_rate=0.2, fault=TimeoutError, enabled=drill, seed=42)
+
+    A config that can never inject (``enabled=False``, or every rate 0) adds no link to a
+    policy: it costs nothing. To switch chaos at run time, give ``enabled`` a
+    :class:`ChaosSwitch` or a predicate.
+
+    Args:
+        fault_rate: See the attribute.
+        fault: See the attribute.
+        latency_rate: See the attribute.
+        latency: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
+        outcome_rate: See the attribute.
+        outcome: See the attribute.
+        enabled: See the attribute.
+        seed: See the attribute.
+
+    Raises:
+        TypeError: A field has the wrong type (the message names ``ChaosConfig.<field>``).
+        ValueError: A field is out of range, or a rate is set without what it injects.
+    """
+
+    fault_rate: float = 0.0
+    """The share of runs that fail with :attr:`fault` before the dependency is called, in
+    ``[0, 1]``; ``fault_rate + outcome_rate`` is at most 1."""
+    fault: Fault | None = None
+    """What a fault raises (required when ``fault_rate > 0``): an ``Exception`` instance (a copy
+    of it is raised each time, so that concurrent calls never share one traceback), an
+    ``Exception`` subclass (instantiated with no argument) or a factory called with no argument
+    that returns an ``Exception``. Each injected exception gets a note saying chaos injected it.
+    Cancellation and interrupts (``BaseException``) are not faults."""
+    latency_rate: float = 0.0
+    """The share of runs delayed by :attr:`latency` before the dependency is called (or before
+    the injected fault or result), in ``[0, 1]``, drawn independently of the other two."""
+    latency: float = 0.0
+    """The injected delay in seconds, ``> 0`` when ``latency_rate > 0``. The delay honours
+    cancellation and deadlines: an enclosing timeout cuts it as it would cut a slow dependency
+    (async: the task is cancelled at the deadline; sync: the thread sleeps until the deadline
+    and the timeout that owns it raises)."""
+    outcome_rate: float = 0.0
+    """The share of runs answered with :attr:`outcome` without calling the dependency, in
+    ``[0, 1]``."""
+    outcome: Any = None
+    """The injected result: a value (``None`` by default), or a callable, called with no argument
+    for each injection, whose return value is the result (to inject a callable itself, wrap it:
+    ``outcome=lambda: handler``)."""
+    enabled: Enabled = True
+    """Whether the link injects: ``True`` (the default: on whenever the rates say so),
+    ``False`` (never; the link is left out), or a predicate called with the run's
+    :class:`~otel_resilience.engine.context.ExecutionContext` (its ``operation``, ``attempt``,
+    ``args`` and ``kwargs``; context variables of the caller, such as a request's tenant or
+    OpenTelemetry baggage, are readable too) that returns whether this run may be injected.
+    A :class:`ChaosSwitch` is such a predicate. A predicate is asked before any random draw; one
+    that raises counts as ``False`` (logged once and counted in the ``errors`` statistic). It
+    compares by identity: reuse one predicate object (a lambda written per call makes each
+    config a policy of its own)."""
+    seed: int | None = None
+    """Seeds the link's random draws: the same seed gives the same injections for the same
+    sequence of runs (in one task or thread; concurrent runs draw in the order they reach the
+    link). ``None`` (the default) seeds from the operating system. Each link of a policy, and
+    each :class:`~otel_resilience.patterns.chaos.Chaos`, has its own generator."""
+
+    def __post_init__(self) -> None:
+        for field in ("fault_rate", "latency_rate", "outcome_rate"):
+            rate = check_number(_OWNER, field, getattr(self, field), minimum=0.0, maximum=1.0)
+            object.__setattr__(self, field, rate)
+        if self.fault_rate + self.outcome_rate > 1.0 + _SUM_TOLERANCE:
+            rule = f"<= 1 - fault_rate ({1.0 - self.fault_rate:g}): one draw decides fault or outcome"
+            raise fail(_OWNER, "outcome_rate", rule, self.outcome_rate)
+        self._check_fault()
+        latency = check_duration(_OWNER, "latency", self.latency, allow_zero=True)
+        object.__setattr__(self, "latency", latency)
+        if self.latency_rate > 0 and latency == 0:
+            raise fail(_OWNER, "latency", "> 0 when latency_rate > 0", self.latency)
+        enabled: object = self.enabled
+        if not isinstance(enabled, bool) and not callable(enabled):
+            raise fail(_OWNER, "enabled", "a bool, a ChaosSwitch or a predicate", enabled, kind=TypeError)
+        seed: object = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise fail(_OWNER, "seed", "an int or None", seed, kind=TypeError)
+
+    def _check_fault(self) -> None:
+        fault: object = self.fault
+        if fault is None:
+            if self.fault_rate > 0:
+                raise fail(_OWNER, "fault", "an exception, its class or a factory when fault_rate > 0", None)
+            return
+        if isinstance(fault, type):
+            if not issubclass(fault, Exception):
+                rule = "an Exception subclass (cancellation and interrupts are not faults)"
+                raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
+        elif isinstance(fault, BaseException):
+            if not isinstance(fault, Exception):
+                rule = "an Exception (cancellation and interrupts are not faults)"
+                raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
+            _check_copyable(fault)
+        elif not callable(fault):
+            rule = "an Exception, an Exception subclass or a factory returning one"
+            raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
+
+    @property
+    def injects(self) -> bool:
+        """Whether this config can ever inject: ``enabled`` is not ``False`` and some rate is above 0."""
+        rates = self.fault_rate or self.latency_rate or self.outcome_rate
+        return self.enabled is not False and rates > 0
+
+
+def _check_copyable(fault: Exception) -> None:
+    """Refuse an exception instance that cannot be copied (its class needs other arguments)."""
+    try:
+        twin = copy.copy(fault)
+    except Exception as error:
+        msg = (
+            f"{_OWNER}.fault must be an exception that copy.copy() can copy (a copy is raised each "
+            f"time), got {describe(fault)}, whose copy raised {type(error).__name__}: give its "
+            "class or a factory (fault=lambda: MyError(...)) instead"
+        )
+        raise TypeError(msg) from error
+    if type(twin) is not type(fault):
+        msg = f"{_OWNER}.fault must copy to its own class, got {describe(fault)}: give a factory instead"
+        raise TypeError(msg)

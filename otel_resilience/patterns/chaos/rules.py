@@ -1,0 +1,185 @@
+"""The chaos pattern's rules: whether a run is injected, with what, and the counts (sans-I/O)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Final, TypedDict
+
+from otel_resilience.engine.counting import Counter
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.patterns.chaos.config import ChaosConfig
+
+__all__ = ["FAULT", "LATENCY", "OUTCOME", "ChaosStatsDict"]
+
+FAULT: Final = "fault"
+LATENCY: Final = "latency"
+OUTCOME: Final = "outcome"
+
+_LOG: Final = logging.getLogger("otel_resilience.chaos")
+
+
+class ChaosStatsDict(TypedDict):
+    """What :meth:`Chaos.get_stats <otel_resilience.patterns.chaos.Chaos.get_stats>` returns."""
+
+    name: str
+    enabled: bool
+    """The instance's own switch (:meth:`~otel_resilience.patterns.chaos.Chaos.enable`)."""
+    runs: int
+    """Runs that reached the chaos link (injected or not)."""
+    faults: int
+    """Faults injected (exceptions raised in place of the call)."""
+    latencies: int
+    """Delays injected before the call."""
+    outcomes: int
+    """Results injected in place of the call."""
+    errors: int
+    """Times a predicate or a factory of the config raised (or a fault factory returned no
+    ``Exception``): the run went on without that injection."""
+
+
+class _Rules:
+    """The shared state of one :class:`~otel_resilience.Chaos`: its switch, random draws and counts.
+
+    :meth:`decide` judges a run; :meth:`fault` and :meth:`outcome` make what is injected. A bug in
+    the drill (a predicate or factory that raises) never fails the real call: that injection is
+    skipped, counted in ``errors`` and logged the first time.
+    """
+
+    __slots__ = (
+        "_draw",
+        "_enabled",
+        "_faults",
+        "_latencies",
+        "_lock",
+        "_outcomes",
+        "_runs",
+        "config",
+        "errors",
+        "name",
+        "on",
+    )
+
+    def __init__(self, name: str, config: ChaosConfig) -> None:
+        self.name = name
+        self.config = config
+        self.on = True
+        self._enabled: Any = config.enabled
+        self._draw = random.Random(config.seed).random  # noqa: S311 - fault injection, not security
+        self._runs = Counter()
+        self._faults = Counter()
+        self._latencies = Counter()
+        self._outcomes = Counter()
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    def decide(self, ctx: ExecutionContext) -> tuple[float, str | None] | None:
+        """Judge one run: ``None`` (no chaos), or the delay (``0.0``: none) and what replaces the call.
+
+        What replaces the call is :data:`FAULT`, :data:`OUTCOME` or ``None`` (the call runs).
+        Draws happen only when the switch is on and the predicate says yes: one for the latency
+        (when ``latency_rate > 0``), then one for fault or outcome (when either rate is above 0).
+        """
+        next(self._runs)
+        enabled = self._enabled
+        if not self.on or (enabled is not True and (enabled is False or not self._asked(enabled, ctx))):
+            return None
+        config, draw = self.config, self._draw
+        delay = config.latency if config.latency_rate and draw() < config.latency_rate else 0.0
+        replaced = None
+        if config.fault_rate or config.outcome_rate:
+            roll = draw()
+            if roll < config.fault_rate:
+                replaced = FAULT
+            elif roll < config.fault_rate + config.outcome_rate:
+                replaced = OUTCOME
+        if replaced is None and not delay:
+            return None
+        return delay, replaced
+
+    def _asked(self, predicate: Any, ctx: ExecutionContext) -> bool:
+        """Ask the ``enabled`` predicate about a run; one that raises says no."""
+        try:
+            return bool(predicate(ctx))
+        except Exception:  # noqa: BLE001 - a broken drill must not fail the real call
+            self._failed("its enabled predicate")
+            return False
+
+    def delayed(self) -> None:
+        """Count an injected delay."""
+        next(self._latencies)
+
+    def fault(self) -> Exception | None:
+        """Make and count the exception to inject, noted as chaos's; ``None`` when making it failed."""
+        fault = self.config.fault
+        try:
+            if isinstance(fault, BaseException):
+                error: object = copy.copy(fault)
+                notes = getattr(error, "__notes__", None)
+                if isinstance(notes, list):  # the copy's own list: the original gathers no notes
+                    error.__notes__ = list(notes)  # type: ignore[attr-defined]
+            else:
+                error = fault() if fault is not None else None
+        except Exception:  # noqa: BLE001 - a broken drill must not fail the real call
+            self._failed("its fault factory")
+            return None
+        if not isinstance(error, Exception):
+            returned = type(error).__name__
+            self._failed(f"its fault factory (it returned {returned}, not an Exception)", trace=False)
+            return None
+        _add_note(error, f"injected by chaos {self.name!r}: a drill, the dependency was not called")
+        next(self._faults)
+        return error
+
+    def outcome(self) -> tuple[bool, Any]:
+        """Make and count the result to inject: ``(True, value)``; ``(False, None)`` if its factory raised."""
+        outcome = self.config.outcome
+        if callable(outcome):
+            try:
+                outcome = outcome()
+            except Exception:  # noqa: BLE001 - a broken drill must not fail the real call
+                self._failed("its outcome factory")
+                return False, None
+        next(self._outcomes)
+        return True, outcome
+
+    def _failed(self, what: str, *, trace: bool = True) -> None:
+        """Count a failure of the drill's own code; log the first one (inside its ``except`` block)."""
+        with self._lock:
+            self.errors += 1
+            first = self.errors == 1
+        if first:
+            _LOG.warning(
+                "chaos %r: %s failed, so that run was not injected (logged once; counted in "
+                "get_stats()['errors'])",
+                self.name,
+                what,
+                exc_info=trace,
+            )
+
+    def snapshot(self) -> ChaosStatsDict:
+        """Return the counts (see :class:`ChaosStatsDict`)."""
+        with self._lock:
+            errors = self.errors
+        return {
+            "name": self.name,
+            "enabled": self.on,
+            "runs": self._runs.value,
+            "faults": self._faults.value,
+            "latencies": self._latencies.value,
+            "outcomes": self._outcomes.value,
+            "errors": errors,
+        }
+
+
+def _add_note(error: Exception, note: str) -> None:
+    """Attach ``note`` to ``error`` (``add_note``; the ``__notes__`` list on Python 3.10)."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        error.__dict__.setdefault("__notes__", []).append(note)

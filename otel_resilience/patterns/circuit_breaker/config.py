@@ -1,0 +1,186 @@
+"""The breaker's settings: :class:`CircuitBreakerConfig`, its defaults and its validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from otel_resilience.engine.shared import SharedStore, check_store
+from otel_resilience.engine.validation import (
+    check_callable,
+    check_duration,
+    check_error_selector,
+    check_int,
+    check_number,
+    fail,
+)
+from otel_resilience.patterns.circuit_breaker.window import CountWindow, TimeWindow
+
+KIND: Final = "circuit_breaker"
+"""The pattern kind in telemetry and in :data:`~otel_resilience.engine.registry.BREAKERS`."""
+
+DEFAULT_FAILURE_THRESHOLD: Final = 5
+"""Consecutive counted failures that open the breaker."""
+DEFAULT_SUCCESS_THRESHOLD: Final = 2
+"""Probe successes in HALF_OPEN that close the breaker."""
+DEFAULT_TIMEOUT: Final = 60.0
+"""Seconds OPEN before a probe is let through."""
+DEFAULT_HALF_OPEN_MAX_CALLS: Final = 1
+"""Probes allowed in flight at once in HALF_OPEN (bounded: a recovering service is not flooded)."""
+DEFAULT_RECORD_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (Exception,)
+"""Exceptions counted as failures: every ``Exception``."""
+DEFAULT_IGNORE_EXCEPTIONS: Final[tuple[type[Exception], ...]] = ()
+"""Exceptions counted as neither success nor failure: none."""
+DEFAULT_FAILURE_RATE_THRESHOLD: Final = 0.5
+"""Share of failed calls in the sliding window that opens a windowed breaker (Resilience4j's default)."""
+DEFAULT_MINIMUM_CALLS: Final = 10
+"""Calls the sliding window must hold before its rates can open the breaker."""
+DEFAULT_SLOW_CALL_RATE_THRESHOLD: Final = 1.0
+"""Share of slow calls in the sliding window that opens the breaker (all of them, by default)."""
+
+ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
+"""One exception class or a tuple of them."""
+ExceptionSelector = ExceptionTypes | Callable[[BaseException], bool]
+"""Exception classes, or a predicate that returns ``True`` for an error to record."""
+
+_OWNER: Final = "CircuitBreakerConfig"
+_NEVER: Final = "cancellation and exits are never counted"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    """How a :class:`CircuitBreaker` trips and recovers. Validated once, at construction.
+
+    Raises:
+        TypeError: A field has the wrong type (the message names ``CircuitBreakerConfig.<field>``).
+        ValueError: A field is out of range, or ``ignore_exceptions`` covers a recorded type.
+    """
+
+    failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
+    """Consecutive counted failures in CLOSED that open the breaker; a success resets the
+    count. An ``int >= 1``; the default is 5."""
+    success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
+    """Probe successes in HALF_OPEN that close the breaker. An ``int >= 1``; the default is 2."""
+    timeout: float = DEFAULT_TIMEOUT
+    """Seconds the breaker stays OPEN before it lets a probe through. A finite number ``> 0`` or
+    a ``timedelta`` (normalised to ``float`` seconds); the default is 60.0 s."""
+    half_open_max_calls: int = DEFAULT_HALF_OPEN_MAX_CALLS
+    """Probes allowed in flight at the same time in HALF_OPEN; the rest are rejected with
+    reason ``"half_open_full"``. An ``int >= 1``; the default is 1."""
+    record_exceptions: ExceptionSelector = DEFAULT_RECORD_EXCEPTIONS
+    """Which errors count as failures: ``Exception`` subclasses (one or a tuple), or a
+    predicate ``(error) -> bool``. An error neither recorded nor ignored counts as a success
+    (the dependency answered). The default is ``(Exception,)``: every error is a failure."""
+    ignore_exceptions: ExceptionTypes = DEFAULT_IGNORE_EXCEPTIONS
+    """``Exception`` subclasses that count as neither success nor failure (the probe permit is
+    given back); they win over ``record_exceptions``. The default is ``()``.
+    :class:`~otel_resilience.errors.ExecutionRejectedError` is always ignored."""
+    sliding_window: CountWindow | TimeWindow | None = None
+    """What opens the breaker in CLOSED. ``None`` (the default): ``failure_threshold``
+    consecutive failures. :class:`~otel_resilience.CountWindow` (the last N calls) or
+    :class:`~otel_resilience.TimeWindow` (the last T seconds, in buckets): the failure rate (or
+    the slow-call rate) of the calls in the window, once it holds ``minimum_calls``."""
+    failure_rate_threshold: float = DEFAULT_FAILURE_RATE_THRESHOLD
+    """With a ``sliding_window``: open when ``failures / calls >= failure_rate_threshold``. A
+    number in ``(0, 1]``; the default is 0.5."""
+    minimum_calls: int = DEFAULT_MINIMUM_CALLS
+    """With a ``sliding_window``: the calls it must hold before a rate can open the breaker. An
+    ``int >= 1``, at most a ``CountWindow``'s ``size``; the default is 10."""
+    slow_call_duration: float | None = None
+    """With a ``sliding_window``: a call that takes at least this long (seconds or a
+    ``timedelta``) counts as slow, whether it succeeded or failed; ``None`` (the default) counts
+    no call as slow. A slow success is still a success for the caller and in spans."""
+    slow_call_rate_threshold: float = DEFAULT_SLOW_CALL_RATE_THRESHOLD
+    """With ``slow_call_duration``: open when ``slow / calls >= slow_call_rate_threshold``. A
+    number in ``(0, 1]``; the default is 1.0."""
+    record_result: Callable[[Any], bool] | None = None
+    """A predicate on what the call returned: ``True`` counts the returned value as a failure
+    of the dependency (``lambda r: r.status_code >= 500``). Sync; the value is still returned to
+    the caller. ``None`` (the default): every returned value is a success."""
+    break_duration: Callable[[int], float] | None = None
+    """Seconds to stay OPEN as a function of the number of consecutive openings (1 for the
+    first, 2 when a probe failed once ...); overrides ``timeout`` when given. It is called once
+    at construction with 1, and must return a finite number of seconds ``> 0`` (``timeout`` is
+    used, and the error logged, for a call that raises or returns anything else later)."""
+    max_half_open_wait: float | None = None
+    """Seconds a HALF_OPEN probe may run before it counts as failed and the breaker re-opens,
+    so that one hung call cannot keep the breaker half-open for ever; ``None`` (the default)
+    waits for the probe however long it takes."""
+    store: SharedStore | None = None
+    """Where the breaker shares its state with the other replicas of the service
+    (``RedisStore.from_url(url, namespace=...)``); ``None`` (the default): this process only.
+    Calls never wait on the store: see the README's "Shared state on Redis"."""
+
+    def __post_init__(self) -> None:
+        check_int(_OWNER, "failure_threshold", self.failure_threshold, minimum=1)
+        check_int(_OWNER, "success_threshold", self.success_threshold, minimum=1)
+        object.__setattr__(self, "timeout", check_duration(_OWNER, "timeout", self.timeout))
+        check_int(_OWNER, "half_open_max_calls", self.half_open_max_calls, minimum=1)
+        record = check_error_selector(_OWNER, "record_exceptions", self.record_exceptions, _NEVER)
+        object.__setattr__(self, "record_exceptions", record)
+        ignore = check_error_selector(_OWNER, "ignore_exceptions", self.ignore_exceptions, _NEVER)
+        if not isinstance(ignore, tuple):
+            raise fail(_OWNER, "ignore_exceptions", "exception types", self.ignore_exceptions, kind=TypeError)
+        object.__setattr__(self, "ignore_exceptions", ignore)
+        self._check_window()
+        check_store(_OWNER, self.store)
+        if isinstance(record, tuple):
+            if not record:
+                raise fail(_OWNER, "record_exceptions", "at least one exception type", record)
+            covered = tuple(t for t in record if issubclass(t, ignore))
+            if covered:
+                raise fail(
+                    _OWNER,
+                    "ignore_exceptions",
+                    f"disjoint from record_exceptions (it ignores the recorded {covered!r})",
+                    ignore,
+                )
+
+    def _check_window(self) -> None:
+        """Validate the sliding-window fields, the result predicate and the break durations."""
+        window: object = self.sliding_window
+        if window is not None and not isinstance(window, (CountWindow, TimeWindow)):
+            expected = "None, a CountWindow or a TimeWindow"
+            raise fail(_OWNER, "sliding_window", expected, window, kind=TypeError)
+        for field in ("failure_rate_threshold", "slow_call_rate_threshold"):  # a share in (0, 1]
+            rate = check_number(
+                _OWNER, field, getattr(self, field), minimum=0.0, min_inclusive=False, maximum=1.0
+            )
+            object.__setattr__(self, field, rate)
+        minimum = check_int(_OWNER, "minimum_calls", self.minimum_calls, minimum=1)
+        if isinstance(window, CountWindow) and minimum > window.size:
+            raise fail(_OWNER, "minimum_calls", f"<= sliding_window.size ({window.size})", minimum)
+        if self.slow_call_duration is not None:
+            if window is None:
+                raise fail(
+                    _OWNER, "slow_call_duration", "None unless sliding_window is set", self.slow_call_duration
+                )
+            slow = check_duration(_OWNER, "slow_call_duration", self.slow_call_duration)
+            object.__setattr__(self, "slow_call_duration", slow)
+        if self.max_half_open_wait is not None:
+            wait = check_duration(_OWNER, "max_half_open_wait", self.max_half_open_wait)
+            object.__setattr__(self, "max_half_open_wait", wait)
+        check_callable(_OWNER, "record_result", self.record_result, optional=True)
+        if self.break_duration is not None:
+            check_callable(_OWNER, "break_duration", self.break_duration)
+            try:
+                break_seconds(self.break_duration, 1)
+            except Exception as error:
+                expected = "a function returning a finite number of seconds > 0 (called with 1)"
+                raise fail(_OWNER, "break_duration", expected, self.break_duration) from error
+
+
+def break_seconds(break_duration: Callable[[int], float], openings: int) -> float:
+    """Return ``break_duration(openings)`` in seconds (a ``timedelta`` is accepted).
+
+    Raises:
+        ValueError: It returned no finite number of seconds ``> 0``.
+        TypeError: It returned something that is not a number of seconds.
+        Exception: What ``break_duration`` raised.
+    """
+    return check_duration(_OWNER, "break_duration", break_duration(openings))
+
+
+_DEFAULT_CONFIG: Final = CircuitBreakerConfig()
+"""The configuration of a breaker built without one (a frozen value, shared)."""

@@ -1,0 +1,497 @@
+"""The breaker's sans-I/O state machine (:class:`_BreakerCore`), shared by all its links."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+from otel_resilience.engine.actions import Counted
+from otel_resilience.engine.admission import Standing
+from otel_resilience.engine.calling import WrongDriver, notify
+from otel_resilience.engine.clock import Clock
+from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
+from otel_resilience.engine.shared import PeerCounts
+from otel_resilience.errors import CircuitOpenError
+from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig
+from otel_resilience.patterns.circuit_breaker.state import (
+    _CLOSED,
+    _DISABLED,
+    _HALF_OPEN,
+    _HALF_OPEN_VALUE,
+    _METRICS_ONLY,
+    _OPEN,
+    _OPEN_VALUE,
+    CircuitBreakerStats,
+    CircuitBreakerStatsDict,
+    CircuitState,
+    Permit,
+    settings_for,
+)
+
+_REASON_FAILURE_THRESHOLD: Final = "failure_threshold"
+_REASON_TIMEOUT_ELAPSED: Final = "timeout_elapsed"
+_REASON_PROBE_FAILED: Final = "probe_failed"
+_REASON_PROBE_SUCCEEDED: Final = "probe_succeeded"
+_REASON_RESET: Final = "reset"
+_REASON_FAILURE_RATE: Final = "failure_rate"
+_REASON_SLOW_CALL_RATE: Final = "slow_call_rate"
+_REASON_PROBE_TIMED_OUT: Final = "probe_timed_out"
+_NEVER_OPENED: Final = -math.inf
+_SHORTEST_WAIT: Final = 0.001
+"""The ``retry_after`` of a HALF_OPEN rejection whose hung probe is due to be reclaimed now."""
+_FIRST_PERMIT: Final = Permit(0, _CLOSED)
+"""The permit of every breaker's first period: permits are told apart within one breaker only."""
+_RESULT: Final = "result"
+"""``last_failure_type`` of a returned value that ``record_result`` counted as a failure."""
+
+_IGNORED: Final = 0
+_FAILURE: Final = 1
+_SUCCESS: Final = 2
+
+
+class _BreakerCore:
+    """The sans-I/O state machine: no awaits, no sleeps, one short lock for transitions.
+
+    ``self._permit`` is the current state period: its ``state`` is read without the lock (one
+    attribute load is an atomic snapshot), and every transition replaces it under the lock.
+    ``self.standing`` (the breaker's :class:`~otel_resilience.engine.admission.Standing`
+    admission, shared by its links) holds the period's
+    :class:`~otel_resilience.engine.actions.Counted` token (``self._counted``, whose ``of`` is
+    the permit) while a success needs no lock (see :meth:`_update_lock_free_locked`), else
+    ``None``.
+    Events are built under the lock and reported after it is released, so a listener may read
+    the breaker without deadlocking.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_counted",
+        "_generation",
+        "_in_flight",
+        "_lock",
+        "_opened_until",
+        "_permit",
+        "_probe_started",
+        "_reject_watchers",
+        "_reopens",
+        "_retired",
+        "_shared",
+        "_telemetry",
+        "_watchers",
+        "config",
+        "last_failure_type",
+        "name",
+        "settings",
+        "standing",
+        "stats",
+        "window",
+    )
+
+    def __init__(
+        self, name: str, config: CircuitBreakerConfig, clock: Clock, telemetry: StrategyTelemetry
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.settings = settings_for(config)
+        self.stats = CircuitBreakerStats()
+        self.last_failure_type: str | None = None
+        self._clock = clock
+        self._telemetry = telemetry
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._permit = _FIRST_PERMIT
+        self._in_flight = 0
+        self._opened_until = _NEVER_OPENED
+        self._reopens = 0
+        self._probe_started = 0.0
+        self._retired = False
+        self._shared: PeerCounts | None = None
+        window = config.sliding_window
+        self.window = None if window is None else window.metrics()
+        self._watchers: tuple[Callable[[StateChanged], Any], ...] = ()
+        self._reject_watchers: tuple[Callable[[CircuitOpenError], Any], ...] = ()
+        self._counted = Counted(None, _FIRST_PERMIT)
+        self.standing = Standing()
+        self._update_lock_free_locked()
+
+    # -- reads (lock-free) -------------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state; an OPEN breaker whose timer elapsed becomes HALF_OPEN here."""
+        permit = self._permit
+        if permit.state is _OPEN and self._clock.now() >= self._opened_until:
+            with self._lock:
+                change = self._poll_locked()
+                state = self._permit.state
+            self._emit(change)
+            return state
+        return permit.state
+
+    def retry_after(self) -> float:
+        """Seconds until a probe is let through: 0 unless OPEN, ``inf`` when forced open for good."""
+        if self._permit.state is not _OPEN:
+            return 0.0
+        return max(0.0, self._opened_until - self._clock.now())
+
+    # -- the permission protocol -------------------------------------------------------------
+
+    def try_acquire(self) -> Permit | None:
+        """Admit one call: return its permit, or ``None`` when it is rejected (and counted).
+
+        CLOSED admits, and OPEN before its timer elapsed rejects, without the lock: each reads
+        one state period (an atomic snapshot), and a transition racing with it is ordered after.
+        """
+        permit = self._permit
+        state = permit.state
+        if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
+            return permit
+        if state is _OPEN and self._clock.now() < self._opened_until:
+            next(self.stats._rejected)
+            return None
+        with self._lock:
+            change = self._poll_locked() or self._reclaim_locked()
+            admitted = self._admit_locked()
+        self._emit(change)
+        return admitted
+
+    def release(self, permit: Permit) -> None:
+        """Give a cancelled (or interrupted) call's permit back; it counts as neither outcome."""
+        with self._lock:
+            self.stats.total_cancelled += 1
+            self._release_locked(permit)
+
+    def end(self, permit: Permit, caught: BaseException | None) -> None:
+        """End a call that raised a ``BaseException`` that is not an ``Exception``.
+
+        A function that does not fit the driver (:class:`WrongDriver`) is ignored, as an error
+        the breaker does not hold against the dependency; anything else is a cancellation
+        (:meth:`release`).
+        """
+        if type(caught) is not WrongDriver:
+            self.release(permit)
+            return
+        with self._lock:
+            self.stats.total_ignored += 1
+            self._release_locked(permit)
+
+    def rejection(self) -> CircuitOpenError:
+        """Build the error for a call :meth:`try_acquire` just rejected.
+
+        A HALF_OPEN rejection's ``retry_after`` is the time left before a hung probe is reclaimed
+        (``max_half_open_wait``), else the breaker's ``timeout`` (see
+        :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
+        """
+        if self._permit.state is _HALF_OPEN:
+            wait = self.settings.max_half_open_wait
+            if wait is None:
+                return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self.settings.timeout)
+            left = self._probe_started + wait - self._clock.now()
+            return CircuitOpenError(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
+        remaining = self._opened_until - self._clock.now()
+        return CircuitOpenError(self.name, _OPEN_VALUE, max(0.0, remaining))
+
+    def reject_open(self) -> float:
+        """Reject (and count) a call while OPEN before its timer elapsed, reading the clock once.
+
+        Call it when the permit's state is OPEN. It is lock-free, as :meth:`try_acquire`'s OPEN
+        path is. A result ``<= 0`` (the timer elapsed, or a transition is being published)
+        counts nothing and means "ask :meth:`try_acquire`", which takes the lock.
+
+        Returns:
+            The seconds left in the OPEN period (``> 0``: the call is rejected), or ``<= 0``.
+        """
+        # opened_until - now > 0 exactly when now < opened_until (IEEE subtraction of finite
+        # values is exact in sign; an infinite opened_until gives inf).
+        remaining: float = self._opened_until - self._clock.now()
+        if remaining > 0.0:
+            next(self.stats._rejected)
+        return remaining
+
+    # -- manual control ----------------------------------------------------------------------
+
+    def force_open(self, duration: float | None, reason: str) -> None:
+        """Open now, for ``duration`` seconds (then HALF_OPEN as after a trip) or until reset."""
+        with self._lock:
+            change = self._transition_locked(_OPEN, reason, math.inf if duration is None else duration)
+        self._emit(change)
+
+    def reset(self) -> None:
+        """Close now and clear the counts of the current period."""
+        self.force_state(_CLOSED, _REASON_RESET)
+
+    def force_state(self, state: CircuitState, reason: str) -> None:
+        """Start a period in ``state`` now (CLOSED, DISABLED or METRICS_ONLY), its counts cleared."""
+        with self._lock:
+            change = self._transition_locked(state, reason)
+        self._emit(change)
+
+    def snapshot(self) -> CircuitBreakerStatsDict:
+        """Return every count and the state as a new dict (see :meth:`CircuitBreaker.get_stats`)."""
+        state = self.state
+        with self._lock:
+            rates = self._rates_locked()
+            stats = self.stats
+            return {
+                "name": self.name,
+                "state": state.value,
+                "failure_count": stats.failure_count,
+                "success_count": stats.success_count,
+                "total_requests": stats.total_requests,
+                "total_successes": stats.total_successes,
+                "total_failures": stats.total_failures,
+                "total_rejected": stats.total_rejected,
+                "total_ignored": stats.total_ignored,
+                "total_cancelled": stats.total_cancelled,
+                "times_opened": stats.times_opened,
+                "half_open_in_flight": self._in_flight,
+                "retry_after": self.retry_after(),
+                "last_failure_type": self.last_failure_type,
+                "failure_rate": rates[0] if rates else None,
+                "slow_call_rate": rates[1] if rates else None,
+            }
+
+    def rates(self) -> tuple[float, float] | None:
+        """Return the window's failure and slow-call rates now (0.0 empty); ``None`` without a window."""
+        if self.window is None:
+            return None
+        with self._lock:
+            return self._rates_locked()
+
+    def _rates_locked(self) -> tuple[float, float] | None:
+        window = self.window
+        if window is None:
+            return None
+        calls, failures, slows = window.totals(self._clock.now())
+        return (failures / calls, slows / calls) if calls else (0.0, 0.0)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _classify(self, error: Exception) -> int:
+        """Return ``_IGNORED``, ``_FAILURE`` or ``_SUCCESS`` for an error (outside the lock)."""
+        settings = self.settings
+        if issubclass(type(error), settings.ignore):  # usually false: see docs/design.md, the engine
+            return _IGNORED
+        predicate = settings.predicate
+        recorded = predicate(error) if predicate is not None else isinstance(error, settings.record)
+        return _FAILURE if recorded else _SUCCESS
+
+    def _poll_locked(self) -> StateChanged | None:
+        """Move OPEN to HALF_OPEN if its timer elapsed (a retired core no longer moves)."""
+        if self._permit.state is _OPEN and self._clock.now() >= self._opened_until and not self._retired:
+            return self._transition_locked(_HALF_OPEN, _REASON_TIMEOUT_ELAPSED)
+        return None
+
+    def _reclaim_locked(self) -> StateChanged | None:
+        """Count HALF_OPEN probes that ran past ``max_half_open_wait`` as failed, and re-open.
+
+        Asked when a call finds every probe place taken: the newest probe started at least
+        ``max_half_open_wait`` ago, so every probe in flight has run that long.
+        """
+        wait = self.settings.max_half_open_wait
+        if (
+            wait is None
+            or not self._in_flight
+            or self._retired
+            or self._permit.state is not _HALF_OPEN
+            or self._in_flight < self.settings.half_open_max_calls
+            or self._clock.now() - self._probe_started < wait
+        ):
+            return None
+        self.stats.total_failures += 1
+        return self._transition_locked(_OPEN, _REASON_PROBE_TIMED_OUT)
+
+    def _admit_locked(self) -> Permit | None:
+        """Return a permit for the current state, or count a rejection and return ``None``."""
+        permit = self._permit
+        state = permit.state
+        if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
+            return permit
+        if state is _HALF_OPEN and self._in_flight < self.settings.half_open_max_calls:
+            self._in_flight += 1
+            if self.settings.max_half_open_wait is not None:
+                self._probe_started = self._clock.now()
+            return permit
+        next(self.stats._rejected)
+        return None
+
+    def _on_success_locked(self, permit: Permit, slow: bool = False) -> StateChanged | None:
+        stats = self.stats
+        next(stats._successes)
+        if permit is not self._permit or self._retired:
+            return None
+        if permit.state is _HALF_OPEN:
+            self._in_flight -= 1
+            stats.success_count += 1
+            if self._shared is not None:
+                self._shared.probed()
+            return self._close_if_probed_locked()
+        return self._judge_locked(permit.state, False, slow)  # noqa: FBT003
+
+    def _close_if_probed_locked(self) -> StateChanged | None:
+        """The one rule of closing: ``success_threshold`` probe successes (summed over replicas if shared)."""
+        successes = self.stats.success_count
+        if self._shared is not None:
+            successes = self._shared.merged_probes(successes)
+        if successes >= self.settings.success_threshold:
+            return self._transition_locked(_CLOSED, _REASON_PROBE_SUCCEEDED)
+        return None
+
+    def _on_failure_locked(
+        self, permit: Permit, error: Exception | None, slow: bool = False
+    ) -> StateChanged | None:
+        """Count a failure: a recorded error, or (``error=None``) a value ``record_result`` flagged."""
+        stats = self.stats
+        stats.total_failures += 1
+        self.last_failure_type = _RESULT if error is None else error_type_name(error)
+        if permit is not self._permit or self._retired:
+            return None
+        if permit.state is _HALF_OPEN:
+            return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
+        return self._judge_locked(permit.state, True, slow)  # noqa: FBT003
+
+    def _counts_locked(self) -> tuple[int, int, int]:
+        """This replica's ``(calls, failures, slow)`` now, as the opening rule judges them.
+
+        ``(0, consecutive failures, 0)`` without a sliding window, the window's totals with one.
+        """
+        window = self.window
+        if window is None:
+            return (0, self.stats.failure_count, 0)
+        return window.totals(self._clock.now())
+
+    def _judge_locked(self, state: CircuitState, failed: bool, slow: bool) -> StateChanged | None:
+        """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens."""
+        stats = self.stats
+        window = self.window
+        if window is None:
+            stats.failure_count = stats.failure_count + 1 if failed else 0
+            totals = (0, stats.failure_count, 0)
+            self._update_lock_free_locked()  # a streak started or ended (a window has no streak)
+        else:
+            totals = window.record(failed, slow, self._clock.now())
+            stats.failure_count = totals[1]
+        shared = self._shared
+        if shared is not None:
+            if failed:
+                shared.failed()
+            totals = shared.merged(totals)
+        return self._decide_locked(state, *totals)
+
+    def _decide_locked(
+        self, state: CircuitState, calls: int, failures: int, slows: int
+    ) -> StateChanged | None:
+        """The one rule of opening, on the counts of this replica (and its peers, when shared).
+
+        ``failure_threshold`` consecutive failures, or, with a sliding window holding at least
+        ``minimum_calls``, a failure (or slow-call) rate at its threshold. DISABLED only counts;
+        METRICS_ONLY reports the trip it would make and starts again.
+        """
+        settings = self.settings
+        reason = None
+        if self.window is None:
+            if failures >= settings.failure_threshold:
+                reason = _REASON_FAILURE_THRESHOLD
+        elif calls >= settings.minimum_calls:
+            if failures / calls >= settings.rate_threshold:
+                reason = _REASON_FAILURE_RATE
+            elif settings.slow_call_duration is not None and slows / calls >= settings.slow_threshold:
+                reason = _REASON_SLOW_CALL_RATE
+        if reason is None or state is _DISABLED:
+            return None
+        if state is _METRICS_ONLY:
+            return self._would_open_locked(reason)
+        return self._transition_locked(_OPEN, reason)
+
+    def _would_open_locked(self, reason: str) -> StateChanged | None:
+        """In METRICS_ONLY: clear the counts and report the trip the breaker would have made."""
+        self.stats.failure_count = 0
+        if self.window is not None:
+            self.window.clear()
+        if not self._telemetry.enabled and not self._watchers:
+            return None
+        value = _METRICS_ONLY.value  # a change to itself: the trip it would have made, and why
+        return StateChanged(value, value, reason, 0, self.settings.open_seconds(self.name, 1))
+
+    def _update_lock_free_locked(self) -> None:
+        """Decide whether a success of the current period needs the lock: the one place of that rule.
+
+        Not in CLOSED with no failure streak, no window and no call timing or result judging (it
+        only bumps an exact counter): :attr:`standing` then holds the period's ``Counted`` token,
+        which calls are admitted with and whose ``count`` is the successes counter, so that the
+        drivers count a success themselves; else ``None``, and the token's ``count`` is cleared
+        (a call admitted with it then has its success judged: it ends a streak). A period's
+        token is made with its permit; an ended period's keeps its ``count``, as a stale
+        permit's success is only counted. Called under the lock wherever the permit, the window
+        or the streak changes.
+        """
+        permit = self._permit
+        if self._counted.of is not permit:  # a new period: a token of its own
+            self._counted = Counted(None, permit)
+        counted = self._counted
+        free = self.settings.plain and self.window is None and permit.state is _CLOSED
+        free = free and not self.stats.failure_count
+        counted.count = self.stats._successes if free else None
+        self.standing.token = counted if free else None
+
+    def _release_locked(self, permit: Permit) -> None:
+        if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:
+            self._in_flight -= 1
+
+    def _transition_locked(
+        self, new: CircuitState, reason: str, open_for: float | None = None
+    ) -> StateChanged | None:
+        """Start a new state period in ``new``; return the event to report (if anyone listens).
+
+        Opening lasts ``open_for`` seconds when given (a forced opening), else the break
+        duration of this opening (:meth:`Settings.open_seconds`).
+        """
+        old = self._permit.state
+        self._generation += 1
+        self._permit = Permit(self._generation, new)
+        self._in_flight = 0
+        stats = self.stats
+        stats.success_count = 0
+        duration = None
+        if new is _OPEN:
+            if old is _HALF_OPEN:
+                self._reopens += 1
+            elif old is not _OPEN:
+                self._reopens = 0  # a new outage episode
+            if old is not _OPEN:
+                stats.times_opened += 1
+            duration = (
+                self.settings.open_seconds(self.name, self._reopens + 1) if open_for is None else open_for
+            )
+            self._opened_until = self._clock.now() + duration
+        else:
+            stats.failure_count = 0
+        if self.window is not None:
+            self.window.clear()  # each period judges the calls made in it
+        self._update_lock_free_locked()
+        if old is new or (not self._telemetry.enabled and not self._watchers):
+            return None
+        return StateChanged(old.value, new.value, reason, self._reopens, duration)
+
+    def _emit(self, change: StateChanged | None) -> None:
+        """Report a state change (outside the lock): to telemetry, then to the breaker's watchers."""
+        if change is None:
+            return
+        if self._telemetry.enabled:
+            self._telemetry.report(Event.STATE_CHANGED, change)
+        for watcher in self._watchers:
+            notify(watcher, change, f"circuit breaker {self.name!r}: state change callback")
+
+    def watch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
+        """Add a state change callback (a rejection callback with ``rejections``)."""
+        attribute = "_reject_watchers" if rejections else "_watchers"
+        with self._lock:
+            setattr(self, attribute, (*getattr(self, attribute), callback))
+
+    def unwatch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
+        """Remove a callback :meth:`watch` added (nothing if it is not there; equal bound methods match)."""
+        attribute = "_reject_watchers" if rejections else "_watchers"
+        with self._lock:
+            setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w != callback))

@@ -1,0 +1,257 @@
+"""The breaker's public face: :class:`CircuitBreaker`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StateChanged, StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.guard import Guard
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.registry import BREAKERS
+from otel_resilience.engine.validation import check_callable, check_duration, fail
+from otel_resilience.errors import CircuitOpenError
+from otel_resilience.patterns.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
+from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
+from otel_resilience.patterns.circuit_breaker.reload import reconfigured_core
+from otel_resilience.patterns.circuit_breaker.state import (
+    CircuitBreakerStats,
+    CircuitBreakerStatsDict,
+    CircuitState,
+)
+from otel_resilience.patterns.circuit_breaker.step import _BreakerStep
+
+_FORCE_REASONS: Final = ("forced", "isolated")
+
+
+class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
+    """A named circuit breaker, usable alone or as a link of a pipeline.
+
+    Example::
+
+        breaker = CircuitBreaker("ml_service", CircuitBreakerConfig(failure_threshold=5, timeout=60.0))
+        result = await breaker.call(ml_service.analyze, content)
+
+    Every breaker registers itself (weakly) in
+    :data:`~otel_resilience.engine.registry.BREAKERS`, where observable metrics and the recovery
+    system's ISOLATE action find it by name.
+
+    Args:
+        name: The breaker's name (bounded: it becomes a telemetry attribute).
+        config: Thresholds and timeout; ``CircuitBreakerConfig()`` when ``None``.
+        clock: The clock the OPEN timer runs on.
+
+    Raises:
+        TypeError: ``name``, ``config`` or ``clock`` has the wrong type.
+        ValueError: ``name`` is empty.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(
+        self, name: str, config: CircuitBreakerConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        # Pattern.__init__ named, not super(): no proxy object made per breaker created.
+        Pattern.__init__(self, name, config, clock, default=_DEFAULT_CONFIG)
+        self._core = _BreakerCore(name, self._config, clock, self._telemetry)
+        BREAKERS.register(self)
+        if self._config.store is not None:
+            self._config.store.share_breaker(self)
+
+    def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
+        return _BreakerStep(self._core, telemetry)
+
+    call = verb(
+        Pattern.run,
+        "Await ``fn(*args, **kwargs)`` if the breaker admits the call.",
+        returns="What ``fn`` returned.",
+        raises=(
+            (
+                "CircuitOpenError: The breaker is open, or all half-open probes are in flight; ``fn`` was "
+                "not called."
+            ),
+            "Exception: Whatever ``fn`` raised (after it was counted).",
+        ),
+    )
+
+    call_sync = verb(
+        Pattern.run_sync,
+        "Call ``fn(*args, **kwargs)`` in this thread if the breaker admits the call.",
+        returns="What ``fn`` returned.",
+        raises=(
+            "CircuitOpenError: As :meth:`call`.",
+            "Exception: Whatever ``fn`` raised (after it was counted).",
+        ),
+    )
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state, read without a lock.
+
+        An OPEN breaker whose timeout has elapsed turns HALF_OPEN when it is read here (or on the
+        next call); the transition is reported once.
+        """
+        return self._core.state
+
+    @property
+    def failure_rate_threshold(self) -> float | None:
+        """The failure rate that opens the breaker, or ``None`` without a sliding window."""
+        config = self._config
+        return None if config.sliding_window is None else config.failure_rate_threshold
+
+    def rates(self) -> tuple[float, float] | None:
+        """Return the sliding window's failure and slow-call rates now, each in ``[0, 1]``.
+
+        Both are ``0.0`` while the window is empty (it starts again with each state period);
+        ``None`` for a breaker without a sliding window.
+        """
+        return self._core.rates()
+
+    stats = ReadOnly[CircuitBreakerStats](
+        "_core.stats", "The live counts (plain ints, updated in place; read-only for callers)."
+    )
+
+    def guard(self) -> Guard:
+        """Return a context manager that runs a block under this breaker (sync or async).
+
+        ``with breaker.guard(): ...`` in threads, ``async with breaker.guard(): ...`` in
+        coroutines: the block is admitted (or :class:`CircuitOpenError` is raised before it runs)
+        and its outcome counted as a call's would be. Use it where the protected work is not one
+        function call.
+
+        Returns:
+            A single-use guard.
+        """
+        return Guard(self._pipeline)
+
+    def force_open(
+        self, duration: float | timedelta | None = None, *, reason: Literal["forced", "isolated"] = "forced"
+    ) -> None:
+        """Open the breaker now, whatever its state.
+
+        Args:
+            duration: Seconds (or a ``timedelta``) to stay OPEN, after which the breaker turns
+                HALF_OPEN as after a trip; ``None`` keeps it OPEN until :meth:`reset`.
+            reason: The ``reason`` of the reported state change: ``"forced"`` (an operator) or
+                ``"isolated"`` (the recovery system's ISOLATE action).
+
+        Raises:
+            TypeError: ``duration`` is not a number or ``timedelta``.
+            ValueError: ``duration`` is not finite and ``> 0``, or ``reason`` is unknown.
+        """
+        seconds = None
+        if duration is not None:
+            seconds = check_duration("CircuitBreaker.force_open", "duration", duration)
+        if reason not in _FORCE_REASONS:
+            raise fail("CircuitBreaker.force_open", "reason", "'forced' or 'isolated'", reason)
+        self._core.force_open(seconds, reason)
+
+    def reset(self) -> None:
+        """Close the breaker now and clear the counts of the current period (totals are kept).
+
+        Also the way back to normal operation from :meth:`disable` and :meth:`metrics_only`.
+        """
+        self._core.reset()
+
+    def force_closed(self) -> None:
+        """Close the breaker now, as an operator: :meth:`reset`, reported with reason ``"forced"``."""
+        self._core.force_state(CircuitState.CLOSED, "forced")
+
+    def disable(self) -> None:
+        """Switch the breaker off until :meth:`reset`: every call goes through and is counted.
+
+        The state is :attr:`CircuitState.DISABLED`; nothing opens the breaker meanwhile.
+        """
+        self._core.force_state(CircuitState.DISABLED, "forced")
+
+    def metrics_only(self) -> None:
+        """Run the breaker in shadow mode until :meth:`reset`, for a safe roll-out.
+
+        The state is :attr:`CircuitState.METRICS_ONLY`: every call goes through and is counted
+        as in CLOSED, and each trip the breaker would make is reported (a state change from
+        ``metrics_only`` to ``metrics_only`` with the trip's reason, to telemetry and to
+        :meth:`on_state_change` callbacks), after which its counts start again. No call is ever
+        rejected.
+        """
+        self._core.force_state(CircuitState.METRICS_ONLY, "forced")
+
+    def on_state_change(self, callback: Callable[[StateChanged], Any]) -> Callable[[], None]:
+        """Call ``callback(change)`` after each state change of this breaker.
+
+        ``change`` has ``old``, ``new``, ``reason``, ``reopens`` and ``duration`` (seconds OPEN).
+        The callback runs after the breaker's lock is released, in the thread or task of the call
+        that caused the change; an async callback runs as a task of the running loop (or, from a
+        thread with no loop, to completion there). What it raises is logged, never raised.
+
+        Returns:
+            A function that removes the callback.
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        return self._watch(check_callable(self._owner, "callback", callback), rejections=False)
+
+    def on_rejection(self, callback: Callable[[CircuitOpenError], Any]) -> Callable[[], None]:
+        """Call ``callback(error)`` for each call this breaker rejects, before the error is raised.
+
+        Runs as :meth:`on_state_change` callbacks do (sync or async; what it raises is logged).
+
+        Returns:
+            A function that removes the callback.
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        return self._watch(check_callable(self._owner, "callback", callback), rejections=True)
+
+    def _watch(self, callback: Callable[..., Any], *, rejections: bool) -> Callable[[], None]:
+        """Add a callback to the core; return a remover that finds the core current when it is called."""
+        self._core.watch(callback, rejections=rejections)
+        return functools.partial(_unwatch, self, callback, rejections)
+
+    def _reconfigure(self, config: CircuitBreakerConfig) -> None:
+        """Take ``config`` now, carrying the state over (see :mod:`.reload`).
+
+        For an owner that rebuilds every link of this breaker afterwards (a manager policy):
+        links built before (its own pipeline is rebuilt; a function decorated with
+        :meth:`protect` is not) keep serving the calls in flight with the old core, whose
+        outcomes are counted in the totals but judge nothing. A config with another ``store``
+        object moves the breaker to it (the new cluster's state is read, a local trip is
+        published there); with none, the breaker runs on its own from now on.
+        """
+        old = self._config.store
+        self._core = reconfigured_core(self._core, config)
+        self._config = config
+        self._standalone = None
+        if config.store is not old:  # another store, or none: hand the breaker over
+            if old is not None:
+                old.unshare_breaker(self)
+            if config.store is not None:
+                config.store.share_breaker(self)
+
+    def get_stats(self) -> CircuitBreakerStatsDict:
+        """Return a snapshot of the breaker's state and counts.
+
+        Returns:
+            A new dict with ``name``, ``state`` (the state's value), ``failure_count``
+            (consecutive failures), ``success_count`` (half-open probe successes),
+            ``total_requests``, ``total_successes``, ``total_failures``, ``total_rejected``,
+            ``total_ignored``, ``total_cancelled``, ``times_opened``, ``half_open_in_flight``,
+            ``retry_after`` (seconds until a probe; 0 unless OPEN; ``inf`` if forced open until
+            reset) and ``last_failure_type`` (a class name or ``None``).
+        """
+        return self._core.snapshot()
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r}, state={self._core.state.value})"
+
+
+def _unwatch(breaker: CircuitBreaker, callback: Callable[..., Any], rejections: bool) -> None:
+    """Remove ``callback`` from the breaker's current core (after a reconfiguration too)."""
+    breaker._core.unwatch(callback, rejections=rejections)

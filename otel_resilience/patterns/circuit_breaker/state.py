@@ -1,0 +1,267 @@
+"""The breaker's states, its live counts and its permits."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypedDict, cast
+
+from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.errors import ExecutionRejectedError
+from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig, break_seconds
+
+
+class CircuitState(enum.Enum):
+    """The state of a circuit breaker. Values appear in telemetry and in ``get_stats()``."""
+
+    CLOSED = "closed"
+    """Normal operation: calls go through and failures are counted."""
+    OPEN = "open"
+    """Failing: calls are rejected at once with :class:`~otel_resilience.errors.CircuitOpenError`."""
+    HALF_OPEN = "half_open"
+    """Probing: at most ``half_open_max_calls`` calls at a time test the dependency."""
+    DISABLED = "disabled"
+    """Switched off by an operator (:meth:`~otel_resilience.CircuitBreaker.disable`): every call
+    goes through and is counted; nothing opens the breaker until it is reset."""
+    METRICS_ONLY = "metrics_only"
+    """Shadow mode for a safe roll-out (:meth:`~otel_resilience.CircuitBreaker.metrics_only`):
+    every call goes through and is counted, and a trip the breaker would make is reported as a
+    ``would_open`` state change (then its counts start again), but no call is ever rejected."""
+
+
+_CLOSED: Final = CircuitState.CLOSED
+_OPEN: Final = CircuitState.OPEN
+_HALF_OPEN: Final = CircuitState.HALF_OPEN
+_DISABLED: Final = CircuitState.DISABLED
+_METRICS_ONLY: Final = CircuitState.METRICS_ONLY
+
+
+class CircuitBreakerStatsDict(TypedDict):
+    """The snapshot returned by :meth:`CircuitBreaker.get_stats`."""
+
+    name: str
+    state: str
+    failure_count: int
+    success_count: int
+    total_requests: int
+    total_successes: int
+    total_failures: int
+    total_rejected: int
+    total_ignored: int
+    total_cancelled: int
+    times_opened: int
+    half_open_in_flight: int
+    retry_after: float
+    last_failure_type: str | None
+    failure_rate: float | None
+    slow_call_rate: float | None
+
+
+class CircuitBreakerStats:
+    """Live counts of one breaker, as plain integers (read them; never write them).
+
+    Observable instruments read these attributes directly, so exporting metrics builds no dict.
+    Totals cover the breaker's lifetime; ``failure_count`` and ``success_count`` are the counts
+    of the current state period. The two counts that move on the hot paths (``total_successes``
+    while CLOSED, ``total_rejected`` while OPEN) are exact lock-free counters
+    (:mod:`otel_resilience.engine.counting`), bumped without the lock.
+
+    Attributes:
+        failure_count: Consecutive counted failures in the current CLOSED period (with a
+            sliding window: the failures the window holds), kept while OPEN, so it shows what
+            tripped the breaker; 0 in HALF_OPEN.
+        success_count: Probe successes in the current HALF_OPEN period.
+        total_successes: Calls that returned (or raised an error that is not recorded).
+        total_failures: Calls that raised a recorded error.
+        total_rejected: Calls rejected without calling the dependency.
+        total_ignored: Calls that raised an ignored error (or an inner rejection, or were given
+            to the wrong driver).
+        total_cancelled: Calls cancelled (or interrupted) while in flight.
+        times_opened: Transitions into OPEN (trips, forced and isolated).
+    """
+
+    __slots__ = (
+        "_rejected",
+        "_successes",
+        "failure_count",
+        "success_count",
+        "times_opened",
+        "total_cancelled",
+        "total_failures",
+        "total_ignored",
+    )
+
+    def __init__(self) -> None:
+        self.failure_count = 0
+        self.success_count = 0
+        self._successes = Counter()
+        self.total_failures = 0
+        self._rejected = Counter()
+        self.total_ignored = 0
+        self.total_cancelled = 0
+        self.times_opened = 0
+
+    total_successes = CounterValue(
+        "_successes", "Calls that returned (or raised an error that is not recorded)."
+    )
+    total_rejected = CounterValue("_rejected", "Calls rejected without calling the dependency.")
+
+    @property
+    def total_requests(self) -> int:
+        """Calls that have ended: every success, failure, rejection, ignored and cancelled call."""
+        return (
+            self.total_successes
+            + self.total_failures
+            + self.total_rejected
+            + self.total_ignored
+            + self.total_cancelled
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Permit:
+    """Admission of one call, stamped with the state period (generation) that issued it.
+
+    One permit object exists per state period and is shared by every call admitted in it, so
+    admission allocates nothing; permits are told apart by identity. A permit whose generation is
+    no longer current is *stale*: its outcome counts in the lifetime totals only.
+
+    Attributes:
+        generation: The state period that issued the permit.
+        state: The state it was issued in (``CLOSED`` or ``HALF_OPEN``).
+    """
+
+    generation: int
+    state: CircuitState
+
+
+_LOG: Final = logging.getLogger("otel_resilience")
+
+_OPEN_VALUE: Final = CircuitState.OPEN.value
+_HALF_OPEN_VALUE: Final = CircuitState.HALF_OPEN.value
+
+
+_ALWAYS_IGNORED: Final[tuple[type[BaseException], ...]] = (ExecutionRejectedError,)
+"""Errors a breaker never counts: an inner rejection (shared by every breaker without others)."""
+
+
+class Settings:
+    """What a breaker's core reads from its configuration, derived once and shared.
+
+    Immutable: every breaker of an equal configuration (all those at the default one) shares
+    one (:func:`settings_for`), so a breaker carries one reference instead of fifteen fields.
+    """
+
+    __slots__ = (
+        "break_duration",
+        "failure_threshold",
+        "half_open_max_calls",
+        "ignore",
+        "max_half_open_wait",
+        "minimum_calls",
+        "plain",
+        "predicate",
+        "rate_threshold",
+        "record",
+        "record_result",
+        "slow_call_duration",
+        "slow_threshold",
+        "success_threshold",
+        "timeout",
+    )
+
+    def __init__(self, config: CircuitBreakerConfig) -> None:
+        self.failure_threshold = config.failure_threshold
+        self.success_threshold = config.success_threshold
+        self.timeout = config.timeout
+        self.half_open_max_calls = config.half_open_max_calls
+        record = config.record_exceptions
+        self.record: tuple[type[BaseException], ...] = ()
+        self.predicate: Callable[[BaseException], bool] | None = None
+        if isinstance(record, tuple):
+            self.record = record
+        else:
+            self.predicate = cast("Callable[[BaseException], bool]", record)
+        ignore = cast("tuple[type[Exception], ...]", config.ignore_exceptions)
+        self.ignore: tuple[type[BaseException], ...] = (
+            (ExecutionRejectedError, *ignore) if ignore else _ALWAYS_IGNORED
+        )
+        self.rate_threshold = config.failure_rate_threshold
+        self.minimum_calls = config.minimum_calls
+        self.slow_call_duration = config.slow_call_duration
+        self.slow_threshold = config.slow_call_rate_threshold
+        self.record_result: Callable[[Any], bool] | None = config.record_result
+        self.break_duration = config.break_duration
+        self.max_half_open_wait = config.max_half_open_wait
+        self.plain = self.slow_call_duration is None and self.record_result is None
+        """No call timing and no result judging: a call that returned is a success, nothing more."""
+
+    def open_seconds(self, name: str, openings: int) -> float:
+        """Seconds OPEN for the ``openings``-th opening in a row (``break_duration``, else ``timeout``).
+
+        A ``break_duration`` that fails is logged (naming the breaker ``name``) and ``timeout``
+        is used: a broken generator must not break the call that tripped the breaker.
+        """
+        generate = self.break_duration
+        if generate is None:
+            return self.timeout
+        try:
+            return break_seconds(generate, openings)
+        except Exception:  # noqa: BLE001 - logged; the call that tripped goes on
+            _LOG.warning(
+                "circuit breaker %r: break_duration(%d) failed; staying open for timeout=%gs",
+                name,
+                openings,
+                self.timeout,
+                exc_info=True,
+            )
+            return self.timeout
+
+    def with_probes(self, probes: int) -> Settings:
+        """Return these settings with ``half_open_max_calls = probes``: a copy, these stay shared.
+
+        A breaker whose probes a shared store grants (a lease per probe across replicas) runs
+        with a limit of its own; every other breaker keeps the shared object.
+        """
+        if probes == self.half_open_max_calls:
+            return self
+        copy = Settings.__new__(Settings)
+        for field in Settings.__slots__:
+            setattr(copy, field, getattr(self, field))
+        copy.half_open_max_calls = probes
+        return copy
+
+
+_SHARED: Final[dict[CircuitBreakerConfig, Settings]] = {}
+_SHARED_MAX: Final = 256
+"""Configurations remembered at once (then the memory starts again: a bound, not an LRU)."""
+
+
+_LAST: list[tuple[CircuitBreakerConfig, Settings]] = []
+"""The configuration asked for last and its settings: no hashing for the same object again."""
+
+
+def settings_for(config: CircuitBreakerConfig) -> Settings:
+    """Return the :class:`Settings` of ``config``, shared with every equal configuration.
+
+    A configuration that names a shared store is not remembered: the memory would keep the store
+    (its connections and threads) alive after the last breaker using it closed.
+    """
+    if config.store is not None:
+        return Settings(config)
+    last = _LAST[0] if _LAST else None
+    if last is not None and last[0] is config:
+        return last[1]
+    try:
+        found = _SHARED.get(config)
+    except TypeError:  # a field that cannot be hashed: this configuration's own settings
+        return Settings(config)
+    if found is None:
+        found = Settings(config)
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[config] = found
+    _LAST[:] = ((config, found),)
+    return found

@@ -1,0 +1,200 @@
+"""The breaker's pipeline link: the core's permission protocol as a :class:`Step`.
+
+One link per pipeline the breaker runs in (and one for its own), all sharing one core.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, cast
+
+from otel_resilience.engine.actions import Counted, Rejected
+from otel_resilience.engine.calling import notify
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
+from otel_resilience.engine.facade import Link
+from otel_resilience.errors import CircuitOpenError
+from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
+from otel_resilience.patterns.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
+from otel_resilience.patterns.circuit_breaker.state import (
+    _CLOSED,
+    _HALF_OPEN_VALUE,
+    _OPEN,
+    _OPEN_VALUE,
+    Permit,
+)
+
+_REJECT_OPEN: Final = CallRejected("circuit_open")
+_REJECT_HALF_OPEN_FULL: Final = CallRejected("half_open_full")
+_CALL_REJECTED: Final = Event.CALL_REJECTED
+"""Enum members read on every rejection, bound once: reading a member off its class is slow."""
+
+
+def _permit_of(token: Permit | Counted) -> Permit:
+    """The permit of an untimed call's token: the token itself, or a ``Counted`` token's ``of``."""
+    if isinstance(token, Counted):
+        permit: Permit = token.of
+        return permit
+    return token
+
+
+class _BreakerStep(Link[CircuitBreakerConfig]):
+    """A pipeline link bound to a breaker's shared core, with its own per-call telemetry.
+
+    Its rules are the core's permission protocol: ``admit`` asks for a permit (CLOSED admits
+    without a call, as :meth:`_BreakerCore.try_acquire` does), the outcome hooks count it, and a
+    cancellation gives it back. While a success needs no lock, a call is admitted with the
+    period's :class:`~otel_resilience.engine.actions.Counted` token, whose success the drivers
+    count themselves; the hooks read its permit in ``of`` (:func:`_permit_of`). That token is
+    the breaker's standing admission (the core's ``standing``): the engine admits with it
+    without calling ``admit``.
+    """
+
+    __slots__ = ("_core", "_routes_seen", "_timed", "_wanted")
+
+    kind: ClassVar[str] = KIND
+    admit_waits: ClassVar[bool] = True  # admit returns a plain token or a Rejected (a Wait)
+    admits_early: ClassVar[bool] = True  # admit reads nothing of the context
+
+    def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
+        super().__init__(core.name, core.config, core._clock, telemetry)
+        self._core = core
+        self._routes_seen: object = None
+        self._wanted = False
+        self._timed = core.settings.slow_call_duration is not None
+        self.standing = core.standing
+
+    def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
+        """Admit a call, or raise the breaker's rejection.
+
+        Returns:
+            The call's permit, or the period's ``Counted`` token while a success needs no lock;
+            with ``slow_call_duration``, the permit and the call's start time. A rejection, the
+            breaker open or all half-open probes in flight, is a ``Rejected`` holding its
+            ``CircuitOpenError``: the engine raises it.
+        """
+        if (counted := self.standing.token) is not None:  # CLOSED, no streak (_update_lock_free_locked)
+            return counted  # what the engine admits with unasked meanwhile (Standing)
+        core = self._core
+        permit = core._permit
+        if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
+            if permit.state is _OPEN and (remaining := core.reject_open()) > 0.0:
+                error = CircuitOpenError(core.name, _OPEN_VALUE, remaining)
+                return Rejected(self.report_rejection(error, _REJECT_OPEN))
+            admitted = core.try_acquire()
+            if admitted is None:
+                return Rejected(self.rejected())
+            permit = admitted
+        return (permit, self.clock.now()) if self._timed else permit
+
+    def _ended(self, token: Any) -> tuple[Permit, bool]:
+        """Return a timed call's permit and whether it was slow (``slow_call_duration`` or longer)."""
+        permit, started = token
+        return permit, self.clock.now() - started >= cast("float", self._core.settings.slow_call_duration)
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
+        """Count a success (or, when ``record_result`` says so, a returned value as a failure).
+
+        A success of a call admitted while the breaker was lock-free (a CLOSED period with no
+        failure streak to reset, no window: :meth:`_BreakerCore._update_lock_free_locked`) only
+        bumps an exact counter (see :class:`CircuitBreakerStats`), and the drivers do it
+        themselves while the token's ``count`` is set (:class:`Counted`); it is counted here,
+        under the lock, when a streak started meanwhile (the success ends it) or when a guarded
+        block ends. Anything that changes state takes the lock. The value is returned to the
+        caller either way; what ``record_result`` raises is raised in its place, the permit
+        given back first (counted as ignored).
+        """
+        if not self._core.settings.plain:  # timed calls or judged results
+            self._judge_returned(token, result)
+            return
+        self._succeeded(_permit_of(token), False)  # noqa: FBT003
+
+    def _judge_returned(self, token: Any, result: Any) -> None:
+        """Count a returned call of a breaker that times calls or judges results."""
+        permit, slow = self._ended(token) if self._timed else (token, False)
+        judge = self._core.settings.record_result
+        if judge is not None and self._is_failure(permit, judge, result):
+            self._failed(permit, None, slow)
+        else:
+            self._succeeded(permit, slow)
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> None:  # noqa: ARG002
+        """Classify ``error`` (ignored / failure / success) and count it; the error passes through.
+
+        Raises:
+            Exception: Whatever a ``record_exceptions`` predicate raised; the permit is given back
+                first (counted as ignored).
+        """
+        permit, slow = self._ended(token) if self._timed else (_permit_of(token), False)
+        core = self._core
+        try:
+            verdict = core._classify(error)
+        except BaseException:
+            self._ignored(permit)
+            raise
+        if verdict == _SUCCESS:
+            self._succeeded(permit, slow)
+        elif verdict == _IGNORED:
+            self._ignored(permit)
+        else:
+            self._failed(permit, error, slow)
+
+    def _succeeded(self, permit: Permit, slow: bool) -> None:
+        core = self._core
+        lock = core._lock
+        lock.acquire()  # not `with`: on every call of a windowed breaker, half the cost
+        try:
+            change = core._on_success_locked(permit, slow)
+        finally:
+            lock.release()
+        if change is not None:
+            core._emit(change)
+
+    def _failed(self, permit: Permit, error: Exception | None, slow: bool) -> None:
+        core = self._core
+        with core._lock:
+            change = core._on_failure_locked(permit, error, slow)
+        core._emit(change)
+
+    def _ignored(self, permit: Permit) -> None:
+        core = self._core
+        with core._lock:
+            core.stats.total_ignored += 1
+            core._release_locked(permit)
+
+    def _is_failure(self, permit: Permit, judge: Callable[[Any], bool], result: Any) -> bool:
+        """Ask ``record_result`` whether ``result`` is a failure; give the permit back if it raises."""
+        try:
+            return bool(judge(result))
+        except BaseException:
+            self._ignored(permit)
+            raise
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
+        """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""
+        self._core.end(token[0] if self._timed else _permit_of(token), sys.exc_info()[1])
+
+    def rejected(self) -> CircuitOpenError:
+        """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and return the error."""
+        error = self._core.rejection()
+        return self.report_rejection(
+            error, _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN
+        )
+
+    def report_rejection(self, error: CircuitOpenError, args: CallRejected) -> CircuitOpenError:
+        """Report a counted rejection (if anyone wants rejections) and return its ``error``."""
+        # Whether anyone wants rejections, asked again only when the hub's listeners changed
+        # (the hub then replaces its routes): an open breaker rejects on a hot path, and asking
+        # the hub on every rejection costs a third of it (see docs/benchmarks.md, Engine v2).
+        routes = self._telemetry.hub._routes
+        if routes is not self._routes_seen:
+            self._wanted = self._telemetry.wants(_CALL_REJECTED)
+            self._routes_seen = routes
+        if self._wanted:
+            self._telemetry.report(_CALL_REJECTED, args)
+        core = self._core
+        if core._reject_watchers:  # usually none: no iterator made then
+            for watcher in core._reject_watchers:
+                notify(watcher, error, f"circuit breaker {core.name!r}: rejection callback")
+        return error

@@ -1,0 +1,159 @@
+"""Fallback (graceful degradation): answer in place of a call that failed (SPEC §1.3).
+
+::
+
+    handler = FallbackHandler(
+        FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"similarity": 0.0})
+    )
+    result = await handler.execute_with_fallback(analyze_content, data)
+
+The strategies (:class:`FallbackStrategy`):
+
+* ``DEFAULT_VALUE``: return ``default_value``.
+* ``ALTERNATIVE_FUNCTION``: return ``fallback_function(error, *args, **kwargs)``: it receives the
+  original error and the original arguments. If it raises, *its* error propagates (chained to
+  the original through ``__context__``), as Polly and Resilience4j do: the alternative's error
+  is the answer.
+* ``CACHED_VALUE``: every success of the protected call is written to ``cache_service`` under
+  ``cache_key``; on failure the last good value is read back. A miss re-raises the *original*
+  error, unchanged.
+* ``MULTIPLE_ATTEMPTS``: call each of ``fallback_functions`` in order as drop-in replacements
+  (``fn(*args, **kwargs)``); the first that returns answers. If all fail, an
+  ``ExceptionGroup`` holding the original error and then every fallback error, in order, is
+  raised, so that no cause is lost.
+
+Decisions:
+
+* **What triggers a fallback.** ``handle_exceptions`` (exception types or a predicate; default
+  ``(Exception,)``, which includes rejections and timeouts raised by inner patterns). Only
+  ``Exception`` is ever caught: ``asyncio.CancelledError``, ``KeyboardInterrupt`` and
+  ``SystemExit`` never trigger a fallback and are never swallowed, in the protected call or in a
+  fallback function. Naming a non-``Exception`` type is rejected at configuration.
+* **Fields the strategy does not use must stay unset.** ``FallbackConfig(strategy=DEFAULT_VALUE,
+  cache_key="x")`` raises ``ValueError`` naming ``FallbackConfig.cache_key``: such a field
+  would be silently ignored, and is almost always a mistake (a wrong strategy).
+* **Cache misses.** :class:`CacheService` ``get`` signals a miss by returning :data:`MISSING`
+  *or* ``None``: the common clients (``dict.get``, redis-py, aiocache, cachetools) return
+  ``None`` on a miss, and serving that ``None`` as data would hide the failure. The price: a
+  cached ``None`` reads as a miss.
+* **The cache never fails a call.** A ``set`` that raises is logged (logger
+  ``otel_resilience.patterns.fallback``) and counted in ``cache_errors``; the successful result is
+  returned. A ``get`` that raises is logged, counted, and the original error is re-raised.
+* **The cache never delays a success.** The write happens after the call, outside every
+  deadline the call ran under (the fallback is the outermost pattern), so the caller is not made
+  to wait for it: in the async driver an awaitable ``set`` runs as a task of its own and the
+  result is returned at once. A stalled cache cannot turn a call bounded at 0.1 s into a 3 s
+  one, and cannot pile up writes either: while one write is in flight, later successes only
+  replace the value to write next, so at most one write runs per handler (per running event
+  loop) and the last good value is the one written. A failed background write is logged and
+  counted like any ``set`` error; one still running when its loop shuts down is cancelled.
+  The cost: an async cache holds a success a moment after the call returned. A sync ``set``
+  (a plain method) runs inline in both drivers, as any sync call does: give its client a
+  timeout.
+* **Sync and async.** The async driver accepts sync or async fallback functions and cache
+  methods (an awaitable result is awaited). The sync driver cannot await: a coroutine function
+  among them is detected when the handler is built and every sync call is refused at once with
+  ``TypeError``, before the protected call runs; an awaitable that only shows up at call time
+  is closed and reported as that function's failure (for a cache, as a cache error).
+* **Outcome.** When a fallback answers, the execution's outcome is
+  :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`, and ``fallback_used`` is reported
+  with ``result="success"``; when it could not answer, with ``result="failure"``.
+* **Counting.** Executions are counted by an exact lock-free counter in both drivers; the other
+  counts, which move only on the failure path or on a cache access, under the handler's lock.
+* **Layout.** The settings live in ``otel_resilience.patterns.fallback._config``, the rules (a
+  :class:`~otel_resilience.engine.step.Step` run by the engine's two drivers) in
+  ``otel_resilience.patterns.fallback._step``; this module is the public face and re-exports them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.validation import fail
+from otel_resilience.patterns.fallback._config import (
+    DEFAULT_HANDLE_EXCEPTIONS,
+    MISSING,
+    CacheService,
+    FallbackConfig,
+    FallbackStrategy,
+)
+from otel_resilience.patterns.fallback._step import KIND, FallbackCore, FallbackStep
+
+__all__ = [
+    "DEFAULT_HANDLE_EXCEPTIONS",
+    "MISSING",
+    "CacheService",
+    "FallbackConfig",
+    "FallbackHandler",
+    "FallbackStrategy",
+]
+
+DEFAULT_NAME: Final = "fallback"
+"""Default :class:`FallbackHandler` name."""
+
+
+class FallbackHandler(Pattern[FallbackConfig, FallbackStep], kind=KIND):
+    """Answers in place of a failed call: a default, an alternative, a cached value (SPEC §1.3).
+
+    Args:
+        config: The settings (which strategy, and what it needs).
+        name: The handler's name in telemetry and logs. Default ``"fallback"``.
+        clock: The clock execution durations are measured on.
+
+    Raises:
+        TypeError: If ``config`` is not a :class:`FallbackConfig` or ``clock`` is not a clock.
+        ValueError: If ``name`` is empty.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(
+        self, config: FallbackConfig, *, name: str = DEFAULT_NAME, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        if not isinstance(config, FallbackConfig):
+            raise fail("FallbackHandler", "config", "a FallbackConfig", config, kind=TypeError)
+        super().__init__(name, config, clock)
+        self._core = FallbackCore(name, config)
+
+    def _link(self, telemetry: StrategyTelemetry) -> FallbackStep:
+        return FallbackStep(self._core, self.clock, telemetry)
+
+    execute_with_fallback = verb(
+        Pattern.run,
+        "Return ``await fn(*args, **kwargs)``, or the fallback's answer when it fails.",
+        more="The fallback functions get the same ``*args`` and ``**kwargs``.",
+        returns="``fn``'s result, or the fallback's answer (whose type the caller vouches for).",
+        raises=(
+            (
+                "Exception: ``fn``'s error when it is not handled or a cache missed; a "
+                "``fallback_function``'s own error; an ``ExceptionGroup`` when every ``MULTIPLE_ATTEMPTS`` "
+                "function failed."
+            ),
+            "asyncio.CancelledError: Always propagated, never answered by a fallback.",
+        ),
+    )
+
+    execute_with_fallback_sync = verb(
+        Pattern.run_sync,
+        "Return ``fn(*args, **kwargs)``, or the fallback's answer when it fails (sync driver).",
+        returns="``fn``'s result, or the fallback's answer.",
+        refuses="a fallback function or cache method is a coroutine function (refused before ``fn`` runs).",
+        raises=("Exception: As :meth:`execute_with_fallback`.",),
+    )
+
+    def get_stats(self) -> dict[str, int]:
+        """Return the counts.
+
+        Returns:
+            ``executions``; ``fallbacks_used`` (failures the fallback handled) =
+            ``fallback_successes`` + ``fallback_failures``; ``cache_hits``, ``cache_misses``
+            (reads on failure) and ``cache_errors`` (``get`` or ``set`` raised).
+        """
+        return self._core.stats()
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"FallbackHandler(strategy={core.strategy.name}, name={core.name!r})"

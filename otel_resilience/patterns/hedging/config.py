@@ -1,0 +1,189 @@
+"""The hedging settings: :class:`HedgingConfig`, its modes, and what hedges draw on."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+
+from otel_resilience.engine.validation import (
+    check_callable,
+    check_duration,
+    check_error_selector,
+    check_int,
+    fail,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "KIND",
+    "MAX_ATTEMPTS_LIMIT",
+    "MODES",
+    "HedgeBudget",
+    "HedgeDelay",
+    "HedgingConfig",
+    "HedgingMode",
+]
+
+KIND: Final = "hedging"
+"""The pattern kind in telemetry."""
+
+MODES: Final = ("latency", "parallel", "fallback")
+"""The modes a :class:`HedgingConfig` may name."""
+DEFAULT_MAX_ATTEMPTS: Final = 2
+"""Attempts in total (the original and one hedge) unless configured otherwise."""
+MAX_ATTEMPTS_LIMIT: Final = 10
+"""The most attempts one execution may race (Polly's bound): each is a call of the dependency."""
+
+HedgingMode = Literal["latency", "parallel", "fallback"]
+"""When further attempts start: see :attr:`HedgingConfig.mode`."""
+
+HedgeDelay = float | timedelta | Callable[[], float]
+"""Seconds (or a ``timedelta``), or a function returning seconds, called once per hedge."""
+
+ErrorSelector = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
+"""Which errors: an exception type, a tuple of types, or a predicate ``(error) -> bool``."""
+
+_OWNER: Final = "HedgingConfig"
+
+
+@runtime_checkable
+class HedgeBudget(Protocol):
+    """What hedges draw on: a :class:`~otel_resilience.patterns.retry.RetryBudget` (or anything with its API).
+
+    One hedge is one retry withdrawn from it; an execution of a hedging step deposits one first
+    attempt unless a retry in the same policy already does it for the execution.
+    """
+
+    def deposit(self) -> None:
+        """Count one first attempt."""
+        ...
+
+    def try_withdraw(self) -> bool:
+        """Take one retry (here: one hedge) if allowed; return whether it was."""
+        ...
+
+    def refund(self) -> None:
+        """Give back a withdrawal that did not turn into an attempt."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HedgingConfig:
+    """When a :class:`~otel_resilience.Hedging` starts further attempts, and which answer wins.
+
+    Example::
+
+        HedgingConfig(delay=0.05)                                    # a 2nd call after 50 ms
+        HedgingConfig(delay=PercentileDelay(initial=0.05), max_attempts=3)
+        HedgingConfig(mode="fallback", actions=(other_region,))       # on failure, the next
+        HedgingConfig(mode="parallel", max_attempts=2, budget=budget)
+
+    **Acceptable outcome.** An attempt's outcome is the answer, and ends the race at once, when
+    it is a result that ``hedge_on_result`` does not reject, or an error that ``hedge_on`` does
+    not match (a definite answer such as "not found": raised at once, the other attempts
+    cancelled). Any other outcome is set aside: in ``"latency"`` and ``"fallback"`` modes it
+    starts the next attempt at once. When no attempt's outcome is acceptable, the original's is
+    the execution's (its error re-raised, or its result returned), as in Polly.
+
+    Async only: the attempts run side by side as tasks of the event loop; the sync API
+    (``call_sync``, a sync function under a policy with hedging) raises ``TypeError``.
+
+    Args:
+        delay: See the attribute.
+        max_attempts: See the attribute.
+        mode: See the attribute.
+        actions: See the attribute; a list is kept as a tuple.
+        hedge_on: See the attribute.
+        hedge_on_result: See the attribute.
+        budget: See the attribute.
+
+    Raises:
+        TypeError: A field has the wrong type (the message names ``HedgingConfig.<field>``).
+        ValueError: A field is out of range or unused by the mode.
+    """
+
+    delay: HedgeDelay | None = None
+    """``"latency"`` mode only, and required there: how long the latest attempt may run before
+    another starts, seconds ``> 0`` (or a ``timedelta``), or a function ``() -> seconds`` asked
+    at each hedge, such as :class:`~otel_resilience.patterns.hedging.PercentileDelay` (a function with an
+    ``observe(seconds)`` method is told the latency of every accepted attempt). What the function
+    returns must be seconds ``>= 0``; otherwise the execution fails with ``TypeError`` or
+    ``ValueError``. No default: a latency figure has no safe one."""
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """Attempts at most, the original included, ``1 <= max_attempts <= 10`` (1: never hedge).
+    Default: 2."""
+    mode: HedgingMode = "latency"
+    """``"latency"`` (the default): the original starts; while no acceptable outcome came, another
+    attempt starts each time the latest has run ``delay`` seconds, and at once when an attempt
+    ends unacceptably, up to ``max_attempts`` in flight. ``"parallel"``: all ``max_attempts``
+    start at once. ``"fallback"``: one at a time; an attempt that ends unacceptably starts the
+    next at once."""
+    actions: tuple[Callable[..., Awaitable[Any]], ...] | None = None
+    """What attempts 2, 3, ... call in place of the protected function (a secondary, another
+    region): ``actions[0]`` for attempt 2, ``actions[1]`` for attempt 3 ...; attempts past the
+    end call the protected function again. Each is an async function called with the protected
+    function's arguments, and runs through the links inside the hedging (an attempt timeout
+    bounds it; a breaker inside counts it). At most ``max_attempts - 1`` of them (more would
+    never run). Default: ``None`` (every attempt calls the protected function)."""
+    hedge_on: ErrorSelector = (Exception,)
+    """Errors that are not the answer: ``Exception`` subclasses or a predicate. An error it does
+    not match is accepted and raised at once. Default: ``(Exception,)`` (every error)."""
+    hedge_on_result: Callable[[Any], bool] | None = None
+    """``(result) -> bool``; ``True`` sets the result aside (not the answer). Default: ``None``
+    (every result is the answer)."""
+    budget: HedgeBudget | None = None
+    """A :class:`~otel_resilience.patterns.retry.RetryBudget` the hedges draw on: each hedge withdraws one
+    retry, and when it allows none the execution starts no more hedges (the attempts in flight
+    go on). Shared with retries, it bounds the extra load of retries and hedges together at
+    ``ratio`` times the first attempts (plus the floor). In a ``ResilienceConfig`` whose
+    ``retry_policy`` has a budget, hedging uses that one when this is ``None``. Default:
+    ``None`` (``max_attempts`` alone bounds the load: up to ``max_attempts`` times)."""
+
+    def __post_init__(self) -> None:
+        mode: object = self.mode
+        if not isinstance(mode, str):
+            raise fail(_OWNER, "mode", "'latency', 'parallel' or 'fallback'", mode, kind=TypeError)
+        if mode not in MODES:
+            raise fail(_OWNER, "mode", "'latency', 'parallel' or 'fallback'", mode)
+        check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1)
+        if self.max_attempts > MAX_ATTEMPTS_LIMIT:
+            raise fail(_OWNER, "max_attempts", f"<= {MAX_ATTEMPTS_LIMIT}", self.max_attempts)
+        self._check_delay()
+        self._check_actions()
+        hedge_on = check_error_selector(_OWNER, "hedge_on", self.hedge_on, "cancellation is never hedged")
+        object.__setattr__(self, "hedge_on", hedge_on)
+        check_callable(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
+        budget: object = self.budget
+        if budget is not None and not isinstance(budget, HedgeBudget):
+            rule = "a RetryBudget (deposit, try_withdraw, refund) or None"
+            raise fail(_OWNER, "budget", rule, budget, kind=TypeError)
+
+    def _check_delay(self) -> None:
+        delay: object = self.delay
+        if self.mode != "latency":
+            if delay is not None:
+                raise fail(_OWNER, "delay", f"None in {self.mode!r} mode (only 'latency' waits)", delay)
+            return
+        if delay is None:
+            raise fail(
+                _OWNER, "delay", "seconds > 0 or a function returning seconds in 'latency' mode", delay
+            )
+        if callable(delay):
+            return
+        object.__setattr__(self, "delay", check_duration(_OWNER, "delay", delay))
+
+    def _check_actions(self) -> None:
+        actions: object = self.actions
+        if actions is None:
+            return
+        if not isinstance(actions, (tuple, list)):
+            raise fail(_OWNER, "actions", "a tuple of async functions or None", actions, kind=TypeError)
+        for index, action in enumerate(actions):
+            check_callable(_OWNER, f"actions[{index}]", action)
+        if len(actions) > self.max_attempts - 1:
+            rule = f"at most max_attempts - 1 ({self.max_attempts - 1}) functions: more would never run"
+            raise fail(_OWNER, "actions", rule, actions)
+        if type(actions) is not tuple:
+            object.__setattr__(self, "actions", tuple(actions))

@@ -1,0 +1,309 @@
+"""The hedging's rules: the shared core (decisions, counts) and the pipeline step.
+
+:class:`_HedgingCore` decides (the delay before a hedge, whether an outcome is the answer, which
+function an attempt calls, whether the budget allows a hedge) and counts; :class:`_HedgingStep`
+is one pipeline link of a hedging, whose ``admit`` returns a :class:`_Race`: the
+:class:`~otel_resilience.engine.hedge.Hedge` token the engine's async driver runs as a race of
+attempts. Nothing here awaits, sleeps or starts a task.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypedDict, cast
+
+from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.events import (
+    Event,
+    HedgeDenied,
+    HedgeStarted,
+    HedgeWon,
+    Outcome,
+    StrategyTelemetry,
+)
+from otel_resilience.engine.facade import Link
+from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
+from otel_resilience.engine.stats import classify_error
+from otel_resilience.engine.validation import describe
+from otel_resilience.patterns.hedging.config import KIND, HedgingConfig
+from otel_resilience.patterns.hedging.latency import LatencyObserver
+
+_SUCCESS: Final = Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+"""Read on every attempt's end, bound once: a member read off its enum class costs ~55 ns (Python 3.11)."""
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.patterns.hedging.config import HedgeBudget
+
+__all__ = ["HedgingStatsDict"]
+
+
+class HedgingStatsDict(TypedDict):
+    """What :meth:`~otel_resilience.patterns.hedging.Hedging.get_stats` returns."""
+
+    name: str
+    mode: str
+    max_attempts: int
+    executions: int
+    hedges: int
+    hedges_denied: int
+    original_wins: int
+    hedge_wins: int
+    failed: int
+    cancelled: int
+
+
+class _HedgingCore:
+    """The sans-I/O state shared by a :class:`~otel_resilience.patterns.hedging.Hedging` and its steps."""
+
+    __slots__ = (
+        "_hedge_on_types",
+        "actions",
+        "budget",
+        "cancelled",
+        "clock",
+        "config",
+        "denied",
+        "deposits",
+        "executions",
+        "failed",
+        "hedge_wins",
+        "hedges",
+        "name",
+        "observer",
+        "on_failure",
+        "original_wins",
+    )
+
+    def __init__(self, name: str, config: HedgingConfig, clock: Clock, *, deposits: bool) -> None:
+        self.name = name
+        self.config = config
+        self.clock = clock
+        self.budget: HedgeBudget | None = config.budget
+        self.deposits = deposits and config.budget is not None
+        self.actions = config.actions
+        self.on_failure = config.mode != "parallel"
+        delay = config.delay
+        self.observer: LatencyObserver | None = delay if isinstance(delay, LatencyObserver) else None
+        hedge_on = config.hedge_on
+        self._hedge_on_types = hedge_on if isinstance(hedge_on, tuple) else None
+        self.executions = Counter()
+        self.hedges = Counter()
+        self.denied = Counter()
+        self.original_wins = Counter()
+        self.hedge_wins = Counter()
+        self.failed = Counter()
+        self.cancelled = Counter()
+
+    def delay(self) -> float | None:
+        """Return the seconds the latest attempt may run before another starts (``None``: never by time).
+
+        Raises:
+            TypeError: A delay function returned no number of seconds.
+            ValueError: It returned a negative number, NaN or infinity.
+        """
+        mode = self.config.mode
+        if mode != "latency":
+            return 0.0 if mode == "parallel" else None
+        delay = self.config.delay
+        if isinstance(delay, float):
+            return delay
+        assert callable(delay)  # noqa: S101 - the config holds seconds or a function
+        value: object = delay()
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            msg = f"hedging {self.name!r}: delay returned {describe(value)}; it must return seconds"
+            raise TypeError(msg)
+        if not (value >= 0 and math.isfinite(value)):
+            msg = f"hedging {self.name!r}: delay returned {describe(value)}; seconds must be finite and >= 0"
+            raise ValueError(msg)
+        return float(value)
+
+    def accepts(self, result: Any, error: Exception | None) -> bool:
+        """Return whether an attempt's outcome is the answer (see ``HedgingConfig``)."""
+        if error is not None:
+            types = self._hedge_on_types
+            if types is not None:
+                return not isinstance(error, types)
+            predicate = cast("Callable[[Exception], bool]", self.config.hedge_on)
+            return not predicate(error)
+        check = self.config.hedge_on_result
+        return check is None or not check(result)
+
+    def sync_error(self) -> TypeError:
+        """Build the error for a hedged execution under the sync driver."""
+        return TypeError(
+            f"hedging {self.name!r} is async only: its attempts run side by side as tasks of an "
+            "event loop, which the sync API cannot do; call it from a coroutine (await), or leave "
+            "hedging out of the policies a sync function runs under"
+        )
+
+    def snapshot(self) -> HedgingStatsDict:
+        """Return the counts now."""
+        return {
+            "name": self.name,
+            "mode": self.config.mode,
+            "max_attempts": self.config.max_attempts,
+            "executions": self.executions.value,
+            "hedges": self.hedges.value,
+            "hedges_denied": self.denied.value,
+            "original_wins": self.original_wins.value,
+            "hedge_wins": self.hedge_wins.value,
+            "failed": self.failed.value,
+            "cancelled": self.cancelled.value,
+        }
+
+
+class _Scope:
+    """What an attempt keeps while it runs: its telemetry scope and when it started."""
+
+    __slots__ = ("handles", "started", "type")
+
+    def __init__(self, handles: Any, started: float, attempt_type: str) -> None:
+        self.handles = handles
+        self.started = started
+        self.type = attempt_type
+
+
+class _Race(Hedge):
+    """One hedged execution's race: the decisions of its link, and which attempt is the original."""
+
+    __slots__ = ("_core", "_original", "_started", "_telemetry")
+
+    def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
+        super().__init__(core.config.max_attempts, on_failure=core.on_failure)
+        self._core = core
+        self._telemetry = telemetry
+        self._original: ExecutionContext | None = None
+        self._started = 0
+
+    def delay(self, started: int) -> float | None:  # noqa: ARG002 - the same before every hedge
+        """Return the hedge delay (0 in parallel mode, ``None`` in fallback mode)."""
+        return self._core.delay()
+
+    def start(self, ctx: ExecutionContext, trigger: str | None) -> ExecutionContext | None:
+        """Start the original; or a hedge, if the budget and the cap in total allow one."""
+        core = self._core
+        if trigger is None:
+            self._started = 1
+            self._original = ctx.fork(new_attempt=False)
+            return self._original
+        budget = core.budget
+        if budget is not None and not budget.try_withdraw():
+            self._deny(trigger, "budget")
+            return None
+        attempt = ctx.fork()
+        if attempt is None:  # the execution's cap on attempts in total
+            if budget is not None:
+                budget.refund()
+            self._deny(trigger, "max_attempts")
+            return None
+        actions, index = core.actions, self._started - 1
+        if actions is not None and index < len(actions):
+            attempt.fn = actions[index]
+        self._started += 1
+        next(core.hedges)
+        telemetry = self._telemetry
+        if telemetry.hub.event_listeners:
+            telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
+        return attempt
+
+    def _deny(self, trigger: str, denied_by: str) -> None:
+        """Count a hedge that was due but refused, and report why."""
+        next(self._core.denied)
+        telemetry = self._telemetry
+        if telemetry.hub.event_listeners:
+            telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, denied_by))
+
+    def enter(self, attempt: ExecutionContext) -> _Scope | None:
+        """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it."""
+        telemetry, core = self._telemetry, self._core
+        listening = telemetry.hub.attempt_listeners
+        if not listening and core.observer is None:
+            return None
+        attempt_type = ORIGINAL if attempt is self._original else HEDGE
+        handles = (
+            telemetry.start_attempt(attempt.operation, attempt.attempt, attempt_type) if listening else None
+        )
+        return _Scope(handles, core.clock.now(), attempt_type)
+
+    def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:  # noqa: ARG002
+        """Judge the outcome by the config's ``hedge_on`` and ``hedge_on_result``."""
+        return self._core.accepts(result, error)
+
+    def leave(
+        self,
+        attempt: ExecutionContext,
+        scope: _Scope | None,
+        error: BaseException | None,
+        *,
+        accepted: bool,
+        won: bool,
+    ) -> None:
+        """Mark the winner of a race, tell the delay the latency of an accepted result, close the scope."""
+        telemetry, core = self._telemetry, self._core
+        if won and self._started > 1 and telemetry.hub.event_listeners:
+            attempt_type = ORIGINAL if attempt is self._original else HEDGE
+            telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
+        if scope is None:
+            return
+        if accepted and error is None and core.observer is not None:
+            core.observer.observe(core.clock.now() - scope.started)
+        if scope.handles:
+            outcome = (_SUCCESS if accepted else _FAILURE) if error is None else classify_error(error)
+            telemetry.end_attempt(scope.handles, outcome, error)
+
+    def end(
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - the counts are the hedging's, not the execution's
+        winner: ExecutionContext | None,
+        error: BaseException | None,
+    ) -> None:
+        """Count how the execution ended."""
+        core = self._core
+        if winner is not None:
+            next(core.original_wins if winner is self._original else core.hedge_wins)
+        elif error is not None and not isinstance(error, Exception):
+            next(core.cancelled)
+        else:
+            next(core.failed)
+
+
+class _HedgingStep(Link[HedgingConfig]):
+    """One hedging link of a pipeline: the shared :class:`_HedgingCore` and this link's telemetry.
+
+    ``admit`` refuses the sync driver, deposits the execution in the budget (when the link
+    deposits), and returns the execution's :class:`_Race`, which the async driver runs.
+    """
+
+    __slots__ = ("_core",)
+
+    kind: ClassVar[str] = KIND
+
+    def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
+        super().__init__(core.name, core.config, core.clock, telemetry)
+        self._core = core
+        self.entries = core.executions
+
+    def admit(self, ctx: ExecutionContext) -> _Race:
+        """Return the execution's race.
+
+        Raises:
+            TypeError: The sync driver runs the execution (hedging is async only).
+        """
+        core = self._core
+        if ctx.sync:
+            raise core.sync_error()
+        if core.deposits:
+            core.budget.deposit()  # type: ignore[union-attr] # deposits only with a budget
+        return _Race(core, self._telemetry)
+
+    def get_stats(self) -> HedgingStatsDict:
+        """Return the hedging's counts (shared by all its links), as :meth:`Hedging.get_stats` does."""
+        return self._core.snapshot()

@@ -1,0 +1,301 @@
+"""The rate limiter's public face: :class:`RateLimiter`, and :class:`KeyedRateLimiter` (one per key)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Final, Generic, TypedDict, TypeVar
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.guard import Guard
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.registry import RATE_LIMITERS
+from otel_resilience.engine.shared import shared_key
+from otel_resilience.engine.store import BoundedStore
+from otel_resilience.engine.validation import check_name, fail
+from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
+from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, new_rules
+from otel_resilience.patterns.rate_limiter.step import _ClusterRateLimiterStep, _RateLimiterStep
+from otel_resilience.patterns.rate_limiter.totals import KeyTotals
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["DEFAULT_MAX_KEYS", "KeyedOptions", "KeyedRateLimiter", "RateLimiter"]
+
+DEFAULT_MAX_KEYS: Final = 1024
+"""Keys a :class:`KeyedRateLimiter` keeps unless configured otherwise."""
+
+K = TypeVar("K", bound=Hashable)
+
+
+class KeyedOptions(TypedDict, total=False):
+    """The keyword arguments :meth:`RateLimiter.per_key` passes on to :class:`KeyedRateLimiter`."""
+
+    max_keys: int
+    """Keys kept at most (default :data:`DEFAULT_MAX_KEYS`)."""
+    clock: Clock
+    """The time source of every key's limiter."""
+
+
+class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
+    """Admits at most ``rate`` calls per second on average (``burst`` at once), shared by tasks and threads.
+
+    Example::
+
+        limiter = RateLimiter("search_api", RateLimiterConfig(rate=10.0, burst=5, max_wait=1.0))
+        result = await limiter.call(search, query)
+        result = limiter.call_sync(search_sync, query)       # from a worker thread
+
+    One limiter may be used from the event loop (:meth:`call`), from threads (:meth:`call_sync`),
+    as a decorator (:meth:`protect`), around a block (:meth:`guard`) and inside pipelines
+    (:meth:`as_strategy`) at the same time: all of them take permits from the same bucket.
+
+    Args:
+        name: The limiter's name (bounded: it becomes a telemetry attribute).
+        config: Rate, burst, algorithm and waiting. Required: ``None`` (the default, for the
+            signature every pattern shares) raises ``TypeError``, as a rate has no safe default.
+        clock: The clock permits are timed on and waits sleep on.
+
+    Raises:
+        TypeError: ``name``, ``config`` or ``clock`` has the wrong type (``config`` is ``None``).
+        ValueError: ``name`` is empty.
+    """
+
+    __slots__ = ("_rules",)
+
+    def __init__(
+        self, name: str, config: RateLimiterConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        if not isinstance(config, RateLimiterConfig):  # None too: a rate has no default
+            raise fail(
+                "RateLimiter", "config", "a RateLimiterConfig (its rate is required)", config, kind=TypeError
+            )
+        super().__init__(name, config, clock)
+        self._rules = new_rules(config) if config.store is None else config.store.rate_rules(name, config)
+        RATE_LIMITERS.register(self)
+
+    @classmethod
+    def per_key(
+        cls, name: str, config: RateLimiterConfig, **options: Unpack[KeyedOptions]
+    ) -> KeyedRateLimiter[Hashable]:
+        """Return ``KeyedRateLimiter(name, config, ...)``: a :class:`RateLimiter` per key (tenant, client).
+
+        ``limiter.for_key(tenant)`` returns the key's limiter, with ``config``'s rate and burst;
+        the key is never in telemetry. :class:`KeyedRateLimiter` says how keys are kept and
+        evicted, and what each argument must be (it raises ``TypeError``/``ValueError`` naming
+        the field).
+
+        Args:
+            name: As :class:`KeyedRateLimiter`.
+            config: As there.
+            **options: As there: ``max_keys`` (default :data:`DEFAULT_MAX_KEYS`), ``clock``.
+        """
+        return KeyedRateLimiter(name, config, **options)
+
+    def _reconfigure(self, config: RateLimiterConfig) -> bool:
+        """Take ``config`` now, keeping the permits used (:meth:`_Rules.retune`), if it can.
+
+        For an owner that rebuilds every link of this limiter afterwards (a manager policy).
+
+        Returns:
+            ``False`` (nothing changed) when ``config`` names another algorithm: the owner then
+            makes a new limiter.
+        """
+        if not self._rules.retune(config, self._clock.now()):
+            return False
+        self._config = config
+        self._standalone = None
+        return True
+
+    def _link(self, telemetry: StrategyTelemetry) -> _RateLimiterStep:
+        step = _RateLimiterStep if self._config.store is None else _ClusterRateLimiterStep
+        return step(self._name, self._config, self._clock, self._rules, telemetry)
+
+    call = verb(
+        Pattern.run,
+        "Await ``fn(*args, **kwargs)`` once a permit is taken (waiting for it up to ``config.max_wait``).",
+        returns="What ``fn`` returned.",
+        raises=(
+            (
+                "RateLimitedError: No permit is free and none may be waited for (within ``max_wait`` and "
+                "before the deadline of an enclosing timeout scope); ``fn`` was not called."
+            ),
+            "Exception: Whatever ``fn`` raised, unchanged.",
+        ),
+    )
+
+    call_sync = verb(
+        Pattern.run_sync,
+        "Call ``fn(*args, **kwargs)`` in this thread once a permit is taken (blocking while it waits).",
+        returns="What ``fn`` returned.",
+        raises=(
+            "RateLimitedError: As :meth:`call`.",
+            "Exception: Whatever ``fn`` raised, unchanged.",
+        ),
+    )
+
+    def guard(self) -> Guard:
+        """Return a context manager that takes a permit before a block (sync or async).
+
+        ``async with limiter.guard(): ...`` in coroutines, ``with limiter.guard(): ...`` in
+        threads: entering takes a permit as a call does (waiting for it, or raising
+        :class:`~otel_resilience.errors.RateLimitedError`); the block counts as an execution of
+        the limiter's own pipeline. Use it where the limited work is not one function call.
+
+        Returns:
+            A single-use guard.
+        """
+        return Guard(self._pipeline)
+
+    def try_acquire(self) -> bool:
+        """Take a permit now if one is free, without waiting and without running anything.
+
+        A refusal counts in ``rejected`` (no event is reported: no call was rejected).
+
+        Returns:
+            ``True`` if a permit was taken.
+        """
+        return self._rules.acquire(self._clock.now(), 0.0) is None
+
+    @property
+    def available(self) -> float:
+        """Permits that could be taken now; negative when permits are reserved ahead for waiters.
+
+        Token bucket: the tokens in the bucket (fractional while it refills). Sliding window:
+        ``burst`` minus the admissions in the last window (reservations included).
+        """
+        return self._rules.available(self._clock.now())
+
+    waiting = ReadOnly[int]("_rules.waiting", "Callers waiting for a permit now.")
+
+    def get_stats(self) -> RateLimiterStatsDict:
+        """Return a consistent snapshot of the counts.
+
+        Returns:
+            ``name``, ``algorithm``, ``rate``, ``burst``, ``admitted`` (permits taken, at once or
+            after a wait), ``rejected`` (calls and ``try_acquire`` refused), ``waited`` (permits
+            taken after a wait: part of ``admitted``), ``cancelled`` (waiters that gave their
+            reservation back), ``waiting`` (callers waiting now) and ``available`` (see
+            :attr:`available`).
+        """
+        return self._rules.snapshot(self._name, self._clock.now())
+
+    def __repr__(self) -> str:
+        config = self._config
+        return (
+            f"RateLimiter({self._name!r}, rate={config.rate:g}/s, burst={config.burst}, {config.algorithm})"
+        )
+
+
+class KeyedRateLimiter(Generic[K]):
+    """A :class:`RateLimiter` per key (tenant, client, API key), with a bounded number of keys.
+
+    Made by :meth:`RateLimiter.per_key`. Every key's limiter has the same name, configuration and
+    clock, so telemetry stays bounded: the key is never a telemetry attribute. The keys are kept
+    in the engine's :class:`~otel_resilience.engine.store.BoundedStore`: past ``max_keys``, the
+    least recently used **idle** keys are evicted (a key with a waiting caller is not idle), and
+    the store shrinks back to ``max_keys`` as keys turn idle.
+
+    **An evicted key starts again with a full bucket** (an empty window), so it may admit up to
+    ``burst`` more sooner than its old state would have: give ``max_keys`` room for the keys
+    active within ``burst / rate`` seconds. A key's limiter still held by a caller when it was
+    evicted is the one ``for_key`` returns again (never a second limiter for one key while the
+    first is in use). What an evicted key counted stays in ``resilience.rate_limiter.permits``
+    (summed under the name), so the exported counter never goes down.
+
+    Args:
+        name: The name of every key's limiter.
+        config: Every key's configuration.
+        max_keys: How many keys are kept while idle (an ``int >= 1``).
+        clock: The clock of every key's limiter.
+
+    Raises:
+        TypeError: ``name``, ``config`` or ``clock`` has the wrong type.
+        ValueError: ``name`` is empty, or ``max_keys`` is not an ``int >= 1``.
+    """
+
+    __slots__ = ("_clock", "_config", "_keys", "_name", "_totals")
+
+    def __init__(
+        self,
+        name: str,
+        config: RateLimiterConfig,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        check_name("KeyedRateLimiter", "name", name)
+        if not isinstance(config, RateLimiterConfig):
+            raise fail("KeyedRateLimiter", "config", "a RateLimiterConfig", config, kind=TypeError)
+        check_clock("KeyedRateLimiter", clock)
+        self._name = name
+        self._config = config
+        self._clock = clock
+        self._totals = KeyTotals(name)
+        self._keys: BoundedStore[K, RateLimiter] = BoundedStore(
+            "KeyedRateLimiter",
+            "max_keys",
+            max_keys,
+            is_idle=_idle,
+            on_evict=self._fold,
+            revive=True,
+            on_revive=self._revived,
+        )
+
+    name = ReadOnly[str]("_name", "The name of every key's limiter.")
+
+    config = ReadOnly[RateLimiterConfig]("_config", "Every key's configuration.")
+
+    max_keys = ReadOnly[int]("_keys.capacity", "How many keys are kept while idle.")
+
+    def for_key(self, key: K) -> RateLimiter:
+        """Return the limiter of ``key``, creating it (with a full bucket) if the key is new.
+
+        Args:
+            key: Any hashable value.
+
+        Raises:
+            TypeError: ``key`` is not hashable.
+        """
+        keys = self._keys
+        if self._config.store is None:
+            limiter, _ = keys.get_or_add(key, self._new)
+            return limiter
+        found = keys.use(key)  # a key in use: no builder (nor str(key)) made for it
+        if found is None:  # each key its own budget in the store, named str(key)
+            found, _ = keys.get_or_add(key, functools.partial(self._new_shared, str(key)))
+        return found
+
+    def _fold(self, key: K, limiter: RateLimiter) -> None:
+        """Keep what an evicted key's limiter counted (unless it is the key's limiter again)."""
+        self._totals.fold(limiter, kept=lambda: self._keys.get(key) is limiter)
+
+    def _revived(self, key: K, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
+        """An evicted key's limiter, still held by a caller, is the key's limiter again."""
+        self._totals.revived(limiter)
+
+    def _new(self) -> RateLimiter:
+        return RateLimiter(self._name, self._config, clock=self._clock)
+
+    def _new_shared(self, key: str) -> RateLimiter:
+        with shared_key(key):
+            return self._new()
+
+    def get_stats(self) -> dict[str, int]:
+        """Return ``keys`` (kept now), ``max_keys`` and ``evicted`` (keys evicted so far)."""
+        keys = self._keys
+        return {"keys": len(keys), "max_keys": keys.capacity, "evicted": keys.evicted}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"KeyedRateLimiter({self._name!r}, keys={len(self._keys)}/{self._keys.capacity})"
+
+
+def _idle(limiter: RateLimiter) -> bool:
+    """Whether a key's limiter may be evicted: nobody waits on it."""
+    return limiter.waiting == 0

@@ -1,0 +1,382 @@
+"""The rate limiter's sans-I/O rules: permits, reservations and counts, behind one lock.
+
+A :class:`_Rules` object answers one question, atomically: may a caller that arrives at ``now``
+take a permit? It takes one now, or *reserves* the next permit that will be due (the caller then
+waits until then, and :meth:`_Rules.claim` records it), or refuses and says when the next permit
+is due. It never reads a clock (every method takes ``now``) and never sleeps: the step
+(:mod:`.step`) reads the clock and the engine's drivers wait.
+
+Reservations are FIFO: a reservation takes the next permit *after* every earlier one, so the
+algorithm's state runs ahead of time (the token bucket goes into debt, the sliding log holds
+future times) and a newcomer never overtakes a waiter. A cancelled waiter gives its reservation
+back (:meth:`_Rules.abandon`): the latest reservation is rolled back exactly (as if never made);
+an earlier one is left in place as a *hole* that the next caller who would wait takes over, so
+it waits only until that permit's time. The waiters behind it keep their times, so nobody waits
+longer for it.
+
+Two algorithms share that frame, each with three operations under the lock: when is the next
+permit due (``_due_locked``), take it (``_take_locked``), give the latest back
+(``_give_back_locked``):
+
+* :class:`_TokenBucket`: ``tokens`` (a float, negative in debt) refilled at ``rate`` per second
+  up to ``burst``; a permit is due when one whole token is there. Exact on a frozen clock: each
+  permit subtracts exactly ``1.0``.
+* :class:`_SlidingLog`: the sorted times of the last admissions (past ones and reserved future
+  ones); a permit is due at ``log[-burst] + burst / rate``, so no window of that length ever
+  holds more than ``burst``. The log keeps ``burst`` entries plus one per outstanding
+  reservation (a rolled-back one must not lose the entry that becomes ``log[-burst]`` again),
+  and forgets entries older than the window.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Final, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.patterns.rate_limiter.config import RateLimiterConfig
+
+__all__ = ["RateLimiterStatsDict", "RemoteRules"]
+
+_INF: Final = math.inf
+
+
+class RateLimiterStatsDict(TypedDict):
+    """The snapshot returned by :meth:`RateLimiter.get_stats`."""
+
+    name: str
+    algorithm: str
+    rate: float
+    burst: int
+    admitted: int
+    rejected: int
+    waited: int
+    cancelled: int
+    waiting: int
+    available: float
+
+
+class _Reservation:
+    """A permit reserved for time :attr:`due`; :attr:`held` while a waiter holds it (no hole, not claimed)."""
+
+    __slots__ = ("due", "held")
+
+    def __init__(self, due: float) -> None:
+        self.due = due
+        self.held = True
+
+
+class _Rules(abc.ABC):
+    """Permits and reservations of one rate limiter, with exact counts, behind one lock.
+
+    Attributes:
+        rate: Permits per second.
+        burst: The most permits at once (or per window).
+        max_wait: The longest a caller may wait for a permit, in seconds.
+        max_waiting: The most callers waiting at once.
+        admitted: Permits taken (at once or after a wait).
+        rejected: Requests refused (by a call or by ``try_acquire``).
+        waited: Permits taken after a wait (part of ``admitted``).
+        cancelled: Waiters that gave their reservation back.
+        waiting: Callers waiting now.
+    """
+
+    __slots__ = (
+        "_holes",
+        "_lock",
+        "_now",
+        "_pending",
+        "admitted",
+        "burst",
+        "cancelled",
+        "max_wait",
+        "max_waiting",
+        "rate",
+        "rejected",
+        "waited",
+        "waiting",
+    )
+
+    algorithm: str
+
+    def __init__(self, config: RateLimiterConfig) -> None:
+        self.rate = config.rate
+        self.burst = config.burst
+        self.max_wait = config.max_wait
+        self.max_waiting = config.max_waiting
+        self.admitted = self.rejected = self.waited = self.cancelled = self.waiting = 0
+        self._lock = threading.Lock()
+        self._now = -_INF
+        self._pending: deque[_Reservation] = deque()
+        """Outstanding reservations (held, or holes), in the order of their times."""
+        self._holes = 0
+
+    def acquire(self, now: float, max_wait: float, remaining: float = _INF) -> _Reservation | float | None:
+        """Take a permit now, or reserve the next one due, or refuse.
+
+        Args:
+            now: The time of the request (a clock reading; an earlier one than already seen
+                counts as the latest seen).
+            max_wait: The longest the caller may wait (``0.0`` for a permit now or nothing).
+            remaining: Seconds before the caller's deadline: a permit due then or later is refused.
+
+        Returns:
+            ``None``: a permit was taken now. A :class:`_Reservation`: the caller waits until its
+            ``due`` time, then calls :meth:`claim` (or :meth:`abandon` if it gives up). A
+            ``float``: refused; the seconds until the next permit is due.
+        """
+        lock = self._lock
+        lock.acquire()  # not `with`: this runs on every call, and `with` costs more
+        try:
+            if now < self._now:  # noqa: PLR1730 - on every call: a compare, not a call
+                now = self._now
+            self._now = now
+            if self._holes:
+                hole = self._hole_locked(now)
+                if hole is not None:
+                    return self._take_hole_locked(hole, now, max_wait, remaining)
+            due = self._due_locked(now)
+            if due <= now:
+                self._take_locked(now)
+                self.admitted += 1
+                return None
+            wait = due - now
+            if wait > max_wait or wait >= remaining or self.waiting >= self.max_waiting:
+                self.rejected += 1
+                return wait
+            self._take_locked(due)
+            reservation = _Reservation(due)
+            self._pending.append(reservation)
+            self.waiting += 1
+            return reservation
+        finally:
+            lock.release()
+
+    def claim(self, reservation: _Reservation) -> None:
+        """Record that a waiter took its reserved permit (its time has come)."""
+        with self._lock:
+            self._pending.remove(reservation)
+            reservation.held = False
+            self.waiting -= 1
+            self.waited += 1
+            self.admitted += 1
+
+    def abandon(self, reservation: _Reservation, now: float) -> None:
+        """Give back the reservation of a waiter that gave up (cancelled) before its time.
+
+        The latest reservations, once holes, are rolled back; an earlier one stays a hole for
+        the next caller who would wait. Nothing happens for a reservation already claimed (an
+        interrupt just after the claim).
+        """
+        with self._lock:
+            if not reservation.held:
+                return
+            now = max(now, self._now)
+            reservation.held = False
+            self.waiting -= 1
+            self.cancelled += 1
+            self._holes += 1
+            pending = self._pending
+            while pending and not pending[-1].held and pending[-1].due > now:
+                pending.pop()
+                self._holes -= 1
+                self._give_back_locked()
+
+    def _hole_locked(self, now: float) -> _Reservation | None:
+        """Return the earliest hole not yet past (forgetting those past), or ``None``."""
+        pending = self._pending
+        for reservation in list(pending):
+            if reservation.held:
+                continue
+            if reservation.due >= now:
+                return reservation
+            pending.remove(reservation)  # its time passed unused: the permit is gone
+            self._holes -= 1
+        return None
+
+    def _take_hole_locked(
+        self, hole: _Reservation, now: float, max_wait: float, remaining: float
+    ) -> _Reservation | float | None:
+        """Give a caller the hole's permit: now if it is due, else as its reservation, or refuse."""
+        wait = hole.due - now
+        if wait <= 0:
+            self._pending.remove(hole)
+            self._holes -= 1
+            self.admitted += 1
+            return None
+        if wait > max_wait or wait >= remaining or self.waiting >= self.max_waiting:
+            self.rejected += 1
+            return wait
+        hole.held = True
+        self._holes -= 1
+        self.waiting += 1
+        return hole
+
+    def retune(self, config: RateLimiterConfig, now: float) -> bool:
+        """Take ``config``'s rate, burst and waiting limits at ``now``, keeping the permits used.
+
+        The state is brought up to ``now`` at the old rate first; then the token bucket keeps
+        its tokens (at most the new ``burst``: a reload never hands out a free burst) and the
+        sliding log its admissions (judged over the new window). Reservations keep their times.
+
+        Returns:
+            ``False`` (and nothing changes) when ``config`` names another algorithm, or a shared
+            store (its permits are the cluster's: the owner makes a limiter on it).
+        """
+        if config.algorithm != self.algorithm or config.store is not None:
+            return False
+        with self._lock:
+            now = max(now, self._now)
+            self._now = now
+            self._due_locked(now)
+            self.rate = config.rate
+            self.burst = config.burst
+            self.max_wait = config.max_wait
+            self.max_waiting = config.max_waiting
+            self._retuned_locked(config)
+        return True
+
+    def available(self, now: float) -> float:
+        """Return the permits available at ``now`` (negative: reserved ahead of time)."""
+        with self._lock:
+            now = max(now, self._now)
+            self._now = now
+            return self._available_locked(now)
+
+    def snapshot(self, name: str, now: float) -> RateLimiterStatsDict:
+        """Return every count, read under the lock so that they add up."""
+        with self._lock:
+            now = max(now, self._now)
+            self._now = now
+            return {
+                "name": name,
+                "algorithm": self.algorithm,
+                "rate": self.rate,
+                "burst": self.burst,
+                "admitted": self.admitted,
+                "rejected": self.rejected,
+                "waited": self.waited,
+                "cancelled": self.cancelled,
+                "waiting": self.waiting,
+                "available": self._available_locked(now),
+            }
+
+    @abc.abstractmethod
+    def _due_locked(self, now: float) -> float:
+        """Return when the next permit is due (``<= now``: at once), bringing the state up to ``now``."""
+
+    @abc.abstractmethod
+    def _take_locked(self, at: float) -> None:
+        """Take the next permit, used at time ``at`` (now, or its due time when reserved)."""
+
+    @abc.abstractmethod
+    def _give_back_locked(self) -> None:
+        """Undo the latest :meth:`_take_locked` (a reservation still in the future)."""
+
+    @abc.abstractmethod
+    def _available_locked(self, now: float) -> float:
+        """Return the permits available at ``now`` (negative: reserved ahead)."""
+
+    @abc.abstractmethod
+    def _retuned_locked(self, config: RateLimiterConfig) -> None:
+        """Adjust the algorithm's own state to the limits :meth:`retune` just set."""
+
+
+class _TokenBucket(_Rules):
+    """``burst`` tokens refilled at ``rate`` per second; one per permit; debt for reservations."""
+
+    __slots__ = ("_stamp", "tokens")
+
+    algorithm = "token_bucket"
+
+    def __init__(self, config: RateLimiterConfig) -> None:
+        super().__init__(config)
+        self.tokens = float(self.burst)
+        """Tokens at :attr:`_stamp`: at most ``burst``, negative while permits are reserved ahead."""
+        self._stamp = -_INF
+
+    def _due_locked(self, now: float) -> float:
+        stamp = self._stamp
+        if now > stamp:
+            self._stamp = now
+            if stamp != -_INF:
+                tokens = self.tokens + (now - stamp) * self.rate
+                self.tokens = tokens if tokens < self.burst else float(self.burst)
+        tokens = self.tokens
+        return now if tokens >= 1.0 else now + (1.0 - tokens) / self.rate
+
+    def _take_locked(self, at: float) -> None:  # noqa: ARG002 - the debt says when
+        self.tokens -= 1.0
+
+    def _give_back_locked(self) -> None:
+        self.tokens += 1.0
+
+    def _available_locked(self, now: float) -> float:
+        self._due_locked(now)
+        return self.tokens
+
+    def _retuned_locked(self, config: RateLimiterConfig) -> None:  # noqa: ARG002 - burst is set
+        if self.tokens > self.burst:
+            self.tokens = float(self.burst)
+
+
+class _SlidingLog(_Rules):
+    """The sorted times of the latest admissions; at most ``burst`` in any ``burst / rate`` seconds."""
+
+    __slots__ = ("_log", "_window")
+
+    algorithm = "sliding_window"
+
+    def __init__(self, config: RateLimiterConfig) -> None:
+        super().__init__(config)
+        self._window = config.window
+        self._log: deque[float] = deque()
+
+    def _forget_locked(self, now: float) -> None:
+        """Drop entries no window from ``now`` on contains, and those beyond the ones kept."""
+        log, window = self._log, self._window
+        keep = self.burst + len(self._pending)
+        while log and (log[0] + window <= now or len(log) > keep):
+            log.popleft()
+
+    def _due_locked(self, now: float) -> float:
+        self._forget_locked(now)
+        log = self._log
+        if len(log) < self.burst:
+            return now
+        due = log[-self.burst] + self._window
+        return due if due > now else now  # noqa: FURB136 - on every call: a compare, not a call
+
+    def _take_locked(self, at: float) -> None:
+        self._log.append(at)
+
+    def _give_back_locked(self) -> None:
+        self._log.pop()
+
+    def _available_locked(self, now: float) -> float:
+        self._forget_locked(now)
+        return float(self.burst - len(self._log))
+
+    def _retuned_locked(self, config: RateLimiterConfig) -> None:
+        self._window = config.window
+
+
+class RemoteRules(Protocol):
+    """What a limiter's rules kept in a shared store add to :class:`_Rules`: an ask from the event loop."""
+
+    async def acquire_async(
+        self, clock: Clock, max_wait: float, remaining: float = _INF
+    ) -> _Reservation | float | None:
+        """As :meth:`_Rules.acquire` at ``clock.now()`` once the store answered, awaited on the loop."""
+
+    def gave_up(self) -> None:
+        """Count a caller cancelled while it awaited the store's answer."""
+
+
+def new_rules(config: RateLimiterConfig) -> _Rules:
+    """Return the rules of ``config.algorithm``."""
+    return _SlidingLog(config) if config.algorithm == "sliding_window" else _TokenBucket(config)

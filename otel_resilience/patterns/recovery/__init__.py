@@ -1,0 +1,81 @@
+"""Error recovery (auto-healing): rules per error type, pattern detection, recovery statistics.
+
+An :class:`ErrorRecoverySystem` holds *rules*: an exception class and the
+:class:`RecoveryAction` to take when an error of that class (or a subclass) reaches it. The
+most specific class in the error's MRO wins. The actions are:
+
+* ``RETRY``: run the operation again, up to ``max_attempts`` times, ``delay`` seconds apart,
+  while it keeps failing with an error the rule covers; when the re-runs run out, the *last*
+  error is re-raised unchanged (never wrapped). Like retry attempts, re-runs happen outside the
+  handling of the original error, so a re-run's error (or rejection) does not chain it. Each
+  re-run is a new attempt of the execution: it takes the next attempt number
+  (:meth:`~otel_resilience.engine.context.ExecutionContext.next_attempt`, shared with retry),
+  and is not started once the execution made its cap of attempts in total
+  (``ResilienceConfig.max_attempts_total``): like a re-run the deadline leaves no room for, the
+  recovery then ends as a *failed* recovery attempt and the last error is re-raised.
+* ``RESTART``: the same loop, but each re-run is preceded by ``restart_hook()`` (sync or async)
+  that re-creates or re-connects the failing component.
+* ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
+  called with the operation's own arguments (sync or async).
+* ``ISOLATE``: force the named circuit breaker open for ``isolate_duration`` seconds, then
+  re-raise the original error.
+* ``ESCALATE``: raise :class:`~otel_resilience.errors.RecoveryEscalatedError` ``from`` the
+  original error: no automatic recovery, a human is needed.
+
+An error no rule covers propagates unchanged and is not a recovery attempt. Cancellation
+(``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) is never recovered and never
+counted. Neither is a rejection (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open
+breaker, a full bulkhead, a bulkhead queue timeout): the dependency was never called, so it is
+not an error of the dependency. It propagates unchanged, is no recovery attempt and no
+occurrence of a pattern, and no rule may be registered for it.
+
+Every other error that reaches the system is fed to a pattern detector: the same fingerprint
+(exception type name + operation name) seen ``pattern_threshold`` times within
+``pattern_window`` seconds is reported once per window as ``Event.PATTERN_DETECTED``.
+
+Use it three ways: in a pipeline (:meth:`ErrorRecoverySystem.as_strategy`), around a function
+(:meth:`ErrorRecoverySystem.execute`, :meth:`ErrorRecoverySystem.protect`), or on an error you
+already caught (:meth:`ErrorRecoverySystem.recover_from_error` with a :class:`RecoveryContext`).
+
+The package's modules: :mod:`~otel_resilience.patterns.recovery.config` (the strategies,
+actions, settings and contexts), :mod:`~otel_resilience.patterns.recovery.detector` (error
+patterns), :mod:`~otel_resilience.patterns.recovery.stats`,
+:mod:`~otel_resilience.patterns.recovery.step` (the rules, as a pipeline step) and
+:mod:`~otel_resilience.patterns.recovery.system` (:class:`ErrorRecoverySystem`).
+"""
+
+from __future__ import annotations
+
+from otel_resilience.patterns.recovery.config import (
+    DEFAULT_DELAY,
+    DEFAULT_ISOLATE_DURATION,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_FINGERPRINTS,
+    DEFAULT_PATTERN_THRESHOLD,
+    DEFAULT_PATTERN_WINDOW,
+    BreakerResolver,
+    Isolatable,
+    RecoveryAction,
+    RecoveryConfig,
+    RecoveryContext,
+    RecoveryStrategy,
+)
+from otel_resilience.patterns.recovery.stats import RecoveryStats
+from otel_resilience.patterns.recovery.system import ErrorRecoverySystem
+
+__all__ = [
+    "DEFAULT_DELAY",
+    "DEFAULT_ISOLATE_DURATION",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_FINGERPRINTS",
+    "DEFAULT_PATTERN_THRESHOLD",
+    "DEFAULT_PATTERN_WINDOW",
+    "BreakerResolver",
+    "ErrorRecoverySystem",
+    "Isolatable",
+    "RecoveryAction",
+    "RecoveryConfig",
+    "RecoveryContext",
+    "RecoveryStats",
+    "RecoveryStrategy",
+]

@@ -1,0 +1,227 @@
+"""The recovery step: what a rule does with a failure, as actions the engine's drivers perform.
+
+:meth:`RecoveryStep.on_failure` observes the failure (the system's pattern detector and rule
+lookup) and answers with an action:
+
+* RETRY / RESTART: a :class:`~otel_resilience.engine.step.Retry` (the driver waits ``delay``,
+  calls ``restart_hook`` and runs the rest of the chain again, outside the handling of the
+  failure), while the deadline leaves room for the delay and the execution may make another
+  attempt. Each re-run's token is the :class:`Rerun` of the recovery: its rule, the failure that
+  started it, the re-runs left. A re-run's failure comes back to ``on_failure`` with that token
+  and is not observed again: an error the rule covers goes on to the next re-run; another, or
+  the last re-run's, ends the recovery as a failed attempt and is raised unchanged. A re-run
+  that returns makes it a successful one (:meth:`RecoveryStep.on_success`).
+* FALLBACK: an :class:`~otel_resilience.engine.step.Answer` with ``fallback_value``, or a
+  :class:`~otel_resilience.engine.step.Call` of ``fallback_function`` with the operation's
+  arguments (its own error, raised in the handling of the original, chains it as context).
+* ISOLATE: force the breaker open, then pass the error through.
+* ESCALATE: raise :class:`~otel_resilience.errors.RecoveryEscalatedError` ``from`` the error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from otel_resilience.engine.context import ExecutionContext, time_remaining
+from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
+from otel_resilience.engine.facade import Link
+from otel_resilience.engine.step import Action, Answer, Call, Retry
+from otel_resilience.engine.validation import fail
+from otel_resilience.errors import RecoveryEscalatedError
+from otel_resilience.patterns.recovery.config import (
+    RERUN,
+    Isolation,
+    RecoveryAction,
+    RecoveryConfig,
+    RecoveryStrategy,
+    type_name,
+)
+
+if TYPE_CHECKING:
+    from otel_resilience.patterns.recovery.system import ErrorRecoverySystem
+
+__all__ = ["CaughtErrorStep", "RecoveryStep", "Rerun"]
+
+_LOG: Final = logging.getLogger("otel_resilience")
+
+
+class Rerun:
+    """The token of a RETRY/RESTART recovery's re-runs: its rule, the failure it recovers, re-runs left."""
+
+    __slots__ = ("action", "covered", "error", "left")
+
+    def __init__(self, covered: type, action: RecoveryAction, error: Exception) -> None:
+        self.covered = covered
+        self.action = action
+        self.error = error
+        self.left = action.max_attempts
+
+
+class RecoveryStep(Link[RecoveryConfig]):
+    """The pipeline link: recovers what the rest of the chain raises, by the system's rules."""
+
+    __slots__ = ("_isolation", "_system")
+
+    kind: ClassVar[str] = "recovery"
+    judges_first_run: ClassVar[bool] = False
+
+    def __init__(
+        self, system: ErrorRecoverySystem, telemetry: StrategyTelemetry, isolation: Isolation
+    ) -> None:
+        super().__init__(system.name, system.config, system.clock, telemetry)
+        self._system = system
+        self._isolation = isolation
+
+    def on_success(self, ctx: ExecutionContext, token: Rerun, result: Any) -> Action:  # noqa: ARG002
+        """A re-run returned: the recovery succeeded (a first run's success is not judged)."""
+        self._settle(token.action.strategy, token.error, success=True)
+        ctx.outcome = Outcome.RECOVERED
+        return None
+
+    def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
+        """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it."""
+        if token is not None:
+            return self._rerun(ctx, token) if isinstance(error, token.covered) else self._give_up(token)
+        rule = self._system._observe(error, ctx.operation)
+        if rule is None:
+            return None
+        covered, action = rule
+        strategy = action.strategy
+        if strategy in RERUN:
+            return self._rerun(ctx, self._start(covered, action, error))
+        if strategy is RecoveryStrategy.FALLBACK:
+            if action.fallback_function is None:
+                return self._fell_back(ctx, error, action.fallback_value)
+            what = self._what("fallback_function")
+            return Call(
+                action.fallback_function, ctx.args, ctx.kwargs, self._fallback_done, state=error, what=what
+            )
+        if strategy is RecoveryStrategy.ISOLATE:
+            self._isolate(action, error)
+            return None
+        raise self._escalate(error, ctx.operation) from error
+
+    def _start(self, covered: type, action: RecoveryAction, error: Exception) -> Rerun:
+        """Return the token of a RETRY/RESTART recovery of ``error``."""
+        return Rerun(covered, action, error)
+
+    def _rerun(self, ctx: ExecutionContext, rerun: Rerun) -> Action:
+        """Run the rest again, unless the re-runs ran out, the deadline or the execution's cap forbid it."""
+        action = rerun.action
+        delay = action.delay
+        if rerun.left and self._may_rerun(delay) and ctx.next_attempt() is not None:
+            rerun.left -= 1
+            return Retry(delay, rerun, action.restart_hook, self._what("restart_hook"))
+        return self._give_up(rerun)
+
+    def _give_up(self, rerun: Rerun) -> Action:
+        """End a RETRY/RESTART recovery as failed: the last error passes through unchanged."""
+        self._settle(rerun.action.strategy, rerun.error, success=False)
+        return None
+
+    def _may_rerun(self, delay: float) -> bool:
+        """Whether a re-run after ``delay`` seconds still starts before the current deadline."""
+        return time_remaining(self.clock) > delay
+
+    def _fallback_done(
+        self, ctx: ExecutionContext, error: Exception, value: Any, failure: Exception | None
+    ) -> Action:
+        """Judge what ``fallback_function`` returned or raised (its error is raised)."""
+        if failure is not None:
+            self._settle(RecoveryStrategy.FALLBACK, error, success=False)
+            raise failure
+        return self._fell_back(ctx, error, value)
+
+    def _fell_back(self, ctx: ExecutionContext, error: Exception, value: Any) -> Answer:
+        """Answer ``value`` for a FALLBACK recovery of ``error``."""
+        self._settle(RecoveryStrategy.FALLBACK, error, success=True)
+        ctx.outcome = Outcome.FALLBACK
+        return Answer(value)
+
+    def _isolate(self, action: RecoveryAction, error: Exception) -> None:
+        """Force the rule's (or the link's / context's) breaker open and count the attempt."""
+        isolation = self._isolation
+        name = action.isolate_breaker
+        target = isolation.find(name)
+        if name is None and target is not None:
+            name = target.name
+        success = False
+        if target is not None:
+            try:
+                target.force_open(action.isolate_duration, reason="isolated")
+            except Exception:  # noqa: BLE001 - logged; the original error is what the caller gets
+                _LOG.warning("recovery %r could not isolate breaker %r", self.name, name, exc_info=True)
+            else:
+                success = True
+        elif name is None and isolation.breaker is None:
+            _LOG.warning(
+                "recovery %r has no circuit breaker to isolate: the rule names none (isolate_breaker) "
+                "and the call has none",
+                self.name,
+            )
+        else:
+            _LOG.warning(
+                "recovery %r found no circuit breaker %r to isolate", self.name, name or isolation.breaker
+            )
+        self._settle(RecoveryStrategy.ISOLATE, error, success=success)
+
+    def _escalate(self, error: Exception, operation: str) -> RecoveryEscalatedError:
+        """Count an escalation and return the error to raise ``from`` the original."""
+        self._settle(RecoveryStrategy.ESCALATE, error, success=False)
+        return RecoveryEscalatedError(type_name(error), operation)
+
+    def _settle(self, strategy: RecoveryStrategy, error: Exception, *, success: bool) -> None:
+        """Count one ended attempt and report it."""
+        system = self._system
+        with system._lock:
+            system.stats.count(strategy, success)
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            telemetry.report(
+                Event.RECOVERY_ATTEMPTED,
+                RecoveryAttempted(strategy.value, "success" if success else "failure", type_name(error)),
+            )
+
+    def _what(self, field_name: str) -> str:
+        """How an error message names one of a rule's functions."""
+        return f"recovery {self.name!r}: {field_name}"
+
+
+class CaughtErrorStep(RecoveryStep):
+    """The step :meth:`ErrorRecoverySystem.recover_from_error` runs, alone, on an error already caught.
+
+    Its execution's function is :meth:`replay`: the first call raises the caught error, so that
+    the rules meet it as any failure; a re-run calls the context's ``operation``.
+    """
+
+    __slots__ = ("_error", "_operation")
+
+    def __init__(
+        self,
+        system: ErrorRecoverySystem,
+        isolation: Isolation,
+        error: Exception,
+        operation: Callable[..., Any] | None,
+    ) -> None:
+        super().__init__(system, system._telemetry, isolation)
+        self._error: Exception | None = error
+        self._operation = operation
+
+    def replay(self, *args: Any, **kwargs: Any) -> Any:
+        """Raise the caught error the first time, then call the operation."""
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+        operation = self._operation
+        if operation is None:  # refused by _start before any re-run
+            raise AssertionError("unreachable")
+        return operation(*args, **kwargs)
+
+    def _start(self, covered: type, action: RecoveryAction, error: Exception) -> Rerun:
+        if self._operation is None:
+            rule_name = action.strategy.name
+            raise fail("RecoveryContext", "operation", f"a callable for {rule_name}", None, kind=TypeError)
+        return super()._start(covered, action, error)

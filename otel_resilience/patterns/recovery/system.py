@@ -1,0 +1,296 @@
+"""The error recovery system: rules per error type, pattern detection, recovery statistics."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.registry import RECOVERY_SYSTEMS
+from otel_resilience.engine.strategy import WrongDriver
+from otel_resilience.engine.validation import check_callable, check_name, fail
+from otel_resilience.errors import ExecutionRejectedError
+from otel_resilience.patterns.recovery.config import (
+    DEFAULT_MAX_FINGERPRINTS,
+    DEFAULT_PATTERN_THRESHOLD,
+    DEFAULT_PATTERN_WINDOW,
+    BreakerResolver,
+    Isolatable,
+    Isolation,
+    RecoveryAction,
+    RecoveryConfig,
+    RecoveryContext,
+    Rule,
+    any_breaker,
+    as_context,
+    callable_name,
+    type_name,
+)
+from otel_resilience.patterns.recovery.detector import PatternDetector
+from otel_resilience.patterns.recovery.stats import RecoveryStats
+from otel_resilience.patterns.recovery.step import CaughtErrorStep, RecoveryStep
+
+__all__ = ["ErrorRecoverySystem"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"):
+    """Recovers from errors by rules per exception type, detects error patterns, keeps stats.
+
+    Example::
+
+        recovery_system = ErrorRecoverySystem()
+        recovery_system.register_recovery_rule(
+            ConnectionError,
+            RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=3, delay=5.0),
+        )
+        result = await recovery_system.recover_from_error(
+            error, RecoveryContext(operation=fetch, args=(url,))
+        )
+
+    Args:
+        name: The system's name (telemetry source name, alert subject). Default ``"recovery"``.
+        clock: The clock for delays and pattern windows.
+        pattern_threshold: See :attr:`RecoveryConfig.pattern_threshold`.
+        pattern_window: See :attr:`RecoveryConfig.pattern_window`.
+        max_fingerprints: See :attr:`RecoveryConfig.max_fingerprints`.
+
+    Raises:
+        TypeError: ``name`` is not a string, or a setting has the wrong type.
+        ValueError: ``name`` is empty, or a setting is out of range.
+    """
+
+    __slots__ = ("_detector", "_lock", "_rules", "stats")
+
+    def __init__(
+        self,
+        name: str = "recovery",
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        pattern_threshold: int = DEFAULT_PATTERN_THRESHOLD,
+        pattern_window: float = DEFAULT_PATTERN_WINDOW,
+        max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
+    ) -> None:
+        config = RecoveryConfig(pattern_threshold, pattern_window, max_fingerprints)
+        super().__init__(name, config, clock)
+        self._lock = threading.Lock()
+        self._rules: Mapping[type, RecoveryAction] = MappingProxyType({})
+        self._detector = PatternDetector(config.pattern_threshold, config.pattern_window, max_fingerprints)
+        self.stats = RecoveryStats()
+        RECOVERY_SYSTEMS.register(self)
+
+    @property
+    def rules(self) -> Mapping[type[Exception], RecoveryAction]:
+        """A read-only snapshot of the registered rules."""
+        return cast("Mapping[type[Exception], RecoveryAction]", self._rules)
+
+    def register_recovery_rule(self, exc_type: type[Exception], action: RecoveryAction) -> None:
+        """Act with ``action`` on errors of class ``exc_type`` or a subclass (replacing any rule for it).
+
+        When several rules cover an error, the one for the most specific class in the error's
+        MRO wins.
+
+        Args:
+            exc_type: A subclass of ``Exception`` (cancellation is never recovered), and not a
+                rejection (an :class:`~otel_resilience.errors.ExecutionRejectedError`: a
+                rejection is never recovered either, the dependency was not called).
+            action: What to do.
+
+        Raises:
+            TypeError: ``exc_type`` is not an ``Exception`` subclass or ``action`` is not a
+                :class:`RecoveryAction`.
+            ValueError: ``exc_type`` is a rejection.
+        """
+        if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
+            raise fail("ErrorRecoverySystem", "exc_type", "an Exception subclass", exc_type, kind=TypeError)
+        if issubclass(exc_type, ExecutionRejectedError):
+            raise fail(
+                "ErrorRecoverySystem",
+                "exc_type",
+                "an error of the dependency, not a rejection (ExecutionRejectedError: the "
+                "dependency was never called)",
+                exc_type,
+            )
+        if not isinstance(action, RecoveryAction):
+            raise fail("ErrorRecoverySystem", "action", "a RecoveryAction", action, kind=TypeError)
+        with self._lock:
+            rules = dict(self._rules)
+            rules[exc_type] = action
+            self._rules = MappingProxyType(rules)
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return a consistent snapshot of the recovery statistics.
+
+        Returns:
+            ``{"attempts", "successful_recoveries", "failed_recoveries", "recovery_rate",
+            "by_strategy": {strategy: {"attempts", "successful", "failed"}},
+            "patterns_detected", "escalations"}``; ``recovery_rate`` is ``1.0`` with no
+            attempts.
+        """
+        with self._lock:
+            return self.stats.as_dict()
+
+    def as_strategy(
+        self,
+        pipeline: str | None = None,
+        *,
+        breaker: str | Isolatable | None = None,
+        breakers: BreakerResolver | None = None,
+    ) -> RecoveryStep:
+        """Return a new pipeline link that recovers the errors of the rest of the chain.
+
+        Args:
+            pipeline: The pipeline's name, for telemetry.
+            breaker: The circuit breaker an ISOLATE rule without ``isolate_breaker`` forces open:
+                the breaker itself (what the manager passes: the policy's own breaker) or its name.
+            breakers: Finds a breaker by name (an ``isolate_breaker``, or ``breaker`` given as a
+                name); the manager passes the lookup among its own breakers. Default: every live
+                breaker (the most recently created of that name).
+
+        Returns:
+            An unlinked :class:`~otel_resilience.engine.step.Step` sharing this system's
+            rules, stats and pattern detector.
+
+        Raises:
+            TypeError: ``breaker`` is neither a name nor a breaker, or ``breakers`` is not callable.
+            ValueError: ``breaker`` is an empty name.
+        """
+        if isinstance(breaker, str):
+            check_name("ErrorRecoverySystem", "breaker", breaker)
+        elif breaker is not None and not isinstance(breaker, Isolatable):
+            raise fail(
+                "ErrorRecoverySystem",
+                "breaker",
+                "a breaker name or a circuit breaker",
+                breaker,
+                kind=TypeError,
+            )
+        check_callable("ErrorRecoverySystem", "breakers", breakers, optional=True)
+        return RecoveryStep(self, self._telemetry_for(pipeline), Isolation(breaker, breakers or any_breaker))
+
+    def _link(self, telemetry: StrategyTelemetry) -> RecoveryStep:
+        return RecoveryStep(self, telemetry, Isolation(None, any_breaker))
+
+    execute = verb(
+        Pattern.run,
+        "Run ``await fn(*args, **kwargs)`` and recover its errors by the rules.",
+        returns="What ``fn`` returned (or a recovery's answer).",
+        raises=(
+            "RecoveryEscalatedError: An ESCALATE rule covered the error.",
+            "Exception: The error, when no rule covers it or recovery failed.",
+        ),
+    )
+
+    execute_sync = verb(
+        Pattern.run_sync,
+        "Run ``fn(*args, **kwargs)`` in this thread and recover its errors, as :meth:`execute` does.",
+        more=(
+            "Re-runs, their delays and the rules' hooks run in this thread too (a hook or fallback must be a"
+            " plain function here)."
+        ),
+        returns="As :meth:`execute`.",
+        raises=("Exception: As :meth:`execute`.",),
+    )
+
+    async def recover_from_error(
+        self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None = None
+    ) -> Any:
+        """Recover from an error that was already caught.
+
+        Args:
+            error: The error.
+            context: What to re-run and how to name it (a :class:`RecoveryContext` or a mapping
+                with its keys); RETRY/RESTART need ``operation`` (an async callable here).
+
+        Returns:
+            The recovered result (a re-run's or the fallback's).
+
+        Raises:
+            TypeError: ``error`` is not an exception, ``context`` is malformed, a RETRY/RESTART
+                rule covers the error and ``context`` has no ``operation``, or the ``operation``
+                is a plain function (it must return an awaitable here).
+            RecoveryEscalatedError: An ESCALATE rule covered the error (``from`` it).
+            BaseException: ``error`` itself when no rule covers it, it is a rejection, ISOLATE
+                acted, or it is a cancellation; the last re-run error when RETRY/RESTART ran out.
+        """
+        step, ctx = self._caught(error, context, sync=False)
+        try:
+            return await step.execute(ctx)
+        except WrongDriver as signal:  # a sync operation given to the async API
+            raise signal.as_type_error() from None
+
+    def recover_from_error_sync(
+        self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None = None
+    ) -> Any:
+        """Recover from an error that was already caught, in this thread.
+
+        The same as :meth:`recover_from_error`, with a sync ``operation``, hook and fallback.
+
+        Args:
+            error: The error.
+            context: What to re-run and how to name it.
+
+        Returns:
+            The recovered result.
+
+        Raises:
+            TypeError: As :meth:`recover_from_error`; here the ``operation`` must not be a
+                coroutine function.
+            RecoveryEscalatedError: An ESCALATE rule covered the error (``from`` it).
+            BaseException: As :meth:`recover_from_error`.
+        """
+        step, ctx = self._caught(error, context, sync=True)
+        try:
+            return step.execute_sync(ctx)
+        except WrongDriver as signal:  # an async operation given to the sync API
+            raise signal.as_type_error() from None
+
+    def _caught(
+        self, error: BaseException, context: RecoveryContext | Mapping[str, Any] | None, *, sync: bool
+    ) -> tuple[CaughtErrorStep, ExecutionContext]:
+        """Validate a ``recover_from_error`` call; return the step that recovers it and its execution.
+
+        The execution's function raises ``error`` on its first call (the step observes it and
+        finds its rule as for any failure) and runs the context's ``operation`` on re-runs.
+        """
+        if not isinstance(error, BaseException):
+            raise fail("ErrorRecoverySystem", "error", "an exception", error, kind=TypeError)
+        rc = as_context(context)
+        if not isinstance(error, Exception):
+            raise error
+        step = CaughtErrorStep(self, Isolation(rc.breaker, any_breaker), error, rc.operation)
+        operation = rc.operation_name or callable_name(rc.operation)
+        return step, ExecutionContext(step.replay, rc.args, rc.kwargs, operation, sync=sync)
+
+    def _observe(self, error: Exception, operation: str) -> Rule | None:
+        """Feed ``error`` to the pattern detector and return the rule that covers it, if any.
+
+        A rejection is neither: the dependency was never called (see the module doc).
+        """
+        if isinstance(error, ExecutionRejectedError):
+            return None
+        error_type = type_name(error)
+        with self._lock:
+            detected = self._detector.record_locked((error_type, operation), self._clock.now())
+            if detected:
+                self.stats.patterns_detected += 1
+        if detected and self._telemetry.enabled:
+            config = self._config
+            self._telemetry.report(
+                Event.PATTERN_DETECTED,
+                PatternDetected(error_type, operation, config.pattern_threshold, config.pattern_window),
+            )
+        rules = self._rules
+        if rules:
+            for cls in type(error).__mro__:
+                action = rules.get(cls)
+                if action is not None:
+                    return cls, action
+        return None

@@ -1,0 +1,157 @@
+"""The retry budget: a cap on the extra load retries add, shared by many retries.
+
+A :class:`RetryBudget` is a token bucket over a sliding window, as Finagle's ``RetryBudget``,
+gRPC's retry throttling and failsafe-go's budget: first attempts earn retries, retries spend
+them, and a floor lets low traffic retry at all. It is the one object that stops a *retry
+storm*: when a dependency fails for everyone, per-call ``max_attempts`` still multiplies its load
+(three attempts each is three times the traffic, on a dependency that is already down), while a
+budget shared by every caller keeps the total near ``(1 + ratio)`` times the first attempts.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Final
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.sliding import SlidingCounts
+from otel_resilience.engine.validation import check_duration, check_number
+
+__all__ = ["RetryBudget"]
+
+_OWNER: Final = "RetryBudget"
+BUDGET_BUCKETS: Final = 10
+"""How many buckets a budget's window is divided in: it slides by tenths of ``window``."""
+
+
+class RetryBudget:
+    """A budget of retries shared by many retry policies: at most ``ratio`` extra load, plus a floor.
+
+    Give the same instance to every :class:`~otel_resilience.patterns.retry.RetryPolicy` whose retries
+    should share it (``RetryPolicy(budget=budget)``): one per process, or one per dependency.
+    It is thread-safe and task-safe (a short lock per operation; nothing in it awaits).
+
+    **The accounting.** Over a sliding window of ``window`` seconds the budget counts the
+    executions' first attempts (``first_attempts``: each execution of a retry with this budget
+    deposits one when it starts) and the retries it allowed (``retries``). A retry is allowed,
+    and counted, if and only if::
+
+        retries < ratio * first_attempts + min_retries_per_second * window
+
+    otherwise it is *denied*: the retry gives up at once with the error it holds (or returns the
+    last result, when a result was retried), a note saying the budget stopped it, and stop
+    reason ``"budget"``. A denied retry spends nothing. So over any window the retries stay below
+    ``ratio`` times the first attempts plus the floor ``min_retries_per_second * window``, the
+    allowance that lets a quiet service (a few calls a minute) retry at all. With the defaults
+    (``ratio=0.1``, ``min_retries_per_second=10``, ``window=10``) a dependency that fails every
+    call receives at most 1.1 times the first attempts, plus 100 retries per window.
+
+    **The window** is divided in :data:`BUDGET_BUCKETS` buckets of ``window / 10`` seconds and
+    slides by whole buckets: it holds between 9/10 of ``window`` and ``window`` of history. A
+    deposit or a withdrawal costs O(1) (amortised: each bucket is opened once and expired once)
+    and the memory is a fixed 10 buckets, never O(calls).
+
+    Args:
+        ratio: Retries allowed per first attempt in the window, finite and ``>= 0`` (0.1: retries
+            add at most 10 % load). Default: 0.1.
+        min_retries_per_second: The floor, retries per second always allowed whatever the
+            traffic, finite and ``>= 0``. Default: 10.0.
+        window: The window's length, seconds (or a ``timedelta``), ``> 0``. Default: 10.0 s.
+        clock: The time source of the window (inject a ``FakeClock`` in tests).
+
+    Raises:
+        ValueError: A value breaks its rule (the message names ``RetryBudget.<field>``).
+        TypeError: A value has the wrong type.
+    """
+
+    __slots__ = ("_clock", "_counts", "_denied", "_lock", "_min_per_second", "_ratio", "_reserve", "_window")
+
+    def __init__(
+        self,
+        ratio: float = 0.1,
+        min_retries_per_second: float = 10.0,
+        window: float = 10.0,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._ratio = check_number(_OWNER, "ratio", ratio, minimum=0.0)
+        self._min_per_second = check_number(
+            _OWNER, "min_retries_per_second", min_retries_per_second, minimum=0.0
+        )
+        self._window = check_duration(_OWNER, "window", window)
+        check_clock(_OWNER, clock)
+        self._clock = clock
+        self._reserve = self._min_per_second * self._window
+        self._lock = threading.Lock()
+        self._counts = SlidingCounts(self._window, BUDGET_BUCKETS)
+        """Every execution's first attempt and every retry allowed, in the window; mark a: a retry."""
+        self._denied = 0
+
+    ratio = ReadOnly[float]("_ratio", "Retries allowed per first attempt in the window.")
+
+    min_retries_per_second = ReadOnly[float](
+        "_min_per_second", "The floor: retries per second allowed whatever the traffic."
+    )
+
+    window = ReadOnly[float]("_window", "The window's length in seconds.")
+
+    clock = ReadOnly[Clock]("_clock", "The window's time source.")
+
+    def deposit(self) -> None:
+        """Count one first attempt (a retry calls it when an execution starts)."""
+        now = self._clock.now()
+        with self._lock:
+            self._counts.record(False, False, now)  # noqa: FBT003
+
+    def try_withdraw(self) -> bool:
+        """Take one retry from the budget if it allows one (see the accounting above).
+
+        Returns:
+            ``True`` if the retry is allowed (and counted), ``False`` if it is denied.
+        """
+        now = self._clock.now()
+        with self._lock:
+            events, retries, _ = self._counts.totals(now)
+            if retries < self._ratio * (events - retries) + self._reserve:
+                self._counts.record(True, False, now)  # noqa: FBT003
+                return True
+            self._denied += 1
+            return False
+
+    def refund(self) -> None:
+        """Give back a retry :meth:`try_withdraw` allowed but that did not run (another cap stopped it).
+
+        Call it once per such withdrawal, at once (before the window slides past it): a retry
+        the execution's cap in total refused, a hedge whose attempt could not start.
+        """
+        with self._lock:
+            self._counts.forget(True, False)  # noqa: FBT003
+
+    def get_stats(self) -> dict[str, float]:
+        """Return the window's counts now.
+
+        Returns:
+            ``first_attempts`` and ``retries`` in the window, ``available`` (how many more
+            retries it would allow now, ``>= 0``) and ``denied`` (retries denied since the
+            budget was created).
+        """
+        now = self._clock.now()
+        with self._lock:
+            events, retries, _ = self._counts.totals(now)
+            denied = self._denied
+        firsts = events - retries
+        allowance = self._ratio * firsts + self._reserve
+        return {
+            "first_attempts": firsts,
+            "retries": retries,
+            "available": max(0, math.ceil(allowance - retries)),
+            "denied": denied,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryBudget(ratio={self._ratio!r}, min_retries_per_second={self._min_per_second!r}, "
+            f"window={self._window!r})"
+        )

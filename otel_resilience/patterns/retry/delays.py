@@ -1,0 +1,119 @@
+"""Delays taken from the outcome: an error's ``retry_after``, an HTTP ``Retry-After`` header.
+
+:func:`retry_after_delay` is a ready ``delay_from`` for :class:`~otel_resilience.patterns.retry.RetryPolicy`;
+:func:`parse_retry_after` reads one ``Retry-After`` value. Neither imports an HTTP client: the
+objects are read by their attributes only.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+
+__all__ = ["parse_retry_after", "retry_after_delay"]
+
+_HEADER: Final = "Retry-After"
+
+
+def parse_retry_after(value: str, *, now: datetime | None = None) -> float | None:
+    """Return the seconds an HTTP ``Retry-After`` value asks to wait, or ``None`` if it is not one.
+
+    The value is delta-seconds (``"120"``; a decimal such as ``"1.5"`` is accepted too) or an
+    HTTP date (``"Wed, 21 Oct 2015 07:28:00 GMT"``, read with
+    :func:`email.utils.parsedate_to_datetime`; a date without a zone is taken as UTC). A date
+    in the past asks for no wait: 0.0.
+
+    Args:
+        value: The header's value.
+        now: The current time for a date (default: the system's UTC time).
+
+    Returns:
+        Seconds ``>= 0``, or ``None`` when the value is neither form (or a negative number).
+    """
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = datetime.now(timezone.utc) if now is None else now
+    return max(0.0, (when - current).total_seconds())
+
+
+def _seconds(value: object) -> float | None:
+    """Return ``value`` as seconds ``>= 0`` (a number, a ``timedelta`` or a header string), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        return parse_retry_after(value)
+    else:
+        return None
+    return seconds if seconds >= 0 else None  # NaN is not >= 0
+
+
+def _header(headers: object) -> object:
+    """Return the ``Retry-After`` value of a headers mapping (case-insensitive or not), or ``None``."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    value = get(_HEADER)
+    if value is None:
+        value = get(_HEADER.lower())
+    return value
+
+
+def retry_after_delay(outcome: Any) -> float | None:
+    """Return the delay an error (or a retried result) asks for: its ``retry_after``, or ``Retry-After``.
+
+    A ready :attr:`RetryPolicy.delay_from <otel_resilience.patterns.retry.RetryPolicy.delay_from>`. It is
+    **not** the default (``delay_from=None`` keeps the strategy's delays); pass it to honour what
+    the other side says::
+
+        RetryPolicy(delay_from=retry_after_delay, max_delay=30.0)
+
+    It reads, in order, and returns the first that gives seconds:
+
+    1. ``outcome.retry_after``: seconds (a number, a ``timedelta`` or a header string), as our
+       :class:`~otel_resilience.errors.CircuitOpenError` carries (``inf`` while forced open:
+       over any ``max_delay``, so retrying gives up) and as a rate limiter's rejection does;
+    2. the ``Retry-After`` header of ``outcome.response.headers``: the response attached to an
+       ``httpx.HTTPStatusError`` or a ``requests.HTTPError``;
+    3. the ``Retry-After`` header of ``outcome.headers``: aiohttp's ``ClientResponseError``, or
+       a retried response object itself (``retry_on_result``).
+
+    No HTTP client is imported: these are read as attributes, and anything that fails to read
+    (a missing attribute, a property that raises, a value in no known form) counts as absent.
+
+    Args:
+        outcome: The failed attempt's error, or the retried result.
+
+    Returns:
+        Seconds ``>= 0`` (possibly ``inf``), or ``None`` to fall back to the policy's strategy.
+    """
+    try:
+        seconds = _seconds(getattr(outcome, "retry_after", None))
+        if seconds is not None:
+            return seconds
+        response = getattr(outcome, "response", None)
+        if response is not None:
+            seconds = _seconds(_header(getattr(response, "headers", None)))
+            if seconds is not None:
+                return seconds
+        return _seconds(_header(getattr(outcome, "headers", None)))
+    except Exception:  # noqa: BLE001 - a foreign object that cannot be read asks for nothing
+        return None

@@ -1,0 +1,297 @@
+"""The retry facade: :class:`Retry`, the :func:`retry` decorator and the one-shot functions."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, ParamSpec, TypeVar, overload
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.protecting import check_protectable
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.validation import check_callable, check_name, describe, fail
+from otel_resilience.patterns.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
+from otel_resilience.patterns.retry.stats import RetryStats
+from otel_resilience.patterns.retry.step import _RetryCore, _RetryStep
+
+__all__ = ["Retry", "retry", "retry_async", "retry_sync"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    """Return a bounded name for ``fn``: its qualified name, else its type's (also when reading it raises)."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+    except Exception:  # noqa: BLE001 - a broken attribute of a callable: name it after its type
+        name = None
+    if isinstance(name, str) and name.strip():
+        return name
+    return type(fn).__qualname__
+
+
+def _not_callable(owner: str, fn: object) -> TypeError:
+    """Build the error for a non-callable ``fn``."""
+    return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
+
+
+_RETURNS: Final = "The first accepted result (or the last result, if results were retried to the end)."
+"""What both verbs of a retry return."""
+_RAISES: Final = ("Exception: The last error, re-raised as is (with a note) when retrying stopped.",)
+"""What both verbs of a retry raise, besides ``TypeError``."""
+
+
+class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
+    """A named retry: a policy, an optional ``on_retry`` hook, and counts.
+
+    Use it on its own (:meth:`execute`, :meth:`execute_sync`, :meth:`protect`) or compose it with
+    other patterns through :meth:`as_strategy`. All of them share one policy and one
+    :class:`RetryStats`.
+
+    Args:
+        name: The retry's name, used in telemetry and in the give-up note (bounded: a
+            configured or function name, never user data).
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)``, called before each backoff with the number of
+            the attempt that failed (unique in the execution) and its error (``None`` when a
+            result was retried). Sync or async; the sync drivers refuse an async one. Its
+            exceptions propagate.
+        clock: Time source for backoff sleeps and deadlines (inject a ``FakeClock`` in tests).
+        rng: Random source for jitter and ``RANDOM`` delays (seed one for reproducible delays).
+
+    Raises:
+        TypeError: An argument has the wrong type.
+        ValueError: ``name`` is empty.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(
+        self,
+        name: str,
+        policy: RetryPolicy | None = None,
+        *,
+        on_retry: OnRetry | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        policy = config_or_default("Retry", "policy", policy, _DEFAULT_POLICY)
+        check_callable("Retry", "on_retry", on_retry, optional=True)
+        if rng is not None and not isinstance(rng, random.Random):
+            raise fail("Retry", "rng", "a random.Random or None", rng, kind=TypeError)
+        super().__init__(name, policy, clock)
+        self._core = _RetryCore(name, policy, on_retry, clock, rng)
+
+    def _link(self, telemetry: StrategyTelemetry) -> _RetryStep:
+        return _RetryStep(self._core, telemetry)
+
+    policy = ReadOnly[RetryPolicy]("_config", "The retry's policy (its :attr:`config`).")
+
+    stats = ReadOnly[RetryStats](
+        "_core.stats", "The live counters (plain integers; read them, do not write them)."
+    )
+
+    def get_stats(self) -> dict[str, int]:
+        """Return a consistent snapshot of the counters.
+
+        Returns:
+            ``executions``, ``attempts``, ``retries``, ``successes``,
+            ``first_attempt_successes``, ``successes_after_retry``, ``exhausted``,
+            ``retries_denied``, ``non_retryable``, ``cancelled`` and ``attempt_timeouts``; see
+            :class:`RetryStats`.
+        """
+        with self._core.lock:
+            return self._core.stats.as_dict()
+
+    def _not_callable(self, verb: str, fn: object) -> TypeError:
+        return _not_callable(f"Retry.{self._verbs.get(verb, verb)}", fn)
+
+    def _check_protectable(self, fn: Callable[..., Any]) -> None:
+        """Refuse a sync function while ``on_retry`` is async (after an async generator function)."""
+        check_protectable(self.name, fn)
+        if not inspect.iscoroutinefunction(fn) and self._core.hook_is_async:
+            raise self._core.async_hook_error()
+
+    execute = verb(
+        Pattern.run,
+        "Return ``await fn(*args, **kwargs)``, retried per the policy.",
+        returns=_RETURNS,
+        raises=_RAISES,
+    )
+
+    execute_sync = verb(
+        Pattern.run_sync,
+        "Return ``fn(*args, **kwargs)``, retried per the policy, in the calling thread.",
+        more="Backoffs block the thread (``clock.sleep_sync``).",
+        refuses="``on_retry`` is async (refused before anything runs).",
+        returns=_RETURNS,
+        raises=_RAISES,
+    )
+
+    def __repr__(self) -> str:
+        return f"Retry({self.name!r}, {self.policy!r})"
+
+
+async def retry_async(
+    fn: Callable[..., Awaitable[R]],
+    /,
+    *args: Any,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> R:
+    """Return ``await fn(*args, **kwargs)``, retried per ``policy``.
+
+    Runs ``fn`` with a :class:`Retry` named after it (its ``__qualname__``), built on the first
+    call and reused by later calls with the same name, policy object, hook, clock and random
+    source (a :class:`Retry` holds no reference to the function).
+    ``policy``, ``on_retry``, ``clock`` and ``rng`` are taken by this function, not passed on.
+
+    Args:
+        fn: An async function (or any callable returning an awaitable).
+        *args: Its positional arguments.
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)`` before each backoff (sync or async).
+        clock: Time source for sleeps and deadlines.
+        rng: Random source for jitter.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        The first accepted result (or the last result, if results were retried to the end).
+
+    Raises:
+        TypeError: If ``fn`` is not callable (before anything runs).
+        Exception: The last error, re-raised as is (with a note) when retrying stopped.
+    """
+    if not callable(fn):
+        raise _not_callable("retry_async", fn)
+    return await _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed(fn, args, kwargs)
+
+
+def retry_sync(
+    fn: Callable[..., R],
+    /,
+    *args: Any,
+    policy: RetryPolicy | None = None,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    **kwargs: Any,
+) -> R:
+    """Return ``fn(*args, **kwargs)``, retried per ``policy``, in the calling thread.
+
+    The sync twin of :func:`retry_async`; ``on_retry`` must be a plain function.
+
+    Args:
+        fn: A plain function.
+        *args: Its positional arguments.
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)`` before each backoff (sync only).
+        clock: Time source for sleeps and deadlines.
+        rng: Random source for jitter.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        The first accepted result (or the last result, if results were retried to the end).
+
+    Raises:
+        TypeError: If ``fn`` is not callable or ``on_retry`` is async (before anything runs).
+        Exception: The last error, re-raised as is (with a note) when retrying stopped.
+    """
+    if not callable(fn):
+        raise _not_callable("retry_sync", fn)
+    return _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed_sync(fn, args, kwargs)
+
+
+_ONE_SHOT_MAX: Final = 256
+"""How many one-shot retries :func:`retry_async` / :func:`retry_sync` keep for reuse."""
+_ONE_SHOT: dict[tuple[object, ...], tuple[RetryPolicy | None, Retry]] = {}
+
+
+def _one_shot(
+    fn: Callable[..., Any],
+    policy: RetryPolicy | None,
+    on_retry: OnRetry | None,
+    clock: Clock,
+    rng: random.Random | None,
+) -> Retry:
+    """Return the :class:`Retry` the one-shot functions run ``fn`` with.
+
+    A :class:`Retry` does not hold the function it runs, so one built for the same name (the
+    function's qualified name), policy object, hook, clock and random source is reused: the
+    call builds nothing, and the retry's execution counts stay monotonic in telemetry. At most
+    :data:`_ONE_SHOT_MAX` are kept (the cache is emptied when full). Arguments are validated by
+    :class:`Retry` before anything is kept.
+    """
+    try:
+        key = (_name_of(fn), id(policy), on_retry, clock, rng)
+        entry = _ONE_SHOT.get(key)
+    except TypeError:  # an unhashable hook or clock: build one for this call
+        return Retry(_name_of(fn), policy, on_retry=on_retry, clock=clock, rng=rng)
+    if entry is not None and entry[0] is policy:
+        return entry[1]
+    runner = Retry(key[0], policy, on_retry=on_retry, clock=clock, rng=rng)
+    if len(_ONE_SHOT) >= _ONE_SHOT_MAX:
+        _ONE_SHOT.clear()
+    _ONE_SHOT[key] = (policy, runner)
+    return runner
+
+
+class _RetryDecorator:
+    """What :func:`retry` returns: applied to a function, it builds one :class:`Retry` for it."""
+
+    __slots__ = ("_name", "_options")
+
+    def __init__(self, name: str | None, options: dict[str, Any]) -> None:
+        self._name = name
+        self._options = options  # the keyword arguments of every Retry it builds
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        if not callable(fn):
+            raise _not_callable("retry", fn)
+        name = self._name if self._name is not None else _name_of(fn)
+        return Retry(name, **self._options).protect(fn)
+
+
+def retry(
+    policy: RetryPolicy | None = None,
+    *,
+    on_retry: OnRetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+    name: str | None = None,
+) -> _RetryDecorator:
+    """Return a decorator that retries a sync or async function: ``@retry(RetryPolicy(...))``.
+
+    Each decorated function gets its own :class:`Retry`, built once at decoration time and
+    named after the function (``__qualname__``) unless ``name`` is given. The async or sync
+    driver is chosen then, and the wrapper keeps the function's signature.
+
+    Args:
+        policy: What is retried and how (default: ``RetryPolicy()``).
+        on_retry: ``on_retry(attempt, error)`` before each backoff (async only for async functions).
+        clock: Time source for sleeps and deadlines.
+        rng: Random source for jitter.
+        name: The retry's name in telemetry (default: the function's qualified name).
+
+    Returns:
+        The decorator.
+
+    Raises:
+        TypeError: If ``policy`` is not a ``RetryPolicy`` (e.g. ``@retry`` without parentheses).
+    """
+    if policy is not None and not isinstance(policy, RetryPolicy):
+        raise fail("retry", "policy", "a RetryPolicy or None (use @retry())", policy, kind=TypeError)
+    if name is not None:
+        check_name("retry", "name", name)
+    return _RetryDecorator(name, {"policy": policy, "on_retry": on_retry, "clock": clock, "rng": rng})

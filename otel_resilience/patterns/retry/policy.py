@@ -1,0 +1,340 @@
+"""The retry policy: which failures are retried, how often, and the backoff between attempts.
+
+:class:`RetryPolicy` is a frozen, validated value; :meth:`RetryPolicy.compute_delay` is a pure
+function of it (plus a random source): a base delay per :class:`RetryStrategy`, then
+:class:`Jitter`, capped by ``max_delay`` (``Jitter.DECORRELATED`` also reads the execution's
+previous delay).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from otel_resilience.engine.validation import (
+    check_callable,
+    check_duration,
+    check_error_selector,
+    check_exception_types,
+    check_int,
+    check_number,
+    fail,
+)
+from otel_resilience.errors import ExecutionRejectedError
+from otel_resilience.patterns.retry.budget import RetryBudget
+
+OnRetry = Callable[[int, Exception | None], object]
+"""``on_retry(attempt, error)``: sync, or (async drivers only) returning an awaitable."""
+
+ErrorSelector = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
+"""Which errors: an exception type, a tuple of types, or a predicate ``(error) -> bool``."""
+
+ResultPredicate = Callable[[Any], bool]
+"""``retry_on_result(result) -> bool``: ``True`` means the result is retried."""
+
+DelayFrom = Callable[[Any], float | timedelta | None]
+"""``delay_from(outcome) -> seconds | None``: the failed attempt's error (or the retried result)
+to the delay it asks for (seconds, or a ``timedelta``), or ``None`` for the strategy's."""
+
+
+class RetryStrategy(enum.Enum):
+    """How the delay grows from one retry to the next (see :meth:`RetryPolicy.compute_delay`)."""
+
+    FIXED = "fixed"
+    """The same delay every time: ``initial_delay``."""
+    EXPONENTIAL = "exponential"
+    """``initial_delay * multiplier ** (attempt - 1)``."""
+    LINEAR = "linear"
+    """``initial_delay * attempt``."""
+    RANDOM = "random"
+    """Uniform in ``[initial_delay, max_delay]``: both bounds are the range, so set both.
+
+    ``max_delay``'s default (60 s) is sized as a cap for the growing strategies; with the
+    defaults a RANDOM backoff draws in ``[1, 60]`` s, 30 s on average. A range such as
+    ``initial_delay=0.5, max_delay=2.0`` spreads retries without waiting long."""
+
+
+class Jitter(enum.Enum):
+    """How a computed delay ``d`` is randomised (not applied to ``RetryStrategy.RANDOM``)."""
+
+    NONE = "none"
+    """``d`` exactly."""
+    FULL = "full"
+    """Uniform in ``[0, d]`` (AWS "full jitter")."""
+    PROPORTIONAL = "proportional"
+    """Uniform in ``[d * (1 - jitter_ratio), d * (1 + jitter_ratio)]``."""
+    DECORRELATED = "decorrelated"
+    """AWS "decorrelated jitter": ``min(max_delay, uniform(initial_delay, previous * 3))``.
+
+    ``previous`` is this execution's previous backoff (``initial_delay`` before the first; a
+    delay taken from the outcome, see :attr:`RetryPolicy.delay_from`, counts too), so
+    each delay grows from the one before it, at random, and clients that failed together drift
+    apart. It replaces the strategy's schedule (the strategy is not used; ``RANDOM``, a schedule
+    of its own, is refused with it). The state lives in the execution, never in the shared
+    policy: concurrent executions do not disturb each other's sequence."""
+
+
+DEFAULT_MAX_ATTEMPTS: Final = 3
+DEFAULT_STRATEGY: Final = RetryStrategy.EXPONENTIAL
+DEFAULT_INITIAL_DELAY: Final = 1.0
+DEFAULT_MULTIPLIER: Final = 2.0
+DEFAULT_MAX_DELAY: Final = 60.0
+DEFAULT_JITTER: Final = Jitter.PROPORTIONAL
+DEFAULT_JITTER_RATIO: Final = 0.25
+
+_OWNER: Final = "RetryPolicy"
+_DEFAULT_RNG: Final = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+
+def _enum_member(field: str, enum_cls: type[enum.Enum], value: object) -> Any:
+    """Return ``value`` as a member of ``enum_cls`` (its string value is accepted too)."""
+    if isinstance(value, enum_cls):
+        return value
+    for member in enum_cls:
+        if member.value == value:
+            return member
+    allowed = ", ".join(repr(m.value) for m in enum_cls)
+    raise fail(_OWNER, field, f"a {enum_cls.__name__} (or one of {allowed})", value)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Which failures are retried, how often, and how long to wait in between.
+
+    Every field is validated at construction: a bad value raises ``ValueError`` (or
+    ``TypeError`` for a wrong type) naming ``RetryPolicy.<field>``, the rule and the value.
+    Durations are seconds (``int``/``float``) or ``datetime.timedelta``, stored as ``float``
+    seconds; ``strategy`` and ``jitter`` also accept their string values.
+
+    Raises:
+        ValueError: A value breaks its rule, or two fields contradict each other.
+        TypeError: A value has the wrong type.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """Attempts in total, the first included (``>= 1``; 1 means no retry). Default: 3."""
+    strategy: RetryStrategy = DEFAULT_STRATEGY
+    """How delays grow. Default: ``RetryStrategy.EXPONENTIAL``."""
+    initial_delay: float = DEFAULT_INITIAL_DELAY
+    """Seconds (or a ``timedelta``) before the first retry, ``>= 0``. Default: 1.0 s."""
+    multiplier: float = DEFAULT_MULTIPLIER
+    """Growth factor of ``EXPONENTIAL`` (``>= 1`` there; ``> 0`` and unused otherwise). Default: 2.0."""
+    max_delay: float = DEFAULT_MAX_DELAY
+    """Seconds (or a ``timedelta``) that bound every delay, after jitter; ``>= initial_delay``.
+    With ``RetryStrategy.RANDOM`` it is the top of the range delays are drawn from, so set it
+    there (the default draws up to 60 s). Default: 60.0 s."""
+    jitter: Jitter = DEFAULT_JITTER
+    """How each delay is randomised. Default: ``Jitter.PROPORTIONAL``."""
+    jitter_ratio: float = DEFAULT_JITTER_RATIO
+    """Spread of ``Jitter.PROPORTIONAL`` as a fraction of the delay (``0 < r <= 1`` there,
+    ``0 <= r <= 1`` otherwise). Default: 0.25 (+/- 25 %)."""
+    attempt_timeout: float | None = None
+    """Seconds (or a ``timedelta``) one attempt may take, ``> 0``; ``None`` for no limit.
+    Default: ``None``."""
+    retry_on: ErrorSelector = (Exception,)
+    """Errors that are retried: ``Exception`` subclasses or a predicate. Default: ``(Exception,)``."""
+    no_retry_on: ErrorSelector = (ExecutionRejectedError,)
+    """Errors never retried, even if ``retry_on`` matches them: types or a predicate.
+    Default: ``(ExecutionRejectedError,)`` (open breaker, full bulkhead)."""
+    retry_on_result: ResultPredicate | None = None
+    """``(result) -> bool``; ``True`` retries the result, and the last one is returned when
+    attempts run out. Default: ``None`` (results are never retried)."""
+    budget: RetryBudget | None = None
+    """A :class:`~otel_resilience.patterns.retry.RetryBudget` the retries draw from, shared with other
+    policies; when it is empty, retrying stops (stop reason ``"budget"``). Default: ``None`` (no
+    budget: ``max_attempts`` alone bounds retries)."""
+    delay_from: DelayFrom | None = None
+    """``(outcome) -> seconds | None``: the delay the failed attempt's outcome asks for (its
+    error, or the retried result), e.g. a server's ``Retry-After``
+    (:func:`~otel_resilience.patterns.retry.retry_after_delay`); ``None`` from it falls back to the
+    strategy. The delay is used as is, without jitter; one over ``max_delay`` or past the
+    deadline gives up at once (stop reason ``"max_delay"`` or ``"deadline"``), never clamped: a
+    server asking for more than the policy would wait is not retried early. What it raises
+    propagates. Default: ``None`` (the strategy only)."""
+
+    def __post_init__(self) -> None:
+        check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1)
+        strategy = _enum_member("strategy", RetryStrategy, self.strategy)
+        object.__setattr__(self, "strategy", strategy)
+        initial = check_duration(_OWNER, "initial_delay", self.initial_delay, allow_zero=True)
+        object.__setattr__(self, "initial_delay", initial)
+        multiplier = check_number(_OWNER, "multiplier", self.multiplier, minimum=0.0, min_inclusive=False)
+        if strategy is RetryStrategy.EXPONENTIAL and multiplier < 1:
+            raise fail(_OWNER, "multiplier", ">= 1 when strategy is EXPONENTIAL", self.multiplier)
+        object.__setattr__(self, "multiplier", multiplier)
+        max_delay = check_duration(_OWNER, "max_delay", self.max_delay, allow_zero=True)
+        if max_delay < initial:
+            raise fail(_OWNER, "max_delay", f">= initial_delay ({initial:g} s)", self.max_delay)
+        object.__setattr__(self, "max_delay", max_delay)
+        jitter = _enum_member("jitter", Jitter, self.jitter)
+        object.__setattr__(self, "jitter", jitter)
+        if jitter is Jitter.PROPORTIONAL:
+            ratio = check_number(
+                _OWNER, "jitter_ratio", self.jitter_ratio, minimum=0.0, maximum=1.0, min_inclusive=False
+            )
+        else:
+            ratio = check_number(_OWNER, "jitter_ratio", self.jitter_ratio, minimum=0.0, maximum=1.0)
+        object.__setattr__(self, "jitter_ratio", ratio)
+        if self.attempt_timeout is not None:
+            timeout = check_duration(_OWNER, "attempt_timeout", self.attempt_timeout)
+            object.__setattr__(self, "attempt_timeout", timeout)
+        retry_on = check_error_selector(_OWNER, "retry_on", self.retry_on, "cancellation is never retried")
+        object.__setattr__(self, "retry_on", retry_on)
+        no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
+        object.__setattr__(self, "no_retry_on", no_retry_on)
+        check_callable(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
+        self._check_outcome_fields()
+
+    def _check_outcome_fields(self) -> None:
+        """Validate ``budget`` and ``delay_from``, and the jitter that reads the execution's delays."""
+        if self.jitter is Jitter.DECORRELATED and self.strategy is RetryStrategy.RANDOM:
+            raise fail(_OWNER, "jitter", "not DECORRELATED when strategy is RANDOM", self.jitter)
+        if self.budget is not None and not isinstance(self.budget, RetryBudget):
+            raise fail(_OWNER, "budget", "a RetryBudget or None", self.budget, kind=TypeError)
+        check_callable(_OWNER, "delay_from", self.delay_from, optional=True)
+
+    def is_retryable(self, error: Exception) -> bool:
+        """Return whether ``error`` is retried: it matches ``retry_on`` and not ``no_retry_on``.
+
+        Args:
+            error: The exception an attempt raised.
+
+        Returns:
+            ``True`` if the policy retries it.
+        """
+        excluded = self.no_retry_on
+        if isinstance(excluded, tuple) and isinstance(error, excluded):
+            return False
+        if not isinstance(excluded, tuple) and excluded(error):
+            return False
+        included = self.retry_on
+        if isinstance(included, tuple):
+            return isinstance(error, included)
+        return bool(included(error))
+
+    def compute_delay(
+        self, attempt: int, rng: random.Random | None = None, previous: float | None = None
+    ) -> float:
+        """Return the backoff in seconds after ``attempt`` failed (a pure function of the policy).
+
+        With ``a`` the failed attempt (1-based), ``i`` = ``initial_delay``, ``m`` =
+        ``multiplier`` and ``cap`` = ``max_delay``, the base delay is::
+
+            FIXED        d = min(i, cap)
+            LINEAR       d = min(i * a, cap)
+            EXPONENTIAL  d = min(i * m ** (a - 1), cap)
+            RANDOM       uniform(i, cap)          (already random: jitter is not applied)
+
+        then jitter is applied and the result capped again, so ``max_delay`` bounds the final
+        delay::
+
+            NONE          d
+            FULL          uniform(0, d)
+            PROPORTIONAL  uniform(d * (1 - r), d * (1 + r))    with r = jitter_ratio
+            DECORRELATED  uniform(i, max(i, previous) * 3)      (replaces d; previous: i when None)
+            delay = min(jittered, cap)
+
+        Args:
+            attempt: The attempt that failed, ``>= 1``.
+            rng: The random source for jitter and ``RANDOM`` (default: a module-level one).
+                Pass a seeded ``random.Random`` for reproducible delays.
+            previous: The execution's previous backoff, read by ``Jitter.DECORRELATED`` only
+                (``None``: before the first retry).
+
+        Returns:
+            The delay in seconds, ``0 <= delay <= max_delay``.
+
+        Raises:
+            ValueError: If ``attempt`` is below 1.
+        """
+        if attempt < 1:
+            msg = f"RetryPolicy.compute_delay: attempt must be >= 1, got {attempt!r}"
+            raise ValueError(msg)
+        source = _DEFAULT_RNG if rng is None else rng
+        cap = self.max_delay
+        if self.strategy is RetryStrategy.RANDOM:
+            return min(source.uniform(self.initial_delay, cap), cap)
+        if self.jitter is Jitter.DECORRELATED:
+            return _decorrelated(self, source, previous)
+        try:
+            base = _BASE_DELAY[self.strategy](self, attempt)
+        except OverflowError:
+            base = cap
+        return max(0.0, min(_JITTER[self.jitter](self, min(base, cap), source), cap))
+
+
+def _decorrelated(policy: RetryPolicy, source: random.Random, previous: float | None) -> float:
+    """``DECORRELATED``: ``min(cap, uniform(i, max(i, previous) * 3))``, ``previous`` ``i`` if ``None``."""
+    low = policy.initial_delay
+    high = low if previous is None else max(low, previous)
+    return max(0.0, min(source.uniform(low, high * 3), policy.max_delay))
+
+
+def _fixed(policy: RetryPolicy, attempt: int) -> float:  # noqa: ARG001 - the same every time
+    """``FIXED``: ``initial_delay``."""
+    return policy.initial_delay
+
+
+def _linear(policy: RetryPolicy, attempt: int) -> float:
+    """``LINEAR``: ``initial_delay * attempt``."""
+    return policy.initial_delay * attempt
+
+
+def _exponential(policy: RetryPolicy, attempt: int) -> float:
+    """``EXPONENTIAL``: ``initial_delay * multiplier ** (attempt - 1)`` (may raise ``OverflowError``)."""
+    return policy.initial_delay * policy.multiplier ** (attempt - 1)
+
+
+_BASE_DELAY: Final[dict[RetryStrategy, Callable[[RetryPolicy, int], float]]] = {
+    RetryStrategy.FIXED: _fixed,
+    RetryStrategy.LINEAR: _linear,
+    RetryStrategy.EXPONENTIAL: _exponential,
+}
+"""The base delay after a failed attempt, per strategy (``RANDOM`` draws its delay itself)."""
+
+
+def _no_jitter(policy: RetryPolicy, delay: float, source: random.Random) -> float:  # noqa: ARG001
+    """``NONE``: the delay exactly."""
+    return delay
+
+
+def _full_jitter(policy: RetryPolicy, delay: float, source: random.Random) -> float:  # noqa: ARG001
+    """``FULL``: uniform in ``[0, delay]``."""
+    return source.uniform(0.0, delay)
+
+
+def _proportional_jitter(policy: RetryPolicy, delay: float, source: random.Random) -> float:
+    """``PROPORTIONAL``: uniform in ``[delay * (1 - r), delay * (1 + r)]``, ``r`` the jitter ratio."""
+    spread = delay * policy.jitter_ratio
+    return source.uniform(delay - spread, delay + spread)
+
+
+_JITTER: Final[dict[Jitter, Callable[[RetryPolicy, float, random.Random], float]]] = {
+    Jitter.NONE: _no_jitter,
+    Jitter.FULL: _full_jitter,
+    Jitter.PROPORTIONAL: _proportional_jitter,
+}
+"""How a base delay is randomised, per jitter kind (``DECORRELATED`` draws its delay itself)."""
+
+
+_DEFAULT_POLICY: Final = RetryPolicy()
+"""The policy of a :class:`~otel_resilience.Retry` built without one (a frozen value, safe to share)."""
+
+
+def _constant_delay(policy: RetryPolicy) -> float | None:
+    """Return the delay every backoff of ``policy`` has, or ``None`` when it varies.
+
+    A zero delay is constant whatever the strategy (except ``RANDOM`` with a non-zero cap) and
+    the jitter: jittering zero gives zero.
+    """
+    cap = policy.max_delay
+    strategy = policy.strategy
+    if cap == 0.0 or (policy.initial_delay == 0.0 and strategy is not RetryStrategy.RANDOM):
+        return 0.0
+    if strategy is RetryStrategy.FIXED and policy.jitter is Jitter.NONE:
+        return min(policy.initial_delay, cap)
+    return None

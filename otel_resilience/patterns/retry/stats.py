@@ -1,0 +1,105 @@
+"""The counts of one retry, shared by every pipeline link of it."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from otel_resilience.engine.counting import Counter, CounterValue
+
+__all__ = ["RetryStats"]
+
+
+class RetryStats:
+    """Counts of one :class:`~otel_resilience.Retry` (shared by all of its steps), as plain integers.
+
+    The counts that move on every call (``first_attempt_successes``) and on every retried
+    execution (``retries``, ``other_attempts``, ``successes_after_retry``) are exact lock-free
+    counters (:mod:`otel_resilience.engine.counting`); the rare ones change under the retry's
+    lock. Counts are of things that have *ended*.
+
+    Attributes:
+        first_attempt_successes: Executions whose first attempt was accepted.
+        successes_after_retry: Executions accepted on attempt 2 or later.
+        exhausted: Executions given up on with a retryable error or result left
+            (``RETRY_EXHAUSTED``: attempts ran out, the deadline left no room, the delay the
+            outcome asked for was over ``max_delay``, the budget was spent, or the execution
+            made its cap of attempts in total).
+        retries_denied: Executions given up on because the policy's
+            :class:`~otel_resilience.patterns.retry.RetryBudget` allowed no retry (also counted in
+            ``exhausted``; stop reason ``"budget"``).
+        non_retryable: Executions ended by an error the policy does not retry.
+        cancelled: Executions cancelled (or interrupted) during an attempt or a backoff.
+        retries: Backoffs scheduled (``RETRY_SCHEDULED``).
+        attempt_timeouts: Attempts that hit their own ``attempt_timeout``.
+        other_attempts: Attempts that ended other than as a first-attempt success.
+    """
+
+    __slots__ = (
+        "_first_attempt_successes",
+        "_other_attempts",
+        "_retries",
+        "_successes_after_retry",
+        "attempt_timeouts",
+        "cancelled",
+        "exhausted",
+        "non_retryable",
+        "retries_denied",
+    )
+
+    def __init__(self) -> None:
+        self._first_attempt_successes = Counter()
+        self._successes_after_retry = Counter()
+        self.exhausted = 0
+        self.retries_denied = 0
+        self.non_retryable = 0
+        self.cancelled = 0
+        self._retries = Counter()
+        self.attempt_timeouts = 0
+        self._other_attempts = Counter()
+
+    first_attempt_successes = CounterValue(
+        "_first_attempt_successes", "Executions whose first attempt was accepted."
+    )
+    successes_after_retry = CounterValue(
+        "_successes_after_retry", "Executions accepted on attempt 2 or later."
+    )
+    retries = CounterValue("_retries", "Backoffs scheduled (``RETRY_SCHEDULED``).")
+    other_attempts = CounterValue(
+        "_other_attempts", "Attempts that ended other than as a first-attempt success."
+    )
+
+    @property
+    def executions(self) -> int:
+        """Executions that ended in one of the outcomes above.
+
+        An execution ended by an exception from a user callback (``on_retry`` or a predicate)
+        is not counted.
+        """
+        return (
+            self.first_attempt_successes
+            + self.successes_after_retry
+            + self.exhausted
+            + self.non_retryable
+            + self.cancelled
+        )
+
+    @property
+    def attempts(self) -> int:
+        """Attempts that ended (the first ones included)."""
+        return self.first_attempt_successes + self.other_attempts
+
+    @property
+    def successes(self) -> int:
+        """Executions that returned an accepted result."""
+        return self.first_attempt_successes + self.successes_after_retry
+
+    def as_dict(self) -> dict[str, int]:
+        """Return every count (derived ones included) as a plain dict, each under its own name."""
+        return {key: getattr(self, key) for key in _KEYS}
+
+
+_KEYS: Final = (
+    "executions", "attempts", "retries", "successes", "first_attempt_successes", "successes_after_retry",
+    "exhausted", "retries_denied", "non_retryable", "cancelled", "attempt_timeouts",
+)  # fmt: skip
+"""The keys of :meth:`RetryStats.as_dict`, in order: the names of the counts."""

@@ -1,0 +1,499 @@
+"""The retry's rules: the shared sans-I/O core (decisions, counts) and the pipeline step.
+
+:class:`_RetryCore` decides (is an error retried, how long to back off, when to give up) and
+counts; :class:`_RetryStep` is one pipeline link of a retry, a
+:class:`~otel_resilience.engine.step.Step` that turns those decisions into actions. The engine's
+drivers run the attempts, wait the backoffs, call ``on_retry`` and open the attempt deadline;
+nothing here awaits or sleeps.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import threading
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
+
+from otel_resilience.engine.actions import Counted
+from otel_resilience.engine.context import time_remaining
+from otel_resilience.engine.events import (
+    Event,
+    Outcome,
+    RetryExhausted,
+    RetryScheduled,
+    StrategyTelemetry,
+    TimeoutOccurred,
+    error_type_name,
+)
+from otel_resilience.engine.facade import Link
+from otel_resilience.engine.pipeline import classify_error
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.registry import BUDGETED_RETRIES
+from otel_resilience.engine.step import Call
+from otel_resilience.engine.step import Retry as RunAgain
+from otel_resilience.engine.validation import describe
+from otel_resilience.patterns.retry.budget import RetryBudget
+from otel_resilience.patterns.retry.policy import RetryPolicy, _constant_delay
+from otel_resilience.patterns.retry.stats import RetryStats
+
+_FAILURE: Final = Outcome.FAILURE
+_SUCCESS: Final = Outcome.SUCCESS
+_CANCELLED: Final = Outcome.CANCELLED
+_RETRY_SCHEDULED: Final = Event.RETRY_SCHEDULED
+_RETRY_EXHAUSTED: Final = Event.RETRY_EXHAUSTED
+_TIMEOUT: Final = Event.TIMEOUT
+"""Read on hot paths, bound once: reading a member off its enum class costs ~55 ns (Python 3.11)."""
+
+if TYPE_CHECKING:
+    import random
+
+    from otel_resilience.engine.clock import Clock
+    from otel_resilience.engine.context import ExecutionContext
+    from otel_resilience.engine.step import Action
+    from otel_resilience.errors import OperationTimeoutError
+    from otel_resilience.patterns.retry.policy import OnRetry
+
+__all__: list[str] = []
+
+_NOTE_PREFIX: Final = "otel_resilience retry "
+_STRATEGY: Final = "strategy"
+_OUTCOME: Final = "outcome"
+
+
+class _Wait(NamedTuple):
+    """What follows a failed attempt: why retrying stops (``None``: it goes on) and the backoff."""
+
+    reason: str | None
+    delay: float
+    remaining: float
+    """Seconds left before the deadline (``inf``: none, or not read)."""
+    source: str
+    """Where the delay came from: ``"strategy"`` or ``"outcome"`` (``delay_from``)."""
+
+
+def _attach_note(error: BaseException, note: str) -> None:
+    """Attach ``note`` to ``error``, replacing an earlier retry note (reused exception objects)."""
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(_NOTE_PREFIX))]
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        error.__dict__.setdefault("__notes__", []).append(note)
+
+
+class _RetryCore:
+    """The sans-I/O state shared by a :class:`~otel_resilience.patterns.retry.Retry` and its steps.
+
+    Its policy, its decisions (what is retried, the backoff, when to give up) and its counts.
+
+    It never awaits and never sleeps; the engine's drivers do. It holds no reference to the
+    :class:`~otel_resilience.patterns.retry.Retry`, so a short-lived retry is freed by reference counting.
+    """
+
+    __slots__ = (
+        "_no_retry_types",
+        "_retry_types",
+        "attempt_timeout",
+        "budget",
+        "clock",
+        "constant_delay",
+        "delay_from",
+        "hook",
+        "hook_is_async",
+        "hook_what",
+        "lock",
+        "max_attempts",
+        "name",
+        "policy",
+        "retry_on_result",
+        "rng",
+        "stats",
+    )
+
+    def __init__(
+        self, name: str, policy: RetryPolicy, hook: OnRetry | None, clock: Clock, rng: random.Random | None
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.hook = hook
+        self.hook_is_async = hook is not None and inspect.iscoroutinefunction(hook)
+        self.hook_what = f"retry {name!r}: on_retry"
+        self.clock = clock
+        self.rng = rng
+        self.attempt_timeout = policy.attempt_timeout
+        self.max_attempts = policy.max_attempts
+        self.retry_on_result = policy.retry_on_result
+        self.constant_delay = _constant_delay(policy)
+        self.budget = policy.budget
+        self.delay_from = policy.delay_from
+        retry_on, no_retry_on = policy.retry_on, policy.no_retry_on
+        self._retry_types = retry_on if isinstance(retry_on, tuple) else None
+        self._no_retry_types = no_retry_on if isinstance(no_retry_on, tuple) else None
+        self.stats = RetryStats()
+        self.lock = threading.Lock()
+
+    def is_retryable(self, error: Exception) -> bool:
+        """:meth:`RetryPolicy.is_retryable`, with the selectors split once (type tuples or predicates)."""
+        retry_types, no_retry_types = self._retry_types, self._no_retry_types
+        if retry_types is None or no_retry_types is None:
+            return self.policy.is_retryable(error)
+        kind = type(error)
+        return issubclass(kind, retry_types) and not issubclass(kind, no_retry_types)
+
+    def async_hook_error(self) -> TypeError:
+        """Build the error for an async ``on_retry`` used with a sync driver."""
+        return TypeError(
+            f"retry {self.name!r}: on_retry is async (it returns an awaitable), which the sync "
+            "driver cannot await; pass a plain function, or use the async API"
+        )
+
+    def schedule(
+        self,
+        telemetry: StrategyTelemetry,
+        ctx: ExecutionContext,
+        attempt: int,
+        error: Exception | None,
+        *,
+        result: object = None,
+        previous: float | None = None,
+    ) -> float | None:
+        """Decide what follows a failed ``attempt`` (``error``, or a retried ``result`` when ``None``).
+
+        Counts the ended attempt, reports the event, and attaches the note on a give-up. The
+        next attempt's number is taken from ``ctx`` (:meth:`ExecutionContext.next_attempt`),
+        which refuses it once the execution made its cap of attempts in total.
+
+        Args:
+            telemetry: The node's facade.
+            ctx: The execution: the failed attempt's number, the cap in total.
+            attempt: How many attempts this retry made (the failed one included), for
+                ``max_attempts`` and the backoff schedule.
+            error: The failed attempt's error, or ``None`` when its result is retried.
+            result: The retried result (when ``error`` is ``None``), for ``delay_from``.
+            previous: This execution's previous backoff (``None`` before the first), for
+                ``Jitter.DECORRELATED``.
+
+        Returns:
+            The delay before the next attempt, or ``None`` to stop (re-raise ``error``, or
+            return the last result).
+        """
+        stats = self.stats
+        if error is not None and not self.is_retryable(error):
+            next(stats._other_attempts)
+            with self.lock:
+                stats.non_retryable += 1
+            return None
+        failed = ctx.attempt
+        wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
+        reason, delay = wait.reason, wait.delay
+        next(stats._other_attempts)
+        if reason is None:
+            next(stats._retries)
+            if telemetry.hub.event_listeners:
+                args = RetryScheduled(failed, delay, error_type_name(error), wait.source)
+                telemetry.report(_RETRY_SCHEDULED, args)
+            return delay
+        self._give_up(telemetry, attempt, error, wait, failed)
+        return None
+
+    def _give_up(
+        self, telemetry: StrategyTelemetry, attempt: int, error: Exception | None, wait: _Wait, failed: int
+    ) -> None:
+        """Count and report a give-up (``wait.reason``), and note it on ``error``."""
+        reason = wait.reason
+        assert reason is not None  # noqa: S101 - only a stop is given up on
+        with self.lock:
+            self.stats.exhausted += 1
+            if reason == "budget":
+                self.stats.retries_denied += 1
+        if telemetry.hub.event_listeners:
+            telemetry.report(_RETRY_EXHAUSTED, RetryExhausted(failed, error_type_name(error), reason))
+        if error is not None:
+            _attach_note(error, self._give_up_note(attempt, wait, failed))
+
+    def _next_wait(
+        self, ctx: ExecutionContext, attempt: int, outcome: object, previous: float | None
+    ) -> _Wait:
+        """Return the wait after ``attempt`` and why retrying stops (its ``reason``; ``None``: it goes on).
+
+        The checks run in this order: ``max_attempts``; the delay (from the outcome, else the
+        strategy) against ``max_delay`` and the deadline; the budget; the execution's cap in
+        total. Takes the next attempt's number from ``ctx`` (and a retry from the budget) only
+        when it goes on.
+        """
+        if attempt >= self.max_attempts:
+            return _Wait("max_attempts", 0.0, math.inf, _STRATEGY)
+        source, delay = _STRATEGY, None
+        if self.delay_from is not None:
+            delay = self._delay_from(outcome)
+            if delay is not None:
+                source = _OUTCOME
+                if delay > self.policy.max_delay:
+                    return _Wait("max_delay", delay, math.inf, source)
+        if delay is None:
+            constant = self.constant_delay
+            delay = self.policy.compute_delay(attempt, self.rng, previous) if constant is None else constant
+        remaining = time_remaining(self.clock)
+        if remaining <= delay:
+            return _Wait("deadline", delay, remaining, source)
+        budget = self.budget
+        if budget is not None and not budget.try_withdraw():
+            return _Wait("budget", delay, remaining, source)
+        if ctx.next_attempt() is None:
+            if budget is not None:
+                budget.refund()
+            return _Wait("max_attempts_total", delay, remaining, source)
+        return _Wait(None, delay, remaining, source)
+
+    def _delay_from(self, outcome: object) -> float | None:
+        """Return the delay ``delay_from`` asks for after ``outcome``, in seconds, or ``None``.
+
+        Raises:
+            TypeError: It returned neither seconds (a number, a ``timedelta``) nor ``None``.
+            ValueError: It returned a negative number or NaN.
+        """
+        assert self.delay_from is not None  # noqa: S101 - the caller checked
+        value = self.delay_from(outcome)
+        if value is None:
+            return None
+        if isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            msg = (
+                f"retry {self.name!r}: delay_from returned {describe(value)}; it must return "
+                "seconds (a number or a timedelta) or None"
+            )
+            raise TypeError(msg)
+        if not seconds >= 0:
+            msg = f"retry {self.name!r}: delay_from returned {describe(value)}; seconds must be >= 0"
+            raise ValueError(msg)
+        return seconds
+
+    def _give_up_note(self, attempt: int, wait: _Wait, made_in_total: int) -> str:
+        """Describe why retrying stopped, for the re-raised exception."""
+        max_attempts = self.policy.max_attempts
+        head = f"{_NOTE_PREFIX}{self.name!r}: gave up after {attempt} of {max_attempts} attempt"
+        head += "s" if max_attempts > 1 else ""
+        reason, delay = wait.reason, wait.delay
+        if wait.source == _OUTCOME:
+            backoff = f"the {delay:g} s delay the outcome asked for (delay_from)"
+        else:
+            backoff = f"a {delay:g} s backoff"
+        if reason == "deadline":
+            return f"{head}: {backoff} would overrun the deadline ({max(wait.remaining, 0.0):g} s left)"
+        if reason == "max_delay":
+            return f"{head}: {backoff} is over max_delay ({self.policy.max_delay:g} s)"
+        if reason == "budget":
+            return f"{head}: the retry budget allows no more retries now ({self.budget!r})"
+        if reason == "max_attempts_total":
+            return (
+                f"{head}: the execution made {made_in_total} attempt{'s' if made_in_total > 1 else ''} "
+                "in total, its cap (max_attempts_total)"
+            )
+        return head
+
+    def attempt_timed_out(self, telemetry: StrategyTelemetry, timeout: float) -> None:
+        """Count and report an attempt that hit its own timeout."""
+        with self.lock:
+            self.stats.attempt_timeouts += 1
+        if telemetry.enabled:
+            telemetry.report(_TIMEOUT, TimeoutOccurred(timeout, "attempt"))
+
+    def cancelled(self, in_attempt: bool) -> None:
+        """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
+        with self.lock:
+            if in_attempt:
+                next(self.stats._other_attempts)
+            self.stats.cancelled += 1
+
+    def accepts(self, result: object, attempt: int) -> bool:
+        """Return whether ``result`` of this retry's ``attempt`` (1: the first) ends the execution.
+
+        An accepted result is counted as the execution's success; a retried one is left to
+        :meth:`schedule`.
+        """
+        check = self.retry_on_result
+        if check is not None and check(result):
+            return False
+        stats = self.stats
+        if attempt == 1:
+            next(stats._first_attempt_successes)
+        else:
+            next(stats._other_attempts)
+            next(stats._successes_after_retry)
+        return True
+
+
+class _Attempts:
+    """The token of one execution of a retry step once it needs one: its attempts and their scope.
+
+    Created at admission when an attempt listener wants the first attempt's scope, else at the
+    first retry: the execution whose first attempt is accepted allocates none.
+
+    Attributes:
+        count: How many attempts this step made in this execution, the running one included
+            (what ``max_attempts`` and the backoff schedule count).
+        handles: The running attempt's scope, or ``None`` when none is open.
+        previous: This execution's latest backoff, or ``None`` before the first (what
+            ``Jitter.DECORRELATED`` grows from: per execution, never in the shared policy).
+    """
+
+    __slots__ = ("count", "ctx", "handles", "previous", "telemetry")
+
+    def __init__(self, ctx: ExecutionContext, telemetry: StrategyTelemetry, handles: Any = None) -> None:
+        self.count = 1
+        self.ctx = ctx
+        self.telemetry = telemetry
+        self.handles = handles
+        self.previous: float | None = None
+
+    def start(self) -> None:
+        """Open the scope of the attempt about to run (a :class:`RunAgain` hook: after the wait)."""
+        ctx = self.ctx
+        self.handles = self.telemetry.start_attempt(ctx.operation, ctx.attempt)
+
+    def end(self, outcome: Outcome, error: BaseException | None) -> None:
+        """Close the running attempt's scope, if one is open, with ``outcome``."""
+        handles = self.handles
+        if handles:
+            self.handles = None
+            self.telemetry.end_attempt(handles, outcome, error)
+
+
+def _after_on_retry(ctx: ExecutionContext, retry: RunAgain, value: object, error: Exception | None) -> Action:  # noqa: ARG001
+    """Continue after ``on_retry``: the scheduled retry, or the hook's error, which ends the execution."""
+    if error is not None:
+        raise error
+    return retry
+
+
+class _RetryStep(Link[RetryPolicy]):
+    """One retry link of a pipeline: the shared :class:`_RetryCore` and this link's telemetry.
+
+    The driver runs each attempt (under the attempt timeout, when the policy sets one), waits the
+    backoffs and calls ``on_retry``; this step says what follows each attempt. A link whose
+    policy has a retry budget registers in
+    :data:`~otel_resilience.engine.registry.BUDGETED_RETRIES`, where the telemetry reads the
+    budget's level for as long as the link lives.
+    """
+
+    __slots__ = ("__weakref__", "_budget", "_core", "_first", "_hook_is_async", "seconds")
+
+    kind: ClassVar[str] = "retry"
+    admit_waits: ClassVar[bool] = False  # admit returns a plain token
+    scope: str = "attempt"
+
+    def __init__(self, core: _RetryCore, telemetry: StrategyTelemetry) -> None:
+        super().__init__(core.name, core.policy, core.clock, telemetry)
+        self._core = core
+        self._hook_is_async = core.hook_is_async
+        self._budget = core.budget
+        self.seconds = core.attempt_timeout
+        # Attempt 1's token when no scope is open: a Counted when no result is judged (its success
+        # is only counted, by the drivers: _RetryCore.accepts); the hooks take it for None.
+        counts = core.stats._first_attempt_successes
+        self._first = None if core.retry_on_result is not None else Counted(counts, None)
+        if self._budget is not None:
+            BUDGETED_RETRIES.register(self)
+
+    budget = ReadOnly[RetryBudget | None]("_budget", "The retry budget of the link's policy, or ``None``.")
+
+    @property
+    def policy_name(self) -> str:
+        """The policy (pipeline) the link runs in: its own name when the retry runs alone."""
+        source = self._telemetry.source
+        return source.pipeline or source.name
+
+    def admit(self, ctx: ExecutionContext) -> _Attempts | Counted | None:
+        """Refuse an async ``on_retry`` under the sync driver; deposit in the budget; open attempt 1's scope.
+
+        The scope is opened when an attempt listener wants it; the budget (when the policy has
+        one) counts the execution's first attempt. With no scope, the token is the link's
+        ``Counted`` when no result is judged (a first success is only counted), else ``None``.
+
+        Raises:
+            TypeError: ``on_retry`` is async and the sync driver runs the execution.
+        """
+        if self._hook_is_async and ctx.sync:
+            raise self._core.async_hook_error()
+        if self._budget is not None:
+            self._budget.deposit()
+        if self._telemetry.hub.attempt_listeners:
+            handles = self._telemetry.start_attempt(ctx.operation, ctx.attempt)
+            return _Attempts(ctx, self._telemetry, handles) if handles else self._first
+        return self._first
+
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:
+        """Return the accepted result; retry a result the policy retries, or return it when retrying stops."""
+        if type(token) is not _Attempts:  # attempt 1, no scope: None or the link's Counted (admit)
+            return None if self._core.accepts(result, 1) else self._after(ctx, None, None, result)
+        outcome = _FAILURE
+        try:
+            if self._core.accepts(result, token.count):
+                outcome = _SUCCESS
+                return None
+        finally:
+            token.end(outcome, None)
+        return self._after(ctx, token, None, result)
+
+    def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:
+        """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops."""
+        if type(token) is not _Attempts:  # attempt 1, no scope: None or the link's Counted (admit)
+            token = None
+        elif token.handles:
+            token.end(classify_error(error), error)
+        return self._after(ctx, token, error)
+
+    def on_expired(
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - only the error's timeout is reported
+        token: Any,  # noqa: ARG002
+        error: OperationTimeoutError,
+    ) -> Action:
+        """Count and report an attempt cut by its own timeout.
+
+        The driver then hands ``error`` to :meth:`on_failure`, which decides as for any failure
+        (a timed-out attempt is retried by default).
+        """
+        self._core.attempt_timed_out(self._telemetry, error.timeout)
+        return None
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
+        """Count the cancelled execution; close the running attempt's scope as cancelled."""
+        self._core.cancelled(in_attempt=running)
+        if type(token) is _Attempts:  # else attempt 1, no scope: None or the link's Counted (admit)
+            token.end(_CANCELLED, None)
+
+    def _after(
+        self, ctx: ExecutionContext, token: _Attempts | None, error: Exception | None, result: object = None
+    ) -> Action:
+        """Decide what follows a failed attempt (``error``, or a retried ``result`` when ``None``).
+
+        Returns:
+            ``None`` when retrying stops; else a :class:`RunAgain` after the backoff, preceded
+            by a :class:`~otel_resilience.engine.step.Call` of ``on_retry`` when there is one.
+        """
+        core = self._core
+        failed = ctx.attempt
+        if token is None:
+            delay = core.schedule(self._telemetry, ctx, 1, error, result=result)
+            if delay is None:
+                return None
+            token = _Attempts(ctx, self._telemetry)
+        else:
+            delay = core.schedule(
+                self._telemetry, ctx, token.count, error, result=result, previous=token.previous
+            )
+            if delay is None:
+                return None
+        token.count += 1
+        token.previous = delay
+        retry = RunAgain(delay, token, token.start if self._telemetry.hub.attempt_listeners else None)
+        if core.hook is None:
+            return retry
+        return Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)

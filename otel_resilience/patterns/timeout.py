@@ -1,0 +1,399 @@
+"""Timeouts: bound how long an operation may take, with an optional default value on expiry.
+
+:class:`TimeoutHandler` puts a deadline on a call::
+
+    timeout_handler = TimeoutHandler(timeout=30.0)
+    result = await timeout_handler.with_timeout(slow_operation)
+
+**Async** (:meth:`TimeoutHandler.with_timeout`) is pre-emptive: when the deadline passes the
+task is cancelled, the protected coroutine sees ``CancelledError`` at its current ``await``, and
+the caller gets :class:`~otel_resilience.errors.OperationTimeoutError` (a ``TimeoutError``), or
+the configured ``default``.
+
+**Sync** (:meth:`TimeoutHandler.with_timeout_sync`) cannot be pre-emptive: Python cannot
+interrupt a thread. The handler publishes the deadline through
+:func:`otel_resilience.engine.context.current_deadline` so that the callee can pass what is left
+on (as a socket or lock timeout), and it checks the clock when the call returns: a result that
+arrives after the deadline is discarded and treated as a timeout, so that a result reported as a
+success always met its deadline. A call that blocks forever still blocks forever; an exception
+raised late is passed through unchanged.
+
+Decisions:
+
+* **Only our own deadline is a timeout.** Deadlines nest (the effective deadline is the minimum
+  over every enclosing scope) and only the tightest scope arms a timer. An inner 10 s timeout
+  under an outer 0.05 s one raises the *outer's* error; an inner deadline that fires first
+  raises the inner's error, which the outer passes through untouched. Any other cancellation
+  (``task.cancel()``, a task group) propagates as ``CancelledError``, never converted.
+* **A deadline binds the task that set it**, as ``asyncio.timeout`` does: a task spawned inside
+  the call (or a thread given a copy of its context) has no deadline until it opens its own, so
+  its own timeout arms however tight the caller's was (see :mod:`otel_resilience.engine.context`).
+* **A default is a fallback.** When ``default`` is configured, a timeout returns it, counts in
+  ``defaults_returned`` and marks the execution's outcome as
+  :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`; the ``timeout`` event is still
+  reported.
+* **A callee that swallows its cancellation and returns** gets its value through, as
+  ``asyncio.timeout`` does: suppressing cancellation is the callee's decision.
+* **Counting.** Counts are plain integers. The sync driver updates them under the handler's
+  lock; the async driver counts an execution without a lock (one event loop runs on one
+  thread), as the engine's pipeline does.
+
+:func:`fail_after` and :func:`move_on_after` are the same deadline as bare async context
+managers (trio/anyio style): the first raises, the second swallows its own timeout and exposes
+:attr:`MoveOnAfter.expired`. Like ``asyncio.timeout``, each scope is single-use: entering it a
+second time raises ``RuntimeError``.
+
+Durations are at most :data:`~otel_resilience.engine.validation.MAX_DURATION`
+(``threading.TIMEOUT_MAX``); a longer one is a ``ValueError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
+from otel_resilience.engine.counting import Counts
+from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
+from otel_resilience.engine.facade import Link, Pattern, verb
+from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.step import Action, Answer
+from otel_resilience.engine.validation import check_duration, fail
+from otel_resilience.errors import OperationTimeoutError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = [
+    "DEFAULT_SCOPE",
+    "DEFAULT_TIMEOUT",
+    "NO_DEFAULT",
+    "SCOPES",
+    "MoveOnAfter",
+    "TimeoutConfig",
+    "TimeoutHandler",
+    "fail_after",
+    "move_on_after",
+]
+
+DEFAULT_TIMEOUT: Final = 30.0
+"""Default deadline, in seconds (SPEC: ``TimeoutHandler(timeout=30.0)``)."""
+DEFAULT_SCOPE: Final = "total"
+"""Default scope: the deadline bounds the whole execution."""
+SCOPES: Final = ("total", "attempt")
+"""The accepted scopes: ``"total"`` (the whole execution) or ``"attempt"`` (one attempt)."""
+DEFAULT_NAME: Final = "timeout"
+"""Default :class:`TimeoutHandler` name."""
+
+_KIND: Final = "timeout"
+
+
+class _NoDefault(enum.Enum):
+    """The type of :data:`NO_DEFAULT` (an enum member, so that type checkers narrow on ``is``)."""
+
+    NO_DEFAULT = "NO_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Final = _NoDefault.NO_DEFAULT
+"""Sentinel for "no default value": a timeout raises :class:`OperationTimeoutError`."""
+
+
+def _check_timeout(owner: str, timeout: object) -> float:
+    """Validate a timeout (seconds or ``timedelta``; > 0 and <= ``MAX_DURATION``); return seconds."""
+    return check_duration(owner, "timeout", timeout)
+
+
+def _check_scope(owner: str, scope: object) -> str:
+    """Validate a scope name."""
+    if not isinstance(scope, str):
+        raise fail(owner, "scope", "a str", scope, kind=TypeError)
+    if scope not in SCOPES:
+        raise fail(owner, "scope", "'total' or 'attempt'", scope)
+    return scope
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutConfig:
+    """Settings of a :class:`TimeoutHandler`.
+
+    Raises:
+        ValueError: If ``timeout`` is not > 0 and <= ``MAX_DURATION``, or ``scope`` is unknown.
+        TypeError: If a field has the wrong type.
+    """
+
+    timeout: float = DEFAULT_TIMEOUT
+    """Deadline in seconds, > 0 and at most ``MAX_DURATION`` (``threading.TIMEOUT_MAX``); a
+    ``timedelta`` is accepted and normalised. The default is 30.0 s."""
+    default: object = NO_DEFAULT
+    """Value returned when the deadline expires, instead of raising
+    :class:`~otel_resilience.errors.OperationTimeoutError`. The default is :data:`NO_DEFAULT`
+    (raise)."""
+    scope: str = DEFAULT_SCOPE
+    """``"total"`` (the deadline bounds the whole execution) or ``"attempt"`` (one attempt);
+    reported in the error and in telemetry. The default is ``"total"``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timeout", _check_timeout("TimeoutConfig", self.timeout))
+        _check_scope("TimeoutConfig", self.scope)
+
+    @property
+    def has_default(self) -> bool:
+        """Whether a timeout returns :attr:`default` instead of raising."""
+        return self.default is not NO_DEFAULT
+
+
+class _TimeoutCore(Counts):
+    """The shared state of one handler: settings and counts (sans-I/O)."""
+
+    __slots__ = (
+        "clock",
+        "config",
+        "default",
+        "defaults_returned",
+        "has_default",
+        "name",
+        "scope",
+        "timeout",
+        "timeouts",
+    )
+
+    def __init__(self, name: str, config: TimeoutConfig, clock: Clock) -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.timeout = config.timeout
+        self.scope = config.scope
+        self.default = config.default
+        self.has_default = config.has_default
+        self.clock = clock
+        self.timeouts = 0
+        self.defaults_returned = 0
+
+    def timed_out(self, ctx: ExecutionContext, telemetry: StrategyTelemetry) -> bool:
+        """Count and report our own deadline's expiry; return whether the default answers."""
+        with self.lock:
+            self.timeouts += 1
+            if self.has_default:
+                self.defaults_returned += 1
+        if telemetry.enabled:
+            telemetry.report(Event.TIMEOUT, TimeoutOccurred(self.timeout, self.scope))
+        if self.has_default:
+            ctx.outcome = Outcome.FALLBACK
+            return True
+        return False
+
+    def counts(self) -> dict[str, int]:
+        return {"timeouts": self.timeouts, "defaults_returned": self.defaults_returned}
+
+
+class _TimeoutStep(Link[TimeoutConfig]):
+    """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain."""
+
+    __slots__ = ("_core", "scope")
+
+    kind: ClassVar[str] = _KIND
+
+    def __init__(self, core: _TimeoutCore, telemetry: StrategyTelemetry) -> None:
+        super().__init__(core.name, core.config, core.clock, telemetry)
+        self.seconds: float | None = core.timeout
+        self.scope = core.scope
+        self._core = core
+        self.entries = core.executions  # the driver counts the executions, exactly and lock-free
+
+    def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
+        """Count and report our own deadline's expiry; answer with the default when one is set."""
+        core = self._core
+        if core.timed_out(ctx, self._telemetry):
+            return Answer(core.default)
+        return None
+
+
+class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep], kind=_KIND):
+    """Puts a deadline on calls; raises or returns a default when it expires (SPEC §1.4).
+
+    Args:
+        timeout: Deadline in seconds (or a ``timedelta``), > 0 and at most ``MAX_DURATION``
+            (``threading.TIMEOUT_MAX``). Default 30.0 s.
+        default: Returned instead of raising when the deadline expires. Default
+            :data:`NO_DEFAULT`: raise :class:`~otel_resilience.errors.OperationTimeoutError`.
+        name: The handler's name in errors and telemetry. Default ``"timeout"``.
+        scope: ``"total"`` or ``"attempt"``: what the deadline bounds, as reported in the error
+            and in telemetry. Default ``"total"``.
+        clock: The clock that deadlines are measured on.
+
+    Raises:
+        ValueError: If ``timeout`` is not > 0 and <= ``MAX_DURATION``, ``scope`` is unknown or
+            ``name`` is empty.
+        TypeError: If an argument has the wrong type.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(
+        self,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        *,
+        default: object = NO_DEFAULT,
+        name: str = DEFAULT_NAME,
+        scope: str = DEFAULT_SCOPE,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        seconds = _check_timeout("TimeoutHandler", timeout)
+        scope = _check_scope("TimeoutHandler", scope)
+        config = TimeoutConfig(seconds, default, scope)
+        super().__init__(name, config, clock)
+        self._core = _TimeoutCore(name, config, clock)
+
+    @classmethod
+    def from_config(
+        cls, config: TimeoutConfig, *, name: str = DEFAULT_NAME, clock: Clock = SYSTEM_CLOCK
+    ) -> TimeoutHandler:
+        """Build a handler from a :class:`TimeoutConfig`.
+
+        Args:
+            config: The settings.
+            name: The handler's name.
+            clock: The clock that deadlines are measured on.
+
+        Returns:
+            A new handler.
+
+        Raises:
+            TypeError: If ``config`` is not a :class:`TimeoutConfig`.
+        """
+        if not isinstance(config, TimeoutConfig):
+            raise fail("TimeoutHandler", "config", "a TimeoutConfig", config, kind=TypeError)
+        return cls(config.timeout, default=config.default, name=name, scope=config.scope, clock=clock)
+
+    def _link(self, telemetry: StrategyTelemetry) -> _TimeoutStep:
+        return _TimeoutStep(self._core, telemetry)
+
+    timeout = ReadOnly[float]("_core.timeout", "The deadline in seconds.")
+
+    with_timeout = verb(
+        Pattern.run,
+        "Return ``await fn(*args, **kwargs)``, cancelled when the deadline passes.",
+        returns="``fn``'s result, or the configured default when the deadline passed.",
+        raises=(
+            "OperationTimeoutError: When this handler's deadline passed and no default is set.",
+            "asyncio.CancelledError: When the caller (or an outer scope) cancelled.",
+        ),
+    )
+
+    with_timeout_sync = verb(
+        Pattern.run_sync,
+        "Return ``fn(*args, **kwargs)``; a result that arrives after the deadline is a timeout.",
+        more=(
+            "The thread is never interrupted: the callee should read "
+            ":func:`~otel_resilience.engine.context.current_deadline`."
+        ),
+        returns="``fn``'s result, or the configured default when the result came too late.",
+        raises=("OperationTimeoutError: When the result came after the deadline and no default is set.",),
+    )
+
+    def get_stats(self) -> dict[str, int]:
+        """Return the counts.
+
+        Returns:
+            ``executions`` (calls that entered the handler), ``timeouts`` (this handler's own
+            deadline expired) and ``defaults_returned`` (timeouts answered by the default).
+        """
+        return self._core.stats()
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"TimeoutHandler(timeout={core.timeout!r}, name={core.name!r}, scope={core.scope!r})"
+
+
+def fail_after(
+    seconds: float | timedelta, *, clock: Clock = SYSTEM_CLOCK, operation: str = "fail_after"
+) -> AsyncDeadline:
+    """Return an async context manager that raises when its block runs longer than ``seconds``.
+
+    ::
+
+        async with fail_after(5.0):
+            await fetch()
+
+    Args:
+        seconds: The budget in seconds (or a ``timedelta``), >= 0 and at most ``MAX_DURATION``.
+        clock: The clock the deadline is recorded on (for :func:`current_deadline`).
+        operation: The name shown in the error.
+
+    Returns:
+        The deadline scope (single-use); its ``expired`` attribute tells whether it fired.
+
+    Raises:
+        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``.
+        OperationTimeoutError: On exit from the block, when its own deadline passed.
+        RuntimeError: When the returned scope is entered a second time.
+    """
+    budget = check_duration("fail_after", "seconds", seconds, allow_zero=True)
+    return AsyncDeadline(clock, budget, operation, "total")
+
+
+class MoveOnAfter:
+    """An async context manager that abandons its block when its deadline passes.
+
+    Made by :func:`move_on_after`. The block is cancelled at the deadline and execution goes on
+    after the ``async with``; :attr:`expired` tells whether that happened. Cancellation from
+    anywhere else propagates.
+    """
+
+    __slots__ = ("_deadline",)
+
+    def __init__(self, deadline: AsyncDeadline) -> None:
+        self._deadline = deadline
+
+    expired = ReadOnly[bool]("_deadline.expired", "Whether the deadline passed and the block was abandoned.")
+
+    async def __aenter__(self) -> MoveOnAfter:
+        await self._deadline.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            await self._deadline.__aexit__(exc_type, exc, tb)
+        except OperationTimeoutError:
+            # The deadline's exit raises only for its own expiry: swallow it.
+            return True
+        return False
+
+
+def move_on_after(
+    seconds: float | timedelta, *, clock: Clock = SYSTEM_CLOCK, operation: str = "move_on_after"
+) -> MoveOnAfter:
+    """Return an async context manager that silently abandons its block after ``seconds``.
+
+    ::
+
+        async with move_on_after(1.0) as scope:
+            await refresh_cache()
+        if scope.expired:
+            ...
+
+    Args:
+        seconds: The budget in seconds (or a ``timedelta``), >= 0 and at most ``MAX_DURATION``.
+        clock: The clock the deadline is recorded on (for :func:`current_deadline`).
+        operation: The scope's name.
+
+    Returns:
+        The scope (single-use); read :attr:`MoveOnAfter.expired` after the block.
+
+    Raises:
+        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``.
+        RuntimeError: When the returned scope is entered a second time.
+    """
+    budget = check_duration("move_on_after", "seconds", seconds, allow_zero=True)
+    return MoveOnAfter(AsyncDeadline(clock, budget, operation, "total"))
