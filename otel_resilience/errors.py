@@ -12,15 +12,18 @@
     └── RecoveryEscalatedError            raised by ESCALATE, ``from`` the original error
 
 Structured fields come first; the message is derived from them only when it is shown, so that
-raising a rejection formats no string. ``__init__`` sets the fields only: ``BaseException``
-already keeps the constructor's arguments as ``args`` (so pickling and ``repr`` rebuild the
-error from them), and skipping the Python-level ``super().__init__`` keeps a rejection cheap.
-When retries run out the *original* exception is re-raised, never wrapped.
+raising a rejection formats no string. ``BaseException`` keeps the constructor's arguments as
+``args`` (so pickling and ``repr`` rebuild the error from them). The rejections, raised on hot
+paths, have no ``__init__`` of their own: their fields are read-only views of ``args`` (the
+signature is declared for type checkers only), so making one runs no Python frame; the other
+errors set their fields in ``__init__``. When retries run out the *original* exception is
+re-raised, never wrapped.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 __all__ = [
     "BulkheadFullError",
@@ -57,12 +60,29 @@ class CircuitOpenError(ExecutionRejectedError):
             against a dependency that is still being probed.
     """
 
-    __slots__ = ("name", "retry_after", "state")
+    __slots__ = ()
 
-    def __init__(self, name: str, state: str, retry_after: float) -> None:
-        self.name = name
-        self.state = state
-        self.retry_after = retry_after
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields below
+
+        def __init__(self, name: str, state: str, retry_after: float) -> None: ...
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        value: str = self.args[0]
+        return value
+
+    @property
+    def state(self) -> str:
+        """The breaker's state value when it rejected."""
+        value: str = self.args[1]
+        return value
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds a caller should wait before it tries again."""
+        value: float = self.args[2]
+        return value
 
     def __str__(self) -> str:
         if self.state == "half_open":
@@ -85,14 +105,31 @@ class BulkheadFullError(ExecutionRejectedError):
         reason: ``"full"``, or ``"queue_timeout"`` for :class:`BulkheadTimeoutError`.
     """
 
-    __slots__ = ("max_concurrent", "max_waiting", "name")
+    __slots__ = ()
 
     reason = "full"
 
-    def __init__(self, name: str, max_concurrent: int, max_waiting: int) -> None:
-        self.name = name
-        self.max_concurrent = max_concurrent
-        self.max_waiting = max_waiting
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields below
+
+        def __init__(self, name: str, max_concurrent: int, max_waiting: int) -> None: ...
+
+    @property
+    def name(self) -> str:
+        """The bulkhead's name."""
+        value: str = self.args[0]
+        return value
+
+    @property
+    def max_concurrent(self) -> int:
+        """Its concurrency limit."""
+        value: int = self.args[1]
+        return value
+
+    @property
+    def max_waiting(self) -> int:
+        """Its queue limit."""
+        value: int = self.args[2]
+        return value
 
     def __str__(self) -> str:
         return f"bulkhead {self.name!r} is full ({self.max_concurrent} running, {self.max_waiting} waiting)"
@@ -101,13 +138,19 @@ class BulkheadFullError(ExecutionRejectedError):
 class BulkheadTimeoutError(BulkheadFullError):
     """A bulkhead rejected the call after it waited in the queue longer than the bulkhead's timeout."""
 
-    __slots__ = ("timeout",)
+    __slots__ = ()
 
     reason = "queue_timeout"
 
-    def __init__(self, name: str, max_concurrent: int, max_waiting: int, timeout: float) -> None:
-        super().__init__(name, max_concurrent, max_waiting)
-        self.timeout = timeout
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields
+
+        def __init__(self, name: str, max_concurrent: int, max_waiting: int, timeout: float) -> None: ...
+
+    @property
+    def timeout(self) -> float:
+        """The bulkhead's queue timeout, in seconds, that the call waited."""
+        value: float = self.args[3]
+        return value
 
     def __str__(self) -> str:
         return f"bulkhead {self.name!r}: no slot became free within {self.timeout:g} s"
@@ -126,11 +169,23 @@ class RateLimitedError(ExecutionRejectedError):
             then finds one, unless others took it first.
     """
 
-    __slots__ = ("name", "retry_after")
+    __slots__ = ()
 
-    def __init__(self, name: str, retry_after: float) -> None:
-        self.name = name
-        self.retry_after = retry_after
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields below
+
+        def __init__(self, name: str, retry_after: float) -> None: ...
+
+    @property
+    def name(self) -> str:
+        """The rate limiter's name."""
+        value: str = self.args[0]
+        return value
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the next permit is due."""
+        value: float = self.args[1]
+        return value
 
     def __str__(self) -> str:
         return f"rate limiter {self.name!r} has no permit free; the next is due in {self.retry_after:.3f} s"

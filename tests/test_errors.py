@@ -1,0 +1,100 @@
+"""The errors: fields, messages, pickling, and rejections made without a Python frame."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import sys
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from otel_resilience.errors import (
+    BulkheadFullError,
+    BulkheadTimeoutError,
+    CircuitOpenError,
+    ExecutionRejectedError,
+    RateLimitedError,
+)
+
+_REJECTIONS: list[tuple[type[ExecutionRejectedError], tuple[Any, ...], dict[str, Any], str]] = [
+    (
+        CircuitOpenError,
+        ("pay", "open", 2.5),
+        {"name": "pay", "state": "open", "retry_after": 2.5},
+        "circuit breaker 'pay' is open; next probe in 2.500 s",
+    ),
+    (
+        BulkheadFullError,
+        ("db", 4, 8),
+        {"name": "db", "max_concurrent": 4, "max_waiting": 8, "reason": "full"},
+        "bulkhead 'db' is full (4 running, 8 waiting)",
+    ),
+    (
+        BulkheadTimeoutError,
+        ("db", 4, 8, 0.5),
+        {"name": "db", "max_concurrent": 4, "max_waiting": 8, "timeout": 0.5, "reason": "queue_timeout"},
+        "bulkhead 'db': no slot became free within 0.5 s",
+    ),
+    (
+        RateLimitedError,
+        ("api", 0.25),
+        {"name": "api", "retry_after": 0.25},
+        "rate limiter 'api' has no permit free; the next is due in 0.250 s",
+    ),
+]
+
+
+@pytest.mark.parametrize(("cls", "args", "fields", "message"), _REJECTIONS)
+def test_a_rejection_reads_its_fields_from_its_arguments(
+    cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
+) -> None:
+    error = cls(*args)
+    assert error.args == args
+    assert {name: getattr(error, name) for name in fields} == fields
+    assert str(error) == message
+    assert repr(error) == f"{cls.__name__}{args!r}"
+    copy = pickle.loads(pickle.dumps(error))  # rebuilt from args
+    assert type(copy) is cls
+    assert {name: getattr(copy, name) for name in fields} == fields
+
+
+@pytest.mark.parametrize(("cls", "args", "fields", "message"), _REJECTIONS)
+def test_a_rejections_fields_are_read_only(
+    cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
+) -> None:
+    error = cls(*args)
+    with pytest.raises(AttributeError):
+        error.name = "other"  # type: ignore[misc]
+    assert error.name == args[0]
+
+
+@pytest.mark.parametrize(("cls", "args", "fields", "message"), _REJECTIONS)
+def test_making_a_rejection_runs_no_python_frame(
+    cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
+) -> None:
+    """Rejections are made on hot paths (an open breaker): no __init__ of ours runs."""
+    frames: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            frames.append(frame.f_code.co_qualname)
+
+    sys.setprofile(profile)
+    try:
+        cls(*args)
+    finally:
+        sys.setprofile(None)
+    assert [f for f in frames if f != "test_making_a_rejection_runs_no_python_frame"] == []
+
+
+def test_a_forced_open_breakers_message() -> None:
+    assert (
+        str(CircuitOpenError("pay", "open", math.inf)) == "circuit breaker 'pay' is forced open until reset()"
+    )
+    half_open = CircuitOpenError("pay", "half_open", 30.0)
+    assert (
+        str(half_open)
+        == "circuit breaker 'pay' is half-open and all probe permits are in use; retry after 30 s"
+    )
