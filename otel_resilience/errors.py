@@ -23,7 +23,7 @@ re-raised, never wrapped.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 __all__ = [
     "BulkheadFullError",
@@ -35,6 +35,39 @@ __all__ = [
     "RecoveryEscalatedError",
     "ResilienceError",
 ]
+
+
+_T = TypeVar("_T")
+
+
+class _Arg(Generic[_T]):
+    """A read-only field of an error that is its constructor's argument ``index``, kept in ``args``.
+
+    The rejections are made on hot paths: with their fields read from ``args``, they need no
+    ``__init__`` of their own, so making one runs no Python frame (their signature is declared
+    for type checkers only).
+    """
+
+    def __init__(self, index: int, doc: str) -> None:  # nine of them: no __slots__ (a __doc__ each)
+        self._index = index
+        self._name = ""
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, error: None, owner: type) -> _Arg[_T]: ...
+
+    @overload
+    def __get__(self, error: BaseException, owner: type) -> _T: ...
+
+    def __get__(self, error: BaseException | None, owner: type) -> Any:
+        return self if error is None else error.args[self._index]
+
+    def __set__(self, error: BaseException, value: object) -> NoReturn:
+        msg = f"{type(error).__name__}.{self._name} is read-only (it is the argument {self._index} in args)"
+        raise AttributeError(msg)
 
 
 class ResilienceError(Exception):
@@ -62,27 +95,15 @@ class CircuitOpenError(ExecutionRejectedError):
 
     __slots__ = ()
 
-    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields below
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
         def __init__(self, name: str, state: str, retry_after: float) -> None: ...
 
-    @property
-    def name(self) -> str:
-        """The breaker's name."""
-        value: str = self.args[0]
-        return value
+    name = _Arg[str](0, "The breaker's name.")
 
-    @property
-    def state(self) -> str:
-        """The breaker's state value when it rejected."""
-        value: str = self.args[1]
-        return value
+    state = _Arg[str](1, "The breaker's state value when it rejected.")
 
-    @property
-    def retry_after(self) -> float:
-        """Seconds a caller should wait before it tries again."""
-        value: float = self.args[2]
-        return value
+    retry_after = _Arg[float](2, "Seconds a caller should wait before it tries again.")
 
     def __str__(self) -> str:
         if self.state == "half_open":
@@ -109,27 +130,15 @@ class BulkheadFullError(ExecutionRejectedError):
 
     reason = "full"
 
-    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields below
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
         def __init__(self, name: str, max_concurrent: int, max_waiting: int) -> None: ...
 
-    @property
-    def name(self) -> str:
-        """The bulkhead's name."""
-        value: str = self.args[0]
-        return value
+    name = _Arg[str](0, "The bulkhead's name.")
 
-    @property
-    def max_concurrent(self) -> int:
-        """Its concurrency limit."""
-        value: int = self.args[1]
-        return value
+    max_concurrent = _Arg[int](1, "Its concurrency limit.")
 
-    @property
-    def max_waiting(self) -> int:
-        """Its queue limit."""
-        value: int = self.args[2]
-        return value
+    max_waiting = _Arg[int](2, "Its queue limit.")
 
     def __str__(self) -> str:
         return f"bulkhead {self.name!r} is full ({self.max_concurrent} running, {self.max_waiting} waiting)"
@@ -142,15 +151,11 @@ class BulkheadTimeoutError(BulkheadFullError):
 
     reason = "queue_timeout"
 
-    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
         def __init__(self, name: str, max_concurrent: int, max_waiting: int, timeout: float) -> None: ...
 
-    @property
-    def timeout(self) -> float:
-        """The bulkhead's queue timeout, in seconds, that the call waited."""
-        value: float = self.args[3]
-        return value
+    timeout = _Arg[float](3, "The bulkhead's queue timeout, in seconds, that the call waited.")
 
     def __str__(self) -> str:
         return f"bulkhead {self.name!r}: no slot became free within {self.timeout:g} s"
@@ -171,21 +176,13 @@ class RateLimitedError(ExecutionRejectedError):
 
     __slots__ = ()
 
-    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields below
+    if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
         def __init__(self, name: str, retry_after: float) -> None: ...
 
-    @property
-    def name(self) -> str:
-        """The rate limiter's name."""
-        value: str = self.args[0]
-        return value
+    name = _Arg[str](0, "The rate limiter's name.")
 
-    @property
-    def retry_after(self) -> float:
-        """Seconds until the next permit is due."""
-        value: float = self.args[1]
-        return value
+    retry_after = _Arg[float](1, "Seconds until the next permit is due.")
 
     def __str__(self) -> str:
         return f"rate limiter {self.name!r} has no permit free; the next is due in {self.retry_after:.3f} s"
