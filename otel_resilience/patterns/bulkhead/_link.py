@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from otel_resilience.engine.actions import Rejected
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
@@ -40,20 +41,19 @@ class _BulkheadStep(Link[BulkheadConfig]):
         self._core = bulkhead._core
         self.wait_timeout = self.config.timeout  # how long a queued call may wait (WaitOwner)
 
-    def admit(self, ctx: ExecutionContext) -> Waiter | None:
+    def admit(self, ctx: ExecutionContext) -> Waiter | Rejected | None:
         """Take a slot, else queue the call in the driver's kind of waiter, else reject it: one lock trip.
 
         Returns:
-            ``None`` (the call holds a slot), or its waiter: the ``Wait`` the driver waits on.
-
-        Raises:
-            BulkheadFullError: Every slot is busy and the queue is full (or not allowed).
+            ``None`` (the call holds a slot), or its waiter: the ``Wait`` the driver waits on, or,
+            every slot busy and the queue full (or not allowed), a ``Rejected`` holding its
+            ``BulkheadFullError``: the engine raises it (as the breaker's rejections).
         """
         got = self._core.acquire(ctx, self)
         if got is ADMITTED:
             return None
         if got is FULL:
-            raise self._full() from None
+            return Rejected(self._full())
         return got  # the waiter (no typing.cast: a call at run time, on every queued call)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
