@@ -13,6 +13,7 @@ from support import Scopes, counting_contexts, listeners_removed, run
 
 import otel_resilience as orr
 from otel_resilience.engine import Rejected, Wait
+from otel_resilience.engine.admission import UNSTARTED_SYNC
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import HUB, Outcome
 from otel_resilience.engine.guard import Guard
@@ -171,3 +172,55 @@ def test_an_open_breakers_rejection_leaves_no_reference_cycle(driver: str, where
         assert refs[0]() is None
     finally:
         gc.enable()
+
+
+def _full_bulkhead(name: str) -> tuple[Any, type[Exception]]:
+    bulkhead = orr.Bulkhead(name, orr.BulkheadConfig(max_concurrent=1, max_waiting=0))
+    bulkhead.slot().__enter__()  # the one slot held for the test's life: every call is rejected
+    return bulkhead, BulkheadFullError
+
+
+def _spent_limiter(name: str) -> tuple[Any, type[Exception]]:
+    limiter = orr.RateLimiter(name, orr.RateLimiterConfig(rate=0.001, burst=1, max_wait=0.0))
+    limiter.call_sync(lambda: None)  # the one permit taken: the next is due in 1 000 s
+    return limiter, orr.RateLimitedError
+
+
+@pytest.mark.parametrize("make", [_full_bulkhead, _spent_limiter], ids=["full bulkhead", "rate limiter"])
+@pytest.mark.parametrize("where", ["alone", "inside another step"])
+def test_a_full_bulkhead_and_a_rate_limiter_return_their_rejection(
+    driver: str, where: str, make: Callable[[str], tuple[Any, type[Exception]]]
+) -> None:
+    """Their admit returns a Rejected: raised by the pipeline (early) or the driver, counted, freed at once."""
+    pattern, error_type = make(f"rejects-{driver}-{where}")
+    assert type(pattern.as_strategy().admit(UNSTARTED_SYNC)) is Rejected
+    if where == "alone":
+        pipeline = PipelineBuilder(f"alone-{driver}-{where}").add(pattern.as_strategy()).build()
+    else:
+        pipeline = PipelineBuilder(f"outer-{driver}-{where}").add(Step()).add(pattern.as_strategy()).build()
+    refs: list[weakref.ref[BaseException]] = []
+
+    async def afn() -> None:
+        raise AssertionError("never runs")
+
+    async def in_a_task() -> None:
+        try:
+            await pipeline.execute(afn)
+        except error_type as error:
+            refs.append(weakref.ref(error))
+
+    gc.collect()
+    gc.disable()
+    try:
+        if driver == "sync":
+            try:
+                pipeline.execute_sync(_never)
+            except error_type as error:
+                refs.append(weakref.ref(error))
+        else:
+            asyncio.run(in_a_task())
+        assert len(refs) == 1
+        assert refs[0]() is None  # no reference cycle through the token
+    finally:
+        gc.enable()
+    assert (pipeline.stats.rejected, pipeline.stats.errors) == (1, 0)

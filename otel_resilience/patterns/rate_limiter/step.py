@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, cast
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.events import CallRejected, Event, PermitWaited, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.step import Wait
+from otel_resilience.engine.step import Rejected, Wait
 from otel_resilience.errors import RateLimitedError
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import (
@@ -58,9 +58,10 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         of an enclosing timeout (:func:`~otel_resilience.engine.context.time_remaining`) and
         while fewer than ``config.max_waiting`` callers wait.
 
-        Raises:
-            RateLimitedError: No permit is free and none may be waited for; its ``retry_after``
-                says when the next one is due.
+        Returns:
+            ``None`` (a permit taken), the wait for the reserved permit, or, no permit free and
+            none to wait for, a ``Rejected`` holding its ``RateLimitedError`` (whose
+            ``retry_after`` says when the next one is due): the engine raises it.
         """
         rules, clock = self._rules, self.clock
         max_wait = rules.max_wait
@@ -68,12 +69,12 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         now = clock.now()
         return self._admitted(rules.acquire(now, max_wait, remaining), now)
 
-    def _admitted(self, got: _Reservation | float | None, since: float) -> _Waiting | None:
+    def _admitted(self, got: _Reservation | float | None, since: float) -> _Waiting | Rejected | None:
         """What the rules' answer means: go (``None``), wait for the reservation, or the rejection."""
         if got is None:
             return None
         if isinstance(got, float):
-            raise self._rejected(got)
+            return Rejected(self._rejected(got))
         return _Waiting(self, got, since)
 
     def get_stats(self) -> RateLimiterStatsDict:
@@ -127,7 +128,7 @@ class _Asking(Wait):
             rules.gave_up()
             raise
         waiting = step._admitted(got, self._since)
-        if waiting is not None:
+        if waiting is not None:  # the wait for the permit, or a Rejected, whose wait raises
             await waiting.wait()
 
 
