@@ -220,8 +220,8 @@ class Pipeline:
         if (head := self._early) is not None:  # it admits the call before its context is made
             if (token := head.standing.token) is not None and self._lone_head:  # made here
                 return await self._lone(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
-            if type(token := token or self._admit(head, UNSTARTED)) is Rejected:  # a rejection by definition
-                next(self.stats.tally[_REJECTED])
+            if type(token := token or self._admit(head, UNSTARTED)) is Rejected:
+                next(self.stats.tally[_REJECTED])  # a rejection by definition
                 raise token.take() from None  # here: no exception handler passed
         try:
             start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, False)  # noqa: FBT003
@@ -327,10 +327,8 @@ class Pipeline:
         if (head := self._early) is not None:  # it admits the call before its context is made
             if (token := head.standing.token) is not None and self._lone_head:  # made here
                 return self._lone_sync(head, token, fn, args, kwargs)  # type: ignore[no-any-return]
-            if (
-                type(token := token or self._admit(head, UNSTARTED_SYNC)) is Rejected
-            ):  # a rejection by definition
-                next(self.stats.tally[_REJECTED])
+            if type(token := token or self._admit(head, UNSTARTED_SYNC)) is Rejected:
+                next(self.stats.tally[_REJECTED])  # a rejection by definition
                 raise token.take() from None  # here: no exception handler passed
         try:
             start_context(ctx := new_context(), fn, args, kwargs, self.name, self.max_attempts, True)  # noqa: FBT003
