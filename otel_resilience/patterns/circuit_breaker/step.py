@@ -66,7 +66,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         self.standing = core.standing
 
     def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
-        """Admit a call, or raise the breaker's rejection.
+        """Admit a call, or return the breaker's rejection (a ``Rejected``).
 
         Returns:
             The call's permit, or the period's ``Counted`` token while a success needs no lock;

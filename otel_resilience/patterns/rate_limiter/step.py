@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, cast
 
+from otel_resilience.engine.actions import Rejected, Wait
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.events import CallRejected, Event, PermitWaited, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.step import Rejected, Wait
 from otel_resilience.errors import RateLimitedError
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import (
