@@ -231,7 +231,7 @@ class TelemetryHub:
         self.event_listeners: tuple[TelemetryListener, ...] = ()
         self.execution_listeners: tuple[ExecutionListener, ...] = ()
         self.attempt_listeners: tuple[ExecutionListener, ...] = ()
-        self._routes: dict[tuple[str, Event], tuple[TelemetryListener, ...]] = {}
+        self._routes = _Routes(self)
         self.errors = 0
 
     def add_listener(self, listener: object) -> None:
@@ -289,7 +289,7 @@ class TelemetryHub:
         self.attempt_listeners = tuple(
             x for x in self.execution_listeners if not any(x is d for d in dormant)
         )
-        self._routes = {}  # after event_listeners: a route is never computed from stale ones
+        self._routes = _Routes(self)  # after event_listeners: never computed from stale ones
         checks = [self._asleep_while.get(id(x)) for x in self.execution_listeners]
         first = checks[0] if checks else _ALWAYS
         self.quiet = first if first is not None and all(c is first for c in checks) else _NEVER
@@ -299,16 +299,11 @@ class TelemetryHub:
 
         A listener may define ``wants(source, event) -> bool`` (a function of the source's
         *kind* and the event only: the answer is cached per kind and event until the listeners
-        change); one without it gets every event. So a pattern whose event nobody wants builds
+        change, and it is asked with a source that carries the kind, its name empty); one
+        without it gets every event. So a pattern whose event nobody wants builds
         no event arguments for it (see :meth:`StrategyTelemetry.wants`).
         """
-        key = (source.kind, event)
-        routes = self._routes
-        found = routes.get(key)
-        if found is None:
-            found = tuple(x for x in self.event_listeners if self._wants(x, source, event))
-            routes[key] = found
-        return found
+        return self._routes[source.kind, event]
 
     def _wants(self, listener: TelemetryListener, source: TelemetrySource, event: Event) -> bool:
         wants = getattr(listener, "wants", None)
@@ -324,6 +319,29 @@ class TelemetryHub:
         """Count and log a listener's exception (called from inside an ``except`` block)."""
         self.errors += 1
         _LOG.warning("telemetry listener %r failed in %s", listener, what, exc_info=True)
+
+
+class _Routes(dict[tuple[str, Event], tuple[TelemetryListener, ...]]):
+    """A hub's routes: the awake listeners that want each (source kind, event), found on first look.
+
+    Read with a subscript, a route costs no Python frame once found; a missing one is computed
+    by :meth:`__missing__` (the one rule of which listeners get an event) and kept. The hub
+    replaces the whole object when its listeners change, so a route is never stale.
+    """
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: TelemetryHub) -> None:
+        super().__init__()
+        self._hub = hub
+
+    def __missing__(self, key: tuple[str, Event]) -> tuple[TelemetryListener, ...]:
+        kind, event = key
+        hub = self._hub
+        source = TelemetrySource(kind, "")  # what wants() may read: the kind (the cache's key)
+        found = tuple(x for x in hub.event_listeners if hub._wants(x, source, event))
+        self[key] = found
+        return found
 
 
 HUB: Final = TelemetryHub()
@@ -367,9 +385,10 @@ class StrategyTelemetry:
     def report(self, event: Event, args: EventArgs) -> None:
         """Send one event to every event listener that wants it; never raises."""
         hub = self.hub
-        for listener in hub.route(self.source, event):
+        source = self.source
+        for listener in hub._routes[source.kind, event]:  # the route, read in C (no frame on a hit)
             try:
-                listener.on_event(self.source, event, args)
+                listener.on_event(source, event, args)
             except Exception:  # noqa: BLE001 - telemetry must never break the app
                 hub.listener_failed(listener, "on_event")
 

@@ -299,6 +299,51 @@ def test_route_skips_listeners_that_do_not_want_the_event_and_caches_the_answer(
     assert bulkhead.wants(Event.CALL_REJECTED)
 
 
+def test_a_found_route_is_read_with_no_python_frame_and_wants_sees_the_kind_only():
+    """report() reads a route it found before in C: the listener's on_event is the one frame it runs.
+
+    wants() is asked once per kind and event, with a source that carries the kind (its name
+    empty), and again after the listeners change.
+    """
+    seen: list[TelemetrySource] = []
+    got: list[TelemetrySource] = []
+
+    class Watching(Picky):
+        def wants(self, source: TelemetrySource, event: Event) -> bool:
+            seen.append(source)
+            return source.kind == "bulkhead"
+
+        def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+            self.events.append(event)
+            got.append(source)
+
+    hub = TelemetryHub()
+    watching = Watching()
+    hub.add_listener(watching)
+    bulkhead = StrategyTelemetry(TelemetrySource("bulkhead", "h", "policy"), hub)
+    bulkhead.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))  # found here
+    assert seen == [TelemetrySource("bulkhead", "")]
+    calls: list[str] = []
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)  # type: ignore[attr-defined]
+
+    full = CallRejected("bulkhead_full")
+    sys.setprofile(profile)
+    try:
+        bulkhead.report(Event.CALL_REJECTED, full)
+    finally:
+        sys.setprofile(None)
+    assert calls == ["report", "on_event"]
+    assert got[-1] == TelemetrySource("bulkhead", "h", "policy")  # the reporter's own
+    assert len(seen) == 1
+    hub.add_listener(Recorder())  # the routes are made again for the new set of listeners
+    bulkhead.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    assert len(seen) == 2
+    assert len(watching.events) == 3
+
+
 def test_a_raising_wants_gets_every_event_and_is_counted():
     """A listener whose wants() raises is treated as wanting everything; the hub counts the error."""
 
