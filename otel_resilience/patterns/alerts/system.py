@@ -61,7 +61,6 @@ class _RateWindow:
 _WANTED_EVENTS: Final = frozenset({Event.STATE_CHANGED, Event.RECOVERY_ATTEMPTED, Event.PATTERN_DETECTED})
 """The events (besides bulkhead rejections) an :class:`AlertSystem` can raise an alert on."""
 
-_ALERT_RAISED: Final = Event.ALERT_RAISED
 _STATE_CHANGED: Final = Event.STATE_CHANGED
 _CALL_REJECTED: Final = Event.CALL_REJECTED
 _RECOVERY_ATTEMPTED: Final = Event.RECOVERY_ATTEMPTED
@@ -208,13 +207,16 @@ class AlertSystem:
 
     def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""
-        alert: Alert | None = None
         if event is _CALL_REJECTED:  # first: a full bulkhead reports every call it rejects
-            if isinstance(args, CallRejected) and args.reason == "bulkhead_full":
-                alert = self._bulkhead_full(source)
-        elif event is _ALERT_RAISED:
+            if (  # the cooldown asked here: a bulkhead that stays full is in it for each rejection
+                isinstance(args, CallRejected)
+                and args.reason == "bulkhead_full"
+                and self._cooled_down(_BULKHEAD_FULL, source.name, "", self._config.bulkhead_cooldown)
+            ):
+                self._raise(self._bulkhead_full(source))
             return
-        elif event is _STATE_CHANGED:
+        alert: Alert | None = None
+        if event is _STATE_CHANGED:
             if isinstance(args, StateChanged):
                 alert = self._state_changed(source, args)
         elif event is _RECOVERY_ATTEMPTED:
@@ -304,11 +306,10 @@ class AlertSystem:
                 cooldowns.popitem(last=False)
             return True
 
-    def _bulkhead_full(self, source: TelemetrySource) -> Alert | None:
+    def _bulkhead_full(self, source: TelemetrySource) -> Alert:
+        """The alert of a full bulkhead whose cooldown :meth:`on_event` just started."""
         name = source.name
         cooldown = self._config.bulkhead_cooldown
-        if not self._cooled_down(_BULKHEAD_FULL, name, "", cooldown):
-            return None
         return self._make(
             _BULKHEAD_FULL,
             name,
