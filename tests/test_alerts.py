@@ -31,6 +31,7 @@ from otel_resilience.patterns.alerts import (
     DEFAULT_RECOVERY_RATE_THRESHOLD,
     DEFAULT_RECOVERY_WINDOW,
     MAX_ATTRIBUTE_LENGTH,
+    MAX_TRACKED_SUBJECTS,
     Alert,
     AlertConfig,
     AlertKind,
@@ -236,6 +237,31 @@ def test_bulkhead_full_alerts_once_per_cooldown(
     pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
     assert [a.subject for a in system.history] == ["analysis_pool", "db_pool", "analysis_pool"]
     assert system.history[0].severity is AlertSeverity.WARNING
+
+
+def test_bulkhead_cooldowns_forget_the_least_recently_alerted_past_the_cap(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """At most MAX_TRACKED_SUBJECTS bulkheads are remembered: the oldest one forgotten alerts again at once.
+
+    An escalation of a recovery system named like a bulkhead keeps its own cooldown.
+    """
+    full = CallRejected("bulkhead_full")
+    for index in range(MAX_TRACKED_SUBJECTS + 1):
+        reporter(hub, "bulkhead", f"pool-{index}").report(Event.CALL_REJECTED, full)
+    assert len(system.history) == min(MAX_TRACKED_SUBJECTS + 1, system.config.history_size)
+    before = system.get_stats()["by_kind"]["bulkhead_full"]
+    assert before == MAX_TRACKED_SUBJECTS + 1
+    reporter(hub, "bulkhead", f"pool-{MAX_TRACKED_SUBJECTS}").report(Event.CALL_REJECTED, full)
+    assert system.get_stats()["by_kind"]["bulkhead_full"] == before  # still cooling down
+    reporter(hub, "bulkhead", "pool-0").report(Event.CALL_REJECTED, full)  # forgotten: alerts again
+    assert system.get_stats()["by_kind"]["bulkhead_full"] == before + 1
+    assert system.history[-1].subject == "pool-0"
+    clock.advance(1.0)
+    reporter(hub, "recovery", "pool-1").report(
+        Event.RECOVERY_ATTEMPTED, RecoveryAttempted("escalate", "failure", "OSError")
+    )
+    assert system.history[-1].kind is AlertKind.RECOVERY_ESCALATED
 
 
 def test_low_recovery_rate_needs_min_attempts(hub: TelemetryHub, clock: FakeClock) -> None:

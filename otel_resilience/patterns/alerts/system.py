@@ -8,7 +8,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import (
@@ -37,6 +37,8 @@ from otel_resilience.patterns.alerts.model import (
 )
 
 _LOG: Final = logging.getLogger("otel_resilience")
+
+_K = TypeVar("_K", str, tuple[str, str])
 
 
 class _RateWindow:
@@ -93,8 +95,9 @@ class AlertSystem:
         "_clock",
         "_closed",
         "_config",
-        "_cooldowns",
         "_episodes",
+        "_escalation_cooldowns",
+        "_full_cooldowns",
         "_history",
         "_hub",
         "_lock",
@@ -128,8 +131,9 @@ class AlertSystem:
         self._by_kind = dict.fromkeys(AlertKind, 0)
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
-        # Keyed by (kind, subject, detail): AlertKind members hash by identity, in C (IdentityEnum).
-        self._cooldowns: OrderedDict[tuple[AlertKind, str, str], float] = OrderedDict()
+        # When each subject last alerted: a full bulkhead by name, an escalation by (system, error).
+        self._full_cooldowns: OrderedDict[str, float] = OrderedDict()
+        self._escalation_cooldowns: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._episodes: OrderedDict[str, None] = OrderedDict()
         self._closed = False
         hub.add_listener(self)
@@ -211,7 +215,7 @@ class AlertSystem:
             if (  # the cooldown asked here: a bulkhead that stays full is in it for each rejection
                 isinstance(args, CallRejected)
                 and args.reason == "bulkhead_full"
-                and self._cooled_down(_BULKHEAD_FULL, source.name, "", self._config.bulkhead_cooldown)
+                and self._cooled_down(self._full_cooldowns, source.name, self._config.bulkhead_cooldown)
             ):
                 self._raise(self._bulkhead_full(source))
             return
@@ -283,16 +287,16 @@ class AlertSystem:
             reopens=str(reopens),
         )
 
-    def _cooled_down(self, kind: AlertKind, subject: str, detail: str, cooldown: float) -> bool:
-        """Whether ``kind`` may alert on ``subject`` (and ``detail``) now; if so, start its cooldown.
+    def _cooled_down(self, cooldowns: OrderedDict[_K, float], key: _K, cooldown: float) -> bool:
+        """Whether the subject ``key`` of the alert kind whose table is ``cooldowns`` may alert now.
 
-        Whether a subject still cools down is read without the lock (a bulkhead that stays full
-        reports every rejection here; the one read of the dict is atomic). Under the lock, the
-        cooldown is started only if no other thread started one since that read.
+        If so, its cooldown starts. Whether a subject still cools down is read without the lock
+        (a bulkhead that stays full reports every rejection here; the one read of the dict is
+        atomic). Under the lock, the cooldown is started only if no other thread started one
+        since that read. Each kind has its own table, keyed by what tells its subjects apart (a
+        bulkhead's name, a bare string whose hash is kept: no key is built per rejection).
         """
-        key = (kind, subject, detail)
         now = self._clock.now()
-        cooldowns = self._cooldowns
         last = cooldowns.get(key)
         if last is not None and now - last < cooldown:
             return False
@@ -369,7 +373,7 @@ class AlertSystem:
                 )
             )
         if args.strategy == "escalate" and self._cooled_down(
-            AlertKind.RECOVERY_ESCALATED, name, args.error_type, config.escalation_cooldown
+            self._escalation_cooldowns, (name, args.error_type), config.escalation_cooldown
         ):
             self._raise(
                 self._make(
