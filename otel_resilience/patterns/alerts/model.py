@@ -26,8 +26,8 @@ DEFAULT_HISTORY_SIZE: Final = 100
 MAX_ATTRIBUTE_LENGTH: Final = 256
 """Longest alert subject or attribute value; longer strings are cut (and end in ``...``)."""
 MAX_TRACKED_SUBJECTS: Final = 1024
-"""Breakers in an outage, bulkheads, recovery systems and escalations tracked at most (least
-recently seen forgotten)."""
+"""Breakers in an outage, bulkheads, recovery systems and escalations tracked at most, each (the
+least recently seen of its kind forgotten)."""
 
 
 class AlertKind(IdentityEnum):
