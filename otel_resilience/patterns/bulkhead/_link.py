@@ -70,14 +70,9 @@ class _BulkheadStep(Link[BulkheadConfig]):
         """Give the slot back: the call was cancelled while it ran."""
         self._core.release()
 
-    def _report(self, event: CallRejected) -> None:
-        telemetry = self._telemetry
-        if telemetry.hub.event_listeners:
-            telemetry.report(_CALL_REJECTED, event)
-
     def wait_timed_out(self) -> None:
         """Report the ``queue_timeout`` rejection of a call that waited too long (its own context)."""
-        self._report(_TIMEOUT_EVENT)
+        self._telemetry.report(_CALL_REJECTED, _TIMEOUT_EVENT)
 
     def wait_timeout_error(self, timeout: float) -> BulkheadTimeoutError:
         """Return the error of a call that waited ``timeout`` seconds for a slot."""
@@ -85,6 +80,8 @@ class _BulkheadStep(Link[BulkheadConfig]):
         return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout)
 
     def _full(self) -> BulkheadFullError:
-        self._report(_FULL_EVENT)
+        telemetry = self._telemetry
+        if telemetry.hub.event_listeners:  # nobody listening: not even the call of report()
+            telemetry.report(_CALL_REJECTED, _FULL_EVENT)
         core = self._core
         return BulkheadFullError(self.name, core.max_concurrent, core.max_waiting)
