@@ -52,8 +52,12 @@ class _BulkheadStep(Link[BulkheadConfig]):
         got = self._core.acquire(ctx, self)
         if got is ADMITTED:
             return None
-        if got is FULL:
-            return Rejected(self._full())
+        if got is FULL:  # counted by the core; reported here, to whoever listens at all
+            telemetry = self._telemetry
+            if telemetry.hub.event_listeners:  # nobody listening: not even the call of report()
+                telemetry.report(_CALL_REJECTED, _FULL_EVENT)
+            core = self._core
+            return Rejected(BulkheadFullError(self.name, core.max_concurrent, core.max_waiting))
         return got  # the waiter (no typing.cast: a call at run time, on every queued call)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
@@ -78,10 +82,3 @@ class _BulkheadStep(Link[BulkheadConfig]):
         """Return the error of a call that waited ``timeout`` seconds for a slot."""
         core = self._core
         return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout)
-
-    def _full(self) -> BulkheadFullError:
-        telemetry = self._telemetry
-        if telemetry.hub.event_listeners:  # nobody listening: not even the call of report()
-            telemetry.report(_CALL_REJECTED, _FULL_EVENT)
-        core = self._core
-        return BulkheadFullError(self.name, core.max_concurrent, core.max_waiting)
