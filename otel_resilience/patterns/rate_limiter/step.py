@@ -73,20 +73,16 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         """What the rules' answer means: go (``None``), wait for the reservation, or the rejection."""
         if got is None:
             return None
-        if isinstance(got, float):
-            return Rejected(self._rejected(got))
+        if isinstance(got, float):  # refused: reported here (to whoever listens at all), then raised
+            telemetry = self._telemetry
+            if telemetry.hub.event_listeners:
+                telemetry.report(_CALL_REJECTED, _REJECTED_EVENT)
+            return Rejected(RateLimitedError(self.name, got))
         return _Waiting(self, got, since)
 
     def get_stats(self) -> RateLimiterStatsDict:
         """Return the limiter's counts (shared by all its links), as :meth:`RateLimiter.get_stats` does."""
         return self._rules.snapshot(self.name, self.clock.now())
-
-    def _rejected(self, retry_after: float) -> RateLimitedError:
-        """Report the rejection; return its error."""
-        telemetry = self._telemetry
-        if telemetry.hub.event_listeners:
-            telemetry.report(_CALL_REJECTED, _REJECTED_EVENT)
-        return RateLimitedError(self.name, retry_after)
 
 
 class _ClusterRateLimiterStep(_RateLimiterStep):
