@@ -32,6 +32,7 @@ import asyncio
 import math
 import sys
 import threading
+import types
 import weakref
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final
@@ -40,6 +41,7 @@ from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from otel_resilience.engine.clock import Clock
@@ -70,7 +72,26 @@ time comes) does not keep the finished task, its exception and their frames aliv
 """
 
 _get_running_loop = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
-_current_task = asyncio.current_task
+
+
+def _task_finder() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]:
+    """Return the cheapest ``current_task(loop)``: asyncio's own, or its table's ``get`` (C).
+
+    Up to Python 3.11 ``asyncio.current_task`` is Python code whose whole work, given the loop,
+    is ``_current_tasks.get(loop)`` on asyncio's table of running tasks: a frame per look-up,
+    two per deadline scope entered. The table's own ``get`` gives the same answer without one.
+    Where ``current_task`` is C already (3.12 on), or the table is not a ``dict``, asyncio's
+    function is used.
+    """
+    finder = asyncio.current_task
+    table = getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(finder, types.FunctionType) and type(table) is dict:
+        return table.get
+    return finder
+
+
+_current_task: Final = _task_finder()
+"""``_current_task(loop)``: the task running on ``loop``, or ``None`` (:func:`_task_finder`)."""
 _ref: Final = weakref.ref
 
 

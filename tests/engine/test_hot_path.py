@@ -396,3 +396,45 @@ def test_a_step_run_before_any_build_settles_itself() -> None:
     ctx = ExecutionContext(lambda: 7, (), {}, "by-hand", None, True)
     assert outer.execute_sync(ctx) == 7
     assert (outer.successes, inner.successes) == (1, 1)
+
+
+def test_the_deadlines_task_look_up_agrees_with_asyncio_and_runs_no_python_frame():
+    """``_current_task(loop)`` answers as ``asyncio.current_task(loop)``: the task, or ``None``.
+
+    Where asyncio's own is Python code (3.10, 3.11), the look-up is its table's ``get``, with no
+    Python frame: a deadline scope entered asks it twice.
+    """
+    import asyncio
+    import types
+
+    from otel_resilience.engine import deadline
+
+    seen: list[tuple[object, object]] = []
+    frames: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def watch(frame: types.FrameType, event: str, _arg: object) -> None:
+            if event == "call":
+                frames.append(frame.f_code.co_name)
+
+        sys.setprofile(watch)
+        try:
+            found = deadline._current_task(loop)
+        finally:
+            sys.setprofile(None)
+        seen.append((found, asyncio.current_task(loop)))
+
+    asyncio.run(main())
+    other = asyncio.new_event_loop()
+    try:
+        outside = deadline._current_task(other)  # a loop running no task
+    finally:
+        other.close()
+    [(found, expected)] = seen
+    assert found is expected
+    assert isinstance(found, asyncio.Task)
+    assert outside is None
+    if isinstance(asyncio.current_task, types.FunctionType):
+        assert frames == []
