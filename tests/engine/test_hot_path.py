@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import threading
+import types
 from dataclasses import dataclass
 
+from otel_resilience.engine import deadline
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.events import (
@@ -404,11 +407,6 @@ def test_the_deadlines_task_look_up_agrees_with_asyncio_and_runs_no_python_frame
     Where asyncio's own is Python code (3.10, 3.11), the look-up is its table's ``get``, with no
     Python frame: a deadline scope entered asks it twice.
     """
-    import asyncio
-    import types
-
-    from otel_resilience.engine import deadline
-
     seen: list[tuple[object, object]] = []
     frames: list[str] = []
 
