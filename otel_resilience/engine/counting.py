@@ -42,10 +42,8 @@ class Counter(_Count):
     """An exact counter: ``next(counter)`` from any thread without a lock; :attr:`value` reads it."""
 
     __slots__ = ("_reads",)
-
-    def __init__(self) -> None:
-        # No super().__init__(): itertools.count starts itself in __new__ (its __init__ is object's).
-        self._reads = 0
+    # No __init__: itertools.count starts itself in __new__, so a counter is made with no Python
+    # frame; ``_reads`` (the numbers reads drew, see _read) is set by the first read or add.
 
     @property
     def value(self) -> int:
@@ -56,7 +54,7 @@ class Counter(_Count):
     def _read(self) -> int:
         """The value, read with ``_READS`` held (the one rule of a read)."""
         drawn = next(self)  # every increment so far, plus one number per earlier read
-        reads = self._reads
+        reads = getattr(self, "_reads", 0)
         self._reads = reads + 1
         return drawn - reads
 
@@ -67,7 +65,7 @@ class Counter(_Count):
         that must never go down); ``next(counter)`` stays the one way to count on a hot path.
         """
         with _READS:
-            self._reads -= count
+            self._reads = getattr(self, "_reads", 0) - count
 
 
 def read_all(counters: Iterable[Counter]) -> list[int]:
