@@ -124,8 +124,10 @@ class Registry(Generic[T]):
         entry = _Entry(item, self._forget)
         hash(entry)  # kept by the reference: its death callback may look it up in the set
         name = entry.name = item.name if findable else None
-        with self._lock:
-            namesake = None
+        namesake = None
+        lock = self._lock
+        lock.acquire()  # not `with`: once per instance made, half the cost
+        try:
             if name is None:
                 self._others.add(entry)
             else:
@@ -136,6 +138,8 @@ class Registry(Generic[T]):
                         self._others.add(cast("_Entry", previous))  # an older namesake
                     self._by_name[name] = entry
             callbacks = self._on_added
+        finally:
+            lock.release()
         if (
             namesake is not None
             and namesake is not item
