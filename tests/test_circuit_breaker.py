@@ -8,6 +8,7 @@ import gc
 import inspect
 import math
 import random
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -248,6 +249,64 @@ async def test_successes_take_the_lock_only_to_end_a_streak(clock: FakeClock, dr
     lock = windowed._core._lock = _CountingLock()  # type: ignore[assignment]
     assert await invoke(windowed, driver, ok) == "ok"
     assert lock.taken == 1
+
+
+async def test_the_lock_and_the_rejection_counter_are_made_by_the_first_step_that_needs_them(
+    clock: FakeClock, driver: str
+) -> None:
+    """A breaker whose calls succeed makes neither its lock nor its counter of rejections; the
+    first failure makes the lock, the first trip the counter (before any call is rejected), and
+    every count reads as it would have."""
+    breaker = make(clock, failure_threshold=2)
+    core = breaker._core
+    for _ in range(3):
+        assert await invoke(breaker, driver, ok) == "ok"
+    assert core._lock is None
+    assert core.stats._rejected is None
+    assert breaker.stats.total_rejected == 0
+    assert breaker.stats.total_requests == 3
+    await fail_times(breaker, driver, 1)
+    lock = core._lock
+    assert lock is not None
+    assert core.stats._rejected is None  # still CLOSED: nothing can be rejected yet
+    await fail_times(breaker, driver, 1)
+    assert breaker.state is CircuitState.OPEN
+    assert core._lock is lock  # made once
+    for _ in range(2):
+        with pytest.raises(CircuitOpenError):
+            await invoke(breaker, driver, ok)
+    assert breaker.stats.total_rejected == 2
+    assert breaker.get_stats()["total_rejected"] == 2
+    assert breaker.stats.total_requests == 7
+    reloaded = make(clock, failure_threshold=2)
+    reloaded._reconfigure(CircuitBreakerConfig(failure_threshold=5))  # a reload: never locked before
+    assert reloaded._core._lock is not None
+    assert await invoke(reloaded, driver, ok) == "ok"
+
+
+def test_threads_making_a_breakers_lock_at_once_all_get_the_same_lock() -> None:
+    """``_make_lock`` raced by 8 threads (switching every microsecond) makes one lock."""
+    for _ in range(20):
+        core = CircuitBreaker("racing-lock")._core
+        barrier = threading.Barrier(8)
+        got: list[object] = []
+
+        def make_it(core: Any = core, barrier: threading.Barrier = barrier, got: list[object] = got) -> None:
+            barrier.wait(timeout=5)
+            got.append(core._lock or core._make_lock())
+
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=make_it) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=10)
+        finally:
+            sys.setswitchinterval(previous)
+        assert len(got) == 8
+        assert all(lock is core._lock for lock in got)
 
 
 async def test_a_success_admitted_lock_free_ends_a_streak_that_began_while_it_ran(

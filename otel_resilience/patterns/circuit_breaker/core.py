@@ -11,6 +11,7 @@ from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import Standing
 from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.errors import CircuitOpenError
@@ -50,6 +51,9 @@ _IGNORED: Final = 0
 _FAILURE: Final = 1
 _SUCCESS: Final = 2
 
+_MAKING_LOCKS: Final = threading.Lock()
+"""Held while a breaker's own lock is made (:meth:`_BreakerCore._make_lock`), so that it is made once."""
+
 
 class _BreakerCore:
     """The sans-I/O state machine: no awaits, no sleeps, one short lock for transitions.
@@ -62,7 +66,8 @@ class _BreakerCore:
     the permit) while a success needs no lock (see :meth:`_update_lock_free_locked`), else
     ``None``.
     Events are built under the lock and reported after it is released, so a listener may read
-    the breaker without deadlocking.
+    the breaker without deadlocking. The lock, and the counter of rejections, are made by the
+    first step that needs them (:meth:`_make_lock`, :meth:`_transition_locked`).
     """
 
     __slots__ = (
@@ -99,7 +104,7 @@ class _BreakerCore:
         self.last_failure_type: str | None = None
         self._clock = clock
         self._telemetry = telemetry
-        self._lock = threading.Lock()
+        self._lock: threading.Lock | None = None  # made by the first step that needs it
         self._generation = 0
         self._permit = _FIRST_PERMIT
         self._in_flight = 0
@@ -116,6 +121,21 @@ class _BreakerCore:
         self.standing = Standing()
         self._update_lock_free_locked()
 
+    def _make_lock(self) -> threading.Lock:
+        """Return the breaker's lock, made now if no step has needed it yet.
+
+        A breaker whose calls all succeed (a consecutive breaker with no failure, the usual
+        case of most keys of a keyed policy) never takes its lock: it is made by the first step
+        that does (a failure, a transition, a snapshot), about 90 bytes a breaker never uses
+        otherwise. Every step reads ``self._lock or self._make_lock()``: once made, the lock is
+        read as before, with no call; two threads making it at once get the same lock.
+        """
+        with _MAKING_LOCKS:
+            lock = self._lock
+            if lock is None:
+                lock = self._lock = threading.Lock()
+        return lock
+
     # -- reads (lock-free) -------------------------------------------------------------------
 
     @property
@@ -123,7 +143,7 @@ class _BreakerCore:
         """The current state; an OPEN breaker whose timer elapsed becomes HALF_OPEN here."""
         permit = self._permit
         if permit.state is _OPEN and self._clock.now() >= self._opened_until:
-            with self._lock:
+            with self._lock or self._make_lock():
                 change = self._poll_locked()
                 state = self._permit.state
             self._emit(change)
@@ -149,9 +169,9 @@ class _BreakerCore:
         if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
             return permit
         if state is _OPEN and self._clock.now() < self._opened_until:
-            next(self.stats._rejected)
+            next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
             return None
-        with self._lock:
+        with self._lock or self._make_lock():
             change = self._poll_locked() or self._reclaim_locked()
             admitted = self._admit_locked()
         self._emit(change)
@@ -159,7 +179,7 @@ class _BreakerCore:
 
     def release(self, permit: Permit) -> None:
         """Give a cancelled (or interrupted) call's permit back; it counts as neither outcome."""
-        with self._lock:
+        with self._lock or self._make_lock():
             self.stats.total_cancelled += 1
             self._release_locked(permit)
 
@@ -173,7 +193,7 @@ class _BreakerCore:
         if type(caught) is not WrongDriver:
             self.release(permit)
             return
-        with self._lock:
+        with self._lock or self._make_lock():
             self.stats.total_ignored += 1
             self._release_locked(permit)
 
@@ -207,14 +227,14 @@ class _BreakerCore:
         # values is exact in sign; an infinite opened_until gives inf).
         remaining: float = self._opened_until - self._clock.now()
         if remaining > 0.0:
-            next(self.stats._rejected)
+            next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
         return remaining
 
     # -- manual control ----------------------------------------------------------------------
 
     def force_open(self, duration: float | None, reason: str) -> None:
         """Open now, for ``duration`` seconds (then HALF_OPEN as after a trip) or until reset."""
-        with self._lock:
+        with self._lock or self._make_lock():
             change = self._transition_locked(_OPEN, reason, math.inf if duration is None else duration)
         self._emit(change)
 
@@ -224,14 +244,14 @@ class _BreakerCore:
 
     def force_state(self, state: CircuitState, reason: str) -> None:
         """Start a period in ``state`` now (CLOSED, DISABLED or METRICS_ONLY), its counts cleared."""
-        with self._lock:
+        with self._lock or self._make_lock():
             change = self._transition_locked(state, reason)
         self._emit(change)
 
     def snapshot(self) -> CircuitBreakerStatsDict:
         """Return every count and the state as a new dict (see :meth:`CircuitBreaker.get_stats`)."""
         state = self.state
-        with self._lock:
+        with self._lock or self._make_lock():
             rates = self._rates_locked()
             stats = self.stats
             return {
@@ -257,7 +277,7 @@ class _BreakerCore:
         """Return the window's failure and slow-call rates now (0.0 empty); ``None`` without a window."""
         if self.window is None:
             return None
-        with self._lock:
+        with self._lock or self._make_lock():
             return self._rates_locked()
 
     def _rates_locked(self) -> tuple[float, float] | None:
@@ -314,7 +334,7 @@ class _BreakerCore:
             if self.settings.max_half_open_wait is not None:
                 self._probe_started = self._clock.now()
             return permit
-        next(self.stats._rejected)
+        next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
         return None
 
     def _on_success_locked(self, permit: Permit, slow: bool = False) -> StateChanged | None:
@@ -427,13 +447,16 @@ class _BreakerCore:
         permit's success is only counted. Called under the lock wherever the permit, the window
         or the streak changes.
         """
-        permit = self._permit
-        if self._counted.of is not permit:  # a new period: a token of its own
-            self._counted = Counted(None, permit)
-        counted = self._counted
-        free = self.settings.plain and self.window is None and permit.state is _CLOSED
-        free = free and not self.stats.failure_count
-        counted.count = self.stats._successes if free else None
+        permit, counted, stats = self._permit, self._counted, self.stats
+        if counted.of is not permit:  # a new period: a token of its own
+            counted = self._counted = Counted(None, permit)
+        free = (
+            self.settings.plain
+            and self.window is None
+            and permit.state is _CLOSED
+            and not stats.failure_count
+        )
+        counted.count = stats._successes if free else None
         self.standing.token = counted if free else None
 
     def _release_locked(self, permit: Permit) -> None:
@@ -449,10 +472,12 @@ class _BreakerCore:
         duration of this opening (:meth:`Settings.open_seconds`).
         """
         old = self._permit.state
+        stats = self.stats
+        if stats._rejected is None:  # before the period is published: only a new one rejects
+            stats._rejected = Counter()
         self._generation += 1
         self._permit = Permit(self._generation, new)
         self._in_flight = 0
-        stats = self.stats
         stats.success_count = 0
         duration = None
         if new is _OPEN:
@@ -487,11 +512,11 @@ class _BreakerCore:
     def watch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
         """Add a state change callback (a rejection callback with ``rejections``)."""
         attribute = "_reject_watchers" if rejections else "_watchers"
-        with self._lock:
+        with self._lock or self._make_lock():
             setattr(self, attribute, (*getattr(self, attribute), callback))
 
     def unwatch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
         """Remove a callback :meth:`watch` added (nothing if it is not there; equal bound methods match)."""
         attribute = "_reject_watchers" if rejections else "_watchers"
-        with self._lock:
+        with self._lock or self._make_lock():
             setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w != callback))

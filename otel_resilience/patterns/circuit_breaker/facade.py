@@ -59,10 +59,11 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     ) -> None:
         # Pattern.__init__ named, not super(): no proxy object made per breaker created.
         Pattern.__init__(self, name, config, clock, default=_DEFAULT_CONFIG)
-        self._core = _BreakerCore(name, self._config, clock, self._telemetry)
+        config = self._config
+        self._core = _BreakerCore(name, config, clock, self._telemetry)
         BREAKERS.register(self)
-        if self._config.store is not None:
-            self._config.store.share_breaker(self)
+        if config.store is not None:
+            config.store.share_breaker(self)
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)

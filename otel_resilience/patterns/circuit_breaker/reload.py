@@ -43,7 +43,7 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
         The core to use from now on.
     """
     new = _BreakerCore(old.name, config, old._clock, old._telemetry)
-    new._lock = lock = old._lock  # one lock for the totals both cores count into
+    new._lock = lock = old._lock or old._make_lock()  # one lock for the totals both cores count into
     with lock:
         new.stats = stats = old.stats
         new.last_failure_type = old.last_failure_type

@@ -39,7 +39,7 @@ __all__ = ["adopt", "attach", "local_counts", "reconsider", "set_probe_limit"]
 
 def attach(core: _BreakerCore, peers: PeerCounts | None) -> None:
     """Judge ``core``'s outcomes on the counts merged with ``peers`` (``None``: local only)."""
-    with core._lock:
+    with core._lock or core._make_lock():
         core._shared = peers
 
 
@@ -48,13 +48,13 @@ def local_counts(core: _BreakerCore) -> tuple[int, int, int]:
 
     Without a sliding window: ``(0, consecutive failures, 0)``; with one: the window's totals.
     """
-    with core._lock:
+    with core._lock or core._make_lock():
         return core._counts_locked()
 
 
 def reconsider(core: _BreakerCore) -> None:
     """Judge the merged counts again now: open (CLOSED) or close (HALF_OPEN) the breaker if the rule says."""
-    with core._lock:
+    with core._lock or core._make_lock():
         state = core._permit.state
         shared = core._shared
         if core._retired or shared is None:
@@ -80,7 +80,7 @@ def adopt(
     Returns:
         Whether the state changed.
     """
-    with core._lock:
+    with core._lock or core._make_lock():
         if core._retired or core._shared is not by:
             return False
         current = core._permit.state
@@ -101,6 +101,6 @@ def set_probe_limit(core: _BreakerCore, by: PeerCounts, probes: int) -> None:
 
     Nothing changes unless ``by`` is the store's link that feeds ``core`` now.
     """
-    with core._lock:
+    with core._lock or core._make_lock():
         if core._shared is by:
             core.settings = core.settings.with_probes(probes)

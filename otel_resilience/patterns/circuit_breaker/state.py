@@ -66,7 +66,8 @@ class CircuitBreakerStats:
     Totals cover the breaker's lifetime; ``failure_count`` and ``success_count`` are the counts
     of the current state period. The two counts that move on the hot paths (``total_successes``
     while CLOSED, ``total_rejected`` while OPEN) are exact lock-free counters
-    (:mod:`otel_resilience.engine.counting`), bumped without the lock.
+    (:mod:`otel_resilience.engine.counting`), bumped without the lock; the rejections' counter
+    is made when the breaker first leaves its first CLOSED period (no call is rejected before).
 
     Attributes:
         failure_count: Consecutive counted failures in the current CLOSED period (with a
@@ -98,7 +99,7 @@ class CircuitBreakerStats:
         self.success_count = 0
         self._successes = Counter()
         self.total_failures = 0
-        self._rejected = Counter()
+        self._rejected: Counter | None = None  # made by the first transition (see above)
         self.total_ignored = 0
         self.total_cancelled = 0
         self.times_opened = 0
@@ -106,7 +107,12 @@ class CircuitBreakerStats:
     total_successes = CounterValue(
         "_successes", "Calls that returned (or raised an error that is not recorded)."
     )
-    total_rejected = CounterValue("_rejected", "Calls rejected without calling the dependency.")
+
+    @property
+    def total_rejected(self) -> int:
+        """Calls rejected without calling the dependency."""
+        rejected = self._rejected
+        return 0 if rejected is None else rejected.value
 
     @property
     def total_requests(self) -> int:

@@ -142,7 +142,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
     def _succeeded(self, permit: Permit, slow: bool) -> None:
         core = self._core
-        lock = core._lock
+        lock = core._lock or core._make_lock()
         lock.acquire()  # not `with`: on every call of a windowed breaker, half the cost
         try:
             change = core._on_success_locked(permit, slow)
@@ -153,13 +153,13 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
 
     def _failed(self, permit: Permit, error: Exception | None, slow: bool) -> None:
         core = self._core
-        with core._lock:
+        with core._lock or core._make_lock():
             change = core._on_failure_locked(permit, error, slow)
         core._emit(change)
 
     def _ignored(self, permit: Permit) -> None:
         core = self._core
-        with core._lock:
+        with core._lock or core._make_lock():
             core.stats.total_ignored += 1
             core._release_locked(permit)
 
