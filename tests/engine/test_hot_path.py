@@ -9,6 +9,7 @@ import threading
 import types
 from dataclasses import dataclass
 
+from otel_resilience import Bulkhead, CircuitBreaker, RateLimiter, RateLimiterConfig, Retry, RetryPolicy
 from otel_resilience.engine import deadline
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.counting import Counter, read_all
@@ -436,3 +437,48 @@ def test_the_deadlines_task_look_up_agrees_with_asyncio_and_runs_no_python_frame
     assert outside is None
     if isinstance(asyncio.current_task, types.FunctionType):
         assert frames == []
+
+
+def test_a_counter_is_made_with_no_frame_and_reads_right_before_and_after_adds():
+    """``Counter()`` runs no Python code; a new counter reads 0, then what was counted and added."""
+    frames: list[str] = []
+
+    def watch(frame: types.FrameType, event: str, _arg: object) -> None:
+        if event == "call":
+            frames.append(frame.f_code.co_name)
+
+    sys.setprofile(watch)
+    try:
+        fresh, added = Counter(), Counter()
+    finally:
+        sys.setprofile(None)
+    assert frames == []
+    added.add(5)  # before any read
+    assert added.value == 5
+    assert fresh.value == 0
+    for _ in range(3):
+        next(fresh)
+    assert fresh.value == 3
+    fresh.add(2)
+    assert (fresh.value, fresh.value) == (5, 5)
+    assert read_all([fresh, added, Counter()]) == [5, 5, 0]
+
+
+def test_a_patterns_own_source_is_the_named_tuple_its_kind_and_name_make():
+    """The source made for an instance used alone is exactly ``TelemetrySource(kind, name)``."""
+    for pattern in (
+        CircuitBreaker("src-a"),
+        Bulkhead("src-b"),
+        RateLimiter("src-c", RateLimiterConfig(rate=10)),
+        Retry("src-d", RetryPolicy()),
+    ):
+        source = pattern.telemetry.source
+        assert type(source) is TelemetrySource
+        assert source == TelemetrySource(pattern.kind, pattern.name)
+        assert (source.pipeline, source.spans, source.metrics, source.key, source.metric_key) == (
+            None,
+            True,
+            True,
+            None,
+            None,
+        )
