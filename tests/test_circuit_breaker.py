@@ -298,11 +298,7 @@ def test_threads_making_a_breakers_lock_at_once_all_get_the_same_lock() -> None:
         previous = sys.getswitchinterval()
         sys.setswitchinterval(1e-6)
         try:
-            threads = [threading.Thread(target=make_it) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=10)
+            run_threads(8, make_it)
         finally:
             sys.setswitchinterval(previous)
         assert len(got) == 8
