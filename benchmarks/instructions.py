@@ -17,13 +17,16 @@ The breaker rows, no SDK: ``closed``/``sclosed`` (``CircuitBreaker.protect``, cl
 ``open``/``sopen`` (open: every call rejected), each with ``_off`` for telemetry off (every
 listener removed from the hub), and circuitbreaker 2.1.3's ``cb_closed``/``scb_closed`` and
 ``cb_open``/``scb_open`` (``failure_threshold=5, recovery_timeout=3600``). A call that raises
-(a rejection) is caught by the loop.
+(a rejection) is caught by the loop. Creation (issue 14's item 4), sync only: ``screate`` makes
+and keeps one ``CircuitBreaker(name)`` at default config per operation, ``spb_create`` one
+pybreaker ``CircuitBreaker(name=name)`` (the bench extra), each under a new name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +43,8 @@ from otel_resilience.engine.events import HUB
 BREAKER_KINDS = frozenset(("closed", "closed_off", "open", "open_off", "cb_closed", "cb_open"))
 KINDS = frozenset(("bare", "full", "floor", "sdk", "sdk_floor", "root1", "root1_floor", *BREAKER_KINDS))
 """The async workloads; each with an ``s`` prefix is its sync twin."""
+CREATION = frozenset(("screate", "spb_create"))
+"""The sync-only workloads that create a breaker per operation."""
 
 
 async def af() -> int:
@@ -110,6 +115,17 @@ def _breaker(kind: str, is_async: bool) -> Callable[[], Any]:
     return operation
 
 
+def _creation(workload: str) -> Callable[[], Any]:
+    """Make (and keep) one breaker per call, ours or pybreaker's, each under a new name."""
+    keep: list[object] = []
+    names = (f"create.{i}" for i in itertools.count())
+    if workload == "screate":
+        return lambda: keep.append(orr.CircuitBreaker(next(names)))
+    import pybreaker  # noqa: PLC0415 - the bench extra, for this row only
+
+    return lambda: keep.append(pybreaker.CircuitBreaker(name=next(names)))
+
+
 def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
     """Return the operation, whether it is async, and the span exporter to clear (or ``None``)."""
     is_async = workload in KINDS
@@ -144,7 +160,9 @@ def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
 def main() -> None:
     """``instructions.py WORKLOAD CALLS``: run the workload's operation CALLS times."""
     workload, calls = sys.argv[1], int(sys.argv[2])
-    operation, is_async, exporter = build(workload)
+    operation, is_async, exporter = (
+        (_creation(workload), False, None) if workload in CREATION else build(workload)
+    )
 
     async def run_async() -> None:
         for i in range(calls):

@@ -139,10 +139,10 @@ def test_a_timed_out_sync_call_falls_back_in_both() -> None:
 
 def test_the_instruction_count_driver_runs_its_workloads_and_refuses_others() -> None:
     """benchmarks/instructions.py (the callgrind driver of docs/benchmarks.md) runs ours, the
-    floor, the SDK rows and our breaker rows (circuitbreaker's need the bench extra), async and
-    sync, and names a workload it does not know."""
+    floor, the SDK rows, our breaker rows and our creation row (circuitbreaker's and pybreaker's
+    need the bench extra), async and sync, and names a workload it does not know."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "instructions.py"
-    for workload in ("ssdk", "root1_floor", "closed_off", "sopen", "open", "sclosed", "nope"):
+    for workload in ("ssdk", "root1_floor", "closed_off", "sopen", "open", "sclosed", "screate", "nope"):
         done = subprocess.run(
             [sys.executable, str(script), workload, "3"], capture_output=True, text=True, check=False
         )
