@@ -15,7 +15,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.deadline import time_remaining
@@ -207,9 +207,13 @@ class HttpPolicy:
         (:meth:`route`); ``replayable`` says whether the request may be sent again
         (:meth:`replayable`).
         """
-        with _Exchange(self._errors if replayable else (), self._raises) as exchange:
+        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
+        try:
             return self.route(host, port).execute_sync(attempt, request, itertools.count())  # type: ignore[no-any-return]
-        return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
+        except FailedResponseError as failed:  # attempts ran out on a failed response
+            return self._ran_out(failed)  # type: ignore[no-any-return]
+        finally:
+            _RETRYABLE_ERRORS.reset(token)
 
     async def send(
         self,
@@ -220,9 +224,23 @@ class HttpPolicy:
         request: Q,
     ) -> R:
         """Run ``await attempt(request, sends)`` under the policy; as :meth:`send_sync`."""
-        with _Exchange(self._errors if replayable else (), self._raises) as exchange:
+        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
+        try:
             return await self.route(host, port).execute(attempt, request, itertools.count())  # type: ignore[no-any-return]
-        return exchange.response  # type: ignore[no-any-return]  # attempts ran out on it
+        except FailedResponseError as failed:  # attempts ran out on a failed response
+            return self._ran_out(failed)  # type: ignore[no-any-return]
+        finally:
+            _RETRYABLE_ERRORS.reset(token)
+
+    def _ran_out(self, failed: FailedResponseError) -> Any:
+        """The end of a request whose attempts ran out on a failed response: that response.
+
+        Returned as the caller would get it from the client (a response, not an error), unless
+        :attr:`HttpOptions.raise_on_failure` asks for the error.
+        """
+        if self._raises:
+            raise failed
+        return failed.response
 
 
 class HttpIntegration:
@@ -271,32 +289,3 @@ def _check_handle(handle: PolicyHandleLike) -> None:
             "POSTs and streamed bodies): create it with manager.policy(name, http_config(config))"
         )
         raise ValueError(msg)
-
-
-class _Exchange:
-    """One request's execution, as a ``with`` block around it.
-
-    Made, it tells :class:`HttpRetryOn` for the block which errors the request may be sent
-    again for (``()``: none); when the block ends on a failed response (attempts ran out), it
-    keeps that response for the caller instead of the error (unless ``raises``:
-    :attr:`HttpOptions.raise_on_failure`).
-    """
-
-    __slots__ = ("raises", "response", "token")
-
-    def __init__(self, retryable: tuple[type[BaseException], ...], raises: bool) -> None:
-        self.token = _RETRYABLE_ERRORS.set(retryable)
-        self.raises = raises
-        self.response: Any = None
-
-    def __enter__(self) -> _Exchange:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: object
-    ) -> bool:
-        _RETRYABLE_ERRORS.reset(self.token)
-        if kind is not None and issubclass(kind, FailedResponseError) and not self.raises:
-            self.response = cast("FailedResponseError", error).response
-            return True
-        return False

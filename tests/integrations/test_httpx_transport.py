@@ -17,7 +17,7 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
-from otel_resilience.integrations.http import RETRYABLE, FailedResponseError, HttpOptions
+from otel_resilience.integrations.http import _RETRYABLE_ERRORS, RETRYABLE, FailedResponseError, HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 
 
@@ -80,6 +80,30 @@ async def test_raise_on_failure_raises_the_failed_response(driver: str, server: 
         await clients.request("GET", f"{server.url}/a")
     assert caught.value.status_code == 429
     assert caught.value.response.status_code == 429
+
+
+@DRIVERS
+async def test_a_requests_retryable_errors_are_withdrawn_however_it_ends(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """The errors a request may be sent again for are told to the retry rule for that request
+    only: after a success, a failed response returned, a failed response raised and a POST
+    (sent once), the context holds what it held before."""
+    server.script("/run-out", (500, {}), (500, {}), (500, {}))
+    server.script("/raised", (503, {}), (503, {}), (503, {}))
+    before = _RETRYABLE_ERRORS.get()
+    assert (await Clients(driver, policy()).request("GET", f"{server.url}/ok")).status_code == 200
+    assert _RETRYABLE_ERRORS.get() is before
+    assert (await Clients(driver, policy()).request("GET", f"{server.url}/run-out")).status_code == 500
+    assert _RETRYABLE_ERRORS.get() is before
+    with pytest.raises(FailedResponseError):
+        await Clients(driver, policy(), options=HttpOptions(raise_on_failure=True)).request(
+            "GET", f"{server.url}/raised"
+        )
+    assert _RETRYABLE_ERRORS.get() is before
+    assert (await Clients(driver, policy()).request("POST", f"{server.url}/post")).status_code == 200
+    assert _RETRYABLE_ERRORS.get() is before
+    assert (server.count("/run-out"), server.count("/raised"), server.count("/post")) == (3, 3, 1)
 
 
 @DRIVERS
