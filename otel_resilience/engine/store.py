@@ -186,7 +186,9 @@ class BoundedStore(Generic[K, V]):
         The hit path of :meth:`get_or_add` (an owner that makes its ``create`` only on a miss
         calls it first): what expired meanwhile is evicted as there.
         """
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: on every call through a keyed policy, half the cost
+        try:
             entries = self._entries
             value = entries.get(key)
             if value is None:
@@ -195,6 +197,8 @@ class BoundedStore(Generic[K, V]):
                 entries.move_to_end(key)
                 return value
             evicted = self._expire_locked(key)
+        finally:
+            lock.release()
         if evicted:
             self._hand_over(evicted)
         return value
