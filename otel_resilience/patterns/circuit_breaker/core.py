@@ -25,7 +25,6 @@ from otel_resilience.patterns.circuit_breaker.state import (
     _OPEN,
     _OPEN_VALUE,
     CircuitBreakerStats,
-    CircuitBreakerStatsDict,
     CircuitState,
     Permit,
     settings_for,
@@ -122,13 +121,10 @@ class _BreakerCore:
         self._update_lock_free_locked()
 
     def _make_lock(self) -> threading.Lock:
-        """Return the breaker's lock, made now if no step has needed it yet.
+        """Return the breaker's lock, made now by the first step that takes it (once, for all threads).
 
-        A breaker whose calls all succeed (a consecutive breaker with no failure, the usual
-        case of most keys of a keyed policy) never takes its lock: it is made by the first step
-        that does (a failure, a transition, a snapshot), about 90 bytes a breaker never uses
-        otherwise. Every step reads ``self._lock or self._make_lock()``: once made, the lock is
-        read as before, with no call; two threads making it at once get the same lock.
+        A breaker whose calls all succeed never takes it (most keys of a keyed policy). Every step
+        reads ``self._lock or self._make_lock()``: once made, the lock is read with no call.
         """
         with _MAKING_LOCKS:
             lock = self._lock
@@ -247,31 +243,6 @@ class _BreakerCore:
         with self._lock or self._make_lock():
             change = self._transition_locked(state, reason)
         self._emit(change)
-
-    def snapshot(self) -> CircuitBreakerStatsDict:
-        """Return every count and the state as a new dict (see :meth:`CircuitBreaker.get_stats`)."""
-        state = self.state
-        with self._lock or self._make_lock():
-            rates = self._rates_locked()
-            stats = self.stats
-            return {
-                "name": self.name,
-                "state": state.value,
-                "failure_count": stats.failure_count,
-                "success_count": stats.success_count,
-                "total_requests": stats.total_requests,
-                "total_successes": stats.total_successes,
-                "total_failures": stats.total_failures,
-                "total_rejected": stats.total_rejected,
-                "total_ignored": stats.total_ignored,
-                "total_cancelled": stats.total_cancelled,
-                "times_opened": stats.times_opened,
-                "half_open_in_flight": self._in_flight,
-                "retry_after": self.retry_after(),
-                "last_failure_type": self.last_failure_type,
-                "failure_rate": rates[0] if rates else None,
-                "slow_call_rate": rates[1] if rates else None,
-            }
 
     def rates(self) -> tuple[float, float] | None:
         """Return the window's failure and slow-call rates now (0.0 empty); ``None`` without a window."""
@@ -450,12 +421,8 @@ class _BreakerCore:
         permit, counted, stats = self._permit, self._counted, self.stats
         if counted.of is not permit:  # a new period: a token of its own
             counted = self._counted = Counted(None, permit)
-        free = (
-            self.settings.plain
-            and self.window is None
-            and permit.state is _CLOSED
-            and not stats.failure_count
-        )
+        free = self.settings.plain and self.window is None and permit.state is _CLOSED
+        free = free and not stats.failure_count
         counted.count = stats._successes if free else None
         self.standing.token = counted if free else None
 

@@ -22,6 +22,7 @@ from otel_resilience.patterns.circuit_breaker.state import (
     CircuitBreakerStats,
     CircuitBreakerStatsDict,
     CircuitState,
+    snapshot,
 )
 from otel_resilience.patterns.circuit_breaker.step import _BreakerStep
 
@@ -247,7 +248,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             ``retry_after`` (seconds until a probe; 0 unless OPEN; ``inf`` if forced open until
             reset) and ``last_failure_type`` (a class name or ``None``).
         """
-        return self._core.snapshot()
+        return snapshot(self._core)
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._core.state.value})"

@@ -6,11 +6,14 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig, break_seconds
+
+if TYPE_CHECKING:
+    from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
 
 
 class CircuitState(enum.Enum):
@@ -271,3 +274,29 @@ def settings_for(config: CircuitBreakerConfig) -> Settings:
         _SHARED[config] = found
     _LAST[:] = ((config, found),)
     return found
+
+
+def snapshot(core: _BreakerCore) -> CircuitBreakerStatsDict:
+    """Return every count and the state of ``core`` as a new dict (see :meth:`CircuitBreaker.get_stats`)."""
+    state = core.state
+    with core._lock or core._make_lock():
+        rates = core._rates_locked()
+        stats = core.stats
+        return {
+            "name": core.name,
+            "state": state.value,
+            "failure_count": stats.failure_count,
+            "success_count": stats.success_count,
+            "total_requests": stats.total_requests,
+            "total_successes": stats.total_successes,
+            "total_failures": stats.total_failures,
+            "total_rejected": stats.total_rejected,
+            "total_ignored": stats.total_ignored,
+            "total_cancelled": stats.total_cancelled,
+            "times_opened": stats.times_opened,
+            "half_open_in_flight": core._in_flight,
+            "retry_after": core.retry_after(),
+            "last_failure_type": core.last_failure_type,
+            "failure_rate": rates[0] if rates else None,
+            "slow_call_rate": rates[1] if rates else None,
+        }
