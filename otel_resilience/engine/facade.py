@@ -20,7 +20,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, overload
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.protecting import protect_with, standalone
@@ -29,14 +29,6 @@ from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
 
 __all__ = ["Link", "Pattern", "config_or_default", "verb"]
-
-_new_source: Final = tuple.__new__
-_ALONE: Final = TelemetrySource("", "")[2:]
-"""The fields of the source of an instance used alone, after its kind and name: the defaults.
-
-``_new_source(TelemetrySource, (kind, name, *_ALONE))`` is ``TelemetrySource(kind, name)``
-made in C: a named tuple's ``__new__`` is Python code, a frame on every instance created.
-"""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -128,12 +120,11 @@ class Pattern(abc.ABC, Generic[C, L]):
         if default is not None:
             config = config_or_default(owner, "config", config, default)
         check_name(owner, "name", name)
-        if clock is not SYSTEM_CLOCK:  # the default clock needs no check
-            check_clock(owner, clock)
+        check_clock(owner, clock)
         self._name = name
         self._config: C = config  # type: ignore[assignment] # C itself where there is no default
         self._clock = clock
-        self._telemetry = StrategyTelemetry(_new_source(TelemetrySource, (self.kind, name, *_ALONE)))
+        self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
         self._standalone: Pipeline | None = None
 
     name = ReadOnly[str]("_name", "The instance's name.")
