@@ -102,7 +102,8 @@ class HttpPolicy:
         self._raises = options.raise_on_failure
         self._timed = options.deadline_as_timeout
         self._manager = manager
-        self._errors = (FailedResponseError, OperationTimeoutError, *transport_errors)
+        # The errors a request is sent again for, by whether it may be sent again (index 1) or not.
+        self._errors = ((), (FailedResponseError, OperationTimeoutError, *transport_errors))
         self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
         self._routing: tuple[PolicyHandleLike | None, dict[tuple[str, int | None], Any]] = (None, {})
         self._steady: PolicyHandleLike | None = None  # the handle, once it cannot change
@@ -207,7 +208,7 @@ class HttpPolicy:
         (:meth:`route`); ``replayable`` says whether the request may be sent again
         (:meth:`replayable`).
         """
-        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
+        token = _RETRYABLE_ERRORS.set(self._errors[replayable])
         try:
             return self.route(host, port).execute_sync(attempt, request, itertools.count())  # type: ignore[no-any-return]
         except FailedResponseError as failed:  # attempts ran out on a failed response
@@ -224,7 +225,7 @@ class HttpPolicy:
         request: Q,
     ) -> R:
         """Run ``await attempt(request, sends)`` under the policy; as :meth:`send_sync`."""
-        token = _RETRYABLE_ERRORS.set(self._errors if replayable else ())
+        token = _RETRYABLE_ERRORS.set(self._errors[replayable])
         try:
             return await self.route(host, port).execute(attempt, request, itertools.count())  # type: ignore[no-any-return]
         except FailedResponseError as failed:  # attempts ran out on a failed response
