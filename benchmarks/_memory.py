@@ -96,57 +96,85 @@ def bytes_per_object(factory: Callable[[str], object], count: int) -> tuple[floa
     return used / count, sites
 
 
-def creation_us(factory: Callable[[str], object], count: int, runs: int = 7) -> float:
-    """Return the median time, in µs, to create one object with ``factory`` (``count`` per run)."""
-    times: list[float] = []
+def _create_once(factory: Callable[[str], object], count: int, tag: str) -> float:
+    """Time one run: ``count`` objects made and kept, each under a new name; µs per object."""
+    names = [f"{tag}.{i}" for i in range(count)]
+    keep: list[object] = [None] * count
+    gc.collect()
+    t0 = time.perf_counter()
+    for i, name in enumerate(names):
+        keep[i] = factory(name)
+    elapsed = (time.perf_counter() - t0) / count * 1e6
+    del keep
+    return elapsed
+
+
+def paired_creation_us(
+    factories: list[tuple[str, Callable[[str], object]]], count: int, runs: int = 7
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Time every factory in the same rounds, taking turns (the first one's place alternates).
+
+    Returns:
+        The median µs per object of each factory, and for each factory after the first the
+        median of the rounds' ratios ``first / factory``: load that moves within a round moves
+        both sides of a ratio alike.
+    """
+    times: dict[str, list[float]] = {label: [] for label, _ in factories}
+    indexed = list(enumerate(factories))
     for run in range(runs):
-        names = [f"create.{run}.{i}" for i in range(count)]
-        keep: list[object] = [None] * count
-        gc.collect()
-        t0 = time.perf_counter()
-        for i, name in enumerate(names):
-            keep[i] = factory(name)
-        times.append((time.perf_counter() - t0) / count * 1e6)
-        del keep
-    return statistics.median(times)
+        for k, (label, factory) in indexed if run % 2 == 0 else indexed[::-1]:
+            times[label].append(_create_once(factory, count, f"create.{run}.{k}"))  # short names: hashed
+    first = factories[0][0]
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    ratios = {
+        label: statistics.median(a / b for a, b in zip(times[first], times[label], strict=True))
+        for label, _ in factories[1:]
+    }
+    return medians, ratios
 
 
 def breaker_memory(peers: Peers, count: int) -> list[MemRow]:
-    """Bytes per circuit breaker at default config, and the time to create one, ours and the peers'."""
+    """Bytes per circuit breaker at default config, and the time to create one, ours and the peers'.
+
+    Creation is timed for every library in the same rounds, taking turns, and each peer's row
+    has a ratio row beside it: ours over the peer's, the median of the rounds' ratios.
+    """
     rows: list[MemRow] = []
+    ours = "otel_resilience CircuitBreaker(name)"
     per, sites = bytes_per_object(orr.CircuitBreaker, count)
-    rows.append(
-        MemRow(
-            "bytes per breaker (default config)",
-            "otel_resilience CircuitBreaker(name)",
-            per,
-            "B",
-            detail=sites,
-        )
-    )
-    creating = "create one breaker (default config)"
-    rows.append(
-        MemRow(creating, "otel_resilience CircuitBreaker(name)", creation_us(orr.CircuitBreaker, count), "us")
-    )
-    factories: list[tuple[str, Callable[[str], object]]] = []
+    rows.append(MemRow("bytes per breaker (default config)", ours, per, "B", detail=sites))
+    factories: list[tuple[str, Callable[[str], object]]] = [(ours, orr.CircuitBreaker)]
     cb = peers.get("circuitbreaker")
     if cb is not None:
-        factories.append(("circuitbreaker", lambda name: cb.CircuitBreaker(name=name)))
+        factories.append((peers.label("circuitbreaker"), lambda name: cb.CircuitBreaker(name=name)))
     pb = peers.get("pybreaker")
     if pb is not None:
-        factories.append(("pybreaker", lambda name: pb.CircuitBreaker(name=name)))
+        factories.append((peers.label("pybreaker"), lambda name: pb.CircuitBreaker(name=name)))
     ab = peers.get("aiobreaker")
     if ab is not None:
-        factories.append(("aiobreaker", lambda name: ab.CircuitBreaker(name=name)))
+        factories.append((peers.label("aiobreaker"), lambda name: ab.CircuitBreaker(name=name)))
     pr = peers.get("pyresilience")
     if pr is not None:
         from pyresilience._circuit_breaker import CircuitBreaker as PrBreaker  # noqa: PLC0415
 
-        factories.append(("pyresilience", lambda _name: PrBreaker(pr.CircuitBreakerConfig())))
-    for dist, factory in factories:
+        factories.append((peers.label("pyresilience"), lambda _name: PrBreaker(pr.CircuitBreakerConfig())))
+    for label, factory in factories[1:]:
         per, _ = bytes_per_object(factory, count)
-        rows.append(MemRow("bytes per breaker (default config)", peers.label(dist), per, "B"))
-        rows.append(MemRow(creating, peers.label(dist), creation_us(factory, count), "us"))
+        rows.append(MemRow("bytes per breaker (default config)", label, per, "B"))
+    creating = "create one breaker (default config)"
+    medians, ratios = paired_creation_us(factories, count)
+    for label, _ in factories:
+        rows.append(MemRow(creating, label, medians[label], "us"))
+        if label in ratios:
+            rows.append(
+                MemRow(
+                    creating,
+                    f"time, otel_resilience over {label}",
+                    ratios[label],
+                    "x",
+                    note="median of the rounds' ratios, the libraries taking turns in each round",
+                )
+            )
     return rows
 
 

@@ -88,3 +88,17 @@ def test_memory_scale_and_targets_are_reported(quick_run):
     assert any("named breakers" in what for what in measures)
     assert any("tasks through one bulkhead" in what for what in measures)
     assert payload["targets"]
+
+
+def test_breaker_creation_is_timed_in_turns_with_a_ratio_row_per_peer(quick_run):
+    """Each library's creation time has, for every peer, a paired ratio row: ours over the peer's."""
+    _, payload = quick_run
+    creating = [m for m in payload["memory"] if m["what"] == "create one breaker (default config)"]
+    times = {m["subject"]: m["value"] for m in creating if m["unit"] == "us"}
+    ratios = {m["subject"]: m["value"] for m in creating if m["unit"] == "x"}
+    ours = "otel_resilience CircuitBreaker(name)"
+    assert ours in times
+    peers = set(times) - {ours}
+    assert peers, "no peer breaker was timed: the bench extra is missing"
+    assert set(ratios) == {f"time, otel_resilience over {peer}" for peer in peers}
+    assert all(math.isfinite(value) and value > 0 for value in (*times.values(), *ratios.values()))
