@@ -33,6 +33,10 @@ EXPECTED = [
     "[('circuit_open', 'payments')]",
     "200 503 1 2\n",
     "paid True True\n",  # a store that cannot be reached: calls go on, on local state
+    (  # the duration histogram kept in process
+        "['resilience.execution.latency.bucket', 'resilience.execution.latency.count', "
+        "'resilience.execution.latency.sum']\n"
+    ),
 ]
 
 

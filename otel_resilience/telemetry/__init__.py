@@ -43,6 +43,7 @@ def instrument(
     record_messages: bool | None = None,
     spans: bool | None = None,
     record_duration: bool | None = None,
+    in_process_histograms: bool | None = None,
 ) -> OtelListener:
     """Report every pattern's telemetry through OpenTelemetry, replacing the current listener.
 
@@ -58,6 +59,13 @@ def instrument(
             ``OTEL_RESILIENCE_SPANS_DISABLED``, true when unset).
         record_duration: Whether the execution and attempt duration histograms are recorded
             (``None``: not ``OTEL_RESILIENCE_DURATION_DISABLED``, true when unset).
+        in_process_histograms: Whether those two histograms are kept in process, each exported
+            at collection through three observable counters (bucket counts by ``le``, sum, count:
+            ``resilience.execution.latency.*`` and ``resilience.attempt.latency.*``), rather than
+            recorded through the SDK's histogram on every call (``None``:
+            ``OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS``, false when unset). About 25 times cheaper
+            per record; no exemplars, and other than Prometheus a backend sees counters, not a
+            histogram (see :mod:`otel_resilience.telemetry.histograms`).
 
     A switch is applied once per telemetry source, on top of the policy's own
     (``ResilienceConfig(spans=..., record_duration=...)``): either can turn it off.
@@ -72,6 +80,7 @@ def instrument(
         record_messages=env.resolve(env.RECORD_MESSAGES, record_messages),
         spans=env.resolve(env.SPANS_DISABLED, spans),
         record_duration=env.resolve(env.DURATION_DISABLED, record_duration),
+        in_process_histograms=env.resolve(env.IN_PROCESS_HISTOGRAMS, in_process_histograms),
     )
     with _LOCK:
         _replace_locked(listener)

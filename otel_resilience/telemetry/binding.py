@@ -24,6 +24,7 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.histograms import InProcessHistogram
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,23 +57,34 @@ _KEYED: Final = (sc.KEY, sc.METRIC_OVERFLOW)
 class Instruments:
     """The synchronous instruments of the catalog, created once per meter.
 
+    Args:
+        meter: The meter to create them on.
+        in_process: Whether the two duration histograms are kept in process
+            (:class:`~otel_resilience.telemetry.histograms.InProcessHistogram`, exported by the
+            observable counters of :data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`)
+            rather than created on the meter.
+
     Attributes:
         counters: The counters, by name.
-        histograms: The histograms, by name.
+        histograms: The histograms created on the meter, by name.
+        in_process: The histograms kept in process, by name (empty unless ``in_process``).
         duration: The execution duration histogram (the one a successful call records).
         attempt_duration: The attempt duration histogram.
     """
 
-    __slots__ = ("attempt_duration", "counters", "duration", "histograms")
+    __slots__ = ("attempt_duration", "counters", "duration", "histograms", "in_process")
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, *, in_process: bool = False) -> None:
         self.counters: dict[str, Counter] = {}
         self.histograms: dict[str, Histogram] = {}
+        self.in_process: dict[str, InProcessHistogram] = {}
         for spec in sc.INSTRUMENTS:
             if spec.kind is sc.InstrumentKind.COUNTER:
                 self.counters[spec.name] = meter.create_counter(
                     spec.name, unit=spec.unit, description=spec.description
                 )
+            elif in_process and spec.name in sc.IN_PROCESS_HISTOGRAMS:
+                self.in_process[spec.name] = InProcessHistogram(spec.boundaries)
             elif spec.kind is sc.InstrumentKind.HISTOGRAM:
                 self.histograms[spec.name] = meter.create_histogram(
                     spec.name,
@@ -80,8 +92,9 @@ class Instruments:
                     description=spec.description,
                     explicit_bucket_boundaries_advisory=list(spec.boundaries),
                 )
-        self.duration = self.histograms[sc.EXECUTION_DURATION]
-        self.attempt_duration = self.histograms[sc.ATTEMPT_DURATION]
+        recorders: dict[str, Histogram | InProcessHistogram] = {**self.histograms, **self.in_process}
+        self.duration = recorders[sc.EXECUTION_DURATION]
+        self.attempt_duration = recorders[sc.ATTEMPT_DURATION]
 
 
 def _keys(instrument: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -19,6 +19,7 @@ __all__ = [
     "DISABLED_INSTRUMENTATIONS",
     "DURATION_DISABLED",
     "ENTRY_POINT",
+    "IN_PROCESS_HISTOGRAMS",
     "RECORD_MESSAGES",
     "SPANS_DISABLED",
     "SWITCHES",
@@ -72,7 +73,15 @@ RECORD_MESSAGES: Final = Switch(
     False,  # noqa: FBT003 - not inverted
     "Failed spans carry the exception message as their status description (messages may hold user data).",
 )
-SWITCHES: Final = (SPANS_DISABLED, DURATION_DISABLED, RECORD_MESSAGES)
+IN_PROCESS_HISTOGRAMS: Final = Switch(
+    "OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS",
+    "in_process_histograms",
+    False,  # noqa: FBT003 - not inverted
+    "The two duration histograms are kept in process and exported through observable counters "
+    "(`resilience.execution.latency.*`, `resilience.attempt.latency.*`): about 25 times cheaper "
+    "per call than the SDK's histogram, without exemplars.",
+)
+SWITCHES: Final = (SPANS_DISABLED, DURATION_DISABLED, RECORD_MESSAGES, IN_PROCESS_HISTOGRAMS)
 """Every switch, in the order docs/telemetry.md lists them."""
 
 

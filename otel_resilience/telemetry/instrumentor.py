@@ -36,6 +36,7 @@ class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             kwargs.get("meter_provider"),
             kwargs.get("logger_provider"),
             record_messages=bool(kwargs.get("record_messages", False)),
+            in_process_histograms=kwargs.get("in_process_histograms"),
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:  # noqa: ARG002 - the BaseInstrumentor signature

@@ -52,8 +52,9 @@ from otel_resilience.telemetry.views import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable
+    from collections.abc import Callable, Hashable, Iterable, Mapping
 
+    from otel_resilience.telemetry.histograms import InProcessHistogram
     from otel_resilience.telemetry.scopes import Attrs
 
 __all__ = ["Observables"]
@@ -77,12 +78,22 @@ class Observables:
     Args:
         meter: The meter to create the instruments on.
         owner: The listener that says whether to report and counts failures.
+        histograms: The duration histograms kept in process, by name: each is exported through
+            its three counters of :data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`.
     """
 
     __slots__ = ("__weakref__", "_owner")
 
-    def __init__(self, meter: Meter, owner: Owner) -> None:
+    def __init__(
+        self, meter: Meter, owner: Owner, histograms: Mapping[str, InProcessHistogram] | None = None
+    ) -> None:
         self._owner = owner
+        kept = [
+            (name, read)
+            for histogram, (buckets, total, count) in sc.IN_PROCESS_HISTOGRAMS.items()
+            if (recorder := (histograms or {}).get(histogram)) is not None
+            for name, read in ((buckets, recorder.buckets), (total, recorder.sums), (count, recorder.counts))
+        ]
         for name, callback in (
             (sc.EXECUTIONS, self._executions),
             (sc.CB_STATE_METRIC, self._breaker_states),
@@ -99,6 +110,7 @@ class Observables:
             (sc.POLICY_KEYS, self._policy_keys),
             (sc.TELEMETRY_ERRORS, self._telemetry_errors),
             *STORE_CALLBACKS,
+            *kept,
         ):
             spec = sc.instrument(name)
             guarded = _guard(owner, name, callback)

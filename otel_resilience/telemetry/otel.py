@@ -110,6 +110,10 @@ class OtelListener:
             description (default ``False``: messages may hold user data).
         spans: Whether sources open spans and add span events (default ``True``).
         record_duration: Whether sources record the duration histograms (default ``True``).
+        in_process_histograms: Whether the two duration histograms are kept in process and
+            exported through observable counters at collection (default ``False``: recorded
+            through the SDK's histogram on every call; see
+            :mod:`otel_resilience.telemetry.histograms` for what each way costs).
         hub: The hub whose error count is exported with this listener's own.
 
     Attributes:
@@ -122,6 +126,7 @@ class OtelListener:
         "_dormant",
         "_has_logger",
         "_hub",
+        "_in_process",
         "_infos",
         "_instruments",
         "_lock",
@@ -148,9 +153,11 @@ class OtelListener:
         record_messages: bool = False,
         spans: bool = True,
         record_duration: bool = True,
+        in_process_histograms: bool = False,
         hub: TelemetryHub = HUB,
     ) -> None:
         self._logger_provider = logger_provider
+        self._in_process = in_process_histograms
         self._record_messages = record_messages
         self._hub = hub
         self._lock = threading.Lock()
@@ -231,8 +238,8 @@ class OtelListener:
         if isinstance(provider, metrics.NoOpMeterProvider):
             return
         meter = provider.get_meter(sc.SCOPE_NAME, VERSION, schema_url=sc.SCHEMA_URL)
-        self._instruments = instruments = binding.Instruments(meter)
-        self._observables = Observables(meter, self)
+        self._instruments = instruments = binding.Instruments(meter, in_process=self._in_process)
+        self._observables = Observables(meter, self, instruments.in_process)
         self._zeroing = binding.Zeroing(instruments, self.failed)
 
     def _zero_existing(self) -> None:

@@ -9,7 +9,9 @@ compared with what the shipped files query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 
 import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -162,14 +164,24 @@ async def exercise(clock: FakeClock, alerts: AlertSystem) -> list[object]:
 
 
 @pytest.fixture
-async def scrape():
-    """Instrument with the Prometheus exporter's reader, run the calls, and return the scrape text."""
+async def scrape() -> list[str]:
+    """Run the calls twice, the duration histograms recorded through the SDK and kept in process
+    (``in_process_histograms``), each under the Prometheus exporter's reader: the two scrapes."""
+    texts = []
+    for in_process in (False, True):
+        async with _scraped(in_process=in_process) as text:
+            texts.append(text)
+    return texts
+
+
+@contextlib.asynccontextmanager
+async def _scraped(*, in_process: bool) -> AsyncIterator[str]:
     had_default = current_listener() is not None
     registry = CollectorRegistry()
     provider = MeterProvider(
         metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
     )
-    instrument(meter_provider=provider)
+    instrument(meter_provider=provider, in_process_histograms=in_process)
     clock = FakeClock(1000.0)
     alerts = AlertSystem(clock=clock)  # not the process-wide one: other tests count its alerts
     try:
@@ -187,12 +199,13 @@ async def scrape():
         provider.shutdown()
 
 
-def scraped_labels(text: str) -> dict[str, set[str]]:
-    """Series name -> every label name seen on its samples."""
+def scraped_labels(texts: list[str]) -> dict[str, set[str]]:
+    """Series name -> every label name seen on its samples, in any of the scrapes."""
     found: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, set()).update(sample.labels)
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found.setdefault(sample.name, set()).update(sample.labels)
     return found
 
 
@@ -241,7 +254,7 @@ async def test_the_scrape_carries_every_declared_attribute_label(scrape):
 
 
 async def test_the_scrape_and_the_derivation_agree_exactly(scrape):
-    """The exporter publishes exactly the derived series under resilience_*: nothing more, nothing less."""
+    """The exporter publishes exactly the derived series under resilience_* (the two modes together)."""
     exported = {name for name in scraped_labels(scrape) if name.startswith("resilience_")}
     assert exported == naming.derived_series()
 

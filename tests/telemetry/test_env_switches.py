@@ -89,6 +89,19 @@ def test_duration_disabled_keeps_the_spans(run: Run, monkeypatch: pytest.MonkeyP
     assert {span.name for span in spans} >= {"env", "env attempt"}
 
 
+def test_in_process_histograms_from_the_environment(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS=true: the durations arrive as the in-process counters."""
+    monkeypatch.setenv("OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS", "true")
+    _, names = run.go()
+    assert not names & {"resilience.execution.duration", "resilience.attempt.duration"}
+    assert {
+        "resilience.execution.latency.bucket",
+        "resilience.execution.latency.sum",
+        "resilience.execution.latency.count",
+        "resilience.attempt.latency.bucket",
+    } <= names
+
+
 def test_record_messages_from_the_environment(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_RESILIENCE_RECORD_MESSAGES=true puts the message in the failed span's status."""
     monkeypatch.setenv("OTEL_RESILIENCE_RECORD_MESSAGES", " True ")

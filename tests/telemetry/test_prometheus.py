@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -52,11 +53,31 @@ class _Quiet(WSGIRequestHandler):
 @pytest.fixture
 def scrape() -> Iterator[str]:
     """Exercise every instrument, serve /metrics over HTTP, and return the scraped text."""
+    with _scraped(in_process=False) as text:
+        yield text
+
+
+@pytest.fixture
+def in_process_scrape() -> Iterator[str]:
+    """The same, with the duration histograms kept in process (``in_process_histograms=True``)."""
+    with _scraped(in_process=True) as text:
+        yield text
+
+
+def _exported(*, in_process: bool) -> list[semconv.InstrumentSpec]:
+    """The instruments a listener exports: the duration histograms, or their in-process counters."""
+    kept = {name for names in semconv.IN_PROCESS_HISTOGRAMS.values() for name in names}
+    skipped = set(semconv.IN_PROCESS_HISTOGRAMS) if in_process else kept
+    return [spec for spec in semconv.INSTRUMENTS if spec.name not in skipped]
+
+
+@contextlib.contextmanager
+def _scraped(*, in_process: bool) -> Iterator[str]:
     had_default = current_listener() is not None
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    instrument(meter_provider=provider)
+    instrument(meter_provider=provider, in_process_histograms=in_process)
     breaker = CircuitBreaker("prom-cb", CircuitBreakerConfig(failure_threshold=1))
     windowed = CircuitBreaker(
         "prom-window", CircuitBreakerConfig(sliding_window=CountWindow(10), minimum_calls=2)
@@ -113,19 +134,35 @@ def _sample_names(text: str) -> set[str]:
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
-def test_every_instrument_is_scraped_under_its_derived_names(scrape):
-    """Each instrument's derived series names appear in a real scrape of the exporter."""
-    names = _sample_names(scrape)
-    for spec in semconv.INSTRUMENTS:
+@pytest.mark.parametrize("in_process", [False, True], ids=["sdk-histograms", "in-process-histograms"])
+def test_every_instrument_is_scraped_under_its_derived_names(request, in_process):
+    """Each instrument's derived series names appear in a real scrape of the exporter (in each mode)."""
+    names = _sample_names(request.getfixturevalue("in_process_scrape" if in_process else "scrape"))
+    for spec in _exported(in_process=in_process):
         missing = set(semconv.prometheus_series(spec)) - names
         assert not missing, (spec.name, missing, sorted(n for n in names if n.startswith("resilience")))
 
 
-def test_scrape_has_no_resilience_series_the_registry_does_not_derive(scrape):
+@pytest.mark.parametrize("in_process", [False, True], ids=["sdk-histograms", "in-process-histograms"])
+def test_scrape_has_no_resilience_series_the_registry_does_not_derive(request, in_process):
     """Dashboards can trust the registry: nothing else named resilience_* is exported."""
-    derived = {name for spec in semconv.INSTRUMENTS for name in semconv.prometheus_series(spec)}
-    scraped = {name for name in _sample_names(scrape) if name.startswith("resilience_")}
+    derived = {name for spec in _exported(in_process=in_process) for name in semconv.prometheus_series(spec)}
+    text = request.getfixturevalue("in_process_scrape" if in_process else "scrape")
+    scraped = {name for name in _sample_names(text) if name.startswith("resilience_")}
     assert scraped == derived
+
+
+def test_in_process_buckets_read_as_a_prometheus_histogram(in_process_scrape):
+    """The bucket counter's samples are cumulative by le up to +Inf, which equals the count."""
+    families = {family.name: family for family in text_string_to_metric_families(in_process_scrape)}
+    bucket = semconv.prometheus_series(semconv.instrument(semconv.ATTEMPT_LATENCY_BUCKETS))[0]
+    count = semconv.prometheus_series(semconv.instrument(semconv.ATTEMPT_LATENCY_COUNT))[0]
+    samples = [s for f in families.values() for s in f.samples if s.name == bucket]
+    counts = [s for f in families.values() for s in f.samples if s.name == count]
+    assert [s.labels["le"] for s in samples][-1] == "+Inf"
+    values = [s.value for s in samples]
+    assert values == sorted(values)
+    assert values[-1] == counts[0].value == 1
 
 
 def test_labels_are_the_sanitised_attribute_keys(scrape):

@@ -272,7 +272,14 @@ def test_public_names_are_pinned():
         "resilience.store.operations",
         "resilience.store.fallback_permits",
         "resilience.telemetry.errors",
+        "resilience.execution.latency.bucket",
+        "resilience.execution.latency.sum",
+        "resilience.execution.latency.count",
+        "resilience.attempt.latency.bucket",
+        "resilience.attempt.latency.sum",
+        "resilience.attempt.latency.count",
     ]
+    assert sc.BUCKET_BOUND == "le"
     assert sc.DURATION_BOUNDARIES == (
         0.001,
         0.0025,
@@ -298,6 +305,7 @@ def test_the_keyed_attributes_are_on_the_instruments_a_top_keys_panel_reads():
     assert keyed == {
         sc.EXECUTIONS,
         sc.EXECUTION_DURATION,
+        *sc.IN_PROCESS_HISTOGRAMS[sc.EXECUTION_DURATION],  # its in-process form
         sc.REJECTIONS,
         sc.RETRIES,
         sc.TIMEOUTS,

@@ -18,6 +18,7 @@ from otel_resilience.telemetry.semconv.names import (
     ATTEMPT_SPAN,
     ATTEMPT_TYPE,
     ATTEMPT_TYPES,
+    BUCKET_BOUND,
     CB_CALL_RESULT,
     CB_CALL_RESULTS,
     CB_OPEN_DURATION,
@@ -97,6 +98,13 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "string",
         "The exception's class (`module.Qualname`, builtins unqualified), on failures only "
         "(OTel semantic convention); `_OTHER` when unknown.",
+    ),
+    AttributeSpec(
+        BUCKET_BOUND,
+        "string",
+        "The upper bound of a bucket of a duration histogram kept in process "
+        "(`instrument(in_process_histograms=True)`), in seconds as Prometheus writes a bucket "
+        "bound (`0.005`, `1.0`, `+Inf`): on its `.bucket` counter only.",
     ),
     AttributeSpec(
         ATTEMPT,

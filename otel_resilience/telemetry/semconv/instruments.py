@@ -15,6 +15,7 @@ from otel_resilience.telemetry.semconv.names import (
     ALERTS,
     ATTEMPT_DURATION,
     ATTEMPT_TYPE,
+    BUCKET_BOUND,
     BULKHEAD_ACTIVE,
     BULKHEAD_CONCURRENCY_LIMIT,
     BULKHEAD_QUEUE_LIMIT,
@@ -45,6 +46,7 @@ from otel_resilience.telemetry.semconv.names import (
     HEDGE_WINS,
     HEDGES,
     HEDGES_DENIED,
+    IN_PROCESS_HISTOGRAMS,
     KEY,
     METRIC_OVERFLOW,
     NAME,
@@ -86,32 +88,67 @@ _K = InstrumentKind
 _KEYED = (KEY, METRIC_OVERFLOW)
 """The conditional attributes of the instruments that carry a keyed policy's key, where it opted in."""
 
+_EXECUTION_DURATION = InstrumentSpec(
+    EXECUTION_DURATION,
+    _K.HISTOGRAM,
+    "s",
+    "Duration of one logical execution (all attempts, backoffs and fallbacks), recorded inside "
+    "the execution span so that exemplars carry its trace. The only synchronous SDK call on a "
+    "call that succeeds; switched off per policy with `TelemetrySource.metrics=False`.",
+    (POLICY, PATTERN, OUTCOME),
+    (ERROR_TYPE, *_KEYED),
+    DURATION_BOUNDARIES,
+)
+_ATTEMPT_DURATION = InstrumentSpec(
+    ATTEMPT_DURATION,
+    _K.HISTOGRAM,
+    "s",
+    "Duration of one attempt of a retry or a hedging (every attempt, the first included, each "
+    "timed around its attempt scope, so also when no span is opened for it): the dependency's "
+    "own latency, without backoffs or fallbacks. An attempt of a hedged execution carries "
+    "`resilience.attempt.type` (`original` or `hedge`), so the hedges' latency can be read "
+    "beside the originals'. Recorded only while a meter provider is configured; nothing is "
+    "timed otherwise.",
+    (POLICY, PATTERN, NAME, OUTCOME),
+    (ERROR_TYPE, ATTEMPT_TYPE),
+    DURATION_BOUNDARIES,
+)
+
+
+def _in_process(histogram: InstrumentSpec) -> tuple[InstrumentSpec, ...]:
+    """Return the three observable counters an in-process histogram is exported through.
+
+    Its bucket counts, its sum and its count (see :data:`~.names.IN_PROCESS_HISTOGRAMS`), with
+    its attributes.
+    """
+    buckets, total, count = IN_PROCESS_HISTOGRAMS[histogram.name]
+    kind, attributes, conditional = _K.OBSERVABLE_COUNTER, histogram.attributes, histogram.conditional
+    where = f"`{histogram.name}` kept in process (`instrument(in_process_histograms=True)`)"
+    return (
+        InstrumentSpec(
+            buckets,
+            kind,
+            "{call}",
+            f"{where}: the values at most each bucket's upper bound `le` (cumulative, as Prometheus "
+            f"histogram buckets; `+Inf` counts them all). Bounds (s): {_bounds(histogram)}.",
+            (*attributes, BUCKET_BOUND),
+            conditional,
+        ),
+        InstrumentSpec(
+            total, kind, histogram.unit, f"{where}: the sum of its values.", attributes, conditional
+        ),
+        InstrumentSpec(count, kind, "{call}", f"{where}: how many values it holds.", attributes, conditional),
+    )
+
+
+def _bounds(histogram: InstrumentSpec) -> str:
+    """Return a histogram's bucket bounds as the docs show them."""
+    return ", ".join(f"{bound:g}" for bound in histogram.boundaries)
+
+
 INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
-    InstrumentSpec(
-        EXECUTION_DURATION,
-        _K.HISTOGRAM,
-        "s",
-        "Duration of one logical execution (all attempts, backoffs and fallbacks), recorded inside "
-        "the execution span so that exemplars carry its trace. The only synchronous SDK call on a "
-        "call that succeeds; switched off per policy with `TelemetrySource.metrics=False`.",
-        (POLICY, PATTERN, OUTCOME),
-        (ERROR_TYPE, *_KEYED),
-        DURATION_BOUNDARIES,
-    ),
-    InstrumentSpec(
-        ATTEMPT_DURATION,
-        _K.HISTOGRAM,
-        "s",
-        "Duration of one attempt of a retry or a hedging (every attempt, the first included, each "
-        "timed around its attempt scope, so also when no span is opened for it): the dependency's "
-        "own latency, without backoffs or fallbacks. An attempt of a hedged execution carries "
-        "`resilience.attempt.type` (`original` or `hedge`), so the hedges' latency can be read "
-        "beside the originals'. Recorded only while a meter provider is configured; nothing is "
-        "timed otherwise.",
-        (POLICY, PATTERN, NAME, OUTCOME),
-        (ERROR_TYPE, ATTEMPT_TYPE),
-        DURATION_BOUNDARIES,
-    ),
+    _EXECUTION_DURATION,
+    _ATTEMPT_DURATION,
     InstrumentSpec(
         EXECUTIONS,
         _K.OBSERVABLE_COUNTER,
@@ -406,6 +443,8 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "and logged so that the application is never affected.",
         (),
     ),
+    *_in_process(_EXECUTION_DURATION),
+    *_in_process(_ATTEMPT_DURATION),
 )
 """Every instrument, in documentation order."""
 

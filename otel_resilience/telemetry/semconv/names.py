@@ -20,10 +20,14 @@ __all__ = [
     "ALERT_SUMMARY",
     "ATTEMPT",
     "ATTEMPT_DURATION",
+    "ATTEMPT_LATENCY_BUCKETS",
+    "ATTEMPT_LATENCY_COUNT",
+    "ATTEMPT_LATENCY_SUM",
     "ATTEMPT_SPAN",
     "ATTEMPT_SPAN_SUFFIX",
     "ATTEMPT_TYPE",
     "ATTEMPT_TYPES",
+    "BUCKET_BOUND",
     "BULKHEAD_ACTIVE",
     "BULKHEAD_CONCURRENCY_LIMIT",
     "BULKHEAD_QUEUED",
@@ -74,6 +78,9 @@ __all__ = [
     "EV_TIMEOUT",
     "EXECUTIONS",
     "EXECUTION_DURATION",
+    "EXECUTION_LATENCY_BUCKETS",
+    "EXECUTION_LATENCY_COUNT",
+    "EXECUTION_LATENCY_SUM",
     "EXECUTION_SPAN",
     "FALLBACK_EXECUTIONS",
     "FALLBACK_RESULT",
@@ -89,6 +96,7 @@ __all__ = [
     "HTTP_METHOD_LEGACY",
     "HTTP_REQUEST_METHOD",
     "HTTP_RESEND_COUNT",
+    "IN_PROCESS_HISTOGRAMS",
     "KEY",
     "KEY_OVERFLOW",
     "LOG_SEVERITIES",
@@ -190,6 +198,9 @@ DEPENDENCY_ERROR_TYPE: Final = "resilience.dependency.error.type"
 RL_PERMIT_RESULT: Final = "resilience.rate_limiter.permit_result"
 RL_WAIT: Final = "resilience.rate_limiter.wait"
 
+BUCKET_BOUND: Final = "le"
+"""The upper bound of a bucket of an in-process histogram (``0.005``, ... ``+Inf``), named as
+Prometheus names the bound of a histogram bucket, so that ``histogram_quantile`` reads it."""
 KEY: Final = "resilience.key"
 """The key of a keyed policy's call: on its execution span always, on its metrics only where the
 policy opted in (``key_attribute_limit``)."""
@@ -353,6 +364,21 @@ RETRY_DELAY_BOUNDARIES: Final = (
 
 EXECUTION_DURATION: Final = "resilience.execution.duration"
 ATTEMPT_DURATION: Final = "resilience.attempt.duration"
+EXECUTION_LATENCY_BUCKETS: Final = "resilience.execution.latency.bucket"
+EXECUTION_LATENCY_SUM: Final = "resilience.execution.latency.sum"
+EXECUTION_LATENCY_COUNT: Final = "resilience.execution.latency.count"
+ATTEMPT_LATENCY_BUCKETS: Final = "resilience.attempt.latency.bucket"
+ATTEMPT_LATENCY_SUM: Final = "resilience.attempt.latency.sum"
+ATTEMPT_LATENCY_COUNT: Final = "resilience.attempt.latency.count"
+IN_PROCESS_HISTOGRAMS: Final[Mapping[str, tuple[str, str, str]]] = MappingProxyType(
+    {
+        EXECUTION_DURATION: (EXECUTION_LATENCY_BUCKETS, EXECUTION_LATENCY_SUM, EXECUTION_LATENCY_COUNT),
+        ATTEMPT_DURATION: (ATTEMPT_LATENCY_BUCKETS, ATTEMPT_LATENCY_SUM, ATTEMPT_LATENCY_COUNT),
+    }
+)
+"""The duration histograms that ``instrument(in_process_histograms=True)`` keeps in process, each
+with the three observable counters it is exported through: its cumulative bucket counts (by
+:data:`BUCKET_BOUND`), the sum of its values and their count."""
 EXECUTIONS: Final = "resilience.executions"
 CB_STATE_METRIC: Final = "resilience.circuit_breaker.state"
 CB_TRANSITIONS: Final = "resilience.circuit_breaker.transitions"

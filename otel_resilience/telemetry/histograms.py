@@ -1,0 +1,148 @@
+"""Duration histograms kept in this process, exported through observable counters.
+
+``instrument(in_process_histograms=True)`` records ``resilience.execution.duration`` and
+``resilience.attempt.duration`` here instead of through the SDK's ``Histogram.record``: a record
+is one lock round trip, a bisection of the bucket bounds and two additions (about 3 500
+instructions, where the SDK's record costs 75 000 to 95 000: it cleans and hashes the attributes,
+makes a ``Measurement``, asks the exemplar filter and takes the aggregation's lock, on every
+call). At collection, each histogram is read through three observable counters
+(:data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`): the cumulative count of
+the values at most each bucket bound, by ``le`` (``+Inf`` counts them all), as a Prometheus
+histogram's buckets are; their sum; and their count. ``histogram_quantile`` reads the first as it
+reads a histogram's ``_bucket`` series.
+
+What it costs: no exemplars (no link from a latency bucket to a trace); the durations reach an
+OTLP backend as three monotonic sums rather than one histogram (Prometheus and PromQL read them
+as a histogram, other backends see counters); the bucket bounds are the registry's
+(``DURATION_BOUNDARIES``), which SDK Views do not change.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import threading
+from typing import TYPE_CHECKING, Final
+
+from opentelemetry.metrics import Observation
+
+from otel_resilience.telemetry import semconv as sc
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from otel_resilience.telemetry.scopes import Attrs
+
+__all__ = ["SERIES_LIMIT", "InProcessHistogram"]
+
+SERIES_LIMIT: Final = 2000
+"""The attribute sets one histogram keeps apart (the SDK's default cardinality limit); the values
+of any further set go to one overflow series marked ``otel.metric.overflow``."""
+_OVERFLOW: Final[Attrs] = {sc.METRIC_OVERFLOW: True}
+
+
+class _Series:
+    """One attribute set's counts: per bucket (the last is above every bound), and the sum."""
+
+    __slots__ = ("attributes", "counts", "total")
+
+    def __init__(self, attributes: Attrs, buckets: int) -> None:
+        self.attributes = attributes  # kept: the series is found by the identity of this dict
+        self.counts = [0] * buckets
+        self.total = 0.0
+
+
+class InProcessHistogram:
+    """A histogram of durations (seconds) kept in process, per attribute set.
+
+    :meth:`record` takes the SDK ``Histogram.record`` arguments. An attribute set is found by the
+    identity of its dict (the listener passes the same cached dict for the same set, see
+    :class:`~otel_resilience.telemetry.scopes.SourceInfo`), and sets of equal content are merged
+    when read. Thread-safe: every method holds the histogram's lock while it touches the counts.
+
+    Args:
+        boundaries: The increasing upper bounds of the buckets (a value equal to a bound is in
+            that bound's bucket, as in Prometheus and the SDK).
+        limit: How many attribute sets are kept apart (:data:`SERIES_LIMIT`).
+
+    Raises:
+        ValueError: ``boundaries`` is empty or not strictly increasing, or ``limit`` is below 1.
+    """
+
+    __slots__ = ("_bounds", "_labels", "_limit", "_lock", "_series")
+
+    def __init__(self, boundaries: Sequence[float], limit: int = SERIES_LIMIT) -> None:
+        bounds = tuple(float(bound) for bound in boundaries)
+        if not bounds or any(a >= b for a, b in itertools.pairwise(bounds)):
+            msg = f"InProcessHistogram: boundaries must be non-empty and increasing, got {boundaries!r}"
+            raise ValueError(msg)
+        if limit < 1:
+            msg = f"InProcessHistogram: limit must be >= 1, got {limit!r}"
+            raise ValueError(msg)
+        self._bounds = bounds
+        self._labels = (*(repr(bound) for bound in bounds), "+Inf")
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._series: dict[int, _Series] = {}
+
+    def record(self, value: float, attributes: Attrs) -> None:
+        """Count ``value`` (seconds) in its bucket of the series of ``attributes``."""
+        lock = self._lock
+        lock.acquire()  # not `with`: on every execution, half the cost
+        try:
+            series = self._series.get(id(attributes))
+            if series is None:
+                series = self._new_series_locked(attributes)
+            series.counts[bisect.bisect_left(self._bounds, value)] += 1
+            series.total += value
+        finally:
+            lock.release()
+
+    def _new_series_locked(self, attributes: Attrs) -> _Series:
+        """The series of a new attribute set, or the overflow series past the limit."""
+        if len(self._series) >= self._limit:
+            attributes = _OVERFLOW
+            found = self._series.get(id(attributes))
+            if found is not None:
+                return found
+        series = self._series[id(attributes)] = _Series(attributes, len(self._bounds) + 1)
+        return series
+
+    def _merged(self) -> list[tuple[Attrs, list[int], float]]:
+        """Each attribute set's bucket counts and sum, sets of equal content merged."""
+        with self._lock:
+            found = [
+                (series.attributes, list(series.counts), series.total) for series in self._series.values()
+            ]
+        merged: dict[frozenset[tuple[str, object]], tuple[Attrs, list[int], float]] = {}
+        for attributes, counts, total in found:
+            key = frozenset(attributes.items())
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = (attributes, counts, total)
+            else:
+                merged[key] = (
+                    seen[0],
+                    [a + b for a, b in zip(seen[1], counts, strict=True)],
+                    seen[2] + total,
+                )
+        return list(merged.values())
+
+    def buckets(self) -> list[Observation]:
+        """The cumulative count of the values at most each bound, per set (``le``; ``+Inf``: all)."""
+        observations = []
+        bound = sc.BUCKET_BOUND
+        for attributes, counts, _ in self._merged():
+            running = 0
+            for label, count in zip(self._labels, counts, strict=True):
+                running += count
+                observations.append(Observation(running, {**attributes, bound: label}))
+        return observations
+
+    def sums(self) -> list[Observation]:
+        """The sum of the values, per set."""
+        return [Observation(total, attributes) for attributes, _, total in self._merged()]
+
+    def counts(self) -> list[Observation]:
+        """How many values, per set."""
+        return [Observation(sum(counts), attributes) for attributes, counts, _ in self._merged()]
