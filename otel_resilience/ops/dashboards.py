@@ -191,13 +191,44 @@ def _rule_note(rule: str) -> str:
     )
 
 
+_HISTOGRAM_PARTS: Final = ("bucket", "sum", "count")
+"""The series of a histogram, in the order of its in-process counters in
+:data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`."""
+
+
+def _histogram_rate(instrument: str, part: str, selector: str) -> str:
+    """The per-second rate of one series (``bucket``, ``sum`` or ``count``) of a histogram.
+
+    For a histogram that a service may keep in process
+    (:data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`): the rate of the SDK
+    histogram's series, or else that of the counter that exports the same series in process
+    (same labels, ``le`` included), so that a panel shows services in either mode. The one place
+    where a panel reads a histogram: aggregate its result (``sum by (...) (...)``).
+    """
+    rates = [naming.series(instrument, part)]
+    in_process = sc.IN_PROCESS_HISTOGRAMS.get(instrument)
+    if in_process is not None:
+        rates.append(naming.series(in_process[_HISTOGRAM_PARTS.index(part)]))
+    return " or ".join(f"rate({series}{selector}[$__rate_interval])" for series in rates)
+
+
+def _in_process_note(instrument: str, part: str = "bucket", *, exemplars: bool = True) -> str:
+    """The description sentence of a panel that reads ``part`` of a histogram kept in process or not."""
+    in_process = naming.series(sc.IN_PROCESS_HISTOGRAMS[instrument][_HISTOGRAM_PARTS.index(part)])
+    note = (
+        "A service that keeps its duration histograms in process "
+        f"(`instrument(in_process_histograms=True)`) is read from `{in_process}` instead"
+    )
+    return f"{note}, which has no exemplars." if exemplars else f"{note}."
+
+
 def _quantiles(
-    bucket: str, selector: str, by: str, legend: str, *, or_zero: bool = False
+    instrument: str, selector: str, by: str, legend: str, *, or_zero: bool = False
 ) -> tuple[_Query, ...]:
     """p50, p95 and p99 of a histogram; ``or_zero`` for one whose series appear at their first record."""
     queries = []
+    rate = _histogram_rate(instrument, "bucket", selector)
     for q in (0.5, 0.95, 0.99):
-        rate = f"rate({bucket}{selector}[$__rate_interval])"
         expr = f"histogram_quantile({q:g}, sum by ({_BUCKET}, {by}) ({rate}))"
         queries.append(
             _Query(_or_zero(expr) if or_zero else expr, f"p{round(q * 100)} {legend}", exemplar=True)
@@ -480,7 +511,6 @@ _NOT_REJECTED: Final = {_OUTCOME: "!" + naming.value(sc.OUTCOME, "rejected")}
 
 
 def _latency(selector: dict[str, str], width: int = 12) -> _Panel:
-    bucket = naming.series(sc.EXECUTION_DURATION, "bucket")
     return _Panel(
         "timeseries",
         "Latency p50 / p95 / p99 by policy",
@@ -488,26 +518,25 @@ def _latency(selector: dict[str, str], width: int = 12) -> _Panel:
         "rejections left out: a rejected call returns at once, so counting it would pull the "
         'percentiles down during an outage (see "Latency p95 by outcome"). Exemplars (dots) link '
         "to the trace of a slow execution when the data source has exemplars and a trace data "
-        "source configured.",
+        f"source configured. {_in_process_note(sc.EXECUTION_DURATION)}",
         "s",
-        _quantiles(bucket, _m(**selector, **_NOT_REJECTED), _POLICY, f"{{{{{_POLICY}}}}}"),
+        _quantiles(sc.EXECUTION_DURATION, _m(**selector, **_NOT_REJECTED), _POLICY, f"{{{{{_POLICY}}}}}"),
         width=width,
     )
 
 
 def _latency_by_outcome(selector: dict[str, str], width: int = 12) -> _Panel:
-    bucket = naming.series(sc.EXECUTION_DURATION, "bucket")
+    rate = _histogram_rate(sc.EXECUTION_DURATION, "bucket", _m(**selector))
     return _Panel(
         "timeseries",
         "Latency p95 by outcome",
         "95th percentile of the execution duration by policy and outcome, so that fast "
         "rejections (an open breaker, a full bulkhead) show apart from calls that reached the "
-        "dependency, and slow failures apart from successes.",
+        f"dependency, and slow failures apart from successes. {_in_process_note(sc.EXECUTION_DURATION)}",
         "s",
         (
             _Query(
-                f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {_OUTCOME}) "
-                f"(rate({bucket}{_m(**selector)}[$__rate_interval])))",
+                f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {_OUTCOME}) ({rate}))",
                 f"{{{{{_POLICY}}}}} {{{{{_OUTCOME}}}}}",
                 exemplar=True,
             ),
@@ -629,7 +658,6 @@ def _rate_limiter_permits(selector: dict[str, str]) -> _Panel:
 
 
 def _rate_limiter_wait(selector: dict[str, str]) -> _Panel:
-    wait = naming.series(sc.RL_WAIT_METRIC, "bucket")
     return _Panel(
         "timeseries",
         "Permit wait p50 / p95 / p99",
@@ -637,7 +665,7 @@ def _rate_limiter_wait(selector: dict[str, str]) -> _Panel:
         "recorded: a limiter with max_wait > 0 that had no permit free). 0 when no call waited. "
         "Exemplars link to the waiting call's trace.",
         "s",
-        _quantiles(wait, _m(**selector), _POLICY, f"{{{{{_POLICY}}}}}", or_zero=True),
+        _quantiles(sc.RL_WAIT_METRIC, _m(**selector), _POLICY, f"{{{{{_POLICY}}}}}", or_zero=True),
         width=24,
         min=0,
     )
@@ -781,6 +809,7 @@ def _hedge_latency(selector: dict[str, str]) -> _Panel:
     bucket = naming.series(sc.ATTEMPT_DURATION, "bucket")
     attempt_type = naming.label(sc.ATTEMPT_TYPE)
     typed = _m(**selector, **{attempt_type: "~.+"})
+    rate = _histogram_rate(sc.ATTEMPT_DURATION, "bucket", typed)
     return _Panel(
         "timeseries",
         "Attempt latency p95: originals and hedges",
@@ -788,14 +817,11 @@ def _hedge_latency(selector: dict[str, str]) -> _Panel:
         "a hedge that is as slow as the original it races does not cut the tail (the slowness is the "
         "dependency's, not one call's). An attempt cancelled because the other won ends early, so "
         "the loser's percentile is a floor. One series at 0 while no hedged attempt ended. From "
-        f"`{bucket}` ({attempt_type} set).",
+        f"`{bucket}` ({attempt_type} set). {_in_process_note(sc.ATTEMPT_DURATION)}",
         "s",
         (
             _Query(
-                _or_zero(
-                    f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {attempt_type}) "
-                    f"(rate({bucket}{typed}[$__rate_interval])))"
-                ),
+                _or_zero(f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {attempt_type}) ({rate}))"),
                 f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
                 exemplar=True,
             ),
@@ -1028,7 +1054,6 @@ def _circuit_breakers() -> _Dashboard:
 def _retry_panels() -> tuple[_Panel, ...]:
     retries = naming.series(sc.RETRIES)
     exhausted = naming.series(sc.RETRY_EXHAUSTED)
-    delay = naming.series(sc.RETRY_DELAY_METRIC, "bucket")
     stop = naming.label(sc.RETRY_STOP_REASON)
     sel = _m(**_POLICY_SEL)
     return (
@@ -1064,7 +1089,7 @@ def _retry_panels() -> tuple[_Panel, ...]:
             "Backoff delay p50 / p95 / p99",
             "Backoff delays before retries, by policy. Exemplars link to the retried trace.",
             "s",
-            _quantiles(delay, sel, _POLICY, f"{{{{{_POLICY}}}}}"),
+            _quantiles(sc.RETRY_DELAY_METRIC, sel, _POLICY, f"{{{{{_POLICY}}}}}"),
             width=24,
         ),
     )
@@ -1239,6 +1264,7 @@ def _recovery() -> _Dashboard:
     kind = naming.label(sc.ALERT_KIND)
     severity = naming.label(sc.ALERT_SEVERITY)
     failure = "~" + naming.one_of(sc.OUTCOME, *sorted(sc.ERROR_OUTCOMES))
+    failures = _histogram_rate(sc.EXECUTION_DURATION, "count", _m(**_POLICY_SEL, **{_OUTCOME: failure}))
     return _Dashboard(
         "otel-resilience-recovery.json",
         "otel-resilience-recovery",
@@ -1292,17 +1318,12 @@ def _recovery() -> _Dashboard:
                         "Failures by error type",
                         "Executions that ended in an error per second (outcome failure, rejected or "
                         f"timeout), by policy and exception class (`error.type`); one series at 0 when none "
-                        f"failed. From `{count}`.",
+                        f"failed. From `{count}`. "
+                        f"{_in_process_note(sc.EXECUTION_DURATION, 'count', exemplars=False)}",
                         "ops",
                         (
                             _Query(
-                                _or_zero(
-                                    _rate(
-                                        count,
-                                        _m(**_POLICY_SEL, **{_OUTCOME: failure}),
-                                        (_POLICY, _ERROR_TYPE),
-                                    )
-                                ),
+                                _or_zero(f"sum by ({_POLICY}, {_ERROR_TYPE}) ({failures})"),
                                 f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
                             ),
                         ),

@@ -472,3 +472,197 @@ def test_every_panel_that_reads_a_rule_says_which_rules_file_it_needs(dashboards
                 assert "alerts/rules.yml" in panel["description"], panel["title"]
                 assert f"| {dashboard['title']} | {panel['title']} |" in readme, panel["title"]
     assert seen >= 10
+
+
+_HISTOGRAM_PARTS = ("bucket", "sum", "count")
+"""The series of a histogram, in the order of its in-process counters in sc.IN_PROCESS_HISTOGRAMS."""
+IN_PROCESS_PAIRS = {
+    naming.series(histogram, part): naming.series(counter)
+    for histogram, counters in sc.IN_PROCESS_HISTOGRAMS.items()
+    for part, counter in zip(_HISTOGRAM_PARTS, counters, strict=True)
+}
+"""Each series of a duration histogram -> the counter series that exports it when kept in process."""
+
+
+def _selectors(series: str, expr: str) -> list[str]:
+    """The label selectors ``series`` is queried with in ``expr``."""
+    return re.findall(rf"(?<![\w:]){re.escape(series)}(\{{[^}}]*\}})", expr)
+
+
+def duration_targets(dashboard, recorded):
+    """Every panel target that queries a duration histogram series, with what it lacks of the in-process form.
+
+    Returns ``(panel title, refId, problems)`` per target: a histogram series queried without its
+    in-process counter series, or with another selector.
+    """
+    known = checks.known_series(recorded)
+    found = []
+    for panel in panels(dashboard):
+        for target in panel["targets"]:
+            queried = checks.analyse(target["expr"], known).series
+            problems = []
+            for histogram in sorted(queried & IN_PROCESS_PAIRS.keys()):
+                in_process = IN_PROCESS_PAIRS[histogram]
+                if in_process not in queried:
+                    problems.append(f"{histogram} without {in_process}")
+                elif _selectors(histogram, target["expr"]) != _selectors(in_process, target["expr"]):
+                    problems.append(f"{histogram} and {in_process} with other selectors")
+            if queried & IN_PROCESS_PAIRS.keys():
+                found.append((panel["title"], target["refId"], problems))
+    return found
+
+
+def test_the_in_process_pairs_come_from_the_registry():
+    """Bucket, sum and count of both duration histograms, each to a counter of the registry."""
+    assert set(sc.IN_PROCESS_HISTOGRAMS) == {sc.EXECUTION_DURATION, sc.ATTEMPT_DURATION}
+    assert len(IN_PROCESS_PAIRS) == 6
+    assert IN_PROCESS_PAIRS[naming.series(sc.EXECUTION_DURATION, "bucket")] == naming.series(
+        sc.EXECUTION_LATENCY_BUCKETS
+    )
+    assert set(IN_PROCESS_PAIRS.values()) <= naming.derived_series()
+
+
+def test_every_duration_panel_also_queries_the_in_process_histogram(dashboards, recorded):
+    """A panel that reads a duration histogram reads its in-process counters too, with the same selector,
+    so a service that keeps its histograms in process (instrument(in_process_histograms=True)) shows."""
+    checked = []
+    for name, dashboard in dashboards.items():
+        for title, ref, problems in duration_targets(dashboard, recorded):
+            checked.append((name, title, ref))
+            assert problems == [], (name, title, ref)
+    # The latency panels of the overview and of retries/timeouts, hedge latency, failures by error type.
+    assert len(checked) >= 10, checked
+    assert {title for _, title, _ in checked} == {
+        "Latency p50 / p95 / p99 by policy",
+        "Latency p95 by outcome",
+        "Attempt latency p95: originals and hedges",
+        "Failures by error type",
+    }
+
+
+def test_a_duration_panel_without_the_in_process_histogram_fails_the_check(dashboards, recorded):
+    """The check bites: a duration query that lost its in-process half, or queries it elsewhere, is reported."""
+    bucket = naming.series(sc.EXECUTION_DURATION, "bucket")
+    in_process = naming.series(sc.EXECUTION_LATENCY_BUCKETS)
+    broken = copy.deepcopy(dashboards["otel-resilience-overview.json"])
+    target = by_title(broken, "Latency p95 by outcome")["targets"][0]
+    target["expr"], count = re.subn(rf" or rate\({in_process}\{{[^}}]*\}}\[[^\]]*\]\)", "", target["expr"])
+    assert count == 1
+    assert ("Latency p95 by outcome", "A", [f"{bucket} without {in_process}"]) in duration_targets(
+        broken, recorded
+    )
+    other = copy.deepcopy(dashboards["otel-resilience-overview.json"])
+    target = by_title(other, "Latency p95 by outcome")["targets"][0]
+    target["expr"] = target["expr"].replace(f"{in_process}{{", f'{in_process}{{resilience_pattern="retry", ')
+    assert ("Latency p95 by outcome", "A", [f"{bucket} and {in_process} with other selectors"]) in (
+        duration_targets(other, recorded)
+    )
+
+
+def test_duration_queries_keep_their_exemplars_and_name_the_in_process_form(dashboards):
+    """The quantile targets still ask for exemplars (from the SDK histogram); descriptions name the in-process
+    series and, for the quantiles, that it has no exemplars."""
+    retries = dashboards["otel-resilience-retries-timeouts.json"]
+    for title in ("Latency p50 / p95 / p99 by policy", "Latency p95 by outcome"):
+        panel = by_title(retries, title)
+        assert all(t.get("exemplar") is True for t in panel["targets"]), title
+        assert f"`{naming.series(sc.EXECUTION_LATENCY_BUCKETS)}`" in panel["description"], title
+        assert "in_process_histograms=True" in panel["description"], title
+        assert "no exemplars" in panel["description"], title
+    hedges = by_title(retries, "Attempt latency p95: originals and hedges")
+    assert f"`{naming.series(sc.ATTEMPT_LATENCY_BUCKETS)}`" in hedges["description"]
+    assert hedges["targets"][0]["exemplar"] is True
+    failures = by_title(dashboards["otel-resilience-recovery.json"], "Failures by error type")
+    assert f"`{naming.series(sc.EXECUTION_LATENCY_COUNT)}`" in failures["description"]
+
+
+_MODE_SERIES = {
+    "histogram": lambda histogram, part: naming.series(histogram, part),
+    "in process": lambda histogram, part: IN_PROCESS_PAIRS[naming.series(histogram, part)],
+}
+_BUCKETS = (("0.05", "0+0x20"), ("0.1", "0+60x20"), ("1.0", "0+60x20"), ("+Inf", "0+60x20"))
+"""Per instance: one value per second, every one between 0.05 and 0.1 s (bounds as Prometheus writes them)."""
+_DURATION_CASES = {
+    # (dashboard, panel, refId): (histogram, part, expected labels, value per instance or quantile)
+    "p95 by policy": (
+        "otel-resilience-overview.json",
+        "Latency p50 / p95 / p99 by policy",
+        "B",
+        sc.EXECUTION_DURATION,
+        "bucket",
+        '{resilience_policy="p"}',
+        None,
+    ),
+    "p95 by outcome": (
+        "otel-resilience-retries-timeouts.json",
+        "Latency p95 by outcome",
+        "A",
+        sc.EXECUTION_DURATION,
+        "bucket",
+        '{resilience_policy="p", resilience_outcome="failure"}',
+        None,
+    ),
+    "hedge latency": (
+        "otel-resilience-retries-timeouts.json",
+        "Attempt latency p95: originals and hedges",
+        "A",
+        sc.ATTEMPT_DURATION,
+        "bucket",
+        '{resilience_policy="p", resilience_attempt_type="hedge"}',
+        None,
+    ),
+    "failures by error type": (
+        "otel-resilience-recovery.json",
+        "Failures by error type",
+        "A",
+        sc.EXECUTION_DURATION,
+        "count",
+        '{resilience_policy="p", error_type="ConnectionError"}',
+        1.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("modes", [("histogram",), ("in process",), ("histogram", "in process")])
+@pytest.mark.parametrize("case", sorted(_DURATION_CASES))
+def test_duration_panels_show_the_same_in_either_mode(promtool, dashboards, tmp_path, case, modes):
+    """Prometheus answers a duration panel the same from the SDK histogram, from the in-process counters (their
+    cumulative le buckets), and from a service whose instances use one each (summed)."""
+    name, title, ref, histogram, part, labels, per_instance = _DURATION_CASES[case]
+    (target,) = [t for t in by_title(dashboards[name], title)["targets"] if t["refId"] == ref]
+    common = (
+        'job="svc", resilience_policy="p", resilience_pattern="retry", resilience_name="p", '
+        'resilience_outcome="failure", error_type="ConnectionError", resilience_attempt_type="hedge"'
+    )
+    inputs = []
+    for instance, mode in enumerate(modes):
+        series = _MODE_SERIES[mode](histogram, part)
+        where = f'{common}, instance="i{instance}"'
+        if part == "bucket":
+            inputs += [{"series": f'{series}{{{where}, le="{le}"}}', "values": v} for le, v in _BUCKETS]
+        else:
+            inputs.append({"series": f"{series}{{{where}}}", "values": "0+60x20"})
+    # A quantile inside the 0.05-0.1 s bucket (linear interpolation); a rate adds up over the instances.
+    value = 0.05 + 0.05 * 0.95 if per_instance is None else per_instance * len(modes)
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": [
+                    {
+                        "expr": _all(target["expr"]),
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": labels, "value": value}],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "modes.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, (case, modes, _all(target["expr"]), result.stdout + result.stderr)

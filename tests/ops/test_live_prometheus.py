@@ -6,6 +6,9 @@ bulkhead). Prometheus (scrape and rule interval 1 s) loads alerts/rules.yml. Eve
 expression, with Grafana's variables set to "All", is then sent to Prometheus' query API: each
 must be accepted, and the panels that must show data while such traffic flows must not be empty
 (an empty result means a wrong metric or label name).
+
+All of it runs twice: with the duration histograms recorded through the SDK, and kept in process
+(``instrument(in_process_histograms=True)``, exported as counters), whose panels must show the same.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from otel_resilience import (
     RetryPolicy,
 )
 from otel_resilience.ops import alert_rules as ar
-from otel_resilience.ops import checks
+from otel_resilience.ops import checks, naming
 from otel_resilience.patterns.retry import Jitter
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 
 ALL = ".*"
@@ -105,15 +109,21 @@ def query(base: str, expr: str) -> dict:
             return {"status": "unavailable", "error": body}
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["sdk-histograms", "in-process-histograms"])
+def in_process_histograms(request) -> bool:
+    """Whether the service keeps its duration histograms in process (instrument(in_process_histograms=True))."""
+    return bool(request.param)
+
+
 @pytest.fixture(scope="module")
-def service_metrics():
+def service_metrics(in_process_histograms):
     """The library's /metrics on 127.0.0.1, with calls flowing through a full policy in a thread."""
     had_default = current_listener() is not None
     registry = CollectorRegistry()
     provider = MeterProvider(
         metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
     )
-    instrument(meter_provider=provider)
+    instrument(meter_provider=provider, in_process_histograms=in_process_histograms)
     clock = FakeClock(1000.0)
     alerts = AlertSystem(clock=clock)  # not the process-wide one: other tests count its alerts
     manager = ResilienceManager(clock=clock, alert_system=alerts)
@@ -247,6 +257,21 @@ def test_every_dashboard_query_runs_on_real_prometheus_with_data(prometheus, das
                     empty.append((dashboard["uid"], panel["title"], target["expr"]))
     assert rejected == []
     assert empty == []
+
+
+def test_the_duration_panels_read_the_form_the_service_exports(prometheus, in_process_histograms):
+    """The service exports its execution and attempt durations as the SDK histograms or as the in-process
+    counters, never both: the latency panels that showed data above read the form of this mode."""
+    for histogram, (buckets, _, _) in sc.IN_PROCESS_HISTOGRAMS.items():
+        exported = {}
+        for form, series in (
+            ("sdk", naming.series(histogram, "bucket")),
+            ("in process", naming.series(buckets)),
+        ):
+            result = query(prometheus, f'count({series}{{job="shop"}})')
+            assert result["status"] == "success", result
+            exported[form] = bool(result["data"]["result"])
+        assert exported == {"sdk": not in_process_histograms, "in process": in_process_histograms}, histogram
 
 
 def test_recorded_series_carry_the_service_label(prometheus):
