@@ -12,7 +12,9 @@ Workloads (``s`` prefix: the sync driver): ``bare``/``sbare`` (the bare call), `
 ``floor``/``sfloor`` (the hand-written floor, ``_floor.py``); with the OpenTelemetry SDK, a
 sampled parent span and a span exporter: ``sdk``/``ssdk`` (ours, traces and metrics) and
 ``sdk_floor``/``ssdk_floor`` (the floor in a hand-written span + histogram); the same under 1 %
-root sampling and no parent: ``root1``/``sroot1`` and ``root1_floor``/``sroot1_floor``.
+root sampling and no parent: ``root1``/``sroot1`` and ``root1_floor``/``sroot1_floor``; ours
+with the duration histograms kept in process (``in_process_histograms=True``): ``sdk_inproc``/
+``ssdk_inproc`` and ``root1_inproc``/``sroot1_inproc``.
 The breaker rows, no SDK: ``closed``/``sclosed`` (``CircuitBreaker.protect``, closed),
 ``open``/``sopen`` (open: every call rejected), each with ``_off`` for telemetry off (every
 listener removed from the hub), and circuitbreaker 2.1.3's ``cb_closed``/``scb_closed`` and
@@ -27,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,20 @@ import otel_resilience as orr
 from otel_resilience.engine.events import HUB
 
 BREAKER_KINDS = frozenset(("closed", "closed_off", "open", "open_off", "cb_closed", "cb_open"))
-KINDS = frozenset(("bare", "full", "floor", "sdk", "sdk_floor", "root1", "root1_floor", *BREAKER_KINDS))
+KINDS = frozenset(
+    (
+        "bare",
+        "full",
+        "floor",
+        "sdk",
+        "sdk_inproc",
+        "sdk_floor",
+        "root1",
+        "root1_inproc",
+        "root1_floor",
+        *BREAKER_KINDS,
+    )
+)
 """The async workloads; each with an ``s`` prefix is its sync twin."""
 CREATION = frozenset(("screate", "spb_create"))
 """The sync-only workloads that create a breaker per operation."""
@@ -146,7 +163,14 @@ def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
 
     tracer_provider, meter_provider, exporter = _sdk(root_sampling=kind.startswith("root1"))
     if not kind.endswith("floor"):
-        HUB.add_listener(OtelListener(tracer_provider=tracer_provider, meter_provider=meter_provider))
+        in_process = kind.endswith("_inproc")  # the duration histograms kept in process
+        HUB.add_listener(
+            OtelListener(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                in_process_histograms=in_process,
+            )
+        )
         return orr.resilient(our_full_config("instructions"))(fn), is_async, exporter
     histogram = meter_provider.get_meter("bench.hand").create_histogram("bench.hand.duration", unit="s")
     tracer = tracer_provider.get_tracer("bench.hand")
@@ -158,14 +182,20 @@ def build(workload: str) -> tuple[Callable[[], Any], bool, Any]:
 
 
 def main() -> None:
-    """``instructions.py WORKLOAD CALLS``: run the workload's operation CALLS times."""
+    """``instructions.py WORKLOAD CALLS [--wall]``: run the workload's operation CALLS times.
+
+    With ``--wall``, the calls are timed (``time.perf_counter``) in 7 chunks of CALLS after a
+    warm-up of CALLS / 4, and the median microseconds per call is printed: run rows in turns, each
+    in its own process, to compare them by wall clock.
+    """
     workload, calls = sys.argv[1], int(sys.argv[2])
+    wall = "--wall" in sys.argv[3:]
     operation, is_async, exporter = (
         (_creation(workload), False, None) if workload in CREATION else build(workload)
     )
 
-    async def run_async() -> None:
-        for i in range(calls):
+    async def run_async(count: int) -> None:
+        for i in range(count):
             try:  # noqa: SIM105 - a with statement would cost two calls per operation
                 await operation()
             except Exception:  # the open rows' rejections
@@ -173,16 +203,25 @@ def main() -> None:
             if exporter is not None and i % 500 == 0:
                 exporter.clear()
 
-    if is_async:
-        asyncio.run(run_async())
+    def run_sync(count: int) -> None:
+        for i in range(count):
+            try:  # noqa: SIM105 - a with statement would cost two calls per operation
+                operation()
+            except Exception:  # the open rows' rejections
+                pass
+            if exporter is not None and i % 500 == 0:
+                exporter.clear()
+
+    def run(count: int) -> float:
+        start = time.perf_counter()
+        asyncio.run(run_async(count)) if is_async else run_sync(count)
+        return time.perf_counter() - start
+
+    if not wall:
+        run(calls)
         return
-    for i in range(calls):
-        try:  # noqa: SIM105 - a with statement would cost two calls per operation
-            operation()
-        except Exception:  # the open rows' rejections
-            pass
-        if exporter is not None and i % 500 == 0:
-            exporter.clear()
+    run(max(1, calls // 4))
+    print(f"{workload} {statistics.median(run(calls) for _ in range(7)) / calls * 1e6:.2f} us per call")
 
 
 if __name__ == "__main__":
