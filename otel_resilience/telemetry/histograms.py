@@ -38,7 +38,8 @@ __all__ = ["SERIES_LIMIT", "InProcessHistogram"]
 SERIES_LIMIT: Final = 2000
 """The attribute sets one histogram keeps apart (the SDK's default cardinality limit); the values
 of any further set go to one overflow series marked ``otel.metric.overflow``."""
-_OVERFLOW: Final[Attrs] = {sc.METRIC_OVERFLOW: True}
+_OVERFLOW_KEY: Final = frozenset({(sc.METRIC_OVERFLOW, True)})
+"""The attribute set of the overflow series."""
 
 
 class _Series:
@@ -47,7 +48,7 @@ class _Series:
     __slots__ = ("attributes", "counts", "total")
 
     def __init__(self, attributes: Attrs, buckets: int) -> None:
-        self.attributes = attributes  # kept: the series is found by the identity of this dict
+        self.attributes = attributes
         self.counts = [0] * buckets
         self.total = 0.0
 
@@ -55,10 +56,11 @@ class _Series:
 class InProcessHistogram:
     """A histogram of durations (seconds) kept in process, per attribute set.
 
-    :meth:`record` takes the SDK ``Histogram.record`` arguments. An attribute set is found by the
-    identity of its dict (the listener passes the same cached dict for the same set, see
-    :class:`~otel_resilience.telemetry.scopes.SourceInfo`), and sets of equal content are merged
-    when read. Thread-safe: every method holds the histogram's lock while it touches the counts.
+    :meth:`record` takes the SDK ``Histogram.record`` arguments. An attribute set is one series
+    by its content; the dict a record names is found first by its identity (the listener passes
+    the same cached dict for the same set, see
+    :class:`~otel_resilience.telemetry.scopes.SourceInfo`), so a record builds nothing once its
+    dict was seen. Thread-safe: every method holds the histogram's lock while it touches the counts.
 
     Args:
         boundaries: The increasing upper bounds of the buckets (a value equal to a bound is in
@@ -69,7 +71,7 @@ class InProcessHistogram:
         ValueError: ``boundaries`` is empty or not strictly increasing, or ``limit`` is below 1.
     """
 
-    __slots__ = ("_bounds", "_labels", "_limit", "_lock", "_series")
+    __slots__ = ("_bounds", "_by_content", "_by_dict", "_labels", "_limit", "_lock")
 
     def __init__(self, boundaries: Sequence[float], limit: int = SERIES_LIMIT) -> None:
         bounds = tuple(float(bound) for bound in boundaries)
@@ -83,56 +85,51 @@ class InProcessHistogram:
         self._labels = (*(repr(bound) for bound in bounds), "+Inf")
         self._limit = limit
         self._lock = threading.Lock()
-        self._series: dict[int, _Series] = {}
+        self._by_content: dict[frozenset[tuple[str, object]], _Series] = {}
+        self._by_dict: dict[int, tuple[Attrs, _Series]] = {}
+        """The series of each attribute dict seen, by its ``id`` (the entry keeps the dict alive,
+        so the id is not reused while it is here): a cache of :meth:`_find_locked`, cleared when
+        it outgrows the series (dicts the listener dropped and made again)."""
 
     def record(self, value: float, attributes: Attrs) -> None:
         """Count ``value`` (seconds) in its bucket of the series of ``attributes``."""
         lock = self._lock
         lock.acquire()  # not `with`: on every execution, half the cost
         try:
-            series = self._series.get(id(attributes))
-            if series is None:
-                series = self._new_series_locked(attributes)
+            seen = self._by_dict.get(id(attributes))
+            series = self._find_locked(attributes) if seen is None else seen[1]
             series.counts[bisect.bisect_left(self._bounds, value)] += 1
             series.total += value
         finally:
             lock.release()
 
-    def _new_series_locked(self, attributes: Attrs) -> _Series:
-        """The series of a new attribute set, or the overflow series past the limit."""
-        if len(self._series) >= self._limit:
-            attributes = _OVERFLOW
-            found = self._series.get(id(attributes))
-            if found is not None:
-                return found
-        series = self._series[id(attributes)] = _Series(attributes, len(self._bounds) + 1)
+    def _find_locked(self, attributes: Attrs) -> _Series:
+        """The series of a dict not seen yet: its set's, a new one, or past the limit the overflow's."""
+        key = frozenset(attributes.items())
+        series = self._by_content.get(key)
+        if series is None:
+            if len(self._by_content) >= self._limit:
+                key = _OVERFLOW_KEY
+                series = self._by_content.get(key)
+            if series is None:
+                series = self._by_content[key] = _Series(dict(key), len(self._bounds) + 1)
+        if len(self._by_dict) >= 4 * self._limit:
+            self._by_dict.clear()
+        self._by_dict[id(attributes)] = (attributes, series)
         return series
 
-    def _merged(self) -> list[tuple[Attrs, list[int], float]]:
-        """Each attribute set's bucket counts and sum, sets of equal content merged."""
+    def _read(self) -> list[tuple[Attrs, list[int], float]]:
+        """Each attribute set's bucket counts and sum, copied under the lock."""
         with self._lock:
-            found = [
-                (series.attributes, list(series.counts), series.total) for series in self._series.values()
+            return [
+                (series.attributes, list(series.counts), series.total) for series in self._by_content.values()
             ]
-        merged: dict[frozenset[tuple[str, object]], tuple[Attrs, list[int], float]] = {}
-        for attributes, counts, total in found:
-            key = frozenset(attributes.items())
-            seen = merged.get(key)
-            if seen is None:
-                merged[key] = (attributes, counts, total)
-            else:
-                merged[key] = (
-                    seen[0],
-                    [a + b for a, b in zip(seen[1], counts, strict=True)],
-                    seen[2] + total,
-                )
-        return list(merged.values())
 
     def buckets(self) -> list[Observation]:
         """The cumulative count of the values at most each bound, per set (``le``; ``+Inf``: all)."""
         observations = []
         bound = sc.BUCKET_BOUND
-        for attributes, counts, _ in self._merged():
+        for attributes, counts, _ in self._read():
             running = 0
             for label, count in zip(self._labels, counts, strict=True):
                 running += count
@@ -141,8 +138,8 @@ class InProcessHistogram:
 
     def sums(self) -> list[Observation]:
         """The sum of the values, per set."""
-        return [Observation(total, attributes) for attributes, _, total in self._merged()]
+        return [Observation(total, attributes) for attributes, _, total in self._read()]
 
     def counts(self) -> list[Observation]:
         """How many values, per set."""
-        return [Observation(sum(counts), attributes) for attributes, counts, _ in self._merged()]
+        return [Observation(sum(counts), attributes) for attributes, counts, _ in self._read()]

@@ -101,8 +101,8 @@ def test_records_from_many_threads_are_all_counted() -> None:
     assert {o.attributes[sc.BUCKET_BOUND]: o.value for o in histogram.buckets()}["0.5"] == 16000
 
 
-def test_equal_attribute_sets_merge_and_sets_past_the_limit_overflow() -> None:
-    """Two dicts of equal content are one series; sets past the limit share the overflow series."""
+def test_equal_attribute_sets_share_a_series_and_sets_past_the_limit_overflow() -> None:
+    """A set is one series however many dicts name it; sets past the limit share the overflow series."""
     histogram = InProcessHistogram((1.0,), limit=2)
     histogram.record(0.5, {sc.POLICY: "a"})
     histogram.record(0.5, {sc.POLICY: "a"})  # another dict, the same set
@@ -112,8 +112,20 @@ def test_equal_attribute_sets_merge_and_sets_past_the_limit_overflow() -> None:
     counts = {frozenset(o.attributes.items()): o.value for o in histogram.counts()}
     assert counts == {
         frozenset({sc.POLICY: "a"}.items()): 2,
-        frozenset({sc.METRIC_OVERFLOW: True}.items()): 3,  # "a" twice took both places
+        frozenset({sc.POLICY: "b"}.items()): 1,
+        frozenset({sc.METRIC_OVERFLOW: True}.items()): 2,
     }
+
+
+def test_dicts_made_again_and_again_neither_overflow_nor_pile_up() -> None:
+    """A listener that drops its cached dicts and makes new ones (many sources) keeps one series per
+    set, and the histogram keeps no more than a bounded number of the dicts it has seen."""
+    histogram = InProcessHistogram((1.0,), limit=3)
+    for _ in range(100):
+        for policy in ("a", "b"):
+            histogram.record(0.5, {sc.POLICY: policy})  # a new dict every time
+    assert {o.attributes[sc.POLICY]: o.value for o in histogram.counts()} == {"a": 100, "b": 100}
+    assert len(histogram._by_dict) <= 4 * 3
 
 
 @pytest.mark.parametrize(
