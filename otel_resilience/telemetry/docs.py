@@ -115,7 +115,11 @@ series is, so `histogram_quantile(0.95, sum by (le) (rate(resilience_execution_l
 reads it, and the shipped dashboards read either form. What it costs: no exemplars (no link from a
 slow bucket to its trace); a backend other than Prometheus sees three counters, not a histogram;
 the bounds are the ones above, which Views do not change; past 2 000 attribute sets per histogram
-the rest go to one series marked `otel.metric.overflow` (the SDK's default limit). With the SDK,
+the rest go to one series marked `otel.metric.overflow` (the SDK's default limit); and each
+collection reads 18 observations per attribute set (16 buckets, the sum, the count) through the
+SDK's observable path: 1 000 policies called once each collect in 0.24 s, against 0.08 s with
+the SDK's histograms, so at a 60 s export interval it pays for itself from about 7 calls per
+policy per minute. With the SDK,
 a full pipeline's call costs about 0.9x a hand-written span + histogram this way, against 1.5x
 through the SDK's histograms (docs/benchmarks.md, "Round 16").
 
