@@ -142,7 +142,17 @@ def test_the_instruction_count_driver_runs_its_workloads_and_refuses_others() ->
     floor, the SDK rows, our breaker rows and our creation row (circuitbreaker's and pybreaker's
     need the bench extra), async and sync, and names a workload it does not know."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "instructions.py"
-    for workload in ("ssdk", "root1_floor", "closed_off", "sopen", "open", "sclosed", "screate", "nope"):
+    for workload in (
+        "ssdk",
+        "ssdk_inproc",
+        "root1_floor",
+        "closed_off",
+        "sopen",
+        "open",
+        "sclosed",
+        "screate",
+        "nope",
+    ):
         done = subprocess.run(
             [sys.executable, str(script), workload, "3"], capture_output=True, text=True, check=False
         )
@@ -151,3 +161,12 @@ def test_the_instruction_count_driver_runs_its_workloads_and_refuses_others() ->
             assert "unknown workload 'nope'" in done.stderr
         else:
             assert done.returncode == 0, done.stderr
+    timed = subprocess.run(
+        [sys.executable, str(script), "sdk_inproc", "4", "--wall"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert timed.returncode == 0, timed.stderr
+    assert timed.stdout.startswith("sdk_inproc "), timed.stdout
+    assert timed.stdout.endswith(" us per call\n"), timed.stdout

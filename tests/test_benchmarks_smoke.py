@@ -98,7 +98,26 @@ def test_breaker_creation_is_timed_in_turns_with_a_ratio_row_per_peer(quick_run)
     ratios = {m["subject"]: m["value"] for m in creating if m["unit"] == "x"}
     ours = "otel_resilience CircuitBreaker(name)"
     assert ours in times
-    peers = set(times) - {ours}
-    assert peers, "no peer breaker was timed: the bench extra is missing"
+    peers = set(times) - {ours}  # none without the bench extra
     assert set(ratios) == {f"time, otel_resilience over {peer}" for peer in peers}
     assert all(math.isfinite(value) and value > 0 for value in (*times.values(), *ratios.values()))
+
+
+def test_paired_creation_times_every_factory_in_each_round_and_pairs_the_ratios():
+    """Every factory is timed once per round, names are fresh, and a ratio is the median of the
+    rounds' ratios (the first factory over each other one)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from _memory import paired_creation_us  # noqa: PLC0415 - the harness's own module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    made: dict[str, list[str]] = {"a": [], "b": []}
+    medians, ratios = paired_creation_us(
+        [("a", lambda name: made["a"].append(name)), ("b", lambda name: made["b"].append(name))], 50, runs=3
+    )
+    assert set(medians) == {"a", "b"}
+    assert set(ratios) == {"b"}
+    assert all(math.isfinite(value) and value > 0 for value in (*medians.values(), *ratios.values()))
+    for names in made.values():
+        assert len(names) == 150
+        assert len(set(names)) == 150  # a new name for every object
