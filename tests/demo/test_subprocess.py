@@ -94,6 +94,41 @@ def test_the_demo_serves_metrics_and_exits_cleanly_on_a_signal(
     assert _scrape(url) == ""  # the server is gone
 
 
+def test_the_demo_serves_the_in_process_histograms_when_the_environment_asks(
+    free_port: int, tmp_path: Path
+) -> None:
+    """OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS=true: /metrics serves the latency counters (cumulative
+    by le), not the SDK's duration histogram, and the run ends as usual."""
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS="true"
+    )
+    command = [sys.executable, "-m", "otel_resilience", "demo", "--scenario", "steady", "--duration", "60"]
+    command += ["--time-scale", "0.01", "--port", str(free_port)]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    bucket = re.compile(r'resilience_execution_latency_bucket_total\{[^}]*le="\+Inf"[^}]*\} [1-9]')
+    try:
+        url = f"http://127.0.0.1:{free_port}/metrics"
+        deadline = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < deadline and process.poll() is None:
+            text = _scrape(url)
+            if bucket.search(text):
+                break
+            time.sleep(0.1)
+        assert bucket.search(text), text[-2000:]
+        assert "resilience_execution_latency_count_total{" in text
+        assert "resilience_execution_duration_seconds_bucket{" not in text
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, err
+
+
 def test_the_library_and_the_command_never_load_the_demo_dependencies() -> None:
     """`import otel_resilience` and building the CLI load neither the demo nor its extra dependencies."""
     code = (
