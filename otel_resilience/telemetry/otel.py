@@ -67,11 +67,11 @@ from otel_resilience.telemetry.providers import VERSION
 from otel_resilience.telemetry.scopes import (
     AttemptScope,
     Scope,
-    SourceInfo,
     SourceInfos,
     current_key,
     enter_key,
     error_type_of,
+    event_span,
     finish_span,
     leave_key,
     open_attempt_span,
@@ -110,10 +110,8 @@ class OtelListener:
             description (default ``False``: messages may hold user data).
         spans: Whether sources open spans and add span events (default ``True``).
         record_duration: Whether sources record the duration histograms (default ``True``).
-        in_process_histograms: Whether the two duration histograms are kept in process and
-            exported through observable counters at collection (default ``False``: recorded
-            through the SDK's histogram on every call; see
-            :mod:`otel_resilience.telemetry.histograms` for what each way costs).
+        in_process_histograms: Whether the duration histograms are kept in process (default
+            ``False``: the SDK's; see :mod:`otel_resilience.telemetry.histograms`).
         hub: The hub whose error count is exported with this listener's own.
 
     Attributes:
@@ -481,20 +479,13 @@ class OtelListener:
             instruments = self._instruments
             if instruments is not None:
                 binding.record_metrics(instruments, plan, info, values, current_key(info.policy))
-            span = self._event_span(info)
+            span = event_span(self._tracer, info)
             if span is not None:
                 binding.add_span_event(span, plan, info, values)
             if plan.log is not None:
                 self._emit_log(binding.log_record(plan.log, plan, info, values, args))
         except Exception:  # noqa: BLE001
             self.failed(f"on_event({event.value})")
-
-    def _event_span(self, info: SourceInfo) -> Span | None:
-        """Return the current span if events should be added to it (it is recording)."""
-        if self._tracer is None or not info.spans:
-            return None
-        span = trace.get_current_span()
-        return span if span.is_recording() else None
 
     def _emit_log(self, record: LogRecord) -> None:
         """Emit a log record with an event name (a no-op until a logger provider is set)."""

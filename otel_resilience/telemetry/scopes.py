@@ -40,6 +40,7 @@ __all__ = [
     "current_key",
     "enter_key",
     "error_type_of",
+    "event_span",
     "finish_span",
     "leave_key",
     "open_attempt_span",
@@ -316,6 +317,14 @@ def open_attempt_span(
         set_status_on_exception=False,
     )
     return span, otel_context.attach(trace.set_span_in_context(span, parent_ctx))
+
+
+def event_span(tracer: Tracer | None, info: SourceInfo) -> Span | None:
+    """Return the current span if ``info``'s events should be added to it (it is recording)."""
+    if tracer is None or not info.spans:
+        return None
+    span = trace.get_current_span()
+    return span if span.is_recording() else None
 
 
 def error_type_of(outcome: Outcome, error: BaseException | None) -> str | None:

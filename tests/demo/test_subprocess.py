@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,45 +32,44 @@ def _scrape(url: str) -> str:
         return ""
 
 
+def _scrape_until(url: str, process: subprocess.Popen[str], wanted: re.Pattern[str]) -> str:
+    """Scrape ``url`` until ``wanted`` is in it (20 s at most, while the process runs); the last scrape."""
+    deadline = time.monotonic() + 20
+    text = ""
+    while time.monotonic() < deadline and process.poll() is None:
+        text = _scrape(url)
+        if wanted.search(text):
+            break
+        time.sleep(0.1)
+    return text
+
+
+@contextlib.contextmanager
+def _demo(arguments: list[str], port: int, cwd: Path, **environ: str) -> Iterator[subprocess.Popen[str]]:
+    """``python -m otel_resilience demo ARGUMENTS`` serving /metrics on ``port``; killed if still running."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **environ)
+    command = [sys.executable, "-m", "otel_resilience", "demo", *arguments, "--port", str(port)]
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_demo_serves_metrics_and_exits_cleanly_on_a_signal(
     stop_signal: signal.Signals, free_port: int, tmp_path: Path
 ) -> None:
     """While running, /metrics serves resilience_ series; SIGINT or SIGTERM ends it with status 0 and a summary."""
     summary_path = tmp_path / "summary.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "otel_resilience",
-            "demo",
-            "--scenario",
-            "outage",
-            "--duration",
-            "60",
-            "--time-scale",
-            "0.01",
-            "--port",
-            str(free_port),
-            "--summary-json",
-            str(summary_path),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    arguments = ["--scenario", "outage", "--duration", "60", "--time-scale", "0.01"]
+    with _demo([*arguments, "--summary-json", str(summary_path)], free_port, tmp_path) as process:
         url = f"http://127.0.0.1:{free_port}/metrics"
-        deadline = time.monotonic() + 20
-        text = ""
-        while time.monotonic() < deadline and process.poll() is None:
-            text = _scrape(url)
-            if _TRIPPED.search(text):  # the transition series exist at 0 from the start
-                break
-            time.sleep(0.1)
+        text = _scrape_until(url, process, _TRIPPED)  # the transition series exist at 0 from the start
         assert _TRIPPED.search(text), text[-2000:]
         for series in (
             "resilience_executions_total{",
@@ -79,10 +80,6 @@ def test_the_demo_serves_metrics_and_exits_cleanly_on_a_signal(
             assert series in text, series
         process.send_signal(stop_signal)
         out, err = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
     assert process.returncode == 0, err
     assert "== otel-resilience demo summary: scenario outage, seed 7 ==" in out
     assert "stopped by signal" in out
@@ -99,33 +96,15 @@ def test_the_demo_serves_the_in_process_histograms_when_the_environment_asks(
 ) -> None:
     """OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS=true: /metrics serves the latency counters (cumulative
     by le), not the SDK's duration histogram, and the run ends as usual."""
-    env = dict(
-        os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS="true"
-    )
-    command = [sys.executable, "-m", "otel_resilience", "demo", "--scenario", "steady", "--duration", "60"]
-    command += ["--time-scale", "0.01", "--port", str(free_port)]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
     bucket = re.compile(r'resilience_execution_latency_bucket_total\{[^}]*le="\+Inf"[^}]*\} [1-9]')
-    try:
-        url = f"http://127.0.0.1:{free_port}/metrics"
-        deadline = time.monotonic() + 20
-        text = ""
-        while time.monotonic() < deadline and process.poll() is None:
-            text = _scrape(url)
-            if bucket.search(text):
-                break
-            time.sleep(0.1)
+    arguments = ["--scenario", "steady", "--duration", "60", "--time-scale", "0.01"]
+    with _demo(arguments, free_port, tmp_path, OTEL_RESILIENCE_IN_PROCESS_HISTOGRAMS="true") as process:
+        text = _scrape_until(f"http://127.0.0.1:{free_port}/metrics", process, bucket)
         assert bucket.search(text), text[-2000:]
         assert "resilience_execution_latency_count_total{" in text
         assert "resilience_execution_duration_seconds_bucket{" not in text
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
     assert process.returncode == 0, err
 
 
