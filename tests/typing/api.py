@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opentelemetry.metrics import Observation
+
 from otel_resilience import (
     Bulkhead,
     Chaos,
@@ -41,6 +43,8 @@ from otel_resilience import (
 )
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Step
+from otel_resilience.telemetry import OtelListener, instrument
+from otel_resilience.telemetry.histograms import InProcessHistogram
 
 
 class Audit(Step):
@@ -203,3 +207,12 @@ async def check_named_policies() -> None:
     handles: dict[str, PolicyHandle] = manager.reconfigure_many({"typing-policy": ResilienceConfig()})
     generation: int = handle.generation
     print(a, b, c, d, e, generation, handles, policy.get_stats()["executions"])
+
+
+def check_telemetry_switches() -> None:
+    listener: OtelListener = instrument(in_process_histograms=True, record_duration=True)
+    instrument(in_process_histograms="yes")  # type: ignore[arg-type]
+    histogram = InProcessHistogram((0.1, 1.0), limit=100)
+    histogram.record(0.25, {"resilience.policy": "p"})
+    points: list[Observation] = histogram.buckets() + histogram.sums() + histogram.counts()
+    print(listener, points)
