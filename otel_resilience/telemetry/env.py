@@ -79,7 +79,7 @@ IN_PROCESS_HISTOGRAMS: Final = Switch(
     False,  # noqa: FBT003 - not inverted
     "The two duration histograms are kept in process and exported through observable counters "
     "(`resilience.execution.latency.*`, `resilience.attempt.latency.*`): about 25 times cheaper "
-    "per call than the SDK's histogram, without exemplars.",
+    "per record than the SDK's histogram, without exemplars.",
 )
 SWITCHES: Final = (SPANS_DISABLED, DURATION_DISABLED, RECORD_MESSAGES, IN_PROCESS_HISTOGRAMS)
 """Every switch, in the order docs/telemetry.md lists them."""
