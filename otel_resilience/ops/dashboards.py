@@ -191,11 +191,6 @@ def _rule_note(rule: str) -> str:
     )
 
 
-_HISTOGRAM_PARTS: Final = ("bucket", "sum", "count")
-"""The series of a histogram, in the order of its in-process counters in
-:data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`."""
-
-
 def _histogram_rate(instrument: str, part: str, selector: str) -> str:
     """The per-second rate of one series (``bucket``, ``sum`` or ``count``) of a histogram.
 
@@ -208,13 +203,13 @@ def _histogram_rate(instrument: str, part: str, selector: str) -> str:
     rates = [naming.series(instrument, part)]
     in_process = sc.IN_PROCESS_HISTOGRAMS.get(instrument)
     if in_process is not None:
-        rates.append(naming.series(in_process[_HISTOGRAM_PARTS.index(part)]))
+        rates.append(naming.series(in_process[part]))
     return " or ".join(f"rate({series}{selector}[$__rate_interval])" for series in rates)
 
 
 def _in_process_note(instrument: str, part: str = "bucket", *, exemplars: bool = True) -> str:
     """The description sentence of a panel that reads ``part`` of a histogram kept in process or not."""
-    in_process = naming.series(sc.IN_PROCESS_HISTOGRAMS[instrument][_HISTOGRAM_PARTS.index(part)])
+    in_process = naming.series(sc.IN_PROCESS_HISTOGRAMS[instrument][part])
     note = (
         "A service that keeps its duration histograms in process "
         f"(`instrument(in_process_histograms=True)`) is read from `{in_process}` instead"

@@ -88,12 +88,14 @@ class Observables:
         self, meter: Meter, owner: Owner, histograms: Mapping[str, InProcessHistogram] | None = None
     ) -> None:
         self._owner = owner
-        kept = [
-            (name, read)
-            for histogram, (buckets, total, count) in sc.IN_PROCESS_HISTOGRAMS.items()
-            if (recorder := (histograms or {}).get(histogram)) is not None
-            for name, read in ((buckets, recorder.buckets), (total, recorder.sums), (count, recorder.counts))
-        ]
+        kept: list[tuple[str, Callable[[], list[Observation]]]] = []
+        for histogram, recorder in (histograms or {}).items():
+            counters = sc.IN_PROCESS_HISTOGRAMS[histogram]
+            kept += [
+                (counters["bucket"], recorder.buckets),
+                (counters["sum"], recorder.sums),
+                (counters["count"], recorder.counts),
+            ]
         for name, callback in (
             (sc.EXECUTIONS, self._executions),
             (sc.CB_STATE_METRIC, self._breaker_states),

@@ -474,12 +474,10 @@ def test_every_panel_that_reads_a_rule_says_which_rules_file_it_needs(dashboards
     assert seen >= 10
 
 
-_HISTOGRAM_PARTS = ("bucket", "sum", "count")
-"""The series of a histogram, in the order of its in-process counters in sc.IN_PROCESS_HISTOGRAMS."""
 IN_PROCESS_PAIRS = {
     naming.series(histogram, part): naming.series(counter)
     for histogram, counters in sc.IN_PROCESS_HISTOGRAMS.items()
-    for part, counter in zip(_HISTOGRAM_PARTS, counters, strict=True)
+    for part, counter in counters.items()
 }
 """Each series of a duration histogram -> the counter series that exports it when kept in process."""
 

@@ -262,11 +262,11 @@ def test_every_dashboard_query_runs_on_real_prometheus_with_data(prometheus, das
 def test_the_duration_panels_read_the_form_the_service_exports(prometheus, in_process_histograms):
     """The service exports its execution and attempt durations as the SDK histograms or as the in-process
     counters, never both: the latency panels that showed data above read the form of this mode."""
-    for histogram, (buckets, _, _) in sc.IN_PROCESS_HISTOGRAMS.items():
+    for histogram, counters in sc.IN_PROCESS_HISTOGRAMS.items():
         exported = {}
         for form, series in (
             ("sdk", naming.series(histogram, "bucket")),
-            ("in process", naming.series(buckets)),
+            ("in process", naming.series(counters["bucket"])),
         ):
             result = query(prometheus, f'count({series}{{job="shop"}})')
             assert result["status"] == "success", result

@@ -66,7 +66,7 @@ def in_process_scrape() -> Iterator[str]:
 
 def _exported(*, in_process: bool) -> list[semconv.InstrumentSpec]:
     """The instruments a listener exports: the duration histograms, or their in-process counters."""
-    kept = {name for names in semconv.IN_PROCESS_HISTOGRAMS.values() for name in names}
+    kept = {name for counters in semconv.IN_PROCESS_HISTOGRAMS.values() for name in counters.values()}
     skipped = set(semconv.IN_PROCESS_HISTOGRAMS) if in_process else kept
     return [spec for spec in semconv.INSTRUMENTS if spec.name not in skipped]
 

@@ -305,7 +305,7 @@ def test_the_keyed_attributes_are_on_the_instruments_a_top_keys_panel_reads():
     assert keyed == {
         sc.EXECUTIONS,
         sc.EXECUTION_DURATION,
-        *sc.IN_PROCESS_HISTOGRAMS[sc.EXECUTION_DURATION],  # its in-process form
+        *sc.IN_PROCESS_HISTOGRAMS[sc.EXECUTION_DURATION].values(),  # its in-process form
         sc.REJECTIONS,
         sc.RETRIES,
         sc.TIMEOUTS,

@@ -121,12 +121,12 @@ def _in_process(histogram: InstrumentSpec) -> tuple[InstrumentSpec, ...]:
     Its bucket counts, its sum and its count (see :data:`~.names.IN_PROCESS_HISTOGRAMS`), with
     its attributes.
     """
-    buckets, total, count = IN_PROCESS_HISTOGRAMS[histogram.name]
+    counters = IN_PROCESS_HISTOGRAMS[histogram.name]
     kind, attributes, conditional = _K.OBSERVABLE_COUNTER, histogram.attributes, histogram.conditional
     where = f"`{histogram.name}` kept in process (`instrument(in_process_histograms=True)`)"
     return (
         InstrumentSpec(
-            buckets,
+            counters["bucket"],
             kind,
             "{call}",
             f"{where}: the values at most each bucket's upper bound `le` (cumulative, as Prometheus "
@@ -135,9 +135,11 @@ def _in_process(histogram: InstrumentSpec) -> tuple[InstrumentSpec, ...]:
             conditional,
         ),
         InstrumentSpec(
-            total, kind, histogram.unit, f"{where}: the sum of its values.", attributes, conditional
+            counters["sum"], kind, histogram.unit, f"{where}: the sum of its values.", attributes, conditional
         ),
-        InstrumentSpec(count, kind, "{call}", f"{where}: how many values it holds.", attributes, conditional),
+        InstrumentSpec(
+            counters["count"], kind, "{call}", f"{where}: how many values it holds.", attributes, conditional
+        ),
     )
 
 

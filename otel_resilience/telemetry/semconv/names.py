@@ -370,15 +370,23 @@ EXECUTION_LATENCY_COUNT: Final = "resilience.execution.latency.count"
 ATTEMPT_LATENCY_BUCKETS: Final = "resilience.attempt.latency.bucket"
 ATTEMPT_LATENCY_SUM: Final = "resilience.attempt.latency.sum"
 ATTEMPT_LATENCY_COUNT: Final = "resilience.attempt.latency.count"
-IN_PROCESS_HISTOGRAMS: Final[Mapping[str, tuple[str, str, str]]] = MappingProxyType(
+IN_PROCESS_HISTOGRAMS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
     {
-        EXECUTION_DURATION: (EXECUTION_LATENCY_BUCKETS, EXECUTION_LATENCY_SUM, EXECUTION_LATENCY_COUNT),
-        ATTEMPT_DURATION: (ATTEMPT_LATENCY_BUCKETS, ATTEMPT_LATENCY_SUM, ATTEMPT_LATENCY_COUNT),
+        EXECUTION_DURATION: MappingProxyType(
+            {
+                "bucket": EXECUTION_LATENCY_BUCKETS,
+                "sum": EXECUTION_LATENCY_SUM,
+                "count": EXECUTION_LATENCY_COUNT,
+            }
+        ),
+        ATTEMPT_DURATION: MappingProxyType(
+            {"bucket": ATTEMPT_LATENCY_BUCKETS, "sum": ATTEMPT_LATENCY_SUM, "count": ATTEMPT_LATENCY_COUNT}
+        ),
     }
 )
 """The duration histograms that ``instrument(in_process_histograms=True)`` keeps in process, each
-with the three observable counters it is exported through: its cumulative bucket counts (by
-:data:`BUCKET_BOUND`), the sum of its values and their count."""
+with the observable counter that exports each of its series in that mode, by the series'
+suffix: ``"bucket"`` (cumulative counts by :data:`BUCKET_BOUND`), ``"sum"`` and ``"count"``."""
 EXECUTIONS: Final = "resilience.executions"
 CB_STATE_METRIC: Final = "resilience.circuit_breaker.state"
 CB_TRANSITIONS: Final = "resilience.circuit_breaker.transitions"
