@@ -9,8 +9,9 @@ which keep working without this extra.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
@@ -18,12 +19,16 @@ from otel_resilience.telemetry import instrument, uninstrument
 
 __all__ = ["OtelResilienceInstrumentor"]
 
+_KEYWORDS: Final = tuple(inspect.signature(instrument).parameters)
+"""What ``instrument()`` takes: the keywords the instrumentor hands on as they were given."""
+
 
 class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Reports otel_resilience's spans, metrics and logs through the given (or global) providers.
 
-    ``instrument(tracer_provider=..., meter_provider=..., logger_provider=...,
-    record_messages=False)`` takes the keywords of :func:`otel_resilience.telemetry.instrument`.
+    ``instrument(...)`` takes the keywords of :func:`otel_resilience.telemetry.instrument` and
+    hands on those it is given (any other, such as the base class's own, is left out): one not
+    given is read from its ``OTEL_RESILIENCE_*`` switch, as ``instrument()`` does.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -31,13 +36,7 @@ class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
-        instrument(
-            kwargs.get("tracer_provider"),
-            kwargs.get("meter_provider"),
-            kwargs.get("logger_provider"),
-            record_messages=bool(kwargs.get("record_messages", False)),
-            in_process_histograms=kwargs.get("in_process_histograms"),
-        )
+        instrument(**{key: kwargs[key] for key in _KEYWORDS if key in kwargs})
 
     def _uninstrument(self, **kwargs: Any) -> None:  # noqa: ARG002 - the BaseInstrumentor signature
         uninstrument()

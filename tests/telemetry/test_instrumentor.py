@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_resilience import ResilienceConfig, ResilienceManager
+from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.telemetry import current_listener, install_default
 from otel_resilience.telemetry.instrumentor import OtelResilienceInstrumentor
 
@@ -45,6 +46,26 @@ def test_instrument_and_uninstrument_switch_our_spans() -> None:
             instrumentor.uninstrument()
         install_default()
         provider.shutdown()
+
+
+def test_every_keyword_of_instrument_is_handed_on_and_a_missing_one_read_from_its_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """spans=False and in_process_histograms=True reach the listener; record_messages, not given,
+    comes from OTEL_RESILIENCE_RECORD_MESSAGES (it was forced to False before)."""
+    monkeypatch.setenv("OTEL_RESILIENCE_RECORD_MESSAGES", "true")
+    instrumentor = OtelResilienceInstrumentor()
+    try:
+        instrumentor.instrument(spans=False, in_process_histograms=True, skip_dep_check=True)
+        listener = current_listener()
+        assert listener is not None
+        assert listener._in_process is True
+        assert listener._record_messages is True
+        assert listener._infos.get(TelemetrySource("pipeline", "p", "p")).spans is False
+    finally:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        install_default()
 
 
 @pytest.mark.timeout(120)
