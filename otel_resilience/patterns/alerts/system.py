@@ -131,9 +131,9 @@ class AlertSystem:
         self._by_kind = dict.fromkeys(AlertKind, 0)
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
-        # When each subject last alerted: a full bulkhead by name, an escalation by (system, error).
-        self._full_cooldowns: OrderedDict[str, float] = OrderedDict()
-        self._escalation_cooldowns: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # When each subject's cooldown ends: a full bulkhead by name, an escalation by (system, error).
+        self._full_cooldowns: dict[str, float] = {}
+        self._escalation_cooldowns: dict[tuple[str, str], float] = {}
         self._episodes: OrderedDict[str, None] = OrderedDict()
         self._closed = False
         hub.add_listener(self)
@@ -287,27 +287,29 @@ class AlertSystem:
             reopens=str(reopens),
         )
 
-    def _cooled_down(self, cooldowns: OrderedDict[_K, float], key: _K, cooldown: float) -> bool:
+    def _cooled_down(self, cooldowns: dict[_K, float], key: _K, cooldown: float) -> bool:
         """Whether the subject ``key`` of the alert kind whose table is ``cooldowns`` may alert now.
 
-        If so, its cooldown starts. Whether a subject still cools down is read without the lock
-        (a bulkhead that stays full reports every rejection here; the one read of the dict is
-        atomic). Under the lock, the cooldown is started only if no other thread started one
-        since that read. Each kind has its own table, keyed by what tells its subjects apart (a
-        bulkhead's name, a bare string whose hash is kept: no key is built per rejection).
+        If so, its cooldown starts: the table keeps when it ends. Whether a subject still cools
+        down is read without the lock (a bulkhead that stays full reports every rejection here;
+        the one read of the dict is atomic). Under the lock, the cooldown is started only if no
+        other thread started one since that read. Each kind has its own table (a plain ``dict``,
+        oldest first: its look-up is specialised where an ``OrderedDict``'s is not), keyed by
+        what tells its subjects apart (a bulkhead's name, a bare string whose hash is kept: no
+        key is built per rejection).
         """
         now = self._clock.now()
-        last = cooldowns.get(key)
-        if last is not None and now - last < cooldown:
+        until = cooldowns.get(key)
+        if until is not None and now < until:
             return False
         with self._lock:
             current = cooldowns.get(key)
-            if current is not None and current is not last:  # another thread alerted meanwhile
+            if current is not None and current is not until:  # another thread alerted meanwhile
                 return False
-            cooldowns[key] = now
-            cooldowns.move_to_end(key)
+            cooldowns.pop(key, None)  # re-inserted last: the oldest subject is the first key
+            cooldowns[key] = now + cooldown
             if len(cooldowns) > MAX_TRACKED_SUBJECTS:
-                cooldowns.popitem(last=False)
+                del cooldowns[next(iter(cooldowns))]
             return True
 
     def _bulkhead_full(self, source: TelemetrySource) -> Alert:
