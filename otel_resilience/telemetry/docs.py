@@ -112,7 +112,9 @@ bounds: about 3 500 instructions) and exported at collection through three obser
 each, `resilience.execution.latency.bucket` / `.sum` / `.count` (and `resilience.attempt.latency.*`):
 the bucket counter is cumulative by `le` up to `+Inf`, as a Prometheus histogram's `_bucket`
 series is, so `histogram_quantile(0.95, sum by (le) (rate(resilience_execution_latency_bucket_total[5m])))`
-reads it, and the shipped dashboards read either form. What it costs: no exemplars (no link from a
+reads it, and the shipped dashboards read either form, also summed over a fleet whose instances
+differ (the counters' `le` is written `1.0` where the Collector's remote write writes a histogram's
+bound `1`: Prometheus merges buckets of one bound). What it costs: no exemplars (no link from a
 slow bucket to its trace); a backend other than Prometheus sees three counters, not a histogram;
 the bounds are the ones above, which Views do not change; past 2 000 attribute sets per histogram
 the rest go to one series marked `otel.metric.overflow` (the SDK's default limit); and each

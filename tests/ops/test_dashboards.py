@@ -576,10 +576,19 @@ def test_duration_queries_keep_their_exemplars_and_name_the_in_process_form(dash
 
 _MODE_SERIES = {
     "histogram": lambda histogram, part: naming.series(histogram, part),
+    "histogram via the Collector": lambda histogram, part: naming.series(histogram, part),
     "in process": lambda histogram, part: IN_PROCESS_PAIRS[naming.series(histogram, part)],
 }
-_BUCKETS = (("0.05", "0+0x20"), ("0.1", "0+60x20"), ("1.0", "0+60x20"), ("+Inf", "0+60x20"))
-"""Per instance: one value per second, every one between 0.05 and 0.1 s (bounds as Prometheus writes them)."""
+_BUCKETS = (("0.05", "0+0x20"), ("0.1", "0+0x20"), ("1.0", "0+60x20"), ("+Inf", "0+60x20"))
+"""Per instance: one value per second, every one between 0.1 and 1 s (bounds as Prometheus writes them): the
+quantile falls in the bucket whose bound the Collector writes another way than Python does."""
+_LE_WRITTEN = {
+    "histogram": str,  # the Python exporter's scrape: 1.0 (as the in-process counters' labels are)
+    "histogram via the Collector": lambda le: le if le == "+Inf" else format(float(le), "g"),  # Go: 1
+    "in process": str,
+}
+"""How each mode's bucket bounds reach Prometheus: the in-process counters' ``le`` is a label written by
+``repr(float)`` whatever carries it, where the Collector's remote write formats a histogram's own bounds."""
 _DURATION_CASES = {
     # (dashboard, panel, refId): (histogram, part, expected labels, value per instance or quantile)
     "p95 by policy": (
@@ -621,11 +630,21 @@ _DURATION_CASES = {
 }
 
 
-@pytest.mark.parametrize("modes", [("histogram",), ("in process",), ("histogram", "in process")])
+@pytest.mark.parametrize(
+    "modes",
+    [
+        ("histogram",),
+        ("in process",),
+        ("histogram", "in process"),
+        ("histogram via the Collector", "in process"),
+    ],
+)
 @pytest.mark.parametrize("case", sorted(_DURATION_CASES))
 def test_duration_panels_show_the_same_in_either_mode(promtool, dashboards, tmp_path, case, modes):
     """Prometheus answers a duration panel the same from the SDK histogram, from the in-process counters (their
-    cumulative le buckets), and from a service whose instances use one each (summed)."""
+    cumulative le buckets), and from a service whose instances use one each (summed), also where the Collector
+    writes the histogram's bounds its own way (le="1" beside the counters' le="1.0": Prometheus merges buckets of
+    one bound)."""
     name, title, ref, histogram, part, labels, per_instance = _DURATION_CASES[case]
     (target,) = [t for t in by_title(dashboards[name], title)["targets"] if t["refId"] == ref]
     common = (
@@ -637,11 +656,15 @@ def test_duration_panels_show_the_same_in_either_mode(promtool, dashboards, tmp_
         series = _MODE_SERIES[mode](histogram, part)
         where = f'{common}, instance="i{instance}"'
         if part == "bucket":
-            inputs += [{"series": f'{series}{{{where}, le="{le}"}}', "values": v} for le, v in _BUCKETS]
+            written = _LE_WRITTEN[mode]
+            inputs += [
+                {"series": f'{series}{{{where}, le="{written(le)}"}}', "values": v} for le, v in _BUCKETS
+            ]
         else:
             inputs.append({"series": f"{series}{{{where}}}", "values": "0+60x20"})
-    # A quantile inside the 0.05-0.1 s bucket (linear interpolation); a rate adds up over the instances.
-    value = 0.05 + 0.05 * 0.95 if per_instance is None else per_instance * len(modes)
+    # A quantile inside the 0.1-1 s bucket (linear interpolation); a rate adds up over the instances. Were the
+    # le="1" and le="1.0" buckets of a mixed service not merged, the quantile would be that bucket's bound, 1.0.
+    value = 0.1 + 0.9 * 0.95 if per_instance is None else per_instance * len(modes)
     tests = {
         "evaluation_interval": "1m",
         "tests": [
