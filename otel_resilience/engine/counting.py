@@ -54,9 +54,13 @@ class Counter(_Count):
     def _read(self) -> int:
         """The value, read with ``_READS`` held (the one rule of a read)."""
         drawn = next(self)  # every increment so far, plus one number per earlier read
-        reads = getattr(self, "_reads", 0)
+        reads = self._drawn_by_reads()
         self._reads = reads + 1
         return drawn - reads
+
+    def _drawn_by_reads(self) -> int:
+        """The numbers reads drew, less the counts added (``0`` until the first read or add)."""
+        return getattr(self, "_reads", 0)
 
     def add(self, count: int) -> None:
         """Add ``count`` (``>= 0``) at once: a rare bulk increment, under the read lock.
@@ -65,7 +69,7 @@ class Counter(_Count):
         that must never go down); ``next(counter)`` stays the one way to count on a hot path.
         """
         with _READS:
-            self._reads = getattr(self, "_reads", 0) - count
+            self._reads = self._drawn_by_reads() - count
 
 
 def read_all(counters: Iterable[Counter]) -> list[int]:
