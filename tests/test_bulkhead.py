@@ -1124,6 +1124,89 @@ def test_a_call_that_can_never_queue_is_rejected_at_once_and_counted_once(monkey
     assert bulkhead.get_stats()["completed"] == 2
 
 
+class _CountedLock:
+    """A lock that counts how often it was taken (the bulkhead's core's, replaced in a test)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def acquire(self, *args: object) -> bool:
+        self.taken += 1
+        return self._lock.acquire(*args)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_call_with_no_place_at_all_is_rejected_without_the_lock() -> None:
+    """No queue allowed, none ever made and every slot busy: rejected and counted without the core's lock.
+
+    A call that finds a slot still takes the lock, and so does a full bulkhead that once had a queue
+    (its waiters may hold or be offered slots): the lock-free rejection stops there.
+    """
+    bulkhead = Bulkhead("no-place", BulkheadConfig(max_concurrent=1, max_waiting=0))
+    core = bulkhead._core
+    core._lock = lock = _CountedLock()
+    take_slot(bulkhead)
+    assert lock.taken == 1
+    for _ in range(3):
+        assert core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is FULL
+    with pytest.raises(BulkheadFullError):
+        bulkhead.execute_sync(lambda: 1)
+    assert lock.taken == 1
+    assert (bulkhead.stats.total, bulkhead.stats.rejected) == (5, 4)
+    stats = bulkhead.get_stats()
+    assert (stats["total"], stats["rejected"], stats["active"]) == (5, 4, 1)
+    assert "total=5" in repr(bulkhead.stats)
+    assert "rejected=4" in repr(bulkhead.stats)
+    core.resize(1, 1)  # a queue allowed (a live reload): the next full call queues, in a queue of its own
+    waiter = core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy())
+    assert isinstance(waiter, SyncWaiter)
+    core.resize(1, 0)  # no queue allowed again, but one was made and its waiter still waits
+    taken = lock.taken
+    assert core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is FULL
+    assert lock.taken == taken + 1
+    core.release()  # the slot goes to the waiter
+    assert waiter.state == GRANTED
+    core.release()
+    stats = bulkhead.get_stats()
+    assert (stats["total"], stats["rejected"], stats["completed"], stats["active"]) == (7, 5, 2, 0)
+
+
+def test_rejections_without_the_lock_are_all_counted_across_threads() -> None:
+    """Eight threads race a two-slot bulkhead with no queue: every call is counted once, run or rejected."""
+    bulkhead = Bulkhead("no-place-threads", BulkheadConfig(max_concurrent=2, max_waiting=0))
+    ran = [0] * 8
+    start = threading.Barrier(8)
+
+    def caller(index: int) -> None:
+        start.wait()
+        for _ in range(2_000):
+            try:
+                bulkhead.execute_sync(lambda: None)
+            except BulkheadFullError:
+                continue
+            ran[index] += 1
+
+    threads = [threading.Thread(target=caller, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = bulkhead.get_stats()
+    assert stats["total"] == 16_000 == bulkhead.stats.total
+    assert stats["completed"] == sum(ran)
+    assert stats["rejected"] == 16_000 - sum(ran) == bulkhead.stats.rejected
+    assert (stats["active"], stats["waiting"]) == (0, 0)
+
+
 def test_a_call_that_queues_gets_its_waiter_in_the_same_round_trip(monkeypatch) -> None:
     """Every slot busy, a queue place free: ``acquire`` makes the driver's waiter, queues it and counts the call once."""
     bulkhead = Bulkhead("queue-place", BulkheadConfig(max_concurrent=1, max_waiting=1))

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypedDict, cast
 
+from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.waiting import (
     ADMITTED,
     CANCELLED,
@@ -57,14 +58,15 @@ class BulkheadStatsDict(TypedDict):
     available: int
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, repr=False)
 class BulkheadStats:
-    """Live counters of one bulkhead, as plain integers (cheap to read from gauges).
+    """Live counters of one bulkhead, as integers (cheap to read from gauges).
 
     Every call that asks for a slot is counted once in ``total`` and, at any moment, is in
     exactly one of: running (``active``), queued (``waiting``), ``completed``, ``rejected``,
-    ``timed_out`` or ``cancelled``. Each attribute is read without a lock; two attributes read
-    one after the other may be a call apart. :meth:`Bulkhead.get_stats` takes a consistent
+    ``timed_out`` or ``cancelled``. Each attribute is read without the bulkhead's lock (``total``
+    and ``rejected`` add the rejections counted without it, an exact counter); two attributes
+    read one after the other may be a call apart. :meth:`Bulkhead.get_stats` takes a consistent
     snapshot. Treat every attribute as read-only.
 
     Attributes:
@@ -87,18 +89,52 @@ class BulkheadStats:
     max_waiting: int
     active: int = field(default=0, init=False)
     waiting: int = field(default=0, init=False)
-    total: int = field(default=0, init=False)
     completed: int = field(default=0, init=False)
-    rejected: int = field(default=0, init=False)
     timed_out: int = field(default=0, init=False)
     cancelled: int = field(default=0, init=False)
     peak_active: int = field(default=0, init=False)
     peak_waiting: int = field(default=0, init=False)
+    _asked: int = field(default=0, init=False)
+    """The calls decided under the lock (admitted, queued or rejected there)."""
+    _refused: int = field(default=0, init=False)
+    """The calls rejected under the lock."""
+    _shed: Counter = field(default_factory=Counter, init=False)
+    """The calls rejected without the lock (:meth:`_BulkheadCore.acquire`): ``next()`` from any thread."""
+
+    @property
+    def total(self) -> int:
+        """Calls that asked for a slot."""
+        return self._asked + self._shed.value
+
+    @property
+    def rejected(self) -> int:
+        """Calls rejected at once because every slot was busy and the queue was full."""
+        return self._refused + self._shed.value
 
     @property
     def available(self) -> int:
         """Slots free now (``max_concurrent - active``)."""
         return self.max_concurrent - self.active
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={getattr(self, name)!r}" for name in _PUBLIC_COUNTS)
+        return f"{type(self).__name__}({counts})"
+
+
+_PUBLIC_COUNTS: Final = (
+    "max_concurrent",
+    "max_waiting",
+    "active",
+    "waiting",
+    "total",
+    "completed",
+    "rejected",
+    "timed_out",
+    "cancelled",
+    "peak_active",
+    "peak_waiting",
+)
+"""What the repr of :class:`BulkheadStats` shows, in the order of its attributes."""
 
 
 class _BulkheadCore(BulkheadStats):
@@ -131,22 +167,31 @@ class _BulkheadCore(BulkheadStats):
         lock: :func:`~otel_resilience.engine.waiting.new_waiter` of the driver that runs
         (``ctx.sync``, nothing else of ``ctx`` is read), for ``owner`` (the bulkhead's link).
 
+        A call that can find no place at all is rejected without the lock: every slot taken, no
+        queue allowed (``max_waiting == 0``) and none ever made, so that no waiter holds or is
+        offered a slot. The one value that decides it, ``active``, is read at one instant, when
+        the locked path would have rejected the call too (a :meth:`resize` that runs meanwhile
+        applies from the next call). It is counted by an exact counter (:class:`BulkheadStats`).
+
         Returns:
             ``ADMITTED`` (the call holds a slot), ``FULL`` (rejected and counted: every slot busy
             and the queue full or not allowed), or the queued waiter.
         """
+        if self.max_waiting == 0 and self.active >= self.max_concurrent and self._queue is _NO_QUEUE:
+            next(self._shed)
+            return FULL
         wakes = None
         lock = self._lock
         lock.acquire()  # not `with`: on every call, half the cost
         try:
-            self.total += 1
+            self._asked += 1
             if self._offered and self.active >= self.max_concurrent:
                 wakes = self._reclaim_locked()
             if self.active < self.max_concurrent:
                 self._admit_locked()
                 return ADMITTED
             if self.waiting >= self.max_waiting:  # every slot busy and no place in the queue
-                self.rejected += 1
+                self._refused += 1
                 return FULL
             waiter = new_waiter(ctx.sync, self, owner)
             if self._queue is _NO_QUEUE:
@@ -261,15 +306,16 @@ class _BulkheadCore(BulkheadStats):
     def snapshot(self, name: str) -> BulkheadStatsDict:
         """Return every counter, read under the lock so that they add up."""
         with self._lock:
+            shed = self._shed.value
             return {
                 "name": name,
                 "active": self.active,
                 "waiting": self.waiting,
                 "max_concurrent": self.max_concurrent,
                 "max_waiting": self.max_waiting,
-                "total": self.total,
+                "total": self._asked + shed,
                 "completed": self.completed,
-                "rejected": self.rejected,
+                "rejected": self._refused + shed,
                 "timed_out": self.timed_out,
                 "cancelled": self.cancelled,
                 "peak_active": self.peak_active,
