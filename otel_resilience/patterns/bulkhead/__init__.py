@@ -23,7 +23,8 @@ Design:
   several loops) and the limit holds across all of them. :meth:`Bulkhead.slot` enters through
   the same ``admit`` and leaves through the same hooks.
 * **Uncontended cost:** one lock acquisition to take a slot and one to give it back; nothing is
-  allocated.
+  allocated. A call that can find no place at all (every slot busy, no queue allowed and none
+  ever made) is rejected without the lock: shedding load costs as little as it can.
 * **FIFO with direct hand-off.** A freed slot is handed to the oldest waiter while the lock is
   held: the slot never becomes free in between, so a new arrival cannot overtake a waiter.
   The waiters are the engine's (:mod:`otel_resilience.engine.waiting`): async waiters are loop
@@ -49,8 +50,9 @@ Design:
   ``CallRejected(reason="bulkhead_full")`` or ``CallRejected(reason="queue_timeout")``. A queue
   timeout is counted and reported when the wait expires, so a caller cancelled in that same
   instant is still one ``timed_out`` call and one event (it sees ``CancelledError``). Counts
-  that move on every call are plain integers in :class:`BulkheadStats`, read by observable
-  instruments through :data:`~otel_resilience.engine.registry.BULKHEADS`.
+  that move on every call are integers in :class:`BulkheadStats` (the rejections made without
+  the lock an exact lock-free counter), read by observable instruments through
+  :data:`~otel_resilience.engine.registry.BULKHEADS`.
 """
 
 from __future__ import annotations
