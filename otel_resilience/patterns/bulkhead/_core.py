@@ -104,12 +104,16 @@ class BulkheadStats:
     @property
     def total(self) -> int:
         """Calls that asked for a slot."""
-        return self._asked + self._shed.value
+        return self._totals(self._shed.value)[0]
 
     @property
     def rejected(self) -> int:
         """Calls rejected at once because every slot was busy and the queue was full."""
-        return self._refused + self._shed.value
+        return self._totals(self._shed.value)[1]
+
+    def _totals(self, shed: int) -> tuple[int, int]:
+        """``total`` and ``rejected``: what was counted under the lock, and ``shed`` rejected without it."""
+        return self._asked + shed, self._refused + shed
 
     @property
     def available(self) -> int:
@@ -169,9 +173,10 @@ class _BulkheadCore(BulkheadStats):
 
         A call that can find no place at all is rejected without the lock: every slot taken, no
         queue allowed (``max_waiting == 0``) and none ever made, so that no waiter holds or is
-        offered a slot. The one value that decides it, ``active``, is read at one instant, when
-        the locked path would have rejected the call too (a :meth:`resize` that runs meanwhile
-        applies from the next call). It is counted by an exact counter (:class:`BulkheadStats`).
+        offered a slot. Of what decides it only ``active`` moves with the calls, and it is read at
+        one instant, at which the locked path would have rejected the call too (a :meth:`resize`
+        that runs meanwhile applies from the next call). It is counted by an exact counter
+        (:class:`BulkheadStats`).
 
         Returns:
             ``ADMITTED`` (the call holds a slot), ``FULL`` (rejected and counted: every slot busy
@@ -306,16 +311,16 @@ class _BulkheadCore(BulkheadStats):
     def snapshot(self, name: str) -> BulkheadStatsDict:
         """Return every counter, read under the lock so that they add up."""
         with self._lock:
-            shed = self._shed.value
+            total, rejected = self._totals(self._shed.value)
             return {
                 "name": name,
                 "active": self.active,
                 "waiting": self.waiting,
                 "max_concurrent": self.max_concurrent,
                 "max_waiting": self.max_waiting,
-                "total": self._asked + shed,
+                "total": total,
                 "completed": self.completed,
-                "rejected": self._refused + shed,
+                "rejected": rejected,
                 "timed_out": self.timed_out,
                 "cancelled": self.cancelled,
                 "peak_active": self.peak_active,
