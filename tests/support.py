@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -175,3 +176,24 @@ class Scopes:
 
     def end_attempt(self, handle: object, outcome: Outcome, error: BaseException | None) -> None:
         """Attempt scopes are not recorded."""
+
+
+class CountingLock:
+    """A lock that counts how often it is taken: put in place of a pattern core's lock in a test."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        self.taken += 1
+        return self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from support import until, until_sync
+from support import CountingLock, until, until_sync
 
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.clock import SYSTEM_CLOCK
@@ -1124,27 +1124,6 @@ def test_a_call_that_can_never_queue_is_rejected_at_once_and_counted_once(monkey
     assert bulkhead.get_stats()["completed"] == 2
 
 
-class _CountedLock:
-    """A lock that counts how often it was taken (the bulkhead's core's, replaced in a test)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.taken = 0
-
-    def acquire(self, *args: object) -> bool:
-        self.taken += 1
-        return self._lock.acquire(*args)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 def test_a_call_with_no_place_at_all_is_rejected_without_the_lock() -> None:
     """No queue allowed, none ever made and every slot busy: rejected and counted without the core's lock.
 
@@ -1153,7 +1132,7 @@ def test_a_call_with_no_place_at_all_is_rejected_without_the_lock() -> None:
     """
     bulkhead = Bulkhead("no-place", BulkheadConfig(max_concurrent=1, max_waiting=0))
     core = bulkhead._core
-    core._lock = lock = _CountedLock()
+    core._lock = lock = CountingLock()
     take_slot(bulkhead)
     assert lock.taken == 1
     for _ in range(3):

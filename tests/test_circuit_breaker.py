@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support import Scopes
+from support import CountingLock, Scopes
 
 from otel_resilience.engine.events import HUB, CallRejected, Event, StateChanged, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
@@ -209,32 +209,11 @@ async def test_success_resets_the_consecutive_count(clock: FakeClock, driver: st
     assert breaker.stats.total_failures == 10
 
 
-class _CountingLock:
-    """A breaker core's lock that counts how often it is taken."""
-
-    def __init__(self) -> None:
-        self.taken = 0
-        self._lock = threading.Lock()
-
-    def acquire(self) -> bool:
-        self.taken += 1
-        return self._lock.acquire()
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 async def test_successes_take_the_lock_only_to_end_a_streak(clock: FakeClock, driver: str) -> None:
     """A CLOSED success with no streak to reset only counts (no lock, from a new breaker on); a
     failure and the success that ends its streak take it; a windowed breaker's successes do."""
     breaker = make(clock, failure_threshold=3)
-    lock = breaker._core._lock = _CountingLock()  # type: ignore[assignment]
+    lock = breaker._core._lock = CountingLock()  # type: ignore[assignment]
     for _ in range(3):
         assert await invoke(breaker, driver, ok) == "ok"
     assert lock.taken == 0
@@ -246,7 +225,7 @@ async def test_successes_take_the_lock_only_to_end_a_streak(clock: FakeClock, dr
     assert lock.taken == 2
     assert breaker.stats.total_successes == 7
     windowed = make(clock, sliding_window=CountWindow(10))
-    lock = windowed._core._lock = _CountingLock()  # type: ignore[assignment]
+    lock = windowed._core._lock = CountingLock()  # type: ignore[assignment]
     assert await invoke(windowed, driver, ok) == "ok"
     assert lock.taken == 1
 
