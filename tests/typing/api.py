@@ -75,6 +75,8 @@ async def check_async_api() -> None:
     bulkhead = Bulkhead("typing")
     d: str = await bulkhead.execute(fetch, 3)
     e: str = bulkhead.execute_sync(fetch_sync, 3)
+    shed: int = bulkhead.stats.rejected + bulkhead.stats.total  # counts, however they are kept
+    bulkhead.stats.rejected = 0  # type: ignore[misc]
     handler = FallbackHandler(FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="x"))
     f: str = await handler.execute_with_fallback(fetch, 4)
     timeout = TimeoutHandler(timeout=1.0)
@@ -93,7 +95,7 @@ async def check_async_api() -> None:
     ExtraStrategy(audit_without_a_name, rank=0)  # type: ignore[arg-type]
     ExtraStrategy(Audit, inside=3)  # type: ignore[arg-type]
     deadline: float | None = current_deadline()
-    print(a, b, c, d, e, f, g, h, i, j, k, deadline)
+    print(a, b, c, d, e, f, g, h, i, j, k, deadline, shed)
 
 
 @resilient(ResilienceConfig(timeout=1.0, max_attempts_total=4))
