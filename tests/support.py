@@ -197,3 +197,22 @@ class CountingLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def run_threads(count: int, target: Callable[[], None]) -> None:
+    """Run ``target`` in ``count`` threads at once; fail if one raised or did not end within 10 s."""
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            target()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support import CountingLock, Scopes
+from support import CountingLock, Scopes, run_threads
 
 from otel_resilience.engine.events import HUB, CallRejected, Event, StateChanged, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
@@ -933,24 +933,6 @@ async def test_protect_keeps_sync_and_async_functions(clock: FakeClock) -> None:
 
 
 # -- threads ---------------------------------------------------------------------------------
-
-
-def run_threads(count: int, target: Callable[[], None]) -> None:
-    errors: list[BaseException] = []
-
-    def guarded() -> None:
-        try:
-            target()
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=guarded) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert not any(thread.is_alive() for thread in threads)
-    assert errors == []
 
 
 def test_threads_lose_no_counts(clock: FakeClock) -> None:
