@@ -125,20 +125,10 @@ class BulkheadStats:
         return f"{type(self).__name__}({counts})"
 
 
-_PUBLIC_COUNTS: Final = (
-    "max_concurrent",
-    "max_waiting",
-    "active",
-    "waiting",
-    "total",
-    "completed",
-    "rejected",
-    "timed_out",
-    "cancelled",
-    "peak_active",
-    "peak_waiting",
+_PUBLIC_COUNTS: Final = tuple(
+    key for key in BulkheadStatsDict.__annotations__ if key not in ("name", "available")
 )
-"""What the repr of :class:`BulkheadStats` shows, in the order of its attributes."""
+"""What the repr of :class:`BulkheadStats` shows: the counts of its snapshot (:class:`BulkheadStatsDict`)."""
 
 
 class _BulkheadCore(BulkheadStats):

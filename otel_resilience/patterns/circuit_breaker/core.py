@@ -421,8 +421,12 @@ class _BreakerCore:
         permit, counted, stats = self._permit, self._counted, self.stats
         if counted.of is not permit:  # a new period: a token of its own
             counted = self._counted = Counted(None, permit)
-        free = self.settings.plain and self.window is None and permit.state is _CLOSED
-        free = free and not stats.failure_count
+        free = (
+            self.settings.plain
+            and self.window is None
+            and permit.state is _CLOSED
+            and not stats.failure_count
+        )
         counted.count = stats._successes if free else None
         self.standing.token = counted if free else None
 
