@@ -217,14 +217,19 @@ def _in_process_note(instrument: str, part: str = "bucket", *, exemplars: bool =
     return f"{note}, which has no exemplars." if exemplars else f"{note}."
 
 
+def _quantile(q: float, instrument: str, selector: str, by: str) -> str:
+    """The ``q`` quantile of a histogram (either form, :func:`_histogram_rate`) by the labels ``by``."""
+    rate = _histogram_rate(instrument, "bucket", selector)
+    return f"histogram_quantile({q:g}, sum by ({_BUCKET}, {by}) ({rate}))"
+
+
 def _quantiles(
     instrument: str, selector: str, by: str, legend: str, *, or_zero: bool = False
 ) -> tuple[_Query, ...]:
     """p50, p95 and p99 of a histogram; ``or_zero`` for one whose series appear at their first record."""
     queries = []
-    rate = _histogram_rate(instrument, "bucket", selector)
     for q in (0.5, 0.95, 0.99):
-        expr = f"histogram_quantile({q:g}, sum by ({_BUCKET}, {by}) ({rate}))"
+        expr = _quantile(q, instrument, selector, by)
         queries.append(
             _Query(_or_zero(expr) if or_zero else expr, f"p{round(q * 100)} {legend}", exemplar=True)
         )
@@ -521,7 +526,6 @@ def _latency(selector: dict[str, str], width: int = 12) -> _Panel:
 
 
 def _latency_by_outcome(selector: dict[str, str], width: int = 12) -> _Panel:
-    rate = _histogram_rate(sc.EXECUTION_DURATION, "bucket", _m(**selector))
     return _Panel(
         "timeseries",
         "Latency p95 by outcome",
@@ -531,7 +535,7 @@ def _latency_by_outcome(selector: dict[str, str], width: int = 12) -> _Panel:
         "s",
         (
             _Query(
-                f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {_OUTCOME}) ({rate}))",
+                _quantile(0.95, sc.EXECUTION_DURATION, _m(**selector), f"{_POLICY}, {_OUTCOME}"),
                 f"{{{{{_POLICY}}}}} {{{{{_OUTCOME}}}}}",
                 exemplar=True,
             ),
@@ -804,7 +808,6 @@ def _hedge_latency(selector: dict[str, str]) -> _Panel:
     bucket = naming.series(sc.ATTEMPT_DURATION, "bucket")
     attempt_type = naming.label(sc.ATTEMPT_TYPE)
     typed = _m(**selector, **{attempt_type: "~.+"})
-    rate = _histogram_rate(sc.ATTEMPT_DURATION, "bucket", typed)
     return _Panel(
         "timeseries",
         "Attempt latency p95: originals and hedges",
@@ -816,7 +819,7 @@ def _hedge_latency(selector: dict[str, str]) -> _Panel:
         "s",
         (
             _Query(
-                _or_zero(f"histogram_quantile(0.95, sum by ({_BUCKET}, {_POLICY}, {attempt_type}) ({rate}))"),
+                _or_zero(_quantile(0.95, sc.ATTEMPT_DURATION, typed, f"{_POLICY}, {attempt_type}")),
                 f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
                 exemplar=True,
             ),
