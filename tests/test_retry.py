@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import invoke
+from support import invoke, run_threads
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
@@ -1185,24 +1185,14 @@ def test_counts_are_exact_under_concurrent_threads(clock: FakeClock) -> None:
     """Threads started together through one Retry leave exact counts (no lost updates)."""
     threads_count, calls_each = 8, 200
     r = Retry("dep", exact(initial_delay=0.0, max_delay=0.0), clock=clock)
-    barrier = threading.Barrier(threads_count)
-    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads_count, timeout=5)
 
     def worker() -> None:
-        try:
-            barrier.wait(timeout=5)
-            for i in range(calls_each):
-                assert r.execute_sync(flaky(i % 2)) == "ok"
-        except BaseException as error:
-            errors.append(error)
+        barrier.wait()
+        for i in range(calls_each):
+            assert r.execute_sync(flaky(i % 2)) == "ok"
 
-    threads = [threading.Thread(target=worker) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert not any(thread.is_alive() for thread in threads)
-    assert errors == []
+    run_threads(threads_count, worker)
     total = threads_count * calls_each
     stats = r.get_stats()
     assert stats["first_attempt_successes"] == total // 2
