@@ -19,11 +19,18 @@ Two more rows say how to read it:
   machine. Where it reads more than the layer's own microseconds, the difference is the machine's
   (the server's idle core waking later), and any client work pays it.
 
+With ``--controls``, two more rows: ``side layer`` and ``side sync``, where each request first
+goes through httpx's own ``MockTransport`` (its response dropped) and then on as the bare one:
+about as much work as the layer, in httpx's code rather than ours. A busy-wait touches no memory;
+this control touches as many objects and functions as ordinary Python code does, and reads what
+such code costs a loopback request when the request's own work has evicted it from the caches.
+
 Run::
 
     python benchmarks/http_overhead.py                  # ~1 min on 2 cores
     python benchmarks/http_overhead.py --rounds 10 --requests 200 --json out.json
     python benchmarks/http_overhead.py --shapes         # the policy in parts (SHAPES), sync
+    python benchmarks/http_overhead.py --controls       # + httpx's own work as a control
 """
 
 from __future__ import annotations
@@ -91,6 +98,18 @@ class _Spin(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         _spin(self._seconds)
+        return self._transport.handle_request(request)
+
+
+class _Beside(httpx.BaseTransport):
+    """Has ``side`` handle each request first (its response dropped), then sends it through ``transport``."""
+
+    def __init__(self, transport: httpx.BaseTransport, side: httpx.BaseTransport) -> None:
+        self._transport = transport
+        self._side = side
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._side.handle_request(request)
         return self._transport.handle_request(request)
 
 
@@ -227,33 +246,47 @@ def _answer(_request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"ok")
 
 
-def measure(url: str, rounds: int, n: int) -> dict[str, dict[str, float]]:
-    """The rows: ``layer`` (in process), then ``sync``, ``async``, ``spin sync`` and ``spin async``."""
+def measure(url: str, rounds: int, n: int, *, controls: bool = False) -> dict[str, dict[str, float]]:
+    """The rows: ``layer`` (in process), then ``sync``, ``async``, ``spin sync`` and ``spin async``.
+
+    With ``controls``, also ``side layer`` and ``side sync`` (see the module's docstring).
+    """
     mock = httpx.MockTransport(_answer)
-    with (
-        httpx.Client(transport=mock) as bare,
-        httpx.Client(transport=ResilientTransport(POLICY, mock, manager=ResilienceManager())) as ours,
-    ):
-        layer = run_sync({"bare": bare, "ours": ours}, "http://bench.test/item", rounds, n)["ours"]
-    spin = layer["overhead_us"] / 1e6
+    in_process = {
+        "bare": httpx.Client(transport=mock),
+        "ours": httpx.Client(transport=ResilientTransport(POLICY, mock, manager=ResilienceManager())),
+    }
+    if controls:
+        in_process["side"] = httpx.Client(transport=_Beside(mock, httpx.MockTransport(_answer)))
+    try:
+        layers = run_sync(in_process, "http://bench.test/item", rounds, n)
+    finally:
+        for client in in_process.values():
+            client.close()
+    spin = layers["ours"]["overhead_us"] / 1e6
     shared = httpx.HTTPTransport()
     sync_clients = {
         "bare": httpx.Client(transport=shared),
         "ours": httpx.Client(transport=ResilientTransport(POLICY, shared, manager=ResilienceManager())),
         "spin": httpx.Client(transport=_Spin(shared, spin)),
     }
+    if controls:
+        sync_clients["side"] = httpx.Client(transport=_Beside(shared, httpx.MockTransport(_answer)))
     try:
         sync = run_sync(sync_clients, url, rounds, n)
     finally:
         shared.close()
     async_rows = asyncio.run(_measure_async(url, rounds, n, spin))
-    return {
-        "layer": layer,
+    rows = {
+        "layer": layers["ours"],
         "sync": sync["ours"],
         "async": async_rows["ours"],
         "spin sync": sync["spin"],
         "spin async": async_rows["spin"],
     }
+    if controls:
+        rows["side layer"], rows["side sync"] = layers["side"], sync["side"]
+    return rows
 
 
 async def _measure_async(url: str, rounds: int, n: int, spin: float) -> dict[str, dict[str, float]]:
@@ -281,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shapes", action="store_true", help="instead: the policy in parts, sync loopback (SHAPES)"
     )
+    parser.add_argument(
+        "--controls", action="store_true", help="also the rows of httpx's own work as a control (side)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -290,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assert server.stdout is not None
         url = f"http://127.0.0.1:{server.stdout.readline().strip()}/item"
-        rows = (measure_shapes if args.shapes else measure)(url, args.rounds, args.requests)
+        if args.shapes:
+            rows = measure_shapes(url, args.rounds, args.requests)
+        else:
+            rows = measure(url, args.rounds, args.requests, controls=args.controls)
     finally:
         server.terminate()
         server.wait(timeout=10)
