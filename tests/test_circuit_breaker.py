@@ -1291,3 +1291,31 @@ async def test_half_open_rejection_retry_after_is_the_breaker_timeout(clock: Fak
     assert str(error) == (
         "circuit breaker 'probing' is half-open and all probe permits are in use; retry after 12.5 s"
     )
+
+
+def test_a_breaker_makes_its_own_telemetry_at_its_first_event(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Most breakers never report an event of their own: none is made until one is (memory, creation)."""
+    breaker = make(clock, "own-events", failure_threshold=1)
+    link = breaker.as_strategy("orders")  # a manager's link reports through telemetry of its own
+    assert breaker._core._telemetry is None
+    pipeline = PipelineBuilder("orders", clock=clock).add(link).build()
+    with pytest.raises(Boom):
+        pipeline.execute_sync(boom)  # trips: the breaker reports its state change itself
+    assert recorder.sources(Event.STATE_CHANGED) == [TelemetrySource("circuit_breaker", "own-events")]
+    assert breaker.telemetry is breaker._core.telemetry is breaker._core._telemetry  # one, kept
+    assert breaker.telemetry.source == TelemetrySource("circuit_breaker", "own-events")
+
+
+def test_a_breaker_subclass_of_its_own_kind_reports_its_events_under_that_kind(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    class SensorBreaker(CircuitBreaker, kind="sensor_breaker"):
+        pass
+
+    breaker = SensorBreaker("probe", CircuitBreakerConfig(failure_threshold=1), clock=clock)
+    with pytest.raises(Boom):
+        breaker.call_sync(boom)
+    assert recorder.sources(Event.STATE_CHANGED) == [TelemetrySource("sensor_breaker", "probe")]
+    assert breaker.telemetry is breaker._core.telemetry

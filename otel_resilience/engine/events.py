@@ -364,6 +364,11 @@ class StrategyTelemetry:
         self.source = source
         self.hub = hub
 
+    @classmethod
+    def of(cls, kind: str, name: str, pipeline: str | None = None) -> StrategyTelemetry:
+        """The telemetry of the ``kind`` instance ``name`` (its link's in ``pipeline``), on :data:`HUB`."""
+        return cls(TelemetrySource(kind, name, pipeline))
+
     @property
     def enabled(self) -> bool:
         """Whether any event listener is registered and awake (build event args only when true)."""

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, overload
 
 from otel_resilience.engine.clock import Clock, check_clock
-from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.protecting import protect_with, standalone
 from otel_resilience.engine.readonly import ReadOnly
@@ -124,7 +124,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         self._name = name
         self._config: C = config  # type: ignore[assignment] # C itself where there is no default
         self._clock = clock
-        self._telemetry = StrategyTelemetry(TelemetrySource(self.kind, name))
+        self._telemetry: StrategyTelemetry | None = None  # made at first use (telemetry)
         self._standalone: Pipeline | None = None
 
     name = ReadOnly[str]("_name", "The instance's name.")
@@ -140,7 +140,7 @@ class Pattern(abc.ABC, Generic[C, L]):
         return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
 
     def _build_pipeline(self) -> Pipeline:
-        builder = PipelineBuilder(self._name, clock=self._clock, source=self._telemetry.source)
+        builder = PipelineBuilder(self._name, clock=self._clock, source=self.telemetry.source)
         return builder.add(self.as_strategy()).build()
 
     config = ReadOnly[C]("_config", "The instance's configuration.")
@@ -168,13 +168,26 @@ class Pattern(abc.ABC, Generic[C, L]):
     def _telemetry_for(self, pipeline: str | None) -> StrategyTelemetry:
         """Return the telemetry a link in ``pipeline`` reports through (the instance's own for ``None``)."""
         if pipeline is None:
-            return self._telemetry
+            return self.telemetry
         check_name(f"{self._owner}.as_strategy", "pipeline", pipeline)
-        return StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline))
+        return StrategyTelemetry.of(self.kind, self._name, pipeline)
 
-    telemetry = ReadOnly[StrategyTelemetry](
-        "_telemetry", "What the instance reports its own events through (source without a pipeline)."
-    )
+    @property
+    def telemetry(self) -> StrategyTelemetry:
+        """What the instance reports its own events through (source without a pipeline).
+
+        Made at first use: most instances run only in a manager's pipelines, whose links report
+        through telemetry of their own, and never report an event of the instance's own.
+        """
+        return self._telemetry or self._own_telemetry()
+
+    def _own_telemetry(self) -> StrategyTelemetry:
+        """Make the instance's own telemetry and keep it (racing threads may each make one, alike).
+
+        A pattern whose core reports events returns the core's instead (the breaker).
+        """
+        telemetry = self._telemetry = StrategyTelemetry.of(self.kind, self._name)
+        return telemetry
 
     @abc.abstractmethod
     def get_stats(self) -> Mapping[str, Any]:

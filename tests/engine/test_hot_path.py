@@ -465,13 +465,19 @@ def test_a_counter_is_made_with_no_frame_and_reads_right_before_and_after_adds()
 
 
 def test_a_patterns_own_source_is_the_named_tuple_its_kind_and_name_make():
-    """The source made for an instance used alone is exactly ``TelemetrySource(kind, name)``."""
+    """The source made for an instance used alone is exactly ``TelemetrySource(kind, name)``.
+
+    It is made at first use (an instance that only runs in a manager's pipelines never reports
+    an event of its own), then kept: every read gives the same object.
+    """
     for pattern in (
         CircuitBreaker("src-a"),
         Bulkhead("src-b"),
         RateLimiter("src-c", RateLimiterConfig(rate=10)),
         Retry("src-d", RetryPolicy()),
     ):
+        assert pattern._telemetry is None
+        assert pattern.telemetry is pattern.telemetry
         source = pattern.telemetry.source
         assert type(source) is TelemetrySource
         assert source == TelemetrySource(pattern.kind, pattern.name)

@@ -15,7 +15,7 @@ from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.errors import CircuitOpenError
-from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig
+from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.state import (
     _CLOSED,
     _DISABLED,
@@ -63,16 +63,16 @@ class _BreakerCore:
     admission, shared by its links) holds the period's
     :class:`~otel_resilience.engine.actions.Counted` token (``self._counted``, whose ``of`` is
     the permit) while a success needs no lock (see :meth:`_update_lock_free_locked`), else
-    ``None``.
+    ``None``. It is an object of its own, of one class for every step: the drivers read
+    ``standing.token`` at one place for all the steps of a pipeline, which stays specialised.
     Events are built under the lock and reported after it is released, so a listener may read
-    the breaker without deadlocking. The lock, and the counter of rejections, are made by the
-    first step that needs them (:meth:`_make_lock`, :meth:`_transition_locked`).
+    the breaker without deadlocking. The lock, the rejections' counter and the telemetry are made
+    by the first step that needs them (:meth:`_make_lock`, :meth:`_transition_locked`, :attr:`telemetry`).
     """
 
     __slots__ = (
         "_clock",
         "_counted",
-        "_generation",
         "_in_flight",
         "_lock",
         "_opened_until",
@@ -94,7 +94,7 @@ class _BreakerCore:
     )
 
     def __init__(
-        self, name: str, config: CircuitBreakerConfig, clock: Clock, telemetry: StrategyTelemetry
+        self, name: str, config: CircuitBreakerConfig, clock: Clock, telemetry: StrategyTelemetry | None
     ) -> None:
         self.name = name
         self.config = config
@@ -102,9 +102,8 @@ class _BreakerCore:
         self.stats = CircuitBreakerStats()
         self.last_failure_type: str | None = None
         self._clock = clock
-        self._telemetry = telemetry
+        self._telemetry = telemetry  # None: made at first use (see telemetry)
         self._lock: threading.Lock | None = None  # made by the first step that needs it
-        self._generation = 0
         self._permit = _FIRST_PERMIT
         self._in_flight = 0
         self._opened_until = _NEVER_OPENED
@@ -131,6 +130,14 @@ class _BreakerCore:
             if lock is None:
                 lock = self._lock = threading.Lock()
         return lock
+
+    @property
+    def telemetry(self) -> StrategyTelemetry:
+        """The telemetry of the breaker's own events (state changes): made at first use, unless given."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            telemetry = self._telemetry = StrategyTelemetry.of(KIND, self.name)  # racing threads: alike
+        return telemetry
 
     # -- reads (lock-free) -------------------------------------------------------------------
 
@@ -401,7 +408,7 @@ class _BreakerCore:
         self.stats.failure_count = 0
         if self.window is not None:
             self.window.clear()
-        if not self._telemetry.enabled and not self._watchers:
+        if not self.telemetry.enabled and not self._watchers:
             return None
         value = _METRICS_ONLY.value  # a change to itself: the trip it would have made, and why
         return StateChanged(value, value, reason, 0, self.settings.open_seconds(self.name, 1))
@@ -446,8 +453,7 @@ class _BreakerCore:
         stats = self.stats
         if stats._rejected is None:  # before the period is published: only a new one rejects
             stats._rejected = Counter()
-        self._generation += 1
-        self._permit = Permit(self._generation, new)
+        self._permit = Permit(self._permit.generation + 1, new)
         self._in_flight = 0
         stats.success_count = 0
         duration = None
@@ -467,7 +473,7 @@ class _BreakerCore:
         if self.window is not None:
             self.window.clear()  # each period judges the calls made in it
         self._update_lock_free_locked()
-        if old is new or (not self._telemetry.enabled and not self._watchers):
+        if old is new or (not self.telemetry.enabled and not self._watchers):
             return None
         return StateChanged(old.value, new.value, reason, self._reopens, duration)
 
@@ -475,8 +481,9 @@ class _BreakerCore:
         """Report a state change (outside the lock): to telemetry, then to the breaker's watchers."""
         if change is None:
             return
-        if self._telemetry.enabled:
-            self._telemetry.report(Event.STATE_CHANGED, change)
+        telemetry = self.telemetry
+        if telemetry.enabled:
+            telemetry.report(Event.STATE_CHANGED, change)
         for watcher in self._watchers:
             notify(watcher, change, f"circuit breaker {self.name!r}: state change callback")
 

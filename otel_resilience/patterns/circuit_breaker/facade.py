@@ -61,10 +61,15 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         # Pattern.__init__ named, not super(): no proxy object made per breaker created.
         Pattern.__init__(self, name, config, clock, default=_DEFAULT_CONFIG)
         config = self._config
-        self._core = _BreakerCore(name, config, clock, self._telemetry)
+        # The core makes its own telemetry at first use; a subclass of another kind gives it its own.
+        own = None if self.kind == KIND else Pattern._own_telemetry(self)
+        self._core = _BreakerCore(name, config, clock, own)
         BREAKERS.register(self)
         if config.store is not None:
             config.store.share_breaker(self)
+
+    def _own_telemetry(self) -> StrategyTelemetry:
+        return self._core.telemetry  # one for the breaker and its core, made by the core
 
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)

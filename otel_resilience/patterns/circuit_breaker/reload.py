@@ -47,8 +47,7 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
     with lock:
         new.stats = stats = old.stats
         new.last_failure_type = old.last_failure_type
-        new._generation = old._generation + 1
-        new._permit = Permit(new._generation, old._permit.state)
+        new._permit = Permit(old._permit.generation + 1, old._permit.state)
         new._opened_until = old._opened_until
         new._reopens = old._reopens
         new._probe_started = old._probe_started

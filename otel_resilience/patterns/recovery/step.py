@@ -205,7 +205,7 @@ class CaughtErrorStep(RecoveryStep):
         error: Exception,
         operation: Callable[..., Any] | None,
     ) -> None:
-        super().__init__(system, system._telemetry, isolation)
+        super().__init__(system, system.telemetry, isolation)
         self._error: Exception | None = error
         self._operation = operation
 

@@ -281,9 +281,9 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             detected = self._detector.record_locked((error_type, operation), self._clock.now())
             if detected:
                 self.stats.patterns_detected += 1
-        if detected and self._telemetry.enabled:
+        if detected and (telemetry := self.telemetry).enabled:
             config = self._config
-            self._telemetry.report(
+            telemetry.report(
                 Event.PATTERN_DETECTED,
                 PatternDetected(error_type, operation, config.pattern_threshold, config.pattern_window),
             )
