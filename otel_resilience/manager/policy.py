@@ -31,7 +31,6 @@ from otel_resilience.engine.events import (
     PolicyReloaded,
     ReloadFailed,
     StrategyTelemetry,
-    TelemetrySource,
     error_type_name,
 )
 from otel_resilience.engine.protecting import check_protectable
@@ -196,7 +195,7 @@ class PolicyHandle(_Runs):
         )
         self._metric_keys: dict[Hashable, str] = {}
         self._reloads = {"succeeded": 0, "failed": 0}
-        self._telemetry = StrategyTelemetry(TelemetrySource("pipeline", spec.name, spec.name))
+        self._telemetry = StrategyTelemetry.of("pipeline", spec.name, spec.name)
         self._ledger = Ledger(spec.name, spec.clock)
         self._default = build(spec, None, None, None)
         POLICIES.register(self)
@@ -486,6 +485,6 @@ def report_failure(
     """Report a refused reload of policy ``name``: a warning log, a span event and ``resilience.reload``."""
     kind = error_type_name(error)
     _LOG.warning("reload of policy %r refused, nothing changed: %s: %s", name, kind, error)
-    telemetry = telemetry or StrategyTelemetry(TelemetrySource("pipeline", name, name))
+    telemetry = telemetry or StrategyTelemetry.of("pipeline", name, name)
     if telemetry.enabled:
         telemetry.report(Event.RELOAD_FAILED, ReloadFailed(kind, generation))
