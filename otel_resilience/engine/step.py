@@ -440,14 +440,14 @@ class Step:
             The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
         """
         clock = self.clock
-        deadline, published = publish_deadline(clock, seconds)
+        deadline, cell, previous = publish_deadline(clock, seconds)
         try:
             result = self.next.execute_sync(ctx)
         except BaseException as escaped:
-            if published is None or not withdraw_deadline(published, deadline, clock, type(escaped)):
+            if cell is None or not withdraw_deadline(cell, previous, deadline, clock, type(escaped)):
                 raise
         else:
-            if published is None or not withdraw_deadline(published, deadline, clock, None):
+            if cell is None or not withdraw_deadline(cell, previous, deadline, clock, None):
                 return result
         # Our own deadline passed: what the chain returned (or its engine wait's error) is dropped.
         error = OperationTimeoutError(ctx.operation, seconds, self.scope)

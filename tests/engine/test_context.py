@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from otel_resilience import TimeoutHandler
-from otel_resilience.engine import SYSTEM_CLOCK, AsyncDeadline, SyncDeadline, current_deadline, time_remaining
+from otel_resilience.engine import (
+    SYSTEM_CLOCK,
+    AsyncDeadline,
+    SyncDeadline,
+    current_deadline,
+    deadline,
+    time_remaining,
+)
 from otel_resilience.engine.context import DeadlineReachedError, publish_deadline, withdraw_deadline
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
@@ -123,19 +130,19 @@ def test_sync_outer_deadline_is_kept_by_looser_inner() -> None:
 def test_publish_and_withdraw_are_the_sync_scopes_two_rules() -> None:
     """What the step's sync driver applies without the object: publish unless bound sooner, late on return."""
     clock = FakeClock(0.0)
-    deadline, token = publish_deadline(clock, 2.0)
+    deadline, cell, previous = publish_deadline(clock, 2.0)
     assert (deadline, current_deadline()) == (2.0, 2.0)
-    assert token is not None
-    inner, bound = publish_deadline(clock, 5.0)  # the earlier deadline of the same thread binds
+    assert cell is not None
+    inner, bound, _ = publish_deadline(clock, 5.0)  # the earlier deadline of the same thread binds
     assert (inner, bound, current_deadline()) == (5.0, None, 2.0)
     clock.advance(1.0)
-    assert not withdraw_deadline(token, deadline, clock, None)  # returned in time
+    assert not withdraw_deadline(cell, previous, deadline, clock, None)  # returned in time
     assert current_deadline() is None
     for escaped, late in ((None, True), (DeadlineReachedError, True), (KeyError, False)):
-        deadline, token = publish_deadline(clock, 2.0)
-        assert token is not None
+        deadline, cell, previous = publish_deadline(clock, 2.0)
+        assert cell is not None
         clock.advance(2.0)
-        assert withdraw_deadline(token, deadline, clock, escaped) is late, escaped
+        assert withdraw_deadline(cell, previous, deadline, clock, escaped) is late, escaped
         assert current_deadline() is None
 
 
@@ -290,6 +297,83 @@ def test_a_sync_deadline_binds_its_thread_not_a_thread_running_a_copy_of_its_con
         worker.join(timeout=10.0)
         assert current_deadline() == 1.0
     assert seen == [None, 10.0]
+
+
+class _CountingVar:
+    """A stand-in for the deadline's context variable that counts its sets and resets."""
+
+    def __init__(self, var: contextvars.ContextVar[Any]) -> None:
+        self.var, self.sets, self.resets = var, 0, 0
+
+    def get(self) -> Any:
+        return self.var.get()
+
+    def set(self, value: Any) -> contextvars.Token[Any]:
+        self.sets += 1
+        return self.var.set(value)
+
+    def reset(self, token: contextvars.Token[Any]) -> None:
+        self.resets += 1
+        self.var.reset(token)
+
+
+def test_a_threads_sync_scopes_set_the_context_variable_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first sync scope of a thread sets a cell of its own; every later one narrows it in place."""
+    counting = _CountingVar(deadline._DEADLINE)
+    monkeypatch.setattr(deadline, "_DEADLINE", counting)
+    clock = FakeClock(0.0)
+    seen: list[float | None] = []
+
+    def calls() -> None:  # a new thread: a new, empty context
+        for _ in range(3):
+            with SyncDeadline(clock, 2.0, "outer"):
+                with SyncDeadline(clock, 1.0, "inner"):
+                    seen.append(current_deadline())
+                with SyncDeadline(clock, 5.0, "looser"):  # the outer one binds: nothing changes
+                    seen.append(current_deadline())
+                seen.append(current_deadline())
+            seen.append(current_deadline())
+
+    worker = threading.Thread(target=calls)
+    worker.start()
+    worker.join(timeout=10.0)
+    assert seen == [1.0, 2.0, 2.0, None] * 3
+    assert (counting.sets, counting.resets) == (1, 0)
+
+
+def test_a_context_copied_inside_a_sync_scope_has_no_deadline_once_the_scope_ended() -> None:
+    """A thread's deadline is its scope's: a copy of the context taken inside does not keep it after."""
+    clock = FakeClock(0.0)
+    with SyncDeadline(clock, 1.0, "owner"):
+        inside = contextvars.copy_context()
+        assert inside.run(current_deadline) == 1.0
+    assert inside.run(current_deadline) is None
+    assert current_deadline() is None
+
+
+async def test_in_a_task_sync_and_async_scopes_nest_whichever_made_the_cell() -> None:
+    """A task's sync scopes narrow the cell its async scopes set, and the other way round."""
+
+    async def spawned() -> float | None:
+        return current_deadline()
+
+    with SyncDeadline(SYSTEM_CLOCK, 100.0, "sync outer"):
+        outer = current_deadline()
+        assert outer is not None
+        async with AsyncDeadline(SYSTEM_CLOCK, 50.0, "async inner"):
+            inner = current_deadline()
+            assert inner is not None
+            assert inner < outer
+            with SyncDeadline(SYSTEM_CLOCK, 200.0, "sync looser"):
+                assert current_deadline() == inner
+            with SyncDeadline(SYSTEM_CLOCK, 1.0, "sync tighter"):
+                tightest = current_deadline()
+                assert tightest is not None
+                assert tightest < inner
+            assert current_deadline() == inner
+        assert current_deadline() == outer
+        assert await asyncio.create_task(spawned()) is None  # a spawned task: none of ours
+    assert current_deadline() is None
 
 
 async def test_a_deadline_scope_cannot_be_entered_twice() -> None:
