@@ -377,25 +377,14 @@ class SyncDeadline:
         expired: Whether this scope raised for its own deadline.
     """
 
-    __slots__ = (
-        "_cell",
-        "_clock",
-        "_deadline",
-        "_entered",
-        "_operation",
-        "_previous",
-        "_scope",
-        "_timeout",
-        "expired",
-    )
+    __slots__ = ("_clock", "_entered", "_operation", "_published", "_scope", "_timeout", "expired")
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
         self._clock = clock
         self._timeout = timeout
         self._operation = operation
         self._scope = scope
-        self._cell: _Cell | None = None
-        self._deadline = self._previous = _NO_DEADLINE
+        self._published: tuple[float, _Cell | None, float] | None = None  # publish_deadline's, until left
         self._entered = False
         self.expired = False
 
@@ -403,7 +392,7 @@ class SyncDeadline:
         if self._entered:
             raise _entered_twice(self, self._operation)
         self._entered = True
-        self._deadline, self._cell, self._previous = publish_deadline(self._clock, self._timeout)
+        self._published = publish_deadline(self._clock, self._timeout)
         return self
 
     def __exit__(
@@ -412,10 +401,10 @@ class SyncDeadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        cell = self._cell
-        if cell is None:
+        published, self._published = self._published, None
+        if published is None:
             return
-        self._cell = None
-        if withdraw_deadline(cell, self._previous, self._deadline, self._clock, exc_type):
+        deadline, cell, previous = published
+        if cell is not None and withdraw_deadline(cell, previous, deadline, self._clock, exc_type):
             self.expired = True
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
