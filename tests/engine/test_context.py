@@ -12,6 +12,7 @@ import weakref
 from typing import Any
 
 import pytest
+from support import run_threads
 
 from otel_resilience import TimeoutHandler
 from otel_resilience.engine import (
@@ -348,6 +349,42 @@ def test_a_context_copied_inside_a_sync_scope_has_no_deadline_once_the_scope_end
         inside = contextvars.copy_context()
         assert inside.run(current_deadline) == 1.0
     assert inside.run(current_deadline) is None
+    assert current_deadline() is None
+
+
+def test_threads_sharing_a_copied_context_each_keep_their_own_deadline() -> None:
+    """Eight threads run nested sync scopes at once, each in a copy of one context taken inside a
+    scope of the main thread: the copies share the main thread's cell, which none of them changes;
+    each thread sees its own deadlines only, and the main thread's stays as it was."""
+    clock = FakeClock(0.0)
+    with SyncDeadline(clock, 1.0, "main"):
+        shared = contextvars.copy_context()
+        seen: list[tuple[float | None, ...]] = []
+
+        def scopes(index: int) -> None:
+            outer, inner = 10.0 + index, 5.0 + index / 10
+            for _ in range(200):
+                before = current_deadline()
+                with SyncDeadline(clock, outer, "outer"):
+                    with SyncDeadline(clock, inner, "inner"):
+                        time.sleep(0)  # let the other threads run inside this scope
+                        during = current_deadline()
+                    between = current_deadline()
+                seen.append((before, during, between, current_deadline()))
+                assert (before, during, between, current_deadline()) == (None, inner, outer, None)
+
+        indexes = iter(range(8))
+        lock = threading.Lock()
+
+        def one_thread() -> None:
+            with lock:
+                index = next(indexes)
+            shared.copy().run(scopes, index)
+
+        run_threads(8, one_thread)
+        assert len(seen) == 8 * 200
+        assert current_deadline() == 1.0
+        assert shared.run(current_deadline) == 1.0  # the main thread's, in the context it copied
     assert current_deadline() is None
 
 
