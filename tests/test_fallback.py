@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from support import run_threads
 
 from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
@@ -707,12 +708,7 @@ def test_sync_counts_are_exact_under_threads() -> None:
         barrier.wait()
         results.append([handler.execute_with_fallback_sync(fn, i) for i in range(calls)])
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(timeout=5)
-    assert not any(t.is_alive() for t in pool)
+    run_threads(threads, worker)
     assert results == [[-1 if i % 4 == 0 else i for i in range(calls)]] * threads
     used = threads * calls // 4
     assert handler.get_stats() == stats(

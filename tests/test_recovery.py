@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from support import run_threads
 
 from otel_resilience.engine.context import SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
@@ -994,22 +995,13 @@ def test_concurrent_recoveries_are_all_counted(clock: FakeClock) -> None:
     )
     threads, per_thread = 8, 200
     barrier = threading.Barrier(threads)
-    failures: list[BaseException] = []
 
     def worker() -> None:
-        try:
-            barrier.wait(timeout=5)
-            for _ in range(per_thread):
-                assert system.recover_from_error_sync(ConnectionError(), {"operation_name": "op"}) == 1
-        except BaseException as exc:
-            failures.append(exc)
+        barrier.wait(timeout=5)
+        for _ in range(per_thread):
+            assert system.recover_from_error_sync(ConnectionError(), {"operation_name": "op"}) == 1
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=10)
-    assert not failures
+    run_threads(threads, worker)
     stats = system.get_stats()
     assert stats["attempts"] == stats["successful_recoveries"] == threads * per_thread
     assert stats["patterns_detected"] == 1

@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from support import run_threads
 
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.events import Event, Outcome, TelemetrySource, TimeoutOccurred
@@ -404,12 +405,7 @@ def test_sync_counts_are_exact_under_threads() -> None:
         barrier.wait()
         results.append([handler.with_timeout_sync(fn, i) for i in range(calls)])
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join(timeout=5)
-    assert not any(t.is_alive() for t in pool)
+    run_threads(threads, worker)
     expected = [-1 if i % 2 else i for i in range(calls)]
     assert results == [expected] * threads
     late = threads * calls // 2
