@@ -295,6 +295,60 @@ def test_the_timeout_passed_on_is_capped_by_the_deadline(server: ScriptedHTTPSer
         assert all(0 < value <= 5.0 for value in extensions["timeout"].values())
 
 
+@pytest.mark.parametrize(
+    ("client_timeout", "kept"),
+    [
+        (httpx.Timeout(2.0), {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}),  # all within
+        (httpx.Timeout(connect=1.0, read=None, write=30.0, pool=0.5), {"connect": 1.0, "pool": 0.5}),
+        (httpx.Timeout(None), {}),  # no limit anywhere: every phase capped
+        (httpx.Timeout(30.0), {}),  # every phase longer: every phase capped
+    ],
+)
+def test_each_timeout_phase_is_capped_on_its_own(
+    server: ScriptedHTTPServer, client_timeout: httpx.Timeout, kept: dict[str, float]
+) -> None:
+    """A phase within what is left is kept as the client set it; a longer or unlimited one is capped."""
+    seen: list[dict[str, Any]] = []
+
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(dict(request.extensions["timeout"]))
+            return super().handle_request(request)
+
+    server.script("/a", (200, {}))
+    transport = ResilientTransport(policy(timeout=5.0), Recording(), manager=ResilienceManager())
+    with httpx.Client(transport=transport, timeout=client_timeout) as client:
+        assert client.get(f"{server.url}/a").status_code == 200
+    (timeout,) = seen
+    assert set(timeout) == {"connect", "read", "write", "pool"}
+    for phase, value in timeout.items():
+        if phase in kept:
+            assert value == kept[phase], phase
+        else:
+            assert 4.0 < value <= 5.0, phase  # what was left of the 5 s deadline
+
+
+def test_a_timeout_of_another_shape_keeps_its_own_keys(server: ScriptedHTTPServer) -> None:
+    """A request's own timeout dict missing phases, or with a key of its own, is capped phase by phase."""
+    seen: list[dict[str, Any]] = []
+
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(dict(request.extensions["timeout"]))
+            return super().handle_request(request)
+
+    server.script("/a", (200, {}))
+    transport = ResilientTransport(policy(timeout=5.0), Recording(), manager=ResilienceManager())
+    with httpx.Client(transport=transport) as client:
+        response = client.get(f"{server.url}/a", extensions={"timeout": {"read": 1.0, "note": "kept"}})
+        assert response.status_code == 200
+    (timeout,) = seen
+    assert timeout.pop("read") == 1.0
+    assert timeout.pop("note") == "kept"
+    assert set(timeout) == {"connect", "write", "pool"}
+    assert all(4.0 < value <= 5.0 for value in timeout.values())
+
+
 def test_bad_arguments_are_refused() -> None:
     """A policy or options of the wrong type is a TypeError naming the field."""
     with pytest.raises(TypeError, match=r"HttpPolicy.policy"):
