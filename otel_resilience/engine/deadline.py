@@ -60,6 +60,7 @@ __all__ = [
     "DeadlineReachedError",
     "SyncDeadline",
     "current_deadline",
+    "enforce_binding_deadline",
     "publish_deadline",
     "sleep_sync_within_deadline",
     "time_remaining",
@@ -111,6 +112,8 @@ def _task_finder() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | 
 _current_task: Final = _task_finder()
 """``_current_task(loop)``: the task running on ``loop``, or ``None`` (:func:`_task_finder`)."""
 _ref: Final = weakref.ref
+_cancelling: Final[Callable[[asyncio.Task[Any]], int]] = getattr(asyncio.Task, "cancelling", lambda _task: 0)
+"""``_cancelling(task)``: the task's pending cancellation requests (``Task.cancelling``, 3.11 on; else 0)."""
 
 
 class _Thread(threading.local):
@@ -176,13 +179,17 @@ def time_remaining(clock: Clock) -> float:
 
 
 class DeadlineReachedError(OperationTimeoutError):
-    """Raised in a thread by a wait that the effective deadline cut short (it cannot be cancelled).
+    """Raised in a thread when the effective deadline of an enclosing scope was reached.
 
-    The :class:`SyncDeadline` scope that owns that deadline turns it into its own
-    :class:`OperationTimeoutError` (its limit, its scope) and counts as expired, exactly as when
-    the block returned after the deadline; the steps between see it as a failure, as they would
-    see the timeout of a callee that honoured :func:`current_deadline`. Where no sync scope owns
-    the deadline (sync code run inside a task under an async scope), it stays what it is: an
+    By a wait that the deadline cut short (a thread cannot be cancelled), and by a sync scope
+    whose block returned at or after a deadline that binds it but is not its own (an earlier
+    one of an enclosing scope: :func:`enforce_binding_deadline`). The scope that owns that
+    deadline turns it into its own :class:`OperationTimeoutError` (its limit, its scope) and
+    counts as expired: a :class:`SyncDeadline` exactly as when the block returned after the
+    deadline, an :class:`AsyncDeadline` as when its timer cancelled the block (sync code run in
+    a task blocks the loop, so the timer could not fire). The steps between see it as a
+    failure, as they would see the timeout of a callee that honoured :func:`current_deadline`.
+    Raised by hand before any deadline passed, it stays what it is: an
     :class:`OperationTimeoutError` for the seconds waited.
     """
 
@@ -237,7 +244,9 @@ class AsyncDeadline(TimerEntry):
     """
 
     __slots__ = (
+        "_cancelling",
         "_clock",
+        "_deadline",
         "_entered",
         "_operation",
         "_scope",
@@ -286,6 +295,10 @@ class AsyncDeadline(TimerEntry):
         if deadline < outer or owner is not task_ref:  # another task's deadline does not bind this one
             self._token = _DEADLINE.set([deadline, task_ref])
             self._task = task
+            self._deadline = deadline
+            # Cancellations the task already had pending (a caught one leaves its count up): ours
+            # is told from them on the way out, as asyncio.timeout does.
+            self._cancelling = _cancelling(task)
             timer = self._timer = loop_timer(loop)
             timer.add(loop, self, loop.time() + self._timeout)
 
@@ -307,7 +320,8 @@ class AsyncDeadline(TimerEntry):
         """Leave the scope (what ``async with`` does last), with the type of what escaped, if any.
 
         Raises:
-            OperationTimeoutError: This scope's own deadline cancelled the block.
+            OperationTimeoutError: This scope's own deadline cancelled the block, or was reached
+                by sync code in the block (a :class:`DeadlineReachedError` escaped after it).
         """
         timer = self._timer
         if timer is None:
@@ -318,11 +332,14 @@ class AsyncDeadline(TimerEntry):
         task = self._task
         self._task = None
         if self.expired:
-            others_pending = 0
+            ours = True  # the cancellation that escaped is ours unless another one is pending
             if sys.version_info >= (3, 11) and task is not None:
-                others_pending = task.uncancel()
-            if exc_type is asyncio.CancelledError and others_pending == 0:
+                ours = task.uncancel() <= self._cancelling
+            if exc_type is asyncio.CancelledError and ours:
                 raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+        if exc_type is DeadlineReachedError and self._clock.now() >= self._deadline:
+            self.expired = True  # reached by sync code before the timer could fire
+            raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
 
 
 def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None, float]:
@@ -346,6 +363,18 @@ def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None,
         cell[0] = deadline
         return deadline, cell, previous
     return deadline, None, previous
+
+
+def enforce_binding_deadline(clock: Clock, binding: float, started: float, operation: str) -> None:
+    """Leave a sync scope that an earlier deadline of its owner binds (:func:`publish_deadline`'s ``None``).
+
+    Its block returned: at or after ``binding`` (the effective deadline when the scope began at
+    ``started``), that is a :class:`DeadlineReachedError`, which the scope owning the deadline
+    turns into its own timeout. An async scope cannot see a late return of sync code, and an
+    outer sync scope would see it only after the steps between had taken it for a success.
+    """
+    if clock.now() >= binding:
+        raise DeadlineReachedError(operation, max(binding - started, 0.0), "total")
 
 
 def withdraw_deadline(
@@ -405,6 +434,9 @@ class SyncDeadline:
         if published is None:
             return
         deadline, cell, previous = published
-        if cell is not None and withdraw_deadline(cell, previous, deadline, self._clock, exc_type):
+        if cell is None:
+            if exc_type is None:
+                enforce_binding_deadline(self._clock, previous, deadline - self._timeout, self._operation)
+        elif withdraw_deadline(cell, previous, deadline, self._clock, exc_type):
             self.expired = True
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None

@@ -55,7 +55,12 @@ from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import NOT_SYNC, not_awaitable, not_sync_result, refuse_awaitable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.deadline import AsyncDeadline, publish_deadline, withdraw_deadline
+from otel_resilience.engine.deadline import (
+    AsyncDeadline,
+    enforce_binding_deadline,
+    publish_deadline,
+    withdraw_deadline,
+)
 from otel_resilience.engine.hedge import Hedge, race
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.errors import OperationTimeoutError
@@ -432,9 +437,11 @@ class Step:
     def _scoped_sync(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
         """Run the rest of the chain with this step's deadline published; a late result is a timeout.
 
-        The scope of :class:`~otel_resilience.engine.deadline.SyncDeadline`, opened by its two
-        rules (:func:`~otel_resilience.engine.deadline.publish_deadline`,
-        :func:`~otel_resilience.engine.deadline.withdraw_deadline`) without making the object.
+        The scope of :class:`~otel_resilience.engine.deadline.SyncDeadline`, opened by its rules
+        (:func:`~otel_resilience.engine.deadline.publish_deadline`, then
+        :func:`~otel_resilience.engine.deadline.withdraw_deadline`, or
+        :func:`~otel_resilience.engine.deadline.enforce_binding_deadline` where an earlier
+        deadline binds the block) without making the object.
 
         Returns:
             The result, or an :class:`_Acted` when :meth:`on_expired` answered our own expiry.
@@ -447,7 +454,10 @@ class Step:
             if cell is None or not withdraw_deadline(cell, previous, deadline, clock, type(escaped)):
                 raise
         else:
-            if cell is None or not withdraw_deadline(cell, previous, deadline, clock, None):
+            if cell is None:  # an earlier deadline binds the block: its owner judges it
+                enforce_binding_deadline(clock, previous, deadline - seconds, ctx.operation)
+                return result
+            if not withdraw_deadline(cell, previous, deadline, clock, None):
                 return result
         # Our own deadline passed: what the chain returned (or its engine wait's error) is dropped.
         error = OperationTimeoutError(ctx.operation, seconds, self.scope)
