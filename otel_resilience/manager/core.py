@@ -242,7 +242,7 @@ class ResilienceManager(NamedPolicies):
 
     def _breaker_idle(self, breaker: CircuitBreaker) -> bool:
         """A breaker may go when no live policy uses it and it is CLOSED."""
-        return (_BREAKER, breaker.name) not in self._users and breaker.state is CircuitState.CLOSED
+        return (_BREAKER, breaker.name) not in self._users and breaker.peek_state() is CircuitState.CLOSED
 
     def _bulkhead_idle(self, bulkhead: Bulkhead) -> bool:
         """A bulkhead may go when no live policy uses it and it holds and queues no call."""
@@ -261,7 +261,7 @@ class ResilienceManager(NamedPolicies):
             policy.seen_total = total
             return False
         breaker, bulkhead = policy.breaker, policy.bulkhead
-        if breaker is not None and breaker.state is not CircuitState.CLOSED:
+        if breaker is not None and breaker.peek_state() is not CircuitState.CLOSED:
             return False
         return bulkhead is None or not (bulkhead.stats.active or bulkhead.stats.waiting)
 

@@ -158,7 +158,7 @@ class KeyState:
         """
         self.live = False
         breaker = self.breaker
-        if self.running or (breaker is not None and breaker.state is CircuitState.OPEN):
+        if self.running or (breaker is not None and breaker.peek_state() is CircuitState.OPEN):
             self.live = True
             return False
         return True

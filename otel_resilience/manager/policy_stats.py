@@ -37,7 +37,7 @@ def policy_stats(config: ResilienceConfig, states: Iterable[KeyState], ledger: L
         breaker, bulkhead = state.breaker, state.bulkhead
         if breaker is not None:
             _add(breakers, breaker_totals(breaker))
-            open_keys += breaker.state is CircuitState.OPEN
+            open_keys += breaker.peek_state() is CircuitState.OPEN  # under the lock: no callback
         if bulkhead is not None:
             _add(bulkheads, bulkhead_totals(bulkhead))
             active += bulkhead.stats.active

@@ -16,6 +16,7 @@ from otel_resilience import (
     ChaosConfig,
     ChaosSwitch,
     CircuitBreaker,
+    CircuitState,
     ExtraStrategy,
     FallbackConfig,
     FallbackHandler,
@@ -70,6 +71,8 @@ async def check_async_api() -> None:
     a: str = await breaker.call(fetch, 1, verbose=True)
     await breaker.call(fetch, "1")  # type: ignore[arg-type]
     b: str = breaker.call_sync(fetch_sync, 1)
+    peeked: CircuitState = breaker.peek_state()
+    assert peeked in CircuitState
     protected = breaker.protect(fetch)
     c: str = await protected(2)
     bulkhead = Bulkhead("typing")

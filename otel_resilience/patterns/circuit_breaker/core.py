@@ -144,14 +144,24 @@ class _BreakerCore:
     @property
     def state(self) -> CircuitState:
         """The current state; an OPEN breaker whose timer elapsed becomes HALF_OPEN here."""
-        permit = self._permit
-        if permit.state is _OPEN and self._clock.now() >= self._opened_until:
+        if self._due():
             with self._lock or self._make_lock():
                 change = self._poll_locked()
                 state = self._permit.state
             self._emit(change)
             return state
-        return permit.state
+        return self._permit.state
+
+    def peek_state(self) -> CircuitState:
+        """The state :attr:`state` reads, without making the move to HALF_OPEN (nor reporting it)."""
+        return _HALF_OPEN if self._due() else self._permit.state
+
+    def _due(self) -> bool:
+        """Whether the breaker is OPEN and its timer elapsed: it moves to HALF_OPEN when next asked.
+
+        A retired core (replaced by a reload, or evicted) no longer moves.
+        """
+        return self._permit.state is _OPEN and self._clock.now() >= self._opened_until and not self._retired
 
     def retry_after(self) -> float:
         """Seconds until a probe is let through: 0 unless OPEN, ``inf`` when forced open for good."""
@@ -277,8 +287,8 @@ class _BreakerCore:
         return _FAILURE if recorded else _SUCCESS
 
     def _poll_locked(self) -> StateChanged | None:
-        """Move OPEN to HALF_OPEN if its timer elapsed (a retired core no longer moves)."""
-        if self._permit.state is _OPEN and self._clock.now() >= self._opened_until and not self._retired:
+        """Move OPEN to HALF_OPEN if its timer elapsed (:meth:`_due`)."""
+        if self._due():
             return self._transition_locked(_HALF_OPEN, _REASON_TIMEOUT_ELAPSED)
         return None
 

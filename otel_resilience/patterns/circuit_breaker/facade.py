@@ -106,6 +106,17 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         """
         return self._core.state
 
+    def peek_state(self) -> CircuitState:
+        """The state :attr:`state` would read, with no side effect.
+
+        Reading :attr:`state` moves an OPEN breaker whose timeout elapsed to HALF_OPEN and runs
+        the :meth:`on_state_change` callbacks there and then. Code that reads the state while it
+        holds a lock of its own (a monitor, an eviction rule) peeks instead: a callback that
+        needs that lock again would otherwise wait for it forever. The move is made by the next
+        call, or the next read of :attr:`state`.
+        """
+        return self._core.peek_state()
+
     @property
     def failure_rate_threshold(self) -> float | None:
         """The failure rate that opens the breaker, or ``None`` without a sliding window."""
