@@ -9,8 +9,10 @@
 Each request is one execution of the policy and each send one attempt; see
 :mod:`otel_resilience.integrations.http` for which responses are failures, which requests are
 retried (an ``Idempotency-Key`` header, or :func:`mark_retryable`), ``Retry-After``, the
-deadline passed on as the request's timeout, and the breaker per host. A body given as a file or
-an iterator is never retried. The adapter's own ``max_retries`` stays 0: the policy retries.
+deadline passed on as the request's timeout (a ``urllib3.util.Timeout`` too: each of its limits
+capped), and the breaker per host (``http://host/`` and ``http://host:80/`` are one host). A body
+given as a file or an iterator is never retried. The adapter's own ``max_retries`` stays 0: the
+policy retries.
 
 The OpenTelemetry requests instrumentation wraps ``Session.send``, so its client span covers the
 whole execution (every attempt nests inside it) rather than one span per send.
@@ -18,12 +20,14 @@ whole execution (every attempt nests inside it) rather than one span per send.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util import Timeout
 
 from otel_resilience.integrations.http import FailedResponseError
 from otel_resilience.integrations.sending import HttpIntegration
@@ -31,6 +35,7 @@ from otel_resilience.integrations.sending import HttpIntegration
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
@@ -40,7 +45,11 @@ def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) ->
 
 
 def _capped(timeout: Any, left: float | None) -> Any:
-    """Return requests' ``timeout`` (``None``, seconds or ``(connect, read)``) capped by ``left``."""
+    """Return requests' ``timeout`` capped by ``left`` (the seconds left; ``None``: no deadline).
+
+    ``timeout`` is ``None``, seconds, ``(connect, read)`` or a ``urllib3.util.Timeout``
+    (:func:`_capped_timeout`).
+    """
     if left is None:
         return timeout
     if timeout is None:
@@ -49,7 +58,30 @@ def _capped(timeout: Any, left: float | None) -> Any:
         return tuple(left if part is None else min(part, left) for part in timeout)
     if isinstance(timeout, (int, float)):
         return min(timeout, left)
-    return timeout  # a urllib3 Timeout object: kept as the caller built it
+    if isinstance(timeout, Timeout):
+        return _capped_timeout(timeout, left)
+    return timeout  # not a timeout requests knows: its own error will say so
+
+
+def _capped_timeout(timeout: Timeout, left: float) -> Timeout:
+    """Return a urllib3 ``timeout`` whose connect and read (and total, if set) are at most ``left``.
+
+    An unset limit (``None``, or urllib3's default: the socket module's default timeout) has no
+    bound, so it becomes ``left``. ``timeout`` itself is returned when it is already within.
+    """
+    connect, read, total = timeout._connect, timeout._read, timeout.total
+    capped_total = min(total, left) if isinstance(total, (int, float)) else total
+    capped = (_within(connect, left), _within(read, left), capped_total)
+    if capped == (connect, read, total):
+        return timeout
+    return Timeout(connect=capped[0], read=capped[1], total=capped[2])
+
+
+def _within(limit: object, left: float) -> float:
+    """Return a urllib3 Timeout's connect or read ``limit`` capped by ``left``."""
+    if limit is Timeout.DEFAULT_TIMEOUT:
+        limit = socket.getdefaulttimeout()
+    return min(limit, left) if isinstance(limit, (int, float)) else left
 
 
 class ResilientAdapter(HttpIntegration, HTTPAdapter):
@@ -79,8 +111,11 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
             body is None or isinstance(body, (bytes, str)),
         )
         url = urlsplit(request.url or "")
+        port = url.port
+        if port == _DEFAULT_PORTS.get(url.scheme):  # the scheme's own port: the host's one key
+            port = None
         exchange = (request, stream, timeout, kwargs)
-        return http.send_sync(url.hostname or "", url.port, replayable, self._send_once, exchange)
+        return http.send_sync(url.hostname or "", port, replayable, self._send_once, exchange)
 
     def _send_once(
         self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], _: Iterator[int]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
 import pytest
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 from support import FAST_RETRY as FAST
 from support import ScriptedHTTPServer
 
@@ -125,3 +128,139 @@ def test_the_deadline_is_the_request_timeout(server: ScriptedHTTPServer) -> None
     with session(retry_policy=None, timeout=0.3) as s, pytest.raises((requests.Timeout, TimeoutError)):
         s.get(f"{server.url}/slow")
     assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_schemes_own_port_is_the_hosts_one_breaker(scheme: str, server: ScriptedHTTPServer) -> None:
+    """scheme://host/ and scheme://host:80/ (443 for https) share one breaker: one key, no port.
+
+    The local server is the proxy the requests go through, so no request needs port 80 or 443:
+    an http request is answered (its path is the full URL), an https tunnel is refused (501).
+    """
+    default = {"http": 80, "https": 443}[scheme]
+    manager = ResilienceManager()
+    breaker = CircuitBreakerConfig(failure_threshold=1, timeout=60.0)
+    config = ResilienceConfig(name="downstream", circuit_breaker=breaker)
+    server.script("http://example.test/a", (500, {}))
+    with requests.Session() as s:
+        s.trust_env = False
+        s.proxies = {scheme: server.url}
+        s.mount(f"{scheme}://", ResilientAdapter(config, manager=manager))
+        if scheme == "http":
+            assert s.get("http://example.test/a").status_code == 500
+        else:
+            with pytest.raises(requests.exceptions.ProxyError, match="501"):
+                s.get("https://example.test/a")
+        with pytest.raises(CircuitOpenError):
+            s.get(f"{scheme}://example.test:{default}/a")
+    handle = manager.policy("downstream")
+    assert handle.keys == 1
+    assert handle.for_key("example.test").circuit_breaker.state.value == "open"  # type: ignore[union-attr]
+    assert len(server.requests) == (1 if scheme == "http" else 0)  # the refused CONNECT is not recorded
+
+
+class _Recorder(HTTPAdapter):
+    """Sits below ResilientAdapter in the MRO: records the timeout each send passes to HTTPAdapter."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.timeouts: list[Any] = []
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        self.timeouts.append(kwargs.get("timeout"))
+        return super().send(request, *args, **kwargs)
+
+
+class RecordingAdapter(ResilientAdapter, _Recorder):
+    """A ResilientAdapter that records the timeout of every send."""
+
+
+def recording_session(**changes: Any) -> tuple[requests.Session, RecordingAdapter]:
+    fields: dict[str, Any] = {"name": "downstream", "retry_policy": None}
+    fields.update(changes)
+    adapter = RecordingAdapter(ResilienceConfig(**fields), manager=ResilienceManager())
+    s = requests.Session()
+    s.mount("http://", adapter)
+    return s, adapter
+
+
+def test_a_urllib3_timeout_is_capped_by_the_deadline(server: ScriptedHTTPServer) -> None:
+    """A urllib3 Timeout of 30 s ends at the policy's 0.3 s deadline, not the server's 3 s."""
+    server.script("/slow", (200, {}, 3.0))
+    start = time.monotonic()
+    s, adapter = recording_session(timeout=0.3)
+    with s, pytest.raises((requests.Timeout, TimeoutError)):
+        s.get(f"{server.url}/slow", timeout=urllib3.Timeout(connect=30.0, read=30.0))
+    assert time.monotonic() - start < 1.5
+    [sent] = adapter.timeouts
+    assert isinstance(sent, urllib3.Timeout)
+    assert 0 < sent.connect_timeout <= 0.3  # type: ignore[operator]
+    assert 0 < sent.read_timeout <= 0.3  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        urllib3.Timeout(connect=30.0, read=30.0),
+        urllib3.Timeout(),  # urllib3's default: the socket's (no limit)
+        urllib3.Timeout(connect=None, read=None),
+        urllib3.Timeout(connect=1.0, read=None),
+        urllib3.Timeout(total=30.0, connect=1.0, read=2.0),
+    ],
+    ids=["30s", "default", "none", "read-unset", "total"],
+)
+def test_each_limit_of_a_urllib3_timeout_is_capped(
+    server: ScriptedHTTPServer, given: urllib3.Timeout
+) -> None:
+    """Connect, read and total are each at most the deadline; the limits already within are kept."""
+    s, adapter = recording_session(timeout=5.0)
+    with s:
+        assert s.get(f"{server.url}/a", timeout=given).status_code == 200
+    [sent] = adapter.timeouts
+    assert isinstance(sent, urllib3.Timeout)
+    assert sent is not given
+    for name in ("_connect", "_read"):
+        limit = getattr(sent, name)
+        assert isinstance(limit, float)
+        assert 0 < limit <= 5.0
+        if isinstance(getattr(given, name), float) and getattr(given, name) <= 5.0:
+            assert limit == getattr(given, name)
+    assert sent.total == (None if given.total is None else pytest.approx(5.0, abs=0.5))
+
+
+def test_a_urllib3_timeout_within_the_deadline_is_kept(server: ScriptedHTTPServer) -> None:
+    """A urllib3 Timeout already tighter than the deadline is passed on as the caller built it."""
+    given = urllib3.Timeout(connect=1.0, read=2.0)
+    s, adapter = recording_session(timeout=5.0)
+    with s:
+        assert s.get(f"{server.url}/a", timeout=given).status_code == 200
+    [sent] = adapter.timeouts
+    assert sent is given
+
+
+def test_urllib3s_default_limit_is_the_sockets_default(
+    server: ScriptedHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A limit left to urllib3's default is the socket module's default timeout, when it is tighter."""
+    monkeypatch.setattr(socket, "getdefaulttimeout", lambda: 2.0)
+    s, adapter = recording_session(timeout=5.0)
+    with s:
+        assert s.get(f"{server.url}/a", timeout=urllib3.Timeout(connect=1.0)).status_code == 200
+    [sent] = adapter.timeouts
+    assert (sent.connect_timeout, sent.read_timeout) == (1.0, 2.0)
+
+
+def test_a_float_timeout_is_capped_as_before(server: ScriptedHTTPServer) -> None:
+    """Seconds and (connect, read) are still capped part by part; None becomes the deadline."""
+    s, adapter = recording_session(timeout=5.0)
+    with s:
+        for timeout in (1.0, 30.0, (1.0, 30.0), (None, 2.0), None):
+            assert s.get(f"{server.url}/a", timeout=timeout).status_code == 200
+    one, capped, pair, unset, none = adapter.timeouts
+    assert one == 1.0
+    assert 0 < capped <= 5.0
+    assert pair[0] == 1.0
+    assert 0 < pair[1] <= 5.0
+    assert 0 < unset[0] <= 5.0
+    assert unset[1] == 2.0
+    assert 0 < none <= 5.0
