@@ -13,7 +13,10 @@ One request is one *execution* of the policy; each time the client sends it is o
   (:data:`IDEMPOTENT_METHODS`), or a request marked retryable (an ``Idempotency-Key`` header,
   or the client's own flag, e.g. httpx's ``extensions={RETRYABLE: True}``). A body streamed
   from an iterator cannot be replayed: such a request is never retried. A request that is not
-  retried still goes through the breaker, bulkhead, rate limiter and timeouts.
+  retried still goes through the breaker, bulkhead, rate limiter and timeouts. Nor is it
+  hedged: the policy's hedging starts no further attempt for it (:class:`HttpHedgeBudget`,
+  its hedges denied with the reason ``budget``), while a request that may be sent twice is
+  hedged as configured.
 * **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a failed
   response's ``Retry-After`` (seconds or an HTTP date) is the next delay
   (:func:`~otel_resilience.patterns.retry.retry_after_delay`); one over ``max_delay`` or past the deadline
@@ -36,6 +39,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from otel_resilience.engine.validation import check_int, fail
 from otel_resilience.manager import ResilienceConfig
+from otel_resilience.patterns.hedging import HedgeBudget
 from otel_resilience.patterns.retry import RetryPolicy, retry_after_delay
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "RESEND_COUNT_ATTRIBUTE",
     "RETRYABLE",
     "FailedResponseError",
+    "HttpHedgeBudget",
     "HttpOptions",
     "HttpRetryOn",
     "async_resend_count_hook",
@@ -212,15 +217,64 @@ class HttpRetryOn:
         return f"HttpRetryOn({self.base!r})"
 
 
+class HttpHedgeBudget:
+    """The hedging rule of HTTP (a ``HedgingConfig.budget``): a request sent once is never hedged.
+
+    Inside a request sent by an integration that may not be sent twice (see "Safe retries"), it
+    allows no hedge; otherwise it draws on ``base`` (the hedging's own budget, or the retry
+    policy's that hedges share), or allows every hedge without one. Made by :func:`http_config`.
+
+    Attributes:
+        base: The budget hedges draw on, or ``None``.
+        deposits: Whether it counts first attempts in ``base``: not when ``base`` is the retry
+            policy's, where the retry does (once per execution).
+    """
+
+    __slots__ = ("base", "deposits")
+
+    def __init__(self, base: HedgeBudget | None, *, deposits: bool) -> None:
+        self.base = base
+        self.deposits = deposits
+
+    def deposit(self) -> None:
+        """Count one first attempt in ``base`` (unless the retry does)."""
+        if self.base is not None and self.deposits:
+            self.base.deposit()
+
+    def try_withdraw(self) -> bool:
+        """Allow a hedge: never for a request that may not be sent twice; else as ``base`` does."""
+        retryable = _RETRYABLE_ERRORS.get()
+        if retryable is not None and not retryable:  # a request sent once
+            return False
+        return self.base is None or self.base.try_withdraw()
+
+    def refund(self) -> None:
+        """Give back a hedge allowed but not started (to ``base``)."""
+        if self.base is not None:
+            self.base.refund()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HttpHedgeBudget):
+            return False
+        return (other.base, other.deposits) == (self.base, self.deposits)
+
+    def __hash__(self) -> int:
+        return hash((HttpHedgeBudget, self.base, self.deposits))
+
+    def __repr__(self) -> str:
+        return f"HttpHedgeBudget({self.base!r}, deposits={self.deposits})"
+
+
 def http_config(config: ResilienceConfig, options: HttpOptions | None = None) -> ResilienceConfig:
     """Return ``config`` with the HTTP retry rule: what to build a policy handle for a client from.
 
     The retry policy's ``retry_on`` becomes :class:`HttpRetryOn` (non-idempotent or streamed
     requests are never sent twice; only HTTP failures are retried), and its ``delay_from``
     :func:`~otel_resilience.patterns.retry.retry_after_delay` unless it has one (and
-    ``options.honour_retry_after`` is set). A config without a retry policy, or already
-    converted, is returned as it is. ``manager.policy(name, http_config(config))`` makes a handle
-    a client integration accepts.
+    ``options.honour_retry_after`` is set). The hedging's budget becomes an
+    :class:`HttpHedgeBudget` (such requests are never hedged either). A config without a retry
+    policy or hedging, or already converted, is returned as it is.
+    ``manager.policy(name, http_config(config))`` makes a handle a client integration accepts.
 
     Raises:
         TypeError: ``config`` is not a ResilienceConfig, or ``options`` not HttpOptions.
@@ -229,13 +283,19 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
         raise fail("http_config", "config", "a ResilienceConfig", config, kind=TypeError)
     if options is not None and not isinstance(options, HttpOptions):
         raise fail("http_config", "options", "an HttpOptions or None", options, kind=TypeError)
-    retry = config.retry_policy
-    if retry is None or isinstance(retry.retry_on, HttpRetryOn):
-        return config
-    delay_from = retry.delay_from
-    if delay_from is None and (options or _DEFAULT_OPTIONS).honour_retry_after:
-        delay_from = retry_after_delay
-    return replace(config, retry_policy=replace(retry, retry_on=HttpRetryOn(retry), delay_from=delay_from))
+    retry, hedging = config.retry_policy, config.hedging
+    if retry is not None and not isinstance(retry.retry_on, HttpRetryOn):
+        delay_from = retry.delay_from
+        if delay_from is None and (options or _DEFAULT_OPTIONS).honour_retry_after:
+            delay_from = retry_after_delay
+        retry_policy = replace(retry, retry_on=HttpRetryOn(retry), delay_from=delay_from)
+        config = replace(config, retry_policy=retry_policy)
+    if hedging is not None and not isinstance(hedging.budget, HttpHedgeBudget):
+        shared = None if retry is None else retry.budget  # hedges draw on it when they have none
+        base = hedging.budget if hedging.budget is not None else shared
+        budget = HttpHedgeBudget(base, deposits=base is not shared)
+        config = replace(config, hedging=replace(hedging, budget=budget))
+    return config
 
 
 def resend_count_hook(span: Any, request: Any, *_: Any) -> None:

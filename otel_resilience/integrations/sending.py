@@ -25,6 +25,7 @@ from otel_resilience.integrations.http import (
     _DEFAULT_OPTIONS,
     _RETRYABLE_ERRORS,
     FailedResponseError,
+    HttpHedgeBudget,
     HttpOptions,
     HttpRetryOn,
     PolicyHandleLike,
@@ -281,12 +282,24 @@ def _key(host: str, port: int | None) -> str:
 
 
 def _check_handle(handle: PolicyHandleLike) -> None:
-    """Refuse a handle whose retry policy would retry what HTTP forbids (a POST, a streamed body)."""
+    """Refuse a handle that would send again what HTTP forbids (a POST, a streamed body).
+
+    Its retry policy must have the HTTP retry rule, and its hedging the HTTP hedging budget.
+    """
     config = getattr(handle, "config", None)
-    retry = config.retry_policy if isinstance(config, ResilienceConfig) else None
-    if retry is not None and not isinstance(retry.retry_on, HttpRetryOn):
+    if not isinstance(config, ResilienceConfig):
+        return
+    retry, hedging = config.retry_policy, config.hedging
+    lacking = (
+        "retry policy lacks the HTTP retry rule (it would retry"
+        if retry is not None and not isinstance(retry.retry_on, HttpRetryOn)
+        else "hedging lacks the HTTP hedging budget (it would hedge"
+        if hedging is not None and not isinstance(hedging.budget, HttpHedgeBudget)
+        else None
+    )
+    if lacking is not None:
         msg = (
-            "HttpPolicy.policy: the handle's retry policy lacks the HTTP retry rule (it would retry "
-            "POSTs and streamed bodies): create it with manager.policy(name, http_config(config))"
+            f"HttpPolicy.policy: the handle's {lacking} POSTs and streamed bodies): create it "
+            "with manager.policy(name, http_config(config))"
         )
         raise ValueError(msg)
