@@ -22,13 +22,12 @@ caller then sees :class:`~otel_resilience.CircuitOpenError`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import payload
 
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration
+from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
 
 __all__ = ["ResilientMiddleware"]
 
@@ -56,11 +55,12 @@ class ResilientMiddleware(HttpIntegration):
         return await http.send(url.host or "", port, replayable, self._send_once, (request, handler))
 
     async def _send_once(
-        self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], _sends: Iterator[int]
+        self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], sent: Sent
     ) -> aiohttp.ClientResponse:
         """One attempt: pass the request on; a failed response is read, released and raised."""
         request, handler = exchange
-        response = await handler(request)
+        index = record_send(sent)
+        sent[index] = response = await handler(request)
         if response.status in self._http.failure_statuses:
             try:
                 await response.read()

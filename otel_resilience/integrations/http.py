@@ -23,7 +23,10 @@ One request is one *execution* of the policy; each time the client sends it is o
   stops retrying at once (the response is returned), it is never shortened.
 * **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`
   to the client as its timeout (every phase capped by it), so a request never outlives its
-  policy, in threads too.
+  policy, in threads too. A response that came after the deadline (a client's read timeout
+  bounds each read, not the whole answer) is a timeout, and is closed: every response an attempt
+  got that the caller does not get (a hedge that lost, too) is closed before the request ends,
+  so no connection stays out of the client's pool.
 * **Per host.** Requests run through the policy handle's ``for_key(host)``: each host gets its
   own breaker, bulkhead and rate limiter, so one bad host does not open the breaker for the
   others (:attr:`HttpOptions.per_host`); at most :attr:`HttpOptions.max_hosts` idle hosts are

@@ -22,7 +22,6 @@ with the OpenTelemetry httpx instrumentation, pass
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -34,7 +33,7 @@ from otel_resilience.integrations.http import (
     HttpOptions,
     PolicyHandleLike,
 )
-from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy
+from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, record_send
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
@@ -54,27 +53,31 @@ def _judge(http: HttpPolicy, request: httpx.Request) -> bool:
     )
 
 
-def _prepare(http: HttpPolicy, request: httpx.Request, sends: Iterator[int]) -> None:
-    """Mark the send's resend count, and cap every timeout phase by what is left of the deadline.
+def _prepare(http: HttpPolicy, request: httpx.Request, sent: Sent) -> int:
+    """Record the send and mark its resend count; cap each timeout phase by what is left of the deadline.
 
     No phase is left longer than what is left (a phase ``None``, no limit, neither). The
     request's own ``extensions`` dict is updated (httpx copies the one it is given).
+
+    Returns:
+        The send's place in ``sent`` (its resend count).
     """
     extensions = request.extensions
-    extensions[RESEND_COUNT] = next(sends)
+    extensions[RESEND_COUNT] = index = record_send(sent)
     left = http.timeout_left()
     if left is None:
-        return
+        return index
     timeout = extensions.get("timeout")
     if timeout is None:
         extensions["timeout"] = dict.fromkeys(_PHASES, left)
-        return
+        return index
     capped = dict(timeout)
     for phase in _PHASES:
         value = timeout.get(phase)
         if value is None or value > left:
             capped[phase] = left
     extensions["timeout"] = capped
+    return index
 
 
 class _Wrapping(HttpIntegration, Generic[T]):
@@ -119,11 +122,11 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         http, url = self._http, request.url
         return http.send_sync(url.host, url.port, _judge(http, request), self._send_once, request)
 
-    def _send_once(self, request: httpx.Request, sends: Iterator[int]) -> httpx.Response:
+    def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised."""
         http = self._http
-        _prepare(http, request, sends)
-        response = self._transport.handle_request(request)
+        index = _prepare(http, request, sent)
+        sent[index] = response = self._transport.handle_request(request)
         if response.status_code in http.failure_statuses:
             try:
                 response.read()
@@ -150,11 +153,11 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         http, url = self._http, request.url
         return await http.send(url.host, url.port, _judge(http, request), self._send_once, request)
 
-    async def _send_once(self, request: httpx.Request, sends: Iterator[int]) -> httpx.Response:
+    async def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised."""
         http = self._http
-        _prepare(http, request, sends)
-        response = await self._transport.handle_async_request(request)
+        index = _prepare(http, request, sent)
+        sent[index] = response = await self._transport.handle_async_request(request)
         if response.status_code in http.failure_statuses:
             try:
                 await response.aread()

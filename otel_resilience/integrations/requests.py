@@ -21,7 +21,6 @@ whole execution (every attempt nests inside it) rather than one span per send.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +29,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util import Timeout
 
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration
+from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -118,12 +117,13 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         return http.send_sync(url.hostname or "", port, replayable, self._send_once, exchange)
 
     def _send_once(
-        self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], _: Iterator[int]
+        self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], sent: Sent
     ) -> requests.Response:
         """One attempt: send the request; a failed response is read, closed and raised."""
         request, stream, timeout, kwargs = exchange
         http = self._http
-        response = super().send(
+        index = record_send(sent)
+        sent[index] = response = super().send(
             request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
         )
         if response.status_code in http.failure_statuses:

@@ -11,9 +11,8 @@ integrations. No HTTP library is imported here.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
@@ -33,7 +32,7 @@ from otel_resilience.integrations.http import (
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
 
-__all__ = ["HttpIntegration", "HttpPolicy"]
+__all__ = ["HttpIntegration", "HttpPolicy", "Sent", "aclose_dropped", "close_dropped", "record_send"]
 
 R = TypeVar("R")
 Q = TypeVar("Q")
@@ -198,41 +197,57 @@ class HttpPolicy:
         host: str,
         port: int | None,
         replayable: bool,
-        attempt: Callable[[Q, Iterator[int]], R],
+        attempt: Callable[[Q, Sent], R],
         request: Q,
     ) -> R:
-        """Run ``attempt(request, sends)`` under the policy in this thread; return its response.
+        """Run ``attempt(request, sent)`` under the policy in this thread; return its response.
 
-        ``attempt`` sends the request once (its resend count is ``next(sends)``: 0, then 1...)
-        and raises :class:`FailedResponseError` for a failed response; the last failed response
-        is returned when attempts run out. ``host`` and ``port`` choose the breaker
-        (:meth:`route`); ``replayable`` says whether the request may be sent again
-        (:meth:`replayable`).
+        ``attempt`` sends the request once, recorded in ``sent`` (:func:`record_send` before it
+        sends: its resend count, 0, then 1...; the response it got after), and raises
+        :class:`FailedResponseError` for a failed response; the last failed response is
+        returned when attempts run out. A response an attempt got that the policy dropped (it
+        came after the deadline, or another attempt won) is closed before this returns
+        (:func:`close_dropped`). ``host`` and ``port`` choose the breaker (:meth:`route`);
+        ``replayable`` says whether the request may be sent again (:meth:`replayable`).
         """
         token = _RETRYABLE_ERRORS.set(self._errors[replayable])
+        sent: Sent = []
+        result: Any = None
         try:
-            return self.route(host, port).execute_sync(attempt, request, itertools.count())  # type: ignore[no-any-return]
+            result = self.route(host, port).execute_sync(attempt, request, sent)
         except FailedResponseError as failed:  # attempts ran out on a failed response
+            result = failed.response
             return self._ran_out(failed)  # type: ignore[no-any-return]
+        else:
+            return result  # type: ignore[no-any-return]
         finally:
             _RETRYABLE_ERRORS.reset(token)
+            if sent and (len(sent) > 1 or sent[0] is not result):
+                close_dropped(sent, result)
 
     async def send(
         self,
         host: str,
         port: int | None,
         replayable: bool,
-        attempt: Callable[[Q, Iterator[int]], Awaitable[R]],
+        attempt: Callable[[Q, Sent], Awaitable[R]],
         request: Q,
     ) -> R:
-        """Run ``await attempt(request, sends)`` under the policy; as :meth:`send_sync`."""
+        """Run ``await attempt(request, sent)`` under the policy; as :meth:`send_sync`."""
         token = _RETRYABLE_ERRORS.set(self._errors[replayable])
+        sent: Sent = []
+        result: Any = None
         try:
-            return await self.route(host, port).execute(attempt, request, itertools.count())  # type: ignore[no-any-return]
+            result = await self.route(host, port).execute(attempt, request, sent)
         except FailedResponseError as failed:  # attempts ran out on a failed response
+            result = failed.response
             return self._ran_out(failed)  # type: ignore[no-any-return]
+        else:
+            return result  # type: ignore[no-any-return]
         finally:
             _RETRYABLE_ERRORS.reset(token)
+            if sent and (len(sent) > 1 or sent[0] is not result):
+                await aclose_dropped(sent, result)
 
     def _ran_out(self, failed: FailedResponseError) -> Any:
         """The end of a request whose attempts ran out on a failed response: that response.
@@ -274,6 +289,39 @@ class HttpIntegration:
     ) -> None:
         self._http = HttpPolicy(policy, options, manager, self.transport_errors)
         super().__init__(**client_options)
+
+
+Sent = list[Any]
+"""One request's sends, in order: the response each got (``None``: none yet, or an error)."""
+
+
+def record_send(sent: Sent) -> int:
+    """Record a send of the request in ``sent`` (before it is made); return its resend count."""
+    count = len(sent)
+    sent.append(None)
+    return count
+
+
+def close_dropped(sent: Sent, kept: object) -> None:
+    """Close each response in ``sent`` but ``kept`` (the one the caller gets), in this thread.
+
+    A response the policy dropped would otherwise hold its connection until it is collected
+    (httpx keeps it out of its pool for good). Closing a closed response does nothing.
+    """
+    for response in sent:
+        if response is not None and response is not kept:
+            response.close()
+
+
+async def aclose_dropped(sent: Sent, kept: object) -> None:
+    """Close each response in ``sent`` but ``kept``: an async client's (``aclose``, else ``release``)."""
+    for response in sent:
+        if response is not None and response is not kept:
+            aclose = getattr(response, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            else:
+                response.release()
 
 
 def _key(host: str, port: int | None) -> str:

@@ -14,6 +14,7 @@ from support import ScriptedHTTPServer
 from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
+    OperationTimeoutError,
     ResilienceConfig,
     ResilienceManager,
 )
@@ -359,3 +360,26 @@ def test_bad_arguments_are_refused() -> None:
         HttpOptions(failure_statuses={700})
     with pytest.raises(TypeError, match=r"HttpOptions.retry_methods"):
         HttpOptions(retry_methods="GET")  # type: ignore[arg-type]
+
+
+def test_a_response_the_deadline_dropped_is_closed(server: ScriptedHTTPServer) -> None:
+    """A response that came after the deadline is a timeout: it is closed, its connection back in the pool."""
+    got: list[httpx.Response] = []
+
+    class Late(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            got.append(response)
+            time.sleep(0.5)  # the response is in hand, but after the policy's 0.2 s
+            return response
+
+    inner = Late(limits=httpx.Limits(max_connections=1))
+    transport = ResilientTransport(policy(retry_policy=None, timeout=0.2), inner, manager=ResilienceManager())
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(10.0, pool=2.0)) as client:
+        with pytest.raises(OperationTimeoutError):
+            client.get(f"{server.url}/a")
+        assert [response.is_closed for response in got] == [True]
+        got.clear()
+        fast = ResilientTransport(policy(retry_policy=None), inner, manager=ResilienceManager())
+        with httpx.Client(transport=fast, timeout=httpx.Timeout(10.0, pool=2.0)) as again:
+            assert again.get(f"{server.url}/b").status_code == 200  # the one connection was free

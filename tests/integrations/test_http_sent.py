@@ -1,0 +1,49 @@
+"""The record of a request's sends: what each got, and closing what the policy dropped."""
+
+from __future__ import annotations
+
+import httpx
+
+from otel_resilience.integrations.sending import Sent, aclose_dropped, close_dropped, record_send
+
+
+def _responses(count: int) -> list[httpx.Response]:
+    """Unread httpx responses, each over a stream of its own (as a transport returns them)."""
+
+    class Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            yield b"ok"
+
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            yield b"ok"
+
+    return [httpx.Response(200, stream=Body()) for _ in range(count)]
+
+
+def test_each_send_is_recorded_with_its_resend_count() -> None:
+    """The first send is 0, the next 1...; a send holds None until its response is in."""
+    sent: Sent = []
+    assert [record_send(sent), record_send(sent), record_send(sent)] == [0, 1, 2]
+    assert sent == [None, None, None]
+
+
+def test_every_response_but_the_kept_one_is_closed() -> None:
+    """Sync: dropped responses are closed; the caller's is not; a send with no response is skipped."""
+    first, kept = _responses(2)
+    close_dropped([first, None, kept], kept)
+    assert (first.is_closed, kept.is_closed) == (True, False)
+
+
+async def test_async_responses_are_closed_with_aclose_or_release() -> None:
+    """Async: an httpx response is closed with ``aclose``; an aiohttp-like one is released."""
+
+    class Released:
+        released = False
+
+        def release(self) -> None:
+            self.released = True
+
+    dropped, kept = _responses(2)
+    other = Released()
+    await aclose_dropped([dropped, other, None, kept], kept)
+    assert (dropped.is_closed, other.released, kept.is_closed) == (True, True, False)
