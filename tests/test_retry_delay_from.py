@@ -106,6 +106,8 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
         ("-1", None),
         ("nan", None),
         ("inf", None),
+        ("1e400", None),  # not delta-seconds (digits only), though float() reads it
+        ("9" * 400, float("inf")),  # valid delta-seconds past the float range: over any max_delay
         ("", None),
         ("soon", None),
         ("Wed, 99 Foo 2015", None),

@@ -30,7 +30,9 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
         now: The current time for a date (default: the system's UTC time).
 
     Returns:
-        Seconds ``>= 0``, or ``None`` when the value is neither form (or a negative number).
+        Seconds ``>= 0``, or ``None`` when the value is neither form (or a negative number, or
+        ``inf``/``nan``). Delta-seconds too many digits for a float are ``inf``: longer than any
+        ``max_delay``, so retrying gives up, as for any value over it.
     """
     text = value.strip()
     if not text:
@@ -40,7 +42,9 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        if math.isfinite(seconds):
+            return seconds if seconds >= 0 else None
+        return math.inf if text.isdigit() else None  # only digits: a valid value past the float range
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
