@@ -162,12 +162,16 @@ class FailedResponseError(Exception):
             ``aiohttp.ClientResponse``); :func:`~otel_resilience.patterns.retry.retry_after_delay` reads
             its ``Retry-After`` header.
         status_code: The response's status.
+        replay: Makes the response the caller gets when attempts run out, unread, as the client's
+            transport gave it (httpx: its raw body can be streamed again), or ``None``: then
+            :attr:`response` is returned.
     """
 
-    def __init__(self, response: Any, status_code: int) -> None:
+    def __init__(self, response: Any, status_code: int, replay: Callable[[], Any] | None = None) -> None:
         super().__init__(f"HTTP {status_code} counted as a failure")
         self.response = response
         self.status_code = status_code
+        self.replay = replay
 
 
 class PolicyHandleLike(Protocol):

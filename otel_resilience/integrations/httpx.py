@@ -22,6 +22,7 @@ with the OpenTelemetry httpx instrumentation, pass
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -80,6 +81,41 @@ def _prepare(http: HttpPolicy, request: httpx.Request, sent: Sent) -> int:
     return index
 
 
+class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body read already, streamed again: its raw bytes, in one chunk, sync or async."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._raw
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._raw
+
+
+def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> FailedResponseError:
+    """The error of a failed response whose raw body is ``raw`` (its connection closed).
+
+    It holds a copy read (``text`` and ``content`` at hand for a handler of the error), and
+    replays an unread one for the caller when attempts run out: the transport's response as it
+    came, whose raw body a ``client.stream(...)`` caller can read (``iter_raw``).
+    """
+
+    def replay() -> httpx.Response:
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Body(raw),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    read = replay()
+    read.read()  # decoded from the bytes in memory: no I/O
+    return FailedResponseError(read, response.status_code, replay)
+
+
 class _Wrapping(HttpIntegration, Generic[T]):
     """What both transports hold: the policy's HTTP rules and the transport that sends.
 
@@ -129,10 +165,10 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         sent[index] = response = self._transport.handle_request(request)
         if response.status_code in http.failure_statuses:
             try:
-                response.read()
+                raw = b"".join(response.iter_raw())
             finally:
                 response.close()
-            raise FailedResponseError(response, response.status_code)
+            raise _failed(request, response, raw)
         return response
 
     def close(self) -> None:
@@ -160,10 +196,10 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         sent[index] = response = await self._transport.handle_async_request(request)
         if response.status_code in http.failure_statuses:
             try:
-                await response.aread()
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
             finally:
                 await response.aclose()
-            raise FailedResponseError(response, response.status_code)
+            raise _failed(request, response, raw)
         return response
 
     async def aclose(self) -> None:

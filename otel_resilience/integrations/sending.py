@@ -257,7 +257,7 @@ class HttpPolicy:
         """
         if self._raises:
             raise failed
-        return failed.response
+        return failed.response if failed.replay is None else failed.replay()
 
 
 class HttpIntegration:

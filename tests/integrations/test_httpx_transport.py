@@ -383,3 +383,31 @@ def test_a_response_the_deadline_dropped_is_closed(server: ScriptedHTTPServer) -
         fast = ResilientTransport(policy(retry_policy=None), inner, manager=ResilienceManager())
         with httpx.Client(transport=fast, timeout=httpx.Timeout(10.0, pool=2.0)) as again:
             assert again.get(f"{server.url}/b").status_code == 200  # the one connection was free
+
+
+@DRIVERS
+async def test_a_failed_response_returned_can_be_streamed_raw(driver: str, server: ScriptedHTTPServer) -> None:
+    """When attempts run out, ``client.stream`` gets the failed response unread, as the transport gave it."""
+    server.script("/a", (503, {}), (503, {}), (503, {}))
+    url = f"{server.url}/a"
+    if driver == "sync":
+        with httpx.Client(transport=ResilientTransport(policy(), manager=ResilienceManager())) as client:
+            with client.stream("GET", url) as response:
+                assert (response.status_code, b"".join(response.iter_raw())) == (503, b"503")
+    else:
+        transport = AsyncResilientTransport(policy(), manager=ResilienceManager())
+        async with httpx.AsyncClient(transport=transport) as aclient:
+            async with aclient.stream("GET", url) as aresponse:
+                raw = b"".join([chunk async for chunk in aresponse.aiter_raw()])
+                assert (aresponse.status_code, raw) == (503, b"503")
+    assert server.count("/a") == 3
+
+
+@DRIVERS
+async def test_a_raised_failed_response_has_its_body_at_hand(driver: str, server: ScriptedHTTPServer) -> None:
+    """With raise_on_failure, the error's response is read: its text needs no I/O."""
+    server.script("/a", (500, {}), (500, {}), (500, {}))
+    clients = Clients(driver, policy(), options=HttpOptions(raise_on_failure=True))
+    with pytest.raises(FailedResponseError) as caught:
+        await clients.request("GET", f"{server.url}/a")
+    assert caught.value.response.text == "500"
