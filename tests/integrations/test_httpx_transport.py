@@ -386,7 +386,9 @@ def test_a_response_the_deadline_dropped_is_closed(server: ScriptedHTTPServer) -
 
 
 @DRIVERS
-async def test_a_failed_response_returned_can_be_streamed_raw(driver: str, server: ScriptedHTTPServer) -> None:
+async def test_a_failed_response_returned_can_be_streamed_raw(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
     """When attempts run out, ``client.stream`` gets the failed response unread, as the transport gave it."""
     server.script("/a", (503, {}), (503, {}), (503, {}))
     url = f"{server.url}/a"
