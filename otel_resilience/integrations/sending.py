@@ -42,7 +42,8 @@ class HttpPolicy:
     """Runs one client's requests under a policy: the part the client integrations share.
 
     A config becomes the policy handle ``manager.policy(name, http_config(config))`` (its name,
-    or ``"http"``; made on the first request, in the manager used then), whose
+    or ``"http"``; made here when a manager is given, else on the first request, in the
+    process-wide manager of then), whose
     ``for_key(host)`` runs each request when :attr:`HttpOptions.per_host` is set: a breaker,
     bulkhead and rate limiter per host, at most :attr:`HttpOptions.max_hosts` idle hosts kept,
     the host as the execution span's ``resilience.key``. What every request reads is prepared
@@ -62,7 +63,10 @@ class HttpPolicy:
 
     Raises:
         TypeError: ``policy`` or ``options`` has the wrong type.
-        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
+        ValueError: ``policy`` is a handle that would send a request twice where HTTP forbids
+            it, or a config whose name (``"http"`` when unnamed) is the manager's policy of
+            another config: clients whose configs differ need a name each (raised at the first
+            request when no manager is given).
     """
 
     __slots__ = (
@@ -110,6 +114,8 @@ class HttpPolicy:
         self._config: ResilienceConfig | None = None
         if isinstance(policy, ResilienceConfig):
             self._config = http_config(replace(policy, name=policy.name or "http"), options)
+            if manager is not None:  # made now, so that a name taken by another config is told here
+                self.handle()
         else:
             _check_handle(policy)
             self._steady = policy
@@ -131,12 +137,19 @@ class HttpPolicy:
         config = self._config
         assert config is not None  # noqa: S101 - set for a config
         options = self.options
-        handle = manager.policy(
-            config.name or "http",
-            config,
-            max_keys=options.max_hosts,
-            adapt=lambda reloaded: http_config(reloaded, options),  # a reload keeps the HTTP rule
-        )
+        try:
+            handle = manager.policy(
+                config.name or "http",
+                config,
+                max_keys=options.max_hosts,
+                adapt=lambda reloaded: http_config(reloaded, options),  # a reload keeps the HTTP rule
+            )
+        except ValueError as error:  # the name is another client's, with another config
+            msg = (
+                f"HttpPolicy.policy: {error}. Clients whose configs differ need a name each "
+                f"(ResilienceConfig(name=...)); an unnamed config is named {'http'!r}"
+            )
+            raise ValueError(msg) from error
         self._made = (manager, handle)
         if self._manager is not None:  # made in the manager given: it stays the handle
             self._steady = handle

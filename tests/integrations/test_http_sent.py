@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from otel_resilience.integrations.sending import Sent, aclose_dropped, close_dropped, record_send
 
@@ -47,3 +48,16 @@ async def test_async_responses_are_closed_with_aclose_or_release() -> None:
     other = Released()
     await aclose_dropped([dropped, other, None, kept], kept)
     assert (dropped.is_closed, other.released, kept.is_closed) == (True, True, False)
+
+
+def test_two_clients_with_unnamed_configs_that_differ_are_told_at_construction() -> None:
+    """Both would be the manager's policy ``"http"``: the second is refused, naming the cure."""
+    from otel_resilience import ResilienceConfig, ResilienceManager  # noqa: PLC0415
+    from otel_resilience.integrations.httpx import ResilientTransport  # noqa: PLC0415
+
+    manager = ResilienceManager()
+    ResilientTransport(ResilienceConfig(timeout=1.0), manager=manager)
+    ResilientTransport(ResilienceConfig(timeout=1.0), manager=manager)  # the same config: shared
+    with pytest.raises(ValueError, match=r"need a name each \(ResilienceConfig\(name=\.\.\.\)\)"):
+        ResilientTransport(ResilienceConfig(timeout=2.0), manager=manager)
+    ResilientTransport(ResilienceConfig(name="other", timeout=2.0), manager=manager)  # named: fine
