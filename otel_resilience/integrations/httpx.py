@@ -165,6 +165,8 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         sent[index] = response = self._transport.handle_request(request)
         if response.status_code in http.failure_statuses:
             try:
+                if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
+                    raise FailedResponseError(response, response.status_code)
                 raw = b"".join(response.iter_raw())
             finally:
                 response.close()
@@ -196,6 +198,8 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         sent[index] = response = await self._transport.handle_async_request(request)
         if response.status_code in http.failure_statuses:
             try:
+                if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
+                    raise FailedResponseError(response, response.status_code)
                 raw = b"".join([chunk async for chunk in response.aiter_raw()])
             finally:
                 await response.aclose()

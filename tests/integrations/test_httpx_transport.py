@@ -413,3 +413,24 @@ async def test_a_raised_failed_response_has_its_body_at_hand(driver: str, server
     with pytest.raises(FailedResponseError) as caught:
         await clients.request("GET", f"{server.url}/a")
     assert caught.value.response.text == "500"
+
+
+@DRIVERS
+async def test_a_failed_response_its_transport_read_already_is_returned_as_it_is(driver: str) -> None:
+    """A transport that answers with read responses (httpx's MockTransport): the last one comes back."""
+    statuses = iter([503, 503, 502])
+
+    def answer(_request: httpx.Request) -> httpx.Response:
+        status = next(statuses)
+        return httpx.Response(status, content=str(status).encode())
+
+    config = policy()
+    if driver == "sync":
+        transport = ResilientTransport(config, httpx.MockTransport(answer), manager=ResilienceManager())
+        with httpx.Client(transport=transport) as client:
+            response = client.get("http://downstream.test/a")
+    else:
+        atransport = AsyncResilientTransport(config, httpx.MockTransport(answer), manager=ResilienceManager())
+        async with httpx.AsyncClient(transport=atransport) as aclient:
+            response = await aclient.get("http://downstream.test/a")
+    assert (response.status_code, response.text) == (502, "502")
