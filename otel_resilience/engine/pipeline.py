@@ -85,6 +85,11 @@ ExecutionHandles = list[tuple[ExecutionListener, object]]
 class Pipeline:
     """Linked strategies with an async driver (:meth:`execute`) and a sync one (:meth:`execute_sync`).
 
+    A pipeline is exported from the moment it is made: it registers itself in
+    :data:`~otel_resilience.engine.registry.PIPELINES`, unless made with ``register=False`` by an
+    owner that puts it there itself, in one step with what it replaces
+    (:meth:`~otel_resilience.engine.registry.Registry.replace`).
+
     Attributes:
         name: The pipeline's (policy's) name: the operation name in telemetry.
         stats: Outcome counts.
@@ -114,6 +119,7 @@ class Pipeline:
         clock: Clock = SYSTEM_CLOCK,
         source: TelemetrySource | None = None,
         max_attempts: int | None = None,
+        register: bool = True,
     ) -> None:
         self.name = name
         self.max_attempts = max_attempts
@@ -143,7 +149,8 @@ class Pipeline:
         self._clock = clock
         self.stats = PipelineStats()
         self.telemetry = StrategyTelemetry(source or TelemetrySource("pipeline", name, name))
-        PIPELINES.register(self)
+        if register:
+            PIPELINES.register(self)
 
     strategies = ReadOnly[tuple[Step, ...]]("_strategies", "The strategies, outer to inner.")
 
@@ -414,8 +421,14 @@ class PipelineBuilder:
         self._strategies.append(strategy)
         return self
 
-    def build(self) -> Pipeline:
-        """Link the strategies and return the pipeline. The builder cannot be used afterwards."""
+    def build(self, *, register: bool = True) -> Pipeline:
+        """Link the strategies and return the pipeline. The builder cannot be used afterwards.
+
+        Args:
+            register: ``False`` to leave the pipeline out of the
+                :data:`~otel_resilience.engine.registry.PIPELINES` registry, for an owner that puts
+                it in itself (:meth:`~otel_resilience.engine.registry.Registry.replace`).
+        """
         if self._built:
             msg = f"PipelineBuilder {self._name!r} was already built"
             raise RuntimeError(msg)
@@ -427,5 +440,10 @@ class PipelineBuilder:
         for strategy in strategies:
             strategy.settle()
         return Pipeline(
-            self._name, strategies, clock=self._clock, source=self._source, max_attempts=self._max_attempts
+            self._name,
+            strategies,
+            clock=self._clock,
+            source=self._source,
+            max_attempts=self._max_attempts,
+            register=register,
         )

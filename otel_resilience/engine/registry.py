@@ -19,7 +19,7 @@ import logging
 import threading
 import weakref
 from _weakref import _remove_dead_weakref  # type: ignore[attr-defined] # WeakValueDictionary's delete
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 __all__ = [
@@ -121,25 +121,85 @@ class Registry(Generic[T]):
             findable: ``False`` for an item that is exported but never returned by :meth:`get`
                 (the totals a policy keeps of its evicted keys, which are not an instance to act on).
         """
-        entry = _Entry(item, self._forget)
-        hash(entry)  # kept by the reference: its death callback may look it up in the set
-        name = entry.name = item.name if findable else None
-        namesake = None
         lock = self._lock
         lock.acquire()  # not `with`: once per instance made, half the cost
         try:
-            if name is None:
-                self._others.add(entry)
-            else:
-                previous = self._by_name.get(name)
-                namesake = None if previous is None else previous()
-                if namesake is not item:
-                    if namesake is not None:
-                        self._others.add(cast("_Entry", previous))  # an older namesake
-                    self._by_name[name] = entry
+            namesake = self._add_locked(item, findable)
             callbacks = self._on_added
         finally:
             lock.release()
+        if namesake is not None or callbacks:  # usually neither: no frame
+            self._added(item, namesake, callbacks)
+
+    def unregister(self, item: T) -> None:
+        """Take ``item`` out (no error if it is not in): it is no longer exported or found by name."""
+        with self._lock:
+            self._remove_locked(item)
+
+    def replace(
+        self, old: Iterable[T | None], make: Callable[[], T], *, findable: bool = True, announce: bool = True
+    ) -> T:
+        """Take the ``old`` items out and put ``make()`` in their place, in one step; return it.
+
+        The one way to move counts from instances to one that carries them on (a policy's totals
+        that take an evicted key's counts, a reloaded key's pipeline that counts on in the old
+        one's stats): a snapshot (:meth:`items`) holds either every old item or the new one,
+        never both (counted twice) nor neither (lost). So that a reader which reads the counts of
+        its snapshot a little later reads the same numbers, the new item must hold the old items'
+        counts as they are final (a copy, or the same objects) and never change them afterwards
+        (a later move makes another item in its place).
+
+        Args:
+            old: The items taken out (``None`` entries are skipped; one not in is no error).
+            make: Builds the new item. Called under the registry's lock, after nothing else changed
+                it, so that it reads counts no one else moves meanwhile; it must not call into a
+                registry.
+            findable: As :meth:`register`.
+            announce: ``False`` to leave the ``on_added`` callbacks out, for a new item that
+                stands for instances they were told about (totals of the same name and kind).
+
+        Raises:
+            Exception: What ``make`` raised (then nothing changed).
+        """
+        lock = self._lock
+        with lock:
+            item = make()
+            for gone in old:
+                if gone is not None:
+                    self._remove_locked(gone)
+            namesake = self._add_locked(item, findable)
+            callbacks = self._on_added if announce else ()
+        self._added(item, namesake, callbacks)
+        return item
+
+    def _add_locked(self, item: T, findable: bool) -> T | None:
+        """Add ``item`` (the lock held); return the live namesake it displaced from the name index.
+
+        Its one weak reference is named when ``findable``.
+        """
+        entry = _Entry(item, self._forget)
+        hash(entry)  # kept by the reference: its death callback may look it up in the set
+        name = entry.name = item.name if findable else None
+        if name is None:
+            self._others.add(entry)
+            return None
+        previous = self._by_name.get(name)
+        namesake = None if previous is None else previous()
+        if namesake is not item:
+            if namesake is not None:
+                self._others.add(cast("_Entry", previous))  # an older namesake
+            self._by_name[name] = entry
+        return cast("T | None", namesake)
+
+    def _remove_locked(self, item: T) -> None:
+        """Take ``item`` out (the lock held)."""
+        self._others.discard(weakref.ref(item))  # equal to the item's entry while the item lives
+        found = self._by_name.get(item.name)
+        if found is not None and found() is item:
+            del self._by_name[item.name]
+
+    def _added(self, item: T, namesake: T | None, callbacks: tuple[Callable[[T], None], ...]) -> None:
+        """Warn about a namesake (where asked) and tell the ``on_added`` callbacks (no lock held)."""
         if (
             namesake is not None
             and namesake is not item
@@ -155,20 +215,16 @@ class Registry(Generic[T]):
         for callback in callbacks:
             callback(item)
 
-    def unregister(self, item: T) -> None:
-        """Take ``item`` out (no error if it is not in): it is no longer exported or found by name."""
-        ref = weakref.ref(item)  # equal to the item's entry while the item lives
-        with self._lock:
-            self._others.discard(ref)
-            found = self._by_name.get(item.name)
-            if found is not None and found() is item:
-                del self._by_name[item.name]
-
     def items(self) -> list[T]:
-        """Return a snapshot list of the live instances."""
+        """Return a snapshot list of the live instances.
+
+        The references are resolved under the lock, so the snapshot holds every instance that was
+        in at one instant, alive for as long as the caller keeps it: an item that
+        :meth:`replace` took out just after (a policy's old totals, then dropped) is still read.
+        """
         with self._lock:
             entries = [*self._by_name.values(), *self._others]
-        return [item for entry in entries if (item := entry()) is not None]
+            return [item for entry in entries if (item := entry()) is not None]
 
     def get(self, name: str) -> T | None:
         """Return a live instance named ``name`` (the most recently created if several), or ``None``.

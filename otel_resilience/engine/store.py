@@ -12,7 +12,9 @@ generated function), so the store that keeps them is bounded:
   busy (or, for an owner whose ``is_idle`` gives a second chance to entries used since it last
   looked, in steady use), and shrinks back as soon as they are idle;
 * every evicted entry is handed to ``on_evict`` (outside the store's lock) so that its owner can
-  fold its counts into totals: nothing counted is lost;
+  fold its counts into totals: nothing counted is lost; until its ``on_evict`` has returned it
+  is still listed by ``values(evicting=True)``, so that an owner reading its entries and its
+  totals under a lock of its own (the one it folds under) finds every entry in one of the two;
 * with ``revive=True`` an evicted value that is still alive elsewhere (a caller holds it) is
   kept in a weak index and brought back by :meth:`BoundedStore.get_or_add` instead of a second
   instance of the same name being created;
@@ -88,6 +90,7 @@ class BoundedStore(Generic[K, V]):
         "_entries",
         "_evicted",
         "_is_idle",
+        "_leaving",
         "_lock",
         "_now",
         "_on_evict",
@@ -129,6 +132,7 @@ class BoundedStore(Generic[K, V]):
         self._on_revive = on_revive
         self._lock = threading.Lock()
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self._leaving: dict[int, V] = {}  # by id: evicted, their on_evict not returned yet
         self._evicted = 0
         self._revivable: weakref.WeakValueDictionary[K, V] | None = (
             weakref.WeakValueDictionary() if revive else None
@@ -227,10 +231,23 @@ class BoundedStore(Generic[K, V]):
         self._hand_over(evicted)
         return len(evicted)
 
-    def values(self) -> list[V]:
-        """Return a snapshot of the values, oldest first."""
+    def values(self, *, evicting: bool = False) -> list[V]:
+        """Return a snapshot of the values, oldest first.
+
+        Args:
+            evicting: Also list the values evicted whose ``on_evict`` has not returned yet (after
+                the others). An evicted entry leaves the store under its lock and is handed to
+                ``on_evict`` after, outside it: an owner that folds it into totals there, under a
+                lock of its own, and reads this snapshot under that lock, finds each entry here or
+                in its totals, never in neither (it skips those it folded, whose ``on_evict`` is
+                still returning).
+        """
         with self._lock:
-            return list(self._entries.values())
+            values = list(self._entries.values())
+            if evicting and self._leaving:
+                kept = {id(value) for value in values}  # a revived value is listed once
+                values += [value for ident, value in self._leaving.items() if ident not in kept]
+            return values
 
     def items(self) -> list[tuple[K, V]]:
         """Return a snapshot of the ``(key, value)`` pairs, oldest first."""
@@ -270,7 +287,7 @@ class BoundedStore(Generic[K, V]):
         oldest = next(iter(entries), None)  # uses only grow from the oldest entry to the youngest
         self._due = (now if oldest is None else touched.get(oldest, now)) + self._span
         self._evicted += len(evicted)
-        self._keep_revivable(evicted)
+        self._set_aside(evicted)
         return evicted
 
     def _evict_locked(self) -> list[tuple[K, V]]:
@@ -297,16 +314,34 @@ class BoundedStore(Generic[K, V]):
                 if self._ttl is not None:  # busy: in use now, so the order of last use holds
                     self._touched[key] = self._now()
         self._evicted += len(evicted)
-        self._keep_revivable(evicted)
+        self._set_aside(evicted)
         return evicted
 
-    def _keep_revivable(self, evicted: list[tuple[K, V]]) -> None:
+    def _set_aside(self, evicted: list[tuple[K, V]]) -> None:
+        """Note the entries just evicted: in the weak index to revive, and as leaving until handed over."""
         if self._revivable is not None:
             for key, value in evicted:
                 self._revivable[key] = value
+        if self._on_evict is not None:
+            leaving = self._leaving
+            for _, value in evicted:
+                leaving[id(value)] = value
 
     def _hand_over(self, evicted: list[tuple[K, V]]) -> None:
+        """Hand each evicted entry to ``on_evict``; it stops being listed as leaving once that returns."""
         on_evict = self._on_evict
-        if on_evict is not None:
+        if on_evict is None or not evicted:
+            return
+        leaving, lock = self._leaving, self._lock
+        done = 0
+        try:
             for key, value in evicted:
                 on_evict(key, value)
+                done += 1
+                with lock:
+                    leaving.pop(id(value), None)
+        finally:
+            if done < len(evicted):  # on_evict raised: nothing is left listed as leaving
+                with lock:
+                    for _, value in evicted[done:]:
+                        leaving.pop(id(value), None)

@@ -92,6 +92,7 @@ class KeyState:
         limiter: Its rate limiter, when the config has one.
         replaced: Limiters a reload replaced (another algorithm) while callers waited on them.
         live: ``False`` once evicted (a call that finds it so takes the key's new state).
+        folded: ``True`` once its counts are in the policy's ledger (:func:`retire`).
     """
 
     __slots__ = (
@@ -99,6 +100,7 @@ class KeyState:
         "_started",
         "breaker",
         "bulkhead",
+        "folded",
         "generation",
         "key",
         "limiter",
@@ -121,6 +123,7 @@ class KeyState:
         self.limiter: RateLimiter | None = None
         self.replaced: list[RateLimiter] = []
         self.live = True
+        self.folded = False
         self._started = Counter()
         self._ended = Counter()
 
@@ -193,7 +196,7 @@ def key_config(config: ResilienceConfig, text: str | None) -> ResilienceConfig:
     return dataclasses.replace(config, fallback_config=keyed)
 
 
-def _pipeline(spec: Spec, state: KeyState) -> Pipeline:
+def _pipeline(spec: Spec, state: KeyState, *, register: bool = True) -> Pipeline:
     inputs = StageInputs(
         spec.name,
         key_config(spec.config, state.text),
@@ -206,7 +209,7 @@ def _pipeline(spec: Spec, state: KeyState) -> Pipeline:
         state.text,
         state.metric_key,
     )
-    return compose(inputs)[0]
+    return compose(inputs, register=register)[0]
 
 
 def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
@@ -217,16 +220,19 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     algorithm); one the new config drops is retired (its counts folded into ``ledger``), and
     one it adds, or renames, or whose algorithm changes, is made new. The new pipeline counts
     into the old one's stats (the calls in flight finish in the old pipeline, counted there),
-    and takes its place in the registry.
+    and takes its place in the registry in one step (:meth:`Registry.replace`): it is made
+    unregistered and given those stats first, so a collection finds the stats once, in the old
+    pipeline or in the new one, never in both.
     """
     with namesakes_expected(), shared_key(state.text):
         state.breaker = _breaker(state.breaker, spec, ledger)
         state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
         state.limiter = _limiter(state, spec, ledger)
     old = state.pipeline
-    state.pipeline = pipeline = _pipeline(spec, state)
+    pipeline = _pipeline(spec, state, register=False)
     pipeline.stats = old.stats
-    PIPELINES.unregister(old)
+    PIPELINES.replace((old,), lambda: pipeline)
+    state.pipeline = pipeline
     state.generation = spec.generation
     _fold_replaced(state, ledger)
 
@@ -298,17 +304,31 @@ def _limiter(state: KeyState, spec: Spec, ledger: Ledger) -> RateLimiter | None:
 
 
 def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
-    """Fold the replaced limiters nobody waits on any more (their counts are final)."""
+    """Fold the replaced limiters nobody waits on any more (their counts are final).
+
+    Each limiter's ``waiting`` is read once: one whose last waiter left between two reads would
+    be folded and kept, and counted twice.
+    """
     if state.replaced:
-        waiting = [limiter for limiter in state.replaced if limiter.waiting]
+        waiting = []
         for limiter in state.replaced:
-            if not limiter.waiting:
+            if limiter.waiting:
+                waiting.append(limiter)
+            else:
                 ledger.fold_limiter(limiter)
         state.replaced = waiting
 
 
 def retire(state: KeyState, ledger: Ledger) -> None:
-    """Fold an evicted key's counts into ``ledger`` (under the policy's lock): no call runs in it."""
+    """Fold an evicted key's counts into ``ledger`` (under the policy's lock): no call runs in it.
+
+    Marks it :attr:`KeyState.folded`, in the same hold of the lock: a reader of the policy's
+    statistics, under that lock, counts an evicted key the store still lists (its hand-over not
+    over) unless it is folded, and so counts it once.
+    """
+    if state.folded:
+        return
+    state.folded = True
     ledger.fold_pipeline(state.pipeline, state.metric_key)
     if state.breaker is not None:
         ledger.fold_breaker(state.breaker)

@@ -10,21 +10,32 @@ reads as a counter reset (a false spike in ``rate()``).
 So an evicted key's instances are taken out of the engine registries and their counts added,
 in the same step, to the policy's :class:`Ledger`, whose carriers are registered in their place:
 an empty :class:`~otel_resilience.engine.pipeline.Pipeline` per metric key (its
-:class:`~otel_resilience.engine.stats.PipelineStats` absorb the executions), a
+:class:`~otel_resilience.engine.stats.PipelineStats` hold the executions), a
 :class:`BreakerTotals` and a :class:`LimiterTotals` (read as a breaker and a rate limiter of the
-policy's name, never found by name: :meth:`Registry.register` ``findable=False``). A series is
-the sum of the live keys and the ledger, so it only grows.
+policy's name, never found by name: ``findable=False``). A series is the sum of the live keys
+and the ledger, so it only grows.
+
+**Every count in exactly one exported place, at every instant.** A fold is one
+:meth:`~otel_resilience.engine.registry.Registry.replace` (:func:`_fold`): the folded instance
+and the current carrier leave the registry, and a *new* carrier holding both their counts
+enters it, in one step under the registry's lock (the lock of a collection's snapshot,
+:meth:`Registry.items`). A carrier is never changed once registered, so a collection that took
+its snapshot just before a fold, and reads the counts a little later, still reads the folded
+instance and the old carrier, whose counts have not moved: nothing is counted twice (the new
+carrier with the instance still registered) or lost (neither registered). The ledger itself
+changes under the policy's lock, which :meth:`PolicyHandle.get_stats` reads under.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import add_to
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, RATE_LIMITERS
+from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, RATE_LIMITERS, Named, Registry
 from otel_resilience.manager.statistics import EXECUTION_KEYS, add_counts
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
@@ -113,43 +124,59 @@ class Ledger:
         self._breakers: dict[str, BreakerTotals] = {}
         self._limiter: LimiterTotals | None = None
         self._bulkhead = dict.fromkeys(BULKHEAD_TOTALS, 0)
-        self.pipeline(None)  # the policy's series exist (at 0) from the start
+        self._pipelines[None] = carrier = self._carrier(None)
+        PIPELINES.register(carrier, findable=False)  # the policy's series exist (at 0) from the start
 
-    def pipeline(self, metric_key: str | None) -> Pipeline:
-        """Return the carrier of the executions of the metric key ``metric_key`` (made on first use)."""
-        carrier = self._pipelines.get(metric_key)
-        if carrier is None:
-            source = TelemetrySource("pipeline", self.name, self.name, metric_key=metric_key)
-            carrier = self._pipelines[metric_key] = Pipeline(self.name, (), clock=self._clock, source=source)
-        return carrier
+    def _carrier(self, metric_key: str | None) -> Pipeline:
+        """Return a new, empty carrier of the executions of the metric key ``metric_key`` (unregistered)."""
+        source = TelemetrySource("pipeline", self.name, self.name, metric_key=metric_key)
+        return Pipeline(self.name, (), clock=self._clock, source=source, register=False)
 
     def fold_pipeline(self, pipeline: Pipeline, metric_key: str | None) -> None:
-        """Move what ``pipeline`` counted into the totals (and out of the registry)."""
-        PIPELINES.unregister(pipeline)
-        self.pipeline(metric_key).stats.absorb(pipeline.stats)
+        """Move what ``pipeline`` counted into the totals, in one step with its leaving the registry."""
+        old = self._pipelines.get(metric_key)
+        carrier = self._carrier(metric_key)
+
+        def fill() -> None:
+            carrier.stats.absorb(pipeline.stats)
+            if old is not None:
+                carrier.stats.absorb(old.stats)
+
+        self._pipelines[metric_key] = _fold(PIPELINES, pipeline, old, carrier, fill)
 
     def fold_breaker(self, breaker: CircuitBreaker) -> None:
-        """Move what ``breaker`` counted into the totals (and out of the registry)."""
-        BREAKERS.unregister(breaker)
-        totals = self._breakers.get(breaker.name)
-        if totals is None:
-            totals = self._breakers[breaker.name] = BreakerTotals(breaker.name)
-            BREAKERS.register(totals, findable=False)
-        add_to(totals, breaker_totals(breaker))
+        """Move what ``breaker`` counted into the totals, in one step with its leaving the registry."""
+        name = breaker.name
+        old = self._breakers.get(name)
+        carrier = BreakerTotals(name)
+
+        def fill() -> None:
+            add_to(carrier, breaker_totals(breaker))
+            if old is not None:
+                add_to(carrier, old.counts())
+
+        self._breakers[name] = _fold(BREAKERS, breaker, old, carrier, fill)
 
     def fold_bulkhead(self, bulkhead: Bulkhead) -> None:
-        """Move what ``bulkhead`` counted into the totals (and out of the registry)."""
-        BULKHEADS.unregister(bulkhead)
+        """Move what ``bulkhead`` counted into the totals (and out of the registry).
+
+        A bulkhead exports gauges only (what is active and queued now): its counts are the
+        statistics', read under the policy's lock, so no registry step is needed.
+        """
         _add_into(self._bulkhead, bulkhead_totals(bulkhead))
+        BULKHEADS.unregister(bulkhead)
 
     def fold_limiter(self, limiter: RateLimiter) -> None:
-        """Move what ``limiter`` counted into the totals (and out of the registry)."""
-        RATE_LIMITERS.unregister(limiter)
-        totals = self._limiter
-        if totals is None:
-            totals = self._limiter = LimiterTotals(self.name)
-            RATE_LIMITERS.register(totals, findable=False)
-        totals.add(limiter_totals(limiter))
+        """Move what ``limiter`` counted into the totals, in one step with its leaving the registry."""
+        old = self._limiter
+        carrier = LimiterTotals(self.name)
+
+        def fill() -> None:
+            carrier.add(limiter_totals(limiter))
+            if old is not None:
+                carrier.add(old.get_stats())
+
+        self._limiter = _fold(RATE_LIMITERS, limiter, old, carrier, fill)
 
     def executions(self) -> dict[str, int]:
         """Return the executions of every evicted key (:data:`EXECUTION_KEYS`)."""
@@ -173,6 +200,29 @@ class Ledger:
         """Return the rate limiter counts of every evicted key (:data:`LIMITER_TOTALS`)."""
         totals = self._limiter
         return dict.fromkeys(LIMITER_TOTALS, 0) if totals is None else totals.get_stats()
+
+
+C = TypeVar("C", bound=Named)
+
+
+def _fold(
+    registry: Registry[Named], instance: Named, old: C | None, carrier: C, fill: Callable[[], None]
+) -> C:
+    """Put ``carrier`` in the place of ``instance`` and of the ``old`` carrier, filled, in one step.
+
+    ``fill`` adds the counts of ``instance`` and ``old`` to ``carrier``, under the registry's
+    lock (:meth:`Registry.replace`): the one rule of the ledger, that each count is in exactly
+    one registered place at every instant (see the module's docstring). Carriers are never found
+    by name (``findable=False``): they are not an instance to act on; nor announced to the
+    registry's ``on_added`` callbacks: the series they carry on were started by ``instance``.
+    """
+
+    def make() -> C:
+        fill()
+        return carrier
+
+    registry.replace((instance, old), make, findable=False, announce=False)
+    return carrier
 
 
 def _add_into(into: dict[str, int], counts: dict[str, int]) -> None:

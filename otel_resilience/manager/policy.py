@@ -288,7 +288,11 @@ class PolicyHandle(_Runs):
                 reconfigure(state, self._spec, self._ledger)
 
     def _evicted(self, _key: Hashable, state: KeyState) -> None:
-        """Fold an evicted key's counts into the policy's totals (outside the store's lock)."""
+        """Fold an evicted key's counts into the policy's totals (outside the store's lock).
+
+        Until this returns the store still lists the key as evicting (``values(evicting=True)``),
+        and :meth:`get_stats` counts it there unless it is folded: no window shows it nowhere.
+        """
         with self._lock:
             retire(state, self._ledger)
 
@@ -367,7 +371,9 @@ class PolicyHandle(_Runs):
         """
         self._keys.expire()
         with self._lock:
-            states = [self._default, *self._keys.values()]
+            # Every key is counted once: kept, or evicted and not folded yet (the store hands it
+            # over after it left, outside its lock), or folded into the ledger (under this lock).
+            states = [self._default, *(s for s in self._keys.values(evicting=True) if not s.folded)]
             stats = policy_stats(self._spec.config, states, self._ledger)
             stats["reloads"] = dict(self._reloads)
         keys = self._keys

@@ -315,11 +315,12 @@ def _extra_link(name: str, index: int, extra: ExtraStrategy) -> Step:
     return link
 
 
-def compose(at: StageInputs) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
+def compose(at: StageInputs, *, register: bool = True) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
     """Build the pipeline of :func:`build_pipeline`; return it with its extra links, outer to inner.
 
     The stages' links and the config's extra links are sorted by rank (stably: at one rank the
-    stage first, then the extras in the order given) and linked outer to inner.
+    stage first, then the extras in the order given) and linked outer to inner. ``register``:
+    as :meth:`~otel_resilience.engine.pipeline.PipelineBuilder.build`.
     """
     config = at.config
     extras = [(extra.rank, _extra_link(at.name, i, extra)) for i, extra in enumerate(config.extra_strategies)]
@@ -344,7 +345,7 @@ def compose(at: StageInputs) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
     for _, link in ranked:
         if link is not None:
             builder.add(link)
-    pipeline = builder.build()
+    pipeline = builder.build(register=register)
     if at.held:
         _HELD[pipeline] = tuple(at.held)
     return pipeline, tuple(extras)

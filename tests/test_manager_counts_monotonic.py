@@ -1,0 +1,376 @@
+"""A policy's exported counters and ``get_stats()`` totals never go down and never lose a call.
+
+A keyed policy moves counts while it runs: an evicted key's into the policy's ledger, a
+reloaded key's pipeline's into its new pipeline, a dropped breaker's into the ledger. At every
+instant each count must be in exactly one exported place (and one place ``get_stats`` reads).
+These tests stop the thread that moves them at each of its steps (events with bounded waits,
+daemon threads: deterministic, no timing) and read the totals there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterator
+from types import TracebackType
+from typing import Any
+
+import pytest
+from otel_support import Otel
+
+from otel_resilience import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    PolicyHandle,
+    RateLimiterConfig,
+    ResilienceConfig,
+    ResilienceManager,
+)
+from otel_resilience.engine.registry import BREAKERS, PIPELINES, RATE_LIMITERS, Registry
+from otel_resilience.manager.keyed import KeyState, _fold_replaced
+from otel_resilience.telemetry import semconv as sc
+
+WAIT = 10.0
+"""The longest any thread of these tests waits for another (only reached when a test fails)."""
+
+KEYED = ResilienceConfig(
+    circuit_breaker=CircuitBreakerConfig(),
+    bulkhead_config=BulkheadConfig(max_concurrent=2),
+    rate_limiter=RateLimiterConfig(rate=1000.0, burst=1000),
+)
+"""Every pattern that keeps counts per key."""
+
+COUNTERS = (sc.EXECUTIONS, sc.CB_CALLS, sc.RL_PERMITS)
+"""The exported counters summed over a policy's keys."""
+
+
+def noop() -> None:
+    return None
+
+
+def exported(otel: Otel, policy: str) -> dict[str, int]:
+    """Collect once; each of :data:`COUNTERS` summed over the series of ``policy``."""
+    metrics = otel.metrics()
+    totals = dict.fromkeys(COUNTERS, 0)
+    for name in COUNTERS:
+        metric = metrics.get(name)
+        for point in [] if metric is None else metric.data.data_points:
+            attributes = point.attributes
+            if attributes.get(sc.POLICY, attributes.get(sc.NAME)) == policy:
+                totals[name] += point.value
+    return totals
+
+
+def stats_totals(handle: PolicyHandle) -> dict[str, int]:
+    """The lifetime totals of ``handle.get_stats()``: executions, breaker calls, bulkhead, limiter."""
+    stats = handle.get_stats()
+    breaker = stats["circuit_breaker"]
+    return {
+        "executions": stats["executions"]["total"],
+        "breaker": sum(breaker[name] for name in breaker if name.startswith("total_")),
+        "bulkhead": stats["bulkhead"]["total"],
+        "rate_limiter": stats["rate_limiter"]["admitted"] + stats["rate_limiter"]["rejected"],
+    }
+
+
+def calls(view: Any, count: int) -> None:
+    for _ in range(count):
+        view.execute_sync(noop)
+
+
+class RegistrySteps:
+    """Runs work in a thread that stops before and after each change it makes to an engine registry.
+
+    ``for where in steps.run(work): ...`` runs the loop body while the thread is stopped at
+    ``where``, then lets it go on to its next stop. Used as a context manager, so the thread is
+    let go whatever the test does.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._thread: threading.Thread | None = None
+        self._stopped: queue.Queue[str | None] = queue.Queue()
+        self._go = threading.Semaphore(0)
+        self._free = threading.Event()
+        for method in ("register", "unregister", "replace"):
+            real = getattr(Registry, method, None)
+            if real is not None:
+                monkeypatch.setattr(Registry, method, self._wrap(method, real))
+
+    def _wrap(self, method: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(registry: Registry[Any], *args: Any, **kwargs: Any) -> Any:
+            self._stop(f"before {registry.kind}.{method}")
+            try:
+                return real(registry, *args, **kwargs)
+            finally:
+                self._stop(f"after {registry.kind}.{method}")
+
+        return wrapper
+
+    def _stop(self, where: str) -> None:
+        if threading.current_thread() is not self._thread or self._free.is_set():
+            return
+        self._stopped.put(where)
+        if not self._go.acquire(timeout=WAIT):
+            self._free.set()
+
+    def run(self, work: Callable[[], object]) -> Iterator[str]:
+        """Yield each stop of ``work`` (run in a daemon thread); raise what it raised."""
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                work()
+            except BaseException as error:  # raised again in the test's thread
+                errors.append(error)
+            finally:
+                self._stopped.put(None)
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+        stops = 0
+        while (where := self._stopped.get(timeout=WAIT)) is not None:
+            stops += 1
+            yield where
+            self._go.release()
+        self._thread.join(WAIT)
+        assert stops, "the work changed no registry: nothing was looked at"
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> RegistrySteps:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._free.set()
+        self._go.release()
+        if self._thread is not None:
+            self._thread.join(WAIT)
+
+
+def exported_at_each_step(
+    otel: Otel, policy: str, monkeypatch: pytest.MonkeyPatch, work: Callable[[], object]
+) -> dict[str, dict[str, int]]:
+    """Run ``work``; collect at each of its registry steps; return what was read, by step."""
+    seen: dict[str, dict[str, int]] = {}
+    with RegistrySteps(monkeypatch) as steps:
+        for index, where in enumerate(steps.run(work)):
+            seen[f"{index}: {where}"] = exported(otel, policy)
+    return seen
+
+
+def differing(seen: dict[str, dict[str, int]], expected: dict[str, int]) -> dict[str, dict[str, int]]:
+    """The steps at which a counter did not read ``expected``, with the counters that did not."""
+    return {
+        where: {name: value for name, value in read.items() if value != expected[name]}
+        for where, read in seen.items()
+        if read != expected
+    }
+
+
+def test_a_reload_never_counts_a_key_s_executions_twice(
+    otel: Otel, manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At every registry step of a reload, the exported counters read what was counted, no more.
+
+    Each key gets a new pipeline that counts on in the old one's stats: those stats are
+    exported once, by the old pipeline or by the new one, never by both.
+    """
+    handle = manager.policy("reload-steps", KEYED)
+    for key in range(3):
+        calls(handle.for_key(key), 10)
+    calls(handle, 10)
+    before = exported(otel, "reload-steps")
+    assert before == dict.fromkeys(COUNTERS, 40)
+    wider = dataclasses.replace(KEYED, bulkhead_config=BulkheadConfig(max_concurrent=3))
+    seen = exported_at_each_step(
+        otel, "reload-steps", monkeypatch, lambda: manager.reconfigure("reload-steps", wider)
+    )
+    assert differing(seen, before) == {}
+    assert handle.generation == 2
+    calls(handle.for_key(0), 1)
+    assert exported(otel, "reload-steps") == dict.fromkeys(COUNTERS, 41)
+    assert handle.get_stats()["executions"]["total"] == 41
+
+
+def test_a_reload_that_drops_the_breaker_keeps_its_calls_exported(
+    otel: Otel, manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At every registry step of a reload that drops the breaker, its calls are exported (by the policy's totals)."""
+    handle = manager.policy("drop-steps", KEYED)
+    for key in range(3):
+        calls(handle.for_key(key), 10)
+    calls(handle, 10)
+    before = exported(otel, "drop-steps")
+    assert before == dict.fromkeys(COUNTERS, 40)
+    no_breaker = dataclasses.replace(KEYED, circuit_breaker=None)
+    seen = exported_at_each_step(
+        otel, "drop-steps", monkeypatch, lambda: manager.reconfigure("drop-steps", no_breaker)
+    )
+    assert differing(seen, before) == {}
+    calls(handle.for_key(0), 1)
+    assert exported(otel, "drop-steps") == {sc.EXECUTIONS: 41, sc.CB_CALLS: 40, sc.RL_PERMITS: 41}
+
+
+def test_an_eviction_never_takes_a_key_s_counts_out_of_the_exported_counters(
+    otel: Otel, manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At every registry step of an eviction, executions, breaker calls and permits read what was counted."""
+    handle = manager.policy("evict-steps", KEYED, max_keys=1)
+    calls(handle.for_key("a"), 5)
+    calls(handle.for_key("b"), 5)  # evicts a: the policy's totals hold counts already
+    before = exported(otel, "evict-steps")
+    assert before == dict.fromkeys(COUNTERS, 10)
+    seen = exported_at_each_step(otel, "evict-steps", monkeypatch, lambda: calls(handle.for_key("c"), 1))
+    assert differing(seen, before) == {}  # c is made and b evicted before c's call runs
+    assert handle.get_stats()["evicted_keys"] == 2
+    assert exported(otel, "evict-steps") == dict.fromkeys(COUNTERS, 11)
+
+
+def _pipeline_total(pipeline: Any) -> int:
+    return int(sum(pipeline.stats.counts()))
+
+
+def _breaker_total(breaker: Any) -> int:
+    stats = breaker.stats
+    return int(
+        stats.total_successes
+        + stats.total_failures
+        + stats.total_rejected
+        + stats.total_ignored
+        + stats.total_cancelled
+    )
+
+
+def _limiter_total(limiter: Any) -> int:
+    stats = limiter.get_stats()
+    return int(stats["admitted"] + stats["rejected"] + stats["cancelled"])
+
+
+@pytest.mark.parametrize(
+    ("registry", "read"),
+    [(PIPELINES, _pipeline_total), (BREAKERS, _breaker_total), (RATE_LIMITERS, _limiter_total)],
+    ids=["executions", "breaker-calls", "permits"],
+)
+def test_a_snapshot_taken_before_an_eviction_reads_the_same_total_after_it(
+    manager: ResilienceManager, registry: Registry[Any], read: Callable[[Any], int]
+) -> None:
+    """A collection reads the counts of its snapshot a little after taking it: a fold meanwhile changes nothing.
+
+    The policy's totals are never changed once exported: a fold puts new ones in their place,
+    and the old ones, still in the snapshot, still read what they read.
+    """
+    name = f"snapshot-{registry.kind}"  # instances of other tests may live on: a name of its own
+    handle = manager.policy(name, KEYED, max_keys=1)
+    calls(handle.for_key("a"), 5)
+    calls(handle.for_key("b"), 5)  # evicts a: the policy's totals hold counts already
+    snapshot = [item for item in registry.items() if item.name == name]
+    before = sum(read(item) for item in snapshot)
+    assert before == 10
+    calls(handle.for_key("c"), 1)  # makes c, evicts b: its counts join the totals
+    assert sum(read(item) for item in snapshot) == before
+    assert sum(read(item) for item in registry.items() if item.name == name) == 11
+
+
+def test_a_registry_snapshot_holds_what_was_registered_at_its_instant() -> None:
+    """What a snapshot saw stays readable even if another thread drops it just after the lock is released."""
+
+    class Item:
+        __slots__ = ("__weakref__", "name")
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    registry: Registry[Item] = Registry("test")
+    held = [Item("totals")]
+    registry.register(held[0])
+    gone = weakref.ref(held[0])
+
+    class DropsOnRelease:
+        """The registry's lock; its release is followed by a replace and a drop elsewhere."""
+
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+
+        def __enter__(self) -> None:
+            self._lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self._lock.release()
+            held.clear()
+
+    registry._lock = DropsOnRelease()  # type: ignore[assignment]
+    assert [item.name for item in registry.items()] == ["totals"]
+    assert gone() is None
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["before-the-fold", "after-the-fold"])
+def test_get_stats_counts_a_key_once_while_it_is_handed_over(
+    manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch, folded: bool
+) -> None:
+    """Between the key store letting a key go and its hand-over ending, get_stats counts the key once.
+
+    The store takes the key out under its lock and hands it to the policy after, which folds its
+    counts into the policy's totals under its own lock: stopped before that fold, the key is in
+    neither place unless the store still lists it; stopped after, in both unless get_stats
+    skips it.
+    """
+    name = f"hand-over-{folded}"
+    handle = manager.policy(name, KEYED, max_keys=1)
+    calls(handle.for_key("a"), 5)
+    calls(handle, 2)
+    before = stats_totals(handle)
+    assert before == {"executions": 7, "breaker": 7, "bulkhead": 7, "rate_limiter": 7}
+    handing_over, go_on = threading.Event(), threading.Event()
+    fold = handle._keys._on_evict
+    assert fold is not None
+
+    def paused(key: Hashable, state: KeyState) -> None:
+        if folded:
+            fold(key, state)
+        handing_over.set()
+        go_on.wait(WAIT)  # the evicting thread is preempted here
+        if not folded:
+            fold(key, state)
+
+    monkeypatch.setattr(handle._keys, "_on_evict", paused)
+    evicting = threading.Thread(target=lambda: calls(handle.for_key("b"), 1), daemon=True)  # evicts a
+    evicting.start()
+    try:
+        assert handing_over.wait(WAIT)
+        assert stats_totals(handle) == before
+    finally:
+        go_on.set()
+        evicting.join(WAIT)
+    assert stats_totals(handle) == {"executions": 8, "breaker": 8, "bulkhead": 8, "rate_limiter": 8}
+    assert handle.get_stats()["evicted_keys"] == 1
+
+
+def test_a_replaced_limiter_is_folded_or_kept_never_both() -> None:
+    """A limiter whose last waiter leaves while a reload looks at it is folded once, or kept: never both."""
+
+    class LastWaiterLeaving:
+        name = "fickle"
+
+        def __init__(self) -> None:
+            self._answers = iter([1, 0])
+
+        @property
+        def waiting(self) -> int:
+            return next(self._answers, 0)
+
+    folded: list[object] = []
+
+    class Ledger:
+        def fold_limiter(self, limiter: object) -> None:
+            folded.append(limiter)
+
+    limiter = LastWaiterLeaving()
+    state = KeyState("k", "k", None)
+    state.replaced = [limiter]  # type: ignore[list-item]
+    _fold_replaced(state, Ledger())  # type: ignore[arg-type]
+    kept: list[object] = list(state.replaced)
+    assert (limiter in folded) != (limiter in kept)
