@@ -374,3 +374,29 @@ def test_a_replaced_limiter_is_folded_or_kept_never_both() -> None:
     _fold_replaced(state, Ledger())  # type: ignore[arg-type]
     kept: list[object] = list(state.replaced)
     assert (limiter in folded) != (limiter in kept)
+
+
+def test_a_per_key_limiter_s_permits_never_dip_on_eviction_or_revival(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RateLimiter.per_key``: an evicted key's permits move into totals, and back when it is revived.
+
+    A caller holds key "a"'s limiter; "b" evicts it (its permits fold into the totals), then "a"
+    comes back (the same limiter, its permits out of the totals again). At every registry step in
+    between, the exported permits read what was admitted: 3, then 4.
+    """
+    from otel_resilience import RateLimiter  # noqa: PLC0415
+
+    per_key = RateLimiter.per_key("per-key-steps", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
+    held = per_key.for_key("a")
+    for _ in range(3):
+        assert held.try_acquire()
+
+    def evict() -> None:
+        assert per_key.for_key("b").try_acquire()  # the 4th permit, in a limiter made after the fold
+
+    seen = exported_at_each_step(otel, "per-key-steps", monkeypatch, evict)
+    assert {where: read[sc.RL_PERMITS] for where, read in seen.items() if read[sc.RL_PERMITS] != 3} == {}
+    seen = exported_at_each_step(otel, "per-key-steps", monkeypatch, lambda: per_key.for_key("a"))
+    assert {where: read[sc.RL_PERMITS] for where, read in seen.items() if read[sc.RL_PERMITS] != 4} == {}
+    assert per_key.for_key("a") is held

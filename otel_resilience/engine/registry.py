@@ -137,7 +137,13 @@ class Registry(Generic[T]):
             self._remove_locked(item)
 
     def replace(
-        self, old: Iterable[T | None], make: Callable[[], T], *, findable: bool = True, announce: bool = True
+        self,
+        old: Iterable[T | None],
+        make: Callable[[], T],
+        *,
+        findable: bool = True,
+        announce: bool = True,
+        restore: T | None = None,
     ) -> T:
         """Take the ``old`` items out and put ``make()`` in their place, in one step; return it.
 
@@ -157,6 +163,8 @@ class Registry(Generic[T]):
             findable: As :meth:`register`.
             announce: ``False`` to leave the ``on_added`` callbacks out, for a new item that
                 stands for instances they were told about (totals of the same name and kind).
+            restore: An instance that comes back in the same step, findable (one whose counts
+                totals had carried: the new totals no longer hold them).
 
         Raises:
             Exception: What ``make`` raised (then nothing changed).
@@ -168,6 +176,8 @@ class Registry(Generic[T]):
                 if gone is not None:
                     self._remove_locked(gone)
             namesake = self._add_locked(item, findable)
+            if restore is not None:
+                self._add_locked(restore, findable=True)  # it had its name: no namesake to tell of
             callbacks = self._on_added if announce else ()
         self._added(item, namesake, callbacks)
         return item

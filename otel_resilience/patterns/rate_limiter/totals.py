@@ -6,7 +6,10 @@ limiter (:meth:`RateLimiter.per_key`, or a keyed policy of the manager) evicts i
 evicted key's counts went with its limiter, the sum would go *down*, which a backend reads as a
 counter reset (a false spike in ``rate()``). So an evicted key's limiter is taken out of the
 registry and its counts are added, in the same step, to a :class:`LimiterTotals` of the same
-name, registered in its place (exported, never found by name).
+name, registered in its place (exported, never found by name): a *new* totals object holding the
+old one's counts and the limiter's replaces both at once
+(:meth:`~otel_resilience.engine.registry.Registry.replace`), so that at every instant each count
+is in exactly one exported place, and a registered totals object never changes.
 """
 
 from __future__ import annotations
@@ -86,13 +89,16 @@ class KeyTotals:
         with self._lock:
             if limiter in self._folded or kept():
                 return
-            counts = limiter_totals(limiter)
-            RATE_LIMITERS.unregister(limiter)
-            totals = self._totals
-            if totals is None:
-                totals = self._totals = LimiterTotals(self.name)
-                RATE_LIMITERS.register(totals, findable=False)
-            totals.add(counts)
+            counts: dict[str, int] = {}
+
+            def make() -> LimiterTotals:
+                counts.update(limiter_totals(limiter))
+                return self._next_totals(counts, 1)
+
+            old = (limiter, self._totals)
+            self._totals = cast(
+                "LimiterTotals", RATE_LIMITERS.replace(old, make, findable=False, announce=False)
+            )
             self._folded[limiter] = counts
 
     def revived(self, limiter: RateLimiter) -> None:
@@ -101,5 +107,21 @@ class KeyTotals:
             counts = self._folded.pop(limiter, None)
             if counts is None:
                 return
-            cast("LimiterTotals", self._totals).add(counts, sign=-1)
-            RATE_LIMITERS.register(limiter)
+            self._totals = cast(
+                "LimiterTotals",
+                RATE_LIMITERS.replace(
+                    (self._totals,),
+                    lambda: self._next_totals(counts, -1),
+                    findable=False,
+                    announce=False,
+                    restore=limiter,
+                ),
+            )
+
+    def _next_totals(self, counts: dict[str, int], sign: int) -> LimiterTotals:
+        """New totals: the current ones' counts with ``counts`` added (``sign=-1``: taken out)."""
+        totals = LimiterTotals(self.name)
+        if self._totals is not None:
+            totals.add(self._totals.get_stats())
+        totals.add(counts, sign)
+        return totals
