@@ -23,7 +23,10 @@ One request is one *execution* of the policy; each time the client sends it is o
   stops retrying at once (the response is returned), it is never shortened.
 * **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`
   to the client as its timeout (every phase capped by it), so a request never outlives its
-  policy, in threads too. A response that came after the deadline (a client's read timeout
+  policy, in threads too. A client timeout at the deadline is the policy's timeout
+  (:meth:`~otel_resilience.integrations.sending.HttpPolicy.deadline_reached`: the caller gets
+  its :class:`~otel_resilience.OperationTimeoutError`); one before it, the client's own, stays
+  a transport error. A response that came after the deadline (a client's read timeout
   bounds each read, not the whole answer) is a timeout, and is closed: every response an attempt
   got that the caller does not get (a hedge that lost, too) is closed before the request ends,
   so no connection stays out of the client's pool.

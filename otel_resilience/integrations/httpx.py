@@ -162,7 +162,11 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         """One attempt: send ``request``; a failed response is read, closed and raised."""
         http = self._http
         index = _prepare(http, request, sent)
-        sent[index] = response = self._transport.handle_request(request)
+        try:
+            sent[index] = response = self._transport.handle_request(request)
+        except httpx.TimeoutException as error:
+            http.deadline_reached(error)
+            raise
         if response.status_code in http.failure_statuses:
             try:
                 if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
@@ -195,7 +199,11 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         """One attempt: send ``request``; a failed response is read, closed and raised."""
         http = self._http
         index = _prepare(http, request, sent)
-        sent[index] = response = await self._transport.handle_async_request(request)
+        try:
+            sent[index] = response = await self._transport.handle_async_request(request)
+        except httpx.TimeoutException as error:
+            http.deadline_reached(error)
+            raise
         if response.status_code in http.failure_statuses:
             try:
                 if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is

@@ -123,9 +123,13 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         request, stream, timeout, kwargs = exchange
         http = self._http
         index = record_send(sent)
-        sent[index] = response = super().send(
-            request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
-        )
+        try:
+            sent[index] = response = super().send(
+                request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
+            )
+        except requests.Timeout as error:
+            http.deadline_reached(error)
+            raise
         if response.status_code in http.failure_statuses:
             try:
                 response.content  # noqa: B018 - read the body before the connection goes back

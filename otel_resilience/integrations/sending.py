@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
-from otel_resilience.engine.deadline import time_remaining
+from otel_resilience.engine.deadline import DeadlineReachedError, time_remaining
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import (
@@ -202,6 +202,19 @@ class HttpPolicy:
             return None
         left = time_remaining(SYSTEM_CLOCK)  # infinite when no deadline binds the request
         return None if math.isinf(left) else max(left, 0.001)
+
+    def deadline_reached(self, error: BaseException) -> None:
+        """Raise :class:`DeadlineReachedError` from a client's timeout ``error`` if the deadline has passed.
+
+        The client gave up at the deadline this layer passed on as its timeout
+        (:meth:`timeout_left`): the timeout scope that owns the deadline turns it into its own
+        :class:`~otel_resilience.OperationTimeoutError` (an HTTP server maps that to 504), as it
+        does for any wait the deadline cut short. Before the deadline, the client's own shorter
+        timeout fired: this returns, and ``error`` stays a transport error (retried).
+        """
+        if self._timed and time_remaining(SYSTEM_CLOCK) <= 0.0:
+            name = self.policy.name or "http"
+            raise DeadlineReachedError(name, 0.0, "total") from error
 
     # ------------------------------------------------------------------ running it
 

@@ -268,13 +268,31 @@ async def test_per_host_off_shares_one_breaker(driver: str, server: ScriptedHTTP
 
 @DRIVERS
 async def test_the_deadline_is_the_request_timeout(driver: str, server: ScriptedHTTPServer) -> None:
-    """A client with no timeout of its own gives up at the policy's deadline, not the server's 3 s."""
+    """A client with no timeout of its own gives up at the policy's deadline, not the server's 3 s.
+
+    The caller gets the policy's timeout (not the client's ``ReadTimeout``): a server maps it to 504.
+    """
     server.script("/slow", (200, {}, 3.0))
     config = policy(retry_policy=None, timeout=0.3)
     start = time.monotonic()
-    with pytest.raises((httpx.TimeoutException, TimeoutError)):
+    with pytest.raises(OperationTimeoutError) as caught:
         await Clients(driver, config).request("GET", f"{server.url}/slow")
     assert time.monotonic() - start < 2.5
+    assert (type(caught.value), caught.value.operation, caught.value.timeout) == (
+        OperationTimeoutError,
+        "downstream",
+        0.3,
+    )
+
+
+def test_a_client_timeout_of_its_own_before_the_deadline_stays_the_clients(
+    server: ScriptedHTTPServer,
+) -> None:
+    """The client's own 0.2 s read timeout fires long before the policy's 30 s: a transport error."""
+    server.script("/slow", (200, {}, 3.0))
+    transport = ResilientTransport(policy(retry_policy=None, timeout=30.0), manager=ResilienceManager())
+    with httpx.Client(transport=transport, timeout=0.2) as client, pytest.raises(httpx.ReadTimeout):
+        client.get(f"{server.url}/slow")
 
 
 def test_the_timeout_passed_on_is_capped_by_the_deadline(server: ScriptedHTTPServer) -> None:

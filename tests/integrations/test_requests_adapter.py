@@ -16,6 +16,7 @@ from support import ScriptedHTTPServer
 from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
+    OperationTimeoutError,
     ResilienceConfig,
     ResilienceManager,
 )
@@ -122,12 +123,16 @@ def test_one_breaker_per_host(server: ScriptedHTTPServer) -> None:
 
 
 def test_the_deadline_is_the_request_timeout(server: ScriptedHTTPServer) -> None:
-    """A request with no timeout of its own ends at the policy's deadline, not the server's 3 s."""
+    """A request with no timeout of its own ends at the policy's deadline, not the server's 3 s.
+
+    The caller gets the policy's timeout, not the client's ``ReadTimeout`` (a server maps it to 504).
+    """
     server.script("/slow", (200, {}, 3.0))
     start = time.monotonic()
-    with session(retry_policy=None, timeout=0.3) as s, pytest.raises((requests.Timeout, TimeoutError)):
+    with session(retry_policy=None, timeout=0.3) as s, pytest.raises(OperationTimeoutError) as caught:
         s.get(f"{server.url}/slow")
     assert time.monotonic() - start < 2.5
+    assert (type(caught.value), caught.value.timeout) == (OperationTimeoutError, 0.3)
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
