@@ -217,6 +217,21 @@ def test_idle_keys_past_max_keys_are_evicted_least_recently_used_first(manager: 
     assert stats["circuit_breaker"]["total_successes"] == 4
 
 
+@pytest.mark.parametrize("operator", ["disable", "metrics_only"])
+def test_a_breaker_an_operator_set_keeps_its_key(manager: ResilienceManager, operator: str) -> None:
+    """DISABLED or METRICS_ONLY is an operator's word: the key is not idle, so it is not lost."""
+    policy = manager.policy(f"operator-{operator}", BREAKER, max_keys=1)
+    breaker = policy.for_key("set").circuit_breaker
+    assert breaker is not None
+    getattr(breaker, operator)()
+    policy.for_key("other").execute_sync(lambda: None)
+    assert policy.keys == 2  # over the cap: "set" is kept
+    assert policy.for_key("set").circuit_breaker is breaker
+    breaker.reset()  # back to normal: the key rests, and may go
+    policy.for_key("third").execute_sync(lambda: None)
+    assert policy._keys.get("set") is None
+
+
 def test_an_open_breaker_keeps_its_key_until_its_open_period_ends(
     manager: ResilienceManager, clock: FakeClock
 ) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import Counter
@@ -76,6 +76,10 @@ class Spec:
     def bulkhead_name(self) -> str:
         """The name of every key's bulkhead."""
         return self.config.bulkhead_name or self.name
+
+
+_RESTING: Final = frozenset((CircuitState.CLOSED, CircuitState.HALF_OPEN))
+"""The breaker states a key may be evicted in (:meth:`KeyState.retire_if_idle`)."""
 
 
 class KeyState:
@@ -151,17 +155,20 @@ class KeyState:
         return self._started.value - ended
 
     def retire_if_idle(self) -> bool:
-        """Mark the key evicted if it is idle: no call runs in it and its breaker is not OPEN.
+        """Mark the key evicted if it is idle: no call runs in it and its breaker is CLOSED or HALF_OPEN.
 
         A HALF_OPEN breaker with no probe running is idle: its OPEN period is over, and the key
-        would come back CLOSED. The bulkhead and the rate limiter are idle when no call runs.
+        would come back CLOSED. An OPEN one is not, nor one an operator set DISABLED or
+        METRICS_ONLY: the key would come back with a breaker that does what they said no longer
+        (every state is read with ``peek_state``: under the store's lock, no callback runs). The
+        bulkhead and the rate limiter are idle when no call runs.
 
         Returns:
             Whether the key was marked evicted (``live`` is ``False``).
         """
         self.live = False
         breaker = self.breaker
-        if self.running or (breaker is not None and breaker.peek_state() is CircuitState.OPEN):
+        if self.running or (breaker is not None and breaker.peek_state() not in _RESTING):
             self.live = True
             return False
         return True
