@@ -1266,6 +1266,23 @@ def test_async_generator_functions_are_refused(clock: FakeClock) -> None:
     assert breaker.stats.total_successes == 0
 
 
+def _pages() -> Any:
+    yield 1
+    raise ConnectionError("page 2 failed")
+
+
+def test_generator_functions_are_refused(clock: FakeClock) -> None:
+    """A generator's body runs when iterated, after the call: protect() and call_sync refuse it."""
+    breaker = make(clock, "pages")
+    with pytest.raises(TypeError, match="is a generator function"):
+        breaker.protect(_pages)
+    with pytest.raises(TypeError, match="is a generator function"):
+        breaker.call_sync(_pages)
+    with pytest.raises(TypeError, match="is a generator function"):
+        breaker.call_sync(lambda: (page for page in _pages()))  # a function returning one
+    assert (breaker.stats.total_successes, breaker.stats.total_failures) == (0, 0)
+
+
 async def test_forced_open_rejection_says_until_reset(clock: FakeClock, driver: str) -> None:
     """A breaker forced open without a duration rejects with "forced open until reset()", not "inf s"."""
     breaker = make(clock, "manual")

@@ -1264,6 +1264,21 @@ def test_protect_refuses_an_async_generator_function(clock: FakeClock) -> None:
         retry(exact(), clock=clock)(_stream)
 
 
+def test_a_generator_function_is_refused_by_every_decorator(clock: FakeClock) -> None:
+    """Its body runs when iterated, after the call: retrying the call would retry nothing."""
+    from otel_resilience import ResilienceConfig, resilient  # noqa: PLC0415
+
+    def pages() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="is a generator function"):
+        Retry("pages", exact(), clock=clock).protect(pages)
+    with pytest.raises(TypeError, match="is a generator function"):
+        retry(exact(), clock=clock)(pages)
+    with pytest.raises(TypeError, match="is a generator function"):
+        resilient(ResilienceConfig(retry_policy=exact()))(pages)
+
+
 def test_retry_sync_refuses_an_async_generator_function(clock: FakeClock) -> None:
     """retry_sync refuses an async generator function instead of returning its iterator as a success."""
     with pytest.raises(TypeError, match="async generator function"):

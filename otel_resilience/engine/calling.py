@@ -13,7 +13,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from types import AsyncGeneratorType, CoroutineType
+from types import AsyncGeneratorType, CoroutineType, GeneratorType
 from typing import Any, Final, cast
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "async_generator_refused",
     "awaitable_in_sync",
     "awaited",
+    "generator_refused",
     "handled_error",
     "not_awaitable",
     "not_sync_result",
@@ -31,8 +32,9 @@ __all__ = [
 ]
 
 _LOG: Final = logging.getLogger("otel_resilience")
-NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType))
-"""What a sync function must not return: the sync driver cannot run it (an async function's)."""
+NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType, GeneratorType))
+"""What a sync function must not return: the sync driver cannot run it (an async function's), or
+the work runs only when it is iterated, after the call (a generator's)."""
 _PENDING: Final[set[asyncio.Task[Any]]] = set()
 """Callback tasks still running (a task is only weakly held by its loop)."""
 
@@ -106,14 +108,17 @@ def not_awaitable(operation: str, value: object) -> WrongDriver:
 
 
 def not_sync_result(operation: str, result: object) -> WrongDriver:
-    """Return the signal for a sync driver's function that returned a coroutine or an async generator.
+    """Return the signal for a sync driver's function that returned a coroutine or a generator.
 
-    A sync driver that calls the protected function itself raises it when ``type(result)`` is
-    ``CoroutineType`` (closed here) or ``AsyncGeneratorType``: neither is a result, and passing
-    it on would count a call that never ran as a success.
+    A sync driver that calls the protected function itself raises it when ``type(result)`` is in
+    :data:`NOT_SYNC`: a coroutine (closed here) or a generator (closed too), sync or async, is no
+    result: its work runs later, and passing it on would count a call that never ran as a success.
     """
     if type(result) is AsyncGeneratorType:
         return async_generator_refused(repr(operation))
+    if type(result) is GeneratorType:
+        result.close()
+        return generator_refused(repr(operation))
     return awaitable_in_sync(operation, cast("CoroutineType[Any, Any, Any]", result))
 
 
@@ -126,6 +131,22 @@ def async_generator_refused(where: str) -> WrongDriver:
     msg = (
         f"{where}: fn is an async generator function, which returns an iterator, not a result, "
         "so no call can be protected; protect a coroutine function that consumes it"
+    )
+    return WrongDriver(msg)
+
+
+def generator_refused(where: str) -> WrongDriver:
+    """Return the signal for a (sync) generator function, which no driver can protect.
+
+    Its body runs as it is iterated, after the call has returned: a retry, breaker or bulkhead
+    around the call would protect nothing, and count a success for work not done yet.
+
+    Args:
+        where: What refuses it, shown first in the message (a quoted operation name).
+    """
+    msg = (
+        f"{where}: fn is a generator function, which returns an iterator, not a result, so no call "
+        "can be protected; protect a function that consumes it (list(...) or a loop inside)"
     )
     return WrongDriver(msg)
 

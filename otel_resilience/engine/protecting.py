@@ -13,7 +13,7 @@ import inspect
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from otel_resilience.engine.calling import async_generator_refused
+from otel_resilience.engine.calling import async_generator_refused, generator_refused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,19 +53,21 @@ def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> 
 def check_protectable(name: str, fn: Callable[..., Any]) -> None:
     """Refuse a function that no driver can protect, when it is decorated rather than when called.
 
-    An async generator function returns an iterator at once (the sync driver would count that as
-    a success, the async one cannot await it): both drivers refuse it when called, ``protect``
-    here, before any call.
+    A generator function, async or not, returns an iterator at once, before its body runs (the
+    sync driver would count that as a success, the async one cannot await it): both drivers
+    refuse it when called, ``protect`` here, before any call.
 
     Args:
         name: The name of the pattern or pipeline that decorates it (shown in the message).
         fn: The function to decorate.
 
     Raises:
-        TypeError: If ``fn`` is an async generator function.
+        TypeError: If ``fn`` is a generator function or an async generator function.
     """
     if inspect.isasyncgenfunction(fn):
         raise async_generator_refused(repr(name)).as_type_error()
+    if inspect.isgeneratorfunction(fn):
+        raise generator_refused(repr(name)).as_type_error()
 
 
 def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., Any]:
