@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import enum
 import operator
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -75,6 +77,13 @@ def _execution_attributes(policy: str, pattern: str, key: str | None) -> list[At
 class Observables:
     """The observable instruments of one meter, with callbacks over the engine registries.
 
+    An instrument is created once per meter and name (the SDK hands back the instrument a meter
+    made first, *with its first callbacks*, and drops the ones given again), so each of its
+    callbacks reads through the meter's :class:`_Readers`: the readers of the listener made last
+    on that meter. A second :func:`~otel_resilience.telemetry.instrument` on the same provider
+    (a switch changed, or the instrumentor after the import-time listener) thus reports through
+    the new listener, where the first one's callbacks, closed with it, would report nothing.
+
     Args:
         meter: The meter to create the instruments on.
         owner: The listener that says whether to report and counts failures.
@@ -82,48 +91,39 @@ class Observables:
             its three counters of :data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`.
     """
 
-    __slots__ = ("__weakref__", "_owner")
+    __slots__ = ("__weakref__", "_carried", "_owner")
 
     def __init__(
         self, meter: Meter, owner: Owner, histograms: Mapping[str, InProcessHistogram] | None = None
     ) -> None:
         self._owner = owner
-        kept: list[tuple[str, Callable[[], list[Observation]]]] = []
+        readers: dict[str, Callable[[], list[Observation]]] = {}
         for histogram, recorder in (histograms or {}).items():
             counters = sc.IN_PROCESS_HISTOGRAMS[histogram]
-            kept += [
-                (counters["bucket"], recorder.buckets),
-                (counters["sum"], recorder.sums),
-                (counters["count"], recorder.counts),
-            ]
-        for name, callback in (
-            (sc.EXECUTIONS, self._executions),
-            (sc.CB_STATE_METRIC, self._breaker_states),
-            (sc.CB_CALLS, self._breaker_calls),
-            (sc.CB_FAILURE_RATE, self._breaker_failure_rates),
-            (sc.CB_SLOW_CALL_RATE, self._breaker_slow_call_rates),
-            (sc.CB_FAILURE_RATE_THRESHOLD, self._breaker_thresholds),
-            (sc.BULKHEAD_ACTIVE, self._bulkhead_active),
-            (sc.BULKHEAD_QUEUED, self._bulkhead_queued),
-            (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
-            (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
-            (sc.RL_PERMITS, self._rate_limiter_permits),
-            (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
-            (sc.POLICY_KEYS, self._policy_keys),
-            (sc.TELEMETRY_ERRORS, self._telemetry_errors),
-            *STORE_CALLBACKS,
-            *kept,
-        ):
-            spec = sc.instrument(name)
-            guarded = _guard(owner, name, callback)
-            if spec.kind is sc.InstrumentKind.OBSERVABLE_COUNTER:
-                meter.create_observable_counter(
-                    spec.name, callbacks=[guarded], unit=spec.unit, description=spec.description
-                )
-            else:
-                meter.create_observable_gauge(
-                    spec.name, callbacks=[guarded], unit=spec.unit, description=spec.description
-                )
+            readers[counters["bucket"]] = recorder.buckets
+            readers[counters["sum"]] = recorder.sums
+            readers[counters["count"]] = recorder.counts
+        readers.update(
+            (
+                (sc.EXECUTIONS, self._executions),
+                (sc.CB_STATE_METRIC, self._breaker_states),
+                (sc.CB_CALLS, self._breaker_calls),
+                (sc.CB_FAILURE_RATE, self._breaker_failure_rates),
+                (sc.CB_SLOW_CALL_RATE, self._breaker_slow_call_rates),
+                (sc.CB_FAILURE_RATE_THRESHOLD, self._breaker_thresholds),
+                (sc.BULKHEAD_ACTIVE, self._bulkhead_active),
+                (sc.BULKHEAD_QUEUED, self._bulkhead_queued),
+                (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
+                (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
+                (sc.RL_PERMITS, self._rate_limiter_permits),
+                (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
+                (sc.POLICY_KEYS, self._policy_keys),
+                (sc.TELEMETRY_ERRORS, self._telemetry_errors),
+                *STORE_CALLBACKS,
+            )
+        )
+        self._carried = 0
+        self._carried = _Readers.of(meter).use(meter, owner, readers)
 
     @staticmethod
     def _executions() -> list[Observation]:
@@ -243,7 +243,7 @@ class Observables:
         ]
 
     def _telemetry_errors(self) -> list[Observation]:
-        return [Observation(self._owner.total_errors)]
+        return [Observation(self._owner.total_errors + self._carried)]
 
 
 _FITS: Final[dict[tuple[type, type], bool]] = {}
@@ -378,18 +378,79 @@ _CONCURRENCY_LIMIT: Final = operator.attrgetter("stats.max_concurrent")
 _QUEUE_LIMIT: Final = operator.attrgetter("stats.max_waiting")
 
 
-def _guard(
-    owner: Owner, name: str, read: Callable[[], list[Observation]]
-) -> Callable[[CallbackOptions], Iterable[Observation]]:
-    """Wrap a reader as an OTel callback that reports nothing once inactive and never raises."""
+class _Readers:
+    """The observable instruments of one meter, each created once, read through its current listener.
 
-    def callback(_options: CallbackOptions) -> Iterable[Observation]:
-        if not owner.active:
-            return ()
-        try:
-            return read()
-        except Exception:  # noqa: BLE001 - telemetry must never break the app
-            owner.failed(f"observable {name}")
-            return ()
+    :meth:`use` makes ``owner`` the listener whose readers the instruments' callbacks call, and
+    creates the instruments of names the meter does not have yet. A callback reports nothing
+    while its listener is inactive (closed: :func:`~otel_resilience.telemetry.uninstrument`) or
+    has no reader of that name, and never raises: a failure is counted by the listener.
+    """
 
-    return callback
+    __slots__ = ("__weakref__", "_carried", "_current", "_lock", "_made")
+
+    _BY_METER: ClassVar[weakref.WeakKeyDictionary[Meter, _Readers]] = weakref.WeakKeyDictionary()
+    _MAKING: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:  # holds no reference to its meter: the meter's death ends it
+        self._lock = threading.Lock()
+        self._made: set[str] = set()
+        self._current: tuple[Owner, Mapping[str, Callable[[], list[Observation]]]] | None = None
+        self._carried = 0
+
+    @classmethod
+    def of(cls, meter: Meter) -> _Readers:
+        """Return the readers of ``meter`` (made at its first listener)."""
+        with cls._MAKING:
+            found = cls._BY_METER.get(meter)
+            if found is None:
+                found = cls._BY_METER[meter] = cls()
+        return found
+
+    def use(self, meter: Meter, owner: Owner, readers: Mapping[str, Callable[[], list[Observation]]]) -> int:
+        """Read through ``owner``'s ``readers`` from now on; create the instruments still missing.
+
+        Returns:
+            The telemetry errors the listeners before ``owner`` counted on this meter, which its
+            ``resilience.telemetry.errors`` carries on (a counter never goes down).
+        """
+        with self._lock:
+            if self._current is not None:  # a new listener has counted none of its own yet
+                self._carried += self._current[0].total_errors - owner.total_errors
+            self._current = (owner, readers)
+            for name in readers:
+                if name not in self._made:
+                    self._made.add(name)
+                    self._create(meter, name)
+            return self._carried
+
+    def _create(self, meter: Meter, name: str) -> None:
+        spec = sc.instrument(name)
+        callback = self._callback(name)
+        if spec.kind is sc.InstrumentKind.OBSERVABLE_COUNTER:
+            meter.create_observable_counter(
+                spec.name, callbacks=[callback], unit=spec.unit, description=spec.description
+            )
+        else:
+            meter.create_observable_gauge(
+                spec.name, callbacks=[callback], unit=spec.unit, description=spec.description
+            )
+
+    def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """The instrument's callback: the current listener's reader of ``name``, guarded."""
+
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            current = self._current
+            if current is None:
+                return ()
+            owner, readers = current
+            read = readers.get(name)
+            if read is None or not owner.active:
+                return ()
+            try:
+                return read()
+            except Exception:  # noqa: BLE001 - telemetry must never break the app
+                owner.failed(f"observable {name}")
+                return ()
+
+        return callback

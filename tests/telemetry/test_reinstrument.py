@@ -1,0 +1,62 @@
+"""``instrument()`` again on the same meter provider: the observable instruments keep reporting.
+
+A meter hands back the observable instrument it made first, with its first callbacks, and drops
+the callbacks given again; those first callbacks belonged to a listener that is closed now. The
+instruments read through the listener made last on the meter instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, telemetry
+from otel_resilience.telemetry import semconv as sc
+
+OBSERVED = (sc.EXECUTIONS, sc.BULKHEAD_CONCURRENCY_LIMIT, sc.TELEMETRY_ERRORS)
+
+
+def _points(reader: InMemoryMetricReader, policy: str) -> dict[str, float]:
+    """Each observed metric's sum over the series of ``policy`` (telemetry errors: its one series)."""
+    found: dict[str, float] = {}
+    data = reader.get_metrics_data()
+    for resource in [] if data is None else data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name not in OBSERVED:
+                    continue
+                for point in metric.data.data_points:
+                    name = point.attributes.get(sc.POLICY, point.attributes.get(sc.NAME))
+                    if name in (policy, None):
+                        found[metric.name] = found.get(metric.name, 0.0) + point.value
+    return found
+
+
+@pytest.mark.parametrize("between", ["nothing", "uninstrument"])
+def test_observables_report_after_instrument_again(between: str) -> None:
+    """Executions, bulkhead limits and telemetry errors are still exported, and still count on."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    manager = ResilienceManager()
+    name = f"again-{between}"  # a name of its own: the registries are the process's
+    config = ResilienceConfig(name=name, bulkhead_config=BulkheadConfig(max_concurrent=3))
+    try:
+        first = telemetry.instrument(meter_provider=provider)
+        for _ in range(4):
+            manager.execute_with_resilience_sync(lambda: None, config)
+        first.failed("a test's own failure")  # a telemetry error, counted by the first listener
+        before = _points(reader, name)
+        assert (before[sc.EXECUTIONS], before[sc.BULKHEAD_CONCURRENCY_LIMIT]) == (4, 3)
+        assert before[sc.TELEMETRY_ERRORS] >= 1
+        if between == "uninstrument":
+            telemetry.uninstrument()
+            assert _points(reader, name) == {}  # uninstrumented: nothing reported
+        telemetry.instrument(meter_provider=provider)
+        manager.execute_with_resilience_sync(lambda: None, config)
+        after = _points(reader, name)
+        assert (after[sc.EXECUTIONS], after[sc.BULKHEAD_CONCURRENCY_LIMIT]) == (5, 3)
+        assert after[sc.TELEMETRY_ERRORS] >= before[sc.TELEMETRY_ERRORS]  # a counter: never down
+    finally:
+        telemetry.uninstrument()
+        provider.shutdown()
