@@ -329,3 +329,54 @@ async def test_policies_of_the_manager_share_one_budget(driver: str, clock: Fake
         calls.append(fn.calls)  # type: ignore[attr-defined]
     assert calls == [3, 1]
     assert budget.get_stats()["retries"] == 2
+
+
+def test_a_recovery_re_run_deposits_no_second_first_attempt(clock: FakeClock) -> None:
+    """One execution deposits once, however many times a recovery rule runs the retry again."""
+    from otel_resilience import RecoveryAction, RecoveryStrategy  # noqa: PLC0415
+
+    budget = RetryBudget(ratio=0.5, min_retries_per_second=0.0, window=10.0, clock=clock)
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        Boom, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=3, delay=0.0)
+    )
+    config = ResilienceConfig(
+        name="re-run", retry_policy=zero_delay(max_attempts=2, budget=budget), enable_recovery=True
+    )
+    fn = always_failing()
+    with pytest.raises(Boom):
+        manager.execute_with_resilience_sync(fn, config)
+    stats = budget.get_stats()
+    assert stats["first_attempts"] == 1  # one execution (four before: one per run)
+    assert (stats["retries"], stats["denied"]) == (1, 3)  # the re-runs' retries: over the budget
+    assert fn.calls == 5  # type: ignore[attr-defined]  # the first run retried once, three re-runs
+
+
+async def test_a_non_retryable_error_after_a_retry_says_why_retrying_stopped(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Retried once, then an error the policy does not retry: retry.exhausted with not_retryable."""
+    errors = iter([Boom("down"), ValueError("bad answer")])
+
+    def flaky() -> Any:
+        raise next(errors)
+
+    r = Retry("stops", zero_delay(max_attempts=5, retry_on=(Boom,)), clock=clock)
+    with pytest.raises(ValueError, match="bad answer"):
+        await invoke(r, driver, flaky)
+    assert recorder.of(Event.RETRY_EXHAUSTED) == [RetryExhausted(2, "ValueError", "not_retryable")]
+    assert r.get_stats()["non_retryable"] == 1
+
+
+async def test_a_non_retryable_first_attempt_is_no_give_up(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """No retry was made: nothing ran out, so no retry.exhausted event."""
+
+    def wrong() -> Any:
+        raise ValueError("bad request")
+
+    r = Retry("first", zero_delay(retry_on=(Boom,)), clock=clock)
+    with pytest.raises(ValueError, match="bad request"):
+        await invoke(r, driver, wrong)
+    assert recorder.of(Event.RETRY_EXHAUSTED) == []

@@ -185,6 +185,9 @@ class _RetryCore:
             next(stats._other_attempts)
             with self.lock:
                 stats.non_retryable += 1
+            if attempt > 1 and telemetry.hub.event_listeners:  # stopped after a retry: say why
+                stopped = RetryExhausted(ctx.attempt, error_type_name(error), "not_retryable")
+                telemetry.report(_RETRY_EXHAUSTED, stopped)
             return None
         failed = ctx.attempt
         wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
@@ -413,7 +416,8 @@ class _RetryStep(Link[RetryPolicy]):
         """Refuse an async ``on_retry`` under the sync driver; deposit in the budget; open attempt 1's scope.
 
         The scope is opened when an attempt listener wants it; the budget (when the policy has
-        one) counts the execution's first attempt. With no scope, the token is the link's
+        one) counts the execution's first attempt (once: a recovery's re-run admits the retry
+        again, as attempt 2 or later, and deposits nothing). With no scope, the token is the link's
         ``Counted`` when no result is judged (a first success is only counted), else ``None``.
 
         Raises:
@@ -421,7 +425,7 @@ class _RetryStep(Link[RetryPolicy]):
         """
         if self._hook_is_async and ctx.sync:
             raise self._core.async_hook_error()
-        if self._budget is not None:
+        if self._budget is not None and ctx.attempt == 1:  # once per execution: not on a re-run
             self._budget.deposit()
         if self._telemetry.hub.attempt_listeners:
             handles = self._telemetry.start_attempt(ctx.operation, ctx.attempt)
