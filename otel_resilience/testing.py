@@ -1,7 +1,9 @@
 """Helpers for testing code that uses otel_resilience.
 
 * :class:`FakeClock`: a controllable clock; inject it as ``clock=`` so that breaker timeouts,
-  backoffs and queue waits pass instantly, in order, with no real sleeping.
+  backoffs, rate limiter waits and deadlines pass instantly, in order, with no real sleeping.
+  A bulkhead's queue timeout is not on it: a queued call waits for a slot on its thread's lock
+  or its event loop, in real time (its ``BulkheadConfig.timeout``).
 * :class:`EventRecorder`: a telemetry listener that keeps every reported event, for assertions.
 * :class:`AttemptRecorder`: a step that records the attempt number of every run it sees, to
   place in a pipeline (``ExtraStrategy``, ``PipelineBuilder.add``) and assert what ran through it.
