@@ -23,18 +23,26 @@ Error                                  Status  Headers
 
 ``Retry-After`` is whole seconds rounded up (at least 1); a breaker forced open (``inf``) gives
 none.
+
+In a websocket endpoint, the handlers answer a refusal raised before ``accept()`` the same way
+(Starlette's websocket denial response, where the server supports it; else the handshake is
+closed); once the websocket is accepted, they close it with code 1013 (try again later) and the
+error's message as the reason (at most 123 bytes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.errors import (
     BulkheadFullError,
@@ -44,8 +52,10 @@ from otel_resilience.errors import (
     RateLimitedError,
 )
 from otel_resilience.manager import PolicyHandle, ResilienceConfig, ResilienceManager, get_resilience_manager
-from otel_resilience.patterns.bulkhead import BulkheadConfig
-from otel_resilience.patterns.rate_limiter import RateLimiterConfig
+from otel_resilience.manager.policy import check_config
+from otel_resilience.manager.stages import StageInputs, compose
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
+from otel_resilience.patterns.rate_limiter import RateLimiter, RateLimiterConfig
 
 __all__ = [
     "BULKHEAD_RETRY_AFTER",
@@ -61,6 +71,13 @@ BULKHEAD_RETRY_AFTER: Final = 1
 """The ``Retry-After`` (seconds) of a 503 for a full bulkhead, which cannot know when a slot frees."""
 
 _HANDLED: Final = (CircuitOpenError, BulkheadFullError, RateLimitedError, OperationTimeoutError)
+
+_TRY_AGAIN_LATER: Final = 1013
+"""The websocket close code of a refusal after ``accept()`` (RFC 6455 registry: "Try Again Later")."""
+_MAX_REASON: Final = 123
+"""The longest close reason a websocket close frame carries, in bytes of UTF-8."""
+_DENIAL: Final = "websocket.http.response"
+"""The ASGI extension through which a server sends an HTTP answer to a websocket handshake."""
 
 
 def _retry_after(seconds: float | None) -> dict[str, str]:
@@ -88,12 +105,34 @@ def error_response(error: Exception) -> Response:
     return JSONResponse({"detail": str(error), "error": type(error).__name__}, status, headers)
 
 
-async def _handler(_request: Request, error: Exception) -> Response:
+async def _handler(connection: HTTPConnection, error: Exception) -> Response | None:
+    if isinstance(connection, WebSocket):
+        return await _refuse_websocket(connection, error)
     return error_response(error)
 
 
+async def _refuse_websocket(websocket: WebSocket, error: Exception) -> Response | None:
+    """Answer a refusal in a websocket endpoint: the HTTP answer before ``accept()``, else a close.
+
+    Returns the answer for Starlette to send (a denial response, only before ``accept()`` and
+    where the server supports it), or ``None`` once the websocket is closed here (or was already).
+    """
+    state = websocket.application_state
+    if state is WebSocketState.CONNECTING and _DENIAL in (websocket.scope.get("extensions") or {}):
+        return error_response(error)
+    if state in (WebSocketState.CONNECTING, WebSocketState.CONNECTED):
+        reason = str(error).encode()[:_MAX_REASON].decode(errors="ignore")
+        with contextlib.suppress(WebSocketDisconnect):  # the client is gone: nothing to tell it
+            await websocket.close(_TRY_AGAIN_LATER, reason)
+    return None
+
+
 def add_exception_handlers(app: Any) -> None:
-    """Register handlers on a FastAPI or Starlette ``app`` turning refusals into 503/429/504 answers."""
+    """Register handlers on a FastAPI or Starlette ``app`` turning refusals into 503/429/504 answers.
+
+    In a websocket endpoint: the same answer before ``accept()``, a close with code 1013 after
+    (see the module's doc).
+    """
     for error_type in _HANDLED:
         app.add_exception_handler(error_type, _handler)
 
@@ -107,33 +146,39 @@ def resilience_policy(
 ) -> Callable[[], PolicyHandle]:
     """Return a dependency (``Depends(resilience_policy("payments", config))``) giving the policy handle.
 
-    The handler gets ``manager.policy(name, config)``: ``await policy.execute(fn)`` shares the
+    The handler gets the manager's policy ``name``: ``await policy.execute(fn)`` shares the
     policy's breaker, bulkhead and limiter across requests, ``policy.for_key(tenant)`` gives a
     key its own, and ``manager.reconfigure(name, ...)`` changes it while requests run.
 
+    ``config`` is what the policy is created with if no policy has that name yet (on the
+    dependency's first request). A policy that exists is taken as it is, whoever made it (this
+    dependency, another one, ``manager.policy``, a configuration file such as
+    ``OTEL_RESILIENCE_CONFIG``) and whatever config it runs now: a reload never makes a
+    dependency fail, and two dependencies of one name share one policy (the first to run creates
+    it). Without ``config``, the dependency uses the policy as configured elsewhere (or creates
+    it with an empty config, no pattern, if there is none).
+
     Args:
         name: The policy name.
-        config: The policy's config (default: an empty one, no pattern); its ``name`` must be
-            ``None`` or ``name``.
+        config: The policy's config at creation (default: an empty one, no pattern); its
+            ``name`` must be ``None`` or ``name``.
         manager: The manager (default: the process-wide one, looked up per request).
 
     Raises:
         TypeError: ``config`` is not a ResilienceConfig.
-        ValueError: ``name`` is empty, or ``config`` is named otherwise.
+        ValueError: ``name`` is empty, or ``config`` is named otherwise or has an extra strategy
+            given as a ``Step`` instance (a policy needs a factory).
     """
     check_name("resilience_policy", "name", name)
-    if config is not None and not isinstance(config, ResilienceConfig):
-        raise fail("resilience_policy", "config", "a ResilienceConfig or None", config, kind=TypeError)
-    if config is not None and config.name not in (None, name):
-        raise fail("resilience_policy", "config", f"a ResilienceConfig named None or {name!r}", config.name)
-    named = config or ResilienceConfig()
+    if config is not None:
+        check_config(name, config, "resilience_policy")
     made: list[tuple[ResilienceManager, PolicyHandle]] = []
 
     def dependency() -> PolicyHandle:
         current = manager or get_resilience_manager()
-        if made and made[0][0] is current:
+        if made and made[0][0] is current:  # a manager keeps its handles for its lifetime
             return made[0][1]
-        handle = current.policy(name, named)
+        handle = _named_policy(current, name, config)
         made[:] = [(current, handle)]
         return handle
 
@@ -141,19 +186,63 @@ def resilience_policy(
     return dependency
 
 
+def _named_policy(manager: ResilienceManager, name: str, config: ResilienceConfig | None) -> PolicyHandle:
+    """Return ``manager``'s policy ``name`` as it is, or create it with ``config`` if there is none."""
+    with contextlib.suppress(KeyError):
+        return manager.policy(name)
+    try:
+        return manager.policy(name, ResilienceConfig() if config is None else config)
+    except ValueError:  # created meanwhile (another thread) with another config: take it as it is
+        return manager.policy(name)
+
+
+class _InnerPolicyError(Exception):
+    """A refusal or timeout the app raised (a policy inside it), carried through the middleware's pipeline.
+
+    The pipeline counts what it sees by type: the app's own ``BulkheadFullError`` would count
+    as a rejection of the middleware's policy. Carried in this plain error it counts as a failure
+    of the app, as any error of the app does; the middleware then raises the original.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+
 class LoadSheddingMiddleware:
     """ASGI middleware that sheds load at the edge: a bulkhead and/or a rate limiter over every request.
 
     A request refused by either is answered at once (503 or 429, with ``Retry-After``) without
-    reaching the app; the bulkhead holds its slot until the response is sent. Lifespan and
-    websocket scopes pass through.
+    reaching the app; the bulkhead holds its slot while the app runs, its background tasks
+    included (run after the response is sent, they are still the server's work, which a load
+    shedder counts). Lifespan and websocket scopes pass through.
+
+    Each middleware has a bulkhead and a rate limiter of its own: two apps that each add one (or
+    an app and an app it mounts) never count each other's requests, whatever their names. To put
+    several apps under one limit, add one middleware around them all (on the app that mounts
+    them); only a rate limit kept in a store (``RateLimiterConfig(store=...)``) is shared by
+    name, as the store shares every limiter's permits. ``name`` names the requests' executions,
+    the bulkhead and the limiter in telemetry, nothing more: two live middlewares of one name
+    (the default included) report as one, their series combined (the second bulkhead of one name
+    is logged as a warning).
+
+    Only its own refusals become its answers. What the app raises (a refusal or timeout of a
+    policy inside it included) goes on to the server as any error of the app does, the response
+    started or not, and the execution counts it as a failure, never as a rejection of its own.
 
     Args:
         app: The ASGI app.
         bulkhead: The concurrency limit (``None``: none).
         rate_limiter: The rate limit (``None``: none).
         name: The policy name in telemetry (default ``"http.server"``).
-        manager: The manager (default: the process-wide one).
+        manager: The manager whose clock the bulkhead and limiter run on (default: the
+            process-wide one's, the system clock). They are the middleware's, not the manager's:
+            its statistics do not list them (read :attr:`bulkhead` and :attr:`rate_limiter`).
+
+    Attributes:
+        config: What each request runs under (``name``, the bulkhead and the rate limit).
+        bulkhead: The middleware's :class:`~otel_resilience.Bulkhead`, or ``None``.
+        rate_limiter: The middleware's :class:`~otel_resilience.RateLimiter`, or ``None``.
 
     Raises:
         ValueError: Neither a bulkhead nor a rate limiter is given.
@@ -174,17 +263,41 @@ class LoadSheddingMiddleware:
         self.config = ResilienceConfig(
             name=name, bulkhead_config=bulkhead, rate_limiter=rate_limiter, record_duration=False
         )
-        self._manager = manager
+        clock = SYSTEM_CLOCK if manager is None else manager._clock
+        self.bulkhead = None if bulkhead is None else Bulkhead(name, bulkhead, clock=clock)
+        self.rate_limiter = None if rate_limiter is None else RateLimiter(name, rate_limiter, clock=clock)
+        self._pipeline, _ = compose(
+            StageInputs(name, self.config, clock, None, self.bulkhead, None, None, self.rate_limiter)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run an HTTP request under the bulkhead and limiter, or answer its refusal."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        manager = self._manager or get_resilience_manager()
+        app = self.app
+        started = False  # whether the pipeline let the request through to the app
+
+        async def run() -> None:
+            nonlocal started
+            started = True
+            try:
+                await app(scope, receive, send)
+            except (ExecutionRejectedError, OperationTimeoutError) as error:
+                raise _InnerPolicyError(error) from None  # the app's: not counted as ours
+
         try:
-            await manager.execute_with_resilience(self.app, self.config, scope, receive, send)
-        except ExecutionRejectedError as error:
-            if not isinstance(error, (BulkheadFullError, RateLimitedError)):
+            await self._pipeline.execute(run)
+        except (BulkheadFullError, RateLimitedError) as error:
+            if started:  # never the app's (carried), but a refusal after the app ran is not ours
                 raise
             await error_response(error)(scope, receive, send)
+            return
+        except _InnerPolicyError as carried:
+            inner = carried.error
+        else:
+            return
+        try:
+            raise inner  # the app's own error, outside the handler: no context added to it
+        finally:
+            del inner  # its traceback holds this frame

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import BackgroundTasks, Depends, FastAPI, WebSocket
+from starlette.responses import StreamingResponse
+from starlette.websockets import WebSocketDisconnect
 
 from otel_resilience import (
+    Bulkhead,
     BulkheadConfig,
     BulkheadFullError,
     CircuitBreakerConfig,
@@ -20,7 +25,9 @@ from otel_resilience import (
     RateLimiterConfig,
     ResilienceConfig,
     ResilienceManager,
+    RetryPolicy,
 )
+from otel_resilience.config import load
 from otel_resilience.integrations.fastapi import (
     LoadSheddingMiddleware,
     Policy,
@@ -28,6 +35,7 @@ from otel_resilience.integrations.fastapi import (
     error_response,
     resilience_policy,
 )
+from otel_resilience.manager import ExtraStrategy
 
 
 def client_of(app: FastAPI) -> httpx.AsyncClient:
@@ -131,24 +139,19 @@ def test_the_dependency_refuses_another_name() -> None:
 
 async def test_load_shedding_middleware_sheds_past_the_bulkhead() -> None:
     """With one slot and no queue, a second concurrent request is answered 503 while the first runs."""
-    manager = ResilienceManager()
-    release = asyncio.Event()
+    started, release = asyncio.Event(), asyncio.Event()
     app = FastAPI()
 
     @app.get("/work")
     async def work() -> str:
+        started.set()
         await release.wait()
         return "done"
 
-    app.add_middleware(
-        LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=0), manager=manager
-    )
+    app.add_middleware(LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=0))
     async with client_of(app) as client:
         first = asyncio.ensure_future(client.get("/work"))
-        for _ in range(200):
-            if manager.get_resilience_statistics()["bulkheads"].get("http.server", {}).get("active"):
-                break
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(started.wait(), 30)
         second = await client.get("/work")
         release.set()
         assert (await first).status_code == 200
@@ -177,3 +180,292 @@ def test_load_shedding_needs_a_limit() -> None:
     """A middleware with neither a bulkhead nor a rate limiter is refused."""
     with pytest.raises(ValueError, match=r"LoadSheddingMiddleware\.bulkhead"):
         LoadSheddingMiddleware(FastAPI())
+
+
+# ---------------------------------------------------------------- the dependency: a policy made elsewhere
+
+
+async def test_the_dependency_takes_a_policy_made_elsewhere_as_it_is(tmp_path: Path) -> None:
+    """A policy a configuration file made is served as it is, with or without a config of the dependency's."""
+    path = tmp_path / "policies.toml"
+    path.write_text("version = 1\n[policies.payments.retry]\nmax_attempts = 2\n", encoding="utf-8")
+    manager = ResilienceManager()
+    manager.apply_config(load(path))  # as OTEL_RESILIENCE_CONFIG does at start-up
+    from_file = manager.policy("payments")
+    app = FastAPI()
+    add_exception_handlers(app)
+    seen: list[PolicyHandle] = []
+    by_name = resilience_policy("payments", manager=manager)
+    with_config = resilience_policy("payments", ResilienceConfig(timeout=5.0), manager=manager)
+    fresh = resilience_policy("orders", manager=manager)
+
+    async def call() -> str:
+        return "paid"
+
+    @app.get("/by-name")
+    async def pay_by_name(policy: Policy = Depends(by_name)) -> str:  # noqa: B008, FAST002
+        seen.append(policy)
+        return await policy.execute(call)
+
+    @app.get("/with-config")
+    async def pay_with_config(policy: Policy = Depends(with_config)) -> str:  # noqa: B008, FAST002
+        seen.append(policy)
+        return await policy.execute(call)
+
+    @app.get("/orders")
+    async def orders(policy: Policy = Depends(fresh)) -> str:  # noqa: B008, FAST002
+        return await policy.execute(call)
+
+    async with client_of(app) as client:
+        assert [(await client.get(path)).status_code for path in ("/by-name", "/with-config")] == [200, 200]
+        assert (await client.get("/orders")).status_code == 200
+    assert seen == [from_file, from_file]
+    assert from_file.config.retry_policy == RetryPolicy(max_attempts=2)
+    assert from_file.config.timeout is None  # the dependency's config did not replace the file's
+    assert manager.policy("orders").config == ResilienceConfig()  # none anywhere: made empty
+
+
+async def test_a_reload_before_a_dependencys_first_request_breaks_nothing() -> None:
+    """Two endpoints' dependencies of one policy: a reload between their first requests, both served."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=5))
+    reloaded = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=9))
+    app = FastAPI()
+    add_exception_handlers(app)
+    seen: list[PolicyHandle] = []
+    first = resilience_policy("payments", config, manager=manager)
+    second = resilience_policy("payments", config, manager=manager)
+
+    async def call() -> str:
+        return "ok"
+
+    @app.get("/a")
+    async def a(policy: Policy = Depends(first)) -> str:  # noqa: B008, FAST002
+        seen.append(policy)
+        return await policy.execute(call)
+
+    @app.get("/b")
+    async def b(policy: Policy = Depends(second)) -> str:  # noqa: B008, FAST002
+        seen.append(policy)
+        return await policy.execute(call)
+
+    async with client_of(app) as client:
+        assert (await client.get("/a")).status_code == 200
+        manager.reconfigure("payments", reloaded)
+        assert (await client.get("/b")).status_code == 200
+        assert (await client.get("/a")).status_code == 200
+    assert seen == [manager.policy("payments")] * 3
+    assert seen[0].config == reloaded
+    assert seen[0].generation == 2
+
+
+def test_the_dependency_refuses_a_config_no_policy_can_take_at_once() -> None:
+    """A config a policy refuses (a Step instance as an extra link) is refused at declaration, not per request."""
+    step = Bulkhead("extra").as_strategy()
+    config = ResilienceConfig(extra_strategies=(ExtraStrategy(step, inside="retry"),))
+    with pytest.raises(ValueError, match=r"Step instance"):
+        resilience_policy("payments", config, manager=ResilienceManager())
+
+
+# ---------------------------------------------------------------- load shedding: each middleware its own
+
+
+def shedding_app(gate: asyncio.Event, started: asyncio.Event, **options: Any) -> FastAPI:
+    """An app whose ``/work`` waits for ``gate`` (``started`` set on entry) and ``/quick`` answers at once."""
+    app = FastAPI()
+
+    @app.get("/work")
+    async def work() -> str:
+        started.set()
+        await gate.wait()
+        return "done"
+
+    @app.get("/quick")
+    async def quick() -> str:
+        return "quick"
+
+    app.add_middleware(LoadSheddingMiddleware, **options)
+    return app
+
+
+async def test_two_middlewares_with_other_limits_each_keep_their_own() -> None:
+    """Two apps of one manager and the default name, with other bulkheads: both serve (no config clash)."""
+    manager = ResilienceManager()
+    gate, started = asyncio.Event(), asyncio.Event()
+    gate.set()
+    public = shedding_app(gate, started, bulkhead=BulkheadConfig(max_concurrent=100), manager=manager)
+    admin = shedding_app(gate, started, bulkhead=BulkheadConfig(max_concurrent=2), manager=manager)
+    for app in (public, admin):
+        async with client_of(app) as client:
+            response = await client.get("/quick")
+        assert (response.status_code, response.json()) == (200, "quick")
+
+
+async def test_a_busy_app_does_not_shed_another_apps_requests() -> None:
+    """Equal limits, one manager, one name: app A's request in flight and A's spent permit are A's alone."""
+    manager = ResilienceManager()
+    gate, started = asyncio.Event(), asyncio.Event()
+    one_slot = BulkheadConfig(max_concurrent=1, max_waiting=0)
+    busy = shedding_app(gate, started, bulkhead=one_slot, manager=manager)
+    idle = shedding_app(gate, started, bulkhead=one_slot, manager=manager)
+    async with client_of(busy) as busy_client, client_of(idle) as idle_client:
+        in_flight = asyncio.ensure_future(busy_client.get("/work"))
+        await asyncio.wait_for(started.wait(), 30)
+        assert (await busy_client.get("/quick")).status_code == 503  # A's own slot is taken
+        assert (await idle_client.get("/quick")).status_code == 200
+        gate.set()
+        assert (await in_flight).status_code == 200
+
+    limit = RateLimiterConfig(rate=0.01, burst=1)
+    first = shedding_app(gate, started, rate_limiter=limit, manager=manager)
+    other = shedding_app(gate, started, rate_limiter=limit, manager=manager)
+    async with client_of(first) as first_client, client_of(other) as other_client:
+        assert [(await first_client.get("/quick")).status_code for _ in range(2)] == [200, 429]
+        assert (await other_client.get("/quick")).status_code == 200
+
+
+async def test_a_mounted_app_with_its_own_middleware_is_served() -> None:
+    """A sub-app with one slot, mounted under an app with one slot: a request passes both."""
+    manager = ResilienceManager()
+    one_slot = BulkheadConfig(max_concurrent=1, max_waiting=0)
+    sub = FastAPI()
+
+    @sub.get("/x")
+    async def x() -> str:
+        return "sub"
+
+    sub.add_middleware(LoadSheddingMiddleware, bulkhead=one_slot, manager=manager)
+    app = FastAPI()
+    app.mount("/sub", sub)
+    app.add_middleware(LoadSheddingMiddleware, bulkhead=one_slot, manager=manager)
+    async with client_of(app) as client:
+        response = await client.get("/sub/x")
+    assert (response.status_code, response.json()) == (200, "sub")
+
+
+# ---------------------------------------------------------------- load shedding: the slot and the response
+
+
+async def test_the_slot_is_held_while_the_app_works_and_freed_when_it_ends() -> None:
+    """A background task is the server's work: its slot is held; a cancelled request frees its slot."""
+    in_background, finish_background = asyncio.Event(), asyncio.Event()
+    hanging, app_cancelled = asyncio.Event(), asyncio.Event()
+    app = FastAPI()
+
+    async def send_email() -> None:
+        in_background.set()  # the response was sent before background tasks run
+        await finish_background.wait()
+
+    @app.get("/order")
+    async def order(tasks: BackgroundTasks) -> str:
+        tasks.add_task(send_email)
+        return "accepted"
+
+    @app.get("/quick")
+    async def quick() -> str:
+        return "quick"
+
+    @app.get("/hang")
+    async def hang() -> None:
+        hanging.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            app_cancelled.set()
+
+    app.add_middleware(LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    async with client_of(app) as client:
+        first = asyncio.ensure_future(client.get("/order"))
+        await asyncio.wait_for(in_background.wait(), 30)
+        assert (await client.get("/quick")).status_code == 503  # held: the background task runs
+        finish_background.set()
+        assert (await first).status_code == 200
+        assert (await client.get("/quick")).status_code == 200  # freed when the app ended
+
+        request = asyncio.ensure_future(client.get("/hang"))
+        await asyncio.wait_for(hanging.wait(), 30)
+        assert (await client.get("/quick")).status_code == 503  # held while the app works
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert app_cancelled.is_set()
+        assert (await client.get("/quick")).status_code == 200
+
+
+# ---------------------------------------------------------------- load shedding: the app's own refusals
+
+
+async def test_a_refusal_the_app_raises_is_not_the_middlewares(otel) -> None:
+    """A policy inside the app refusing: raised to the server as the app's error, a failure of the edge."""
+    app = FastAPI()
+
+    @app.get("/")
+    async def root() -> None:
+        raise BulkheadFullError("inner_pool", 4, 0)
+
+    edge_name = "http.server.inner_refusal"  # (the executions count every live pipeline of a name)
+    app.add_middleware(LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=10), name=edge_name)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with pytest.raises(BulkheadFullError, match="inner_pool"):
+            await client.get("/")
+    edge = {"resilience.policy": edge_name, "resilience.pattern": "pipeline"}
+    counts = {
+        dict(point.attributes)["resilience.outcome"]: point.value
+        for point in otel.points("resilience.executions")
+        if {key: dict(point.attributes).get(key) for key in edge} == edge
+    }
+    assert counts["failure"] == 1
+    assert counts.get("rejected", 0) == 0
+
+
+async def test_a_refusal_the_app_raises_mid_stream_is_raised_not_answered() -> None:
+    """After the response started, the app's refusal goes to the server: no second response start."""
+    app = FastAPI()
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def parts():
+            yield b"part1\n"
+            raise BulkheadFullError("inner_pool", 4, 0)
+
+        return StreamingResponse(parts())
+
+    app.add_middleware(LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=10))
+    transport = httpx.ASGITransport(app=app)  # asserts a single http.response.start
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with pytest.raises(BulkheadFullError, match="inner_pool"):
+            await client.get("/stream")
+
+
+# ---------------------------------------------------------------- websockets
+
+
+@pytest.mark.filterwarnings("ignore::starlette.exceptions.StarletteDeprecationWarning")
+def test_a_refusal_after_accept_closes_the_websocket() -> None:
+    """Before accept(): the HTTP denial (503 + Retry-After); after: a close with code 1013 and the message."""
+    from starlette.testclient import TestClient, WebSocketDenialResponse  # noqa: PLC0415 - it warns on import
+
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.websocket("/before-accept")
+    async def before(websocket: WebSocket) -> None:
+        raise CircuitOpenError("payments", "open", 30.0)
+
+    @app.websocket("/after-accept")
+    async def after(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise CircuitOpenError("payments", "open", 30.0)
+
+    with TestClient(app) as client:
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with client.websocket_connect("/before-accept"):
+                pass
+        assert denied.value.status_code == 503
+        assert denied.value.headers["Retry-After"] == "30"
+        with client.websocket_connect("/after-accept") as websocket:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                websocket.receive_text()
+    assert closed.value.code == 1013
+    assert "circuit breaker 'payments' is open" in closed.value.reason
