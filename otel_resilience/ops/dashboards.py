@@ -180,6 +180,18 @@ def _or_zero(expr: str) -> str:
     return f"{expr}\nor on() vector(0)"
 
 
+def _or_zero_per_policy(expr: str, selector: dict[str, str]) -> str:
+    """``expr`` (reading a recording rule), or 0 for each policy with executions that it has no series of.
+
+    For the panels of recording rules over counters whose series appear at their first event (a
+    retry, a fallback: their error type cannot be known in advance), so that "none happened"
+    shows as 0 for each policy, not "No data". The 0 comes from the executions rule of the same
+    rules file: a Prometheus that does not load the rules still shows no data, not a 0 that
+    would hide what the rule watches. ``selector`` may only match the job and the policy.
+    """
+    return f"{expr}\nor on ({_JOB}, {_POLICY})\n0 * {_recorded(ar.R_EXECUTIONS, selector)}"
+
+
 _RULES_PATH: Final = f"alerts/{ar.RULES_FILE}"
 
 
@@ -453,10 +465,10 @@ def _retry_ratio(selector: dict[str, str]) -> _Panel:
         "Retry rate (retries per execution)",
         "Retries scheduled per execution, by policy, over "
         f"{ar.RATE_WINDOW}. {ar.A_RETRY_STORM} fires above {ar.RETRY_STORM_RATIO:g} for "
-        f"{ar.RATIO_ALERT_FOR} (with at least {ar.MIN_EXECUTION_RATE:g} executions/s). "
-        f"{_rule_note(ar.R_RETRY_RATIO)}",
+        f"{ar.RATIO_ALERT_FOR} (with at least {ar.MIN_EXECUTION_RATE:g} executions/s); 0 for a "
+        f"policy that retried nothing. {_rule_note(ar.R_RETRY_RATIO)}",
         "short",
-        (_Query(_recorded(ar.R_RETRY_RATIO, selector), f"{{{{{_POLICY}}}}}"),),
+        (_Query(_or_zero_per_policy(_recorded(ar.R_RETRY_RATIO, selector), selector), f"{{{{{_POLICY}}}}}"),),
         thresholds=_above((ar.RETRY_STORM_RATIO, _RED)),
         alert=ar.A_RETRY_STORM,
         min=0,
@@ -469,9 +481,14 @@ def _fallback_ratio(selector: dict[str, str]) -> _Panel:
         "Fallback rate",
         "Share of executions a fallback answered, by policy, over "
         f"{ar.RATE_WINDOW}. {ar.A_FALLBACK_HIGH} fires above {ar.FALLBACK_RATIO:.0%} for "
-        f"{ar.RATIO_ALERT_FOR}. {_rule_note(ar.R_FALLBACK_RATIO)}",
+        f"{ar.RATIO_ALERT_FOR}; 0 for a policy no fallback answered. {_rule_note(ar.R_FALLBACK_RATIO)}",
         "percentunit",
-        (_Query(_recorded(ar.R_FALLBACK_RATIO, selector), f"{{{{{_POLICY}}}}} ({{{{{_NAME}}}}})"),),
+        (
+            _Query(
+                _or_zero_per_policy(_recorded(ar.R_FALLBACK_RATIO, selector), selector),
+                f"{{{{{_POLICY}}}}} ({{{{{_NAME}}}}})",
+            ),
+        ),
         thresholds=_above((ar.FALLBACK_RATIO, _RED)),
         alert=ar.A_FALLBACK_HIGH,
         min=0,
@@ -569,12 +586,14 @@ def _retry_budget_traffic(selector: dict[str, str]) -> _Panel:
         "Retries scheduled per second, by policy, beside the retries its retry budget denied per "
         "second (each denial ends its execution's retries: the execution gives up with the error it "
         "holds). Denied retries start at 0 for every retry with a budget; when they climb while the "
-        f"scheduled ones stay flat, the budget is capping the extra load. From `{retries}` and "
-        f"`{exhausted}` (stop reason budget).",
+        f"scheduled ones stay flat, the budget is capping the extra load. Each shows one series at "
+        f"0 when none happened. From `{retries}` and `{exhausted}` (stop reason budget).",
         "ops",
         (
-            _Query(_rate(retries, _m(**selector), (_POLICY,)), f"{{{{{_POLICY}}}}} scheduled"),
-            _Query(_rate(exhausted, _m(**selector, **budget), (_POLICY,)), f"{{{{{_POLICY}}}}} denied"),
+            _Query(_or_zero(_rate(retries, _m(**selector), (_POLICY,))), f"{{{{{_POLICY}}}}} scheduled"),
+            _Query(
+                _or_zero(_rate(exhausted, _m(**selector, **budget), (_POLICY,))), f"{{{{{_POLICY}}}}} denied"
+            ),
         ),
         width=8,
         min=0,
@@ -587,10 +606,15 @@ def _retry_budget_denials(selector: dict[str, str]) -> _Panel:
         "Retries denied by the budget",
         f"Retries each retry budget denied within the last {ar.RETRY_BUDGET_WINDOW}, by policy and "
         f"retry, counting each series' first. {ar.A_RETRY_BUDGET} fires when denials keep coming "
-        f"(at least one within every {ar.RETRY_BUDGET_WINDOW}) for {ar.RETRY_BUDGET_FOR}. "
-        f"{_rule_note(ar.R_RETRY_BUDGET_DENIALS)}",
+        f"(at least one within every {ar.RETRY_BUDGET_WINDOW}) for {ar.RETRY_BUDGET_FOR}; 0 for a policy "
+        f"whose retries have no budget. {_rule_note(ar.R_RETRY_BUDGET_DENIALS)}",
         "short",
-        (_Query(_recorded(ar.R_RETRY_BUDGET_DENIALS, selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
+        (
+            _Query(
+                _or_zero_per_policy(_recorded(ar.R_RETRY_BUDGET_DENIALS, selector), selector),
+                f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}",
+            ),
+        ),
         thresholds=_above((1, _RED)),
         alert=ar.A_RETRY_BUDGET,
         width=8,
@@ -1059,18 +1083,26 @@ def _retry_panels() -> tuple[_Panel, ...]:
         _Panel(
             "timeseries",
             "Retries per second by policy",
-            f"Retries scheduled per second over {ar.RATE_WINDOW}. {_rule_note(ar.R_RETRIES)}",
+            f"Retries scheduled per second over {ar.RATE_WINDOW}; 0 for a policy that retried nothing. "
+            f"{_rule_note(ar.R_RETRIES)}",
             "ops",
-            (_Query(_recorded(ar.R_RETRIES, _POLICY_SEL), f"{{{{{_POLICY}}}}}"),),
+            (
+                _Query(
+                    _or_zero_per_policy(_recorded(ar.R_RETRIES, _POLICY_SEL), _POLICY_SEL),
+                    f"{{{{{_POLICY}}}}}",
+                ),
+            ),
         ),
         _Panel(
             "timeseries",
             "Retries by error type",
-            f"Retries per second by policy and the error that caused them. From `{retries}`.",
+            "Retries per second by policy and the error that caused them; one series at 0 when none "
+            f"happened. From `{retries}`.",
             "ops",
             (
                 _Query(
-                    _rate(retries, sel, (_POLICY, _ERROR_TYPE)), f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}"
+                    _or_zero(_rate(retries, sel, (_POLICY, _ERROR_TYPE))),
+                    f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
                 ),
             ),
         ),
@@ -1078,16 +1110,18 @@ def _retry_panels() -> tuple[_Panel, ...]:
             "timeseries",
             "Retries exhausted by stop reason",
             "Executions whose retries ran out per second, by why they stopped (max attempts, deadline, "
-            f"retry budget, not retryable); the last error was re-raised. From `{exhausted}`.",
+            "retry budget, not retryable); the last error was re-raised. One series at 0 when none "
+            f"happened. From `{exhausted}`.",
             "ops",
-            (_Query(_rate(exhausted, sel, (_POLICY, stop)), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}"),),
+            (_Query(_or_zero(_rate(exhausted, sel, (_POLICY, stop))), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}"),),
         ),
         _Panel(
             "timeseries",
             "Backoff delay p50 / p95 / p99",
-            "Backoff delays before retries, by policy. Exemplars link to the retried trace.",
+            "Backoff delays before retries, by policy. Exemplars link to the retried trace. One series "
+            "at 0 when no retry was scheduled.",
             "s",
-            _quantiles(sc.RETRY_DELAY_METRIC, sel, _POLICY, f"{{{{{_POLICY}}}}}"),
+            _quantiles(sc.RETRY_DELAY_METRIC, sel, _POLICY, f"{{{{{_POLICY}}}}}", or_zero=True),
             width=24,
         ),
     )
@@ -1330,12 +1364,14 @@ def _recovery() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Fallbacks by strategy and result",
-                        "Fallbacks that ran per second, by policy, strategy and whether they answered. "
-                        f"From `{fallbacks}`.",
+                        "Fallbacks that ran per second, by policy, strategy and whether they answered; "
+                        f"one series at 0 when none ran. From `{fallbacks}`.",
                         "ops",
                         (
                             _Query(
-                                _rate(fallbacks, _m(**_POLICY_SEL), (_POLICY, fb_strategy, fb_result)),
+                                _or_zero(
+                                    _rate(fallbacks, _m(**_POLICY_SEL), (_POLICY, fb_strategy, fb_result))
+                                ),
                                 f"{{{{{_POLICY}}}}} {{{{{fb_strategy}}}}} {{{{{fb_result}}}}}",
                             ),
                         ),
@@ -1653,7 +1689,9 @@ def render_readme() -> str:
         (
             "Import each JSON file into Grafana 11 and pick the Prometheus data source that scrapes the "
             "services (the `job` variable lists them). Every panel shows a number on a healthy system: "
-            "counters whose labels are known in advance start at 0."
+            "counters whose labels are known in advance start at 0, and the panels of those that appear "
+            "at their first event (a retry, a fallback: their error type is not known in advance) show 0 "
+            "until then."
         ),
         "",
         (

@@ -156,7 +156,7 @@ With the `instrumentation` extra (`opentelemetry-instrumentation`), the package 
 `opentelemetry_instrumentor` entry point `otel_resilience`
 (`otel_resilience.telemetry.instrumentor.OtelResilienceInstrumentor`, which calls `instrument()` /
 `uninstrument()`): `opentelemetry-instrument` loads it with the other instrumentations, and
-`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` skips it. Without the extra,
+`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. Without the extra,
 `instrument()` and `uninstrument()` work the same.
 """
 

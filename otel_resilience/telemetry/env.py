@@ -17,6 +17,7 @@ from typing import Final
 
 __all__ = [
     "DISABLED_INSTRUMENTATIONS",
+    "DISABLE_ALL",
     "DURATION_DISABLED",
     "ENTRY_POINT",
     "IN_PROCESS_HISTOGRAMS",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 DISABLED_INSTRUMENTATIONS: Final = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
-"""OpenTelemetry's list of instrumentations not to load; ``otel_resilience`` in it turns ours off."""
+"""OpenTelemetry's list of instrumentations not to load; ``otel_resilience`` or ``*`` in it turns ours off."""
 ENTRY_POINT: Final = "otel_resilience"
 """The name of our ``opentelemetry_instrumentor`` entry point."""
 
@@ -108,12 +109,19 @@ def resolve(switch: Switch, given: bool | None, environ: Mapping[str, str] | Non
     return env_flag(switch.variable, environ) != switch.inverted
 
 
-def instrumentation_disabled(environ: Mapping[str, str] | None = None) -> bool:
-    """Return whether ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``otel_resilience``.
+DISABLE_ALL: Final = "*"
+"""The name in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` that disables every instrumentation."""
 
-    The list is comma-separated, spaces ignored, as ``opentelemetry-instrument`` reads it. Then
-    ``import otel_resilience`` registers no listener (an explicit ``instrument()`` still does),
-    and ``opentelemetry-instrument`` does not load the instrumentor.
+
+def instrumentation_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Return whether ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``otel_resilience`` or ``*``.
+
+    The list is read as ``opentelemetry-instrument`` reads it (opentelemetry-instrumentation's
+    ``_load_instrumentors``): split on commas, each name stripped of surrounding whitespace,
+    names compared exactly (case included); a ``*`` among them disables every instrumentation,
+    ours included. Then ``import otel_resilience`` registers no listener (an explicit
+    ``instrument()`` still does), and ``opentelemetry-instrument`` does not load the instrumentor.
     """
     raw = (os.environ if environ is None else environ).get(DISABLED_INSTRUMENTATIONS, "")
-    return ENTRY_POINT in (name.strip() for name in raw.split(","))
+    names = {name.strip() for name in raw.split(",")}
+    return ENTRY_POINT in names or DISABLE_ALL in names

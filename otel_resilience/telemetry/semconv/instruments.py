@@ -343,8 +343,11 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         RECOVERY_ATTEMPTS,
         _K.COUNTER,
         "{attempt}",
-        "Recovery actions, by strategy and result: the recovery rate is `result=success` over all.",
-        (POLICY, NAME, RECOVERY_STRATEGY, RECOVERY_RESULT, ERROR_TYPE),
+        "Recovery actions, by strategy and result: the recovery rate is `result=success` over all. "
+        "`error.type` is the error a recovery acted on; the series that exist at 0 from the moment "
+        "a policy has recovery (each strategy and result) have none.",
+        (POLICY, NAME, RECOVERY_STRATEGY, RECOVERY_RESULT),
+        (ERROR_TYPE,),
     ),
     InstrumentSpec(
         ERROR_PATTERNS,

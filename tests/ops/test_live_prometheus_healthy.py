@@ -1,0 +1,260 @@
+"""End to end on a healthy service: every dashboard panel shows a number (0 where nothing happened), never "No data".
+
+dashboards/README.md promises it, and docs/design.md says how: counters whose labels are known in
+advance start at 0, and the panels of the others (a retry's or a fallback's error type cannot be
+known in advance) answer 0 while none happened. The service below uses every pattern (a breaker, a
+retry without a budget, a fallback, timeouts, a bulkhead, a rate limiter, recovery, a chaos link
+switched off, hedging) and every call succeeds: no retry, no fallback, no rejection. A real
+Prometheus (scrape and rule interval 1 s) scrapes it with alerts/rules.yml loaded, and every
+dashboard panel, with Grafana's variables set to this service and its policies, must return a
+value; the panels of events a healthy service does not have must read 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from otel_resilience import (
+    AlertSystem,
+    BulkheadConfig,
+    ChaosConfig,
+    ChaosSwitch,
+    CircuitBreakerConfig,
+    FallbackConfig,
+    FallbackStrategy,
+    HedgingConfig,
+    RateLimiterConfig,
+    RecoveryAction,
+    RecoveryStrategy,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.ops import alert_rules as ar
+from otel_resilience.ops import checks
+from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+
+JOB = "healthy"
+POLICIES = "healthy-"
+OVERVIEW = "otel-resilience-overview"
+RETRIES = "otel-resilience-retries-timeouts"
+RECOVERY = "otel-resilience-recovery"
+
+WITHOUT_DATA = {
+    # The retry has no budget (the default): there is no budget level to show, and a 0 would read
+    # as an exhausted budget.
+    (RETRIES, "Retry budget level"),
+}
+"""The only panels allowed to be empty here, each for a feature this service does not configure."""
+
+ZERO_WHEN_HEALTHY = {
+    (OVERVIEW, "Retry rate (retries per execution)"),
+    (OVERVIEW, "Fallback rate"),
+    (RETRIES, "Retry rate (retries per execution)"),
+    (RETRIES, "Retries per second by policy"),
+    (RETRIES, "Retries by error type"),
+    (RETRIES, "Retries exhausted by stop reason"),
+    (RETRIES, "Backoff delay p50 / p95 / p99"),
+    (RETRIES, "Retries scheduled and denied by the budget"),
+    (RETRIES, "Retries denied by the budget"),
+    (RECOVERY, "Fallback rate"),
+    (RECOVERY, "Fallbacks by strategy and result"),
+}
+"""Panels of events whose series appear at their first occurrence: on a healthy service, 0."""
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _query(base: str, expr: str) -> dict[str, Any]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return dict(json.loads(response.read().decode()))
+    except urllib.error.HTTPError as error:
+        body = error.read().decode()
+        try:
+            return dict(json.loads(body))
+        except json.JSONDecodeError:  # "Service Unavailable" in plain text while the TSDB starts
+            return {"status": "unavailable", "error": body}
+    except OSError as error:  # not listening yet
+        return {"status": "unavailable", "error": str(error)}
+
+
+def _grafana_ours(expr: str) -> str:
+    """The template variables set to this service and its policies (the manager names a policy's breaker
+    and bulkhead after it; instruments other tests left alive stay out), the intervals to durations."""
+    expr = checks.substitute_grafana(expr).replace("$job", JOB)
+    for variable in ("policy", "breaker", "bulkhead"):
+        expr = expr.replace(f"${variable}", f"{POLICIES}.*")
+    return expr.replace("$recovery", ".*")
+
+
+@pytest.fixture(scope="module")
+def healthy_service() -> Iterator[str]:
+    """The library's /metrics on 127.0.0.1, with successful calls flowing through every pattern."""
+    had_default = current_listener() is not None
+    registry = CollectorRegistry()
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
+    )
+    instrument(meter_provider=provider)
+    alerts = AlertSystem(name="healthy-alerts")  # not the process-wide one: other tests count its alerts
+    manager = ResilienceManager(alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(strategy=RecoveryStrategy.FALLBACK, fallback_value="recovered")
+    )
+    configs = (
+        ResilienceConfig(
+            name=f"{POLICIES}checkout",
+            circuit_breaker=CircuitBreakerConfig(),
+            retry_policy=RetryPolicy(max_attempts=3),
+            fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="degraded"),
+            timeout=5.0,
+            bulkhead_config=BulkheadConfig(),
+            rate_limiter=RateLimiterConfig(rate=1000),
+            enable_recovery=True,
+            chaos=ChaosConfig(fault_rate=1.0, fault=ConnectionError, enabled=ChaosSwitch()),  # drill off
+        ),
+        ResilienceConfig(name=f"{POLICIES}search", hedging=HedgingConfig(delay=1.0), timeout=5.0),
+    )
+    stop = threading.Event()
+
+    async def answer() -> str:
+        return "ok"
+
+    async def calls() -> None:
+        while not stop.is_set():
+            for config in configs:
+                assert await manager.execute_with_resilience(answer, config) == "ok"
+            await asyncio.sleep(0.02)
+
+    server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
+    threads = [
+        threading.Thread(target=server.serve_forever, daemon=True),
+        threading.Thread(target=lambda: asyncio.run(calls()), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        for thread in threads:
+            thread.join(10)
+        alerts.close()
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+
+
+@pytest.fixture(scope="module")
+def healthy_prometheus(
+    prometheus_binary: Path, repo: Path, healthy_service: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Prometheus on 127.0.0.1 scraping the healthy service every second, with the shipped rules."""
+    tmp_path = tmp_path_factory.mktemp("prometheus-healthy")
+    port = _free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(repo / "alerts" / ar.RULES_FILE)],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [healthy_service]}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [
+            str(prometheus_binary),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}/",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _panels(dashboards: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, list[str]]]:
+    for dashboard in dashboards.values():
+        for panel in dashboard["panels"]:
+            exprs = [target["expr"] for target in panel.get("targets", []) if target.get("expr")]
+            if exprs:
+                yield dashboard["uid"], panel["title"], exprs
+
+
+def _answers(base: str, dashboards: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    return {
+        (uid, title): [_query(base, _grafana_ours(expr)) for expr in exprs]
+        for uid, title, exprs in _panels(dashboards)
+    }
+
+
+def _problems(answers: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, str, str]]:
+    """What a healthy service's dashboards must not show: a rejected query, "No data", a non-zero event rate."""
+    found = []
+    for panel, results in answers.items():
+        if any(result.get("status") != "success" for result in results):
+            found.append((*panel, f"rejected: {[r.get('error') for r in results]}"))
+            continue
+        samples = [float(s["value"][1]) for result in results for s in result["data"]["result"]]
+        if not samples and panel not in WITHOUT_DATA:
+            found.append((*panel, "No data"))
+        elif panel in ZERO_WHEN_HEALTHY and any(value != 0 for value in samples):
+            found.append((*panel, f"not 0: {samples}"))
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_every_panel_shows_a_number_on_a_healthy_service(
+    healthy_prometheus: str, dashboards: dict[str, dict[str, Any]]
+) -> None:
+    """Every panel of every dashboard returns a value (0 for the retries and fallbacks that did not happen)."""
+    expected = set(ZERO_WHEN_HEALTHY) | set(WITHOUT_DATA)
+    assert expected <= {(uid, title) for uid, title, _ in _panels(dashboards)}
+    # Prometheus finds its target ~5 s after start, and a rate needs two scrapes; each rule group
+    # evaluates on its own schedule: poll until every panel answers, then report what still does not.
+    deadline = time.monotonic() + 40
+    while True:
+        problems = _problems(_answers(healthy_prometheus, dashboards))
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert problems == [], "\n".join(f"{uid} / {title}: {what}" for uid, title, what in problems)
