@@ -128,25 +128,27 @@ def async_generator_refused(where: str) -> WrongDriver:
     Args:
         where: What refuses it, shown first in the message (a quoted operation name).
     """
-    msg = (
-        f"{where}: fn is an async generator function, which returns an iterator, not a result, "
-        "so no call can be protected; protect a coroutine function that consumes it"
-    )
-    return WrongDriver(msg)
+    return generator_refused(where, asynchronous=True)
 
 
-def generator_refused(where: str) -> WrongDriver:
-    """Return the signal for a (sync) generator function, which no driver can protect.
+def generator_refused(where: str, *, asynchronous: bool = False) -> WrongDriver:
+    """Return the signal for a generator function (``asynchronous``: async), which no driver protects.
 
     Its body runs as it is iterated, after the call has returned: a retry, breaker or bulkhead
     around the call would protect nothing, and count a success for work not done yet.
 
     Args:
         where: What refuses it, shown first in the message (a quoted operation name).
+        asynchronous: Whether it is an async generator function.
     """
+    kind, consumer = (
+        ("an async generator function", "a coroutine function that consumes it")
+        if asynchronous
+        else ("a generator function", "a function that consumes it (list(...) or a loop inside)")
+    )
     msg = (
-        f"{where}: fn is a generator function, which returns an iterator, not a result, so no call "
-        "can be protected; protect a function that consumes it (list(...) or a loop inside)"
+        f"{where}: fn is {kind}, which returns an iterator, not a result, so no call can be "
+        f"protected; protect {consumer}"
     )
     return WrongDriver(msg)
 
