@@ -1691,7 +1691,8 @@ def render_readme() -> str:
             "services (the `job` variable lists them). Every panel shows a number on a healthy system: "
             "counters whose labels are known in advance start at 0, and the panels of those that appear "
             "at their first event (a retry, a fallback: their error type is not known in advance) show 0 "
-            "until then."
+            "until then. A pattern no policy of the service configures (hedging, chaos, error recovery) "
+            "has no series at all: its panels show no data, which says it is not in use."
         ),
         "",
         (
