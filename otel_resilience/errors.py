@@ -141,7 +141,10 @@ class BulkheadFullError(ExecutionRejectedError):
     max_waiting = _Arg[int](2, "Its queue limit.")
 
     def __str__(self) -> str:
-        return f"bulkhead {self.name!r} is full ({self.max_concurrent} running, {self.max_waiting} waiting)"
+        return (
+            f"bulkhead {self.name!r} is full (limits: {self.max_concurrent} running, "
+            f"{self.max_waiting} waiting)"
+        )
 
 
 class BulkheadTimeoutError(BulkheadFullError):

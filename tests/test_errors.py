@@ -29,7 +29,7 @@ _REJECTIONS: list[tuple[type[ExecutionRejectedError], tuple[Any, ...], dict[str,
         BulkheadFullError,
         ("db", 4, 8),
         {"name": "db", "max_concurrent": 4, "max_waiting": 8, "reason": "full"},
-        "bulkhead 'db' is full (4 running, 8 waiting)",
+        "bulkhead 'db' is full (limits: 4 running, 8 waiting)",
     ),
     (
         BulkheadTimeoutError,

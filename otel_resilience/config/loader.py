@@ -125,8 +125,8 @@ def load(
 
     Raises:
         ConfigError: The file is not valid (``str(error)`` reads ``resilience.yaml:12:
-            policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0``), or its
-            format cannot be told from its name.
+            policies.payments.circuit_breaker.failure_threshold must be >= 1, got 0``), is not
+            UTF-8 text, or its format cannot be told from its name.
         OSError: The file cannot be read.
         ImportError: The format's parser is missing: install the ``config`` extra.
     """
@@ -135,7 +135,11 @@ def load(
     if file_format is None:
         suffixes = ", ".join(FORMATS)
         raise ConfigError(f"has no known suffix ({suffixes}): pass format='yaml' or 'toml'", source=source)
-    text = Path(source).read_text(encoding="utf-8")
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        reason = f"is not UTF-8 text: byte {error.object[error.start]:#04x} at offset {error.start}"
+        raise ConfigError(reason, source=source) from error
     return loads(text, file_format, source=source, previous=previous)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import Spec
@@ -26,6 +27,7 @@ from otel_resilience.manager.policy import (
     check_config,
     report_failure,
 )
+from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.manager.statistics import add_counts
 from otel_resilience.manager.watch import DEFAULT_WATCH_INTERVAL, ConfigWatch, Customize, apply_file
 
@@ -111,6 +113,32 @@ class NamedPolicies:
                 return handle
         _same(handle, None if config is None else handle.adapted(config), options)
         return handle
+
+    def _check_new(self, name: str, config: ResilienceConfig) -> None:
+        """Check that ``policy(name, config)`` would take ``config``, creating nothing; report a refusal.
+
+        As a reload is checked (``PolicyHandle._prepare``): the config, then a pipeline built from
+        it once and dropped (an extra strategy's factory that fails is found here).
+        """
+        try:
+            checked = check_config(name, config)
+            with namesakes_expected():
+                inputs = StageInputs(
+                    name, checked, self._clock, None, None, self.recovery_system, self._find_breaker
+                )
+                compose(inputs, register=False)
+        except Exception as error:
+            self._refused(name, error)
+            raise
+
+    def _refused(self, name: str, error: BaseException) -> None:
+        """Report a refused reload of policy ``name`` (counted by its handle, if it has one)."""
+        with self._handles_lock:
+            handle = self._handles.get(name)
+        if handle is None:
+            report_failure(name, error, 0)
+        else:
+            handle._reload_failed(error)
 
     def _new_handle(
         self, name: str, config: ResilienceConfig, options: dict[str, Any], adapt: Adapt | None

@@ -312,7 +312,8 @@ class PolicyHandle(_Runs):
         checked = self.adapted(check_config(self.name, config, "ResilienceManager.reconfigure"))
         spec = self._spec
         with namesakes_expected():
-            compose(StageInputs(self.name, checked, spec.clock, None, None, spec.recovery, spec.breakers))
+            inputs = StageInputs(self.name, checked, spec.clock, None, None, spec.recovery, spec.breakers)
+            compose(inputs, register=False)  # a trial: never exported
         return checked
 
     def adapted(self, config: ResilienceConfig) -> ResilienceConfig:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.validation import fail
-from otel_resilience.manager.policy import report_failure
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
@@ -49,19 +48,37 @@ def apply_file(
 ) -> dict[str, PolicyHandle]:
     """Create the policies ``policies`` names that ``manager`` lacks, and reload the changed others.
 
+    All or nothing: every new policy's config is checked, and every changed one built, before
+    any policy changes; a refusal is reported once, for the policy it concerns.
+
     Returns:
         The handle of every policy the file names.
 
     Raises:
-        Exception: A reload refused (reported; no policy changed), or what ``customize`` raised.
+        Exception: A config refused, or what ``customize`` raised (reported; no policy changed).
     """
-    wanted = {
-        name: config if customize is None else customize(name, config) for name, config in policies.items()
-    }
-    handles = manager._handles
+    wanted = {name: _customized(manager, name, config, customize) for name, config in policies.items()}
+    with manager._handles_lock:
+        handles = dict(manager._handles)
+    for name, config in wanted.items():
+        if name not in handles:
+            manager._check_new(name, config)  # what creating it would refuse, before anything changes
     changed = {n: c for n, c in wanted.items() if n in handles and handles[n].config != handles[n].adapted(c)}
     manager.reconfigure_many(changed)
     return {name: handles.get(name) or manager.policy(name, config) for name, config in wanted.items()}
+
+
+def _customized(
+    manager: NamedPolicies, name: str, config: ResilienceConfig, customize: Customize | None
+) -> ResilienceConfig:
+    """``customize(name, config)`` (or ``config``); what it raises is a refused reload of ``name``."""
+    if customize is None:
+        return config
+    try:
+        return customize(name, config)
+    except Exception as error:
+        manager._refused(name, error)
+        raise
 
 
 class ConfigWatch:
@@ -129,21 +146,31 @@ class ConfigWatch:
         self._stamp = stamp
         try:
             loaded = self._load(self._last)
-            apply_file(self._manager, loaded, self._customize)
         except Exception as error:  # noqa: BLE001 - a bad file never stops the service: reported
-            self.failed += 1
-            _LOG.warning("configuration file %s refused, the last good one stays: %s", self.path, error)
-            for name, handle in self._manager._handles.items():
-                if name in self._last:
-                    report_failure(name, error, handle.generation)
+            # Refused as a whole: a refused reload of every policy the last good file named.
+            self._refused(error)
+            for name in self._last:
+                self._manager._refused(name, error)
+            return False
+        try:
+            apply_file(self._manager, loaded, self._customize)
+        except Exception as error:  # noqa: BLE001 - reported once, for the policy it concerns
+            self._refused(error)
             return False
         self._last = loaded
         self.applied += 1
         return True
 
+    def _refused(self, error: BaseException) -> None:
+        self.failed += 1
+        _LOG.warning("configuration file %s refused, the last good one stays: %s", self.path, error)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.check()
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the thread outlives anything a look raises: logged
+                _LOG.exception("watch of configuration file %s failed; watching on", self.path)
 
     def stop(self) -> None:
         """Stop watching (the policies keep their configs); waits for the watch thread to end."""

@@ -174,3 +174,88 @@ def test_the_process_wide_manager_starts_with_the_file_named_by_the_environment(
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "failure_threshold" in done.stderr
+
+
+def _refusing_customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+    """Names ``inventory``'s config otherwise: ``manager.policy("inventory", ...)`` refuses it."""
+    return ResilienceConfig(name="not-inventory", timeout=1.0) if name == "inventory" else config
+
+
+def test_a_file_whose_new_policy_is_refused_changes_no_policy(tmp_path: Path) -> None:
+    """All or nothing: payments keeps its config when the new inventory is refused, and the file is retried."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    watch = manager.watch(path, interval=3600, customize=_refusing_customize)
+    try:
+        _write(path, SECOND)
+        assert not watch.check()
+        payments = manager.policy("payments")
+        assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+        assert payments.generation == 1
+        assert payments.get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+        assert "inventory" not in manager._handles
+        assert watch.failed == 1
+    finally:
+        watch.stop()
+    with pytest.raises(ValueError, match="not-inventory"):
+        manager.apply_config(load(path), customize=_refusing_customize)
+    assert manager.policy("payments").generation == 1
+
+
+def test_a_refused_file_is_counted_once_per_policy_in_its_stats(tmp_path: Path) -> None:
+    """A file refused as a whole: one refused reload of each policy, counted by its handle too.
+
+    (A refusal the manager makes is reported for the policy it concerns only: see the test above.)
+    """
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    watch = manager.watch(path, interval=3600)
+    try:
+        _write(path, BROKEN)  # refused by the loader (a threshold of 0): each policy once
+        assert not watch.check()
+        _write(path, "policies: [")  # not YAML: the whole file refused, each policy once
+        assert not watch.check()
+    finally:
+        watch.stop()
+    assert manager.policy("payments").get_stats()["reloads"]["failed"] == 2
+    assert manager.policy("search").get_stats()["reloads"]["failed"] == 2
+    assert watch.failed == 2
+
+
+def test_the_watch_outlives_an_error_of_a_look(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look that raises is logged; the thread watches on and applies the next change."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    watch = manager.watch(path, interval=0.01)
+    looks: list[int] = []
+    real = watch.check
+
+    def failing_once() -> bool:
+        looks.append(1)
+        if len(looks) == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+        return real()
+
+    monkeypatch.setattr(watch, "check", failing_once)
+    try:
+        _write(path, SECOND)
+        for _ in range(2000):  # bounded: at most 20 s of 10 ms looks
+            if watch.applied == 2:
+                break
+            watch._stop.wait(0.01)
+        assert watch._thread.is_alive()
+        assert watch.applied == 2
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+    finally:
+        watch.stop()
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """A Latin-1 byte is a ConfigError naming the file (a bare UnicodeDecodeError named nothing)."""
+    path = tmp_path / "resilience.yaml"
+    path.write_bytes("# caf\xe9\npolicies: {}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"resilience\.yaml: is not UTF-8 text: byte 0xe9"):
+        load(path)
