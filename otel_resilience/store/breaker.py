@@ -171,7 +171,10 @@ class SharedBreaker(PeerCounts):
             reply = self._run_publish(client, int(reply[1]), *args[1:])  # a trip wins over CLOSED
         if reply[0]:
             self.epoch = max(self.epoch, int(reply[1]))
-            self._forget()
+            self._forget()  # a new period: no lease held in it yet, so no probe either
+            breaker = self.breaker
+            if breaker is not None:
+                self._apply_probe_limit(breaker)
         else:
             self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]))
 
@@ -263,7 +266,7 @@ class SharedBreaker(PeerCounts):
         store = self._store
         next(store._ops)
         key = f"{self._prefix}:counts:{self.epoch}"
-        argv = [self._id, *counts, self._max_age, max(store.key_ttl_ms, self._max_age)]
+        argv = [self._id, *counts, self._max_age, self._max_age]  # older entries are read as gone
         peers = client.eval(scripts.FLUSH_COUNTS, 1, key, *argv)
         self._last_report = counts
         self._peers = (int(peers[0]), int(peers[1]), int(peers[2]))

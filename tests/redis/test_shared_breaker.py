@@ -294,3 +294,43 @@ def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str)
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_replica_that_publishes_its_own_trip_keeps_no_probe_of_an_earlier_period(redis_url: str) -> None:
+    """Its leases were of the period before: once its trip is published it holds none, so probes none."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    store = RedisStore.from_url(redis_url, namespace="own-trip", flush_interval=30.0, resync_interval=60.0)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        breaker = CircuitBreaker("dep", CircuitBreakerConfig(store=store, failure_threshold=1, timeout=30.0))
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        link = store._links[0]
+        link.leases = 1  # as it held the one lease of an earlier HALF_OPEN period
+        link._apply_probe_limit(breaker)
+        assert breaker._core.settings.half_open_max_calls == 1
+        epoch = link.epoch
+        link.publish(client, StateChanged("closed", "open", "failure_threshold", duration=30.0))
+        assert link.epoch > epoch  # its trip, a new period, published by this replica
+        assert breaker._core.settings.half_open_max_calls == 0  # no lease of the new period yet
+    finally:
+        client.close()
+        store.close()
+
+
+def test_a_periods_counts_expire_with_their_age_not_the_state_key_ttl(redis_url: str) -> None:
+    """The counts of a state period live 60 s after their last report, not the state's day."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    store = RedisStore.from_url(redis_url, namespace="count-ttl", flush_interval=0.05)
+    try:
+        breaker = CircuitBreaker("dep", CircuitBreakerConfig(store=store, failure_threshold=5))
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        _fail(breaker)  # a count to report
+        client = redis.Redis.from_url(redis_url)
+        wait_for(lambda: bool(client.keys("count-ttl:cb:dep:counts:*")), 5.0, "the counts reported")
+        for key in client.keys("count-ttl:cb:dep:counts:*"):
+            assert 0 < client.pttl(key) <= 60_000
+        client.close()
+    finally:
+        store.close()
