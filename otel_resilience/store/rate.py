@@ -10,7 +10,14 @@ cluster permit is not given back: the cluster admits fewer, never more, than its
 While the store is unreachable (or slower than its ``timeout``) the limiter follows its
 ``store_fallback``: ``"open"`` admits (counted), ``"closed"`` refuses, ``"local"`` takes from a
 local bucket of ``rate / expected_replicas``. It asks Redis again once the store's thread has
-reached it.
+reached it. An error the server answers to one permit's script (a ``ResponseError`` such as
+``WRONGTYPE``: the server is reachable; see :meth:`RedisStore.answered`) is that call's error: the
+fallback answers it, the store counts it in ``errors`` (the first one of a limiter is logged), and
+the store is not degraded.
+
+Its key names the algorithm (``NAMESPACE:rl:ALGORITHM:NAME``,
+:meth:`~otel_resilience.store.RedisStore.rate_rules`): a limiter whose ``algorithm`` changes (a
+rolling deploy, a reload) starts a new budget rather than reading the other's key.
 
 Both drivers share the rule: :meth:`ClusterRules._ask` says what to ask, :meth:`ClusterRules._answer`
 decides on the reply (or the error, or the store being away); only the round trip differs, in
@@ -22,6 +29,7 @@ blocks its loop on Redis).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 from typing import TYPE_CHECKING, Any, Final
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ClusterRules"]
 
+_LOG: Final = logging.getLogger("otel_resilience")
 _INF: Final = math.inf
 _COUNTS: Final = ("admitted", "rejected", "waited", "cancelled", "waiting")
 """The counts of :meth:`ClusterRules.snapshot` that add the cluster's to the fallback's."""
@@ -80,6 +89,7 @@ class ClusterRules:
         "_local",
         "_lock",
         "_store",
+        "_warned",
         "admitted",
         "cancelled",
         "fallback_admitted",
@@ -96,6 +106,7 @@ class ClusterRules:
         self._lock = threading.Lock()
         self.admitted = self.rejected = self.waited = self.cancelled = self.waiting = 0
         self.fallback_admitted = 0
+        self._warned = False
         store._start()
 
     @property
@@ -138,12 +149,13 @@ class ClusterRules:
         """The one rule of a cluster permit, for both paths: the script's reply, or the fallback.
 
         ``reply`` is the script's answer (the ms to wait for the permit, ``0`` for now, ``-ms``
-        refused), or the error the store raised (counted; the store is degraded), or ``None``
-        when the store was not asked (degraded already).
+        refused), or the error the store raised (counted; the store is degraded, unless the
+        server answered it: then it is this call's error only), or ``None`` when the store was
+        not asked (degraded already).
         """
         if ask.local or isinstance(reply, BaseException):
             if isinstance(reply, BaseException):
-                self._store.failed(reply)
+                self._failed(reply)
             return self._fallback(now, ask.max_wait, ask.remaining)
         wait_ms = int(reply)
         with self._lock:
@@ -156,8 +168,26 @@ class ClusterRules:
             self.waiting += 1
         return _Reservation(now + wait_ms / 1000)
 
+    def _failed(self, error: BaseException) -> None:
+        """Count a failed permit: an outage of the store, or an error the server answered (logged once)."""
+        store = self._store
+        if not store.answered(error):
+            store.failed(error)
+            return
+        store.refused()
+        with self._lock:
+            first, self._warned = not self._warned, True
+        if first:
+            _LOG.warning(
+                "shared store %r refused rate limiter key %r (%s: %s): its calls take store_fallback",
+                store.namespace,
+                self._key,
+                type(error).__name__,
+                error,
+            )
+
     def _fallback(self, now: float, max_wait: float, remaining: float) -> _Reservation | float | None:
-        """The answer of ``store_fallback`` while the store is unreachable."""
+        """The answer of ``store_fallback`` while the store is unreachable (or refused the call)."""
         fallback = self._config.store_fallback
         with self._lock:
             if fallback == "open":

@@ -75,6 +75,7 @@ class RedisStore(SharedStore):
         "_serial",
         "_sub_client",
         "_threads",
+        "_usage_errors",
         "_wake",
         "channel",
         "degraded",
@@ -122,6 +123,8 @@ class RedisStore(SharedStore):
         self._ops = Counter()
         self._fallbacks = Counter()
         self._redis_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+        self._usage_errors: tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]] = ((), ())
+        """The errors the server answers to one operation (not an outage), and the exceptions among them."""
         self._async_clients = LoopClients(None)
         """One ``redis.asyncio`` client per event loop (:mod:`otel_resilience.store.loops`)."""
         STORES.register(self)
@@ -174,9 +177,10 @@ class RedisStore(SharedStore):
             "resync_interval": resync_interval,
         }
         seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
-        client, subscriber, errors, async_factory = _connect(url, seconds["timeout"])
+        client, subscriber, errors, usage, async_factory = _connect(url, seconds["timeout"])
         store = cls(client, subscriber, namespace=namespace, **seconds)
         store._redis_errors = errors
+        store._usage_errors = usage
         store._async_clients = LoopClients(async_factory)
         return store
 
@@ -209,10 +213,17 @@ class RedisStore(SharedStore):
             link.detach()
 
     def rate_rules(self, name: str, config: RateLimiterConfig) -> ClusterRules:
-        """Return the rules of a rate limiter whose budget all replicas share."""
+        """Return the rules of a rate limiter whose budget all replicas share.
+
+        Its key is ``NAMESPACE:rl:ALGORITHM:NAME`` (``NAME:KEY`` for a policy's key): the
+        algorithm is part of it, so two limiters of one name and different algorithms (a rolling
+        deploy or a reload that changes ``algorithm``) never share a key (a string for
+        ``"token_bucket"``, a list for ``"sliding_window"``), and each has its own budget.
+        """
         from otel_resilience.store.rate import ClusterRules  # noqa: PLC0415 - built on demand
 
-        return ClusterRules(self, f"{self.namespace}:rl:{key_name(name, current_key())}", config)
+        key = f"{self.namespace}:rl:{config.algorithm}:{key_name(name, current_key())}"
+        return ClusterRules(self, key, config)
 
     # -- one script for a caller (a rate limiter's permit) ---------------------------------
 
@@ -239,6 +250,20 @@ class RedisStore(SharedStore):
             return error
 
     # -- health ----------------------------------------------------------------------------
+
+    def answered(self, error: BaseException) -> bool:
+        """Whether ``error`` is the server's answer to one operation (it is reachable), not an outage.
+
+        A ``ResponseError`` (``WRONGTYPE``, a script's error) is such an answer, unless it says the
+        server cannot serve anyone now (``READONLY`` after a failover, ``OOM``): those are outages.
+        """
+        usage, outages = self._usage_errors
+        return isinstance(error, usage) and not isinstance(error, outages)
+
+    def refused(self) -> None:
+        """Count an operation the (reachable) server refused: an error of that call, not an outage."""
+        with self._lock:
+            self.errors += 1
 
     def failed(self, error: BaseException) -> None:
         """Count a failed Redis operation; the first one of an outage logs a warning and degrades."""
@@ -400,8 +425,20 @@ class RedisStore(SharedStore):
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
 
 
-def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...], Callable[[], Any]]:
+def _connect(
+    url: str, timeout: float
+) -> tuple[
+    Any,
+    Any,
+    tuple[type[BaseException], ...],
+    tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]],
+    Callable[[], Any],
+]:
     """Return two lazy clients of ``url`` (operations, subscriber), their errors, an async client factory.
+
+    The errors are all those of an operation, then those that are the server's answer to it (it
+    is reachable: ``ResponseError``) with the exceptions among them that are outages (see
+    :meth:`RedisStore.answered`).
 
     The factory makes a ``redis.asyncio`` client with the same options (one per event loop).
 
@@ -416,6 +453,7 @@ def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseExcepti
         import redis.asyncio  # noqa: PLC0415
         from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
         from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.exceptions import OutOfMemoryError, ReadOnlyError  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
     except ImportError as error:
         message = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
@@ -430,4 +468,5 @@ def _connect(url: str, timeout: float) -> tuple[Any, Any, tuple[type[BaseExcepti
     def async_client() -> Any:
         return redis.asyncio.Redis.from_url(url, **{**options, "retry": AsyncRetry(NoBackoff(), 0)})
 
-    return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), async_client)
+    usage = ((redis.ResponseError,), (ReadOnlyError, OutOfMemoryError))
+    return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), usage, async_client)

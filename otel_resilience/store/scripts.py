@@ -4,6 +4,13 @@ Every script reads the time from the server (``TIME``), never from a replica, so
 clocks differ agree on when an OPEN period ends and on what a rate limit admitted. Durations
 cross the wire in milliseconds; ``-1`` means "no end" (not OPEN) and ``-2`` "forever" (forced
 open until reset).
+
+The breaker's scripts read the time in whole milliseconds (``_NOW``); the rate limiter's
+(``_NOW_US``) keep its microseconds, as fractional milliseconds: a bucket of 2000 permits a second
+frees one every 0.5 ms, and a clock floored to the millisecond would make the next permit look a
+fraction of a millisecond away for the whole millisecond (refused with no wait), so that a bucket
+would admit at most ``burst`` permits per millisecond. Their replies stay whole milliseconds: a
+wait is rounded up (a permit due in 0.3 ms is a reservation of 1 ms, never taken early).
 """
 
 from __future__ import annotations
@@ -14,6 +21,12 @@ _NOW: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
+
+_NOW_US: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+"""
+"""The server's time in milliseconds, with its microseconds (the rate limiter's scripts)."""
 
 _LEFT: Final = """
 local function left(untilms)
@@ -123,16 +136,18 @@ return {held, first, state, others}
 report this replica's probe successes and return the others' (their sum closes the breaker)."""
 
 TOKEN_BUCKET: Final = (
-    _NOW
+    _NOW_US
     + """
 -- KEYS[1]: the bucket's key (its theoretical arrival time, GCRA). ARGV: ms per permit,
 -- burst, max wait ms. Returns the ms the caller waits for its permit (0: now), or -ms until
--- the next permit when refused (nothing taken).
+-- the next permit when refused (nothing taken); both rounded up to whole ms. Times are ms with
+-- microseconds (_NOW_US), the stored one too.
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - (now + interval * (tonumber(ARGV[2]) - 1))
 if wait < 0 then wait = 0 end
+wait = math.ceil(wait)
 if wait > tonumber(ARGV[3]) then return -math.max(wait, 1) end
 redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
 return wait
@@ -141,7 +156,7 @@ return wait
 """A cluster token bucket as GCRA: one key, O(1), the same admissions as ``"token_bucket"``."""
 
 SLIDING_LOG: Final = (
-    _NOW
+    _NOW_US
     + """
 -- KEYS[1]: the admission log (a list, newest first). ARGV: window ms, burst, max wait ms.
 -- Returns as TOKEN_BUCKET does.
@@ -153,6 +168,7 @@ if oldest then at = math.max(now, tonumber(oldest) + window) end
 local newest = tonumber(redis.call('LINDEX', KEYS[1], 0) or '0')
 if at < newest then at = newest end
 local wait = at - now
+wait = math.ceil(wait)
 if wait > tonumber(ARGV[3]) then return -math.max(wait, 1) end
 redis.call('LPUSH', KEYS[1], at)
 redis.call('LTRIM', KEYS[1], 0, burst - 1)
