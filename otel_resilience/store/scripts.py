@@ -52,8 +52,12 @@ PUBLISH_STATE: Final = (
     + _LEFT
     + """
 -- KEYS[1]: the state hash. ARGV: expected epoch, state, ms open (-1 none, -2 forever), reason,
--- channel, key ttl ms, message prefix. Compare-and-set on the epoch, then publish.
-local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+-- channel, key ttl ms, message prefix. Compare-and-set on the epoch, then publish. A state the
+-- server lost (restarted without persistence, or the key expired) is founded again at the
+-- publisher's epoch: epochs never go back, so the replicas still take what it publishes.
+local stored = redis.call('HGET', KEYS[1], 'epoch')
+local cur = tonumber(stored or '0')
+if not stored then cur = tonumber(ARGV[1]) end
 if cur ~= tonumber(ARGV[1]) then
   local v = redis.call('HMGET', KEYS[1], 'state', 'until', 'reason')
   return {0, cur, v[1] or '', left(v[2]), v[3] or ''}

@@ -334,3 +334,23 @@ def test_a_periods_counts_expire_with_their_age_not_the_state_key_ttl(redis_url:
         client.close()
     finally:
         store.close()
+
+
+def test_a_trip_after_the_server_lost_the_state_still_reaches_the_others(
+    redis_url: str, replicas: Replica
+) -> None:
+    """Redis restarted without persistence (or the state key expired): the next trip opens every replica."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    a, b = replicas(namespace="lost"), replicas(namespace="lost")
+    a.force_open()
+    wait_for(_opened(a, b), 2.0, "both OPEN")
+    a.reset()
+    wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(*client.keys("lost:*"))  # what a restart without persistence leaves
+    finally:
+        client.close()
+    a.force_open()
+    wait_for(_opened(a, b), 3.0, "the trip reaching the other replica")
