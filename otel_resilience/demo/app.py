@@ -208,6 +208,8 @@ async def run_demo(
     telemetry = DemoTelemetry(options)
     telemetry.start()
     with contextlib.ExitStack() as cleanup:
+        if handle_signals:  # entered first, left last: a signal during the teardown ends nothing early
+            cleanup.enter_context(_signals(asyncio.get_running_loop(), on_signal))
         cleanup.callback(telemetry.stop)
         start = time.monotonic()
         monitor = Monitor(POLICIES, start=start)
@@ -218,8 +220,6 @@ async def run_demo(
         )
         cleanup.callback(system.close)
         cleanup.callback(system.alert_system.subscribe(monitor.on_alert))
-        if handle_signals:
-            cleanup.enter_context(_signals(asyncio.get_running_loop(), on_signal))
         ticker = _Ticker(scenario, system, monitor, view, options.time_scale)
         view.begin(_header(options, scenario, telemetry.url))
         cleanup.callback(view.close)

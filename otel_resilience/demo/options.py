@@ -49,6 +49,9 @@ DEFAULT_INTERVAL: Final = 1.0
 """Real seconds between two status lines of the plain output."""
 MAX_TIME_SCALE: Final = 1.0
 """The largest time scale: 1.0 runs at production timing."""
+MIN_TIME_SCALE: Final = 1e-5
+"""The smallest time scale: the scenario's shortest windows (a 30 s window of 10 buckets) then
+last 30 µs a bucket, within what a breaker's window takes (1 µs a bucket at least)."""
 
 
 def check_duration_option(name: str, value: float) -> float:
@@ -78,7 +81,7 @@ def check_duration_option(name: str, value: float) -> float:
 
 
 def check_time_scale(value: float) -> float:
-    """Return ``value`` if ``0 < value <= 1``.
+    """Return ``value`` if ``MIN_TIME_SCALE <= value <= 1``.
 
     Raises:
         ValueError: With a message naming ``--time-scale``, the rule and the value.
@@ -86,8 +89,11 @@ def check_time_scale(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         msg = f"--time-scale must be a finite number, got {value!r}"
         raise ValueError(msg)
-    if not 0 < value <= MAX_TIME_SCALE:
-        msg = f"--time-scale must be > 0 and <= {MAX_TIME_SCALE:g} (1 = production timing), got {value!r}"
+    if not MIN_TIME_SCALE <= value <= MAX_TIME_SCALE:
+        msg = (
+            f"--time-scale must be >= {MIN_TIME_SCALE:g} and <= {MAX_TIME_SCALE:g} "
+            f"(1 = production timing), got {value!r}"
+        )
         raise ValueError(msg)
     return float(value)
 

@@ -121,3 +121,24 @@ def test_the_library_and_the_command_never_load_the_demo_dependencies() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_teardown_still_ends_the_run_cleanly(signum: signal.Signals) -> None:
+    """A signal that lands while the run shuts down (its /metrics server stopping): exit 0, no traceback."""
+    code = f"""
+import os, signal, sys
+from otel_resilience.demo import otel
+real = otel.DemoTelemetry.stop
+def stop(self):
+    os.kill(os.getpid(), {int(signum)})  # a supervisor's signal, as the run ends
+    real(self)
+otel.DemoTelemetry.stop = stop
+from otel_resilience.__main__ import main
+sys.exit(main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--no-metrics-server"]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
