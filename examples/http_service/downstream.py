@@ -126,12 +126,25 @@ def serve(names: list[str]) -> list[ThreadingHTTPServer]:
 
 
 def main(argv: list[str]) -> None:
-    """Serve the named downstreams until stopped; print their ports as one JSON line first."""
-    names = argv or ["inventory", "pricing"]
+    """Serve the named downstreams until stopped; print their ports as one JSON line first.
+
+    With ``--parent-pipe`` (as ``run.py`` starts it) it also stops when its standard input closes:
+    its parent ended, however it ended, so no downstream outlives the service.
+    """
+    watch_parent = "--parent-pipe" in argv
+    names = [name for name in argv if name != "--parent-pipe"] or ["inventory", "pricing"]
     servers = serve(names)
     print(json.dumps({name: s.server_address[1] for name, s in zip(names, servers, strict=True)}), flush=True)
+    stop = threading.Event()
+    if watch_parent:
+
+        def watch() -> None:
+            sys.stdin.read()  # returns at end of file: the parent's end of the pipe is closed
+            stop.set()
+
+        threading.Thread(target=watch, name="parent pipe", daemon=True).start()
     try:
-        threading.Event().wait()
+        stop.wait()
     except KeyboardInterrupt:
         pass
     finally:

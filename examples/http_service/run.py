@@ -28,10 +28,20 @@ DOWNSTREAM = Path(__file__).with_name("downstream.py")
 def start_downstream(
     names: tuple[str, ...] = ("inventory", "pricing"),
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """Start the downstream process; return it and the base URL of each downstream."""
-    process = subprocess.Popen([sys.executable, str(DOWNSTREAM), *names], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    ports = json.loads(process.stdout.readline())
+    """Start the downstream process; return it and the base URL of each downstream.
+
+    The process stops when its standard input closes (``--parent-pipe``): when this process ends,
+    however it ends (killed included), the system closes the pipe. Stopped here too if anything
+    (a signal) interrupts the start.
+    """
+    command = [sys.executable, str(DOWNSTREAM), "--parent-pipe", *names]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        ports = json.loads(process.stdout.readline())
+    except BaseException:
+        stop_downstream(process)
+        raise
     return process, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
 
 
@@ -39,8 +49,9 @@ def stop_downstream(process: subprocess.Popen[str]) -> None:
     """Stop the downstream process and close its output pipe."""
     process.terminate()
     process.wait(timeout=10)
-    if process.stdout is not None:
-        process.stdout.close()
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def _exit(_signum: int, _frame: FrameType | None) -> None:

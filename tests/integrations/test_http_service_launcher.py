@@ -101,3 +101,26 @@ def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp
             process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_launcher_leaves_no_downstream_behind(tmp_path: Path) -> None:
+    """SIGKILL runs no clean-up: the downstream process stops on its own (its parent's pipe closed)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as errors:
+        process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=errors, text=True)
+    try:
+        _, downstreams = _addresses(process, _lines(process), log)
+        process.kill()
+        process.wait(timeout=30)
+        end = time.monotonic() + 30.0
+        while not all(_refused(url) for url in downstreams.values()):
+            assert time.monotonic() < end, "the downstream process outlived its killed parent"
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
