@@ -275,22 +275,9 @@ class LoadSheddingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        app = self.app
-        started = False  # whether the pipeline let the request through to the app
-
-        async def run() -> None:
-            nonlocal started
-            started = True
-            try:
-                await app(scope, receive, send)
-            except (ExecutionRejectedError, OperationTimeoutError) as error:
-                raise _InnerPolicyError(error) from None  # the app's: not counted as ours
-
         try:
-            await self._pipeline.execute(run)
-        except (BulkheadFullError, RateLimitedError) as error:
-            if started:  # never the app's (carried), but a refusal after the app ran is not ours
-                raise
+            await self._pipeline.execute(self._run, scope, receive, send)
+        except (BulkheadFullError, RateLimitedError) as error:  # ours: the app's are carried
             await error_response(error)(scope, receive, send)
             return
         except _InnerPolicyError as carried:
@@ -301,3 +288,10 @@ class LoadSheddingMiddleware:
             raise inner  # the app's own error, outside the handler: no context added to it
         finally:
             del inner  # its traceback holds this frame
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; a refusal or timeout it raises is carried, so that it is not counted as ours."""
+        try:
+            await self.app(scope, receive, send)
+        except (ExecutionRejectedError, OperationTimeoutError) as error:
+            raise _InnerPolicyError(error) from None
