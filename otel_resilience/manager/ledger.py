@@ -172,9 +172,7 @@ class Ledger:
         carrier = LimiterTotals(self.name)
 
         def fill() -> None:
-            carrier.add(limiter_totals(limiter))
-            if old is not None:
-                carrier.add(old.get_stats())
+            carrier.carry(old, limiter_totals(limiter))
 
         self._limiter = _fold(RATE_LIMITERS, limiter, old, carrier, fill)
 

@@ -56,6 +56,17 @@ class LimiterTotals:
         """Return the counts by name (as :meth:`RateLimiter.get_stats` names them)."""
         return {count: getattr(self, count) for count in LIMITER_TOTALS}
 
+    def carry(self, old: LimiterTotals | None, counts: dict[str, int], sign: int = 1) -> LimiterTotals:
+        """Fill these new totals: the ``old`` ones' counts (if any), with ``counts`` added (or taken out).
+
+        Totals are never changed once registered: a move of counts makes new ones in their place
+        (:meth:`~otel_resilience.engine.registry.Registry.replace`). Returns ``self``.
+        """
+        if old is not None:
+            self.add(old.get_stats())
+        self.add(counts, sign)
+        return self
+
 
 class KeyTotals:
     """The totals of a :class:`~otel_resilience.patterns.rate_limiter.facade.KeyedRateLimiter`'s evicted keys.
@@ -120,8 +131,4 @@ class KeyTotals:
 
     def _next_totals(self, counts: dict[str, int], sign: int) -> LimiterTotals:
         """New totals: the current ones' counts with ``counts`` added (``sign=-1``: taken out)."""
-        totals = LimiterTotals(self.name)
-        if self._totals is not None:
-            totals.add(self._totals.get_stats())
-        totals.add(counts, sign)
-        return totals
+        return LimiterTotals(self.name).carry(self._totals, counts, sign)
