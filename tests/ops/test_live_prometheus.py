@@ -15,19 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import socket
-import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from live_prometheus_support import prometheus_scraping, query, served_metrics
 
 from otel_resilience import (
     AlertSystem,
@@ -45,7 +37,6 @@ from otel_resilience import (
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import checks, naming
 from otel_resilience.patterns.retry import Jitter
-from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
 
@@ -91,30 +82,6 @@ MUST_SHOW_DATA |= ZERO_OR_DATA
 _names = itertools.count()
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def query(base: str, expr: str) -> dict:
-    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read().decode())
-    except urllib.error.HTTPError as error:
-        body = error.read().decode()
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError:  # "Service Unavailable" in plain text while the TSDB starts
-            return {"status": "unavailable", "error": body}
-
-
 @pytest.fixture(scope="module", params=[False, True], ids=["sdk-histograms", "in-process-histograms"])
 def in_process_histograms(request) -> bool:
     """Whether the service keeps its duration histograms in process (instrument(in_process_histograms=True))."""
@@ -124,12 +91,6 @@ def in_process_histograms(request) -> bool:
 @pytest.fixture(scope="module")
 def service_metrics(in_process_histograms):
     """The library's /metrics on 127.0.0.1, with calls flowing through a full policy in a thread."""
-    had_default = current_listener() is not None
-    registry = CollectorRegistry()
-    provider = MeterProvider(
-        metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
-    )
-    instrument(meter_provider=provider, in_process_histograms=in_process_histograms)
     clock = FakeClock(1000.0)
     alerts = AlertSystem(clock=clock)  # not the process-wide one: other tests count its alerts
     manager = ResilienceManager(clock=clock, alert_system=alerts)
@@ -153,12 +114,11 @@ def service_metrics(in_process_histograms):
         clock=clock,
     )
     shadow.metrics_only()
-    stop = threading.Event()
 
     def broken() -> str:
         raise ConnectionError("down")
 
-    def traffic() -> None:
+    def traffic(stop: threading.Event) -> None:
         while not stop.is_set():
             manager.execute_with_resilience_sync(lambda: "ok", config)
             for _ in range(4):  # fail, retry, trip the breaker, then be rejected by it
@@ -169,61 +129,22 @@ def service_metrics(in_process_histograms):
             clock.advance(61.0)  # the breaker lets a probe through again
             stop.wait(0.02)
 
-    server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
-    threads = [
-        threading.Thread(target=server.serve_forever, daemon=True),
-        threading.Thread(target=traffic, daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_port}"
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        for thread in threads:
-            thread.join(10)
-        alerts.close()
-        uninstrument()
-        if had_default:
-            install_default()
-        provider.shutdown()
+    with served_metrics(traffic, in_process_histograms=in_process_histograms) as address:
+        yield address
+    alerts.close()
 
 
 @pytest.fixture(scope="module")
 def prometheus(prometheus_binary, repo, service_metrics, tmp_path_factory):
     """A real Prometheus on 127.0.0.1 scraping the service every second, with the shipped rules."""
-    tmp_path = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(repo / "alerts" / ar.RULES_FILE)],
-        "scrape_configs": [{"job_name": "shop", "static_configs": [{"targets": [service_metrics]}]}],
-    }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
-    process = subprocess.Popen(
-        [
-            str(prometheus_binary),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--web.external-url=http://127.0.0.1:{port}/",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    data = tmp_path_factory.mktemp("prometheus")
+    rules = repo / "alerts" / ar.RULES_FILE
+    with prometheus_scraping(prometheus_binary, data, "shop", service_metrics, rules) as (base, process):
         deadline = time.monotonic() + 25
         while True:  # ready, scraped twice, and the rules have recorded the shared rates
-            try:
-                result = query(base, f'{ar.R_RETRY_RATIO}{{job="shop"}}')
-                if result.get("status") == "success" and result["data"]["result"]:
-                    break
-            except OSError:
-                pass
+            result = query(base, f'{ar.R_RETRY_RATIO}{{job="shop"}}')
+            if result.get("status") == "success" and result["data"]["result"]:
+                break
             if process.poll() is not None or time.monotonic() > deadline:
                 stderr = (
                     process.stderr.read().decode() if process.stderr and process.poll() is not None else ""
@@ -231,15 +152,6 @@ def prometheus(prometheus_binary, repo, service_metrics, tmp_path_factory):
                 pytest.fail(f"Prometheus produced no recorded rates in time: {stderr}")
             time.sleep(0.2)
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
 
 
 def grafana_all(expr: str) -> str:

@@ -13,23 +13,14 @@ value; the panels of events a healthy service does not have must read 0.
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from live_prometheus_support import prometheus_scraping, query, served_metrics
 
 from otel_resilience import (
     AlertSystem,
@@ -49,7 +40,6 @@ from otel_resilience import (
 )
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import checks
-from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 
 JOB = "healthy"
 POLICIES = "healthy-"
@@ -80,32 +70,6 @@ ZERO_WHEN_HEALTHY = {
 """Panels of events whose series appear at their first occurrence: on a healthy service, 0."""
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _query(base: str, expr: str) -> dict[str, Any]:
-    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return dict(json.loads(response.read().decode()))
-    except urllib.error.HTTPError as error:
-        body = error.read().decode()
-        try:
-            return dict(json.loads(body))
-        except json.JSONDecodeError:  # "Service Unavailable" in plain text while the TSDB starts
-            return {"status": "unavailable", "error": body}
-    except OSError as error:  # not listening yet
-        return {"status": "unavailable", "error": str(error)}
-
-
 def _grafana_ours(expr: str) -> str:
     """The template variables set to this service and its policies (the manager names a policy's breaker
     and bulkhead after it; instruments other tests left alive stay out), the intervals to durations."""
@@ -118,12 +82,6 @@ def _grafana_ours(expr: str) -> str:
 @pytest.fixture(scope="module")
 def healthy_service() -> Iterator[str]:
     """The library's /metrics on 127.0.0.1, with successful calls flowing through every pattern."""
-    had_default = current_listener() is not None
-    registry = CollectorRegistry()
-    provider = MeterProvider(
-        metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False
-    )
-    instrument(meter_provider=provider)
     alerts = AlertSystem(name="healthy-alerts")  # not the process-wide one: other tests count its alerts
     manager = ResilienceManager(alert_system=alerts)
     manager.recovery_system.register_recovery_rule(
@@ -143,37 +101,19 @@ def healthy_service() -> Iterator[str]:
         ),
         ResilienceConfig(name=f"{POLICIES}search", hedging=HedgingConfig(delay=1.0), timeout=5.0),
     )
-    stop = threading.Event()
 
     async def answer() -> str:
         return "ok"
 
-    async def calls() -> None:
+    async def calls(stop: threading.Event) -> None:
         while not stop.is_set():
             for config in configs:
                 assert await manager.execute_with_resilience(answer, config) == "ok"
             await asyncio.sleep(0.02)
 
-    server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
-    threads = [
-        threading.Thread(target=server.serve_forever, daemon=True),
-        threading.Thread(target=lambda: asyncio.run(calls()), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_port}"
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        for thread in threads:
-            thread.join(10)
-        alerts.close()
-        uninstrument()
-        if had_default:
-            install_default()
-        provider.shutdown()
+    with served_metrics(lambda stop: asyncio.run(calls(stop))) as address:
+        yield address
+    alerts.close()
 
 
 @pytest.fixture(scope="module")
@@ -181,35 +121,10 @@ def healthy_prometheus(
     prometheus_binary: Path, repo: Path, healthy_service: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A real Prometheus on 127.0.0.1 scraping the healthy service every second, with the shipped rules."""
-    tmp_path = tmp_path_factory.mktemp("prometheus-healthy")
-    port = _free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(repo / "alerts" / ar.RULES_FILE)],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [healthy_service]}]}],
-    }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
-    process = subprocess.Popen(
-        [
-            str(prometheus_binary),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--web.external-url=http://127.0.0.1:{port}/",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    data = tmp_path_factory.mktemp("prometheus-healthy")
+    rules = repo / "alerts" / ar.RULES_FILE
+    with prometheus_scraping(prometheus_binary, data, JOB, healthy_service, rules) as (base, _):
+        yield base
 
 
 def _panels(dashboards: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, list[str]]]:
@@ -222,7 +137,7 @@ def _panels(dashboards: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, l
 
 def _answers(base: str, dashboards: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return {
-        (uid, title): [_query(base, _grafana_ours(expr)) for expr in exprs]
+        (uid, title): [query(base, _grafana_ours(expr)) for expr in exprs]
         for uid, title, exprs in _panels(dashboards)
     }
 
