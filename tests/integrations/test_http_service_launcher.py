@@ -8,6 +8,7 @@ takes seconds); nothing here measures speed.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import queue
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from subprocess import PIPE
 from urllib.parse import urlsplit
@@ -60,6 +62,23 @@ def _addresses(
     return found["service"].split()[0], ast.literal_eval(found["downstreams"])
 
 
+@contextlib.contextmanager
+def _launched(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """The launcher started as a user runs it (its stderr in a log file); killed afterwards if still running."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as errors:
+        process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=errors, text=True)
+    try:
+        yield process, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def _refused(url: str) -> bool:
     """Return whether nothing listens any more at ``url``'s port."""
     parts = urlsplit(url)
@@ -75,11 +94,7 @@ def _refused(url: str) -> bool:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp_path: Path) -> None:
     """The launcher answers GET /items/1 through the downstream, and a signal stops both processes."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as errors:
-        process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=errors, text=True)
-    try:
+    with _launched(tmp_path) as (process, log):
         service, downstreams = _addresses(process, _lines(process), log)
         end = time.monotonic() + STARTUP
         while True:
@@ -95,22 +110,12 @@ def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp
         assert process.wait(timeout=30) == 0, log.read_text()
         assert _refused(service)
         assert all(_refused(url) for url in downstreams.values()), "the downstream process outlived it"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 @pytest.mark.timeout(300)
 def test_a_killed_launcher_leaves_no_downstream_behind(tmp_path: Path) -> None:
     """SIGKILL runs no clean-up: the downstream process stops on its own (its parent's pipe closed)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as errors:
-        process = subprocess.Popen(LAUNCHER, cwd=ROOT, env=env, stdout=PIPE, stderr=errors, text=True)
-    try:
+    with _launched(tmp_path) as (process, log):
         _, downstreams = _addresses(process, _lines(process), log)
         process.kill()
         process.wait(timeout=30)
@@ -118,9 +123,3 @@ def test_a_killed_launcher_leaves_no_downstream_behind(tmp_path: Path) -> None:
         while not all(_refused(url) for url in downstreams.values()):
             assert time.monotonic() < end, "the downstream process outlived its killed parent"
             time.sleep(0.2)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
