@@ -216,7 +216,8 @@ class HedgeDenied:
     trigger: str
     """The trigger that made it due (as :class:`HedgeStarted` names them)."""
     denied_by: str
-    """``"budget"`` (the hedge budget had none to give) or ``"max_attempts"`` (the execution's
+    """``"budget"`` (the hedge budget had none to give), ``"not_replayable"`` (the request may be
+    sent only once: an HTTP integration's budget says so) or ``"max_attempts"`` (the execution's
     cap on attempts in total was reached)."""
 
 

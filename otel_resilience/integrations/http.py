@@ -15,8 +15,8 @@ One request is one *execution* of the policy; each time the client sends it is o
   from an iterator cannot be replayed: such a request is never retried. A request that is not
   retried still goes through the breaker, bulkhead, rate limiter and timeouts. Nor is it
   hedged: the policy's hedging starts no further attempt for it (:class:`HttpHedgeBudget`,
-  its hedges denied with the reason ``budget``), while a request that may be sent twice is
-  hedged as configured.
+  its hedges denied with the reason ``not_replayable``), while a request that may be sent
+  twice is hedged as configured.
 * **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a failed
   response's ``Retry-After`` (seconds or an HTTP date) is the next delay
   (:func:`~otel_resilience.patterns.retry.retry_after_delay`); one over ``max_delay`` or past the deadline
@@ -227,6 +227,12 @@ class HttpRetryOn:
         return f"HttpRetryOn({self.base!r})"
 
 
+def _sent_once() -> bool:
+    """Whether the request being sent by an integration may not be sent twice (see "Safe retries")."""
+    retryable = _RETRYABLE_ERRORS.get()
+    return retryable is not None and not retryable
+
+
 class HttpHedgeBudget:
     """The hedging rule of HTTP (a ``HedgingConfig.budget``): a request sent once is never hedged.
 
@@ -253,10 +259,12 @@ class HttpHedgeBudget:
 
     def try_withdraw(self) -> bool:
         """Allow a hedge: never for a request that may not be sent twice; else as ``base`` does."""
-        retryable = _RETRYABLE_ERRORS.get()
-        if retryable is not None and not retryable:  # a request sent once
-            return False
-        return self.base is None or self.base.try_withdraw()
+        return not _sent_once() and (self.base is None or self.base.try_withdraw())
+
+    @property
+    def refusal(self) -> str:
+        """Why a hedge of the current request was refused: ``not_replayable``, else ``budget``."""
+        return "not_replayable" if _sent_once() else "budget"
 
     def refund(self) -> None:
         """Give back a hedge allowed but not started (to ``base``)."""

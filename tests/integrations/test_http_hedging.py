@@ -11,8 +11,10 @@ import pytest
 from support import ScriptedHTTPServer
 
 from otel_resilience import HedgingConfig, ResilienceConfig, ResilienceManager, RetryBudget, RetryPolicy
+from otel_resilience.engine.events import Event
 from otel_resilience.integrations.http import HttpHedgeBudget, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport
+from otel_resilience.testing import EventRecorder
 
 SLOW = (200, {}, 0.5)  # the original's answer: the hedge is due long before it
 
@@ -35,12 +37,13 @@ async def test_a_get_is_hedged(server: ScriptedHTTPServer) -> None:
     assert server.count("/slow") == 2
 
 
-async def test_a_post_is_sent_once(server: ScriptedHTTPServer) -> None:
-    """A POST with no mark may not be sent twice: no hedge, the original's answer."""
+async def test_a_post_is_sent_once(server: ScriptedHTTPServer, recorder: EventRecorder) -> None:
+    """A POST with no mark may not be sent twice: no hedge (denied as not replayable), the original's answer."""
     response = await _send(server, "POST", json={"amount": 100})
     assert response.status_code == 200
     await asyncio.sleep(0.2)  # a hedge, had one started, would have reached the server by now
     assert server.count("/slow") == 1
+    assert [args.denied_by for args in recorder.of(Event.HEDGE_DENIED)] == ["not_replayable"]
 
 
 async def test_a_post_with_an_idempotency_key_is_hedged(server: ScriptedHTTPServer) -> None:

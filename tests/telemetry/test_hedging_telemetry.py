@@ -156,7 +156,11 @@ async def test_a_denied_hedge_is_a_span_event_and_counted_by_what_denied_it(otel
             if p.attributes["resilience.policy"] == name
         }
 
-    assert denied() == {("failure", "budget"): 0, ("failure", "max_attempts"): 0}
+    assert denied() == {
+        ("failure", "budget"): 0,
+        ("failure", "max_attempts"): 0,
+        ("failure", "not_replayable"): 0,
+    }
     failing = Dependency(ConnectionError("down"), "never")
     try:
         await manager.execute_with_resilience(failing, config)
@@ -165,7 +169,11 @@ async def test_a_denied_hedge_is_a_span_event_and_counted_by_what_denied_it(otel
     else:
         raise AssertionError("the original's error passes through when its hedge is denied")
     assert len(failing.calls) == 1
-    assert denied() == {("failure", "budget"): 1, ("failure", "max_attempts"): 0}
+    assert denied() == {
+        ("failure", "budget"): 1,
+        ("failure", "max_attempts"): 0,
+        ("failure", "not_replayable"): 0,
+    }
     execution = otel.spans(name)[-1]
     [event] = [e for e in execution.events if e.name == sc.EV_HEDGE_DENIED]
     assert dict(event.attributes) == {
@@ -193,7 +201,7 @@ async def test_a_hedge_past_the_executions_cap_on_attempts_is_denied_by_max_atte
         for p in otel.points(sc.HEDGES_DENIED)
         if p.attributes[sc.NAME] == name
     }
-    assert counts == {"budget": 0, "max_attempts": 1}
+    assert counts == {"budget": 0, "max_attempts": 1, "not_replayable": 0}
     assert hedging.get_stats()["hedges_denied"] == 1
 
 

@@ -53,7 +53,9 @@ class HedgeBudget(Protocol):
     """What hedges draw on: a :class:`~otel_resilience.patterns.retry.RetryBudget` (or anything with its API).
 
     One hedge is one retry withdrawn from it; an execution of a hedging step deposits one first
-    attempt unless a retry in the same policy already does it for the execution.
+    attempt unless a retry in the same policy already does it for the execution. A budget may
+    name why it refused the hedge it just refused (a ``refusal`` attribute: a
+    ``resilience.hedging.denied_by`` value); without one a refusal is ``"budget"``.
     """
 
     def deposit(self) -> None:

@@ -196,7 +196,7 @@ class _Race(Hedge):
             return self._original
         budget = core.budget
         if budget is not None and not budget.try_withdraw():
-            self._deny(trigger, "budget")
+            self._deny(trigger, getattr(budget, "refusal", "budget"))
             return None
         attempt = ctx.fork()
         if attempt is None:  # the execution's cap on attempts in total

@@ -275,7 +275,8 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         (("trigger", HEDGE_TRIGGER), ("denied_by", HEDGE_DENIED_BY)),
         SpanEventSpec(
             EV_HEDGE_DENIED,
-            "A hedge was due but refused: by the hedge budget or by the execution's cap on attempts.",
+            "A hedge was due but refused: by the hedge budget, by the execution's cap on attempts, "
+            "or because the request may be sent only once.",
             (PATTERN, NAME, HEDGE_TRIGGER, HEDGE_DENIED_BY),
         ),
         (MetricBinding(HEDGES_DENIED),),

@@ -131,8 +131,10 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         HEDGE_DENIED_BY,
         "string",
-        "What refused a hedge that was due: the hedge budget had no hedge to give (`budget`), or "
-        "the execution had made all the attempts it may make in total (`max_attempts`).",
+        "What refused a hedge that was due: the hedge budget had no hedge to give (`budget`), "
+        "the execution had made all the attempts it may make in total (`max_attempts`), or the "
+        "request may be sent only once (`not_replayable`: an HTTP request such as a POST, through "
+        "the HTTP integrations).",
         HEDGE_DENIED_REASONS,
     ),
     AttributeSpec(

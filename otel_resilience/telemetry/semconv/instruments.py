@@ -289,9 +289,9 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         HEDGES_DENIED,
         _K.COUNTER,
         "{hedge}",
-        "Hedges that were due (by trigger) but refused, by what refused them: the hedge budget or "
-        "the execution's cap on attempts. Many denials by `budget` mean the budget holds hedging "
-        "back at the moment the dependency is slow.",
+        "Hedges that were due (by trigger) but refused, by what refused them: the hedge budget, "
+        "the execution's cap on attempts, or an HTTP request that may be sent only once. Many "
+        "denials by `budget` mean the budget holds hedging back at the moment the dependency is slow.",
         (POLICY, NAME, HEDGE_TRIGGER, HEDGE_DENIED_BY),
     ),
     InstrumentSpec(
