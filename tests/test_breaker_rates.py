@@ -243,9 +243,63 @@ def test_a_hung_probe_is_reclaimed_after_max_half_open_wait() -> None:
     assert reclaimed.value.retry_after == 5.0
     assert [c.reason for c in changes][-1] == "probe_timed_out"
     assert breaker.get_stats()["total_failures"] == 2
-    hung.__exit__(None, None, None)  # ends late: its permit is stale, counted in the totals only
+    hung.__exit__(None, None, None)  # ends late: counted as failed when reclaimed, so nothing more
     assert breaker.state is CircuitState.OPEN
-    assert breaker.get_stats()["total_successes"] == 1
+    stats = breaker.get_stats()
+    assert (stats["total_successes"], stats["total_failures"]) == (0, 2)
+    assert stats["total_requests"] == 4  # one failure, the probe, two rejections: each once
+
+
+class Ignored(Exception):
+    """An error the breaker ignores."""
+
+
+@pytest.mark.parametrize(
+    ("ending", "error"),
+    [("success", None), ("failure", Boom()), ("ignored", Ignored()), ("cancelled", asyncio.CancelledError())],
+)
+def test_every_reclaimed_probe_is_one_failure_however_it_ends(
+    ending: str, error: BaseException | None
+) -> None:
+    clock = FakeClock()
+    breaker, changes = make(
+        clock,
+        failure_threshold=1,
+        timeout=5.0,
+        half_open_max_calls=3,
+        max_half_open_wait=2.0,
+        ignore_exceptions=(Ignored,),
+    )
+    run(breaker, boom)
+    clock.advance(5.0)
+    probes = [breaker.guard() for _ in range(3)]
+    for probe in probes:
+        probe.__enter__()  # three probes admitted, none ends
+    clock.advance(2.0)
+    assert run(breaker, ok) == "rejected"  # reclaims the three: the breaker opens again
+    assert [c.reason for c in changes][-1] == "probe_timed_out"
+    assert breaker.get_stats()["total_failures"] == 4  # the first failure and the three probes
+    for probe in probes:  # each ends late, as the case says: counted once already
+        assert not probe.__exit__(None if error is None else type(error), error, None)  # nothing suppressed
+    stats = breaker.get_stats()
+    assert stats["total_failures"] == 4
+    assert stats["total_successes"] + stats["total_ignored"] + stats["total_cancelled"] == 0
+    assert stats["total_requests"] == 5  # one failure, three probes, one rejection
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_a_stale_probe_that_was_not_reclaimed_still_counts() -> None:
+    clock = FakeClock()
+    breaker, _ = make(clock, failure_threshold=1, timeout=5.0, half_open_max_calls=2, max_half_open_wait=2.0)
+    run(breaker, boom)
+    clock.advance(5.0)
+    slow = breaker.guard()
+    slow.__enter__()
+    assert run(breaker, boom) == "failed"  # the other probe fails: open again, ``slow`` is stale
+    slow.__exit__(None, None, None)  # not reclaimed: its success counts in the totals
+    stats = breaker.get_stats()
+    assert (stats["total_successes"], stats["total_failures"]) == (1, 2)
+    assert breaker.state is CircuitState.OPEN
 
 
 # -- DISABLED and METRICS_ONLY ---------------------------------------------------------------------

@@ -193,7 +193,15 @@ class _BreakerCore:
     def release(self, permit: Permit) -> None:
         """Give a cancelled (or interrupted) call's permit back; it counts as neither outcome."""
         with self._lock or self._make_lock():
-            self.stats.total_cancelled += 1
+            if not permit.reclaimed:  # counted as failed when it was reclaimed
+                self.stats.total_cancelled += 1
+            self._release_locked(permit)
+
+    def ignore(self, permit: Permit) -> None:
+        """Give back the permit of a call whose outcome the breaker does not hold against the dependency."""
+        with self._lock or self._make_lock():
+            if not permit.reclaimed:  # counted as failed when it was reclaimed
+                self.stats.total_ignored += 1
             self._release_locked(permit)
 
     def end(self, permit: Permit, caught: BaseException | None) -> None:
@@ -205,10 +213,8 @@ class _BreakerCore:
         """
         if type(caught) is not WrongDriver:
             self.release(permit)
-            return
-        with self._lock or self._make_lock():
-            self.stats.total_ignored += 1
-            self._release_locked(permit)
+        else:
+            self.ignore(permit)
 
     def rejection(self) -> CircuitOpenError:
         """Build the error for a call :meth:`try_acquire` just rejected.
@@ -308,7 +314,9 @@ class _BreakerCore:
             or self._clock.now() - self._probe_started < wait
         ):
             return None
-        self.stats.total_failures += 1
+        # Each probe in flight is a failure now, and its end counts nothing more (Permit.reclaimed).
+        self.stats.total_failures += self._in_flight
+        self._permit.reclaimed = True
         return self._transition_locked(_OPEN, _REASON_PROBE_TIMED_OUT)
 
     def _admit_locked(self) -> Permit | None:
@@ -327,9 +335,11 @@ class _BreakerCore:
 
     def _on_success_locked(self, permit: Permit, slow: bool = False) -> StateChanged | None:
         stats = self.stats
-        next(stats._successes)
         if permit is not self._permit or self._retired:
+            if not permit.reclaimed:
+                next(stats._successes)
             return None
+        next(stats._successes)
         if permit.state is _HALF_OPEN:
             self._in_flight -= 1
             stats.success_count += 1
@@ -351,8 +361,9 @@ class _BreakerCore:
         self, permit: Permit, error: Exception | None, slow: bool = False
     ) -> StateChanged | None:
         """Count a failure: a recorded error, or (``error=None``) a value ``record_result`` flagged."""
-        stats = self.stats
-        stats.total_failures += 1
+        if permit.reclaimed:  # counted as failed when it was reclaimed
+            return None
+        self.stats.total_failures += 1
         self.last_failure_type = _RESULT if error is None else error_type_name(error)
         if permit is not self._permit or self._retired:
             return None

@@ -129,21 +129,26 @@ class CircuitBreakerStats:
         )
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Permit:
     """Admission of one call, stamped with the state period (generation) that issued it.
 
     One permit object exists per state period and is shared by every call admitted in it, so
     admission allocates nothing; permits are told apart by identity. A permit whose generation is
-    no longer current is *stale*: its outcome counts in the lifetime totals only.
+    no longer current is *stale*: its outcome counts in the lifetime totals only, unless the
+    period's probes were *reclaimed*: then every call it admitted that was still in flight was
+    counted as failed when the breaker re-opened, and its end counts nothing more.
 
     Attributes:
-        generation: The state period that issued the permit.
-        state: The state it was issued in (``CLOSED`` or ``HALF_OPEN``).
+        generation: The state period that issued the permit (never changes).
+        state: The state it was issued in (``CLOSED`` or ``HALF_OPEN``; never changes).
+        reclaimed: Set, under the breaker's lock, when the HALF_OPEN period's hung probes were
+            counted as failed (``max_half_open_wait``).
     """
 
     generation: int
     state: CircuitState
+    reclaimed: bool = False
 
 
 _LOG: Final = logging.getLogger("otel_resilience")

@@ -131,12 +131,12 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         try:
             verdict = core._classify(error)
         except BaseException:
-            self._ignored(permit)
+            self._core.ignore(permit)
             raise
         if verdict == _SUCCESS:
             self._succeeded(permit, slow)
         elif verdict == _IGNORED:
-            self._ignored(permit)
+            self._core.ignore(permit)
         else:
             self._failed(permit, error, slow)
 
@@ -157,18 +157,12 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             change = core._on_failure_locked(permit, error, slow)
         core._emit(change)
 
-    def _ignored(self, permit: Permit) -> None:
-        core = self._core
-        with core._lock or core._make_lock():
-            core.stats.total_ignored += 1
-            core._release_locked(permit)
-
     def _is_failure(self, permit: Permit, judge: Callable[[Any], bool], result: Any) -> bool:
         """Ask ``record_result`` whether ``result`` is a failure; give the permit back if it raises."""
         try:
             return bool(judge(result))
         except BaseException:
-            self._ignored(permit)
+            self._core.ignore(permit)
             raise
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
