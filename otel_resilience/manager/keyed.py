@@ -32,7 +32,7 @@ from otel_resilience.engine.registry import PIPELINES, namesakes_expected
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.patterns.bulkhead import Bulkhead
-from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from otel_resilience.patterns.fallback import FallbackStrategy
 from otel_resilience.patterns.rate_limiter import RateLimiter
 
@@ -184,7 +184,7 @@ def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -
     config = spec.config
     with namesakes_expected(), shared_key(text):
         if config.circuit_breaker is not None:
-            state.breaker = CircuitBreaker(spec.breaker_name, config.circuit_breaker, clock=spec.clock)
+            state.breaker = _new_breaker(spec, spec.breaker_name, config.circuit_breaker, text)
         if config.bulkhead_config is not None:
             state.bulkhead = Bulkhead(spec.bulkhead_name, config.bulkhead_config, clock=spec.clock)
         if config.rate_limiter is not None:
@@ -232,7 +232,7 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     pipeline or in the new one, never in both.
     """
     with namesakes_expected(), shared_key(state.text):
-        state.breaker = _breaker(state.breaker, spec, ledger)
+        state.breaker = _breaker(state, spec, ledger)
         state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
         state.limiter = _limiter(state, spec, ledger)
     old = state.pipeline
@@ -280,10 +280,18 @@ def _carry(
     return instance
 
 
-def _breaker(breaker: CircuitBreaker | None, spec: Spec, ledger: Ledger) -> CircuitBreaker | None:
+def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, text: str | None) -> CircuitBreaker:
+    """A key's new breaker, whose own events (state changes) carry the key (none for unkeyed calls)."""
+    breaker = CircuitBreaker(name, config, clock=spec.clock)
+    if text is not None:
+        breaker._report_as(text)
+    return breaker
+
+
+def _breaker(state: KeyState, spec: Spec, ledger: Ledger) -> CircuitBreaker | None:
     config = spec.config.circuit_breaker
-    make = lambda name, cfg: CircuitBreaker(name, cfg, clock=spec.clock)  # noqa: E731
-    return _carry(breaker, config, spec.breaker_name, make, ledger.fold_breaker)
+    make = lambda name, cfg: _new_breaker(spec, name, cfg, state.text)  # noqa: E731
+    return _carry(state.breaker, config, spec.breaker_name, make, ledger.fold_breaker)
 
 
 def _bulkhead(bulkhead: Bulkhead | None, spec: Spec, ledger: Ledger) -> Bulkhead | None:

@@ -81,7 +81,9 @@ class Alert:
             (``time.monotonic`` by default: compare alerts with each other, not with wall time).
         attributes: Bounded strings that detail it (names, exception type names, numbers).
             A ``CIRCUIT_OPEN`` alert has ``old``, ``reason`` and ``reopens`` (the re-opens of
-            the outage episode when it was raised; ``"0"`` when it opens the episode).
+            the outage episode when it was raised; ``"0"`` when it opens the episode). The
+            alert of a keyed policy's breaker (one per key) has ``key``: each key's outage is
+            an episode of its own.
     """
 
     kind: AlertKind

@@ -134,7 +134,7 @@ class AlertSystem:
         # When each subject's cooldown ends: a full bulkhead by name, an escalation by (system, error).
         self._full_cooldowns: dict[str, float] = {}
         self._escalation_cooldowns: dict[tuple[str, str], float] = {}
-        self._episodes: OrderedDict[str, None] = OrderedDict()
+        self._episodes: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # (name, key)
         self._closed = False
         hub.add_listener(self)
 
@@ -240,6 +240,8 @@ class AlertSystem:
         attributes["source.name"] = source.name
         if source.pipeline is not None:
             attributes["pipeline"] = source.pipeline
+        if source.key is not None:
+            attributes["key"] = source.key
         bounded = {key: _bounded(value) for key, value in attributes.items()}
         return Alert(
             kind,
@@ -251,32 +253,37 @@ class AlertSystem:
         )
 
     def _state_changed(self, source: TelemetrySource, args: StateChanged) -> Alert | None:
-        """Start (and alert), continue or end the outage episode of the breaker ``source``."""
+        """Start (and alert), continue or end the outage episode of the breaker ``source``.
+
+        A keyed policy's breakers (one per key, one name) each have their own episode: the
+        source's key tells them apart.
+        """
         name = source.name
+        episode = (name, source.key)
         new = args.new
         if new == "closed":
             with self._lock:
-                self._episodes.pop(name, None)
+                self._episodes.pop(episode, None)
             return None
         if new != "open":
             return None
         reopens = args.reopens  # the breaker says where its episode starts: 0
         with self._lock:
             episodes = self._episodes
-            if reopens and name in episodes:
-                episodes.move_to_end(name)
+            if reopens and episode in episodes:
+                episodes.move_to_end(episode)
                 return None
-            episodes[name] = None
-            episodes.move_to_end(name)
+            episodes[episode] = None
+            episodes.move_to_end(episode)
             if len(episodes) > MAX_TRACKED_SUBJECTS:
                 episodes.popitem(last=False)
-        summary = f"circuit breaker {_bounded(name)!r} opened ({args.reason})"
+        breaker = f"circuit breaker {_bounded(name)!r}"
+        if source.key is not None:
+            breaker = f"{breaker} (key {_bounded(source.key)!r})"
+        summary = f"{breaker} opened ({args.reason})"
         if reopens:
             plural = "s" if reopens > 1 else ""
-            summary = (
-                f"circuit breaker {_bounded(name)!r} re-opened ({args.reason}), "
-                f"{reopens} re-open{plural} in this outage"
-            )
+            summary = f"{breaker} re-opened ({args.reason}), {reopens} re-open{plural} in this outage"
         return self._make(
             AlertKind.CIRCUIT_OPEN,
             name,

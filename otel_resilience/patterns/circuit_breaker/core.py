@@ -12,7 +12,13 @@ from otel_resilience.engine.admission import Standing
 from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import Counter
-from otel_resilience.engine.events import Event, StateChanged, StrategyTelemetry, error_type_name
+from otel_resilience.engine.events import (
+    Event,
+    StateChanged,
+    StrategyTelemetry,
+    TelemetrySource,
+    error_type_name,
+)
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.errors import CircuitOpenError
 from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
@@ -94,7 +100,11 @@ class _BreakerCore:
     )
 
     def __init__(
-        self, name: str, config: CircuitBreakerConfig, clock: Clock, telemetry: StrategyTelemetry | None
+        self,
+        name: str,
+        config: CircuitBreakerConfig,
+        clock: Clock,
+        telemetry: StrategyTelemetry | str | None,
     ) -> None:
         self.name = name
         self.config = config
@@ -102,7 +112,7 @@ class _BreakerCore:
         self.stats = CircuitBreakerStats()
         self.last_failure_type: str | None = None
         self._clock = clock
-        self._telemetry = telemetry  # None: made at first use (see telemetry)
+        self._telemetry: StrategyTelemetry | str | None = telemetry  # made at first use (telemetry)
         self._lock: threading.Lock | None = None  # made by the first step that needs it
         self._permit = _FIRST_PERMIT
         self._in_flight = 0
@@ -133,11 +143,28 @@ class _BreakerCore:
 
     @property
     def telemetry(self) -> StrategyTelemetry:
-        """The telemetry of the breaker's own events (state changes): made at first use, unless given."""
+        """The telemetry of the breaker's own events (state changes): made at first use, unless given.
+
+        Until then ``_telemetry`` is ``None``, or the key of the keyed policy the breaker serves
+        (:meth:`report_as`): its events carry the key (``TelemetrySource.key``).
+        """
         telemetry = self._telemetry
-        if telemetry is None:
-            telemetry = self._telemetry = StrategyTelemetry.of(KIND, self.name)  # racing threads: alike
-        return telemetry
+        if isinstance(telemetry, StrategyTelemetry):
+            return telemetry
+        made = self._telemetry = StrategyTelemetry(TelemetrySource(KIND, self.name, key=telemetry))
+        return made  # racing threads: each makes one, alike
+
+    def report_as(self, key: str) -> None:
+        """Report the breaker's own events as the ones of a keyed policy's ``key`` (one breaker per key).
+
+        Called once, before the breaker's first call. Its state changes then tell the keys of one
+        policy apart (an alert's outage episode is a key's), at no cost until the first event.
+        """
+        telemetry = self._telemetry
+        if isinstance(telemetry, StrategyTelemetry):  # a subclass's own kind, given at construction
+            self._telemetry = StrategyTelemetry(telemetry.source._replace(key=key), telemetry.hub)
+        else:
+            self._telemetry = key
 
     # -- reads (lock-free) -------------------------------------------------------------------
 

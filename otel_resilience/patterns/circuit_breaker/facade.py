@@ -71,6 +71,10 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     def _own_telemetry(self) -> StrategyTelemetry:
         return self._core.telemetry  # one for the breaker and its core, made by the core
 
+    def _report_as(self, key: str) -> None:
+        """Report the breaker's own events as the ones of a keyed policy's ``key`` (see ``report_as``)."""
+        self._core.report_as(key)
+
     def _link(self, telemetry: StrategyTelemetry) -> _BreakerStep:
         return _BreakerStep(self._core, telemetry)
 
