@@ -279,7 +279,7 @@ class SharedBreaker(PeerCounts):
             return
         store = self._store
         core = breaker._core
-        renew = 1 if core._in_flight else 0
+        renew = 1 if core._permit.in_flight else 0
         next(store._ops)
         keys = [f"{self._prefix}:state", f"{self._prefix}:probes:{self.epoch}"]
         prefix = f"{self._prefix}:lease:{self.epoch}:"

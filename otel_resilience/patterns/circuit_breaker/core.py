@@ -79,18 +79,12 @@ class _BreakerCore:
     __slots__ = (
         "_clock",
         "_counted",
-        "_in_flight",
         "_lock",
-        "_opened_until",
         "_permit",
-        "_probe_started",
         "_reject_watchers",
-        "_reopens",
-        "_retired",
         "_shared",
         "_telemetry",
         "_watchers",
-        "config",
         "last_failure_type",
         "name",
         "settings",
@@ -107,7 +101,6 @@ class _BreakerCore:
         telemetry: StrategyTelemetry | str | None,
     ) -> None:
         self.name = name
-        self.config = config
         self.settings = settings_for(config)
         self.stats = CircuitBreakerStats()
         self.last_failure_type: str | None = None
@@ -115,11 +108,6 @@ class _BreakerCore:
         self._telemetry: StrategyTelemetry | str | None = telemetry  # made at first use (telemetry)
         self._lock: threading.Lock | None = None  # made by the first step that needs it
         self._permit = _FIRST_PERMIT
-        self._in_flight = 0
-        self._opened_until = _NEVER_OPENED
-        self._reopens = 0
-        self._probe_started = 0.0
-        self._retired = False
         self._shared: PeerCounts | None = None
         window = config.sliding_window
         self.window = None if window is None else window.metrics()
@@ -128,6 +116,11 @@ class _BreakerCore:
         self._counted = Counted(None, _FIRST_PERMIT)
         self.standing = Standing()
         self._update_lock_free_locked()
+
+    @property
+    def config(self) -> CircuitBreakerConfig:
+        """The configuration: the one given, or an equal one (kept by the settings equal ones share)."""
+        return self.settings.config
 
     def _make_lock(self) -> threading.Lock:
         """Return the breaker's lock, made now by the first step that takes it (once, for all threads).
@@ -188,13 +181,15 @@ class _BreakerCore:
 
         A retired core (replaced by a reload, or evicted) no longer moves.
         """
-        return self._permit.state is _OPEN and self._clock.now() >= self._opened_until and not self._retired
+        permit = self._permit
+        return permit.state is _OPEN and self._clock.now() >= permit.opened_until and not permit.retired
 
     def retry_after(self) -> float:
         """Seconds until a probe is let through: 0 unless OPEN, ``inf`` when forced open for good."""
-        if self._permit.state is not _OPEN:
+        permit = self._permit
+        if permit.state is not _OPEN:
             return 0.0
-        return max(0.0, self._opened_until - self._clock.now())
+        return max(0.0, permit.opened_until - self._clock.now())
 
     # -- the permission protocol -------------------------------------------------------------
 
@@ -208,7 +203,7 @@ class _BreakerCore:
         state = permit.state
         if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
             return permit
-        if state is _OPEN and self._clock.now() < self._opened_until:
+        if state is _OPEN and self._clock.now() < permit.opened_until:
             next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
             return None
         with self._lock or self._make_lock():
@@ -250,19 +245,21 @@ class _BreakerCore:
         (``max_half_open_wait``), else the breaker's ``timeout`` (see
         :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
         """
-        if self._permit.state is _HALF_OPEN:
+        permit = self._permit
+        if permit.state is _HALF_OPEN:
             wait = self.settings.max_half_open_wait
             if wait is None:
                 return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self.settings.timeout)
-            left = self._probe_started + wait - self._clock.now()
+            left = permit.probe_started + wait - self._clock.now()
             return CircuitOpenError(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
-        remaining = self._opened_until - self._clock.now()
+        remaining = permit.opened_until - self._clock.now()
         return CircuitOpenError(self.name, _OPEN_VALUE, max(0.0, remaining))
 
-    def reject_open(self) -> float:
+    def reject_open(self, permit: Permit) -> float:
         """Reject (and count) a call while OPEN before its timer elapsed, reading the clock once.
 
-        Call it when the permit's state is OPEN. It is lock-free, as :meth:`try_acquire`'s OPEN
+        Call it with the current permit, read when its state was OPEN (the OPEN period's end is
+        the permit's). It is lock-free, as :meth:`try_acquire`'s OPEN
         path is. A result ``<= 0`` (the timer elapsed, or a transition is being published)
         counts nothing and means "ask :meth:`try_acquire`", which takes the lock.
 
@@ -271,7 +268,7 @@ class _BreakerCore:
         """
         # opened_until - now > 0 exactly when now < opened_until (IEEE subtraction of finite
         # values is exact in sign; an infinite opened_until gives inf).
-        remaining: float = self._opened_until - self._clock.now()
+        remaining: float = permit.opened_until - self._clock.now()
         if remaining > 0.0:
             next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
         return remaining
@@ -332,18 +329,19 @@ class _BreakerCore:
         ``max_half_open_wait`` ago, so every probe in flight has run that long.
         """
         wait = self.settings.max_half_open_wait
+        permit = self._permit
         if (
             wait is None
-            or not self._in_flight
-            or self._retired
-            or self._permit.state is not _HALF_OPEN
-            or self._in_flight < self.settings.half_open_max_calls
-            or self._clock.now() - self._probe_started < wait
+            or not permit.in_flight
+            or permit.retired
+            or permit.state is not _HALF_OPEN
+            or permit.in_flight < self.settings.half_open_max_calls
+            or self._clock.now() - permit.probe_started < wait
         ):
             return None
         # Each probe in flight is a failure now, and its end counts nothing more (Permit.reclaimed).
-        self.stats.total_failures += self._in_flight
-        self._permit.reclaimed = True
+        self.stats.total_failures += permit.in_flight
+        permit.reclaimed = True
         return self._transition_locked(_OPEN, _REASON_PROBE_TIMED_OUT)
 
     def _admit_locked(self) -> Permit | None:
@@ -352,23 +350,23 @@ class _BreakerCore:
         state = permit.state
         if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
             return permit
-        if state is _HALF_OPEN and self._in_flight < self.settings.half_open_max_calls:
-            self._in_flight += 1
+        if state is _HALF_OPEN and permit.in_flight < self.settings.half_open_max_calls:
+            permit.in_flight += 1
             if self.settings.max_half_open_wait is not None:
-                self._probe_started = self._clock.now()
+                permit.probe_started = self._clock.now()
             return permit
         next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
         return None
 
     def _on_success_locked(self, permit: Permit, slow: bool = False) -> StateChanged | None:
         stats = self.stats
-        if permit is not self._permit or self._retired:
+        if permit is not self._permit or permit.retired:
             if not permit.reclaimed:
                 next(stats._successes)
             return None
         next(stats._successes)
         if permit.state is _HALF_OPEN:
-            self._in_flight -= 1
+            permit.in_flight -= 1
             stats.success_count += 1
             if self._shared is not None:
                 self._shared.probed()
@@ -392,7 +390,7 @@ class _BreakerCore:
             return None
         self.stats.total_failures += 1
         self.last_failure_type = _RESULT if error is None else error_type_name(error)
-        if permit is not self._permit or self._retired:
+        if permit is not self._permit or permit.retired:
             return None
         if permit.state is _HALF_OPEN:
             return self._transition_locked(_OPEN, _REASON_PROBE_FAILED)
@@ -485,9 +483,26 @@ class _BreakerCore:
         counted.count = stats._successes if free else None
         self.standing.token = counted if free else None
 
+    def _retire_locked(self) -> None:
+        """Retire the core (a reload replaced it): it never moves again, its calls count in the totals only.
+
+        Its period is ended by a copy marked retired (the permit in force may be the first
+        period's, which every breaker shares).
+        """
+        period = self._permit
+        self._permit = Permit(
+            period.generation + 1,
+            period.state,
+            period.opened_until,
+            period.reopens,
+            period.in_flight,
+            period.probe_started,
+            retired=True,
+        )
+
     def _release_locked(self, permit: Permit) -> None:
-        if permit is self._permit and permit.state is _HALF_OPEN and not self._retired:
-            self._in_flight -= 1
+        if permit is self._permit and permit.state is _HALF_OPEN and not permit.retired:
+            permit.in_flight -= 1
 
     def _transition_locked(
         self, new: CircuitState, reason: str, open_for: float | None = None
@@ -497,33 +512,34 @@ class _BreakerCore:
         Opening lasts ``open_for`` seconds when given (a forced opening), else the break
         duration of this opening (:meth:`Settings.open_seconds`).
         """
-        old = self._permit.state
+        current = self._permit
+        old = current.state
         stats = self.stats
         if stats._rejected is None:  # before the period is published: only a new one rejects
             stats._rejected = Counter()
-        self._permit = Permit(self._permit.generation + 1, new)
-        self._in_flight = 0
         stats.success_count = 0
+        reopens = current.reopens
         duration = None
+        opened_until = _NEVER_OPENED
         if new is _OPEN:
             if old is _HALF_OPEN:
-                self._reopens += 1
+                reopens += 1
             elif old is not _OPEN:
-                self._reopens = 0  # a new outage episode
+                reopens = 0  # a new outage episode
             if old is not _OPEN:
                 stats.times_opened += 1
-            duration = (
-                self.settings.open_seconds(self.name, self._reopens + 1) if open_for is None else open_for
-            )
-            self._opened_until = self._clock.now() + duration
+            duration = self.settings.open_seconds(self.name, reopens + 1) if open_for is None else open_for
+            opened_until = self._clock.now() + duration
         else:
             stats.failure_count = 0
+        # Published whole: a lock-free reader of the new period sees its end (opened_until).
+        self._permit = Permit(current.generation + 1, new, opened_until, reopens)
         if self.window is not None:
             self.window.clear()  # each period judges the calls made in it
         self._update_lock_free_locked()
         if old is new or (not self.telemetry.enabled and not self._watchers):
             return None
-        return StateChanged(old.value, new.value, reason, self._reopens, duration)
+        return StateChanged(old.value, new.value, reason, reopens, duration)
 
     def _emit(self, change: StateChanged | None) -> None:
         """Report a state change (outside the lock): to telemetry, then to the breaker's watchers."""

@@ -47,10 +47,10 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
     with lock:
         new.stats = stats = old.stats
         new.last_failure_type = old.last_failure_type
-        new._permit = Permit(old._permit.generation + 1, old._permit.state)
-        new._opened_until = old._opened_until
-        new._reopens = old._reopens
-        new._probe_started = old._probe_started
+        period = old._permit  # carried whole but its probes in flight (they end in the old core)
+        new._permit = Permit(
+            period.generation + 1, period.state, period.opened_until, period.reopens, 0, period.probe_started
+        )
         new._watchers = old._watchers
         new._reject_watchers = old._reject_watchers
         if config.store is old.config.store:  # the store keeps feeding the breaker (it reads its core)
@@ -62,5 +62,5 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
         else:
             stats.failure_count = 0  # the new window starts empty
         new._update_lock_free_locked()
-        old._retired = True
+        old._retire_locked()
     return new

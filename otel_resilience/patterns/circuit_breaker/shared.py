@@ -57,7 +57,7 @@ def reconsider(core: _BreakerCore) -> None:
     with core._lock or core._make_lock():
         state = core._permit.state
         shared = core._shared
-        if core._retired or shared is None:
+        if core._permit.retired or shared is None:
             return
         if state is _HALF_OPEN:
             change = core._close_if_probed_locked()
@@ -81,11 +81,11 @@ def adopt(
         Whether the state changed.
     """
     with core._lock or core._make_lock():
-        if core._retired or core._shared is not by:
+        if core._permit.retired or core._shared is not by:
             return False
         current = core._permit.state
         if state is _OPEN and current is _OPEN:
-            core._opened_until = core._clock.now() + (
+            core._permit.opened_until = core._clock.now() + (
                 open_for if open_for is not None else core.settings.timeout
             )
             return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
@@ -131,24 +132,42 @@ class CircuitBreakerStats:
 
 @dataclass(slots=True, eq=False)
 class Permit:
-    """Admission of one call, stamped with the state period (generation) that issued it.
+    """One state period of a breaker: what admits its calls, and what the period holds.
 
     One permit object exists per state period and is shared by every call admitted in it, so
-    admission allocates nothing; permits are told apart by identity. A permit whose generation is
-    no longer current is *stale*: its outcome counts in the lifetime totals only, unless the
-    period's probes were *reclaimed*: then every call it admitted that was still in flight was
-    counted as failed when the breaker re-opened, and its end counts nothing more.
+    admission allocates nothing; permits are told apart by identity. A permit that is no longer
+    its breaker's current one is *stale*: its outcome counts in the lifetime totals only, unless
+    the period's probes were *reclaimed*: then every call it admitted that was still in flight
+    was counted as failed when the breaker re-opened, and its end counts nothing more.
+
+    What only one period needs lives here rather than in every breaker: the first period of
+    every breaker is one shared CLOSED permit, which nothing ever changes (only a HALF_OPEN or
+    OPEN period's fields change, under the breaker's lock).
 
     Attributes:
         generation: The state period that issued the permit (never changes).
-        state: The state it was issued in (``CLOSED`` or ``HALF_OPEN``; never changes).
-        reclaimed: Set, under the breaker's lock, when the HALF_OPEN period's hung probes were
-            counted as failed (``max_half_open_wait``).
+        state: The state it was issued in (never changes).
+        opened_until: When an OPEN period ends, on the breaker's clock (``-inf`` in the other
+            states; ``inf`` when forced open for good). Moved only by a replica's adoption of
+            the shared OPEN state.
+        reopens: The re-opens of the current outage episode (0 on the opening transition;
+            carried to the next periods until the breaker next opens from CLOSED).
+        in_flight: HALF_OPEN: the probes running now.
+        probe_started: HALF_OPEN: when the newest probe started (with ``max_half_open_wait``).
+        reclaimed: HALF_OPEN: set when the period's hung probes were counted as failed
+            (``max_half_open_wait``).
+        retired: The period a retired core (replaced by a reload) keeps: it never moves again,
+            and its calls count in the totals only.
     """
 
     generation: int
     state: CircuitState
+    opened_until: float = -math.inf
+    reopens: int = 0
+    in_flight: int = 0
+    probe_started: float = 0.0
     reclaimed: bool = False
+    retired: bool = False
 
 
 _LOG: Final = logging.getLogger("otel_resilience")
@@ -170,6 +189,7 @@ class Settings:
 
     __slots__ = (
         "break_duration",
+        "config",
         "failure_threshold",
         "half_open_max_calls",
         "ignore",
@@ -187,6 +207,7 @@ class Settings:
     )
 
     def __init__(self, config: CircuitBreakerConfig) -> None:
+        self.config = config  # the first of the equal configurations that share these settings
         self.failure_threshold = config.failure_threshold
         self.success_threshold = config.success_threshold
         self.timeout = config.timeout
@@ -299,7 +320,7 @@ def snapshot(core: _BreakerCore) -> CircuitBreakerStatsDict:
             "total_ignored": stats.total_ignored,
             "total_cancelled": stats.total_cancelled,
             "times_opened": stats.times_opened,
-            "half_open_in_flight": core._in_flight,
+            "half_open_in_flight": core._permit.in_flight,
             "retry_after": core.retry_after(),
             "last_failure_type": core.last_failure_type,
             "failure_rate": rates[0] if rates else None,
