@@ -1,0 +1,59 @@
+"""What a breaker costs to keep: its bytes at default config, and the first period all breakers share."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import tracemalloc
+
+import pytest
+
+from otel_resilience import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError
+from otel_resilience.patterns.circuit_breaker.core import _FIRST_PERMIT
+from otel_resilience.testing import FakeClock
+
+
+def test_a_breaker_at_default_config_keeps_at_most_600_bytes() -> None:
+    count = 2_000
+    names = [f"memory.{i}" for i in range(count)]
+    keep: list[CircuitBreaker | None] = [None] * count
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for i, name in enumerate(names):
+            keep[i] = CircuitBreaker(name)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert used / count <= 600
+
+
+def test_the_first_period_every_breaker_shares_is_never_changed() -> None:
+    before = dataclasses.astuple(_FIRST_PERMIT)
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        "first-period",
+        CircuitBreakerConfig(failure_threshold=2, timeout=1.0, max_half_open_wait=1.0),
+        clock=clock,
+    )
+    assert breaker._core._permit is _FIRST_PERMIT
+    with pytest.raises(ZeroDivisionError):
+        breaker.call_sync(lambda: 1 / 0)
+    assert breaker.call_sync(lambda: "ok") == "ok"
+    for _ in range(2):
+        with pytest.raises(ZeroDivisionError):
+            breaker.call_sync(lambda: 1 / 0)
+    with pytest.raises(CircuitOpenError):
+        breaker.call_sync(lambda: "rejected")
+    clock.advance(1.0)
+    probe = breaker.guard()
+    probe.__enter__()  # a HALF_OPEN probe: its period counts it, not the first one
+    clock.advance(1.0)
+    with pytest.raises(CircuitOpenError):
+        breaker.call_sync(lambda: "reclaims the probe")
+    probe.__exit__(None, None, None)
+    breaker._reconfigure(CircuitBreakerConfig(failure_threshold=3))  # retires the core it had
+    assert dataclasses.astuple(_FIRST_PERMIT) == before
+    assert CircuitBreaker("first-period-2")._core._permit is _FIRST_PERMIT
