@@ -9,7 +9,8 @@
     │   │   └── BulkheadTimeoutError      waited in the queue longer than the bulkhead's timeout
     │   └── RateLimitedError              .name, .retry_after
     ├── OperationTimeoutError(ResilienceError, TimeoutError)   .timeout, .scope, .operation
-    └── RecoveryEscalatedError            raised by ESCALATE, ``from`` the original error
+    ├── RecoveryEscalatedError            raised by ESCALATE, ``from`` the original error
+    └── UnacceptedResultError             .name, .result: a value a fallback's handle_result refused
 
 Structured fields come first; the message is derived from them only when it is shown, so that
 raising a rejection formats no string. ``BaseException`` keeps the constructor's arguments as
@@ -34,6 +35,7 @@ __all__ = [
     "RateLimitedError",
     "RecoveryEscalatedError",
     "ResilienceError",
+    "UnacceptedResultError",
 ]
 
 

@@ -292,7 +292,10 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
     ``options.honour_retry_after`` is set). The hedging's budget becomes an
     :class:`HttpHedgeBudget` (such requests are never hedged either). A config without a retry
     policy or hedging, or already converted, is returned as it is.
-    ``manager.policy(name, http_config(config))`` makes a handle a client integration accepts.
+    ``manager.policy(name, config, adapt=http_config)`` makes a handle a client integration
+    accepts, and keeps the rule through every reload (``manager.reconfigure``, a configuration
+    file); a handle made from ``http_config(config)`` alone loses it at its first reload, and
+    its retries then resend POSTs.
 
     Raises:
         TypeError: ``config`` is not a ResilienceConfig, or ``options`` not HttpOptions.

@@ -41,9 +41,10 @@ Q = TypeVar("Q")
 class HttpPolicy:
     """Runs one client's requests under a policy: the part the client integrations share.
 
-    A config becomes the policy handle ``manager.policy(name, http_config(config))`` (its name,
+    A config becomes the policy handle ``manager.policy(name, config, adapt=...)`` (its name,
     or ``"http"``; made here when a manager is given, else on the first request, in the
-    process-wide manager of then), whose
+    process-wide manager of then), whose ``adapt`` applies :func:`http_config` to the config
+    and to every config a reload gives it, and whose
     ``for_key(host)`` runs each request when :attr:`HttpOptions.per_host` is set: a breaker,
     bulkhead and rate limiter per host, at most :attr:`HttpOptions.max_hosts` idle hosts kept,
     the host as the execution span's ``resilience.key``. What every request reads is prepared
@@ -51,7 +52,8 @@ class HttpPolicy:
 
     Args:
         policy: A :class:`~otel_resilience.ResilienceConfig`, or a policy handle whose retry
-            policy (if any) carries the HTTP rule (made from :func:`http_config`).
+            policy (if any) carries the HTTP rule (made with ``manager.policy(name, config,
+            adapt=http_config)``, which keeps the rule through reloads).
         options: How requests are judged (default :class:`HttpOptions`).
         manager: The manager a config's handle lives in (default: the process-wide one).
         transport_errors: The client's errors that are transport failures (retried).
@@ -291,7 +293,7 @@ class HttpIntegration:
 
     Args:
         policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle made with
-            :func:`http_config`).
+            ``manager.policy(name, config, adapt=http_config)``).
         options: How requests are judged (:class:`HttpOptions`).
         manager: The manager keeping breakers and bulkheads (default: the process-wide one).
         **client_options: Passed on to the client's own base class (``HTTPAdapter``'s
@@ -374,6 +376,7 @@ def _check_handle(handle: PolicyHandleLike) -> None:
     if lacking is not None:
         msg = (
             f"HttpPolicy.policy: the handle's {lacking} POSTs and streamed bodies): create it "
-            "with manager.policy(name, http_config(config))"
+            "with manager.policy(name, config, adapt=http_config), which also gives the rule to "
+            "every config a reload brings"
         )
         raise ValueError(msg)

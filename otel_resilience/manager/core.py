@@ -395,8 +395,11 @@ class ResilienceManager(NamedPolicies):
             TypeError: If ``fn`` is not callable or ``config`` is not a ResilienceConfig.
             Exception: The original error when nothing could recover it; a
                 :class:`~otel_resilience.errors.CircuitOpenError`,
-                :class:`~otel_resilience.errors.BulkheadFullError` or
-                :class:`~otel_resilience.errors.OperationTimeoutError` when a pattern refused.
+                :class:`~otel_resilience.errors.BulkheadFullError`,
+                :class:`~otel_resilience.errors.RateLimitedError` or
+                :class:`~otel_resilience.errors.OperationTimeoutError` when a pattern refused;
+                :class:`~otel_resilience.errors.RecoveryEscalatedError` when an ESCALATE
+                recovery rule covered the error.
         """
         if not callable(fn):
             raise fail("ResilienceManager.execute_with_resilience", "fn", "callable", fn, kind=TypeError)
@@ -419,7 +422,8 @@ class ResilienceManager(NamedPolicies):
         :func:`otel_resilience.current_deadline` for the callee to honour.
 
         Raises:
-            TypeError: If ``fn`` is not callable or ``config`` is not a ResilienceConfig.
+            TypeError: If ``fn`` is not callable, ``config`` is not a ResilienceConfig, or
+                ``config`` hedges (hedging is async only).
             Exception: As :meth:`execute_with_resilience`.
         """
         if not callable(fn):

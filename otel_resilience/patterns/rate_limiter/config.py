@@ -49,6 +49,9 @@ class RateLimiterConfig:
         algorithm: See the attribute.
         max_wait: See the attribute; a ``datetime.timedelta`` is accepted and stored as seconds.
         max_waiting: See the attribute.
+        store: See the attribute.
+        store_fallback: See the attribute.
+        expected_replicas: See the attribute.
 
     Raises:
         TypeError: If a field has the wrong type (the message names ``RateLimiterConfig.<field>``).

@@ -1,0 +1,37 @@
+"""The handle the integrations tell a user to build keeps the HTTP retry rule through reloads."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience.integrations.http import http_config
+from otel_resilience.integrations.httpx import ResilientTransport
+
+RETRY = RetryPolicy(max_attempts=3, initial_delay=0.0)
+
+
+def test_the_refusal_advises_a_handle_that_survives_a_reload() -> None:
+    """Built as the refusal says, a handle reloaded with a plain config still sends a POST once."""
+    manager = ResilienceManager()
+    plain = manager.policy("orders-plain", ResilienceConfig(retry_policy=RETRY))
+    with pytest.raises(ValueError, match=re.escape("adapt=http_config")):
+        ResilientTransport(plain, manager=manager)
+
+    sends: list[str] = []
+
+    def downstream(request: httpx.Request) -> httpx.Response:
+        sends.append(request.method)
+        return httpx.Response(503)
+
+    handle = manager.policy("orders", ResilienceConfig(retry_policy=RETRY), adapt=http_config)
+    transport = ResilientTransport(handle, httpx.MockTransport(downstream), manager=manager)
+    manager.reconfigure("orders", ResilienceConfig(retry_policy=RETRY))  # as a config file reload does
+    with httpx.Client(transport=transport) as client:
+        assert client.post("https://orders.internal/orders", json={}).status_code == 503
+        assert sends == ["POST"]
+        assert client.get("https://orders.internal/orders/1").status_code == 503
+    assert sends == ["POST", "GET", "GET", "GET"]

@@ -1,0 +1,104 @@
+"""What the README, docs/operations.md and the public docstrings say matches the code they describe."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import otel_resilience
+from otel_resilience.integrations import aiohttp, fastapi, http, httpx, requests
+from otel_resilience.manager import STAGES
+from otel_resilience.ops.alert_rules import RuleOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+
+# The README's name of each stage in its nesting diagram.
+DIAGRAM_NAMES = {
+    "Fallback": "fallback",
+    "RateLimiter": "rate_limiter",
+    "Timeout(total": "total_timeout",
+    "Recovery": "recovery",
+    "Retry": "retry",
+    "Hedging": "hedging",
+    "CircuitBreaker": "circuit_breaker",
+    "Bulkhead": "bulkhead",
+    "Timeout(attempt": "attempt_timeout",
+    "Chaos": "chaos",
+}
+
+
+def test_readme_nesting_diagram_is_the_stage_table() -> None:
+    """The README's diagram of the manager's order names every stage of STAGES, in its order."""
+    line = next(line for line in README.splitlines() if line.startswith("Fallback ⊃"))
+    parts = [part.strip() for part in line.split("⊃")]
+    assert parts[-1] == "fn"
+    names = [DIAGRAM_NAMES[part.split(" ")[0].split("=")[0].strip()] for part in parts[:-1]]
+    assert names == [stage.name for stage in STAGES]
+
+
+def test_readme_names_every_stage_an_extra_strategy_may_be_placed_at() -> None:
+    """The README lists every stage name ExtraStrategy accepts, and the range of the ranks."""
+    found = re.search(
+        r"a stage by name \(([^)]*)\), or at a\s+`rank=` \(the stages' ranks are (\d+) to (\d+)", README
+    )
+    assert found is not None
+    listed = re.findall(r'"(\w+)"', found.group(1))
+    assert listed == [stage.name for stage in STAGES]
+    ranks = [stage.rank for stage in STAGES]
+    assert (int(found.group(2)), int(found.group(3))) == (min(ranks), max(ranks))
+
+
+def test_operations_lists_every_rule_option() -> None:
+    """docs/operations.md lists every field `otel-resilience export alerts --set` accepts."""
+    row = next(line for line in OPERATIONS.splitlines() if line.startswith("| `--set FIELD=VALUE`"))
+    listed = re.findall(r"`(\w+)`", row.split("|")[2].split("RuleOptions`:")[1])
+    assert sorted(listed) == sorted(field.name for field in dataclasses.fields(RuleOptions))
+
+
+def _public() -> list[tuple[str, Any]]:
+    """Every public name of the package and of its HTTP integrations, with its methods."""
+    found: list[tuple[str, Any]] = []
+    modules: list[tuple[str, Any]] = [("otel_resilience", otel_resilience)]
+    modules += [(module.__name__, module) for module in (http, httpx, requests, aiohttp, fastapi)]
+    for module_name, module in modules:
+        for name in module.__all__:
+            obj = getattr(module, name)
+            found.append((f"{module_name}.{name}", obj))
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    function = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+                    if inspect.isfunction(function) and not attr.startswith("_"):
+                        found.append((f"{module_name}.{name}.{attr}", function))
+    return found
+
+
+def _documented_args(doc: str | None) -> list[str] | None:
+    """The names an ``Args:`` section documents (``None`` when there is none)."""
+    section = re.search(r"\n(\s*)Args:\n(.*?)(?:\n\s*\n|\Z)", doc or "", flags=re.DOTALL)
+    if section is None:
+        return None
+    lines = [line for line in section.group(2).split("\n") if line.strip()]
+    indent = min(len(line) - len(line.lstrip()) for line in lines)
+    names = []
+    for line in lines:
+        entry = re.match(r"\s*\**(\w+)[^:]*:", line)
+        if entry is not None and len(line) - len(line.lstrip()) == indent:
+            names.append(entry.group(1))
+    return names
+
+
+@pytest.mark.parametrize(("name", "obj"), _public(), ids=[name for name, _ in _public()])
+def test_public_docstring_args_are_the_parameters(name: str, obj: Any) -> None:
+    """A public name's ``Args:`` section documents exactly the parameters it takes."""
+    documented = _documented_args(obj.__doc__)
+    if documented is None:
+        return
+    parameters = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
+    assert sorted(documented) == sorted(parameters), name
