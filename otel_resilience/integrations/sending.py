@@ -120,6 +120,7 @@ class HttpPolicy:
                 self.handle()
         else:
             _check_handle(policy)
+            _keep_rule(policy, options)
             self._steady = policy
 
     @property
@@ -355,6 +356,19 @@ async def aclose_dropped(sent: Sent, kept: object) -> None:
 def _key(host: str, port: int | None) -> str:
     """The key of a host: ``host``, or ``host:port`` when the port is not the scheme's default."""
     return host if port is None else f"{host}:{port}"
+
+
+def _keep_rule(handle: PolicyHandleLike, options: HttpOptions) -> None:
+    """Have every later reload of ``handle`` keep the HTTP rule, as its current config does.
+
+    A handle made with ``manager.policy(name, http_config(config))`` (no ``adapt``) would lose
+    the rule at its first reload, and its retries would then resend POSTs. A manager's handle
+    takes :func:`http_config` as one more ``adapt`` (one for all the clients it serves; the rule
+    is applied once: :func:`http_config` leaves a converted config as it is).
+    """
+    adapt_also = getattr(handle, "_adapt_also", None)
+    if adapt_also is not None:
+        adapt_also("http", lambda config: http_config(config, options))
 
 
 def _check_handle(handle: PolicyHandleLike) -> None:

@@ -97,6 +97,23 @@ Adapt = Callable[[ResilienceConfig], ResilienceConfig]
 """What a policy does to every config it takes, at creation and on each reload (``adapt=``)."""
 
 
+class _Adapts:
+    """A policy's ``adapt``, then the ones its users added (:meth:`PolicyHandle._adapt_also`)."""
+
+    __slots__ = ("added", "own")
+
+    def __init__(self, own: Adapt | None, added: dict[str, Adapt]) -> None:
+        self.own = own
+        self.added = added
+
+    def __call__(self, config: ResilienceConfig) -> ResilienceConfig:
+        if self.own is not None:
+            config = self.own(config)
+        for adapt in self.added.values():
+            config = adapt(config)
+        return config
+
+
 class _Runs(ABC):
     """The calls a :class:`PolicyHandle` and a :class:`KeyedPolicyView` share.
 
@@ -323,6 +340,18 @@ class PolicyHandle(_Runs):
         owner of the policy adds to every config (an HTTP client's retry rule) is never lost.
         """
         return config if self._adapt is None else self._adapt(config)
+
+    def _adapt_also(self, user: str, adapt: Adapt) -> None:
+        """Apply ``adapt`` too, after the policy's own, to every config a reload gives the policy.
+
+        For a user of the policy whose rule its configs must keep (an HTTP client's, which a
+        policy made without ``adapt=http_config`` would lose at its first reload): one per
+        ``user``, the last given, so that many clients of one policy add one each kind.
+        """
+        with self._lock:
+            current = self._adapt
+            own, added = (current.own, current.added) if isinstance(current, _Adapts) else (current, {})
+            self._adapt = _Adapts(own, {**added, user: adapt})
 
     def _commit(self, config: ResilienceConfig) -> int:
         """Make ``config`` (checked by :meth:`_prepare`) the policy's; return its generation.

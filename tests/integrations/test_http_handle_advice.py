@@ -35,3 +35,27 @@ def test_the_refusal_advises_a_handle_that_survives_a_reload() -> None:
         assert sends == ["POST"]
         assert client.get("https://orders.internal/orders/1").status_code == 503
     assert sends == ["POST", "GET", "GET", "GET"]
+
+
+def test_a_handle_made_without_adapt_keeps_the_rule_once_a_client_serves_it() -> None:
+    """A handle made from http_config(config) alone keeps the rule through a reload once a client took it."""
+    manager = ResilienceManager()
+    sends: list[str] = []
+
+    def downstream(request: httpx.Request) -> httpx.Response:
+        sends.append(request.method)
+        return httpx.Response(503)
+
+    handle = manager.policy("orders-bare", http_config(ResilienceConfig(retry_policy=RETRY)))
+    transports = [
+        ResilientTransport(handle, httpx.MockTransport(downstream), manager=manager) for _ in range(3)
+    ]
+    assert len(handle._adapt.added) == 1  # type: ignore[union-attr]  # one rule for all the clients
+    manager.reconfigure(
+        "orders-bare", ResilienceConfig(retry_policy=RETRY)
+    )  # a plain config, as a file gives
+    with httpx.Client(transport=transports[0]) as client:
+        assert client.post("https://orders.internal/orders", json={}).status_code == 503
+        assert sends == ["POST"]  # sent once: the reloaded config kept the HTTP rule
+        assert client.get("https://orders.internal/orders/1").status_code == 503
+    assert sends == ["POST", "GET", "GET", "GET"]
