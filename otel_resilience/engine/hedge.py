@@ -307,7 +307,11 @@ class _Race:
         for task in done:
             tasks.discard(task)
             if not task.cancelled() and (raised := task.exception()) is not None:
-                raise raised
+                del done, task  # the tasks hold their errors, whose tracebacks hold this frame
+                try:
+                    raise raised
+                finally:
+                    del raised  # nor the error itself (a cycle)
         return len(done)
 
     def verdict(self) -> _Attempt | None:
@@ -395,4 +399,7 @@ async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
             task.exception()
     tasks.clear()
     if interrupted is not None:
-        raise interrupted
+        try:
+            raise interrupted
+        finally:
+            del interrupted  # its traceback holds this frame: not bound here (a cycle)

@@ -290,7 +290,11 @@ class Step:
                 if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
                     raise
                 if type(action) is Call:
-                    action = await self._resolve(ctx, token, action)
+                    try:
+                        action = await self._resolve(ctx, token, action)
+                    except BaseException:
+                        action = None  # see _resolve: this frame is in the traceback
+                        raise
                 if type(action) is Answer:
                     return action.value
                 continue
@@ -307,7 +311,11 @@ class Step:
             ):
                 return result
             if type(action) is Call:
-                action = await self._resolve(ctx, token, action)
+                try:
+                    action = await self._resolve(ctx, token, action)
+                except BaseException:
+                    action = None  # see _resolve: this frame is in the traceback
+                    raise
             if type(action) is Answer:
                 return action.value
 
@@ -355,21 +363,31 @@ class Step:
             return _Acted(action)
 
     async def _resolve(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
-        """Perform :class:`Call` actions until the step decides an :class:`Answer` or a :class:`Retry`."""
-        while type(action) is Call:
-            call = action
-            try:
-                value = call.fn(*call.args, **call.kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            except Exception as error:  # noqa: BLE001 - the step's continuation judges it
-                action = call.then(ctx, call.state, None, error)
-            except BaseException:
-                if self._cancels:
-                    self.on_cancel(ctx, token, running=False)
-                raise
-            else:
-                action = call.then(ctx, call.state, value, None)
+        """Perform :class:`Call` actions until the step decides an :class:`Answer` or a :class:`Retry`.
+
+        What escapes (a continuation's error, a cancellation) has a traceback that holds this
+        frame and the caller's: neither keeps the calls, whose state and arguments often hold the
+        failure being handled (a reference cycle through every frame of the failure otherwise).
+        """
+        call: Call | None = None
+        try:
+            while type(action) is Call:
+                call = action
+                try:
+                    value = call.fn(*call.args, **call.kwargs)
+                    if inspect.isawaitable(value):
+                        value = await value
+                except Exception as error:  # noqa: BLE001 - the step's continuation judges it
+                    action = call.then(ctx, call.state, None, error)
+                except BaseException:
+                    if self._cancels:
+                        self.on_cancel(ctx, token, running=False)
+                    raise
+                else:
+                    action = call.then(ctx, call.state, value, None)
+        except BaseException:
+            call = action = value = None
+            raise
         return action
 
     # -- the sync driver --------------------------------------------------------------------------
@@ -405,7 +423,11 @@ class Step:
                 if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
                     raise
                 if type(action) is Call:
-                    action = self._resolve_sync(ctx, token, action)
+                    try:
+                        action = self._resolve_sync(ctx, token, action)
+                    except BaseException:
+                        action = None  # see _resolve_sync: this frame is in the traceback
+                        raise
                 if type(action) is Answer:
                     return action.value
                 continue
@@ -422,7 +444,11 @@ class Step:
             ):
                 return result
             if type(action) is Call:
-                action = self._resolve_sync(ctx, token, action)
+                try:
+                    action = self._resolve_sync(ctx, token, action)
+                except BaseException:
+                    action = None  # see _resolve_sync: this frame is in the traceback
+                    raise
             if type(action) is Answer:
                 return action.value
 
@@ -459,26 +485,39 @@ class Step:
                 return result
             if not withdraw_deadline(cell, previous, deadline, clock, None):
                 return result
-        # Our own deadline passed: what the chain returned (or its engine wait's error) is dropped.
+        # Our own deadline passed: what the chain returned (or its engine wait's error) is dropped,
+        # and not kept by this frame, which the timeout's traceback holds.
+        result = None
         error = OperationTimeoutError(ctx.operation, seconds, self.scope)
         if not self._expires or (action := self.on_expired(ctx, token, error)) is None:
-            raise error from None
+            try:
+                raise error from None
+            finally:
+                del error  # its traceback holds this frame: not bound here (a cycle)
         return _Acted(action)
 
     def _resolve_sync(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
-        """Perform :class:`Call` actions in this thread (an awaitable is refused as the call's error)."""
-        while type(action) is Call:
-            call = action
-            try:
-                value = refuse_awaitable(call.what, call.fn(*call.args, **call.kwargs))
-            except Exception as error:  # noqa: BLE001 - the step's continuation judges it
-                action = call.then(ctx, call.state, None, error)
-            except BaseException:
-                if self._cancels:
-                    self.on_cancel(ctx, token, running=False)
-                raise
-            else:
-                action = call.then(ctx, call.state, value, None)
+        """Perform :class:`Call` actions in this thread (an awaitable is refused as the call's error).
+
+        What escapes drops the calls, as in :meth:`_resolve`.
+        """
+        call: Call | None = None
+        try:
+            while type(action) is Call:
+                call = action
+                try:
+                    value = refuse_awaitable(call.what, call.fn(*call.args, **call.kwargs))
+                except Exception as error:  # noqa: BLE001 - the step's continuation judges it
+                    action = call.then(ctx, call.state, None, error)
+                except BaseException:
+                    if self._cancels:
+                        self.on_cancel(ctx, token, running=False)
+                    raise
+                else:
+                    action = call.then(ctx, call.state, value, None)
+        except BaseException:
+            call = action = value = None
+            raise
         return action
 
 

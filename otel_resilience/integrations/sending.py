@@ -285,7 +285,10 @@ class HttpPolicy:
         :attr:`HttpOptions.raise_on_failure` asks for the error.
         """
         if self._raises:
-            raise failed
+            try:
+                raise failed
+            finally:
+                del failed  # its traceback holds this frame: not bound here (a cycle)
         return failed.response if failed.replay is None else failed.replay()
 
 

@@ -266,7 +266,10 @@ class NamedPolicies:
         if handle is None:
             missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
             report_failure(str(name), missing, 0)
-            raise missing
+            try:
+                raise missing
+            finally:
+                del missing  # its traceback holds this frame: not bound here (a cycle)
         try:
             config = source() if callable(source) and not isinstance(source, ResilienceConfig) else source
             return handle, handle._prepare(config)

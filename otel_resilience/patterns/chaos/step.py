@@ -71,7 +71,10 @@ class _ChaosStep(Link[ChaosConfig]):
             error = rules.fault()
             if error is not None:
                 self._report(FAULT, error)
-                raise error
+                try:
+                    raise error
+                finally:
+                    del error  # its traceback holds this frame: not bound here (a cycle)
         elif replaced == OUTCOME:
             made, value = rules.outcome()
             if made:

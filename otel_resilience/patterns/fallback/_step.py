@@ -315,7 +315,10 @@ class FallbackStep(Link[FallbackConfig]):
         """Judge ``fallback_function``: its value answers, its own error is raised in place of ``error``."""
         if failure is not None:
             self._core.failed(self._telemetry, error)
-            raise failure
+            try:
+                raise failure
+            finally:
+                del error, failure  # the traceback holds this frame: it keeps neither (a cycle)
         return self._answer(ctx, error, value)
 
     def _cached(
@@ -329,7 +332,10 @@ class FallbackStep(Link[FallbackConfig]):
             return Call(core.cache_failed, ("get", failure), {}, self._missed, state=error)
         cached = core.cache_read(value)
         if cached is MISSING:
-            return self._missed(ctx, error)
+            try:
+                return self._missed(ctx, error)
+            finally:
+                del error  # raised through this frame, whose traceback must not hold it (a cycle)
         return self._answer(ctx, error, cached)
 
     def _missed(self, _ctx: ExecutionContext, error: Exception, *_: object) -> Answer:
@@ -340,7 +346,10 @@ class FallbackStep(Link[FallbackConfig]):
         self._core.failed(self._telemetry, error)
         if type(error) is UnacceptedResultError:
             return Answer(error.result)
-        raise error
+        try:
+            raise error
+        finally:
+            del error  # its traceback holds this frame: not bound here (a cycle)
 
     def _attempt(self, ctx: ExecutionContext, index: int, errors: list[Exception]) -> Call:
         """Call ``MULTIPLE_ATTEMPTS`` function ``index``; raise the group when none is left.

@@ -48,14 +48,19 @@ _LOG: Final = logging.getLogger("otel_resilience")
 
 
 class Rerun:
-    """The token of a RETRY/RESTART recovery's re-runs: its rule, the failure it recovers, re-runs left."""
+    """The token of a RETRY/RESTART recovery's re-runs: its rule, the failure it recovers, re-runs left.
 
-    __slots__ = ("action", "covered", "error", "left")
+    It keeps the failure's type name (what telemetry reports), not the failure: the token lives in
+    the frames of the re-runs, which the tracebacks of the re-runs' errors hold, and a token
+    holding the failure (its traceback, its frames) would make a reference cycle of them all.
+    """
+
+    __slots__ = ("action", "covered", "error_type", "left")
 
     def __init__(self, covered: type, action: RecoveryAction, error: Exception) -> None:
         self.covered = covered
         self.action = action
-        self.error = error
+        self.error_type = type_name(error)
         self.left = action.max_attempts
 
 
@@ -76,7 +81,7 @@ class RecoveryStep(Link[RecoveryConfig]):
 
     def on_success(self, ctx: ExecutionContext, token: Rerun, result: Any) -> Action:  # noqa: ARG002
         """A re-run returned: the recovery succeeded (a first run's success is not judged)."""
-        self._settle(token.action.strategy, token.error, success=True)
+        self._settle(token.action.strategy, token.error_type, success=True)
         ctx.outcome = Outcome.RECOVERED
         return None
 
@@ -118,7 +123,7 @@ class RecoveryStep(Link[RecoveryConfig]):
 
     def _give_up(self, rerun: Rerun) -> Action:
         """End a RETRY/RESTART recovery as failed: the last error passes through unchanged."""
-        self._settle(rerun.action.strategy, rerun.error, success=False)
+        self._settle(rerun.action.strategy, rerun.error_type, success=False)
         return None
 
     def _may_rerun(self, delay: float) -> bool:
@@ -130,13 +135,16 @@ class RecoveryStep(Link[RecoveryConfig]):
     ) -> Action:
         """Judge what ``fallback_function`` returned or raised (its error is raised)."""
         if failure is not None:
-            self._settle(RecoveryStrategy.FALLBACK, error, success=False)
-            raise failure
+            self._settle(RecoveryStrategy.FALLBACK, type_name(error), success=False)
+            try:
+                raise failure
+            finally:
+                del error, failure  # the traceback holds this frame: it keeps neither (a cycle)
         return self._fell_back(ctx, error, value)
 
     def _fell_back(self, ctx: ExecutionContext, error: Exception, value: Any) -> Answer:
         """Answer ``value`` for a FALLBACK recovery of ``error``."""
-        self._settle(RecoveryStrategy.FALLBACK, error, success=True)
+        self._settle(RecoveryStrategy.FALLBACK, type_name(error), success=True)
         ctx.outcome = Outcome.FALLBACK
         return Answer(value)
 
@@ -165,15 +173,16 @@ class RecoveryStep(Link[RecoveryConfig]):
             _LOG.warning(
                 "recovery %r found no circuit breaker %r to isolate", self.name, name or isolation.breaker
             )
-        self._settle(RecoveryStrategy.ISOLATE, error, success=success)
+        self._settle(RecoveryStrategy.ISOLATE, type_name(error), success=success)
 
     def _escalate(self, error: Exception, operation: str) -> RecoveryEscalatedError:
         """Count an escalation and return the error to raise ``from`` the original."""
-        self._settle(RecoveryStrategy.ESCALATE, error, success=False)
-        return RecoveryEscalatedError(type_name(error), operation)
+        error_type = type_name(error)
+        self._settle(RecoveryStrategy.ESCALATE, error_type, success=False)
+        return RecoveryEscalatedError(error_type, operation)
 
-    def _settle(self, strategy: RecoveryStrategy, error: Exception, *, success: bool) -> None:
-        """Count one ended attempt and report it."""
+    def _settle(self, strategy: RecoveryStrategy, error_type: str, *, success: bool) -> None:
+        """Count one ended attempt (of a failure whose type is named ``error_type``) and report it."""
         system = self._system
         with system._lock:
             system.stats.count(strategy, success)
@@ -181,7 +190,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         if telemetry.enabled:
             telemetry.report(
                 Event.RECOVERY_ATTEMPTED,
-                RecoveryAttempted(strategy.value, "success" if success else "failure", type_name(error)),
+                RecoveryAttempted(strategy.value, "success" if success else "failure", error_type),
             )
 
     def _what(self, field_name: str) -> str:
@@ -214,7 +223,10 @@ class CaughtErrorStep(RecoveryStep):
         error = self._error
         if error is not None:
             self._error = None
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # its traceback holds this frame: not bound here (a cycle)
         operation = self._operation
         if operation is None:  # refused by _start before any re-run
             raise AssertionError("unreachable")

@@ -220,7 +220,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             BaseException: ``error`` itself when no rule covers it, it is a rejection, ISOLATE
                 acted, or it is a cancellation; the last re-run error when RETRY/RESTART ran out.
         """
-        step, ctx = self._caught(error, context, sync=False)
+        try:
+            step, ctx = self._caught(error, context, sync=False)
+        finally:
+            del error  # raised again through this frame when not recovered: not bound here (a cycle)
         try:
             return await step.execute(ctx)
         except WrongDriver as signal:  # a sync operation given to the async API
@@ -246,7 +249,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             RecoveryEscalatedError: An ESCALATE rule covered the error (``from`` it).
             BaseException: As :meth:`recover_from_error`.
         """
-        step, ctx = self._caught(error, context, sync=True)
+        try:
+            step, ctx = self._caught(error, context, sync=True)
+        finally:
+            del error  # raised again through this frame when not recovered: not bound here (a cycle)
         try:
             return step.execute_sync(ctx)
         except WrongDriver as signal:  # an async operation given to the sync API
@@ -264,7 +270,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             raise fail("ErrorRecoverySystem", "error", "an exception", error, kind=TypeError)
         rc = as_context(context)
         if not isinstance(error, Exception):
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # its traceback holds this frame: not bound here (a cycle)
         step = CaughtErrorStep(self, Isolation(rc.breaker, any_breaker), error, rc.operation)
         operation = rc.operation_name or callable_name(rc.operation)
         return step, ExecutionContext(step.replay, rc.args, rc.kwargs, operation, sync=sync)

@@ -371,7 +371,10 @@ class _Attempts:
 def _after_on_retry(ctx: ExecutionContext, retry: RunAgain, value: object, error: Exception | None) -> Action:  # noqa: ARG001
     """Continue after ``on_retry``: the scheduled retry, or the hook's error, which ends the execution."""
     if error is not None:
-        raise error
+        try:
+            raise error
+        finally:
+            del error  # its traceback holds this frame: not bound here (a cycle)
     return retry
 
 
