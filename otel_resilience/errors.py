@@ -228,6 +228,7 @@ class RecoveryEscalatedError(ResilienceError):
     __slots__ = ("error_type", "operation")
 
     def __init__(self, error_type: str, operation: str | None = None) -> None:
+        super().__init__(error_type, operation)  # every field in ``args``: pickled and copied whole
         self.error_type = error_type
         self.operation = operation
 
@@ -251,6 +252,7 @@ class UnacceptedResultError(ResilienceError):
     __slots__ = ("name", "result")
 
     def __init__(self, name: str, result: object) -> None:
+        super().__init__(name, result)  # every field in ``args``: pickled and copied whole
         self.name = name
         self.result = result
 

@@ -51,6 +51,9 @@ class SystemClock:
     def __repr__(self) -> str:
         return "SYSTEM_CLOCK"
 
+    def __reduce__(self) -> str:
+        return "SYSTEM_CLOCK"  # pickled and copied as the one process-wide clock
+
 
 SYSTEM_CLOCK: Final[Clock] = SystemClock()
 """The process-wide real clock, used whenever no clock is injected."""

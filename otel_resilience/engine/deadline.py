@@ -328,7 +328,13 @@ class AsyncDeadline(TimerEntry):
             return
         timer.cancel(self)
         self._timer = None
-        _DEADLINE.reset(self._token)
+        try:
+            _DEADLINE.reset(self._token)
+        except ValueError:
+            # A coroutine closed outside its task's context: a task that never ran again, freed
+            # once its loop was closed. Nothing reads that context any more.
+            if exc_type is not GeneratorExit:
+                raise
         task = self._task
         self._task = None
         if self.expired:

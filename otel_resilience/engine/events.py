@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
 from otel_resilience.engine import event_args
 from otel_resilience.engine.event_args import *  # noqa: F403 - the event arguments belong to this seam
 from otel_resilience.engine.event_args import EventArgs
+from otel_resilience.engine.forking import fork_safe
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
     "HUB",
@@ -223,7 +224,7 @@ class TelemetryHub:
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._registered: tuple[TelemetryListener, ...] = ()
         self._dormant: tuple[object, ...] = ()
         self._asleep_while: dict[int, Callable[[], bool]] = {}

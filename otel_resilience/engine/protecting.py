@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.calling import async_generator_refused, generator_refused
+from otel_resilience.engine.forking import fork_safe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["check_protectable", "protect_with", "standalone"]
 
 
-_STANDALONE_LOCK: Final = threading.Lock()
+_STANDALONE_LOCK: Final = fork_safe(threading.Lock())
 
 
 def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> Pipeline:

@@ -22,6 +22,8 @@ from _weakref import _remove_dead_weakref  # type: ignore[attr-defined] # WeakVa
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
+from otel_resilience.engine.forking import fork_safe
+
 __all__ = [
     "BREAKERS",
     "BUDGETED_RETRIES",
@@ -100,7 +102,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, *, warn_namesakes: bool = False) -> None:
         self.kind = kind
         self.warn_namesakes = warn_namesakes
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._by_name: dict[str, _Entry] = {}
         self._others: set[_Entry] = set()
         self._on_added: tuple[Callable[[T], None], ...] = ()  # replaced, never changed in place

@@ -130,7 +130,7 @@ class BoundedStore(Generic[K, V]):
         self._is_idle = is_idle
         self._on_evict = on_evict
         self._on_revive = on_revive
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # taken by calls only: see engine.forking
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._leaving: dict[int, V] = {}  # by id: evicted, their on_evict not returned yet
         self._evicted = 0

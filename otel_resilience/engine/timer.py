@@ -188,7 +188,12 @@ _TIMERS: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], LoopTimer]] = {
 """Each loop's timer, keyed by the loop's ``id`` beside a weak reference to the loop, whose death
 callback removes the entry: CPython runs it while the loop is freed, before its ``id`` can be
 reused, so a key always names the live loop it was made for. Keying by ``id`` spares a look-up
-the weak reference it would otherwise make on every call."""
+the weak reference it would otherwise make on every call.
+
+A loop closed while entries were pending (its tasks never resumed: ``loop.close()`` without
+cancelling them) would never be freed: its timer holds the entries, which hold their tasks and
+so the loop. Such a timer is dropped when the next loop makes its timer (:func:`_drop_closed`),
+so that the closed loop, its timer and its tasks become garbage."""
 
 
 def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
@@ -196,5 +201,19 @@ def loop_timer(loop: asyncio.AbstractEventLoop) -> LoopTimer:
     key = id(loop)
     found = _TIMERS.get(key)
     if found is None:
+        _drop_closed()
         found = _TIMERS.setdefault(key, (weakref.ref(loop, lambda _: _TIMERS.pop(key, None)), LoopTimer()))
     return found[1]
+
+
+def _drop_closed() -> None:
+    """Forget the timers of closed loops (once per new loop's timer: a few entries to look at).
+
+    A closed loop runs nothing again, so its timer has nothing left to fire (an entry that ends
+    later, as its task is freed, cancels itself in the timer it holds). The key stays unused while
+    the closed loop lives, so its death callback, if it still runs, removes nothing else.
+    """
+    for key, (ref, _) in list(_TIMERS.items()):
+        loop = ref()
+        if loop is not None and loop.is_closed():
+            _TIMERS.pop(key, None)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineStats
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore
@@ -181,7 +182,7 @@ class ResilienceManager(NamedPolicies):
         self.recovery_system = recovery_system or ErrorRecoverySystem("recovery", clock=clock)
         self.alert_system = alert_system or default_alert_system()
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._max_pipelines = max_pipelines
         self._by_id: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
         self._policies: BoundedStore[tuple[str, object], _Policy] = BoundedStore(
@@ -204,7 +205,7 @@ class ResilienceManager(NamedPolicies):
         self._retired = dict.fromkeys(EXECUTION_KEYS, 0)
         self._recovery_warned = False
         self._handles: dict[str, PolicyHandle] = {}
-        self._handles_lock = threading.Lock()
+        self._handles_lock = fork_safe(threading.Lock())
 
     # ------------------------------------------------------------------ shared instances
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.protecting import check_protectable
 from otel_resilience.engine.validation import fail
@@ -20,7 +21,7 @@ __all__ = ["get_resilience_manager", "resilient"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_DEFAULT_LOCK: Final = threading.Lock()
+_DEFAULT_LOCK: Final = fork_safe(threading.Lock())
 _DEFAULT: list[ResilienceManager] = []
 
 

@@ -199,7 +199,7 @@ class PolicyHandle(_Runs):
         self._adapt = adapt
         self.key_attribute_limit = check_int(_OWNER, "key_attribute_limit", key_attribute_limit, minimum=0)
         self._spec = spec
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # taken by calls only: see engine.forking
         self._keys: BoundedStore[Hashable, KeyState] = BoundedStore(
             _OWNER,
             "max_keys",

@@ -12,6 +12,11 @@ read or parsed, or whose policies are refused, changes nothing: the last good co
 and the failure is reported as a refused reload of every policy the last good file named (a
 warning log, the ``resilience.policy.reload_failed`` span event and ``resilience.reload`` with
 ``outcome=failed``), as Polly reports ``ReloadFailed``.
+
+A process forked from one that watches (the workers of a pre-fork server such as gunicorn with
+``--preload``, a ``multiprocessing`` pool with the ``fork`` method) watches too: threads do not
+survive ``os.fork()``, so each running watch starts a thread of its own in the child, and every
+process keeps its policies in step with the file.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -86,7 +92,8 @@ class ConfigWatch:
 
     Made by ``manager.watch(path)``, which applies the file once before returning (a file that
     fails then raises, so a service does not start on a broken configuration). Stop it with
-    :meth:`stop`, or use it as a context manager.
+    :meth:`stop`, or use it as a context manager. A forked child of the process watches on with
+    a thread of its own (see the module doc) until it stops its copy.
 
     Attributes:
         path: The file watched.
@@ -116,10 +123,19 @@ class ConfigWatch:
         apply_file(manager, self._last, customize)
         self.applied = 1
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"otel-resilience watch {self.path}", daemon=True
-        )
-        self._thread.start()
+        self._thread = self._start()
+        _RUNNING.add(self)
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name=f"otel-resilience watch {self.path}", daemon=True)
+        thread.start()
+        return thread
+
+    def _restart_in_child(self) -> None:
+        """Start the watch's thread again in a forked child (the parent's did not come along)."""
+        if not self._stop.is_set():
+            self._stop = threading.Event()  # its lock may have been held by a thread of the parent
+            self._thread = self._start()
 
     def _look(self) -> tuple[int, int] | None:
         """The file's size and modification time (``None`` when it cannot be read now)."""
@@ -143,11 +159,13 @@ class ConfigWatch:
         stamp = self._look()
         if stamp == self._stamp:
             return False
-        self._stamp = stamp
+        # The new stamp is kept once the file was applied or refused, not before: a child forked
+        # in between (its copy of the watch never finishes this look) looks at the file again.
         try:
             loaded = self._load(self._last)
         except Exception as error:  # noqa: BLE001 - a bad file never stops the service: reported
             # Refused as a whole: a refused reload of every policy the last good file named.
+            self._stamp = stamp
             self._refused(error)
             for name in self._last:
                 self._manager._refused(name, error)
@@ -155,8 +173,10 @@ class ConfigWatch:
         try:
             apply_file(self._manager, loaded, self._customize)
         except Exception as error:  # noqa: BLE001 - reported once, for the policy it concerns
+            self._stamp = stamp
             self._refused(error)
             return False
+        self._stamp = stamp
         self._last = loaded
         self.applied += 1
         return True
@@ -174,6 +194,7 @@ class ConfigWatch:
 
     def stop(self) -> None:
         """Stop watching (the policies keep their configs); waits for the watch thread to end."""
+        _RUNNING.discard(self)
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
@@ -186,3 +207,17 @@ class ConfigWatch:
 
     def __repr__(self) -> str:
         return f"ConfigWatch({str(self.path)!r}, interval={self.interval:g}, applied={self.applied})"
+
+
+_RUNNING: Final[weakref.WeakSet[ConfigWatch]] = weakref.WeakSet()
+"""The watches not stopped yet (each is kept alive by its thread)."""
+
+
+def _restart_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: every running watch starts its thread again."""
+    for watch in list(_RUNNING):
+        watch._restart_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
+    os.register_at_fork(after_in_child=_restart_in_child)

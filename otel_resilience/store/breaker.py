@@ -23,6 +23,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.events import StateChanged
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.patterns.circuit_breaker import shared
 from otel_resilience.patterns.circuit_breaker.state import CircuitState
@@ -112,7 +113,7 @@ class SharedBreaker(PeerCounts):
         self._failed = False
         self._last_report: tuple[int, int, int] | None = None
         self._lease_due = 0.0
-        self._lock = threading.RLock()
+        self._lock = fork_safe(threading.RLock())
         """Orders the store's thread and its subscriber on :attr:`epoch` (never held by a call)."""
         self._open_reason = "failure_threshold"
         """Why this replica's breaker last opened (published again if the cluster lost it)."""
@@ -120,6 +121,14 @@ class SharedBreaker(PeerCounts):
         seconds = window.seconds if isinstance(window, TimeWindow) else 0.0
         self._max_age = max(_PEER_MAX_AGE_MS, round(seconds * 1000))
         self.epoch = 0
+        self.leases = 0
+
+    def forked(self, replica: str) -> None:
+        """In a forked child: report as the new replica ``replica``, holding none of the parent's leases."""
+        self._id = replica
+        self._last_report = None
+        self._lease_due = 0.0
+        self._probed = False
         self.leases = 0
 
     # -- what the breaker's rules read (under their lock; never blocking) --------------------

@@ -18,6 +18,8 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from otel_resilience.engine.forking import fork_safe
+
 __all__ = ["LoopClients", "bounded"]
 
 
@@ -40,7 +42,7 @@ class LoopClients:
 
     def __init__(self, factory: Callable[[], Any] | None) -> None:
         self._factory = factory
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[Any, None]]
         ] = weakref.WeakKeyDictionary()

@@ -34,6 +34,7 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules, new_rules
 from otel_resilience.store import scripts
 
@@ -103,7 +104,7 @@ class ClusterRules:
         self._key = key
         self._config = config
         self._local = _local_rules(config)
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self.admitted = self.rejected = self.waited = self.cancelled = self.waiting = 0
         self.fallback_admitted = 0
         self._warned = False

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
 from otel_resilience.engine.validation import check_duration, check_name
 from otel_resilience.store.breaker import SharedBreaker, key_name
@@ -49,6 +51,12 @@ class RedisStore(SharedStore):
     to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is
     unreachable everything runs on local state, the store reports itself degraded
     (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back.
+
+    A process forked from one that uses the store (the workers of a pre-fork server, a
+    ``multiprocessing`` pool with the ``fork`` method) is a replica of its own: in the child the
+    store takes a new replica id, starts its threads again (the parent's did not come along) and
+    reads the cluster's state, so the workers' trips, counts and probes are shared as those of
+    separate replicas. Transitions the parent had queued are published by the parent only.
 
     Attributes:
         namespace: The prefix of every key (one per service).
@@ -111,7 +119,7 @@ class RedisStore(SharedStore):
         self.channel = f"{namespace}:events"
         self._id = uuid.uuid4().hex[:12]
         self._serial = itertools.count(1)
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._links: list[SharedBreaker] = []
         self._pending: dict[int, tuple[SharedBreaker, StateChanged]] = {}
         self._resync_all = True
@@ -312,6 +320,22 @@ class RedisStore(SharedStore):
         for thread in self._threads:
             thread.start()
 
+    def _forked(self) -> None:
+        """In a forked child: a replica of its own, with its background threads (see the class doc)."""
+        closed = self._closed.is_set()
+        self._wake = threading.Event()  # their locks may have been held by a thread of the parent
+        self._closed = threading.Event()
+        if closed:
+            self._closed.set()
+        self._id = uuid.uuid4().hex[:12]
+        self._pending = {}
+        self._resync_all = True
+        for link in self._links:
+            link.forked(f"{self._id}.{next(self._serial)}")
+        started, self._threads = bool(self._threads), ()
+        if started and not closed:
+            self._start()
+
     def _queue(self, link: SharedBreaker, change: StateChanged, *, replace: bool = True) -> None:
         """Queue a local transition for publishing (the latest per breaker wins, unless not ``replace``)."""
         with self._lock:
@@ -423,6 +447,17 @@ class RedisStore(SharedStore):
     def __repr__(self) -> str:
         health = "degraded" if self.degraded else "ok"
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
+
+
+def _forked_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: every live store becomes the child's replica."""
+    for store in STORES.items():
+        if isinstance(store, RedisStore):
+            store._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
+    os.register_at_fork(after_in_child=_forked_in_child)
 
 
 def _connect(

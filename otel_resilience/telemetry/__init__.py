@@ -21,6 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.events import HUB
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.telemetry import env
 from otel_resilience.telemetry.otel import VERSION, OtelListener
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VERSION", "OtelListener", "current_listener", "install_default", "instrument", "uninstrument"]
 
-_LOCK: Final = threading.Lock()
+_LOCK: Final = fork_safe(threading.Lock())
 _current: OtelListener | None = None
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, cast
 from opentelemetry._logs import LogRecord, SeverityNumber
 
 from otel_resilience.engine.events import Event, EventArgs, error_type_name
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
 from otel_resilience.errors import ExecutionRejectedError
@@ -363,7 +364,7 @@ class Zeroing:
 
 _STARTED: Final[weakref.WeakSet[Zeroing]] = weakref.WeakSet()
 """The started :class:`Zeroing`, told about every breaker and pipeline created."""
-_HOOK_LOCK: Final = threading.Lock()
+_HOOK_LOCK: Final = fork_safe(threading.Lock())
 _hooked: list[bool] = []
 
 

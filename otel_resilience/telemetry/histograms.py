@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from opentelemetry.metrics import Observation
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.telemetry import semconv as sc
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class InProcessHistogram:
         self._bounds = bounds
         self._labels = (*(repr(bound) for bound in bounds), "+Inf")
         self._limit = limit
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._by_content: dict[frozenset[tuple[str, object]], _Series] = {}
         self._by_dict: dict[int, tuple[Attrs, _Series]] = {}
         """The series of each attribute dict seen, by its ``id`` (the entry keeps the dict alive,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_resilience.engine.events import Outcome
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import (
     BREAKERS,
@@ -390,10 +391,10 @@ class _Readers:
     __slots__ = ("__weakref__", "_carried", "_current", "_lock", "_made")
 
     _BY_METER: ClassVar[weakref.WeakKeyDictionary[Meter, _Readers]] = weakref.WeakKeyDictionary()
-    _MAKING: ClassVar[threading.Lock] = threading.Lock()
+    _MAKING: ClassVar[threading.Lock] = fork_safe(threading.Lock())
 
     def __init__(self) -> None:  # holds no reference to its meter: the meter's death ends it
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._made: set[str] = set()
         self._current: tuple[Owner, Mapping[str, Callable[[], list[Observation]]]] | None = None
         self._carried = 0

@@ -59,6 +59,7 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.telemetry import binding, providers
 from otel_resilience.telemetry import semconv as sc
@@ -158,7 +159,7 @@ class OtelListener:
         self._in_process = in_process_histograms
         self._record_messages = record_messages
         self._hub = hub
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._tracer: Tracer | None = None
         self._instruments: binding.Instruments | None = None
         self._observables: Observables | None = None

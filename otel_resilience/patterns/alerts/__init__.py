@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Final
 
 from otel_resilience.engine.events import HUB
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
 from otel_resilience.patterns.alerts.model import DEFAULT_BULKHEAD_COOLDOWN as DEFAULT_BULKHEAD_COOLDOWN
 from otel_resilience.patterns.alerts.model import DEFAULT_ESCALATION_COOLDOWN as DEFAULT_ESCALATION_COOLDOWN
@@ -83,7 +84,7 @@ __all__ = [
 ]
 
 _DEFAULT: AlertSystem | None = None
-_DEFAULT_LOCK: Final = threading.Lock()
+_DEFAULT_LOCK: Final = fork_safe(threading.Lock())
 
 
 def default_alert_system() -> AlertSystem:

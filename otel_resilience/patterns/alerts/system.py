@@ -24,6 +24,7 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_callable, check_name, fail
 from otel_resilience.patterns.alerts.model import (
@@ -123,7 +124,7 @@ class AlertSystem:
         self._config = config
         self._clock = clock
         self._hub = hub
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._telemetry = StrategyTelemetry(TelemetrySource("alerts", name), hub)
         self._subscribers: tuple[tuple[int, AlertCallback], ...] = ()
         self._tokens = itertools.count()

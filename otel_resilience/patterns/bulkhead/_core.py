@@ -149,7 +149,7 @@ class _BulkheadCore(BulkheadStats):
 
     def __init__(self, max_concurrent: int, max_waiting: int) -> None:
         super().__init__(max_concurrent, max_waiting)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # taken by calls only: see engine.forking
         self._queue: deque[Waiter] = _NO_QUEUE  # a deque of its own once a call queues (~700 B)
         self._offered: set[AsyncWaiter] = _NO_OFFERS  # a set of its own at the first offer
 

@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.forking import fork_safe
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -75,7 +76,7 @@ class _Rules:
         self._faults = Counter()
         self._latencies = Counter()
         self._outcomes = Counter()
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self.errors = 0
 
     def decide(self, ctx: ExecutionContext) -> tuple[float, str | None] | None:

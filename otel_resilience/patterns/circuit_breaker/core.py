@@ -19,6 +19,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
     error_type_name,
 )
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import PeerCounts
 from otel_resilience.errors import CircuitOpenError
 from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
@@ -56,7 +57,7 @@ _IGNORED: Final = 0
 _FAILURE: Final = 1
 _SUCCESS: Final = 2
 
-_MAKING_LOCKS: Final = threading.Lock()
+_MAKING_LOCKS: Final = fork_safe(threading.Lock())
 """Held while a breaker's own lock is made (:meth:`_BreakerCore._make_lock`), so that it is made once."""
 
 
@@ -131,7 +132,8 @@ class _BreakerCore:
         with _MAKING_LOCKS:
             lock = self._lock
             if lock is None:
-                lock = self._lock = threading.Lock()
+                # A metrics collection takes it too (a window's rates): free in a forked child.
+                lock = self._lock = fork_safe(threading.Lock())
         return lock
 
     @property

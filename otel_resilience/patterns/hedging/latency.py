@@ -7,6 +7,7 @@ import threading
 from collections import deque
 from typing import Final, Protocol, runtime_checkable
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
 __all__ = ["LatencyObserver", "PercentileDelay"]
@@ -97,7 +98,7 @@ class PercentileDelay:
         self.min_samples = needed
         self.minimum = check_duration(_OWNER, "minimum", minimum, allow_zero=True)
         self._latencies: deque[float] = deque(maxlen=size)
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._cached = self.initial
         self._dirty = False
 
@@ -127,8 +128,25 @@ class PercentileDelay:
                     self._cached = max(self.minimum, ordered[max(rank, 1) - 1])
             return self._cached
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle (and copy) as a new delay with the same settings and no latency observed yet.
+
+        The latencies are those this process observed: a config sent to a worker process gives
+        the worker a delay of its own, which starts at ``initial``.
+        """
+        return (_delay, (self.initial, self.percentile, self.samples, self.min_samples, self.minimum))
+
     def __repr__(self) -> str:
         return (
             f"PercentileDelay(initial={self.initial!r}, percentile={self.percentile!r}, "
             f"samples={self.samples}, min_samples={self.min_samples}, minimum={self.minimum!r})"
         )
+
+
+def _delay(
+    initial: float, percentile: float, samples: int, min_samples: int, minimum: float
+) -> PercentileDelay:
+    """Make an unpickled delay (:meth:`PercentileDelay.__reduce__`)."""
+    return PercentileDelay(
+        initial, percentile=percentile, samples=samples, min_samples=min_samples, minimum=minimum
+    )

@@ -36,6 +36,8 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol, TypedDict
 
+from otel_resilience.engine.forking import fork_safe
+
 if TYPE_CHECKING:
     from otel_resilience.engine.clock import Clock
     from otel_resilience.patterns.rate_limiter.config import RateLimiterConfig
@@ -109,7 +111,7 @@ class _Rules(abc.ABC):
         self.max_wait = config.max_wait
         self.max_waiting = config.max_waiting
         self.admitted = self.rejected = self.waited = self.cancelled = self.waiting = 0
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._now = -_INF
         self._pending: deque[_Reservation] = deque()
         """Outstanding reservations (held, or holes), in the order of their times."""

@@ -19,6 +19,7 @@ import weakref
 from typing import TYPE_CHECKING, Final, cast
 
 from otel_resilience.engine.counting import add_to
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import RATE_LIMITERS
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class KeyTotals:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._totals: LimiterTotals | None = None
         self._folded: weakref.WeakKeyDictionary[RateLimiter, dict[str, int]] = weakref.WeakKeyDictionary()
 

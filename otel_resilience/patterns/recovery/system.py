@@ -11,6 +11,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS
 from otel_resilience.engine.strategy import WrongDriver
 from otel_resilience.engine.validation import check_callable, check_name, fail
@@ -80,7 +81,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
     ) -> None:
         config = RecoveryConfig(pattern_threshold, pattern_window, max_fingerprints)
         super().__init__(name, config, clock)
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._rules: Mapping[type, RecoveryAction] = MappingProxyType({})
         self._detector = PatternDetector(config.pattern_threshold, config.pattern_window, max_fingerprints)
         self.stats = RecoveryStats()

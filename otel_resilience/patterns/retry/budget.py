@@ -15,6 +15,7 @@ import threading
 from typing import Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.sliding import SlidingCounts
 from otel_resilience.engine.validation import check_duration, check_number
@@ -84,7 +85,7 @@ class RetryBudget:
         check_clock(_OWNER, clock)
         self._clock = clock
         self._reserve = self._min_per_second * self._window
-        self._lock = threading.Lock()
+        self._lock = fork_safe(threading.Lock())
         self._counts = SlidingCounts(self._window, BUDGET_BUCKETS)
         """Every execution's first attempt and every retry allowed, in the window; mark a: a retry."""
         self._denied = 0
@@ -154,8 +155,22 @@ class RetryBudget:
             "denied": denied,
         }
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle (and copy) as a new budget with the same settings and an empty window.
+
+        What a budget counted is the state of the process that counts, as a breaker's is: a
+        config sent to a worker process (``multiprocessing``, a process pool) gives the worker
+        a budget of its own. The policies that share this one share the copy in one pickle.
+        """
+        return (_budget, (self._ratio, self._min_per_second, self._window, self._clock))
+
     def __repr__(self) -> str:
         return (
             f"RetryBudget(ratio={self._ratio!r}, min_retries_per_second={self._min_per_second!r}, "
             f"window={self._window!r})"
         )
+
+
+def _budget(ratio: float, min_retries_per_second: float, window: float, clock: Clock) -> RetryBudget:
+    """Make an unpickled budget (:meth:`RetryBudget.__reduce__`)."""
+    return RetryBudget(ratio, min_retries_per_second, window, clock=clock)

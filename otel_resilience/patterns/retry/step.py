@@ -133,7 +133,7 @@ class _RetryCore:
         self._retry_types = retry_on if isinstance(retry_on, tuple) else None
         self._no_retry_types = no_retry_on if isinstance(no_retry_on, tuple) else None
         self.stats = RetryStats()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # taken by calls only: see engine.forking
 
     def is_retryable(self, error: Exception) -> bool:
         """:meth:`RetryPolicy.is_retryable`, with the selectors split once (type tuples or predicates)."""

@@ -1,0 +1,58 @@
+"""The library's locks in a process made by ``os.fork()``: free in the child, never held forever.
+
+A pre-fork server (gunicorn ``--preload``, ``multiprocessing`` with the ``fork`` method, Celery's
+prefork pool) forks a process whose other threads may hold one of the library's locks at that
+instant: the metrics reader's thread collecting (a registry, the counters' read lock, a bulkhead's
+or a policy's lock), a configuration watch applying a file, a call admitted in a worker thread.
+Only the forking thread goes on in the child, so such a lock would stay held there forever, and
+the child's first call, stats read or collection that needs it would hang.
+
+Every lock that work other than a call may hold is made free again in the child as it starts
+(``os.register_at_fork``), before any of the child's own code runs: :func:`fork_safe` registers
+a lock for that, in one weak set (the lock's owner keeps it alive, not this module). That is
+every module-wide lock, the registries', and the locks of what a metrics collection, a watch or
+a shared store's threads read or change (managers, budgets, rate limiters, alert and recovery
+systems, telemetry, stores). The state a lock guards is the parent's as the fork found it; the
+critical sections are a few statements that never call user code, so what a thread had half
+done in one is at worst one update short.
+
+The locks that only a call takes (a bulkhead's slots, a pattern's counts, a policy's keys) are
+not registered: a fork with calls in flight in other threads leaves the child without what those
+calls held anyway (a bulkhead slot, a probe, a permit are never given back there), so a pre-fork
+server forks with none in flight, as it does, and those locks are free. Registering them would
+cost a weak reference for each pattern instance (about 600 B per policy). Waits that belong to a
+thread of the parent (a queued sync call's own lock) are not registered either: that thread
+does not exist in the child.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Final, TypeVar
+
+__all__ = ["fork_safe"]
+
+_L = TypeVar("_L")
+
+_LOCKS: Final[weakref.WeakSet[object]] = weakref.WeakSet()
+"""Every live lock :func:`fork_safe` registered."""
+
+
+def fork_safe(lock: _L) -> _L:
+    """Return ``lock`` (a new ``threading.Lock`` or ``RLock``), made free again in a forked child.
+
+    One weak reference per lock, when it is made (never per call).
+    """
+    _LOCKS.add(lock)
+    return lock
+
+
+def _free_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: free every registered lock (one thread runs)."""
+    for lock in list(_LOCKS):
+        lock._at_fork_reinit()  # type: ignore[attr-defined] # what the standard library's locks do
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
+    os.register_at_fork(after_in_child=_free_in_child)

@@ -1,0 +1,84 @@
+"""A loop closed while timed waits were pending (its tasks never resumed) is freed, quietly.
+
+``loop.close()`` without cancelling the loop's tasks (a hand-run loop, a sync wrapper that runs
+one call and closes) leaves a timeout scope's or a queued bulkhead call's entry in the loop's
+shared timer. The closed loop, its timer and its tasks must still become garbage once the next
+loop makes its timer, and the abandoned calls end without an error printed at collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import weakref
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+
+from otel_resilience import Bulkhead, BulkheadConfig, ResilienceConfig, ResilienceManager
+from otel_resilience.engine import timer as timer_module
+
+
+async def _hang() -> None:
+    await asyncio.Event().wait()
+
+
+@pytest.fixture
+def unraisable() -> Iterator[list[Any]]:
+    """What the interpreter reports as ignored (an exception in a coroutine freed by the collector)."""
+    seen: list[Any] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous
+
+
+def _abandon(start: Callable[[], list[Coroutine[Any, Any, Any]]]) -> weakref.ref[asyncio.AbstractEventLoop]:
+    """Run ``start``'s calls on a loop until they wait, then close the loop without cancelling them."""
+    loop = asyncio.new_event_loop()
+    tasks = [loop.create_task(call) for call in start()]
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert not any(task.done() for task in tasks)
+    loop.close()
+    del tasks
+    return weakref.ref(loop)
+
+
+def _timed_call_on_a_new_loop(manager: ResilienceManager) -> None:
+    async def main() -> str:
+        return await manager.policy("next-loop", ResilienceConfig(timeout=30.0)).execute(_ok)
+
+    assert asyncio.run(main()) == "ok"
+
+
+async def _ok() -> str:
+    return "ok"
+
+
+def test_a_loop_closed_with_a_pending_deadline_is_freed(unraisable: list[Any]) -> None:
+    """A timeout scope left pending on a closed loop keeps neither the loop nor its task."""
+    manager = ResilienceManager()
+    policy = manager.policy("closed-loop-deadline", ResilienceConfig(timeout=30.0))
+    closed = [_abandon(lambda: [policy.execute(_hang)]) for _ in range(3)]
+    _timed_call_on_a_new_loop(manager)
+    gc.collect()
+    assert [ref() for ref in closed] == [None, None, None]
+    assert all(not ref().is_closed() for ref, _ in timer_module._TIMERS.values() if ref() is not None)
+    assert unraisable == []
+
+
+def test_a_loop_closed_with_a_queued_bulkhead_call_is_freed(unraisable: list[Any]) -> None:
+    """A bulkhead waiter left queued on a closed loop keeps neither the loop nor its slot."""
+    bulkhead = Bulkhead("closed-loop-queue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=30.0))
+    closed = _abandon(lambda: [bulkhead.run(_hang), bulkhead.run(_hang)])
+    gc.collect()
+    _timed_call_on_a_new_loop(ResilienceManager())
+    gc.collect()
+    assert closed() is None
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"]) == (0, 0)
+    assert unraisable == []

@@ -1,0 +1,207 @@
+"""A process forked while the library is in use (gunicorn ``--preload``, a ``fork`` pool): a working child.
+
+Each test forks for real (``os.fork``): the child runs its checks and leaves with ``os._exit``;
+a child that hangs is killed and fails the test (``forking_support``). A lock held by another
+thread at the fork is held by a thread the child does not have, so the tests hold one on purpose
+while they fork: the race a metrics reader's thread or a worker thread makes at random.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from forking_support import held_by_another_thread, run_in_child
+
+from otel_resilience import (
+    Bulkhead,
+    BulkheadConfig,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CountWindow,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+    RateLimiterConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryBudget,
+    RetryPolicy,
+)
+from otel_resilience.engine import counting
+from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.registry import BULKHEADS, PIPELINES, RATE_LIMITERS
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+
+
+class _World:
+    """A manager policy with every lock-guarded part, a standalone bulkhead and a fallback, all used once."""
+
+    def __init__(self) -> None:
+        self.budget = RetryBudget()
+        self.manager = ResilienceManager()
+        self.policy = self.manager.policy(
+            "forked",
+            ResilienceConfig(
+                bulkhead_config=BulkheadConfig(max_concurrent=2),
+                rate_limiter=RateLimiterConfig(rate=1000.0),
+                retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0, budget=self.budget),
+            ),
+        )
+        self.bulkhead = Bulkhead("forked-bulkhead", BulkheadConfig(max_concurrent=2))
+        self.fallback = FallbackHandler(
+            FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=0), name="forked-fallback"
+        )
+        self.breaker = CircuitBreaker("forked-breaker", CircuitBreakerConfig(sliding_window=CountWindow(10)))
+        self.policy.execute_sync(lambda: 1)
+        self.breaker.call_sync(lambda: 1)
+        self.bulkhead.run_sync(lambda: 1)
+        self.fallback.run_sync(lambda: 1)
+
+    def use(self) -> None:
+        """What a worker does first: calls, stats reads, and what a metrics collection reads."""
+        assert self.policy.execute_sync(lambda: 2) == 2
+        assert self.bulkhead.run_sync(lambda: 3) == 3
+        assert self.breaker.call_sync(lambda: 7) == 7
+        assert self.breaker.rates() == (0.0, 0.0)
+        assert self.fallback.run_sync(lambda: 4) == 4
+        assert self.policy.get_stats()["executions"]["total"] == 2
+        assert self.bulkhead.get_stats()["completed"] == 2
+        assert self.fallback.get_stats()["executions"] == 2
+        assert BULKHEADS.items()
+        assert PIPELINES.items()
+        assert RATE_LIMITERS.items()
+        made = self.manager.policy("made-in-child", ResilienceConfig(bulkhead_config=BulkheadConfig()))
+        assert made.execute_sync(lambda: 5) == 5
+        assert self.manager.execute_with_resilience_sync(lambda: 6, ResilienceConfig(name="ad-hoc")) == 6
+        assert self.manager.get_resilience_statistics()
+
+
+LOCKS: dict[str, Callable[[_World], Any]] = {  # what work other than a call may hold (engine.forking)
+    "a registry's (a metrics collection's snapshot)": lambda _: BULKHEADS._lock,
+    "the manager's": lambda world: world.manager._lock,
+    "the manager's handles'": lambda world: world.manager._handles_lock,
+    "a retry budget's (a metrics collection reads it)": lambda world: world.budget._lock,
+    "a windowed breaker's (a metrics collection reads its rates)": lambda world: world.breaker._core._lock,
+}
+
+
+@pytest.mark.parametrize("holder", list(LOCKS))
+def test_a_child_forked_while_another_thread_holds_a_lock_calls_and_reads(holder: str) -> None:
+    """The child finds every lock free: its first calls and reads answer (a held lock would hang it)."""
+    world = _World()
+    with held_by_another_thread(LOCKS[holder](world)):
+        code = run_in_child(world.use)
+    assert code == 0
+    world.use()  # the parent goes on too, with the lock given back
+
+
+class _SlowRead(Counter):
+    """A counter whose reads pause inside the read lock until told to go (at most 1 s)."""
+
+    __slots__ = ()
+    inside = threading.Event()
+    go = threading.Event()
+
+    def _drawn_by_reads(self) -> int:
+        _SlowRead.inside.set()
+        _SlowRead.go.wait(1.0)
+        return super()._drawn_by_reads()
+
+
+def test_a_child_forked_during_a_counter_read_reads_exact_counts() -> None:
+    """A fork waits for a counter read under way: the child's read lock is free, its counts exact."""
+    counter = _SlowRead()
+    for _ in range(5):
+        next(counter)
+    values: list[int] = []
+    reader = threading.Thread(target=lambda: values.append(counter.value))
+    reader.start()
+    _SlowRead.inside.wait()
+
+    def child() -> None:
+        _SlowRead.go.set()  # the child's own reads do not pause
+        next(counter)
+        assert counter.value == 6
+        assert counting.read_all([counter, counter]) == [6, 6]
+
+    try:
+        code = run_in_child(child)
+    finally:
+        _SlowRead.go.set()
+        reader.join()
+    assert code == 0
+    assert values == [5]
+    assert counter.value == 5
+
+
+FIRST = """\
+policies:
+  payments:
+    timeout: 2s
+"""
+SECOND = """\
+policies:
+  payments:
+    timeout: 3s
+"""
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` so that a watch sees a change (size or modification time)."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text)
+    if path.stat().st_mtime_ns == before:  # a coarse clock: move the time on explicitly
+        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+
+
+def _wait(done: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_config_watch_goes_on_in_a_forked_child(tmp_path: Path) -> None:
+    """A worker forked from a process that watches a file applies the file's changes too."""
+    pytest.importorskip("yaml")
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    watch = manager.watch(path, interval=0.01)
+    try:
+
+        def child() -> None:
+            assert watch._thread.is_alive()
+            _write(path, SECOND)
+            assert _wait(lambda: watch.applied == 2, 20.0), watch
+            assert manager.policy("payments").config.timeout == 3.0
+            watch.stop()
+
+        assert run_in_child(child) == 0
+    finally:
+        watch.stop()
+
+
+def test_a_stopped_config_watch_stays_stopped_in_a_forked_child(tmp_path: Path) -> None:
+    """A watch stopped before the fork starts no thread in the child."""
+    pytest.importorskip("yaml")
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    watch = ResilienceManager().watch(path, interval=0.01)
+    watch.stop()
+    threads = {thread.name for thread in threading.enumerate()}
+
+    def child() -> None:
+        assert not watch._thread.is_alive()
+        assert {thread.name for thread in threading.enumerate()} <= threads
+
+    assert run_in_child(child) == 0

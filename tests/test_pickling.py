@@ -1,0 +1,123 @@
+"""Configs and errors cross process boundaries whole: pickle, copy, and a ``spawn`` process pool.
+
+``multiprocessing`` (``spawn``, ``forkserver``), ``ProcessPoolExecutor`` and task queues pickle
+the configs they send to workers and the errors workers raise: every field must come back,
+whichever way the object was built (positional or keyword arguments), and an object that holds
+a process's own state (a retry budget's window, a percentile delay's latencies) comes back as a
+new one with the same settings.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import multiprocessing
+import pickle
+from typing import Any
+
+import pytest
+from pickling_workers import raise_error, run_policy
+
+from otel_resilience import (
+    HedgingConfig,
+    PercentileDelay,
+    ResilienceConfig,
+    RetryBudget,
+    RetryPolicy,
+)
+from otel_resilience.engine import SYSTEM_CLOCK
+from otel_resilience.errors import (
+    BulkheadFullError,
+    BulkheadTimeoutError,
+    CircuitOpenError,
+    OperationTimeoutError,
+    RateLimitedError,
+    RecoveryEscalatedError,
+    UnacceptedResultError,
+)
+
+FIELDS = ("name", "state", "retry_after", "max_concurrent", "max_waiting", "timeout", "reason")
+FIELDS += ("operation", "scope", "error_type", "result")
+
+ERRORS = {
+    "circuit open": lambda: CircuitOpenError("db", "open", 1.5),
+    "bulkhead full": lambda: BulkheadFullError("db", 2, 3),
+    "bulkhead timeout": lambda: BulkheadTimeoutError("db", 2, 3, 0.5),
+    "rate limited": lambda: RateLimitedError("db", 0.25),
+    "timeout, keywords": lambda: OperationTimeoutError(operation="op", timeout=1.0, scope="attempt"),
+    "escalated": lambda: RecoveryEscalatedError("ValueError", "op"),
+    "escalated, keyword operation": lambda: RecoveryEscalatedError("ValueError", operation="op"),
+    "escalated, keywords": lambda: RecoveryEscalatedError(error_type="ValueError", operation="op"),
+    "unaccepted": lambda: UnacceptedResultError("fallback", {"a": 1}),
+    "unaccepted, keyword result": lambda: UnacceptedResultError("fallback", result=[1]),
+    "unaccepted, keywords": lambda: UnacceptedResultError(name="fallback", result=[1]),
+}
+
+
+def _fields(error: BaseException) -> dict[str, Any]:
+    return {name: getattr(error, name) for name in FIELDS if hasattr(error, name)}
+
+
+@pytest.mark.parametrize("make", list(ERRORS))
+@pytest.mark.parametrize("way", ["pickle", "copy"])
+def test_an_error_comes_back_with_every_field(make: str, way: str) -> None:
+    """Its fields, message, type and notes survive a pickle round trip and a copy."""
+    error = ERRORS[make]()
+    error.add_note("seen by the worker")
+    back = pickle.loads(pickle.dumps(error)) if way == "pickle" else copy.copy(error)
+    assert type(back) is type(error)
+    assert _fields(back) == _fields(error)
+    assert str(back) == str(error)
+    assert back.__notes__ == ["seen by the worker"]
+
+
+def test_a_retry_budget_comes_back_as_a_new_budget_with_its_settings() -> None:
+    """Its settings and clock come back; its window is the new process's own (empty)."""
+    budget = RetryBudget(ratio=0.2, min_retries_per_second=1.0, window=5.0)
+    for _ in range(10):
+        budget.deposit()
+    back = pickle.loads(pickle.dumps(budget))
+    assert (back.ratio, back.min_retries_per_second, back.window) == (0.2, 1.0, 5.0)
+    assert back.clock is SYSTEM_CLOCK
+    assert back.get_stats()["first_attempts"] == 0
+    assert copy.deepcopy(budget).window == 5.0
+
+
+def test_a_percentile_delay_comes_back_with_its_settings_and_no_latency() -> None:
+    """Its settings come back; it starts again at ``initial``."""
+    delay = PercentileDelay(0.05, percentile=90, samples=20, min_samples=2, minimum=0.01)
+    for seconds in (1.0, 2.0, 3.0):
+        delay.observe(seconds)
+    assert delay() > 0.05
+    back = pickle.loads(pickle.dumps(delay))
+    assert repr(back) == repr(delay)
+    assert back() == 0.05
+
+
+def test_the_system_clock_comes_back_as_itself() -> None:
+    """Code that tells the real clock by identity (a hedge's fast path) still recognises it."""
+    assert pickle.loads(pickle.dumps(SYSTEM_CLOCK)) is SYSTEM_CLOCK
+    assert copy.deepcopy(SYSTEM_CLOCK) is SYSTEM_CLOCK
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_configs_and_errors_cross_a_process_pool(method: str) -> None:
+    """A worker runs a config that holds a shared budget; its errors reach the parent whole."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    budget = RetryBudget(ratio=0.5)
+    config = ResilienceConfig(
+        name="remote",
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0, budget=budget),
+        hedging=HedgingConfig(delay=PercentileDelay(0.05), budget=budget),
+    )
+    context = multiprocessing.get_context(method)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        result, shared, stats = pool.submit(run_policy, config).result(timeout=120)
+        assert (result, shared, stats["first_attempts"]) == (7, True, 1)
+        with pytest.raises(RecoveryEscalatedError) as escalated:
+            pool.submit(raise_error, "escalated").result(timeout=120)
+        assert (escalated.value.error_type, escalated.value.operation) == ("ValueError", "charge")
+        with pytest.raises(UnacceptedResultError) as unaccepted:
+            pool.submit(raise_error, "unaccepted").result(timeout=120)
+        assert (unaccepted.value.name, unaccepted.value.result) == ("payments", {"status": 503})
