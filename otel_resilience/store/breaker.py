@@ -8,6 +8,7 @@ the name percent-encoded, so that two names never share a key):
 
 * ``ns:cb:name:state`` - a hash ``{epoch, state, until, reason}``: the cluster's state period;
   ``until`` is the server time (ms) an OPEN period ends. Expires ``key_ttl`` after its last change.
+  Epochs never go back, even after the server lost the hash (``scripts.PUBLISH_STATE``).
 * ``ns:cb:name:counts:EPOCH`` - a hash, one field per replica: its counts in that period.
 * ``ns:cb:name:lease:EPOCH:i`` - probe lease ``i`` (``1 <= i <= half_open_max_calls``) of the
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.

@@ -54,7 +54,9 @@ PUBLISH_STATE: Final = (
 -- KEYS[1]: the state hash. ARGV: expected epoch, state, ms open (-1 none, -2 forever), reason,
 -- channel, key ttl ms, message prefix. Compare-and-set on the epoch, then publish. A state the
 -- server lost (restarted without persistence, or the key expired) is founded again at the
--- publisher's epoch: epochs never go back, so the replicas still take what it publishes.
+-- publisher's epoch. Epochs never go back: a new period's epoch is the server's time in ms when
+-- that is larger than the last epoch + 1, so a state founded again by any replica, however far
+-- behind its epoch is, is newer than every period before the loss, and the replicas take it.
 local stored = redis.call('HGET', KEYS[1], 'epoch')
 local cur = tonumber(stored or '0')
 if not stored then cur = tonumber(ARGV[1]) end
@@ -62,13 +64,14 @@ if cur ~= tonumber(ARGV[1]) then
   local v = redis.call('HMGET', KEYS[1], 'state', 'until', 'reason')
   return {0, cur, v[1] or '', left(v[2]), v[3] or ''}
 end
+local epoch = math.max(cur + 1, now)
 local open = tonumber(ARGV[3])
 local untilms = open
 if open >= 0 then untilms = now + open end
-redis.call('HSET', KEYS[1], 'epoch', cur + 1, 'state', ARGV[2], 'until', untilms, 'reason', ARGV[4])
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'state', ARGV[2], 'until', untilms, 'reason', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PUBLISH', ARGV[5], ARGV[7] .. '|' .. (cur + 1) .. '|' .. ARGV[2] .. '|' .. open .. '|' .. ARGV[4])
-return {1, cur + 1, ARGV[2], open, ARGV[4]}
+redis.call('PUBLISH', ARGV[5], ARGV[7] .. '|' .. epoch .. '|' .. ARGV[2] .. '|' .. open .. '|' .. ARGV[4])
+return {1, epoch, ARGV[2], open, ARGV[4]}
 """
 )
 """Move the cluster's state from a known epoch (compare-and-set) and publish the change."""

@@ -354,3 +354,45 @@ def test_a_trip_after_the_server_lost_the_state_still_reaches_the_others(
         client.close()
     a.force_open()
     wait_for(_opened(a, b), 3.0, "the trip reaching the other replica")
+
+
+def test_a_replica_that_joins_after_the_server_lost_the_state_and_trips_first_reaches_the_others(
+    redis_url: str,
+) -> None:
+    """Its trip founds the lost state anew, newer than every period the others saw, both ways."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    stores: list[RedisStore] = []
+
+    def replica() -> CircuitBreaker:
+        store = RedisStore.from_url(redis_url, namespace="lagging", resync_interval=60.0)
+        stores.append(store)
+        with namesakes_expected():
+            breaker = CircuitBreaker(
+                "db", CircuitBreakerConfig(store=store, failure_threshold=3, timeout=30.0)
+            )
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        return breaker
+
+    try:
+        a, b = replica(), replica()
+        for _ in range(3):  # periods that a replica joining later never sees
+            a.force_open()
+            wait_for(_opened(a, b), 2.0, "both OPEN")
+            a.reset()
+            wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.delete(*client.keys("lagging:*"))  # what a restart without persistence leaves
+        finally:
+            client.close()
+        late = replica()  # joins now: it knows no period at all
+        late.force_open()
+        wait_for(_opened(a, b), 3.0, "the late replica's trip reaching the others")
+        late.reset()
+        wait_for(lambda: a.state is CircuitState.CLOSED and b.state is CircuitState.CLOSED, 3.0, "its reset")
+        a.force_open()
+        wait_for(_opened(late, b), 3.0, "an older replica's trip reaching the late one")
+    finally:
+        for store in stores:
+            store.close()
