@@ -16,7 +16,9 @@ One request is one *execution* of the policy; each time the client sends it is o
   retried still goes through the breaker, bulkhead, rate limiter and timeouts. Nor is it
   hedged: the policy's hedging starts no further attempt for it (:class:`HttpHedgeBudget`,
   its hedges denied with the reason ``not_replayable``), while a request that may be sent
-  twice is hedged as configured.
+  twice is hedged as configured. Nor does a recovery rule's RETRY or RESTART run it again.
+  Retries, hedges and re-runs all ask one rule, the engine's
+  :func:`~otel_resilience.engine.rerun.may_run_again`, which the integration sets per request.
 * **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a failed
   response's ``Retry-After`` (seconds or an HTTP date) is the next delay
   (:func:`~otel_resilience.patterns.retry.retry_after_delay`); one over ``max_delay`` or past the deadline
@@ -38,11 +40,11 @@ One request is one *execution* of the policy; each time the client sends it is o
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol, TypeVar
 
+from otel_resilience.engine.rerun import RERUNNABLE, may_run_again
 from otel_resilience.engine.validation import check_int, fail
 from otel_resilience.manager import ResilienceConfig
 from otel_resilience.patterns.hedging import HedgeBudget
@@ -80,11 +82,11 @@ RESEND_COUNT_ATTRIBUTE: Final = "http.request.resend_count"
 DEFAULT_MAX_HOSTS: Final = 256
 """How many idle hosts an integration's policy handle keeps (its ``max_keys``)."""
 
-_RETRYABLE_ERRORS: Final[contextvars.ContextVar[tuple[type[BaseException], ...] | None]] = (
-    contextvars.ContextVar("otel_resilience_http_retryable", default=None)
-)
-"""In a request an integration sends: the errors its attempts may be retried for (``()``: none,
-the request may not be sent twice); ``None`` outside one. Read by :class:`HttpRetryOn`."""
+_RETRYABLE_ERRORS: Final = RERUNNABLE
+"""In a request an integration sends: the errors after which it may be sent again (``()``: none,
+the request may not be sent twice); ``None`` outside one. The engine's rule of every re-run
+(:func:`~otel_resilience.engine.rerun.may_run_again`): a retry (:class:`HttpRetryOn`), a hedge
+(:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART re-run all ask it."""
 
 
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
@@ -212,10 +214,7 @@ class HttpRetryOn:
 
     def __call__(self, error: Exception) -> bool:
         """Return whether ``error`` is retried (see the class)."""
-        retryable = _RETRYABLE_ERRORS.get()
-        if retryable is not None and not issubclass(type(error), retryable):
-            return False
-        return self.base.is_retryable(error)
+        return may_run_again(error) and self.base.is_retryable(error)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, HttpRetryOn) and other.base == self.base
@@ -229,8 +228,7 @@ class HttpRetryOn:
 
 def _sent_once() -> bool:
     """Whether the request being sent by an integration may not be sent twice (see "Safe retries")."""
-    retryable = _RETRYABLE_ERRORS.get()
-    return retryable is not None and not retryable
+    return not may_run_again()
 
 
 class HttpHedgeBudget:

@@ -59,3 +59,30 @@ def test_a_handle_made_without_adapt_keeps_the_rule_once_a_client_serves_it() ->
         assert sends == ["POST"]  # sent once: the reloaded config kept the HTTP rule
         assert client.get("https://orders.internal/orders/1").status_code == 503
     assert sends == ["POST", "GET", "GET", "GET"]
+
+
+def test_a_recovery_rule_never_sends_a_post_again() -> None:
+    """A RETRY recovery re-runs a GET after a transport failure, never a POST."""
+    from otel_resilience.patterns.recovery import RecoveryAction, RecoveryStrategy  # noqa: PLC0415
+
+    manager = ResilienceManager()
+    rule = RecoveryAction(RecoveryStrategy.RETRY, max_attempts=2, delay=0.0)
+    manager.recovery_system.register_recovery_rule(httpx.ConnectError, rule)
+    sends: list[str] = []
+
+    def downstream(request: httpx.Request) -> httpx.Response:
+        sends.append(request.method)
+        if sends.count(request.method) == 1:  # each method's first send fails
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200)
+
+    config = ResilienceConfig(
+        name="orders-recovered", retry_policy=RetryPolicy(max_attempts=1), enable_recovery=True
+    )
+    transport = ResilientTransport(config, httpx.MockTransport(downstream), manager=manager)
+    with httpx.Client(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError):
+            client.post("https://orders.internal/orders", json={})
+        assert sends == ["POST"]  # sent once: the recovery did not run it again
+        assert client.get("https://orders.internal/orders/1").status_code == 200
+    assert sends == ["POST", "GET", "GET"]  # a GET is recovered: sent again after the failure

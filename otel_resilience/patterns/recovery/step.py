@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from otel_resilience.engine.context import ExecutionContext, time_remaining
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.rerun import may_run_again
 from otel_resilience.engine.step import Action, Answer, Call, Retry
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import RecoveryEscalatedError
@@ -88,14 +89,16 @@ class RecoveryStep(Link[RecoveryConfig]):
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
         """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it."""
         if token is not None:
-            return self._rerun(ctx, token) if isinstance(error, token.covered) else self._give_up(token)
+            return (
+                self._rerun(ctx, token, error) if isinstance(error, token.covered) else self._give_up(token)
+            )
         rule = self._system._observe(error, ctx.operation)
         if rule is None:
             return None
         covered, action = rule
         strategy = action.strategy
         if strategy in RERUN:
-            return self._rerun(ctx, self._start(covered, action, error))
+            return self._rerun(ctx, self._start(covered, action, error), error)
         if strategy is RecoveryStrategy.FALLBACK:
             if action.fallback_function is None:
                 return self._fell_back(ctx, error, action.fallback_value)
@@ -112,11 +115,16 @@ class RecoveryStep(Link[RecoveryConfig]):
         """Return the token of a RETRY/RESTART recovery of ``error``."""
         return Rerun(covered, action, error)
 
-    def _rerun(self, ctx: ExecutionContext, rerun: Rerun) -> Action:
-        """Run the rest again, unless the re-runs ran out, the deadline or the execution's cap forbid it."""
+    def _rerun(self, ctx: ExecutionContext, rerun: Rerun, error: Exception) -> Action:
+        """Run the rest again, unless the re-runs ran out or the deadline, the cap or the caller forbid it.
+
+        The caller forbids it for an operation that must not run again after ``error``
+        (:func:`~otel_resilience.engine.rerun.may_run_again`: an HTTP request that may be sent
+        once, a POST): the recovery then fails, and the error passes through.
+        """
         action = rerun.action
         delay = action.delay
-        if rerun.left and self._may_rerun(delay) and ctx.next_attempt() is not None:
+        if rerun.left and may_run_again(error) and self._may_rerun(delay) and ctx.next_attempt() is not None:
             rerun.left -= 1
             return Retry(delay, rerun, action.restart_hook, self._what("restart_hook"))
         return self._give_up(rerun)
