@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,18 +14,6 @@ class Thing:
 
     def __init__(self, name: str) -> None:
         self.name = name
-
-
-@pytest.fixture
-def unraisable() -> Iterator[list[object]]:
-    """Collect what death callbacks raise (they cannot raise into the program)."""
-    seen: list[object] = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = seen.append
-    try:
-        yield seen
-    finally:
-        sys.unraisablehook = previous
 
 
 def test_the_newest_namesake_is_found_and_the_older_one_after_it_dies(unraisable: list[object]) -> None:

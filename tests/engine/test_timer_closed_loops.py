@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
-
-import pytest
 
 from otel_resilience import Bulkhead, BulkheadConfig, ResilienceConfig, ResilienceManager
 from otel_resilience.engine import timer as timer_module
@@ -23,18 +20,6 @@ from otel_resilience.engine import timer as timer_module
 
 async def _hang() -> None:
     await asyncio.Event().wait()
-
-
-@pytest.fixture
-def unraisable() -> Iterator[list[Any]]:
-    """What the interpreter reports as ignored (an exception in a coroutine freed by the collector)."""
-    seen: list[Any] = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = seen.append
-    try:
-        yield seen
-    finally:
-        sys.unraisablehook = previous
 
 
 def _abandon(start: Callable[[], list[Coroutine[Any, Any, Any]]]) -> weakref.ref[asyncio.AbstractEventLoop]:
@@ -59,7 +44,7 @@ async def _ok() -> str:
     return "ok"
 
 
-def test_a_loop_closed_with_a_pending_deadline_is_freed(unraisable: list[Any]) -> None:
+def test_a_loop_closed_with_a_pending_deadline_is_freed(unraisable: list[object]) -> None:
     """A timeout scope left pending on a closed loop keeps neither the loop nor its task."""
     manager = ResilienceManager()
     policy = manager.policy("closed-loop-deadline", ResilienceConfig(timeout=30.0))
@@ -71,7 +56,7 @@ def test_a_loop_closed_with_a_pending_deadline_is_freed(unraisable: list[Any]) -
     assert unraisable == []
 
 
-def test_a_loop_closed_with_a_queued_bulkhead_call_is_freed(unraisable: list[Any]) -> None:
+def test_a_loop_closed_with_a_queued_bulkhead_call_is_freed(unraisable: list[object]) -> None:
     """A bulkhead waiter left queued on a closed loop keeps neither the loop nor its slot."""
     bulkhead = Bulkhead("closed-loop-queue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=30.0))
     closed = _abandon(lambda: [bulkhead.run(_hang), bulkhead.run(_hang)])

@@ -59,6 +59,17 @@ def _opened(*breakers: CircuitBreaker) -> Callable[[], bool]:
     return lambda: all(b.state is CircuitState.OPEN for b in breakers)
 
 
+def _lose_state(redis_url: str, namespace: str) -> None:
+    """Delete every key of ``namespace``: what a restart of the server without persistence leaves."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(*client.keys(f"{namespace}:*"))
+    finally:
+        client.close()
+
+
 def test_failures_on_two_replicas_open_both_at_the_cluster_threshold(replicas: Replica) -> None:
     """Two failures on one replica and one on the other reach failure_threshold=3: both open."""
     a, b = replicas(), replicas()
@@ -340,18 +351,12 @@ def test_a_trip_after_the_server_lost_the_state_still_reaches_the_others(
     redis_url: str, replicas: Replica
 ) -> None:
     """Redis restarted without persistence (or the state key expired): the next trip opens every replica."""
-    import redis  # noqa: PLC0415 - the redis extra, here only
-
     a, b = replicas(namespace="lost"), replicas(namespace="lost")
     a.force_open()
     wait_for(_opened(a, b), 2.0, "both OPEN")
     a.reset()
     wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.delete(*client.keys("lost:*"))  # what a restart without persistence leaves
-    finally:
-        client.close()
+    _lose_state(redis_url, "lost")
     a.force_open()
     wait_for(_opened(a, b), 3.0, "the trip reaching the other replica")
 
@@ -360,8 +365,6 @@ def test_a_replica_that_joins_after_the_server_lost_the_state_and_trips_first_re
     redis_url: str,
 ) -> None:
     """Its trip founds the lost state anew, newer than every period the others saw, both ways."""
-    import redis  # noqa: PLC0415 - the redis extra, here only
-
     stores: list[RedisStore] = []
 
     def replica() -> CircuitBreaker:
@@ -381,11 +384,7 @@ def test_a_replica_that_joins_after_the_server_lost_the_state_and_trips_first_re
             wait_for(_opened(a, b), 2.0, "both OPEN")
             a.reset()
             wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
-        client = redis.Redis.from_url(redis_url)
-        try:
-            client.delete(*client.keys("lagging:*"))  # what a restart without persistence leaves
-        finally:
-            client.close()
+        _lose_state(redis_url, "lagging")
         late = replica()  # joins now: it knows no period at all
         late.force_open()
         wait_for(_opened(a, b), 3.0, "the late replica's trip reaching the others")
