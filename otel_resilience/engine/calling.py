@@ -157,8 +157,9 @@ def awaitable_in_sync(operation: str, coroutine: CoroutineType[Any, Any, Any]) -
     """Close ``coroutine`` (returned to a sync driver) and return the signal to raise."""
     coroutine.close()
     msg = (
-        f"{operation!r}: fn is a coroutine function, which the sync API cannot await; "
-        "use the async variant (without _sync) and await it"
+        f"{operation!r}: fn is a coroutine function (it returned a coroutine), which the sync API "
+        "cannot await; use the async variant (without _sync) and await it (a decorator picks the "
+        "async one for an async def, or an object whose __call__ is one)"
     )
     return WrongDriver(msg)
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, over
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
-from otel_resilience.engine.protecting import protect_with, standalone
+from otel_resilience.engine.protecting import check_protectable, protect_with, standalone
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
@@ -240,7 +240,8 @@ class Pattern(abc.ABC, Generic[C, L]):
     def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate ``fn`` so that every call runs through this instance's link.
 
-        The async or sync driver is chosen once, here, with ``inspect.iscoroutinefunction``.
+        The async or sync driver is chosen once, here
+        (:func:`~otel_resilience.engine.protecting.is_async_callable`).
 
         Args:
             fn: The function to protect (async or sync).
@@ -249,9 +250,11 @@ class Pattern(abc.ABC, Generic[C, L]):
             A wrapper with ``fn``'s signature and metadata (``functools.wraps``).
 
         Raises:
-            TypeError: ``fn`` is not callable, or is an async generator function (or the pattern
-                refuses it: see its ``protect`` notes).
+            TypeError: ``fn`` is not callable, is a generator function (async or not) or a
+                ``staticmethod``/``classmethod`` object (or the pattern refuses it: see its
+                ``protect`` notes).
         """
+        check_protectable(self._name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
             raise self._not_callable("protect", fn)
         self._check_protectable(fn)

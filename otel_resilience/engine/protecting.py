@@ -11,17 +11,17 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from otel_resilience.engine.calling import async_generator_refused, generator_refused
 from otel_resilience.engine.forking import fork_safe
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from otel_resilience.engine.pipeline import Pipeline
 
-__all__ = ["check_protectable", "protect_with", "standalone"]
+__all__ = ["check_protectable", "is_async_callable", "protect_with", "standalone"]
 
 
 _STANDALONE_LOCK: Final = fork_safe(threading.Lock())
@@ -51,20 +51,49 @@ def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> 
     return current
 
 
-def check_protectable(name: str, fn: Callable[..., Any]) -> None:
+def is_async_callable(fn: object) -> TypeGuard[Callable[..., Coroutine[Any, Any, Any]]]:
+    """Return whether calling ``fn`` makes a coroutine: the rule every decorator picks its driver by.
+
+    A coroutine function (``inspect.iscoroutinefunction``: a ``functools.partial`` of one
+    included), or an object whose ``__call__`` is one (a class with ``async def __call__``, or a
+    ``functools.partial`` of such an object). Type checkers see the same: such a callable's
+    return type is a coroutine, so the decorators' overloads type its wrapper as async.
+    """
+    if inspect.iscoroutinefunction(fn):
+        return True
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.isroutine(fn) or isinstance(fn, type):
+        return False
+    call = getattr(fn, "__call__", None)  # noqa: B004 - the method itself is what is asked about
+    return inspect.iscoroutinefunction(call)
+
+
+def check_protectable(name: str, fn: object) -> None:
     """Refuse a function that no driver can protect, when it is decorated rather than when called.
 
     A generator function, async or not, returns an iterator at once, before its body runs (the
     sync driver would count that as a success, the async one cannot await it): both drivers
-    refuse it when called, ``protect`` here, before any call.
+    refuse it when called, ``protect`` here, before any call. A ``staticmethod`` or
+    ``classmethod`` object (the decorator written below ``@staticmethod``/``@classmethod``) is
+    refused too: its wrapper would be a plain function, bound as an instance method.
 
     Args:
         name: The name of the pattern or pipeline that decorates it (shown in the message).
         fn: The function to decorate.
 
     Raises:
-        TypeError: If ``fn`` is a generator function or an async generator function.
+        TypeError: If ``fn`` is a generator function, an async generator function, or a
+            ``staticmethod`` or ``classmethod`` object.
     """
+    if isinstance(fn, (staticmethod, classmethod)):
+        kind = type(fn).__name__
+        msg = (
+            f"{name!r}: fn is a {kind} object, which cannot be decorated (its wrapper would be "
+            f"bound as an instance method): write @{kind} above the decorator, so that the "
+            "decorator gets the function itself"
+        )
+        raise TypeError(msg)
     if inspect.isasyncgenfunction(fn):
         raise async_generator_refused(repr(name)).as_type_error()
     if inspect.isgeneratorfunction(fn):
@@ -74,9 +103,10 @@ def check_protectable(name: str, fn: Callable[..., Any]) -> None:
 def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap ``fn`` so that every call runs through ``pipeline`` (the patterns' ``protect``).
 
-    The driver is chosen once, here: a coroutine function gets :meth:`Pipeline.execute`,
-    anything else :meth:`Pipeline.execute_sync`. ``functools.wraps`` keeps the metadata; the
-    patterns' typed ``protect`` overloads keep the signature for type checkers.
+    The driver is chosen once, here: a coroutine function (:func:`is_async_callable`) gets
+    :meth:`Pipeline.execute`, anything else :meth:`Pipeline.execute_sync`. ``functools.wraps``
+    keeps the metadata; the patterns' typed ``protect`` overloads keep the signature for type
+    checkers.
 
     Args:
         pipeline: The pipeline every call runs through.
@@ -91,7 +121,7 @@ def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., An
     """
     check_protectable(pipeline.name, fn)
     wrapper: Callable[..., Any]
-    if inspect.iscoroutinefunction(fn):
+    if is_async_callable(fn):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             return await pipeline.execute_packed(fn, args, kwargs)

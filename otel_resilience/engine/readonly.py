@@ -3,13 +3,14 @@
 ``ratio = ReadOnly[float]("_ratio", "Retries allowed per first attempt.")`` in a class body
 publishes the slot ``_ratio`` as the read-only attribute ``ratio``: a ``property`` whose getter is
 ``operator.attrgetter("_ratio")`` (no Python frame per read, so cheaper than a ``@property``
-method), documented like one, and typed ``float`` on instances for type checkers.
+method), documented like one, typed ``float`` on instances for type checkers, and read-only for
+them too (an assignment is a type error, as it is an ``AttributeError`` at run time).
 """
 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 __all__ = ["ReadOnly"]
 
@@ -37,3 +38,6 @@ class ReadOnly(property, Generic[T]):
         def __get__(self, instance: object, owner: type | None = None, /) -> T: ...
 
         def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+
+        def __set__(self, instance: object, value: NoReturn, /) -> None:
+            """No value can be assigned (``property``'s own ``__set__`` raises ``AttributeError``)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.manager.stages import ExtraStrategy
@@ -83,6 +85,29 @@ class ResilienceConfig:
     rate_limiter: RateLimiterConfig | None = None
     chaos: ChaosConfig | None = None
     hedging: HedgingConfig | None = None
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds, a list for a tuple), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            circuit_breaker: CircuitBreakerConfig | None = ...,
+            retry_policy: RetryPolicy | None = ...,
+            fallback_config: FallbackConfig | None = ...,
+            timeout: float | timedelta | None = ...,
+            bulkhead_config: BulkheadConfig | None = ...,
+            enable_recovery: bool = ...,
+            name: str | None = ...,
+            circuit_breaker_name: str | None = ...,
+            bulkhead_name: str | None = ...,
+            spans: bool = ...,
+            record_duration: bool = ...,
+            max_attempts_total: int | None = ...,
+            extra_strategies: tuple[ExtraStrategy, ...] | list[ExtraStrategy] = ...,
+            rate_limiter: RateLimiterConfig | None = ...,
+            chaos: ChaosConfig | None = ...,
+            hedging: HedgingConfig | None = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         for field, kind in (

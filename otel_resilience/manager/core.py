@@ -22,7 +22,7 @@ import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.forking import fork_safe
@@ -316,7 +316,7 @@ class ResilienceManager(NamedPolicies):
         if entry is not None and entry.config is config and entry.live:
             return entry
         if not isinstance(config, ResilienceConfig):
-            raise fail("ResilienceManager", "config", "a ResilienceConfig", config, kind=TypeError)
+            raise _not_a_config(config)
         value_key = (name, config_key(config))
         with self._lock:
             entry = self._by_id.get(key)
@@ -484,3 +484,11 @@ class ResilienceManager(NamedPolicies):
             "limits": limits,
             "named_policies": named,
         }
+
+
+def _not_a_config(config: object) -> TypeError:
+    """Build the error for a ``config`` that is not a ResilienceConfig (the fix, for a policy handle)."""
+    rule = "a ResilienceConfig"
+    if isinstance(config, PolicyHandle):
+        rule += " (a policy handle runs calls itself: handle.execute(fn, ...), execute_sync)"
+    return cast("TypeError", fail("ResilienceManager", "config", rule, config, kind=TypeError))

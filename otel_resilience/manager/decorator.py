@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.protecting import check_protectable
+from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.core import _GONE, ResilienceManager
@@ -87,11 +86,11 @@ def resilient(
         raise fail("resilient", "config", "a ResilienceConfig", cfg, kind=TypeError)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        name = cfg.name or name_of(fn)
+        check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
             raise fail("resilient", "fn", "callable", fn, kind=TypeError)
-        name = cfg.name or name_of(fn)
-        check_protectable(name, fn)
-        if cfg.hedging is not None and not inspect.iscoroutinefunction(fn):
+        if cfg.hedging is not None and not is_async_callable(fn):
             msg = (
                 f"resilient: policy {name!r} hedges (ResilienceConfig.hedging), which is async only: "
                 "its attempts run side by side as tasks of an event loop; decorate an async function"
@@ -115,7 +114,7 @@ def _bind(
         entry = (manager or get_resilience_manager())._entry_for(config, name)
         return entry.pipeline
 
-    if inspect.iscoroutinefunction(fn):
+    if is_async_callable(fn):
         async_fn: Callable[..., Awaitable[Any]] = fn
 
         @functools.wraps(fn)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -33,7 +32,7 @@ from otel_resilience.engine.events import (
     StrategyTelemetry,
     error_type_name,
 )
-from otel_resilience.engine.protecting import check_protectable
+from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import POLICIES, namesakes_expected
 from otel_resilience.engine.step import Step
@@ -217,7 +216,12 @@ class PolicyHandle(_Runs):
         self._default = build(spec, None, None, None)
         POLICIES.register(self)
 
-    config = ReadOnly[ResilienceConfig]("_spec.config", "The config new calls run under.")
+    @property
+    def config(self) -> ResilienceConfig:
+        """The config new calls run under."""
+        # A property, not a ReadOnly: every type checker then takes the handle where a protocol
+        # asks for a ``config`` property (the HTTP integrations' ``PolicyHandleLike``).
+        return self._spec.config
 
     generation = ReadOnly[int]("_spec.generation", "The config's number: 1, then one more per reload.")
 
@@ -496,11 +500,11 @@ def run_sync(state: KeyState, fn: Callable[..., Any], args: Any, kwargs: Any) ->
 
 def protect(name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner: str) -> Callable[P, R]:
     """Wrap ``fn`` so that each call enters a state (``enter()``) and runs in its pipeline."""
+    check_protectable(name, fn)  # first: a classmethod object is not callable
     if not callable(fn):
         raise fail(owner, "fn", "callable", fn, kind=TypeError)
-    check_protectable(name, fn)
     wrapper: Callable[..., Any]
-    if inspect.iscoroutinefunction(fn):
+    if is_async_callable(fn):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             return await run(enter(), fn, args, kwargs)

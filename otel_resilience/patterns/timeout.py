@@ -138,6 +138,16 @@ class TimeoutConfig:
     """``"total"`` (the deadline bounds the whole execution) or ``"attempt"`` (one attempt);
     reported in the error and in telemetry. The default is ``"total"``."""
 
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(
+            self,
+            timeout: float | timedelta = ...,
+            default: object = ...,
+            scope: str = ...,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "timeout", _check_timeout("TimeoutConfig", self.timeout))
         _check_scope("TimeoutConfig", self.scope)

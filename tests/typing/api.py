@@ -6,16 +6,20 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from opentelemetry.metrics import Observation
 
 from otel_resilience import (
+    AlertConfig,
     Bulkhead,
+    BulkheadConfig,
     Chaos,
     ChaosConfig,
     ChaosSwitch,
     CircuitBreaker,
+    CircuitBreakerConfig,
     CircuitState,
     ExtraStrategy,
     FallbackConfig,
@@ -29,12 +33,17 @@ from otel_resilience import (
     RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
+    RecoveryAction,
+    RecoveryConfig,
+    RecoveryStrategy,
     RedisStore,
     ResilienceConfig,
     Retry,
     RetryBudget,
     RetryPolicy,
+    TimeoutConfig,
     TimeoutHandler,
+    TimeWindow,
     config,
     current_deadline,
     get_resilience_manager,
@@ -44,6 +53,7 @@ from otel_resilience import (
 )
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Step
+from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.telemetry import OtelListener, instrument
 from otel_resilience.telemetry.histograms import InProcessHistogram
 
@@ -221,3 +231,62 @@ def check_telemetry_switches() -> None:
     histogram.record(0.25, {"resilience.policy": "p"})
     points: list[Observation] = histogram.buckets() + histogram.sums() + histogram.counts()
     print(listener, points)
+
+
+def check_durations_and_lists() -> None:
+    """A duration field takes a timedelta (and holds seconds); a list stands for a tuple."""
+    td = timedelta(seconds=2)
+    breaker = CircuitBreakerConfig(
+        timeout=td,
+        sliding_window=TimeWindow(td),
+        slow_call_duration=td,
+        max_half_open_wait=td,
+        break_duration=lambda openings: td * openings,
+    )
+    seconds: float = breaker.timeout
+    total: float | None = ResilienceConfig(
+        timeout=td, extra_strategies=[ExtraStrategy(Audit, rank=0)]
+    ).timeout
+    RetryPolicy(initial_delay=td, max_delay=td, attempt_timeout=td)
+    BulkheadConfig(timeout=td)
+    burst: int = RateLimiterConfig(rate=1.0, burst=None, max_wait=td).burst
+    ChaosConfig(latency_rate=0.1, latency=td)
+    TimeoutConfig(timeout=td)
+    RecoveryAction(strategy=RecoveryStrategy.RETRY, delay=td, isolate_duration=td)
+    RecoveryConfig(pattern_window=td)
+    AlertConfig(bulkhead_cooldown=td, escalation_cooldown=td)
+    HedgingConfig(delay=td, actions=[fetch])
+    ResilienceConfig(timeout="2s")  # type: ignore[arg-type]
+    RetryPolicy(multiplier=td)  # type: ignore[arg-type]
+    RateLimiterConfig(burst=5)  # type: ignore[call-arg]
+    print(seconds, total, burst)
+
+
+def check_read_only_attributes(breaker: CircuitBreaker, handle: PolicyHandle) -> None:
+    """What reads as an attribute and cannot be set at run time cannot be set for type checkers."""
+    name: str = breaker.name
+    breaker.name = "other"  # type: ignore[assignment]
+    handle.generation = 2  # type: ignore[assignment]
+    handle.config = ResilienceConfig()  # type: ignore[misc]
+    print(name)
+
+
+class Fetcher:
+    async def __call__(self, user_id: int) -> str:
+        return str(user_id)
+
+
+async def check_callable_objects() -> None:
+    """An object with an async __call__ is decorated as async (at run time too)."""
+    a: str = await CircuitBreaker("typing").protect(Fetcher())(1)
+    b: str = await resilient()(Fetcher())(2)
+    c: str = await retry()(Fetcher())(3)
+    print(a, b, c)
+
+
+def check_http_clients() -> None:
+    """The HTTP clients take a config or a manager's policy handle."""
+    handle = get_resilience_manager().policy("typing-http", ResilienceConfig())
+    ResilientTransport(handle)
+    AsyncResilientTransport(ResilienceConfig(timeout=timedelta(seconds=5)))
+    ResilientTransport(RetryPolicy())  # type: ignore[arg-type]

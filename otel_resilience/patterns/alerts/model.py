@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.events import IdentityEnum
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
@@ -121,6 +122,19 @@ class AlertConfig:
     (``timedelta`` accepted). Default 60.0 s."""
     history_size: int = DEFAULT_HISTORY_SIZE
     """Recent alerts kept in :attr:`AlertSystem.history`, >= 1. Default 100."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            recovery_rate_threshold: float = ...,
+            min_recovery_attempts: int = ...,
+            recovery_window: int = ...,
+            bulkhead_cooldown: float | timedelta = ...,
+            escalation_cooldown: float | timedelta = ...,
+            history_size: int = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "AlertConfig"

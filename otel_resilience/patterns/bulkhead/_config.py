@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.validation import check_duration, check_int
 
@@ -38,6 +39,16 @@ class BulkheadConfig:
     """The longest a call may wait in the queue, in seconds, ``> 0`` and finite. The default
     value is 60.0; an enclosing deadline (the manager's total timeout) usually ends the wait
     sooner."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(
+            self,
+            max_concurrent: int = ...,
+            max_waiting: int = ...,
+            timeout: float | timedelta = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "BulkheadConfig"

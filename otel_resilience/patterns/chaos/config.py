@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Union
 
 from otel_resilience.engine.validation import check_duration, check_number, describe, fail
@@ -155,6 +156,21 @@ class ChaosConfig:
     sequence of runs (in one task or thread; concurrent runs draw in the order they reach the
     link). ``None`` (the default) seeds from the operating system. Each link of a policy, and
     each :class:`~otel_resilience.patterns.chaos.Chaos`, has its own generator."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            fault_rate: float = ...,
+            fault: Fault | None = ...,
+            latency_rate: float = ...,
+            latency: float | timedelta = ...,
+            outcome_rate: float = ...,
+            outcome: Any = ...,
+            enabled: Enabled = ...,
+            seed: int | None = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         for field in ("fault_rate", "latency_rate", "outcome_rate"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import (
@@ -111,6 +112,28 @@ class CircuitBreakerConfig:
     """Where the breaker shares its state with the other replicas of the service
     (``RedisStore.from_url(url, namespace=...)``); ``None`` (the default): this process only.
     Calls never wait on the store: see the README's "Shared state on Redis"."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            failure_threshold: int = ...,
+            success_threshold: int = ...,
+            timeout: float | timedelta = ...,
+            half_open_max_calls: int = ...,
+            record_exceptions: ExceptionSelector = ...,
+            ignore_exceptions: ExceptionTypes = ...,
+            sliding_window: CountWindow | TimeWindow | None = ...,
+            failure_rate_threshold: float = ...,
+            minimum_calls: int = ...,
+            slow_call_duration: float | timedelta | None = ...,
+            slow_call_rate_threshold: float = ...,
+            record_result: Callable[[Any], bool] | None = ...,
+            break_duration: Callable[[int], float | timedelta] | None = ...,
+            max_half_open_wait: float | timedelta | None = ...,
+            store: SharedStore | None = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         check_int(_OWNER, "failure_threshold", self.failure_threshold, minimum=1)

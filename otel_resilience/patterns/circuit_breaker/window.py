@@ -36,7 +36,8 @@ Costs:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Protocol, final
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 from otel_resilience.engine.sliding import SlidingCounts
 from otel_resilience.engine.validation import check_duration, check_int, fail
@@ -219,6 +220,15 @@ class TimeWindow:
     buckets: int = 10
     """How many buckets the window is divided in, ``1 <= buckets <= 1000`` (bounds memory);
     ``seconds / buckets`` is the bucket width. The default is 10."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(
+            self,
+            seconds: float | timedelta = ...,
+            buckets: int = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         seconds = check_duration(_TIME, "seconds", self.seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 from otel_resilience.engine.validation import (
     check_callable,
@@ -142,6 +142,22 @@ class HedgingConfig:
     ``ratio`` times the first attempts (plus the floor). In a ``ResilienceConfig`` whose
     ``retry_policy`` has a budget, hedging uses that one when this is ``None``. Default:
     ``None`` (``max_attempts`` alone bounds the load: up to ``max_attempts`` times)."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds, a list for a tuple), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            delay: HedgeDelay | None = ...,
+            max_attempts: int = ...,
+            mode: HedgingMode = ...,
+            actions: tuple[Callable[..., Awaitable[Any]], ...]
+            | list[Callable[..., Awaitable[Any]]]
+            | None = ...,
+            hedge_on: ErrorSelector = ...,
+            hedge_on_result: Callable[[Any], bool] | None = ...,
+            budget: HedgeBudget | None = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         mode: object = self.mode

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.validation import fail
 from otel_resilience.patterns.hedging.config import KIND, HedgingConfig
 from otel_resilience.patterns.hedging.step import HedgingStatsDict, _HedgingCore, _HedgingStep
@@ -82,7 +82,7 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
 
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse a sync function: hedging is async only."""
-        if not inspect.iscoroutinefunction(fn):
+        if not is_async_callable(fn):
             raise self._core.sync_error()
 
     def _link(self, telemetry: StrategyTelemetry) -> _HedgingStep:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final, Literal
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final, Literal
 
 from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
@@ -92,6 +93,21 @@ class RateLimiterConfig:
     expected_replicas: int = 1
     """With ``store_fallback="local"``: the replicas the cluster budget is split between while
     the store is unreachable. An ``int >= 1``; the default is 1."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds, None for the default burst), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            rate: float,
+            burst: int | None = ...,
+            algorithm: Algorithm = ...,
+            max_wait: float | timedelta = ...,
+            max_waiting: int = ...,
+            store: SharedStore | None = ...,
+            store_fallback: Literal["open", "closed", "local"] = ...,
+            expected_replicas: int = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         rate = check_number(_OWNER, "rate", self.rate, minimum=0.0, min_inclusive=False)

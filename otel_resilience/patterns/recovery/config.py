@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.registry import BREAKERS
@@ -84,6 +85,21 @@ class RecoveryAction:
     """ISOLATE: seconds the breaker stays forced open, > 0 (a ``timedelta`` is accepted).
     Default 30.0 s."""
 
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            strategy: RecoveryStrategy,
+            max_attempts: int = ...,
+            delay: float | timedelta = ...,
+            restart_hook: Callable[[], object] | None = ...,
+            fallback_value: object = ...,
+            fallback_function: Callable[..., object] | None = ...,
+            isolate_breaker: str | None = ...,
+            isolate_duration: float | timedelta = ...,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         owner = "RecoveryAction"
         strategy = self.strategy
@@ -131,6 +147,16 @@ class RecoveryConfig:
     max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
     """Fingerprints tracked at most, >= 1; the least recently seen is forgotten first.
     Default 1000."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(
+            self,
+            pattern_threshold: int = ...,
+            pattern_window: float | timedelta = ...,
+            max_fingerprints: int = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "RecoveryConfig"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, ParamSpec, TypeVar, overload
@@ -10,7 +9,7 @@ from typing import Any, Final, ParamSpec, TypeVar, overload
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
-from otel_resilience.engine.protecting import check_protectable
+from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_callable, check_name, describe, fail
 from otel_resilience.patterns.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
@@ -113,7 +112,7 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse a sync function while ``on_retry`` is async (after an async generator function)."""
         check_protectable(self.name, fn)
-        if not inspect.iscoroutinefunction(fn) and self._core.hook_is_async:
+        if not is_async_callable(fn) and self._core.hook_is_async:
             raise self._core.async_hook_error()
 
     execute = verb(
@@ -257,9 +256,10 @@ class _RetryDecorator:
     @overload
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        name = self._name if self._name is not None else _name_of(fn)
+        check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
             raise _not_callable("retry", fn)
-        name = self._name if self._name is not None else _name_of(fn)
         return Retry(name, **self._options).protect(fn)
 
 

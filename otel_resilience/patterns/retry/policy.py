@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.validation import (
     check_callable,
@@ -155,6 +155,26 @@ class RetryPolicy:
     deadline gives up at once (stop reason ``"max_delay"`` or ``"deadline"``), never clamped: a
     server asking for more than the policy would wait is not retried early. What it raises
     propagates. Default: ``None`` (the strategy only)."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            max_attempts: int = ...,
+            strategy: RetryStrategy = ...,
+            initial_delay: float | timedelta = ...,
+            multiplier: float = ...,
+            max_delay: float | timedelta = ...,
+            jitter: Jitter = ...,
+            jitter_ratio: float = ...,
+            attempt_timeout: float | timedelta | None = ...,
+            retry_on: ErrorSelector = ...,
+            no_retry_on: ErrorSelector = ...,
+            retry_on_result: ResultPredicate | None = ...,
+            budget: RetryBudget | None = ...,
+            delay_from: DelayFrom | None = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         check_int(_OWNER, "max_attempts", self.max_attempts, minimum=1)

@@ -1,0 +1,109 @@
+"""The config classes' constructors, as type checkers see them, take what they take at run time.
+
+A duration field holds seconds (a ``float``) but its constructor also takes a ``timedelta``; a
+few fields take ``None`` for a computed default or a list for a tuple. Such a class declares its
+constructor for type checkers under ``if TYPE_CHECKING:`` (the dataclass makes the real one).
+These tests keep that declaration and the run-time constructor in step: the same parameters,
+in the same order, with the same defaults, and ``timedelta`` in exactly the duration fields
+that accept one. ``tests/typing/api.py`` checks the declarations with ``mypy --strict``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import otel_resilience
+from otel_resilience import CountWindow, FallbackStrategy, RecoveryStrategy
+
+# Arguments a class needs to be valid at all, so that the field under test decides.
+REQUIRED: dict[str, dict[str, Any]] = {
+    "CircuitBreakerConfig": {"sliding_window": CountWindow(10)},
+    "FallbackConfig": {"strategy": FallbackStrategy.DEFAULT_VALUE},
+    "HedgingConfig": {"delay": 0.5},
+    "RateLimiterConfig": {"rate": 1.0},
+    "RecoveryAction": {"strategy": RecoveryStrategy.RETRY},
+}
+
+
+def config_classes() -> list[type]:
+    """Every public dataclass a user constructs (``Alert`` is made by the library)."""
+    found = []
+    for name in otel_resilience.__all__:
+        value = getattr(otel_resilience, name)
+        if isinstance(value, type) and dataclasses.is_dataclass(value) and name != "Alert":
+            found.append(value)
+    return found
+
+
+def declared_init(cls: type) -> ast.FunctionDef | None:
+    """Return the ``__init__`` that ``cls`` declares under ``if TYPE_CHECKING:``, if any."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0]
+    assert isinstance(body, ast.ClassDef)
+    for node in body.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for inner in node.body:
+                if isinstance(inner, ast.FunctionDef) and inner.name == "__init__":
+                    return inner
+    return None
+
+
+def annotations_of(function: ast.FunctionDef) -> dict[str, str]:
+    args = function.args
+    return {
+        arg.arg: ast.unparse(arg.annotation) for arg in [*args.args[1:], *args.kwonlyargs] if arg.annotation
+    }
+
+
+def float_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [
+        field for field in dataclasses.fields(cls) if field.init and field.type in ("float", "float | None")
+    ]
+
+
+def accepts_timedelta(cls: type, field: str) -> bool:
+    """Whether the run-time constructor takes a ``timedelta`` for ``field``."""
+    try:
+        cls(**{**REQUIRED.get(cls.__name__, {}), field: timedelta(seconds=1)})
+    except TypeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda cls: cls.__name__)
+def test_a_declared_constructor_has_the_dataclass_parameters(cls: type) -> None:
+    declared = declared_init(cls)
+    if declared is None:
+        return
+    runtime = inspect.signature(cls).parameters
+    args = declared.args
+    names = [arg.arg for arg in args.args[1:]]
+    assert names == [name for name, p in runtime.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert [arg.arg for arg in args.kwonlyargs] == [
+        name for name, p in runtime.items() if p.kind is p.KEYWORD_ONLY
+    ]
+    with_default = {arg.arg for arg in args.args[len(args.args) - len(args.defaults) :]}
+    with_default |= {
+        arg.arg for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True) if default
+    }
+    assert with_default == {name for name, p in runtime.items() if p.default is not p.empty}
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda cls: cls.__name__)
+def test_a_duration_field_is_typed_as_taking_a_timedelta_exactly_when_it_does(cls: type) -> None:
+    declared = declared_init(cls)
+    typed = annotations_of(declared) if declared is not None else {}
+    for field in float_fields(cls):
+        takes = accepts_timedelta(cls, field.name)
+        annotation = typed.get(field.name, str(field.type))
+        assert ("timedelta" in annotation) is takes, (
+            f"{cls.__name__}.{field.name}: the constructor {'takes' if takes else 'refuses'} a timedelta, "
+            f"but type checkers see {annotation!r}"
+        )

@@ -1,0 +1,141 @@
+"""Every decorator picks its driver by what calling the function makes, and refuses method wrappers.
+
+An object whose ``__call__`` is a coroutine function (and a ``functools.partial`` of one) is
+async: its wrapper is a coroutine function that awaits it, as type checkers already assume. A
+``staticmethod`` or ``classmethod`` object (the decorator written below ``@staticmethod`` or
+``@classmethod``) is refused when decorated, with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from otel_resilience import (
+    CircuitBreaker,
+    Hedging,
+    HedgingConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    Retry,
+    RetryPolicy,
+    resilient,
+    retry,
+)
+from otel_resilience.testing import FakeClock
+
+Decorator = Callable[[Any], Any]
+_NUMBERS = itertools.count()
+
+
+class AsyncCallable:
+    """A callable object whose ``__call__`` is async."""
+
+    async def __call__(self, x: int) -> int:
+        return x + 1
+
+
+class SyncCallable:
+    """A callable object whose ``__call__`` is plain."""
+
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+def decorators(manager: ResilienceManager, clock: FakeClock) -> dict[str, Decorator]:
+    """Every public way to decorate a function, each with a manager or clock of the test's own."""
+    name = f"decorated-{next(_NUMBERS)}"
+    policy = manager.policy(name, ResilienceConfig())
+    return {
+        "resilient": resilient(ResilienceConfig(), manager=manager),
+        "retry": retry(RetryPolicy(max_attempts=2), clock=clock),
+        "Retry.protect": Retry(name, RetryPolicy(max_attempts=2), clock=clock).protect,
+        "CircuitBreaker.protect": CircuitBreaker(name, clock=clock).protect,
+        "PolicyHandle.protect": policy.protect,
+        "KeyedPolicyView.protect": policy.for_key("k").protect,
+    }
+
+
+@pytest.fixture
+def every_decorator(manager: ResilienceManager, clock: FakeClock) -> dict[str, Decorator]:
+    return decorators(manager, clock)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        AsyncCallable(),
+        functools.partial(AsyncCallable()),
+        functools.partial(functools.partial(AsyncCallable())),
+    ],
+    ids=["object", "partial", "partial of partial"],
+)
+async def test_an_object_with_an_async_call_is_decorated_as_async(
+    every_decorator: dict[str, Decorator], fn: Callable[[int], Any]
+) -> None:
+    for name, decorate in every_decorator.items():
+        wrapper = decorate(fn)
+        assert inspect.iscoroutinefunction(wrapper), name
+        assert await wrapper(1) == 2, name
+
+
+def test_an_object_with_a_sync_call_stays_sync(every_decorator: dict[str, Decorator]) -> None:
+    for name, decorate in every_decorator.items():
+        wrapper = decorate(SyncCallable())
+        assert not inspect.iscoroutinefunction(wrapper), name
+        assert wrapper(1) == 2, name
+
+
+async def test_hedging_and_a_hedging_policy_take_an_object_with_an_async_call(
+    manager: ResilienceManager,
+) -> None:
+    config = HedgingConfig(delay=1.0)
+    protected = Hedging("hedged-object", config, clock=manager._clock).protect(AsyncCallable())
+    assert await protected(1) == 2
+    decorated = resilient(ResilienceConfig(hedging=config), manager=manager)(AsyncCallable())
+    assert await decorated(1) == 2
+    with pytest.raises(TypeError, match="async only"):
+        resilient(ResilienceConfig(hedging=config), manager=manager)(SyncCallable())
+
+
+def plain(x: int) -> int:
+    return x
+
+
+async def coroutine(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize("kind", [staticmethod, classmethod])
+@pytest.mark.parametrize("fn", [plain, coroutine])
+def test_a_staticmethod_or_classmethod_object_is_refused_with_the_fix(
+    every_decorator: dict[str, Decorator], kind: Callable[[Any], Any], fn: Callable[[int], Any]
+) -> None:
+    for name, decorate in every_decorator.items():
+        with pytest.raises(TypeError, match=rf"is a {kind.__name__} object.*write @{kind.__name__} above"):
+            decorate(kind(fn))
+            pytest.fail(f"{name} decorated a {kind.__name__} object")
+
+
+def test_the_decorator_under_staticmethod_and_classmethod_works() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("methods", clock=clock)
+
+    class Service:
+        @staticmethod
+        @breaker.protect
+        def double(x: int) -> int:
+            return 2 * x
+
+        @classmethod
+        @retry(clock=clock)
+        def named(cls, suffix: str) -> str:
+            return cls.__name__ + suffix
+
+    assert Service.double(2) == Service().double(2) == 4
+    assert Service.named("!") == Service().named("!") == "Service!"
