@@ -9,14 +9,17 @@
 Each request is one execution of the policy and each send one attempt; see
 :mod:`otel_resilience.integrations.http` for which responses are failures, which requests are
 retried (an ``Idempotency-Key`` header marks one), ``Retry-After`` and the breaker per host. A
-body from a stream or an async iterator is never retried. The policy's deadline cancels the
-request (asyncio), so it never outlives its policy; aiohttp's own timeouts still apply. aiohttp
-wraps what a middleware raises as an ``OSError`` in ``ClientOSError``: a deadline reaches the
-caller as ``aiohttp.ClientOSError`` whose ``__cause__`` is the
-:class:`~otel_resilience.OperationTimeoutError`. aiohttp itself sends an idempotent request once
-more when its connection was reset or closed without an answer: that is a new request, so a new
-execution of the policy (after the policy's attempts ran out, the breaker may have opened: the
-caller then sees :class:`~otel_resilience.CircuitOpenError`).
+body from a stream or an async iterator is never retried. A failed response is read in its
+attempt (its connection goes back to the pool); the one returned when attempts run out reads as
+an unread one: ``read()``, ``text()``, ``json()`` and its ``content`` stream give its body.
+
+The policy's deadline cancels the request (asyncio), so it never outlives its policy; aiohttp's
+own timeouts still apply. aiohttp wraps what a middleware raises as an ``OSError`` in
+``ClientOSError``: a deadline reaches the caller as ``aiohttp.ClientOSError`` whose
+``__cause__`` is the :class:`~otel_resilience.OperationTimeoutError`. aiohttp itself sends an
+idempotent request once more when its connection was reset or closed without an answer: that is
+a new request, so a new execution of the policy (after the policy's attempts ran out, the
+breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOpenError`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncio
 
 import aiohttp
 from aiohttp import payload
+from aiohttp.base_protocol import BaseProtocol
 
 from otel_resilience.integrations.http import FailedResponseError
 from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
@@ -41,7 +45,8 @@ class ResilientMiddleware(HttpIntegration):
     :class:`~otel_resilience.integrations.sending.HttpIntegration`.
     """
 
-    transport_errors = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+    transport_errors = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+    """A failed connection, a timeout, and a failed response's body cut off (``ClientPayloadError``)."""
 
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
@@ -57,14 +62,30 @@ class ResilientMiddleware(HttpIntegration):
     async def _send_once(
         self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], sent: Sent
     ) -> aiohttp.ClientResponse:
-        """One attempt: pass the request on; a failed response is read, released and raised."""
+        """One attempt: pass the request on; a failed response is read (:func:`_read_failed`) and raised."""
         request, handler = exchange
         index = record_send(sent)
         sent[index] = response = await handler(request)
         if response.status in self._http.failure_statuses:
-            try:
-                await response.read()
-            finally:
-                response.release()
+            await _read_failed(response)
             raise FailedResponseError(response, response.status)
         return response
+
+
+async def _read_failed(response: aiohttp.ClientResponse) -> None:
+    """Read a failed ``response`` whole, its connection back in the pool, and keep it readable.
+
+    ``read()`` gives the connection back once the body is read (and closes it if reading
+    fails). The response is not released: aiohttp refuses a released response's ``read()`` and
+    ``content``. Its ``content`` becomes a stream of the body read, so the caller who gets it
+    when attempts run out reads it as an unread one (``read()``, ``text()``, ``json()``,
+    ``content.iter_chunked()``...).
+    """
+    body = await response.read()
+    loop = asyncio.get_running_loop()
+    # A limit over the body's size: the stream never reaches its high water mark, so it never
+    # pauses its (unconnected) protocol.
+    replay = aiohttp.StreamReader(BaseProtocol(loop), max(len(body), 2**16), loop=loop)
+    replay.feed_data(body)
+    replay.feed_eof()
+    response.content = replay

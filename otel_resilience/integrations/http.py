@@ -6,7 +6,8 @@ One request is one *execution* of the policy; each time the client sends it is o
   429 by default) is a failure: the attempt raises :class:`FailedResponseError` (holding the
   response, its body read), so the breaker counts it and the retry may send the request again.
   Any other response (a 404, a 400: the caller's mistake) is a success and never opens a
-  breaker. A transport error (refused connection, reset, client timeout) is a failure too.
+  breaker. A transport error (refused connection, reset, client timeout, a failed response's
+  body cut off) is a failure too.
   When attempts run out on a failed response, the response is returned to the caller, as the
   client would have returned it, unless :attr:`HttpOptions.raise_on_failure` is set.
 * **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
@@ -73,8 +74,9 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 DEFAULT_FAILURE_STATUSES: Final = frozenset({408, 429, *range(500, 600)})
 """Statuses that are failures by default: every 5xx, 408 Request Timeout, 429 Too Many Requests."""
 RETRYABLE: Final = "otel_resilience.retryable"
-"""The request flag (an httpx extension, an aiohttp/requests marker) that allows (``True``) or
-forbids (``False``) retrying a request whatever its method."""
+"""The httpx request extension that allows (``True``) or forbids (``False``) retrying a request
+whatever its method (requests: :func:`~otel_resilience.integrations.requests.mark_retryable`;
+aiohttp has no such flag: an ``Idempotency-Key`` header marks its request)."""
 RESEND_COUNT: Final = "otel_resilience.resend_count"
 """The request extension an attempt sets to the number of times the request was sent before."""
 RESEND_COUNT_ATTRIBUTE: Final = "http.request.resend_count"

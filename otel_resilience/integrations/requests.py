@@ -11,8 +11,14 @@ Each request is one execution of the policy and each send one attempt; see
 retried (an ``Idempotency-Key`` header, or :func:`mark_retryable`), ``Retry-After``, the
 deadline passed on as the request's timeout (a ``urllib3.util.Timeout`` too: each of its limits
 capped), and the breaker per host (``http://host/`` and ``http://host:80/`` are one host). A body
-given as a file or an iterator is never retried. The adapter's own ``max_retries`` stays 0: the
-policy retries.
+given as a file or an iterator is never retried. The adapter's own ``max_retries`` stays 0 (any
+other is refused): the policy retries. A failed response is read in its attempt: the one
+returned when attempts run out gives its body through ``content``, ``text`` and
+``iter_content`` (with ``stream=True`` too), its ``raw`` stream is spent.
+
+:func:`mark_retryable` marks the prepared request it is given: a request requests makes anew
+from it (a redirect's next hop, an authentication's second send) is judged by its method and
+headers alone; an ``Idempotency-Key`` header goes with it.
 
 The OpenTelemetry requests instrumentation wraps ``Session.send``, so its client span covers the
 whole execution (every attempt nests inside it) rather than one span per send.
@@ -26,10 +32,13 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError
 from urllib3.util import Timeout
 
-from otel_resilience.integrations.http import FailedResponseError
+from otel_resilience.engine.validation import fail
+from otel_resilience.integrations.http import FailedResponseError, HttpOptions, PolicyHandleLike
 from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
+from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -89,9 +98,27 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     ``ResilientAdapter(policy, *, options=None, manager=None, **adapter_options)``: the arguments
     of :class:`~otel_resilience.integrations.sending.HttpIntegration`; ``adapter_options`` go to
     ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
+
+    Raises:
+        ValueError: ``max_retries`` is given and not 0: urllib3 would send the request again
+            inside an attempt (a POST too), beside the policy's retries.
     """
 
-    transport_errors = (requests.ConnectionError, requests.Timeout)
+    transport_errors = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError)
+    """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)."""
+
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        *,
+        options: HttpOptions | None = None,
+        manager: ResilienceManager | None = None,
+        **adapter_options: Any,
+    ) -> None:
+        retries = adapter_options.get("max_retries", 0)
+        if isinstance(retries, bool) or retries != 0:  # urllib3 would send again inside each attempt
+            raise fail("ResilientAdapter", "max_retries", "0 (the policy retries)", retries)
+        super().__init__(policy, options=options, manager=manager, **adapter_options)
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()
@@ -133,6 +160,9 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         if response.status_code in http.failure_statuses:
             try:
                 response.content  # noqa: B018 - read the body before the connection goes back
+            except requests.ConnectionError as error:  # a read timeout in the body is one
+                http.deadline_reached(error)
+                raise
             finally:
                 response.close()
             raise FailedResponseError(response, response.status_code)

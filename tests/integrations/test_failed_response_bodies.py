@@ -1,0 +1,225 @@
+"""The body of a failed response, through aiohttp's middleware and requests' adapter.
+
+A failed response (a 5xx) is read inside its attempt. What can happen while it is read is
+what can happen to any answer: the body is cut off (a transport failure, retried like a reset),
+the deadline ends the read (the policy's timeout). The response the caller gets when attempts
+run out reads as the client would give it: aiohttp's ``read()`` and ``content`` stream too.
+A raw HTTP/1.1 server scripts each answer byte for byte.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+import requests
+from support import FAST_RETRY
+
+from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager
+from otel_resilience.integrations.aiohttp import ResilientMiddleware
+from otel_resilience.integrations.http import FailedResponseError, HttpOptions
+from otel_resilience.integrations.requests import ResilientAdapter
+
+Answer = Callable[[socket.socket], bool]
+"""Writes one answer on the connection; returns whether the connection stays open."""
+
+
+def complete(status: int, body: bytes) -> Answer:
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        connection.sendall(head + body)
+        return True
+
+    return answer
+
+
+def cut_off(status: int) -> Answer:
+    """A head announcing 100 bytes, 7 of them, and the connection closed."""
+
+    def answer(connection: socket.socket) -> bool:
+        connection.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 100\r\n\r\npartial".encode())
+        return False
+
+    return answer
+
+
+class RawServer:
+    """An HTTP/1.1 server on 127.0.0.1 answering requests in order from ``answers``.
+
+    Once ``answers`` is empty it answers ``200 ok``. ``held`` is set when the test ends: an
+    answer may wait on it (a body that never comes). ``sent`` counts the requests read.
+    """
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.held = threading.Event()
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as reader:
+            while self._read_request(reader):
+                with self.lock:
+                    self.sent += 1
+                    answer = self.answers.pop(0) if self.answers else complete(200, b"ok")
+                try:
+                    if not answer(connection):
+                        return
+                except OSError:  # the client went away
+                    return
+
+    @staticmethod
+    def _read_request(reader: Any) -> bool:
+        """Read one request's head and body; ``False`` when the client closed the connection."""
+        length = 0
+        line = reader.readline()
+        if not line:
+            return False
+        while line not in (b"\r\n", b""):
+            line = reader.readline()
+            name, _, value = line.decode().partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        reader.read(length)
+        return True
+
+    def close(self) -> None:
+        self.held.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(*answers: Answer) -> RawServer:
+        servers.append(RawServer(*answers))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def requests_session(**changes: Any) -> requests.Session:
+    fields: dict[str, Any] = {"name": "downstream", "retry_policy": FAST_RETRY}
+    fields.update(changes)
+    session = requests.Session()
+    session.mount("http://", ResilientAdapter(ResilienceConfig(**fields), manager=ResilienceManager()))
+    return session
+
+
+def aiohttp_session(options: HttpOptions | None = None, **changes: Any) -> aiohttp.ClientSession:
+    fields: dict[str, Any] = {"name": "downstream", "retry_policy": FAST_RETRY}
+    fields.update(changes)
+    middleware = ResilientMiddleware(ResilienceConfig(**fields), options=options, manager=ResilienceManager())
+    return aiohttp.ClientSession(middlewares=(middleware,))
+
+
+# ---------------------------------------------------------------------------- a body cut off
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_requests_retries_a_get_whose_failed_body_was_cut_off(
+    raw: Callable[..., RawServer], stream: bool
+) -> None:
+    """A 503 whose body ends early is a transport failure: the GET is sent again (as with httpx)."""
+    server = raw(cut_off(503))
+    response = requests_session().get(f"{server.url}/a", stream=stream)
+    assert (response.status_code, response.text, server.sent) == (200, "ok", 2)
+
+
+async def test_aiohttp_retries_a_get_whose_failed_body_was_cut_off(raw: Callable[..., RawServer]) -> None:
+    """A 503 whose body ends early is a transport failure: the GET is sent again (as with httpx)."""
+    server = raw(cut_off(503))
+    async with aiohttp_session() as session, session.get(f"{server.url}/a") as response:
+        assert (response.status, await response.text(), server.sent) == (200, "ok", 2)
+
+
+def test_requests_sends_a_post_whose_failed_body_was_cut_off_once(raw: Callable[..., RawServer]) -> None:
+    """The control: a POST is still sent once, and the client's error reaches the caller."""
+    server = raw(cut_off(503))
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests_session().post(f"{server.url}/a", data=b"order")
+    assert server.sent == 1
+
+
+# ---------------------------------------------------------------------------- the deadline
+
+
+def test_requests_the_deadline_in_a_failed_body_is_the_policys_timeout(raw: Callable[..., RawServer]) -> None:
+    """A 503 whose body stops coming: at the deadline the caller gets OperationTimeoutError.
+
+    requests reports a read timeout in a body as a ConnectionError; at the deadline this layer
+    passed on as the timeout, it is the policy's timeout, as a read timeout before the body is.
+    """
+    server: RawServer
+
+    def stalled(connection: socket.socket) -> bool:
+        connection.sendall(b"HTTP/1.1 503 X\r\nContent-Length: 4\r\n\r\n50")
+        server.held.wait()
+        return False
+
+    server = raw(stalled)
+    with pytest.raises(OperationTimeoutError):
+        requests_session(retry_policy=None, timeout=0.2).get(f"{server.url}/a")
+    assert server.sent == 1
+
+
+# ---------------------------------------------------------------------------- the response returned
+
+
+async def test_aiohttp_the_failed_response_returned_reads_as_an_unread_one(
+    raw: Callable[..., RawServer],
+) -> None:
+    """After the attempts ran out, the 503 is read with read(), text() and its content stream."""
+    server = raw(*[complete(503, b"error page")] * 3)
+    async with aiohttp_session() as session:
+        async with session.get(f"{server.url}/a") as response:
+            assert response.status == 503
+            assert await response.read() == b"error page"
+            assert await response.text() == "error page"
+        async with session.get(f"{server.url}/b") as response:  # an answer of 200: the control
+            assert await response.read() == b"ok"
+        server.answers.extend([complete(503, b"error page")] * 3)
+        async with session.get(f"{server.url}/c") as response:
+            assert [chunk async for chunk in response.content.iter_chunked(4)] == [b"erro", b"r pa", b"ge"]
+    assert server.sent == 7
+
+
+async def test_aiohttp_raise_on_failure_holds_a_readable_response(raw: Callable[..., RawServer]) -> None:
+    """With raise_on_failure, the error's response is read with read() as well."""
+    server = raw(*[complete(503, b"error page")] * 3)
+    async with aiohttp_session(HttpOptions(raise_on_failure=True)) as session:
+        with pytest.raises(FailedResponseError) as caught:
+            await session.get(f"{server.url}/a")
+    assert await caught.value.response.read() == b"error page"
+
+
+async def test_aiohttp_failed_responses_give_their_connection_back(raw: Callable[..., RawServer]) -> None:
+    """Many failing requests through a pool of one connection: none waits for a connection."""
+    server = raw(*[complete(503, b"error page")] * 30)
+    middleware = ResilientMiddleware(
+        ResilienceConfig(name="downstream", retry_policy=FAST_RETRY), manager=ResilienceManager()
+    )
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(middlewares=(middleware,), connector=connector) as session:
+        for _ in range(10):
+            async with session.get(f"{server.url}/a", timeout=aiohttp.ClientTimeout(total=30)) as response:
+                assert await response.read() == b"error page"
+    assert server.sent == 30
