@@ -208,9 +208,17 @@ class OperationTimeoutError(ResilienceError, TimeoutError):
 
     def __init__(self, operation: str, timeout: float, scope: str = "total") -> None:
         super().__init__(operation, timeout, scope)  # OSError keeps its args in __init__
+        # No operating system's error: OSError's own fields say so. (OSError took the three
+        # arguments as errno, strerror and filename; a client that wraps an OSError it did not
+        # raise, such as aiohttp, passes a TimeoutError without an errno through as it is.)
+        self.errno = self.strerror = self.filename = None
         self.operation = operation
         self.timeout = timeout
         self.scope = scope
+
+    def __reduce__(self) -> tuple[type[OperationTimeoutError], tuple[str, float, str], dict[str, Any] | None]:
+        """Pickle and copy with every field and the notes (OSError's own reduce keeps only some args)."""
+        return (type(self), (self.operation, self.timeout, self.scope), self.__dict__ or None)
 
     def __str__(self) -> str:
         what = "attempt of " if self.scope == "attempt" else ""

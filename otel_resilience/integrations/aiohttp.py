@@ -14,9 +14,10 @@ attempt (its connection goes back to the pool); the one returned when attempts r
 an unread one: ``read()``, ``text()``, ``json()`` and its ``content`` stream give its body.
 
 The policy's deadline cancels the request (asyncio), so it never outlives its policy; aiohttp's
-own timeouts still apply. aiohttp wraps what a middleware raises as an ``OSError`` in
-``ClientOSError``: a deadline reaches the caller as ``aiohttp.ClientOSError`` whose
-``__cause__`` is the :class:`~otel_resilience.OperationTimeoutError`. aiohttp itself sends an
+own timeouts still apply. A deadline reaches the caller as the policy's
+:class:`~otel_resilience.OperationTimeoutError` (aiohttp wraps an ``OSError`` a middleware
+raises in ``ClientOSError``, but passes a ``TimeoutError`` without an ``errno`` through as it
+is), which the FastAPI handlers answer with a 504. aiohttp itself sends an
 idempotent request once more when its connection was reset or closed without an answer: that is
 a new request, so a new execution of the policy (after the policy's attempts ran out, the
 breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOpenError`).
