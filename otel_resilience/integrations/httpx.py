@@ -152,6 +152,7 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
     """
 
     _default = httpx.HTTPTransport
+    synchronous = True
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""

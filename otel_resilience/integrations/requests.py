@@ -105,6 +105,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """
 
     transport_errors = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError)
+    synchronous = True
     """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)."""
 
     def __init__(

@@ -305,11 +305,15 @@ class HttpIntegration:
 
     Raises:
         TypeError: ``policy`` or ``options`` has the wrong type.
-        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule.
+        ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule, or it hedges
+            and the client is sync (hedging is async only).
     """
 
     transport_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """The client's errors that are transport failures (failures for the breaker, retried)."""
+
+    synchronous: ClassVar[bool] = False
+    """Whether the client sends in the caller's thread (``send_sync``): its policy may not hedge."""
 
     def __init__(
         self,
@@ -319,6 +323,11 @@ class HttpIntegration:
         manager: ResilienceManager | None = None,
         **client_options: Any,
     ) -> None:
+        config = policy if isinstance(policy, ResilienceConfig) else getattr(policy, "config", None)
+        if self.synchronous and getattr(config, "hedging", None) is not None:
+            kind = type(self).__name__
+            msg = f"{kind}.policy: hedging is async only, and {kind} sends in the caller's thread"
+            raise ValueError(msg)
         self._http = HttpPolicy(policy, options, manager, self.transport_errors)
         super().__init__(**client_options)
 

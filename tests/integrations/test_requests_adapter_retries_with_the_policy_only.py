@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from urllib3.util import Retry
 
-from otel_resilience import ResilienceConfig, ResilienceManager
+from otel_resilience import HedgingConfig, ResilienceConfig, ResilienceManager
+from otel_resilience.integrations.http import http_config
+from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
 
@@ -30,3 +33,17 @@ def test_max_retries_zero_and_other_adapter_options_are_passed_on() -> None:
     )
     assert adapter.max_retries.total == 0
     assert adapter._pool_maxsize == 3
+
+
+@pytest.mark.parametrize("make", [ResilientAdapter, ResilientTransport])
+def test_a_sync_client_refuses_a_policy_that_hedges_at_construction(make: Any) -> None:
+    """Hedging is async only: a sync client says so when it is made, not at its first request."""
+    config = ResilienceConfig(name=f"hedged-{make.__name__}", hedging=HedgingConfig(delay=0.1))
+    with pytest.raises(ValueError, match="hedging is async only"):
+        make(config, manager=ResilienceManager())
+    handle = ResilienceManager().policy(f"hedged-{make.__name__}", config, adapt=http_config)
+    with pytest.raises(ValueError, match="hedging is async only"):
+        make(handle)
+    AsyncResilientTransport(
+        config, httpx.MockTransport(lambda _: httpx.Response(200)), manager=ResilienceManager()
+    )
