@@ -691,16 +691,18 @@ def test_sync_waiters_fifo_and_no_barging():
 
 
 def test_sync_wait_ends_at_an_expired_deadline(clock):
-    """A sync waiter gives up at once when the enclosing deadline has already passed."""
+    """A sync waiter gives up at once when the enclosing deadline has already passed: the scope's timeout."""
     config = BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30)
     bulkhead = Bulkhead("sync-deadline", config, clock=clock)
     take_slot(bulkhead)
     start = time.monotonic()
-    with pytest.raises(BulkheadTimeoutError) as info:
+    with pytest.raises(OperationTimeoutError) as info:
         call_after(bulkhead, clock, 6.0)
     assert time.monotonic() - start < 10.0  # at once, not after the 30 s queue timeout
-    assert info.value.timeout == 0.0
-    assert bulkhead.stats.timed_out == 1
+    assert type(info.value) is OperationTimeoutError  # the scope's own, not a queue timeout
+    assert (info.value.operation, info.value.timeout) == ("op", 5.0)
+    assert bulkhead.stats.timed_out == 0
+    assert bulkhead.stats.cancelled == 1
     bulkhead._core.release()
     assert_idle(bulkhead)
 
@@ -711,10 +713,11 @@ def test_sync_wait_is_bounded_by_the_deadline(clock):
     bulkhead = Bulkhead("sync-deadline-2", config, clock=clock)
     take_slot(bulkhead)
     start = time.monotonic()
-    with pytest.raises(BulkheadTimeoutError) as info:
+    with pytest.raises(OperationTimeoutError) as info:
         call_after(bulkhead, clock, 4.95)
     assert 0.04 <= time.monotonic() - start < 2.0
-    assert info.value.timeout == pytest.approx(0.05)
+    assert type(info.value) is OperationTimeoutError  # the scope's own, not a queue timeout
+    assert clock.now() == pytest.approx(1005.0)  # the wait lasted until the deadline, on the clock too
     bulkhead._core.release()
     assert_idle(bulkhead)
 

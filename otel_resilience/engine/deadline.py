@@ -46,7 +46,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.timer import TimerEntry, loop_timer
-from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,8 +58,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncDeadline",
     "DeadlineReachedError",
+    "QueueDeadlineReachedError",
     "SyncDeadline",
     "current_deadline",
+    "deadline_reached",
     "enforce_binding_deadline",
     "publish_deadline",
     "sleep_sync_within_deadline",
@@ -196,6 +198,18 @@ class DeadlineReachedError(OperationTimeoutError):
     __slots__ = ()
 
 
+class QueueDeadlineReachedError(DeadlineReachedError, ExecutionRejectedError):
+    """Raised in a thread whose wait in a queue (a bulkhead's) the effective deadline ended.
+
+    The call never reached the dependency: the steps between the queue and the scope that owns
+    the deadline see a rejection (a breaker ignores it, retry and recovery do not act on it), as
+    they see nothing of the cancellation that ends an async wait, and that scope turns it into
+    its own :class:`OperationTimeoutError`, as it does every :class:`DeadlineReachedError`.
+    """
+
+    __slots__ = ()
+
+
 def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> None:
     """Block this thread for ``seconds`` on ``clock``, or until the effective deadline if sooner.
 
@@ -211,10 +225,36 @@ def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> 
     if remaining >= seconds:
         clock.sleep_sync(seconds)
         return
-    end = clock.now() + max(remaining, 0.0)
-    while (left := end - clock.now()) > 0:  # a clock may wake a little early: never before the end
+    raise deadline_reached(clock, clock.now() + max(remaining, 0.0), max(remaining, 0.0), operation)
+
+
+def deadline_reached(
+    clock: Clock,
+    end: float,
+    waited: float,
+    operation: str,
+    kind: type[DeadlineReachedError] = DeadlineReachedError,
+) -> DeadlineReachedError:
+    """End a sync wait that the effective deadline cut short: block until ``end``, return its error.
+
+    The one rule for every engine wait in a thread that stops at a deadline (a sleep, a queue's
+    wait): it lasts until the deadline on ``clock`` (a clock, or a lock's timeout, may wake a
+    little early: never before ``end``), and then is a :class:`DeadlineReachedError`, which the
+    scope that owns the deadline turns into its own timeout.
+
+    Args:
+        clock: The clock the deadline is on.
+        end: The deadline, on ``clock``.
+        waited: The seconds the wait lasted, for the error.
+        operation: The operation's name, for the error.
+        kind: The error's class: :class:`QueueDeadlineReachedError` for a wait in a queue.
+
+    Returns:
+        The error to raise.
+    """
+    while (left := end - clock.now()) > 0:
         clock.sleep_sync(left)
-    raise DeadlineReachedError(operation, max(remaining, 0.0), "total")
+    return kind(operation, waited, "total")
 
 
 def _entered_twice(scope: object, operation: str) -> RuntimeError:
@@ -343,7 +383,8 @@ class AsyncDeadline(TimerEntry):
                 ours = task.uncancel() <= self._cancelling
             if exc_type is asyncio.CancelledError and ours:
                 raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
-        if exc_type is DeadlineReachedError and self._clock.now() >= self._deadline:
+        reached = exc_type is not None and issubclass(exc_type, DeadlineReachedError)
+        if reached and self._clock.now() >= self._deadline:
             self.expired = True  # reached by sync code before the timer could fire
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
 
@@ -394,7 +435,7 @@ def withdraw_deadline(
     passes through.
     """
     cell[0] = previous
-    return (escaped is None or escaped is DeadlineReachedError) and clock.now() >= deadline
+    return (escaped is None or issubclass(escaped, DeadlineReachedError)) and clock.now() >= deadline
 
 
 class SyncDeadline:

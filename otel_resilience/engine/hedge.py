@@ -27,7 +27,10 @@ starts, waits, cancels and awaits. The race, in order:
 5. When every attempt ended and none was acceptable, the original's outcome is the execution's
    (its error re-raised, its result returned), as in Polly.
 6. The execution's outcome (:attr:`ExecutionContext.outcome`) is the winner's, ``RECOVERED``
-   instead of ``SUCCESS`` when an attempt ended unacceptably before the win.
+   instead of ``SUCCESS`` when an attempt ended unacceptably before the win; an attempt that
+   was rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`: a full bulkhead,
+   an open breaker inside the hedging) never called the dependency, so it is no failure
+   recovered from.
 7. A cancellation of the caller (its own deadline included) cancels and awaits every attempt,
    then propagates.
 
@@ -44,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.engine.actions import Wait
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.events import Outcome
+from otel_resilience.errors import ExecutionRejectedError
 
 _SUCCESS: Final = Outcome.SUCCESS
 _RECOVERED: Final = Outcome.RECOVERED
@@ -254,8 +258,8 @@ class _Race:
         won = accepted and self.winner is None
         if won:
             self.winner = attempt
-        elif not accepted:
-            self.failed = True
+        elif not accepted and not isinstance(attempt.error, ExecutionRejectedError):
+            self.failed = True  # a rejected attempt called nothing: no failure to recover from
         hedge.leave(ctx, scope, attempt.error, accepted=accepted, won=won)
 
     async def contest(self) -> None:

@@ -19,8 +19,11 @@ waiter holds no copy of its context; a caller cancelled in that same instant is 
 timed-out call and one report, made as the cancellation passes. A sync wait gives up on its
 lock's wait timeout, or sooner at the effective deadline of an enclosing timeout scope
 (:func:`~otel_resilience.engine.context.time_remaining`), because a thread cannot be
-interrupted later. A wait ended by a ``BaseException`` (cancellation, interrupt) leaves the queue
-(:meth:`WaitQueue.abandon`), giving back a place it was handed in the meantime.
+interrupted later: that is the scope's timeout, not the queue's (the waiter leaves the queue as
+a cancelled one does and raises
+:class:`~otel_resilience.engine.deadline.QueueDeadlineReachedError`), as the scope's
+cancellation ends an async wait. A wait ended by a ``BaseException`` (cancellation, interrupt)
+leaves the queue (:meth:`WaitQueue.abandon`), giving back a place it was handed in the meantime.
 
 An async waiter's place is *offered* when it is woken and *claimed* (:meth:`WaitQueue.claim`) when
 its task runs again; a waiter woken without a place (its loop had stopped, and the offer was
@@ -36,6 +39,7 @@ import threading
 from typing import TYPE_CHECKING, Final, Protocol
 
 from otel_resilience.engine.context import time_remaining
+from otel_resilience.engine.deadline import QueueDeadlineReachedError, deadline_reached
 from otel_resilience.engine.step import Wait
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 
@@ -95,10 +99,12 @@ class WaitOwner(Protocol):
     """What a queue's owner says about the waits in it (a bulkhead's link): how long, and a timeout.
 
     Attributes:
+        name: The owner's name, for the error of a wait an enclosing deadline ended.
         wait_timeout: The longest a call may wait, in seconds.
         clock: The clock an enclosing deadline is read on (sync waits).
     """
 
+    name: str
     wait_timeout: float
     clock: Clock
 
@@ -171,15 +177,35 @@ class SyncWaiter(Waiter):
         return True
 
     def wait_sync(self) -> None:
-        """Block this thread until a place is handed over, or raise at the timeout (or deadline)."""
+        """Block this thread until a place is handed over, or raise at the timeout (or deadline).
+
+        Raises:
+            Exception: The owner's :meth:`~WaitOwner.wait_timeout_error` when the queue's timeout
+                came first; a :class:`~otel_resilience.engine.deadline.QueueDeadlineReachedError`
+                when the deadline of an enclosing scope came first: the waiter leaves the queue
+                as a cancelled one does (no queue timeout counted), the steps between see a
+                rejection, and the scope raises its own timeout, as its cancellation ends an
+                async wait.
+        """
         owner = self.owner
-        timeout = max(min(owner.wait_timeout, time_remaining(owner.clock)), 0.0)
+        clock = owner.clock
+        timeout = owner.wait_timeout
+        remaining = time_remaining(clock)
+        cut = remaining < timeout  # the deadline, not the queue's timeout, ends this wait
+        if cut:
+            timeout = max(remaining, 0.0)
+            end = clock.now() + timeout
         try:
             granted = self.signal.acquire(timeout=timeout)
         except BaseException:
             self.queue.abandon(self)
             raise
-        if not granted and self.queue.expire(self):
+        if granted:
+            return
+        if cut:
+            self.queue.abandon(self)  # a place handed over meanwhile is passed on
+            raise deadline_reached(clock, end, timeout, owner.name, QueueDeadlineReachedError) from None
+        if self.queue.expire(self):
             owner.wait_timed_out()
             raise owner.wait_timeout_error(timeout) from None
 

@@ -45,7 +45,9 @@ Design:
   (:mod:`otel_resilience.engine.timer`, real loop time), as timeout scopes do; sync waiters on
   their lock's wait timeout. A sync waiter also gives up at the effective deadline of an
   enclosing timeout scope (:func:`~otel_resilience.engine.context.current_deadline`), because a
-  thread cannot be interrupted later; an async waiter is cancelled by its scope instead.
+  thread cannot be interrupted later; an async waiter is cancelled by its scope instead. Either
+  way the wait ends as that scope's timeout (``OperationTimeoutError``), not as a queue
+  timeout: it leaves the queue as a cancelled call (``cancelled``), not a ``timed_out`` one.
 * **Telemetry:** each rejection reports ``Event.CALL_REJECTED`` with
   ``CallRejected(reason="bulkhead_full")`` or ``CallRejected(reason="queue_timeout")``. A queue
   timeout is counted and reported when the wait expires, so a caller cancelled in that same
@@ -134,8 +136,8 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep], kind=_KIND):
         raises=(
             "BulkheadFullError: If every slot is busy and the queue is full (``fn`` is not called).",
             (
-                "BulkheadTimeoutError: If no slot became free within ``config.timeout`` (or before the "
-                "deadline of an enclosing timeout scope)."
+                "BulkheadTimeoutError: If no slot became free within ``config.timeout`` (an enclosing "
+                "timeout scope whose deadline comes first raises its own ``OperationTimeoutError``)."
             ),
             "Exception: Whatever ``fn`` raises, unchanged.",
         ),

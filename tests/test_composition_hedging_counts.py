@@ -1,0 +1,86 @@
+"""Hedging in a policy: how an execution is counted whose hedges met the links inside the hedging."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from otel_resilience import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    HedgingConfig,
+    ResilienceConfig,
+    ResilienceManager,
+)
+
+
+def parallel_policy(manager: ResilienceManager, name: str) -> Any:
+    """Three attempts at once, and room for one of them: the hedges are turned away by the bulkhead."""
+    return manager.policy(
+        name,
+        ResilienceConfig(
+            hedging=HedgingConfig(mode="parallel", max_attempts=3),
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=5),
+            bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        ),
+    )
+
+
+def outcomes(otel: Any, name: str) -> dict[str, int]:
+    """The ``resilience.executions`` counts of policy ``name`` by outcome (non-zero only)."""
+    found = {}
+    for attributes, value in otel.values("resilience.executions").items():
+        attributes = dict(attributes)
+        if attributes.get("resilience.policy") == name and value:
+            found[attributes["resilience.outcome"]] = value
+    return found
+
+
+async def test_hedges_the_bulkhead_rejected_do_not_make_the_original_a_recovery(otel: Any) -> None:
+    """The original answers while its hedges were rejected: a first-attempt success, not a recovery.
+
+    A rejected hedge never called the dependency: there was no failure to recover from.
+    """
+    manager = ResilienceManager()
+    handle = parallel_policy(manager, "quotes")
+
+    async def answer() -> str:
+        while handle.get_stats()["bulkhead"]["rejected"] < 2:  # both hedges turned away first
+            await asyncio.sleep(0)
+        return "quote"
+
+    assert await handle.execute(answer) == "quote"
+    stats = handle.get_stats()
+    assert stats["bulkhead"]["rejected"] == 2
+    assert stats["circuit_breaker"]["total_ignored"] == 2  # the rejections are no failures either
+    assert stats["circuit_breaker"]["total_failures"] == 0
+    executions = stats["executions"]
+    assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (1, 0)
+    assert outcomes(otel, "quotes") == {"success": 1}
+
+
+async def test_hedges_that_failed_still_make_the_original_a_recovery(otel: Any) -> None:
+    """The rule's other side: hedges that called the dependency and failed make the win a recovery."""
+    manager = ResilienceManager()
+    handle = manager.policy(
+        "prices",
+        ResilienceConfig(
+            hedging=HedgingConfig(mode="parallel", max_attempts=3),
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=5),
+        ),
+    )
+    calls = 0
+
+    async def first_slow_others_fail() -> str:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise ConnectionError("replica down")
+        while handle.get_stats()["circuit_breaker"]["total_failures"] < 2:
+            await asyncio.sleep(0)
+        return "price"
+
+    assert await handle.execute(first_slow_others_fail) == "price"
+    executions = handle.get_stats()["executions"]
+    assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (0, 1)
+    assert outcomes(otel, "prices") == {"recovered": 1}
