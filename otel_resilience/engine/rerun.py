@@ -5,7 +5,9 @@ executions it starts, in :data:`RERUNNABLE` (an HTTP integration: a POST never, 
 an HTTP failure: see :mod:`otel_resilience.integrations.http`). Each way the engine runs an
 operation again asks :func:`may_run_again` first: a retry (through the HTTP retry rule its
 ``retry_on`` carries), a hedge, and a recovery's RETRY or RESTART re-run. Outside such a caller
-nothing is restricted.
+nothing is restricted, and neither is an execution started inside the caller's (another
+policy's, run by its fallback, its transport, or a thread or task spawned there, which inherit
+the context variable): the restriction names the operation it was set for.
 """
 
 from __future__ import annotations
@@ -15,22 +17,31 @@ from typing import Final
 
 __all__ = ["RERUNNABLE", "may_run_again"]
 
-RERUNNABLE: Final[contextvars.ContextVar[tuple[type[BaseException], ...] | None]] = contextvars.ContextVar(
-    "otel_resilience_rerunnable", default=None
+RERUNNABLE: Final[contextvars.ContextVar[tuple[tuple[type[BaseException], ...], object] | None]] = (
+    contextvars.ContextVar("otel_resilience_rerunnable", default=None)
 )
-"""The errors after which the current execution may run its operation again (``()``: never, it
-may run once); ``None``: no caller restricted it. Set and reset by the caller around the
-execution (a context variable: each task and thread has its own)."""
+"""``(errors, operation)``: the errors after which the execution of ``operation`` (the function
+the caller runs under the policy) may run it again (``()``: never, it may run once); ``None``: no
+caller restricted it. Set and reset by the caller around the execution (a context variable: each
+task and thread has its own, copied into the ones started inside)."""
 
 
-def may_run_again(error: BaseException | None = None) -> bool:
+def may_run_again(error: BaseException | None = None, operation: object = None) -> bool:
     """Return whether the current execution may run its operation again after ``error``.
 
-    ``None``: before any error (a hedge starts while the first attempt runs), whether it may run
-    more than once at all.
+    Args:
+        error: The error the operation ended with; ``None``: before any error (a hedge starts
+            while the first attempt runs), whether it may run more than once at all.
+        operation: The function the asking execution protects (``ExecutionContext.fn``): an
+            execution of another function than the caller restricted (one nested inside it) is
+            not restricted. ``None``: the caller's own policy asks (its retry rule, its hedge
+            budget), and the restriction applies.
     """
-    allowed = RERUNNABLE.get()
-    if allowed is None:
+    found = RERUNNABLE.get()
+    if found is None:
+        return True
+    allowed, restricted = found
+    if operation is not None and operation is not restricted:
         return True
     if error is None:
         return bool(allowed)

@@ -40,6 +40,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from otel_resilience.engine.clock import Clock, check_clock
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_duration, fail
 
@@ -130,7 +131,8 @@ class BoundedStore(Generic[K, V]):
         self._is_idle = is_idle
         self._on_evict = on_evict
         self._on_revive = on_revive
-        self._lock = threading.Lock()  # taken by calls only: see engine.forking
+        # Taken by reloads and stats reads too (a watch, a metrics collection): free in a forked child.
+        self._lock = fork_safe(threading.Lock())
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._leaving: dict[int, V] = {}  # by id: evicted, their on_evict not returned yet
         self._evicted = 0

@@ -86,9 +86,10 @@ DEFAULT_MAX_HOSTS: Final = 256
 
 _RETRYABLE_ERRORS: Final = RERUNNABLE
 """In a request an integration sends: the errors after which it may be sent again (``()``: none,
-the request may not be sent twice); ``None`` outside one. The engine's rule of every re-run
-(:func:`~otel_resilience.engine.rerun.may_run_again`): a retry (:class:`HttpRetryOn`), a hedge
-(:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART re-run all ask it."""
+the request may not be sent twice) and the function each attempt sends it with; ``None`` outside
+one. The engine's rule of every re-run (:func:`~otel_resilience.engine.rerun.may_run_again`): a
+retry (:class:`HttpRetryOn`), a hedge (:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART
+re-run all ask it."""
 
 
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:

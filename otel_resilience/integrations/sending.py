@@ -239,7 +239,7 @@ class HttpPolicy:
         (:func:`close_dropped`). ``host`` and ``port`` choose the breaker (:meth:`route`);
         ``replayable`` says whether the request may be sent again (:meth:`replayable`).
         """
-        token = _RETRYABLE_ERRORS.set(self._errors[replayable])
+        token = _RETRYABLE_ERRORS.set((self._errors[replayable], attempt))
         sent: Sent = []
         result: Any = None
         try:
@@ -263,7 +263,7 @@ class HttpPolicy:
         request: Q,
     ) -> R:
         """Run ``await attempt(request, sent)`` under the policy; as :meth:`send_sync`."""
-        token = _RETRYABLE_ERRORS.set(self._errors[replayable])
+        token = _RETRYABLE_ERRORS.set((self._errors[replayable], attempt))
         sent: Sent = []
         result: Any = None
         try:

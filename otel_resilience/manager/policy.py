@@ -32,6 +32,7 @@ from otel_resilience.engine.events import (
     StrategyTelemetry,
     error_type_name,
 )
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import POLICIES, namesakes_expected
@@ -198,7 +199,8 @@ class PolicyHandle(_Runs):
         self._adapt = adapt
         self.key_attribute_limit = check_int(_OWNER, "key_attribute_limit", key_attribute_limit, minimum=0)
         self._spec = spec
-        self._lock = threading.Lock()  # taken by calls only: see engine.forking
+        # Taken by reloads too (a configuration watch's thread applying a file): free in a forked child.
+        self._lock = fork_safe(threading.Lock())
         self._keys: BoundedStore[Hashable, KeyState] = BoundedStore(
             _OWNER,
             "max_keys",

@@ -51,8 +51,9 @@ Decisions:
   (a plain method) runs inline in both drivers, as any sync call does: give its client a
   timeout.
 * **Sync and async.** The async driver accepts sync or async fallback functions and cache
-  methods (an awaitable result is awaited). The sync driver cannot await: a coroutine function
-  among them is detected when the handler is built and every sync call is refused at once with
+  methods (an awaitable result is awaited). The sync driver cannot await: an async one among
+  them (a coroutine function, or an object whose ``__call__`` is one) is detected when the
+  handler is built and every sync call is refused at once with
   ``TypeError``, before the protected call runs; an awaitable that only shows up at call time
   is closed and reported as that function's failure (for a cache, as a cache error).
 * **Outcome.** When a fallback answers, the execution's outcome is
@@ -140,7 +141,7 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep], kind=KIND):
         Pattern.run_sync,
         "Return ``fn(*args, **kwargs)``, or the fallback's answer when it fails (sync driver).",
         returns="``fn``'s result, or the fallback's answer.",
-        refuses="a fallback function or cache method is a coroutine function (refused before ``fn`` runs).",
+        refuses="a fallback function or cache method is async (refused before ``fn`` runs).",
         raises=("Exception: As :meth:`execute_with_fallback`.",),
     )
 

@@ -12,6 +12,7 @@ from otel_resilience.engine.calling import refuse_awaitable
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.step import Answer, Call
 from otel_resilience.errors import UnacceptedResultError
 from otel_resilience.patterns.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
@@ -43,14 +44,14 @@ def _type_name(error: BaseException) -> str:
 
 
 def _first_async_part(config: FallbackConfig) -> str | None:
-    """Name the first coroutine function the sync driver would have to await, if any."""
+    """Name the first async part (:func:`is_async_callable`) the sync driver would have to await, if any."""
     parts: list[tuple[str, object]] = [("fallback_function", config.fallback_function)]
     parts.extend((f"fallback_functions[{i}]", fn) for i, fn in enumerate(config.fallback_functions))
     service = config.cache_service
     if service is not None:
         parts.extend((("cache_service.get", service.get), ("cache_service.set", service.set)))
     for label, part in parts:
-        if part is not None and inspect.iscoroutinefunction(part):
+        if part is not None and is_async_callable(part):
             return label
     return None
 
@@ -216,10 +217,11 @@ class FallbackCore(Counts):
             self.store(value, inline=False)
 
     def sync_refused(self) -> TypeError:
-        """Build the error for a sync call when a fallback part is a coroutine function."""
+        """Build the error for a sync call when a fallback part is async."""
         return TypeError(
-            f"fallback {self.name!r}: {self.sync_blocker} is a coroutine function, which the sync "
-            "driver cannot await; use execute_with_fallback (async) or a sync function"
+            f"fallback {self.name!r}: {self.sync_blocker} is a coroutine function (or an object whose "
+            "__call__ is one), which the sync driver cannot await; use execute_with_fallback (async) "
+            "or a sync function"
         )
 
     def group(self, ctx: ExecutionContext, errors: list[Exception]) -> ExceptionGroup[Exception]:
@@ -257,12 +259,12 @@ class FallbackStep(Link[FallbackConfig]):
         super().__init__(core.name, core.config, clock, telemetry)
         self._core = core
         self.entries = core.executions  # the driver counts the executions, exactly and lock-free
-        self._admits = core.sync_blocker is not None  # only a coroutine part needs admit
+        self._admits = core.sync_blocker is not None  # only an async part needs admit
         # Only CACHED_VALUE (a write) and handle_result (a judgement) need to see a success.
         self._succeeds = self._judges = core.caches or core.judge_result is not None
 
     def admit(self, ctx: ExecutionContext) -> None:
-        """Refuse the sync driver: a configured part is a coroutine function (asked only then).
+        """Refuse the sync driver: a configured part is async (asked only then).
 
         Raises:
             TypeError: The sync driver runs (before ``fn`` runs).

@@ -124,7 +124,12 @@ class RecoveryStep(Link[RecoveryConfig]):
         """
         action = rerun.action
         delay = action.delay
-        if rerun.left and may_run_again(error) and self._may_rerun(delay) and ctx.next_attempt() is not None:
+        if (
+            rerun.left
+            and may_run_again(error, ctx.fn)
+            and self._may_rerun(delay)
+            and ctx.next_attempt() is not None
+        ):
             rerun.left -= 1
             return Retry(delay, rerun, action.restart_hook, self._what("restart_hook"))
         return self._give_up(rerun)

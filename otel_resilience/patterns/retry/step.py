@@ -9,7 +9,6 @@ nothing here awaits or sleeps.
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import threading
@@ -29,6 +28,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.pipeline import classify_error
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BUDGETED_RETRIES
 from otel_resilience.engine.step import Call
@@ -119,7 +119,7 @@ class _RetryCore:
         self.name = name
         self.policy = policy
         self.hook = hook
-        self.hook_is_async = hook is not None and inspect.iscoroutinefunction(hook)
+        self.hook_is_async = hook is not None and is_async_callable(hook)
         self.hook_what = f"retry {name!r}: on_retry"
         self.clock = clock
         self.rng = rng
