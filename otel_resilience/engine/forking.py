@@ -11,18 +11,19 @@ Every lock that work other than a call may hold is made free again in the child 
 (``os.register_at_fork``), before any of the child's own code runs: :func:`fork_safe` registers
 a lock for that, in one weak set (the lock's owner keeps it alive, not this module). That is
 every module-wide lock, the registries', and the locks of what a metrics collection, a watch or
-a shared store's threads read or change (managers, policy handles and their keys, which a
-reload holds while it brings every key to the new config, budgets, rate limiters, alert and
-recovery systems, telemetry, stores). The state a lock guards is the parent's as the fork found
-it; the critical sections are a few statements that never call user code, so what a thread had
-half done in one is at worst one update short (a reload is longer: the keys it had not reached
-yet catch up with the new config at their next call, as a key made during a reload does).
+a shared store's threads read or change (managers, policy handles and their keys, which a reload
+holds while it brings every key to the new config, a bulkhead, which a reload resizes, budgets,
+rate limiters, alert and recovery systems, telemetry, stores). The state a lock guards is the
+parent's as the fork found it; the critical sections are a few statements that never call user
+code, so what a thread had half done in one is at worst one update short (a reload is longer:
+the keys it had not reached yet catch up with the new config at their next call, as a key made
+during a reload does).
 
-The locks that only a call takes (a bulkhead's slots, a pattern's counts) are not registered: a
-fork with calls in flight in other threads leaves the child without what those calls held anyway
-(a bulkhead slot, a probe, a permit are never given back there), so a pre-fork server forks with
-none in flight, as it does, and those locks are free. Registering them would cost a weak
-reference for each pattern instance (about 600 B per policy). Waits that belong to a thread of
+The locks that only a call takes (a pattern's counts, a retry's statistics) are not registered:
+a fork with calls in flight in other threads leaves the child without what those calls held
+anyway (a bulkhead slot, a probe, a permit are never given back there), so a pre-fork server
+forks with none in flight, as it does, and those locks are free. Registering them would cost a
+weak reference for each pattern instance (about 500 B per policy). Waits that belong to a thread of
 the parent (a queued sync call's own lock) are not registered either: that thread does not exist
 in the child.
 """

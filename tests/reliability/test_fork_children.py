@@ -85,6 +85,7 @@ class _World:
 
 LOCKS: dict[str, Callable[[_World], Any]] = {  # what work other than a call may hold (engine.forking)
     "a registry's (a metrics collection's snapshot)": lambda _: BULKHEADS._lock,
+    "a bulkhead's (a reload resizes it)": lambda world: world.bulkhead.stats._lock,
     "the manager's": lambda world: world.manager._lock,
     "the manager's handles'": lambda world: world.manager._handles_lock,
     "a retry budget's (a metrics collection reads it)": lambda world: world.budget._lock,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.waiting import (
     ADMITTED,
     CANCELLED,
@@ -149,7 +150,7 @@ class _BulkheadCore(BulkheadStats):
 
     def __init__(self, max_concurrent: int, max_waiting: int) -> None:
         super().__init__(max_concurrent, max_waiting)
-        self._lock = threading.Lock()  # taken by calls only: see engine.forking
+        self._lock = fork_safe(threading.Lock())  # a reload's resize takes it too: see engine.forking
         self._queue: deque[Waiter] = _NO_QUEUE  # a deque of its own once a call queues (~700 B)
         self._offered: set[AsyncWaiter] = _NO_OFFERS  # a set of its own at the first offer
 
