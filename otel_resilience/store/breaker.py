@@ -186,7 +186,7 @@ class SharedBreaker(PeerCounts):
             if breaker is not None:
                 self._apply_probe_limit(breaker)
         else:
-            self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]))
+            self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]), current=True)
 
     def _run_publish(self, client: Any, epoch: int, state: str, open_ms: int, reason: str) -> list[Any]:
         store = self._store
@@ -221,7 +221,7 @@ class SharedBreaker(PeerCounts):
             again = StateChanged("closed", "open", self._open_reason, 0, breaker._core.retry_after())
             self._store._queue(self, again, replace=False)
             return
-        self._adopt(int(epoch), state, int(left), reason)
+        self._adopt(int(epoch), state, int(left), reason, current=True)
 
     def on_message(self, origin: str, epoch: int, state: str, open_ms: int, reason: str) -> None:
         """A transition a replica published (from the subscriber thread); this one's own are skipped."""
@@ -229,8 +229,18 @@ class SharedBreaker(PeerCounts):
             if origin != self._id and epoch > self.epoch:
                 self._adopt(epoch, state, open_ms, reason)
 
-    def _adopt(self, epoch: int, state: str, left_ms: int, reason: str) -> None:
-        """Take the cluster's period ``epoch`` in ``state`` (OPEN for ``left_ms`` more)."""
+    def _adopt(self, epoch: int, state: str, left_ms: int, reason: str, *, current: bool = False) -> None:
+        """Take the cluster's period ``epoch`` in ``state`` (OPEN for ``left_ms`` more).
+
+        ``current``: read from the server now (not a message, which may come late). The server's
+        epoch never goes back, so one below this replica's says the server lost the state and
+        something founded it again since (a replica of an earlier version, whose epochs only
+        count up): this replica takes it as the cluster's, its own epoch with it, so that its
+        next publication's compare-and-set holds again.
+        """
+        if current and 0 < epoch < self.epoch:
+            self.epoch = epoch
+            self._forget()
         breaker = self.breaker
         if breaker is None or epoch < self.epoch or state not in _STATES:
             self.epoch = max(self.epoch, epoch)

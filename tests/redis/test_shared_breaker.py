@@ -395,3 +395,42 @@ def test_a_replica_that_joins_after_the_server_lost_the_state_and_trips_first_re
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_state_founded_again_at_a_lower_epoch_is_taken_and_published_over(redis_url: str) -> None:
+    """A replica of an earlier version founds a lost state at a low epoch: the others take it, then move it."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    stores: list[RedisStore] = []
+
+    def replica() -> CircuitBreaker:
+        store = RedisStore.from_url(redis_url, namespace="founded", resync_interval=0.1)
+        stores.append(store)
+        with namesakes_expected():
+            breaker = CircuitBreaker(
+                "db", CircuitBreakerConfig(store=store, failure_threshold=3, timeout=30.0)
+            )
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        return breaker
+
+    try:
+        a, b = replica(), replica()
+        a.force_open()
+        wait_for(_opened(a, b), 2.0, "both OPEN")
+        a.reset()
+        wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
+        _lose_state(redis_url, "founded")
+        client = redis.Redis.from_url(redis_url)
+        try:  # an earlier version's replica trips first: the state founded at its own low epoch + 1
+            until = int(client.time()[0]) * 1000 + 30_000
+            state = {"epoch": 5, "state": "open", "until": until, "reason": "failure_threshold"}
+            client.hset("founded:cb:db:state", mapping=state)
+        finally:
+            client.close()
+        wait_for(_opened(a, b), 3.0, "the trip founded at a lower epoch")
+        assert all(store._links[0].epoch == 5 for store in stores)
+        a.reset()
+        wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "a reset published over it")
+    finally:
+        for store in stores:
+            store.close()
