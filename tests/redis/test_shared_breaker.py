@@ -33,8 +33,10 @@ def replicas(redis_url: str) -> Iterator[Replica]:
     """Make breakers, each with a store of its own (a replica of the service), all closed afterwards."""
     stores: list[RedisStore] = []
 
-    def make(name: str = "db", namespace: str = "svc", **options: object) -> CircuitBreaker:
-        store = RedisStore.from_url(redis_url, namespace=namespace)
+    def make(
+        name: str = "db", namespace: str = "svc", resync_interval: float = 5.0, **options: object
+    ) -> CircuitBreaker:
+        store = RedisStore.from_url(redis_url, namespace=namespace, resync_interval=resync_interval)
         stores.append(store)
         settings: dict[str, object] = {"failure_threshold": 3, "timeout": 30.0, **options}
         with namesakes_expected():
@@ -57,6 +59,14 @@ def _fail(breaker: CircuitBreaker) -> None:
 
 def _opened(*breakers: CircuitBreaker) -> Callable[[], bool]:
     return lambda: all(b.state is CircuitState.OPEN for b in breakers)
+
+
+def _open_and_close(a: CircuitBreaker, b: CircuitBreaker) -> None:
+    """Open ``a`` and close it again, ``b`` following each time: two periods of the cluster."""
+    a.force_open()
+    wait_for(_opened(a, b), 2.0, "both OPEN")
+    a.reset()
+    wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
 
 
 def _lose_state(redis_url: str, namespace: str) -> None:
@@ -352,85 +362,52 @@ def test_a_trip_after_the_server_lost_the_state_still_reaches_the_others(
 ) -> None:
     """Redis restarted without persistence (or the state key expired): the next trip opens every replica."""
     a, b = replicas(namespace="lost"), replicas(namespace="lost")
-    a.force_open()
-    wait_for(_opened(a, b), 2.0, "both OPEN")
-    a.reset()
-    wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
+    _open_and_close(a, b)
     _lose_state(redis_url, "lost")
     a.force_open()
     wait_for(_opened(a, b), 3.0, "the trip reaching the other replica")
 
 
 def test_a_replica_that_joins_after_the_server_lost_the_state_and_trips_first_reaches_the_others(
-    redis_url: str,
+    redis_url: str, replicas: Replica
 ) -> None:
     """Its trip founds the lost state anew, newer than every period the others saw, both ways."""
-    stores: list[RedisStore] = []
-
-    def replica() -> CircuitBreaker:
-        store = RedisStore.from_url(redis_url, namespace="lagging", resync_interval=60.0)
-        stores.append(store)
-        with namesakes_expected():
-            breaker = CircuitBreaker(
-                "db", CircuitBreakerConfig(store=store, failure_threshold=3, timeout=30.0)
-            )
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
-        return breaker
-
-    try:
-        a, b = replica(), replica()
-        for _ in range(3):  # periods that a replica joining later never sees
-            a.force_open()
-            wait_for(_opened(a, b), 2.0, "both OPEN")
-            a.reset()
-            wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
-        _lose_state(redis_url, "lagging")
-        late = replica()  # joins now: it knows no period at all
-        late.force_open()
-        wait_for(_opened(a, b), 3.0, "the late replica's trip reaching the others")
-        late.reset()
-        wait_for(lambda: a.state is CircuitState.CLOSED and b.state is CircuitState.CLOSED, 3.0, "its reset")
-        a.force_open()
-        wait_for(_opened(late, b), 3.0, "an older replica's trip reaching the late one")
-    finally:
-        for store in stores:
-            store.close()
+    a, b = (
+        replicas(namespace="lagging", resync_interval=60.0),
+        replicas(namespace="lagging", resync_interval=60.0),
+    )
+    for _ in range(3):  # periods that a replica joining later never sees
+        _open_and_close(a, b)
+    _lose_state(redis_url, "lagging")
+    late = replicas(namespace="lagging", resync_interval=60.0)  # joins now: it knows no period at all
+    late.force_open()
+    wait_for(_opened(a, b), 3.0, "the late replica's trip reaching the others")
+    late.reset()
+    wait_for(lambda: a.state is CircuitState.CLOSED and b.state is CircuitState.CLOSED, 3.0, "its reset")
+    a.force_open()
+    wait_for(_opened(late, b), 3.0, "an older replica's trip reaching the late one")
 
 
-def test_a_state_founded_again_at_a_lower_epoch_is_taken_and_published_over(redis_url: str) -> None:
+def test_a_state_founded_again_at_a_lower_epoch_is_taken_and_published_over(
+    redis_url: str, replicas: Replica
+) -> None:
     """A replica of an earlier version founds a lost state at a low epoch: the others take it, then move it."""
     import redis  # noqa: PLC0415 - the redis extra, here only
 
-    stores: list[RedisStore] = []
-
-    def replica() -> CircuitBreaker:
-        store = RedisStore.from_url(redis_url, namespace="founded", resync_interval=0.1)
-        stores.append(store)
-        with namesakes_expected():
-            breaker = CircuitBreaker(
-                "db", CircuitBreakerConfig(store=store, failure_threshold=3, timeout=30.0)
-            )
-        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
-        return breaker
-
-    try:
-        a, b = replica(), replica()
-        a.force_open()
-        wait_for(_opened(a, b), 2.0, "both OPEN")
-        a.reset()
-        wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "both CLOSED")
-        _lose_state(redis_url, "founded")
-        client = redis.Redis.from_url(redis_url)
-        try:  # an earlier version's replica trips first: the state founded at its own low epoch + 1
-            until = int(client.time()[0]) * 1000 + 30_000
-            state = {"epoch": 5, "state": "open", "until": until, "reason": "failure_threshold"}
-            client.hset("founded:cb:db:state", mapping=state)
-        finally:
-            client.close()
-        wait_for(_opened(a, b), 3.0, "the trip founded at a lower epoch")
-        assert all(store._links[0].epoch == 5 for store in stores)
-        a.reset()
-        wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "a reset published over it")
+    a, b = (
+        replicas(namespace="founded", resync_interval=0.1),
+        replicas(namespace="founded", resync_interval=0.1),
+    )
+    _open_and_close(a, b)
+    _lose_state(redis_url, "founded")
+    client = redis.Redis.from_url(redis_url)
+    try:  # an earlier version's replica trips first: the state founded at its own low epoch + 1
+        until = int(client.time()[0]) * 1000 + 30_000
+        state = {"epoch": 5, "state": "open", "until": until, "reason": "failure_threshold"}
+        client.hset("founded:cb:db:state", mapping=state)
     finally:
-        for store in stores:
-            store.close()
+        client.close()
+    wait_for(_opened(a, b), 3.0, "the trip founded at a lower epoch")
+    assert [breaker._core._shared.epoch for breaker in (a, b)] == [5, 5]  # type: ignore[attr-defined]
+    a.reset()
+    wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "a reset published over it")
