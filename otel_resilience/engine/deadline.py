@@ -375,18 +375,31 @@ class AsyncDeadline(TimerEntry):
             # once its loop was closed. Nothing reads that context any more.
             if exc_type is not GeneratorExit:
                 raise
-        task = self._task
-        self._task = None
         if self.expired:
-            ours = True  # the cancellation that escaped is ours unless another one is pending
-            if sys.version_info >= (3, 11) and task is not None:
-                ours = task.uncancel() <= self._cancelling
+            ours = self._uncancel()  # the cancellation that escaped, unless another one is pending
             if exc_type is asyncio.CancelledError and ours:
                 raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+        else:
+            self._task = None
         reached = exc_type is not None and issubclass(exc_type, DeadlineReachedError)
         if reached and self._clock.now() >= self._deadline:
             self.expired = True  # reached by sync code before the timer could fire
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+
+    def _uncancel(self) -> bool:
+        """Forget the task; return whether the cancellation that escaped is this scope's own.
+
+        Called once the deadline fired, whatever escaped: the task's count of pending
+        cancellations goes back down (as asyncio.timeout counts them). The task is never a
+        local of :meth:`leave`: the error raised there holds its frame, and a task that ends
+        with that error holds the error, a cycle only the cyclic garbage collector frees (and
+        with it everything the frames of the call refer to: its pipeline, its breaker).
+        """
+        task = self._task
+        self._task = None
+        if sys.version_info >= (3, 11) and task is not None:
+            return task.uncancel() <= self._cancelling
+        return True
 
 
 def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None, float]:

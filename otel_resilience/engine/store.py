@@ -23,6 +23,11 @@ generated function), so the store that keeps them is bounded:
   looks at the least recently used entries and evicts those that expired. A busy entry is
   never evicted: it counts as used now.
 
+A store is owned: its owner keeps it, so a callback that is the owner's bound method is given
+through :func:`weak_callback`, which does not keep the owner alive (a cycle, owner to store to
+owner, is freed only by the cyclic garbage collector: until it runs, the owner's instances stay
+registered by name, and a process that freezes the collector never frees them).
+
 Each eviction looks at each entry at most once, and moves a busy entry to the young end, so
 the cost of adding is amortised O(1) when entries are idle, and at worst O(len) when all are
 busy; the expiry looks at entries oldest first and stops at the first one used within ``ttl``
@@ -37,20 +42,36 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_duration, fail
 
-__all__ = ["BoundedStore"]
+__all__ = ["BoundedStore", "weak_callback"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+P = ParamSpec("P")
 
 _NOTHING: list[tuple[Any, Any]] = []
 """What a look-up that evicted nothing returns (never changed: only read when not empty)."""
+
+
+def weak_callback(method: Callable[P, None]) -> Callable[P, None]:
+    """Return a function that calls the bound ``method`` while its object lives, and does nothing after.
+
+    For an owner's ``on_evict``: the store holds the function, which holds its owner weakly.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args, **kwargs)
+
+    return call
 
 
 def _no_clock() -> float:

@@ -15,6 +15,7 @@ BoundedStore`); evicted policies' counts stay in the ``executions`` totals.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -28,7 +29,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineStats
 from otel_resilience.engine.step import Step
-from otel_resilience.engine.store import BoundedStore
+from otel_resilience.engine.store import BoundedStore, weak_callback
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keys import config_key, name_of
@@ -67,17 +68,21 @@ class _Entry:
 
     ``live`` turns ``False`` (under the manager's lock) when the entry leaves the identity
     cache or its policy is evicted, so a holder of the entry (a ``@resilient`` function) knows
-    to look its pipeline up again.
+    to look its pipeline up again. The entry names its policy by its key in the manager's store
+    (``policy_key``), not by reference: the policy holds its entries, and a reference back would
+    make a cycle that only the cyclic garbage collector frees.
     """
 
-    __slots__ = ("config", "key", "live", "pipeline", "policy")
+    __slots__ = ("config", "key", "live", "pipeline", "policy_key")
 
     live: bool
 
-    def __init__(self, config: ResilienceConfig, key: tuple[str, int], policy: _Policy) -> None:
+    def __init__(
+        self, config: ResilienceConfig, key: tuple[str, int], policy_key: tuple[str, object], policy: _Policy
+    ) -> None:
         self.config = config
         self.key = key
-        self.policy = policy
+        self.policy_key = policy_key
         self.pipeline = policy.pipeline
         self.live = True
 
@@ -134,6 +139,34 @@ _SHARED_NAMES: Final[dict[object, tuple[str, str]]] = {
 """How an error names each kind of shared instance, and the config field that names it."""
 
 
+def _breaker_idle(users: Counter[tuple[str, str]], breaker: CircuitBreaker) -> bool:
+    """A breaker may go when no live policy uses it (none in ``users``) and it is CLOSED."""
+    return (_BREAKER, breaker.name) not in users and breaker.peek_state() is CircuitState.CLOSED
+
+
+def _bulkhead_idle(users: Counter[tuple[str, str]], bulkhead: Bulkhead) -> bool:
+    """A bulkhead may go when no live policy uses it (none in ``users``) and it holds and queues no call."""
+    stats = bulkhead.stats
+    return (_BULKHEAD, bulkhead.name) not in users and not stats.active and not stats.waiting
+
+
+def _policy_idle(policy: _Policy) -> bool:
+    """A policy may go when it ran no call since last looked at, and its breaker and bulkhead rest.
+
+    The first look at a policy that ran calls gives it a second chance (it is moved to the
+    young end), so a policy in steady use is not evicted although its pipeline is found
+    without touching the store.
+    """
+    total = policy.pipeline.stats.total
+    if total != policy.seen_total:
+        policy.seen_total = total
+        return False
+    breaker, bulkhead = policy.breaker, policy.bulkhead
+    if breaker is not None and breaker.peek_state() is not CircuitState.CLOSED:
+        return False
+    return bulkhead is None or not (bulkhead.stats.active or bulkhead.stats.waiting)
+
+
 _GONE: Final = _Entry.__new__(_Entry)
 """A dead entry (never in a cache, no pipeline): what a ``@resilient`` function starts from."""
 _GONE.live = False
@@ -185,20 +218,32 @@ class ResilienceManager(NamedPolicies):
         self._lock = fork_safe(threading.Lock())
         self._max_pipelines = max_pipelines
         self._by_id: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
+        # What the manager owns refers back to it weakly or not at all (its stores' rules get
+        # what they read, not the manager), so a manager dropped is freed at once, by reference
+        # counting: its breakers and bulkheads leave the registries with it.
+        self._users: Counter[tuple[str, str]] = Counter()
         self._policies: BoundedStore[tuple[str, object], _Policy] = BoundedStore(
             "ResilienceManager",
             "max_policies",
             max_policies,
-            is_idle=self._policy_idle,
-            on_evict=self._policy_evicted,
+            is_idle=_policy_idle,
+            on_evict=weak_callback(self._policy_evicted),
         )
         self._breakers: BoundedStore[str, CircuitBreaker] = BoundedStore(
-            "ResilienceManager", "max_policies", max_policies, is_idle=self._breaker_idle, revive=True
+            "ResilienceManager",
+            "max_policies",
+            max_policies,
+            is_idle=functools.partial(_breaker_idle, self._users),
+            revive=True,
         )
         self._bulkheads: BoundedStore[str, Bulkhead] = BoundedStore(
-            "ResilienceManager", "max_policies", max_policies, is_idle=self._bulkhead_idle, revive=True
+            "ResilienceManager",
+            "max_policies",
+            max_policies,
+            is_idle=functools.partial(_bulkhead_idle, self._users),
+            revive=True,
         )
-        self._users: Counter[tuple[str, str]] = Counter()
+        self._find_breaker = self._breakers.get
         self._retire_ids = itertools.count()
         self._retiring: dict[int, PipelineStats] = {}
         self._dead: deque[int] = deque()
@@ -227,10 +272,6 @@ class ResilienceManager(NamedPolicies):
         with self._lock:
             return self._bulkhead_locked(name, config, evict=True)
 
-    def _find_breaker(self, name: str) -> CircuitBreaker | None:
-        """Find a breaker the manager keeps by name (for recovery rules that isolate one)."""
-        return self._breakers.get(name)
-
     def _breaker_locked(
         self, name: str, config: CircuitBreakerConfig | None, *, evict: bool
     ) -> CircuitBreaker:
@@ -240,31 +281,6 @@ class ResilienceManager(NamedPolicies):
         return _shared(self._bulkheads, Bulkhead, name, config, self._clock, evict=evict)
 
     # ------------------------------------------------------------------ the bounded stores' rules
-
-    def _breaker_idle(self, breaker: CircuitBreaker) -> bool:
-        """A breaker may go when no live policy uses it and it is CLOSED."""
-        return (_BREAKER, breaker.name) not in self._users and breaker.peek_state() is CircuitState.CLOSED
-
-    def _bulkhead_idle(self, bulkhead: Bulkhead) -> bool:
-        """A bulkhead may go when no live policy uses it and it holds and queues no call."""
-        stats = bulkhead.stats
-        return (_BULKHEAD, bulkhead.name) not in self._users and not stats.active and not stats.waiting
-
-    def _policy_idle(self, policy: _Policy) -> bool:
-        """A policy may go when it ran no call since last looked at, and its breaker and bulkhead rest.
-
-        The first look at a policy that ran calls gives it a second chance (it is moved to the
-        young end), so a policy in steady use is not evicted although its pipeline is found
-        without touching the store.
-        """
-        total = policy.pipeline.stats.total
-        if total != policy.seen_total:
-            policy.seen_total = total
-            return False
-        breaker, bulkhead = policy.breaker, policy.bulkhead
-        if breaker is not None and breaker.peek_state() is not CircuitState.CLOSED:
-            return False
-        return bulkhead is None or not (bulkhead.stats.active or bulkhead.stats.waiting)
 
     def _policy_evicted(self, _key: tuple[str, object], policy: _Policy) -> None:
         """Retire an evicted policy (under the manager's lock): its counts join the totals."""
@@ -325,7 +341,7 @@ class ResilienceManager(NamedPolicies):
             if entry is not None:  # the id of a config object that is gone, reused
                 self._drop_entry_locked(entry)
             policy, created = self._policies.get_or_add(value_key, lambda: self._build_locked(config, name))
-            entry = self._by_id[key] = _Entry(config, key, policy)
+            entry = self._by_id[key] = _Entry(config, key, value_key, policy)
             policy.entries.add(entry)
             while len(self._by_id) > self._max_pipelines:
                 self._drop_entry_locked(next(iter(self._by_id.values())))
@@ -338,7 +354,9 @@ class ResilienceManager(NamedPolicies):
         """Forget an identity-cache entry (its policy stays)."""
         entry.live = False
         del self._by_id[entry.key]
-        entry.policy.entries.discard(entry)
+        policy = self._policies.get(entry.policy_key)  # kept while its entries are cached
+        if policy is not None:
+            policy.entries.discard(entry)
 
     def _build_locked(self, config: ResilienceConfig, name: str) -> _Policy:
         """Compose a new policy for ``config``, with the shared breaker and bulkhead."""
@@ -361,7 +379,7 @@ class ResilienceManager(NamedPolicies):
                 "recovery does nothing until rules are registered on manager.recovery_system",
                 name,
             )
-        recovery, breakers = self.recovery_system, self._breakers.get
+        recovery, breakers = self.recovery_system, self._find_breaker
         pipeline, extras = compose(
             StageInputs(name, config, self._clock, breaker, bulkhead, recovery, breakers)
         )

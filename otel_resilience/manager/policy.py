@@ -37,7 +37,7 @@ from otel_resilience.engine.protecting import check_protectable, is_async_callab
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import POLICIES, namesakes_expected
 from otel_resilience.engine.step import Step
-from otel_resilience.engine.store import BoundedStore
+from otel_resilience.engine.store import BoundedStore, weak_callback
 from otel_resilience.engine.validation import check_int, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import KeyState, Spec, build, reconfigure, retire
@@ -206,7 +206,7 @@ class PolicyHandle(_Runs):
             "max_keys",
             max_keys,
             is_idle=KeyState.retire_if_idle,
-            on_evict=self._evicted,
+            on_evict=weak_callback(self._evicted),  # the handle owns its store: no cycle
             ttl=idle_ttl,
             clock=spec.clock if idle_ttl is not None else None,
             ttl_field="idle_ttl",
