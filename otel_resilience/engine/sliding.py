@@ -49,6 +49,7 @@ class SlidingCounts:
         "_total_b",
         "_total_events",
         "_width",
+        "newest",
     )
 
     def __init__(self, seconds: float, buckets: int) -> None:
@@ -71,6 +72,10 @@ class SlidingCounts:
         self._total_events = 0
         self._total_a = 0
         self._total_b = 0
+        self.newest: int | None = None
+        """The newest live bucket's index (``floor(t / width)``), where :meth:`record` counts;
+        ``None`` on an empty window. Read right after :meth:`record`, it names the bucket the
+        event was counted in, for :meth:`forget`. Read only."""
 
     def record(self, a: bool, b: bool, now: float) -> tuple[int, int, int]:
         """Add one event at monotonic time ``now`` (seconds) to its bucket; return :meth:`totals`."""
@@ -116,6 +121,7 @@ class SlidingCounts:
         self._live = live + 1
         self._slot = tail
         self._next = float(current + 1)
+        self.newest = current
 
     def clear(self) -> None:
         """Forget every event (O(live buckets))."""
@@ -127,16 +133,32 @@ class SlidingCounts:
         self._head = self._live = self._slot = 0
         self._next = -math.inf
         self._total_events = self._total_a = self._total_b = 0
+        self.newest = None
 
-    def forget(self, a: bool, b: bool) -> None:
-        """Take one event so marked off the newest bucket (one that was counted but did not happen).
+    def forget(self, a: bool, b: bool, bucket: int | None = None) -> None:
+        """Take one event so marked off the bucket it was counted in (one that did not happen).
 
-        The newest bucket may go below 0 for one bucket's time when the event's own bucket is
-        older; the window's totals stay exact. Nothing happens on an empty window.
+        ``bucket`` is the index :attr:`newest` gave right after the event's :meth:`record`:
+        the event leaves that bucket's count and the totals, or nothing happens when that
+        bucket has left the window (the event no longer counts). ``None`` takes it off the
+        newest bucket, for an event recorded in it (forgotten at once, by a caller that holds
+        the same lock).
         """
         if not self._live:
             return
-        slot = self._slot
+        if bucket is None:
+            slot = self._slot
+        else:
+            size, index = self._buckets, self._index
+            slot = self._head
+            for _ in range(self._live):  # at most `buckets` places: oldest first
+                if index[slot] == bucket:
+                    break
+                slot = 0 if slot + 1 == size else slot + 1
+            else:
+                return  # the bucket left the window: the event no longer counts
+        if not self._events[slot] or (a and not self._a[slot]) or (b and not self._b[slot]):
+            return  # nothing so marked was counted there: nothing to take off
         self._events[slot] -= 1
         self._total_events -= 1
         if a:

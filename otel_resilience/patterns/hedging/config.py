@@ -55,7 +55,10 @@ class HedgeBudget(Protocol):
     One hedge is one retry withdrawn from it; an execution of a hedging step deposits one first
     attempt unless a retry in the same policy already does it for the execution. A budget may
     name why it refused the hedge it just refused (a ``refusal`` attribute: a
-    ``resilience.hedging.denied_by`` value); without one a refusal is ``"budget"``.
+    ``resilience.hedging.denied_by`` value); without one a refusal is ``"budget"``. A budget that
+    names its withdrawals as :class:`~otel_resilience.patterns.retry.RetryBudget` does (a
+    ``withdraw()`` returning a receipt, ``None`` when denied, and ``refund(receipt)``) gets
+    each hedge that never ran back exactly, however long after it was withdrawn.
     """
 
     def deposit(self) -> None:

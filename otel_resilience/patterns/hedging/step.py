@@ -78,6 +78,7 @@ class _HedgingCore:
         "observer",
         "on_failure",
         "original_wins",
+        "receipts",
     )
 
     def __init__(self, name: str, config: HedgingConfig, clock: Clock, *, deposits: bool) -> None:
@@ -85,6 +86,8 @@ class _HedgingCore:
         self.config = config
         self.clock = clock
         self.budget: HedgeBudget | None = config.budget
+        self.receipts = callable(getattr(config.budget, "withdraw", None))
+        """Whether the budget names its withdrawals (a ``RetryBudget``): each is given back exactly."""
         self.deposits = deposits and config.budget is not None
         self.actions = config.actions
         self.on_failure = config.mode != "parallel"
@@ -136,6 +139,23 @@ class _HedgingCore:
         check = self.config.hedge_on_result
         return check is None or not check(result)
 
+    def withdraw(self) -> object:
+        """Take one hedge from the budget; return what names it for :meth:`give_back`, ``None`` if denied."""
+        budget = self.budget
+        assert budget is not None  # noqa: S101 - only a hedging with a budget withdraws
+        if self.receipts:
+            return budget.withdraw()  # type: ignore[attr-defined] # receipts: it has withdraw
+        return True if budget.try_withdraw() else None
+
+    def give_back(self, withdrawal: object) -> None:
+        """Give the budget back the hedge ``withdrawal`` names (:meth:`withdraw`), which never ran."""
+        budget = self.budget
+        assert budget is not None  # noqa: S101 - only a hedging with a budget withdraws
+        if self.receipts:
+            budget.refund(withdrawal)  # type: ignore[call-arg] # receipts: RetryBudget.refund
+        else:
+            budget.refund()
+
     def sync_error(self) -> TypeError:
         """Build the error for a hedged execution under the sync driver."""
         return TypeError(
@@ -172,9 +192,13 @@ class _Scope:
 
 
 class _Race(Hedge):
-    """One hedged execution's race: the decisions of its link, and which attempt is the original."""
+    """One hedged execution's race: the decisions of its link, and which attempt is the original.
 
-    __slots__ = ("_core", "_original", "_started", "_telemetry")
+    A hedge withdrawn from the budget is *pending* until its task enters it (:meth:`enter`): a
+    race that ends before then (its task cancelled before it ran) gives the withdrawal back.
+    """
+
+    __slots__ = ("_core", "_original", "_pending", "_started", "_telemetry")
 
     def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.config.max_attempts, on_failure=core.on_failure)
@@ -182,6 +206,8 @@ class _Race(Hedge):
         self._telemetry = telemetry
         self._original: ExecutionContext | None = None
         self._started = 0
+        self._pending: list[tuple[ExecutionContext, object]] | None = None
+        """The hedges withdrawn from the budget and not entered yet, with their withdrawals."""
 
     def delay(self, started: int) -> float | None:  # noqa: ARG002 - the same before every hedge
         """Return the hedge delay (0 in parallel mode, ``None`` in fallback mode)."""
@@ -194,16 +220,20 @@ class _Race(Hedge):
             self._started = 1
             self._original = ctx.fork(new_attempt=False)
             return self._original
-        budget = core.budget
-        if budget is not None and not budget.try_withdraw():
+        budget, withdrawal = core.budget, None
+        if budget is not None and (withdrawal := core.withdraw()) is None:
             self._deny(trigger, getattr(budget, "refusal", "budget"))
             return None
         attempt = ctx.fork()
         if attempt is None:  # the execution's cap on attempts in total
             if budget is not None:
-                budget.refund()
+                core.give_back(withdrawal)
             self._deny(trigger, "max_attempts")
             return None
+        if budget is not None:
+            if self._pending is None:
+                self._pending = []
+            self._pending.append((attempt, withdrawal))
         actions, index = core.actions, self._started - 1
         if actions is not None and index < len(actions):
             attempt.fn = actions[index]
@@ -222,8 +252,13 @@ class _Race(Hedge):
             telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, denied_by))
 
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
-        """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it."""
+        """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it.
+
+        A hedge withdrawn from the budget is no longer pending: it runs.
+        """
         telemetry, core = self._telemetry, self._core
+        if self._pending:
+            self._pending = [p for p in self._pending if p[0] is not attempt]
         listening = telemetry.hub.attempt_listeners
         if not listening and core.observer is None:
             return None
@@ -265,8 +300,13 @@ class _Race(Hedge):
         winner: ExecutionContext | None,
         error: BaseException | None,
     ) -> None:
-        """Count how the execution ended."""
+        """Count how the execution ended; give back the hedges withdrawn that never ran."""
         core = self._core
+        pending = self._pending
+        if pending:
+            self._pending = None
+            for _, withdrawal in pending:
+                core.give_back(withdrawal)
         if winner is not None:
             next(core.original_wins if winner is self._original else core.hedge_wins)
         elif error is not None and not isinstance(error, Exception):

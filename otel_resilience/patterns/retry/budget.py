@@ -116,23 +116,45 @@ class RetryBudget:
         Returns:
             ``True`` if the retry is allowed (and counted), ``False`` if it is denied.
         """
+        return self.withdraw() is not None
+
+    def withdraw(self) -> int | None:
+        """Take one retry from the budget if it allows one; return the withdrawal's receipt.
+
+        As :meth:`try_withdraw`, but an allowed retry is named: give the receipt to
+        :meth:`refund` if the retry does not run after all (its execution was cancelled during
+        the backoff, ``on_retry`` raised, another cap stopped it), however much later.
+
+        Returns:
+            The receipt (an opaque ``int``: the window's bucket the retry was counted in) if
+            the retry is allowed (and counted), ``None`` if it is denied.
+        """
         now = self._clock.now()
         with self._lock:
-            events, retries, _ = self._counts.totals(now)
+            counts = self._counts
+            events, retries, _ = counts.totals(now)
             if retries < self._ratio * (events - retries) + self._reserve:
-                self._counts.record(True, False, now)  # noqa: FBT003
-                return True
+                counts.record(True, False, now)  # noqa: FBT003
+                return counts.newest
             self._denied += 1
-            return False
+            return None
 
-    def refund(self) -> None:
-        """Give back a retry :meth:`try_withdraw` allowed but that did not run (another cap stopped it).
+    def refund(self, withdrawal: int | None = None) -> None:
+        """Give back a retry the budget allowed but that did not run.
 
-        Call it once per such withdrawal, at once (before the window slides past it): a retry
-        the execution's cap in total refused, a hedge whose attempt could not start.
+        The retry leaves the count of the window's bucket it was counted in, so the budget is
+        as if it had never been withdrawn: nothing changes once that bucket has left the window
+        (the retry no longer counted), and a bucket is never taken below what it counted. Call
+        it once per withdrawal that did not run.
+
+        Args:
+            withdrawal: The receipt :meth:`withdraw` returned. ``None`` (what a caller of
+                :meth:`try_withdraw` has) gives back a retry withdrawn just before, while the
+                window's newest bucket is still the one it was counted in (nothing when that
+                bucket counted no retry).
         """
         with self._lock:
-            self._counts.forget(True, False)  # noqa: FBT003
+            self._counts.forget(True, False, withdrawal)  # noqa: FBT003
 
     def get_stats(self) -> dict[str, float]:
         """Return the window's counts now.

@@ -9,6 +9,7 @@ nothing here awaits or sleeps.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import threading
@@ -48,6 +49,7 @@ _TIMEOUT: Final = Event.TIMEOUT
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Awaitable
 
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
@@ -71,6 +73,8 @@ class _Wait(NamedTuple):
     """Seconds left before the deadline (``inf``: none, or not read)."""
     source: str
     """Where the delay came from: ``"strategy"`` or ``"outcome"`` (``delay_from``)."""
+    withdrawal: int | None = None
+    """The budget's receipt for the retry it allowed (``None``: no budget, or retrying stops)."""
 
 
 def _attach_note(error: BaseException, note: str) -> None:
@@ -159,7 +163,7 @@ class _RetryCore:
         *,
         result: object = None,
         previous: float | None = None,
-    ) -> float | None:
+    ) -> _Wait | None:
         """Decide what follows a failed ``attempt`` (``error``, or a retried ``result`` when ``None``).
 
         Counts the ended attempt, reports the event, and attaches the note on a give-up. The
@@ -177,8 +181,9 @@ class _RetryCore:
                 ``Jitter.DECORRELATED``.
 
         Returns:
-            The delay before the next attempt, or ``None`` to stop (re-raise ``error``, or
-            return the last result).
+            The wait before the next attempt (its delay, and the budget's receipt for the retry
+            when there is a budget), or ``None`` to stop (re-raise ``error``, or return the
+            last result).
         """
         stats = self.stats
         if error is not None and not self.is_retryable(error):
@@ -198,7 +203,7 @@ class _RetryCore:
             if telemetry.hub.event_listeners:
                 args = RetryScheduled(failed, delay, error_type_name(error), wait.source)
                 telemetry.report(_RETRY_SCHEDULED, args)
-            return delay
+            return wait
         self._give_up(telemetry, attempt, error, wait, failed)
         return None
 
@@ -243,13 +248,15 @@ class _RetryCore:
         if remaining <= delay:
             return _Wait("deadline", delay, remaining, source)
         budget = self.budget
-        if budget is not None and not budget.try_withdraw():
+        if budget is None:
+            withdrawal = None
+        elif (withdrawal := budget.withdraw()) is None:
             return _Wait("budget", delay, remaining, source)
         if ctx.next_attempt() is None:
             if budget is not None:
-                budget.refund()
+                budget.refund(withdrawal)
             return _Wait("max_attempts_total", delay, remaining, source)
-        return _Wait(None, delay, remaining, source)
+        return _Wait(None, delay, remaining, source, withdrawal)
 
     def _delay_from(self, outcome: object) -> float | None:
         """Return the delay ``delay_from`` asks for after ``outcome``, in seconds, or ``None``.
@@ -344,9 +351,11 @@ class _Attempts:
         handles: The running attempt's scope, or ``None`` when none is open.
         previous: This execution's latest backoff, or ``None`` before the first (what
             ``Jitter.DECORRELATED`` grows from: per execution, never in the shared policy).
+        withdrawal: The budget's receipt for the retry scheduled last (``None``: no budget),
+            given back if that retry does not run (:meth:`_RetryStep.give_back`).
     """
 
-    __slots__ = ("count", "ctx", "handles", "previous", "telemetry")
+    __slots__ = ("count", "ctx", "handles", "previous", "telemetry", "withdrawal")
 
     def __init__(self, ctx: ExecutionContext, telemetry: StrategyTelemetry, handles: Any = None) -> None:
         self.count = 1
@@ -354,6 +363,7 @@ class _Attempts:
         self.telemetry = telemetry
         self.handles = handles
         self.previous: float | None = None
+        self.withdrawal: int | None = None
 
     def start(self) -> None:
         """Open the scope of the attempt about to run (a :class:`RunAgain` hook: after the wait)."""
@@ -471,10 +481,55 @@ class _RetryStep(Link[RetryPolicy]):
         return None
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
-        """Count the cancelled execution; close the running attempt's scope as cancelled."""
+        """Count the cancelled execution; close the running attempt's scope as cancelled.
+
+        Cancelled while not running (during a backoff, or ``on_retry``), the retry scheduled
+        last never runs: its withdrawal goes back to the budget.
+        """
         self._core.cancelled(in_attempt=running)
         if type(token) is _Attempts:  # else attempt 1, no scope: None or the link's Counted (admit)
+            if not running:
+                self.give_back(token)
             token.end(_CANCELLED, None)
+
+    def give_back(self, token: _Attempts) -> None:
+        """Give the budget back the retry ``token`` scheduled last, which did not run (once)."""
+        withdrawal = token.withdrawal
+        if withdrawal is not None:
+            token.withdrawal = None
+            self._budget.refund(withdrawal)  # type: ignore[union-attr] # a receipt: a budget
+
+    def _on_retry(self, token: _Attempts, failed: int, error: Exception | None) -> object:
+        """Call ``on_retry`` for a retry withdrawn from the budget: what ends it gives the retry back.
+
+        An error it raises (or the error of the awaitable it returns, awaited by the driver)
+        reaches :meth:`_after_hook`; a cancellation or an interrupt ends the execution, and the
+        retry is given back here.
+        """
+        try:
+            value = self._core.hook(failed, error)  # type: ignore[misc] # called only with a hook
+        except BaseException:
+            self.give_back(token)
+            raise
+        if not token.ctx.sync and inspect.isawaitable(value):
+            return self._awaiting(token, value)
+        return value  # an awaitable under the sync driver is refused: an error for _after_hook
+
+    async def _awaiting(self, token: _Attempts, pending: Awaitable[object]) -> object:
+        """Await an async ``on_retry``: a cancellation (or any error) meanwhile gives the retry back."""
+        try:
+            return await pending
+        except BaseException:
+            self.give_back(token)
+            raise
+
+    def _after_hook(
+        self, ctx: ExecutionContext, retry: RunAgain, value: object, error: Exception | None
+    ) -> Action:
+        """Continue after ``on_retry`` (:func:`_after_on_retry`); the retry it ended is given back."""
+        if error is not None:
+            self.give_back(retry.token)
+        return _after_on_retry(ctx, retry, value, error)
 
     def _after(
         self, ctx: ExecutionContext, token: _Attempts | None, error: Exception | None, result: object = None
@@ -488,19 +543,24 @@ class _RetryStep(Link[RetryPolicy]):
         core = self._core
         failed = ctx.attempt
         if token is None:
-            delay = core.schedule(self._telemetry, ctx, 1, error, result=result)
-            if delay is None:
+            wait = core.schedule(self._telemetry, ctx, 1, error, result=result)
+            if wait is None:
                 return None
             token = _Attempts(ctx, self._telemetry)
         else:
-            delay = core.schedule(
+            wait = core.schedule(
                 self._telemetry, ctx, token.count, error, result=result, previous=token.previous
             )
-            if delay is None:
+            if wait is None:
                 return None
         token.count += 1
-        token.previous = delay
+        token.previous = delay = wait.delay
+        token.withdrawal = wait.withdrawal
         retry = RunAgain(delay, token, token.start if self._telemetry.hub.attempt_listeners else None)
         if core.hook is None:
             return retry
-        return Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
+        if wait.withdrawal is None:
+            return Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
+        return Call(
+            self._on_retry, (token, failed, error), {}, self._after_hook, state=retry, what=core.hook_what
+        )
