@@ -7,6 +7,7 @@ Long soaks run only when asked: ``RUN_SLOW=1 python -m pytest tests/reliability`
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -83,3 +84,17 @@ def _leave_global_telemetry_as_found() -> Iterator[None]:
         for listener in (*HUB.event_listeners, *HUB.execution_listeners):
             if id(listener) not in before and listener is not keep:
                 HUB.remove_listener(listener)
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """Run the test with the cyclic garbage collector off: only reference counting frees (on again after)."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.collect()

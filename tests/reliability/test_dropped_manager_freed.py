@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -142,19 +140,6 @@ def _run_and_watch(driver: str) -> dict[str, weakref.ref[Any]]:
         watched[f"key {key} breaker"] = view.circuit_breaker
         watched[f"key {key} bulkhead"] = view.bulkhead
     return {what: weakref.ref(item) for what, item in watched.items()}
-
-
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    """Turn the cyclic garbage collector off for the test (on again whatever happens)."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _registered(registry: Any, watched: dict[str, weakref.ref[Any]]) -> list[str]:

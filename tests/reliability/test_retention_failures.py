@@ -21,7 +21,7 @@ import asyncio
 import gc
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import httpx
@@ -81,20 +81,6 @@ class Watched:
 
     def alive(self) -> list[str]:
         return [what for what, ref in self.refs if ref() is not None]
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    """Run the test with the cyclic garbage collector disabled: only reference counting frees."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-        gc.collect()
 
 
 Scenario = Callable[[Watched], Callable[[], Any]]
@@ -363,7 +349,9 @@ async def fail_once(call: Callable[[], Any], watched: Watched) -> None:
 
 
 @pytest.mark.parametrize(("name", "driver"), CASES)
-async def test_a_failed_call_is_freed_by_reference_counting(name: str, driver: str, no_gc: None) -> None:
+async def test_a_failed_call_is_freed_by_reference_counting(
+    name: str, driver: str, collector_off: None
+) -> None:
     """Nothing of a failed call (its error, its frames' locals, the caller's) outlives it in a cycle."""
     scenario, _ = SCENARIOS[name]
     watched = Watched()
