@@ -58,14 +58,15 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncDeadline",
     "DeadlineReachedError",
-    "QueueDeadlineReachedError",
     "SyncDeadline",
+    "WaitDeadlineReachedError",
     "current_deadline",
     "deadline_reached",
     "enforce_binding_deadline",
     "publish_deadline",
     "sleep_sync_within_deadline",
     "time_remaining",
+    "wait_sync_within_deadline",
     "withdraw_deadline",
 ]
 
@@ -198,13 +199,13 @@ class DeadlineReachedError(OperationTimeoutError):
     __slots__ = ()
 
 
-class QueueDeadlineReachedError(DeadlineReachedError, ExecutionRejectedError):
-    """Raised in a thread whose wait in a queue (a bulkhead's) the effective deadline ended.
+class WaitDeadlineReachedError(DeadlineReachedError, ExecutionRejectedError):
+    """Raised in a thread whose engine wait (a bulkhead queue, a retry backoff) the deadline ended.
 
-    The call never reached the dependency: the steps between the queue and the scope that owns
-    the deadline see a rejection (a breaker ignores it, retry and recovery do not act on it), as
-    they see nothing of the cancellation that ends an async wait, and that scope turns it into
-    its own :class:`OperationTimeoutError`, as it does every :class:`DeadlineReachedError`.
+    The call never reached the dependency (again): the steps between the wait and the scope that
+    owns the deadline see a rejection (a breaker ignores it, retry and recovery do not act on
+    it), as they see nothing of the cancellation that ends an async wait, and that scope turns it
+    into its own :class:`OperationTimeoutError`, as it does every :class:`DeadlineReachedError`.
     """
 
     __slots__ = ()
@@ -221,11 +222,27 @@ def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> 
     Raises:
         DeadlineReachedError: The deadline came first: the sleep lasted until it, not ``seconds``.
     """
+    reached = wait_sync_within_deadline(clock, seconds, operation, DeadlineReachedError)
+    if reached is not None:
+        raise reached
+
+
+def wait_sync_within_deadline(
+    clock: Clock, seconds: float, operation: str, kind: type[DeadlineReachedError] = WaitDeadlineReachedError
+) -> DeadlineReachedError | None:
+    """Block this thread for ``seconds`` on ``clock``, or until the effective deadline if sooner.
+
+    The rule of every sync sleep of the engine's that a deadline bounds.
+
+    Returns:
+        ``None`` after ``seconds``; the error of ``kind`` to raise (:func:`deadline_reached`)
+        when the deadline came first (the wait lasted until it).
+    """
     remaining = time_remaining(clock)
     if remaining >= seconds:
         clock.sleep_sync(seconds)
-        return
-    raise deadline_reached(clock, clock.now() + max(remaining, 0.0), max(remaining, 0.0), operation)
+        return None
+    return deadline_reached(clock, clock.now() + max(remaining, 0.0), max(remaining, 0.0), operation, kind)
 
 
 def deadline_reached(
@@ -247,7 +264,7 @@ def deadline_reached(
         end: The deadline, on ``clock``.
         waited: The seconds the wait lasted, for the error.
         operation: The operation's name, for the error.
-        kind: The error's class: :class:`QueueDeadlineReachedError` for a wait in a queue.
+        kind: The error's class: :class:`WaitDeadlineReachedError` for a wait in a queue.
 
     Returns:
         The error to raise.

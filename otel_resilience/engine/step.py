@@ -57,8 +57,10 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.deadline import (
     AsyncDeadline,
+    DeadlineReachedError,
     enforce_binding_deadline,
     publish_deadline,
+    wait_sync_within_deadline,
     withdraw_deadline,
 )
 from otel_resilience.engine.hedge import Hedge, race
@@ -410,7 +412,8 @@ class Step:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
                     token, judges = action.token, self._succeeds
-                    action = self._pause_sync(action)  # None once done: the run below is running
+                    if (action := self._pause_sync(action)) is not None:  # None: the run below runs
+                        break  # the effective deadline cut the wait
                 if seconds is not None:
                     result = self._scoped_sync(ctx, token, seconds)
                 elif nxt is None:  # the last step calls the function: no frame for the end
@@ -451,11 +454,28 @@ class Step:
                     raise
             if type(action) is Answer:
                 return action.value
+        # The effective deadline cut a Retry's wait (_pause_sync): as the async driver's cancellation.
+        if self._cancels:
+            self.on_cancel(ctx, token, running=False)
+        try:
+            raise action
+        finally:
+            action = None  # the error's traceback holds this frame: not bound here (a cycle)
 
-    def _pause_sync(self, action: Retry) -> Action:
-        """Wait a :class:`Retry`'s delay, call its hook (never awaitable here); return what is left: None."""
+    def _pause_sync(self, action: Retry) -> DeadlineReachedError | None:
+        """Wait a :class:`Retry`'s delay, call its hook (never awaitable here); ``None`` once done.
+
+        The wait lasts at most until the effective deadline (a slow ``on_retry`` may have used
+        the time the retry counted on): then it returns the error to raise, a
+        :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`, and the hook is
+        not called. The driver ends the execution with it as the async driver's wait ends at
+        the deadline's cancellation: the step's ``on_cancel`` (not running), then the error,
+        which the scope owning the deadline turns into its timeout.
+        """
         if action.delay > 0:
-            self.clock.sleep_sync(action.delay)
+            cut = wait_sync_within_deadline(self.clock, action.delay, self.name)
+            if cut is not None:
+                return cut
         if action.hook is not None:
             refuse_awaitable(action.hook_name, action.hook())
         return None

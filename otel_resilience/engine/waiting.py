@@ -21,7 +21,7 @@ lock's wait timeout, or sooner at the effective deadline of an enclosing timeout
 (:func:`~otel_resilience.engine.context.time_remaining`), because a thread cannot be
 interrupted later: that is the scope's timeout, not the queue's (the waiter leaves the queue as
 a cancelled one does and raises
-:class:`~otel_resilience.engine.deadline.QueueDeadlineReachedError`), as the scope's
+:class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`), as the scope's
 cancellation ends an async wait. A wait ended by a ``BaseException`` (cancellation, interrupt)
 leaves the queue (:meth:`WaitQueue.abandon`), giving back a place it was handed in the meantime.
 
@@ -39,7 +39,7 @@ import threading
 from typing import TYPE_CHECKING, Final, Protocol
 
 from otel_resilience.engine.context import time_remaining
-from otel_resilience.engine.deadline import QueueDeadlineReachedError, deadline_reached
+from otel_resilience.engine.deadline import WaitDeadlineReachedError, deadline_reached
 from otel_resilience.engine.step import Wait
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 
@@ -181,7 +181,7 @@ class SyncWaiter(Waiter):
 
         Raises:
             Exception: The owner's :meth:`~WaitOwner.wait_timeout_error` when the queue's timeout
-                came first; a :class:`~otel_resilience.engine.deadline.QueueDeadlineReachedError`
+                came first; a :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`
                 when the deadline of an enclosing scope came first: the waiter leaves the queue
                 as a cancelled one does (no queue timeout counted), the steps between see a
                 rejection, and the scope raises its own timeout, as its cancellation ends an
@@ -204,7 +204,7 @@ class SyncWaiter(Waiter):
             return
         if cut:
             self.queue.abandon(self)  # a place handed over meanwhile is passed on
-            raise deadline_reached(clock, end, timeout, owner.name, QueueDeadlineReachedError) from None
+            raise deadline_reached(clock, end, timeout, owner.name, WaitDeadlineReachedError) from None
         if self.queue.expire(self):
             owner.wait_timed_out()
             raise owner.wait_timeout_error(timeout) from None

@@ -1,0 +1,54 @@
+"""A retry's sync backoff ends at the deadline, as the async one does: a slow on_retry cannot make it outlast it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from otel_resilience import Jitter, OperationTimeoutError, Retry, RetryBudget, RetryPolicy, TimeoutHandler
+from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.testing import FakeClock
+
+
+class Down(Exception):
+    """The dependency's failure."""
+
+
+def _policy(clock: FakeClock, budget: RetryBudget | None = None) -> tuple[Any, list[float]]:
+    """A 1 s total timeout around a retry waiting 0.5 s, whose on_retry takes 0.8 s; the calls' times."""
+    calls: list[float] = []
+
+    def fn() -> str:
+        calls.append(clock.now())
+        raise Down
+
+    def slow_hook(attempt: int, error: Exception | None) -> None:
+        clock.advance(0.8)
+
+    policy = RetryPolicy(max_attempts=3, initial_delay=0.5, jitter=Jitter.NONE, budget=budget)
+    retry = Retry("dep", policy, on_retry=slow_hook, clock=clock)
+    timeout = TimeoutHandler(1.0, name="total", clock=clock)
+    pipeline = (
+        PipelineBuilder("p", clock=clock).add(timeout.as_strategy("p")).add(retry.as_strategy("p")).build()
+    )
+    return (lambda: pipeline.execute_sync(fn)), calls
+
+
+def test_a_sync_backoff_ends_at_the_deadline_as_the_timeout() -> None:
+    clock = FakeClock(100.0)
+    run, calls = _policy(clock)
+    with pytest.raises(OperationTimeoutError) as caught:
+        run()
+    assert caught.value.scope == "total"
+    assert calls == [100.0]  # the second attempt never ran, past the deadline
+    assert clock.now() == pytest.approx(101.0)  # the wait ended at the deadline, not 0.3 s after it
+
+
+def test_the_retry_the_backoff_never_ran_goes_back_to_the_budget() -> None:
+    clock = FakeClock(100.0)
+    budget = RetryBudget(ratio=0.5, min_retries_per_second=0.0, window=60.0, clock=clock)
+    run, _ = _policy(clock, budget)
+    with pytest.raises(OperationTimeoutError):
+        run()
+    assert budget.get_stats()["retries"] == 0
