@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,13 +79,8 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server (by its pid) and wait for it to exit."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5.0)
+        if process is not None:
+            stop_process(process, 5.0)
 
     def flush(self) -> None:
         """Delete every key (a test starts from an empty server)."""

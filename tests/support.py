@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -216,3 +217,16 @@ def run_threads(count: int, target: Callable[[], None]) -> None:
         thread.join(timeout=10)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a server the tests started: terminate it, kill it if it lingers, close its stderr."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+    if process.stderr:
+        process.stderr.close()

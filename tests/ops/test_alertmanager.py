@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 import yaml
+from support import stop_process
 
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import alertmanager as am
@@ -154,14 +155,7 @@ def alertmanager_url(alertmanager_binary, config_path, tmp_path):
                 time.sleep(0.05)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+        stop_process(process)
 
 
 def test_real_alertmanager_applies_the_inhibitions(alertmanager_url):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from forking_support import held_by_another_thread, run_in_child
+from support import until_sync
 
 from otel_resilience import (
     Bulkhead,
@@ -162,15 +162,6 @@ def _write(path: Path, text: str) -> None:
         os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
 
 
-def _wait(done: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_a_config_watch_goes_on_in_a_forked_child(tmp_path: Path) -> None:
     """A worker forked from a process that watches a file applies the file's changes too."""
     pytest.importorskip("yaml")
@@ -183,7 +174,7 @@ def test_a_config_watch_goes_on_in_a_forked_child(tmp_path: Path) -> None:
         def child() -> None:
             assert watch._thread.is_alive()
             _write(path, SECOND)
-            assert _wait(lambda: watch.applied == 2, 20.0), watch
+            until_sync(lambda: watch.applied == 2, 20.0)
             assert manager.policy("payments").config.timeout == 3.0
             watch.stop()
 

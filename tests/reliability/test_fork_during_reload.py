@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from forking_support import held_by_another_thread, run_in_child
+from support import until_sync
 
 from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.manager import keyed
@@ -69,10 +69,8 @@ def test_a_child_forked_while_a_watch_reloads_a_policy_works_and_watches(
         go.set()  # the child's own reload does not pause
         assert _answers(lambda: handle.get_stats())
         assert _answers(lambda: handle.for_key("tenant-b").execute_sync(lambda: 2))
-        deadline = time.monotonic() + 10.0  # the child's watch applies the file the parent's was applying
-        while manager.policy("payments").config.timeout != 3.0:
-            assert time.monotonic() < deadline, watch
-            time.sleep(0.01)
+        # the child's watch applies the file the parent's was applying
+        until_sync(lambda: manager.policy("payments").config.timeout == 3.0, 10.0)
         watch.stop()
 
     try:
