@@ -36,9 +36,8 @@ from requests.exceptions import ChunkedEncodingError
 from urllib3.util import Timeout
 
 from otel_resilience.engine.validation import fail
-from otel_resilience.integrations.http import FailedResponseError, HttpOptions, PolicyHandleLike
+from otel_resilience.integrations.http import FailedResponseError
 from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
-from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -105,21 +104,14 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """
 
     transport_errors = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError)
-    synchronous = True
     """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)."""
+    synchronous = True
 
-    def __init__(
-        self,
-        policy: ResilienceConfig | PolicyHandleLike,
-        *,
-        options: HttpOptions | None = None,
-        manager: ResilienceManager | None = None,
-        **adapter_options: Any,
-    ) -> None:
-        retries = adapter_options.get("max_retries", 0)
-        if isinstance(retries, bool) or retries != 0:  # urllib3 would send again inside each attempt
+    def _check_client_options(self, client_options: dict[str, Any]) -> None:
+        """Refuse a ``max_retries`` other than 0: urllib3 would send again inside each attempt."""
+        retries = client_options.get("max_retries", 0)
+        if isinstance(retries, bool) or retries != 0:
             raise fail("ResilientAdapter", "max_retries", "0 (the policy retries)", retries)
-        super().__init__(policy, options=options, manager=manager, **adapter_options)
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()

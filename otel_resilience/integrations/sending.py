@@ -328,8 +328,12 @@ class HttpIntegration:
             kind = type(self).__name__
             msg = f"{kind}.policy: hedging is async only, and {kind} sends in the caller's thread"
             raise ValueError(msg)
+        self._check_client_options(client_options)
         self._http = HttpPolicy(policy, options, manager, self.transport_errors)
         super().__init__(**client_options)
+
+    def _check_client_options(self, client_options: dict[str, Any]) -> None:
+        """Refuse options the client's own base class takes but the policy forbids (none here)."""
 
 
 Sent = list[Any]
