@@ -49,6 +49,7 @@ from otel_resilience.engine.rerun import RERUNNABLE, may_run_again
 from otel_resilience.engine.validation import check_int, fail
 from otel_resilience.manager import ResilienceConfig
 from otel_resilience.patterns.hedging import HedgeBudget
+from otel_resilience.patterns.hedging.config import refund_hedge, withdraw_hedge
 from otel_resilience.patterns.retry import RetryPolicy, retry_after_delay
 
 __all__ = [
@@ -258,19 +259,41 @@ class HttpHedgeBudget:
         if self.base is not None and self.deposits:
             self.base.deposit()
 
+    def withdraw(self) -> object:
+        """Allow a hedge and name it: never for a request that may not be sent twice; else as ``base`` does.
+
+        Returns:
+            What :meth:`refund` gives back exactly (``base``'s receipt when it names its
+            withdrawals, as a ``RetryBudget`` does), or ``None`` when the hedge is denied.
+        """
+        if _sent_once():
+            return None
+        return True if self.base is None else withdraw_hedge(self.base)
+
     def try_withdraw(self) -> bool:
         """Allow a hedge: never for a request that may not be sent twice; else as ``base`` does."""
-        return not _sent_once() and (self.base is None or self.base.try_withdraw())
+        return self.withdraw() is not None
 
     @property
     def refusal(self) -> str:
         """Why a hedge of the current request was refused: ``not_replayable``, else ``budget``."""
         return "not_replayable" if _sent_once() else "budget"
 
-    def refund(self) -> None:
-        """Give back a hedge allowed but not started (to ``base``)."""
-        if self.base is not None:
-            self.base.refund()
+    def refund(self, withdrawal: object = None) -> None:
+        """Give back a hedge allowed but not started (to ``base``).
+
+        Args:
+            withdrawal: What :meth:`withdraw` returned: the hedge leaves the count it was made in
+                (a ``RetryBudget`` base). ``None`` (a caller of :meth:`try_withdraw`) gives back
+                as ``base.refund()`` does.
+        """
+        base = self.base
+        if base is None:
+            return
+        if withdrawal is None:
+            base.refund()
+        else:
+            refund_hedge(base, withdrawal)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HttpHedgeBudget):

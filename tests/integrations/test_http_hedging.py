@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 from support import ScriptedHTTPServer
 
-from otel_resilience import HedgingConfig, ResilienceConfig, ResilienceManager, RetryBudget, RetryPolicy
+from otel_resilience import (
+    Hedging,
+    HedgingConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryBudget,
+    RetryPolicy,
+)
 from otel_resilience.engine.events import Event
 from otel_resilience.integrations.http import HttpHedgeBudget, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport
-from otel_resilience.testing import EventRecorder
+from otel_resilience.testing import EventRecorder, FakeClock
 
 SLOW = (200, {}, 0.5)  # the original's answer: the hedge is due long before it
 
@@ -85,3 +93,53 @@ def test_a_handle_without_the_http_hedging_budget_is_refused() -> None:
     handle = ResilienceManager().policy("hedged", hedged())
     with pytest.raises(ValueError, match=r"hedging lacks the HTTP hedging budget"):
         AsyncResilientTransport(handle)
+
+
+def test_a_hedge_drawn_through_the_http_budget_is_given_back_to_its_own_bucket() -> None:
+    """A refund names the hedge's withdrawal: it leaves the bucket it was counted in, however much later."""
+    clock = FakeClock()
+    base = RetryBudget(ratio=0.0, min_retries_per_second=0.5, window=10.0, clock=clock)  # 5 per window
+    budget = HttpHedgeBudget(base, deposits=True)
+    receipt = budget.withdraw()
+    assert receipt is not None
+    clock.advance(3.0)
+    base.deposit()  # another call's first attempt: the window's newest bucket is a later one
+    assert base.get_stats()["available"] == 4
+    budget.refund(receipt)
+    assert base.get_stats()["available"] == 5
+
+
+def test_without_a_base_every_hedge_is_allowed_and_a_refund_gives_nothing() -> None:
+    budget = HttpHedgeBudget(None, deposits=False)
+    receipt = budget.withdraw()
+    assert receipt is not None
+    assert budget.try_withdraw()
+    budget.refund(receipt)  # nothing to give back to
+
+
+async def test_a_hedge_that_never_ran_returns_to_the_http_budget_exactly() -> None:
+    """Through the hedging step: the race ends as a hedge is made, after its budget's bucket moved on."""
+    clock = FakeClock()
+    base = RetryBudget(ratio=0.0, min_retries_per_second=0.5, window=10.0, clock=clock)
+    config = http_config(ResilienceConfig(hedging=HedgingConfig(delay=0.01, max_attempts=2, budget=base)))
+    assert config.hedging is not None
+    delays: list[int] = []
+
+    def delay() -> float:
+        delays.append(1)
+        if len(delays) > 1:
+            clock.advance(3.0)  # between the hedge's withdrawal and its refund,
+            base.deposit()  # another call's first attempt opens a newer bucket
+            raise RuntimeError("delay failed")
+        return 0.01
+
+    hedging = Hedging("http-refund", replace(config.hedging, delay=delay, max_attempts=3), clock=clock)
+
+    async def dependency() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    with pytest.raises(RuntimeError, match="delay failed"):
+        await hedging.call(dependency)
+    assert hedging.get_stats()["hedges"] == 1
+    assert base.get_stats()["retries"] == 0  # the hedge that never ran is no longer counted

@@ -24,6 +24,8 @@ __all__ = [
     "HedgeDelay",
     "HedgingConfig",
     "HedgingMode",
+    "refund_hedge",
+    "withdraw_hedge",
 ]
 
 KIND: Final = "hedging"
@@ -72,6 +74,31 @@ class HedgeBudget(Protocol):
     def refund(self) -> None:
         """Give back a withdrawal that did not turn into an attempt."""
         ...
+
+
+def withdraw_hedge(budget: HedgeBudget) -> object:
+    """Take one hedge from ``budget``; return what names it for :func:`refund_hedge`, ``None`` if denied.
+
+    A budget that names its withdrawals (a ``withdraw()`` method, as
+    :class:`~otel_resilience.patterns.retry.RetryBudget` has) gives its receipt; any other gives
+    ``True`` for an allowed hedge.
+    """
+    withdraw = getattr(budget, "withdraw", None)
+    if callable(withdraw):
+        return withdraw()
+    return True if budget.try_withdraw() else None
+
+
+def refund_hedge(budget: HedgeBudget, withdrawal: object) -> None:
+    """Give ``budget`` back the hedge ``withdrawal`` names (:func:`withdraw_hedge`), which never ran.
+
+    A budget that names its withdrawals gets the receipt back, so the hedge leaves the count it
+    was made in however long after; any other is refunded with ``refund()``.
+    """
+    if callable(getattr(budget, "withdraw", None)):
+        budget.refund(withdrawal)  # type: ignore[call-arg] # it names withdrawals: refund(receipt)
+    else:
+        budget.refund()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
 from otel_resilience.engine.stats import classify_error
 from otel_resilience.engine.validation import describe
-from otel_resilience.patterns.hedging.config import KIND, HedgingConfig
+from otel_resilience.patterns.hedging.config import KIND, HedgingConfig, refund_hedge, withdraw_hedge
 from otel_resilience.patterns.hedging.latency import LatencyObserver
 
 _SUCCESS: Final = Outcome.SUCCESS
@@ -78,7 +78,6 @@ class _HedgingCore:
         "observer",
         "on_failure",
         "original_wins",
-        "receipts",
     )
 
     def __init__(self, name: str, config: HedgingConfig, clock: Clock, *, deposits: bool) -> None:
@@ -86,8 +85,6 @@ class _HedgingCore:
         self.config = config
         self.clock = clock
         self.budget: HedgeBudget | None = config.budget
-        self.receipts = callable(getattr(config.budget, "withdraw", None))
-        """Whether the budget names its withdrawals (a ``RetryBudget``): each is given back exactly."""
         self.deposits = deposits and config.budget is not None
         self.actions = config.actions
         self.on_failure = config.mode != "parallel"
@@ -143,18 +140,13 @@ class _HedgingCore:
         """Take one hedge from the budget; return what names it for :meth:`give_back`, ``None`` if denied."""
         budget = self.budget
         assert budget is not None  # noqa: S101 - only a hedging with a budget withdraws
-        if self.receipts:
-            return budget.withdraw()  # type: ignore[attr-defined] # receipts: it has withdraw
-        return True if budget.try_withdraw() else None
+        return withdraw_hedge(budget)
 
     def give_back(self, withdrawal: object) -> None:
         """Give the budget back the hedge ``withdrawal`` names (:meth:`withdraw`), which never ran."""
         budget = self.budget
         assert budget is not None  # noqa: S101 - only a hedging with a budget withdraws
-        if self.receipts:
-            budget.refund(withdrawal)  # type: ignore[call-arg] # receipts: RetryBudget.refund
-        else:
-            budget.refund()
+        refund_hedge(budget, withdrawal)
 
     def sync_error(self) -> TypeError:
         """Build the error for a hedged execution under the sync driver."""
