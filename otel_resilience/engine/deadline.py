@@ -63,6 +63,7 @@ __all__ = [
     "current_deadline",
     "deadline_reached",
     "enforce_binding_deadline",
+    "passes_to_its_scope",
     "publish_deadline",
     "sleep_sync_within_deadline",
     "time_remaining",
@@ -209,6 +210,19 @@ class WaitDeadlineReachedError(DeadlineReachedError, ExecutionRejectedError):
     """
 
     __slots__ = ()
+
+
+def passes_to_its_scope(error: Exception, clock: Clock) -> bool:
+    """Whether ``error`` is an enclosing scope's deadline, reached: no step before that scope answers it.
+
+    A :class:`DeadlineReachedError` raised once the effective deadline passed (a sync wait the
+    deadline cut, a block that returned past it) belongs to the scope that owns that deadline,
+    which turns it into its own timeout. A step between the two that answers failures (a
+    fallback, a recovery rule) lets it pass, as it lets pass the cancellation that ends an async
+    execution at its deadline: the deadline's owner, and what encloses it, answer its timeout.
+    Raised before any deadline passed (by hand), it is a failure like any other.
+    """
+    return isinstance(error, DeadlineReachedError) and time_remaining(clock) <= 0.0
 
 
 def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> None:

@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from otel_resilience import (
+    Bulkhead,
+    BulkheadConfig,
+    ErrorRecoverySystem,
     FallbackConfig,
+    FallbackHandler,
     FallbackStrategy,
+    RecoveryAction,
+    RecoveryStrategy,
     ResilienceConfig,
     ResilienceManager,
     TimeoutHandler,
@@ -20,7 +27,9 @@ from otel_resilience import (
     move_on_after,
 )
 from otel_resilience.engine import AsyncDeadline, SyncDeadline, current_deadline
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import DeadlineReachedError, sleep_sync_within_deadline
+from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
@@ -198,3 +207,93 @@ def test_a_looser_sync_scope_that_returns_late_lets_the_outer_report_it() -> Non
     )
     assert [type(error) for error in seen] == [DeadlineReachedError]
     assert seen[0].timeout == 2.0  # what was left of the binding deadline when the inner began
+
+
+# -- an enclosing scope's deadline, reached in a thread, passes the steps that answer failures ------
+
+
+def _counting_fallback(clock: Clock, answers: list[object]) -> FallbackHandler:
+    def answer(error: Exception, *_args: object) -> str:
+        answers.append(error)
+        return "inner fallback"
+
+    config = FallbackConfig(strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=answer)
+    return FallbackHandler(config, name="inner", clock=clock)
+
+
+def test_an_outer_deadline_reached_by_an_inner_block_passes_the_inner_fallback() -> None:
+    """An inner 10 s scope returns at 5 s, past the outer 2 s: the inner fallback does not answer.
+
+    Async, the outer scope's timer would cancel the block at 2 s, and the fallback between would
+    see nothing; sync, it sees the deadline reached and lets it pass to the outer scope, whose
+    timeout is the result.
+    """
+    clock = FakeClock(0.0)
+    answers: list[object] = []
+    fallback = _counting_fallback(clock, answers)
+    inner = TimeoutHandler(10.0, name="inner", clock=clock)
+    with pytest.raises(OperationTimeoutError) as caught, SyncDeadline(clock, 2.0, "outer", "total"):
+        fallback.run_sync(inner.run_sync, clock.advance, 5.0)
+    assert (caught.value.operation, caught.value.timeout) == ("outer", 2.0)
+    assert answers == []
+    assert fallback.get_stats()["fallback_successes"] == 0
+
+
+def test_an_outer_deadline_ending_an_inner_bulkhead_wait_passes_the_inner_fallback() -> None:
+    """A thread queued in an inner policy's bulkhead is cut by the outer deadline: its fallback does not answer."""
+    answers: list[object] = []
+    fallback = _counting_fallback(SYSTEM_CLOCK, answers)
+    bulkhead = Bulkhead("inner-slots", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=30.0))
+    inner = (
+        PipelineBuilder("inner").add(fallback.as_strategy()).add(bulkhead.as_strategy()).build(register=False)
+    )
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10.0)
+
+    holder = threading.Thread(target=bulkhead.execute_sync, args=(hold,))
+    holder.start()
+    try:
+        assert holding.wait(10.0)
+        with (
+            pytest.raises(OperationTimeoutError) as caught,
+            SyncDeadline(SYSTEM_CLOCK, 0.05, "outer", "total"),
+        ):
+            inner.execute_sync(lambda: "ran")
+    finally:
+        release.set()
+        holder.join(10.0)
+    assert caught.value.operation == "outer"
+    assert answers == []
+    assert bulkhead.get_stats()["cancelled"] == 1  # it left the queue as a cancelled call does
+
+
+def test_a_deadline_error_raised_before_any_deadline_passed_is_answered() -> None:
+    """Raised by hand (no deadline has passed), a DeadlineReachedError is a failure the fallback answers."""
+    clock = FakeClock(0.0)
+    answers: list[object] = []
+    fallback = _counting_fallback(clock, answers)
+
+    def gives_up() -> str:
+        raise DeadlineReachedError("by-hand", 1.0, "total")
+
+    with SyncDeadline(clock, 2.0, "outer", "total"):
+        assert fallback.run_sync(gives_up) == "inner fallback"
+    assert [type(error) for error in answers] == [DeadlineReachedError]
+
+
+def test_an_outer_deadline_reached_by_an_inner_block_passes_a_recovery_rule() -> None:
+    """A recovery rule covering timeouts neither observes nor answers an enclosing scope's reached deadline."""
+    clock = FakeClock(0.0)
+    system = ErrorRecoverySystem(clock=clock)
+    action = RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="recovered")
+    system.register_recovery_rule(OperationTimeoutError, action)
+    inner = TimeoutHandler(10.0, name="inner", clock=clock)
+    recovering = PipelineBuilder("recovering", clock=clock).add(system.as_strategy()).build(register=False)
+    with pytest.raises(OperationTimeoutError) as caught, SyncDeadline(clock, 2.0, "outer", "total"):
+        recovering.execute_sync(inner.run_sync, clock.advance, 5.0)
+    assert caught.value.operation == "outer"
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"]) == (0, 0)

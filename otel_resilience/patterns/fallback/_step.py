@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from otel_resilience.engine.calling import refuse_awaitable
 from otel_resilience.engine.counting import Counts
+from otel_resilience.engine.deadline import passes_to_its_scope
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.protecting import is_async_callable
@@ -287,8 +288,14 @@ class FallbackStep(Link[FallbackConfig]):
         return None
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
-        """Answer for a handled failure: the default, or a :class:`Call` of what answers."""
-        return self._fall_back(ctx, error) if self._core.handles(error) else None
+        """Answer for a handled failure: the default, or a :class:`Call` of what answers.
+
+        An enclosing scope's deadline, reached, passes to that scope unanswered
+        (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`).
+        """
+        if not self._core.handles(error) or passes_to_its_scope(error, self.clock):
+            return None
+        return self._fall_back(ctx, error)
 
     def _fall_back(self, ctx: ExecutionContext, error: Exception) -> Action:
         """Answer for ``error`` (a handled failure, or a value not accepted) with the strategy."""

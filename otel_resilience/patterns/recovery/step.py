@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.context import ExecutionContext, time_remaining
+from otel_resilience.engine.deadline import passes_to_its_scope
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.rerun import may_run_again
@@ -87,12 +88,17 @@ class RecoveryStep(Link[RecoveryConfig]):
         return None
 
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
-        """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it."""
+        """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it.
+
+        An enclosing scope's deadline, reached, is neither observed nor acted on: it passes to
+        that scope (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`), ending a
+        re-run as failed.
+        """
+        passes = passes_to_its_scope(error, self.clock)
         if token is not None:
-            return (
-                self._rerun(ctx, token, error) if isinstance(error, token.covered) else self._give_up(token)
-            )
-        rule = self._system._observe(error, ctx.operation)
+            goes_on = not passes and isinstance(error, token.covered)
+            return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
+        rule = None if passes else self._system._observe(error, ctx.operation)
         if rule is None:
             return None
         covered, action = rule
