@@ -124,9 +124,11 @@ class TelemetrySource(NamedTuple):
             ``"timeout"``, ``"bulkhead"``, ``"recovery"``, ``"pipeline"`` or ``"alerts"``.
         name: The instance's configured name (bounded).
         pipeline: The policy (pipeline) name it runs in, or ``None`` when used alone.
-        spans: Whether tracing listeners should open spans for this source (default ``True``).
+        spans: Whether tracing listeners should open spans for this source (default ``True``);
+            for an execution's source, for the attempts and span events inside it too.
         metrics: Whether the per-execution duration histogram is recorded (default ``True``);
-            counts exported through observable instruments are not affected.
+            for an execution's source, its attempts' durations too. Counts exported through
+            observable instruments are not affected.
         key: The key of a keyed policy's pipeline (``str(key)``): an attribute of its
             execution spans, never of its metrics unless ``metric_key`` says so.
         metric_key: The key attribute of its metrics, only where the policy opted in (the key

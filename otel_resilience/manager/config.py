@@ -48,8 +48,10 @@ class ResilienceConfig:
             after its function, a lambda after its module and line).
         circuit_breaker_name: The breaker to use or create; default: ``name``.
         bulkhead_name: The bulkhead to use or create; default: ``name``.
-        spans: Open spans for executions under this policy (default ``True``).
-        record_duration: Record the execution-duration histogram (default ``True``).
+        spans: Open spans for executions under this policy (default ``True``); ``False``: no
+            execution or attempt span, and no span event for what happens inside it.
+        record_duration: Record the duration histograms, the execution's and its attempts'
+            (default ``True``).
         max_attempts_total: Calls of the dependency one execution may make in total, ``>= 1``,
             counted across retry attempts and recovery re-runs (each of which a breaker counts);
             ``None`` (default) for no cap. Once reached, retry gives up with the original error

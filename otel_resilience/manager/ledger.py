@@ -79,7 +79,7 @@ def bulkhead_totals(bulkhead: Bulkhead) -> dict[str, int]:
 class BreakerTotals:
     """The counts of a policy's evicted breakers, exported as a CLOSED breaker of their name.
 
-    It reads as a breaker to the observable instruments (``name``, ``state``, ``stats``,
+    It reads as a breaker to the observable instruments (``name``, ``peek_state()``, ``stats``,
     ``failure_rate_threshold``, ``rates()``): CLOSED, the least severe state, so it never hides
     the state of a live key's breaker; no window, so no rate.
     """
@@ -91,8 +91,11 @@ class BreakerTotals:
         for count in BREAKER_TOTALS:
             setattr(self, count, 0)
 
-    state = CircuitState.CLOSED
     failure_rate_threshold = None
+
+    def peek_state(self) -> CircuitState:
+        """CLOSED, always."""
+        return CircuitState.CLOSED
 
     @property
     def stats(self) -> BreakerTotals:

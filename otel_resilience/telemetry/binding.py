@@ -25,7 +25,7 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.telemetry import semconv as sc
-from otel_resilience.telemetry.histograms import InProcessHistogram
+from otel_resilience.telemetry.histograms import InProcessHistogram, of_meter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,9 +61,10 @@ class Instruments:
     Args:
         meter: The meter to create them on.
         in_process: Whether the two duration histograms are kept in process
-            (:class:`~otel_resilience.telemetry.histograms.InProcessHistogram`, exported by the
-            observable counters of :data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`)
-            rather than created on the meter.
+            (:class:`~otel_resilience.telemetry.histograms.InProcessHistogram`, one per meter
+            and name whatever the listener, exported by the observable counters of
+            :data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`) rather than
+            created on the meter.
 
     Attributes:
         counters: The counters, by name.
@@ -85,7 +86,7 @@ class Instruments:
                     spec.name, unit=spec.unit, description=spec.description
                 )
             elif in_process and spec.name in sc.IN_PROCESS_HISTOGRAMS:
-                self.in_process[spec.name] = InProcessHistogram(spec.boundaries)
+                self.in_process[spec.name] = of_meter(meter, spec.name, spec.boundaries)
             elif spec.kind is sc.InstrumentKind.HISTOGRAM:
                 self.histograms[spec.name] = meter.create_histogram(
                     spec.name,

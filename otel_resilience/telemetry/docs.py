@@ -58,11 +58,14 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   object is created (`start_execution` returns `None`). While nothing is set that costs a few
   µs per execution (the API's getters look up environment variables); a global provider can be
   set only once, so each is acquired once and no longer asked for.
-* **A call that succeeds** makes at most **one** synchronous SDK metric call: the duration
-  histogram, which a policy can switch off (`ResilienceConfig(record_duration=False)`, or
+* **A call that succeeds** makes one synchronous SDK metric call per duration histogram: the
+  execution's and, under a retry or a hedging, which time every attempt, its attempt's. A
+  policy switches both off (`ResilienceConfig(record_duration=False)`, or
   `TelemetrySource(metrics=False)`). Counts that move on every call are plain integers in the
   pipelines, breakers and bulkheads, exported by observable instruments when a reader collects.
-  Spans can be switched off per policy (`ResilienceConfig(spans=False)`).
+  Spans can be switched off per policy (`ResilienceConfig(spans=False)`): its executions and
+  their attempts open none, and nothing reported inside them (a retry, a breaker's transition,
+  an alert) becomes an event of the caller's span.
 * Rare events (retries, transitions, rejections, timeouts, fallbacks, recoveries, alerts) use
   synchronous counters.
 

@@ -66,7 +66,7 @@ DURATION_DISABLED: Final = Switch(
     "record_duration",
     True,  # noqa: FBT003 - inverted
     "No `resilience.execution.duration` nor `resilience.attempt.duration` histogram "
-    "(the one synchronous metric call of a call that succeeds).",
+    "(the synchronous metric calls of a call that succeeds).",
 )
 RECORD_MESSAGES: Final = Switch(
     "OTEL_RESILIENCE_RECORD_MESSAGES",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
+import weakref
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry.metrics import Observation
@@ -32,9 +33,11 @@ from otel_resilience.telemetry import semconv as sc
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from opentelemetry.metrics import Meter
+
     from otel_resilience.telemetry.scopes import Attrs
 
-__all__ = ["SERIES_LIMIT", "InProcessHistogram"]
+__all__ = ["SERIES_LIMIT", "InProcessHistogram", "of_meter"]
 
 SERIES_LIMIT: Final = 2000
 """The attribute sets one histogram keeps apart (the SDK's default cardinality limit); the values
@@ -144,3 +147,27 @@ class InProcessHistogram:
     def counts(self) -> list[Observation]:
         """How many values, per set."""
         return [Observation(sum(counts), attributes) for attributes, counts, _ in self._read()]
+
+
+_BY_METER: Final[weakref.WeakKeyDictionary[Meter, dict[str, InProcessHistogram]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The histograms kept in process for each meter, by name (the meter's death ends them)."""
+_MAKING: Final = fork_safe(threading.Lock())
+
+
+def of_meter(meter: Meter, name: str, boundaries: Sequence[float]) -> InProcessHistogram:
+    """Return the histogram ``name`` kept in process for ``meter``, made at its first use.
+
+    Once per meter and name, as the SDK makes an instrument once per meter and name: a second
+    :func:`~otel_resilience.telemetry.instrument` on the same provider (a switch changed)
+    counts on where the first left off, so the counters that export it never go down.
+    """
+    with _MAKING:
+        histograms = _BY_METER.get(meter)
+        if histograms is None:
+            histograms = _BY_METER[meter] = {}
+        found = histograms.get(name)
+        if found is None:
+            found = histograms[name] = InProcessHistogram(boundaries)
+        return found

@@ -10,9 +10,10 @@ the moment it is created; an instance that is garbage-collected stops being repo
 Series are per *name*. Live instances that share a name (a standalone ``CircuitBreaker("x")``
 beside a manager policy ``x``) share one set of series, by one rule (:func:`_fold`): counts and
 gauges are summed over them, a breaker's state series report the most severe of their states
-(OPEN, then HALF_OPEN, then CLOSED), so an open breaker is never hidden by a closed namesake,
-rates the highest and thresholds the lowest of theirs. Each instrument's callback reads each
-instance once, in time linear in the number of live instances.
+(OPEN, then HALF_OPEN, then a state an operator set, METRICS_ONLY then DISABLED, then CLOSED), so
+an open breaker, or one an operator set apart, is never hidden by a closed namesake (a keyed
+policy's keys all share its name), rates the highest and thresholds the lowest of theirs. Each
+instrument's callback reads each instance once, in time linear in the number of live instances.
 
 Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
 :class:`BreakerView`, :class:`BulkheadView`, :class:`RateLimiterView`, :class:`BudgetedRetryView`,
@@ -141,8 +142,8 @@ class Observables:
         """For each breaker name: 1 for its state, 0 for the others.
 
         Live breakers that share a name share one set of series: the state reported is the
-        most severe of theirs (see :func:`_severity`), so an OPEN breaker is never hidden by a
-        CLOSED one of the same name.
+        most severe of theirs (see :func:`_severity`), so an OPEN breaker (or a METRICS_ONLY or
+        DISABLED one) is never hidden by a CLOSED one of the same name.
         """
         name_key, state_key = sc.NAME, sc.CB_STATE
         return [
@@ -250,13 +251,14 @@ class Observables:
 _FITS: Final[dict[tuple[type, type], bool]] = {}
 """Whether a class has what a view protocol reads, by (class, protocol): checked once per class."""
 
-_SEVERITY: Final = dict(zip(sc.CB_STATE_VALUES, (0, 2, 1, 0, 0), strict=True))
-"""How severe a breaker state is, by value: open 2, half_open 1, any other (closed, disabled,
-metrics_only) 0."""
+_SEVERITY: Final = dict(zip(sc.CB_STATE_VALUES, (0, 4, 3, 1, 2), strict=True))
+"""How severe a breaker state is, by value: open 4, half_open 3, metrics_only 2, disabled 1,
+closed (or any other) 0. The states an operator sets rank above closed: the would-open alert
+reads the metrics_only series, which a closed namesake (a new key's breaker) must not hide."""
 
 
 def _severity(state: enum.Enum) -> int:
-    """Rank a breaker state: OPEN above HALF_OPEN above anything else."""
+    """Rank a breaker state: OPEN, HALF_OPEN, METRICS_ONLY, DISABLED, then CLOSED."""
     return _SEVERITY.get(str(state.value), 0)
 
 
@@ -367,7 +369,7 @@ def _permit_counts(limiter: RateLimiterView) -> list[int]:
     return [stats["admitted"] - stats["waited"], stats["waited"], stats["rejected"], stats["cancelled"]]
 
 
-_STATE: Final = operator.attrgetter("state")
+_STATE: Final = operator.methodcaller("peek_state")  # a collection never moves a breaker
 _RATES: Final = (
     lambda breaker: None if (rates := breaker.rates()) is None else rates[0],
     lambda breaker: None if (rates := breaker.rates()) is None else rates[1],

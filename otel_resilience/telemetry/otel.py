@@ -46,7 +46,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final
 
-from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry._logs import LogRecord, get_logger
 from opentelemetry.trace import Tracer
@@ -66,15 +65,19 @@ from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.observables import Observables
 from otel_resilience.telemetry.providers import VERSION
 from otel_resilience.telemetry.scopes import (
+    DURATIONS_OFF,
+    SPANS_OFF,
+    SWITCHED_OFF,
     AttemptScope,
     Scope,
     SourceInfos,
     current_key,
     enter_key,
+    enter_switches,
     error_type_of,
     event_span,
     finish_span,
-    leave_key,
+    leave,
     open_attempt_span,
     open_execution_span,
 )
@@ -324,7 +327,9 @@ class OtelListener:
 
         With no SDK, this is where the listener asks whether a provider has been set since the
         last execution (and wakes up if so); until then nothing is created. A keyed execution
-        whose policy opted in makes its key current for its events (:func:`enter_key`).
+        whose policy opted in makes its key current for its events (:func:`enter_key`); one whose
+        source switched spans or durations off makes that current for its attempts and events
+        (:func:`enter_switches`).
 
         Args:
             source: Who runs the execution (a pipeline or a pattern used alone).
@@ -351,7 +356,11 @@ class OtelListener:
             scope = open_execution_span(tracer, info, operation) if tracer and info.spans else None
             if scope is None and info.metrics and self._instruments is not None:
                 scope = info.metrics_only
-            return scope if scope is None or info.key_attrs is None else enter_key(scope)
+            if scope is not None and info.key_attrs is not None:
+                scope = enter_key(scope)
+            if SWITCHED_OFF.get() == info.switched_off:  # the common case: no call made
+                return scope
+            return enter_switches(scope, info)
         except Exception:  # noqa: BLE001
             self.failed("start_execution")
         return None
@@ -404,8 +413,10 @@ class OtelListener:
                 self._go_dormant()
             return None
         tracer, info = self._tracer, self._infos.get(source)
-        timed = self._instruments is not None and info.metrics
-        spans = tracer is not None and info.spans and (attempt > 1 or attempt_type is not None)
+        off = SWITCHED_OFF.get()  # what the execution running it switched off holds for it too
+        timed = self._instruments is not None and info.metrics and not off & DURATIONS_OFF
+        spans = tracer is not None and info.spans and not off & SPANS_OFF
+        spans = spans and (attempt > 1 or attempt_type is not None)
         if not timed and not spans:
             return None
         try:
@@ -453,10 +464,7 @@ class OtelListener:
         except Exception:  # noqa: BLE001
             self.failed(where)
         finally:
-            if scope.key_token is not None:
-                leave_key(scope.key_token)
-            if scope.token is not None:
-                otel_context.detach(scope.token)
+            leave(scope)
 
     # --- TelemetryListener ---------------------------------------------------------------
 

@@ -8,6 +8,10 @@ one execution or attempt scope; :func:`open_execution_span`, :func:`open_attempt
 ``http.request.resend_count``: when the caller's span (the parent of the execution span) is an
 SDK span of kind CLIENT with an ``http.request.method`` (or legacy ``http.method``) attribute,
 the retried attempt spans carry ``http.request.resend_count = attempt - 1``.
+
+A source's own switches (``ResilienceConfig(spans=False, record_duration=False)``) hold for
+everything its execution runs: :func:`enter_switches` makes them current (:data:`SWITCHED_OFF`),
+and the attempts and span events inside it read them there, whichever source reports them.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
 __all__ = [
+    "DURATIONS_OFF",
     "KEYED_EXECUTION",
     "MAX_SOURCES",
+    "SPANS_OFF",
+    "SWITCHED_OFF",
     "AttemptScope",
     "Attrs",
     "Scope",
@@ -39,10 +46,11 @@ __all__ = [
     "SourceInfos",
     "current_key",
     "enter_key",
+    "enter_switches",
     "error_type_of",
     "event_span",
     "finish_span",
-    "leave_key",
+    "leave",
     "open_attempt_span",
     "open_execution_span",
 ]
@@ -56,13 +64,26 @@ _OTHER_ERROR: Final = "_OTHER"
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
-"""Set in the execution span's context when the caller's span is an HTTP client span."""
+"""Set in the execution span's context when the caller's span is an HTTP client span (and
+cleared in that of an execution nested in it, whose caller is another span)."""
 
 KEYED_EXECUTION: Final[contextvars.ContextVar[tuple[str, Attrs] | None]] = contextvars.ContextVar(
     "otel_resilience_keyed_execution", default=None
 )
 """The policy and the key metric attributes of the keyed execution running now (where its policy
 opted in to a key metric attribute), so that the events reported inside it carry the key."""
+
+
+SPANS_OFF: Final = 1
+"""In :data:`SWITCHED_OFF`: the execution running now opens no attempt span and adds no span event."""
+DURATIONS_OFF: Final = 2
+"""In :data:`SWITCHED_OFF`: the execution running now records no attempt duration."""
+SWITCHED_OFF: Final[contextvars.ContextVar[int]] = contextvars.ContextVar(
+    "otel_resilience_switched_off", default=0
+)
+"""What the execution running now switched off (:data:`SPANS_OFF`, :data:`DURATIONS_OFF`) for
+everything it runs: its retry's and hedging's attempts, and the events reported inside it (a
+breaker's state change, an alert), whose own sources have no switch of the policy's."""
 
 
 def current_key(policy: str) -> Attrs | None:
@@ -91,6 +112,8 @@ class SourceInfo:
         metrics_only: The scope handle of an execution that opens no span.
         key_attrs: The key metric attributes of a keyed policy's pipeline that opted in, else
             ``None`` (then the key is a span attribute only).
+        switched_off: What the source's own switches turn off for everything its execution
+            runs (:data:`SPANS_OFF`, :data:`DURATIONS_OFF`; 0 for none).
     """
 
     __slots__ = (
@@ -111,6 +134,7 @@ class SourceInfo:
         "span_attrs",
         "spans",
         "success_attrs",
+        "switched_off",
     )
 
     def __init__(self, source: TelemetrySource, spans: bool = True, metrics: bool = True) -> None:
@@ -120,6 +144,7 @@ class SourceInfo:
         self.name = source.name
         self.spans = source.spans and spans
         self.metrics = source.metrics and metrics
+        self.switched_off = (0 if source.spans else SPANS_OFF) | (0 if source.metrics else DURATIONS_OFF)
         self.source_values: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.span_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern}
         if source.key is not None:
@@ -216,15 +241,17 @@ class Scope:
         span: The span opened, or ``None`` (metrics only).
         token: The context token to detach when the scope ends, or ``None``.
         key_token: The :data:`KEYED_EXECUTION` token to reset when a keyed execution ends.
+        switch_token: The :data:`SWITCHED_OFF` token to reset when the execution ends.
     """
 
-    __slots__ = ("info", "key_token", "span", "token")
+    __slots__ = ("info", "key_token", "span", "switch_token", "token")
 
     def __init__(self, info: SourceInfo, span: Span | None, token: Token[Context] | None) -> None:
         self.info = info
         self.span = span
         self.token = token
         self.key_token: contextvars.Token[tuple[str, Attrs] | None] | None = None
+        self.switch_token: contextvars.Token[int] | None = None
 
 
 class AttemptScope(Scope):
@@ -255,7 +282,7 @@ def enter_key(scope: Scope) -> Scope:
     """Make a keyed execution's key current for the events inside it; return its (own) scope.
 
     The shared metrics-only scope of its source is replaced by one of its own, which holds the
-    token that :func:`leave_key` resets when the execution ends.
+    token that :func:`leave` resets when the execution ends.
     """
     info = scope.info
     if scope is info.metrics_only:
@@ -264,9 +291,27 @@ def enter_key(scope: Scope) -> Scope:
     return scope
 
 
-def leave_key(token: contextvars.Token[tuple[str, Attrs] | None]) -> None:
-    """End what :func:`enter_key` began."""
-    KEYED_EXECUTION.reset(token)
+def enter_switches(scope: Scope | None, info: SourceInfo) -> Scope:
+    """Make an execution's own switches current for what it runs; return its scope.
+
+    Called when they differ from those current (an execution with a switch off, or one nested
+    in it): the execution gets a scope of its own (even one that records nothing), which holds
+    the token that :func:`leave` resets.
+    """
+    if scope is None or scope is info.metrics_only:
+        scope = Scope(info, None, None)
+    scope.switch_token = SWITCHED_OFF.set(info.switched_off)
+    return scope
+
+
+def leave(scope: Scope) -> None:
+    """Restore what a scope made current when it began: its switches, its key, its context."""
+    if scope.switch_token is not None:
+        SWITCHED_OFF.reset(scope.switch_token)
+    if scope.key_token is not None:
+        KEYED_EXECUTION.reset(scope.key_token)
+    if scope.token is not None:
+        otel_context.detach(scope.token)
 
 
 def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Scope | None:
@@ -285,8 +330,10 @@ def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Sco
         set_status_on_exception=False,
     )
     ctx = trace.set_span_in_context(span, parent_ctx)
-    if parent_sc.is_valid and _is_http_client(parent):
-        ctx = otel_context.set_value(_HTTP_CLIENT_KEY, _HTTP_CLIENT_KEY, ctx)
+    http_client = parent_sc.is_valid and _is_http_client(parent)
+    if http_client or parent_ctx.get(_HTTP_CLIENT_KEY) is not None:
+        # Its own caller decides: the mark of an HTTP execution it is nested in is not its own.
+        ctx = otel_context.set_value(_HTTP_CLIENT_KEY, _HTTP_CLIENT_KEY if http_client else None, ctx)
     return Scope(info, span, otel_context.attach(ctx))
 
 
@@ -320,8 +367,11 @@ def open_attempt_span(
 
 
 def event_span(tracer: Tracer | None, info: SourceInfo) -> Span | None:
-    """Return the current span if ``info``'s events should be added to it (it is recording)."""
-    if tracer is None or not info.spans:
+    """Return the current span if ``info``'s events should be added to it (it is recording).
+
+    Never inside an execution whose spans are switched off, whichever source reports the event.
+    """
+    if tracer is None or not info.spans or SWITCHED_OFF.get() & SPANS_OFF:
         return None
     span = trace.get_current_span()
     return span if span.is_recording() else None

@@ -82,9 +82,13 @@ class BreakerView(Protocol):
         """The breaker's name."""
         ...
 
-    @property
-    def state(self) -> enum.Enum:
-        """The current state (an enum member; its class lists every state)."""
+    def peek_state(self) -> enum.Enum:
+        """The current state (an enum member; its class lists every state), read with no side effect.
+
+        A collection runs under the SDK's lock, in the exporter's thread: reading the state must
+        not move the breaker (an OPEN breaker whose timer elapsed reads HALF_OPEN, and stays
+        OPEN until a call moves it), nor run its callbacks there.
+        """
         ...
 
     @property

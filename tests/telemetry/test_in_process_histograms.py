@@ -57,6 +57,36 @@ def test_execution_durations_are_bucketed_as_prometheus_does(collected: Otel) ->
     assert total == pytest.approx(102.0131)
 
 
+def test_instrumenting_the_same_provider_again_counts_on(collected: Otel) -> None:
+    """A second instrument() on the provider (a switch changed) keeps what was counted: no counter goes down.
+
+    The SDK keeps an instrument's points per meter, whatever the listener; so do the histograms
+    kept in process, which the new listener's collections read.
+    """
+    clock = FakeClock()
+    source = TelemetrySource("pipeline", "reinstrumented", "reinstrumented")
+    pipeline = PipelineBuilder("reinstrumented", clock=clock, source=source).build()
+    base = frozenset({sc.POLICY: "reinstrumented", sc.PATTERN: "pipeline", sc.OUTCOME: "success"}.items())
+
+    def counted() -> tuple[int, float]:
+        metrics = collected.metrics()
+        total = _by_attributes(metrics[sc.EXECUTION_LATENCY_SUM])[base]
+        return _by_attributes(metrics[sc.EXECUTION_LATENCY_COUNT])[base], total
+
+    for _ in range(3):
+        pipeline.execute_sync(clock.advance, 0.5)
+    assert counted() == (3, pytest.approx(1.5))
+    instrument(
+        collected.tracer_provider,
+        collected.meter_provider,
+        collected.logger_provider,
+        in_process_histograms=True,
+        record_messages=True,
+    )
+    pipeline.execute_sync(clock.advance, 0.5)
+    assert counted() == (4, pytest.approx(2.0))
+
+
 def test_attempt_durations_and_failures_keep_their_attributes(collected: Otel) -> None:
     """A retried failure: each attempt counted under its outcome and error type, the execution too."""
     retry = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter="none")  # type: ignore[arg-type]

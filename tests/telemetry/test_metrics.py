@@ -422,6 +422,30 @@ def _fail() -> None:
     raise ValueError("down")
 
 
+async def test_collecting_the_state_gauge_moves_no_breaker_and_runs_no_callback(otel, clock):
+    """A collection reads the state a call would see (half_open once the timer elapsed) without moving it.
+
+    The SDK runs the callbacks of a collection under its own lock: a transition made there would
+    run the breaker's on_state_change callbacks in the exporter's thread, under that lock (a
+    callback that flushes the meter provider would never return), and report the transition
+    from it. The next call makes the move, in its own thread, as when nobody collects.
+    """
+    breaker = CircuitBreaker(
+        "peeked-cb", CircuitBreakerConfig(failure_threshold=1, success_threshold=1, timeout=10.0), clock=clock
+    )
+    changes: list[tuple[str, str]] = []
+    breaker.on_state_change(lambda change: changes.append((change.old, change.new)))
+    with pytest.raises(ValueError, match="down"):
+        breaker.call_sync(_fail)
+    clock.advance(10.0)
+    state = _point(otel, sc.CB_STATE_METRIC, {"resilience.name": "peeked-cb", sc.CB_STATE: "half_open"})
+    assert state.value == 1
+    assert changes == [("closed", "open")]
+    assert breaker.peek_state() is CircuitState.HALF_OPEN
+    assert breaker.call_sync(ok) == 1
+    assert changes == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
 async def test_windowed_breaker_gauges_and_would_be_trips_of_metrics_only(otel, clock):
     """What the dashboards and ResilienceCircuitBreakerWouldOpen read: the rates, the threshold, the state
     metrics_only, and each would-be trip as metrics_only -> metrics_only, after which the window is empty."""
@@ -540,8 +564,7 @@ class _BrokenBreaker:
 
     name = "broken"
 
-    @property
-    def state(self):
+    def peek_state(self):
         raise RuntimeError("boom")
 
     @property
@@ -606,6 +629,37 @@ async def test_same_named_breakers_share_series_by_one_rule(otel, alerts):
         }
         assert calls["success"] == 1
         assert calls["failure"] == 1
+
+
+async def test_a_new_keys_closed_breaker_never_hides_a_state_an_operator_set(otel, alerts):
+    """A keyed policy's state series show a key's METRICS_ONLY (or DISABLED) breaker whatever key calls next.
+
+    Its keys' breakers share the policy's name; the most recent one comes first. A CLOSED breaker
+    of a key that calls afterwards must not hide the state an operator set on another key's: the
+    shipped would-open alert reads the metrics_only series.
+    """
+    manager = ResilienceManager(alert_system=alerts)
+    policy = manager.policy("tenants-trial", ResilienceConfig(circuit_breaker=CircuitBreakerConfig()))
+
+    def states() -> dict[str, int]:
+        return {
+            p.attributes[sc.CB_STATE]: p.value
+            for p in otel.points(sc.CB_STATE_METRIC)
+            if p.attributes["resilience.name"] == "tenants-trial"
+        }
+
+    tried = policy.for_key("tenant-1").circuit_breaker
+    assert tried is not None
+    tried.metrics_only()
+    policy.for_key("tenant-2").execute_sync(ok)
+    assert states() == {"closed": 0, "open": 0, "half_open": 0, "disabled": 0, "metrics_only": 1}
+    tried.disable()
+    policy.for_key("tenant-3").execute_sync(ok)
+    assert states() == {"closed": 0, "open": 0, "half_open": 0, "disabled": 1, "metrics_only": 0}
+    opened = policy.for_key("tenant-4").circuit_breaker
+    assert opened is not None
+    opened.force_open()
+    assert states() == {"closed": 0, "open": 1, "half_open": 0, "disabled": 0, "metrics_only": 0}
 
 
 def test_a_second_live_breaker_or_bulkhead_of_a_name_is_logged(caplog):

@@ -11,9 +11,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
+from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.engine.events import Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.errors import CircuitOpenError
+from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.telemetry import instrument
+from otel_resilience.telemetry import semconv as sc
 
 
 def boom() -> None:
@@ -172,6 +175,36 @@ async def test_http_resend_count_when_caller_span_is_http_client(otel, scripted,
     assert "http.request.resend_count" not in without.attributes
 
 
+async def test_an_execution_nested_under_an_http_execution_counts_no_resends(otel, scripted, runner, driver):
+    """Only the attempts of the execution the HTTP client span calls are resends of its request.
+
+    An execution nested inside it (a token fetched through a policy of its own) has another
+    caller span: its retried attempts are not resends of that request and carry no count.
+    """
+    outer = scripted("GET /orders")
+    inner = scripted("fetch token")
+    telemetry = StrategyTelemetry(TelemetrySource("retry", "r", "fetch token"))
+    tracer = otel.tracer_provider.get_tracer("app")
+
+    def attempt() -> None:
+        telemetry.end_attempt(telemetry.start_attempt("fetch token", 2), Outcome.SUCCESS, None)
+
+    resend = StrategyTelemetry(TelemetrySource("retry", "r", "GET /orders"))
+
+    def send() -> None:
+        handle = resend.start_attempt("GET /orders", 2)
+        try:
+            with tracer.start_as_current_span("auth"):
+                inner.execute_sync(attempt)
+        finally:
+            resend.end_attempt(handle, Outcome.SUCCESS, None)
+
+    with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}):
+        await runner(outer, driver, send)
+    assert otel.span("GET /orders attempt").attributes["http.request.resend_count"] == 1
+    assert "http.request.resend_count" not in otel.span("fetch token attempt").attributes
+
+
 async def test_no_span_when_parent_is_not_sampled(otel, scripted, runner, driver):
     """A valid but unsampled parent context means no span at all; the histogram is still recorded."""
     parent = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0)))
@@ -193,10 +226,24 @@ async def test_spans_switched_off_per_policy(otel, scripted, runner, driver):
 
 
 async def test_nothing_opened_when_spans_and_metrics_are_off(otel, scripted):
-    """With spans and metrics both switched off the listener returns no handle at all."""
+    """With spans and metrics both switched off nothing is opened or timed, for its attempts too.
+
+    The execution's handle only holds its switches for what it runs (a retry's attempts report
+    through a source of their own) until it ends.
+    """
     source = TelemetrySource("pipeline", "off", "off", spans=False, metrics=False)
-    assert otel.listener.start_execution(source, "off") is None
+    retry = TelemetrySource("retry", "off", "off")
+    handle = otel.listener.start_execution(source, "off")
+    assert handle is not None
+    assert handle.span is None
     assert otel.listener.start_attempt(source, "off", 2) is None
+    assert otel.listener.start_attempt(retry, "off", 2) is None
+    otel.listener.end_execution(handle, Outcome.SUCCESS, 0.001, None)
+    attempt = otel.listener.start_attempt(retry, "off", 2)
+    assert attempt is not None
+    otel.listener.end_attempt(attempt, Outcome.SUCCESS, None)
+    assert [s.name for s in otel.spans()] == ["off attempt"]
+    assert otel.points("resilience.execution.duration") == []
 
 
 async def test_rejection_raises_and_span_records_type_not_message(otel, scripted, runner, driver):
@@ -248,3 +295,75 @@ async def test_concurrent_threads_keep_their_own_span_context(otel, scripted):
         otel.point("resilience.execution.duration", **_attrs("threaded", "success")).count
         == threads_count * calls
     )
+
+
+async def test_a_policy_with_spans_and_durations_off_adds_nothing_to_the_callers_span(otel, driver):
+    """A policy's spans=False and record_duration=False hold for everything it runs.
+
+    No attempt span, no span event or attribute on the caller's span (a retry's, a breaker's
+    transition, an alert), no attempt duration; an inner policy whose switches are on still
+    shows its own, under the caller's span.
+    """
+    off = {
+        "spans": False,
+        "record_duration": False,
+        "retry_policy": RetryPolicy(max_attempts=3, initial_delay=0.0),
+    }
+    tripping = ResilienceConfig(
+        name=f"quiet-{driver}", circuit_breaker=CircuitBreakerConfig(failure_threshold=3), **off
+    )
+    nesting = ResilienceConfig(name=f"quiet-nesting-{driver}", **off)
+    loud = ResilienceConfig(
+        name=f"loud-{driver}", retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0)
+    )
+    calls = [0]
+
+    def flaky() -> str:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise ConnectionError("once")
+        return "inner"
+
+    async def flaky_async() -> str:
+        return flaky()
+
+    def down() -> None:
+        raise ConnectionError("down")
+
+    async def down_async() -> None:
+        down()
+
+    with AlertSystem(name="quiet-alerts") as alerts:
+        manager = ResilienceManager(alert_system=alerts)
+
+        def outer() -> str:
+            return manager.execute_with_resilience_sync(flaky, loud)
+
+        async def outer_async() -> str:
+            return await manager.execute_with_resilience(flaky_async, loud)
+
+        with otel.tracer_provider.get_tracer("app").start_as_current_span("request"):
+            with pytest.raises(ConnectionError):  # retried, then the breaker opens (with an alert)
+                if driver == "sync":
+                    manager.execute_with_resilience_sync(down, tripping)
+                else:
+                    await manager.execute_with_resilience(down_async, tripping)
+            if driver == "sync":
+                assert manager.execute_with_resilience_sync(outer, nesting) == "inner"
+            else:
+                assert await manager.execute_with_resilience(outer_async, nesting) == "inner"
+        assert alerts.get_stats()["total"] == 1
+    request = otel.span("request")
+    assert request.events == ()
+    assert dict(request.attributes) == {}
+    assert sorted(s.name for s in otel.spans()) == [f"loud-{driver}", f"loud-{driver} attempt", "request"]
+    loud_span = otel.span(f"loud-{driver}")
+    assert loud_span.parent is not None
+    assert loud_span.parent.span_id == request.context.span_id
+    assert [e.name for e in loud_span.events] == [sc.EV_RETRY_SCHEDULED]
+    durations = {
+        dict(p.attributes)[sc.POLICY]
+        for name in (sc.EXECUTION_DURATION, sc.ATTEMPT_DURATION)
+        for p in otel.points(name)
+    }
+    assert durations == {f"loud-{driver}"}

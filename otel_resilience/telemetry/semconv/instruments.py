@@ -94,7 +94,8 @@ _EXECUTION_DURATION = InstrumentSpec(
     "s",
     "Duration of one logical execution (all attempts, backoffs and fallbacks), recorded inside "
     "the execution span so that exemplars carry its trace. The only synchronous SDK call on a "
-    "call that succeeds; switched off per policy with `TelemetrySource.metrics=False`.",
+    "call that succeeds without a retry or a hedging (which time its attempts too); switched off "
+    "per policy with `ResilienceConfig(record_duration=False)` (`TelemetrySource.metrics=False`).",
     (POLICY, PATTERN, OUTCOME),
     (ERROR_TYPE, *_KEYED),
     DURATION_BOUNDARIES,
@@ -166,7 +167,8 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_GAUGE,
         "1",
         "1 for the breaker's current state and 0 for the others, for every live breaker from "
-        "the moment it is created.",
+        "the moment it is created. Breakers that share a name (a keyed policy's, one per key) "
+        "show the most severe of their states: open, half_open, metrics_only, disabled, closed.",
         (NAME, CB_STATE),
     ),
     InstrumentSpec(
