@@ -14,7 +14,9 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +109,51 @@ def test_a_duration_field_is_typed_as_taking_a_timedelta_exactly_when_it_does(cl
             f"{cls.__name__}.{field.name}: the constructor {'takes' if takes else 'refuses'} a timedelta, "
             f"but type checkers see {annotation!r}"
         )
+
+
+DURATION_ARGUMENTS: list[tuple[Callable[..., object], str, Callable[[timedelta], object]]] = [
+    (otel_resilience.RetryBudget, "window", lambda td: otel_resilience.RetryBudget(window=td)),
+    (otel_resilience.PercentileDelay, "initial", lambda td: otel_resilience.PercentileDelay(td)),
+    (otel_resilience.PercentileDelay, "minimum", lambda td: otel_resilience.PercentileDelay(1.0, minimum=td)),
+    (
+        otel_resilience.ErrorRecoverySystem,
+        "pattern_window",
+        lambda td: otel_resilience.ErrorRecoverySystem(pattern_window=td),
+    ),
+    (otel_resilience.TimeoutHandler, "timeout", lambda td: otel_resilience.TimeoutHandler(td)),
+    (otel_resilience.fail_after, "seconds", lambda td: otel_resilience.fail_after(td)),
+    (otel_resilience.move_on_after, "seconds", lambda td: otel_resilience.move_on_after(td)),
+    (
+        otel_resilience.ResilienceManager.policy,
+        "idle_ttl",
+        lambda td: otel_resilience.ResilienceManager().policy(
+            "p", otel_resilience.ResilienceConfig(), idle_ttl=td
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("function", "argument", "call"),
+    DURATION_ARGUMENTS,
+    ids=[f"{getattr(f, '__qualname__', f)}.{a}" for f, a, _ in DURATION_ARGUMENTS],
+)
+def test_a_duration_argument_outside_a_dataclass_is_typed_as_taking_the_timedelta_it_takes(
+    function: Callable[..., object], argument: str, call: Callable[[timedelta], object]
+) -> None:
+    """Seconds or a timedelta at run time, and so for type checkers (README: "for type checkers too")."""
+    call(timedelta(seconds=1))  # taken at run time
+    annotation = inspect.signature(function).parameters[argument].annotation
+    assert "timedelta" in str(annotation), (
+        f"{argument} takes a timedelta, but type checkers see {annotation!r}"
+    )
+
+
+def test_a_watch_interval_is_typed_as_taking_the_timedelta_it_takes(tmp_path: Path) -> None:
+    """ResilienceManager.watch(interval=...) takes a timedelta, for type checkers too."""
+    path = tmp_path / "resilience.yaml"
+    path.write_text("policies: {}\n", encoding="utf-8")
+    with otel_resilience.ResilienceManager().watch(path, interval=timedelta(seconds=1)) as watch:
+        assert watch.interval == 1.0
+    annotation = inspect.signature(otel_resilience.ResilienceManager.watch).parameters["interval"].annotation
+    assert "timedelta" in str(annotation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import threading
 import tracemalloc
 from datetime import timedelta
@@ -201,6 +202,48 @@ def test_policy_refuses_what_a_handle_cannot_run(manager: ResilienceManager) -> 
     assert manager.policy(
         "factory", ResilienceConfig(extra_strategies=(ExtraStrategy(lambda _: Step(), rank=50),))
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        (
+            {"max_keys": True},
+            ValueError,
+            r"^ResilienceManager\.policy\.max_keys must be an int >= 1, got True$",
+        ),
+        (
+            {"max_keys": 4.0},
+            ValueError,
+            r"^ResilienceManager\.policy\.max_keys must be an int >= 1, got 4\.0$",
+        ),
+        (
+            {"idle_ttl": "600"},
+            TypeError,
+            r"^ResilienceManager\.policy\.idle_ttl must be a duration in seconds",
+        ),
+        (
+            {"idle_ttl": math.nan},
+            ValueError,
+            r"^ResilienceManager\.policy\.idle_ttl must be a finite duration",
+        ),
+        (
+            {"key_attribute_limit": False},
+            TypeError,
+            r"^ResilienceManager\.policy\.key_attribute_limit must be an int",
+        ),
+    ],
+)
+def test_options_given_for_an_existing_policy_are_judged_as_at_creation(
+    manager: ResilienceManager, options: dict[str, object], error: type[Exception], message: str
+) -> None:
+    """A bool is no count and a string no duration, whether the policy is new or found: never equal to its own."""
+    manager.policy("found", ResilienceConfig(), max_keys=1, idle_ttl=600.0, key_attribute_limit=0)
+    with pytest.raises(error, match=message):
+        manager.policy("found", **options)  # type: ignore[arg-type]
+    with pytest.raises(error, match=message):
+        manager.policy("new-" + next(iter(options)), ResilienceConfig(), **options)  # type: ignore[arg-type]
+    assert manager.policy("found", max_keys=1, idle_ttl=timedelta(minutes=10), key_attribute_limit=0)
 
 
 def test_idle_keys_past_max_keys_are_evicted_least_recently_used_first(manager: ResilienceManager) -> None:

@@ -21,6 +21,7 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
+from otel_resilience.config import loads
 from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
 from otel_resilience.engine.step import Step
 from otel_resilience.patterns.circuit_breaker import CircuitState
@@ -294,6 +295,20 @@ def test_a_reload_that_succeeds_is_reported_and_an_equal_config_changes_nothing(
     assert [r.generation for r in reloads if isinstance(r, PolicyReloaded)] == [2, 2]
     assert policy.generation == 2
     assert policy.get_stats()["reloads"] == {"succeeded": 2, "failed": 0}
+
+
+def test_a_config_naming_its_policy_is_the_same_as_one_naming_nothing(manager: ResilienceManager) -> None:
+    """name=None and name=<the policy> are one config of a policy: found, not refused; not reloaded."""
+    policy = manager.policy("named", fallback("a"))
+    assert manager.policy("named", fallback("a", name="named")) is policy
+    manager.reconfigure("named", fallback("a", name="named"))
+    loaded = loads("policies:\n  named:\n    fallback: {strategy: default_value, default_value: a}\n")
+    assert manager.apply_config(loaded)["named"] is policy  # a file names each policy after its key
+    assert (policy.generation, policy.get_stats()["reloads"]["succeeded"]) == (1, 1)
+    with pytest.raises(ValueError, match="reconfigure"):
+        manager.policy("named", fallback("b", name="named"))  # other settings are another config
+    filed = manager.apply_config(loads("policies:\n  filed:\n    timeout: 2s\n"))["filed"]
+    assert manager.policy("filed", ResilienceConfig(timeout=2.0)) is filed
 
 
 def test_reconfigure_many_changes_every_policy_or_none(manager: ResilienceManager) -> None:

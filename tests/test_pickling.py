@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 import multiprocessing
 import pickle
 from typing import Any
@@ -25,6 +26,7 @@ from otel_resilience import (
     RetryBudget,
     RetryPolicy,
 )
+from otel_resilience.config import loads
 from otel_resilience.engine import SYSTEM_CLOCK
 from otel_resilience.errors import (
     BulkheadFullError,
@@ -92,6 +94,28 @@ def test_a_percentile_delay_comes_back_with_its_settings_and_no_latency() -> Non
     back = pickle.loads(pickle.dumps(delay))
     assert repr(back) == repr(delay)
     assert back() == 0.05
+
+
+@pytest.mark.parametrize("way", ["pickle", "deepcopy"])
+def test_a_loaded_configuration_file_comes_back_whole(way: str) -> None:
+    """Its policies, source and format come back; the policies that share a budget share its copy."""
+    loaded = loads(
+        "retry_budgets:\n  shared: {ratio: 0.2}\npolicies:\n"
+        "  a: {retry: {budget: shared}}\n  b: {retry: {budget: shared}}\n  c: {timeout: 2s}\n",
+        source="resilience.yaml",
+    )
+    back = pickle.loads(pickle.dumps(loaded)) if way == "pickle" else copy.deepcopy(loaded)
+    assert (list(back), back.source, back.format) == (["a", "b", "c"], "resilience.yaml", "yaml")
+    assert back["c"] == loaded["c"]
+    budget = back.retry_budgets["shared"]
+    assert budget.ratio == 0.2
+    for name in ("a", "b"):
+        policy = back[name].retry_policy
+        assert policy is not None
+        assert policy.budget is budget
+        assert dataclasses.replace(back[name], retry_policy=None) == dataclasses.replace(
+            loaded[name], retry_policy=None
+        )
 
 
 def test_the_system_clock_comes_back_as_itself() -> None:

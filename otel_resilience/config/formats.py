@@ -83,7 +83,12 @@ def _parse_toml(text: str, source: str | None) -> Parsed:
 
 def _parse_yaml(text: str, source: str | None) -> Parsed:
     module = _yaml()
-    loader = module.SafeLoader(text)
+    try:
+        loader = module.SafeLoader(text)  # refuses a character YAML does not allow, before any node
+    except module.reader.ReaderError as error:
+        reason = f"is not valid YAML: unacceptable character #x{error.character:04x}: {error.reason}"
+        at = text.count("\n", 0, error.position) + 1
+        raise ConfigError(reason, line=at, source=source) from None
     lines: dict[Path, int] = {}
     try:
         node = loader.get_single_node()

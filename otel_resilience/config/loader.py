@@ -67,6 +67,21 @@ class ConfigFile(Mapping[str, ResilienceConfig]):
     def __repr__(self) -> str:
         return f"ConfigFile(source={self.source!r}, policies={list(self._policies)!r})"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled (a spawn worker's argument) and copied whole: one pickle keeps the budgets that
+        # its policies share shared, as the file says (each a new budget of the same settings).
+        return (_rebuild, (dict(self._policies), dict(self.retry_budgets), self.source, self.format))
+
+
+def _rebuild(
+    policies: dict[str, ResilienceConfig],
+    retry_budgets: dict[str, RetryBudget],
+    source: str | None,
+    file_format: Format,
+) -> ConfigFile:
+    """Rebuild a pickled :class:`ConfigFile` (its keyword-only arguments)."""
+    return ConfigFile(policies, retry_budgets, source=source, format=file_format)
+
 
 def loads(
     text: str,

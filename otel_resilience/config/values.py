@@ -11,6 +11,7 @@ import builtins
 import math
 import pkgutil
 import re
+from decimal import Decimal
 from typing import Final
 
 from otel_resilience.engine.validation import describe
@@ -72,7 +73,8 @@ def parse_duration(value: object) -> float:
     if text.startswith("-"):
         raise ValueError(f"must be a duration >= 0, got {value!r}")
     if not re.fullmatch(DURATION_PATTERN[1:-1], text):
-        hint = f" (write {text} for seconds, or add a unit: '{text}s')" if _is_number(text) else ""
+        plain = _plain_number(text)
+        hint = f" (write {plain} for seconds, or add a unit: '{plain}s')" if plain is not None else ""
         raise ValueError(f"must be {_DURATION_RULE}, got {value!r}{hint}")
     seconds = sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PARTS.findall(text))
     if math.isinf(seconds):
@@ -131,10 +133,15 @@ def resolve_exception(name: object) -> type[BaseException]:
     return found
 
 
-def _is_number(text: str) -> bool:
-    """Whether ``text`` reads as a plain number (a duration in quotes that lost its unit)."""
+def _plain_number(text: str) -> str | None:
+    """``text`` as a plain decimal if it is a finite number (a duration without its unit), else ``None``.
+
+    Plain, because a YAML parser (PyYAML, YAML 1.1) reads ``1e-3`` as a string, and a duration
+    string has no exponent: the hint must be something that works when written.
+    """
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        if not math.isfinite(float(text)):
+            return None
+        return format(Decimal(text), "f")
+    except (ValueError, ArithmeticError):
+        return None

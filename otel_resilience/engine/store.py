@@ -49,7 +49,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_duration, fail
 
-__all__ = ["BoundedStore", "weak_callback"]
+__all__ = ["BoundedStore", "check_capacity", "weak_callback"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -72,6 +72,13 @@ def weak_callback(method: Callable[P, None]) -> Callable[P, None]:
             bound(*args, **kwargs)
 
     return call
+
+
+def check_capacity(owner: str, field: str, capacity: object) -> int:
+    """Return ``capacity`` if it is an ``int >= 1`` (not a ``bool``): the rule of a store's ``capacity``."""
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise fail(owner, field, "an int >= 1", capacity)
+    return capacity
 
 
 def _no_clock() -> float:
@@ -137,8 +144,7 @@ class BoundedStore(Generic[K, V]):
         clock: Clock | None = None,
         ttl_field: str = "ttl",
     ) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise fail(owner, field, "an int >= 1", capacity)
+        check_capacity(owner, field, capacity)
         self._ttl = None if ttl is None else check_duration(owner, ttl_field, ttl)
         if ttl is not None and clock is None:
             raise fail(owner, "clock", f"a Clock when {ttl_field} is set", clock, kind=TypeError)

@@ -9,17 +9,21 @@ Every duration is at most :data:`MAX_DURATION` (``threading.TIMEOUT_MAX``, the l
 platform's locks accept: about 292 years on Linux and macOS, 49.7 days on Windows), so that a
 duration accepted at construction can be slept, waited on and added to a clock reading, and a
 number too large for a ``float`` is a ``ValueError`` naming the field, never an ``OverflowError``.
+Every count is at most :data:`MAX_COUNT` (``sys.maxsize``) for the same reason: a count accepted at
+construction can size a window, a queue or a history, and is exported as a 64-bit integer.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final, cast
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_DURATION",
     "check_callable",
     "check_duration",
@@ -34,6 +38,9 @@ __all__ = [
 
 MAX_DURATION: Final[float] = threading.TIMEOUT_MAX
 """The longest duration any configuration accepts, in seconds: ``threading.TIMEOUT_MAX``."""
+MAX_COUNT: Final[int] = sys.maxsize
+"""The largest count any configuration accepts: ``sys.maxsize`` (the longest a ``deque`` or a list
+may be, and the largest value of a 64-bit metric)."""
 
 
 def describe(value: object) -> str:
@@ -61,9 +68,12 @@ def _type_name(value: object) -> str:
 
 
 def _as_float(owner: str, field: str, value: float, rule: str) -> float:
-    """Return ``float(value)``; an ``int`` too large for a float is a ``ValueError`` naming the field."""
+    """Return ``float(value)``; an ``int`` too large for a float is a ``ValueError`` naming the field.
+
+    A negative zero is zero (``+ 0.0``): accepted where zero is, and held and shown as ``0.0``.
+    """
     try:
-        return float(value)
+        return float(value) + 0.0
     except OverflowError:
         raise fail(owner, field, rule, value) from None
 
@@ -88,11 +98,13 @@ def fail(
 
 
 def check_int(owner: str, field: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` if it is an ``int`` (not a ``bool``) ``>= minimum``; raise otherwise."""
+    """Return ``value`` if it is an ``int`` (not a ``bool``) ``>= minimum`` and ``<=`` :data:`MAX_COUNT`."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise fail(owner, field, "an int", value, kind=TypeError)
     if value < minimum:
         raise fail(owner, field, f">= {minimum}", value)
+    if value > MAX_COUNT:
+        raise fail(owner, field, f"<= {MAX_COUNT} (sys.maxsize)", value)
     return value
 
 

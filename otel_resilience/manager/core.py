@@ -23,7 +23,7 @@ import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.forking import fork_safe
@@ -47,6 +47,9 @@ from otel_resilience.patterns.alerts import AlertSystem, default_alert_system
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from otel_resilience.patterns.recovery import ErrorRecoverySystem
+
+if TYPE_CHECKING:
+    from otel_resilience.config import ConfigFile
 
 __all__ = ["DEFAULT_MAX_PIPELINES", "DEFAULT_MAX_POLICIES", "ResilienceManager"]
 
@@ -251,6 +254,7 @@ class ResilienceManager(NamedPolicies):
         self._recovery_warned = False
         self._handles: dict[str, PolicyHandle] = {}
         self._handles_lock = fork_safe(threading.Lock())
+        self._applied_files: dict[str, ConfigFile] = {}
 
     # ------------------------------------------------------------------ shared instances
 

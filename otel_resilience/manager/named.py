@@ -16,7 +16,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.registry import namesakes_expected
-from otel_resilience.engine.validation import check_name, fail
+from otel_resilience.engine.store import check_capacity
+from otel_resilience.engine.validation import check_duration, check_name, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import Spec
 from otel_resilience.manager.policy import (
@@ -25,13 +26,16 @@ from otel_resilience.manager.policy import (
     Adapt,
     PolicyHandle,
     check_config,
+    check_key_attribute_limit,
     report_failure,
+    same_config,
 )
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.manager.statistics import add_counts
 from otel_resilience.manager.watch import DEFAULT_WATCH_INTERVAL, ConfigWatch, Customize, apply_file
 
 if TYPE_CHECKING:
+    from otel_resilience.config import ConfigFile
     from otel_resilience.engine.clock import Clock
     from otel_resilience.patterns.circuit_breaker import CircuitBreaker
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
@@ -50,6 +54,7 @@ class _Unset(enum.Enum):
 
 
 _KEEP: Final = _Unset.UNSET
+_POLICY: Final = "ResilienceManager.policy"
 
 
 class NamedPolicies:
@@ -61,6 +66,8 @@ class NamedPolicies:
     recovery_system: ErrorRecoverySystem
     _handles: dict[str, PolicyHandle]
     _handles_lock: threading.Lock
+    _applied_files: dict[str, ConfigFile]
+    """The last load of each configuration file applied, by absolute path (its budgets are reused)."""
 
     _find_breaker: Callable[[str], CircuitBreaker | None]
     """The manager's lookup of a breaker by name (for recovery rules that isolate one)."""
@@ -102,7 +109,7 @@ class NamedPolicies:
             TypeError: ``config`` is not a :class:`ResilienceConfig`, or an option has the
                 wrong type.
         """
-        check_name("ResilienceManager.policy", "name", name)
+        check_name(_POLICY, "name", name)
         options = {"max_keys": max_keys, "idle_ttl": idle_ttl, "key_attribute_limit": key_attribute_limit}
         with self._handles_lock:
             handle = self._handles.get(name)
@@ -111,7 +118,7 @@ class NamedPolicies:
                     raise KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
                 handle = self._handles[name] = self._new_handle(name, config, options, adapt)
                 return handle
-        _same(handle, None if config is None else handle.adapted(config), options)
+        _same(handle, None if config is None else handle.adapted(check_config(name, config)), options)
         return handle
 
     def _check_new(self, name: str, config: ResilienceConfig) -> None:
@@ -121,6 +128,7 @@ class NamedPolicies:
         it once and dropped (an extra strategy's factory that fails is found here).
         """
         try:
+            check_name(_POLICY, "name", name)
             checked = check_config(name, config)
             with namesakes_expected():
                 inputs = StageInputs(
@@ -236,7 +244,7 @@ class NamedPolicies:
         self,
         path: str | os.PathLike[str],
         *,
-        interval: float = DEFAULT_WATCH_INTERVAL,
+        interval: float | timedelta = DEFAULT_WATCH_INTERVAL,
         customize: Customize | None = None,
     ) -> ConfigWatch:
         """Apply the configuration file ``path`` now, then again whenever it changes.
@@ -248,7 +256,8 @@ class NamedPolicies:
 
         Args:
             path: A YAML or TOML file (see README, "Configuration file").
-            interval: Seconds between two looks (> 0).
+            interval: Seconds (or a ``timedelta``) between two looks, ``> 0`` and at most
+                ``MAX_DURATION`` (``threading.TIMEOUT_MAX``).
             customize: As :meth:`apply_config`.
 
         Returns:
@@ -256,7 +265,8 @@ class NamedPolicies:
 
         Raises:
             otel_resilience.config.ConfigError: The file cannot be loaded now.
-            ValueError: ``interval`` is not > 0, or a policy is refused now.
+            ValueError: ``interval`` is not > 0 (or above ``MAX_DURATION``), or a policy is refused now.
+            TypeError: ``interval`` is not a number of seconds or a ``timedelta``.
         """
         return ConfigWatch(self, path, interval=interval, customize=customize)
 
@@ -289,19 +299,18 @@ class NamedPolicies:
 
 def _same(handle: PolicyHandle, config: ResilienceConfig | None, options: dict[str, Any]) -> None:
     """Refuse a second ``policy(name, ...)`` that asks for another config or other options."""
-    if config is not None and config != handle.config:
+    if config is not None and not same_config(config, handle.config):
         msg = (
             f"policy {handle.name!r} already exists with another config: change it with "
             "manager.reconfigure(name, config)"
         )
         raise ValueError(msg)
-    ttl = options["idle_ttl"]
-    if isinstance(ttl, timedelta):
-        ttl = ttl.total_seconds()
+    # Judged by the rules a new handle's options are (a bool is no count, "600" no duration).
+    max_keys, ttl, limit = options["max_keys"], options["idle_ttl"], options["key_attribute_limit"]
     given = {
-        "max_keys": options["max_keys"],
-        "idle_ttl": ttl,
-        "key_attribute_limit": options["key_attribute_limit"],
+        "max_keys": max_keys if max_keys is _KEEP else check_capacity(_POLICY, "max_keys", max_keys),
+        "idle_ttl": ttl if ttl is _KEEP or ttl is None else check_duration(_POLICY, "idle_ttl", ttl),
+        "key_attribute_limit": limit if limit is _KEEP else check_key_attribute_limit(limit),
     }
     kept = {
         "max_keys": handle.max_keys,

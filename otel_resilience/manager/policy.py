@@ -93,6 +93,26 @@ def check_config(name: str, config: object, owner: str = _OWNER) -> ResilienceCo
     return config
 
 
+def same_config(first: object, second: ResilienceConfig) -> bool:
+    """Whether ``first`` is the config ``second`` of a policy is: its name written or left out alike.
+
+    A policy's config names the policy or nothing (``None``, :func:`check_config`), so a config
+    loaded from a file (named after its key) and the same settings written in code are the same
+    config of that policy: neither is "another config", nor a change to reload. What is not a
+    config is another one (and refused where it is taken).
+    """
+    if first == second:
+        return True
+    if not isinstance(first, ResilienceConfig) or first.name == second.name:
+        return False
+    return dataclasses.replace(first, name=None) == dataclasses.replace(second, name=None)
+
+
+def check_key_attribute_limit(limit: object) -> int:
+    """Return ``limit`` if it is an ``int >= 0``: how many keys get their own metric attribute."""
+    return check_int(_OWNER, "key_attribute_limit", limit, minimum=0)
+
+
 Adapt = Callable[[ResilienceConfig], ResilienceConfig]
 """What a policy does to every config it takes, at creation and on each reload (``adapt=``)."""
 
@@ -197,7 +217,7 @@ class PolicyHandle(_Runs):
     ) -> None:
         self.name = spec.name
         self._adapt = adapt
-        self.key_attribute_limit = check_int(_OWNER, "key_attribute_limit", key_attribute_limit, minimum=0)
+        self.key_attribute_limit = check_key_attribute_limit(key_attribute_limit)
         self._spec = spec
         # Taken by reloads too (a configuration watch's thread applying a file): free in a forked child.
         self._lock = fork_safe(threading.Lock())
@@ -367,7 +387,7 @@ class PolicyHandle(_Runs):
         """
         with self._lock:
             spec = self._spec
-            if config == spec.config:
+            if same_config(config, spec.config):
                 return spec.generation
             self._spec = spec = dataclasses.replace(spec, config=config, generation=spec.generation + 1)
             for state in (self._default, *self._keys.values()):

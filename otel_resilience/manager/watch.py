@@ -26,10 +26,12 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import check_duration, fail
+from otel_resilience.manager.policy import same_config
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
@@ -63,15 +65,36 @@ def apply_file(
     Raises:
         Exception: A config refused, or what ``customize`` raised (reported; no policy changed).
     """
+    if not isinstance(policies, Mapping):
+        raise fail(
+            "ResilienceManager.apply_config",
+            "policies",
+            "a mapping of names to configs",
+            policies,
+            kind=TypeError,
+        )
     wanted = {name: _customized(manager, name, config, customize) for name, config in policies.items()}
     with manager._handles_lock:
         handles = dict(manager._handles)
     for name, config in wanted.items():
         if name not in handles:
             manager._check_new(name, config)  # what creating it would refuse, before anything changes
-    changed = {n: c for n, c in wanted.items() if n in handles and handles[n].config != handles[n].adapted(c)}
+    changed = {
+        n: c
+        for n, c in wanted.items()
+        if n in handles and not same_config(handles[n].adapted(c), handles[n].config)
+    }
     manager.reconfigure_many(changed)
-    return {name: handles.get(name) or manager.policy(name, config) for name, config in wanted.items()}
+    applied = {name: handles.get(name) or manager.policy(name, config) for name, config in wanted.items()}
+    source = getattr(policies, "source", None)
+    if source is not None:  # a loaded file: a later load of it (a watch's first) keeps its budgets
+        manager._applied_files[_file_key(source)] = cast("ConfigFile", policies)
+    return applied
+
+
+def _file_key(path: str | os.PathLike[str]) -> str:
+    """The key of a file among the ones applied to a manager: its absolute path."""
+    return str(Path(path).resolve())
 
 
 def _customized(
@@ -97,7 +120,7 @@ class ConfigWatch:
 
     Attributes:
         path: The file watched.
-        interval: Seconds between two looks.
+        interval: Seconds between two looks (a ``timedelta`` given is stored as seconds).
         applied: How many times a changed file was applied (the first load included).
         failed: How many changed files were refused (nothing changed each time).
     """
@@ -107,19 +130,20 @@ class ConfigWatch:
         manager: NamedPolicies,
         path: str | os.PathLike[str],
         *,
-        interval: float = DEFAULT_WATCH_INTERVAL,
+        interval: float | timedelta = DEFAULT_WATCH_INTERVAL,
         customize: Customize | None = None,
     ) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
-            raise fail("ResilienceManager.watch", "interval", "seconds > 0", interval)
+        # A duration as every other (at most MAX_DURATION): the thread's wait must accept it.
+        self.interval = check_duration("ResilienceManager.watch", "interval", interval)
         self.path = Path(path)
-        self.interval = float(interval)
         self.applied = 0
         self.failed = 0
         self._manager = manager
         self._customize = customize
         self._stamp = self._look()
-        self._last: ConfigFile = self._load(None)
+        # The file applied already (at start-up, OTEL_RESILIENCE_CONFIG) keeps its retry budgets:
+        # an unchanged file then gives equal configs, and no policy is reloaded for nothing.
+        self._last: ConfigFile = self._load(manager._applied_files.get(_file_key(self.path)))
         apply_file(manager, self._last, customize)
         self.applied = 1
         self._stop = threading.Event()

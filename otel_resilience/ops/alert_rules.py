@@ -380,7 +380,7 @@ class RuleOptions:
 
 
 def _check_duration(where: str, duration: str) -> None:
-    if not duration or _DURATION.sub("", duration) != "":
+    if not _is_duration(duration):
         raise ValueError(f"{where} must be a Prometheus duration such as '5m', got {duration!r}")
 
 
@@ -557,8 +557,17 @@ def _pct(ratio: float) -> str:
     return f"{ratio:.0%}"
 
 
-_DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DURATION: Final = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_536_000}
+_PROMETHEUS_DURATION: Final = re.compile(
+    r"(?:[0-9]+y)?(?:[0-9]+w)?(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?(?:[0-9]+ms)?"
+)
+"""What Prometheus reads as a duration (``model.ParseDuration``): each unit at most once, largest first."""
+
+
+def _is_duration(text: str) -> bool:
+    """Return whether ``text`` is a duration Prometheus accepts (``"5m"``, ``"1h30m"``; not ``"30s5m"``)."""
+    return bool(text) and _PROMETHEUS_DURATION.fullmatch(text) is not None
 
 
 def _check_time_scale(time_scale: float) -> float:
@@ -591,7 +600,7 @@ def scale_duration(duration: str, time_scale: float) -> str:
         ValueError: If ``time_scale`` is out of range or ``duration`` is not a duration.
     """
     scale = _check_time_scale(time_scale)
-    if _DURATION.sub("", duration) != "" or not duration:
+    if not _is_duration(duration):
         msg = f"duration must be a Prometheus duration such as '5m', got {duration!r}"
         raise ValueError(msg)
     if scale == 1.0:

@@ -67,6 +67,18 @@ def test_check_an_invalid_file_exits_1_with_the_error(tmp_path: Path) -> None:
     )
 
 
+def test_check_a_file_with_a_control_character_exits_1_with_its_line(tmp_path: Path) -> None:
+    """A character YAML refuses (a NUL) is a ConfigError with its line, not a traceback."""
+    path = tmp_path / "nul.yaml"
+    path.write_text("policies:\n  payments:\n    timeout: 1s\x00\n", encoding="utf-8")
+    code, out, err = _run("check", str(path))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"otel-resilience check: {path}:3: is not valid YAML: unacceptable character #x0000: "
+        "special characters are not allowed\n"
+    )
+
+
 def test_check_a_missing_file_or_unknown_suffix_exits_1(tmp_path: Path) -> None:
     """A file that cannot be read, or whose format cannot be told, is a failure (1), not a usage error."""
     code, _, err = _run("check", str(tmp_path / "missing.yaml"))

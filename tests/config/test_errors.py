@@ -293,6 +293,10 @@ YAML_ERRORS = [
         "f.yaml:4: is not valid YAML: expected ',' or ']', but got '<stream end>'",
     ),
     ("policies: {}\n---\npolicies: {}\n", "f.yaml:2: is not valid YAML: but found another document"),
+    (  # a character YAML refuses anywhere (a pasted terminal colour, a NUL): refused before any node
+        POLICY + "    timeout: 1s\x1b[0m\n",
+        "f.yaml:3: is not valid YAML: unacceptable character #x001b: special characters are not allowed",
+    ),
 ]
 
 

@@ -240,6 +240,19 @@ def test_bad_durations(value: object, message: str) -> None:
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(("written", "seconds"), [("1e-3", 0.001), ("1e3", 1000.0), ("'2.5'", 2.5)])
+def test_the_hint_for_a_duration_without_a_unit_works_when_written(written: str, seconds: float) -> None:
+    """PyYAML reads 1e-3 as a string: the hint offers what loads (0.001, '0.001s'), never 1e-3 again."""
+    with pytest.raises(ConfigError) as caught:
+        loads(f"policies:\n  p:\n    timeout: {written}\n")
+    hint = re.search(r"\(write (\S+) for seconds, or add a unit: '(\S+)'\)$", str(caught.value))
+    assert hint is not None, str(caught.value)
+    for fixed in (hint[1], f"'{hint[2]}'"):
+        assert loads(f"policies:\n  p:\n    timeout: {fixed}\n")["p"].timeout == seconds
+    with pytest.raises(ValueError, match=r"got 'inf'$"):  # no hint to write what is refused anyway
+        parse_duration("inf")
+
+
 def test_a_policy_from_a_file_runs_under_its_name() -> None:
     """The loaded config works as any: @resilient runs it, retries per the file, named by its key."""
     policies = loads(

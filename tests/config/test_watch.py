@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,17 @@ def test_apply_config_creates_new_policies_and_reloads_changed_ones_only(tmp_pat
     assert again["payments"].config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
     assert again["search"].generation == search_generation  # unchanged: not reloaded
     assert again["inventory"].config.timeout == 1.0
+
+
+def test_apply_config_refuses_what_is_not_names_to_configs_naming_it() -> None:
+    """Not a mapping, or a name that is not a str: a TypeError naming the argument, and nothing created."""
+    manager = ResilienceManager()
+    with pytest.raises(TypeError, match=r"^ResilienceManager\.apply_config\.policies must be a mapping"):
+        manager.apply_config([ResilienceConfig()])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^ResilienceManager\.policy\.name must be a str, got 5 \(int\)$"):
+        manager.apply_config({5: ResilienceConfig(), "fine": ResilienceConfig()})  # type: ignore[dict-item]
+    with pytest.raises(KeyError):
+        manager.policy("fine")
 
 
 def test_customize_adds_what_a_file_cannot_express(tmp_path: Path) -> None:
@@ -135,6 +148,40 @@ def test_a_watch_on_a_broken_file_refuses_to_start(tmp_path: Path) -> None:
         ResilienceManager().watch(path, interval=0)
 
 
+@pytest.mark.parametrize(
+    ("interval", "error", "message"),
+    [
+        (math.inf, ValueError, r"^ResilienceManager\.watch\.interval must be a finite duration, got inf$"),
+        (1e300, ValueError, r"^ResilienceManager\.watch\.interval must be <= \d+ seconds"),
+        (math.nan, ValueError, r"^ResilienceManager\.watch\.interval must be a finite duration"),
+        (-1, ValueError, r"^ResilienceManager\.watch\.interval must be > 0 seconds, got -1$"),
+        (True, TypeError, r"^ResilienceManager\.watch\.interval must be a duration in seconds"),
+        ("2", TypeError, r"^ResilienceManager\.watch\.interval must be a duration in seconds"),
+    ],
+)
+def test_a_watch_interval_its_thread_cannot_wait_is_refused_at_once(
+    tmp_path: Path, interval: object, error: type[Exception], message: str
+) -> None:
+    """An interval the watch thread's wait would refuse (inf, above TIMEOUT_MAX) fails the call, not the thread."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with pytest.raises(error, match=message):
+        manager.watch(path, interval=interval)  # type: ignore[arg-type]
+    assert manager.apply_config({}) == {}  # nothing was applied: the file is read after the check
+    with pytest.raises(KeyError):
+        manager.policy("payments")
+
+
+def test_a_watch_interval_may_be_a_timedelta(tmp_path: Path) -> None:
+    """A timedelta is seconds, as for every duration of the library."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    with ResilienceManager().watch(path, interval=timedelta(minutes=5)) as watch:
+        assert watch.interval == 300.0
+        assert watch._thread.is_alive()
+
+
 def test_the_watch_thread_applies_changes_by_itself(tmp_path: Path) -> None:
     """With a short interval, the daemon thread picks the change up (generous bound)."""
     import time  # noqa: PLC0415
@@ -174,6 +221,34 @@ def test_the_process_wide_manager_starts_with_the_file_named_by_the_environment(
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "failure_threshold" in done.stderr
+
+
+BUDGETED = """\
+retry_budgets:
+  shared: {ratio: 0.2}
+policies:
+  payments:
+    retry: {budget: shared}
+  search:
+    retry: {budget: shared, max_attempts: 2}
+"""
+
+
+def test_a_watch_of_the_file_applied_at_start_up_reloads_no_policy(tmp_path: Path) -> None:
+    """The start-up file (applied, then watched) keeps its budgets: no policy is reloaded, no count lost."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, BUDGETED)
+    manager = ResilienceManager()
+    handles = manager.apply_config(load(str(path)))  # what get_resilience_manager() does at start-up
+    budget = handles["payments"].config.retry_policy.budget  # type: ignore[union-attr]
+    assert budget is not None
+    budget.deposit()
+    with manager.watch(path, interval=3600):  # the same file, named another way
+        for name in ("payments", "search"):
+            assert handles[name].generation == 1
+            assert handles[name].get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+            assert handles[name].config.retry_policy.budget is budget  # type: ignore[union-attr]
+        assert budget.get_stats()["first_attempts"] == 1
 
 
 def _refusing_customize(name: str, config: ResilienceConfig) -> ResilienceConfig:

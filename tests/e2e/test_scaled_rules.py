@@ -50,6 +50,8 @@ def test_scale_duration_multiplies_a_prometheus_duration(duration, scale, expect
         ("5 minutes", 0.5, ValueError, r"duration must be a Prometheus duration"),
         ("", 0.5, ValueError, r"duration must be a Prometheus duration"),
         ("m5", 0.5, ValueError, r"duration must be a Prometheus duration"),
+        ("30s5m", 1.0, ValueError, r"duration must be a Prometheus duration"),  # units out of order
+        ("5m5m", 0.5, ValueError, r"duration must be a Prometheus duration"),  # a unit twice
     ],
 )
 def test_scale_duration_rejects_bad_input(duration, scale, error, message):

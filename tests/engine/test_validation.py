@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import math
+import re
+import sys
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
+from otel_resilience import (
+    AlertConfig,
+    AlertSystem,
+    BulkheadConfig,
+    ChaosConfig,
+    CountWindow,
+    ErrorRecoverySystem,
+    PercentileDelay,
+    RateLimiterConfig,
+    RetryPolicy,
+)
 from otel_resilience.engine.validation import (
+    MAX_COUNT,
     MAX_DURATION,
     check_callable,
     check_duration,
@@ -132,3 +147,48 @@ def test_a_number_too_large_for_a_float_is_a_value_error_naming_the_field() -> N
     """check_number refuses an int too large for a float with a ValueError, not an OverflowError."""
     with pytest.raises(ValueError, match=r"^C\.f must be a finite number, got "):
         check_number("C", "f", 10**400)
+
+
+@pytest.mark.parametrize(
+    "too_many", [sys.maxsize + 1, 10**400, 10**5000], ids=["maxsize+1", "10**400", "10**5000"]
+)
+def test_counts_above_the_platform_limit_are_refused_naming_the_field(too_many: int) -> None:
+    """A count above MAX_COUNT (sys.maxsize) is a ValueError naming the field; MAX_COUNT itself passes."""
+    with pytest.raises(ValueError, match=r"^C\.f must be <= \d+ \(sys\.maxsize\), got "):
+        check_int("C", "f", too_many, minimum=0)
+    assert sys.maxsize == MAX_COUNT
+    assert check_int("C", "f", MAX_COUNT, minimum=1) == MAX_COUNT
+
+
+COUNTS_IN_USE: list[tuple[Callable[[int], object], str]] = [
+    (lambda n: AlertSystem(AlertConfig(history_size=n)), "AlertConfig.history_size"),
+    (lambda n: AlertConfig(recovery_window=n), "AlertConfig.recovery_window"),
+    (lambda n: ErrorRecoverySystem(pattern_threshold=n), "RecoveryConfig.pattern_threshold"),
+    (lambda n: PercentileDelay(0.1, samples=n), "PercentileDelay.samples"),
+    (lambda n: CountWindow(n), "CountWindow.size"),
+    (lambda n: RateLimiterConfig(rate=1.0, burst=n), "RateLimiterConfig.burst"),
+    (lambda n: BulkheadConfig(max_concurrent=n), "BulkheadConfig.max_concurrent"),
+]
+
+
+@pytest.mark.parametrize(("make", "field"), COUNTS_IN_USE, ids=[field for _, field in COUNTS_IN_USE])
+def test_a_count_too_large_to_use_is_refused_at_construction(
+    make: Callable[[int], object], field: str
+) -> None:
+    """A count that would overflow where it is used (a deque, a float) is refused when the config is made."""
+    with pytest.raises(ValueError, match=rf"^{re.escape(field)} must be <= \d+ \(sys\.maxsize\)"):
+        make(10**30)
+
+
+def test_a_negative_zero_is_held_as_zero() -> None:
+    """-0.0 is accepted where 0 is, and held as 0.0: no config shows a negative zero."""
+    for value in (
+        check_duration("C", "f", -0.0, allow_zero=True),
+        check_number("C", "f", -0.0, minimum=0.0),
+        RetryPolicy(initial_delay=-0.0).initial_delay,
+        ChaosConfig(fault_rate=-0.0).fault_rate,
+    ):
+        assert value == 0.0
+        assert math.copysign(1.0, value) == 1.0
+    with pytest.raises(ValueError, match=r"^C\.f must be > 0 seconds, got -0\.0$"):
+        check_duration("C", "f", -0.0)

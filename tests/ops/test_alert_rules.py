@@ -447,6 +447,19 @@ def test_adapted_rules_pass_the_promtool_linter(promtool, tmp_path):
             ValueError,
             r"RuleOptions\.ratio_alert_for must be a Prometheus duration",
         ),
+        # What Prometheus cannot read (units out of order, twice, digits it does not know) would
+        # make a rules file it refuses to load.
+        (
+            {"ratio_alert_for": "30s5m"},
+            ValueError,
+            r"RuleOptions\.ratio_alert_for must be a Prometheus duration",
+        ),
+        ({"recovery_for": "1m1m"}, ValueError, r"RuleOptions\.recovery_for must be a Prometheus duration"),
+        (
+            {"bulkhead_full_for": "\uff15m"},
+            ValueError,
+            r"RuleOptions\.bulkhead_full_for must be a Prometheus duration",
+        ),
         (
             {"breaker_flapping_trips": 0},
             ValueError,

@@ -21,6 +21,7 @@ from otel_resilience import (
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitState,
+    ErrorRecoverySystem,
     ExtraStrategy,
     FallbackConfig,
     FallbackHandler,
@@ -221,6 +222,8 @@ async def check_named_policies() -> None:
     manager.reconfigure("typing-policy", {"timeout": 2.0})  # type: ignore[arg-type]
     handles: dict[str, PolicyHandle] = manager.reconfigure_many({"typing-policy": ResilienceConfig()})
     generation: int = handle.generation
+    manager.watch(Path("resilience.yaml"), interval=timedelta(seconds=5)).stop()
+    manager.watch("resilience.yaml", interval="5s")  # type: ignore[arg-type]
     print(a, b, c, d, e, generation, handles, policy.get_stats()["executions"])
 
 
@@ -256,6 +259,9 @@ def check_durations_and_lists() -> None:
     RecoveryConfig(pattern_window=td)
     AlertConfig(bulkhead_cooldown=td, escalation_cooldown=td)
     HedgingConfig(delay=td, actions=[fetch])
+    RetryBudget(window=td)
+    PercentileDelay(td, minimum=td)
+    ErrorRecoverySystem(pattern_window=td)
     ResilienceConfig(timeout="2s")  # type: ignore[arg-type]
     RetryPolicy(multiplier=td)  # type: ignore[arg-type]
     RateLimiterConfig(burst=5)  # type: ignore[call-arg]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from datetime import timedelta
 from typing import Final, Protocol, runtime_checkable
 
 from otel_resilience.engine.forking import fork_safe
@@ -56,7 +57,7 @@ class PercentileDelay:
         min_samples: How many it needs before it uses them, ``1 <= min_samples <= samples``.
             Default: ``min(10, samples)``.
         minimum: The shortest delay it returns, seconds ``>= 0`` (a floor under a dependency that
-            answers in microseconds). Default: 0.
+            answers in microseconds; a ``timedelta`` is accepted). Default: 0.
 
     Raises:
         TypeError: A value has the wrong type (the message names ``PercentileDelay.<field>``).
@@ -76,12 +77,12 @@ class PercentileDelay:
 
     def __init__(
         self,
-        initial: float,
+        initial: float | timedelta,
         *,
         percentile: float = 95.0,
         samples: int = 100,
         min_samples: int | None = None,
-        minimum: float = 0.0,
+        minimum: float | timedelta = 0.0,
     ) -> None:
         self.initial = check_duration(_OWNER, "initial", initial)
         self.percentile = check_number(

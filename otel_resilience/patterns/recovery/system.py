@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -76,7 +77,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         *,
         clock: Clock = SYSTEM_CLOCK,
         pattern_threshold: int = DEFAULT_PATTERN_THRESHOLD,
-        pattern_window: float = DEFAULT_PATTERN_WINDOW,
+        pattern_window: float | timedelta = DEFAULT_PATTERN_WINDOW,
         max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
     ) -> None:
         config = RecoveryConfig(pattern_threshold, pattern_window, max_fingerprints)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from datetime import timedelta
 from typing import Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
@@ -73,7 +74,7 @@ class RetryBudget:
         self,
         ratio: float = 0.1,
         min_retries_per_second: float = 10.0,
-        window: float = 10.0,
+        window: float | timedelta = 10.0,
         *,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
