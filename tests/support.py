@@ -67,11 +67,13 @@ class ScriptedHTTPServer:
 
     ``script(path, *answers)`` queues answers for ``path``: ``(status, headers)`` or
     ``(status, headers, delay)``; once a path's queue is empty it answers ``200 ok``. Every
-    request is recorded in ``requests`` as ``(method, path, headers, body)``.
+    request is recorded in ``requests`` as ``(method, path, headers, body)``. ``host`` is the
+    loopback address it listens on (``"::1"`` for IPv6).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         import http.server  # noqa: PLC0415 - test helper, loaded by the HTTP tests only
+        import socket  # noqa: PLC0415
         import threading  # noqa: PLC0415
 
         self.scripts: dict[str, list[tuple[Any, ...]]] = {}
@@ -108,7 +110,11 @@ class ScriptedHTTPServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _answer
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.host = host
+        self.server = Server((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
@@ -116,7 +122,8 @@ class ScriptedHTTPServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def script(self, path: str, *answers: tuple[Any, ...]) -> None:
         with self.lock:

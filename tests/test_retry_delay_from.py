@@ -108,6 +108,12 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
         ("inf", None),
         ("1e400", None),  # not delta-seconds (digits only), though float() reads it
         ("9" * 400, float("inf")),  # valid delta-seconds past the float range: over any max_delay
+        ("+5", None),  # float() reads each of these; none is delta-seconds (ASCII digits)
+        ("-0", None),
+        ("1e3", None),
+        ("1_0", None),
+        ("\u0661\u0662", None),  # Arabic-Indic digits
+        ("5.", None),
         ("", None),
         ("soon", None),
         ("Wed, 99 Foo 2015", None),

@@ -9,9 +9,10 @@
 Each request is one execution of the policy and each send one attempt; see
 :mod:`otel_resilience.integrations.http` for which responses are failures, which requests are
 retried (an ``Idempotency-Key`` header marks one), ``Retry-After`` and the breaker per host. A
-body from a stream or an async iterator is never retried. A failed response is read in its
-attempt (its connection goes back to the pool); the one returned when attempts run out reads as
-an unread one: ``read()``, ``text()``, ``json()`` and its ``content`` stream give its body.
+body from a stream, a file or an async iterator is never retried; one held in memory is (bytes,
+text, a form, JSON, a ``FormData`` whose files are bytes or text). A failed response is read in
+its attempt (its connection goes back to the pool); the one returned when attempts run out reads
+as an unread one: ``read()``, ``text()``, ``json()`` and its ``content`` stream give its body.
 
 The policy's deadline cancels the request (asyncio), so it never outlives its policy; aiohttp's
 own timeouts still apply. A deadline reaches the caller as the policy's
@@ -54,11 +55,10 @@ class ResilientMiddleware(HttpIntegration):
     ) -> aiohttp.ClientResponse:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
         http, url, body = self._http, request.url, request.body
-        replayable = http.replayable(
-            request.method, request.headers, None, not body or isinstance(body, _REPLAYABLE_BODIES)
-        )
+        replayable = http.replayable(request.method, request.headers, None, not body or _in_memory(body))
         port = None if url.is_default_port() else url.port
-        return await http.send(url.host or "", port, replayable, self._send_once, (request, handler))
+        host = url.raw_host or ""  # an IDNA name as sent: xn--...
+        return await http.send(host, port, replayable, self._send_once, (request, handler))
 
     async def _send_once(
         self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], sent: Sent
@@ -71,6 +71,19 @@ class ResilientMiddleware(HttpIntegration):
             await _read_failed(response)
             raise FailedResponseError(response, response.status)
         return response
+
+
+def _in_memory(body: object) -> bool:
+    """Whether a request body is held in memory, so that it can be sent again as it was.
+
+    Bytes, text, a form and JSON are; so is a multipart body (``FormData`` with a file) whose
+    parts all are. A stream, a file or an async iterator is not.
+    """
+    if isinstance(body, _REPLAYABLE_BODIES):
+        return True
+    if isinstance(body, aiohttp.MultipartWriter):
+        return all(_in_memory(part) for part, _encoding, _transfer in body)
+    return False
 
 
 async def _read_failed(response: aiohttp.ClientResponse) -> None:

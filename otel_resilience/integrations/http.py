@@ -13,12 +13,13 @@ One request is one *execution* of the policy; each time the client sends it is o
 * **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
   (:data:`IDEMPOTENT_METHODS`), or a request marked retryable (an ``Idempotency-Key`` header,
   or the client's own flag, e.g. httpx's ``extensions={RETRYABLE: True}``). A body streamed
-  from an iterator cannot be replayed: such a request is never retried. A request that is not
-  retried still goes through the breaker, bulkhead, rate limiter and timeouts. Nor is it
-  hedged: the policy's hedging starts no further attempt for it (:class:`HttpHedgeBudget`,
-  its hedges denied with the reason ``not_replayable``), while a request that may be sent
-  twice is hedged as configured. Nor does a recovery rule's RETRY or RESTART run it again.
-  Retries, hedges and re-runs all ask one rule, the engine's
+  from an iterator or read from a file is not replayed: such a request is never retried (a body
+  held in memory is: bytes, text, a form, JSON, multipart whose files are bytes or text). A
+  request that is not retried still goes through the breaker, bulkhead, rate limiter and
+  timeouts. Nor is it hedged: the policy's hedging starts no further attempt for it
+  (:class:`HttpHedgeBudget`, its hedges denied with the reason ``not_replayable``), while a
+  request that may be sent twice is hedged as configured. Nor does a recovery rule's RETRY or
+  RESTART run it again. Retries, hedges and re-runs all ask one rule, the engine's
   :func:`~otel_resilience.engine.rerun.may_run_again`, which the integration sets per request.
 * **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a failed
   response's ``Retry-After`` (seconds or an HTTP date) is the next delay
@@ -36,11 +37,14 @@ One request is one *execution* of the policy; each time the client sends it is o
 * **Per host.** Requests run through the policy handle's ``for_key(host)``: each host gets its
   own breaker, bulkhead and rate limiter, so one bad host does not open the breaker for the
   others (:attr:`HttpOptions.per_host`); at most :attr:`HttpOptions.max_hosts` idle hosts are
-  kept, and the host is the execution span's ``resilience.key`` (never a metric attribute).
+  kept, and the host is the execution span's ``resilience.key`` (never a metric attribute): the
+  ASCII name the client sends (``xn--...`` for a non-ASCII one), with ``:port`` off the scheme's
+  port, an IPv6 address in brackets and spelled one way (``[::1]:8080``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol, TypeVar
@@ -84,6 +88,8 @@ RESEND_COUNT_ATTRIBUTE: Final = "http.request.resend_count"
 """The OpenTelemetry HTTP client span attribute: how many times the request was sent before."""
 DEFAULT_MAX_HOSTS: Final = 256
 """How many idle hosts an integration's policy handle keeps (its ``max_keys``)."""
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP token (RFC 9110): what a method and a header name are; never empty, no space."""
 
 _RETRYABLE_ERRORS: Final = RERUNNABLE
 """In a request an integration sends: the errors after which it may be sent again (``()``: none,
@@ -105,9 +111,10 @@ class HttpOptions:
     Attributes:
         failure_statuses: Statuses that are failures: counted by the breaker, retried
             (default :data:`DEFAULT_FAILURE_STATUSES`).
-        retry_methods: Methods retried without a mark (default :data:`IDEMPOTENT_METHODS`).
+        retry_methods: Methods retried without a mark (default :data:`IDEMPOTENT_METHODS`;
+            any case, each an HTTP token).
         idempotency_header: A request header whose presence marks the request retryable
-            (default ``"Idempotency-Key"``; ``None`` for none).
+            (default ``"Idempotency-Key"``, any case; ``None`` for none).
         raise_on_failure: Raise :class:`FailedResponseError` when attempts run out on a failed
             response, instead of returning the response (default ``False``).
         honour_retry_after: Take the delay from a failed response's ``Retry-After`` when the
@@ -145,11 +152,14 @@ class HttpOptions:
             raise fail(
                 "HttpOptions", "retry_methods", "method names (str)", self.retry_methods, kind=TypeError
             )
+        if not all(_TOKEN.fullmatch(m) for m in methods):  # "GET " or "" would match no request
+            raise fail("HttpOptions", "retry_methods", "method names (HTTP tokens)", self.retry_methods)
         object.__setattr__(self, "retry_methods", frozenset(m.upper() for m in methods))
-        if self.idempotency_header is not None and not isinstance(self.idempotency_header, str):
-            raise fail(
-                "HttpOptions", "idempotency_header", "a str or None", self.idempotency_header, kind=TypeError
-            )
+        header = self.idempotency_header
+        if header is not None and not isinstance(header, str):
+            raise fail("HttpOptions", "idempotency_header", "a str or None", header, kind=TypeError)
+        if header is not None and not _TOKEN.fullmatch(header):  # no request carries such a header
+            raise fail("HttpOptions", "idempotency_header", "a header name (an HTTP token) or None", header)
         for field in ("raise_on_failure", "honour_retry_after", "per_host", "deadline_as_timeout"):
             if not isinstance(getattr(self, field), bool):
                 raise fail("HttpOptions", field, "a bool", getattr(self, field), kind=TypeError)

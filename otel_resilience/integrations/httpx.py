@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
+from httpx._multipart import MultipartStream
 
 from otel_resilience.integrations.http import (
     RESEND_COUNT,
@@ -41,42 +42,75 @@ __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
 
 T = TypeVar("T")
 _PHASES = ("connect", "read", "write", "pool")
-_REPLAYABLE = httpx.ByteStream  # a body held in memory: it can be sent again
+
+
+class _Cap(dict[str, Any]):
+    """A request's ``timeout`` extension capped by a deadline (:func:`_prepare`).
+
+    It remembers the one the request came with (``own``, ``None`` for none), from which every
+    later send of the request, or of a request httpx makes from it (a redirect's next hop copies
+    its extensions), is capped again: never from an earlier execution's cap.
+    """
+
+    __slots__ = ("own",)
+
+    own: dict[str, Any] | None
 
 
 def _judge(http: HttpPolicy, request: httpx.Request) -> bool:
     """Return whether ``request`` may be sent more than once."""
-    return http.replayable(
-        request.method,
-        request.headers,
-        request.extensions.get(RETRYABLE),
-        isinstance(request.stream, _REPLAYABLE),
-    )
+    body = request.stream
+    in_memory = isinstance(body, httpx.ByteStream) or _in_memory(body)  # the usual case, without a call
+    return http.replayable(request.method, request.headers, request.extensions.get(RETRYABLE), in_memory)
+
+
+def _in_memory(body: object) -> bool:
+    """Whether a request body is held in memory, so that it can be sent again as it was.
+
+    Bytes, text, a form and JSON are (``httpx.ByteStream``); so is a multipart body whose files
+    are all bytes or text. An iterator, or a file (in a multipart body too), is not.
+    """
+    if isinstance(body, httpx.ByteStream):
+        return True
+    if isinstance(body, MultipartStream):  # its form fields are values; a file field holds `file`
+        return all(isinstance(getattr(field, "file", b""), (bytes, str)) for field in body.fields)
+    return False
 
 
 def _prepare(http: HttpPolicy, request: httpx.Request, sent: Sent) -> int:
     """Record the send and mark its resend count; cap each timeout phase by what is left of the deadline.
 
     No phase is left longer than what is left (a phase ``None``, no limit, neither). The
-    request's own ``extensions`` dict is updated (httpx copies the one it is given).
+    request's own ``extensions`` dict is updated (httpx copies the one it is given); the cap
+    stays on it for the caller's reads of the body. Each send is capped from the timeout the
+    request came with (:class:`_Cap`), never from an earlier send's cap: a request httpx
+    makes from this one (a redirect's next hop, which copies its extensions) or the request sent
+    again is a new execution, with a deadline of its own.
 
     Returns:
         The send's place in ``sent`` (its resend count).
     """
     extensions = request.extensions
     extensions[RESEND_COUNT] = index = record_send(sent)
+    timeout = extensions.get("timeout")
+    own = timeout.own if type(timeout) is _Cap else timeout
     left = http.timeout_left()
     if left is None:
+        if own is not timeout:  # an earlier execution's cap: the request's own timeout again
+            if own is None:
+                del extensions["timeout"]
+            else:
+                extensions["timeout"] = own
         return index
-    timeout = extensions.get("timeout")
-    if timeout is None:
-        extensions["timeout"] = dict.fromkeys(_PHASES, left)
-        return index
-    capped = dict(timeout)
-    for phase in _PHASES:
-        value = timeout.get(phase)
-        if value is None or value > left:
-            capped[phase] = left
+    if own is None:
+        capped: _Cap = _Cap.fromkeys(_PHASES, left)  # type: ignore[assignment] # a _Cap: fromkeys of a subclass
+    else:
+        capped = _Cap(own)
+        for phase in _PHASES:
+            value = own.get(phase)
+            if value is None or value > left:
+                capped[phase] = left
+    capped.own = own
     extensions["timeout"] = capped
     return index
 
@@ -157,7 +191,8 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
         http, url = self._http, request.url
-        return http.send_sync(url.host, url.port, _judge(http, request), self._send_once, request)
+        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
+        return http.send_sync(host, url.port, _judge(http, request), self._send_once, request)
 
     def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised."""
@@ -194,7 +229,8 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` under the policy: the last response, or the error that ended it."""
         http, url = self._http, request.url
-        return await http.send(url.host, url.port, _judge(http, request), self._send_once, request)
+        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
+        return await http.send(host, url.port, _judge(http, request), self._send_once, request)
 
     async def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised."""

@@ -11,6 +11,8 @@ integrations. No HTTP library is imported here.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -370,7 +372,18 @@ async def aclose_dropped(sent: Sent, kept: object) -> None:
 
 
 def _key(host: str, port: int | None) -> str:
-    """The key of a host: ``host``, or ``host:port`` when the port is not the scheme's default."""
+    """The key of a host: ``host``, or ``host:port`` when the port is not the scheme's default.
+
+    ``host`` is the ASCII host the client sends to (an IDNA name as ``xn--...``, as every client
+    gives it). An IPv6 literal is written one way whatever its spelling (``[::ffff:7f00:1]``:
+    compressed, lower case, in brackets, as in a URL), so that one address is one key and a
+    port is never read as part of the address (``[::1]:8080`` is not ``[::1:8080]``).
+    """
+    if ":" in host:
+        address, percent, zone = host.partition("%")
+        with contextlib.suppress(ValueError):
+            address = ipaddress.IPv6Address(address).compressed
+        host = f"[{address}{percent}{zone}]"
     return host if port is None else f"{host}:{port}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,6 +62,28 @@ async def test_posts_are_retried_only_when_marked_and_replayable(server: Scripte
         async with s.post(f"{server.url}/c", data=chunks(), headers=headers) as response:
             assert response.status == 503
     assert (server.count("/a"), server.count("/b"), server.count("/c")) == (1, 2, 1)
+
+
+async def test_a_multipart_body_held_in_memory_is_retried_and_one_with_a_file_is_not(
+    server: ScriptedHTTPServer,
+) -> None:
+    """A multipart PUT (FormData) of bytes is sent again whole; one reading a file object is sent once."""
+    in_memory = aiohttp.FormData({"k": "v"})
+    in_memory.add_field("upload", b"contents", filename="a.txt")
+    from_file = aiohttp.FormData()
+    from_file.add_field("upload", io.BytesIO(b"contents"), filename="a.txt")
+    server.script("/bytes", (503, {}), (502, {}))
+    server.script("/file", (503, {}))
+    async with session() as s:
+        async with s.put(f"{server.url}/bytes", data=in_memory) as response:
+            assert response.status == 200
+        async with s.put(f"{server.url}/file", data=from_file) as response:
+            assert response.status == 503
+    bodies = [body for _, path, _, body in server.requests if path == "/bytes"]
+    assert len(bodies) == 3
+    assert len(set(bodies)) == 1
+    assert b"contents" in bodies[0]
+    assert server.count("/file") == 1
 
 
 async def test_retry_after_is_honoured(server: ScriptedHTTPServer) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
+import requests
 from support import FAST_RETRY as FAST
 from support import ScriptedHTTPServer
 
@@ -16,8 +18,10 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
+from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.http import RETRYABLE, HttpOptions, HttpRetryOn, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.integrations.requests import ResilientAdapter
 from otel_resilience.integrations.sending import HttpPolicy
 
 BREAKER = CircuitBreakerConfig(failure_threshold=2, timeout=60.0)
@@ -184,3 +188,77 @@ def test_a_hosts_view_is_made_once_and_the_views_kept_are_bounded() -> None:
     assert again is not first
     assert again.key == "a.internal"
     assert again.circuit_breaker is first.circuit_breaker
+
+
+# ---------------------------------------------------------------- one host, one key, whatever the client
+
+
+async def get(client: str, config: ResilienceConfig, manager: ResilienceManager, url: str, **kw: Any) -> int:
+    """GET ``url`` with the named client under ``config``; ``proxy`` in ``kw``: through that HTTP proxy."""
+    proxy = kw.get("proxy")
+    if client == "requests":
+        with requests.Session() as session:
+            session.trust_env = False
+            session.mount("http://", ResilientAdapter(config, manager=manager))
+            return session.get(url, proxies={"http": proxy} if proxy else None).status_code
+    if client == "aiohttp":
+        middleware = ResilientMiddleware(config, manager=manager)
+        async with aiohttp.ClientSession(middlewares=(middleware,), trust_env=False) as session:
+            async with session.get(url, proxy=proxy) as response:
+                return response.status
+    inner = httpx.HTTPTransport(proxy=proxy) if proxy else None
+    ainner = httpx.AsyncHTTPTransport(proxy=proxy) if proxy else None
+    driver = "sync" if client == "httpx" else "async"
+    if driver == "sync":
+        with httpx.Client(transport=ResilientTransport(config, inner, manager=manager)) as sync:
+            return sync.get(url).status_code
+    async with httpx.AsyncClient(
+        transport=AsyncResilientTransport(config, ainner, manager=manager)
+    ) as aclient:
+        return (await aclient.get(url)).status_code
+
+
+CLIENTS = pytest.mark.parametrize("client", ["httpx", "httpx-async", "requests", "aiohttp"])
+
+
+@CLIENTS
+async def test_one_ipv6_address_is_one_host_however_it_is_spelled(client: str) -> None:
+    """[::1] and [0:0:0:0:0:0:0:1] are one address: its failures open one breaker, keyed [::1]:port."""
+    server = ScriptedHTTPServer("::1")
+    try:
+        manager = ResilienceManager()
+        config = ResilienceConfig(name="v6", circuit_breaker=BREAKER)
+        server.script("/a", (500, {}), (500, {}))
+        assert await get(client, config, manager, f"http://[::1]:{server.port}/a") == 500
+        assert await get(client, config, manager, f"http://[0:0:0:0:0:0:0:1]:{server.port}/a") == 500
+        with pytest.raises(CircuitOpenError):
+            await get(client, config, manager, f"http://[::1]:{server.port}/a")
+    finally:
+        server.close()
+    handle = manager.policy("v6")
+    assert handle.keys == 1
+    assert handle.for_key(f"[::1]:{server.port}").circuit_breaker.state.value == "open"  # type: ignore[union-attr]
+
+
+def test_an_ipv6_literal_is_keyed_in_brackets_so_a_port_is_never_read_as_part_of_it() -> None:
+    """::1 on port 8080 and the address ::1:8080 on the scheme's port are two hosts, two breakers."""
+    config = ResilienceConfig(name="brackets", circuit_breaker=BREAKER)
+    http = HttpPolicy(config, None, ResilienceManager(), ())
+    with_port, address = http.route("::1", 8080), http.route("::1:8080", None)
+    assert (with_port.key, address.key) == ("[::1]:8080", "[::1:8080]")
+    assert with_port.circuit_breaker is not address.circuit_breaker
+    assert http.route("::FFFF:127.0.0.1", None).key == "[::ffff:7f00:1]"  # one spelling per address
+
+
+async def test_an_idna_host_is_one_key_for_every_client(server: ScriptedHTTPServer) -> None:
+    """Each client keys a non-ASCII host by the name it sends (xn--...): clients sharing a policy share its host."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="idna", circuit_breaker=BREAKER)
+    for client in ("httpx", "httpx-async", "requests", "aiohttp"):  # through the server as a proxy
+        assert await get(client, config, manager, "http://bücher.test/a", proxy=server.url) == 200
+    assert server.count("http://xn--bcher-kva.test/a") == 4
+    handle = manager.policy("idna")
+    assert handle.keys == 1
+    breaker = handle.for_key("xn--bcher-kva.test").circuit_breaker
+    assert breaker is not None
+    assert breaker.get_stats()["total_requests"] == 4

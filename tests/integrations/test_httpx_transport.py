@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -187,6 +188,25 @@ async def test_a_streamed_body_is_never_retried(server: ScriptedHTTPServer) -> N
 
 
 @DRIVERS
+async def test_a_multipart_body_held_in_memory_is_retried_and_one_with_a_file_is_not(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """A multipart PUT whose files are bytes is sent again whole; one reading a file object is sent once."""
+    server.script("/bytes", (503, {}), (502, {}))
+    server.script("/file", (503, {}))
+    clients = Clients(driver, policy())
+    files = {"upload": ("a.txt", b"contents")}
+    response = await clients.request("PUT", f"{server.url}/bytes", data={"k": "v"}, files=files)
+    assert response.status_code == 200
+    bodies = [body for _, path, _, body in server.requests if path == "/bytes"]
+    assert len(bodies) == 3
+    assert len(set(bodies)) == 1
+    assert b"contents" in bodies[0]
+    response = await clients.request("PUT", f"{server.url}/file", files={"upload": io.BytesIO(b"contents")})
+    assert (response.status_code, server.count("/file")) == (503, 1)
+
+
+@DRIVERS
 async def test_retry_after_sets_the_next_delay(driver: str, server: ScriptedHTTPServer) -> None:
     """A 503 with Retry-After: 0.3 is retried no sooner than 0.3 s later (the policy's delay is 0.01 s)."""
     server.script("/a", (503, {"Retry-After": "0.3"}))
@@ -368,6 +388,38 @@ def test_a_timeout_of_another_shape_keeps_its_own_keys(server: ScriptedHTTPServe
     assert all(4.0 < value <= 5.0 for value in timeout.values())
 
 
+def test_a_cap_is_never_carried_into_another_execution(server: ScriptedHTTPServer) -> None:
+    """A redirect's next hop, and a request sent again, go with their own timeout, not an earlier cap.
+
+    httpx copies a request's extensions into its redirect's next hop: the cap of the first hop's
+    deadline must not bound the next hop, a new execution (here under a policy with no deadline).
+    """
+    seen: list[dict[str, Any]] = []
+
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(dict(request.extensions["timeout"]))
+            return super().handle_request(request)
+
+    other = ScriptedHTTPServer()
+    try:
+        server.script("/r", (302, {"Location": f"{other.url}/b"}))
+        capped = ResilientTransport(policy(timeout=1.0), Recording(), manager=ResilienceManager())
+        uncapped = ResilientTransport(policy(name="other"), Recording(), manager=ResilienceManager())
+        mounts = {server.url: capped, other.url: uncapped}
+        with httpx.Client(mounts=mounts, timeout=30.0, follow_redirects=True) as client:
+            response = client.get(f"{server.url}/r")
+            assert (response.status_code, other.count("/b")) == (200, 1)
+            again = client.build_request("GET", f"{other.url}/c")
+            capped.handle_request(again).close()
+            uncapped.handle_request(again).close()
+    finally:
+        other.close()
+    first, hop, sent_capped, sent_again = seen
+    assert all(value <= 1.0 for value in (*first.values(), *sent_capped.values()))
+    assert hop == sent_again == dict.fromkeys(("connect", "read", "write", "pool"), 30.0)
+
+
 def test_bad_arguments_are_refused() -> None:
     """A policy or options of the wrong type is a TypeError naming the field."""
     with pytest.raises(TypeError, match=r"HttpPolicy.policy"):
@@ -378,6 +430,22 @@ def test_bad_arguments_are_refused() -> None:
         HttpOptions(failure_statuses={700})
     with pytest.raises(TypeError, match=r"HttpOptions.retry_methods"):
         HttpOptions(retry_methods="GET")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("retry_methods", {"GET "}),
+        ("retry_methods", {""}),
+        ("idempotency_header", ""),
+        ("idempotency_header", "Idempotency Key"),
+        ("idempotency_header", "Idempotency-Key:"),
+    ],
+)
+def test_a_method_or_header_no_request_can_carry_is_refused(field: str, value: object) -> None:
+    """A method or header name that is not an HTTP token would match nothing: a ValueError naming it."""
+    with pytest.raises(ValueError, match=rf"HttpOptions.{field} must be"):
+        HttpOptions(**{field: value})
 
 
 def test_a_response_the_deadline_dropped_is_closed(server: ScriptedHTTPServer) -> None:

@@ -8,6 +8,7 @@ objects are read by their attributes only.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -15,15 +16,17 @@ from typing import Any, Final
 __all__ = ["parse_retry_after", "retry_after_delay"]
 
 _HEADER: Final = "Retry-After"
+_DELTA_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+"""delta-seconds: ASCII digits, a decimal fraction allowed (no sign, exponent, ``_`` or other digits)."""
 
 
 def parse_retry_after(value: str, *, now: datetime | None = None) -> float | None:
     """Return the seconds an HTTP ``Retry-After`` value asks to wait, or ``None`` if it is not one.
 
-    The value is delta-seconds (``"120"``; a decimal such as ``"1.5"`` is accepted too) or an
-    HTTP date (``"Wed, 21 Oct 2015 07:28:00 GMT"``, read with
-    :func:`email.utils.parsedate_to_datetime`; a date without a zone is taken as UTC). A date
-    in the past asks for no wait: 0.0.
+    The value is delta-seconds (``"120"``; a decimal such as ``"1.5"`` is accepted too; ASCII
+    digits only: ``"-1"``, ``"+5"``, ``"1e3"`` or ``"1_0"`` is none) or an HTTP date
+    (``"Wed, 21 Oct 2015 07:28:00 GMT"``, read with :func:`email.utils.parsedate_to_datetime`; a
+    date without a zone is taken as UTC). A date in the past asks for no wait: 0.0.
 
     Args:
         value: The header's value.
@@ -35,16 +38,9 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
         ``max_delay``, so retrying gives up, as for any value over it.
     """
     text = value.strip()
-    if not text:
-        return None
-    try:
+    if _DELTA_SECONDS.fullmatch(text):
         seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(seconds):
-            return seconds if seconds >= 0 else None
-        return math.inf if text.isdigit() else None  # only digits: a valid value past the float range
+        return seconds if math.isfinite(seconds) else math.inf  # past the float range: still valid
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
