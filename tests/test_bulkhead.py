@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from support import CountingLock, run_threads, until, until_sync
@@ -1062,6 +1063,48 @@ async def test_slot_rejects_when_full_and_frees_on_cancel() -> None:
             await task
     stats = bulkhead.get_stats()
     assert (stats["active"], stats["waiting"], stats["rejected"]) == (0, 0, 1)
+
+
+async def test_a_slot_cancelled_while_it_waits_is_counted_and_its_holder_serves_again(otel: Any) -> None:
+    """Cancelled in the queue, a ``slot()`` block counts as a cancelled execution, as a queued call does.
+
+    The bulkhead's pipeline counts it (and exports it), and the slot holder, whose block never
+    ran, serves the next block.
+    """
+    bulkhead = Bulkhead(
+        "slots-cancelled-waiting", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=5.0)
+    )
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with bulkhead.slot():
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await until(lambda: bulkhead.get_stats()["active"] == 1)
+    slot = bulkhead.slot()
+
+    async def enter() -> None:
+        async with slot:
+            pass
+
+    waiter = asyncio.create_task(enter())
+    await until(lambda: bulkhead.get_stats()["waiting"] == 1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    release.set()
+    await holder
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"], stats["cancelled"], stats["completed"]) == (0, 0, 1, 1)
+    exported = {
+        dict(point.attributes)["resilience.outcome"]: point.value
+        for point in otel.points("resilience.executions")
+        if dict(point.attributes).get("resilience.policy") == "slots-cancelled-waiting" and point.value
+    }
+    assert exported == {"success": 1, "cancelled": 1}
+    async with slot:
+        assert bulkhead.get_stats()["active"] == 1
 
 
 def test_slot_in_threads_and_single_use() -> None:

@@ -575,6 +575,32 @@ async def test_interrupt_in_sync_call_is_not_counted(clock: FakeClock) -> None:
     assert breaker.get_stats()["half_open_in_flight"] == 0
 
 
+async def test_an_interrupt_from_a_state_change_callback_at_the_move_to_half_open_gives_the_probe_back(
+    clock: FakeClock, driver: str
+) -> None:
+    """The call that moves the breaker to HALF_OPEN is interrupted by a callback: its probe is not left taken.
+
+    The callback runs after the permit was taken and before the call is made; the interrupt reaches
+    the caller, the permit is given back (counted as cancelled), and the next call probes.
+    """
+    breaker = make(clock, failure_threshold=1, success_threshold=1, timeout=1.0)
+    await trip_and_wait(breaker, clock, driver)
+
+    def interrupt_on_half_open(change: StateChanged) -> None:
+        if change.new == "half_open":
+            raise KeyboardInterrupt
+
+    breaker.on_state_change(interrupt_on_half_open)
+    called: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        await invoke(breaker, driver, lambda: called.append("probe"))
+    assert called == []
+    stats = breaker.get_stats()
+    assert (stats["state"], stats["half_open_in_flight"], stats["total_cancelled"]) == ("half_open", 0, 1)
+    assert await invoke(breaker, driver, ok) == "ok"
+    assert breaker.state is CircuitState.CLOSED
+
+
 async def test_cancellation_storm_leaks_no_probe_slot(clock: FakeClock) -> None:
     """After random cancellations of gated probes, no half-open slot stays taken."""
     breaker = make(clock, failure_threshold=1, success_threshold=1000, timeout=1.0, half_open_max_calls=4)

@@ -16,6 +16,7 @@ import pytest
 
 from otel_resilience import ErrorRecoverySystem, Hedging, HedgingConfig, RecoveryAction, RecoveryStrategy
 from otel_resilience.engine.deadline import sleep_sync_within_deadline
+from otel_resilience.engine.events import HUB, Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.patterns.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
@@ -265,6 +266,37 @@ def test_an_interrupt_in_a_sync_on_retry_gives_the_retry_back(clock: FakeClock) 
     retry = Retry("dep", fixed(1.0, budget), clock=clock, on_retry=on_retry)
     with pytest.raises(KeyboardInterrupt):
         retry.execute_sync(failing)
+    assert counts(budget) == (1, 0, 10)
+
+
+class InterruptAt:
+    """A telemetry listener that raises ``KeyboardInterrupt`` when ``event`` is reported."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+    def on_event(self, source: object, event: Event, args: object) -> None:
+        if event is self.event:
+            raise KeyboardInterrupt
+
+
+async def test_a_listener_interrupted_as_the_retry_is_reported_gives_the_retry_back(
+    driver: str, clock: FakeClock
+) -> None:
+    """An interrupt from a listener of ``retry_scheduled``: the retry withdrawn never runs, the budget has it back."""
+    budget = floor_only(clock)
+    retry = Retry("dep", fixed(1.0, budget), clock=clock)
+    listener = InterruptAt(Event.RETRY_SCHEDULED)
+    HUB.add_listener(listener)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if driver == "sync":
+                retry.execute_sync(failing)
+            else:
+                await retry.execute(afailing)
+    finally:
+        HUB.remove_listener(listener)
+    assert clock.sleeps == []
     assert counts(budget) == (1, 0, 10)
 
 

@@ -30,8 +30,9 @@ class Guard:
     Entering runs the step's :meth:`~Step.admit` (waiting when it says :class:`Wait`); leaving
     ends the run with the hook the block's outcome calls for, exactly as the drivers do: no
     exception is a success, an ``Exception`` a failure, anything else a cancellation. The
-    pipeline counts the execution in its stats (a rejection included); no execution scope (span)
-    is opened. Only a step whose rules never decide an action can guard a block (a breaker, a
+    pipeline counts the execution in its stats (a rejection included, and an entry cancelled or
+    interrupted while it waited, as a call's driver counts it); no execution scope (span) is
+    opened. Only a step whose rules never decide an action can guard a block (a breaker, a
     bulkhead); one guard serves one block.
     """
 
@@ -63,6 +64,7 @@ class Guard:
             raise RuntimeError(msg)
 
     def _refused(self, error: BaseException) -> None:
+        """Count an entry that raised (a rejection, or a cancellation while it waited); free the guard."""
         self._ctx = None
         self._pipeline.stats.count(classify_error(error))
 
@@ -96,7 +98,7 @@ class Guard:
             token = self._admit(sync=True)
             if issubclass(type(token), Wait):
                 token = self._admitted(token.wait_sync())
-        except Exception as error:
+        except BaseException as error:  # a rejection, or an interrupt while it waited
             self._refused(error)
             raise
         self._token = token
@@ -111,7 +113,7 @@ class Guard:
             token = self._admit(sync=False)
             if issubclass(type(token), Wait):
                 token = self._admitted(await token.wait())
-        except Exception as error:
+        except BaseException as error:  # a rejection, or a cancellation while it waited
             self._refused(error)
             raise
         self._token = token

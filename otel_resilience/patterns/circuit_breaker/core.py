@@ -200,6 +200,9 @@ class _BreakerCore:
 
         CLOSED admits, and OPEN before its timer elapsed rejects, without the lock: each reads
         one state period (an atomic snapshot), and a transition racing with it is ordered after.
+        A move to HALF_OPEN (or a hung probe reclaimed) is reported before the permit is returned:
+        a ``BaseException`` a listener or a state change callback raises there gives the permit
+        back (counted as cancelled) and passes, so no probe is left taken by a call never made.
         """
         permit = self._permit
         state = permit.state
@@ -211,7 +214,12 @@ class _BreakerCore:
         with self._lock or self._make_lock():
             change = self._poll_locked() or self._reclaim_locked()
             admitted = self._admit_locked()
-        self._emit(change)
+        try:
+            self._emit(change)
+        except BaseException:  # a listener or state change callback interrupted: the call never runs
+            if admitted is not None:
+                self.release(admitted)
+            raise
         return admitted
 
     def release(self, permit: Permit) -> None:

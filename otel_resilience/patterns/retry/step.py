@@ -202,7 +202,12 @@ class _RetryCore:
             next(stats._retries)
             if telemetry.hub.event_listeners:
                 args = RetryScheduled(failed, delay, error_type_name(error), wait.source)
-                telemetry.report(_RETRY_SCHEDULED, args)
+                try:
+                    telemetry.report(_RETRY_SCHEDULED, args)
+                except BaseException:  # a listener interrupted: the retry withdrawn never runs
+                    if wait.withdrawal is not None:
+                        self.budget.refund(wait.withdrawal)  # type: ignore[union-attr] # a receipt: a budget
+                    raise
             return wait
         self._give_up(telemetry, attempt, error, wait, failed)
         return None
