@@ -76,6 +76,11 @@ class SharedStore(abc.ABC):
     ops: int
     fallback_permits: int
 
+    @property
+    def local_only(self) -> bool:
+        """Whether its patterns run on local state now: it is unreachable (:attr:`degraded`) or closed."""
+        return self.degraded
+
     @abc.abstractmethod
     def share_breaker(self, breaker: Any) -> None:
         """Share ``breaker``'s state (a :class:`~otel_resilience.CircuitBreaker`) from now on."""

@@ -2,7 +2,7 @@
 
 A :class:`SharedBreaker` is the store's side of one breaker. The breaker's rules never wait on
 it: they read :meth:`merged` (plain attributes) under their lock, and its background work runs
-in the store's thread (:meth:`tick`, :meth:`publish`, :meth:`resync`) and its subscriber
+in the store's thread (:func:`tick`, :meth:`publish`, :func:`read_states`) and its subscriber
 (:meth:`on_message`). Keys, for a breaker named ``name`` in namespace ``ns`` (``:`` and ``%`` in
 the name percent-encoded, so that two names never share a key):
 
@@ -18,6 +18,7 @@ the name percent-encoded, so that two names never share a key):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import weakref
@@ -32,12 +33,12 @@ from otel_resilience.patterns.circuit_breaker.window import TimeWindow
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from otel_resilience.patterns.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.store.redis_store import RedisStore
 
-__all__ = ["SharedBreaker", "key_part"]
+__all__ = ["SharedBreaker", "key_part", "read_states", "tick"]
 
 _ADOPTING: Final = threading.local()
 """Per thread: a state change being adopted (from the cluster), which is not published back."""
@@ -48,6 +49,8 @@ _UNPUBLISHED: Final = frozenset({"half_open"})
 """States each replica reaches on its own (the end of an OPEN period is the server's time)."""
 _STATES: Final = {state.value: state for state in CircuitState}
 _AFTER_A_TRIP: Final = (CircuitState.OPEN, CircuitState.HALF_OPEN)
+_READ_BATCH: Final = 200
+"""Breakers one round trip reads the cluster state of, or reports the counts of (pipelined)."""
 
 
 def key_part(text: str) -> str:
@@ -196,20 +199,16 @@ class SharedBreaker(PeerCounts):
         return list(client.eval(scripts.PUBLISH_STATE, 1, *keys, *argv))
 
     def resync(self, client: Any) -> None:
-        """Read the cluster's state and take it (a replica joining, or after the store came back).
+        """Read the cluster's state and take it (:func:`read_states` for this breaker alone)."""
+        read_states(client, [self])
+
+    def _take_state(self, breaker: CircuitBreaker, reply: Any) -> None:
+        """Take the cluster's state read by ``READ_STATE`` (a replica joining, or after the store came back).
 
         An OPEN replica facing a cluster that is not OPEN (it tripped while the store was away)
         publishes its OPEN instead: a trip is never lost.
         """
-        breaker = self.breaker
-        if breaker is None:
-            return
-        with self._lock:
-            self._resync(client, breaker)
-
-    def _resync(self, client: Any, breaker: CircuitBreaker) -> None:
-        next(self._store._ops)
-        epoch, state, left, reason = client.eval(scripts.READ_STATE, 1, f"{self._prefix}:state")
+        epoch, state, left, reason = reply
         state, reason = _text(state), _text(reason)
         local = breaker._core._permit.state
         if local is CircuitState.OPEN and state != "open" and int(epoch) <= self.epoch:
@@ -266,28 +265,17 @@ class SharedBreaker(PeerCounts):
             _ADOPTING.on = False
         self._apply_probe_limit(breaker)
 
-    def tick(self, client: Any, now: float) -> None:
-        """Report this replica's counts if they changed (at once after a failure); manage leases."""
-        breaker = self.breaker
-        if breaker is None:
-            return
-        core = breaker._core
-        state = core._permit.state
-        if state is CircuitState.CLOSED or state is CircuitState.METRICS_ONLY:
-            self._flush(client, breaker)
-        elif state is CircuitState.HALF_OPEN or (state is CircuitState.OPEN and core.retry_after() <= 0.0):
-            self._probe_leases(client, breaker, now)
-
-    def _flush(self, client: Any, breaker: CircuitBreaker) -> None:
+    def _report(self, breaker: CircuitBreaker) -> tuple[tuple[object, ...], tuple[int, int, int]] | None:
+        """The ``FLUSH_COUNTS`` arguments reporting this replica's counts, if they changed (or it failed)."""
         counts = shared.local_counts(breaker._core)
         failed, self._failed = self._failed, False
         if counts == self._last_report and not failed:
-            return
-        store = self._store
-        next(store._ops)
+            return None
         key = f"{self._prefix}:counts:{self.epoch}"
-        argv = [self._id, *counts, self._max_age, self._max_age]  # older entries are read as gone
-        peers = client.eval(scripts.FLUSH_COUNTS, 1, key, *argv)
+        return (key, self._id, *counts, self._max_age, self._max_age), counts  # older entries: gone
+
+    def _reported(self, breaker: CircuitBreaker, counts: tuple[int, int, int], peers: Any) -> None:
+        """Take the peers' counts the store answered to this replica's report of ``counts``."""
         self._last_report = counts
         self._peers = (int(peers[0]), int(peers[1]), int(peers[2]))
         shared.reconsider(breaker._core)
@@ -336,6 +324,65 @@ class SharedBreaker(PeerCounts):
         breaker = self.breaker
         if breaker is not None:
             self._apply_probe_limit(breaker)
+
+
+def read_states(client: Any, links: Sequence[SharedBreaker]) -> None:
+    """Read the cluster state of each of ``links`` and take it, :data:`_READ_BATCH` per round trip.
+
+    One read per round trip made the store's thread spend a round trip per breaker on every
+    resync: with thousands of breakers, seconds in which no failure was reported and no trip
+    published. Each link's lock is held from its read to the taking of its state, as when it
+    was read alone: a transition the subscriber takes meanwhile waits, so a state read before
+    it is never taken after it.
+    """
+    for start in range(0, len(links), _READ_BATCH):
+        batch: list[tuple[SharedBreaker, CircuitBreaker]] = []
+        for link in links[start : start + _READ_BATCH]:
+            breaker = link.breaker
+            if breaker is not None:
+                batch.append((link, breaker))
+        if not batch:
+            continue
+        with contextlib.ExitStack() as held:
+            pipe = client.pipeline(transaction=False)
+            for link, _ in batch:
+                held.enter_context(link._lock)
+                next(link._store._ops)
+                pipe.eval(scripts.READ_STATE, 1, f"{link._prefix}:state")
+            for (link, breaker), reply in zip(batch, pipe.execute(), strict=True):
+                link._take_state(breaker, reply)
+
+
+def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
+    """Report the counts of ``links`` that changed (:data:`_READ_BATCH` per round trip); manage leases.
+
+    Counts are reported for a CLOSED breaker when they changed (at once after a failure), which
+    after a new period or a reconnection is every breaker: pipelined, a round costs a few round
+    trips whatever the number of breakers, not one per breaker (seconds with thousands of them,
+    in which no trip was published). Leases are taken or renewed for breakers whose OPEN period
+    ended (few at a time).
+    """
+    reports: list[tuple[SharedBreaker, CircuitBreaker, tuple[object, ...], tuple[int, int, int]]] = []
+    for link in links:
+        breaker = link.breaker
+        if breaker is None:
+            continue
+        core = breaker._core
+        state = core._permit.state
+        if state is CircuitState.CLOSED or state is CircuitState.METRICS_ONLY:
+            report = link._report(breaker)
+            if report is not None:
+                reports.append((link, breaker, *report))
+        elif state is CircuitState.HALF_OPEN or (state is CircuitState.OPEN and core.retry_after() <= 0.0):
+            link._probe_leases(client, breaker, now)
+    for start in range(0, len(reports), _READ_BATCH):
+        batch = reports[start : start + _READ_BATCH]
+        pipe = client.pipeline(transaction=False)
+        for link, _, args, _ in batch:
+            next(link._store._ops)
+            pipe.eval(scripts.FLUSH_COUNTS, 1, *args)
+        for (link, breaker, _, counts), peers in zip(batch, pipe.execute(), strict=True):
+            link._reported(breaker, counts, peers)
 
 
 def _gone() -> None:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
-from otel_resilience.engine.validation import check_duration, check_name
-from otel_resilience.store.breaker import SharedBreaker, key_name
+from otel_resilience.engine.validation import check_duration, check_name, fail
+from otel_resilience.store.breaker import SharedBreaker, key_name, read_states, tick
+from otel_resilience.store.deadlines import bound_connections, within
 from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ _MIN_GAP: Final = 0.01
 """The shortest time between two rounds of the store's thread (at most 100 reports a second)."""
 _RETRY_MAX: Final = 5.0
 """The longest pause between two attempts to reach an unreachable store, in seconds."""
+_SHORTEST_TTL: Final = 0.001
+"""The shortest ``probe_lease_ttl`` and ``key_ttl``: Redis expires keys in whole milliseconds."""
+_PROBE_TTL_MS: Final = 1000
+"""How long the key written to reach an unreachable store again lives, in milliseconds."""
 
 
 class RedisStore(SharedStore):
@@ -77,7 +82,9 @@ class RedisStore(SharedStore):
         "_lock",
         "_ops",
         "_pending",
+        "_reached",
         "_redis_errors",
+        "_resync",
         "_resync_all",
         "_resync_every",
         "_serial",
@@ -123,8 +130,12 @@ class RedisStore(SharedStore):
         self._links: list[SharedBreaker] = []
         self._pending: dict[int, tuple[SharedBreaker, StateChanged]] = {}
         self._resync_all = True
+        self._resync: list[SharedBreaker] = []
+        """Breakers shared since the last round: their cluster state is read in the next one."""
         self._wake = threading.Event()
         self._closed = threading.Event()
+        self._reached = threading.Event()
+        """Set when the store's thread reaches Redis again (or it closes): the subscriber retries now."""
         self._threads: tuple[threading.Thread, ...] = ()
         self.degraded = False
         self.outages = self.errors = 0
@@ -165,8 +176,9 @@ class RedisStore(SharedStore):
             flush_interval: Seconds between two reports of a breaker's counts (a failure is
                 reported at once).
             probe_lease_ttl: Seconds a half-open probe lease lasts unless its holder renews it
-                (it does while its probe runs): a crashed prober blocks the others this long.
-            key_ttl: Seconds a breaker's cluster state is kept after its last change.
+                (it does while its probe runs): a crashed prober blocks the others this long
+                (at least 0.001: Redis expires keys in whole milliseconds).
+            key_ttl: Seconds a breaker's cluster state is kept after its last change (at least 0.001).
             resync_interval: Seconds between two reads of every shared breaker's cluster state,
                 which heals a transition message lost in a partition (and notices a slow store
                 while nothing else asks it).
@@ -174,8 +186,10 @@ class RedisStore(SharedStore):
         Raises:
             ImportError: The ``redis`` package is not installed (``pip install otel-resilience[redis]``).
             TypeError: An argument has the wrong type (the message names ``RedisStore.from_url.<arg>``).
-            ValueError: An argument is out of range.
+            ValueError: An argument is out of range, or ``url`` is not a Redis URL.
         """
+        if not isinstance(url, str):
+            raise fail(_OWNER, "url", "a redis://, rediss:// or unix:// URL (str)", url, kind=TypeError)
         check_name(_OWNER, "namespace", namespace)
         durations = {
             "timeout": timeout,
@@ -185,6 +199,10 @@ class RedisStore(SharedStore):
             "resync_interval": resync_interval,
         }
         seconds = {name: check_duration(_OWNER, name, value) for name, value in durations.items()}
+        for name in ("probe_lease_ttl", "key_ttl"):
+            if seconds[name] < _SHORTEST_TTL:
+                rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
+                raise fail(_OWNER, name, rule, durations[name])
         client, subscriber, errors, usage, async_factory = _connect(url, seconds["timeout"])
         store = cls(client, subscriber, namespace=namespace, **seconds)
         store._redis_errors = errors
@@ -204,7 +222,7 @@ class RedisStore(SharedStore):
         link.go_local() if self.degraded else shared.set_probe_limit(breaker._core, link, 0)
         with self._lock:
             self._links = [*(alive for alive in self._links if alive.breaker is not None), link]
-            self._resync_all = True
+            self._resync.append(link)  # read in the next round: this one only, not every breaker
         self._start()
         self._wake.set()
 
@@ -239,9 +257,12 @@ class RedisStore(SharedStore):
         """Run ``script`` on ``key`` in this thread (at most ``timeout``); return its reply or the error."""
         next(self._ops)
         try:
-            return self._client.eval(script, 1, key, *argv)
+            with within(self.timeout):  # connecting and the handshake included
+                return self._client.eval(script, 1, key, *argv)
         except self._redis_errors as error:
             return error
+        except Exception as error:  # noqa: BLE001 - raised again unless close() ended the operation
+            return self._closed_under(error)
 
     async def _run_script_async(self, script: str, key: str, argv: Sequence[object]) -> Any:
         """Run ``script`` on ``key`` from the running loop, without blocking it; reply or error.
@@ -256,6 +277,19 @@ class RedisStore(SharedStore):
             return await bounded(client.eval(script, 1, key, *argv), self.timeout)
         except self._redis_errors as error:
             return error
+        except Exception as error:  # noqa: BLE001 - raised again unless close() ended the operation
+            return self._closed_under(error)
+
+    def _closed_under(self, error: Exception) -> Exception:
+        """Return ``error`` of an operation that :meth:`close` ended (its connection shut under it).
+
+        redis-py 5 raises what the closed socket raised (``ValueError: I/O operation on closed
+        file``) where later versions raise a ``ConnectionError``: either way the operation failed
+        and the caller goes on with its local state. Any other error is raised.
+        """
+        if not self._closed.is_set():
+            raise error
+        return error
 
     # -- health ----------------------------------------------------------------------------
 
@@ -274,7 +308,13 @@ class RedisStore(SharedStore):
             self.errors += 1
 
     def failed(self, error: BaseException) -> None:
-        """Count a failed Redis operation; the first one of an outage logs a warning and degrades."""
+        """Count a failed Redis operation; the first one of an outage logs a warning and degrades.
+
+        An operation that fails because the store closed under it (a call in flight, its
+        connection closed by :meth:`close`) is no outage: nothing is counted or logged.
+        """
+        if self._closed.is_set():
+            return
         with self._lock:
             self.errors += 1
             if self.degraded:
@@ -301,6 +341,7 @@ class RedisStore(SharedStore):
             if not self.degraded:
                 return
             self.degraded = False
+        self._reached.set()
         _LOG.warning("shared store %r reachable again: state resynchronised", self.namespace)
 
     # -- the background threads ------------------------------------------------------------
@@ -325,11 +366,13 @@ class RedisStore(SharedStore):
         closed = self._closed.is_set()
         self._wake = threading.Event()  # their locks may have been held by a thread of the parent
         self._closed = threading.Event()
+        self._reached = threading.Event()
         if closed:
             self._closed.set()
         self._id = uuid.uuid4().hex[:12]
         self._pending = {}
         self._resync_all = True
+        self._resync = []
         for link in self._links:
             link.forked(f"{self._id}.{next(self._serial)}")
         started, self._threads = bool(self._threads), ()
@@ -358,17 +401,13 @@ class RedisStore(SharedStore):
             try:
                 now = last_tick = time.monotonic()
                 if self.degraded:
-                    next(self._ops)
-                    self._client.ping()
+                    self._probe()
                     self._resync_all = True
                 self._drain()
-                if self._resync_all or now - last_resync >= self._resync_every:
-                    self._resync_all, last_resync = False, now
-                    for link in self._live():
-                        link.resync(self._client)
+                if self._read_states(now - last_resync >= self._resync_every):
+                    last_resync = now
                 self._recovered()
-                for link in self._live():
-                    link.tick(self._client, now)
+                tick(self._client, self._live(), now)
                 pause = self._interval
             except self._redis_errors as error:
                 self.failed(error)
@@ -376,6 +415,30 @@ class RedisStore(SharedStore):
                 pause = min(pause * 2, _RETRY_MAX)
             except Exception:  # noqa: BLE001 - the store's thread must outlive any one bug
                 _LOG.exception("shared store %r: background work failed", self.namespace)
+
+    def _probe(self) -> None:
+        """Try to reach the store again with a write.
+
+        A server that answers reads but refuses writes (read-only after a failover, out of
+        memory) cannot serve the store: it stays degraded, rather than coming back for one
+        round and failing again at its next write, an outage and two log records each time.
+        """
+        next(self._ops)
+        self._client.set(f"{self.namespace}:alive", self._id, px=_PROBE_TTL_MS)
+
+    def _read_states(self, due: bool) -> bool:
+        """Read the cluster state of every breaker (``due``, or after reconnecting), else of new ones only.
+
+        A new breaker's state is read in the round after it is shared, without reading every
+        other breaker's again: a service making breakers one by one (a key each) costs one read
+        per breaker, not one per breaker it already has. Returns whether every breaker was read.
+        """
+        with self._lock:
+            fresh, self._resync = self._resync, []
+            everything, self._resync_all = self._resync_all or due, False
+        links = self._live() if everything else [link for link in fresh if link.breaker is not None]
+        read_states(self._client, links)
+        return everything
 
     def _live(self) -> list[SharedBreaker]:
         with self._lock:
@@ -395,22 +458,46 @@ class RedisStore(SharedStore):
                 raise
 
     def _listen(self) -> None:
-        """The subscriber thread: take the transitions other replicas publish."""
+        """The subscriber thread: take the transitions other replicas publish.
+
+        After a failure it retries with backoff, and at once when the store's thread reaches
+        Redis again: a store that says it is back is listening again within a round trip, not
+        after the rest of the subscriber's backoff (up to 5 s in which no trip reached it). A
+        subscription the server refuses (an ACL without ``SUBSCRIBE``) is no outage: the rest of
+        the store works, and trips reach this replica at each resync only; it is counted in
+        :attr:`errors`, logged once, and tried again with backoff.
+        """
         pause = self._interval
+        warned = False
         while not self._closed.is_set():
             pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.channel)
                 self._resync_all = True  # messages may have been missed while unsubscribed
                 self._wake.set()
-                pause = self._interval
                 while not self._closed.is_set():
                     message = pubsub.get_message(timeout=1.0)
+                    pause = self._interval  # subscribed (a refusal is raised by the first read)
                     if message is not None:
                         self._dispatch(message["data"])
             except self._redis_errors as error:
-                self.failed(error)
-                self._closed.wait(pause)
+                if self.answered(error):
+                    self.refused()
+                    if not warned:
+                        warned = True
+                        _LOG.warning(
+                            "shared store %r refused its subscription (%s: %s): other replicas' "
+                            "transitions reach this one every resync_interval only",
+                            self.namespace,
+                            type(error).__name__,
+                            error,
+                        )
+                    self._closed.wait(pause)
+                else:
+                    self._reached.clear()
+                    self.failed(error)
+                    if not self._closed.is_set():  # close() sets _reached after _closed
+                        self._reached.wait(pause)  # or at once when the store's thread reaches Redis again
                 pause = min(pause * 2, _RETRY_MAX)
             except Exception:  # noqa: BLE001
                 _LOG.exception("shared store %r: subscriber failed", self.namespace)
@@ -434,6 +521,7 @@ class RedisStore(SharedStore):
         """Stop the background threads (shared breakers then run on local state) and disconnect."""
         self._closed.set()
         self._wake.set()
+        self._reached.set()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=2.0)
@@ -477,8 +565,10 @@ def _connect(
 
     The factory makes a ``redis.asyncio`` client with the same options (one per event loop).
 
-    Every operation is bounded by ``timeout`` (connecting included) and never retried by the
-    client: the store's thread retries, with backoff, and the calls go on meanwhile.
+    Every step of an operation (connecting, the handshake, the command) is bounded by
+    ``timeout``, and an operation a caller waits for (a rate limiter's permit) by ``timeout`` as a
+    whole (:mod:`otel_resilience.store.deadlines`); none is retried by the client: the store's
+    thread retries, with backoff, and the calls go on meanwhile.
 
     Raises:
         ImportError: The ``redis`` package is not installed.
@@ -498,7 +588,11 @@ def _connect(
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
     }
-    clients = (redis.Redis.from_url(url, **options), redis.Redis.from_url(url, **options))
+    try:
+        client = bound_connections(redis.Redis.from_url(url, **options))
+        clients = (client, redis.Redis.from_url(url, **options))
+    except ValueError as error:  # a URL redis cannot read (another scheme, a bad port, a bad db)
+        raise fail(_OWNER, "url", f"a Redis URL ({error})", url) from error
 
     def async_client() -> Any:
         return redis.asyncio.Redis.from_url(url, **{**options, "retry": AsyncRetry(NoBackoff(), 0)})

@@ -31,12 +31,12 @@ def _per_store(read: Callable[[SharedStore], int]) -> Callable[[], list[Observat
 
 
 def _breakers_shared() -> list[Observation]:
-    """1 per shared breaker name while every one of its stores answers, 0 while one does not."""
+    """1 per shared breaker name while each of its stores answers, 0 while one does not or is closed."""
     by_name: dict[str, int] = {}
     for breaker in BREAKERS.items():
         store = getattr(getattr(breaker, "config", None), "store", None)
         if isinstance(store, SharedStore):
-            by_name[breaker.name] = min(by_name.get(breaker.name, 1), 0 if store.degraded else 1)
+            by_name[breaker.name] = min(by_name.get(breaker.name, 1), 0 if store.local_only else 1)
     return [Observation(value, {sc.NAME: name}) for name, value in by_name.items()]
 
 

@@ -197,6 +197,30 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         RedisStore.from_url("redis://localhost", timeout=0)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "field"),
+    [
+        ({"url": None}, TypeError, "url"),
+        ({"url": "localhost:6379"}, ValueError, "url"),
+        ({"url": "redis://localhost:port/0"}, ValueError, "url"),
+        ({"probe_lease_ttl": 0.0004}, ValueError, "probe_lease_ttl"),
+        ({"key_ttl": 0.0001}, ValueError, "key_ttl"),
+    ],
+)
+def test_a_url_or_ttl_redis_cannot_take_is_refused_at_construction(
+    arguments: dict[str, object], error: type[Exception], field: str
+) -> None:
+    """A URL that is not Redis' and a TTL under Redis' millisecond raise, naming the field.
+
+    They were accepted: the URL's error did not name it (``url=None``: an ``AttributeError``), a
+    lease TTL of 0 ms made every lease fail in Redis (the store degraded, "unreachable"), and a
+    key TTL of 0 ms deleted each state as it was written.
+    """
+    options: dict[str, object] = {"url": "redis://127.0.0.1:6379/0", **arguments}
+    with pytest.raises(error, match=rf"RedisStore\.from_url\.{field}"):
+        RedisStore.from_url(**options)  # type: ignore[arg-type]
+
+
 def test_each_key_of_a_manager_policy_shares_its_own_breaker(redis_url: str) -> None:
     """Two replicas' policies: tenant a tripped on one is OPEN on the other; tenant b stays CLOSED."""
     stores = [RedisStore.from_url(redis_url, namespace="keys") for _ in range(2)]

@@ -398,7 +398,8 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_GAUGE,
         "1",
         "For each live breaker with a shared store (`CircuitBreakerConfig(store=...)`): 1 while "
-        "its state is the cluster's, 0 while its store is unreachable and it runs on local state. "
+        "its state is the cluster's, 0 while it runs on local state (its store is unreachable or "
+        "closed). "
         "Breakers without a store report none.",
         (NAME,),
     ),

@@ -1,0 +1,312 @@
+"""A shared store under the failures operators meet: slow links, refused writes, refused subscriptions, close.
+
+Each replica is a store of its own on the session's real redis-server (some behind the fault
+proxy); the assertions are the documented promises: no call waits longer than ``timeout``, one
+outage is one warning and one count, a store that says it is back listens again, a store closed
+under calls in flight is no outage, and a store with many breakers still publishes a trip at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis_support import RedisServer, free_port
+from shared_workers import wait_for
+from tcp_proxy import TcpFaultProxy
+
+from otel_resilience import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitState,
+    RateLimiter,
+    RateLimiterConfig,
+    RedisStore,
+)
+from otel_resilience.engine.registry import namesakes_expected
+from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.store_observables import STORE_CALLBACKS
+
+UNREACHABLE = "unreachable"
+BACK = "reachable again"
+
+
+@pytest.fixture
+def proxy(redis_server: RedisServer, redis_url: str) -> Iterator[TcpFaultProxy]:
+    """A fault proxy in front of the session's (flushed) redis-server."""
+    assert redis_url
+    proxy = TcpFaultProxy("127.0.0.1", redis_server.port).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def control(redis_server: RedisServer, redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the session's server, to change its configuration (restored afterwards)."""
+    assert redis_url
+    client = redis.Redis(port=redis_server.port)
+    yield client
+    client.config_set("maxmemory", "0")
+    client.close()
+
+
+def _via(proxy: TcpFaultProxy) -> str:
+    return f"redis://127.0.0.1:{proxy.port}/0"
+
+
+def _messages(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+def _fail(breaker: CircuitBreaker) -> None:
+    def boom() -> None:
+        raise RuntimeError("down")
+
+    with contextlib.suppress(RuntimeError):
+        breaker.call_sync(boom)
+
+
+def test_a_permit_asked_on_a_new_connection_waits_at_most_the_timeout(proxy: TcpFaultProxy) -> None:
+    """Redis answers in 0.3 s, under the 0.4 s timeout: a permit that must open a connection still waits <= 0.4 s.
+
+    Connecting and the handshake (``HELLO``, ``CLIENT SETINFO``) are round trips of their own:
+    each bounded by the timeout alone, the first permit of a new connection waited 3 of them
+    (0.9 s); the timeout bounds the operation as a whole, as on the async path.
+    """
+    store = RedisStore.from_url(_via(proxy), namespace="deadline", timeout=0.4)
+    try:
+        limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        assert limiter.try_acquire()
+        proxy.set("delay", 0.15)
+        started = time.monotonic()
+        assert limiter.try_acquire()  # a connection already open: one round trip, in time
+        warm = time.monotonic() - started
+        assert not store.degraded
+        store._client.connection_pool.disconnect()  # the next permit opens a new connection
+        started = time.monotonic()
+        assert limiter.try_acquire()  # the fallback admits it if the cluster could not in time
+        fresh = time.monotonic() - started
+        print(f"permit on an open connection {warm:.3f} s, on a new one {fresh:.3f} s (timeout 0.4 s)")
+        assert fresh < 0.65
+    finally:
+        store.close()
+
+
+def test_a_server_refusing_writes_is_one_outage_until_it_takes_them_again(
+    control: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of memory (as read-only after a failover): the store stays degraded, one warning, one outage.
+
+    Reads and PING still answer, so a store that came back on them was back for one round and
+    failed again at its next write: an outage and two warnings a round, for as long as it lasted.
+    """
+    store = RedisStore.from_url(redis_url, namespace="oom", flush_interval=0.02)
+    try:
+        breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1000, store=store))
+        limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        control.config_set("maxmemory-policy", "noeviction")
+        control.config_set("maxmemory", "1")
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                _fail(breaker)
+                assert limiter.try_acquire()  # store_fallback="open"
+                time.sleep(0.02)
+            assert store.degraded
+            assert store.outages == 1
+            assert _messages(caplog, UNREACHABLE) == 1
+            assert _messages(caplog, BACK) == 0
+            control.config_set("maxmemory", "0")
+            wait_for(lambda: not store.degraded, 8.0, "the store back once Redis takes writes")
+        assert store.outages == 1
+        assert _messages(caplog, BACK) == 1
+    finally:
+        store.close()
+
+
+def test_a_refused_subscription_is_logged_once_and_is_no_outage(
+    control: redis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user without SUBSCRIBE: the store works (not degraded), the refusal is counted and logged once.
+
+    It was taken as an outage, and the subscriber retried every 100 ms (its backoff restarted at
+    each SUBSCRIBE sent): 10 outages and 20 warnings a second.
+    """
+    control.execute_command("ACL", "SETUSER", "nosub", "on", "nopass", "~*", "&*", "+@all", "-subscribe")
+    url = f"redis://nosub:x@127.0.0.1:{redis_server.port}/0"
+    stores = [RedisStore.from_url(url, namespace="acl", resync_interval=0.3) for _ in range(2)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"), namesakes_expected():
+            a, b = (CircuitBreaker("db", CircuitBreakerConfig(store=store)) for store in stores)
+            wait_for(lambda: stores[0].errors >= 3, 5.0, "the subscription refused a few times")
+        assert [store.outages for store in stores] == [0, 0]
+        assert not any(store.degraded for store in stores)
+        assert _messages(caplog, UNREACHABLE) == 0
+        assert _messages(caplog, "refused its subscription") == 2  # once per store
+        a.force_open(30.0)  # still shared: the other replica reads it at its next resync
+        wait_for(lambda: b.state is CircuitState.OPEN, 3.0, "the trip read by the other replica")
+    finally:
+        for store in stores:
+            store.close()
+        control.execute_command("ACL", "DELUSER", "nosub")
+
+
+class _Subscriber:
+    """The subscriber's client of a store, switched between a dead server and the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        options = {"socket_connect_timeout": 0.2, "socket_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
+        self.dead = redis.Redis(host="127.0.0.1", port=free_port(), **options)  # as the store's client
+        self.down = True
+        self.attempts = 0
+        self.attempted = threading.Event()
+
+    def pubsub(self, **options: Any) -> Any:
+        self.attempts += 1
+        self.attempted.set()
+        return (self.dead if self.down else self.real).pubsub(**options)
+
+    def close(self) -> None:
+        self.dead.close()
+        self.real.close()
+
+
+def test_the_subscriber_listens_again_as_soon_as_the_store_reaches_redis(redis_url: str) -> None:
+    """The subscriber cannot reach Redis while the store's thread can: once it may, it subscribes within a round.
+
+    It waited out its own backoff (doubling to 5 s) while the store said it was back, so that no
+    trip of another replica reached this one by pub/sub for that long.
+    """
+    store = RedisStore.from_url(redis_url, namespace="resub", resync_interval=60.0)
+    other = RedisStore.from_url(redis_url, namespace="resub")
+    subscriber = _Subscriber(store._sub_client)
+    store._sub_client = subscriber
+    try:
+        with namesakes_expected():
+            mine = CircuitBreaker("db", CircuitBreakerConfig(store=store))
+            theirs = CircuitBreaker("db", CircuitBreakerConfig(store=other))
+        wait_for(lambda: subscriber.attempts >= 5, 10.0, "the subscriber failing, its backoff growing")
+        subscriber.attempted.clear()
+        subscriber.attempted.wait(10.0)  # right after an attempt: its backoff is at least 1.6 s now
+        subscriber.down = False
+        took = wait_for(
+            lambda: (
+                not store.degraded and subscriber.attempts > 5 and _subscribed(redis_url, "resub:events", 2)
+            ),
+            5.0,
+            "subscribed again",
+        )
+        print(f"subscribed {took:.3f} s after Redis became reachable for the subscriber")
+        assert took < 0.8
+        theirs.force_open(30.0)
+        wait_for(lambda: mine.state is CircuitState.OPEN, 1.0, "the trip of the other replica")
+    finally:
+        store.close()
+        other.close()
+
+
+def _subscribed(url: str, channel: str, count: int) -> bool:
+    client = redis.Redis.from_url(url)
+    try:
+        return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0) >= count
+    finally:
+        client.close()
+
+
+def test_a_store_closed_under_calls_in_flight_reports_no_outage(
+    proxy: TcpFaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() ends the permits in flight (their connections close): the fallback answers, no outage, no warning."""
+    store = RedisStore.from_url(_via(proxy), namespace="closing", timeout=5.0)
+    limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+    assert limiter.try_acquire()
+    proxy.set("delay", 0.5)
+    answers: list[bool] = []
+    callers = [threading.Thread(target=lambda: answers.append(limiter.try_acquire())) for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        for caller in callers:
+            caller.start()
+        time.sleep(0.1)  # each is waiting for its answer (a round trip takes 1 s)
+        store.close()
+        for caller in callers:
+            caller.join(10.0)
+    assert answers == [True, True, True]
+    assert (store.outages, store.errors, store.degraded) == (0, 0, False)
+    assert _messages(caplog, UNREACHABLE) == 0
+
+
+def test_a_closed_stores_breakers_are_reported_as_local(redis_url: str) -> None:
+    """``resilience.circuit_breaker.shared`` is 0 for a breaker whose store closed (it runs on local state)."""
+    store = RedisStore.from_url(redis_url, namespace="closed")
+    breaker = CircuitBreaker("closed-store", CircuitBreakerConfig(store=store))
+    observe = dict(STORE_CALLBACKS)[sc.CB_SHARED]
+
+    def shared() -> object:
+        return {obs.attributes[sc.NAME]: obs.value for obs in observe() if obs.attributes}[breaker.name]
+
+    wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+    assert shared() == 1
+    store.close()
+    assert not store.degraded
+    assert shared() == 0
+
+
+def test_breakers_made_one_by_one_cost_a_read_each_not_a_read_of_all(redis_url: str) -> None:
+    """A service making breakers one at a time (a key each): each is read once, not every other one again."""
+    store = RedisStore.from_url(redis_url, namespace="one-by-one")
+    breakers: list[CircuitBreaker] = []
+    try:
+        with namesakes_expected():
+            for index in range(100):
+                before = store.ops
+                breakers.append(CircuitBreaker(f"db{index}", CircuitBreakerConfig(store=store)))
+                wait_for(lambda before=before: store.ops > before, 2.0, "the new breaker's state read")
+        print(f"{store.ops} Redis operations for 100 breakers made one by one")
+        assert store.ops < 4 * len(breakers)  # a read and a first report each (not 100 * 101 / 2 reads)
+    finally:
+        store.close()
+
+
+def test_a_store_with_many_breakers_publishes_a_trip_at_once(proxy: TcpFaultProxy, redis_url: str) -> None:
+    """600 breakers per replica, Redis 10 ms away: a trip reaches the other replica in well under a second.
+
+    The store's thread read each breaker's state (and reported its first counts) in a round trip
+    of its own: 1200 round trips, 12 s in which no trip was published; and every new breaker
+    made it read all the others again. They go by hundreds per round trip now.
+    """
+    count = 600
+    far = RedisStore.from_url(_via(proxy), namespace="many")
+    near = RedisStore.from_url(redis_url, namespace="many")
+    try:
+        proxy.set("delay", 0.005)
+        with namesakes_expected():
+            mine = [
+                CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=far))
+                for i in range(count)
+            ]
+            theirs = [
+                CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=near))
+                for i in range(count)
+            ]
+        time.sleep(0.2)
+        for index in (0, count // 2, count - 1):
+            started = time.monotonic()
+            _fail(mine[index])
+            wait_for(
+                lambda i=index: theirs[i].state is CircuitState.OPEN, 3.0, "the trip on the other replica"
+            )
+            print(f"trip {index} reached the other replica in {time.monotonic() - started:.3f} s")
+        assert far.ops < 6 * count  # one read and one report each, a few more: not one read per pair
+    finally:
+        far.close()
+        near.close()
