@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from redis_support import RedisServer
+from tcp_proxy import TcpFaultProxy
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,12 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture
+def proxy(redis_server: RedisServer, redis_url: str) -> Iterator[TcpFaultProxy]:
+    """A fault proxy in front of the session's (flushed) redis-server."""
+    assert redis_url
+    proxy = TcpFaultProxy("127.0.0.1", redis_server.port).start()
+    yield proxy
+    proxy.stop()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
-from redis_support import RedisServer
 from tcp_proxy import TcpFaultProxy
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
@@ -17,15 +16,6 @@ SLOW = 2.0
 """How late Redis answers behind the proxy: half of it on the way there, half on the way back."""
 STALL = 0.5
 """A generous bound on the longest pause of a ticker task while callers await Redis."""
-
-
-@pytest.fixture
-def proxy(redis_server: RedisServer, redis_url: str) -> Iterator[TcpFaultProxy]:
-    """A fault proxy in front of the session's (flushed) redis-server."""
-    assert redis_url
-    proxy = TcpFaultProxy("127.0.0.1", redis_server.port).start()
-    yield proxy
-    proxy.stop()
 
 
 async def _zero() -> int:

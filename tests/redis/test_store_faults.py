@@ -40,15 +40,6 @@ BACK = "reachable again"
 
 
 @pytest.fixture
-def proxy(redis_server: RedisServer, redis_url: str) -> Iterator[TcpFaultProxy]:
-    """A fault proxy in front of the session's (flushed) redis-server."""
-    assert redis_url
-    proxy = TcpFaultProxy("127.0.0.1", redis_server.port).start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture
 def control(redis_server: RedisServer, redis_url: str) -> Iterator[redis.Redis]:
     """A plain client of the session's server, to change its configuration (restored afterwards)."""
     assert redis_url
