@@ -218,6 +218,22 @@ def test_percentile_delay_rules() -> None:
         PercentileDelay(0)
 
 
+@pytest.mark.parametrize(
+    ("percentile", "samples", "rank"),
+    [(99.9, 1000, 999), (7, 100, 7), (14, 50, 7), (90, 10, 9), (95, 20, 19), (99, 100, 99), (50, 3, 2)],
+)
+def test_percentile_delay_is_the_nearest_rank(percentile: float, samples: int, rank: int) -> None:
+    """The p-th percentile of n latencies is the ceil(p / 100 * n)-th smallest, computed without rounding up.
+
+    ``0.999 * 1000`` is ``999.0000000000001`` in floating point: p99.9 of 1000 latencies is the
+    999th, not the largest.
+    """
+    delay = PercentileDelay(1.0, percentile=percentile, samples=samples, min_samples=samples)
+    for latency in range(samples, 0, -1):  # observed in any order: 1 ms, 2 ms, ... samples ms
+        delay.observe(latency / 1000)
+    assert delay() == rank / 1000
+
+
 # --- parallel and fallback modes -----------------------------------------------------------
 
 

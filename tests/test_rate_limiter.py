@@ -29,6 +29,7 @@ from otel_resilience.engine.events import CallRejected, Event
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.validation import MAX_DURATION
 from otel_resilience.patterns.rate_limiter import DEFAULT_MAX_KEYS, DEFAULT_MAX_WAITING, KeyedRateLimiter
+from otel_resilience.testing import FakeClock
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -209,6 +210,38 @@ def test_sliding_window_refuses_what_a_token_bucket_allows(clock):
     assert admitted(window, 1) == [False]
     clock.advance(0.5)
     assert admitted(window, 5) == [True] * 4 + [False]
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+@pytest.mark.parametrize("rate", [10.0, 7.0, 3.0, 123.456])
+def test_a_caller_back_at_its_retry_after_finds_a_permit(algorithm, rate):
+    """RateLimitedError.retry_after is when the next permit is due: coming back then finds it.
+
+    The refill over ``retry_after`` seconds must give a whole token even when ``1 / rate`` and
+    ``(now - stamp) * rate`` round (``(1 / 7) * 7`` is below 1 in floating point).
+    """
+    clock = FakeClock(0.0)
+    limiter = limiter_of(clock, rate=rate, burst=1, algorithm=algorithm)
+    for _ in range(200):
+        assert limiter.try_acquire()
+        with pytest.raises(RateLimitedError) as caught:
+            limiter.call_sync(lambda: None)
+        clock.advance(caught.value.retry_after)
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+@pytest.mark.parametrize(("rate", "step"), [(10.0, 0.1), (5.0, 0.2), (3.0, 1 / 3), (100.0, 0.01), (2.5, 0.4)])
+def test_a_caller_paced_at_the_rate_is_always_admitted(algorithm, rate, step):
+    """One call every ``1 / rate`` seconds is exactly the rate: none is refused by the clock's rounding."""
+    clock = FakeClock(1000.0)
+    limiter = limiter_of(clock, rate=rate, burst=1, algorithm=algorithm)
+    refused = []
+    for i in range(300):
+        if not limiter.try_acquire():
+            refused.append(i)
+        clock.advance(step)
+    assert refused == []
+    assert limiter.get_stats()["admitted"] == 300
 
 
 async def test_calls_take_permits_and_pass_outcomes_through(clock, driver):

@@ -130,6 +130,27 @@ async def test_async_waiters_run_in_fifo_order_at_their_permits_time(algorithm):
     assert (stats["admitted"], stats["waited"], stats["waiting"], stats["rejected"]) == (5, 4, 0, 1)
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+async def test_a_reload_to_a_higher_rate_lets_no_newcomer_overtake_the_waiters(algorithm):
+    """Waiters keep their permits' times across a reload; a newcomer is served after them, at the new rate."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=10.0, algorithm=algorithm)
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    tasks = await start_waiters(limiter, clock, 3, ran)
+    assert clock.sleeps == [1.0, 2.0, 3.0]
+    assert limiter._reconfigure(RateLimiterConfig(rate=10.0, burst=1, max_wait=10.0, algorithm=algorithm))
+    tasks += await start_waiters(limiter, clock, 1, ran, first=3)
+    assert clock.sleeps[-1] == pytest.approx(3.1)  # one interval of the new rate after the last waiter
+    for step in range(1, 4):
+        clock.advance(1.0)
+        await until(lambda: len(ran) == step)  # noqa: B023
+    clock.advance(0.125)
+    assert await asyncio.gather(*tasks) == [0, 1, 2, 3]
+    assert [i for i, _ in ran] == [0, 1, 2, 3]
+    assert ran[-1][1] >= 3.1
+
+
 def test_sync_waiters_run_in_fifo_order_at_their_permits_time():
     """Threads that wait are admitted in the order they asked, each exactly when its permit is due."""
     clock = ManualClock()

@@ -237,6 +237,18 @@ def test_huge_attempt_numbers_are_capped_not_overflowing() -> None:
     assert exact(strategy=RetryStrategy.LINEAR, max_delay=7.0).compute_delay(10**400) == 7.0
 
 
+@pytest.mark.parametrize("strategy", [RetryStrategy.EXPONENTIAL, RetryStrategy.LINEAR])
+@pytest.mark.parametrize("jitter", [Jitter.NONE, Jitter.FULL, Jitter.PROPORTIONAL])
+def test_a_zero_initial_delay_stays_zero_at_huge_attempt_numbers(
+    strategy: RetryStrategy, jitter: Jitter
+) -> None:
+    """``0 * multiplier ** (attempt - 1)`` is 0 however large the power: an overflow is not ``max_delay``."""
+    policy = RetryPolicy(strategy=strategy, initial_delay=0.0, max_delay=7.0, jitter=jitter)
+    assert policy.compute_delay(1) == 0.0
+    assert policy.compute_delay(10_000, random.Random(1)) == 0.0
+    assert policy.compute_delay(10**400, random.Random(1)) == 0.0
+
+
 def test_random_strategy_stays_between_initial_and_max_delay() -> None:
     """RANDOM draws uniformly in [initial_delay, max_delay], and the draws vary."""
     policy = RetryPolicy(strategy=RetryStrategy.RANDOM, initial_delay=2.0, max_delay=4.0)

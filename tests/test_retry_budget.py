@@ -112,6 +112,28 @@ def test_a_fractional_allowance_rounds_as_the_strict_inequality_says(clock: Fake
     assert [budget.try_withdraw() for _ in range(3)] == [True, True, False]
 
 
+@pytest.mark.parametrize(
+    ("settings", "firsts", "allowance"),
+    [
+        ({"ratio": 0.07, "min_retries_per_second": 0.0}, 100, 7),
+        ({"ratio": 0.14, "min_retries_per_second": 0.0}, 50, 7),
+        ({"ratio": 0.0, "min_retries_per_second": 8.3, "window": 30.0}, 0, 249),
+        ({"ratio": 0.07, "min_retries_per_second": 8.3, "window": 30.0}, 100, 256),
+    ],
+)
+def test_a_whole_allowance_is_not_passed_by_floating_point_rounding(
+    clock: FakeClock, settings: dict[str, float], firsts: int, allowance: int
+) -> None:
+    """7 % of 100 first attempts is 7 retries, though ``0.07 * 100`` is ``7.000000000000001`` in floats."""
+    budget = RetryBudget(**settings, clock=clock)
+    for _ in range(firsts):
+        budget.deposit()
+    assert budget.get_stats()["available"] == allowance
+    allowed = [budget.try_withdraw() for _ in range(allowance + 1)]
+    assert allowed == [True] * allowance + [False]
+    assert budget.get_stats()["available"] == 0
+
+
 def test_a_budget_with_neither_ratio_nor_floor_allows_no_retry(clock: FakeClock) -> None:
     """ratio=0 and no floor: a budget that denies every retry (retries off, by configuration)."""
     budget = RetryBudget(ratio=0.0, min_retries_per_second=0.0, clock=clock)

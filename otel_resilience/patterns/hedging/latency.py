@@ -14,6 +14,10 @@ from otel_resilience.engine.validation import check_duration, check_int, check_n
 __all__ = ["LatencyObserver", "PercentileDelay"]
 
 _OWNER: Final = "PercentileDelay"
+_RANK_ROUNDING: Final = 1e-9
+"""How far above a whole rank ``percentile * n / 100`` may land by floating-point rounding and
+still be that rank (``99.9 * 1000 / 100``): a percentile given in decimals never puts a true
+rank that close above a whole one."""
 
 
 @runtime_checkable
@@ -46,8 +50,9 @@ class PercentileDelay:
     low, which hedges a little more, never less.
 
     One instance may serve several hedging configs (they share the latencies: give each
-    dependency its own). Thread-safe; the percentile is recomputed (nearest rank over a sorted
-    copy, O(samples log samples)) at most once per new observation, when a delay is asked for.
+    dependency its own). Thread-safe; the percentile is recomputed (nearest rank: the
+    ``ceil(percentile / 100 * n)``-th smallest of the ``n`` kept, over a sorted copy,
+    O(samples log samples)) at most once per new observation, when a delay is asked for.
 
     Args:
         initial: The delay in seconds until ``min_samples`` latencies were observed (``> 0``; a
@@ -125,7 +130,7 @@ class PercentileDelay:
                 latencies = self._latencies
                 if len(latencies) >= self.min_samples:
                     ordered = sorted(latencies)
-                    rank = math.ceil(self.percentile / 100.0 * len(ordered))
+                    rank = math.ceil(self.percentile * len(ordered) / 100.0 - _RANK_ROUNDING)
                     self._cached = max(self.minimum, ordered[max(rank, 1) - 1])
             return self._cached
 

@@ -19,8 +19,11 @@ permit due (``_due_locked``), take it (``_take_locked``), give the latest back
 (``_give_back_locked``):
 
 * :class:`_TokenBucket`: ``tokens`` (a float, negative in debt) refilled at ``rate`` per second
-  up to ``burst``; a permit is due when one whole token is there. Exact on a frozen clock: each
-  permit subtracts exactly ``1.0``.
+  up to ``burst``; a permit is due when one whole token is there, give or take
+  :data:`_TOKEN_ROUNDING` (the rounding of a refill ``(now - stamp) * rate``: after ``1 / 7`` s
+  at 7 per second the bucket holds ``0.9999999999999996``, and a caller back at its
+  ``retry_after``, or one paced at exactly the rate, must find its permit). Exact on a frozen
+  clock: each permit subtracts exactly ``1.0``.
 * :class:`_SlidingLog`: the sorted times of the last admissions (past ones and reserved future
   ones); a permit is due at ``log[-burst] + burst / rate``, so no window of that length ever
   holds more than ``burst``. The log keeps ``burst`` entries plus one per outstanding
@@ -45,6 +48,10 @@ if TYPE_CHECKING:
 __all__ = ["RateLimiterStatsDict", "RemoteRules"]
 
 _INF: Final = math.inf
+_TOKEN_ROUNDING: Final = 1e-9
+"""How far below a whole token a token bucket still counts one: the floating-point rounding of its
+refills (a few units in the last place), never a share of a permit that matters."""
+_WHOLE_TOKEN: Final = 1.0 - _TOKEN_ROUNDING
 
 
 class RateLimiterStatsDict(TypedDict):
@@ -223,7 +230,9 @@ class _Rules(abc.ABC):
 
         The state is brought up to ``now`` at the old rate first; then the token bucket keeps
         its tokens (at most the new ``burst``: a reload never hands out a free burst) and the
-        sliding log its admissions (judged over the new window). Reservations keep their times.
+        sliding log its admissions (judged over the new window). Reservations keep their times,
+        and stay first: the next permit is not due before the latest reservation's (a debt
+        repaid faster at a higher rate would let a newcomer overtake the waiters).
 
         Returns:
             ``False`` (and nothing changes) when ``config`` names another algorithm, or a shared
@@ -239,7 +248,7 @@ class _Rules(abc.ABC):
             self.burst = config.burst
             self.max_wait = config.max_wait
             self.max_waiting = config.max_waiting
-            self._retuned_locked(config)
+            self._retuned_locked(config, now)
         return True
 
     def available(self, now: float) -> float:
@@ -284,8 +293,8 @@ class _Rules(abc.ABC):
         """Return the permits available at ``now`` (negative: reserved ahead)."""
 
     @abc.abstractmethod
-    def _retuned_locked(self, config: RateLimiterConfig) -> None:
-        """Adjust the algorithm's own state to the limits :meth:`retune` just set."""
+    def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:
+        """Adjust the algorithm's own state, up to ``now``, to the limits :meth:`retune` just set."""
 
 
 class _TokenBucket(_Rules):
@@ -309,7 +318,7 @@ class _TokenBucket(_Rules):
                 tokens = self.tokens + (now - stamp) * self.rate
                 self.tokens = tokens if tokens < self.burst else float(self.burst)
         tokens = self.tokens
-        return now if tokens >= 1.0 else now + (1.0 - tokens) / self.rate
+        return now if tokens >= _WHOLE_TOKEN else now + (1.0 - tokens) / self.rate
 
     def _take_locked(self, at: float) -> None:  # noqa: ARG002 - the debt says when
         self.tokens -= 1.0
@@ -321,9 +330,12 @@ class _TokenBucket(_Rules):
         self._due_locked(now)
         return self.tokens
 
-    def _retuned_locked(self, config: RateLimiterConfig) -> None:  # noqa: ARG002 - burst is set
+    def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:  # noqa: ARG002 - burst is set
         if self.tokens > self.burst:
             self.tokens = float(self.burst)
+        pending = self._pending
+        if pending and pending[-1].due > now:  # FIFO: the debt lasts until the latest reservation
+            self.tokens = min(self.tokens, (now - pending[-1].due) * self.rate)
 
 
 class _SlidingLog(_Rules):
@@ -363,7 +375,7 @@ class _SlidingLog(_Rules):
         self._forget_locked(now)
         return float(self.burst - len(self._log))
 
-    def _retuned_locked(self, config: RateLimiterConfig) -> None:
+    def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:  # noqa: ARG002 - a log of times
         self._window = config.window
 
 

@@ -26,6 +26,9 @@ __all__ = ["RetryBudget"]
 _OWNER: Final = "RetryBudget"
 BUDGET_BUCKETS: Final = 10
 """How many buckets a budget's window is divided in: it slides by tenths of ``window``."""
+_ROUNDING: Final = 1e-12
+"""The relative floating-point error of an allowance (``0.07 * 100`` is ``7.000000000000001``):
+an allowance that close above a whole number is that number."""
 
 
 class RetryBudget:
@@ -42,13 +45,15 @@ class RetryBudget:
 
         retries < ratio * first_attempts + min_retries_per_second * window
 
-    otherwise it is *denied*: the retry gives up at once with the error it holds (or returns the
-    last result, when a result was retried), a note saying the budget stopped it, and stop
-    reason ``"budget"``. A denied retry spends nothing. So over any window the retries stay below
-    ``ratio`` times the first attempts plus the floor ``min_retries_per_second * window``, the
-    allowance that lets a quiet service (a few calls a minute) retry at all. With the defaults
-    (``ratio=0.1``, ``min_retries_per_second=10``, ``window=10``) a dependency that fails every
-    call receives at most 1.1 times the first attempts, plus 100 retries per window.
+    (as the numbers read: ``ratio=0.07`` and 100 first attempts allow 7, though ``0.07 * 100``
+    is ``7.000000000000001`` in floating point); otherwise it is *denied*: the retry gives up at
+    once with the error it holds (or returns the last result, when a result was retried), a note
+    saying the budget stopped it, and stop reason ``"budget"``. A denied retry spends nothing.
+    So over any window the retries stay below ``ratio`` times the first attempts plus the floor
+    ``min_retries_per_second * window``, the allowance that lets a quiet service (a few calls a
+    minute) retry at all. With the defaults (``ratio=0.1``, ``min_retries_per_second=10``,
+    ``window=10``) a dependency that fails every call receives at most 1.1 times the first
+    attempts, plus 100 retries per window.
 
     **The window** is divided in :data:`BUDGET_BUCKETS` buckets of ``window / 10`` seconds and
     slides by whole buckets: it holds between 9/10 of ``window`` and ``window`` of history. A
@@ -134,7 +139,7 @@ class RetryBudget:
         with self._lock:
             counts = self._counts
             events, retries, _ = counts.totals(now)
-            if retries < self._ratio * (events - retries) + self._reserve:
+            if retries < self._allowance(events - retries):
                 counts.record(True, False, now)  # noqa: FBT003
                 return counts.newest
             self._denied += 1
@@ -170,13 +175,22 @@ class RetryBudget:
             events, retries, _ = self._counts.totals(now)
             denied = self._denied
         firsts = events - retries
-        allowance = self._ratio * firsts + self._reserve
         return {
             "first_attempts": firsts,
             "retries": retries,
-            "available": max(0, math.ceil(allowance - retries)),
+            "available": max(0, self._allowance(firsts) - retries),
             "denied": denied,
         }
+
+    def _allowance(self, first_attempts: int) -> float:
+        """Return how many retries a window with ``first_attempts`` allows (the one rule of the budget).
+
+        The whole numbers below ``ratio * first_attempts + floor``: that bound is computed in
+        floats, so it is taken down by its rounding (:data:`_ROUNDING`) before it is rounded up.
+        ``inf`` for a floor too large for a float.
+        """
+        bound = (self._ratio * first_attempts + self._reserve) * (1.0 - _ROUNDING)
+        return math.ceil(bound) if bound < math.inf else bound
 
     def __reduce__(self) -> tuple[object, ...]:
         """Pickle (and copy) as a new budget with the same settings and an empty window.

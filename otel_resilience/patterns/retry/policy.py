@@ -282,8 +282,8 @@ class RetryPolicy:
             return _decorrelated(self, source, previous)
         try:
             base = _BASE_DELAY[self.strategy](self, attempt)
-        except OverflowError:
-            base = cap
+        except OverflowError:  # a power or an attempt number past the floats: past any cap, unless times 0
+            base = cap if self.initial_delay else 0.0
         return max(0.0, min(_JITTER[self.jitter](self, min(base, cap), source), cap))
 
 
