@@ -88,11 +88,13 @@ class CircuitOpenError(ExecutionRejectedError):
         state: The breaker's state value when it rejected (``"open"`` or ``"half_open"``).
         retry_after: Seconds a caller should wait before it tries again.
             ``"open"``: what is left of the OPEN period, after which a probe is let through
-            (``inf`` when the breaker was forced open until ``reset()``). ``"half_open"``: the
-            breaker's ``timeout`` (never ``0.0``). Its probes are in flight and it cannot know how long they
-            take; if they fail it stays OPEN for another ``timeout``, so that is when a retry
-            is first likely to help, and a caller that honours it does not retry at once
-            against a dependency that is still being probed.
+            (``inf`` when the breaker was forced open until ``reset()``). ``"half_open"``: how
+            long a failed probe would keep the breaker OPEN, the next opening's duration (its
+            ``break_duration``, else its ``timeout``; never ``0.0``), or the time left before a
+            hung probe is reclaimed when ``max_half_open_wait`` is set. Its probes are in flight
+            and it cannot know how long they take; if they fail it stays OPEN that long, so that
+            is when a retry is first likely to help, and a caller that honours it does not retry
+            at once against a dependency that is still being probed.
     """
 
     __slots__ = ()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import logging
 import math
 import random
 import sys
@@ -1362,3 +1363,54 @@ def test_a_breaker_subclass_of_its_own_kind_reports_its_events_under_that_kind(
         breaker.call_sync(boom)
     assert recorder.sources(Event.STATE_CHANGED) == [TelemetrySource("sensor_breaker", "probe")]
     assert breaker.telemetry is breaker._core.telemetry
+
+
+async def test_half_open_rejection_retry_after_is_the_next_openings_break_duration(
+    clock: FakeClock, driver: str
+) -> None:
+    """With a ``break_duration``, a HALF_OPEN rejection waits what a failed probe would reopen it for."""
+    openings: list[int] = []
+
+    def doubling(opening: int) -> float:
+        openings.append(opening)
+        return 2.0**opening
+
+    breaker = make(clock, "doubling", failure_threshold=1, break_duration=doubling)
+    await fail_times(breaker, driver, 1)  # opening 1: 2 s
+    clock.advance(2.0)
+    with breaker.guard():  # the probe permit is in flight
+        with pytest.raises(CircuitOpenError) as first:
+            await invoke(breaker, driver, ok)
+    assert (first.value.state, first.value.retry_after) == ("half_open", 4.0)  # the 2nd opening's
+    await fail_times(breaker, driver, 1)  # the probe fails: opening 2, 4 s, as announced
+    with pytest.raises(CircuitOpenError) as reopened:
+        await invoke(breaker, driver, ok)
+    assert (reopened.value.state, reopened.value.retry_after) == ("open", 4.0)
+    clock.advance(4.0)
+    with breaker.guard():
+        with pytest.raises(CircuitOpenError) as second:
+            await invoke(breaker, driver, ok)
+    assert second.value.retry_after == 8.0
+
+
+async def test_half_open_rejection_falls_back_to_timeout_quietly_when_break_duration_fails(
+    clock: FakeClock, driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing ``break_duration`` is logged by the opening it fails, not by every HALF_OPEN rejection."""
+    calls: list[int] = []
+
+    def broken(opening: int) -> float:
+        calls.append(opening)
+        if opening > 1:
+            raise RuntimeError("no duration")
+        return 1.0
+
+    breaker = make(clock, "broken-durations", failure_threshold=1, timeout=7.0, break_duration=broken)
+    await fail_times(breaker, driver, 1)
+    clock.advance(1.0)
+    with caplog.at_level(logging.WARNING), breaker.guard():
+        for _ in range(3):
+            with pytest.raises(CircuitOpenError) as info:
+                await invoke(breaker, driver, ok)
+            assert info.value.retry_after == 7.0
+    assert not [record for record in caplog.records if "break_duration" in record.getMessage()]

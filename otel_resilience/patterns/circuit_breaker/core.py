@@ -252,14 +252,17 @@ class _BreakerCore:
         """Build the error for a call :meth:`try_acquire` just rejected.
 
         A HALF_OPEN rejection's ``retry_after`` is the time left before a hung probe is reclaimed
-        (``max_half_open_wait``), else the breaker's ``timeout`` (see
+        (``max_half_open_wait``), else how long a failed probe would keep the breaker OPEN: the
+        next opening's duration (``break_duration``, else ``timeout``; see
         :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
         """
         permit = self._permit
         if permit.state is _HALF_OPEN:
-            wait = self.settings.max_half_open_wait
-            if wait is None:
-                return CircuitOpenError(self.name, _HALF_OPEN_VALUE, self.settings.timeout)
+            settings = self.settings
+            wait = settings.max_half_open_wait
+            if wait is None:  # a failed probe reopens it: the opening after this period's
+                reopening = settings.open_seconds(self.name, permit.reopens + 2, report=False)
+                return CircuitOpenError(self.name, _HALF_OPEN_VALUE, reopening)
             left = permit.probe_started + wait - self._clock.now()
             return CircuitOpenError(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
         remaining = permit.opened_until - self._clock.now()

@@ -233,11 +233,13 @@ class Settings:
         self.plain = self.slow_call_duration is None and self.record_result is None
         """No call timing and no result judging: a call that returned is a success, nothing more."""
 
-    def open_seconds(self, name: str, openings: int) -> float:
+    def open_seconds(self, name: str, openings: int, *, report: bool = True) -> float:
         """Seconds OPEN for the ``openings``-th opening in a row (``break_duration``, else ``timeout``).
 
-        A ``break_duration`` that fails is logged (naming the breaker ``name``) and ``timeout``
-        is used: a broken generator must not break the call that tripped the breaker.
+        A ``break_duration`` that fails is logged (naming the breaker ``name``; unless
+        ``report`` is false: a HALF_OPEN rejection asks what the next opening would last, and
+        the opening itself logs the failure) and ``timeout`` is used: a broken generator must not
+        break the call that tripped the breaker.
         """
         generate = self.break_duration
         if generate is None:
@@ -245,6 +247,8 @@ class Settings:
         try:
             return break_seconds(generate, openings)
         except Exception:  # noqa: BLE001 - logged; the call that tripped goes on
+            if not report:
+                return self.timeout
             _LOG.warning(
                 "circuit breaker %r: break_duration(%d) failed; staying open for timeout=%gs",
                 name,
