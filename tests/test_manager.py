@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from typing import Any
 
@@ -458,6 +459,69 @@ def test_bad_manager_argument() -> None:
         ResilienceManager(max_pipelines=0)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"recovery_system": "rules"}, "recovery_system"),
+        ({"alert_system": 1}, "alert_system"),
+        ({"clock": "now"}, "clock"),
+    ],
+)
+def test_bad_manager_parts_are_refused_at_construction_naming_the_field(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    """A recovery system, alert system or clock of the wrong type is a TypeError naming the field.
+
+    A wrong recovery or alert system was taken silently and failed later, with an AttributeError
+    from the first call or statistics read; a wrong clock was reported as ErrorRecoverySystem's.
+    """
+    with pytest.raises(TypeError, match=rf"^ResilienceManager\.{field} must be"):
+        ResilienceManager(**kwargs)
+
+
+def test_resilient_refuses_a_manager_that_is_not_one_when_it_decorates() -> None:
+    """``manager=`` is checked at decoration, not at the first call (an AttributeError there)."""
+    with pytest.raises(TypeError, match=r"^resilient\.manager must be a ResilienceManager or None"):
+        resilient(ResilienceConfig(), manager="default")  # type: ignore[arg-type]
+
+
+def test_resilient_written_without_parentheses_says_how_to_write_it() -> None:
+    """``@resilient`` above a function (no call) says to write ``@resilient()``."""
+
+    def fetch() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match=r"resilient\.config must be a ResilienceConfig.*@resilient\(\)"):
+        resilient(fetch)  # type: ignore[arg-type]
+
+
+async def test_a_config_subclass_names_its_policy_in_every_way_to_run_a_call() -> None:
+    """A subclass of ResilienceConfig names its policy with ``name`` for the manager as for @resilient.
+
+    ``execute_with_resilience`` (and its sync twin) read ``name`` only from a ResilienceConfig
+    itself, and named a subclass's policy after the function.
+    """
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class ServiceConfig(ResilienceConfig):
+        pass
+
+    manager = ResilienceManager()
+    config = ServiceConfig(name="inventory")
+
+    async def stock() -> int:
+        return 7
+
+    def stock_sync() -> int:
+        return 7
+
+    assert await manager.execute_with_resilience(stock, config) == 7
+    assert manager.execute_with_resilience_sync(stock_sync, config) == 7
+    assert resilient(config, manager=manager)(stock_sync)() == 7
+    assert list(manager.get_resilience_statistics()["policies"]) == ["inventory"]
+    assert manager.get_resilience_statistics()["policies"]["inventory"]["total"] == 3
+
+
 async def test_resilient_finds_its_pipeline_again_after_eviction(driver: str) -> None:
     """A decorated function whose policy was evicted runs in a new one, and no count is lost."""
     manager = ResilienceManager(max_policies=1)
@@ -496,3 +560,19 @@ def test_resilient_refuses_an_async_generator_function_when_it_decorates() -> No
 
     with pytest.raises(TypeError, match="async generator"):
         resilient(ResilienceConfig(name="stream"))(stream)
+
+
+def test_a_manager_s_repr_says_what_it_keeps() -> None:
+    """The repr counts the live policies against the cap, the named ones, breakers and bulkheads."""
+    manager = ResilienceManager(max_policies=8)
+    assert (
+        repr(manager) == "ResilienceManager(policies=0/8, named_policies=0, circuit_breakers=0, bulkheads=0)"
+    )
+    config = ResilienceConfig(
+        name="repr", circuit_breaker=CircuitBreakerConfig(), bulkhead_config=BulkheadConfig(max_concurrent=1)
+    )
+    manager.execute_with_resilience_sync(lambda: 1, config)
+    manager.policy("named", ResilienceConfig())
+    assert (
+        repr(manager) == "ResilienceManager(policies=1/8, named_policies=1, circuit_breakers=1, bulkheads=1)"
+    )

@@ -204,6 +204,14 @@ def test_policy_refuses_what_a_handle_cannot_run(manager: ResilienceManager) -> 
     )
 
 
+def test_an_adapt_that_is_not_callable_is_refused_naming_the_field(manager: ResilienceManager) -> None:
+    """``adapt=`` is checked as every option is: a TypeError naming it, and no handle made."""
+    with pytest.raises(TypeError, match=r"^ResilienceManager\.policy\.adapt must be callable or None"):
+        manager.policy("adapted", BREAKER, adapt="retry_on_5xx")  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        manager.policy("adapted")
+
+
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
@@ -306,6 +314,53 @@ async def test_a_key_with_a_call_running_is_never_evicted(manager: ResilienceMan
     await policy.for_key("next").execute(asyncio.sleep, 0)
     assert policy._keys.get("slow") is None
     assert policy.get_stats()["executions"]["total"] == 3
+
+
+async def test_keys_kept_past_max_keys_by_a_burst_go_once_idle_as_calls_go_on(
+    manager: ResilienceManager,
+) -> None:
+    """A burst of keys in use at once keeps them all; once idle, the policy shrinks back to max_keys.
+
+    Eviction only happened when a new key came, so a service whose traffic stayed on the keys of
+    the burst kept every one of them, past max_keys, for good (idle_ttl=None).
+    """
+    policy = manager.policy("burst", BREAKER, max_keys=2, idle_ttl=None)
+    release = asyncio.Event()
+    burst = [asyncio.create_task(policy.for_key(key).execute(release.wait)) for key in range(6)]
+    await asyncio.sleep(0)
+    assert policy.keys == 6
+    release.set()
+    await asyncio.gather(*burst)
+    for _ in range(10):
+        await policy.for_key(5).execute(asyncio.sleep, 0)
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (2, 4)
+    assert stats["executions"]["total"] == 16
+
+
+def test_keys_expired_while_a_new_key_fails_to_build_are_still_folded(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """A new key whose state cannot be built (its str() raises) does not strand the keys that expired.
+
+    The expired keys left the store before the build raised, and were never folded into the
+    policy's totals nor unregistered: kept in memory, listed as leaving, for good.
+    """
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    policy = manager.policy("strand", BREAKER, idle_ttl=10.0)
+    policy.for_key("old").execute_sync(lambda: None)
+    clock.advance(11.0)
+    with pytest.raises(RuntimeError, match="no text"):
+        policy.for_key(Unprintable()).execute_sync(lambda: None)
+    assert policy._keys.values(evicting=True) == []
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (0, 1)
+    assert stats["executions"]["total"] == 1
+    assert policy._ledger.executions()["total"] == 1
 
 
 def test_keys_unused_for_idle_ttl_are_evicted(manager: ResilienceManager, clock: FakeClock) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Coroutine
 from types import AsyncGeneratorType, CoroutineType, GeneratorType
 from typing import Any, Final, cast
 
+from otel_resilience.engine.validation import fail
+
 __all__ = [
     "NOT_SYNC",
     "Replay",
@@ -26,6 +28,7 @@ __all__ = [
     "generator_refused",
     "handled_error",
     "not_awaitable",
+    "not_callable",
     "not_sync_result",
     "notify",
     "refuse_awaitable",
@@ -92,6 +95,21 @@ def refuse_awaitable(what: str, value: Any) -> Any:
     return value
 
 
+def not_callable(owner: str, fn: object) -> TypeError:
+    """Return the ``TypeError`` for a ``fn`` that is not callable, given to ``owner`` (its verb).
+
+    The one rule of every API that takes the function to protect. A coroutine given in place of
+    its function (``execute(fetch())``) is closed (it would never run) and the message says to
+    pass the function.
+    """
+    rule = "callable"
+    if type(fn) is CoroutineType:
+        fn.close()
+        name = fn.__qualname__.rpartition(".")[2]
+        rule += f" (pass {name}, not {name}(): the function, not a coroutine it made)"
+    return cast("TypeError", fail(owner, "fn", rule, fn, kind=TypeError))
+
+
 def not_awaitable(operation: str, value: object) -> WrongDriver:
     """Return the signal for a function given to an async driver that returned ``value``.
 
@@ -100,6 +118,9 @@ def not_awaitable(operation: str, value: object) -> WrongDriver:
     """
     if type(value) is AsyncGeneratorType:
         return async_generator_refused(repr(operation))
+    if type(value) is GeneratorType:  # refused by the sync API too: not sent there
+        value.close()
+        return generator_refused(repr(operation))
     msg = (
         f"{operation!r}: fn must return an awaitable for the async API, got "
         f"{type(value).__name__}; use the *_sync variant for plain functions"

@@ -20,6 +20,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, overload
 
+from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
@@ -198,7 +199,7 @@ class Pattern(abc.ABC, Generic[C, L]):
     def _not_callable(self, verb: str, fn: object) -> TypeError:
         """Build the error for a non-callable ``fn`` given to ``verb`` (a base name, or ``"protect"``)."""
         public = self._verbs.get(verb, verb)
-        return cast("TypeError", fail(f"{self._owner}.{public}", "fn", "callable", fn, kind=TypeError))
+        return not_callable(f"{self._owner}.{public}", fn)
 
     def run(
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs

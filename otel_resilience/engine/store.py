@@ -10,7 +10,10 @@ generated function), so the store that keeps them is bounded:
 * an entry that is not idle is never evicted: it is moved to the young end and looked at again
   on a later eviction, so the store may hold more than ``capacity`` entries while entries are
   busy (or, for an owner whose ``is_idle`` gives a second chance to entries used since it last
-  looked, in steady use), and shrinks back as soon as they are idle;
+  looked, in steady use), and shrinks back once they are idle: at the next add, at a
+  :meth:`BoundedStore.trim`, and at each use (:meth:`BoundedStore.use`, which looks at the
+  oldest entry of a store past its capacity), so traffic that stays on the entries of a burst
+  brings the store back to its capacity too;
 * every evicted entry is handed to ``on_evict`` (outside the store's lock) so that its owner can
   fold its counts into totals: nothing counted is lost; until its ``on_evict`` has returned it
   is still listed by ``values(evicting=True)``, so that an owner reading its entries and its
@@ -30,8 +33,10 @@ registered by name, and a process that freezes the collector never frees them).
 
 Each eviction looks at each entry at most once, and moves a busy entry to the young end, so
 the cost of adding is amortised O(1) when entries are idle, and at worst O(len) when all are
-busy; the expiry looks at entries oldest first and stops at the first one used within ``ttl``
-(amortised O(1) too). Lookups (:meth:`BoundedStore.get`) take no lock.
+busy; a use past the capacity looks at one entry (O(1)); the expiry looks at entries oldest
+first and stops at the first one used within ``ttl`` (amortised O(1) too). An add whose
+``create`` raises still hands over what its expiry evicted. Lookups (:meth:`BoundedStore.get`)
+take no lock.
 """
 
 from __future__ import annotations
@@ -194,30 +199,42 @@ class BoundedStore(Generic[K, V]):
         Returns:
             ``(value, created)``: ``created`` is ``True`` when ``create`` was called.
         """
-        value = self.use(key)
+        value = self.use(key, evict=evict)
         if value is not None:
             return value, False
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:  # added by another thread since: used just now
-                return value, False
-            expired = self._expire_locked(None) if self._ttl is not None else []
-            revived = self._revivable.pop(key, None) if self._revivable is not None else None
-            value = revived if revived is not None else create()
-            self._entries[key] = value
-            if revived is not None and self._on_revive is not None:
-                self._on_revive(key, revived)
-            if self._ttl is not None:
-                self._touched[key] = self._now()
-            evicted = expired + self._evict_locked() if evict else expired
-        self._hand_over(evicted)
+        evicted: list[tuple[K, V]] = _NOTHING
+        try:
+            with self._lock:
+                value = self._entries.get(key)
+                if value is not None:  # added by another thread since: used just now
+                    return value, False
+                # What expired has left the store: handed over below even if ``create`` raises.
+                evicted = self._expire_locked(None) if self._ttl is not None else _NOTHING
+                revived = self._revivable.pop(key, None) if self._revivable is not None else None
+                value = revived if revived is not None else create()
+                self._entries[key] = value
+                if revived is not None and self._on_revive is not None:
+                    self._on_revive(key, revived)
+                if self._ttl is not None:
+                    self._touched[key] = self._now()
+                if evict:
+                    evicted = evicted + self._evict_locked()
+        finally:
+            self._hand_over(evicted)
         return value, revived is None
 
-    def use(self, key: K) -> V | None:
+    def use(self, key: K, *, evict: bool = True) -> V | None:
         """Return the value under ``key`` marked as recently used, or ``None`` (nothing is added).
 
         The hit path of :meth:`get_or_add` (an owner that makes its ``create`` only on a miss
-        calls it first): what expired meanwhile is evicted as there.
+        calls it first): what expired meanwhile is evicted as there, and a store kept past its
+        capacity while its entries were busy looks at its oldest entry (one, so that a use costs
+        O(1)): evicted if idle, else moved to the young end. The store shrinks back to its
+        capacity as its entries are used, not only when a new one is added.
+
+        Args:
+            key: The entry's key.
+            evict: ``False`` to leave the shrink to a later :meth:`trim` (as :meth:`get_or_add`).
         """
         lock = self._lock
         lock.acquire()  # not `with`: on every call through a keyed policy, half the cost
@@ -228,8 +245,13 @@ class BoundedStore(Generic[K, V]):
                 return None
             if self._ttl is None:
                 entries.move_to_end(key)
-                return value
-            evicted = self._expire_locked(key)
+                if not evict or len(entries) <= self._capacity:
+                    return value
+                evicted = self._shrink_locked()
+            else:
+                evicted = self._expire_locked(key)
+                if evict and len(entries) > self._capacity:
+                    evicted = evicted + self._shrink_locked()
         finally:
             lock.release()
         if evicted:
@@ -343,6 +365,25 @@ class BoundedStore(Generic[K, V]):
                 if self._ttl is not None:  # busy: in use now, so the order of last use holds
                     self._touched[key] = self._now()
         self._evicted += len(evicted)
+        self._set_aside(evicted)
+        return evicted
+
+    def _shrink_locked(self) -> list[tuple[K, V]]:
+        """Look at the oldest entry of a store past its capacity: evict it if idle, else make it young.
+
+        Called on a use (the entry used is the youngest, never the one looked at).
+        """
+        entries = self._entries
+        key, value = next(iter(entries.items()))
+        if not self._is_idle(value):
+            entries.move_to_end(key)
+            if self._ttl is not None:  # busy: in use now, so the order of last use holds
+                self._touched[key] = self._now()
+            return _NOTHING
+        del entries[key]
+        self._touched.pop(key, None)
+        self._evicted += 1
+        evicted = [(key, value)]
         self._set_aside(evicted)
         return evicted
 

@@ -25,14 +25,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.calling import not_callable
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineStats
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, weak_callback
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.manager.keys import config_key, name_of
+from otel_resilience.manager.keys import config_key, policy_name
 from otel_resilience.manager.named import NamedPolicies
 from otel_resilience.manager.policy import PolicyHandle
 from otel_resilience.manager.stages import StageInputs, compose
@@ -202,6 +203,11 @@ class ResilienceManager(NamedPolicies):
     Attributes:
         recovery_system: The manager's error recovery system: register rules on it.
         alert_system: The alert system the manager's statistics report.
+
+    Raises:
+        ValueError: ``max_pipelines`` or ``max_policies`` is not an int >= 1.
+        TypeError: ``recovery_system``, ``alert_system`` or ``clock`` is not one (the message
+            names ``ResilienceManager.<field>``).
     """
 
     def __init__(
@@ -215,8 +221,17 @@ class ResilienceManager(NamedPolicies):
     ) -> None:
         if isinstance(max_pipelines, bool) or not isinstance(max_pipelines, int) or max_pipelines < 1:
             raise fail("ResilienceManager", "max_pipelines", "an int >= 1", max_pipelines)
-        self.recovery_system = recovery_system or ErrorRecoverySystem("recovery", clock=clock)
-        self.alert_system = alert_system or default_alert_system()
+        check_clock("ResilienceManager", clock)
+        for part, value, kind in (
+            ("recovery_system", recovery_system, ErrorRecoverySystem),
+            ("alert_system", alert_system, AlertSystem),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise fail("ResilienceManager", part, f"an {kind.__name__} or None", value, kind=TypeError)
+        self.recovery_system = (
+            recovery_system if recovery_system is not None else ErrorRecoverySystem("recovery", clock=clock)
+        )
+        self.alert_system = alert_system if alert_system is not None else default_alert_system()
         self._clock = clock
         self._lock = fork_safe(threading.Lock())
         self._max_pipelines = max_pipelines
@@ -425,9 +440,8 @@ class ResilienceManager(NamedPolicies):
                 recovery rule covered the error.
         """
         if not callable(fn):
-            raise fail("ResilienceManager.execute_with_resilience", "fn", "callable", fn, kind=TypeError)
-        name = config.name if type(config) is ResilienceConfig and config.name else name_of(fn)
-        pipeline = self.pipeline_for(config, name)
+            raise not_callable("ResilienceManager.execute_with_resilience", fn)
+        pipeline = self.pipeline_for(config, policy_name(config, fn))
         return await pipeline.execute_packed(fn, args, kwargs)
 
     def execute_with_resilience_sync(
@@ -450,9 +464,8 @@ class ResilienceManager(NamedPolicies):
             Exception: As :meth:`execute_with_resilience`.
         """
         if not callable(fn):
-            raise fail("ResilienceManager.execute_with_resilience_sync", "fn", "callable", fn, kind=TypeError)
-        name = config.name if type(config) is ResilienceConfig and config.name else name_of(fn)
-        pipeline = self.pipeline_for(config, name)
+            raise not_callable("ResilienceManager.execute_with_resilience_sync", fn)
+        pipeline = self.pipeline_for(config, policy_name(config, fn))
         return pipeline.execute_packed_sync(fn, args, kwargs)
 
     # ------------------------------------------------------------------ statistics
@@ -506,6 +519,14 @@ class ResilienceManager(NamedPolicies):
             "limits": limits,
             "named_policies": named,
         }
+
+    def __repr__(self) -> str:
+        policies = self._policies
+        return (
+            f"ResilienceManager(policies={len(policies)}/{policies.capacity}, "
+            f"named_policies={len(self._handles)}, circuit_breakers={len(self._breakers)}, "
+            f"bulkheads={len(self._bulkheads)})"
+        )
 
 
 def _not_a_config(config: object) -> TypeError:

@@ -7,13 +7,14 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
+from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.core import _GONE, ResilienceManager
-from otel_resilience.manager.keys import name_of
+from otel_resilience.manager.keys import policy_name
 
 __all__ = ["get_resilience_manager", "resilient"]
 
@@ -78,18 +79,18 @@ def resilient(
         A decorator that keeps the function's signature.
 
     Raises:
-        TypeError: (when decorating) ``fn`` is not callable, is an async generator function, or
+        TypeError: ``config`` is not a ResilienceConfig or ``manager`` not a ResilienceManager;
+            (when decorating) ``fn`` is not callable, is a generator function (async or not), or
             is a sync function and ``config`` hedges (hedging is async only).
     """
+    _check_arguments(config, manager)
     cfg = config if config is not None else ResilienceConfig()
-    if not isinstance(cfg, ResilienceConfig):
-        raise fail("resilient", "config", "a ResilienceConfig", cfg, kind=TypeError)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        name = cfg.name or name_of(fn)
+        name = policy_name(cfg, fn)
         check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
-            raise fail("resilient", "fn", "callable", fn, kind=TypeError)
+            raise not_callable("resilient", fn)
         if cfg.hedging is not None and not is_async_callable(fn):
             msg = (
                 f"resilient: policy {name!r} hedges (ResilienceConfig.hedging), which is async only: "
@@ -99,6 +100,17 @@ def resilient(
         return _bind(fn, cfg, name, manager)
 
     return decorate
+
+
+def _check_arguments(config: object, manager: object) -> None:
+    """Refuse a ``config`` or ``manager`` of ``resilient`` that is not one, naming the argument."""
+    if config is not None and not isinstance(config, ResilienceConfig):
+        rule = "a ResilienceConfig"
+        if callable(config):  # @resilient written above a function: the function came as the config
+            rule += " (write @resilient() or @resilient(config) above the function)"
+        raise fail("resilient", "config", rule, config, kind=TypeError)
+    if manager is not None and not isinstance(manager, ResilienceManager):
+        raise fail("resilient", "manager", "a ResilienceManager or None", manager, kind=TypeError)
 
 
 def _bind(

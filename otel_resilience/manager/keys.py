@@ -6,12 +6,11 @@ import dataclasses
 import functools
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.config import ResilienceConfig
 
-__all__ = ["config_key", "name_of"]
+__all__ = ["config_key", "name_of", "policy_name"]
 
 _IDENTITY: Final = object()
 _DICT: Final = object()
@@ -74,6 +73,17 @@ def _compared_fields(kind: type) -> tuple[str, ...] | None:
             else None
         )
     return fields  # type: ignore[return-value]
+
+
+def policy_name(config: object, fn: Callable[..., Any]) -> str:
+    """Return the name of the policy that runs ``fn`` under ``config``: its ``name``, else :func:`name_of`.
+
+    The one rule of ``@resilient`` and ``execute_with_resilience``: a config names its policy
+    whatever its class (a subclass of ResilienceConfig too). What is not a config (refused by
+    the caller, which names the error) names nothing.
+    """
+    name = config.name if isinstance(config, ResilienceConfig) else None
+    return name or name_of(fn)
 
 
 def name_of(fn: Callable[..., Any]) -> str:

@@ -106,10 +106,12 @@ class NamedPolicies:
             ValueError: A handle of that name exists with another config or other options (change
                 its config with :meth:`reconfigure`), or ``config`` has an extra strategy given as a
                 ``Step`` instance (give a factory), or an option is out of range.
-            TypeError: ``config`` is not a :class:`ResilienceConfig`, or an option has the
-                wrong type.
+            TypeError: ``config`` is not a :class:`ResilienceConfig`, an option has the wrong
+                type, or ``adapt`` is not callable.
         """
         check_name(_POLICY, "name", name)
+        if adapt is not None and not callable(adapt):
+            raise fail(_POLICY, "adapt", "callable or None", adapt, kind=TypeError)
         options = {"max_keys": max_keys, "idle_ttl": idle_ttl, "key_attribute_limit": key_attribute_limit}
         with self._handles_lock:
             handle = self._handles.get(name)

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import timedelta
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
+from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.events import (
     Event,
     PolicyReloaded,
@@ -158,7 +159,7 @@ class _Runs(ABC):
             Exception: As :meth:`ResilienceManager.execute_with_resilience`.
         """
         if not callable(fn):
-            raise fail(f"{self._owner}.execute", "fn", "callable", fn, kind=TypeError)
+            raise not_callable(f"{self._owner}.execute", fn)
         result: R = await run(self._enter_state(), fn, args, kwargs)
         return result
 
@@ -170,7 +171,7 @@ class _Runs(ABC):
             Exception: As :meth:`ResilienceManager.execute_with_resilience_sync`.
         """
         if not callable(fn):
-            raise fail(f"{self._owner}.execute_sync", "fn", "callable", fn, kind=TypeError)
+            raise not_callable(f"{self._owner}.execute_sync", fn)
         result: R = run_sync(self._enter_state(), fn, args, kwargs)
         return result
 
@@ -524,7 +525,7 @@ def protect(name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner:
     """Wrap ``fn`` so that each call enters a state (``enter()``) and runs in its pipeline."""
     check_protectable(name, fn)  # first: a classmethod object is not callable
     if not callable(fn):
-        raise fail(owner, "fn", "callable", fn, kind=TypeError)
+        raise not_callable(owner, fn)
     wrapper: Callable[..., Any]
     if is_async_callable(fn):
 

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -39,6 +40,10 @@ _SHORTEST_TTL: Final = 0.001
 """The shortest ``probe_lease_ttl`` and ``key_ttl``: Redis expires keys in whole milliseconds."""
 _PROBE_TTL_MS: Final = 1000
 """How long the key written to reach an unreachable store again lives, in milliseconds."""
+_USER_INFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
+"""A URL's user info (``user:password@``, up to the authority's last ``@``), after its scheme."""
+_PASSWORD_PARAMETER: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
+"""A ``password=`` query parameter's value (redis-py reads one)."""
 
 
 class RedisStore(SharedStore):
@@ -548,6 +553,11 @@ if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
     os.register_at_fork(after_in_child=_forked_in_child)
 
 
+def _redacted(url: str) -> str:
+    """Return ``url`` as a message may show it: its user info and ``password=`` value as ``***``."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _USER_INFO.sub(r"\1***@", url, count=1))
+
+
 def _connect(
     url: str, timeout: float
 ) -> tuple[
@@ -592,7 +602,7 @@ def _connect(
         client = bound_connections(redis.Redis.from_url(url, **options))
         clients = (client, redis.Redis.from_url(url, **options))
     except ValueError as error:  # a URL redis cannot read (another scheme, a bad port, a bad db)
-        raise fail(_OWNER, "url", f"a Redis URL ({error})", url) from error
+        raise fail(_OWNER, "url", f"a Redis URL ({error})", _redacted(url)) from error
 
     def async_client() -> Any:
         return redis.asyncio.Redis.from_url(url, **{**options, "retry": AsyncRetry(NoBackoff(), 0)})

@@ -219,3 +219,62 @@ def test_use_expires_what_went_unused_and_keeps_the_entry_it_uses(clock) -> None
     clock.advance(9.0)
     assert s.expire() == 0
     assert s.get("kept") is kept
+
+
+def test_entries_expired_by_an_add_whose_create_raises_are_still_handed_over(clock) -> None:
+    """An add expires the old entries before it builds: a build that raises loses none of them.
+
+    They left the store under its lock; a builder that raised skipped the hand-over, so their
+    owner never folded their counts, and they stayed listed as leaving for good.
+    """
+    evicted: list[str] = []
+    s = ttl_store(clock, 10.0, evicted)
+    gone = add(s, "old")
+    clock.advance(11.0)
+
+    def broken() -> Item:
+        raise RuntimeError("cannot build")
+
+    with pytest.raises(RuntimeError, match="cannot build"):
+        s.get_or_add("new", broken)
+    assert evicted == ["old"]
+    assert s.values(evicting=True) == []
+    assert s.get("new") is None
+    assert gone.name == "old"
+
+
+def test_a_store_past_its_cap_shrinks_back_as_its_entries_are_used() -> None:
+    """Entries kept past the cap while busy go once idle, at later uses, not only at a later add.
+
+    A burst of busy entries left the store above its cap for as long as no new key came: a
+    service whose traffic stayed on those keys kept them all.
+    """
+    evicted: list[str] = []
+    s = store(2, evicted)
+    for key in "abcdefgh":
+        add(s, key).busy = True
+    assert len(s) == 8
+    for item in s.values():
+        item.busy = False
+    for _ in range(20):
+        s.use("h")
+    assert len(s) == 2
+    assert s.get("h") is not None
+    assert len(evicted) == 6
+
+
+def test_a_use_past_the_cap_looks_at_one_entry_only() -> None:
+    """The shrink costs one look a use: a store whose entries are all busy is not scanned."""
+    looks: list[str] = []
+
+    def idle(item: Item) -> bool:
+        looks.append(item.name)
+        return not item.busy
+
+    s: BoundedStore[str, Item] = BoundedStore("Owner", "cap", 1, is_idle=idle)
+    for key in "abcd":
+        s.get_or_add(key, lambda key=key: Item(key))[0].busy = True
+    looks.clear()
+    s.use("d")
+    assert len(looks) == 1
+    assert len(s) == 4
