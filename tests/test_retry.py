@@ -1332,3 +1332,13 @@ def test_callable_with_a_broken_qualname(clock: FakeClock) -> None:
         TypeError, match=r"metadata .* cannot be read to decorate it: RuntimeError: no qualname"
     ):
         retry(exact(), clock=clock, name="named")(_BrokenQualname())
+
+
+def test_an_empty_retry_on_needs_retry_on_result() -> None:
+    """``retry_on=()`` alone would retry nothing: refused naming the field; with ``retry_on_result``, results only."""
+    with pytest.raises(ValueError, match=r"RetryPolicy\.retry_on"):
+        RetryPolicy(retry_on=())
+    with pytest.raises(ValueError, match=r"RetryPolicy\.retry_on"):
+        RetryPolicy(retry_on=[])
+    results_only = RetryPolicy(retry_on=(), retry_on_result=lambda result: result is None)
+    assert not results_only.is_retryable(ConnectionError("down"))

@@ -40,13 +40,14 @@ def format_of(name: str) -> Format | None:
 
 
 def parse(text: str, file_format: Format, source: str | None) -> Parsed:
-    """Parse ``text`` as ``file_format``.
+    """Parse ``text`` as ``file_format`` (a leading byte order mark is ignored).
 
     Raises:
         ConfigError: The text is not valid in its format (with the line where the parser
             stopped, when it says).
         ImportError: The parser is not installed (the message names the ``config`` extra).
     """
+    text = text.removeprefix("\ufeff")  # a byte order mark some editors write: not part of either format
     if file_format == "toml":
         return _parse_toml(text, source)
     return _parse_yaml(text, source)

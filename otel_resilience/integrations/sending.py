@@ -188,7 +188,8 @@ class HttpPolicy:
         """Return whether a request may be sent more than once.
 
         ``mark`` is the request's :data:`RETRYABLE` flag (``None`` when not given): ``True``
-        allows, ``False`` forbids; without it the method decides, or the idempotency header.
+        allows, ``False`` forbids; without it the method decides, or the idempotency header
+        (with a value: an empty or blank one marks nothing).
         A body that cannot be replayed forbids it whatever the mark.
         """
         if not body_replayable:
@@ -199,7 +200,10 @@ class HttpPolicy:
         if method in methods or method.upper() in methods:
             return True
         header = self._header
-        return header is not None and headers.get(header) is not None
+        if header is None:
+            return False
+        key = headers.get(header)  # a key names the operation: an empty one names none
+        return key is not None and bool(key.strip())
 
     def timeout_left(self) -> float | None:
         """Return the seconds left before the execution's deadline (``None``: no deadline)."""

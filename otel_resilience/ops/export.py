@@ -271,7 +271,11 @@ def generator_options(args: argparse.Namespace) -> RuleOptions | None:
         if not sep or not name:
             msg = f"--set expects FIELD=VALUE, got {item!r}"
             raise ValueError(msg)
-        settings[name.strip()] = value.strip()
+        field = name.strip()
+        if field in settings:  # which one was meant? never the last silently
+            msg = f"--set {field} given twice ({settings[field]!r} and {value.strip()!r}): give it once"
+            raise ValueError(msg)
+        settings[field] = value.strip()
     if args.runbook_url_base is not None:
         settings["runbook_url_base"] = args.runbook_url_base
     if args.job_label is not None:

@@ -401,3 +401,17 @@ def test_the_readme_configuration_example_loads() -> None:
     policies = loads(block)
     assert list(policies) == ["ml_service", "payments"]
     assert policies["payments"].rate_limiter == RateLimiterConfig(rate=100 / 60, burst=10)
+
+
+@pytest.mark.parametrize("file_format", ["toml", "yaml"])
+def test_a_byte_order_mark_is_ignored_in_either_format(file_format: str, tmp_path: Path) -> None:
+    """Some editors start a UTF-8 file with a byte order mark: the file reads as it would without one."""
+    text = (
+        '[policies.payments]\ntimeout = "2s"\n'
+        if file_format == "toml"
+        else "policies:\n  payments:\n    timeout: 2s\n"
+    )
+    path = tmp_path / f"resilience.{file_format}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load(path)["payments"] == loads(text, file_format)["payments"]
+    assert loads("\ufeff" + text, file_format)["payments"].timeout == 2.0

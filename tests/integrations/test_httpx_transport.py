@@ -159,6 +159,21 @@ async def test_a_marked_post_is_retried(
 
 
 @DRIVERS
+@pytest.mark.parametrize("key", ["", "   "], ids=["empty", "blank"])
+async def test_an_empty_idempotency_key_marks_nothing(
+    driver: str, key: str, server: ScriptedHTTPServer
+) -> None:
+    """An Idempotency-Key without a value names no operation the server could deduplicate: sent once."""
+    server.script("/a", (503, {}))
+    headers = {"Idempotency-Key": ""}
+    response = await Clients(driver, policy()).request(
+        "POST", f"{server.url}/a", content=b"order", headers=headers
+    )
+    assert response.status_code == 503
+    assert server.count("/a") == 1
+
+
+@DRIVERS
 async def test_a_get_marked_not_retryable_is_sent_once(driver: str, server: ScriptedHTTPServer) -> None:
     """The retryable flag set to False forbids retrying even an idempotent method."""
     server.script("/a", (503, {}))

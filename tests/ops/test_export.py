@@ -119,6 +119,7 @@ def test_export_with_options_regenerates_the_rules_without_the_unit_tests(tmp_pa
         ["alerts", "DIR", "--set", "retry_storm_ratio=-1"],
         ["alerts", "DIR", "--runbook-url-base", "not a url"],
         ["dashboards", "DIR", "--job-label", "service"],
+        ["alerts", "DIR", "--set", "retry_storm_ratio=0.7", "--set", "retry_storm_ratio = 0.9"],
         ["--all", "--runbook-url-base", "https://example.com"],
     ],
 )
@@ -158,3 +159,4 @@ def test_cli_needs_all_or_a_kind_and_a_directory():
     """The command line refuses a kind without a directory."""
     with pytest.raises(SystemExit):
         export.main(["alerts"])
+

@@ -136,7 +136,8 @@ class RetryPolicy:
     """Seconds (or a ``timedelta``) one attempt may take, ``> 0``; ``None`` for no limit.
     Default: ``None``."""
     retry_on: ErrorSelector = (Exception,)
-    """Errors that are retried: ``Exception`` subclasses or a predicate. Default: ``(Exception,)``."""
+    """Errors that are retried: ``Exception`` subclasses or a predicate; empty (``()``) only with
+    ``retry_on_result`` (results retried, errors never). Default: ``(Exception,)``."""
     no_retry_on: ErrorSelector = (ExecutionRejectedError,)
     """Errors never retried, even if ``retry_on`` matches them: types or a predicate.
     Default: ``(ExecutionRejectedError,)`` (open breaker, full bulkhead)."""
@@ -207,6 +208,11 @@ class RetryPolicy:
         no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)
         check_callable(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
+        if retry_on == () and self.retry_on_result is None:
+            rule = (
+                "at least one exception type, a predicate, or retry_on_result set (else nothing is retried)"
+            )
+            raise fail(_OWNER, "retry_on", rule, self.retry_on)
         self._check_outcome_fields()
 
     def _check_outcome_fields(self) -> None:
