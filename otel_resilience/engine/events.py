@@ -38,6 +38,7 @@ from otel_resilience.engine.forking import fork_safe
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
     "HUB",
+    "MAX_ATTRIBUTE_LENGTH",
     "Event",
     "ExecutionListener",
     "IdentityEnum",
@@ -46,6 +47,7 @@ __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they 
     "TelemetryHub",
     "TelemetryListener",
     "TelemetrySource",
+    "bounded_text",
     "error_type_name",
     *event_args.__all__,
 ]
@@ -474,6 +476,18 @@ class StrategyTelemetry:
 _TYPE_NAMES: weakref.WeakKeyDictionary[type[BaseException], str] = weakref.WeakKeyDictionary()
 """Names by class, held weakly: a class created at run time (per request, per test) is not kept
 alive by having failed once."""
+
+
+MAX_ATTRIBUTE_LENGTH: Final = 256
+"""The longest text the library writes as a telemetry value it builds from a user's value (an
+alert's subject or attribute, a keyed policy's ``resilience.key``); longer ones are cut."""
+
+
+def bounded_text(value: str) -> str:
+    """Return ``value``, cut to :data:`MAX_ATTRIBUTE_LENGTH` characters (ending in ``...``) if longer."""
+    if len(value) <= MAX_ATTRIBUTE_LENGTH:
+        return value
+    return value[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
 
 
 def error_type_name(error: BaseException | None) -> str | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from otel_resilience.engine.events import Event, EventArgs, error_type_name
+from otel_resilience.engine.events import Event, EventArgs, bounded_text, error_type_name
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
@@ -112,10 +112,14 @@ def keyed(instrument: str) -> bool:
 
 
 def key_attributes(key: str) -> Attrs:
-    """Return the metric attributes of a key: ``resilience.key``, and the overflow mark for ``_OTHER``."""
+    """Return the metric attributes of a key: ``resilience.key``, and the overflow mark for ``_OTHER``.
+
+    A key longer than :data:`~otel_resilience.engine.events.MAX_ATTRIBUTE_LENGTH` is cut
+    (:func:`~otel_resilience.engine.events.bounded_text`), as on the execution span.
+    """
     if key == sc.KEY_OVERFLOW:
         return {sc.KEY: key, sc.METRIC_OVERFLOW: True}
-    return {sc.KEY: key}
+    return {sc.KEY: bounded_text(key)}
 
 
 class Plan:

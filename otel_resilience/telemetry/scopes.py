@@ -23,8 +23,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_resilience.engine.events import Outcome, TelemetrySource, error_type_name
+from otel_resilience.engine.events import Outcome, TelemetrySource, bounded_text, error_type_name
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.telemetry.binding import key_attributes
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -148,12 +149,10 @@ class SourceInfo:
         self.source_values: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.span_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern}
         if source.key is not None:
-            self.span_attrs[sc.KEY] = source.key
+            self.span_attrs[sc.KEY] = bounded_text(source.key)
         self.key_attrs: Attrs | None = None
         if source.metric_key is not None:
-            self.key_attrs = {sc.KEY: source.metric_key}
-            if source.metric_key == sc.KEY_OVERFLOW:
-                self.key_attrs[sc.METRIC_OVERFLOW] = True
+            self.key_attrs = key_attributes(source.metric_key)
         self.success_attrs: Attrs = {
             sc.POLICY: self.policy,
             sc.PATTERN: self.pattern,

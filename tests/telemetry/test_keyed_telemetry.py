@@ -179,3 +179,24 @@ def test_reloads_are_counted_from_zero_and_a_refusal_is_an_event_and_a_log(
     assert "TypeError" in str(logs[0].body)
     assert dict(logs[0].attributes)[sc.NAME] == "reloaded"
     assert policy.generation == 2
+
+
+def test_a_long_key_is_cut_alike_on_its_span_its_metrics_and_after_its_eviction(
+    otel, manager: ResilienceManager
+) -> None:
+    """A key longer than 256 characters is written cut (253 and ``...``) everywhere it is a telemetry value."""
+    long_key = "tenant-" + "x" * 1000
+    cut = long_key[:253] + "..."
+    policy = manager.policy("capped", BREAKER, key_attribute_limit=2, max_keys=1)
+    open_key(policy, long_key)
+    assert [s.attributes.get(sc.KEY) for s in otel.spans("capped")] == [cut, cut]
+    before = [
+        point.value for point in otel.points(sc.EXECUTIONS) if dict(point.attributes).get(sc.KEY) == cut
+    ]
+    assert sum(before) == 2
+    policy.for_key("other").execute_sync(lambda: None)  # the long key's state is evicted (max_keys=1)
+    rows = [dict(point.attributes).get(sc.KEY) for point in otel.points(sc.EXECUTIONS)]
+    assert long_key not in rows
+    after = [point.value for point in otel.points(sc.EXECUTIONS) if dict(point.attributes).get(sc.KEY) == cut]
+    assert sum(after) == 2  # its counts folded under the same series
+    assert all(len(key) <= 256 for key in rows if isinstance(key, str))

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Final
 
 from otel_resilience.engine.events import HUB
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
 from otel_resilience.patterns.alerts.model import DEFAULT_BULKHEAD_COOLDOWN as DEFAULT_BULKHEAD_COOLDOWN
@@ -53,7 +54,6 @@ from otel_resilience.patterns.alerts.model import (
     DEFAULT_RECOVERY_RATE_THRESHOLD as DEFAULT_RECOVERY_RATE_THRESHOLD,
 )
 from otel_resilience.patterns.alerts.model import DEFAULT_RECOVERY_WINDOW as DEFAULT_RECOVERY_WINDOW
-from otel_resilience.patterns.alerts.model import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
 from otel_resilience.patterns.alerts.model import MAX_TRACKED_SUBJECTS as MAX_TRACKED_SUBJECTS
 from otel_resilience.patterns.alerts.model import SEVERITIES as SEVERITIES
 from otel_resilience.patterns.alerts.model import Alert as Alert

@@ -9,7 +9,7 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from otel_resilience.engine.events import IdentityEnum
+from otel_resilience.engine.events import IdentityEnum, bounded_text
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
 DEFAULT_RECOVERY_RATE_THRESHOLD: Final = 0.8
@@ -24,8 +24,6 @@ DEFAULT_ESCALATION_COOLDOWN: Final = 60.0
 """Seconds between two ``RECOVERY_ESCALATED`` alerts for the same system and error type."""
 DEFAULT_HISTORY_SIZE: Final = 100
 """Recent alerts kept in :attr:`AlertSystem.history`."""
-MAX_ATTRIBUTE_LENGTH: Final = 256
-"""Longest alert subject or attribute value; longer strings are cut (and end in ``...``)."""
 MAX_TRACKED_SUBJECTS: Final = 1024
 """Breakers in an outage, bulkheads, recovery systems and escalations tracked at most, each (the
 least recently seen of its kind forgotten)."""
@@ -63,10 +61,8 @@ recover, needs a human now (critical); the others are early warnings."""
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 
-def _bounded(value: str) -> str:
-    if len(value) <= MAX_ATTRIBUTE_LENGTH:
-        return value
-    return value[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
+_bounded = bounded_text
+"""An alert's subject or attribute value, cut to :data:`MAX_ATTRIBUTE_LENGTH` characters."""
 
 
 @dataclass(frozen=True, slots=True)

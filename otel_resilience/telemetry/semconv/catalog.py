@@ -221,7 +221,8 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "The key of a call through a keyed policy (`handle.for_key(key)`), as `str(key)`: on its "
         "execution span always; on its metrics only where the policy opted in "
         "(`key_attribute_limit=N`): the first N keys by name, every later key as `_OTHER` (with "
-        "`otel.metric.overflow`). Keys must be bounded values that are not secrets.",
+        "`otel.metric.overflow`). Keys must be bounded values that are not secrets; a key longer "
+        "than 256 characters is cut to 253 and `...`.",
     ),
     AttributeSpec(
         METRIC_OVERFLOW,
