@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from otel_resilience import (
     BulkheadConfig,
     CircuitBreakerConfig,
     HedgingConfig,
     ResilienceConfig,
     ResilienceManager,
+    RetryPolicy,
 )
 
 
@@ -84,3 +87,75 @@ async def test_hedges_that_failed_still_make_the_original_a_recovery(otel: Any) 
     executions = handle.get_stats()["executions"]
     assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (0, 1)
     assert outcomes(otel, "prices") == {"recovered": 1}
+
+
+@pytest.mark.parametrize(
+    "hedging",
+    [
+        HedgingConfig(delay=60.0, max_attempts=1),
+        HedgingConfig(mode="fallback"),
+        HedgingConfig(mode="parallel"),
+    ],
+    ids=["one-attempt", "fallback", "parallel"],
+)
+async def test_a_race_that_wins_after_a_retry_of_a_failed_race_is_a_recovery(
+    otel: Any, hedging: HedgingConfig
+) -> None:
+    """Retry around hedging: the first race found no answer, the retry's race won at its first attempt.
+
+    The execution returned after failed attempts: a recovery, as without hedging, whatever the
+    winning race looked like on its own.
+    """
+    manager = ResilienceManager()
+    handle = manager.policy(
+        "search",
+        ResilienceConfig(hedging=hedging, retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0)),
+    )
+    failures = hedging.max_attempts  # the whole first race fails
+    calls = 0
+
+    async def fail_first_race() -> str:
+        nonlocal calls
+        calls += 1
+        failing = calls <= failures
+        await asyncio.sleep(0)
+        if failing:
+            raise ConnectionError("replica down")
+        return "hit"
+
+    assert await handle.execute(fail_first_race) == "hit"
+    executions = handle.get_stats()["executions"]
+    assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (0, 1)
+    assert outcomes(otel, "search") == {"recovered": 1}
+
+
+async def test_a_race_with_no_acceptable_result_after_a_retry_is_a_recovery(otel: Any) -> None:
+    """The retry's race answers with the original's result (none was acceptable): still a recovery.
+
+    The first race failed (its original raised), so the result returned after the retry came
+    after a failed attempt.
+    """
+    manager = ResilienceManager()
+    handle = manager.policy(
+        "stale",
+        ResilienceConfig(
+            hedging=HedgingConfig(mode="parallel", hedge_on_result=lambda result: result == "stale"),
+            retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0),
+        ),
+    )
+    calls = 0
+
+    async def stale_after_a_failure() -> str:
+        nonlocal calls
+        calls += 1
+        first = calls == 1
+        await asyncio.sleep(0)
+        if first:
+            raise ConnectionError("replica down")
+        return "stale"
+
+    assert await handle.execute(stale_after_a_failure) == "stale"
+    assert calls == 4
+    executions = handle.get_stats()["executions"]
+    assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (0, 1)
+    assert outcomes(otel, "stale") == {"recovered": 1}

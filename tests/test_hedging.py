@@ -67,6 +67,12 @@ def test_defaults_are_pinned() -> None:
             "HedgingConfig.hedge_on_result must be callable",
         ),
         ({"mode": "parallel", "budget": 1}, TypeError, "HedgingConfig.budget must be a RetryBudget"),
+        (
+            {"mode": "parallel", "budget": RetryBudget},
+            TypeError,
+            "HedgingConfig.budget must be a RetryBudget",
+        ),
+        ({"delay": PercentileDelay}, TypeError, "HedgingConfig.delay must be seconds > 0 or a function"),
     ],
 )
 def test_bad_config_names_the_field(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
@@ -216,6 +222,15 @@ def test_percentile_delay_rules() -> None:
         PercentileDelay(0.1, samples=3, min_samples=4)
     with pytest.raises(ValueError, match=r"PercentileDelay.initial must be > 0 seconds"):
         PercentileDelay(0)
+
+
+def test_percentile_delay_refuses_a_floor_above_its_initial_delay() -> None:
+    """``minimum`` is the shortest delay it returns, so ``initial``, returned first, may not be under it."""
+    assert PercentileDelay(0.05, minimum=0.05)() == 0.05
+    with pytest.raises(ValueError, match=r"PercentileDelay.minimum must be <= initial \(0.05\), got 0.1"):
+        PercentileDelay(0.05, minimum=0.1)
+    with pytest.raises(ValueError, match=r"PercentileDelay.minimum must be <= initial"):
+        PercentileDelay(timedelta(milliseconds=50), minimum=timedelta(seconds=1))
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,12 @@ starts, waits, cancels and awaits. The race, in order:
    steps took (their ``on_cancel``).
 5. When every attempt ended and none was acceptable, the original's outcome is the execution's
    (its error re-raised, its result returned), as in Polly.
-6. The execution's outcome (:attr:`ExecutionContext.outcome`) is the winner's, ``RECOVERED``
-   instead of ``SUCCESS`` when an attempt ended unacceptably before the win; an attempt that
-   was rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`: a full bulkhead,
-   an open breaker inside the hedging) never called the dependency, so it is no failure
+6. The execution's outcome (:attr:`ExecutionContext.outcome`) is that attempt's (the winner's,
+   else the original's), ``RECOVERED`` instead of ``SUCCESS`` when an attempt ended
+   unacceptably before a win, or when the execution had recovered before the race began (a
+   retry around the race runs it again after a race that failed); an attempt that was
+   rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`: a full bulkhead, an
+   open breaker inside the hedging) never called the dependency, so it is no failure
    recovered from.
 7. A cancellation of the caller (its own deadline included) cancels and awaits every attempt,
    then propagates.
@@ -203,6 +205,7 @@ class _Race:
         "loop",
         "more",
         "next",
+        "recovered",
         "tasks",
         "winner",
     )
@@ -217,6 +220,8 @@ class _Race:
         self.tasks: set[asyncio.Task[None]] = set()
         self.winner: _Attempt | None = None
         self.failed = False
+        self.recovered = ctx.outcome is _RECOVERED
+        """Whether the execution had recovered before the race (a retry around it runs it again)."""
         self.more = True
         self.latest = 0.0
         self.delay: float | None = None
@@ -322,7 +327,8 @@ class _Race:
         """Return the attempt whose outcome the execution takes, and set the execution's outcome.
 
         The winner; without one, the original if it ended, else the first attempt that ended;
-        ``None`` when every attempt was cancelled from elsewhere.
+        ``None`` when every attempt was cancelled from elsewhere. A success is a recovery when
+        an attempt failed before the win, or when the execution had recovered before the race.
         """
         chosen = self.winner
         if chosen is None:
@@ -330,7 +336,7 @@ class _Race:
             if chosen is None:
                 return None
         outcome = chosen.ctx.outcome
-        if self.winner is not None and self.failed and outcome is _SUCCESS:
+        if outcome is _SUCCESS and (self.recovered or (self.failed and self.winner is not None)):
             outcome = _RECOVERED
         self.ctx.outcome = outcome
         return chosen

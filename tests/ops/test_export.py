@@ -159,4 +159,3 @@ def test_cli_needs_all_or_a_kind_and_a_directory():
     """The command line refuses a kind without a directory."""
     with pytest.raises(SystemExit):
         export.main(["alerts"])
-

@@ -140,7 +140,7 @@ class HedgingConfig:
     """``"latency"`` mode only, and required there: how long the latest attempt may run before
     another starts, seconds ``> 0`` (or a ``timedelta``), or a function ``() -> seconds`` asked
     at each hedge, such as :class:`~otel_resilience.patterns.hedging.PercentileDelay` (a function with an
-    ``observe(seconds)`` method is told the latency of every accepted attempt). What the function
+    ``observe(seconds)`` method is told the latency of every accepted result). What the function
     returns must be seconds ``>= 0``; otherwise the execution fails with ``TypeError`` or
     ``ValueError``. No default: a latency figure has no safe one."""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -204,7 +204,8 @@ class HedgingConfig:
         object.__setattr__(self, "hedge_on", hedge_on)
         check_callable(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
         budget: object = self.budget
-        if budget is not None and not isinstance(budget, HedgeBudget):
+        # A class passes the protocol's check (it has the methods): an instance is wanted.
+        if budget is not None and (isinstance(budget, type) or not isinstance(budget, HedgeBudget)):
             rule = "a RetryBudget (deposit, try_withdraw, refund) or None"
             raise fail(_OWNER, "budget", rule, budget, kind=TypeError)
 
@@ -218,6 +219,9 @@ class HedgingConfig:
             raise fail(
                 _OWNER, "delay", "seconds > 0 or a function returning seconds in 'latency' mode", delay
             )
+        if isinstance(delay, type):  # PercentileDelay for PercentileDelay(0.05): a call makes no seconds
+            rule = "seconds > 0 or a function returning seconds (an instance, not a class)"
+            raise fail(_OWNER, "delay", rule, delay, kind=TypeError)
         if callable(delay):
             return
         object.__setattr__(self, "delay", check_duration(_OWNER, "delay", delay))

@@ -22,16 +22,17 @@ rank that close above a whole one."""
 
 @runtime_checkable
 class LatencyObserver(Protocol):
-    """A hedge delay that wants the latencies of accepted attempts (``HedgingConfig.delay``).
+    """A hedge delay that wants the latencies of accepted results (``HedgingConfig.delay``).
 
     A delay function with an ``observe`` method is handed the latency, in seconds on the
-    hedging's clock, of every attempt whose outcome was accepted (the winners, and a second
-    acceptable outcome that ended in the same loop iteration); cancelled and failed attempts are
-    not observed.
+    hedging's clock, of every attempt that returned a result that was accepted (the winners, and
+    a second acceptable result that ended in the same loop iteration); cancelled and failed
+    attempts are not observed, nor is an error, even one accepted (``hedge_on`` does not match
+    it): the delay follows the latency of answers.
     """
 
     def observe(self, seconds: float) -> None:
-        """Record one accepted attempt's latency (must be fast, thread-safe, and never raise)."""
+        """Record one accepted result's latency (must be fast, thread-safe, and never raise)."""
         ...
 
 
@@ -45,7 +46,7 @@ class PercentileDelay:
     hedges whatever takes longer than 95 % of the recent answers took: the hedge load stays near
     ``1 - percentile / 100`` of the calls (5 % here) whatever the dependency's current latency,
     where a fixed delay hedges almost every call once the dependency slows down past it. The
-    latencies are those of accepted attempts (a loser cancelled when another won is never
+    latencies are those of accepted results (a loser cancelled when another won is never
     observed: its latency is not known), so under a tail of slow calls the percentile is a little
     low, which hedges a little more, never less.
 
@@ -61,8 +62,8 @@ class PercentileDelay:
         samples: How many of the latest latencies it keeps, ``>= 1``. Default: 100.
         min_samples: How many it needs before it uses them, ``1 <= min_samples <= samples``.
             Default: ``min(10, samples)``.
-        minimum: The shortest delay it returns, seconds ``>= 0`` (a floor under a dependency that
-            answers in microseconds; a ``timedelta`` is accepted). Default: 0.
+        minimum: The shortest delay it returns, seconds ``>= 0`` and ``<= initial`` (a floor under
+            a dependency that answers in microseconds; a ``timedelta`` is accepted). Default: 0.
 
     Raises:
         TypeError: A value has the wrong type (the message names ``PercentileDelay.<field>``).
@@ -103,6 +104,8 @@ class PercentileDelay:
             raise fail(_OWNER, "min_samples", f"<= samples ({size})", min_samples)
         self.min_samples = needed
         self.minimum = check_duration(_OWNER, "minimum", minimum, allow_zero=True)
+        if self.minimum > self.initial:  # initial is returned first: it may not be under the floor
+            raise fail(_OWNER, "minimum", f"<= initial ({self.initial!r})", minimum)
         self._latencies: deque[float] = deque(maxlen=size)
         self._lock = fork_safe(threading.Lock())
         self._cached = self.initial
@@ -116,7 +119,7 @@ class PercentileDelay:
         return maxlen
 
     def observe(self, seconds: float) -> None:
-        """Record one accepted attempt's latency, in seconds (a NaN or negative one is ignored)."""
+        """Record one accepted result's latency, in seconds (a NaN or negative one is ignored)."""
         if seconds >= 0 and not math.isinf(seconds):
             with self._lock:
                 self._latencies.append(seconds)
