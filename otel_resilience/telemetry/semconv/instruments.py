@@ -283,8 +283,9 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.COUNTER,
         "{hedge}",
         "Hedges started: attempts of a hedged execution after the original, by trigger. Each is a "
-        "call of the dependency; compare with `resilience.executions` of the policy for the extra "
-        "load hedging adds.",
+        "call of the dependency, unless a step inside the hedging rejected it (an open breaker, a "
+        "full bulkhead: `resilience.rejections`); compare with `resilience.executions` of the "
+        "policy for the extra load hedging adds.",
         (POLICY, NAME, HEDGE_TRIGGER),
     ),
     InstrumentSpec(
