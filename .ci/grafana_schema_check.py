@@ -13,8 +13,9 @@ Grafana keeps unknown fields of an imported dashboard and ignores them:
 * ``auto``, ``auto_count``, ``auto_min`` of a variable: the interval variable's fields, which the
   SDK writes on every variable (``false``, ``30``, ``10s``) and Grafana reads on interval
   variables only;
-* ``expr`` of an annotation query: the Prometheus data source's own field, which the generic
-  schema does not list (every Prometheus annotation carries it).
+* ``expr``, ``titleFormat``, ``textFormat`` and ``tagKeys`` of an annotation query: the
+  Prometheus data source's own fields (the query, and what a mark shows), which the generic
+  schema does not list.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ NEWER_THAN_THE_SCHEMA = {
     ("templating", "auto_count"),
     ("templating", "auto_min"),
     ("annotations", "expr"),
+    ("annotations", "titleFormat"),
+    ("annotations", "textFormat"),
+    ("annotations", "tagKeys"),
 }
 HEADER = """import type { Dashboard } from '@grafana/schema';
 type Loose<T> = T extends string ? string

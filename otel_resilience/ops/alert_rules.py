@@ -274,7 +274,7 @@ class RuleOptions:
         fallback_ratio: Share of executions answered by a fallback that alerts.
         timeout_ratio: Timeouts per execution that alert.
         breaker_open_warning_for: ``for`` of the breaker-open warning.
-        breaker_open_critical_for: ``for`` of the breaker-open page.
+        breaker_open_critical_for: ``for`` of the breaker-open page, longer than the warning's.
         breaker_flapping_trips: Trips in 30 m that make a breaker flapping.
         breaker_flapping_for: ``for`` of the flapping alert.
         breaker_would_open_for: ``for`` of the alert on a ``metrics_only`` breaker's would-be trips.
@@ -341,6 +341,13 @@ class RuleOptions:
                 raise ValueError(
                     f"RuleOptions.{name} is a share and must be <= 1, got {getattr(self, name)!r}"
                 )
+        warning, critical = self.breaker_open_warning_for, self.breaker_open_critical_for
+        if _seconds(critical) <= _seconds(warning):
+            msg = (
+                "RuleOptions.breaker_open_critical_for must be longer than breaker_open_warning_for "
+                f"({warning}), got {critical!r}: severity grows with duration"
+            )
+            raise ValueError(msg)
         if not re.fullmatch(r"https?://\S+", self.runbook_url_base):
             msg = f"RuleOptions.runbook_url_base must be an http(s) URL, got {self.runbook_url_base!r}"
             raise ValueError(msg)
@@ -565,6 +572,11 @@ _PROMETHEUS_DURATION: Final = re.compile(
 """What Prometheus reads as a duration (``model.ParseDuration``): each unit at most once, largest first."""
 
 
+def _seconds(duration: str) -> float:
+    """The length of a Prometheus duration (one :func:`_is_duration` accepts), in seconds."""
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(duration))
+
+
 def _is_duration(text: str) -> bool:
     """Return whether ``text`` is a duration Prometheus accepts (``"5m"``, ``"1h30m"``; not ``"30s5m"``)."""
     return bool(text) and _PROMETHEUS_DURATION.fullmatch(text) is not None
@@ -605,7 +617,7 @@ def scale_duration(duration: str, time_scale: float) -> str:
         raise ValueError(msg)
     if scale == 1.0:
         return duration
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(duration))
+    seconds = _seconds(duration)
     if seconds == 0:
         return duration
     millis = max(1, round(seconds * scale * 1000))

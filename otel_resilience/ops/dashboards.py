@@ -84,6 +84,7 @@ _RED: Final = "red"
 class _Query:
     expr: str
     legend: str
+    """The legend of its series, without the service, which every legend starts with (:func:`_legend`)."""
     instant: bool = False
     exemplar: bool = False
     table: bool = False
@@ -155,8 +156,18 @@ _JOB_SEL: Final = {"job": "~$job"}
 _POLICY_SEL: Final = {"job": "~$job", "policy": "~$policy"}
 
 
+def _by(*labels: str) -> str:
+    """The grouping of every aggregation of a panel: the service, then ``labels``.
+
+    The ``job`` variable selects every service by default, and two services may name a policy,
+    breaker or bulkhead alike: an aggregation that dropped ``job`` would add them up (or take
+    the worst of them) under one name.
+    """
+    return ", ".join((_JOB, *labels))
+
+
 def _rate(series: str, selector: str, by: Sequence[str]) -> str:
-    return f"sum by ({', '.join(by)}) (rate({series}{selector}[$__rate_interval]))"
+    return f"sum by ({_by(*by)}) (rate({series}{selector}[$__rate_interval]))"
 
 
 def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__rate_interval") -> str:
@@ -168,7 +179,7 @@ def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__r
     recording rules' own (:mod:`~otel_resilience.ops.alert_rules`): a series with no sample
     ``window`` ago counts its whole value.
     """
-    return ar._events(f"{series}{selector}", window, by)  # one rule for the rules and the panels
+    return ar._events(f"{series}{selector}", window, (_JOB, *by))  # one rule for the rules and the panels
 
 
 def _or_zero(expr: str) -> str:
@@ -232,7 +243,7 @@ def _in_process_note(instrument: str, part: str = "bucket", *, exemplars: bool =
 def _quantile(q: float, instrument: str, selector: str, by: str) -> str:
     """The ``q`` quantile of a histogram (either form, :func:`_histogram_rate`) by the labels ``by``."""
     rate = _histogram_rate(instrument, "bucket", selector)
-    return f"histogram_quantile({q:g}, sum by ({_BUCKET}, {by}) ({rate}))"
+    return f"histogram_quantile({q:g}, sum by ({_BUCKET}, {_by(by)}) ({rate}))"
 
 
 def _quantiles(
@@ -263,11 +274,18 @@ def _breaker_state_expr(selector: dict[str, str]) -> str:
         for name, level in _STATE_LEVELS.items()
         if level
     ]
-    return f"max by ({_NAME}) (\n  " + "\n  or\n  ".join(terms) + "\n)"
+    return f"max by ({_by(_NAME)}) (\n  " + "\n  or\n  ".join(terms) + "\n)"
 
 
 def _transitions_annotation(previous: str, state: str) -> str:
-    """Breakers that changed from ``previous`` to ``state`` (any reason) in each step."""
+    """Breakers that changed from ``previous`` to ``state`` (any reason) within ``$__rate_interval``.
+
+    Not ``$__interval``: Grafana runs an annotation at steps of ``$__interval``, which is the
+    scrape interval for ranges of up to hours, and its steps fall between scrapes: a window that
+    long holds one sample, and ``increase()`` needs two. Over ``$__rate_interval`` (at least four
+    scrapes) a trip is counted at several steps in a row, which Grafana draws as one mark (a
+    region from the trip on): it joins the active steps of a series that are a step apart.
+    """
     transitions = naming.series(sc.CB_TRANSITIONS)
     selector = _m(
         **_JOB_SEL,
@@ -276,17 +294,36 @@ def _transitions_annotation(previous: str, state: str) -> str:
             _CB_STATE: naming.value(sc.CB_STATE, state),
         },
     )
-    return f"{_increase(transitions, selector, (_JOB, _NAME), '$__interval')} > 0"
+    return f"{_increase(transitions, selector, (_NAME,))} > 0"
 
 
 _ANNOTATIONS: Final = (
-    ("Circuit breaker trips", "red", ("closed", "open")),
-    ("Circuit breaker would-be trips (metrics_only)", "blue", ("metrics_only", "metrics_only")),
+    ("Circuit breaker trips", "red", ("closed", "open"), "tripped (closed -> open)"),
+    (
+        "Circuit breaker would-be trips (metrics_only)",
+        "blue",
+        ("metrics_only", "metrics_only"),
+        "would have tripped (metrics_only: no call rejected)",
+    ),
 )
-"""The annotations of every dashboard: name, colour, and the transition they mark. A trip is any
-change from closed to open, whatever its reason (failure threshold, failure or slow-call rate,
-forced, isolated); a ``metrics_only`` breaker reports the trip it would make as a change to
-itself."""
+"""The annotations of every dashboard: name, colour, the transition they mark, and what a mark
+says happened to the breaker it names. A trip is any change from closed to open, whatever its
+reason (failure threshold, failure or slow-call rate, forced, isolated); a ``metrics_only``
+breaker reports the trip it would make as a change to itself."""
+_ANNOTATION_TAGS: Final = (_JOB, _NAME)
+"""The labels of a mark's series shown as its tags (Grafana's ``tagKeys``)."""
+
+
+def _annotation_fields(what: str) -> dict[str, str]:
+    """What a mark shows: the breaker as its title, breaker and service in its text, both as tags.
+
+    These are the Prometheus data source's annotation fields, templates over the result's labels.
+    """
+    return {
+        "titleFormat": f"{{{{{_NAME}}}}} {what}",
+        "textFormat": f"Circuit breaker {{{{{_NAME}}}}} of service {{{{{_JOB}}}}} {what}",
+        "tagKeys": ",".join(_ANNOTATION_TAGS),
+    }
 
 
 def _recorded(name: str, selector: dict[str, str]) -> str:
@@ -345,9 +382,9 @@ def _breaker_rates(selector: dict[str, str]) -> _Panel:
         f"`{failure_rate}`, `{slow_call_rate}` and `{threshold}`.",
         "percentunit",
         (
-            _Query(_or_zero(f"max by ({_NAME}) ({failure_rate}{sel})"), f"{{{{{_NAME}}}}} failure rate"),
-            _Query(f"max by ({_NAME}) ({slow_call_rate}{sel})", f"{{{{{_NAME}}}}} slow-call rate"),
-            _Query(f"min by ({_NAME}) ({threshold}{sel})", f"{{{{{_NAME}}}}} threshold", dashed=True),
+            _Query(_or_zero(f"max by ({_by(_NAME)}) ({failure_rate}{sel})"), f"{{{{{_NAME}}}}} failure rate"),
+            _Query(f"max by ({_by(_NAME)}) ({slow_call_rate}{sel})", f"{{{{{_NAME}}}}} slow-call rate"),
+            _Query(f"min by ({_by(_NAME)}) ({threshold}{sel})", f"{{{{{_NAME}}}}} threshold", dashed=True),
         ),
         min=0,
         max=1,
@@ -499,8 +536,7 @@ def _recovery_rate_or_one(selector: dict[str, str]) -> str:
     """The recorded recovery rate, or 1 for a recovery system that made no action in the window."""
     attempts = _recorded(ar.R_RECOVERY_ATTEMPTS, selector)
     return (
-        f"{_recorded(ar.R_RECOVERY_RATE, selector)}\nor\n"
-        f"sum by ({_JOB}, {_POLICY}, {_NAME}) ({attempts}) * 0 + 1"
+        f"{_recorded(ar.R_RECOVERY_RATE, selector)}\nor\nsum by ({_by(_POLICY, _NAME)}) ({attempts}) * 0 + 1"
     )
 
 
@@ -706,7 +742,7 @@ def _retry_budget_level(selector: dict[str, str]) -> _Panel:
         "short",
         (
             _Query(
-                f"min by ({_POLICY}, {_NAME}) ({available}{_m(**selector)})",
+                f"min by ({_by(_POLICY, _NAME)}) ({available}{_m(**selector)})",
                 f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}",
             ),
         ),
@@ -858,7 +894,7 @@ def _hedge_load(selector: dict[str, str]) -> _Panel:
     executions = f"({_rate(naming.series(sc.EXECUTIONS), sel, (_POLICY,))} > 0)"
 
     def per_execution(series: str) -> str:
-        return f"{_rate(series, sel, (_POLICY,))}\n/ on ({_POLICY})\n{executions}"
+        return f"{_rate(series, sel, (_POLICY,))}\n/ on ({_by(_POLICY)})\n{executions}"
 
     return _Panel(
         "timeseries",
@@ -910,7 +946,7 @@ def _keys_in_use(selector: dict[str, str]) -> _Panel:
         "without a bound (a request id instead of a tenant). One series at 0 when no policy is keyed. "
         f"From `{keys}`.",
         "short",
-        (_Query(_or_zero(f"sum by ({_POLICY}) ({keys}{_m(**selector)})"), f"{{{{{_POLICY}}}}}"),),
+        (_Query(_or_zero(f"sum by ({_by(_POLICY)}) ({keys}{_m(**selector)})"), f"{{{{{_POLICY}}}}}"),),
         width=8,
         min=0,
     )
@@ -969,7 +1005,7 @@ def _breakers_shared(selector: dict[str, str]) -> _Panel:
         f"From `{shared}` and `{operations}`.",
         "short",
         (
-            _Query(_or_zero(f"min by ({_NAME}) ({shared}{_m(**selector)})"), f"{{{{{_NAME}}}}}"),
+            _Query(_or_zero(f"min by ({_by(_NAME)}) ({shared}{_m(**selector)})"), f"{{{{{_NAME}}}}}"),
             _Query(
                 _or_zero(_rate(operations, _m(job=selector["job"]), (_NAME,))),
                 f"operations/s {{{{{_NAME}}}}}",
@@ -1355,7 +1391,7 @@ def _recovery() -> _Dashboard:
                         "ops",
                         (
                             _Query(
-                                _or_zero(f"sum by ({_POLICY}, {_ERROR_TYPE}) ({failures})"),
+                                _or_zero(f"sum by ({_by(_POLICY, _ERROR_TYPE)}) ({failures})"),
                                 f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
                             ),
                         ),
@@ -1402,7 +1438,7 @@ def _recovery() -> _Dashboard:
                         "Exceptions raised inside telemetry code (swallowed, so the application is "
                         f"never affected): should stay at 0. From `{telemetry_errors}`.",
                         "short",
-                        (_Query(_increase(telemetry_errors, _m(**_JOB_SEL), (_JOB,)), f"{{{{{_JOB}}}}}"),),
+                        (_Query(_increase(telemetry_errors, _m(**_JOB_SEL), ()), "telemetry errors"),),
                         thresholds=_above((1, _RED)),
                         min=0,
                     ),
@@ -1484,7 +1520,7 @@ def _annotation_queries(datasource: Any) -> list[Any]:
         .enable(enable=True)
         .icon_color(color)
         .expr(_transitions_annotation(*transition))
-        for name, color, transition in _ANNOTATIONS
+        for name, color, transition, _ in _ANNOTATIONS
     ]
 
 
@@ -1624,6 +1660,13 @@ def _timeseries_builder(builder: Any, panel: _Panel) -> Any:
     return builder
 
 
+def _legend(query: _Query) -> str:
+    """The legend of a query's series: its service first (every query keeps ``job``, see :func:`_by`)."""
+    if query.table:
+        return query.legend or "__auto"
+    return f"{{{{{_JOB}}}}} / {query.legend}" if query.legend else f"{{{{{_JOB}}}}}"
+
+
 def _ref_id(index: int) -> str:
     return chr(ord("A") + index)
 
@@ -1639,7 +1682,7 @@ def _with_targets(builder: Any, panel: _Panel, datasource: Any) -> Any:
             .ref_id(_ref_id(index))
             .datasource(datasource)
             .expr(query.expr)
-            .legend_format(query.legend or "__auto")
+            .legend_format(_legend(query))
         )
         target = target.instant() if query.instant else target.range()
         if query.table:
@@ -1656,7 +1699,11 @@ def dashboard_documents() -> dict[str, dict[str, Any]]:
 
     documents: dict[str, dict[str, Any]] = {}
     for spec in _dashboards():
-        documents[spec.file] = json.loads(json.dumps(_build(spec), cls=JSONEncoder))
+        document = json.loads(json.dumps(_build(spec), cls=JSONEncoder))
+        # The SDK's AnnotationQuery has no field for what a Prometheus mark shows: set them here.
+        for annotation, (*_, what) in zip(document["annotations"]["list"], _ANNOTATIONS, strict=True):
+            annotation.update(_annotation_fields(what))
+        documents[spec.file] = document
     return documents
 
 

@@ -471,6 +471,24 @@ def test_adapted_rules_pass_the_promtool_linter(promtool, tmp_path):
             ValueError,
             r"RuleOptions\.runbook_url_base must be an http\(s\) URL",
         ),
+        # Severity grows with duration: a page that comes with or before the warning leaves the
+        # warning muted for good (critical mutes the warning of the same breaker).
+        (
+            {"breaker_open_warning_for": "15m"},
+            ValueError,
+            (
+                r"RuleOptions\.breaker_open_critical_for must be longer than breaker_open_warning_for "
+                r"\(15m\), got '10m'"
+            ),
+        ),
+        (
+            {"breaker_open_critical_for": "60s"},
+            ValueError,
+            (
+                r"RuleOptions\.breaker_open_critical_for must be longer than breaker_open_warning_for "
+                r"\(1m\), got '60s'"
+            ),
+        ),
         ({"timeout_ratio": "0.1"}, TypeError, r"RuleOptions\.timeout_ratio must be a number"),
         ({"recovery_for": 5}, TypeError, r"RuleOptions\.recovery_for must be a string"),
     ],

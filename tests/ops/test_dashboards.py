@@ -66,7 +66,7 @@ def test_the_keyed_panels_show_the_top_keys_and_zero_when_nothing_happened(dashb
     overview = dashboards["otel-resilience-overview.json"]
     top = by_title(overview, "Top keys by rejections")["targets"][0]["expr"]
     assert top.startswith(
-        "topk(10, sum by (resilience_policy, resilience_key) (rate(resilience_rejections_total"
+        "topk(10, sum by (job, resilience_policy, resilience_key) (rate(resilience_rejections_total"
     )
     keys = by_title(overview, "Keys in use")["targets"][0]["expr"]
     assert "resilience_policy_keys{" in keys
@@ -128,6 +128,162 @@ def test_job_and_subject_variables(dashboards):
                 assert variable["datasource"]["uid"] == dash.DATASOURCE_UID
                 assert variable["includeAll"]
                 assert variable["multi"]
+
+
+def test_every_panel_keeps_the_services_apart(dashboards, recorded):
+    """The job variable is "All" by default: no panel adds up, or takes the worst of, the same-named policies,
+    breakers or bulkheads of two services. Every query keeps `job` and every series' legend names it."""
+    known = checks.known_series(recorded)
+    problems = []
+    for name, dashboard in dashboards.items():
+        for panel in panels(dashboard):
+            for target in panel.get("targets", []):
+                labels = checks.analyse(target["expr"], known).labels
+                if labels is None or naming.SERVICE_LABEL not in labels:
+                    problems.append(f"{name} / {panel['title']} / {target['refId']}: result labels {labels}")
+                if panel["type"] != "table" and "{{job}}" not in target["legendFormat"]:
+                    problems.append(
+                        f"{name} / {panel['title']} / {target['refId']}: legend {target['legendFormat']!r}"
+                    )
+        for annotation in dashboard["annotations"]["list"]:
+            labels = checks.analyse(annotation["expr"], known).labels
+            if labels is None or naming.SERVICE_LABEL not in labels:
+                problems.append(f"{name} / annotation {annotation['name']}: result labels {labels}")
+    assert problems == [], "\n".join(problems)
+
+
+def _two_services(breaker_states, executions):
+    """Input series of two services whose policy (and breaker) "db" share a name."""
+    states = [
+        {
+            "series": f'{naming.series(sc.CB_STATE_METRIC)}{{job="{job}", instance="{job}-1", '
+            f'resilience_name="db", resilience_circuit_breaker_state="{state}"}}',
+            "values": f"{int(state == current)}x20",
+        }
+        for job, current in breaker_states.items()
+        for state in sc.CB_STATE_VALUES
+    ]
+    counters = [
+        {
+            "series": f'{naming.series(sc.EXECUTIONS)}{{job="{job}", instance="{job}-1", resilience_policy="db", '
+            f'resilience_pattern="pipeline", resilience_outcome="{outcome}"}}',
+            "values": f"0+{per_minute}x20",
+        }
+        for job, outcomes in executions.items()
+        for outcome, per_minute in outcomes.items()
+    ]
+    return states + counters
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        (
+            "Circuit breaker states",
+            [({"job": "shop", "resilience_name": "db"}, 4), ({"job": "billing", "resilience_name": "db"}, 0)],
+        ),
+        (
+            "Execution rate by policy and outcome",
+            [
+                ({"job": "shop", "resilience_policy": "db", "resilience_outcome": "success"}, 1),
+                ({"job": "shop", "resilience_policy": "db", "resilience_outcome": "failure"}, 0),
+                ({"job": "billing", "resilience_policy": "db", "resilience_outcome": "success"}, 0),
+                ({"job": "billing", "resilience_policy": "db", "resilience_outcome": "failure"}, 2),
+            ],
+        ),
+    ],
+)
+def test_two_services_with_a_same_named_policy_show_apart(promtool, dashboards, tmp_path, title, expected):
+    """With every service selected, an open breaker "db" of one service is not drawn as the other's, and
+    the executions of two services' policies "db" are not added up (Prometheus answers the panel's query)."""
+    (target,) = by_title(dashboards["otel-resilience-overview.json"], title)["targets"]
+    inputs = _two_services(
+        {"shop": "open", "billing": "closed"},
+        {"shop": {"success": 60, "failure": 0}, "billing": {"success": 0, "failure": 120}},
+    )
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": [
+                    {
+                        "expr": _all(target["expr"]),
+                        "eval_time": "10m",
+                        "exp_samples": [
+                            {
+                                "labels": "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+                                "value": value,
+                            }
+                            for labels, value in expected
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "two_services.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, (title, _all(target["expr"]), result.stdout + result.stderr)
+
+
+def test_the_trip_annotations_name_the_breaker_and_the_service(dashboards):
+    """Hovering a trip mark says which breaker of which service tripped (Grafana's Prometheus annotation
+    fields: the title and text are templates over the result's labels, the tags are label names)."""
+    for name, dashboard in dashboards.items():
+        for annotation in dashboard["annotations"]["list"]:
+            assert "{{resilience_name}}" in annotation.get("titleFormat", ""), (name, annotation["name"])
+            assert "{{job}}" in annotation.get("textFormat", ""), (name, annotation["name"])
+            assert annotation.get("tagKeys") == "job,resilience_name", (name, annotation["name"])
+
+
+_GRAFANA_AT_15S = {"$__rate_interval": "1m", "$__interval": "15s"}
+"""Grafana's intervals for a range of a few hours on a Prometheus scraped every 15 s (the data source's
+default minimum interval): $__interval is that minimum, $__rate_interval is 4 scrape intervals."""
+
+
+@pytest.mark.parametrize(
+    ("index", "transition"), [(0, ("closed", "open")), (1, ("metrics_only", "metrics_only"))]
+)
+def test_the_trip_annotations_mark_a_trip_at_grafanas_shortest_interval(
+    promtool, dashboards, tmp_path, index, transition
+):
+    """A trip of a breaker whose transitions started at 0 is marked at the first step after it, with
+    Grafana's intervals for a range of hours on a 15 s scrape: Grafana's steps fall between scrapes, so
+    a window of one scrape interval holds one sample and increase() has nothing to compare it with."""
+    previous, state = transition
+    expr = dashboards["otel-resilience-overview.json"]["annotations"]["list"][index]["expr"]
+    for variable, duration in _GRAFANA_AT_15S.items():
+        expr = expr.replace(variable, duration)
+    series = (
+        f'{naming.series(sc.CB_TRANSITIONS)}{{job="svc", instance="svc-1", resilience_name="cb", '
+        f'resilience_circuit_breaker_previous_state="{previous}", resilience_circuit_breaker_state="{state}", '
+        'resilience_circuit_breaker_transition_reason="failure_rate"}'
+    )
+    marked = [{"labels": "{}", "value": 1}]
+    tests = {
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [{"series": series, "values": "0x39 1x40"}],  # the trip: at 10m
+                "promql_expr_test": [
+                    {"expr": f"count({_all(expr)})", "eval_time": "9m52s", "exp_samples": []},
+                    {"expr": f"count({_all(expr)})", "eval_time": "10m7s", "exp_samples": marked},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "annotation.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, (_all(expr), result.stdout + result.stderr)
 
 
 def test_every_panel_has_a_unit_a_description_and_the_datasource(dashboards):
@@ -256,10 +412,12 @@ def test_breaker_rates_panel_draws_the_threshold_dashed(dashboards):
     "No data" when no breaker has a window."""
     panel = by_title(dashboards["otel-resilience-circuit-breakers.json"], "Failure and slow-call rates")
     exprs = {t["refId"]: t["expr"] for t in panel["targets"]}
-    assert exprs["A"].startswith(f"max by (resilience_name) ({naming.series(sc.CB_FAILURE_RATE)}{{")
+    assert exprs["A"].startswith(f"max by (job, resilience_name) ({naming.series(sc.CB_FAILURE_RATE)}{{")
     assert exprs["A"].endswith("or on() vector(0)")
-    assert exprs["B"].startswith(f"max by (resilience_name) ({naming.series(sc.CB_SLOW_CALL_RATE)}{{")
-    assert exprs["C"].startswith(f"min by (resilience_name) ({naming.series(sc.CB_FAILURE_RATE_THRESHOLD)}{{")
+    assert exprs["B"].startswith(f"max by (job, resilience_name) ({naming.series(sc.CB_SLOW_CALL_RATE)}{{")
+    assert exprs["C"].startswith(
+        f"min by (job, resilience_name) ({naming.series(sc.CB_FAILURE_RATE_THRESHOLD)}{{"
+    )
     assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
     (override,) = panel["fieldConfig"]["overrides"]
     assert override["matcher"] == {"id": "byFrameRefID", "options": "C"}
@@ -374,7 +532,7 @@ _BORN_AT_ONE = {
             'resilience_alert_kind="circuit_open", resilience_alert_severity="critical", '
             'resilience_alert_subject="cb"'
         ),
-        '{resilience_alert_kind="circuit_open", resilience_alert_severity="critical"}',
+        '{job="svc", resilience_alert_kind="circuit_open", resilience_alert_severity="critical"}',
     ),
     "Transitions by reason": (
         "resilience_circuit_breaker_transitions_total",
@@ -383,7 +541,7 @@ _BORN_AT_ONE = {
             'resilience_circuit_breaker_transition_reason="failure_threshold"'
         ),
         (
-            '{resilience_name="cb", resilience_circuit_breaker_previous_state="closed", '
+            '{job="svc", resilience_name="cb", resilience_circuit_breaker_previous_state="closed", '
             'resilience_circuit_breaker_state="open", resilience_circuit_breaker_transition_reason="failure_threshold"}'
         ),
     ),
@@ -399,7 +557,7 @@ def test_increase_queries_count_the_first_event_of_a_series_born_at_one(
         expr = dashboards["otel-resilience-overview.json"]["annotations"]["list"][_ANNOTATION_INDEX[where]][
             "expr"
         ]
-        step = "1m"  # $__interval
+        step = "5m"  # $__rate_interval
     else:
         uid = (
             "otel-resilience-recovery.json"
@@ -597,7 +755,7 @@ _DURATION_CASES = {
         "B",
         sc.EXECUTION_DURATION,
         "bucket",
-        '{resilience_policy="p"}',
+        '{job="svc", resilience_policy="p"}',
         None,
     ),
     "p95 by outcome": (
@@ -606,7 +764,7 @@ _DURATION_CASES = {
         "A",
         sc.EXECUTION_DURATION,
         "bucket",
-        '{resilience_policy="p", resilience_outcome="failure"}',
+        '{job="svc", resilience_policy="p", resilience_outcome="failure"}',
         None,
     ),
     "hedge latency": (
@@ -615,7 +773,7 @@ _DURATION_CASES = {
         "A",
         sc.ATTEMPT_DURATION,
         "bucket",
-        '{resilience_policy="p", resilience_attempt_type="hedge"}',
+        '{job="svc", resilience_policy="p", resilience_attempt_type="hedge"}',
         None,
     ),
     "failures by error type": (
@@ -624,7 +782,7 @@ _DURATION_CASES = {
         "A",
         sc.EXECUTION_DURATION,
         "count",
-        '{resilience_policy="p", error_type="ConnectionError"}',
+        '{job="svc", resilience_policy="p", error_type="ConnectionError"}',
         1.0,
     ),
 }
