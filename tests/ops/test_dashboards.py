@@ -201,34 +201,13 @@ def test_two_services_with_a_same_named_policy_show_apart(promtool, dashboards, 
         {"shop": "open", "billing": "closed"},
         {"shop": {"success": 60, "failure": 0}, "billing": {"success": 0, "failure": 120}},
     )
-    tests = {
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": inputs,
-                "promql_expr_test": [
-                    {
-                        "expr": _all(target["expr"]),
-                        "eval_time": "10m",
-                        "exp_samples": [
-                            {
-                                "labels": "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
-                                "value": value,
-                            }
-                            for labels, value in expected
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
-    path = tmp_path / "two_services.yml"
-    path.write_text(json.dumps(tests))
-    result = subprocess.run(
-        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, (title, _all(target["expr"]), result.stdout + result.stderr)
+    samples = [
+        {"labels": "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}", "value": value}
+        for labels, value in expected
+    ]
+    check = {"expr": _all(target["expr"]), "eval_time": "10m", "exp_samples": samples}
+    failed = _promtool_test(promtool, tmp_path, "two_services", inputs, [check])
+    assert not failed, (title, _all(target["expr"]), failed)
 
 
 def test_the_trip_annotations_name_the_breaker_and_the_service(dashboards):
@@ -498,6 +477,23 @@ def _all(expr: str) -> str:
     return re.sub(r"\$\{?\w+\}?", ".*", checks.substitute_grafana(expr))
 
 
+def _promtool_test(promtool, tmp_path, name: str, series: list[dict], checks: list[dict]) -> str:
+    """Run ``checks`` (``promql_expr_test`` items) over ``series`` at a 1 m interval; return promtool's output.
+
+    An empty string when every check passed.
+    """
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}],
+    }
+    path = tmp_path / f"{name}.yml"
+    path.write_text(json.dumps(tests))
+    result = subprocess.run(
+        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
 _ANNOTATION_INDEX = {"annotation": 0, "annotation (failure_rate)": 0, "would-be annotation": 1}
 """The annotation each case reads: 0 the trips, 1 the would-be trips of metrics_only breakers."""
 _BORN_AT_ONE = {
@@ -572,29 +568,13 @@ def test_increase_queries_count_the_first_event_of_a_series_born_at_one(
         born = born.replace('resilience_name="cb"', 'resilience_name="alerts"')
     # Once the window has passed the birth: the annotation is empty, a panel shows 0.
     later = [] if where in _ANNOTATION_INDEX else [{"labels": expected, "value": 0}]
-    tests = {
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": born, "values": "_ _ _ 1 1 1 1 1 1 1 1 1 1 1"}],
-                "promql_expr_test": [
-                    {
-                        "expr": _all(expr),
-                        "eval_time": "3m",
-                        "exp_samples": [{"labels": expected, "value": 1}],
-                    },
-                    {"expr": _all(expr), "eval_time": f"{3 + int(step[:-1]) + 1}m", "exp_samples": later},
-                ],
-            }
-        ],
-    }
-    path = tmp_path / "born.yml"
-    path.write_text(json.dumps(tests))
-    result = subprocess.run(
-        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, (where, _all(expr), result.stdout + result.stderr)
+    checks = [
+        {"expr": _all(expr), "eval_time": "3m", "exp_samples": [{"labels": expected, "value": 1}]},
+        {"expr": _all(expr), "eval_time": f"{3 + int(step[:-1]) + 1}m", "exp_samples": later},
+    ]
+    born_series = [{"series": born, "values": "_ _ _ 1 1 1 1 1 1 1 1 1 1 1"}]
+    failed = _promtool_test(promtool, tmp_path, "born", born_series, checks)
+    assert not failed, (where, _all(expr), failed)
 
 
 def test_latency_percentiles_leave_rejections_out_and_show_them_by_outcome(dashboards):
@@ -823,25 +803,10 @@ def test_duration_panels_show_the_same_in_either_mode(promtool, dashboards, tmp_
     # A quantile inside the 0.1-1 s bucket (linear interpolation); a rate adds up over the instances. Were the
     # le="1" and le="1.0" buckets of a mixed service not merged, the quantile would be that bucket's bound, 1.0.
     value = 0.1 + 0.9 * 0.95 if per_instance is None else per_instance * len(modes)
-    tests = {
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": inputs,
-                "promql_expr_test": [
-                    {
-                        "expr": _all(target["expr"]),
-                        "eval_time": "10m",
-                        "exp_samples": [{"labels": labels, "value": value}],
-                    }
-                ],
-            }
-        ],
+    check = {
+        "expr": _all(target["expr"]),
+        "eval_time": "10m",
+        "exp_samples": [{"labels": labels, "value": value}],
     }
-    path = tmp_path / "modes.yml"
-    path.write_text(json.dumps(tests))
-    result = subprocess.run(
-        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, (case, modes, _all(target["expr"]), result.stdout + result.stderr)
+    failed = _promtool_test(promtool, tmp_path, "modes", inputs, [check])
+    assert not failed, (case, modes, _all(target["expr"]), failed)
