@@ -244,25 +244,13 @@ def test_the_trip_annotations_mark_a_trip_at_grafanas_shortest_interval(
         'resilience_circuit_breaker_transition_reason="failure_rate"}'
     )
     marked = [{"labels": "{}", "value": 1}]
-    tests = {
-        "evaluation_interval": "15s",
-        "tests": [
-            {
-                "interval": "15s",
-                "input_series": [{"series": series, "values": "0x39 1x40"}],  # the trip: at 10m
-                "promql_expr_test": [
-                    {"expr": f"count({_all(expr)})", "eval_time": "9m52s", "exp_samples": []},
-                    {"expr": f"count({_all(expr)})", "eval_time": "10m7s", "exp_samples": marked},
-                ],
-            }
-        ],
-    }
-    path = tmp_path / "annotation.yml"
-    path.write_text(json.dumps(tests))
-    result = subprocess.run(
-        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, (_all(expr), result.stdout + result.stderr)
+    checks = [
+        {"expr": f"count({_all(expr)})", "eval_time": "9m52s", "exp_samples": []},
+        {"expr": f"count({_all(expr)})", "eval_time": "10m7s", "exp_samples": marked},
+    ]
+    trip = [{"series": series, "values": "0x39 1x40"}]  # the trip: at 10m
+    failed = _promtool_test(promtool, tmp_path, "annotation", trip, checks, interval="15s")
+    assert not failed, (_all(expr), failed)
 
 
 def test_every_panel_has_a_unit_a_description_and_the_datasource(dashboards):
@@ -477,14 +465,17 @@ def _all(expr: str) -> str:
     return re.sub(r"\$\{?\w+\}?", ".*", checks.substitute_grafana(expr))
 
 
-def _promtool_test(promtool, tmp_path, name: str, series: list[dict], checks: list[dict]) -> str:
-    """Run ``checks`` (``promql_expr_test`` items) over ``series`` at a 1 m interval; return promtool's output.
+def _promtool_test(
+    promtool, tmp_path, name: str, series: list[dict], checks: list[dict], *, interval: str = "1m"
+) -> str:
+    """Run ``checks`` (``promql_expr_test`` items) over ``series`` sampled every ``interval``.
 
-    An empty string when every check passed.
+    Returns:
+        Promtool's output when a check failed, else an empty string.
     """
     tests = {
-        "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}],
+        "evaluation_interval": interval,
+        "tests": [{"interval": interval, "input_series": series, "promql_expr_test": checks}],
     }
     path = tmp_path / f"{name}.yml"
     path.write_text(json.dumps(tests))
