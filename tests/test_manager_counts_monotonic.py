@@ -10,6 +10,7 @@ daemon threads: deterministic, no timing) and read the totals there.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import queue
 import threading
 import weakref
@@ -349,18 +350,9 @@ def test_get_stats_counts_a_key_once_while_it_is_handed_over(
     assert handle.get_stats()["evicted_keys"] == 1
 
 
-def test_a_replaced_limiter_is_folded_or_kept_never_both() -> None:
-    """A limiter whose last waiter leaves while a reload looks at it is folded once, or kept: never both."""
-
-    class LastWaiterLeaving:
-        name = "fickle"
-
-        def __init__(self) -> None:
-            self._answers = iter([1, 0])
-
-        @property
-        def waiting(self) -> int:
-            return next(self._answers, 0)
+def test_a_replaced_limiter_is_folded_once_no_call_can_reach_it() -> None:
+    """A limiter a reload replaced stays while a call runs in a pipeline it replaced; then it is folded, once."""
+    from otel_resilience import RateLimiter  # noqa: PLC0415
 
     folded: list[object] = []
 
@@ -368,12 +360,21 @@ def test_a_replaced_limiter_is_folded_or_kept_never_both() -> None:
         def fold_limiter(self, limiter: object) -> None:
             folded.append(limiter)
 
-    limiter = LastWaiterLeaving()
+    class OldPipeline:
+        """Stands for a replaced pipeline: alive while a call runs in it."""
+
+    limiter = object.__new__(RateLimiter)  # never made: only folded
+    old = OldPipeline()
     state = KeyState("k", "k", None)
-    state.replaced = [limiter]  # type: ignore[list-item]
+    state.replaced = [limiter]
+    state.retired = [weakref.ref(old)]  # type: ignore[list-item]
+    assert state.enter()  # a call that started before the reload runs in the old pipeline
     _fold_replaced(state, Ledger())  # type: ignore[arg-type]
-    kept: list[object] = list(state.replaced)
-    assert (limiter in folded) != (limiter in kept)
+    assert (folded, state.replaced) == ([], [limiter])
+    del old  # the call ended: nothing can reach the limiter now (another call may run in the key)
+    _fold_replaced(state, Ledger())  # type: ignore[arg-type]
+    _fold_replaced(state, Ledger())  # type: ignore[arg-type]
+    assert (folded, state.replaced, state.retired) == ([limiter], [], ())
 
 
 def test_a_per_key_limiter_s_permits_never_dip_on_eviction_or_revival(
@@ -381,9 +382,9 @@ def test_a_per_key_limiter_s_permits_never_dip_on_eviction_or_revival(
 ) -> None:
     """``RateLimiter.per_key``: an evicted key's permits move into totals, and back when it is revived.
 
-    A caller holds key "a"'s limiter; "b" evicts it (its permits fold into the totals), then "a"
-    comes back (the same limiter, its permits out of the totals again). At every registry step in
-    between, the exported permits read what was admitted: 3, then 4.
+    A caller holds key "a"'s limiter; "b" evicts it (a stand-in that reads its permits takes its
+    place), then "a" comes back (the same limiter, in the stand-in's place again). At every
+    registry step in between, the exported permits read what was admitted: 3, then 4.
     """
     from otel_resilience import RateLimiter  # noqa: PLC0415
 
@@ -400,3 +401,52 @@ def test_a_per_key_limiter_s_permits_never_dip_on_eviction_or_revival(
     seen = exported_at_each_step(otel, "per-key-steps", monkeypatch, lambda: per_key.for_key("a"))
     assert {where: read[sc.RL_PERMITS] for where, read in seen.items() if read[sc.RL_PERMITS] != 4} == {}
     assert per_key.for_key("a") is held
+
+
+def test_permits_taken_through_an_evicted_key_s_limiter_a_caller_held_stay_exported(otel: Otel) -> None:
+    """A caller that took permits through its key's limiter after the key was evicted, then dropped it: all exported."""
+    from otel_resilience import RateLimiter  # noqa: PLC0415
+
+    per_key = RateLimiter.per_key("held-evicted", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
+    held = per_key.for_key("a")
+    assert per_key.for_key("b").try_acquire()  # evicts "a" while the caller holds its limiter
+    for _ in range(3):
+        assert held.try_acquire()
+    assert exported(otel, "held-evicted")[sc.RL_PERMITS] == 4
+    del held
+    gc.collect()
+    assert per_key.for_key("c").try_acquire()  # evicts "b"; "a"'s limiter is gone, its permits final
+    assert exported(otel, "held-evicted")[sc.RL_PERMITS] == 5
+
+
+def test_permits_taken_through_an_evicted_key_s_pipeline_built_late_stay_exported(otel: Otel) -> None:
+    """A function an evicted key's limiter protects, decorated after the eviction, outlives the limiter: its permits count."""
+    from otel_resilience import RateLimiter  # noqa: PLC0415
+
+    per_key = RateLimiter.per_key("late-pipeline", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
+    limiter = per_key.for_key("a")
+    assert per_key.for_key("b").try_acquire()  # evicts "a"
+    protected = limiter.protect(noop)  # "a"'s own pipeline, built after its eviction
+    del limiter
+    gc.collect()
+    assert per_key.for_key("c").try_acquire()  # evicts "b": "a"'s pipeline lives on in the function
+    protected()
+    protected()
+    assert exported(otel, "late-pipeline")[sc.RL_PERMITS] == 4
+    del protected
+    gc.collect()
+    assert per_key.for_key("d").try_acquire()  # evicts "c": "a"'s permits are final now
+    assert exported(otel, "late-pipeline")[sc.RL_PERMITS] == 5
+
+
+def test_a_per_key_limiter_s_executions_never_dip_when_an_evicted_key_is_freed(otel: Otel) -> None:
+    """Calls through the keys' limiters stay in resilience.executions after their keys are evicted and freed."""
+    from otel_resilience import RateLimiter  # noqa: PLC0415
+
+    per_key = RateLimiter.per_key("freed-keys", RateLimiterConfig(rate=1000.0, burst=1000), max_keys=1)
+    for _ in range(3):
+        per_key.for_key("a").call_sync(noop)
+    assert exported(otel, "freed-keys")[sc.EXECUTIONS] == 3
+    per_key.for_key("b").call_sync(noop)  # evicts "a", whose limiter nobody holds: freed
+    gc.collect()
+    assert exported(otel, "freed-keys")[sc.EXECUTIONS] == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import pytest
@@ -370,3 +371,44 @@ async def test_calls_in_flight_at_a_reload_are_counted_but_judge_nothing(manager
     with pytest.raises(ConnectionError):
         await view.execute(fail_later)  # released already: fails at once, under the new config
     assert breaker.state is CircuitState.CLOSED  # one failure of the new period
+
+
+@pytest.mark.parametrize("change", ["renamed", "dropped"])
+async def test_a_call_running_in_a_breaker_and_bulkhead_a_reload_replaces_is_counted_once(
+    manager: ResilienceManager, change: str
+) -> None:
+    """A call in flight through a breaker and bulkhead a reload renames (or drops) is counted when it ends."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(),
+        bulkhead_config=BulkheadConfig(max_concurrent=2),
+        circuit_breaker_name="old-breaker",
+        bulkhead_name="old-bulkhead",
+    )
+    policy = manager.policy("replaced-in-flight", config)
+    view = policy.for_key("k")
+    release = asyncio.Event()
+
+    async def answer_later() -> str:
+        await release.wait()
+        return "ok"
+
+    running = asyncio.create_task(view.execute(answer_later))
+    await asyncio.sleep(0)
+    if change == "renamed":
+        new = dataclasses.replace(config, circuit_breaker_name="new-breaker", bulkhead_name="new-bulkhead")
+    else:
+        new = dataclasses.replace(config, circuit_breaker=None, bulkhead_config=None)
+    manager.reconfigure("replaced-in-flight", new)
+    during = policy.get_stats()
+    if change == "renamed":
+        assert during["bulkhead"]["active"] == 1  # the old bulkhead's call runs
+    release.set()
+    assert await running == "ok"
+    assert await view.execute(answer_later) == "ok"
+    manager.reconfigure("replaced-in-flight", config)  # no call runs now: the replaced ones are folded
+    stats = policy.get_stats()
+    assert stats["executions"]["total"] == 2
+    breaker, bulkhead = stats["circuit_breaker"], stats["bulkhead"]
+    assert breaker["total_successes"] == (2 if change == "renamed" else 1)
+    assert bulkhead["total"] == bulkhead["completed"] == (2 if change == "renamed" else 1)
+    assert bulkhead["active"] == bulkhead["waiting"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -305,3 +306,45 @@ def test_eight_workers_in_threads_and_tasks_while_the_policy_is_reloaded() -> No
         alerts.close()
     assert policy.get_stats()["reloads"]["succeeded"] >= 2
     check_worker_totals(policy, seen)
+
+
+def test_state_change_callbacks_added_and_removed_while_the_breaker_is_reloaded() -> None:
+    """Callbacks subscribed (and some removed) while another thread reloads: exactly the kept ones run."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: between reading the core and changing it
+    alerts = AlertSystem(name="watch-alerts")
+    try:
+        manager = ResilienceManager(clock=FakeClock(0.0), alert_system=alerts)
+        configs = [
+            ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=n)) for n in (1, 2)
+        ]
+        policy = manager.policy("watched", configs[0])
+        breaker = policy.for_key("k").circuit_breaker
+        assert breaker is not None
+        ran: list[int] = []
+        kept: list[int] = []
+        rounds = 2_000
+
+        def subscribe() -> None:
+            for i in range(rounds):
+                remove = breaker.on_state_change(lambda _change, i=i: ran.append(i))
+                if i % 2:
+                    remove()
+                else:
+                    kept.append(i)
+
+        def reload() -> None:
+            for i in range(rounds):
+                manager.reconfigure("watched", configs[i % 2])
+
+        threads = [threading.Thread(target=subscribe), threading.Thread(target=reload)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        sys.setswitchinterval(previous)
+        alerts.close()
+    breaker.force_open()
+    assert sorted(ran) == kept

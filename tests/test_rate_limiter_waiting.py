@@ -151,6 +151,26 @@ async def test_a_reload_to_a_higher_rate_lets_no_newcomer_overtake_the_waiters(a
     assert ran[-1][1] >= 3.1
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+async def test_a_reload_to_a_larger_burst_lets_no_newcomer_overtake_the_waiters(algorithm):
+    """A reload that widens the burst while callers wait: a newcomer's permit is due after theirs."""
+    clock = ManualClock()
+    limiter = limiter_on(clock, rate=2.0, burst=2, max_wait=10.0, algorithm=algorithm)
+    assert limiter.try_acquire()
+    assert limiter.try_acquire()
+    ran: list[tuple[int, float]] = []
+    tasks = await start_waiters(limiter, clock, 2, ran)
+    last = max(clock.sleeps)
+    assert limiter._reconfigure(RateLimiterConfig(rate=40.0, burst=4, max_wait=10.0, algorithm=algorithm))
+    assert not limiter.try_acquire()  # the waiters' permits come first
+    tasks += await start_waiters(limiter, clock, 1, ran, first=2)
+    assert clock.sleeps[-1] >= last
+    clock.advance(2.0)
+    assert await asyncio.gather(*tasks) == [0, 1, 2]
+    assert ran[-1] == (2, pytest.approx(2.0))
+    assert limiter.get_stats()["rejected"] == 1
+
+
 def test_sync_waiters_run_in_fifo_order_at_their_permits_time():
     """Threads that wait are admitted in the order they asked, each exactly when its permit is due."""
     clock = ManualClock()

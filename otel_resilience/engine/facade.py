@@ -140,9 +140,10 @@ class Pattern(abc.ABC, Generic[C, L]):
         pipeline = self._standalone
         return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
 
-    def _build_pipeline(self) -> Pipeline:
+    def _build_pipeline(self, *, register: bool = True) -> Pipeline:
+        """Build the instance's own one-link pipeline (``register=False``: left out of the exports)."""
         builder = PipelineBuilder(self._name, clock=self._clock, source=self.telemetry.source)
-        return builder.add(self.as_strategy()).build()
+        return builder.add(self.as_strategy()).build(register=register)
 
     config = ReadOnly[C]("_config", "The instance's configuration.")
 

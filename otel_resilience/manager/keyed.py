@@ -21,7 +21,8 @@ call runs in it (see :meth:`KeyState.retire_if_idle`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable
+import weakref
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -94,7 +95,11 @@ class KeyState:
         breaker: Its circuit breaker, when the config has one.
         bulkhead: Its bulkhead, when the config has one.
         limiter: Its rate limiter, when the config has one.
-        replaced: Limiters a reload replaced (another algorithm) while callers waited on them.
+        replaced: Breakers, bulkheads and rate limiters a reload replaced (dropped, renamed, or
+            another algorithm) that calls may still use: counted in the policy's statistics and
+            exported until :func:`_fold_replaced` folds them.
+        retired: Weak references to the pipelines reloads replaced, which calls that started
+            before may still run in (the dead ones are dropped at each reload).
         live: ``False`` once evicted (a call that finds it so takes the key's new state).
         folded: ``True`` once its counts are in the policy's ledger (:func:`retire`).
     """
@@ -112,6 +117,7 @@ class KeyState:
         "metric_key",
         "pipeline",
         "replaced",
+        "retired",
         "text",
     )
 
@@ -125,7 +131,8 @@ class KeyState:
         self.breaker: CircuitBreaker | None = None
         self.bulkhead: Bulkhead | None = None
         self.limiter: RateLimiter | None = None
-        self.replaced: list[RateLimiter] = []
+        self.replaced: list[CircuitBreaker | Bulkhead | RateLimiter] = []
+        self.retired: Sequence[weakref.ref[Pipeline]] = ()
         self.live = True
         self.folded = False
         self._started = Counter()
@@ -224,23 +231,25 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
 
     The breaker, bulkhead and rate limiter are reconfigured in place (see their ``_reconfigure``)
     when the new config still has them under the same name (and, for the rate limiter, the same
-    algorithm); one the new config drops is retired (its counts folded into ``ledger``), and
-    one it adds, or renames, or whose algorithm changes, is made new. The new pipeline counts
+    algorithm); one the new config drops, or renames, or whose algorithm changes, is replaced
+    (put in :attr:`KeyState.replaced`, its counts folded into ``ledger`` once no call uses it:
+    :func:`_fold_replaced`), and one it adds (or renames) is made new. The new pipeline counts
     into the old one's stats (the calls in flight finish in the old pipeline, counted there),
     and takes its place in the registry in one step (:meth:`Registry.replace`): it is made
     unregistered and given those stats first, so a collection finds the stats once, in the old
     pipeline or in the new one, never in both.
     """
     with namesakes_expected(), shared_key(state.text):
-        state.breaker = _breaker(state, spec, ledger)
-        state.bulkhead = _bulkhead(state.bulkhead, spec, ledger)
-        state.limiter = _limiter(state, spec, ledger)
+        state.breaker = _breaker(state, spec)
+        state.bulkhead = _bulkhead(state, spec)
+        state.limiter = _limiter(state, spec)
     old = state.pipeline
     pipeline = _pipeline(spec, state, register=False)
     pipeline.stats = old.stats
     PIPELINES.replace((old,), lambda: pipeline)
     state.pipeline = pipeline
     state.generation = spec.generation
+    state.retired = [*state.retired, weakref.ref(old)]
     _fold_replaced(state, ledger)
 
 
@@ -261,15 +270,15 @@ def _carry(
     config: C | None,
     name: str,
     make: Callable[[str, C], S],
-    fold: Callable[[S], None],
+    replaced: list[Any],
 ) -> S | None:
-    """Keep ``instance`` (reconfigured when its config changed), or make it, or drop it into the ledger.
+    """Keep ``instance`` (reconfigured when its config changed), or make it, or replace it.
 
-    An instance whose stage the new config leaves out, or whose name it changes, is folded into
-    the ledger (its counts stay in the policy's totals) and replaced.
+    An instance whose stage the new config leaves out, or whose name it changes, is put in
+    ``replaced`` (folded into the ledger once no call uses it: :func:`_fold_replaced`).
     """
     if instance is not None and (config is None or instance.name != name):
-        fold(instance)
+        replaced.append(instance)
         instance = None
     if config is None:
         return None
@@ -288,30 +297,27 @@ def _new_breaker(spec: Spec, name: str, config: CircuitBreakerConfig, text: str 
     return breaker
 
 
-def _breaker(state: KeyState, spec: Spec, ledger: Ledger) -> CircuitBreaker | None:
+def _breaker(state: KeyState, spec: Spec) -> CircuitBreaker | None:
     config = spec.config.circuit_breaker
     make = lambda name, cfg: _new_breaker(spec, name, cfg, state.text)  # noqa: E731
-    return _carry(state.breaker, config, spec.breaker_name, make, ledger.fold_breaker)
+    return _carry(state.breaker, config, spec.breaker_name, make, state.replaced)
 
 
-def _bulkhead(bulkhead: Bulkhead | None, spec: Spec, ledger: Ledger) -> Bulkhead | None:
+def _bulkhead(state: KeyState, spec: Spec) -> Bulkhead | None:
     config = spec.config.bulkhead_config
     make = lambda name, cfg: Bulkhead(name, cfg, clock=spec.clock)  # noqa: E731
-    return _carry(bulkhead, config, spec.bulkhead_name, make, ledger.fold_bulkhead)
+    return _carry(state.bulkhead, config, spec.bulkhead_name, make, state.replaced)
 
 
-def _limiter(state: KeyState, spec: Spec, ledger: Ledger) -> RateLimiter | None:
-    """Return the key's limiter for ``spec``: its own retuned, or a new one (the old one retired)."""
+def _limiter(state: KeyState, spec: Spec) -> RateLimiter | None:
+    """Return the key's limiter for ``spec``: its own retuned, or a new one (the old one replaced)."""
     limiter, config = state.limiter, spec.config.rate_limiter
     if (
         limiter is not None
         and config != limiter.config
         and (config is None or not limiter._reconfigure(config))
     ):
-        if limiter.waiting:
-            state.replaced.append(limiter)  # its waiters still take permits: folded later
-        else:
-            ledger.fold_limiter(limiter)
+        state.replaced.append(limiter)
         limiter = None
     if limiter is None and config is not None:
         limiter = RateLimiter(spec.name, config, clock=spec.clock)
@@ -319,19 +325,32 @@ def _limiter(state: KeyState, spec: Spec, ledger: Ledger) -> RateLimiter | None:
 
 
 def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
-    """Fold the replaced limiters nobody waits on any more (their counts are final).
+    """Fold the replaced instances once no call can use them any more: their counts are final then.
 
-    Each limiter's ``waiting`` is read once: one whose last waiter left between two reads would
-    be folded and kept, and counted twice.
+    A call that started before a reload runs in a pipeline it replaced, which uses them: a
+    breaker and a bulkhead count the call when it ends, a rate limiter when the call reaches it
+    (it may not have yet, or it waits there). Such a pipeline lives as long as a call runs in
+    it. So the instances are folded when no call runs in the key, or when every replaced
+    pipeline is gone. Called after the key's pipeline was replaced: a call that starts later
+    runs in the new one.
     """
-    if state.replaced:
-        waiting = []
-        for limiter in state.replaced:
-            if limiter.waiting:
-                waiting.append(limiter)
-            else:
-                ledger.fold_limiter(limiter)
-        state.replaced = waiting
+    retired = [ref for ref in state.retired if ref() is not None]
+    if not retired or not state.running:
+        retired = []
+        for instance in state.replaced:
+            _fold(ledger, instance)
+        state.replaced = []
+    state.retired = retired or ()
+
+
+def _fold(ledger: Ledger, instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> None:
+    """Fold what ``instance`` counted into ``ledger`` (nothing for ``None``)."""
+    if isinstance(instance, CircuitBreaker):
+        ledger.fold_breaker(instance)
+    elif isinstance(instance, Bulkhead):
+        ledger.fold_bulkhead(instance)
+    elif isinstance(instance, RateLimiter):
+        ledger.fold_limiter(instance)
 
 
 def retire(state: KeyState, ledger: Ledger) -> None:
@@ -345,10 +364,5 @@ def retire(state: KeyState, ledger: Ledger) -> None:
         return
     state.folded = True
     ledger.fold_pipeline(state.pipeline, state.metric_key)
-    if state.breaker is not None:
-        ledger.fold_breaker(state.breaker)
-    if state.bulkhead is not None:
-        ledger.fold_bulkhead(state.bulkhead)
-    for limiter in (state.limiter, *state.replaced):
-        if limiter is not None:
-            ledger.fold_limiter(limiter)
+    for instance in (state.breaker, state.bulkhead, state.limiter, *state.replaced):
+        _fold(ledger, instance)

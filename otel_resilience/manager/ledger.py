@@ -37,7 +37,7 @@ from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, PIPELINES, RATE_LIMITERS, Named, Registry
 from otel_resilience.manager.statistics import EXECUTION_KEYS, add_counts
-from otel_resilience.patterns.bulkhead import Bulkhead
+from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadStatsDict
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
 from otel_resilience.patterns.rate_limiter import RateLimiter
 from otel_resilience.patterns.rate_limiter.totals import LIMITER_TOTALS, LimiterTotals, limiter_totals
@@ -70,9 +70,12 @@ def breaker_totals(breaker: CircuitBreaker) -> dict[str, int]:
     return {name: getattr(stats, name) for name in BREAKER_TOTALS}
 
 
-def bulkhead_totals(bulkhead: Bulkhead) -> dict[str, int]:
-    """Return the lifetime counts of ``bulkhead`` (:data:`BULKHEAD_TOTALS`), read consistently."""
-    stats = bulkhead.get_stats()
+def bulkhead_totals(stats: BulkheadStatsDict) -> dict[str, int]:
+    """Return the lifetime counts (:data:`BULKHEAD_TOTALS`) of a bulkhead's snapshot ``get_stats()``.
+
+    Given the snapshot rather than the bulkhead, so that a reader that also wants what runs
+    now (``active``, ``waiting``) takes them from the same snapshot: they add up.
+    """
     return {name: int(stats[name]) for name in BULKHEAD_TOTALS}
 
 
@@ -166,7 +169,7 @@ class Ledger:
         A bulkhead exports gauges only (what is active and queued now): its counts are the
         statistics', read under the policy's lock, so no registry step is needed.
         """
-        _add_into(self._bulkhead, bulkhead_totals(bulkhead))
+        _add_into(self._bulkhead, bulkhead_totals(bulkhead.get_stats()))
         BULKHEADS.unregister(bulkhead)
 
     def fold_limiter(self, limiter: RateLimiter) -> None:

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from otel_resilience.manager.ledger import Ledger, breaker_totals, bulkhead_totals
 from otel_resilience.manager.statistics import add_counts, executions
-from otel_resilience.patterns.circuit_breaker import CircuitState
+from otel_resilience.patterns.bulkhead import Bulkhead
+from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitState
+from otel_resilience.patterns.rate_limiter import RateLimiter
 from otel_resilience.patterns.rate_limiter.totals import limiter_totals
 
 if TYPE_CHECKING:
@@ -34,18 +36,21 @@ def policy_stats(config: ResilienceConfig, states: Iterable[KeyState], ledger: L
     open_keys = active = waiting = limiter_waiting = 0
     for state in states:
         add_counts(totals, state.pipeline.stats.as_dict())
-        breaker, bulkhead = state.breaker, state.bulkhead
+        breaker = state.breaker
         if breaker is not None:
-            _add(breakers, breaker_totals(breaker))
             open_keys += breaker.peek_state() is CircuitState.OPEN  # under the lock: no callback
-        if bulkhead is not None:
-            _add(bulkheads, bulkhead_totals(bulkhead))
-            active += bulkhead.stats.active
-            waiting += bulkhead.stats.waiting
-        for limiter in (state.limiter, *state.replaced):
-            if limiter is not None:
-                _add(limiters, limiter_totals(limiter))
-                limiter_waiting += limiter.waiting
+        # The key's instances, and those a reload replaced that calls may still use (not folded).
+        for instance in (breaker, state.bulkhead, state.limiter, *state.replaced):
+            if isinstance(instance, CircuitBreaker):
+                _add(breakers, breaker_totals(instance))
+            elif isinstance(instance, Bulkhead):
+                snapshot = instance.get_stats()  # one snapshot: its totals and what runs now add up
+                _add(bulkheads, bulkhead_totals(snapshot))
+                active += snapshot["active"]
+                waiting += snapshot["waiting"]
+            elif isinstance(instance, RateLimiter):
+                _add(limiters, limiter_totals(instance))
+                limiter_waiting += instance.waiting
     return {
         "executions": executions((), totals),
         "circuit_breaker": None if config.circuit_breaker is None else {**breakers, "open_keys": open_keys},

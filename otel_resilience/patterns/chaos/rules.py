@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.forking import fork_safe
 
 if TYPE_CHECKING:
@@ -167,13 +167,16 @@ class _Rules:
         """Return the counts (see :class:`ChaosStatsDict`)."""
         with self._lock:
             errors = self.errors
+        # What was injected is read before the runs: a run is counted before its injection, so
+        # no snapshot shows more injections than runs, however many threads run meanwhile.
+        faults, latencies, outcomes = read_all((self._faults, self._latencies, self._outcomes))
         return {
             "name": self.name,
             "enabled": self.on,
             "runs": self._runs.value,
-            "faults": self._faults.value,
-            "latencies": self._latencies.value,
-            "outcomes": self._outcomes.value,
+            "faults": faults,
+            "latencies": latencies,
+            "outcomes": outcomes,
             "errors": errors,
         }
 

@@ -566,12 +566,20 @@ class _BreakerCore:
 
     def watch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
         """Add a state change callback (a rejection callback with ``rejections``)."""
-        attribute = "_reject_watchers" if rejections else "_watchers"
         with self._lock or self._make_lock():
-            setattr(self, attribute, (*getattr(self, attribute), callback))
+            self.watch_locked(callback, rejections=rejections)
+
+    def watch_locked(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
+        """:meth:`watch`, with the lock held (by an owner that also reads which core is current)."""
+        attribute = "_reject_watchers" if rejections else "_watchers"
+        setattr(self, attribute, (*getattr(self, attribute), callback))
 
     def unwatch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
         """Remove a callback :meth:`watch` added (nothing if it is not there; equal bound methods match)."""
-        attribute = "_reject_watchers" if rejections else "_watchers"
         with self._lock or self._make_lock():
-            setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w != callback))
+            self.unwatch_locked(callback, rejections=rejections)
+
+    def unwatch_locked(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
+        """:meth:`unwatch`, with the lock held."""
+        attribute = "_reject_watchers" if rejections else "_watchers"
+        setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w != callback))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final, Literal
@@ -17,7 +18,7 @@ from otel_resilience.engine.validation import check_callable, check_duration, fa
 from otel_resilience.errors import CircuitOpenError
 from otel_resilience.patterns.circuit_breaker.config import _DEFAULT_CONFIG, KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
-from otel_resilience.patterns.circuit_breaker.reload import reconfigured_core
+from otel_resilience.patterns.circuit_breaker.reload import reconfigured_core_locked
 from otel_resilience.patterns.circuit_breaker.state import (
     CircuitBreakerStats,
     CircuitBreakerStatsDict,
@@ -234,8 +235,14 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
 
     def _watch(self, callback: Callable[..., Any], *, rejections: bool) -> Callable[[], None]:
         """Add a callback to the core; return a remover that finds the core current when it is called."""
-        self._core.watch(callback, rejections=rejections)
+        with self._core_lock():  # a reload that runs meanwhile copies the callbacks, or comes after
+            self._core.watch_locked(callback, rejections=rejections)
         return functools.partial(_unwatch, self, callback, rejections)
+
+    def _core_lock(self) -> threading.Lock:
+        """The lock every core of this breaker shares: the current core is read and replaced under it."""
+        core = self._core
+        return core._lock or core._make_lock()
 
     def _reconfigure(self, config: CircuitBreakerConfig) -> None:
         """Take ``config`` now, carrying the state over (see :mod:`.reload`).
@@ -248,7 +255,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         published there); with none, the breaker runs on its own from now on.
         """
         old = self._config.store
-        self._core = reconfigured_core(self._core, config)
+        with self._core_lock():
+            self._core = reconfigured_core_locked(self._core, config)
         self._config = config
         self._standalone = None
         if config.store is not old:  # another store, or none: hand the breaker over
@@ -276,4 +284,5 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
 
 def _unwatch(breaker: CircuitBreaker, callback: Callable[..., Any], rejections: bool) -> None:
     """Remove ``callback`` from the breaker's current core (after a reconfiguration too)."""
-    breaker._core.unwatch(callback, rejections=rejections)
+    with breaker._core_lock():
+        breaker._core.unwatch_locked(callback, rejections=rejections)

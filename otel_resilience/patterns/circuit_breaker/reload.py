@@ -29,11 +29,15 @@ from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
 from otel_resilience.patterns.circuit_breaker.state import Permit
 
-__all__ = ["reconfigured_core"]
+__all__ = ["reconfigured_core_locked"]
 
 
-def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _BreakerCore:
+def reconfigured_core_locked(old: _BreakerCore, config: CircuitBreakerConfig) -> _BreakerCore:
     """Return a core for ``config`` that carries ``old``'s state, and retire ``old``.
+
+    Called with ``old``'s lock held, which the new core shares: the owner publishes the new
+    core before releasing it, so that whoever reads the current core under that lock (to add
+    a callback to it) finds the new one, never the retired one after its callbacks were copied.
 
     Args:
         old: The breaker's current core.
@@ -43,24 +47,23 @@ def reconfigured_core(old: _BreakerCore, config: CircuitBreakerConfig) -> _Break
         The core to use from now on.
     """
     new = _BreakerCore(old.name, config, old._clock, old._telemetry)
-    new._lock = lock = old._lock or old._make_lock()  # one lock for the totals both cores count into
-    with lock:
-        new.stats = stats = old.stats
-        new.last_failure_type = old.last_failure_type
-        period = old._permit  # carried whole but its probes in flight (they end in the old core)
-        new._permit = Permit(
-            period.generation + 1, period.state, period.opened_until, period.reopens, 0, period.probe_started
-        )
-        new._watchers = old._watchers
-        new._reject_watchers = old._reject_watchers
-        if config.store is old.config.store:  # the store keeps feeding the breaker (it reads its core)
-            new._shared = old._shared
-            if old._shared is not None:  # the store grants the probes: keep its limit
-                new.settings = new.settings.with_probes(old.settings.half_open_max_calls)
-        if config.sliding_window == old.config.sliding_window:
-            new.window = old.window
-        else:
-            stats.failure_count = 0  # the new window starts empty
-        new._update_lock_free_locked()
-        old._retire_locked()
+    new._lock = old._lock  # one lock for the totals both cores count into (held by the caller)
+    new.stats = stats = old.stats
+    new.last_failure_type = old.last_failure_type
+    period = old._permit  # carried whole but its probes in flight (they end in the old core)
+    new._permit = Permit(
+        period.generation + 1, period.state, period.opened_until, period.reopens, 0, period.probe_started
+    )
+    new._watchers = old._watchers
+    new._reject_watchers = old._reject_watchers
+    if config.store is old.config.store:  # the store keeps feeding the breaker (it reads its core)
+        new._shared = old._shared
+        if old._shared is not None:  # the store grants the probes: keep its limit
+            new.settings = new.settings.with_probes(old.settings.half_open_max_calls)
+    if config.sliding_window == old.config.sliding_window:
+        new.window = old.window
+    else:
+        stats.failure_count = 0  # the new window starts empty
+    new._update_lock_free_locked()
+    old._retire_locked()
     return new

@@ -121,13 +121,11 @@ class CircuitBreakerStats:
     @property
     def total_requests(self) -> int:
         """Calls that have ended: every success, failure, rejection, ignored and cancelled call."""
-        return (
-            self.total_successes
-            + self.total_failures
-            + self.total_rejected
-            + self.total_ignored
-            + self.total_cancelled
-        )
+        return self._requests(self.total_successes, self.total_rejected)
+
+    def _requests(self, successes: int, rejected: int) -> int:
+        """``total_requests`` given the two lock-free counts as read once (a snapshot adds up)."""
+        return successes + self.total_failures + rejected + self.total_ignored + self.total_cancelled
 
 
 @dataclass(slots=True, eq=False)
@@ -312,15 +310,17 @@ def snapshot(core: _BreakerCore) -> CircuitBreakerStatsDict:
     with core._lock or core._make_lock():
         rates = core._rates_locked()
         stats = core.stats
+        # The two counts bumped without the lock are read once, so that the totals add up.
+        successes, rejected = stats.total_successes, stats.total_rejected
         return {
             "name": core.name,
             "state": state.value,
             "failure_count": stats.failure_count,
             "success_count": stats.success_count,
-            "total_requests": stats.total_requests,
-            "total_successes": stats.total_successes,
+            "total_requests": stats._requests(successes, rejected),
+            "total_successes": successes,
             "total_failures": stats.total_failures,
-            "total_rejected": stats.total_rejected,
+            "total_rejected": rejected,
             "total_ignored": stats.total_ignored,
             "total_cancelled": stats.total_cancelled,
             "times_opened": stats.times_opened,

@@ -13,7 +13,7 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypedDict, cast
 
-from otel_resilience.engine.counting import Counter
+from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.events import (
     Event,
     HedgeDenied,
@@ -158,6 +158,10 @@ class _HedgingCore:
 
     def snapshot(self) -> HedgingStatsDict:
         """Return the counts now."""
+        # The ended executions are read before those that entered: an execution is counted when
+        # it enters, so no snapshot shows more ended than entered, however many loops run it.
+        ended = read_all((self.original_wins, self.hedge_wins, self.failed, self.cancelled))
+        original_wins, hedge_wins, failed, cancelled = ended
         return {
             "name": self.name,
             "mode": self.config.mode,
@@ -165,10 +169,10 @@ class _HedgingCore:
             "executions": self.executions.value,
             "hedges": self.hedges.value,
             "hedges_denied": self.denied.value,
-            "original_wins": self.original_wins.value,
-            "hedge_wins": self.hedge_wins.value,
-            "failed": self.failed.value,
-            "cancelled": self.cancelled.value,
+            "original_wins": original_wins,
+            "hedge_wins": hedge_wins,
+            "failed": failed,
+            "cancelled": cancelled,
         }
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Final, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypedDict, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.guard import Guard
+from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.registry import RATE_LIMITERS
+from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.engine.store import BoundedStore
 from otel_resilience.engine.validation import check_name, fail
@@ -204,7 +208,10 @@ class KeyedRateLimiter(Generic[K]):
     active within ``burst / rate`` seconds. A key's limiter still held by a caller when it was
     evicted is the one ``for_key`` returns again (never a second limiter for one key while the
     first is in use). What an evicted key counted stays in ``resilience.rate_limiter.permits``
-    (summed under the name), so the exported counter never goes down.
+    (summed under the name), so the exported counter never goes down; so do the executions
+    of the keys' :meth:`~RateLimiter.call` and :meth:`~RateLimiter.call_sync` in
+    ``resilience.executions``: every key's own pipeline counts into one set of counts, which
+    the keyed limiter exports for as long as it lives.
 
     Args:
         name: The name of every key's limiter.
@@ -217,7 +224,7 @@ class KeyedRateLimiter(Generic[K]):
         ValueError: ``name`` is empty, or ``max_keys`` is not an ``int >= 1``.
     """
 
-    __slots__ = ("_clock", "_config", "_keys", "_name", "_totals")
+    __slots__ = ("__weakref__", "_clock", "_config", "_executions", "_keys", "_name", "_totals")
 
     def __init__(
         self,
@@ -235,6 +242,7 @@ class KeyedRateLimiter(Generic[K]):
         self._config = config
         self._clock = clock
         self._totals = KeyTotals(name)
+        self._executions: Pipeline | None = None  # made by the first key's own pipeline
         self._keys: BoundedStore[K, RateLimiter] = BoundedStore(
             "KeyedRateLimiter",
             "max_keys",
@@ -271,14 +279,33 @@ class KeyedRateLimiter(Generic[K]):
 
     def _fold(self, key: K, limiter: RateLimiter) -> None:
         """Keep what an evicted key's limiter counted (unless it is the key's limiter again)."""
-        self._totals.fold(limiter, kept=lambda: self._keys.get(key) is limiter)
+        pipelines = cast("_KeyLimiter", limiter).pipelines
+        self._totals.fold(limiter, pipelines, kept=lambda: self._keys.get(key) is limiter)
 
     def _revived(self, key: K, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
         """An evicted key's limiter, still held by a caller, is the key's limiter again."""
         self._totals.revived(limiter)
 
     def _new(self) -> RateLimiter:
-        return RateLimiter(self._name, self._config, clock=self._clock)
+        return _KeyLimiter(self._name, self._config, self._clock, weakref.ref(self))
+
+    def _count_into(self, pipeline: Pipeline) -> None:
+        """Make a key's own pipeline (built unregistered) count into the keys' executions.
+
+        The first one built becomes their carrier: registered, and kept by the keyed limiter for
+        as long as it lives; every later one counts into its stats. So the series of the keys'
+        executions never goes down when a key is evicted and its limiter (and pipeline) freed,
+        as it would if each key's pipeline were exported itself.
+        """
+        carrier = self._executions
+        if carrier is None:
+            with _CARRIER_LOCK:
+                carrier = self._executions
+                if carrier is None:
+                    self._executions = pipeline
+                    PIPELINES.register(pipeline)
+                    return
+        pipeline.stats = carrier.stats
 
     def _new_shared(self, key: str) -> RateLimiter:
         with shared_key(key):
@@ -294,6 +321,42 @@ class KeyedRateLimiter(Generic[K]):
 
     def __repr__(self) -> str:
         return f"KeyedRateLimiter({self._name!r}, keys={len(self._keys)}/{self._keys.capacity})"
+
+
+_CARRIER_LOCK: Final = fork_safe(threading.Lock())
+"""Held while a keyed limiter makes its executions' carrier (once, whichever thread asks first)."""
+
+
+class _KeyLimiter(RateLimiter):
+    """A key's limiter, whose own pipeline counts into its keyed limiter's executions.
+
+    It refers to its keyed limiter weakly (the keyed limiter keeps it: no cycle); one that
+    outlives its keyed limiter exports its own pipeline.
+
+    Attributes:
+        pipelines: Weak references to the pipelines built for it (its own, and any a racing
+            thread built and dropped): a call running in one takes permits through its rules
+            even once the limiter itself is gone (see :class:`.totals.KeyTotals`).
+    """
+
+    __slots__ = ("_keyed", "pipelines")
+
+    def __init__(
+        self, name: str, config: RateLimiterConfig, clock: Clock, keyed: weakref.ref[KeyedRateLimiter[Any]]
+    ) -> None:
+        super().__init__(name, config, clock=clock)
+        self._keyed = keyed
+        self.pipelines: list[weakref.ref[Pipeline]] = []
+
+    def _build_pipeline(self, *, register: bool = True) -> Pipeline:  # noqa: ARG002 - its owner's rule
+        pipeline = super()._build_pipeline(register=False)
+        self.pipelines.append(weakref.ref(pipeline))
+        keyed = self._keyed()
+        if keyed is None:
+            PIPELINES.register(pipeline)
+        else:
+            keyed._count_into(pipeline)
+        return pipeline
 
 
 def _idle(limiter: RateLimiter) -> bool:

@@ -25,8 +25,9 @@ permit due (``_due_locked``), take it (``_take_locked``), give the latest back
   ``retry_after``, or one paced at exactly the rate, must find its permit). Exact on a frozen
   clock: each permit subtracts exactly ``1.0``.
 * :class:`_SlidingLog`: the sorted times of the last admissions (past ones and reserved future
-  ones); a permit is due at ``log[-burst] + burst / rate``, so no window of that length ever
-  holds more than ``burst``. The log keeps ``burst`` entries plus one per outstanding
+  ones); a permit is due at ``log[-burst] + burst / rate`` (and not before the latest
+  reservation: after a reload to a larger burst or a higher rate), so no window of that length
+  ever holds more than ``burst``. The log keeps ``burst`` entries plus one per outstanding
   reservation (a rolled-back one must not lose the entry that becomes ``log[-burst]`` again),
   and forgets entries older than the window.
 """
@@ -360,9 +361,12 @@ class _SlidingLog(_Rules):
     def _due_locked(self, now: float) -> float:
         self._forget_locked(now)
         log = self._log
-        if len(log) < self.burst:
-            return now
-        due = log[-self.burst] + self._window
+        due = log[-self.burst] + self._window if len(log) >= self.burst else now
+        pending = self._pending
+        if pending and pending[-1].due > due:
+            # FIFO: never before the latest reservation, which a reload to a larger burst or a
+            # shorter window would allow (the log then stays sorted, as its reads assume).
+            due = pending[-1].due
         return due if due > now else now  # noqa: FURB136 - on every call: a compare, not a call
 
     def _take_locked(self, at: float) -> None:

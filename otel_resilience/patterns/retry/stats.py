@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
-
-from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.engine.counting import Counter, CounterValue, read_all
 
 __all__ = ["RetryStats"]
 
@@ -75,31 +73,39 @@ class RetryStats:
         An execution ended by an exception from a user callback (``on_retry`` or a predicate)
         is not counted.
         """
-        return (
-            self.first_attempt_successes
-            + self.successes_after_retry
-            + self.exhausted
-            + self.non_retryable
-            + self.cancelled
-        )
+        return self.as_dict()["executions"]
 
     @property
     def attempts(self) -> int:
         """Attempts that ended (the first ones included)."""
-        return self.first_attempt_successes + self.other_attempts
+        return self.as_dict()["attempts"]
 
     @property
     def successes(self) -> int:
         """Executions that returned an accepted result."""
-        return self.first_attempt_successes + self.successes_after_retry
+        return self.as_dict()["successes"]
 
     def as_dict(self) -> dict[str, int]:
-        """Return every count (derived ones included) as a plain dict, each under its own name."""
-        return {key: getattr(self, key) for key in _KEYS}
+        """Return every count (derived ones included) as a plain dict, each under its own name.
 
-
-_KEYS: Final = (
-    "executions", "attempts", "retries", "successes", "first_attempt_successes", "successes_after_retry",
-    "exhausted", "retries_denied", "non_retryable", "cancelled", "attempt_timeouts",
-)  # fmt: skip
-"""The keys of :meth:`RetryStats.as_dict`, in order: the names of the counts."""
+        The counters bumped without the lock are read once, together, and the derived counts
+        are computed from those reads: read under the retry's lock (``Retry.get_stats``), the
+        snapshot adds up however many threads count meanwhile.
+        """
+        first, after, retries, others = read_all(
+            (self._first_attempt_successes, self._successes_after_retry, self._retries, self._other_attempts)
+        )
+        successes = first + after
+        return {
+            "executions": successes + self.exhausted + self.non_retryable + self.cancelled,
+            "attempts": first + others,
+            "retries": retries,
+            "successes": successes,
+            "first_attempt_successes": first,
+            "successes_after_retry": after,
+            "exhausted": self.exhausted,
+            "retries_denied": self.retries_denied,
+            "non_retryable": self.non_retryable,
+            "cancelled": self.cancelled,
+            "attempt_timeouts": self.attempt_timeouts,
+        }
