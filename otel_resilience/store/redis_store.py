@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
@@ -195,6 +196,7 @@ class RedisStore(SharedStore):
         """
         if not isinstance(url, str):
             raise fail(_OWNER, "url", "a redis://, rediss:// or unix:// URL (str)", url, kind=TypeError)
+        _check_database(url)
         check_name(_OWNER, "namespace", namespace)
         durations = {
             "timeout": timeout,
@@ -551,6 +553,19 @@ def _forked_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
     os.register_at_fork(after_in_child=_forked_in_child)
+
+
+def _check_database(url: str) -> None:
+    """Refuse a ``redis://`` or ``rediss://`` URL whose path is no database number.
+
+    redis-py reads ``redis://host/notadb`` as database 0: a typo would share another service's
+    database without a word. (A ``unix://`` URL's path is its socket: its database is a query.)
+    """
+    parts = urllib.parse.urlsplit(url)
+    database = parts.path.removeprefix("/")
+    if parts.scheme in ("redis", "rediss") and database and not database.isdecimal():
+        rule = f"a Redis URL whose path is a database number (/0), not /{database}"
+        raise fail(_OWNER, "url", rule, _redacted(url))
 
 
 def _redacted(url: str) -> str:

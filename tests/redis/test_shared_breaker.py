@@ -203,6 +203,8 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         ({"url": None}, TypeError, "url"),
         ({"url": "localhost:6379"}, ValueError, "url"),
         ({"url": "redis://localhost:port/0"}, ValueError, "url"),
+        ({"url": "redis://localhost:6379/notadb"}, ValueError, "url"),  # redis-py reads database 0
+        ({"url": "rediss://:secret@localhost/0/1"}, ValueError, "url"),
         ({"probe_lease_ttl": 0.0004}, ValueError, "probe_lease_ttl"),
         ({"key_ttl": 0.0001}, ValueError, "key_ttl"),
     ],
@@ -435,3 +437,14 @@ def test_a_state_founded_again_at_a_lower_epoch_is_taken_and_published_over(
     assert [breaker._core._shared.epoch for breaker in (a, b)] == [5, 5]  # type: ignore[attr-defined]
     a.reset()
     wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "a reset published over it")
+
+
+def test_a_url_with_a_database_number_or_none_is_taken() -> None:
+    """``/0``, ``/15``, no path and a unix socket's path are all Redis URLs (nothing connects yet)."""
+    for url in (
+        "redis://127.0.0.1:1/0",
+        "redis://127.0.0.1:1/15",
+        "redis://127.0.0.1:1",
+        "unix:///tmp/r.sock?db=2",
+    ):
+        RedisStore.from_url(url, namespace="urls").close()
