@@ -201,12 +201,28 @@ def export_artifacts(
     if not files:
         files = render(kind)  # a source checkout whose package data was never generated
     directory.mkdir(parents=True, exist_ok=True)
+    if kind == "alerts" and regenerate:
+        _drop_shipped_rules_test(directory)
     written = []
     for name, text in sorted(files.items()):
         path = directory / name
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def _drop_shipped_rules_test(directory: Path) -> None:
+    """Remove the shipped rules test an earlier plain export left in ``directory``.
+
+    It tests the shipped thresholds and time scale, so it fails against adapted rules, which come
+    without one. A rules test of the user's own (any other text) is kept.
+    """
+    from otel_resilience.ops import alert_rules  # noqa: PLC0415 - regenerating needs the ops extra
+
+    path = directory / alert_rules.RULES_TEST_FILE
+    shipped = packaged("alerts").get(alert_rules.RULES_TEST_FILE)
+    if shipped is not None and path.is_file() and path.read_text(encoding="utf-8") == shipped:
+        path.unlink()
 
 
 def copy_folders(kind: str, root: Path) -> list[Path]:

@@ -159,3 +159,18 @@ def test_cli_needs_all_or_a_kind_and_a_directory():
     """The command line refuses a kind without a directory."""
     with pytest.raises(SystemExit):
         export.main(["alerts"])
+
+
+def test_adapted_rules_replace_the_shipped_rules_test_an_earlier_export_left(tmp_path) -> None:
+    """A plain export writes the shipped rules test; adapted rules come without one, so it goes (it would fail)."""
+    export.main(["alerts", str(tmp_path)])
+    assert (tmp_path / "rules_test.yml").is_file()
+    export.main(["alerts", str(tmp_path), "--set", "retry_storm_ratio=0.7"])
+    assert not (tmp_path / "rules_test.yml").exists()
+
+
+def test_a_rules_test_of_ones_own_is_kept_by_an_adapted_export(tmp_path) -> None:
+    own = tmp_path / "rules_test.yml"
+    own.write_text("rule_files: [alerts.yml]\ntests: []\n", encoding="utf-8")
+    export.main(["alerts", str(tmp_path), "--set", "retry_storm_ratio=0.7"])
+    assert own.read_text(encoding="utf-8") == "rule_files: [alerts.yml]\ntests: []\n"
