@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -426,6 +428,36 @@ def test_failing_callback_is_logged_and_counted(
     assert len(received) == 1
     assert system.get_stats()["callback_errors"] == 1
     assert hub.errors == 0
+    assert "alert subscriber" in caplog.text
+
+
+def test_async_callback_is_refused_at_subscribe(system: AlertSystem, hub: TelemetryHub) -> None:
+    """Subscribers are plain sync callbacks: an async one would make a coroutine nobody awaits."""
+
+    async def notify(alert: Alert) -> None:
+        raise AssertionError("never awaited")
+
+    with pytest.raises(TypeError, match=r"AlertSystem\.subscribe\.callback must be a sync callable"):
+        system.subscribe(notify)
+    assert system.get_stats()["subscribers"] == 0
+
+
+def test_callback_returning_a_coroutine_is_counted_as_failed(
+    system: AlertSystem, hub: TelemetryHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync callback that returns a coroutine (a lambda calling an async function): closed, logged, counted."""
+    awaited: list[Alert] = []
+
+    async def notify(alert: Alert) -> None:
+        awaited.append(alert)
+
+    system.subscribe(lambda alert: notify(alert))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "coroutine ... was never awaited"
+        open_breaker(reporter(hub, "circuit_breaker", "db"))
+        gc.collect()
+    assert awaited == []
+    assert system.get_stats()["callback_errors"] == 1
     assert "alert subscriber" in caplog.text
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
+from otel_resilience import BulkheadConfig, CircuitBreakerConfig, ResilienceConfig, ResilienceManager
 from otel_resilience.engine.events import Event, StateChanged
+from otel_resilience.errors import BulkheadFullError
 from otel_resilience.patterns.alerts import AlertKind, AlertSystem
 from otel_resilience.patterns.circuit_breaker import CircuitState
 from otel_resilience.testing import EventRecorder, FakeClock
@@ -70,3 +73,59 @@ def test_a_policys_unkeyed_breaker_has_no_key(manager: ResilienceManager, alerts
     (opened,) = [alert for alert in alerts.history if alert.kind is AlertKind.CIRCUIT_OPEN]
     assert "key" not in opened.attributes
     assert opened.summary == "circuit breaker 'payments' opened (failure_threshold)"
+
+
+def test_each_keys_full_bulkhead_alerts_and_names_its_key(
+    manager: ResilienceManager, alerts: AlertSystem
+) -> None:
+    """A keyed policy has a bulkhead per key: one key's cooldown does not silence another key's alert."""
+    payments = manager.policy(
+        "payments", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    )
+    for key in ("host-a", "host-b"):
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(entered: threading.Event = entered, release: threading.Event = release) -> None:
+            entered.set()
+            release.wait(5.0)
+
+        holder = threading.Thread(target=payments.for_key(key).execute_sync, args=(hold,))
+        holder.start()
+        assert entered.wait(5.0)
+        try:
+            with pytest.raises(BulkheadFullError):
+                payments.for_key(key).execute_sync(lambda: "never")
+        finally:
+            release.set()
+            holder.join(5.0)
+    full = [alert for alert in alerts.history if alert.kind is AlertKind.BULKHEAD_FULL]
+    assert [a.attributes.get("key") for a in full] == ["host-a", "host-b"]
+    assert [a.summary for a in full] == [
+        "bulkhead 'payments' (key 'host-a') is full and rejecting calls",
+        "bulkhead 'payments' (key 'host-b') is full and rejecting calls",
+    ]
+    assert {a.subject for a in full} == {"payments"}
+
+
+def test_an_unkeyed_full_bulkhead_has_no_key(manager: ResilienceManager, alerts: AlertSystem) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(5.0)
+
+    policy = manager.policy(
+        "orders", ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0))
+    )
+    holder = threading.Thread(target=policy.execute_sync, args=(hold,))
+    holder.start()
+    assert entered.wait(5.0)
+    try:
+        with pytest.raises(BulkheadFullError):
+            policy.execute_sync(lambda: "never")
+    finally:
+        release.set()
+        holder.join(5.0)
+    (full,) = [alert for alert in alerts.history if alert.kind is AlertKind.BULKHEAD_FULL]
+    assert "key" not in full.attributes
+    assert full.summary == "bulkhead 'orders' is full and rejecting calls"

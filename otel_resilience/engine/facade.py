@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, over
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import Clock, check_clock
-from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.protecting import check_protectable, protect_with, standalone
 from otel_resilience.engine.readonly import ReadOnly
@@ -166,6 +166,17 @@ class Pattern(abc.ABC, Generic[C, L]):
             ValueError: ``pipeline`` is empty.
         """
         return self._link(self._telemetry_for(pipeline))
+
+    def _keyed_link(self, pipeline: str, key: str | None) -> L:
+        """Return a link in the pipeline of a keyed policy's ``key`` (its own instance per key).
+
+        Its events carry the key (``TelemetrySource.key``), so that what they raise (a full
+        bulkhead's alert) tells the keys of one policy apart; ``None``: :meth:`as_strategy`'s link.
+        """
+        if key is None:
+            return self.as_strategy(pipeline)
+        check_name(f"{self._owner}.as_strategy", "pipeline", pipeline)
+        return self._link(StrategyTelemetry(TelemetrySource(self.kind, self._name, pipeline, key=key)))
 
     def _telemetry_for(self, pipeline: str | None) -> StrategyTelemetry:
         """Return the telemetry a link in ``pipeline`` reports through (the instance's own for ``None``)."""

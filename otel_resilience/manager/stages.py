@@ -198,7 +198,8 @@ def _breaker(at: StageInputs) -> Step | None:
 
 
 def _bulkhead(at: StageInputs) -> Step | None:
-    return None if at.bulkhead is None else at.bulkhead.as_strategy(at.name)
+    """A keyed policy's bulkhead is the key's own: its rejections carry the key (an alert per key)."""
+    return None if at.bulkhead is None else at.bulkhead._keyed_link(at.name, at.key)
 
 
 def _attempt_timeout(at: StageInputs) -> Step | None:

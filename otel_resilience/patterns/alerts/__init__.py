@@ -10,7 +10,7 @@ events every pattern reports it raises an :class:`Alert` when
   exist yet) carries the episode's re-open count. No cooldown applies: the breaker's own state
   bounds the episode;
 * a bulkhead rejects because it is full (``CALL_REJECTED``, reason ``"bulkhead_full"``): at most
-  one alert per bulkhead per ``bulkhead_cooldown``;
+  one alert per bulkhead (a keyed policy's: per key) per ``bulkhead_cooldown``;
 * the recovery rate of a recovery system (``RECOVERY_ATTEMPTED``), over its last
   ``recovery_window`` attempts, falls below ``recovery_rate_threshold`` once at least
   ``min_recovery_attempts`` were seen: one alert per crossing, re-armed when the rate is back at
@@ -20,10 +20,11 @@ events every pattern reports it raises an :class:`Alert` when
 * a recovery escalated (``RECOVERY_ATTEMPTED`` with strategy ``"escalate"``): at most one alert
   per recovery system and error type per ``escalation_cooldown``.
 
-Each alert goes to the subscribers (plain sync callbacks; one that raises is logged and counted,
-never propagated), into a bounded :attr:`AlertSystem.history`, and back onto the event stream as
-``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the OpenTelemetry listener can log it.
-``ALERT_RAISED`` events are ignored on the way in: an alert never raises another.
+Each alert goes to the subscribers (plain sync callbacks, an async one refused; one that raises
+is logged and counted, never propagated), into a bounded :attr:`AlertSystem.history`, and back
+onto the event stream as ``Event.ALERT_RAISED`` (source kind ``"alerts"``), so that the
+OpenTelemetry listener can log it. ``ALERT_RAISED`` events are ignored on the way in: an alert
+never raises another.
 
 :func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`. It is
 created with the first circuit breaker, bulkhead or error recovery system (unless another alert
@@ -133,6 +134,6 @@ def subscribe(callback: AlertCallback) -> Callable[[], None]:
         A function that unsubscribes it.
 
     Raises:
-        TypeError: ``callback`` is not callable.
+        TypeError: ``callback`` is not callable, or is async (a coroutine function).
     """
     return default_alert_system().subscribe(callback)

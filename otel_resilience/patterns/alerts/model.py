@@ -79,8 +79,8 @@ class Alert:
         attributes: Bounded strings that detail it (names, exception type names, numbers).
             A ``CIRCUIT_OPEN`` alert has ``old``, ``reason`` and ``reopens`` (the re-opens of
             the outage episode when it was raised; ``"0"`` when it opens the episode). The
-            alert of a keyed policy's breaker (one per key) has ``key``: each key's outage is
-            an episode of its own.
+            alert of a keyed policy's breaker or bulkhead (one per key) has ``key``: each key's
+            outage is an episode of its own, each key's full bulkhead has a cooldown of its own.
     """
 
     kind: AlertKind
@@ -111,8 +111,8 @@ class AlertConfig:
     recovery_window: int = DEFAULT_RECOVERY_WINDOW
     """The rate is over this many most recent attempts (a count, not a time), >= 1. Default 100."""
     bulkhead_cooldown: float = DEFAULT_BULKHEAD_COOLDOWN
-    """Seconds between two ``BULKHEAD_FULL`` alerts for one bulkhead, >= 0 (``timedelta``
-    accepted). Default 60.0 s."""
+    """Seconds between two ``BULKHEAD_FULL`` alerts for one bulkhead (of a keyed policy: for one
+    key), >= 0 (``timedelta`` accepted). Default 60.0 s."""
     escalation_cooldown: float = DEFAULT_ESCALATION_COOLDOWN
     """Seconds between two ``RECOVERY_ESCALATED`` alerts for one system and error type, >= 0
     (``timedelta`` accepted). Default 60.0 s."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import threading
@@ -25,6 +26,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
 )
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_callable, check_name, fail
 from otel_resilience.patterns.alerts.model import (
@@ -39,7 +41,7 @@ from otel_resilience.patterns.alerts.model import (
 
 _LOG: Final = logging.getLogger("otel_resilience")
 
-_K = TypeVar("_K", str, tuple[str, str])
+_K = TypeVar("_K", str | tuple[str, str], tuple[str, str])
 
 
 class _RateWindow:
@@ -133,7 +135,8 @@ class AlertSystem:
         self._callback_errors = 0
         self._rates: OrderedDict[str, _RateWindow] = OrderedDict()
         # When each subject's cooldown ends: a full bulkhead by name, an escalation by (system, error).
-        self._full_cooldowns: dict[str, float] = {}
+        # A keyed policy's bulkheads (one per key, one name) by (name, key): each key cools down alone.
+        self._full_cooldowns: dict[str | tuple[str, str], float] = {}
         self._escalation_cooldowns: dict[tuple[str, str], float] = {}
         self._episodes: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # (name, key)
         self._closed = False
@@ -164,7 +167,8 @@ class AlertSystem:
         """Call ``callback(alert)`` for every alert raised from now on.
 
         Callbacks run in the thread that reported the triggering event, outside any lock, so they
-        must be quick; one that raises is logged and counted in ``callback_errors``.
+        must be quick; one that raises, or returns a coroutine (which is closed, never awaited),
+        is logged and counted in ``callback_errors``.
 
         Args:
             callback: A sync callable taking an :class:`Alert`.
@@ -173,9 +177,17 @@ class AlertSystem:
             A function that unsubscribes this subscription (calling it again does nothing).
 
         Raises:
-            TypeError: ``callback`` is not callable.
+            TypeError: ``callback`` is not callable, or is async (a coroutine function).
         """
         check_callable("AlertSystem.subscribe", "callback", callback)
+        if is_async_callable(callback):
+            raise fail(
+                "AlertSystem.subscribe",
+                "callback",
+                "a sync callable (an async one would make a coroutine nobody awaits)",
+                callback,
+                kind=TypeError,
+            )
         with self._lock:
             token = next(self._tokens)
             self._subscribers = (*self._subscribers, (token, callback))
@@ -216,7 +228,11 @@ class AlertSystem:
             if (  # the cooldown asked here: a bulkhead that stays full is in it for each rejection
                 isinstance(args, CallRejected)
                 and args.reason == "bulkhead_full"
-                and self._cooled_down(self._full_cooldowns, source.name, self._config.bulkhead_cooldown)
+                and self._cooled_down(
+                    self._full_cooldowns,
+                    source.name if source.key is None else (source.name, source.key),
+                    self._config.bulkhead_cooldown,
+                )
             ):
                 self._raise(self._bulkhead_full(source))
             return
@@ -304,7 +320,7 @@ class AlertSystem:
         other thread started one since that read. Each kind has its own table (a plain ``dict``,
         oldest first: its look-up is specialised where an ``OrderedDict``'s is not), keyed by
         what tells its subjects apart (a bulkhead's name, a bare string whose hash is kept: no
-        key is built per rejection).
+        key is built per rejection; a keyed policy's bulkhead, one per key, by name and key).
         """
         now = self._clock.now()
         until = cooldowns.get(key)
@@ -324,10 +340,13 @@ class AlertSystem:
         """The alert of a full bulkhead whose cooldown :meth:`on_event` just started."""
         name = source.name
         cooldown = self._config.bulkhead_cooldown
+        bulkhead = f"bulkhead {_bounded(name)!r}"
+        if source.key is not None:
+            bulkhead = f"{bulkhead} (key {_bounded(source.key)!r})"
         return self._make(
             _BULKHEAD_FULL,
             name,
-            f"bulkhead {_bounded(name)!r} is full and rejecting calls",
+            f"{bulkhead} is full and rejecting calls",
             source,
             cooldown=f"{cooldown:g}",
         )
@@ -411,7 +430,11 @@ class AlertSystem:
             )
         for _, callback in subscribers:
             try:
-                callback(alert)
+                made = callback(alert)
+                if inspect.iscoroutine(made):
+                    made.close()
+                    msg = f"returned a coroutine, which is never awaited: {made!r}"
+                    raise TypeError(msg)  # noqa: TRY301 - counted and logged as any subscriber error
             except Exception:  # noqa: BLE001 - a subscriber must never break the reporting pattern
                 with self._lock:
                     self._callback_errors += 1
