@@ -18,16 +18,19 @@ rules, which needs the ``ops`` extra. ``check`` validates a configuration file a
 policies (YAML needs the ``config`` extra); ``schema`` prints the file's JSON Schema. ``--help``
 works on a bare install.
 Exit status: 0 on success, 1 when the command failed (a busy port, a lost call, a missing
-module, an invalid configuration file), 2 for a usage error.
+module, an invalid configuration file, a closed standard output), 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
@@ -307,19 +310,46 @@ def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         once=args.once,
         config=args.config,
     )
-    needed = list(_DEMO_MODULES)
-    if options.otlp_endpoint is not None:
-        needed.append(_OTLP_MODULE)
-    missing = _missing(needed)
-    if missing:
-        err.write(
-            f"otel-resilience demo: missing {', '.join(missing)}; "
-            "install the demo extra: pip install 'otel-resilience[demo]'\n"
-        )
-        return 1
-    from otel_resilience.demo import app  # noqa: PLC0415 - imports the demo's optional dependencies
+    try:
+        with _sigterm_interrupts():
+            needed = list(_DEMO_MODULES)
+            if options.otlp_endpoint is not None:
+                needed.append(_OTLP_MODULE)
+            missing = _missing(needed)
+            if missing:
+                err.write(
+                    f"otel-resilience demo: missing {', '.join(missing)}; "
+                    "install the demo extra: pip install 'otel-resilience[demo]'\n"
+                )
+                return 1
+            from otel_resilience.demo import app  # noqa: PLC0415 - imports the demo's optional dependencies
 
-    return app.main(options, out=out, err=err)
+            return app.main(options, out=out, err=err)
+    except KeyboardInterrupt:  # a signal before the run routes SIGINT and SIGTERM to its own stop
+        err.write("otel-resilience demo: stopped by signal\n")
+        return 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Make SIGTERM interrupt like Ctrl-C while the block runs (main thread, default handler only).
+
+    The demo's run routes both signals to a clean stop; this covers the moments before (its
+    imports, its setup), where SIGTERM would otherwise kill the process without a word.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is signal.default_int_handler:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str], err: IO[str]) -> int:

@@ -193,7 +193,8 @@ async def run_demo(
     Raises:
         MetricsServerError: ``/metrics`` could not be served on ``host:port``.
         DemoConfigError: ``options.config`` cannot be read, or names a policy the demo lacks.
-        OSError: The summary could not be written to ``options.summary_json`` (after it was shown).
+        OSError: The summary could not be written to ``options.summary_json`` (after it was shown),
+            or the view could not write its output (then the run ends at once).
     """
     policies = read_policies(options.config)
     scenario = build_scenario(options.scenario, options.seed, repeat=not options.once)
@@ -225,6 +226,12 @@ async def run_demo(
         cleanup.callback(view.close)
         system.start_load()
         ticking = asyncio.create_task(ticker.run(), name="demo-view")
+
+        def view_done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                stop.set()  # the view failed (its output closed): end the run now, not at --duration
+
+        ticking.add_done_callback(view_done)
         try:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=options.duration)
@@ -236,6 +243,8 @@ async def run_demo(
             await system.stop_load(min(DRAIN_GRACE, _LONGEST_TIMEOUT * options.time_scale))
             ticking.cancel()
             await asyncio.gather(ticking, return_exceptions=True)
+        if not ticking.cancelled() and (failure := ticking.exception()) is not None:
+            raise failure  # the view failed (its output closed): the run ended with it
         end = time.monotonic()
         ticker.tick()
         summary = summarize(
@@ -295,7 +304,8 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
         err: Where errors go (default ``sys.stderr``).
 
     Returns:
-        The exit status: 0, or 1 when a call was lost or ``/metrics`` could not be served.
+        The exit status: 0, or 1 when a call was lost, ``/metrics`` could not be served, the
+        configuration file or the summary file failed, or standard output was closed.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -310,6 +320,9 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
         summary = asyncio.run(run_demo(options, view=view))
     except (MetricsServerError, DemoConfigError) as error:
         err.write(f"otel-resilience demo: {error}\n")
+        return 1
+    except BrokenPipeError:
+        err.write("otel-resilience demo: standard output was closed; the run ended\n")
         return 1
     except OSError as error:
         err.write(f"otel-resilience demo: cannot write the summary to {options.summary_json}: {error}\n")

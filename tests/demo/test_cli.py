@@ -8,6 +8,7 @@ import io
 import json
 import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,42 @@ def test_a_config_file_with_a_policy_the_demo_lacks_fails_clearly(tmp_path: Path
     code, _, err = _run("demo", "--duration", "1", "--no-metrics-server", "--plain", "--config", str(invalid))
     assert code == 1
     assert "invalid.yaml:4" in err
+
+
+class _ClosedAfter(io.StringIO):
+    """Standard output whose reader goes away (`demo | head -3`) after ``lines`` writes."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self._left = lines
+
+    def write(self, text: str) -> int:
+        if self._left <= 0:
+            raise BrokenPipeError(32, "Broken pipe")
+        self._left -= 1
+        return super().write(text)
+
+
+def test_a_closed_stdout_ends_the_demo_at_once_and_says_so() -> None:
+    """`demo | head`: the run ends when its output goes away, exit 1, with no misleading summary error."""
+    out, err = _ClosedAfter(12), io.StringIO()
+    started = time.monotonic()
+    code = main(
+        [
+            "demo",
+            "--duration",
+            "20",
+            "--time-scale",
+            "0.01",
+            "--no-metrics-server",
+            "--plain",
+            "--interval",
+            "0.1",
+        ],
+        out=out,
+        err=err,
+    )
+    assert time.monotonic() - started < 10  # not the 20 s of --duration: the run stopped with its view
+    assert code == 1
+    assert "standard output was closed" in err.getvalue()
+    assert "summary" not in err.getvalue()

@@ -142,3 +142,27 @@ sys.exit(main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["_missing", "read_policies"], ids=["before-the-import", "before-the-load"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_startup_ends_the_demo_cleanly(signum: signal.Signals, where: str) -> None:
+    """Ctrl-C or SIGTERM while the demo starts (its imports, its setup): exit 0, no traceback."""
+    code = f"""
+import os, sys
+import otel_resilience.__main__ as cli
+from otel_resilience.demo import app
+module = cli if {where!r} == "_missing" else app
+real = getattr(module, {where!r})
+def early(*args):
+    os.kill(os.getpid(), {int(signum)})  # a supervisor's signal, before the run has begun
+    return real(*args)
+setattr(module, {where!r}, early)
+sys.exit(cli.main(["demo", "--plain", "--duration", "1", "--time-scale", "0.01", "--no-metrics-server"]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "otel-resilience demo: stopped by signal" in result.stderr

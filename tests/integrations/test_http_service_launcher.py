@@ -93,7 +93,7 @@ def _refused(url: str) -> bool:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp_path: Path) -> None:
-    """The launcher answers GET /items/1 through the downstream, and a signal stops both processes."""
+    """The launcher answers GET /items/1 through the downstream, and a signal stops both processes quietly."""
     with _launched(tmp_path) as (process, log):
         service, downstreams = _addresses(process, _lines(process), log)
         end = time.monotonic() + STARTUP
@@ -108,6 +108,7 @@ def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp
         assert response.json() == {"name": "inventory", "path": "/items/1", "status": 200}
         process.send_signal(stop)
         assert process.wait(timeout=30) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()  # a clean stop logs no error
         assert _refused(service)
         assert all(_refused(url) for url in downstreams.values()), "the downstream process outlived it"
 
