@@ -66,17 +66,19 @@ def _fail(breaker: CircuitBreaker) -> None:
 
 
 def test_a_permit_asked_on_a_new_connection_waits_at_most_the_timeout(proxy: TcpFaultProxy) -> None:
-    """Redis answers in 0.3 s, under the 0.4 s timeout: a permit that must open a connection still waits <= 0.4 s.
+    """Redis answers in 0.6 s, under the 1 s timeout: a permit that must open a connection still waits <= 1 s.
 
     Connecting and the handshake (``HELLO``, ``CLIENT SETINFO``) are round trips of their own:
     each bounded by the timeout alone, the first permit of a new connection waited 3 of them
-    (0.9 s); the timeout bounds the operation as a whole, as on the async path.
+    (1.8 s); the timeout bounds the operation as a whole, as on the async path. The margins
+    (0.4 s to the timeout for a round trip, 0.4 s on each side of the bound) hold on a loaded
+    machine.
     """
-    store = RedisStore.from_url(_via(proxy), namespace="deadline", timeout=0.4)
+    store = RedisStore.from_url(_via(proxy), namespace="deadline", timeout=1.0)
     try:
         limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
         assert limiter.try_acquire()
-        proxy.set("delay", 0.15)
+        proxy.set("delay", 0.3)  # each way: a round trip takes 0.6 s
         started = time.monotonic()
         assert limiter.try_acquire()  # a connection already open: one round trip, in time
         warm = time.monotonic() - started
@@ -85,8 +87,8 @@ def test_a_permit_asked_on_a_new_connection_waits_at_most_the_timeout(proxy: Tcp
         started = time.monotonic()
         assert limiter.try_acquire()  # the fallback admits it if the cluster could not in time
         fresh = time.monotonic() - started
-        print(f"permit on an open connection {warm:.3f} s, on a new one {fresh:.3f} s (timeout 0.4 s)")
-        assert fresh < 0.65
+        print(f"permit on an open connection {warm:.3f} s, on a new one {fresh:.3f} s (timeout 1 s)")
+        assert fresh < 1.4  # not the 1.8 s of three round trips
     finally:
         store.close()
 
@@ -198,9 +200,9 @@ def test_the_subscriber_listens_again_as_soon_as_the_store_reaches_redis(redis_u
             "subscribed again",
         )
         print(f"subscribed {took:.3f} s after Redis became reachable for the subscriber")
-        assert took < 0.8
+        assert took < 1.4  # not the rest of its backoff (at least 1.6 s)
         theirs.force_open(30.0)
-        wait_for(lambda: mine.state is CircuitState.OPEN, 1.0, "the trip of the other replica")
+        wait_for(lambda: mine.state is CircuitState.OPEN, 5.0, "the trip of the other replica")
     finally:
         store.close()
         other.close()
