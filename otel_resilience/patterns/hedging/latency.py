@@ -9,15 +9,12 @@ from datetime import timedelta
 from typing import Final, Protocol, runtime_checkable
 
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.rounding import ceil_whole
 from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
 
 __all__ = ["LatencyObserver", "PercentileDelay"]
 
 _OWNER: Final = "PercentileDelay"
-_RANK_ROUNDING: Final = 1e-9
-"""How far above a whole rank ``percentile * n / 100`` may land by floating-point rounding and
-still be that rank (``99.9 * 1000 / 100``): a percentile given in decimals never puts a true
-rank that close above a whole one."""
 
 
 @runtime_checkable
@@ -133,7 +130,7 @@ class PercentileDelay:
                 latencies = self._latencies
                 if len(latencies) >= self.min_samples:
                     ordered = sorted(latencies)
-                    rank = math.ceil(self.percentile * len(ordered) / 100.0 - _RANK_ROUNDING)
+                    rank = int(ceil_whole(self.percentile * len(ordered) / 100.0))
                     self._cached = max(self.minimum, ordered[max(rank, 1) - 1])
             return self._cached
 

@@ -10,7 +10,6 @@ budget shared by every caller keeps the total near ``(1 + ratio)`` times the fir
 
 from __future__ import annotations
 
-import math
 import threading
 from datetime import timedelta
 from typing import Final
@@ -18,6 +17,7 @@ from typing import Final
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.rounding import ceil_whole
 from otel_resilience.engine.sliding import SlidingCounts
 from otel_resilience.engine.validation import check_duration, check_number
 
@@ -26,9 +26,6 @@ __all__ = ["RetryBudget"]
 _OWNER: Final = "RetryBudget"
 BUDGET_BUCKETS: Final = 10
 """How many buckets a budget's window is divided in: it slides by tenths of ``window``."""
-_ROUNDING: Final = 1e-12
-"""The relative floating-point error of an allowance (``0.07 * 100`` is ``7.000000000000001``):
-an allowance that close above a whole number is that number."""
 
 
 class RetryBudget:
@@ -186,11 +183,11 @@ class RetryBudget:
         """Return how many retries a window with ``first_attempts`` allows (the one rule of the budget).
 
         The whole numbers below ``ratio * first_attempts + floor``: that bound is computed in
-        floats, so it is taken down by its rounding (:data:`_ROUNDING`) before it is rounded up.
-        ``inf`` for a floor too large for a float.
+        floats, so it is taken down by its rounding before it is rounded up
+        (:func:`~otel_resilience.engine.rounding.ceil_whole`). ``inf`` for a floor too large for
+        a float.
         """
-        bound = (self._ratio * first_attempts + self._reserve) * (1.0 - _ROUNDING)
-        return math.ceil(bound) if bound < math.inf else bound
+        return ceil_whole(self._ratio * first_attempts + self._reserve)
 
     def __reduce__(self) -> tuple[object, ...]:
         """Pickle (and copy) as a new budget with the same settings and an empty window.
