@@ -297,13 +297,8 @@ class HttpHedgeBudget:
                 (a ``RetryBudget`` base). ``None`` (a caller of :meth:`try_withdraw`) gives back
                 as ``base.refund()`` does.
         """
-        base = self.base
-        if base is None:
-            return
-        if withdrawal is None:
-            base.refund()
-        else:
-            refund_hedge(base, withdrawal)
+        if self.base is not None:
+            refund_hedge(self.base, withdrawal)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HttpHedgeBudget):
