@@ -72,6 +72,23 @@ async def until_backoff(clock: FakeClock, task: asyncio.Task[Any]) -> None:
         await asyncio.sleep(0)
 
 
+async def in_backoff(delay: float) -> tuple[HangingBackoffClock, RetryBudget, Retry, asyncio.Task[Any]]:
+    """A retry of a fixed ``delay`` over a floor-only budget, its execution waiting in the backoff."""
+    clock = HangingBackoffClock()
+    budget = floor_only(clock)
+    retry = Retry("dep", fixed(delay, budget), clock=clock)
+    task = asyncio.ensure_future(retry.execute(afailing))
+    await until_backoff(clock, task)
+    return clock, budget, retry, task
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and see its cancellation reach its awaiter."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 # -- the budget: a refund leaves the withdrawal's own bucket ----------------------------------------
 
 
@@ -116,31 +133,19 @@ def test_a_denied_withdrawal_has_no_receipt_and_a_refund_never_goes_below_what_w
 
 async def test_a_cancellation_during_the_backoff_gives_the_retry_back() -> None:
     """The task is cancelled while it waits to retry: the retry never runs, and the budget has it back."""
-    clock = HangingBackoffClock()
-    budget = floor_only(clock)
-    retry = Retry("dep", fixed(1.0, budget), clock=clock)
-    task = asyncio.ensure_future(retry.execute(afailing))
-    await until_backoff(clock, task)
+    _, budget, retry, task = await in_backoff(1.0)
     assert counts(budget) == (1, 1, 9)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel(task)
     assert counts(budget) == (1, 0, 10)
     assert retry.get_stats()["cancelled"] == 1
 
 
 async def test_a_retry_cancelled_buckets_later_leaves_its_own_bucket() -> None:
     """Cancelled 5 s into its backoff (newer retries counted since): it leaves its bucket, the newer ones stay."""
-    clock = HangingBackoffClock()
-    budget = floor_only(clock)
-    retry = Retry("dep", fixed(8.0, budget), clock=clock)
-    task = asyncio.ensure_future(retry.execute(afailing))
-    await until_backoff(clock, task)
+    clock, budget, _, task = await in_backoff(8.0)
     clock.advance(5.0)
     assert budget.try_withdraw()  # another execution's retry, in a newer bucket
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel(task)
     assert counts(budget) == (1, 1, 9)
     clock.advance(5.0)  # the cancelled retry's bucket (and the first attempt's) leaves the window
     assert counts(budget) == (0, 1, 9)
@@ -148,17 +153,11 @@ async def test_a_retry_cancelled_buckets_later_leaves_its_own_bucket() -> None:
 
 async def test_a_backoff_longer_than_the_window_gives_back_nothing_when_cancelled() -> None:
     """Cancelled after a 15 s backoff (window 10 s): its retry no longer counts, and a newer one stays counted."""
-    clock = HangingBackoffClock()
-    budget = floor_only(clock)
-    retry = Retry("dep", fixed(15.0, budget), clock=clock)
-    task = asyncio.ensure_future(retry.execute(afailing))
-    await until_backoff(clock, task)
+    clock, budget, _, task = await in_backoff(15.0)
     clock.advance(14.0)
     assert budget.try_withdraw()  # another execution's retry, in the window
     clock.advance(1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel(task)
     assert counts(budget) == (0, 1, 9)
 
 
