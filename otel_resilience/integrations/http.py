@@ -21,9 +21,9 @@ One request is one *execution* of the policy; each time the client sends it is o
   request that may be sent twice is hedged as configured. Nor does a recovery rule's RETRY or
   RESTART run it again. Retries, hedges and re-runs all ask one rule, the engine's
   :func:`~otel_resilience.engine.rerun.may_run_again`, which the integration sets per request.
-* **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a failed
-  response's ``Retry-After`` (seconds or an HTTP date) is the next delay
-  (:func:`~otel_resilience.patterns.retry.retry_after_delay`); one over ``max_delay`` or past the deadline
+* **Retry-After.** Unless the policy's ``RetryPolicy.delay_from`` says otherwise, a 429 or 503
+  response's ``Retry-After`` (seconds or an HTTP date) is the next delay (:class:`HttpRetryAfter`;
+  other statuses: :attr:`HttpOptions.retry_after_statuses`); one over ``max_delay`` or past the deadline
   stops retrying at once (the response is returned), it is never shortened.
 * **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`
   to the client as its timeout (every phase capped by it), so a request never outlives its
@@ -62,9 +62,11 @@ __all__ = [
     "RESEND_COUNT",
     "RESEND_COUNT_ATTRIBUTE",
     "RETRYABLE",
+    "RETRY_AFTER_STATUSES",
     "FailedResponseError",
     "HttpHedgeBudget",
     "HttpOptions",
+    "HttpRetryAfter",
     "HttpRetryOn",
     "async_resend_count_hook",
     "http_config",
@@ -78,6 +80,9 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 """Methods retried by default (RFC 9110 idempotent methods)."""
 DEFAULT_FAILURE_STATUSES: Final = frozenset({408, 429, *range(500, 600)})
 """Statuses that are failures by default: every 5xx, 408 Request Timeout, 429 Too Many Requests."""
+RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+"""Failed statuses whose ``Retry-After`` sets the next delay by default: 429 Too Many Requests
+(RFC 6585) and 503 Service Unavailable (RFC 9110), the two that give it that meaning."""
 RETRYABLE: Final = "otel_resilience.retryable"
 """The httpx request extension that allows (``True``) or forbids (``False``) retrying a request
 whatever its method (requests: :func:`~otel_resilience.integrations.requests.mark_retryable`;
@@ -119,6 +124,9 @@ class HttpOptions:
             response, instead of returning the response (default ``False``).
         honour_retry_after: Take the delay from a failed response's ``Retry-After`` when the
             policy's ``RetryPolicy.delay_from`` is ``None`` (default ``True``).
+        retry_after_statuses: The failed statuses whose ``Retry-After`` is honoured (default
+            :data:`RETRY_AFTER_STATUSES`: 429 and 503); on any other status the header is
+            ignored and the policy's own backoff applies.
         per_host: One breaker and one bulkhead per host (default ``True``).
         deadline_as_timeout: Cap the client's timeout by what is left of the deadline
             (default ``True``).
@@ -132,21 +140,22 @@ class HttpOptions:
     idempotency_header: str | None = "Idempotency-Key"
     raise_on_failure: bool = False
     honour_retry_after: bool = True
+    retry_after_statuses: frozenset[int] = RETRY_AFTER_STATUSES
     per_host: bool = True
     deadline_as_timeout: bool = True
     max_hosts: int = DEFAULT_MAX_HOSTS
 
     def __post_init__(self) -> None:
-        for field in ("failure_statuses", "retry_methods"):
+        for field in ("failure_statuses", "retry_after_statuses", "retry_methods"):
             value = getattr(self, field)
             if isinstance(value, str) or not isinstance(value, (set, frozenset, list, tuple)):
                 raise fail("HttpOptions", field, "a set", value, kind=TypeError)
-        statuses = frozenset(self.failure_statuses)
-        if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
-            raise fail(
-                "HttpOptions", "failure_statuses", "HTTP statuses (ints 100..599)", self.failure_statuses
-            )
-        object.__setattr__(self, "failure_statuses", statuses)
+        for field in ("failure_statuses", "retry_after_statuses"):
+            value = getattr(self, field)
+            statuses = frozenset(value)
+            if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
+                raise fail("HttpOptions", field, "HTTP statuses (ints 100..599)", value)
+            object.__setattr__(self, field, statuses)
         methods = frozenset(self.retry_methods)
         if not all(isinstance(m, str) for m in methods):
             raise fail(
@@ -191,6 +200,28 @@ class FailedResponseError(Exception):
         self.response = response
         self.status_code = status_code
         self.replay = replay
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRetryAfter:
+    """The ``RetryPolicy.delay_from`` of an HTTP policy: ``Retry-After``, on the statuses that give it.
+
+    A failed response (:class:`FailedResponseError`) whose status is in :attr:`statuses` asks
+    for its ``Retry-After`` (:func:`~otel_resilience.patterns.retry.retry_after_delay`); one
+    with another status asks for nothing (``None``: the policy's own backoff), whatever header
+    it carries. Any other outcome is read by ``retry_after_delay`` as it is.
+
+    Attributes:
+        statuses: :attr:`HttpOptions.retry_after_statuses`.
+    """
+
+    statuses: frozenset[int] = RETRY_AFTER_STATUSES
+
+    def __call__(self, outcome: Any) -> float | None:
+        """Return the delay ``outcome`` asks for, or ``None`` for the policy's own backoff."""
+        if isinstance(outcome, FailedResponseError) and outcome.status_code not in self.statuses:
+            return None
+        return retry_after_delay(outcome)
 
 
 class PolicyHandleLike(Protocol):
@@ -317,8 +348,8 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
 
     The retry policy's ``retry_on`` becomes :class:`HttpRetryOn` (non-idempotent or streamed
     requests are never sent twice; only HTTP failures are retried), and its ``delay_from``
-    :func:`~otel_resilience.patterns.retry.retry_after_delay` unless it has one (and
-    ``options.honour_retry_after`` is set). The hedging's budget becomes an
+    :class:`HttpRetryAfter` (``Retry-After`` on ``options.retry_after_statuses``) unless it has
+    one (and ``options.honour_retry_after`` is set). The hedging's budget becomes an
     :class:`HttpHedgeBudget` (such requests are never hedged either). A config without a retry
     policy or hedging, or already converted, is returned as it is.
     ``manager.policy(name, config, adapt=http_config)`` makes a handle a client integration
@@ -336,8 +367,9 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
     retry, hedging = config.retry_policy, config.hedging
     if retry is not None and not isinstance(retry.retry_on, HttpRetryOn):
         delay_from = retry.delay_from
-        if delay_from is None and (options or _DEFAULT_OPTIONS).honour_retry_after:
-            delay_from = retry_after_delay
+        options = options or _DEFAULT_OPTIONS
+        if delay_from is None and options.honour_retry_after:
+            delay_from = HttpRetryAfter(options.retry_after_statuses)
         retry_policy = replace(retry, retry_on=HttpRetryOn(retry), delay_from=delay_from)
         config = replace(config, retry_policy=retry_policy)
     if hedging is not None and not isinstance(hedging.budget, HttpHedgeBudget):

@@ -19,7 +19,14 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
-from otel_resilience.integrations.http import _RETRYABLE_ERRORS, RETRYABLE, FailedResponseError, HttpOptions
+from otel_resilience.integrations.http import (
+    _RETRYABLE_ERRORS,
+    RETRYABLE,
+    FailedResponseError,
+    HttpOptions,
+    HttpRetryAfter,
+    http_config,
+)
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 
 
@@ -241,6 +248,30 @@ async def test_a_retry_after_over_max_delay_is_not_waited(driver: str, server: S
     assert response.headers["Retry-After"] == "120"
     assert server.count("/a") == 1
     assert time.monotonic() - start < 60
+
+
+@DRIVERS
+async def test_retry_after_is_read_on_429_and_503_only(driver: str, server: ScriptedHTTPServer) -> None:
+    """A 500 or 502 carrying Retry-After: 120 is retried on the policy's own backoff, not given up on."""
+    server.script("/a", (500, {"Retry-After": "120"}), (502, {"Retry-After": "120"}))
+    start = time.monotonic()
+    response = await Clients(driver, policy()).request("GET", f"{server.url}/a")
+    assert (response.status_code, server.count("/a")) == (200, 3)
+    assert time.monotonic() - start < 60
+
+
+def test_retry_after_statuses_are_an_option_checked_at_construction() -> None:
+    """Other statuses may be named; a non-status is refused, naming the field."""
+    assert HttpOptions().retry_after_statuses == frozenset({429, 503})
+    options = HttpOptions(retry_after_statuses=[500, 503])
+    assert options.retry_after_statuses == frozenset({500, 503})
+    converted = http_config(policy(), options).retry_policy
+    assert converted is not None
+    assert converted.delay_from == HttpRetryAfter(frozenset({500, 503}))
+    with pytest.raises(ValueError, match="retry_after_statuses"):
+        HttpOptions(retry_after_statuses={700})
+    with pytest.raises(TypeError, match="retry_after_statuses"):
+        HttpOptions(retry_after_statuses="503")
 
 
 @DRIVERS
