@@ -12,8 +12,9 @@ name). Through it the pattern
 
 Listeners register on the process-wide :data:`HUB`. With none registered, ``report`` and the
 scope calls return at once (one attribute load and a truth test), so the hot path pays nothing.
-A listener that raises never reaches the application: the error is logged once and counted in
-:attr:`TelemetryHub.errors`.
+A listener that raises never reaches the application: the error is counted in
+:attr:`TelemetryHub.errors` and logged, the first time and then at most once a minute for each
+listener and method (:class:`~otel_resilience.engine.logging_rate.LogRate`).
 
 Event argument objects (:mod:`otel_resilience.engine.event_args`) are slotted dataclasses that
 listeners must treat as read-only; each names the fields that describe it to telemetry.
@@ -35,6 +36,7 @@ from otel_resilience.engine import event_args
 from otel_resilience.engine.event_args import *  # noqa: F403 - the event arguments belong to this seam
 from otel_resilience.engine.event_args import EventArgs
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.logging_rate import LogRate
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
     "HUB",
@@ -211,13 +213,15 @@ class TelemetryHub:
             an execution scope: always with none registered, never with one awake (both C-level
             calls, no frame), else the check every one of them is dormant under. An execution
             asks it before :meth:`StrategyTelemetry.start_execution`.
-        errors: How many times a listener raised (each is logged, then swallowed).
+        errors: How many times a listener raised (each is swallowed; logged the first time, then
+            at most once a minute for each listener and method).
     """
 
     __slots__ = (
         "_asleep_while",
         "_dormant",
         "_lock",
+        "_log_rate",
         "_registered",
         "_routes",
         "attempt_listeners",
@@ -238,6 +242,7 @@ class TelemetryHub:
         self.attempt_listeners: tuple[ExecutionListener, ...] = ()
         self._routes = _Routes(self)
         self.errors = 0
+        self._log_rate = LogRate()
 
     def add_listener(self, listener: object) -> None:
         """Register a listener; it may implement either protocol or both. Adding twice is a no-op.
@@ -321,9 +326,20 @@ class TelemetryHub:
             return True
 
     def listener_failed(self, listener: object, what: str) -> None:
-        """Count and log a listener's exception (called from inside an ``except`` block)."""
+        """Count a listener's exception and log it (at most once a minute for each listener and ``what``).
+
+        Call it from inside an ``except`` block.
+        """
         self.errors += 1
-        _LOG.warning("telemetry listener %r failed in %s", listener, what, exc_info=True)
+        left_out = self._log_rate.due((id(listener), what))
+        if left_out is not None:
+            _LOG.warning(
+                "telemetry listener %r failed in %s (swallowed; %d not logged since the last report)",
+                listener,
+                what,
+                left_out,
+                exc_info=True,
+            )
 
 
 class _Routes(dict[tuple[str, Event], tuple[TelemetryListener, ...]]):

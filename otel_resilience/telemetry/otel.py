@@ -59,6 +59,7 @@ from otel_resilience.engine.events import (
     TelemetrySource,
 )
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.logging_rate import LogRate
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.telemetry import binding, providers
 from otel_resilience.telemetry import semconv as sc
@@ -95,7 +96,6 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "OtelListener"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
-_LOG_INTERVAL: Final = 60.0  # seconds between two log lines about failures at one call site
 
 
 class OtelListener:
@@ -132,7 +132,7 @@ class OtelListener:
         "_infos",
         "_instruments",
         "_lock",
-        "_log_times",
+        "_log_rate",
         "_logger",
         "_logger_pending",
         "_logger_provider",
@@ -169,7 +169,7 @@ class OtelListener:
         self._zeroing: binding.Zeroing | None = None
         self._logger: Logger | None = None
         self._infos = SourceInfos(spans, record_duration)
-        self._log_times: dict[str, float] = {}
+        self._log_rate = LogRate()
         self._closed = False
         self._dormant = False
         self.errors = 0
@@ -218,14 +218,16 @@ class OtelListener:
 
         Call it from inside an ``except`` block.
         """
-        now = time.monotonic()
         with self._lock:
             self.errors += 1
-            last = self._log_times.get(where)
-            if last is not None and now - last < _LOG_INTERVAL:
-                return
-            self._log_times[where] = now
-        _LOG.warning("otel_resilience telemetry failed in %s (swallowed)", where, exc_info=True)
+        left_out = self._log_rate.due(where)
+        if left_out is not None:
+            _LOG.warning(
+                "otel_resilience telemetry failed in %s (swallowed; %d not logged since the last report)",
+                where,
+                left_out,
+                exc_info=True,
+            )
 
     # --- providers ---------------------------------------------------------------------------
 
