@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_DEMO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    demo.set_defaults(command_parser=demo)  # its usage errors print its own usage
     demo.add_argument(
         "--scenario",
         choices=SCENARIO_NAMES,
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "directory", type=Path, metavar="DIR", help="the folder to write to (created if missing)"
     )
     export_module.add_generator_options(export)
+    export.set_defaults(command_parser=export)  # its usage errors print its own usage
     _add_config_commands(commands)
     return parser
 
@@ -419,10 +421,11 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         return 0
     if args.command == "demo":
         if args.summary_json is not None and not args.summary_json.parent.is_dir():
-            parser.error(f"--summary-json: folder {str(args.summary_json.parent)!r} does not exist")
+            folder = str(args.summary_json.parent)
+            args.command_parser.error(f"--summary-json: folder {folder!r} does not exist")
         return _run_demo(args, out, err)
     if args.command == "export":
-        return _run_export(args, parser, out, err)
+        return _run_export(args, args.command_parser, out, err)
     if args.command == "check":
         return _run_check(args, out, err)
     if args.command == "schema":

@@ -197,7 +197,9 @@ def test_a_summary_json_in_a_missing_folder_is_a_usage_error(capsys: pytest.Capt
     with pytest.raises(SystemExit) as caught:
         main(["demo", "--summary-json", "/no/such/folder/summary.json"])
     assert caught.value.code == 2
-    assert "--summary-json: folder '/no/such/folder' does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: otel-resilience demo ")
+    assert "--summary-json: folder '/no/such/folder' does not exist" in err
 
 
 def test_an_unwritable_summary_json_fails_after_showing_the_summary(tmp_path: Path) -> None:

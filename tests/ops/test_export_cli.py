@@ -68,6 +68,16 @@ def test_export_refuses_an_unknown_kind(capsys):
     assert "invalid choice: 'grafana'" in capsys.readouterr().err
 
 
+def test_a_bad_set_option_prints_the_export_usage(tmp_path, capsys):
+    """A usage error of `export` shows the usage of `export`, not of the whole command."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path), "--set", "nope=1"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: otel-resilience export ")
+    assert "otel-resilience export: error: RuleOptions has no field 'nope'" in err
+
+
 def test_options_for_another_kind_are_a_usage_error(tmp_path, capsys):
     """The rule options apply to `export alerts` only."""
     with pytest.raises(SystemExit) as caught:
