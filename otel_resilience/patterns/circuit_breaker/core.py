@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -58,6 +59,15 @@ _FAILURE: Final = 1
 _SUCCESS: Final = 2
 
 _MAKING_LOCKS: Final = fork_safe(threading.Lock())
+
+_DELIVERY_LOCK: Final = fork_safe(threading.Lock())
+"""Guards :data:`_UNDELIVERED` and :data:`_DELIVERING` (held for a few statements, never over a call out)."""
+_UNDELIVERED: Final[dict[object, deque[StateChanged]]] = {}
+"""Each breaker core's state changes made and not yet delivered, in the order they were made
+(added under the core's lock, so in the order of its transitions); a core is here only while
+it has some: no breaker keeps anything for this at rest."""
+_DELIVERING: Final[set[object]] = set()
+"""The cores whose changes a thread is delivering now."""
 """Held while a breaker's own lock is made (:meth:`_BreakerCore._make_lock`), so that it is made once."""
 
 
@@ -470,7 +480,9 @@ class _BreakerCore:
         if not self.telemetry.enabled and not self._watchers:
             return None
         value = _METRICS_ONLY.value  # a change to itself: the trip it would have made, and why
-        return StateChanged(value, value, reason, 0, self.settings.open_seconds(self.name, 1))
+        return self._made_locked(
+            StateChanged(value, value, reason, 0, self.settings.open_seconds(self.name, 1))
+        )
 
     def _update_lock_free_locked(self) -> None:
         """Decide whether a success of the current period needs the lock: the one place of that rule.
@@ -552,12 +564,51 @@ class _BreakerCore:
         self._update_lock_free_locked()
         if old is new or (not self.telemetry.enabled and not self._watchers):
             return None
-        return StateChanged(old.value, new.value, reason, reopens, duration)
+        return self._made_locked(StateChanged(old.value, new.value, reason, reopens, duration))
+
+    def _made_locked(self, change: StateChanged) -> StateChanged:
+        """Queue a change just made for :meth:`_emit` (under the core's lock: in the order made)."""
+        with _DELIVERY_LOCK:
+            queue = _UNDELIVERED.get(self)
+            if queue is None:
+                _UNDELIVERED[self] = queue = deque()
+            queue.append(change)
+        return change
 
     def _emit(self, change: StateChanged | None) -> None:
-        """Report a state change (outside the lock): to telemetry, then to the breaker's watchers."""
+        """Deliver the state changes made (outside the lock), in the order they were made.
+
+        Called after a transition with the change it made (``None``: none, or nobody listens).
+        Each change goes to telemetry, then to the breaker's watchers. While another thread
+        delivers this breaker's changes, it delivers this one too, after those before it, and
+        this call returns at once: two threads that each moved the breaker never deliver their
+        changes out of order (a watcher or the alert system would see an OPEN after the CLOSED
+        that followed it). When a ``BaseException`` interrupts a change's delivery, it passes, and
+        the changes after that one stay queued for the breaker's next delivery.
+        """
         if change is None:
             return
+        with _DELIVERY_LOCK:
+            if self in _DELIVERING:
+                return
+            _DELIVERING.add(self)
+        try:
+            while True:
+                with _DELIVERY_LOCK:
+                    queue = _UNDELIVERED.get(self)
+                    if not queue:
+                        _UNDELIVERED.pop(self, None)
+                        _DELIVERING.discard(self)
+                        return
+                    change = queue.popleft()
+                self._deliver(change)
+        except BaseException:
+            with _DELIVERY_LOCK:
+                _DELIVERING.discard(self)
+            raise
+
+    def _deliver(self, change: StateChanged) -> None:
+        """Report one state change: to telemetry, then to the breaker's watchers."""
         telemetry = self.telemetry
         if telemetry.enabled:
             telemetry.report(Event.STATE_CHANGED, change)
