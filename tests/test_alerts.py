@@ -174,6 +174,16 @@ def test_circuit_open_alerts_once_per_outage_episode(
     assert second.timestamp == 1006.0
 
 
+def test_repr_names_the_system_and_its_counts(hub: TelemetryHub, clock: FakeClock) -> None:
+    """An alert system's repr says which it is, whether it listens, and what it raised."""
+    system = AlertSystem(clock=clock, hub=hub, name="payments-alerts")
+    system.subscribe(lambda alert: None)
+    open_breaker(reporter(hub, "circuit_breaker", "db"))
+    assert repr(system) == "AlertSystem('payments-alerts', listening, alerts=1, subscribers=1)"
+    system.close()
+    assert repr(system) == "AlertSystem('payments-alerts', closed, alerts=1, subscribers=1)"
+
+
 def test_circuit_open_episodes_are_per_breaker(system: AlertSystem, hub: TelemetryHub) -> None:
     """One breaker's outage episode does not silence another breaker's."""
     for name in ("a", "b"):

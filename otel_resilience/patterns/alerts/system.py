@@ -160,6 +160,13 @@ class AlertSystem:
     def __enter__(self) -> AlertSystem:
         return self
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "listening"
+        return (
+            f"AlertSystem({self._telemetry.source.name!r}, {state}, alerts={sum(self._by_kind.values())}, "
+            f"subscribers={len(self._subscribers)})"
+        )
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 
