@@ -22,7 +22,7 @@ from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.patterns.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
 from otel_resilience.patterns.timeout import TimeoutHandler
 from otel_resilience.telemetry import semconv as sc
-from otel_resilience.testing import FakeClock
+from otel_resilience.testing import EventRecorder, FakeClock
 
 
 class Boom(ConnectionError):
@@ -335,8 +335,14 @@ def test_a_recovery_re_run_whose_retry_never_runs_gives_it_back(clock: FakeClock
 # -- hedging: a hedge withdrawn whose attempt never ran ---------------------------------------------
 
 
-async def test_a_hedge_whose_attempt_never_ran_is_given_back(clock: FakeClock) -> None:
-    """The race ends as the hedge's task is made (the delay function raises): the hedge is given back."""
+async def test_a_hedge_whose_attempt_never_ran_is_given_back(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """The race ends as the hedge's task is made (the delay function raises): the hedge is given back.
+
+    And it is counted nowhere: neither in ``hedges`` nor as a ``HEDGE_STARTED`` event (the
+    ``resilience.hedging.hedges`` metric), as it never ran.
+    """
     budget = RetryBudget(ratio=1.0, min_retries_per_second=0.0, clock=clock)
     delays: list[int] = []
 
@@ -357,7 +363,8 @@ async def test_a_hedge_whose_attempt_never_ran_is_given_back(clock: FakeClock) -
     with pytest.raises(RuntimeError, match="delay failed"):
         await hedging.call(dependency)
     assert ran == [1]  # the original only
-    assert hedging.get_stats()["hedges"] == 1
+    assert hedging.get_stats()["hedges"] == 0
+    assert recorder.of(Event.HEDGE_STARTED) == []
     assert counts(budget) == (1, 0, 1)
 
 

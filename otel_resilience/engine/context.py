@@ -73,6 +73,12 @@ class ExecutionContext:
         parent: The execution's context this attempt's context was forked from
             (:meth:`fork`), or ``None`` for an execution's own.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
+        rejected: On an attempt's context (:meth:`fork`) only: whether a step of the chain the
+            attempt runs rejected it, i.e. an
+            :class:`~otel_resilience.errors.ExecutionRejectedError` came out of a step's wait for
+            its admission (:meth:`~otel_resilience.engine.step.Step.execute`): the policy's own
+            breaker, bulkhead or rate limiter, not a function the attempt called. Hedging starts
+            no further hedge after such a rejection (:mod:`~otel_resilience.engine.hedge`).
         sync: Whether the sync driver runs it (a step that cannot serve that driver, an async
             hook say, refuses it in ``admit``, before anything runs).
     """
@@ -87,6 +93,7 @@ class ExecutionContext:
         "outcome",
         "parent",
         "properties",
+        "rejected",
         "sync",
     )
 
@@ -99,6 +106,7 @@ class ExecutionContext:
     outcome: Outcome
     parent: ExecutionContext | None
     properties: dict[str, Any] | None
+    rejected: bool
     sync: bool
 
     def __init__(  # noqa: PLR0917 - positional: keyword arguments cost every execution
@@ -146,6 +154,7 @@ class ExecutionContext:
         child.attempt = number
         child.parent = self
         child.properties = None if self.properties is None else dict(self.properties)
+        child.rejected = False  # set on attempts only: an execution's own context never reads it
         return child
 
     def next_attempt(self) -> int | None:

@@ -17,7 +17,13 @@ starts, waits, cancels and awaits. The race, in order:
    latest start, ``"parallel"`` at once when that delay is 0, ``"failure"`` at once when an
    attempt ended with an outcome that is not acceptable and :attr:`Hedge.on_failure` is set;
    until :attr:`Hedge.limit` attempts started or :meth:`Hedge.start` refuses one (a budget, the
-   execution's cap in total), after which none starts.
+   execution's cap in total), after which none starts. Nor does one start after an attempt
+   that the chain it runs rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`
+   raised while a step of the rest of the chain admitted it: the policy's own open breaker,
+   full bulkhead or rate limiter, :attr:`ExecutionContext.rejected`): every further attempt
+   would meet the same step, and a hedge it never starts is asked of no budget. A rejection
+   that came out of the function an attempt called (an alternative endpoint behind a policy
+   of its own) is an unacceptable outcome like any other: the next attempt starts.
 3. Each attempt runs in a task of its own: :meth:`Hedge.enter` (in the task, so a telemetry
    scope it opens is current there), the rest of the chain in the attempt's context,
    :meth:`Hedge.accepts` (is this outcome the answer?), :meth:`Hedge.leave` (won or not).
@@ -263,8 +269,12 @@ class _Race:
         won = accepted and self.winner is None
         if won:
             self.winner = attempt
-        elif not accepted and not isinstance(attempt.error, ExecutionRejectedError):
-            self.failed = True  # a rejected attempt called nothing: no failure to recover from
+        elif not accepted:
+            if not isinstance(attempt.error, ExecutionRejectedError):
+                self.failed = True
+            elif ctx.rejected:  # rejected by its own chain: so would every further attempt be
+                self.more = False
+            # a rejected attempt called nothing: no failure to recover from
         hedge.leave(ctx, scope, attempt.error, accepted=accepted, won=won)
 
     async def contest(self) -> None:
@@ -338,7 +348,14 @@ class _Race:
         outcome = chosen.ctx.outcome
         if outcome is _SUCCESS and (self.recovered or (self.failed and self.winner is not None)):
             outcome = _RECOVERED
-        self.ctx.outcome = outcome
+        ctx = self.ctx
+        ctx.outcome = outcome
+        if (
+            chosen.ctx.rejected
+            and ctx.parent is not None
+            and isinstance(chosen.error, ExecutionRejectedError)
+        ):
+            ctx.rejected = True  # a race inside an attempt of another: its chain rejected that attempt
         return chosen
 
 

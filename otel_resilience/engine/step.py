@@ -65,7 +65,7 @@ from otel_resilience.engine.deadline import (
 )
 from otel_resilience.engine.hedge import Hedge, race
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -322,8 +322,18 @@ class Step:
                 return action.value
 
     def _waiting(self, ctx: ExecutionContext, token: Wait) -> Awaitable[Any]:
-        """Return what the driver awaits for a :class:`Wait`: the wait itself, or a :class:`Hedge`'s race."""
-        return self._race(ctx, cast("Hedge", token)) if issubclass(type(token), Hedge) else token.wait()
+        """Return what the driver awaits for a :class:`Wait`: the wait itself, or a :class:`Hedge`'s race.
+
+        In an attempt of a race (a forked context: its :attr:`~ExecutionContext.parent` is set)
+        the wait is :func:`_attempt_wait`, which marks the attempt rejected by its own chain when
+        the wait raises a rejection. An execution's own context (every policy without hedging)
+        pays the one ``parent`` check, on this path only.
+        """
+        if issubclass(type(token), Hedge):
+            return self._race(ctx, cast("Hedge", token))
+        if ctx.parent is None:
+            return token.wait()
+        return _attempt_wait(ctx, token)
 
     async def _race(self, ctx: ExecutionContext, hedge: Hedge) -> Answer:
         """Run a :class:`Hedge`, a race of attempts of the rest of the chain: its outcome is the answer."""
@@ -539,6 +549,21 @@ class Step:
             call = action = value = None
             raise
         return action
+
+
+async def _attempt_wait(ctx: ExecutionContext, token: Wait) -> Any:
+    """Wait for a step's admission in an attempt of a race; a rejection marks the attempt rejected.
+
+    A rejection raised here comes from a step of the chain the attempt runs (the policy's own
+    breaker, bulkhead, rate limiter), never from a function the attempt called (a policy of its
+    own, around an alternative endpoint, rejects in a context of its own): the race reads the
+    mark (:attr:`ExecutionContext.rejected`) to start no further hedge for it.
+    """
+    try:
+        return await token.wait()
+    except ExecutionRejectedError:
+        ctx.rejected = True
+        raise
 
 
 class _Terminal(Step):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -119,6 +120,16 @@ class HedgingConfig:
     starts the next attempt at once. When no attempt's outcome is acceptable, the original's is
     the execution's (its error re-raised, or its result returned), as in Polly.
 
+    **The policy's own rejections end hedging.** An attempt rejected by a link inside the
+    hedging in the same pipeline (an open breaker, a full bulkhead, a rate limiter: an
+    :class:`~otel_resilience.errors.ExecutionRejectedError` raised while that link admitted it)
+    starts no further hedge, by failure or by delay: every hedge would meet the same link. The
+    rejection is that attempt's outcome; the attempts in flight go on and may still win, and a
+    hedge never started is never withdrawn from ``budget``. An original rejected so, with
+    nothing else in flight, makes the execution raise the rejection. A rejection that comes out
+    of the function an attempt calls (an entry of ``actions`` behind a breaker of its own) is
+    set aside like any other error: the next attempt starts.
+
     Async only: the attempts run side by side as tasks of the event loop; the sync API
     (``call_sync``, a sync function under a policy with hedging) raises ``TypeError``.
 
@@ -158,7 +169,10 @@ class HedgingConfig:
     end call the protected function again. Each is an async function called with the protected
     function's arguments, and runs through the links inside the hedging (an attempt timeout
     bounds it; a breaker inside counts it). At most ``max_attempts - 1`` of them (more would
-    never run). Default: ``None`` (every attempt calls the protected function)."""
+    never run). A generator function is refused here (``TypeError`` naming ``actions[i]``); a
+    plain function may return an awaitable, so one that returns anything else is refused when
+    its attempt calls it: the execution raises ``TypeError`` naming ``actions[i]``. Default:
+    ``None`` (every attempt calls the protected function)."""
     hedge_on: ErrorSelector = (Exception,)
     """Errors that are not the answer: ``Exception`` subclasses or a predicate. An error it does
     not match is accepted and raised at once. Default: ``(Exception,)`` (every error)."""
@@ -234,6 +248,9 @@ class HedgingConfig:
             raise fail(_OWNER, "actions", "a tuple of async functions or None", actions, kind=TypeError)
         for index, action in enumerate(actions):
             check_callable(_OWNER, f"actions[{index}]", action)
+            if inspect.isgeneratorfunction(action) or inspect.isasyncgenfunction(action):
+                rule = "an async function (a generator function makes an iterator, not an awaitable)"
+                raise fail(_OWNER, f"actions[{index}]", rule, action, kind=TypeError)
         if len(actions) > self.max_attempts - 1:
             rule = f"at most max_attempts - 1 ({self.max_attempts - 1}) functions: more would never run"
             raise fail(_OWNER, "actions", rule, actions)

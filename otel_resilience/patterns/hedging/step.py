@@ -9,10 +9,13 @@ attempts. Nothing here awaits, sleeps or starts a task.
 
 from __future__ import annotations
 
+import inspect
 import math
 from datetime import timedelta
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypedDict, cast
 
+from otel_resilience.engine.calling import WrongDriver
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.events import (
     Event,
@@ -24,6 +27,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.stats import classify_error
 from otel_resilience.engine.validation import describe
 from otel_resilience.patterns.hedging.config import KIND, HedgingConfig, refund_hedge, withdraw_hedge
@@ -86,7 +90,8 @@ class _HedgingCore:
         self.clock = clock
         self.budget: HedgeBudget | None = config.budget
         self.deposits = deposits and config.budget is not None
-        self.actions = config.actions
+        actions = config.actions
+        self.actions = None if actions is None else tuple(_action(name, i, a) for i, a in enumerate(actions))
         self.on_failure = config.mode != "parallel"
         delay = config.delay
         self.observer: LatencyObserver | None = delay if isinstance(delay, LatencyObserver) else None
@@ -176,6 +181,50 @@ class _HedgingCore:
         }
 
 
+def _action(name: str, index: int, action: Callable[..., Any]) -> Callable[..., Any]:
+    """Return ``actions[index]`` as an attempt calls it: itself when it is an async function.
+
+    A callable that is not (a plain function, a lambda) may still return an awaitable; one that
+    returns anything else is refused at its call by :class:`_CheckedAction`.
+    """
+    return action if is_async_callable(action) else _CheckedAction(name, index, action)
+
+
+class _CheckedAction:
+    """An entry of ``HedgingConfig.actions`` that is no async function: refused if it returns no awaitable.
+
+    Refused with the :class:`~otel_resilience.engine.calling.WrongDriver` signal (a programming
+    error, no outcome: nothing counts, hedges or answers it), whose ``TypeError`` names the
+    field, where the driver's own check would blame the protected function.
+    """
+
+    __slots__ = ("action", "index", "name")
+
+    def __init__(self, name: str, index: int, action: Callable[..., Any]) -> None:
+        self.name = name
+        self.index = index
+        self.action = action
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        value = self.action(*args, **kwargs)
+        if inspect.isawaitable(value):  # an async generator is not: refused below
+            return value
+        if isinstance(value, GeneratorType):
+            value.close()
+        msg = (
+            f"hedging {self.name!r}: HedgingConfig.actions[{self.index}] ({_named(self.action)}) "
+            f"returned {type(value).__name__}, not an awaitable: an attempt awaits what its action "
+            "returns (hedging is async only); give an async function"
+        )
+        raise WrongDriver(msg)
+
+
+def _named(fn: object) -> str:
+    """Name a callable in a message: its qualified name, else its type's."""
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else f"a {type(fn).__name__}"
+
+
 class _Scope:
     """What an attempt keeps while it runs: its telemetry scope and when it started."""
 
@@ -190,8 +239,11 @@ class _Scope:
 class _Race(Hedge):
     """One hedged execution's race: the decisions of its link, and which attempt is the original.
 
-    A hedge withdrawn from the budget is *pending* until its task enters it (:meth:`enter`): a
-    race that ends before then (its task cancelled before it ran) gives the withdrawal back.
+    A hedge is *pending* from its start (:meth:`start`: its withdrawal from the budget) until its
+    task enters it (:meth:`enter`), where it runs: only then is it counted (``hedges``, the
+    ``HEDGE_STARTED`` event). A race that ends before then (a delay function that raised, a
+    cancellation: its task cancelled before it ran) gives the withdrawal back, and the hedge is
+    counted nowhere: what the counts show is what ran.
     """
 
     __slots__ = ("_core", "_original", "_pending", "_started", "_telemetry")
@@ -202,8 +254,8 @@ class _Race(Hedge):
         self._telemetry = telemetry
         self._original: ExecutionContext | None = None
         self._started = 0
-        self._pending: list[tuple[ExecutionContext, object]] | None = None
-        """The hedges withdrawn from the budget and not entered yet, with their withdrawals."""
+        self._pending: list[tuple[ExecutionContext, object, str]] | None = None
+        """The hedges started and not entered yet, with their withdrawals and triggers."""
 
     def delay(self, started: int) -> float | None:  # noqa: ARG002 - the same before every hedge
         """Return the hedge delay (0 in parallel mode, ``None`` in fallback mode)."""
@@ -226,18 +278,13 @@ class _Race(Hedge):
                 core.give_back(withdrawal)
             self._deny(trigger, "max_attempts")
             return None
-        if budget is not None:
-            if self._pending is None:
-                self._pending = []
-            self._pending.append((attempt, withdrawal))
+        if self._pending is None:
+            self._pending = []
+        self._pending.append((attempt, withdrawal, trigger))
         actions, index = core.actions, self._started - 1
         if actions is not None and index < len(actions):
             attempt.fn = actions[index]
         self._started += 1
-        next(core.hedges)
-        telemetry = self._telemetry
-        if telemetry.hub.event_listeners:
-            telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
         return attempt
 
     def _deny(self, trigger: str, denied_by: str) -> None:
@@ -250,11 +297,11 @@ class _Race(Hedge):
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
         """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it.
 
-        A hedge withdrawn from the budget is no longer pending: it runs.
+        A pending hedge is no longer pending: it runs, and is counted here.
         """
         telemetry, core = self._telemetry, self._core
         if self._pending:
-            self._pending = [p for p in self._pending if p[0] is not attempt]
+            self._run(attempt)
         listening = telemetry.hub.attempt_listeners
         if not listening and core.observer is None:
             return None
@@ -263,6 +310,18 @@ class _Race(Hedge):
             telemetry.start_attempt(attempt.operation, attempt.attempt, attempt_type) if listening else None
         )
         return _Scope(handles, core.clock.now(), attempt_type)
+
+    def _run(self, attempt: ExecutionContext) -> None:
+        """Count the pending hedge ``attempt`` as started, now that its task runs it."""
+        pending = cast("list[tuple[ExecutionContext, object, str]]", self._pending)
+        for index, (hedge, _, trigger) in enumerate(pending):
+            if hedge is attempt:
+                del pending[index]
+                next(self._core.hedges)
+                telemetry = self._telemetry
+                if telemetry.hub.event_listeners:
+                    telemetry.report(Event.HEDGE_STARTED, HedgeStarted(attempt.attempt, trigger))
+                return
 
     def accepts(self, attempt: ExecutionContext, result: Any, error: Exception | None) -> bool:  # noqa: ARG002
         """Judge the outcome by the config's ``hedge_on`` and ``hedge_on_result``."""
@@ -301,8 +360,9 @@ class _Race(Hedge):
         pending = self._pending
         if pending:
             self._pending = None
-            for _, withdrawal in pending:
-                core.give_back(withdrawal)
+            if core.budget is not None:
+                for _, withdrawal, _ in pending:
+                    core.give_back(withdrawal)
         if winner is not None:
             next(core.original_wins if winner is self._original else core.hedge_wins)
         elif error is not None and not isinstance(error, Exception):
