@@ -4,10 +4,10 @@
 
     ResilienceError(Exception)
     ├── ExecutionRejectedError            the dependency was never called
-    │   ├── CircuitOpenError              .name, .state, .retry_after
-    │   ├── BulkheadFullError             .name, .max_concurrent, .max_waiting, .reason
+    │   ├── CircuitOpenError              .name, .state, .retry_after, .key
+    │   ├── BulkheadFullError             .name, .max_concurrent, .max_waiting, .reason, .key
     │   │   └── BulkheadTimeoutError      waited in the queue longer than the bulkhead's timeout
-    │   └── RateLimitedError              .name, .retry_after
+    │   └── RateLimitedError              .name, .retry_after, .key
     ├── OperationTimeoutError(ResilienceError, TimeoutError)   .timeout, .scope, .operation
     ├── RecoveryEscalatedError            raised by ESCALATE, ``from`` the original error
     └── UnacceptedResultError             .name, .result: a value a fallback's handle_result refused
@@ -19,11 +19,18 @@ paths, have no ``__init__`` of their own: their fields are read-only views of ``
 signature is declared for type checkers only), so making one runs no Python frame; the other
 errors set their fields in ``__init__``. When retries run out the *original* exception is
 re-raised, never wrapped.
+
+A rejection raised by the breaker, bulkhead or rate limiter of one key of a keyed policy
+(``manager.policy(...).for_key(key)``) names the key: its ``key`` is ``str(key)``, its last
+argument (made by :func:`keyed_rejection`), and its message says
+``circuit breaker 'payments' (key 'api.example.com') is open; ...``. Elsewhere ``key`` is
+``None`` and the arguments are the ones they always were.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
 
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound="ExecutionRejectedError")
 
 
 class _Arg(Generic[_T]):
@@ -72,6 +80,43 @@ class _Arg(Generic[_T]):
         raise AttributeError(msg)
 
 
+class _KeyArg(_Arg["str | None"]):
+    """A rejection's ``key``: its last argument when a key's own instance made it, else ``None``."""
+
+    @overload
+    def __get__(self, error: None, owner: type) -> _KeyArg: ...
+
+    @overload
+    def __get__(self, error: BaseException, owner: type) -> str | None: ...
+
+    def __get__(self, error: BaseException | None, owner: type) -> Any:
+        if error is None:
+            return self
+        args = error.args
+        return args[self._index] if len(args) > self._index else None
+
+
+_KEY_DOC = "The key of the keyed policy whose own instance rejected the call (``str(key)``), or ``None``."
+
+
+def _who(what: str, name: str, key: str | None) -> str:
+    """The subject of a rejection's message: ``"circuit breaker 'payments' (key 'api.example.com')"``."""
+    return f"{what} {name!r}" if key is None else f"{what} {name!r} (key {key!r})"
+
+
+def keyed_rejection(error_type: Callable[..., _E], key: str) -> Callable[..., _E]:
+    """Return what makes the rejections of one key's own instance: ``error_type(*args, key)``.
+
+    Decided once, when the key's instance or link is made: an unkeyed instance makes its
+    rejections with ``error_type`` itself (no Python frame, no test on its hot path).
+    """
+
+    def make(*args: Any) -> _E:
+        return error_type(*args, key)
+
+    return make
+
+
 class ResilienceError(Exception):
     """Base class of every error raised by otel_resilience itself."""
 
@@ -95,13 +140,14 @@ class CircuitOpenError(ExecutionRejectedError):
             and it cannot know how long they take; if they fail it stays OPEN that long, so that
             is when a retry is first likely to help, and a caller that honours it does not retry
             at once against a dependency that is still being probed.
+        key: The key whose own breaker rejected, in a keyed policy (``str(key)``); else ``None``.
     """
 
     __slots__ = ()
 
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
-        def __init__(self, name: str, state: str, retry_after: float) -> None: ...
+        def __init__(self, name: str, state: str, retry_after: float, key: str | None = None) -> None: ...
 
     name = _Arg[str](0, "The breaker's name.")
 
@@ -109,15 +155,17 @@ class CircuitOpenError(ExecutionRejectedError):
 
     retry_after = _Arg[float](2, "Seconds a caller should wait before it tries again.")
 
+    key = _KeyArg(3, _KEY_DOC)
+
     def __str__(self) -> str:
+        breaker = _who("circuit breaker", self.name, self.key)
         if self.state == "half_open":
             return (
-                f"circuit breaker {self.name!r} is half-open and all probe permits are in use; "
-                f"retry after {self.retry_after:g} s"
+                f"{breaker} is half-open and all probe permits are in use; retry after {self.retry_after:g} s"
             )
         if self.retry_after == math.inf:
-            return f"circuit breaker {self.name!r} is forced open until reset()"
-        return f"circuit breaker {self.name!r} is {self.state}; next probe in {self.retry_after:.3f} s"
+            return f"{breaker} is forced open until reset()"
+        return f"{breaker} is {self.state}; next probe in {self.retry_after:.3f} s"
 
 
 class BulkheadFullError(ExecutionRejectedError):
@@ -128,6 +176,7 @@ class BulkheadFullError(ExecutionRejectedError):
         max_concurrent: Its concurrency limit.
         max_waiting: Its queue limit.
         reason: ``"full"``, or ``"queue_timeout"`` for :class:`BulkheadTimeoutError`.
+        key: The key whose own bulkhead rejected, in a keyed policy (``str(key)``); else ``None``.
     """
 
     __slots__ = ()
@@ -136,7 +185,9 @@ class BulkheadFullError(ExecutionRejectedError):
 
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
-        def __init__(self, name: str, max_concurrent: int, max_waiting: int) -> None: ...
+        def __init__(
+            self, name: str, max_concurrent: int, max_waiting: int, key: str | None = None
+        ) -> None: ...
 
     name = _Arg[str](0, "The bulkhead's name.")
 
@@ -144,9 +195,11 @@ class BulkheadFullError(ExecutionRejectedError):
 
     max_waiting = _Arg[int](2, "Its queue limit.")
 
+    key = _KeyArg(3, _KEY_DOC)
+
     def __str__(self) -> str:
         return (
-            f"bulkhead {self.name!r} is full (limits: {self.max_concurrent} running, "
+            f"{_who('bulkhead', self.name, self.key)} is full (limits: {self.max_concurrent} running, "
             f"{self.max_waiting} waiting)"
         )
 
@@ -160,12 +213,16 @@ class BulkheadTimeoutError(BulkheadFullError):
 
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
-        def __init__(self, name: str, max_concurrent: int, max_waiting: int, timeout: float) -> None: ...
+        def __init__(  # the key comes after the timeout
+            self, name: str, max_concurrent: int, max_waiting: int, timeout: float, key: str | None = None
+        ) -> None: ...
 
     timeout = _Arg[float](3, "The bulkhead's queue timeout, in seconds, that the call waited.")
 
+    key = _KeyArg(4, _KEY_DOC)
+
     def __str__(self) -> str:
-        return f"bulkhead {self.name!r}: no slot became free within {self.timeout:g} s"
+        return f"{_who('bulkhead', self.name, self.key)}: no slot became free within {self.timeout:g} s"
 
 
 class RateLimitedError(ExecutionRejectedError):
@@ -179,20 +236,24 @@ class RateLimitedError(ExecutionRejectedError):
         name: The rate limiter's name.
         retry_after: Seconds until the next permit is due, ``> 0``: a caller that comes back
             then finds one, unless others took it first.
+        key: The key whose own rate limiter rejected, in a keyed policy (``str(key)``); else ``None``.
     """
 
     __slots__ = ()
 
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
-        def __init__(self, name: str, retry_after: float) -> None: ...
+        def __init__(self, name: str, retry_after: float, key: str | None = None) -> None: ...
 
     name = _Arg[str](0, "The rate limiter's name.")
 
     retry_after = _Arg[float](1, "Seconds until the next permit is due.")
 
+    key = _KeyArg(2, _KEY_DOC)
+
     def __str__(self) -> str:
-        return f"rate limiter {self.name!r} has no permit free; the next is due in {self.retry_after:.3f} s"
+        limiter = _who("rate limiter", self.name, self.key)
+        return f"{limiter} has no permit free; the next is due in {self.retry_after:.3f} s"
 
 
 class OperationTimeoutError(ResilienceError, TimeoutError):

@@ -16,6 +16,7 @@ from otel_resilience.errors import (
     CircuitOpenError,
     ExecutionRejectedError,
     RateLimitedError,
+    keyed_rejection,
 )
 
 _REJECTIONS: list[tuple[type[ExecutionRejectedError], tuple[Any, ...], dict[str, Any], str]] = [
@@ -46,7 +47,42 @@ _REJECTIONS: list[tuple[type[ExecutionRejectedError], tuple[Any, ...], dict[str,
 ]
 
 
+_KEYED_REJECTIONS: list[tuple[type[ExecutionRejectedError], tuple[Any, ...], dict[str, Any], str]] = [
+    (
+        CircuitOpenError,
+        ("pay", "open", 2.5, "api.example.com"),
+        {"name": "pay", "state": "open", "retry_after": 2.5, "key": "api.example.com"},
+        "circuit breaker 'pay' (key 'api.example.com') is open; next probe in 2.500 s",
+    ),
+    (
+        BulkheadFullError,
+        ("db", 4, 8, "t1"),
+        {"name": "db", "max_concurrent": 4, "max_waiting": 8, "reason": "full", "key": "t1"},
+        "bulkhead 'db' (key 't1') is full (limits: 4 running, 8 waiting)",
+    ),
+    (
+        BulkheadTimeoutError,
+        ("db", 4, 8, 0.5, "t1"),
+        {"name": "db", "timeout": 0.5, "reason": "queue_timeout", "key": "t1"},
+        "bulkhead 'db' (key 't1'): no slot became free within 0.5 s",
+    ),
+    (
+        RateLimitedError,
+        ("api", 0.25, "t2"),
+        {"name": "api", "retry_after": 0.25, "key": "t2"},
+        "rate limiter 'api' (key 't2') has no permit free; the next is due in 0.250 s",
+    ),
+]
+
+
 @pytest.mark.parametrize(("cls", "args", "fields", "message"), _REJECTIONS)
+def test_a_rejection_without_a_key_has_key_none(
+    cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
+) -> None:
+    assert cls(*args).key is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("cls", "args", "fields", "message"), _REJECTIONS + _KEYED_REJECTIONS)
 def test_a_rejection_reads_its_fields_from_its_arguments(
     cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
 ) -> None:
@@ -89,6 +125,17 @@ def test_making_a_rejection_runs_no_python_frame(
     finally:
         sys.setprofile(None)
     assert frames == []
+
+
+@pytest.mark.parametrize(("cls", "args", "fields", "message"), _KEYED_REJECTIONS)
+def test_a_keyed_rejection_is_made_with_the_key_last(
+    cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
+) -> None:
+    make = keyed_rejection(cls, args[-1])
+    error = make(*args[:-1])
+    assert type(error) is cls
+    assert error.args == args
+    assert str(error) == message
 
 
 def test_a_forced_open_breakers_message() -> None:

@@ -23,6 +23,8 @@ from otel_resilience import (
     PolicyHandle,
     RateLimitedError,
     RateLimiterConfig,
+    RecoveryAction,
+    RecoveryStrategy,
     ResilienceConfig,
     ResilienceManager,
     RetryPolicy,
@@ -461,3 +463,109 @@ def test_memory_stays_flat_while_many_keys_cycle(manager: ResilienceManager) -> 
     assert policy.get_stats()["executions"]["total"] == 2800
     # 4x as many keys evicted again: a leak of even 200 bytes a key would add 300 kB.
     assert second - first < 150_000, (first, second)
+
+
+def test_a_keys_own_rejections_name_the_key(manager: ResilienceManager, clock: FakeClock) -> None:
+    """A log or a caller tells which key rejected: the breaker, bulkhead and rate limiter name it."""
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0),
+        bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=1.0, burst=3),
+    )
+    hosts = manager.policy("hosts", config)
+    host = hosts.for_key("api.example.com")
+    fail_twice(host)
+    with pytest.raises(CircuitOpenError) as opened:
+        host.execute_sync(lambda: "never")
+    assert opened.value.key == "api.example.com"
+    assert (opened.value.name, opened.value.state) == ("hosts", "open")
+    assert str(opened.value).startswith("circuit breaker 'hosts' (key 'api.example.com') is open; next probe")
+
+    clock.advance(1.0)  # a full bucket again for the next keys
+    other = hosts.for_key(42)
+
+    def nested() -> None:
+        with pytest.raises(BulkheadFullError) as full:
+            other.execute_sync(lambda: "second")
+        assert full.value.key == "42"
+        assert str(full.value) == "bulkhead 'hosts' (key '42') is full (limits: 1 running, 0 waiting)"
+
+    other.execute_sync(nested)
+    other.execute_sync(lambda: None)
+    with pytest.raises(RateLimitedError) as limited:
+        other.execute_sync(lambda: "no permit left")
+    assert limited.value.key == "42"
+    assert str(limited.value).startswith("rate limiter 'hosts' (key '42') has no permit free")
+
+
+def test_unkeyed_rejections_of_a_keyed_policy_name_no_key(manager: ResilienceManager) -> None:
+    hosts = manager.policy("plain", BREAKER)
+    fail_twice(hosts)
+    with pytest.raises(CircuitOpenError) as opened:
+        hosts.execute_sync(lambda: "never")
+    assert opened.value.key is None
+    assert opened.value.args == ("plain", "open", 30.0)
+    assert str(opened.value) == "circuit breaker 'plain' is open; next probe in 30.000 s"
+
+
+def test_a_reloaded_keys_breaker_still_names_its_key(manager: ResilienceManager) -> None:
+    hosts = manager.policy("reloaded", BREAKER)
+    fail_twice(hosts.for_key("h1"))
+    manager.reconfigure(
+        "reloaded", ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=3, timeout=30.0))
+    )
+    with pytest.raises(CircuitOpenError) as opened:
+        hosts.for_key("h1").execute_sync(lambda: "never")
+    assert opened.value.key == "h1"
+    assert "(key 'h1')" in str(opened.value)
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["rule-names-none", "rule-names-the-policy"])
+async def test_isolate_reaches_the_breaker_of_the_failing_key(
+    manager: ResilienceManager, driver: str, named: bool
+) -> None:
+    """An ISOLATE rule naming a keyed policy's breaker opens the failing key's own, as one naming none does."""
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(
+            RecoveryStrategy.ISOLATE, isolate_breaker="isolated" if named else None, isolate_duration=20.0
+        ),
+    )
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=100), enable_recovery=True
+    )
+    policy = manager.policy("isolated", config)
+    host = policy.for_key("host-a")
+    with pytest.raises(ConnectionError):
+        if driver == "async":
+
+            async def fail() -> None:
+                raise ConnectionError("down")
+
+            await host.execute(fail)
+        else:
+            host.execute_sync(boom)
+    assert host.circuit_breaker.state is CircuitState.OPEN
+    assert host.circuit_breaker.get_stats()["retry_after"] == 20.0
+    assert policy.for_key("host-b").circuit_breaker.state is CircuitState.CLOSED
+    stats = manager.recovery_system.get_stats()
+    assert stats["by_strategy"]["isolate"] == {"attempts": 1, "successful": 1, "failed": 0}
+
+
+def test_a_keys_half_open_rejection_names_the_key(manager: ResilienceManager, clock: FakeClock) -> None:
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, timeout=30.0, half_open_max_calls=1)
+    )
+    host = manager.policy("probed", config).for_key("h2")
+    fail_twice(host)
+    clock.advance(31.0)
+    caught: list[CircuitOpenError] = []
+
+    def probe() -> None:
+        with pytest.raises(CircuitOpenError) as rejected:
+            host.execute_sync(lambda: "never")  # the only probe permit is this call's
+        caught.append(rejected.value)
+
+    host.execute_sync(probe)
+    assert (caught[0].state, caught[0].key) == ("half_open", "h2")
+    assert str(caught[0]).startswith("circuit breaker 'probed' (key 'h2') is half-open")

@@ -154,7 +154,7 @@ def _rate_limiter(at: StageInputs) -> Step | None:
         return None
     limiter = at.rate_limiter or RateLimiter(at.name, config, clock=at.clock)
     at.held.append(limiter)  # registered weakly: it exports its permits while the pipeline lives
-    return limiter.as_strategy(at.name)
+    return limiter._keyed_link(at.name, at.key)  # a key's own: its rejections name the key
 
 
 def _total_timeout(at: StageInputs) -> Step | None:

@@ -424,6 +424,7 @@ _BULKHEAD_ACTIVE: Final = naming.series(sc.BULKHEAD_ACTIVE)
 _BULKHEAD_QUEUED: Final = naming.series(sc.BULKHEAD_QUEUED)
 _BULKHEAD_LIMIT: Final = naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT)
 _BULKHEAD_QUEUE_LIMIT: Final = naming.series(sc.BULKHEAD_QUEUE_LIMIT)
+_BULKHEAD_UTILIZATION: Final = naming.series(sc.BULKHEAD_UTILIZATION)
 _RECOVERY_ATTEMPTS: Final = naming.series(sc.RECOVERY_ATTEMPTS)
 _ERROR_PATTERNS: Final = naming.series(sc.ERROR_PATTERNS)
 _CHAOS_INJECTIONS: Final = naming.series(sc.CHAOS_INJECTIONS)
@@ -458,6 +459,10 @@ R_BREAKER_WOULD_TRIPS: Final = _record(
     "job_name", _CB_TRANSITIONS, f"increase{BREAKER_WOULD_OPEN_WINDOW}", "_would_open"
 )
 R_BULKHEAD_SATURATION: Final = _record("job_name", _BULKHEAD_ACTIVE, "ratio", "_saturation")
+"""A bulkhead's share of its concurrency limit in use in its most loaded instance and key: read
+from ``resilience.bulkhead.utilization`` (the most saturated key of a keyed policy, whose
+``active`` and ``limit`` are summed over its keys), else (an exporter older than that gauge)
+``active`` over ``limit``. Named as it was when it read only those."""
 R_BULKHEAD_QUEUE_SATURATION: Final = _record("job_name", _BULKHEAD_QUEUED, "ratio", "_saturation")
 R_BULKHEAD_REJECTIONS: Final = _record("job_policy_name", _REJECTIONS, f"rate{RATE_WINDOW}", "_bulkhead")
 R_BULKHEAD_REJECTION_RATIO: Final = _record(
@@ -847,7 +852,9 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
     rejections = _sel(_REJECTIONS, _re(_REJECTION_REASON, full))
     return (
         RecordingRule(
-            R_BULKHEAD_SATURATION, f"max by ({job}, {_NAME}) ({_BULKHEAD_ACTIVE} / ({_BULKHEAD_LIMIT} > 0))"
+            R_BULKHEAD_SATURATION,
+            f"max by ({job}, {_NAME}) (\n  {_BULKHEAD_UTILIZATION}\nor\n"
+            f"  {_BULKHEAD_ACTIVE} / ({_BULKHEAD_LIMIT} > 0)\n)",
         ),
         RecordingRule(
             R_BULKHEAD_QUEUE_SATURATION,
@@ -881,7 +888,8 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
             f"Bulkhead {{{{ $labels.resilience_name }}}} is near saturation in {{{{ $labels.{job} }}}}",
             f"Bulkhead {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has had at "
             f"least {_pct(o.bulkhead_near_saturation)} of its concurrency limit in use, in its most "
-            f"loaded instance, for {near_for}; now {{{{ $value | humanizePercentage }}}}.",
+            f"loaded instance (for a keyed policy, its most saturated key), for {near_for}; now "
+            "{{ $value | humanizePercentage }}.",
             o.runbook_url_base,
         ),
     )
@@ -1429,6 +1437,33 @@ def _bulkhead_near_case() -> _Case:
     )
 
 
+def _bulkhead_near_keyed_case() -> _Case:
+    """Keyed bulkheads: ``active`` and ``limit`` summed over the keys, the utilization the worst key's."""
+    rule = _rule(A_BULKHEAD_NEAR)
+    series: list[tuple[str, str]] = []
+    # Ten keys of max_concurrent=8 each: one key runs 8 calls while nine are idle (10 % of the
+    # sums), then 1 call; or every key runs 4 (50 %): only the first is near saturation.
+    for name, active, utilization in (
+        ("hosts", _gauge((8, 13), (1, 8)), _gauge((1.0, 13), (0.125, 8))),
+        ("tenants", _gauge((40, 21)), _gauge((0.5, 21))),
+    ):
+        series += [
+            (_input(_BULKHEAD_ACTIVE, {_NAME: name}), active),
+            (_input(_BULKHEAD_LIMIT, {_NAME: name}), _gauge((80, 21))),
+            (_input(_BULKHEAD_UTILIZATION, {_NAME: name}), utilization),
+        ]
+    return _Case(
+        "bulkhead near saturation, keyed: one saturated key among nine idle fires; half of each stays silent",
+        A_BULKHEAD_NEAR,
+        tuple(series),
+        (
+            ("9m", ()),
+            ("11m", (_Firing(rule, _job(**{_NAME: "hosts", _POLICY: "hosts"}), "100%"),)),
+            ("20m", ()),
+        ),
+    )
+
+
 def _recovery_case() -> _Case:
     rule = _rule(A_RECOVERY_LOW)
 
@@ -1757,6 +1792,7 @@ def rules_test_document() -> dict[str, Any]:
         _breaker_would_open_case(),
         _bulkhead_full_case(),
         _bulkhead_near_case(),
+        _bulkhead_near_keyed_case(),
         _recovery_case(),
         _error_pattern_case(),
         _retry_storm_case(),

@@ -483,7 +483,8 @@ def _bulkhead_saturation(selector: dict[str, str]) -> _Panel:
     return _Panel(
         "timeseries",
         "Bulkhead saturation",
-        "Share of each bulkhead's concurrency limit in use (the most loaded instance). "
+        "Share of each bulkhead's concurrency limit in use (the most loaded instance; for a keyed "
+        f"policy, its most saturated key, from `{naming.series(sc.BULKHEAD_UTILIZATION)}`). "
         f"{ar.A_BULKHEAD_NEAR} fires at {ar.BULKHEAD_NEAR_SATURATION:.0%} for {ar.BULKHEAD_NEAR_FOR}, "
         f"{ar.A_BULKHEAD_FULL} fires on rejections, not on saturation (see Rejections by reason). "
         f"{_rule_note(ar.R_BULKHEAD_SATURATION)}",
@@ -1270,8 +1271,9 @@ def _bulkheads() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Running calls and limit",
-                        f"Calls holding a slot, and the concurrency limit, per instance. From `{active}` "
-                        f"and `{limit}`.",
+                        f"Calls holding a slot, and the concurrency limit, per instance (a keyed policy's "
+                        f"summed over its keys: see Bulkhead saturation for its most saturated key). From "
+                        f"`{active}` and `{limit}`.",
                         "short",
                         (
                             _Query(f"{active}{_m(**sel)}", f"{{{{{_NAME}}}}} {{{{{instance}}}}} running"),

@@ -12,7 +12,8 @@ beside a manager policy ``x``) share one set of series, by one rule (:func:`_fol
 gauges are summed over them, a breaker's state series report the most severe of their states
 (OPEN, then HALF_OPEN, then a state an operator set, METRICS_ONLY then DISABLED, then CLOSED), so
 an open breaker, or one an operator set apart, is never hidden by a closed namesake (a keyed
-policy's keys all share its name), rates the highest and thresholds the lowest of theirs. Each
+policy's keys all share its name), rates the highest and thresholds the lowest of theirs, and
+a bulkhead's utilization the highest of theirs (a keyed policy's most saturated key). Each
 instrument's callback reads each instance once, in time linear in the number of live instances.
 
 Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
@@ -117,6 +118,7 @@ class Observables:
                 (sc.BULKHEAD_QUEUED, self._bulkhead_queued),
                 (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
                 (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
+                (sc.BULKHEAD_UTILIZATION, self._bulkhead_utilization),
                 (sc.RL_PERMITS, self._rate_limiter_permits),
                 (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
                 (sc.POLICY_KEYS, self._policy_keys),
@@ -194,6 +196,11 @@ class Observables:
 
     def _bulkhead_queue_limit(self) -> list[Observation]:
         return self._bulkheads(_QUEUE_LIMIT)
+
+    @staticmethod
+    def _bulkhead_utilization() -> list[Observation]:
+        """The share of its limit in use in each bulkhead name's most loaded instance (or key)."""
+        return _named(_fold(BULKHEADS.items(), BulkheadView, _utilization, max))
 
     @staticmethod
     def _rate_limiter_permits() -> list[Observation]:
@@ -379,6 +386,13 @@ _ACTIVE: Final = operator.attrgetter("stats.active")
 _QUEUED: Final = operator.attrgetter("stats.waiting")
 _CONCURRENCY_LIMIT: Final = operator.attrgetter("stats.max_concurrent")
 _QUEUE_LIMIT: Final = operator.attrgetter("stats.max_waiting")
+
+
+def _utilization(bulkhead: BulkheadView) -> float | None:
+    """A bulkhead's share of its concurrency limit in use (``None`` without a limit to share)."""
+    stats = bulkhead.stats
+    limit = stats.max_concurrent
+    return stats.active / limit if limit > 0 else None
 
 
 class _Readers:

@@ -6,7 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from otel_resilience import CircuitBreakerConfig, CircuitOpenError, ResilienceConfig, ResilienceManager
+from otel_resilience import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    ResilienceConfig,
+    ResilienceManager,
+)
 from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
@@ -200,3 +206,25 @@ def test_a_long_key_is_cut_alike_on_its_span_its_metrics_and_after_its_eviction(
     after = [point.value for point in otel.points(sc.EXECUTIONS) if dict(point.attributes).get(sc.KEY) == cut]
     assert sum(after) == 2  # its counts folded under the same series
     assert all(len(key) <= 256 for key in rows if isinstance(key, str))
+
+
+def test_one_saturated_key_among_idle_ones_shows_in_the_bulkhead_utilization(
+    otel, manager: ResilienceManager
+) -> None:
+    """Active and limit are summed over a keyed policy's keys; the utilization is its most saturated key's."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=2, max_waiting=0))
+    policy = manager.policy("saturated-hosts", config)
+    for key in range(1, 10):  # nine idle keys
+        policy.for_key(f"idle-{key}").execute_sync(lambda: None)
+    seen: dict[str, float] = {}
+
+    def inner() -> None:
+        for name in (sc.BULKHEAD_ACTIVE, sc.BULKHEAD_CONCURRENCY_LIMIT, sc.BULKHEAD_UTILIZATION):
+            seen[name] = otel.point(name, resilience__name="saturated-hosts").value
+
+    hot = policy.for_key("hot")
+    hot.execute_sync(lambda: hot.execute_sync(inner))  # both of the hot key's slots taken
+    assert seen[sc.BULKHEAD_ACTIVE] == 2
+    assert seen[sc.BULKHEAD_ACTIVE] / seen[sc.BULKHEAD_CONCURRENCY_LIMIT] <= 0.1  # summed: hidden
+    assert seen[sc.BULKHEAD_UTILIZATION] == 1.0
+    assert otel.point(sc.BULKHEAD_UTILIZATION, resilience__name="saturated-hosts").value == 0.0

@@ -259,6 +259,7 @@ def test_public_names_are_pinned():
         "resilience.bulkhead.queued",
         "resilience.bulkhead.concurrency.limit",
         "resilience.bulkhead.queue.limit",
+        "resilience.bulkhead.utilization",
         "resilience.recovery.attempts",
         "resilience.recovery.error_patterns",
         "resilience.alerts",

@@ -9,10 +9,12 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.waiting import ADMITTED, FULL, Waiter
-from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError
+from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError, keyed_rejection
 from otel_resilience.patterns.bulkhead._config import BulkheadConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otel_resilience.engine.step import Action
     from otel_resilience.patterns.bulkhead import Bulkhead
 
@@ -28,10 +30,11 @@ class _BulkheadStep(Link[BulkheadConfig]):
     """A pipeline link bound to a bulkhead's shared slots, with its own telemetry.
 
     :meth:`admit` takes a slot, or queues the call (its waiter is the ``Wait`` the driver waits on), or
-    rejects it; whichever hook ends the run gives the slot back.
+    rejects it; whichever hook ends the run gives the slot back. The link of a keyed policy's key
+    (its telemetry's ``source.key``) names the key in its rejections.
     """
 
-    __slots__ = ("_core", "wait_timeout")
+    __slots__ = ("_core", "_full_error", "wait_timeout")
 
     kind: ClassVar[str] = KIND
     admits_early: ClassVar[bool] = True  # admit reads ctx.sync only (its waiter's kind)
@@ -40,6 +43,10 @@ class _BulkheadStep(Link[BulkheadConfig]):
         super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)
         self._core = bulkhead._core
         self.wait_timeout = self.config.timeout  # how long a queued call may wait (WaitOwner)
+        key = telemetry.source.key
+        self._full_error: Callable[[str, int, int], BulkheadFullError] = (
+            BulkheadFullError if key is None else keyed_rejection(BulkheadFullError, key)
+        )
 
     def admit(self, ctx: ExecutionContext) -> Waiter | Rejected | None:
         """Take a slot, else queue the call in the driver's kind of waiter, else reject it: one lock trip.
@@ -57,7 +64,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
             if telemetry.hub.event_listeners:  # nobody listening: not even the call of report()
                 telemetry.report(_CALL_REJECTED, _FULL_EVENT)
             core = self._core
-            return Rejected(BulkheadFullError(self.name, core.max_concurrent, core.max_waiting))
+            return Rejected(self._full_error(self.name, core.max_concurrent, core.max_waiting))
         return got  # the waiter (no typing.cast: a call at run time, on every queued call)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002
@@ -80,5 +87,7 @@ class _BulkheadStep(Link[BulkheadConfig]):
 
     def wait_timeout_error(self, timeout: float) -> BulkheadTimeoutError:
         """Return the error of a call that waited ``timeout`` seconds for a slot."""
-        core = self._core
-        return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout)
+        core, key = self._core, self._telemetry.source.key  # a timed-out wait: no hot path
+        if key is None:
+            return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout)
+        return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout, key)

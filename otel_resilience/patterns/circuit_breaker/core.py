@@ -22,7 +22,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import PeerCounts
-from otel_resilience.errors import CircuitOpenError
+from otel_resilience.errors import CircuitOpenError, keyed_rejection
 from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.state import (
     _CLOSED,
@@ -159,11 +159,19 @@ class _BreakerCore:
         made = self._telemetry = StrategyTelemetry(TelemetrySource(KIND, self.name, key=telemetry))
         return made  # racing threads: each makes one, alike
 
+    def _key(self) -> str | None:
+        """The key of a keyed policy the breaker reports as (:meth:`report_as`), or ``None``."""
+        telemetry = self._telemetry
+        if isinstance(telemetry, StrategyTelemetry):
+            return telemetry.source.key
+        return telemetry
+
     def report_as(self, key: str) -> None:
         """Report the breaker's own events as the ones of a keyed policy's ``key`` (one breaker per key).
 
         Called once, before the breaker's first call. Its state changes then tell the keys of one
-        policy apart (an alert's outage episode is a key's), at no cost until the first event.
+        policy apart (an alert's outage episode is a key's), at no cost until the first event; its
+        rejections name the key (:attr:`CircuitOpenError.key`).
         """
         telemetry = self._telemetry
         if isinstance(telemetry, StrategyTelemetry):  # a subclass's own kind, given at construction
@@ -272,11 +280,11 @@ class _BreakerCore:
             wait = settings.max_half_open_wait
             if wait is None:  # a failed probe reopens it: the opening after this period's
                 reopening = settings.open_seconds(self.name, permit.reopens + 2, report=False)
-                return CircuitOpenError(self.name, _HALF_OPEN_VALUE, reopening)
+                return permit.open_error(self.name, _HALF_OPEN_VALUE, reopening)
             left = permit.probe_started + wait - self._clock.now()
-            return CircuitOpenError(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
+            return permit.open_error(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
         remaining = permit.opened_until - self._clock.now()
-        return CircuitOpenError(self.name, _OPEN_VALUE, max(0.0, remaining))
+        return permit.open_error(self.name, _OPEN_VALUE, max(0.0, remaining))
 
     def reject_open(self, permit: Permit) -> float:
         """Reject (and count) a call while OPEN before its timer elapsed, reading the clock once.
@@ -523,6 +531,7 @@ class _BreakerCore:
             period.in_flight,
             period.probe_started,
             retired=True,
+            open_error=period.open_error,
         )
 
     def _release_locked(self, permit: Permit) -> None:
@@ -558,7 +567,12 @@ class _BreakerCore:
         else:
             stats.failure_count = 0
         # Published whole: a lock-free reader of the new period sees its end (opened_until).
-        self._permit = Permit(current.generation + 1, new, opened_until, reopens)
+        permit = Permit(current.generation + 1, new, opened_until, reopens)
+        if new is _OPEN or new is _HALF_OPEN:  # the periods that reject
+            key = self._key()
+            if key is not None:
+                permit.open_error = keyed_rejection(CircuitOpenError, key)
+        self._permit = permit
         if self.window is not None:
             self.window.clear()  # each period judges the calls made in it
         self._update_lock_free_locked()

@@ -11,7 +11,8 @@ were made (which is what Polly's and Resilience4j's registries do). What carries
   consecutive failures (a lower ``failure_threshold`` trips at the next counted failure), and
   the sliding window's contents **when the window is the same** (``sliding_window`` equal);
   another window (or none instead of one) starts empty, and so does the failure count;
-* **the callbacks** of ``on_state_change`` and ``on_rejection``;
+* **the callbacks** of ``on_state_change`` and ``on_rejection``, and the key a keyed policy's
+  breaker reports as and names in its rejections (``report_as``);
 * **the shared store's link**, when ``store`` is the same object. With another store (or none),
   the new core starts unshared and local (probes up to its ``half_open_max_calls``), and
   :meth:`CircuitBreaker._reconfigure` hands the breaker from the old store to the new one.
@@ -52,7 +53,13 @@ def reconfigured_core_locked(old: _BreakerCore, config: CircuitBreakerConfig) ->
     new.last_failure_type = old.last_failure_type
     period = old._permit  # carried whole but its probes in flight (they end in the old core)
     new._permit = Permit(
-        period.generation + 1, period.state, period.opened_until, period.reopens, 0, period.probe_started
+        period.generation + 1,
+        period.state,
+        period.opened_until,
+        period.reopens,
+        0,
+        period.probe_started,
+        open_error=period.open_error,
     )
     new._watchers = old._watchers
     new._reject_watchers = old._reject_watchers

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue
-from otel_resilience.errors import ExecutionRejectedError
+from otel_resilience.errors import CircuitOpenError, ExecutionRejectedError
 from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig, break_seconds
 
 if TYPE_CHECKING:
@@ -156,6 +156,9 @@ class Permit:
             (``max_half_open_wait``).
         retired: The period a retired core (replaced by a reload) keeps: it never moves again,
             and its calls count in the totals only.
+        open_error: What makes the period's rejections (OPEN, HALF_OPEN): ``CircuitOpenError``,
+            or, for a keyed policy's key, one naming the key (set at the transition, from the
+            key the core reports as; kept here rather than in every breaker).
     """
 
     generation: int
@@ -166,6 +169,7 @@ class Permit:
     probe_started: float = 0.0
     reclaimed: bool = False
     retired: bool = False
+    open_error: Callable[[str, str, float], CircuitOpenError] = CircuitOpenError
 
 
 _LOG: Final = logging.getLogger("otel_resilience")

@@ -80,7 +80,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open(permit)) > 0.0:
-                error = CircuitOpenError(core.name, _OPEN_VALUE, remaining)
+                error = permit.open_error(core.name, _OPEN_VALUE, remaining)
                 return Rejected(self.report_rejection(error, _REJECT_OPEN))
             admitted = core.try_acquire()
             if admitted is None:

@@ -11,7 +11,7 @@ from otel_resilience.engine.actions import Rejected, Wait
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.events import CallRejected, Event, PermitWaited, StrategyTelemetry
 from otel_resilience.engine.facade import Link
-from otel_resilience.errors import RateLimitedError
+from otel_resilience.errors import RateLimitedError, keyed_rejection
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import (
     RateLimiterStatsDict,
@@ -25,7 +25,7 @@ _PERMIT_WAITED: Final = Event.PERMIT_WAITED
 """Read on hot paths, bound once: reading a member off its enum class costs ~55 ns (Python 3.11)."""
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
@@ -37,10 +37,11 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
     """A pipeline link bound to a rate limiter's shared permits, with its own telemetry.
 
     Only :meth:`admit` is a hook: a permit is spent when the call starts, whatever its outcome,
-    so nothing is given back when it ends.
+    so nothing is given back when it ends. The link of a keyed policy's key (its telemetry's
+    ``source.key``) names the key in its rejections.
     """
 
-    __slots__ = ("_rules",)
+    __slots__ = ("_error", "_rules")
 
     kind: ClassVar[str] = KIND
     admits_early: ClassVar[bool] = True  # admit reads ctx.sync at most (a cluster limiter's)
@@ -50,6 +51,10 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
     ) -> None:
         super().__init__(name, config, clock, telemetry)
         self._rules = rules
+        key = telemetry.source.key
+        self._error: Callable[[str, float], RateLimitedError] = (
+            RateLimitedError if key is None else keyed_rejection(RateLimitedError, key)
+        )
 
     def admit(self, ctx: ExecutionContext) -> Wait | None:  # noqa: ARG002 - the same for every call
         """Take a permit now; else reserve the next one due and return the wait for it; else reject.
@@ -77,7 +82,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
             telemetry = self._telemetry
             if telemetry.hub.event_listeners:
                 telemetry.report(_CALL_REJECTED, _REJECTED_EVENT)
-            return Rejected(RateLimitedError(self.name, got))
+            return Rejected(self._error(self.name, got))
         return _Waiting(self, got, since)
 
     def get_stats(self) -> RateLimiterStatsDict:

@@ -79,8 +79,10 @@ class RecoveryAction:
     isolate_breaker: str | None = None
     """ISOLATE: name of the circuit breaker to force open. Default ``None``: the breaker of the
     :class:`RecoveryContext` (or of :meth:`ErrorRecoverySystem.as_strategy`: in a manager, the
-    policy's own breaker) is used. In a manager the name is looked up among that manager's
-    breakers; elsewhere among every live breaker (the most recently created of that name)."""
+    policy's own breaker) is used. The name of that breaker names it (in a keyed policy, the
+    breaker of the key the failing call ran under). Any other name is looked up, in a manager
+    among that manager's breakers; elsewhere among every live breaker (the most recently created
+    of that name)."""
     isolate_duration: float = DEFAULT_ISOLATE_DURATION
     """ISOLATE: seconds the breaker stays forced open, > 0 (a ``timedelta`` is accepted).
     Default 30.0 s."""
@@ -250,12 +252,19 @@ class Isolation:
         self.resolve = resolve
 
     def find(self, name: str | None) -> Isolatable | None:
-        """Return the breaker named ``name`` (a rule's ``isolate_breaker``), else the call's own."""
+        """Return the breaker named ``name`` (a rule's ``isolate_breaker``), else the call's own.
+
+        A ``name`` that is the call's own breaker's names that breaker: the breaker of the key
+        the call ran under, in a keyed policy (whose keys' breakers share the name, and which no
+        lookup by name finds), and otherwise the one a lookup would find too.
+        """
+        breaker = self.breaker
         if name is None:
-            breaker = self.breaker
             if breaker is None or not isinstance(breaker, str):
                 return breaker
             name = breaker
+        elif breaker is not None and not isinstance(breaker, str) and breaker.name == name:
+            return breaker
         return self.resolve(name)
 
 

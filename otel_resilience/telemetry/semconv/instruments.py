@@ -20,6 +20,7 @@ from otel_resilience.telemetry.semconv.names import (
     BULKHEAD_CONCURRENCY_LIMIT,
     BULKHEAD_QUEUE_LIMIT,
     BULKHEAD_QUEUED,
+    BULKHEAD_UTILIZATION,
     CB_CALL_RESULT,
     CB_CALLS,
     CB_FAILURE_RATE,
@@ -340,6 +341,17 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_GAUGE,
         "{call}",
         "The bulkhead's wait-queue limit (`max_waiting`).",
+        (NAME,),
+    ),
+    InstrumentSpec(
+        BULKHEAD_UTILIZATION,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "Share of the concurrency limit in use (active over `max_concurrent`) in the most loaded "
+        "live bulkhead of each name. The keys of a keyed policy share its bulkhead's name: this "
+        "is its most saturated key's, where `resilience.bulkhead.active` and "
+        "`resilience.bulkhead.concurrency.limit` are summed over the keys (one saturated key "
+        "among idle ones shows here, and stays one series however many keys there are).",
         (NAME,),
     ),
     InstrumentSpec(
