@@ -14,11 +14,18 @@ the name percent-encoded, so that two names never share a key):
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
 * ``ns:cb:name:probes:EPOCH`` - a hash, one field per replica: its probe successes after the
   OPEN period ``EPOCH``; their sum reaching ``success_threshold`` closes the breaker.
+
+A key the server refuses (``WRONGTYPE``: something else wrote a string where the store keeps a
+hash, or a value a script cannot read) is that breaker's problem alone: it runs on local state
+(logged once, with the key; each refused operation counted in the store's ``errors``) until the
+operation works again, while the store and its other breakers go on sharing
+(:meth:`SharedBreaker.accepted`). Only an outage (no answer, ``READONLY``, ``OOM``) degrades the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import weakref
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SharedBreaker", "key_part", "read_states", "tick"]
 
+_LOG: Final = logging.getLogger("otel_resilience")
 _ADOPTING: Final = threading.local()
 """Per thread: a state change being adopted (from the cluster), which is not published back."""
 _NO_COUNTS: Final = (0, 0, 0)
@@ -98,6 +106,7 @@ class SharedBreaker(PeerCounts):
         "_peers",
         "_prefix",
         "_probed",
+        "_refused",
         "_store",
         "epoch",
         "key_name",
@@ -124,6 +133,8 @@ class SharedBreaker(PeerCounts):
         window = breaker.config.sliding_window
         seconds = window.seconds if isinstance(window, TimeWindow) else 0.0
         self._max_age = max(_PEER_MAX_AGE_MS, round(seconds * 1000))
+        self._refused: dict[str, str] = {}
+        """The operations (``state``, ``counts``, ``leases``) the server refuses, and their keys."""
         self.epoch = 0
         self.leases = 0
 
@@ -180,8 +191,10 @@ class SharedBreaker(PeerCounts):
         open_ms = _ms(change.duration) if change.new == "open" else -1
         args = (self.epoch, change.new, open_ms, change.reason)
         reply = self._run_publish(client, *args)
-        if not reply[0] and change.new == "open" and reply[2] != "open":
+        if reply is not None and not reply[0] and change.new == "open" and reply[2] != "open":
             reply = self._run_publish(client, int(reply[1]), *args[1:])  # a trip wins over CLOSED
+        if reply is None:
+            return  # refused: the breaker runs on local state (a trip is published again on healing)
         if reply[0]:
             self.epoch = max(self.epoch, int(reply[1]))
             self._forget()  # a new period: no lease held in it yet, so no probe either
@@ -191,12 +204,71 @@ class SharedBreaker(PeerCounts):
         else:
             self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]), current=True)
 
-    def _run_publish(self, client: Any, epoch: int, state: str, open_ms: int, reason: str) -> list[Any]:
+    def _run_publish(
+        self, client: Any, epoch: int, state: str, open_ms: int, reason: str
+    ) -> list[Any] | None:
         store = self._store
-        next(store._ops)
-        keys = [f"{self._prefix}:state"]
         argv = [epoch, state, open_ms, reason, store.channel, store.key_ttl_ms, f"{self._id}|{self.key_name}"]
-        return list(client.eval(scripts.PUBLISH_STATE, 1, *keys, *argv))
+        reply = self._eval(client, "state", scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv)
+        return None if reply is None else list(reply)
+
+    def _eval(self, client: Any, operation: str, script: str, keys: list[str], argv: list[Any]) -> Any:
+        """Run ``script`` on this breaker's ``keys``; its reply, or ``None`` when the server refused it.
+
+        Raises:
+            Exception: The operation failed otherwise (an outage of the store).
+        """
+        next(self._store._ops)
+        try:
+            reply = client.eval(script, len(keys), *keys, *argv)
+        except Exception as error:  # noqa: BLE001 - accepted() raises all but the server's refusal
+            reply = error
+        return reply if self.accepted(operation, ", ".join(keys), reply) else None
+
+    def accepted(self, operation: str, keys: str, reply: Any) -> bool:
+        """Whether ``reply`` (to ``operation`` on ``keys``) is one to take, or the server's refusal.
+
+        A refusal (an error the server answered, :meth:`RedisStore.answered`) is this breaker's:
+        counted in the store's ``errors``; the first one of an operation is logged (naming the
+        keys), and the breaker runs on local state until every refused operation worked again.
+        The other breakers and the store are not affected.
+
+        Raises:
+            BaseException: ``reply`` is any other error: the store is unreachable (its outage path).
+        """
+        store = self._store
+        if isinstance(reply, BaseException):
+            if not store.answered(reply):
+                raise reply
+            store.refused()
+            first = operation not in self._refused
+            was_shared = not self._refused
+            self._refused[operation] = keys
+            if first:
+                _LOG.warning(
+                    "shared store %r refused breaker key %r (%s: %s): breaker %r runs on local state",
+                    store.namespace,
+                    keys,
+                    type(reply).__name__,
+                    reply,
+                    self.key_name,
+                )
+            if was_shared:
+                self.go_local()
+            return False
+        if self._refused.pop(operation, None) is not None and not self._refused:
+            _LOG.warning(
+                "shared store %r takes breaker %r's keys again: shared again", store.namespace, self.key_name
+            )
+            breaker = self.breaker
+            if breaker is not None:
+                self._apply_probe_limit(breaker)
+        return True
+
+    @property
+    def local_only(self) -> bool:
+        """Whether this breaker runs on local state: its store does, or the server refuses one of its keys."""
+        return bool(self._refused) or self._store.local_only
 
     def resync(self, client: Any) -> None:
         """Read the cluster's state and take it (:func:`read_states` for this breaker alone)."""
@@ -277,6 +349,8 @@ class SharedBreaker(PeerCounts):
     def _reported(self, breaker: CircuitBreaker, counts: tuple[int, int, int], peers: Any) -> None:
         """Take the peers' counts the store answered to this replica's report of ``counts``."""
         self._last_report = counts
+        if self.local_only:  # its state refused: judged on its own counts
+            return
         self._peers = (int(peers[0]), int(peers[1]), int(peers[2]))
         shared.reconsider(breaker._core)
 
@@ -288,12 +362,14 @@ class SharedBreaker(PeerCounts):
         store = self._store
         core = breaker._core
         renew = 1 if core._permit.in_flight else 0
-        next(store._ops)
         keys = [f"{self._prefix}:state", f"{self._prefix}:probes:{self.epoch}"]
         prefix = f"{self._prefix}:lease:{self.epoch}:"
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
         argv += [core.stats.success_count, store.key_ttl_ms]
-        held, first_ms, state, others = client.eval(scripts.TAKE_LEASES, 2, *keys, *argv)
+        reply = self._eval(client, "leases", scripts.TAKE_LEASES, keys, argv)
+        if reply is None:
+            return
+        held, first_ms, state, others = reply
         state = _text(state)
         if state not in ("", "open"):
             self.resync(client)  # the cluster moved on (closed by another replica's probes)
@@ -307,7 +383,7 @@ class SharedBreaker(PeerCounts):
 
     def _apply_probe_limit(self, breaker: CircuitBreaker) -> None:
         """Probes this replica may run: its leases, or the configured number when the store is down."""
-        limit = breaker.config.half_open_max_calls if self._store.local_only else self.leases
+        limit = breaker.config.half_open_max_calls if self.local_only else self.leases
         shared.set_probe_limit(breaker._core, self, limit)
 
     def _forget(self) -> None:
@@ -349,8 +425,9 @@ def read_states(client: Any, links: Sequence[SharedBreaker]) -> None:
                 held.enter_context(link._lock)
                 next(link._store._ops)
                 pipe.eval(scripts.READ_STATE, 1, f"{link._prefix}:state")
-            for (link, breaker), reply in zip(batch, pipe.execute(), strict=True):
-                link._take_state(breaker, reply)
+            for (link, breaker), reply in zip(batch, pipe.execute(raise_on_error=False), strict=True):
+                if link.accepted("state", f"{link._prefix}:state", reply):
+                    link._take_state(breaker, reply)
 
 
 def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
@@ -381,8 +458,12 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
         for link, _, args, _ in batch:
             next(link._store._ops)
             pipe.eval(scripts.FLUSH_COUNTS, 1, *args)
-        for (link, breaker, _, counts), peers in zip(batch, pipe.execute(), strict=True):
-            link._reported(breaker, counts, peers)
+        replies = pipe.execute(raise_on_error=False)  # a key the server refused is its breaker's alone
+        for (link, breaker, args, counts), peers in zip(batch, replies, strict=True):
+            if link.accepted("counts", str(args[0]), peers):
+                link._reported(breaker, counts, peers)
+            else:
+                link._last_report = counts  # reported again when they change, not every round
 
 
 def _gone() -> None:

@@ -8,7 +8,10 @@ command, each up to the timeout, so a rate limiter's permit asked from a thread 
 times the store's ``timeout``. :func:`bound_connections` makes a client's connections take the
 rest of the time of the operation in progress in their thread (:func:`within`) as the timeout
 of each of those steps, so that together they take at most the operation's time. Outside an
-operation (the store's background thread) they keep their own timeouts.
+operation (the store's background thread) they keep their own timeouts. The wait for a free
+connection of a bounded pool (``BlockingConnectionPool``: ``max_connections`` in use) is one
+of those steps: it too takes at most the rest of the operation's time, then the pool raises its
+``ConnectionError`` (an operation that failed: the store's outage path, never a hang).
 
 The async path needs none of this: ``asyncio.timeout`` bounds the whole awaited operation.
 """
@@ -49,9 +52,40 @@ def _left() -> float | None:
     return None if at is None else max(at - time.monotonic(), _SHORTEST)
 
 
+def _bounded_wait(configured: float | None) -> float | None:
+    """The wait for a free connection: ``configured``, or less when the operation's time is shorter."""
+    left = _left()
+    if left is None:
+        return configured
+    return left if configured is None else min(configured, left)
+
+
+class _BoundedWait:
+    """A blocking pool whose wait for a free connection (its ``timeout``) honours :func:`within`.
+
+    The pool reads ``self.timeout`` at each wait; the configured value stays in the instance's
+    ``__dict__`` (the property, a data descriptor, is looked up first).
+    """
+
+    @property
+    def timeout(self) -> float | None:
+        configured: float | None = vars(self).get("timeout")
+        return _bounded_wait(configured)
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        vars(self)["timeout"] = value
+
+
 def bound_connections(client: Any) -> Any:
-    """Make the connections ``client`` opens from now on honour :func:`within`; return ``client``."""
+    """Make the connections ``client`` opens from now on honour :func:`within`; return ``client``.
+
+    A blocking pool's wait for a free connection honours it too.
+    """
     pool = client.connection_pool
+    if "timeout" in vars(pool):  # a BlockingConnectionPool: its wait for a free connection
+        cls = type(pool)
+        pool.__class__ = type(f"Bounded{cls.__name__}", (_BoundedWait, cls), {})
     base = pool.connection_class
 
     class Bounded(base):  # type: ignore[misc,valid-type]

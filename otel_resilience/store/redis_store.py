@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
-from otel_resilience.engine.validation import check_duration, check_name, fail
+from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.store.breaker import SharedBreaker, key_name, read_states, tick
 from otel_resilience.store.deadlines import bound_connections, within
 from otel_resilience.store.loops import LoopClients, bounded
@@ -35,10 +37,17 @@ _LOG: Final = logging.getLogger("otel_resilience")
 _OWNER: Final = "RedisStore.from_url"
 _MIN_GAP: Final = 0.01
 """The shortest time between two rounds of the store's thread (at most 100 reports a second)."""
+_MAX_CONNECTIONS: Final = 50
+"""The default ``max_connections``: connections of the sync client, and of each event loop's async client."""
 _RETRY_MAX: Final = 5.0
 """The longest pause between two attempts to reach an unreachable store, in seconds."""
 _SHORTEST_TTL: Final = 0.001
 """The shortest ``probe_lease_ttl`` and ``key_ttl``: Redis expires keys in whole milliseconds."""
+_SUBSCRIBER_POLL: Final = 1.0
+"""The longest wait of the subscriber for a message before it looks whether the store closed.
+
+:meth:`RedisStore.close` does not wait for it: it shuts the subscriber's socket down, which ends
+the wait at once."""
 _PROBE_TTL_MS: Final = 1000
 """How long the key written to reach an unreachable store again lives, in milliseconds."""
 _USER_INFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
@@ -62,6 +71,9 @@ class RedisStore(SharedStore):
     to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is
     unreachable everything runs on local state, the store reports itself degraded
     (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back.
+    However many threads or coroutines ask at once, the store keeps at most ``max_connections``
+    connections per client (the sync one, and each event loop's): the others wait for one
+    within ``timeout``, and a wait past it is a failed operation (the store degrades).
 
     A process forked from one that uses the store (the workers of a pre-fork server, a
     ``multiprocessing`` pool with the ``fork`` method) is a replica of its own: in the child the
@@ -74,6 +86,8 @@ class RedisStore(SharedStore):
         degraded: Whether Redis is unreachable now (local state only).
         outages: Times the store became unreachable.
         errors: Redis operations that failed (each counted once).
+        max_connections: The most connections of its client, and of each event loop's async
+            client, open at once (callers beyond wait, within ``timeout``).
     """
 
     __slots__ = (
@@ -88,6 +102,7 @@ class RedisStore(SharedStore):
         "_lock",
         "_ops",
         "_pending",
+        "_pubsub",
         "_reached",
         "_redis_errors",
         "_resync",
@@ -103,6 +118,7 @@ class RedisStore(SharedStore):
         "errors",
         "key_ttl_ms",
         "lease_ttl_ms",
+        "max_connections",
         "name",
         "namespace",
         "outages",
@@ -120,11 +136,13 @@ class RedisStore(SharedStore):
         probe_lease_ttl: float,
         key_ttl: float,
         resync_interval: float = 5.0,
+        max_connections: int = _MAX_CONNECTIONS,
     ) -> None:
         self._client = client
         self._sub_client = subscriber
         self.namespace = self.name = namespace
         self.timeout = timeout
+        self.max_connections = max_connections
         self._interval = flush_interval
         self._resync_every = resync_interval
         self.lease_ttl_ms = round(probe_lease_ttl * 1000)
@@ -143,6 +161,8 @@ class RedisStore(SharedStore):
         self._reached = threading.Event()
         """Set when the store's thread reaches Redis again (or it closes): the subscriber retries now."""
         self._threads: tuple[threading.Thread, ...] = ()
+        self._pubsub: Any = None
+        """The subscriber thread's ``PubSub`` while it has one: :meth:`close` wakes it through its socket."""
         self.degraded = False
         self.outages = self.errors = 0
         self._ops = Counter()
@@ -170,6 +190,7 @@ class RedisStore(SharedStore):
         probe_lease_ttl: float = 5.0,
         key_ttl: float = 86_400.0,
         resync_interval: float = 5.0,
+        max_connections: int = _MAX_CONNECTIONS,
     ) -> RedisStore:
         """Return a store on the Redis server at ``url`` (``redis://host:port/db``); connect lazily.
 
@@ -188,6 +209,12 @@ class RedisStore(SharedStore):
             resync_interval: Seconds between two reads of every shared breaker's cluster state,
                 which heals a transition message lost in a partition (and notices a slow store
                 while nothing else asks it).
+            max_connections: The most connections open at once of the store's client (its thread
+                and the threads asking for permits) and, apart, of each event loop's async client
+                (at least 1; the subscriber has one more of its own). An operation finding them
+                all in use waits for one within its ``timeout`` (the wait included); past it, it
+                fails as a slow store does: the store degrades until its thread reaches Redis
+                again, and the calls meanwhile go on with local state.
 
         Raises:
             ImportError: The ``redis`` package is not installed (``pip install otel-resilience[redis]``).
@@ -210,8 +237,9 @@ class RedisStore(SharedStore):
             if seconds[name] < _SHORTEST_TTL:
                 rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
                 raise fail(_OWNER, name, rule, durations[name])
-        client, subscriber, errors, usage, async_factory = _connect(url, seconds["timeout"])
-        store = cls(client, subscriber, namespace=namespace, **seconds)
+        pooled = check_int(_OWNER, "max_connections", max_connections, minimum=1)
+        client, subscriber, errors, usage, async_factory = _connect(url, seconds["timeout"], pooled)
+        store = cls(client, subscriber, namespace=namespace, max_connections=pooled, **seconds)
         store._redis_errors = errors
         store._usage_errors = usage
         store._async_clients = LoopClients(async_factory)
@@ -380,6 +408,7 @@ class RedisStore(SharedStore):
         self._pending = {}
         self._resync_all = True
         self._resync = []
+        self._pubsub = None  # the parent's: its socket is the parent's subscriber's too
         for link in self._links:
             link.forked(f"{self._id}.{next(self._serial)}")
         started, self._threads = bool(self._threads), ()
@@ -478,12 +507,14 @@ class RedisStore(SharedStore):
         warned = False
         while not self._closed.is_set():
             pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+            with self._lock:
+                self._pubsub = pubsub  # close() shuts its socket down from now on
             try:
-                pubsub.subscribe(self.channel)
+                pubsub.subscribe(self.channel)  # connects: close() from now on finds its socket
                 self._resync_all = True  # messages may have been missed while unsubscribed
                 self._wake.set()
-                while not self._closed.is_set():
-                    message = pubsub.get_message(timeout=1.0)
+                while not self._closed.is_set():  # set before close() shuts the socket down
+                    message = pubsub.get_message(timeout=_SUBSCRIBER_POLL)
                     pause = self._interval  # subscribed (a refusal is raised by the first read)
                     if message is not None:
                         self._dispatch(message["data"])
@@ -507,10 +538,26 @@ class RedisStore(SharedStore):
                         self._reached.wait(pause)  # or at once when the store's thread reaches Redis again
                 pause = min(pause * 2, _RETRY_MAX)
             except Exception:  # noqa: BLE001
-                _LOG.exception("shared store %r: subscriber failed", self.namespace)
+                if not self._closed.is_set():  # not the end of a socket close() shut down
+                    _LOG.exception("shared store %r: subscriber failed", self.namespace)
                 self._closed.wait(pause)
             finally:
+                with self._lock:
+                    self._pubsub = None
                 pubsub.close()
+
+    def _wake_subscriber(self) -> None:
+        """End the subscriber's wait for a message now (:meth:`close`): shut its socket down.
+
+        Its thread then reads the end of the stream, finds the store closed and closes its
+        ``PubSub`` itself (a socket is shut down from any thread; only its owner closes it).
+        """
+        with self._lock:
+            pubsub = self._pubsub
+        sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed, or never connected
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _dispatch(self, data: bytes | str) -> None:
         """Hand one published transition (``origin|name|epoch|state|ms|reason``) to its breakers."""
@@ -525,10 +572,15 @@ class RedisStore(SharedStore):
                 link.on_message(origin, int(epoch), state, int(open_ms), reason)
 
     def close(self) -> None:
-        """Stop the background threads (shared breakers then run on local state) and disconnect."""
+        """Stop the background threads (shared breakers then run on local state) and disconnect.
+
+        It returns without waiting for the subscriber's next poll: the subscriber's socket is
+        shut down, which wakes it at once. No thread and no connection of the store is left.
+        """
         self._closed.set()
         self._wake.set()
         self._reached.set()
+        self._wake_subscriber()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=2.0)
@@ -574,7 +626,7 @@ def _redacted(url: str) -> str:
 
 
 def _connect(
-    url: str, timeout: float
+    url: str, timeout: float, max_connections: int
 ) -> tuple[
     Any,
     Any,
@@ -589,6 +641,10 @@ def _connect(
     :meth:`RedisStore.answered`).
 
     The factory makes a ``redis.asyncio`` client with the same options (one per event loop).
+    The operations' client and each async client keep at most ``max_connections`` connections
+    (a ``BlockingConnectionPool``): a caller finding them all in use waits for one, at most
+    ``timeout`` (within the operation's time: :mod:`~otel_resilience.store.deadlines` on a thread,
+    the awaited operation's bound on a loop), then fails with a ``ConnectionError``.
 
     Every step of an operation (connecting, the handshake, the command) is bounded by
     ``timeout``, and an operation a caller waits for (a rate limiter's permit) by ``timeout`` as a
@@ -613,14 +669,18 @@ def _connect(
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
     }
+    pooled = {"max_connections": max_connections, "timeout": timeout}
     try:
-        client = bound_connections(redis.Redis.from_url(url, **options))
-        clients = (client, redis.Redis.from_url(url, **options))
+        pool = redis.BlockingConnectionPool.from_url(url, **pooled, **options)
+        clients = (bound_connections(redis.Redis.from_pool(pool)), redis.Redis.from_url(url, **options))
     except ValueError as error:  # a URL redis cannot read (another scheme, a bad port, a bad db)
         raise fail(_OWNER, "url", f"a Redis URL ({error})", _redacted(url)) from error
 
     def async_client() -> Any:
-        return redis.asyncio.Redis.from_url(url, **{**options, "retry": AsyncRetry(NoBackoff(), 0)})
+        async_options = {**pooled, **options, "retry": AsyncRetry(NoBackoff(), 0)}
+        return redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(url, **async_options)
+        )
 
     usage = ((redis.ResponseError,), (ReadOnlyError, OutOfMemoryError))
     return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), usage, async_client)

@@ -28,6 +28,10 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 """
 """The server's time in milliseconds, with its microseconds (the rate limiter's scripts)."""
 
+_NOT_AN_EPOCH: Final = """
+local _NOT_AN_EPOCH = 'ERR the state hash has an epoch that is no number'
+"""
+
 _LEFT: Final = """
 local function left(untilms)
   untilms = tonumber(untilms or '-1')
@@ -38,17 +42,24 @@ end
 
 READ_STATE: Final = (
     _NOW
+    + _NOT_AN_EPOCH
     + _LEFT
     + """
 -- KEYS[1]: the breaker's state hash. Returns {epoch, state, ms left, reason}.
 local v = redis.call('HMGET', KEYS[1], 'epoch', 'state', 'until', 'reason')
-return {tonumber(v[1] or '0'), v[2] or '', left(v[3]), v[4] or ''}
+local epoch = tonumber(v[1] or '0')
+if not epoch then return redis.error_reply(_NOT_AN_EPOCH) end
+return {epoch, v[2] or '', left(v[3]), v[4] or ''}
 """
 )
-"""The cluster's state of one breaker (epoch 0 and state ``''`` when it has none)."""
+"""The cluster's state of one breaker (epoch 0 and state ``''`` when it has none).
+
+A hash whose epoch is no number (written by something else) is an error reply: the key's
+refusal, as ``WRONGTYPE`` is (a ``nil`` epoch cut the reply short, which no caller could read)."""
 
 PUBLISH_STATE: Final = (
     _NOW
+    + _NOT_AN_EPOCH
     + _LEFT
     + """
 -- KEYS[1]: the state hash. ARGV: expected epoch, state, ms open (-1 none, -2 forever), reason,
@@ -59,6 +70,7 @@ PUBLISH_STATE: Final = (
 -- behind its epoch is, is newer than every period before the loss, and the replicas take it.
 local stored = redis.call('HGET', KEYS[1], 'epoch')
 local cur = tonumber(stored or '0')
+if not cur then return redis.error_reply(_NOT_AN_EPOCH) end
 if not stored then cur = tonumber(ARGV[1]) end
 if cur ~= tonumber(ARGV[1]) then
   local v = redis.call('HMGET', KEYS[1], 'state', 'until', 'reason')

@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import redis
+from redis_support import RedisServer
 from tcp_proxy import TcpFaultProxy
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
@@ -224,5 +226,70 @@ async def test_an_async_guard_takes_a_cluster_permit_on_the_loop(redis_url: str)
                 pass
         assert len(store._async_clients) == 1  # the loop's client asked, not the thread's
         assert limiter.get_stats()["admitted"] == 2
+    finally:
+        store.close()
+
+
+def _connections(redis_server: RedisServer) -> int:
+    """The clients connected to the session's server, the one asking aside."""
+    control = redis.Redis(port=redis_server.port)
+    try:
+        return len(control.client_list()) - 1
+    finally:
+        control.close()
+
+
+async def test_a_thousand_coroutines_share_at_most_max_connections(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """1000 coroutines asking at once open at most ``max_connections`` connections; each gets its permit.
+
+    The loop's client opened one connection per coroutine waiting on Redis (1000 here: a server's
+    ``maxclients`` or the process' file descriptors ran out before the budget did). The others wait
+    for a free connection, well within the timeout on a local server.
+    """
+    store = RedisStore.from_url(redis_url, namespace="pool", timeout=10.0, max_connections=4)
+    try:
+        limiter = RateLimiter("many", RateLimiterConfig(rate=1_000_000.0, burst=1000, store=store))
+        ran: list[int] = []
+        results = await _calls(limiter, ran, 1000)
+        assert results == [1] * 1000
+        assert (store.degraded, store.errors, store.fallback_permits) == (False, 0, 0)
+        opened = _connections(redis_server)
+        print(f"1000 coroutines: {opened} connections (the store's thread and subscriber included)")
+        assert opened <= 4 + 2  # the loop's client, the store's thread, its subscriber
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("path", ["async", "sync"])
+async def test_a_wait_for_a_connection_past_the_timeout_is_an_outage_not_a_hang(
+    redis_url: str, path: str
+) -> None:
+    """Every connection in use (``max_connections=1``, held): a permit waits for the timeout, then the fallback.
+
+    The store degrades as with a slow Redis (one outage), and no caller waits past the timeout.
+    """
+    store = RedisStore.from_url(redis_url, namespace=f"pool-{path}", timeout=0.3, max_connections=1)
+    try:
+        limiter = RateLimiter("full", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        assert await limiter.call(_zero) == 0  # the loop's client and its connection
+        assert limiter.try_acquire()  # the thread's client
+        client = store._client if path == "sync" else await store._async_clients.client()
+        holder = client.client()  # a single-connection client of the same pool: holds its one connection
+        try:
+            await holder.ping() if path == "async" else holder.ping()
+            started = time.monotonic()
+            if path == "async":
+                assert await limiter.call(_zero) == 0  # store_fallback="open"
+            else:
+                assert limiter.try_acquire()
+            took = time.monotonic() - started
+            print(f"{path}: the permit waited {took * 1000:.0f} ms for a connection (timeout 300 ms)")
+            assert took < 0.3 + 0.5
+            assert store.outages == 1  # degraded (until the store's thread reaches Redis again)
+            assert store.fallback_permits == 1
+        finally:
+            await holder.aclose() if path == "async" else holder.close()
     finally:
         store.close()

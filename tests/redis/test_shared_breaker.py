@@ -207,6 +207,10 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         ({"url": "rediss://:secret@localhost/0/1"}, ValueError, "url"),
         ({"probe_lease_ttl": 0.0004}, ValueError, "probe_lease_ttl"),
         ({"key_ttl": 0.0001}, ValueError, "key_ttl"),
+        ({"max_connections": 0}, ValueError, "max_connections"),
+        ({"max_connections": -5}, ValueError, "max_connections"),
+        ({"max_connections": 2.5}, TypeError, "max_connections"),
+        ({"max_connections": True}, TypeError, "max_connections"),
     ],
 )
 def test_a_url_or_ttl_redis_cannot_take_is_refused_at_construction(
@@ -448,3 +452,69 @@ def test_a_url_with_a_database_number_or_none_is_taken() -> None:
         "unix:///tmp/r.sock?db=2",
     ):
         RedisStore.from_url(url, namespace="urls").close()
+
+
+@pytest.mark.parametrize(
+    ("key", "write", "error"),
+    [
+        ("state", ("set", "not a hash"), "WRONGTYPE"),
+        ("counts:0", ("rpush", "not a hash"), "WRONGTYPE"),
+        ("state", ("hset", "epoch", "not a number"), "epoch"),  # a hash the scripts cannot read
+    ],
+)
+def test_a_key_of_the_wrong_type_makes_only_its_breaker_local(
+    redis_url: str, caplog: pytest.LogCaptureFixture, key: str, write: tuple[str, ...], error: str
+) -> None:
+    """``WRONGTYPE`` on one breaker's key: that breaker runs on local state, the others keep sharing.
+
+    The error of that key's script failed the whole round of the store's thread, which took it
+    for an outage: every breaker went local (``degraded``, an outage, "unreachable" every round).
+    What still works for that breaker is still shared: with its counts key refused, a trip is
+    published through its state key (a new period, whose counts key is the store's again); once
+    its state key is the store's again, a trip it made on its own reaches the others. A state
+    hash whose epoch is no number is refused as well (the scripts answered a reply cut short at
+    the missing epoch, which failed the round of the store's thread for every breaker).
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    control = redis.Redis.from_url(redis_url)
+    getattr(control, write[0])(f"wt:cb:bad:{key}", *write[1:])
+    stores = [RedisStore.from_url(redis_url, namespace="wt", resync_interval=0.2) for _ in range(2)]
+    try:
+        settings = {"failure_threshold": 3, "timeout": 30.0}
+        with namesakes_expected(), caplog.at_level("WARNING", logger="otel_resilience"):
+            good = [CircuitBreaker("good", CircuitBreakerConfig(store=s, **settings)) for s in stores]  # type: ignore[arg-type]
+            bad = [CircuitBreaker("bad", CircuitBreakerConfig(store=s, **settings)) for s in stores]  # type: ignore[arg-type]
+            for breaker in bad:  # its counts reported (or its state read): the server refuses the key
+                _fail(breaker)
+            wait_for(lambda: all(s.errors > 0 for s in stores), 5.0, "the refused key met")
+            _fail(good[0])
+            _fail(good[0])
+            time.sleep(0.2)  # the failures reach the store
+            _fail(good[1])
+            wait_for(_opened(*good), 2.0, "the good breaker OPEN on both replicas: still shared")
+            assert [b.state for b in bad] == [CircuitState.CLOSED] * 2  # 1 failure each: judged locally
+            _fail(bad[0])
+            _fail(bad[0])
+            assert bad[0].state is CircuitState.OPEN  # its own 3 failures
+            if key == "state":
+                time.sleep(0.2)
+                assert bad[1].state is CircuitState.CLOSED  # not shared: its state key is refused
+            else:  # its counts are not shared, its state is: the trip reaches the other replica
+                wait_for(_opened(bad[1]), 2.0, "the trip published through the state key")
+        for store in stores:
+            assert (store.degraded, store.outages) == (False, 0)
+        assert not any("unreachable" in record.getMessage() for record in caplog.records)
+        refusals = [r.getMessage() for r in caplog.records if "refused breaker key" in r.getMessage()]
+        assert len(refusals) == 2  # once per replica, naming the key
+        assert all(f"wt:cb:bad:{key}" in message and error in message for message in refusals)
+        assert not good[0]._core._shared.local_only  # type: ignore[union-attr]
+        if key == "state":
+            assert bad[0]._core._shared.local_only  # type: ignore[union-attr]
+            control.delete("wt:cb:bad:state")  # the key is the store's again: read at the next resync
+            wait_for(_opened(bad[1]), 5.0, "the local trip published once the key is taken again")
+            assert not bad[0]._core._shared.local_only  # type: ignore[union-attr]
+    finally:
+        for store in stores:
+            store.close()
+        control.close()

@@ -254,6 +254,35 @@ def test_a_closed_stores_breakers_are_reported_as_local(redis_url: str) -> None:
     assert shared() == 0
 
 
+def test_close_wakes_the_subscriber_at_once_and_leaves_nothing_behind(
+    control: redis.Redis, redis_url: str
+) -> None:
+    """close() right after the subscriber began its 1 s wait for a message returns at once, not after the wait.
+
+    The subscriber polled every second: close() waited for the end of that poll (up to 1 s, in
+    every test and every shutdown). Its socket is now shut down, which ends the wait; the thread
+    is gone and the store's connections are closed when close() returns.
+    """
+    store = RedisStore.from_url(redis_url, namespace="prompt-close")
+    breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store))
+
+    def subscribed() -> bool:
+        return bool(control.pubsub_numsub("prompt-close:events")[0][1] == 1)
+
+    wait_for(subscribed, 5.0, "the subscriber's subscription")  # it now waits up to 1 s for a message
+    threads = store._threads
+    started = time.monotonic()
+    store.close()
+    took = time.monotonic() - started
+    print(f"close() took {took * 1000:.0f} ms")
+    assert took < 0.5
+    assert not any(thread.is_alive() for thread in threads)
+    wait_for(lambda: not subscribed(), 2.0, "the subscription gone")
+    others = [c for c in control.client_list() if c["name"] != "control" and c["cmd"] != "client|list"]
+    assert others == []
+    assert breaker.state is CircuitState.CLOSED
+
+
 def test_breakers_made_one_by_one_cost_a_read_each_not_a_read_of_all(redis_url: str) -> None:
     """A service making breakers one at a time (a key each): each is read once, not every other one again."""
     store = RedisStore.from_url(redis_url, namespace="one-by-one")
