@@ -211,6 +211,16 @@ def test_bad_name_and_rules_are_rejected() -> None:
         system.register_recovery_rule(ConnectionError, RecoveryStrategy.RETRY)  # type: ignore[arg-type]
 
 
+def test_repr_names_the_system_and_its_rules() -> None:
+    system = ErrorRecoverySystem("payments")
+    assert repr(system) == "ErrorRecoverySystem('payments', rules={})"
+    system.register_recovery_rule(ConnectionError, RecoveryAction(RecoveryStrategy.RETRY))
+    system.register_recovery_rule(KeyError, RecoveryAction(RecoveryStrategy.ESCALATE))
+    assert (
+        repr(system) == "ErrorRecoverySystem('payments', rules={ConnectionError: RETRY, KeyError: ESCALATE})"
+    )
+
+
 def test_timedelta_durations_are_normalised() -> None:
     """Durations given as timedelta are stored as float seconds."""
     action = RecoveryAction(

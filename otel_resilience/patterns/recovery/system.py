@@ -127,6 +127,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             rules[exc_type] = action
             self._rules = MappingProxyType(rules)
 
+    def __repr__(self) -> str:
+        rules = ", ".join(f"{kind.__name__}: {action.strategy.name}" for kind, action in self._rules.items())
+        return f"ErrorRecoverySystem({self.name!r}, rules={{{rules}}})"
+
     def get_stats(self) -> dict[str, Any]:
         """Return a consistent snapshot of the recovery statistics.
 
