@@ -33,6 +33,7 @@ import weakref
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
 
 from otel_resilience.engine import event_args
+from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.event_args import *  # noqa: F403 - the event arguments belong to this seam
 from otel_resilience.engine.event_args import EventArgs
 from otel_resilience.engine.forking import fork_safe
@@ -220,12 +221,12 @@ class TelemetryHub:
     __slots__ = (
         "_asleep_while",
         "_dormant",
+        "_errors",
         "_lock",
         "_log_rate",
         "_registered",
         "_routes",
         "attempt_listeners",
-        "errors",
         "event_listeners",
         "execution_listeners",
         "quiet",
@@ -241,8 +242,10 @@ class TelemetryHub:
         self.execution_listeners: tuple[ExecutionListener, ...] = ()
         self.attempt_listeners: tuple[ExecutionListener, ...] = ()
         self._routes = _Routes(self)
-        self.errors = 0
+        self._errors = Counter()
         self._log_rate = LogRate()
+
+    errors = CounterValue("_errors", "How many times a listener raised.")
 
     def add_listener(self, listener: object) -> None:
         """Register a listener; it may implement either protocol or both. Adding twice is a no-op.
@@ -330,7 +333,7 @@ class TelemetryHub:
 
         Call it from inside an ``except`` block.
         """
-        self.errors += 1
+        next(self._errors)  # exact from any thread (``+= 1`` could lose one)
         left_out = self._log_rate.due((id(listener), what))
         if left_out is not None:
             _LOG.warning(

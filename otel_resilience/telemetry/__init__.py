@@ -73,6 +73,9 @@ def instrument(
 
     Returns:
         The listener now registered on the engine hub.
+
+    Raises:
+        TypeError: A switch keyword is neither a bool nor ``None`` (the listener in place is kept).
     """
     listener = OtelListener(
         tracer_provider=tracer_provider,

@@ -61,6 +61,7 @@ from otel_resilience.engine.events import (
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.logging_rate import LogRate
 from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.validation import fail
 from otel_resilience.telemetry import binding, providers
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.observables import Observables
@@ -118,6 +119,10 @@ class OtelListener:
             ``False``: the SDK's; see :mod:`otel_resilience.telemetry.histograms`).
         hub: The hub whose error count is exported with this listener's own.
 
+    Raises:
+        TypeError: ``record_messages``, ``spans``, ``record_duration`` or
+            ``in_process_histograms`` is not a bool.
+
     Attributes:
         errors: How many telemetry exceptions this listener caught (each one logged, rate-limited).
     """
@@ -158,6 +163,14 @@ class OtelListener:
         in_process_histograms: bool = False,
         hub: TelemetryHub = HUB,
     ) -> None:
+        for field, value in (
+            ("record_messages", record_messages),
+            ("spans", spans),
+            ("record_duration", record_duration),
+            ("in_process_histograms", in_process_histograms),
+        ):
+            if not isinstance(value, bool):  # "false" or 0 would be read by truth, silently
+                raise fail("OtelListener", field, "a bool", value, kind=TypeError)
         self._logger_provider = logger_provider
         self._in_process = in_process_histograms
         self._record_messages = record_messages

@@ -392,14 +392,24 @@ def finish_span(
     *,
     record_messages: bool,
 ) -> None:
-    """Set the outcome (and, for an error, ``error.type`` and status ERROR) and end ``span``."""
-    if span.is_recording():
-        span.set_attribute(sc.OUTCOME, outcome._value_)  # Enum.value is a Python-level property
-        if error_type is not None:
-            span.set_attribute(sc.ERROR_TYPE, error_type)
-            description = str(error) if record_messages and error is not None else None
-            span.set_status(Status(StatusCode.ERROR, description))
-    span.end()
+    """Set the outcome (and, for an error, ``error.type`` and status ERROR) and end ``span``.
+
+    The span is ended, and an error's status set, whatever raises on the way (an exception whose
+    ``str()`` fails under ``record_messages``): the exception then propagates, to be counted.
+    """
+    try:
+        if span.is_recording():
+            span.set_attribute(sc.OUTCOME, outcome._value_)  # Enum.value is a Python-level property
+            if error_type is not None:
+                span.set_attribute(sc.ERROR_TYPE, error_type)
+                description = None
+                try:
+                    if record_messages and error is not None:
+                        description = str(error)
+                finally:
+                    span.set_status(Status(StatusCode.ERROR, description))
+    finally:
+        span.end()
 
 
 def _is_http_client(span: Span) -> bool:

@@ -159,3 +159,17 @@ def test_the_disabled_instrumentations_list_names_us_exactly(value: str | None, 
     """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns us off only when one of its names is ours."""
     environ = {} if value is None else {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": value}
     assert env.instrumentation_disabled(environ) is disabled
+
+
+@pytest.mark.parametrize("keyword", [switch.keyword for switch in env.SWITCHES])
+@pytest.mark.parametrize("value", ["false", 0, 1, "true"])
+def test_a_keyword_that_is_not_a_bool_is_refused(run: Run, keyword: str, value: object) -> None:
+    """``instrument(spans="false")`` is a TypeError naming the keyword, never read as true.
+
+    The listener in place is kept: nothing changes when the new one cannot be made.
+    """
+    before = instrument(run.tracer_provider, run.meter_provider)
+    with pytest.raises(TypeError, match=rf"\b{keyword}\b.*a bool"):
+        instrument(run.tracer_provider, run.meter_provider, **{keyword: value})
+    assert current_listener() is before
+    assert before.active

@@ -123,6 +123,33 @@ async def test_exception_message_only_with_record_messages(otel, scripted, runne
     assert span.status.description == "secret detail"
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this error fails")
+
+
+def _unprintable() -> None:
+    raise _Unprintable
+
+
+async def test_an_error_whose_message_cannot_be_read_still_ends_its_span(otel, scripted, runner, driver):
+    """With record_messages, an exception whose str() raises still ends the span as ERROR.
+
+    The failure to read the message is telemetry's own error: counted, never left as an open
+    span (which no exporter would ever see).
+    """
+    listener = instrument(otel.tracer_provider, otel.meter_provider, record_messages=True)
+    pipeline = scripted("op")
+    with pytest.raises(_Unprintable):
+        await runner(pipeline, driver, _unprintable)
+    span = otel.span("op")
+    assert span.end_time is not None
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"].endswith("_Unprintable")
+    assert listener.errors == 1
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
 async def test_attempt_spans_are_children_with_attempt_number(otel):
     """Attempt scopes become child spans carrying the attempt number; a failed one is ERROR."""
     source = TelemetrySource("retry", "r", "op")
