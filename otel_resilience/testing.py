@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from otel_resilience.engine.events import HUB, Event, EventArgs, TelemetryHub, TelemetrySource
 from otel_resilience.engine.step import Step
+from otel_resilience.engine.validation import check_number
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -53,7 +53,11 @@ class FakeClock:
     :attr:`sleeps`; ``sleep`` also yields to the event loop once, as a real sleep would.
 
     Args:
-        start: The initial time in seconds.
+        start: The initial time in seconds (a finite number).
+
+    Raises:
+        TypeError: ``start`` is not a number (a ``bool`` is not one).
+        ValueError: ``start`` is not finite.
 
     Attributes:
         sleeps: Every duration slept, in order.
@@ -63,18 +67,24 @@ class FakeClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._lock = threading.Lock()
-        self._now = float(start)
+        self._now = check_number("FakeClock", "start", start)
         self.sleeps: list[float] = []
 
     def now(self) -> float:
         """Return the current fake time."""
         return self._now
 
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r}, sleeps={len(self.sleeps)})"
+
     def advance(self, seconds: float) -> None:
-        """Move the time forward by ``seconds`` (must be finite and >= 0)."""
-        if not (seconds >= 0 and math.isfinite(seconds)):
-            msg = f"FakeClock.advance needs a finite number of seconds >= 0, got {seconds!r}"
-            raise ValueError(msg)
+        """Move the time forward by ``seconds``.
+
+        Raises:
+            TypeError: ``seconds`` is not a number.
+            ValueError: ``seconds`` is negative or not finite.
+        """
+        seconds = check_number("FakeClock.advance", "seconds", seconds, minimum=0.0)
         with self._lock:
             self._now += seconds
 

@@ -139,3 +139,34 @@ def test_the_decorator_under_staticmethod_and_classmethod_works() -> None:
 
     assert Service.double(2) == Service().double(2) == 4
     assert Service.named("!") == Service().named("!") == "Service!"
+
+
+class BrokenName:
+    """A callable whose ``__qualname__`` raises when read."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "__qualname__":
+            raise RuntimeError("no qualname")
+        raise AttributeError(name)
+
+    def __call__(self) -> str:
+        return "ok"
+
+
+def test_a_callable_whose_metadata_cannot_be_read_is_refused_alike_by_every_decorator(
+    every_decorator: dict[str, Decorator], manager: ResilienceManager
+) -> None:
+    """Every decorator refuses it with the same TypeError, naming what could not be read.
+
+    A pattern's ``protect`` and ``@retry`` did; a policy handle's, a key's and ``@resilient`` with
+    a named config let the RuntimeError out of ``functools.wraps``.
+    """
+    named = resilient(ResilienceConfig(name="named-broken"), manager=manager)
+    for name, decorate in {**every_decorator, "resilient(named)": named}.items():
+        if name == "resilient":  # unnamed: the policy is named after the function, refused earlier
+            continue
+        with pytest.raises(
+            TypeError, match=r"metadata .* cannot be read to decorate it: RuntimeError: no qualname"
+        ):
+            decorate(BrokenName())
+            pytest.fail(f"{name} decorated it")

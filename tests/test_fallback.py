@@ -616,6 +616,33 @@ def test_sync_driver_refuses_async_parts_before_calling(config: FallbackConfig, 
     assert handler.get_stats() == ZERO_STATS
 
 
+@pytest.mark.parametrize(
+    ("config", "part"),
+    [
+        (FallbackConfig(ALTERNATIVE, fallback_function=_afn), "fallback_function"),
+        (FallbackConfig(CACHED, cache_key="k", cache_service=AsyncMemoryCache()), r"cache_service\.get"),
+    ],
+)
+async def test_protect_refuses_a_sync_function_when_a_part_is_async(
+    config: FallbackConfig, part: str
+) -> None:
+    """``protect`` refuses, when it decorates, a plain function that no call could run, as retry does.
+
+    It was accepted, and every call of the wrapper then raised the same TypeError; an async
+    function is still protected.
+    """
+    handler = FallbackHandler(config)
+    primary = Failing(OSError())
+    with pytest.raises(TypeError, match=rf"{part} is a coroutine function"):
+        handler.protect(primary)
+    assert handler.get_stats() == ZERO_STATS
+
+    async def fetch() -> str:
+        return "ok"
+
+    assert await handler.protect(fetch)() == "ok"
+
+
 def test_sync_fallback_returning_an_awaitable_is_a_fallback_failure() -> None:
     """In the sync driver a fallback that returns an awaitable fails with TypeError (chained)."""
     original = OSError("primary")

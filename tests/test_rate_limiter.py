@@ -520,3 +520,16 @@ def test_per_key_validates_its_arguments(clock):
         RateLimiter.per_key("k", config, clock=object())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         RateLimiter.per_key("k", config).for_key([])  # type: ignore[arg-type]
+
+
+def test_an_unhashable_key_is_refused_naming_the_key(clock: FakeClock) -> None:
+    """``for_key([])`` names ``KeyedRateLimiter.for_key.key``, as a policy handle's ``for_key`` does.
+
+    It let out the dict's bare "unhashable type: 'list'", naming neither the method nor the key.
+    """
+    per_key = RateLimiter.per_key("unhashable", RateLimiterConfig(rate=1.0), clock=clock)
+    with pytest.raises(
+        TypeError, match=r"^KeyedRateLimiter\.for_key\.key must be hashable, got \[\] \(list\)"
+    ):
+        per_key.for_key([])  # type: ignore[arg-type]
+    assert len(per_key) == 0

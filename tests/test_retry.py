@@ -1140,15 +1140,15 @@ async def test_retry_async_and_retry_sync_pass_arguments_through(clock: FakeCloc
 async def test_a_non_callable_function_is_refused_at_once(clock: FakeClock) -> None:
     """Every entry point raises TypeError for a non-callable before anything else happens."""
     r = Retry("dep", clock=clock)
-    with pytest.raises(TypeError, match="needs a callable"):
+    with pytest.raises(TypeError, match=r"Retry\.execute\.fn must be callable"):
         await r.execute(42)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="needs a callable"):
+    with pytest.raises(TypeError, match=r"Retry\.execute_sync\.fn must be callable"):
         r.execute_sync("fn")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="needs a callable"):
+    with pytest.raises(TypeError, match=r"Retry\.protect\.fn must be callable"):
         r.protect(None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="needs a callable"):
+    with pytest.raises(TypeError, match=r"retry_async\.fn must be callable"):
         await retry_async(42, clock=clock)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="needs a callable"):
+    with pytest.raises(TypeError, match=r"retry_sync\.fn must be callable"):
         retry_sync(42, clock=clock)  # type: ignore[arg-type]
     assert r.get_stats()["executions"] == 0
 
@@ -1317,10 +1317,10 @@ class _BrokenQualname:
 
 
 def test_non_callable_with_a_broken_repr_gets_a_clear_type_error() -> None:
-    """A non-callable fn whose __repr__ raises still gets the 'needs a callable' TypeError."""
+    """A non-callable fn whose __repr__ raises still gets the 'must be callable' TypeError."""
     with pytest.raises(
         TypeError,
-        match=r"retry_sync needs a callable fn, got <.*_BrokenRepr object at 0x[0-9a-f]+> \(its repr raised\)",
+        match=r"retry_sync\.fn must be callable, got <.*_BrokenRepr object at 0x[0-9a-f]+> \(its repr raised\)",
     ):
         retry_sync(_BrokenRepr())  # type: ignore[arg-type]
 

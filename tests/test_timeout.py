@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from support import run_threads
@@ -541,6 +542,22 @@ def test_scope_helpers_reject_bad_budgets(seconds: float) -> None:
         fail_after(seconds)
     with pytest.raises(ValueError, match=r"move_on_after\.seconds"):
         move_on_after(seconds)
+
+
+@pytest.mark.parametrize("make", [fail_after, move_on_after], ids=["fail_after", "move_on_after"])
+def test_scope_helpers_reject_a_bad_clock_or_operation_when_made(make: Any) -> None:
+    """A clock that is no Clock, or an operation that is no name, is refused when the scope is made.
+
+    Both were taken as given: the clock failed with an AttributeError only once the block was
+    entered, and a non-str operation ended up in the timeout's message and telemetry.
+    """
+    name = make.__name__
+    with pytest.raises(TypeError, match=rf"{name}\.clock must be a Clock"):
+        make(1.0, clock=1)
+    with pytest.raises(TypeError, match=rf"{name}\.operation must be a str, got 1 \(int\)"):
+        make(1.0, operation=1)
+    with pytest.raises(ValueError, match=rf"{name}\.operation must be a non-empty name"):
+        make(1.0, operation=" ")
 
 
 async def test_callee_that_swallows_its_cancellation_returns_its_value() -> None:

@@ -6,7 +6,16 @@ import inspect
 
 import pytest
 
-from otel_resilience import CircuitBreaker, ResilienceConfig, ResilienceManager, resilient
+from otel_resilience import (
+    CircuitBreaker,
+    ResilienceConfig,
+    ResilienceManager,
+    Retry,
+    resilient,
+    retry,
+    retry_async,
+    retry_sync,
+)
 from otel_resilience.testing import FakeClock
 
 
@@ -71,6 +80,10 @@ async def fetch() -> int:
         "handle.protect",
         "resilient",
         "breaker.call",
+        "retry_async",
+        "retry_sync",
+        "Retry.execute",
+        "retry",
     ],
 )
 async def test_a_coroutine_given_for_its_function_says_to_pass_the_function(
@@ -78,8 +91,8 @@ async def test_a_coroutine_given_for_its_function_says_to_pass_the_function(
 ) -> None:
     """``execute(fetch())`` names the fix (pass ``fetch``) and closes the coroutine it will never run.
 
-    The message said only "fn must be callable", and the coroutine was left to warn that it was
-    never awaited.
+    The message said only "fn must be callable" (the retry forms: "needs a callable fn"), and the
+    coroutine was left to warn that it was never awaited.
     """
     handle = manager.policy("coroutine-given", ResilienceConfig())
     calls = {
@@ -92,6 +105,10 @@ async def test_a_coroutine_given_for_its_function_says_to_pass_the_function(
         "handle.protect": handle.protect,
         "resilient": resilient(ResilienceConfig(), manager=manager),
         "breaker.call": CircuitBreaker(f"coroutine-given-{run}", clock=clock).call,
+        "retry_async": lambda c: retry_async(c, clock=clock),
+        "retry_sync": lambda c: retry_sync(c, clock=clock),
+        "Retry.execute": Retry(f"coroutine-given-{run}", clock=clock).execute,
+        "retry": retry(clock=clock),
     }
     coroutine = fetch()
     with pytest.raises(TypeError, match=r"fn must be callable \(pass fetch, not fetch\(\): the function"):

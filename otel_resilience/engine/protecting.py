@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from otel_resilience.engine.pipeline import Pipeline
 
-__all__ = ["check_protectable", "is_async_callable", "protect_with", "standalone"]
+__all__ = ["check_protectable", "is_async_callable", "keep_metadata", "protect_with", "standalone"]
 
 
 _STANDALONE_LOCK: Final = fork_safe(threading.Lock())
@@ -117,7 +117,7 @@ def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., An
 
     Raises:
         TypeError: If ``fn`` is an async generator function (see :func:`check_protectable`), or
-            reading its metadata raises (a broken ``__qualname__``, say).
+            reading its metadata raises (see :func:`keep_metadata`).
     """
     check_protectable(pipeline.name, fn)
     wrapper: Callable[..., Any]
@@ -133,11 +133,25 @@ def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., An
             return pipeline.execute_packed_sync(fn, args, kwargs)
 
         wrapper = sync_wrapper
+    return keep_metadata(pipeline.name, wrapper, fn)
+
+
+def keep_metadata(name: str, wrapper: Callable[..., Any], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Return ``wrapper`` with ``fn``'s metadata (``functools.update_wrapper``): every decorator's last step.
+
+    Args:
+        name: The name of the pattern or policy that decorates ``fn`` (shown in the message).
+        wrapper: The wrapper made for ``fn``.
+        fn: The decorated function.
+
+    Raises:
+        TypeError: Reading ``fn``'s metadata raised (a broken ``__qualname__``, say).
+    """
     try:
         return functools.update_wrapper(wrapper, fn)
     except Exception as error:
         msg = (
-            f"{pipeline.name!r}: fn's metadata (__name__, __qualname__, __doc__ ...) cannot be "
+            f"{name!r}: fn's metadata (__name__, __qualname__, __doc__ ...) cannot be "
             f"read to decorate it: {type(error).__name__}: {error}"
         )
         raise TypeError(msg) from error

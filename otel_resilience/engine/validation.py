@@ -29,6 +29,7 @@ __all__ = [
     "check_duration",
     "check_error_selector",
     "check_exception_types",
+    "check_hashable",
     "check_int",
     "check_name",
     "check_number",
@@ -168,6 +169,14 @@ def check_name(owner: str, field: str, value: object) -> str:
     if not value.strip():
         raise fail(owner, field, "a non-empty name", value)
     return value
+
+
+def check_hashable(owner: str, field: str, value: object) -> None:
+    """Refuse a ``value`` that cannot be hashed (a key) with a ``TypeError`` naming the field."""
+    try:
+        hash(value)
+    except TypeError:
+        raise fail(owner, field, "hashable", value, kind=TypeError) from None
 
 
 def check_callable(owner: str, field: str, value: object, *, optional: bool = False) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar, overload
@@ -10,7 +9,7 @@ from typing import Any, Final, ParamSpec, TypeVar, overload
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.protecting import check_protectable, is_async_callable
+from otel_resilience.engine.protecting import check_protectable, is_async_callable, keep_metadata
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.core import _GONE, ResilienceManager
@@ -129,16 +128,14 @@ def _bind(
     if is_async_callable(fn):
         async_fn: Callable[..., Awaitable[Any]] = fn
 
-        @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             pipeline = entry.pipeline if entry.live else lookup()
             return await pipeline.execute_packed(async_fn, args, kwargs)
 
-        return async_wrapper  # type: ignore[return-value]
+        return keep_metadata(name, async_wrapper, fn)
 
-    @functools.wraps(fn)
     def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         pipeline = entry.pipeline if entry.live else lookup()
         return pipeline.execute_packed_sync(fn, args, kwargs)
 
-    return sync_wrapper
+    return keep_metadata(name, sync_wrapper, fn)

@@ -34,12 +34,12 @@ from otel_resilience.engine.events import (
     error_type_name,
 )
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.protecting import check_protectable, is_async_callable
+from otel_resilience.engine.protecting import check_protectable, is_async_callable, keep_metadata
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import POLICIES, namesakes_expected
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, weak_callback
-from otel_resilience.engine.validation import check_int, fail
+from otel_resilience.engine.validation import check_hashable, check_int, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import KeyState, Spec, build, reconfigure, retire
 from otel_resilience.manager.ledger import Ledger
@@ -284,10 +284,7 @@ class PolicyHandle(_Runs):
         """
         if key is None:
             raise fail("PolicyHandle.for_key", "key", "a hashable value other than None", key, kind=TypeError)
-        try:
-            hash(key)
-        except TypeError:
-            raise fail("PolicyHandle.for_key", "key", "hashable", key, kind=TypeError) from None
+        check_hashable("PolicyHandle.for_key", "key", key)
         return KeyedPolicyView(self, key)
 
     def _enter_state(self) -> KeyState:
@@ -539,7 +536,7 @@ def protect(name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner:
             return run_sync(enter(), fn, args, kwargs)
 
         wrapper = sync_wrapper
-    return functools.update_wrapper(wrapper, fn)
+    return keep_metadata(name, wrapper, fn)
 
 
 def report_failure(

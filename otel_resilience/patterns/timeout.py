@@ -54,14 +54,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
 from otel_resilience.engine.facade import Link, Pattern, verb
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Action, Answer
-from otel_resilience.engine.validation import check_duration, fail
+from otel_resilience.engine.validation import check_duration, check_name, fail
 from otel_resilience.errors import OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -340,12 +340,19 @@ def fail_after(
         The deadline scope (single-use); its ``expired`` attribute tells whether it fired.
 
     Raises:
-        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``.
+        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``, or ``operation`` is empty.
+        TypeError: If ``clock`` is not a clock or ``operation`` not a ``str``.
         OperationTimeoutError: On exit from the block, when its own deadline passed.
         RuntimeError: When the returned scope is entered a second time.
     """
-    budget = check_duration("fail_after", "seconds", seconds, allow_zero=True)
-    return AsyncDeadline(clock, budget, operation, "total")
+    return _scope("fail_after", seconds, clock, operation)
+
+
+def _scope(owner: str, seconds: object, clock: object, operation: object) -> AsyncDeadline:
+    """Return the deadline of ``owner`` (fail_after or move_on_after), its arguments checked."""
+    budget = check_duration(owner, "seconds", seconds, allow_zero=True)
+    name = check_name(owner, "operation", operation)
+    return AsyncDeadline(check_clock(owner, clock), budget, name, "total")
 
 
 class MoveOnAfter:
@@ -402,8 +409,8 @@ def move_on_after(
         The scope (single-use); read :attr:`MoveOnAfter.expired` after the block.
 
     Raises:
-        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``.
+        ValueError: If ``seconds`` is negative or above ``MAX_DURATION``, or ``operation`` is empty.
+        TypeError: If ``clock`` is not a clock or ``operation`` not a ``str``.
         RuntimeError: When the returned scope is entered a second time.
     """
-    budget = check_duration("move_on_after", "seconds", seconds, allow_zero=True)
-    return MoveOnAfter(AsyncDeadline(clock, budget, operation, "total"))
+    return MoveOnAfter(_scope("move_on_after", seconds, clock, operation))

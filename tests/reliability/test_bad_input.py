@@ -511,9 +511,9 @@ def non_callable_calls() -> dict[str, tuple[Callable[[], Any], str]]:
             lambda: manager.execute_with_resilience(anything, {"timeout": 1}),
             r"ResilienceManager\.config",
         ),
-        "retry.execute": (lambda: retry.execute(None), r"Retry\.execute needs a callable fn"),
-        "retry_async": (lambda: retry_async(None), r"retry_async needs a callable fn"),
-        "retry_sync": (lambda: retry_sync(1), r"retry_sync needs a callable fn"),
+        "retry.execute": (lambda: retry.execute(None), r"Retry\.execute\.fn must be callable"),
+        "retry_async": (lambda: retry_async(None), r"retry_async\.fn must be callable"),
+        "retry_sync": (lambda: retry_sync(1), r"retry_sync\.fn must be callable"),
         "fallback": (
             lambda: handler.execute_with_fallback(None),
             r"FallbackHandler\.execute_with_fallback\.fn",
@@ -671,9 +671,9 @@ def test_a_sync_bulkhead_waits_with_the_longest_timeout_and_refuses_a_longer_one
 async def test_a_non_callable_whose_repr_raises_is_refused_naming_fn() -> None:
     """Retry's non-callable error shows a value whose repr raises by its type, not by its repr's error."""
     pattern = (
-        r"Retry\.execute needs a callable fn, got <.*Unprintable object at 0x[0-9a-f]+> \(its repr raised\)"
+        r"Retry\.execute\.fn must be callable, got <.*Unprintable object at 0x[0-9a-f]+> \(its repr raised\)"
     )
     with pytest.raises(TypeError, match=pattern):
         await Retry("r").execute(Unprintable())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"retry_sync needs a callable fn, got <.*\(its repr raised\)"):
+    with pytest.raises(TypeError, match=r"retry_sync\.fn must be callable, got <.*\(its repr raised\)"):
         retry_sync(Unprintable())  # type: ignore[arg-type]

@@ -57,6 +57,7 @@ from otel_resilience.engine.step import Step
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.telemetry import OtelListener, instrument
 from otel_resilience.telemetry.histograms import InProcessHistogram
+from otel_resilience.testing import FakeClock
 
 
 class Audit(Step):
@@ -296,3 +297,51 @@ def check_http_clients() -> None:
     ResilientTransport(handle)
     AsyncResilientTransport(ResilienceConfig(timeout=timedelta(seconds=5)))
     ResilientTransport(RetryPolicy())  # type: ignore[arg-type]
+
+
+class Service:
+    """Methods decorated by each form keep their types, bound or not."""
+
+    breaker = CircuitBreaker("typing-methods")
+
+    @breaker.protect
+    async def fetch(self, user_id: int) -> str:
+        return str(user_id)
+
+    @resilient()
+    def fetch_sync(self, user_id: int) -> str:
+        return str(user_id)
+
+    @staticmethod
+    @retry()
+    def parse(text: str) -> int:
+        return int(text)
+
+    @classmethod
+    @Bulkhead("typing-methods").protect
+    async def build(cls, size: int) -> Service:
+        return cls()
+
+
+async def check_every_protect_and_block() -> None:
+    """Every pattern's ``protect`` keeps an async function async and typed; the block forms type-check."""
+    clock = FakeClock(0.0)
+    fallback = FallbackHandler(FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="x"))
+    a: str = await Bulkhead("typing").protect(fetch)(1)
+    b: str = await TimeoutHandler(timeout=1.0).protect(fetch)(2)
+    c: str = await fallback.protect(fetch)(3)
+    d: str = await ErrorRecoverySystem(clock=clock).protect(fetch)(4)
+    e: str = Bulkhead("typing").protect(fetch_sync)(5)
+    service = Service()
+    f: str = await service.fetch(6) + service.fetch_sync(7)
+    g: int = Service.parse("8")
+    built: Service = await Service.build(9)
+    await service.fetch("6")  # type: ignore[arg-type]
+    Service.parse(8)  # type: ignore[arg-type]
+    with CircuitBreaker("typing").guard():
+        pass
+    async with Bulkhead("typing").slot():
+        pass
+    async with RateLimiter("typing", RateLimiterConfig(rate=1.0)).guard():
+        pass
+    print(a, b, c, d, e, f, g, built, clock.now())

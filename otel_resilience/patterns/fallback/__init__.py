@@ -54,7 +54,8 @@ Decisions:
   methods (an awaitable result is awaited). The sync driver cannot await: an async one among
   them (a coroutine function, or an object whose ``__call__`` is one) is detected when the
   handler is built and every sync call is refused at once with
-  ``TypeError``, before the protected call runs; an awaitable that only shows up at call time
+  ``TypeError``, before the protected call runs (``protect`` refuses a plain function when it
+  decorates it, as retry does for an async ``on_retry``); an awaitable that only shows up at call time
   is closed and reported as that function's failure (for a cache, as a cache error).
 * **Outcome.** When a fallback answers, the execution's outcome is
   :attr:`~otel_resilience.engine.events.Outcome.FALLBACK`, and ``fallback_used`` is reported
@@ -68,11 +69,12 @@ Decisions:
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.validation import fail
 from otel_resilience.patterns.fallback._config import (
     DEFAULT_HANDLE_EXCEPTIONS,
@@ -82,6 +84,9 @@ from otel_resilience.patterns.fallback._config import (
     FallbackStrategy,
 )
 from otel_resilience.patterns.fallback._step import KIND, FallbackCore, FallbackStep
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_HANDLE_EXCEPTIONS",
@@ -121,6 +126,11 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep], kind=KIND):
 
     def _link(self, telemetry: StrategyTelemetry) -> FallbackStep:
         return FallbackStep(self._core, self.clock, telemetry)
+
+    def _check_protectable(self, fn: Callable[..., Any]) -> None:
+        """Refuse a sync function while a fallback function or cache method is async (no call could run)."""
+        if self._core.sync_blocker is not None and not is_async_callable(fn):
+            raise self._core.sync_refused()
 
     execute_with_fallback = verb(
         Pattern.run,

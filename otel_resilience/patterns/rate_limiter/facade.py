@@ -18,7 +18,7 @@ from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.engine.store import BoundedStore
-from otel_resilience.engine.validation import check_name, fail
+from otel_resilience.engine.validation import check_hashable, check_name, fail
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, new_rules
 from otel_resilience.patterns.rate_limiter.step import _ClusterRateLimiterStep, _RateLimiterStep
@@ -268,6 +268,7 @@ class KeyedRateLimiter(Generic[K]):
         Raises:
             TypeError: ``key`` is not hashable.
         """
+        check_hashable("KeyedRateLimiter.for_key", "key", key)
         keys = self._keys
         if self._config.store is None:
             limiter, _ = keys.get_or_add(key, self._new)

@@ -6,12 +6,13 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
+from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.validation import check_callable, check_name, describe, fail
+from otel_resilience.engine.validation import check_callable, check_name, fail
 from otel_resilience.patterns.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
 from otel_resilience.patterns.retry.stats import RetryStats
 from otel_resilience.patterns.retry.step import _RetryCore, _RetryStep
@@ -31,11 +32,6 @@ def _name_of(fn: Callable[..., Any]) -> str:
     if isinstance(name, str) and name.strip():
         return name
     return type(fn).__qualname__
-
-
-def _not_callable(owner: str, fn: object) -> TypeError:
-    """Build the error for a non-callable ``fn``."""
-    return TypeError(f"{owner} needs a callable fn, got {describe(fn)} ({type(fn).__name__})")
 
 
 _RETURNS: Final = "The first accepted result (or the last result, if results were retried to the end)."
@@ -106,9 +102,6 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
         with self._core.lock:
             return self._core.stats.as_dict()
 
-    def _not_callable(self, verb: str, fn: object) -> TypeError:
-        return _not_callable(f"Retry.{self._verbs.get(verb, verb)}", fn)
-
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse a sync function while ``on_retry`` is async (after an async generator function)."""
         check_protectable(self.name, fn)
@@ -169,7 +162,7 @@ async def retry_async(
         Exception: The last error, re-raised as is (with a note) when retrying stopped.
     """
     if not callable(fn):
-        raise _not_callable("retry_async", fn)
+        raise not_callable("retry_async", fn)
     return await _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed(fn, args, kwargs)
 
 
@@ -204,7 +197,7 @@ def retry_sync(
         Exception: The last error, re-raised as is (with a note) when retrying stopped.
     """
     if not callable(fn):
-        raise _not_callable("retry_sync", fn)
+        raise not_callable("retry_sync", fn)
     return _one_shot(fn, policy, on_retry, clock, rng)._pipeline.execute_packed_sync(fn, args, kwargs)
 
 
@@ -259,7 +252,7 @@ class _RetryDecorator:
         name = self._name if self._name is not None else _name_of(fn)
         check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
-            raise _not_callable("retry", fn)
+            raise not_callable("retry", fn)
         return Retry(name, **self._options).protect(fn)
 
 
