@@ -64,7 +64,8 @@ class _BulkheadStep(Link[BulkheadConfig]):
             if telemetry.hub.event_listeners:  # nobody listening: not even the call of report()
                 telemetry.report(_CALL_REJECTED, _FULL_EVENT)
             core = self._core
-            return Rejected(self._full_error(self.name, core.max_concurrent, core.max_waiting))
+            make = self._full_error  # read, then called: a call of the attribute is a slow look-up
+            return Rejected(make(self.name, core.max_concurrent, core.max_waiting))
         return got  # the waiter (no typing.cast: a call at run time, on every queued call)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:  # noqa: ARG002

@@ -275,16 +275,17 @@ class _BreakerCore:
         :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
         """
         permit = self._permit
+        make = permit.open_error  # read, then called: a call of the attribute is a slow look-up
         if permit.state is _HALF_OPEN:
             settings = self.settings
             wait = settings.max_half_open_wait
             if wait is None:  # a failed probe reopens it: the opening after this period's
                 reopening = settings.open_seconds(self.name, permit.reopens + 2, report=False)
-                return permit.open_error(self.name, _HALF_OPEN_VALUE, reopening)
+                return make(self.name, _HALF_OPEN_VALUE, reopening)
             left = permit.probe_started + wait - self._clock.now()
-            return permit.open_error(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
+            return make(self.name, _HALF_OPEN_VALUE, max(left, _SHORTEST_WAIT))
         remaining = permit.opened_until - self._clock.now()
-        return permit.open_error(self.name, _OPEN_VALUE, max(0.0, remaining))
+        return make(self.name, _OPEN_VALUE, max(0.0, remaining))
 
     def reject_open(self, permit: Permit) -> float:
         """Reject (and count) a call while OPEN before its timer elapsed, reading the clock once.

@@ -80,7 +80,8 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         permit = core._permit
         if permit.state is not _CLOSED:  # CLOSED admits without a call (as try_acquire does)
             if permit.state is _OPEN and (remaining := core.reject_open(permit)) > 0.0:
-                error = permit.open_error(core.name, _OPEN_VALUE, remaining)
+                make = permit.open_error  # read, then called: a call of the attribute is a slow look-up
+                error = make(core.name, _OPEN_VALUE, remaining)
                 return Rejected(self.report_rejection(error, _REJECT_OPEN))
             admitted = core.try_acquire()
             if admitted is None:

@@ -82,7 +82,8 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
             telemetry = self._telemetry
             if telemetry.hub.event_listeners:
                 telemetry.report(_CALL_REJECTED, _REJECTED_EVENT)
-            return Rejected(self._error(self.name, got))
+            make = self._error  # read, then called: a call of the attribute is a slow look-up
+            return Rejected(make(self.name, got))
         return _Waiting(self, got, since)
 
     def get_stats(self) -> RateLimiterStatsDict:
