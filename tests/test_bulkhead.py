@@ -1274,3 +1274,27 @@ async def test_the_shared_empty_queue_and_offers_stay_empty_and_unshared() -> No
     assert idle._core._offered is _NO_OFFERS
     assert len(_NO_QUEUE) == 0
     assert len(_NO_OFFERS) == 0
+
+
+def test_a_resize_that_hands_new_slots_to_waiters_raises_peak_active() -> None:
+    """Waiters admitted by a live resize to a larger limit count in ``peak_active`` as any admission does."""
+    bulkhead = Bulkhead("grown-peak", BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=5.0))
+    holder = bulkhead.slot()
+    holder.__enter__()
+    gate = threading.Event()
+    threads = [threading.Thread(target=bulkhead.execute_sync, args=(gate.wait, 5.0)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        until_sync(lambda: bulkhead.stats.waiting == 2)
+        bulkhead._reconfigure(BulkheadConfig(max_concurrent=3, max_waiting=5, timeout=5.0))
+        until_sync(lambda: bulkhead.stats.waiting == 0)
+        stats = bulkhead.get_stats()
+        assert stats["active"] == 3
+        assert stats["peak_active"] == 3
+    finally:
+        gate.set()
+        holder.__exit__(None, None, None)
+        for thread in threads:
+            thread.join(5)
+    assert bulkhead.get_stats()["completed"] == 3

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
@@ -52,6 +53,7 @@ from otel_resilience.errors import (
     RateLimitedError,
 )
 from otel_resilience.manager import PolicyHandle, ResilienceConfig, ResilienceManager, get_resilience_manager
+from otel_resilience.manager.decorator import check_manager
 from otel_resilience.manager.policy import check_config
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
@@ -165,11 +167,12 @@ def resilience_policy(
         manager: The manager (default: the process-wide one, looked up per request).
 
     Raises:
-        TypeError: ``config`` is not a ResilienceConfig.
+        TypeError: ``config`` is not a ResilienceConfig, or ``manager`` not a ResilienceManager.
         ValueError: ``name`` is empty, or ``config`` is named otherwise or has an extra strategy
             given as a ``Step`` instance (a policy needs a factory).
     """
     check_name("resilience_policy", "name", name)
+    check_manager("resilience_policy", manager)
     if config is not None:
         check_config(name, config, "resilience_policy")
     made: list[tuple[ResilienceManager, PolicyHandle]] = []
@@ -201,12 +204,34 @@ class _InnerPolicyError(Exception):
 
     The pipeline counts what it sees by type: the app's own ``BulkheadFullError`` would count
     as a rejection of the middleware's policy. Carried in this plain error it counts as a failure
-    of the app, as any error of the app does; the middleware then raises the original.
+    of the app, as any error of the app does (named in telemetry as the error carried: see
+    :func:`_carry`); the middleware then raises the original.
     """
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(f"{type(error).__name__}: {error}")
         self.error = error
+
+
+_CARRIERS: Final[weakref.WeakKeyDictionary[type[BaseException], type[_InnerPolicyError]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The carrier class of each error type the app raised (:func:`_carry`), kept while that type lives."""
+
+
+def _carry(error: BaseException) -> _InnerPolicyError:
+    """Return ``error`` in a carrier named as its type, so that the execution's ``error.type`` is the app's.
+
+    Telemetry names an error by its type's module and qualified name: a carrier class of that
+    name (a subclass of :class:`_InnerPolicyError`, so a failure) reports the error the app
+    raised, never this module's wrapper.
+    """
+    kind = type(error)
+    carrier = _CARRIERS.get(kind)
+    if carrier is None:
+        names = {"__module__": kind.__module__, "__qualname__": kind.__qualname__, "__slots__": ()}
+        carrier = _CARRIERS[kind] = type(kind.__name__, (_InnerPolicyError,), names)
+    return carrier(error)
 
 
 class LoadSheddingMiddleware:
@@ -245,7 +270,8 @@ class LoadSheddingMiddleware:
         rate_limiter: The middleware's :class:`~otel_resilience.RateLimiter`, or ``None``.
 
     Raises:
-        ValueError: Neither a bulkhead nor a rate limiter is given.
+        TypeError: ``name`` is not a str, or ``manager`` not a ResilienceManager.
+        ValueError: Neither a bulkhead nor a rate limiter is given, or ``name`` is empty.
     """
 
     def __init__(
@@ -259,6 +285,8 @@ class LoadSheddingMiddleware:
     ) -> None:
         if bulkhead is None and rate_limiter is None:
             raise fail("LoadSheddingMiddleware", "bulkhead", "given (or rate_limiter)", bulkhead)
+        check_name("LoadSheddingMiddleware", "name", name)
+        check_manager("LoadSheddingMiddleware", manager)
         self.app = app
         self.config = ResilienceConfig(
             name=name, bulkhead_config=bulkhead, rate_limiter=rate_limiter, record_duration=False
@@ -294,4 +322,4 @@ class LoadSheddingMiddleware:
         try:
             await self.app(scope, receive, send)
         except (ExecutionRejectedError, OperationTimeoutError) as error:
-            raise _InnerPolicyError(error) from None
+            raise _carry(error) from None

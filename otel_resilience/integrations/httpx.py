@@ -160,7 +160,7 @@ class _Wrapping(HttpIntegration, Generic[T]):
         manager: The manager keeping breakers and bulkheads (default: the process-wide one).
 
     Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+        TypeError: ``policy``, ``options`` or ``manager`` has the wrong type.
     """
 
     _default: ClassVar[type[Any]]

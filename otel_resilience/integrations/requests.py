@@ -46,7 +46,16 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
-    """Allow (or, with ``False``, forbid) retrying ``request`` whatever its method; return it."""
+    """Allow (or, with ``False``, forbid) retrying ``request`` whatever its method; return it.
+
+    Raises:
+        TypeError: ``request`` is not a ``PreparedRequest`` (an unprepared ``requests.Request``
+            would lose the mark when prepared), or ``retryable`` is not a bool.
+    """
+    if not isinstance(request, requests.PreparedRequest):
+        raise fail("mark_retryable", "request", "a requests.PreparedRequest", request, kind=TypeError)
+    if not isinstance(retryable, bool):
+        raise fail("mark_retryable", "retryable", "a bool", retryable, kind=TypeError)
     setattr(request, _MARK, retryable)
     return request
 

@@ -33,6 +33,7 @@ from otel_resilience.integrations.http import (
     http_config,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
+from otel_resilience.manager.decorator import check_manager
 
 __all__ = ["HttpIntegration", "HttpPolicy", "Sent", "aclose_dropped", "close_dropped", "record_send"]
 
@@ -66,7 +67,7 @@ class HttpPolicy:
         failure_statuses: The statuses that are failures (``options.failure_statuses``).
 
     Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+        TypeError: ``policy``, ``options`` or ``manager`` has the wrong type.
         ValueError: ``policy`` is a handle that would send a request twice where HTTP forbids
             it, or a config whose name (``"http"`` when unnamed) is the manager's policy of
             another config: clients whose configs differ need a name each (raised at the first
@@ -102,6 +103,7 @@ class HttpPolicy:
             )
         if options is not None and not isinstance(options, HttpOptions):
             raise fail("HttpPolicy", "options", "an HttpOptions or None", options, kind=TypeError)
+        check_manager("HttpPolicy", manager)
         self.policy = policy
         self.options = options = options or _DEFAULT_OPTIONS
         self.failure_statuses = options.failure_statuses
@@ -310,7 +312,7 @@ class HttpIntegration:
             ``pool_connections``, ``pool_maxsize``...; none for the others).
 
     Raises:
-        TypeError: ``policy`` or ``options`` has the wrong type.
+        TypeError: ``policy``, ``options`` or ``manager`` has the wrong type.
         ValueError: ``policy`` is a handle whose retry policy lacks the HTTP rule, or it hedges
             and the client is sync (hedging is async only).
     """

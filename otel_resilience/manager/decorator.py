@@ -15,7 +15,7 @@ from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.core import _GONE, ResilienceManager
 from otel_resilience.manager.keys import policy_name
 
-__all__ = ["get_resilience_manager", "resilient"]
+__all__ = ["check_manager", "get_resilience_manager", "resilient"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,6 +101,16 @@ def resilient(
     return decorate
 
 
+def check_manager(owner: str, manager: object) -> None:
+    """Refuse a ``manager`` argument of ``owner`` that is neither a ResilienceManager nor ``None``.
+
+    Raises:
+        TypeError: Naming ``owner.manager``, at construction (not an ``AttributeError`` later).
+    """
+    if manager is not None and not isinstance(manager, ResilienceManager):
+        raise fail(owner, "manager", "a ResilienceManager or None", manager, kind=TypeError)
+
+
 def _check_arguments(config: object, manager: object) -> None:
     """Refuse a ``config`` or ``manager`` of ``resilient`` that is not one, naming the argument."""
     if config is not None and not isinstance(config, ResilienceConfig):
@@ -108,8 +118,7 @@ def _check_arguments(config: object, manager: object) -> None:
         if callable(config):  # @resilient written above a function: the function came as the config
             rule += " (write @resilient() or @resilient(config) above the function)"
         raise fail("resilient", "config", rule, config, kind=TypeError)
-    if manager is not None and not isinstance(manager, ResilienceManager):
-        raise fail("resilient", "manager", "a ResilienceManager or None", manager, kind=TypeError)
+    check_manager("resilient", manager)
 
 
 def _bind(

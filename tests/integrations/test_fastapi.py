@@ -182,6 +182,17 @@ def test_load_shedding_needs_a_limit() -> None:
         LoadSheddingMiddleware(FastAPI())
 
 
+def test_a_manager_or_name_of_the_wrong_type_is_refused_naming_the_argument() -> None:
+    """Not a manager: a TypeError naming the argument at construction, not an AttributeError per request."""
+    one_slot = BulkheadConfig(max_concurrent=1)
+    with pytest.raises(TypeError, match=r"LoadSheddingMiddleware\.manager"):
+        LoadSheddingMiddleware(FastAPI(), bulkhead=one_slot, manager="payments")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"resilience_policy\.manager"):
+        resilience_policy("payments", manager=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"LoadSheddingMiddleware\.name"):
+        LoadSheddingMiddleware(FastAPI(), bulkhead=one_slot, name=None)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- the dependency: a policy made elsewhere
 
 
@@ -417,6 +428,40 @@ async def test_a_refusal_the_app_raises_is_not_the_middlewares(otel) -> None:
     }
     assert counts["failure"] == 1
     assert counts.get("rejected", 0) == 0
+
+
+async def test_the_edge_span_names_the_error_the_app_raised(otel) -> None:
+    """The execution's error.type is the app's own error type (as for any error), never an internal wrapper."""
+    app = FastAPI()
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise CircuitOpenError("payments", "open", 5.0)
+
+    @app.get("/slow")
+    async def slow() -> None:
+        raise OperationTimeoutError("payments", 1.0)
+
+    @app.get("/broken")
+    async def broken() -> None:
+        raise ValueError("broken")
+
+    app.add_middleware(LoadSheddingMiddleware, bulkhead=BulkheadConfig(max_concurrent=10), name="edge.types")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for path, error in (
+            ("/refused", CircuitOpenError),
+            ("/slow", OperationTimeoutError),
+            ("/broken", ValueError),
+        ):
+            with pytest.raises(error):
+                await client.get(path)
+    spans = [dict(span.attributes or {}) for span in otel.spans("edge.types")]
+    assert [(attrs["resilience.outcome"], attrs["error.type"]) for attrs in spans] == [
+        ("failure", "otel_resilience.errors.CircuitOpenError"),
+        ("failure", "otel_resilience.errors.OperationTimeoutError"),
+        ("failure", "ValueError"),
+    ]
 
 
 async def test_a_refusal_the_app_raises_mid_stream_is_raised_not_answered() -> None:

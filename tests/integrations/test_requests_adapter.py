@@ -75,6 +75,17 @@ def test_a_post_is_not_retried_unless_marked(server: ScriptedHTTPServer) -> None
     assert server.count("/c") == 2
 
 
+def test_mark_retryable_refuses_what_would_be_lost_or_misread() -> None:
+    """An unprepared Request (its mark would not reach the send) or a non-bool flag is a TypeError."""
+    request = requests.Request("POST", "http://orders.internal/orders", data=b"x")
+    with pytest.raises(TypeError, match=r"mark_retryable\.request must be a requests\.PreparedRequest"):
+        mark_retryable(request)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"mark_retryable\.retryable must be a bool"):
+        mark_retryable(request.prepare(), "false")  # type: ignore[arg-type]
+    prepared = request.prepare()
+    assert mark_retryable(prepared, False) is prepared
+
+
 def test_a_404_neither_retries_nor_opens_the_breaker(server: ScriptedHTTPServer) -> None:
     """A 404 is the caller's mistake: no retry, and a one-failure breaker stays closed."""
     server.script("/a", *[(404, {})] * 3)

@@ -295,6 +295,8 @@ class _BulkheadCore(BulkheadStats):
                     wakes.extend(passed)
                 if self.active < granted:
                     break  # no waiter could take it (their loops do not run): it was freed
+                if granted > self.peak_active:  # noqa: PLR1730 - as _admit_locked: a waiter holds it
+                    self.peak_active = granted
         if wakes:
             wakes.reverse()  # woken from the end: the oldest waiter first
             self._hand_over(wakes)
