@@ -21,8 +21,8 @@ Error                                  Status  Headers
 ``OperationTimeoutError``              504
 =====================================  ======  ===============================================
 
-``Retry-After`` is whole seconds rounded up (at least 1); a breaker forced open (``inf``) gives
-none.
+``Retry-After`` is whole seconds rounded up (at least 1, at most :data:`MAX_RETRY_AFTER`, the
+largest delta-seconds RFC 9111 has caches keep); a breaker forced open (``inf``) gives none.
 
 In a websocket endpoint, the handlers answer a refusal raised before ``accept()`` the same way
 (Starlette's websocket denial response, where the server supports it; else the handshake is
@@ -61,6 +61,7 @@ from otel_resilience.patterns.rate_limiter import RateLimiter, RateLimiterConfig
 
 __all__ = [
     "BULKHEAD_RETRY_AFTER",
+    "MAX_RETRY_AFTER",
     "LoadSheddingMiddleware",
     "Policy",
     "add_exception_handlers",
@@ -69,6 +70,8 @@ __all__ = [
 ]
 
 
+MAX_RETRY_AFTER: Final = 2**31
+"""The largest ``Retry-After`` sent (seconds): a longer wait is written as this (RFC 9111, 1.2.2)."""
 BULKHEAD_RETRY_AFTER: Final = 1
 """The ``Retry-After`` (seconds) of a 503 for a full bulkhead, which cannot know when a slot frees."""
 
@@ -85,7 +88,7 @@ _DENIAL: Final = "websocket.http.response"
 def _retry_after(seconds: float | None) -> dict[str, str]:
     if seconds is None or not math.isfinite(seconds):
         return {}
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+    return {"Retry-After": str(min(MAX_RETRY_AFTER, max(1, math.ceil(seconds))))}
 
 
 def error_response(error: Exception) -> Response:

@@ -50,6 +50,7 @@ def client_of(app: FastAPI) -> httpx.AsyncClient:
         (CircuitOpenError("payments", "open", 2.2), 503, "3"),
         (CircuitOpenError("payments", "forced_open", math.inf), 503, None),
         (RateLimitedError("api", 0.2), 429, "1"),
+        (RateLimitedError("api", 1e300), 429, "2147483648"),  # capped: RFC 9111's largest delta-seconds
         (BulkheadFullError("api", 10, 0), 503, "1"),
         (OperationTimeoutError("payments", 1.0), 504, None),
     ],
