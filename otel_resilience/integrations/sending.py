@@ -25,6 +25,7 @@ from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import (
     _DEFAULT_OPTIONS,
     _RETRYABLE_ERRORS,
+    RETRYABLE,
     FailedResponseError,
     HttpHedgeBudget,
     HttpOptions,
@@ -193,11 +194,17 @@ class HttpPolicy:
         allows, ``False`` forbids; without it the method decides, or the idempotency header
         (with a value: an empty or blank one marks nothing).
         A body that cannot be replayed forbids it whatever the mark.
+
+        Raises:
+            TypeError: ``mark`` is neither a bool nor ``None`` (``"false"`` would read as true
+                and resend a POST).
         """
+        if mark is not None and mark is not True and mark is not False:
+            raise fail("request extension", RETRYABLE, "True, False or absent", mark, kind=TypeError)
         if not body_replayable:
             return False
         if mark is not None:
-            return bool(mark)
+            return mark
         methods = self._methods
         if method in methods or method.upper() in methods:
             return True

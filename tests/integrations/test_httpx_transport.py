@@ -191,6 +191,16 @@ async def test_a_get_marked_not_retryable_is_sent_once(driver: str, server: Scri
     assert server.count("/a") == 1
 
 
+@DRIVERS
+async def test_a_retryable_flag_that_is_not_a_bool_is_refused_before_sending(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """``"false"`` would read as true and resend a POST: the request is refused, never sent."""
+    with pytest.raises(TypeError, match="otel_resilience.retryable"):
+        await Clients(driver, policy()).request("POST", f"{server.url}/a", extensions={RETRYABLE: "false"})
+    assert server.count("/a") == 0
+
+
 async def test_a_streamed_body_is_never_retried(server: ScriptedHTTPServer) -> None:
     """A body from an iterator cannot be replayed: sent once, even when marked retryable."""
     server.script("/a", (503, {}))
