@@ -196,7 +196,7 @@ async def test_a_retryable_flag_that_is_not_a_bool_is_refused_before_sending(
     driver: str, server: ScriptedHTTPServer
 ) -> None:
     """``"false"`` would read as true and resend a POST: the request is refused, never sent."""
-    with pytest.raises(TypeError, match="otel_resilience.retryable"):
+    with pytest.raises(TypeError, match=r"otel_resilience\.retryable"):
         await Clients(driver, policy()).request("POST", f"{server.url}/a", extensions={RETRYABLE: "false"})
     assert server.count("/a") == 0
 
