@@ -19,9 +19,10 @@ pipeline that admits a call early raises it with no exception handler passed) or
 :class:`Hedge` (a ``Wait`` the async driver performs as a race of attempts of the rest of the
 chain, :func:`~otel_resilience.engine.hedge.race`, in place of its one run; the sync driver
 refuses it). All three are found by the one ``issubclass(type(token), Wait)`` check every
-admitted token of a step that may wait gets (:attr:`Step.admit_waits`), so a step that returns
-neither pays nothing for them. A ``Wait`` may give an :class:`Answer` in place of the token: the
-driver returns its value without running the rest of the chain at all (an injected outcome).
+admitted token of a step that may wait gets (:attr:`Step.admit_waits`) unless it is ``None`` (a
+plain admission, never a ``Wait``: no check), so a step that returns neither pays nothing for
+them. A ``Wait`` may give an :class:`Answer` in place of the token: the driver returns its value
+without running the rest of the chain at all (an injected outcome).
 
 The drivers, :meth:`Step.execute` (async) and :meth:`Step.execute_sync`, are the only code that
 sleeps, awaits, opens a deadline scope or calls the protected function. A step class inherits
@@ -92,8 +93,16 @@ _start_async_deadline: Final = AsyncDeadline.__init__
 (:mod:`~otel_resilience.engine.allocation`). The sync scope is no object (:meth:`Step._scoped_sync`)."""
 
 
-_Plan = tuple[int, "Counter | None", "Step | None", "float | None", bool, "Standing"]
-"""What :meth:`Step.settle` records: ``(gate, entries, next, seconds, judges, standing)``.
+_Plan = list[Any]
+"""What :meth:`Step.settle` records, ``[gate, entries, next, run, run_sync, inner, seconds, judges,
+standing]``.
+
+``next`` is the next step (``None`` for the last step, which calls the function itself), ``run``
+and ``run_sync`` the functions that run it, called ``(next, ctx, None, inner)`` with ``inner`` its
+plan: :meth:`Step.execute` and :meth:`Step.execute_sync` themselves (shared by every step: a plan
+holds no object of its own), or, for a class with drivers of its own, a function that calls them
+with the context only. So a driver reads no field of a step of another class (:meth:`Step.settle`).
+A step's plan is one list for its life, filled in place by each ``settle()``: the step before holds it.
 
 ``gate`` says what the driver does before the first run: ``0`` nothing (no :meth:`Step.admit`,
 or the pipeline admitted the step and its token is plain); ``1`` admit, the token is plain;
@@ -188,20 +197,21 @@ class Step:
         self._judges = self._succeeds and self.judges_first_run
         self._early = False  # set by the pipeline this step heads, when it admits the step's calls
         self._inner = False  # set when a pipeline links it inside another step: never admitted early
-        self._plan: _Plan | None = None
+        self._plan: _Plan = []  # filled in place by settle(): the step before this one holds it
         self.standing: Standing = NOT_STANDING
 
     def settle(self) -> _Plan:
         """Record what the drivers read of this step on every run; return it.
 
-        ``(gate, entries, next, seconds, judges, standing)`` (``gate``: what happens before the
-        first run, see :data:`_Plan`; ``next`` ``None`` for the last step, which calls the
-        function itself), read by the drivers in one attribute load: their code is shared by every
-        step class, and a site that loads a field from instances of many classes misses the
-        interpreter's per-type cache on each (a five-step pipeline paid about 4 000 instructions
-        per call for it). :meth:`PipelineBuilder.build` settles every step once it is linked, and
-        a step run before that settles itself on its first run. A step that changes :attr:`next`,
-        :attr:`seconds`, :attr:`entries`, :attr:`standing` or a hook flag afterwards calls it again.
+        ``[gate, entries, next, run, run_sync, inner, seconds, judges, standing]`` (:data:`_Plan`),
+        read by the drivers in one load: their code is shared by every step class, and a site that
+        loads a field from instances of many classes misses the interpreter's per-type cache on
+        each (a five-step pipeline paid about 4 000 instructions per call for it). The plan is
+        handed on: a driver runs the next step's driver with that step's plan, which it holds in
+        its own, so only the first step's driver loads its plan from the step (one class per site).
+        :meth:`PipelineBuilder.build` settles every step once it is linked, and a step run before
+        that settles itself on its first run. A step that changes :attr:`next`, :attr:`seconds`,
+        :attr:`entries`, :attr:`standing` or a hook flag afterwards calls it again.
         """
         nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
         waits = self.admit_waits
@@ -211,7 +221,13 @@ class Step:
             gate = 3 if waits else 0
         else:
             gate = 2 if waits else 1
-        plan = self._plan = (gate, self.entries, nxt, self.seconds, self._judges, self.standing)
+        run = run_sync = inner = None
+        if nxt is not None:
+            cls, inner = type(nxt), nxt._plan
+            run = Step.execute if cls.execute is Step.execute else _own_driver
+            run_sync = Step.execute_sync if cls.execute_sync is Step.execute_sync else _own_driver_sync
+        plan = self._plan
+        plan[:] = (gate, self.entries, nxt, run, run_sync, inner, self.seconds, self._judges, self.standing)
         return plan
 
     name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
@@ -260,16 +276,24 @@ class Step:
 
     # -- the async driver -------------------------------------------------------------------------
 
-    async def execute(self, ctx: ExecutionContext, token: Any = None) -> Any:
-        """Run the rest of the chain under this step's rules (async driver); raise what they pass on."""
-        gate, entries, nxt, seconds, judges, standing = self._plan or self.settle()  # judges: first run's
+    async def execute(self, ctx: ExecutionContext, token: Any = None, plan: _Plan | None = None) -> Any:
+        """Run the rest of the chain under this step's rules (async driver); raise what they pass on.
+
+        ``plan`` is this step's plan as the step before it holds it (:meth:`settle`), or ``None``.
+        """
+        # judges: the first run's; plan: this step's, handed on by the step before (settle)
+        gate, entries, nxt, run, _, inner, seconds, judges, standing = plan or self._plan or self.settle()
         if gate:  # see _Plan
             if gate == 1:
                 token = standing.token or self.admit(ctx)  # the step's standing admission, else ask
             elif gate == 3 or (token := standing.token) is None:  # may be a Wait (a standing one is not)
                 if gate == 2:
                     token = self.admit(ctx)
-                if issubclass(type(token), Wait) and type(token := await self._waiting(ctx, token)) is Answer:
+                if (
+                    token is not None
+                    and issubclass(type(token), Wait)
+                    and type(token := await self._waiting(ctx, token)) is Answer
+                ):
                     return token.value
         if entries is not None:
             next(entries)
@@ -280,14 +304,14 @@ class Step:
                     token, judges = action.token, self._succeeds
                     action = await self._pause(action)  # None once done: the run below is running
                 if seconds is not None:
-                    result = await self._scoped(ctx, token, seconds)
+                    result = await self._scoped(ctx, token, seconds, nxt, run, inner)
                 elif nxt is None:  # the last step calls the function: no frame for the end
                     awaitable = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
                     if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
                         raise not_awaitable(ctx.operation, awaitable)  # noqa: TRY301 - reaches on_cancel
                     result = await awaitable
                 else:
-                    result = await nxt.execute(ctx)
+                    result = await run(nxt, ctx, None, inner)
             except Exception as error:
                 if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
                     raise
@@ -349,7 +373,15 @@ class Step:
                 await pending
         return None
 
-    async def _scoped(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
+    async def _scoped(  # noqa: PLR0917 - positional: keyword arguments cost every execution
+        self,
+        ctx: ExecutionContext,
+        token: Any,
+        seconds: float,
+        nxt: Step | None,
+        run: Any,
+        inner: _Plan | None,
+    ) -> Any:
         """Run the rest of the chain under this step's deadline (the task is cancelled at it).
 
         Returns:
@@ -360,7 +392,7 @@ class Step:
         try:
             deadline.enter()  # `async with deadline:` without its two coroutines
             try:
-                result = await self.next.execute(ctx)
+                result = await (self.next.execute(ctx) if nxt is None else run(nxt, ctx, None, inner))
             except BaseException as escaped:
                 deadline.leave(type(escaped))
                 raise
@@ -404,16 +436,24 @@ class Step:
 
     # -- the sync driver --------------------------------------------------------------------------
 
-    def execute_sync(self, ctx: ExecutionContext, token: Any = None) -> Any:
-        """Run the rest of the chain under this step's rules in this thread (sync driver)."""
-        gate, entries, nxt, seconds, judges, standing = self._plan or self.settle()  # judges: first run's
+    def execute_sync(self, ctx: ExecutionContext, token: Any = None, plan: _Plan | None = None) -> Any:
+        """Run the rest of the chain under this step's rules in this thread (sync driver).
+
+        ``plan`` is this step's plan as the step before it holds it (:meth:`settle`), or ``None``.
+        """
+        # judges: the first run's; plan: this step's, handed on by the step before (settle)
+        gate, entries, nxt, _, run, inner, seconds, judges, standing = plan or self._plan or self.settle()
         if gate:  # see _Plan
             if gate == 1:
                 token = standing.token or self.admit(ctx)  # the step's standing admission, else ask
             elif gate == 3 or (token := standing.token) is None:  # may be a Wait (a standing one is not)
                 if gate == 2:
                     token = self.admit(ctx)
-                if issubclass(type(token), Wait) and type(token := token.wait_sync()) is Answer:
+                if (
+                    token is not None
+                    and issubclass(type(token), Wait)
+                    and type(token := token.wait_sync()) is Answer
+                ):
                     return token.value
         if entries is not None:
             next(entries)
@@ -425,13 +465,13 @@ class Step:
                     if (action := self._pause_sync(action)) is not None:  # None: the run below runs
                         break  # the effective deadline cut the wait
                 if seconds is not None:
-                    result = self._scoped_sync(ctx, token, seconds)
+                    result = self._scoped_sync(ctx, token, seconds, nxt, run, inner)
                 elif nxt is None:  # the last step calls the function: no frame for the end
                     result = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
                     if type(result) in NOT_SYNC:
                         raise not_sync_result(ctx.operation, result)  # noqa: TRY301 - reaches on_cancel
                 else:
-                    result = nxt.execute_sync(ctx)
+                    result = run(nxt, ctx, None, inner)
             except Exception as error:
                 if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
                     raise
@@ -490,7 +530,15 @@ class Step:
             refuse_awaitable(action.hook_name, action.hook())
         return None
 
-    def _scoped_sync(self, ctx: ExecutionContext, token: Any, seconds: float) -> Any:
+    def _scoped_sync(  # noqa: PLR0917 - positional: keyword arguments cost every execution
+        self,
+        ctx: ExecutionContext,
+        token: Any,
+        seconds: float,
+        nxt: Step | None,
+        run: Any,
+        inner: _Plan | None,
+    ) -> Any:
         """Run the rest of the chain with this step's deadline published; a late result is a timeout.
 
         The scope of :class:`~otel_resilience.engine.deadline.SyncDeadline`, opened by its rules
@@ -505,7 +553,7 @@ class Step:
         clock = self.clock
         deadline, cell, previous = publish_deadline(clock, seconds)
         try:
-            result = self.next.execute_sync(ctx)
+            result = self.next.execute_sync(ctx) if nxt is None else run(nxt, ctx, None, inner)
         except BaseException as escaped:
             if cell is None or not withdraw_deadline(cell, previous, deadline, clock, type(escaped)):
                 raise
@@ -551,6 +599,20 @@ class Step:
         return action
 
 
+def _own_driver(step: Step, ctx: ExecutionContext, _token: None, _plan: object) -> Awaitable[Any]:
+    """Run a next step whose class has an async driver of its own: with the context only.
+
+    The drivers run a next step as ``run(step, ctx, None, plan)`` (:meth:`Step.settle`); a class's
+    own ``execute`` is called as it was written to be called.
+    """
+    return step.execute(ctx)
+
+
+def _own_driver_sync(step: Step, ctx: ExecutionContext, _token: None, _plan: object) -> Any:
+    """Run a next step whose class has a sync driver of its own: with the context only."""
+    return step.execute_sync(ctx)
+
+
 async def _attempt_wait(ctx: ExecutionContext, token: Wait) -> Any:
     """Wait for a step's admission in an attempt of a race; a rejection marks the attempt rejected.
 
@@ -576,13 +638,13 @@ class _Terminal(Step):
     def __init__(self) -> None:
         self.next = self
 
-    async def execute(self, ctx: ExecutionContext, token: Any = None) -> Any:  # noqa: ARG002 - never admits
+    async def execute(self, ctx: ExecutionContext, token: Any = None, plan: Any = None) -> Any:  # noqa: ARG002 - never admits
         awaitable = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
         if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
             raise not_awaitable(ctx.operation, awaitable)
         return await awaitable
 
-    def execute_sync(self, ctx: ExecutionContext, token: Any = None) -> Any:  # noqa: ARG002 - never admits
+    def execute_sync(self, ctx: ExecutionContext, token: Any = None, plan: Any = None) -> Any:  # noqa: ARG002 - never admits
         result = ctx.fn(*ctx.args, **ctx.kwargs) if ctx.kwargs else ctx.fn(*ctx.args)
         if type(result) in NOT_SYNC:
             raise not_sync_result(ctx.operation, result)

@@ -393,6 +393,70 @@ async def _one() -> int:
     return 1
 
 
+class PlanReads(Counting):
+    """A step that counts the reads of its plan from the step itself (``step._plan``)."""
+
+    reads = 0
+
+    @property  # type: ignore[override]
+    def _plan(self) -> list[object]:
+        self.reads += 1
+        return Step._plan.__get__(self)  # type: ignore[attr-defined, no-any-return]
+
+    @_plan.setter
+    def _plan(self, value: list[object]) -> None:
+        Step._plan.__set__(self, value)  # type: ignore[attr-defined]
+
+
+async def test_a_driver_hands_the_next_step_its_plan_and_reads_none_of_its_fields() -> None:
+    """Only the first step's plan is read from the step: each driver hands the next one its own.
+
+    The drivers' code is shared by every step class: a field read from steps of several classes
+    at one site misses the interpreter's per-type cache (settle()). A step's plan is one list,
+    filled in place, so a step settled again is still read as settled, through its outer step.
+    """
+    outer, middle, inner = PlanReads(), PlanReads(), PlanReads()
+    pipeline = PipelineBuilder("handed").add(outer).add(middle).add(inner).build()
+    outer.reads = middle.reads = inner.reads = 0
+    assert pipeline.execute_sync(lambda: 1) == 1
+    assert await pipeline.execute(_one) == 1
+    assert (middle.reads, inner.reads) == (0, 0)
+    assert outer.reads == 2  # the head's, once per execution
+    assert (outer.successes, middle.successes, inner.successes) == (2, 2, 2)
+    inner._judges = False
+    inner.settle()  # in place: the middle step hands on the list it holds
+    assert pipeline.execute_sync(lambda: 1) == 1
+    assert await pipeline.execute(_one) == 1
+    assert (middle.successes, inner.successes) == (4, 2)
+
+
+class OwnDrivers(Step):
+    """A step whose class runs drivers of its own, taking the context only."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def execute(self, ctx: ExecutionContext) -> object:  # type: ignore[override]
+        self.log.append("async")
+        return await self.next.execute(ctx)
+
+    def execute_sync(self, ctx: ExecutionContext) -> object:  # type: ignore[override]
+        self.log.append("sync")
+        return self.next.execute_sync(ctx)
+
+
+async def test_a_next_step_with_drivers_of_its_own_is_run_with_the_context_only() -> None:
+    """A step of a class with its own ``execute``/``execute_sync`` after a step run by the drivers."""
+    log: list[str] = []
+    outer = Counting()
+    pipeline = PipelineBuilder("own").add(outer).add(OwnDrivers(log)).build()
+    assert pipeline.execute_sync(lambda: 1) == 1
+    assert await pipeline.execute(_one) == 1
+    assert log == ["sync", "async"]
+    assert outer.successes == 2
+
+
 def test_a_step_run_before_any_build_settles_itself() -> None:
     """A step linked by hand (no builder) is settled on its first run, with its links as they are then."""
     outer, inner = Counting(), Counting()
