@@ -251,6 +251,32 @@ def test_a_step_instance_serves_one_policy() -> None:
         manager.execute_with_resilience_sync(lambda: 1, dataclasses.replace(config, name="two"))
 
 
+def test_a_step_instance_linked_innermost_serves_one_policy() -> None:
+    """An instance innermost in its first policy (nothing inside it) is refused by a second one too.
+
+    Linking it again would point it at the second policy's inner links, so that the first
+    policy's calls ran through them (its retry, under its name).
+    """
+    tally = Tally()
+    manager = ResilienceManager()
+    first = ResilienceConfig(name="first", extra_strategies=(ExtraStrategy(tally, inside="retry"),))
+    assert manager.execute_with_resilience_sync(lambda: 1, first) == 1
+    second = ResilienceConfig(
+        name="second", retry_policy=RETRY_3, extra_strategies=(ExtraStrategy(tally, outside="retry"),)
+    )
+    with pytest.raises(ValueError, match=r"ResilienceConfig\.extra_strategies\[0\].*give a factory"):
+        manager.execute_with_resilience_sync(lambda: 1, second)
+    calls: list[int] = []
+
+    def failing() -> int:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        manager.execute_with_resilience_sync(failing, first)
+    assert len(calls) == 1  # the first policy has no retry
+
+
 def test_build_pipeline_places_extra_strategies() -> None:
     """build_pipeline walks the same table: an extra link between the total timeout and the fallback."""
     config = ResilienceConfig(

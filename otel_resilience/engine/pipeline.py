@@ -2,7 +2,8 @@
 
 ``PipelineBuilder(name).add(a).add(b).build()`` gives a :class:`Pipeline` in which ``a`` wraps
 ``b`` wraps the protected function (the order of addition runs outer -> inner). The builder
-refuses a strategy that is already linked elsewhere and refuses ``add`` after ``build``.
+refuses a strategy that is already linked elsewhere (a built pipeline's innermost strategy may
+end or head another pipeline, never wrap a strategy there) and refuses ``add`` after ``build``.
 
 A pipeline is one *logical execution* for telemetry: it opens the execution scope (a span, the
 duration histogram) and counts the outcome in plain integers (:class:`PipelineStats`). Each
@@ -404,7 +405,8 @@ class PipelineBuilder:
         Raises:
             RuntimeError: After :meth:`build`.
             TypeError: If ``strategy`` is not a :class:`Step`.
-            ValueError: If ``strategy`` is already linked in a pipeline.
+            ValueError: If ``strategy`` is already linked in a pipeline, or the strategy added
+                before it is a built pipeline's innermost one (it cannot wrap another).
         """
         if self._built:
             msg = f"PipelineBuilder {self._name!r} was already built; create a new builder"
@@ -417,6 +419,14 @@ class PipelineBuilder:
         linked = strategy.next is not TERMINAL or (strategy._early and bool(self._strategies))
         if linked or any(s is strategy for s in self._strategies):
             msg = f"strategy {strategy.kind}:{strategy.name!r} is already linked into a pipeline"
+            raise ValueError(msg)
+        # A built pipeline's innermost step may end or head another one, never wrap a step: its
+        # next would then be this one's in both pipelines, and the first one's calls run here.
+        if self._strategies and (outer := self._strategies[-1])._linked:
+            msg = (
+                f"strategy {outer.kind}:{outer.name!r} is already linked into a pipeline as its "
+                f"innermost step: it cannot wrap {strategy.kind}:{strategy.name!r}"
+            )
             raise ValueError(msg)
         self._strategies.append(strategy)
         return self
@@ -438,6 +448,7 @@ class PipelineBuilder:
             outer.next = inner
             inner._inner = True
         for strategy in strategies:
+            strategy._linked = True
             strategy.settle()
         return Pipeline(
             self._name,

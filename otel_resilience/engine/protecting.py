@@ -116,8 +116,8 @@ def protect_with(pipeline: Pipeline, fn: Callable[..., Any]) -> Callable[..., An
         The wrapper.
 
     Raises:
-        TypeError: If ``fn`` is an async generator function (see :func:`check_protectable`), or
-            reading its metadata raises (see :func:`keep_metadata`).
+        TypeError: If ``fn`` is a generator function, async or not (see :func:`check_protectable`),
+            or reading its metadata raises (see :func:`keep_metadata`).
     """
     check_protectable(pipeline.name, fn)
     wrapper: Callable[..., Any]

@@ -157,6 +157,7 @@ class Step:
         "_fails",
         "_inner",
         "_judges",
+        "_linked",
         "_plan",
         "_succeeds",
         "entries",
@@ -197,6 +198,7 @@ class Step:
         self._judges = self._succeeds and self.judges_first_run
         self._early = False  # set by the pipeline this step heads, when it admits the step's calls
         self._inner = False  # set when a pipeline links it inside another step: never admitted early
+        self._linked = False  # set when a pipeline is built with it: it may wrap no other step then
         self._plan: _Plan = []  # filled in place by settle(): the step before this one holds it
         self.standing: Standing = NOT_STANDING
 

@@ -265,7 +265,7 @@ class PolicyHandle(_Runs):
         """Decorate ``fn`` (sync or async) so that every call runs under the policy's current config.
 
         Raises:
-            TypeError: ``fn`` is not callable, or is an async generator function.
+            TypeError: ``fn`` is not callable, or is a generator function (async or not).
         """
         return protect(self.name, self._enter_state, fn, "PolicyHandle.protect")
 
@@ -467,7 +467,7 @@ class KeyedPolicyView(_Runs):
         """Decorate ``fn`` (sync or async) so that every call runs with this key's state.
 
         Raises:
-            TypeError: ``fn`` is not callable, or is an async generator function.
+            TypeError: ``fn`` is not callable, or is a generator function (async or not).
         """
         enter = functools.partial(self.policy._enter, self.key)
         return protect(self.policy.name, enter, fn, "KeyedPolicyView.protect")

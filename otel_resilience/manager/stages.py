@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Final
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
-from otel_resilience.engine.step import TERMINAL, Step
+from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import fail
 from otel_resilience.patterns.chaos import Chaos
 from otel_resilience.patterns.fallback import FallbackHandler
@@ -246,8 +246,9 @@ class ExtraStrategy:
 
     Args:
         link: A factory called with the policy name that returns a fresh
-            :class:`~otel_resilience.engine.step.Step` for each policy (a ``Step`` class, a
-            pattern's ``as_strategy``), run under the manager's lock (it must not call into the
+            :class:`~otel_resilience.engine.step.Step` for each policy (a ``Step`` subclass whose
+            ``__init__`` takes the name, ``lambda name: MyStep()``, a pattern's ``as_strategy``),
+            run under the manager's lock (it must not call into the
             manager); or a ``Step`` instance, which serves ONE pipeline: a link is linked once,
             so give a factory wherever the config may serve a second policy name or be rebuilt
             after its policy is evicted (an instance already linked is refused with
@@ -306,7 +307,7 @@ def _extra_link(name: str, index: int, extra: ExtraStrategy) -> Step:
     link = extra.link if isinstance(extra.link, Step) else extra.link(name)
     if not isinstance(link, Step):
         raise fail("ResilienceConfig", field, "a Step, or a factory returning one", link, kind=TypeError)
-    if link.next is not TERMINAL:
+    if link._linked:
         msg = (
             f"ResilienceConfig.{field}: the {link.kind} link {link.name!r} is already linked into a "
             "pipeline; a Step instance serves one policy: give a factory (a callable returning a "

@@ -119,6 +119,24 @@ def test_builder_refuses_linked_strategy_and_non_strategy() -> None:
         PipelineBuilder("p4").add(object())
 
 
+def test_builder_refuses_to_let_a_built_pipelines_innermost_strategy_wrap_another() -> None:
+    """The innermost (or lone) strategy of a built pipeline may end or head another, never wrap one.
+
+    Wrapping would set its next for both pipelines: the first one's calls would run the second's.
+    """
+    inner = Tag("inner", [])
+    PipelineBuilder("p1").add(Tag("outer", [])).add(inner).build()
+    with pytest.raises(ValueError, match="already linked into a pipeline as its innermost step"):
+        PipelineBuilder("p2").add(inner).add(Tag("b", []))
+    lone = Tag("lone", [])
+    PipelineBuilder("p3").add(lone).build()
+    with pytest.raises(ValueError, match="already linked into a pipeline as its innermost step"):
+        PipelineBuilder("p4").add(Tag("outer", [])).add(lone).add(Tag("b", []))
+    log: list[str] = []
+    PipelineBuilder("p5").add(Tag("other", log)).add(inner).build()  # ending another is fine
+    assert inner.next is TERMINAL
+
+
 def test_builder_validates_its_name() -> None:
     """An empty or non-string pipeline name is refused at construction."""
     with pytest.raises(ValueError, match=r"PipelineBuilder\.name"):
