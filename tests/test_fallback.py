@@ -532,6 +532,17 @@ async def test_handle_exceptions_predicate_filter(driver: str) -> None:
         await run(handler, driver, Failing(RuntimeError("fatal")))
 
 
+def test_an_async_handle_exceptions_predicate_is_refused() -> None:
+    """The predicate is called, never awaited: an async one returns a coroutine, which is true, so
+    every error would trigger the fallback. Refused with TypeError naming the field."""
+
+    async def transient(error: Exception) -> bool:
+        return "retryable" in str(error)
+
+    with pytest.raises(TypeError, match=r"FallbackConfig\.handle_exceptions"):
+        FallbackConfig(DEFAULT, default_value="d", handle_exceptions=transient)
+
+
 async def test_rejections_and_timeouts_trigger_the_default_fallback(driver: str) -> None:
     """With the default handle_exceptions, rejections and timeouts from inner patterns are answered."""
     handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="degraded"))

@@ -75,6 +75,34 @@ async def test_the_alternative_function_receives_the_value_in_the_error() -> Non
     assert seen == [{"status": 502}]
 
 
+@pytest.mark.parametrize("driver", ["async", "sync"])
+async def test_a_failing_alternative_chains_the_value_not_accepted(driver: str) -> None:
+    """As for a handled error, the alternative's own error keeps what it answered for as its
+    ``__context__``: the value not accepted, in its UnacceptedResultError."""
+
+    def alternative(error: Exception) -> dict[str, int]:
+        raise LookupError("no replica")
+
+    async def primary_async() -> dict[str, int]:
+        return {"status": 503}
+
+    handler = FallbackHandler(
+        name="alt-fails",
+        config=FallbackConfig(
+            strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=alternative, handle_result=bad
+        ),
+    )
+    with pytest.raises(LookupError, match="no replica") as caught:
+        if driver == "async":
+            await handler.execute_with_fallback(primary_async)
+        else:
+            handler.execute_with_fallback_sync(lambda: {"status": 503})
+    context = caught.value.__context__
+    assert isinstance(context, UnacceptedResultError)
+    assert context.result == {"status": 503}
+    assert handler.get_stats()["fallback_failures"] == 1
+
+
 def test_a_value_not_accepted_is_never_cached_and_a_miss_returns_it() -> None:
     cache = Cache()
     config = FallbackConfig(
@@ -105,6 +133,22 @@ def test_a_raising_predicate_reaches_the_caller() -> None:
 def test_handle_result_must_be_callable() -> None:
     with pytest.raises(TypeError, match=r"FallbackConfig\.handle_result"):
         FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, handle_result=True)  # type: ignore[arg-type]
+
+
+def test_an_async_handle_result_is_refused() -> None:
+    """The predicate is called, never awaited: an async one would return a coroutine, which is
+    true, and every value would be answered by the fallback. Refused at construction."""
+
+    async def judge(value: object) -> bool:
+        return value is None
+
+    class Judge:
+        async def __call__(self, value: object) -> bool:
+            return value is None
+
+    for predicate in (judge, Judge()):
+        with pytest.raises(TypeError, match=r"FallbackConfig\.handle_result"):
+            FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, handle_result=predicate)
 
 
 async def test_through_the_manager_the_execution_counts_as_fallback() -> None:

@@ -21,6 +21,7 @@ from otel_resilience.errors import (
     BulkheadTimeoutError,
     CircuitOpenError,
     ExecutionRejectedError,
+    OperationTimeoutError,
     RecoveryEscalatedError,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
@@ -108,6 +109,13 @@ class StandInBreaker:
 
     def force_open(self, duration: float | None = None, *, reason: str = "forced") -> None:
         self.opened.append((duration, reason))
+
+
+REJECTION_OF: dict[type[ExecutionRejectedError], ExecutionRejectedError] = {
+    CircuitOpenError: CircuitOpenError("db", "open", 5.0),
+    BulkheadFullError: BulkheadFullError("pool", 2, 0),
+}
+REJECTION_TYPES = tuple(REJECTION_OF)
 
 
 def retry(max_attempts: int = 3, delay: float = 0.0) -> RecoveryAction:
@@ -318,6 +326,32 @@ async def test_retry_stops_on_an_error_the_rule_does_not_cover(driver: str, cloc
     assert system.get_stats()["failed_recoveries"] == 1
 
 
+@pytest.mark.parametrize("rejection", REJECTION_TYPES, ids=lambda kind: kind.__name__)
+async def test_a_rerun_rejected_ends_the_recovery_even_under_a_catch_all_rule(
+    rejection: type[ExecutionRejectedError], driver: str, clock: FakeClock
+) -> None:
+    """A re-run rejected (the breaker opened, the bulkhead filled) is not re-run again: a rejection
+    is never recovered, even when the rule's class (``Exception``) covers it."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(Exception, retry(max_attempts=3, delay=1.0))
+    rejected = REJECTION_OF[rejection]
+
+    class Rejecting(Flaky):
+        def run_sync(self, *args: Any, **kwargs: Any) -> Any:
+            if self.calls:
+                self.calls.append((args, kwargs))
+                raise rejected
+            return super().run_sync(*args, **kwargs)
+
+    flaky = Rejecting(10)
+    with pytest.raises(rejection) as caught:
+        await run(system, driver, flaky)
+    assert caught.value is rejected
+    assert len(flaky.calls) == 2
+    assert clock.sleeps == [1.0]
+    assert system.get_stats()["by_strategy"]["retry"] == {"attempts": 1, "successful": 0, "failed": 1}
+
+
 async def test_retry_never_starts_a_delay_past_the_deadline(driver: str, clock: FakeClock) -> None:
     """A re-run whose delay would end after the current deadline is not started; the error propagates."""
     system = ErrorRecoverySystem(clock=clock)
@@ -404,6 +438,26 @@ async def test_a_cap_of_one_attempt_leaves_recovery_no_rerun(
 
 
 # -- RESTART -----------------------------------------------------------------------------------
+
+
+def test_a_sync_restart_hook_past_the_deadline_starts_no_rerun(clock: FakeClock) -> None:
+    """A restart hook that runs past the policy's deadline (a thread cannot be cut) leaves no room
+    for the re-run: the dependency is not called again after the deadline, and the caller gets the
+    policy's timeout, as the async driver's deadline cancels the hook."""
+
+    def slow_hook() -> None:
+        clock.advance(10.0)
+
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=slow_hook, delay=1.0)
+    )
+    config = ResilienceConfig(enable_recovery=True, timeout=5.0, name=unique("policy"))
+    flaky = Flaky(10)
+    with pytest.raises(OperationTimeoutError):
+        manager.execute_with_resilience_sync(flaky.run_sync, config)
+    assert len(flaky.calls) == 1
+    assert clock.sleeps == [1.0]
 
 
 async def test_restart_calls_hook_before_each_rerun(driver: str, clock: FakeClock) -> None:
@@ -600,6 +654,65 @@ async def test_isolate_in_a_manager_opens_the_policys_own_breaker(
     assert "isolate" not in caplog.text
 
 
+def test_a_manager_refuses_a_recovery_system_on_another_clock(clock: FakeClock) -> None:
+    """The re-runs' delays and their room before the policy's deadline are read on the recovery
+    system's clock, the deadline on the manager's: two clocks would silently skip or stretch every
+    re-run (a 30 s timeout on a fake clock left no room on the system clock), so it is refused."""
+    with pytest.raises(ValueError, match=r"ResilienceManager\.recovery_system"):
+        ResilienceManager(clock=clock, recovery_system=ErrorRecoverySystem())
+    with pytest.raises(ValueError, match=r"ResilienceManager\.recovery_system"):
+        ResilienceManager(recovery_system=ErrorRecoverySystem(clock=clock))
+    system = ErrorRecoverySystem(clock=clock)
+    assert ResilienceManager(clock=clock, recovery_system=system).recovery_system is system
+
+
+async def test_isolate_never_shortens_an_opening(driver: str, clock: FakeClock) -> None:
+    """ISOLATE keeps a breaker open *at least* ``isolate_duration``: the trip the same failure just
+    caused (60 s) and an operator's opening until reset are kept; an opening about to end is extended."""
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_duration=5.0)
+    )
+    name = unique("policy")
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0),
+        enable_recovery=True,
+        name=name,
+    )
+    with pytest.raises(ConnectionError):
+        await run_in(manager, config, driver, Flaky(1))
+    breaker = manager.get_circuit_breaker(name)
+    assert breaker.get_stats()["retry_after"] == 60.0
+    clock.advance(6.0)
+    assert breaker.state is CircuitState.OPEN
+
+    db = unique("db")
+    operator = manager.get_circuit_breaker(db)
+    operator.force_open()  # until reset
+    manager.recovery_system.register_recovery_rule(
+        OSError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=db, isolate_duration=5.0)
+    )
+    other = ResilienceConfig(enable_recovery=True, name=unique("api"))
+    with pytest.raises(OSError):
+        await run_in(manager, other, driver, Flaky(1, error=OSError))
+    clock.advance(6.0)
+    assert operator.state is CircuitState.OPEN
+    assert operator.get_stats()["retry_after"] == float("inf")
+
+    clock.advance(46.0)  # the policy's breaker: 2 s of its 60 s left
+    assert breaker.get_stats()["retry_after"] == 2.0
+    breaker_isolation = RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker=name, isolate_duration=5.0)
+    manager.recovery_system.register_recovery_rule(OSError, breaker_isolation)
+    with pytest.raises(OSError):
+        await run_in(manager, other, driver, Flaky(1, error=OSError))
+    assert breaker.get_stats()["retry_after"] == 5.0
+    assert manager.recovery_system.get_stats()["by_strategy"]["isolate"] == {
+        "attempts": 3,
+        "successful": 3,
+        "failed": 0,
+    }
+
+
 async def test_named_isolate_breaker_resolves_within_the_same_manager(driver: str, clock: FakeClock) -> None:
     """isolate_breaker names a breaker of the rule's own manager, never a namesake of another manager."""
     db = unique("db")
@@ -763,6 +876,20 @@ async def test_operation_of_the_wrong_kind_is_a_type_error(clock: FakeClock) -> 
     with pytest.raises(TypeError, match="fn is a coroutine function"):
         system.recover_from_error_sync(ConnectionError(), {"operation": coroutine_function.run_async})
     assert len(plain.calls) == 1
+    assert system.get_stats()["attempts"] == 0
+
+
+def test_an_async_operation_for_the_sync_api_is_refused_before_any_delay(clock: FakeClock) -> None:
+    """recover_from_error_sync refuses an async operation before the re-run's delay (a second by
+    default, slept for nothing)."""
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=2, delay=1.0))
+    coroutine_function = Flaky(0)
+    caught = ConnectionError("caught")
+    with pytest.raises(TypeError, match="fn is a coroutine function"):
+        system.recover_from_error_sync(caught, {"operation": coroutine_function.run_async})
+    assert clock.sleeps == []
+    assert coroutine_function.calls == []
     assert system.get_stats()["attempts"] == 0
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "async_generator_refused",
     "awaitable_in_sync",
     "awaited",
+    "coroutine_function_in_sync",
     "generator_refused",
     "handled_error",
     "not_awaitable",
@@ -177,8 +178,17 @@ def generator_refused(where: str, *, asynchronous: bool = False) -> WrongDriver:
 def awaitable_in_sync(operation: str, coroutine: CoroutineType[Any, Any, Any]) -> WrongDriver:
     """Close ``coroutine`` (returned to a sync driver) and return the signal to raise."""
     coroutine.close()
+    return coroutine_function_in_sync(operation, " (it returned a coroutine)")
+
+
+def coroutine_function_in_sync(operation: str, how: str = "") -> WrongDriver:
+    """Return the signal for a coroutine function given to the sync API.
+
+    Refused before it runs, or (``how`` says so) once it returned its coroutine
+    (:func:`awaitable_in_sync`).
+    """
     msg = (
-        f"{operation!r}: fn is a coroutine function (it returned a coroutine), which the sync API "
+        f"{operation!r}: fn is a coroutine function{how}, which the sync API "
         "cannot await; use the async variant (without _sync) and await it (a decorator picks the "
         "async one for an async def, or an object whose __call__ is one)"
     )

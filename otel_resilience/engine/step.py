@@ -59,8 +59,11 @@ from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.deadline import (
     AsyncDeadline,
     DeadlineReachedError,
+    WaitDeadlineReachedError,
+    deadline_reached,
     enforce_binding_deadline,
     publish_deadline,
+    time_remaining,
     wait_sync_within_deadline,
     withdraw_deadline,
 )
@@ -522,14 +525,19 @@ class Step:
         :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`, and the hook is
         not called. The driver ends the execution with it as the async driver's wait ends at
         the deadline's cancellation: the step's ``on_cancel`` (not running), then the error,
-        which the scope owning the deadline turns into its timeout.
+        which the scope owning the deadline turns into its timeout. A hook that returns at or
+        past the deadline (a thread cannot be cut, where the deadline cancels an awaited hook)
+        ends it the same way: the run it prepared would start too late, and is not started.
         """
+        clock = self.clock
         if action.delay > 0:
-            cut = wait_sync_within_deadline(self.clock, action.delay, self.name)
+            cut = wait_sync_within_deadline(clock, action.delay, self.name)
             if cut is not None:
                 return cut
         if action.hook is not None:
             refuse_awaitable(action.hook_name, action.hook())
+            if time_remaining(clock) <= 0.0:
+                return deadline_reached(clock, clock.now(), action.delay, self.name, WaitDeadlineReachedError)
         return None
 
     def _scoped_sync(  # noqa: PLR0917 - positional: keyword arguments cost every execution

@@ -33,6 +33,7 @@ __all__ = [
     "check_int",
     "check_name",
     "check_number",
+    "check_predicate",
     "describe",
     "fail",
 ]
@@ -188,10 +189,23 @@ def check_callable(owner: str, field: str, value: object, *, optional: bool = Fa
     return value
 
 
+def check_predicate(owner: str, field: str, value: object, *, optional: bool = False) -> Any:
+    """Return ``value`` if it is a plain (sync) callable (or ``None`` when ``optional``); raise ``TypeError``.
+
+    A predicate is called, never awaited: an async one (a coroutine function, or an object whose
+    ``__call__`` is one) returns a coroutine, which is true, so it would say yes to everything.
+    """
+    from otel_resilience.engine.protecting import is_async_callable  # noqa: PLC0415 - imports this module
+
+    if check_callable(owner, field, value, optional=optional) is not None and is_async_callable(value):
+        raise fail(owner, field, "a plain (sync) predicate, not a coroutine function", value, kind=TypeError)
+    return value
+
+
 def check_exception_types(
     owner: str, field: str, value: object
 ) -> tuple[type[BaseException], ...] | Callable[[BaseException], bool]:
-    """Normalise an exception selector: a type, a tuple of types, or a predicate.
+    """Normalise an exception selector: a type, a tuple of types, or a predicate (:func:`check_predicate`).
 
     Returns:
         A tuple of exception types, or the predicate unchanged.
@@ -205,6 +219,7 @@ def check_exception_types(
                 raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)
         return types
     if callable(value):
+        check_predicate(owner, field, value)
         return value
     raise fail(owner, field, "exception types or a predicate", value, kind=TypeError)
 

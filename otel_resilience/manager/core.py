@@ -193,7 +193,8 @@ class ResilienceManager(NamedPolicies):
     Args:
         recovery_system: The recovery rules used when ``enable_recovery`` is set (default: a new
             :class:`ErrorRecoverySystem` with **no rule**: register rules on it, or recovery
-            does nothing; the manager logs one warning the first time that happens).
+            does nothing; the manager logs one warning the first time that happens). One given
+            must run on ``clock``.
         alert_system: Where in-process alerts go (default: the process-wide one).
         clock: The clock for every pattern the manager creates.
         max_pipelines: How many config objects the identity fast path remembers (default 1024).
@@ -208,6 +209,8 @@ class ResilienceManager(NamedPolicies):
         ValueError: ``max_pipelines`` or ``max_policies`` is not an int >= 1.
         TypeError: ``recovery_system``, ``alert_system`` or ``clock`` is not one (the message
             names ``ResilienceManager.<field>``).
+        ValueError: ``recovery_system`` runs on another clock than ``clock`` (its re-runs' delays
+            and their room before a policy's deadline are read on its clock).
     """
 
     def __init__(
@@ -228,6 +231,10 @@ class ResilienceManager(NamedPolicies):
         ):
             if value is not None and not isinstance(value, kind):
                 raise fail("ResilienceManager", part, f"an {kind.__name__} or None", value, kind=TypeError)
+        if recovery_system is not None and recovery_system.clock is not clock:
+            # Its re-runs wait and measure their room before the policy's deadline on its clock.
+            rule = "an ErrorRecoverySystem on the manager's clock (ErrorRecoverySystem(clock=...))"
+            raise fail("ResilienceManager", "recovery_system", rule, recovery_system)
         self.recovery_system = (
             recovery_system if recovery_system is not None else ErrorRecoverySystem("recovery", clock=clock)
         )

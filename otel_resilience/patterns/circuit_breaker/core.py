@@ -46,6 +46,7 @@ _REASON_RESET: Final = "reset"
 _REASON_FAILURE_RATE: Final = "failure_rate"
 _REASON_SLOW_CALL_RATE: Final = "slow_call_rate"
 _REASON_PROBE_TIMED_OUT: Final = "probe_timed_out"
+_REASON_ISOLATED: Final = "isolated"
 _NEVER_OPENED: Final = -math.inf
 _SHORTEST_WAIT: Final = 0.001
 """The ``retry_after`` of a HALF_OPEN rejection whose hung probe is due to be reclaimed now."""
@@ -308,9 +309,22 @@ class _BreakerCore:
     # -- manual control ----------------------------------------------------------------------
 
     def force_open(self, duration: float | None, reason: str) -> None:
-        """Open now, for ``duration`` seconds (then HALF_OPEN as after a trip) or until reset."""
+        """Open now, for ``duration`` seconds (then HALF_OPEN as after a trip) or until reset.
+
+        An isolation (``reason="isolated"``: recovery's ISOLATE) keeps the breaker open *at
+        least* that long and never shortens an opening: a breaker already OPEN until then or
+        later (a trip, an operator's opening until reset) is left as it is.
+        """
+        open_for = math.inf if duration is None else duration
         with self._lock or self._make_lock():
-            change = self._transition_locked(_OPEN, reason, math.inf if duration is None else duration)
+            current = self._permit
+            if (
+                reason == _REASON_ISOLATED
+                and current.state is _OPEN
+                and current.opened_until >= self._clock.now() + open_for
+            ):
+                return
+            change = self._transition_locked(_OPEN, reason, open_for)
         self._emit(change)
 
     def reset(self) -> None:

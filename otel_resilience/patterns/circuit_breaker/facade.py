@@ -162,7 +162,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             duration: Seconds (or a ``timedelta``) to stay OPEN, after which the breaker turns
                 HALF_OPEN as after a trip; ``None`` keeps it OPEN until :meth:`reset`.
             reason: The ``reason`` of the reported state change: ``"forced"`` (an operator) or
-                ``"isolated"`` (the recovery system's ISOLATE action).
+                ``"isolated"`` (the recovery system's ISOLATE action, which never shortens an
+                opening: a breaker already OPEN for ``duration`` or longer is left as it is).
 
         Raises:
             TypeError: ``duration`` is not a number or ``timedelta``.

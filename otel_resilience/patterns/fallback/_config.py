@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
-from otel_resilience.engine.validation import check_callable, check_error_selector, fail
+from otel_resilience.engine.validation import check_error_selector, check_predicate, fail
 
 __all__ = [
     "DEFAULT_HANDLE_EXCEPTIONS",
@@ -97,12 +97,14 @@ class FallbackConfig:
         DEFAULT_HANDLE_EXCEPTIONS
     )
     """Which errors trigger the fallback: ``Exception`` subclasses (one or a tuple), or a
-    predicate ``(error) -> bool``. The default is ``(Exception,)``."""
+    predicate ``(error) -> bool`` (sync: a coroutine function is refused). The default is
+    ``(Exception,)``."""
     handle_result: Callable[[Any], bool] | None = None
     """A predicate on what the call returned: ``True`` makes the fallback answer in place of the
     value, as for a handled error, with an
     :class:`~otel_resilience.errors.UnacceptedResultError` carrying it (what
-    ``fallback_function`` receives). Sync; what it raises reaches the caller. ``None`` (the
+    ``fallback_function`` receives). Sync (a coroutine function is refused with ``TypeError``);
+    what it raises reaches the caller. ``None`` (the
     default): every returned value is kept. A value not accepted is never cached."""
 
     def __post_init__(self) -> None:
@@ -115,7 +117,7 @@ class FallbackConfig:
             raise fail(_OWNER, "fallback_functions", rule, functions, kind=TypeError)
         object.__setattr__(self, "fallback_functions", tuple(functions))
         object.__setattr__(self, "handle_exceptions", _check_handle_exceptions(self.handle_exceptions))
-        check_callable(_OWNER, "handle_result", self.handle_result, optional=True)
+        check_predicate(_OWNER, "handle_result", self.handle_result, optional=True)
         self._check_unused(strategy)
         if strategy is FallbackStrategy.ALTERNATIVE_FUNCTION:
             if not callable(self.fallback_function):

@@ -324,6 +324,10 @@ class FallbackStep(Link[FallbackConfig]):
         """Judge ``fallback_function``: its value answers, its own error is raised in place of ``error``."""
         if failure is not None:
             self._core.failed(self._telemetry, error)
+            if failure.__context__ is None and failure is not error:
+                # A value not accepted was never raised, so no handling chained it: chain it here,
+                # as a handled error is, so that the caller sees what the alternative answered for.
+                failure.__context__ = error
             try:
                 raise failure
             finally:

@@ -17,8 +17,8 @@ most specific class in the error's MRO wins. The actions are:
   that re-creates or re-connects the failing component.
 * ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
   called with the operation's own arguments (sync or async).
-* ``ISOLATE``: force the named circuit breaker open for ``isolate_duration`` seconds, then
-  re-raise the original error.
+* ``ISOLATE``: force the named circuit breaker open for at least ``isolate_duration`` seconds
+  (an opening that lasts longer already is kept), then re-raise the original error.
 * ``ESCALATE``: raise :class:`~otel_resilience.errors.RecoveryEscalatedError` ``from`` the
   original error: no automatic recovery, a human is needed.
 

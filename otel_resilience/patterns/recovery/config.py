@@ -41,7 +41,7 @@ class RecoveryStrategy(enum.Enum):
     FALLBACK = "fallback"
     """Answer with ``fallback_value`` or ``fallback_function(*args, **kwargs)``."""
     ISOLATE = "isolate"
-    """Force a circuit breaker open for ``isolate_duration``, then re-raise the error."""
+    """Force a circuit breaker open for at least ``isolate_duration``, then re-raise the error."""
     ESCALATE = "escalate"
     """Raise :class:`~otel_resilience.errors.RecoveryEscalatedError` from the error."""
 
@@ -84,8 +84,9 @@ class RecoveryAction:
     among that manager's breakers; elsewhere among every live breaker (the most recently created
     of that name)."""
     isolate_duration: float = DEFAULT_ISOLATE_DURATION
-    """ISOLATE: seconds the breaker stays forced open, > 0 (a ``timedelta`` is accepted).
-    Default 30.0 s."""
+    """ISOLATE: seconds the breaker stays forced open at least, > 0 (a ``timedelta`` is accepted).
+    An opening that lasts longer already (a trip, an operator's opening until reset) is kept, never
+    shortened. Default 30.0 s."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a

@@ -24,14 +24,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from otel_resilience.engine.calling import coroutine_function_in_sync
 from otel_resilience.engine.context import ExecutionContext, time_remaining
 from otel_resilience.engine.deadline import passes_to_its_scope
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.rerun import may_run_again
 from otel_resilience.engine.step import Action, Answer, Call, Retry
 from otel_resilience.engine.validation import fail
-from otel_resilience.errors import RecoveryEscalatedError
+from otel_resilience.errors import ExecutionRejectedError, RecoveryEscalatedError
 from otel_resilience.patterns.recovery.config import (
     RERUN,
     Isolation,
@@ -92,9 +94,11 @@ class RecoveryStep(Link[RecoveryConfig]):
 
         An enclosing scope's deadline, reached, is neither observed nor acted on: it passes to
         that scope (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`), ending a
-        re-run as failed.
+        re-run as failed. Nor is a rejection (the dependency was never called): it passes
+        through unchanged, and a re-run rejected ends the recovery as failed whatever class the
+        rule covers.
         """
-        passes = passes_to_its_scope(error, self.clock)
+        passes = isinstance(error, ExecutionRejectedError) or passes_to_its_scope(error, self.clock)
         if token is not None:
             goes_on = not passes and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
@@ -104,7 +108,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         covered, action = rule
         strategy = action.strategy
         if strategy in RERUN:
-            return self._rerun(ctx, self._start(covered, action, error), error)
+            return self._rerun(ctx, self._start(ctx, covered, action, error), error)
         if strategy is RecoveryStrategy.FALLBACK:
             if action.fallback_function is None:
                 return self._fell_back(ctx, error, action.fallback_value)
@@ -117,7 +121,13 @@ class RecoveryStep(Link[RecoveryConfig]):
             return None
         raise self._escalate(error, ctx.operation) from error
 
-    def _start(self, covered: type, action: RecoveryAction, error: Exception) -> Rerun:
+    def _start(
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - read by CaughtErrorStep's
+        covered: type,
+        action: RecoveryAction,
+        error: Exception,
+    ) -> Rerun:
         """Return the token of a RETRY/RESTART recovery of ``error``."""
         return Rerun(covered, action, error)
 
@@ -251,8 +261,16 @@ class CaughtErrorStep(RecoveryStep):
             raise AssertionError("unreachable")
         return operation(*args, **kwargs)
 
-    def _start(self, covered: type, action: RecoveryAction, error: Exception) -> Rerun:
-        if self._operation is None:
+    def _start(self, ctx: ExecutionContext, covered: type, action: RecoveryAction, error: Exception) -> Rerun:
+        """Refuse, before any delay or hook, an operation the re-runs could not run.
+
+        None at all, or an async one for the sync API: then the driver's own signal, as when such
+        an operation returns its coroutine, raised before a delay is slept for nothing.
+        """
+        operation = self._operation
+        if operation is None:
             rule_name = action.strategy.name
             raise fail("RecoveryContext", "operation", f"a callable for {rule_name}", None, kind=TypeError)
-        return super()._start(covered, action, error)
+        if ctx.sync and is_async_callable(operation):
+            raise coroutine_function_in_sync(ctx.operation)
+        return super()._start(ctx, covered, action, error)

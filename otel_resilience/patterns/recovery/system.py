@@ -287,10 +287,9 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
     def _observe(self, error: Exception, operation: str) -> Rule | None:
         """Feed ``error`` to the pattern detector and return the rule that covers it, if any.
 
-        A rejection is neither: the dependency was never called (see the module doc).
+        Never asked about a rejection (the step lets it pass: the dependency was never called,
+        see the module doc).
         """
-        if isinstance(error, ExecutionRejectedError):
-            return None
         error_type = type_name(error)
         with self._lock:
             detected = self._detector.record_locked((error_type, operation), self._clock.now())
