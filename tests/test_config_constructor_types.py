@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import re
 import textwrap
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,7 +23,14 @@ from typing import Any
 import pytest
 
 import otel_resilience
-from otel_resilience import CountWindow, FallbackStrategy, RecoveryStrategy
+from otel_resilience import (
+    CircuitBreakerConfig,
+    CountWindow,
+    FallbackStrategy,
+    HedgingConfig,
+    RecoveryStrategy,
+    RetryPolicy,
+)
 
 # Arguments a class needs to be valid at all, so that the field under test decides.
 REQUIRED: dict[str, dict[str, Any]] = {
@@ -157,3 +165,21 @@ def test_a_watch_interval_is_typed_as_taking_the_timedelta_it_takes(tmp_path: Pa
         assert watch.interval == 1.0
     annotation = inspect.signature(otel_resilience.ResilienceManager.watch).parameters["interval"].annotation
     assert "timedelta" in str(annotation)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda judge: RetryPolicy(retry_on_result=judge), "RetryPolicy.retry_on_result"),
+        (lambda judge: CircuitBreakerConfig(record_result=judge), "CircuitBreakerConfig.record_result"),
+        (lambda judge: HedgingConfig(delay=0.1, hedge_on_result=judge), "HedgingConfig.hedge_on_result"),
+    ],
+)
+def test_an_async_result_predicate_is_refused_naming_the_field(make: Any, field: str) -> None:
+    """A result predicate is called, never awaited: an async one's coroutine is true for every result."""
+
+    async def judge(result: object) -> bool:
+        return result is None
+
+    with pytest.raises(TypeError, match=re.escape(field)):
+        make(judge)

@@ -14,6 +14,7 @@ from otel_resilience.engine.validation import (
     check_error_selector,
     check_int,
     check_number,
+    check_predicate,
     fail,
 )
 from otel_resilience.patterns.circuit_breaker.window import CountWindow, TimeWindow
@@ -184,7 +185,7 @@ class CircuitBreakerConfig:
         if self.max_half_open_wait is not None:
             wait = check_duration(_OWNER, "max_half_open_wait", self.max_half_open_wait)
             object.__setattr__(self, "max_half_open_wait", wait)
-        check_callable(_OWNER, "record_result", self.record_result, optional=True)
+        check_predicate(_OWNER, "record_result", self.record_result, optional=True)
         if self.break_duration is not None:
             check_callable(_OWNER, "break_duration", self.break_duration)
             try:

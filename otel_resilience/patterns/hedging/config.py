@@ -13,6 +13,7 @@ from otel_resilience.engine.validation import (
     check_duration,
     check_error_selector,
     check_int,
+    check_predicate,
     fail,
 )
 
@@ -216,7 +217,7 @@ class HedgingConfig:
         self._check_actions()
         hedge_on = check_error_selector(_OWNER, "hedge_on", self.hedge_on, "cancellation is never hedged")
         object.__setattr__(self, "hedge_on", hedge_on)
-        check_callable(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
+        check_predicate(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
         budget: object = self.budget
         # A class passes the protocol's check (it has the methods): an instance is wanted.
         if budget is not None and (isinstance(budget, type) or not isinstance(budget, HedgeBudget)):

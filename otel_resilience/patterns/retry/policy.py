@@ -22,6 +22,7 @@ from otel_resilience.engine.validation import (
     check_exception_types,
     check_int,
     check_number,
+    check_predicate,
     fail,
 )
 from otel_resilience.errors import ExecutionRejectedError
@@ -207,7 +208,7 @@ class RetryPolicy:
         object.__setattr__(self, "retry_on", retry_on)
         no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)
-        check_callable(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
+        check_predicate(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
         if retry_on == () and self.retry_on_result is None:
             rule = (
                 "at least one exception type, a predicate, or retry_on_result set (else nothing is retried)"
