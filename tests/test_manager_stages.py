@@ -277,6 +277,15 @@ def test_a_step_instance_linked_innermost_serves_one_policy() -> None:
     assert len(calls) == 1  # the first policy has no retry
 
 
+def test_one_step_instance_given_twice_in_a_config_is_refused_naming_the_second() -> None:
+    tally = Tally()
+    config = ResilienceConfig(
+        name="twice", extra_strategies=(ExtraStrategy(tally, inside="retry"), ExtraStrategy(tally, rank=5))
+    )
+    with pytest.raises(ValueError, match=r"ResilienceConfig\.extra_strategies\[1\].*given twice"):
+        ResilienceManager().execute_with_resilience_sync(lambda: 1, config)
+
+
 def test_build_pipeline_places_extra_strategies() -> None:
     """build_pipeline walks the same table: an extra link between the total timeout and the fallback."""
     config = ResilienceConfig(

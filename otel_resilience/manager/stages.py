@@ -326,6 +326,13 @@ def compose(at: StageInputs, *, register: bool = True) -> tuple[Pipeline, tuple[
     """
     config = at.config
     extras = [(extra.rank, _extra_link(at.name, i, extra)) for i, extra in enumerate(config.extra_strategies)]
+    for index, (_, given) in enumerate(extras):
+        if any(given is earlier for _, earlier in extras[:index]):  # one Step serves one place
+            msg = (
+                f"ResilienceConfig.extra_strategies[{index}]: the {given.kind} link {given.name!r} is "
+                "given twice; a Step instance serves one place of one policy"
+            )
+            raise ValueError(msg)
     extras.sort(key=_rank)
     ranked = [(stage.rank, stage.build(at)) for stage in STAGES]
     ranked.extend(extras)
