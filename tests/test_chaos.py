@@ -125,6 +125,40 @@ def test_an_exception_that_cannot_be_copied_is_refused() -> None:
         ChaosConfig(fault_rate=0.5, fault=Uncopyable(3, detail="x"))
 
 
+class NeedsACode(Exception):
+    """An exception class that cannot be instantiated with no argument."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+
+
+def test_an_exception_class_that_needs_arguments_is_refused() -> None:
+    """A class is instantiated with no argument for each injection: one that cannot be would never inject."""
+    with pytest.raises(
+        TypeError, match=r"^ChaosConfig\.fault must be an exception class that .* no argument"
+    ):
+        ChaosConfig(fault_rate=0.5, fault=NeedsACode)
+    with pytest.raises(TypeError, match=r"^ChaosConfig\.fault must be"):
+        ChaosConfig(fault_rate=0.5, fault=UnicodeDecodeError)
+    assert ChaosConfig(fault_rate=0.5, fault=lambda: NeedsACode(503)).fault_rate == 0.5
+
+
+def test_an_async_factory_is_refused() -> None:
+    """A coroutine function's result is a coroutine: as an outcome it would be the call's result."""
+
+    async def fake() -> dict[str, int]:
+        return {"status": 503}
+
+    async def error() -> Exception:
+        return OSError()
+
+    with pytest.raises(TypeError, match=r"^ChaosConfig\.outcome must be .*not a coroutine function"):
+        ChaosConfig(outcome_rate=0.5, outcome=fake)
+    with pytest.raises(TypeError, match=r"^ChaosConfig\.fault must be .*not a coroutine function"):
+        ChaosConfig(fault_rate=0.5, fault=error)
+    assert ChaosConfig(outcome_rate=0.5, outcome=lambda: fake).outcome_rate == 0.5  # the function itself
+
+
 def test_latency_is_a_duration_needed_by_its_rate() -> None:
     """A timedelta is stored as seconds; a latency rate with no latency is refused."""
     assert ChaosConfig(latency_rate=1.0, latency=timedelta(milliseconds=250)).latency == 0.25
@@ -144,6 +178,21 @@ def test_enabled_and_seed_types() -> None:
         ChaosConfig(seed=True)
     with pytest.raises(TypeError, match=r"ChaosConfig\.seed must be an int or None"):
         ChaosConfig(seed=1.5)  # type: ignore[arg-type]
+
+
+def test_an_async_predicate_is_refused() -> None:
+    """A coroutine function as enabled would say yes to every run (its coroutine is true)."""
+
+    async def drilled(ctx: ExecutionContext) -> bool:
+        return False
+
+    class Drilled:
+        async def __call__(self, ctx: ExecutionContext) -> bool:
+            return False
+
+    for predicate in (drilled, Drilled()):
+        with pytest.raises(TypeError, match=r"^ChaosConfig\.enabled must be a plain \(sync\) predicate"):
+            ChaosConfig(fault_rate=1.0, fault=OSError, enabled=predicate)
 
 
 def test_configs_compare_by_value_and_switches_by_identity() -> None:

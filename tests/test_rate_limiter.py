@@ -27,7 +27,7 @@ from otel_resilience import (
 )
 from otel_resilience.engine.events import CallRejected, Event
 from otel_resilience.engine.pipeline import PipelineBuilder
-from otel_resilience.engine.validation import MAX_DURATION
+from otel_resilience.engine.validation import MAX_COUNT, MAX_DURATION
 from otel_resilience.patterns.rate_limiter import DEFAULT_MAX_KEYS, DEFAULT_MAX_WAITING, KeyedRateLimiter
 from otel_resilience.testing import FakeClock
 
@@ -121,6 +121,11 @@ def test_max_wait_accepts_timedelta_and_config_is_frozen():
         ({"rate": 1.0, "max_wait": "1"}, TypeError, "max_wait"),
         ({"rate": 1.0, "max_waiting": -1}, ValueError, "max_waiting"),
         ({"rate": 1.0, "max_waiting": 1.5}, TypeError, "max_waiting"),
+        ({"rate": 1e30}, ValueError, "rate"),  # its default burst would pass sys.maxsize
+        ({"rate": float(2**63)}, ValueError, "rate"),
+        ({"rate": 1e-300}, ValueError, "rate"),  # a permit every 1e300 s: no duration
+        ({"rate": 5e-324}, ValueError, "rate"),  # 1 / rate is inf
+        ({"rate": 1.0, "burst": 10**12, "algorithm": "sliding_window"}, ValueError, "burst"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, error, field):
@@ -137,6 +142,24 @@ def test_validation_messages_are_pinned():
         ValueError, match=r"^RateLimiterConfig.algorithm must be 'token_bucket' or 'sliding_window'"
     ):
         RateLimiterConfig(rate=1.0, algorithm="fixed_window")  # type: ignore[arg-type]
+
+
+def test_rate_bounds_keep_counts_and_durations_in_range():
+    """The extreme rates accepted give a burst that is a count and a retry_after that is a duration."""
+    fastest = RateLimiterConfig(rate=float(2**62))
+    assert fastest.burst == 2**62
+    assert fastest.burst <= MAX_COUNT
+    slowest = RateLimiter("slow", RateLimiterConfig(rate=1.0 / MAX_DURATION), clock=FakeClock())
+    assert slowest.try_acquire()
+    with pytest.raises(RateLimitedError) as caught:
+        slowest.call_sync(lambda: None)
+    assert 0 < caught.value.retry_after <= MAX_DURATION
+    window = RateLimiterConfig(rate=1.0, burst=int(MAX_DURATION), algorithm="sliding_window").window
+    assert window <= MAX_DURATION
+    with pytest.raises(ValueError, match=r"^RateLimiterConfig\.rate must be >= .*one permit per "):
+        RateLimiterConfig(rate=1e-300)
+    with pytest.raises(ValueError, match=r"^RateLimiterConfig\.rate must be <= 9223372036854775807 "):
+        RateLimiterConfig(rate=1e30)
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,22 @@ async def test_a_reload_to_a_higher_rate_lets_no_newcomer_overtake_the_waiters(a
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_a_reload_to_a_lower_rate_paces_the_newcomer_from_the_last_waiter(algorithm):
+    """Waiters keep their permits' times; the next permit is one interval of the new rate after the last."""
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0, algorithm=algorithm))
+    assert rules.acquire(0.0, 10.0) is None
+    waiters = [rules.acquire(0.0, 10.0) for _ in range(3)]
+    assert [w.due for w in waiters if isinstance(w, _Reservation)] == [1.0, 2.0, 3.0]
+    assert rules.retune(RateLimiterConfig(rate=0.1, burst=1, max_wait=100.0, algorithm=algorithm), 0.0)
+    assert rules.acquire(0.0, 0.0) == pytest.approx(13.0)  # 3 + 1 / 0.1, as for the higher rate
+    for waiter in waiters:
+        assert isinstance(waiter, _Reservation)
+        rules.claim(waiter)
+    assert rules.acquire(12.9, 0.0) == pytest.approx(0.1)
+    assert rules.acquire(13.0, 0.0) is None
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
 async def test_a_reload_to_a_larger_burst_lets_no_newcomer_overtake_the_waiters(algorithm):
     """A reload that widens the burst while callers wait: a newcomer's permit is due after theirs."""
     clock = ManualClock()

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Union
 
-from otel_resilience.engine.validation import check_duration, check_number, describe, fail
+from otel_resilience.engine.protecting import is_async_callable
+from otel_resilience.engine.validation import check_duration, check_number, check_predicate, describe, fail
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -123,7 +124,8 @@ class ChaosConfig:
     fault: Fault | None = None
     """What a fault raises (required when ``fault_rate > 0``): an ``Exception`` instance (a copy
     of it is raised each time, so that concurrent calls never share one traceback), an
-    ``Exception`` subclass (instantiated with no argument) or a factory called with no argument
+    ``Exception`` subclass (instantiated with no argument: a class that needs arguments is
+    refused) or a factory (a plain function, not a coroutine function) called with no argument
     that returns an ``Exception``. Each injected exception gets a note saying chaos injected it.
     Cancellation and interrupts (``BaseException``) are not faults."""
     latency_rate: float = 0.0
@@ -140,11 +142,12 @@ class ChaosConfig:
     outcome: Any = None
     """The injected result: a value (``None`` by default), or a callable, called with no argument
     for each injection, whose return value is the result (to inject a callable itself, wrap it:
-    ``outcome=lambda: handler``)."""
+    ``outcome=lambda: handler``; a coroutine function is refused: its result would be a coroutine)."""
     enabled: Enabled = True
     """Whether the link injects: ``True`` (the default: on whenever the rates say so),
     ``False`` (never; the link is left out), or a predicate called with the run's
-    :class:`~otel_resilience.engine.context.ExecutionContext` (its ``operation``, ``attempt``,
+    :class:`~otel_resilience.engine.context.ExecutionContext` (a plain function, not a coroutine
+    function: it is called, never awaited; its ``operation``, ``attempt``,
     ``args`` and ``kwargs``; context variables of the caller, such as a request's tenant or
     OpenTelemetry baggage, are readable too) that returns whether this run may be injected.
     A :class:`ChaosSwitch` is such a predicate. A predicate is asked before any random draw; one
@@ -180,13 +183,18 @@ class ChaosConfig:
             rule = f"<= 1 - fault_rate ({1.0 - self.fault_rate:g}): one draw decides fault or outcome"
             raise fail(_OWNER, "outcome_rate", rule, self.outcome_rate)
         self._check_fault()
+        if callable(self.outcome):
+            _check_sync_factory("outcome", self.outcome)
         latency = check_duration(_OWNER, "latency", self.latency, allow_zero=True)
         object.__setattr__(self, "latency", latency)
         if self.latency_rate > 0 and latency == 0:
             raise fail(_OWNER, "latency", "> 0 when latency_rate > 0", self.latency)
         enabled: object = self.enabled
-        if not isinstance(enabled, bool) and not callable(enabled):
-            raise fail(_OWNER, "enabled", "a bool, a ChaosSwitch or a predicate", enabled, kind=TypeError)
+        if not isinstance(enabled, bool):
+            if not callable(enabled):
+                rule = "a bool, a ChaosSwitch or a predicate"
+                raise fail(_OWNER, "enabled", rule, enabled, kind=TypeError)
+            check_predicate(_OWNER, "enabled", enabled)
         seed: object = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise fail(_OWNER, "seed", "an int or None", seed, kind=TypeError)
@@ -201,6 +209,7 @@ class ChaosConfig:
             if not issubclass(fault, Exception):
                 rule = "an Exception subclass (cancellation and interrupts are not faults)"
                 raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
+            _check_instantiable(fault)
         elif isinstance(fault, BaseException):
             if not isinstance(fault, Exception):
                 rule = "an Exception (cancellation and interrupts are not faults)"
@@ -209,12 +218,34 @@ class ChaosConfig:
         elif not callable(fault):
             rule = "an Exception, an Exception subclass or a factory returning one"
             raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
+        else:
+            _check_sync_factory("fault", fault)
 
     @property
     def injects(self) -> bool:
         """Whether this config can ever inject: ``enabled`` is not ``False`` and some rate is above 0."""
         rates = self.fault_rate or self.latency_rate or self.outcome_rate
         return self.enabled is not False and rates > 0
+
+
+def _check_instantiable(fault: type[Exception]) -> None:
+    """Refuse an exception class that cannot be instantiated with no argument (as each injection does)."""
+    try:
+        fault()
+    except Exception as error:
+        msg = (
+            f"{_OWNER}.fault must be an exception class that can be instantiated with no argument "
+            f"(each injection does), got {describe(fault)}, which raised {type(error).__name__}: "
+            "give a factory (fault=lambda: MyError(...)) instead"
+        )
+        raise TypeError(msg) from error
+
+
+def _check_sync_factory(field: str, factory: object) -> None:
+    """Refuse a coroutine function as a factory: its result would be a coroutine, never awaited."""
+    if is_async_callable(factory):
+        rule = "a plain (sync) factory, not a coroutine function (to inject the function itself: lambda: fn)"
+        raise fail(_OWNER, field, rule, factory, kind=TypeError)
 
 
 def _check_copyable(fault: Exception) -> None:

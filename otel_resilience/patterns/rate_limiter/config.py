@@ -8,7 +8,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
 from otel_resilience.engine.shared import SharedStore, check_store
-from otel_resilience.engine.validation import check_duration, check_int, check_number, fail
+from otel_resilience.engine.validation import (
+    MAX_COUNT,
+    MAX_DURATION,
+    check_duration,
+    check_int,
+    check_number,
+    fail,
+)
 
 KIND: Final = "rate_limiter"
 """The pattern kind in telemetry."""
@@ -23,6 +30,10 @@ STORE_FALLBACKS: Final = ("open", "closed", "local")
 
 Algorithm = Literal["token_bucket", "sliding_window"]
 """How permits are counted: see :attr:`RateLimiterConfig.algorithm`."""
+
+MIN_RATE: Final = 1.0 / MAX_DURATION
+"""The lowest ``rate``: one permit per :data:`~otel_resilience.engine.validation.MAX_DURATION`
+seconds, so that the time until the next permit (a wait, a ``retry_after``) is a duration."""
 
 _OWNER: Final = "RateLimiterConfig"
 
@@ -61,12 +72,15 @@ class RateLimiterConfig:
 
     rate: float
     """Permits per second on average, a finite number ``> 0`` (required). ``rate=0.5`` is one
-    permit every 2 s."""
+    permit every 2 s. At least :data:`MIN_RATE` (one permit per ``threading.TIMEOUT_MAX``
+    seconds, so that a ``retry_after`` is a duration) and at most ``sys.maxsize`` (so that the
+    default ``burst`` is a count)."""
     burst: int = None  # type: ignore[assignment] # None until __post_init__ computes the default
     """The most permits taken at once, an ``int >= 1``: the bucket's size (``"token_bucket"``),
     or the most admissions in any window of ``burst / rate`` seconds (``"sliding_window"``).
     The default is ``max(1, ceil(rate))``: one second's worth of permits, computed at
-    construction and stored (``dataclasses.replace(config, rate=...)`` keeps it)."""
+    construction and stored (``dataclasses.replace(config, rate=...)`` keeps it). With
+    ``"sliding_window"``, the window ``burst / rate`` is at most ``threading.TIMEOUT_MAX`` seconds."""
     algorithm: Algorithm = "token_bucket"
     """``"token_bucket"`` (the default): a bucket of ``burst`` tokens refilled continuously at
     ``rate`` per second; a call takes one. Bursts up to ``burst``, then ``rate`` on average.
@@ -111,6 +125,11 @@ class RateLimiterConfig:
 
     def __post_init__(self) -> None:
         rate = check_number(_OWNER, "rate", self.rate, minimum=0.0, min_inclusive=False)
+        if rate < MIN_RATE:
+            rule = f">= {MIN_RATE:.3g} (one permit per {MAX_DURATION:.0f} seconds, threading.TIMEOUT_MAX)"
+            raise fail(_OWNER, "rate", rule, self.rate)
+        if math.ceil(rate) > MAX_COUNT:  # the default burst, one second's permits, is a count
+            raise fail(_OWNER, "rate", f"<= {MAX_COUNT} (sys.maxsize) per second", self.rate)
         object.__setattr__(self, "rate", rate)
         burst: object = self.burst
         if burst is None:
@@ -123,6 +142,10 @@ class RateLimiterConfig:
             )
         if self.algorithm not in ALGORITHMS:
             raise fail(_OWNER, "algorithm", "'token_bucket' or 'sliding_window'", self.algorithm)
+        if self.algorithm == "sliding_window" and self.burst / rate > MAX_DURATION:
+            window = "its window, burst / rate, is a duration"
+            rule = f"<= rate * {MAX_DURATION:.0f} with 'sliding_window' ({window})"
+            raise fail(_OWNER, "burst", rule, self.burst)
         max_wait = check_duration(_OWNER, "max_wait", self.max_wait, allow_zero=True)
         object.__setattr__(self, "max_wait", max_wait)
         check_int(_OWNER, "max_waiting", self.max_waiting, minimum=0)

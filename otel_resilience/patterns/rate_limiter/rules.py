@@ -232,8 +232,10 @@ class _Rules(abc.ABC):
         The state is brought up to ``now`` at the old rate first; then the token bucket keeps
         its tokens (at most the new ``burst``: a reload never hands out a free burst) and the
         sliding log its admissions (judged over the new window). Reservations keep their times,
-        and stay first: the next permit is not due before the latest reservation's (a debt
-        repaid faster at a higher rate would let a newcomer overtake the waiters).
+        and stay first: the next permit is not due before the latest reservation's, and the
+        token bucket's debt ends at that time whatever the new rate (a debt repaid faster at a
+        higher rate would let a newcomer overtake the waiters; at a lower one, it would charge
+        their permits again at the new rate).
 
         Returns:
             ``False`` (and nothing changes) when ``config`` names another algorithm, or a shared
@@ -335,8 +337,10 @@ class _TokenBucket(_Rules):
         if self.tokens > self.burst:
             self.tokens = float(self.burst)
         pending = self._pending
-        if pending and pending[-1].due > now:  # FIFO: the debt lasts until the latest reservation
-            self.tokens = min(self.tokens, (now - pending[-1].due) * self.rate)
+        if pending and pending[-1].due > now:
+            # The debt lasts until the latest reservation, at the new rate: a higher rate would
+            # let a newcomer overtake the waiters, a lower one would charge their permits again.
+            self.tokens = (now - pending[-1].due) * self.rate
 
 
 class _SlidingLog(_Rules):
