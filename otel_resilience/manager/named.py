@@ -238,6 +238,7 @@ class NamedPolicies:
             The handle of each name. A policy the mapping does not name is left as it is.
 
         Raises:
+            TypeError: ``policies`` is not a mapping, or ``customize`` is not callable (nothing changed).
             Exception: A reload refused (reported; no policy changed), as :meth:`reconfigure_many`.
         """
         return apply_file(self, policies, customize)
@@ -268,7 +269,8 @@ class NamedPolicies:
         Raises:
             otel_resilience.config.ConfigError: The file cannot be loaded now.
             ValueError: ``interval`` is not > 0 (or above ``MAX_DURATION``), or a policy is refused now.
-            TypeError: ``interval`` is not a number of seconds or a ``timedelta``.
+            TypeError: ``interval`` is not a number of seconds or a ``timedelta``, or ``customize``
+                is not callable.
         """
         return ConfigWatch(self, path, interval=interval, customize=customize)
 

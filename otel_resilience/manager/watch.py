@@ -6,8 +6,8 @@ named policy (``manager.policy(name, config)``) for each new name and reloads th
 none does. A policy the file no longer names is left as it is (a running service may still call
 it); a policy whose config did not change is not reloaded.
 
-:class:`ConfigWatch` polls the file (its size and modification time, every ``interval`` seconds,
-in a daemon thread: no extra dependency) and applies it when it changed. A file that cannot be
+:class:`ConfigWatch` polls the file (its size, times and inode, every ``interval`` seconds, in a
+daemon thread: no extra dependency) and applies it when it changed. A file that cannot be
 read or parsed, or whose policies are refused, changes nothing: the last good configuration stays,
 and the failure is reported as a refused reload of every policy the last good file named (a
 warning log, the ``resilience.policy.reload_failed`` span event and ``resilience.reload`` with
@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import check_duration, fail
 from otel_resilience.manager.policy import same_config
 
@@ -63,6 +64,7 @@ def apply_file(
         The handle of every policy the file names.
 
     Raises:
+        TypeError: ``policies`` is not a mapping, or ``customize`` is not callable (nothing changed).
         Exception: A config refused, or what ``customize`` raised (reported; no policy changed).
     """
     if not isinstance(policies, Mapping):
@@ -73,6 +75,7 @@ def apply_file(
             policies,
             kind=TypeError,
         )
+    _check_customize("ResilienceManager.apply_config", customize)
     wanted = {name: _customized(manager, name, config, customize) for name, config in policies.items()}
     with manager._handles_lock:
         handles = dict(manager._handles)
@@ -92,9 +95,23 @@ def apply_file(
     return applied
 
 
+def _check_customize(owner: str, customize: object) -> None:
+    """Refuse a ``customize`` that is not callable (or ``None``), before a file is applied with it.
+
+    Raises:
+        TypeError: Naming ``owner``'s ``customize``.
+    """
+    if customize is not None and not callable(customize):
+        raise fail(owner, "customize", "callable or None", customize, kind=TypeError)
+
+
 def _file_key(path: str | os.PathLike[str]) -> str:
-    """The key of a file among the ones applied to a manager: its absolute path."""
-    return str(Path(path).resolve())
+    """The key of a file among the ones applied to a manager: its absolute path.
+
+    Links are not followed: a link swapped to another target (a Kubernetes ConfigMap's
+    ``..data``) is still the file applied under that path, and one key.
+    """
+    return os.path.abspath(path)  # noqa: PTH100 - resolve() follows links, which this must not
 
 
 def _customized(
@@ -135,15 +152,17 @@ class ConfigWatch:
     ) -> None:
         # A duration as every other (at most MAX_DURATION): the thread's wait must accept it.
         self.interval = check_duration("ResilienceManager.watch", "interval", interval)
+        _check_customize("ResilienceManager.watch", customize)
         self.path = Path(path)
         self.applied = 0
         self.failed = 0
         self._manager = manager
         self._customize = customize
+        # One look at a time (the thread's and a caller's check()): a change is applied once, and
+        # never an older file after a newer one. Free in a forked child.
+        self._checking = fork_safe(threading.Lock())
         self._stamp = self._look()
-        # The file applied already (at start-up, OTEL_RESILIENCE_CONFIG) keeps its retry budgets:
-        # an unchanged file then gives equal configs, and no policy is reloaded for nothing.
-        self._last: ConfigFile = self._load(manager._applied_files.get(_file_key(self.path)))
+        self._last: ConfigFile = self._load(None)
         apply_file(manager, self._last, customize)
         self.applied = 1
         self._stop = threading.Event()
@@ -161,17 +180,30 @@ class ConfigWatch:
             self._stop = threading.Event()  # its lock may have been held by a thread of the parent
             self._thread = self._start()
 
-    def _look(self) -> tuple[int, int] | None:
-        """The file's size and modification time (``None`` when it cannot be read now)."""
+    def _look(self) -> tuple[int, ...] | None:
+        """What tells the file's content changed (``None`` when it cannot be read now).
+
+        Its size and modification time, and which file it is (device and inode) with its change
+        time: a file replaced by another (renamed over it, a link swapped to a new target) is
+        seen even when a tool kept the size and set the modification time (a copy that keeps
+        times; Nix and reproducible images, where every file has the same one).
+        """
         try:
             info = self.path.stat()
         except OSError:
             return None
-        return info.st_size, info.st_mtime_ns
+        return info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns
 
-    def _load(self, previous: ConfigFile | None) -> ConfigFile:
+    def _load(self, last: ConfigFile | None) -> ConfigFile:
+        """Load the file with the retry budgets in force: those of its last load applied to the manager.
+
+        That load is this watch's ``last``, or another's: the file applied at start-up
+        (``OTEL_RESILIENCE_CONFIG``), another watch of it. Unchanged budgets then stay the same
+        objects, so an unchanged policy gives an equal config and is not reloaded for nothing.
+        """
         from otel_resilience.config import load  # noqa: PLC0415 - the config package imports the manager's
 
+        previous = self._manager._applied_files.get(_file_key(self.path), last)
         return load(self.path, previous=previous)
 
     def check(self) -> bool:
@@ -180,6 +212,10 @@ class ConfigWatch:
         Returns:
             Whether a changed file was applied (``False``: unchanged, or refused and reported).
         """
+        with self._checking:
+            return self._check_locked()
+
+    def _check_locked(self) -> bool:
         stamp = self._look()
         if stamp == self._stamp:
             return False

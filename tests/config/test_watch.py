@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -334,3 +335,108 @@ def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path: Path) -> 
     path.write_bytes("# caf\xe9\npolicies: {}\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"resilience\.yaml: is not UTF-8 text: byte 0xe9"):
         load(path)
+
+
+def _config_map(folder: Path, version: str, text: str) -> None:
+    """Publish ``text`` as Kubernetes does a ConfigMap: a new folder, then ``..data`` swapped to it.
+
+    Every file gets the same modification time, as in a store that normalises it (Nix, images
+    built reproducibly): only the file behind the link is new.
+    """
+    data = folder / f"..{version}"
+    data.mkdir()
+    (data / "resilience.yaml").write_text(text)
+    os.utime(data / "resilience.yaml", ns=(1_000_000_000, 1_000_000_000))
+    (folder / "..data_tmp").symlink_to(data.name)
+    (folder / "..data_tmp").replace(folder / "..data")
+    if not (folder / "resilience.yaml").is_symlink():
+        (folder / "resilience.yaml").symlink_to(Path("..data") / "resilience.yaml")
+
+
+def test_a_watch_sees_the_file_behind_a_swapped_link_even_of_the_same_size_and_time(tmp_path: Path) -> None:
+    """A ConfigMap update swaps the ``..data`` link: another file, seen though size and mtime match."""
+    _config_map(tmp_path, "v1", FIRST)
+    manager = ResilienceManager()
+    with manager.watch(tmp_path / "resilience.yaml", interval=3600) as watch:
+        _config_map(tmp_path, "v2", FIRST.replace("failure_threshold: 3", "failure_threshold: 7"))
+        assert watch.check()
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=7)
+
+
+def test_a_watch_of_a_linked_file_applied_at_start_up_reloads_no_policy_after_a_swap(tmp_path: Path) -> None:
+    """The file is known by the path it was applied under, not by the target a link swap changes."""
+    _config_map(tmp_path, "v1", BUDGETED)
+    manager = ResilienceManager()
+    handles = manager.apply_config(load(tmp_path / "resilience.yaml"))  # at start-up
+    _config_map(tmp_path, "v2", BUDGETED)  # another key of the ConfigMap changed: this file did not
+    with manager.watch(tmp_path / "resilience.yaml", interval=3600):
+        for name in ("payments", "search"):
+            assert handles[name].generation == 1
+            assert handles[name].get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+
+
+def test_two_watches_of_one_file_reload_a_changed_budget_once(tmp_path: Path) -> None:
+    """The second watch loads with the budgets in force: its look finds nothing to reload."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, BUDGETED)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as first, manager.watch(path, interval=3600) as second:
+        payments = manager.policy("payments")
+        _write(path, BUDGETED.replace("ratio: 0.2", "ratio: 0.3"))
+        assert first.check()
+        budget = payments.config.retry_policy.budget  # type: ignore[union-attr]
+        second.check()
+        assert payments.generation == 2
+        assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
+        assert payments.config.retry_policy.budget is budget  # type: ignore[union-attr]
+
+
+def test_a_check_while_the_watch_thread_applies_the_change_waits_for_it(tmp_path: Path) -> None:
+    """check() and the thread's look are one at a time: a change is applied once, never an older file after."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    applying, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
+        if name == "payments":
+            calls.append(threading.current_thread().name)
+            if len(calls) == 2:  # the change, applied by the watch's thread: held there
+                applying.set()
+                release.wait(10.0)
+        return config
+
+    manager = ResilienceManager()
+    watch = manager.watch(path, interval=0.01, customize=customize)
+    try:
+        _write(path, SECOND)
+        assert applying.wait(10.0)
+        results: list[bool] = []
+        checker = threading.Thread(target=lambda: results.append(watch.check()))
+        checker.start()
+        checker.join(0.2)  # unchanged code: it applies the same change a second time meanwhile
+        release.set()
+        checker.join(10.0)
+        assert results == [False]  # the thread applied it; nothing is left to apply
+        assert watch.applied == 2
+        assert len(calls) == 2
+    finally:
+        release.set()
+        watch.stop()
+
+
+def test_a_customize_that_is_not_callable_is_refused_at_once_naming_it(tmp_path: Path) -> None:
+    """Refused before anything is applied, even by a file without policies (no call would find it)."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, "policies: {}\n")
+    manager = ResilienceManager()
+    with pytest.raises(
+        TypeError, match=r"^ResilienceManager\.apply_config\.customize must be callable or None"
+    ):
+        manager.apply_config({}, customize=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^ResilienceManager\.watch\.customize must be callable or None"):
+        manager.watch(path, customize="payments")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^ResilienceManager\.apply_config\.customize must be callable"):
+        manager.apply_config({"payments": ResilienceConfig()}, customize=5)  # type: ignore[arg-type]
+    assert "payments" not in manager._handles
+    assert manager.policy("payments", ResilienceConfig()).get_stats()["reloads"]["failed"] == 0
