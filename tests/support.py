@@ -237,3 +237,15 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
             process.wait(timeout=timeout)
     if process.stderr:
         process.stderr.close()
+
+
+class BrokenQualname:
+    """A callable whose ``__qualname__`` raises when read (its metadata cannot be copied)."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "__qualname__":
+            raise RuntimeError("no qualname")
+        raise AttributeError(name)
+
+    def __call__(self) -> str:
+        return "ok"

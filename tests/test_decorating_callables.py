@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import BrokenQualname
 
 from otel_resilience import (
     CircuitBreaker,
@@ -141,18 +142,6 @@ def test_the_decorator_under_staticmethod_and_classmethod_works() -> None:
     assert Service.named("!") == Service().named("!") == "Service!"
 
 
-class BrokenName:
-    """A callable whose ``__qualname__`` raises when read."""
-
-    def __getattr__(self, name: str) -> object:
-        if name == "__qualname__":
-            raise RuntimeError("no qualname")
-        raise AttributeError(name)
-
-    def __call__(self) -> str:
-        return "ok"
-
-
 def test_a_callable_whose_metadata_cannot_be_read_is_refused_alike_by_every_decorator(
     every_decorator: dict[str, Decorator], manager: ResilienceManager
 ) -> None:
@@ -168,5 +157,5 @@ def test_a_callable_whose_metadata_cannot_be_read_is_refused_alike_by_every_deco
         with pytest.raises(
             TypeError, match=r"metadata .* cannot be read to decorate it: RuntimeError: no qualname"
         ):
-            decorate(BrokenName())
+            decorate(BrokenQualname())
             pytest.fail(f"{name} decorated it")

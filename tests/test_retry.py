@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import invoke, run_threads
+from support import BrokenQualname, invoke, run_threads
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
@@ -1304,18 +1304,6 @@ class _BrokenRepr:
         raise RuntimeError("no repr")
 
 
-class _BrokenQualname:
-    """A callable whose ``__qualname__`` raises."""
-
-    def __getattr__(self, name: str) -> object:
-        if name == "__qualname__":
-            raise RuntimeError("no qualname")
-        raise AttributeError(name)
-
-    def __call__(self) -> str:
-        return "ok"
-
-
 def test_non_callable_with_a_broken_repr_gets_a_clear_type_error() -> None:
     """A non-callable fn whose __repr__ raises still gets the 'must be callable' TypeError."""
     with pytest.raises(
@@ -1327,11 +1315,11 @@ def test_non_callable_with_a_broken_repr_gets_a_clear_type_error() -> None:
 
 def test_callable_with_a_broken_qualname(clock: FakeClock) -> None:
     """A callable whose __qualname__ raises is retried (named after its type); decorating it is a clear TypeError."""
-    assert retry_sync(_BrokenQualname(), policy=exact(), clock=clock) == "ok"
+    assert retry_sync(BrokenQualname(), policy=exact(), clock=clock) == "ok"
     with pytest.raises(
         TypeError, match=r"metadata .* cannot be read to decorate it: RuntimeError: no qualname"
     ):
-        retry(exact(), clock=clock, name="named")(_BrokenQualname())
+        retry(exact(), clock=clock, name="named")(BrokenQualname())
 
 
 def test_an_empty_retry_on_needs_retry_on_result() -> None:
