@@ -499,7 +499,8 @@ alive by having failed once."""
 
 MAX_ATTRIBUTE_LENGTH: Final = 256
 """The longest text the library writes as a telemetry value it builds from a user's value (an
-alert's subject or attribute, a keyed policy's ``resilience.key``); longer ones are cut."""
+alert's subject or attribute, a keyed policy's ``resilience.key``, an exception class's
+``error.type``); longer ones are cut."""
 
 
 def bounded_text(value: str) -> str:
@@ -512,8 +513,10 @@ def bounded_text(value: str) -> str:
 def error_type_name(error: BaseException | None) -> str | None:
     """Return the bounded name of an exception's type (``module.Qualname`` for non-builtins).
 
-    Names are cached per class, so a repeated failure formats no string. The cache holds its
-    classes weakly: it never keeps a dynamically created exception class (or its module) alive.
+    A name longer than :data:`MAX_ATTRIBUTE_LENGTH` is cut (:func:`bounded_text`), as every
+    telemetry value the library builds from a user's value. Names are cached per class, so a
+    repeated failure formats no string. The cache holds its classes weakly: it never keeps a
+    dynamically created exception class (or its module) alive.
     """
     if error is None:
         return None
@@ -521,6 +524,6 @@ def error_type_name(error: BaseException | None) -> str | None:
     name = _TYPE_NAMES.get(cls)
     if name is None:
         module = cls.__module__
-        name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+        name = bounded_text(cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}")
         _TYPE_NAMES[cls] = name
     return name

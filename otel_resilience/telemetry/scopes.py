@@ -17,7 +17,7 @@ and the attempts and span events inside it read them there, whichever source rep
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DURATIONS_OFF",
     "KEYED_EXECUTION",
+    "MAX_ATTRIBUTE_SETS",
     "MAX_SOURCES",
     "SPANS_OFF",
     "SWITCHED_OFF",
@@ -57,9 +58,18 @@ __all__ = [
 ]
 
 Attrs = dict[str, "AttributeValue"]
+K = TypeVar("K")
 
 MAX_SOURCES: Final = 4096
 """Per-source attribute caches kept before the cache is cleared (sources are per instance)."""
+
+MAX_ATTRIBUTE_SETS: Final = 256
+"""Attribute sets each of a source's caches (:attr:`SourceInfo.duration_attrs`,
+:attr:`SourceInfo.attempt_metric_attrs`) keeps before it is cleared: one per error type seen, and
+error types are classes, which a program may create at run time (one per request). The series
+themselves are bounded where they are kept (the SDK's cardinality limit, or
+:data:`~otel_resilience.telemetry.histograms.SERIES_LIMIT`), beyond which they share the
+``otel.metric.overflow`` series."""
 
 _OTHER_ERROR: Final = "_OTHER"
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
@@ -108,6 +118,10 @@ class SourceInfo:
         source_values: ``resilience.policy``, ``resilience.pattern`` and ``resilience.name``.
         span_attrs: The execution span's attributes at start.
         success_attrs: The duration histogram's attributes of a success.
+        duration_attrs: The duration histogram's attributes of the other outcomes, by outcome
+            and error type (at most :data:`MAX_ATTRIBUTE_SETS`).
+        attempt_metric_attrs: The attempt duration's attributes, by outcome, error type and
+            attempt type (at most :data:`MAX_ATTRIBUTE_SETS`).
         event_attrs: The attributes every span event starts with.
         attempt_attrs: The attempt span's attributes at start (before its number).
         metrics_only: The scope handle of an execution that opens no span.
@@ -177,7 +191,7 @@ class SourceInfo:
                 attrs[sc.ERROR_TYPE] = error_type
             if self.key_attrs is not None:
                 attrs.update(self.key_attrs)
-            self.duration_attrs[key] = attrs
+            _keep(self.duration_attrs, key, attrs)
         return attrs
 
     def attempt_metric(self, outcome: Outcome, error_type: str | None, attempt_type: str | None) -> Attrs:
@@ -195,7 +209,7 @@ class SourceInfo:
                 attrs[sc.ERROR_TYPE] = error_type
             if attempt_type is not None:
                 attrs[sc.ATTEMPT_TYPE] = attempt_type
-            self.attempt_metric_attrs[key] = attrs
+            _keep(self.attempt_metric_attrs, key, attrs)
         return attrs
 
     def attempt_span_name(self, operation: str) -> str:
@@ -204,6 +218,17 @@ class SourceInfo:
             self.attempt_name = operation + sc.ATTEMPT_SPAN_SUFFIX
             self.attempt_operation = operation
         return self.attempt_name
+
+
+def _keep(cache: dict[K, Attrs], key: K, attrs: Attrs) -> None:
+    """Cache ``attrs`` under ``key``, clearing ``cache`` first when it holds :data:`MAX_ATTRIBUTE_SETS`.
+
+    Only a miss gets here: a repeated attribute set costs one lookup. The dicts handed out
+    before a clear stay valid (nothing changes them); their sets are made again when next seen.
+    """
+    if len(cache) >= MAX_ATTRIBUTE_SETS:
+        cache.clear()
+    cache[key] = attrs
 
 
 class SourceInfos:
