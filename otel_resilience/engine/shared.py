@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, Final
 
 from otel_resilience.engine.registry import Registry
@@ -80,6 +80,16 @@ class SharedStore(abc.ABC):
     def local_only(self) -> bool:
         """Whether its patterns run on local state now: it is unreachable (:attr:`degraded`) or closed."""
         return self.degraded
+
+    def local_breakers(self) -> Collection[Any]:
+        """Return the breakers it shares that run on local state now, though it may answer.
+
+        Every breaker it shares runs on local state while :attr:`local_only`; a store that can
+        also refuse one breaker's keys alone (``WRONGTYPE``) names that breaker here, while its
+        other breakers go on sharing. Read by telemetry (``resilience.circuit_breaker.shared``);
+        never waits on the network. None by default.
+        """
+        return ()
 
     @abc.abstractmethod
     def share_breaker(self, breaker: Any) -> None:

@@ -425,6 +425,7 @@ _BULKHEAD_QUEUED: Final = naming.series(sc.BULKHEAD_QUEUED)
 _BULKHEAD_LIMIT: Final = naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT)
 _BULKHEAD_QUEUE_LIMIT: Final = naming.series(sc.BULKHEAD_QUEUE_LIMIT)
 _BULKHEAD_UTILIZATION: Final = naming.series(sc.BULKHEAD_UTILIZATION)
+_BULKHEAD_QUEUE_UTILIZATION: Final = naming.series(sc.BULKHEAD_QUEUE_UTILIZATION)
 _RECOVERY_ATTEMPTS: Final = naming.series(sc.RECOVERY_ATTEMPTS)
 _ERROR_PATTERNS: Final = naming.series(sc.ERROR_PATTERNS)
 _CHAOS_INJECTIONS: Final = naming.series(sc.CHAOS_INJECTIONS)
@@ -464,6 +465,10 @@ from ``resilience.bulkhead.utilization`` (the most saturated key of a keyed poli
 ``active`` and ``limit`` are summed over its keys), else (an exporter older than that gauge)
 ``active`` over ``limit``. Named as it was when it read only those."""
 R_BULKHEAD_QUEUE_SATURATION: Final = _record("job_name", _BULKHEAD_QUEUED, "ratio", "_saturation")
+"""A bulkhead's share of its queue limit in use in its most loaded instance and key: read from
+``resilience.bulkhead.queue_utilization`` (the most saturated key of a keyed policy, whose
+``queued`` and queue limit are summed over its keys), else (an exporter older than that gauge)
+``queued`` over the queue limit. Named as it was when it read only those."""
 R_BULKHEAD_REJECTIONS: Final = _record("job_policy_name", _REJECTIONS, f"rate{RATE_WINDOW}", "_bulkhead")
 R_BULKHEAD_REJECTION_RATIO: Final = _record(
     "job_policy_name", _REJECTIONS, f"ratio_rate{RATE_WINDOW}", "_bulkhead_per_execution"
@@ -858,7 +863,8 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         ),
         RecordingRule(
             R_BULKHEAD_QUEUE_SATURATION,
-            f"max by ({job}, {_NAME}) ({_BULKHEAD_QUEUED} / ({_BULKHEAD_QUEUE_LIMIT} > 0))",
+            f"max by ({job}, {_NAME}) (\n  {_BULKHEAD_QUEUE_UTILIZATION}\nor\n"
+            f"  {_BULKHEAD_QUEUED} / ({_BULKHEAD_QUEUE_LIMIT} > 0)\n)",
         ),
         RecordingRule(R_BULKHEAD_REJECTIONS, f"sum by ({job}, {_POLICY}, {_NAME}) (rate({rejections}[{w}]))"),
         RecordingRule(
@@ -1195,25 +1201,56 @@ class _Firing:
 
 
 @dataclass(frozen=True, slots=True)
+class _Recorded:
+    """One recording rule's expected samples at a given time (a ``promql_expr_test``)."""
+
+    at: str
+    rule: str
+    samples: tuple[tuple[Mapping[str, str], float], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "expr": self.rule,
+            "eval_time": self.at,
+            "exp_samples": [
+                {
+                    "labels": self.rule + "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+                    "value": value,
+                }
+                for labels, value in self.samples
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class _Case:
-    """One ``promtool`` test group: input series, then checks at given times."""
+    """One ``promtool`` test group: input series, then checks at given times.
+
+    ``alert`` and ``checks``: an alert expected to fire or not at each time; ``recorded``: the
+    samples of recording rules that drive no alert (a dashboard's), at given times.
+    """
 
     name: str
     alert: str
     series: tuple[tuple[str, str], ...]
     checks: tuple[tuple[str, tuple[_Firing, ...]], ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    recorded: tuple[_Recorded, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "name": self.name,
             "interval": "1m",
             "input_series": [{"series": s, "values": v} for s, v in self.series],
-            "alert_rule_test": [
+        }
+        if self.checks:
+            document["alert_rule_test"] = [
                 {"eval_time": at, "alertname": self.alert, "exp_alerts": [f.as_dict() for f in firing]}
                 for at, firing in self.checks
-            ],
-        }
+            ]
+        if self.recorded:
+            document["promql_expr_test"] = [expected.as_dict() for expected in self.recorded]
+        return document
 
 
 def _render(template: str, labels: Mapping[str, str], value: str) -> str:
@@ -1460,6 +1497,42 @@ def _bulkhead_near_keyed_case() -> _Case:
             ("9m", ()),
             ("11m", (_Firing(rule, _job(**{_NAME: "hosts", _POLICY: "hosts"}), "100%"),)),
             ("20m", ()),
+        ),
+    )
+
+
+def _bulkhead_queue_keyed_case() -> _Case:
+    """Keyed bulkheads: ``queued`` and its limit summed over the keys, the queue utilization the worst's."""
+    series: list[tuple[str, str]] = []
+    # Ten keys of max_waiting=5 each: one key's queue is full while nine are idle (10 % of the
+    # sums), then it drains; an exporter older than the gauge still gives queued / limit.
+    for name, queued, utilization in (
+        ("hosts", _gauge((5, 6), (0, 5)), _gauge((1.0, 6), (0.0, 5))),
+        ("legacy", _gauge((3, 11)), None),
+    ):
+        series += [
+            (_input(_BULKHEAD_QUEUED, {_NAME: name}), queued),
+            (_input(_BULKHEAD_QUEUE_LIMIT, {_NAME: name}), _gauge((50 if utilization else 10, 11))),
+        ]
+        if utilization is not None:
+            series.append((_input(_BULKHEAD_QUEUE_UTILIZATION, {_NAME: name}), utilization))
+    return _Case(
+        "bulkhead queue saturation, keyed: one full queue among nine idle reads 100 %; without the "
+        "gauge, queued over the queue limit",
+        "",
+        tuple(series),
+        (),
+        recorded=(
+            _Recorded(
+                "5m",
+                R_BULKHEAD_QUEUE_SATURATION,
+                ((_job(**{_NAME: "hosts"}), 1.0), (_job(**{_NAME: "legacy"}), 0.3)),
+            ),
+            _Recorded(
+                "10m",
+                R_BULKHEAD_QUEUE_SATURATION,
+                ((_job(**{_NAME: "hosts"}), 0.0), (_job(**{_NAME: "legacy"}), 0.3)),
+            ),
         ),
     )
 
@@ -1793,6 +1866,7 @@ def rules_test_document() -> dict[str, Any]:
         _bulkhead_full_case(),
         _bulkhead_near_case(),
         _bulkhead_near_keyed_case(),
+        _bulkhead_queue_keyed_case(),
         _recovery_case(),
         _error_pattern_case(),
         _retry_storm_case(),

@@ -1253,7 +1253,9 @@ def _bulkheads() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Queue saturation",
-                        "Share of each bulkhead's wait queue in use (the most loaded instance). "
+                        "Share of each bulkhead's wait queue in use (the most loaded instance; for a "
+                        f"keyed policy, its most saturated key, from "
+                        f"`{naming.series(sc.BULKHEAD_QUEUE_UTILIZATION)}`). "
                         f"{_rule_note(ar.R_BULKHEAD_QUEUE_SATURATION)}",
                         "percentunit",
                         (_Query(_recorded(ar.R_BULKHEAD_QUEUE_SATURATION, sel), f"{{{{{_NAME}}}}}"),),
@@ -1284,8 +1286,9 @@ def _bulkheads() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Waiting calls and queue limit",
-                        f"Calls waiting for a slot, and the queue limit, per instance. From `{queued}` "
-                        f"and `{queue_limit}`.",
+                        f"Calls waiting for a slot, and the queue limit, per instance (a keyed policy's "
+                        f"summed over its keys: see Queue saturation for its most saturated key). From "
+                        f"`{queued}` and `{queue_limit}`.",
                         "short",
                         (
                             _Query(f"{queued}{_m(**sel)}", f"{{{{{_NAME}}}}} {{{{{instance}}}}} waiting"),

@@ -261,6 +261,15 @@ class RedisStore(SharedStore):
         self._start()
         self._wake.set()
 
+    def local_breakers(self) -> list[CircuitBreaker]:
+        """Return the breakers it shares that run on local state now (:attr:`SharedBreaker.local_only`).
+
+        Every one of them while the store is :attr:`local_only`; otherwise those whose keys the
+        server refuses (``WRONGTYPE``), until it takes them again. Takes no lock (a collection
+        calls it): the list of links is only ever replaced, never changed in place.
+        """
+        return [breaker for link in self._links if link.local_only and (breaker := link.breaker) is not None]
+
     def unshare_breaker(self, breaker: CircuitBreaker) -> None:
         """Stop sharing ``breaker``: no more reports, leases or adoptions (a queued transition is still sent).
 

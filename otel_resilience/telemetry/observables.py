@@ -13,8 +13,9 @@ gauges are summed over them, a breaker's state series report the most severe of 
 (OPEN, then HALF_OPEN, then a state an operator set, METRICS_ONLY then DISABLED, then CLOSED), so
 an open breaker, or one an operator set apart, is never hidden by a closed namesake (a keyed
 policy's keys all share its name), rates the highest and thresholds the lowest of theirs, and
-a bulkhead's utilization the highest of theirs (a keyed policy's most saturated key). Each
-instrument's callback reads each instance once, in time linear in the number of live instances.
+a bulkhead's utilization (of its slots, of its queue) the highest of theirs (a keyed policy's
+most saturated key). Each instrument's callback reads each instance once, in time linear in the
+number of live instances.
 
 Instances are read through small structural protocols (:mod:`otel_resilience.telemetry.views`:
 :class:`BreakerView`, :class:`BulkheadView`, :class:`RateLimiterView`, :class:`BudgetedRetryView`,
@@ -119,6 +120,7 @@ class Observables:
                 (sc.BULKHEAD_CONCURRENCY_LIMIT, self._bulkhead_concurrency_limit),
                 (sc.BULKHEAD_QUEUE_LIMIT, self._bulkhead_queue_limit),
                 (sc.BULKHEAD_UTILIZATION, self._bulkhead_utilization),
+                (sc.BULKHEAD_QUEUE_UTILIZATION, self._bulkhead_queue_utilization),
                 (sc.RL_PERMITS, self._rate_limiter_permits),
                 (sc.RETRY_BUDGET_AVAILABLE, self._retry_budgets),
                 (sc.POLICY_KEYS, self._policy_keys),
@@ -198,9 +200,15 @@ class Observables:
         return self._bulkheads(_QUEUE_LIMIT)
 
     @staticmethod
-    def _bulkhead_utilization() -> list[Observation]:
-        """The share of its limit in use in each bulkhead name's most loaded instance (or key)."""
-        return _named(_fold(BULKHEADS.items(), BulkheadView, _utilization, max))
+    def _bulkhead_utilizations(read: Callable[[BulkheadView], float | None]) -> list[Observation]:
+        """One share per bulkhead name: ``read`` in its most loaded instance (or key)."""
+        return _named(_fold(BULKHEADS.items(), BulkheadView, read, max))
+
+    def _bulkhead_utilization(self) -> list[Observation]:
+        return self._bulkhead_utilizations(_utilization)
+
+    def _bulkhead_queue_utilization(self) -> list[Observation]:
+        return self._bulkhead_utilizations(_queue_utilization)
 
     @staticmethod
     def _rate_limiter_permits() -> list[Observation]:
@@ -393,6 +401,13 @@ def _utilization(bulkhead: BulkheadView) -> float | None:
     stats = bulkhead.stats
     limit = stats.max_concurrent
     return stats.active / limit if limit > 0 else None
+
+
+def _queue_utilization(bulkhead: BulkheadView) -> float | None:
+    """A bulkhead's share of its queue limit in use (``None`` without a queue to share)."""
+    stats = bulkhead.stats
+    limit = stats.max_waiting
+    return stats.waiting / limit if limit > 0 else None
 
 
 class _Readers:

@@ -31,12 +31,23 @@ def _per_store(read: Callable[[SharedStore], int]) -> Callable[[], list[Observat
 
 
 def _breakers_shared() -> list[Observation]:
-    """1 per shared breaker name while each of its stores answers, 0 while one does not or is closed."""
+    """1 per shared breaker name while each of its breakers runs on the cluster's state, else 0.
+
+    A breaker runs on local state while its store is unreachable or closed, or while the server
+    refuses one of its keys (:meth:`SharedStore.local_breakers`, asked once per store).
+    """
     by_name: dict[str, int] = {}
+    local: dict[int, dict[int, object]] = {}  # by store: its breakers on local state, by id
     for breaker in BREAKERS.items():
         store = getattr(getattr(breaker, "config", None), "store", None)
         if isinstance(store, SharedStore):
-            by_name[breaker.name] = min(by_name.get(breaker.name, 1), 0 if store.local_only else 1)
+            on_local = local.get(id(store))
+            if on_local is None:
+                on_local = local[id(store)] = {
+                    id(local_one): local_one for local_one in store.local_breakers()
+                }
+            shared = 0 if store.local_only or id(breaker) in on_local else 1
+            by_name[breaker.name] = min(by_name.get(breaker.name, 1), shared)
     return [Observation(value, {sc.NAME: name}) for name, value in by_name.items()]
 
 

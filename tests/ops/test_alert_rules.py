@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from otel_resilience.ops import alert_rules as ar
-from otel_resilience.ops import checks
+from otel_resilience.ops import checks, naming
 from otel_resilience.patterns import alerts as inprocess
 from otel_resilience.telemetry import semconv as sc
 
@@ -66,7 +66,7 @@ def test_every_alert_is_unit_tested_firing_and_silent(rules, rules_test):
     names = {rule["alert"] for rule in alert_rules_of(rules)}
     checks_by_alert: dict[str, list[int]] = {}
     for case in rules_test["tests"]:
-        for check in case["alert_rule_test"]:
+        for check in case.get("alert_rule_test", []):
             checks_by_alert.setdefault(check["alertname"], []).append(len(check["exp_alerts"]))
     assert set(checks_by_alert) == names
     for name, counts in checks_by_alert.items():
@@ -228,6 +228,37 @@ def test_a_broken_threshold_fails_the_promtool_unit_tests(promtool, repo, tmp_pa
     result = run(promtool, "test", "rules", tmp_path / ar.RULES_TEST_FILE)
     assert result.returncode != 0
     assert ar.A_RETRY_STORM in result.stdout + result.stderr
+
+
+def test_one_full_queue_among_idle_keys_shows_in_the_queue_saturation_rule(promtool, repo, tmp_path):
+    """A keyed policy's queued calls and queue limits are summed over its keys: the rule reads its fullest key.
+
+    The unit tests evaluate the recording rule on one key's full queue among nine idle ones (10 %
+    of the sums) and expect 100 %; an exporter without the queue utilization gauge still gives
+    queued over the limit.
+    """
+    document = yaml.safe_load((repo / "alerts" / ar.RULES_TEST_FILE).read_text())
+    cases = [
+        case
+        for case in document["tests"]
+        if any(check["expr"] == ar.R_BULKHEAD_QUEUE_SATURATION for check in case.get("promql_expr_test", []))
+    ]
+    assert cases, "no unit test evaluates the queue saturation rule"
+    names = {sc.BULKHEAD_QUEUED, sc.BULKHEAD_QUEUE_LIMIT, sc.BULKHEAD_QUEUE_UTILIZATION}
+    fed = {item["series"].split("{")[0] for case in cases for item in case["input_series"]}
+    assert fed == {naming.series(name) for name in names}
+    expected = [
+        sample["value"]
+        for case in cases
+        for check in case["promql_expr_test"]
+        for sample in check["exp_samples"]
+    ]
+    assert 1.0 in expected
+    (tmp_path / ar.RULES_FILE).write_text((repo / "alerts" / ar.RULES_FILE).read_text())
+    path = tmp_path / ar.RULES_TEST_FILE
+    path.write_text(yaml.safe_dump({**document, "tests": cases}))
+    result = run(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_lint_rejects_duplicate_rules(promtool, repo, tmp_path):

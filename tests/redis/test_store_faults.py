@@ -254,6 +254,38 @@ def test_a_closed_stores_breakers_are_reported_as_local(redis_url: str) -> None:
     assert shared() == 0
 
 
+def test_a_breaker_whose_key_the_server_refuses_is_reported_as_local(
+    control: redis.Redis, redis_url: str
+) -> None:
+    """``resilience.circuit_breaker.shared`` is 0 for a breaker whose state key is of the wrong type, 1 for the others.
+
+    The server refuses that breaker's key (``WRONGTYPE``): it runs on local state while its store
+    answers (not degraded) and its other breakers keep sharing. The gauge read only the store's
+    health, so it said 1 for it; once the key is the store's again, it is shared again.
+    """
+    control.set("refused:cb:refused-bad:state", "not a hash")
+    store = RedisStore.from_url(redis_url, namespace="refused", resync_interval=0.2)
+    observe = dict(STORE_CALLBACKS)[sc.CB_SHARED]
+
+    def shared() -> dict[str, object]:
+        return {obs.attributes[sc.NAME]: obs.value for obs in observe() if obs.attributes}
+
+    try:
+        good = CircuitBreaker("refused-good", CircuitBreakerConfig(store=store))
+        bad = CircuitBreaker("refused-bad", CircuitBreakerConfig(store=store))
+        wait_for(lambda: store.errors > 0, 5.0, "the refused key met")
+        assert (store.degraded, store.local_only) == (False, False)
+        assert shared()[good.name] == 1
+        assert shared()[bad.name] == 0
+        control.delete(
+            "refused:cb:refused-bad:state"
+        )  # the key is the store's again: read at the next resync
+        wait_for(lambda: shared()[bad.name] == 1, 5.0, "the breaker shared again")
+        assert shared()[good.name] == 1
+    finally:
+        store.close()
+
+
 def test_close_wakes_the_subscriber_at_once_and_leaves_nothing_behind(
     control: redis.Redis, redis_url: str
 ) -> None:

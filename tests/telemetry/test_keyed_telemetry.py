@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -228,3 +229,43 @@ def test_one_saturated_key_among_idle_ones_shows_in_the_bulkhead_utilization(
     assert seen[sc.BULKHEAD_ACTIVE] / seen[sc.BULKHEAD_CONCURRENCY_LIMIT] <= 0.1  # summed: hidden
     assert seen[sc.BULKHEAD_UTILIZATION] == 1.0
     assert otel.point(sc.BULKHEAD_UTILIZATION, resilience__name="saturated-hosts").value == 0.0
+
+
+def test_one_full_queue_among_idle_ones_shows_in_the_bulkhead_queue_utilization(
+    otel, manager: ResilienceManager
+) -> None:
+    """Queued and queue limit are summed over a keyed policy's keys; the queue utilization is its fullest key's."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=2))
+    policy = manager.policy("queued-hosts", config)
+    for key in range(1, 10):  # nine idle keys
+        policy.for_key(f"idle-{key}").execute_sync(lambda: None)
+    names = (sc.BULKHEAD_QUEUED, sc.BULKHEAD_QUEUE_LIMIT, sc.BULKHEAD_QUEUE_UTILIZATION)
+    seen: dict[str, float] = {}
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        hot = policy.for_key("hot")
+        calls = [asyncio.create_task(hot.execute(release.wait)) for _ in range(3)]  # 1 runs, 2 queue
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if otel.point(sc.BULKHEAD_QUEUED, resilience__name="queued-hosts").value == 2:
+                break
+        seen.update((name, otel.point(name, resilience__name="queued-hosts").value) for name in names)
+        release.set()
+        await asyncio.gather(*calls)
+
+    asyncio.run(scenario())
+    assert seen[sc.BULKHEAD_QUEUED] == 2
+    assert seen[sc.BULKHEAD_QUEUED] / seen[sc.BULKHEAD_QUEUE_LIMIT] <= 0.1  # summed: hidden
+    assert seen[sc.BULKHEAD_QUEUE_UTILIZATION] == 1.0
+    assert otel.point(sc.BULKHEAD_QUEUE_UTILIZATION, resilience__name="queued-hosts").value == 0.0
+
+
+def test_a_bulkhead_without_a_queue_reports_no_queue_utilization(otel, manager: ResilienceManager) -> None:
+    """``max_waiting=0``: no queue to share, so no series (never a division by zero)."""
+    config = ResilienceConfig(bulkhead_config=BulkheadConfig(max_concurrent=2, max_waiting=0))
+    manager.policy("no-queue", config).for_key("a").execute_sync(lambda: None)
+    assert otel.point(sc.BULKHEAD_UTILIZATION, resilience__name="no-queue").value == 0.0
+    assert [
+        p for p in otel.points(sc.BULKHEAD_QUEUE_UTILIZATION) if dict(p.attributes) == {sc.NAME: "no-queue"}
+    ] == []

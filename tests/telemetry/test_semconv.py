@@ -260,6 +260,7 @@ def test_public_names_are_pinned():
         "resilience.bulkhead.concurrency.limit",
         "resilience.bulkhead.queue.limit",
         "resilience.bulkhead.utilization",
+        "resilience.bulkhead.queue_utilization",
         "resilience.recovery.attempts",
         "resilience.recovery.error_patterns",
         "resilience.alerts",

@@ -19,6 +19,7 @@ from otel_resilience.telemetry.semconv.names import (
     BULKHEAD_ACTIVE,
     BULKHEAD_CONCURRENCY_LIMIT,
     BULKHEAD_QUEUE_LIMIT,
+    BULKHEAD_QUEUE_UTILIZATION,
     BULKHEAD_QUEUED,
     BULKHEAD_UTILIZATION,
     CB_CALL_RESULT,
@@ -355,6 +356,18 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         (NAME,),
     ),
     InstrumentSpec(
+        BULKHEAD_QUEUE_UTILIZATION,
+        _K.OBSERVABLE_GAUGE,
+        "1",
+        "Share of the wait-queue limit in use (queued over `max_waiting`) in the most loaded "
+        "live bulkhead of each name; bulkheads without a queue (`max_waiting=0`) report none. "
+        "The keys of a keyed policy share its bulkhead's name: this is its most saturated key's "
+        "queue, where `resilience.bulkhead.queued` and `resilience.bulkhead.queue.limit` are "
+        "summed over the keys (one full queue among idle ones shows here, and stays one series "
+        "however many keys there are).",
+        (NAME,),
+    ),
+    InstrumentSpec(
         RECOVERY_ATTEMPTS,
         _K.COUNTER,
         "{attempt}",
@@ -412,7 +425,8 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "1",
         "For each live breaker with a shared store (`CircuitBreakerConfig(store=...)`): 1 while "
         "its state is the cluster's, 0 while it runs on local state (its store is unreachable or "
-        "closed). "
+        "closed, or the server refuses one of its keys: `WRONGTYPE`). Breakers of one name (a "
+        "keyed policy's keys) share a series: 0 while any of them runs on local state. "
         "Breakers without a store report none.",
         (NAME,),
     ),

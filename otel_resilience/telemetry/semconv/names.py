@@ -32,6 +32,7 @@ __all__ = [
     "BULKHEAD_CONCURRENCY_LIMIT",
     "BULKHEAD_QUEUED",
     "BULKHEAD_QUEUE_LIMIT",
+    "BULKHEAD_QUEUE_UTILIZATION",
     "BULKHEAD_UTILIZATION",
     "CB_CALLS",
     "CB_CALL_RESULT",
@@ -412,6 +413,7 @@ BULKHEAD_QUEUED: Final = "resilience.bulkhead.queued"
 BULKHEAD_CONCURRENCY_LIMIT: Final = "resilience.bulkhead.concurrency.limit"
 BULKHEAD_QUEUE_LIMIT: Final = "resilience.bulkhead.queue.limit"
 BULKHEAD_UTILIZATION: Final = "resilience.bulkhead.utilization"
+BULKHEAD_QUEUE_UTILIZATION: Final = "resilience.bulkhead.queue_utilization"
 RECOVERY_ATTEMPTS: Final = "resilience.recovery.attempts"
 ERROR_PATTERNS: Final = "resilience.recovery.error_patterns"
 ALERTS: Final = "resilience.alerts"
