@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+from forking_support import run_in_child
 
 from otel_resilience import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker import core as breaker_core
@@ -75,3 +76,33 @@ def test_an_interrupted_delivery_keeps_the_later_changes_for_the_next_one() -> N
     breaker.force_open()
     assert seen == ["closed>open", "open>closed", "closed>open"]
     assert breaker_core._UNDELIVERED == {}
+
+
+def test_a_child_forked_while_another_thread_delivers_delivers_its_own_changes() -> None:
+    """The parent's delivering thread does not exist in the child: the child's changes reach its callbacks."""
+    breaker = _breaker("forked")
+    inside, release = threading.Event(), threading.Event()
+    delivered: list[str] = []
+
+    def on_change(change: Any) -> None:
+        if change.new == "open" and not inside.is_set():
+            inside.set()
+            assert release.wait(10.0)
+        delivered.append(change.new)
+
+    breaker.on_state_change(on_change)
+    opener = threading.Thread(target=breaker.force_open)
+    opener.start()
+    assert inside.wait(10.0)
+
+    def child() -> None:
+        delivered.clear()
+        breaker.reset()
+        assert delivered == ["closed"], delivered
+
+    try:
+        assert run_in_child(child) == 0
+    finally:
+        release.set()
+        opener.join(10.0)
+    assert delivered == ["open"]  # the parent's own: the child's reset was the child's

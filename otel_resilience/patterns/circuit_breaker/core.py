@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -69,6 +70,15 @@ _UNDELIVERED: Final[dict[object, deque[StateChanged]]] = {}
 it has some: no breaker keeps anything for this at rest."""
 _DELIVERING: Final[set[object]] = set()
 """The cores whose changes a thread is delivering now."""
+
+
+def _forget_deliveries() -> None:
+    """In a forked child: no thread of the parent delivers there, and its changes are the parent's."""
+    _UNDELIVERED.clear()
+    _DELIVERING.clear()
+
+
+os.register_at_fork(after_in_child=_forget_deliveries)
 """Held while a breaker's own lock is made (:meth:`_BreakerCore._make_lock`), so that it is made once."""
 
 
