@@ -214,6 +214,9 @@ def test_percentile_delay_rules() -> None:
     assert delay() == 2.0  # the window holds the last 3
     delay.observe(float("nan"))
     assert delay() == 2.0
+    for ignored in (True, False, float("inf"), -1.0):  # a bool is no latency (it returned True itself)
+        delay.observe(ignored)
+    assert delay() == 2.0
     assert delay.samples == 3
     assert "percentile=50.0" in repr(delay)
     with pytest.raises(ValueError, match=r"PercentileDelay.percentile must be < 100"):

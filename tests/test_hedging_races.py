@@ -85,6 +85,41 @@ async def test_a_total_deadline_cancels_every_attempt(clock: FakeClock) -> None:
     assert sorted(dependency.cancelled) == sorted(dependency.finished) == [0, 1]
 
 
+async def test_no_hedge_by_delay_starts_at_or_past_the_total_deadline(clock: FakeClock) -> None:
+    """A hedge delay that ends past the policy's deadline is not waited on the clock: no hedge starts."""
+    dependency = Dependency(HANG)
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(name="late", timeout=0.1, hedging=HedgingConfig(delay=0.2, max_attempts=3))
+    with pytest.raises(OperationTimeoutError):
+        await manager.execute_with_resilience(dependency, config)
+    assert len(dependency.calls) == 1  # the original only: a hedge at t+0.2 would start past t+0.1
+    assert clock.sleeps == []  # nor was the clock moved past the deadline by the hedge delay
+    assert sorted(dependency.cancelled) == [0]
+
+
+async def test_no_hedge_by_failure_starts_past_the_total_deadline(clock: FakeClock) -> None:
+    """An attempt that fails after the deadline passed starts no hedge, and takes nothing from the budget."""
+    calls: list[float] = []
+
+    async def slow_failure() -> str:
+        calls.append(clock.now())
+        clock.advance(0.5)  # past the 0.1 s deadline, then fails
+        await asyncio.sleep(0)
+        raise ConnectionError("down")
+
+    budget = RetryBudget(ratio=1.0, clock=clock)
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        name="late-failure",
+        timeout=0.1,
+        hedging=HedgingConfig(mode="fallback", max_attempts=3, budget=budget),
+    )
+    with pytest.raises((ConnectionError, OperationTimeoutError)):
+        await manager.execute_with_resilience(slow_failure, config)
+    assert calls == [1000.0]
+    assert budget.get_stats()["retries"] == 0
+
+
 async def test_a_loser_gives_back_what_the_steps_inside_took() -> None:
     """Each attempt holds its own bulkhead slot; the cancelled loser's slot is released."""
     bulkhead = Bulkhead("pool", BulkheadConfig(max_concurrent=2))

@@ -17,7 +17,10 @@ starts, waits, cancels and awaits. The race, in order:
    latest start, ``"parallel"`` at once when that delay is 0, ``"failure"`` at once when an
    attempt ended with an outcome that is not acceptable and :attr:`Hedge.on_failure` is set;
    until :attr:`Hedge.limit` attempts started or :meth:`Hedge.start` refuses one (a budget, the
-   execution's cap in total), after which none starts. Nor does one start after an attempt
+   execution's cap in total), after which none starts. No attempt starts once the effective
+   deadline (:func:`~otel_resilience.engine.deadline.time_remaining` on the step's clock) is
+   reached, and a hedge delay that would end at or past it is not waited: the deadline ends the
+   race (its cancellation), not a hedge started too late. Nor does one start after an attempt
    that the chain it runs rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`
    raised while a step of the rest of the chain admitted it: the policy's own open breaker,
    full bulkhead or rate limiter, :attr:`ExecutionContext.rejected`): every further attempt
@@ -54,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.actions import Wait
 from otel_resilience.engine.clock import SYSTEM_CLOCK
+from otel_resilience.engine.deadline import time_remaining
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError
 
@@ -239,6 +243,10 @@ class _Race:
         started) and :attr:`delay` (the hedge's delay before the next, asked once per start).
         """
         hedge = self.hedge
+        if trigger is not None and time_remaining(self.clock) <= 0.0:
+            # The deadline passed: a hedge would start too late (nothing is asked of the hedge).
+            self.more = False
+            return
         attempt_ctx = hedge.start(self.ctx, trigger)
         if attempt_ctx is None:
             self.more = False
@@ -286,6 +294,8 @@ class _Race:
             if delay is None and not self.tasks:
                 return
             left = None if delay is None else delay - (self.clock.now() - self.latest)
+            if left is not None and left > 0 and time_remaining(self.clock) <= left:
+                left = None  # the next hedge by delay would start at or past the deadline: none will
             if left is None or left > 0:
                 ended = await self.first_ended(left)
                 if self.decided():

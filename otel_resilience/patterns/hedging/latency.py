@@ -116,8 +116,8 @@ class PercentileDelay:
         return maxlen
 
     def observe(self, seconds: float) -> None:
-        """Record one accepted result's latency, in seconds (a NaN or negative one is ignored)."""
-        if seconds >= 0 and not math.isinf(seconds):
+        """Record one accepted result's latency, in seconds (a NaN, negative, infinite or bool is ignored)."""
+        if seconds >= 0 and not math.isinf(seconds) and seconds is not True and seconds is not False:
             with self._lock:
                 self._latencies.append(seconds)
                 self._dirty = True
