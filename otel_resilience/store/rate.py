@@ -35,10 +35,12 @@ import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, _Reservation, _Rules, new_rules
+from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, _Reservation, new_rules
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otel_resilience.engine.clock import Clock
     from otel_resilience.patterns.rate_limiter.config import RateLimiterConfig
     from otel_resilience.store.redis_store import RedisStore
@@ -51,13 +53,12 @@ _COUNTS: Final = ("admitted", "rejected", "waited", "cancelled", "waiting")
 """The counts of :meth:`ClusterRules.snapshot` that add the cluster's to the fallback's."""
 
 
-def _local_rules(config: RateLimiterConfig) -> _Rules:
-    """The fallback rules: the cluster's rate and burst split between ``expected_replicas``."""
+def _local_config(config: RateLimiterConfig) -> RateLimiterConfig:
+    """The fallback's config: the cluster's rate and burst split between ``expected_replicas``."""
     replicas = config.expected_replicas
-    local = dataclasses.replace(
+    return dataclasses.replace(
         config, rate=config.rate / replicas, burst=max(1, config.burst // replicas), store=None
     )
-    return new_rules(local)
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -70,6 +71,8 @@ class _Ask:
     remaining: float
     local: bool = dataclasses.field(kw_only=True)
     """The store is unreachable now: the fallback answers, Redis is not asked."""
+    seat: bool = dataclasses.field(default=False, kw_only=True)
+    """It holds one of the ``max_waiting`` places while Redis answers (given back with its answer)."""
 
 
 class ClusterRules:
@@ -85,6 +88,7 @@ class ClusterRules:
     """
 
     __slots__ = (
+        "_asking",
         "_config",
         "_key",
         "_local",
@@ -103,10 +107,12 @@ class ClusterRules:
         self._store = store
         self._key = key
         self._config = config
-        self._local = _local_rules(config)
+        self._local = new_rules(_local_config(config))
         self._lock = fork_safe(threading.Lock())
         self.admitted = self.rejected = self.waited = self.cancelled = self.waiting = 0
         self.fallback_admitted = 0
+        self._asking = 0
+        """Callers allowed to wait whose ask is with the store now: they count against ``max_waiting``."""
         self._warned = False
         store._start()
 
@@ -119,32 +125,69 @@ class ClusterRules:
         """Take a cluster permit now (``None``), reserve one (a reservation), or refuse (seconds to wait).
 
         Asks the store in this thread (at most its ``timeout``); while it is unreachable, the
-        fallback answers. The sync driver and ``try_acquire`` use it.
+        fallback answers. ``try_acquire`` uses it (it never waits); the sync driver uses
+        :meth:`acquire_sync`, which reads the time once the store replied.
+        """
+        return self.acquire_sync(lambda: now, max_wait, remaining)
+
+    def acquire_sync(
+        self, now: Callable[[], float], max_wait: float, remaining: float = _INF
+    ) -> _Reservation | float | None:
+        """As :meth:`acquire`, answered at ``now()`` read once the store replied (the sync driver).
+
+        A wait the store gives is counted from when its reply arrived, as :meth:`acquire_async`
+        counts it: counted from before the round trip, a waiter on a slow link would take its
+        permit up to the request's latency before the server made it due.
         """
         ask = self._ask(max_wait, remaining)
-        reply = None if ask.local else self._store._run_script(ask.script, self._key, ask.argv)
-        return self._answer(now, ask, reply)
+        try:
+            reply = None if ask.local else self._store._run_script(ask.script, self._key, ask.argv)
+        except BaseException:
+            self._unseat(ask)
+            raise
+        return self._answer(now(), ask, reply)
 
     async def acquire_async(
         self, clock: Clock, max_wait: float, remaining: float = _INF
     ) -> _Reservation | float | None:
         """As :meth:`acquire`, asking the store from the running event loop without blocking it."""
         ask = self._ask(max_wait, remaining)
-        reply = None if ask.local else await self._store._run_script_async(ask.script, self._key, ask.argv)
+        store = self._store
+        try:
+            reply = None if ask.local else await store._run_script_async(ask.script, self._key, ask.argv)
+        except BaseException:
+            self._unseat(ask)
+            raise
         return self._answer(clock.now(), ask, reply)
 
     def _ask(self, max_wait: float, remaining: float) -> _Ask:
-        """What to ask the store for one permit (marked ``local`` while it is unreachable)."""
+        """What to ask the store for one permit (marked ``local`` while it is unreachable).
+
+        A caller that may wait takes one of the ``max_waiting`` places before it asks (a ``seat``),
+        so that callers asking at once (threads, tasks) never reserve more waits than that: a
+        caller finding them all taken (waiting, or asking) asks for a permit now only.
+        """
         config = self._config
+        seat = False
         with self._lock:
-            if self.waiting >= config.max_waiting:
+            if self.waiting + self._asking >= config.max_waiting:
                 max_wait = 0.0
+            elif max_wait > 0:
+                seat = True
+                self._asking += 1
         limit_ms = max(0, math.floor(min(max_wait, remaining) * 1000) - 1)
         if config.algorithm == "sliding_window":
             script, argv = scripts.SLIDING_LOG, (config.window * 1000, config.burst, limit_ms)
         else:
             script, argv = scripts.TOKEN_BUCKET, (1000 / config.rate, config.burst, limit_ms)
-        return _Ask(script, argv, max_wait, remaining, local=self._store.local_only)
+        return _Ask(script, argv, max_wait, remaining, local=self._store.local_only, seat=seat)
+
+    def _unseat(self, ask: _Ask) -> None:
+        """Give back the waiting place ``ask`` held while the store answered (if it held one)."""
+        if ask.seat:
+            ask.seat = False
+            with self._lock:
+                self._asking -= 1
 
     def _answer(self, now: float, ask: _Ask, reply: Any) -> _Reservation | float | None:
         """The one rule of a cluster permit, for both paths: the script's reply, or the fallback.
@@ -155,11 +198,15 @@ class ClusterRules:
         not asked (degraded already).
         """
         if ask.local or isinstance(reply, BaseException):
+            self._unseat(ask)
             if isinstance(reply, BaseException):
                 self._failed(reply)
             return self._fallback(now, ask.max_wait, ask.remaining)
         wait_ms = int(reply)
         with self._lock:
+            if ask.seat:  # given back in the same step as a wait is counted: never both free at once
+                ask.seat = False
+                self._asking -= 1
             if wait_ms < 0:
                 self.rejected += 1
                 return -wait_ms / 1000
@@ -229,12 +276,16 @@ class ClusterRules:
             self.waiting -= 1
             self.cancelled += 1
 
-    def retune(self, config: RateLimiterConfig, now: float) -> bool:  # noqa: ARG002 - the rules' signature
-        """Take ``config``'s limits (the same algorithm and store only); ``False`` otherwise."""
+    def retune(self, config: RateLimiterConfig, now: float) -> bool:
+        """Take ``config``'s limits (the same algorithm and store only); ``False`` otherwise.
+
+        The fallback's rules are retuned, not made again: a reload during an outage keeps their
+        permits used and their waiters (whose permits are then taken from them), with no new burst.
+        """
         if config.algorithm != self._config.algorithm or config.store is not self._store:
             return False
+        self._local.retune(_local_config(config), now)  # the same algorithm, no store: always taken
         self._config = config
-        self._local = _local_rules(config)
         return True
 
     def available(self, now: float) -> float:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 
 import pytest
 from redis_support import free_port
 from shared_workers import Board, limiter_worker, start, stop
+from tcp_proxy import TcpFaultProxy
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
 from otel_resilience.testing import FakeClock
@@ -144,3 +147,48 @@ def test_each_key_of_a_keyed_limiter_has_its_own_cluster_budget(redis_url: str) 
     finally:
         one.close()
         two.close()
+
+
+def test_a_sync_waiter_on_a_slow_link_takes_its_permit_no_earlier_than_the_server_made_it_due(
+    redis_url: str, proxy: TcpFaultProxy
+) -> None:
+    """Replica B, 100 ms each way from Redis, waits for the permit due 1/3 s after replica A's: never less."""
+    near = RedisStore.from_url(redis_url, namespace="rlslow", timeout=2.0)
+    far = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="rlslow", timeout=2.0)
+    try:
+        config = {"rate": 3.0, "burst": 1, "max_wait": 1.0}
+        a = RateLimiter("api", RateLimiterConfig(store=near, **config))
+        b = RateLimiter("api", RateLimiterConfig(store=far, **config))
+        assert RateLimiter("warm", RateLimiterConfig(store=far, **config)).try_acquire()  # connected
+        proxy.set("delay", 0.1)
+        a.call_sync(int)
+        first = time.monotonic()
+        b.call_sync(int)
+        gap = time.monotonic() - first
+        assert gap >= 0.3  # 1/3 s after A's permit, not a one-way latency (0.1 s) before it
+        assert b.get_stats()["waited"] == 1
+    finally:
+        near.close()
+        far.close()
+
+
+async def test_a_reload_while_the_store_is_away_keeps_the_fallbacks_waiter_and_permits(
+    dead_store: RedisStore,
+) -> None:
+    """Reloaded during an outage, the ``"local"`` fallback keeps its bucket: its waiter is counted once, no new burst."""
+
+    async def zero() -> int:
+        return 0
+
+    config = RateLimiterConfig(rate=5.0, burst=1, max_wait=1.0, store=dead_store, store_fallback="local")
+    limiter = RateLimiter("api", config)
+    assert await limiter.call(zero) == 0  # the store is found away: the fallback's one permit
+    assert dead_store.degraded
+    waiter = asyncio.ensure_future(limiter.call(zero))
+    await asyncio.sleep(0.05)
+    assert limiter.get_stats()["waiting"] == 1
+    assert limiter._reconfigure(dataclasses.replace(config, rate=4.0))
+    assert await waiter == 0
+    stats = limiter.get_stats()
+    assert (stats["waiting"], stats["waited"], stats["admitted"], stats["cancelled"]) == (0, 1, 2, 0)
+    assert not limiter.try_acquire()  # the reload handed out no fresh bucket

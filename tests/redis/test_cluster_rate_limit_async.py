@@ -293,3 +293,24 @@ async def test_a_wait_for_a_connection_past_the_timeout_is_an_outage_not_a_hang(
             await holder.aclose() if path == "async" else holder.close()
     finally:
         store.close()
+
+
+async def test_callers_asking_at_once_never_wait_beyond_max_waiting(redis_url: str) -> None:
+    """Six coroutines ask at once while one may wait: the others are refused, none queues past ``max_waiting``."""
+    store = RedisStore.from_url(redis_url, namespace="rlw")
+    try:
+        config = RateLimiterConfig(rate=20.0, burst=1, max_wait=1.0, max_waiting=1, store=store)
+        limiter = RateLimiter("queue", config)
+        await _warm(store, 6)
+        ran: list[int] = []
+        calls = asyncio.ensure_future(_calls(limiter, ran, 6))
+        await asyncio.sleep(0.01)
+        assert limiter.get_stats()["waiting"] <= 1
+        results = await calls
+        stats = limiter.get_stats()
+        assert stats["waited"] <= 1
+        assert stats["waiting"] == 0
+        assert sum(isinstance(result, RateLimitedError) for result in results) >= 4
+        assert len(ran) == stats["admitted"] <= 2
+    finally:
+        store.close()

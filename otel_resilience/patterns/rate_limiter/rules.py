@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Final, Protocol, TypedDict
 from otel_resilience.engine.forking import fork_safe
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otel_resilience.engine.clock import Clock
     from otel_resilience.patterns.rate_limiter.config import RateLimiterConfig
 
@@ -389,6 +391,11 @@ class _SlidingLog(_Rules):
 
 class RemoteRules(Protocol):
     """What a limiter's rules kept in a shared store add to :class:`_Rules`: an ask from the event loop."""
+
+    def acquire_sync(
+        self, now: Callable[[], float], max_wait: float, remaining: float = _INF
+    ) -> _Reservation | float | None:
+        """As :meth:`_Rules.acquire` at ``now()`` read once the store answered, in this thread."""
 
     async def acquire_async(
         self, clock: Clock, max_wait: float, remaining: float = _INF

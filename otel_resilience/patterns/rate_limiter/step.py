@@ -102,13 +102,19 @@ class _ClusterRateLimiterStep(_RateLimiterStep):
     __slots__ = ()
 
     def admit(self, ctx: ExecutionContext) -> Wait | None:
-        """Take, reserve or refuse a cluster permit; from the async driver, as an :class:`_Asking` wait."""
-        if ctx.sync:
-            return super().admit(ctx)
+        """Take, reserve or refuse a cluster permit; from the async driver, as an :class:`_Asking` wait.
+
+        A wait the store gives runs from when its reply arrived (the time is read after the
+        round trip, on both drivers), never from before the request.
+        """
         clock = self.clock
         max_wait = self._rules.max_wait
         remaining = time_remaining(clock) if max_wait > 0 else math.inf
-        return _Asking(self, clock.now(), max_wait, remaining)
+        since = clock.now()
+        if ctx.sync:
+            rules = cast("RemoteRules", self._rules)
+            return self._admitted(rules.acquire_sync(clock.now, max_wait, remaining), since)
+        return _Asking(self, since, max_wait, remaining)
 
 
 @dataclass(slots=True, eq=False)
