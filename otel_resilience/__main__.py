@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from otel_resilience import config as config_module
+from otel_resilience.config.formats import FORMATS, format_of
 from otel_resilience.config.report import summary as config_summary
 from otel_resilience.demo.options import (
     DEFAULT_HOST,
@@ -381,6 +382,13 @@ def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: 
 
 def _run_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     path: Path = args.path
+    if args.format is None and format_of(str(path)) is None:
+        suffixes = ", ".join(FORMATS)
+        err.write(
+            f"otel-resilience check: {path}: has no known suffix ({suffixes}): "
+            "pass --format yaml or --format toml\n"
+        )
+        return 1
     try:
         loaded = config_module.load(path, format=args.format)
     except config_module.ConfigError as error:

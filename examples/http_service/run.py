@@ -66,6 +66,7 @@ def main() -> None:
     try:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
+        sock.listen()  # before the address is printed: a request sent at once waits, is not refused
         port = sock.getsockname()[1]
         print(f"downstreams: {urls}")
         print(f"service:     http://127.0.0.1:{port}  (try /items/1, /prices/1, POST /orders)")

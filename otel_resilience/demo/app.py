@@ -56,7 +56,54 @@ _LONGEST_TIMEOUT: Final = 60.0
 """The longest total timeout of any policy, in production seconds."""
 
 
-def _header(options: DemoOptions, scenario: Scenario, metrics_url: str | None) -> list[str]:
+_BUILT_IN: Final = {
+    "content_api": (
+        "content_api (rate limit 4/s, breaker 3, retry 2, cached fallback, timeout 30 s, bulkhead 5)"
+    ),
+    "ml_service": "ml_service (breaker 5 / 120 s, 3 exponential retries from 2 s, timeout 60 s)",
+    "database": (
+        "database (timeout 10 s, fallback [], bulkhead 20, a hedge after 150 ms, budget 10 % + 1 every 20 s)"
+    ),
+}
+"""The built-in policy of each dependency, as the header describes it."""
+_BUDGETED: Final = ("content_api", "ml_service")
+"""The built-in policies whose retries share the demo's retry budget."""
+
+
+def _policies_lines(path: Path | None, policies: Mapping[str, ResilienceConfig] | None) -> list[str]:
+    """The header's account of the policies: the built-in ones, and those a ``--config`` file replaced."""
+    replaced = set(policies or ())
+    described = [
+        f"{name} (from {path})" if name in replaced else _BUILT_IN[name]
+        for name in ("content_api", "ml_service", "database")
+    ]
+    shared = [name for name in _BUDGETED if name not in replaced]
+    budget = ""
+    if len(shared) > 1:
+        budget = f"; the retries of {' and '.join(shared)} share a retry budget (10 % + 1 every 20 s)"
+    elif shared:
+        budget = f"; the retries of {shared[0]} take from a retry budget (10 % + 1 every 20 s)"
+    lines = [f"policies: {', '.join(described)}{budget}; recovery rule for ConnectionError"]
+    if policies:
+        from otel_resilience.config import ConfigFile  # noqa: PLC0415 - with --config only
+        from otel_resilience.config.report import summary  # noqa: PLC0415 - with --config only
+
+        account = (
+            summary(policies).splitlines()
+            if isinstance(policies, ConfigFile)
+            else [f"{path}: {', '.join(policies)}"]
+        )
+        account[0] = f"--config {account[0]}, in production values (the demo scales them)"
+        lines.extend(account)
+    return lines
+
+
+def _header(
+    options: DemoOptions,
+    scenario: Scenario,
+    metrics_url: str | None,
+    policies: Mapping[str, ResilienceConfig] | None = None,
+) -> list[str]:
     scale = options.time_scale
     until = (
         f"for {options.duration:g} s"
@@ -73,13 +120,7 @@ def _header(options: DemoOptions, scenario: Scenario, metrics_url: str | None) -
         f"otel-resilience demo: scenario {scenario.name} (seed {scenario.seed}): {scenario.description}",
         f"time scale {scale:g}: 1 s here = {1 / scale:g} s of production time; t+N is production time",
         f"metrics: {metrics_url or 'not served'}   OTLP: {otlp}",
-        (
-            "policies: content_api (rate limit 4/s, breaker 3, retry 2, cached fallback, timeout 30 s, "
-            "bulkhead 5), ml_service (breaker 5 / 120 s, 3 exponential retries from 2 s, timeout 60 s), "
-            "database (timeout 10 s, fallback [], bulkhead 20, a hedge after 150 ms, budget 10 % + 1 every "
-            "20 s); the retries of content_api and ml_service share a retry budget (10 % + 1 every 20 s); "
-            "recovery rule for ConnectionError"
-        ),
+        *_policies_lines(options.config, policies),
         (
             "faults: injected by each policy's chaos links on the scenario's clock (each one a drill in "
             "the telemetry: resilience_chaos_injections_total)"
@@ -222,7 +263,7 @@ async def run_demo(
         cleanup.callback(system.close)
         cleanup.callback(system.alert_system.subscribe(monitor.on_alert))
         ticker = _Ticker(scenario, system, monitor, view, options.time_scale)
-        view.begin(_header(options, scenario, telemetry.url))
+        view.begin(_header(options, scenario, telemetry.url, policies))
         cleanup.callback(view.close)
         system.start_load()
         ticking = asyncio.create_task(ticker.run(), name="demo-view")

@@ -153,6 +153,7 @@ __all__ = [
     "RecordingRule",
     "RuleOptions",
     "Rules",
+    "export_command",
     "render_rules",
     "render_rules_test",
     "rule_groups",
@@ -1154,6 +1155,7 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
         "time).\nRecording rule names keep their production windows. Not for production use."
     )
     adapted = ""
+    changed: list[str] = []
     if options is not None and not options.is_default:
         shipped = RuleOptions()
         changed = [
@@ -1170,8 +1172,25 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
             "`rule_files: [rules.yml]`; check with `promtool check rules --lint=all rules.yml`."
             + scaled
             + adapted,
+            command=export_command(scale, changed),
         ),
     )
+
+
+def export_command(time_scale: float = 1.0, settings: Sequence[str] = ()) -> str | None:
+    """Return the ``otel-resilience export alerts`` command that writes a file adapted at export.
+
+    Args:
+        time_scale: The ``--time-scale`` of the rules (1: none).
+        settings: The ``FIELD=VALUE`` options that differ from the shipped ones.
+
+    Returns:
+        The command, or ``None`` for the shipped files (no time scale, no option).
+    """
+    if time_scale == 1.0 and not settings:
+        return None
+    scale = f" --time-scale {time_scale:g}" if time_scale != 1.0 else ""
+    return "otel-resilience export alerts DIR" + scale + "".join(f" --set {item}" for item in settings)
 
 
 # --- promtool unit tests ----------------------------------------------------------------------

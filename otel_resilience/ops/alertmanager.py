@@ -181,5 +181,8 @@ def render_alertmanager(job_label: str = naming.SERVICE_LABEL) -> str:
             "    pagerduty_configs: [{routing_key: <your integration key>}]\n"
             "  - name: chat\n"
             "    slack_configs: [{api_url: <your webhook URL>, channel: '#alerts'}]",
+            command=alert_rules.export_command(
+                settings=() if job_label == naming.SERVICE_LABEL else (f"job_label={job_label}",)
+            ),
         ),
     )

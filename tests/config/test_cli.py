@@ -91,6 +91,8 @@ def test_check_a_missing_file_or_unknown_suffix_exits_1(tmp_path: Path) -> None:
     code, _, err = _run("check", str(tmp_path / "x.ini"))
     assert code == 1
     assert "has no known suffix" in err
+    assert "pass --format yaml or --format toml" in err  # the option of the command, not of load()
+    assert "format='yaml'" not in err
 
 
 def test_check_without_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -237,6 +237,23 @@ def test_the_demo_runs_the_policies_of_a_config_file(tmp_path: Path) -> None:
     assert summary["lost_calls"] == 0
 
 
+def test_the_header_describes_the_policies_of_the_config_file() -> None:
+    """With --config, the header shows the file's policies, not the built-in ones it replaced."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+    argv = ["demo", "--scenario", "steady", "--duration", "0.3", "--time-scale", "0.01"]
+    code, out, err = _run(*argv, "--no-metrics-server", "--plain", "--config", str(example))
+    assert code == 0, err
+    header = out.split("== otel-resilience demo summary")[0]
+    policies = next(line for line in header.splitlines() if line.startswith("policies: "))
+    # the file replaces ml_service (breaker 3, no shared budget) and content_api: not described as built in
+    assert "ml_service (breaker 5 / 120 s" not in policies
+    assert "share a retry budget" not in policies
+    assert f"ml_service (from {example})" in policies
+    assert "database (timeout 10 s, fallback [], bulkhead 20" in policies  # still the built-in one
+    assert "  ml_service: circuit_breaker(failure_threshold=3 timeout=120s)" in header
+    assert "  tenants: rate_limiter(rate=2/s burst=4)" in header
+
+
 def test_a_config_file_with_a_policy_the_demo_lacks_fails_clearly(tmp_path: Path) -> None:
     """A policy name the demo does not have, or an invalid file, is an error naming --config."""
     unknown = tmp_path / "unknown.yaml"

@@ -114,6 +114,17 @@ def test_the_launcher_serves_a_route_and_stops_cleanly(stop: signal.Signals, tmp
 
 
 @pytest.mark.timeout(300)
+def test_the_printed_service_address_accepts_a_request_at_once(tmp_path: Path) -> None:
+    """A request sent as soon as the address is printed is answered, not refused (no retry needed)."""
+    with _launched(tmp_path) as (process, log):
+        service, _ = _addresses(process, _lines(process), log)
+        response = httpx.get(f"{service}/items/1", timeout=STARTUP)
+        assert response.status_code == 200, log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+
+
+@pytest.mark.timeout(300)
 def test_a_killed_launcher_leaves_no_downstream_behind(tmp_path: Path) -> None:
     """SIGKILL runs no clean-up: the downstream process stops on its own (its parent's pipe closed)."""
     with _launched(tmp_path) as (process, log):
