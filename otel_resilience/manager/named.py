@@ -267,7 +267,10 @@ class NamedPolicies:
             The watch; :meth:`ConfigWatch.stop` ends it.
 
         Raises:
-            otel_resilience.config.ConfigError: The file cannot be loaded now.
+            otel_resilience.config.ConfigError: The file is not a valid configuration now.
+            OSError: The file cannot be read now (``FileNotFoundError`` when it is missing), as
+                :func:`otel_resilience.config.load` raises; later, a file that cannot be read is a
+                failed reload.
             ValueError: ``interval`` is not > 0 (or above ``MAX_DURATION``), or a policy is refused now.
             TypeError: ``interval`` is not a number of seconds or a ``timedelta``, or ``customize``
                 is not callable.
