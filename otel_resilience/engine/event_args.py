@@ -202,9 +202,9 @@ class HedgeStarted:
     attempt: int
     """The number of the attempt that started (unique in the execution)."""
     trigger: str
-    """Why: ``"delay"`` (the latest attempt ran longer than the hedge delay), ``"failure"`` (an
-    attempt ended with an outcome that is not acceptable) or ``"parallel"`` (every attempt at
-    once)."""
+    """Why: ``"delay"`` (the latest attempt ran longer than the hedge delay, even a delay of 0:
+    latency mode), ``"failure"`` (an attempt ended with an outcome that is not acceptable) or
+    ``"parallel"`` (every attempt at once: parallel mode)."""
 
 
 @dataclass(slots=True)

@@ -13,9 +13,11 @@ starts, waits, cancels and awaits. The race, in order:
 1. Attempt 1, the *original*, starts at once, in a context of its own
    (:meth:`Hedge.start` with trigger ``None``: ``ctx.fork(new_attempt=False)`` by default).
 2. While no outcome is acceptable, another attempt starts (:meth:`Hedge.start` with the
-   trigger): ``"delay"`` once :meth:`Hedge.delay` seconds passed on the step's clock since the
-   latest start, ``"parallel"`` at once when that delay is 0, ``"failure"`` at once when an
-   attempt ended with an outcome that is not acceptable and :attr:`Hedge.on_failure` is set;
+   trigger): once :meth:`Hedge.delay` seconds passed on the step's clock since the latest
+   start (at once when that delay is 0), with ``"parallel"`` when :attr:`Hedge.parallel` is
+   set (the hedge starts every attempt at once by design), else ``"delay"``: the hedge's mode
+   names the trigger, not the delay's value; with ``"failure"`` at once when an attempt ended
+   with an outcome that is not acceptable and :attr:`Hedge.on_failure` is set;
    until :attr:`Hedge.limit` attempts started or :meth:`Hedge.start` refuses one (a budget, the
    execution's cap in total), after which none starts. No attempt starts once the effective
    deadline (:func:`~otel_resilience.engine.deadline.time_remaining` on the step's clock) is
@@ -84,7 +86,7 @@ DELAY: Final = "delay"
 FAILURE: Final = "failure"
 """Trigger: an attempt ended with an outcome that is not acceptable."""
 PARALLEL: Final = "parallel"
-"""Trigger: a delay of 0, every attempt at once."""
+"""Trigger: a hedge that starts every attempt at once by design (:attr:`Hedge.parallel`)."""
 TRIGGERS: Final = (DELAY, FAILURE, PARALLEL)
 """Every reason a hedge starts."""
 
@@ -101,17 +103,23 @@ class Hedge(Wait):
     Args:
         limit: Attempts at most, the original included (``>= 1``).
         on_failure: Whether an attempt that ended unacceptably starts the next one at once.
+        parallel: Whether the hedge starts every attempt at once by design (a parallel mode):
+            an attempt started once :meth:`delay` passed then has the trigger
+            :data:`PARALLEL`, else :data:`DELAY` (even after a delay of 0). Default: ``False``.
 
     Attributes:
         limit: Attempts at most, the original included.
         on_failure: Whether an attempt that ended unacceptably starts the next one at once.
+        parallel: Whether an attempt started once :meth:`delay` passed is a :data:`PARALLEL`
+            start (else a :data:`DELAY` one).
     """
 
-    __slots__ = ("limit", "on_failure")
+    __slots__ = ("limit", "on_failure", "parallel")
 
-    def __init__(self, limit: int, *, on_failure: bool) -> None:
+    def __init__(self, limit: int, *, on_failure: bool, parallel: bool = False) -> None:
         self.limit = limit
         self.on_failure = on_failure
+        self.parallel = parallel
 
     def delay(self, started: int) -> float | None:  # noqa: ARG002 - the default never hedges by time
         """Return the seconds after the latest start before attempt ``started + 1`` starts.
@@ -288,6 +296,7 @@ class _Race:
     async def contest(self) -> None:
         """Start attempts as the hedge says until one wins, or none runs and none may start."""
         hedge = self.hedge
+        timed = PARALLEL if hedge.parallel else DELAY  # the hedge's mode names it, not the delay's value
         self.launch(None)
         while self.winner is None:
             delay = self.delay if self.more else None
@@ -305,7 +314,7 @@ class _Race:
                         if self.more:
                             self.launch(FAILURE)
                     continue
-            self.launch(PARALLEL if delay == 0 else DELAY)
+            self.launch(timed)
 
     def decided(self) -> bool:
         """Whether an attempt won (its task sets :attr:`winner` while the race waits)."""

@@ -797,7 +797,8 @@ def _hedges(selector: dict[str, str]) -> _Panel:
         "Hedges started by trigger",
         "Hedges (attempts started beside or after the original) per second, by policy and trigger: "
         "the latest attempt ran longer than the hedge delay (delay), an attempt failed (failure), or "
-        "every attempt starts at once (parallel). Each hedge is one more call of the dependency. Every "
+        "every attempt starts at once (parallel mode: parallel). Each hedge is one more call of the "
+        "dependency. Every "
         f"trigger starts at 0 for every policy with hedging. From `{hedges}`.",
         "ops",
         (_Query(_rate(hedges, _m(**selector), (_POLICY, trigger)), f"{{{{{_POLICY}}}}} {{{{{trigger}}}}}"),),

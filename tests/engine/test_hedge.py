@@ -17,8 +17,15 @@ class Log(Hedge):
 
     __slots__ = ("delays", "events", "refuse_after")
 
-    def __init__(self, limit: int, *, on_failure: bool, delays: tuple[float | None, ...] = (None,)) -> None:
-        super().__init__(limit, on_failure=on_failure)
+    def __init__(
+        self,
+        limit: int,
+        *,
+        on_failure: bool,
+        delays: tuple[float | None, ...] = (None,),
+        parallel: bool = False,
+    ) -> None:
+        super().__init__(limit, on_failure=on_failure, parallel=parallel)
         self.events: list[tuple[Any, ...]] = []
         self.delays = delays
         self.refuse_after: int | None = None
@@ -104,11 +111,19 @@ async def test_the_original_starts_first_then_a_hedge_after_the_delay() -> None:
     assert hedge.events[-1] == ("end", 2, None)
 
 
-async def test_a_zero_delay_starts_every_attempt_at_once() -> None:
-    """A delay of 0: the attempts after the original start with trigger 'parallel', up to the limit."""
+async def test_a_zero_delay_starts_every_attempt_at_once_with_the_trigger_the_hedge_names() -> None:
+    """A delay of 0 starts the attempts after the original at once, up to the limit.
+
+    Their trigger is the hedge's mode, not the delay's value: 'parallel' only for a hedge that
+    says it runs its attempts in parallel (Hedge.parallel), else 'delay' (a latency hedging whose
+    delay function returned 0 still hedges by delay, and reports only the triggers of its mode).
+    """
     hedge = Log(3, on_failure=False, delays=(0.0,))
     assert await run(hedge, script("hang", "hang", "third")) == "third"
-    assert [e[1] for e in hedge.events if e[0] == "start"] == [None, PARALLEL, PARALLEL]
+    assert [e[1] for e in hedge.events if e[0] == "start"] == [None, DELAY, DELAY]
+    parallel = Log(3, on_failure=False, delays=(0.0,), parallel=True)
+    assert await run(parallel, script("hang", "hang", "third")) == "third"
+    assert [e[1] for e in parallel.events if e[0] == "start"] == [None, PARALLEL, PARALLEL]
 
 
 async def test_an_unacceptable_outcome_starts_the_next_only_with_on_failure() -> None:

@@ -12,6 +12,7 @@ from opentelemetry.trace import StatusCode
 from otel_resilience import (
     Hedging,
     HedgingConfig,
+    PercentileDelay,
     ResilienceConfig,
     ResilienceManager,
     Retry,
@@ -227,3 +228,54 @@ async def test_attempt_durations_of_a_hedged_execution_carry_the_attempt_type(ot
     retry_points = [p for p in otel.points(sc.ATTEMPT_DURATION) if p.attributes[sc.NAME] == retried]
     assert sum(p.count for p in retry_points) == 2
     assert all(sc.ATTEMPT_TYPE not in p.attributes for p in retry_points)
+
+
+async def test_latency_mode_reports_a_hedge_after_a_zero_delay_as_trigger_delay(otel) -> None:
+    """Latency mode with a delay of 0 (a function returning 0): the hedge is a delay hedge, not parallel.
+
+    The trigger follows the configured mode, so a latency policy only ever moves the series it
+    exports from zero (delay, failure), whatever its delay function returns.
+    """
+    name = _fresh("zero-delay")
+    h = Hedging(name, HedgingConfig(delay=lambda: 0, max_attempts=2), clock=FakeClock())
+    assert await h.call(Dependency(HANG, "hedged")) == "hedged"
+    [started] = [e for e in otel.span(name).events if e.name == sc.EV_HEDGE_STARTED]
+    assert started.attributes[sc.HEDGE_TRIGGER] == "delay"
+    source = {"resilience.policy": name, "resilience.name": name}
+    assert otel.point(sc.HEDGES, **source, resilience__hedging__trigger="delay").value == 1
+    triggers = {
+        p.attributes[sc.HEDGE_TRIGGER]
+        for p in otel.points(sc.HEDGES)
+        if p.attributes["resilience.policy"] == name
+    }
+    assert triggers == {"delay", "failure"}
+
+
+async def test_latency_mode_reports_a_hedge_denied_after_a_zero_delay_as_trigger_delay(otel) -> None:
+    """A hedge due after a delay of 0 and refused by the budget is denied with trigger delay too."""
+    name = _fresh("zero-denied")
+    budget = RetryBudget(ratio=0.0, min_retries_per_second=0)
+    h = Hedging(name, HedgingConfig(delay=lambda: 0, budget=budget), clock=FakeClock())
+    assert await h.call(Dependency("only")) == "only"
+    denied = {
+        p.attributes[sc.HEDGE_TRIGGER]
+        for p in otel.points(sc.HEDGES_DENIED)
+        if p.attributes["resilience.policy"] == name and p.value
+    }
+    assert denied == {"delay"}
+
+
+async def test_a_percentile_delay_that_learned_zero_latencies_still_hedges_by_delay(otel) -> None:
+    """A PercentileDelay (minimum 0) that observed latencies of 0 returns a delay of 0: the hedge is still 'delay'."""
+    name = _fresh("learned-zero")
+    delay = PercentileDelay(initial=1.0, min_samples=1)
+    delay.observe(0.0)  # an answer at once, as a FakeClock that never moves measures it
+    assert delay() == 0.0
+    h = Hedging(name, HedgingConfig(delay=delay), clock=FakeClock())
+    assert await h.call(Dependency(HANG, "hedged")) == "hedged"
+    triggers = {
+        p.attributes[sc.HEDGE_TRIGGER]: p.value
+        for p in otel.points(sc.HEDGES)
+        if p.attributes["resilience.policy"] == name
+    }
+    assert triggers == {"delay": 1, "failure": 0}

@@ -82,6 +82,7 @@ class _HedgingCore:
         "observer",
         "on_failure",
         "original_wins",
+        "parallel",
     )
 
     def __init__(self, name: str, config: HedgingConfig, clock: Clock, *, deposits: bool) -> None:
@@ -92,7 +93,9 @@ class _HedgingCore:
         self.deposits = deposits and config.budget is not None
         actions = config.actions
         self.actions = None if actions is None else tuple(_action(name, i, a) for i, a in enumerate(actions))
-        self.on_failure = config.mode != "parallel"
+        self.parallel = config.mode == "parallel"
+        """Whether every attempt starts at once: the hedges' trigger is ``parallel``, never ``delay``."""
+        self.on_failure = not self.parallel
         delay = config.delay
         self.observer: LatencyObserver | None = delay if isinstance(delay, LatencyObserver) else None
         hedge_on = config.hedge_on
@@ -249,7 +252,7 @@ class _Race(Hedge):
     __slots__ = ("_core", "_original", "_pending", "_started", "_telemetry")
 
     def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
-        super().__init__(core.config.max_attempts, on_failure=core.on_failure)
+        super().__init__(core.config.max_attempts, on_failure=core.on_failure, parallel=core.parallel)
         self._core = core
         self._telemetry = telemetry
         self._original: ExecutionContext | None = None

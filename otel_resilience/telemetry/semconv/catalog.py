@@ -123,9 +123,11 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         HEDGE_TRIGGER,
         "string",
-        "Why a hedge started: the latest attempt ran longer than the hedge `delay`, an attempt "
-        "ended with an outcome that is not acceptable (`failure`), or every attempt starts at "
-        "once (`parallel`).",
+        "Why a hedge started: the latest attempt ran longer than the hedge `delay` (`delay`, in "
+        "latency mode, even when the delay is 0), an attempt ended with an outcome that is not "
+        "acceptable (`failure`), or every attempt starts at once (`parallel`, in parallel mode). "
+        "The trigger follows the mode: latency mode reports `delay` and `failure`, parallel mode "
+        "`parallel`, fallback mode `failure`.",
         HEDGE_TRIGGERS,
     ),
     AttributeSpec(
