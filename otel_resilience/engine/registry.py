@@ -8,8 +8,10 @@ Observable instruments iterate :meth:`Registry.items` to export live state (the 
 
 An owner that keeps many instances under one name on purpose (a manager policy keeps a breaker,
 a bulkhead and a rate limiter per key, all named after the policy) creates them inside
-:func:`namesakes_expected`, so that no warning is logged for them, and takes them out with
-:meth:`Registry.unregister` when it folds their counts into totals of its own.
+:func:`namesakes_expected` with a token of its own, so that no warning is logged for them (a
+namesake that is not the owner's, a standalone breaker or another manager's policy of that
+name, is still warned about), and takes them out with :meth:`Registry.unregister` when it folds
+their counts into totals of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "RATE_LIMITERS",
     "RECOVERY_SYSTEMS",
     "Named",
+    "NamesakeOwner",
     "Registry",
     "namesakes_expected",
 ]
@@ -51,22 +54,56 @@ T = TypeVar("T", bound=Named)
 
 _LOG: Final = logging.getLogger("otel_resilience")
 _EXPECTED: Final = threading.local()
-"""Per thread: whether instances registered now share their name on purpose."""
+"""Per thread: the owner whose instances registered now share their name on purpose (``owner``)."""
+
+
+class NamesakeOwner:
+    """The token of an owner whose instances share a name on purpose (see :func:`namesakes_expected`).
+
+    It remembers the names (by kind) it was warned about, so that an owner whose instances
+    alternate with another owner's namesakes (two managers' policies of one name adding keys)
+    is warned once per kind and name, not at each instance.
+    """
+
+    __slots__ = ("_lock", "_warned")
+
+    def __init__(self) -> None:
+        self._lock = fork_safe(threading.Lock())
+        self._warned: set[tuple[str, str]] = set()
+
+    def first_warning(self, kind: str, name: str) -> bool:
+        """Whether this is the first namesake warning of ``kind`` and ``name`` for this owner."""
+        with self._lock:
+            if (kind, name) in self._warned:
+                return False
+            self._warned.add((kind, name))
+            return True
+
+
+_ANY_OWNER: Final = NamesakeOwner()
+"""The owner of :func:`namesakes_expected` without one: no namesake is warned about."""
 
 
 @contextlib.contextmanager
-def namesakes_expected() -> Iterator[None]:
+def namesakes_expected(owner: NamesakeOwner | None = None) -> Iterator[None]:
     """Register the instances created inside (in this thread) without the namesake warning.
 
     For an owner that gives many instances one name on purpose (a policy's per-key breakers):
     their series combine by design, which the warning would report as a mistake.
+
+    Args:
+        owner: A token of the owner (the same object for all its instances): only namesakes
+            registered under the same token are expected, so a namesake of anyone else (a
+            standalone instance, another policy's) is still warned about. ``None``: no namesake
+            is warned about (instances that are never exported, a trial build). An owner is
+            warned at most once per kind and name.
     """
-    previous = getattr(_EXPECTED, "on", False)
-    _EXPECTED.on = True
+    previous = getattr(_EXPECTED, "owner", None)
+    _EXPECTED.owner = _ANY_OWNER if owner is None else owner
     try:
         yield
     finally:
-        _EXPECTED.on = previous
+        _EXPECTED.owner = previous
 
 
 class _Entry(weakref.ref[Any]):
@@ -78,6 +115,17 @@ class _Entry(weakref.ref[Any]):
     __slots__ = ("name",)
 
     name: str | None
+
+
+class _OwnedEntry(_Entry):
+    """The reference to an instance registered inside :func:`namesakes_expected` with an ``owner``.
+
+    A subclass, so that the many instances registered outside one cost no owner slot.
+    """
+
+    __slots__ = ("owner",)
+
+    owner: NamesakeOwner
 
 
 class Registry(Generic[T]):
@@ -185,11 +233,17 @@ class Registry(Generic[T]):
         return item
 
     def _add_locked(self, item: T, findable: bool) -> T | None:
-        """Add ``item`` (the lock held); return the live namesake it displaced from the name index.
+        """Add ``item`` (the lock held); return the live namesake to warn about, if any.
 
-        Its one weak reference is named when ``findable``.
+        That is the namesake it displaced from the name index, unless that one was expected (see
+        :func:`namesakes_expected`). Its one weak reference is named when ``findable``.
         """
-        entry = _Entry(item, self._forget)
+        owner: NamesakeOwner | None = getattr(_EXPECTED, "owner", None)
+        if owner is None or owner is _ANY_OWNER:
+            entry = _Entry(item, self._forget)
+        else:
+            entry = _OwnedEntry(item, self._forget)
+            entry.owner = owner
         hash(entry)  # kept by the reference: its death callback may look it up in the set
         name = entry.name = item.name if findable else None
         if name is None:
@@ -197,11 +251,19 @@ class Registry(Generic[T]):
             return None
         previous = self._by_name.get(name)
         namesake = None if previous is None else previous()
-        if namesake is not item:
-            if namesake is not None:
-                self._others.add(cast("_Entry", previous))  # an older namesake
-            self._by_name[name] = entry
-        return cast("T | None", namesake)
+        if namesake is item:
+            return None
+        self._by_name[name] = entry
+        if namesake is None:
+            return None
+        previous = cast("_Entry", previous)
+        self._others.add(previous)  # an older namesake
+        if owner is _ANY_OWNER or (
+            owner is not None
+            and (getattr(previous, "owner", None) is owner or not owner.first_warning(self.kind, name))
+        ):
+            return None  # expected, or this owner was told already: no warning
+        return cast("T", namesake)
 
     def _remove_locked(self, item: T) -> None:
         """Take ``item`` out (the lock held)."""
@@ -212,12 +274,7 @@ class Registry(Generic[T]):
 
     def _added(self, item: T, namesake: T | None, callbacks: tuple[Callable[[T], None], ...]) -> None:
         """Warn about a namesake (where asked) and tell the ``on_added`` callbacks (no lock held)."""
-        if (
-            namesake is not None
-            and namesake is not item
-            and self.warn_namesakes
-            and not getattr(_EXPECTED, "on", False)
-        ):
+        if namesake is not None and self.warn_namesakes:
             _LOG.warning(
                 "a second live %s is named %r: their telemetry series are combined (counts summed, "
                 "the most severe state shown); give each instance its own name to tell them apart",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from otel_resilience.engine.clock import Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.pipeline import Pipeline
-from otel_resilience.engine.registry import PIPELINES, namesakes_expected
+from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_expected
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.patterns.bulkhead import Bulkhead
@@ -59,6 +59,9 @@ class Spec:
         clock: The manager's clock.
         recovery: The manager's recovery system.
         breakers: Finds a breaker by name for the recovery rules that isolate one.
+        owner: The policy's token, the same at every generation: its keys' instances are
+            registered under it (:func:`~otel_resilience.engine.registry.namesakes_expected`),
+            so they are no namesakes of each other, but a namesake of anyone else's is warned about.
     """
 
     name: str
@@ -67,6 +70,7 @@ class Spec:
     clock: Clock
     recovery: ErrorRecoverySystem
     breakers: Callable[[str], CircuitBreaker | None]
+    owner: NamesakeOwner = dataclasses.field(default_factory=NamesakeOwner, compare=False, repr=False)
 
     @property
     def breaker_name(self) -> str:
@@ -189,7 +193,7 @@ def build(spec: Spec, key: Hashable, text: str | None, metric_key: str | None) -
     """
     state = KeyState(key, text, metric_key)
     config = spec.config
-    with namesakes_expected(), shared_key(text):
+    with namesakes_expected(spec.owner), shared_key(text):
         if config.circuit_breaker is not None:
             state.breaker = _new_breaker(spec, spec.breaker_name, config.circuit_breaker, text)
         if config.bulkhead_config is not None:
@@ -239,7 +243,7 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     unregistered and given those stats first, so a collection finds the stats once, in the old
     pipeline or in the new one, never in both.
     """
-    with namesakes_expected(), shared_key(state.text):
+    with namesakes_expected(spec.owner), shared_key(state.text):
         state.breaker = _breaker(state, spec)
         state.bulkhead = _bulkhead(state, spec)
         state.limiter = _limiter(state, spec)

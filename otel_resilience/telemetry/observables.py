@@ -252,11 +252,11 @@ class Observables:
 
     @staticmethod
     def _policy_keys() -> list[Observation]:
-        """The keys each named policy keeps now."""
+        """The keys each named policy keeps now (summed over same-named policies of several managers)."""
+        name_key = sc.POLICY
         return [
-            Observation(cast("PolicyView", item).keys, {sc.POLICY: item.name})
-            for item in POLICIES.items()
-            if _fits(item, PolicyView)
+            Observation(keys, {name_key: name})
+            for name, keys in _fold(POLICIES.items(), PolicyView, _KEYS, operator.add).items()
         ]
 
     def _telemetry_errors(self) -> list[Observation]:
@@ -390,6 +390,7 @@ _RATES: Final = (
     lambda breaker: None if (rates := breaker.rates()) is None else rates[1],
 )
 _THRESHOLD: Final = operator.attrgetter("failure_rate_threshold")
+_KEYS: Final = operator.attrgetter("keys")
 _ACTIVE: Final = operator.attrgetter("stats.active")
 _QUEUED: Final = operator.attrgetter("stats.waiting")
 _CONCURRENCY_LIMIT: Final = operator.attrgetter("stats.max_concurrent")

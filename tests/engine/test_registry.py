@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from otel_resilience.engine.registry import Registry, namesakes_expected
+from otel_resilience.engine.registry import NamesakeOwner, Registry, namesakes_expected
 
 
 class Thing:
@@ -77,3 +77,22 @@ def test_a_live_namesake_is_warned_about(caplog: pytest.LogCaptureFixture) -> No
     registry.register(second)
     assert "a second live thing is named 'a'" in caplog.text
     assert registry.get("a") is second
+
+
+def test_an_owners_namesakes_are_expected_and_anyone_elses_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under an owner's token, its own namesakes are silent; another's is warned about once per name."""
+    registry: Registry[Thing] = Registry("thing", warn_namesakes=True)
+    owner, other = NamesakeOwner(), NamesakeOwner()
+    things = [Thing("a") for _ in range(5)]
+    registry.register(things[0])  # a standalone one
+    with namesakes_expected(owner):
+        registry.register(things[1])  # displaces the standalone one: warned
+        registry.register(things[2])  # its own: silent
+    with namesakes_expected(other):
+        registry.register(things[3])  # displaces the owner's: warned
+    with namesakes_expected(owner):
+        registry.register(things[4])  # displaces the other's again: told already
+    assert caplog.text.count("a second live thing is named 'a'") == 2
+    assert registry.get("a") is things[4]

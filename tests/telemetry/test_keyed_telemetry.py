@@ -269,3 +269,22 @@ def test_a_bulkhead_without_a_queue_reports_no_queue_utilization(otel, manager: 
     assert [
         p for p in otel.points(sc.BULKHEAD_QUEUE_UTILIZATION) if dict(p.attributes) == {sc.NAME: "no-queue"}
     ] == []
+
+
+def test_same_named_policies_in_two_managers_export_their_keys_summed(otel) -> None:
+    """resilience.policy.keys of a name two managers use is the sum of their keys, not one of them."""
+    clock = FakeClock(1000.0)
+    alerts = AlertSystem(name="keys-summed-alerts", clock=clock)
+    first = ResilienceManager(clock=clock, alert_system=alerts)
+    second = ResilienceManager(clock=clock, alert_system=alerts)
+    try:
+        one = first.policy("tenants-everywhere", BREAKER)
+        other = second.policy("tenants-everywhere", ResilienceConfig(bulkhead_config=BulkheadConfig()))
+        for key in ("a", "b", "c"):
+            one.for_key(key).execute_sync(lambda: None)
+        for key in ("d", "e"):
+            other.for_key(key).execute_sync(lambda: None)
+        assert (one.keys, other.keys) == (3, 2)
+        assert otel.point(sc.POLICY_KEYS, resilience__policy="tenants-everywhere").value == 5
+    finally:
+        alerts.close()
