@@ -27,8 +27,9 @@ thread started inside a scope has no deadline of ours until it opens its own. A 
 awaited (``gather``, ``TaskGroup``) is still bounded, through the cancellation of its parent.
 
 **How a scope publishes its deadline.** An async scope sets a cell of its own and resets the
-variable when it ends. A sync scope narrows its owner's cell in place and puts the previous
-deadline back when it ends (the scopes of one owner are nested, so they end in the reverse order
+variable when it ends, leaving that cell nobody's: a copy of the context taken in its block
+carries no deadline of it once it ended. A sync scope narrows its owner's cell in place and puts
+the previous deadline back when it ends (the scopes of one owner are nested, so they end in the reverse order
 they began); where the context holds no cell of its owner yet, the first sync scope sets one and
 leaves it there, deadline-free once it ends, for the next: a thread's calls through a timeout set
 and reset no context variable (about a fifth of what a sync scope cost).
@@ -316,6 +317,7 @@ class AsyncDeadline(TimerEntry):
 
     __slots__ = (
         "_cancelling",
+        "_cell",
         "_clock",
         "_deadline",
         "_entered",
@@ -364,7 +366,8 @@ class AsyncDeadline(TimerEntry):
         outer, owner = _DEADLINE.get()
         task_ref = _ref(task)
         if deadline < outer or owner is not task_ref:  # another task's deadline does not bind this one
-            self._token = _DEADLINE.set([deadline, task_ref])
+            cell = self._cell = [deadline, task_ref]
+            self._token = _DEADLINE.set(cell)
             self._task = task
             self._deadline = deadline
             # Cancellations the task already had pending (a caught one leaves its count up): ours
@@ -399,6 +402,7 @@ class AsyncDeadline(TimerEntry):
             return
         timer.cancel(self)
         self._timer = None
+        self._cell[1] = _NO_OWNER  # a copy of the context taken in the block: the scope binds it no more
         try:
             _DEADLINE.reset(self._token)
         except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -297,3 +298,18 @@ def test_an_outer_deadline_reached_by_an_inner_block_passes_a_recovery_rule() ->
     assert caught.value.operation == "outer"
     stats = system.get_stats()
     assert (stats["attempts"], stats["successful_recoveries"]) == (0, 0)
+
+
+async def test_a_context_copied_in_an_async_scope_carries_no_deadline_once_the_scope_ended() -> None:
+    """A copy taken inside a scope, run later in the same task: the ended scope binds nothing.
+
+    As with a sync scope (the copy shares the cell): a later sync call in that copy is not
+    judged against the deadline of a scope that is gone (no owner would convert its error).
+    """
+    clock = FakeClock(0.0)
+    async with AsyncDeadline(clock, 1.0, "ended"):
+        copied = contextvars.copy_context()
+        assert copied.run(current_deadline) == 1.0
+    clock.advance(5.0)  # past the ended scope's deadline
+    assert copied.run(current_deadline) is None
+    assert copied.run(TimeoutHandler(10.0, clock=clock).with_timeout_sync, lambda: "result") == "result"
