@@ -53,6 +53,8 @@ class Named(Protocol):
 T = TypeVar("T", bound=Named)
 
 _LOG: Final = logging.getLogger("otel_resilience")
+
+
 class _Expected(threading.local):
     """Per thread: the owner whose instances registered now share their name on purpose."""
 
