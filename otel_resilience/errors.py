@@ -104,12 +104,14 @@ def _who(what: str, name: str, key: str | None) -> str:
     return f"{what} {name!r}" if key is None else f"{what} {name!r} (key {key!r})"
 
 
-def keyed_rejection(error_type: Callable[..., _E], key: str) -> Callable[..., _E]:
-    """Return what makes the rejections of one key's own instance: ``error_type(*args, key)``.
+def keyed_rejection(error_type: Callable[..., _E], key: str | None) -> Callable[..., _E]:
+    """Return what makes the rejections of an instance of ``key``: ``error_type(*args, key)``.
 
-    Decided once, when the key's instance or link is made: an unkeyed instance makes its
-    rejections with ``error_type`` itself (no Python frame, no test on its hot path).
+    Decided once, when the key's instance or link is made. Without a key (``None``) it is
+    ``error_type`` itself: an unkeyed instance's rejections run no Python frame, no test.
     """
+    if key is None:
+        return error_type
 
     def make(*args: Any) -> _E:
         return error_type(*args, key)

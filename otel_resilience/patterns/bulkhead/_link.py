@@ -43,9 +43,8 @@ class _BulkheadStep(Link[BulkheadConfig]):
         super().__init__(bulkhead.name, bulkhead.config, bulkhead.clock, telemetry)
         self._core = bulkhead._core
         self.wait_timeout = self.config.timeout  # how long a queued call may wait (WaitOwner)
-        key = telemetry.source.key
-        self._full_error: Callable[[str, int, int], BulkheadFullError] = (
-            BulkheadFullError if key is None else keyed_rejection(BulkheadFullError, key)
+        self._full_error: Callable[[str, int, int], BulkheadFullError] = keyed_rejection(
+            BulkheadFullError, telemetry.source.key
         )
 
     def admit(self, ctx: ExecutionContext) -> Waiter | Rejected | None:
@@ -88,7 +87,6 @@ class _BulkheadStep(Link[BulkheadConfig]):
 
     def wait_timeout_error(self, timeout: float) -> BulkheadTimeoutError:
         """Return the error of a call that waited ``timeout`` seconds for a slot."""
-        core, key = self._core, self._telemetry.source.key  # a timed-out wait: no hot path
-        if key is None:
-            return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout)
-        return BulkheadTimeoutError(self.name, core.max_concurrent, core.max_waiting, timeout, key)
+        core = self._core  # a timed-out wait: its maker is made here, off the hot path
+        make = keyed_rejection(BulkheadTimeoutError, self._telemetry.source.key)
+        return make(self.name, core.max_concurrent, core.max_waiting, timeout)

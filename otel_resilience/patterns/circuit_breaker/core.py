@@ -594,9 +594,7 @@ class _BreakerCore:
         # Published whole: a lock-free reader of the new period sees its end (opened_until).
         permit = Permit(current.generation + 1, new, opened_until, reopens)
         if new is _OPEN or new is _HALF_OPEN:  # the periods that reject
-            key = self._key()
-            if key is not None:
-                permit.open_error = keyed_rejection(CircuitOpenError, key)
+            permit.open_error = keyed_rejection(CircuitOpenError, self._key())
         self._permit = permit
         if self.window is not None:
             self.window.clear()  # each period judges the calls made in it

@@ -51,9 +51,8 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
     ) -> None:
         super().__init__(name, config, clock, telemetry)
         self._rules = rules
-        key = telemetry.source.key
-        self._error: Callable[[str, float], RateLimitedError] = (
-            RateLimitedError if key is None else keyed_rejection(RateLimitedError, key)
+        self._error: Callable[[str, float], RateLimitedError] = keyed_rejection(
+            RateLimitedError, telemetry.source.key
         )
 
     def admit(self, ctx: ExecutionContext) -> Wait | None:  # noqa: ARG002 - the same for every call
