@@ -185,9 +185,14 @@ class ClusterRules:
     def _unseat(self, ask: _Ask) -> None:
         """Give back the waiting place ``ask`` held while the store answered (if it held one)."""
         if ask.seat:
-            ask.seat = False
             with self._lock:
-                self._asking -= 1
+                self._vacate(ask)
+
+    def _vacate(self, ask: _Ask) -> None:
+        """Under the lock: give back the waiting place ``ask`` holds (if it holds one)."""
+        if ask.seat:
+            ask.seat = False
+            self._asking -= 1
 
     def _answer(self, now: float, ask: _Ask, reply: Any) -> _Reservation | float | None:
         """The one rule of a cluster permit, for both paths: the script's reply, or the fallback.
@@ -204,9 +209,7 @@ class ClusterRules:
             return self._fallback(now, ask.max_wait, ask.remaining)
         wait_ms = int(reply)
         with self._lock:
-            if ask.seat:  # given back in the same step as a wait is counted: never both free at once
-                ask.seat = False
-                self._asking -= 1
+            self._vacate(ask)  # in the same step as a wait is counted: never both free at once
             if wait_ms < 0:
                 self.rejected += 1
                 return -wait_ms / 1000
