@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from support import until_sync
 
 from otel_resilience import (
     Bulkhead,
@@ -207,7 +208,7 @@ def test_a_bulkhead_serves_thread_and_loop_waiters_in_arrival_order() -> None:
             else:
                 loop = loops[index % 3 - 1]
                 pending.append(asyncio.run_coroutine_threadsafe(bulkhead.execute(record, index), loop))
-            wait_until(lambda index=index: bulkhead.stats.waiting == index + 1)
+            until_sync(lambda index=index: bulkhead.stats.waiting == index + 1, timeout=10.0)
     finally:
         holder.__exit__(None, None, None)
         for future in pending:
@@ -222,16 +223,6 @@ def test_a_bulkhead_serves_thread_and_loop_waiters_in_arrival_order() -> None:
     stats = bulkhead.get_stats()
     assert stats["completed"] == 10
     assert stats["active"] == stats["waiting"] == 0
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` from this thread (bounded: fails after 10 s)."""
-    ready = threading.Event()
-    for _ in range(10_000):
-        if condition():
-            return
-        ready.wait(0.001)
-    raise AssertionError("condition not reached")
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])

@@ -9,28 +9,21 @@ import pytest
 from otel_resilience.engine.event_args import CallRejected
 from otel_resilience.engine.events import Event, StrategyTelemetry, TelemetryHub, TelemetrySource
 from otel_resilience.engine.logging_rate import LOG_INTERVAL, LogRate
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from otel_resilience.testing import FakeClock
 
 
 def test_the_first_failure_at_a_place_is_logged_then_one_an_interval_with_the_count_left_out() -> None:
-    clock = Clock()
-    rate = LogRate(10.0, clock)
+    clock = FakeClock(100.0)
+    rate = LogRate(10.0, clock.now)
     assert rate.due("a") == 0
     assert [rate.due("a") for _ in range(3)] == [None, None, None]
     assert rate.due("b") == 0  # each place on its own
-    clock.now += 9.99
+    clock.advance(9.99)
     assert rate.due("a") is None
-    clock.now += 0.01
+    clock.advance(0.01)
     assert rate.due("a") == 4
     assert rate.due("a") is None
-    clock.now += 10.0
+    clock.advance(10.0)
     assert rate.due("a") == 1
     assert LOG_INTERVAL == 60.0
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
+from support import BrokenQualname
 
 from otel_resilience.engine import (
     TERMINAL,
@@ -445,19 +446,9 @@ def test_protect_with_refuses_an_async_generator_function() -> None:
 
 def test_protect_with_a_broken_qualname_is_a_clear_type_error() -> None:
     """Decorating a callable whose __qualname__ raises gives a TypeError that says so."""
-
-    class Broken:
-        def __getattr__(self, name: str) -> object:
-            if name == "__qualname__":
-                raise RuntimeError("no qualname")
-            raise AttributeError(name)
-
-        def __call__(self) -> int:
-            return 1
-
     pipeline = PipelineBuilder("p").build()
     with pytest.raises(TypeError, match=r"^'p': fn's metadata .* RuntimeError: no qualname$"):
-        protect_with(pipeline, Broken())
+        protect_with(pipeline, BrokenQualname())
 
 
 def test_guard_is_still_importable_from_the_pipeline_module() -> None:

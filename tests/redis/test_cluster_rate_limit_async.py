@@ -286,7 +286,7 @@ async def test_a_wait_for_a_connection_past_the_timeout_is_an_outage_not_a_hang(
                 assert limiter.try_acquire()
             took = time.monotonic() - started
             print(f"{path}: the permit waited {took * 1000:.0f} ms for a connection (timeout 300 ms)")
-            assert took < 0.3 + 0.5
+            assert took < 0.3 + 2.0  # bounded by the timeout, not a hang (generous on a loaded machine)
             assert store.outages == 1  # degraded (until the store's thread reaches Redis again)
             assert store.fallback_permits == 1
         finally:
