@@ -55,6 +55,8 @@ from otel_resilience.patterns.retry import (
     retry_async,
     retry_sync,
 )
+from otel_resilience.patterns.retry.budget import RetryBudget
+from otel_resilience.patterns.retry.step import _RetryStep
 from otel_resilience.testing import AttemptRecorder, EventRecorder, FakeClock
 
 
@@ -868,6 +870,71 @@ async def test_every_attempt_opens_a_scope_the_first_included(
     assert scopes.executions == [Outcome.SUCCESS, Outcome.RECOVERED]
     assert r.get_stats()["successes_after_retry"] == 1
     assert r.get_stats()["attempts"] == 4
+
+
+async def test_a_retry_made_while_nobody_listens_opens_scopes_once_a_listener_comes(
+    driver: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While no attempt listener is awake the engine admits a retry's first attempt unasked (its
+    standing admission); a listener added, woken or removed later is followed at once."""
+    asked: list[int] = []
+    admit = _RetryStep.admit
+
+    def counting_admit(self: _RetryStep, ctx: ExecutionContext) -> Any:
+        asked.append(ctx.attempt)
+        return admit(self, ctx)
+
+    monkeypatch.setattr(_RetryStep, "admit", counting_admit)
+    r = Retry("unheard", exact(max_attempts=3), clock=clock)
+    assert await invoke(r, driver, flaky(0)) == "ok"
+    assert await invoke(r, driver, flaky(1)) == "ok"
+    assert asked == []  # admitted with the standing token: no call of admit
+    assert r.stats.first_attempt_successes == 1  # still counted (the token is the same Counted)
+    listener = ScopeListener()
+    HUB.add_listener(listener)
+    try:
+        assert await invoke(r, driver, flaky(1)) == "ok"
+        assert listener.attempts == [1, 2]  # the first attempt's scope is opened again
+        assert asked == [1]
+        HUB.set_dormant(listener, dormant=True)
+        assert await invoke(r, driver, flaky(0)) == "ok"
+        assert listener.attempts == [1, 2]
+        assert asked == [1]  # nobody awake listens: unasked again
+        HUB.set_dormant(listener, dormant=False)
+        assert await invoke(r, driver, flaky(0)) == "ok"
+        assert listener.attempts == [1, 2, 1]
+    finally:
+        HUB.remove_listener(listener)
+    assert await invoke(r, driver, flaky(0)) == "ok"
+    assert listener.attempts == [1, 2, 1]
+    assert asked == [1, 1]
+    assert r.stats.first_attempt_successes == 4
+
+
+async def _async_hook(attempt: int, error: BaseException) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("policy", "hook"),
+    [
+        ({"budget": RetryBudget(min_retries_per_second=1.0)}, None),
+        ({"retry_on_result": lambda result: result is None}, None),
+        ({}, _async_hook),
+    ],
+    ids=["budget", "result-predicate", "async-hook"],
+)
+def test_a_retry_whose_admit_has_work_of_its_own_has_no_standing_admission(
+    policy: dict[str, Any], hook: Any
+) -> None:
+    """A budget to deposit in, a result to judge or an async hook the sync driver must refuse:
+    the engine asks ``admit`` on every call, and the sync driver still refuses the hook."""
+    retry = Retry("asks", exact(max_attempts=2, **policy), on_retry=hook)
+    assert retry.as_strategy().standing.token is None
+    assert Retry("stands", exact(max_attempts=2)).as_strategy().standing.token is not None
+    if hook is not None:
+        with pytest.raises(TypeError, match="on_retry"):
+            retry.execute_sync(flaky(0))
 
 
 async def test_a_cancelled_first_attempt_closes_its_scope_as_cancelled(

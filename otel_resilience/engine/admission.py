@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from otel_resilience.engine.context import ExecutionContext
 
-__all__ = ["NOT_STANDING", "UNSTARTED", "UNSTARTED_SYNC", "Standing"]
+__all__ = ["NOT_STANDING", "UNSTARTED", "UNSTARTED_SYNC", "Standing", "UnheardStanding"]
 
 
 class _Unstarted(ExecutionContext):
@@ -55,7 +55,8 @@ class Standing:
     """A step's standing admission: the token every call is admitted with for now, or ``None``.
 
     A step whose ``admit`` would return the same token to every call for a while (a closed
-    breaker with no failure streak: its period's ``Counted``) publishes it in
+    breaker with no failure streak: its period's ``Counted``; a retry's first attempt while
+    nobody listens to attempts, :class:`UnheardStanding`) publishes it in
     :attr:`~otel_resilience.engine.step.Step.standing`, a ``Standing`` it owns, and sets or
     clears :attr:`token` under its own rules. While the token is set, the pipeline's early
     admission and the drivers admit the call with it without calling ``admit`` (a Python call
@@ -72,6 +73,25 @@ class Standing:
     def __init__(self) -> None:
         self.token: Any = None
         """The token every call is admitted with now, or ``None``: ask ``admit``."""
+
+
+class UnheardStanding(Standing):
+    """A standing admission that stands while nobody listens to attempts.
+
+    For a step whose ``admit`` returns :attr:`unheard` to every call while no attempt listener is
+    awake, and opens an attempt scope otherwise (a retry with no budget, admitting its first
+    attempt). The step's telemetry hub sets :attr:`token` to :attr:`unheard` or to ``None`` at
+    every change of its attempt listeners
+    (:meth:`~otel_resilience.engine.events.TelemetryHub.follow_attempts`), so while nobody
+    listens the engine admits the step's calls without calling ``admit``.
+    """
+
+    __slots__ = ("__weakref__", "unheard")
+
+    def __init__(self, unheard: object) -> None:
+        super().__init__()
+        self.unheard = unheard
+        """The token ``admit`` returns to every call while no attempt listener is awake (true)."""
 
 
 NOT_STANDING: Final = Standing()

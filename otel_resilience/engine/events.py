@@ -30,7 +30,7 @@ import itertools
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from otel_resilience.engine import event_args
 from otel_resilience.engine.counting import Counter, CounterValue
@@ -193,6 +193,13 @@ class ExecutionListener(Protocol):
         ...
 
 
+class _Follower(Protocol):
+    """What :meth:`TelemetryHub.follow_attempts` sets: a standing admission and its token."""
+
+    token: Any
+    unheard: Any
+
+
 class TelemetryHub:
     """The process-wide set of listeners. Registration is thread-safe; reading is lock-free.
 
@@ -222,6 +229,7 @@ class TelemetryHub:
         "_asleep_while",
         "_dormant",
         "_errors",
+        "_followers",
         "_lock",
         "_log_rate",
         "_registered",
@@ -244,6 +252,7 @@ class TelemetryHub:
         self._routes = _Routes(self)
         self._errors = Counter()
         self._log_rate = LogRate()
+        self._followers: weakref.WeakSet[_Follower] = weakref.WeakSet()
 
     errors = CounterValue("_errors", "How many times a listener raised.")
 
@@ -296,12 +305,27 @@ class TelemetryHub:
         """Return whether ``listener`` is registered but dormant."""
         return any(x is listener for x in self._dormant)
 
+    def follow_attempts(self, standing: _Follower) -> None:
+        """Keep ``standing.token`` at ``standing.unheard`` while no attempt listener is awake, else ``None``.
+
+        For a step whose ``admit`` returns one token to every call as long as nobody listens to
+        attempts (a retry with no budget: its first attempt's token), and opens an attempt scope
+        otherwise: its standing admission (:class:`~otel_resilience.engine.admission.Standing`)
+        follows :attr:`attempt_listeners` from now on, set at every change of them (held weakly).
+        """
+        with self._lock:
+            self._followers.add(standing)
+            standing.token = None if self.attempt_listeners else standing.unheard
+
     def _publish_locked(self) -> None:
         dormant = self._dormant
         self.event_listeners = tuple(x for x in self._registered if not any(x is d for d in dormant))
         self.attempt_listeners = tuple(
             x for x in self.execution_listeners if not any(x is d for d in dormant)
         )
+        heard = bool(self.attempt_listeners)
+        for standing in self._followers:  # after attempt_listeners: a call that still stands opened none
+            standing.token = None if heard else standing.unheard
         self._routes = _Routes(self)  # after event_listeners: never computed from stale ones
         checks = [self._asleep_while.get(id(x)) for x in self.execution_listeners]
         first = checks[0] if checks else _ALWAYS

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.actions import Counted
+from otel_resilience.engine.admission import UnheardStanding
 from otel_resilience.engine.context import time_remaining
 from otel_resilience.engine.events import (
     Event,
@@ -421,6 +422,12 @@ class _RetryStep(Link[RetryPolicy]):
         self._first = None if core.retry_on_result is not None else Counted(counts, None)
         if self._budget is not None:
             BUDGETED_RETRIES.register(self)
+        elif self._first is not None and not self._hook_is_async:
+            # admit then returns _first to every call while nobody listens to attempts (no
+            # budget to deposit in, no hook the sync driver must refuse): the engine admits
+            # with it unasked meanwhile, a call of admit less per execution
+            self.standing = UnheardStanding(self._first)
+            telemetry.hub.follow_attempts(self.standing)
 
     budget = ReadOnly[RetryBudget | None]("_budget", "The retry budget of the link's policy, or ``None``.")
 
