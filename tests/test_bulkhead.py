@@ -618,6 +618,102 @@ def test_waiters_of_a_loop_closed_after_it_stopped_leak_nothing():
     assert (stats["active"], stats["waiting"], stats["cancelled"]) == (0, 0, 2)
 
 
+def test_a_queue_full_of_waiters_whose_loop_closed_does_not_refuse_a_new_caller():
+    """Every slot busy, the queue full of waiters whose loop closed while their tasks waited:
+    they leave the queue (counted cancelled) and a new caller queues instead of being refused."""
+    bulkhead = Bulkhead("closed-queue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
+    gate = threading.Event()
+    holder = threading.Thread(target=bulkhead.execute_sync, args=(gate.wait, 5.0))
+    holder.start()
+    until_sync(lambda: bulkhead.stats.active == 1)
+    loop = asyncio.new_event_loop()
+
+    async def never():
+        return "never"
+
+    tasks = [queue_on_a_loop(bulkhead, loop, never)]
+    tasks.append(loop.create_task(bulkhead.execute(never)))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert bulkhead.stats.waiting == 2  # the queue is full
+    loop.close()  # with both tasks still waiting: they will never run
+    results = []
+
+    def call():
+        try:
+            results.append(call_within(bulkhead, 5.0))
+        except BulkheadFullError as error:
+            results.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        until_sync(lambda: bulkhead.stats.waiting == 1 or not caller.is_alive())
+        stats = bulkhead.get_stats()
+        assert (stats["rejected"], stats["cancelled"], stats["waiting"]) == (0, 2, 1)
+    finally:
+        gate.set()
+    holder.join(timeout=5)
+    caller.join(timeout=5)
+    assert not holder.is_alive()
+    assert not caller.is_alive()
+    assert results == ["later"]
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["rejected"], stats["cancelled"]) == (2, 0, 2)
+    assert all(not task.done() for task in tasks)  # their loop closed: they never ran
+    assert_idle(bulkhead)
+
+
+def test_a_queue_full_of_live_waiters_still_refuses_a_new_caller():
+    """Only the places of waiters that can never run are freed: live waiters keep theirs."""
+    bulkhead = Bulkhead("live-queue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
+    core = bulkhead._core
+    take_slot(bulkhead)
+    closed, stopped = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        queued_on(bulkhead, closed)
+        queued_on(bulkhead, stopped)
+        closed.close()
+        assert core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is not FULL  # the closed loop's place
+        assert core.acquire(UNSTARTED_SYNC, bulkhead.as_strategy()) is FULL  # two live waiters remain
+        stats = bulkhead.get_stats()
+        assert (stats["waiting"], stats["rejected"], stats["cancelled"]) == (2, 1, 1)
+    finally:
+        stopped.close()
+
+
+def test_under_overload_a_full_queue_is_looked_through_at_one_refusal_in_64():
+    """A rejection stays cheap: the waiters are asked whether their loop closed at the first
+    refusal and at one in 64 after it; a closed loop's place is freed by the next such look."""
+    bulkhead = Bulkhead("overload", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60))
+    core = bulkhead._core
+    take_slot(bulkhead)
+    loop = asyncio.new_event_loop()
+    try:
+        waiter = queued_on(bulkhead, loop)
+        asked: list[int] = []
+        gone = type(waiter).gone
+
+        def counting_gone(self: Any) -> bool:
+            asked.append(1)
+            return gone(self)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(type(waiter), "gone", counting_gone)
+            link = bulkhead.as_strategy()
+            assert core.acquire(UNSTARTED_SYNC, link) is FULL
+            assert len(asked) == 1  # the first refusal looked
+            loop.close()
+            for _ in range(63):
+                assert core.acquire(UNSTARTED_SYNC, link) is FULL
+            assert len(asked) == 1  # the 63 after it did not
+            assert core.acquire(UNSTARTED_SYNC, link) is not FULL  # the 65th looks: the place is free
+            assert len(asked) == 2
+        stats = bulkhead.get_stats()
+        assert (stats["rejected"], stats["cancelled"]) == (64, 1)
+    finally:
+        loop.close()
+
+
 # --- threads and mixed use -----------------------------------------------------------------
 
 

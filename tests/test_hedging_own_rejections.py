@@ -40,6 +40,8 @@ async def test_an_open_breaker_of_the_policy_ends_hedging_and_takes_no_budget(
 ) -> None:
     """The original is rejected by the policy's own open breaker: no hedge starts, none is withdrawn.
 
+    The hedge that was due is counted denied (by ``rejected``), once per execution.
+
     Every hedge would meet the same breaker; before, each execution made 3 rejected attempts
     and charged the shared budget 2 hedges for them.
     """
@@ -57,7 +59,7 @@ async def test_an_open_breaker_of_the_policy_ends_hedging_and_takes_no_budget(
             await pipeline.execute(dependency)
     assert calls == []
     stats = hedging.get_stats()
-    assert (stats["hedges"], stats["hedges_denied"], stats["failed"]) == (0, 0, 4)
+    assert (stats["hedges"], stats["hedges_denied"], stats["failed"]) == (0, 4, 4)  # denied: "rejected"
     assert budget.get_stats()["retries"] == 0
     assert budget.get_stats()["denied"] == 0
 

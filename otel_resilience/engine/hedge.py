@@ -29,6 +29,11 @@ starts, waits, cancels and awaits. The race, in order:
    would meet the same step, and a hedge it never starts is asked of no budget. A rejection
    that came out of the function an attempt called (an alternative endpoint behind a policy
    of its own) is an unacceptable outcome like any other: the next attempt starts.
+   A hedge that was due and does not start for one of these two reasons is reported to
+   :meth:`Hedge.deny`, once, where the race decides it: :data:`DEADLINE` (the deadline passed
+   when the hedge was due; or the hedge delay would end at or past it, which ends hedging by
+   delay for the rest of the race; a hedge by failure may still start before the deadline), or
+   :data:`REJECTED` (the trigger of the hedge that would have followed the rejected attempt).
 3. Each attempt runs in a task of its own: :meth:`Hedge.enter` (in the task, so a telemetry
    scope it opens is current there), the rest of the chain in the attempt's context,
    :meth:`Hedge.accepts` (is this outcome the answer?), :meth:`Hedge.leave` (won or not).
@@ -55,7 +60,7 @@ deadline still bounds every attempt, through the cancellation of the race.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.actions import Wait
 from otel_resilience.engine.clock import SYSTEM_CLOCK
@@ -72,7 +77,20 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.step import Step
 
-__all__ = ["ATTEMPT_TYPES", "DELAY", "FAILURE", "HEDGE", "ORIGINAL", "PARALLEL", "TRIGGERS", "Hedge", "race"]
+__all__ = [
+    "ATTEMPT_TYPES",
+    "DEADLINE",
+    "DELAY",
+    "DENIALS",
+    "FAILURE",
+    "HEDGE",
+    "ORIGINAL",
+    "PARALLEL",
+    "REJECTED",
+    "TRIGGERS",
+    "Hedge",
+    "race",
+]
 
 ORIGINAL: Final = "original"
 """The attempt type of a race's first attempt (an attempt scope's ``attempt_type``)."""
@@ -89,6 +107,13 @@ PARALLEL: Final = "parallel"
 """Trigger: a hedge that starts every attempt at once by design (:attr:`Hedge.parallel`)."""
 TRIGGERS: Final = (DELAY, FAILURE, PARALLEL)
 """Every reason a hedge starts."""
+
+DEADLINE: Final = "deadline"
+"""Denial: the effective deadline passed, or comes before the hedge delay ends."""
+REJECTED: Final = "rejected"
+"""Denial: an attempt was rejected by the chain it runs (:attr:`ExecutionContext.rejected`)."""
+DENIALS: Final = (DEADLINE, REJECTED)
+"""Every reason the race itself gives :meth:`Hedge.deny` (a hedge's own refusals are its own)."""
 
 _FIRST_COMPLETED: Final = asyncio.FIRST_COMPLETED
 
@@ -138,6 +163,16 @@ class Hedge(Wait):
                 starts: :data:`DELAY`, :data:`FAILURE` or :data:`PARALLEL`.
         """
         return ctx.fork(new_attempt=trigger is not None)
+
+    def deny(self, trigger: str, reason: str) -> None:
+        """Called once the race decided that a hedge that was due will not start; must not raise.
+
+        Not called for a refusal of :meth:`start`'s own (it knows it).
+
+        Args:
+            trigger: What made it due: :data:`DELAY`, :data:`FAILURE` or :data:`PARALLEL`.
+            reason: Why it does not start: :data:`DEADLINE` or :data:`REJECTED`.
+        """
 
     def enter(self, attempt: ExecutionContext) -> Any:  # noqa: ARG002 - the default keeps nothing
         """Called in the attempt's task before it runs; what it returns is handed to :meth:`leave`."""
@@ -225,6 +260,7 @@ class _Race:
         "next",
         "recovered",
         "tasks",
+        "timed",
         "winner",
     )
 
@@ -243,6 +279,23 @@ class _Race:
         self.more = True
         self.latest = 0.0
         self.delay: float | None = None
+        self.timed: str | None = PARALLEL if hedge.parallel else DELAY
+        """The trigger of a hedge started once the delay passed (the hedge's mode names it, not
+        the delay's value); ``None`` once the deadline denied one: none starts by delay any more."""
+
+    def refuse(self, trigger: str | None, reason: str, *, by_delay: bool = False) -> None:
+        """Decide that the hedge due by ``trigger`` does not start, and tell the hedge why.
+
+        The one place where the race refuses a hedge (:meth:`Hedge.deny`, once per decision). No
+        attempt starts after it; with ``by_delay``, none starts by delay (a hedge by failure
+        still may). ``trigger`` ``None``: no further hedge was due, so none is reported.
+        """
+        if by_delay:
+            self.timed = None
+        else:
+            self.more = False
+        if trigger is not None:
+            self.hedge.deny(trigger, reason)
 
     def launch(self, trigger: str | None) -> None:
         """Start an attempt unless the hedge refuses it (then none starts after it either).
@@ -253,7 +306,7 @@ class _Race:
         hedge = self.hedge
         if trigger is not None and time_remaining(self.clock) <= 0.0:
             # The deadline passed: a hedge would start too late (nothing is asked of the hedge).
-            self.more = False
+            self.refuse(trigger, DEADLINE)
             return
         attempt_ctx = hedge.start(self.ctx, trigger)
         if attempt_ctx is None:
@@ -283,28 +336,33 @@ class _Race:
         except Exception as error:  # noqa: BLE001 - a judgment that raised ends the execution with it
             attempt.error, accepted = error, True
         won = accepted and self.winner is None
+        ends = False
         if won:
             self.winner = attempt
         elif not accepted:
             if not isinstance(attempt.error, ExecutionRejectedError):
                 self.failed = True
-            elif ctx.rejected:  # rejected by its own chain: so would every further attempt be
-                self.more = False
-            # a rejected attempt called nothing: no failure to recover from
+            else:  # a rejected attempt called nothing: no failure to recover from
+                ends = ctx.rejected and self.more  # so would every further attempt be rejected
         hedge.leave(ctx, scope, attempt.error, accepted=accepted, won=won)
+        if ends:  # after the attempt's scope closed: reported on the execution, as every denial
+            due = FAILURE if hedge.on_failure else self.timed if self.delay is not None else None
+            self.refuse(due, REJECTED)
 
     async def contest(self) -> None:
         """Start attempts as the hedge says until one wins, or none runs and none may start."""
         hedge = self.hedge
-        timed = PARALLEL if hedge.parallel else DELAY  # the hedge's mode names it, not the delay's value
         self.launch(None)
         while self.winner is None:
-            delay = self.delay if self.more else None
+            timed = self.timed
+            delay = self.delay if self.more and timed is not None else None
             if delay is None and not self.tasks:
                 return
             left = None if delay is None else delay - (self.clock.now() - self.latest)
             if left is not None and left > 0 and time_remaining(self.clock) <= left:
-                left = None  # the next hedge by delay would start at or past the deadline: none will
+                # The next hedge by delay would start at or past the deadline: none will.
+                self.refuse(timed, DEADLINE, by_delay=True)
+                left = None
             if left is None or left > 0:
                 ended = await self.first_ended(left)
                 if self.decided():
@@ -314,7 +372,7 @@ class _Race:
                         if self.more:
                             self.launch(FAILURE)
                     continue
-            self.launch(timed)
+            self.launch(cast("str", timed))
 
     def decided(self) -> bool:
         """Whether an attempt won (its task sets :attr:`winner` while the race waits)."""

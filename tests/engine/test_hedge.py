@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 import pytest
 
 from otel_resilience.engine import ExecutionContext, Hedge, PipelineBuilder, Step
-from otel_resilience.engine.hedge import DELAY, FAILURE, PARALLEL
+from otel_resilience.engine.context import AsyncDeadline
+from otel_resilience.engine.hedge import DEADLINE, DELAY, FAILURE, PARALLEL
+from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
 
@@ -41,6 +43,9 @@ class Log(Hedge):
             return None
         self.events.append(("start", trigger))
         return super().start(ctx, trigger)
+
+    def deny(self, trigger: str, reason: str) -> None:
+        self.events.append(("denied", trigger, reason))
 
     def enter(self, attempt: ExecutionContext) -> Any:
         return ("scope", attempt.attempt)
@@ -142,11 +147,48 @@ async def test_a_refused_start_starts_no_other() -> None:
     hedge.refuse_after = 1
     with pytest.raises(ConnectionError):
         await run(hedge, script(ConnectionError("original")))
-    assert [e for e in hedge.events if e[0] in {"start", "refused"}] == [
+    assert [e for e in hedge.events if e[0] in {"start", "refused", "denied"}] == [
         ("start", None),
-        ("refused", FAILURE),
+        ("refused", FAILURE),  # a refusal of start's own: not reported to deny (start knows it)
     ]
     assert hedge.events[-1] == ("end", None, "ConnectionError")
+
+
+async def test_a_hedge_due_once_the_deadline_passed_is_denied_to_the_hedge() -> None:
+    """The original fails after the deadline passed: the failure hedge is not started, and deny says why."""
+    hedge = Log(3, on_failure=True)
+    racing = Racing(hedge)
+    pipeline = PipelineBuilder("race").add(racing).build()
+    clock = racing.clock
+
+    async def late_failure() -> str:
+        clock.advance(10.0)  # past the 1 s deadline
+        await asyncio.sleep(0)
+        raise ConnectionError("late")
+
+    with pytest.raises((ConnectionError, OperationTimeoutError)):
+        async with AsyncDeadline(clock, 1.0, "race"):
+            await pipeline.execute(late_failure)
+    assert [e for e in hedge.events if e[0] in {"start", "refused", "denied"}] == [
+        ("start", None),
+        ("denied", FAILURE, DEADLINE),
+    ]
+
+
+async def test_a_hedge_delay_ending_past_the_deadline_is_denied_once_and_failures_still_hedge() -> None:
+    """The deadline comes before the hedge delay ends: one denial (trigger delay) for the whole race;
+    a hedge by failure still starts before the deadline."""
+    hedge = Log(3, on_failure=True, delays=(10.0,))
+    racing = Racing(hedge)
+    pipeline = PipelineBuilder("race").add(racing).build()
+    async with AsyncDeadline(racing.clock, 1.0, "race"):
+        assert await pipeline.execute(script(ConnectionError("down"), "ok")) == "ok"
+    assert [e for e in hedge.events if e[0] in {"start", "refused", "denied"}] == [
+        ("start", None),
+        ("denied", DELAY, DEADLINE),
+        ("start", FAILURE),
+    ]
+    assert racing.clock.sleeps == []  # no hedge delay was waited
 
 
 async def test_a_hedge_token_under_the_sync_driver_is_refused() -> None:

@@ -10,8 +10,12 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from otel_resilience import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
     Hedging,
     HedgingConfig,
+    OperationTimeoutError,
     PercentileDelay,
     ResilienceConfig,
     ResilienceManager,
@@ -142,7 +146,7 @@ async def test_a_policy_with_hedging_exports_its_counters_from_zero(otel) -> Non
 
 async def test_a_denied_hedge_is_a_span_event_and_counted_by_what_denied_it(otel) -> None:
     """A hedge that was due but refused: resilience.hedging.hedge_denied on the execution span and
-    resilience.hedging.denied by trigger and denied_by, from zero (budget and max_attempts)."""
+    resilience.hedging.denied by trigger and denied_by, from zero (every reason)."""
     manager = ResilienceManager()
     name = _fresh("denied")
     clock = FakeClock()
@@ -161,6 +165,8 @@ async def test_a_denied_hedge_is_a_span_event_and_counted_by_what_denied_it(otel
         ("failure", "budget"): 0,
         ("failure", "max_attempts"): 0,
         ("failure", "not_replayable"): 0,
+        ("failure", "deadline"): 0,
+        ("failure", "rejected"): 0,
     }
     failing = Dependency(ConnectionError("down"), "never")
     try:
@@ -174,6 +180,8 @@ async def test_a_denied_hedge_is_a_span_event_and_counted_by_what_denied_it(otel
         ("failure", "budget"): 1,
         ("failure", "max_attempts"): 0,
         ("failure", "not_replayable"): 0,
+        ("failure", "deadline"): 0,
+        ("failure", "rejected"): 0,
     }
     execution = otel.spans(name)[-1]
     [event] = [e for e in execution.events if e.name == sc.EV_HEDGE_DENIED]
@@ -202,7 +210,7 @@ async def test_a_hedge_past_the_executions_cap_on_attempts_is_denied_by_max_atte
         for p in otel.points(sc.HEDGES_DENIED)
         if p.attributes[sc.NAME] == name
     }
-    assert counts == {"budget": 0, "max_attempts": 1, "not_replayable": 0}
+    assert counts == {"budget": 0, "max_attempts": 1, "not_replayable": 0, "deadline": 0, "rejected": 0}
     assert hedging.get_stats()["hedges_denied"] == 1
 
 
@@ -279,3 +287,128 @@ async def test_a_percentile_delay_that_learned_zero_latencies_still_hedges_by_de
         if p.attributes["resilience.policy"] == name
     }
     assert triggers == {"delay": 1, "failure": 0}
+
+
+def _denied(otel, name: str) -> dict[tuple[str, str], float]:
+    """The hedge-denied counts of policy ``name`` that moved, by (trigger, denied_by)."""
+    return {
+        (p.attributes[sc.HEDGE_TRIGGER], p.attributes[sc.HEDGE_DENIED_BY]): p.value
+        for p in otel.points(sc.HEDGES_DENIED)
+        if p.attributes["resilience.policy"] == name and p.value
+    }
+
+
+def _denied_events(otel, name: str) -> list[tuple[str, str]]:
+    """The hedge_denied span events of the execution spans of ``name``: (trigger, denied_by)."""
+    return [
+        (e.attributes[sc.HEDGE_TRIGGER], e.attributes[sc.HEDGE_DENIED_BY])
+        for span in otel.spans(name)
+        for e in span.events
+        if e.name == sc.EV_HEDGE_DENIED
+    ]
+
+
+async def test_a_hedge_due_once_the_deadline_passed_is_denied_by_deadline(otel) -> None:
+    """The original fails after the policy's deadline passed: its failure hedge is due, not started,
+    and counted denied by ``deadline`` (it was counted nowhere)."""
+    name = _fresh("past-deadline")
+    clock = FakeClock()
+
+    async def slow_failure() -> str:
+        clock.advance(0.5)  # past the 0.1 s deadline, then fails
+        await asyncio.sleep(0)
+        raise ConnectionError("down")
+
+    handle = ResilienceManager(clock=clock).policy(
+        name, ResilienceConfig(timeout=0.1, hedging=HedgingConfig(mode="fallback", max_attempts=3))
+    )
+    try:
+        await handle.execute(slow_failure)
+    except (ConnectionError, OperationTimeoutError):
+        pass
+    else:
+        raise AssertionError("the execution fails")
+    assert _denied(otel, name) == {("failure", "deadline"): 1}
+    assert _denied_events(otel, name) == [("failure", "deadline")]
+
+
+async def test_a_hedge_delay_that_ends_past_the_deadline_is_denied_by_deadline_once(otel) -> None:
+    """The deadline comes before the hedge delay ends: no hedge by delay starts, counted once as
+    denied by ``deadline``; a hedge by failure still starts before the deadline and answers."""
+    name = _fresh("delay-past-deadline")
+    manager = ResilienceManager(clock=FakeClock())
+    config = ResilienceConfig(name=name, timeout=5.0, hedging=HedgingConfig(delay=10.0, max_attempts=3))
+    dependency = Dependency(ConnectionError("down"), "hedged")
+    assert await manager.execute_with_resilience(dependency, config) == "hedged"
+    assert len(dependency.calls) == 2  # the original, then a hedge by failure
+    assert _denied(otel, name) == {("delay", "deadline"): 1}
+    assert _denied_events(otel, name) == [("delay", "deadline")]
+    source = {"resilience.policy": name, "resilience.name": name}
+    assert otel.point(sc.HEDGES, **source, resilience__hedging__trigger="failure").value == 1
+
+
+async def test_a_hung_original_whose_hedge_delay_ends_past_the_deadline_times_out_with_one_denial(
+    otel,
+) -> None:
+    """The original hangs; the hedge delay (0.2 s) ends past the 0.1 s deadline: one denial by deadline."""
+    name = _fresh("hung-past-deadline")
+    clock = FakeClock()
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(name=name, timeout=0.1, hedging=HedgingConfig(delay=0.2, max_attempts=3))
+    dependency = Dependency(HANG)
+    try:
+        await manager.execute_with_resilience(dependency, config)
+    except OperationTimeoutError:
+        pass
+    else:
+        raise AssertionError("the execution times out")
+    assert len(dependency.calls) == 1
+    assert clock.sleeps == []
+    assert _denied(otel, name) == {("delay", "deadline"): 1}
+
+
+async def test_a_hedge_after_an_attempt_the_policys_own_breaker_rejected_is_denied_by_rejected(
+    otel,
+) -> None:
+    """The policy's own breaker rejects the original: hedging ends, and the hedge that was due is
+    counted denied by ``rejected`` (it was counted nowhere), asking nothing of the budget."""
+    name = _fresh("own-breaker")
+    clock = FakeClock()
+    budget = RetryBudget(ratio=1.0, min_retries_per_second=0.0, clock=clock)
+    hedging = Hedging(name, HedgingConfig(mode="fallback", max_attempts=3, budget=budget), clock=clock)
+    breaker = CircuitBreaker(_fresh("inner"), CircuitBreakerConfig(failure_threshold=5))
+    pipeline = PipelineBuilder(name).add(hedging.as_strategy(name)).add(breaker.as_strategy(name)).build()
+    breaker.force_open()
+    for _ in range(2):
+        try:
+            await pipeline.execute(Dependency("never"))
+        except CircuitOpenError:
+            pass
+        else:
+            raise AssertionError("the open breaker rejects the execution")
+    assert _denied(otel, name) == {("failure", "rejected"): 2}
+    assert _denied_events(otel, name) == [("failure", "rejected")] * 2
+    stats = hedging.get_stats()
+    assert (stats["hedges"], stats["hedges_denied"]) == (0, 2)
+    assert budget.get_stats()["denied"] == 0
+    assert budget.get_stats()["retries"] == 0
+
+
+async def test_attempts_rejected_side_by_side_with_no_hedge_left_count_no_denial(otel) -> None:
+    """Parallel mode: every attempt started at once is rejected; no hedge was left to start: no denial.
+
+    With three attempts started, a fourth (past max_attempts) was never due.
+    """
+    name = _fresh("parallel-rejected")
+    hedging = Hedging(name, HedgingConfig(mode="parallel", max_attempts=3))
+    breaker = CircuitBreaker(_fresh("inner"), CircuitBreakerConfig(failure_threshold=5))
+    pipeline = PipelineBuilder(name).add(hedging.as_strategy(name)).add(breaker.as_strategy(name)).build()
+    breaker.force_open()
+    try:
+        await pipeline.execute(Dependency("never"))
+    except CircuitOpenError:
+        pass
+    else:
+        raise AssertionError("the open breaker rejects the execution")
+    assert _denied(otel, name) == {}
+    assert hedging.get_stats()["hedges_denied"] == 0

@@ -132,6 +132,11 @@ _PUBLIC_COUNTS: Final = tuple(
 """What the repr of :class:`BulkheadStats` shows: the counts of its snapshot (:class:`BulkheadStatsDict`)."""
 
 
+_ROOM_LOOK_EVERY: Final = 64
+"""A full queue is looked through for the places of waiters that will never run at one refusal
+in this many (:meth:`_BulkheadCore._make_room_locked`)."""
+
+
 class _BulkheadCore(BulkheadStats):
     """The sans-I/O state: slots, FIFO queue and counters, behind one short lock (a ``WaitQueue``).
 
@@ -143,7 +148,10 @@ class _BulkheadCore(BulkheadStats):
     its place, the slot goes to the next waiter (or is freed), and the waiter is nudged so that
     it looks again as soon as its loop runs. A slot offered to an async waiter whose loop stopped
     before its task could claim it is taken back by the next caller that finds no free slot
-    (:meth:`acquire`); the waiter returns to the front of the queue.
+    (:meth:`acquire`); the waiter returns to the front of the queue. A queued waiter whose loop
+    is closed will never run: it leaves the queue, counted cancelled, when a slot is passed on,
+    or when a caller would be refused for a full queue (:meth:`_make_room_locked`): a caller is
+    refused only when the queue is full of waiters that may still run.
     """
 
     __slots__ = ("_lock", "_offered", "_queue")
@@ -186,8 +194,8 @@ class _BulkheadCore(BulkheadStats):
             if self.active < self.max_concurrent:
                 self._admit_locked()
                 return ADMITTED
-            if self.waiting >= self.max_waiting:  # every slot busy and no place in the queue
-                self._refused += 1
+            if self.waiting >= self.max_waiting and not self._make_room_locked():
+                self._refused += 1  # every slot busy and no place in the queue
                 return FULL
             waiter = new_waiter(ctx.sync, self, owner)
             if self._queue is _NO_QUEUE:
@@ -357,11 +365,7 @@ class _BulkheadCore(BulkheadStats):
                     return [waiter]
                 wakes.append(waiter)
                 return wakes
-            if waiter.gone():  # its loop is closed: it will never run, so it leaves the queue
-                del queue[index]
-                self.waiting -= 1
-                waiter.state = CANCELLED
-                self.cancelled += 1
+            if self._gone_leaves_locked(waiter):
                 continue
             if not waiter.nudged:
                 waiter.nudged = True
@@ -371,6 +375,35 @@ class _BulkheadCore(BulkheadStats):
             index += 1
         self.active -= 1
         return wakes
+
+    def _gone_leaves_locked(self, waiter: Waiter) -> bool:
+        """Take the queued ``waiter`` out of the queue if it can never run; return whether it left.
+
+        The one rule for a waiter gone while queued (its event loop is closed: it will never run,
+        nor leave the queue by itself): it leaves, counted ``cancelled``.
+        """
+        if not waiter.gone():
+            return False
+        self._queue.remove(waiter)
+        self.waiting -= 1
+        waiter.state = CANCELLED
+        self.cancelled += 1
+        return True
+
+    def _make_room_locked(self) -> bool:
+        """Free the places of the gone waiters of a full queue; return whether a place is free now.
+
+        Called only when a call would be refused (every slot busy, the queue full): a place held
+        by a waiter that will never run is no reason to refuse one that can. The queue is looked
+        through at the first such refusal and then at every :data:`_ROOM_LOOK_EVERY`-th: under
+        overload a rejection stays cheap (a look asks every waiter whether its loop is closed),
+        and a closed loop's waiters keep their places for that many refusals at most.
+        """
+        if self._refused % _ROOM_LOOK_EVERY:
+            return False
+        for waiter in tuple(self._queue):  # a copy: the queue changes as they leave
+            self._gone_leaves_locked(waiter)
+        return self.waiting < self.max_waiting
 
     def _reclaim_locked(self) -> list[Waiter] | None:
         """Take back the slots offered to async waiters whose loop stopped before they claimed them.

@@ -95,7 +95,8 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
             ``name``, ``mode``, ``max_attempts``, ``executions`` (that entered the hedging),
             ``hedges`` (attempts after the original that ran: a hedge whose race ended before its task
             ran is not counted), ``hedges_denied`` (hedges the
-            budget or the execution's cap in total refused), ``original_wins`` and ``hedge_wins``
+            budget, the execution's cap in total, the deadline or a rejection by the policy's own
+            breaker, bulkhead or rate limiter refused), ``original_wins`` and ``hedge_wins``
             (executions answered by the original, by a hedge), ``failed`` (executions with no
             acceptable outcome) and ``cancelled``.
         """

@@ -273,13 +273,13 @@ class _Race(Hedge):
             return self._original
         budget, withdrawal = core.budget, None
         if budget is not None and (withdrawal := core.withdraw()) is None:
-            self._deny(trigger, getattr(budget, "refusal", "budget"))
+            self.deny(trigger, getattr(budget, "refusal", "budget"))
             return None
         attempt = ctx.fork()
         if attempt is None:  # the execution's cap on attempts in total
             if budget is not None:
                 core.give_back(withdrawal)
-            self._deny(trigger, "max_attempts")
+            self.deny(trigger, "max_attempts")
             return None
         if self._pending is None:
             self._pending = []
@@ -290,12 +290,16 @@ class _Race(Hedge):
         self._started += 1
         return attempt
 
-    def _deny(self, trigger: str, denied_by: str) -> None:
-        """Count a hedge that was due but refused, and report why."""
+    def deny(self, trigger: str, reason: str) -> None:
+        """Count a hedge that was due but refused, and report why (``denied_by``).
+
+        The one place every refusal is counted: this link's own (the budget, the cap on attempts
+        in total) and the race's (the deadline, a rejection by the policy's own chain).
+        """
         next(self._core.denied)
         telemetry = self._telemetry
         if telemetry.hub.event_listeners:
-            telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, denied_by))
+            telemetry.report(Event.HEDGE_DENIED, HedgeDenied(trigger, reason))
 
     def enter(self, attempt: ExecutionContext) -> _Scope | None:
         """Open the attempt's scope (typed original or hedge) when a listener or the delay wants it.

@@ -276,7 +276,8 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         SpanEventSpec(
             EV_HEDGE_DENIED,
             "A hedge was due but refused: by the hedge budget, by the execution's cap on attempts, "
-            "or because the request may be sent only once.",
+            "because the request may be sent only once, by the deadline, or because the policy's "
+            "own breaker, bulkhead or rate limiter rejected an attempt.",
             (PATTERN, NAME, HEDGE_TRIGGER, HEDGE_DENIED_BY),
         ),
         (MetricBinding(HEDGES_DENIED),),

@@ -295,7 +295,8 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.COUNTER,
         "{hedge}",
         "Hedges that were due (by trigger) but refused, by what refused them: the hedge budget, "
-        "the execution's cap on attempts, or an HTTP request that may be sent only once. Many "
+        "the execution's cap on attempts, an HTTP request that may be sent only once, the "
+        "deadline, or a rejection by the policy's own breaker, bulkhead or rate limiter. Many "
         "denials by `budget` mean the budget holds hedging back at the moment the dependency is slow.",
         (POLICY, NAME, HEDGE_TRIGGER, HEDGE_DENIED_BY),
     ),

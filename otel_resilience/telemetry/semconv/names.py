@@ -305,7 +305,7 @@ RETRY_DELAY_SOURCES: Final = ("strategy", "outcome")
 ATTEMPT_TYPES: Final = ("original", "hedge")
 """The values of :data:`ATTEMPT_TYPE`, as gRPC's ``grpc.attempt_type`` has them."""
 HEDGE_TRIGGERS: Final = ("delay", "failure", "parallel")
-HEDGE_DENIED_REASONS: Final = ("budget", "max_attempts", "not_replayable")
+HEDGE_DENIED_REASONS: Final = ("budget", "max_attempts", "not_replayable", "deadline", "rejected")
 TIMEOUT_SCOPES: Final = ("total", "attempt")
 FALLBACK_STRATEGIES: Final = ("default_value", "alternative_function", "cached_value", "multiple_attempts")
 RECOVERY_STRATEGIES: Final = ("retry", "restart", "fallback", "isolate", "escalate")
