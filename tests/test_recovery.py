@@ -458,6 +458,48 @@ def test_a_sync_restart_hook_past_the_deadline_starts_no_rerun(clock: FakeClock)
         manager.execute_with_resilience_sync(flaky.run_sync, config)
     assert len(flaky.calls) == 1
     assert clock.sleeps == [1.0]
+    stats = manager.recovery_system.get_stats()  # the deadline ended the recovery: a failed one
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
+
+
+async def test_a_rerun_cut_by_the_deadline_is_a_failed_recovery_in_both_drivers(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A re-run still running at the policy's deadline: the caller gets the policy's timeout and
+    the recovery counts as failed, whether the deadline cancelled the re-run (async) or the re-run
+    returned after it and its result was dropped (sync: a thread cannot be cut)."""
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("fail 1")
+        clock.advance(10.0)  # the re-run outlasts the deadline on the policy's clock
+
+    def late() -> str:
+        step()
+        return "late"
+
+    async def hung() -> str:
+        step()
+        await asyncio.Event().wait()  # cancelled by the deadline's timer
+        return "never"
+
+    # The async deadline's timer runs on the loop's time: a short real one, past on the fake clock too.
+    timeout = 0.05 if driver == "async" else 5.0
+    config = ResilienceConfig(enable_recovery=True, timeout=timeout, name=unique("policy"))
+    with pytest.raises(OperationTimeoutError) as caught:
+        if driver == "async":
+            await manager.execute_with_resilience(hung, config)
+        else:
+            manager.execute_with_resilience_sync(late, config)
+    assert caught.value.timeout == timeout
+    assert len(calls) == 2
+    stats = manager.recovery_system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == [RecoveryAttempted("retry", "failure", "ConnectionError")]
 
 
 async def test_restart_calls_hook_before_each_rerun(driver: str, clock: FakeClock) -> None:

@@ -500,6 +500,29 @@ async def test_fail_after_lets_a_fast_block_finish() -> None:
     assert not scope.expired
 
 
+async def test_an_already_expired_fail_after_cuts_its_block_at_the_first_suspension() -> None:
+    """fail_after(0) is due at once: the block is cut at its first await, as asyncio.timeout(0)."""
+    reached: list[int] = []
+    with pytest.raises(OperationTimeoutError):
+        async with fail_after(0, operation="expired") as scope:
+            await asyncio.sleep(0)
+            reached.append(1)
+            await asyncio.sleep(0)
+            reached.append(2)
+    assert scope.expired
+    assert reached == []
+
+
+async def test_an_already_expired_move_on_after_skips_the_rest_of_its_block() -> None:
+    """move_on_after(0) abandons its block at the first await; what follows the block runs."""
+    reached: list[int] = []
+    async with move_on_after(0) as scope:
+        await asyncio.sleep(0)
+        reached.append(1)
+    assert scope.expired
+    assert reached == []
+
+
 async def test_move_on_after_swallows_its_own_timeout() -> None:
     """move_on_after abandons its block silently at the deadline and says so in expired."""
     hang = Hang()

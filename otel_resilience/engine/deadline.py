@@ -2,11 +2,12 @@
 
 Deadlines are absolute times on the pattern's :class:`~otel_resilience.engine.clock.Clock`
 (``time.monotonic`` by default), kept in a :class:`contextvars.ContextVar` as a cell: a
-two-item list, ``[deadline, owner]``. A nested scope stores ``min(outer, inner)``, as trio's
-``current_effective_deadline()`` does, so an outer deadline bounds every inner one. Only the
-scope whose own deadline is the tightest is armed, however many layers, as an entry of its
-loop's one shared timer (:mod:`otel_resilience.engine.timer`): a call that ends in time leaves no
-cancelled timer behind on the loop.
+three-item list, ``[deadline, owner, clock]``, the clock the deadline was computed on, on which
+:func:`time_left` reads what is left of it (an HTTP client's timeout). A nested scope stores
+``min(outer, inner)``, as trio's ``current_effective_deadline()`` does, so an outer deadline
+bounds every inner one. Only the scope whose own deadline is the tightest is armed, however many
+layers, as an entry of its loop's one shared timer (:mod:`otel_resilience.engine.timer`): a call
+that ends in time leaves no cancelled timer behind on the loop.
 
 An async scope raises :class:`~otel_resilience.errors.OperationTimeoutError` only when *its own*
 deadline expired; any other cancellation propagates untouched.
@@ -67,6 +68,7 @@ __all__ = [
     "passes_to_its_scope",
     "publish_deadline",
     "sleep_sync_within_deadline",
+    "time_left",
     "time_remaining",
     "wait_sync_within_deadline",
     "withdraw_deadline",
@@ -78,9 +80,11 @@ _NO_OWNER: Final[object] = object()
 
 
 _Cell = list[Any]
-"""A cell: ``[deadline, owner]``, an effective deadline and the task (or, outside any task, the
-thread) that set it. A list, made in one instruction where a class of two slots runs its
-``__init__`` as a Python frame on every async scope.
+"""A cell: ``[deadline, owner, clock]``, an effective deadline, the task (or, outside any task, the
+thread) that set it and the clock it is on (that of the scope that set the deadline in force: the
+scopes of one owner share a clock, two deadlines on different clocks cannot be compared). A list,
+made in one instruction where a class of two slots runs its ``__init__`` as a Python frame on
+every async scope.
 
 A task is held by a weak reference (one per task: ``weakref.ref`` hands back the live one), so a
 context copied before the task ended (a cancelled timer handle of the loop keeps one until its
@@ -91,7 +95,7 @@ sees the cell, through a copied context, ignores it.
 
 _DEADLINE: ContextVar[_Cell] = ContextVar(
     "otel_resilience_deadline",
-    default=[_NO_DEADLINE, _NO_OWNER],  # noqa: B039 - nobody's: no scope ever changes it
+    default=[_NO_DEADLINE, _NO_OWNER, None],  # noqa: B039 - nobody's: no scope ever changes it
 )
 """The effective deadline of the context's owner (the default cell is nobody's, never changed)."""
 
@@ -151,31 +155,49 @@ def _own_deadline() -> float:
     hold): a deadline set by another task or thread, inherited through a copied context, does not
     apply.
     """
-    deadline, owner = _DEADLINE.get()
+    deadline, owner, _ = _DEADLINE.get()
     if owner is _NO_OWNER or owner is not _owner():  # no deadline at all: no owner to look up
         return _NO_DEADLINE
     return deadline  # type: ignore[no-any-return]
 
 
 def current_deadline() -> float | None:
-    """Return the effective absolute deadline (``time.monotonic`` base) of the current call.
+    """Return the effective absolute deadline of the current call, on its scope's clock.
+
+    The clock is the one the scope that set the deadline runs on: ``time.monotonic`` for the
+    default clock; :func:`time_left` reads what is left of it on that clock.
 
     A deadline binds the task (outside any task: the thread) whose scope set it. A task or thread
     started inside a scope does not inherit it: until it opens a scope of its own it has none.
 
     Returns:
         The earliest deadline of every enclosing timeout scope of the current task or thread, or
-        ``None`` when there is none. A callee can pass ``deadline - time.monotonic()`` on as a
-        socket timeout.
+        ``None`` when there is none. A callee can pass :func:`time_left` on as a socket timeout.
     """
     deadline = _own_deadline()
     return None if deadline == _NO_DEADLINE else deadline
 
 
+def time_left() -> float:
+    """Return the seconds left before the effective deadline, on the clock it was computed on.
+
+    The deadline is the one :func:`current_deadline` returns: that of the current task or thread
+    (``inf`` when there is none). What a caller outside the engine's steps, with no clock of the
+    deadline's own (an HTTP client's timeout), passes on: a deadline set on a test's fake clock
+    is read on that clock, never on the system's.
+    """
+    deadline = _own_deadline()
+    if deadline == _NO_DEADLINE:
+        return _NO_DEADLINE
+    return deadline - _DEADLINE.get()[2].now()  # type: ignore[no-any-return] # the clock of that cell
+
+
 def time_remaining(clock: Clock) -> float:
-    """Return the seconds left before the effective deadline (``inf`` when there is none).
+    """Return the seconds left before the effective deadline (``inf`` when there is none), on ``clock``.
 
     The deadline is the one :func:`current_deadline` returns: that of the current task or thread.
+    A step reads it on its own clock, the deadline's (a manager refuses a recovery system on
+    another); :func:`time_left` reads it on the clock the deadline was computed on.
     """
     deadline = _own_deadline()
     if deadline == _NO_DEADLINE:
@@ -363,10 +385,10 @@ class AsyncDeadline(TimerEntry):
         if task is None:  # pragma: no cover - always inside a task under asyncio
             msg = "AsyncDeadline must be used inside an asyncio task"
             raise RuntimeError(msg)
-        outer, owner = _DEADLINE.get()
+        outer, owner, _ = _DEADLINE.get()
         task_ref = _ref(task)
         if deadline < outer or owner is not task_ref:  # another task's deadline does not bind this one
-            cell = self._cell = [deadline, task_ref]
+            cell = self._cell = [deadline, task_ref, self._clock]
             self._token = _DEADLINE.set(cell)
             self._task = task
             self._deadline = deadline
@@ -449,13 +471,14 @@ def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None,
     deadline = clock.now() + timeout
     owner = _owner()
     cell = _DEADLINE.get()
-    previous, outer_owner = cell
+    previous, outer_owner, _ = cell
     if outer_owner is not owner:  # another's deadline (or none) does not bind us: a cell of our own
-        cell = [deadline, owner]
+        cell = [deadline, owner, clock]
         _DEADLINE.set(cell)
         return deadline, cell, _NO_DEADLINE
     if deadline < previous:
         cell[0] = deadline
+        cell[2] = clock  # the deadline in force is on this scope's clock
         return deadline, cell, previous
     return deadline, None, previous
 

@@ -151,8 +151,20 @@ class LoopTimer:
             self._heap_ended = 0
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Arm the loop timer for ``when``; one due already runs before any task's next step.
+
+        ``call_at`` for a time that has passed only makes the callback ready on the loop's next
+        iteration, after the steps of the tasks already scheduled: a deadline entered expired (a
+        zero budget) would let its task run on to its second suspension. Such an entry fires
+        from ``call_soon`` instead, as ``asyncio.timeout(0)`` does. Only an entry due sooner
+        than the armed time comes here: the scopes entered while the loop timer is armed for an
+        earlier time (most of them) never read the loop's time again.
+        """
         self._armed_at = when
-        loop.call_at(when, self._expire, loop, when, context=contextvars.Context())
+        if when <= loop.time():
+            loop.call_soon(self._expire, loop, when, context=contextvars.Context())
+        else:
+            loop.call_at(when, self._expire, loop, when, context=contextvars.Context())
 
     def _next(self) -> TimerEntry | None:
         """Return the earliest entry that has not ended, or ``None``.

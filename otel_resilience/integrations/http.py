@@ -25,9 +25,11 @@ One request is one *execution* of the policy; each time the client sends it is o
   response's ``Retry-After`` (seconds or an HTTP date) is the next delay (:class:`HttpRetryAfter`;
   other statuses: :attr:`HttpOptions.retry_after_statuses`); one over ``max_delay`` or past the deadline
   stops retrying at once (the response is returned), it is never shortened.
-* **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`
-  to the client as its timeout (every phase capped by it), so a request never outlives its
-  policy, in threads too. A client timeout at the deadline is the policy's timeout
+* **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`,
+  read on the clock the deadline was computed on
+  (:func:`~otel_resilience.engine.deadline.time_left`: a policy's fake clock in tests), to the
+  client as its timeout (every phase capped by it), so a request never outlives its policy, in
+  threads too. A client timeout at the deadline is the policy's timeout
   (:meth:`~otel_resilience.integrations.sending.HttpPolicy.deadline_reached`: the caller gets
   its :class:`~otel_resilience.OperationTimeoutError`); one before it, the client's own, stays
   a transport error. A response that came after the deadline (a client's read timeout

@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK
-from otel_resilience.engine.deadline import DeadlineReachedError, time_remaining
+from otel_resilience.engine.deadline import DeadlineReachedError, time_left
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import (
@@ -218,7 +217,7 @@ class HttpPolicy:
         """Return the seconds left before the execution's deadline (``None``: no deadline)."""
         if not self._timed:
             return None
-        left = time_remaining(SYSTEM_CLOCK)  # infinite when no deadline binds the request
+        left = time_left()  # on the deadline's own clock; infinite when no deadline binds the request
         return None if math.isinf(left) else max(left, 0.001)
 
     def deadline_reached(self, error: BaseException) -> None:
@@ -230,7 +229,7 @@ class HttpPolicy:
         does for any wait the deadline cut short. Before the deadline, the client's own shorter
         timeout fired: this returns, and ``error`` stays a transport error (retried).
         """
-        if self._timed and time_remaining(SYSTEM_CLOCK) <= 0.0:
+        if self._timed and time_left() <= 0.0:
             name = self.policy.name or "http"
             raise DeadlineReachedError(name, 0.0, "total") from error
 

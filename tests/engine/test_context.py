@@ -24,6 +24,7 @@ from otel_resilience.engine import (
     time_remaining,
 )
 from otel_resilience.engine.context import DeadlineReachedError, publish_deadline, withdraw_deadline
+from otel_resilience.engine.deadline import time_left
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
@@ -101,6 +102,32 @@ async def test_fast_body_leaves_no_deadline_behind() -> None:
         assert current_deadline() is not None
     assert current_deadline() is None
     await asyncio.sleep(0)
+
+
+def test_what_is_left_is_read_on_the_clock_the_deadline_was_computed_on() -> None:
+    """time_left() reads a deadline on its scope's clock: a fake clock's deadline is not read on
+    the system clock, and a later scope of the same thread on another clock is read on that one."""
+    assert time_left() == float("inf")
+    fake = FakeClock(100.0)
+    with SyncDeadline(fake, 2.0, "op"):
+        assert time_left() == 2.0
+        fake.advance(0.5)
+        assert time_left() == 1.5
+    assert time_left() == float("inf")
+    other = FakeClock(5000.0)
+    with SyncDeadline(other, 3.0, "op"):  # the thread's cell, left deadline-free, narrowed again
+        assert time_left() == 3.0
+    with SyncDeadline(SYSTEM_CLOCK, 30.0, "op"):
+        assert 29.0 < time_left() <= 30.0
+
+
+async def test_what_is_left_of_an_async_deadline_is_read_on_its_clock() -> None:
+    fake = FakeClock(7.0)
+    async with AsyncDeadline(fake, 4.0, "op"):
+        assert time_left() == 4.0
+        fake.advance(1.0)
+        assert time_left() == 3.0
+    assert time_left() == float("inf")
 
 
 def test_sync_deadline_publishes_and_enforces_on_return() -> None:

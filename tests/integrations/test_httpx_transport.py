@@ -28,6 +28,7 @@ from otel_resilience.integrations.http import (
     http_config,
 )
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.testing import FakeClock
 
 
 def policy(**changes: Any) -> ResilienceConfig:
@@ -388,6 +389,41 @@ def test_the_timeout_passed_on_is_capped_by_the_deadline(server: ScriptedHTTPSer
     for extensions in seen:
         assert set(extensions["timeout"]) == {"connect", "read", "write", "pool"}
         assert all(0 < value <= 5.0 for value in extensions["timeout"].values())
+
+
+@DRIVERS
+async def test_the_timeout_passed_on_is_read_on_the_deadlines_own_clock(
+    driver: str, server: ScriptedHTTPServer
+) -> None:
+    """A policy on a fake clock: what is left of its deadline is read on that clock, not the system's.
+
+    The fake clock never moves during the request, so every phase gets the whole 5 s (read on the
+    system clock, a deadline at fake time 1005 would be long past: a 1 ms timeout).
+    """
+    seen: list[dict[str, Any]] = []
+
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(dict(request.extensions["timeout"]))
+            return super().handle_request(request)
+
+    class AsyncRecording(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(dict(request.extensions["timeout"]))
+            return await super().handle_async_request(request)
+
+    server.script("/a", (200, {}))
+    manager = ResilienceManager(clock=FakeClock(start=1000.0))
+    config = policy(retry_policy=None, timeout=5.0)
+    if driver == "sync":
+        transport = ResilientTransport(config, Recording(), manager=manager)
+        with httpx.Client(transport=transport, timeout=None) as client:
+            assert client.get(f"{server.url}/a").status_code == 200
+    else:
+        atransport = AsyncResilientTransport(config, AsyncRecording(), manager=manager)
+        async with httpx.AsyncClient(transport=atransport, timeout=None) as aclient:
+            assert (await aclient.get(f"{server.url}/a")).status_code == 200
+    assert seen == [dict.fromkeys(("connect", "read", "write", "pool"), 5.0)]
 
 
 @pytest.mark.parametrize(

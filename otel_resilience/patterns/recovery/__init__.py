@@ -12,7 +12,10 @@ most specific class in the error's MRO wins. The actions are:
   (:meth:`~otel_resilience.engine.context.ExecutionContext.next_attempt`, shared with retry),
   and is not started once the execution made its cap of attempts in total
   (``ResilienceConfig.max_attempts_total``): like a re-run the deadline leaves no room for, the
-  recovery then ends as a *failed* recovery attempt and the last error is re-raised.
+  recovery then ends as a *failed* recovery attempt and the last error is re-raised. A re-run
+  (or its delay, its hook) that the effective deadline ends is a failed recovery too, in both
+  drivers, and the caller gets the deadline's timeout: whether the deadline cancelled it (async)
+  or it returned after the deadline in a thread (the timeout scope drops that late result).
 * ``RESTART``: the same loop, but each re-run is preceded by ``restart_hook()`` (sync or async)
   that re-creates or re-connects the failing component.
 * ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
@@ -23,10 +26,11 @@ most specific class in the error's MRO wins. The actions are:
   original error: no automatic recovery, a human is needed.
 
 An error no rule covers propagates unchanged and is not a recovery attempt. Cancellation
-(``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) is never recovered and never
-counted. Neither is a rejection (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open
-breaker, a full bulkhead, a bulkhead queue timeout): the dependency was never called, so it is
-not an error of the dependency. It propagates unchanged, is no recovery attempt and no
+(``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) is never recovered, and is
+counted only as the end of a recovery the deadline cut (above). A rejection is neither recovered
+nor counted (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open breaker, a full
+bulkhead, a bulkhead queue timeout): the dependency was never called, so it is not an error of
+the dependency. It propagates unchanged, is no recovery attempt and no
 occurrence of a pattern, and no rule may be registered for it.
 
 Every other error that reaches the system is fed to a pattern detector: the same fingerprint

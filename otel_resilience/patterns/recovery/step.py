@@ -10,7 +10,10 @@ lookup) and answers with an action:
   started it, the re-runs left. A re-run's failure comes back to ``on_failure`` with that token
   and is not observed again: an error the rule covers goes on to the next re-run; another, or
   the last re-run's, ends the recovery as a failed attempt and is raised unchanged. A re-run
-  that returns makes it a successful one (:meth:`RecoveryStep.on_success`).
+  that returns makes it a successful one (:meth:`RecoveryStep.on_success`). A recovery the
+  effective deadline ended (:meth:`RecoveryStep._cut_by_deadline`) is a failed one in both
+  drivers: the caller gets the deadline's timeout, whether its timer cancelled the re-run
+  (async) or the re-run returned after it in a thread, where its scope drops the result.
 * FALLBACK: an :class:`~otel_resilience.engine.step.Answer` with ``fallback_value``, or a
   :class:`~otel_resilience.engine.step.Call` of ``fallback_function`` with the operation's
   arguments (its own error, raised in the handling of the original, chains it as context).
@@ -84,10 +87,36 @@ class RecoveryStep(Link[RecoveryConfig]):
         self._isolation = isolation
 
     def on_success(self, ctx: ExecutionContext, token: Rerun, result: Any) -> Action:  # noqa: ARG002
-        """A re-run returned: the recovery succeeded (a first run's success is not judged)."""
+        """A re-run returned: the recovery succeeded (a first run's success is not judged).
+
+        Unless it returned too late (:meth:`_cut_by_deadline`): the caller gets the deadline's
+        timeout, and the recovery failed.
+        """
+        if self._cut_by_deadline(ctx, returned=True):
+            return self._give_up(token)
         self._settle(token.action.strategy, token.error_type, success=True)
         ctx.outcome = Outcome.RECOVERED
         return None
+
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
+        """A recovery the effective deadline cancelled (its re-run, its delay or hook) failed.
+
+        Any other cancellation (the caller's, an interrupt) is never counted.
+        """
+        if type(token) is Rerun and self._cut_by_deadline(ctx, returned=False):
+            self._give_up(token)
+
+    def _cut_by_deadline(self, ctx: ExecutionContext, *, returned: bool) -> bool:
+        """Whether the effective deadline ended the recovery's run that just ended: then it failed.
+
+        The one rule of both drivers. Past the deadline (on the step's clock, the deadline's), a
+        run that was cancelled or interrupted was ended by it (async: its timer cancels the task;
+        sync: an engine wait it cut, :func:`~otel_resilience.engine.deadline.wait_sync_within_deadline`),
+        and a run that returned in a thread came too late: the scope that owns the deadline drops
+        the result for its timeout (a thread cannot be cut). An async scope cuts only by
+        cancelling, and hands on a result that came back before its timer could fire: a success.
+        """
+        return (ctx.sync or not returned) and time_remaining(self.clock) <= 0.0
 
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
         """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it.
