@@ -5,7 +5,7 @@
     otel-resilience demo [--scenario steady|outage|brownout|flapping|surge] [--seed N] [--duration S]
                          [--time-scale F] [--host ADDR] [--port N | --no-metrics-server]
                          [--otlp-endpoint URL] [--once] [--plain] [--interval S]
-                         [--summary-json PATH] [--config PATH]
+                         [--summary-json PATH] [--config PATH [--format yaml|toml]]
     otel-resilience export dashboards|alerts|collector|runbooks DIR
                            [--runbook-url-base URL] [--job-label LABEL] [--set FIELD=VALUE]
                            [--time-scale F]
@@ -234,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo's of the same names: content_api, ml_service, database, tenants (e.g. examples/demo.yaml)",
     )
     demo.add_argument(
+        "--format",
+        choices=("yaml", "toml"),
+        default=None,
+        help="the --config file's format (default: from its suffix)",
+    )
+    demo.add_argument(
         "--summary-json",
         type=Path,
         default=None,
@@ -298,21 +304,23 @@ def _missing(modules: Iterable[tuple[str, str]]) -> list[str]:
     return missing
 
 
-def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    options = DemoOptions(
-        scenario=args.scenario,
-        seed=args.seed,
-        duration=args.duration,
-        time_scale=args.time_scale,
-        host=args.host,
-        port=None if args.no_metrics_server else args.port,
-        otlp_endpoint=args.otlp_endpoint,
-        plain=args.plain,
-        summary_json=args.summary_json,
-        interval=args.interval,
-        once=args.once,
-        config=args.config,
-    )
+def _unknown_format(path: Path, file_format: str | None) -> str | None:
+    """Why ``path`` cannot be read without ``--format`` (its suffix names no format), or ``None``."""
+    if file_format is None and format_of(str(path)) is None:
+        suffixes = ", ".join(FORMATS)
+        return f"{path}: has no known suffix ({suffixes}): pass --format yaml or --format toml"
+    return None
+
+
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str], err: IO[str]) -> int:
+    try:
+        options = _demo_options(args)
+    except ValueError as error:
+        parser.error(str(error))
+    problem = None if options.config is None else _unknown_format(options.config, options.config_format)
+    if problem is not None:
+        err.write(f"otel-resilience demo: --config: {problem}\n")
+        return 1
     try:
         with _sigterm_interrupts():
             needed = list(_DEMO_MODULES)
@@ -331,6 +339,25 @@ def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except KeyboardInterrupt:  # a signal before the run routes SIGINT and SIGTERM to its own stop
         err.write("otel-resilience demo: stopped by signal\n")
         return 0
+
+
+def _demo_options(args: argparse.Namespace) -> DemoOptions:
+    """The demo's options from its arguments (``ValueError``: a rule of :class:`DemoOptions` broken)."""
+    return DemoOptions(
+        scenario=args.scenario,
+        seed=args.seed,
+        duration=args.duration,
+        time_scale=args.time_scale,
+        host=args.host,
+        port=None if args.no_metrics_server else args.port,
+        otlp_endpoint=args.otlp_endpoint,
+        plain=args.plain,
+        summary_json=args.summary_json,
+        interval=args.interval,
+        once=args.once,
+        config=args.config,
+        config_format=args.format,
+    )
 
 
 @contextlib.contextmanager
@@ -382,12 +409,9 @@ def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: 
 
 def _run_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     path: Path = args.path
-    if args.format is None and format_of(str(path)) is None:
-        suffixes = ", ".join(FORMATS)
-        err.write(
-            f"otel-resilience check: {path}: has no known suffix ({suffixes}): "
-            "pass --format yaml or --format toml\n"
-        )
+    problem = _unknown_format(path, args.format)
+    if problem is not None:
+        err.write(f"otel-resilience check: {problem}\n")
         return 1
     try:
         loaded = config_module.load(path, format=args.format)
@@ -431,7 +455,7 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         if args.summary_json is not None and not args.summary_json.parent.is_dir():
             folder = str(args.summary_json.parent)
             args.command_parser.error(f"--summary-json: folder {folder!r} does not exist")
-        return _run_demo(args, out, err)
+        return _run_demo(args, args.command_parser, out, err)
     if args.command == "export":
         return _run_export(args, args.command_parser, out, err)
     if args.command == "check":

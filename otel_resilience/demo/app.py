@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Literal
 
 from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
@@ -237,7 +237,7 @@ async def run_demo(
         OSError: The summary could not be written to ``options.summary_json`` (after it was shown),
             or the view could not write its output (then the run ends at once).
     """
-    policies = read_policies(options.config)
+    policies = read_policies(options.config, options.config_format)
     scenario = build_scenario(options.scenario, options.seed, repeat=not options.once)
     stop = stop or asyncio.Event()
     stopped_by = "duration"
@@ -310,8 +310,12 @@ class DemoConfigError(Exception):
     """The demo's ``--config`` file cannot be read, or names a policy the demo does not have."""
 
 
-def read_policies(path: Path | None) -> Mapping[str, ResilienceConfig] | None:
+def read_policies(
+    path: Path | None, file_format: Literal["yaml", "toml"] | None = None
+) -> Mapping[str, ResilienceConfig] | None:
     """Return the policies of the configuration file ``path`` (``None`` for none).
+
+    ``file_format`` is its format (``--format``); ``None`` tells it from the suffix.
 
     Raises:
         DemoConfigError: The file cannot be read or is not valid (the message says where), or it
@@ -322,7 +326,7 @@ def read_policies(path: Path | None) -> Mapping[str, ResilienceConfig] | None:
     try:
         from otel_resilience import config  # noqa: PLC0415 - the config extra, needed with --config only
 
-        policies = config.load(path)
+        policies = config.load(path, format=file_format)
     except (ImportError, OSError, ValueError) as error:  # ConfigError is a ValueError
         raise DemoConfigError(f"--config: {error}") from error
     unknown = sorted(set(policies) - set(DEMO_POLICIES))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from otel_resilience.engine.validation import MAX_DURATION, describe
@@ -166,6 +166,9 @@ class DemoOptions:
     """A configuration file (YAML or TOML, production values) whose policies replace the demo's
     of the same names (``content_api``, ``ml_service``, ``database``, ``tenants``); ``None``
     (default) runs the built-in policies."""
+    config_format: Literal["yaml", "toml"] | None = None
+    """The format of :attr:`config`, ``"yaml"`` or ``"toml"`` (``--format``); ``None`` (default)
+    tells it from the file's suffix. Only with :attr:`config`."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIO_NAMES:
@@ -185,6 +188,13 @@ class DemoOptions:
         if self.otlp_endpoint is not None:
             object.__setattr__(self, "otlp_endpoint", check_otlp_endpoint(self.otlp_endpoint))
         object.__setattr__(self, "interval", check_duration_option("--interval", self.interval))
+        if self.config_format is not None:
+            if self.config_format not in ("yaml", "toml"):
+                msg = f"--format must be 'yaml' or 'toml', got {self.config_format!r}"
+                raise ValueError(msg)
+            if self.config is None:
+                msg = f"--format is the format of the --config file: give one (--format {self.config_format})"
+                raise ValueError(msg)
 
     @property
     def metrics_url(self) -> str | None:

@@ -32,15 +32,17 @@ error's message as the reason (at most 123 bytes).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
@@ -237,13 +239,97 @@ def _carry(error: BaseException) -> _InnerPolicyError:
     return carrier(error)
 
 
+_READ_AHEAD: Final = 1 << 20
+"""The most request body (bytes) read, and kept for the app, while a request waits for its turn."""
+
+
+class _Waiting:
+    """A request waiting for its turn (a bulkhead slot, a permit): notices its client leaving meanwhile.
+
+    A task reads ``receive()`` while the request waits: each message read is kept and given
+    back, in order, to the app's first calls of :meth:`receive` (the app reads the whole body).
+    An ``http.disconnect`` cancels the waiting request (``left``): its queue place is given up
+    and the app never runs. Past :data:`_READ_AHEAD` bytes of body the task stops reading (the
+    memory a waiting request holds is bounded; the app then sees the disconnect itself).
+
+    The task is made only once the request's task yields to the loop before its turn came (a
+    callback scheduled with ``call_soon``, cancelled when the turn comes first): a request
+    admitted at once, the usual case, makes no task and never waits for one to end.
+    """
+
+    __slots__ = ("_error", "_loop", "_read", "_receive", "_request", "_start", "_watcher", "left")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._read: deque[Message] = deque()
+        self._error: BaseException | None = None
+        self.left = False
+        self._request = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._watcher: asyncio.Task[None] | None = None
+        self._start = self._loop.call_soon(self._begin)
+
+    def _begin(self) -> None:
+        """The request yielded before its turn: it waits, so watch its client from now on."""
+        self._watcher = self._loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        size = 0
+        while size <= _READ_AHEAD:
+            try:
+                message = await self._receive()
+            except Exception as error:  # noqa: BLE001 - the app's receive() raises it, in its turn
+                self._error = error
+                return
+            self._read.append(message)
+            if message["type"] == "http.disconnect":
+                if self._request is not None:
+                    self.left = True
+                    self._request.cancel()
+                return
+            size += len(message.get("body", b""))
+
+    async def stop(self) -> None:
+        """Stop reading (the app's turn came, or the request was answered); what was read is kept."""
+        self._start.cancel()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.wait((watcher,))  # its last message kept; a cancel of this task raises
+
+    def close(self) -> None:
+        """Stop reading, not waiting for it (the request ends: nothing more is replayed)."""
+        self._start.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def gave_up(self) -> bool:
+        """Whether the request was cancelled because its client left (and not by anyone else too)."""
+        if not self.left or self._request is None:
+            return False
+        uncancel = getattr(self._request, "uncancel", None)  # Python 3.11+
+        return uncancel is None or uncancel() == 0
+
+    async def receive(self) -> Message:
+        """The app's ``receive()``: first the messages read while waiting, then the server's."""
+        if self._read:
+            return self._read.popleft()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return await self._receive()
+
+
 class LoadSheddingMiddleware:
     """ASGI middleware that sheds load at the edge: a bulkhead and/or a rate limiter over every request.
 
     A request refused by either is answered at once (503 or 429, with ``Retry-After``) without
     reaching the app; the bulkhead holds its slot while the app runs, its background tasks
     included (run after the response is sent, they are still the server's work, which a load
-    shedder counts). Lifespan and websocket scopes pass through.
+    shedder counts). A request that waits for its turn (``max_waiting``, ``max_wait``) and whose
+    client disconnects meanwhile gives up its place: the app does not run and nothing is sent
+    (the body read while it waited is given to the app when its turn comes). Lifespan and
+    websocket scopes pass through.
 
     Each middleware has a bulkhead and a rate limiter of its own: two apps that each add one (or
     an app and an app it mounts) never count each other's requests, whatever their names. To put
@@ -300,28 +386,50 @@ class LoadSheddingMiddleware:
         self._pipeline, _ = compose(
             StageInputs(name, self.config, clock, None, self.bulkhead, None, None, self.rate_limiter)
         )
+        # A request may wait for its turn: its client may leave meanwhile (see _Waiting).
+        self._may_wait = (bulkhead is not None and bulkhead.max_waiting > 0) or (
+            rate_limiter is not None and rate_limiter.max_wait > 0
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run an HTTP request under the bulkhead and limiter, or answer its refusal."""
+        """Run an HTTP request under the bulkhead and limiter, or answer its refusal.
+
+        A request whose client disconnects while it waits for its turn gives up its place in
+        the queue: the app does not run and nothing is sent (the execution counts a cancel).
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        waiting = _Waiting(receive) if self._may_wait else None
         try:
-            await self._pipeline.execute(self._run, scope, receive, send)
+            await self._pipeline.execute(self._run, scope, receive, send, waiting)
+        except asyncio.CancelledError:
+            if waiting is None or not waiting.gave_up():
+                raise
+            return  # the client left while the request waited: no one to answer
         except (BulkheadFullError, RateLimitedError) as error:  # ours: the app's are carried
+            if waiting is not None:
+                await waiting.stop()
+                receive = waiting.receive
             await error_response(error)(scope, receive, send)
             return
         except _InnerPolicyError as carried:
             inner = carried.error
         else:
             return
+        finally:
+            if waiting is not None:
+                waiting.close()  # a request refused or cancelled: its reader too
         try:
             raise inner  # the app's own error, outside the handler: no context added to it
         finally:
             del inner  # its traceback holds this frame
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _run(self, scope: Scope, receive: Receive, send: Send, waiting: _Waiting | None) -> None:
         """Run the app; a refusal or timeout it raises is carried, so that it is not counted as ours."""
+        if waiting is not None:
+            await waiting.stop()  # the app's turn: it reads receive() from here on
+            receive = waiting.receive
         try:
             await self.app(scope, receive, send)
         except (ExecutionRejectedError, OperationTimeoutError) as error:

@@ -9,9 +9,15 @@ it); a policy whose config did not change is not reloaded.
 :class:`ConfigWatch` polls the file (its size, times and inode, every ``interval`` seconds, in a
 daemon thread: no extra dependency) and applies it when it changed. A file that cannot be
 read or parsed, or whose policies are refused, changes nothing: the last good configuration stays,
-and the failure is reported as a refused reload of every policy the last good file named (a
-warning log, the ``resilience.policy.reload_failed`` span event and ``resilience.reload`` with
-``outcome=failed``), as Polly reports ``ReloadFailed``.
+and the file is applied at the first look that finds a complete, valid version. The failure is
+one refused reload of the file: one warning log and one count of :attr:`ConfigWatch.failed`. A
+value the file gives a policy that is refused (by the loader, or by the manager) is also
+reported once for that policy (the ``resilience.policy.reload_failed`` span event and
+``resilience.reload`` with ``outcome=failed``, which ``ResilienceReloadFailed`` alerts on), as
+Polly reports ``ReloadFailed``. A file deleted, or read while half-written (it does not parse),
+is a failure of the file as a whole: it is reported for every policy the last good file named
+only if the next look finds the file unchanged (still missing, still broken), so a write seen
+in progress, finished by the next look, alerts nobody, and a file left broken does.
 
 A process forked from one that watches (the workers of a pre-fork server such as gunicorn with
 ``--preload``, a ``multiprocessing`` pool with the ``fork`` method) watches too: threads do not
@@ -161,6 +167,7 @@ class ConfigWatch:
         # One look at a time (the thread's and a caller's check()): a change is applied once, and
         # never an older file after a newer one. Free in a forked child.
         self._checking = fork_safe(threading.Lock())
+        self._broken: BaseException | None = None  # a file-wide failure not reported per policy yet
         self._stamp = self._look()
         self._last: ConfigFile = self._load(None)
         apply_file(manager, self._last, customize)
@@ -218,17 +225,26 @@ class ConfigWatch:
     def _check_locked(self) -> bool:
         stamp = self._look()
         if stamp == self._stamp:
+            if (error := self._broken) is not None:  # still unreadable or unparseable a look later
+                self._broken = None
+                for name in self._last:  # every policy's configuration is stale now: each reports it
+                    self._manager._refused(name, error)
             return False
+        self._broken = None
         # The new stamp is kept once the file was applied or refused, not before: a child forked
         # in between (its copy of the watch never finishes this look) looks at the file again.
         try:
             loaded = self._load(self._last)
         except Exception as error:  # noqa: BLE001 - a bad file never stops the service: reported
-            # Refused as a whole: a refused reload of every policy the last good file named.
+            # One refused reload of the file; of a policy too when the refused value is its own
+            # (a file deleted or half-written refuses no policy: the next complete one applies).
             self._stamp = stamp
             self._refused(error)
-            for name in self._last:
-                self._manager._refused(name, error)
+            concerned = _policy_of(error)
+            if concerned is not None:
+                self._manager._refused(concerned, error)
+            else:  # reported for every policy if the next look finds the same file (not a write in progress)
+                self._broken = error
             return False
         try:
             apply_file(self._manager, loaded, self._customize)
@@ -267,6 +283,20 @@ class ConfigWatch:
 
     def __repr__(self) -> str:
         return f"ConfigWatch({str(self.path)!r}, interval={self.interval:g}, applied={self.applied})"
+
+
+def _policy_of(error: BaseException) -> str | None:
+    """The policy a file's load error is about (its value under ``policies.<name>``), or ``None``.
+
+    ``None`` for an error of the file as a whole: it cannot be read, does not parse, or a part
+    no single policy owns (a retry budget) is refused.
+    """
+    from otel_resilience.config import ConfigError  # noqa: PLC0415 - the config package imports the manager's
+
+    keys = error.keys if isinstance(error, ConfigError) else ()
+    if keys[:1] == ("policies",) and len(keys) > 1 and isinstance(keys[1], str):
+        return keys[1]
+    return None
 
 
 _RUNNING: Final[weakref.WeakSet[ConfigWatch]] = weakref.WeakSet()

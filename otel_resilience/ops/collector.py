@@ -51,6 +51,22 @@ RECOVERED_SAMPLING_PERCENTAGE: Final = 25
 BASELINE_SAMPLING_PERCENTAGE: Final = 5
 """Share of all other traces the tail-sampling variant keeps."""
 
+_SDK_EXPORT_INTERVAL: Final = 60
+"""Seconds between two exports of an application's metrics: the OpenTelemetry SDK's default
+(``OTEL_METRIC_EXPORT_INTERVAL``, 60000 ms), which collector-config/README.md's example keeps."""
+_BATCH_TIMEOUT: Final = 5
+"""Seconds the ``batch`` processor may hold what it received before passing it on."""
+_SCRAPE_INTERVAL: Final = 15
+"""Seconds between two scrapes of the Collector by the example Prometheus."""
+_METRIC_EXPIRATION: Final = 2 * _SDK_EXPORT_INTERVAL + _BATCH_TIMEOUT + _SCRAPE_INTERVAL
+"""Seconds the ``prometheus`` exporter keeps a series no export refreshed (140 s, not 5 minutes).
+
+Long enough that a live service's series never blink: one export may be late or lost (two
+intervals), the batch may hold the next one (its timeout), and a scrape must still see it (one
+scrape interval). Short enough that a dead instance's gauges (a breaker left open, a bulkhead
+full) leave the dashboards and stop feeding alerts about 2 minutes after its last export.
+"""
+
 
 def _env(name: str, default: str) -> str:
     """An environment variable reference with a default (Collector syntax)."""
@@ -64,7 +80,7 @@ def _base(metrics_exporter: str) -> dict[str, Any]:
         exporters["prometheus"] = {
             "endpoint": _env("PROMETHEUS_EXPORTER_ENDPOINT", PROMETHEUS_SCRAPE_ENDPOINT),
             "enable_open_metrics": True,
-            "metric_expiration": "5m",
+            "metric_expiration": f"{_METRIC_EXPIRATION}s",  # see _METRIC_EXPIRATION
             "resource_to_telemetry_conversion": {"enabled": False},
         }
     else:
@@ -95,7 +111,7 @@ def _base(metrics_exporter: str) -> dict[str, Any]:
             ],
         }
         metric_processors.append(_UNITS_PROCESSOR)
-    processors["batch"] = {"send_batch_size": 8192, "timeout": "5s"}
+    processors["batch"] = {"send_batch_size": 8192, "timeout": f"{_BATCH_TIMEOUT}s"}
     metric_processors.append("batch")
     return {
         "extensions": {"health_check": {"endpoint": _env("OTELCOL_HEALTH_ENDPOINT", "127.0.0.1:13133")}},
@@ -217,7 +233,7 @@ def collector_documents() -> dict[str, dict[str, Any]]:
 def prometheus_document() -> dict[str, Any]:
     """Return the example Prometheus configuration that scrapes the Collector."""
     return {
-        "global": {"scrape_interval": "15s", "evaluation_interval": "1m"},
+        "global": {"scrape_interval": f"{_SCRAPE_INTERVAL}s", "evaluation_interval": "1m"},
         "rule_files": [f"../alerts/{alert_rules.RULES_FILE}"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]},
         "scrape_configs": [
@@ -240,6 +256,14 @@ _COLLECTOR_NOTES: Final = {
 }
 
 
+_EXPIRATION_NOTE: Final = (
+    f"\nmetric_expiration {_METRIC_EXPIRATION}s = 2 x the SDK's export interval ({_SDK_EXPORT_INTERVAL}s: "
+    "one export may be\nlate or lost) + the batch timeout "
+    f"({_BATCH_TIMEOUT}s) + one scrape ({_SCRAPE_INTERVAL}s): a live service's series never\n"
+    "expire, a dead instance's gauges leave within minutes. Raise it with OTEL_METRIC_EXPORT_INTERVAL."
+)
+
+
 def render_collector_configs() -> dict[str, str]:
     """Return the text of every file in ``collector-config/`` generated here, by file name."""
     rendered = {
@@ -249,7 +273,8 @@ def render_collector_configs() -> dict[str, str]:
                 "otel_resilience/ops/collector.py",
                 "otelcol-contrib configuration for otel_resilience (see README.md here).\n"
                 + _COLLECTOR_NOTES[name]
-                + "\nEndpoints come from environment variables; the defaults are loopback addresses.",
+                + "\nEndpoints come from environment variables; the defaults are loopback addresses."
+                + (_EXPIRATION_NOTE if "prometheus" in document["exporters"] else ""),
             ),
         )
         for name, document in collector_documents().items()

@@ -91,6 +91,11 @@ class _Query:
     dashed: bool = False
     """Draw this query's series as a dashed line without fill (a limit beside the values)."""
 
+    def __post_init__(self) -> None:
+        if self.expr.endswith(_ZERO):  # the zero line of _or_zero: labelled as the query's series
+            expr = self.expr[: -len(_ZERO)] + _ZERO_ON + _zero_line(self.legend)
+            object.__setattr__(self, "expr", expr)
+
 
 @dataclass(frozen=True, slots=True)
 class _Panel:
@@ -182,13 +187,35 @@ def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__r
     return ar._events(f"{series}{selector}", window, (_JOB, *by))  # one rule for the rules and the panels
 
 
+_ZERO_ON: Final = "\nor on() "
+_ZERO: Final = f"{_ZERO_ON}vector(0)"
+"""The zero leg :func:`_or_zero` appends; its :class:`_Query` puts :func:`_zero_line` in its place."""
+_NO_VALUE: Final = "none"
+"""The value of a zero line's legend label that no series can give it (an error type, a key)."""
+
+
 def _or_zero(expr: str) -> str:
-    """``expr``, or one series at 0 when it has none.
+    """``expr``, or one series at 0 (per service) when it has none.
 
     For panels whose labels cannot be known in advance (an error type, an alert's subject, an
     operation), so that no series can start at 0: "nothing happened" shows as 0, not "No data".
+    The query that holds it labels the zero line as its series (:func:`_zero_line`).
     """
-    return f"{expr}\nor on() vector(0)"
+    return f"{expr}{_ZERO}"
+
+
+def _zero_line(legend: str) -> str:
+    """A 0 for each selected service, with every label ``legend`` names: its legend reads as the series'.
+
+    ``job`` is the service's (from its executions, which every service exports from its start);
+    every other label is :data:`_NO_VALUE`, as no series gives it one. A bare ``vector(0)`` has
+    no label: its legend would read ``" / ..."``.
+    """
+    line = f"0 * group by ({_JOB}) ({naming.series(sc.EXECUTIONS)}{_m(job='~$job')})"
+    for label in dict.fromkeys(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend)):
+        if label != _JOB:
+            line = f'label_replace({line}, "{label}", "{_NO_VALUE}", "", "")'
+    return line
 
 
 def _or_zero_per_policy(expr: str, selector: dict[str, str]) -> str:

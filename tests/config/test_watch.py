@@ -279,25 +279,121 @@ def test_a_file_whose_new_policy_is_refused_changes_no_policy(tmp_path: Path) ->
     assert manager.policy("payments").generation == 1
 
 
-def test_a_refused_file_is_counted_once_per_policy_in_its_stats(tmp_path: Path) -> None:
-    """A file refused as a whole: one refused reload of each policy, counted by its handle too.
-
-    (A refusal the manager makes is reported for the policy it concerns only: see the test above.)
-    """
+def test_a_value_the_loader_refuses_is_counted_for_its_policy_only(tmp_path: Path) -> None:
+    """A complete file with a refused value: one refused reload of the file and of that policy."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
     manager = ResilienceManager()
     watch = manager.watch(path, interval=3600)
     try:
-        _write(path, BROKEN)  # refused by the loader (a threshold of 0): each policy once
-        assert not watch.check()
-        _write(path, "policies: [")  # not YAML: the whole file refused, each policy once
+        _write(path, BROKEN)  # refused by the loader (payments' threshold of 0)
         assert not watch.check()
     finally:
         watch.stop()
-    assert manager.policy("payments").get_stats()["reloads"]["failed"] == 2
-    assert manager.policy("search").get_stats()["reloads"]["failed"] == 2
-    assert watch.failed == 2
+    assert manager.policy("payments").get_stats()["reloads"]["failed"] == 1
+    assert manager.policy("search").get_stats()["reloads"]["failed"] == 0
+    assert watch.failed == 1
+
+
+def _failed_reloads(reader: InMemoryMetricReader) -> int:
+    """The ``resilience.reload`` points with ``outcome=failed``, summed over every policy."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return 0
+    return sum(
+        point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "resilience.reload"
+        for point in metric.data.data_points
+        if point.attributes.get("resilience.reload.outcome") == "failed"
+    )
+
+
+def _break(path: Path, event: str) -> None:
+    if event == "deleted":
+        path.unlink()
+    else:
+        _write(path, SECOND[: SECOND.index("inventory") + 5])  # cut mid-key: no YAML
+
+
+@pytest.mark.parametrize("event", ["deleted", "half-written"])
+def test_a_file_seen_deleted_or_half_written_once_is_one_failed_reload_of_the_file(
+    tmp_path: Path, event: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write in progress, complete at the next look: one log line, watch.failed once, no policy
+    reports a failed reload (nothing to alert on); the complete file applies."""
+    had_default = current_listener() is not None
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    instrument(meter_provider=provider)
+    try:
+        path = tmp_path / "resilience.yaml"
+        _write(path, FIRST)
+        manager = ResilienceManager()
+        with manager.watch(path, interval=3600) as watch:  # the test drives check() itself
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="otel_resilience"):
+                _break(path, event)
+                assert not watch.check()
+                _write(path, SECOND)  # the complete version, before the next look
+                assert watch.check()
+            assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
+            assert str(path) in caplog.records[0].getMessage()
+            assert (watch.applied, watch.failed) == (2, 1)
+            for name in ("payments", "search"):
+                assert manager.policy(name).get_stats()["reloads"]["failed"] == 0
+            assert _failed_reloads(reader) == 0
+            assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(
+                failure_threshold=5
+            )
+            assert manager.policy("inventory").config.timeout == 1.0
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("event", ["deleted", "half-written"])
+def test_a_file_left_deleted_or_broken_is_a_failed_reload_of_every_policy_once(
+    tmp_path: Path, event: str
+) -> None:
+    """Still missing (or unparseable) at the next look: every policy of the last good file reports
+    a failed reload once (each one's configuration is stale: the alert's signal); no more after."""
+    had_default = current_listener() is not None
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    instrument(meter_provider=provider)
+    try:
+        path = tmp_path / "resilience.yaml"
+        _write(path, FIRST)
+        manager = ResilienceManager()
+        with manager.watch(path, interval=3600) as watch:
+            _break(path, event)
+            assert not watch.check()
+            assert _failed_reloads(reader) == 0
+            assert not watch.check()  # the same broken file a look later
+            assert not watch.check()  # reported once
+            assert (watch.applied, watch.failed) == (1, 1)
+            for name in ("payments", "search"):
+                assert manager.policy(name).get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
+            assert _failed_reloads(reader) == 2
+            assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(
+                failure_threshold=3
+            )
+            _write(path, SECOND)
+            assert watch.check()
+            assert (watch.applied, watch.failed) == (2, 1)
+            assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(
+                failure_threshold=5
+            )
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
 
 
 def test_the_watch_outlives_an_error_of_a_look(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -306,3 +306,42 @@ def test_a_closed_stdout_ends_the_demo_at_once_and_says_so() -> None:
     assert code == 1
     assert "standard output was closed" in err.getvalue()
     assert "summary" not in err.getvalue()
+
+
+def test_the_config_file_of_the_demo_may_name_its_format(tmp_path: Path) -> None:
+    """`demo --config FILE --format yaml` reads a file whose suffix names no format, as `check --format` does."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+    conf = tmp_path / "demo.conf"
+    conf.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    argv = [
+        "demo",
+        "--scenario",
+        "steady",
+        "--duration",
+        "0.3",
+        "--time-scale",
+        "0.01",
+        "--no-metrics-server",
+    ]
+    code, _, err = _run(*argv, "--plain", "--config", str(conf))
+    assert code == 1
+    assert f"otel-resilience demo: --config: {conf}: has no known suffix" in err
+    assert "pass --format yaml or --format toml" in err
+    code, out, err = _run(*argv, "--plain", "--config", str(conf), "--format", "yaml")
+    assert code == 0, err
+    assert "  tenants: rate_limiter(rate=2/s burst=4)" in out.split("== otel-resilience demo summary")[0]
+    code, _, err = _run(*argv, "--plain", "--config", str(conf), "--format", "toml")
+    assert code == 1
+    assert "is not valid TOML" in err
+
+
+def test_a_demo_format_without_a_config_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--format is the --config file's: alone it is refused, not ignored."""
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--duration", "0.3", "--no-metrics-server", "--format", "yaml"])
+    assert caught.value.code == 2
+    assert "--format is the format of the --config file" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^--format must be 'yaml' or 'toml', got 'json'$"):
+        DemoOptions(config=Path("x.json"), config_format="json")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^--format is the format of the --config file"):
+        DemoOptions(config_format="yaml")

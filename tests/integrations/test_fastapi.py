@@ -28,6 +28,7 @@ from otel_resilience import (
     RetryPolicy,
 )
 from otel_resilience.config import load
+from otel_resilience.integrations import fastapi as fastapi_integration
 from otel_resilience.integrations.fastapi import (
     LoadSheddingMiddleware,
     Policy,
@@ -515,3 +516,159 @@ def test_a_refusal_after_accept_closes_the_websocket() -> None:
                 websocket.receive_text()
     assert closed.value.code == 1013
     assert "circuit breaker 'payments' is open" in closed.value.reason
+
+
+# ---------------------------------------------------------------- load shedding: a client that leaves while queued
+
+
+class _Client:
+    """One request's ASGI ``receive``/``send`` pair, as a server gives them: messages put in, answers kept."""
+
+    def __init__(self, *bodies: bytes) -> None:
+        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for i, body in enumerate(bodies):
+            self.incoming.put_nowait({"type": "http.request", "body": body, "more_body": i < len(bodies) - 1})
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.incoming.get()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def leave(self) -> None:
+        self.incoming.put_nowait({"type": "http.disconnect"})
+
+
+def _scope() -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+def _echo_app(gate: asyncio.Event, entered: list[bytes]) -> Any:
+    """An ASGI app that reads the whole body, waits for ``gate`` on its first request, and echoes it."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            assert message["type"] == "http.request", message
+            body += message["body"]
+            if not message.get("more_body", False):
+                break
+        entered.append(body)
+        if len(entered) == 1:
+            await gate.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def test_a_queued_request_whose_client_left_gives_up_its_place_without_running_the_app() -> None:
+    """http.disconnect while waiting for a slot: the app never runs, nothing is sent, the queue place is freed."""
+    gate, entered = asyncio.Event(), []
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    assert middleware.bulkhead is not None
+    first, second = _Client(b"first"), _Client(b"second")
+    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+    while not entered:
+        await asyncio.sleep(0)
+    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
+    while middleware.bulkhead.get_stats()["waiting"] == 0:
+        await asyncio.sleep(0)
+    second.leave()
+    await asyncio.wait_for(queued, 10)  # returns without a slot, long before the first request ends
+    assert not running.done()
+    assert second.sent == []
+    assert middleware.bulkhead.get_stats()["waiting"] == 0
+    assert middleware.bulkhead.get_stats()["cancelled"] == 1
+    gate.set()
+    await asyncio.wait_for(running, 10)
+    assert entered == [b"first"]  # the app ran for the first request only
+    assert first.sent[-1]["body"] == b"first"
+
+
+async def test_a_queued_request_gets_its_whole_body_when_its_turn_comes() -> None:
+    """The body read while the request waited is given to the app, in order, then the server's next messages."""
+    gate, entered = asyncio.Event(), []
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    assert middleware.bulkhead is not None
+    first, second = _Client(b"first"), _Client(b"se", b"co", b"nd")
+    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+    while not entered:
+        await asyncio.sleep(0)
+    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
+    while middleware.bulkhead.get_stats()["waiting"] == 0:
+        await asyncio.sleep(0)
+    for _ in range(100):  # let the waiting request read its body meanwhile (to be given back to the app)
+        await asyncio.sleep(0)
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(running, queued), 10)
+    assert entered == [b"first", b"second"]
+    assert second.sent[-1]["body"] == b"second"
+    assert middleware.bulkhead.get_stats()["cancelled"] == 0
+
+
+async def test_a_request_admitted_at_once_starts_no_reader_of_its_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client is watched only while a request waits: one that finds a free slot makes no task
+    (nor waits for one), and the app reads its body from the server itself."""
+    begun: list[object] = []
+    begin = fastapi_integration._Waiting._begin
+
+    def counting_begin(self: Any) -> None:
+        begun.append(self)
+        begin(self)
+
+    monkeypatch.setattr(fastapi_integration._Waiting, "_begin", counting_begin)
+    gate, entered = asyncio.Event(), []
+    gate.set()
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    client = _Client(b"at ", b"once")
+    await asyncio.wait_for(middleware(_scope(), client.receive, client.send), 10)
+    for _ in range(10):  # a callback left scheduled would run now
+        await asyncio.sleep(0)
+    assert entered == [b"at once"]
+    assert begun == []
+
+
+async def test_a_server_cancel_of_a_queued_request_still_cancels_it() -> None:
+    """A request the server cancels while it waits is cancelled, as before (not taken for a client that left)."""
+    gate, entered = asyncio.Event(), []
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    assert middleware.bulkhead is not None
+    first, second = _Client(b"first"), _Client(b"second")
+    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+    while not entered:
+        await asyncio.sleep(0)
+    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
+    while middleware.bulkhead.get_stats()["waiting"] == 0:
+        await asyncio.sleep(0)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    gate.set()
+    await asyncio.wait_for(running, 10)
+    assert entered == [b"first"]

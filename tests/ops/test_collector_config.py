@@ -253,3 +253,28 @@ def test_readme_explains_running_and_the_link_to_dashboards_and_rules(repo):
         "alerts/rules.yml",
     ):
         assert needle in text, needle
+
+
+def _seconds(duration: str) -> int:
+    """A Collector or Prometheus duration of one unit (``15s``, ``5m``) in seconds."""
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    assert match is not None, duration
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def test_metric_expiration_outlives_a_lost_export_and_no_more(collector_configs, repo):
+    """A live series never expires (two SDK export intervals, the batch, a scrape); a dead one goes soon."""
+    sdk_export_interval = 60  # the OpenTelemetry SDK's default OTEL_METRIC_EXPORT_INTERVAL
+    scrape = _seconds(
+        collector._yaml.load((repo / "collector-config" / "prometheus.yaml").read_text())["global"][
+            "scrape_interval"
+        ]
+    )
+    for name, config in collector_configs.items():
+        exporter = config["exporters"].get("prometheus")
+        if exporter is None:
+            continue
+        expiration = _seconds(exporter["metric_expiration"])
+        batch = _seconds(config["processors"]["batch"]["timeout"])
+        assert 2 * sdk_export_interval + batch + scrape <= expiration < _seconds("5m"), name
+        assert f"metric_expiration {expiration}s" in (repo / "collector-config" / name).read_text(), name

@@ -27,6 +27,12 @@ def panels(dashboard):
     return [p for p in dashboard["panels"] if p["type"] != "row"]
 
 
+def has_zero_line(expr):
+    """Whether ``expr`` ends with a 0 per selected service when it has no series (``or on() 0 * ...``)."""
+    zero = f'0 * group by (job) ({naming.series(sc.EXECUTIONS)}{{job=~"$job"}})'
+    return "\nor on() " in expr and zero in expr.rsplit("\nor on() ", 1)[1]
+
+
 def by_title(dashboard, title):
     found = [p for p in panels(dashboard) if p["title"] == title]
     assert len(found) == 1, title
@@ -70,8 +76,8 @@ def test_the_keyed_panels_show_the_top_keys_and_zero_when_nothing_happened(dashb
     )
     keys = by_title(overview, "Keys in use")["targets"][0]["expr"]
     assert "resilience_policy_keys{" in keys
-    assert top.endswith("or on() vector(0)")
-    assert keys.endswith("or on() vector(0)")
+    assert has_zero_line(top)
+    assert has_zero_line(keys)
 
 
 def test_every_query_references_only_derived_or_recorded_series(dashboards, recorded):
@@ -380,7 +386,7 @@ def test_breaker_rates_panel_draws_the_threshold_dashed(dashboards):
     panel = by_title(dashboards["otel-resilience-circuit-breakers.json"], "Failure and slow-call rates")
     exprs = {t["refId"]: t["expr"] for t in panel["targets"]}
     assert exprs["A"].startswith(f"max by (job, resilience_name) ({naming.series(sc.CB_FAILURE_RATE)}{{")
-    assert exprs["A"].endswith("or on() vector(0)")
+    assert has_zero_line(exprs["A"])
     assert exprs["B"].startswith(f"max by (job, resilience_name) ({naming.series(sc.CB_SLOW_CALL_RATE)}{{")
     assert exprs["C"].startswith(
         f"min by (job, resilience_name) ({naming.series(sc.CB_FAILURE_RATE_THRESHOLD)}{{"
@@ -583,7 +589,7 @@ def test_firing_alerts_shows_zero_when_none_fires_and_names_the_rules_it_needs(d
     """ "Firing alerts" answers 0 rather than no data, and says it needs the Prometheus that evaluates the rules."""
     panel = by_title(dashboards["otel-resilience-overview.json"], "Firing alerts")
     (target,) = panel["targets"]
-    assert target["expr"].rstrip().endswith("or on() vector(0)")
+    assert has_zero_line(target["expr"])
     assert "alerts/rules.yml" in panel["description"]
 
 
@@ -801,3 +807,24 @@ def test_duration_panels_show_the_same_in_either_mode(promtool, dashboards, tmp_
     }
     failed = _promtool_test(promtool, tmp_path, "modes", inputs, [check])
     assert not failed, (case, modes, _all(target["expr"]), failed)
+
+
+def test_every_zero_line_carries_the_labels_its_legend_reads(dashboards, recorded):
+    """A zero line (0 when a panel has no series) names its service and every legend label, never " / ..."."""
+    known = checks.known_series(recorded)
+    problems, seen = [], 0
+    for name, dashboard in dashboards.items():
+        for panel in panels(dashboard):
+            for target in panel.get("targets", []):
+                if "\nor on() " not in target["expr"]:
+                    continue
+                seen += 1
+                zero = target["expr"].rsplit("\nor on() ", 1)[1]
+                labels = checks.analyse(zero, known).labels
+                wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target["legendFormat"])) | {
+                    naming.SERVICE_LABEL
+                }
+                if labels is None or not wanted <= labels:
+                    problems.append(f"{name} / {panel['title']} / {target['refId']}: {zero!r} lacks {wanted}")
+    assert seen > 10
+    assert problems == [], "\n".join(problems)

@@ -163,7 +163,7 @@ def grafana_all(expr: str) -> str:
 
 
 def without_zero(expr: str) -> str:
-    """The query without the leg that answers 0 when it has no series (``or on() vector(0)``, or 0 per
+    """The query without the leg that answers 0 when it has no series (``or on() 0 * ...`` per service, or 0 per
     policy from the executions rule): what must find the traffic's series."""
     return expr.split("\nor on", 1)[0]
 
