@@ -379,7 +379,8 @@ class AsyncDeadline(TimerEntry):
         if self._entered:
             raise _entered_twice(self, self._operation)
         self._entered = True
-        deadline = self._clock.now() + self._timeout
+        now = self._clock.now  # read, then called: a call of the attribute is not specialised
+        deadline = now() + self._timeout
         loop = asyncio.get_running_loop()
         task = _current_task(loop)
         if task is None:  # pragma: no cover - always inside a task under asyncio
@@ -468,7 +469,8 @@ def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None,
     (:func:`withdraw_deadline`). Where the context holds no cell of ours, a new one is set and
     left there, deadline-free once withdrawn, for the next scopes of the same owner.
     """
-    deadline = clock.now() + timeout
+    now = clock.now  # read, then called: a call of the attribute is not specialised
+    deadline = now() + timeout
     owner = _owner()
     cell = _DEADLINE.get()
     previous, outer_owner, _ = cell
@@ -506,7 +508,8 @@ def withdraw_deadline(
     passes through.
     """
     cell[0] = previous
-    return (escaped is None or issubclass(escaped, DeadlineReachedError)) and clock.now() >= deadline
+    now = clock.now  # read, then called: a call of the attribute is not specialised
+    return (escaped is None or issubclass(escaped, DeadlineReachedError)) and now() >= deadline
 
 
 class SyncDeadline:
