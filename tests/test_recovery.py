@@ -554,6 +554,56 @@ async def test_failing_hook_ends_recovery(driver: str, clock: FakeClock) -> None
     assert system.get_stats()["by_strategy"]["restart"]["failed"] == 1
 
 
+async def test_a_hook_raising_a_covered_error_ends_recovery(driver: str, clock: FakeClock) -> None:
+    """A restart hook that raises an error the rule covers ends the recovery too: the hook is not
+    called again for each re-run left, and the operation is not re-run after it failed."""
+    hooked: list[int] = []
+
+    def hook() -> None:
+        hooked.append(1)
+        raise ConnectionError("cannot reconnect")
+
+    async def hook_async() -> None:
+        await asyncio.sleep(0)
+        hook()
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(
+            RecoveryStrategy.RESTART,
+            restart_hook=hook_async if driver == "async" else hook,
+            max_attempts=3,
+            delay=1.0,
+        ),
+    )
+    flaky = Flaky(1)
+    with pytest.raises(ConnectionError, match="cannot reconnect"):
+        await run(system, driver, flaky)
+    assert hooked == [1]
+    assert len(flaky.calls) == 1
+    assert clock.sleeps == [1.0]
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
+
+
+async def test_a_covered_rerun_failure_after_a_hook_that_returned_goes_on(
+    driver: str, clock: FakeClock
+) -> None:
+    """Once the hook returned, the re-run's covered error goes on to the next re-run (and hook)."""
+    hooked: list[int] = []
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(RecoveryStrategy.RESTART, restart_hook=lambda: hooked.append(1), max_attempts=3),
+    )
+    flaky = Flaky(2)
+    assert await run(system, driver, flaky) == "ok"
+    assert hooked == [1, 1]
+    assert len(flaky.calls) == 3
+    assert system.get_stats()["successful_recoveries"] == 1
+
+
 def test_async_hook_in_sync_driver_is_a_type_error(clock: FakeClock) -> None:
     """The sync driver refuses an async restart hook (and closes the coroutine)."""
 

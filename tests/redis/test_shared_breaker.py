@@ -24,6 +24,8 @@ from otel_resilience import (
 from otel_resilience.engine.events import StateChanged
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.shared import shared_key
+from otel_resilience.patterns.circuit_breaker import shared
+from otel_resilience.store.breaker import SharedBreaker
 
 Replica = Callable[..., CircuitBreaker]
 
@@ -61,6 +63,17 @@ def _opened(*breakers: CircuitBreaker) -> Callable[[], bool]:
     return lambda: all(b.state is CircuitState.OPEN for b in breakers)
 
 
+def _reported(*breakers: CircuitBreaker) -> Callable[[], bool]:
+    """Whether each breaker's counts, as they are now, reached the store (its latest report)."""
+
+    def reported(breaker: CircuitBreaker) -> bool:
+        link = breaker._core._shared
+        assert isinstance(link, SharedBreaker)
+        return link._last_report == shared.local_counts(breaker._core)
+
+    return lambda: all(reported(b) for b in breakers)
+
+
 def _open_and_close(a: CircuitBreaker, b: CircuitBreaker) -> None:
     """Open ``a`` and close it again, ``b`` following each time: two periods of the cluster."""
     a.force_open()
@@ -87,7 +100,7 @@ def test_failures_on_two_replicas_open_both_at_the_cluster_threshold(replicas: R
     a.on_state_change(changes.append)
     _fail(a)
     _fail(a)
-    time.sleep(0.2)  # a's failures reach the store
+    wait_for(_reported(a), 2.0, "a's failures in the store")
     _fail(b)
     wait_for(_opened(a, b), 2.0, "both OPEN")
     assert a.stats.times_opened == b.stats.times_opened == 1
@@ -101,7 +114,7 @@ def test_a_windowed_breaker_judges_the_merged_window(replicas: Replica) -> None:
     a, b = replicas(**window), replicas(**window)
     a.call_sync(int)
     _fail(a)
-    time.sleep(0.2)
+    wait_for(_reported(a), 2.0, "a's call and failure in the store")
     b.call_sync(int)
     assert b.state is CircuitState.CLOSED  # 3 calls, 1 failure
     _fail(b)  # 4 calls, 2 failures: 50 %
@@ -490,7 +503,7 @@ def test_a_key_of_the_wrong_type_makes_only_its_breaker_local(
             wait_for(lambda: all(s.errors > 0 for s in stores), 5.0, "the refused key met")
             _fail(good[0])
             _fail(good[0])
-            time.sleep(0.2)  # the failures reach the store
+            wait_for(_reported(good[0]), 2.0, "the failures in the store")
             _fail(good[1])
             wait_for(_opened(*good), 2.0, "the good breaker OPEN on both replicas: still shared")
             assert [b.state for b in bad] == [CircuitState.CLOSED] * 2  # 1 failure each: judged locally

@@ -17,7 +17,9 @@ most specific class in the error's MRO wins. The actions are:
   drivers, and the caller gets the deadline's timeout: whether the deadline cancelled it (async)
   or it returned after the deadline in a thread (the timeout scope drops that late result).
 * ``RESTART``: the same loop, but each re-run is preceded by ``restart_hook()`` (sync or async)
-  that re-creates or re-connects the failing component.
+  that re-creates or re-connects the failing component. A hook that raises ends the recovery
+  as a failed attempt, whatever error it raises (even one the rule covers): its error
+  propagates unchanged, and neither the hook nor the operation runs again.
 * ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
   called with the operation's own arguments (sync or async).
 * ``ISOLATE``: force the named circuit breaker open for at least ``isolate_duration`` seconds

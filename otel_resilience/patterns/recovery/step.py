@@ -10,7 +10,9 @@ lookup) and answers with an action:
   started it, the re-runs left. A re-run's failure comes back to ``on_failure`` with that token
   and is not observed again: an error the rule covers goes on to the next re-run; another, or
   the last re-run's, ends the recovery as a failed attempt and is raised unchanged. A re-run
-  that returns makes it a successful one (:meth:`RecoveryStep.on_success`). A recovery the
+  that returns makes it a successful one (:meth:`RecoveryStep.on_success`). A ``restart_hook``
+  that raises (:meth:`Rerun.restart`) ends the recovery as a failed attempt whatever the rule
+  covers: its error is raised unchanged and no re-run starts after it. A recovery the
   effective deadline ended (:meth:`RecoveryStep._cut_by_deadline`) is a failed one in both
   drivers: the caller gets the deadline's timeout, whether its timer cancelled the re-run
   (async) or the re-run returned after it in a thread, where its scope drops the result.
@@ -23,6 +25,7 @@ lookup) and answers with an action:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -47,6 +50,8 @@ from otel_resilience.patterns.recovery.config import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from otel_resilience.patterns.recovery.system import ErrorRecoverySystem
 
 __all__ = ["CaughtErrorStep", "RecoveryStep", "Rerun"]
@@ -60,15 +65,40 @@ class Rerun:
     It keeps the failure's type name (what telemetry reports), not the failure: the token lives in
     the frames of the re-runs, which the tracebacks of the re-runs' errors hold, and a token
     holding the failure (its traceback, its frames) would make a reference cycle of them all.
+
+    Attributes:
+        restarting: Whether the rule's ``restart_hook`` is running, or raised (:meth:`restart`):
+            a failure judged meanwhile is the hook's, not a re-run's.
     """
 
-    __slots__ = ("action", "covered", "error_type", "left")
+    __slots__ = ("action", "covered", "error_type", "left", "restarting", "sync")
 
-    def __init__(self, covered: type, action: RecoveryAction, error: Exception) -> None:
+    def __init__(self, covered: type, action: RecoveryAction, error: Exception, *, sync: bool) -> None:
         self.covered = covered
         self.action = action
         self.error_type = type_name(error)
         self.left = action.max_attempts
+        self.restarting = False
+        self.sync = sync
+
+    def restart(self) -> object:
+        """Call the rule's ``restart_hook`` before a re-run (the driver's hook of the re-run).
+
+        :attr:`restarting` is set until the hook returned (an awaitable it returns: until that
+        ended, in the async driver), so an error it raises is told from the re-run's. An
+        awaitable returned to the sync driver, which refuses it, is the hook's failure too.
+        """
+        self.restarting = True
+        value = self.action.restart_hook()  # type: ignore[misc] # a RESTART rule has one
+        if inspect.isawaitable(value):
+            return value if self.sync else self._restarted(value)
+        self.restarting = False
+        return value
+
+    async def _restarted(self, pending: Awaitable[object]) -> None:
+        """Await an async ``restart_hook``; once it ended without an error, the re-run is next."""
+        await pending
+        self.restarting = False
 
 
 class RecoveryStep(Link[RecoveryConfig]):
@@ -121,6 +151,9 @@ class RecoveryStep(Link[RecoveryConfig]):
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
         """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it.
 
+        A ``restart_hook``'s failure (:attr:`Rerun.restarting`) ends the recovery as failed,
+        whatever the rule covers: re-running would call the failing hook again.
+
         An enclosing scope's deadline, reached, is neither observed nor acted on: it passes to
         that scope (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`), ending a
         re-run as failed. Nor is a rejection (the dependency was never called): it passes
@@ -128,8 +161,8 @@ class RecoveryStep(Link[RecoveryConfig]):
         rule covers.
         """
         passes = isinstance(error, ExecutionRejectedError) or passes_to_its_scope(error, self.clock)
-        if token is not None:
-            goes_on = not passes and isinstance(error, token.covered)
+        if token is not None:  # a re-run's failure, or its restart hook's, which ends the recovery
+            goes_on = not passes and not token.restarting and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
         rule = None if passes else self._system._observe(error, ctx.operation)
         if rule is None:
@@ -152,13 +185,13 @@ class RecoveryStep(Link[RecoveryConfig]):
 
     def _start(
         self,
-        ctx: ExecutionContext,  # noqa: ARG002 - read by CaughtErrorStep's
+        ctx: ExecutionContext,
         covered: type,
         action: RecoveryAction,
         error: Exception,
     ) -> Rerun:
         """Return the token of a RETRY/RESTART recovery of ``error``."""
-        return Rerun(covered, action, error)
+        return Rerun(covered, action, error, sync=ctx.sync)
 
     def _rerun(self, ctx: ExecutionContext, rerun: Rerun, error: Exception) -> Action:
         """Run the rest again, unless the re-runs ran out or the deadline, the cap or the caller forbid it.
@@ -176,7 +209,8 @@ class RecoveryStep(Link[RecoveryConfig]):
             and ctx.next_attempt() is not None
         ):
             rerun.left -= 1
-            return Retry(delay, rerun, action.restart_hook, self._what("restart_hook"))
+            hook = None if action.restart_hook is None else rerun.restart
+            return Retry(delay, rerun, hook, self._what("restart_hook"))
         return self._give_up(rerun)
 
     def _give_up(self, rerun: Rerun) -> Action:
