@@ -218,8 +218,8 @@ class HedgeDenied:
     denied_by: str
     """``"budget"`` (the hedge budget had none to give), ``"not_replayable"`` (the request may be
     sent only once: an HTTP integration's budget says so), ``"max_attempts"`` (the execution's
-    cap on attempts in total was reached), ``"deadline"`` (the effective deadline had passed, or
-    comes before the hedge delay ends) or ``"rejected"`` (an attempt was rejected by the policy's
+    cap on attempts in total was reached), ``"deadline"`` (the effective deadline had passed
+    when the hedge came due) or ``"rejected"`` (an attempt was rejected by the policy's
     own breaker, bulkhead or rate limiter, which every further attempt would meet)."""
 
 

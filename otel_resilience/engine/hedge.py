@@ -30,10 +30,12 @@ starts, waits, cancels and awaits. The race, in order:
    that came out of the function an attempt called (an alternative endpoint behind a policy
    of its own) is an unacceptable outcome like any other: the next attempt starts.
    A hedge that was due and does not start for one of these two reasons is reported to
-   :meth:`Hedge.deny`, once, where the race decides it: :data:`DEADLINE` (the deadline passed
-   when the hedge was due; or the hedge delay would end at or past it, which ends hedging by
-   delay for the rest of the race; a hedge by failure may still start before the deadline), or
-   :data:`REJECTED` (the trigger of the hedge that would have followed the rejected attempt).
+   :meth:`Hedge.deny`, once, where the race decides it: :data:`DEADLINE` (the deadline had
+   passed when the hedge was due), or :data:`REJECTED` (the trigger of the hedge that would
+   have followed the rejected attempt). A hedge delay that would end at or past the deadline
+   ends hedging by delay for the rest of the race (a hedge by failure may still start before
+   the deadline) and is not a denial: that hedge never came due, and an execution whose
+   original answers in time would otherwise count one on every call.
 3. Each attempt runs in a task of its own: :meth:`Hedge.enter` (in the task, so a telemetry
    scope it opens is current there), the rest of the chain in the attempt's context,
    :meth:`Hedge.accepts` (is this outcome the answer?), :meth:`Hedge.leave` (won or not).
@@ -109,7 +111,7 @@ TRIGGERS: Final = (DELAY, FAILURE, PARALLEL)
 """Every reason a hedge starts."""
 
 DEADLINE: Final = "deadline"
-"""Denial: the effective deadline passed, or comes before the hedge delay ends."""
+"""Denial: the effective deadline had passed when the hedge came due."""
 REJECTED: Final = "rejected"
 """Denial: an attempt was rejected by the chain it runs (:attr:`ExecutionContext.rejected`)."""
 DENIALS: Final = (DEADLINE, REJECTED)
@@ -288,13 +290,14 @@ class _Race:
 
         The one place where the race refuses a hedge (:meth:`Hedge.deny`, once per decision). No
         attempt starts after it; with ``by_delay``, none starts by delay (a hedge by failure
-        still may). ``trigger`` ``None``: no further hedge was due, so none is reported.
+        still may). ``trigger`` ``None``, or an attempt already won (a loser rejected as the race
+        was decided): no further hedge was due, so none is reported.
         """
         if by_delay:
             self.timed = None
         else:
             self.more = False
-        if trigger is not None:
+        if trigger is not None and self.winner is None:
             self.hedge.deny(trigger, reason)
 
     def launch(self, trigger: str | None) -> None:
@@ -360,8 +363,9 @@ class _Race:
                 return
             left = None if delay is None else delay - (self.clock.now() - self.latest)
             if left is not None and left > 0 and time_remaining(self.clock) <= left:
-                # The next hedge by delay would start at or past the deadline: none will.
-                self.refuse(timed, DEADLINE, by_delay=True)
+                # The next hedge by delay would start at or past the deadline: none will. It never
+                # comes due, so none is denied (reported only when one is due past the deadline).
+                self.refuse(None, DEADLINE, by_delay=True)
                 left = None
             if left is None or left > 0:
                 ended = await self.first_ended(left)

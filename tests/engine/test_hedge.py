@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from otel_resilience.engine import ExecutionContext, Hedge, PipelineBuilder, Step
+from otel_resilience.engine import ExecutionContext, Hedge, PipelineBuilder, Rejected, Step
 from otel_resilience.engine.context import AsyncDeadline
 from otel_resilience.engine.hedge import DEADLINE, DELAY, FAILURE, PARALLEL
-from otel_resilience.errors import OperationTimeoutError
+from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
 
@@ -175,9 +175,9 @@ async def test_a_hedge_due_once_the_deadline_passed_is_denied_to_the_hedge() -> 
     ]
 
 
-async def test_a_hedge_delay_ending_past_the_deadline_is_denied_once_and_failures_still_hedge() -> None:
-    """The deadline comes before the hedge delay ends: one denial (trigger delay) for the whole race;
-    a hedge by failure still starts before the deadline."""
+async def test_a_hedge_delay_ending_past_the_deadline_is_not_waited_and_failures_still_hedge() -> None:
+    """The deadline comes before the hedge delay ends: no hedge by delay starts and none is denied
+    (it never came due); a hedge by failure still starts before the deadline."""
     hedge = Log(3, on_failure=True, delays=(10.0,))
     racing = Racing(hedge)
     pipeline = PipelineBuilder("race").add(racing).build()
@@ -185,7 +185,6 @@ async def test_a_hedge_delay_ending_past_the_deadline_is_denied_once_and_failure
         assert await pipeline.execute(script(ConnectionError("down"), "ok")) == "ok"
     assert [e for e in hedge.events if e[0] in {"start", "refused", "denied"}] == [
         ("start", None),
-        ("denied", DELAY, DEADLINE),
         ("start", FAILURE),
     ]
     assert racing.clock.sleeps == []  # no hedge delay was waited
@@ -198,3 +197,60 @@ async def test_a_hedge_token_under_the_sync_driver_is_refused() -> None:
     with pytest.raises(TypeError, match="hedging is async only"):
         pipeline.execute_sync(lambda: 1)
     assert hedge.events == []
+
+
+class Gate(Step):
+    """A step inside the race that rejects the attempts it is told to (as an open breaker would)."""
+
+    __slots__ = ("rejects",)
+    kind: ClassVar[str] = "gate"
+    admit_waits: ClassVar[bool] = True
+
+    def __init__(self, *rejects: int) -> None:
+        super().__init__()
+        self.rejects = rejects
+
+    def admit(self, ctx: ExecutionContext) -> Rejected | None:
+        if ctx.attempt in self.rejects:
+            return Rejected(ExecutionRejectedError("gate closed"))
+        return None
+
+
+async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
+    """A hedge rejected by the race's own chain after another attempt won ends a decided race:
+    no further hedge was due, so none is reported denied (the race over, nothing is refused)."""
+    answered = asyncio.Event()
+
+    class Answering(Log):
+        __slots__ = ()
+
+        def start(self, ctx: ExecutionContext, trigger: str | None) -> ExecutionContext | None:
+            attempt = super().start(ctx, trigger)
+            if trigger == FAILURE:
+                answered.set()  # the original answers before the hedge started here runs
+            return attempt
+
+    calls = [0]
+
+    async def fn() -> str:
+        calls[0] += 1
+        if calls[0] == 1:  # the original: answers once the failure hedge starts
+            await answered.wait()
+            return "ok"
+        await asyncio.sleep(0)
+        raise ConnectionError("hedge down")  # the delay hedge fails: a hedge by failure follows
+
+    hedge = Answering(4, on_failure=True, delays=(1.0, None))
+    pipeline = PipelineBuilder("race").add(Racing(hedge)).add(Gate(3)).build()
+    assert await pipeline.execute(fn) == "ok"
+    assert [e for e in hedge.events if e[0] in {"start", "denied"}] == [
+        ("start", None),
+        ("start", DELAY),
+        ("start", FAILURE),
+    ]
+    leaves = [e for e in hedge.events if e[0] == "leave"]
+    assert [e[1:] for e in leaves] == [
+        (("scope", 2), "ConnectionError", False, False),
+        (("scope", 1), None, True, True),
+        (("scope", 3), "ExecutionRejectedError", False, False),
+    ]

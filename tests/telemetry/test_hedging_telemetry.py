@@ -332,25 +332,26 @@ async def test_a_hedge_due_once_the_deadline_passed_is_denied_by_deadline(otel) 
     assert _denied_events(otel, name) == [("failure", "deadline")]
 
 
-async def test_a_hedge_delay_that_ends_past_the_deadline_is_denied_by_deadline_once(otel) -> None:
-    """The deadline comes before the hedge delay ends: no hedge by delay starts, counted once as
-    denied by ``deadline``; a hedge by failure still starts before the deadline and answers."""
+async def test_a_hedge_delay_that_ends_past_the_deadline_starts_no_hedge_and_denies_none(otel) -> None:
+    """The deadline comes before the hedge delay ends: no hedge by delay starts, and none is counted
+    denied (it never came due); a hedge by failure still starts before the deadline and answers."""
     name = _fresh("delay-past-deadline")
     manager = ResilienceManager(clock=FakeClock())
     config = ResilienceConfig(name=name, timeout=5.0, hedging=HedgingConfig(delay=10.0, max_attempts=3))
     dependency = Dependency(ConnectionError("down"), "hedged")
     assert await manager.execute_with_resilience(dependency, config) == "hedged"
     assert len(dependency.calls) == 2  # the original, then a hedge by failure
-    assert _denied(otel, name) == {("delay", "deadline"): 1}
-    assert _denied_events(otel, name) == [("delay", "deadline")]
+    assert _denied(otel, name) == {}
+    assert _denied_events(otel, name) == []
     source = {"resilience.policy": name, "resilience.name": name}
     assert otel.point(sc.HEDGES, **source, resilience__hedging__trigger="failure").value == 1
 
 
-async def test_a_hung_original_whose_hedge_delay_ends_past_the_deadline_times_out_with_one_denial(
+async def test_a_hung_original_whose_hedge_delay_ends_past_the_deadline_times_out_with_no_denial(
     otel,
 ) -> None:
-    """The original hangs; the hedge delay (0.2 s) ends past the 0.1 s deadline: one denial by deadline."""
+    """The original hangs; the hedge delay (0.2 s) ends past the 0.1 s deadline: no hedge came due,
+    none is denied, no delay is waited."""
     name = _fresh("hung-past-deadline")
     clock = FakeClock()
     manager = ResilienceManager(clock=clock)
@@ -364,7 +365,7 @@ async def test_a_hung_original_whose_hedge_delay_ends_past_the_deadline_times_ou
         raise AssertionError("the execution times out")
     assert len(dependency.calls) == 1
     assert clock.sleeps == []
-    assert _denied(otel, name) == {("delay", "deadline"): 1}
+    assert _denied(otel, name) == {}
 
 
 async def test_a_hedge_after_an_attempt_the_policys_own_breaker_rejected_is_denied_by_rejected(

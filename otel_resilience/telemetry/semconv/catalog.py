@@ -136,8 +136,8 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "What refused a hedge that was due: the hedge budget had no hedge to give (`budget`), "
         "the execution had made all the attempts it may make in total (`max_attempts`), the "
         "request may be sent only once (`not_replayable`: an HTTP request such as a POST, through "
-        "the HTTP integrations), the effective deadline had passed or comes before the hedge "
-        "delay ends (`deadline`), or an attempt was rejected by the policy's own breaker, "
+        "the HTTP integrations), the effective deadline had passed when the hedge came due "
+        "(`deadline`), or an attempt was rejected by the policy's own breaker, "
         "bulkhead or rate limiter, which every further attempt would meet (`rejected`).",
         HEDGE_DENIED_REASONS,
     ),
