@@ -1372,6 +1372,33 @@ async def test_the_shared_empty_queue_and_offers_stay_empty_and_unshared() -> No
     assert len(_NO_OFFERS) == 0
 
 
+def test_peak_active_is_the_highest_active_seen_running_or_freed() -> None:
+    """``peak_active`` counts the calls running now and the highest count a freed slot left behind;
+    a grown limit's slot no waiter could take (their loop does not run) was never held."""
+    bulkhead = Bulkhead("peaks", BulkheadConfig(max_concurrent=2, max_waiting=1, timeout=60.0))
+    assert bulkhead.stats.peak_active == 0
+    first, second = bulkhead.slot(), bulkhead.slot()
+    first.__enter__()
+    assert bulkhead.stats.peak_active == 1  # running now, nothing freed yet
+    second.__enter__()
+    assert bulkhead.get_stats()["peak_active"] == 2
+    second.__exit__(None, None, None)
+    assert (bulkhead.stats.active, bulkhead.stats.peak_active) == (1, 2)  # kept once freed
+    second = bulkhead.slot()
+    second.__enter__()
+    stopped = asyncio.new_event_loop()
+    try:
+        queued_on(bulkhead, stopped)  # its loop does not run: it cannot take a slot
+        bulkhead._reconfigure(BulkheadConfig(max_concurrent=4, max_waiting=1, timeout=60.0))
+        assert (bulkhead.stats.active, bulkhead.stats.waiting) == (2, 1)
+        assert bulkhead.stats.peak_active == 2  # the new slot was freed at once, never held
+    finally:
+        stopped.close()
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)
+    assert bulkhead.stats.peak_active == 2
+
+
 def test_a_resize_that_hands_new_slots_to_waiters_raises_peak_active() -> None:
     """Waiters admitted by a live resize to a larger limit count in ``peak_active`` as any admission does."""
     bulkhead = Bulkhead("grown-peak", BulkheadConfig(max_concurrent=1, max_waiting=5, timeout=5.0))

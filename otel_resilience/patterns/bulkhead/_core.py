@@ -93,7 +93,8 @@ class BulkheadStats:
     completed: int = field(default=0, init=False)
     timed_out: int = field(default=0, init=False)
     cancelled: int = field(default=0, init=False)
-    peak_active: int = field(default=0, init=False)
+    _peak: int = field(default=0, init=False)
+    """The highest ``active`` a freed slot left behind (:meth:`_BulkheadCore._pass_on_locked`)."""
     peak_waiting: int = field(default=0, init=False)
     _asked: int = field(default=0, init=False)
     """The calls decided under the lock (admitted, queued or rejected there)."""
@@ -115,6 +116,19 @@ class BulkheadStats:
     def _totals(self, shed: int) -> tuple[int, int]:
         """``total`` and ``rejected``: what was counted under the lock, and ``shed`` rejected without it."""
         return self._asked + shed, self._refused + shed
+
+    @property
+    def peak_active(self) -> int:
+        """The highest ``active`` seen.
+
+        Recorded where ``active`` goes down, as a slot is freed (the highest it reached since is
+        the value it leaves), and read with ``active`` for the calls running now: a call is
+        admitted with a plain ``active += 1``. ``active`` is read first, so a slot freed between
+        the two reads is seen in one or the other.
+        """
+        active = self.active
+        peak = self._peak
+        return max(peak, active)
 
     @property
     def available(self) -> int:
@@ -192,7 +206,7 @@ class _BulkheadCore(BulkheadStats):
             if self._offered and self.active >= self.max_concurrent:
                 wakes = self._reclaim_locked()
             if self.active < self.max_concurrent:
-                self._admit_locked()
+                self.active += 1  # its peak is recorded as a slot is freed (peak_active)
                 return ADMITTED
             if self.waiting >= self.max_waiting and not self._make_room_locked():
                 self._refused += 1  # every slot busy and no place in the queue
@@ -241,7 +255,7 @@ class _BulkheadCore(BulkheadStats):
             if self.active < self.max_concurrent:
                 self._queue.remove(waiter)
                 self.waiting -= 1
-                self._admit_locked()
+                self.active += 1  # its peak is recorded as a slot is freed (peak_active)
                 waiter.state = GRANTED
                 return True
             waiter.future = waiter.loop.create_future()
@@ -296,15 +310,17 @@ class _BulkheadCore(BulkheadStats):
             self.max_concurrent = max_concurrent
             self.max_waiting = max_waiting
             while self._queue and self.active < max_concurrent:
+                peak = self._peak
                 self.active += 1  # a new slot, passed on as a released one would be
                 granted = self.active
                 passed = self._pass_on_locked()
                 if passed:
                     wakes.extend(passed)
                 if self.active < granted:
-                    break  # no waiter could take it (their loops do not run): it was freed
-                if granted > self.peak_active:  # noqa: PLR1730 - as _admit_locked: a waiter holds it
-                    self.peak_active = granted
+                    # No waiter could take it (their loops do not run): it was freed, and the
+                    # peak its freeing recorded was never held by a call.
+                    self._peak = peak
+                    break
         if wakes:
             wakes.reverse()  # woken from the end: the oldest waiter first
             self._hand_over(wakes)
@@ -329,11 +345,6 @@ class _BulkheadCore(BulkheadStats):
                 "available": self.max_concurrent - self.active,
             }
 
-    def _admit_locked(self) -> None:
-        self.active += 1
-        if self.active > self.peak_active:  # noqa: PLR1730 - on every call: a compare, not a call
-            self.peak_active = self.active
-
     def _pass_on_locked(self) -> list[Waiter] | None:
         """Hand a slot that is being given up to the oldest waiter that can take it, or free it.
 
@@ -342,38 +353,39 @@ class _BulkheadCore(BulkheadStats):
             skipped because their loop is not running (nudged once, so that they look again
             when it runs); ``None`` for none.
         """
-        queue = self._queue
-        if not queue or self.active > self.max_concurrent:
-            # The usual case: nobody waits, so the slot is freed. Or the limit was lowered
-            # below the calls running: the slot is freed until they are below it.
-            self.active -= 1
-            return None
         wakes: list[Waiter] | None = None
-        index = 0
-        while index < len(queue):
-            waiter = queue[index]
-            if waiter.ready():
-                del queue[index]
-                self.waiting -= 1
-                waiter.state = GRANTED
-                waiter.nudged = True
-                if isinstance(waiter, AsyncWaiter):
-                    if self._offered is _NO_OFFERS:
-                        self._offered = set()
-                    self._offered.add(waiter)
-                if wakes is None:
-                    return [waiter]
-                wakes.append(waiter)
-                return wakes
-            if self._gone_leaves_locked(waiter):
-                continue
-            if not waiter.nudged:
-                waiter.nudged = True
-                if wakes is None:
-                    wakes = []
-                wakes.append(waiter)
-            index += 1
-        self.active -= 1
+        queue = self._queue
+        if queue and self.active <= self.max_concurrent:  # usually nobody waits: the slot is freed
+            index = 0
+            while index < len(queue):
+                waiter = queue[index]
+                if waiter.ready():
+                    del queue[index]
+                    self.waiting -= 1
+                    waiter.state = GRANTED
+                    waiter.nudged = True
+                    if isinstance(waiter, AsyncWaiter):
+                        if self._offered is _NO_OFFERS:
+                            self._offered = set()
+                        self._offered.add(waiter)
+                    if wakes is None:
+                        return [waiter]
+                    wakes.append(waiter)
+                    return wakes
+                if self._gone_leaves_locked(waiter):
+                    continue
+                if not waiter.nudged:
+                    waiter.nudged = True
+                    if wakes is None:
+                        wakes = []
+                    wakes.append(waiter)
+                index += 1
+        # Nobody could take it (or the limit was lowered below the calls running: it is freed
+        # until they are below it). The highest ``active`` is recorded here, where it goes down.
+        active = self.active
+        if active > self._peak:  # noqa: PLR1730 - on every release: a compare, not a call
+            self._peak = active
+        self.active = active - 1
         return wakes
 
     def _gone_leaves_locked(self, waiter: Waiter) -> bool:
