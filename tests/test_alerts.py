@@ -147,6 +147,15 @@ def test_config_normalises_durations_and_checks_types(hub: TelemetryHub) -> None
     assert hub.event_listeners == ()
 
 
+def test_a_wrong_clock_or_hub_is_refused_at_construction(hub: TelemetryHub) -> None:
+    """A wrong ``clock`` or ``hub`` raises a TypeError naming the field, not an AttributeError later."""
+    with pytest.raises(TypeError, match=r"AlertSystem\.clock must be a Clock"):
+        AlertSystem(clock=None, hub=hub)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"AlertSystem\.hub must be a TelemetryHub"):
+        AlertSystem(hub="global")  # type: ignore[arg-type]
+    assert hub.event_listeners == ()
+
+
 # -- each kind ---------------------------------------------------------------------------------
 
 

@@ -157,6 +157,29 @@ def test_recovery_without_rules_warns_once_per_manager(
     assert len(warnings) == 2
 
 
+def test_a_named_policy_with_recovery_but_no_rule_warns_too(
+    caplog: pytest.LogCaptureFixture, alerts: AlertSystem
+) -> None:
+    """A named policy (made with recovery, or reconfigured to it) warns as a config's policy does, once."""
+
+    def ok() -> int:
+        return 1
+
+    with caplog.at_level(logging.WARNING, logger="otel_resilience.manager"):
+        made = ResilienceManager(alert_system=alerts)
+        assert made.policy("made-with", ResilienceConfig(enable_recovery=True)).execute_sync(ok) == 1
+        made.policy("made-with-too", ResilienceConfig(enable_recovery=True)).execute_sync(ok)
+        reloaded = ResilienceManager(alert_system=alerts)
+        handle = reloaded.policy("reloaded-to", ResilienceConfig())
+        handle.execute_sync(ok)
+        reloaded.reconfigure("reloaded-to", ResilienceConfig(enable_recovery=True))
+        handle.execute_sync(ok)
+    warnings = [r.getMessage() for r in caplog.records if "no rule" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "'made-with'" in warnings[0]
+    assert "'reloaded-to'" in warnings[1]
+
+
 def test_policy_counts_say_what_they_count(alerts: AlertSystem) -> None:
     """policies and executions split successful into first-attempt and after-failure, with no ambiguous key."""
     manager = ResilienceManager(alert_system=alerts)

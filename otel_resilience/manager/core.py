@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import threading
 import weakref
 from collections import Counter, OrderedDict, deque
@@ -29,6 +28,7 @@ from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineStats
+from otel_resilience.engine.registry import RECOVERY_SYSTEMS
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, weak_callback
 from otel_resilience.engine.validation import fail
@@ -62,9 +62,30 @@ DEFAULT_MAX_PIPELINES: Final = 1024
 DEFAULT_MAX_POLICIES: Final = 256
 """How many live policies (and breakers, and bulkheads) a manager keeps while they are idle."""
 
-_LOG: Final = logging.getLogger("otel_resilience.manager")
 _BREAKER: Final = "circuit_breaker"
 _BULKHEAD: Final = "bulkhead"
+_RECOVERY: Final = "recovery"
+_RECOVERY_NAMING: Final = fork_safe(threading.Lock())
+"""Held while a default recovery system is named and registered: two managers made at once
+never take the same name."""
+
+
+def _default_recovery_system(clock: Clock) -> ErrorRecoverySystem:
+    """Make a manager's default recovery system, named apart from every live recovery system.
+
+    Its name is the first of ``"recovery"``, ``"recovery-2"``, ``"recovery-3"`` … that no live
+    :class:`ErrorRecoverySystem` has (it registers itself under that name before the lock is
+    released). The name is what its telemetry and the alert systems tell recovery systems apart
+    by (recovery rate, low-rate alert, escalation cooldown), so two managers' recoveries never
+    merge; it is stable for the system's life and bounded by the number of live managers, a
+    name of a system that is gone being given again.
+    """
+    with _RECOVERY_NAMING:
+        name, number = _RECOVERY, 1
+        while RECOVERY_SYSTEMS.get(name) is not None:
+            number += 1
+            name = f"{_RECOVERY}-{number}"
+        return ErrorRecoverySystem(name, clock=clock)
 
 
 class _Entry:
@@ -193,9 +214,15 @@ class ResilienceManager(NamedPolicies):
     Args:
         recovery_system: The recovery rules used when ``enable_recovery`` is set (default: a new
             :class:`ErrorRecoverySystem` with **no rule**: register rules on it, or recovery
-            does nothing; the manager logs one warning the first time that happens). One given
-            must run on ``clock``.
-        alert_system: Where in-process alerts go (default: the process-wide one).
+            does nothing; one warning is logged the first time a policy, of any kind, enables
+            it without a rule). One given must run on ``clock``. The default one is named
+            ``"recovery"``, or ``"recovery-2"``, ``"recovery-3"`` … when a live recovery system
+            already has that name (another manager's): the first name no live one has, so that
+            managers' recovery rates, their alerts and escalation cooldowns, which are kept by
+            name, never merge. Give one of your own to choose the name.
+        alert_system: The alert system whose counts :meth:`get_resilience_statistics` reports
+            (default: the process-wide one). An alert system hears every pattern that reports on
+            its hub, this manager's and any other's: its alerts are not only this manager's.
         clock: The clock for every pattern the manager creates.
         max_pipelines: How many config objects the identity fast path remembers (default 1024).
         max_policies: How many live policies, and how many breakers and bulkheads, the manager
@@ -236,7 +263,7 @@ class ResilienceManager(NamedPolicies):
             rule = "an ErrorRecoverySystem on the manager's clock (ErrorRecoverySystem(clock=...))"
             raise fail("ResilienceManager", "recovery_system", rule, recovery_system)
         self.recovery_system = (
-            recovery_system if recovery_system is not None else ErrorRecoverySystem("recovery", clock=clock)
+            recovery_system if recovery_system is not None else _default_recovery_system(clock)
         )
         self.alert_system = alert_system if alert_system is not None else default_alert_system()
         self._clock = clock
@@ -273,7 +300,6 @@ class ResilienceManager(NamedPolicies):
         self._retiring: dict[int, PipelineStats] = {}
         self._dead: deque[int] = deque()
         self._retired = dict.fromkeys(EXECUTION_KEYS, 0)
-        self._recovery_warned = False
         self._handles: dict[str, PolicyHandle] = {}
         self._handles_lock = fork_safe(threading.Lock())
         self._applied_files: dict[str, ConfigFile] = {}
@@ -397,13 +423,6 @@ class ResilienceManager(NamedPolicies):
         if config.bulkhead_config is not None:
             bulkhead = self._bulkhead_locked(
                 config.bulkhead_name or name, config.bulkhead_config, evict=False
-            )
-        if config.enable_recovery and not self.recovery_system.rules and not self._recovery_warned:
-            self._recovery_warned = True
-            _LOG.warning(
-                "policy %r enables recovery, but the manager's recovery system has no rule: "
-                "recovery does nothing until rules are registered on manager.recovery_system",
-                name,
             )
         recovery, breakers = self.recovery_system, self._find_breaker
         pipeline, extras = compose(

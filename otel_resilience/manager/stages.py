@@ -63,6 +63,8 @@ adds later) join a policy through ``ResilienceConfig.extra_strategies``: each
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ from typing import TYPE_CHECKING, Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import fail
@@ -87,6 +90,11 @@ if TYPE_CHECKING:
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
 __all__ = ["STAGES", "ExtraStrategy", "Stage", "StageInputs", "build_pipeline", "compose"]
+
+_LOG: Final = logging.getLogger("otel_resilience.manager")
+_WARNED_WITHOUT_RULES: Final[weakref.WeakSet[ErrorRecoverySystem]] = weakref.WeakSet()
+"""The recovery systems a policy was built on while they had no rule: each is warned about once."""
+_WARNED_LOCK: Final = fork_safe(threading.Lock())
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +173,30 @@ def _total_timeout(at: StageInputs) -> Step | None:
 
 
 def _recovery(at: StageInputs) -> Step | None:
-    if not at.config.enable_recovery or at.recovery is None:
+    recovery = at.recovery
+    if not at.config.enable_recovery or recovery is None:
         return None
-    return at.recovery.as_strategy(at.name, breaker=at.breaker, breakers=at.breakers)
+    if not recovery.rules:
+        _warn_without_rules(recovery, at.name)
+    return recovery.as_strategy(at.name, breaker=at.breaker, breakers=at.breakers)
+
+
+def _warn_without_rules(recovery: ErrorRecoverySystem, policy: str) -> None:
+    """Log, once per recovery system, that policy ``policy`` enables it while it has no rule.
+
+    The one place every policy's recovery link is made (a config's policy, a named one, each
+    key's, a reload), so none enables a system without rules unnoticed.
+    """
+    with _WARNED_LOCK:
+        if recovery in _WARNED_WITHOUT_RULES:
+            return
+        _WARNED_WITHOUT_RULES.add(recovery)
+    _LOG.warning(
+        "policy %r enables recovery, but its recovery system %r has no rule: recovery does nothing "
+        "until rules are registered on it (manager.recovery_system for a manager's policies)",
+        policy,
+        recovery.name,
+    )
 
 
 def _retry(at: StageInputs) -> Step | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
+from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.events import (
     HUB,
     AlertRaised,
@@ -87,7 +87,8 @@ class AlertSystem:
         name: The telemetry source name of its ``ALERT_RAISED`` events. Default ``"alerts"``.
 
     Raises:
-        TypeError: ``config`` is not an :class:`AlertConfig`, or ``name`` not a string.
+        TypeError: ``config`` is not an :class:`AlertConfig`, ``clock`` not a clock, ``hub``
+            not a :class:`~otel_resilience.engine.events.TelemetryHub`, or ``name`` not a string.
         ValueError: ``name`` is empty.
     """
 
@@ -123,6 +124,9 @@ class AlertSystem:
         elif not isinstance(config, AlertConfig):
             raise fail("AlertSystem", "config", "an AlertConfig", config, kind=TypeError)
         check_name("AlertSystem", "name", name)
+        check_clock("AlertSystem", clock)
+        if not isinstance(hub, TelemetryHub):
+            raise fail("AlertSystem", "hub", "a TelemetryHub", hub, kind=TypeError)
         self._config = config
         self._clock = clock
         self._hub = hub

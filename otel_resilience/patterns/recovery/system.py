@@ -59,6 +59,9 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
 
     Args:
         name: The system's name (telemetry source name, alert subject). Default ``"recovery"``.
+            Telemetry series and the alert systems' recovery rates and escalation cooldowns are
+            kept by name: give each live system its own (a manager names its default one
+            ``"recovery"``, else ``"recovery-2"`` … the first name no live system has).
         clock: The clock for delays and pattern windows.
         pattern_threshold: See :attr:`RecoveryConfig.pattern_threshold`.
         pattern_window: See :attr:`RecoveryConfig.pattern_window`.
