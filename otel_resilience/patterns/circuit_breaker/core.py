@@ -311,7 +311,8 @@ class _BreakerCore:
         """
         # opened_until - now > 0 exactly when now < opened_until (IEEE subtraction of finite
         # values is exact in sign; an infinite opened_until gives inf).
-        remaining: float = permit.opened_until - self._clock.now()
+        now = self._clock.now  # read, then called: a call of the attribute is not specialised
+        remaining: float = permit.opened_until - now()
         if remaining > 0.0:
             next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
         return remaining
