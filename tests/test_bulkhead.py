@@ -1421,3 +1421,14 @@ def test_a_resize_that_hands_new_slots_to_waiters_raises_peak_active() -> None:
         for thread in threads:
             thread.join(5)
     assert bulkhead.get_stats()["completed"] == 3
+
+
+def test_the_stats_repr_names_the_public_type_and_every_count() -> None:
+    """``repr(bulkhead.stats)`` shows what :class:`BulkheadStats` documents, not the private core class."""
+    bulkhead = Bulkhead("stats-repr", BulkheadConfig(max_concurrent=2, max_waiting=1))
+    with bulkhead.slot():
+        text = repr(bulkhead.stats)
+    assert text == (
+        "BulkheadStats(active=1, waiting=0, max_concurrent=2, max_waiting=1, total=1, completed=0, "
+        "rejected=0, timed_out=0, cancelled=0, peak_active=1, peak_waiting=0)"
+    )

@@ -8,9 +8,10 @@ time), ``asyncio.sleep`` and ``time.sleep``. Tests inject
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, SupportsIndex, runtime_checkable
 
 from otel_resilience.engine.validation import fail
 
@@ -40,10 +41,11 @@ class SystemClock:
     __slots__ = ("now",)
 
     def __init__(self) -> None:
-        self.now: Callable[[], float] = time.monotonic
-        """``time.monotonic`` itself, held in a slot: a caller that reads ``clock.now`` into a
-        local and calls it pays a specialised slot read and a C call (on Python 3.11 a
-        ``staticmethod`` of the class is looked up unspecialised on every call)."""
+        if inspect.getattr_static(self, "now", None) is _NOW_SLOT:  # a subclass's own ``now`` is kept
+            self.now: Callable[[], float] = time.monotonic
+            """``time.monotonic`` itself, held in a slot: a caller that reads ``clock.now`` into a
+            local and calls it pays a specialised slot read and a C call (on Python 3.11 a
+            ``staticmethod`` of the class is looked up unspecialised on every call)."""
 
     async def sleep(self, seconds: float) -> None:
         """Suspend the current task for ``seconds`` (``asyncio.sleep``)."""
@@ -54,10 +56,23 @@ class SystemClock:
         time.sleep(seconds)
 
     def __repr__(self) -> str:
-        return "SYSTEM_CLOCK"
+        return "SYSTEM_CLOCK" if self is SYSTEM_CLOCK else f"{type(self).__name__}()"
 
-    def __reduce__(self) -> str:
-        return "SYSTEM_CLOCK"  # pickled and copied as the one process-wide clock
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        """Pickle and copy :data:`SYSTEM_CLOCK` as itself, the one process-wide clock.
+
+        Another instance is pickled as a new one (it has no state of its own), an instance of a
+        subclass as any object of its class.
+        """
+        if self is SYSTEM_CLOCK:
+            return "SYSTEM_CLOCK"
+        if type(self) is SystemClock:
+            return SystemClock, ()
+        return super().__reduce_ex__(protocol)
+
+
+_NOW_SLOT: Final = vars(SystemClock)["now"]
+"""The slot that holds ``now`` (a subclass that defines its own ``now`` leaves it empty)."""
 
 
 SYSTEM_CLOCK: Final[Clock] = SystemClock()
@@ -67,9 +82,22 @@ SYSTEM_CLOCK: Final[Clock] = SystemClock()
 def check_clock(owner: str, clock: object) -> Clock:
     """Return ``clock`` if it is a :class:`Clock` (``now``, ``sleep``, ``sleep_sync``); raise otherwise.
 
+    The protocol check only asks that the three names exist: a class (``clock=FakeClock`` for
+    ``clock=FakeClock()``, whose methods are unbound) and an object whose ``now`` or sleeps are
+    not functions are refused here too, not at the first reading of the time.
+
     Raises:
         TypeError: ``clock`` is not a clock (the message names ``<owner>.clock``).
     """
-    if clock is SYSTEM_CLOCK or isinstance(clock, Clock):
+    if clock is SYSTEM_CLOCK or (
+        isinstance(clock, Clock)
+        and not isinstance(clock, type)
+        and callable(clock.now)
+        and callable(clock.sleep)
+        and callable(clock.sleep_sync)
+    ):
         return clock
-    raise fail(owner, "clock", "a Clock (now, sleep, sleep_sync)", clock, kind=TypeError)
+    rule = "a Clock (now, sleep, sleep_sync)"
+    if isinstance(clock, type):
+        rule += f" instance, not a class (pass {clock.__name__}(), not {clock.__name__})"
+    raise fail(owner, "clock", rule, clock, kind=TypeError)

@@ -137,7 +137,7 @@ class BulkheadStats:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{name}={getattr(self, name)!r}" for name in _PUBLIC_COUNTS)
-        return f"{type(self).__name__}({counts})"
+        return f"BulkheadStats({counts})"  # the public type, whatever class keeps the counts
 
 
 _PUBLIC_COUNTS: Final = tuple(
