@@ -18,6 +18,7 @@ import textwrap
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,7 +36,11 @@ from otel_resilience import (
 # Arguments a class needs to be valid at all, so that the field under test decides.
 REQUIRED: dict[str, dict[str, Any]] = {
     "CircuitBreakerConfig": {"sliding_window": CountWindow(10)},
-    "FallbackConfig": {"strategy": FallbackStrategy.DEFAULT_VALUE},
+    "FallbackConfig": {
+        "strategy": FallbackStrategy.CACHED_VALUE,
+        "cache_key": "k",
+        "cache_service": SimpleNamespace(get=print, set=print),
+    },
     "HedgingConfig": {"delay": 0.5},
     "RateLimiterConfig": {"rate": 1.0},
     "RecoveryAction": {"strategy": RecoveryStrategy.RETRY},

@@ -412,3 +412,56 @@ async def test_a_call_running_in_a_breaker_and_bulkhead_a_reload_replaces_is_cou
     assert breaker["total_successes"] == (2 if change == "renamed" else 1)
     assert bulkhead["total"] == bulkhead["completed"] == (2 if change == "renamed" else 1)
     assert bulkhead["active"] == bulkhead["waiting"] == 0
+
+
+def test_reconfigure_many_changes_nothing_when_a_link_factory_fails_after_the_trial(
+    manager: ResilienceManager,
+) -> None:
+    """A factory that builds the trial's link but not a key's: no policy of the batch has changed."""
+    first = manager.policy("first", fallback("1"))
+    second = manager.policy("second", fallback("2"))
+    assert second.for_key("tenant").execute_sync(boom) == "2"  # a key: its pipeline is rebuilt too
+    built: list[Step] = []
+    limit = [2]
+
+    def runs_out(_name: str) -> Step:
+        if len(built) == limit[0]:
+            raise RuntimeError("no more links")
+        built.append(Step())
+        return built[-1]
+
+    flaky = fallback("2b", extra_strategies=(ExtraStrategy(runs_out, rank=50),))
+    with EventRecorder() as recorder, pytest.raises(RuntimeError, match="no more links"):
+        manager.reconfigure_many({"first": fallback("1b"), "second": flaky})
+    assert (first.generation, second.generation) == (1, 1)
+    assert (first.config, second.config) == (fallback("1"), fallback("2"))
+    assert first.execute_sync(boom) == "1"
+    assert (second.execute_sync(boom), second.for_key("tenant").execute_sync(boom)) == ("2", "2")
+    assert recorder.of(Event.POLICY_RELOADED) == []
+    assert [s.name for s in recorder.sources(Event.RELOAD_FAILED)] == ["second"]
+    assert first.get_stats()["reloads"] == {"succeeded": 0, "failed": 0}
+    assert second.get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
+    built.clear()
+    limit[0] = 3  # enough for the trial, the unkeyed calls and the key: the batch takes effect
+    manager.reconfigure_many({"first": fallback("1b"), "second": flaky})
+    assert (first.generation, second.generation) == (2, 2)
+    assert (second.execute_sync(boom), second.for_key("tenant").execute_sync(boom)) == ("2b", "2b")
+    assert len(built) == 3  # the trial's, the unkeyed calls' and the key's
+
+
+def test_a_key_made_while_a_batch_is_staged_catches_up_at_its_next_call(manager: ResilienceManager) -> None:
+    """Staging runs the factories outside the policy's lock; a key a call makes meanwhile is not lost."""
+    policy = manager.policy("late", fallback("old"))
+    made: list[str] = []
+
+    def factory(_name: str) -> Step:
+        made.append(_name)
+        if len(made) == 2:  # staging the unkeyed calls' pipeline: a call makes a key now
+            assert policy.for_key("newcomer").execute_sync(boom) == "old"
+        return Step()
+
+    manager.reconfigure_many({"late": fallback("new", extra_strategies=(ExtraStrategy(factory, rank=50),))})
+    assert policy.generation == 2
+    assert policy.for_key("newcomer").execute_sync(boom) == "new"
+    assert policy.execute_sync(boom) == "new"
+    assert len(made) == 3  # the trial, the unkeyed calls' pipeline, the newcomer's at its catch-up

@@ -263,6 +263,8 @@ FALLBACK: Final = Section(
         ("fallback_functions", _code("a list of functions")),
         ("cache_service", _code("an object")),
         ("cache_key", "is for the cached_value strategy, which takes code (a cache_service)"),
+        ("cache_max_age", "is for the cached_value strategy, which takes code (a cache_service)"),
+        ("cache_by_arguments", "is for the cached_value strategy, which takes code (a cache_service)"),
         ("handle_result", _ON_RESULT),
     ),
 )

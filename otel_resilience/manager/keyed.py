@@ -41,6 +41,7 @@ C = TypeVar("C")
 S = TypeVar("S", bound="_Carried[Any]")
 
 if TYPE_CHECKING:
+    from otel_resilience.engine.step import Step
     from otel_resilience.manager.config import ResilienceConfig
     from otel_resilience.manager.ledger import Ledger
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
@@ -214,7 +215,13 @@ def key_config(config: ResilienceConfig, text: str | None) -> ResilienceConfig:
     return dataclasses.replace(config, fallback_config=keyed)
 
 
-def _pipeline(spec: Spec, state: KeyState, *, register: bool = True) -> Pipeline:
+def _pipeline(
+    spec: Spec,
+    state: KeyState,
+    *,
+    register: bool = True,
+    extras: tuple[tuple[int, Step], ...] | None = None,
+) -> Pipeline:
     inputs = StageInputs(
         spec.name,
         key_config(spec.config, state.text),
@@ -227,10 +234,12 @@ def _pipeline(spec: Spec, state: KeyState, *, register: bool = True) -> Pipeline
         state.text,
         state.metric_key,
     )
-    return compose(inputs, register=register)[0]
+    return compose(inputs, register=register, extras=extras)[0]
 
 
-def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
+def reconfigure(
+    state: KeyState, spec: Spec, ledger: Ledger, extras: tuple[tuple[int, Step], ...] | None = None
+) -> None:
     """Bring ``state`` to ``spec``'s generation (under the policy's lock), carrying what is compatible.
 
     The breaker, bulkhead and rate limiter are reconfigured in place (see their ``_reconfigure``)
@@ -241,14 +250,16 @@ def reconfigure(state: KeyState, spec: Spec, ledger: Ledger) -> None:
     into the old one's stats (the calls in flight finish in the old pipeline, counted there),
     and takes its place in the registry in one step (:meth:`Registry.replace`): it is made
     unregistered and given those stats first, so a collection finds the stats once, in the old
-    pipeline or in the new one, never in both.
+    pipeline or in the new one, never in both. ``extras``: the key's extra links, made
+    beforehand by :func:`~otel_resilience.manager.stages.extra_links` (``None``: their
+    factories run here).
     """
     with namesakes_expected(spec.owner), shared_key(state.text):
         state.breaker = _breaker(state, spec)
         state.bulkhead = _bulkhead(state, spec)
         state.limiter = _limiter(state, spec)
     old = state.pipeline
-    pipeline = _pipeline(spec, state, register=False)
+    pipeline = _pipeline(spec, state, register=False, extras=extras)
     pipeline.stats = old.stats
     PIPELINES.replace((old,), lambda: pipeline)
     state.pipeline = pipeline

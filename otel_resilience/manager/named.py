@@ -25,6 +25,7 @@ from otel_resilience.manager.policy import (
     DEFAULT_MAX_KEYS,
     Adapt,
     PolicyHandle,
+    Staged,
     check_config,
     check_key_attribute_limit,
     report_failure,
@@ -197,9 +198,14 @@ class NamedPolicies:
     def reconfigure_many(self, configs: Mapping[str, ConfigSource]) -> dict[str, PolicyHandle]:
         """Give several policies new configs at once: all of them, or (if one is refused) none.
 
-        Every config is built and checked first; only then does each policy take its own. A
-        refusal is reported for the policy it concerns (as :meth:`reconfigure` says) and
-        raised; the other policies keep their config and report nothing.
+        Everything that can refuse a config runs first, for every policy of the batch: building
+        it (a builder), checking it, the policy's ``adapt``, a trial pipeline, and the factory of
+        each extra strategy for each key the policy holds (each key's pipeline gets links of
+        its own). Only then does each policy take its own config, which runs only the library's
+        code on checked configs. A refusal is reported for the policy it concerns (as
+        :meth:`reconfigure` says) and raised; the other policies keep their config and report
+        nothing. A key a call makes while the batch is applied is built from the config of that
+        moment and catches up at its next call.
 
         Args:
             configs: The new config (or its builder) of each policy name.
@@ -215,10 +221,10 @@ class NamedPolicies:
         """
         if not isinstance(configs, Mapping):
             raise fail("ResilienceManager.reconfigure_many", "configs", "a mapping", configs, kind=TypeError)
-        prepared: dict[str, tuple[PolicyHandle, ResilienceConfig]] = {}
+        prepared: dict[str, tuple[PolicyHandle, Staged]] = {}
         for name, source in configs.items():
             prepared[name] = self._prepare(name, source)
-        generations = {name: handle._commit(config) for name, (handle, config) in prepared.items()}
+        generations = {name: handle._commit(staged) for name, (handle, staged) in prepared.items()}
         for name, (handle, _) in prepared.items():
             handle._reloaded(generations[name])
         return {name: handle for name, (handle, _) in prepared.items()}
@@ -277,8 +283,8 @@ class NamedPolicies:
         """
         return ConfigWatch(self, path, interval=interval, customize=customize)
 
-    def _prepare(self, name: str, source: ConfigSource) -> tuple[PolicyHandle, ResilienceConfig]:
-        """Find the handle and build and check its new config; report and raise a refusal."""
+    def _prepare(self, name: str, source: ConfigSource) -> tuple[PolicyHandle, Staged]:
+        """Find the handle, build, check and stage its new config; report and raise a refusal."""
         handle = self._handles.get(name) if isinstance(name, str) else None
         if handle is None:
             missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
@@ -289,7 +295,7 @@ class NamedPolicies:
                 del missing  # its traceback holds this frame: not bound here (a cycle)
         try:
             config = source() if callable(source) and not isinstance(source, ResilienceConfig) else source
-            return handle, handle._prepare(config)
+            return handle, handle._stage(handle._prepare(config))
         except Exception as error:
             handle._reload_failed(error)
             raise

@@ -5,8 +5,8 @@
 (a :class:`KeyedPolicyView`) gives each key its own breaker, bulkhead and rate limiter (see
 :mod:`~otel_resilience.manager.keyed` for what a key means to each stage), made on the key's
 first call. ``manager.reconfigure("payments", new_config)`` gives the policy a new config
-(:meth:`PolicyHandle._prepare` then :meth:`PolicyHandle._commit`; see docs/design.md, "Changing
-a policy while it runs").
+(:meth:`PolicyHandle._prepare`, :meth:`PolicyHandle._stage`, then :meth:`PolicyHandle._commit`;
+see docs/design.md, "Changing a policy while it runs").
 
 Keys are kept in the engine's :class:`~otel_resilience.engine.store.BoundedStore`: at most
 ``max_keys`` idle keys (the least recently used go first), and none unused for ``idle_ttl``
@@ -44,7 +44,7 @@ from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import KeyState, Spec, build, reconfigure, retire
 from otel_resilience.manager.ledger import Ledger
 from otel_resilience.manager.policy_stats import policy_stats
-from otel_resilience.manager.stages import StageInputs, compose
+from otel_resilience.manager.stages import StageInputs, compose, extra_links
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker
 from otel_resilience.patterns.rate_limiter import RateLimiter
@@ -116,6 +116,20 @@ def check_key_attribute_limit(limit: object) -> int:
 
 Adapt = Callable[[ResilienceConfig], ResilienceConfig]
 """What a policy does to every config it takes, at creation and on each reload (``adapt=``)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Staged:
+    """A config :meth:`PolicyHandle._stage` made ready to commit, and each live key's extra links.
+
+    Attributes:
+        config: The checked config.
+        links: Per live key state (by ``id``, with the state itself), the extra links of its
+            new pipeline. Empty when the config has no extra strategies (or is the current one).
+    """
+
+    config: ResilienceConfig
+    links: dict[int, tuple[KeyState, tuple[tuple[int, Step], ...]]]
 
 
 class _Adapts:
@@ -377,20 +391,48 @@ class PolicyHandle(_Runs):
             own, added = (current.own, current.added) if isinstance(current, _Adapts) else (current, {})
             self._adapt = _Adapts(own, {**added, user: adapt})
 
-    def _commit(self, config: ResilienceConfig) -> int:
-        """Make ``config`` (checked by :meth:`_prepare`) the policy's; return its generation.
+    def _stage(self, config: ResilienceConfig) -> Staged:
+        """Make what :meth:`_commit` needs to give ``config`` to every live key; change nothing.
 
-        Every live key is brought to it now (an equal config changes nothing); a key made
-        meanwhile is built from it, and a call that finds a key built just before catches it up.
+        The factories of ``config.extra_strategies`` are the only code of the user's that
+        rebuilding a key's pipeline runs: they run here, once per live key, so that what they
+        raise refuses the reload before any policy of the batch has changed. Outside the
+        policy's lock (a factory may use the policy).
+
+        Raises:
+            Exception: What a factory raised, or the refusal of what it returned.
         """
+        if not config.extra_strategies:
+            return Staged(config, {})
+        with self._lock:
+            if same_config(config, self._spec.config):
+                return Staged(config, {})
+            states = [state for state in (self._default, *self._keys.values()) if state.live]
+        return Staged(config, {id(state): (state, extra_links(self.name, config)) for state in states})
+
+    def _commit(self, staged: Staged) -> int:
+        """Make the config :meth:`_stage` staged the policy's; return its generation.
+
+        Every live key is brought to it now (an equal config changes nothing), with the extra
+        links staged for it: nothing here runs the user's code, so nothing here can refuse the
+        reload. A key made since it was staged is left as it is and catches up at its next call
+        (as a key built just before a reload does); a key made later is built from the new config.
+        """
+        config = staged.config
+        extras_needed = bool(config.extra_strategies)
         with self._lock:
             spec = self._spec
             if same_config(config, spec.config):
                 return spec.generation
             self._spec = spec = dataclasses.replace(spec, config=config, generation=spec.generation + 1)
             for state in (self._default, *self._keys.values()):
-                if state.live and state.generation != spec.generation:
-                    reconfigure(state, spec, self._ledger)
+                if not state.live or state.generation == spec.generation:
+                    continue
+                made = staged.links.get(id(state))
+                if made is not None and made[0] is state:
+                    reconfigure(state, spec, self._ledger, made[1])
+                elif not extras_needed:
+                    reconfigure(state, spec, self._ledger, ())
             return spec.generation
 
     def _reloaded(self, generation: int) -> None:

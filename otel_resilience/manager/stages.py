@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from otel_resilience.patterns.circuit_breaker import CircuitBreaker
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
-__all__ = ["STAGES", "ExtraStrategy", "Stage", "StageInputs", "build_pipeline", "compose"]
+__all__ = ["STAGES", "ExtraStrategy", "Stage", "StageInputs", "build_pipeline", "compose", "extra_links"]
 
 _LOG: Final = logging.getLogger("otel_resilience.manager")
 _WARNED_WITHOUT_RULES: Final[weakref.WeakSet[ErrorRecoverySystem]] = weakref.WeakSet()
@@ -346,15 +346,13 @@ def _extra_link(name: str, index: int, extra: ExtraStrategy) -> Step:
     return link
 
 
-def compose(at: StageInputs, *, register: bool = True) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
-    """Build the pipeline of :func:`build_pipeline`; return it with its extra links, outer to inner.
+def extra_links(name: str, config: ResilienceConfig) -> tuple[tuple[int, Step], ...]:
+    """Return the extra links ``config`` gives one pipeline of policy ``name``, with their ranks.
 
-    The stages' links and the config's extra links are sorted by rank (stably: at one rank the
-    stage first, then the extras in the order given) and linked outer to inner. ``register``:
-    as :meth:`~otel_resilience.engine.pipeline.PipelineBuilder.build`.
+    Runs the factories of ``config.extra_strategies`` (user code): what they raise, or a link
+    refused, is raised here, before anything is linked.
     """
-    config = at.config
-    extras = [(extra.rank, _extra_link(at.name, i, extra)) for i, extra in enumerate(config.extra_strategies)]
+    extras = [(extra.rank, _extra_link(name, i, extra)) for i, extra in enumerate(config.extra_strategies)]
     for index, (_, given) in enumerate(extras):
         if any(given is earlier for _, earlier in extras[:index]):  # one Step serves one place
             msg = (
@@ -362,8 +360,27 @@ def compose(at: StageInputs, *, register: bool = True) -> tuple[Pipeline, tuple[
                 "given twice; a Step instance serves one place of one policy"
             )
             raise ValueError(msg)
-    extras.sort(key=_rank)
-    ranked = [(stage.rank, stage.build(at)) for stage in STAGES]
+    return tuple(extras)
+
+
+def compose(
+    at: StageInputs,
+    *,
+    register: bool = True,
+    extras: tuple[tuple[int, Step], ...] | None = None,
+) -> tuple[Pipeline, tuple[tuple[int, Step], ...]]:
+    """Build the pipeline of :func:`build_pipeline`; return it with its extra links, outer to inner.
+
+    The stages' links and the config's extra links are sorted by rank (stably: at one rank the
+    stage first, then the extras in the order given) and linked outer to inner. ``register``:
+    as :meth:`~otel_resilience.engine.pipeline.PipelineBuilder.build`. ``extras``: the extra
+    links :func:`extra_links` made for this pipeline beforehand (``None``: made here).
+    """
+    config = at.config
+    if extras is None:
+        extras = extra_links(at.name, config)
+    extras = tuple(sorted(extras, key=_rank))
+    ranked: list[tuple[int, Step | None]] = [(stage.rank, stage.build(at)) for stage in STAGES]
     ranked.extend(extras)
     ranked.sort(key=_rank)
     builder = PipelineBuilder(
@@ -386,7 +403,7 @@ def compose(at: StageInputs, *, register: bool = True) -> tuple[Pipeline, tuple[
     pipeline = builder.build(register=register)
     if at.held:
         _HELD[pipeline] = tuple(at.held)
-    return pipeline, tuple(extras)
+    return pipeline, extras
 
 
 _HELD: Final[weakref.WeakKeyDictionary[Pipeline, tuple[object, ...]]] = weakref.WeakKeyDictionary()

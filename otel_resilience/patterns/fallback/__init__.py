@@ -15,8 +15,9 @@ The strategies (:class:`FallbackStrategy`):
   the original through ``__context__``), as Polly and Resilience4j do: the alternative's error
   is the answer.
 * ``CACHED_VALUE``: every success of the protected call is written to ``cache_service`` under
-  ``cache_key``; on failure the last good value is read back. A miss re-raises the *original*
-  error, unchanged.
+  a key made of ``cache_key`` and the call's arguments; on failure the last good value *of a
+  call with the same arguments* is read back, never another's (``get_user("bob")`` is not
+  answered with alice's record). A miss re-raises the *original* error, unchanged.
 * ``MULTIPLE_ATTEMPTS``: call each of ``fallback_functions`` in order as drop-in replacements
   (``fn(*args, **kwargs)``); the first that returns answers. If all fail, an
   ``ExceptionGroup`` holding the original error and then every fallback error, in order, is
@@ -32,6 +33,24 @@ Decisions:
 * **Fields the strategy does not use must stay unset.** ``FallbackConfig(strategy=DEFAULT_VALUE,
   cache_key="x")`` raises ``ValueError`` naming ``FallbackConfig.cache_key``: such a field
   would be silently ignored, and is almost always a mistake (a wrong strategy).
+* **Cache keys.** By default every call's value is written under ``cache_key``: the last good
+  value, whatever the arguments (as the SPEC's ``cache_key="last_analysis"``). That is right for
+  a call whose answer does not depend on its arguments, and wrong for ``get_user(user_id)``,
+  which would then be answered with another user's record: set ``cache_by_arguments=True``.
+  With it, a call without arguments uses ``cache_key`` itself; a call whose arguments
+  (positional and keyword) are all plain values, of exactly the types ``str``, ``bytes``,
+  ``int``, ``float``, ``bool``, ``None`` or tuples of them, uses ``"<cache_key>:<digest>"``, a
+  digest of their ``repr``: one key per argument tuple (``1``, ``1.0``, ``True`` and ``"1"`` are
+  four), the same in every process sharing the service. A call with any other argument (a
+  list, a dict, an object, even a hashable one, whose ``repr`` may be shared by unequal values
+  or differ between processes) is neither written nor answered from the cache: its failure is
+  a miss. Pass an identifier, not the object (``get_user(user.id)``).
+* **Cache age.** ``cache_max_age`` (seconds) bounds how old an answer may be, counted from
+  when the call returned it. The age is known only to the handler that wrote the value: with a
+  maximum age, a handler answers only from keys it wrote, and remembers the 256 it used last
+  (a small LRU, under the handler's lock); a value written by another process, one forgotten,
+  or one too old is a miss. Without it (the default) any value under a call's key answers, and
+  bounding what the service keeps is the service's job (give it a TTL).
 * **Cache misses.** :class:`CacheService` ``get`` signals a miss by returning :data:`MISSING`
   *or* ``None``: the common clients (``dict.get``, redis-py, aiocache, cachetools) return
   ``None`` on a miss, and serving that ``None`` as data would hide the failure. The price: a
@@ -44,12 +63,14 @@ Decisions:
   to wait for it: in the async driver an awaitable ``set`` runs as a task of its own and the
   result is returned at once. A stalled cache cannot turn a call bounded at 0.1 s into a 3 s
   one, and cannot pile up writes either: while one write is in flight, later successes only
-  replace the value to write next, so at most one write runs per handler (per running event
-  loop) and the last good value is the one written. A failed background write is logged and
-  counted like any ``set`` error; one still running when its loop shuts down is cancelled.
-  The cost: an async cache holds a success a moment after the call returned. A sync ``set``
-  (a plain method) runs inline in both drivers, as any sync call does: give its client a
-  timeout.
+  replace that key's value to write next, so at most one write runs per handler (per running
+  event loop), at most one waits per key (256 keys at most), and each key's last good value is
+  the one written. A value answers only once its write ended (its age counted from when the call
+  returned it): a write still waiting never makes the older value the service holds look young.
+  A failed background write is logged and counted like any ``set`` error; one still running
+  when its loop shuts down is cancelled. The cost: an async cache holds a success a moment
+  after the call returned. A sync ``set`` (a plain method) runs inline in both drivers, as any
+  sync call does: give its client a timeout.
 * **Sync and async.** The async driver accepts sync or async fallback functions and cache
   methods (an awaitable result is awaited). The sync driver cannot await: an async one among
   them (a coroutine function, or an object whose ``__call__`` is one) is detected when the
@@ -62,9 +83,10 @@ Decisions:
   with ``result="success"``; when it could not answer, with ``result="failure"``.
 * **Counting.** Executions are counted by an exact lock-free counter in both drivers; the other
   counts, which move only on the failure path or on a cache access, under the handler's lock.
-* **Layout.** The settings live in ``otel_resilience.patterns.fallback._config``, the rules (a
-  :class:`~otel_resilience.engine.step.Step` run by the engine's two drivers) in
-  ``otel_resilience.patterns.fallback._step``; this module is the public face and re-exports them.
+* **Layout.** The settings live in ``otel_resilience.patterns.fallback._config``, the cache
+  keys and ages in ``._cache``, the rules (a :class:`~otel_resilience.engine.step.Step` run by
+  the engine's two drivers) in ``otel_resilience.patterns.fallback._step``; this module is the
+  public face and re-exports them.
 """
 
 from __future__ import annotations
@@ -122,7 +144,7 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep], kind=KIND):
         if not isinstance(config, FallbackConfig):
             raise fail("FallbackHandler", "config", "a FallbackConfig", config, kind=TypeError)
         super().__init__(name, config, clock)
-        self._core = FallbackCore(name, config)
+        self._core = FallbackCore(name, config, self.clock)
 
     def _link(self, telemetry: StrategyTelemetry) -> FallbackStep:
         return FallbackStep(self._core, self.clock, telemetry)
@@ -161,7 +183,9 @@ class FallbackHandler(Pattern[FallbackConfig, FallbackStep], kind=KIND):
         Returns:
             ``executions``; ``fallbacks_used`` (failures the fallback handled) =
             ``fallback_successes`` + ``fallback_failures``; ``cache_hits``, ``cache_misses``
-            (reads on failure) and ``cache_errors`` (``get`` or ``set`` raised).
+            (failures the cache had no answer for: nothing under the call's key, no key for its
+            arguments, or older than ``cache_max_age``) and ``cache_errors`` (``get`` or
+            ``set`` raised).
         """
         return self._core.stats()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from otel_resilience.engine.validation import check_error_selector, check_predicate, fail
+from otel_resilience.engine.validation import check_duration, check_error_selector, check_predicate, fail
 
 __all__ = [
     "DEFAULT_HANDLE_EXCEPTIONS",
@@ -31,7 +32,8 @@ class FallbackStrategy(enum.Enum):
     ALTERNATIVE_FUNCTION = "alternative_function"
     """Return ``fallback_function(error, *args, **kwargs)``."""
     CACHED_VALUE = "cached_value"
-    """Return the last good result, read from ``cache_service`` under ``cache_key``."""
+    """Return the last good result of a call with the same arguments, read from ``cache_service``
+    under a key made of ``cache_key`` and those arguments."""
     MULTIPLE_ATTEMPTS = "multiple_attempts"
     """Try each of ``fallback_functions(*args, **kwargs)`` in order."""
 
@@ -89,8 +91,13 @@ class FallbackConfig:
     """``MULTIPLE_ATTEMPTS`` only (required there, non-empty): called in order as
     ``fn(*args, **kwargs)``; sync or async. Normalised to a tuple. The default is ``()``."""
     cache_key: str | None = None
-    """``CACHED_VALUE`` only (required there): the non-empty key successes are written under.
-    The default is ``None``."""
+    """``CACHED_VALUE`` only (required there): the non-empty key successes are written under,
+    one value for every call (the last good one). With ``cache_by_arguments``, a call without
+    arguments under ``cache_key`` itself, a call with plain arguments (``str``, ``bytes``,
+    ``int``, ``float``, ``bool``, ``None``, tuples of them) under
+    ``"<cache_key>:<digest of the arguments>"``, and a failed call is answered only with the
+    value of a call with the same arguments (a call with any other argument is neither written
+    nor answered from the cache). The default is ``None``."""
     cache_service: CacheService | None = None
     """``CACHED_VALUE`` only (required there): a :class:`CacheService`. The default is ``None``."""
     handle_exceptions: type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool] = (
@@ -106,6 +113,36 @@ class FallbackConfig:
     ``fallback_function`` receives). Sync (a coroutine function is refused with ``TypeError``);
     what it raises reaches the caller. ``None`` (the
     default): every returned value is kept. A value not accepted is never cached."""
+    cache_max_age: float | None = None
+    """``CACHED_VALUE`` only: how long (seconds, or a ``timedelta``; > 0) after the call returned
+    it a cached value may still answer; older is a miss. Normalised to a ``float``. ``None`` (the
+    default): no age limit (the handler still remembers only its 256 most recently used
+    argument tuples)."""
+    cache_by_arguments: bool = False
+    """``CACHED_VALUE`` only: ``True`` keys each value by the call's arguments (see
+    ``cache_key``): set it whenever the answer depends on them (``get_user(user_id)``), or a
+    failed call is answered with another call's value. ``False`` (the default, the last good
+    value under ``cache_key``) keeps one value for every call, whatever its arguments: for a call
+    whose answer does not depend on them (a feed, a request number that only counts)."""
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # timedelta for seconds), while the fields hold the normalised values.
+        def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
+            self,
+            strategy: FallbackStrategy,
+            default_value: Any = ...,
+            fallback_function: Callable[..., Any] | None = ...,
+            fallback_functions: Sequence[Callable[..., Any]] = ...,
+            cache_key: str | None = ...,
+            cache_service: CacheService | None = ...,
+            handle_exceptions: type[Exception]
+            | tuple[type[Exception], ...]
+            | Callable[[Exception], bool] = ...,
+            handle_result: Callable[[Any], bool] | None = ...,
+            cache_max_age: float | timedelta | None = ...,
+            cache_by_arguments: bool = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         strategy = self.strategy
@@ -139,12 +176,20 @@ class FallbackConfig:
 
     def _check_unused(self, strategy: FallbackStrategy) -> None:
         """Reject a field that ``strategy`` would silently ignore."""
+        if not isinstance(self.cache_by_arguments, bool):
+            raise fail(_OWNER, "cache_by_arguments", "a bool", self.cache_by_arguments, kind=TypeError)
         unused: tuple[tuple[str, FallbackStrategy, object], ...] = (
             ("default_value", FallbackStrategy.DEFAULT_VALUE, self.default_value),
             ("fallback_function", FallbackStrategy.ALTERNATIVE_FUNCTION, self.fallback_function),
             ("fallback_functions", FallbackStrategy.MULTIPLE_ATTEMPTS, self.fallback_functions or None),
             ("cache_key", FallbackStrategy.CACHED_VALUE, self.cache_key),
             ("cache_service", FallbackStrategy.CACHED_VALUE, self.cache_service),
+            ("cache_max_age", FallbackStrategy.CACHED_VALUE, self.cache_max_age),
+            (
+                "cache_by_arguments",
+                FallbackStrategy.CACHED_VALUE,
+                True if self.cache_by_arguments is True else None,
+            ),
         )
         for field, owner_strategy, value in unused:
             if value is not None and strategy is not owner_strategy:
@@ -152,7 +197,7 @@ class FallbackConfig:
                 raise fail(_OWNER, field, rule, value)
 
     def _check_cache(self) -> None:
-        """Validate ``cache_key`` and ``cache_service`` for ``CACHED_VALUE``."""
+        """Validate ``cache_key``, ``cache_service`` and ``cache_max_age`` for ``CACHED_VALUE``."""
         key = self.cache_key
         if not isinstance(key, str):
             raise fail(_OWNER, "cache_key", "a str (CACHED_VALUE needs it)", key, kind=TypeError)
@@ -167,6 +212,9 @@ class FallbackConfig:
                 service,
                 kind=TypeError,
             )
+        if self.cache_max_age is not None:
+            max_age = check_duration(_OWNER, "cache_max_age", self.cache_max_age)
+            object.__setattr__(self, "cache_max_age", max_age)
 
 
 def _check_handle_exceptions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
@@ -16,6 +17,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.step import Answer, Call
 from otel_resilience.errors import UnacceptedResultError
+from otel_resilience.patterns.fallback._cache import CACHE_ENTRIES, NO_AGE_LIMIT, LastGoodIndex, argument_key
 from otel_resilience.patterns.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
 
 _FALLBACK: Final = Outcome.FALLBACK
@@ -26,7 +28,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
     from exceptiongroup import ExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
@@ -58,24 +60,27 @@ def _first_async_part(config: FallbackConfig) -> str | None:
 
 
 class FallbackCore(Counts):
-    """The shared state of one handler: settings, the handling decision, counts and cache writes."""
+    """The shared state of one handler: settings, the handling decision, counts, cache reads and writes."""
 
     __slots__ = (
+        "by_arguments",
         "cache_errors",
         "cache_hits",
         "cache_key",
         "cache_misses",
         "cache_service",
         "caches",
+        "clock",
         "config",
         "default_value",
         "fallback_failures",
         "fallback_function",
         "fallback_functions",
         "fallback_successes",
+        "index",
         "judge_result",
         "name",
-        "next_write",
+        "next_writes",
         "predicate",
         "strategy",
         "strategy_value",
@@ -85,10 +90,11 @@ class FallbackCore(Counts):
         "writing",
     )
 
-    def __init__(self, name: str, config: FallbackConfig) -> None:
+    def __init__(self, name: str, config: FallbackConfig, clock: Clock) -> None:
         super().__init__()
         self.name = name
         self.config = config
+        self.clock = clock
         self.strategy = config.strategy
         self.strategy_value = config.strategy.value
         self.default_value = config.default_value
@@ -109,10 +115,15 @@ class FallbackCore(Counts):
         self.cache_hits = 0
         self.cache_misses = 0
         self.cache_errors = 0
+        self.by_arguments = config.cache_by_arguments
+        max_age = config.cache_max_age
+        self.index = NO_AGE_LIMIT if max_age is None else LastGoodIndex(max_age)
+        """The keys this handler wrote and when their values were returned (under :attr:`lock`)."""
         self.writing: asyncio.Future[Any] | None = None
         """The cache write in flight (async driver), whose end starts the next one."""
-        self.next_write: object = MISSING
-        """The newest good value waiting for :attr:`writing` to end (:data:`MISSING`: none)."""
+        self.next_writes: dict[str, tuple[object, float]] | None = None
+        """Per key, the newest good value (and when it was returned) waiting for :attr:`writing`
+        to end, oldest first, at most :data:`CACHE_ENTRIES`; made at the first wait."""
         self.writes: set[asyncio.Future[Any]] | None = None
         """Every write task still running (kept alive until it ends); made at the first write
         (most fallbacks have no cache, and a set costs 216 B per policy)."""
@@ -146,6 +157,26 @@ class FallbackCore(Counts):
             args = FallbackUsed(self.strategy_value, "failure", _type_name(error))
             telemetry.report(_FALLBACK_USED, args)
 
+    def key_of(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+        """Return the cache key of a call's value (:func:`argument_key`); ``None``: it has none."""
+        if not self.by_arguments:
+            return self.cache_key
+        return argument_key(self.cache_key, args, kwargs)
+
+    def lookup(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+        """Return the key to read a failed call's answer from, or ``None`` (counted as a miss).
+
+        Only a value returned by a call with the same arguments (:meth:`key_of`) may answer;
+        with a ``cache_max_age``, one this handler wrote and still remembers, young enough
+        (:class:`LastGoodIndex`).
+        """
+        key = self.key_of(args, kwargs)
+        with self.lock:
+            if key is not None and self.index.fresh(key, self.clock.now()):
+                return key
+            self.cache_misses += 1
+        return None
+
     def cache_read(self, value: object) -> object:
         """Count a cache read; return the value, or :data:`MISSING` for a miss."""
         hit = value is not None and value is not MISSING
@@ -156,7 +187,7 @@ class FallbackCore(Counts):
                 self.cache_misses += 1
         return value if hit else MISSING
 
-    def cache_failed(self, operation: str, error: BaseException | None = None) -> None:
+    def cache_failed(self, operation: str, key: str, error: BaseException | None = None) -> None:
         """Count and log a cache error: ``error``, or the one being handled when it is ``None``."""
         with self.lock:
             self.cache_errors += 1
@@ -164,58 +195,82 @@ class FallbackCore(Counts):
             "fallback %r: cache_service.%s(%r) failed",
             self.name,
             operation,
-            self.cache_key,
+            key,
             exc_info=True if error is None else error,
         )
 
-    def store(self, value: object, *, inline: bool) -> None:
-        """Write a good result to the cache; a cache error is logged and counted, never raised.
+    def store(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], value: object, *, inline: bool) -> None:
+        """Write a good result to the cache under its arguments' key; errors are logged and counted.
 
-        Inline (the sync driver), ``set`` must not return an awaitable. Otherwise an awaitable it
-        returns runs as a task of its own, not awaited here; while a write is in flight on a
-        running loop, ``value`` only replaces the value that write's end writes next (see the
-        package's "never delays a success").
+        A call whose arguments have no key (:meth:`key_of`) writes nothing. Inline (the
+        sync driver), ``set`` must not return an awaitable.
+        """
+        key = self.key_of(args, kwargs)
+        if key is not None:
+            self._write(key, value, self.clock.now(), inline=inline)
+
+    def _write(self, key: str, value: object, returned_at: float, *, inline: bool) -> None:
+        """Write ``value`` (returned at ``returned_at``) under ``key``; remember the key once it landed.
+
+        Out of line, an awaitable ``set`` returns runs as a task of its own, not awaited here;
+        while a write is in flight on a running loop, ``value`` only replaces the value waiting
+        for that key (see the package's "never delays a success").
         """
         if not inline:
             with self.lock:
                 writing = self.writing
                 if writing is not None and writing.get_loop().is_running():
-                    self.next_write = value
+                    waiting = self.next_writes
+                    if waiting is None:
+                        waiting = self.next_writes = {}
+                    waiting.pop(key, None)
+                    waiting[key] = (value, returned_at)
+                    if len(waiting) > CACHE_ENTRIES:
+                        del waiting[next(iter(waiting))]
                     return
         service = cast("CacheService", self.cache_service)
         try:
-            pending = service.set(self.cache_key, value)
-            if pending is None:
-                return
+            pending = service.set(key, value)
             if inline:
                 refuse_awaitable(self.label("cache_service.set"), pending)
-                return
         except Exception:  # noqa: BLE001 - logged and counted by cache_failed
-            self.cache_failed("set")
+            self.cache_failed("set", key)
             return
-        if inspect.isawaitable(pending):
-            task = asyncio.ensure_future(pending)
+        if not inspect.isawaitable(pending):
             with self.lock:
-                self.writing = task
-                if self.writes is None:
-                    self.writes = set()
-                self.writes.add(task)
-            task.add_done_callback(self._written)
+                self.index.landed(key, returned_at)
+            return
+        task = asyncio.ensure_future(pending)
+        with self.lock:
+            self.writing = task
+            if self.writes is None:
+                self.writes = set()
+            self.writes.add(task)
+        task.add_done_callback(functools.partial(self._written, key, returned_at))
 
-    def _written(self, task: asyncio.Future[Any]) -> None:
-        """Done callback of a write task: count its error, then write the newest waiting value."""
+    def _written(self, key: str, returned_at: float, task: asyncio.Future[Any]) -> None:
+        """Done callback of a write task: remember its key or count its error; write the next one."""
         cancelled = task.cancelled()
-        if not cancelled and (error := task.exception()) is not None:
-            self.cache_failed("set", error)
+        error = None if cancelled else task.exception()
+        if error is not None:
+            self.cache_failed("set", key, error)
         with self.lock:
             cast("set[asyncio.Future[Any]]", self.writes).discard(task)  # made when the task was added
+            if not cancelled and error is None:
+                self.index.landed(key, returned_at)
             if self.writing is not task:
                 return  # a write on a loop that had stopped: a newer writer took over
             self.writing = None
-            value = self.next_write
-            self.next_write = MISSING
-        if value is not MISSING and not cancelled:
-            self.store(value, inline=False)
+            waiting = self.next_writes
+            following = None
+            if waiting and cancelled:
+                waiting.clear()
+            elif waiting:
+                following = next(iter(waiting.items()))
+                del waiting[following[0]]
+        if following is not None:
+            next_key, (value, next_returned_at) = following
+            self._write(next_key, value, next_returned_at, inline=False)
 
     def sync_refused(self) -> TypeError:
         """Build the error for a sync call when a fallback part is async."""
@@ -284,7 +339,7 @@ class FallbackStep(Link[FallbackConfig]):
         if judge is not None and judge(result):
             return self._fall_back(ctx, UnacceptedResultError(core.name, result))
         if core.caches:
-            core.store(result, inline=ctx.sync)
+            core.store(ctx.args, ctx.kwargs, result, inline=ctx.sync)
         return None
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:  # noqa: ARG002
@@ -308,9 +363,15 @@ class FallbackStep(Link[FallbackConfig]):
             what = core.label("fallback_function")
             return Call(function, (error, *ctx.args), ctx.kwargs, self._alternative, state=error, what=what)
         if strategy is FallbackStrategy.CACHED_VALUE:
+            key = core.lookup(ctx.args, ctx.kwargs)
+            if key is None:
+                try:
+                    return self._missed(ctx, error)
+                finally:
+                    del error  # raised through this frame, whose traceback must not hold it (a cycle)
             get = cast("CacheService", core.cache_service).get
             what = core.label("cache_service.get")
-            return Call(get, (core.cache_key,), {}, self._cached, state=error, what=what)
+            return Call(get, (key,), {}, self._cached, state=(key, error), what=what)
         return self._attempt(ctx, 0, [error])
 
     def _answer(self, ctx: ExecutionContext, error: Exception, value: object) -> Answer:
@@ -335,14 +396,16 @@ class FallbackStep(Link[FallbackConfig]):
         return self._answer(ctx, error, value)
 
     def _cached(
-        self, ctx: ExecutionContext, error: Exception, value: object, failure: Exception | None
+        self, ctx: ExecutionContext, state: tuple[str, Exception], value: object, failure: Exception | None
     ) -> Action:
         """Judge the cache read: a hit answers; a miss or a cache error re-raises ``error``."""
         core = self._core
+        key, error = state
+        del state
         if failure is not None:
             # Logged and counted by a Call of its own, so that ``error`` is raised once the
             # handling of the cache's error has ended: its ``__context__`` stays unchanged.
-            return Call(core.cache_failed, ("get", failure), {}, self._missed, state=error)
+            return Call(core.cache_failed, ("get", key, failure), {}, self._missed, state=error)
         cached = core.cache_read(value)
         if cached is MISSING:
             try:

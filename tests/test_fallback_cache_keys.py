@@ -1,0 +1,382 @@
+"""With ``cache_by_arguments=True`` the CACHED_VALUE fallback answers a failed call only with a
+value returned for the same arguments (by default: the last good value, whatever the arguments).
+
+Keys per argument tuple, plain arguments only, the optional ``cache_max_age`` (on a fake clock),
+the bounded memory of a handler's keys, stalled async writes of several keys, the manager's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from datetime import timedelta
+
+import pytest
+from support import run_threads
+
+from otel_resilience import ResilienceConfig, ResilienceManager
+from otel_resilience.patterns.fallback import (
+    MISSING,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+)
+from otel_resilience.patterns.fallback._cache import CACHE_ENTRIES
+from otel_resilience.testing import FakeClock
+
+CACHED = FallbackStrategy.CACHED_VALUE
+
+
+class MemoryCache:
+    """A sync in-memory cache service."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+
+    def get(self, key: str) -> object:
+        return self.data.get(key, MISSING)
+
+    def set(self, key: str, value: object) -> None:
+        self.data[key] = value
+
+
+class Users:
+    """A user service that answers ``user_id``'s record while it is up."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    def __call__(self, user_id: object, *, fields: object = "all") -> dict[str, object]:
+        if not self.up:
+            raise ConnectionError(f"users service down ({user_id!r})")
+        return {"user": user_id, "fields": fields}
+
+
+async def call(handler: FallbackHandler, driver: str, fn, *args, **kwargs):
+    """Call the sync ``fn`` through the handler's async or sync driver."""
+    if driver == "async":
+
+        async def afn(*a, **kw):
+            return fn(*a, **kw)
+
+        return await handler.execute_with_fallback(afn, *args, **kwargs)
+    return handler.execute_with_fallback_sync(fn, *args, **kwargs)
+
+
+def handler_on(cache: object, clock: FakeClock | None = None, **kwargs: object) -> FallbackHandler:
+    kwargs.setdefault("cache_by_arguments", True)
+    config = FallbackConfig(CACHED, cache_key="user", cache_service=cache, **kwargs)  # type: ignore[arg-type]
+    return FallbackHandler(config, clock=clock or FakeClock())
+
+
+async def test_a_failed_call_is_never_answered_with_another_arguments_value(driver: str) -> None:
+    users = Users()
+    handler = handler_on(MemoryCache())
+    assert await call(handler, driver, users, "alice") == {"user": "alice", "fields": "all"}
+    users.up = False
+    with pytest.raises(ConnectionError, match="bob"):
+        await call(handler, driver, users, "bob")  # not alice's record
+    assert await call(handler, driver, users, "alice") == {"user": "alice", "fields": "all"}
+    stats = handler.get_stats()
+    assert (stats["cache_hits"], stats["cache_misses"], stats["fallback_failures"]) == (1, 1, 1)
+
+
+async def test_keyword_arguments_are_part_of_the_key_in_any_order(driver: str) -> None:
+    users = Users()
+    cache = MemoryCache()
+    handler = handler_on(cache)
+
+    def lookup(user_id: object, **kwargs: object) -> object:
+        return users(user_id, fields=kwargs)
+
+    first = await call(handler, driver, lookup, "alice", a=1, b=2)
+    users.up = False
+    assert await call(handler, driver, lookup, "alice", b=2, a=1) == first
+    with pytest.raises(ConnectionError):
+        await call(handler, driver, lookup, "alice", a=1, b=3)
+    with pytest.raises(ConnectionError):
+        await call(handler, driver, lookup, "alice")
+
+
+async def test_equal_values_of_different_types_have_different_keys(driver: str) -> None:
+    users = Users()
+    cache = MemoryCache()
+    handler = handler_on(cache)
+    await call(handler, driver, users, 1)
+    users.up = False
+    for other in (True, 1.0, "1", (1,), b"1"):
+        with pytest.raises(ConnectionError):
+            await call(handler, driver, users, other)
+    assert await call(handler, driver, users, 1) == {"user": 1, "fields": "all"}
+    assert len(cache.data) == 1
+
+
+@pytest.mark.parametrize("argument", [["alice"], {"id": 1}, object(), frozenset({1})], ids=repr)
+async def test_other_arguments_are_neither_written_nor_answered(driver: str, argument: object) -> None:
+    users = Users()
+    cache = MemoryCache()
+    handler = handler_on(cache)
+    await call(handler, driver, users, argument)
+    assert cache.data == {}
+    cache.data["user"] = "a call without arguments"
+    users.up = False
+    with pytest.raises(ConnectionError):
+        await call(handler, driver, users, argument)
+    assert handler.get_stats()["cache_misses"] == 1
+
+
+async def test_a_call_without_arguments_keeps_the_plain_cache_key(driver: str) -> None:
+    cache = MemoryCache()
+    handler = handler_on(cache)
+    assert await call(handler, driver, lambda: "v") == "v"
+    assert cache.data == {"user": "v"}
+
+
+async def test_handlers_sharing_a_service_share_each_arguments_value(driver: str) -> None:
+    """Without a maximum age, the key is the same in every handler (and process) on the service."""
+    users = Users()
+    cache = MemoryCache()
+    await call(handler_on(cache), driver, users, "alice")
+    users.up = False
+    other = handler_on(cache)
+    assert await call(other, driver, users, "alice") == {"user": "alice", "fields": "all"}
+    with pytest.raises(ConnectionError):
+        await call(other, driver, users, "bob")
+
+
+async def test_a_value_older_than_cache_max_age_does_not_answer(driver: str) -> None:
+    users = Users()
+    clock = FakeClock()
+    handler = handler_on(MemoryCache(), clock, cache_max_age=30)
+    await call(handler, driver, users, "alice")
+    users.up = False
+    clock.advance(30)
+    assert await call(handler, driver, users, "alice") == {"user": "alice", "fields": "all"}
+    clock.advance(0.5)
+    with pytest.raises(ConnectionError):
+        await call(handler, driver, users, "alice")
+    users.up = True
+    await call(handler, driver, users, "alice")  # a new success is young again
+    users.up = False
+    assert await call(handler, driver, users, "alice") == {"user": "alice", "fields": "all"}
+    stats = handler.get_stats()
+    assert (stats["cache_hits"], stats["cache_misses"]) == (2, 1)
+
+
+async def test_with_a_max_age_only_values_this_handler_wrote_answer(driver: str) -> None:
+    """Another writer's value has no known age: with a maximum age it does not answer."""
+    users = Users()
+    cache = MemoryCache()
+    await call(handler_on(cache), driver, users, "alice")
+    handler = handler_on(cache, cache_max_age=timedelta(minutes=1))
+    users.up = False
+    with pytest.raises(ConnectionError):
+        await call(handler, driver, users, "alice")
+
+
+def test_a_handler_remembers_a_bounded_number_of_keys() -> None:
+    users = Users()
+    handler = handler_on(MemoryCache(), cache_max_age=60)
+    for user in range(CACHE_ENTRIES + 1):
+        handler.execute_with_fallback_sync(users, user)
+    assert len(handler._core.index) == CACHE_ENTRIES
+    users.up = False
+    with pytest.raises(ConnectionError):
+        handler.execute_with_fallback_sync(users, 0)  # the least recently used, forgotten
+    assert handler.execute_with_fallback_sync(users, CACHE_ENTRIES) == {
+        "user": CACHE_ENTRIES,
+        "fields": "all",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "rule"),
+    [
+        (0, ValueError, "> 0 seconds"),
+        (-1.0, ValueError, "> 0 seconds"),
+        (float("nan"), ValueError, "a finite duration"),
+        (float("inf"), ValueError, "a finite duration"),
+        (timedelta(0), ValueError, "> 0 seconds"),
+        ("60", TypeError, "a duration in seconds"),
+        (True, TypeError, "a duration in seconds"),
+    ],
+)
+def test_a_bad_cache_max_age_is_refused_naming_the_field(value: object, error: type, rule: str) -> None:
+    with pytest.raises(error, match=rf"^FallbackConfig\.cache_max_age must be {rule}"):
+        FallbackConfig(CACHED, cache_key="k", cache_service=MemoryCache(), cache_max_age=value)  # type: ignore[arg-type]
+
+
+def test_cache_max_age_is_normalised_and_only_for_the_cached_strategy() -> None:
+    config = FallbackConfig(
+        CACHED, cache_key="k", cache_service=MemoryCache(), cache_max_age=timedelta(minutes=2)
+    )
+    assert config.cache_max_age == 120.0
+    assert FallbackConfig(CACHED, cache_key="k", cache_service=MemoryCache()).cache_max_age is None
+    with pytest.raises(
+        ValueError, match=r"^FallbackConfig\.cache_max_age must be unset unless strategy is CACHED"
+    ):
+        FallbackConfig(FallbackStrategy.DEFAULT_VALUE, cache_max_age=5)
+
+
+class GatedCache:
+    """An async cache whose writes wait for :attr:`gate`."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.gate = asyncio.Event()
+        self.writes: list[str] = []
+
+    async def get(self, key: str) -> object:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: object) -> None:
+        await self.gate.wait()
+        self.writes.append(key)
+        self.data[key] = value
+
+
+async def test_a_stalled_async_cache_still_writes_each_arguments_newest_value() -> None:
+    cache = GatedCache()
+    handler = handler_on(cache)
+    users = Users()
+
+    async def fetch(user_id: object) -> object:
+        return users(user_id)
+
+    for user in ("alice", "bob", "alice", "bob", "carol", "alice", "bob"):
+        await handler.execute_with_fallback(fetch, user)
+    cache.gate.set()
+    for _ in range(100):
+        if not handler._core.writes:
+            break
+        await asyncio.sleep(0)
+    # The first write (alice) was in flight; then one waiting write per key, none lost.
+    assert len(cache.writes) == 4
+    assert len(set(cache.writes[1:])) == 3
+    users.up = False
+    for user in ("alice", "bob", "carol"):
+        assert await handler.execute_with_fallback(fetch, user) == {"user": user, "fields": "all"}
+
+
+async def test_the_age_of_a_value_is_that_of_the_value_the_service_holds() -> None:
+    """A newer value still being written does not make the older one in the service young."""
+    cache = GatedCache()
+    clock = FakeClock()
+    handler = handler_on(cache, clock, cache_max_age=60)
+    users = Users()
+
+    async def fetch(user_id: object) -> object:
+        return users(user_id)
+
+    cache.gate.set()
+    await handler.execute_with_fallback(fetch, "alice")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert handler._core.writes == set()
+    cache.gate.clear()
+    clock.advance(100)
+    await handler.execute_with_fallback(fetch, "alice")  # its write stalls
+    users.up = False
+    clock.advance(1)
+    with pytest.raises(ConnectionError):
+        await handler.execute_with_fallback(fetch, "alice")  # the service holds a 101 s old value
+    cache.gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert await handler.execute_with_fallback(fetch, "alice") == {"user": "alice", "fields": "all"}
+
+
+def test_threads_are_each_answered_with_their_own_value() -> None:
+    handler = handler_on(MemoryCache(), cache_max_age=60)
+    ids = itertools.count()
+    wrong: list[object] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with lock:
+            me = next(ids)
+        for round_ in range(50):
+            assert handler.execute_with_fallback_sync(lambda _id, r=round_: (me, r), me) == (me, round_)
+
+            def down(_id: object) -> object:
+                raise ConnectionError
+
+            answer = handler.execute_with_fallback_sync(down, me)
+            if answer != (me, round_):
+                wrong.append(answer)
+
+    run_threads(8, worker)
+    assert wrong == []
+    assert handler.get_stats()["cache_hits"] == 8 * 50
+
+
+async def test_the_managers_cached_fallback_is_keyed_by_arguments_and_ages(
+    driver: str, manager: ResilienceManager, clock: FakeClock
+) -> None:
+    cache = MemoryCache()
+    fallback = FallbackConfig(
+        CACHED, cache_key="user", cache_service=cache, cache_max_age=30, cache_by_arguments=True
+    )
+    policy = manager.policy("users", ResilienceConfig(fallback_config=fallback))
+    users = Users()
+
+    async def run(user_id: str) -> object:
+        if driver == "async":
+
+            async def fetch(uid: str) -> object:
+                return users(uid)
+
+            return await policy.execute(fetch, user_id)
+        return policy.execute_sync(users, user_id)
+
+    await run("alice")
+    users.up = False
+    with pytest.raises(ConnectionError, match="bob"):
+        await run("bob")
+    clock.advance(30)
+    assert await run("alice") == {"user": "alice", "fields": "all"}
+    clock.advance(1)
+    with pytest.raises(ConnectionError, match="alice"):
+        await run("alice")
+
+
+async def test_by_default_one_value_answers_every_call(driver: str) -> None:
+    """The default (the SPEC's last good value under ``cache_key``), for a call whose answer does
+    not depend on its arguments (a request number): any failed call gets the last good value."""
+    cache = MemoryCache()
+    handler = FallbackHandler(
+        FallbackConfig(CACHED, cache_key="user", cache_service=cache), clock=FakeClock()
+    )
+    users = Users()
+    await call(handler, driver, users, 1)
+    assert list(cache.data) == ["user"]
+    users.up = False
+    assert await call(handler, driver, users, 2) == {"user": 1, "fields": "all"}
+    assert await call(handler, driver, users, [3]) == {"user": 1, "fields": "all"}
+
+
+def test_cache_by_arguments_is_checked() -> None:
+    with pytest.raises(TypeError, match=r"^FallbackConfig\.cache_by_arguments must be a bool"):
+        FallbackConfig(CACHED, cache_key="k", cache_service=MemoryCache(), cache_by_arguments=0)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"^FallbackConfig\.cache_by_arguments must be unset unless strategy"
+    ):
+        FallbackConfig(FallbackStrategy.DEFAULT_VALUE, cache_by_arguments=True)
+    assert FallbackConfig(FallbackStrategy.DEFAULT_VALUE).cache_by_arguments is False
+
+
+async def test_by_default_the_one_value_ages_too(driver: str) -> None:
+    """``cache_max_age`` bounds the one value of the default mode as it does each key's."""
+    clock = FakeClock()
+    cache = MemoryCache()
+    config = FallbackConfig(CACHED, cache_key="feed", cache_service=cache, cache_max_age=10)
+    handler = FallbackHandler(config, clock=clock)
+    users = Users()
+    await call(handler, driver, users, 1)
+    users.up = False
+    clock.advance(10)
+    assert await call(handler, driver, users, 2) == {"user": 1, "fields": "all"}
+    clock.advance(1)
+    with pytest.raises(ConnectionError):
+        await call(handler, driver, users, 3)
