@@ -576,3 +576,38 @@ def test_a_manager_s_repr_says_what_it_keeps() -> None:
     assert (
         repr(manager) == "ResilienceManager(policies=1/8, named_policies=1, circuit_breakers=1, bulkheads=1)"
     )
+
+
+class _ClaimedBetweenReads:
+    """A bulkhead's counts where one queued call takes its slot right after the first count read:
+    ``waiting`` 1 -> 0 and ``active`` 0 -> 1, as a waiter's claim does under the bulkhead's lock."""
+
+    def __init__(self) -> None:
+        self._counts = {"waiting": 1, "active": 0}
+        self._read = False
+
+    def __getattr__(self, name: str) -> int:
+        value = self._counts[name]
+        if not self._read:
+            self._read = True
+            self._counts = {"waiting": 0, "active": 1}
+        return value
+
+
+def test_a_bulkhead_whose_queued_call_takes_its_slot_while_looked_at_is_not_idle() -> None:
+    """The manager reads a bulkhead's counts without its lock: a queued call that moves from
+    ``waiting`` to ``active`` between the two reads is seen in one of them (never evicted busy)."""
+    from collections import Counter  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from otel_resilience.manager import core as manager_core  # noqa: PLC0415
+
+    bulkhead = SimpleNamespace(name="busy", stats=_ClaimedBetweenReads())
+    assert not manager_core._bulkhead_idle(Counter(), bulkhead)  # type: ignore[arg-type]
+    policy = SimpleNamespace(
+        pipeline=SimpleNamespace(stats=SimpleNamespace(total=0)),
+        seen_total=0,
+        breaker=None,
+        bulkhead=SimpleNamespace(stats=_ClaimedBetweenReads()),
+    )
+    assert not manager_core._policy_idle(policy)  # type: ignore[arg-type]

@@ -170,9 +170,13 @@ def _breaker_idle(users: Counter[tuple[str, str]], breaker: CircuitBreaker) -> b
 
 
 def _bulkhead_idle(users: Counter[tuple[str, str]], bulkhead: Bulkhead) -> bool:
-    """A bulkhead may go when no live policy uses it (none in ``users``) and it holds and queues no call."""
+    """A bulkhead may go when no live policy uses it (none in ``users``) and it holds and queues no call.
+
+    Read without the bulkhead's lock: ``waiting`` first, as a queued call moves from ``waiting``
+    to ``active`` (never back), so a call moving between the two reads is seen in one of them.
+    """
     stats = bulkhead.stats
-    return (_BULKHEAD, bulkhead.name) not in users and not stats.active and not stats.waiting
+    return (_BULKHEAD, bulkhead.name) not in users and not stats.waiting and not stats.active
 
 
 def _policy_idle(policy: _Policy) -> bool:
@@ -189,7 +193,7 @@ def _policy_idle(policy: _Policy) -> bool:
     breaker, bulkhead = policy.breaker, policy.bulkhead
     if breaker is not None and breaker.peek_state() is not CircuitState.CLOSED:
         return False
-    return bulkhead is None or not (bulkhead.stats.active or bulkhead.stats.waiting)
+    return bulkhead is None or not (bulkhead.stats.waiting or bulkhead.stats.active)  # see _bulkhead_idle
 
 
 _GONE: Final = _Entry.__new__(_Entry)
