@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_resilience.engine.context import current_deadline
+from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import (
     BulkheadFullError,
@@ -151,6 +152,7 @@ __all__ = [
     "retry_async",
     "retry_sync",
     "subscribe",
+    "time_left",
 ]
 
 # Telemetry with no code: an OpenTelemetry listener on the global providers, acquired lazily

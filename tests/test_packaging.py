@@ -48,6 +48,28 @@ def test_public_names_are_documented() -> None:
             assert obj.__doc__, name
 
 
+def test_what_is_left_of_a_deadline_is_public_beside_the_deadline() -> None:
+    """``time_left`` (the README's socket timeout) is listed wherever ``current_deadline`` is."""
+    from otel_resilience import engine  # noqa: PLC0415
+    from otel_resilience.engine import deadline  # noqa: PLC0415
+
+    for package in (otel_resilience, engine):
+        assert "current_deadline" in package.__all__
+        assert "time_left" in package.__all__, package.__name__
+        assert package.time_left is deadline.time_left
+
+
+def test_the_engine_lists_each_standing_admission() -> None:
+    """The engine, public for custom strategies, lists ``UnheardStanding`` beside ``Standing``."""
+    from otel_resilience import engine  # noqa: PLC0415
+    from otel_resilience.engine import admission  # noqa: PLC0415
+
+    for name in admission.__all__:
+        if name[0].isupper() and not name.isupper():  # the classes
+            assert name in engine.__all__, name
+            assert getattr(engine, name) is getattr(admission, name)
+
+
 _PATTERNS = (
     "alerts",
     "bulkhead",

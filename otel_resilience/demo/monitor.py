@@ -24,6 +24,7 @@ from otel_resilience.engine.events import (
     ChaosInjected,
     EventArgs,
     FallbackUsed,
+    HedgeDenied,
     HedgeStarted,
     HedgeWon,
     RecoveryAttempted,
@@ -122,6 +123,8 @@ class CallCounters:
         injected: What the policy's chaos links injected, by kind (``fault``, ``latency``,
             ``outcome``): the simulated faults, each marked as a drill.
         hedges: Hedges started, by trigger (``delay``, ``failure``).
+        hedges_denied: Hedges that were due but refused, by what refused them (``denied_by``:
+            ``budget``, ``max_attempts``, ``deadline``, ``rejected`` ...).
         wins: Raced executions (more than one attempt), by the attempt type that answered
             (``original``, ``hedge``).
     """
@@ -134,6 +137,7 @@ class CallCounters:
         "failed",
         "fallbacks",
         "hedges",
+        "hedges_denied",
         "injected",
         "issued",
         "latency",
@@ -169,6 +173,7 @@ class CallCounters:
         self.recovery_failure = 0
         self.injected: Counter[str] = Counter()
         self.hedges: Counter[str] = Counter()
+        self.hedges_denied: Counter[str] = Counter()
         self.wins: Counter[str] = Counter()
 
     @property
@@ -304,6 +309,8 @@ class Monitor:
             counters.injected[args.kind] += 1
         elif event is Event.HEDGE_STARTED and isinstance(args, HedgeStarted):
             counters.hedges[args.trigger] += 1
+        elif event is Event.HEDGE_DENIED and isinstance(args, HedgeDenied):
+            counters.hedges_denied[args.denied_by] += 1
         elif event is Event.HEDGE_WON and isinstance(args, HedgeWon):
             counters.wins[args.attempt_type] += 1
 

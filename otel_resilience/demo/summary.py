@@ -15,7 +15,7 @@
 
 Beside them, what the load-shedding patterns did: each rate limiter's permits (taken at once or
 after a wait) and the calls it shed, and the retries the shared retry budget denied; what
-hedging did (hedges started, won by a hedge or by the original, refused by its budget); and what
+hedging did (hedges started, won by a hedge or by the original, refused and by what); and what
 the chaos links injected (every simulated fault, counted as a drill).
 
 :func:`summarize` returns plain JSON-ready data (what ``--summary-json`` writes);
@@ -131,6 +131,7 @@ def _policy(view: PolicyView, calls: CallCounters, time_scale: float) -> dict[st
         "errors": dict(sorted(calls.errors.items())),
         "chaos": dict(sorted(calls.injected.items())),
         "hedges": dict(sorted(calls.hedges.items())),
+        "hedges_denied": dict(sorted(calls.hedges_denied.items())),
         "hedge_wins": dict(sorted(calls.wins.items())),
         "p95_s": p95,
         "p95_production_s": None if p95 is None else p95 / time_scale,
@@ -340,6 +341,11 @@ def _hedging(views: Sequence[PolicyView]) -> dict[str, Any]:
     }
 
 
+def _by_reason(counts: Mapping[str, int]) -> str:
+    """`` (budget 2, deadline 1)``: what refused the hedges, or nothing when none was refused."""
+    return f" ({', '.join(f'{reason} {n}' for reason, n in counts.items())})" if counts else ""
+
+
 def _drill_lines(summary: Mapping[str, Any]) -> list[str]:
     """The hedging links' lines, and what the chaos links injected."""
     lines = []
@@ -352,7 +358,7 @@ def _drill_lines(summary: Mapping[str, Any]) -> list[str]:
             f"hedging       {name}: a hedge after {h['delay_production_s'] * 1000:.0f} ms; {h['hedges']} "
             f"hedges ({triggers or 'none'}) for {h['executions']} executions ({share}); of the raced "
             f"executions, {wins.get('hedge', 0)} won by a hedge, {wins.get('original', 0)} by the original; "
-            f"{h['denied']} hedges refused by its budget"
+            f"{h['denied']} hedges refused{_by_reason(policy['hedges_denied'])}"
         )
     injected = {
         name: ", ".join(f"{count} {kind}" for kind, count in p["chaos"].items())

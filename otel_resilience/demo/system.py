@@ -136,13 +136,14 @@ class LimiterView:
 
 @dataclass(frozen=True, slots=True)
 class HedgingView:
-    """A hedging link's counts: hedges started and refused by its budget, and which attempt won.
+    """A hedging link's counts: hedges started and refused, and which attempt won.
 
     Attributes:
         delay: The hedge delay in production seconds.
         executions: Executions through the link.
         hedges: Hedges started.
-        denied: Hedges its budget refused.
+        denied: Hedges that were due but refused: by the budget, the execution's cap on
+            attempts, the deadline or a rejection by the policy's own chain (``hedges_denied``).
         hedge_wins: Raced executions a hedge answered.
         original_wins: Raced executions the original answered.
     """

@@ -12,7 +12,8 @@
 * :mod:`~otel_resilience.engine.protecting`: a pattern's ``protect`` and its own pipeline.
 * :mod:`~otel_resilience.engine.guard`: ``Guard``, a block of code run under a one-step pipeline.
 * :mod:`~otel_resilience.engine.admission`: the placeholder context of an early admission, and
-  :class:`Standing`, a step's standing admission.
+  :class:`Standing`, a step's standing admission (:class:`UnheardStanding`: one that stands
+  while nobody listens to attempts).
 * :mod:`~otel_resilience.engine.stats`: :class:`PipelineStats`, the outcome counts.
 * :mod:`~otel_resilience.engine.facade`: the base of every pattern's facade and link.
 * :mod:`~otel_resilience.engine.waiting`: FIFO waiting for a slot, sync and async.
@@ -27,7 +28,7 @@ The engine never imports OpenTelemetry and never imports a pattern.
 
 from __future__ import annotations
 
-from otel_resilience.engine.admission import Standing
+from otel_resilience.engine.admission import Standing, UnheardStanding
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, SystemClock
 from otel_resilience.engine.context import (
     AsyncDeadline,
@@ -36,6 +37,7 @@ from otel_resilience.engine.context import (
     current_deadline,
     time_remaining,
 )
+from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import (
     HUB,
     Event,
@@ -84,9 +86,11 @@ __all__ = [
     "TelemetryHub",
     "TelemetryListener",
     "TelemetrySource",
+    "UnheardStanding",
     "Wait",
     "classify_error",
     "current_deadline",
     "error_type_name",
+    "time_left",
     "time_remaining",
 ]

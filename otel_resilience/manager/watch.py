@@ -14,10 +14,11 @@ one refused reload of the file: one warning log and one count of :attr:`ConfigWa
 value the file gives a policy that is refused (by the loader, or by the manager) is also
 reported once for that policy (the ``resilience.policy.reload_failed`` span event and
 ``resilience.reload`` with ``outcome=failed``, which ``ResilienceReloadFailed`` alerts on), as
-Polly reports ``ReloadFailed``. A file deleted, or read while half-written (it does not parse),
-is a failure of the file as a whole: it is reported for every policy the last good file named
-only if the next look finds the file unchanged (still missing, still broken), so a write seen
-in progress, finished by the next look, alerts nobody, and a file left broken does.
+Polly reports ``ReloadFailed``. A file deleted, read while half-written (it does not parse), or
+refused in a part no single policy owns (a retry budget, an unknown top-level key) is a failure
+of the file as a whole: it is reported for every policy the last good file named only if the
+next look finds the file unchanged (still missing, still broken), so a write seen in progress,
+finished by the next look, alerts nobody, and a file left broken does.
 
 A process forked from one that watches (the workers of a pre-fork server such as gunicorn with
 ``--preload``, a ``multiprocessing`` pool with the ``fork`` method) watches too: threads do not
@@ -225,7 +226,7 @@ class ConfigWatch:
     def _check_locked(self) -> bool:
         stamp = self._look()
         if stamp == self._stamp:
-            if (error := self._broken) is not None:  # still unreadable or unparseable a look later
+            if (error := self._broken) is not None:  # still failing as a whole a look later
                 self._broken = None
                 for name in self._last:  # every policy's configuration is stale now: each reports it
                     self._manager._refused(name, error)

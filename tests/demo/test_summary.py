@@ -11,8 +11,10 @@ import pytest
 from otel_resilience.demo.app import write_summary_json
 from otel_resilience.demo.monitor import LatencyHistogram, Monitor, percentile
 from otel_resilience.demo.scenarios import build_scenario
-from otel_resilience.demo.summary import measure_recoveries
+from otel_resilience.demo.summary import format_summary, measure_recoveries, summarize
+from otel_resilience.demo.system import HedgingView, PolicyView
 from otel_resilience.engine import Event, TelemetrySource
+from otel_resilience.engine.event_args import HedgeDenied
 from otel_resilience.engine.events import StateChanged
 
 SCALE = 0.01
@@ -110,3 +112,30 @@ def test_the_summary_json_is_strict(tmp_path: Path) -> None:
     path = tmp_path / "summary.json"
     write_summary_json({"a": math.inf, "b": [1.5, math.nan], "c": {"d": "x"}}, path)
     assert json.loads(path.read_text(encoding="utf-8")) == {"a": None, "b": [1.5, None], "c": {"d": "x"}}
+
+
+def test_the_hedging_line_names_what_refused_each_hedge() -> None:
+    """A hedge refused by the deadline is not reported as refused by the budget: by reason."""
+    now = [START]
+    monitor = Monitor(["database"], start=START, clock=lambda: now[0])
+    source = TelemetrySource("hedging", "database", "database")
+    monitor.on_event(source, Event.HEDGE_DENIED, HedgeDenied("delay", "deadline"))
+    monitor.on_event(source, Event.HEDGE_DENIED, HedgeDenied("failure", "rejected"))
+    monitor.on_event(source, Event.HEDGE_DENIED, HedgeDenied("delay", "budget"))
+    view = PolicyView(
+        "database", 0, 0, 0, 0, 0, 0, 0, 0, "healthy", None, None,
+        hedging=HedgingView(delay=0.15, executions=4, hedges=1, denied=3, hedge_wins=1, original_wins=0),
+    )  # fmt: skip
+    summary = summarize(
+        scenario=build_scenario("steady", 7),
+        time_scale=SCALE,
+        monitor=monitor,
+        views=[view],
+        recovery_stats={"total_attempts": 0, "successful_recoveries": 0, "recovery_rate": None},
+        end=START + 1.0,
+        stopped_by="duration",
+    )
+    assert summary["policies"]["database"]["hedges_denied"] == {"budget": 1, "deadline": 1, "rejected": 1}
+    (line,) = [line for line in format_summary(summary) if line.startswith("hedging ")]
+    assert "by its budget" not in line
+    assert line.endswith("3 hedges refused (budget 1, deadline 1, rejected 1)")
