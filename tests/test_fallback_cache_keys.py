@@ -8,6 +8,7 @@ the bounded memory of a handler's keys, stalled async writes of several keys, th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 from datetime import timedelta
@@ -66,7 +67,8 @@ async def call(handler: FallbackHandler, driver: str, fn, *args, **kwargs):
 
 def handler_on(cache: object, clock: FakeClock | None = None, **kwargs: object) -> FallbackHandler:
     kwargs.setdefault("cache_by_arguments", True)
-    config = FallbackConfig(CACHED, cache_key="user", cache_service=cache, **kwargs)  # type: ignore[arg-type]
+    kwargs.setdefault("cache_key", "user")
+    config = FallbackConfig(CACHED, cache_service=cache, **kwargs)  # type: ignore[arg-type]
     return FallbackHandler(config, clock=clock or FakeClock())
 
 
@@ -126,11 +128,59 @@ async def test_other_arguments_are_neither_written_nor_answered(driver: str, arg
     assert handler.get_stats()["cache_misses"] == 1
 
 
-async def test_a_call_without_arguments_keeps_the_plain_cache_key(driver: str) -> None:
+def _nested(depth: int) -> tuple[object, ...]:
+    value: tuple[object, ...] = ()
+    for _ in range(depth):
+        value = (value,)
+    return value
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [10**5000, _nested(100_000)],
+    ids=["an int too long for repr", "tuples nested too deep"],
+)
+async def test_arguments_without_a_key_never_fail_the_call(driver: str, argument: object) -> None:
+    """An argument whose key cannot be made is one without a key: the call's own outcome stands."""
     cache = MemoryCache()
     handler = handler_on(cache)
+    assert await call(handler, driver, lambda _arg: "v", argument) == "v"
+    assert cache.data == {}
+
+    def down(_arg: object) -> object:
+        raise ConnectionError
+
+    with pytest.raises(ConnectionError):
+        await call(handler, driver, down, argument)
+    assert handler.get_stats()["cache_misses"] == 1
+
+
+async def test_a_call_without_arguments_has_a_digest_too(driver: str) -> None:
+    """Not the plain ``cache_key``, which the default mode fills with any call's last value."""
+    cache = MemoryCache()
+    cache.data["user"] = "another call's value"
+    handler = handler_on(cache)
     assert await call(handler, driver, lambda: "v") == "v"
-    assert cache.data == {"user": "v"}
+    [key] = [key for key in cache.data if key != "user"]
+    assert key.startswith("user:")
+    assert len(key) == len("user:") + 32
+
+
+async def test_a_key_that_spells_another_key_and_a_digest_never_meets_its_values(driver: str) -> None:
+    """Keyed policies write under ``"<cache_key>:<key>"``: a key made of another key and the digest
+    of that key's arguments still has a digest of its own after it, so the two never meet."""
+    cache = MemoryCache()
+    users = Users()
+    victim = handler_on(cache, cache_key="user:alice")  # the key "alice" of a keyed policy
+    assert await call(victim, driver, users, "secret") == {"user": "secret", "fields": "all"}
+    [written] = cache.data
+    crafted = handler_on(cache, cache_key=written)  # a key spelling "alice" and that digest
+
+    def down() -> object:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        await call(crafted, driver, down)  # no arguments: never alice's value
 
 
 async def test_handlers_sharing_a_service_share_each_arguments_value(driver: str) -> None:
@@ -287,6 +337,63 @@ async def test_the_age_of_a_value_is_that_of_the_value_the_service_holds() -> No
     assert await handler.execute_with_fallback(fetch, "alice") == {"user": "alice", "fields": "all"}
 
 
+def test_each_event_loop_writes_the_values_of_its_own_calls() -> None:
+    """An async client belongs to one loop: a success on loop B is never written by loop A's writer."""
+    release = threading.Event()
+    a_writing = threading.Event()
+    b_returned = threading.Event()
+    written: list[tuple[object, str]] = []
+
+    class LoopBoundCache:
+        def __init__(self) -> None:
+            self.data: dict[str, object] = {}
+
+        async def get(self, key: str) -> object:
+            return self.data.get(key)
+
+        async def set(self, key: str, value: object) -> None:
+            written.append((value, threading.current_thread().name))
+            a_writing.set()
+            for _ in range(10_000):
+                if release.is_set():
+                    break
+                await asyncio.sleep(0.001)
+            self.data[key] = value
+
+    handler = handler_on(LoopBoundCache())
+
+    async def echo(value: object) -> object:
+        return value
+
+    async def drain() -> None:
+        for _ in range(10_000):
+            if not any(not task.done() for task in handler._core.writes or ()):
+                return
+            await asyncio.sleep(0.001)
+
+    async def on_a() -> None:
+        await handler.execute_with_fallback(echo, "a")
+        while not b_returned.is_set():
+            await asyncio.sleep(0.001)
+        release.set()
+        await drain()
+
+    async def on_b() -> None:
+        await handler.execute_with_fallback(echo, "b")
+        b_returned.set()
+        await drain()
+
+    a = threading.Thread(target=asyncio.run, args=(on_a(),), name="loop-a", daemon=True)
+    a.start()
+    assert a_writing.wait(timeout=30)
+    b = threading.Thread(target=asyncio.run, args=(on_b(),), name="loop-b", daemon=True)
+    b.start()
+    for thread in (a, b):
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert sorted(written) == [("a", "loop-a"), ("b", "loop-b")]
+
+
 def test_threads_are_each_answered_with_their_own_value() -> None:
     handler = handler_on(MemoryCache(), cache_max_age=60)
     ids = itertools.count()
@@ -339,6 +446,52 @@ async def test_the_managers_cached_fallback_is_keyed_by_arguments_and_ages(
     clock.advance(1)
     with pytest.raises(ConnectionError, match="alice"):
         await run("alice")
+
+
+async def test_a_reload_keeps_the_ages_of_the_values_the_policy_wrote(
+    driver: str, manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """A reload that keeps the cache (service, key, keying) keeps what its handlers wrote, each
+    value with its age, read with the new ``cache_max_age``; one that changes the cache starts afresh."""
+    cache = MemoryCache()
+    fallback = FallbackConfig(
+        CACHED, cache_key="user", cache_service=cache, cache_max_age=30, cache_by_arguments=True
+    )
+    config = ResilienceConfig(fallback_config=fallback)
+    policy = manager.policy("users", config)
+    users = Users()
+
+    async def run(user_id: str, key: str | None = None) -> object:
+        target = policy if key is None else policy.for_key(key)
+        if driver == "async":
+
+            async def fetch(uid: str) -> object:
+                return users(uid)
+
+            return await target.execute(fetch, user_id)
+        return target.execute_sync(users, user_id)
+
+    await run("alice")
+    await run("bob", "tenant")
+    users.up = False
+    manager.reconfigure("users", dataclasses.replace(config, spans=False))  # the cache unchanged
+    assert await run("alice") == {"user": "alice", "fields": "all"}
+    assert await run("bob", "tenant") == {"user": "bob", "fields": "all"}
+    longer = dataclasses.replace(fallback, cache_max_age=60)
+    manager.reconfigure("users", dataclasses.replace(config, fallback_config=longer))
+    clock.advance(60)
+    assert await run("alice") == {"user": "alice", "fields": "all"}
+    clock.advance(1)
+    with pytest.raises(ConnectionError, match="alice"):
+        await run("alice")
+    users.up = True
+    await run("bob", "tenant")
+    users.up = False
+    renamed = dataclasses.replace(longer, cache_key="person")
+    manager.reconfigure("users", dataclasses.replace(config, fallback_config=renamed))
+    cache.data = {key.replace("user", "person", 1): value for key, value in cache.data.items()}
+    with pytest.raises(ConnectionError, match="bob"):
+        await run("bob", "tenant")  # another cache: what this handler wrote is unknown
 
 
 async def test_by_default_one_value_answers_every_call(driver: str) -> None:

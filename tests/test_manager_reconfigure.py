@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 
 import pytest
 
@@ -464,4 +465,29 @@ def test_a_key_made_while_a_batch_is_staged_catches_up_at_its_next_call(manager:
     assert policy.generation == 2
     assert policy.for_key("newcomer").execute_sync(boom) == "new"
     assert policy.execute_sync(boom) == "new"
+    assert len(made) == 3  # the trial, the unkeyed calls' pipeline, the newcomer's at its catch-up
+
+
+def test_a_key_made_while_a_batch_is_staged_catches_up_with_a_factory_that_uses_the_policy(
+    manager: ResilienceManager,
+) -> None:
+    """The catch-up runs the factories outside the policy's lock, as staging does."""
+    policy = manager.policy("late", fallback("old"))
+    made: list[str] = []
+
+    def factory(name: str) -> Step:
+        made.append(name)
+        policy.get_stats()  # a factory may use the policy
+        if len(made) == 2:  # staging the unkeyed calls' pipeline: a call makes a key now
+            assert policy.for_key("newcomer").execute_sync(boom) == "old"
+        return Step()
+
+    manager.reconfigure_many({"late": fallback("new", extra_strategies=(ExtraStrategy(factory, rank=50),))})
+    answers: list[object] = []
+    caller = threading.Thread(target=lambda: answers.append(policy.for_key("newcomer").execute_sync(boom)))
+    caller.daemon = True
+    caller.start()
+    caller.join(timeout=30)
+    assert not caller.is_alive(), "the key's catch-up waits for the policy's lock held by itself"
+    assert answers == ["new"]
     assert len(made) == 3  # the trial, the unkeyed calls' pipeline, the newcomer's at its catch-up

@@ -221,6 +221,7 @@ def _pipeline(
     *,
     register: bool = True,
     extras: tuple[tuple[int, Step], ...] | None = None,
+    previous: Pipeline | None = None,
 ) -> Pipeline:
     inputs = StageInputs(
         spec.name,
@@ -233,6 +234,7 @@ def _pipeline(
         state.limiter,
         state.text,
         state.metric_key,
+        previous=previous,
     )
     return compose(inputs, register=register, extras=extras)[0]
 
@@ -259,7 +261,7 @@ def reconfigure(
         state.bulkhead = _bulkhead(state, spec)
         state.limiter = _limiter(state, spec)
     old = state.pipeline
-    pipeline = _pipeline(spec, state, register=False, extras=extras)
+    pipeline = _pipeline(spec, state, register=False, extras=extras, previous=old)
     pipeline.stats = old.stats
     PIPELINES.replace((old,), lambda: pipeline)
     state.pipeline = pipeline

@@ -337,10 +337,27 @@ class PolicyHandle(_Runs):
         return found
 
     def _catch_up(self, state: KeyState) -> None:
-        """Bring a state built just before a reload to the current config (rare)."""
-        with self._lock:
-            if state.live and state.generation != self._spec.generation:
-                reconfigure(state, self._spec, self._ledger)
+        """Bring a state built just before a reload, or made while it was staged, to the current config.
+
+        As :meth:`_stage` does, the extra strategies' factories run first, outside the policy's
+        lock (a factory may use the policy); the links they made are used if no other reload
+        came meanwhile (else they are made again for the newer config).
+
+        Raises:
+            Exception: What a factory raised, or the refusal of what it returned (the call fails;
+                the key's next call tries again).
+        """
+        while True:
+            spec = self._spec
+            if not state.live or state.generation == spec.generation:
+                return
+            links = extra_links(self.name, spec.config)
+            with self._lock:
+                if not state.live or state.generation == self._spec.generation:
+                    return
+                if self._spec is spec:
+                    reconfigure(state, spec, self._ledger, links)
+                    return
 
     def _evicted(self, _key: Hashable, state: KeyState) -> None:
         """Fold an evicted key's counts into the policy's totals (outside the store's lock).

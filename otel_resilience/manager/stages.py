@@ -116,6 +116,8 @@ class StageInputs:
         held: What a stage made that its link does not hold but must live as long as the
             pipeline: the rate limiter behind its link, whose registry entry exports the
             limiter's permits (:func:`compose` keeps them alive with the pipeline).
+        previous: The pipeline this one replaces (a reload), whose links' state a stage may
+            carry over (the fallback's knowledge of the ages of its cached values); ``None``.
     """
 
     name: str
@@ -129,6 +131,7 @@ class StageInputs:
     key: str | None = None
     metric_key: str | None = None
     held: list[object] = field(default_factory=list)
+    previous: Pipeline | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +156,10 @@ def _fallback(at: StageInputs) -> Step | None:
     config = at.config.fallback_config
     if config is None:
         return None
-    return FallbackHandler(config, name=at.name, clock=at.clock).as_strategy(at.name)
+    link = FallbackHandler(config, name=at.name, clock=at.clock).as_strategy(at.name)
+    if at.previous is not None:
+        link.follow(at.previous.strategies)  # a reload: what it knows of the cache carries over
+    return link
 
 
 def _rate_limiter(at: StageInputs) -> Step | None:

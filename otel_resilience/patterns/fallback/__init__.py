@@ -37,20 +37,26 @@ Decisions:
   value, whatever the arguments (as the SPEC's ``cache_key="last_analysis"``). That is right for
   a call whose answer does not depend on its arguments, and wrong for ``get_user(user_id)``,
   which would then be answered with another user's record: set ``cache_by_arguments=True``.
-  With it, a call without arguments uses ``cache_key`` itself; a call whose arguments
-  (positional and keyword) are all plain values, of exactly the types ``str``, ``bytes``,
-  ``int``, ``float``, ``bool``, ``None`` or tuples of them, uses ``"<cache_key>:<digest>"``, a
-  digest of their ``repr``: one key per argument tuple (``1``, ``1.0``, ``True`` and ``"1"`` are
-  four), the same in every process sharing the service. A call with any other argument (a
-  list, a dict, an object, even a hashable one, whose ``repr`` may be shared by unequal values
-  or differ between processes) is neither written nor answered from the cache: its failure is
-  a miss. Pass an identifier, not the object (``get_user(user.id)``).
+  With it, a call whose arguments (positional and keyword; none at all) are all plain values, of
+  exactly the types ``str``, ``bytes``, ``int``, ``float``, ``bool``, ``None`` or tuples of them,
+  uses ``"<cache_key>:<digest>"``, a digest of their ``repr``: one key per argument tuple (``1``,
+  ``1.0``, ``True`` and ``"1"`` are four), the same in every process sharing the service. The
+  digest is always there, of one length: a key of a keyed policy (``"<cache_key>:<key>"``) that
+  looks like another key followed by a digest still never meets that key's values. A call with
+  any other argument (a list, a dict, an object, even a hashable one, whose ``repr`` may be
+  shared by unequal values or differ between processes) is neither written nor answered from
+  the cache: its failure is a miss; so is a call with tuples nested more than 32 deep, or an ``int`` too long for
+  ``repr`` (``sys.get_int_max_str_digits``): making a key never fails the call. Pass an
+  identifier, not the object (``get_user(user.id)``).
 * **Cache age.** ``cache_max_age`` (seconds) bounds how old an answer may be, counted from
   when the call returned it. The age is known only to the handler that wrote the value: with a
   maximum age, a handler answers only from keys it wrote, and remembers the 256 it used last
-  (a small LRU, under the handler's lock); a value written by another process, one forgotten,
-  or one too old is a miss. Without it (the default) any value under a call's key answers, and
-  bounding what the service keeps is the service's job (give it a TTL).
+  (a small LRU, under a lock of its own); a value written by another process, one forgotten,
+  or one too old is a miss. A policy's reload that keeps the cache (the same service,
+  ``cache_key`` and ``cache_by_arguments``) keeps that memory, read with the new
+  ``cache_max_age``; one that changes the cache, or adds the maximum age, starts with none.
+  Without it (the default) any value under a call's key answers, and bounding what the service
+  keeps is the service's job (give it a TTL).
 * **Cache misses.** :class:`CacheService` ``get`` signals a miss by returning :data:`MISSING`
   *or* ``None``: the common clients (``dict.get``, redis-py, aiocache, cachetools) return
   ``None`` on a miss, and serving that ``None`` as data would hide the failure. The price: a
@@ -64,9 +70,11 @@ Decisions:
   result is returned at once. A stalled cache cannot turn a call bounded at 0.1 s into a 3 s
   one, and cannot pile up writes either: while one write is in flight, later successes only
   replace that key's value to write next, so at most one write runs per handler (per running
-  event loop), at most one waits per key (256 keys at most), and each key's last good value is
-  the one written. A value answers only once its write ended (its age counted from when the call
-  returned it): a write still waiting never makes the older value the service holds look young.
+  event loop), at most one waits per key (256 keys at most, per loop), and each key's last good
+  value is the one written. A value is written on the loop of the call that returned it (an
+  async client belongs to its loop), never by another loop's writer. A value answers only once
+  its write ended (its age counted from when the call returned it): a write still waiting never
+  makes the older value the service holds look young.
   A failed background write is logged and counted like any ``set`` error; one still running
   when its loop shuts down is cancelled. The cost: an async cache holds a success a moment
   after the call returned. A sync ``set`` (a plain method) runs inline in both drivers, as any

@@ -92,9 +92,9 @@ class FallbackConfig:
     ``fn(*args, **kwargs)``; sync or async. Normalised to a tuple. The default is ``()``."""
     cache_key: str | None = None
     """``CACHED_VALUE`` only (required there): the non-empty key successes are written under,
-    one value for every call (the last good one). With ``cache_by_arguments``, a call without
-    arguments under ``cache_key`` itself, a call with plain arguments (``str``, ``bytes``,
-    ``int``, ``float``, ``bool``, ``None``, tuples of them) under
+    one value for every call (the last good one). With ``cache_by_arguments``, a call with plain
+    arguments (``str``, ``bytes``, ``int``, ``float``, ``bool``, ``None``, tuples of them; or
+    none) under
     ``"<cache_key>:<digest of the arguments>"``, and a failed call is answered only with the
     value of a call with the same arguments (a call with any other argument is neither written
     nor answered from the cache). The default is ``None``."""

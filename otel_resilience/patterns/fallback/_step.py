@@ -28,12 +28,12 @@ if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
     from exceptiongroup import ExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.engine.events import StrategyTelemetry
-    from otel_resilience.engine.step import Action
+    from otel_resilience.engine.step import Action, Step
 
 __all__: list[str] = []
 
@@ -118,12 +118,15 @@ class FallbackCore(Counts):
         self.by_arguments = config.cache_by_arguments
         max_age = config.cache_max_age
         self.index = NO_AGE_LIMIT if max_age is None else LastGoodIndex(max_age)
-        """The keys this handler wrote and when their values were returned (under :attr:`lock`)."""
-        self.writing: asyncio.Future[Any] | None = None
-        """The cache write in flight (async driver), whose end starts the next one."""
-        self.next_writes: dict[str, tuple[object, float]] | None = None
-        """Per key, the newest good value (and when it was returned) waiting for :attr:`writing`
-        to end, oldest first, at most :data:`CACHE_ENTRIES`; made at the first wait."""
+        """The keys this handler (or the one it replaced: :meth:`follow`) wrote, and when their
+        values were returned."""
+        self.writing: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = None
+        """Per event loop, the cache write in flight (async driver), whose end starts that loop's
+        next one; made at the first write."""
+        self.next_writes: dict[asyncio.AbstractEventLoop, dict[str, tuple[object, float]]] | None = None
+        """Per event loop and key, the newest good value (and when it was returned) waiting for
+        that loop's :attr:`writing` to end, oldest first, at most :data:`CACHE_ENTRIES` keys per
+        loop; made at the first wait."""
         self.writes: set[asyncio.Future[Any]] | None = None
         """Every write task still running (kept alive until it ends); made at the first write
         (most fallbacks have no cache, and a set costs 216 B per policy)."""
@@ -177,6 +180,27 @@ class FallbackCore(Counts):
             self.cache_misses += 1
         return None
 
+    def follow(self, old: FallbackCore) -> None:
+        """Read on with what ``old``, the handler this one replaces in a reload, knows of the cache.
+
+        With the same cache (service, ``cache_key`` and keying), the keys ``old`` wrote keep
+        answering, each value with the age it has, read with this handler's ``cache_max_age``;
+        the two share that memory, so that what ``old``'s calls still running write counts too.
+        Otherwise (another cache, or either handler without a ``cache_max_age``: no ages known)
+        this handler starts with none.
+        """
+        max_age = self.config.cache_max_age
+        if (
+            max_age is None
+            or old.index is NO_AGE_LIMIT
+            or not (self.caches and old.caches)
+            or old.cache_service is not self.cache_service
+            or old.cache_key != self.cache_key
+            or old.by_arguments != self.by_arguments
+        ):
+            return
+        self.index = old.index.aged(max_age)
+
     def cache_read(self, value: object) -> object:
         """Count a cache read; return the value, or :data:`MISSING` for a miss."""
         hit = value is not None and value is not MISSING
@@ -212,17 +236,22 @@ class FallbackCore(Counts):
     def _write(self, key: str, value: object, returned_at: float, *, inline: bool) -> None:
         """Write ``value`` (returned at ``returned_at``) under ``key``; remember the key once it landed.
 
-        Out of line, an awaitable ``set`` returns runs as a task of its own, not awaited here;
-        while a write is in flight on a running loop, ``value`` only replaces the value waiting
-        for that key (see the package's "never delays a success").
+        Out of line (on a running loop), an awaitable ``set`` returns runs as a task of its own
+        on that loop, not awaited here; while that loop's write is in flight, ``value`` only
+        replaces the value waiting for that key on that loop (see the package's "never delays a
+        success"): a value is written on the loop of the call that returned it, whose client
+        may belong to that loop.
         """
+        loop = None
         if not inline:
+            loop = asyncio.get_running_loop()
             with self.lock:
                 writing = self.writing
-                if writing is not None and writing.get_loop().is_running():
-                    waiting = self.next_writes
-                    if waiting is None:
-                        waiting = self.next_writes = {}
+                if writing is not None and loop in writing:
+                    queues = self.next_writes
+                    if queues is None:
+                        queues = self.next_writes = {}
+                    waiting = queues.setdefault(loop, {})
                     waiting.pop(key, None)
                     waiting[key] = (value, returned_at)
                     if len(waiting) > CACHE_ENTRIES:
@@ -240,34 +269,46 @@ class FallbackCore(Counts):
             with self.lock:
                 self.index.landed(key, returned_at)
             return
+        loop = cast("asyncio.AbstractEventLoop", loop)  # an awaitable was refused inline
         task = asyncio.ensure_future(pending)
         with self.lock:
-            self.writing = task
+            writing = self.writing
+            if writing is None:
+                writing = self.writing = {}
+            for gone in [other for other in writing if other.is_closed()]:  # its write never ends
+                del writing[gone]
+                if self.next_writes is not None:
+                    self.next_writes.pop(gone, None)
+            writing[loop] = task
             if self.writes is None:
                 self.writes = set()
             self.writes.add(task)
-        task.add_done_callback(functools.partial(self._written, key, returned_at))
+        task.add_done_callback(functools.partial(self._written, loop, key, returned_at))
 
-    def _written(self, key: str, returned_at: float, task: asyncio.Future[Any]) -> None:
-        """Done callback of a write task: remember its key or count its error; write the next one."""
+    def _written(
+        self, loop: asyncio.AbstractEventLoop, key: str, returned_at: float, task: asyncio.Future[Any]
+    ) -> None:
+        """Done callback of a write task: remember its key or count its error; write the loop's next one."""
         cancelled = task.cancelled()
         error = None if cancelled else task.exception()
         if error is not None:
             self.cache_failed("set", key, error)
+        following = None
         with self.lock:
             cast("set[asyncio.Future[Any]]", self.writes).discard(task)  # made when the task was added
             if not cancelled and error is None:
                 self.index.landed(key, returned_at)
-            if self.writing is not task:
-                return  # a write on a loop that had stopped: a newer writer took over
-            self.writing = None
-            waiting = self.next_writes
-            following = None
-            if waiting and cancelled:
-                waiting.clear()
-            elif waiting:
+            writing = cast("dict[asyncio.AbstractEventLoop, asyncio.Future[Any]]", self.writing)
+            if writing.get(loop) is not task:
+                return  # forgotten: its loop had closed
+            del writing[loop]
+            queues = self.next_writes
+            waiting = None if queues is None else queues.get(loop)
+            if waiting and not cancelled:  # cancelled: the loop shuts down, its waiting values go
                 following = next(iter(waiting.items()))
                 del waiting[following[0]]
+            if not following and queues is not None:
+                queues.pop(loop, None)
         if following is not None:
             next_key, (value, next_returned_at) = following
             self._write(next_key, value, next_returned_at, inline=False)
@@ -318,6 +359,17 @@ class FallbackStep(Link[FallbackConfig]):
         self._admits = core.sync_blocker is not None  # only an async part needs admit
         # Only CACHED_VALUE (a write) and handle_result (a judgement) need to see a success.
         self._succeeds = self._judges = core.caches or core.judge_result is not None
+
+    def follow(self, links: Iterable[Step]) -> None:
+        """Read on with what the fallback of ``links`` (the pipeline this one replaces) knows of the cache.
+
+        That fallback is the first of ``links`` of the same name (:meth:`FallbackCore.follow`).
+        Called before this link runs a call.
+        """
+        for link in links:
+            if type(link) is FallbackStep and link.name == self.name:
+                self._core.follow(link._core)
+                return
 
     def admit(self, ctx: ExecutionContext) -> None:
         """Refuse the sync driver: a configured part is async (asked only then).
