@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import itertools
 import threading
+import weakref
 from datetime import timedelta
 
 import pytest
@@ -335,6 +337,142 @@ async def test_the_age_of_a_value_is_that_of_the_value_the_service_holds() -> No
     for _ in range(10):
         await asyncio.sleep(0)
     assert await handler.execute_with_fallback(fetch, "alice") == {"user": "alice", "fields": "all"}
+
+
+class EncodingCache:
+    """A cache whose plain ``set`` encodes the value, then returns the async client's awaitable:
+    a value it cannot encode fails at once, before anything runs on the loop."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.gate = asyncio.Event()
+
+    def get(self, key: str) -> object:
+        return self.data.get(key)
+
+    def set(self, key: str, value: object) -> object:
+        if value == "unencodable":
+            raise TypeError("cannot encode the value")
+
+        async def write() -> None:
+            await self.gate.wait()
+            self.data[key] = value
+
+        return write()
+
+
+async def test_a_waiting_write_after_one_that_fails_at_once_is_still_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A waiting value whose ``set`` fails (or lands) at once does not strand the values behind it,
+    nor does a stranded one later overwrite a newer value of its key."""
+    cache = EncodingCache()
+    handler = handler_on(cache)
+
+    values = {"a": "a1", "b": "unencodable", "c": "c1"}
+
+    async def fetch(key: str) -> object:
+        return values[key]
+
+    async def settle() -> None:
+        for _ in range(100):
+            if not handler._core.writes:
+                return
+            await asyncio.sleep(0)
+
+    with caplog.at_level("CRITICAL", logger="otel_resilience.fallback"):
+        for key in ("a", "b", "c"):  # a's write in flight, b's then c's waiting behind it
+            await handler.execute_with_fallback(fetch, key)
+        cache.gate.set()
+        await settle()
+        assert sorted(cache.data.values()) == ["a1", "c1"]
+        assert handler.get_stats()["cache_errors"] == 1
+        values["c"] = "c2"
+        await handler.execute_with_fallback(fetch, "c")
+        await settle()
+    assert sorted(cache.data.values()) == ["a1", "c2"]
+
+
+async def test_a_key_updated_while_it_waits_keeps_its_turn() -> None:
+    """A newer value replaces its key's waiting one in place: a key that keeps succeeding while a
+    slow cache writes other keys is still written in turn, never sent back behind newcomers."""
+
+    class SlowCache:
+        def __init__(self) -> None:
+            self.data: dict[str, object] = {}
+            self.permits = asyncio.Semaphore(0)
+            self.written: list[object] = []
+
+        def get(self, key: str) -> object:
+            return self.data.get(key)
+
+        async def set(self, key: str, value: object) -> None:
+            await self.permits.acquire()
+            self.data[key] = value
+            self.written.append(value)
+
+    cache = SlowCache()
+    handler = handler_on(cache)
+    values: dict[str, str] = {}
+
+    async def fetch(key: str) -> object:
+        return values[key]
+
+    async def succeed(key: str, value: str) -> None:
+        values[key] = value
+        await handler.execute_with_fallback(fetch, key)
+
+    for key in ("first", "hot", "other0"):  # first's write in flight, then hot's and other0's waiting
+        await succeed(key, f"{key}-0")
+    for round_ in range(1, 6):
+        cache.permits.release()  # one write lands, the next one starts
+        for _ in range(10):
+            await asyncio.sleep(0)
+        await succeed("hot", f"hot-{round_}")
+        await succeed(f"other{round_}", "other")
+    assert [value for value in cache.written if str(value).startswith("hot")] == ["hot-0", "hot-2"]
+    for task in list(handler._core.writes or ()):
+        task.cancel()
+    await asyncio.sleep(0)
+
+
+def test_a_loop_closed_with_a_write_in_flight_is_let_go() -> None:
+    """A loop closed (without cancelling its tasks) while its write stalls is forgotten at the next
+    write of another loop: neither the loop nor its write task is kept."""
+
+    class StalledCache:
+        def get(self, key: str) -> object:
+            return None
+
+        async def set(self, key: str, value: object) -> None:
+            await asyncio.Event().wait()
+
+    handler = handler_on(StalledCache())
+
+    async def echo(value: object) -> object:
+        return value
+
+    closed: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+    for round_ in range(3):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(handler.execute_with_fallback(echo, round_))
+        loop.run_until_complete(handler.execute_with_fallback(echo, round_ + 100))  # waits
+        loop.close()
+        closed.append(weakref.ref(loop))
+        del loop
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(handler.execute_with_fallback(echo, "last"))
+        assert len(handler._core.writes or ()) == 1
+        assert list(handler._core.writing or ()) == [loop]
+    finally:
+        for task in list(handler._core.writes or ()):
+            if task.get_loop() is loop:
+                task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    gc.collect()
+    assert [ref() for ref in closed] == [None, None, None]
 
 
 def test_each_event_loop_writes_the_values_of_its_own_calls() -> None:

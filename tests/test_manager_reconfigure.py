@@ -491,3 +491,32 @@ def test_a_key_made_while_a_batch_is_staged_catches_up_with_a_factory_that_uses_
     assert not caller.is_alive(), "the key's catch-up waits for the policy's lock held by itself"
     assert answers == ["new"]
     assert len(made) == 3  # the trial, the unkeyed calls' pipeline, the newcomer's at its catch-up
+
+
+def test_a_key_whose_catch_up_fails_is_not_left_busy(manager: ResilienceManager) -> None:
+    """A call that fails at its key's catch-up (a factory raised) never ran: it is counted out of
+    the key, which stays evictable, and the unkeyed calls' state is not left busy either."""
+    policy = manager.policy("late", fallback("old"), max_keys=1, idle_ttl=None)
+    made: list[str] = []
+    failing = [False]
+
+    def factory(_name: str) -> Step:
+        made.append(_name)
+        if len(made) == 2:  # staging the unkeyed calls' pipeline: a call makes a key now
+            assert policy.for_key("newcomer").execute_sync(boom) == "old"
+            failing[0] = True
+        if failing[0] and len(made) > 2:
+            raise RuntimeError("cannot build")
+        return Step()
+
+    manager.reconfigure_many({"late": fallback("new", extra_strategies=(ExtraStrategy(factory, rank=50),))})
+    with pytest.raises(RuntimeError, match="cannot build"):
+        policy.for_key("newcomer").execute_sync(boom)
+    state = policy._keys.use("newcomer")
+    assert state is not None
+    assert state.running == 0
+    failing[0] = False
+    assert policy.for_key("newcomer").execute_sync(boom) == "new"
+    assert policy.for_key("other").execute_sync(boom) == "new"
+    assert policy.keys == 1  # the newcomer, idle, made way
+    assert policy.get_stats()["evicted_keys"] == 1

@@ -343,21 +343,28 @@ class PolicyHandle(_Runs):
         lock (a factory may use the policy); the links they made are used if no other reload
         came meanwhile (else they are made again for the newer config).
 
+        Called with the call counted into ``state`` (:meth:`KeyState.enter`): a call that fails
+        here never runs, so it is counted out here (or the key would look busy for ever).
+
         Raises:
             Exception: What a factory raised, or the refusal of what it returned (the call fails;
                 the key's next call tries again).
         """
-        while True:
-            spec = self._spec
-            if not state.live or state.generation == spec.generation:
-                return
-            links = extra_links(self.name, spec.config)
-            with self._lock:
-                if not state.live or state.generation == self._spec.generation:
+        try:
+            while True:
+                spec = self._spec
+                if not state.live or state.generation == spec.generation:
                     return
-                if self._spec is spec:
-                    reconfigure(state, spec, self._ledger, links)
-                    return
+                links = extra_links(self.name, spec.config)
+                with self._lock:
+                    if not state.live or state.generation == self._spec.generation:
+                        return
+                    if self._spec is spec:
+                        reconfigure(state, spec, self._ledger, links)
+                        return
+        except BaseException:
+            state.leave()
+            raise
 
     def _evicted(self, _key: Hashable, state: KeyState) -> None:
         """Fold an evicted key's counts into the policy's totals (outside the store's lock).

@@ -45,9 +45,9 @@ Decisions:
   looks like another key followed by a digest still never meets that key's values. A call with
   any other argument (a list, a dict, an object, even a hashable one, whose ``repr`` may be
   shared by unequal values or differ between processes) is neither written nor answered from
-  the cache: its failure is a miss; so is a call with tuples nested more than 32 deep, or an ``int`` too long for
-  ``repr`` (``sys.get_int_max_str_digits``): making a key never fails the call. Pass an
-  identifier, not the object (``get_user(user.id)``).
+  the cache: its failure is a miss; so is a call with tuples nested more than 32 deep, or an
+  ``int`` too long for ``repr`` (``sys.get_int_max_str_digits``): making a key never fails the
+  call. Pass an identifier, not the object (``get_user(user.id)``).
 * **Cache age.** ``cache_max_age`` (seconds) bounds how old an answer may be, counted from
   when the call returned it. The age is known only to the handler that wrote the value: with a
   maximum age, a handler answers only from keys it wrote, and remembers the 256 it used last
@@ -62,7 +62,7 @@ Decisions:
   ``None`` on a miss, and serving that ``None`` as data would hide the failure. The price: a
   cached ``None`` reads as a miss.
 * **The cache never fails a call.** A ``set`` that raises is logged (logger
-  ``otel_resilience.patterns.fallback``) and counted in ``cache_errors``; the successful result is
+  ``otel_resilience.fallback``) and counted in ``cache_errors``; the successful result is
   returned. A ``get`` that raises is logged, counted, and the original error is re-raised.
 * **The cache never delays a success.** The write happens after the call, outside every
   deadline the call ran under (the fallback is the outermost pattern), so the caller is not made

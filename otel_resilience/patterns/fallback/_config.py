@@ -115,9 +115,9 @@ class FallbackConfig:
     default): every returned value is kept. A value not accepted is never cached."""
     cache_max_age: float | None = None
     """``CACHED_VALUE`` only: how long (seconds, or a ``timedelta``; > 0) after the call returned
-    it a cached value may still answer; older is a miss. Normalised to a ``float``. ``None`` (the
-    default): no age limit (the handler still remembers only its 256 most recently used
-    argument tuples)."""
+    it a cached value may still answer; older is a miss. With it, the handler answers only from
+    the keys it wrote, and remembers the 256 it used last. Normalised to a ``float``. ``None``
+    (the default): no age limit, and any value the service holds under a call's key answers."""
     cache_by_arguments: bool = False
     """``CACHED_VALUE`` only: ``True`` keys each value by the call's arguments (see
     ``cache_key``): set it whenever the answer depends on them (``get_user(user_id)``), or a

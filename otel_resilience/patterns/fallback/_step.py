@@ -125,8 +125,9 @@ class FallbackCore(Counts):
         next one; made at the first write."""
         self.next_writes: dict[asyncio.AbstractEventLoop, dict[str, tuple[object, float]]] | None = None
         """Per event loop and key, the newest good value (and when it was returned) waiting for
-        that loop's :attr:`writing` to end, oldest first, at most :data:`CACHE_ENTRIES` keys per
-        loop; made at the first wait."""
+        that loop's :attr:`writing` to end, in the order the keys began to wait (a newer value
+        takes its key's place), at most :data:`CACHE_ENTRIES` keys per loop; made at the first
+        wait."""
         self.writes: set[asyncio.Future[Any]] | None = None
         """Every write task still running (kept alive until it ends); made at the first write
         (most fallbacks have no cache, and a set costs 216 B per policy)."""
@@ -252,38 +253,49 @@ class FallbackCore(Counts):
                     if queues is None:
                         queues = self.next_writes = {}
                     waiting = queues.setdefault(loop, {})
-                    waiting.pop(key, None)
-                    waiting[key] = (value, returned_at)
+                    waiting[key] = (value, returned_at)  # in its key's place: a busy key keeps its turn
                     if len(waiting) > CACHE_ENTRIES:
                         del waiting[next(iter(waiting))]
                     return
+        self._start(key, value, returned_at, loop)
+
+    def _start(
+        self, key: str, value: object, returned_at: float, loop: asyncio.AbstractEventLoop | None
+    ) -> bool:
+        """Call ``set``; return whether its write now runs as ``loop``'s task (``None``: inline).
+
+        ``False``: the write ended at once (landed, or failed: logged and counted), so nothing
+        in flight will start ``loop``'s next one.
+        """
         service = cast("CacheService", self.cache_service)
         try:
             pending = service.set(key, value)
-            if inline:
+            if loop is None:
                 refuse_awaitable(self.label("cache_service.set"), pending)
         except Exception:  # noqa: BLE001 - logged and counted by cache_failed
             self.cache_failed("set", key)
-            return
+            return False
         if not inspect.isawaitable(pending):
             with self.lock:
                 self.index.landed(key, returned_at)
-            return
+            return False
         loop = cast("asyncio.AbstractEventLoop", loop)  # an awaitable was refused inline
         task = asyncio.ensure_future(pending)
         with self.lock:
             writing = self.writing
             if writing is None:
                 writing = self.writing = {}
+            writes = self.writes
+            if writes is None:
+                writes = self.writes = set()
             for gone in [other for other in writing if other.is_closed()]:  # its write never ends
-                del writing[gone]
+                writes.discard(writing.pop(gone))
                 if self.next_writes is not None:
                     self.next_writes.pop(gone, None)
             writing[loop] = task
-            if self.writes is None:
-                self.writes = set()
-            self.writes.add(task)
+            writes.add(task)
         task.add_done_callback(functools.partial(self._written, loop, key, returned_at))
+        return True
 
     def _written(
         self, loop: asyncio.AbstractEventLoop, key: str, returned_at: float, task: asyncio.Future[Any]
@@ -293,7 +305,6 @@ class FallbackCore(Counts):
         error = None if cancelled else task.exception()
         if error is not None:
             self.cache_failed("set", key, error)
-        following = None
         with self.lock:
             cast("set[asyncio.Future[Any]]", self.writes).discard(task)  # made when the task was added
             if not cancelled and error is None:
@@ -302,16 +313,27 @@ class FallbackCore(Counts):
             if writing.get(loop) is not task:
                 return  # forgotten: its loop had closed
             del writing[loop]
-            queues = self.next_writes
-            waiting = None if queues is None else queues.get(loop)
-            if waiting and not cancelled:  # cancelled: the loop shuts down, its waiting values go
-                following = next(iter(waiting.items()))
-                del waiting[following[0]]
-            if not following and queues is not None:
-                queues.pop(loop, None)
-        if following is not None:
-            next_key, (value, next_returned_at) = following
-            self._write(next_key, value, next_returned_at, inline=False)
+        self._write_waiting(loop, drop=cancelled)  # cancelled: the loop shuts down, its values go
+
+    def _write_waiting(self, loop: asyncio.AbstractEventLoop, *, drop: bool) -> None:
+        """Write ``loop``'s waiting values, first waiting first, until one runs as a task.
+
+        That task's end writes the rest. A value whose write ends at once (landed, or failed)
+        never leaves the ones behind it waiting for a write that will not come. ``drop``: forget
+        them instead (the loop shuts down).
+        """
+        while True:
+            with self.lock:
+                queues = self.next_writes
+                waiting = None if queues is None else queues.get(loop)
+                if not waiting or drop:
+                    if queues is not None:
+                        queues.pop(loop, None)
+                    return
+                key = next(iter(waiting))
+                value, returned_at = waiting.pop(key)
+            if self._start(key, value, returned_at, loop):
+                return
 
     def sync_refused(self) -> TypeError:
         """Build the error for a sync call when a fallback part is async."""
