@@ -340,8 +340,9 @@ class PolicyHandle(_Runs):
         """Bring a state built just before a reload, or made while it was staged, to the current config.
 
         As :meth:`_stage` does, the extra strategies' factories run first, outside the policy's
-        lock (a factory may use the policy); the links they made are used if no other reload
-        came meanwhile (else they are made again for the newer config).
+        lock (a slow factory holds no other call; it must not call into the manager or the
+        policy, :class:`~otel_resilience.manager.stages.ExtraStrategy`); the links they made are
+        used if no other reload came meanwhile (else they are made again for the newer config).
 
         Called with the call counted into ``state`` (:meth:`KeyState.enter`): a call that fails
         here never runs, so it is counted out here (or the key would look busy for ever).
@@ -421,7 +422,8 @@ class PolicyHandle(_Runs):
         The factories of ``config.extra_strategies`` are the only code of the user's that
         rebuilding a key's pipeline runs: they run here, once per live key, so that what they
         raise refuses the reload before any policy of the batch has changed. Outside the
-        policy's lock (a factory may use the policy).
+        policy's lock (a slow factory holds no call; it must not call into the manager or the
+        policy, :class:`~otel_resilience.manager.stages.ExtraStrategy`).
 
         Raises:
             Exception: What a factory raised, or the refusal of what it returned.

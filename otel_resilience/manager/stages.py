@@ -283,8 +283,9 @@ class ExtraStrategy:
         link: A factory called with the policy name that returns a fresh
             :class:`~otel_resilience.engine.step.Step` for each policy (a ``Step`` subclass whose
             ``__init__`` takes the name, ``lambda name: MyStep()``, a pattern's ``as_strategy``),
-            run under the manager's lock (it must not call into the
-            manager); or a ``Step`` instance, which serves ONE pipeline: a link is linked once,
+            run while the manager or the policy builds a pipeline (it must not call into the
+            manager, nor into the policy it builds for: a call it makes could wait for that
+            build, or build again); or a ``Step`` instance, which serves ONE pipeline: a link is linked once,
             so give a factory wherever the config may serve a second policy name or be rebuilt
             after its policy is evicted (an instance already linked is refused with
             ``ValueError``).
