@@ -404,6 +404,31 @@ async def test_recovery_success_and_failure(otel, manager, driver, steps, result
     assert stats["by_strategy"]["retry"][key] == 1
 
 
+async def test_an_error_pattern_is_counted_under_the_policy_the_calls_ran_in(otel, clock, alerts, driver):
+    """An error pattern detected in a policy's calls carries that policy in ``resilience.policy``.
+
+    The Alertmanager example mutes ResilienceErrorPatternRepeated by ``resilience_policy`` (an
+    open breaker of that policy, a chaos drill on it): the series must name the policy, as
+    ``resilience.recovery.attempts`` of the same calls does, not the recovery system.
+    """
+    recovery = ErrorRecoverySystem("tel-patterns", clock=clock, pattern_threshold=2)
+    manager = ResilienceManager(clock=clock, alert_system=alerts, recovery_system=recovery)
+    config = ResilienceConfig(name="tel-pattern-policy", enable_recovery=True)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await call(manager, config, driver, script(ConnectionError("down")))
+    point = otel.point(
+        sc.ERROR_PATTERNS,
+        **_k(
+            {"resilience.policy": "tel-pattern-policy", "resilience.name": "tel-patterns"},
+            **{"error.type": "ConnectionError", "resilience.operation": "tel-pattern-policy"},
+        ),
+    )
+    assert point.value == 1
+    (alert,) = [a for a in alerts.history if a.kind.value == "error_pattern"]
+    assert alert.attributes["pipeline"] == "tel-pattern-policy"
+
+
 async def test_pattern_used_alone_opens_its_own_span(otel, clock):
     """A breaker used alone is its own execution span (pattern circuit_breaker, policy = its name)."""
 

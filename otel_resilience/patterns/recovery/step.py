@@ -164,7 +164,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         if token is not None:  # a re-run's failure, or its restart hook's, which ends the recovery
             goes_on = not passes and not token.restarting and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
-        rule = None if passes else self._system._observe(error, ctx.operation)
+        rule = None if passes else self._system._observe(error, ctx.operation, self._telemetry)
         if rule is None:
             return None
         covered, action = rule

@@ -287,18 +287,20 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         operation = rc.operation_name or callable_name(rc.operation)
         return step, ExecutionContext(step.replay, rc.args, rc.kwargs, operation, sync=sync)
 
-    def _observe(self, error: Exception, operation: str) -> Rule | None:
+    def _observe(self, error: Exception, operation: str, telemetry: StrategyTelemetry) -> Rule | None:
         """Feed ``error`` to the pattern detector and return the rule that covers it, if any.
 
-        Never asked about a rejection (the step lets it pass: the dependency was never called,
-        see the module doc).
+        A detected pattern is reported through ``telemetry``, the observing step's: so it is
+        counted under the policy the call ran in (``resilience.policy``), as that step's
+        recovery attempts are. Never asked about a rejection (the step lets it pass: the
+        dependency was never called, see the module doc).
         """
         error_type = type_name(error)
         with self._lock:
             detected = self._detector.record_locked((error_type, operation), self._clock.now())
             if detected:
                 self.stats.patterns_detected += 1
-        if detected and (telemetry := self.telemetry).enabled:
+        if detected and telemetry.enabled:
             config = self._config
             telemetry.report(
                 Event.PATTERN_DETECTED,
