@@ -168,6 +168,27 @@ def test_a_reload_to_a_lower_rate_paces_the_newcomer_from_the_last_waiter(algori
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+@pytest.mark.parametrize(("rate", "interval"), [(0.1, 10.0), (10.0, 0.1)])
+def test_a_rollback_after_a_reload_paces_the_newcomer_from_the_waiter_left(algorithm, rate, interval):
+    """Cancelled waiters after a reload give back exactly their permits, at the new rate.
+
+    The permits left are those of the waiters still there: the next one is one interval of
+    the new rate after the last of them, and no newcomer overtakes a waiter.
+    """
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0, algorithm=algorithm))
+    assert rules.acquire(0.0, 10.0) is None
+    waiters = [rules.acquire(0.0, 10.0) for _ in range(3)]
+    assert all(isinstance(waiter, _Reservation) for waiter in waiters)
+    assert rules.retune(RateLimiterConfig(rate=rate, burst=1, max_wait=100.0, algorithm=algorithm), 0.0)
+    rules.abandon(waiters[2], 0.0)  # the latest: rolled back
+    assert rules.acquire(0.0, 0.0) == pytest.approx(2.0 + interval)
+    rules.abandon(waiters[1], 0.0)
+    assert rules.acquire(0.0, 0.0) == pytest.approx(1.0 + interval)  # never at once: a waiter is left
+    stats = rules.snapshot("api", 0.0)
+    assert (stats["waiting"], stats["cancelled"], stats["rejected"]) == (1, 2, 2)
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
 async def test_a_reload_to_a_larger_burst_lets_no_newcomer_overtake_the_waiters(algorithm):
     """A reload that widens the burst while callers wait: a newcomer's permit is due after theirs."""
     clock = ManualClock()

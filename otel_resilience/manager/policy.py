@@ -270,8 +270,14 @@ class PolicyHandle(_Runs):
 
     @property
     def keys(self) -> int:
-        """How many keys the policy keeps now (the unkeyed state not counted)."""
-        return len(self._keys)
+        """How many keys the policy keeps now (the unkeyed state not counted).
+
+        Keys unused for ``idle_ttl`` are evicted first, as :meth:`get_stats` does: on a policy
+        no call reaches, the count (the ``resilience.policy.keys`` gauge) still drops.
+        """
+        keys = self._keys
+        keys.expire()
+        return len(keys)
 
     # ------------------------------------------------------------------ calls
 
@@ -510,7 +516,7 @@ class PolicyHandle(_Runs):
         return {**head, **stats}
 
     def __repr__(self) -> str:
-        return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={len(self._keys)})"
+        return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={self.keys})"
 
 
 class KeyedPolicyView(_Runs):

@@ -188,6 +188,7 @@ class _Rules(abc.ABC):
             if not reservation.held:
                 return
             now = max(now, self._now)
+            self._now = now
             reservation.held = False
             self.waiting -= 1
             self.cancelled += 1
@@ -196,7 +197,7 @@ class _Rules(abc.ABC):
             while pending and not pending[-1].held and pending[-1].due > now:
                 pending.pop()
                 self._holes -= 1
-                self._give_back_locked()
+                self._give_back_locked(now)
 
     def _hole_locked(self, now: float) -> _Reservation | None:
         """Return the earliest hole not yet past (forgetting those past), or ``None``."""
@@ -290,8 +291,12 @@ class _Rules(abc.ABC):
         """Take the next permit, used at time ``at`` (now, or its due time when reserved)."""
 
     @abc.abstractmethod
-    def _give_back_locked(self) -> None:
-        """Undo the latest :meth:`_take_locked` (a reservation still in the future)."""
+    def _give_back_locked(self, now: float) -> None:
+        """Undo the latest :meth:`_take_locked` (a reservation still in the future), at ``now``.
+
+        Called once that reservation has left the pending ones: the next permit is then due as
+        if it had never been made.
+        """
 
     @abc.abstractmethod
     def _available_locked(self, now: float) -> float:
@@ -328,8 +333,10 @@ class _TokenBucket(_Rules):
     def _take_locked(self, at: float) -> None:  # noqa: ARG002 - the debt says when
         self.tokens -= 1.0
 
-    def _give_back_locked(self) -> None:
-        self.tokens += 1.0
+    def _give_back_locked(self, now: float) -> None:
+        self._due_locked(now)
+        if not self._owe_until_latest_locked(now):
+            self.tokens += 1.0
 
     def _available_locked(self, now: float) -> float:
         self._due_locked(now)
@@ -338,11 +345,27 @@ class _TokenBucket(_Rules):
     def _retuned_locked(self, config: RateLimiterConfig, now: float) -> None:  # noqa: ARG002 - burst is set
         if self.tokens > self.burst:
             self.tokens = float(self.burst)
+        self._owe_until_latest_locked(now)
+
+    def _owe_until_latest_locked(self, now: float) -> bool:
+        """Make the debt, at ``now``, last exactly until the latest reservation still ahead, if any.
+
+        The one rule of the debt after a reload and after a rollback. Without a reload, it is
+        what the debt is already (each reservation took one token at the one rate). Across a
+        reload, the reservations' times are what holds, not the tokens they took at the old
+        rate: keeping those tokens at a higher rate would let a newcomer overtake the waiters,
+        at a lower one charge their permits again; and one token given back for a rolled-back
+        reservation would be worth another time at the new rate (at a lower rate, a newcomer
+        would overtake the waiters left, beyond the rate).
+
+        Returns:
+            Whether a reservation is still ahead (the debt was set).
+        """
         pending = self._pending
         if pending and pending[-1].due > now:
-            # The debt lasts until the latest reservation, at the new rate: a higher rate would
-            # let a newcomer overtake the waiters, a lower one would charge their permits again.
             self.tokens = (now - pending[-1].due) * self.rate
+            return True
+        return False
 
 
 class _SlidingLog(_Rules):
@@ -378,7 +401,7 @@ class _SlidingLog(_Rules):
     def _take_locked(self, at: float) -> None:
         self._log.append(at)
 
-    def _give_back_locked(self) -> None:
+    def _give_back_locked(self, now: float) -> None:  # noqa: ARG002 - a log of times
         self._log.pop()
 
     def _available_locked(self, now: float) -> float:
