@@ -139,12 +139,19 @@ class SharedBreaker(PeerCounts):
         self.leases = 0
 
     def forked(self, replica: str) -> None:
-        """In a forked child: report as the new replica ``replica``, holding none of the parent's leases."""
+        """In a forked child: report as the new replica ``replica``, without the parent's leases or counts.
+
+        The counts of the current period stay the parent's (it reports them): the child's start
+        from none, and the parent's reach the child as a peer's.
+        """
         self._id = replica
         self._last_report = None
         self._lease_due = 0.0
         self._probed = False
         self.leases = 0
+        breaker = self.breaker
+        if breaker is not None:
+            shared.forget_counts(breaker._core)
 
     # -- what the breaker's rules read (under their lock; never blocking) --------------------
 
@@ -191,7 +198,7 @@ class SharedBreaker(PeerCounts):
         open_ms = _ms(change.duration) if change.new == "open" else -1
         args = (self.epoch, change.new, open_ms, change.reason)
         reply = self._run_publish(client, *args)
-        if reply is not None and not reply[0] and change.new == "open" and reply[2] != "open":
+        if reply is not None and not reply[0] and change.new == "open" and _text(reply[2]) != "open":
             reply = self._run_publish(client, int(reply[1]), *args[1:])  # a trip wins over CLOSED
         if reply is None:
             return  # refused: the breaker runs on local state (a trip is published again on healing)
@@ -354,11 +361,15 @@ class SharedBreaker(PeerCounts):
         self._peers = (int(peers[0]), int(peers[1]), int(peers[2]))
         shared.reconsider(breaker._core)
 
-    def _probe_leases(self, client: Any, breaker: CircuitBreaker, now: float) -> None:
-        """Hold up to ``half_open_max_calls`` leases; renew them while a probe runs."""
+    def _lease_request(self, breaker: CircuitBreaker, now: float) -> tuple[list[str], list[Any]] | None:
+        """The ``TAKE_LEASES`` keys and arguments holding up to ``half_open_max_calls`` leases, if due.
+
+        Due when this replica holds none, when they need renewing, or after a probe success
+        (reported at once). Renewed (``PEXPIRE``) only while a probe runs.
+        """
         probed, self._probed = self._probed, False
         if self.leases and now < self._lease_due and not probed:
-            return
+            return None
         store = self._store
         core = breaker._core
         renew = 1 if core._permit.in_flight else 0
@@ -366,9 +377,12 @@ class SharedBreaker(PeerCounts):
         prefix = f"{self._prefix}:lease:{self.epoch}:"
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
         argv += [core.stats.success_count, store.key_ttl_ms]
-        reply = self._eval(client, "leases", scripts.TAKE_LEASES, keys, argv)
-        if reply is None:
-            return
+        return keys, argv
+
+    def _leases_held(self, client: Any, breaker: CircuitBreaker, reply: Any, now: float) -> None:
+        """Take a ``TAKE_LEASES`` reply: the leases held, the peers' probe successes (or a resync)."""
+        core = breaker._core
+        store = self._store
         held, first_ms, state, others = reply
         state = _text(state)
         if state not in ("", "open"):
@@ -437,9 +451,11 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
     after a new period or a reconnection is every breaker: pipelined, a round costs a few round
     trips whatever the number of breakers, not one per breaker (seconds with thousands of them,
     in which no trip was published). Leases are taken or renewed for breakers whose OPEN period
-    ended (few at a time).
+    ended, pipelined too: a dependency behind hundreds of breakers that broke them all had each
+    ask in a round trip of its own, every round while another replica held its leases.
     """
     reports: list[tuple[SharedBreaker, CircuitBreaker, tuple[object, ...], tuple[int, int, int]]] = []
+    asks: list[tuple[SharedBreaker, CircuitBreaker, list[str], list[Any]]] = []
     for link in links:
         breaker = link.breaker
         if breaker is None:
@@ -451,7 +467,18 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
             if report is not None:
                 reports.append((link, breaker, *report))
         elif state is CircuitState.HALF_OPEN or (state is CircuitState.OPEN and core.retry_after() <= 0.0):
-            link._probe_leases(client, breaker, now)
+            request = link._lease_request(breaker, now)
+            if request is not None:
+                asks.append((link, breaker, *request))
+    for start in range(0, len(asks), _READ_BATCH):
+        leases = asks[start : start + _READ_BATCH]
+        pipe = client.pipeline(transaction=False)
+        for link, _, keys, argv in leases:
+            next(link._store._ops)
+            pipe.eval(scripts.TAKE_LEASES, len(keys), *keys, *argv)
+        for (link, breaker, keys, _), reply in zip(leases, pipe.execute(raise_on_error=False), strict=True):
+            if link.accepted("leases", ", ".join(keys), reply):
+                link._leases_held(client, breaker, reply, now)
     for start in range(0, len(reports), _READ_BATCH):
         batch = reports[start : start + _READ_BATCH]
         pipe = client.pipeline(transaction=False)

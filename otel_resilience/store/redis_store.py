@@ -50,6 +50,11 @@ _SUBSCRIBER_POLL: Final = 1.0
 the wait at once."""
 _PROBE_TTL_MS: Final = 1000
 """How long the key written to reach an unreachable store again lives, in milliseconds."""
+_OUTAGE_CODES: Final = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
+"""Error codes by which a server refuses every client, not one key (``READONLY``, ``OOM`` and
+``MASTERDOWN`` have classes of their own): it takes no write (too few replicas, a failed
+snapshot) or runs another client's script. An outage, as ``READONLY``: each breaker taking it
+for its key's refusal logged a warning of its own and left the store reported healthy."""
 _USER_INFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
 """A URL's user info (``user:password@``, up to the authority's last ``@``), after its scheme."""
 _PASSWORD_PARAMETER: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
@@ -254,7 +259,8 @@ class RedisStore(SharedStore):
         link = SharedBreaker(self, breaker, f"{self._id}.{next(self._serial)}", current_key())
         breaker._core.watch(link.on_change)
         shared.attach(breaker._core, link)
-        link.go_local() if self.degraded else shared.set_probe_limit(breaker._core, link, 0)
+        # Local while the store is degraded or closed: a closed store grants no lease, ever.
+        link.go_local() if self.local_only else shared.set_probe_limit(breaker._core, link, 0)
         with self._lock:
             self._links = [*(alive for alive in self._links if alive.breaker is not None), link]
             self._resync.append(link)  # read in the next round: this one only, not every breaker
@@ -341,10 +347,14 @@ class RedisStore(SharedStore):
         """Whether ``error`` is the server's answer to one operation (it is reachable), not an outage.
 
         A ``ResponseError`` (``WRONGTYPE``, a script's error) is such an answer, unless it says the
-        server cannot serve anyone now (``READONLY`` after a failover, ``OOM``): those are outages.
+        server cannot serve anyone now (``READONLY`` after a failover, ``OOM``, ``MASTERDOWN``,
+        or a code of :data:`_OUTAGE_CODES`: ``NOREPLICAS``, ``MISCONF``, ``BUSY``): those are outages.
         """
         usage, outages = self._usage_errors
-        return isinstance(error, usage) and not isinstance(error, outages)
+        if not isinstance(error, usage) or isinstance(error, outages):
+            return False
+        code = getattr(error, "status_code", None) or str(error).partition(" ")[0]
+        return code not in _OUTAGE_CODES
 
     def refused(self) -> None:
         """Count an operation the (reachable) server refused: an error of that call, not an outage."""
@@ -490,10 +500,16 @@ class RedisStore(SharedStore):
             return [link for link in self._links if link.breaker is not None]
 
     def _drain(self) -> None:
-        """Publish the queued transitions; one that fails stays queued (unless a newer one came)."""
+        """Publish the queued transitions; one that fails stays queued (unless a newer one came).
+
+        Each is a round trip: the store closing stops them (:meth:`close` waits for one, not for
+        all, which with hundreds of trips queued and a slow Redis were seconds).
+        """
         with self._lock:
             pending, self._pending = self._pending, {}
         for index, (link, change) in enumerate(pending.values()):
+            if self._closed.is_set():
+                return
             try:
                 link.publish(self._client, change)
             except self._redis_errors:
@@ -570,15 +586,16 @@ class RedisStore(SharedStore):
 
     def _dispatch(self, data: bytes | str) -> None:
         """Hand one published transition (``origin|name|epoch|state|ms|reason``) to its breakers."""
-        text = data.decode() if isinstance(data, bytes) else data
-        origin, _, rest = text.partition("|")
-        parts = rest.rsplit("|", 4)
-        if len(parts) != 5:
+        try:
+            text = data.decode() if isinstance(data, bytes) else data
+            origin, _, rest = text.partition("|")
+            name, epoch, state, open_ms, reason = rest.rsplit("|", 4)
+            period, left_ms = int(epoch), int(open_ms)
+        except ValueError:  # not one of ours (anyone may publish on the channel): the resync heals
             return
-        name, epoch, state, open_ms, reason = parts
         for link in self._live():
             if link.key_name == name:
-                link.on_message(origin, int(epoch), state, int(open_ms), reason)
+                link.on_message(origin, period, state, left_ms, reason)
 
     def close(self) -> None:
         """Stop the background threads (shared breakers then run on local state) and disconnect.
@@ -668,7 +685,7 @@ def _connect(
         import redis.asyncio  # noqa: PLC0415
         from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
         from redis.backoff import NoBackoff  # noqa: PLC0415
-        from redis.exceptions import OutOfMemoryError, ReadOnlyError  # noqa: PLC0415
+        from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
     except ImportError as error:
         message = "RedisStore needs the redis package: pip install 'otel-resilience[redis]'"
@@ -691,5 +708,5 @@ def _connect(
             redis.asyncio.BlockingConnectionPool.from_url(url, **async_options)
         )
 
-    usage = ((redis.ResponseError,), (ReadOnlyError, OutOfMemoryError))
+    usage = ((redis.ResponseError,), (ReadOnlyError, OutOfMemoryError, MasterDownError))
     return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), usage, async_client)

@@ -456,6 +456,53 @@ def test_a_state_founded_again_at_a_lower_epoch_is_taken_and_published_over(
     wait_for(lambda: b.state is CircuitState.CLOSED, 2.0, "a reset published over it")
 
 
+def test_a_breaker_given_a_closed_store_probes_on_its_own(redis_url: str) -> None:
+    """A closed store shares nothing: a breaker made (or reloaded) with it runs as a local one.
+
+    It was given a probe limit of 0, waiting for leases that a closed store never takes: once
+    it opened, it stayed HALF_OPEN, rejecting every call, for good.
+    """
+    store = RedisStore.from_url(redis_url, namespace="closed-first")
+    store.close()
+    breaker = CircuitBreaker(
+        "db", CircuitBreakerConfig(failure_threshold=1, success_threshold=1, timeout=0.01, store=store)
+    )
+    _fail(breaker)
+    assert breaker.state is CircuitState.OPEN
+    wait_for(lambda: breaker.get_stats()["retry_after"] == 0.0, 2.0, "the end of the OPEN period")
+    assert _admits(lambda: breaker.call_sync(int))  # the local probe
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_trip_published_late_leaves_an_open_cluster_as_it_is(replicas: Replica, redis_url: str) -> None:
+    """A replica whose trip lost the race to another's opening adopts that opening, never starts one over it.
+
+    A trip wins over CLOSED only; the cluster's state came back as bytes, never equal to
+    ``"open"``, so a late trip always published again: it replaced an operator's opening until
+    reset with one of ``timeout`` seconds (the cluster then probed the dependency) and started
+    an opening anew, throwing its probe leases away.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    a, b = replicas(), replicas()
+    a.force_open()  # until reset
+    wait_for(_opened(b), 2.0, "b adopting the opening")
+    store = b.config.store
+    assert isinstance(store, RedisStore)
+    link = next(link for link in store._links if link.breaker is b)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        before = client.hgetall("svc:cb:db:state")
+        # b tripped on its own failures before a's opening reached it: its epoch is the one before
+        link.epoch -= 1
+        link.publish(store._client, StateChanged("closed", "open", "failure_threshold", 0, 30.0))
+        assert client.hgetall("svc:cb:db:state") == before  # still open until reset, by a's hand
+    finally:
+        client.close()
+    assert b.state is CircuitState.OPEN
+    assert b.get_stats()["retry_after"] == float("inf")
+
+
 def test_a_url_with_a_database_number_or_none_is_taken() -> None:
     """``/0``, ``/15``, no path and a unix socket's path are all Redis URLs (nothing connects yet)."""
     for url in (

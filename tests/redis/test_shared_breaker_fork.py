@@ -47,3 +47,41 @@ def test_a_trip_in_a_forked_child_reaches_the_other_replicas(redis_url: str) -> 
         assert store._id == parent_id
     finally:
         store.close()
+
+
+def test_a_forked_child_does_not_count_its_parents_failures_again(redis_url: str) -> None:
+    """The parent's failures before the fork are the parent's: counted once in the cluster, not once per worker.
+
+    The child inherited its parent's failure streak and reported it as its own: two failures
+    before the fork (threshold 4) made 2 + 2 in the cluster, and the child opened the breaker,
+    and every replica with it, without one failure more.
+    """
+    store = RedisStore.from_url(redis_url, namespace="forked-counts")
+    try:
+        config = CircuitBreakerConfig(failure_threshold=4, timeout=30.0, store=store)
+        breaker = CircuitBreaker("db", config)
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                breaker.call_sync(_boom)
+        link = store._links[0]
+        wait_for(lambda: link._last_report == (0, 2, 0), 5.0, "the parent's failures reported")
+
+        def child() -> None:
+            child_link = store._links[0]
+            assert breaker.get_stats()["failure_count"] == 0  # the parent's streak stays the parent's
+            wait_for(lambda: child_link._peers == (0, 2, 0), 10.0, "the parent's failures read as a peer's")
+            with pytest.raises(RuntimeError):
+                breaker.call_sync(_boom)  # 2 + 1: under the threshold
+            wait_for(lambda: child_link._last_report == (0, 1, 0), 10.0, "the child's failure reported")
+            assert breaker.peek_state() is CircuitState.CLOSED
+            store.close()
+
+        assert run_in_child(child) == 0
+        assert breaker.peek_state() is CircuitState.CLOSED
+    finally:
+        store.close()
+
+
+def _boom() -> None:
+    raise RuntimeError("down")

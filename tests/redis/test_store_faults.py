@@ -127,6 +127,70 @@ def test_a_server_refusing_writes_is_one_outage_until_it_takes_them_again(
         store.close()
 
 
+def test_a_server_taking_no_write_for_want_of_replicas_is_one_outage_not_a_key_per_breaker(
+    control: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``NOREPLICAS`` (as ``MISCONF``) refuses every write of every client: an outage, as ``READONLY`` is.
+
+    Taken for one key's refusal, it sent each breaker local with a warning of its own (hundreds
+    with hundreds of breakers), while the store said it was healthy: no outage, no degraded
+    gauge, no alert.
+    """
+    store = RedisStore.from_url(redis_url, namespace="noreplicas", flush_interval=0.02)
+    try:
+        breakers = [
+            CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1000, store=store))
+            for i in range(3)
+        ]
+        limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=store))
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        control.config_set("min-replicas-to-write", "1")  # no replica: every write is refused
+        try:
+            with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+                for breaker in breakers:
+                    _fail(breaker)
+                assert limiter.try_acquire()  # store_fallback="open"
+                wait_for(lambda: store.degraded, 5.0, "the store degraded")
+                assert store.outages == 1
+                assert _messages(caplog, UNREACHABLE) == 1
+                assert _messages(caplog, "refused") == 0
+        finally:
+            control.config_set("min-replicas-to-write", "0")
+        wait_for(lambda: not store.degraded, 8.0, "the store back once Redis takes writes")
+        assert store.outages == 1
+    finally:
+        store.close()
+
+
+def test_a_message_on_the_channel_that_is_not_a_transition_is_ignored(
+    control: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone may publish on the namespace's channel: a message the store cannot read changes nothing.
+
+    One with a field that is no number (or bytes that are no UTF-8) raised in the subscriber,
+    which logged an error with its traceback, dropped its subscription and missed the
+    transitions published until it subscribed again.
+    """
+    first = RedisStore.from_url(redis_url, namespace="garbled", resync_interval=60.0)
+    second = RedisStore.from_url(redis_url, namespace="garbled", resync_interval=60.0)
+    try:
+        with namesakes_expected():
+            a = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1, timeout=30.0, store=first))
+            b = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1, timeout=30.0, store=second))
+        wait_for(lambda: _subscribed(redis_url, "garbled:events", 2), 5.0, "both stores subscribed")
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+            control.publish("garbled:events", "someone|db|not-an-epoch|open|1000|forced")
+            control.publish("garbled:events", b"\xff\xfe|db|1|open|1000|forced")
+            control.publish("garbled:events", "no separators at all")
+            _fail(a)
+            wait_for(lambda: b.peek_state() is CircuitState.OPEN, 5.0, "b adopting a's trip")
+        assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+        assert first.errors == second.errors == 0
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_refused_subscription_is_logged_once_and_is_no_outage(
     control: redis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -367,3 +431,82 @@ def test_a_store_with_many_breakers_publishes_a_trip_at_once(proxy: TcpFaultProx
     finally:
         far.close()
         near.close()
+
+
+def test_a_store_whose_breakers_all_await_probe_leases_publishes_a_trip_at_once(
+    proxy: TcpFaultProxy, redis_url: str
+) -> None:
+    """300 breakers past their OPEN period (one dependency broke them all), Redis 10 ms away: a trip goes at once.
+
+    Each breaker asked for its probe leases in a round trip of its own, every round while the
+    other replica held them: 3 s a round, in which no trip of this replica was published.
+    """
+    count = 300
+    far = RedisStore.from_url(_via(proxy), namespace="leases")
+    near = RedisStore.from_url(redis_url, namespace="leases")
+    try:
+        proxy.set("delay", 0.005)
+        config = {"failure_threshold": 1, "timeout": 0.05}
+        with namesakes_expected():
+            mine = [CircuitBreaker(f"db{i}", CircuitBreakerConfig(store=far, **config)) for i in range(count)]
+            theirs = [
+                CircuitBreaker(f"db{i}", CircuitBreakerConfig(store=near, **config)) for i in range(count)
+            ]
+            tripped = [
+                CircuitBreaker(f"other{i}", CircuitBreakerConfig(failure_threshold=1, store=far))
+                for i in range(3)
+            ]
+            watching = [
+                CircuitBreaker(f"other{i}", CircuitBreakerConfig(failure_threshold=1, store=near))
+                for i in range(3)
+            ]
+        for breaker in theirs:
+            _fail(breaker)
+        wait_for(
+            lambda: all(breaker.peek_state() is not CircuitState.CLOSED for breaker in mine),
+            10.0,
+            "every trip adopted",
+        )
+        wait_for(
+            lambda: all(b.get_stats()["retry_after"] == 0.0 for b in mine), 2.0, "every OPEN period over"
+        )
+        slowest = 0.0
+        for mine_one, theirs_one in zip(tripped, watching, strict=True):
+            started = time.monotonic()
+            _fail(mine_one)
+            wait_for(lambda b=theirs_one: b.state is CircuitState.OPEN, 10.0, "the trip on the other replica")
+            slowest = max(slowest, time.monotonic() - started)
+        print(f"slowest trip to reach the other replica: {slowest:.3f} s")
+        assert slowest < 1.0  # not the 3 s of a round trip per breaker
+    finally:
+        far.close()
+        near.close()
+
+
+def test_close_waits_for_one_publication_not_for_every_queued_one(proxy: TcpFaultProxy) -> None:
+    """20 trips queued, Redis 0.4 s a round trip away: close() returns within about one round trip.
+
+    The store's thread published every queued transition before it looked whether the store
+    had closed: close() waited out its 2 s bound for the thread, then closed the connection
+    under it.
+    """
+    store = RedisStore.from_url(_via(proxy), namespace="closing", timeout=1.0)
+    try:
+        breakers = [
+            CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=store))
+            for i in range(20)
+        ]
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        proxy.set("delay", 0.2)  # each way
+        ops = store.ops
+        for breaker in breakers:
+            _fail(breaker)
+        wait_for(lambda: store.ops > ops, 5.0, "the first publication sent")
+        started = time.monotonic()
+        store.close()
+        took = time.monotonic() - started
+        print(f"close() took {took:.3f} s")
+        assert took < 1.5  # one round trip in flight (0.4 s), not the 2 s bound of the join
+        assert not any(thread.is_alive() for thread in store._threads)
+    finally:
+        store.close()

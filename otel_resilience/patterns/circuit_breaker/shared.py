@@ -16,6 +16,9 @@ operations, each under the core's lock, none waiting on the network:
 * :func:`set_probe_limit` sets how many HALF_OPEN probes this replica may run now: the probe
   leases it holds in the cluster (0 while it holds none), or ``half_open_max_calls`` when the
   store is unreachable and the breaker runs on its own.
+
+And in a process forked from a replica (a pre-fork worker), :func:`forget_counts` starts the
+child's counts of the current period from none: they are the parent's, which reports them.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from otel_resilience.engine.shared import PeerCounts
     from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
 
-__all__ = ["adopt", "attach", "local_counts", "reconsider", "set_probe_limit"]
+__all__ = ["adopt", "attach", "forget_counts", "local_counts", "reconsider", "set_probe_limit"]
 
 
 def attach(core: _BreakerCore, peers: PeerCounts | None) -> None:
@@ -50,6 +53,21 @@ def local_counts(core: _BreakerCore) -> tuple[int, int, int]:
     """
     with core._lock or core._make_lock():
         return core._counts_locked()
+
+
+def forget_counts(core: _BreakerCore) -> None:
+    """Clear this replica's counts of the current period (failures, window, probe successes), not its state.
+
+    For a forked child, a replica of its own: the counts it was born with are its parent's, which
+    goes on reporting them. Kept, each child reported them again as its own, so a breaker that
+    failed ``n`` times before the fork counted ``n`` once per worker as well, and a pre-fork
+    server with a few workers opened it cluster-wide without one failure more.
+    """
+    with core._lock or core._make_lock():
+        core.stats.failure_count = core.stats.success_count = 0
+        if core.window is not None:
+            core.window.clear()
+        core._update_lock_free_locked()  # the streak changed
 
 
 def reconsider(core: _BreakerCore) -> None:
