@@ -16,7 +16,8 @@ One request is one *execution* of the policy; each time the client sends it is o
   from an iterator or read from a file is not replayed: such a request is never retried (a body
   held in memory is: bytes, text, a form, JSON, multipart whose files are bytes or text). A
   request that is not retried still goes through the breaker, bulkhead, rate limiter and
-  timeouts. Nor is it hedged: the policy's hedging starts no further attempt for it
+  timeouts, and its response is never retried either (a policy's ``retry_on_result``:
+  :class:`HttpRetryOnResult`). Nor is it hedged: the policy's hedging starts no further attempt for it
   (:class:`HttpHedgeBudget`, its hedges denied with the reason ``not_replayable``), while a
   request that may be sent twice is hedged as configured. Nor does a recovery rule's RETRY or
   RESTART run it again. Retries, hedges and re-runs all ask one rule, the engine's
@@ -70,6 +71,7 @@ __all__ = [
     "HttpOptions",
     "HttpRetryAfter",
     "HttpRetryOn",
+    "HttpRetryOnResult",
     "async_resend_count_hook",
     "http_config",
     "is_failure_status",
@@ -273,6 +275,36 @@ class HttpRetryOn:
         return f"HttpRetryOn({self.base!r})"
 
 
+class HttpRetryOnResult:
+    """The HTTP rule for retried results (a ``RetryPolicy.retry_on_result``): as :class:`HttpRetryOn`.
+
+    Inside a request sent by an integration, a result (a response) is retried only if the
+    request may be sent again; then ``base`` (the user's predicate) decides. Outside a request
+    ``base`` alone decides. Made by :func:`http_config`.
+
+    Attributes:
+        base: The user's ``retry_on_result``.
+    """
+
+    __slots__ = ("base",)
+
+    def __init__(self, base: Callable[[Any], bool]) -> None:
+        self.base = base
+
+    def __call__(self, result: Any) -> bool:
+        """Return whether ``result`` is retried (see the class)."""
+        return may_run_again() and bool(self.base(result))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HttpRetryOnResult) and other.base == self.base
+
+    def __hash__(self) -> int:
+        return hash((HttpRetryOnResult, self.base))
+
+    def __repr__(self) -> str:
+        return f"HttpRetryOnResult({self.base!r})"
+
+
 def _sent_once() -> bool:
     """Whether the request being sent by an integration may not be sent twice (see "Safe retries")."""
     return not may_run_again()
@@ -349,7 +381,8 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
     """Return ``config`` with the HTTP retry rule: what to build a policy handle for a client from.
 
     The retry policy's ``retry_on`` becomes :class:`HttpRetryOn` (non-idempotent or streamed
-    requests are never sent twice; only HTTP failures are retried), and its ``delay_from``
+    requests are never sent twice; only HTTP failures are retried), its ``retry_on_result`` (if
+    any) :class:`HttpRetryOnResult` (such requests' results are never retried), and its ``delay_from``
     :class:`HttpRetryAfter` (``Retry-After`` on ``options.retry_after_statuses``) unless it has
     one (and ``options.honour_retry_after`` is set). The hedging's budget becomes an
     :class:`HttpHedgeBudget` (such requests are never hedged either). A config without a retry
@@ -372,7 +405,12 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
         options = options or _DEFAULT_OPTIONS
         if delay_from is None and options.honour_retry_after:
             delay_from = HttpRetryAfter(options.retry_after_statuses)
-        retry_policy = replace(retry, retry_on=HttpRetryOn(retry), delay_from=delay_from)
+        on_result = retry.retry_on_result
+        if on_result is not None:  # a retried result is a request sent again, as a retried error
+            on_result = HttpRetryOnResult(on_result)
+        retry_policy = replace(
+            retry, retry_on=HttpRetryOn(retry), retry_on_result=on_result, delay_from=delay_from
+        )
         config = replace(config, retry_policy=retry_policy)
     if hedging is not None and not isinstance(hedging.budget, HttpHedgeBudget):
         shared = None if retry is None else retry.budget  # hedges draw on it when they have none

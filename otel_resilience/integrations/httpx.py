@@ -195,23 +195,27 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         return http.send_sync(host, url.port, _judge(http, request), self._send_once, request)
 
     def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
-        """One attempt: send ``request``; a failed response is read, closed and raised."""
+        """One attempt: send ``request``; a failed response is read, closed and raised.
+
+        A client timeout while sending or while reading a failed response's body is the
+        policy's timeout when the deadline has passed (:meth:`HttpPolicy.deadline_reached`).
+        """
         http = self._http
         index = _prepare(http, request, sent)
         try:
             sent[index] = response = self._transport.handle_request(request)
-        except httpx.TimeoutException as error:
-            http.deadline_reached(error)
-            raise
-        if response.status_code in http.failure_statuses:
+            if response.status_code not in http.failure_statuses:
+                return response
             try:
                 if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
                     raise FailedResponseError(response, response.status_code)
                 raw = b"".join(response.iter_raw())
             finally:
                 response.close()
-            raise _failed(request, response, raw)
-        return response
+        except httpx.TimeoutException as error:
+            http.deadline_reached(error)
+            raise
+        raise _failed(request, response, raw)
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -233,23 +237,23 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         return await http.send(host, url.port, _judge(http, request), self._send_once, request)
 
     async def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
-        """One attempt: send ``request``; a failed response is read, closed and raised."""
+        """One attempt: send ``request``; a failed response is read, closed and raised (as the sync one)."""
         http = self._http
         index = _prepare(http, request, sent)
         try:
             sent[index] = response = await self._transport.handle_async_request(request)
-        except httpx.TimeoutException as error:
-            http.deadline_reached(error)
-            raise
-        if response.status_code in http.failure_statuses:
+            if response.status_code not in http.failure_statuses:
+                return response
             try:
                 if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
                     raise FailedResponseError(response, response.status_code)
                 raw = b"".join([chunk async for chunk in response.aiter_raw()])
             finally:
                 await response.aclose()
-            raise _failed(request, response, raw)
-        return response
+        except httpx.TimeoutException as error:
+            http.deadline_reached(error)
+            raise
+        raise _failed(request, response, raw)
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

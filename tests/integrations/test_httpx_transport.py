@@ -18,6 +18,7 @@ from otel_resilience import (
     OperationTimeoutError,
     ResilienceConfig,
     ResilienceManager,
+    RetryPolicy,
 )
 from otel_resilience.integrations.http import (
     _RETRYABLE_ERRORS,
@@ -362,6 +363,62 @@ async def test_the_deadline_is_the_request_timeout(driver: str, server: Scripted
     )
 
 
+class _StalledBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A failed response's body that stops coming: the client's read timeout, at the deadline.
+
+    Reading it moves the policy's fake clock past the deadline, then raises what httpx raises
+    when a read of the body outlives the timeout it was given.
+    """
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    def _stall(self) -> bytes:
+        self.clock.advance(10.0)
+        raise httpx.ReadTimeout("timed out")
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._stall()
+
+    async def __aiter__(self) -> Any:
+        yield self._stall()
+
+
+@DRIVERS
+async def test_the_deadline_reached_in_a_failed_body_is_the_policys_timeout(driver: str) -> None:
+    """A 503 whose body stops coming until the deadline: the caller gets the policy's timeout.
+
+    As a read timeout before the response's head is (and as with requests): the client gave up at
+    the deadline passed on as its timeout, so it is not a transport error of its own.
+    """
+    clock = FakeClock(start=1000.0)
+    sends: list[str] = []
+
+    def stalled(request: httpx.Request) -> httpx.Response:
+        sends.append(request.method)
+        return httpx.Response(503, stream=_StalledBody(clock))
+
+    class Stalled(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return stalled(request)
+
+    class AsyncStalled(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return stalled(request)
+
+    manager = ResilienceManager(clock=clock)
+    config = policy(timeout=5.0)
+    with pytest.raises(OperationTimeoutError) as caught:
+        if driver == "sync":
+            with httpx.Client(transport=ResilientTransport(config, Stalled(), manager=manager)) as client:
+                client.get("http://downstream.internal/a")
+        else:
+            atransport = AsyncResilientTransport(config, AsyncStalled(), manager=manager)
+            async with httpx.AsyncClient(transport=atransport) as aclient:
+                await aclient.get("http://downstream.internal/a")
+    assert (caught.value.operation, caught.value.timeout, sends) == ("downstream", 5.0, ["GET"])
+
+
 def test_a_client_timeout_of_its_own_before_the_deadline_stays_the_clients(
     server: ScriptedHTTPServer,
 ) -> None:
@@ -612,3 +669,28 @@ async def test_a_failed_response_its_transport_read_already_is_returned_as_it_is
         async with httpx.AsyncClient(transport=atransport) as aclient:
             response = await aclient.get("http://downstream.test/a")
     assert (response.status_code, response.text) == (502, "502")
+
+
+@DRIVERS
+async def test_a_result_retried_by_the_policy_is_sent_again_only_when_http_allows(driver: str) -> None:
+    """``retry_on_result`` follows the HTTP rule too: a GET is sent again, a POST never.
+
+    The policy retries a 202 (a job not finished yet, say). Sending the POST again would run its
+    operation twice, as a retried error would.
+    """
+    sends: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sends.append(request.method)
+        return httpx.Response(202)
+
+    retried = RetryPolicy(
+        max_attempts=3, initial_delay=0.01, jitter="none", retry_on_result=lambda r: r.status_code == 202
+    )
+    clients = Clients(driver, policy(retry_policy=retried), transport=httpx.MockTransport(answer))
+    assert (
+        await clients.request("POST", "http://downstream.internal/jobs", content=b"job")
+    ).status_code == 202
+    assert sends == ["POST"]
+    assert (await clients.request("GET", "http://downstream.internal/jobs/1")).status_code == 202
+    assert sends == ["POST", "GET", "GET", "GET"]
