@@ -35,7 +35,7 @@ from otel_resilience.integrations.http import (
     HttpOptions,
     PolicyHandleLike,
 )
-from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, record_send
+from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, close_earlier, record_send
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
@@ -201,6 +201,8 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         policy's timeout when the deadline has passed (:meth:`HttpPolicy.deadline_reached`).
         """
         http = self._http
+        if sent:  # sent again: what the earlier sends got was dropped
+            close_earlier(sent)
         index = _prepare(http, request, sent)
         try:
             sent[index] = response = self._transport.handle_request(request)

@@ -37,7 +37,7 @@ from urllib3.util import Timeout
 
 from otel_resilience.engine.validation import fail
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
+from otel_resilience.integrations.sending import HttpIntegration, Sent, close_earlier, record_send
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -151,6 +151,8 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         """One attempt: send the request; a failed response is read, closed and raised."""
         request, stream, timeout, kwargs = exchange
         http = self._http
+        if sent:  # sent again: what the earlier sends got was dropped
+            close_earlier(sent)
         index = record_send(sent)
         try:
             sent[index] = response = super().send(

@@ -35,7 +35,15 @@ from otel_resilience.integrations.http import (
 from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
 from otel_resilience.manager.decorator import check_manager
 
-__all__ = ["HttpIntegration", "HttpPolicy", "Sent", "aclose_dropped", "close_dropped", "record_send"]
+__all__ = [
+    "HttpIntegration",
+    "HttpPolicy",
+    "Sent",
+    "aclose_dropped",
+    "close_dropped",
+    "close_earlier",
+    "record_send",
+]
 
 R = TypeVar("R")
 Q = TypeVar("Q")
@@ -359,6 +367,18 @@ def record_send(sent: Sent) -> int:
     count = len(sent)
     sent.append(None)
     return count
+
+
+def close_earlier(sent: Sent) -> None:
+    """Close the responses of the earlier sends of a request about to be sent again in this thread.
+
+    A sync execution makes its attempts one after another (hedging is async only): when one
+    starts, every response an earlier one got was dropped (a result the policy retried, a re-run)
+    and is never the caller's. Closed now, its connection is back in the client's pool before
+    this send asks for one (a pool of one would otherwise wait for it until the deadline, or,
+    with no deadline, for good); :func:`close_dropped` still closes the last ones at the end.
+    """
+    close_dropped(sent, None)
 
 
 def close_dropped(sent: Sent, kept: object) -> None:
