@@ -382,22 +382,22 @@ def test_keys_unused_for_idle_ttl_are_evicted(manager: ResilienceManager, clock:
     assert forever.get_stats()["keys"] == 1
 
 
-def test_the_keys_count_drops_keys_unused_for_idle_ttl(manager: ResilienceManager, clock: FakeClock) -> None:
-    """``handle.keys`` (the ``resilience.policy.keys`` gauge) agrees with the stats on a quiet policy.
-
-    With no call after the keys' idle_ttl, reading the count evicts them as a stats read
-    does: the gauge never reports keys a stats read would not, and their counts are folded.
-    """
+def test_reading_the_keys_count_evicts_nothing_the_next_look_does(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """``handle.keys`` is what the ``resilience.policy.keys`` gauge reads during a collection, which
+    must evict nothing; keys unused for idle_ttl leave at the next look (a stats read, a call)."""
     policy = manager.policy("quiet", BREAKER, idle_ttl=60.0)
     for key in ("a", "b", "c"):
         policy.for_key(key).execute_sync(lambda: None)
     assert policy.keys == 3
     clock.advance(61.0)
-    assert policy.keys == 0
-    assert "keys=0" in repr(policy)
+    assert policy.keys == 3
     stats = policy.get_stats()
     assert (stats["keys"], stats["evicted_keys"]) == (0, 3)
     assert stats["executions"]["total"] == 3
+    assert policy.keys == 0
+    assert "keys=0" in repr(policy)
 
 
 def test_evicted_keys_leave_the_registries_and_their_counts_stay(manager: ResilienceManager) -> None:

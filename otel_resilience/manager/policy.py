@@ -272,12 +272,12 @@ class PolicyHandle(_Runs):
     def keys(self) -> int:
         """How many keys the policy keeps now (the unkeyed state not counted).
 
-        Keys unused for ``idle_ttl`` are evicted first, as :meth:`get_stats` does: on a policy
-        no call reaches, the count (the ``resilience.policy.keys`` gauge) still drops.
+        Keys unused for ``idle_ttl`` are evicted by the policy's next call or :meth:`get_stats`,
+        not here: this is what the ``resilience.policy.keys`` gauge reads in the metric reader's
+        collection, which must evict nothing (an eviction runs callbacks that reach the
+        telemetry being collected). On a policy no call reaches, it drops at the next look.
         """
-        keys = self._keys
-        keys.expire()
-        return len(keys)
+        return len(self._keys)
 
     # ------------------------------------------------------------------ calls
 
@@ -516,7 +516,7 @@ class PolicyHandle(_Runs):
         return {**head, **stats}
 
     def __repr__(self) -> str:
-        return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={self.keys})"
+        return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={len(self._keys)})"
 
 
 class KeyedPolicyView(_Runs):
