@@ -399,12 +399,22 @@ def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: 
         err.write(f"otel-resilience export: {error}\n")
         return 1
     except OSError as error:
-        err.write(f"otel-resilience export: cannot write {kind} to {directory}: {error}\n")
+        err.write(
+            f"otel-resilience export: cannot write {kind} to {directory}: {_write_error(directory, error)}\n"
+        )
         return 1
     out.write(f"exported {kind} to {directory}: {len(written)} file(s)\n")
     for path in written:
         out.write(f"  {path}\n")
     return 0
+
+
+def _write_error(directory: Path, error: OSError) -> str:
+    """Say why ``directory`` could not be written: a file in its way, else the system's reason."""
+    blocker = next((path for path in (directory, *directory.parents) if path.is_file()), None)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    return str(error)
 
 
 def _run_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

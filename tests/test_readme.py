@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from otel_resilience.config import loads
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
 
 # What each example must print (a fragment), in README order.
 EXPECTED = [
@@ -39,6 +42,11 @@ EXPECTED = [
     ),
 ]
 
+# The examples that log a warning on purpose (the README says so): a retry's on_retry hook, a
+# refused reload, a Redis store that cannot be reached. Every other example writes nothing on
+# stderr: a newcomer who copies one sees no warning.
+WARNS = {2, 15, 18}
+
 
 def test_readme_has_an_example_per_pattern_and_the_manager() -> None:
     """The README keeps one runnable example per pattern, the manager and alerts."""
@@ -57,3 +65,16 @@ def test_readme_example_runs(index: int, expected: str) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert expected in completed.stdout, completed.stdout
+    assert "Traceback" not in completed.stderr, completed.stderr
+    if index not in WARNS:
+        assert completed.stderr == "", completed.stderr
+
+
+def test_readme_configuration_file_example_loads() -> None:
+    """The configuration file shown in the README is valid: it loads, with its budget shared."""
+    assert len(YAML_BLOCKS) == 1
+    policies = loads(YAML_BLOCKS[0], source="README.md")
+    assert list(policies) == ["ml_service", "payments"]
+    retry = policies["ml_service"].retry_policy
+    assert retry is not None
+    assert retry.budget is not None

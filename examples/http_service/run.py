@@ -70,6 +70,8 @@ def main() -> None:
         port = sock.getsockname()[1]
         print(f"downstreams: {urls}")
         print(f"service:     http://127.0.0.1:{port}  (try /items/1, /prices/1, POST /orders)")
+        order = '{"item": 1}'  # POST /orders takes a JSON object: without one FastAPI answers 422
+        print(f"order:       curl --json '{order}' http://127.0.0.1:{port}/orders")
         down = '{"mode": "down"}'
         print(f"switch one:  curl -X POST {urls['inventory']}/admin/mode -d '{down}'", flush=True)
         server = uvicorn.Server(uvicorn.Config(create_app(urls), log_level="warning"))

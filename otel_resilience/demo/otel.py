@@ -38,10 +38,14 @@ from otel_resilience.telemetry import current_listener, install_default, instrum
 if TYPE_CHECKING:
     from otel_resilience.demo.options import DemoOptions
 
-__all__ = ["OTLP_METRICS_INTERVAL", "DemoTelemetry", "MetricsServerError"]
+__all__ = ["OTLP_EXPORT_TIMEOUT", "OTLP_METRICS_INTERVAL", "DemoTelemetry", "MetricsServerError"]
 
 OTLP_METRICS_INTERVAL: Final = 2.0
 """Seconds between two OTLP metric exports."""
+OTLP_EXPORT_TIMEOUT: Final = 2.0
+"""Seconds one OTLP export may take, its retries included (the SDK's default, 10 s, would make
+Ctrl-C wait tens of seconds for a receiver that is down: the exports still due are flushed at
+the end of the run)."""
 _SPAN_BATCH_DELAY_MS: Final = 1000.0
 _SPAN_QUEUE: Final = 16_384
 """Spans buffered before the batch processor drops (the demo makes a few hundred per second)."""
@@ -104,14 +108,18 @@ class DemoTelemetry:
 
             readers.append(
                 PeriodicExportingMetricReader(
-                    OTLPMetricExporter(endpoint=f"{options.otlp_endpoint}/v1/metrics"),
+                    OTLPMetricExporter(
+                        endpoint=f"{options.otlp_endpoint}/v1/metrics", timeout=OTLP_EXPORT_TIMEOUT
+                    ),
                     export_interval_millis=OTLP_METRICS_INTERVAL * 1000,
                 )
             )
             self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             self.tracer_provider.add_span_processor(
                 BatchSpanProcessor(
-                    OTLPSpanExporter(endpoint=f"{options.otlp_endpoint}/v1/traces"),
+                    OTLPSpanExporter(
+                        endpoint=f"{options.otlp_endpoint}/v1/traces", timeout=OTLP_EXPORT_TIMEOUT
+                    ),
                     max_queue_size=_SPAN_QUEUE,
                     schedule_delay_millis=_SPAN_BATCH_DELAY_MS,
                 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -11,8 +13,10 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.demo.app import run_demo
 from otel_resilience.demo.options import DemoOptions
+from otel_resilience.demo.otel import DemoTelemetry
 from otel_resilience.demo.view import PlainView
 
 
@@ -86,3 +90,18 @@ async def test_metrics_and_traces_reach_an_otlp_receiver(receiver: _Receiver) ->
         for metric in scope.metrics
     }
     assert {"resilience.executions", "resilience.execution.duration", "resilience.retries"} <= metrics
+
+
+def test_stop_does_not_wait_long_for_an_unreachable_receiver() -> None:
+    """Ctrl-C ends a demo whose OTLP receiver is down in seconds, not after the SDK's 10 s per export."""
+    with socket.socket() as probe:  # a port nothing listens on: every export is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    telemetry = DemoTelemetry(DemoOptions(port=None, otlp_endpoint=f"http://127.0.0.1:{port}"))
+    telemetry.start()
+    try:
+        ResilienceManager().execute_with_resilience_sync(lambda: "ok", ResilienceConfig(name="otlp_down"))
+    finally:
+        started = time.monotonic()
+        telemetry.stop()
+    assert time.monotonic() - started < 10.0  # was about 16 s: each export retried for 10 s

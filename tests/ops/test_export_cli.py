@@ -93,3 +93,15 @@ def test_export_reports_a_write_error(tmp_path):
     code, _, err = _run("export", "dashboards", str(blocker / "sub"))
     assert code == 1
     assert f"cannot write dashboards to {blocker / 'sub'}" in err
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_export_to_a_file_says_a_file_is_in_the_way(tmp_path, inside):
+    """DIR naming a file (or a path through one) is reported as such, not as a bare errno."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    target = blocker / "sub" if inside else blocker
+    code, _, err = _run("export", "alerts", str(target))
+    assert code == 1
+    assert f"cannot write alerts to {target}: {blocker} is a file, not a folder" in err
+    assert "Errno" not in err
