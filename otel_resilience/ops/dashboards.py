@@ -883,9 +883,12 @@ def _hedges_denied(selector: dict[str, str]) -> _Panel:
         "Hedges denied",
         "Hedges that were due but refused, per second, by policy and by what refused them: the hedge "
         "budget (budget: the ratio of hedges to first attempts is spent, so a slow dependency is waited "
-        "for rather than hedged) or the execution's cap on attempts (max_attempts). Many budget denials "
-        "while the dependency is slow mean the budget, not the delay, decides the tail. Starts at 0 "
-        f"for every policy with hedging. From `{denied}`.",
+        "for rather than hedged), the execution's cap on attempts (max_attempts), a request that may be "
+        "sent only once (not_replayable), the deadline passed when the hedge came due (deadline), or "
+        "the policy's own breaker, bulkhead or rate limiter rejecting an attempt (rejected). Many budget "
+        "denials while the dependency is slow mean the budget, not the delay, decides the tail; many "
+        "deadline denials, that the hedge delay is too close to the timeout. Starts at 0 for every "
+        f"policy with hedging. From `{denied}`.",
         "ops",
         (_Query(_rate(denied, _m(**selector), (_POLICY, by)), f"{{{{{_POLICY}}}}} {{{{{by}}}}}"),),
         width=8,
