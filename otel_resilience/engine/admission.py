@@ -80,8 +80,8 @@ class UnheardStanding(Standing):
 
     For a step whose ``admit`` returns :attr:`unheard` to every call while no attempt listener is
     awake, and opens an attempt scope otherwise (a retry with no budget, admitting its first
-    attempt). The step's telemetry hub sets :attr:`token` to :attr:`unheard` or to ``None`` at
-    every change of its attempt listeners
+    attempt). The step's telemetry hub sets :attr:`token` to :attr:`unheard` or to ``None``
+    (:meth:`hear`) at every change of its attempt listeners
     (:meth:`~otel_resilience.engine.events.TelemetryHub.follow_attempts`), so while nobody
     listens the engine admits the step's calls without calling ``admit``.
     """
@@ -92,6 +92,10 @@ class UnheardStanding(Standing):
         super().__init__()
         self.unheard = unheard
         """The token ``admit`` returns to every call while no attempt listener is awake (true)."""
+
+    def hear(self, heard: bool) -> None:
+        """Stand with :attr:`unheard` while nobody listens to attempts (not ``heard``), else not at all."""
+        self.token = None if heard else self.unheard
 
 
 NOT_STANDING: Final = Standing()

@@ -30,7 +30,7 @@ import itertools
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
 
 from otel_resilience.engine import event_args
 from otel_resilience.engine.counting import Counter, CounterValue
@@ -194,10 +194,10 @@ class ExecutionListener(Protocol):
 
 
 class _Follower(Protocol):
-    """What :meth:`TelemetryHub.follow_attempts` sets: a standing admission and its token."""
+    """What :meth:`TelemetryHub.follow_attempts` tells: a standing admission (an ``UnheardStanding``)."""
 
-    token: Any
-    unheard: Any
+    def hear(self, heard: bool) -> None:
+        """Stand or not, as attempt listeners are awake (``heard``) or not."""
 
 
 class TelemetryHub:
@@ -306,7 +306,7 @@ class TelemetryHub:
         return any(x is listener for x in self._dormant)
 
     def follow_attempts(self, standing: _Follower) -> None:
-        """Keep ``standing.token`` at ``standing.unheard`` while no attempt listener is awake, else ``None``.
+        """Keep ``standing`` told whether an attempt listener is awake (``standing.hear``), from now on.
 
         For a step whose ``admit`` returns one token to every call as long as nobody listens to
         attempts (a retry with no budget: its first attempt's token), and opens an attempt scope
@@ -315,7 +315,7 @@ class TelemetryHub:
         """
         with self._lock:
             self._followers.add(standing)
-            standing.token = None if self.attempt_listeners else standing.unheard
+            standing.hear(bool(self.attempt_listeners))
 
     def _publish_locked(self) -> None:
         dormant = self._dormant
@@ -325,7 +325,7 @@ class TelemetryHub:
         )
         heard = bool(self.attempt_listeners)
         for standing in self._followers:  # after attempt_listeners: a call that still stands opened none
-            standing.token = None if heard else standing.unheard
+            standing.hear(heard)
         self._routes = _Routes(self)  # after event_listeners: never computed from stale ones
         checks = [self._asleep_while.get(id(x)) for x in self.execution_listeners]
         first = checks[0] if checks else _ALWAYS

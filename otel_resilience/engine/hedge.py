@@ -283,20 +283,17 @@ class _Race:
         self.delay: float | None = None
         self.timed: str | None = PARALLEL if hedge.parallel else DELAY
         """The trigger of a hedge started once the delay passed (the hedge's mode names it, not
-        the delay's value); ``None`` once the deadline denied one: none starts by delay any more."""
+        the delay's value); ``None`` once a hedge delay would end at or past the deadline: none starts
+        by delay any more."""
 
-    def refuse(self, trigger: str | None, reason: str, *, by_delay: bool = False) -> None:
+    def refuse(self, trigger: str | None, reason: str) -> None:
         """Decide that the hedge due by ``trigger`` does not start, and tell the hedge why.
 
         The one place where the race refuses a hedge (:meth:`Hedge.deny`, once per decision). No
-        attempt starts after it; with ``by_delay``, none starts by delay (a hedge by failure
-        still may). ``trigger`` ``None``, or an attempt already won (a loser rejected as the race
-        was decided): no further hedge was due, so none is reported.
+        attempt starts after it. ``trigger`` ``None``, or an attempt already won (a loser
+        rejected as the race was decided): no further hedge was due, so none is reported.
         """
-        if by_delay:
-            self.timed = None
-        else:
-            self.more = False
+        self.more = False
         if trigger is not None and self.winner is None:
             self.hedge.deny(trigger, reason)
 
@@ -364,8 +361,9 @@ class _Race:
             left = None if delay is None else delay - (self.clock.now() - self.latest)
             if left is not None and left > 0 and time_remaining(self.clock) <= left:
                 # The next hedge by delay would start at or past the deadline: none will. It never
-                # comes due, so none is denied (reported only when one is due past the deadline).
-                self.refuse(None, DEADLINE, by_delay=True)
+                # comes due, so none is denied (reported only when one is due past the deadline);
+                # a hedge by failure may still start before the deadline.
+                self.timed = None
                 left = None
             if left is None or left > 0:
                 ended = await self.first_ended(left)

@@ -61,6 +61,7 @@ _FAILURE: Final = 1
 _SUCCESS: Final = 2
 
 _MAKING_LOCKS: Final = fork_safe(threading.Lock())
+"""Held while a breaker's own lock is made (:meth:`_BreakerCore._make_lock`), so that it is made once."""
 
 _DELIVERY_LOCK: Final = fork_safe(threading.Lock())
 """Guards :data:`_UNDELIVERED` and :data:`_DELIVERING` (held for a few statements, never over a call out)."""
@@ -78,8 +79,8 @@ def _forget_deliveries() -> None:
     _DELIVERING.clear()
 
 
-os.register_at_fork(after_in_child=_forget_deliveries)
-"""Held while a breaker's own lock is made (:meth:`_BreakerCore._make_lock`), so that it is made once."""
+if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
+    os.register_at_fork(after_in_child=_forget_deliveries)
 
 
 class _BreakerCore:
