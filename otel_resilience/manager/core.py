@@ -169,14 +169,19 @@ def _breaker_idle(users: Counter[tuple[str, str]], breaker: CircuitBreaker) -> b
     return (_BREAKER, breaker.name) not in users and breaker.peek_state() is CircuitState.CLOSED
 
 
-def _bulkhead_idle(users: Counter[tuple[str, str]], bulkhead: Bulkhead) -> bool:
-    """A bulkhead may go when no live policy uses it (none in ``users``) and it holds and queues no call.
+def _bulkhead_rests(bulkhead: Bulkhead) -> bool:
+    """Whether ``bulkhead`` holds and queues no call.
 
     Read without the bulkhead's lock: ``waiting`` first, as a queued call moves from ``waiting``
     to ``active`` (never back), so a call moving between the two reads is seen in one of them.
     """
     stats = bulkhead.stats
-    return (_BULKHEAD, bulkhead.name) not in users and not stats.waiting and not stats.active
+    return not stats.waiting and not stats.active
+
+
+def _bulkhead_idle(users: Counter[tuple[str, str]], bulkhead: Bulkhead) -> bool:
+    """A bulkhead may go when no live policy uses it (none in ``users``) and it rests (holds no call)."""
+    return (_BULKHEAD, bulkhead.name) not in users and _bulkhead_rests(bulkhead)
 
 
 def _policy_idle(policy: _Policy) -> bool:
@@ -193,7 +198,7 @@ def _policy_idle(policy: _Policy) -> bool:
     breaker, bulkhead = policy.breaker, policy.bulkhead
     if breaker is not None and breaker.peek_state() is not CircuitState.CLOSED:
         return False
-    return bulkhead is None or not (bulkhead.stats.waiting or bulkhead.stats.active)  # see _bulkhead_idle
+    return bulkhead is None or _bulkhead_rests(bulkhead)
 
 
 _GONE: Final = _Entry.__new__(_Entry)

@@ -124,12 +124,12 @@ class Staged:
 
     Attributes:
         config: The checked config.
-        links: Per live key state (by ``id``, with the state itself), the extra links of its
-            new pipeline. Empty when the config has no extra strategies (or is the current one).
+        links: Per live key state, the extra links of its new pipeline. Empty when the config
+            has no extra strategies (or is the current one).
     """
 
     config: ResilienceConfig
-    links: dict[int, tuple[KeyState, tuple[tuple[int, Step], ...]]]
+    links: dict[KeyState, tuple[tuple[int, Step], ...]]
 
 
 class _Adapts:
@@ -440,7 +440,7 @@ class PolicyHandle(_Runs):
             if same_config(config, self._spec.config):
                 return Staged(config, {})
             states = [state for state in (self._default, *self._keys.values()) if state.live]
-        return Staged(config, {id(state): (state, extra_links(self.name, config)) for state in states})
+        return Staged(config, {state: extra_links(self.name, config) for state in states})
 
     def _commit(self, staged: Staged) -> int:
         """Make the config :meth:`_stage` staged the policy's; return its generation.
@@ -460,9 +460,9 @@ class PolicyHandle(_Runs):
             for state in (self._default, *self._keys.values()):
                 if not state.live or state.generation == spec.generation:
                     continue
-                made = staged.links.get(id(state))
-                if made is not None and made[0] is state:
-                    reconfigure(state, spec, self._ledger, made[1])
+                made = staged.links.get(state)
+                if made is not None:
+                    reconfigure(state, spec, self._ledger, made)
                 elif not extras_needed:
                     reconfigure(state, spec, self._ledger, ())
             return spec.generation

@@ -175,9 +175,9 @@ class FallbackCore(Counts):
         (:class:`LastGoodIndex`).
         """
         key = self.key_of(args, kwargs)
+        if key is not None and self.index.fresh(key, self.clock.now()):
+            return key
         with self.lock:
-            if key is not None and self.index.fresh(key, self.clock.now()):
-                return key
             self.cache_misses += 1
         return None
 
@@ -192,9 +192,8 @@ class FallbackCore(Counts):
         """
         max_age = self.config.cache_max_age
         if (
-            max_age is None
+            max_age is None  # a maximum age is CACHED_VALUE's only: both handlers then cache
             or old.index is NO_AGE_LIMIT
-            or not (self.caches and old.caches)
             or old.cache_service is not self.cache_service
             or old.cache_key != self.cache_key
             or old.by_arguments != self.by_arguments
@@ -232,7 +231,9 @@ class FallbackCore(Counts):
         """
         key = self.key_of(args, kwargs)
         if key is not None:
-            self._write(key, value, self.clock.now(), inline=inline)
+            # Without an age limit no age is kept (NO_AGE_LIMIT never changes): no clock read.
+            returned_at = 0.0 if self.index is NO_AGE_LIMIT else self.clock.now()
+            self._write(key, value, returned_at, inline=inline)
 
     def _write(self, key: str, value: object, returned_at: float, *, inline: bool) -> None:
         """Write ``value`` (returned at ``returned_at``) under ``key``; remember the key once it landed.
@@ -276,8 +277,7 @@ class FallbackCore(Counts):
             self.cache_failed("set", key)
             return False
         if not inspect.isawaitable(pending):
-            with self.lock:
-                self.index.landed(key, returned_at)
+            self.index.landed(key, returned_at)  # thread-safe on its own
             return False
         loop = cast("asyncio.AbstractEventLoop", loop)  # an awaitable was refused inline
         task = asyncio.ensure_future(pending)
@@ -305,10 +305,10 @@ class FallbackCore(Counts):
         error = None if cancelled else task.exception()
         if error is not None:
             self.cache_failed("set", key, error)
+        elif not cancelled:
+            self.index.landed(key, returned_at)  # thread-safe on its own
         with self.lock:
             cast("set[asyncio.Future[Any]]", self.writes).discard(task)  # made when the task was added
-            if not cancelled and error is None:
-                self.index.landed(key, returned_at)
             writing = cast("dict[asyncio.AbstractEventLoop, asyncio.Future[Any]]", self.writing)
             if writing.get(loop) is not task:
                 return  # forgotten: its loop had closed
