@@ -289,13 +289,18 @@ class _Waiting:
                 return
             size += len(message.get("body", b""))
 
-    async def stop(self) -> None:
-        """Stop reading (the app's turn came, or the request was answered); what was read is kept."""
-        self._start.cancel()
+    async def stop(self) -> Receive:
+        """Stop reading (the app's turn came, or the request was answered); return the app's ``receive()``.
+
+        What was read is kept, and given back by :meth:`receive`; a request that never waited
+        read nothing, and gets the server's own ``receive()``.
+        """
+        self.close()
         watcher = self._watcher
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.wait((watcher,))  # its last message kept; a cancel of this task raises
+        if watcher is None:
+            return self._receive
+        await asyncio.wait((watcher,))  # its last message kept; a cancel of this task raises
+        return self.receive
 
     def close(self) -> None:
         """Stop reading, not waiting for it (the request ends: nothing more is replayed)."""
@@ -409,8 +414,7 @@ class LoadSheddingMiddleware:
             return  # the client left while the request waited: no one to answer
         except (BulkheadFullError, RateLimitedError) as error:  # ours: the app's are carried
             if waiting is not None:
-                await waiting.stop()
-                receive = waiting.receive
+                receive = await waiting.stop()
             await error_response(error)(scope, receive, send)
             return
         except _InnerPolicyError as carried:
@@ -428,8 +432,7 @@ class LoadSheddingMiddleware:
     async def _run(self, scope: Scope, receive: Receive, send: Send, waiting: _Waiting | None) -> None:
         """Run the app; a refusal or timeout it raises is carried, so that it is not counted as ours."""
         if waiting is not None:
-            await waiting.stop()  # the app's turn: it reads receive() from here on
-            receive = waiting.receive
+            receive = await waiting.stop()  # the app's turn: it reads receive() from here on
         try:
             await self.app(scope, receive, send)
         except (ExecutionRejectedError, OperationTimeoutError) as error:

@@ -40,7 +40,7 @@ from otel_resilience.patterns.circuit_breaker.window import TimeWindow
 from otel_resilience.store import scripts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from otel_resilience.patterns.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.store.redis_store import RedisStore
@@ -434,14 +434,28 @@ def read_states(client: Any, links: Sequence[SharedBreaker]) -> None:
         if not batch:
             continue
         with contextlib.ExitStack() as held:
-            pipe = client.pipeline(transaction=False)
             for link, _ in batch:
                 held.enter_context(link._lock)
-                next(link._store._ops)
-                pipe.eval(scripts.READ_STATE, 1, f"{link._prefix}:state")
-            for (link, breaker), reply in zip(batch, pipe.execute(raise_on_error=False), strict=True):
+            calls = ((link, scripts.READ_STATE, [f"{link._prefix}:state"], ()) for link, _ in batch)
+            for (link, breaker), reply in zip(batch, _eval_batch(client, calls), strict=True):
                 if link.accepted("state", f"{link._prefix}:state", reply):
                     link._take_state(breaker, reply)
+
+
+def _eval_batch(
+    client: Any, calls: Iterable[tuple[SharedBreaker, str, Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """Run ``calls`` (``link, script, keys, argv``) in one round trip (a pipeline).
+
+    Each counts an operation of its link's store, as :meth:`SharedBreaker._eval` does. Returns
+    the replies in order, an error (a refusal, an outage) in place of its call's reply.
+    """
+    pipe = client.pipeline(transaction=False)
+    for link, script, keys, argv in calls:
+        next(link._store._ops)
+        pipe.eval(script, len(keys), *keys, *argv)
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    return replies
 
 
 def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
@@ -472,20 +486,14 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
                 asks.append((link, breaker, *request))
     for start in range(0, len(asks), _READ_BATCH):
         leases = asks[start : start + _READ_BATCH]
-        pipe = client.pipeline(transaction=False)
-        for link, _, keys, argv in leases:
-            next(link._store._ops)
-            pipe.eval(scripts.TAKE_LEASES, len(keys), *keys, *argv)
-        for (link, breaker, keys, _), reply in zip(leases, pipe.execute(raise_on_error=False), strict=True):
+        asked = ((link, scripts.TAKE_LEASES, keys, argv) for link, _, keys, argv in leases)
+        for (link, breaker, keys, _), reply in zip(leases, _eval_batch(client, asked), strict=True):
             if link.accepted("leases", ", ".join(keys), reply):
                 link._leases_held(client, breaker, reply, now)
     for start in range(0, len(reports), _READ_BATCH):
         batch = reports[start : start + _READ_BATCH]
-        pipe = client.pipeline(transaction=False)
-        for link, _, args, _ in batch:
-            next(link._store._ops)
-            pipe.eval(scripts.FLUSH_COUNTS, 1, *args)
-        replies = pipe.execute(raise_on_error=False)  # a key the server refused is its breaker's alone
+        flushes = ((link, scripts.FLUSH_COUNTS, args[:1], args[1:]) for link, _, args, _ in batch)
+        replies = _eval_batch(client, flushes)  # a key the server refused is its breaker's alone
         for (link, breaker, args, counts), peers in zip(batch, replies, strict=True):
             if link.accepted("counts", str(args[0]), peers):
                 link._reported(breaker, counts, peers)
