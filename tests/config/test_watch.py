@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,43 +101,60 @@ def vars_of(config: ResilienceConfig) -> dict[str, object]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "name"}
 
 
-def test_a_watch_applies_a_changed_file_and_keeps_the_last_good_one_when_it_breaks(tmp_path: Path) -> None:
-    """check(): a changed file is applied; a broken one changes nothing and counts a failed reload."""
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    """The library instrumented with a meter provider read by the returned reader, for one test."""
     had_default = current_listener() is not None
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     instrument(meter_provider=provider)
     try:
-        path = tmp_path / "resilience.yaml"
-        _write(path, FIRST)
-        manager = ResilienceManager()
-        with manager.watch(path, interval=3600.0) as watch:  # the test drives check() itself
-            assert watch.applied == 1
-            assert not watch.check()  # unchanged
-            _write(path, SECOND)
-            assert watch.check()
-            handle = manager.policy("payments")
-            assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
-            generation = handle.generation
-            _write(path, BROKEN)
-            assert not watch.check()
-            assert (watch.applied, watch.failed) == (2, 1)
-            assert handle.generation == generation
-            assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
-        failed = [
-            point
-            for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
-            if metric.name == "resilience.reload"
-            for point in metric.data.data_points
-            if point.attributes.get("resilience.reload.outcome") == "failed"
-            and point.attributes.get("resilience.policy") == "payments"
-        ]
-        assert sum(point.value for point in failed) == 1
+        yield reader
     finally:
         uninstrument()
         if had_default:
             install_default()
         provider.shutdown()
+
+
+def _failed_reloads(reader: InMemoryMetricReader, policy: str | None = None) -> int:
+    """The ``resilience.reload`` points with ``outcome=failed``, summed over every policy (or ``policy``'s)."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return 0
+    return sum(
+        point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "resilience.reload"
+        for point in metric.data.data_points
+        if point.attributes.get("resilience.reload.outcome") == "failed"
+        and policy in (None, point.attributes.get("resilience.policy"))
+    )
+
+
+def test_a_watch_applies_a_changed_file_and_keeps_the_last_good_one_when_it_breaks(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    """check(): a changed file is applied; a broken one changes nothing and counts a failed reload."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600.0) as watch:  # the test drives check() itself
+        assert watch.applied == 1
+        assert not watch.check()  # unchanged
+        _write(path, SECOND)
+        assert watch.check()
+        handle = manager.policy("payments")
+        assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        generation = handle.generation
+        _write(path, BROKEN)
+        assert not watch.check()
+        assert (watch.applied, watch.failed) == (2, 1)
+        assert handle.generation == generation
+        assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+    assert _failed_reloads(reader, "payments") == 1
 
 
 def test_a_watch_on_a_broken_file_refuses_to_start(tmp_path: Path) -> None:
@@ -295,22 +313,6 @@ def test_a_value_the_loader_refuses_is_counted_for_its_policy_only(tmp_path: Pat
     assert watch.failed == 1
 
 
-def _failed_reloads(reader: InMemoryMetricReader) -> int:
-    """The ``resilience.reload`` points with ``outcome=failed``, summed over every policy."""
-    data = reader.get_metrics_data()
-    if data is None:
-        return 0
-    return sum(
-        point.value
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "resilience.reload"
-        for point in metric.data.data_points
-        if point.attributes.get("resilience.reload.outcome") == "failed"
-    )
-
-
 def _break(path: Path, event: str) -> None:
     if event == "deleted":
         path.unlink()
@@ -320,80 +322,54 @@ def _break(path: Path, event: str) -> None:
 
 @pytest.mark.parametrize("event", ["deleted", "half-written"])
 def test_a_file_seen_deleted_or_half_written_once_is_one_failed_reload_of_the_file(
-    tmp_path: Path, event: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, event: str, caplog: pytest.LogCaptureFixture, reader: InMemoryMetricReader
 ) -> None:
     """A write in progress, complete at the next look: one log line, watch.failed once, no policy
     reports a failed reload (nothing to alert on); the complete file applies."""
-    had_default = current_listener() is not None
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    instrument(meter_provider=provider)
-    try:
-        path = tmp_path / "resilience.yaml"
-        _write(path, FIRST)
-        manager = ResilienceManager()
-        with manager.watch(path, interval=3600) as watch:  # the test drives check() itself
-            caplog.clear()
-            with caplog.at_level("WARNING", logger="otel_resilience"):
-                _break(path, event)
-                assert not watch.check()
-                _write(path, SECOND)  # the complete version, before the next look
-                assert watch.check()
-            assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
-            assert str(path) in caplog.records[0].getMessage()
-            assert (watch.applied, watch.failed) == (2, 1)
-            for name in ("payments", "search"):
-                assert manager.policy(name).get_stats()["reloads"]["failed"] == 0
-            assert _failed_reloads(reader) == 0
-            assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(
-                failure_threshold=5
-            )
-            assert manager.policy("inventory").config.timeout == 1.0
-    finally:
-        uninstrument()
-        if had_default:
-            install_default()
-        provider.shutdown()
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:  # the test drives check() itself
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="otel_resilience"):
+            _break(path, event)
+            assert not watch.check()
+            _write(path, SECOND)  # the complete version, before the next look
+            assert watch.check()
+        assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
+        assert str(path) in caplog.records[0].getMessage()
+        assert (watch.applied, watch.failed) == (2, 1)
+        for name in ("payments", "search"):
+            assert manager.policy(name).get_stats()["reloads"]["failed"] == 0
+        assert _failed_reloads(reader) == 0
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        assert manager.policy("inventory").config.timeout == 1.0
 
 
 @pytest.mark.parametrize("event", ["deleted", "half-written"])
 def test_a_file_left_deleted_or_broken_is_a_failed_reload_of_every_policy_once(
-    tmp_path: Path, event: str
+    tmp_path: Path, event: str, reader: InMemoryMetricReader
 ) -> None:
     """Still missing (or unparseable) at the next look: every policy of the last good file reports
     a failed reload once (each one's configuration is stale: the alert's signal); no more after."""
-    had_default = current_listener() is not None
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    instrument(meter_provider=provider)
-    try:
-        path = tmp_path / "resilience.yaml"
-        _write(path, FIRST)
-        manager = ResilienceManager()
-        with manager.watch(path, interval=3600) as watch:
-            _break(path, event)
-            assert not watch.check()
-            assert _failed_reloads(reader) == 0
-            assert not watch.check()  # the same broken file a look later
-            assert not watch.check()  # reported once
-            assert (watch.applied, watch.failed) == (1, 1)
-            for name in ("payments", "search"):
-                assert manager.policy(name).get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
-            assert _failed_reloads(reader) == 2
-            assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(
-                failure_threshold=3
-            )
-            _write(path, SECOND)
-            assert watch.check()
-            assert (watch.applied, watch.failed) == (2, 1)
-            assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(
-                failure_threshold=5
-            )
-    finally:
-        uninstrument()
-        if had_default:
-            install_default()
-        provider.shutdown()
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:
+        _break(path, event)
+        assert not watch.check()
+        assert _failed_reloads(reader) == 0
+        assert not watch.check()  # the same broken file a look later
+        assert not watch.check()  # reported once
+        assert (watch.applied, watch.failed) == (1, 1)
+        for name in ("payments", "search"):
+            assert manager.policy(name).get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
+        assert _failed_reloads(reader) == 2
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+        _write(path, SECOND)
+        assert watch.check()
+        assert (watch.applied, watch.failed) == (2, 1)
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
 
 
 def test_the_watch_outlives_an_error_of_a_look(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -577,53 +578,62 @@ def _echo_app(gate: asyncio.Event, entered: list[bytes]) -> Any:
     return app
 
 
-async def test_a_queued_request_whose_client_left_gives_up_its_place_without_running_the_app() -> None:
-    """http.disconnect while waiting for a slot: the app never runs, nothing is sent, the queue place is freed."""
+@dataclass
+class _Queue:
+    """A bulkhead of one slot and one waiting place: its first request runs (held at ``gate``), the second waits."""
+
+    bulkhead: Bulkhead
+    gate: asyncio.Event
+    entered: list[bytes]
+    first: _Client
+    second: _Client
+    running: asyncio.Future[None]
+    queued: asyncio.Future[None]
+
+
+async def _one_running_one_queued(*second_body: bytes) -> _Queue:
+    """Start a request that runs (its app held at the gate), then one that waits for its slot: ``second_body``."""
     gate, entered = asyncio.Event(), []
     middleware = LoadSheddingMiddleware(
         _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
     )
     assert middleware.bulkhead is not None
-    first, second = _Client(b"first"), _Client(b"second")
+    first, second = _Client(b"first"), _Client(*second_body)
     running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
     while not entered:
         await asyncio.sleep(0)
     queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
     while middleware.bulkhead.get_stats()["waiting"] == 0:
         await asyncio.sleep(0)
-    second.leave()
-    await asyncio.wait_for(queued, 10)  # returns without a slot, long before the first request ends
-    assert not running.done()
-    assert second.sent == []
-    assert middleware.bulkhead.get_stats()["waiting"] == 0
-    assert middleware.bulkhead.get_stats()["cancelled"] == 1
-    gate.set()
-    await asyncio.wait_for(running, 10)
-    assert entered == [b"first"]  # the app ran for the first request only
-    assert first.sent[-1]["body"] == b"first"
+    return _Queue(middleware.bulkhead, gate, entered, first, second, running, queued)
+
+
+async def test_a_queued_request_whose_client_left_gives_up_its_place_without_running_the_app() -> None:
+    """http.disconnect while waiting for a slot: the app never runs, nothing is sent, the queue place is freed."""
+    q = await _one_running_one_queued(b"second")
+    q.second.leave()
+    await asyncio.wait_for(q.queued, 10)  # returns without a slot, long before the first request ends
+    assert not q.running.done()
+    assert q.second.sent == []
+    assert q.bulkhead.get_stats()["waiting"] == 0
+    assert q.bulkhead.get_stats()["cancelled"] == 1
+    q.gate.set()
+    await asyncio.wait_for(q.running, 10)
+    assert q.entered == [b"first"]  # the app ran for the first request only
+    assert q.first.sent[-1]["body"] == b"first"
 
 
 async def test_a_queued_request_gets_its_whole_body_when_its_turn_comes() -> None:
     """The body read while the request waited is given to the app, in order, then the server's next messages."""
-    gate, entered = asyncio.Event(), []
-    middleware = LoadSheddingMiddleware(
-        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
-    )
-    assert middleware.bulkhead is not None
-    first, second = _Client(b"first"), _Client(b"se", b"co", b"nd")
-    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
-    while not entered:
-        await asyncio.sleep(0)
-    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
-    while middleware.bulkhead.get_stats()["waiting"] == 0:
-        await asyncio.sleep(0)
+    q = await _one_running_one_queued(b"se", b"co", b"nd")
     for _ in range(100):  # let the waiting request read its body meanwhile (to be given back to the app)
         await asyncio.sleep(0)
-    gate.set()
-    await asyncio.wait_for(asyncio.gather(running, queued), 10)
-    assert entered == [b"first", b"second"]
-    assert second.sent[-1]["body"] == b"second"
-    assert middleware.bulkhead.get_stats()["cancelled"] == 0
+    assert q.second.incoming.empty()  # read ahead while it waited
+    q.gate.set()
+    await asyncio.wait_for(asyncio.gather(q.running, q.queued), 10)
+    assert q.entered == [b"first", b"second"]
+    assert q.second.sent[-1]["body"] == b"second"
+    assert q.bulkhead.get_stats()["cancelled"] == 0
 
 
 async def test_a_request_admitted_at_once_starts_no_reader_of_its_client(
@@ -654,21 +664,10 @@ async def test_a_request_admitted_at_once_starts_no_reader_of_its_client(
 
 async def test_a_server_cancel_of_a_queued_request_still_cancels_it() -> None:
     """A request the server cancels while it waits is cancelled, as before (not taken for a client that left)."""
-    gate, entered = asyncio.Event(), []
-    middleware = LoadSheddingMiddleware(
-        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
-    )
-    assert middleware.bulkhead is not None
-    first, second = _Client(b"first"), _Client(b"second")
-    running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
-    while not entered:
-        await asyncio.sleep(0)
-    queued = asyncio.ensure_future(middleware(_scope(), second.receive, second.send))
-    while middleware.bulkhead.get_stats()["waiting"] == 0:
-        await asyncio.sleep(0)
-    queued.cancel()
+    q = await _one_running_one_queued(b"second")
+    q.queued.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await queued
-    gate.set()
-    await asyncio.wait_for(running, 10)
-    assert entered == [b"first"]
+        await q.queued
+    q.gate.set()
+    await asyncio.wait_for(q.running, 10)
+    assert q.entered == [b"first"]
