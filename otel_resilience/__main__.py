@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from otel_resilience import config as config_module
-from otel_resilience.config.formats import FORMATS, format_of
+from otel_resilience.config.formats import Format, UnknownFormatError, file_format
 from otel_resilience.config.report import summary as config_summary
 from otel_resilience.demo.options import (
     DEFAULT_HOST,
@@ -304,11 +304,17 @@ def _missing(modules: Iterable[tuple[str, str]]) -> list[str]:
     return missing
 
 
-def _unknown_format(path: Path, file_format: str | None) -> str | None:
-    """Why ``path`` cannot be read without ``--format`` (its suffix names no format), or ``None``."""
-    if file_format is None and format_of(str(path)) is None:
-        suffixes = ", ".join(FORMATS)
-        return f"{path}: has no known suffix ({suffixes}): pass --format yaml or --format toml"
+def _format_hint(error: UnknownFormatError) -> str:
+    """The loader's error on a file whose format is unknown, with the command's option as the hint."""
+    return f"{error.source}: {error.fault}: pass --format yaml or --format toml"
+
+
+def _unknown_format(path: Path, given: Format | None) -> str | None:
+    """Why ``path`` cannot be read without ``--format`` (the loader's rule), or ``None``."""
+    try:
+        file_format(str(path), given)
+    except UnknownFormatError as error:
+        return _format_hint(error)
     return None
 
 
@@ -419,12 +425,11 @@ def _write_error(directory: Path, error: OSError) -> str:
 
 def _run_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     path: Path = args.path
-    problem = _unknown_format(path, args.format)
-    if problem is not None:
-        err.write(f"otel-resilience check: {problem}\n")
-        return 1
     try:
         loaded = config_module.load(path, format=args.format)
+    except UnknownFormatError as error:
+        err.write(f"otel-resilience check: {_format_hint(error)}\n")
+        return 1
     except config_module.ConfigError as error:
         err.write(f"otel-resilience check: {error}\n")
         return 1

@@ -20,7 +20,7 @@ from otel_resilience.config.errors import ConfigError, Path
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["FORMATS", "Format", "format_of", "parse"]
+__all__ = ["FORMATS", "Format", "UnknownFormatError", "file_format", "format_of", "parse"]
 
 Format = Literal["yaml", "toml"]
 """A file format :func:`parse` reads."""
@@ -37,6 +37,37 @@ def format_of(name: str) -> Format | None:
     """Return the format a file name's suffix stands for, or ``None``."""
     suffix = name[name.rfind(".") :].lower() if "." in name else ""
     return FORMATS.get(suffix)
+
+
+class UnknownFormatError(ConfigError):
+    """A file whose format was not given and whose suffix stands for none (:data:`FORMATS`).
+
+    ``str(error)`` ends with the hint of :func:`~otel_resilience.config.load` (``format=``); a
+    command words its own from :attr:`fault`.
+
+    Attributes:
+        fault: What is wrong, worded to follow the file's name: ``"has no known suffix
+            (.yaml, .yml, .toml)"``.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.fault = f"has no known suffix ({', '.join(FORMATS)})"
+        super().__init__(f"{self.fault}: pass format='yaml' or 'toml'", source=source)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (UnknownFormatError, (self.source,))
+
+
+def file_format(source: str, given: Format | None = None) -> Format:
+    """Return the format of the file ``source``: ``given``, else the one its suffix stands for.
+
+    Raises:
+        UnknownFormatError: No format is given and the suffix stands for none.
+    """
+    found = given or format_of(source)
+    if found is None:
+        raise UnknownFormatError(source)
+    return found
 
 
 def parse(text: str, file_format: Format, source: str | None) -> Parsed:

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Final
 
 from otel_resilience.config.errors import ConfigError
-from otel_resilience.config.formats import FORMATS, Format, format_of, parse
+from otel_resilience.config.formats import Format, file_format, parse
 from otel_resilience.config.reader import read
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.retry import RetryBudget
@@ -146,16 +146,13 @@ def load(
         ImportError: The format's parser is missing: install the ``config`` extra.
     """
     source = os.fspath(path)
-    file_format = format or format_of(source)
-    if file_format is None:
-        suffixes = ", ".join(FORMATS)
-        raise ConfigError(f"has no known suffix ({suffixes}): pass format='yaml' or 'toml'", source=source)
+    found = file_format(source, format)
     try:
         text = Path(source).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         reason = f"is not UTF-8 text: byte {error.object[error.start]:#04x} at offset {error.start}"
         raise ConfigError(reason, source=source) from error
-    return loads(text, file_format, source=source, previous=previous)
+    return loads(text, found, source=source, previous=previous)
 
 
 def from_env(

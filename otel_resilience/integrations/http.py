@@ -50,7 +50,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from otel_resilience.engine.rerun import RERUNNABLE, may_run_again
 from otel_resilience.engine.validation import check_int, fail
@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+B = TypeVar("B")
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """Methods retried by default (RFC 9110 idempotent methods)."""
@@ -244,7 +245,33 @@ class PolicyHandleLike(Protocol):
     async def execute(self, fn: Callable[[], Awaitable[R]], /) -> R: ...
 
 
-class HttpRetryOn:
+class _HttpRule(Generic[B]):
+    """An HTTP rule around the user's ``base``: :class:`HttpRetryOn`, :class:`HttpRetryOnResult`.
+
+    Two rules of one class are equal when their bases are; the repr names the class (for a
+    subclass of one, the public class it extends).
+    """
+
+    __slots__ = ("base",)
+    base: B
+    _rule: ClassVar[type[_HttpRule[Any]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if _HttpRule in cls.__bases__:
+            cls._rule = cls
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, self._rule) and other.base == self.base
+
+    def __hash__(self) -> int:
+        return hash((self._rule, self.base))
+
+    def __repr__(self) -> str:
+        return f"{self._rule.__name__}({self.base!r})"
+
+
+class HttpRetryOn(_HttpRule[RetryPolicy]):
     """The HTTP retry rule (a ``RetryPolicy.retry_on``): in a request, only what HTTP allows is retried.
 
     Inside a request sent by an integration, an error is retried only if the request may be
@@ -256,7 +283,7 @@ class HttpRetryOn:
         base: The user's retry policy.
     """
 
-    __slots__ = ("base",)
+    __slots__ = ()
 
     def __init__(self, base: RetryPolicy) -> None:
         self.base = base
@@ -265,17 +292,8 @@ class HttpRetryOn:
         """Return whether ``error`` is retried (see the class)."""
         return may_run_again(error) and self.base.is_retryable(error)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HttpRetryOn) and other.base == self.base
 
-    def __hash__(self) -> int:
-        return hash((HttpRetryOn, self.base))
-
-    def __repr__(self) -> str:
-        return f"HttpRetryOn({self.base!r})"
-
-
-class HttpRetryOnResult:
+class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
     """The HTTP rule for retried results (a ``RetryPolicy.retry_on_result``): as :class:`HttpRetryOn`.
 
     Inside a request sent by an integration, a result (a response) is retried only if the
@@ -286,7 +304,7 @@ class HttpRetryOnResult:
         base: The user's ``retry_on_result``.
     """
 
-    __slots__ = ("base",)
+    __slots__ = ()
 
     def __init__(self, base: Callable[[Any], bool]) -> None:
         self.base = base
@@ -294,15 +312,6 @@ class HttpRetryOnResult:
     def __call__(self, result: Any) -> bool:
         """Return whether ``result`` is retried (see the class)."""
         return may_run_again() and bool(self.base(result))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HttpRetryOnResult) and other.base == self.base
-
-    def __hash__(self) -> int:
-        return hash((HttpRetryOnResult, self.base))
-
-    def __repr__(self) -> str:
-        return f"HttpRetryOnResult({self.base!r})"
 
 
 def _sent_once() -> bool:

@@ -386,6 +386,16 @@ class RuleOptions:
         """Whether these are the shipped options (the committed files and their unit tests)."""
         return self == RuleOptions()
 
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """The ``FIELD=VALUE`` of each option that differs from the shipped one, in declaration order."""
+        shipped = RuleOptions()
+        return tuple(
+            f"{name}={getattr(self, name)}"
+            for name in self.field_names()
+            if getattr(self, name) != getattr(shipped, name)
+        )
+
 
 def _check_duration(where: str, duration: str) -> None:
     if not _is_duration(duration):
@@ -1154,16 +1164,8 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
         f"{scale:g},\nfor a demo run with `--time-scale {scale:g}` (1 s here = {1 / scale:g} s of production "
         "time).\nRecording rule names keep their production windows. Not for production use."
     )
-    adapted = ""
-    changed: list[str] = []
-    if options is not None and not options.is_default:
-        shipped = RuleOptions()
-        changed = [
-            f"{name}={getattr(options, name)}"
-            for name in RuleOptions.field_names()
-            if getattr(options, name) != getattr(shipped, name)
-        ]
-        adapted = "\nAdapted with: " + ", ".join(changed)
+    changed = () if options is None else options.settings
+    adapted = "\nAdapted with: " + ", ".join(changed) if changed else ""
     return _yaml.dump(
         rules_document(scale, options),
         _yaml.generated_header(

@@ -31,6 +31,7 @@ file).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Final
 
 from otel_resilience.ops import _yaml, alert_rules, naming
@@ -167,10 +168,23 @@ def alertmanager_document(job_label: str = naming.SERVICE_LABEL) -> dict[str, An
     }
 
 
-def render_alertmanager(job_label: str = naming.SERVICE_LABEL) -> str:
-    """Return the text of ``alerts/alertmanager.yml`` (grouped and inhibited by ``job_label``)."""
+def render_alertmanager(
+    job_label: str | None = None, *, options: alert_rules.RuleOptions | None = None, time_scale: float = 1.0
+) -> str:
+    """Return the text of ``alerts/alertmanager.yml``, grouped and inhibited by the service label.
+
+    Args:
+        job_label: The label that names the service; ``None`` (the default) for that of ``options``.
+        options: The options of the rules exported beside it (``None``: the shipped ones); its
+            header's export command names every one that differs from the shipped value.
+        time_scale: The ``--time-scale`` of the rules exported beside it (1: none), named in that
+            command too (the file itself has no duration to scale).
+    """
+    options = options or alert_rules.RuleOptions()
+    if job_label is not None:
+        options = replace(options, job_label=job_label)
     return _yaml.dump(
-        alertmanager_document(job_label),
+        alertmanager_document(options.job_label),
         _yaml.generated_header(
             "otel_resilience/ops/alertmanager.py",
             "An example Alertmanager configuration for rules.yml: critical -> pager, warning and info\n"
@@ -181,8 +195,6 @@ def render_alertmanager(job_label: str = naming.SERVICE_LABEL) -> str:
             "    pagerduty_configs: [{routing_key: <your integration key>}]\n"
             "  - name: chat\n"
             "    slack_configs: [{api_url: <your webhook URL>, channel: '#alerts'}]",
-            command=alert_rules.export_command(
-                settings=() if job_label == naming.SERVICE_LABEL else (f"job_label={job_label}",)
-            ),
+            command=alert_rules.export_command(time_scale, options.settings),
         ),
     )

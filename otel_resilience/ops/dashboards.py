@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.ops import alert_rules as ar
@@ -90,11 +90,6 @@ class _Query:
     table: bool = False
     dashed: bool = False
     """Draw this query's series as a dashed line without fill (a limit beside the values)."""
-
-    def __post_init__(self) -> None:
-        if self.expr.endswith(_ZERO):  # the zero line of _or_zero: labelled as the query's series
-            expr = self.expr[: -len(_ZERO)] + _ZERO_ON + _zero_line(self.legend)
-            object.__setattr__(self, "expr", expr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,21 +182,18 @@ def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__r
     return ar._events(f"{series}{selector}", window, (_JOB, *by))  # one rule for the rules and the panels
 
 
-_ZERO_ON: Final = "\nor on() "
-_ZERO: Final = f"{_ZERO_ON}vector(0)"
-"""The zero leg :func:`_or_zero` appends; its :class:`_Query` puts :func:`_zero_line` in its place."""
 _NO_VALUE: Final = "none"
 """The value of a zero line's legend label that no series can give it (an error type, a key)."""
 
 
-def _or_zero(expr: str) -> str:
-    """``expr``, or one series at 0 (per service) when it has none.
+def _or_zero(query: _Query) -> _Query:
+    """``query``, or one series at 0 (per service) when it has none.
 
     For panels whose labels cannot be known in advance (an error type, an alert's subject, an
     operation), so that no series can start at 0: "nothing happened" shows as 0, not "No data".
-    The query that holds it labels the zero line as its series (:func:`_zero_line`).
+    The zero line is labelled as the query's series (:func:`_zero_line`).
     """
-    return f"{expr}{_ZERO}"
+    return replace(query, expr=f"{query.expr}\nor on() {_zero_line(query.legend)}")
 
 
 def _zero_line(legend: str) -> str:
@@ -279,10 +271,8 @@ def _quantiles(
     """p50, p95 and p99 of a histogram; ``or_zero`` for one whose series appear at their first record."""
     queries = []
     for q in (0.5, 0.95, 0.99):
-        expr = _quantile(q, instrument, selector, by)
-        queries.append(
-            _Query(_or_zero(expr) if or_zero else expr, f"p{round(q * 100)} {legend}", exemplar=True)
-        )
+        query = _Query(_quantile(q, instrument, selector, by), f"p{round(q * 100)} {legend}", exemplar=True)
+        queries.append(_or_zero(query) if or_zero else query)
     return tuple(queries)
 
 
@@ -409,7 +399,7 @@ def _breaker_rates(selector: dict[str, str]) -> _Panel:
         f"`{failure_rate}`, `{slow_call_rate}` and `{threshold}`.",
         "percentunit",
         (
-            _Query(_or_zero(f"max by ({_by(_NAME)}) ({failure_rate}{sel})"), f"{{{{{_NAME}}}}} failure rate"),
+            _or_zero(_Query(f"max by ({_by(_NAME)}) ({failure_rate}{sel})", f"{{{{{_NAME}}}}} failure rate")),
             _Query(f"max by ({_by(_NAME)}) ({slow_call_rate}{sel})", f"{{{{{_NAME}}}}} slow-call rate"),
             _Query(f"min by ({_by(_NAME)}) ({threshold}{sel})", f"{{{{{_NAME}}}}} threshold", dashed=True),
         ),
@@ -654,9 +644,9 @@ def _retry_budget_traffic(selector: dict[str, str]) -> _Panel:
         f"0 when none happened. From `{retries}` and `{exhausted}` (stop reason budget).",
         "ops",
         (
-            _Query(_or_zero(_rate(retries, _m(**selector), (_POLICY,))), f"{{{{{_POLICY}}}}} scheduled"),
-            _Query(
-                _or_zero(_rate(exhausted, _m(**selector, **budget), (_POLICY,))), f"{{{{{_POLICY}}}}} denied"
+            _or_zero(_Query(_rate(retries, _m(**selector), (_POLICY,)), f"{{{{{_POLICY}}}}} scheduled")),
+            _or_zero(
+                _Query(_rate(exhausted, _m(**selector, **budget), (_POLICY,)), f"{{{{{_POLICY}}}}} denied")
             ),
         ),
         width=8,
@@ -910,10 +900,12 @@ def _hedge_latency(selector: dict[str, str]) -> _Panel:
         f"`{bucket}` ({attempt_type} set). {_in_process_note(sc.ATTEMPT_DURATION)}",
         "s",
         (
-            _Query(
-                _or_zero(_quantile(0.95, sc.ATTEMPT_DURATION, typed, f"{_POLICY}, {attempt_type}")),
-                f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
-                exemplar=True,
+            _or_zero(
+                _Query(
+                    _quantile(0.95, sc.ATTEMPT_DURATION, typed, f"{_POLICY}, {attempt_type}"),
+                    f"{{{{{_POLICY}}}}} {{{{{attempt_type}}}}}",
+                    exemplar=True,
+                )
             ),
         ),
         width=8,
@@ -962,7 +954,7 @@ def _top_keys(selector: dict[str, str]) -> _Panel:
         f'share the series {key}="{sc.KEY_OVERFLOW}". One series at 0 when no key was rejected. '
         f"From `{rejections}`.",
         "ops",
-        (_Query(_or_zero(top), f"{{{{{_POLICY}}}}} / {{{{{key}}}}}"),),
+        (_or_zero(_Query(top, f"{{{{{_POLICY}}}}} / {{{{{key}}}}}")),),
         width=8,
         min=0,
     )
@@ -978,7 +970,7 @@ def _keys_in_use(selector: dict[str, str]) -> _Panel:
         "without a bound (a request id instead of a tenant). One series at 0 when no policy is keyed. "
         f"From `{keys}`.",
         "short",
-        (_Query(_or_zero(f"sum by ({_by(_POLICY)}) ({keys}{_m(**selector)})"), f"{{{{{_POLICY}}}}}"),),
+        (_or_zero(_Query(f"sum by ({_by(_POLICY)}) ({keys}{_m(**selector)})", f"{{{{{_POLICY}}}}}")),),
         width=8,
         min=0,
     )
@@ -995,9 +987,11 @@ def _reloads(selector: dict[str, str]) -> _Panel:
         f"when none was refused. From `{reloads}`. {_rule_note(ar.R_RELOAD_FAILURES)}",
         "short",
         (
-            _Query(
-                _or_zero(_recorded(ar.R_RELOAD_FAILURES, selector)),
-                f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+            _or_zero(
+                _Query(
+                    _recorded(ar.R_RELOAD_FAILURES, selector),
+                    f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+                )
             ),
         ),
         thresholds=_above((1, _ORANGE)),
@@ -1017,7 +1011,7 @@ def _store_health(selector: dict[str, str]) -> _Panel:
         f"{ar.A_STORE_DEGRADED} fires when one stays so for {ar.STORE_DEGRADED_FOR}; one series at 0 "
         f"when no service shares state. From `{degraded}`. {_rule_note(ar.R_STORE_DEGRADED)}",
         "short",
-        (_Query(_or_zero(_recorded(ar.R_STORE_DEGRADED, {"job": selector["job"]})), f"{{{{{_NAME}}}}}"),),
+        (_or_zero(_Query(_recorded(ar.R_STORE_DEGRADED, {"job": selector["job"]}), f"{{{{{_NAME}}}}}")),),
         thresholds=_above((1, _ORANGE)),
         alert=ar.A_STORE_DEGRADED,
         width=12,
@@ -1037,10 +1031,12 @@ def _breakers_shared(selector: dict[str, str]) -> _Panel:
         f"From `{shared}` and `{operations}`.",
         "short",
         (
-            _Query(_or_zero(f"min by ({_by(_NAME)}) ({shared}{_m(**selector)})"), f"{{{{{_NAME}}}}}"),
-            _Query(
-                _or_zero(_rate(operations, _m(job=selector["job"]), (_NAME,))),
-                f"operations/s {{{{{_NAME}}}}}",
+            _or_zero(_Query(f"min by ({_by(_NAME)}) ({shared}{_m(**selector)})", f"{{{{{_NAME}}}}}")),
+            _or_zero(
+                _Query(
+                    _rate(operations, _m(job=selector["job"]), (_NAME,)),
+                    f"operations/s {{{{{_NAME}}}}}",
+                )
             ),
         ),
         width=12,
@@ -1051,7 +1047,7 @@ def _breakers_shared(selector: dict[str, str]) -> _Panel:
 def _overview() -> _Dashboard:
     executions = naming.series(sc.EXECUTIONS)
     alerts = "|".join(ar.ALERT_NAMES)
-    firing = _or_zero(
+    firing = (
         f"sum by (alertname, severity, {_JOB}, {_POLICY}, {_NAME}) "
         f'({naming.ALERTS_SERIES}{{alertstate="firing", alertname=~"{alerts}", {_JOB}=~"$job"}})'
     )
@@ -1110,7 +1106,7 @@ def _overview() -> _Dashboard:
                         f"exists only in the Prometheus that evaluates the rules of `{_RULES_PATH}`: "
                         "point this data source at that one.",
                         "short",
-                        (_Query(firing, "", instant=True, table=True),),
+                        (_or_zero(_Query(firing, "", instant=True, table=True)),),
                     ),
                 ),
             ),
@@ -1168,9 +1164,11 @@ def _retry_panels() -> tuple[_Panel, ...]:
             f"happened. From `{retries}`.",
             "ops",
             (
-                _Query(
-                    _or_zero(_rate(retries, sel, (_POLICY, _ERROR_TYPE))),
-                    f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+                _or_zero(
+                    _Query(
+                        _rate(retries, sel, (_POLICY, _ERROR_TYPE)),
+                        f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+                    )
                 ),
             ),
         ),
@@ -1181,7 +1179,7 @@ def _retry_panels() -> tuple[_Panel, ...]:
             "retry budget, not retryable); the last error was re-raised. One series at 0 when none "
             f"happened. From `{exhausted}`.",
             "ops",
-            (_Query(_or_zero(_rate(exhausted, sel, (_POLICY, stop))), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}"),),
+            (_or_zero(_Query(_rate(exhausted, sel, (_POLICY, stop)), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}")),),
         ),
         _Panel(
             "timeseries",
@@ -1408,9 +1406,11 @@ def _recovery() -> _Dashboard:
                         f"{_rule_note(ar.R_ERROR_PATTERNS)}",
                         "short",
                         (
-                            _Query(
-                                _or_zero(_recorded(ar.R_ERROR_PATTERNS, sel)),
-                                f"{{{{{_ERROR_TYPE}}}}} in {{{{{operation}}}}} ({{{{{_NAME}}}}})",
+                            _or_zero(
+                                _Query(
+                                    _recorded(ar.R_ERROR_PATTERNS, sel),
+                                    f"{{{{{_ERROR_TYPE}}}}} in {{{{{operation}}}}} ({{{{{_NAME}}}}})",
+                                )
                             ),
                         ),
                         thresholds=_above((1, _RED)),
@@ -1426,9 +1426,11 @@ def _recovery() -> _Dashboard:
                         f"{_in_process_note(sc.EXECUTION_DURATION, 'count', exemplars=False)}",
                         "ops",
                         (
-                            _Query(
-                                _or_zero(f"sum by ({_by(_POLICY, _ERROR_TYPE)}) ({failures})"),
-                                f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+                            _or_zero(
+                                _Query(
+                                    f"sum by ({_by(_POLICY, _ERROR_TYPE)}) ({failures})",
+                                    f"{{{{{_POLICY}}}}} {{{{{_ERROR_TYPE}}}}}",
+                                )
                             ),
                         ),
                     ),
@@ -1440,11 +1442,11 @@ def _recovery() -> _Dashboard:
                         f"one series at 0 when none ran. From `{fallbacks}`.",
                         "ops",
                         (
-                            _Query(
-                                _or_zero(
-                                    _rate(fallbacks, _m(**_POLICY_SEL), (_POLICY, fb_strategy, fb_result))
-                                ),
-                                f"{{{{{_POLICY}}}}} {{{{{fb_strategy}}}}} {{{{{fb_result}}}}}",
+                            _or_zero(
+                                _Query(
+                                    _rate(fallbacks, _m(**_POLICY_SEL), (_POLICY, fb_strategy, fb_result)),
+                                    f"{{{{{_POLICY}}}}} {{{{{fb_strategy}}}}} {{{{{fb_result}}}}}",
+                                )
                             ),
                         ),
                     ),
@@ -1461,9 +1463,11 @@ def _recovery() -> _Dashboard:
                         f"when none was raised. From `{alerts}`.",
                         "short",
                         (
-                            _Query(
-                                _or_zero(_increase(alerts, _m(**_JOB_SEL), (kind, severity))),
-                                f"{{{{{kind}}}}} ({{{{{severity}}}}})",
+                            _or_zero(
+                                _Query(
+                                    _increase(alerts, _m(**_JOB_SEL), (kind, severity)),
+                                    f"{{{{{kind}}}}} ({{{{{severity}}}}})",
+                                )
                             ),
                         ),
                         min=0,

@@ -154,10 +154,11 @@ def _render(kind: str, time_scale: float, options: RuleOptions | None) -> dict[s
         from otel_resilience.ops import alert_rules, alertmanager  # noqa: PLC0415
 
         adapted = options is not None and not options.is_default
-        job_label = options.job_label if options is not None else RuleOptions().job_label
         files = {
             alert_rules.RULES_FILE: alert_rules.render_rules(time_scale, options),
-            alertmanager.ALERTMANAGER_FILE: alertmanager.render_alertmanager(job_label),
+            alertmanager.ALERTMANAGER_FILE: alertmanager.render_alertmanager(
+                options=options, time_scale=time_scale
+            ),
         }
         if time_scale == 1.0 and not adapted:
             files[alert_rules.RULES_TEST_FILE] = alert_rules.render_rules_test()

@@ -29,6 +29,7 @@ from otel_resilience import (
     resilient,
 )
 from otel_resilience.config import ConfigError, ConfigFile, load, loads, parse_duration
+from otel_resilience.config.formats import UnknownFormatError
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "resilience.yaml"
@@ -350,6 +351,24 @@ def test_format_by_suffix_or_argument(tmp_path: Path) -> None:
         loads("", "ini")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing.yaml")
+
+
+def test_an_unknown_suffix_raises_the_error_a_command_words_its_hint_from(tmp_path: Path) -> None:
+    """load() raises UnknownFormatError, a ConfigError carrying the fault apart from load()'s hint; it pickles."""
+    with pytest.raises(UnknownFormatError) as caught:
+        load(tmp_path / "a.conf")
+    error = caught.value
+    assert isinstance(error, ConfigError)
+    assert (error.source, error.fault) == (
+        str(tmp_path / "a.conf"),
+        "has no known suffix (.yaml, .yml, .toml)",
+    )
+    assert (
+        str(error)
+        == f"{tmp_path / 'a.conf'}: has no known suffix (.yaml, .yml, .toml): pass format='yaml' or 'toml'"
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.fault, str(copy)) == (UnknownFormatError, error.fault, str(error))
 
 
 def test_missing_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,15 +40,14 @@ from otel_resilience.patterns.alerts import AlertSystem
 
 THREADS = 8
 CALLS = 10_000
-CALL_TIME = 0.25
 
 
 class Flaky(Exception):
     """Raised by every seventh call."""
 
 
-def run_threads(count: int, target: Callable[[int], None]) -> float:
-    """Run ``target(index)`` in ``count`` threads started together; return the wall time."""
+def run_threads(count: int, target: Callable[[int], None]) -> None:
+    """Run ``target(index)`` in ``count`` threads started together."""
     start_line = threading.Barrier(count + 1)
     errors: list[BaseException] = []
 
@@ -63,13 +62,10 @@ def run_threads(count: int, target: Callable[[int], None]) -> float:
     for thread in threads:
         thread.start()
     start_line.wait(timeout=10.0)
-    started = time.perf_counter()
     for thread in threads:
         thread.join(timeout=60.0)
         assert not thread.is_alive(), "a thread hung"
-    elapsed = time.perf_counter() - started
     assert not errors, errors[:3]
-    return elapsed
 
 
 def meeting(parties: int) -> Callable[[], str]:
@@ -77,8 +73,7 @@ def meeting(parties: int) -> Callable[[], str]:
     barrier = threading.Barrier(parties)
 
     def call() -> str:
-        barrier.wait(timeout=2.0)  # BrokenBarrierError if the callers were serialised
-        time.sleep(CALL_TIME)
+        barrier.wait(timeout=10.0)  # BrokenBarrierError if the callers were serialised
         return "done"
 
     return call
@@ -86,7 +81,7 @@ def meeting(parties: int) -> Callable[[], str]:
 
 @pytest.mark.parametrize("via", ["breaker", "bulkhead", "manager"])
 def test_four_threads_run_concurrently_through_the_sync_drivers(via: str) -> None:
-    """4 threads meet inside the protected call: wall time is one call's, not four."""
+    """4 threads meet inside the protected call: the sync drivers let them all in at once."""
     call = meeting(4)
     results: list[str] = []
     if via == "breaker":
@@ -114,10 +109,8 @@ def test_four_threads_run_concurrently_through_the_sync_drivers(via: str) -> Non
         def target(_: int) -> None:
             results.append(manager.execute_with_resilience_sync(call, config))
 
-    elapsed = run_threads(4, target)
-    assert results == ["done"] * 4
-    # Serialised calls would break the barrier; and four in a row take at least 4 * CALL_TIME.
-    assert elapsed < 4 * CALL_TIME, f"4 calls took {elapsed:.3f} s: they were serialised"
+    run_threads(4, target)
+    assert results == ["done"] * 4  # serialised calls would have broken the barrier: no call returns
 
 
 def flaky_call() -> Callable[[int], str]:
