@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from forking_support import held_by_another_thread, run_in_child
 from support import run_threads
 
 from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
@@ -110,7 +112,7 @@ class AsyncMemoryCache:
 async def written(handler: FallbackHandler) -> None:
     """Yield to the loop until the handler's background cache writes have ended (bounded)."""
     for _ in range(100):
-        if not handler._core.writes:
+        if not handler._core.writer.writes:
             return
         await asyncio.sleep(0)
     raise AssertionError("a cache write did not end")
@@ -855,7 +857,7 @@ async def test_successes_during_a_stalled_write_write_only_the_newest_value() ->
     for value in range(5):
         assert await asyncio.wait_for(run(handler, "async", lambda v=value: v), 5) == value
     assert cache.writes == [0]
-    assert len(handler._core.writes) == 1
+    assert len(handler._core.writer.writes) == 1
     cache.release.set()
     await written(handler)
     assert cache.writes == [0, 4]
@@ -876,3 +878,79 @@ async def test_a_failed_background_write_is_logged_and_counted(caplog: pytest.Lo
     assert record.getMessage() == "fallback 'svc': cache_service.set('last') failed"
     assert record.exc_info is not None
     assert record.exc_info[0] is ConnectionError
+
+
+class LoopStalledCache:
+    """An async CacheService whose write of ``"stalled"`` waits until the test ends."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.stalled: asyncio.Event | None = None
+
+    async def get(self, key: str) -> object:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: object) -> None:
+        if value == "stalled":
+            self.stalled = asyncio.Event()
+            await self.stalled.wait()
+        self.data[key] = value
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+@pytest.mark.parametrize("holder", ["counts", "writes"])
+def test_a_child_forked_during_a_background_write_writes_and_reads_the_cache(holder: str) -> None:
+    """A write in flight on a loop thread ends in a callback that takes the handler's locks; a fork
+    at that moment leaves the child with those locks free: its calls write and read the cache."""
+    cache = LoopStalledCache()
+    handler = cached(cache)
+    core = handler._core
+    lock = core.lock if holder == "counts" else core.writer.lock
+
+    async def answer(value: str) -> str:
+        return value
+
+    async def down() -> str:
+        raise ConnectionError("down")
+
+    def child() -> None:
+        async def main() -> None:
+            assert await handler.execute_with_fallback(answer, "fresh") == "fresh"
+            for _ in range(100):
+                if cache.data.get("last") == "fresh":
+                    break
+                await asyncio.sleep(0)
+            assert await handler.execute_with_fallback(down) == "fresh"
+
+        asyncio.run(main())
+        assert handler.get_stats()["cache_hits"] == 1
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        ran = asyncio.run_coroutine_threadsafe(handler.execute_with_fallback(answer, "stalled"), loop)
+        assert ran.result(timeout=10) == "stalled"
+        with held_by_another_thread(lock):
+            code = run_in_child(child, timeout=10)
+        assert code == 0
+    finally:
+        asyncio.run_coroutine_threadsafe(_release(cache), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+    assert cache.data == {"last": "stalled"}
+
+
+async def _release(cache: LoopStalledCache) -> None:
+    """Let the stalled write land (on its own loop), then let its callback run."""
+    for _ in range(100):
+        if cache.stalled is not None:
+            break
+        await asyncio.sleep(0)
+    assert cache.stalled is not None
+    cache.stalled.set()
+    for _ in range(100):
+        if cache.data:
+            break
+        await asyncio.sleep(0)

@@ -300,7 +300,7 @@ async def test_a_stalled_async_cache_still_writes_each_arguments_newest_value() 
         await handler.execute_with_fallback(fetch, user)
     cache.gate.set()
     for _ in range(100):
-        if not handler._core.writes:
+        if not handler._core.writer.writes:
             break
         await asyncio.sleep(0)
     # The first write (alice) was in flight; then one waiting write per key, none lost.
@@ -325,7 +325,7 @@ async def test_the_age_of_a_value_is_that_of_the_value_the_service_holds() -> No
     await handler.execute_with_fallback(fetch, "alice")
     for _ in range(10):
         await asyncio.sleep(0)
-    assert handler._core.writes == set()
+    assert handler._core.writer.writes == set()
     cache.gate.clear()
     clock.advance(100)
     await handler.execute_with_fallback(fetch, "alice")  # its write stalls
@@ -376,7 +376,7 @@ async def test_a_waiting_write_after_one_that_fails_at_once_is_still_written(
 
     async def settle() -> None:
         for _ in range(100):
-            if not handler._core.writes:
+            if not handler._core.writer.writes:
                 return
             await asyncio.sleep(0)
 
@@ -431,7 +431,7 @@ async def test_a_key_updated_while_it_waits_keeps_its_turn() -> None:
         await succeed("hot", f"hot-{round_}")
         await succeed(f"other{round_}", "other")
     assert [value for value in cache.written if str(value).startswith("hot")] == ["hot-0", "hot-2"]
-    for task in list(handler._core.writes or ()):
+    for task in list(handler._core.writer.writes or ()):
         task.cancel()
     await asyncio.sleep(0)
 
@@ -463,10 +463,10 @@ def test_a_loop_closed_with_a_write_in_flight_is_let_go() -> None:
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(handler.execute_with_fallback(echo, "last"))
-        assert len(handler._core.writes or ()) == 1
-        assert list(handler._core.writing or ()) == [loop]
+        assert len(handler._core.writer.writes or ()) == 1
+        assert list(handler._core.writer.writing or ()) == [loop]
     finally:
-        for task in list(handler._core.writes or ()):
+        for task in list(handler._core.writer.writes or ()):
             if task.get_loop() is loop:
                 task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
@@ -505,7 +505,7 @@ def test_each_event_loop_writes_the_values_of_its_own_calls() -> None:
 
     async def drain() -> None:
         for _ in range(10_000):
-            if not any(not task.done() for task in handler._core.writes or ()):
+            if not any(not task.done() for task in handler._core.writer.writes or ()):
                 return
             await asyncio.sleep(0.001)
 
@@ -671,3 +671,49 @@ async def test_by_default_the_one_value_ages_too(driver: str) -> None:
     clock.advance(1)
     with pytest.raises(ConnectionError):
         await call(handler, driver, users, 3)
+
+
+class OrderedGateCache:
+    """An async cache whose writes wait for ``gate``; ``values`` lists each value as it lands."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.values: list[object] = []
+        self.gate = asyncio.Event()
+
+    async def get(self, key: str) -> object:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: object) -> None:
+        await self.gate.wait()
+        self.data[key] = value
+        self.values.append(value)
+
+
+async def test_a_reload_keeps_the_order_of_the_writes_so_the_newest_value_wins(
+    manager: ResilienceManager,
+) -> None:
+    """A value the old handler still had waiting to be written never lands after a newer one the
+    reloaded policy returned: the two handlers write the cache in one order (per key, per loop)."""
+    cache = OrderedGateCache()
+    fallback = FallbackConfig(CACHED, cache_key="feed", cache_service=cache)
+    config = ResilienceConfig(fallback_config=fallback)
+    policy = manager.policy("feed", config)
+
+    async def answer(value: str) -> str:
+        return value
+
+    await policy.execute(answer, "old-1")  # its write in flight
+    await policy.execute(answer, "old-2")  # waiting behind it
+    manager.reconfigure("feed", dataclasses.replace(config, spans=False))  # the same cache
+    await policy.execute(answer, "new")
+    cache.gate.set()
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert cache.data == {"feed": "new"}
+    assert cache.values == ["old-1", "new"]  # the newer value took the waiting one's place
+
+    async def down(value: str) -> str:
+        raise ConnectionError(value)
+
+    assert await policy.execute(down, "x") == "new"

@@ -23,7 +23,9 @@ The locks that only a call takes (a pattern's counts, a retry's statistics) are 
 a fork with calls in flight in other threads leaves the child without what those calls held
 anyway (a bulkhead slot, a probe, a permit are never given back there), so a pre-fork server
 forks with none in flight, as it does, and those locks are free. Registering them would cost a
-weak reference for each pattern instance (about 500 B per policy). Waits that belong to a thread of
+weak reference for each pattern instance (about 500 B per policy). A ``CACHED_VALUE`` fallback's
+lock is the exception: a background cache write ends (counting its error) after its call
+returned, so it and the write order's lock are registered. Waits that belong to a thread of
 the parent (a queued sync call's own lock) are not registered either: that thread does not exist
 in the child.
 """

@@ -71,8 +71,10 @@ Decisions:
   one, and cannot pile up writes either: while one write is in flight, later successes only
   replace that key's value to write next, so at most one write runs per handler (per running
   event loop), at most one waits per key (256 keys at most, per loop), and each key's last good
-  value is the one written. A value is written on the loop of the call that returned it (an
-  async client belongs to its loop), never by another loop's writer. A value answers only once
+  value is the one written. A policy's reload that keeps the cache service keeps that order: the
+  new handler's values wait in the same queue as the old one's, so a value returned before the
+  reload never lands after a newer one. A value is written on the loop of the call that returned
+  it (an async client belongs to its loop), never by another loop's writer. A value answers only once
   its write ended (its age counted from when the call returned it): a write still waiting never
   makes the older value the service holds look young.
   A failed background write is logged and counted like any ``set`` error; one still running
@@ -92,9 +94,9 @@ Decisions:
 * **Counting.** Executions are counted by an exact lock-free counter in both drivers; the other
   counts, which move only on the failure path or on a cache access, under the handler's lock.
 * **Layout.** The settings live in ``otel_resilience.patterns.fallback._config``, the cache
-  keys and ages in ``._cache``, the rules (a :class:`~otel_resilience.engine.step.Step` run by
-  the engine's two drivers) in ``otel_resilience.patterns.fallback._step``; this module is the
-  public face and re-exports them.
+  keys, ages and write order in ``._cache``, the rules (a
+  :class:`~otel_resilience.engine.step.Step` run by the engine's two drivers) in
+  ``otel_resilience.patterns.fallback._step``; this module is the public face and re-exports them.
 """
 
 from __future__ import annotations

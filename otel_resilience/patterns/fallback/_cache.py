@@ -6,19 +6,31 @@ process, so that handlers sharing a service share their values. With a ``cache_m
 handler also remembers, in a small LRU (:class:`LastGoodIndex`), which keys it wrote and when
 the value they hold was returned; a key it does not remember (never written by it, forgotten, or
 older than ``cache_max_age``) is then a miss, whatever the service holds under it.
+
+The background writes of the async driver keep one order per cache service and event loop
+(:class:`CacheWrites`): one write in flight, then the newest value of each key waiting, shared
+by a handler and those that replace it in reloads, so that a value returned before a reload never
+lands after one returned since.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import inspect
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
+from otel_resilience.engine.calling import refuse_awaitable
 from otel_resilience.engine.forking import fork_safe
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from otel_resilience.patterns.fallback._config import CacheService
+    from otel_resilience.patterns.fallback._step import FallbackCore
 
 __all__: list[str] = []
 
@@ -135,3 +147,153 @@ class LastGoodIndex:
 
 NO_AGE_LIMIT: Final = LastGoodIndex(None)
 """The index of every handler without a ``cache_max_age``: it remembers nothing, so one serves all."""
+
+
+_Waiting = tuple["FallbackCore", object, float]
+"""A value waiting to be written: the handler whose call returned it, the value, when it was returned."""
+
+
+class CacheWrites:
+    """The order of the writes to one cache service: per event loop, one write in flight at a time.
+
+    While a loop's write runs (an awaitable ``set``, as a task of that loop), a later value only
+    takes its key's place among that loop's waiting ones (the newest value of each key, at most
+    :data:`CACHE_ENTRIES` keys, in the order the keys began to wait); the write's end starts the
+    next one. A value is written on the loop of the call that returned it (an async client belongs
+    to its loop). A reload's new handler of the same service writes through the one the handler
+    it replaces made (:meth:`FallbackCore.follow`), so that what the old handler's calls left
+    waiting never lands after what the new one's returned since: the newest value wins.
+
+    Its lock is taken by a write's end, a loop callback that runs after the call returned, so it
+    is made free in a forked child (:func:`~otel_resilience.engine.forking.fork_safe`).
+
+    Args:
+        service: The cache service written to.
+    """
+
+    __slots__ = ("lock", "next_writes", "service", "writes", "writing")
+
+    def __init__(self, service: CacheService) -> None:
+        self.service = service
+        self.lock = fork_safe(threading.Lock())
+        self.writing: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = None
+        """Per event loop, the write in flight, whose end starts that loop's next one; made at the
+        first write."""
+        self.next_writes: dict[asyncio.AbstractEventLoop, dict[str, _Waiting]] | None = None
+        """Per event loop and key, the newest value waiting for that loop's :attr:`writing` to end;
+        made at the first wait."""
+        self.writes: set[asyncio.Future[Any]] | None = None
+        """Every write task still running (kept alive until it ends); made at the first write."""
+
+    def write(
+        self,
+        writer: FallbackCore,
+        key: str,
+        value: object,
+        returned_at: float,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        """Write ``value`` (returned at ``returned_at`` by a call of ``writer``) under ``key``.
+
+        ``loop``: the running loop of the call (the async driver), whose write in flight makes
+        ``value`` wait in its key's place; ``None``: inline (the sync driver), where ``set`` must
+        not return an awaitable. The key is remembered in ``writer``'s index once the value
+        landed; an error is logged and counted by ``writer``.
+        """
+        if loop is not None:
+            with self.lock:
+                writing = self.writing
+                if writing is not None and loop in writing:
+                    queues = self.next_writes
+                    if queues is None:
+                        queues = self.next_writes = {}
+                    waiting = queues.setdefault(loop, {})
+                    waiting[key] = (writer, value, returned_at)  # in its key's place: it keeps its turn
+                    if len(waiting) > CACHE_ENTRIES:
+                        del waiting[next(iter(waiting))]
+                    return
+        self._start(writer, key, value, returned_at, loop)
+
+    def _start(
+        self,
+        writer: FallbackCore,
+        key: str,
+        value: object,
+        returned_at: float,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> bool:
+        """Call ``set``; return whether its write now runs as ``loop``'s task (``None``: inline).
+
+        ``False``: the write ended at once (landed, or failed: logged and counted), so nothing
+        in flight will start ``loop``'s next one.
+        """
+        try:
+            pending = self.service.set(key, value)
+            if loop is None:
+                refuse_awaitable(writer.label("cache_service.set"), pending)
+        except Exception:  # noqa: BLE001 - logged and counted by cache_failed
+            writer.cache_failed("set", key)
+            return False
+        if not inspect.isawaitable(pending):
+            writer.index.landed(key, returned_at)  # thread-safe on its own
+            return False
+        loop = cast("asyncio.AbstractEventLoop", loop)  # an awaitable was refused inline
+        task = asyncio.ensure_future(pending)
+        with self.lock:
+            writing = self.writing
+            if writing is None:
+                writing = self.writing = {}
+            writes = self.writes
+            if writes is None:
+                writes = self.writes = set()
+            for gone in [other for other in writing if other.is_closed()]:  # its write never ends
+                writes.discard(writing.pop(gone))
+                if self.next_writes is not None:
+                    self.next_writes.pop(gone, None)
+            writing[loop] = task
+            writes.add(task)
+        task.add_done_callback(functools.partial(self._written, writer, loop, key, returned_at))
+        return True
+
+    def _written(
+        self,
+        writer: FallbackCore,
+        loop: asyncio.AbstractEventLoop,
+        key: str,
+        returned_at: float,
+        task: asyncio.Future[Any],
+    ) -> None:
+        """Done callback of a write task: remember its key or count its error; write the loop's next one."""
+        cancelled = task.cancelled()
+        error = None if cancelled else task.exception()
+        if error is not None:
+            writer.cache_failed("set", key, error)
+        elif not cancelled:
+            writer.index.landed(key, returned_at)  # thread-safe on its own
+        with self.lock:
+            cast("set[asyncio.Future[Any]]", self.writes).discard(task)  # made when the task was added
+            writing = cast("dict[asyncio.AbstractEventLoop, asyncio.Future[Any]]", self.writing)
+            if writing.get(loop) is not task:
+                return  # forgotten: its loop had closed
+            del writing[loop]
+        self._write_waiting(loop, drop=cancelled)  # cancelled: the loop shuts down, its values go
+
+    def _write_waiting(self, loop: asyncio.AbstractEventLoop, *, drop: bool) -> None:
+        """Write ``loop``'s waiting values, first waiting first, until one runs as a task.
+
+        That task's end writes the rest. A value whose write ends at once (landed, or failed)
+        never leaves the ones behind it waiting for a write that will not come. ``drop``: forget
+        them instead (the loop shuts down).
+        """
+        while True:
+            with self.lock:
+                queues = self.next_writes
+                waiting = None if queues is None else queues.get(loop)
+                if not waiting or drop:
+                    if queues is not None:
+                        queues.pop(loop, None)
+                    return
+                key = next(iter(waiting))
+                writer, value, returned_at = waiting.pop(key)
+            if self._start(writer, key, value, returned_at, loop):
+                return

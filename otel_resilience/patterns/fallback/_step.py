@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
-from otel_resilience.engine.calling import refuse_awaitable
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.deadline import passes_to_its_scope
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.step import Answer, Call
 from otel_resilience.errors import UnacceptedResultError
-from otel_resilience.patterns.fallback._cache import CACHE_ENTRIES, NO_AGE_LIMIT, LastGoodIndex, argument_key
+from otel_resilience.patterns.fallback._cache import NO_AGE_LIMIT, CacheWrites, LastGoodIndex, argument_key
 from otel_resilience.patterns.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
 
 _FALLBACK: Final = Outcome.FALLBACK
@@ -80,14 +78,12 @@ class FallbackCore(Counts):
         "index",
         "judge_result",
         "name",
-        "next_writes",
         "predicate",
         "strategy",
         "strategy_value",
         "sync_blocker",
         "types",
-        "writes",
-        "writing",
+        "writer",
     )
 
     def __init__(self, name: str, config: FallbackConfig, clock: Clock) -> None:
@@ -120,17 +116,14 @@ class FallbackCore(Counts):
         self.index = NO_AGE_LIMIT if max_age is None else LastGoodIndex(max_age)
         """The keys this handler (or the one it replaced: :meth:`follow`) wrote, and when their
         values were returned."""
-        self.writing: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = None
-        """Per event loop, the cache write in flight (async driver), whose end starts that loop's
-        next one; made at the first write."""
-        self.next_writes: dict[asyncio.AbstractEventLoop, dict[str, tuple[object, float]]] | None = None
-        """Per event loop and key, the newest good value (and when it was returned) waiting for
-        that loop's :attr:`writing` to end, in the order the keys began to wait (a newer value
-        takes its key's place), at most :data:`CACHE_ENTRIES` keys per loop; made at the first
-        wait."""
-        self.writes: set[asyncio.Future[Any]] | None = None
-        """Every write task still running (kept alive until it ends); made at the first write
-        (most fallbacks have no cache, and a set costs 216 B per policy)."""
+        self.writer: CacheWrites | None = None
+        """The order of the writes to ``cache_service``, shared with the handler this one replaces
+        in a reload (:meth:`follow`); ``CACHED_VALUE`` only."""
+        if self.caches:
+            self.writer = CacheWrites(cast("CacheService", self.cache_service))
+            # A background write's end counts its error under this lock after the call returned:
+            # made free in a forked child, as every lock that work other than a call takes.
+            fork_safe(self.lock)
 
     def handles(self, error: Exception) -> bool:
         """Whether ``error`` triggers the fallback."""
@@ -184,12 +177,18 @@ class FallbackCore(Counts):
     def follow(self, old: FallbackCore) -> None:
         """Read on with what ``old``, the handler this one replaces in a reload, knows of the cache.
 
+        With the same service, this handler writes in ``old``'s order (:class:`CacheWrites`):
+        a value ``old``'s calls left waiting, or still return, takes its key's place in one
+        queue with the new handler's, so the newest value is the one the service keeps.
         With the same cache (service, ``cache_key`` and keying), the keys ``old`` wrote keep
         answering, each value with the age it has, read with this handler's ``cache_max_age``;
         the two share that memory, so that what ``old``'s calls still running write counts too.
         Otherwise (another cache, or either handler without a ``cache_max_age``: no ages known)
         this handler starts with none.
         """
+        writer = old.writer
+        if self.writer is not None and writer is not None and writer.service is self.cache_service:
+            self.writer = writer
         max_age = self.config.cache_max_age
         if (
             max_age is None  # a maximum age is CACHED_VALUE's only: both handlers then cache
@@ -233,107 +232,8 @@ class FallbackCore(Counts):
         if key is not None:
             # Without an age limit no age is kept (NO_AGE_LIMIT never changes): no clock read.
             returned_at = 0.0 if self.index is NO_AGE_LIMIT else self.clock.now()
-            self._write(key, value, returned_at, inline=inline)
-
-    def _write(self, key: str, value: object, returned_at: float, *, inline: bool) -> None:
-        """Write ``value`` (returned at ``returned_at``) under ``key``; remember the key once it landed.
-
-        Out of line (on a running loop), an awaitable ``set`` returns runs as a task of its own
-        on that loop, not awaited here; while that loop's write is in flight, ``value`` only
-        replaces the value waiting for that key on that loop (see the package's "never delays a
-        success"): a value is written on the loop of the call that returned it, whose client
-        may belong to that loop.
-        """
-        loop = None
-        if not inline:
-            loop = asyncio.get_running_loop()
-            with self.lock:
-                writing = self.writing
-                if writing is not None and loop in writing:
-                    queues = self.next_writes
-                    if queues is None:
-                        queues = self.next_writes = {}
-                    waiting = queues.setdefault(loop, {})
-                    waiting[key] = (value, returned_at)  # in its key's place: a busy key keeps its turn
-                    if len(waiting) > CACHE_ENTRIES:
-                        del waiting[next(iter(waiting))]
-                    return
-        self._start(key, value, returned_at, loop)
-
-    def _start(
-        self, key: str, value: object, returned_at: float, loop: asyncio.AbstractEventLoop | None
-    ) -> bool:
-        """Call ``set``; return whether its write now runs as ``loop``'s task (``None``: inline).
-
-        ``False``: the write ended at once (landed, or failed: logged and counted), so nothing
-        in flight will start ``loop``'s next one.
-        """
-        service = cast("CacheService", self.cache_service)
-        try:
-            pending = service.set(key, value)
-            if loop is None:
-                refuse_awaitable(self.label("cache_service.set"), pending)
-        except Exception:  # noqa: BLE001 - logged and counted by cache_failed
-            self.cache_failed("set", key)
-            return False
-        if not inspect.isawaitable(pending):
-            self.index.landed(key, returned_at)  # thread-safe on its own
-            return False
-        loop = cast("asyncio.AbstractEventLoop", loop)  # an awaitable was refused inline
-        task = asyncio.ensure_future(pending)
-        with self.lock:
-            writing = self.writing
-            if writing is None:
-                writing = self.writing = {}
-            writes = self.writes
-            if writes is None:
-                writes = self.writes = set()
-            for gone in [other for other in writing if other.is_closed()]:  # its write never ends
-                writes.discard(writing.pop(gone))
-                if self.next_writes is not None:
-                    self.next_writes.pop(gone, None)
-            writing[loop] = task
-            writes.add(task)
-        task.add_done_callback(functools.partial(self._written, loop, key, returned_at))
-        return True
-
-    def _written(
-        self, loop: asyncio.AbstractEventLoop, key: str, returned_at: float, task: asyncio.Future[Any]
-    ) -> None:
-        """Done callback of a write task: remember its key or count its error; write the loop's next one."""
-        cancelled = task.cancelled()
-        error = None if cancelled else task.exception()
-        if error is not None:
-            self.cache_failed("set", key, error)
-        elif not cancelled:
-            self.index.landed(key, returned_at)  # thread-safe on its own
-        with self.lock:
-            cast("set[asyncio.Future[Any]]", self.writes).discard(task)  # made when the task was added
-            writing = cast("dict[asyncio.AbstractEventLoop, asyncio.Future[Any]]", self.writing)
-            if writing.get(loop) is not task:
-                return  # forgotten: its loop had closed
-            del writing[loop]
-        self._write_waiting(loop, drop=cancelled)  # cancelled: the loop shuts down, its values go
-
-    def _write_waiting(self, loop: asyncio.AbstractEventLoop, *, drop: bool) -> None:
-        """Write ``loop``'s waiting values, first waiting first, until one runs as a task.
-
-        That task's end writes the rest. A value whose write ends at once (landed, or failed)
-        never leaves the ones behind it waiting for a write that will not come. ``drop``: forget
-        them instead (the loop shuts down).
-        """
-        while True:
-            with self.lock:
-                queues = self.next_writes
-                waiting = None if queues is None else queues.get(loop)
-                if not waiting or drop:
-                    if queues is not None:
-                        queues.pop(loop, None)
-                    return
-                key = next(iter(waiting))
-                value, returned_at = waiting.pop(key)
-            if self._start(key, value, returned_at, loop):
-                return
+            loop = None if inline else asyncio.get_running_loop()
+            cast("CacheWrites", self.writer).write(self, key, value, returned_at, loop)
 
     def sync_refused(self) -> TypeError:
         """Build the error for a sync call when a fallback part is async."""
