@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.engine.events import (
     HUB,
     AlertRaised,
@@ -676,6 +677,39 @@ def test_no_default_system_beside_the_applications_own(clock: FakeClock) -> None
         _trip_breaker(clock)
         assert _alert_systems() == [own]
         assert kinds(own) == [AlertKind.CIRCUIT_OPEN]
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_a_manager_given_no_alert_system_reports_through_the_applications_own(clock: FakeClock) -> None:
+    """A manager (and ``subscribe``) made after the application's alert system use it: each alert is raised once."""
+    default_alert_system().close()
+    with AlertSystem(clock=clock) as own, EventRecorder() as recorder:
+        manager = ResilienceManager(clock=clock)
+        subscribed: list[Alert] = []
+        unsubscribe = alerts_module.subscribe(subscribed.append)
+        config = ResilienceConfig(
+            name="own-alerts", circuit_breaker=CircuitBreakerConfig(failure_threshold=1)
+        )
+        with pytest.raises(ConnectionError):
+            manager.execute_with_resilience_sync(_raise_connection_error, config)
+        unsubscribe()
+        assert manager.alert_system is own
+        assert _alert_systems() == [own]
+        assert [(a.kind, a.subject) for a in subscribed] == [(AlertKind.CIRCUIT_OPEN, "own-alerts")]
+        raised = [args for args in recorder.of(Event.ALERT_RAISED) if isinstance(args, AlertRaised)]
+        assert [(args.kind, args.subject) for args in raised] == [("circuit_open", "own-alerts")]
+        assert manager.get_resilience_statistics()["alerts"]["total"] == 1
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_the_process_wide_system_is_made_again_once_the_applications_own_is_closed(clock: FakeClock) -> None:
+    """The application's alert system stands in only while it listens: closed, the process-wide one is made."""
+    default_alert_system().close()
+    with AlertSystem(clock=clock) as own:
+        assert default_alert_system() is own
+    made = default_alert_system()
+    assert made is not own
+    assert _alert_systems() == [made]
 
 
 def test_hub_spares_the_alert_system_events_it_cannot_alert_on(

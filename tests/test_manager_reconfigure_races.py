@@ -348,3 +348,53 @@ def test_state_change_callbacks_added_and_removed_while_the_breaker_is_reloaded(
         alerts.close()
     breaker.force_open()
     assert sorted(ran) == kept
+
+
+def test_overlapping_reconfigure_many_batches_each_take_effect_whole(
+    manager: ResilienceManager, monkeypatch: Any
+) -> None:
+    """Two batches of the same policies from two threads never leave one policy with each batch's config.
+
+    The first batch is held after its first policy took its config, until the second batch is done
+    (or a short while, if the second must wait): the policies end with the configs of one batch.
+    """
+    first = manager.policy("overlap-first", ResilienceConfig(timeout=1.0))
+    second = manager.policy("overlap-second", ResilienceConfig(timeout=1.0))
+    commit = PolicyHandle._commit
+    held = threading.Event()
+    other_done = threading.Event()
+    holder: list[threading.Thread] = []
+
+    def commit_then_hold(handle: PolicyHandle, staged: Any) -> int:
+        generation = commit(handle, staged)
+        if threading.current_thread() in holder and handle is first and not held.is_set():
+            held.set()
+            other_done.wait(timeout=0.2)  # the other batch cannot finish while this one commits
+        return generation
+
+    monkeypatch.setattr(PolicyHandle, "_commit", commit_then_hold)
+    batch_a = {
+        "overlap-first": ResilienceConfig(timeout=2.0),
+        "overlap-second": ResilienceConfig(timeout=2.0),
+    }
+    batch_b = {
+        "overlap-first": ResilienceConfig(timeout=3.0),
+        "overlap-second": ResilienceConfig(timeout=3.0),
+    }
+
+    def run_b() -> None:
+        manager.reconfigure_many(batch_b)
+        other_done.set()
+
+    thread_a = threading.Thread(target=manager.reconfigure_many, args=(batch_a,))
+    thread_b = threading.Thread(target=run_b)
+    holder.append(thread_a)
+    thread_a.start()
+    assert held.wait(timeout=10.0)
+    thread_b.start()
+    thread_a.join(timeout=10.0)
+    thread_b.join(timeout=10.0)
+    assert not thread_a.is_alive()
+    assert not thread_b.is_alive()
+    assert (first.config.timeout, second.config.timeout) in {(2.0, 2.0), (3.0, 3.0)}
+    assert (first.generation, second.generation) == (3, 3)

@@ -147,3 +147,60 @@ def test_one_managers_escalation_does_not_silence_anothers(clock: FakeClock, wat
     escalated = [alert.subject for alert in watching.history if alert.kind is AlertKind.RECOVERY_ESCALATED]
     assert escalated == [first.recovery_system.name, second.recovery_system.name]
     assert escalated[0] != escalated[1]
+
+
+def freed(name: str) -> str:
+    """Collect what is gone and check that no live recovery system holds ``name`` any more."""
+    gc.collect()
+    assert RECOVERY_SYSTEMS.get(name) is None
+    return name
+
+
+def test_a_reused_name_does_not_inherit_the_gone_systems_recovery_rate(
+    clock: FakeClock, watching: AlertSystem
+) -> None:
+    """A new manager that takes a freed name starts with an empty recovery window in every alert system."""
+    config = ResilienceConfig(name=fresh("ledger"), enable_recovery=True)
+    gc.collect()
+    first = failing_manager(clock, watching, RecoveryStrategy.RETRY)
+    fail_recoveries(first, config, 3)  # one short of min_recovery_attempts
+    name = first.recovery_system.name
+    del first
+    freed(name)
+    second = failing_manager(clock, watching, RecoveryStrategy.RETRY)
+    assert second.recovery_system.name == name
+    fail_recoveries(second, config, 1)
+    assert low_rate_subjects(watching) == []
+    fail_recoveries(second, config, 3)
+    assert low_rate_subjects(watching) == [name]
+
+
+def test_a_reused_name_does_not_inherit_the_gone_systems_escalation_cooldown(
+    clock: FakeClock, watching: AlertSystem
+) -> None:
+    """Within the escalation cooldown, the first escalation of a new manager with a freed name still alerts."""
+    config = ResilienceConfig(name=fresh("refunds"), enable_recovery=True)
+    gc.collect()
+    first = failing_manager(clock, watching, RecoveryStrategy.ESCALATE)
+    fail_recoveries(first, config, 1)
+    name = first.recovery_system.name
+    del first
+    freed(name)
+    second = failing_manager(clock, watching, RecoveryStrategy.ESCALATE)
+    assert second.recovery_system.name == name
+    fail_recoveries(second, config, 1)
+    escalated = [alert.subject for alert in watching.history if alert.kind is AlertKind.RECOVERY_ESCALATED]
+    assert escalated == [name, name]
+
+
+def test_a_live_namesake_keeps_the_alert_state_of_its_name(clock: FakeClock, watching: AlertSystem) -> None:
+    """A second live system of one name shares its namesake's series: the escalation cooldown stays."""
+    config = ResilienceConfig(name=fresh("claims"), enable_recovery=True)
+    first = failing_manager(clock, watching, RecoveryStrategy.ESCALATE)
+    fail_recoveries(first, config, 1)
+    namesake = ErrorRecoverySystem(first.recovery_system.name, clock=clock)
+    namesake.register_recovery_rule(ConnectionError, RecoveryAction(strategy=RecoveryStrategy.ESCALATE))
+    with pytest.raises(RecoveryEscalatedError):
+        namesake.recover_from_error_sync(ConnectionError("down"))
+    escalated = [alert.subject for alert in watching.history if alert.kind is AlertKind.RECOVERY_ESCALATED]
+    assert escalated == [first.recovery_system.name]

@@ -78,7 +78,8 @@ def _default_recovery_system(clock: Clock) -> ErrorRecoverySystem:
     released). The name is what its telemetry and the alert systems tell recovery systems apart
     by (recovery rate, low-rate alert, escalation cooldown), so two managers' recoveries never
     merge; it is stable for the system's life and bounded by the number of live managers, a
-    name of a system that is gone being given again.
+    name of a system that is gone being given again (and starting clean: the alert systems
+    forget the recovery rate and escalation cooldowns they kept of the system that had it).
     """
     with _RECOVERY_NAMING:
         name, number = _RECOVERY, 1
@@ -230,8 +231,11 @@ class ResilienceManager(NamedPolicies):
             managers' recovery rates, their alerts and escalation cooldowns, which are kept by
             name, never merge. Give one of your own to choose the name.
         alert_system: The alert system whose counts :meth:`get_resilience_statistics` reports
-            (default: the process-wide one). An alert system hears every pattern that reports on
-            its hub, this manager's and any other's: its alerts are not only this manager's.
+            (default: the process-wide one, :func:`~otel_resilience.default_alert_system`; an
+            alert system of the application listening on the global hub stands in for it, so
+            that no second one reports every alert twice). An alert system hears every pattern
+            that reports on its hub, this manager's and any other's: its alerts are not only
+            this manager's.
         clock: The clock for every pattern the manager creates.
         max_pipelines: How many config objects the identity fast path remembers (default 1024).
         max_policies: How many live policies, and how many breakers and bulkheads, the manager
@@ -311,6 +315,7 @@ class ResilienceManager(NamedPolicies):
         self._retired = dict.fromkeys(EXECUTION_KEYS, 0)
         self._handles: dict[str, PolicyHandle] = {}
         self._handles_lock = fork_safe(threading.Lock())
+        self._commit_lock = fork_safe(threading.Lock())
         self._applied_files: dict[str, ConfigFile] = {}
 
     # ------------------------------------------------------------------ shared instances

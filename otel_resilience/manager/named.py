@@ -67,6 +67,8 @@ class NamedPolicies:
     recovery_system: ErrorRecoverySystem
     _handles: dict[str, PolicyHandle]
     _handles_lock: threading.Lock
+    _commit_lock: threading.Lock
+    """Held while a batch of reloads commits: overlapping batches take effect one after the other."""
     _applied_files: dict[str, ConfigFile]
     """The last load of each configuration file applied, by absolute path (its budgets are reused)."""
 
@@ -205,7 +207,9 @@ class NamedPolicies:
         code on checked configs. A refusal is reported for the policy it concerns (as
         :meth:`reconfigure` says) and raised; the other policies keep their config and report
         nothing. A key a call makes while the batch is applied is built from the config of that
-        moment and catches up at its next call.
+        moment and catches up at its next call. Batches that overlap (from several threads)
+        commit one after the other, each whole: the policies end with the configs of the batch
+        that committed last, never with some of one batch's and some of another's.
 
         Args:
             configs: The new config (or its builder) of each policy name.
@@ -224,7 +228,8 @@ class NamedPolicies:
         prepared: dict[str, tuple[PolicyHandle, Staged]] = {}
         for name, source in configs.items():
             prepared[name] = self._prepare(name, source)
-        generations = {name: handle._commit(staged) for name, (handle, staged) in prepared.items()}
+        with self._commit_lock:  # one batch at a time: overlapping batches never interleave
+            generations = {name: handle._commit(staged) for name, (handle, staged) in prepared.items()}
         for name, (handle, _) in prepared.items():
             handle._reloaded(generations[name])
         return {name: handle for name, (handle, _) in prepared.items()}

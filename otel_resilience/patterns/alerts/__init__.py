@@ -29,7 +29,9 @@ never raises another.
 :func:`subscribe` hooks a callback onto the process-wide :func:`default_alert_system`. It is
 created with the first circuit breaker, bulkhead or error recovery system (unless another alert
 system already listens on the global hub), so that an alert raised before anyone asked for the
-alert system is neither lost nor left unexported.
+alert system is neither lost nor left unexported. An alert system of the application that
+listens on the global hub stands in for it (:func:`default_alert_system` returns it): there is
+never a second one beside it, which would report every alert twice.
 
 Layout: alerts, their kinds and the settings live in ``model``, :class:`AlertSystem` in ``system``;
 this module holds the process-wide alert system and re-exports the rest.
@@ -92,17 +94,24 @@ def default_alert_system() -> AlertSystem:
     """Return the process-wide alert system, listening on the global hub.
 
     It is created on first use (and again after it was closed). The first use is at the latest
-    the creation of the first circuit breaker, bulkhead or error recovery system, unless another
-    alert system listens on the global hub by then: an alert is never lost because nothing had
-    asked for the alert system yet, and an application without those patterns pays nothing.
+    the creation of the first circuit breaker, bulkhead or error recovery system: an alert is
+    never lost because nothing had asked for the alert system yet, and an application without
+    those patterns pays nothing. While an alert system of the application listens on the global
+    hub (and the process-wide one does not), that one stands in for it and is returned, and none
+    is created: a second alert system beside it would raise, log and count every alert twice.
+    So :func:`subscribe` and a :class:`~otel_resilience.ResilienceManager` given no
+    ``alert_system`` use the application's own.
 
     Returns:
-        The shared :class:`AlertSystem`.
+        The shared :class:`AlertSystem`, or the application's that stands in for it.
     """
     global _DEFAULT  # noqa: PLW0603 - the one lazily created process-wide instance
     system = _DEFAULT
     if system is not None and not system.closed:
         return system
+    for listener in HUB.event_listeners:
+        if isinstance(listener, AlertSystem):
+            return listener  # the application's own: it stands in for the process-wide one
     with _DEFAULT_LOCK:
         system = _DEFAULT
         if system is None or system.closed:
@@ -112,11 +121,6 @@ def default_alert_system() -> AlertSystem:
 
 def _with_pattern(pattern: Named) -> None:  # noqa: ARG001 - a registry callback
     """Make sure an alert system listens on the global hub once a pattern that can raise one exists."""
-    system = _DEFAULT
-    if system is not None and not system.closed:
-        return
-    if any(isinstance(listener, AlertSystem) for listener in HUB.event_listeners):
-        return  # the application's own alert system is listening already
     default_alert_system()
 
 
@@ -126,6 +130,8 @@ for _registry in (BREAKERS, BULKHEADS, RECOVERY_SYSTEMS):
 
 def subscribe(callback: AlertCallback) -> Callable[[], None]:
     """Call ``callback(alert)`` for every alert of the process-wide :func:`default_alert_system`.
+
+    That is the application's own alert system while it listens on the global hub in its place.
 
     Args:
         callback: A sync callable taking an :class:`Alert`.

@@ -6,6 +6,7 @@ import inspect
 import itertools
 import logging
 import threading
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from types import MappingProxyType
@@ -28,6 +29,7 @@ from otel_resilience.engine.events import (
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.registry import RECOVERY_SYSTEMS, Named
 from otel_resilience.engine.validation import check_callable, check_name, fail
 from otel_resilience.patterns.alerts.model import (
     MAX_TRACKED_SUBJECTS,
@@ -42,6 +44,11 @@ from otel_resilience.patterns.alerts.model import (
 _LOG: Final = logging.getLogger("otel_resilience")
 
 _K = TypeVar("_K", str | tuple[str, str], tuple[str, str])
+
+_ALERT_SYSTEMS: Final[weakref.WeakSet[AlertSystem]] = weakref.WeakSet()
+"""Every live alert system, each told when a new recovery system takes a name (see
+:func:`_recovery_system_added`)."""
+_ALERT_SYSTEMS_LOCK: Final = fork_safe(threading.Lock())
 
 
 class _RateWindow:
@@ -144,6 +151,8 @@ class AlertSystem:
         self._escalation_cooldowns: dict[tuple[str, str], float] = {}
         self._episodes: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # (name, key)
         self._closed = False
+        with _ALERT_SYSTEMS_LOCK:
+            _ALERT_SYSTEMS.add(self)
         hub.add_listener(self)
 
     config = ReadOnly[AlertConfig]("_config", "When it alerts.")
@@ -425,6 +434,14 @@ class AlertSystem:
                 )
             )
 
+    def _forget_recovery_system(self, name: str) -> None:
+        """Forget the recovery rate and the escalation cooldowns kept for recovery system ``name``."""
+        with self._lock:
+            self._rates.pop(name, None)
+            cooldowns = self._escalation_cooldowns
+            for subject in [subject for subject in cooldowns if subject[0] == name]:
+                del cooldowns[subject]
+
     # -- delivery ------------------------------------------------------------------------------
 
     def _raise(self, alert: Alert) -> None:
@@ -450,3 +467,24 @@ class AlertSystem:
                 with self._lock:
                     self._callback_errors += 1
                 _LOG.warning("alert subscriber %r failed", callback, exc_info=True)
+
+
+def _recovery_system_added(recovery: Named) -> None:
+    """A new recovery system starts clean in every alert system (a registry callback).
+
+    Its recovery rate, low-rate alert and escalation cooldowns are kept by its name, which may
+    have been another's, now gone (a manager's default ``"recovery"`` is given again once its
+    system is gone): what was kept of that one is forgotten, so that the new system neither
+    inherits its failed recoveries nor is silenced by its escalations. Unless a live namesake
+    still holds the name: their recoveries are counted together (as their telemetry series are).
+    """
+    name = recovery.name
+    if any(other is not recovery and other.name == name for other in RECOVERY_SYSTEMS.items()):
+        return
+    with _ALERT_SYSTEMS_LOCK:
+        systems = list(_ALERT_SYSTEMS)
+    for system in systems:
+        system._forget_recovery_system(name)
+
+
+RECOVERY_SYSTEMS.on_added(_recovery_system_added)
