@@ -152,9 +152,16 @@ def test_an_async_factory_is_refused() -> None:
     async def error() -> Exception:
         return OSError()
 
-    with pytest.raises(TypeError, match=r"^ChaosConfig\.outcome must be .*not a coroutine function"):
-        ChaosConfig(outcome_rate=0.5, outcome=fake)
-    with pytest.raises(TypeError, match=r"^ChaosConfig\.fault must be .*not a coroutine function"):
+    class Fake:
+        async def __call__(self) -> dict[str, int]:
+            return {"status": 503}
+
+    outcome = r"^ChaosConfig\.outcome must be a plain \(sync\) factory, not a coroutine function "
+    for factory in (fake, Fake()):
+        with pytest.raises(TypeError, match=outcome + r"\(to inject the function itself: lambda: fn\), got "):
+            ChaosConfig(outcome_rate=0.5, outcome=factory)
+    fault = r"^ChaosConfig\.fault must be a plain \(sync\) factory, not a coroutine function, got <function"
+    with pytest.raises(TypeError, match=fault):
         ChaosConfig(fault_rate=0.5, fault=error)
     assert ChaosConfig(outcome_rate=0.5, outcome=lambda: fake).outcome_rate == 0.5  # the function itself
 

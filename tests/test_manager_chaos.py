@@ -23,6 +23,7 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
+from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.testing import FakeClock
 
 _ids = itertools.count()
@@ -282,3 +283,37 @@ async def test_resilient_functions_run_chaos_in_both_drivers() -> None:
 def test_the_field_is_type_checked() -> None:
     with pytest.raises(TypeError, match=r"ResilienceConfig\.chaos must be a ChaosConfig or None"):
         ResilienceConfig(chaos={"fault_rate": 0.1})  # type: ignore[arg-type]
+
+
+def keyed_outcomes(keys: list[str], seed: int, *, max_keys: int = 1000) -> list[bool]:
+    """Whether each call (one per item of ``keys``, in order) failed by chaos, in a fresh manager's keyed policy."""
+    manager = ResilienceManager(alert_system=AlertSystem(name=f"chaos-keys-{next(_ids)}"))
+    try:
+        config = ResilienceConfig(chaos=ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=seed))
+        policy = manager.policy(f"keyed-{next(_ids)}", config, max_keys=max_keys)
+        failed = []
+        for key in keys:
+            try:
+                policy.for_key(key).execute_sync(lambda: "real")
+            except ConnectionError:
+                failed.append(True)
+            else:
+                failed.append(False)
+        return failed
+    finally:
+        manager.alert_system.close()
+
+
+def test_a_seeded_fault_rate_is_the_share_of_failed_runs_across_keys() -> None:
+    """The keys' links draw from the policy's generator: about half of 400 keys fail, not all or none."""
+    keys = [f"tenant-{index}" for index in range(400)]
+    outcomes = keyed_outcomes(keys, seed=7)
+    assert 140 <= sum(outcomes) <= 260  # 0.5 of 400 within 6 standard deviations (10 each)
+    assert outcomes == keyed_outcomes(keys, seed=7)  # a seeded drill replays
+    assert outcomes != keyed_outcomes(keys, seed=8)
+
+
+def test_a_key_made_again_after_its_eviction_does_not_replay_its_first_draws() -> None:
+    """One key kept: each call evicts the other key and makes its own again, still about half fail."""
+    outcomes = keyed_outcomes(["a", "b"] * 100, seed=3, max_keys=1)
+    assert 60 <= sum(outcomes) <= 140  # 0.5 of 200 within 6 standard deviations (7 each)

@@ -471,6 +471,92 @@ async def test_as_strategy_reports_with_the_pipeline_name(recorder) -> None:
     assert handler.get_stats()["timeouts"] == 1
 
 
+async def test_an_unnamed_handler_names_the_function_it_runs(driver: str, clock: FakeClock) -> None:
+    """Left at its default name, the handler's error names the function of with_timeout(_sync), not "timeout"."""
+    handler = TimeoutHandler(5.0, clock=clock)
+
+    def fetch_rates() -> str:
+        clock.advance(6.0)
+        return "late"
+
+    async def fetch_rates_async() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    if driver == "async":
+        handler = TimeoutHandler(TIMER)
+        with pytest.raises(OperationTimeoutError) as info:
+            await handler.with_timeout(fetch_rates_async)
+        expected = fetch_rates_async.__qualname__
+    else:
+        with pytest.raises(OperationTimeoutError) as info:
+            handler.with_timeout_sync(fetch_rates)
+        expected = fetch_rates.__qualname__
+    assert info.value.operation == expected
+    assert info.value.args[0] == expected
+    assert f"operation {expected!r} timed out" in str(info.value)
+    assert handler.name == "timeout"  # its own name (telemetry, repr) is still the default
+
+
+async def test_an_unnamed_handler_names_the_function_it_decorates(clock: FakeClock) -> None:
+    """protect(): each decorated function's timeouts name that function (async and sync)."""
+    handler = TimeoutHandler(TIMER)
+    sync_handler = TimeoutHandler(5.0, clock=clock)
+
+    @handler.protect
+    async def load_profile() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    @sync_handler.protect
+    def load_settings() -> str:
+        clock.advance(6.0)
+        return "late"
+
+    with pytest.raises(OperationTimeoutError) as info:
+        await load_profile()
+    assert info.value.operation == load_profile.__qualname__
+    with pytest.raises(OperationTimeoutError) as info:
+        load_settings()
+    assert info.value.operation == load_settings.__qualname__
+    with pytest.raises(OperationTimeoutError) as info:
+        await handler.with_timeout(Hang())  # a callable object: named after its class
+    assert info.value.operation == "Hang"
+
+
+async def test_a_named_handler_or_a_pipeline_names_the_operation() -> None:
+    """A name given to the handler is the operation; in a pipeline the pipeline's name is, as for every link."""
+
+    async def fetch() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    with pytest.raises(OperationTimeoutError) as info:
+        await TimeoutHandler(TIMER, name="rates").with_timeout(fetch)
+    assert info.value.operation == "rates"
+    pipeline = PipelineBuilder("policy").add(TimeoutHandler(TIMER).as_strategy("policy")).build()
+    with pytest.raises(OperationTimeoutError) as info:
+        await pipeline.execute(fetch)
+    assert info.value.operation == "policy"
+
+
+async def test_an_inner_timeout_keeps_the_name_of_its_own_function() -> None:
+    """An unnamed outer handler passes an inner one's error through with the inner function's name."""
+    outer, inner = TimeoutHandler(10.0), TimeoutHandler(TIMER)
+
+    async def innermost() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    async def middle() -> str:
+        return await inner.with_timeout(innermost)
+
+    with pytest.raises(OperationTimeoutError) as info:
+        await outer.with_timeout(middle)
+    assert info.value.operation == innermost.__qualname__
+    assert (outer.get_stats()["timeouts"], inner.get_stats()["timeouts"]) == (0, 1)
+
+
 async def test_falsy_default_is_returned() -> None:
     """A falsy default such as 0 is a real default: it is returned, not taken for "no default"."""
     handler = TimeoutHandler(TIMER, default=0)

@@ -34,6 +34,7 @@ __all__ = [
     "check_name",
     "check_number",
     "check_predicate",
+    "check_sync_callable",
     "describe",
     "fail",
 ]
@@ -189,17 +190,39 @@ def check_callable(owner: str, field: str, value: object, *, optional: bool = Fa
     return value
 
 
-def check_predicate(owner: str, field: str, value: object, *, optional: bool = False) -> Any:
+def check_sync_callable(
+    owner: str, field: str, value: object, *, what: str, hint: str = "", optional: bool = False
+) -> Any:
     """Return ``value`` if it is a plain (sync) callable (or ``None`` when ``optional``); raise ``TypeError``.
 
-    A predicate is called, never awaited: an async one (a coroutine function, or an object whose
-    ``__call__`` is one) returns a coroutine, which is true, so it would say yes to everything.
+    The one rule of every callable a pattern calls and never awaits (a predicate, a factory): an
+    async one (a coroutine function, or an object whose ``__call__`` is one) returns a coroutine,
+    which is never awaited, and is true (a predicate would say yes to everything) or the wrong
+    value (a factory's result).
+
+    Args:
+        owner: The class name.
+        field: The field name.
+        value: The callable given.
+        what: What the callable is, in the message (``"predicate"``, ``"factory"``).
+        hint: Appended to the rule, to say what to give instead (``""``: nothing).
+        optional: Whether ``None`` is accepted (and returned).
     """
     from otel_resilience.engine.protecting import is_async_callable  # noqa: PLC0415 - imports this module
 
     if check_callable(owner, field, value, optional=optional) is not None and is_async_callable(value):
-        raise fail(owner, field, "a plain (sync) predicate, not a coroutine function", value, kind=TypeError)
+        rule = f"a plain (sync) {what}, not a coroutine function{hint}"
+        raise fail(owner, field, rule, value, kind=TypeError)
     return value
+
+
+def check_predicate(owner: str, field: str, value: object, *, optional: bool = False) -> Any:
+    """Return ``value`` if it is a plain (sync) predicate (or ``None`` when ``optional``).
+
+    A predicate is called, never awaited: an async one returns a coroutine, which is true, so it
+    would say yes to everything (the rule: :func:`check_sync_callable`).
+    """
+    return check_sync_callable(owner, field, value, what="predicate", optional=optional)
 
 
 def check_exception_types(

@@ -9,7 +9,10 @@ What a key means for each stage of :data:`~otel_resilience.manager.stages.STAGES
   (objects of the config, shared by identity), and the recovery system (the manager's). The
   other stages (fallback, timeouts, retry, hedging, chaos, recovery, extra strategies) hold no
   state of their own between calls: every key's pipeline has its own links,
-  built from the same config. A ``CACHED_VALUE`` fallback reads and writes under
+  built from the same config. The chaos links of a policy draw from its random generator
+  (:attr:`Spec.draws`, one per seed, kept across reloads): a seeded ``fault_rate`` is the
+  share of the policy's runs, whatever their keys, and a key made again does not replay its
+  first draws. A ``CACHED_VALUE`` fallback reads and writes under
   ``"<cache_key>:<key>"`` in a key's pipeline (:func:`key_config`): a tenant is never answered
   with another tenant's last value.
 
@@ -33,6 +36,7 @@ from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_
 from otel_resilience.engine.shared import shared_key
 from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.patterns.bulkhead import Bulkhead
+from otel_resilience.patterns.chaos.rules import SharedDraws
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from otel_resilience.patterns.fallback import FallbackStrategy
 from otel_resilience.patterns.rate_limiter import RateLimiter
@@ -63,6 +67,7 @@ class Spec:
         owner: The policy's token, the same at every generation: its keys' instances are
             registered under it (:func:`~otel_resilience.engine.registry.namesakes_expected`),
             so they are no namesakes of each other, but a namesake of anyone else's is warned about.
+        draws: The random generators its keys' chaos links share, the same at every generation.
     """
 
     name: str
@@ -72,6 +77,7 @@ class Spec:
     recovery: ErrorRecoverySystem
     breakers: Callable[[str], CircuitBreaker | None]
     owner: NamesakeOwner = dataclasses.field(default_factory=NamesakeOwner, compare=False, repr=False)
+    draws: SharedDraws = dataclasses.field(default_factory=SharedDraws, compare=False, repr=False)
 
     @property
     def breaker_name(self) -> str:
@@ -236,7 +242,8 @@ def _pipeline(
         state.metric_key,
         previous=previous,
     )
-    return compose(inputs, register=register, extras=extras)[0]
+    with spec.draws.sharing():
+        return compose(inputs, register=register, extras=extras)[0]
 
 
 def reconfigure(

@@ -34,6 +34,9 @@ Decisions:
   reported.
 * **A callee that swallows its cancellation and returns** gets its value through, as
   ``asyncio.timeout`` does: suppressing cancellation is the callee's decision.
+* **The error names what timed out.** In a pipeline, the pipeline's (policy's) name; used
+  alone, the handler's ``name``, or, when it is left at :data:`DEFAULT_NAME`, the function it
+  ran (found when the deadline expires: a call in time pays nothing for it).
 * **Counting.** Counts are plain integers. The sync driver updates them under the handler's
   lock; the async driver counts an execution without a lock (one event loop runs on one
   thread), as the engine's pipeline does.
@@ -86,7 +89,7 @@ DEFAULT_SCOPE: Final = "total"
 SCOPES: Final = ("total", "attempt")
 """The accepted scopes: ``"total"`` (the whole execution) or ``"attempt"`` (one attempt)."""
 DEFAULT_NAME: Final = "timeout"
-"""Default :class:`TimeoutHandler` name."""
+"""Default :class:`TimeoutHandler` name. An unnamed handler's errors name the function it runs."""
 
 _KIND: Final = "timeout"
 
@@ -203,9 +206,15 @@ class _TimeoutCore(Counts):
 
 
 class _TimeoutStep(Link[TimeoutConfig]):
-    """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain."""
+    """One pipeline link whose deadline (:attr:`seconds`) the driver opens around the rest of the chain.
 
-    __slots__ = ("_core", "scope")
+    The operation its error names is the execution's (the pipeline's name), except in the link of
+    an unnamed handler used alone (its verbs, :meth:`~TimeoutHandler.protect`): there the
+    pipeline is the handler's own, named :data:`DEFAULT_NAME`, and the error names the function
+    it ran instead (:func:`_name_after`, decided once here, read only when the deadline expires).
+    """
+
+    __slots__ = ("_core", "_names_function", "scope")
 
     kind: ClassVar[str] = _KIND
 
@@ -215,13 +224,28 @@ class _TimeoutStep(Link[TimeoutConfig]):
         self.scope = core.scope
         self._core = core
         self.entries = core.executions  # the driver counts the executions, exactly and lock-free
+        self._names_function = core.name == DEFAULT_NAME and telemetry.source.pipeline is None
 
     def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
         """Count and report our own deadline's expiry; answer with the default when one is set."""
         core = self._core
+        if self._names_function and error.operation == DEFAULT_NAME:  # not an inner one's, named already
+            _name_after(error, ctx.fn)
         if core.timed_out(ctx, self._telemetry):
             return Answer(core.default)
         return None
+
+
+def _name_after(error: OperationTimeoutError, fn: object) -> None:
+    """Make ``error`` name ``fn`` (its ``__qualname__``, else its type's) as the operation that timed out."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+    except Exception:  # noqa: BLE001 - a broken attribute of a callable: name it after its type
+        name = None
+    if not isinstance(name, str) or not name.strip():
+        name = type(fn).__qualname__
+    error.operation = name
+    error.args = (name, *error.args[1:])
 
 
 class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep], kind=_KIND):
@@ -232,7 +256,10 @@ class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep], kind=_KIND):
             (``threading.TIMEOUT_MAX``). Default 30.0 s.
         default: Returned instead of raising when the deadline expires. Default
             :data:`NO_DEFAULT`: raise :class:`~otel_resilience.errors.OperationTimeoutError`.
-        name: The handler's name in errors and telemetry. Default ``"timeout"``.
+        name: The handler's name in errors and telemetry. Default ``"timeout"``: then its
+            errors name the function it runs (:meth:`with_timeout`, :meth:`with_timeout_sync`,
+            :meth:`protect`: its ``__qualname__``, else its class's), and in a pipeline, as a
+            named handler's do, the pipeline's name (:meth:`as_strategy`).
         scope: ``"total"`` or ``"attempt"``: what the deadline bounds, as reported in the error
             and in telemetry. Default ``"total"``.
         clock: The clock that deadlines are measured on.

@@ -31,6 +31,8 @@ from otel_resilience.engine.validation import (
     check_int,
     check_name,
     check_number,
+    check_predicate,
+    check_sync_callable,
     fail,
 )
 
@@ -192,3 +194,25 @@ def test_a_negative_zero_is_held_as_zero() -> None:
         assert math.copysign(1.0, value) == 1.0
     with pytest.raises(ValueError, match=r"^C\.f must be > 0 seconds, got -0\.0$"):
         check_duration("C", "f", -0.0)
+
+
+async def _coroutine_function() -> bool:
+    return True
+
+
+def test_a_callable_called_and_never_awaited_must_be_sync() -> None:
+    """One rule for predicates and factories: an async one is refused, the message says which it is."""
+    plain = callable
+    assert check_predicate("C", "f", plain) is plain
+    assert check_predicate("C", "f", None, optional=True) is None
+    assert check_sync_callable("C", "f", plain, what="factory") is plain
+    with pytest.raises(
+        TypeError, match=r"^C\.f must be a plain \(sync\) predicate, not a coroutine function, got"
+    ):
+        check_predicate("C", "f", _coroutine_function)
+    with pytest.raises(
+        TypeError, match=r"^C\.f must be a plain \(sync\) factory, not a coroutine function \(hint\), got"
+    ):
+        check_sync_callable("C", "f", _coroutine_function, what="factory", hint=" (hint)")
+    with pytest.raises(TypeError, match=r"^C\.f must be callable, got 3"):
+        check_sync_callable("C", "f", 3, what="factory")

@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Union
 
-from otel_resilience.engine.protecting import is_async_callable
-from otel_resilience.engine.validation import check_duration, check_number, check_predicate, describe, fail
+from otel_resilience.engine.validation import (
+    check_duration,
+    check_number,
+    check_predicate,
+    check_sync_callable,
+    describe,
+    fail,
+)
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -22,6 +28,8 @@ KIND: Final = "chaos"
 _OWNER: Final = "ChaosConfig"
 _SUM_TOLERANCE: Final = 1e-9
 """How far ``fault_rate + outcome_rate`` may pass 1 by rounding (``0.7 + 0.3``), never more."""
+_INJECT_A_FUNCTION: Final = " (to inject the function itself: lambda: fn)"
+"""What the refusal of an async outcome factory adds: how to inject a function as the result."""
 
 Fault = Union[Exception, type[Exception], Callable[[], Exception]]  # noqa: UP007 - a runtime alias on 3.10
 """What :attr:`ChaosConfig.fault` accepts: an exception, an exception class, or a factory of one."""
@@ -157,8 +165,11 @@ class ChaosConfig:
     seed: int | None = None
     """Seeds the link's random draws: the same seed gives the same injections for the same
     sequence of runs (in one task or thread; concurrent runs draw in the order they reach the
-    link). ``None`` (the default) seeds from the operating system. Each link of a policy, and
-    each :class:`~otel_resilience.patterns.chaos.Chaos`, has its own generator."""
+    link). ``None`` (the default) seeds from the operating system. Each
+    :class:`~otel_resilience.patterns.chaos.Chaos` has its own generator; the chaos links of a
+    policy (one per key of a keyed policy, built again at a reload) share the policy's, so that
+    each rate is the share of the policy's runs whatever their keys (links seeded alike would
+    fail every key on the same runs)."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a
@@ -184,7 +195,7 @@ class ChaosConfig:
             raise fail(_OWNER, "outcome_rate", rule, self.outcome_rate)
         self._check_fault()
         if callable(self.outcome):
-            _check_sync_factory("outcome", self.outcome)
+            check_sync_callable(_OWNER, "outcome", self.outcome, what="factory", hint=_INJECT_A_FUNCTION)
         latency = check_duration(_OWNER, "latency", self.latency, allow_zero=True)
         object.__setattr__(self, "latency", latency)
         if self.latency_rate > 0 and latency == 0:
@@ -219,7 +230,7 @@ class ChaosConfig:
             rule = "an Exception, an Exception subclass or a factory returning one"
             raise fail(_OWNER, "fault", rule, fault, kind=TypeError)
         else:
-            _check_sync_factory("fault", fault)
+            check_sync_callable(_OWNER, "fault", fault, what="factory")
 
     @property
     def injects(self) -> bool:
@@ -239,13 +250,6 @@ def _check_instantiable(fault: type[Exception]) -> None:
             "give a factory (fault=lambda: MyError(...)) instead"
         )
         raise TypeError(msg) from error
-
-
-def _check_sync_factory(field: str, factory: object) -> None:
-    """Refuse a coroutine function as a factory: its result would be a coroutine, never awaited."""
-    if is_async_callable(factory):
-        rule = "a plain (sync) factory, not a coroutine function (to inject the function itself: lambda: fn)"
-        raise fail(_OWNER, field, rule, factory, kind=TypeError)
 
 
 def _check_copyable(fault: Exception) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import logging
 import random
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from otel_resilience.engine.counting import Counter, read_all
@@ -16,13 +19,65 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
     from otel_resilience.patterns.chaos.config import ChaosConfig
 
-__all__ = ["FAULT", "LATENCY", "OUTCOME", "ChaosStatsDict"]
+__all__ = ["FAULT", "LATENCY", "OUTCOME", "ChaosStatsDict", "SharedDraws"]
 
 FAULT: Final = "fault"
 LATENCY: Final = "latency"
 OUTCOME: Final = "outcome"
 
 _LOG: Final = logging.getLogger("otel_resilience.chaos")
+
+Draw = Callable[[], float]
+"""A random draw in ``[0, 1)``: the ``random`` method of a ``random.Random``."""
+
+
+class SharedDraws:
+    """The random generators of the chaos links of one policy: one per seed, shared by all its links.
+
+    A keyed policy builds a chaos link per key (and builds them again at a reload, and a key
+    evicted then used again anew), each from the same config. A generator per link, seeded alike,
+    would draw the same sequence in every key: the keys would fail on the same runs (all or none
+    of a run's keys), and a key made again would replay its first draws. The links built while
+    :meth:`sharing` is on take their generator from here instead: a seeded ``fault_rate`` is then
+    the share of the policy's runs, whatever their keys, and a seeded policy replays for the same
+    sequence of runs. A seed a reload changes gets a generator of its own, from its start.
+
+    Thread-safe: a generator is made under a lock; a draw (``random.Random.random``) is atomic.
+    """
+
+    __slots__ = ("_draws", "_lock")
+
+    def __init__(self) -> None:
+        self._draws: dict[int | None, Draw] = {}
+        self._lock = fork_safe(threading.Lock())
+
+    def draw(self, seed: int | None) -> Draw:
+        """Return the draw of the generator for ``seed`` (``None``: seeded from the operating system)."""
+        with self._lock:
+            found = self._draws.get(seed)
+            if found is None:
+                found = self._draws[seed] = _new_draw(seed)
+            return found
+
+    @contextlib.contextmanager
+    def sharing(self) -> Iterator[None]:
+        """Give the chaos links built in this block (in this context) the generators of this object."""
+        token = _SHARED.set(self)
+        try:
+            yield
+        finally:
+            _SHARED.reset(token)
+
+
+_SHARED: Final[contextvars.ContextVar[SharedDraws | None]] = contextvars.ContextVar(
+    "chaos_draws", default=None
+)
+"""The draws of the policy whose links are being built (:meth:`SharedDraws.sharing`), else ``None``."""
+
+
+def _new_draw(seed: int | None) -> Draw:
+    """Return the draw of a new generator seeded with ``seed``."""
+    return random.Random(seed).random  # noqa: S311 - fault injection, not security
 
 
 class ChaosStatsDict(TypedDict):
@@ -46,6 +101,9 @@ class ChaosStatsDict(TypedDict):
 
 class _Rules:
     """The shared state of one :class:`~otel_resilience.Chaos`: its switch, random draws and counts.
+
+    Its generator is its own, seeded with ``config.seed``; or, built while a policy's
+    :meth:`SharedDraws.sharing` is on, the policy's for that seed.
 
     :meth:`decide` judges a run; :meth:`fault` and :meth:`outcome` make what is injected. A bug in
     the drill (a predicate or factory that raises) never fails the real call: that injection is
@@ -71,7 +129,8 @@ class _Rules:
         self.config = config
         self.on = True
         self._enabled: Any = config.enabled
-        self._draw = random.Random(config.seed).random  # noqa: S311 - fault injection, not security
+        shared = _SHARED.get()
+        self._draw = _new_draw(config.seed) if shared is None else shared.draw(config.seed)
         self._runs = Counter()
         self._faults = Counter()
         self._latencies = Counter()
