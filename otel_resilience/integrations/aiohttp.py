@@ -33,7 +33,7 @@ from aiohttp import payload
 from aiohttp.base_protocol import BaseProtocol
 
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
+from otel_resilience.integrations.sending import HttpIntegration, Sent, aclose_earlier, record_send
 
 __all__ = ["ResilientMiddleware"]
 
@@ -63,8 +63,13 @@ class ResilientMiddleware(HttpIntegration):
     async def _send_once(
         self, exchange: tuple[aiohttp.ClientRequest, aiohttp.ClientHandlerType], sent: Sent
     ) -> aiohttp.ClientResponse:
-        """One attempt: pass the request on; a failed response is read (:func:`_read_failed`) and raised."""
+        """One attempt: pass the request on; a failed response is read (:func:`_read_failed`) and raised.
+
+        Sent again, it first releases the responses the retry dropped (:func:`aclose_earlier`).
+        """
         request, handler = exchange
+        if sent:  # sent again: what the retry dropped is released (never a response of a race)
+            await aclose_earlier(sent)
         index = record_send(sent)
         sent[index] = response = await handler(request)
         if response.status in self._http.failure_statuses:

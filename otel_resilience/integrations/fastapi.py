@@ -243,6 +243,16 @@ _READ_AHEAD: Final = 1 << 20
 """The most request body (bytes) read, and kept for the app, while a request waits for its turn."""
 
 
+def _expects_continue(scope: Scope) -> bool:
+    """Whether the request carries ``Expect: 100-continue``: its client waits to be asked for its body.
+
+    The server asks (sends "100 Continue") at the first ``receive()``, so a request is read from
+    only once the app runs: no reader watches its client while it waits (:class:`_Waiting`), and
+    a request refused meanwhile is answered without its body ever being asked for.
+    """
+    return any(name == b"expect" and b"100-continue" in value.lower() for name, value in scope["headers"])
+
+
 class _Waiting:
     """A request waiting for its turn (a bulkhead slot, a permit): notices its client leaving meanwhile.
 
@@ -250,7 +260,8 @@ class _Waiting:
     back, in order, to the app's first calls of :meth:`receive` (the app reads the whole body).
     An ``http.disconnect`` cancels the waiting request (``left``): its queue place is given up
     and the app never runs. Past :data:`_READ_AHEAD` bytes of body the task stops reading (the
-    memory a waiting request holds is bounded; the app then sees the disconnect itself).
+    memory a waiting request holds is bounded; the app then sees the disconnect itself). A
+    request with ``Expect: 100-continue`` is not watched (:func:`_expects_continue`).
 
     The task is made only once the request's task yields to the loop before its turn came (a
     callback scheduled with ``call_soon``, cancelled when the turn comes first): a request
@@ -333,8 +344,11 @@ class LoadSheddingMiddleware:
     included (run after the response is sent, they are still the server's work, which a load
     shedder counts). A request that waits for its turn (``max_waiting``, ``max_wait``) and whose
     client disconnects meanwhile gives up its place: the app does not run and nothing is sent
-    (the body read while it waited is given to the app when its turn comes). Lifespan and
-    websocket scopes pass through.
+    (the body read while it waited is given to the app when its turn comes). A request with
+    ``Expect: 100-continue`` is not read from before its turn (the server would ask its client
+    for the body, "100 Continue", for a request that may yet be refused): its client leaving
+    meanwhile is seen once the app runs, as without a queue. Lifespan and websocket scopes pass
+    through.
 
     Each middleware has a bulkhead and a rate limiter of its own: two apps that each add one (or
     an app and an app it mounts) never count each other's requests, whatever their names. To put
@@ -400,12 +414,13 @@ class LoadSheddingMiddleware:
         """Run an HTTP request under the bulkhead and limiter, or answer its refusal.
 
         A request whose client disconnects while it waits for its turn gives up its place in
-        the queue: the app does not run and nothing is sent (the execution counts a cancel).
+        the queue: the app does not run and nothing is sent (the execution counts a cancel); one
+        with ``Expect: 100-continue`` is not watched (:func:`_expects_continue`).
         """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        waiting = _Waiting(receive) if self._may_wait else None
+        waiting = _Waiting(receive) if self._may_wait and not _expects_continue(scope) else None
         try:
             await self._pipeline.execute(self._run, scope, receive, send, waiting)
         except asyncio.CancelledError:

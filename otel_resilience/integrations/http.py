@@ -36,7 +36,10 @@ One request is one *execution* of the policy; each time the client sends it is o
   a transport error. A response that came after the deadline (a client's read timeout
   bounds each read, not the whole answer) is a timeout, and is closed: every response an attempt
   got that the caller does not get (a hedge that lost, too) is closed before the request ends,
-  so no connection stays out of the client's pool.
+  so no connection stays out of the client's pool. One the retry dropped (a result its
+  ``retry_on_result`` retried) is closed before the request is sent again, so the next send
+  does not wait for its connection (a pool of one would wait until the deadline); a send
+  started beside others by hedging closes none of its race.
 * **Per host.** Requests run through the policy handle's ``for_key(host)``: each host gets its
   own breaker, bulkhead and rate limiter, so one bad host does not open the breaker for the
   others (:attr:`HttpOptions.per_host`); at most :attr:`HttpOptions.max_hosts` idle hosts are
@@ -50,7 +53,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
 from otel_resilience.engine.rerun import RERUNNABLE, may_run_again
 from otel_resilience.engine.validation import check_int, fail
@@ -103,10 +106,21 @@ _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 _RETRYABLE_ERRORS: Final = RERUNNABLE
 """In a request an integration sends: the errors after which it may be sent again (``()``: none,
-the request may not be sent twice) and the function each attempt sends it with; ``None`` outside
-one. The engine's rule of every re-run (:func:`~otel_resilience.engine.rerun.may_run_again`): a
-retry (:class:`HttpRetryOn`), a hedge (:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART
-re-run all ask it."""
+the request may not be sent twice), the function each attempt sends it with, and the request's
+record of sends (:class:`~otel_resilience.integrations.sending.Sent`, which
+:class:`HttpRetryOnResult` tells of a response it retries); ``None`` outside one. The engine's
+rule of every re-run (:func:`~otel_resilience.engine.rerun.may_run_again`): a retry
+(:class:`HttpRetryOn`), a hedge (:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART re-run
+all ask it."""
+
+
+class _Sends(Protocol):
+    """What :class:`HttpRetryOnResult` tells a request's record of sends.
+
+    It is :class:`~otel_resilience.integrations.sending.Sent` (defined there, which imports this module).
+    """
+
+    def drop(self, result: object) -> None: ...
 
 
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
@@ -310,8 +324,18 @@ class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
         self.base = base
 
     def __call__(self, result: Any) -> bool:
-        """Return whether ``result`` is retried (see the class)."""
-        return may_run_again() and bool(self.base(result))
+        """Return whether ``result`` is retried (see the class).
+
+        A response retried is dropped if the request is sent again: the request's record of
+        sends is told (:meth:`~otel_resilience.integrations.sending.Sent.drop`), and its next
+        send closes it first, so its connection is back in the client's pool.
+        """
+        if not (may_run_again() and self.base(result)):
+            return False
+        request = _RETRYABLE_ERRORS.get()
+        if request is not None:
+            cast("_Sends", request[2]).drop(result)  # the request's Sent
+        return True
 
 
 def _sent_once() -> bool:

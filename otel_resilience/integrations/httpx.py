@@ -35,7 +35,14 @@ from otel_resilience.integrations.http import (
     HttpOptions,
     PolicyHandleLike,
 )
-from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, close_earlier, record_send
+from otel_resilience.integrations.sending import (
+    HttpIntegration,
+    HttpPolicy,
+    Sent,
+    aclose_earlier,
+    close_earlier,
+    record_send,
+)
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
@@ -239,8 +246,13 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         return await http.send(host, url.port, _judge(http, request), self._send_once, request)
 
     async def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
-        """One attempt: send ``request``; a failed response is read, closed and raised (as the sync one)."""
+        """One attempt: send ``request``; a failed response is read, closed and raised (as the sync one).
+
+        Sent again, it first closes the responses the retry dropped (:func:`aclose_earlier`).
+        """
         http = self._http
+        if sent:  # sent again: what the retry dropped is closed (never a response of a race)
+            await aclose_earlier(sent)
         index = _prepare(http, request, sent)
         try:
             sent[index] = response = await self._transport.handle_async_request(request)

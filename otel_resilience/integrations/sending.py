@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
@@ -40,6 +40,7 @@ __all__ = [
     "HttpPolicy",
     "Sent",
     "aclose_dropped",
+    "aclose_earlier",
     "close_dropped",
     "close_earlier",
     "record_send",
@@ -258,11 +259,13 @@ class HttpPolicy:
         :class:`FailedResponseError` for a failed response; the last failed response is
         returned when attempts run out. A response an attempt got that the policy dropped (it
         came after the deadline, or another attempt won) is closed before this returns
-        (:func:`close_dropped`). ``host`` and ``port`` choose the breaker (:meth:`route`);
-        ``replayable`` says whether the request may be sent again (:meth:`replayable`).
+        (:func:`close_dropped`); one the retry dropped, before the request is sent again
+        (``attempt`` calls :func:`close_earlier`; an async one, :func:`aclose_earlier`).
+        ``host`` and ``port`` choose the breaker (:meth:`route`); ``replayable`` says whether
+        the request may be sent again (:meth:`replayable`).
         """
-        token = _RETRYABLE_ERRORS.set((self._errors[replayable], attempt))
-        sent: Sent = []
+        sent = Sent()
+        token = _RETRYABLE_ERRORS.set((self._errors[replayable], attempt, sent))
         result: Any = None
         try:
             result = self.route(host, port).execute_sync(attempt, request, sent)
@@ -285,8 +288,8 @@ class HttpPolicy:
         request: Q,
     ) -> R:
         """Run ``await attempt(request, sent)`` under the policy; as :meth:`send_sync`."""
-        token = _RETRYABLE_ERRORS.set((self._errors[replayable], attempt))
-        sent: Sent = []
+        sent = Sent()
+        token = _RETRYABLE_ERRORS.set((self._errors[replayable], attempt, sent))
         result: Any = None
         try:
             result = await self.route(host, port).execute(attempt, request, sent)
@@ -358,8 +361,34 @@ class HttpIntegration:
         """Refuse options the client's own base class takes but the policy forbids (none here)."""
 
 
-Sent = list[Any]
-"""One request's sends, in order: the response each got (``None``: none yet, or an error)."""
+class Sent(list[Any]):
+    """One request's sends, in order: the response each got (``None``: none yet, an error, or closed).
+
+    It also knows which of them the policy dropped (:attr:`dropped`): a response the retry
+    retried (:class:`~otel_resilience.integrations.http.HttpRetryOnResult` tells it, through
+    :meth:`drop`) is never the caller's once the request is sent again, and that next send
+    closes it first (:func:`close_earlier`, :func:`aclose_earlier`), its connection back in the
+    client's pool before the send asks for one (a pool of one would otherwise wait for it until
+    the deadline, or, with no deadline, for good). Only what the retry dropped is closed early:
+    under hedging, sends run side by side, and the one a send starts beside may win its race.
+
+    Attributes:
+        dropped: How many of the first sends the policy dropped (all over, none the caller's).
+    """
+
+    dropped: int = 0
+
+    def drop(self, result: object) -> None:
+        """Mark every send so far dropped: the retry retries ``result`` (one of them), if sent again.
+
+        The retry judges a result once its attempt is over (under hedging, once its race is:
+        every send of it ended, the losers cancelled), so no send made so far is still running
+        or may still be returned. The mark closes nothing: when retrying stops on ``result``,
+        no send follows, and the caller gets it. A result that is none of this request's
+        responses (another policy's, judged by a retry inside the request) marks nothing.
+        """
+        if any(response is result for response in self):
+            self.dropped = len(self)
 
 
 def record_send(sent: Sent) -> int:
@@ -369,16 +398,38 @@ def record_send(sent: Sent) -> int:
     return count
 
 
+def _dropped(sent: Sent) -> Iterator[int]:
+    """The places in ``sent`` of the responses the policy dropped that are not closed yet.
+
+    Each is set to ``None`` once closed (not before: a close cut short, by a cancellation, leaves
+    it to :func:`close_dropped` or :func:`aclose_dropped` at the end).
+    """
+    return (index for index in range(sent.dropped) if sent[index] is not None)
+
+
 def close_earlier(sent: Sent) -> None:
     """Close the responses of the earlier sends of a request about to be sent again in this thread.
 
     A sync execution makes its attempts one after another (hedging is async only): when one
-    starts, every response an earlier one got was dropped (a result the policy retried, a re-run)
-    and is never the caller's. Closed now, its connection is back in the client's pool before
-    this send asks for one (a pool of one would otherwise wait for it until the deadline, or,
-    with no deadline, for good); :func:`close_dropped` still closes the last ones at the end.
+    starts, every earlier send is over and was dropped (a result the policy retried, a re-run),
+    so all are marked :attr:`Sent.dropped`, then closed as :func:`aclose_earlier` closes an
+    async client's; :func:`close_dropped` still closes the last ones at the end.
     """
-    close_dropped(sent, None)
+    sent.dropped = len(sent)
+    for index in _dropped(sent):
+        sent[index].close()
+        sent[index] = None
+
+
+async def aclose_earlier(sent: Sent) -> None:
+    """Close the dropped responses (:attr:`Sent.dropped`) of a request about to be sent again.
+
+    Async sends may run side by side (hedging): only the responses the retry dropped are
+    closed (``aclose``, else ``release``), never one of a race still running.
+    """
+    for index in _dropped(sent):
+        await _aclose(sent[index])
+        sent[index] = None
 
 
 def close_dropped(sent: Sent, kept: object) -> None:
@@ -396,11 +447,16 @@ async def aclose_dropped(sent: Sent, kept: object) -> None:
     """Close each response in ``sent`` but ``kept``: an async client's (``aclose``, else ``release``)."""
     for response in sent:
         if response is not None and response is not kept:
-            aclose = getattr(response, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            else:
-                response.release()
+            await _aclose(response)
+
+
+async def _aclose(response: Any) -> None:
+    """Close an async client's response: ``aclose`` (httpx), else ``release`` (aiohttp)."""
+    aclose = getattr(response, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    else:
+        response.release()
 
 
 def _key(host: str, port: int | None) -> str:

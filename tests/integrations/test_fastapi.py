@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -671,3 +673,91 @@ async def test_a_server_cancel_of_a_queued_request_still_cancels_it() -> None:
     q.gate.set()
     await asyncio.wait_for(q.running, 10)
     assert q.entered == [b"first"]
+
+
+# ---------------------------------------------------------------- load shedding: Expect: 100-continue, on a real server
+
+
+@contextlib.asynccontextmanager
+async def _served(app: Any) -> AsyncIterator[int]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port, given), in this loop; stopped after."""
+    import uvicorn  # noqa: PLC0415 - the server extra, loaded by these tests only
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http="h11")
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server._serve())  # without capturing the process's signals
+    try:
+        while not server.started:
+            assert not serving.done(), serving.result()
+            await asyncio.sleep(0.01)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+
+
+async def _expecting_continue(port: int, body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a POST's head with ``Expect: 100-continue``, not its body (the client waits to be asked for it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST / HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_queued_request_expecting_100_continue_is_refused_without_asking_for_its_body() -> None:
+    """Waiting for a slot, a request with ``Expect: 100-continue`` is not read from: the server does not send
+    "100 Continue" (the client would send its body for nothing), and the refusal is the only answer."""
+    gate, entered = asyncio.Event(), []
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.2)
+    )
+    assert middleware.bulkhead is not None
+    async with _served(middleware) as port:
+        first = _Client(b"first")
+        running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+        while not entered:
+            await asyncio.sleep(0)
+        reader, writer = await _expecting_continue(port, b"second")
+        try:
+            answer = await asyncio.wait_for(reader.read(), 10)  # the refusal, once its wait ran out
+        finally:
+            writer.close()
+        gate.set()
+        await asyncio.wait_for(running, 10)
+    assert answer.startswith(b"HTTP/1.1 503 "), answer
+    assert b"100 Continue" not in answer
+    assert entered == [b"first"]
+
+
+async def test_a_queued_request_expecting_100_continue_is_asked_for_its_body_when_its_turn_comes() -> None:
+    """Its turn come, the app reads the body: only then does the server send "100 Continue"."""
+    gate, entered = asyncio.Event(), []
+    middleware = LoadSheddingMiddleware(
+        _echo_app(gate, entered), bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60.0)
+    )
+    assert middleware.bulkhead is not None
+    async with _served(middleware) as port:
+        first = _Client(b"first")
+        running = asyncio.ensure_future(middleware(_scope(), first.receive, first.send))
+        while not entered:
+            await asyncio.sleep(0)
+        reader, writer = await _expecting_continue(port, b"second")
+        try:
+            while middleware.bulkhead.get_stats()["waiting"] == 0:
+                await asyncio.sleep(0.01)
+            for _ in range(20):  # a reader of the waiting request's client would have asked by now
+                await asyncio.sleep(0)
+            gate.set()  # the first request ends: the second's turn
+            await asyncio.wait_for(running, 10)
+            assert await asyncio.wait_for(reader.readline(), 10) == b"HTTP/1.1 100 Continue\r\n"
+            writer.write(b"second")
+            answer = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+    assert b"200 OK" in answer
+    assert answer.endswith(b"\r\n6\r\nsecond\r\n0\r\n\r\n")  # chunked: the body echoed
+    assert entered == [b"first", b"second"]

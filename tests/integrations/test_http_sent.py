@@ -5,7 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from otel_resilience.integrations.sending import Sent, aclose_dropped, close_dropped, record_send
+from otel_resilience.integrations.sending import (
+    Sent,
+    aclose_dropped,
+    aclose_earlier,
+    close_dropped,
+    record_send,
+)
 
 
 def _responses(count: int) -> list[httpx.Response]:
@@ -61,3 +67,27 @@ def test_two_clients_with_unnamed_configs_that_differ_are_told_at_construction()
     with pytest.raises(ValueError, match=r"need a name each \(ResilienceConfig\(name=\.\.\.\)\)"):
         ResilientTransport(ResilienceConfig(timeout=2.0), manager=manager)
     ResilientTransport(ResilienceConfig(name="other", timeout=2.0), manager=manager)  # named: fine
+
+
+async def test_only_the_sends_the_retry_dropped_are_closed_when_the_request_is_sent_again() -> None:
+    """A retried result marks every send so far dropped; a later send's response is left to the end."""
+    earlier, retried, later = _responses(3)
+    sent = Sent()
+    for response in (earlier, retried):
+        sent[record_send(sent)] = response
+    sent.drop(retried)
+    sent[record_send(sent)] = later
+    await aclose_earlier(sent)
+    assert (earlier.is_closed, retried.is_closed, later.is_closed) == (True, True, False)
+    assert sent == [None, None, later]  # closed once: the end's close_dropped skips them
+
+
+async def test_a_result_that_is_none_of_the_requests_responses_marks_nothing() -> None:
+    """Another policy's result, retried by a retry inside the request, drops none of its sends."""
+    [mine] = _responses(1)
+    sent = Sent()
+    sent[record_send(sent)] = mine
+    sent.drop(object())
+    await aclose_earlier(sent)
+    assert sent.dropped == 0
+    assert not mine.is_closed
