@@ -113,6 +113,35 @@ def test_a_time_window_lets_old_failures_age_out() -> None:
     assert [c.reason for c in changes] == ["failure_rate"]
 
 
+def test_failure_count_is_what_the_time_window_holds_now() -> None:
+    """Failures that aged out of the window leave ``failure_count`` as they leave ``failure_rate``."""
+    clock = FakeClock()
+    breaker, _ = make(clock, sliding_window=TimeWindow(seconds=10, buckets=10), minimum_calls=5)
+    for fn in (boom, boom, ok):
+        run(breaker, fn)
+    stats = breaker.get_stats()
+    assert (stats["failure_count"], stats["failure_rate"]) == (2, 2 / 3)
+    clock.advance(10.0)  # no call since: the three calls left the window
+    stats = breaker.get_stats()
+    assert (stats["failure_count"], stats["failure_rate"]) == (0, 0.0)
+    for state in (breaker.disable, breaker.metrics_only):
+        state()
+        run(breaker, boom)
+        clock.advance(10.0)
+        assert breaker.get_stats()["failure_count"] == 0
+
+
+def test_failure_count_of_an_open_windowed_breaker_shows_what_tripped_it() -> None:
+    """The window starts again with the OPEN period, but ``failure_count`` keeps the failures that opened it."""
+    clock = FakeClock()
+    breaker, _ = make(clock, sliding_window=TimeWindow(seconds=10, buckets=10), minimum_calls=2)
+    run(breaker, boom)
+    run(breaker, boom)
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(30.0)  # past the window, still OPEN (timeout 60 s)
+    assert breaker.get_stats()["failure_count"] == 2
+
+
 # -- slow calls ----------------------------------------------------------------------------------
 
 

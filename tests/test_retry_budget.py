@@ -75,6 +75,16 @@ def test_bad_values_are_refused_naming_the_field(kwargs: dict[str, Any], error: 
         RetryBudget(**kwargs)
 
 
+@pytest.mark.parametrize("window", [1e-320, 5e-324, 9e-6])
+def test_a_window_too_short_for_its_buckets_is_refused_at_construction(window: float) -> None:
+    """A window whose tenths are narrower than a microsecond is refused, not left to fail at the first call."""
+    with pytest.raises(ValueError, match=r"^RetryBudget\.window must be .*microsecond"):
+        RetryBudget(window=window)
+    budget = RetryBudget(window=1e-5)  # exactly one microsecond per bucket
+    budget.deposit()
+    assert budget.get_stats()["first_attempts"] == 1
+
+
 def test_a_policy_refuses_a_budget_that_is_not_one() -> None:
     """RetryPolicy.budget is a RetryBudget or None."""
     with pytest.raises(TypeError, match=r"RetryPolicy\.budget must be a RetryBudget or None"):

@@ -240,6 +240,16 @@ async def test_a_delay_equal_to_max_delay_is_waited(driver: str, clock: FakeCloc
     assert clock.sleeps == [30.0]
 
 
+async def test_a_delay_just_over_max_delay_is_told_apart_in_the_note(driver: str, clock: FakeClock) -> None:
+    """30.0000001 s over 30 s: the note shows the digits that tell them apart, never "30 s is over 30 s"."""
+    r = Retry("dep", from_outcome(max_attempts=2), clock=clock)
+    with pytest.raises(Throttled) as info:
+        await invoke(r, driver, failing(Throttled(30.0000001)))
+    assert info.value.__notes__[0].endswith(
+        "the 30.0000001 s delay the outcome asked for (delay_from) is over max_delay (30.0 s)"
+    )
+
+
 async def test_a_breaker_forced_open_asks_for_forever(driver: str, clock: FakeClock) -> None:
     """An open breaker's retry_after (inf while forced open) is over any max_delay: no retry."""
     policy = from_outcome(max_attempts=3, no_retry_on=())  # rejections are not retried by default

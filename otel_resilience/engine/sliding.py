@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 import math
+from typing import Final
 
-__all__ = ["SlidingCounts"]
+from otel_resilience.engine.validation import fail
+
+__all__ = ["MIN_BUCKET_WIDTH", "SlidingCounts", "check_bucket_width"]
+
+MIN_BUCKET_WIDTH: Final = 1e-6
+"""The narrowest bucket of a sliding window, in seconds (one microsecond): a narrower one would
+make ``now / width`` overflow or divide by zero on a monotonic clock reading."""
+
+
+def check_bucket_width(owner: str, field: str, seconds: float, buckets: int) -> None:
+    """Refuse a window of ``seconds`` whose ``buckets`` would each be narrower than :data:`MIN_BUCKET_WIDTH`.
+
+    The one rule for every owner of a :class:`SlidingCounts` (a breaker's ``TimeWindow``, a
+    retry budget's window), checked at construction: such a window would fail at its first event.
+
+    Raises:
+        ValueError: Naming ``owner.field`` (the window's length), the rule and the value.
+    """
+    if seconds / buckets < MIN_BUCKET_WIDTH:
+        rule = f">= {MIN_BUCKET_WIDTH * buckets:g} s (1 microsecond per bucket, {buckets} buckets)"
+        raise fail(owner, field, rule, seconds)
 
 
 class SlidingCounts:
@@ -30,7 +51,8 @@ class SlidingCounts:
     must be finite.
 
     Args:
-        seconds: The window length (finite, ``> 0``; its owner validates it).
+        seconds: The window length (finite, ``> 0``, at least :data:`MIN_BUCKET_WIDTH` per
+            bucket; its owner validates it with :func:`check_bucket_width`).
         buckets: How many buckets it is divided in (``>= 1``).
     """
 

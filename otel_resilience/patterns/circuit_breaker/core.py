@@ -360,7 +360,7 @@ class _BreakerCore:
         window = self.window
         if window is None:
             return None
-        calls, failures, slows = window.totals(self._clock.now())
+        calls, failures, slows = self._held_locked(window.totals(self._clock.now()))
         return (failures / calls, slows / calls) if calls else (0.0, 0.0)
 
     # -- internals ---------------------------------------------------------------------------
@@ -462,7 +462,19 @@ class _BreakerCore:
         window = self.window
         if window is None:
             return (0, self.stats.failure_count, 0)
-        return window.totals(self._clock.now())
+        return self._held_locked(window.totals(self._clock.now()))
+
+    def _held_locked(self, totals: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Return a sliding window's ``totals``, keeping ``failure_count`` the failures it holds.
+
+        The one place of that rule, applied wherever the window is counted: when a call is
+        recorded, and when its totals are read (a time window's old calls leave it as time
+        passes, with no call). Not while OPEN: the window starts again with the period, and the
+        count keeps the failures that tripped the breaker.
+        """
+        if self._permit.state is not _OPEN:
+            self.stats.failure_count = totals[1]
+        return totals
 
     def _judge_locked(self, state: CircuitState, failed: bool, slow: bool) -> StateChanged | None:
         """Record one outcome of CLOSED (or a shadow state) and decide whether the breaker opens."""
@@ -473,8 +485,7 @@ class _BreakerCore:
             totals = (0, stats.failure_count, 0)
             self._update_lock_free_locked()  # a streak started or ended (a window has no streak)
         else:
-            totals = window.record(failed, slow, self._clock.now())
-            stats.failure_count = totals[1]
+            totals = self._held_locked(window.record(failed, slow, self._clock.now()))
         shared = self._shared
         if shared is not None:
             if failed:

@@ -75,8 +75,9 @@ class CircuitBreakerStats:
 
     Attributes:
         failure_count: Consecutive counted failures in the current CLOSED period (with a
-            sliding window: the failures the window holds), kept while OPEN, so it shows what
-            tripped the breaker; 0 in HALF_OPEN.
+            sliding window: the failures the window holds, as of its latest call or read of
+            its rates: ``get_stats()`` and ``rates()`` read it now), kept while OPEN, so it
+            shows what tripped the breaker; 0 in HALF_OPEN.
         success_count: Probe successes in the current HALF_OPEN period.
         total_successes: Calls that returned (or raised an error that is not recorded).
         total_failures: Calls that raised a recorded error.

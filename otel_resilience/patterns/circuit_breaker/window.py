@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Protocol, final
 
-from otel_resilience.engine.sliding import SlidingCounts
+from otel_resilience.engine.sliding import MIN_BUCKET_WIDTH, SlidingCounts, check_bucket_width
 from otel_resilience.engine.validation import check_duration, check_int, fail
 
 __all__ = [
@@ -55,9 +55,6 @@ __all__ = [
 
 MAX_BUCKETS: Final = 1000
 """The most buckets a :class:`TimeWindow` may have (bounds its memory to about 60 KiB)."""
-MIN_BUCKET_WIDTH: Final = 1e-6
-"""The narrowest bucket of a :class:`TimeWindow`, in seconds (one microsecond): a narrower one
-would make ``now / width`` overflow or divide by zero on a monotonic clock reading."""
 
 _COUNT: Final = "CountWindow"
 _TIME: Final = "TimeWindow"
@@ -236,9 +233,7 @@ class TimeWindow:
         buckets = check_int(_TIME, "buckets", self.buckets, minimum=1)
         if buckets > MAX_BUCKETS:
             raise fail(_TIME, "buckets", f"<= {MAX_BUCKETS}", buckets)
-        if seconds / buckets < MIN_BUCKET_WIDTH:
-            rule = f">= {MIN_BUCKET_WIDTH:g} * buckets (a bucket at least 1 microsecond wide)"
-            raise fail(_TIME, "seconds", rule, self.seconds)
+        check_bucket_width(_TIME, "seconds", seconds, buckets)
 
     def metrics(self) -> WindowMetrics:
         """Return a new, empty runtime window (a :class:`TimeWindowMetrics`)."""

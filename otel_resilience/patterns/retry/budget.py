@@ -18,7 +18,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.rounding import ceil_whole
-from otel_resilience.engine.sliding import SlidingCounts
+from otel_resilience.engine.sliding import SlidingCounts, check_bucket_width
 from otel_resilience.engine.validation import check_duration, check_number
 
 __all__ = ["RetryBudget"]
@@ -62,7 +62,8 @@ class RetryBudget:
             add at most 10 % load). Default: 0.1.
         min_retries_per_second: The floor, retries per second always allowed whatever the
             traffic, finite and ``>= 0``. Default: 10.0.
-        window: The window's length, seconds (or a ``timedelta``), ``> 0``. Default: 10.0 s.
+        window: The window's length, seconds (or a ``timedelta``), at least 10 microseconds (a
+            microsecond per bucket). Default: 10.0 s.
         clock: The time source of the window (inject a ``FakeClock`` in tests).
 
     Raises:
@@ -85,6 +86,7 @@ class RetryBudget:
             _OWNER, "min_retries_per_second", min_retries_per_second, minimum=0.0
         )
         self._window = check_duration(_OWNER, "window", window)
+        check_bucket_width(_OWNER, "window", self._window, BUDGET_BUCKETS)
         check_clock(_OWNER, clock)
         self._clock = clock
         self._reserve = self._min_per_second * self._window

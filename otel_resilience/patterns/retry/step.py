@@ -89,6 +89,14 @@ def _attach_note(error: BaseException, note: str) -> None:
         error.__dict__.setdefault("__notes__", []).append(note)
 
 
+def _told_apart(delay: float, limit: float) -> tuple[str, str]:
+    """Format a delay and the limit it broke: ``:g``, or all digits where ``:g`` shows them equal."""
+    shown, bound = f"{delay:g}", f"{limit:g}"
+    if shown == bound and delay != limit:
+        return repr(delay), repr(limit)
+    return shown, bound
+
+
 class _RetryCore:
     """The sans-I/O state shared by a :class:`~otel_resilience.patterns.retry.Retry` and its steps.
 
@@ -295,15 +303,17 @@ class _RetryCore:
         max_attempts = self.policy.max_attempts
         head = f"{_NOTE_PREFIX}{self.name!r}: gave up after {attempt} of {max_attempts} attempt"
         head += "s" if max_attempts > 1 else ""
-        reason, delay = wait.reason, wait.delay
+        reason = wait.reason
+        limit = max(wait.remaining, 0.0) if reason == "deadline" else self.policy.max_delay
+        delay, bound = _told_apart(wait.delay, limit)
         if wait.source == _OUTCOME:
-            backoff = f"the {delay:g} s delay the outcome asked for (delay_from)"
+            backoff = f"the {delay} s delay the outcome asked for (delay_from)"
         else:
-            backoff = f"a {delay:g} s backoff"
+            backoff = f"a {delay} s backoff"
         if reason == "deadline":
-            return f"{head}: {backoff} would overrun the deadline ({max(wait.remaining, 0.0):g} s left)"
+            return f"{head}: {backoff} would overrun the deadline ({bound} s left)"
         if reason == "max_delay":
-            return f"{head}: {backoff} is over max_delay ({self.policy.max_delay:g} s)"
+            return f"{head}: {backoff} is over max_delay ({bound} s)"
         if reason == "budget":
             return f"{head}: the retry budget allows no more retries now ({self.budget!r})"
         if reason == "max_attempts_total":
