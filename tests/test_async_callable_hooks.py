@@ -12,7 +12,18 @@ from collections.abc import Callable
 
 import pytest
 
-from otel_resilience import FallbackConfig, FallbackHandler, FallbackStrategy, Retry, RetryPolicy
+from otel_resilience import (
+    CircuitBreakerConfig,
+    ExtraStrategy,
+    FallbackConfig,
+    FallbackHandler,
+    FallbackStrategy,
+    HedgingConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    Retry,
+    RetryPolicy,
+)
 
 
 class _AsyncHook:
@@ -82,3 +93,54 @@ async def test_the_async_driver_awaits_an_async_object_hook_and_fallback_functio
 
     assert await handler.execute_with_fallback(down) == "answered"
     assert answer.calls == 1
+
+
+async def _seconds(*_: object) -> float:
+    return 0.5
+
+
+async def _same_config(*args: object) -> object:
+    return args[-1]
+
+
+CALLED_NOT_AWAITED: dict[str, tuple[str, Callable[[ResilienceManager], object]]] = {
+    "retry delay_from": (r"RetryPolicy\.delay_from", lambda _: RetryPolicy(delay_from=_seconds)),
+    "breaker break_duration": (
+        r"CircuitBreakerConfig\.break_duration",
+        lambda _: CircuitBreakerConfig(break_duration=_seconds),
+    ),
+    "hedging delay": (r"HedgingConfig\.delay", lambda _: HedgingConfig(delay=_seconds)),
+    "extra strategy factory": (
+        r"ExtraStrategy\.link",
+        lambda _: ResilienceConfig(extra_strategies=[ExtraStrategy(_AsyncHook(), rank=0)]),
+    ),
+    "policy adapt": (
+        r"ResilienceManager\.policy\.adapt",
+        lambda manager: manager.policy("adapted", ResilienceConfig(), adapt=_same_config),
+    ),
+    "apply_config customize": (
+        r"ResilienceManager\.apply_config\.customize",
+        lambda manager: manager.apply_config({"a": ResilienceConfig()}, customize=_same_config),
+    ),
+    "reconfigure factory": (
+        r"ResilienceManager\.reconfigure\.config",
+        lambda manager: manager.reconfigure("named", _same_config),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CALLED_NOT_AWAITED))
+def test_an_async_function_where_a_plain_one_is_called_is_refused_before_it_is_called(
+    case: str, manager: ResilienceManager
+) -> None:
+    """Every function the library calls and never awaits refuses an async one, with a TypeError naming it.
+
+    Its coroutine is no number, step or config: the call failed later, with a misleading message
+    and a coroutine never awaited, and a config was built with a delay that failed at each use.
+    """
+    field, make = CALLED_NOT_AWAITED[case]
+    manager.policy("named", ResilienceConfig())
+    with pytest.raises(TypeError, match=rf"^{field} must be a plain \(sync\) \w+, not a coroutine function"):
+        make(manager)
+    assert manager.policy("named").config == ResilienceConfig()
+    assert manager.policy("named").generation == 1

@@ -8,6 +8,7 @@ async: its wrapper is a coroutine function that awaits it, as type checkers alre
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import itertools
@@ -159,3 +160,63 @@ def test_a_callable_whose_metadata_cannot_be_read_is_refused_alike_by_every_deco
         ):
             decorate(BrokenQualname())
             pytest.fail(f"{name} decorated it")
+
+
+@pytest.mark.parametrize("kind", ["Future", "Task"])
+async def test_a_plain_function_returning_an_asyncio_future_is_refused_not_counted_as_a_success(
+    every_decorator: dict[str, Decorator], manager: ResilienceManager, kind: str
+) -> None:
+    """The sync driver refuses an asyncio Future or Task returned by a plain function, as it refuses a coroutine.
+
+    Its work ends after the call returned: passed on, it was a success for a call that had not
+    run, and its failure was never retried, nor seen by a breaker.
+    """
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Future[None]] = []
+
+    def schedules() -> asyncio.Future[None]:
+        made.append(loop.create_future() if kind == "Future" else loop.create_task(asyncio.sleep(0)))
+        return made[-1]
+
+    for name, decorate in every_decorator.items():
+        with pytest.raises(
+            TypeError, match=rf"fn returned an asyncio {kind}, which the sync API cannot await"
+        ):
+            decorate(schedules)()
+            pytest.fail(f"{name} passed the {kind} on")
+    assert len(made) == len(every_decorator)  # each called once: not retried
+    assert manager.get_resilience_statistics()["executions"]["successful"] == 0
+    for future in made:
+        future.cancel()
+    await asyncio.gather(*made, return_exceptions=True)
+
+
+def _plain_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Another library's decorator whose wrapper is a plain function, even around an async def."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_plain_wrapper_of_an_async_function_is_refused_with_the_fix(
+    every_decorator: dict[str, Decorator],
+) -> None:
+    """A plain function that returns a coroutine is told apart from a coroutine function, and told the fix.
+
+    The decorator picked the sync driver because the function is not a coroutine function: the
+    message says so and how to fix it, rather than that it is one, to be given to an async variant.
+    """
+
+    @_plain_wrapper
+    async def fetch(x: int) -> int:
+        return x
+
+    for name, decorate in every_decorator.items():
+        with pytest.raises(
+            TypeError, match=r"fn returned a coroutine.* or a plain function that returns one.*async def"
+        ):
+            decorate(fetch)(1)
+            pytest.fail(f"{name} passed the coroutine on")

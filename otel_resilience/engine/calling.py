@@ -36,9 +36,11 @@ __all__ = [
 ]
 
 _LOG: Final = logging.getLogger("otel_resilience")
-NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType, GeneratorType))
-"""What a sync function must not return: the sync driver cannot run it (an async function's), or
-the work runs only when it is iterated, after the call (a generator's)."""
+_FUTURES: Final = frozenset((asyncio.Future, asyncio.Task))
+NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType, GeneratorType, *_FUTURES))
+"""What a sync function must not return: the sync driver cannot run it (an async function's
+coroutine), or the work ends after the call (an asyncio Future or Task, which only an event loop
+completes; a generator's, run only when it is iterated). Exact types: one set lookup per call."""
 _PENDING: Final[set[asyncio.Task[Any]]] = set()
 """Callback tasks still running (a task is only weakly held by its loop)."""
 
@@ -130,17 +132,25 @@ def not_awaitable(operation: str, value: object) -> WrongDriver:
 
 
 def not_sync_result(operation: str, result: object) -> WrongDriver:
-    """Return the signal for a sync driver's function that returned a coroutine or a generator.
+    """Return the signal for a sync driver's function that returned a coroutine, a future or a generator.
 
     A sync driver that calls the protected function itself raises it when ``type(result)`` is in
-    :data:`NOT_SYNC`: a coroutine (closed here) or a generator (closed too), sync or async, is no
-    result: its work runs later, and passing it on would count a call that never ran as a success.
+    :data:`NOT_SYNC`: a coroutine (closed here), an asyncio Future or Task (left to its loop: it
+    may be running already) or a generator (closed too), sync or async, is no result: its work
+    runs later, and passing it on would count a call that never ran as a success.
     """
     if type(result) is AsyncGeneratorType:
         return async_generator_refused(repr(operation))
     if type(result) is GeneratorType:
         result.close()
         return generator_refused(repr(operation))
+    if type(result) in _FUTURES:
+        msg = (
+            f"{operation!r}: fn returned an asyncio {type(result).__name__}, which the sync API cannot "
+            "await: its work ends after the call, so no call can be protected; protect an async "
+            "function that awaits it (the async variant, without _sync, or a decorated async def)"
+        )
+        return WrongDriver(msg)
     return awaitable_in_sync(operation, cast("CoroutineType[Any, Any, Any]", result))
 
 
@@ -176,19 +186,27 @@ def generator_refused(where: str, *, asynchronous: bool = False) -> WrongDriver:
 
 
 def awaitable_in_sync(operation: str, coroutine: CoroutineType[Any, Any, Any]) -> WrongDriver:
-    """Close ``coroutine`` (returned to a sync driver) and return the signal to raise."""
-    coroutine.close()
-    return coroutine_function_in_sync(operation, " (it returned a coroutine)")
+    """Close ``coroutine`` (returned to a sync driver) and return the signal to raise.
 
-
-def coroutine_function_in_sync(operation: str, how: str = "") -> WrongDriver:
-    """Return the signal for a coroutine function given to the sync API.
-
-    Refused before it runs, or (``how`` says so) once it returned its coroutine
-    (:func:`awaitable_in_sync`).
+    The function is a coroutine function given to a sync API, or a plain function that returns a
+    coroutine (another decorator's plain wrapper of an async def, which a decorator takes for a
+    plain function): the message names both, with the fix of each.
     """
+    coroutine.close()
     msg = (
-        f"{operation!r}: fn is a coroutine function{how}, which the sync API "
+        f"{operation!r}: fn returned a coroutine, which the sync API cannot await: fn is a "
+        "coroutine function (use the async variant, without _sync, and await it), or a plain "
+        "function that returns one (a decorator picks the async one for an async def, or an "
+        "object whose __call__ is one: make the function that returns the coroutine an async "
+        "def that awaits it)"
+    )
+    return WrongDriver(msg)
+
+
+def coroutine_function_in_sync(operation: str) -> WrongDriver:
+    """Return the signal for a coroutine function given to the sync API, refused before it runs."""
+    msg = (
+        f"{operation!r}: fn is a coroutine function, which the sync API "
         "cannot await; use the async variant (without _sync) and await it (a decorator picks the "
         "async one for an async def, or an object whose __call__ is one)"
     )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.engine.store import check_capacity
-from otel_resilience.engine.validation import check_duration, check_name, fail
+from otel_resilience.engine.validation import check_duration, check_name, check_sync_callable, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import Spec
 from otel_resilience.manager.policy import (
@@ -110,11 +110,12 @@ class NamedPolicies:
                 its config with :meth:`reconfigure`), or ``config`` has an extra strategy given as a
                 ``Step`` instance (give a factory), or an option is out of range.
             TypeError: ``config`` is not a :class:`ResilienceConfig`, an option has the wrong
-                type, or ``adapt`` is not callable.
+                type, or ``adapt`` is not a plain (sync) function.
         """
         check_name(_POLICY, "name", name)
         if adapt is not None and not callable(adapt):
             raise fail(_POLICY, "adapt", "callable or None", adapt, kind=TypeError)
+        check_sync_callable(_POLICY, "adapt", adapt, optional=True, what="function")
         options = {"max_keys": max_keys, "idle_ttl": idle_ttl, "key_attribute_limit": key_attribute_limit}
         with self._handles_lock:
             handle = self._handles.get(name)
@@ -190,7 +191,8 @@ class NamedPolicies:
 
         Raises:
             KeyError: No policy has that name.
-            TypeError: ``config`` is not a :class:`ResilienceConfig` (or does not build one).
+            TypeError: ``config`` is not a :class:`ResilienceConfig` (or does not build one: an
+                async function is refused before it is called).
             ValueError: ``config`` names another policy, or has an extra strategy given as a
                 ``Step`` instance.
             Exception: What building ``config`` (or a pipeline from it) raised.
@@ -249,7 +251,8 @@ class NamedPolicies:
             The handle of each name. A policy the mapping does not name is left as it is.
 
         Raises:
-            TypeError: ``policies`` is not a mapping, or ``customize`` is not callable (nothing changed).
+            TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync)
+                function (nothing changed).
             Exception: A reload refused (reported; no policy changed), as :meth:`reconfigure_many`.
         """
         return apply_file(self, policies, customize)
@@ -284,7 +287,7 @@ class NamedPolicies:
                 failed reload.
             ValueError: ``interval`` is not > 0 (or above ``MAX_DURATION``), or a policy is refused now.
             TypeError: ``interval`` is not a number of seconds or a ``timedelta``, or ``customize``
-                is not callable.
+                is not a plain (sync) function.
         """
         return ConfigWatch(self, path, interval=interval, customize=customize)
 
@@ -299,7 +302,12 @@ class NamedPolicies:
             finally:
                 del missing  # its traceback holds this frame: not bound here (a cycle)
         try:
-            config = source() if callable(source) and not isinstance(source, ResilienceConfig) else source
+            config = source
+            if callable(source) and not isinstance(
+                source, ResilienceConfig
+            ):  # a factory: called, never awaited
+                check_sync_callable("ResilienceManager.reconfigure", "config", source, what="factory")
+                config = source()
             return handle, handle._stage(handle._prepare(config))
         except Exception as error:
             handle._reload_failed(error)

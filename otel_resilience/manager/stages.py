@@ -75,7 +75,7 @@ from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.step import Step
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import check_sync_callable, fail
 from otel_resilience.patterns.chaos import Chaos
 from otel_resilience.patterns.fallback import FallbackHandler
 from otel_resilience.patterns.hedging import Hedging
@@ -298,8 +298,9 @@ class ExtraStrategy:
     the same factory, not when it writes a new lambda each time.
 
     Raises:
-        TypeError: ``link`` is neither a ``Step`` nor callable, a place is of the wrong type,
-            or not exactly one place is given.
+        TypeError: ``link`` is neither a ``Step`` nor callable, or is an async function (a
+            factory is called, never awaited), a place is of the wrong type, or not exactly
+            one place is given.
         ValueError: ``inside`` / ``outside`` names no stage.
     """
 
@@ -316,6 +317,8 @@ class ExtraStrategy:
     ) -> None:
         if not isinstance(link, Step) and not callable(link):
             raise fail("ExtraStrategy", "link", "a Step or a callable returning one", link, kind=TypeError)
+        if not isinstance(link, Step):  # a factory: called, never awaited
+            check_sync_callable("ExtraStrategy", "link", link, what="factory")
         if (inside is None) + (outside is None) + (rank is None) != 2:
             msg = "ExtraStrategy needs exactly one place: inside=<stage>, outside=<stage> or rank=<int>"
             raise TypeError(msg)

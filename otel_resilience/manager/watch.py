@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.validation import check_duration, fail
+from otel_resilience.engine.validation import check_duration, check_sync_callable, fail
 from otel_resilience.manager.policy import same_config
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ def apply_file(
         The handle of every policy the file names.
 
     Raises:
-        TypeError: ``policies`` is not a mapping, or ``customize`` is not callable (nothing changed).
+        TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync) function
+            (nothing changed).
         Exception: A config refused, or what ``customize`` raised (reported; no policy changed).
     """
     if not isinstance(policies, Mapping):
@@ -103,13 +104,14 @@ def apply_file(
 
 
 def _check_customize(owner: str, customize: object) -> None:
-    """Refuse a ``customize`` that is not callable (or ``None``), before a file is applied with it.
+    """Refuse a ``customize`` that is not a plain (sync) function (or ``None``), before a file is applied.
 
     Raises:
         TypeError: Naming ``owner``'s ``customize``.
     """
     if customize is not None and not callable(customize):
         raise fail(owner, "customize", "callable or None", customize, kind=TypeError)
+    check_sync_callable(owner, "customize", customize, optional=True, what="function")
 
 
 def _file_key(path: str | os.PathLike[str]) -> str:

@@ -6,8 +6,10 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.metrics import Observation
 
@@ -183,6 +185,7 @@ async def check_hedging() -> None:
     a: str = await hedging.call(fetch, 1, verbose=True)
     await hedging.call(fetch, "1")  # type: ignore[arg-type]
     b: str = await hedging.protect(fetch)(2)
+    hedging.protect(fetch_sync)  # type: ignore[arg-type]
     HedgingConfig(mode="race")  # type: ignore[arg-type]
     HedgingConfig(delay=PercentileDelay(0.05, percentile=99.0))
     ResilienceConfig(hedging=HedgingConfig(mode="parallel"))
@@ -345,3 +348,23 @@ async def check_every_protect_and_block() -> None:
     async with RateLimiter("typing", RateLimiterConfig(rate=1.0)).guard():
         pass
     print(a, b, c, d, e, f, g, built, clock.now())
+
+
+async def check_every_decorator_keeps_the_parameters() -> None:
+    """Each decorator keeps a keyword-only parameter's type, and an async function's ``Coroutine``."""
+    handle = get_resilience_manager().policy("typing-parameters", ResilienceConfig())
+    forms = (
+        resilient()(fetch),
+        retry()(fetch),
+        Retry("typing").protect(fetch),
+        handle.protect(fetch),
+        handle.for_key("k").protect(fetch),
+        Hedging("typing", HedgingConfig(delay=0.05)).protect(fetch),
+    )
+    for protected in forms:
+        pending: Coroutine[Any, Any, str] = protected(1, verbose=True)
+        value: str = await pending
+        print(value)
+    await resilient()(fetch)(1, verbose="yes")  # type: ignore[arg-type]
+    await handle.for_key("k").protect(fetch)(1, True)  # type: ignore[call-arg]
+    handle.protect(fetch_sync)("5")  # type: ignore[arg-type]

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import (
-    check_callable,
     check_duration,
     check_error_selector,
     check_int,
     check_number,
     check_predicate,
+    check_sync_callable,
     fail,
 )
 from otel_resilience.patterns.circuit_breaker.window import CountWindow, TimeWindow
@@ -102,9 +102,10 @@ class CircuitBreakerConfig:
     the caller. ``None`` (the default): every returned value is a success."""
     break_duration: Callable[[int], float] | None = None
     """Seconds to stay OPEN as a function of the number of consecutive openings (1 for the
-    first, 2 when a probe failed once ...); overrides ``timeout`` when given. It is called once
-    at construction with 1, and must return a finite number of seconds ``> 0`` (``timeout`` is
-    used, and the error logged, for a call that raises or returns anything else later)."""
+    first, 2 when a probe failed once ...); overrides ``timeout`` when given. A plain function
+    (an async one is refused: ``TypeError``). It is called once at construction with 1, and must
+    return a finite number of seconds ``> 0`` (``timeout`` is used, and the error logged, for a
+    call that raises or returns anything else later)."""
     max_half_open_wait: float | None = None
     """Seconds a HALF_OPEN probe may run before it counts as failed and the breaker re-opens,
     so that one hung call cannot keep the breaker half-open for ever; ``None`` (the default)
@@ -187,7 +188,7 @@ class CircuitBreakerConfig:
             object.__setattr__(self, "max_half_open_wait", wait)
         check_predicate(_OWNER, "record_result", self.record_result, optional=True)
         if self.break_duration is not None:
-            check_callable(_OWNER, "break_duration", self.break_duration)
+            check_sync_callable(_OWNER, "break_duration", self.break_duration, what="function")
             try:
                 break_seconds(self.break_duration, 1)
             except Exception as error:

@@ -14,6 +14,7 @@ from otel_resilience.engine.validation import (
     check_error_selector,
     check_int,
     check_predicate,
+    check_sync_callable,
     fail,
 )
 
@@ -150,8 +151,9 @@ class HedgingConfig:
 
     delay: HedgeDelay | None = None
     """``"latency"`` mode only, and required there: how long the latest attempt may run before
-    another starts, seconds ``> 0`` (or a ``timedelta``), or a function ``() -> seconds`` asked
-    at each hedge, such as :class:`~otel_resilience.patterns.hedging.PercentileDelay` (a function with an
+    another starts, seconds ``> 0`` (or a ``timedelta``), or a plain function ``() -> seconds``
+    (an async one is refused: ``TypeError``) asked at each hedge, such as
+    :class:`~otel_resilience.patterns.hedging.PercentileDelay` (a function with an
     ``observe(seconds)`` method is told the latency of every accepted result). What the function
     returns must be seconds ``>= 0``; otherwise the execution fails with ``TypeError`` or
     ``ValueError``. No default: a latency figure has no safe one."""
@@ -238,6 +240,7 @@ class HedgingConfig:
             rule = "seconds > 0 or a function returning seconds (an instance, not a class)"
             raise fail(_OWNER, "delay", rule, delay, kind=TypeError)
         if callable(delay):
+            check_sync_callable(_OWNER, "delay", delay, what="function")
             return
         object.__setattr__(self, "delay", check_duration(_OWNER, "delay", delay))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.facade import Pattern, verb
@@ -12,11 +12,14 @@ from otel_resilience.patterns.hedging.config import KIND, HedgingConfig
 from otel_resilience.patterns.hedging.step import HedgingStatsDict, _HedgingCore, _HedgingStep
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from otel_resilience.engine.events import StrategyTelemetry
 
 __all__ = ["Hedging"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
@@ -84,6 +87,13 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
         """Refuse a sync function: hedging is async only."""
         if not is_async_callable(fn):
             raise self._core.sync_error()
+
+    if TYPE_CHECKING:  # the refusal above, for type checkers: a sync function is no argument
+
+        def protect(  # type: ignore[override] # narrower than Pattern.protect: async only
+            self, fn: Callable[P, Coroutine[Any, Any, R]]
+        ) -> Callable[P, Coroutine[Any, Any, R]]:
+            """Decorate an async ``fn`` so that every call is hedged (see :meth:`Pattern.protect`)."""
 
     def _link(self, telemetry: StrategyTelemetry) -> _HedgingStep:
         return _HedgingStep(self._core, telemetry)

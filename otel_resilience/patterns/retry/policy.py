@@ -16,13 +16,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.validation import (
-    check_callable,
     check_duration,
     check_error_selector,
     check_exception_types,
     check_int,
     check_number,
     check_predicate,
+    check_sync_callable,
     fail,
 )
 from otel_resilience.errors import ExecutionRejectedError
@@ -155,8 +155,9 @@ class RetryPolicy:
     (:func:`~otel_resilience.patterns.retry.retry_after_delay`); ``None`` from it falls back to the
     strategy. The delay is used as is, without jitter; one over ``max_delay`` or past the
     deadline gives up at once (stop reason ``"max_delay"`` or ``"deadline"``), never clamped: a
-    server asking for more than the policy would wait is not retried early. What it raises
-    propagates. Default: ``None`` (the strategy only)."""
+    server asking for more than the policy would wait is not retried early. A plain function
+    (an async one is refused: ``TypeError``); what it raises propagates. Default: ``None`` (the
+    strategy only)."""
 
     if TYPE_CHECKING:
         # The constructor as type checkers see it: it takes what __post_init__ normalises (a
@@ -222,7 +223,7 @@ class RetryPolicy:
             raise fail(_OWNER, "jitter", "not DECORRELATED when strategy is RANDOM", self.jitter)
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise fail(_OWNER, "budget", "a RetryBudget or None", self.budget, kind=TypeError)
-        check_callable(_OWNER, "delay_from", self.delay_from, optional=True)
+        check_sync_callable(_OWNER, "delay_from", self.delay_from, optional=True, what="function")
 
     def is_retryable(self, error: Exception) -> bool:
         """Return whether ``error`` is retried: it matches ``retry_on`` and not ``no_retry_on``.
