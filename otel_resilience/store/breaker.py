@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from otel_resilience.patterns.circuit_breaker.facade import CircuitBreaker
     from otel_resilience.store.redis_store import RedisStore
 
-__all__ = ["SharedBreaker", "key_part", "read_states", "tick"]
+__all__ = ["SharedBreaker", "key_part", "publish_states", "read_states", "tick"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
 _ADOPTING: Final = threading.local()
@@ -58,7 +58,8 @@ _UNPUBLISHED: Final = frozenset({"half_open"})
 _STATES: Final = {state.value: state for state in CircuitState}
 _AFTER_A_TRIP: Final = (CircuitState.OPEN, CircuitState.HALF_OPEN)
 _READ_BATCH: Final = 200
-"""Breakers one round trip reads the cluster state of, or reports the counts of (pipelined)."""
+"""Breakers one round trip (pipelined) reads the cluster state of, or reports the counts or
+publishes the transitions of."""
 
 
 def key_part(text: str) -> str:
@@ -107,7 +108,9 @@ class SharedBreaker(PeerCounts):
         "_prefix",
         "_probed",
         "_refused",
+        "_rejected_seen",
         "_store",
+        "_wanted",
         "epoch",
         "key_name",
         "leases",
@@ -126,6 +129,10 @@ class SharedBreaker(PeerCounts):
         self._failed = False
         self._last_report: tuple[int, int, int] | None = None
         self._lease_due = 0.0
+        self._rejected_seen = 0
+        """The breaker's ``total_rejected`` at the last round: more since, and a call wanted a probe."""
+        self._wanted = False
+        """Whether a call rejected in HALF_OPEN waits for a probe of this replica (:meth:`_lease_request`)."""
         self._lock = fork_safe(threading.RLock())
         """Orders the store's thread and its subscriber on :attr:`epoch` (never held by a call)."""
         self._open_reason = "failure_threshold"
@@ -147,7 +154,7 @@ class SharedBreaker(PeerCounts):
         self._id = replica
         self._last_report = None
         self._lease_due = 0.0
-        self._probed = False
+        self._probed = self._wanted = False
         self.leases = 0
         breaker = self.breaker
         if breaker is not None:
@@ -182,55 +189,60 @@ class SharedBreaker(PeerCounts):
         return self._breaker()
 
     def on_change(self, change: StateChanged) -> None:
-        """The breaker's state change callback: queue a local transition for publishing."""
-        if getattr(_ADOPTING, "on", False) or change.new in _UNPUBLISHED or change.old == change.new:
+        """The breaker's state change callback: queue a local transition for publishing.
+
+        A move to HALF_OPEN is never published, but it wakes the store's thread: a call made
+        it, and the call asks for a probe lease in that round (:meth:`_lease_request`).
+        """
+        if change.new in _UNPUBLISHED:
+            self._store._wake.set()
+            return
+        if getattr(_ADOPTING, "on", False) or change.old == change.new:
             return
         if change.new == "open":
             self._open_reason = change.reason
         self._store._queue(self, change)
 
     def publish(self, client: Any, change: StateChanged) -> None:
-        """Publish a local transition (compare-and-set on :attr:`epoch`); adopt the cluster's if it moved."""
-        with self._lock:
-            self._publish(client, change)
+        """Publish a local transition (compare-and-set on :attr:`epoch`); adopt the cluster's if it moved.
 
-    def _publish(self, client: Any, change: StateChanged) -> None:
+        :func:`publish_states` for this one alone.
+        """
+        publish_states(client, [(self, change)])
+
+    def _publication(
+        self, change: StateChanged, epoch: int
+    ) -> tuple[SharedBreaker, str, list[str], list[Any]]:
+        """The ``PUBLISH_STATE`` call (:func:`_eval_batch`) moving the cluster from ``epoch`` on."""
+        store = self._store
         open_ms = _ms(change.duration) if change.new == "open" else -1
-        args = (self.epoch, change.new, open_ms, change.reason)
-        reply = self._run_publish(client, *args)
-        if reply is not None and not reply[0] and change.new == "open" and _text(reply[2]) != "open":
-            reply = self._run_publish(client, int(reply[1]), *args[1:])  # a trip wins over CLOSED
-        if reply is None:
-            return  # refused: the breaker runs on local state (a trip is published again on healing)
+        argv = [epoch, change.new, open_ms, change.reason, store.channel, store.key_ttl_ms]
+        argv.append(f"{self._id}|{self.key_name}")
+        return self, scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv
+
+    def _published(self, change: StateChanged, reply: Any, *, again: bool) -> int | None:
+        """Take the ``PUBLISH_STATE`` reply to ``change``: this replica's new period, or the cluster's.
+
+        Returns the cluster's epoch when ``change`` is a trip whose compare-and-set failed
+        against a cluster that is not OPEN (a trip wins over CLOSED: publish it again at that
+        epoch), unless ``again`` (it was published again already); else ``None``.
+
+        Raises:
+            Exception: ``reply`` is an outage (:meth:`accepted`).
+        """
+        if not self.accepted("state", f"{self._prefix}:state", reply):
+            return None  # refused: the breaker runs on local state (a trip is published again on healing)
         if reply[0]:
             self.epoch = max(self.epoch, int(reply[1]))
             self._forget()  # a new period: no lease held in it yet, so no probe either
             breaker = self.breaker
             if breaker is not None:
                 self._apply_probe_limit(breaker)
-        else:
-            self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]), current=True)
-
-    def _run_publish(
-        self, client: Any, epoch: int, state: str, open_ms: int, reason: str
-    ) -> list[Any] | None:
-        store = self._store
-        argv = [epoch, state, open_ms, reason, store.channel, store.key_ttl_ms, f"{self._id}|{self.key_name}"]
-        reply = self._eval(client, "state", scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv)
-        return None if reply is None else list(reply)
-
-    def _eval(self, client: Any, operation: str, script: str, keys: list[str], argv: list[Any]) -> Any:
-        """Run ``script`` on this breaker's ``keys``; its reply, or ``None`` when the server refused it.
-
-        Raises:
-            Exception: The operation failed otherwise (an outage of the store).
-        """
-        next(self._store._ops)
-        try:
-            reply = client.eval(script, len(keys), *keys, *argv)
-        except Exception as error:  # noqa: BLE001 - accepted() raises all but the server's refusal
-            reply = error
-        return reply if self.accepted(operation, ", ".join(keys), reply) else None
+            return None
+        if not again and change.new == "open" and _text(reply[2]) != "open":
+            return int(reply[1])
+        self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]), current=True)
+        return None
 
     def accepted(self, operation: str, keys: str, reply: Any) -> bool:
         """Whether ``reply`` (to ``operation`` on ``keys``) is one to take, or the server's refusal.
@@ -361,17 +373,36 @@ class SharedBreaker(PeerCounts):
         self._peers = (int(peers[0]), int(peers[1]), int(peers[2]))
         shared.reconsider(breaker._core)
 
+    def rejected_since(self, breaker: CircuitBreaker) -> bool:
+        """Whether the breaker rejected a call since the last round (read each round while not CLOSED)."""
+        rejected = breaker._core.stats.total_rejected
+        since, self._rejected_seen = rejected != self._rejected_seen, rejected
+        return since
+
     def _lease_request(self, breaker: CircuitBreaker, now: float) -> tuple[list[str], list[Any]] | None:
         """The ``TAKE_LEASES`` keys and arguments holding up to ``half_open_max_calls`` leases, if due.
 
-        Due when this replica holds none, when they need renewing, or after a probe success
-        (reported at once). Renewed (``PEXPIRE``) only while a probe runs.
+        A replica holds leases for its calls only: from a HALF_OPEN call it rejected for want of
+        a probe place (:attr:`_wanted`) until a probe of its own runs, and while one runs. One
+        with no call to probe with took the cluster's leases as soon as its OPEN period ended
+        (and again as they expired), and the replicas with the calls rejected every probe
+        meanwhile. Due when this replica holds none, when they need renewing (``PEXPIRE``, only
+        while a probe runs), or after a probe success (reported at once). Leases due while no
+        call wants them are given up here, with no round trip (unrenewed, they expire in the
+        store), rather than taken again as they expire: the next replica with a call probes.
         """
         probed, self._probed = self._probed, False
+        core = breaker._core
+        probing = probed or bool(core._permit.in_flight)  # a probe of this replica ran since the last round
+        self._wanted = self.rejected_since(breaker) or (self._wanted and not probing)
         if self.leases and now < self._lease_due and not probed:
             return None
+        if not (self._wanted or probing):
+            if self.leases:
+                self.leases = 0
+                self._apply_probe_limit(breaker)
+            return None
         store = self._store
-        core = breaker._core
         renew = 1 if core._permit.in_flight else 0
         keys = [f"{self._prefix}:state", f"{self._prefix}:probes:{self.epoch}"]
         prefix = f"{self._prefix}:lease:{self.epoch}:"
@@ -403,6 +434,7 @@ class SharedBreaker(PeerCounts):
     def _forget(self) -> None:
         """Forget what the store said of the peers' period (a new period, or the store gone)."""
         self._peers, self._peer_probes, self._last_report, self.leases = _NO_COUNTS, 0, None, 0
+        self._wanted = False
 
     def detach(self) -> None:
         """Forget the breaker: from now on every operation of this link finds it gone."""
@@ -442,13 +474,78 @@ def read_states(client: Any, links: Sequence[SharedBreaker]) -> None:
                     link._take_state(breaker, reply)
 
 
+def publish_states(
+    client: Any,
+    changes: Sequence[tuple[SharedBreaker, StateChanged]],
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Publish local transitions (:data:`_READ_BATCH` per round trip); stop between two when ``stop()``.
+
+    A round trip each made a store with many trips queued (a dependency that broke hundreds of
+    breakers) spend as many round trips publishing them, in which no failure was reported and
+    no lease taken, and the last trip reached the other replicas after all the others'. Each
+    link's lock is held from its publication to the taking of its reply, as in
+    :func:`read_states`. A trip whose compare-and-set failed against a cluster that is not OPEN
+    is published again at the cluster's epoch (a trip wins over CLOSED), those of a batch
+    together in a second round trip. The transitions the store did not take (an outage) are
+    queued again (:meth:`RedisStore._queue`: unless a newer one of their breaker came), with
+    those of the batches not sent, and the first outage is raised once every other reply of its
+    batch was taken.
+
+    Raises:
+        Exception: The store is unreachable (its outage path).
+    """
+    for start in range(0, len(changes), _READ_BATCH):
+        if stop():
+            return
+        unsent, outage = _publish_batch(client, changes[start : start + _READ_BATCH])
+        if outage is not None:
+            for link, change in [*unsent, *changes[start + _READ_BATCH :]]:
+                link._store._queue(link, change, replace=False)
+            raise outage
+
+
+def _publish_batch(
+    client: Any, changes: Sequence[tuple[SharedBreaker, StateChanged]]
+) -> tuple[list[tuple[SharedBreaker, StateChanged]], BaseException | None]:
+    """Publish ``changes`` in a round trip (two if a trip lost to CLOSED); return the unsent, the outage."""
+    unsent: list[tuple[SharedBreaker, StateChanged]] = []
+    outage: BaseException | None = None
+    with contextlib.ExitStack() as held:
+        for link, _ in changes:
+            held.enter_context(link._lock)
+        asks = [(link, change, link.epoch) for link, change in changes]
+        for again in (False, True):
+            if not asks:
+                break
+            errors = asks[0][0]._store._redis_errors
+            try:
+                replies = _eval_batch(
+                    client, (link._publication(change, epoch) for link, change, epoch in asks)
+                )
+            except errors as error:  # the round trip failed: every reply is that outage
+                replies = [error] * len(asks)
+            retries: list[tuple[SharedBreaker, StateChanged, int]] = []
+            for (link, change, _), reply in zip(asks, replies, strict=True):
+                try:
+                    epoch = link._published(change, reply, again=again)
+                except errors as error:
+                    outage = outage or error
+                    unsent.append((link, change))
+                    continue
+                if epoch is not None:
+                    retries.append((link, change, epoch))
+            asks = retries
+    return unsent, outage
+
+
 def _eval_batch(
     client: Any, calls: Iterable[tuple[SharedBreaker, str, Sequence[Any], Sequence[Any]]]
 ) -> list[Any]:
     """Run ``calls`` (``link, script, keys, argv``) in one round trip (a pipeline).
 
-    Each counts an operation of its link's store, as :meth:`SharedBreaker._eval` does. Returns
-    the replies in order, an error (a refusal, an outage) in place of its call's reply.
+    Each counts an operation of its link's store. Returns the replies in order, an error (a
+    refusal, an outage) in place of its call's reply.
     """
     pipe = client.pipeline(transaction=False)
     for link, script, keys, argv in calls:
@@ -464,9 +561,10 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
     Counts are reported for a CLOSED breaker when they changed (at once after a failure), which
     after a new period or a reconnection is every breaker: pipelined, a round costs a few round
     trips whatever the number of breakers, not one per breaker (seconds with thousands of them,
-    in which no trip was published). Leases are taken or renewed for breakers whose OPEN period
-    ended, pipelined too: a dependency behind hundreds of breakers that broke them all had each
-    ask in a round trip of its own, every round while another replica held its leases.
+    in which no trip was published). Leases are taken or renewed for HALF_OPEN breakers whose
+    calls want a probe (:meth:`SharedBreaker._lease_request`), pipelined too: a dependency behind
+    hundreds of breakers that broke them all had each ask in a round trip of its own, every
+    round while another replica held its leases.
     """
     reports: list[tuple[SharedBreaker, CircuitBreaker, tuple[object, ...], tuple[int, int, int]]] = []
     asks: list[tuple[SharedBreaker, CircuitBreaker, list[str], list[Any]]] = []
@@ -480,10 +578,12 @@ def tick(client: Any, links: Sequence[SharedBreaker], now: float) -> None:
             report = link._report(breaker)
             if report is not None:
                 reports.append((link, breaker, *report))
-        elif state is CircuitState.HALF_OPEN or (state is CircuitState.OPEN and core.retry_after() <= 0.0):
+        elif state is CircuitState.HALF_OPEN:  # a call moved it there (a collection only peeks)
             request = link._lease_request(breaker, now)
             if request is not None:
                 asks.append((link, breaker, *request))
+        elif state is CircuitState.OPEN:
+            link.rejected_since(breaker)  # the rejections of an OPEN period want no probe
     for start in range(0, len(asks), _READ_BATCH):
         leases = asks[start : start + _READ_BATCH]
         asked = ((link, scripts.TAKE_LEASES, keys, argv) for link, _, keys, argv in leases)

@@ -142,8 +142,8 @@ class ClusterRules:
         ask = self._ask(max_wait, remaining)
         try:
             reply = None if ask.local else self._store._run_script(ask.script, self._key, ask.argv)
-        except BaseException:
-            self._unseat(ask)
+        except BaseException as error:
+            self._gave_up(ask, error)
             raise
         return self._answer(now(), ask, reply)
 
@@ -155,8 +155,8 @@ class ClusterRules:
         store = self._store
         try:
             reply = None if ask.local else await store._run_script_async(ask.script, self._key, ask.argv)
-        except BaseException:
-            self._unseat(ask)
+        except BaseException as error:
+            self._gave_up(ask, error)
             raise
         return self._answer(clock.now(), ask, reply)
 
@@ -251,10 +251,17 @@ class ClusterRules:
                 return 1 / self._config.rate
         return self._local.acquire(now, max_wait, remaining)
 
-    def gave_up(self) -> None:
-        """An async caller was cancelled while the store answered: its permit (if taken) stays spent."""
+    def _gave_up(self, ask: _Ask, error: BaseException) -> None:
+        """End ``ask``, whose round trip raised ``error``: give back the waiting place it held.
+
+        The one rule of both paths: a caller cancelled (or, in a thread, interrupted) while the
+        store answered counts in ``cancelled``, and its permit, if the server took one, stays
+        spent; an error of the store's own code (raised, not answered) counts nothing.
+        """
         with self._lock:
-            self.cancelled += 1
+            self._vacate(ask)
+            if not isinstance(error, Exception):
+                self.cancelled += 1
 
     def claim(self, reservation: _Reservation) -> None:
         """Record that a waiter took its reserved permit."""

@@ -19,7 +19,7 @@ from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import STORES, SharedStore, current_key
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
-from otel_resilience.store.breaker import SharedBreaker, key_name, read_states, tick
+from otel_resilience.store.breaker import SharedBreaker, key_name, publish_states, read_states, tick
 from otel_resilience.store.deadlines import bound_connections, within
 from otel_resilience.store.loops import LoopClients, bounded
 
@@ -500,23 +500,15 @@ class RedisStore(SharedStore):
             return [link for link in self._links if link.breaker is not None]
 
     def _drain(self) -> None:
-        """Publish the queued transitions; one that fails stays queued (unless a newer one came).
+        """Publish the queued transitions, pipelined (:func:`publish_states`); one that fails stays queued.
 
-        Each is a round trip: the store closing stops them (:meth:`close` waits for one, not for
-        all, which with hundreds of trips queued and a slow Redis were seconds).
+        Unless a newer one of its breaker came meanwhile. The store closing stops them between
+        two round trips (:meth:`close` waits for one, not for all, which with thousands of trips
+        queued and a slow Redis were seconds).
         """
         with self._lock:
             pending, self._pending = self._pending, {}
-        for index, (link, change) in enumerate(pending.values()):
-            if self._closed.is_set():
-                return
-            try:
-                link.publish(self._client, change)
-            except self._redis_errors:
-                with self._lock:
-                    for later in list(pending.values())[index:]:
-                        self._pending.setdefault(id(later[0]), later)
-                raise
+        publish_states(self._client, list(pending.values()), self._closed.is_set)
 
     def _listen(self) -> None:
         """The subscriber thread: take the transitions other replicas publish.

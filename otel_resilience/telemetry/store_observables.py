@@ -6,6 +6,7 @@ collection; nothing is counted on a call's path.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Final
 
@@ -18,13 +19,22 @@ from otel_resilience.telemetry import semconv as sc
 __all__ = ["STORE_CALLBACKS"]
 
 
-def _per_store(read: Callable[[SharedStore], int]) -> Callable[[], list[Observation]]:
-    """A callback reporting ``read(store)`` for each live store, summed over stores of one namespace."""
+def _per_store(
+    read: Callable[[SharedStore], int], combine: Callable[[int, int], int] = operator.add
+) -> Callable[[], list[Observation]]:
+    """A callback reporting ``read(store)`` for each live store, the stores of one namespace combined.
+
+    A process may hold several stores of one namespace (one per component that built its own):
+    their counts add up (``combine`` is ``+``), while a state of the namespace in this process
+    (degraded or not, 0 or 1) is any of theirs (``max``): summed, two degraded stores reported
+    2, which the alert, summing the instances of a service, read as two instances.
+    """
 
     def observe() -> list[Observation]:
         by_name: dict[str, int] = {}
         for store in STORES.items():
-            by_name[store.name] = by_name.get(store.name, 0) + read(store)
+            value = read(store)
+            by_name[store.name] = combine(by_name[store.name], value) if store.name in by_name else value
         return [Observation(value, {sc.NAME: name}) for name, value in by_name.items()]
 
     return observe
@@ -53,7 +63,7 @@ def _breakers_shared() -> list[Observation]:
 
 STORE_CALLBACKS: Final = (
     (sc.CB_SHARED, _breakers_shared),
-    (sc.STORE_DEGRADED, _per_store(lambda store: int(store.degraded))),
+    (sc.STORE_DEGRADED, _per_store(lambda store: int(store.degraded), max)),
     (sc.STORE_OUTAGES, _per_store(lambda store: store.outages)),
     (sc.STORE_ERRORS, _per_store(lambda store: store.errors)),
     (sc.STORE_OPERATIONS, _per_store(lambda store: store.ops)),

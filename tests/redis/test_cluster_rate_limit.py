@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -170,6 +172,41 @@ def test_a_sync_waiter_on_a_slow_link_takes_its_permit_no_earlier_than_the_serve
     finally:
         near.close()
         far.close()
+
+
+class _Interrupted(KeyboardInterrupt):
+    """What the test's signal handler raises in the main thread."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def test_a_thread_interrupted_while_redis_answers_is_counted_as_cancelled(
+    redis_url: str, proxy: TcpFaultProxy
+) -> None:
+    """A thread interrupted while it waits for Redis's answer counts in ``cancelled``, as a cancelled coroutine does."""
+    assert redis_url
+    main = threading.get_ident()
+    assert main == threading.main_thread().ident
+    store = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="rlint", timeout=5.0)
+    previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        limiter = RateLimiter("interrupted", RateLimiterConfig(rate=1.0, burst=5, store=store))
+        assert limiter.call_sync(int) == 0  # connected
+        proxy.set("drop")  # the next request gets no answer: the thread blocks until interrupted
+        signaller = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGUSR1))
+        signaller.start()
+        ran: list[int] = []
+        with pytest.raises(_Interrupted):
+            limiter.call_sync(ran.append, 1)
+        signaller.join(5.0)
+        assert ran == []
+        stats = limiter.get_stats()
+        assert (stats["admitted"], stats["cancelled"], stats["waiting"]) == (1, 1, 0)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        store.close()
 
 
 async def test_a_reload_while_the_store_is_away_keeps_the_fallbacks_waiter_and_permits(

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from redis_support import RedisServer, free_port
@@ -155,11 +156,19 @@ def test_namespaces_names_and_keys_never_share_state(replicas: Replica) -> None:
     assert other_ns.state is colon.state is keyed.state is CircuitState.CLOSED
 
 
+def _want_probes(*breakers: CircuitBreaker) -> None:
+    """Once each one's OPEN period is over, make a call through each: rejected, it asks for a probe lease."""
+    for breaker in breakers:
+        wait_for(lambda b=breaker: b._core.retry_after() == 0.0, 3.0, "the end of the OPEN period")
+        assert not _admits(lambda b=breaker: b.call_sync(int))  # no replica holds a lease before a call
+
+
 def test_only_half_open_max_calls_probes_run_across_replicas(replicas: Replica) -> None:
     """After the break, one replica holds the probe lease; the other rejects its probes."""
     a, b = replicas(timeout=0.3, success_threshold=1), replicas(timeout=0.3, success_threshold=1)
     a.force_open(0.3)
     wait_for(_opened(a, b), 2.0, "both OPEN")
+    _want_probes(a, b)
     wait_for(
         lambda: a._core.settings.half_open_max_calls + b._core.settings.half_open_max_calls == 1,
         3.0,
@@ -275,6 +284,7 @@ def test_half_open_max_calls_leases_are_shared_by_all_replicas(replicas: Replica
     group = [replicas(timeout=0.3, half_open_max_calls=2) for _ in range(3)]
     group[0].force_open(0.3)
     wait_for(_opened(*group), 2.0, "all OPEN")
+    _want_probes(*group)
 
     def places() -> int:
         return sum(b._core.settings.half_open_max_calls for b in group)
@@ -330,6 +340,7 @@ def test_probe_successes_on_several_replicas_are_summed_to_close(redis_url: str)
             group = [CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores]
         group[0].force_open(0.3)
         wait_for(_opened(*group), 2.0, "all OPEN")
+        _want_probes(*group)
 
         def holder() -> CircuitBreaker | None:
             live = [b for b in group if not b.config.store.local_only]  # type: ignore[attr-defined]
@@ -578,3 +589,113 @@ def test_a_key_of_the_wrong_type_makes_only_its_breaker_local(
         for store in stores:
             store.close()
         control.close()
+
+
+def test_an_idle_replica_takes_no_probe_lease_from_the_replica_with_calls(redis_url: str) -> None:
+    """After a cluster-wide break, only a replica with a call to probe with takes the probe lease.
+
+    Every replica whose OPEN period had ended took the cluster's leases in its next round, calls
+    or not: a replica making no call through the breaker held them, and the replica with the
+    traffic rejected every probe until they expired (``probe_lease_ttl``, 30 s here).
+    """
+    idle_store = RedisStore.from_url(redis_url, namespace="idle", probe_lease_ttl=30.0, resync_interval=0.01)
+    # Its rounds only when something happens to it (a call, a trip): the idle store's come first.
+    busy_store = RedisStore.from_url(
+        redis_url, namespace="idle", probe_lease_ttl=30.0, flush_interval=30.0, resync_interval=30.0
+    )
+    try:
+        config = CircuitBreakerConfig(timeout=0.2, success_threshold=1)
+        with namesakes_expected():
+            idle = CircuitBreaker("db", dataclasses.replace(config, store=idle_store))
+            busy = CircuitBreaker("db", dataclasses.replace(config, store=busy_store))
+        wait_for(lambda: idle_store.ops > 0 and busy_store.ops > 0, 5.0, "the stores' first resync")
+        busy.force_open(0.2)
+        wait_for(lambda: idle.peek_state() is CircuitState.OPEN, 2.0, "the idle replica OPEN")
+        wait_for(lambda: idle._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+        ops = idle_store.ops  # each round of the idle store reads the state (resync_interval)
+        wait_for(lambda: idle_store.ops >= ops + 3, 5.0, "rounds of the idle store after the break")
+        link = idle._core._shared
+        assert isinstance(link, SharedBreaker)
+        assert link.leases == 0
+        wait_for(lambda: _admits(lambda: busy.call_sync(int)), 3.0, "a probe of the replica with calls")
+        assert busy.state is CircuitState.CLOSED
+        wait_for(lambda: idle.peek_state() is CircuitState.CLOSED, 2.0, "the idle replica CLOSED")
+        assert idle.get_stats()["total_requests"] == 0
+    finally:
+        idle_store.close()
+        busy_store.close()
+
+
+def _server_ms(client: Any) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _half_open_alone(
+    redis_url: str, namespace: str, ttl: float, **options: object
+) -> tuple[RedisStore, CircuitBreaker]:
+    """A store and its breaker, tripped and published, the cluster's OPEN period over (Redis' clock)."""
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    store = RedisStore.from_url(redis_url, namespace=namespace, probe_lease_ttl=ttl)
+    settings: dict[str, object] = {"failure_threshold": 1, "timeout": 0.05, **options}
+    breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store, **settings))  # type: ignore[arg-type]
+    wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+    _fail(breaker)
+    link = breaker._core._shared
+    assert isinstance(link, SharedBreaker)
+    wait_for(lambda: link.epoch > 0, 2.0, "the trip published")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        until = int(client.hget(f"{namespace}:cb:db:state", "until") or 0)
+        wait_for(lambda: _server_ms(client) > until, 2.0, "the cluster's OPEN period over")
+    finally:
+        client.close()
+    wait_for(lambda: breaker._core.retry_after() == 0.0, 2.0, "the local OPEN period over")
+    return store, breaker
+
+
+def test_a_replica_whose_probe_ran_takes_the_lease_again_only_for_a_call(redis_url: str) -> None:
+    """After its probe, a replica making no call gives its lease up instead of taking it again as it expires.
+
+    It took the lease again each time it expired, for as long as the breaker stayed HALF_OPEN:
+    the replicas with calls had a chance only between its expiry and its next round.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    store, breaker = _half_open_alone(redis_url, "probed", 0.3, success_threshold=2)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        link = breaker._core._shared
+        assert isinstance(link, SharedBreaker)
+        assert not _admits(lambda: breaker.call_sync(int))  # HALF_OPEN, no lease yet: it asks for one
+        wait_for(lambda: link.leases == 1, 2.0, "the lease taken for the call")
+        assert _admits(lambda: breaker.call_sync(int))  # the probe: 1 success of 2
+        assert breaker.state is CircuitState.HALF_OPEN
+        wait_for(lambda: link.leases == 0, 3.0, "the lease given up, no call wanting it")
+        wait_for(lambda: not client.keys("probed:cb:db:lease:*"), 3.0, "the lease expired in Redis")
+        time.sleep(0.2)  # rounds of the store's thread: it takes the lease no more
+        assert not client.keys("probed:cb:db:lease:*")
+        assert (link.leases, breaker._core.settings.half_open_max_calls) == (0, 0)
+    finally:
+        client.close()
+        store.close()
+
+
+def test_a_call_rejected_for_want_of_a_lease_gets_the_next_probe_however_late(redis_url: str) -> None:
+    """The lease taken for a rejected call is held (taken again as it expires) until a probe runs.
+
+    A sparse caller (a call every minute, a lease TTL of seconds) would otherwise find it expired
+    at each call and be rejected for good: the breaker would never close.
+    """
+    store, breaker = _half_open_alone(redis_url, "sparse", 0.05, success_threshold=1)
+    try:
+        link = breaker._core._shared
+        assert isinstance(link, SharedBreaker)
+        assert not _admits(lambda: breaker.call_sync(int))
+        wait_for(lambda: link.leases == 1, 2.0, "the lease taken for the call")
+        time.sleep(0.2)  # four TTLs: the lease expired and was taken again meanwhile
+        assert _admits(lambda: breaker.call_sync(int))
+        assert breaker.state is CircuitState.CLOSED
+    finally:
+        store.close()

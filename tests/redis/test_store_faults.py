@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import redis
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_support import RedisServer, free_port
@@ -26,6 +28,7 @@ from tcp_proxy import TcpFaultProxy
 from otel_resilience import (
     CircuitBreaker,
     CircuitBreakerConfig,
+    CircuitOpenError,
     CircuitState,
     RateLimiter,
     RateLimiterConfig,
@@ -33,6 +36,9 @@ from otel_resilience import (
 )
 from otel_resilience.engine.registry import namesakes_expected
 from otel_resilience.store import redis_store as redis_store_module
+from otel_resilience.store.breaker import SharedBreaker
+from otel_resilience.store.scripts import PUBLISH_STATE
+from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.store_observables import STORE_CALLBACKS
 
@@ -56,6 +62,17 @@ def _via(proxy: TcpFaultProxy) -> str:
 
 def _messages(caplog: pytest.LogCaptureFixture, text: str) -> int:
     return sum(text in record.getMessage() for record in caplog.records)
+
+
+def _rejected(breaker: CircuitBreaker) -> None:
+    with pytest.raises(CircuitOpenError):
+        breaker.call_sync(int)
+
+
+def _leases(breaker: CircuitBreaker) -> int:
+    link = breaker._core._shared
+    assert isinstance(link, SharedBreaker)
+    return link.leases
 
 
 def _fail(breaker: CircuitBreaker) -> None:
@@ -470,6 +487,12 @@ def test_a_store_whose_breakers_all_await_probe_leases_publishes_a_trip_at_once(
         wait_for(
             lambda: all(b.get_stats()["retry_after"] == 0.0 for b in mine), 2.0, "every OPEN period over"
         )
+        wait_for(lambda: all(b._core.retry_after() == 0.0 for b in theirs), 2.0, "their OPEN periods over")
+        for breaker in theirs:  # a call each, rejected: the other replica takes every lease
+            _rejected(breaker)
+        wait_for(lambda: all(_leases(b) for b in theirs), 10.0, "the other replica holding the leases")
+        for breaker in mine:  # a call each, rejected: each asks for its leases every round
+            _rejected(breaker)
         slowest = 0.0
         for mine_one, theirs_one in zip(tripped, watching, strict=True):
             started = time.monotonic()
@@ -514,3 +537,169 @@ def test_close_waits_for_one_publication_not_for_every_queued_one(proxy: TcpFaul
         assert not any(thread.is_alive() for thread in store._threads)
     finally:
         store.close()
+
+
+def _store_gauge(reader: InMemoryMetricReader, name: str) -> dict[str, float]:
+    """The values of the store instrument ``name`` collected now, by namespace."""
+    values: dict[str, float] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data is not None else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        values[str(point.attributes[sc.NAME])] = point.value
+    return values
+
+
+def test_the_degraded_gauge_says_one_per_namespace_however_many_stores_share_it(redis_url: str) -> None:
+    """Two stores of one namespace in one process, both unreachable: ``resilience.store.degraded`` is 1, not 2.
+
+    The gauge is 0 or 1 per instance (the alert's value sums it over instances): its callback
+    summed the stores of a namespace, so two stores of one degraded namespace reported two
+    instances. A healthy store beside a degraded one of the same namespace leaves it at 1.
+    """
+    had_default = current_listener() is not None
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    instrument(meter_provider=provider)
+    gone = f"redis://127.0.0.1:{free_port()}/0"
+    stores = [RedisStore.from_url(gone, namespace="twice-down", timeout=0.1) for _ in range(2)]
+    stores += [RedisStore.from_url(redis_url, namespace="twice-down")]
+    stores += [RedisStore.from_url(redis_url, namespace="twice-up") for _ in range(2)]
+    try:
+        with namesakes_expected():
+            breakers = [CircuitBreaker("db", CircuitBreakerConfig(store=store)) for store in stores]
+        wait_for(lambda: stores[0].degraded and stores[1].degraded, 5.0, "the unreachable stores degraded")
+        wait_for(lambda: all(store.ops > 0 for store in stores[2:]), 5.0, "the reachable stores' first round")
+        assert not any(store.degraded for store in stores[2:])
+        degraded = _store_gauge(reader, sc.STORE_DEGRADED)
+        assert (degraded["twice-down"], degraded["twice-up"]) == (1, 0)
+        assert _store_gauge(reader, sc.STORE_OUTAGES)["twice-down"] == 2  # each store's outage counted
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+        for store in stores:
+            store.close()
+    del breakers
+
+
+class _Pipeline:
+    """A pipeline of :class:`_PublishingTrips`' client: its round trip is counted when executed."""
+
+    def __init__(self, trips: _PublishingTrips, pipe: Any) -> None:
+        self._trips, self._pipe, self._scripts = trips, pipe, []
+
+    def eval(self, script: str, *args: Any) -> _Pipeline:
+        self._scripts.append(script)
+        self._pipe.eval(script, *args)
+        return self
+
+    def execute(self, **options: Any) -> Any:
+        self._trips.sent(self._scripts)
+        return self._pipe.execute(**options)
+
+
+class _PublishingTrips:
+    """A store's client counting the publications (``PUBLISH_STATE``) of each round trip.
+
+    The first round trip carrying one waits for ``gate``: meanwhile the test queues more.
+    """
+
+    def __init__(self, client: Any, failures: int = 0) -> None:
+        self._client = client
+        self.failures = failures
+        """Round trips carrying publications to fail (the connection lost) after the gate, first."""
+        self.publications: list[int] = []
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def sent(self, scripts: list[str]) -> None:
+        count = scripts.count(PUBLISH_STATE)
+        if count:
+            self.entered.set()
+            assert self.gate.wait(10.0)
+            if self.failures:
+                self.failures -= 1
+                raise redis.ConnectionError("connection lost")
+            self.publications.append(count)
+
+    def eval(self, script: str, *args: Any) -> Any:
+        self.sent([script])
+        return self._client.eval(script, *args)
+
+    def pipeline(self, transaction: bool = True) -> _Pipeline:
+        return _Pipeline(self, self._client.pipeline(transaction=transaction))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_transitions_queued_together_are_published_in_one_round_trip(redis_url: str) -> None:
+    """19 trips queued while the store's thread publishes another: one round trip publishes them all.
+
+    Each transition was a round trip of its own: a dependency that broke hundreds of breakers
+    kept the store's thread publishing for hundreds of round trips (no failure reported, no
+    lease taken meanwhile), the last trip reaching the other replicas after all the others.
+    """
+    count = 20
+    store = RedisStore.from_url(redis_url, namespace="batched")
+    other = RedisStore.from_url(redis_url, namespace="batched")
+    trips = _PublishingTrips(store._client)
+    try:
+        with namesakes_expected():
+            mine = [
+                CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=store))
+                for i in range(count)
+            ]
+            theirs = [
+                CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=other))
+                for i in range(count)
+            ]
+        wait_for(lambda: store.ops > 0 and other.ops > 0, 5.0, "the stores' first round")
+        store._client = trips
+        _fail(mine[0])
+        assert trips.entered.wait(5.0)  # the store's thread publishes the first trip: it waits
+        for breaker in mine[1:]:
+            _fail(breaker)
+        trips.gate.set()
+        wait_for(lambda: sum(trips.publications) == count, 5.0, "every trip published")
+        assert trips.publications == [1, count - 1]
+        wait_for(lambda: all(b.peek_state() is CircuitState.OPEN for b in theirs), 5.0, "every trip adopted")
+    finally:
+        trips.gate.set()
+        store.close()
+        other.close()
+
+
+def test_transitions_whose_round_trip_failed_are_published_when_the_store_is_back(redis_url: str) -> None:
+    """The round trip publishing a batch fails: every transition of it stays queued and goes out later."""
+    store = RedisStore.from_url(redis_url, namespace="requeued")
+    other = RedisStore.from_url(redis_url, namespace="requeued")
+    trips = _PublishingTrips(store._client, failures=1)
+    try:
+        with namesakes_expected():
+            mine = [
+                CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=store))
+                for i in range(3)
+            ]
+            theirs = [
+                CircuitBreaker(f"db{i}", CircuitBreakerConfig(failure_threshold=1, store=other))
+                for i in range(3)
+            ]
+        wait_for(lambda: store.ops > 0 and other.ops > 0, 5.0, "the stores' first round")
+        store._client = trips
+        _fail(mine[0])
+        assert trips.entered.wait(5.0)
+        for breaker in mine[1:]:
+            _fail(breaker)
+        trips.gate.set()  # the first round trip fails (an outage); the next ones pass
+        wait_for(lambda: all(b.peek_state() is CircuitState.OPEN for b in theirs), 5.0, "every trip adopted")
+        assert sum(trips.publications) == 3  # each published once, after the outage
+        assert store.outages == 1
+        wait_for(lambda: not store.degraded, 5.0, "the store back")
+    finally:
+        trips.gate.set()
+        store.close()
+        other.close()

@@ -418,15 +418,18 @@ class RemoteRules(Protocol):
     def acquire_sync(
         self, now: Callable[[], float], max_wait: float, remaining: float = _INF
     ) -> _Reservation | float | None:
-        """As :meth:`_Rules.acquire` at ``now()`` read once the store answered, in this thread."""
+        """As :meth:`_Rules.acquire` at ``now()`` read once the store answered, in this thread.
+
+        An interrupt meanwhile is counted in ``cancelled``, then raised.
+        """
 
     async def acquire_async(
         self, clock: Clock, max_wait: float, remaining: float = _INF
     ) -> _Reservation | float | None:
-        """As :meth:`_Rules.acquire` at ``clock.now()`` once the store answered, awaited on the loop."""
+        """As :meth:`_Rules.acquire` at ``clock.now()`` once the store answered, awaited on the loop.
 
-    def gave_up(self) -> None:
-        """Count a caller cancelled while it awaited the store's answer."""
+        A cancellation meanwhile is counted in ``cancelled``, then raised.
+        """
 
 
 def new_rules(config: RateLimiterConfig) -> _Rules:

@@ -129,11 +129,7 @@ class _Asking(Wait):
         """Await the store's answer (at most its ``timeout``); then take the permit, wait for it, or raise."""
         step = self._step
         rules = cast("RemoteRules", step._rules)
-        try:
-            got = await rules.acquire_async(step.clock, self._max_wait, self._remaining)
-        except BaseException:
-            rules.gave_up()
-            raise
+        got = await rules.acquire_async(step.clock, self._max_wait, self._remaining)  # counts a cancellation
         waiting = step._admitted(got, self._since)
         if waiting is not None:  # the wait for the permit, or a Rejected, whose wait raises
             await waiting.wait()
