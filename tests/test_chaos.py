@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextvars
 import copy
 import logging
+import os
 import threading
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from forking_support import run_in_child
 
-from otel_resilience import Chaos, ChaosConfig, ChaosSwitch
+from otel_resilience import Chaos, ChaosConfig, ChaosSwitch, ResilienceConfig, ResilienceManager
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.validation import MAX_DURATION
 
@@ -396,6 +400,42 @@ def test_a_seed_reproduces_the_injections(clock: Any) -> None:
     assert sequence == [kind_of(two) for _ in range(60)]
     assert sequence != [kind_of(other) for _ in range(60)]
     assert {"fault", "outcome", "call"} == set(sequence)
+
+
+def injections(run: Callable[[], object], runs: int = 64) -> str:
+    """Run ``run`` ``runs`` times: ``x`` for each injected fault, ``.`` for each call that ran."""
+    marks = []
+    for _ in range(runs):
+        try:
+            run()
+        except ConnectionError:
+            marks.append("x")
+        else:
+            marks.append(".")
+    return "".join(marks)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+@pytest.mark.parametrize("seed", [None, 21], ids=["unseeded", "seeded"])
+@pytest.mark.parametrize("where", ["instance", "policy"])
+def test_a_forked_child_draws_a_sequence_of_its_own_unless_seeded(
+    clock: Any, tmp_path: Path, where: str, seed: int | None
+) -> None:
+    """After os.fork(), unseeded chaos injects on runs of the child's own; seeded chaos replays the parent's."""
+    config = ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=seed)
+    if where == "instance":
+        chaos = Chaos("forked", config, clock=clock)
+        run: Callable[[], object] = lambda: chaos.call_sync(lambda: "real")  # noqa: E731
+    else:
+        policy = ResilienceManager().policy(f"forked-chaos-{where}-{seed}", ResilienceConfig(chaos=config))
+        run = lambda: policy.execute_sync(lambda: "real")  # noqa: E731
+    injections(run, runs=3)  # the generator is made, and drawn from, before the fork
+    drawn_in_child = tmp_path / "child"
+    assert run_in_child(lambda: drawn_in_child.write_text(injections(run), encoding="utf-8")) == 0
+    in_parent = injections(run)
+    assert "x" in in_parent
+    assert "." in in_parent
+    assert (drawn_in_child.read_text(encoding="utf-8") == in_parent) is (seed is not None)
 
 
 # --- when ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import pytest
@@ -180,6 +181,21 @@ async def test_a_sync_action_is_refused_at_its_call_naming_the_field() -> None:
     ):
         await hedging.call(failing)
     assert hedging.get_stats()["hedges"] == 1  # the 3rd attempt never started
+
+
+async def test_a_sync_action_given_as_a_partial_is_named_after_its_function() -> None:
+    """The refusal of a sync ``functools.partial`` action names ``partial(<its function>)``, not "a partial"."""
+
+    def secondary(region: str) -> str:
+        return region
+
+    async def failing() -> str:
+        raise ConnectionError("down")
+
+    hedging = Hedging("h", HedgingConfig(mode="fallback", actions=(functools.partial(secondary, "eu"),)))
+    with pytest.raises(TypeError) as info:
+        await hedging.call(failing)
+    assert f"HedgingConfig.actions[0] (partial({secondary.__qualname__})) returned str" in str(info.value)
 
 
 async def test_a_plain_function_returning_an_awaitable_is_a_valid_action() -> None:

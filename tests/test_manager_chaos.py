@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from otel_resilience import (
     BulkheadConfig,
+    Chaos,
     ChaosConfig,
     ChaosSwitch,
     CircuitBreakerConfig,
+    ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
     Jitter,
@@ -23,6 +27,7 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
+from otel_resilience.engine.step import Step
 from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.testing import FakeClock
 
@@ -317,3 +322,44 @@ def test_a_key_made_again_after_its_eviction_does_not_replay_its_first_draws() -
     """One key kept: each call evicts the other key and makes its own again, still about half fail."""
     outcomes = keyed_outcomes(["a", "b"] * 100, seed=3, max_keys=1)
     assert 60 <= sum(outcomes) <= 140  # 0.5 of 200 within 6 standard deviations (7 each)
+
+
+def failures(run: Callable[[], object], runs: int) -> list[bool]:
+    """Whether each of ``runs`` calls of ``run`` failed by chaos."""
+    failed = []
+    for _ in range(runs):
+        try:
+            run()
+        except ConnectionError:
+            failed.append(True)
+        else:
+            failed.append(False)
+    return failed
+
+
+def test_an_extra_strategys_chaos_draws_from_the_policys_generator_after_a_reload_too() -> None:
+    """A Chaos an extra strategy's factory makes per key shares the policy's generator when a reload makes it again.
+
+    The drill goes on where it was (the seed's sequence over the policy's runs), as a key's
+    first build made it: it does not start the seed's sequence over at the reload.
+    """
+    drill = ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=13)
+    made: list[Chaos] = []
+
+    def per_key(policy: str) -> Step:
+        made.append(Chaos(f"{policy}-drill", drill))
+        return made[-1].as_strategy(policy)
+
+    manager = ResilienceManager(alert_system=AlertSystem(name=f"chaos-extra-{next(_ids)}"))
+    try:
+        name = f"extra-chaos-{next(_ids)}"
+        config = ResilienceConfig(extra_strategies=(ExtraStrategy(per_key, rank=900),))
+        view = manager.policy(name, config).for_key("tenant")
+        before = failures(lambda: view.execute_sync(lambda: "real"), 32)
+        manager.reconfigure(name, dataclasses.replace(config, record_duration=False))
+        after = failures(lambda: view.execute_sync(lambda: "real"), 32)
+    finally:
+        manager.alert_system.close()
+    assert len(made) >= 2  # the key's first build, and the reload's
+    alone = Chaos("alone", drill)
+    assert before + after == failures(lambda: alone.call_sync(lambda: "real"), 64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import threading
@@ -1054,6 +1055,25 @@ def _feed(
 ) -> None:
     with pytest.raises(error_type):
         system.recover_from_error_sync(error_type(), {"operation_name": operation})
+
+
+def test_a_context_operation_is_named_as_a_callable_else_unknown(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Without operation_name, a partial's pattern names ``partial(<its function>)``, and no operation ``unknown``."""
+
+    def lookup(table: str) -> str:
+        return table
+
+    system = ErrorRecoverySystem(unique("named-op"), clock=clock, pattern_threshold=2, pattern_window=10.0)
+    for context in ({"operation": functools.partial(lookup, "users")}, {}):
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                system.recover_from_error_sync(ConnectionError(), context)
+    assert [event.operation for event in recorder.of(Event.PATTERN_DETECTED)] == [
+        f"partial({lookup.__qualname__})",
+        "unknown",
+    ]
 
 
 def test_pattern_detected_at_threshold_once_per_window(clock: FakeClock, recorder: EventRecorder) -> None:

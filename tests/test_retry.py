@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import math
@@ -1174,6 +1175,22 @@ def test_decorator_names_the_retry_after_the_function(clock: FakeClock, recorder
         other()
     names = {source.name for source in recorder.sources(Event.RETRY_SCHEDULED)}
     assert names == {named.__qualname__, "custom"}
+
+
+def test_a_partial_is_retried_under_the_name_of_its_function(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """@retry and retry_sync name a functools.partial's retry ``partial(<its function>)``, as the manager names its policy."""
+
+    def lookup(table: str) -> None:
+        raise Boom(table)
+
+    with pytest.raises(Boom):
+        retry(exact(), clock=clock)(functools.partial(lookup, "users"))()
+    with pytest.raises(Boom):
+        retry_sync(functools.partial(lookup, "orders"), policy=exact(), clock=clock)
+    names = {source.name for source in recorder.sources(Event.RETRY_SCHEDULED)}
+    assert names == {f"partial({lookup.__qualname__})"}
 
 
 def test_retry_without_parentheses_is_a_clear_type_error() -> None:

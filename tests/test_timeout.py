@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import math
 import threading
@@ -496,6 +497,19 @@ async def test_an_unnamed_handler_names_the_function_it_runs(driver: str, clock:
     assert info.value.args[0] == expected
     assert f"operation {expected!r} timed out" in str(info.value)
     assert handler.name == "timeout"  # its own name (telemetry, repr) is still the default
+
+
+def test_an_unnamed_handler_names_a_partial_after_its_function(clock: FakeClock) -> None:
+    """A functools.partial run by an unnamed handler times out as ``partial(<its function>)``, not ``partial``."""
+    handler = TimeoutHandler(5.0, clock=clock)
+
+    def fetch_rate(currency: str) -> str:
+        clock.advance(6.0)
+        return currency
+
+    with pytest.raises(OperationTimeoutError) as info:
+        handler.with_timeout_sync(functools.partial(fetch_rate, "EUR"))
+    assert info.value.operation == f"partial({fetch_rate.__qualname__})"
 
 
 async def test_an_unnamed_handler_names_the_function_it_decorates(clock: FakeClock) -> None:

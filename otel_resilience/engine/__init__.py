@@ -10,6 +10,8 @@
 * :mod:`~otel_resilience.engine.calling`: what the drivers accept of the protected function.
 * :mod:`~otel_resilience.engine.pipeline`: :class:`PipelineBuilder`, :class:`Pipeline`.
 * :mod:`~otel_resilience.engine.protecting`: a pattern's ``protect`` and its own pipeline.
+* :mod:`~otel_resilience.engine.naming`: :func:`~otel_resilience.engine.naming.callable_name`,
+  the display name of a user's callable (the default name of what is protected).
 * :mod:`~otel_resilience.engine.guard`: ``Guard``, a block of code run under a one-step pipeline.
 * :mod:`~otel_resilience.engine.admission`: the placeholder context of an early admission, and
   :class:`Standing`, a step's standing admission (:class:`UnheardStanding`: one that stands

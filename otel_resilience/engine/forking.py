@@ -1,4 +1,4 @@
-"""The library's locks in a process made by ``os.fork()``: free in the child, never held forever.
+"""The library's locks and random generators in a process made by ``os.fork()``: fit for the child.
 
 A pre-fork server (gunicorn ``--preload``, ``multiprocessing`` with the ``fork`` method, Celery's
 prefork pool) forks a process whose other threads may hold one of the library's locks at that
@@ -28,20 +28,32 @@ lock is the exception: a background cache write ends (counting its error) after 
 returned, so it and the write order's lock are registered. Waits that belong to a thread of
 the parent (a queued sync call's own lock) are not registered either: that thread does not exist
 in the child.
+
+A random generator seeded from the operating system (chaos's, with no ``seed``) would be copied
+into every child in the state the fork found it, so every worker of a pre-fork server would draw
+the same sequence (inject faults on the same runs). :func:`fork_reseeded` registers such a
+generator, and the child seeds it again from the operating system as it starts, as the standard
+library does for the ``random`` module's own. A generator given a seed is never registered: its
+sequence is what its user asked for, and goes on in each child from where the fork found it.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
-__all__ = ["fork_safe"]
+if TYPE_CHECKING:
+    import random
+
+__all__ = ["fork_reseeded", "fork_safe"]
 
 _L = TypeVar("_L")
 
 _LOCKS: Final[weakref.WeakSet[object]] = weakref.WeakSet()
 """Every live lock :func:`fork_safe` registered."""
+_GENERATORS: Final[weakref.WeakSet[random.Random]] = weakref.WeakSet()
+"""Every live random generator :func:`fork_reseeded` registered."""
 
 
 def fork_safe(lock: _L) -> _L:
@@ -53,11 +65,27 @@ def fork_safe(lock: _L) -> _L:
     return lock
 
 
-def _free_in_child() -> None:
-    """``os.register_at_fork(after_in_child=...)``: free every registered lock (one thread runs)."""
+def fork_reseeded(generator: random.Random) -> random.Random:
+    """Return ``generator`` (a ``random.Random`` made without a seed), seeded anew in a forked child.
+
+    One weak reference per generator, when it is made (never per draw). Register only a
+    generator made without a seed: one made with a seed replays in every child.
+    """
+    _GENERATORS.add(generator)
+    return generator
+
+
+def _in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: free every registered lock, reseed every generator.
+
+    One thread runs. A generator is seeded from the operating system (``os.urandom``), so each
+    child draws a sequence of its own.
+    """
     for lock in list(_LOCKS):
         lock._at_fork_reinit()  # type: ignore[attr-defined] # what the standard library's locks do
+    for generator in list(_GENERATORS):
+        generator.seed()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
-    os.register_at_fork(after_in_child=_free_in_child)
+    os.register_at_fork(after_in_child=_in_child)

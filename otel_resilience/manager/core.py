@@ -5,8 +5,8 @@ A *policy* is a name plus a config value; its pipeline nests the patterns in the
 
 Breakers and bulkheads are kept by name in the manager, so their state survives across calls:
 the name comes from ``ResilienceConfig.circuit_breaker_name`` / ``bulkhead_name``, else from
-``ResilienceConfig.name``, else from the function (see :func:`~otel_resilience.manager.keys.
-name_of`: a ``functools.partial`` is named after its function, a lambda after its module and line).
+``ResilienceConfig.name``, else from the function (see :func:`~otel_resilience.engine.naming.
+callable_name`: a ``functools.partial`` is named after its function, a lambda after its module and line).
 
 Equal configs share one policy (pipeline, counts), hashable or not. The manager keeps at most
 ``max_policies`` idle policies, breakers and bulkheads (:class:`~otel_resilience.engine.store.

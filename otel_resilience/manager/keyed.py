@@ -34,7 +34,7 @@ from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_expected
 from otel_resilience.engine.shared import shared_key
-from otel_resilience.manager.stages import StageInputs, compose
+from otel_resilience.manager.stages import StageInputs, compose, extra_links
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.chaos.rules import SharedDraws
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
@@ -43,6 +43,7 @@ from otel_resilience.patterns.rate_limiter import RateLimiter
 
 C = TypeVar("C")
 S = TypeVar("S", bound="_Carried[Any]")
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from otel_resilience.engine.step import Step
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from otel_resilience.manager.ledger import Ledger
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
-__all__ = ["KeyState", "Spec", "build", "key_config", "reconfigure", "retire"]
+__all__ = ["KeyState", "Spec", "build", "key_config", "key_links", "reconfigure", "retire"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +243,30 @@ def _pipeline(
         state.metric_key,
         previous=previous,
     )
+    return _made(spec, lambda: compose(inputs, register=register, extras=extras)[0])
+
+
+def key_links(spec: Spec, config: ResilienceConfig) -> tuple[tuple[int, Step], ...]:
+    """Return the extra links of one key's pipeline under ``config``, made ahead of it (a reload's).
+
+    Runs the factories of ``config.extra_strategies`` (user code: what they raise is raised
+    here) as building the key's pipeline runs them, in :func:`_made`. The links are given to
+    :func:`reconfigure` as its ``extras``.
+    """
+    return _made(spec, lambda: extra_links(spec.name, config))
+
+
+def _made(spec: Spec, make: Callable[[], T]) -> T:
+    """Return ``make()``, run where every link of the policy's keys is made: with its draws shared.
+
+    The one place the policy's :attr:`Spec.draws` are shared (:meth:`SharedDraws.sharing`): a
+    chaos link made in it, the chaos stage's or one an extra strategy's factory makes (a
+    :class:`~otel_resilience.Chaos` per key), draws from the policy's generator for its seed.
+    A key's pipeline (:func:`_pipeline`, with the extra links it makes when given none) and the
+    extra links a reload makes ahead of it (:func:`key_links`) are made here.
+    """
     with spec.draws.sharing():
-        return compose(inputs, register=register, extras=extras)[0]
+        return make()
 
 
 def reconfigure(
@@ -260,8 +283,7 @@ def reconfigure(
     and takes its place in the registry in one step (:meth:`Registry.replace`): it is made
     unregistered and given those stats first, so a collection finds the stats once, in the old
     pipeline or in the new one, never in both. ``extras``: the key's extra links, made
-    beforehand by :func:`~otel_resilience.manager.stages.extra_links` (``None``: their
-    factories run here).
+    beforehand by :func:`key_links` (``None``: their factories run here).
     """
     with namesakes_expected(spec.owner), shared_key(state.text):
         state.breaker = _breaker(state, spec)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import types
 from collections.abc import Callable
 from typing import Any, Final
 
+from otel_resilience.engine.naming import callable_name
 from otel_resilience.manager.config import ResilienceConfig
 
 __all__ = ["config_key", "name_of", "policy_name"]
@@ -76,45 +75,21 @@ def _compared_fields(kind: type) -> tuple[str, ...] | None:
 
 
 def policy_name(config: object, fn: Callable[..., Any]) -> str:
-    """Return the name of the policy that runs ``fn`` under ``config``: its ``name``, else :func:`name_of`.
+    """Return the name of the policy that runs ``fn`` under ``config``: its ``name``, else ``fn``'s.
+
+    ``fn``'s name is :func:`~otel_resilience.engine.naming.callable_name`'s: a lambda is named
+    after its module and line, and a ``functools.partial`` after its function
+    (``partial(fetch)``), so that unrelated dependencies do not share a policy (and its breaker)
+    by accident.
 
     The one rule of ``@resilient`` and ``execute_with_resilience``: a config names its policy
     whatever its class (a subclass of ResilienceConfig too). What is not a config (refused by
     the caller, which names the error) names nothing.
     """
     name = config.name if isinstance(config, ResilienceConfig) else None
-    return name or name_of(fn)
+    return name or callable_name(fn)
 
 
-def name_of(fn: Callable[..., Any]) -> str:
-    """Return the default policy name of ``fn``: a bounded name derived from what it is.
-
-    A ``functools.partial`` is named after the function it wraps (``partial(fetch)``), a
-    lambda after its module and line (``app.handlers.<lambda>@42``), so that unrelated
-    dependencies do not share a policy (and its breaker) by accident; any other function or
-    method by its ``__qualname__``; a callable object by its class's qualified name.
-
-    Raises:
-        TypeError: If the name cannot be read (a ``__qualname__`` that raises or is not a str):
-            give the policy a ``ResilienceConfig.name``.
-    """
-    try:
-        if isinstance(fn, functools.partial):
-            return f"partial({name_of(fn.func)})"
-        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-        if name is None:
-            return type(fn).__qualname__
-        if not isinstance(name, str):
-            msg = f"its __qualname__ is a {type(name).__name__}, not a str"
-            raise TypeError(msg)  # noqa: TRY301 - reported below with the one message
-        code = getattr(fn, "__code__", None)
-        if name.endswith("<lambda>") and isinstance(code, types.CodeType):
-            return f"{getattr(fn, '__module__', None) or '?'}.{name}@{code.co_firstlineno}"
-    except Exception as error:
-        msg = (
-            f"ResilienceManager cannot name the {type(fn).__qualname__} it protects "
-            f"(reading its name raised {type(error).__name__}); "
-            "give the policy a name with ResilienceConfig.name"
-        )
-        raise TypeError(msg) from error
-    return name
+name_of: Final = callable_name
+"""The default name of a policy's function (:func:`policy_name`): the one rule of
+:func:`~otel_resilience.engine.naming.callable_name`, under the name the manager has exported."""

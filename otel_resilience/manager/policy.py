@@ -41,10 +41,10 @@ from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, weak_callback
 from otel_resilience.engine.validation import check_hashable, check_int, fail
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.manager.keyed import KeyState, Spec, build, reconfigure, retire
+from otel_resilience.manager.keyed import KeyState, Spec, build, key_links, reconfigure, retire
 from otel_resilience.manager.ledger import Ledger
 from otel_resilience.manager.policy_stats import policy_stats
-from otel_resilience.manager.stages import StageInputs, compose, extra_links
+from otel_resilience.manager.stages import StageInputs, compose
 from otel_resilience.patterns.bulkhead import Bulkhead
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker
 from otel_resilience.patterns.rate_limiter import RateLimiter
@@ -362,7 +362,7 @@ class PolicyHandle(_Runs):
                 spec = self._spec
                 if not state.live or state.generation == spec.generation:
                     return
-                links = extra_links(self.name, spec.config)
+                links = key_links(spec, spec.config)
                 with self._lock:
                     if not state.live or state.generation == self._spec.generation:
                         return
@@ -437,10 +437,11 @@ class PolicyHandle(_Runs):
         if not config.extra_strategies:
             return Staged(config, {})
         with self._lock:
-            if same_config(config, self._spec.config):
+            spec = self._spec
+            if same_config(config, spec.config):
                 return Staged(config, {})
             states = [state for state in (self._default, *self._keys.values()) if state.live]
-        return Staged(config, {state: extra_links(self.name, config) for state in states})
+        return Staged(config, {state: key_links(spec, config) for state in states})
 
     def _commit(self, staged: Staged) -> int:
         """Make the config :meth:`_stage` staged the policy's; return its generation.

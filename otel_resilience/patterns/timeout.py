@@ -62,6 +62,7 @@ from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
 from otel_resilience.engine.facade import Link, Pattern, verb
+from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Action, Answer
 from otel_resilience.engine.validation import check_duration, check_name, fail
@@ -237,13 +238,8 @@ class _TimeoutStep(Link[TimeoutConfig]):
 
 
 def _name_after(error: OperationTimeoutError, fn: object) -> None:
-    """Make ``error`` name ``fn`` (its ``__qualname__``, else its type's) as the operation that timed out."""
-    try:
-        name = getattr(fn, "__qualname__", None)
-    except Exception:  # noqa: BLE001 - a broken attribute of a callable: name it after its type
-        name = None
-    if not isinstance(name, str) or not name.strip():
-        name = type(fn).__qualname__
+    """Make ``error`` name ``fn`` as the operation that timed out (its :func:`callable_name`)."""
+    name = callable_name(fn)
     error.operation = name
     error.args = (name, *error.args[1:])
 
@@ -258,8 +254,9 @@ class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep], kind=_KIND):
             :data:`NO_DEFAULT`: raise :class:`~otel_resilience.errors.OperationTimeoutError`.
         name: The handler's name in errors and telemetry. Default ``"timeout"``: then its
             errors name the function it runs (:meth:`with_timeout`, :meth:`with_timeout_sync`,
-            :meth:`protect`: its ``__qualname__``, else its class's), and in a pipeline, as a
-            named handler's do, the pipeline's name (:meth:`as_strategy`).
+            :meth:`protect`: its ``__qualname__``, ``partial(fetch)`` for a partial, a callable
+            object's class; see :func:`~otel_resilience.engine.naming.callable_name`), and in a
+            pipeline, as a named handler's do, the pipeline's name (:meth:`as_strategy`).
         scope: ``"total"`` or ``"attempt"``: what the deadline bounds, as reported in the error
             and in telemetry. Default ``"total"``.
         clock: The clock that deadlines are measured on.

@@ -165,7 +165,10 @@ class ChaosConfig:
     seed: int | None = None
     """Seeds the link's random draws: the same seed gives the same injections for the same
     sequence of runs (in one task or thread; concurrent runs draw in the order they reach the
-    link). ``None`` (the default) seeds from the operating system. Each
+    link). ``None`` (the default) seeds from the operating system, and again in each process
+    ``os.fork()`` makes (each worker of a pre-fork server draws its own sequence); a seeded
+    generator is copied into a forked child as it is, so every child forked at one point makes
+    the same decisions for the same sequence of runs (a replay, as the seed asks). Each
     :class:`~otel_resilience.patterns.chaos.Chaos` has its own generator; the chaos links of a
     policy (one per key of a keyed policy, built again at a reload) share the policy's, so that
     each rate is the share of the policy's runs whatever their keys (links seeded alike would

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from otel_resilience.engine.counting import Counter, read_all
-from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.forking import fork_reseeded, fork_safe
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -76,8 +76,17 @@ _SHARED: Final[contextvars.ContextVar[SharedDraws | None]] = contextvars.Context
 
 
 def _new_draw(seed: int | None) -> Draw:
-    """Return the draw of a new generator seeded with ``seed``."""
-    return random.Random(seed).random  # noqa: S311 - fault injection, not security
+    """Return the draw of a new generator seeded with ``seed``.
+
+    Unseeded (``None``), it is seeded from the operating system, and again in each process
+    ``os.fork()`` makes (:func:`~otel_resilience.engine.forking.fork_reseeded`): the workers of a
+    pre-fork server inject on runs of their own, not all on the same ones. Seeded, it replays: a
+    child goes on with the sequence from where the fork found it, as every other child does.
+    """
+    generator = random.Random(seed)  # noqa: S311 - fault injection, not security
+    if seed is None:
+        fork_reseeded(generator)
+    return generator.random
 
 
 class ChaosStatsDict(TypedDict):

@@ -27,6 +27,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
+from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.stats import classify_error
 from otel_resilience.engine.validation import describe
@@ -215,17 +216,11 @@ class _CheckedAction:
         if isinstance(value, GeneratorType):
             value.close()
         msg = (
-            f"hedging {self.name!r}: HedgingConfig.actions[{self.index}] ({_named(self.action)}) "
+            f"hedging {self.name!r}: HedgingConfig.actions[{self.index}] ({callable_name(self.action)}) "
             f"returned {type(value).__name__}, not an awaitable: an attempt awaits what its action "
             "returns (hedging is async only); give an async function"
         )
         raise WrongDriver(msg)
-
-
-def _named(fn: object) -> str:
-    """Name a callable in a message: its qualified name, else its type's."""
-    name = getattr(fn, "__qualname__", None)
-    return name if isinstance(name, str) else f"a {type(fn).__name__}"
 
 
 class _Scope:

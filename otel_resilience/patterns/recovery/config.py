@@ -192,7 +192,9 @@ class RecoveryContext:
     """Its keyword arguments (also passed to a ``fallback_function``). Default empty."""
     operation_name: str | None = None
     """Bounded name of the operation, for fingerprints and telemetry. Default ``None``: the
-    callable's ``__qualname__``, else ``"unknown"``."""
+    name of ``operation`` (its ``__qualname__``, ``partial(fetch)`` for a partial, a callable
+    object's class: :func:`~otel_resilience.engine.naming.callable_name`), or ``"unknown"``
+    without one."""
     breaker: str | None = None
     """Circuit breaker an ISOLATE rule without ``isolate_breaker`` forces open. Default ``None``."""
 
@@ -267,12 +269,6 @@ class Isolation:
         elif breaker is not None and not isinstance(breaker, str) and breaker.name == name:
             return breaker
         return self.resolve(name)
-
-
-def callable_name(fn: object) -> str:
-    """Return a bounded name for a callable (its ``__qualname__``), or ``"unknown"``."""
-    name = getattr(fn, "__qualname__", None)
-    return name if isinstance(name, str) and name else "unknown"
 
 
 def type_name(error: BaseException) -> str:

@@ -13,6 +13,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS
 from otel_resilience.engine.strategy import WrongDriver
 from otel_resilience.engine.validation import check_callable, check_name, fail
@@ -30,7 +31,6 @@ from otel_resilience.patterns.recovery.config import (
     Rule,
     any_breaker,
     as_context,
-    callable_name,
     type_name,
 )
 from otel_resilience.patterns.recovery.detector import PatternDetector
@@ -284,7 +284,7 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             finally:
                 del error  # its traceback holds this frame: not bound here (a cycle)
         step = CaughtErrorStep(self, Isolation(rc.breaker, any_breaker), error, rc.operation)
-        operation = rc.operation_name or callable_name(rc.operation)
+        operation = rc.operation_name or ("unknown" if rc.operation is None else callable_name(rc.operation))
         return step, ExecutionContext(step.replay, rc.args, rc.kwargs, operation, sync=sync)
 
     def _observe(self, error: Exception, operation: str, telemetry: StrategyTelemetry) -> Rule | None:

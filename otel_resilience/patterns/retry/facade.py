@@ -10,6 +10,7 @@ from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.validation import check_callable, check_name, fail
@@ -21,17 +22,6 @@ __all__ = ["Retry", "retry", "retry_async", "retry_sync"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _name_of(fn: Callable[..., Any]) -> str:
-    """Return a bounded name for ``fn``: its qualified name, else its type's (also when reading it raises)."""
-    try:
-        name = getattr(fn, "__qualname__", None)
-    except Exception:  # noqa: BLE001 - a broken attribute of a callable: name it after its type
-        name = None
-    if isinstance(name, str) and name.strip():
-        return name
-    return type(fn).__qualname__
 
 
 _RETURNS: Final = "The first accepted result (or the last result, if results were retried to the end)."
@@ -140,7 +130,8 @@ async def retry_async(
 ) -> R:
     """Return ``await fn(*args, **kwargs)``, retried per ``policy``.
 
-    Runs ``fn`` with a :class:`Retry` named after it (its ``__qualname__``), built on the first
+    Runs ``fn`` with a :class:`Retry` named after it (its ``__qualname__``, as
+    :func:`~otel_resilience.engine.naming.callable_name` names a callable), built on the first
     call and reused by later calls with the same name, policy object, hook, clock and random
     source (a :class:`Retry` holds no reference to the function).
     ``policy``, ``on_retry``, ``clock`` and ``rng`` are taken by this function, not passed on.
@@ -216,19 +207,20 @@ def _one_shot(
     """Return the :class:`Retry` the one-shot functions run ``fn`` with.
 
     A :class:`Retry` does not hold the function it runs, so one built for the same name (the
-    function's qualified name), policy object, hook, clock and random source is reused: the
+    function's name), policy object, hook, clock and random source is reused: the
     call builds nothing, and the retry's execution counts stay monotonic in telemetry. At most
     :data:`_ONE_SHOT_MAX` are kept (the cache is emptied when full). Arguments are validated by
     :class:`Retry` before anything is kept.
     """
+    name = callable_name(fn)
     try:
-        key = (_name_of(fn), id(policy), on_retry, clock, rng)
+        key = (name, id(policy), on_retry, clock, rng)
         entry = _ONE_SHOT.get(key)
     except TypeError:  # an unhashable hook or clock: build one for this call
-        return Retry(_name_of(fn), policy, on_retry=on_retry, clock=clock, rng=rng)
+        return Retry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
     if entry is not None and entry[0] is policy:
         return entry[1]
-    runner = Retry(key[0], policy, on_retry=on_retry, clock=clock, rng=rng)
+    runner = Retry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
     if len(_ONE_SHOT) >= _ONE_SHOT_MAX:
         _ONE_SHOT.clear()
     _ONE_SHOT[key] = (policy, runner)
@@ -249,7 +241,7 @@ class _RetryDecorator:
     @overload
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        name = self._name if self._name is not None else _name_of(fn)
+        name = self._name if self._name is not None else callable_name(fn)
         check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
             raise not_callable("retry", fn)
@@ -267,7 +259,9 @@ def retry(
     """Return a decorator that retries a sync or async function: ``@retry(RetryPolicy(...))``.
 
     Each decorated function gets its own :class:`Retry`, built once at decoration time and
-    named after the function (``__qualname__``) unless ``name`` is given. The async or sync
+    named after the function (its ``__qualname__``, as
+    :func:`~otel_resilience.engine.naming.callable_name` names a callable) unless ``name`` is
+    given. The async or sync
     driver is chosen then, and the wrapper keeps the function's signature.
 
     Args:
@@ -275,7 +269,7 @@ def retry(
         on_retry: ``on_retry(attempt, error)`` before each backoff (async only for async functions).
         clock: Time source for sleeps and deadlines.
         rng: Random source for jitter.
-        name: The retry's name in telemetry (default: the function's qualified name).
+        name: The retry's name in telemetry (default: the function's, its ``__qualname__``).
 
     Returns:
         The decorator.
