@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
+from forking_support import run_in_child
 
 from otel_resilience import Jitter, OperationTimeoutError, Retry, RetryBudget, RetryPolicy, TimeoutHandler
 from otel_resilience.engine.pipeline import PipelineBuilder
@@ -52,3 +55,17 @@ def test_the_retry_the_backoff_never_ran_goes_back_to_the_budget() -> None:
     with pytest.raises(OperationTimeoutError):
         run()
     assert budget.get_stats()["retries"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_jitters_apart_from_its_parent(tmp_path: Path) -> None:
+    """The default jitter source is seeded anew in a forked child: workers do not back off in step."""
+    policy = RetryPolicy(initial_delay=1.0, max_delay=100.0, jitter=Jitter.FULL)
+
+    def delays() -> str:
+        return ",".join(repr(policy.compute_delay(attempt)) for attempt in range(1, 9))
+
+    delays()  # drawn from before the fork
+    in_child = tmp_path / "child"
+    assert run_in_child(lambda: in_child.write_text(delays(), encoding="utf-8")) == 0
+    assert in_child.read_text(encoding="utf-8") != delays()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.forking import fork_reseeded
 from otel_resilience.engine.validation import (
     check_duration,
     check_error_selector,
@@ -88,7 +89,9 @@ DEFAULT_JITTER: Final = Jitter.PROPORTIONAL
 DEFAULT_JITTER_RATIO: Final = 0.25
 
 _OWNER: Final = "RetryPolicy"
-_DEFAULT_RNG: Final = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+_DEFAULT_RNG: Final = fork_reseeded(random.Random())  # noqa: S311 - backoff jitter, not cryptography
+"""The default source of jitter: seeded anew in a forked child, so workers forked from one
+process do not back off in step (the thundering herd jitter exists to break)."""
 
 
 def _enum_member(field: str, enum_cls: type[enum.Enum], value: object) -> Any:
