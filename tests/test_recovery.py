@@ -668,6 +668,64 @@ async def test_failing_fallback_function_propagates(driver: str, clock: FakeCloc
     assert system.get_stats()["by_strategy"]["fallback"]["failed"] == 1
 
 
+async def test_a_fallback_function_the_deadline_ends_is_a_failed_recovery_in_both_drivers(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A fallback function still running at the policy's deadline: the caller gets the policy's
+    timeout and the recovery counts as failed, whether the deadline cancelled the function (async)
+    or it returned after it and its answer was dropped (sync: a thread cannot be cut)."""
+
+    def late(*_: Any) -> str:
+        clock.advance(10.0)  # past the deadline on the policy's clock
+        return "late"
+
+    async def hung(*_: Any) -> str:
+        clock.advance(10.0)
+        await asyncio.Event().wait()  # cancelled by the deadline's timer
+        return "never"
+
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(RecoveryStrategy.FALLBACK, fallback_function=hung if driver == "async" else late),
+    )
+    # The async deadline's timer runs on the loop's time: a short real one, past on the fake clock too.
+    timeout = 0.05 if driver == "async" else 5.0
+    config = ResilienceConfig(enable_recovery=True, timeout=timeout, name=unique("policy"))
+    with pytest.raises(OperationTimeoutError) as caught:
+        await run_in(manager, config, driver, Flaky(1))
+    assert caught.value.timeout == timeout
+    stats = manager.recovery_system.get_stats()
+    assert stats["by_strategy"]["fallback"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == [
+        RecoveryAttempted("fallback", "failure", "ConnectionError")
+    ]
+
+
+def test_a_fallback_value_answered_past_the_deadline_is_a_failed_recovery(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """An error that comes after the deadline in a thread: the scope drops the fallback's answer for
+    its timeout, so the recovery did not answer the caller and counts as failed."""
+
+    def slow() -> None:
+        clock.advance(10.0)
+        raise ConnectionError("late")
+
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="cached")
+    )
+    config = ResilienceConfig(enable_recovery=True, timeout=5.0, name=unique("policy"))
+    with pytest.raises(OperationTimeoutError):
+        manager.execute_with_resilience_sync(slow, config)
+    stats = manager.recovery_system.get_stats()
+    assert stats["by_strategy"]["fallback"] == {"attempts": 1, "successful": 0, "failed": 1}
+    assert recorder.of(Event.RECOVERY_ATTEMPTED) == [
+        RecoveryAttempted("fallback", "failure", "ConnectionError")
+    ]
+
+
 # -- ISOLATE -----------------------------------------------------------------------------------
 
 
@@ -715,6 +773,27 @@ async def test_isolate_without_a_breaker_fails_and_logs(
     with caplog.at_level(logging.WARNING, logger="otel_resilience"), pytest.raises(ConnectionError):
         await run(system, driver, Flaky(1))
     assert "found no circuit breaker" in caplog.text
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+
+
+async def test_isolate_whose_resolver_raises_fails_and_reraises_the_original(
+    driver: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A breaker resolver that raises (a registry's KeyError) is a failed isolation, as a breaker
+    that cannot be forced open: logged and counted, and the caller gets the dependency's error, not
+    the resolver's."""
+    registry: dict[str, StandInBreaker] = {}
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker="db")
+    )
+    link = system.as_strategy("policy", breakers=lambda name: registry[name])
+    pipeline = PipelineBuilder("policy", clock=clock).add(link).build()
+    flaky = Flaky(1)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"), pytest.raises(ConnectionError) as caught:
+        await run_pipeline(pipeline, driver, flaky)
+    assert caught.value is flaky.raised[0]
+    assert "could not isolate breaker 'db'" in caplog.text
     assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
 
 
@@ -1024,6 +1103,7 @@ async def test_recover_from_error_accepts_a_mapping(driver: str, clock: FakeCloc
         ({"operation": 3}, TypeError, r"RecoveryContext\.operation must be callable"),
         ({"args": "ab"}, TypeError, r"RecoveryContext\.args must be a tuple or a list"),
         ({"kwargs": [1]}, TypeError, r"RecoveryContext\.kwargs must be a mapping"),
+        ({"kwargs": {1: 2}}, TypeError, r"RecoveryContext\.kwargs must be a mapping of keyword names"),
         ({"operation_name": ""}, ValueError, r"RecoveryContext\.operation_name"),
         ({"breaker": 1}, TypeError, r"RecoveryContext\.breaker"),
         ({}, TypeError, r"RecoveryContext\.operation must be a callable for RETRY"),
@@ -1202,6 +1282,18 @@ def test_as_strategy_refuses_a_bad_breaker_or_resolver(clock: FakeClock) -> None
         system.as_strategy(breaker=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"ErrorRecoverySystem\.breakers must be callable"):
         system.as_strategy(breakers="db")  # type: ignore[arg-type]
+
+
+def test_as_strategy_refuses_an_async_resolver(clock: FakeClock) -> None:
+    """The resolver is called, never awaited: an async one made a coroutine in place of the breaker,
+    so every ISOLATE failed (and logged) with a coroutine never awaited. Refused when given."""
+
+    async def resolve(name: str) -> StandInBreaker:
+        return StandInBreaker(name)
+
+    system = ErrorRecoverySystem(clock=clock)
+    with pytest.raises(TypeError, match=r"^ErrorRecoverySystem\.breakers must be a plain \(sync\) function"):
+        system.as_strategy("policy", breakers=resolve)  # type: ignore[arg-type]
 
 
 async def test_non_callable_fn_is_a_type_error(clock: FakeClock) -> None:

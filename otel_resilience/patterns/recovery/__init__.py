@@ -21,7 +21,10 @@ most specific class in the error's MRO wins. The actions are:
   as a failed attempt, whatever error it raises (even one the rule covers): its error
   propagates unchanged, and neither the hook nor the operation runs again.
 * ``FALLBACK``: answer with ``fallback_value``, or with ``fallback_function(*args, **kwargs)``
-  called with the operation's own arguments (sync or async).
+  called with the operation's own arguments (sync or async). A fallback the effective deadline
+  ends is a failed recovery, as a re-run it ends, and the caller gets the deadline's timeout:
+  whether the deadline cancelled ``fallback_function`` (async) or the answer came after the
+  deadline in a thread (the timeout scope drops it).
 * ``ISOLATE``: force the named circuit breaker open for at least ``isolate_duration`` seconds
   (an opening that lasts longer already is kept), then re-raise the original error.
 * ``ESCALATE``: raise :class:`~otel_resilience.errors.RecoveryEscalatedError` ``from`` the

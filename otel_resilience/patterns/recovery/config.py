@@ -189,7 +189,7 @@ class RecoveryContext:
     args: tuple[Any, ...] = ()
     """Its positional arguments (also passed to a ``fallback_function``). Default ``()``."""
     kwargs: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_KWARGS)
-    """Its keyword arguments (also passed to a ``fallback_function``). Default empty."""
+    """Its keyword arguments, by name (also passed to a ``fallback_function``). Default empty."""
     operation_name: str | None = None
     """Bounded name of the operation, for fingerprints and telemetry. Default ``None``: the
     name of ``operation`` (its ``__qualname__``, ``partial(fetch)`` for a partial, a callable
@@ -208,6 +208,9 @@ class RecoveryContext:
             raise fail(owner, "args", "a tuple or a list", args, kind=TypeError)
         if not isinstance(self.kwargs, Mapping):
             raise fail(owner, "kwargs", "a mapping", self.kwargs, kind=TypeError)
+        for key in self.kwargs:
+            if not isinstance(key, str):  # the call would fail, as an error of the operation
+                raise fail(owner, "kwargs", "a mapping of keyword names (str keys)", key, kind=TypeError)
         if self.operation_name is not None:
             check_name(owner, "operation_name", self.operation_name)
         if self.breaker is not None:

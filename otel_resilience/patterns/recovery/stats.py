@@ -26,7 +26,8 @@ class RecoveryStats:
     A *recovery attempt* is one rule acting on one error. It is *successful* when the action did
     what it stands for: a RETRY/RESTART re-run returned, a FALLBACK answered, an ISOLATE forced
     its breaker open. An ESCALATE is an attempt that never succeeds (and is also counted in
-    ``escalations``). An error no rule covers is not an attempt.
+    ``escalations``). A re-run or a fallback the effective deadline ended failed: the caller got
+    the deadline's timeout. An error no rule covers is not an attempt.
 
     Attributes:
         attempts: Recovery attempts that ended (cancelled ones are not counted).

@@ -18,7 +18,9 @@ lookup) and answers with an action:
   (async) or the re-run returned after it in a thread, where its scope drops the result.
 * FALLBACK: an :class:`~otel_resilience.engine.step.Answer` with ``fallback_value``, or a
   :class:`~otel_resilience.engine.step.Call` of ``fallback_function`` with the operation's
-  arguments (its own error, raised in the handling of the original, chains it as context).
+  arguments (its own error, raised in the handling of the original, chains it as context). The
+  effective deadline ends it as it ends a re-run (:meth:`RecoveryStep._cut_by_deadline`): an
+  answer given past it in a thread, or a ``fallback_function`` it cancelled, is a failed recovery.
 * ISOLATE: force the breaker open, then pass the error through.
 * ESCALATE: raise :class:`~otel_resilience.errors.RecoveryEscalatedError` ``from`` the error.
 """
@@ -27,7 +29,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.calling import coroutine_function_in_sync
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["CaughtErrorStep", "RecoveryStep", "Rerun"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
+_NO_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class Rerun:
@@ -139,9 +143,10 @@ class RecoveryStep(Link[RecoveryConfig]):
     def _cut_by_deadline(self, ctx: ExecutionContext, *, returned: bool) -> bool:
         """Whether the effective deadline ended the recovery's run that just ended: then it failed.
 
-        The one rule of both drivers. Past the deadline (on the step's clock, the deadline's), a
-        run that was cancelled or interrupted was ended by it (async: its timer cancels the task;
-        sync: an engine wait it cut, :func:`~otel_resilience.engine.deadline.wait_sync_within_deadline`),
+        A run is a re-run, or a FALLBACK's answer or ``fallback_function``. The one rule of both
+        drivers. Past the deadline (on the step's clock, the deadline's), a run that was
+        cancelled or interrupted was ended by it (async: its timer cancels the task; sync: an
+        engine wait it cut, :func:`~otel_resilience.engine.deadline.wait_sync_within_deadline`),
         and a run that returned in a thread came too late: the scope that owns the deadline drops
         the result for its timeout (a thread cannot be cut). An async scope cuts only by
         cancelling, and hands on a result that came back before its timer could fire: a success.
@@ -174,10 +179,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         if strategy is RecoveryStrategy.FALLBACK:
             if action.fallback_function is None:
                 return self._fell_back(ctx, error, action.fallback_value)
-            what = self._what("fallback_function")
-            return Call(
-                action.fallback_function, ctx.args, ctx.kwargs, self._fallback_done, state=error, what=what
-            )
+            return self._fallback_call(ctx, action.fallback_function, error)
         if strategy is RecoveryStrategy.ISOLATE:
             self._isolate(action, error)
             return None
@@ -222,6 +224,40 @@ class RecoveryStep(Link[RecoveryConfig]):
         """Whether a re-run after ``delay`` seconds still starts before the current deadline."""
         return time_remaining(self.clock) > delay
 
+    def _fallback_call(self, ctx: ExecutionContext, function: Callable[..., Any], error: Exception) -> Call:
+        """Return the call of ``fallback_function`` with the operation's arguments.
+
+        :meth:`_fallback_done` judges it. The sync driver calls it as it is (an awaitable it returns
+        is refused as its error); the async driver awaits it through :meth:`_awaiting_fallback`,
+        which sees the deadline cut it.
+        """
+        what = self._what("fallback_function")
+        if ctx.sync:
+            return Call(function, ctx.args, ctx.kwargs, self._fallback_done, state=error, what=what)
+        arguments = (function, ctx, type_name(error))
+        return Call(
+            self._awaiting_fallback, arguments, _NO_KWARGS, self._fallback_done, state=error, what=what
+        )
+
+    async def _awaiting_fallback(
+        self, function: Callable[..., Any], ctx: ExecutionContext, error_type: str
+    ) -> Any:
+        """Call ``fallback_function`` in the async driver, awaiting what it returns when awaitable.
+
+        A cancellation that ends it is the end of the recovery: a failed one when the effective
+        deadline cut it (:meth:`_cut_by_deadline`), as a re-run it cut; never counted otherwise
+        (the caller's cancellation). Its own error goes to :meth:`_fallback_done`.
+        """
+        try:
+            value = function(*ctx.args, **ctx.kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException as stopped:
+            if not isinstance(stopped, Exception) and self._cut_by_deadline(ctx, returned=False):
+                self._settle(RecoveryStrategy.FALLBACK, error_type, success=False)
+            raise
+        return value
+
     def _fallback_done(
         self, ctx: ExecutionContext, error: Exception, value: Any, failure: Exception | None
     ) -> Action:
@@ -235,36 +271,49 @@ class RecoveryStep(Link[RecoveryConfig]):
         return self._fell_back(ctx, error, value)
 
     def _fell_back(self, ctx: ExecutionContext, error: Exception, value: Any) -> Answer:
-        """Answer ``value`` for a FALLBACK recovery of ``error``."""
+        """Answer ``value`` for a FALLBACK recovery of ``error``.
+
+        Unless the answer comes too late (:meth:`_cut_by_deadline`: in a thread, past the
+        effective deadline): the scope that owns the deadline drops it for its timeout, as it
+        drops a re-run's late result, and the recovery failed.
+        """
+        if self._cut_by_deadline(ctx, returned=True):
+            self._settle(RecoveryStrategy.FALLBACK, type_name(error), success=False)
+            return Answer(value)
         self._settle(RecoveryStrategy.FALLBACK, type_name(error), success=True)
         ctx.outcome = Outcome.FALLBACK
         return Answer(value)
 
     def _isolate(self, action: RecoveryAction, error: Exception) -> None:
-        """Force the rule's (or the link's / context's) breaker open and count the attempt."""
+        """Force the rule's (or the link's / context's) breaker open and count the attempt.
+
+        Finding the breaker (a resolver's look-up) and forcing it open are the isolation: what
+        either raises is logged and makes a failed attempt, and the original error is what the
+        caller gets.
+        """
         isolation = self._isolation
         name = action.isolate_breaker
-        target = isolation.find(name)
-        if name is None and target is not None:
-            name = target.name
         success = False
-        if target is not None:
-            try:
+        try:
+            target = isolation.find(name)
+            if target is not None:
+                if name is None:
+                    name = target.name
                 target.force_open(action.isolate_duration, reason="isolated")
-            except Exception:  # noqa: BLE001 - logged; the original error is what the caller gets
-                _LOG.warning("recovery %r could not isolate breaker %r", self.name, name, exc_info=True)
-            else:
                 success = True
-        elif name is None and isolation.breaker is None:
-            _LOG.warning(
-                "recovery %r has no circuit breaker to isolate: the rule names none (isolate_breaker) "
-                "and the call has none",
-                self.name,
-            )
+        except Exception:  # noqa: BLE001 - logged; the original error is what the caller gets
+            shown = isolation.breaker if name is None else name
+            _LOG.warning("recovery %r could not isolate breaker %r", self.name, shown, exc_info=True)
         else:
-            _LOG.warning(
-                "recovery %r found no circuit breaker %r to isolate", self.name, name or isolation.breaker
-            )
+            if target is None and name is None and isolation.breaker is None:
+                _LOG.warning(
+                    "recovery %r has no circuit breaker to isolate: the rule names none (isolate_breaker) "
+                    "and the call has none",
+                    self.name,
+                )
+            elif target is None:
+                shown = name or isolation.breaker
+                _LOG.warning("recovery %r found no circuit breaker %r to isolate", self.name, shown)
         self._settle(RecoveryStrategy.ISOLATE, type_name(error), success=success)
 
     def _escalate(self, error: Exception, operation: str) -> RecoveryEscalatedError:
