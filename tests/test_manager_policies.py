@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gc
 import logging
 import threading
 from dataclasses import replace
@@ -248,6 +250,44 @@ def test_open_breakers_and_busy_bulkheads_are_not_evicted(alerts: AlertSystem) -
     assert breaker.state is CircuitState.OPEN
     with pytest.raises(CircuitOpenError):
         manager.execute_with_resilience_sync(ok, tripping)
+
+
+async def test_a_breaker_opened_by_a_call_of_an_evicted_policy_stays_open(alerts: AlertSystem) -> None:
+    """A policy evicted while its call runs keeps its breaker kept: the call may still open it.
+
+    The policy's breaker was released at once: CLOSED and used by no live policy, it was evicted
+    by the next policy's trim, the running call then opened it, and once that call's pipeline was
+    gone the OPEN state went with it: the next call went straight to the failing dependency.
+    """
+    manager = ResilienceManager(max_policies=1, alert_system=alerts)
+    tripping = ResilienceConfig(
+        name="down", circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0)
+    )
+    release = asyncio.Event()
+
+    async def hang_then_fail() -> None:
+        await release.wait()
+        raise ConnectionError("down")
+
+    async def ok() -> str:
+        return "ok"
+
+    running = asyncio.create_task(manager.execute_with_resilience(hang_then_fail, tripping))
+    await asyncio.sleep(0)  # the call runs, inside the breaker
+    other = ResilienceConfig(name="other", circuit_breaker=CircuitBreakerConfig())
+    assert await manager.execute_with_resilience(ok, other) == "ok"  # evicts the idle-looking policy
+    assert manager.get_resilience_statistics()["limits"]["evicted_policies"] == 1
+    release.set()
+    with pytest.raises(ConnectionError):
+        await running
+    del running
+    gc.collect()  # the evicted pipeline is gone
+    assert manager.get_circuit_breaker("down").state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        await manager.execute_with_resilience(ok, tripping)
+    stats = manager.get_resilience_statistics()
+    assert stats["executions"]["total"] == 3
+    assert stats["circuit_breakers"]["down"]["state"] == "open"
 
 
 def test_an_evicted_breaker_still_held_is_the_one_found_again(alerts: AlertSystem) -> None:

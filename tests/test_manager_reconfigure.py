@@ -26,6 +26,7 @@ from otel_resilience import (
 from otel_resilience.config import loads
 from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
 from otel_resilience.engine.step import Step
+from otel_resilience.manager.keyed import KeyState
 from otel_resilience.patterns.circuit_breaker import CircuitState
 from otel_resilience.testing import EventRecorder, FakeClock
 
@@ -491,6 +492,68 @@ def test_a_key_made_while_a_batch_is_staged_catches_up_with_a_factory_that_uses_
     assert not caller.is_alive(), "the key's catch-up waits for the policy's lock held by itself"
     assert answers == ["new"]
     assert len(made) == 3  # the trial, the unkeyed calls' pipeline, the newcomer's at its catch-up
+
+
+def test_a_key_catching_up_while_another_thread_looks_whether_it_is_idle_takes_the_new_config(
+    manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call counted into its key is brought to the reloaded config even while an eviction in
+    another thread has marked the key not live for an instant (to see whether it is idle).
+
+    The catch-up took that mark for an eviction and returned: the call ran under the old config.
+    """
+    wait = 10.0  # only reached when the test fails
+    policy = manager.policy("late", fallback("old"), max_keys=1, idle_ttl=None)
+    made: list[str] = []
+
+    def factory(_name: str) -> Step:
+        made.append(_name)
+        if len(made) == 2:  # staging the unkeyed calls' pipeline: a call makes a key now
+            assert policy.for_key("newcomer").execute_sync(boom) == "old"
+        return Step()
+
+    manager.reconfigure_many({"late": fallback("new", extra_strategies=(ExtraStrategy(factory, rank=50),))})
+    newcomer = policy._keys.get("newcomer")
+    assert newcomer is not None
+    assert newcomer.generation == 1  # it catches up at its next call
+    entered, looking, answered = threading.Event(), threading.Event(), threading.Event()
+    enter, running = KeyState.enter, KeyState.__dict__["running"]
+
+    def enter_then_wait(state: KeyState) -> bool:
+        counted = enter(state)
+        if state is newcomer and threading.current_thread() is caller:
+            entered.set()
+            looking.wait(wait)  # the evictor has marked it not live and reads its calls
+        return counted
+
+    def calls_once_answered(state: KeyState) -> int:
+        if state is newcomer and threading.current_thread() is evictor and not looking.is_set():
+            looking.set()
+            answered.wait(wait)
+        return int(running.fget(state))
+
+    monkeypatch.setattr(KeyState, "enter", enter_then_wait)
+    monkeypatch.setattr(KeyState, "running", property(calls_once_answered))
+    answers: list[object] = []
+
+    def call() -> None:
+        try:
+            answers.append(policy.for_key("newcomer").execute_sync(boom))
+        finally:
+            answered.set()
+
+    caller = threading.Thread(target=call, daemon=True)
+    evictor = threading.Thread(target=lambda: policy.for_key("other").execute_sync(lambda: None), daemon=True)
+    caller.start()
+    assert entered.wait(wait)
+    evictor.start()  # a new key past max_keys: it looks whether the newcomer is idle
+    caller.join(wait)
+    evictor.join(wait)
+    assert not caller.is_alive()
+    assert not evictor.is_alive()
+    assert answers == ["new"]
+    assert newcomer.generation == 2
+    assert policy.get_stats()["executions"]["total"] == 3
 
 
 def test_a_key_whose_catch_up_fails_is_not_left_busy(manager: ResilienceManager) -> None:

@@ -22,7 +22,7 @@ import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
@@ -126,6 +126,14 @@ class _Policy:
     seen_total: int = 0
 
 
+class _Retiring(NamedTuple):
+    """An evicted policy whose pipeline may still run a call: its counts, and what it uses."""
+
+    stats: PipelineStats
+    users: tuple[tuple[str, str], ...]
+    """The breaker and bulkhead it uses (as ``_users`` counts them), released once it is gone."""
+
+
 class _Configured(Protocol):
     """A shared pattern instance: a breaker or a bulkhead."""
 
@@ -166,7 +174,10 @@ _SHARED_NAMES: Final[dict[object, tuple[str, str]]] = {
 
 
 def _breaker_idle(users: Counter[tuple[str, str]], breaker: CircuitBreaker) -> bool:
-    """A breaker may go when no live policy uses it (none in ``users``) and it is CLOSED."""
+    """A breaker may go when no policy uses it (none in ``users``) and it is CLOSED.
+
+    A policy uses it while it is live, and once evicted until its pipeline is gone.
+    """
     return (_BREAKER, breaker.name) not in users and breaker.peek_state() is CircuitState.CLOSED
 
 
@@ -181,7 +192,7 @@ def _bulkhead_rests(bulkhead: Bulkhead) -> bool:
 
 
 def _bulkhead_idle(users: Counter[tuple[str, str]], bulkhead: Bulkhead) -> bool:
-    """A bulkhead may go when no live policy uses it (none in ``users``) and it rests (holds no call)."""
+    """A bulkhead may go when no policy uses it (none in ``users``, as for a breaker) and it rests."""
     return (_BULKHEAD, bulkhead.name) not in users and _bulkhead_rests(bulkhead)
 
 
@@ -215,8 +226,9 @@ class ResilienceManager(NamedPolicies):
     manager keeps at most ``max_policies`` live policies, and as many breakers and bulkheads;
     past the cap, the least recently created or used **idle** ones are evicted (a policy whose
     breaker is not CLOSED or whose bulkhead holds or queues a call is not idle; neither is a
-    breaker or bulkhead a live policy uses). The counts of an evicted policy are folded into
-    the ``executions`` totals, so nothing counted is lost. See ``docs/design.md``.
+    breaker or bulkhead a live policy uses, nor one an evicted policy's pipeline, not gone yet,
+    uses: a call may still run in it). The counts of an evicted policy are folded into the
+    ``executions`` totals, so nothing counted is lost. See ``docs/design.md``.
 
     Named policies (:meth:`policy`, :meth:`reconfigure`) are the other way in: a handle per
     name, with state per key and a config that can change while calls run.
@@ -310,7 +322,7 @@ class ResilienceManager(NamedPolicies):
         )
         self._find_breaker = self._breakers.get
         self._retire_ids = itertools.count()
-        self._retiring: dict[int, PipelineStats] = {}
+        self._retiring: dict[int, _Retiring] = {}
         self._dead: deque[int] = deque()
         self._retired = dict.fromkeys(EXECUTION_KEYS, 0)
         self._handles: dict[str, PolicyHandle] = {}
@@ -349,35 +361,47 @@ class ResilienceManager(NamedPolicies):
     # ------------------------------------------------------------------ the bounded stores' rules
 
     def _policy_evicted(self, _key: tuple[str, object], policy: _Policy) -> None:
-        """Retire an evicted policy (under the manager's lock): its counts join the totals."""
+        """Retire an evicted policy (under the manager's lock): its counts join the totals.
+
+        A call may still be running in the evicted pipeline (a policy with no bulkhead looks
+        idle while its call runs): its stats are read as they are until the pipeline is gone,
+        and only then folded into the retired totals; until then the pipeline still uses its
+        breaker and bulkhead, so they are released only then too (a breaker that call opens
+        is kept, as any OPEN breaker).
+        """
         for entry in policy.entries:
             entry.live = False
             if self._by_id.get(entry.key) is entry:
                 del self._by_id[entry.key]
         policy.entries.clear()
+        users: list[tuple[str, str]] = []
         if policy.breaker is not None:
-            self._release((_BREAKER, policy.breaker.name))
+            users.append((_BREAKER, policy.breaker.name))
         if policy.bulkhead is not None:
-            self._release((_BULKHEAD, policy.bulkhead.name))
-        # A call may still be running in the evicted pipeline: its stats are read as they are
-        # until the pipeline is gone, and only then folded into the retired totals.
+            users.append((_BULKHEAD, policy.bulkhead.name))
         retire_id = next(self._retire_ids)
-        self._retiring[retire_id] = policy.pipeline.stats
+        self._retiring[retire_id] = _Retiring(policy.pipeline.stats, tuple(users))
         weakref.finalize(policy.pipeline, self._dead.append, retire_id).atexit = False
         self._fold_dead_locked()
 
     def _release(self, user: tuple[str, str]) -> None:
-        """One live policy fewer uses the breaker or bulkhead ``user`` names."""
+        """One policy fewer uses the breaker or bulkhead ``user`` names."""
         users = self._users
         users[user] -= 1
         if users[user] <= 0:
             del users[user]
 
     def _fold_dead_locked(self) -> None:
-        """Fold the counts of retired pipelines that are gone into the retired totals."""
+        """Fold the counts of retired pipelines that are gone into the retired totals.
+
+        The breakers and bulkheads they used are released then (:meth:`_policy_evicted`).
+        """
         dead, retiring, retired = self._dead, self._retiring, self._retired
         while dead:
-            add_counts(retired, retiring.pop(dead.popleft()).as_dict())
+            gone = retiring.pop(dead.popleft())
+            add_counts(retired, gone.stats.as_dict())
+            for user in gone.users:
+                self._release(user)
 
     # ------------------------------------------------------------------ policies
 
@@ -412,6 +436,7 @@ class ResilienceManager(NamedPolicies):
             while len(self._by_id) > self._max_pipelines:
                 self._drop_entry_locked(next(iter(self._by_id.values())))
             if created:
+                self._fold_dead_locked()  # the pipelines it evicted are gone: their users too
                 self._breakers.trim()
                 self._bulkheads.trim()
             return entry
@@ -533,7 +558,7 @@ class ResilienceManager(NamedPolicies):
         with self._lock:
             self._fold_dead_locked()
             live = list(self._policies.values())
-            retiring = list(self._retiring.values())
+            retiring = [gone.stats for gone in self._retiring.values()]
             totals = dict(self._retired)
             breakers = self._breakers.items()
             bulkheads = self._bulkheads.items()

@@ -350,8 +350,11 @@ class PolicyHandle(_Runs):
         policy, :class:`~otel_resilience.manager.stages.ExtraStrategy`); the links they made are
         used if no other reload came meanwhile (else they are made again for the newer config).
 
-        Called with the call counted into ``state`` (:meth:`KeyState.enter`): a call that fails
-        here never runs, so it is counted out here (or the key would look busy for ever).
+        Called with the call counted into ``state`` (:meth:`KeyState.enter`), so the key is not
+        evicted meanwhile and :attr:`KeyState.live` is not read here: an eviction in another
+        thread marks a key not live for an instant while it looks whether it is idle, and the
+        call must not take that for an eviction (it would run under the old config). A call
+        that fails here never runs, so it is counted out here (or the key would look busy for ever).
 
         Raises:
             Exception: What a factory raised, or the refusal of what it returned (the call fails;
@@ -360,11 +363,11 @@ class PolicyHandle(_Runs):
         try:
             while True:
                 spec = self._spec
-                if not state.live or state.generation == spec.generation:
+                if state.generation == spec.generation:
                     return
                 links = key_links(spec, spec.config)
                 with self._lock:
-                    if not state.live or state.generation == self._spec.generation:
+                    if state.generation == self._spec.generation:
                         return
                     if self._spec is spec:
                         reconfigure(state, spec, self._ledger, links)
