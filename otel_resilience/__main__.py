@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import os
 import signal
 import sys
 import threading
@@ -388,7 +389,9 @@ def _sigterm_interrupts() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str], err: IO[str]) -> int:
+def _run_export(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str] | None, err: IO[str]
+) -> int:
     kind: str = args.kind
     directory: Path = args.directory
     try:
@@ -409,9 +412,8 @@ def _run_export(args: argparse.Namespace, parser: argparse.ArgumentParser, out: 
             f"otel-resilience export: cannot write {kind} to {directory}: {_write_error(directory, error)}\n"
         )
         return 1
-    out.write(f"exported {kind} to {directory}: {len(written)} file(s)\n")
-    for path in written:
-        out.write(f"  {path}\n")
+    listing = "".join(f"  {path}\n" for path in written)
+    _emit(out, f"exported {kind} to {directory}: {len(written)} file(s)\n{listing}")
     return 0
 
 
@@ -423,7 +425,7 @@ def _write_error(directory: Path, error: OSError) -> str:
     return str(error)
 
 
-def _run_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+def _run_check(args: argparse.Namespace, out: IO[str] | None, err: IO[str]) -> int:
     path: Path = args.path
     try:
         loaded = config_module.load(path, format=args.format)
@@ -439,8 +441,41 @@ def _run_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except ImportError as error:
         err.write(f"otel-resilience check: {error}\n")
         return 1
-    out.write(config_summary(loaded))
+    _emit(out, config_summary(loaded))
     return 0
+
+
+class _OutputError(Exception):
+    """Standard output cannot take a command's output: closed, its reader gone (``| true``), a full disk."""
+
+
+def _emit(out: IO[str] | None, text: str) -> None:
+    """Write a command's output and flush it.
+
+    Raises:
+        _OutputError: Standard output could not take it (with the reason).
+    """
+    if out is None:  # started with standard output closed (`>&-`): Python's sys.stdout is None
+        raise _OutputError("it is closed")
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError) as error:  # ValueError: a file object closed already
+        raise _OutputError(getattr(error, "strerror", None) or str(error)) from None
+
+
+def _drop_stdout(out: IO[str] | None) -> None:
+    """Send what the process's standard output still buffers to the null device, once writing it failed.
+
+    The interpreter flushes ``sys.stdout`` at exit: on the same failed output it would report the
+    failure again, as a traceback, and exit with status 120 instead of 1.
+    """
+    if out is None or out is not sys.stdout:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, out.fileno())
+        os.close(null)
 
 
 def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
@@ -461,12 +496,25 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
     err = err or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _run(args, parser, out, err)
+    except _OutputError as error:
+        _drop_stdout(out)
+        command = f"{parser.prog} {args.command}" if args.command else parser.prog
+        err.write(f"{command}: cannot write to standard output: {error}\n")
+        return 1
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str] | None, err: IO[str]) -> int:
+    """Run the command ``args`` names (:func:`main` after parsing)."""
     if args.version:
         from otel_resilience import __version__  # noqa: PLC0415 - resolved lazily by the package
 
-        out.write(f"otel-resilience {__version__}\n")
+        _emit(out, f"otel-resilience {__version__}\n")
         return 0
     if args.command == "demo":
+        if out is None:  # started with standard output closed: nothing could show the run
+            raise _OutputError("it is closed")
         if args.summary_json is not None and not args.summary_json.parent.is_dir():
             folder = str(args.summary_json.parent)
             args.command_parser.error(f"--summary-json: folder {folder!r} does not exist")
@@ -478,7 +526,7 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
     if args.command == "schema":
         from otel_resilience.config.schema import shipped  # noqa: PLC0415 - read only when asked
 
-        out.write(shipped())
+        _emit(out, shipped())
         return 0
     parser.print_help(out)
     return 2

@@ -19,14 +19,15 @@
 
 The keys are the keyword arguments of the config classes (``ResilienceConfig``,
 ``CircuitBreakerConfig``, ``RetryPolicy``, ``FallbackConfig``, ``BulkheadConfig``,
-``RateLimiterConfig``, ``ChaosConfig``, ``RetryBudget``), with three aliases: ``retry`` for
-``retry_policy``, ``fallback`` for ``fallback_config``, ``bulkhead`` for ``bulkhead_config``.
+``RateLimiterConfig``, ``HedgingConfig``, ``ChaosConfig``, ``RetryBudget``), with three
+aliases: ``retry`` for ``retry_policy``, ``fallback`` for ``fallback_config``, ``bulkhead`` for
+``bulkhead_config``.
 A policy's key is its name. Durations are seconds or strings (``"250ms"``, ``"2s"``, ``"2m"``,
 ``"1h30m"``); a rate limiter's ``rate`` is per second or ``"100/m"``; exception classes are
 built-ins or dotted paths, imported when the file is read (a configuration file is trusted like
 code); enums are written by value (``strategy: exponential``); a sliding window is
 ``{kind: count, size: 100}`` or ``{kind: time, seconds: 60s, buckets: 10}``; a retry policy's
-``budget`` names an entry of the top-level ``retry_budgets`` (one shared
+(or hedging's) ``budget`` names an entry of the top-level ``retry_budgets`` (one shared
 :class:`~otel_resilience.RetryBudget` per name). Settings that take code (predicates,
 functions, cache services, switches, extra strategies) cannot be written in a file: an error
 says so; set them on the loaded config with ``dataclasses.replace``.

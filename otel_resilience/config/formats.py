@@ -2,9 +2,12 @@
 
 YAML is read with PyYAML's safe loader, node by node (``compose``), so that each key and list
 item keeps the line it was written on; duplicate keys are refused (a merge key ``<<`` may still
-be overridden, as YAML intends). TOML is read with ``tomllib`` (``tomli`` on Python 3.10), which
-gives no line for a value: only its syntax errors have one. Both parsers are imported when a
-file is read, never with the package: they are the ``config`` extra.
+be overridden, as YAML intends). The values are the safe loader's: an alias is its anchor's
+value, read once (never a copy per use, which aliases of aliases would make exponential), and a
+collection with a tag of its own (``!!set``, ``!!omap``) is built as the safe loader builds it.
+TOML is read with ``tomllib`` (``tomli`` on Python 3.10), which gives no line for a value: only
+its syntax errors have one. Both parsers are imported when a file is read, never with the
+package: they are the ``config`` extra.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ FORMATS: Final[dict[str, Format]] = {".yaml": "yaml", ".yml": "yaml", ".toml": "
 """File suffixes and the format each stands for."""
 _EXTRA: Final = "pip install 'otel-resilience[config]'"
 _TOML_LINE: Final = re.compile(r"at line (\d+)")
+_YAML_TAG: Final = "tag:yaml.org,2002:"
+_MAP: Final = f"{_YAML_TAG}map"
+_SEQ: Final = f"{_YAML_TAG}seq"
+_MERGE: Final = f"{_YAML_TAG}merge"
 
 Parsed = tuple[object, dict[Path, int]]
 """A parsed document and the 1-based line of each path the parser could place."""
@@ -79,9 +86,13 @@ def parse(text: str, file_format: Format, source: str | None) -> Parsed:
         ImportError: The parser is not installed (the message names the ``config`` extra).
     """
     text = text.removeprefix("\ufeff")  # a byte order mark some editors write: not part of either format
-    if file_format == "toml":
-        return _parse_toml(text, source)
-    return _parse_yaml(text, source)
+    try:
+        if file_format == "toml":
+            return _parse_toml(text, source)
+        return _parse_yaml(text, source)
+    except RecursionError:  # either parser (or the reading of YAML nodes) past Python's recursion limit
+        hint = " (a recursive YAML alias?)" if file_format == "yaml" else ""
+        raise ConfigError(f"nests too deep{hint}", source=source) from None
 
 
 def _yaml() -> Any:
@@ -124,7 +135,7 @@ def _parse_yaml(text: str, source: str | None) -> Parsed:
     lines: dict[Path, int] = {}
     try:
         node = loader.get_single_node()
-        data = None if node is None else _YamlNodes(loader, lines, source).convert(node, ())
+        data = None if node is None else _YamlNodes(loader, lines, source).read(node)
     except module.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = None if mark is None else mark.line + 1
@@ -132,43 +143,50 @@ def _parse_yaml(text: str, source: str | None) -> Parsed:
         raise ConfigError(f"is not valid YAML: {problem}", line=line, source=source) from None
     except module.YAMLError as error:
         raise ConfigError(f"is not valid YAML: {error}", source=source) from None
-    except RecursionError:
-        raise ConfigError("nests too deep (a recursive YAML alias?)", source=source) from None
     finally:
         loader.dispose()
     return data, lines
 
 
 class _YamlNodes:
-    """Turns a composed YAML node tree into plain data, noting each key's and item's line."""
+    """Turns a composed YAML node tree into plain data, noting each key's and item's line.
+
+    Each mapping and list is read once: an alias gives its anchor's value again (as the safe
+    loader does), whose keys and items keep the lines of the anchor.
+    """
 
     def __init__(self, loader: yaml.SafeLoader, lines: dict[Path, int], source: str | None) -> None:
         self._loader = loader
         self._lines = lines
         self._source = source
+        self._read: dict[int, tuple[yaml.Node, object]] = {}
+        """Each mapping and list read so far, by the identity of its node (kept alive here)."""
 
-    def convert(self, node: yaml.Node, path: Path) -> object:
-        import yaml  # noqa: PLC0415 - imported by _yaml() already; the extra is optional
+    def read(self, node: yaml.Node) -> object:
+        """The document's data, its keys checked as written first (before merge keys are resolved)."""
+        self._check_keys(node, (), set())
+        return self.convert(node, ())
 
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            items: list[object] = []
+    def _check_keys(self, node: yaml.Node, path: Path, seen: set[int]) -> None:
+        """Refuse a key written twice in one mapping, or one that is a list or a mapping; each node once.
+
+        Done on the tree as written: resolving a merge key (``flatten_mapping``) puts the merged
+        pairs before the mapping's own, which may then repeat them (an override, not a mistake).
+        """
+        kind = _collection(node)
+        if id(node) in seen or kind is None:
+            return
+        seen.add(id(node))
+        if kind == _SEQ:
             for index, item in enumerate(node.value):
-                here = (*path, index)
-                self._lines[here] = item.start_mark.line + 1
-                items.append(self.convert(item, here))
-            return items
-        return self._loader.construct_object(node, deep=True)
-
-    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[object, object]:
-        own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
-        self._loader.flatten_mapping(node)  # resolves `<<: *defaults` merge keys, merged pairs first
-        merged = len(node.value) - own
-        result: dict[object, object] = {}
+                self._check_keys(item, (*path, index), seen)
+            return
         written: set[object] = set()
-        for position, (key_node, value_node) in enumerate(node.value):
-            key = self._loader.construct_object(key_node, deep=True)
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                self._check_keys(value_node, path, seen)
+                continue
+            key = self._construct(key_node, path)
             line = key_node.start_mark.line + 1
             try:
                 hash(key)
@@ -176,11 +194,70 @@ class _YamlNodes:
                 raise ConfigError(
                     "has a key that is not a string", path=path, line=line, source=self._source
                 ) from None
-            if position >= merged:  # written here, not merged in: a repeat is a mistake
-                if key in written:
-                    raise ConfigError("is written twice", path=(*path, key), line=line, source=self._source)
-                written.add(key)
+            if key in written:
+                raise ConfigError("is written twice", path=(*path, key), line=line, source=self._source)
+            written.add(key)
+            self._check_keys(value_node, (*path, key), seen)
+
+    def convert(self, node: yaml.Node, path: Path) -> object:
+        kind = _collection(node)
+        if kind is None:  # a scalar, or a collection of its own tag (!!set, !!omap): the safe loader's
+            return self._construct(node, path)
+        done = self._read.get(id(node))
+        if done is not None:  # an alias of a mapping or list read already: its value, not a copy
+            return done[1]
+        value: object
+        if kind == _MAP:
+            value = self._mapping(cast("yaml.MappingNode", node), path)
+        else:
+            items: list[object] = []
+            for index, item in enumerate(node.value):
+                here = (*path, index)
+                self._lines[here] = item.start_mark.line + 1
+                items.append(self.convert(item, here))
+            value = items
+        self._read[id(node)] = (node, value)
+        return value
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[object, object]:
+        self._loader.flatten_mapping(node)  # resolves `<<: *defaults` merge keys, merged pairs first
+        result: dict[object, object] = {}
+        for key_node, value_node in node.value:  # a key written after a merged one overrides it
+            key = self._construct(key_node, path)
             here = (*path, key)
-            self._lines[here] = line
+            self._lines[here] = key_node.start_mark.line + 1
             result[key] = self.convert(value_node, here)
         return result
+
+    def _construct(self, node: yaml.Node, path: Path) -> object:
+        """The safe loader's value of ``node``; a value its tag cannot read is an error at ``path``."""
+        import yaml  # noqa: PLC0415 - imported by _yaml() already; the extra is optional
+
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except (yaml.MarkedYAMLError, RecursionError):
+            raise
+        except Exception:  # noqa: BLE001 - what a standard tag's constructor raises (`!!int 2s`)
+            tag = node.tag.replace(_YAML_TAG, "!!")
+            what = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise ConfigError(
+                f"is not valid YAML: {what} is not a {tag}",
+                path=path,
+                line=node.start_mark.line + 1,
+                source=self._source,
+            ) from None
+
+
+def _collection(node: yaml.Node) -> str | None:
+    """The tag of a plain mapping or list (``!!map``, ``!!seq``), or ``None`` for any other node.
+
+    Any other: a scalar, a collection with a tag of its own (``!!set``), or a tag on a node of
+    another kind (``!!map abc``), which the safe loader refuses.
+    """
+    import yaml  # noqa: PLC0415 - imported by _yaml() already; the extra is optional
+
+    if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+        return _MAP
+    if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+        return _SEQ
+    return None

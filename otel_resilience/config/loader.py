@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Final
 
 from otel_resilience.config.errors import ConfigError
-from otel_resilience.config.formats import Format, file_format, parse
+from otel_resilience.config.formats import Format, UnknownFormatError, file_format, parse
 from otel_resilience.config.reader import read
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.retry import RetryBudget
@@ -171,7 +171,8 @@ def from_env(
         The file's policies, or ``None`` when the variable is unset or empty.
 
     Raises:
-        ConfigError: The file is not valid, or cannot be read (the message names the variable).
+        ConfigError: The file is not valid, or cannot be read, or its name has no known suffix
+            (the message names the variable).
         ImportError: The format's parser is missing: install the ``config`` extra.
     """
     path = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
@@ -179,6 +180,9 @@ def from_env(
         return None
     try:
         return load(path, previous=previous)
+    except UnknownFormatError as error:  # the variable has no format= to pass: the name must say it
+        reason = f"{CONFIG_ENV}={path!r} names a file that {error.fault}: rename it with one of them"
+        raise ConfigError(reason) from None
     except OSError as error:
         reason = f"{CONFIG_ENV}={path!r} names a file that cannot be read: {error.strerror or error}"
         raise ConfigError(reason) from error

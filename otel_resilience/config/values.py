@@ -28,11 +28,12 @@ __all__ = [
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 """Seconds per unit of a duration string."""
 _PART: Final = r"[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)"
-DURATION_PATTERN: Final = rf"^(?:{_PART})+$"
+DURATION_PATTERN: Final = rf"^\s*(?:{_PART})+\s*$"
 """A duration string: one or more ``<number><unit>`` with unit ``ms``, ``s``, ``m`` or ``h``
-(``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"``)."""
-RATE_PATTERN: Final = r"^[0-9]+(?:\.[0-9]+)?/(?:s|m|h)$"
-"""A rate string: ``<number>/<unit>``, permits per second, minute or hour (``"100/m"``)."""
+(``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"``), spaces around it allowed."""
+RATE_PATTERN: Final = r"^\s*[0-9]+(?:\.[0-9]+)?/(?:s|m|h)\s*$"
+"""A rate string: ``<number>/<unit>``, permits per second, minute or hour (``"100/m"``), spaces
+around it allowed."""
 _IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 EXCEPTION_PATTERN: Final = rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})*(?::{_IDENTIFIER}(?:\.{_IDENTIFIER})*)?$"
 """An exception class by name: a built-in (``"ConnectionError"``) or a dotted path
@@ -69,14 +70,14 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"must be {_DURATION_RULE}, got {describe(value)} (too large)") from None
     if not isinstance(value, str):
         raise TypeError(f"must be {_DURATION_RULE}, got {describe(value)} ({type(value).__name__})")
-    text = value.strip()
-    if text.startswith("-"):
-        raise ValueError(f"must be a duration >= 0, got {value!r}")
-    if not re.fullmatch(DURATION_PATTERN[1:-1], text):
+    if not re.fullmatch(DURATION_PATTERN[1:-1], value):
+        text = value.strip()
+        if text.startswith("-"):
+            raise ValueError(f"must be a duration >= 0, got {value!r}")
         plain = _plain_number(text)
         hint = f" (write {plain} for seconds, or add a unit: '{plain}s')" if plain is not None else ""
         raise ValueError(f"must be {_DURATION_RULE}, got {value!r}{hint}")
-    seconds = sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PARTS.findall(text))
+    seconds = sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PARTS.findall(value))
     if math.isinf(seconds):
         raise ValueError(f"must be a finite duration, got {value!r}")
     return seconds
@@ -93,10 +94,9 @@ def parse_rate(value: object) -> object:
     """
     if not isinstance(value, str):
         return value
-    text = value.strip()
-    if not re.fullmatch(RATE_PATTERN[1:-1], text):
+    if not re.fullmatch(RATE_PATTERN[1:-1], value):
         raise ValueError(f"must be {_RATE_RULE}, got {value!r}")
-    number, unit = text.split("/")
+    number, unit = value.strip().split("/")
     return float(number) / _UNITS[unit]
 
 

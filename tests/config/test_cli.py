@@ -168,3 +168,74 @@ def test_from_env_errors_name_the_variable_or_the_file(tmp_path: Path) -> None:
     bad.write_text("policies:\n  p:\n    timeout: soon\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{bad}:3: policies\.p\.timeout must be a duration"):
         from_env({CONFIG_ENV: str(bad)})
+
+
+class _ClosedOutput(io.StringIO):
+    """Standard output whose reader is gone (`otel-resilience schema | true`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["check", str(SAMPLE)], "otel-resilience check"),
+        (["schema"], "otel-resilience schema"),
+        (["--version"], "otel-resilience"),
+    ],
+    ids=["check", "schema", "version"],
+)
+def test_a_closed_standard_output_exits_1_and_says_so(argv: list[str], command: str) -> None:
+    """The module's promise: exit 1 with one line on stderr (was: a BrokenPipeError traceback)."""
+    err = io.StringIO()
+    assert main(argv, out=_ClosedOutput(), err=err) == 1
+    assert err.getvalue() == f"{command}: cannot write to standard output: Broken pipe\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["schema"], ["demo", "--duration", "0.1", "--time-scale", "0.01", "--no-metrics-server", "--plain"]],
+    ids=["schema", "demo"],
+)
+def test_a_standard_output_closed_at_start_exits_1_and_says_so(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`otel-resilience schema >&-`: Python's sys.stdout is None (was: an AttributeError traceback)."""
+    monkeypatch.setattr(sys, "stdout", None)
+    err = io.StringIO()
+    assert main(argv, err=err) == 1
+    assert err.getvalue() == f"otel-resilience {argv[0]}: cannot write to standard output: it is closed\n"
+
+
+def test_the_command_with_its_reader_gone_exits_1_without_a_traceback() -> None:
+    """A real pipe whose reader closed: one line on stderr, status 1, nothing at interpreter exit."""
+    import os  # noqa: PLC0415
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "otel_resilience", "check", str(SAMPLE)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == "otel-resilience check: cannot write to standard output: Broken pipe\n"
+    assert done.returncode == 1
+
+
+def test_from_env_of_a_file_without_a_known_suffix_names_the_variable(tmp_path: Path) -> None:
+    """The variable cannot pass format=: the error names it and says what to do (was: "pass format=...")."""
+    path = tmp_path / "resilience.conf"
+    path.write_text("policies: {}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        from_env({CONFIG_ENV: str(path)})
+    assert str(caught.value) == (
+        f"{CONFIG_ENV}={str(path)!r} names a file that has no known suffix (.yaml, .yml, .toml): "
+        "rename it with one of them"
+    )

@@ -293,6 +293,33 @@ YAML_ERRORS = [
         "f.yaml:4: is not valid YAML: expected ',' or ']', but got '<stream end>'",
     ),
     ("policies: {}\n---\npolicies: {}\n", "f.yaml:2: is not valid YAML: but found another document"),
+    (  # a tag that names code: refused, as yaml.safe_load refuses it (was: read as a plain mapping)
+        "policies: !!python/object:os.system {}\n",
+        (
+            "f.yaml:1: is not valid YAML: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object:os.system'"
+        ),
+    ),
+    (  # a standard tag on a value it cannot read (was: a bare ValueError, without file or line)
+        POLICY + "    timeout: !!int 2s\n",
+        "f.yaml:3: policies.p.timeout is not valid YAML: '2s' is not a !!int",
+    ),
+    (  # (was: an AttributeError)
+        POLICY + "    chaos: {outcome_rate: 1, outcome: !!timestamp soon}\n",
+        "f.yaml:3: policies.p.chaos.outcome is not valid YAML: 'soon' is not a !!timestamp",
+    ),
+    (  # (was: a KeyError)
+        POLICY + "    spans: !!bool maybe\n",
+        "f.yaml:3: policies.p.spans is not valid YAML: 'maybe' is not a !!bool",
+    ),
+    (  # a collection's tag on a scalar (was: a bare ValueError)
+        "policies: !!map abc\n",
+        "f.yaml:1: is not valid YAML: expected a mapping node, but found scalar",
+    ),
+    (  # (was: an AttributeError)
+        POLICY + "    chaos: {outcome_rate: 1, outcome: !!seq abc}\n",
+        "f.yaml:3: is not valid YAML: expected a sequence node, but found scalar",
+    ),
     (  # a character YAML refuses anywhere (a pasted terminal colour, a NUL): refused before any node
         POLICY + "    timeout: 1s\x1b[0m\n",
         "f.yaml:3: is not valid YAML: unacceptable character #x001b: special characters are not allowed",
@@ -401,3 +428,19 @@ def test_every_refused_key_is_reported_as_taking_code() -> None:
             assert re.search(r"which a file cannot express|takes code", caught.value.reason), (
                 caught.value.reason
             )
+
+
+@pytest.mark.parametrize(
+    ("text", "file_format", "message"),
+    [
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "toml", "f.toml: nests too deep"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "yaml", "f.yaml: nests too deep (a recursive YAML alias?)"),
+        ("a: &a [*a]\npolicies: {}\n", "yaml", "f.yaml: nests too deep (a recursive YAML alias?)"),
+    ],
+    ids=["toml", "yaml", "yaml-recursive-alias"],
+)
+def test_a_file_that_nests_too_deep_is_a_config_error(text: str, file_format: str, message: str) -> None:
+    """Either parser's recursion limit is a ConfigError naming the file (was, in TOML: a RecursionError)."""
+    with pytest.raises(ConfigError) as caught:
+        loads(text, file_format, source=f"f.{file_format}")  # type: ignore[arg-type]
+    assert str(caught.value) == message

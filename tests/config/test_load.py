@@ -434,3 +434,54 @@ def test_a_byte_order_mark_is_ignored_in_either_format(file_format: str, tmp_pat
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert load(path)["payments"] == loads(text, file_format)["payments"]
     assert loads("\ufeff" + text, file_format)["payments"].timeout == 2.0
+
+
+def test_an_alias_of_a_mapping_that_overrides_a_merged_key_loads() -> None:
+    """`b: *a` where `a` merges defaults and overrides one: `b` is `a` (was: "timeout is written twice")."""
+    text = (
+        "policies:\n"
+        "  base: &base\n"
+        "    timeout: 1s\n"
+        "    spans: false\n"
+        "  a: &a\n"
+        "    <<: *base\n"
+        "    timeout: 2s\n"
+        "  b: *a\n"
+        "  c:\n"
+        "    <<: &inline {<<: *base, timeout: 3s}\n"
+        "  d: *inline\n"
+    )
+    policies = loads(text)
+    assert policies["a"] == ResilienceConfig(name="a", timeout=2.0, spans=False)
+    assert policies["b"] == dataclasses.replace(policies["a"], name="b")
+    assert policies["c"] == ResilienceConfig(name="c", timeout=3.0, spans=False)
+    assert policies["d"] == dataclasses.replace(policies["c"], name="d")
+
+
+def test_an_alias_is_the_value_of_its_anchor_read_once() -> None:
+    """An alias is its anchor's value, as yaml.safe_load gives it, not a copy made at each use.
+
+    Copies made at each use grow exponentially with aliases of aliases: a file of a few lines
+    whose lists nest nine times so (a "billion laughs") kept `load` and `otel-resilience check`
+    busy for hours.
+    """
+    levels = ["        - &l0 [x, x, x, x, x, x, x, x, x, x]\n"]
+    levels += [f"        - &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]\n" for n in range(1, 5)]
+    head = "policies:\n  p:\n    fallback:\n      strategy: default_value\n      default_value:\n"
+    text = head + "".join(levels)
+    value = loads(text)["p"].fallback_config.default_value  # type: ignore[union-attr]
+    assert len(value) == 5
+    for n in range(1, 5):
+        assert all(item is value[n - 1] for item in value[n])
+
+
+def test_a_collection_with_a_tag_of_its_own_is_read_as_yaml_reads_it() -> None:
+    """`!!set` is a set and `!!omap` a list of pairs, as yaml.safe_load reads them (were: a dict, dicts)."""
+    text = (
+        "policies:\n  p:\n"
+        "    fallback: {strategy: default_value, default_value: !!set {a, b}}\n"
+        "    chaos: {outcome_rate: 1, outcome: !!omap [x: 1, y: 2]}\n"
+    )
+    policy = loads(text)["p"]
+    assert policy.fallback_config.default_value == {"a", "b"}  # type: ignore[union-attr]
+    assert policy.chaos.outcome == [("x", 1), ("y", 2)]  # type: ignore[union-attr]

@@ -135,6 +135,8 @@ GOOD = [
     "policies: {p: {chaos: {fault_rate: 0.5, fault: otel_resilience.errors.ResilienceError, outcome: {a: 1}}}}\n",
     "policies: {p: {rate_limiter: {rate: 2.5/s, burst: null}, fallback: {strategy: default_value, default_value: 0}}}\n",
     "policies: {p: {timeout: 1h30m, max_attempts_total: 2, circuit_breaker_name: x, spans: false}}\n",
+    # Padded strings: the loader reads them (a quoted or TOML string keeps its spaces), the schema must too.
+    "policies: {p: {timeout: ' 2s', retry: {initial_delay: \"250ms\\t\"}, rate_limiter: {rate: '100/m '}}}\n",
 ]
 BAD = [
     "policies: {p: {circuit_breakr: {}}}\n",
@@ -241,3 +243,153 @@ def test_each_bound_of_the_table_is_the_class_rule(section: Section, field: Fiel
         _build(section, field, field.maximum)
         with pytest.raises(ValueError, match=f"{section.owner}.{field.name}"):
             _build(section, field, field.maximum + step)
+
+
+EVERY_YAML = """\
+version: 1
+retry_budgets:
+  shared: {ratio: 0.2, min_retries_per_second: 1, window: 1m}
+policies:
+  counted:
+    circuit_breaker:
+      failure_threshold: 4
+      success_threshold: 2
+      timeout: 30s
+      half_open_max_calls: 2
+      record_exceptions: [ConnectionError, TimeoutError]
+      ignore_exceptions: KeyError
+      sliding_window: {kind: count, size: 50}
+      failure_rate_threshold: 0.5
+      minimum_calls: 10
+      slow_call_duration: 1.5s
+      slow_call_rate_threshold: 0.8
+      max_half_open_wait: 5s
+    retry_policy:
+      max_attempts: 3
+      strategy: exponential
+      initial_delay: 250ms
+      multiplier: 3
+      max_delay: 10s
+      jitter: proportional
+      jitter_ratio: 0.2
+      attempt_timeout: 800ms
+      retry_on: [ConnectionError]
+      no_retry_on: [ValueError]
+      budget: shared
+    fallback_config: {strategy: default_value, default_value: {ok: false}, handle_exceptions: [OSError]}
+    timeout: 2m
+    bulkhead_config: {max_concurrent: 4, max_waiting: 8, timeout: 1s}
+    rate_limiter: {rate: 100/m, burst: 10, algorithm: sliding_window, max_wait: 500ms, max_waiting: 3}
+    hedging: {delay: 50ms, max_attempts: 2, mode: latency, hedge_on: [TimeoutError], budget: shared}
+    chaos:
+      fault_rate: 0.1
+      fault: ConnectionError
+      latency_rate: 0.2
+      latency: 10ms
+      outcome_rate: 0.1
+      outcome: cached
+      enabled: true
+      seed: 7
+    enable_recovery: true
+    max_attempts_total: 5
+    circuit_breaker_name: shared_breaker
+    bulkhead_name: shared_bulkhead
+    spans: false
+    record_duration: false
+  timed:
+    circuit_breaker: {sliding_window: {kind: time, seconds: 1m, buckets: 12}, minimum_calls: 5}
+"""
+EVERY_TOML = """\
+version = 1
+
+[retry_budgets.shared]
+ratio = 0.2
+min_retries_per_second = 1
+window = "1m"
+
+[policies.counted]
+timeout = "2m"
+enable_recovery = true
+max_attempts_total = 5
+circuit_breaker_name = "shared_breaker"
+bulkhead_name = "shared_bulkhead"
+spans = false
+record_duration = false
+fallback_config = { strategy = "default_value", default_value = { ok = false }, handle_exceptions = ["OSError"] }
+bulkhead_config = { max_concurrent = 4, max_waiting = 8, timeout = "1s" }
+rate_limiter = { rate = "100/m", burst = 10, algorithm = "sliding_window", max_wait = "500ms", max_waiting = 3 }
+hedging = { delay = "50ms", max_attempts = 2, mode = "latency", hedge_on = ["TimeoutError"], budget = "shared" }
+
+[policies.counted.circuit_breaker]
+failure_threshold = 4
+success_threshold = 2
+timeout = "30s"
+half_open_max_calls = 2
+record_exceptions = ["ConnectionError", "TimeoutError"]
+ignore_exceptions = "KeyError"
+sliding_window = { kind = "count", size = 50 }
+failure_rate_threshold = 0.5
+minimum_calls = 10
+slow_call_duration = "1.5s"
+slow_call_rate_threshold = 0.8
+max_half_open_wait = "5s"
+
+[policies.counted.retry_policy]
+max_attempts = 3
+strategy = "exponential"
+initial_delay = "250ms"
+multiplier = 3
+max_delay = "10s"
+jitter = "proportional"
+jitter_ratio = 0.2
+attempt_timeout = "800ms"
+retry_on = ["ConnectionError"]
+no_retry_on = ["ValueError"]
+budget = "shared"
+
+[policies.counted.chaos]
+fault_rate = 0.1
+fault = "ConnectionError"
+latency_rate = 0.2
+latency = "10ms"
+outcome_rate = 0.1
+outcome = "cached"
+enabled = true
+seed = 7
+
+[policies.timed.circuit_breaker]
+sliding_window = { kind = "time", seconds = "1m", buckets = 12 }
+minimum_calls = 5
+"""
+
+
+def _written(section: Section, value: dict[str, Any], found: dict[str, set[str]]) -> None:
+    """Note, per section, the fields ``value`` writes, and walk into its nested sections."""
+    for key, item in value.items():
+        field = section.field(key)
+        assert field is not None, (section.owner, key)
+        found.setdefault(section.owner, set()).add(field.name)
+        if field.section is not None:
+            _written(field.section, item, found)
+        for variant in field.variants:
+            if item.get("kind") == variant.tag:
+                _written(variant, {k: v for k, v in item.items() if k != "kind"}, found)
+
+
+def test_a_file_with_every_field_loads_in_both_formats_and_validates() -> None:
+    """Every key of every section, written once in YAML and once in TOML: the same policies, and valid
+    for the schema (the loader's table, the classes' keywords and the schema cannot drift apart)."""
+    from otel_resilience.config.fields import POLICY, RETRY_BUDGET  # noqa: PLC0415
+
+    documents = {"yaml": yaml.safe_load(EVERY_YAML), "toml": parse(EVERY_TOML, "toml", None)[0]}
+    for data in documents.values():
+        assert _valid(data) == []
+        found: dict[str, set[str]] = {}
+        for settings in data["retry_budgets"].values():
+            _written(RETRY_BUDGET, settings, found)
+        for settings in data["policies"].values():
+            _written(POLICY, settings, found)
+        assert found == {s.owner: {f.name for f in s.fields} for s in SECTIONS}
+    from_yaml = loads(EVERY_YAML)
+    from_toml = loads(EVERY_TOML, "toml", previous=from_yaml)  # the same budget object: equal configs
+    assert dict(from_toml) == dict(from_yaml)
