@@ -16,6 +16,7 @@ construction can size a window, a queue or a history, and is exported as a 64-bi
 from __future__ import annotations
 
 import math
+import reprlib
 import sys
 import threading
 from collections.abc import Callable
@@ -46,17 +47,49 @@ MAX_COUNT: Final[int] = sys.maxsize
 may be, and the largest value of a 64-bit metric)."""
 
 
+class _Shown(reprlib.Repr):
+    """:class:`reprlib.Repr` whose repr of a value that is no container raises what ``repr`` raised.
+
+    (``reprlib`` would hide it behind a name of its own: :func:`describe` says that it raised.)
+    """
+
+    def repr_instance(self, obj: object, level: int) -> str:  # noqa: ARG002 - reprlib's signature
+        text = repr(obj)
+        if len(text) > self.maxother:
+            half = max(0, (self.maxother - 3) // 2)
+            text = text[:half] + "..." + text[len(text) - half :]
+        return text
+
+
+def _bounded_repr() -> reprlib.Repr:
+    """The repr of a value in an error message: bounded in depth and length, whatever it holds."""
+    shown = _Shown()
+    shown.maxlevel = 6
+    shown.maxdict = shown.maxlist = shown.maxtuple = shown.maxset = shown.maxfrozenset = 32
+    shown.maxdeque = shown.maxarray = 32
+    shown.maxstring = shown.maxother = shown.maxlong = 400
+    return shown
+
+
+_SHOWN: Final = _bounded_repr()
+
+
 def describe(value: object) -> str:
     """Return ``repr(value)`` for an error message, or a description that cannot fail when it raises.
+
+    Bounded (:mod:`reprlib`: six levels deep, 32 items a container, 400 characters a value), so
+    that a value built of shared parts (a configuration file's nested aliases), whose full repr
+    would be exponential in its size, is described at once.
 
     Args:
         value: The value to show.
 
     Returns:
-        ``repr(value)``, or ``"<Type object at 0x...> (its repr raised)"``.
+        ``repr(value)`` (cut where it is long, ``...`` marking what is left out), or
+        ``"<Type object at 0x...> (its repr raised)"``.
     """
     try:
-        return repr(value)
+        return _SHOWN.repr(value)
     except Exception:  # noqa: BLE001 - the value is being reported as wrong, whatever its repr does
         return f"{object.__repr__(value)} (its repr raised)"
 

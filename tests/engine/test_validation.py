@@ -21,6 +21,7 @@ from otel_resilience import (
     PercentileDelay,
     RateLimiterConfig,
     RetryPolicy,
+    TimeoutHandler,
 )
 from otel_resilience.engine.validation import (
     MAX_COUNT,
@@ -33,6 +34,7 @@ from otel_resilience.engine.validation import (
     check_number,
     check_predicate,
     check_sync_callable,
+    describe,
     fail,
 )
 
@@ -216,3 +218,17 @@ def test_a_callable_called_and_never_awaited_must_be_sync() -> None:
         check_sync_callable("C", "f", _coroutine_function, what="factory", hint=" (hint)")
     with pytest.raises(TypeError, match=r"^C\.f must be callable, got 3"):
         check_sync_callable("C", "f", 3, what="factory")
+
+
+def test_a_value_of_shared_parts_is_described_at_once() -> None:
+    """A value whose full repr is exponential (a config file's nested aliases) is described, bounded."""
+    value: list[object] = []
+    for _ in range(60):  # 2**60 leaves in its full repr
+        value = [value, value]
+    text = describe(value)
+    assert text.startswith("[[[[")
+    assert "..." in text
+    assert len(text) < 2_000
+    with pytest.raises(TypeError, match=r"TimeoutHandler\.timeout") as refused:
+        TimeoutHandler(timeout=value)  # type: ignore[arg-type]
+    assert len(str(refused.value)) < 2_000
