@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import inspect
 import random
 import threading
 import time
+import weakref
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from support import CountingLock, run_threads, until, until_sync
 
+from otel_resilience.engine import timer as engine_timer
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, SyncDeadline
@@ -570,6 +573,57 @@ def test_slot_offered_to_a_waiter_whose_loop_then_stopped_is_taken_back(driver):
     assert_idle(bulkhead)
 
 
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_slot_offered_to_a_loop_that_then_stopped_goes_to_a_live_waiter_at_its_timeout(driver):
+    """A slot offered to a waiter whose loop stopped before its task ran does not sit idle while a
+    waiter that can run (a thread, or a task of another loop) times out: at its queue timeout that
+    waiter takes the slot back, and runs."""
+    bulkhead = Bulkhead("stopped-offer-timeout", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=0.1))
+    core = bulkhead._core
+    take_slot(bulkhead)
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def queued():
+            return "queued"
+
+        task = queue_on_a_loop(bulkhead, loop, queued)
+        results: list[object] = []
+
+        def live_waiter():
+            try:
+                if driver == "sync":
+                    results.append(bulkhead.execute_sync(lambda: "live"))
+                else:
+
+                    async def live():
+                        return "live"
+
+                    results.append(asyncio.run(bulkhead.execute(live)))
+            except BulkheadTimeoutError as error:
+                results.append(error)
+
+        waiter = threading.Thread(target=live_waiter)
+        waiter.start()
+        until_sync(lambda: bulkhead.stats.waiting == 2)
+
+        def release_then_stop():
+            core.release()  # offered to the first waiter, whose task would run in the next iteration
+            loop.stop()
+
+        loop.call_soon(release_then_stop)
+        loop.run_forever()
+        waiter.join(timeout=10)
+        assert not waiter.is_alive()
+        assert results == ["live"]  # not a BulkheadTimeoutError while the offered slot sat idle
+        assert loop.run_until_complete(asyncio.wait_for(task, 5)) == "queued"
+    finally:
+        loop.close()
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["timed_out"], stats["cancelled"]) == (3, 0, 0)
+    assert_idle(bulkhead)
+
+
 def test_waiter_on_a_stopped_loop_keeps_its_place_behind_busy_slots():
     """A waiter taken back from a stopped loop waits again when its loop runs and every slot is busy."""
     bulkhead = Bulkhead("stopped-requeue", BulkheadConfig(max_concurrent=1, max_waiting=2, timeout=60))
@@ -660,6 +714,83 @@ def test_a_queue_full_of_waiters_whose_loop_closed_does_not_refuse_a_new_caller(
     stats = bulkhead.get_stats()
     assert (stats["completed"], stats["rejected"], stats["cancelled"]) == (2, 0, 2)
     assert all(not task.done() for task in tasks)  # their loop closed: they never ran
+    assert_idle(bulkhead)
+
+
+def test_a_waiter_freed_after_its_loop_closed_ends_without_the_lock():
+    """A task left queued when its loop closed is freed by the garbage collector once it left the
+    queue, which closes its coroutine on whichever thread allocates: maybe one that holds the
+    bulkhead's lock (a call queuing). It holds nothing by then, so it ends without the lock."""
+    bulkhead = Bulkhead("freed-waiter", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60))
+    core = bulkhead._core
+    take_slot(bulkhead)
+
+    async def never():
+        return "never"
+
+    gc.disable()  # the collection below is the one that frees the task
+    try:
+        loop = asyncio.new_event_loop()
+        task = queue_on_a_loop(bulkhead, loop, never)
+        freed = weakref.ref(task)
+        loop.close()
+        del task, loop
+        core.release()  # its loop is closed: it leaves the queue, counted cancelled; the slot is freed
+        engine_timer._drop_closed()  # the closed loop's timer lets go of it: the task is garbage
+
+        def collect_inside_the_lock():
+            with core._lock:  # as an allocation under the lock would: the collector runs here
+                gc.collect()
+
+        collector = threading.Thread(target=collect_inside_the_lock, daemon=True)
+        collector.start()
+        collector.join(timeout=10)
+        assert not collector.is_alive(), "the freed waiter blocked on the bulkhead's lock"
+        assert freed() is None
+    finally:
+        gc.enable()
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"], stats["completed"], stats["cancelled"]) == (0, 0, 1, 1)
+    assert call_within(bulkhead, 5.0) == "later"
+
+
+def test_a_stopped_loops_waiter_past_its_timeout_gives_its_place_to_a_caller_that_can_wait():
+    """Every slot busy and the queue full of a waiter whose loop stopped past its queue timeout
+    (which its loop's timer cannot fire): a new caller queues in its place instead of being
+    refused, and the old waiter raises its timeout once its loop runs again."""
+    bulkhead = Bulkhead("stopped-overdue", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.05))
+    core = bulkhead._core
+    take_slot(bulkhead)
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def never():
+            return "never"
+
+        task = queue_on_a_loop(bulkhead, loop, never)  # its loop stops with it queued
+        stopped = core._queue[0]
+        until_sync(lambda: loop.time() > stopped.timer_when)  # its timeout passed, unseen by its timer
+        results: list[object] = []
+
+        def caller():
+            try:
+                results.append(call_within(bulkhead, 5.0))
+            except BulkheadFullError as error:
+                results.append(error)
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        until_sync(lambda: bulkhead.stats.timed_out == 1 or not thread.is_alive())
+        core.release()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert results == ["later"]
+        with pytest.raises(BulkheadTimeoutError):
+            loop.run_until_complete(asyncio.wait_for(task, 5))
+    finally:
+        loop.close()
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["timed_out"], stats["rejected"], stats["cancelled"]) == (2, 1, 0, 0)
     assert_idle(bulkhead)
 
 

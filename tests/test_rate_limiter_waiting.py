@@ -8,7 +8,9 @@ jump the time forward) pins the length of single waits and serves the threads.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import pytest
 from support import until, until_sync
@@ -502,6 +504,63 @@ def test_a_cancelled_sync_waiter_gives_its_permit_back(clock):
     assert limiter.available == 0.0
     stats = limiter.get_stats()
     assert (stats["cancelled"], stats["waiting"], stats["admitted"]) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_a_waiter_freed_after_its_loop_closed_gives_its_permit_back_without_deadlock(algorithm):
+    """A task left waiting when its loop closed is freed by the garbage collector, which closes its
+    coroutine on whichever thread allocates: maybe one inside the limiter's lock (a caller
+    reserving a permit). Its reservation is given back all the same, by the lock's next holder."""
+    limiter = RateLimiter(  # the system clock: the permit is due in 1000 s, nobody waits for it
+        "api", RateLimiterConfig(rate=0.001, burst=1, max_wait=5000.0, algorithm=algorithm)
+    )
+    rules = limiter._rules
+    assert limiter.try_acquire()
+
+    async def fn():
+        return "never"
+
+    gc.disable()  # the collection below is the one that frees the task
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(limiter.call(fn))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert limiter.waiting == 1
+        freed = weakref.ref(task)
+        loop.close()
+        del task, loop
+
+        def collect_inside_the_lock():
+            with rules._lock:  # as an allocation under the lock would: the collector runs here
+                gc.collect()
+
+        collector = threading.Thread(target=collect_inside_the_lock, daemon=True)
+        collector.start()
+        collector.join(timeout=10)
+        assert not collector.is_alive(), "the freed waiter blocked on the limiter's lock"
+        assert freed() is None
+    finally:
+        gc.enable()
+    stats = limiter.get_stats()
+    assert (stats["waiting"], stats["cancelled"], stats["admitted"]) == (0, 1, 1)
+    assert stats["available"] == pytest.approx(0.0, abs=0.5)  # the permit given back (it was -1)
+
+
+def test_a_reservation_dropped_while_the_lock_was_held_is_given_back_before_the_next_wait():
+    """The next caller that would wait (or be refused) gives the dropped reservation back first,
+    so it takes the dropped permit's place rather than a later one."""
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0, max_waiting=1))
+    assert rules.acquire(0.0, 0.0) is None
+    dropped = rules.acquire(0.0, 10.0)
+    assert isinstance(dropped, _Reservation)
+    assert dropped.due == 1.0
+    with rules._lock:
+        rules.drop(dropped, 0.0)  # the lock is held: left for its next holder
+    assert rules.waiting == 1
+    again = rules.acquire(0.0, 10.0)  # the queue's one place is free again, and the permit at 1.0
+    assert isinstance(again, _Reservation)
+    assert again.due == 1.0
+    assert (rules.waiting, rules.cancelled, rules.rejected) == (1, 1, 0)
 
 
 async def test_a_waiter_cut_by_its_deadline_gives_its_permit_back():

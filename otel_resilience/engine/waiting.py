@@ -35,6 +35,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import math
 import threading
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -148,6 +149,10 @@ class Waiter(Wait, TimerEntry):
         """Whether the waiter can never run again (its event loop is closed)."""
         return False
 
+    def overdue(self) -> bool:
+        """Whether its timeout has passed but cannot end its wait (its event loop is stopped)."""
+        return False
+
     @abc.abstractmethod
     def wake(self) -> bool:
         """Wake the waiter (to take its place, or to look again); ``False`` if it never can."""
@@ -155,9 +160,12 @@ class Waiter(Wait, TimerEntry):
     def fire(self) -> None:
         """Timer callback, at the queue timeout: end the wait if still queued, and wake the waiter.
 
-        The waiting call, woken, reports the timeout itself (:meth:`WaitOwner.wait_timed_out`).
+        A waiter the queue timed out already (:meth:`overdue`, while its loop was stopped) is
+        woken too. The waiting call, woken, reports the timeout itself
+        (:meth:`WaitOwner.wait_timed_out`).
         """
-        if self.queue.expire(self):
+        self.queue.expire(self)
+        if self.state == TIMED_OUT:
             self.wake()
 
 
@@ -231,6 +239,11 @@ class AsyncWaiter(Waiter):
     def gone(self) -> bool:
         """Whether its loop is closed."""
         return self.loop.is_closed()
+
+    def overdue(self) -> bool:
+        """Whether its loop is stopped past its queue timeout (once its task waits: the timer's time)."""
+        loop = self.loop
+        return not loop.is_running() and getattr(self, "timer_when", math.inf) <= loop.time()
 
     def wake(self) -> bool:
         """Complete its future on its loop (thread-safely from another thread); ``False`` if closed."""
@@ -315,7 +328,7 @@ class WaitQueue(Protocol):
         """End a waiter's wait at its timeout (counting it).
 
         Returns:
-            ``True`` if it left the queue; ``False`` if it was handed a place just before (it
-            must then run) or is no longer queued.
+            ``True`` if it left the queue; ``False`` if it was handed a place (just before, or
+            as it timed out: it must then run) or is no longer queued.
         """
         ...

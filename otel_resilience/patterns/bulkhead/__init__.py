@@ -38,9 +38,12 @@ Design:
   (stopped, not closed): the waiter keeps its place and is nudged, so that it looks again (and
   takes a free slot, or waits on) as soon as its loop runs. An async waiter *claims* the slot it
   was offered when its task resumes; a slot offered to a waiter whose loop stopped before that
-  is taken back by the next caller that finds every slot busy, and the waiter goes back to the
+  is taken back by the next caller that finds every slot busy, or by the next waiter whose queue
+  timeout comes (which takes it, if it is the oldest that can), and the waiter goes back to the
   front of the queue. While its loop stays stopped, its queue timeout cannot fire either: it
-  ends when the loop runs again.
+  ends when the loop runs again. Its place is not held meanwhile for a caller that would be
+  refused for a full queue: a waiter past its timeout then leaves the queue, counted
+  ``timed_out``, and raises its timeout when its loop runs again.
 * **Queue timeouts.** Async waiters give up on their loop's shared timer
   (:mod:`otel_resilience.engine.timer`, real loop time), as timeout scopes do; sync waiters on
   their lock's wait timeout. A sync waiter also gives up at the effective deadline of an

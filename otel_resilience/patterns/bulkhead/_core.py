@@ -162,10 +162,12 @@ class _BulkheadCore(BulkheadStats):
     its place, the slot goes to the next waiter (or is freed), and the waiter is nudged so that
     it looks again as soon as its loop runs. A slot offered to an async waiter whose loop stopped
     before its task could claim it is taken back by the next caller that finds no free slot
-    (:meth:`acquire`); the waiter returns to the front of the queue. A queued waiter whose loop
-    is closed will never run: it leaves the queue, counted cancelled, when a slot is passed on,
-    or when a caller would be refused for a full queue (:meth:`_make_room_locked`): a caller is
-    refused only when the queue is full of waiters that may still run.
+    (:meth:`acquire`), or by the next waiter whose timeout comes (:meth:`expire`); the waiter
+    returns to the front of the queue. A queued waiter whose loop is closed will never run: it
+    leaves the queue, counted cancelled, when a slot is passed on, or when a caller would be
+    refused for a full queue (:meth:`_make_room_locked`, which also times out a stopped loop's
+    waiter past its queue timeout): a caller is refused only when the queue is full of waiters
+    that may still run the call.
     """
 
     __slots__ = ("_lock", "_offered", "_queue")
@@ -265,7 +267,16 @@ class _BulkheadCore(BulkheadStats):
             lock.release()
 
     def abandon(self, waiter: Waiter) -> None:
-        """Forget a cancelled waiter: take it out of the queue, or pass on the slot it was offered."""
+        """Forget a cancelled waiter: take it out of the queue, or pass on the slot it was offered.
+
+        A waiter that already left (timed out, or dropped because its loop closed: states that
+        never change again) holds nothing, and returns without the lock. That is the waiter of a
+        task left pending when its loop closed: the garbage collector frees it, once it left the
+        queue, by closing its coroutine on whichever thread allocates, maybe one that holds this
+        lock (a call queuing here), which a second acquisition would deadlock.
+        """
+        if waiter.state >= TIMED_OUT:  # TIMED_OUT or CANCELLED: it left for good
+            return
         with self._lock:
             state = waiter.state
             if state == WAITING:
@@ -283,20 +294,36 @@ class _BulkheadCore(BulkheadStats):
             self._hand_over(wakes)
 
     def expire(self, waiter: Waiter) -> bool:
-        """End a waiter's wait at its timeout.
+        """End a waiter's wait at its timeout, unless a slot a stopped loop's waiter holds is its.
+
+        The slots offered to waiters whose loop stopped before they claimed them are taken back
+        first (:meth:`_reclaim_locked`), as a new caller that finds every slot busy does: a
+        waiter that can run is not timed out while such a slot sits idle, and if it is the
+        oldest that can take one, it takes it and runs.
 
         Returns:
-            ``True`` if it left the queue; ``False`` if it was handed a slot just before (it
-            must then run) or is no longer queued.
+            ``True`` if it left the queue; ``False`` if it was handed a slot (just before, or
+            here: it must then run) or is no longer queued.
         """
+        wakes = None
         with self._lock:
             if waiter.state != WAITING:
                 return False
-            self._queue.remove(waiter)
-            self.waiting -= 1
-            self.timed_out += 1
-            waiter.state = TIMED_OUT
-            return True
+            if self._offered:
+                wakes = self._reclaim_locked()
+            expired = waiter.state == WAITING
+            if expired:
+                self._expire_locked(waiter)
+        if wakes:  # outside the lock
+            self._hand_over(wakes)
+        return expired
+
+    def _expire_locked(self, waiter: Waiter) -> None:
+        """Take the queued ``waiter`` out of the queue at its timeout, counted ``timed_out``."""
+        self._queue.remove(waiter)
+        self.waiting -= 1
+        self.timed_out += 1
+        waiter.state = TIMED_OUT
 
     def resize(self, max_concurrent: int, max_waiting: int) -> None:
         """Change the limits now, keeping every call that runs or waits.
@@ -403,18 +430,22 @@ class _BulkheadCore(BulkheadStats):
         return True
 
     def _make_room_locked(self) -> bool:
-        """Free the places of the gone waiters of a full queue; return whether a place is free now.
+        """Free the places of a full queue's waiters that cannot run the call; return whether one is free.
 
         Called only when a call would be refused (every slot busy, the queue full): a place held
-        by a waiter that will never run is no reason to refuse one that can. The queue is looked
-        through at the first such refusal and then at every :data:`_ROOM_LOOK_EVERY`-th: under
-        overload a rejection stays cheap (a look asks every waiter whether its loop is closed),
-        and a closed loop's waiters keep their places for that many refusals at most.
+        by a waiter that will never run the call is no reason to refuse one that can. Such a
+        waiter's loop is closed (it leaves, counted ``cancelled``), or stopped past its queue
+        timeout, which its loop's timer cannot fire (it leaves, counted ``timed_out``: when its
+        loop runs again, the timer wakes it to raise its timeout). The queue is looked through
+        at the first such refusal and then at every :data:`_ROOM_LOOK_EVERY`-th: under overload
+        a rejection stays cheap (a look asks every waiter whether its loop is closed or
+        stopped), and those waiters keep their places for that many refusals at most.
         """
         if self._refused % _ROOM_LOOK_EVERY:
             return False
         for waiter in tuple(self._queue):  # a copy: the queue changes as they leave
-            self._gone_leaves_locked(waiter)
+            if not self._gone_leaves_locked(waiter) and waiter.overdue():
+                self._expire_locked(waiter)
         return self.waiting < self.max_waiting
 
     def _reclaim_locked(self) -> list[Waiter] | None:

@@ -73,13 +73,17 @@ class RateLimiterStatsDict(TypedDict):
 
 
 class _Reservation:
-    """A permit reserved for time :attr:`due`; :attr:`held` while a waiter holds it (no hole, not claimed)."""
+    """A permit reserved for time :attr:`due`; :attr:`held` while a waiter holds it (no hole, not claimed).
 
-    __slots__ = ("due", "held")
+    :attr:`dropped` marks one :meth:`_Rules.drop` left for the next holder of the lock to give back.
+    """
+
+    __slots__ = ("dropped", "due", "held")
 
     def __init__(self, due: float) -> None:
         self.due = due
         self.held = True
+        self.dropped = False
 
 
 class _Rules(abc.ABC):
@@ -98,6 +102,7 @@ class _Rules(abc.ABC):
     """
 
     __slots__ = (
+        "_dropped",
         "_holes",
         "_lock",
         "_now",
@@ -126,6 +131,8 @@ class _Rules(abc.ABC):
         self._pending: deque[_Reservation] = deque()
         """Outstanding reservations (held, or holes), in the order of their times."""
         self._holes = 0
+        self._dropped = False
+        """Whether :meth:`drop` marked a reservation ``dropped`` for the lock's next holder."""
 
     def acquire(self, now: float, max_wait: float, remaining: float = _INF) -> _Reservation | float | None:
         """Take a permit now, or reserve the next one due, or refuse.
@@ -156,17 +163,21 @@ class _Rules(abc.ABC):
                 self._take_locked(now)
                 self.admitted += 1
                 return None
-            wait = due - now
-            if wait > max_wait or wait >= remaining or self.waiting >= self.max_waiting:
-                self.rejected += 1
-                return wait
-            self._take_locked(due)
-            reservation = _Reservation(due)
-            self._pending.append(reservation)
-            self.waiting += 1
-            return reservation
+            if self._dropped:  # given back first, then asked again (off the path of a permit now)
+                self._give_back_dropped_locked(now)
+            else:
+                wait = due - now
+                if wait > max_wait or wait >= remaining or self.waiting >= self.max_waiting:
+                    self.rejected += 1
+                    return wait
+                self._take_locked(due)
+                reservation = _Reservation(due)
+                self._pending.append(reservation)
+                self.waiting += 1
+                return reservation
         finally:
             lock.release()
+        return self.acquire(now, max_wait, remaining)
 
     def claim(self, reservation: _Reservation) -> None:
         """Record that a waiter took its reserved permit (its time has come)."""
@@ -185,19 +196,50 @@ class _Rules(abc.ABC):
         interrupt just after the claim).
         """
         with self._lock:
-            if not reservation.held:
-                return
-            now = max(now, self._now)
-            self._now = now
-            reservation.held = False
-            self.waiting -= 1
-            self.cancelled += 1
-            self._holes += 1
-            pending = self._pending
-            while pending and not pending[-1].held and pending[-1].due > now:
-                pending.pop()
-                self._holes -= 1
-                self._give_back_locked(now)
+            self._abandon_locked(reservation, now)
+
+    def drop(self, reservation: _Reservation, now: float) -> None:
+        """:meth:`abandon` for a waiter whose coroutine is being closed: never blocks on the lock.
+
+        A task left pending when its event loop closed is freed by the garbage collector, which
+        closes its coroutine on whichever thread allocates: maybe one that holds this lock (a
+        caller reserving a permit here), which a second acquisition would deadlock. The lock
+        is only tried: when it is held, the reservation is given back by the next caller that
+        takes it and finds no permit free now (before it is answered), or reads the counts.
+        """
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            try:
+                self._abandon_locked(reservation, now)
+            finally:
+                lock.release()
+        else:  # two plain stores, in this order: a holder that clears the flag first still finds the mark
+            reservation.dropped = True
+            self._dropped = True
+
+    def _give_back_dropped_locked(self, now: float) -> None:
+        """Give back the reservations :meth:`drop` marked for the lock's next holder, if any."""
+        if not self._dropped:
+            return
+        self._dropped = False  # before the look: a mark made meanwhile sets it again
+        for reservation in [r for r in self._pending if r.dropped]:
+            self._abandon_locked(reservation, now)  # a no-op for one given back already
+
+    def _abandon_locked(self, reservation: _Reservation, now: float) -> None:
+        """:meth:`abandon`, under the lock."""
+        if not reservation.held:
+            return
+        now = max(now, self._now)
+        self._now = now
+        reservation.held = False
+        self.waiting -= 1
+        self.cancelled += 1
+        self._holes += 1
+        pending = self._pending
+        while pending and not pending[-1].held and pending[-1].due > now:
+            pending.pop()
+            self._holes -= 1
+            self._give_back_locked(now)
 
     def _hole_locked(self, now: float) -> _Reservation | None:
         """Return the earliest hole not yet past (forgetting those past), or ``None``."""
@@ -249,6 +291,7 @@ class _Rules(abc.ABC):
         with self._lock:
             now = max(now, self._now)
             self._now = now
+            self._give_back_dropped_locked(now)
             self._due_locked(now)
             self.rate = config.rate
             self.burst = config.burst
@@ -262,6 +305,7 @@ class _Rules(abc.ABC):
         with self._lock:
             now = max(now, self._now)
             self._now = now
+            self._give_back_dropped_locked(now)
             return self._available_locked(now)
 
     def snapshot(self, name: str, now: float) -> RateLimiterStatsDict:
@@ -269,6 +313,7 @@ class _Rules(abc.ABC):
         with self._lock:
             now = max(now, self._now)
             self._now = now
+            self._give_back_dropped_locked(now)
             return {
                 "name": name,
                 "algorithm": self.algorithm,
