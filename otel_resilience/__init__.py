@@ -8,6 +8,8 @@ metric. The public API is re-exported here; see each module for details.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 from otel_resilience.engine.context import current_deadline
@@ -154,6 +156,24 @@ __all__ = [
     "subscribe",
     "time_left",
 ]
+
+
+class _Package(types.ModuleType):
+    """The package's module type, which keeps ``otel_resilience.retry`` the ``retry`` decorator.
+
+    The name is also the retry pattern's former path, an alias module users import names from
+    (``from otel_resilience.retry import retry_after_delay``). The import system binds a submodule
+    it loads as an attribute of its package, which would put that module in the decorator's
+    place; this type ignores that one binding, whatever the order of the imports.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "retry" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 # Telemetry with no code: an OpenTelemetry listener on the global providers, acquired lazily
 # (none when OTEL_PYTHON_DISABLED_INSTRUMENTATIONS names otel_resilience).

@@ -6,7 +6,7 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,15 @@ from otel_resilience import (
     AlertConfig,
     Bulkhead,
     BulkheadConfig,
+    BulkheadFullError,
     Chaos,
     ChaosConfig,
     ChaosSwitch,
     CircuitBreaker,
     CircuitBreakerConfig,
+    CircuitOpenError,
     CircuitState,
+    CountWindow,
     ErrorRecoverySystem,
     ExtraStrategy,
     FallbackConfig,
@@ -30,7 +33,9 @@ from otel_resilience import (
     FallbackStrategy,
     Hedging,
     HedgingConfig,
+    Jitter,
     KeyedPolicyView,
+    OperationTimeoutError,
     PercentileDelay,
     PolicyHandle,
     RateLimitedError,
@@ -38,12 +43,14 @@ from otel_resilience import (
     RateLimiterConfig,
     RecoveryAction,
     RecoveryConfig,
+    RecoveryContext,
     RecoveryStrategy,
     RedisStore,
     ResilienceConfig,
     Retry,
     RetryBudget,
     RetryPolicy,
+    RetryStrategy,
     TimeoutConfig,
     TimeoutHandler,
     TimeWindow,
@@ -57,6 +64,7 @@ from otel_resilience import (
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.step import Step
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.integrations.requests import ResilientAdapter
 from otel_resilience.telemetry import OtelListener, instrument
 from otel_resilience.telemetry.histograms import InProcessHistogram
 from otel_resilience.testing import FakeClock
@@ -368,3 +376,155 @@ async def check_every_decorator_keeps_the_parameters() -> None:
     await resilient()(fetch)(1, verbose="yes")  # type: ignore[arg-type]
     await handle.for_key("k").protect(fetch)(1, True)  # type: ignore[call-arg]
     handle.protect(fetch_sync)("5")  # type: ignore[arg-type]
+
+
+class DictCache:
+    """A cache service as SPEC §1.3 uses one: ``get(key)`` and ``set(key, value)``."""
+
+    def get(self, key: str) -> object:
+        return None
+
+    def set(self, key: str, value: object) -> None:
+        pass
+
+
+async def analyze(content: str) -> dict[str, float]:
+    return {"similarity": 0.9}
+
+
+async def check_spec_section_1() -> None:
+    """SPEC §1, each example as written there, with the types its results keep."""
+    circuit_breaker = CircuitBreaker(
+        "ml_service",
+        CircuitBreakerConfig(failure_threshold=5, success_threshold=2, timeout=60.0),
+    )
+    a: dict[str, float] = await circuit_breaker.call(analyze, "content")
+    stats = circuit_breaker.get_stats()
+    state: str = stats["state"]
+    counts: int = (
+        stats["failure_count"] + stats["total_requests"] + stats["total_failures"] + stats["total_rejected"]
+    )
+    stats["failures"]  # type: ignore[typeddict-item]
+    CircuitBreakerConfig(failure_treshold=5)  # type: ignore[call-arg]
+    CircuitBreaker(CircuitBreakerConfig())  # type: ignore[arg-type]
+    policy = RetryPolicy(
+        max_attempts=3,
+        strategy=RetryStrategy.EXPONENTIAL,
+        initial_delay=1.0,
+        multiplier=2.0,
+        max_delay=60.0,
+    )
+    b: str = await retry_async(
+        fetch,
+        1,
+        policy=policy,
+        on_retry=lambda attempt, error: print(f"Retry {attempt}: {error}"),
+    )
+    fallback = FallbackConfig(
+        strategy=FallbackStrategy.DEFAULT_VALUE,
+        default_value={"similarity": 0.0, "quality": 0.0},
+    )
+    handler = FallbackHandler(fallback)
+    c: dict[str, float] = await handler.execute_with_fallback(analyze, "data")
+    FallbackConfig(
+        strategy=FallbackStrategy.CACHED_VALUE, cache_key="last_analysis", cache_service=DictCache()
+    )
+    FallbackConfig(strategy=FallbackStrategy.CACHED_VALUE, cache_key=1)  # type: ignore[arg-type]
+    timeout_handler = TimeoutHandler(timeout=30.0)
+    d: str = await timeout_handler.with_timeout(fetch, 1)
+    bulkhead = Bulkhead("analysis_pool", BulkheadConfig(max_concurrent=10, max_waiting=100, timeout=60.0))
+    e: dict[str, float] = await bulkhead.execute(analyze, "doc")
+    BulkheadConfig(max_concurrent=10, max_queue=100)  # type: ignore[call-arg]
+    recovery_system = ErrorRecoverySystem()
+    recovery_system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=3, delay=5.0),
+    )
+    recovery_system.register_recovery_rule(ConnectionError, RecoveryStrategy.RETRY)  # type: ignore[arg-type]
+    context = RecoveryContext(operation=fetch, args=(1,), operation_name="fetch")
+    f: object = await recovery_system.recover_from_error(ConnectionError("reset"), context)
+    resilience_config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=5, timeout=60.0),
+        retry_policy=RetryPolicy(max_attempts=3, strategy=RetryStrategy.EXPONENTIAL),
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.DEFAULT_VALUE, default_value={"status": "error"}
+        ),
+        timeout=30.0,
+        bulkhead_config=BulkheadConfig(max_concurrent=10),
+        enable_recovery=True,
+    )
+    manager = get_resilience_manager()
+    g: dict[str, float] = await manager.execute_with_resilience(analyze, resilience_config, "content")
+    statistics: dict[str, Any] = manager.get_resilience_statistics()
+    try:
+        await circuit_breaker.call(analyze, "content")
+    except CircuitOpenError as rejected:
+        breaker_name: str = rejected.name
+        retry_after: float = rejected.retry_after
+        print(breaker_name, retry_after)
+    except BulkheadFullError as full:
+        limits: tuple[int, int] = (full.max_concurrent, full.max_waiting)
+        print(limits)
+    except OperationTimeoutError as timed_out:
+        limit: float = timed_out.timeout
+        print(limit)
+    print(a, state, counts, b, c, d, e, f, g, statistics)
+
+
+async def check_spec_section_5() -> None:
+    """SPEC §5, the names promised beyond the seed, with the keyword arguments it lists."""
+    breaker = CircuitBreaker(
+        "payments",
+        CircuitBreakerConfig(
+            sliding_window=CountWindow(size=100),
+            failure_rate_threshold=0.5,
+            minimum_calls=10,
+            slow_call_duration=2.0,
+            slow_call_rate_threshold=0.8,
+            record_result=lambda response: response is None,
+            break_duration=lambda openings: 2.0**openings,
+            max_half_open_wait=30.0,
+        ),
+    )
+    CircuitBreakerConfig(sliding_window=TimeWindow(seconds=60.0, buckets=10))
+    CircuitBreakerConfig(sliding_window=None)
+    CircuitBreakerConfig(sliding_window=100)  # type: ignore[arg-type]
+    states: tuple[CircuitState, CircuitState] = (CircuitState.DISABLED, CircuitState.METRICS_ONLY)
+    breaker.disable()
+    breaker.metrics_only()
+    breaker.force_closed()
+    unsubscribe: Callable[[], None] = breaker.on_state_change(lambda change: print(change.old, change.new))
+    unsubscribe()
+    RateLimiter(
+        "search",
+        RateLimiterConfig(rate=100.0, burst=10, algorithm="sliding_window", max_wait=0.5, max_waiting=50),
+    )
+    budget = RetryBudget(ratio=0.1, min_retries_per_second=10.0, window=10.0)
+    RetryPolicy(budget=budget, delay_from=lambda outcome: None, jitter=Jitter.DECORRELATED)
+    RetryPolicy(budget=0.1)  # type: ignore[arg-type]
+    ResilienceConfig(rate_limiter=RateLimiterConfig(rate=10.0))
+    Hedging("lookup", HedgingConfig(delay=0.05, max_attempts=2, mode="latency", actions=(fetch,)))
+    ChaosConfig(
+        fault_rate=0.1,
+        fault=ConnectionError,
+        latency_rate=0.1,
+        latency=0.5,
+        outcome_rate=0.1,
+        outcome={"status": 503},
+        enabled=True,
+        seed=7,
+    )
+    ResilienceConfig(hedging=HedgingConfig(delay=0.05), chaos=ChaosConfig(fault_rate=0.1))
+    manager = get_resilience_manager()
+    handle: PolicyHandle = manager.policy("payments", ResilienceConfig(timeout=2.0))
+    view: KeyedPolicyView = handle.for_key("tenant-a")
+    manager.reconfigure("payments", ResilienceConfig(timeout=3.0))
+    policies: config.ConfigFile = config.load("resilience.yaml")
+    ResilientTransport(handle)
+    AsyncResilientTransport(ResilienceConfig(name="inventory"))
+    ResilientAdapter(handle)
+    store = RedisStore.from_url("redis://localhost:6379/0", namespace="checkout")
+    CircuitBreakerConfig(store=store)
+    RateLimiterConfig(rate=100.0, store=store)
+    RedisStore.from_url("redis://localhost:6379/0", "checkout")  # type: ignore[call-arg]
+    print(states, view, policies)
