@@ -954,3 +954,17 @@ async def _release(cache: LoopStalledCache) -> None:
         if cache.data:
             break
         await asyncio.sleep(0)
+
+
+def test_a_default_value_is_the_very_object_at_every_fallback() -> None:
+    """DEFAULT_VALUE answers with the configured object itself, never a copy (as documented)."""
+    answer: dict[str, str] = {"status": "error"}
+    handler = FallbackHandler(FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=answer))
+
+    def fails() -> dict[str, str]:
+        raise ConnectionError
+
+    first = handler.execute_with_fallback_sync(fails)
+    second = handler.execute_with_fallback_sync(fails)
+    assert first is answer
+    assert second is answer

@@ -83,7 +83,13 @@ class FallbackConfig:
     strategy: FallbackStrategy
     """How to answer. Required."""
     default_value: Any = None
-    """``DEFAULT_VALUE`` only: the value returned. The default is ``None``."""
+    """``DEFAULT_VALUE`` only: the value returned. The default is ``None``.
+
+    The very object, at every fallback (never a copy: a copy per answer would cost each
+    fallback and change what ``is`` says). A caller that changes the answer it got (appends to a
+    list, sets a key of a dict) changes every later answer: give an immutable value (a tuple, a
+    ``MappingProxyType``, a frozen dataclass), or use ``ALTERNATIVE_FUNCTION`` with a function
+    that builds a fresh one."""
     fallback_function: Callable[..., Any] | None = None
     """``ALTERNATIVE_FUNCTION`` only (required there): called as
     ``fallback_function(error, *args, **kwargs)``; sync or async. The default is ``None``."""
