@@ -80,8 +80,8 @@ def test_a_window_too_short_for_its_buckets_is_refused_at_construction(window: f
     """A window whose tenths are narrower than a microsecond is refused, not left to fail at the first call."""
     with pytest.raises(ValueError, match=r"^RetryBudget\.window must be .*microsecond"):
         RetryBudget(window=window)
-    budget = RetryBudget(window=1e-5)  # exactly one microsecond per bucket
-    budget.deposit()
+    budget = RetryBudget(window=1e-5, clock=FakeClock())  # exactly one microsecond per bucket
+    budget.deposit()  # read at the same instant: a real clock could pass the 10 µs window meanwhile
     assert budget.get_stats()["first_attempts"] == 1
 
 
