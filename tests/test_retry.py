@@ -283,6 +283,18 @@ def test_proportional_jitter_stays_within_the_ratio() -> None:
     assert all(2.0 <= capped.compute_delay(3, rng) <= 4.0 for _ in range(200))
 
 
+def test_proportional_jitter_at_the_cap_spreads_below_it() -> None:
+    """At max_delay, PROPORTIONAL draws in [cap(1-r), cap]: no share of the clients lands on the cap itself."""
+    policy = RetryPolicy(
+        initial_delay=1.0, multiplier=2.0, max_delay=10.0, jitter_ratio=0.25, max_attempts=20
+    )
+    rng = random.Random(5)
+    delays = [policy.compute_delay(8, rng) for _ in range(1_000)]  # a base of 128 s, capped at 10
+    assert all(7.5 <= d <= 10.0 for d in delays)
+    assert delays.count(10.0) == 0  # capped after the draw, about half would be exactly 10.0
+    assert sum(d < 8.75 for d in delays) > 400  # uniform over the window: about half below its middle
+
+
 def test_seeded_rng_reproduces_the_delays() -> None:
     """Two generators with the same seed give the same jittered schedule."""
     policy = RetryPolicy(jitter=Jitter.FULL, max_attempts=10)

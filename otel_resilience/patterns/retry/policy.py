@@ -68,7 +68,10 @@ class Jitter(enum.Enum):
     FULL = "full"
     """Uniform in ``[0, d]`` (AWS "full jitter")."""
     PROPORTIONAL = "proportional"
-    """Uniform in ``[d * (1 - jitter_ratio), d * (1 + jitter_ratio)]``."""
+    """Uniform in ``[d * (1 - jitter_ratio), d * (1 + jitter_ratio)]``, the part above
+    ``max_delay`` left out: a delay at the cap is uniform in ``[max_delay * (1 - jitter_ratio),
+    max_delay]``, so that clients backing off at the cap still spread (cut at the cap after the
+    draw, half of them would retry at the very same delay)."""
     DECORRELATED = "decorrelated"
     """AWS "decorrelated jitter": ``min(max_delay, uniform(initial_delay, previous * 3))``.
 
@@ -339,9 +342,13 @@ def _full_jitter(policy: RetryPolicy, delay: float, source: random.Random) -> fl
 
 
 def _proportional_jitter(policy: RetryPolicy, delay: float, source: random.Random) -> float:
-    """``PROPORTIONAL``: uniform in ``[delay * (1 - r), delay * (1 + r)]``, ``r`` the jitter ratio."""
+    """``PROPORTIONAL``: uniform in ``[d * (1 - r), d * (1 + r)]`` (``r`` the jitter ratio), up to the cap.
+
+    ``d`` (``delay``) is at most ``max_delay`` already; the draw never goes above it, so no share of
+    the draws lands on the cap itself.
+    """
     spread = delay * policy.jitter_ratio
-    return source.uniform(delay - spread, delay + spread)
+    return source.uniform(delay - spread, min(delay + spread, policy.max_delay))
 
 
 _JITTER: Final[dict[Jitter, Callable[[RetryPolicy, float, random.Random], float]]] = {
