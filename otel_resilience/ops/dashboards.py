@@ -920,18 +920,21 @@ def _hedge_load(selector: dict[str, str]) -> _Panel:
     def per_execution(series: str) -> str:
         return f"{_rate(series, sel, (_POLICY,))}\n/ on ({_by(_POLICY)})\n{executions}"
 
+    # A retry's series appear at its first retry (their error type is not known in advance): 0 for
+    # each policy that ran and retried nothing, as on the retry panels.
+    retries = f"{per_execution(naming.series(sc.RETRIES))}\nor on ({_by(_POLICY)})\n0 * {executions}"
     return _Panel(
         "timeseries",
         "Extra load: hedges and retries per execution",
         "Extra calls of the dependency per execution, by policy: hedges (policies with hedging) beside "
-        "retries. Hedges and retries of a policy draw on one retry budget, so that together they stay "
-        "near its ratio when the budget is the limit. From "
+        "retries (0 for a policy that ran and retried nothing). Hedges and retries of a policy draw on "
+        "one retry budget, so that together they stay near its ratio when the budget is the limit. From "
         f"`{naming.series(sc.HEDGES)}` and `{naming.series(sc.RETRIES)}` over "
         f"`{naming.series(sc.EXECUTIONS)}`.",
         "short",
         (
             _Query(per_execution(naming.series(sc.HEDGES)), f"{{{{{_POLICY}}}}} hedges"),
-            _Query(per_execution(naming.series(sc.RETRIES)), f"{{{{{_POLICY}}}}} retries"),
+            _Query(retries, f"{{{{{_POLICY}}}}} retries"),
         ),
         width=8,
         min=0,
@@ -1096,7 +1099,7 @@ def _overview() -> _Dashboard:
                     _bulkhead_saturation(_JOB_SEL),
                     _retry_ratio(_POLICY_SEL),
                     _fallback_ratio(_POLICY_SEL),
-                    _recovery_rate(_JOB_SEL),
+                    _recovery_rate(_POLICY_SEL),
                     _Panel(
                         "table",
                         "Firing alerts",
@@ -1352,7 +1355,7 @@ def _bulkheads() -> _Dashboard:
 
 
 def _recovery() -> _Dashboard:
-    sel = {"job": "~$job", "name": "~$recovery"}
+    sel = {"job": "~$job", "policy": "~$policy", "name": "~$recovery"}
     attempts = naming.series(sc.RECOVERY_ATTEMPTS)
     fallbacks = naming.series(sc.FALLBACK_EXECUTIONS)
     alerts = naming.series(sc.ALERTS)
@@ -1382,8 +1385,9 @@ def _recovery() -> _Dashboard:
                     _Panel(
                         "timeseries",
                         "Recovery actions by strategy and result",
-                        "Recovery actions per second, by recovery system, strategy (retry, restart, "
-                        f"fallback, isolate, escalate) and result. From `{attempts}`.",
+                        "Recovery actions of the selected policies per second, by recovery system, "
+                        "strategy (retry, restart, fallback, isolate, escalate) and result. From "
+                        f"`{attempts}`.",
                         "ops",
                         (
                             _Query(

@@ -279,6 +279,45 @@ def test_operations_doc_lists_every_alert_and_recording_rule(repo, rules):
             assert f"`{rule.get('record') or rule.get('alert')}`" in text
 
 
+def _alerted_series(rules):
+    """Every series an alert reads, directly or through the recording rules it reads."""
+    recorded: dict[str, frozenset[str]] = {}
+    reads: dict[str, set[str]] = {}
+    alerted: set[str] = set()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            analysis = checks.analyse(str(rule["expr"]), checks.known_series(recorded))
+            series = set().union(*(reads.get(name, {name}) for name in analysis.series))
+            if "record" in rule:
+                recorded[rule["record"]] = analysis.labels or frozenset()
+                reads[rule["record"]] = series
+            else:
+                alerted |= series
+    return alerted
+
+
+def test_every_metric_has_an_alert_or_a_documented_reason_not_to(repo, rules):
+    """Each instrument of the registry feeds an alert, or docs/operations.md says why it has none
+    (section "Metrics without an alert of their own", by its Prometheus name); never both."""
+    text = (repo / "docs" / "operations.md").read_text()
+    assert "### Metrics without an alert of their own" in text
+    section = text.split("### Metrics without an alert of their own", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(resilience_\w+)`", section))
+    alerted = _alerted_series(rules)
+    problems = []
+    for spec in sc.INSTRUMENTS:
+        names = {sc.prometheus_name(spec), *sc.prometheus_series(spec)}
+        if names & alerted and names & listed:
+            problems.append(f"{spec.name}: feeds an alert, yet listed as having none")
+        elif not names & alerted and not names & listed:
+            problems.append(f"{spec.name}: no alert reads it, and no reason is documented")
+    unknown = listed - {
+        name for spec in sc.INSTRUMENTS for name in (sc.prometheus_name(spec), *sc.prometheus_series(spec))
+    }
+    problems += [f"{name}: listed, but no instrument exports it" for name in sorted(unknown)]
+    assert problems == [], "\n".join(problems)
+
+
 # --- what the alerts say, and what a team adapts ---------------------------------------------
 
 

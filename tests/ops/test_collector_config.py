@@ -205,6 +205,26 @@ def test_without_the_unit_override_a_ratio_suffix_would_break_the_queries():
     assert naming.collector_name(state) not in naming.derived_series()
 
 
+def test_the_operations_doc_names_every_gauge_whose_unit_the_configs_reset(repo):
+    """docs/operations.md lists, in its "Collector difference" paragraph, every gauge the Collector
+    would give a `_ratio` suffix: the ones whose unit the shipped configs clear."""
+    text = (repo / "docs" / "operations.md").read_text()
+    paragraph = text.split("**Collector difference, handled:**", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`(resilience\.[a-z_.]+)`", paragraph))
+    assert named == set(naming.COLLECTOR_UNIT_OVERRIDES), paragraph
+
+
+def test_the_grafana_install_step_names_the_interval_samples_arrive_at_through_the_collector(repo):
+    """Through the Collector a series moves once per export of the application (60 s by default), and
+    the remote-write route has no other sample: a rate over four 15 s scrapes would hold one sample
+    and show nothing. The Grafana step of docs/operations.md says which scrape interval to give then."""
+    text = (repo / "docs" / "operations.md").read_text()
+    step = text.split("4. **Grafana", 1)[1].split("\n\n", 1)[0]
+    assert "OTEL_METRIC_EXPORT_INTERVAL" in step, step
+    assert f"{collector._SDK_EXPORT_INTERVAL} s" in step, step
+    assert "otelcol-remote-write.yaml" in step, step
+
+
 @pytest.mark.parametrize(
     ("name", "kind", "unit", "expected"),
     [

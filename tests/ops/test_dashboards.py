@@ -136,6 +136,31 @@ def test_job_and_subject_variables(dashboards):
                 assert variable["multi"]
 
 
+def test_every_panel_follows_the_policy_variable(dashboards, recorded):
+    """On a dashboard with a policy variable, every query of a series that carries the policy selects it
+    by `$policy`: a policy picked at the top never shows the others' numbers. Left out: the zero lines
+    (the executions selected by service alone) and Prometheus' ALERTS (an alert may carry no policy)."""
+    known = checks.known_series(recorded)
+    policy = naming.label(sc.POLICY)
+    executions = naming.series(sc.EXECUTIONS)
+    problems = []
+    for name, dashboard in dashboards.items():
+        if "policy" not in {v["name"] for v in dashboard["templating"]["list"]}:
+            continue
+        for panel in panels(dashboard):
+            for target in panel.get("targets", []):
+                analysis = checks.analyse(target["expr"], known)
+                for series in sorted(analysis.series - {naming.ALERTS_SERIES}):
+                    if policy not in known[series] or policy in analysis.matchers[series]:
+                        continue
+                    if series == executions and analysis.matchers[series] == {naming.SERVICE_LABEL}:
+                        continue
+                    problems.append(
+                        f"{name} / {panel['title']} / {target['refId']}: {series} ignores $policy"
+                    )
+    assert problems == [], "\n".join(problems)
+
+
 def test_every_panel_keeps_the_services_apart(dashboards, recorded):
     """The job variable is "All" by default: no panel adds up, or takes the worst of, the same-named policies,
     breakers or bulkheads of two services. Every query keeps `job` and every series' legend names it."""

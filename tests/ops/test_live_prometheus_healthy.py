@@ -64,18 +64,19 @@ ZERO_WHEN_HEALTHY = {
     (RETRIES, "Backoff delay p50 / p95 / p99"),
     (RETRIES, "Retries scheduled and denied by the budget"),
     (RETRIES, "Retries denied by the budget"),
+    (RETRIES, "Extra load: hedges and retries per execution"),
     (RECOVERY, "Fallback rate"),
     (RECOVERY, "Fallbacks by strategy and result"),
 }
 """Panels of events whose series appear at their first occurrence: on a healthy service, 0."""
 
 
-def _grafana_ours(expr: str) -> str:
-    """The template variables set to this service and its policies (the manager names a policy's breaker
+def _grafana_ours(expr: str, policies: str = f"{POLICIES}.*") -> str:
+    """The template variables set to this service and ``policies`` (the manager names a policy's breaker
     and bulkhead after it; instruments other tests left alive stay out), the intervals to durations."""
     expr = checks.substitute_grafana(expr).replace("$job", JOB)
     for variable in ("policy", "breaker", "bulkhead"):
-        expr = expr.replace(f"${variable}", f"{POLICIES}.*")
+        expr = expr.replace(f"${variable}", policies)
     return expr.replace("$recovery", ".*")
 
 
@@ -135,14 +136,18 @@ def _panels(dashboards: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, l
                 yield dashboard["uid"], panel["title"], exprs
 
 
-def _answers(base: str, dashboards: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _answers(
+    base: str, dashboards: dict[str, dict[str, Any]], policies: str = f"{POLICIES}.*"
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return {
-        (uid, title): [query(base, _grafana_ours(expr)) for expr in exprs]
+        (uid, title): [query(base, _grafana_ours(expr, policies)) for expr in exprs]
         for uid, title, exprs in _panels(dashboards)
     }
 
 
-def _problems(answers: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, str, str]]:
+def _problems(
+    answers: dict[tuple[str, str], list[dict[str, Any]]], without_data: set[tuple[str, str]] = WITHOUT_DATA
+) -> list[tuple[str, str, str]]:
     """What a healthy service's dashboards must not show: a rejected query, "No data", a non-zero event rate."""
     found = []
     for panel, results in answers.items():
@@ -150,7 +155,7 @@ def _problems(answers: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tupl
             found.append((*panel, f"rejected: {[r.get('error') for r in results]}"))
             continue
         samples = [float(s["value"][1]) for result in results for s in result["data"]["result"]]
-        if not samples and panel not in WITHOUT_DATA:
+        if not samples and panel not in without_data:
             found.append((*panel, "No data"))
         elif panel in ZERO_WHEN_HEALTHY and any(value != 0 for value in samples):
             found.append((*panel, f"not 0: {samples}"))
@@ -169,6 +174,33 @@ def test_every_panel_shows_a_number_on_a_healthy_service(
     deadline = time.monotonic() + 40
     while True:
         problems = _problems(_answers(healthy_prometheus, dashboards))
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert problems == [], "\n".join(f"{uid} / {title}: {what}" for uid, title, what in problems)
+
+
+CHECKOUT_WITHOUT_DATA = WITHOUT_DATA | {
+    # The checkout policy does not hedge: the panels of hedging alone have nothing to show for it.
+    (RETRIES, "Hedges started by trigger"),
+    (RETRIES, "Hedged executions won, by attempt type"),
+    (RETRIES, "Hedge payoff (hedge wins per hedge)"),
+    (RETRIES, "Hedges denied"),
+}
+"""The panels allowed to be empty for the checkout policy alone: those of the features it does not configure."""
+
+
+@pytest.mark.timeout(90)
+def test_every_panel_of_a_policy_shows_a_number_for_what_it_configures(
+    healthy_prometheus: str, dashboards: dict[str, dict[str, Any]]
+) -> None:
+    """The policy variable set to one policy (a retry, no hedging): every panel of a pattern it configures
+    shows a number, the extra load of its retries included (0 retries per execution, not "No data")."""
+    assert {(uid, title) for uid, title, _ in _panels(dashboards)} >= CHECKOUT_WITHOUT_DATA
+    deadline = time.monotonic() + 40
+    while True:
+        answers = _answers(healthy_prometheus, dashboards, f"{POLICIES}checkout")
+        problems = _problems(answers, CHECKOUT_WITHOUT_DATA)
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(0.5)
