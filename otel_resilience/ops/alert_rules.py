@@ -751,11 +751,11 @@ def _execution_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Aler
             ratio_for,
             "warning",
             f"Fallback rate high in policy {{{{ $labels.resilience_policy }}}} of {{{{ $labels.{job} }}}}",
-            "Fallback {{ $labels.resilience_name }} answered {{ $value | humanizePercentage }} of "
+            "Fallback {{ $labels.resilience_name }} ran for {{ $value | humanizePercentage }} of "
             "the executions of policy {{ $labels.resilience_policy }} in service "
             f"{{{{ $labels.{job} }}}} "
             f"over the last {w} (above {_pct(o.fallback_ratio)} for {ratio_for}, {traffic}): "
-            "users get degraded answers.",
+            "users get degraded answers, or none where the fallback failed too.",
             o.runbook_url_base,
         ),
         AlertRule(

@@ -5,8 +5,9 @@ receiver, grouped by alert name and service (``job``); ``info`` notices (a chaos
 chat too. Five inhibition rules keep one incident from paging three times, and a drill from
 paging at all:
 
-* a ``critical`` alert mutes the ``warning`` of the same alert for the same service and instance
-  (the circuit breaker's severity ladder);
+* a ``critical`` alert mutes the ``warning`` of the same alert for the same service, breaker
+  and policy (the circuit breaker's severity ladder; every instance of the service: one
+  breaker name is one dependency, whichever replica's breaker opened);
 * an open circuit breaker mutes the bulkhead and fallback alerts of the same name in the same
   service: the breaker already rejects the calls that would fill the bulkhead or need the
   fallback (the manager names a policy's breaker, bulkhead and fallback after the policy);

@@ -534,9 +534,9 @@ def _fallback_ratio(selector: dict[str, str]) -> _Panel:
     return _Panel(
         "timeseries",
         "Fallback rate",
-        "Share of executions a fallback answered, by policy, over "
+        "Share of executions a fallback ran for (answered, or failed too), by policy, over "
         f"{ar.RATE_WINDOW}. {ar.A_FALLBACK_HIGH} fires above {ar.FALLBACK_RATIO:.0%} for "
-        f"{ar.RATIO_ALERT_FOR}; 0 for a policy no fallback answered. {_rule_note(ar.R_FALLBACK_RATIO)}",
+        f"{ar.RATIO_ALERT_FOR}; 0 for a policy no fallback ran for. {_rule_note(ar.R_FALLBACK_RATIO)}",
         "percentunit",
         (
             _Query(
