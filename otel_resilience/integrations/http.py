@@ -7,7 +7,7 @@ One request is one *execution* of the policy; each time the client sends it is o
   response, its body read), so the breaker counts it and the retry may send the request again.
   Any other response (a 404, a 400: the caller's mistake) is a success and never opens a
   breaker. A transport error (refused connection, reset, client timeout, a failed response's
-  body cut off) is a failure too.
+  body cut off or not decodable) is a failure too.
   When attempts run out on a failed response, the response is returned to the caller, as the
   client would have returned it, unless :attr:`HttpOptions.raise_on_failure` is set.
 * **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
@@ -34,7 +34,9 @@ One request is one *execution* of the policy; each time the client sends it is o
   (:meth:`~otel_resilience.integrations.sending.HttpPolicy.deadline_reached`: the caller gets
   its :class:`~otel_resilience.OperationTimeoutError`); one before it, the client's own, stays
   a transport error. A response that came after the deadline (a client's read timeout
-  bounds each read, not the whole answer) is a timeout, and is closed: every response an attempt
+  bounds each read, not the whole answer) is a timeout, and is closed (a failed response's body,
+  read in its attempt, is read until the deadline at most:
+  :meth:`~otel_resilience.integrations.sending.HttpPolicy.read_failed`): every response an attempt
   got that the caller does not get (a hedge that lost, too) is closed before the request ends,
   so no connection stays out of the client's pool. One the retry dropped (a result its
   ``retry_on_result`` retried) is closed before the request is sent again, so the next send

@@ -140,7 +140,9 @@ def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> Fai
 
     It holds a copy read (``text`` and ``content`` at hand for a handler of the error), and
     replays an unread one for the caller when attempts run out: the transport's response as it
-    came, whose raw body a ``client.stream(...)`` caller can read (``iter_raw``).
+    came, whose raw body a ``client.stream(...)`` caller can read (``iter_raw``). A body its
+    ``Content-Encoding`` does not decode raises httpx's ``DecodingError`` instead (a transport
+    failure, as a body cut off is).
     """
 
     def replay() -> httpx.Response:
@@ -171,7 +173,8 @@ class _Wrapping(HttpIntegration, Generic[T]):
     """
 
     _default: ClassVar[type[Any]]
-    transport_errors = (httpx.TransportError,)
+    transport_errors = (httpx.TransportError, httpx.DecodingError)
+    """A failed connection, a timeout, a failed response's body cut off or not decodable."""
 
     def __init__(
         self,
@@ -205,7 +208,8 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         """One attempt: send ``request``; a failed response is read, closed and raised.
 
         A client timeout while sending or while reading a failed response's body is the
-        policy's timeout when the deadline has passed (:meth:`HttpPolicy.deadline_reached`).
+        policy's timeout when the deadline has passed (:meth:`HttpPolicy.deadline_reached`);
+        so is a failed body still coming at the deadline (:meth:`HttpPolicy.read_failed`).
         """
         http = self._http
         if sent:  # sent again: what the earlier sends got was dropped
@@ -218,7 +222,7 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
             try:
                 if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
                     raise FailedResponseError(response, response.status_code)
-                raw = b"".join(response.iter_raw())
+                raw = http.read_failed(response.iter_raw())
             finally:
                 response.close()
         except httpx.TimeoutException as error:

@@ -10,8 +10,9 @@ Each request is one execution of the policy and each send one attempt; see
 :mod:`otel_resilience.integrations.http` for which responses are failures, which requests are
 retried (an ``Idempotency-Key`` header, or :func:`mark_retryable`), ``Retry-After``, the
 deadline passed on as the request's timeout (a ``urllib3.util.Timeout`` too: each of its limits
-capped), and the breaker per host (``http://host/`` and ``http://host:80/`` are one host). A body
-given as a file or an iterator is never retried. The adapter's own ``max_retries`` stays 0 (any
+capped; with ``pool_block=True``, the wait for a free connection too), and the breaker per
+host (``http://host/`` and ``http://host:80/`` are one host). A body given as a file or an
+iterator is never retried. The adapter's own ``max_retries`` stays 0 (any
 other is refused): the policy retries. A failed response is read in its attempt: the one
 returned when attempts run out gives its body through ``content``, ``text`` and
 ``iter_content`` (with ``stream=True`` too), its ``raw`` stream is spent.
@@ -31,13 +32,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError
+from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError
+from requests.models import CONTENT_CHUNK_SIZE
+from urllib3 import PoolManager
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import EmptyPoolError
 from urllib3.util import Timeout
 
 from otel_resilience.engine.validation import fail
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration, Sent, close_earlier, record_send
+from otel_resilience.integrations.sending import (
+    HttpIntegration,
+    HttpPolicy,
+    Sent,
+    close_earlier,
+    record_send,
+)
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -100,6 +111,28 @@ def _within(limit: object, left: float) -> float:
     return min(limit, left) if isinstance(limit, (int, float)) else left
 
 
+def _bound_waits(manager: PoolManager, http: HttpPolicy) -> None:
+    """Have the pools ``manager`` makes wait for a free connection no longer than the deadline.
+
+    requests gives urllib3 no pool timeout: with ``pool_block=True``, a request finding every
+    connection of its pool in use waits for one for good, past its deadline. Each pool waits
+    what is left of the deadline at most (:meth:`HttpPolicy.timeout_left`; without a deadline,
+    as long as it takes), then raises urllib3's ``EmptyPoolError``: the policy's timeout.
+    """
+    manager.pool_classes_by_scheme = {
+        scheme: _bounded(pool, http) for scheme, pool in manager.pool_classes_by_scheme.items()
+    }
+
+
+def _bounded(pool: type[HTTPConnectionPool], http: HttpPolicy) -> type[HTTPConnectionPool]:
+    """Return a subclass of the urllib3 ``pool`` class whose wait for a connection ``http`` bounds."""
+
+    def _get_conn(self: HTTPConnectionPool, timeout: float | None = None) -> Any:
+        return pool._get_conn(self, http.timeout_left() if timeout is None else timeout)
+
+    return type(pool.__name__, (pool,), {"_get_conn": _get_conn, "__module__": __name__})
+
+
 class ResilientAdapter(HttpIntegration, HTTPAdapter):
     """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
 
@@ -107,14 +140,38 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     of :class:`~otel_resilience.integrations.sending.HttpIntegration`; ``adapter_options`` go to
     ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
 
+    With ``pool_block=True``, a request waits for a free connection until its deadline at most.
+
     Raises:
         ValueError: ``max_retries`` is given and not 0: urllib3 would send the request again
             inside an attempt (a POST too), beside the policy's retries.
     """
 
-    transport_errors = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError)
-    """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)."""
+    transport_errors = (
+        requests.ConnectionError,
+        requests.Timeout,
+        ChunkedEncodingError,
+        ContentDecodingError,
+    )
+    """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)
+    or not decodable (``ContentDecodingError``)."""
     synchronous = True
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **pool_kwargs: Any
+    ) -> None:
+        """Make requests' pool manager; a blocking one's pools wait until the deadline at most."""
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        if block:
+            _bound_waits(self.poolmanager, self._http)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Return the pool manager for ``proxy``; a blocking one's pools wait until the deadline at most."""
+        made = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if made and self._pool_block:
+            _bound_waits(manager, self._http)
+        return manager
 
     def _check_client_options(self, client_options: dict[str, Any]) -> None:
         """Refuse a ``max_retries`` other than 0: urllib3 would send again inside each attempt."""
@@ -148,7 +205,12 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     def _send_once(
         self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], sent: Sent
     ) -> requests.Response:
-        """One attempt: send the request; a failed response is read, closed and raised."""
+        """One attempt: send the request; a failed response is read, closed and raised.
+
+        A client timeout, a wait for a pool's connection that ran out, or a failed response's
+        body still coming (:meth:`HttpPolicy.read_failed`) is the policy's timeout when the
+        deadline has passed (:meth:`HttpPolicy.deadline_reached`).
+        """
         request, stream, timeout, kwargs = exchange
         http = self._http
         if sent:  # sent again: what the earlier sends got was dropped
@@ -158,12 +220,12 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
             sent[index] = response = super().send(
                 request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
             )
-        except requests.Timeout as error:
+        except (requests.Timeout, EmptyPoolError) as error:  # EmptyPoolError: the pool's wait ran out
             http.deadline_reached(error)
             raise
         if response.status_code in http.failure_statuses:
-            try:
-                response.content  # noqa: B018 - read the body before the connection goes back
+            try:  # read before the connection goes back, as `content` reads it
+                response._content = http.read_failed(response.iter_content(CONTENT_CHUNK_SIZE))
             except requests.ConnectionError as error:  # a read timeout in the body is one
                 http.deadline_reached(error)
                 raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
@@ -229,18 +229,33 @@ class HttpPolicy:
         left = time_left()  # on the deadline's own clock; infinite when no deadline binds the request
         return None if math.isinf(left) else max(left, 0.001)
 
-    def deadline_reached(self, error: BaseException) -> None:
+    def deadline_reached(self, error: BaseException | None = None) -> None:
         """Raise :class:`DeadlineReachedError` from a client's timeout ``error`` if the deadline has passed.
 
         The client gave up at the deadline this layer passed on as its timeout
         (:meth:`timeout_left`): the timeout scope that owns the deadline turns it into its own
         :class:`~otel_resilience.OperationTimeoutError` (an HTTP server maps that to 504), as it
         does for any wait the deadline cut short. Before the deadline, the client's own shorter
-        timeout fired: this returns, and ``error`` stays a transport error (retried).
+        timeout fired: this returns, and ``error`` stays a transport error (retried). Without
+        ``error``, it checks the deadline between two reads (:meth:`read_failed`).
         """
         if self._timed and time_left() <= 0.0:
             name = self.policy.name or "http"
             raise DeadlineReachedError(name, 0.0, "total") from error
+
+    def read_failed(self, chunks: Iterable[bytes]) -> bytes:
+        """Return a failed response's body read from ``chunks`` in this thread, never past the deadline.
+
+        A client's read timeout bounds each read, not the whole body: a body that keeps coming a
+        little at a time would hold the caller's thread past its deadline, for good. The deadline
+        is checked after each chunk (:meth:`deadline_reached`), so the read ends at most one
+        chunk after it. (An async client's read is cancelled at the deadline.)
+        """
+        body = []
+        for chunk in chunks:
+            body.append(chunk)
+            self.deadline_reached()
+        return b"".join(body)
 
     # ------------------------------------------------------------------ running it
 

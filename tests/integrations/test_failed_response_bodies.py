@@ -1,8 +1,9 @@
-"""The body of a failed response, through aiohttp's middleware and requests' adapter.
+"""The body of a failed response, through aiohttp's middleware, requests' adapter and httpx.
 
 A failed response (a 5xx) is read inside its attempt. What can happen while it is read is
-what can happen to any answer: the body is cut off (a transport failure, retried like a reset),
-the deadline ends the read (the policy's timeout). The response the caller gets when attempts
+what can happen to any answer: the body is cut off or cannot be decoded (a transport failure,
+retried like a reset), the deadline ends the read (the policy's timeout), even while the body
+keeps coming a little at a time. The response the caller gets when attempts
 run out reads as the client would give it: aiohttp's ``read()`` and ``content`` stream too.
 A raw HTTP/1.1 server scripts each answer byte for byte.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 import requests
 from support import FAST_RETRY
@@ -22,6 +24,7 @@ from support import FAST_RETRY
 from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.http import FailedResponseError, HttpOptions
+from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
 Answer = Callable[[socket.socket], bool]
@@ -43,6 +46,17 @@ def cut_off(status: int) -> Answer:
     def answer(connection: socket.socket) -> bool:
         connection.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 100\r\n\r\npartial".encode())
         return False
+
+    return answer
+
+
+def undecodable(status: int) -> Answer:
+    """A complete answer whose body is not what its ``Content-Encoding`` says (not gzip)."""
+
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 {status} X\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\n"
+        connection.sendall(head.encode() + b"not gzip!")
+        return True
 
     return answer
 
@@ -124,6 +138,23 @@ def requests_session(**changes: Any) -> requests.Session:
     return session
 
 
+def httpx_client(**changes: Any) -> httpx.Client:
+    fields: dict[str, Any] = {"name": "downstream", "retry_policy": FAST_RETRY}
+    fields.update(changes)
+    return httpx.Client(transport=ResilientTransport(ResilienceConfig(**fields), manager=ResilienceManager()))
+
+
+def get_sync(client: str, url: str, **changes: Any) -> tuple[int, str]:
+    """GET ``url`` with the sync ``client`` (``requests`` or ``httpx``) under a policy; its status and text."""
+    if client == "requests":
+        with requests_session(**changes) as session:
+            response = session.get(url)
+            return response.status_code, response.text
+    with httpx_client(**changes) as http:
+        answer = http.get(url)
+        return answer.status_code, answer.text
+
+
 def aiohttp_session(options: HttpOptions | None = None, **changes: Any) -> aiohttp.ClientSession:
     fields: dict[str, Any] = {"name": "downstream", "retry_policy": FAST_RETRY}
     fields.update(changes)
@@ -159,6 +190,41 @@ def test_requests_sends_a_post_whose_failed_body_was_cut_off_once(raw: Callable[
     assert server.sent == 1
 
 
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_a_get_whose_failed_body_cannot_be_decoded_is_retried(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 whose body is not the gzip it claims is a transport failure: sent again, as with aiohttp.
+
+    The client's decoding error while the failed body is read is no answer to give: it is retried
+    (counted by the breaker) like a body cut off, not raised at once.
+    """
+    server = raw(undecodable(503))
+    assert get_sync(client, f"{server.url}/a") == (200, "ok")
+    assert server.sent == 2
+
+
+async def test_httpx_async_retries_a_get_whose_failed_body_cannot_be_decoded(
+    raw: Callable[..., RawServer],
+) -> None:
+    """The async transport shares the rule: the undecodable 503 is sent again."""
+    server = raw(undecodable(503))
+    config = ResilienceConfig(name="downstream", retry_policy=FAST_RETRY)
+    transport = AsyncResilientTransport(config, manager=ResilienceManager())
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(f"{server.url}/a")
+    assert (response.status_code, response.text, server.sent) == (200, "ok", 2)
+
+
+async def test_aiohttp_retries_a_get_whose_failed_body_cannot_be_decoded(
+    raw: Callable[..., RawServer],
+) -> None:
+    """The control: aiohttp reports the undecodable body as a payload error, retried."""
+    server = raw(undecodable(503))
+    async with aiohttp_session() as session, session.get(f"{server.url}/a") as response:
+        assert (response.status, await response.text(), server.sent) == (200, "ok", 2)
+
+
 # ---------------------------------------------------------------------------- the deadline
 
 
@@ -178,6 +244,45 @@ def test_requests_the_deadline_in_a_failed_body_is_the_policys_timeout(raw: Call
     server = raw(stalled)
     with pytest.raises(OperationTimeoutError):
         requests_session(retry_policy=None, timeout=0.2).get(f"{server.url}/a")
+    assert server.sent == 1
+
+
+def dripping(server: Callable[[], RawServer]) -> Answer:
+    """A 503 whose chunked body never ends: a byte every 20 ms, each read well within any timeout."""
+
+    def answer(connection: socket.socket) -> bool:
+        connection.sendall(b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while not server().held.wait(0.02):
+            connection.sendall(b"1\r\nx\r\n")
+        return False
+
+    return answer
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_a_failed_body_that_keeps_coming_is_read_until_the_deadline_only(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 whose body trickles in for good: the read stops at the deadline (the policy's timeout).
+
+    The client's read timeout bounds each read, and each byte comes well within it: reading the
+    failed body to its end would keep the caller's thread past its deadline, for good.
+    """
+    server: RawServer = raw(dripping(lambda: server))
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            get_sync(client, f"{server.url}/a", retry_policy=None, timeout=0.2)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the failed body was read past the deadline"
+    [error] = outcome
+    assert isinstance(error, OperationTimeoutError)
     assert server.sent == 1
 
 

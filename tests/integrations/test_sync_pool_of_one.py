@@ -1,9 +1,10 @@
-"""A sync client's pool of one connection and a result the policy retries.
+"""A sync client's pool of one connection: a result the policy retries, a connection held elsewhere.
 
 A sync execution makes its attempts one after another, so the response an earlier attempt got
 is dropped once the request is sent again: it is closed then, and its connection goes back to
 the pool before the next send asks for one (closed only at the end, the next send would wait for
-it until the deadline, or for good).
+it until the deadline, or for good). A request waiting for a connection another one holds waits
+until its deadline at most.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 import requests
 from support import ScriptedHTTPServer
 
-from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations.httpx import ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
@@ -77,3 +79,32 @@ def test_httpx_with_a_pool_of_one_retries_a_result_without_waiting_for_its_own_c
         response = _within(10, lambda: client.get(f"{server.url}/job"))
         assert response.status_code == 200
         assert server.count("/job") == 3
+
+
+def test_requests_a_request_waiting_for_a_blocked_pool_ends_at_its_deadline(
+    server: ScriptedHTTPServer,
+) -> None:
+    """With ``pool_block``, a request finding the pool's one connection held waits until its deadline.
+
+    urllib3 would wait for the connection for good (requests gives it no pool timeout): the wait
+    is a phase of the request like any other, capped by what is left of the deadline (as httpx's
+    ``pool`` timeout is). Once the connection is back, the pool serves again.
+    """
+    session = requests.Session()
+    adapter = ResilientAdapter(
+        ResilienceConfig(name="pooled", retry_policy=None, timeout=0.5),
+        manager=ResilienceManager(),
+        pool_maxsize=1,
+        pool_block=True,
+    )
+    session.mount("http://", adapter)
+    held = session.get(f"{server.url}/held", stream=True)  # unread: its connection stays out of the pool
+    try:
+        with pytest.raises(OperationTimeoutError):
+            _within(10, lambda: session.get(f"{server.url}/waits"))
+        assert server.count("/waits") == 0
+        held.close()
+        assert _within(10, lambda: session.get(f"{server.url}/after")).status_code == 200
+    finally:
+        held.close()
+        session.close()
