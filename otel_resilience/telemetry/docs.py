@@ -37,8 +37,10 @@ log record).
 
 ## Setup
 
-Nothing to do: `import otel_resilience` registers a listener on the **global** providers,
-acquired lazily, so providers set after the import are honoured. The library depends on
+Nothing to do: `import otel_resilience` registers a listener on the **global** providers. Those
+set already are taken at once, so every live breaker, bulkhead and policy is exported before
+any call; those set after the import are taken at the first execution or event after (until
+then, nothing of the library is exported). The library depends on
 `opentelemetry-api` only; the application chooses the SDK. To pass providers of your own, or to
 turn telemetry off:
 
@@ -155,16 +157,20 @@ What is toggled most, without code, in the `OTEL_*` style. `instrument()` (and s
 `import otel_resilience` registers) reads each variable when the matching keyword is not given;
 an explicit keyword wins. Booleans follow the OpenTelemetry environment-variable specification:
 `true` in any case is true, anything else (unset and empty included) is false, and a value other
-than `true` or `false` is logged as a warning. A switch is applied once per telemetry source, on
-top of the policy's own `ResilienceConfig(spans=..., record_duration=...)` (either turns it off),
-so an execution pays nothing for it. Change a variable, then call `instrument()` again to apply it.
+than `true` or `false` is logged as a warning naming the variable (once per value). A switch is
+applied once per telemetry source, on top of the policy's own
+`ResilienceConfig(spans=..., record_duration=...)` (either turns it off), so an execution pays
+nothing for it. Change a variable, then call `instrument()` again to apply it.
 
 With the `instrumentation` extra (`opentelemetry-instrumentation`), the package registers the
 `opentelemetry_instrumentor` entry point `otel_resilience`
 (`otel_resilience.telemetry.instrumentor.OtelResilienceInstrumentor`, which calls `instrument()` /
 `uninstrument()`): `opentelemetry-instrument` loads it with the other instrumentations, and
-`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. Without the extra,
-`instrument()` and `uninstrument()` work the same.
+`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_resilience` (or `*`) skips it. The instrumentor's
+state is the registration: it is instrumented while the listener its `instrument()` registered
+is the one in place (so it instruments again after the function `uninstrument()`), and its
+`uninstrument()` turns telemetry off whoever turned it on, `import otel_resilience` included.
+Without the extra, `instrument()` and `uninstrument()` work the same.
 """
 
 

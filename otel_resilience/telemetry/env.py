@@ -36,6 +36,9 @@ ENTRY_POINT: Final = "otel_resilience"
 """The name of our ``opentelemetry_instrumentor`` entry point."""
 
 _LOG: Final = logging.getLogger("otel_resilience.telemetry")
+_WARNED: Final[set[tuple[str, str]]] = set()
+"""The ``(variable, value)`` pairs warned about already: each is read by every ``instrument()``
+(the import's and ``opentelemetry-instrument``'s instrumentor's), and warned about once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,8 @@ SWITCHES: Final = (SPANS_DISABLED, DURATION_DISABLED, RECORD_MESSAGES, IN_PROCES
 def env_flag(variable: str, environ: Mapping[str, str] | None = None) -> bool:
     """Return the boolean of ``variable``: ``true`` (any case, spaces ignored) is true, all else false.
 
-    A value other than ``true``/``false`` (or empty) is logged as a warning and read as false.
+    A value other than ``true``/``false`` (or empty) is read as false, and logged as a warning
+    the first time it is read.
     """
     raw = (os.environ if environ is None else environ).get(variable)
     if raw is None:
@@ -97,7 +101,8 @@ def env_flag(variable: str, environ: Mapping[str, str] | None = None) -> bool:
     value = raw.strip().lower()
     if value == "true":
         return True
-    if value not in ("false", ""):
+    if value not in ("false", "") and (variable, raw) not in _WARNED:
+        _WARNED.add((variable, raw))
         _LOG.warning("%s=%r is neither true nor false: read as false", variable, raw)
     return False
 

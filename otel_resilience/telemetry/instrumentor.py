@@ -10,12 +10,16 @@ which keep working without this extra.
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Collection
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from otel_resilience.telemetry import instrument, uninstrument
+from otel_resilience.telemetry import current_listener, instrument, uninstrument
+
+if TYPE_CHECKING:
+    from otel_resilience.telemetry.otel import OtelListener
 
 __all__ = ["OtelResilienceInstrumentor"]
 
@@ -29,14 +33,42 @@ class OtelResilienceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``instrument(...)`` takes the keywords of :func:`otel_resilience.telemetry.instrument` and
     hands on those it is given (any other, such as the base class's own, is left out): one not
     given is read from its ``OTEL_RESILIENCE_*`` switch, as ``instrument()`` does.
+
+    Its state is the registration itself: it is instrumented while the listener its
+    ``instrument()`` registered is the registered one, so after the function ``uninstrument()``
+    (or ``instrument()``) it instruments again. ``uninstrument()`` turns telemetry off whoever
+    registered the listener (``import otel_resilience`` included), and says it is already
+    uninstrumented only when no listener is registered.
     """
+
+    _registered: weakref.ref[OtelListener] | None = None
+    """The listener this instrumentor's ``instrument()`` registered."""
+
+    @property
+    def _is_instrumented_by_opentelemetry(self) -> bool:
+        """Whether the listener this instrumentor registered is still the registered one."""
+        listener = None if self._registered is None else self._registered()
+        return listener is not None and listener is current_listener()
+
+    @_is_instrumented_by_opentelemetry.setter
+    def _is_instrumented_by_opentelemetry(self, value: bool) -> None:
+        """The base class's bookkeeping: the state is read from the registration instead."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """No library to instrument: the patterns are this package's own."""
         return ()
 
+    def uninstrument(self, **kwargs: Any) -> None:
+        """Turn telemetry off (:func:`~otel_resilience.telemetry.uninstrument`), whoever turned it on."""
+        if current_listener() is not None:
+            self._uninstrument(**kwargs)
+            return
+        super().uninstrument(**kwargs)  # nothing registered: the base class says so
+
     def _instrument(self, **kwargs: Any) -> None:
-        instrument(**{key: kwargs[key] for key in _KEYWORDS if key in kwargs})
+        listener = instrument(**{key: kwargs[key] for key in _KEYWORDS if key in kwargs})
+        self._registered = weakref.ref(listener)
 
     def _uninstrument(self, **kwargs: Any) -> None:  # noqa: ARG002 - the BaseInstrumentor signature
+        self._registered = None
         uninstrument()

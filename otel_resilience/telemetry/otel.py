@@ -195,6 +195,10 @@ class OtelListener:
             self._use_meter_provider(meter_provider)
             self._zero_existing()
         self._pending = self._tracer_pending or self._meter_pending
+        if self._pending:
+            # Global providers set already are taken now, so that the live instances are
+            # exported before any call; those set later, at the first execution or event after.
+            self._acquire()
 
     # --- state -------------------------------------------------------------------------------
 

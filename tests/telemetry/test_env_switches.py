@@ -173,3 +173,22 @@ def test_a_keyword_that_is_not_a_bool_is_refused(run: Run, keyword: str, value: 
         instrument(run.tracer_provider, run.meter_provider, **{keyword: value})
     assert current_listener() is before
     assert before.active
+
+
+def test_a_bad_value_is_warned_about_once(
+    run: Run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The import's listener and the instrumentor's both read the switches: one warning per bad value.
+
+    Another bad value later is warned about too.
+    """
+    monkeypatch.setenv("OTEL_RESILIENCE_DURATION_DISABLED", "yes-please")
+    with caplog.at_level(logging.WARNING, "otel_resilience.telemetry"):
+        run.go()
+        run.go()
+        monkeypatch.setenv("OTEL_RESILIENCE_DURATION_DISABLED", "no-thanks")
+        run.go()
+    warned = [r.getMessage() for r in caplog.records if "OTEL_RESILIENCE_DURATION_DISABLED" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert "yes-please" in warned[0]
+    assert "no-thanks" in warned[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.engine.events import TelemetrySource
-from otel_resilience.telemetry import current_listener, install_default
+from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 from otel_resilience.telemetry.instrumentor import OtelResilienceInstrumentor
 
 
@@ -107,3 +108,72 @@ def test_opentelemetry_instrument_loads_it_unless_disabled(
     command = [str(Path(sys.executable).with_name("opentelemetry-instrument")), sys.executable, "-c", probe]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100, check=True)
     assert done.stdout.strip().splitlines()[-1] == f"{instrumented} {instrumented}", done.stderr
+
+
+@pytest.fixture
+def instrumentor() -> Iterator[OtelResilienceInstrumentor]:
+    """The instrumentor, with the import-time listener in place; the default listener afterwards."""
+    install_default()
+    made = OtelResilienceInstrumentor()
+    try:
+        yield made
+    finally:
+        if made.is_instrumented_by_opentelemetry:
+            made.uninstrument()
+        uninstrument()
+        install_default()
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "opentelemetry.instrumentation.instrumentor"]
+
+
+def test_uninstrument_turns_off_the_listener_the_import_registered(
+    instrumentor: OtelResilienceInstrumentor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The instrumentor's uninstrument() turns telemetry off even when the import registered the listener.
+
+    Only a second uninstrument(), with nothing left to turn off, says it is already uninstrumented.
+    """
+    assert current_listener() is not None
+    instrumentor.uninstrument()
+    assert current_listener() is None
+    assert _warnings(caplog) == []
+    instrumentor.uninstrument()
+    assert _warnings(caplog) == ["Attempting to uninstrument while already uninstrumented"]
+
+
+def test_uninstrument_turns_off_a_listener_registered_by_instrument(
+    instrumentor: OtelResilienceInstrumentor,
+) -> None:
+    """instrument() called after the instrumentor's: the instrumentor's uninstrument() still turns it off."""
+    instrumentor.instrument()
+    instrument(record_messages=True)
+    instrumentor.uninstrument()
+    assert current_listener() is None
+    assert not instrumentor.is_instrumented_by_opentelemetry
+
+
+def test_instrument_again_after_uninstrument_the_function(
+    instrumentor: OtelResilienceInstrumentor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After uninstrument() (the function), the instrumentor is no longer instrumented and instruments again."""
+    instrumentor.instrument()
+    assert instrumentor.is_instrumented_by_opentelemetry
+    uninstrument()
+    assert not instrumentor.is_instrumented_by_opentelemetry
+    instrumentor.instrument()
+    assert current_listener() is not None
+    assert instrumentor.is_instrumented_by_opentelemetry
+    assert _warnings(caplog) == []
+
+
+def test_instrument_twice_keeps_the_first_listener(
+    instrumentor: OtelResilienceInstrumentor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second instrument() while its listener is registered changes nothing, as for every instrumentor."""
+    instrumentor.instrument()
+    first = current_listener()
+    instrumentor.instrument(spans=False)
+    assert current_listener() is first
+    assert _warnings(caplog) == ["Attempting to instrument while already instrumented"]

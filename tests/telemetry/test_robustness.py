@@ -272,6 +272,76 @@ def test_providers_set_after_import_are_honoured():
     assert out.strip() == "ok"
 
 
+def test_providers_set_before_import_are_acquired_before_the_first_call():
+    """Global providers set before ``import otel_resilience`` are taken at once: a breaker created
+    then is exported (its state, its transitions at 0) before any call runs."""
+    out = _run(
+        """
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        trace.set_tracer_provider(TracerProvider())
+
+        from otel_resilience import CircuitBreaker
+        from otel_resilience.telemetry import current_listener
+
+        breaker = CircuitBreaker("early")
+        listener = current_listener()
+        assert listener.tracer is not None and listener.meter_ready
+        data = reader.get_metrics_data()
+        points = {
+            (m.name, p.attributes.get("resilience.circuit_breaker.state")): p.value
+            for rm in ([] if data is None else data.resource_metrics)
+            for sm in rm.scope_metrics for m in sm.metrics for p in m.data.data_points
+            if p.attributes.get("resilience.name") == "early"
+        }
+        print(points[("resilience.circuit_breaker.state", "closed")],
+              points[("resilience.circuit_breaker.transitions", "open")])
+        """
+    )
+    assert out.split() == ["1", "0"]
+
+
+def test_with_a_tracer_provider_only_the_meter_getter_is_not_asked_on_every_call():
+    """A tracing-only process: once looked at, the meter provider is asked for again only once the
+    API holds one (the getter reads an environment variable on every call while none is set)."""
+    out = _run(
+        """
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+
+        trace.set_tracer_provider(TracerProvider())
+        from otel_resilience.engine.pipeline import PipelineBuilder
+        from otel_resilience.telemetry import current_listener
+
+        asked = 0
+        getter = metrics.get_meter_provider
+
+        def counted():
+            global asked
+            asked += 1
+            return getter()
+
+        metrics.get_meter_provider = counted
+        pipeline = PipelineBuilder("tracing-only").build()
+        for _ in range(20):
+            pipeline.execute_sync(lambda: 1)
+        print(asked)
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        pipeline.execute_sync(lambda: 1)
+        print(current_listener().meter_ready)
+        """
+    )
+    assert out.split() == ["0", "True"]
+
+
 def test_listener_sleeps_without_sdk_and_wakes_when_providers_are_set():
     """With no SDK the listener leaves event delivery (no event args built) and the next call after a provider is set brings it back."""
     out = _run(
