@@ -45,6 +45,7 @@ from otel_resilience.demo.options import (
     DEFAULT_SCENARIO,
     DEFAULT_SEED,
     DEFAULT_TIME_SCALE,
+    MIN_TIME_SCALE,
     SCENARIO_NAMES,
     DemoOptions,
     check_duration_option,
@@ -186,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_arg(check_time_scale),
         default=DEFAULT_TIME_SCALE,
         metavar="F",
-        help=f"demo seconds per production second, 0 < F <= 1 (default: {DEFAULT_TIME_SCALE:g}, "
-        "i.e. 20x faster; 0.01 is the fast mode of the tests; 1 is production timing)",
+        help=f"demo seconds per production second, {MIN_TIME_SCALE:g} <= F <= 1 "
+        f"(default: {DEFAULT_TIME_SCALE:g}, i.e. 20x faster; 0.01 is the fast mode of the tests; "
+        "1 is production timing)",
     )
     demo.add_argument(
         "--host", default=DEFAULT_HOST, metavar="ADDR", help=f"address of /metrics (default: {DEFAULT_HOST})"

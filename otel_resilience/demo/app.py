@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
@@ -66,18 +66,20 @@ _BUILT_IN: Final = {
     ),
 }
 """The built-in policy of each dependency, as the header describes it."""
-_BUDGETED: Final = ("content_api", "ml_service")
-"""The built-in policies whose retries share the demo's retry budget."""
 
 
-def _policies_lines(path: Path | None, policies: Mapping[str, ResilienceConfig] | None) -> list[str]:
-    """The header's account of the policies: the built-in ones, and those a ``--config`` file replaced."""
+def _policies_lines(
+    path: Path | None, policies: Mapping[str, ResilienceConfig] | None, shared: Sequence[str]
+) -> list[str]:
+    """The header's account of the policies: the built-in ones and those a ``--config`` file replaced.
+
+    ``shared`` names the policies whose retries draw on the shared retry budget.
+    """
     replaced = set(policies or ())
     described = [
         f"{name} (from {path})" if name in replaced else _BUILT_IN[name]
         for name in ("content_api", "ml_service", "database")
     ]
-    shared = [name for name in _BUDGETED if name not in replaced]
     budget = ""
     if len(shared) > 1:
         budget = f"; the retries of {' and '.join(shared)} share a retry budget (10 % + 1 every 20 s)"
@@ -103,6 +105,7 @@ def _header(
     scenario: Scenario,
     metrics_url: str | None,
     policies: Mapping[str, ResilienceConfig] | None = None,
+    budgeted: Sequence[str] = (),
 ) -> list[str]:
     scale = options.time_scale
     until = (
@@ -120,7 +123,7 @@ def _header(
         f"otel-resilience demo: scenario {scenario.name} (seed {scenario.seed}): {scenario.description}",
         f"time scale {scale:g}: 1 s here = {1 / scale:g} s of production time; t+N is production time",
         f"metrics: {metrics_url or 'not served'}   OTLP: {otlp}",
-        *_policies_lines(options.config, policies),
+        *_policies_lines(options.config, policies, budgeted),
         (
             "faults: injected by each policy's chaos links on the scenario's clock (each one a drill in "
             "the telemetry: resilience_chaos_injections_total)"
@@ -263,7 +266,7 @@ async def run_demo(
         cleanup.callback(system.close)
         cleanup.callback(system.alert_system.subscribe(monitor.on_alert))
         ticker = _Ticker(scenario, system, monitor, view, options.time_scale)
-        view.begin(_header(options, scenario, telemetry.url, policies))
+        view.begin(_header(options, scenario, telemetry.url, policies, system.budgeted))
         cleanup.callback(view.close)
         system.start_load()
         ticking = asyncio.create_task(ticker.run(), name="demo-view")
@@ -301,9 +304,16 @@ async def run_demo(
         summary["tenants"] = system.tenant_stats()
         view.end(format_summary(summary))
         if options.summary_json is not None:
-            write_summary_json(summary, options.summary_json)
+            try:
+                write_summary_json(summary, options.summary_json)
+            except OSError as error:
+                raise _SummaryFileError(error.errno, error.strerror, error.filename) from error
         return summary
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+class _SummaryFileError(OSError):
+    """The summary could not be written to ``--summary-json`` (unlike the view's output failing)."""
 
 
 class DemoConfigError(Exception):
@@ -318,8 +328,9 @@ def read_policies(
     ``file_format`` is its format (``--format``); ``None`` tells it from the suffix.
 
     Raises:
-        DemoConfigError: The file cannot be read or is not valid (the message says where), or it
-            names a policy that is not one of the demo's (:data:`DEMO_POLICIES`).
+        DemoConfigError: The file cannot be read or is not valid (the message says where), it
+            names a policy that is not one of the demo's (:data:`DEMO_POLICIES`), or a policy sets
+            ``chaos`` (the demo's chaos links inject the scenario's faults).
     """
     if path is None:
         return None
@@ -336,6 +347,13 @@ def read_policies(
             f"({', '.join(DEMO_POLICIES)})"
         )
         raise DemoConfigError(msg)
+    chaotic = [name for name, config in policies.items() if config.chaos is not None]
+    if chaotic:
+        msg = (
+            f"--config: {path}: policy {', '.join(chaotic)} sets chaos, which the demo does not take: "
+            "its faults are the scenario's, injected by its own chaos links (remove the chaos section)"
+        )
+        raise DemoConfigError(msg)
     return policies
 
 
@@ -350,7 +368,8 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
 
     Returns:
         The exit status: 0, or 1 when a call was lost, ``/metrics`` could not be served, the
-        configuration file or the summary file failed, or standard output was closed.
+        configuration file or the summary file failed, or standard output was closed or could
+        not be written.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -366,11 +385,16 @@ def main(options: DemoOptions, *, out: IO[str] | None = None, err: IO[str] | Non
     except (MetricsServerError, DemoConfigError) as error:
         err.write(f"otel-resilience demo: {error}\n")
         return 1
+    except _SummaryFileError as error:
+        err.write(
+            f"otel-resilience demo: cannot write the summary to {options.summary_json}: {error.__cause__}\n"
+        )
+        return 1
     except BrokenPipeError:
         err.write("otel-resilience demo: standard output was closed; the run ended\n")
         return 1
-    except OSError as error:
-        err.write(f"otel-resilience demo: cannot write the summary to {options.summary_json}: {error}\n")
+    except OSError as error:  # the view's output failed otherwise: a full disk, a device error
+        err.write(f"otel-resilience demo: cannot write to standard output: {error}; the run ended\n")
         return 1
     lost = int(summary["lost_calls"])
     if lost:

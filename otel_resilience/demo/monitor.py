@@ -177,6 +177,11 @@ class CallCounters:
         self.wins: Counter[str] = Counter()
 
     @property
+    def rejected(self) -> int:
+        """Calls rejected (every reason), answered by a fallback or not."""
+        return sum(self.rejections.values())
+
+    @property
     def ended(self) -> int:
         """Calls that have ended, however they ended."""
         return self.answered + self.failed + self.cancelled + self.lost

@@ -117,14 +117,29 @@ def check_otlp_endpoint(value: str) -> str:
     """Return the OTLP/HTTP base URL ``value`` without a trailing slash.
 
     Raises:
-        ValueError: If it is not an ``http://`` or ``https://`` URL with a host.
+        TypeError: If it is not a string.
+        ValueError: If it is not an ``http://`` or ``https://`` URL with a host, an optional port
+            from 1 to 65535 and no query or fragment (the signal's path is appended to it).
     """
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        msg = (
-            f"--otlp-endpoint must be an http:// or https:// URL such as http://127.0.0.1:4318, got {value!r}"
-        )
-        raise ValueError(msg)
+    rule = (
+        "--otlp-endpoint must be an http:// or https:// URL such as http://127.0.0.1:4318 "
+        "(a host, a port from 1 to 65535 if any, no query or fragment)"
+    )
+    if not isinstance(value, str):
+        raise TypeError(f"{rule}, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:  # an invalid IPv6 address, a port out of range or not a number
+        raise ValueError(f"{rule}, got {value!r}: {error}") from None
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or port == 0
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(f"{rule}, got {value!r}")
     return value.rstrip("/")
 
 
@@ -133,7 +148,7 @@ class DemoOptions:
     """Everything one demo run needs to know. Validated at construction.
 
     Raises:
-        TypeError: A duration is not a number.
+        TypeError: A duration is not a number, or the OTLP endpoint not a string.
         ValueError: An option breaks its rule (the message names the command-line option).
     """
 
@@ -144,7 +159,7 @@ class DemoOptions:
     duration: float | None = None
     """Real seconds to run; ``None`` (default) runs until SIGINT or SIGTERM."""
     time_scale: float = DEFAULT_TIME_SCALE
-    """Demo seconds per production second, ``0 < x <= 1``. Default 0.05."""
+    """Demo seconds per production second, ``MIN_TIME_SCALE <= x <= 1``. Default 0.05."""
     host: str = DEFAULT_HOST
     """Address of the ``/metrics`` server. Default ``127.0.0.1``."""
     port: int | None = DEFAULT_PORT

@@ -21,15 +21,18 @@ protects the library, and the demo is an application of it.
 from __future__ import annotations
 
 import errno
+import logging
 import threading
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 from wsgiref.simple_server import WSGIServer
 
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: TID251 - the demo is an application
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader  # noqa: TID251
 from opentelemetry.sdk.resources import Resource  # noqa: TID251
-from opentelemetry.sdk.trace import TracerProvider  # noqa: TID251
-from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: TID251
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: TID251
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: TID251
 from prometheus_client import CollectorRegistry, start_http_server
 
 import otel_resilience
@@ -38,7 +41,15 @@ from otel_resilience.telemetry import current_listener, install_default, instrum
 if TYPE_CHECKING:
     from otel_resilience.demo.options import DemoOptions
 
-__all__ = ["OTLP_EXPORT_TIMEOUT", "OTLP_METRICS_INTERVAL", "DemoTelemetry", "MetricsServerError"]
+__all__ = [
+    "OTLP_EXPORT_TIMEOUT",
+    "OTLP_FLUSH_TIMEOUT",
+    "OTLP_METRICS_INTERVAL",
+    "DemoTelemetry",
+    "MetricsServerError",
+]
+
+_LOG: Final = logging.getLogger("otel_resilience.demo")
 
 OTLP_METRICS_INTERVAL: Final = 2.0
 """Seconds between two OTLP metric exports."""
@@ -46,6 +57,10 @@ OTLP_EXPORT_TIMEOUT: Final = 2.0
 """Seconds one OTLP export may take, its retries included (the SDK's default, 10 s, would make
 Ctrl-C wait tens of seconds for a receiver that is down: the exports still due are flushed at
 the end of the run)."""
+OTLP_FLUSH_TIMEOUT: Final = 2.0
+"""Seconds the spans still queued at the end of the run get to leave; the batches left after it
+are dropped (with a receiver that is down, each batch would take its :data:`OTLP_EXPORT_TIMEOUT`,
+and a full queue is 32 of them: the SDK gives up only after 30 s)."""
 _SPAN_BATCH_DELAY_MS: Final = 1000.0
 _SPAN_QUEUE: Final = 16_384
 """Spans buffered before the batch processor drops (the demo makes a few hundred per second)."""
@@ -53,6 +68,40 @@ _SPAN_QUEUE: Final = 16_384
 
 class MetricsServerError(RuntimeError):
     """The ``/metrics`` server could not start (the port is busy, the address is wrong...)."""
+
+
+class _FlushBound(SpanExporter):
+    """Exports through ``exporter`` until the deadline :meth:`close_by` sets, then drops each batch.
+
+    The batch processor exports every span still queued when its provider shuts down, one batch
+    after the other, whatever each takes; this bounds the whole flush instead.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+        self._deadline: float | None = None
+        self.dropped = 0
+        """Spans dropped after the deadline."""
+
+    def close_by(self, deadline: float) -> None:
+        """Drop the batches that come after ``deadline`` (on ``time.monotonic``)."""
+        self._deadline = deadline
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export ``spans``, or drop them once the deadline has passed."""
+        deadline = self._deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            self.dropped += len(spans)
+            return SpanExportResult.FAILURE
+        return self._exporter.export(spans)
+
+    def shutdown(self) -> None:
+        """Shut the OTLP exporter down."""
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the OTLP exporter (it buffers nothing)."""
+        return self._exporter.force_flush(timeout_millis)
 
 
 class DemoTelemetry:
@@ -78,6 +127,7 @@ class DemoTelemetry:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._had_default = False
+        self._spans: _FlushBound | None = None
 
     def start(self) -> None:
         """Build the providers, serve ``/metrics`` and instrument the library.
@@ -115,11 +165,12 @@ class DemoTelemetry:
                 )
             )
             self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            self._spans = _FlushBound(
+                OTLPSpanExporter(endpoint=f"{options.otlp_endpoint}/v1/traces", timeout=OTLP_EXPORT_TIMEOUT)
+            )
             self.tracer_provider.add_span_processor(
                 BatchSpanProcessor(
-                    OTLPSpanExporter(
-                        endpoint=f"{options.otlp_endpoint}/v1/traces", timeout=OTLP_EXPORT_TIMEOUT
-                    ),
+                    self._spans,
                     max_queue_size=_SPAN_QUEUE,
                     schedule_delay_millis=_SPAN_BATCH_DELAY_MS,
                 )
@@ -161,8 +212,18 @@ class DemoTelemetry:
 
     def _shutdown_providers(self) -> None:
         if self.tracer_provider is not None:
+            spans = self._spans
+            if spans is not None:
+                spans.close_by(time.monotonic() + OTLP_FLUSH_TIMEOUT)
             self.tracer_provider.shutdown()
             self.tracer_provider = None
+            if spans is not None and spans.dropped:
+                _LOG.warning(
+                    "%d span(s) not exported: the OTLP receiver did not take them within %g s of the end",
+                    spans.dropped,
+                    OTLP_FLUSH_TIMEOUT,
+                )
+            self._spans = None
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
             self.meter_provider = None

@@ -263,7 +263,16 @@ def build_recovery(scale: float) -> ErrorRecoverySystem:
 
 
 _SCALED: Final = frozenset(
-    {"timeout", "initial_delay", "max_delay", "delay", "max_wait", "slow_call_duration"}
+    {
+        "timeout",
+        "initial_delay",
+        "max_delay",
+        "attempt_timeout",
+        "delay",
+        "max_wait",
+        "slow_call_duration",
+        "max_half_open_wait",
+    }
 )
 """Duration fields (production seconds in a file) that :func:`customize_from_file` scales."""
 _SECTIONS: Final = frozenset(
@@ -299,12 +308,13 @@ def customize_from_file(
     """Return the function that fits a configuration file's policy to the demo.
 
     A file gives production values and cannot hold objects: the function names the config after
-    its policy, multiplies the durations of the policy and of its sections (timeouts, backoffs,
-    breaker timeout and slow-call duration, rate limiter wait, hedge delay) by ``scale`` and
-    divides the rate limiter's rate by it, gives ``content_api`` the cached fallback on
-    ``cache`` when the file sets no fallback (a file cannot hold the cache), puts ``database``
-    through the ``rollout`` breaker, and adds the dependency's chaos links (``faults``). A
-    breaker's sliding ``TimeWindow`` and the retry budgets are taken as written (demo seconds).
+    its policy, multiplies the durations of the policy and of its sections (timeouts, attempt
+    timeouts, backoffs, breaker timeout, slow-call duration and half-open probe wait, rate
+    limiter wait, hedge delay) by ``scale`` and divides the rate limiter's rate by it, gives
+    ``content_api`` the cached fallback on ``cache`` when the file sets no fallback (a file
+    cannot hold the cache), puts ``database`` through the ``rollout`` breaker, and adds the
+    dependency's chaos links (``faults``). A breaker's sliding ``TimeWindow`` and the retry
+    budgets are taken as written (demo seconds).
 
     Args:
         scale: Demo seconds per production second.

@@ -202,6 +202,26 @@ class Scenario:
                     found.append(at)
         return found
 
+    def next_failure(self, dependency: str, after: float) -> float | None:
+        """Return when ``dependency`` next starts failing after ``after`` seconds, or ``None``.
+
+        The start of a window whose condition is :attr:`Condition.failing` when the moment
+        before is not failing (the counterpart of :meth:`recoveries`), in production seconds
+        since the start; ``None`` when it never fails again.
+        """
+        first = math.floor(max(after, 0.0) / self.cycle)
+        for k in (first, first + 1):  # the next cycle repeats this one's failures, or has none
+            plan = self.plan(dependency, k * self.cycle)
+            for window in plan.windows:
+                at = k * self.cycle + window.start
+                if (
+                    at > after
+                    and window.condition.failing
+                    and not plan.state_at(window.start - 1e-6).condition.failing
+                ):
+                    return at
+        return None
+
     def changes(self, dependency: str, after: float, until: float) -> list[tuple[float, str]]:
         """Return ``(time, new label)`` for every change of condition in ``(after, until]``.
 

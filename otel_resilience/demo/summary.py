@@ -6,7 +6,8 @@
   recovery) over the same total (claim: 99.7 %);
 * **recovery time**: for every time a dependency came back from a failing window while its
   breaker was not closed, the time until the breaker closed, from the breaker's state-change
-  events (claim: < 5 s). Reported in real (demo) seconds and in production seconds (divided by
+  events, unless the dependency failed again first (then its next recovery is measured)
+  (claim: < 5 s). Reported in real (demo) seconds and in production seconds (divided by
   the time scale): the claim is compared with the production figure. A breaker cannot close
   before its ``timeout`` has elapsed and its probes succeeded, so this figure is bounded by
   ``CircuitBreakerConfig.timeout``;
@@ -77,6 +78,9 @@ def measure_recoveries(
         end: The run's end (monotonic).
         time_scale: Demo seconds per production second.
 
+    A recovery after which the dependency failed again before its breaker closed is not
+    measured: the breaker closes after the later recovery, which is measured instead.
+
     Returns:
         One dict per recovery during which the breaker was open or half-open:
         ``dependency``, ``recovered_at_s`` (real seconds since the start),
@@ -95,6 +99,9 @@ def measure_recoveries(
             closed = next(
                 (t.at for t in transitions if t.breaker == breaker and t.new == "closed" and t.at > at), None
             )
+            relapse = scenario.next_failure(breaker, recovered)
+            if relapse is not None and start + relapse * time_scale <= (end if closed is None else closed):
+                continue  # it failed again before its breaker closed: the later recovery is measured
             found.append(
                 {
                     "dependency": breaker,
@@ -147,7 +154,7 @@ def summarize(
     recovery_stats: Mapping[str, Any],
     end: float,
     stopped_by: str,
-    budget: Mapping[str, int] | None = None,
+    budget: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return every figure of the run as JSON-ready data.
 
@@ -383,11 +390,12 @@ def _shedding_lines(summary: Mapping[str, Any]) -> list[str]:
     ]
     budget = summary.get("retry_budget")
     if budget is not None:
+        drawing = budget.get("policies", ())
         by_policy = ", ".join(
-            f"{name} {p['budget_denied']}" for name, p in summary["policies"].items() if p["retries"]
+            f"{name} {p['budget_denied']}" for name, p in summary["policies"].items() if name in drawing
         )
         lines.append(
-            f"retry budget  {budget['denied']} retries denied ({by_policy or 'no retries'}); "
+            f"retry budget  {budget['denied']} retries denied ({by_policy or 'no policy draws on it'}); "
             f"{budget['available']} available at the end"
         )
     return lines

@@ -144,8 +144,9 @@ class HedgingView:
         hedges: Hedges started.
         denied: Hedges that were due but refused: by the budget, the execution's cap on
             attempts, the deadline or a rejection by the policy's own chain (``hedges_denied``).
-        hedge_wins: Raced executions a hedge answered.
-        original_wins: Raced executions the original answered.
+        hedge_wins: Executions a hedge answered (all of them raced).
+        original_wins: Executions the original answered, raced or not (the raced ones are the
+            ``original`` count of the monitor's ``wins``).
     """
 
     delay: float
@@ -193,6 +194,8 @@ class DemoSystem:
         manager: The resilience manager every call goes through.
         alert_system: The alert system the manager reports (cooldowns scaled).
         configs: The policies, by name.
+        budgeted: The policies whose retries draw on the shared retry budget (:attr:`budget`):
+            both built-in ones, fewer when a configuration file replaced them.
         dependencies: The simulated dependencies, by name.
     """
 
@@ -245,6 +248,11 @@ class DemoSystem:
                 {name: fit(name, policies[name]) for name in self.configs if name in policies}
             )
             quota = fit(TENANTS, policies[TENANTS]) if TENANTS in policies else quota
+        self.budgeted = tuple(
+            name
+            for name, config in self.configs.items()
+            if config.retry_policy is not None and config.retry_policy.budget is self.budget
+        )
         self.tenants = self.manager.policy(TENANTS, quota, key_attribute_limit=TENANT_KEY_LIMIT)
         self.tenant_rejections: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self._links: dict[tuple[str, str], Any] = {}
@@ -409,10 +417,20 @@ class DemoSystem:
             waiting=int(stats["waiting"]),
         )
 
-    def budget_stats(self) -> dict[str, int]:
-        """Return the shared retry budget's counts: retries it ``denied`` so far, ``available`` now."""
+    def budget_stats(self) -> dict[str, Any] | None:
+        """Return the shared retry budget's counts: retries it ``denied`` so far, ``available`` now.
+
+        Also ``policies``, those that draw on it (:attr:`budgeted`); ``None`` when none does:
+        there is nothing to show.
+        """
+        if not self.budgeted:
+            return None
         stats = self.budget.get_stats()
-        return {key: int(stats[key]) for key in ("first_attempts", "retries", "available", "denied")}
+        counts: dict[str, Any] = {
+            key: int(stats[key]) for key in ("first_attempts", "retries", "available", "denied")
+        }
+        counts["policies"] = list(self.budgeted)
+        return counts
 
     def tenant_stats(self) -> dict[str, Any]:
         """Return the ``tenants`` quota (requests per production second), keys and rejections by tenant."""

@@ -63,7 +63,7 @@ class Frame:
     recovery_rate: float | None
     alerts: int
     time_scale: float
-    budget: Mapping[str, int] | None = None
+    budget: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,8 @@ _COLUMNS: Final = (
     "hedges",
     "chaos",
 )
-"""The live table's columns (``hedges``: started/won by a hedge; ``chaos``: injections)."""
+"""The live table's columns (``reject``, ``timeout``: rejections and expired deadlines, answered
+by a fallback or not, as in the summary; ``hedges``: started/won by a hedge; ``chaos``: injections)."""
 
 
 def _row(policy: PolicyView, rate: Rates | None, calls: CallCounters | None) -> list[Any]:
@@ -187,8 +188,8 @@ def _row(policy: PolicyView, rate: Rates | None, calls: CallCounters | None) -> 
         str(0 if calls is None else calls.fallbacks),
         "-" if policy.limiter is None else str(policy.limiter.rejected),
         "-" if policy.limiter is None else str(policy.limiter.waited),
-        str(policy.rejected),
-        str(policy.timeouts),
+        str(0 if calls is None else calls.rejected),
+        str(0 if calls is None else calls.timeouts),
         "-" if hedging is None else f"{hedging.hedges}/{hedging.hedge_wins}",
         str(0 if calls is None else sum(calls.injected.values())),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import io
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from otel_resilience import CircuitBreakerConfig, ResilienceConfig, RetryPolicy
 from otel_resilience.__main__ import build_parser, main
 from otel_resilience.demo.options import (
     DEFAULT_HOST,
@@ -23,6 +25,11 @@ from otel_resilience.demo.options import (
     DEFAULT_TIME_SCALE,
     DemoOptions,
 )
+from otel_resilience.demo.policies import customize_from_file
+from otel_resilience.demo.services import MemoryCache
+
+_SHORT_RUN = ("--duration", "0.3", "--time-scale", "0.01", "--no-metrics-server", "--plain")
+"""What makes a demo run that a wrongly accepted option let start end at once."""
 
 
 def _run(*argv: str) -> tuple[int, str, str]:
@@ -66,6 +73,15 @@ def test_demo_defaults_are_pinned() -> None:
             ["--otlp-endpoint", "localhost:4318"],
             r"argument --otlp-endpoint: must be an http:// or https:// URL",
         ),
+        (
+            ["--otlp-endpoint", "http://127.0.0.1:99999", *_SHORT_RUN],
+            r"argument --otlp-endpoint: must be an http://",
+        ),
+        (
+            ["--otlp-endpoint", "http://127.0.0.1:abc", *_SHORT_RUN],
+            r"argument --otlp-endpoint: must be an http://",
+        ),
+        (["--otlp-endpoint", "http://[::1", *_SHORT_RUN], r"argument --otlp-endpoint: must be an http://"),
         (["--interval", "0"], r"argument --interval: must be a finite number of seconds > 0"),
         (["--duration", "1e300"], r"argument --duration: must be <= \S+ seconds \(threading.TIMEOUT_MAX\)"),
         (["--port", "9000", "--no-metrics-server"], r"not allowed with argument --port"),
@@ -96,6 +112,13 @@ def test_bad_demo_arguments_are_usage_errors(
         ("seed", True, r"--seed must be an integer >= 0, got True"),
         ("host", " ", r"--host must be a non-empty address"),
         ("otlp_endpoint", "ftp://x", r"--otlp-endpoint must be an http:// or https:// URL"),
+        ("otlp_endpoint", "http://127.0.0.1:99999", r"^--otlp-endpoint must be .*: Port out of range"),
+        ("otlp_endpoint", "http://127.0.0.1:abc", r"^--otlp-endpoint must be .*got 'http://127.0.0.1:abc'"),
+        ("otlp_endpoint", "http://[::1:4318", r"^--otlp-endpoint must be .*: Invalid IPv6 URL"),
+        ("otlp_endpoint", "http://127.0.0.1:0", r"^--otlp-endpoint must be .*got 'http://127.0.0.1:0'$"),
+        ("otlp_endpoint", "http://127.0.0.1:4318?x=1", r"^--otlp-endpoint must be .*no query or fragment"),
+        ("otlp_endpoint", "http://127.0.0.1:4318#x", r"^--otlp-endpoint must be .*no query or fragment"),
+        ("otlp_endpoint", 4318, r"^--otlp-endpoint must be .*got 4318$"),
         ("interval", float("inf"), r"--interval must be a finite number of seconds > 0, got inf"),
         ("duration", 10**400, r"--duration must be a finite number of seconds > 0, got 1000"),
         ("interval", 1e300, r"--interval must be <= \S+ seconds \(threading.TIMEOUT_MAX\), got 1e\+300"),
@@ -269,6 +292,41 @@ def test_a_config_file_with_a_policy_the_demo_lacks_fails_clearly(tmp_path: Path
     assert "invalid.yaml:4" in err
 
 
+def test_every_duration_of_a_config_file_is_scaled_to_the_demo() -> None:
+    """A file's durations are production values: the retries' attempt_timeout and the breaker's
+    max_half_open_wait are scaled with the rest (unscaled, 20 s per attempt outlived the scaled 60 s
+    deadline, 0.6 s, and the run stopped with a traceback)."""
+    fit = customize_from_file(0.01, MemoryCache())
+    config = fit(
+        "ml_service",
+        ResilienceConfig(
+            timeout=60.0,
+            retry_policy=RetryPolicy(max_attempts=3, initial_delay=2.0, attempt_timeout=20.0),
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=5, timeout=120.0, max_half_open_wait=10.0),
+        ),
+    )
+    assert config.timeout == pytest.approx(0.6)
+    assert config.retry_policy is not None
+    assert config.retry_policy.initial_delay == pytest.approx(0.02)
+    assert config.retry_policy.attempt_timeout == pytest.approx(0.2)
+    assert config.circuit_breaker is not None
+    assert config.circuit_breaker.timeout == pytest.approx(1.2)
+    assert config.circuit_breaker.max_half_open_wait == pytest.approx(0.1)
+
+
+def test_a_config_file_that_sets_the_chaos_of_a_demo_policy_fails_clearly(tmp_path: Path) -> None:
+    """The demo's faults are its scenario's chaos links: a file's `chaos` section is refused, not dropped."""
+    path = tmp_path / "chaos.yaml"
+    path.write_text(
+        "version: 1\npolicies:\n  content_api:\n    chaos:\n      fault_rate: 1.0\n      fault: TimeoutError\n",
+        encoding="utf-8",
+    )
+    code, out, err = _run("demo", *_SHORT_RUN, "--config", str(path))
+    assert code == 1
+    assert f"otel-resilience demo: --config: {path}: policy content_api sets chaos" in err
+    assert "summary" not in out
+
+
 class _ClosedAfter(io.StringIO):
     """Standard output whose reader goes away (`demo | head -3`) after ``lines`` writes."""
 
@@ -306,6 +364,36 @@ def test_a_closed_stdout_ends_the_demo_at_once_and_says_so() -> None:
     assert code == 1
     assert "standard output was closed" in err.getvalue()
     assert "summary" not in err.getvalue()
+
+
+class _FullAfter(io.StringIO):
+    """Standard output on a full disk (`demo > /dev/full`): every write fails with ENOSPC after ``lines``."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self._left = lines
+
+    def write(self, text: str) -> int:
+        if self._left <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._left -= 1
+        return super().write(text)
+
+
+@pytest.mark.parametrize("summary_json", [False, True], ids=["no-summary-json", "summary-json"])
+def test_an_output_that_fails_is_named_not_the_summary_file(tmp_path: Path, summary_json: bool) -> None:
+    """Standard output failing (a full disk) ends the run with exit 1 and says so; the summary file,
+    never written, is not blamed (it was: "cannot write the summary to None")."""
+    path = tmp_path / "summary.json"
+    extra = ["--summary-json", str(path)] if summary_json else []
+    err = io.StringIO()
+    code = main(["demo", *_SHORT_RUN, "--interval", "0.1", *extra], out=_FullAfter(3), err=err)
+    assert code == 1
+    assert "otel-resilience demo: cannot write to standard output: [Errno 28] No space left on device" in (
+        err.getvalue()
+    )
+    assert "summary" not in err.getvalue()
+    assert not path.exists()
 
 
 def test_the_config_file_of_the_demo_may_name_its_format(tmp_path: Path) -> None:

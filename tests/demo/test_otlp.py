@@ -105,3 +105,23 @@ def test_stop_does_not_wait_long_for_an_unreachable_receiver() -> None:
         started = time.monotonic()
         telemetry.stop()
     assert time.monotonic() - started < 10.0  # was about 16 s: each export retried for 10 s
+
+
+def test_stop_gives_up_the_spans_still_queued_for_an_unreachable_receiver() -> None:
+    """A run whose receiver is down ends with thousands of spans queued: stopping does not export them
+    batch after batch, each for its 2 s of retries (about 30 s, the SDK's bound), but gives the queue
+    one flush time and drops the rest."""
+    with socket.socket() as probe:  # a port nothing listens on: every export is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    telemetry = DemoTelemetry(DemoOptions(port=None, otlp_endpoint=f"http://127.0.0.1:{port}"))
+    telemetry.start()
+    try:
+        assert telemetry.tracer_provider is not None
+        tracer = telemetry.tracer_provider.get_tracer("demo-test")
+        for _ in range(30 * 512):  # 30 batches: the queue of a few seconds of a fast run
+            tracer.start_span("queued").end()
+    finally:
+        started = time.monotonic()
+        telemetry.stop()
+    assert time.monotonic() - started < 12.0  # was about 30 s

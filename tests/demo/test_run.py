@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +13,10 @@ from rich.console import Console
 
 from otel_resilience.demo import app
 from otel_resilience.demo.app import run_demo
+from otel_resilience.demo.monitor import CallCounters
 from otel_resilience.demo.options import DemoOptions
-from otel_resilience.demo.view import PlainView, RichView
+from otel_resilience.demo.system import BulkheadView, PolicyView
+from otel_resilience.demo.view import Frame, PlainView, RichView
 from otel_resilience.engine import HUB
 from otel_resilience.telemetry import current_listener
 
@@ -281,6 +284,48 @@ async def test_the_live_view_shows_shed_calls_waits_and_denied_retries() -> None
     assert re.search(r"retry budget \d+ left, \d+ denied", text)
 
 
+def test_the_live_table_counts_rejections_and_timeouts_a_fallback_answered() -> None:
+    """The table's reject and timeout columns count what the summary's do: every rejection and
+    expired deadline, answered by a fallback or not. In `brownout` the database's full bulkhead
+    and its timeouts showed 0 there (only those that reached the caller were counted), while the
+    summary said hundreds."""
+    calls = CallCounters()
+    calls.rejections["bulkhead_full"] = 4
+    calls.timeouts = 3
+    database = PolicyView(
+        name="database",
+        total=10,
+        successful=3,
+        recovered=0,
+        fallback=7,
+        failed=0,
+        rejected=0,
+        timeouts=0,
+        cancelled=0,
+        condition="slow",
+        breaker=None,
+        bulkhead=BulkheadView(20, 20, 10, 10, 20, 10, 4, 0),
+    )
+    frame = Frame(
+        elapsed=1.0,
+        production=20.0,
+        policies=[database],
+        calls={"database": calls},
+        recovery_rate=None,
+        alerts=0,
+        time_scale=0.05,
+    )
+    buffer = io.StringIO()
+    view = RichView(Console(file=buffer, width=200, force_terminal=True, color_system=None))
+    view.begin(["header"])
+    view.update(frame, [], 1.0)
+    view.close()
+    # ... shed │ waited │ reject │ timeout │ hedges │ chaos │
+    assert re.search(r"│ database [^\n]*│ +- │ +- │ +4 │ +3 │ +- │ +0 │", buffer.getvalue()), (
+        buffer.getvalue()
+    )
+
+
 def test_the_cli_picks_the_view_from_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """`app.main` draws the live view on a terminal and plain lines otherwise, or with --plain."""
     chosen: list[str] = []
@@ -320,3 +365,17 @@ async def test_the_keyed_tenants_policy_sheds_the_tenant_over_its_quota(run_scen
     assert tenants["rate"] == pytest.approx(0.5)
     assert tenants["rejections"]["acme"] > 0
     assert tenants["rejections"]["globex"] == tenants["rejections"]["initech"] == 0
+
+
+async def test_a_retry_budget_no_policy_draws_on_is_not_shown(run_scenario: Any) -> None:
+    """With --config examples/demo.yaml both budgeted policies come from the file, whose retries have
+    no budget: the status lines and the summary show no retry budget (they showed the demo's, unused,
+    as if it had let every retry through)."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+    summary, out = await run_scenario("steady", 1.0, config=example)
+    assert summary["retry_budget"] is None
+    status = [line for line in out.splitlines() if "exec/s" in line]
+    assert status
+    assert not any("budget" in line for line in status)
+    assert "retry budget  " not in out
+    _accounted(summary)

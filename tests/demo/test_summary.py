@@ -14,7 +14,7 @@ from otel_resilience.demo.scenarios import build_scenario
 from otel_resilience.demo.summary import format_summary, measure_recoveries, summarize
 from otel_resilience.demo.system import HedgingView, PolicyView
 from otel_resilience.engine import Event, TelemetrySource
-from otel_resilience.engine.event_args import HedgeDenied
+from otel_resilience.engine.event_args import HedgeDenied, RetryExhausted
 from otel_resilience.engine.events import StateChanged
 
 SCALE = 0.01
@@ -71,6 +71,40 @@ def test_a_breaker_still_open_at_the_end_has_no_recovery_time() -> None:
         scenario, monitor.transitions, ["ml_service"], start=START, end=START + 5.0, time_scale=SCALE
     )
     assert [(e["recovery_s"], e["closed_at_s"]) for e in found] == [(None, None)]
+
+
+def test_a_recovery_the_dependency_failed_again_after_is_not_measured_to_a_later_close() -> None:
+    """`flapping`: ml_service comes back, fails again before its breaker closed, comes back again;
+    the breaker closes 50 s after the second recovery. That is one recovery of 50 s, not also one of
+    the whole second outage (the first recovery was paired with the same close: over 120 s, past
+    the breaker timeout that bounds a recovery time)."""
+    scenario = build_scenario("flapping", 7)
+    first, second = scenario.recoveries("ml_service", 600.0)[:2]
+    monitor = _monitor_with(
+        (61.0, "closed", "open"),
+        (second + 49.0, "open", "half_open"),
+        (second + 50.0, "half_open", "closed"),
+    )
+    found = measure_recoveries(
+        scenario, monitor.transitions, ["ml_service"], start=START, end=START + 6.0, time_scale=SCALE
+    )
+    assert [e["recovered_at_production_s"] for e in found] == [pytest.approx(second, abs=0.1)]
+    assert found[0]["recovery_production_s"] == pytest.approx(50.0, abs=0.1)
+    assert first < second
+
+
+def test_a_recovery_followed_by_a_failure_before_the_end_is_not_left_open() -> None:
+    """A dependency that came back and failed again before the run ended, its breaker open all along,
+    has no recovery waiting for a close: the breaker never saw it healthy for long."""
+    scenario = build_scenario("flapping", 7)
+    first, second = scenario.recoveries("ml_service", 600.0)[:2]
+    monitor = _monitor_with((61.0, "closed", "open"))
+    end = START + (second - 1.0) * SCALE  # down again, not yet back
+    found = measure_recoveries(
+        scenario, monitor.transitions, ["ml_service"], start=START, end=end, time_scale=SCALE
+    )
+    assert found == []
+    assert first < second - 1.0
 
 
 def test_the_monitor_turns_transitions_into_news() -> None:
@@ -139,3 +173,30 @@ def test_the_hedging_line_names_what_refused_each_hedge() -> None:
     (line,) = [line for line in format_summary(summary) if line.startswith("hedging ")]
     assert "by its budget" not in line
     assert line.endswith("3 hedges refused (budget 1, deadline 1, rejected 1)")
+
+
+def test_the_retry_budget_line_names_the_policies_that_draw_on_it() -> None:
+    """The line names the policies that draw on the budget: one it denied every retry it asked for
+    (none scheduled) with its denials, not left out as one with no retries; and not a policy whose
+    retries have no budget (a --config file's), retries or not."""
+    monitor = Monitor(["ml_service", "content_api"], start=START, clock=lambda: START)
+    denied = TelemetrySource("retry", "content_api", "content_api")
+    for _ in range(3):
+        monitor.on_event(denied, Event.RETRY_EXHAUSTED, RetryExhausted(1, "TransientServiceError", "budget"))
+    monitor.calls["ml_service"].retries = 2  # retries of its own, outside the budget
+    views = [
+        PolicyView(name, 0, 0, 0, 0, 0, 0, 0, 0, "healthy", None, None)
+        for name in ("ml_service", "content_api")
+    ]
+    summary = summarize(
+        scenario=build_scenario("surge", 7),
+        time_scale=SCALE,
+        monitor=monitor,
+        views=views,
+        recovery_stats={"attempts": 0},
+        end=START + 1.0,
+        stopped_by="duration",
+        budget={"first_attempts": 10, "retries": 0, "available": 0, "denied": 3, "policies": ["content_api"]},
+    )
+    (line,) = [line for line in format_summary(summary) if line.startswith("retry budget ")]
+    assert line == "retry budget  3 retries denied (content_api 3); 0 available at the end"
