@@ -37,7 +37,7 @@ import contextlib
 import math
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
 from starlette.requests import HTTPConnection
@@ -139,9 +139,15 @@ def add_exception_handlers(app: Any) -> None:
 
     In a websocket endpoint: the same answer before ``accept()``, a close with code 1013 after
     (see the module's doc).
+
+    A handler the app already has for one of the four errors (``@app.exception_handler(...)``,
+    ``app.add_exception_handler`` or ``exception_handlers=``) is kept: only the others are
+    added. A handler the app registers afterwards replaces this one, as in Starlette.
     """
+    own = app.exception_handlers
     for error_type in _HANDLED:
-        app.add_exception_handler(error_type, _handler)
+        if error_type not in own:
+            app.add_exception_handler(error_type, _handler)
 
 
 Policy: TypeAlias = PolicyHandle
@@ -150,7 +156,7 @@ Policy: TypeAlias = PolicyHandle
 
 def resilience_policy(
     name: str, config: ResilienceConfig | None = None, *, manager: ResilienceManager | None = None
-) -> Callable[[], PolicyHandle]:
+) -> Callable[[], Awaitable[PolicyHandle]]:
     """Return a dependency (``Depends(resilience_policy("payments", config))``) giving the policy handle.
 
     The handler gets the manager's policy ``name``: ``await policy.execute(fn)`` shares the
@@ -164,6 +170,12 @@ def resilience_policy(
     dependency fail, and two dependencies of one name share one policy (the first to run creates
     it). Without ``config``, the dependency uses the policy as configured elsewhere (or creates
     it with an empty config, no pattern, if there is none).
+
+    The dependency is a coroutine function, so FastAPI runs it on the event loop, in ``async
+    def`` and ``def`` endpoints alike: a plain function would be run in the threadpool, a thread
+    hop per request, and an ``async def`` endpoint would wait for a worker thread whenever sync
+    endpoints hold them all. A ``def`` endpoint gets the same handle and calls
+    ``policy.execute_sync(fn)`` in its thread.
 
     Args:
         name: The policy name.
@@ -182,7 +194,7 @@ def resilience_policy(
         check_config(name, config, "resilience_policy")
     made: list[tuple[ResilienceManager, PolicyHandle]] = []
 
-    def dependency() -> PolicyHandle:
+    async def dependency() -> PolicyHandle:
         current = manager or get_resilience_manager()
         if made and made[0][0] is current:  # a manager keeps its handles for its lifetime
             return made[0][1]
@@ -378,7 +390,8 @@ class LoadSheddingMiddleware:
         rate_limiter: The middleware's :class:`~otel_resilience.RateLimiter`, or ``None``.
 
     Raises:
-        TypeError: ``name`` is not a str, or ``manager`` not a ResilienceManager.
+        TypeError: ``bulkhead`` is not a BulkheadConfig, ``rate_limiter`` not a RateLimiterConfig,
+            ``name`` not a str, or ``manager`` not a ResilienceManager.
         ValueError: Neither a bulkhead nor a rate limiter is given, or ``name`` is empty.
     """
 
@@ -393,6 +406,14 @@ class LoadSheddingMiddleware:
     ) -> None:
         if bulkhead is None and rate_limiter is None:
             raise fail("LoadSheddingMiddleware", "bulkhead", "given (or rate_limiter)", bulkhead)
+        for field, value, kind in (
+            ("bulkhead", bulkhead, BulkheadConfig),
+            ("rate_limiter", rate_limiter, RateLimiterConfig),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise fail(
+                    "LoadSheddingMiddleware", field, f"a {kind.__name__} or None", value, kind=TypeError
+                )
         check_name("LoadSheddingMiddleware", "name", name)
         check_manager("LoadSheddingMiddleware", manager)
         self.app = app

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 from fastapi import BackgroundTasks, Depends, FastAPI, WebSocket
-from starlette.responses import StreamingResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
 from otel_resilience import (
@@ -73,6 +75,42 @@ async def test_errors_become_answers(error: Exception, status: int, retry_after:
     assert response.status_code == status
     assert response.headers.get("Retry-After") == retry_after
     assert response.json()["error"] == type(error).__name__
+
+
+async def test_a_handler_the_app_registered_first_is_kept() -> None:
+    """The app's own handler for one of the errors stays; the others get ours; one registered after wins."""
+    app = FastAPI()
+
+    @app.exception_handler(CircuitOpenError)
+    async def degraded(request: Any, error: Exception) -> PlainTextResponse:
+        return PlainTextResponse("served from cache", 200)
+
+    add_exception_handlers(app)
+    add_exception_handlers(app)  # twice: nothing changes
+
+    @app.exception_handler(OperationTimeoutError)
+    async def slow(request: Any, error: Exception) -> PlainTextResponse:
+        return PlainTextResponse("slow", 502)
+
+    @app.get("/open")
+    async def open_breaker() -> None:
+        raise CircuitOpenError("payments", "open", 30.0)
+
+    @app.get("/limited")
+    async def limited() -> None:
+        raise RateLimitedError("api", 2.0)
+
+    @app.get("/slow")
+    async def timed_out() -> None:
+        raise OperationTimeoutError("payments", 1.0)
+
+    async with client_of(app) as client:
+        responses = [await client.get(path) for path in ("/open", "/limited", "/slow")]
+    assert [(r.status_code, r.text) for r in (responses[0], responses[2])] == [
+        (200, "served from cache"),
+        (502, "slow"),
+    ]
+    assert (responses[1].status_code, responses[1].headers["Retry-After"]) == (429, "2")
 
 
 def test_error_response_refuses_other_errors() -> None:
@@ -136,6 +174,70 @@ async def test_the_dependency_gives_the_managers_handle_with_keys() -> None:
     assert seen[0].generation == 2
 
 
+async def test_the_dependency_needs_no_worker_thread() -> None:
+    """The dependency runs on the event loop: with every worker thread held by a sync endpoint, an
+    ``async def`` endpoint still gets its policy (a sync dependency would wait for a thread, per request)."""
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens, limiter.total_tokens = limiter.total_tokens, 1
+    holding, release = threading.Event(), threading.Event()
+    app = FastAPI()
+    payments = resilience_policy("payments", manager=ResilienceManager())
+
+    @app.get("/report")
+    def report() -> str:  # a sync endpoint: it holds the only worker thread until released
+        holding.set()
+        release.wait(30)
+        return "report"
+
+    async def call() -> str:
+        return "paid"
+
+    @app.get("/pay")
+    async def pay(policy: Policy = Depends(payments)) -> str:  # noqa: B008, FAST002
+        return await policy.execute(call)
+
+    try:
+        async with client_of(app) as client:
+            held = asyncio.ensure_future(client.get("/report"))
+            while not holding.is_set():
+                await asyncio.sleep(0.01)
+            response = await asyncio.wait_for(client.get("/pay"), 10)  # at once; else never, until released
+            release.set()
+            assert (await held).status_code == 200
+    finally:
+        release.set()
+        limiter.total_tokens = tokens
+    assert (response.status_code, response.json()) == (200, "paid")
+
+
+async def test_a_sync_endpoint_runs_the_policy_per_key_in_its_thread() -> None:
+    """A ``def`` endpoint gets the handle and runs ``execute_sync`` per tenant: one tenant's breaker opens alone."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=30.0))
+    app = FastAPI()
+    add_exception_handlers(app)
+    payments = resilience_policy("payments", config, manager=manager)
+    threads: set[threading.Thread] = set()
+
+    def downstream(tenant: str) -> str:
+        threads.add(threading.current_thread())
+        if tenant == "bad":
+            raise ConnectionError("down")
+        return tenant
+
+    @app.get("/pay/{tenant}")
+    def pay(tenant: str, policy: Policy = Depends(payments)) -> str:  # noqa: B008, FAST002
+        return policy.for_key(tenant).execute_sync(downstream, tenant)
+
+    async with client_of(app) as client:
+        statuses = [(await client.get(f"/pay/{tenant}")).status_code for tenant in ("bad", "bad", "good")]
+        refused = await client.get("/pay/bad")
+    assert statuses == [500, 503, 200]
+    assert refused.headers["Retry-After"] == "30"
+    assert manager.policy("payments").keys == 2
+    assert threading.current_thread() not in threads  # run in the threadpool, off the event loop
+
+
 def test_the_dependency_refuses_another_name() -> None:
     """A config named otherwise than the dependency is a ValueError naming the field."""
     with pytest.raises(ValueError, match=r"resilience_policy\.config"):
@@ -196,6 +298,14 @@ def test_a_manager_or_name_of_the_wrong_type_is_refused_naming_the_argument() ->
         resilience_policy("payments", manager=object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"LoadSheddingMiddleware\.name"):
         LoadSheddingMiddleware(FastAPI(), bulkhead=one_slot, name=None)  # type: ignore[arg-type]
+
+
+def test_a_limit_of_the_wrong_type_is_refused_naming_the_middlewares_argument() -> None:
+    """``bulkhead=`` and ``rate_limiter=`` take configs: anything else is a TypeError naming that argument."""
+    with pytest.raises(TypeError, match=r"^LoadSheddingMiddleware\.bulkhead must be a BulkheadConfig"):
+        LoadSheddingMiddleware(FastAPI(), bulkhead=Bulkhead("edge"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^LoadSheddingMiddleware\.rate_limiter must be a RateLimiterConfig"):
+        LoadSheddingMiddleware(FastAPI(), rate_limiter={"rate": 10.0})  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- the dependency: a policy made elsewhere
