@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import subprocess
 import threading
 import time
@@ -224,6 +225,22 @@ def run_threads(count: int, target: Callable[[], None]) -> None:
         thread.join(timeout=10)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
+
+
+def collect_inside(lock: Any, what: str) -> None:
+    """Run a garbage collection in a thread that holds ``lock``, as an allocation under it would.
+
+    Fails if the collection blocked (on ``lock``, whose holder it runs in: ``what`` says whose).
+    """
+
+    def collect_inside_the_lock() -> None:
+        with lock:
+            gc.collect()
+
+    collector = threading.Thread(target=collect_inside_the_lock, daemon=True)
+    collector.start()
+    collector.join(timeout=10)
+    assert not collector.is_alive(), f"the freed waiter blocked on {what}"
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support import CountingLock, run_threads, until, until_sync
+from support import CountingLock, collect_inside, run_threads, until, until_sync
 
 from otel_resilience.engine import timer as engine_timer
 from otel_resilience.engine.admission import UNSTARTED, UNSTARTED_SYNC
@@ -738,14 +738,7 @@ def test_a_waiter_freed_after_its_loop_closed_ends_without_the_lock():
         core.release()  # its loop is closed: it leaves the queue, counted cancelled; the slot is freed
         engine_timer._drop_closed()  # the closed loop's timer lets go of it: the task is garbage
 
-        def collect_inside_the_lock():
-            with core._lock:  # as an allocation under the lock would: the collector runs here
-                gc.collect()
-
-        collector = threading.Thread(target=collect_inside_the_lock, daemon=True)
-        collector.start()
-        collector.join(timeout=10)
-        assert not collector.is_alive(), "the freed waiter blocked on the bulkhead's lock"
+        collect_inside(core._lock, "the bulkhead's lock")  # as an allocation under the lock would
         assert freed() is None
     finally:
         gc.enable()

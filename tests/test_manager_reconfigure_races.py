@@ -355,13 +355,16 @@ def test_overlapping_reconfigure_many_batches_each_take_effect_whole(
 ) -> None:
     """Two batches of the same policies from two threads never leave one policy with each batch's config.
 
-    The first batch is held after its first policy took its config, until the second batch is done
-    (or a short while, if the second must wait): the policies end with the configs of one batch.
+    The first batch is held after its first policy took its config, until the second batch, staged
+    in full meanwhile, is done (or a short while, if the second must wait to commit): the policies
+    end with the configs of one batch.
     """
     first = manager.policy("overlap-first", ResilienceConfig(timeout=1.0))
     second = manager.policy("overlap-second", ResilienceConfig(timeout=1.0))
     commit = PolicyHandle._commit
+    stage = PolicyHandle._stage
     held = threading.Event()
+    other_staged = threading.Event()
     other_done = threading.Event()
     holder: list[threading.Thread] = []
 
@@ -369,10 +372,18 @@ def test_overlapping_reconfigure_many_batches_each_take_effect_whole(
         generation = commit(handle, staged)
         if threading.current_thread() in holder and handle is first and not held.is_set():
             held.set()
-            other_done.wait(timeout=0.2)  # the other batch cannot finish while this one commits
+            assert other_staged.wait(timeout=10.0)  # the other batch is ready to commit
+            other_done.wait(timeout=0.2)  # it cannot commit while this one does
         return generation
 
+    def stage_then_tell(handle: PolicyHandle, config: Any) -> Any:
+        staged = stage(handle, config)
+        if threading.current_thread() not in holder and handle is second:
+            other_staged.set()
+        return staged
+
     monkeypatch.setattr(PolicyHandle, "_commit", commit_then_hold)
+    monkeypatch.setattr(PolicyHandle, "_stage", stage_then_tell)
     batch_a = {
         "overlap-first": ResilienceConfig(timeout=2.0),
         "overlap-second": ResilienceConfig(timeout=2.0),

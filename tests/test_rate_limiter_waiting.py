@@ -13,7 +13,7 @@ import threading
 import weakref
 
 import pytest
-from support import until, until_sync
+from support import collect_inside, until, until_sync
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, TimeoutHandler, fail_after
 from otel_resilience.engine.events import CallRejected, Event
@@ -530,14 +530,7 @@ def test_a_waiter_freed_after_its_loop_closed_gives_its_permit_back_without_dead
         loop.close()
         del task, loop
 
-        def collect_inside_the_lock():
-            with rules._lock:  # as an allocation under the lock would: the collector runs here
-                gc.collect()
-
-        collector = threading.Thread(target=collect_inside_the_lock, daemon=True)
-        collector.start()
-        collector.join(timeout=10)
-        assert not collector.is_alive(), "the freed waiter blocked on the limiter's lock"
+        collect_inside(rules._lock, "the limiter's lock")  # as an allocation under the lock would
         assert freed() is None
     finally:
         gc.enable()

@@ -1103,7 +1103,11 @@ async def test_recover_from_error_accepts_a_mapping(driver: str, clock: FakeCloc
         ({"operation": 3}, TypeError, r"RecoveryContext\.operation must be callable"),
         ({"args": "ab"}, TypeError, r"RecoveryContext\.args must be a tuple or a list"),
         ({"kwargs": [1]}, TypeError, r"RecoveryContext\.kwargs must be a mapping"),
-        ({"kwargs": {1: 2}}, TypeError, r"RecoveryContext\.kwargs must be a mapping of keyword names"),
+        (
+            {"kwargs": {"k": 1, 2: 3}},
+            TypeError,
+            r"RecoveryContext\.kwargs must be a mapping of keyword names \(str keys; 2 is not one\), got \{'k': 1, 2: 3\}",
+        ),
         ({"operation_name": ""}, ValueError, r"RecoveryContext\.operation_name"),
         ({"breaker": 1}, TypeError, r"RecoveryContext\.breaker"),
         ({}, TypeError, r"RecoveryContext\.operation must be a callable for RETRY"),

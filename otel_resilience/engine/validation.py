@@ -215,11 +215,15 @@ def check_hashable(owner: str, field: str, value: object) -> None:
 
 
 def check_callable(owner: str, field: str, value: object, *, optional: bool = False) -> Any:
-    """Return ``value`` if it is callable (or ``None`` when ``optional``); raise ``TypeError`` otherwise."""
+    """Return ``value`` if it is callable (or ``None`` when ``optional``); raise ``TypeError`` otherwise.
+
+    The one rule of every field that takes a callable: the message says ``callable or None``
+    for an optional one.
+    """
     if value is None and optional:
         return None
     if not callable(value):
-        raise fail(owner, field, "callable", value, kind=TypeError)
+        raise fail(owner, field, "callable or None" if optional else "callable", value, kind=TypeError)
     return value
 
 

@@ -277,12 +277,13 @@ class _Waiting:
 
     The task is made only once the request's task yields to the loop before its turn came (a
     callback scheduled with ``call_soon``, cancelled when the turn comes first): a request
-    admitted at once, the usual case, makes no task and never waits for one to end.
+    admitted at once, the usual case, makes no task, never waits for one to end, and has its
+    headers read by nothing (:func:`_expects_continue` is asked then).
     """
 
     __slots__ = ("_error", "_loop", "_read", "_receive", "_request", "_start", "_watcher", "left")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, scope: Scope) -> None:
         self._receive = receive
         self._read: deque[Message] = deque()
         self._error: BaseException | None = None
@@ -290,11 +291,15 @@ class _Waiting:
         self._request = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
         self._watcher: asyncio.Task[None] | None = None
-        self._start = self._loop.call_soon(self._begin)
+        self._start = self._loop.call_soon(self._begin, scope)
 
-    def _begin(self) -> None:
-        """The request yielded before its turn: it waits, so watch its client from now on."""
-        self._watcher = self._loop.create_task(self._watch())
+    def _begin(self, scope: Scope) -> None:
+        """The request yielded before its turn: it waits, so watch its client from now on.
+
+        Unless it carries ``Expect: 100-continue`` (:func:`_expects_continue`): it is not read from.
+        """
+        if not _expects_continue(scope):
+            self._watcher = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         size = 0
@@ -441,7 +446,7 @@ class LoadSheddingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        waiting = _Waiting(receive) if self._may_wait and not _expects_continue(scope) else None
+        waiting = _Waiting(receive, scope) if self._may_wait else None
         try:
             await self._pipeline.execute(self._run, scope, receive, send, waiting)
         except asyncio.CancelledError:

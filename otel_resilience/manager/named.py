@@ -113,8 +113,6 @@ class NamedPolicies:
                 type, or ``adapt`` is not a plain (sync) function.
         """
         check_name(_POLICY, "name", name)
-        if adapt is not None and not callable(adapt):
-            raise fail(_POLICY, "adapt", "callable or None", adapt, kind=TypeError)
         check_sync_callable(_POLICY, "adapt", adapt, optional=True, what="function")
         options = {"max_keys": max_keys, "idle_ttl": idle_ttl, "key_attribute_limit": key_attribute_limit}
         with self._handles_lock:

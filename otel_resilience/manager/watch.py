@@ -109,8 +109,6 @@ def _check_customize(owner: str, customize: object) -> None:
     Raises:
         TypeError: Naming ``owner``'s ``customize``.
     """
-    if customize is not None and not callable(customize):
-        raise fail(owner, "customize", "callable or None", customize, kind=TypeError)
     check_sync_callable(owner, "customize", customize, optional=True, what="function")
 
 

@@ -274,6 +274,18 @@ class ClusterRules:
             self.waited += 1
             self.admitted += 1
 
+    def drop(self, reservation: _Reservation, now: float) -> None:
+        """:meth:`abandon` for a waiter whose coroutine is being closed (:meth:`_Rules.drop`).
+
+        A reservation of the local fallback is its rules' to drop: they never block on their
+        lock, which a caller reserving a permit holds while it allocates (where the garbage
+        collector that closes the coroutine may run). A cluster permit's is abandoned.
+        """
+        if reservation in self._local._pending:
+            self._local.drop(reservation, now)
+            return
+        self.abandon(reservation, now)
+
     def abandon(self, reservation: _Reservation, now: float) -> None:
         """A waiter gave up: its cluster permit stays spent (the cluster never admits more)."""
         if reservation in self._local._pending:

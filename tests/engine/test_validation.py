@@ -20,6 +20,9 @@ from otel_resilience import (
     ErrorRecoverySystem,
     PercentileDelay,
     RateLimiterConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    Retry,
     RetryPolicy,
     TimeoutHandler,
 )
@@ -232,3 +235,25 @@ def test_a_value_of_shared_parts_is_described_at_once() -> None:
     with pytest.raises(TypeError, match=r"TimeoutHandler\.timeout") as refused:
         TimeoutHandler(timeout=value)  # type: ignore[arg-type]
     assert len(str(refused.value)) < 2_000
+
+
+@pytest.mark.parametrize(
+    ("refused", "field"),
+    [
+        (lambda: check_callable("C", "f", 3, optional=True), r"C\.f"),
+        (lambda: Retry("r", on_retry=3), r"Retry\.on_retry"),  # type: ignore[arg-type]
+        (lambda: RetryPolicy(delay_from=3), r"RetryPolicy\.delay_from"),  # type: ignore[arg-type]
+        (
+            lambda: ResilienceManager().policy("p", ResilienceConfig(), adapt=3),  # type: ignore[arg-type]
+            r"ResilienceManager\.policy\.adapt",
+        ),
+        (
+            lambda: ResilienceManager().apply_config({}, customize=3),  # type: ignore[arg-type]
+            r"ResilienceManager\.apply_config\.customize",
+        ),
+    ],
+)
+def test_an_optional_callable_is_refused_with_one_message(refused: Callable[[], object], field: str) -> None:
+    """Every field that takes a callable or None says so, by the one rule (check_callable)."""
+    with pytest.raises(TypeError, match=rf"^{field} must be callable or None, got 3"):
+        refused()

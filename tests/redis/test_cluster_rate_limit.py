@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
 from redis_support import free_port
 from shared_workers import Board, limiter_worker, start, stop
+from support import collect_inside
 from tcp_proxy import TcpFaultProxy
 
 from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
@@ -229,3 +232,38 @@ async def test_a_reload_while_the_store_is_away_keeps_the_fallbacks_waiter_and_p
     stats = limiter.get_stats()
     assert (stats["waiting"], stats["waited"], stats["admitted"], stats["cancelled"]) == (0, 1, 2, 0)
     assert not limiter.try_acquire()  # the reload handed out no fresh bucket
+
+
+def test_a_waiter_of_the_local_fallback_freed_after_its_loop_closed_never_deadlocks(
+    dead_store: RedisStore,
+) -> None:
+    """While Redis is away, the ``"local"`` fallback's waiter is a reservation of its own rules: the
+    garbage collector that frees it (its loop closed), on a thread inside those rules' lock (a caller
+    reserving a permit allocates there), leaves it for the lock's next holder instead of blocking."""
+    config = RateLimiterConfig(  # the permit is due in 1000 s: nobody waits for it
+        rate=0.001, burst=1, max_wait=5000.0, store=dead_store, store_fallback="local"
+    )
+    limiter = RateLimiter("api", config)
+    assert limiter.try_acquire()  # the store is found away: the fallback's one permit
+    assert dead_store.degraded
+    local = limiter._rules._local  # type: ignore[attr-defined]
+
+    async def fn() -> str:
+        return "never"
+
+    gc.disable()  # the collection below is the one that frees the task
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(limiter.call(fn))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert limiter.get_stats()["waiting"] == 1
+        freed = weakref.ref(task)
+        loop.close()
+        del task, loop
+
+        collect_inside(local._lock, "the fallback's lock")  # as an allocation under the lock would
+        assert freed() is None
+    finally:
+        gc.enable()
+    stats = limiter.get_stats()
+    assert (stats["waiting"], stats["cancelled"]) == (0, 1)

@@ -274,11 +274,13 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
 
         Returns:
             A new dict with ``name``, ``state`` (the state's value), ``failure_count``
-            (consecutive failures), ``success_count`` (half-open probe successes),
+            (consecutive failures; with a sliding window, the failures it holds now),
+            ``success_count`` (half-open probe successes),
             ``total_requests``, ``total_successes``, ``total_failures``, ``total_rejected``,
             ``total_ignored``, ``total_cancelled``, ``times_opened``, ``half_open_in_flight``,
             ``retry_after`` (seconds until a probe; 0 unless OPEN; ``inf`` if forced open until
-            reset) and ``last_failure_type`` (a class name or ``None``).
+            reset), ``last_failure_type`` (a class name or ``None``), ``failure_rate`` and
+            ``slow_call_rate`` (the sliding window's now; ``None`` without one).
         """
         return snapshot(self._core)
 

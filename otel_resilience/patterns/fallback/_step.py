@@ -233,7 +233,7 @@ class FallbackCore(Counts):
             # Without an age limit no age is kept (NO_AGE_LIMIT never changes): no clock read.
             returned_at = 0.0 if self.index is NO_AGE_LIMIT else self.clock.now()
             loop = None if inline else asyncio.get_running_loop()
-            cast("CacheWrites", self.writer).write(self, key, value, returned_at, loop)
+            self.writer.write(self, key, value, returned_at, loop)  # type: ignore[union-attr] # CACHED_VALUE: made
 
     def sync_refused(self) -> TypeError:
         """Build the error for a sync call when a fallback part is async."""

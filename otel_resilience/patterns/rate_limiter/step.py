@@ -174,9 +174,8 @@ class _Waiting(Wait):
             rules.claim(reservation)
         except GeneratorExit:
             # Its coroutine is being closed: by the garbage collector (a task left pending when
-            # its loop closed), on whichever thread allocates, maybe inside the rules' lock. A
-            # shared store's rules have no drop: they give it back as for any other ending.
-            getattr(rules, "drop", rules.abandon)(reservation, clock.now())
+            # its loop closed), on whichever thread allocates, maybe inside the rules' lock.
+            rules.drop(reservation, clock.now())
             raise
         except BaseException:
             rules.abandon(reservation, clock.now())  # a no-op once claimed

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkab
 
 from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.validation import check_callable, check_duration, check_int, check_name, fail
+from otel_resilience.engine.validation import (
+    check_callable,
+    check_duration,
+    check_int,
+    check_name,
+    describe,
+    fail,
+)
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
 """Re-runs a RETRY or RESTART rule makes after the failure that triggered it."""
@@ -210,7 +217,13 @@ class RecoveryContext:
             raise fail(owner, "kwargs", "a mapping", self.kwargs, kind=TypeError)
         for key in self.kwargs:
             if not isinstance(key, str):  # the call would fail, as an error of the operation
-                raise fail(owner, "kwargs", "a mapping of keyword names (str keys)", key, kind=TypeError)
+                raise fail(
+                    owner,
+                    "kwargs",
+                    f"a mapping of keyword names (str keys; {describe(key)} is not one)",
+                    self.kwargs,
+                    kind=TypeError,
+                )
         if self.operation_name is not None:
             check_name(owner, "operation_name", self.operation_name)
         if self.breaker is not None:

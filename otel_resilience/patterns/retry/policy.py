@@ -268,7 +268,7 @@ class RetryPolicy:
 
             NONE          d
             FULL          uniform(0, d)
-            PROPORTIONAL  uniform(d * (1 - r), d * (1 + r))    with r = jitter_ratio
+            PROPORTIONAL  uniform(d * (1 - r), min(d * (1 + r), cap))    with r = jitter_ratio
             DECORRELATED  uniform(i, max(i, previous) * 3)      (replaces d; previous: i when None)
             delay = min(jittered, cap)
 
