@@ -467,12 +467,10 @@ class _BreakerCore:
     def _held_locked(self, totals: tuple[int, int, int]) -> tuple[int, int, int]:
         """Return a sliding window's ``totals``, keeping ``failure_count`` the failures it holds.
 
-        The one place of that rule, applied wherever the window is counted: when its totals are
-        read (a time window's old calls leave it as time passes, with no call), and when a call
-        is recorded (:meth:`_judge_locked` stores ``totals[1]`` itself: an outcome it judges is
-        never OPEN's, and a call here would cost every windowed call a frame). Not while OPEN:
-        the window starts again with the period, and the count keeps the failures that tripped
-        the breaker.
+        The one place of that rule, applied wherever the window is counted: when a call is
+        recorded, and when its totals are read (a time window's old calls leave it as time
+        passes, with no call). Not while OPEN: the window starts again with the period, and the
+        count keeps the failures that tripped the breaker.
         """
         if self._permit.state is not _OPEN:
             self.stats.failure_count = totals[1]
@@ -487,8 +485,7 @@ class _BreakerCore:
             totals = (0, stats.failure_count, 0)
             self._update_lock_free_locked()  # a streak started or ended (a window has no streak)
         else:
-            totals = window.record(failed, slow, self._clock.now())
-            stats.failure_count = totals[1]  # _held_locked's rule: a judged outcome is never OPEN's
+            totals = self._held_locked(window.record(failed, slow, self._clock.now()))
         shared = self._shared
         if shared is not None:
             if failed:
