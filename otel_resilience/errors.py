@@ -30,6 +30,7 @@ argument (made by :func:`keyed_rejection`), and its message says
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
@@ -258,10 +259,27 @@ class RateLimitedError(ExecutionRejectedError):
         return f"{limiter} has no permit free; the next is due in {self.retry_after:.3f} s"
 
 
-class OperationTimeoutError(ResilienceError, TimeoutError):
+if sys.version_info >= (3, 11):
+    _TimeoutError = TimeoutError
+else:  # pragma: no cover - Python 3.10
+    import asyncio
+
+    class _TimeoutError(TimeoutError, asyncio.TimeoutError):
+        """Python 3.10: the builtin ``TimeoutError`` and ``asyncio.TimeoutError``, two classes there.
+
+        From 3.11 on they are one class; before, code written for asyncio (``except
+        asyncio.TimeoutError``, aiohttp passing such an error through unwrapped) would miss a
+        deadline of ours.
+        """
+
+        __slots__ = ()
+
+
+class OperationTimeoutError(ResilienceError, _TimeoutError):
     """The operation did not finish within its deadline.
 
-    It subclasses the builtin ``TimeoutError``, so ``except TimeoutError`` keeps working.
+    It subclasses the builtin ``TimeoutError``, so ``except TimeoutError`` keeps working, and
+    ``asyncio.TimeoutError`` (the same class from Python 3.11; one more base on 3.10).
 
     Attributes:
         timeout: The limit in seconds that expired.

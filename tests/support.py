@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,14 @@ async def invoke(runner: Any, driver: str, fn: Callable[[], Any]) -> Any:
         return fn()
 
     return await runner.execute(afn)
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, or on Python 3.10 (no ``add_note``) the ``__notes__`` list it keeps."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:
+        error.__dict__.setdefault("__notes__", []).append(note)
 
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=1.0, jitter="none")

@@ -13,8 +13,10 @@ from otel_resilience.patterns.circuit_breaker.core import _FIRST_PERMIT
 from otel_resilience.testing import FakeClock
 
 _MEASURE = """
-import gc, tracemalloc
+import gc, sys, tracemalloc
 from otel_resilience import CircuitBreaker
+class Shape:  # an object laid out as a breaker itself is: a weak reference and six fields
+    __slots__ = ("__weakref__", "a", "b", "c", "d", "e", "f")
 count = 2_000
 names = [f"memory.{i}" for i in range(count)]
 keep = [None] * count
@@ -25,7 +27,14 @@ start = tracemalloc.get_traced_memory()[0]
 for i, name in enumerate(names):
     keep[i] = CircuitBreaker(name)
 gc.collect()
-print((tracemalloc.get_traced_memory()[0] - start) / count)
+print((tracemalloc.get_traced_memory()[0] - start) / count, sys.getsizeof(Shape()))
+"""
+
+SHAPE_ON_3_11 = 88
+"""The bytes of ``Shape`` on CPython 3.11, on which the 600 B were set (docs/benchmarks.md).
+
+CPython 3.12 lays out such an object in 8 B more: the interpreter's, not the breaker's, so the
+budget moves by what this interpreter's layout adds to it.
 """
 
 
@@ -35,7 +44,8 @@ def test_a_breaker_at_default_config_keeps_at_most_600_bytes() -> None:
     run = subprocess.run(
         [sys.executable, "-c", _MEASURE], capture_output=True, text=True, check=True, timeout=60
     )
-    assert float(run.stdout) <= 600
+    per_breaker, shape = map(float, run.stdout.split())
+    assert per_breaker - (shape - SHAPE_ON_3_11) <= 600
 
 
 def test_the_first_period_every_breaker_shares_is_never_changed() -> None:

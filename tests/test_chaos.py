@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from forking_support import run_in_child
+from support import add_note
 
 from otel_resilience import Chaos, ChaosConfig, ChaosSwitch, ResilienceConfig, ResilienceManager
 from otel_resilience.engine.context import ExecutionContext
@@ -267,7 +268,7 @@ async def test_a_fault_is_raised_before_the_dependency_is_called(clock: Any, dri
 async def test_an_exception_instance_is_copied_for_each_injection(clock: Any, driver: str) -> None:
     """Each call gets its own copy: same class and args, its own note; the original stays untouched."""
     original = ConnectionError("reset by chaos")
-    original.add_note("kept")
+    add_note(original, "kept")
     chaos = chaos_of(clock, fault_rate=1.0, fault=original)
     raised = []
     for _ in range(3):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from forking_support import held_by_another_thread, run_in_child
-from support import run_threads
+from support import run_threads, until
 
 from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
@@ -842,6 +842,7 @@ async def test_a_stalled_cache_write_does_not_delay_the_result() -> None:
         return "fresh"
 
     assert await asyncio.wait_for(pipeline.execute(fast), 5) == "fresh"
+    await until(lambda: cache.writes)  # the write's task starts once the loop runs it
     assert cache.writes == ["fresh"]
     assert cache.data == {}  # the write is still in flight
     cache.release.set()
@@ -856,6 +857,7 @@ async def test_successes_during_a_stalled_write_write_only_the_newest_value() ->
     handler = cached(cache)
     for value in range(5):
         assert await asyncio.wait_for(run(handler, "async", lambda v=value: v), 5) == value
+    await until(lambda: cache.writes)  # the first write's task starts once the loop runs it
     assert cache.writes == [0]
     assert len(handler._core.writer.writes) == 1
     cache.release.set()

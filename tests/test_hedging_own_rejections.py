@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,13 +37,28 @@ def hedged_behind_breaker(mode: str, budget: RetryBudget, actions: tuple[Any, ..
     return pipeline, hedging, breaker
 
 
+TASK_FACTORIES = ["lazy", "eager"] if sys.version_info >= (3, 12) else ["lazy"]
+"""How the loop makes tasks: asyncio's way, and (3.12 on: ``asyncio.eager_task_factory``) eagerly."""
+
+
+@pytest.fixture(params=TASK_FACTORIES)
+async def task_factory(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The loop's tasks as asyncio makes them, or started eagerly (an attempt runs as it starts)."""
+    loop = asyncio.get_running_loop()
+    if request.param == "eager":
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    yield str(request.param)
+    loop.set_task_factory(None)
+
+
 @pytest.mark.parametrize("mode", ["fallback", "latency"])
 async def test_an_open_breaker_of_the_policy_ends_hedging_and_takes_no_budget(
-    clock: FakeClock, mode: str
+    clock: FakeClock, mode: str, task_factory: str
 ) -> None:
     """The original is rejected by the policy's own open breaker: no hedge starts, none is withdrawn.
 
-    The hedge that was due is counted denied (by ``rejected``), once per execution.
+    The hedge that was due is counted denied (by ``rejected``), once per execution. An attempt
+    started eagerly is rejected before the race has set down its start: the refusal stands.
 
     Every hedge would meet the same breaker; before, each execution made 3 rejected attempts
     and charged the shared budget 2 hedges for them.

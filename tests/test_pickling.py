@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from pickling_workers import raise_error, run_policy
+from support import add_note
 
 from otel_resilience import (
     HedgingConfig,
@@ -65,7 +66,7 @@ def _fields(error: BaseException) -> dict[str, Any]:
 def test_an_error_comes_back_with_every_field(make: str, way: str) -> None:
     """Its fields, message, type and notes survive a pickle round trip and a copy."""
     error = ERRORS[make]()
-    error.add_note("seen by the worker")
+    add_note(error, "seen by the worker")
     back = pickle.loads(pickle.dumps(error)) if way == "pickle" else copy.copy(error)
     assert type(back) is type(error)
     assert _fields(back) == _fields(error)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import BrokenQualname, invoke, run_threads
+from support import BrokenQualname, add_note, invoke, run_threads
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
@@ -445,7 +445,7 @@ async def test_exhausted_reraises_the_original_error_with_a_note(driver: str, cl
 async def test_a_reused_exception_keeps_a_single_retry_note(driver: str, clock: FakeClock) -> None:
     """An exception object raised again and again carries one retry note, not one per give-up."""
     shared = Boom("shared")
-    shared.add_note("user note")
+    add_note(shared, "user note")
 
     def always() -> None:
         raise shared

@@ -163,6 +163,18 @@ async def test_times_out_a_hung_coroutine(recorder) -> None:
     assert recorder.sources(Event.TIMEOUT) == [TelemetrySource("timeout", "ml", None)]
 
 
+async def test_a_timeout_is_caught_as_asyncio_timeout_error_on_every_version() -> None:
+    """``except asyncio.TimeoutError`` catches it: on Python 3.10 that class is not the builtin one."""
+    handler = TimeoutHandler(TIMER, name="ml")
+    try:
+        await handler.with_timeout(Hang())
+    except asyncio.TimeoutError as error:  # the asyncio idiom under test
+        caught: BaseException = error
+    assert isinstance(caught, OperationTimeoutError)
+    assert isinstance(caught, TimeoutError)
+    assert caught.errno is None
+
+
 async def test_returns_default_on_timeout(recorder) -> None:
     """With a default configured, a timeout returns it, counts it and still reports the event."""
     handler = TimeoutHandler(TIMER, default=[], name="db")

@@ -39,6 +39,7 @@ and reset no context variable (about a fifth of what a sync scope cost).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 import threading
@@ -338,6 +339,7 @@ class AsyncDeadline(TimerEntry):
     """
 
     __slots__ = (
+        "_cancel_message",
         "_cancelling",
         "_cell",
         "_clock",
@@ -402,8 +404,12 @@ class AsyncDeadline(TimerEntry):
     def fire(self) -> None:
         """Timer callback: this scope's deadline is due, so cancel its task."""
         self.expired = True
-        if self._task is not None:
-            self._task.cancel()
+        task = self._task
+        if sys.version_info >= (3, 11):
+            if task is not None:
+                task.cancel()
+        else:  # pragma: no cover - Python 3.10
+            self._cancel_message = _cancel_with_message(task, f"deadline of {self._operation!r} reached")
 
     async def __aexit__(
         self,
@@ -455,9 +461,55 @@ class AsyncDeadline(TimerEntry):
         """
         task = self._task
         self._task = None
-        if sys.version_info >= (3, 11) and task is not None:
-            return task.uncancel() <= self._cancelling
-        return True
+        if sys.version_info >= (3, 11):
+            return task is None or task.uncancel() <= self._cancelling
+        return _cancelled_only_by(task, self._cancel_message)  # pragma: no cover - Python 3.10
+
+
+# Python 3.10: a task counts no cancellations (no ``Task.cancelling``/``uncancel``), and one
+# requested while another is pending is merged into it. A scope cancels its task with a message
+# of its own and, as anyio does there, reads the task's pending-cancellation state (private to
+# asyncio: ``_must_cancel``, ``_fut_waiter``, ``_cancel_message``) to tell whether another
+# request came before or after its own.
+
+
+def _cancel_with_message(task: asyncio.Task[Any] | None, message: str) -> str | None:  # pragma: no cover
+    """Cancel ``task`` with ``message`` (compared by identity); return it, or ``None`` when not ours.
+
+    When a cancellation requested earlier (from elsewhere, or by an enclosing scope) is still
+    pending, ours would be merged into it: the task is left to that one, and the one
+    ``CancelledError`` it gets is not this scope's timeout (3.11's count says the same).
+    """
+    if task is None:
+        return None
+    waiter = getattr(task, "_fut_waiter", None)
+    if getattr(task, "_must_cancel", False) or (isinstance(waiter, asyncio.Future) and waiter.cancelled()):
+        return None
+    task.cancel(message)
+    # Where the request went to the future the task waits on, the task keeps no message: set it,
+    # so that a request made after ours (which sets its own there) shows.
+    with contextlib.suppress(AttributeError):
+        task._cancel_message = message  # type: ignore[attr-defined]
+    return message
+
+
+def _cancelled_only_by(task: asyncio.Task[Any] | None, message: str | None) -> bool:  # pragma: no cover
+    """Whether the cancellation being handled is the one made with ``message``, and no other came after.
+
+    Another request after ours replaced the task's message; ours reaches the block as the error
+    being handled, or as its context (a task awaited, a ``gather``: the awaited task was
+    cancelled with ours, its awaiter gets a new error raised from it).
+    """
+    if message is None or task is None or getattr(task, "_cancel_message", message) is not message:
+        return False
+    error = sys.exc_info()[1]
+    for _ in range(16):
+        if not isinstance(error, asyncio.CancelledError):
+            return False
+        if error.args and error.args[0] is message:
+            return True
+        error = error.__context__
+    return False
 
 
 def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None, float]:

@@ -314,10 +314,12 @@ class _Race:
             return
         attempt = _Attempt(attempt_ctx)
         self.attempts.append(attempt)
-        self.tasks.add(self.loop.create_task(self.run(attempt)))
         self.latest = self.clock.now()
         self.more = len(self.attempts) < hedge.limit
         self.delay = hedge.delay(len(self.attempts)) if self.more else None
+        # Started last: under an eager task factory (Python 3.12+) the attempt runs at once, up to
+        # its first suspension, and may end there: what it decides (:meth:`refuse`) must stand.
+        self.tasks.add(self.loop.create_task(self.run(attempt)))
 
     async def run(self, attempt: _Attempt) -> None:
         """One attempt, in its own task: the rest of the chain, then the hedge's verdict."""

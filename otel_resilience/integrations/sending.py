@@ -485,7 +485,13 @@ def _key(host: str, port: int | None) -> str:
     if ":" in host:
         address, percent, zone = host.partition("%")
         with contextlib.suppress(ValueError):
-            address = ipaddress.IPv6Address(address).compressed
+            ip = ipaddress.IPv6Address(address)
+            mapped = ip.ipv4_mapped
+            # Python 3.13 writes an IPv4-mapped address dotted (::ffff:127.0.0.1): the key keeps
+            # the hexadecimal spelling of the versions before, one key on every version.
+            address = (
+                ip.compressed if mapped is None else f"::ffff:{int(mapped) >> 16:x}:{int(mapped) & 0xFFFF:x}"
+            )
         host = f"[{address}{percent}{zone}]"
     return host if port is None else f"{host}:{port}"
 

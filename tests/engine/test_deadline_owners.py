@@ -115,6 +115,115 @@ async def test_a_pending_cancellation_from_elsewhere_still_passes_through() -> N
     assert deadline.expired
 
 
+@pytest.mark.parametrize("first", ["deadline", "elsewhere"])
+async def test_a_cancellation_from_elsewhere_before_the_waiting_task_resumes_passes_through(
+    first: str,
+) -> None:
+    """The deadline fires while the block waits, and the task is cancelled too, in either order: CancelledError.
+
+    Python 3.10 delivers the two requests as one ``CancelledError`` (no count to tell them by):
+    the caller's cancellation must still reach it, never a timeout (nor a fallback's answer).
+    """
+    deadline = AsyncDeadline(FakeClock(), 30.0, "op")
+    waiting = asyncio.Event()
+
+    async def body() -> None:
+        async with deadline:
+            waiting.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(body())
+    await waiting.wait()
+    if first == "deadline":
+        deadline.fire()
+        task.cancel()
+    else:
+        task.cancel()
+        deadline.fire()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deadline.expired
+
+
+async def test_an_enclosing_scopes_deadline_due_first_is_its_own_timeout() -> None:
+    """The outer deadline fires, then the inner one, before the block resumes: the outer's timeout."""
+    outer = AsyncDeadline(FakeClock(), 30.0, "outer")
+    inner = AsyncDeadline(FakeClock(), 20.0, "inner")
+    waiting = asyncio.Event()
+
+    async def body() -> None:
+        async with outer, inner:
+            waiting.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(body())
+    await waiting.wait()
+    outer.fire()
+    inner.fire()
+    with pytest.raises(OperationTimeoutError) as info:
+        await task
+    assert info.value.operation == "outer"
+
+
+async def _awaits_a_task() -> None:
+    await asyncio.create_task(asyncio.sleep(30))
+
+
+async def _awaits_a_gather() -> None:
+    await asyncio.gather(asyncio.sleep(30), asyncio.sleep(30))
+
+
+async def _awaits_a_shield() -> None:
+    await asyncio.shield(asyncio.sleep(30))
+
+
+async def _catches_and_reraises() -> None:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0)
+        raise
+
+
+@pytest.mark.parametrize("block", [_awaits_a_task, _awaits_a_gather, _awaits_a_shield, _catches_and_reraises])
+async def test_its_own_cancellation_is_told_whatever_the_task_awaited(
+    block: Callable[[], Awaitable[None]],
+) -> None:
+    """The scope's cancellation reaches it through another task, a gather or a shield: still its timeout.
+
+    Before Python 3.11 a task counts no cancellations: the scope knows its own by the message it
+    cancelled with, which reaches it as the context of the error the awaited task raised.
+    """
+    deadline = AsyncDeadline(FakeClock(), 0.05, "op")
+
+    async def body() -> None:
+        async with deadline:
+            asyncio.get_running_loop().call_soon(deadline.fire)  # due once the block waits
+            await block()
+
+    with pytest.raises(OperationTimeoutError):
+        await asyncio.create_task(body())
+    assert deadline.expired
+
+
+async def test_a_cancellation_from_elsewhere_while_it_waits_on_a_task_passes_through() -> None:
+    """Not expired: a cancellation that reaches the block through the task it awaits stays a cancellation."""
+    deadline = AsyncDeadline(FakeClock(), 0.05, "op")
+    started = asyncio.Event()
+
+    async def body() -> None:
+        async with deadline:
+            started.set()
+            await _awaits_a_task()
+
+    task = asyncio.create_task(body())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not deadline.expired
+
+
 def _late(clock: FakeClock, seconds: float) -> Callable[[], str]:
     def call() -> str:
         clock.advance(seconds)  # the call takes `seconds` and returns

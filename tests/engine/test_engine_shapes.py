@@ -27,6 +27,17 @@ _SPEC.loader.exec_module(shapes)
 
 SHAPES = list(shapes.SHAPES)
 
+_LOOP_TIMEOUT = "the study's async shapes run under asyncio.timeout, new in Python 3.11"
+needs_loop_timeout = pytest.mark.skipif(sys.version_info < (3, 11), reason=_LOOP_TIMEOUT)
+
+
+@pytest.fixture(params=["async", "sync"])
+def driver(request: pytest.FixtureRequest) -> str:
+    """Both drivers (the shared fixture's), the async one only where the study can run it."""
+    if request.param == "async" and sys.version_info < (3, 11):
+        pytest.skip(_LOOP_TIMEOUT)
+    return str(request.param)
+
 
 class Boom(Exception):
     """The dependency's failure."""
@@ -146,6 +157,7 @@ def test_a_full_bulkhead_rejects_and_the_breaker_ignores_it_sync(build: Any) -> 
     assert p.bulkhead.active == 0
 
 
+@needs_loop_timeout
 async def test_a_full_bulkhead_rejects_and_the_breaker_ignores_it_async(build: Any) -> None:
     """A call made while the only slot is busy is rejected, not retried and not counted (async)."""
     p = build(shapes.Config(max_concurrent=1))
@@ -173,6 +185,7 @@ async def test_a_full_bulkhead_rejects_and_the_breaker_ignores_it_async(build: A
     assert p.bulkhead.active == 0
 
 
+@needs_loop_timeout
 async def test_cancellation_gives_the_bulkhead_slot_back(build: Any) -> None:
     """Cancelling a running call frees its slot, counts no failure and re-raises CancelledError."""
     p = build(shapes.Config(max_concurrent=1, attempts=3))
@@ -197,6 +210,7 @@ async def test_cancellation_gives_the_bulkhead_slot_back(build: Any) -> None:
     assert await p.execute(ok) == 7
 
 
+@needs_loop_timeout
 async def test_the_timeout_cancels_the_inner_run_async(build: Any) -> None:
     """In async the total timeout cancels the running attempt and raises our own timeout error."""
     p = build(shapes.Config(timeout=0.05))
@@ -253,6 +267,7 @@ def _policies(p: Any) -> list[Any]:
     return found
 
 
+@needs_loop_timeout
 def test_the_study_runs_and_reports_ratios_to_today() -> None:
     """A tiny run of the study yields one ratio to shape A per shape, scenario and driver."""
     records = shapes.measure(repeats=1, target_ms=0.05)
@@ -281,6 +296,7 @@ def test_retry_waits_its_delay_between_attempts(build: Any, driver: str) -> None
     assert dep.calls == 3
 
 
+@needs_loop_timeout
 async def test_cancelling_a_backoff_reraises_and_leaks_nothing(build: Any) -> None:
     """A call cancelled while retry waits re-raises CancelledError and holds no slot."""
     p = build(shapes.Config(attempts=3, timeout=120.0))

@@ -248,6 +248,9 @@ def test_an_ipv6_literal_is_keyed_in_brackets_so_a_port_is_never_read_as_part_of
     assert (with_port.key, address.key) == ("[::1]:8080", "[::1:8080]")
     assert with_port.circuit_breaker is not address.circuit_breaker
     assert http.route("::FFFF:127.0.0.1", None).key == "[::ffff:7f00:1]"  # one spelling per address
+    # ...and on every Python version (3.13 writes an IPv4-mapped address dotted)
+    assert http.route("::ffff:10.0.0.1", 443).key == "[::ffff:a00:1]:443"
+    assert http.route("0:0:0:0:0:ffff:0:0", None).key == "[::ffff:0:0]"
 
 
 async def test_an_idna_host_is_one_key_for_every_client(server: ScriptedHTTPServer) -> None:
