@@ -12,10 +12,12 @@ import asyncio
 import inspect
 import logging
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from types import AsyncGeneratorType, CoroutineType, GeneratorType
 from typing import Any, Final, cast
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import fail
 
 __all__ = [
@@ -41,8 +43,12 @@ NOT_SYNC: Final = frozenset((CoroutineType, AsyncGeneratorType, GeneratorType, *
 """What a sync function must not return: the sync driver cannot run it (an async function's
 coroutine), or the work ends after the call (an asyncio Future or Task, which only an event loop
 completes; a generator's, run only when it is iterated). Exact types: one set lookup per call."""
-_PENDING: Final[set[asyncio.Task[Any]]] = set()
-"""Callback tasks still running (a task is only weakly held by its loop)."""
+_PENDING: Final[dict[asyncio.AbstractEventLoop, set[asyncio.Task[Any]]]] = {}
+"""Callback tasks still running, by loop (a task is only weakly held by its loop); a loop is here
+only while it has some. A loop closed with some pending (``loop.close()`` without cancelling its
+tasks) never runs them again: its entry is dropped when a callback task is made on another loop
+(:func:`_keep`), so that the closed loop and its tasks are freed."""
+_PENDING_LOCK: Final = fork_safe(threading.Lock())
 
 
 def notify(callback: Callable[[Any], Any], argument: object, what: str) -> None:
@@ -65,11 +71,32 @@ def notify(callback: Callable[[Any], Any], argument: object, what: str) -> None:
         except RuntimeError:
             asyncio.run(_logged(pending, what))
             return
-        task = loop.create_task(_logged(pending, what))
-        _PENDING.add(task)
-        task.add_done_callback(_PENDING.discard)
+        _keep(loop, loop.create_task(_logged(pending, what)))
     except Exception:  # noqa: BLE001 - a callback must never break the call that notified it
         _LOG.warning("%s raised (ignored)", what, exc_info=True)
+
+
+def _keep(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Hold ``task``, a callback task of ``loop``, until it ends (:data:`_PENDING`)."""
+    with _PENDING_LOCK:
+        tasks = _PENDING.get(loop)
+        if tasks is None:
+            for closed in [other for other in _PENDING if other.is_closed()]:  # their tasks never end
+                del _PENDING[closed]
+            tasks = _PENDING[loop] = set()
+        tasks.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    """Let go of a callback task that ended (a done callback, run by its loop)."""
+    loop = task.get_loop()
+    with _PENDING_LOCK:
+        tasks = _PENDING.get(loop)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del _PENDING[loop]
 
 
 async def _logged(pending: Coroutine[Any, Any, Any], what: str) -> None:

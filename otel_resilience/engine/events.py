@@ -369,19 +369,30 @@ class TelemetryHub:
             )
 
 
+_GENERATIONS: Final = itertools.count(1)
+"""Numbers the routes objects of every hub, each once (0 names none)."""
+
+
 class _Routes(dict[tuple[str, Event], tuple[TelemetryListener, ...]]):
     """A hub's routes: the awake listeners that want each (source kind, event), found on first look.
 
     Read with a subscript, a route costs no Python frame once found; a missing one is computed
     by :meth:`__missing__` (the one rule of which listeners get an event) and kept. The hub
     replaces the whole object when its listeners change, so a route is never stale.
+
+    Attributes:
+        generation: This object's number, unique in the process. What caches an answer read
+            from the routes keeps it to tell whether they were replaced since, never the routes
+            themselves: they hold the listeners, which a listener removed from its hub (an
+            OpenTelemetry listener replaced, an alert system closed) must not stay alive by.
     """
 
-    __slots__ = ("_hub",)
+    __slots__ = ("_hub", "generation")
 
     def __init__(self, hub: TelemetryHub) -> None:
         super().__init__()
         self._hub = hub
+        self.generation = next(_GENERATIONS)
 
     def __missing__(self, key: tuple[str, Event]) -> tuple[TelemetryListener, ...]:
         kind, event = key

@@ -60,7 +60,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     def __init__(self, core: _BreakerCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core._clock, telemetry)
         self._core = core
-        self._routes_seen: object = None
+        self._routes_seen = 0  # the generation of the hub's routes _wanted was read from
         self._wanted = False
         self._timed = core.settings.slow_call_duration is not None
         self.standing = core.standing
@@ -182,10 +182,11 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         # Whether anyone wants rejections, asked again only when the hub's listeners changed
         # (the hub then replaces its routes): an open breaker rejects on a hot path, and asking
         # the hub on every rejection costs a third of it (see docs/benchmarks.md, Engine v2).
-        routes = self._telemetry.hub._routes
-        if routes is not self._routes_seen:
+        # Their generation is kept, not the routes: they hold the listeners of that moment.
+        generation = self._telemetry.hub._routes.generation
+        if generation != self._routes_seen:
             self._wanted = self._telemetry.wants(_CALL_REJECTED)
-            self._routes_seen = routes
+            self._routes_seen = generation
         if self._wanted:
             self._telemetry.report(_CALL_REJECTED, args)
         core = self._core
