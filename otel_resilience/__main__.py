@@ -51,6 +51,7 @@ from otel_resilience.demo.options import (
     check_duration_option,
     check_otlp_endpoint,
     check_port,
+    check_summary_json,
     check_time_scale,
 )
 from otel_resilience.ops import export as export_module
@@ -517,9 +518,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: IO[str]
     if args.command == "demo":
         if out is None:  # started with standard output closed: nothing could show the run
             raise _OutputError("it is closed")
-        if args.summary_json is not None and not args.summary_json.parent.is_dir():
-            folder = str(args.summary_json.parent)
-            args.command_parser.error(f"--summary-json: folder {folder!r} does not exist")
+        if args.summary_json is not None:  # before the run: not a failure after the whole of it
+            try:
+                check_summary_json(args.summary_json)
+            except ValueError as error:
+                args.command_parser.error(str(error))
         return _run_demo(args, args.command_parser, out, err)
     if args.command == "export":
         return _run_export(args, args.command_parser, out, err)

@@ -16,14 +16,15 @@ import importlib
 import re
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 from otel_resilience.config.errors import ConfigError, Path
+from otel_resilience.engine.validation import describe
 
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["FORMATS", "Format", "UnknownFormatError", "file_format", "format_of", "parse"]
+__all__ = ["FORMATS", "Format", "UnknownFormatError", "check_format", "file_format", "format_of", "parse"]
 
 Format = Literal["yaml", "toml"]
 """A file format :func:`parse` reads."""
@@ -38,6 +39,22 @@ _MERGE: Final = f"{_YAML_TAG}merge"
 
 Parsed = tuple[object, dict[Path, int]]
 """A parsed document and the 1-based line of each path the parser could place."""
+
+
+def check_format(value: object, field: str = "format") -> Format:
+    """Return ``value`` if it names a format :func:`parse` reads (``"yaml"`` or ``"toml"``).
+
+    The one rule of every ``format=`` (:func:`~otel_resilience.config.load`,
+    :func:`~otel_resilience.config.loads`, ``manager.watch``): checked before any file is read.
+
+    Raises:
+        ValueError: Naming ``field``: ``"format must be 'yaml' or 'toml', got 'ini'"``.
+    """
+    names: tuple[Format, ...] = get_args(Format)
+    if isinstance(value, str) and value in names:
+        return cast("Format", str(value))
+    allowed = " or ".join(map(repr, names))
+    raise ValueError(f"{field} must be {allowed}, got {describe(value)}")
 
 
 def format_of(name: str) -> Format | None:
@@ -69,9 +86,12 @@ def file_format(source: str, given: Format | None = None) -> Format:
     """Return the format of the file ``source``: ``given``, else the one its suffix stands for.
 
     Raises:
+        ValueError: ``given`` is not ``None`` and names no format (:func:`check_format`).
         UnknownFormatError: No format is given and the suffix stands for none.
     """
-    found = given or format_of(source)
+    if given is not None:
+        return check_format(given)
+    found = format_of(source)
     if found is None:
         raise UnknownFormatError(source)
     return found

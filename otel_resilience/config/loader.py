@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Final
 
 from otel_resilience.config.errors import ConfigError
-from otel_resilience.config.formats import Format, UnknownFormatError, file_format, parse
+from otel_resilience.config.formats import Format, UnknownFormatError, check_format, file_format, parse
 from otel_resilience.config.reader import read
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.retry import RetryBudget
@@ -111,9 +111,7 @@ def loads(
             ``config`` extra.
         ValueError: ``format`` is not ``"yaml"`` or ``"toml"``.
     """
-    if format not in ("yaml", "toml"):
-        msg = f"format must be 'yaml' or 'toml', got {format!r}"
-        raise ValueError(msg)
+    format = check_format(format)  # noqa: A001 - the argument's own name
     data, lines = parse(text, format, source)
     budgets = None if previous is None else previous.retry_budgets
     policies, retry_budgets = read(data, lines, source, budgets)
@@ -144,15 +142,36 @@ def load(
             UTF-8 text, or its format cannot be told from its name.
         OSError: The file cannot be read.
         ImportError: The format's parser is missing: install the ``config`` extra.
+        ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"`` (before the file is read).
     """
     source = os.fspath(path)
     found = file_format(source, format)
+    return load_content(Path(source).read_bytes(), source, found, previous=previous)
+
+
+def load_content(
+    content: bytes,
+    source: str,
+    format: Format,  # noqa: A002 - load(path, format=...)'s name
+    *,
+    previous: ConfigFile | None = None,
+) -> ConfigFile:
+    """Read the bytes read from the file ``source``, as :func:`load` reads the file.
+
+    For a reader that must parse exactly the bytes it looked at (a watch compares them between
+    two looks). Line ends are read as :func:`load` reads them (universal newlines: CR LF and CR are LF).
+
+    Raises:
+        ConfigError: As :func:`load`; bytes that are not UTF-8 name the offset of the first wrong one.
+        ImportError: As :func:`load`.
+    """
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        text = content.decode("utf-8")
     except UnicodeDecodeError as error:
         reason = f"is not UTF-8 text: byte {error.object[error.start]:#04x} at offset {error.start}"
         raise ConfigError(reason, source=source) from error
-    return loads(text, found, source=source, previous=previous)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as a text file's read
+    return loads(text, format, source=source, previous=previous)
 
 
 def from_env(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from otel_resilience.config.formats import check_format
 from otel_resilience.engine.validation import MAX_DURATION, describe
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "check_duration_option",
     "check_otlp_endpoint",
     "check_port",
+    "check_summary_json",
     "check_time_scale",
 ]
 
@@ -49,9 +51,12 @@ DEFAULT_INTERVAL: Final = 1.0
 """Real seconds between two status lines of the plain output."""
 MAX_TIME_SCALE: Final = 1.0
 """The largest time scale: 1.0 runs at production timing."""
-MIN_TIME_SCALE: Final = 1e-5
-"""The smallest time scale: the scenario's shortest windows (a 30 s window of 10 buckets) then
-last 30 µs a bucket, within what a breaker's window takes (1 µs a bucket at least)."""
+MIN_TIME_SCALE: Final = 0.005
+"""The smallest time scale: 1 s of demo stands for 200 s of production time. Below it the demo
+cannot keep up: its load (about 8 calls per production second, so 1,600 calls/s at 0.005) is more
+than one event loop starts on time, and the scaled latencies, timeouts and hedge delays (the
+database's 40 ms query, 200 µs here) get shorter than the loop's own delay between two steps: the
+run then measures the loop, not the system (calls time out or fall back, the figures drift)."""
 
 
 def check_duration_option(name: str, value: float) -> float:
@@ -92,10 +97,49 @@ def check_time_scale(value: float) -> float:
     if not MIN_TIME_SCALE <= value <= MAX_TIME_SCALE:
         msg = (
             f"--time-scale must be >= {MIN_TIME_SCALE:g} and <= {MAX_TIME_SCALE:g} "
-            f"(1 = production timing), got {value!r}"
+            f"(1 = production timing; below {MIN_TIME_SCALE:g} the demo cannot keep up with its "
+            f"load and its scaled timeouts), got {value!r}"
         )
         raise ValueError(msg)
     return float(value)
+
+
+def check_summary_json(path: Path) -> Path:
+    """Return ``path`` if the summary can be written there, checked before the run (not after it).
+
+    Its folder must exist, it must not be a folder, and it must take writes: an existing file is
+    opened for appending (its content and times unchanged), a new one is created and removed. A
+    path that is neither a file nor missing (a device, a pipe) is left to the write at the end.
+
+    Raises:
+        ValueError: With a message naming ``--summary-json``, the path and why.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        blocker = next((str(p) for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            msg = f"--summary-json: cannot write {str(path)!r}: {blocker!r} is a file, not a folder"
+        else:
+            msg = f"--summary-json: folder {str(folder)!r} does not exist"
+        raise ValueError(msg)
+    if path.is_dir():
+        msg = (
+            f"--summary-json: {str(path)!r} is a folder: name a file to write the summary to "
+            f"(such as {str(path / 'summary.json')!r})"
+        )
+        raise ValueError(msg)
+    existed = path.exists()
+    if existed and not path.is_file():
+        return path
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        msg = f"--summary-json: cannot write {str(path)!r}: {error.strerror or error}"
+        raise ValueError(msg) from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
 
 
 def check_port(value: int) -> int:
@@ -204,9 +248,7 @@ class DemoOptions:
             object.__setattr__(self, "otlp_endpoint", check_otlp_endpoint(self.otlp_endpoint))
         object.__setattr__(self, "interval", check_duration_option("--interval", self.interval))
         if self.config_format is not None:
-            if self.config_format not in ("yaml", "toml"):
-                msg = f"--format must be 'yaml' or 'toml', got {self.config_format!r}"
-                raise ValueError(msg)
+            check_format(self.config_format, "--format")  # the loader's rule
             if self.config is None:
                 msg = f"--format is the format of the --config file: give one (--format {self.config_format})"
                 raise ValueError(msg)

@@ -37,6 +37,7 @@ from otel_resilience.manager.watch import DEFAULT_WATCH_INTERVAL, ConfigWatch, C
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
+    from otel_resilience.config.formats import Format
     from otel_resilience.engine.clock import Clock
     from otel_resilience.patterns.circuit_breaker import CircuitBreaker
     from otel_resilience.patterns.recovery import ErrorRecoverySystem
@@ -261,12 +262,16 @@ class NamedPolicies:
         *,
         interval: float | timedelta = DEFAULT_WATCH_INTERVAL,
         customize: Customize | None = None,
+        format: Format | None = None,  # noqa: A002 - load(path, format=...)'s name
     ) -> ConfigWatch:
         """Apply the configuration file ``path`` now, then again whenever it changes.
 
-        The file is polled every ``interval`` seconds in a daemon thread (no extra dependency).
-        A changed file that fails to load or whose policies are refused changes nothing and is
-        reported as a failed reload of the policies it names (log, span event,
+        The file is polled every ``interval`` seconds in a daemon thread (no extra dependency). A
+        change is applied once it is stable: a look that finds the file changed waits for the next
+        one, which applies it if its size, times, inode and content are still the same (a save in
+        progress is never applied half written; a change applies one to two ``interval`` after it
+        is written). A changed file that fails to load or whose policies are refused changes
+        nothing and is reported as a failed reload of the policies it names (log, span event,
         ``resilience.reload{outcome="failed"}``); the last good configuration stays.
 
         Args:
@@ -274,20 +279,24 @@ class NamedPolicies:
             interval: Seconds (or a ``timedelta``) between two looks, ``> 0`` and at most
                 ``MAX_DURATION`` (``threading.TIMEOUT_MAX``).
             customize: As :meth:`apply_config`.
+            format: ``"yaml"`` or ``"toml"``, as for :func:`otel_resilience.config.load`;
+                ``None`` (the default) for the one the file's suffix stands for.
 
         Returns:
             The watch; :meth:`ConfigWatch.stop` ends it.
 
         Raises:
-            otel_resilience.config.ConfigError: The file is not a valid configuration now.
+            otel_resilience.config.ConfigError: The file is not a valid configuration now, or
+                ``format`` is ``None`` and its suffix stands for no format.
             OSError: The file cannot be read now (``FileNotFoundError`` when it is missing), as
                 :func:`otel_resilience.config.load` raises; later, a file that cannot be read is a
                 failed reload.
-            ValueError: ``interval`` is not > 0 (or above ``MAX_DURATION``), or a policy is refused now.
+            ValueError: ``interval`` is not > 0 (or above ``MAX_DURATION``), ``format`` is not
+                ``None``, ``"yaml"`` or ``"toml"``, or a policy is refused now.
             TypeError: ``interval`` is not a number of seconds or a ``timedelta``, or ``customize``
                 is not a plain (sync) function.
         """
-        return ConfigWatch(self, path, interval=interval, customize=customize)
+        return ConfigWatch(self, path, interval=interval, customize=customize, format=format)
 
     def _prepare(self, name: str, source: ConfigSource) -> tuple[PolicyHandle, Staged]:
         """Find the handle, build, check and stage its new config; report and raise a refusal."""

@@ -7,18 +7,23 @@ none does. A policy the file no longer names is left as it is (a running service
 it); a policy whose config did not change is not reloaded.
 
 :class:`ConfigWatch` polls the file (its size, times and inode, every ``interval`` seconds, in a
-daemon thread: no extra dependency) and applies it when it changed. A file that cannot be
-read or parsed, or whose policies are refused, changes nothing: the last good configuration stays,
-and the file is applied at the first look that finds a complete, valid version. The failure is
-one refused reload of the file: one warning log and one count of :attr:`ConfigWatch.failed`. A
-value the file gives a policy that is refused (by the loader, or by the manager) is also
-reported once for that policy (the ``resilience.policy.reload_failed`` span event and
-``resilience.reload`` with ``outcome=failed``, which ``ResilienceReloadFailed`` alerts on), as
-Polly reports ``ReloadFailed``. A file deleted, read while half-written (it does not parse), or
-refused in a part no single policy owns (a retry budget, an unknown top-level key) is a failure
-of the file as a whole: it is reported for every policy the last good file named only if the
-next look finds the file unchanged (still missing, still broken), so a write seen in progress,
-finished by the next look, alerts nobody, and a file left broken does.
+daemon thread: no extra dependency) and applies it once it changed and is stable: a look that
+finds the file changed reads it and waits; the next look applies it only if the file still has the
+same size, times, inode and content (a hash of its bytes), and applies those very bytes. A save
+that is not atomic (an editor writing in two chunks, a copy in progress) is never applied half
+written, even where the first chunk is a valid file with fewer keys: a change applies between one
+and two ``interval`` after it is written. A file that cannot be read or parsed, or whose policies
+are refused, changes nothing: the last good configuration stays, and the file is applied at the
+first look that finds a complete, valid version stable. The failure is one refused reload of the
+file: one warning log and one count of :attr:`ConfigWatch.failed`. A value the file gives a policy
+that is refused (by the loader, or by the manager) is also reported for that policy (the
+``resilience.policy.reload_failed`` span event and ``resilience.reload`` with ``outcome=failed``,
+which ``ResilienceReloadFailed`` alerts on), as Polly reports ``ReloadFailed``. A file deleted,
+left half-written (it does not parse), or refused in a part no single policy owns (a retry budget,
+an unknown top-level key) is a failure of the file as a whole: it is reported for every policy the
+last good file named. As every change, it counts only once two looks found it the same, so a write
+seen in progress, finished by the next look, alerts nobody (nothing is logged or counted), and a
+file left broken does.
 
 A process forked from one that watches (the workers of a pre-fork server such as gunicorn with
 ``--preload``, a ``multiprocessing`` pool with the ``fork`` method) watches too: threads do not
@@ -28,6 +33,7 @@ process keeps its policies in step with the file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -43,6 +49,7 @@ from otel_resilience.manager.policy import same_config
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
+    from otel_resilience.config.formats import Format
     from otel_resilience.manager.config import ResilienceConfig
     from otel_resilience.manager.named import NamedPolicies
     from otel_resilience.manager.policy import PolicyHandle
@@ -145,6 +152,7 @@ class ConfigWatch:
     Attributes:
         path: The file watched.
         interval: Seconds between two looks (a ``timedelta`` given is stored as seconds).
+        format: The file's format, ``"yaml"`` or ``"toml"``: the one given, else its suffix's.
         applied: How many times a changed file was applied (the first load included).
         failed: How many changed files were refused (nothing changed each time).
     """
@@ -156,11 +164,17 @@ class ConfigWatch:
         *,
         interval: float | timedelta = DEFAULT_WATCH_INTERVAL,
         customize: Customize | None = None,
+        format: Format | None = None,  # noqa: A002 - load(path, format=...)'s name
     ) -> None:
+        from otel_resilience.config.formats import check_format, file_format  # noqa: PLC0415 - see _load
+
         # A duration as every other (at most MAX_DURATION): the thread's wait must accept it.
         self.interval = check_duration("ResilienceManager.watch", "interval", interval)
         _check_customize("ResilienceManager.watch", customize)
+        if format is not None:
+            check_format(format, "ResilienceManager.watch.format")
         self.path = Path(path)
+        self.format: Format = file_format(os.fspath(self.path), format)
         self.applied = 0
         self.failed = 0
         self._manager = manager
@@ -168,9 +182,11 @@ class ConfigWatch:
         # One look at a time (the thread's and a caller's check()): a change is applied once, and
         # never an older file after a newer one. Free in a forked child.
         self._checking = fork_safe(threading.Lock())
-        self._broken: BaseException | None = None  # a file-wide failure not reported per policy yet
+        # What the last look found changed (its stamp and the hash of its content), applied at the
+        # next look if the file is still the same: None when the last look found nothing new.
+        self._pending: tuple[tuple[int, ...] | None, bytes | None] | None = None
         self._stamp = self._look()
-        self._last: ConfigFile = self._load(None)
+        self._last: ConfigFile = self._load(self._read(), None)
         apply_file(manager, self._last, customize)
         self.applied = 1
         self._stop = threading.Event()
@@ -202,61 +218,88 @@ class ConfigWatch:
             return None
         return info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns
 
-    def _load(self, last: ConfigFile | None) -> ConfigFile:
-        """Load the file with the retry budgets in force: those of its last load applied to the manager.
+    def _read(self) -> bytes | OSError:
+        """The file's bytes, or the error reading it raised (a look compares, then loads, what it read)."""
+        try:
+            return self.path.read_bytes()
+        except OSError as error:
+            return error.with_traceback(None)  # kept a look: its traceback would hold the looking frame
+
+    def _load(self, content: bytes | OSError, last: ConfigFile | None) -> ConfigFile:
+        """Load ``content`` with the retry budgets in force: those of the file's last load applied.
 
         That load is this watch's ``last``, or another's: the file applied at start-up
         (``OTEL_RESILIENCE_CONFIG``), another watch of it. Unchanged budgets then stay the same
         objects, so an unchanged policy gives an equal config and is not reloaded for nothing.
-        """
-        from otel_resilience.config import load  # noqa: PLC0415 - the config package imports the manager's
 
+        Raises:
+            OSError: ``content`` is the error reading the file raised.
+            Exception: What :func:`otel_resilience.config.load` raises.
+        """
+        # The config package imports the manager's: imported when a file is read.
+        from otel_resilience.config.loader import load_content  # noqa: PLC0415
+
+        if isinstance(content, OSError):
+            try:
+                raise content
+            finally:
+                del content  # its traceback holds this frame: not bound here (a cycle)
         previous = self._manager._applied_files.get(_file_key(self.path), last)
-        return load(self.path, previous=previous)
+        return load_content(content, os.fspath(self.path), self.format, previous=previous)
 
     def check(self) -> bool:
-        """Look at the file now; apply it if it changed since the last look.
+        """Look at the file now; apply it if it changed and is as the previous look found it.
+
+        A look that finds the file changed since it was last applied (or refused) reads it and
+        applies nothing; the next look applies what it reads if the file has the same size,
+        times, inode and content as then (a save in progress is never applied half written).
 
         Returns:
-            Whether a changed file was applied (``False``: unchanged, or refused and reported).
+            Whether a changed file was applied (``False``: unchanged, changed since the previous
+            look, or refused and reported).
         """
         with self._checking:
             return self._check_locked()
 
     def _check_locked(self) -> bool:
         stamp = self._look()
-        if stamp == self._stamp:
-            if (error := self._broken) is not None:  # still failing as a whole a look later
-                self._broken = None
-                for name in self._last:  # every policy's configuration is stale now: each reports it
-                    self._manager._refused(name, error)
+        if stamp == self._stamp:  # as applied (or refused) last
+            self._pending = None
             return False
-        self._broken = None
+        content = self._read()
+        seen = (stamp, None if isinstance(content, OSError) else hashlib.sha256(content).digest())
+        if seen != self._pending:  # new since the previous look: applied if the next finds it the same
+            self._pending = seen
+            return False
         # The new stamp is kept once the file was applied or refused, not before: a child forked
         # in between (its copy of the watch never finishes this look) looks at the file again.
         try:
-            loaded = self._load(self._last)
+            loaded = self._load(content, self._last)
         except Exception as error:  # noqa: BLE001 - a bad file never stops the service: reported
-            # One refused reload of the file; of a policy too when the refused value is its own
-            # (a file deleted or half-written refuses no policy: the next complete one applies).
-            self._stamp = stamp
+            # One refused reload of the file; of a policy too when the refused value is its own,
+            # else of every policy the last good file named (each one's configuration is stale).
+            del content  # an error reading the file: its traceback holds this frame (a cycle)
+            self._settled(stamp)
             self._refused(error)
             concerned = _policy_of(error)
-            if concerned is not None:
-                self._manager._refused(concerned, error)
-            else:  # reported for every policy if the next look finds the same file (not a write in progress)
-                self._broken = error
+            for name in (concerned,) if concerned is not None else tuple(self._last):
+                self._manager._refused(name, error)
             return False
         try:
             apply_file(self._manager, loaded, self._customize)
         except Exception as error:  # noqa: BLE001 - reported once, for the policy it concerns
-            self._stamp = stamp
+            self._settled(stamp)
             self._refused(error)
             return False
-        self._stamp = stamp
+        self._settled(stamp)
         self._last = loaded
         self.applied += 1
         return True
+
+    def _settled(self, stamp: tuple[int, ...] | None) -> None:
+        """The file of ``stamp`` was applied or refused: the next look looks for a newer one."""
+        self._stamp = stamp
+        self._pending = None
 
     def _refused(self, error: BaseException) -> None:
         self.failed += 1

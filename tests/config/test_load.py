@@ -353,6 +353,17 @@ def test_format_by_suffix_or_argument(tmp_path: Path) -> None:
         load(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("value", ["ini", "", "YAML", 5])
+def test_a_format_the_loader_does_not_read_is_refused_before_the_file_is(
+    tmp_path: Path, value: object
+) -> None:
+    """format= is checked first: a ValueError naming it (not the file's error, not the suffix's format)."""
+    (tmp_path / "a.yaml").write_text("policies: {p: {timeout: 1s}}\n", encoding="utf-8")
+    for path in (tmp_path / "a.yaml", tmp_path / "missing.yaml"):
+        with pytest.raises(ValueError, match=r"^format must be 'yaml' or 'toml', got "):
+            load(path, format=value)  # type: ignore[arg-type]
+
+
 def test_an_unknown_suffix_raises_the_error_a_command_words_its_hint_from(tmp_path: Path) -> None:
     """load() raises UnknownFormatError, a ConfigError carrying the fault apart from load()'s hint; it pickles."""
     with pytest.raises(UnknownFormatError) as caught:

@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
 from otel_resilience.config import ConfigError, load
+from otel_resilience.manager.watch import ConfigWatch
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
 
 FIRST = """\
@@ -51,6 +52,13 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
     if path.stat().st_mtime_ns == before:  # a coarse clock: move the time on explicitly
         os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+
+
+def _look_twice(watch: ConfigWatch) -> bool:
+    """Two looks at a file written since the last one: the first finds it new (not applied yet),
+    the second finds it unchanged and applies it; returns what the second look returned."""
+    assert not watch.check()
+    return watch.check()
 
 
 def test_apply_config_creates_new_policies_and_reloads_changed_ones_only(tmp_path: Path) -> None:
@@ -145,12 +153,12 @@ def test_a_watch_applies_a_changed_file_and_keeps_the_last_good_one_when_it_brea
         assert watch.applied == 1
         assert not watch.check()  # unchanged
         _write(path, SECOND)
-        assert watch.check()
+        assert _look_twice(watch)
         handle = manager.policy("payments")
         assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
         generation = handle.generation
         _write(path, BROKEN)
-        assert not watch.check()
+        assert not _look_twice(watch)
         assert (watch.applied, watch.failed) == (2, 1)
         assert handle.generation == generation
         assert handle.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
@@ -283,7 +291,7 @@ def test_a_file_whose_new_policy_is_refused_changes_no_policy(tmp_path: Path) ->
     watch = manager.watch(path, interval=3600, customize=_refusing_customize)
     try:
         _write(path, SECOND)
-        assert not watch.check()
+        assert not _look_twice(watch)
         payments = manager.policy("payments")
         assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
         assert payments.generation == 1
@@ -305,7 +313,7 @@ def test_a_value_the_loader_refuses_is_counted_for_its_policy_only(tmp_path: Pat
     watch = manager.watch(path, interval=3600)
     try:
         _write(path, BROKEN)  # refused by the loader (payments' threshold of 0)
-        assert not watch.check()
+        assert not _look_twice(watch)
     finally:
         watch.stop()
     assert manager.policy("payments").get_stats()["reloads"]["failed"] == 1
@@ -321,11 +329,11 @@ def _break(path: Path, event: str) -> None:
 
 
 @pytest.mark.parametrize("event", ["deleted", "half-written"])
-def test_a_file_seen_deleted_or_half_written_once_is_one_failed_reload_of_the_file(
+def test_a_file_seen_deleted_or_half_written_for_one_look_is_neither_applied_nor_reported(
     tmp_path: Path, event: str, caplog: pytest.LogCaptureFixture, reader: InMemoryMetricReader
 ) -> None:
-    """A write in progress, complete at the next look: one log line, watch.failed once, no policy
-    reports a failed reload (nothing to alert on); the complete file applies."""
+    """A write in progress, complete at the next look: nothing logged, nothing counted, no policy
+    reports a failed reload (nothing to alert on); the complete file applies once it is stable."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
     manager = ResilienceManager()
@@ -335,10 +343,9 @@ def test_a_file_seen_deleted_or_half_written_once_is_one_failed_reload_of_the_fi
             _break(path, event)
             assert not watch.check()
             _write(path, SECOND)  # the complete version, before the next look
-            assert watch.check()
-        assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
-        assert str(path) in caplog.records[0].getMessage()
-        assert (watch.applied, watch.failed) == (2, 1)
+            assert _look_twice(watch)
+        assert caplog.records == [], [r.getMessage() for r in caplog.records]
+        assert (watch.applied, watch.failed) == (2, 0)
         for name in ("payments", "search"):
             assert manager.policy(name).get_stats()["reloads"]["failed"] == 0
         assert _failed_reloads(reader) == 0
@@ -350,8 +357,9 @@ def test_a_file_seen_deleted_or_half_written_once_is_one_failed_reload_of_the_fi
 def test_a_file_left_deleted_or_broken_is_a_failed_reload_of_every_policy_once(
     tmp_path: Path, event: str, reader: InMemoryMetricReader
 ) -> None:
-    """Still missing (or unparseable) at the next look: every policy of the last good file reports
-    a failed reload once (each one's configuration is stale: the alert's signal); no more after."""
+    """Still missing (or unparseable) at the next look: one refused reload of the file, and every
+    policy of the last good file reports a failed reload once (each one's configuration is stale:
+    the alert's signal); no more after."""
     path = tmp_path / "resilience.yaml"
     _write(path, FIRST)
     manager = ResilienceManager()
@@ -367,7 +375,7 @@ def test_a_file_left_deleted_or_broken_is_a_failed_reload_of_every_policy_once(
         assert _failed_reloads(reader) == 2
         assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
         _write(path, SECOND)
-        assert watch.check()
+        assert _look_twice(watch)
         assert (watch.applied, watch.failed) == (2, 1)
         assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
 
@@ -431,7 +439,7 @@ def test_a_watch_sees_the_file_behind_a_swapped_link_even_of_the_same_size_and_t
     manager = ResilienceManager()
     with manager.watch(tmp_path / "resilience.yaml", interval=3600) as watch:
         _config_map(tmp_path, "v2", FIRST.replace("failure_threshold: 3", "failure_threshold: 7"))
-        assert watch.check()
+        assert _look_twice(watch)
         assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=7)
 
 
@@ -455,9 +463,9 @@ def test_two_watches_of_one_file_reload_a_changed_budget_once(tmp_path: Path) ->
     with manager.watch(path, interval=3600) as first, manager.watch(path, interval=3600) as second:
         payments = manager.policy("payments")
         _write(path, BUDGETED.replace("ratio: 0.2", "ratio: 0.3"))
-        assert first.check()
+        assert _look_twice(first)
         budget = payments.config.retry_policy.budget  # type: ignore[union-attr]
-        second.check()
+        _look_twice(second)
         assert payments.generation == 2
         assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
         assert payments.config.retry_policy.budget is budget  # type: ignore[union-attr]
@@ -512,3 +520,91 @@ def test_a_customize_that_is_not_callable_is_refused_at_once_naming_it(tmp_path:
         manager.apply_config({"payments": ResilienceConfig()}, customize=5)  # type: ignore[arg-type]
     assert "payments" not in manager._handles
     assert manager.policy("payments", ResilienceConfig()).get_stats()["reloads"]["failed"] == 0
+
+
+TRUNCATED = SECOND[: SECOND.index("    timeout: 2s")]
+"""The first chunk of a save of SECOND: valid YAML, a valid file, with fewer keys (payments without its timeout)."""
+
+
+def test_a_file_caught_half_written_is_not_applied_even_when_it_parses(tmp_path: Path) -> None:
+    """An editor saving in two chunks: the first one, though a valid file, is never applied; the
+    complete file is, once a look finds it unchanged since the previous one."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:  # the test drives check() itself
+        payments = manager.policy("payments")
+        _write(path, TRUNCATED)
+        assert not watch.check()  # new: not applied yet
+        assert (payments.generation, payments.config.timeout) == (1, 2.0)
+        _write(path, SECOND)  # the rest of the save, before the next look
+        assert not watch.check()  # changed since the last look: still not stable
+        assert (payments.generation, payments.config.timeout) == (1, 2.0)
+        assert watch.check()  # unchanged over two looks: applied
+        assert payments.generation == 2
+        assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        assert payments.config.timeout == 2.0
+        assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
+        assert (watch.applied, watch.failed) == (2, 0)
+
+
+def test_a_rewrite_the_file_stamp_misses_is_applied_only_once_its_content_is_stable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coarse clock: two writes with the same size, times and inode; the content tells them apart."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:
+        monkeypatch.setattr(watch, "_look", lambda: (1, 2, 3, 4, 5))  # one stamp, not the applied file's
+        payments = manager.policy("payments")
+        _write(path, TRUNCATED)
+        assert not watch.check()
+        _write(path, SECOND)  # the same stamp, another content
+        assert not watch.check()
+        assert (payments.generation, payments.config.timeout) == (1, 2.0)
+        assert watch.check()
+        assert payments.generation == 2
+        assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        assert not watch.check()  # the same stamp as applied: nothing new
+
+
+def test_a_watch_reads_a_file_in_the_format_it_is_given(tmp_path: Path) -> None:
+    """format= is load()'s: a file whose name says no format (policies.conf) can be watched."""
+    path = tmp_path / "policies.conf"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with pytest.raises(
+        ConfigError, match=r"policies\.conf: has no known suffix .*: pass format='yaml' or 'toml'"
+    ):
+        manager.watch(path, interval=3600)
+    with manager.watch(path, interval=3600, format="yaml") as watch:
+        assert watch.format == "yaml"
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+        _write(path, SECOND)
+        assert _look_twice(watch)
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+    toml = tmp_path / "policies.cfg"
+    _write(toml, "[policies.payments.circuit_breaker]\nfailure_threshold = 4\n")
+    with manager.watch(toml, interval=3600, format="toml") as watch:
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=4)
+    named = tmp_path / "resilience.toml"
+    _write(named, "[policies.payments.circuit_breaker]\nfailure_threshold = 6\n")
+    with manager.watch(named, interval=3600) as watch:  # by default, the format the suffix says
+        assert watch.format == "toml"
+        assert manager.policy("payments").config.circuit_breaker == CircuitBreakerConfig(failure_threshold=6)
+
+
+@pytest.mark.parametrize("value", ["ini", "", "YAML", 5])
+def test_a_watch_format_the_loader_does_not_read_is_refused_at_once_naming_it(
+    tmp_path: Path, value: object
+) -> None:
+    """A ValueError naming format before the file is read, as load(format=...) refuses it."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with pytest.raises(ValueError, match=r"^ResilienceManager\.watch\.format must be 'yaml' or 'toml', got "):
+        manager.watch(path, interval=3600, format=value)  # type: ignore[arg-type]
+    assert "payments" not in manager._handles
+    with pytest.raises(ValueError, match=r"^format must be 'yaml' or 'toml', got "):
+        load(path, format=value)  # type: ignore[arg-type]

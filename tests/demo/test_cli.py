@@ -62,9 +62,11 @@ def test_demo_defaults_are_pinned() -> None:
         (["--duration", "0"], r"argument --duration: must be a finite number of seconds > 0"),
         (["--duration", "nan"], r"argument --duration: must be a finite number of seconds > 0"),
         (["--duration", "soon"], r"argument --duration: must be a number, got 'soon'"),
-        (["--time-scale", "0"], r"argument --time-scale: must be >= 1e-05 and <= 1"),
-        (["--time-scale", "2"], r"argument --time-scale: must be >= 1e-05 and <= 1"),
-        (["--time-scale", "1e-7"], r"argument --time-scale: must be >= 1e-05 and <= 1"),
+        (["--time-scale", "0"], r"argument --time-scale: must be >= 0.005 and <= 1"),
+        (["--time-scale", "2"], r"argument --time-scale: must be >= 0.005 and <= 1"),
+        (["--time-scale", "1e-7"], r"argument --time-scale: must be >= 0.005 and <= 1"),
+        ([*_SHORT_RUN, "--time-scale", "0.004"], r"argument --time-scale: must be >= 0.005 and <= 1"),
+        ([*_SHORT_RUN, "--time-scale", "0.001"], r"below 0\.005 the demo cannot keep up"),
         (["--port", "0"], r"argument --port: must be a TCP port from 1 to 65535"),
         (["--port", "70000"], r"argument --port: must be a TCP port from 1 to 65535"),
         (["--port", "http"], r"argument --port: must be an integer, got 'http'"),
@@ -107,7 +109,8 @@ def test_bad_demo_arguments_are_usage_errors(
         ),
         ("duration", -1.0, r"--duration must be a finite number of seconds > 0, got -1.0"),
         ("duration", "3", r"--duration must be a number of seconds, got '3'"),
-        ("time_scale", 0.0, r"--time-scale must be >= 1e-05 and <= 1 .*, got 0.0"),
+        ("time_scale", 0.0, r"--time-scale must be >= 0.005 and <= 1 .*, got 0.0"),
+        ("time_scale", 0.0049, r"--time-scale must be >= 0.005 and <= 1 .*, got 0.0049"),
         ("port", 0, r"--port must be a TCP port from 1 to 65535, got 0"),
         ("seed", True, r"--seed must be an integer >= 0, got True"),
         ("host", " ", r"--host must be a non-empty address"),
@@ -225,10 +228,51 @@ def test_a_summary_json_in_a_missing_folder_is_a_usage_error(capsys: pytest.Capt
     assert "--summary-json: folder '/no/such/folder' does not exist" in err
 
 
-def test_an_unwritable_summary_json_fails_after_showing_the_summary(tmp_path: Path) -> None:
-    """When the summary cannot be written, it is still printed, and the exit status is 1."""
-    target = tmp_path / "taken"
-    target.mkdir()
+@pytest.mark.parametrize("where", ["folder", "unwritable", "under-a-file"])
+def test_a_summary_json_that_cannot_be_written_is_a_usage_error_before_the_run(
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder, a file that takes no writes, a path under a file: exit 2 at once, naming the option
+    (it failed only after the whole run), and the run never starts."""
+    target = {
+        "folder": tmp_path,
+        "unwritable": Path("/proc/version"),  # refuses writes, even to root
+        "under-a-file": Path(__file__) / "summary.json",
+    }[where]
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", *_SHORT_RUN, "--summary-json", str(target)], out=out)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: otel-resilience demo ")
+    assert "error: --summary-json: " in err
+    assert str(target) in err
+    assert out.getvalue() == ""  # no header: the run did not start
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_summary_json_checked_before_the_run_is_left_as_it_was(tmp_path: Path) -> None:
+    """The check writes nothing: a new file is not left behind by a run that ends early; an old one keeps its text."""
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    old.write_text("earlier\n", encoding="utf-8")
+    for path in (new, old):
+        with pytest.raises(SystemExit):
+            main(["demo", "--summary-json", str(path), "--format", "yaml"])  # a usage error after the check
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+    assert old.read_text(encoding="utf-8") == "earlier\n"
+
+
+def test_a_summary_json_that_fails_at_the_end_fails_after_showing_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the summary cannot be written after all (a full disk), it is still printed, and the exit status is 1."""
+    from otel_resilience.demo import app  # noqa: PLC0415 - the demo extra
+
+    def full(summary: object, path: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(app, "write_summary_json", full)
+    target = tmp_path / "summary.json"
     code, out, err = _run(
         "demo",
         "--duration",
@@ -243,6 +287,7 @@ def test_an_unwritable_summary_json_fails_after_showing_the_summary(tmp_path: Pa
     assert code == 1
     assert "== otel-resilience demo summary" in out
     assert f"cannot write the summary to {target}" in err
+    assert "No space left on device" in err
 
 
 def test_the_demo_runs_the_policies_of_a_config_file(tmp_path: Path) -> None:

@@ -236,6 +236,8 @@ async def check_named_policies() -> None:
     generation: int = handle.generation
     manager.watch(Path("resilience.yaml"), interval=timedelta(seconds=5)).stop()
     manager.watch("resilience.yaml", interval="5s")  # type: ignore[arg-type]
+    manager.watch("policies.conf", format="yaml").stop()
+    manager.watch("policies.conf", format="ini")  # type: ignore[arg-type]
     print(a, b, c, d, e, generation, handles, policy.get_stats()["executions"])
 
 
