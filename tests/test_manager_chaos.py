@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import itertools
 import time
 from collections.abc import Callable
@@ -363,3 +364,53 @@ def test_an_extra_strategys_chaos_draws_from_the_policys_generator_after_a_reloa
     assert len(made) >= 2  # the key's first build, and the reload's
     alone = Chaos("alone", drill)
     assert before + after == failures(lambda: alone.call_sync(lambda: "real"), 64)
+
+
+def test_the_generators_of_the_seeds_reloads_left_behind_are_released() -> None:
+    """1000 reloads, each with a seed of its own: the policy keeps the generator of the seed in use only.
+
+    The seed in use goes on drawing where it was: the same runs fail as in a policy that was
+    never reloaded.
+    """
+    manager = ResilienceManager(alert_system=AlertSystem(name=f"chaos-reseeded-{next(_ids)}"))
+    try:
+        name = f"reseeded-{next(_ids)}"
+        policy = manager.policy(
+            name, ResilienceConfig(chaos=ChaosConfig(fault_rate=0.5, fault=ConnectionError))
+        )
+        view = policy.for_key("tenant")
+        for seed in range(1000):
+            manager.reconfigure(
+                name, ResilienceConfig(chaos=ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=seed))
+            )
+            failures(lambda: view.execute_sync(lambda: "real"), 1)
+        gc.collect()
+        assert len(policy._spec.draws._draws) == 1  # type: ignore[attr-defined]
+        kept = failures(lambda: view.execute_sync(lambda: "real"), 32)
+    finally:
+        manager.alert_system.close()
+    alone = Chaos("alone", ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=999))
+    # Its first run is the loop's last one.
+    assert failures(lambda: alone.call_sync(lambda: "real"), 33)[1:] == kept
+
+
+def test_the_generators_of_evicted_keys_with_seeds_of_their_own_are_released() -> None:
+    """An extra strategy that seeds each key's Chaos anew: 1000 keys through 4 slots keep a few generators."""
+    seeds = itertools.count()
+
+    def per_key(policy: str) -> Step:
+        return Chaos(
+            f"{policy}-drill", ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=next(seeds))
+        ).as_strategy(policy)
+
+    manager = ResilienceManager(alert_system=AlertSystem(name=f"chaos-key-seeds-{next(_ids)}"))
+    try:
+        config = ResilienceConfig(extra_strategies=(ExtraStrategy(per_key, rank=900),))
+        policy = manager.policy(f"key-seeds-{next(_ids)}", config, max_keys=4)
+        for key in range(1000):
+            failures(lambda key=key: policy.for_key(f"tenant-{key}").execute_sync(lambda: "real"), 1)
+        gc.collect()
+        assert next(seeds) > 1000  # a Chaos (and a seed) per key
+        assert len(policy._spec.draws._draws) <= 8  # type: ignore[attr-defined]
+    finally:
+        manager.alert_system.close()

@@ -24,6 +24,8 @@ from otel_support import Otel
 from otel_resilience import (
     BulkheadConfig,
     CircuitBreakerConfig,
+    FallbackConfig,
+    FallbackStrategy,
     PolicyHandle,
     RateLimiterConfig,
     ResilienceConfig,
@@ -31,6 +33,7 @@ from otel_resilience import (
 )
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, RATE_LIMITERS, Registry
 from otel_resilience.manager.keyed import KeyState, _fold_replaced
+from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.telemetry import semconv as sc
 
 WAIT = 10.0
@@ -450,3 +453,54 @@ def test_a_per_key_limiter_s_executions_never_dip_when_an_evicted_key_is_freed(o
     per_key.for_key("b").call_sync(noop)  # evicts "a", whose limiter nobody holds: freed
     gc.collect()
     assert exported(otel, "freed-keys")[sc.EXECUTIONS] == 4
+
+
+def per_call_config(name: str) -> ResilienceConfig:
+    """A config built per call with a new fallback function: unequal to the last one, so a policy of its own."""
+    return ResilienceConfig(
+        name=name,
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=lambda: 0
+        ),
+    )
+
+
+def test_a_managers_evicted_policies_keep_their_executions_in_the_names_series(
+    otel: Otel, alerts: AlertSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 calls, each with a config of its own under one name, past a cap of 4 policies: 100 executions exported.
+
+    The evicted policies' pipelines are freed while policies of their name live on, so the
+    name's series must keep what they counted; it never goes down at any registry step.
+    """
+    name = "per-call-configs"
+    manager = ResilienceManager(max_policies=4, alert_system=alerts)
+    for _ in range(100):
+        manager.execute_with_resilience_sync(noop, per_call_config(name))
+    gc.collect()
+    assert manager.get_resilience_statistics()["executions"]["total"] == 100
+    assert exported(otel, name)[sc.EXECUTIONS] == 100
+
+    def more() -> None:
+        for _ in range(20):
+            manager.execute_with_resilience_sync(noop, per_call_config(name))
+            gc.collect()
+
+    seen = [read[sc.EXECUTIONS] for read in exported_at_each_step(otel, name, monkeypatch, more).values()]
+    assert seen == sorted(seen), seen
+    assert seen[0] >= 100
+    assert seen[-1] <= 120
+    gc.collect()
+    assert exported(otel, name)[sc.EXECUTIONS] == 120
+
+
+def test_a_managers_carriers_of_evicted_policies_are_bounded_by_its_live_names(alerts: AlertSystem) -> None:
+    """200 names called once each, past a cap of 4: the manager exports at most the names it has policies of."""
+    manager = ResilienceManager(max_policies=4, alert_system=alerts)
+    for index in range(200):
+        manager.execute_with_resilience_sync(noop, per_call_config(f"bounded-carriers-{index}"))
+    gc.collect()
+    manager.get_resilience_statistics()  # folds what is gone
+    names = {p.name for p in PIPELINES.items() if p.name.startswith("bounded-carriers-")}  # type: ignore[attr-defined]
+    assert len(names) <= 8, sorted(names)
+    assert manager.get_resilience_statistics()["executions"]["total"] == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import logging
 import math
@@ -1354,6 +1355,59 @@ def test_one_shot_functions_reuse_one_retry_per_name_and_policy(clock: FakeClock
     assert retry_sync(dep, policy=exact(initial_delay=0.0, max_delay=0.0), clock=clock) == "ok"
     runners = [entry[1] for key, entry in retry_module._ONE_SHOT.items() if key[0] == dep.__qualname__]
     assert len(runners) == 2
+
+
+class _UnhashableHook:
+    """An ``on_retry`` hook that cannot be hashed: the one-shot functions build a retry for each call."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self, attempt: int, error: BaseException | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize("hook", ["lambda", "unhashable"])
+async def test_one_shot_counts_survive_the_retries_dropped_from_the_cache(
+    otel: Any, clock: FakeClock, driver: str, hook: str
+) -> None:
+    """600 one-shot calls, each with a new hook (a new Retry each), export 600 executions and 600 retries.
+
+    The one-shot cache keeps at most _ONE_SHOT_MAX retries: those it drops, and those it never
+    kept, are freed, and the executions they counted must stay in ``resilience.executions``.
+    """
+    calls = 600
+    policy = exact(max_attempts=2, strategy=RetryStrategy.FIXED, initial_delay=0.0, max_delay=0.0)
+    name = f"one_shot_{driver}_{hook}"
+
+    def dep() -> str:
+        dep.calls += 1  # type: ignore[attr-defined]
+        if dep.calls % 2:  # type: ignore[attr-defined]
+            raise Boom
+        return "ok"
+
+    async def adep() -> str:
+        return dep()
+
+    dep.calls = 0  # type: ignore[attr-defined]
+    dep.__qualname__ = adep.__qualname__ = name
+    for _ in range(calls):
+        on_retry = (lambda attempt, error: None) if hook == "lambda" else _UnhashableHook()
+        if driver == "sync":
+            assert retry_sync(dep, policy=policy, on_retry=on_retry, clock=clock) == "ok"
+        else:
+            assert await retry_async(adep, policy=policy, on_retry=on_retry, clock=clock) == "ok"
+    gc.collect()  # the dropped retries (and their pipelines) are freed
+    executions = {
+        dict(point.attributes)["resilience.outcome"]: point.value
+        for point in otel.points("resilience.executions")
+        if dict(point.attributes)["resilience.policy"] == name
+    }
+    assert executions["recovered"] == calls
+    assert sum(executions.values()) == calls
+    retries = [
+        p.value for p in otel.points("resilience.retries") if dict(p.attributes)["resilience.name"] == name
+    ]
+    assert retries == [calls]
 
 
 async def _stream() -> Any:

@@ -155,6 +155,16 @@ class Pipeline:
 
     strategies = ReadOnly[tuple[Step, ...]]("_strategies", "The strategies, outer to inner.")
 
+    def carrier(self) -> Pipeline:
+        """Return an empty, unregistered pipeline exported as this one's series (its name and source).
+
+        For an owner that keeps this pipeline's executions exported beyond its life: the carrier
+        counts in this pipeline's stats, or takes its counts, and the owner puts it in the
+        registry itself, in one step with what it replaces
+        (:meth:`~otel_resilience.engine.registry.Registry.replace`).
+        """
+        return Pipeline(self.name, (), clock=self._clock, source=self.telemetry.source, register=False)
+
     def describe(self) -> tuple[tuple[str, str, object], ...]:
         """Return ``(kind, name, config)`` for every strategy, outer to inner."""
         return tuple((s.kind, s.name, s.config) for s in self._strategies)

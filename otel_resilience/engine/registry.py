@@ -190,6 +190,15 @@ class Registry(Generic[T]):
         if namesake is not None or callbacks:  # usually neither: no frame
             self._added(item, namesake, callbacks)
 
+    def announce(self, item: T) -> None:
+        """Tell every ``on_added`` callback about ``item`` without adding it.
+
+        For an instance whose counts a registered carrier exports in its place (a one-shot
+        retry's pipeline, counting into the carrier of its name): the callbacks start its
+        series, as they do a registered instance's, and it is never exported itself.
+        """
+        self._added(item, None, self._on_added)  # replaced, never changed in place: no lock
+
     def unregister(self, item: T) -> None:
         """Take ``item`` out (no error if it is not in): it is no longer exported or found by name."""
         with self._lock:

@@ -10,7 +10,8 @@ callable_name`: a ``functools.partial`` is named after its function, a lambda af
 
 Equal configs share one policy (pipeline, counts), hashable or not. The manager keeps at most
 ``max_policies`` idle policies, breakers and bulkheads (:class:`~otel_resilience.engine.store.
-BoundedStore`); evicted policies' counts stay in the ``executions`` totals.
+BoundedStore`); evicted policies' counts stay in the ``executions`` totals, and in the exported
+series of their name while it has a policy.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, Protocol, T
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.pipeline import Pipeline, PipelineStats
-from otel_resilience.engine.registry import RECOVERY_SYSTEMS
+from otel_resilience.engine.pipeline import Pipeline
+from otel_resilience.engine.registry import PIPELINES, RECOVERY_SYSTEMS
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, weak_callback
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keys import config_key, policy_name
+from otel_resilience.manager.ledger import fold
 from otel_resilience.manager.named import NamedPolicies
 from otel_resilience.manager.policy import PolicyHandle
 from otel_resilience.manager.stages import StageInputs, compose
@@ -129,7 +131,9 @@ class _Policy:
 class _Retiring(NamedTuple):
     """An evicted policy whose pipeline may still run a call: its counts, and what it uses."""
 
-    stats: PipelineStats
+    carrier: Pipeline
+    """Exported in the pipeline's place from its eviction on: empty, it counts in the pipeline's
+    stats (the same object), which a call still running there moves."""
     users: tuple[tuple[str, str], ...]
     """The breaker and bulkhead it uses (as ``_users`` counts them), released once it is gone."""
 
@@ -325,6 +329,8 @@ class ResilienceManager(NamedPolicies):
         self._retiring: dict[int, _Retiring] = {}
         self._dead: deque[int] = deque()
         self._retired = dict.fromkeys(EXECUTION_KEYS, 0)
+        self._named: Counter[str] = Counter()  # the policies of each name, live or retiring
+        self._exported: dict[str, Pipeline] = {}  # the gone policies' executions, by name
         self._handles: dict[str, PolicyHandle] = {}
         self._handles_lock = fork_safe(threading.Lock())
         self._commit_lock = fork_safe(threading.Lock())
@@ -367,7 +373,8 @@ class ResilienceManager(NamedPolicies):
         idle while its call runs): its stats are read as they are until the pipeline is gone,
         and only then folded into the retired totals; until then the pipeline still uses its
         breaker and bulkhead, so they are released only then too (a breaker that call opens
-        is kept, as any OPEN breaker).
+        is kept, as any OPEN breaker). In telemetry, a carrier that counts in those stats takes
+        the pipeline's place at once (:meth:`_fold_dead_locked` says why).
         """
         for entry in policy.entries:
             entry.live = False
@@ -379,9 +386,13 @@ class ResilienceManager(NamedPolicies):
             users.append((_BREAKER, policy.breaker.name))
         if policy.bulkhead is not None:
             users.append((_BULKHEAD, policy.bulkhead.name))
+        pipeline = policy.pipeline
+        carrier = pipeline.carrier()
+        carrier.stats = pipeline.stats
+        PIPELINES.replace((pipeline,), lambda: carrier, findable=False, announce=False)
         retire_id = next(self._retire_ids)
-        self._retiring[retire_id] = _Retiring(policy.pipeline.stats, tuple(users))
-        weakref.finalize(policy.pipeline, self._dead.append, retire_id).atexit = False
+        self._retiring[retire_id] = _Retiring(carrier, tuple(users))
+        weakref.finalize(pipeline, self._dead.append, retire_id).atexit = False
         self._fold_dead_locked()
 
     def _release(self, user: tuple[str, str]) -> None:
@@ -399,9 +410,41 @@ class ResilienceManager(NamedPolicies):
         dead, retiring, retired = self._dead, self._retiring, self._retired
         while dead:
             gone = retiring.pop(dead.popleft())
-            add_counts(retired, gone.stats.as_dict())
+            add_counts(retired, gone.carrier.stats.as_dict())
+            self._fold_exported_locked(gone.carrier)
             for user in gone.users:
                 self._release(user)
+
+    def _fold_exported_locked(self, retired: Pipeline) -> None:
+        """Move a gone policy's exported executions into the carrier of its name, in one step.
+
+        Policies of one name share its ``resilience.executions`` series (configs built per call
+        that differ, a new fallback function each, make a policy each): a gone one's counts must
+        stay in it while the name has a policy, live or retiring, or the series would go down
+        (a counter reset to a backend). So ``retired`` (:meth:`_policy_evicted`'s carrier, whose
+        counts are final now) and the name's carrier leave the registry, and a new carrier
+        holding both enters it, in one step (:func:`~otel_resilience.manager.ledger.fold`).
+        Once the name has no policy left, that carrier is let go too: its series ends (used
+        again, the name starts from zero), so the manager keeps a carrier per name it has a
+        policy of, within its cap.
+        """
+        name = retired.name
+        self._named[name] -= 1
+        old = self._exported.get(name)
+        carrier = retired.carrier()
+
+        def fill() -> None:
+            carrier.stats.absorb(retired.stats)
+            if old is not None:
+                carrier.stats.absorb(old.stats)
+
+        fold(PIPELINES, retired, old, carrier, fill)
+        if self._named[name] > 0:
+            self._exported[name] = carrier
+            return
+        del self._named[name]
+        self._exported.pop(name, None)
+        PIPELINES.unregister(carrier)
 
     # ------------------------------------------------------------------ policies
 
@@ -471,6 +514,7 @@ class ResilienceManager(NamedPolicies):
             self._users[(_BREAKER, breaker.name)] += 1
         if bulkhead is not None:
             self._users[(_BULKHEAD, bulkhead.name)] += 1
+        self._named[pipeline.name] += 1
         return _Policy(name, pipeline, breaker, bulkhead, extras)
 
     # ------------------------------------------------------------------ execution
@@ -558,7 +602,7 @@ class ResilienceManager(NamedPolicies):
         with self._lock:
             self._fold_dead_locked()
             live = list(self._policies.values())
-            retiring = [gone.stats for gone in self._retiring.values()]
+            retiring = [gone.carrier.stats for gone in self._retiring.values()]
             totals = dict(self._retired)
             breakers = self._breakers.items()
             bulkheads = self._bulkheads.items()

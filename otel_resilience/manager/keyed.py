@@ -10,9 +10,9 @@ What a key means for each stage of :data:`~otel_resilience.manager.stages.STAGES
   other stages (fallback, timeouts, retry, hedging, chaos, recovery, extra strategies) hold no
   state of their own between calls: every key's pipeline has its own links,
   built from the same config. The chaos links of a policy draw from its random generator
-  (:attr:`Spec.draws`, one per seed, kept across reloads): a seeded ``fault_rate`` is the
-  share of the policy's runs, whatever their keys, and a key made again does not replay its
-  first draws. A ``CACHED_VALUE`` fallback reads and writes under
+  (:attr:`Spec.draws`, one per seed a live link draws from, kept across reloads): a seeded
+  ``fault_rate`` is the share of the policy's runs, whatever their keys, and a key made again
+  does not replay its first draws. A ``CACHED_VALUE`` fallback reads and writes under
   ``"<cache_key>:<key>"`` in a key's pipeline (:func:`key_config`): a tenant is never answered
   with another tenant's last value.
 

@@ -16,7 +16,7 @@ policy's name, never found by name: ``findable=False``). A series is the sum of 
 and the ledger, so it only grows.
 
 **Every count in exactly one exported place, at every instant.** A fold is one
-:meth:`~otel_resilience.engine.registry.Registry.replace` (:func:`_fold`): the folded instance
+:meth:`~otel_resilience.engine.registry.Registry.replace` (:func:`fold`): the folded instance
 and the current carrier leave the registry, and a *new* carrier holding both their counts
 enters it, in one step under the registry's lock (the lock of a collection's snapshot,
 :meth:`Registry.items`). A carrier is never changed once registered, so a collection that took
@@ -49,6 +49,7 @@ __all__ = [
     "Ledger",
     "breaker_totals",
     "bulkhead_totals",
+    "fold",
 ]
 
 BREAKER_TOTALS: Final = (
@@ -148,7 +149,7 @@ class Ledger:
             if old is not None:
                 carrier.stats.absorb(old.stats)
 
-        self._pipelines[metric_key] = _fold(PIPELINES, pipeline, old, carrier, fill)
+        self._pipelines[metric_key] = fold(PIPELINES, pipeline, old, carrier, fill)
 
     def fold_breaker(self, breaker: CircuitBreaker) -> None:
         """Move what ``breaker`` counted into the totals, in one step with its leaving the registry."""
@@ -161,7 +162,7 @@ class Ledger:
             if old is not None:
                 add_to(carrier, old.counts())
 
-        self._breakers[name] = _fold(BREAKERS, breaker, old, carrier, fill)
+        self._breakers[name] = fold(BREAKERS, breaker, old, carrier, fill)
 
     def fold_bulkhead(self, bulkhead: Bulkhead) -> None:
         """Move what ``bulkhead`` counted into the totals (and out of the registry).
@@ -180,7 +181,7 @@ class Ledger:
         def fill() -> None:
             carrier.carry(old, limiter_totals(limiter))
 
-        self._limiter = _fold(RATE_LIMITERS, limiter, old, carrier, fill)
+        self._limiter = fold(RATE_LIMITERS, limiter, old, carrier, fill)
 
     def executions(self) -> dict[str, int]:
         """Return the executions of every evicted key (:data:`EXECUTION_KEYS`)."""
@@ -209,16 +210,17 @@ class Ledger:
 C = TypeVar("C", bound=Named)
 
 
-def _fold(
+def fold(
     registry: Registry[Named], instance: Named, old: C | None, carrier: C, fill: Callable[[], None]
 ) -> C:
     """Put ``carrier`` in the place of ``instance`` and of the ``old`` carrier, filled, in one step.
 
     ``fill`` adds the counts of ``instance`` and ``old`` to ``carrier``, under the registry's
-    lock (:meth:`Registry.replace`): the one rule of the ledger, that each count is in exactly
-    one registered place at every instant (see the module's docstring). Carriers are never found
-    by name (``findable=False``): they are not an instance to act on; nor announced to the
-    registry's ``on_added`` callbacks: the series they carry on were started by ``instance``.
+    lock (:meth:`Registry.replace`): the one rule of the ledger (and of the carriers a manager
+    keeps of its gone policies), that each count is in exactly one registered place at every
+    instant (see the module's docstring). Carriers are never found by name
+    (``findable=False``): they are not an instance to act on; nor announced to the registry's
+    ``on_added`` callbacks: the series they carry on were started by ``instance``.
     """
 
     def make() -> C:

@@ -9,6 +9,7 @@ import logging
 import random
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
@@ -42,13 +43,19 @@ class SharedDraws:
     the share of the policy's runs, whatever their keys, and a seeded policy replays for the same
     sequence of runs. A seed a reload changes gets a generator of its own, from its start.
 
+    A generator is kept for as long as a link draws from it, and no longer (the links hold it;
+    this object refers to it weakly): the seeds a policy's reloads leave behind (a drill
+    reseeded at each reload), or links made with a seed of their own per key, cost nothing once
+    no link uses them. The policy's links of the seed in use (its unkeyed calls' among them)
+    keep that one's sequence going.
+
     Thread-safe: a generator is made under a lock; a draw (``random.Random.random``) is atomic.
     """
 
     __slots__ = ("_draws", "_lock")
 
     def __init__(self) -> None:
-        self._draws: dict[int | None, Draw] = {}
+        self._draws: weakref.WeakValueDictionary[int | None, Draw] = weakref.WeakValueDictionary()
         self._lock = fork_safe(threading.Lock())
 
     def draw(self, seed: int | None) -> Draw:

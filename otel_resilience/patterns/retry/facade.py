@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
@@ -10,9 +11,12 @@ from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import StrategyTelemetry
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_name
+from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.validation import check_callable, check_name, fail
 from otel_resilience.patterns.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
 from otel_resilience.patterns.retry.stats import RetryStats
@@ -195,6 +199,15 @@ def retry_sync(
 _ONE_SHOT_MAX: Final = 256
 """How many one-shot retries :func:`retry_async` / :func:`retry_sync` keep for reuse."""
 _ONE_SHOT: dict[tuple[object, ...], tuple[RetryPolicy | None, Retry]] = {}
+_CARRIERS: Final[dict[str, Pipeline]] = {}
+"""The exported executions of the one-shot retries of each name (see :class:`_OneShotRetry`).
+
+One empty pipeline per name, kept for good, as the series it carries is: names are the
+functions' (:func:`~otel_resilience.engine.naming.callable_name`), so there are as many as the
+program has functions retried this way, whatever the hooks and however many retries are dropped.
+"""
+_CARRIERS_LOCK: Final = fork_safe(threading.Lock())
+"""Held while the carrier of a name is made (once, whichever thread asks first)."""
 
 
 def _one_shot(
@@ -207,24 +220,59 @@ def _one_shot(
     """Return the :class:`Retry` the one-shot functions run ``fn`` with.
 
     A :class:`Retry` does not hold the function it runs, so one built for the same name (the
-    function's name), policy object, hook, clock and random source is reused: the
-    call builds nothing, and the retry's execution counts stay monotonic in telemetry. At most
-    :data:`_ONE_SHOT_MAX` are kept (the cache is emptied when full). Arguments are validated by
-    :class:`Retry` before anything is kept.
+    function's name), policy object, hook, clock and random source is reused: the call builds
+    nothing. At most :data:`_ONE_SHOT_MAX` are kept (the cache is emptied when full). What a
+    dropped retry counted stays exported: every retry built here counts its executions into the
+    carrier of its name (:class:`_OneShotRetry`). Arguments are validated by :class:`Retry`
+    before anything is kept.
     """
     name = callable_name(fn)
     try:
         key = (name, id(policy), on_retry, clock, rng)
         entry = _ONE_SHOT.get(key)
     except TypeError:  # an unhashable hook or clock: build one for this call
-        return Retry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
+        return _OneShotRetry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
     if entry is not None and entry[0] is policy:
         return entry[1]
-    runner = Retry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
+    runner = _OneShotRetry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
     if len(_ONE_SHOT) >= _ONE_SHOT_MAX:
         _ONE_SHOT.clear()
     _ONE_SHOT[key] = (policy, runner)
     return runner
+
+
+class _OneShotRetry(Retry):
+    """A retry of the one-shot functions: its executions count into the carrier of its name.
+
+    The one-shot functions keep a bounded number of retries (and build one per call for a hook
+    that cannot be hashed), so the retries they drop are freed, each with its pipeline: a
+    pipeline exported itself would take its executions out of ``resilience.executions`` when
+    freed (a counter that goes down, which a backend reads as a reset). So a one-shot retry's
+    pipeline is never exported; it counts into the stats of the one exported carrier of its
+    name (:data:`_CARRIERS`), which a call still running in a dropped retry counts into too.
+    """
+
+    __slots__ = ()
+
+    def _build_pipeline(self, *, register: bool = True) -> Pipeline:  # noqa: ARG002 - its carrier is exported
+        pipeline = super()._build_pipeline(register=False)
+        pipeline.stats = _carrier(pipeline).stats
+        PIPELINES.announce(pipeline)  # its series start at 0, as a registered pipeline's do
+        return pipeline
+
+
+def _carrier(pipeline: Pipeline) -> Pipeline:
+    """Return the carrier of the executions of the one-shot retries named as ``pipeline`` (made once)."""
+    name = pipeline.name
+    carrier = _CARRIERS.get(name)
+    if carrier is None:
+        with _CARRIERS_LOCK:
+            carrier = _CARRIERS.get(name)
+            if carrier is None:
+                carrier = pipeline.carrier()
+                PIPELINES.register(carrier, findable=False)
+                _CARRIERS[name] = carrier
+    return carrier
 
 
 class _RetryDecorator:
