@@ -22,6 +22,12 @@ Decisions, in short (``docs/operations.md`` has the long form):
 * **Rare events count their first occurrence.** An OpenTelemetry counter appears at its first
   increment, already at 1, so ``increase()`` misses that event. The rules for rare events (breaker
   trips, error patterns, recovery actions) add the value of series younger than their window.
+  A series that only missed scrapes is not young: one Prometheus saw within
+  :data:`SERIES_HISTORY` before the window, no higher than it has been since, counts what it
+  gained.
+* **Saturation is averaged over the alert's window**: a gauge read once per evaluation catches
+  a lull or a peak; the near-saturation alert compares the average over
+  :data:`BULKHEAD_NEAR_FOR` with its threshold, once the bulkhead has been reporting that long.
 * **Descriptions state what the expression measured**, counts as whole numbers.
 * **A team adapts the rules without editing Python**: :class:`RuleOptions` (the runbook URL
   base, the job label, every threshold and ``for``), also as options of
@@ -147,6 +153,7 @@ __all__ = [
     "R_SUCCESS_RATIO",
     "R_TIMEOUTS",
     "R_TIMEOUT_RATIO",
+    "SERIES_HISTORY",
     "STORE_DEGRADED_FOR",
     "TIMEOUT_RATIO",
     "AlertRule",
@@ -206,6 +213,8 @@ with it: a bulkhead with every slot busy but rejecting nobody is working as desi
 BULKHEAD_NEAR_SATURATION: Final = 0.8
 """Share of the concurrency limit in use at which a bulkhead is near saturation."""
 BULKHEAD_NEAR_FOR: Final = "10m"
+"""How long a bulkhead must be near saturation: the window over which its saturation is averaged
+(a lull or a peak read at one evaluation does not decide)."""
 RECOVERY_WINDOW: Final = "5m"
 """The window of the recovery rate: short, so the alert resolves within minutes of a return."""
 RECOVERY_SPARSE_WINDOW: Final = "1h"
@@ -235,6 +244,15 @@ CHAOS_DRILL_WINDOW: Final = "15m"
 """How long after its last injection a policy counts as under a chaos drill: the drill's retries,
 fallbacks, timeouts and recovery actions die down within it, and the ``for`` of the alerts it
 would cause (up to 10 minutes) has passed."""
+SERIES_HISTORY: Final = "1h"
+"""How long before its window a rare-event rule remembers a series that has no sample at the
+window's start. Such a series counts its whole value (a series born at its first increment is
+already at 1), unless Prometheus saw it within this history at no more than its value in the
+window: then it is the same counter after a gap in the scrapes (Prometheus restarting, a target
+unreachable for longer than the 5-minute lookback), and counts only what it gained. Seen higher,
+its process restarted, and its whole value is new. A gap longer than this, or a long-running
+process scraped for the first time, still counts the counter's whole value (the rules cannot
+tell it from a new process): each such rule may then fire once, for one window."""
 RELOAD_FAILED_WINDOW: Final = "15m"
 """How long after a refused reload of a named policy :data:`A_RELOAD_FAILED` keeps firing: long
 enough for the person who changed the file to see it, short enough to resolve soon after the file
@@ -255,7 +273,12 @@ _WINDOWS: Final = (
     RETRY_BUDGET_WINDOW,
     CHAOS_DRILL_WINDOW,
     RELOAD_FAILED_WINDOW,
+    SERIES_HISTORY,
 )
+
+_WINDOW_OPTIONS: Final = ("bulkhead_near_for",)
+"""The options that are the range of a ``*_over_time`` function as well (a ``for`` may be 0s, a
+range may not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +305,7 @@ class RuleOptions:
         bulkhead_rejection_ratio: Share of a policy's executions rejected by its bulkhead that alerts.
         bulkhead_full_for: ``for`` of the bulkhead-full alert.
         bulkhead_near_saturation: Share of the concurrency limit in use that alerts.
-        bulkhead_near_for: ``for`` of the near-saturation alert.
+        bulkhead_near_for: How long the near-saturation alert averages the saturation over.
         recovery_rate_threshold: Recovery rate below which recovery alerts.
         recovery_min_attempts: Recovery actions in 5 m before their rate is judged.
         recovery_for: ``for`` of the recovery alert.
@@ -341,6 +364,12 @@ class RuleOptions:
             if getattr(self, name) > 1:
                 raise ValueError(
                     f"RuleOptions.{name} is a share and must be <= 1, got {getattr(self, name)!r}"
+                )
+        for name in _WINDOW_OPTIONS:
+            if _seconds(getattr(self, name)) == 0:
+                raise ValueError(
+                    f"RuleOptions.{name} is the window of an average and must be longer than 0, "
+                    f"got {getattr(self, name)!r}"
                 )
         warning, critical = self.breaker_open_warning_for, self.breaker_open_critical_for
         if _seconds(critical) <= _seconds(warning):
@@ -568,16 +597,22 @@ def _re(label: str, regex: str) -> str:
     return f'{label}=~"{regex}"'
 
 
-def _new_series(selector: str, window: str) -> str:
-    """Series younger than ``window``: all their increments happened inside it."""
-    return f"({selector} unless {selector} offset {window})"
+def _events(selector: str, window: str, by: Sequence[str], scale: float = 1.0) -> str:
+    """Events counted by ``selector`` within ``window``, including each series' first one.
 
-
-def _events(selector: str, window: str, by: Sequence[str]) -> str:
-    """Events counted by ``selector`` within ``window``, including each series' first one."""
-    new = _new_series(selector, window)
+    A series with a sample ``window`` ago counts its ``increase()``. One without is new to the
+    window and counts its whole value (a series born at its first increment is already at 1),
+    unless Prometheus saw it in the :data:`SERIES_HISTORY` before the window at no more than its
+    lowest value in the window: then it is the same counter after a gap in the scrapes, and counts
+    what it gained since. ``scale`` is the rules' time scale (it scales the history).
+    """
+    history = scale_duration(SERIES_HISTORY, scale)
+    new = f"({selector} unless {selector} offset {window})"
+    before = f"last_over_time({selector}[{history}] offset {window})"
+    restarted = f"min_over_time({selector}[{window}]) < {before}"
     return (
-        f"sum by ({', '.join(by)}) (\n    (increase({selector}[{window}]) unless {new})\n  or\n    {new}\n)"
+        f"sum by ({', '.join(by)}) (\n    (increase({selector}[{window}]) unless {new})\n"
+        f"  or\n    ({new} - {before} unless {restarted})\n  or\n    {new}\n)"
     )
 
 
@@ -839,8 +874,8 @@ def _breaker_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertR
     would_window = scale_duration(BREAKER_WOULD_OPEN_WINDOW, scale)
     return (
         RecordingRule(R_BREAKER_OPEN, f"sum by ({job}, {_NAME}) ({not_closed})"),
-        RecordingRule(R_BREAKER_TRIPS, _events(trips, flapping_window, (job, _NAME))),
-        RecordingRule(R_BREAKER_WOULD_TRIPS, _events(would_trips, would_window, (job, _NAME))),
+        RecordingRule(R_BREAKER_TRIPS, _events(trips, flapping_window, (job, _NAME), scale)),
+        RecordingRule(R_BREAKER_WOULD_TRIPS, _events(would_trips, would_window, (job, _NAME), scale)),
         _breaker_open_alert(o, scale, o.breaker_open_warning_for, "warning"),
         _breaker_open_alert(o, scale, o.breaker_open_critical_for, "critical"),
         AlertRule(
@@ -899,14 +934,17 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         ),
         AlertRule(
             A_BULKHEAD_NEAR,
-            _as_policy(f"{R_BULKHEAD_SATURATION} >= {o.bulkhead_near_saturation:g}"),
-            near_for,
+            _as_policy(
+                f"avg_over_time({R_BULKHEAD_SATURATION}[{near_for}]) >= {o.bulkhead_near_saturation:g}\n"
+                f"  and {R_BULKHEAD_SATURATION} offset {near_for}"
+            ),
+            "0s",
             "warning",
             f"Bulkhead {{{{ $labels.resilience_name }}}} is near saturation in {{{{ $labels.{job} }}}}",
-            f"Bulkhead {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has had at "
-            f"least {_pct(o.bulkhead_near_saturation)} of its concurrency limit in use, in its most "
-            f"loaded instance (for a keyed policy, its most saturated key), for {near_for}; now "
-            "{{ $value | humanizePercentage }}.",
+            f"Bulkhead {{{{ $labels.resilience_name }}}} of service {{{{ $labels.{job} }}}} has had "
+            "{{ $value | humanizePercentage }} of its concurrency limit in use on average over the "
+            f"last {near_for} (at least {_pct(o.bulkhead_near_saturation)}), in its most loaded "
+            "instance (for a keyed policy, its most saturated key).",
             o.runbook_url_base,
         ),
     )
@@ -928,7 +966,7 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         return f"sum by ({', '.join(by)}) ({actions})"
 
     return (
-        RecordingRule(R_RECOVERY_ATTEMPTS, _events(_RECOVERY_ATTEMPTS, w, (*by, _RECOVERY_RESULT))),
+        RecordingRule(R_RECOVERY_ATTEMPTS, _events(_RECOVERY_ATTEMPTS, w, (*by, _RECOVERY_RESULT), scale)),
         RecordingRule(
             R_RECOVERY_RATE,
             share(total(_sel(R_RECOVERY_ATTEMPTS, success)), total(R_RECOVERY_ATTEMPTS)),
@@ -936,13 +974,13 @@ def _recovery_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
         RecordingRule(
             R_RECOVERY_RATE_SPARSE,
             share(
-                _events(_sel(_RECOVERY_ATTEMPTS, success), sparse, by),
-                _events(_RECOVERY_ATTEMPTS, sparse, by),
+                _events(_sel(_RECOVERY_ATTEMPTS, success), sparse, by, scale),
+                _events(_RECOVERY_ATTEMPTS, sparse, by, scale),
             ),
         ),
         RecordingRule(
             R_ERROR_PATTERNS,
-            _events(_ERROR_PATTERNS, patterns_window, (job, _POLICY, _NAME, _OPERATION, _ERROR_TYPE)),
+            _events(_ERROR_PATTERNS, patterns_window, (job, _POLICY, _NAME, _OPERATION, _ERROR_TYPE), scale),
         ),
         AlertRule(
             A_RECOVERY_LOW,
@@ -985,7 +1023,7 @@ def _retry_budget_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | A
     budget_for = scale_duration(o.retry_budget_for, scale)
     denied = _sel(_RETRY_EXHAUSTED, _eq(_RETRY_STOP_REASON, naming.value(sc.RETRY_STOP_REASON, "budget")))
     return (
-        RecordingRule(R_RETRY_BUDGET_DENIALS, _events(denied, window, (job, _POLICY, _NAME))),
+        RecordingRule(R_RETRY_BUDGET_DENIALS, _events(denied, window, (job, _POLICY, _NAME), scale)),
         AlertRule(
             A_RETRY_BUDGET,
             f"{R_RETRY_BUDGET_DENIALS} > 0",
@@ -1038,7 +1076,7 @@ def _chaos_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRul
     job = o.job_label
     window = scale_duration(CHAOS_DRILL_WINDOW, scale)
     return (
-        RecordingRule(R_CHAOS_INJECTIONS, _events(_CHAOS_INJECTIONS, window, (job, _POLICY))),
+        RecordingRule(R_CHAOS_INJECTIONS, _events(_CHAOS_INJECTIONS, window, (job, _POLICY), scale)),
         AlertRule(
             A_CHAOS_DRILL,
             f"{R_CHAOS_INJECTIONS} > 0",
@@ -1062,7 +1100,7 @@ def _reload_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | AlertRu
     window = scale_duration(RELOAD_FAILED_WINDOW, scale)
     failed = _sel(_RELOADS, _eq(_RELOAD_OUTCOME, naming.value(sc.RELOAD_OUTCOME, "failed")))
     return (
-        RecordingRule(R_RELOAD_FAILURES, _events(failed, window, (job, _POLICY, _ERROR_TYPE))),
+        RecordingRule(R_RELOAD_FAILURES, _events(failed, window, (job, _POLICY, _ERROR_TYPE), scale)),
         AlertRule(
             A_RELOAD_FAILED,
             f"{R_RELOAD_FAILURES} > 0",
@@ -1413,6 +1451,35 @@ def _breaker_flapping_case() -> _Case:
     )
 
 
+def _breaker_flapping_gap_case() -> _Case:
+    """Series Prometheus could not scrape for a while: a gap is not a new series, a restart is."""
+    rule = _rule(A_BREAKER_FLAPPING)
+    labels = {_CB_PREVIOUS: "closed", _CB_STATE: "open", _CB_REASON: "failure_threshold"}
+    outage: list[float | None] = [None] * 40  # from t+45m to t+84m: no sample
+
+    def trips(name: str) -> str:
+        return _input(_CB_TRANSITIONS, {_NAME: name, **labels})
+
+    # Three trips at t+6m..8m; Prometheus cannot scrape the process from t+45m to t+84m (the
+    # same process: its counter is still at 3), then two more trips: only those two are recent.
+    legacy: list[float | None] = [0, 0, 0, 0, 0, 0, 1, 2, *[3] * 37, *outage, 3, 4, *[5] * 44]
+    # Two trips long ago; the process is down from t+45m to t+84m, and the one that replaces it
+    # (its transitions back at 0) trips three times: all three are recent.
+    restarted: list[float | None] = [0, 0, 0, 0, 0, 1, *[2] * 39, *outage, 0, 1, 2, *[3] * 43]
+    return _Case(
+        "circuit breaker flapping across a gap in the scrapes: trips counted before the gap are not "
+        "counted again when the series comes back; the trips of a process restarted after the gap are",
+        A_BREAKER_FLAPPING,
+        ((trips("legacy"), _compress(legacy)), (trips("restarted"), _compress(restarted))),
+        (
+            ("12m", (_Firing(rule, _job(**{_NAME: "legacy"}), "3"),)),
+            ("40m", ()),
+            ("91m", (_Firing(rule, _job(**{_NAME: "restarted"}), "3"),)),
+            ("120m", ()),
+        ),
+    )
+
+
 def _breaker_would_open_case() -> _Case:
     rule = _rule(A_BREAKER_WOULD_OPEN)
     labels = {_CB_PREVIOUS: "metrics_only", _CB_STATE: "metrics_only", _CB_REASON: "failure_rate"}
@@ -1491,6 +1558,33 @@ def _bulkhead_near_case() -> _Case:
             ("9m", ()),
             ("11m", (_Firing(rule, _job(**{_NAME: "cache", _POLICY: "cache"}), "80%"),)),
             ("21m", ()),
+        ),
+    )
+
+
+def _bulkhead_near_sampled_case() -> _Case:
+    """A gauge read once a minute: a lull or a peak caught by one reading does not decide."""
+    rule = _rule(A_BULKHEAD_NEAR)
+    series: list[tuple[str, str]] = []
+    # Every slot busy for 30m, but one reading in four catches a lull (4 of 10): 84 % to 89 % over
+    # any 10 minutes. Half the slots busy with a 4-minute peak at 100 %: 68 % at most.
+    lulls = [4.0 if minute % 4 == 3 else 10.0 for minute in range(31)] + [2.0] * 20
+    peak = [10.0 if 10 <= minute < 14 else 5.0 for minute in range(51)]
+    for name, active in (("lulls", lulls), ("peak", peak)):
+        series += [
+            (_input(_BULKHEAD_ACTIVE, {_NAME: name}), _compress(active)),
+            (_input(_BULKHEAD_LIMIT, {_NAME: name}), _gauge((10, 51))),
+        ]
+    return _Case(
+        "bulkhead near saturation, read once a minute: busy slots with a lull in every 4th reading fire, "
+        "a 4-minute peak stays silent",
+        A_BULKHEAD_NEAR,
+        tuple(series),
+        (
+            ("9m", ()),
+            ("12m", (_Firing(rule, _job(**{_NAME: "lulls", _POLICY: "lulls"}), "83.64%"),)),
+            ("16m", (_Firing(rule, _job(**{_NAME: "lulls", _POLICY: "lulls"}), "83.64%"),)),
+            ("40m", ()),
         ),
     )
 
@@ -1883,9 +1977,11 @@ def rules_test_document() -> dict[str, Any]:
     cases = (
         _breaker_open_case(),
         _breaker_flapping_case(),
+        _breaker_flapping_gap_case(),
         _breaker_would_open_case(),
         _bulkhead_full_case(),
         _bulkhead_near_case(),
+        _bulkhead_near_sampled_case(),
         _bulkhead_near_keyed_case(),
         _bulkhead_queue_keyed_case(),
         _recovery_case(),

@@ -177,7 +177,8 @@ def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__r
     (already at 1). The library starts every series whose labels are known in advance at 0, but
     not those it cannot know (an alert's subject), nor those of an older version. The rule is the
     recording rules' own (:mod:`~otel_resilience.ops.alert_rules`): a series with no sample
-    ``window`` ago counts its whole value.
+    ``window`` ago counts its whole value, unless it is the same counter after a gap in the
+    scrapes (:data:`~otel_resilience.ops.alert_rules.SERIES_HISTORY`).
     """
     return ar._events(f"{series}{selector}", window, (_JOB, *by))  # one rule for the rules and the panels
 
@@ -502,7 +503,8 @@ def _bulkhead_saturation(selector: dict[str, str]) -> _Panel:
         "Bulkhead saturation",
         "Share of each bulkhead's concurrency limit in use (the most loaded instance; for a keyed "
         f"policy, its most saturated key, from `{naming.series(sc.BULKHEAD_UTILIZATION)}`). "
-        f"{ar.A_BULKHEAD_NEAR} fires at {ar.BULKHEAD_NEAR_SATURATION:.0%} for {ar.BULKHEAD_NEAR_FOR}, "
+        f"{ar.A_BULKHEAD_NEAR} fires at {ar.BULKHEAD_NEAR_SATURATION:.0%} on average over "
+        f"{ar.BULKHEAD_NEAR_FOR}, "
         f"{ar.A_BULKHEAD_FULL} fires on rejections, not on saturation (see Rejections by reason). "
         f"{_rule_note(ar.R_BULKHEAD_SATURATION)}",
         "percentunit",

@@ -559,6 +559,12 @@ def test_adapted_rules_pass_the_promtool_linter(promtool, tmp_path):
                 r"\(1m\), got '60s'"
             ),
         ),
+        # The near-saturation alert averages over this duration: a range of 0 is no PromQL.
+        (
+            {"bulkhead_near_for": "0s"},
+            ValueError,
+            r"RuleOptions\.bulkhead_near_for is the window of an average and must be longer than 0",
+        ),
         ({"timeout_ratio": "0.1"}, TypeError, r"RuleOptions\.timeout_ratio must be a number"),
         ({"recovery_for": 5}, TypeError, r"RuleOptions\.recovery_for must be a string"),
     ],

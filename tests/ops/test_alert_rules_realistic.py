@@ -24,6 +24,8 @@ _TRIPS = {
     naming.label(sc.CB_TRANSITION_REASON): "failure_threshold",
 }
 
+_FAULT = {naming.label(sc.CHAOS_KIND): "fault"}
+
 
 def _series(instrument: str, instance: str, **labels: str) -> str:
     body = ", ".join(
@@ -111,6 +113,27 @@ _CASES = {
             ),
         ],
         {"14m": {ar.A_RETRY_STORM}, "25m": {ar.A_RETRY_STORM}},
+    ),
+    # Prometheus cannot scrape the process for 40 minutes (restarting, or the target unreachable): the
+    # series come back at the values they had; a drill and a refused reload long over are not counted again.
+    "a gap in the scrapes does not count old events again": (
+        [
+            (
+                _series(sc.CHAOS_INJECTIONS, "a", resilience_policy="api", resilience_name="api", **_FAULT),
+                "0x5 10 20 30 40 50x35 _x40 50x30",
+            ),
+            (
+                _series(
+                    sc.RELOAD,
+                    "a",
+                    resilience_policy="api",
+                    resilience_reload_outcome="failed",
+                    error_type="ValueError",
+                ),
+                "_x5 1x40 _x40 1x30",
+            ),
+        ],
+        {"8m": {ar.A_CHAOS_DRILL, ar.A_RELOAD_FAILED}, "40m": set(), "86m": set(), "100m": set()},
     ),
     # A breaker open in one of two instances: the alert names the breaker, not the instance.
     "breaker open in one of two instances": (
