@@ -702,6 +702,52 @@ async def test_a_fallback_function_the_deadline_ends_is_a_failed_recovery_in_bot
     ]
 
 
+class _Interrupt(BaseException):
+    """An interrupt (no Exception): what ends a run without being its failure."""
+
+
+@pytest.mark.parametrize("strategy", ["retry", "fallback"])
+async def test_a_run_interrupted_past_the_deadline_is_a_failed_recovery_in_both_drivers(
+    driver: str, clock: FakeClock, strategy: str
+) -> None:
+    """A re-run and a fallback function that an interrupt ends past the policy's deadline are both
+    failed recoveries, in both drivers (the sync driver lost the fallback function's attempt)."""
+    calls: list[int] = []
+
+    def operation_sync() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        clock.advance(10.0)  # the re-run: past the deadline on the policy's clock
+        raise _Interrupt
+
+    async def operation_async() -> None:
+        operation_sync()
+
+    def fallback_sync() -> None:
+        clock.advance(10.0)
+        raise _Interrupt
+
+    async def fallback_async() -> None:
+        fallback_sync()
+
+    if strategy == "retry":
+        action = RecoveryAction(RecoveryStrategy.RETRY, max_attempts=2, delay=0.0)
+    else:
+        fallback = fallback_async if driver == "async" else fallback_sync
+        action = RecoveryAction(RecoveryStrategy.FALLBACK, fallback_function=fallback)
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(ConnectionError, action)
+    config = ResilienceConfig(enable_recovery=True, timeout=5.0, name=unique("policy"))
+    with pytest.raises(_Interrupt):
+        if driver == "async":
+            await manager.execute_with_resilience(operation_async, config)
+        else:
+            manager.execute_with_resilience_sync(operation_sync, config)
+    stats = manager.recovery_system.get_stats()["by_strategy"][strategy]
+    assert stats == {"attempts": 1, "successful": 0, "failed": 1}
+
+
 def test_a_fallback_value_answered_past_the_deadline_is_a_failed_recovery(
     clock: FakeClock, recorder: EventRecorder
 ) -> None:

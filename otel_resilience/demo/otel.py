@@ -24,7 +24,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 from wsgiref.simple_server import WSGIServer
 
@@ -71,26 +71,27 @@ class MetricsServerError(RuntimeError):
 
 
 class _FlushBound(SpanExporter):
-    """Exports through ``exporter`` until the deadline :meth:`close_by` sets, then drops each batch.
+    """Exports through ``exporter`` until the deadline :meth:`close_in` sets, then drops each batch.
 
     The batch processor exports every span still queued when its provider shuts down, one batch
     after the other, whatever each takes; this bounds the whole flush instead.
     """
 
-    def __init__(self, exporter: SpanExporter) -> None:
+    def __init__(self, exporter: SpanExporter, clock: Callable[[], float] = time.monotonic) -> None:
         self._exporter = exporter
+        self._clock = clock
         self._deadline: float | None = None
         self.dropped = 0
         """Spans dropped after the deadline."""
 
-    def close_by(self, deadline: float) -> None:
-        """Drop the batches that come after ``deadline`` (on ``time.monotonic``)."""
-        self._deadline = deadline
+    def close_in(self, seconds: float) -> None:
+        """Drop the batches that come more than ``seconds`` from now (on its clock, ``time.monotonic``)."""
+        self._deadline = self._clock() + seconds
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export ``spans``, or drop them once the deadline has passed."""
         deadline = self._deadline
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and self._clock() >= deadline:
             self.dropped += len(spans)
             return SpanExportResult.FAILURE
         return self._exporter.export(spans)
@@ -214,7 +215,7 @@ class DemoTelemetry:
         if self.tracer_provider is not None:
             spans = self._spans
             if spans is not None:
-                spans.close_by(time.monotonic() + OTLP_FLUSH_TIMEOUT)
+                spans.close_in(OTLP_FLUSH_TIMEOUT)
             self.tracer_provider.shutdown()
             self.tracer_provider = None
             if spans is not None and spans.dropped:

@@ -69,9 +69,12 @@ class Call:
 
     Attributes:
         what: How an error message names ``fn`` (``"fallback 'x': fallback_function"``).
+        cancelled: Called as ``cancelled(ctx, state)`` when the call ends in a
+            ``BaseException`` that is no ``Exception`` (a cancellation, an interrupt), before
+            the step's ``on_cancel``; the exception is re-raised. ``None`` for nothing to do.
     """
 
-    __slots__ = ("args", "fn", "kwargs", "state", "then", "what")
+    __slots__ = ("args", "cancelled", "fn", "kwargs", "state", "then", "what")
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class Call:
         *,
         state: Any = None,
         what: str = "a hook",
+        cancelled: Callable[[ExecutionContext, Any], None] | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
@@ -89,6 +93,7 @@ class Call:
         self.then = then
         self.state = state
         self.what = what
+        self.cancelled = cancelled
 
 
 Action = Answer | Retry | Call | None

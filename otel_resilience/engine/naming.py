@@ -14,7 +14,7 @@ import functools
 import types
 from typing import Final
 
-__all__ = ["callable_name"]
+__all__ = ["callable_module", "callable_name"]
 
 _LAMBDA: Final = "<lambda>"
 
@@ -39,9 +39,7 @@ def callable_name(fn: object) -> str:
     """
     try:
         if isinstance(fn, functools.partial):
-            while isinstance(fn, functools.partial):
-                fn = fn.func
-            return f"partial({callable_name(fn)})"
+            return f"partial({callable_name(_wrapped(fn))})"
         name = getattr(fn, "__qualname__", None)
         if not isinstance(name, str) or not name or name.isspace():
             name = getattr(fn, "__name__", None)
@@ -55,6 +53,27 @@ def callable_name(fn: object) -> str:
     except Exception:  # noqa: BLE001 - a broken attribute of a callable: name it after its type
         return _type_name(fn)
     return name
+
+
+def callable_module(fn: object) -> str | None:
+    """Return the module ``fn``'s name comes from: where the function was defined, or the class.
+
+    For a ``functools.partial`` (nested ones too), its function's; for a callable object, its
+    class's. ``None`` when there is none that is a ``str``, or reading it raises (never raises).
+    Two callables of different modules may share a :func:`callable_name`; this tells them apart.
+    """
+    try:
+        module = getattr(_wrapped(fn), "__module__", None)
+    except Exception:  # noqa: BLE001 - a broken attribute of a callable: no module known
+        return None
+    return module if isinstance(module, str) else None
+
+
+def _wrapped(fn: object) -> object:
+    """Return the function a ``functools.partial`` (nested ones too) wraps; ``fn`` when it is none."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
 
 
 def _type_name(fn: object) -> str:

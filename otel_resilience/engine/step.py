@@ -414,6 +414,11 @@ class Step:
     async def _resolve(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
         """Perform :class:`Call` actions until the step decides an :class:`Answer` or a :class:`Retry`.
 
+        A call's value, or its ``Exception``, goes to its continuation (``then``); a call that
+        ends in anything else (a cancellation, an interrupt) is :meth:`_call_stopped`, the rule
+        the sync driver's :meth:`_resolve_sync` shares. The two differ in the call only: here
+        what it returns is awaited when it is awaitable.
+
         What escapes (a continuation's error, a cancellation) has a traceback that holds this
         frame and the caller's: neither keeps the calls, whose state and arguments often hold the
         failure being handled (a reference cycle through every frame of the failure otherwise).
@@ -429,8 +434,7 @@ class Step:
                 except Exception as error:  # noqa: BLE001 - the step's continuation judges it
                     action = call.then(ctx, call.state, None, error)
                 except BaseException:
-                    if self._cancels:
-                        self.on_cancel(ctx, token, running=False)
+                    self._call_stopped(ctx, token, call)
                     raise
                 else:
                     action = call.then(ctx, call.state, value, None)
@@ -438,6 +442,17 @@ class Step:
             call = action = value = None
             raise
         return action
+
+    def _call_stopped(self, ctx: ExecutionContext, token: Any, call: Call) -> None:
+        """A :class:`Call` ended in a cancellation or an interrupt: both drivers' rule, before re-raising.
+
+        The call's :attr:`~Call.cancelled` hears of it first, then the step's :meth:`on_cancel`
+        (not running: the rest of the chain was not).
+        """
+        if call.cancelled is not None:
+            call.cancelled(ctx, call.state)
+        if self._cancels:
+            self.on_cancel(ctx, token, running=False)
 
     # -- the sync driver --------------------------------------------------------------------------
 
@@ -587,7 +602,7 @@ class Step:
     def _resolve_sync(self, ctx: ExecutionContext, token: Any, action: Action) -> Action:
         """Perform :class:`Call` actions in this thread (an awaitable is refused as the call's error).
 
-        What escapes drops the calls, as in :meth:`_resolve`.
+        The rules of :meth:`_resolve`; what escapes drops the calls, as there.
         """
         call: Call | None = None
         try:
@@ -598,8 +613,7 @@ class Step:
                 except Exception as error:  # noqa: BLE001 - the step's continuation judges it
                     action = call.then(ctx, call.state, None, error)
                 except BaseException:
-                    if self._cancels:
-                        self.on_cancel(ctx, token, running=False)
+                    self._call_stopped(ctx, token, call)
                     raise
                 else:
                     action = call.then(ctx, call.state, value, None)

@@ -34,7 +34,7 @@ from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, weak_callback
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.manager.keys import config_key, policy_name
+from otel_resilience.manager.keys import DefaultNames, config_key, policy_name
 from otel_resilience.manager.ledger import fold
 from otel_resilience.manager.named import NamedPolicies
 from otel_resilience.manager.policy import PolicyHandle
@@ -335,6 +335,7 @@ class ResilienceManager(NamedPolicies):
         self._handles_lock = fork_safe(threading.Lock())
         self._commit_lock = fork_safe(threading.Lock())
         self._applied_files: dict[str, ConfigFile] = {}
+        self._default_names = DefaultNames()
 
     # ------------------------------------------------------------------ shared instances
 
@@ -458,14 +459,21 @@ class ResilienceManager(NamedPolicies):
         """
         return self._entry_for(config, name).pipeline
 
-    def _entry_for(self, config: ResilienceConfig, name: str) -> _Entry:
-        """Return the cache entry of :meth:`pipeline_for` (building its policy if needed)."""
+    def _entry_for(self, config: ResilienceConfig, name: str, fn: Callable[..., Any] | None = None) -> _Entry:
+        """Return the cache entry of :meth:`pipeline_for` (building its policy if needed).
+
+        ``fn``, the function a call runs, is given by a call that named the policy after it:
+        once the config object is new to the cache, the function takes its default name
+        (:class:`~otel_resilience.manager.keys.DefaultNames`).
+        """
         key = (name, id(config))
         entry = self._by_id.get(key)
         if entry is not None and entry.config is config and entry.live:
             return entry
         if not isinstance(config, ResilienceConfig):
             raise _not_a_config(config)
+        if fn is not None:
+            self._default_names.take(config, name, fn)
         value_key = (name, config_key(config))
         with self._lock:
             entry = self._by_id.get(key)
@@ -550,7 +558,7 @@ class ResilienceManager(NamedPolicies):
         """
         if not callable(fn):
             raise not_callable("ResilienceManager.execute_with_resilience", fn)
-        pipeline = self.pipeline_for(config, policy_name(config, fn))
+        pipeline = self._entry_for(config, policy_name(config, fn), fn).pipeline
         return await pipeline.execute_packed(fn, args, kwargs)
 
     def execute_with_resilience_sync(
@@ -574,7 +582,7 @@ class ResilienceManager(NamedPolicies):
         """
         if not callable(fn):
             raise not_callable("ResilienceManager.execute_with_resilience_sync", fn)
-        pipeline = self.pipeline_for(config, policy_name(config, fn))
+        pipeline = self._entry_for(config, policy_name(config, fn), fn).pipeline
         return pipeline.execute_packed_sync(fn, args, kwargs)
 
     # ------------------------------------------------------------------ statistics

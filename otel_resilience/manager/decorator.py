@@ -131,7 +131,9 @@ def _bind(
 
     def lookup() -> Pipeline:
         nonlocal entry
-        entry = (manager or get_resilience_manager())._entry_for(config, name)
+        owner = manager or get_resilience_manager()
+        owner._default_names.take(config, name, fn)  # bound to its policy: not on a call that finds it
+        entry = owner._entry_for(config, name)
         return entry.pipeline
 
     if is_async_callable(fn):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from otel_resilience.engine.naming import callable_name
+from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.naming import callable_module, callable_name
 from otel_resilience.manager.config import ResilienceConfig
 
-__all__ = ["config_key", "name_of", "policy_name"]
+__all__ = ["DefaultNames", "config_key", "policy_name"]
+
+_LOG: Final = logging.getLogger("otel_resilience")
 
 _IDENTITY: Final = object()
 _DICT: Final = object()
@@ -90,6 +95,45 @@ def policy_name(config: object, fn: Callable[..., Any]) -> str:
     return name or callable_name(fn)
 
 
-name_of: Final = callable_name
-"""The default name of a policy's function (:func:`policy_name`): the one rule of
-:func:`~otel_resilience.engine.naming.callable_name`, under the name the manager has exported."""
+class DefaultNames:
+    """The module of the function that first took each default policy name of one manager.
+
+    Functions of two modules that share a ``__qualname__`` share a default name
+    (:func:`policy_name`), and so one policy, breaker and bulkhead: never silently. The first
+    time a function of another module takes a name a function already has, a warning on the
+    ``otel_resilience`` logger names both modules (once per name). Read when a function is
+    bound to its policy (a ``@resilient`` function's first call) and when a manager first meets
+    a config object (``execute_with_resilience``): never on a call that finds its policy.
+    """
+
+    __slots__ = ("_lock", "_modules", "_warned")
+
+    def __init__(self) -> None:
+        self._modules: dict[str, str | None] = {}
+        self._warned: set[str] = set()
+        self._lock = fork_safe(threading.Lock())
+
+    def take(self, config: ResilienceConfig, name: str, fn: Callable[..., Any]) -> None:
+        """Record that ``fn`` runs under the policy ``name`` of ``config``; warn of another module's namesake.
+
+        A config that names its policy (``ResilienceConfig.name``) shares it on purpose: nothing
+        is recorded.
+        """
+        if config.name:
+            return
+        module = callable_module(fn)
+        if self._modules.get(name, _UNSEEN) == module:  # taken by this module's function already
+            return
+        with self._lock:
+            first = self._modules.setdefault(name, module)
+            if first == module or name in self._warned:
+                return
+            self._warned.add(name)
+        _LOG.warning(
+            "policy %r: functions of modules %r and %r share this default name (their qualified "
+            "name), so they share one policy, breaker and bulkhead; give each its own "
+            "ResilienceConfig.name",
+            name,
+            first,
+            module,
+        )

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import io
+import math
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from shared_workers import wait_for
 
 from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.demo.app import run_demo
 from otel_resilience.demo.options import DemoOptions
-from otel_resilience.demo.otel import DemoTelemetry
+from otel_resilience.demo.otel import OTLP_EXPORT_TIMEOUT, OTLP_FLUSH_TIMEOUT, DemoTelemetry, _FlushBound
 from otel_resilience.demo.view import PlainView
+
+_BATCH = 512
+"""Spans per export of the batch span processor (its default, which the demo keeps)."""
 
 
 class _Receiver(ThreadingHTTPServer):
@@ -107,21 +114,57 @@ def test_stop_does_not_wait_long_for_an_unreachable_receiver() -> None:
     assert time.monotonic() - started < 10.0  # was about 16 s: each export retried for 10 s
 
 
+class _DownReceiver(SpanExporter):
+    """A receiver that is down: each export takes its whole timeout, on a clock of the test's, and fails.
+
+    The first export waits until the run ends (the flush's deadline is set): it is the batch in
+    flight then, and every other batch is still queued.
+    """
+
+    def __init__(self, bound: _FlushBound) -> None:
+        self.bound = bound
+        self.now = 0.0
+        self.batches = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        wait_for(lambda: self.bound._deadline is not None, 10.0, "the end of the run")
+        self.batches += 1
+        self.now += OTLP_EXPORT_TIMEOUT
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
 def test_stop_gives_up_the_spans_still_queued_for_an_unreachable_receiver() -> None:
     """A run whose receiver is down ends with thousands of spans queued: stopping does not export them
     batch after batch, each for its 2 s of retries (about 30 s, the SDK's bound), but gives the queue
     one flush time and drops the rest."""
-    with socket.socket() as probe:  # a port nothing listens on: every export is refused
+    batches = 30  # the queue of a few seconds of a fast run
+    with socket.socket() as probe:  # a port nothing listens on: the metrics' export is refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     telemetry = DemoTelemetry(DemoOptions(port=None, otlp_endpoint=f"http://127.0.0.1:{port}"))
     telemetry.start()
     try:
         assert telemetry.tracer_provider is not None
+        bound = telemetry._spans
+        assert bound is not None
+        receiver = _DownReceiver(bound)
+        bound._exporter.shutdown()
+        bound._exporter, bound._clock = receiver, receiver.clock
         tracer = telemetry.tracer_provider.get_tracer("demo-test")
-        for _ in range(30 * 512):  # 30 batches: the queue of a few seconds of a fast run
+        for _ in range(batches * _BATCH):
             tracer.start_span("queued").end()
     finally:
-        started = time.monotonic()
         telemetry.stop()
-    assert time.monotonic() - started < 12.0  # was about 30 s
+    # The flush time lets the batches start that its exports' timeouts fit in (the one in flight), no other.
+    exported = math.ceil(OTLP_FLUSH_TIMEOUT / OTLP_EXPORT_TIMEOUT)
+    assert receiver.batches == exported < batches
+    assert bound.dropped == (batches - exported) * _BATCH

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from otel_resilience.engine.naming import callable_name
+from otel_resilience.engine.naming import callable_module, callable_name
 
 
 def fetch(url: str, timeout: float = 1.0) -> str:
@@ -45,11 +45,13 @@ class RateClient:
 
 
 class UnreadableQualname:
-    """A callable whose ``__qualname__`` (and only it) raises when read."""
+    """A callable whose ``__qualname__`` (and only it: :attr:`unreadable`) raises when read."""
+
+    unreadable = "__qualname__"
 
     def __getattribute__(self, name: str) -> Any:
-        if name == "__qualname__":
-            raise RuntimeError("no qualname")
+        if name == type(self).unreadable:
+            raise RuntimeError(name)
         return super().__getattribute__(name)
 
     def __call__(self) -> str:
@@ -142,3 +144,27 @@ def test_a_lambda_is_named_after_its_module_and_line() -> None:
     expected = f"{__name__}.test_a_lambda_is_named_after_its_module_and_line.<locals>.<lambda>@{line}"
     assert callable_name(nested) == expected
     assert callable_name(functools.partial(nested)) == f"partial({expected})"
+
+
+class UnreadableModule(UnreadableQualname):
+    """A callable whose ``__module__`` (and only it) raises when read."""
+
+    unreadable = "__module__"
+
+
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [
+        pytest.param(fetch, __name__, id="function"),
+        pytest.param(Client().get, __name__, id="bound method"),
+        pytest.param(functools.partial(functools.partial(fetch, "u")), __name__, id="nested partial"),
+        pytest.param(RateClient(), __name__, id="callable instance: its class's"),
+        pytest.param(len, "builtins", id="builtin"),
+        pytest.param(Unreadable(), __name__, id="missing attributes raise: its class's"),
+        pytest.param(UnreadableModule(), None, id="__module__ raises"),
+        pytest.param(_named(RateClient(), __module__=7), None, id="__module__ not a str"),
+    ],
+)
+def test_a_callables_module_tells_namesakes_apart(fn: object, expected: str | None) -> None:
+    """The module a callable's name comes from (a partial's function's), and reading it never raises."""
+    assert callable_module(fn) == expected

@@ -688,14 +688,26 @@ def test_a_call_rejected_for_want_of_a_lease_gets_the_next_probe_however_late(re
     A sparse caller (a call every minute, a lease TTL of seconds) would otherwise find it expired
     at each call and be rejected for good: the breaker would never close.
     """
-    store, breaker = _half_open_alone(redis_url, "sparse", 0.05, success_threshold=1)
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    ttl_ms = 50
+    store, breaker = _half_open_alone(redis_url, "sparse", ttl_ms / 1000, success_threshold=1)
+    client = redis.Redis.from_url(redis_url)
     try:
         link = breaker._core._shared
         assert isinstance(link, SharedBreaker)
         assert not _admits(lambda: breaker.call_sync(int))
         wait_for(lambda: link.leases == 1, 2.0, "the lease taken for the call")
-        time.sleep(0.2)  # four TTLs: the lease expired and was taken again meanwhile
+        lease = f"sparse:cb:db:lease:{link.epoch}:1"
+        taken = _server_ms(client)  # on Redis' clock, which expires the lease
+        # No probe runs, so nothing renews the lease: held past its TTL, it was taken again.
+        wait_for(
+            lambda: _server_ms(client) > taken + 4 * ttl_ms and client.get(lease) == link._id.encode(),
+            5.0,
+            "the lease held four TTLs after it was taken",
+        )
         assert _admits(lambda: breaker.call_sync(int))
         assert breaker.state is CircuitState.CLOSED
     finally:
+        client.close()
         store.close()

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.calling import coroutine_function_in_sync
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["CaughtErrorStep", "RecoveryStep", "Rerun"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
-_NO_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class Rerun:
@@ -227,36 +225,30 @@ class RecoveryStep(Link[RecoveryConfig]):
     def _fallback_call(self, ctx: ExecutionContext, function: Callable[..., Any], error: Exception) -> Call:
         """Return the call of ``fallback_function`` with the operation's arguments.
 
-        :meth:`_fallback_done` judges it. The sync driver calls it as it is (an awaitable it returns
-        is refused as its error); the async driver awaits it through :meth:`_awaiting_fallback`,
-        which sees the deadline cut it.
+        The driver calls it as it calls every :class:`~otel_resilience.engine.step.Call` (the
+        async one awaits what it returns, the sync one refuses an awaitable as its error);
+        :meth:`_fallback_done` judges what it returned or raised, :meth:`_fallback_stopped` a
+        cancellation or an interrupt that ended it.
         """
         what = self._what("fallback_function")
-        if ctx.sync:
-            return Call(function, ctx.args, ctx.kwargs, self._fallback_done, state=error, what=what)
-        arguments = (function, ctx, type_name(error))
         return Call(
-            self._awaiting_fallback, arguments, _NO_KWARGS, self._fallback_done, state=error, what=what
+            function,
+            ctx.args,
+            ctx.kwargs,
+            self._fallback_done,
+            state=error,
+            what=what,
+            cancelled=self._fallback_stopped,
         )
 
-    async def _awaiting_fallback(
-        self, function: Callable[..., Any], ctx: ExecutionContext, error_type: str
-    ) -> Any:
-        """Call ``fallback_function`` in the async driver, awaiting what it returns when awaitable.
+    def _fallback_stopped(self, ctx: ExecutionContext, error: Exception) -> None:
+        """A cancellation or an interrupt ended ``fallback_function``: failed, if the deadline cut it.
 
-        A cancellation that ends it is the end of the recovery: a failed one when the effective
-        deadline cut it (:meth:`_cut_by_deadline`), as a re-run it cut; never counted otherwise
-        (the caller's cancellation). Its own error goes to :meth:`_fallback_done`.
+        As a re-run it cut (:meth:`_cut_by_deadline`), in both drivers; never counted otherwise
+        (the caller's cancellation).
         """
-        try:
-            value = function(*ctx.args, **ctx.kwargs)
-            if inspect.isawaitable(value):
-                value = await value
-        except BaseException as stopped:
-            if not isinstance(stopped, Exception) and self._cut_by_deadline(ctx, returned=False):
-                self._settle(RecoveryStrategy.FALLBACK, error_type, success=False)
-            raise
-        return value
+        if self._cut_by_deadline(ctx, returned=False):
+            self._settle(RecoveryStrategy.FALLBACK, type_name(error), success=False)
 
     def _fallback_done(
         self, ctx: ExecutionContext, error: Exception, value: Any, failure: Exception | None
