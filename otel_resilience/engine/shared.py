@@ -14,13 +14,25 @@ from __future__ import annotations
 import abc
 import contextlib
 import contextvars
+import threading
 from collections.abc import Collection, Iterator
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import Registry
 from otel_resilience.engine.validation import fail
 
-__all__ = ["STORES", "PeerCounts", "SharedStore", "check_store", "current_key", "shared_key"]
+__all__ = [
+    "STORES",
+    "STORE_COUNTS",
+    "PeerCounts",
+    "SharedStore",
+    "StoreTotals",
+    "check_store",
+    "current_key",
+    "retire_store",
+    "shared_key",
+]
 
 _KEY: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar("shared_key", default=None)
 """The key of the instances being built (a manager policy builds one per key)."""
@@ -108,8 +120,57 @@ class SharedStore(abc.ABC):
         """Return the rules of a cluster-wide rate limiter named ``name`` with ``config``."""
 
 
-STORES: Final[Registry[SharedStore]] = Registry("shared_store")
-"""Every live shared store: observable metrics read their health here."""
+STORE_COUNTS: Final = ("outages", "errors", "ops", "fallback_permits")
+"""A store's lifetime counts (exported as counters, which never go down)."""
+
+
+class StoreTotals:
+    """What the closed stores of one namespace counted, exported in their place (never found by name).
+
+    The ``resilience.store.*`` counters sum the stores of a namespace in :data:`STORES`; a store
+    that closed took its counts with it, and the sum went down while another store of its
+    namespace lived on (a counter reset to a backend). A closed store is replaced there by new
+    totals of its namespace holding its counts and the earlier totals' (:func:`retire_store`);
+    registered totals never change.
+    """
+
+    __slots__ = ("__weakref__", "errors", "fallback_permits", "name", "ops", "outages")
+
+    outages: int
+    errors: int
+    ops: int
+    fallback_permits: int
+
+    def __init__(self, name: str, *counted: SharedStore | StoreTotals | None) -> None:
+        self.name = name
+        for count in STORE_COUNTS:
+            setattr(self, count, sum(getattr(item, count) for item in counted if item is not None))
+
+
+STORES: Final[Registry[SharedStore | StoreTotals]] = Registry("shared_store")
+"""Every live shared store, and the totals of the closed ones: observable metrics read them here."""
+
+_RETIRED: Final[dict[str, StoreTotals]] = {}
+"""The totals registered in :data:`STORES` for each namespace with a closed store (``_RETIRING`` held)."""
+_RETIRING: Final = fork_safe(threading.Lock())
+
+
+def retire_store(store: SharedStore) -> None:
+    """Take the closed ``store`` out of :data:`STORES`: its counts go on in its namespace's totals.
+
+    In one step (:meth:`~otel_resilience.engine.registry.Registry.replace`): a collection reads
+    each count in exactly one place, never in both nor in neither. A store retired already (closed
+    twice) changes nothing.
+    """
+    with _RETIRING:
+        if not any(item is store for item in STORES.items()):
+            return
+        name = store.name
+        old = _RETIRED.get(name)
+        totals = STORES.replace(
+            (store, old), lambda: StoreTotals(name, old, store), findable=False, announce=False
+        )
+        _RETIRED[name] = cast("StoreTotals", totals)
 
 
 def check_store(owner: str, value: object) -> SharedStore | None:

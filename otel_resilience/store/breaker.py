@@ -14,6 +14,9 @@ the name percent-encoded, so that two names never share a key):
   OPEN period ``EPOCH`` once it has ended; ``SET NX PX``, so a crashed prober's lease expires.
 * ``ns:cb:name:probes:EPOCH`` - a hash, one field per replica: its probe successes after the
   OPEN period ``EPOCH``; their sum reaching ``success_threshold`` closes the breaker.
+* ``ns:cb:name:wants:EPOCH`` - a hash, one field per replica: when a call of it was last rejected
+  again for want of a lease another replica held (server ms); a holder none of whose calls
+  probed since it took its leases gives them up to it (:meth:`SharedBreaker._lease_request`).
 
 A key the server refuses (``WRONGTYPE``: something else wrote a string where the store keeps a
 hash, or a value a script cannot read) is that breaker's problem alone: it runs on local state
@@ -109,6 +112,7 @@ class SharedBreaker(PeerCounts):
         "_probed",
         "_refused",
         "_rejected_seen",
+        "_since",
         "_store",
         "_wanted",
         "epoch",
@@ -133,6 +137,9 @@ class SharedBreaker(PeerCounts):
         """The breaker's ``total_rejected`` at the last round: more since, and a call wanted a probe."""
         self._wanted = False
         """Whether a call rejected in HALF_OPEN waits for a probe of this replica (:meth:`_lease_request`)."""
+        self._since = 0
+        """When this replica took the leases it holds (the server's ms): a want of another replica since
+        then takes them, unless a probe of this one ran (:meth:`_lease_request`)."""
         self._lock = fork_safe(threading.RLock())
         """Orders the store's thread and its subscriber on :attr:`epoch` (never held by a call)."""
         self._open_reason = "failure_threshold"
@@ -390,12 +397,23 @@ class SharedBreaker(PeerCounts):
         while a probe runs), or after a probe success (reported at once). Leases due while no
         call wants them are given up here, with no round trip (unrenewed, they expire in the
         store), rather than taken again as they expire: the next replica with a call probes.
+
+        Leases held for a call that was rejected before they came (no probe of this replica
+        ran since) are asked for every round: once another replica's call is rejected again
+        for want of one (it asked, got none, and had another call rejected: a replica with
+        traffic), this one gives them up at once (:meth:`_leases_held`) rather than holding
+        them, taken again as they expire, until a call of its own comes, which for a replica
+        whose only call was rejected is never. Alone, it keeps them for its next call, however
+        late.
         """
         probed, self._probed = self._probed, False
         core = breaker._core
         probing = probed or bool(core._permit.in_flight)  # a probe of this replica ran since the last round
-        self._wanted = self.rejected_since(breaker) or (self._wanted and not probing)
-        if self.leases and now < self._lease_due and not probed:
+        rejected = self.rejected_since(breaker)
+        again = rejected and self._wanted and not self.leases  # asked, got none, and rejected again
+        self._wanted = rejected or (self._wanted and not probing)
+        idle = self.leases and not (probing or rejected)  # held for a call that is gone
+        if self.leases and now < self._lease_due and not probed and not idle:
             return None
         if not (self._wanted or probing):
             if self.leases:
@@ -404,27 +422,59 @@ class SharedBreaker(PeerCounts):
             return None
         store = self._store
         renew = 1 if core._permit.in_flight else 0
-        keys = [f"{self._prefix}:state", f"{self._prefix}:probes:{self.epoch}"]
+        keys = [
+            f"{self._prefix}:state",
+            f"{self._prefix}:probes:{self.epoch}",
+            f"{self._prefix}:wants:{self.epoch}",
+        ]
         prefix = f"{self._prefix}:lease:{self.epoch}:"
         argv = [prefix, self._id, store.lease_ttl_ms, breaker.config.half_open_max_calls, renew]
-        argv += [core.stats.success_count, store.key_ttl_ms]
+        argv += [core.stats.success_count, store.key_ttl_ms, 1 if again else 0, self._since if idle else 0]
         return keys, argv
 
     def _leases_held(self, client: Any, breaker: CircuitBreaker, reply: Any, now: float) -> None:
-        """Take a ``TAKE_LEASES`` reply: the leases held, the peers' probe successes (or a resync)."""
+        """Take a ``TAKE_LEASES`` reply: the leases held, the peers' probe successes (or a resync).
+
+        Leases another replica wants since this one took them, none of its probes having run
+        (the request looked for a want only then), are given up (:meth:`_give_up_leases`).
+        """
         core = breaker._core
         store = self._store
-        held, first_ms, state, others = reply
+        held, first_ms, state, others, wanted, server_ms = reply
         state = _text(state)
         if state not in ("", "open"):
             self.resync(client)  # the cluster moved on (closed by another replica's probes)
             return
+        if int(held) and not self.leases:
+            self._since = int(server_ms)
         self.leases = int(held)
         self._lease_due = now + min(int(first_ms) / 1000, store.lease_ttl_ms / 3000) if held else now
         self._apply_probe_limit(breaker)
         if int(others) != self._peer_probes:
             self._peer_probes = int(others)
             shared.reconsider(core)  # the cluster's probe successes may close it now
+        if int(wanted) and self.leases:
+            self._give_up_leases(client, breaker)
+
+    def _give_up_leases(self, client: Any, breaker: CircuitBreaker) -> None:
+        """Give the leases this replica holds up to a replica whose calls want them (``GIVE_UP_LEASES``).
+
+        This replica's probe limit goes to 0 first, so that no probe of it starts on leases
+        another replica may take from now on; a probe that started before keeps them (the
+        limit comes back). It then wants none until a call of its own is rejected again.
+        """
+        with self._lock:  # the subscriber applies the probe limit too: it reads no lease from now on
+            held, self.leases = self.leases, 0
+            self._apply_probe_limit(breaker)
+            if breaker._core._permit.in_flight:  # a call probes with them: held, as for any probe
+                self.leases = held
+                self._apply_probe_limit(breaker)
+                return
+            prefix = f"{self._prefix}:lease:{self.epoch}:"
+            argv = [prefix, self._id, breaker.config.half_open_max_calls]
+            (reply,) = _eval_batch(client, [(self, scripts.GIVE_UP_LEASES, [], argv)])
+            if self.accepted("leases", f"{prefix}*", reply):  # refused: on local state now (go_local)
+                self._wanted = False
 
     def _apply_probe_limit(self, breaker: CircuitBreaker) -> None:
         """Probes this replica may run: its leases, or the configured number when the store is down."""

@@ -32,6 +32,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.forking import fork_safe
@@ -90,6 +91,7 @@ class ClusterRules:
     __slots__ = (
         "_asking",
         "_config",
+        "_dropped",
         "_key",
         "_local",
         "_lock",
@@ -113,6 +115,9 @@ class ClusterRules:
         self.fallback_admitted = 0
         self._asking = 0
         """Callers allowed to wait whose ask is with the store now: they count against ``max_waiting``."""
+        self._dropped: deque[_Reservation] = deque()
+        """Cluster reservations :meth:`drop` found the lock held for: given up by the lock's next
+        holder that needs the waiting count (a caller finding every waiting place taken, a snapshot)."""
         self._warned = False
         store._start()
 
@@ -170,7 +175,7 @@ class ClusterRules:
         config = self._config
         seat = False
         with self._lock:
-            if self.waiting + self._asking >= config.max_waiting:
+            if self.waiting + self._asking >= config.max_waiting and self._full_after_drops_locked():
                 max_wait = 0.0
             elif max_wait > 0:
                 seat = True
@@ -181,6 +186,23 @@ class ClusterRules:
         else:
             script, argv = scripts.TOKEN_BUCKET, (1000 / config.rate, config.burst, limit_ms)
         return _Ask(script, argv, max_wait, remaining, local=self._store.local_only, seat=seat)
+
+    def _full_after_drops_locked(self) -> bool:
+        """Under the lock, every waiting place taken: whether they still are once dropped waiters left.
+
+        Off the path of a caller that finds a place free: :meth:`drop` leaves a waiter for the
+        lock's next holder, and only a caller finding no place (or a snapshot) needs the count.
+        """
+        if not self._dropped:
+            return True
+        self._give_back_dropped_locked()
+        return self.waiting + self._asking >= self._config.max_waiting
+
+    def _give_back_dropped_locked(self) -> None:
+        """Under the lock: give up the waiters :meth:`drop` left for the lock's next holder."""
+        dropped = self._dropped
+        while dropped:  # one dropped meanwhile (a collection in this very loop) is taken too
+            self._abandon_locked(dropped.popleft())
 
     def _unseat(self, ask: _Ask) -> None:
         """Give back the waiting place ``ask`` held while the store answered (if it held one)."""
@@ -275,16 +297,26 @@ class ClusterRules:
             self.admitted += 1
 
     def drop(self, reservation: _Reservation, now: float) -> None:
-        """:meth:`abandon` for a waiter whose coroutine is being closed (:meth:`_Rules.drop`).
+        """:meth:`abandon` for a waiter whose coroutine is being closed: never blocks on a lock.
 
-        A reservation of the local fallback is its rules' to drop: they never block on their
-        lock, which a caller reserving a permit holds while it allocates (where the garbage
-        collector that closes the coroutine may run). A cluster permit's is abandoned.
+        The garbage collector closes a task's coroutine left pending when its loop closed on
+        whichever thread allocates: maybe one holding the lock here (a caller asking for a
+        permit) or the fallback's. A reservation of the local fallback is its rules' to drop
+        (:meth:`_Rules.drop`); a cluster permit's waiter is given up now if the lock is free,
+        else queued (a ``deque`` append takes no lock) for the lock's next holder that needs
+        the waiting count (:meth:`_full_after_drops_locked`, :meth:`snapshot`).
         """
         if reservation in self._local._pending:
             self._local.drop(reservation, now)
             return
-        self.abandon(reservation, now)
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            try:
+                self._abandon_locked(reservation)
+            finally:
+                lock.release()
+        else:
+            self._dropped.append(reservation)
 
     def abandon(self, reservation: _Reservation, now: float) -> None:
         """A waiter gave up: its cluster permit stays spent (the cluster never admits more)."""
@@ -292,11 +324,15 @@ class ClusterRules:
             self._local.abandon(reservation, now)
             return
         with self._lock:
-            if not reservation.held:
-                return
-            reservation.held = False
-            self.waiting -= 1
-            self.cancelled += 1
+            self._abandon_locked(reservation)
+
+    def _abandon_locked(self, reservation: _Reservation) -> None:
+        """:meth:`abandon` of a cluster permit's waiter, under the lock (nothing for one claimed or gone)."""
+        if not reservation.held:
+            return
+        reservation.held = False
+        self.waiting -= 1
+        self.cancelled += 1
 
     def retune(self, config: RateLimiterConfig, now: float) -> bool:
         """Take ``config``'s limits (the same algorithm and store only); ``False`` otherwise.
@@ -319,6 +355,7 @@ class ClusterRules:
         stats = self._local.snapshot(name, now)
         stats["rate"], stats["burst"] = self._config.rate, self._config.burst
         with self._lock:
+            self._give_back_dropped_locked()
             for field in _COUNTS:
                 stats[field] += getattr(self, field)
         return stats

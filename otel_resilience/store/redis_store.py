@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.shared import STORES, SharedStore, current_key
+from otel_resilience.engine.shared import STORES, SharedStore, current_key, retire_store
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.store.breaker import SharedBreaker, key_name, publish_states, read_states, tick
 from otel_resilience.store.deadlines import bound_connections, within
@@ -604,7 +604,7 @@ class RedisStore(SharedStore):
                 thread.join(timeout=2.0)
         for link in self._live():
             link.go_local()
-        STORES.unregister(self)
+        retire_store(self)  # its counts stay in the namespace's counters
         self._client.close()
         self._sub_client.close()
         self._async_clients.close()

@@ -13,31 +13,40 @@ from typing import Final
 from opentelemetry.metrics import Observation
 
 from otel_resilience.engine.registry import BREAKERS
-from otel_resilience.engine.shared import STORES, SharedStore
+from otel_resilience.engine.shared import STORES, SharedStore, StoreTotals
 from otel_resilience.telemetry import semconv as sc
 
 __all__ = ["STORE_CALLBACKS"]
 
 
 def _per_store(
-    read: Callable[[SharedStore], int], combine: Callable[[int, int], int] = operator.add
+    read: Callable[[SharedStore | StoreTotals], int | None], combine: Callable[[int, int], int] = operator.add
 ) -> Callable[[], list[Observation]]:
-    """A callback reporting ``read(store)`` for each live store, the stores of one namespace combined.
+    """A callback reporting ``read(store)`` for each store, the stores of one namespace combined.
 
     A process may hold several stores of one namespace (one per component that built its own):
-    their counts add up (``combine`` is ``+``), while a state of the namespace in this process
-    (degraded or not, 0 or 1) is any of theirs (``max``): summed, two degraded stores reported
-    2, which the alert, summing the instances of a service, read as two instances.
+    their counts add up (``combine`` is ``+``), those of its closed stores included (their
+    :class:`~otel_resilience.engine.shared.StoreTotals`: a counter never goes down), while a state
+    of the namespace in this process (degraded or not, 0 or 1) is any of its live stores' (``max``;
+    ``None`` from ``read``: nothing to report): summed, two degraded stores reported 2, which the
+    alert, summing the instances of a service, read as two instances.
     """
 
     def observe() -> list[Observation]:
         by_name: dict[str, int] = {}
         for store in STORES.items():
             value = read(store)
-            by_name[store.name] = combine(by_name[store.name], value) if store.name in by_name else value
+            if value is not None:
+                name = store.name
+                by_name[name] = combine(by_name[name], value) if name in by_name else value
         return [Observation(value, {sc.NAME: name}) for name, value in by_name.items()]
 
     return observe
+
+
+def _degraded(store: SharedStore | StoreTotals) -> int | None:
+    """1 for a live store that is degraded, 0 for one that is not; nothing for closed ones' totals."""
+    return int(store.degraded) if isinstance(store, SharedStore) else None
 
 
 def _breakers_shared() -> list[Observation]:
@@ -63,7 +72,7 @@ def _breakers_shared() -> list[Observation]:
 
 STORE_CALLBACKS: Final = (
     (sc.CB_SHARED, _breakers_shared),
-    (sc.STORE_DEGRADED, _per_store(lambda store: int(store.degraded), max)),
+    (sc.STORE_DEGRADED, _per_store(_degraded, max)),
     (sc.STORE_OUTAGES, _per_store(lambda store: store.outages)),
     (sc.STORE_ERRORS, _per_store(lambda store: store.errors)),
     (sc.STORE_OPERATIONS, _per_store(lambda store: store.ops)),

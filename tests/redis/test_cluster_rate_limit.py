@@ -267,3 +267,37 @@ def test_a_waiter_of_the_local_fallback_freed_after_its_loop_closed_never_deadlo
         gc.enable()
     stats = limiter.get_stats()
     assert (stats["waiting"], stats["cancelled"]) == (0, 1)
+
+
+def test_a_cluster_waiter_dropped_inside_the_rules_lock_never_blocks_and_is_counted_later(
+    redis_url: str,
+) -> None:
+    """A waiter for a cluster permit whose coroutine the garbage collector closes, on a thread that
+    holds the cluster rules' lock (an allocation there), is given up without taking that lock: the
+    lock's next holder counts it (``cancelled``; its place among ``max_waiting`` free again)."""
+    store = RedisStore.from_url(redis_url, namespace="rl-drop")
+    try:
+        config = RateLimiterConfig(rate=0.001, burst=1, max_wait=5000.0, max_waiting=1, store=store)
+        limiter = RateLimiter("api", config)
+        rules = limiter._rules
+        assert limiter.try_acquire()  # the cluster's one permit: the next is due in 1000 s
+        dropped = rules.acquire(0.0, 5000.0)
+        assert dropped is not None
+        assert not isinstance(dropped, float)  # a reservation of the cluster's next permit
+        assert limiter.get_stats()["waiting"] == 1
+
+        def drop_inside_the_lock() -> None:
+            with rules._lock:  # type: ignore[attr-defined]
+                rules.drop(dropped, 0.0)  # what the collector closing the waiter's coroutine calls
+
+        dropper = threading.Thread(target=drop_inside_the_lock, daemon=True)
+        dropper.start()
+        dropper.join(timeout=10)
+        assert not dropper.is_alive(), "the dropped waiter blocked on the cluster rules' lock"
+        again = rules.acquire(0.0, 5000.0)  # the one waiting place is free again
+        assert again is not None
+        assert not isinstance(again, float)
+        stats = limiter.get_stats()
+        assert (stats["waiting"], stats["cancelled"], stats["rejected"]) == (1, 1, 0)
+    finally:
+        store.close()

@@ -711,3 +711,36 @@ def test_a_call_rejected_for_want_of_a_lease_gets_the_next_probe_however_late(re
     finally:
         client.close()
         store.close()
+
+
+def test_a_lease_held_for_a_lone_rejected_call_goes_to_the_replica_whose_calls_want_it(
+    redis_url: str,
+) -> None:
+    """A replica whose only call was rejected gives its lease up once another replica's calls are rejected for it.
+
+    It held the lease (taking it again as it expired) until a probe of its own ran, which without
+    another call never came: the replica with the traffic rejected every call for as long as the
+    lease lived (``probe_lease_ttl``, 30 s here), and again each time the idle one took it back.
+    """
+    stores = [RedisStore.from_url(redis_url, namespace="handover", probe_lease_ttl=30.0) for _ in range(2)]
+    try:
+        config = CircuitBreakerConfig(failure_threshold=1, timeout=0.2, success_threshold=1)
+        with namesakes_expected():
+            lone, busy = (CircuitBreaker("db", dataclasses.replace(config, store=store)) for store in stores)
+        wait_for(lambda: all(store.ops > 0 for store in stores), 5.0, "the stores' first resync")
+        lone.force_open(0.2)
+        wait_for(_opened(lone, busy), 2.0, "both OPEN")
+        wait_for(lambda: lone._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+        link = lone._core._shared
+        assert isinstance(link, SharedBreaker)
+        assert not _admits(lambda: lone.call_sync(int))  # its only call: rejected, it asks for the lease
+        wait_for(lambda: link.leases == 1, 3.0, "the lease taken for that call")
+        wait_for(lambda: busy._core.retry_after() == 0.0, 2.0, "the end of the other's OPEN period")
+        wait_for(lambda: _admits(lambda: busy.call_sync(int)), 5.0, "a probe of the replica with calls")
+        assert busy.state is CircuitState.CLOSED
+        assert link.leases == 0
+        wait_for(lambda: lone.peek_state() is CircuitState.CLOSED, 2.0, "the lone replica CLOSED")
+        assert lone.get_stats()["total_requests"] == 1
+    finally:
+        for store in stores:
+            store.close()

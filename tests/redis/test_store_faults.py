@@ -586,6 +586,52 @@ def test_the_degraded_gauge_says_one_per_namespace_however_many_stores_share_it(
     del breakers
 
 
+_STORE_COUNTERS = (sc.STORE_OPERATIONS, sc.STORE_OUTAGES, sc.STORE_ERRORS, sc.STORE_FALLBACK_PERMITS)
+
+
+def _store_counts(store: RedisStore) -> tuple[int, ...]:
+    """A store's counts, in the order of :data:`_STORE_COUNTERS`."""
+    return (store.ops, store.outages, store.errors, store.fallback_permits)
+
+
+def test_the_store_counters_keep_a_closed_stores_counts_while_its_namespace_lives_on(redis_url: str) -> None:
+    """Three stores of one namespace, one unreachable: closing two of them leaves every counter where it was.
+
+    The counters summed the live stores of a namespace: a store that closed took its counts with
+    it, and ``resilience.store.operations`` (and the outages, errors and fallback permits) went
+    down while the namespace's other store lived on, which a backend reads as a counter reset.
+    """
+    had_default = current_listener() is not None
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    instrument(meter_provider=provider)
+    down = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", namespace="counted", timeout=0.1)
+    first, kept = (RedisStore.from_url(redis_url, namespace="counted") for _ in range(2))
+    stores = [down, first, kept]
+    try:
+        for store in stores:  # rate limiters only: no store's thread sends anything while Redis answers
+            assert RateLimiter("api", RateLimiterConfig(rate=1.0, burst=5, store=store)).try_acquire()
+        wait_for(lambda: down.degraded, 5.0, "the unreachable store degraded")
+        before = [_store_gauge(reader, name)["counted"] for name in _STORE_COUNTERS]
+        assert all(value > 0 for value in before), before
+        down.close()
+        first.close()
+        after = [_store_gauge(reader, name)["counted"] for name in _STORE_COUNTERS]
+        assert all(later >= earlier for later, earlier in zip(after, before, strict=True)), (before, after)
+        totals = [sum(counts) for counts in zip(*map(_store_counts, stores), strict=True)]
+        assert after == totals  # the closed stores' final counts and the live one's
+        assert _store_gauge(reader, sc.STORE_DEGRADED)["counted"] == 0  # the unreachable one is gone
+        down.close()  # closed twice: counted once
+        assert [_store_gauge(reader, name)["counted"] for name in _STORE_COUNTERS] == totals
+    finally:
+        uninstrument()
+        if had_default:
+            install_default()
+        provider.shutdown()
+        for store in stores:
+            store.close()
+
+
 class _Pipeline:
     """A pipeline of :class:`_PublishingTrips`' client: its round trip is counted when executed."""
 
