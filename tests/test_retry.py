@@ -551,6 +551,56 @@ async def test_retry_on_result_returns_the_last_result_when_attempts_run_out(
     assert r.stats.exhausted == 1
 
 
+class Pending:
+    """A ``retry_on_result`` that retries every ``"pending ..."`` and is told each result the retry drops.
+
+    ``steps`` records, in order, each result dropped (with the backoffs slept so far) and each
+    ``on_retry``; under the async driver ``dropped`` returns an awaitable, awaited before the backoff.
+    """
+
+    def __init__(self, clock: FakeClock, driver: str) -> None:
+        self.clock = clock
+        self.driver = driver
+        self.steps: list[tuple[str, object, int]] = []
+
+    def __call__(self, result: str) -> bool:
+        return result.startswith("pending")
+
+    def dropped(self, result: str) -> Any:
+        if self.driver == "sync":
+            self.steps.append(("dropped", result, len(self.clock.sleeps)))
+            return None
+
+        async def let_go() -> None:
+            await asyncio.sleep(0)
+            self.steps.append(("dropped", result, len(self.clock.sleeps)))
+
+        return let_go()
+
+    def on_retry(self, attempt: int, error: Exception | None) -> None:
+        self.steps.append(("on_retry", attempt, len(self.clock.sleeps)))
+
+
+async def test_a_result_predicate_is_told_each_result_the_retry_drops_before_the_backoff(
+    driver: str, clock: FakeClock
+) -> None:
+    """``dropped`` is called when the retry goes on after a result, first, before ``on_retry`` and the sleep.
+
+    The last result, which the retry gives up on, is returned and never told dropped.
+    """
+    results = iter(["pending 1", "pending 2", "pending 3"])
+    pending = Pending(clock, driver)
+    r = Retry("dep", exact(max_attempts=3, retry_on_result=pending), on_retry=pending.on_retry, clock=clock)
+    assert await invoke(r, driver, lambda: next(results)) == "pending 3"
+    assert pending.steps == [
+        ("dropped", "pending 1", 0),
+        ("on_retry", 1, 0),
+        ("dropped", "pending 2", 1),
+        ("on_retry", 2, 1),
+    ]
+    assert clock.sleeps == [1.0, 2.0]
+
+
 async def test_on_retry_is_called_with_the_failed_attempt_and_its_error(
     driver: str, clock: FakeClock
 ) -> None:

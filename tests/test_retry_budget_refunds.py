@@ -236,6 +236,37 @@ async def test_an_on_retry_that_raises_gives_the_retry_back(driver: str, clock: 
     assert counts(budget) == (1, 1, 9)
 
 
+async def test_a_dropped_result_hook_that_raises_ends_the_execution_and_gives_the_retry_back(
+    driver: str, clock: FakeClock
+) -> None:
+    """``retry_on_result.dropped`` raises before the second retry: the error ends it, that retry given back."""
+    budget = floor_only(clock)
+    told: list[object] = []
+
+    class Pending:
+        def __call__(self, result: object) -> bool:
+            return result == "pending"
+
+        def dropped(self, result: object) -> None:
+            told.append(result)
+            if len(told) == 2:
+                raise RuntimeError("could not let the result go")
+
+    retry = Retry("dep", fixed(1.0, budget, max_attempts=5, retry_on_result=Pending()), clock=clock)
+    with pytest.raises(RuntimeError, match="could not let the result go"):
+        if driver == "sync":
+            retry.execute_sync(lambda: "pending")
+        else:
+
+            async def pending() -> str:
+                return "pending"
+
+            await retry.execute(pending)
+    assert told == ["pending", "pending"]
+    assert clock.sleeps == [1.0]
+    assert counts(budget) == (1, 1, 9)
+
+
 async def test_a_cancellation_during_an_async_on_retry_gives_the_retry_back() -> None:
     """The task is cancelled while an async ``on_retry`` awaits (before the first retry): the retry is given back."""
     clock = FakeClock()

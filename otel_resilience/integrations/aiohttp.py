@@ -18,7 +18,11 @@ The policy's deadline cancels the request (asyncio), so it never outlives its po
 own timeouts still apply. A deadline reaches the caller as the policy's
 :class:`~otel_resilience.OperationTimeoutError` (aiohttp wraps an ``OSError`` a middleware
 raises in ``ClientOSError``, but passes a ``TimeoutError`` without an ``errno`` through as it
-is), which the FastAPI handlers answer with a 504. aiohttp itself sends an
+is), which the FastAPI handlers answer with a 504. aiohttp's own total timeout
+(``ClientTimeout(total=...)``) firing during a send is the policy's timeout too: the execution
+ends as a timeout and the request is not sent again (the caller's wait is over); firing in a
+wait of the policy's own (a backoff, a bulkhead's queue, a hedging race) it cancels the
+execution, as any enclosing deadline does. aiohttp itself sends an
 idempotent request once more when its connection was reset or closed without an answer: that is
 a new request, so a new execution of the policy (after the policy's attempts ran out, the
 breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOpenError`).
@@ -27,13 +31,15 @@ breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOp
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import aiohttp
 from aiohttp import payload
 from aiohttp.base_protocol import BaseProtocol
 
+from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration, Sent, aclose_earlier, record_send
+from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
 
 __all__ = ["ResilientMiddleware"]
 
@@ -65,17 +71,62 @@ class ResilientMiddleware(HttpIntegration):
     ) -> aiohttp.ClientResponse:
         """One attempt: pass the request on; a failed response is read (:func:`_read_failed`) and raised.
 
-        Sent again, it first releases the responses the retry dropped (:func:`aclose_earlier`).
+        It releases nothing of the earlier sends (it may start beside them, in a hedging race): a
+        response the retry dropped was released before the backoff (:meth:`Sent.drop`).
         """
         request, handler = exchange
-        if sent:  # sent again: what the retry dropped is released (never a response of a race)
-            await aclose_earlier(sent)
         index = record_send(sent)
-        sent[index] = response = await handler(request)
-        if response.status in self._http.failure_statuses:
-            await _read_failed(response)
-            raise FailedResponseError(response, response.status)
+        try:
+            sent[index] = response = await handler(request)
+            if response.status in self._http.failure_statuses:
+                await _read_failed(response)
+                raise FailedResponseError(response, response.status)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as error:
+            if _total_timed_out(request, error):  # aiohttp's ClientTimeout.total: the request is over
+                raise self._http.client_timed_out(_TotalTimeoutError) from error
+            raise
         return response
+
+
+class _TotalTimeoutError(OperationTimeoutError):
+    """The policy's timeout for a request that aiohttp's total timeout (``ClientTimeout.total``) ended."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return (
+            f"operation {self.operation!r} timed out: aiohttp's total timeout of the request "
+            "(ClientTimeout.total) ended it"
+        )
+
+
+def _total_timed_out(request: aiohttp.ClientRequest, error: BaseException) -> bool:
+    """Whether aiohttp's total timeout of ``request`` (``ClientTimeout.total``) ended the send with ``error``.
+
+    aiohttp times the whole request with a timer that cancels the task: where it reads, it
+    turns the cancellation into ``asyncio.TimeoutError``; elsewhere (waiting for a connection,
+    connecting, writing) the ``CancelledError`` passes, and aiohttp turns it on its way out of
+    the session. That one is taken back here, as aiohttp's timer would take it back (Python
+    3.11+: the task's count of cancellations goes down), unless another cancellation is
+    pending too: then it stays a cancellation. The timer is the request's (private to aiohttp,
+    which gives a middleware no other way to it); without one, nothing is the total's.
+    """
+    timer = getattr(request, "_timer", None)
+    if timer is None:
+        return False
+    try:
+        timer.assert_timeout()  # raises once the total timeout fired
+    except asyncio.TimeoutError:
+        pass
+    else:
+        return False
+    if isinstance(error, asyncio.CancelledError) and sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        if task is not None:
+            if task.cancelling() > getattr(timer, "_cancelling", 0) + 1:  # another one is pending
+                return False
+            task.uncancel()
+    return True
 
 
 def _in_memory(body: object) -> bool:

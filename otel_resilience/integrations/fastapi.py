@@ -23,11 +23,17 @@ Error                                  Status  Headers
 
 ``Retry-After`` is whole seconds rounded up (at least 1, at most :data:`MAX_RETRY_AFTER`, the
 largest delta-seconds RFC 9111 has caches keep); a breaker forced open (``inf``) gives none.
+The JSON body is ``{"detail": ..., "error": ...}``: a public message of the error's kind ("A
+service this one depends on is unavailable.", "Too many requests in progress.", "Too many
+requests.", "The operation timed out.") and the error's class name. The error's own message is
+not sent: it names the policy, the key whose instance refused (an HTTP client's per-host key,
+``10.0.0.7:8443``: an internal address) and its limits, for the service's own telemetry (the
+execution's span and events), not for its clients.
 
 In a websocket endpoint, the handlers answer a refusal raised before ``accept()`` the same way
 (Starlette's websocket denial response, where the server supports it; else the handshake is
 closed); once the websocket is accepted, they close it with code 1013 (try again later) and the
-error's message as the reason (at most 123 bytes).
+answer's public message as the reason.
 """
 
 from __future__ import annotations
@@ -81,8 +87,6 @@ _HANDLED: Final = (CircuitOpenError, BulkheadFullError, RateLimitedError, Operat
 
 _TRY_AGAIN_LATER: Final = 1013
 """The websocket close code of a refusal after ``accept()`` (RFC 6455 registry: "Try Again Later")."""
-_MAX_REASON: Final = 123
-"""The longest close reason a websocket close frame carries, in bytes of UTF-8."""
 _DENIAL: Final = "websocket.http.response"
 """The ASGI extension through which a server sends an HTTP answer to a websocket handshake."""
 
@@ -93,23 +97,39 @@ def _retry_after(seconds: float | None) -> dict[str, str]:
     return {"Retry-After": str(min(MAX_RETRY_AFTER, max(1, math.ceil(seconds))))}
 
 
-def error_response(error: Exception) -> Response:
-    """Return the HTTP answer for a refusal or a timeout (see the module's table).
+def _answer(error: Exception) -> tuple[int, dict[str, str], str]:
+    """The status, headers and public detail of the answer to ``error`` (the module's table).
+
+    The detail says what happened in words of its own: an error's message names the policy,
+    the key whose instance refused (an HTTP client's host, an internal address) and its limits,
+    none of which is the public client's to read.
 
     Raises:
         TypeError: ``error`` is none of the four handled errors.
     """
     if isinstance(error, CircuitOpenError):
-        status, headers = 503, _retry_after(error.retry_after)
-    elif isinstance(error, RateLimitedError):
-        status, headers = 429, _retry_after(error.retry_after)
-    elif isinstance(error, BulkheadFullError):
-        status, headers = 503, _retry_after(BULKHEAD_RETRY_AFTER)
-    elif isinstance(error, OperationTimeoutError):
-        status, headers = 504, {}
-    else:
-        raise fail("error_response", "error", "a refusal or OperationTimeoutError", error, kind=TypeError)
-    return JSONResponse({"detail": str(error), "error": type(error).__name__}, status, headers)
+        return 503, _retry_after(error.retry_after), "A service this one depends on is unavailable."
+    if isinstance(error, RateLimitedError):
+        return 429, _retry_after(error.retry_after), "Too many requests."
+    if isinstance(error, BulkheadFullError):
+        return 503, _retry_after(BULKHEAD_RETRY_AFTER), "Too many requests in progress."
+    if isinstance(error, OperationTimeoutError):
+        return 504, {}, "The operation timed out."
+    raise fail("error_response", "error", "a refusal or OperationTimeoutError", error, kind=TypeError)
+
+
+def error_response(error: Exception) -> Response:
+    """Return the HTTP answer for a refusal or a timeout (see the module's table).
+
+    Its JSON body is ``{"detail": ..., "error": ...}``: a public message of the error's kind and
+    the error's class name; never the error's own message, which names the policy, the key whose
+    instance refused (the per-host key of an HTTP client: an internal address) and its limits.
+
+    Raises:
+        TypeError: ``error`` is none of the four handled errors.
+    """
+    status, headers, detail = _answer(error)
+    return JSONResponse({"detail": detail, "error": type(error).__name__}, status, headers)
 
 
 async def _handler(connection: HTTPConnection, error: Exception) -> Response | None:
@@ -128,7 +148,7 @@ async def _refuse_websocket(websocket: WebSocket, error: Exception) -> Response 
     if state is WebSocketState.CONNECTING and _DENIAL in (websocket.scope.get("extensions") or {}):
         return error_response(error)
     if state in (WebSocketState.CONNECTING, WebSocketState.CONNECTED):
-        reason = str(error).encode()[:_MAX_REASON].decode(errors="ignore")
+        reason = _answer(error)[2]  # the answer's public detail, never the error's message
         with contextlib.suppress(WebSocketDisconnect):  # the client is gone: nothing to tell it
             await websocket.close(_TRY_AGAIN_LATER, reason)
     return None

@@ -39,9 +39,11 @@ One request is one *execution* of the policy; each time the client sends it is o
   :meth:`~otel_resilience.integrations.sending.HttpPolicy.read_failed`): every response an attempt
   got that the caller does not get (a hedge that lost, too) is closed before the request ends,
   so no connection stays out of the client's pool. One the retry dropped (a result its
-  ``retry_on_result`` retried) is closed before the request is sent again, so the next send
-  does not wait for its connection (a pool of one would wait until the deadline); a send
-  started beside others by hedging closes none of its race.
+  ``retry_on_result`` retried) is closed before the retry backs off
+  (:meth:`HttpRetryOnResult.dropped`), so neither another request during the backoff nor the
+  next send waits for its connection (a pool of one would wait until the deadline); a send
+  started beside others by hedging closes none of its race. (A failed response is read and
+  closed in its attempt.)
 * **Per host.** Requests run through the policy handle's ``for_key(host)``: each host gets its
   own breaker, bulkhead and rate limiter, so one bad host does not open the breaker for the
   others (:attr:`HttpOptions.per_host`); at most :attr:`HttpOptions.max_hosts` idle hosts are
@@ -122,7 +124,7 @@ class _Sends(Protocol):
     It is :class:`~otel_resilience.integrations.sending.Sent` (defined there, which imports this module).
     """
 
-    def drop(self, result: object) -> None: ...
+    def drop(self, result: object) -> Awaitable[None] | None: ...
 
 
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
@@ -326,18 +328,24 @@ class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
         self.base = base
 
     def __call__(self, result: Any) -> bool:
-        """Return whether ``result`` is retried (see the class).
+        """Return whether ``result`` is retried (see the class)."""
+        return may_run_again() and self.base(result)
 
-        A response retried is dropped if the request is sent again: the request's record of
-        sends is told (:meth:`~otel_resilience.integrations.sending.Sent.drop`), and its next
-        send closes it first, so its connection is back in the client's pool.
+    def dropped(self, result: Any) -> Awaitable[None] | None:
+        """Close ``result``, a response the retry dropped, and what the earlier sends got.
+
+        The retry calls it once it goes on after ``result``, before ``on_retry`` and the backoff
+        (see ``RetryPolicy.retry_on_result``): the request's record of sends closes them
+        (:meth:`~otel_resilience.integrations.sending.Sent.drop`), so their connections are
+        back in the client's pool during the backoff. Outside a request, nothing is closed.
+
+        Returns:
+            The close to await for an async client's request, else ``None``.
         """
-        if not (may_run_again() and self.base(result)):
-            return False
         request = _RETRYABLE_ERRORS.get()
-        if request is not None:
-            cast("_Sends", request[2]).drop(result)  # the request's Sent
-        return True
+        if request is None:
+            return None
+        return cast("_Sends", request[2]).drop(result)  # the request's Sent
 
 
 def _sent_once() -> bool:

@@ -39,7 +39,6 @@ from otel_resilience.integrations.sending import (
     HttpIntegration,
     HttpPolicy,
     Sent,
-    aclose_earlier,
     close_earlier,
     record_send,
 )
@@ -212,7 +211,7 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         so is a failed body still coming at the deadline (:meth:`HttpPolicy.read_failed`).
         """
         http = self._http
-        if sent:  # sent again: what the earlier sends got was dropped
+        if sent:  # sent again: what the earlier sends got was dropped (a late response: the timeout's)
             close_earlier(sent)
         index = _prepare(http, request, sent)
         try:
@@ -252,11 +251,10 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
     async def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised (as the sync one).
 
-        Sent again, it first closes the responses the retry dropped (:func:`aclose_earlier`).
+        It closes nothing of the earlier sends (it may start beside them, in a hedging race): a
+        response the retry dropped was closed before the backoff (:meth:`Sent.drop`).
         """
         http = self._http
-        if sent:  # sent again: what the retry dropped is closed (never a response of a race)
-            await aclose_earlier(sent)
         index = _prepare(http, request, sent)
         try:
             sent[index] = response = await self._transport.handle_async_request(request)

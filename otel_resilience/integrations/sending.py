@@ -243,6 +243,23 @@ class HttpPolicy:
             name = self.policy.name or "http"
             raise DeadlineReachedError(name, 0.0, "total") from error
 
+    def client_timed_out(self, operation_timeout: type[OperationTimeoutError]) -> OperationTimeoutError:
+        """Return the policy's timeout for a request that the client's own timeout of it all ended.
+
+        aiohttp's ``ClientTimeout.total`` bounds the whole request, as a deadline the policy
+        does not see: once it fired, the client's caller gets a timeout whatever follows. So
+        the request is never sent again after it (its record of the errors it may be sent
+        again after is emptied: no retry, hedge or recovery re-run, each a send the caller
+        would never see, whose failure a breaker would count), and the execution ends as a
+        timeout (``operation_timeout``, an :class:`~otel_resilience.OperationTimeoutError`
+        whose ``timeout`` is 0: the limit is the client's), not as a transport failure, nor as
+        the cancellation the client's timer made of it.
+        """
+        found = _RETRYABLE_ERRORS.get()
+        if found is not None:  # set again in this attempt's context: send()'s reset still restores
+            _RETRYABLE_ERRORS.set(((), found[1], found[2]))
+        return operation_timeout(self.policy.name or "http", 0.0, "total")
+
     def read_failed(self, chunks: Iterable[bytes]) -> bytes:
         """Return a failed response's body read from ``chunks`` in this thread, never past the deadline.
 
@@ -274,8 +291,9 @@ class HttpPolicy:
         :class:`FailedResponseError` for a failed response; the last failed response is
         returned when attempts run out. A response an attempt got that the policy dropped (it
         came after the deadline, or another attempt won) is closed before this returns
-        (:func:`close_dropped`); one the retry dropped, before the request is sent again
-        (``attempt`` calls :func:`close_earlier`; an async one, :func:`aclose_earlier`).
+        (:func:`close_dropped`); one the retry dropped, before the retry backs off
+        (:meth:`Sent.drop`), and any earlier one before the request is sent again (``attempt``
+        calls :func:`close_earlier`).
         ``host`` and ``port`` choose the breaker (:meth:`route`); ``replayable`` says whether
         the request may be sent again (:meth:`replayable`).
         """
@@ -302,8 +320,12 @@ class HttpPolicy:
         attempt: Callable[[Q, Sent], Awaitable[R]],
         request: Q,
     ) -> R:
-        """Run ``await attempt(request, sent)`` under the policy; as :meth:`send_sync`."""
-        sent = Sent()
+        """Run ``await attempt(request, sent)`` under the policy; as :meth:`send_sync`.
+
+        ``sent`` closes a response the retry dropped before the retry backs off
+        (:meth:`_AsyncSent.drop`); a send closes none (it may start beside others, in a race).
+        """
+        sent = _AsyncSent()
         token = _RETRYABLE_ERRORS.set((self._errors[replayable], attempt, sent))
         result: Any = None
         try:
@@ -380,12 +402,14 @@ class Sent(list[Any]):
     """One request's sends, in order: the response each got (``None``: none yet, an error, or closed).
 
     It also knows which of them the policy dropped (:attr:`dropped`): a response the retry
-    retried (:class:`~otel_resilience.integrations.http.HttpRetryOnResult` tells it, through
-    :meth:`drop`) is never the caller's once the request is sent again, and that next send
-    closes it first (:func:`close_earlier`, :func:`aclose_earlier`), its connection back in the
-    client's pool before the send asks for one (a pool of one would otherwise wait for it until
-    the deadline, or, with no deadline, for good). Only what the retry dropped is closed early:
-    under hedging, sends run side by side, and the one a send starts beside may win its race.
+    retried is never the caller's once the retry goes on, and the retry tells it so before it
+    backs off (:meth:`drop`, through
+    :meth:`~otel_resilience.integrations.http.HttpRetryOnResult.dropped`), which closes it then,
+    its connection back in the client's pool for the whole backoff (a pool of one would
+    otherwise wait for it until the deadline, or, with no deadline, for good; and another
+    request on the pool through the backoff). Only what the retry dropped is closed early: under
+    hedging, sends run side by side, and a response of a race still running may win it. A sync
+    request's next send also closes what any earlier send got (:func:`close_earlier`).
 
     Attributes:
         dropped: How many of the first sends the policy dropped (all over, none the caller's).
@@ -393,17 +417,34 @@ class Sent(list[Any]):
 
     dropped: int = 0
 
-    def drop(self, result: object) -> None:
-        """Mark every send so far dropped: the retry retries ``result`` (one of them), if sent again.
+    def drop(self, result: object) -> Awaitable[None] | None:
+        """The retry goes on after ``result`` (one of the sends'): close every send so far.
 
-        The retry judges a result once its attempt is over (under hedging, once its race is:
-        every send of it ended, the losers cancelled), so no send made so far is still running
-        or may still be returned. The mark closes nothing: when retrying stops on ``result``,
-        no send follows, and the caller gets it. A result that is none of this request's
-        responses (another policy's, judged by a retry inside the request) marks nothing.
+        Called before the backoff, once the retry decided to send the request again: the retry
+        judges a result once its attempt is over (under hedging, once its race is: every send of
+        it ended, the losers cancelled), so no send made so far is still running or may still be
+        returned; when retrying stops on ``result`` instead, nothing is closed and the caller
+        gets it. A result that is none of this request's responses (another policy's, judged by
+        a retry inside the request) closes nothing.
+
+        Returns:
+            ``None`` (a sync request's sends are closed in this thread); an async request's
+            (:class:`_AsyncSent`) return the close to await.
         """
         if any(response is result for response in self):
+            close_earlier(self)
+        return None
+
+
+class _AsyncSent(Sent):
+    """The sends of an async request: :meth:`drop` returns the close to await (:func:`aclose_earlier`)."""
+
+    def drop(self, result: object) -> Awaitable[None] | None:
+        """As :meth:`Sent.drop`: the awaitable closing every send so far, or ``None``."""
+        if any(response is result for response in self):
             self.dropped = len(self)
+            return aclose_earlier(self)
+        return None
 
 
 def record_send(sent: Sent) -> int:
@@ -423,10 +464,11 @@ def _dropped(sent: Sent) -> Iterator[int]:
 
 
 def close_earlier(sent: Sent) -> None:
-    """Close the responses of the earlier sends of a request about to be sent again in this thread.
+    """Close the responses of the earlier sends of a sync request, all dropped, in this thread.
 
-    A sync execution makes its attempts one after another (hedging is async only): when one
-    starts, every earlier send is over and was dropped (a result the policy retried, a re-run),
+    A sync execution makes its attempts one after another (hedging is async only): when the
+    retry backs off (:meth:`Sent.drop`) or a send starts again, every earlier send is over and
+    was dropped (a result the policy retried, a late response its timeout dropped, a re-run),
     so all are marked :attr:`Sent.dropped`, then closed as :func:`aclose_earlier` closes an
     async client's; :func:`close_dropped` still closes the last ones at the end.
     """
@@ -437,7 +479,7 @@ def close_earlier(sent: Sent) -> None:
 
 
 async def aclose_earlier(sent: Sent) -> None:
-    """Close the dropped responses (:attr:`Sent.dropped`) of a request about to be sent again.
+    """Close the dropped responses (:attr:`Sent.dropped`) of an async request the retry goes on with.
 
     Async sends may run side by side (hedging): only the responses the retry dropped are
     closed (``aclose``, else ``release``), never one of a race still running.

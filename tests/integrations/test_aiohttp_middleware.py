@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -119,3 +121,61 @@ async def test_the_deadline_cancels_the_request(server: ScriptedHTTPServer) -> N
     assert not isinstance(caught.value, aiohttp.ClientError)
     assert (caught.value.errno, caught.value.timeout, caught.value.scope) == (None, 0.3, "total")
     assert time.monotonic() - start < 2.5
+
+
+def _pending_cancellations() -> int:
+    """The current task's count of cancellations not taken back (Python 3.11+; 0 before)."""
+    task = asyncio.current_task()
+    return task.cancelling() if sys.version_info >= (3, 11) and task is not None else 0
+
+
+async def test_the_sessions_total_timeout_ends_the_request_as_the_policys_timeout(
+    server: ScriptedHTTPServer,
+) -> None:
+    """``ClientTimeout(total=...)`` fires while the server delays its answer: a timeout, sent once.
+
+    aiohttp's total bounds the whole request, so the caller's wait is over: the execution ends
+    as a timeout (not a transport failure the retry sends again after the caller has gone, nor
+    a cancellation), and the caller gets a ``TimeoutError`` (the policy's ``OperationTimeoutError``).
+    """
+    server.script("/slow", *[(200, {}, 1.0)] * 3)
+    manager = ResilienceManager()
+    middleware = ResilientMiddleware(ResilienceConfig(name="slow", retry_policy=FAST), manager=manager)
+    timeout = aiohttp.ClientTimeout(total=0.2)
+    async with aiohttp.ClientSession(middlewares=(middleware,), timeout=timeout) as s:
+        with pytest.raises(OperationTimeoutError) as caught:
+            await s.get(f"{server.url}/slow")
+    assert isinstance(caught.value, asyncio.TimeoutError)
+    assert "ClientTimeout.total" in str(caught.value)
+    executions = manager.policy("slow").get_stats()["executions"]
+    assert (executions["timeouts"], executions["failed"], executions["cancelled"]) == (1, 1, 0)
+    assert server.count("/slow") == 1
+    assert _pending_cancellations() == 0
+
+
+async def test_the_sessions_total_timeout_while_waiting_for_a_connection_is_the_policys_timeout(
+    server: ScriptedHTTPServer,
+) -> None:
+    """The total fires while the request waits for the one connection (aiohttp cancels the task there).
+
+    The execution ends as a timeout, not a cancellation; the request was never sent.
+    """
+    server.script("/held", (200, {}, 1.0))
+    manager = ResilienceManager()
+    middleware = ResilientMiddleware(ResilienceConfig(name="waits", retry_policy=FAST), manager=manager)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as plain,
+        aiohttp.ClientSession(
+            connector=plain.connector, connector_owner=False, middlewares=(middleware,)
+        ) as s,
+    ):
+        held = asyncio.create_task(plain.get(f"{server.url}/held"))  # the one connection, for 1 s
+        while not server.count("/held"):
+            await asyncio.sleep(0.01)
+        with pytest.raises(OperationTimeoutError):
+            await s.get(f"{server.url}/a", timeout=aiohttp.ClientTimeout(total=0.2))
+        assert _pending_cancellations() == 0
+        (await held).release()
+    executions = manager.policy("waits").get_stats()["executions"]
+    assert (executions["timeouts"], executions["cancelled"]) == (1, 0)
+    assert server.count("/a") == 0

@@ -20,6 +20,7 @@ import httpx
 from support import ScriptedHTTPServer
 
 from otel_resilience import HedgingConfig, ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience.engine.clock import SystemClock
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.httpx import AsyncResilientTransport
 
@@ -165,3 +166,72 @@ async def test_httpx_a_send_started_in_a_race_closes_nothing_of_it(server: Scrip
             assert not response.is_closed
             assert await response.aread() == b"202"
     assert server.count("/job") == 2
+
+
+class BackoffCheck(SystemClock):
+    """The real clock, whose backoff awaits ``during()`` in place of sleeping; its outcome is kept.
+
+    What the retry holds while it backs off is what ``during`` finds: a request sent then on the
+    same pool of one gets the connection only if the response the retry dropped let it go.
+    """
+
+    def __init__(self, during: Any) -> None:
+        super().__init__()
+        self.during = during
+        self.outcomes: list[Any] = []
+
+    async def sleep(self, seconds: float) -> None:
+        try:
+            self.outcomes.append(await self.during())
+        except Exception as error:
+            self.outcomes.append(error)
+
+
+BACKOFF_202 = replace(RETRY_202, max_attempts=2, initial_delay=30.0, max_delay=30.0)
+"""One retry of a 202, after a backoff the clock runs a check in."""
+
+
+async def test_httpx_a_result_the_retry_dropped_frees_its_connection_before_the_backoff(
+    server: ScriptedHTTPServer,
+) -> None:
+    """During the backoff, a request on the same pool of one gets the connection at once."""
+    server.script("/job", (202, {}), (200, {}))
+    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    other = httpx.AsyncClient(transport=inner, timeout=httpx.Timeout(5.0, pool=2.0))  # the same pool
+
+    async def during() -> int:
+        return (await other.get(f"{server.url}/other")).status_code
+
+    clock = BackoffCheck(during)
+    config = ResilienceConfig(name="jobs", retry_policy=BACKOFF_202)
+    transport = AsyncResilientTransport(config, transport=inner, manager=ResilienceManager(clock=clock))
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await asyncio.wait_for(client.get(f"{server.url}/job"), 10.0)
+        assert response.status_code == 200
+    assert clock.outcomes == [200]
+    assert server.count("/job") == 2
+
+
+async def test_aiohttp_a_result_the_retry_dropped_frees_its_connection_before_the_backoff() -> None:
+    """As with httpx: a session limited to one connection serves another request during the backoff."""
+    server = LargeBodies(202)
+    connector = aiohttp.TCPConnector(limit=1)
+
+    async def during() -> int:
+        async with session.get(f"{server.url}/other", timeout=aiohttp.ClientTimeout(total=2.0)) as other:
+            await other.read()
+            return other.status
+
+    clock = BackoffCheck(during)
+    middleware = ResilientMiddleware(
+        ResilienceConfig(name="jobs", retry_policy=BACKOFF_202), manager=ResilienceManager(clock=clock)
+    )
+    try:
+        async with aiohttp.ClientSession(connector=connector, middlewares=(middleware,)) as session:
+            response = await asyncio.wait_for(session.get(f"{server.url}/job"), 10.0)
+            async with response:
+                assert response.status == 200
+        assert [str(outcome) for outcome in clock.outcomes] == ["200"]
+        assert server.count == 3  # the job twice, the other request once
+    finally:
+        server.close()

@@ -41,6 +41,7 @@ from otel_resilience.integrations.fastapi import (
     error_response,
     resilience_policy,
 )
+from otel_resilience.integrations.httpx import AsyncResilientTransport
 from otel_resilience.manager import ExtraStrategy
 
 
@@ -75,6 +76,59 @@ async def test_errors_become_answers(error: Exception, status: int, retry_after:
     assert response.status_code == status
     assert response.headers.get("Retry-After") == retry_after
     assert response.json()["error"] == type(error).__name__
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [
+        (CircuitOpenError("payments", "open", 2.2, "payments@10.0.0.7:8443"), "3"),
+        (RateLimitedError("payments", 0.2, "payments@10.0.0.7:8443"), "1"),
+        (BulkheadFullError("payments", 10, 0, "payments@10.0.0.7:8443"), "1"),
+        (OperationTimeoutError("payments@10.0.0.7:8443", 1.0), None),
+    ],
+)
+async def test_an_answer_names_no_internal_host(error: Exception, retry_after: str | None) -> None:
+    """The body tells the public client what happened, never the per-host key (an internal address) nor limits."""
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.get("/")
+    async def route() -> None:
+        raise error
+
+    async with client_of(app) as client:
+        response = await client.get("/")
+    assert response.headers.get("Retry-After") == retry_after
+    assert response.json()["error"] == type(error).__name__
+    assert "10.0.0.7" not in response.text
+    assert "payments" not in response.text
+    assert "limits" not in response.text
+
+
+async def test_an_http_downstreams_open_breaker_is_answered_without_its_host(server: Any) -> None:
+    """A route calling a real downstream through the httpx transport: its host's breaker opens, the 503 names no host."""
+    server.script("/pay", (503, {}))
+    config = ResilienceConfig(
+        name="payments",
+        retry_policy=None,
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=30.0),
+    )
+    transport = AsyncResilientTransport(config, manager=ResilienceManager())
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.get("/checkout")
+    async def checkout() -> int:
+        async with httpx.AsyncClient(transport=transport) as downstream:
+            return (await downstream.get(f"{server.url}/pay")).status_code
+
+    async with client_of(app) as client:
+        assert (await client.get("/checkout")).json() == 503  # the downstream's 503 opened the breaker
+        response = await client.get("/checkout")
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
+    assert response.json()["error"] == "CircuitOpenError"
+    assert "127.0.0.1" not in response.text
+    assert str(server.port) not in response.text
 
 
 async def test_a_handler_the_app_registered_first_is_kept() -> None:
@@ -603,7 +657,7 @@ async def test_a_refusal_the_app_raises_mid_stream_is_raised_not_answered() -> N
 
 @pytest.mark.filterwarnings("ignore::starlette.exceptions.StarletteDeprecationWarning")
 def test_a_refusal_after_accept_closes_the_websocket() -> None:
-    """Before accept(): the HTTP denial (503 + Retry-After); after: a close with code 1013 and the message."""
+    """Before accept(): the HTTP denial (503 + Retry-After); after: a close with code 1013 and the public message."""
     from starlette.testclient import TestClient, WebSocketDenialResponse  # noqa: PLC0415 - it warns on import
 
     app = FastAPI()
@@ -628,7 +682,7 @@ def test_a_refusal_after_accept_closes_the_websocket() -> None:
             with pytest.raises(WebSocketDisconnect) as closed:
                 websocket.receive_text()
     assert closed.value.code == 1013
-    assert "circuit breaker 'payments' is open" in closed.value.reason
+    assert closed.value.reason == "A service this one depends on is unavailable."  # not the error's message
 
 
 # ---------------------------------------------------------------- load shedding: a client that leaves while queued

@@ -10,6 +10,7 @@ until its deadline at most.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import requests
 from support import ScriptedHTTPServer
 
 from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience.engine.clock import SystemClock
 from otel_resilience.integrations.httpx import ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
@@ -107,4 +109,67 @@ def test_requests_a_request_waiting_for_a_blocked_pool_ends_at_its_deadline(
         assert _within(10, lambda: session.get(f"{server.url}/after")).status_code == 200
     finally:
         held.close()
+        session.close()
+
+
+class BackoffCheck(SystemClock):
+    """The real clock, whose backoff runs ``during()`` in place of sleeping; its outcome is kept.
+
+    What the retry holds while it backs off is what ``during`` finds: a request sent then on the
+    same pool of one gets the connection only if the response the retry dropped let it go.
+    """
+
+    def __init__(self, during: Any) -> None:
+        super().__init__()
+        self.during = during
+        self.outcomes: list[Any] = []
+
+    def sleep_sync(self, seconds: float) -> None:
+        try:
+            self.outcomes.append(self.during())
+        except Exception as error:
+            self.outcomes.append(error)
+
+
+BACKOFF_202 = replace(RETRY_202, max_attempts=2, initial_delay=30.0, max_delay=30.0)
+"""One retry of a 202, after a backoff the clock runs a check in."""
+
+
+def test_httpx_a_result_the_retry_dropped_frees_its_connection_before_the_backoff(
+    server: ScriptedHTTPServer,
+) -> None:
+    """During the backoff, a request on the same pool of one gets the connection at once."""
+    server.script("/job", (202, {}), (200, {}))
+    inner = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1))
+    other = httpx.Client(transport=inner, timeout=httpx.Timeout(5.0, pool=2.0))  # the same pool
+    clock = BackoffCheck(lambda: other.get(f"{server.url}/other").status_code)
+    config = ResilienceConfig(name="jobs", retry_policy=BACKOFF_202)
+    manager = ResilienceManager(clock=clock)
+    with httpx.Client(transport=ResilientTransport(config, transport=inner, manager=manager)) as client:
+        response = _within(10, lambda: client.get(f"{server.url}/job"))
+        assert response.status_code == 200
+    assert clock.outcomes == [200]
+    assert server.count("/job") == 2
+
+
+def test_requests_a_result_the_retry_dropped_frees_its_connection_before_the_backoff(
+    server: ScriptedHTTPServer,
+) -> None:
+    """As with httpx: a blocking pool of one serves another request while the retry backs off."""
+    server.script("/job", (202, {}), (200, {}))
+    session = requests.Session()
+    clock = BackoffCheck(lambda: _within(3, lambda: session.get(f"{server.url}/other")).status_code)
+    adapter = ResilientAdapter(
+        ResilienceConfig(name="jobs", retry_policy=BACKOFF_202),
+        manager=ResilienceManager(clock=clock),
+        pool_maxsize=1,
+        pool_block=True,
+    )
+    session.mount("http://", adapter)
+    try:
+        response = _within(10, lambda: session.get(f"{server.url}/job"))
+        assert response.status_code == 200
+        assert [str(outcome) for outcome in clock.outcomes] == ["200"]
+        assert server.count("/job") == 2
+    finally:
         session.close()

@@ -150,7 +150,12 @@ class RetryPolicy:
     Default: ``(ExecutionRejectedError,)`` (open breaker, full bulkhead)."""
     retry_on_result: ResultPredicate | None = None
     """``(result) -> bool``; ``True`` retries the result, and the last one is returned when
-    attempts run out. Default: ``None`` (results are never retried)."""
+    attempts run out. A predicate with a ``dropped(result)`` method is told each result the
+    retry drops (it goes on after it: the result is no one's any more), before ``on_retry`` and
+    the backoff, so that it may free what the result holds (the HTTP integrations close the
+    response, its connection back in the pool during the backoff); an awaitable it returns is
+    awaited (async drivers; the sync driver refuses one), and what it raises ends the execution.
+    Default: ``None`` (results are never retried)."""
     budget: RetryBudget | None = None
     """A :class:`~otel_resilience.patterns.retry.RetryBudget` the retries draw from, shared with other
     policies; when it is empty, retrying stops (stop reason ``"budget"``). Default: ``None`` (no

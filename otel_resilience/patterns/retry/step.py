@@ -114,6 +114,8 @@ class _RetryCore:
         "clock",
         "constant_delay",
         "delay_from",
+        "dropped",
+        "dropped_what",
         "hook",
         "hook_is_async",
         "hook_what",
@@ -139,6 +141,9 @@ class _RetryCore:
         self.attempt_timeout = policy.attempt_timeout
         self.max_attempts = policy.max_attempts
         self.retry_on_result = policy.retry_on_result
+        # Told each result the retry drops, before the backoff (see RetryPolicy.retry_on_result).
+        self.dropped = getattr(policy.retry_on_result, "dropped", None)
+        self.dropped_what = f"retry {name!r}: retry_on_result.dropped"
         self.constant_delay = _constant_delay(policy)
         self.budget = policy.budget
         self.delay_from = policy.delay_from
@@ -560,7 +565,9 @@ class _RetryStep(Link[RetryPolicy]):
 
         Returns:
             ``None`` when retrying stops; else a :class:`RunAgain` after the backoff, preceded
-            by a :class:`~otel_resilience.engine.step.Call` of ``on_retry`` when there is one.
+            by a :class:`~otel_resilience.engine.step.Call` of ``on_retry`` when there is one,
+            and first, for a retried result, by one of ``retry_on_result.dropped`` when the
+            predicate has that method (:attr:`RetryPolicy.retry_on_result`).
         """
         core = self._core
         failed = ctx.attempt
@@ -579,10 +586,43 @@ class _RetryStep(Link[RetryPolicy]):
         token.previous = delay = wait.delay
         token.withdrawal = wait.withdrawal
         retry = RunAgain(delay, token, token.start if self._telemetry.hub.attempt_listeners else None)
+        action: Action
         if core.hook is None:
-            return retry
-        if wait.withdrawal is None:
-            return Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
-        return Call(
-            self._on_retry, (token, failed, error), {}, self._after_hook, state=retry, what=core.hook_what
-        )
+            action = retry
+        elif wait.withdrawal is None:
+            action = Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
+        else:
+            action = Call(
+                self._on_retry, (token, failed, error), {}, self._after_hook, state=retry, what=core.hook_what
+            )
+        if error is None and core.dropped is not None:  # a retried result, let go before the backoff
+            return Call(
+                core.dropped,
+                (result,),
+                {},
+                self._after_dropped,
+                state=(retry, action),
+                what=core.dropped_what,
+            )
+        return action
+
+    def _after_dropped(
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - a Call's continuation
+        state: tuple[RunAgain, Action],
+        value: object,  # noqa: ARG002 - what it returned (or awaited) is not used
+        error: Exception | None,
+    ) -> Action:
+        """Continue once ``retry_on_result.dropped`` let the retried result go: ``on_retry``, the backoff.
+
+        What it raised ends the execution, as an error of ``on_retry`` does: the retry scheduled
+        is given back.
+        """
+        retry, action = state
+        if error is not None:
+            self.give_back(retry.token)
+            try:
+                raise error
+            finally:
+                del error  # its traceback holds this frame: not bound here (a cycle)
+        return action
