@@ -152,7 +152,9 @@ class ScriptedHTTPServer:
 @contextlib.contextmanager
 def listeners_removed() -> Iterator[None]:
     """Take every telemetry listener off the global hub (the import-time one too), then put them back."""
-    saved = tuple(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners)))
+    saved = tuple(
+        {id(x): x for x in (*HUB.event_listeners, *HUB.execution_listeners)}.values()
+    )  # a weak proxy: no hash
     for listener in saved:
         HUB.remove_listener(listener)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -42,6 +43,7 @@ from otel_resilience.patterns.alerts import (
     AlertSystem,
     default_alert_system,
 )
+from otel_resilience.patterns.alerts import system as system_module
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.patterns.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
@@ -661,6 +663,7 @@ def test_default_system_exists_with_the_first_pattern(act: Any, kind: AlertKind,
 
 
 def _alert_systems() -> list[AlertSystem]:
+    """The alert systems on the global hub (an application's by its weak proxy, equal to it)."""
     return [listener for listener in HUB.event_listeners if isinstance(listener, AlertSystem)]
 
 
@@ -723,3 +726,173 @@ def test_hub_spares_the_alert_system_events_it_cannot_alert_on(
     assert system in hub.route(breaker, Event.STATE_CHANGED)
     assert system in hub.route(TelemetrySource("recovery", "x"), Event.PATTERN_DETECTED)
     assert not StrategyTelemetry(breaker, hub).wants(Event.CALL_REJECTED)
+
+
+# -- lifetime: an alert system lives as long as its owner holds it ------------------------------
+
+
+class _Sink:
+    """A subscriber whose lifetime a test can watch."""
+
+    def __init__(self) -> None:
+        self.received: list[Alert] = []
+
+    def __call__(self, alert: Alert) -> None:
+        self.received.append(alert)
+
+
+@pytest.mark.parametrize("cycle", [False, True], ids=["plain", "subscriber-holding-the-system"])
+def test_an_alert_system_dropped_without_close_is_freed_and_hears_nothing(
+    hub: TelemetryHub, clock: FakeClock, cycle: bool
+) -> None:
+    """The hub does not keep an alert system alive: dropped, it and its subscribers are freed and leave the hub."""
+    sink = _Sink()
+    system = AlertSystem(clock=clock, hub=hub)
+    unsubscribe = system.subscribe(sink)  # kept: it does not keep the system alive
+    if cycle:  # a subscriber that reads the system keeps it in a reference cycle
+        system.subscribe(lambda alert, owner=system: owner.history)
+    open_breaker(reporter(hub, "circuit_breaker", "before"))
+    assert [alert.subject for alert in sink.received] == ["before"]
+    system_ref, sink_ref = weakref.ref(system), weakref.ref(sink)
+    del system, sink
+    gc.collect()
+    assert system_ref() is None
+    assert sink_ref() is None
+    assert hub.event_listeners == ()
+    open_breaker(reporter(hub, "circuit_breaker", "after"))
+    bulkhead = reporter(hub, "bulkhead", "pool")
+    bulkhead.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    assert hub.errors == 0
+    unsubscribe()
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_an_applications_alert_system_dropped_without_close_no_longer_stands_in(clock: FakeClock) -> None:
+    """Dropped, the application's own alert system is freed; the process-wide one takes its place."""
+    default_alert_system().close()
+    own = AlertSystem(clock=clock)
+    assert default_alert_system() is own
+    own_ref = weakref.ref(own)
+    del own
+    gc.collect()
+    assert own_ref() is None
+    made = default_alert_system()
+    assert _alert_systems() == [made]
+    open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "after-own")))
+    assert [alert.subject for alert in made.history] == ["after-own"]
+
+
+@pytest.mark.usefixtures("fresh_default")
+@pytest.mark.parametrize("leave", ["close", "drop"])
+def test_a_subscription_made_while_the_applications_own_stands_in_moves_to_the_process_wide_one(
+    clock: FakeClock, leave: str
+) -> None:
+    """``subscribe()`` follows the process-wide alert system: once the application's own stops, its successor."""
+    default_alert_system().close()
+    own = AlertSystem(clock=clock)
+    received: list[Alert] = []
+    unsubscribe = alerts_module.subscribe(received.append)
+    assert own.get_stats()["subscribers"] == 1
+    open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "while-own")))
+    if leave == "close":
+        own.close()
+        assert own.get_stats()["subscribers"] == 1  # until a successor takes the subscription over
+    else:
+        del own
+        gc.collect()
+    made = default_alert_system()
+    assert _alert_systems() == [made]
+    assert made.get_stats()["subscribers"] == 1
+    if leave == "close":
+        assert own.get_stats()["subscribers"] == 0  # taken over, not copied: each alert is delivered once
+    open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "after-own")))
+    assert [alert.subject for alert in received] == ["while-own", "after-own"]
+    made.close()
+    successor = default_alert_system()
+    open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "after-successor")))
+    assert [alert.subject for alert in received] == ["while-own", "after-own", "after-successor"]
+    unsubscribe()
+    unsubscribe()
+    assert successor.get_stats()["subscribers"] == 0
+    open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "unsubscribed")))
+    assert [alert.subject for alert in received] == ["while-own", "after-own", "after-successor"]
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_a_refused_module_subscription_is_not_kept(clock: FakeClock) -> None:
+    """An async callback refused by ``subscribe()`` is not carried to a later process-wide system."""
+    default_alert_system().close()
+
+    async def handler(alert: Alert) -> None:  # pragma: no cover - refused
+        del alert
+
+    with pytest.raises(TypeError, match="sync callable"):
+        alerts_module.subscribe(handler)
+    default_alert_system().close()
+    assert default_alert_system().get_stats()["subscribers"] == 0
+
+
+class _Pause:
+    """Once: when ``pauser`` first takes a lock, runs ``meanwhile`` in another thread to its end first."""
+
+    def __init__(self, pauser: threading.Thread, meanwhile: Any) -> None:
+        self._pauser = pauser
+        self._meanwhile = meanwhile
+        self.done = False
+
+    def __call__(self) -> None:
+        if threading.current_thread() is self._pauser and not self.done:
+            self.done = True
+            other = threading.Thread(target=self._meanwhile)
+            other.start()
+            other.join(timeout=10)
+
+
+class _PausingLock:
+    """A lock that calls ``pause`` before each acquisition."""
+
+    def __init__(self, lock: Any, pause: _Pause) -> None:
+        self._lock = lock
+        self._pause = pause
+
+    def __enter__(self) -> _PausingLock:
+        self._pause()
+        self._lock.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_an_alert_system_made_while_the_process_wide_one_is_looked_for_stands_in(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for the application's system and making the process-wide one is one step: never two systems.
+
+    The application's system is made (in another thread) just as ``default_alert_system()`` takes
+    the module's lock: it is found, and no process-wide system is made beside it.
+    """
+    default_alert_system().close()
+    made: list[AlertSystem] = []
+    got: list[AlertSystem] = []
+    barrier = threading.Barrier(2)
+
+    def look() -> None:
+        barrier.wait(timeout=10)
+        got.append(default_alert_system())
+
+    looker = threading.Thread(target=look)
+    pause = _Pause(looker, lambda: made.append(AlertSystem(clock=clock)))
+    for module, name in ((system_module, "_ALERT_SYSTEMS_LOCK"), (alerts_module, "_DEFAULT_LOCK")):
+        monkeypatch.setattr(module, name, _PausingLock(getattr(module, name), pause))
+    looker.start()
+    barrier.wait(timeout=10)
+    looker.join(timeout=10)
+    assert pause.done
+    (own,) = made
+    try:
+        assert got == [own]
+        assert _alert_systems() == [own]
+    finally:
+        own.close()

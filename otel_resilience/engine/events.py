@@ -30,7 +30,7 @@ import itertools
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, cast, runtime_checkable
 
 from otel_resilience.engine import event_args
 from otel_resilience.engine.counting import Counter, CounterValue
@@ -203,6 +203,12 @@ class _Follower(Protocol):
 class TelemetryHub:
     """The process-wide set of listeners. Registration is thread-safe; reading is lock-free.
 
+    A listener added with ``weak=True`` is held weakly: the hub does not keep it alive, and once
+    nothing else does, it is freed and leaves the hub as if removed (an
+    :class:`~otel_resilience.AlertSystem` its owner dropped without closing it). The hub holds it
+    by its :func:`weakref.proxy`, which is what :attr:`event_listeners` and the routes list: its
+    methods are reached through the proxy in C, so an event costs it no Python frame more.
+
     A registered listener may declare itself *dormant* (:meth:`set_dormant`) while it has
     nowhere to send anything (the OpenTelemetry listener with no SDK configured): it stays
     registered but is left out of :attr:`event_listeners` and :attr:`attempt_listeners`, so
@@ -214,7 +220,8 @@ class TelemetryHub:
     (:attr:`quiet`).
 
     Attributes:
-        event_listeners: Tuple of the awake :class:`TelemetryListener` (replaced, never mutated).
+        event_listeners: Tuple of the awake :class:`TelemetryListener` (replaced, never mutated);
+            one added with ``weak=True`` appears as its :func:`weakref.proxy`.
         execution_listeners: Tuple of :class:`ExecutionListener` (replaced, never mutated).
         attempt_listeners: The awake execution listeners, asked to open attempt scopes.
         quiet: A function that returns ``True`` while no execution listener needs asking to open
@@ -222,7 +229,7 @@ class TelemetryHub:
             calls, no frame), else the check every one of them is dormant under. An execution
             asks it before :meth:`StrategyTelemetry.start_execution`.
         errors: How many times a listener raised (each is swallowed; logged the first time, then
-            at most once a minute for each listener and method).
+            at most once a minute for each listener and method, for as long as it is registered).
     """
 
     __slots__ = (
@@ -256,28 +263,101 @@ class TelemetryHub:
 
     errors = CounterValue("_errors", "How many times a listener raised.")
 
-    def add_listener(self, listener: object) -> None:
+    def add_listener(self, listener: object, *, weak: bool = False) -> None:
         """Register a listener; it may implement either protocol or both. Adding twice is a no-op.
 
-        A listener added (again) is awake.
+        A listener added (again) is awake. One held weakly and added again without ``weak`` is
+        held strongly from then on, in its place (one held strongly stays so).
+
+        Args:
+            listener: The listener.
+            weak: Hold it weakly (it must support weak references): the hub does not keep it
+                alive; freed, it leaves the hub as if removed. Default: held until removed.
         """
         with self._lock:
-            if isinstance(listener, TelemetryListener) and listener not in self._registered:
-                self._registered = (*self._registered, listener)
-            if isinstance(listener, ExecutionListener) and listener not in self.execution_listeners:
-                self.execution_listeners = (*self.execution_listeners, listener)
-            self._dormant = tuple(x for x in self._dormant if x is not listener)
-            self._asleep_while.pop(id(listener), None)
+            held = self._held(listener)
+            if held is None:
+                held = weakref.proxy(listener, self._listener_freed) if weak else listener
+            elif not weak and held is not listener and type(listener) not in _PROXY_TYPES:
+                self._hold_strongly_locked(held, listener)
+                held = listener
+            if isinstance(listener, TelemetryListener) and not any(x is held for x in self._registered):
+                self._registered = (*self._registered, cast("TelemetryListener", held))
+            if isinstance(listener, ExecutionListener) and not any(
+                x is held for x in self.execution_listeners
+            ):
+                self.execution_listeners = (*self.execution_listeners, cast("ExecutionListener", held))
+            self._dormant = tuple(x for x in self._dormant if x is not held)
+            self._asleep_while.pop(id(held), None)
             self._publish_locked()
 
     def remove_listener(self, listener: object) -> None:
-        """Unregister a listener (no error if it was not registered)."""
+        """Unregister a listener, held strongly or weakly (no error if it was not registered)."""
         with self._lock:
-            self._registered = tuple(x for x in self._registered if x is not listener)
-            self._dormant = tuple(x for x in self._dormant if x is not listener)
-            self.execution_listeners = tuple(x for x in self.execution_listeners if x is not listener)
-            self._asleep_while.pop(id(listener), None)
+            held = self._held(listener)
+            self._forget_locked(listener if held is None else held)
             self._publish_locked()
+
+    def _held(self, listener: object) -> object | None:
+        """What the hub holds ``listener`` by: itself, or its weak proxy (``None``: not registered).
+
+        ``listener`` may be that proxy too (as read from :attr:`event_listeners`).
+        """
+        aliases = (listener, *weakref.getweakrefs(listener))
+        for held in (*self._registered, *self.execution_listeners):
+            if any(held is alias for alias in aliases):
+                return held
+        return None
+
+    def _hold_strongly_locked(self, proxy: object, listener: object) -> None:
+        """Put ``listener`` in the place of ``proxy``, its weak proxy, wherever the hub lists it."""
+        self._registered = tuple(
+            cast("TelemetryListener", listener) if x is proxy else x for x in self._registered
+        )
+        self.execution_listeners = tuple(
+            cast("ExecutionListener", listener) if x is proxy else x for x in self.execution_listeners
+        )
+        self._dormant = tuple(listener if x is proxy else x for x in self._dormant)
+        asleep_while = self._asleep_while.pop(id(proxy), None)
+        if asleep_while is not None:
+            self._asleep_while[id(listener)] = asleep_while
+        self._forget_log_rate_locked(proxy)
+
+    def _forget_locked(self, held: object) -> None:
+        """Unregister the entry ``held`` (a listener or the weak proxy of one), and its log rate."""
+        self._registered = tuple(x for x in self._registered if x is not held)
+        self._dormant = tuple(x for x in self._dormant if x is not held)
+        self.execution_listeners = tuple(x for x in self.execution_listeners if x is not held)
+        self._asleep_while.pop(id(held), None)
+        self._forget_log_rate_locked(held)
+
+    def _forget_log_rate_locked(self, held: object) -> None:
+        """Forget the log rate of the entry ``held`` (see :meth:`listener_failed`): its ``id`` is free."""
+        place = id(held)
+        self._log_rate.forget(lambda where: isinstance(where, tuple) and where[0] == place)
+
+    def _drop_freed_locked(self) -> bool:
+        """Unregister the weakly held listeners that were freed; return whether there was one."""
+        freed = [x for x in (*self._registered, *self.execution_listeners) if _is_freed(x)]
+        for held in freed:
+            self._forget_locked(held)
+        return bool(freed)
+
+    def _listener_freed(self, proxy: object) -> None:
+        """A weakly held listener was freed: it leaves the hub (its proxy's callback).
+
+        The callback runs wherever the listener was freed, maybe inside this hub's own critical
+        section (a garbage collection there), so it never waits for the lock. When the lock is
+        taken, the freed listener leaves at the next change of the listeners, or at the first
+        event delivered to it (:meth:`listener_failed`), which the proxy refuses.
+        """
+        del proxy
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._drop_freed_locked():
+                    self._publish_locked()
+            finally:
+                self._lock.release()
 
     def set_dormant(
         self, listener: object, *, dormant: bool, asleep_while: Callable[[], bool] | None = None
@@ -292,18 +372,25 @@ class TelemetryHub:
                 while it does, executions need not ask it. ``None``: ask it every execution.
         """
         with self._lock:
-            if not any(x is listener for x in (*self._registered, *self.execution_listeners)):
+            held = self._held(listener)
+            if held is None:
                 return
-            others = tuple(x for x in self._dormant if x is not listener)
-            self._dormant = (*others, listener) if dormant else others
-            self._asleep_while.pop(id(listener), None)
+            others = tuple(x for x in self._dormant if x is not held)
+            self._dormant = (*others, held) if dormant else others
+            self._asleep_while.pop(id(held), None)
             if dormant and asleep_while is not None:
-                self._asleep_while[id(listener)] = asleep_while
+                self._asleep_while[id(held)] = asleep_while
             self._publish_locked()
+
+    def listens(self, listener: object) -> bool:
+        """Return whether ``listener`` (held strongly or weakly) is registered and awake for events."""
+        held = self._held(listener)
+        return held is not None and any(x is held for x in self.event_listeners)
 
     def is_dormant(self, listener: object) -> bool:
         """Return whether ``listener`` is registered but dormant."""
-        return any(x is listener for x in self._dormant)
+        held = self._held(listener)
+        return held is not None and any(x is held for x in self._dormant)
 
     def follow_attempts(self, standing: _Follower) -> None:
         """Keep ``standing`` told whether an attempt listener is awake (``standing.hear``), from now on.
@@ -318,6 +405,7 @@ class TelemetryHub:
             standing.hear(bool(self.attempt_listeners))
 
     def _publish_locked(self) -> None:
+        self._drop_freed_locked()
         dormant = self._dormant
         self.event_listeners = tuple(x for x in self._registered if not any(x is d for d in dormant))
         self.attempt_listeners = tuple(
@@ -343,10 +431,10 @@ class TelemetryHub:
         return self._routes[source.kind, event]
 
     def _wants(self, listener: TelemetryListener, source: TelemetrySource, event: Event) -> bool:
-        wants = getattr(listener, "wants", None)
-        if wants is None:
-            return True
-        try:
+        try:  # the look-up too: a weakly held listener freed meanwhile refuses it
+            wants = getattr(listener, "wants", None)
+            if wants is None:
+                return True
             return bool(wants(source, event))
         except Exception:  # noqa: BLE001 - a broken filter gets everything
             self.listener_failed(listener, "wants")
@@ -355,10 +443,20 @@ class TelemetryHub:
     def listener_failed(self, listener: object, what: str) -> None:
         """Count a listener's exception and log it (at most once a minute for each listener and ``what``).
 
-        Call it from inside an ``except`` block.
+        Call it from inside an ``except`` block. The log rate of a listener is kept while it is
+        registered, and forgotten when it leaves: a listener that is not registered (any more)
+        has each failure logged, and keeps nothing. A weakly held listener freed since the caller
+        read it (its proxy refused the call) did not fail: it leaves the hub, uncounted.
         """
+        if _is_freed(listener):
+            with self._lock:
+                if self._drop_freed_locked():
+                    self._publish_locked()
+            return
         next(self._errors)  # exact from any thread (``+= 1`` could lose one)
-        left_out = self._log_rate.due((id(listener), what))
+        with self._lock:  # with the hub's: a listener's rate is never kept after it left
+            registered = any(x is listener for x in (*self._registered, *self.execution_listeners))
+            left_out = self._log_rate.due((id(listener), what)) if registered else 0
         if left_out is not None:
             _LOG.warning(
                 "telemetry listener %r failed in %s (swallowed; %d not logged since the last report)",
@@ -367,6 +465,20 @@ class TelemetryHub:
                 left_out,
                 exc_info=True,
             )
+
+
+_PROXY_TYPES: Final = (weakref.ProxyType, weakref.CallableProxyType)
+
+
+def _is_freed(held: object) -> bool:
+    """Whether ``held`` is the weak proxy of a listener that was freed."""
+    if type(held) not in _PROXY_TYPES:
+        return False
+    try:
+        held.__class__  # noqa: B018 - a freed listener's proxy refuses every attribute
+    except ReferenceError:
+        return True
+    return False
 
 
 _GENERATIONS: Final = itertools.count(1)

@@ -58,3 +58,14 @@ class LogRate:
             left_out = int(entry[1])
             entry[0], entry[1] = now, 0
             return left_out
+
+    def forget(self, where: Callable[[Hashable], bool]) -> None:
+        """Forget every place ``where(place)`` is true of: the next failure at one is logged as a first.
+
+        What keeps a place per owner (the hub: one per listener and method) forgets an owner's
+        places when the owner goes, so the places kept stay as many as the owners alive.
+        """
+        with self._lock:
+            places = self._places
+            for place in [place for place in places if where(place)]:
+                del places[place]

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from otel_resilience.engine.event_args import CallRejected
-from otel_resilience.engine.events import Event, StrategyTelemetry, TelemetryHub, TelemetrySource
+from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TelemetryHub, TelemetrySource
 from otel_resilience.engine.logging_rate import LOG_INTERVAL, LogRate
 from otel_resilience.testing import FakeClock
 
@@ -46,3 +46,86 @@ def test_a_listener_failing_at_every_call_is_counted_each_time_and_logged_once_a
     logged = [r for r in caplog.records if "failed in on_event" in r.getMessage()]
     assert len(logged) == 1
     assert logged[0].exc_info is not None
+
+
+def test_short_lived_failing_listeners_leave_the_hubs_log_rate_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The hub keeps a listener's log rate while it is registered: 10 000 listeners come and go, nothing stays."""
+    caplog.set_level(logging.ERROR, logger="otel_resilience")  # 10 000 tracebacks would only slow the test
+    hub = TelemetryHub()
+    telemetry = StrategyTelemetry(TelemetrySource("retry", "r"), hub)
+    steady = Raising()
+    hub.add_listener(steady)
+    for _ in range(10_000):
+        listener = Raising()
+        hub.add_listener(listener)
+        telemetry.report(Event.CALL_REJECTED, CallRejected("x"))
+        hub.remove_listener(listener)
+    assert hub.errors == 20_000
+    assert len(hub._log_rate._places) == 1  # the listener still registered
+    hub.remove_listener(steady)
+    assert len(hub._log_rate._places) == 0
+
+
+def test_a_failure_after_its_listener_left_the_hub_keeps_no_log_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A scope closed after its listener was removed fails: it is counted and logged, and nothing is kept for it."""
+
+    class ClosingFails:
+        def start_execution(self, source: TelemetrySource, operation: str) -> object:
+            return object()
+
+        def end_execution(self, handle: object, outcome: object, duration: float, error: object) -> None:
+            raise RuntimeError("broken listener")
+
+        def start_attempt(self, source: TelemetrySource, operation: str, attempt: int) -> object:
+            return None
+
+        def end_attempt(self, handle: object, outcome: object, error: object) -> None:
+            pass
+
+    caplog.set_level(logging.ERROR, logger="otel_resilience")
+    hub = TelemetryHub()
+    telemetry = StrategyTelemetry(TelemetrySource("retry", "r"), hub)
+    for _ in range(1_000):
+        listener = ClosingFails()
+        hub.add_listener(listener)
+        handles = telemetry.start_execution("op")
+        hub.remove_listener(listener)
+        telemetry.end_execution(handles, Outcome.SUCCESS, 0.0)
+    assert hub.errors == 1_000
+    assert len(hub._log_rate._places) == 0
+
+
+def test_each_new_failing_listener_has_its_first_failure_logged() -> None:
+    """A listener is never silenced by one that failed before it (which may have had the same ``id``)."""
+
+    class Counting(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.logged = 0
+
+        def emit(self, record: logging.LogRecord) -> None:  # keeps no record: a freed listener's id is reused
+            if "failed in on_event" in record.getMessage():
+                self.logged += 1
+
+    handler = Counting()
+    logger = logging.getLogger("otel_resilience")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False  # pytest's own capture would keep every record
+    try:
+        hub = TelemetryHub()
+        telemetry = StrategyTelemetry(TelemetrySource("retry", "r"), hub)
+        for _ in range(50):
+            listener = Raising()
+            hub.add_listener(listener)
+            telemetry.report(Event.CALL_REJECTED, CallRejected("x"))
+            hub.remove_listener(listener)
+            del listener
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    assert hub.errors == 50
+    assert handler.logged == 50

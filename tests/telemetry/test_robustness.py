@@ -404,7 +404,7 @@ def test_a_dormant_listener_removed_and_added_again_goes_back_to_sleep():
             assert breaker.call_sync(lambda: 1) == 1
         assert HUB.is_dormant(listener) and HUB.quiet is providers.nothing_set
         before = asked
-        for attached in list(dict.fromkeys((*HUB.event_listeners, *HUB.execution_listeners))):
+        for attached in list({id(x): x for x in (*HUB.event_listeners, *HUB.execution_listeners)}.values()):
             HUB.remove_listener(attached)
             HUB.add_listener(attached)
         assert not HUB.is_dormant(listener)

@@ -31,7 +31,9 @@ created with the first circuit breaker, bulkhead or error recovery system (unles
 system already listens on the global hub), so that an alert raised before anyone asked for the
 alert system is neither lost nor left unexported. An alert system of the application that
 listens on the global hub stands in for it (:func:`default_alert_system` returns it): there is
-never a second one beside it, which would report every alert twice.
+never a second one beside it, which would report every alert twice. A :func:`subscribe`
+subscription follows the process-wide system: once the application's own stops listening
+(closed, or freed), it moves to the one that takes its place.
 
 Layout: alerts, their kinds and the settings live in ``model``, :class:`AlertSystem` in ``system``;
 this module holds the process-wide alert system and re-exports the rest.
@@ -39,13 +41,13 @@ this module holds the process-wide alert system and re-exports the rest.
 
 from __future__ import annotations
 
-import threading
+import itertools
+import weakref
 from collections.abc import Callable
 from typing import Final
 
 from otel_resilience.engine.events import HUB
 from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
-from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
 from otel_resilience.patterns.alerts.model import DEFAULT_BULKHEAD_COOLDOWN as DEFAULT_BULKHEAD_COOLDOWN
 from otel_resilience.patterns.alerts.model import DEFAULT_ESCALATION_COOLDOWN as DEFAULT_ESCALATION_COOLDOWN
@@ -64,6 +66,7 @@ from otel_resilience.patterns.alerts.model import AlertCallback as AlertCallback
 from otel_resilience.patterns.alerts.model import AlertConfig as AlertConfig
 from otel_resilience.patterns.alerts.model import AlertKind as AlertKind
 from otel_resilience.patterns.alerts.model import AlertSeverity as AlertSeverity
+from otel_resilience.patterns.alerts.system import _ALERT_SYSTEMS, _ALERT_SYSTEMS_LOCK
 from otel_resilience.patterns.alerts.system import AlertSystem as AlertSystem
 
 __all__ = [
@@ -87,7 +90,26 @@ __all__ = [
 ]
 
 _DEFAULT: AlertSystem | None = None
-_DEFAULT_LOCK: Final = fork_safe(threading.Lock())
+_DEFAULT_LOCK: Final = _ALERT_SYSTEMS_LOCK
+"""The lock alert systems are added to their hubs under: who stands in is looked up and the
+process-wide system made in one step, with no system added unseen in between."""
+
+
+class _Subscription:
+    """A subscription made with :func:`subscribe`: on the system standing in, under ``token``."""
+
+    __slots__ = ("callback", "token")
+
+    def __init__(self, callback: AlertCallback, token: int) -> None:
+        self.callback = callback
+        self.token = token
+
+
+_SUBSCRIPTIONS: Final[dict[int, _Subscription]] = {}
+"""The subscriptions made with :func:`subscribe`, by key, oldest first (guarded by the lock)."""
+_KEYS: Final = itertools.count()
+_holder: weakref.ref[AlertSystem] | None = None
+"""The system the subscriptions are on (weakly: it is its owner's to keep)."""
 
 
 def default_alert_system() -> AlertSystem:
@@ -105,18 +127,32 @@ def default_alert_system() -> AlertSystem:
     Returns:
         The shared :class:`AlertSystem`, or the application's that stands in for it.
     """
-    global _DEFAULT  # noqa: PLW0603 - the one lazily created process-wide instance
     system = _DEFAULT
     if system is not None and not system.closed:
-        return system
-    for listener in HUB.event_listeners:
-        if isinstance(listener, AlertSystem):
-            return listener  # the application's own: it stands in for the process-wide one
+        return system  # made when none listened: the first listening, and the subscriptions' holder
     with _DEFAULT_LOCK:
-        system = _DEFAULT
-        if system is None or system.closed:
-            system = _DEFAULT = AlertSystem()
-        return system
+        return _standing_in_locked()
+
+
+def _standing_in_locked() -> AlertSystem:
+    """The alert system standing for the process-wide one, made if none; the subscriptions moved onto it.
+
+    That is the first alert system (in the order they were added) that listens on the global
+    hub: the process-wide one, or the application's own, made before it.
+    """
+    global _DEFAULT, _holder  # noqa: PLW0603 - the one lazily created process-wide instance
+    system = next((s for s in list(_ALERT_SYSTEMS) if HUB.listens(s)), None)
+    if system is None:
+        system = _DEFAULT = AlertSystem()
+        HUB.add_listener(system)  # held strongly: this module keeps it anyway, and its events cost no proxy
+    holder = _holder() if _holder is not None else None
+    if holder is not system:  # the one that held them stopped listening: its successor takes them
+        for subscription in _SUBSCRIPTIONS.values():
+            if holder is not None:
+                holder._unsubscribe(subscription.token)
+            subscription.token = system._subscribe(subscription.callback)
+        _holder = weakref.ref(system)
+    return system
 
 
 def _with_pattern(pattern: Named) -> None:  # noqa: ARG001 - a registry callback
@@ -132,14 +168,29 @@ def subscribe(callback: AlertCallback) -> Callable[[], None]:
     """Call ``callback(alert)`` for every alert of the process-wide :func:`default_alert_system`.
 
     That is the application's own alert system while it listens on the global hub in its place.
+    The subscription follows the process-wide system: once the application's own stops listening
+    (closed, or freed), it moves to the system that takes its place, when that one is made or
+    looked up (by the next pattern, manager or :func:`default_alert_system` call).
 
     Args:
         callback: A sync callable taking an :class:`Alert`.
 
     Returns:
-        A function that unsubscribes it.
+        A function that unsubscribes it (calling it again does nothing).
 
     Raises:
         TypeError: ``callback`` is not callable, or is async (a coroutine function).
     """
-    return default_alert_system().subscribe(callback)
+    with _DEFAULT_LOCK:
+        subscription = _Subscription(callback, _standing_in_locked()._subscribe(callback))
+        key = next(_KEYS)
+        _SUBSCRIPTIONS[key] = subscription
+
+    def unsubscribe() -> None:
+        with _DEFAULT_LOCK:
+            gone = _SUBSCRIPTIONS.pop(key, None)
+            holder = _holder() if _holder is not None else None
+            if gone is not None and holder is not None:
+                holder._unsubscribe(gone.token)
+
+    return unsubscribe

@@ -45,10 +45,14 @@ _LOG: Final = logging.getLogger("otel_resilience")
 
 _K = TypeVar("_K", str | tuple[str, str], tuple[str, str])
 
-_ALERT_SYSTEMS: Final[weakref.WeakSet[AlertSystem]] = weakref.WeakSet()
-"""Every live alert system, each told when a new recovery system takes a name (see
-:func:`_recovery_system_added`)."""
-_ALERT_SYSTEMS_LOCK: Final = fork_safe(threading.Lock())
+_ALERT_SYSTEMS: Final[weakref.WeakKeyDictionary[AlertSystem, None]] = weakref.WeakKeyDictionary()
+"""Every live alert system, oldest first (as they were added to their hubs), each told when a new
+recovery system takes a name (see :func:`_recovery_system_added`)."""
+_ALERT_SYSTEMS_LOCK: Final = fork_safe(threading.RLock())
+"""Held while an alert system is added to its hub, and while ``default_alert_system()`` looks for
+the one that stands for the process-wide system and makes it if there is none (it makes one
+holding it: reentrant). So a system is either found there or added after it was made, never
+added unseen between the look-up and the making."""
 
 
 class _RateWindow:
@@ -85,7 +89,9 @@ class AlertSystem:
     """Raises in-process alerts from the telemetry event stream.
 
     It registers itself as a listener on ``hub`` at construction; :meth:`close` (or leaving a
-    ``with`` block) removes it.
+    ``with`` block) removes it. The hub holds it weakly: it listens for as long as something
+    else holds it (its owner, a :class:`~otel_resilience.ResilienceManager` given it). Dropped
+    without :meth:`close`, it is freed with its subscribers and leaves the hub.
 
     Args:
         config: When to alert (default: :class:`AlertConfig` defaults).
@@ -152,8 +158,8 @@ class AlertSystem:
         self._episodes: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # (name, key)
         self._closed = False
         with _ALERT_SYSTEMS_LOCK:
-            _ALERT_SYSTEMS.add(self)
-        hub.add_listener(self)
+            _ALERT_SYSTEMS[self] = None
+            hub.add_listener(self, weak=True)
 
     config = ReadOnly[AlertConfig]("_config", "When it alerts.")
 
@@ -194,11 +200,24 @@ class AlertSystem:
             callback: A sync callable taking an :class:`Alert`.
 
         Returns:
-            A function that unsubscribes this subscription (calling it again does nothing).
+            A function that unsubscribes this subscription (calling it again does nothing). It
+            holds the alert system weakly: it does not keep a system its owner dropped alive.
 
         Raises:
             TypeError: ``callback`` is not callable, or is async (a coroutine function).
         """
+        token = self._subscribe(callback)
+        owner = weakref.ref(self)
+
+        def unsubscribe() -> None:
+            system = owner()
+            if system is not None:
+                system._unsubscribe(token)
+
+        return unsubscribe
+
+    def _subscribe(self, callback: AlertCallback) -> int:
+        """Check and add a subscription (see :meth:`subscribe`); return its token."""
         check_callable("AlertSystem.subscribe", "callback", callback)
         if is_async_callable(callback):
             raise fail(
@@ -211,12 +230,12 @@ class AlertSystem:
         with self._lock:
             token = next(self._tokens)
             self._subscribers = (*self._subscribers, (token, callback))
+        return token
 
-        def unsubscribe() -> None:
-            with self._lock:
-                self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
-
-        return unsubscribe
+    def _unsubscribe(self, token: int) -> None:
+        """Remove the subscription ``token`` (if it is still there)."""
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
 
     def get_stats(self) -> dict[str, Any]:
         """Return the alert counts.
