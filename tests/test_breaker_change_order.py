@@ -78,6 +78,30 @@ def test_an_interrupted_delivery_keeps_the_later_changes_for_the_next_one() -> N
     assert breaker_core._UNDELIVERED == {}
 
 
+def test_an_interrupted_delivery_of_the_last_change_keeps_nothing() -> None:
+    """A KeyboardInterrupt from the callback of the only change leaves no entry behind.
+
+    Nothing is left to deliver, so the breaker's core must not stay in ``_UNDELIVERED`` (held
+    for good there, with its window and its callbacks, once the breaker is dropped).
+    """
+    breaker = _breaker("interrupted-last")
+    seen: list[str] = []
+
+    def interrupting(change: Any) -> None:
+        seen.append(change.new)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    breaker.on_state_change(interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        breaker.force_open()
+    assert breaker_core._UNDELIVERED == {}
+    assert not breaker_core._DELIVERING
+    breaker.reset()
+    assert seen == ["open", "closed"]
+    assert breaker_core._UNDELIVERED == {}
+
+
 def test_a_child_forked_while_another_thread_delivers_delivers_its_own_changes() -> None:
     """The parent's delivering thread does not exist in the child: the child's changes reach its callbacks."""
     breaker = _breaker("forked")

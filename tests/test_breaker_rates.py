@@ -204,6 +204,39 @@ def test_a_raising_result_predicate_is_raised_and_the_probe_is_given_back() -> N
     assert breaker.get_stats()["half_open_in_flight"] == 0  # the probe place is free again
 
 
+async def test_a_guarded_block_returns_no_value_for_record_result_to_judge(driver: str) -> None:
+    """A block has no result: its success is a success, never ``record_result(None)``."""
+    clock = FakeClock()
+    judged: list[object] = []
+
+    def is_5xx(response: dict[str, int]) -> bool:
+        judged.append(response)
+        return response["status"] >= 500  # raises TypeError on None
+
+    breaker, changes = make(clock, record_result=is_5xx, success_threshold=1, timeout=1.0)
+
+    async def block() -> None:
+        if driver == "async":
+            async with breaker.guard():
+                pass
+        else:
+            with breaker.guard():
+                pass
+
+    await block()
+    stats = breaker.get_stats()
+    assert (stats["total_successes"], stats["total_ignored"]) == (1, 0)
+    breaker.force_open(1.0)
+    clock.advance(1.0)
+    await block()  # a half-open probe that succeeds closes the breaker
+    assert breaker.state is CircuitState.CLOSED
+    assert [c.reason for c in changes] == ["forced", "timeout_elapsed", "probe_succeeded"]
+    assert judged == []
+    assert run(breaker, lambda: {"status": 503}) == {"status": 503}  # a call's value is still judged
+    assert judged == [{"status": 503}]
+    assert breaker.get_stats()["total_failures"] == 1
+
+
 # -- break durations -----------------------------------------------------------------------------
 
 

@@ -912,6 +912,21 @@ def test_get_stats_has_every_key_and_matches_stats(clock: FakeClock) -> None:
     assert repr(breaker) == "CircuitBreaker('stats', state=closed)"
 
 
+def test_repr_shows_the_state_without_moving_the_breaker(clock: FakeClock) -> None:
+    """``repr`` (a log line, a debugger) peeks: it never makes the move to HALF_OPEN nor runs callbacks."""
+    breaker = make(clock, "peeked", failure_threshold=1, timeout=5.0)
+    seen: list[str] = []
+    breaker.on_state_change(lambda change: seen.append(change.new))
+    with pytest.raises(Boom):
+        breaker.call_sync(boom)
+    clock.advance(5.0)
+    assert repr(breaker) == "CircuitBreaker('peeked', state=half_open)"
+    assert seen == ["open"]  # the move is made by the next call or read of `state`
+    assert breaker._core._permit.state is CircuitState.OPEN
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert seen == ["open", "half_open"]
+
+
 # -- composition and decorator ---------------------------------------------------------------
 
 

@@ -159,3 +159,37 @@ async def test_a_race_with_no_acceptable_result_after_a_retry_is_a_recovery(otel
     executions = handle.get_stats()["executions"]
     assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (0, 1)
     assert outcomes(otel, "stale") == {"recovered": 1}
+
+
+async def test_a_loser_that_fails_as_it_is_cancelled_does_not_make_the_win_a_recovery(otel: Any) -> None:
+    """The original answers with no failure before it; the hedge it beat raises while it is cancelled.
+
+    That error ends an attempt after the race was won (it is the loser's way out, not a failure
+    the execution recovered from): the execution is a first-attempt success, as it would be had
+    the loser ended with the cancellation itself.
+    """
+    manager = ResilienceManager()
+    handle = manager.policy(
+        "orders", ResilienceConfig(hedging=HedgingConfig(mode="parallel", max_attempts=2))
+    )
+    hedge_running = asyncio.Event()
+    calls = 0
+
+    async def original_wins_hedge_fails_on_cancel() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await hedge_running.wait()
+            return "order"
+        hedge_running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionResetError("connection reset while closing") from None
+        return "never"
+
+    assert await handle.execute(original_wins_hedge_fails_on_cancel) == "order"
+    stats = handle.get_stats()
+    executions = stats["executions"]
+    assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (1, 0)
+    assert outcomes(otel, "orders") == {"success": 1}

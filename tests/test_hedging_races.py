@@ -23,10 +23,11 @@ from otel_resilience import (
     RetryPolicy,
     resilient,
 )
+from otel_resilience.engine.events import Event
 from otel_resilience.engine.guard import Guard
 from otel_resilience.engine.hedge import Hedge
 from otel_resilience.engine.pipeline import PipelineBuilder
-from otel_resilience.testing import FakeClock
+from otel_resilience.testing import EventRecorder, FakeClock
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,6 +140,56 @@ async def test_an_interrupt_in_an_attempt_ends_the_race() -> None:
     h = Hedging("h", HedgingConfig(mode="parallel"))
     with pytest.raises(TypeError, match="awaitable"):
         await h.call(lambda: "not awaitable")  # type: ignore[arg-type, return-value]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_an_interrupt_starts_no_attempt_that_has_not_run_yet() -> None:
+    """A plain function given to the async API is refused after one call, as without hedging.
+
+    In parallel mode the hedges' tasks were made beside the original's; the original's wrong-driver
+    signal ends the race before they first run, so none of them calls the function again (a sync
+    function with a side effect, called once per attempt before the refusal, did it three times).
+    """
+    calls: list[int] = []
+
+    def charge() -> str:
+        calls.append(1)
+        return "charged"
+
+    h = Hedging("h", HedgingConfig(mode="parallel", max_attempts=3))
+    with pytest.raises(TypeError, match="awaitable"):
+        await h.call(charge)  # type: ignore[arg-type]
+    assert len(calls) == 1
+    assert h.get_stats()["hedges"] == 0
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_an_answer_before_the_hedges_ran_starts_none_of_them(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Parallel mode: the original answers before the hedges' tasks first ran; they never call the dependency.
+
+    The race is decided before they run, as it is decided before they are made when tasks start
+    eagerly: they are counted nowhere, their withdrawals go back to the budget, and the original
+    won no race (only one attempt ran: no ``hedge_won``).
+    """
+    budget = RetryBudget(ratio=10.0, min_retries_per_second=0.0, clock=clock)
+    calls: list[int] = []
+
+    async def cached() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            return "cached"  # no suspension: answered in its first step
+        await asyncio.sleep(0)
+        return "fetched"
+
+    h = Hedging("h", HedgingConfig(mode="parallel", max_attempts=3, budget=budget), clock=clock)
+    assert await h.call(cached) == "cached"
+    assert len(calls) == 1
+    stats = h.get_stats()
+    assert (stats["hedges"], stats["original_wins"]) == (0, 1)
+    assert budget.get_stats()["retries"] == 0
+    assert recorder.of(Event.HEDGE_STARTED) == recorder.of(Event.HEDGE_WON) == []
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 

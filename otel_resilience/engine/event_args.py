@@ -50,6 +50,10 @@ class RetryScheduled:
     delay_source: str = "strategy"
     """Where the delay came from: ``"strategy"`` (the policy's backoff) or ``"outcome"`` (the
     delay the failed attempt's error or result asked for, through ``RetryPolicy.delay_from``)."""
+    rejection: bool = False
+    """Whether the error is a rejection (an
+    :class:`~otel_resilience.errors.ExecutionRejectedError`: the dependency was not called), so
+    that it names no failure of the dependency's."""
 
 
 @dataclass(slots=True)
@@ -66,6 +70,8 @@ class RetryExhausted:
     """``"max_attempts"``, ``"deadline"``, ``"max_attempts_total"`` (the execution made its cap
     of attempts in total), ``"budget"`` (the retry budget allowed no retry), ``"max_delay"`` (the
     delay the outcome asked for was over ``max_delay``) or ``"not_retryable"``."""
+    rejection: bool = False
+    """Whether the error is a rejection (as :attr:`RetryScheduled.rejection`)."""
 
 
 @dataclass(slots=True)

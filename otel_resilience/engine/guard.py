@@ -17,11 +17,16 @@ from otel_resilience.engine.step import Answer, Wait
 if TYPE_CHECKING:
     from otel_resilience.engine.pipeline import Pipeline
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "guarded_block"]
 
 
-def _block() -> None:
-    """The "function" of a :class:`Guard`'s execution: the block runs in the caller's frame."""
+def guarded_block() -> None:
+    """The "function" of a :class:`Guard`'s execution (its ``ctx.fn``): the block runs in the caller's frame.
+
+    A block returns no value: its success reaches :meth:`~otel_resilience.engine.step.Step.on_success`
+    with ``None``, which a step that judges returned values (a breaker's ``record_result``) must
+    not judge; it tells such a success by ``ctx.fn is guarded_block``.
+    """
 
 
 class Guard:
@@ -46,7 +51,7 @@ class Guard:
 
     def _admit(self, *, sync: bool) -> Any:
         step = self._step
-        ctx = self._ctx = ExecutionContext(_block, (), {}, self._pipeline.name, None, sync)
+        ctx = self._ctx = ExecutionContext(guarded_block, (), {}, self._pipeline.name, None, sync)
         return step.admit(ctx) if step._admits else None
 
     def _admitted(self, token: Any) -> Any:

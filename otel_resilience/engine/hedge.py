@@ -41,7 +41,9 @@ starts, waits, cancels and awaits. The race, in order:
    :meth:`Hedge.accepts` (is this outcome the answer?), :meth:`Hedge.leave` (won or not).
 4. The first acceptable outcome wins. Every other attempt is cancelled **and awaited** before
    the driver returns: no task outlives the race, and each cancelled run gives back what its
-   steps took (their ``on_cancel``).
+   steps took (their ``on_cancel``). An attempt started beside the winner whose task had not
+   run yet when it won never runs (as when tasks start eagerly, where none is started after a
+   win); nor does one after an attempt that ended the race with an interrupt.
 5. When every attempt ended and none was acceptable, the original's outcome is the execution's
    (its error re-raised, its result returned), as in Polly.
 6. The execution's outcome (:attr:`ExecutionContext.outcome`) is that attempt's (the winner's,
@@ -260,6 +262,7 @@ class _Race:
         "loop",
         "more",
         "next",
+        "over",
         "recovered",
         "tasks",
         "timed",
@@ -275,6 +278,9 @@ class _Race:
         self.attempts: list[_Attempt] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.winner: _Attempt | None = None
+        self.over = False
+        """Whether the race is decided (an attempt won, or one ended it with an interrupt): an
+        attempt whose task first runs after that does not run (:meth:`run`)."""
         self.failed = False
         self.recovered = ctx.outcome is _RECOVERED
         """Whether the execution had recovered before the race (a retry around it runs it again)."""
@@ -322,7 +328,16 @@ class _Race:
         self.tasks.add(self.loop.create_task(self.run(attempt)))
 
     async def run(self, attempt: _Attempt) -> None:
-        """One attempt, in its own task: the rest of the chain, then the hedge's verdict."""
+        """One attempt, in its own task: the rest of the chain, then the hedge's verdict.
+
+        An attempt whose task first runs once the race is over (:attr:`over`: started beside one
+        that won or ended the race in the same turn of the loop, before its task ran) ends
+        cancelled without running, as a task cancelled before it ran does: the hedge never
+        enters it, so it calls nothing and is counted nowhere.
+        """
+        if self.over:
+            attempt.cancelled = True
+            raise asyncio.CancelledError
         hedge, ctx = self.hedge, attempt.ctx
         scope = hedge.enter(ctx)
         try:
@@ -331,6 +346,8 @@ class _Race:
             attempt.error = error
         except BaseException as error:
             attempt.cancelled = True
+            if not isinstance(error, asyncio.CancelledError):
+                self.over = True  # an interrupt ends the race (first_ended raises it)
             hedge.leave(ctx, scope, error, accepted=False, won=False)
             raise
         try:
@@ -341,7 +358,8 @@ class _Race:
         ends = False
         if won:
             self.winner = attempt
-        elif not accepted:
+            self.over = True
+        elif not accepted and self.winner is None:  # once won, a loser's end (its way out) is no failure
             if not isinstance(attempt.error, ExecutionRejectedError):
                 self.failed = True
             else:  # a rejected attempt called nothing: no failure to recover from

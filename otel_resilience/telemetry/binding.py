@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from otel_resilience.engine.events import Event, EventArgs, bounded_text, error_type_name
+from otel_resilience.engine.events import Event, EventArgs, bounded_text
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
-from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.histograms import InProcessHistogram, of_meter
 
@@ -199,10 +198,18 @@ def record_metrics(
             instruments.counters[name].add(1, attrs)
 
 
-def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs) -> None:
-    """Add the event to ``span`` (a recording span), with the source's names and its values."""
-    if plan.dependency_error:
-        _note_dependency_error(span, values.get(sc.ERROR_TYPE))
+def add_span_event(span: Span, plan: Plan, info: SourceInfo, values: Attrs, args: EventArgs) -> None:
+    """Add the event to ``span`` (a recording span), with the source's names and its values.
+
+    An event that names the dependency's last error (``plan.dependency_error``) sets it on the
+    span, unless its error is a rejection (its ``rejection``, which the reporting pattern decides
+    by the outcomes' one rule): a rejection is not the dependency's error, so an execution whose
+    last attempt was rejected still names what the dependency raised before.
+    """
+    if plan.dependency_error and not getattr(args, "rejection", False):
+        error_type = values.get(sc.ERROR_TYPE)
+        if isinstance(error_type, str):
+            span.set_attribute(sc.DEPENDENCY_ERROR_TYPE, error_type)
     span.add_event(plan.span_event, {**info.event_attrs, **values})
 
 
@@ -221,31 +228,6 @@ def log_record(log: sc.LogBinding, plan: Plan, info: SourceInfo, values: Attrs, 
         attributes=attrs,
         event_name=log.spec.name,
     )
-
-
-def _subclass_names(cls: type[BaseException]) -> frozenset[str]:
-    """Return the ``error.type`` names of ``cls`` and of every subclass defined so far."""
-    names = set()
-    pending = [cls]
-    while pending:
-        current = pending.pop()
-        names.add(error_type_name(current.__new__(current)) or "")
-        pending.extend(current.__subclasses__())
-    return frozenset(names)
-
-
-_REJECTION_ERRORS: Final = _subclass_names(ExecutionRejectedError)
-"""``error.type`` of the library's rejections: errors raised without calling the dependency."""
-
-
-def _note_dependency_error(span: Span, error_type: object) -> None:
-    """Name the dependency's last error on the execution span (current while the retry decides).
-
-    A rejection is not the dependency's error: it leaves the attribute as it was, so that an
-    execution whose last attempt was rejected still names what the dependency raised before.
-    """
-    if isinstance(error_type, str) and error_type not in _REJECTION_ERRORS:
-        span.set_attribute(sc.DEPENDENCY_ERROR_TYPE, error_type)
 
 
 # --- zero-initialised series -----------------------------------------------------------------

@@ -509,7 +509,7 @@ class OtelListener:
                 binding.record_metrics(instruments, plan, info, values, current_key(info.policy))
             span = event_span(self._tracer, info)
             if span is not None:
-                binding.add_span_event(span, plan, info, values)
+                binding.add_span_event(span, plan, info, values, args)
             if plan.log is not None:
                 self._emit_log(binding.log_record(plan.log, plan, info, values, args))
         except Exception:  # noqa: BLE001

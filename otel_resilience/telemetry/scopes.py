@@ -7,7 +7,8 @@ one execution or attempt scope; :func:`open_execution_span`, :func:`open_attempt
 
 ``http.request.resend_count``: when the caller's span (the parent of the execution span) is an
 SDK span of kind CLIENT with an ``http.request.method`` (or legacy ``http.method``) attribute,
-the retried attempt spans carry ``http.request.resend_count = attempt - 1``.
+the retried attempt spans carry ``http.request.resend_count = attempt - 1`` (attempt 2 onwards:
+the semantic conventions set it only on a resend, so a hedged execution's original has none).
 
 A source's own switches (``ResilienceConfig(spans=False, record_duration=False)``) hold for
 everything its execution runs: :func:`enter_switches` makes them current (:data:`SWITCHED_OFF`),
@@ -377,7 +378,7 @@ def open_attempt_span(
     attrs[sc.ATTEMPT] = attempt
     if attempt_type is not None:
         attrs[sc.ATTEMPT_TYPE] = attempt_type
-    if otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx):
+    if attempt > 1 and otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx):  # a resend: not the first send
         attrs[sc.HTTP_RESEND_COUNT] = attempt - 1
     span = tracer.start_span(
         info.attempt_span_name(operation),

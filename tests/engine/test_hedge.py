@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from otel_resilience.engine import ExecutionContext, Hedge, PipelineBuilder, Rejected, Step
+from otel_resilience.engine.actions import Wait
 from otel_resilience.engine.context import AsyncDeadline
 from otel_resilience.engine.hedge import DEADLINE, DELAY, FAILURE, PARALLEL
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
@@ -216,9 +217,13 @@ class Gate(Step):
         return None
 
 
-async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
-    """A hedge rejected by the race's own chain after another attempt won ends a decided race:
-    no further hedge was due, so none is reported denied (the race over, nothing is refused)."""
+async def test_a_hedge_started_as_another_attempt_wins_never_runs() -> None:
+    """A hedge whose task had not run yet when another attempt won ends without running.
+
+    It is cancelled before it ran, as a task started eagerly would never have been made: the
+    hedge neither enters nor leaves it (nothing called, nothing counted), and no hedge is denied
+    (the race was decided: none was due).
+    """
     answered = asyncio.Event()
 
     class Answering(Log):
@@ -243,6 +248,7 @@ async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
     hedge = Answering(4, on_failure=True, delays=(1.0, None))
     pipeline = PipelineBuilder("race").add(Racing(hedge)).add(Gate(3)).build()
     assert await pipeline.execute(fn) == "ok"
+    assert calls == [2]
     assert [e for e in hedge.events if e[0] in {"start", "denied"}] == [
         ("start", None),
         ("start", DELAY),
@@ -252,5 +258,57 @@ async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
     assert [e[1:] for e in leaves] == [
         (("scope", 2), "ConnectionError", False, False),
         (("scope", 1), None, True, True),
-        (("scope", 3), "ExecutionRejectedError", False, False),
+    ]
+    assert hedge.events[-1] == ("end", 1, None)
+
+
+class Waiting(Wait):
+    """An admission that waits for ``event``, then rejects (a bulkhead's queue that times out)."""
+
+    __slots__ = ("event", "waiting")
+
+    def __init__(self, event: asyncio.Event, waiting: asyncio.Event) -> None:
+        self.event = event
+        self.waiting = waiting
+
+    async def wait(self) -> Any:
+        self.waiting.set()
+        await self.event.wait()
+        raise ExecutionRejectedError("gate closed")
+
+
+class WaitingGate(Step):
+    """A step inside the race whose admission of attempt 2 waits, then rejects it."""
+
+    __slots__ = ("event", "waiting")
+    kind: ClassVar[str] = "waiting_gate"
+    admit_waits: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    def admit(self, ctx: ExecutionContext) -> Waiting | None:
+        return Waiting(self.event, self.waiting) if ctx.attempt == 2 else None
+
+
+async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
+    """A hedge rejected by the race's own chain after another attempt won ends a decided race:
+    no further hedge was due, so none is reported denied (the race over, nothing is refused)."""
+    gate = WaitingGate()
+
+    async def fn() -> str:  # the original: answers once the hedge waits in the gate, and opens it
+        await gate.waiting.wait()
+        gate.event.set()  # the hedge's admission is rejected right after this answer
+        return "ok"
+
+    hedge = Log(3, on_failure=True, delays=(1.0, None))  # a hedge by failure would be due next
+    pipeline = PipelineBuilder("race").add(Racing(hedge)).add(gate).build()
+    assert await pipeline.execute(fn) == "ok"
+    assert [e for e in hedge.events if e[0] in {"start", "denied"}] == [("start", None), ("start", DELAY)]
+    leaves = [e for e in hedge.events if e[0] == "leave"]
+    assert [e[1:] for e in leaves] == [
+        (("scope", 1), None, True, True),
+        (("scope", 2), "ExecutionRejectedError", False, False),
     ]

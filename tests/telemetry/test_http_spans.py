@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -9,9 +10,10 @@ import pytest
 import requests
 from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.trace import SpanKind
 from support import ScriptedHTTPServer
 
-from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience import HedgingConfig, ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations.http import RESEND_COUNT_ATTRIBUTE, resend_count_hook
 from otel_resilience.integrations.httpx import ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
@@ -82,3 +84,26 @@ def test_requests_client_span_holds_every_attempt_each_retry_with_its_resend_cou
     assert (
         client.attributes.get("http.response.status_code", client.attributes.get("http.status_code")) == 200
     )
+
+
+async def test_a_hedged_original_in_an_http_client_span_carries_no_resend_count(otel) -> None:
+    """The original of a hedged execution is the first send: only the hedge is a resend (count 1)."""
+    policy = ResilienceConfig(name="hedged", hedging=HedgingConfig(delay=0.001, max_attempts=2))
+    hedge_started = asyncio.Event()
+    calls = 0
+
+    async def send() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the original waits for the hedge, which answers
+            await hedge_started.wait()
+            await asyncio.sleep(10)
+        hedge_started.set()
+        return calls
+
+    tracer = otel.tracer_provider.get_tracer("client")
+    with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}):
+        assert await ResilienceManager().execute_with_resilience(send, policy) == 2
+    attempts = {s.attributes["resilience.attempt.type"]: s for s in otel.spans("hedged attempt")}
+    assert RESEND_COUNT_ATTRIBUTE not in attempts["original"].attributes
+    assert attempts["hedge"].attributes[RESEND_COUNT_ATTRIBUTE] == 1

@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_resilience.errors import BulkheadTimeoutError, CircuitOpenError
+from otel_resilience.errors import BulkheadTimeoutError, CircuitOpenError, ExecutionRejectedError
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.patterns.bulkhead import BulkheadConfig
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
@@ -238,6 +238,29 @@ async def test_an_execution_ended_by_a_rejection_names_the_dependency_error(otel
         await _call(manager, config, driver, _flaky(5))
     span = otel.span("dep-error")
     assert span.attributes[sc.ERROR_TYPE] == "otel_resilience.errors.CircuitOpenError"
+    assert span.attributes[sc.DEPENDENCY_ERROR_TYPE] == "ConnectionError"
+
+
+class _OwnRejection(ExecutionRejectedError):
+    """A rejection of the application's own (a custom step's), defined after the library was imported."""
+
+
+async def test_a_rejection_of_a_class_made_after_the_import_never_names_the_dependency_error(
+    otel, clock, driver, alerts
+):
+    """The dependency failed, then an attempt was rejected by a custom rejection: the span names the failure."""
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    config = ResilienceConfig(name="own-rejection", retry_policy=_fixed(3))
+    calls = iter((ConnectionError("down"), _OwnRejection("shed")))
+
+    def fn() -> str:
+        raise next(calls)
+
+    with pytest.raises(_OwnRejection):
+        await _call(manager, config, driver, fn)
+    span = otel.span("own-rejection")
+    assert span.attributes[sc.OUTCOME] == "rejected"
+    assert span.attributes[sc.ERROR_TYPE] == f"{__name__}._OwnRejection"
     assert span.attributes[sc.DEPENDENCY_ERROR_TYPE] == "ConnectionError"
 
 

@@ -99,7 +99,8 @@ class CircuitBreakerConfig:
     record_result: Callable[[Any], bool] | None = None
     """A predicate on what the call returned: ``True`` counts the returned value as a failure
     of the dependency (``lambda r: r.status_code >= 500``). Sync; the value is still returned to
-    the caller. ``None`` (the default): every returned value is a success."""
+    the caller. ``None`` (the default): every returned value is a success. A block run under
+    ``guard()`` returns no value: it is not judged (its success is one)."""
     break_duration: Callable[[int], float] | None = None
     """Seconds to stay OPEN as a function of the number of consecutive openings (1 for the
     first, 2 when a probe failed once ...); overrides ``timeout`` when given. A plain function

@@ -655,6 +655,8 @@ class _BreakerCore:
         except BaseException:
             with _DELIVERY_LOCK:
                 _DELIVERING.discard(self)
+                if not _UNDELIVERED.get(self, True):  # nothing left: keep no entry (nor the core)
+                    del _UNDELIVERED[self]
             raise
 
     def _deliver(self, change: StateChanged) -> None:

@@ -285,7 +285,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         return snapshot(self._core)
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker({self.name!r}, state={self._core.state.value})"
+        # Peeked: a repr (a log line, a debugger) must not move the breaker nor run its callbacks.
+        return f"CircuitBreaker({self.name!r}, state={self._core.peek_state().value})"
 
 
 def _unwatch(breaker: CircuitBreaker, callback: Callable[..., Any], rejections: bool) -> None:

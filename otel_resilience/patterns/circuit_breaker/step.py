@@ -14,6 +14,7 @@ from otel_resilience.engine.calling import notify
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.guard import guarded_block
 from otel_resilience.errors import CircuitOpenError
 from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
@@ -94,7 +95,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         permit, started = token
         return permit, self.clock.now() - started >= cast("float", self._core.settings.slow_call_duration)
 
-    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:  # noqa: ARG002
+    def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:
         """Count a success (or, when ``record_result`` says so, a returned value as a failure).
 
         A success of a call admitted while the breaker was lock-free (a CLOSED period with no
@@ -107,15 +108,19 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         given back first (counted as ignored).
         """
         if not self._core.settings.plain:  # timed calls or judged results
-            self._judge_returned(token, result)
+            self._judge_returned(ctx, token, result)
             return
         self._succeeded(_permit_of(token), False)  # noqa: FBT003
 
-    def _judge_returned(self, token: Any, result: Any) -> None:
-        """Count a returned call of a breaker that times calls or judges results."""
+    def _judge_returned(self, ctx: ExecutionContext, token: Any, result: Any) -> None:
+        """Count a returned call of a breaker that times calls or judges results.
+
+        A guarded block returns no value (``result`` is ``None`` there): ``record_result`` is
+        not asked about it, and its success counts as one.
+        """
         permit, slow = self._ended(token) if self._timed else (token, False)
         judge = self._core.settings.record_result
-        if judge is not None and self._is_failure(permit, judge, result):
+        if judge is not None and ctx.fn is not guarded_block and self._is_failure(permit, judge, result):
             self._failed(permit, None, slow)
         else:
             self._succeeded(permit, slow)

@@ -133,7 +133,8 @@ class HedgingConfig:
     set aside like any other error: the next attempt starts.
 
     Async only: the attempts run side by side as tasks of the event loop; the sync API
-    (``call_sync``, a sync function under a policy with hedging) raises ``TypeError``.
+    (``Hedging.run_sync``, a sync function under a policy with hedging) raises ``TypeError``
+    (:class:`~otel_resilience.Hedging` has no ``call_sync``).
 
     Args:
         delay: See the attribute.

@@ -103,8 +103,8 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
 
         Returns:
             ``name``, ``mode``, ``max_attempts``, ``executions`` (that entered the hedging),
-            ``hedges`` (attempts after the original that ran: a hedge whose race ended before its task
-            ran is not counted), ``hedges_denied`` (hedges that were due but refused: by the
+            ``hedges`` (attempts after the original that ran: a hedge whose race was won or ended
+            before its task ran is not counted), ``hedges_denied`` (hedges that were due but refused: by the
             budget, an HTTP request that may be sent only once, the execution's cap in total, the
             deadline or a rejection by the policy's own breaker, bulkhead or rate limiter),
             ``original_wins`` and ``hedge_wins``

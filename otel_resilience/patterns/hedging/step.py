@@ -338,9 +338,13 @@ class _Race(Hedge):
         accepted: bool,
         won: bool,
     ) -> None:
-        """Mark the winner of a race, tell the delay the latency of an accepted result, close the scope."""
+        """Mark the winner of a race, tell the delay the latency of an accepted result, close the scope.
+
+        The winner is marked only when another attempt ran beside it: a hedge still pending (its
+        task had not run when the race was won) never runs, and is no attempt it beat.
+        """
         telemetry, core = self._telemetry, self._core
-        if won and self._started > 1 and telemetry.hub.event_listeners:
+        if won and self._started - len(self._pending or ()) > 1 and telemetry.hub.event_listeners:
             attempt_type = ORIGINAL if attempt is self._original else HEDGE
             telemetry.report(Event.HEDGE_WON, HedgeWon(attempt.attempt, attempt_type))
         if scope is None:

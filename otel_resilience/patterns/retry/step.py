@@ -43,6 +43,7 @@ from otel_resilience.patterns.retry.stats import RetryStats
 _FAILURE: Final = Outcome.FAILURE
 _SUCCESS: Final = Outcome.SUCCESS
 _CANCELLED: Final = Outcome.CANCELLED
+_REJECTED: Final = Outcome.REJECTED
 _RETRY_SCHEDULED: Final = Event.RETRY_SCHEDULED
 _RETRY_EXHAUSTED: Final = Event.RETRY_EXHAUSTED
 _TIMEOUT: Final = Event.TIMEOUT
@@ -87,6 +88,11 @@ def _attach_note(error: BaseException, note: str) -> None:
         error.add_note(note)
     else:  # pragma: no cover - Python 3.10
         error.__dict__.setdefault("__notes__", []).append(note)
+
+
+def _rejection(error: Exception | None) -> bool:
+    """Whether ``error`` is a rejection, by the outcomes' one rule (:func:`classify_error`)."""
+    return error is not None and classify_error(error) is _REJECTED
 
 
 def _told_apart(delay: float, limit: float) -> tuple[str, str]:
@@ -205,7 +211,8 @@ class _RetryCore:
             with self.lock:
                 stats.non_retryable += 1
             if attempt > 1 and telemetry.hub.event_listeners:  # stopped after a retry: say why
-                stopped = RetryExhausted(ctx.attempt, error_type_name(error), "not_retryable")
+                name = error_type_name(error)
+                stopped = RetryExhausted(ctx.attempt, name, "not_retryable", _rejection(error))
                 telemetry.report(_RETRY_EXHAUSTED, stopped)
             return None
         failed = ctx.attempt
@@ -215,7 +222,7 @@ class _RetryCore:
         if reason is None:
             next(stats._retries)
             if telemetry.hub.event_listeners:
-                args = RetryScheduled(failed, delay, error_type_name(error), wait.source)
+                args = RetryScheduled(failed, delay, error_type_name(error), wait.source, _rejection(error))
                 try:
                     telemetry.report(_RETRY_SCHEDULED, args)
                 except BaseException:  # a listener interrupted: the retry withdrawn never runs
@@ -237,7 +244,8 @@ class _RetryCore:
             if reason == "budget":
                 self.stats.retries_denied += 1
         if telemetry.hub.event_listeners:
-            telemetry.report(_RETRY_EXHAUSTED, RetryExhausted(failed, error_type_name(error), reason))
+            args = RetryExhausted(failed, error_type_name(error), reason, _rejection(error))
+            telemetry.report(_RETRY_EXHAUSTED, args)
         if error is not None:
             _attach_note(error, self._give_up_note(attempt, wait, failed))
 

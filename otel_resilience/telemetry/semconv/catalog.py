@@ -144,8 +144,9 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         HTTP_RESEND_COUNT,
         "int",
-        "OTel HTTP convention: `attempt - 1`, set on attempt spans when the caller's span is an "
-        "HTTP client span.",
+        "OTel HTTP convention: `attempt - 1`, set on the attempt spans of resends (attempt 2 "
+        "onwards: never on a hedged execution's original) when the caller's span is an HTTP "
+        "client span.",
     ),
     AttributeSpec(RETRY_DELAY, "double", "The backoff before the next attempt.", unit="s"),
     AttributeSpec(
