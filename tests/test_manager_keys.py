@@ -365,6 +365,47 @@ def test_keys_expired_while_a_new_key_fails_to_build_are_still_folded(
     assert policy._ledger.executions()["total"] == 1
 
 
+class Strict:
+    """A hashable key whose ``==`` refuses any other type (as some value types do)."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def __hash__(self) -> int:
+        return hash(self.number)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Strict):
+            raise TypeError(f"cannot compare a Strict with {type(other).__name__}")
+        return self.number == other.number
+
+
+def test_a_key_whose_equality_refuses_other_types_breaks_no_other_key(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """The store tells its entries apart without asking a key to compare itself with another.
+
+    Its expiry compared every entry it looked at with the key used (and with ``None``): a key
+    whose ``==`` raises made every call and stats read that looked at it raise, and the keys
+    already taken out of the store by that look were never folded (their counts lost).
+    """
+    policy = manager.policy("strict", BREAKER, max_keys=2, idle_ttl=10.0)
+    strict = Strict(1)
+    for key in (strict, "a", "b"):  # b evicts the oldest idle key (strict): a call compares none
+        policy.for_key(key).execute_sync(lambda: None)
+    policy.for_key(strict).execute_sync(lambda: None)  # made again, evicting a
+    clock.advance(5.0)
+    policy.for_key(strict).execute_sync(lambda: None)
+    clock.advance(6.0)  # b: 11 s unused, strict: 6 s
+    policy.for_key(strict).execute_sync(lambda: None)  # looks at b, expired, with strict in use
+    clock.advance(11.0)
+    policy.for_key("c").execute_sync(lambda: None)  # strict expired, with nothing in use
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (1, 4)
+    assert stats["executions"]["total"] == 7
+    assert policy._keys.values(evicting=True) == [policy._keys.get("c")]
+
+
 def test_keys_unused_for_idle_ttl_are_evicted(manager: ResilienceManager, clock: FakeClock) -> None:
     """A key not used for idle_ttl seconds goes at the next call or stats read; one used stays."""
     policy = manager.policy("ttl", BREAKER, idle_ttl=timedelta(seconds=60))

@@ -8,6 +8,7 @@ import logging
 import threading
 
 import pytest
+from otel_support import Otel
 
 from otel_resilience import (
     BulkheadConfig,
@@ -25,9 +26,11 @@ from otel_resilience import (
 )
 from otel_resilience.config import loads
 from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
+from otel_resilience.engine.registry import BREAKERS
 from otel_resilience.engine.step import Step
 from otel_resilience.manager.keyed import KeyState
 from otel_resilience.patterns.circuit_breaker import CircuitState
+from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import EventRecorder, FakeClock
 
 
@@ -414,6 +417,58 @@ async def test_a_call_running_in_a_breaker_and_bulkhead_a_reload_replaces_is_cou
     assert breaker["total_successes"] == (2 if change == "renamed" else 1)
     assert bulkhead["total"] == bulkhead["completed"] == (2 if change == "renamed" else 1)
     assert bulkhead["active"] == bulkhead["waiting"] == 0
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["key", "unkeyed"])
+async def test_a_breaker_a_reload_drops_leaves_the_exported_series_when_its_last_call_ends(
+    otel: Otel, manager: ResilienceManager, clock: FakeClock, keyed: bool
+) -> None:
+    """A dropped breaker that a call in flight still uses is folded when that call ends, not at a later reload.
+
+    Until then it was still exported as a live breaker of the policy: OPEN, then HALF_OPEN for
+    ever (the breaker-open alert firing for a policy that has no breaker any more).
+    """
+    config = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=30.0))
+    policy = manager.policy("dropped-open", config)
+    runs = policy.for_key("k") if keyed else policy
+    release = asyncio.Event()
+
+    async def answer_later() -> str:
+        await release.wait()
+        return "ok"
+
+    async def fail() -> None:
+        raise ConnectionError("down")
+
+    def breakers() -> list[object]:
+        return [
+            b for b in BREAKERS.items() if type(b).__name__ == "CircuitBreaker" and b.name == "dropped-open"
+        ]
+
+    running = asyncio.create_task(runs.execute(answer_later))
+    await asyncio.sleep(0)
+    with pytest.raises(ConnectionError):
+        await runs.execute(fail)  # opens the breaker the running call holds
+    manager.reconfigure("dropped-open", ResilienceConfig())  # drops it while that call runs
+    newer = asyncio.create_task(runs.execute(answer_later))  # runs on, without a breaker
+    await asyncio.sleep(0)
+    assert len(breakers()) == 1  # the running call may still count in it
+    release.set()
+    assert await running == "ok"
+    assert breakers() == []  # no call can use it any more: folded as that call ended
+    assert await newer == "ok"
+    for _ in range(2):
+        assert await runs.execute(answer_later) == "ok"
+    clock.advance(60.0)  # past the OPEN period: a breaker left behind would read HALF_OPEN
+    states = {
+        point.attributes[sc.CB_STATE]: point.value
+        for point in otel.points(sc.CB_STATE_METRIC)
+        if point.attributes[sc.NAME] == "dropped-open" and point.value
+    }
+    assert (breakers(), states) == ([], {"closed": 1})
+    calls = sum(p.value for p in otel.points(sc.CB_CALLS) if p.attributes.get(sc.NAME) == "dropped-open")
+    assert calls == 2  # the failure and the call in flight at the reload: counted once, kept
+    assert policy.get_stats()["executions"]["total"] == 5
 
 
 def test_reconfigure_many_changes_nothing_when_a_link_factory_fails_after_the_trial(

@@ -307,6 +307,33 @@ async def test_a_wait_longer_than_max_wait_is_rejected_at_once(clock, driver, re
     assert recorder.of(Event.CALL_REJECTED) == [CallRejected(reason="rate_limited")]
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+@pytest.mark.parametrize("start", [1000.0, 4321.123, 123456.789])
+@pytest.mark.parametrize("rate", [10.0, 3.0, 7.0])
+def test_a_permit_due_exactly_max_wait_later_is_waited_for_whatever_the_clock_reads(algorithm, start, rate):
+    """``max_wait = 1 / rate`` waits one permit's interval, never rejects it: the permit due
+    ``now + 1 / rate`` is compared with ``now + max_wait``, not ``due - now`` (which rounds above
+    ``1 / rate`` at most clock readings: ``1000.1 - 1000.0`` is ``0.10000000000002274``)."""
+    clock = FakeClock(start)
+    limiter = limiter_on(clock, rate=rate, burst=1, max_wait=1 / rate, algorithm=algorithm)
+    assert limiter.try_acquire()
+    assert limiter.call_sync(lambda: "waited") == "waited"
+    assert limiter.get_stats()["waited"] == 1
+    assert clock.sleeps == [pytest.approx(1 / rate)]
+
+
+@pytest.mark.parametrize("start", [1000.0, 4321.123, 123456.789])
+@pytest.mark.parametrize(("rate", "max_wait"), [(10.0, 0.3), (10.0, 0.5), (3.0, 1.0), (7.0, 1.0)])
+def test_callers_at_one_instant_wait_until_the_permit_due_exactly_max_wait_later(start, rate, max_wait):
+    """A burst of callers queues up to the permit due exactly ``max_wait`` from now, and no further."""
+    rules = new_rules(RateLimiterConfig(rate=rate, burst=1, max_wait=max_wait, max_waiting=100))
+    assert rules.acquire(start, 0.0) is None
+    queued = round(max_wait * rate)
+    answers = [rules.acquire(start, max_wait) for _ in range(queued + 1)]
+    assert [type(answer) for answer in answers] == [_Reservation] * queued + [float]
+    assert answers[-2].due == start + max_wait
+
+
 async def test_an_async_wait_past_the_deadline_is_rejected_at_once(clock):
     """A permit due after the enclosing deadline: RateLimitedError now, not a timeout later."""
     limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=5.0)
@@ -559,14 +586,16 @@ def test_a_reservation_dropped_while_the_lock_was_held_is_given_back_before_the_
 async def test_a_waiter_cut_by_its_deadline_gives_its_permit_back():
     """A deadline that cancels a waiting task (a wait that fit the budget when it began) frees its permit."""
     clock = ManualClock()
-    limiter = limiter_on(clock, rate=1.0, burst=1, max_wait=60.0)
+    limiter = limiter_on(clock, rate=100.0, burst=1, max_wait=60.0)
     assert limiter.try_acquire()
 
     async def fn():
         return "never"
 
     with pytest.raises(TimeoutError):
-        async with fail_after(0.05):  # real time: the manual clock never moves
+        # The next permit is due in 0.01 s, within the 0.05 s left: the wait begins. The deadline
+        # fires in real time, while the manual clock, which the wait is on, never moves.
+        async with fail_after(0.05):
             await limiter.call(fn)
     assert limiter.waiting == 0
     assert limiter.get_stats()["cancelled"] == 1

@@ -10,6 +10,7 @@ import pytest
 from forking_support import run_in_child
 
 from otel_resilience import Jitter, OperationTimeoutError, Retry, RetryBudget, RetryPolicy, TimeoutHandler
+from otel_resilience.engine import SyncDeadline
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.testing import FakeClock
 
@@ -55,6 +56,35 @@ def test_the_retry_the_backoff_never_ran_goes_back_to_the_budget() -> None:
     with pytest.raises(OperationTimeoutError):
         run()
     assert budget.get_stats()["retries"] == 0
+
+
+@pytest.mark.parametrize(
+    ("outer_start", "retry_start", "delay", "retried"),
+    [(0.0, 1000.0, 0.5, True), (1000.0, 0.0, 20.0, False)],
+)
+def test_a_retry_on_another_clock_than_its_deadline_weighs_its_backoff_against_the_seconds_left(
+    outer_start: float, retry_start: float, delay: float, *, retried: bool
+) -> None:
+    """Under 10 s left on another clock: a 0.5 s backoff is waited, a 20 s one gives up at once."""
+    retry_clock = FakeClock(retry_start)
+    policy = RetryPolicy(max_attempts=2, initial_delay=delay, jitter=Jitter.NONE)
+    retry = Retry("dep", policy, clock=retry_clock)
+    calls: list[int] = []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Down
+        return "ok"
+
+    with SyncDeadline(FakeClock(outer_start), 10.0, "total"):
+        if retried:
+            assert retry.run_sync(fn) == "ok"
+        else:
+            with pytest.raises(Down):
+                retry.run_sync(fn)
+    assert retry_clock.sleeps == ([delay] if retried else [])
+    assert len(calls) == (2 if retried else 1)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")

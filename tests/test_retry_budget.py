@@ -15,6 +15,7 @@ from support import invoke
 import otel_resilience
 from otel_resilience.engine.events import Event, RetryExhausted, error_type_name
 from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.validation import MAX_COUNT
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.patterns.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
 from otel_resilience.patterns.retry.budget import BUDGET_BUCKETS
@@ -142,6 +143,32 @@ def test_a_whole_allowance_is_not_passed_by_floating_point_rounding(
     allowed = [budget.try_withdraw() for _ in range(allowance + 1)]
     assert allowed == [True] * allowance + [False]
     assert budget.get_stats()["available"] == 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"ratio": 0.1, "min_retries_per_second": 1e308},  # a floor beyond a float: inf
+        {"ratio": 1e308, "min_retries_per_second": 0.0},  # a ratio that is, with 2 first attempts
+        {"ratio": 1e300, "min_retries_per_second": 0.0},  # a level far beyond a 64-bit count
+    ],
+)
+def test_an_allowance_beyond_a_count_is_shown_as_the_largest_count(
+    clock: FakeClock, settings: dict[str, float]
+) -> None:
+    """``available`` is always a count (an int up to ``sys.maxsize``), as its 64-bit gauge exports it.
+
+    A floor or a ratio so large that the bound overflows (``inf``) or passes any 64-bit count
+    allows every retry, as a window can never count ``sys.maxsize`` of them.
+    """
+    budget = RetryBudget(**settings, window=10.0, clock=clock)
+    for _ in range(3):
+        budget.deposit()
+    available = budget.get_stats()["available"]
+    assert type(available) is int
+    assert available == MAX_COUNT
+    assert all(budget.try_withdraw() for _ in range(100))
+    assert budget.get_stats()["available"] == MAX_COUNT - 100
 
 
 def test_a_budget_with_neither_ratio_nor_floor_allows_no_retry(clock: FakeClock) -> None:

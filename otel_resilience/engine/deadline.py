@@ -7,7 +7,16 @@ three-item list, ``[deadline, owner, clock]``, the clock the deadline was comput
 ``min(outer, inner)``, as trio's ``current_effective_deadline()`` does, so an outer deadline
 bounds every inner one. Only the scope whose own deadline is the tightest is armed, however many
 layers, as an entry of its loop's one shared timer (:mod:`otel_resilience.engine.timer`): a call
-that ends in time leaves no cancelled timer behind on the loop.
+that ends in time leaves no cancelled timer behind on the loop. A looser scope is armed as well
+when its task holds a cancellation it caught (``Task.cancelling()``): the tighter scope may have
+fired already, its cancellation swallowed, and nothing else would end the block.
+
+**Two clocks.** Times of two clocks (a test's fake clock, the system's) are never compared or
+subtracted: a scope under a deadline of its owner computed on another clock compares its timeout
+with the seconds left of that deadline, and, when its own comes first, publishes it on the clock
+of the deadline in force (``now + timeout`` there), so that a cell's deadline is always on the
+cell's clock and a sync scope puts back only the deadline it replaced. What is left is read on
+the cell's clock (:func:`time_left`): seconds, the same on every clock.
 
 An async scope raises :class:`~otel_resilience.errors.OperationTimeoutError` only when *its own*
 deadline expired; any other cancellation propagates untouched.
@@ -21,7 +30,7 @@ caused.
 
 **A deadline belongs to the task that set it** (outside any task: to the thread), as with
 ``asyncio.timeout``. The context variable holds the deadline together with its owner, and every
-reader (:func:`current_deadline`, :func:`time_remaining`, the scopes themselves) ignores a
+reader (:func:`current_deadline`, :func:`time_left`, the scopes themselves) ignores a
 deadline owned by someone else. ``asyncio.create_task`` and ``asyncio.to_thread`` copy the
 context into the new task or thread, but nothing would ever cancel it at that deadline: a task or
 thread started inside a scope has no deadline of ours until it opens its own. A child that is
@@ -82,10 +91,10 @@ _NO_OWNER: Final[object] = object()
 
 _Cell = list[Any]
 """A cell: ``[deadline, owner, clock]``, an effective deadline, the task (or, outside any task, the
-thread) that set it and the clock it is on (that of the scope that set the deadline in force: the
-scopes of one owner share a clock, two deadlines on different clocks cannot be compared). A list,
-made in one instruction where a class of two slots runs its ``__init__`` as a Python frame on
-every async scope.
+thread) that set it and the clock it is on: that of the owner's scope that set the first deadline
+in force (a tighter scope on another clock publishes its deadline converted onto it, through the
+seconds it has left: two clocks' times cannot be compared). A list, made in one instruction
+where a class of two slots runs its ``__init__`` as a Python frame on every async scope.
 
 A task is held by a weak reference (one per task: ``weakref.ref`` hands back the live one), so a
 context copied before the task ended (a cancelled timer handle of the loop keeps one until its
@@ -94,11 +103,11 @@ owner's own sync scopes change the deadline in place (:func:`publish_deadline`):
 sees the cell, through a copied context, ignores it.
 """
 
-_DEADLINE: ContextVar[_Cell] = ContextVar(
-    "otel_resilience_deadline",
-    default=[_NO_DEADLINE, _NO_OWNER, None],  # noqa: B039 - nobody's: no scope ever changes it
-)
-"""The effective deadline of the context's owner (the default cell is nobody's, never changed)."""
+_NOBODYS: Final[_Cell] = [_NO_DEADLINE, _NO_OWNER, None]
+"""The cell of no deadline: nobody's, never changed (the context variable's default)."""
+
+_DEADLINE: ContextVar[_Cell] = ContextVar("otel_resilience_deadline", default=_NOBODYS)
+"""The effective deadline of the context's owner."""
 
 _get_running_loop = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
 
@@ -126,6 +135,33 @@ _cancelling: Final[Callable[[asyncio.Task[Any]], int]] = getattr(asyncio.Task, "
 """``_cancelling(task)``: the task's pending cancellation requests (``Task.cancelling``, 3.11 on; else 0)."""
 
 
+class _CancelMessage(str):  # noqa: SLOT000 - a str's subclass cannot have slots of its own
+    """Python 3.10: the message a scope cancels its task with, compared by identity.
+
+    It remembers the task's message it replaced (:attr:`before`), put back when the scope leaves,
+    as ``Task.uncancel`` takes a request back on 3.11: while the task holds one of these, one of
+    our scopes cancelled it and has not left (:func:`_holds_a_cancellation`).
+    """
+
+    before: object
+
+
+def _ours_pending(task: asyncio.Task[Any]) -> int:  # pragma: no cover - Python 3.10
+    """Python 3.10: 1 when a scope of ours cancelled ``task`` and has not left, else 0."""
+    return int(type(getattr(task, "_cancel_message", None)) is _CancelMessage)
+
+
+_holds_a_cancellation: Final = _cancelling if sys.version_info >= (3, 11) else _ours_pending
+"""``_holds_a_cancellation(task)``: whether the task holds a cancellation it may have caught.
+
+``Task.cancelling()`` from Python 3.11 (every request not taken back, as ``asyncio.timeout``
+counts them); on 3.10, which counts none, whether a scope of ours cancelled the task and has not
+left (:func:`_ours_pending`). A scope no earlier than the deadline in force is armed then: the
+scope of that deadline may have fired already, its cancellation caught, and nothing else would
+end the block.
+"""
+
+
 class _Thread(threading.local):
     """Per thread: the token that stands for the thread as a deadline's owner.
 
@@ -149,24 +185,27 @@ def _owner() -> object:
     return _THREAD.owner
 
 
-def _own_deadline() -> float:
-    """Return the effective deadline of the current task or thread (``inf`` when there is none).
+def _own_cell() -> _Cell:
+    """Return the deadline cell of the current task or thread (:data:`_NOBODYS` when there is none).
 
     Every reader goes through here (the two scopes apply the same test to the owner they already
     hold): a deadline set by another task or thread, inherited through a copied context, does not
     apply.
     """
-    deadline, owner, _ = _DEADLINE.get()
+    cell = _DEADLINE.get()
+    owner = cell[1]
     if owner is _NO_OWNER or owner is not _owner():  # no deadline at all: no owner to look up
-        return _NO_DEADLINE
-    return deadline  # type: ignore[no-any-return]
+        return _NOBODYS
+    return cell
 
 
 def current_deadline() -> float | None:
     """Return the effective absolute deadline of the current call, on its scope's clock.
 
     The clock is the one the scope that set the deadline runs on: ``time.monotonic`` for the
-    default clock; :func:`time_left` reads what is left of it on that clock.
+    default clock; :func:`time_left` reads what is left of it on that clock. A tighter scope on
+    another clock than the enclosing ones' sets its deadline on theirs, through the seconds it
+    has left (times of two clocks cannot be compared).
 
     A deadline binds the task (outside any task: the thread) whose scope set it. A task or thread
     started inside a scope does not inherit it: until it opens a scope of its own it has none.
@@ -175,7 +214,7 @@ def current_deadline() -> float | None:
         The earliest deadline of every enclosing timeout scope of the current task or thread, or
         ``None`` when there is none. A callee can pass :func:`time_left` on as a socket timeout.
     """
-    deadline = _own_deadline()
+    deadline: float = _own_cell()[0]
     return None if deadline == _NO_DEADLINE else deadline
 
 
@@ -185,25 +224,24 @@ def time_left() -> float:
     The deadline is the one :func:`current_deadline` returns: that of the current task or thread
     (``inf`` when there is none). What a caller outside the engine's steps, with no clock of the
     deadline's own (an HTTP client's timeout), passes on: a deadline set on a test's fake clock
-    is read on that clock, never on the system's.
+    is read on that clock, never on the system's. Seconds left are the same on every clock: the
+    engine's steps read them here too, whatever clock they run on.
     """
-    deadline = _own_deadline()
+    deadline, _, clock = _own_cell()
     if deadline == _NO_DEADLINE:
         return _NO_DEADLINE
-    return deadline - _DEADLINE.get()[2].now()  # type: ignore[no-any-return] # the clock of that cell
+    return deadline - clock.now()  # type: ignore[no-any-return] # the clock of that cell
 
 
-def time_remaining(clock: Clock) -> float:
-    """Return the seconds left before the effective deadline (``inf`` when there is none), on ``clock``.
+def time_remaining(clock: Clock) -> float:  # noqa: ARG001 - kept for its callers: seconds are the same on every clock
+    """Return the seconds left before the effective deadline (``inf`` when there is none).
 
     The deadline is the one :func:`current_deadline` returns: that of the current task or thread.
-    A step reads it on its own clock, the deadline's (a manager refuses a recovery system on
-    another); :func:`time_left` reads it on the clock the deadline was computed on.
+    What is left is read on the clock the deadline was computed on (:func:`time_left`), never
+    on ``clock``: a deadline of another clock (a policy on a test's fake clock inside one on the
+    system's) is no time of ``clock``, its seconds left are the same on both.
     """
-    deadline = _own_deadline()
-    if deadline == _NO_DEADLINE:
-        return _NO_DEADLINE
-    return deadline - clock.now()
+    return time_left()
 
 
 class DeadlineReachedError(OperationTimeoutError):
@@ -236,7 +274,7 @@ class WaitDeadlineReachedError(DeadlineReachedError, ExecutionRejectedError):
     __slots__ = ()
 
 
-def passes_to_its_scope(error: Exception, clock: Clock) -> bool:
+def passes_to_its_scope(error: Exception) -> bool:
     """Whether ``error`` is an enclosing scope's deadline, reached: no step before that scope answers it.
 
     A :class:`DeadlineReachedError` raised once the effective deadline passed (a sync wait the
@@ -246,7 +284,7 @@ def passes_to_its_scope(error: Exception, clock: Clock) -> bool:
     execution at its deadline: the deadline's owner, and what encloses it, answer its timeout.
     Raised before any deadline passed (by hand), it is a failure like any other.
     """
-    return isinstance(error, DeadlineReachedError) and time_remaining(clock) <= 0.0
+    return isinstance(error, DeadlineReachedError) and time_left() <= 0.0
 
 
 def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> None:
@@ -276,7 +314,7 @@ def wait_sync_within_deadline(
         ``None`` after ``seconds``; the error of ``kind`` to raise (:func:`deadline_reached`)
         when the deadline came first (the wait lasted until it).
     """
-    remaining = time_remaining(clock)
+    remaining = time_left()
     if remaining >= seconds:
         clock.sleep_sync(seconds)
         return None
@@ -381,25 +419,38 @@ class AsyncDeadline(TimerEntry):
         if self._entered:
             raise _entered_twice(self, self._operation)
         self._entered = True
-        now = self._clock.now  # read, then called: a call of the attribute is not specialised
+        clock = self._clock
+        now = clock.now  # read, then called: a call of the attribute is not specialised
         deadline = now() + self._timeout
         loop = asyncio.get_running_loop()
         task = _current_task(loop)
         if task is None:  # pragma: no cover - always inside a task under asyncio
             msg = "AsyncDeadline must be used inside an asyncio task"
             raise RuntimeError(msg)
-        outer, owner, _ = _DEADLINE.get()
+        outer, owner, outer_clock = _DEADLINE.get()
         task_ref = _ref(task)
-        if deadline < outer or owner is not task_ref:  # another task's deadline does not bind this one
-            cell = self._cell = [deadline, task_ref, self._clock]
-            self._token = _DEADLINE.set(cell)
-            self._task = task
-            self._deadline = deadline
-            # Cancellations the task already had pending (a caught one leaves its count up): ours
-            # is told from them on the way out, as asyncio.timeout does.
-            self._cancelling = _cancelling(task)
-            timer = self._timer = loop_timer(loop)
-            timer.add(loop, self, loop.time() + self._timeout)
+        if owner is not task_ref or (outer_clock is clock and deadline < outer):
+            cell = [deadline, task_ref, clock]  # the first of the task's (another's does not bind it)
+        elif (
+            outer_clock is not clock and (narrowed := _across(outer, outer_clock, self._timeout)) is not None
+        ):
+            # Two clocks: the scope whose deadline comes first, by the seconds left (none were).
+            cell = [deadline, task_ref, clock] if outer == _NO_DEADLINE else [narrowed, task_ref, outer_clock]
+        elif _holds_a_cancellation(task):
+            # No earlier: armed all the same, as the earlier scope may have fired and its
+            # cancellation been caught; the earlier deadline stays the one in force.
+            cell = [outer, task_ref, outer_clock]
+        else:
+            return  # an earlier deadline of the task binds the block: its scope's cancellation ends it
+        self._cell = cell
+        self._token = _DEADLINE.set(cell)
+        self._task = task
+        self._deadline = deadline
+        # Cancellations the task already had pending (a caught one leaves its count up): ours
+        # is told from them on the way out, as asyncio.timeout does.
+        self._cancelling = _cancelling(task)
+        timer = self._timer = loop_timer(loop)
+        timer.add(loop, self, loop.time() + self._timeout)
 
     def fire(self) -> None:
         """Timer callback: this scope's deadline is due, so cancel its task."""
@@ -409,7 +460,9 @@ class AsyncDeadline(TimerEntry):
             if task is not None:
                 task.cancel()
         else:  # pragma: no cover - Python 3.10
-            self._cancel_message = _cancel_with_message(task, f"deadline of {self._operation!r} reached")
+            self._cancel_message = _cancel_with_message(
+                task, _CancelMessage(f"deadline of {self._operation!r} reached")
+            )
 
     async def __aexit__(
         self,
@@ -470,10 +523,14 @@ class AsyncDeadline(TimerEntry):
 # requested while another is pending is merged into it. A scope cancels its task with a message
 # of its own and, as anyio does there, reads the task's pending-cancellation state (private to
 # asyncio: ``_must_cancel``, ``_fut_waiter``, ``_cancel_message``) to tell whether another
-# request came before or after its own.
+# request came before or after its own. The message stays the task's until the scope leaves and
+# puts back the one it replaced: while the task holds one, a scope of ours cancelled it and has
+# not left (3.11's count, :func:`_holds_a_cancellation`).
 
 
-def _cancel_with_message(task: asyncio.Task[Any] | None, message: str) -> str | None:  # pragma: no cover
+def _cancel_with_message(  # pragma: no cover
+    task: asyncio.Task[Any] | None, message: _CancelMessage
+) -> _CancelMessage | None:
     """Cancel ``task`` with ``message`` (compared by identity); return it, or ``None`` when not ours.
 
     When a cancellation requested earlier (from elsewhere, or by an enclosing scope) is still
@@ -485,6 +542,7 @@ def _cancel_with_message(task: asyncio.Task[Any] | None, message: str) -> str | 
     waiter = getattr(task, "_fut_waiter", None)
     if getattr(task, "_must_cancel", False) or (isinstance(waiter, asyncio.Future) and waiter.cancelled()):
         return None
+    message.before = getattr(task, "_cancel_message", None)
     task.cancel(message)
     # Where the request went to the future the task waits on, the task keeps no message: set it,
     # so that a request made after ours (which sets its own there) shows.
@@ -493,22 +551,40 @@ def _cancel_with_message(task: asyncio.Task[Any] | None, message: str) -> str | 
     return message
 
 
-def _cancelled_only_by(task: asyncio.Task[Any] | None, message: str | None) -> bool:  # pragma: no cover
+def _cancelled_only_by(  # pragma: no cover
+    task: asyncio.Task[Any] | None, message: _CancelMessage | None
+) -> bool:
     """Whether the cancellation being handled is the one made with ``message``, and no other came after.
 
-    Another request after ours replaced the task's message; ours reaches the block as the error
-    being handled, or as its context (a task awaited, a ``gather``: the awaited task was
-    cancelled with ours, its awaiter gets a new error raised from it).
+    Called once the scope's deadline fired; the task's message goes back to the one ours
+    replaced (as ``Task.uncancel`` takes a request back on 3.11). Another request after ours
+    replaced the task's message, or, made while the task waited on a future, reached the block
+    as a new ``CancelledError`` raised while it handled ours (a clean-up that awaited): ours is
+    then that error's context, caught in a frame the new error went through. Ours reaches the
+    block as the error being handled, or as the context of one raised elsewhere (a task
+    awaited, a ``gather``: the awaited task was cancelled with ours, its awaiter gets a new
+    error raised from it).
     """
     if message is None or task is None or getattr(task, "_cancel_message", message) is not message:
         return False
-    error = sys.exc_info()[1]
+    with contextlib.suppress(AttributeError):
+        task._cancel_message = message.before  # type: ignore[attr-defined]
+    escaped = sys.exc_info()[1]
+    went_through = set()  # the frames of this task the escaping error went through
+    trace = escaped.__traceback__ if escaped is not None else None
+    while trace is not None:
+        went_through.add(trace.tb_frame)
+        trace = trace.tb_next
+    error = escaped
     for _ in range(16):
         if not isinstance(error, asyncio.CancelledError):
             return False
         if error.args and error.args[0] is message:
             return True
         error = error.__context__
+        trace = error.__traceback__ if error is not None else None
+        if trace is not None and trace.tb_frame in went_through:
+            return False  # caught in the block, which then got a cancellation requested after ours
     return False
 
 
@@ -519,22 +595,55 @@ def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None,
     object. Returns the scope's deadline, the owner's cell it narrowed (``None`` when an earlier
     deadline of the same task or thread bounds the block instead) and the deadline to put back
     (:func:`withdraw_deadline`). Where the context holds no cell of ours, a new one is set and
-    left there, deadline-free once withdrawn, for the next scopes of the same owner.
+    left there, deadline-free once withdrawn, for the next scopes of the same owner. Under a
+    deadline on another clock, :func:`_publish_across` decides.
     """
     now = clock.now  # read, then called: a call of the attribute is not specialised
     deadline = now() + timeout
     owner = _owner()
     cell = _DEADLINE.get()
-    previous, outer_owner, _ = cell
+    previous, outer_owner, outer_clock = cell
     if outer_owner is not owner:  # another's deadline (or none) does not bind us: a cell of our own
         cell = [deadline, owner, clock]
         _DEADLINE.set(cell)
         return deadline, cell, _NO_DEADLINE
     if deadline < previous:
+        if outer_clock is not clock:
+            if previous != _NO_DEADLINE:
+                return _publish_across(cell, timeout, deadline)
+            cell[2] = clock  # a deadline-free cell takes this scope's clock
         cell[0] = deadline
-        cell[2] = clock  # the deadline in force is on this scope's clock
         return deadline, cell, previous
+    if outer_clock is not clock and previous != _NO_DEADLINE:  # (none in force: an infinite timeout)
+        return _publish_across(cell, timeout, deadline)
     return deadline, None, previous
+
+
+def _across(outer: float, outer_clock: Clock, timeout: float) -> float | None:
+    """Return a scope's deadline on ``outer_clock`` if it comes before ``outer``, else ``None``.
+
+    The narrowing rule for two clocks: a deadline in force on another clock than the scope's
+    (``outer``, on ``outer_clock``) is compared with the scope's ``timeout`` through the seconds
+    it has left, and the scope's deadline is put on that clock (``now + timeout`` there).
+    """
+    now = outer_clock.now()
+    return now + timeout if timeout < outer - now else None
+
+
+def _publish_across(cell: _Cell, timeout: float, deadline: float) -> tuple[float, _Cell | None, float]:
+    """:func:`publish_deadline` under a deadline of the owner's own on another clock (:func:`_across`).
+
+    The cell stays on its clock: a scope whose deadline comes first narrows it there, and puts
+    back the deadline it replaced; otherwise the deadline in force binds the block, returned
+    on this scope's clock (``deadline - timeout``, when it began, plus the seconds left), on
+    which :func:`enforce_binding_deadline` reads it.
+    """
+    previous, _, outer_clock = cell
+    narrowed = _across(previous, outer_clock, timeout)
+    if narrowed is not None:
+        cell[0] = narrowed
+        return deadline, cell, previous
+    return deadline, None, deadline - timeout + (previous - outer_clock.now())
 
 
 def enforce_binding_deadline(clock: Clock, binding: float, started: float, operation: str) -> None:

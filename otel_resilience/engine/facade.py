@@ -24,7 +24,7 @@ from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
-from otel_resilience.engine.protecting import check_protectable, protect_with, standalone
+from otel_resilience.engine.protecting import check_protectable, protect_with, rebuild_standalone, standalone
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
@@ -146,6 +146,19 @@ class Pattern(abc.ABC, Generic[C, L]):
         return builder.add(self.as_strategy()).build(register=register)
 
     config = ReadOnly[C]("_config", "The instance's configuration.")
+
+    def _configured(self, config: C) -> None:
+        """Take ``config`` as the instance's, for an owner that reconfigured its state in place.
+
+        The instance's own pipeline, if it was built, is rebuilt with a link under ``config`` and
+        counts on in the old one's stats: it takes the old one's place among the exported
+        pipelines in one step (:meth:`~otel_resilience.engine.registry.Registry.replace`). So the
+        executions counted before the reload stay exported, and a call that still runs through the
+        old pipeline (a function decorated before the reload holds it) is counted once, in the
+        stats both share. The one rule of every pattern's ``_reconfigure``.
+        """
+        self._config = config
+        rebuild_standalone(self, "_standalone", self._build_pipeline)
 
     @abc.abstractmethod
     def _link(self, telemetry: StrategyTelemetry) -> L:

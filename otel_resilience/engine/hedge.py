@@ -20,7 +20,7 @@ starts, waits, cancels and awaits. The race, in order:
    with an outcome that is not acceptable and :attr:`Hedge.on_failure` is set;
    until :attr:`Hedge.limit` attempts started or :meth:`Hedge.start` refuses one (a budget, the
    execution's cap in total), after which none starts. No attempt starts once the effective
-   deadline (:func:`~otel_resilience.engine.deadline.time_remaining` on the step's clock) is
+   deadline (:func:`~otel_resilience.engine.deadline.time_left`) is
    reached, and a hedge delay that would end at or past it is not waited: the deadline ends the
    race (its cancellation), not a hedge started too late. Nor does one start after an attempt
    that the chain it runs rejected (an :class:`~otel_resilience.errors.ExecutionRejectedError`
@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.actions import Wait
 from otel_resilience.engine.clock import SYSTEM_CLOCK
-from otel_resilience.engine.deadline import time_remaining
+from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError
 
@@ -310,7 +310,7 @@ class _Race:
         started) and :attr:`delay` (the hedge's delay before the next, asked once per start).
         """
         hedge = self.hedge
-        if trigger is not None and time_remaining(self.clock) <= 0.0:
+        if trigger is not None and time_left() <= 0.0:
             # The deadline passed: a hedge would start too late (nothing is asked of the hedge).
             self.refuse(trigger, DEADLINE)
             return
@@ -379,7 +379,7 @@ class _Race:
             if delay is None and not self.tasks:
                 return
             left = None if delay is None else delay - (self.clock.now() - self.latest)
-            if left is not None and left > 0 and time_remaining(self.clock) <= left:
+            if left is not None and left > 0 and time_left() <= left:
                 # The next hedge by delay would start at or past the deadline: none will. It never
                 # comes due, so none is denied (reported only when one is due past the deadline);
                 # a hedge by failure may still start before the deadline.

@@ -2,8 +2,9 @@
 
 :func:`protect_with` wraps a function so that every call runs through a pipeline (the driver
 chosen once, when it is decorated); :func:`check_protectable` refuses what no driver can run;
-:func:`standalone` builds a pattern's own pipeline on its first use. Importable from
-:mod:`~otel_resilience.engine.pipeline` too, where they were defined before.
+:func:`standalone` builds a pattern's own pipeline on its first use, and
+:func:`rebuild_standalone` builds it again, counting on, when the pattern is reconfigured.
+Importable from :mod:`~otel_resilience.engine.pipeline` too, where they were defined before.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from otel_resilience.engine.calling import async_generator_refused, generator_refused
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.registry import PIPELINES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from otel_resilience.engine.pipeline import Pipeline
 
-__all__ = ["check_protectable", "is_async_callable", "keep_metadata", "protect_with", "standalone"]
+__all__ = [
+    "check_protectable",
+    "is_async_callable",
+    "keep_metadata",
+    "protect_with",
+    "rebuild_standalone",
+    "standalone",
+]
 
 
 _STANDALONE_LOCK: Final = fork_safe(threading.Lock())
@@ -49,6 +58,33 @@ def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> 
             setattr(owner, attribute, built)
             current = built
     return current
+
+
+def rebuild_standalone(owner: object, attribute: str, build: Callable[..., Pipeline]) -> None:
+    """Replace ``owner.<attribute>``, the pattern's own pipeline if built, by a new one that counts on.
+
+    For a pattern reconfigured in place, whose own pipeline must run a link under the new config:
+    ``build(register=False)`` makes the new one, which counts in the old one's stats and takes
+    its place in :data:`~otel_resilience.engine.registry.PIPELINES` in one step. So the
+    executions the old one counted stay exported (they would go with it, a counter reset to a
+    backend), and a call through the old one (a function decorated before holds it) is counted
+    once. Nothing happens while the pipeline is not built.
+
+    Args:
+        owner: The pattern instance.
+        attribute: The slot that holds the pipeline (``None`` until built).
+        build: Builds the pipeline; takes ``register=False``.
+    """
+    if getattr(owner, attribute) is None:
+        return
+    built = build(register=False)
+    with _STANDALONE_LOCK:
+        old: Pipeline | None = getattr(owner, attribute)
+        if old is None:  # pragma: no cover - an own pipeline, once built, is never unset
+            return
+        built.stats = old.stats
+        PIPELINES.replace((old,), lambda: built)
+        setattr(owner, attribute, built)
 
 
 def is_async_callable(fn: object) -> TypeGuard[Callable[..., Coroutine[Any, Any, Any]]]:

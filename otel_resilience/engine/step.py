@@ -63,7 +63,7 @@ from otel_resilience.engine.deadline import (
     deadline_reached,
     enforce_binding_deadline,
     publish_deadline,
-    time_remaining,
+    time_left,
     wait_sync_within_deadline,
     withdraw_deadline,
 )
@@ -551,7 +551,7 @@ class Step:
                 return cut
         if action.hook is not None:
             refuse_awaitable(action.hook_name, action.hook())
-            if time_remaining(clock) <= 0.0:
+            if time_left() <= 0.0:
                 return deadline_reached(clock, clock.now(), action.delay, self.name, WaitDeadlineReachedError)
         return None
 

@@ -313,7 +313,9 @@ class BoundedStore(Generic[K, V]):
 
         Entries are kept in the order of their last use (``using`` first goes to the young end,
         and a busy entry looked at is in use, so it is marked used now and moved there too), so
-        the scan stops at the first entry used within ``ttl``: at once, when the oldest is.
+        the scan stops at the first entry used within ``ttl``: at once, when the oldest is. The
+        scan never reaches ``using`` (the entries it moves go after it), so no key is ever
+        compared with another (a key's ``==`` may refuse other types: it would fail every look).
         """
         clock_now = self._now  # read, then called: a call through a slot is not specialised
         now = clock_now()
@@ -325,11 +327,11 @@ class BoundedStore(Generic[K, V]):
             return _NOTHING
         limit = now - self._span
         evicted: list[tuple[K, V]] = []
-        for _ in range(len(entries)):
+        for _ in range(len(entries) - (using is not None)):  # every entry but ``using``, the youngest
             key, value = next(iter(entries.items()))
-            if key != using and touched.get(key, now) > limit:
+            if touched.get(key, now) > limit:
                 break
-            if key != using and self._is_idle(value):
+            if self._is_idle(value):
                 del entries[key], touched[key]
                 evicted.append((key, value))
             else:
@@ -351,7 +353,7 @@ class BoundedStore(Generic[K, V]):
         newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
         for _ in range(len(entries) - 1):
             key, value = next(iter(entries.items()))
-            if key == newest:
+            if key is newest:  # the store's own key objects: no key is compared with another
                 break
             if self._is_idle(value):
                 del entries[key]

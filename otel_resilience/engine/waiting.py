@@ -18,7 +18,7 @@ the waiting task when it resumes, in its own context (its span gets the rejectio
 waiter holds no copy of its context; a caller cancelled in that same instant is still one
 timed-out call and one report, made as the cancellation passes. A sync wait gives up on its
 lock's wait timeout, or sooner at the effective deadline of an enclosing timeout scope
-(:func:`~otel_resilience.engine.context.time_remaining`), because a thread cannot be
+(:func:`~otel_resilience.engine.deadline.time_left`), because a thread cannot be
 interrupted later: that is the scope's timeout, not the queue's (the waiter leaves the queue as
 a cancelled one does and raises
 :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`), as the scope's
@@ -39,8 +39,7 @@ import math
 import threading
 from typing import TYPE_CHECKING, Final, Protocol
 
-from otel_resilience.engine.context import time_remaining
-from otel_resilience.engine.deadline import WaitDeadlineReachedError, deadline_reached
+from otel_resilience.engine.deadline import WaitDeadlineReachedError, deadline_reached, time_left
 from otel_resilience.engine.step import Wait
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 
@@ -198,7 +197,7 @@ class SyncWaiter(Waiter):
         owner = self.owner
         clock = owner.clock
         timeout = owner.wait_timeout
-        remaining = time_remaining(clock)
+        remaining = time_left()
         cut = remaining < timeout  # the deadline, not the queue's timeout, ends this wait
         if cut:
             timeout = max(remaining, 0.0)

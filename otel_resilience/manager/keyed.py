@@ -17,7 +17,7 @@ What a key means for each stage of :data:`~otel_resilience.manager.stages.STAGES
   with another tenant's last value.
 
 The state of one key (:class:`KeyState`) also counts the calls running through it, without a
-lock (:meth:`KeyState.enter` / :meth:`KeyState.leave`), so that a key is evicted only while no
+lock (:meth:`KeyState.enter` / :attr:`KeyState.leave`), so that a key is evicted only while no
 call runs in it (see :meth:`KeyState.retire_if_idle`).
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -109,7 +110,11 @@ class KeyState:
         limiter: Its rate limiter, when the config has one.
         replaced: Breakers, bulkheads and rate limiters a reload replaced (dropped, renamed, or
             another algorithm) that calls may still use: counted in the policy's statistics and
-            exported until :func:`_fold_replaced` folds them.
+            exported until :func:`_fold_replaced` folds them (when the last call that may use
+            them ends, :func:`_fold_when_free`).
+        leave: Counts a call out (it returned, raised or was cancelled): the bound ``__next__``
+            of the count of ended calls, a call into C with no Python frame; while
+            :attr:`replaced` waits for calls to end, a function that also folds it then.
         retired: Weak references to the pipelines reloads replaced, which calls that started
             before may still run in (the dead ones are dropped at each reload).
         live: ``False`` once evicted (a call that finds it so takes the key's new state).
@@ -117,6 +122,7 @@ class KeyState:
     """
 
     __slots__ = (
+        "__weakref__",  # for the leave that folds what a reload replaced (_folding_leave)
         "_ended",
         "_started",
         "breaker",
@@ -124,6 +130,7 @@ class KeyState:
         "folded",
         "generation",
         "key",
+        "leave",
         "limiter",
         "live",
         "metric_key",
@@ -134,6 +141,7 @@ class KeyState:
     )
 
     pipeline: Pipeline
+    leave: Callable[[], object]
 
     def __init__(self, key: Hashable, text: str | None, metric_key: str | None) -> None:
         self.key = key
@@ -149,6 +157,7 @@ class KeyState:
         self.folded = False
         self._started = Counter()
         self._ended = Counter()
+        self.leave = self._ended.__next__
 
     def enter(self) -> bool:
         """Count a call in; ``False`` (and nothing counted) if the key was evicted meanwhile.
@@ -162,10 +171,6 @@ class KeyState:
             return True
         next(self._ended)
         return False
-
-    def leave(self) -> None:
-        """Count a call out (it returned, raised or was cancelled)."""
-        next(self._ended)
 
     @property
     def running(self) -> int:
@@ -270,15 +275,19 @@ def _made(spec: Spec, make: Callable[[], T]) -> T:
 
 
 def reconfigure(
-    state: KeyState, spec: Spec, ledger: Ledger, extras: tuple[tuple[int, Step], ...] | None = None
+    state: KeyState,
+    spec: Spec,
+    ledger: Ledger,
+    lock: AbstractContextManager[object],
+    extras: tuple[tuple[int, Step], ...] | None = None,
 ) -> None:
-    """Bring ``state`` to ``spec``'s generation (under the policy's lock), carrying what is compatible.
+    """Bring ``state`` to ``spec``'s generation (under the policy's ``lock``), carrying what is compatible.
 
     The breaker, bulkhead and rate limiter are reconfigured in place (see their ``_reconfigure``)
     when the new config still has them under the same name (and, for the rate limiter, the same
     algorithm); one the new config drops, or renames, or whose algorithm changes, is replaced
     (put in :attr:`KeyState.replaced`, its counts folded into ``ledger`` once no call uses it:
-    :func:`_fold_replaced`), and one it adds (or renames) is made new. The new pipeline counts
+    :func:`_fold_when_free`), and one it adds (or renames) is made new. The new pipeline counts
     into the old one's stats (the calls in flight finish in the old pipeline, counted there),
     and takes its place in the registry in one step (:meth:`Registry.replace`): it is made
     unregistered and given those stats first, so a collection finds the stats once, in the old
@@ -296,7 +305,7 @@ def reconfigure(
     state.pipeline = pipeline
     state.generation = spec.generation
     state.retired = [*state.retired, weakref.ref(old)]
-    _fold_replaced(state, ledger)
+    _fold_when_free(state, ledger, lock)
 
 
 class _Carried(Protocol[C]):
@@ -377,8 +386,9 @@ def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
     breaker and a bulkhead count the call when it ends, a rate limiter when the call reaches it
     (it may not have yet, or it waits there). Such a pipeline lives as long as a call runs in
     it. So the instances are folded when no call runs in the key, or when every replaced
-    pipeline is gone. Called after the key's pipeline was replaced: a call that starts later
-    runs in the new one.
+    pipeline is gone. Called after the key's pipeline was replaced (a call that starts later
+    runs in the new one), and when a call of the key ends while instances wait
+    (:func:`_fold_when_free`).
     """
     retired = [ref for ref in state.retired if ref() is not None]
     if not retired or not state.running:
@@ -387,6 +397,42 @@ def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
             _fold(ledger, instance)
         state.replaced = []
     state.retired = retired or ()
+
+
+def _fold_when_free(state: KeyState, ledger: Ledger, lock: AbstractContextManager[object]) -> None:
+    """Fold ``state``'s replaced instances now if no call can use them, else when a later call ends.
+
+    Under the policy's ``lock``. What waits is folded by the first call of the key to end once
+    none can use it (:func:`_fold_replaced` decides): the key's :attr:`KeyState.leave` does it
+    then, under ``lock``, and is the plain count again once nothing waits. Otherwise a dropped
+    breaker left OPEN would be exported as one of the policy's (OPEN, then HALF_OPEN) until the
+    next reload or eviction, which a key in steady use, or the unkeyed calls, may never see.
+    """
+    _fold_replaced(state, ledger)
+    state.leave = _folding_leave(state, ledger, lock) if state.replaced else state._ended.__next__
+
+
+def _folding_leave(
+    state: KeyState, ledger: Ledger, lock: AbstractContextManager[object]
+) -> Callable[[], object]:
+    """Return a :attr:`KeyState.leave` that counts a call out, then tries the fold (:func:`_fold_when_free`).
+
+    It holds ``state`` weakly (it is an attribute of ``state``: no reference cycle), and folds
+    only while it is the state's ``leave``: a reload or an eviction that folded meanwhile (and
+    put another in its place) leaves it nothing to do. Called when a call has ended, holding no
+    lock of the library, so it may wait for ``lock``.
+    """
+    count_out = state._ended.__next__
+    held = weakref.ref(state)
+
+    def leave() -> None:
+        count_out()
+        with lock:
+            current = held()
+            if current is not None and current.leave is leave:
+                _fold_when_free(current, ledger, lock)
+
+    return leave
 
 
 def _fold(ledger: Ledger, instance: CircuitBreaker | Bulkhead | RateLimiter | None) -> None:
@@ -412,3 +458,5 @@ def retire(state: KeyState, ledger: Ledger) -> None:
     ledger.fold_pipeline(state.pipeline, state.metric_key)
     for instance in (state.breaker, state.bulkhead, state.limiter, *state.replaced):
         _fold(ledger, instance)
+    state.replaced = []
+    state.leave = state._ended.__next__  # nothing waits for a call to end

@@ -370,7 +370,7 @@ class PolicyHandle(_Runs):
                     if state.generation == self._spec.generation:
                         return
                     if self._spec is spec:
-                        reconfigure(state, spec, self._ledger, links)
+                        reconfigure(state, spec, self._ledger, self._lock, links)
                         return
         except BaseException:
             state.leave()
@@ -466,9 +466,9 @@ class PolicyHandle(_Runs):
                     continue
                 made = staged.links.get(state)
                 if made is not None:
-                    reconfigure(state, spec, self._ledger, made)
+                    reconfigure(state, spec, self._ledger, self._lock, made)
                 elif not extras_needed:
-                    reconfigure(state, spec, self._ledger, ())
+                    reconfigure(state, spec, self._ledger, self._lock, ())
             return spec.generation
 
     def _reloaded(self, generation: int) -> None:

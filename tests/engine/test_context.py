@@ -484,3 +484,64 @@ async def test_a_copied_context_does_not_keep_the_finished_task_that_set_its_dea
     assert finished() is None, "the copied context kept the finished task alive"
     # The copy still reads as a deadline, for no task: another owner never inherits it.
     assert copies[0].run(current_deadline) is None
+
+
+# -- deadlines of one owner on two clocks: compared through the seconds left ---------------------
+
+
+@pytest.mark.parametrize(("outer_start", "inner_start"), [(0.0, 1000.0), (1000.0, 0.0)])
+def test_a_tighter_sync_scope_on_another_clock_narrows_by_the_seconds_left(
+    outer_start: float, inner_start: float
+) -> None:
+    """A 5 s scope under a 10 s one of another clock: 5 s are left inside, the outer's 10 s after it."""
+    outer_clock, inner_clock = FakeClock(outer_start), FakeClock(inner_start)
+    with SyncDeadline(outer_clock, 10.0, "outer"):
+        with SyncDeadline(inner_clock, 5.0, "inner") as inner:
+            assert time_left() == 5.0
+            assert time_remaining(inner_clock) == time_remaining(outer_clock) == 5.0
+            outer_clock.advance(1.0)
+            assert time_left() == 4.0  # the deadline in force stays on the clock of the cell
+        assert not inner.expired
+        assert time_left() == 9.0
+    assert time_left() == float("inf")
+
+
+@pytest.mark.parametrize(("outer_start", "inner_start"), [(0.0, 1000.0), (1000.0, 0.0)])
+def test_a_looser_sync_scope_on_another_clock_is_bound_by_the_seconds_left(
+    outer_start: float, inner_start: float
+) -> None:
+    """A 60 s scope under a 10 s one of another clock: the outer binds; a return in time is a result."""
+    outer_clock, inner_clock = FakeClock(outer_start), FakeClock(inner_start)
+    with SyncDeadline(outer_clock, 10.0, "outer") as outer:
+        with SyncDeadline(inner_clock, 60.0, "inner"):
+            assert time_left() == 10.0
+            inner_clock.advance(2.0)  # the inner's call takes 2 s, on its clock
+        assert time_left() == 10.0
+    assert not outer.expired
+
+
+def test_what_is_left_of_a_deadline_is_the_same_whatever_clock_asks() -> None:
+    """time_remaining(clock) reads the deadline on its own clock: seconds are the same on every clock."""
+    with SyncDeadline(FakeClock(1000.0), 2.0, "op"):
+        assert time_remaining(FakeClock(0.0)) == time_remaining(SYSTEM_CLOCK) == time_left() == 2.0
+
+
+async def test_a_tighter_async_scope_on_another_clock_fires_and_publishes_on_the_clock_in_force() -> None:
+    """A 0.05 s scope on a clock far ahead, under a 2 s one: it is the tightest, armed, and fires."""
+    outer_clock = FakeClock(0.0)
+    with pytest.raises(OperationTimeoutError) as caught:
+        async with AsyncDeadline(outer_clock, 2.0, "outer"):
+            async with AsyncDeadline(FakeClock(1e9), 0.05, "inner", "attempt"):
+                assert current_deadline() == 0.05  # on the outer's clock, where the cell is
+                assert time_left() == 0.05
+                await asyncio.sleep(3600)
+    assert caught.value.operation == "inner"
+
+
+async def test_a_looser_async_scope_on_another_clock_leaves_the_earlier_deadline_in_force() -> None:
+    """A 60 s scope on a clock far behind, under a 30 s one: what is left is the outer's 30 s."""
+    async with AsyncDeadline(FakeClock(1000.0), 30.0, "outer"):
+        async with AsyncDeadline(FakeClock(0.0), 60.0, "inner"):
+            assert current_deadline() == 1030.0
+            assert time_left() == 30.0
+        assert time_left() == 30.0

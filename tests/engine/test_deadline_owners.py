@@ -98,6 +98,55 @@ async def test_a_task_that_caught_a_cancellation_still_gets_its_timeouts(
     assert current_deadline() is None
 
 
+async def _inner_fail_after() -> object:
+    async with fail_after(0.05, operation="inner"):
+        await asyncio.Event().wait()
+    return "unreachable"
+
+
+async def _inner_handler() -> object:
+    return await TimeoutHandler(0.05, name="inner").with_timeout(asyncio.Event().wait)
+
+
+async def _inner_move_on_after() -> object:
+    async with move_on_after(0.05) as scope:
+        await asyncio.Event().wait()
+    return f"moved on, expired={scope.expired}"
+
+
+@pytest.mark.parametrize(
+    ("inner", "expected"),
+    [
+        (_inner_fail_after, "inner"),
+        (_inner_handler, "inner"),
+        (_inner_move_on_after, "moved on, expired=True"),
+    ],
+)
+async def test_a_looser_scope_entered_after_the_tighter_ones_cancellation_was_caught_still_fires(
+    inner: Callable[[], Awaitable[object]], expected: str
+) -> None:
+    """The outer scope fired and its block caught the cancellation: an inner scope, looser, is armed all the same.
+
+    Nothing else would end the inner block: the outer's cancellation was spent. The inner scope
+    keeps the outer's earlier deadline in force for its readers.
+    """
+    seen: list[object] = []
+
+    async def body() -> None:
+        async with fail_after(0.01, operation="outer"):
+            outer_deadline = current_deadline()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)  # the outer's cancellation, caught
+            try:
+                seen.append(await inner())
+            except OperationTimeoutError as error:
+                seen.append(error.operation)
+            seen.append(current_deadline() == outer_deadline)
+
+    await asyncio.wait_for(asyncio.create_task(body()), 5.0)  # a hung inner block fails here
+    assert seen == [expected, True]
+
+
 async def test_a_pending_cancellation_from_elsewhere_still_passes_through() -> None:
     """The scope expired, but another cancellation came too: it propagates as CancelledError."""
     deadline = AsyncDeadline(FakeClock(), 0.05, "op")
@@ -140,6 +189,58 @@ async def test_a_cancellation_from_elsewhere_before_the_waiting_task_resumes_pas
     else:
         task.cancel()
         deadline.fire()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deadline.expired
+
+
+async def _cleans_up_in_except() -> None:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        await asyncio.sleep(30)  # the clean-up, which the caller cancels
+        raise
+
+
+async def _cleans_up_in_finally() -> None:
+    try:
+        await asyncio.sleep(30)
+    finally:
+        await asyncio.sleep(30)
+
+
+async def _cleans_up_in_a_task() -> None:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        await asyncio.create_task(asyncio.sleep(30))
+        raise
+
+
+@pytest.mark.parametrize("block", [_cleans_up_in_except, _cleans_up_in_finally, _cleans_up_in_a_task])
+async def test_a_cancellation_requested_while_the_block_cleans_up_after_the_deadline_passes_through(
+    block: Callable[[], Awaitable[None]],
+) -> None:
+    """The deadline fired; while the block cleans up, the caller cancels the task: CancelledError, not a timeout.
+
+    Python 3.10 counts no requests: the caller's reaches the clean-up's await as a new
+    ``CancelledError`` whose context is the scope's, caught in the block.
+    """
+    deadline = AsyncDeadline(FakeClock(), 30.0, "op")
+    waiting = asyncio.Event()
+
+    async def body() -> None:
+        async with deadline:
+            asyncio.get_running_loop().call_soon(waiting.set)
+            await block()
+
+    task = asyncio.create_task(body())
+    await waiting.wait()
+    deadline.fire()
+    for _ in range(5):  # the block gets the scope's cancellation and waits in its clean-up
+        await asyncio.sleep(0)
+    assert not task.done()
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert deadline.expired

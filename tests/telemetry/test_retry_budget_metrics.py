@@ -14,6 +14,7 @@ import pytest
 from otel_resilience.engine.events import error_type_name
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.engine.registry import BUDGETED_RETRIES
+from otel_resilience.engine.validation import MAX_COUNT
 from otel_resilience.patterns.retry import Jitter, Retry, RetryBudget, RetryPolicy, RetryStrategy
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import FakeClock
@@ -135,4 +136,18 @@ def test_same_named_links_of_one_policy_count_a_budget_once_and_sum_distinct_one
     assert levels(otel) == {("p", R): 2}
     links.append(Retry(f"{PREFIX}r", policy(other), clock=clock).as_strategy("p"))
     assert levels(otel) == {("p", R): 7}
+    del links
+
+
+def test_a_budget_too_large_to_count_shows_the_largest_count_and_the_others_still_report(otel) -> None:
+    """A budget whose allowance overflows a float (a floor of 1e308 retries a second) is shown as
+    ``sys.maxsize``: the gauge's callback never fails, and every other budget's level is exported."""
+    clock = FakeClock()
+    small = RetryBudget(ratio=0.0, min_retries_per_second=0.2, window=10.0, clock=clock)  # 2 retries
+    huge = RetryBudget(ratio=0.1, min_retries_per_second=1e308, window=10.0, clock=clock)
+    links = [
+        Retry(f"{PREFIX}small", policy(small), clock=clock).as_strategy("limited"),
+        Retry(f"{PREFIX}huge", policy(huge), clock=clock).as_strategy("unlimited"),
+    ]
+    assert levels(otel) == {("limited", f"{PREFIX}small"): 2, ("unlimited", f"{PREFIX}huge"): MAX_COUNT}
     del links

@@ -165,8 +165,7 @@ class Bulkhead(Pattern[BulkheadConfig, _BulkheadStep], kind=_KIND):
         are the bulkhead's, changed at once.
         """
         self._core.resize(config.max_concurrent, config.max_waiting)
-        self._config = config
-        self._standalone = None
+        self._configured(config)
 
     def slot(self) -> Guard:
         """Return a context manager that holds one slot of this bulkhead around a block.

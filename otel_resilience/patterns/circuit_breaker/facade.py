@@ -261,8 +261,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         old = self._config.store
         with self._core_lock():
             self._core = reconfigured_core_locked(self._core, config)
-        self._config = config
-        self._standalone = None
+        self._configured(config)
         if config.store is not old:  # another store, or none: hand the breaker over
             if old is not None:
                 old.unshare_breaker(self)

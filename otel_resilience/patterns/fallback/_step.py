@@ -322,7 +322,7 @@ class FallbackStep(Link[FallbackConfig]):
         An enclosing scope's deadline, reached, passes to that scope unanswered
         (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`).
         """
-        if not self._core.handles(error) or passes_to_its_scope(error, self.clock):
+        if not self._core.handles(error) or passes_to_its_scope(error):
             return None
         return self._fall_back(ctx, error)
 

@@ -31,7 +31,7 @@ Design:
   waits, no permit is free now).
 * **Rejected at once, never after a wait.** A caller is rejected when its permit would be due
   later than ``max_wait``, or not before the deadline of an enclosing timeout
-  (:func:`~otel_resilience.engine.context.time_remaining`: a wait that would outlast the call's
+  (:func:`~otel_resilience.engine.deadline.time_left`: a wait that would outlast the call's
   time budget is useless), or when ``max_waiting`` callers already wait. ``retry_after`` is the
   time until the permit it would have had.
 * **Cancellation gives the permit back.** A waiter cancelled (or timed out by its task's deadline)

@@ -110,8 +110,7 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         """
         if not self._rules.retune(config, self._clock.now()):
             return False
-        self._config = config
-        self._standalone = None
+        self._configured(config)
         return True
 
     def _link(self, telemetry: StrategyTelemetry) -> _RateLimiterStep:

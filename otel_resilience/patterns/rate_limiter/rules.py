@@ -166,10 +166,9 @@ class _Rules(abc.ABC):
             if self._dropped:  # given back first, then asked again (off the path of a permit now)
                 self._give_back_dropped_locked(now)
             else:
-                wait = due - now
-                if wait > max_wait or wait >= remaining or self.waiting >= self.max_waiting:
+                if self._refuses_locked(due, now, max_wait, remaining):
                     self.rejected += 1
-                    return wait
+                    return due - now
                 self._take_locked(due)
                 reservation = _Reservation(due)
                 self._pending.append(reservation)
@@ -257,19 +256,32 @@ class _Rules(abc.ABC):
         self, hole: _Reservation, now: float, max_wait: float, remaining: float
     ) -> _Reservation | float | None:
         """Give a caller the hole's permit: now if it is due, else as its reservation, or refuse."""
-        wait = hole.due - now
-        if wait <= 0:
+        due = hole.due
+        if due <= now:
             self._pending.remove(hole)
             self._holes -= 1
             self.admitted += 1
             return None
-        if wait > max_wait or wait >= remaining or self.waiting >= self.max_waiting:
+        if self._refuses_locked(due, now, max_wait, remaining):
             self.rejected += 1
-            return wait
+            return due - now
         hole.held = True
         self._holes -= 1
         self.waiting += 1
         return hole
+
+    def _refuses_locked(self, due: float, now: float, max_wait: float, remaining: float) -> bool:
+        """Whether a caller at ``now`` may not wait for the permit due at ``due`` (the one rule of a wait).
+
+        Refused when the permit is due later than ``max_wait`` from now, or not before the
+        caller's deadline (``remaining`` seconds away), or when ``max_waiting`` callers wait
+        already. ``max_wait`` is compared as a time, ``now + max_wait``: a permit due exactly
+        that long after now was computed as ``now + max_wait`` too (``1 / rate`` later, say),
+        the same float, where the difference ``due - now`` carries the rounding of the clock's
+        reading (``1000.1 - 1000.0`` is ``0.10000000000002274``) and would refuse it at most
+        readings.
+        """
+        return due > now + max_wait or due - now >= remaining or self.waiting >= self.max_waiting
 
     def retune(self, config: RateLimiterConfig, now: float) -> bool:
         """Take ``config``'s rate, burst and waiting limits at ``now``, keeping the permits used.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, cast
 
 from otel_resilience.engine.actions import Rejected, Wait
-from otel_resilience.engine.context import time_remaining
+from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import CallRejected, Event, PermitWaited, StrategyTelemetry
 from otel_resilience.engine.facade import Link
 from otel_resilience.errors import RateLimitedError, keyed_rejection
@@ -59,7 +59,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         """Take a permit now; else reserve the next one due and return the wait for it; else reject.
 
         A wait is allowed when the permit is due within ``config.max_wait``, before the deadline
-        of an enclosing timeout (:func:`~otel_resilience.engine.context.time_remaining`) and
+        of an enclosing timeout (:func:`~otel_resilience.engine.deadline.time_left`) and
         while fewer than ``config.max_waiting`` callers wait.
 
         Returns:
@@ -69,7 +69,7 @@ class _RateLimiterStep(Link[RateLimiterConfig]):
         """
         rules, clock = self._rules, self.clock
         max_wait = rules.max_wait
-        remaining = time_remaining(clock) if max_wait > 0 else math.inf
+        remaining = time_left() if max_wait > 0 else math.inf
         now = clock.now()
         return self._admitted(rules.acquire(now, max_wait, remaining), now)
 
@@ -108,7 +108,7 @@ class _ClusterRateLimiterStep(_RateLimiterStep):
         """
         clock = self.clock
         max_wait = self._rules.max_wait
-        remaining = time_remaining(clock) if max_wait > 0 else math.inf
+        remaining = time_left() if max_wait > 0 else math.inf
         since = clock.now()
         if ctx.sync:
             rules = cast("RemoteRules", self._rules)

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.calling import coroutine_function_in_sync
-from otel_resilience.engine.context import ExecutionContext, time_remaining
-from otel_resilience.engine.deadline import passes_to_its_scope
+from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.protecting import is_async_callable
@@ -149,7 +149,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         the result for its timeout (a thread cannot be cut). An async scope cuts only by
         cancelling, and hands on a result that came back before its timer could fire: a success.
         """
-        return (ctx.sync or not returned) and time_remaining(self.clock) <= 0.0
+        return (ctx.sync or not returned) and time_left() <= 0.0
 
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
         """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it.
@@ -163,7 +163,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         through unchanged, and a re-run rejected ends the recovery as failed whatever class the
         rule covers.
         """
-        passes = isinstance(error, ExecutionRejectedError) or passes_to_its_scope(error, self.clock)
+        passes = isinstance(error, ExecutionRejectedError) or passes_to_its_scope(error)
         if token is not None:  # a re-run's failure, or its restart hook's, which ends the recovery
             goes_on = not passes and not token.restarting and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
@@ -220,7 +220,7 @@ class RecoveryStep(Link[RecoveryConfig]):
 
     def _may_rerun(self, delay: float) -> bool:
         """Whether a re-run after ``delay`` seconds still starts before the current deadline."""
-        return time_remaining(self.clock) > delay
+        return time_left() > delay
 
     def _fallback_call(self, ctx: ExecutionContext, function: Callable[..., Any], error: Exception) -> Call:
         """Return the call of ``fallback_function`` with the operation's arguments.

@@ -41,7 +41,7 @@ How it behaves, and why:
   reason ``"max_delay"``), past the deadline likewise (``"deadline"``). The default,
   ``delay_from=None``, keeps the strategy's delays.
 * **Deadlines are respected.** Before each backoff, if the enclosing deadline
-  (:func:`~otel_resilience.engine.context.time_remaining`) leaves no more than the delay, the retry
+  (:func:`~otel_resilience.engine.deadline.time_left`) leaves no more than the delay, the retry
   gives up at once instead of sleeping past it (tenacity's ``stop_before_delay``).
 * **A zero delay retries at once.** When the backoff is 0 (``initial_delay=0``, or
   ``max_delay=0``) no sleep is called at all: ``time.sleep(0)`` would give the core away (tens

@@ -19,7 +19,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.rounding import ceil_whole
 from otel_resilience.engine.sliding import SlidingCounts, check_bucket_width
-from otel_resilience.engine.validation import check_duration, check_number
+from otel_resilience.engine.validation import MAX_COUNT, check_duration, check_number
 
 __all__ = ["RetryBudget"]
 
@@ -166,8 +166,9 @@ class RetryBudget:
 
         Returns:
             ``first_attempts`` and ``retries`` in the window, ``available`` (how many more
-            retries it would allow now, ``>= 0``) and ``denied`` (retries denied since the
-            budget was created).
+            retries it would allow now, an ``int`` from 0 to ``sys.maxsize``: a budget whose
+            ratio or floor allows more than any count shows that) and ``denied`` (retries
+            denied since the budget was created).
         """
         now = self._clock.now()
         with self._lock:
@@ -181,15 +182,18 @@ class RetryBudget:
             "denied": denied,
         }
 
-    def _allowance(self, first_attempts: int) -> float:
+    def _allowance(self, first_attempts: int) -> int:
         """Return how many retries a window with ``first_attempts`` allows (the one rule of the budget).
 
         The whole numbers below ``ratio * first_attempts + floor``: that bound is computed in
         floats, so it is taken down by its rounding before it is rounded up
-        (:func:`~otel_resilience.engine.rounding.ceil_whole`). ``inf`` for a floor too large for
-        a float.
+        (:func:`~otel_resilience.engine.rounding.ceil_whole`). At most
+        :data:`~otel_resilience.engine.validation.MAX_COUNT`: a bound beyond any count (``inf``
+        for a floor too large for a float) allows every retry all the same, as no window counts
+        that many, and the level (``available``) stays a count, as its 64-bit gauge exports it.
         """
-        return ceil_whole(self._ratio * first_attempts + self._reserve)
+        bound = ceil_whole(self._ratio * first_attempts + self._reserve)
+        return int(bound) if bound < MAX_COUNT else MAX_COUNT
 
     def __reduce__(self) -> tuple[object, ...]:
         """Pickle (and copy) as a new budget with the same settings and an empty window.

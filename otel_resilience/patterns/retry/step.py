@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UnheardStanding
-from otel_resilience.engine.context import time_remaining
+from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import (
     Event,
     Outcome,
@@ -271,7 +271,7 @@ class _RetryCore:
         if delay is None:
             constant = self.constant_delay
             delay = self.policy.compute_delay(attempt, self.rng, previous) if constant is None else constant
-        remaining = time_remaining(self.clock)
+        remaining = time_left()
         if remaining <= delay:
             return _Wait("deadline", delay, remaining, source)
         budget = self.budget
