@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree, even where another is installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _floor import FloorPolicy, floor, traced

@@ -15,7 +15,7 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from otel_resilience.engine.events import HUB, Event, EventArgs, TelemetryHub, TelemetrySource
+from otel_resilience.engine.events import HUB, EventArgs, EventKind, TelemetryHub, TelemetrySource
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_number
 
@@ -118,19 +118,19 @@ class EventRecorder:
     def __init__(self, hub: TelemetryHub = HUB) -> None:
         self._hub = hub
         self._lock = threading.Lock()
-        self.events: list[tuple[TelemetrySource, Event, EventArgs]] = []
+        self.events: list[tuple[TelemetrySource, EventKind, EventArgs]] = []
 
-    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Record one event."""
         with self._lock:
             self.events.append((source, event, args))
 
-    def of(self, event: Event) -> list[EventArgs]:
+    def of(self, event: EventKind) -> list[EventArgs]:
         """Return the args of every recorded ``event``, in order."""
         with self._lock:
             return [args for _, ev, args in self.events if ev is event]
 
-    def sources(self, event: Event) -> list[TelemetrySource]:
+    def sources(self, event: EventKind) -> list[TelemetrySource]:
         """Return the source of every recorded ``event``, in order."""
         with self._lock:
             return [source for source, ev, _ in self.events if ev is event]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any
 
@@ -47,6 +48,12 @@ class Tally(Step):
 
     def get_stats(self) -> dict[str, int]:
         return {"runs": self.runs, "successes": self.successes, "failures": self.failures}
+
+
+class Unnamed(Step):
+    """A step whose __init__ takes no name: its class is no factory (``lambda name: Unnamed()`` is)."""
+
+    kind = "unnamed"
 
 
 class Tallies:
@@ -312,6 +319,21 @@ def test_build_pipeline_places_extra_strategies() -> None:
         (lambda: ExtraStrategy(Tally, rank=1.5), TypeError, r"ExtraStrategy\.rank must be an int"),
         (lambda: ExtraStrategy(Tally, rank=True), TypeError, r"ExtraStrategy\.rank must be an int"),
         (
+            lambda: ExtraStrategy(Unnamed, inside="retry"),
+            TypeError,
+            r"ExtraStrategy\.link must be a factory called with the policy name",
+        ),
+        (
+            lambda: ExtraStrategy(lambda: Tally(), rank=0),
+            TypeError,
+            r"ExtraStrategy\.link must be a factory called with the policy name",
+        ),
+        (
+            lambda: ExtraStrategy(Step, rank=0),
+            TypeError,
+            r"ExtraStrategy\.link must be a factory called with the policy name",
+        ),
+        (
             lambda: ResilienceConfig(extra_strategies=Tally()),
             TypeError,
             r"ResilienceConfig\.extra_strategies ",
@@ -337,6 +359,32 @@ async def test_a_factory_that_returns_no_step_is_refused_naming_the_field(driver
         name=f"bad-{next(_ids)}", extra_strategies=(ExtraStrategy(lambda _n: "step", rank=0),)
     )
     with pytest.raises(TypeError, match=r"ResilienceConfig\.extra_strategies\[0\] must be a Step"):
+        await call(ResilienceManager(), driver, config, flaky(0))
+
+
+def test_a_factory_that_takes_the_policy_name_is_accepted_however_it_takes_it() -> None:
+    """A class or function taking one positional argument, with a default or among *args, is a factory."""
+
+    def star(*args: Any) -> Tally:
+        return Tally(*args)
+
+    for factory in (Tally, Tallies(), star, lambda name, extra=1: Tally(name), functools.partial(Tally)):
+        assert ExtraStrategy(factory, rank=0).link is factory
+
+
+async def test_a_factory_s_step_whose_init_never_ran_the_steps_is_refused_saying_so(driver: str) -> None:
+    """A factory's step whose class forgot super().__init__() is a TypeError saying so, when the policy is built."""
+
+    class Forgetful(Step):
+        kind = "forgetful"
+
+        def __init__(self, name: str) -> None:
+            self.label = name
+
+    config = ResilienceConfig(
+        name=f"forgetful-{next(_ids)}", extra_strategies=(ExtraStrategy(Forgetful, rank=0),)
+    )
+    with pytest.raises(TypeError, match=r"Forgetful.*super\(\)\.__init__\(\)"):
         await call(ResilienceManager(), driver, config, flaky(0))
 
 

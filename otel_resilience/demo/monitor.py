@@ -23,6 +23,7 @@ from otel_resilience.engine.events import (
     CallRejected,
     ChaosInjected,
     EventArgs,
+    EventKind,
     FallbackUsed,
     HedgeDenied,
     HedgeStarted,
@@ -269,7 +270,7 @@ class Monitor:
 
     # -- the telemetry listener ---------------------------------------------------------------
 
-    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Count one event reported by a pattern (a :class:`TelemetryListener` callback)."""
         if event is Event.STATE_CHANGED and isinstance(args, StateChanged):
             if len(self.transitions) < _MAX_TRANSITIONS:
@@ -309,7 +310,7 @@ class Monitor:
             self._count_drills_and_hedges(counters, event, args)
 
     @staticmethod
-    def _count_drills_and_hedges(counters: CallCounters, event: Event, args: EventArgs) -> None:
+    def _count_drills_and_hedges(counters: CallCounters, event: EventKind, args: EventArgs) -> None:
         if event is Event.CHAOS_INJECTED and isinstance(args, ChaosInjected):
             counters.injected[args.kind] += 1
         elif event is Event.HEDGE_STARTED and isinstance(args, HedgeStarted):

@@ -21,7 +21,8 @@
 * :mod:`~otel_resilience.engine.waiting`: FIFO waiting for a slot, sync and async.
 * :mod:`~otel_resilience.engine.context`: :class:`ExecutionContext`, deadlines.
 * :mod:`~otel_resilience.engine.clock`: the :class:`Clock` protocol and :data:`SYSTEM_CLOCK`.
-* :mod:`~otel_resilience.engine.events`: the telemetry seam (events, listeners, facade).
+* :mod:`~otel_resilience.engine.events`: the telemetry seam (events, listeners, facade);
+  :class:`EventKind`, the base of a pattern's own kinds of event.
 * :mod:`~otel_resilience.engine.registry`: weak registries of named instances.
 * :mod:`~otel_resilience.engine.validation`: the helpers every config validates with.
 
@@ -43,6 +44,8 @@ from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import (
     HUB,
     Event,
+    EventArgs,
+    EventKind,
     ExecutionListener,
     Outcome,
     StrategyTelemetry,
@@ -69,6 +72,8 @@ __all__ = [
     "Clock",
     "Counted",
     "Event",
+    "EventArgs",
+    "EventKind",
     "ExecutionContext",
     "ExecutionListener",
     "Hedge",

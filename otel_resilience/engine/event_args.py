@@ -6,13 +6,13 @@ reports). Each names, in its class variable ``ATTRIBUTES``, the fields that desc
 telemetry, in order (a field left out, such as :attr:`StateChanged.reopens`, is for listeners
 that want it); a listener can show any event from those fields with no code per kind: the
 OpenTelemetry listener gives each of them its attribute key through the table
-:data:`otel_resilience.telemetry.semconv.EVENTS`.
+:data:`otel_resilience.telemetry.semconv.EVENTS`. Every such class is an :class:`EventArgs`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 __all__ = [
     "AlertRaised",
@@ -274,21 +274,14 @@ class ReloadFailed:
     """Always ``"failed"``."""
 
 
-EventArgs = (
-    RetryScheduled
-    | RetryExhausted
-    | StateChanged
-    | CallRejected
-    | TimeoutOccurred
-    | FallbackUsed
-    | RecoveryAttempted
-    | PatternDetected
-    | AlertRaised
-    | PermitWaited
-    | ChaosInjected
-    | HedgeDenied
-    | HedgeStarted
-    | HedgeWon
-    | PolicyReloaded
-    | ReloadFailed
-)
+class EventArgs(Protocol):
+    """What the arguments of every kind of event are: a class naming its telemetry fields.
+
+    The classes above are the arguments of :class:`~otel_resilience.engine.events.Event`'s kinds;
+    a pattern's own kinds have argument classes of the pattern's own, shaped alike (a slotted
+    dataclass with ``ATTRIBUTES``), in its package. A listener tells them apart with
+    ``isinstance``.
+    """
+
+    ATTRIBUTES: ClassVar[tuple[str, ...]]
+    """The fields that describe the event to telemetry, in order."""

@@ -17,7 +17,9 @@ A listener that raises never reaches the application: the error is counted in
 listener and method (:class:`~otel_resilience.engine.logging_rate.LogRate`).
 
 Event argument objects (:mod:`otel_resilience.engine.event_args`) are slotted dataclasses that
-listeners must treat as read-only; each names the fields that describe it to telemetry.
+listeners must treat as read-only; each names the fields that describe it to telemetry. The kinds
+above are :class:`Event`'s; a pattern declares kinds of its own, and their arguments, in its own
+package (:class:`EventKind`, :class:`~otel_resilience.engine.event_args.EventArgs`).
 
 Counts that move on every call are *not* events: they are plain integers in each pattern's
 stats, which listeners read through :mod:`otel_resilience.engine.registry`.
@@ -43,6 +45,7 @@ __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they 
     "HUB",
     "MAX_ATTRIBUTE_LENGTH",
     "Event",
+    "EventKind",
     "ExecutionListener",
     "IdentityEnum",
     "Outcome",
@@ -77,8 +80,20 @@ class IdentityEnum(enum.Enum):
     __hash__ = object.__hash__
 
 
-class Event(IdentityEnum):
-    """The kinds of things a pattern reports. Values are the telemetry event suffixes."""
+class EventKind(IdentityEnum):
+    """A kind of event a pattern reports: the base of :class:`Event` and of a pattern's own kinds.
+
+    The library's kinds are the members of :class:`Event`. A pattern reports kinds of its own
+    without an edit here: its package declares them as members of a subclass of its own, next
+    to their argument classes (``class CacheEvent(EventKind): LOOKUP = "cache_lookup"``). A
+    value is the kind's name in telemetry, the key of its row in the binding table
+    (``telemetry.semconv.EVENTS``), so it is unique across every kind; a kind with no row there
+    (a user's own) reaches the listeners that want it, and the OpenTelemetry listener shows none.
+    """
+
+
+class Event(EventKind):
+    """The kinds of things the library's patterns report. Values are the telemetry event suffixes."""
 
     RETRY_SCHEDULED = "retry_scheduled"
     RETRY_EXHAUSTED = "retry_exhausted"
@@ -153,8 +168,11 @@ class TelemetrySource(NamedTuple):
 class TelemetryListener(Protocol):
     """Receives the rare events every pattern reports."""
 
-    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
-        """Handle one event. Must be fast; exceptions are caught and counted by the hub."""
+    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
+        """Handle one event. Must be fast; exceptions are caught and counted by the hub.
+
+        ``event`` is an :class:`Event` member, or a kind a pattern declared (:class:`EventKind`).
+        """
         ...
 
 
@@ -419,7 +437,7 @@ class TelemetryHub:
         first = checks[0] if checks else _ALWAYS
         self.quiet = first if first is not None and all(c is first for c in checks) else _NEVER
 
-    def route(self, source: TelemetrySource, event: Event) -> tuple[TelemetryListener, ...]:
+    def route(self, source: TelemetrySource, event: EventKind) -> tuple[TelemetryListener, ...]:
         """Return the awake event listeners that want ``event`` from sources of ``source.kind``.
 
         A listener may define ``wants(source, event) -> bool`` (a function of the source's
@@ -430,7 +448,7 @@ class TelemetryHub:
         """
         return self._routes[source.kind, event]
 
-    def _wants(self, listener: TelemetryListener, source: TelemetrySource, event: Event) -> bool:
+    def _wants(self, listener: TelemetryListener, source: TelemetrySource, event: EventKind) -> bool:
         try:  # the look-up too: a weakly held listener freed meanwhile refuses it
             wants = getattr(listener, "wants", None)
             if wants is None:
@@ -485,7 +503,7 @@ _GENERATIONS: Final = itertools.count(1)
 """Numbers the routes objects of every hub, each once (0 names none)."""
 
 
-class _Routes(dict[tuple[str, Event], tuple[TelemetryListener, ...]]):
+class _Routes(dict[tuple[str, EventKind], tuple[TelemetryListener, ...]]):
     """A hub's routes: the awake listeners that want each (source kind, event), found on first look.
 
     Read with a subscript, a route costs no Python frame once found; a missing one is computed
@@ -506,7 +524,7 @@ class _Routes(dict[tuple[str, Event], tuple[TelemetryListener, ...]]):
         self._hub = hub
         self.generation = next(_GENERATIONS)
 
-    def __missing__(self, key: tuple[str, Event]) -> tuple[TelemetryListener, ...]:
+    def __missing__(self, key: tuple[str, EventKind]) -> tuple[TelemetryListener, ...]:
         kind, event = key
         hub = self._hub
         source = TelemetrySource(kind, "")  # what wants() may read: the kind (the cache's key)
@@ -550,7 +568,7 @@ class StrategyTelemetry:
         """Whether any execution listener is registered (open scopes only when true)."""
         return bool(self.hub.execution_listeners)
 
-    def wants(self, event: Event) -> bool:
+    def wants(self, event: EventKind) -> bool:
         """Whether any awake event listener wants ``event`` from this source (see :meth:`TelemetryHub.route`).
 
         Finer than :attr:`enabled`: check it before building the arguments of an event that
@@ -558,7 +576,7 @@ class StrategyTelemetry:
         """
         return bool(self.hub.route(self.source, event))
 
-    def report(self, event: Event, args: EventArgs) -> None:
+    def report(self, event: EventKind, args: EventArgs) -> None:
         """Send one event to every event listener that wants it; never raises."""
         hub = self.hub
         source = self.source

@@ -49,7 +49,7 @@ from otel_resilience.engine.protecting import check_protectable, protect_with, s
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
 from otel_resilience.engine.stats import OUTCOME_OF, PipelineStats, classify_error
-from otel_resilience.engine.step import TERMINAL, Step
+from otel_resilience.engine.step import TERMINAL, Step, set_up
 from otel_resilience.engine.validation import check_int, check_name
 
 if TYPE_CHECKING:
@@ -414,7 +414,8 @@ class PipelineBuilder:
 
         Raises:
             RuntimeError: After :meth:`build`.
-            TypeError: If ``strategy`` is not a :class:`Step`.
+            TypeError: If ``strategy`` is not a :class:`Step`, or its class's ``__init__`` never
+                called ``Step.__init__`` (:func:`~otel_resilience.engine.step.set_up`).
             ValueError: If ``strategy`` is already linked in a pipeline, or the strategy added
                 before it is a built pipeline's innermost one (it cannot wrap another).
         """
@@ -424,6 +425,7 @@ class PipelineBuilder:
         if not isinstance(strategy, Step):
             msg = f"PipelineBuilder.add needs a Strategy (an engine.step.Step), got {type(strategy).__name__}"
             raise TypeError(msg)
+        set_up(strategy)
         # A step that heads a pipeline admitting it early (Step.admits_early) leaves its
         # admission to that pipeline: it cannot run inside another step.
         linked = strategy.next is not TERMINAL or (strategy._early and bool(self._strategies))

@@ -87,6 +87,7 @@ __all__ = [
     "Retry",
     "Step",
     "Wait",
+    "set_up",
 ]
 
 
@@ -621,6 +622,24 @@ class Step:
             call = action = value = None
             raise
         return action
+
+
+def set_up(step: Step) -> Step:
+    """Return ``step`` if :meth:`Step.__init__` ran for it; raise ``TypeError`` naming the fix otherwise.
+
+    A subclass whose ``__init__`` forgets ``super().__init__()`` has none of the fields the
+    drivers and the builder read: said here, where it is linked, rather than as an
+    ``AttributeError`` about a private field.
+    """
+    try:
+        step._linked  # noqa: B018 - the read is the check: set by Step.__init__ only
+    except AttributeError:
+        msg = (
+            f"{type(step).__name__} was never set up as a Step: its __init__ must call "
+            "super().__init__() (Step.__init__ sets what the drivers read)"
+        )
+        raise TypeError(msg) from None
+    return step
 
 
 def _own_driver(step: Step, ctx: ExecutionContext, _token: None, _plan: object) -> Awaitable[Any]:

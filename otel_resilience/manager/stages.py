@@ -63,6 +63,7 @@ adds later) join a policy through ``ResilienceConfig.extra_strategies``: each
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import threading
 import weakref
@@ -74,7 +75,7 @@ from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.events import TelemetrySource
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
-from otel_resilience.engine.step import Step
+from otel_resilience.engine.step import Step, set_up
 from otel_resilience.engine.validation import check_sync_callable, fail
 from otel_resilience.patterns.chaos import Chaos
 from otel_resilience.patterns.fallback import FallbackHandler
@@ -298,9 +299,10 @@ class ExtraStrategy:
     the same factory, not when it writes a new lambda each time.
 
     Raises:
-        TypeError: ``link`` is neither a ``Step`` nor callable, or is an async function (a
-            factory is called, never awaited), a place is of the wrong type, or not exactly
-            one place is given.
+        TypeError: ``link`` is neither a ``Step`` nor callable, is an async function (a
+            factory is called, never awaited) or a callable that cannot take the policy name
+            (a ``Step`` class whose ``__init__`` takes no name: give ``lambda name: MyStep()``),
+            a place is of the wrong type, or not exactly one place is given.
         ValueError: ``inside`` / ``outside`` names no stage.
     """
 
@@ -317,8 +319,9 @@ class ExtraStrategy:
     ) -> None:
         if not isinstance(link, Step) and not callable(link):
             raise fail("ExtraStrategy", "link", "a Step or a callable returning one", link, kind=TypeError)
-        if not isinstance(link, Step):  # a factory: called, never awaited
+        if not isinstance(link, Step):  # a factory: called with the policy name, never awaited
             check_sync_callable("ExtraStrategy", "link", link, what="factory")
+            _check_takes_the_name(link)
         if (inside is None) + (outside is None) + (rank is None) != 2:
             msg = "ExtraStrategy needs exactly one place: inside=<stage>, outside=<stage> or rank=<int>"
             raise TypeError(msg)
@@ -329,6 +332,27 @@ class ExtraStrategy:
             raise fail("ExtraStrategy", "rank", "an int", rank, kind=TypeError)
         object.__setattr__(self, "link", link)
         object.__setattr__(self, "rank", rank)
+
+
+def _check_takes_the_name(factory: Callable[[str], Step]) -> None:
+    """Refuse a factory that cannot be called with the policy name (a ``Step`` class taking no name).
+
+    Checked when the place is declared, not when the first policy is built: a call with the
+    name would fail there with an error naming no field. A callable whose signature cannot be
+    read (some built-ins) is taken on trust.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind("policy")
+    except TypeError:
+        rule = (
+            "a factory called with the policy name (a Step class whose __init__ takes it, "
+            "or lambda name: MyStep())"
+        )
+        raise fail("ExtraStrategy", "link", rule, factory, kind=TypeError) from None
 
 
 def _stage_rank(field: str, stage: object) -> int:
@@ -346,7 +370,7 @@ def _extra_link(name: str, index: int, extra: ExtraStrategy) -> Step:
     link = extra.link if isinstance(extra.link, Step) else extra.link(name)
     if not isinstance(link, Step):
         raise fail("ResilienceConfig", field, "a Step, or a factory returning one", link, kind=TypeError)
-    if link._linked:
+    if set_up(link)._linked:
         msg = (
             f"ResilienceConfig.{field}: the {link.kind} link {link.name!r} is already linked into a "
             "pipeline; a Step instance serves one policy: give a factory (a callable returning a "
@@ -451,7 +475,8 @@ def build_pipeline(
         The linked pipeline. ``Pipeline.describe()`` lists its strategies outer to inner.
 
     Raises:
-        TypeError: An extra strategy's factory returned something else than a ``Step``.
+        TypeError: An extra strategy's factory returned something else than a ``Step``, or a
+            ``Step`` whose class's ``__init__`` never called ``Step.__init__``.
         ValueError: An extra strategy's ``Step`` instance is already linked into a pipeline.
     """
     return compose(StageInputs(name, config, clock, breaker, bulkhead, recovery, breakers))[0]

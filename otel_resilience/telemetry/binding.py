@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from otel_resilience.engine.events import Event, EventArgs, bounded_text
+from otel_resilience.engine.events import EventArgs, EventKind, bounded_text
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
@@ -150,10 +150,10 @@ class Plan:
         self.dependency_error = row.dependency_error
 
 
-_PLANS: Final[dict[Event, Plan]] = {}
+_PLANS: Final[dict[EventKind, Plan]] = {}
 
 
-def plan(event: Event, args: EventArgs) -> Plan:
+def plan(event: EventKind, args: EventArgs) -> Plan:
     """Return the (cached) plan of ``event`` reported with arguments of the class of ``args``.
 
     Raises:

@@ -52,8 +52,8 @@ from opentelemetry.trace import Tracer
 
 from otel_resilience.engine.events import (
     HUB,
-    Event,
     EventArgs,
+    EventKind,
     Outcome,
     TelemetryHub,
     TelemetrySource,
@@ -487,7 +487,15 @@ class OtelListener:
 
     # --- TelemetryListener ---------------------------------------------------------------
 
-    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+    def wants(self, source: TelemetrySource, event: EventKind) -> bool:  # noqa: ARG002 - the hub's filter signature
+        """Whether the binding table shows ``event``: a kind of a pattern's own with no row is not sent here.
+
+        Asked once per kind of source and event (the hub keeps the answer), so a kind nothing
+        here can show costs its reports no call of this listener, and no failure.
+        """
+        return sc.has_binding(event._value_)
+
+    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Do what the event's row of the binding table says: metrics, span event, log record.
 
         Args:

@@ -120,6 +120,23 @@ def test_builder_refuses_linked_strategy_and_non_strategy() -> None:
         PipelineBuilder("p4").add(object())
 
 
+class NeverSetUp(Strategy):
+    """A custom step whose __init__ forgets ``super().__init__()``: the engine's part of it never ran."""
+
+    kind: ClassVar[str] = "never_set_up"
+
+    def __init__(self, name: str) -> None:
+        self.label = name
+
+
+def test_builder_refuses_a_step_whose_init_never_ran_the_steps() -> None:
+    """A step whose class never called Step.__init__ is refused with a TypeError saying so, not an AttributeError."""
+    with pytest.raises(TypeError, match=r"NeverSetUp.*super\(\)\.__init__\(\)"):
+        PipelineBuilder("p").add(NeverSetUp("x"))
+    with pytest.raises(TypeError, match=r"NeverSetUp.*super\(\)\.__init__\(\)"):
+        PipelineBuilder("p").add(Tag("a", [])).add(NeverSetUp("x"))
+
+
 def test_builder_refuses_to_let_a_built_pipelines_innermost_strategy_wrap_another() -> None:
     """The innermost (or lone) strategy of a built pipeline may end or head another, never wrap one.
 

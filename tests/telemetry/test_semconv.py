@@ -10,7 +10,7 @@ import pytest
 
 from otel_resilience.engine import event_args as ea
 from otel_resilience.engine import hedge
-from otel_resilience.engine.events import Event, Outcome
+from otel_resilience.engine.events import Event, EventKind, Outcome
 from otel_resilience.telemetry import instrument
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.env import RECORD_MESSAGES, resolve
@@ -80,10 +80,22 @@ def test_outcome_values_are_the_engine_outcomes():
     assert {o.value for o in Outcome if o.value in sc.ERROR_OUTCOMES} == {"failure", "rejected", "timeout"}
 
 
+def _library_kinds() -> list[EventKind]:
+    """Every event kind the library declares: Event's, then those a pattern package declares of its own."""
+    importlib.import_module("otel_resilience")  # every pattern package
+    found, pending = [], [EventKind]
+    while pending:
+        cls = pending.pop(0)
+        if cls is not EventKind and cls.__module__.startswith("otel_resilience."):
+            found.extend(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
 def test_every_engine_event_has_a_span_event():
-    """Each Event kind maps to one span event name in the registry."""
+    """Each kind of event the library declares maps to one span event name in the registry."""
     names = {e.name for e in sc.SPAN_EVENTS}
-    assert len(names) == len(sc.SPAN_EVENTS) == len(Event)
+    assert len(names) == len(sc.SPAN_EVENTS) == len(_library_kinds())
 
 
 _ARGS = {
@@ -108,11 +120,15 @@ _SOURCE_KEYS = {sc.POLICY, sc.PATTERN, sc.NAME}
 
 
 def test_the_binding_table_has_one_row_per_event_kind_in_order():
-    """semconv.EVENTS lists every Event kind once, in the enum's order; binding() finds each."""
-    assert [row.event for row in sc.EVENTS] == [event.value for event in Event]
-    assert all(sc.binding(event.value).event == event.value for event in Event)
+    """semconv.EVENTS lists every Event kind once, in the enum's order, then a pattern's own; binding() finds each."""
+    kinds = _library_kinds()
+    assert kinds[: len(Event)] == list(Event)
+    assert [row.event for row in sc.EVENTS] == [event.value for event in kinds]
+    assert all(sc.binding(event.value).event == event.value for event in kinds)
+    assert all(sc.has_binding(event.value) for event in kinds)
     with pytest.raises(KeyError):
         sc.binding("nope")
+    assert not sc.has_binding("nope")
 
 
 @pytest.mark.parametrize("event", list(Event))

@@ -7,9 +7,10 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry.metrics import Observation
 
@@ -62,12 +63,21 @@ from otel_resilience import (
     retry_async,
 )
 from otel_resilience.engine.context import ExecutionContext
+from otel_resilience.engine.events import (
+    CallRejected,
+    Event,
+    EventArgs,
+    EventKind,
+    StrategyTelemetry,
+    TelemetryListener,
+    TelemetrySource,
+)
 from otel_resilience.engine.step import Step
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 from otel_resilience.telemetry import OtelListener, instrument
 from otel_resilience.telemetry.histograms import InProcessHistogram
-from otel_resilience.testing import FakeClock
+from otel_resilience.testing import EventRecorder, FakeClock
 
 
 class Audit(Step):
@@ -530,3 +540,33 @@ async def check_spec_section_5() -> None:
     RateLimiterConfig(rate=100.0, store=store)
     RedisStore.from_url("redis://localhost:6379/0", "checkout")  # type: ignore[call-arg]
     print(states, view, policies)
+
+
+class LookupEvent(EventKind):
+    """A pattern's own kind of event, declared outside the engine."""
+
+    LOOKUP = "typing_lookup"
+
+
+@dataclass(slots=True)
+class Lookup:
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = ("result",)
+
+    result: str
+
+
+class LookupListener:
+    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
+        if event is LookupEvent.LOOKUP and isinstance(args, Lookup):
+            print(args.result)
+
+
+def check_a_pattern_s_own_events() -> None:
+    telemetry = StrategyTelemetry.of("lookup", "typing")
+    telemetry.report(LookupEvent.LOOKUP, Lookup("hit"))
+    telemetry.report(Event.CALL_REJECTED, CallRejected("rate_limited"))
+    telemetry.report(LookupEvent.LOOKUP, "hit")  # type: ignore[arg-type]
+    listener: TelemetryListener = LookupListener()
+    recorder = EventRecorder()
+    found: list[EventArgs] = recorder.of(LookupEvent.LOOKUP)
+    print(listener, found)

@@ -19,6 +19,7 @@ from otel_resilience.engine.events import (
     CallRejected,
     Event,
     EventArgs,
+    EventKind,
     PatternDetected,
     RecoveryAttempted,
     StateChanged,
@@ -251,7 +252,7 @@ class AlertSystem:
                 "subscribers": len(self._subscribers),
             }
 
-    def wants(self, source: TelemetrySource, event: Event) -> bool:
+    def wants(self, source: TelemetrySource, event: EventKind) -> bool:
         """Whether :meth:`on_event` can act on ``event`` from ``source``'s kind (a hub filter).
 
         Only state changes, bulkhead rejections, recovery actions and error patterns can raise
@@ -261,7 +262,7 @@ class AlertSystem:
             return source.kind == "bulkhead"
         return event in _WANTED_EVENTS
 
-    def on_event(self, source: TelemetrySource, event: Event, args: EventArgs) -> None:
+    def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""
         if event is _CALL_REJECTED:  # first: a full bulkhead reports every call it rejects
             if (  # the cooldown asked here: a bulkhead that stays full is in it for each rejection

@@ -1,9 +1,12 @@
 """The one table of what each engine event becomes in OpenTelemetry, and the zero series.
 
-:data:`EVENTS` has one row per :class:`~otel_resilience.engine.events.Event` kind: the
-attribute key of each of the event's fields, the span event it adds, the instruments it moves,
-and the log record it emits. The OpenTelemetry listener has one generic handler that reads it:
-a new kind of event adds names (:mod:`.names`), catalog entries and a row here, no code.
+:data:`EVENTS` has one row per kind of event the library's patterns report (each
+:class:`~otel_resilience.engine.events.Event`, and the kinds a pattern declares in its own
+package, :class:`~otel_resilience.engine.events.EventKind`): the attribute key of each of the
+event's fields, the span event it adds, the instruments it moves, and the log record it emits.
+The OpenTelemetry listener has one generic handler that reads it: a new kind of event adds names
+(:mod:`.names`), catalog entries (:mod:`.catalog`, :mod:`.instruments`) and a row here, no code;
+a kind with no row (a user's own) is not sent to it (:func:`has_binding`).
 
 :data:`ZERO_SERIES` lists, per pattern kind, the counter series that exist at 0 from the moment
 an instance exists.
@@ -96,7 +99,7 @@ from otel_resilience.telemetry.semconv.specs import (
     ZeroSeries,
 )
 
-__all__ = ["EVENTS", "LOG_EVENTS", "SPAN_EVENTS", "ZERO_SERIES", "binding"]
+__all__ = ["EVENTS", "LOG_EVENTS", "SPAN_EVENTS", "ZERO_SERIES", "binding", "has_binding"]
 
 _ALERT_LOG: Final = LogEventSpec(
     EV_ALERT,
@@ -319,7 +322,7 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         LogBinding(_RELOAD_FAILED_LOG, "reload {outcome} ({error_type}): the policy keeps its configuration"),
     ),
 )
-"""One row per engine event kind, in the order of ``Event``."""
+"""One row per event kind of the library's patterns: ``Event``'s, in its order, then a pattern's own."""
 
 SPAN_EVENTS: Final[tuple[SpanEventSpec, ...]] = tuple(row.span_event for row in EVENTS)
 """Every span event, in documentation order."""
@@ -399,3 +402,8 @@ def binding(event: str) -> EventBinding:
         KeyError: If no row has that event kind.
     """
     return _BY_EVENT[event]
+
+
+def has_binding(event: str) -> bool:
+    """Whether the event kind ``event`` (an ``EventKind`` value) has a row (a user's own kind has none)."""
+    return event in _BY_EVENT
