@@ -7,17 +7,24 @@ coroutine function, and the async driver awaits it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gc
+import logging
+import warnings
 from collections.abc import Callable
 
 import pytest
 
 from otel_resilience import (
+    Chaos,
+    ChaosConfig,
     CircuitBreakerConfig,
     ExtraStrategy,
     FallbackConfig,
     FallbackHandler,
     FallbackStrategy,
+    Hedging,
     HedgingConfig,
     ResilienceConfig,
     ResilienceManager,
@@ -144,3 +151,93 @@ def test_an_async_function_where_a_plain_one_is_called_is_refused_before_it_is_c
         make(manager)
     assert manager.policy("named").config == ResilienceConfig()
     assert manager.policy("named").generation == 1
+
+
+def _wrapped_seconds(*_: object) -> object:
+    """A plain function that returns an async function's coroutine: it passes as a plain function."""
+    return _seconds()
+
+
+def _down() -> str:
+    raise ValueError("down")
+
+
+async def _adown() -> str:
+    raise ValueError("down")
+
+
+async def _slow() -> str:
+    await asyncio.sleep(0.05)
+    return "ok"
+
+
+def _retry_delay_from_sync() -> None:
+    retry = Retry("wrapped-sync", RetryPolicy(max_attempts=2, initial_delay=0.0, delay_from=_wrapped_seconds))
+    retry.execute_sync(_down)
+
+
+def _retry_delay_from_async() -> None:
+    retry = Retry(
+        "wrapped-async", RetryPolicy(max_attempts=2, initial_delay=0.0, delay_from=_wrapped_seconds)
+    )
+    asyncio.run(retry.execute(_adown))
+
+
+def _hedging_delay() -> None:
+    asyncio.run(Hedging("wrapped", HedgingConfig(delay=_wrapped_seconds)).run(_slow))
+
+
+def _break_duration() -> None:
+    CircuitBreakerConfig(break_duration=_wrapped_seconds)
+
+
+def _extra_strategy_factory() -> None:
+    ResilienceManager().policy(
+        "wrapped", ResilienceConfig(extra_strategies=[ExtraStrategy(_wrapped_seconds, rank=0)])
+    )
+
+
+def _policy_adapt() -> None:
+    ResilienceManager().policy("wrapped", ResilienceConfig(), adapt=_wrapped_seconds)
+
+
+def _chaos_fault_factory() -> None:
+    Chaos("wrapped", ChaosConfig(fault_rate=1.0, fault=_wrapped_seconds)).run_sync(lambda: "real")
+
+
+RETURNS_A_COROUTINE: dict[str, tuple[type[Exception] | None, Callable[[], None]]] = {
+    "retry delay_from, sync driver": (TypeError, _retry_delay_from_sync),
+    "retry delay_from, async driver": (TypeError, _retry_delay_from_async),
+    "hedging delay": (TypeError, _hedging_delay),
+    "breaker break_duration": (ValueError, _break_duration),
+    "extra strategy factory": (TypeError, _extra_strategy_factory),
+    "policy adapt": (TypeError, _policy_adapt),
+    "chaos fault factory": (None, _chaos_fault_factory),  # logged: a drill never fails the call
+}
+
+
+def _refusal(case: str) -> str:
+    """Run ``case``; return the type of what it raised (its traceback, holding the coroutine, dropped)."""
+    _, run = RETURNS_A_COROUTINE[case]
+    try:
+        run()
+    except Exception as error:  # the type is checked by the caller
+        return type(error).__name__
+    return "nothing"
+
+
+@pytest.mark.parametrize("case", list(RETURNS_A_COROUTINE))
+def test_a_coroutine_returned_by_a_function_called_never_awaited_is_closed_when_refused(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain function that returns a coroutine passes the check made when it is given; what it
+    returns is refused when it is called, and the coroutine closed: left open, Python warned that
+    it was never awaited, on top of the error."""
+    expected, _ = RETURNS_A_COROUTINE[case]
+    caplog.set_level(logging.CRITICAL, logger="otel_resilience")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        raised = _refusal(case)
+        gc.collect()
+    assert raised == (expected.__name__ if expected is not None else "nothing")
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []

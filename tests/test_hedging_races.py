@@ -74,10 +74,16 @@ async def test_a_caller_cancelled_again_while_attempts_end_still_waits_for_them(
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
-async def test_a_total_deadline_cancels_every_attempt(clock: FakeClock) -> None:
-    """A timeout around hedging: OperationTimeoutError, every attempt cancelled and ended."""
+@pytest.mark.parametrize("start", [0.0, 1e12], ids=["behind the system clock", "ahead of it"])
+async def test_a_total_deadline_cancels_every_attempt(start: float) -> None:
+    """A timeout around hedging: OperationTimeoutError, every attempt cancelled and ended.
+
+    The hedging runs on a fake clock, the policy's timeout on the system's: the hedge asks how
+    long is left of the deadline on the deadline's own clock, so the hedge by delay starts
+    whatever the system clock reads (its uptime), behind or far ahead of the fake one.
+    """
     dependency = Dependency(HANG)
-    h = Hedging("h", HedgingConfig(delay=0.001), clock=clock)
+    h = Hedging("h", HedgingConfig(delay=0.001), clock=FakeClock(start))
     manager = ResilienceManager()
     with pytest.raises(OperationTimeoutError):
         await manager.execute_with_resilience(

@@ -195,15 +195,36 @@ def test_policy_refuses_what_a_handle_cannot_run(manager: ResilienceManager) -> 
         manager.policy("mine", ResilienceConfig(name="other"))
     with pytest.raises(TypeError, match=r"ResilienceManager\.policy\.config"):
         manager.policy("typed", {"timeout": 1})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"ResilienceManager\.policy\.max_keys must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"^ResilienceManager\.policy\.max_keys must be >= 1, got 0$"):
         manager.policy("capped", ResilienceConfig(), max_keys=0)
     with pytest.raises(ValueError, match=r"ResilienceManager\.policy\.idle_ttl must be > 0"):
         manager.policy("ttl", ResilienceConfig(), idle_ttl=0)
-    with pytest.raises(ValueError, match=r"key_attribute_limit"):
+    with pytest.raises(
+        ValueError, match=r"^ResilienceManager\.policy\.key_attribute_limit must be >= 0, got -1$"
+    ):
         manager.policy("limit", ResilienceConfig(), key_attribute_limit=-1)
     assert manager.policy(
         "factory", ResilienceConfig(extra_strategies=(ExtraStrategy(lambda _: Step(), rank=50),))
     )
+
+
+def test_an_adapt_that_returns_no_config_is_refused_naming_it(manager: ResilienceManager) -> None:
+    """What ``adapt`` returns is a policy's config: anything else is a TypeError naming ``adapt``,
+    at creation and on a reload (it was an AttributeError from deep in the pipeline's build)."""
+    message = (
+        r"^ResilienceManager\.policy\.adapt returned \{'timeout': 1\.0\}; it must return a ResilienceConfig$"
+    )
+    with pytest.raises(TypeError, match=message):
+        manager.policy("adapted-badly", BREAKER, adapt=lambda _config: {"timeout": 1.0})
+    with pytest.raises(KeyError):
+        manager.policy("adapted-badly")
+    answers: list[object] = [BREAKER]
+    handle = manager.policy("adapted-later", BREAKER, adapt=lambda _config: answers[-1])
+    answers.append({"timeout": 1.0})
+    with pytest.raises(TypeError, match=message):
+        manager.reconfigure("adapted-later", ResilienceConfig(timeout=2.0))
+    assert handle.config == BREAKER
+    assert handle.generation == 1
 
 
 def test_an_adapt_that_is_not_callable_is_refused_naming_the_field(manager: ResilienceManager) -> None:
@@ -219,13 +240,23 @@ def test_an_adapt_that_is_not_callable_is_refused_naming_the_field(manager: Resi
     [
         (
             {"max_keys": True},
-            ValueError,
-            r"^ResilienceManager\.policy\.max_keys must be an int >= 1, got True$",
+            TypeError,
+            r"^ResilienceManager\.policy\.max_keys must be an int, got True \(bool\)$",
         ),
         (
             {"max_keys": 4.0},
-            ValueError,
-            r"^ResilienceManager\.policy\.max_keys must be an int >= 1, got 4\.0$",
+            TypeError,
+            r"^ResilienceManager\.policy\.max_keys must be an int, got 4\.0 \(float\)$",
+        ),
+        (
+            {"max_keys": None},
+            TypeError,
+            r"^ResilienceManager\.policy\.max_keys must be an int, got None \(NoneType\)$",
+        ),
+        (
+            {"key_attribute_limit": None},
+            TypeError,
+            r"^ResilienceManager\.policy\.key_attribute_limit must be an int, got None \(NoneType\)$",
         ),
         (
             {"idle_ttl": "600"},
@@ -240,14 +271,19 @@ def test_an_adapt_that_is_not_callable_is_refused_naming_the_field(manager: Resi
         (
             {"key_attribute_limit": False},
             TypeError,
-            r"^ResilienceManager\.policy\.key_attribute_limit must be an int",
+            r"^ResilienceManager\.policy\.key_attribute_limit must be an int, got False \(bool\)$",
         ),
     ],
 )
 def test_options_given_for_an_existing_policy_are_judged_as_at_creation(
     manager: ResilienceManager, options: dict[str, object], error: type[Exception], message: str
 ) -> None:
-    """A bool is no count and a string no duration, whether the policy is new or found: never equal to its own."""
+    """A bool is no count and a string no duration, whether the policy is new or found: never equal to its own.
+
+    Both counts follow the rule of every int field: another type (``None`` too) is a TypeError
+    naming the field, an int out of range a ValueError (``max_keys=None`` was a ValueError while
+    ``key_attribute_limit=None`` was a TypeError).
+    """
     manager.policy("found", ResilienceConfig(), max_keys=1, idle_ttl=600.0, key_attribute_limit=0)
     with pytest.raises(error, match=message):
         manager.policy("found", **options)  # type: ignore[arg-type]

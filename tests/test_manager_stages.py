@@ -394,3 +394,56 @@ def test_a_list_of_extra_strategies_is_kept_as_a_tuple() -> None:
     config = ResilienceConfig(extra_strategies=[extra])
     assert config.extra_strategies == (extra,)
     assert hash(config) == hash(ResilienceConfig(extra_strategies=(extra,)))
+
+
+class BrokenStats(Tally):
+    """A user's link whose ``get_stats()`` raises."""
+
+    __slots__ = ()
+
+    kind = "broken-stats"
+
+    def get_stats(self) -> dict[str, int]:
+        raise RuntimeError("stats backend down")
+
+
+def test_an_extra_link_whose_get_stats_raises_breaks_no_statistics(caplog: pytest.LogCaptureFixture) -> None:
+    """One broken user link gives an error entry, logged once: the rest of the statistics come back.
+
+    Its error used to escape ``get_resilience_statistics()``, so one broken link broke every
+    reader of the statistics (a health endpoint, the demo).
+    """
+    manager = ResilienceManager()
+    broken = ResilienceConfig(name="broken-stats", extra_strategies=[ExtraStrategy(BrokenStats, rank=401)])
+    sound = ResilienceConfig(name="sound-stats", extra_strategies=[ExtraStrategy(Tally, rank=401)])
+    assert manager.execute_with_resilience_sync(lambda: "ok", broken) == "ok"
+    assert manager.execute_with_resilience_sync(lambda: "ok", sound) == "ok"
+    with caplog.at_level("WARNING", logger="otel_resilience"):
+        first = manager.get_resilience_statistics()
+        second = manager.get_resilience_statistics()
+    assert (
+        first["extra_strategies"]
+        == second["extra_strategies"]
+        == {
+            "broken-stats": [
+                {
+                    "kind": "broken-stats",
+                    "name": "broken-stats",
+                    "rank": 401,
+                    "stats_error": "RuntimeError('stats backend down')",
+                }
+            ],
+            "sound-stats": [
+                {
+                    "kind": "tally",
+                    "name": "sound-stats",
+                    "rank": 401,
+                    "stats": {"runs": 1, "successes": 1, "failures": 0},
+                }
+            ],
+        }
+    )
+    assert first["policies"]["broken-stats"]["successful"] == 1
+    logged = [r for r in caplog.records if "get_stats() of the extra broken-stats link" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None

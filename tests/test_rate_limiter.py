@@ -533,7 +533,7 @@ def test_an_evicted_key_still_held_is_found_again(clock):
 def test_per_key_validates_its_arguments(clock):
     """A bad name, config, cap or clock is refused, naming KeyedRateLimiter.<field>."""
     config = RateLimiterConfig(rate=1.0)
-    with pytest.raises(ValueError, match=r"^KeyedRateLimiter\.max_keys must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"^KeyedRateLimiter\.max_keys must be >= 1, got 0$"):
         RateLimiter.per_key("k", config, max_keys=0)
     with pytest.raises(ValueError, match=r"^KeyedRateLimiter\.name must be"):
         RateLimiter.per_key(" ", config)

@@ -18,7 +18,7 @@ from types import AsyncGeneratorType, CoroutineType, GeneratorType
 from typing import Any, Final, cast
 
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import discard, fail
 
 __all__ = [
     "NOT_SYNC",
@@ -118,8 +118,7 @@ def refuse_awaitable(what: str, value: Any) -> Any:
         TypeError: ``value`` is awaitable: the sync driver cannot await it.
     """
     if inspect.isawaitable(value):
-        if type(value) is CoroutineType:
-            value.close()
+        discard(value)
         msg = f"{what} returned an awaitable, which the sync driver cannot await; use the async API"
         raise TypeError(msg)
     return value
@@ -133,8 +132,7 @@ def not_callable(owner: str, fn: object) -> TypeError:
     pass the function.
     """
     rule = "callable"
-    if type(fn) is CoroutineType:
-        fn.close()
+    if type(fn) is CoroutineType:  # closed by fail
         name = fn.__qualname__.rpartition(".")[2]
         rule += f" (pass {name}, not {name}(): the function, not a coroutine it made)"
     return cast("TypeError", fail(owner, "fn", rule, fn, kind=TypeError))
@@ -219,7 +217,7 @@ def awaitable_in_sync(operation: str, coroutine: CoroutineType[Any, Any, Any]) -
     coroutine (another decorator's plain wrapper of an async def, which a decorator takes for a
     plain function): the message names both, with the fix of each.
     """
-    coroutine.close()
+    discard(coroutine)
     msg = (
         f"{operation!r}: fn returned a coroutine, which the sync API cannot await: fn is a "
         "coroutine function (use the async variant, without _sync, and await it), or a plain "

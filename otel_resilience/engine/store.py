@@ -52,7 +52,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.validation import check_duration, fail
+from otel_resilience.engine.validation import check_duration, check_int, fail
 
 __all__ = ["BoundedStore", "check_capacity", "weak_callback"]
 
@@ -80,10 +80,12 @@ def weak_callback(method: Callable[P, None]) -> Callable[P, None]:
 
 
 def check_capacity(owner: str, field: str, capacity: object) -> int:
-    """Return ``capacity`` if it is an ``int >= 1`` (not a ``bool``): the rule of a store's ``capacity``."""
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-        raise fail(owner, field, "an int >= 1", capacity)
-    return capacity
+    """Return ``capacity`` if it is an ``int >= 1`` (not a ``bool``): the rule of a store's ``capacity``.
+
+    A count's rule (:func:`~otel_resilience.engine.validation.check_int`): another type
+    (``None``, a ``float``, a ``bool``) is a ``TypeError``, an ``int < 1`` a ``ValueError``.
+    """
+    return check_int(owner, field, capacity, minimum=1)
 
 
 def _no_clock() -> float:
@@ -112,9 +114,10 @@ class BoundedStore(Generic[K, V]):
         ttl_field: The owner's argument that set ``ttl``, for error messages.
 
     Raises:
-        ValueError: If ``capacity`` is not an ``int >= 1``, or ``ttl`` is not finite and
-            ``> 0`` (``"<owner>.<field> must be ..."``).
-        TypeError: If ``ttl`` is given without a ``clock``.
+        ValueError: If ``capacity`` is an ``int < 1``, or ``ttl`` is not finite and ``> 0``
+            (``"<owner>.<field> must be ..."``).
+        TypeError: If ``capacity`` is not an ``int`` (:func:`check_capacity`), or ``ttl`` is
+            given without a ``clock``.
     """
 
     __slots__ = (

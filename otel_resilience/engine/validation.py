@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from types import CoroutineType
 from typing import Any, Final, cast
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "check_predicate",
     "check_sync_callable",
     "describe",
+    "discard",
     "fail",
+    "wrong_return",
 ]
 
 MAX_DURATION: Final[float] = threading.TIMEOUT_MAX
@@ -114,10 +117,39 @@ def _as_float(owner: str, field: str, value: float, rule: str) -> float:
         raise fail(owner, field, rule, value) from None
 
 
+def discard(value: object) -> None:
+    """Close ``value`` if it is a coroutine being refused: it will never run.
+
+    The one rule of every refused value, a field's or what a function the library calls and
+    never awaits returned (a plain function that returns an async function's coroutine): left
+    open, the coroutine would also make Python warn that it was never awaited.
+    """
+    if type(value) is CoroutineType:
+        value.close()
+
+
+def wrong_return(what: str, value: object, rule: str, *, kind: type[Exception] = TypeError) -> Exception:
+    """Build (not raise) the error for a function the library calls that returned ``value``.
+
+    A coroutine is closed (:func:`discard`).
+
+    Args:
+        what: The function, as the message names it (``"retry 'db': delay_from"``).
+        value: What it returned.
+        rule: What it must return, e.g. ``"it must return seconds"``.
+        kind: ``TypeError`` (wrong type) or ``ValueError`` (wrong value).
+
+    Returns:
+        The exception, ready to be raised: ``"<what> returned <value>; <rule>"``.
+    """
+    discard(value)
+    return kind(f"{what} returned {describe(value)}; {rule}")
+
+
 def fail(
     owner: str, field: str, rule: str, value: object, *, kind: type[Exception] = ValueError
 ) -> Exception:
-    """Build (not raise) the standard validation error.
+    """Build (not raise) the standard validation error; a refused coroutine is closed (:func:`discard`).
 
     Args:
         owner: The class name, e.g. ``"CircuitBreakerConfig"``.
@@ -129,6 +161,7 @@ def fail(
     Returns:
         The exception, ready to be raised.
     """
+    discard(value)
     shown = f"{describe(value)} ({_type_name(value)})" if kind is TypeError else describe(value)
     return kind(f"{owner}.{field} must be {rule}, got {shown}")
 

@@ -31,7 +31,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, RECOVERY_SYSTEMS
 from otel_resilience.engine.step import Step
-from otel_resilience.engine.store import BoundedStore, weak_callback
+from otel_resilience.engine.store import BoundedStore, check_capacity, weak_callback
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keys import DefaultNames, config_key, policy_name
@@ -262,9 +262,10 @@ class ResilienceManager(NamedPolicies):
         alert_system: The alert system the manager's statistics report.
 
     Raises:
-        ValueError: ``max_pipelines`` or ``max_policies`` is not an int >= 1.
-        TypeError: ``recovery_system``, ``alert_system`` or ``clock`` is not one (the message
-            names ``ResilienceManager.<field>``).
+        ValueError: ``max_pipelines`` or ``max_policies`` is an int < 1.
+        TypeError: ``max_pipelines`` or ``max_policies`` is not an int; ``recovery_system``,
+            ``alert_system`` or ``clock`` is not one (the message names
+            ``ResilienceManager.<field>``).
         ValueError: ``recovery_system`` runs on another clock than ``clock`` (its re-runs' delays
             and their room before a policy's deadline are read on its clock).
     """
@@ -278,8 +279,7 @@ class ResilienceManager(NamedPolicies):
         max_pipelines: int = DEFAULT_MAX_PIPELINES,
         max_policies: int = DEFAULT_MAX_POLICIES,
     ) -> None:
-        if isinstance(max_pipelines, bool) or not isinstance(max_pipelines, int) or max_pipelines < 1:
-            raise fail("ResilienceManager", "max_pipelines", "an int >= 1", max_pipelines)
+        check_capacity("ResilienceManager", "max_pipelines", max_pipelines)
         check_clock("ResilienceManager", clock)
         for part, value, kind in (
             ("recovery_system", recovery_system, ErrorRecoverySystem),
@@ -601,8 +601,10 @@ class ResilienceManager(NamedPolicies):
         ``bulkheads`` each live one's ``get_stats()``; ``extra_strategies`` the links that
         ``ResilienceConfig.extra_strategies`` added to each live policy name, outer to inner,
         as ``{"kind", "name", "rank"}`` plus ``"stats"``, the link's ``get_stats()``, when it
-        has one; ``error_recovery`` the recovery system's (``successful_recoveries`` counts
-        recovery *actions* that worked, a different thing from ``successful_after_failure``);
+        has one (``"stats_error"`` in its place, the error's repr, when that raised: logged,
+        never raised here); ``error_recovery`` the recovery system's
+        (``successful_recoveries`` counts recovery *actions* that worked, a different thing
+        from ``successful_after_failure``);
         ``limits`` the cap and how many were evicted; ``named_policies`` each named policy's
         ``get_stats()`` (see :meth:`PolicyHandle.get_stats`), whose executions are in
         ``executions`` too.

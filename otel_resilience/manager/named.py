@@ -26,6 +26,7 @@ from otel_resilience.manager.policy import (
     Adapt,
     PolicyHandle,
     Staged,
+    adapt_config,
     check_config,
     check_key_attribute_limit,
     report_failure,
@@ -111,7 +112,8 @@ class NamedPolicies:
                 its config with :meth:`reconfigure`), or ``config`` has an extra strategy given as a
                 ``Step`` instance (give a factory), or an option is out of range.
             TypeError: ``config`` is not a :class:`ResilienceConfig`, an option has the wrong
-                type, or ``adapt`` is not a plain (sync) function.
+                type, or ``adapt`` is not a plain (sync) function or returns no
+                :class:`ResilienceConfig`.
         """
         check_name(_POLICY, "name", name)
         check_sync_callable(_POLICY, "adapt", adapt, optional=True, what="function")
@@ -156,9 +158,7 @@ class NamedPolicies:
     def _new_handle(
         self, name: str, config: ResilienceConfig, options: dict[str, Any], adapt: Adapt | None
     ) -> PolicyHandle:
-        checked = check_config(name, config)
-        if adapt is not None:
-            checked = adapt(checked)
+        checked = adapt_config(adapt, check_config(name, config))
         spec = Spec(name, checked, 1, self._clock, self.recovery_system, self._find_breaker)
         max_keys = DEFAULT_MAX_KEYS if options["max_keys"] is _KEEP else options["max_keys"]
         idle_ttl = DEFAULT_IDLE_TTL if options["idle_ttl"] is _KEEP else options["idle_ttl"]

@@ -39,7 +39,7 @@ from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import POLICIES, namesakes_expected
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, weak_callback
-from otel_resilience.engine.validation import check_hashable, check_int, fail
+from otel_resilience.engine.validation import check_hashable, check_int, fail, wrong_return
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import KeyState, Spec, build, key_links, reconfigure, retire
 from otel_resilience.manager.ledger import Ledger
@@ -116,6 +116,22 @@ def check_key_attribute_limit(limit: object) -> int:
 
 Adapt = Callable[[ResilienceConfig], ResilienceConfig]
 """What a policy does to every config it takes, at creation and on each reload (``adapt=``)."""
+
+
+def adapt_config(adapt: Adapt | None, config: ResilienceConfig) -> ResilienceConfig:
+    """Return ``config`` through ``adapt`` (``None``: as it is), at creation and on each reload.
+
+    Raises:
+        TypeError: ``adapt`` returned no :class:`ResilienceConfig` (a plain function returning a
+            coroutine: closed), which no pipeline could be built of.
+        Exception: What ``adapt`` raised.
+    """
+    if adapt is None:
+        return config
+    adapted = adapt(config)
+    if not isinstance(adapted, ResilienceConfig):
+        raise wrong_return("ResilienceManager.policy.adapt", adapted, "it must return a ResilienceConfig")
+    return adapted
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -411,7 +427,7 @@ class PolicyHandle(_Runs):
         A reload (``reconfigure``, a configuration file) passes through it too, so what the
         owner of the policy adds to every config (an HTTP client's retry rule) is never lost.
         """
-        return config if self._adapt is None else self._adapt(config)
+        return adapt_config(self._adapt, config)
 
     def _adapt_also(self, user: str, adapt: Adapt) -> None:
         """Apply ``adapt`` too, after the policy's own, to every config a reload gives the policy.

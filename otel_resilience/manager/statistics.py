@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from otel_resilience.engine.logging_rate import LogRate
+from otel_resilience.engine.validation import describe
 
 if TYPE_CHECKING:
     from otel_resilience.engine.pipeline import Pipeline, PipelineStats
@@ -23,6 +27,9 @@ EXECUTION_KEYS: Final = (
     "cancelled",
 )
 """The counts of ``executions`` and of each ``policies`` entry (see :meth:`PipelineStats.as_dict`)."""
+_LOG: Final = logging.getLogger("otel_resilience")
+_STATS_FAILED: Final = LogRate()
+"""How often an extra link's ``get_stats()`` that raised is logged, by the link's kind."""
 
 
 class PolicyView(Protocol):
@@ -70,7 +77,10 @@ def extra_links(live: Iterable[PolicyView]) -> dict[str, list[dict[str, Any]]]:
     """Return the extra links of each live policy name, outer to inner, in one shape for every kind.
 
     Each is ``{"kind", "name", "rank"}``, plus ``"stats"``: the link's ``get_stats()`` when it
-    has one (a link says what it counts; the manager knows no kind of extra link).
+    has one (a link says what it counts; the manager knows no kind of extra link). A
+    ``get_stats()`` that raises (user code) gives ``"stats_error"``, the error's repr, in place
+    of ``"stats"``, and is logged (the first time, then at most once a minute for its kind): one
+    broken link must not break the statistics of every policy.
     """
     found: dict[str, list[dict[str, Any]]] = {}
     for policy in live:
@@ -78,6 +88,25 @@ def extra_links(live: Iterable[PolicyView]) -> dict[str, list[dict[str, Any]]]:
             entry: dict[str, Any] = {"kind": link.kind, "name": link.name, "rank": rank}
             get_stats = getattr(link, "get_stats", None)
             if callable(get_stats):
-                entry["stats"] = get_stats()
+                try:
+                    entry["stats"] = get_stats()
+                except Exception as error:  # noqa: BLE001 - reported in the entry, and logged
+                    entry["stats_error"] = describe(error)
+                    _stats_failed(policy.name, link)
             found.setdefault(policy.name, []).append(entry)
     return found
+
+
+def _stats_failed(policy: str, link: Step) -> None:
+    """Log the error being handled, an extra link's ``get_stats()``'s, unless its kind's was just logged."""
+    left_out = _STATS_FAILED.due(link.kind)
+    if left_out is not None:
+        _LOG.warning(
+            "policy %r: get_stats() of the extra %s link %r raised; its statistics are left out "
+            "(%d such failures of its kind not logged since the last)",
+            policy,
+            link.kind,
+            link.name,
+            left_out,
+            exc_info=True,
+        )

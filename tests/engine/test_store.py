@@ -127,10 +127,18 @@ def test_on_revive_is_told_of_each_value_brought_back_and_of_nothing_created() -
     assert len(revived) == 1
 
 
-@pytest.mark.parametrize("capacity", [0, -1, True, 1.5, "3"])
+@pytest.mark.parametrize("capacity", [0, -1])
 def test_bad_capacity_names_the_owner_field(capacity: object) -> None:
-    """A capacity that is not an int >= 1 is refused with Owner.cap in the message."""
-    with pytest.raises(ValueError, match=r"Owner\.cap must be an int >= 1"):
+    """An int capacity < 1 is a ValueError with Owner.cap in the message."""
+    with pytest.raises(ValueError, match=rf"^Owner\.cap must be >= 1, got {capacity}$"):
+        BoundedStore("Owner", "cap", capacity, is_idle=lambda _: True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("capacity", [None, True, 1.5, "3"])
+def test_a_capacity_of_another_type_is_a_type_error(capacity: object) -> None:
+    """A capacity that is no int (None, a bool, a float, a str) is a TypeError, as for every count."""
+    shown = rf"{capacity!r} \({type(capacity).__name__}\)"
+    with pytest.raises(TypeError, match=rf"^Owner\.cap must be an int, got {shown}$"):
         BoundedStore("Owner", "cap", capacity, is_idle=lambda _: True)  # type: ignore[arg-type]
 
 

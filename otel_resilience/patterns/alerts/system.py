@@ -31,7 +31,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import RECOVERY_SYSTEMS, Named
-from otel_resilience.engine.validation import check_callable, check_name, fail
+from otel_resilience.engine.validation import check_callable, check_name, discard, fail
 from otel_resilience.patterns.alerts.model import (
     MAX_TRACKED_SUBJECTS,
     SEVERITIES,
@@ -480,7 +480,7 @@ class AlertSystem:
             try:
                 made = callback(alert)
                 if inspect.iscoroutine(made):
-                    made.close()
+                    discard(made)
                     msg = f"returned a coroutine, which is never awaited: {made!r}"
                     raise TypeError(msg)  # noqa: TRY301 - counted and logged as any subscriber error
             except Exception:  # noqa: BLE001 - a subscriber must never break the reporting pattern

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.forking import fork_reseeded, fork_safe
+from otel_resilience.engine.validation import discard
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -205,6 +206,7 @@ class _Rules:
             self._failed("its fault factory")
             return None
         if not isinstance(error, Exception):
+            discard(error)
             returned = type(error).__name__
             self._failed(f"its fault factory (it returned {returned}, not an Exception)", trace=False)
             return None

@@ -30,7 +30,7 @@ from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
 from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.stats import classify_error
-from otel_resilience.engine.validation import describe
+from otel_resilience.engine.validation import wrong_return
 from otel_resilience.patterns.hedging.config import KIND, HedgingConfig, refund_hedge, withdraw_hedge
 from otel_resilience.patterns.hedging.latency import LatencyObserver
 
@@ -127,11 +127,10 @@ class _HedgingCore:
         if isinstance(value, timedelta):
             value = value.total_seconds()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            msg = f"hedging {self.name!r}: delay returned {describe(value)}; it must return seconds"
-            raise TypeError(msg)
+            raise wrong_return(f"hedging {self.name!r}: delay", value, "it must return seconds")
         if not (value >= 0 and math.isfinite(value)):
-            msg = f"hedging {self.name!r}: delay returned {describe(value)}; seconds must be finite and >= 0"
-            raise ValueError(msg)
+            rule = "seconds must be finite and >= 0"
+            raise wrong_return(f"hedging {self.name!r}: delay", value, rule, kind=ValueError)
         return float(value)
 
     def accepts(self, result: Any, error: Exception | None) -> bool:

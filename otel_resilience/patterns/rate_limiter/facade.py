@@ -219,8 +219,8 @@ class KeyedRateLimiter(Generic[K]):
         clock: The clock of every key's limiter.
 
     Raises:
-        TypeError: ``name``, ``config`` or ``clock`` has the wrong type.
-        ValueError: ``name`` is empty, or ``max_keys`` is not an ``int >= 1``.
+        TypeError: ``name``, ``config``, ``max_keys`` or ``clock`` has the wrong type.
+        ValueError: ``name`` is empty, or ``max_keys`` is an ``int < 1``.
     """
 
     __slots__ = ("__weakref__", "_clock", "_config", "_executions", "_keys", "_name", "_totals")

@@ -35,7 +35,7 @@ from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BUDGETED_RETRIES
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
-from otel_resilience.engine.validation import describe
+from otel_resilience.engine.validation import wrong_return
 from otel_resilience.patterns.retry.budget import RetryBudget
 from otel_resilience.patterns.retry.policy import RetryPolicy, _constant_delay
 from otel_resilience.patterns.retry.stats import RetryStats
@@ -301,14 +301,11 @@ class _RetryCore:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             seconds = float(value)
         else:
-            msg = (
-                f"retry {self.name!r}: delay_from returned {describe(value)}; it must return "
-                "seconds (a number or a timedelta) or None"
-            )
-            raise TypeError(msg)
+            rule = "it must return seconds (a number or a timedelta) or None"
+            raise wrong_return(f"retry {self.name!r}: delay_from", value, rule)
         if not seconds >= 0:
-            msg = f"retry {self.name!r}: delay_from returned {describe(value)}; seconds must be >= 0"
-            raise ValueError(msg)
+            rule = "seconds must be >= 0"
+            raise wrong_return(f"retry {self.name!r}: delay_from", value, rule, kind=ValueError)
         return seconds
 
     def _give_up_note(self, attempt: int, wait: _Wait, made_in_total: int) -> str:
