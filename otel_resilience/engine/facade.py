@@ -138,7 +138,9 @@ class Pattern(abc.ABC, Generic[C, L]):
         exports no idle execution series.
         """
         pipeline = self._standalone
-        return pipeline if pipeline is not None else standalone(self, "_standalone", self._build_pipeline)
+        if pipeline is not None:
+            return pipeline
+        return standalone(self, "_standalone", self._build_pipeline, config="_config")
 
     def _build_pipeline(self, *, register: bool = True) -> Pipeline:
         """Build the instance's own one-link pipeline (``register=False``: left out of the exports)."""
@@ -150,12 +152,12 @@ class Pattern(abc.ABC, Generic[C, L]):
     def _configured(self, config: C) -> None:
         """Take ``config`` as the instance's, for an owner that reconfigured its state in place.
 
-        The instance's own pipeline, if it was built, is rebuilt with a link under ``config`` and
-        counts on in the old one's stats: it takes the old one's place among the exported
-        pipelines in one step (:meth:`~otel_resilience.engine.registry.Registry.replace`). So the
-        executions counted before the reload stay exported, and a call that still runs through the
-        old pipeline (a function decorated before the reload holds it) is counted once, in the
-        stats both share. The one rule of every pattern's ``_reconfigure``.
+        The instance's own pipeline, if it was built, runs a link built under ``config`` from
+        now on; it stays the same object, with its stats and its place among the exported
+        pipelines (:func:`~otel_resilience.engine.protecting.rebuild_standalone`). So a function
+        :meth:`protect` decorated before the reload, and a guard made before it, follow it (a
+        breaker's calls are judged by its current core), and the executions counted before the
+        reload stay exported. The one rule of every pattern's ``_reconfigure``.
         """
         self._config = config
         rebuild_standalone(self, "_standalone", self._build_pipeline)

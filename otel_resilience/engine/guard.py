@@ -50,7 +50,9 @@ class Guard:
         self._token: Any = None
 
     def _admit(self, *, sync: bool) -> Any:
-        step = self._step
+        # The pipeline's step now: a reload of the pattern gives its own pipeline a new one
+        # (Pipeline.relink), which a guard made before it, and kept, enters from then on.
+        step = self._step = self._pipeline.strategies[0]
         ctx = self._ctx = ExecutionContext(guarded_block, (), {}, self._pipeline.name, None, sync)
         return step.admit(ctx) if step._admits else None
 

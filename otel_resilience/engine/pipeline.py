@@ -165,6 +165,29 @@ class Pipeline:
         """
         return Pipeline(self.name, (), clock=self._clock, source=self.telemetry.source, register=False)
 
+    def relink(self, built: Pipeline) -> None:
+        """Run ``built``'s strategies from now on, in place of this pipeline's: for a pattern's reload.
+
+        A pattern's own pipeline is held by whatever was made on it (the functions its
+        ``protect`` decorated, its guards): when the pattern is reconfigured, it stays the same
+        object, with its stats and its place in the registry, and runs the links built under
+        the new config (:func:`~otel_resilience.engine.protecting.rebuild_standalone`). A call
+        in flight ends in the strategies it started with. ``built`` is made for this place (the
+        same name, clock and source, unregistered) by the same owner, so its head is admitted
+        early exactly when this one's is; it is not used afterwards.
+
+        Nothing is added to a call: the call reads each attribute once, and they are written so
+        that it never pairs a head with a lone flag the head does not have (:attr:`_lone_head`
+        is cleared first and ends as both heads' flag: a call that reads one head and then the
+        flag finds it ``False`` or true of both).
+        """
+        lone = self._lone_head and built._lone_head
+        self._lone_head = False
+        self._strategies = built._strategies
+        self._head = built._head
+        self._early = built._early
+        self._lone_head = lone
+
     def describe(self) -> tuple[tuple[str, str, object], ...]:
         """Return ``(kind, name, config)`` for every strategy, outer to inner."""
         return tuple((s.kind, s.name, s.config) for s in self._strategies)

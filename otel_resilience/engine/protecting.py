@@ -3,7 +3,7 @@
 :func:`protect_with` wraps a function so that every call runs through a pipeline (the driver
 chosen once, when it is decorated); :func:`check_protectable` refuses what no driver can run;
 :func:`standalone` builds a pattern's own pipeline on its first use, and
-:func:`rebuild_standalone` builds it again, counting on, when the pattern is reconfigured.
+:func:`rebuild_standalone` gives it a link built anew when the pattern is reconfigured.
 Importable from :mod:`~otel_resilience.engine.pipeline` too, where they were defined before.
 """
 
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from otel_resilience.engine.calling import async_generator_refused, generator_refused
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.registry import PIPELINES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -36,55 +35,67 @@ __all__ = [
 _STANDALONE_LOCK: Final = fork_safe(threading.Lock())
 
 
-def standalone(owner: object, attribute: str, build: Callable[[], Pipeline]) -> Pipeline:
+def standalone(
+    owner: object, attribute: str, build: Callable[[], Pipeline], *, config: str | None = None
+) -> Pipeline:
     """Return ``owner.<attribute>``, the pattern's own pipeline, building it on first use.
 
     A pattern instance that only ever runs inside other pipelines (a manager policy) never
     builds one, so it costs no memory and exports no idle execution series. Two threads may
     both build one; the first stored wins and the other is dropped (unused, so never exported).
 
+    A reload (:func:`rebuild_standalone`) that runs while the pipeline is built finds none to
+    relink: the pipeline built meanwhile may hold a link on what the reload replaced (a
+    breaker's retired core). So when the owner's ``config`` attribute, which a reload replaces
+    before it relinks, is no longer the one read before the build, the pipeline is built again.
+
     Args:
         owner: The pattern instance.
         attribute: The slot that holds the pipeline (``None`` until built).
         build: Builds the pipeline.
+        config: The owner's attribute a reload replaces before it calls
+            :func:`rebuild_standalone` (``None``: the owner is never reloaded).
 
     Returns:
         The pipeline stored in ``owner.<attribute>``.
     """
-    built = build()
-    with _STANDALONE_LOCK:
-        current: Pipeline | None = getattr(owner, attribute)
-        if current is None:
-            setattr(owner, attribute, built)
-            current = built
-    return current
+    while True:
+        read = None if config is None else getattr(owner, config)
+        built = build()
+        with _STANDALONE_LOCK:  # ordered with rebuild_standalone's look: one of the two sees the other
+            current: Pipeline | None = getattr(owner, attribute)
+            if current is not None:
+                return current
+            if config is None or getattr(owner, config) is read:
+                setattr(owner, attribute, built)
+                return built
 
 
 def rebuild_standalone(owner: object, attribute: str, build: Callable[..., Pipeline]) -> None:
-    """Replace ``owner.<attribute>``, the pattern's own pipeline if built, by a new one that counts on.
+    """Make ``owner.<attribute>``, the pattern's own pipeline if built, run a link built anew.
 
     For a pattern reconfigured in place, whose own pipeline must run a link under the new config:
-    ``build(register=False)`` makes the new one, which counts in the old one's stats and takes
-    its place in :data:`~otel_resilience.engine.registry.PIPELINES` in one step. So the
-    executions the old one counted stay exported (they would go with it, a counter reset to a
-    backend), and a call through the old one (a function decorated before holds it) is counted
-    once. Nothing happens while the pipeline is not built.
+    ``build(register=False)`` makes a pipeline whose links the built one takes
+    (:meth:`~otel_resilience.engine.pipeline.Pipeline.relink`). The pipeline stays the same
+    object, so what holds it follows: a function its ``protect`` decorated before, a guard made
+    before, run their next calls under the new config (in a breaker's current core). Its
+    stats and its place in :data:`~otel_resilience.engine.registry.PIPELINES` stay too, so the
+    executions counted before stay exported (as they would not if a new pipeline took its place
+    with new counts: a counter reset to a backend). Nothing happens while it is not built (a
+    first build that runs meanwhile builds again: see :func:`standalone`).
 
     Args:
-        owner: The pattern instance.
+        owner: The pattern instance, its new config already in place.
         attribute: The slot that holds the pipeline (``None`` until built).
         build: Builds the pipeline; takes ``register=False``.
     """
-    if getattr(owner, attribute) is None:
-        return
-    built = build(register=False)
-    with _STANDALONE_LOCK:
-        old: Pipeline | None = getattr(owner, attribute)
-        if old is None:  # pragma: no cover - an own pipeline, once built, is never unset
+    with _STANDALONE_LOCK:  # see standalone: a first build stored before this look is relinked
+        if getattr(owner, attribute) is None:
             return
-        built.stats = old.stats
-        PIPELINES.replace((old,), lambda: built)
-        setattr(owner, attribute, built)
+    built = build(register=False)
+    with _STANDALONE_LOCK:  # one relink at a time (an owner reloads a pattern under its own lock)
+        pipeline: Pipeline = getattr(owner, attribute)
+        pipeline.relink(built)
 
 
 def is_async_callable(fn: object) -> TypeGuard[Callable[..., Coroutine[Any, Any, Any]]]:

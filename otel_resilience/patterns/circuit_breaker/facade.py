@@ -252,11 +252,12 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         """Take ``config`` now, carrying the state over (see :mod:`.reload`).
 
         For an owner that rebuilds every link of this breaker afterwards (a manager policy):
-        links built before (its own pipeline is rebuilt; a function decorated with
-        :meth:`protect` is not) keep serving the calls in flight with the old core, whose
-        outcomes are counted in the totals but judge nothing. A config with another ``store``
-        object moves the breaker to it (the new cluster's state is read, a local trip is
-        published there); with none, the breaker runs on its own from now on.
+        links built before keep serving the calls in flight with the old core, whose outcomes
+        are counted in the totals but judge nothing. The breaker's own pipeline takes a link to
+        the new core (:meth:`_configured`), so the verbs, a function decorated with
+        :meth:`protect` and a guard made before the reload run their next calls in it. A config
+        with another ``store`` object moves the breaker to it (the new cluster's state is read,
+        a local trip is published there); with none, the breaker runs on its own from now on.
         """
         old = self._config.store
         with self._core_lock():
