@@ -267,6 +267,49 @@ async def test_a_dropped_result_hook_that_raises_ends_the_execution_and_gives_th
     assert counts(budget) == (1, 1, 9)
 
 
+async def test_a_cancellation_during_an_async_dropped_result_hook_gives_the_retry_back() -> None:
+    """The task is cancelled while ``retry_on_result.dropped`` awaits (before the first retry): given back."""
+    clock = FakeClock()
+    budget = floor_only(clock)
+    entered = asyncio.Event()
+
+    class Pending:
+        def __call__(self, result: object) -> bool:
+            return result == "pending"
+
+        async def dropped(self, result: object) -> None:
+            entered.set()
+            await asyncio.Event().wait()
+
+    async def pending() -> str:
+        return "pending"
+
+    retry = Retry("dep", fixed(1.0, budget, retry_on_result=Pending()), clock=clock)
+    task = asyncio.ensure_future(retry.execute(pending))
+    await entered.wait()
+    await cancel(task)
+    assert clock.sleeps == []
+    assert counts(budget) == (1, 0, 10)
+
+
+def test_an_interrupt_in_a_sync_dropped_result_hook_gives_the_retry_back(clock: FakeClock) -> None:
+    """A KeyboardInterrupt raised by ``retry_on_result.dropped`` before the first retry: given back."""
+    budget = floor_only(clock)
+
+    class Pending:
+        def __call__(self, result: object) -> bool:
+            return result == "pending"
+
+        def dropped(self, result: object) -> None:
+            raise KeyboardInterrupt
+
+    retry = Retry("dep", fixed(1.0, budget, retry_on_result=Pending()), clock=clock)
+    with pytest.raises(KeyboardInterrupt):
+        retry.execute_sync(lambda: "pending")
+    assert clock.sleeps == []
+    assert counts(budget) == (1, 0, 10)
+
+
 async def test_a_cancellation_during_an_async_on_retry_gives_the_retry_back() -> None:
     """The task is cancelled while an async ``on_retry`` awaits (before the first retry): the retry is given back."""
     clock = FakeClock()

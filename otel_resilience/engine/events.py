@@ -465,16 +465,22 @@ class TelemetryHub:
         registered, and forgotten when it leaves: a listener that is not registered (any more)
         has each failure logged, and keeps nothing. A weakly held listener freed since the caller
         read it (its proxy refused the call) did not fail: it leaves the hub, uncounted.
+
+        It never waits for the hub's lock: a garbage collection inside one of the hub's critical
+        sections may close an execution (a task left pending when its loop closed) whose listener
+        fails, in the thread that holds the lock. So the rate is noted first and the listener's
+        registration read after, lock-free: a removal replaces the listeners before it forgets
+        their rates, so one of the two forgets whatever the other did in between.
         """
         if _is_freed(listener):
-            with self._lock:
-                if self._drop_freed_locked():
-                    self._publish_locked()
+            self._listener_freed(listener)  # leaves now, or at the next change if the lock is taken
             return
         next(self._errors)  # exact from any thread (``+= 1`` could lose one)
-        with self._lock:  # with the hub's: a listener's rate is never kept after it left
-            registered = any(x is listener for x in (*self._registered, *self.execution_listeners))
-            left_out = self._log_rate.due((id(listener), what)) if registered else 0
+        place = (id(listener), what)
+        left_out = self._log_rate.due(place)
+        if not any(x is listener for x in (*self._registered, *self.execution_listeners)):
+            self._log_rate.forget(lambda kept: kept == place)  # not registered: nothing kept for it
+            left_out = 0
         if left_out is not None:
             _LOG.warning(
                 "telemetry listener %r failed in %s (swallowed; %d not logged since the last report)",

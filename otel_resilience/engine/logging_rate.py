@@ -26,6 +26,9 @@ LOG_INTERVAL: Final = 60.0
 class LogRate:
     """Decides which failures at each place are logged (thread-safe).
 
+    Its lock is reentrant: a garbage collection while it is held (an allocation inside) may
+    report a failure, or free a listener whose places are forgotten, in the same thread.
+
     Args:
         interval: Seconds between two log lines about one place (default :data:`LOG_INTERVAL`).
         clock: The monotonic clock read (seconds).
@@ -36,7 +39,7 @@ class LogRate:
     def __init__(self, interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
         self._clock = clock
-        self._lock = fork_safe(threading.Lock())
+        self._lock = fork_safe(threading.RLock())
         self._places: dict[Hashable, list[float]] = {}  # place -> [last logged at, left out since]
 
     def due(self, place: Hashable) -> int | None:
@@ -67,5 +70,6 @@ class LogRate:
         """
         with self._lock:
             places = self._places
-            for place in [place for place in places if where(place)]:
-                del places[place]
+            # A copy of the places: one may be noted meanwhile (a collection in this very loop).
+            for place in [place for place in list(places) if where(place)]:
+                places.pop(place, None)

@@ -54,6 +54,7 @@ One request is one *execution* of the policy; each time the client sends it is o
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
@@ -331,21 +332,36 @@ class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
         """Return whether ``result`` is retried (see the class)."""
         return may_run_again() and self.base(result)
 
-    def dropped(self, result: Any) -> Awaitable[None] | None:
+    def dropped(self, result: Any) -> object:
         """Close ``result``, a response the retry dropped, and what the earlier sends got.
 
         The retry calls it once it goes on after ``result``, before ``on_retry`` and the backoff
         (see ``RetryPolicy.retry_on_result``): the request's record of sends closes them
         (:meth:`~otel_resilience.integrations.sending.Sent.drop`), so their connections are
         back in the client's pool during the backoff. Outside a request, nothing is closed.
+        A ``base`` with a ``dropped`` method of its own is told first, the response still open.
 
         Returns:
-            The close to await for an async client's request, else ``None``.
+            What to await for an async client's request (what ``base.dropped`` returned, if
+            awaitable, then the close), else what ``base.dropped`` returned, or ``None``.
         """
+        told = getattr(self.base, "dropped", None)
+        own = None if told is None else told(result)  # what it raises ends the request: all closed then
         request = _RETRYABLE_ERRORS.get()
-        if request is None:
-            return None
-        return cast("_Sends", request[2]).drop(result)  # the request's Sent
+        closing = None if request is None else cast("_Sends", request[2]).drop(result)  # the request's Sent
+        if closing is None:
+            return own  # an awaitable under the sync driver is refused there, as without the rule
+        if not inspect.isawaitable(own):  # the drivers' test of what a call returned
+            return closing
+        return _in_turn(own, closing)
+
+
+async def _in_turn(first: Awaitable[object], then: Awaitable[None]) -> None:
+    """Await ``first``, then ``then`` (whatever ``first`` raised)."""
+    try:
+        await first
+    finally:
+        await then
 
 
 def _sent_once() -> bool:

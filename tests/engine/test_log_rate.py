@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -129,3 +132,56 @@ def test_each_new_failing_listener_has_its_first_failure_logged() -> None:
         logger.propagate = propagate
     assert hub.errors == 50
     assert handler.logged == 50
+
+
+def _ends_within(seconds: float, body: Callable[[], None]) -> None:
+    """Run ``body`` in a daemon thread; fail if it has not ended within ``seconds`` (it blocked)."""
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "blocked on a lock its own thread holds"
+
+
+def test_a_listener_failure_inside_the_hubs_critical_section_never_blocks() -> None:
+    """A failure reported by the thread that holds the hub's lock is counted, and blocks nothing.
+
+    The hub's critical sections allocate, so a garbage collection may run there: it closes an
+    execution whose task was left pending when its loop closed, whose scope ends in a listener
+    that raises (``listener_failed``, in that very thread).
+    """
+    hub = TelemetryHub()
+    listener = Raising()
+    hub.add_listener(listener)
+
+    def inside_the_hub() -> None:
+        with hub._lock:
+            try:
+                raise RuntimeError("broken listener")
+            except RuntimeError:
+                hub.listener_failed(listener, "on_event")
+
+    _ends_within(10, inside_the_hub)
+    assert hub.errors == 1
+    assert len(hub._log_rate._places) == 1  # registered: its log rate is kept
+
+
+def test_a_weak_listener_freed_inside_the_log_rates_critical_section_never_blocks() -> None:
+    """A weakly held listener freed while its thread notes a failure (a collection there) leaves the hub, unblocked."""
+    hub = TelemetryHub()
+    failing, freed = Raising(), Raising()
+    hub.add_listener(failing)
+    hub.add_listener(freed, weak=True)
+    freed.itself = freed  # type: ignore[attr-defined] # a cycle: freed by the collection, not at ``del``
+    del freed
+
+    def inside_the_log_rate() -> None:
+        with hub._log_rate._lock:
+            gc.collect()
+
+    _ends_within(10, inside_the_log_rate)
+    assert len(hub.event_listeners) == 1
+    try:
+        raise RuntimeError("broken listener")
+    except RuntimeError:
+        hub.listener_failed(failing, "on_event")
+    assert hub.errors == 1

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from otel_resilience import ResilienceConfig, RetryPolicy
+import httpx
+
+from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations.http import HttpRetryOn, HttpRetryOnResult, http_config
+from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 
 
 def is_none(result: Any) -> bool:
@@ -47,3 +50,62 @@ def test_http_config_of_equal_configs_gives_equal_configs() -> None:
     assert first == second
     assert isinstance(first.retry_policy.retry_on, HttpRetryOn)  # type: ignore[union-attr]
     assert isinstance(first.retry_policy.retry_on_result, HttpRetryOnResult)  # type: ignore[union-attr]
+
+
+class Pending:
+    """A user's ``retry_on_result`` that retries a 202 and wants to hear of each response dropped."""
+
+    def __init__(self, *, awaited: bool = False) -> None:
+        self.awaited = awaited
+        self.told: list[tuple[int, bool]] = []
+
+    def __call__(self, response: Any) -> bool:
+        return response.status_code == 202
+
+    def dropped(self, response: Any) -> Any:
+        self.told.append((response.status_code, response.is_closed))
+        if not self.awaited:
+            return None
+
+        async def later() -> None:
+            self.told.append((0, False))
+
+        return later()
+
+
+def _jobs(downstream_calls: list[int]) -> Any:
+    def downstream(request: httpx.Request) -> httpx.Response:
+        downstream_calls.append(1)
+        status = 202 if len(downstream_calls) == 1 else 200
+        return httpx.Response(status, stream=httpx.ByteStream(b"job"), request=request)  # open until read
+
+    return downstream
+
+
+def _retrying(predicate: Pending) -> ResilienceConfig:
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.0, jitter="none", retry_on_result=predicate)
+    return ResilienceConfig(name=f"jobs-{id(predicate)}", retry_policy=policy)
+
+
+def test_a_users_predicate_is_told_of_the_response_a_sync_client_dropped() -> None:
+    """Under the HTTP rule, the user's ``retry_on_result.dropped`` still hears of the retried response, open."""
+    predicate, calls = Pending(), []
+    transport = ResilientTransport(
+        _retrying(predicate), httpx.MockTransport(_jobs(calls)), manager=ResilienceManager()
+    )
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://api.test/job").status_code == 200
+    assert predicate.told == [(202, False)]
+    assert len(calls) == 2
+
+
+async def test_a_users_async_predicate_is_told_of_the_response_an_async_client_dropped() -> None:
+    """The user's awaitable is awaited beside the close of the response (an async client's)."""
+    predicate, calls = Pending(awaited=True), []
+    transport = AsyncResilientTransport(
+        _retrying(predicate), httpx.MockTransport(_jobs(calls)), manager=ResilienceManager()
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get("http://api.test/job")).status_code == 200
+    assert predicate.told == [(202, False), (0, False)]
+    assert len(calls) == 2

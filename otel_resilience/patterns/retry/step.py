@@ -9,7 +9,6 @@ nothing here awaits or sleeps.
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import threading
@@ -51,7 +50,6 @@ _TIMEOUT: Final = Event.TIMEOUT
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Awaitable
 
     from otel_resilience.engine.clock import Clock
     from otel_resilience.engine.context import ExecutionContext
@@ -531,29 +529,15 @@ class _RetryStep(Link[RetryPolicy]):
             token.withdrawal = None
             self._budget.refund(withdrawal)  # type: ignore[union-attr] # a receipt: a budget
 
-    def _on_retry(self, token: _Attempts, failed: int, error: Exception | None) -> object:
-        """Call ``on_retry`` for a retry withdrawn from the budget: what ends it gives the retry back.
+    def _retry_stopped(self, ctx: ExecutionContext, retry: RunAgain) -> None:  # noqa: ARG002 - a Call's hook
+        """A cancellation or an interrupt ended a hook called before ``retry``: it never runs, given back.
 
-        An error it raises (or the error of the awaitable it returns, awaited by the driver)
-        reaches :meth:`_after_hook`; a cancellation or an interrupt ends the execution, and the
-        retry is given back here.
+        The ``cancelled`` hook of the calls the retry makes between scheduling a retry and its
+        backoff (``on_retry`` for a retry withdrawn from the budget, ``retry_on_result.dropped``):
+        the driver's :meth:`on_cancel` is given the token of the attempt that failed, which, after a
+        first attempt with no scope of its own, is not the one the retry was scheduled on.
         """
-        try:
-            value = self._core.hook(failed, error)  # type: ignore[misc] # called only with a hook
-        except BaseException:
-            self.give_back(token)
-            raise
-        if not token.ctx.sync and inspect.isawaitable(value):
-            return self._awaiting(token, value)
-        return value  # an awaitable under the sync driver is refused: an error for _after_hook
-
-    async def _awaiting(self, token: _Attempts, pending: Awaitable[object]) -> object:
-        """Await an async ``on_retry``: a cancellation (or any error) meanwhile gives the retry back."""
-        try:
-            return await pending
-        except BaseException:
-            self.give_back(token)
-            raise
+        self.give_back(retry.token)
 
     def _after_hook(
         self, ctx: ExecutionContext, retry: RunAgain, value: object, error: Exception | None
@@ -598,7 +582,13 @@ class _RetryStep(Link[RetryPolicy]):
             action = Call(core.hook, (failed, error), {}, _after_on_retry, state=retry, what=core.hook_what)
         else:
             action = Call(
-                self._on_retry, (token, failed, error), {}, self._after_hook, state=retry, what=core.hook_what
+                core.hook,
+                (failed, error),
+                {},
+                self._after_hook,
+                state=retry,
+                what=core.hook_what,
+                cancelled=self._retry_stopped,
             )
         if error is None and core.dropped is not None:  # a retried result, let go before the backoff
             return Call(
@@ -608,8 +598,13 @@ class _RetryStep(Link[RetryPolicy]):
                 self._after_dropped,
                 state=(retry, action),
                 what=core.dropped_what,
+                cancelled=self._dropped_stopped,
             )
         return action
+
+    def _dropped_stopped(self, ctx: ExecutionContext, state: tuple[RunAgain, Action]) -> None:
+        """A cancellation or an interrupt ended ``retry_on_result.dropped``: as :meth:`_retry_stopped`."""
+        self._retry_stopped(ctx, state[0])
 
     def _after_dropped(
         self,
