@@ -16,6 +16,7 @@ import pytest
 
 from otel_resilience import RetryPolicy
 from otel_resilience.engine import pipeline as pipeline_module
+from otel_resilience.engine.clock import SystemClock
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
 
@@ -277,3 +278,28 @@ class BrokenQualname:
 
     def __call__(self) -> str:
         return "ok"
+
+
+class BackoffCheck(SystemClock):
+    """The real clock, whose backoff runs (or awaits) ``during()`` in place of sleeping; its outcome is kept.
+
+    What the retry holds while it backs off is what ``during`` finds: a request sent then on the
+    same pool of one gets the connection only if the response the retry dropped let it go.
+    """
+
+    def __init__(self, during: Any) -> None:
+        super().__init__()
+        self.during = during
+        self.outcomes: list[Any] = []
+
+    def sleep_sync(self, seconds: float) -> None:
+        try:
+            self.outcomes.append(self.during())
+        except Exception as error:
+            self.outcomes.append(error)
+
+    async def sleep(self, seconds: float) -> None:
+        try:
+            self.outcomes.append(await self.during())
+        except Exception as error:
+            self.outcomes.append(error)

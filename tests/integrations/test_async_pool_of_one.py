@@ -17,10 +17,9 @@ from typing import Any
 
 import aiohttp
 import httpx
-from support import ScriptedHTTPServer
+from support import BackoffCheck, ScriptedHTTPServer
 
 from otel_resilience import HedgingConfig, ResilienceConfig, ResilienceManager, RetryPolicy
-from otel_resilience.engine.clock import SystemClock
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.httpx import AsyncResilientTransport
 
@@ -166,25 +165,6 @@ async def test_httpx_a_send_started_in_a_race_closes_nothing_of_it(server: Scrip
             assert not response.is_closed
             assert await response.aread() == b"202"
     assert server.count("/job") == 2
-
-
-class BackoffCheck(SystemClock):
-    """The real clock, whose backoff awaits ``during()`` in place of sleeping; its outcome is kept.
-
-    What the retry holds while it backs off is what ``during`` finds: a request sent then on the
-    same pool of one gets the connection only if the response the retry dropped let it go.
-    """
-
-    def __init__(self, during: Any) -> None:
-        super().__init__()
-        self.during = during
-        self.outcomes: list[Any] = []
-
-    async def sleep(self, seconds: float) -> None:
-        try:
-            self.outcomes.append(await self.during())
-        except Exception as error:
-            self.outcomes.append(error)
 
 
 BACKOFF_202 = replace(RETRY_202, max_attempts=2, initial_delay=30.0, max_delay=30.0)

@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from support import ScriptedHTTPServer
+from support import BackoffCheck, ScriptedHTTPServer
 
 from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager, RetryPolicy
-from otel_resilience.engine.clock import SystemClock
 from otel_resilience.integrations.httpx import ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
@@ -110,25 +109,6 @@ def test_requests_a_request_waiting_for_a_blocked_pool_ends_at_its_deadline(
     finally:
         held.close()
         session.close()
-
-
-class BackoffCheck(SystemClock):
-    """The real clock, whose backoff runs ``during()`` in place of sleeping; its outcome is kept.
-
-    What the retry holds while it backs off is what ``during`` finds: a request sent then on the
-    same pool of one gets the connection only if the response the retry dropped let it go.
-    """
-
-    def __init__(self, during: Any) -> None:
-        super().__init__()
-        self.during = during
-        self.outcomes: list[Any] = []
-
-    def sleep_sync(self, seconds: float) -> None:
-        try:
-            self.outcomes.append(self.during())
-        except Exception as error:
-            self.outcomes.append(error)
 
 
 BACKOFF_202 = replace(RETRY_202, max_attempts=2, initial_delay=30.0, max_delay=30.0)
