@@ -170,7 +170,7 @@ async def test_a_loser_that_fails_as_it_is_cancelled_does_not_make_the_win_a_rec
     """
     manager = ResilienceManager()
     handle = manager.policy(
-        "orders", ResilienceConfig(hedging=HedgingConfig(mode="parallel", max_attempts=2))
+        "orders-loser-on-cancel", ResilienceConfig(hedging=HedgingConfig(mode="parallel", max_attempts=2))
     )
     hedge_running = asyncio.Event()
     calls = 0
@@ -192,4 +192,4 @@ async def test_a_loser_that_fails_as_it_is_cancelled_does_not_make_the_win_a_rec
     stats = handle.get_stats()
     executions = stats["executions"]
     assert (executions["successful_first_attempt"], executions["successful_after_failure"]) == (1, 0)
-    assert outcomes(otel, "orders") == {"success": 1}
+    assert outcomes(otel, "orders-loser-on-cancel") == {"success": 1}
