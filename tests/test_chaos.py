@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import inspect
 import logging
 import os
 import threading
@@ -353,6 +354,52 @@ async def test_a_broken_factory_skips_the_injection_and_is_counted_and_logged_on
     bad_outcome = chaos_of(clock, outcome_rate=1.0, outcome=lambda: 1 / 0)
     assert await call(bad_outcome, driver) == "real"
     assert bad_outcome.get_stats()["errors"] == 1
+
+
+async def test_an_outcome_factory_that_returns_an_awaitable_is_refused_and_closed(
+    clock: Any, driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An awaitable made by the outcome factory is never the call's result, in either driver.
+
+    A plain function that returns an async function's coroutine passes the check of the
+    factory itself: what it returns is refused (closed, so that no never-awaited warning
+    follows), counted as an error of the drill, and the call runs.
+    """
+    made: list[Any] = []
+
+    async def fake() -> dict[str, int]:
+        return {"status": 503}
+
+    def factory() -> Any:
+        made.append(fake())
+        return made[-1]
+
+    chaos, calls = chaos_of(clock, outcome_rate=1.0, outcome=factory), []
+    with caplog.at_level(logging.WARNING, logger="otel_resilience.chaos"):
+        assert await call(chaos, driver, calls) == "real"
+    assert calls == ["real"]
+    assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
+    stats = chaos.get_stats()
+    assert (stats["outcomes"], stats["errors"]) == (0, 1)
+    logged = [r.getMessage() for r in caplog.records if "outcome factory" in r.getMessage()]
+    expected = (
+        "chaos 'drill': its outcome factory (it returned a coroutine, an awaitable, which is never "
+        "awaited) failed, so that run was not injected (logged once; counted in get_stats()['errors'])"
+    )
+    assert logged == [expected]
+
+
+def test_an_awaitable_outcome_is_refused_and_closed() -> None:
+    """An awaitable given as the outcome itself would be every injected call's result: refused."""
+
+    async def fake() -> dict[str, int]:
+        return {"status": 503}
+
+    pending = fake()
+    rule = r"^ChaosConfig\.outcome must be a value or a plain \(sync\) factory, not an awaitable"
+    with pytest.raises(TypeError, match=rule):
+        ChaosConfig(outcome_rate=0.5, outcome=pending)
+    assert inspect.getcoroutinestate(pending) == inspect.CORO_CLOSED
 
 
 # --- how often -----------------------------------------------------------------------------

@@ -1435,3 +1435,36 @@ async def test_half_open_rejection_falls_back_to_timeout_quietly_when_break_dura
                 await invoke(breaker, driver, ok)
             assert info.value.retry_after == 7.0
     assert not [record for record in caplog.records if "break_duration" in record.getMessage()]
+
+
+async def test_a_rejection_describes_the_state_that_rejected_it(
+    clock: FakeClock, driver: str, recorder: EventRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A breaker that leaves HALF_OPEN right after rejecting a call still describes the HALF_OPEN rejection.
+
+    The error says ``half_open`` with the time a failed probe would keep it open, names the key
+    it reports as, and the telemetry reason is ``half_open_full``, whatever state follows.
+    """
+    from otel_resilience.patterns.circuit_breaker.core import _BreakerCore  # noqa: PLC0415
+
+    breaker = make(clock, "moved", failure_threshold=1, timeout=5.0, half_open_max_calls=1)
+    breaker._report_as("tenant-a")
+    await trip_and_wait(breaker, clock, driver)
+    assert breaker.state is CircuitState.HALF_OPEN
+    probe = breaker._core.try_acquire()  # the one probe place, taken
+    assert probe is not None
+    original = _BreakerCore.try_acquire
+
+    def closed_right_after(core: _BreakerCore) -> Any:
+        answer = original(core)
+        core.reset()  # the probe ends (or an operator resets) between the rejection and its error
+        return answer
+
+    monkeypatch.setattr(_BreakerCore, "try_acquire", closed_right_after)
+    with pytest.raises(CircuitOpenError) as caught:
+        await invoke(breaker, driver, ok)
+    assert caught.value.state == "half_open"
+    assert caught.value.retry_after == 5.0  # a failed probe would open it again for the timeout
+    assert caught.value.key == "tenant-a"
+    assert recorder.of(Event.CALL_REJECTED)[-1] == CallRejected("half_open_full")
+    assert breaker.stats.total_rejected == 1

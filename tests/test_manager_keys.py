@@ -401,6 +401,33 @@ def test_keys_expired_while_a_new_key_fails_to_build_are_still_folded(
     assert policy._ledger.executions()["total"] == 1
 
 
+def test_a_key_whose_build_fails_takes_no_metric_attribute(manager: ResilienceManager) -> None:
+    """A new key whose pipeline cannot be built gives its ``resilience.key`` place back.
+
+    Else each key that failed to build (an extra strategy's factory raising) would hold one of
+    the ``key_attribute_limit`` places for good, and later keys share the overflow value.
+    """
+    failing: list[bool] = []
+
+    def factory(_name: str) -> Step:
+        if failing:
+            raise RuntimeError("factory down")
+        return Step()
+
+    config = ResilienceConfig(extra_strategies=(ExtraStrategy(factory, rank=50),))
+    policy = manager.policy("slots", config, key_attribute_limit=1)
+    failing.append(True)
+    with pytest.raises(RuntimeError, match="factory down"):
+        policy.for_key("broken").execute_sync(lambda: None)
+    failing.clear()
+    policy.for_key("good").execute_sync(lambda: None)
+    policy.for_key("later").execute_sync(lambda: None)
+    metric_keys = {state.key: state.metric_key for state in policy._keys.values()}
+    assert metric_keys == {"good": "good", "later": "_OTHER"}
+    policy.for_key("broken").execute_sync(lambda: None)  # built now: past the limit
+    assert {state.key: state.metric_key for state in policy._keys.values()}["broken"] == "_OTHER"
+
+
 class Strict:
     """A hashable key whose ``==`` refuses any other type (as some value types do)."""
 

@@ -19,6 +19,7 @@ from otel_resilience import (
     ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
+    PolicyHandle,
     RateLimitedError,
     RateLimiterConfig,
     ResilienceConfig,
@@ -522,6 +523,56 @@ def test_a_key_made_while_a_batch_is_staged_catches_up_at_its_next_call(manager:
     assert policy.for_key("newcomer").execute_sync(boom) == "new"
     assert policy.execute_sync(boom) == "new"
     assert len(made) == 3  # the trial, the unkeyed calls' pipeline, the newcomer's at its catch-up
+
+
+def test_threads_catching_up_one_key_at_once_run_its_factories_once(
+    manager: ResilienceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that reach a stale key together run the extra strategies' factories once for it.
+
+    Each ran them (a factory's side effects, a connection or a registration, made per caller)
+    and all but one set of links was dropped.
+    """
+    wait = 10.0  # only reached when the test fails
+    policy = manager.policy("late", fallback("old"))
+    made: list[str] = []
+    another = threading.Event()
+
+    def factory(name: str) -> Step:
+        made.append(name)
+        if len(made) == 2:  # staging the unkeyed calls' pipeline: a call makes a key now
+            assert policy.for_key("newcomer").execute_sync(boom) == "old"
+        elif len(made) == 3:  # the first caller's catch-up: the others, if let in, come meanwhile
+            another.wait(0.2)
+        elif len(made) > 3:
+            another.set()
+        return Step()
+
+    manager.reconfigure_many({"late": fallback("new", extra_strategies=(ExtraStrategy(factory, rank=50),))})
+    assert len(made) == 2  # the trial, the unkeyed calls' pipeline
+    callers = 3
+    together = threading.Barrier(callers, timeout=wait)
+    catch_up = PolicyHandle._catch_up
+
+    def catch_up_together(handle: PolicyHandle, state: KeyState) -> None:
+        together.wait()  # every caller found the key stale before any catches it up
+        catch_up(handle, state)
+
+    monkeypatch.setattr(PolicyHandle, "_catch_up", catch_up_together)
+    answers: list[object] = []
+    threads = [
+        threading.Thread(
+            target=lambda: answers.append(policy.for_key("newcomer").execute_sync(boom)), daemon=True
+        )
+        for _ in range(callers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(wait)
+    assert not any(thread.is_alive() for thread in threads)
+    assert answers == ["new"] * callers
+    assert len(made) == 3  # the newcomer's, once
 
 
 def test_a_key_made_while_a_batch_is_staged_catches_up_with_a_factory_that_uses_the_policy(

@@ -24,6 +24,7 @@ call runs in it (see :meth:`KeyState.retire_if_idle`).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
@@ -119,6 +120,9 @@ class KeyState:
             before may still run in (the dead ones are dropped at each reload).
         live: ``False`` once evicted (a call that finds it so takes the key's new state).
         folded: ``True`` once its counts are in the policy's ledger (:func:`retire`).
+        catching_up: The lock of its catch-ups to a reload (made by the first one, under the
+            policy's lock): the calls that find the key behind together run the extra
+            strategies' factories once for it.
     """
 
     __slots__ = (
@@ -127,6 +131,7 @@ class KeyState:
         "_started",
         "breaker",
         "bulkhead",
+        "catching_up",
         "folded",
         "generation",
         "key",
@@ -155,6 +160,7 @@ class KeyState:
         self.retired: Sequence[weakref.ref[Pipeline]] = ()
         self.live = True
         self.folded = False
+        self.catching_up: threading.Lock | None = None
         self._started = Counter()
         self._ended = Counter()
         self.leave = self._ended.__next__

@@ -343,20 +343,32 @@ class PolicyHandle(_Runs):
                 return state
 
     def _new_state(self, key: Hashable) -> KeyState:
-        """Build a new key's state (under the store's lock) from the current config."""
-        return build(self._spec, key, str(key), self._metric_key(key))
+        """Build a new key's state (under the store's lock) from the current config.
 
-    def _metric_key(self, key: Hashable) -> str | None:
-        """Return the key's metric attribute: its own for the first ``key_attribute_limit`` keys."""
+        A key takes its own metric attribute (one of the ``key_attribute_limit`` places) only
+        once its state is built: a build that raises (an extra strategy's factory) takes none.
+        """
+        metric_key, new = self._metric_key(key)
+        state = build(self._spec, key, str(key), metric_key)
+        if new and metric_key is not None:
+            self._metric_keys[key] = metric_key
+        return state
+
+    def _metric_key(self, key: Hashable) -> tuple[str | None, bool]:
+        """Return the key's metric attribute, and whether it is a place not taken yet (:meth:`_new_state`).
+
+        The attribute is the key's own for the first ``key_attribute_limit`` keys, else
+        :data:`OVERFLOW_KEY`; ``None`` when the limit is 0.
+        """
         limit = self.key_attribute_limit
         if not limit:
-            return None
+            return None, False
         found = self._metric_keys.get(key)
-        if found is None:
-            if len(self._metric_keys) >= limit:
-                return OVERFLOW_KEY
-            found = self._metric_keys[key] = str(key)
-        return found
+        if found is not None:
+            return found, False
+        if len(self._metric_keys) >= limit:
+            return OVERFLOW_KEY, False
+        return str(key), True
 
     def _catch_up(self, state: KeyState) -> None:
         """Bring a state built just before a reload, or made while it was staged, to the current config.
@@ -365,6 +377,9 @@ class PolicyHandle(_Runs):
         lock (a slow factory holds no other call; it must not call into the manager or the
         policy, :class:`~otel_resilience.manager.stages.ExtraStrategy`); the links they made are
         used if no other reload came meanwhile (else they are made again for the newer config).
+        They run under the key's own catch-up lock (:attr:`KeyState.catching_up`): the calls
+        that find the key behind at once wait for the first one's catch-up, so the factories run
+        once for the key per reload, as a reload runs them once per live key.
 
         Called with the call counted into ``state`` (:meth:`KeyState.enter`), so the key is not
         evicted meanwhile and :attr:`KeyState.live` is not read here: an eviction in another
@@ -377,20 +392,29 @@ class PolicyHandle(_Runs):
                 the key's next call tries again).
         """
         try:
-            while True:
-                spec = self._spec
-                if state.generation == spec.generation:
-                    return
-                links = key_links(spec, spec.config)
-                with self._lock:
-                    if state.generation == self._spec.generation:
+            with state.catching_up or self._catching_up(state):
+                while True:
+                    spec = self._spec
+                    if state.generation == spec.generation:
                         return
-                    if self._spec is spec:
-                        reconfigure(state, spec, self._ledger, self._lock, links)
-                        return
+                    links = key_links(spec, spec.config)
+                    with self._lock:
+                        if state.generation == self._spec.generation:
+                            return
+                        if self._spec is spec:
+                            reconfigure(state, spec, self._ledger, self._lock, links)
+                            return
         except BaseException:
             state.leave()
             raise
+
+    def _catching_up(self, state: KeyState) -> threading.Lock:
+        """Return ``state``'s catch-up lock, made now by its first catch-up (once, for all threads)."""
+        with self._lock:
+            lock = state.catching_up
+            if lock is None:  # free again in a forked child: a thread of the parent may hold it
+                lock = state.catching_up = fork_safe(threading.Lock())
+        return lock
 
     def _evicted(self, _key: Hashable, state: KeyState) -> None:
         """Fold an evicted key's counts into the policy's totals (outside the store's lock).

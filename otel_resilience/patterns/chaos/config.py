@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -150,7 +151,9 @@ class ChaosConfig:
     outcome: Any = None
     """The injected result: a value (``None`` by default), or a callable, called with no argument
     for each injection, whose return value is the result (to inject a callable itself, wrap it:
-    ``outcome=lambda: handler``; a coroutine function is refused: its result would be a coroutine)."""
+    ``outcome=lambda: handler``). Neither driver awaits it: an awaitable (a coroutine) is refused,
+    given as the value or a coroutine function as the factory; one a factory returns is closed
+    and that run is not injected (counted in the ``errors`` statistic)."""
     enabled: Enabled = True
     """Whether the link injects: ``True`` (the default: on whenever the rates say so),
     ``False`` (never; the link is left out), or a predicate called with the run's
@@ -199,6 +202,9 @@ class ChaosConfig:
         self._check_fault()
         if callable(self.outcome):
             check_sync_callable(_OWNER, "outcome", self.outcome, what="factory", hint=_INJECT_A_FUNCTION)
+        elif inspect.isawaitable(self.outcome):  # no driver awaits it: it would be every result
+            rule = "a value or a plain (sync) factory, not an awaitable (the result, never awaited)"
+            raise fail(_OWNER, "outcome", rule, self.outcome, kind=TypeError)
         latency = check_duration(_OWNER, "latency", self.latency, allow_zero=True)
         object.__setattr__(self, "latency", latency)
         if self.latency_rate > 0 and latency == 0:

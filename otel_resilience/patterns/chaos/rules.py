@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import inspect
 import logging
 import random
 import sys
@@ -113,7 +114,7 @@ class ChaosStatsDict(TypedDict):
     """Results injected in place of the call."""
     errors: int
     """Times a predicate or a factory of the config raised (or a fault factory returned no
-    ``Exception``): the run went on without that injection."""
+    ``Exception``, or an outcome factory an awaitable): the run went on without that injection."""
 
 
 class _Rules:
@@ -215,13 +216,22 @@ class _Rules:
         return error
 
     def outcome(self) -> tuple[bool, Any]:
-        """Make and count the result to inject: ``(True, value)``; ``(False, None)`` if its factory raised."""
+        """Make and count the result to inject: ``(True, value)``; ``(False, None)`` if its factory failed.
+
+        A factory fails when it raises, or returns an awaitable (closed: neither driver awaits
+        an injected result, so it would be the call's result, never run).
+        """
         outcome = self.config.outcome
         if callable(outcome):
             try:
                 outcome = outcome()
             except Exception:  # noqa: BLE001 - a broken drill must not fail the real call
                 self._failed("its outcome factory")
+                return False, None
+            if inspect.isawaitable(outcome):  # no driver awaits a result injected in place of the call
+                discard(outcome)
+                returned = f"it returned a {type(outcome).__name__}, an awaitable, which is never awaited"
+                self._failed(f"its outcome factory ({returned})", trace=False)
                 return False, None
         next(self._outcomes)
         return True, outcome

@@ -225,11 +225,13 @@ class _BreakerCore:
 
     # -- the permission protocol -------------------------------------------------------------
 
-    def try_acquire(self) -> Permit | None:
-        """Admit one call: return its permit, or ``None`` when it is rejected (and counted).
+    def try_acquire(self) -> Permit | CircuitOpenError:
+        """Admit one call: return its permit, or the rejection's error when it is rejected (and counted).
 
         CLOSED admits, and OPEN before its timer elapsed rejects, without the lock: each reads
         one state period (an atomic snapshot), and a transition racing with it is ordered after.
+        A rejection's error is made from the period that rejected the call (:meth:`rejection`),
+        so it describes that period whatever the breaker did since.
         A move to HALF_OPEN (or a hung probe reclaimed) is reported before the permit is returned:
         a ``BaseException`` a listener or a state change callback raises there gives the permit
         back (counted as cancelled) and passes, so no probe is left taken by a call never made.
@@ -240,14 +242,14 @@ class _BreakerCore:
             return permit
         if state is _OPEN and self._clock.now() < permit.opened_until:
             next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
-            return None
+            return self.rejection(permit)
         with self._lock or self._make_lock():
             change = self._poll_locked() or self._reclaim_locked()
             admitted = self._admit_locked()
         try:
             self._emit(change)
         except BaseException:  # a listener or state change callback interrupted: the call never runs
-            if admitted is not None:
+            if type(admitted) is Permit:
                 self.release(admitted)
             raise
         return admitted
@@ -278,15 +280,14 @@ class _BreakerCore:
         else:
             self.ignore(permit)
 
-    def rejection(self) -> CircuitOpenError:
-        """Build the error for a call :meth:`try_acquire` just rejected.
+    def rejection(self, permit: Permit) -> CircuitOpenError:
+        """Build the error for a call rejected by ``permit``'s period (OPEN or HALF_OPEN).
 
         A HALF_OPEN rejection's ``retry_after`` is the time left before a hung probe is reclaimed
         (``max_half_open_wait``), else how long a failed probe would keep the breaker OPEN: the
         next opening's duration (``break_duration``, else ``timeout``; see
         :class:`~otel_resilience.errors.CircuitOpenError`), never ``0.0``.
         """
-        permit = self._permit
         make = permit.open_error  # read, then called: a call of the attribute is a slow look-up
         if permit.state is _HALF_OPEN:
             settings = self.settings
@@ -402,8 +403,8 @@ class _BreakerCore:
         permit.reclaimed = True
         return self._transition_locked(_OPEN, _REASON_PROBE_TIMED_OUT)
 
-    def _admit_locked(self) -> Permit | None:
-        """Return a permit for the current state, or count a rejection and return ``None``."""
+    def _admit_locked(self) -> Permit | CircuitOpenError:
+        """Return a permit for the current state, or count a rejection and return its error."""
         permit = self._permit
         state = permit.state
         if state is _CLOSED or state is _DISABLED or state is _METRICS_ONLY:
@@ -414,7 +415,7 @@ class _BreakerCore:
                 permit.probe_started = self._clock.now()
             return permit
         next(self.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
-        return None
+        return self.rejection(permit)
 
     def _on_success_locked(self, permit: Permit, slow: bool = False) -> StateChanged | None:
         stats = self.stats

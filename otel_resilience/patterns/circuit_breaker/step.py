@@ -85,8 +85,8 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
                 error = make(core.name, _OPEN_VALUE, remaining)
                 return Rejected(self.report_rejection(error, _REJECT_OPEN))
             admitted = core.try_acquire()
-            if admitted is None:
-                return Rejected(self.rejected())
+            if not isinstance(admitted, Permit):  # the rejection's error, made from its period
+                return Rejected(self.rejected(admitted))
             permit = admitted
         return (permit, self.clock.now()) if self._timed else permit
 
@@ -175,9 +175,11 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""
         self._core.end(token[0] if self._timed else _permit_of(token), sys.exc_info()[1])
 
-    def rejected(self) -> CircuitOpenError:
-        """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and return the error."""
-        error = self._core.rejection()
+    def rejected(self, error: CircuitOpenError) -> CircuitOpenError:
+        """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and made; return ``error``.
+
+        Its reason is the state of the period that rejected the call, which ``error`` holds.
+        """
         return self.report_rejection(
             error, _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN
         )
