@@ -41,6 +41,7 @@ __all__ = [
 
 _SUCCESS: Final = Outcome.SUCCESS
 _RECOVERED: Final = Outcome.RECOVERED
+_FAILURE: Final = Outcome.FAILURE
 
 
 class ExecutionContext:
@@ -68,8 +69,10 @@ class ExecutionContext:
         max_attempts: Attempts the execution may make in total, counted across retry,
             recovery and hedging; ``None`` for no cap (``ResilienceConfig.max_attempts_total``).
         outcome: What the execution counts as if it returns: :attr:`Outcome.SUCCESS` at first,
-            :attr:`Outcome.RECOVERED` once a further attempt started (:meth:`next_attempt`), or
-            what a strategy that answered (fallback) or recovered it (recovery) set.
+            :attr:`Outcome.RECOVERED` once a further attempt started (:meth:`next_attempt`),
+            :attr:`Outcome.FAILURE` when it returns a result its policy judged a failure
+            (:meth:`result_failed`), or what a strategy that answered (fallback) or recovered
+            it (recovery, :meth:`recovered`) set.
         parent: The execution's context this attempt's context was forked from
             (:meth:`fork`), or ``None`` for an execution's own.
         properties: Free slot for custom strategies that pass data down (``None`` by default).
@@ -178,9 +181,31 @@ class ExecutionContext:
             if limit is not None and self.attempt >= limit:
                 return None
             self.attempt += 1
-        if self.outcome is _SUCCESS:  # an execution that returns after a later attempt recovered
+        outcome = self.outcome
+        if outcome is _SUCCESS or outcome is _FAILURE:  # it recovers if a later attempt's result is accepted
             self.outcome = _RECOVERED
         return self.attempt
+
+    def result_failed(self) -> None:
+        """Count the execution as a failure though it returns: its policy judged the result failed.
+
+        The one rule for a result that no attempt made acceptable: a retry whose
+        ``retry_on_result`` still rejects the result when retrying stops, a hedging whose
+        ``hedge_on_result`` rejected every attempt's. The caller gets the result, but the
+        execution is no success and did not recover: its outcome is :attr:`Outcome.FAILURE`
+        (an error's, in the metrics, the span's status and the statistics), as is a failed HTTP
+        response returned when attempts ran out. A further attempt (:meth:`next_attempt`), or a
+        fallback that answers, decides again.
+        """
+        self.outcome = _FAILURE
+
+    def recovered(self) -> None:
+        """Count the execution as recovered (a recovery's re-run returned), unless its result failed.
+
+        A re-run whose result its policy judged a failure (:meth:`result_failed`) is no recovery.
+        """
+        if self.outcome is not _FAILURE:
+            self.outcome = _RECOVERED
 
 
 new_context: Final = blank(ExecutionContext)

@@ -45,7 +45,8 @@ starts, waits, cancels and awaits. The race, in order:
    run yet when it won never runs (as when tasks start eagerly, where none is started after a
    win); nor does one after an attempt that ended the race with an interrupt.
 5. When every attempt ended and none was acceptable, the original's outcome is the execution's
-   (its error re-raised, its result returned), as in Polly.
+   (its error re-raised, its result returned), as in Polly; a result returned so counts as a
+   failure (:meth:`ExecutionContext.result_failed`): the hedge judged it unacceptable.
 6. The execution's outcome (:attr:`ExecutionContext.outcome`) is that attempt's (the winner's,
    else the original's), ``RECOVERED`` instead of ``SUCCESS`` when an attempt ended
    unacceptably before a win, or when the execution had recovered before the race began (a
@@ -437,18 +438,21 @@ class _Race:
 
         The winner; without one, the original if it ended, else the first attempt that ended;
         ``None`` when every attempt was cancelled from elsewhere. A success is a recovery when
-        an attempt failed before the win, or when the execution had recovered before the race.
+        an attempt failed before the win, or when the execution had recovered before the race;
+        a result returned with no winner (none was acceptable) is a failure.
         """
-        chosen = self.winner
+        chosen, ctx = self.winner, self.ctx
         if chosen is None:
             chosen = next((a for a in self.attempts if not a.cancelled), None)
             if chosen is None:
                 return None
-        outcome = chosen.ctx.outcome
-        if outcome is _SUCCESS and (self.recovered or (self.failed and self.winner is not None)):
-            outcome = _RECOVERED
-        ctx = self.ctx
-        ctx.outcome = outcome
+            outcome = chosen.ctx.outcome
+            ctx.outcome = _RECOVERED if outcome is _SUCCESS and self.recovered else outcome
+            if chosen.error is None:  # a result returned that no attempt made acceptable
+                ctx.result_failed()
+        else:
+            outcome = chosen.ctx.outcome
+            ctx.outcome = _RECOVERED if outcome is _SUCCESS and (self.recovered or self.failed) else outcome
         if (
             chosen.ctx.rejected
             and ctx.parent is not None

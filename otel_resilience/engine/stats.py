@@ -75,7 +75,8 @@ class PipelineStats:
     Every execution ends in exactly one of the disjoint counters: ``succeeded`` (first attempt),
     ``recovered`` (after a failed attempt or a recovery action), ``fallback`` (a fallback
     answered), ``rejected`` (a breaker or bulkhead refused it), ``timeouts`` (a deadline
-    expired), ``errors`` (any other error reached the caller) or ``cancelled``. ``failed`` is
+    expired), ``errors`` (any other error reached the caller, or the result returned was one the
+    policy judged a failure: ``retry_on_result``, ``hedge_on_result``) or ``cancelled``. ``failed`` is
     ``errors + rejected + timeouts``. Each counter only grows, so exported totals are monotonic.
 
     Each counter is an exact lock-free counter (:mod:`otel_resilience.engine.counting`), one per
@@ -94,7 +95,10 @@ class PipelineStats:
     succeeded = _Count(Outcome.SUCCESS, "Executions that returned on their first attempt.")
     recovered = _Count(Outcome.RECOVERED, "Executions that returned after a failed attempt or a recovery.")
     fallback = _Count(Outcome.FALLBACK, "Executions a fallback answered.")
-    errors = _Count(Outcome.FAILURE, "Executions ended by an error other than a rejection or a timeout.")
+    errors = _Count(
+        Outcome.FAILURE,
+        "Executions ended by an error other than a rejection or a timeout, or by a result judged failed.",
+    )
     rejected = _Count(Outcome.REJECTED, "Executions a breaker or bulkhead rejected.")
     timeouts = _Count(Outcome.TIMEOUT, "Executions whose deadline expired.")
     cancelled = _Count(Outcome.CANCELLED, "Executions the caller cancelled (or interrupted).")

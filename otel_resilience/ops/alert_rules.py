@@ -41,8 +41,9 @@ Decisions, in short (``docs/operations.md`` has the long form):
   ``metrics_only -> metrics_only`` transitions it reports where it would have opened: they
   respect ``minimum_calls`` and every trip reason, while its failure-rate gauge restarts from an
   empty window after each would-be trip (a saw-tooth that dips below the threshold every time).
-* **A retry budget is judged by its denials**, the executions it stopped retrying
-  (``resilience.retry.exhausted`` with stop reason ``budget``, one per denied retry), counting
+* **A retry budget is judged by its denials**, the retries it denied
+  (``resilience.retry.exhausted`` with stop reason ``budget``, one per denied retry, each ending
+  a run of the retry: a recovery re-run denied again counts again), counting
   the first: a burst of denials is the budget doing its job; denials within every
   :data:`RETRY_BUDGET_WINDOW` for :data:`RETRY_BUDGET_FOR` mean the dependency keeps failing
   enough that retries are being shed. The level gauge (``resilience.retry.budget.available``) is

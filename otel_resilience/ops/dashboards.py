@@ -1180,9 +1180,10 @@ def _retry_panels() -> tuple[_Panel, ...]:
         _Panel(
             "timeseries",
             "Retries exhausted by stop reason",
-            "Executions whose retries ran out per second, by why they stopped (max attempts, deadline, "
-            "retry budget, not retryable); the last error was re-raised. One series at 0 when none "
-            f"happened. From `{exhausted}`.",
+            "Retries that gave up per second, by why they stopped (max attempts, deadline, "
+            "retry budget, not retryable): one per run of a retry, so a recovery re-run that gives up "
+            "again counts again; the last error was re-raised (or the last result returned, a "
+            f"failure). One series at 0 when none happened. From `{exhausted}`.",
             "ops",
             (_or_zero(_Query(_rate(exhausted, sel, (_POLICY, stop)), f"{{{{{_POLICY}}}}} {{{{{stop}}}}}")),),
         ),

@@ -85,7 +85,11 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
 * Error rule (semantic conventions, *Recording errors*): status ERROR and `error.type` only for
   outcomes `failure`, `rejected` and `timeout`. An execution that **succeeded after retries**
   (`recovered`) or was **answered by a fallback** (`fallback`) is not an error and carries
-  `resilience.outcome`; `cancelled` is not an error either. A failed attempt span is ERROR with
+  `resilience.outcome`; `cancelled` is not an error either. An execution that **returns a
+  result its policy judged a failure** is a `failure` (status ERROR, `error.type` `_OTHER`, as
+  no exception names it): a retry's `retry_on_result` still rejected the last result when
+  retrying stopped, or a hedging's `hedge_on_result` rejected every attempt's result; the
+  caller gets the result, the error ratio counts it. A failed attempt span is ERROR with
   `error.type`. Exceptions are not recorded as span events; their messages appear (as the
   status description) only with `instrument(record_messages=True)`.
 * `http.request.resend_count`: when the caller's span is an HTTP client span (SDK span of kind

@@ -114,6 +114,32 @@ async def test_the_total_cap_is_the_retry_stop_reason(otel, clock, driver, alert
     assert [(p.attributes[sc.RECOVERY_RESULT], p.value) for p in recoveries] == [("failure", 1)]
 
 
+async def test_the_exhausted_counter_counts_each_give_up_and_says_so(otel, clock, driver, alerts):
+    """A recovery re-run whose retry gives up again counts again: the instrument counts give-ups.
+
+    One execution, two runs of its retry that ran out (the first, then the recovery's re-run):
+    two give-ups, as the span's two events and the budget's denials (one per denied retry) count
+    them. The instrument's unit and description say what it counts: give-ups, not executions.
+    """
+    manager = _recovering(clock, alerts, reruns=1)
+    name = _fresh("regiven")
+    config = ResilienceConfig(name=name, retry_policy=_fixed(2), enable_recovery=True)
+    fn = _flaky(10)
+    with pytest.raises(ConnectionError):
+        await _call(manager, config, driver, fn)
+    assert fn.calls == [4]
+    events = [e for e in otel.span(name).events if e.name == sc.EV_RETRY_EXHAUSTED]
+    assert len(events) == 2
+    exhausted = [p for p in otel.points(sc.RETRY_EXHAUSTED) if p.attributes[sc.POLICY] == name and p.value]
+    assert [(p.attributes[sc.RETRY_STOP_REASON], p.value) for p in exhausted] == [("max_attempts", 2)]
+    executions = [p.value for p in otel.points(sc.EXECUTIONS) if p.attributes[sc.POLICY] == name]
+    assert sum(executions) == 1
+    metric = otel.metrics()[sc.RETRY_EXHAUSTED]
+    assert metric.unit == "{give_up}"
+    assert metric.description.startswith("Times a retry gave up")
+    assert "not per execution" in metric.description
+
+
 def test_the_total_cap_is_a_documented_stop_reason():
     """max_attempts_total is one of the stop reason values the reference documents."""
     assert "max_attempts_total" in sc.RETRY_STOP_REASONS

@@ -24,9 +24,9 @@ Design:
   function such as :class:`PercentileDelay`), and at once after a failure; ``"parallel"``
   starts every attempt at once; ``"fallback"`` starts the next only after a failure.
 * **Acceptable outcome**: a result ``hedge_on_result`` does not reject, or an error ``hedge_on``
-  does not match. With none, the original's outcome is the execution's. A rejection by a link
-  of the same pipeline inside the hedging (its breaker, bulkhead, rate limiter) starts no
-  further hedge (:class:`HedgingConfig`).
+  does not match. With none, the original's outcome is the execution's (a result it returned
+  counts as a failure). A rejection by a link of the same pipeline inside the hedging (its
+  breaker, bulkhead, rate limiter) starts no further hedge (:class:`HedgingConfig`).
 * **Async only**; the sync API raises ``TypeError``.
 * **Telemetry**: each attempt of a hedged execution is an attempt scope typed ``original`` or
   ``hedge`` (an attempt span with ``resilience.attempt.type``, losers ended ``cancelled``);

@@ -120,7 +120,8 @@ class HedgingConfig:
     not match (a definite answer such as "not found": raised at once, the other attempts
     cancelled). Any other outcome is set aside: in ``"latency"`` and ``"fallback"`` modes it
     starts the next attempt at once. When no attempt's outcome is acceptable, the original's is
-    the execution's (its error re-raised, or its result returned), as in Polly.
+    the execution's (its error re-raised, or its result returned), as in Polly; a result so
+    returned counts as a failure (the execution's outcome ``failure``).
 
     **The policy's own rejections end hedging.** An attempt rejected by a link inside the
     hedging in the same pipeline (an open breaker, a full bulkhead, a rate limiter: an

@@ -127,7 +127,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         if self._cut_by_deadline(ctx, returned=True):
             return self._give_up(token)
         self._settle(token.action.strategy, token.error_type, success=True)
-        ctx.outcome = Outcome.RECOVERED
+        ctx.recovered()
         return None
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002

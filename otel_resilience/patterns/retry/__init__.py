@@ -16,7 +16,7 @@ How it behaves, and why:
   caller's ``except ConnectionError`` keeps working (stamina). A note is attached to it
   (``add_note``; ``__notes__`` on 3.10) saying how many attempts were made and why retrying
   stopped. When a *result* was being retried (:attr:`RetryPolicy.retry_on_result`) and attempts
-  run out, the last result is returned.
+  run out, the last result is returned, and the execution counts as a failure.
 * **What is retried.** ``Exception`` subclasses only: ``asyncio.CancelledError``,
   ``KeyboardInterrupt`` and ``SystemExit`` are never caught. Rejections
   (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open breaker, a full bulkhead) are

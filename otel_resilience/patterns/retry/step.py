@@ -201,7 +201,8 @@ class _RetryCore:
         Returns:
             The wait before the next attempt (its delay, and the budget's receipt for the retry
             when there is a budget), or ``None`` to stop (re-raise ``error``, or return the
-            last result).
+            last result, the execution's outcome then a failure:
+            :meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`).
         """
         stats = self.stats
         if error is not None and not self.is_retryable(error):
@@ -229,6 +230,8 @@ class _RetryCore:
                     raise
             return wait
         self._give_up(telemetry, attempt, error, wait, failed)
+        if error is None:  # the result still retried is returned: the execution failed
+            ctx.result_failed()
         return None
 
     def _give_up(

@@ -149,7 +149,8 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         (("attempts", ATTEMPT), ("reason", RETRY_STOP_REASON), ("error_type", ERROR_TYPE)),
         SpanEventSpec(
             EV_RETRY_EXHAUSTED,
-            "Retries ran out; the last error is re-raised.",
+            "A retry gave up (once per run of the retry); the last error is re-raised, or the last "
+            "result returned.",
             (PATTERN, NAME, ATTEMPT, RETRY_STOP_REASON),
             (ERROR_TYPE,),
         ),

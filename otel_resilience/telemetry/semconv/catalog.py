@@ -252,7 +252,8 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "One per logical execution (manager policy, decorator, or pattern used alone), a child "
         "of the caller's current span and current while the call runs. Status ERROR with "
         "`error.type` only for outcomes failure, rejected and timeout; success, recovered, "
-        "fallback and cancelled leave it unset. After a retried attempt failed, "
+        "fallback and cancelled leave it unset. A returned result the policy judged a failure "
+        "(`retry_on_result` or `hedge_on_result` rejected it) is a failure. After a retried attempt failed, "
         "`resilience.dependency.error.type` names the dependency's last error. A call through a "
         "keyed policy carries its `resilience.key`.",
         (POLICY, PATTERN, OUTCOME),

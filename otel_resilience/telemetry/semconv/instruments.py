@@ -239,8 +239,13 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
     InstrumentSpec(
         RETRY_EXHAUSTED,
         _K.COUNTER,
-        "{execution}",
-        "Executions whose retries ran out; the last error was re-raised.",
+        "{give_up}",
+        "Times a retry gave up, by why it stopped (attempts ran out, a backoff over the deadline "
+        "or `max_delay`, the retry budget, the execution's cap in total, an error not retried "
+        "after a retry); the last error was re-raised, or the last result `retry_on_result` "
+        "rejected returned (the execution's outcome `failure`). One per run of the retry, not "
+        "per execution: a recovery re-run that runs the retry again and gives up again counts "
+        "again; with stop reason `budget`, one per denied retry.",
         (POLICY, NAME, RETRY_STOP_REASON),
         (ERROR_TYPE,),
     ),
@@ -269,7 +274,7 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         "{retry}",
         "Retries the retry budget would allow now, for each live retry (name) in each policy that "
         "has a budget; a budget shared by several policies shows under each. The retries it denied "
-        "are the executions counted by `resilience.retry.exhausted` with stop reason `budget`.",
+        "are counted by `resilience.retry.exhausted` with stop reason `budget`, one per denial.",
         (POLICY, NAME),
     ),
     InstrumentSpec(
