@@ -75,7 +75,8 @@ def instrument(
         The listener now registered on the engine hub.
 
     Raises:
-        TypeError: A switch keyword is neither a bool nor ``None`` (the listener in place is kept).
+        TypeError: A switch keyword is neither a bool nor ``None``, or a provider given is not
+            one of its signal (the listener in place is kept).
     """
     listener = OtelListener(
         tracer_provider=tracer_provider,
@@ -92,7 +93,12 @@ def instrument(
 
 
 def _replace_locked(listener: OtelListener | None) -> None:
-    """Register ``listener`` (``None``: none) in place of the current one, which is closed."""
+    """Register ``listener`` (``None``: none) in place of the current one, which is closed.
+
+    The registered listener takes its meter's observable instruments after the previous one is
+    closed: a listener made meanwhile (by an overlapping ``instrument()``, or the previous one
+    acquiring its meter late) may have taken them, and would leave them reporting nothing.
+    """
     global _current  # noqa: PLW0603 - one process-wide registration
     previous = _current
     _current = listener
@@ -101,6 +107,7 @@ def _replace_locked(listener: OtelListener | None) -> None:
         previous.close()
     if listener is not None:
         HUB.add_listener(listener)
+        listener.take_observables()
 
 
 def uninstrument() -> None:

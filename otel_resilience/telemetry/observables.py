@@ -83,10 +83,13 @@ class Observables:
 
     An instrument is created once per meter and name (the SDK hands back the instrument a meter
     made first, *with its first callbacks*, and drops the ones given again), so each of its
-    callbacks reads through the meter's :class:`_Readers`: the readers of the listener made last
-    on that meter. A second :func:`~otel_resilience.telemetry.instrument` on the same provider
+    callbacks reads through the meter's :class:`_Readers`: the readers of the listener that took
+    them last, the one made last on that meter until a listener is registered, which takes them
+    (:meth:`claim`). A second :func:`~otel_resilience.telemetry.instrument` on the same provider
     (a switch changed, or the instrumentor after the import-time listener) thus reports through
-    the new listener, where the first one's callbacks, closed with it, would report nothing.
+    the new listener, where the first one's callbacks, closed with it, would report nothing; and
+    so does the listener registered last when another one was made meanwhile (two overlapping
+    ``instrument()`` calls, or the replaced listener acquiring the global meter provider late).
 
     Args:
         meter: The meter to create the instruments on.
@@ -95,7 +98,7 @@ class Observables:
             its three counters of :data:`~otel_resilience.telemetry.semconv.IN_PROCESS_HISTOGRAMS`.
     """
 
-    __slots__ = ("__weakref__", "_carried", "_owner")
+    __slots__ = ("__weakref__", "_carried", "_owner", "_readers", "_shared")
 
     def __init__(
         self, meter: Meter, owner: Owner, histograms: Mapping[str, InProcessHistogram] | None = None
@@ -128,8 +131,14 @@ class Observables:
                 *STORE_CALLBACKS,
             )
         )
+        self._readers = readers
+        self._shared = _Readers.of(meter)
         self._carried = 0
-        self._carried = _Readers.of(meter).use(meter, owner, readers)
+        self._carried = self._shared.use(meter, owner, readers)
+
+    def claim(self) -> None:
+        """Have the meter's instruments read through this owner again (it was just registered)."""
+        self._carried = self._shared.read_through(self._owner, self._readers)
 
     @staticmethod
     def _executions() -> list[Observation]:
@@ -448,14 +457,30 @@ class _Readers:
             ``resilience.telemetry.errors`` carries on (a counter never goes down).
         """
         with self._lock:
-            if self._current is not None:  # a new listener has counted none of its own yet
-                self._carried += self._current[0].total_errors - owner.total_errors
-            self._current = (owner, readers)
+            carried = self._read_through_locked(owner, readers)
             for name in readers:
                 if name not in self._made:
                     self._made.add(name)
                     self._create(meter, name)
-            return self._carried
+            return carried
+
+    def read_through(self, owner: Owner, readers: Mapping[str, Callable[[], list[Observation]]]) -> int:
+        """Read through ``owner``'s ``readers`` from now on (their instruments exist); as :meth:`use`."""
+        with self._lock:
+            return self._read_through_locked(owner, readers)
+
+    def _read_through_locked(
+        self, owner: Owner, readers: Mapping[str, Callable[[], list[Observation]]]
+    ) -> int:
+        """Make ``owner`` the current listener; return the errors it carries on (see :meth:`use`).
+
+        The errors exported stay where they were: those the listener read through until now
+        reported, less those ``owner`` reports itself.
+        """
+        if self._current is not None and self._current[0] is not owner:
+            self._carried += self._current[0].total_errors - owner.total_errors
+        self._current = (owner, readers)
+        return self._carried
 
     def _create(self, meter: Meter, name: str) -> None:
         spec = sc.instrument(name)

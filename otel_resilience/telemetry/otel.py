@@ -123,7 +123,8 @@ class OtelListener:
 
     Raises:
         TypeError: ``record_messages``, ``spans``, ``record_duration`` or
-            ``in_process_histograms`` is not a bool.
+            ``in_process_histograms`` is not a bool, or a provider given lacks its getter
+            (``get_tracer``, ``get_meter``, ``get_logger``: a provider of another signal).
 
     Attributes:
         errors: How many telemetry exceptions this listener caught (each one logged, rate-limited).
@@ -173,6 +174,16 @@ class OtelListener:
         ):
             if not isinstance(value, bool):  # "false" or 0 would be read by truth, silently
                 raise fail("OtelListener", field, "a bool", value, kind=TypeError)
+        for field, provider, getter, kind in (
+            ("tracer_provider", tracer_provider, "get_tracer", "TracerProvider"),
+            ("meter_provider", meter_provider, "get_meter", "MeterProvider"),
+            ("logger_provider", logger_provider, "get_logger", "LoggerProvider"),
+        ):
+            if provider is not None and not callable(getattr(provider, getter, None)):
+                # a logger provider is first used at the first alert, where its failure is swallowed
+                raise fail(
+                    "OtelListener", field, f"a {kind} (with {getter}) or None", provider, kind=TypeError
+                )
         self._logger_provider = logger_provider
         self._in_process = in_process_histograms
         self._record_messages = record_messages
@@ -231,6 +242,19 @@ class OtelListener:
         zeroing = self._zeroing
         if zeroing is not None:
             zeroing.stop()
+
+    def take_observables(self) -> None:
+        """Have the observable instruments of its meter read through this listener (it is registered).
+
+        Until then they read through the listener made last on the meter, which may be another
+        one: made by an overlapping :func:`~otel_resilience.telemetry.instrument`, or the one this
+        replaced, if it acquired the global meter provider meanwhile. A listener whose meter
+        provider is still to be acquired takes them when it acquires it.
+        """
+        with self._lock:  # as _adopt: a closed listener takes nothing
+            observables = None if self._closed else self._observables
+            if observables is not None:
+                observables.claim()
 
     def failed(self, where: str) -> None:
         """Count one telemetry exception and log it (at most once a minute per ``where``).
@@ -377,8 +401,8 @@ class OtelListener:
             scope = open_execution_span(tracer, info, operation) if tracer and info.spans else None
             if scope is None and info.metrics and self._instruments is not None:
                 scope = info.metrics_only
-            if scope is not None and info.key_attrs is not None:
-                scope = enter_key(scope)
+            if info.key_attrs is not None:  # its events carry the key, even with no span nor duration
+                scope = enter_key(info.metrics_only if scope is None else scope)
             if SWITCHED_OFF.get() == info.switched_off:  # the common case: no call made
                 return scope
             return enter_switches(scope, info)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -13,8 +14,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience import (
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
 from otel_resilience.telemetry import current_listener, env, install_default, instrument, uninstrument
+from otel_resilience.telemetry import semconv as sc
+from otel_resilience.testing import FakeClock
 
 VARIABLES = [switch.variable for switch in env.SWITCHES]
 
@@ -175,6 +184,21 @@ def test_a_keyword_that_is_not_a_bool_is_refused(run: Run, keyword: str, value: 
     assert before.active
 
 
+@pytest.mark.parametrize("keyword", ["tracer_provider", "meter_provider", "logger_provider"])
+def test_a_provider_of_another_signal_is_refused(run: Run, keyword: str) -> None:
+    """``instrument(logger_provider=tracer_provider)`` is a TypeError naming the keyword, at once.
+
+    A logger provider without ``get_logger`` used to be taken, and to fail only at the first
+    alert, swallowed as a telemetry error: no log record ever left. The listener in place is kept.
+    """
+    before = instrument(run.tracer_provider, run.meter_provider)
+    wrong = run.meter_provider if keyword == "tracer_provider" else run.tracer_provider
+    with pytest.raises(TypeError, match=rf"\b{keyword}\b.*Provider"):
+        instrument(**{keyword: wrong})
+    assert current_listener() is before
+    assert before.active
+
+
 def test_a_bad_value_is_warned_about_once(
     run: Run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -192,3 +216,54 @@ def test_a_bad_value_is_warned_about_once(
     assert len(warned) == 2, warned
     assert "yes-please" in warned[0]
     assert "no-thanks" in warned[1]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("switched_off", ["environment", "policy"])
+def test_a_keyed_policy_s_counters_keep_the_key_with_spans_and_durations_off(
+    run: Run, monkeypatch: pytest.MonkeyPatch, switched_off: str, driver: str
+) -> None:
+    """Spans and durations both off (the two switches, or the policy's own): the key still labels
+    the counters of a policy that opted in (``key_attribute_limit``), as with either one on.
+
+    The key used to be made current only by an execution that opened a span or timed itself, so
+    a keyed call's retries and rejections were counted on the policy's unkeyed series instead.
+    """
+    own: dict[str, bool] = {}
+    if switched_off == "environment":
+        monkeypatch.setenv("OTEL_RESILIENCE_SPANS_DISABLED", "true")
+        monkeypatch.setenv("OTEL_RESILIENCE_DURATION_DISABLED", "true")
+    else:
+        own = {"spans": False, "record_duration": False}
+    instrument(run.tracer_provider, run.meter_provider)
+    name = f"keyed-off-{switched_off}-{driver}"
+    config = ResilienceConfig(
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=1, timeout=60.0),
+        retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.0, jitter="none"),  # type: ignore[arg-type]
+        **own,
+    )
+    policy = ResilienceManager(clock=FakeClock(1000.0)).policy(name, config, key_attribute_limit=5)
+
+    def fail() -> None:
+        raise ConnectionError("down")
+
+    async def fail_async() -> None:
+        fail()
+
+    for _ in range(2):  # a failure that is retried and then rejected (the breaker opened), then a rejection
+        with pytest.raises((ConnectionError, CircuitOpenError)):
+            if driver == "sync":
+                policy.for_key("acme").execute_sync(fail)
+            else:
+                asyncio.run(policy.for_key("acme").execute(fail_async))
+    counted = {
+        (metric.name, point.attributes.get(sc.KEY))
+        for resource in run.reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name in (sc.RETRIES, sc.REJECTIONS)
+        for point in metric.data.data_points
+        if point.attributes.get(sc.POLICY) == name and point.value
+    }
+    assert counted == {(sc.RETRIES, "acme"), (sc.REJECTIONS, "acme")}
+    assert run.spans.get_finished_spans() == ()

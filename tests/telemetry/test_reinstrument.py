@@ -7,11 +7,14 @@ instruments read through the listener made last on the meter instead.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, telemetry
+from otel_resilience.engine.registry import POLICIES
 from otel_resilience.telemetry import semconv as sc
 
 OBSERVED = (sc.EXECUTIONS, sc.BULKHEAD_CONCURRENCY_LIMIT, sc.TELEMETRY_ERRORS)
@@ -58,5 +61,60 @@ def test_observables_report_after_instrument_again(between: str) -> None:
         assert (after[sc.EXECUTIONS], after[sc.BULKHEAD_CONCURRENCY_LIMIT]) == (5, 3)
         assert after[sc.TELEMETRY_ERRORS] >= before[sc.TELEMETRY_ERRORS]  # a counter: never down
     finally:
+        telemetry.uninstrument()
+        provider.shutdown()
+
+
+class _Pausing:
+    """A named policy whose name, read by the zeroing of a listener made in ``thread``, waits for ``go``.
+
+    It holds that thread's ``instrument()`` after its listener's observables were made and
+    before the listener is registered: where another thread's ``instrument()`` may run whole.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.thread: threading.Thread | None = None
+        self.paused = threading.Event()
+        self.go = threading.Event()
+
+    @property
+    def name(self) -> str:
+        if threading.current_thread() is self.thread and not self.go.is_set():
+            self.paused.set()
+            self.go.wait(10.0)
+        return self._name
+
+
+def test_observables_read_through_the_listener_registered_last_when_two_instrument_calls_overlap() -> None:
+    """Thread A's listener is made first and registered last: the instruments read through it.
+
+    They used to read through the listener *made* last (B's), closed when A's replaced it: the
+    executions, bulkhead and breaker series vanished for good while A's listener was in place.
+    """
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    name = "again-overlap"
+    config = ResilienceConfig(name=name, bulkhead_config=BulkheadConfig(max_concurrent=3))
+    manager = ResilienceManager()
+    manager.execute_with_resilience_sync(lambda: None, config)
+    pausing = _Pausing("again-overlap-pause")
+    POLICIES.register(pausing)
+    registered: list[telemetry.OtelListener] = []
+    pausing.thread = threading.Thread(
+        target=lambda: registered.append(telemetry.instrument(meter_provider=provider))
+    )
+    try:
+        pausing.thread.start()
+        assert pausing.paused.wait(10.0)
+        telemetry.instrument(meter_provider=provider)  # thread B's, made and registered meanwhile
+        pausing.go.set()
+        pausing.thread.join(10.0)
+        assert telemetry.current_listener() is registered[0]
+        points = _points(reader, name)
+        assert (points.get(sc.EXECUTIONS), points.get(sc.BULKHEAD_CONCURRENCY_LIMIT)) == (1, 3)
+    finally:
+        pausing.go.set()
+        POLICIES.unregister(pausing)
         telemetry.uninstrument()
         provider.shutdown()
