@@ -23,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from otel_resilience.patterns.circuit_breaker.window import (
     MAX_BUCKETS,
+    MAX_WINDOW_SIZE,
     CountWindow,
     CountWindowMetrics,
     SlidingWindow,
@@ -66,6 +67,9 @@ def fits_protocol(metrics: WindowMetrics) -> WindowMetrics:
 BAD_SIZES: list[tuple[object, type[Exception]]] = [
     (0, ValueError),
     (-1, ValueError),
+    (MAX_WINDOW_SIZE + 1, ValueError),
+    (sys.maxsize, ValueError),  # a ring of that many bytes: never allocated
+    (10**100, ValueError),
     (True, TypeError),
     (False, TypeError),
     (1.0, TypeError),
@@ -118,6 +122,15 @@ def test_time_window_seconds_is_validated(value: object, kind: type[Exception]) 
 def test_time_window_buckets_is_validated(value: object, kind: type[Exception]) -> None:
     with pytest.raises(kind, match=r"^TimeWindow\.buckets must be "):
         TimeWindow(buckets=value)  # type: ignore[arg-type]
+
+
+def test_count_window_size_is_bounded_at_construction() -> None:
+    """A huge size is refused naming the field and the bound, before any ring is allocated."""
+    assert CountWindow(MAX_WINDOW_SIZE).size == MAX_WINDOW_SIZE
+    with pytest.raises(
+        ValueError, match=rf"^CountWindow\.size must be <= {MAX_WINDOW_SIZE}, got 1000000000$"
+    ):
+        CountWindow(size=10**9)
 
 
 def test_time_window_narrow_buckets_name_seconds() -> None:

@@ -486,22 +486,51 @@ def test_keys_unused_for_idle_ttl_are_evicted(manager: ResilienceManager, clock:
     assert forever.get_stats()["keys"] == 1
 
 
-def test_reading_the_keys_count_evicts_nothing_the_next_look_does(
+def test_the_keys_count_leaves_out_expired_keys_and_evicts_nothing(
     manager: ResilienceManager, clock: FakeClock
 ) -> None:
     """``handle.keys`` is what the ``resilience.policy.keys`` gauge reads during a collection, which
-    must evict nothing; keys unused for idle_ttl leave at the next look (a stats read, a call)."""
+    must evict nothing: it leaves out the idle keys unused for idle_ttl (on a policy no call
+    reaches, they were counted for ever), and they leave at the next look (a stats read, a call).
+    """
     policy = manager.policy("quiet", BREAKER, idle_ttl=60.0)
     for key in ("a", "b", "c"):
         policy.for_key(key).execute_sync(lambda: None)
     assert policy.keys == 3
-    clock.advance(61.0)
-    assert policy.keys == 3
+    clock.advance(30.0)
+    policy.for_key("c").execute_sync(lambda: None)
+    clock.advance(31.0)  # a and b: 61 s unused; c: 31 s
+    assert policy.keys == 1
+    clock.advance(30.0)
+    assert policy.keys == 0
+    assert (len(policy._keys), policy._keys.evicted) == (3, 0)  # nothing evicted by reading
     stats = policy.get_stats()
     assert (stats["keys"], stats["evicted_keys"]) == (0, 3)
-    assert stats["executions"]["total"] == 3
+    assert stats["executions"]["total"] == 4
     assert policy.keys == 0
     assert "keys=0" in repr(policy)
+
+
+def test_the_keys_count_keeps_expired_keys_that_are_not_idle(
+    manager: ResilienceManager, clock: FakeClock
+) -> None:
+    """A key unused for idle_ttl stays counted while its breaker is OPEN or a call runs in it, as
+    an expiry keeps it."""
+    policy = manager.policy("quiet-open", BREAKER, idle_ttl=10.0)
+    fail_twice(policy.for_key("open"))  # OPEN for 30 s
+    policy.for_key("closed").execute_sync(lambda: None)
+    clock.advance(11.0)
+    assert policy.keys == 1  # the OPEN one
+
+    def counted_while_running() -> int:
+        clock.advance(11.0)
+        return policy.keys
+
+    assert policy.for_key("busy").execute_sync(counted_while_running) == 2  # OPEN, and running
+    clock.advance(20.0)  # the open period is over: HALF_OPEN, idle
+    assert policy.keys == 0
+    stats = policy.get_stats()
+    assert (stats["keys"], stats["evicted_keys"]) == (0, 3)
 
 
 def test_evicted_keys_leave_the_registries_and_their_counts_stay(manager: ResilienceManager) -> None:

@@ -21,11 +21,13 @@ from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
     CountWindow,
+    ExtraStrategy,
     KeyedPolicyView,
     PolicyHandle,
     ResilienceConfig,
     ResilienceManager,
 )
+from otel_resilience.engine.step import Step
 from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.testing import FakeClock
 
@@ -409,3 +411,58 @@ def test_overlapping_reconfigure_many_batches_each_take_effect_whole(
     assert not thread_b.is_alive()
     assert (first.config.timeout, second.config.timeout) in {(2.0, 2.0), (3.0, 3.0)}
     assert (first.generation, second.generation) == (3, 3)
+
+
+def test_a_reload_staged_as_unchanged_runs_the_factories_if_another_reload_commits_first(
+    manager: ResilienceManager,
+) -> None:
+    """A reload to the policy's current config, staged before another thread's reload commits and
+    committed after it, still runs the extra strategies' factories for each live key.
+
+    Staging found the config unchanged and made no links; by its commit the config had changed,
+    so the reload took effect with no factory run for the keys (reported as succeeded although
+    a factory refused them), leaving each key's next call to fail.
+    """
+    wait = 10.0  # only reached when the test fails
+    broken = [False]
+
+    def factory(_name: str) -> Step:
+        if broken[0]:
+            raise RuntimeError("cannot build")
+        return Step()
+
+    original = ResilienceConfig(timeout=2.0, extra_strategies=(ExtraStrategy(factory, rank=50),))
+    other = ResilienceConfig(timeout=3.0)
+    policy = manager.policy("racing", original)
+    assert policy.for_key("tenant").execute_sync(lambda: "ok") == "ok"
+    aside = manager.policy("aside", ResilienceConfig(timeout=1.0))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_name: str) -> Step:
+        if not holding.is_set():  # the batch's second policy, prepared after the first was staged
+            holding.set()
+            assert release.wait(wait)
+        return Step()
+
+    held = ResilienceConfig(timeout=4.0, extra_strategies=(ExtraStrategy(hold, rank=50),))
+    errors: list[BaseException] = []
+
+    def batch() -> None:
+        try:
+            manager.reconfigure_many({"racing": original, "aside": held})
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=batch, daemon=True)
+    thread.start()
+    assert holding.wait(wait)  # "racing" is staged as unchanged
+    manager.reconfigure("racing", other)  # another thread's reload commits meanwhile
+    broken[0] = True  # the factory now refuses the keys' links
+    release.set()
+    thread.join(wait)
+    assert not thread.is_alive()
+    assert [str(error) for error in errors] == ["cannot build"]
+    assert (policy.config, policy.generation) == (other, 2)
+    assert aside.generation == 1
+    assert policy.for_key("tenant").execute_sync(lambda: "ok") == "ok"
+    assert policy.get_stats()["reloads"] == {"succeeded": 1, "failed": 1}

@@ -18,6 +18,7 @@ from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.bulkhead import BulkheadConfig
 from otel_resilience.patterns.chaos import ChaosConfig
 from otel_resilience.patterns.circuit_breaker import CircuitBreakerConfig, CountWindow, TimeWindow
+from otel_resilience.patterns.circuit_breaker.window import MAX_BUCKETS, MAX_WINDOW_SIZE
 from otel_resilience.patterns.fallback import FallbackConfig, FallbackStrategy
 from otel_resilience.patterns.hedging import HedgingConfig
 from otel_resilience.patterns.hedging.config import MODES as HEDGING_MODES
@@ -141,7 +142,15 @@ _BUDGET: Final = Field("budget", "budget", "The name of a retry budget from retr
 COUNT_WINDOW: Final = Section(
     CountWindow,
     "A count-based sliding window: the last `size` calls.",
-    (Field("size", "int", "How many of the latest calls the window holds.", minimum=1),),
+    (
+        Field(
+            "size",
+            "int",
+            "How many of the latest calls the window holds.",
+            minimum=1,
+            maximum=MAX_WINDOW_SIZE,
+        ),
+    ),
     tag="count",
 )
 TIME_WINDOW: Final = Section(
@@ -149,7 +158,7 @@ TIME_WINDOW: Final = Section(
     "A time-based sliding window: the calls of the last `seconds`, in `buckets` buckets.",
     (
         _duration("seconds", "The window's length."),
-        Field("buckets", "int", "How many buckets the window is divided in.", minimum=1, maximum=1000),
+        Field("buckets", "int", "How many buckets the window is divided in.", minimum=1, maximum=MAX_BUCKETS),
     ),
     tag="time",
 )

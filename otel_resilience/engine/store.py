@@ -274,6 +274,39 @@ class BoundedStore(Generic[K, V]):
         self._hand_over(evicted)
         return len(evicted)
 
+    def unexpired(self, idle: Callable[[V], bool]) -> int:
+        """Return how many entries an :meth:`expire` now would keep, evicting nothing.
+
+        For a reading that must change nothing and wait for nothing (a gauge read in a metric
+        collection, where an eviction would run ``on_evict`` into the telemetry being collected):
+        the entries, less the idle ones not used for ``ttl``. O(1) while no entry can have
+        expired; else the expired entries are looked at, oldest first, as :meth:`expire` looks
+        at them. It never waits for the store's lock: while the store is being changed (an
+        entry being made, whose ``create`` may run a collection in this very thread), it returns
+        the count of entries as they are.
+
+        Args:
+            idle: Says whether an entry is idle, as the store's ``is_idle`` does, but changes
+                nothing (an ``is_idle`` may mark the entry it allows to evict); called under the
+                store's lock.
+        """
+        entries, lock = self._entries, self._lock
+        if self._ttl is None or not entries or not lock.acquire(blocking=False):
+            return len(entries)
+        try:
+            now = self._now()
+            if now < self._due:  # the oldest entry was used less than ttl ago
+                return len(entries)
+            limit, touched = now - self._span, self._touched
+            expired = 0
+            for key, value in entries.items():  # oldest use first: stops at the first one kept
+                if touched.get(key, now) > limit:
+                    break
+                expired += idle(value)
+            return len(entries) - expired
+        finally:
+            lock.release()
+
     def trim(self) -> int:
         """Evict idle entries while the store holds more than its capacity.
 

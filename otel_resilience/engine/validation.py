@@ -15,6 +15,7 @@ construction can size a window, a queue or a history, and is exported as a 64-bi
 
 from __future__ import annotations
 
+import inspect
 import math
 import reprlib
 import sys
@@ -40,6 +41,7 @@ __all__ = [
     "describe",
     "discard",
     "fail",
+    "verdict",
     "wrong_return",
 ]
 
@@ -144,6 +146,34 @@ def wrong_return(what: str, value: object, rule: str, *, kind: type[Exception] =
     """
     discard(value)
     return kind(f"{what} returned {describe(value)}; {rule}")
+
+
+def verdict(answer: object, predicate: str, name: str | None = None) -> bool:
+    """Return the truth of what a predicate the library calls (and never awaits) answered: not a ``bool``.
+
+    The one rule of every predicate's answer (``record_result``, ``retry_on``, ``handle_result``
+    ...). Where it is read, a ``bool`` is taken as it is (``type(answer) is bool``: one test) and
+    anything else is given here: it counts by its truth (``None``, a string, a status), except an
+    awaitable, which is never awaited, so its truth says nothing (a coroutine is always true: a
+    plain function returning an async function's coroutine would say yes to everything).
+
+    Args:
+        answer: What the predicate returned.
+        predicate: The predicate, as its config names it (``"CircuitBreakerConfig.record_result"``).
+        name: The instance that asked it (a breaker's name), for the message; ``None``: not known.
+
+    Raises:
+        TypeError: ``answer`` is awaitable: ``"<predicate> of '<name>' returned <answer>; ..."``
+            (a coroutine is closed: :func:`discard`).
+    """
+    if inspect.isawaitable(answer):
+        what = predicate if name is None else f"{predicate} of {name!r}"
+        rule = (
+            "a predicate is called, never awaited: it must return a bool, not an awaitable "
+            "(give a plain function)"
+        )
+        raise wrong_return(what, answer, rule)
+    return bool(answer)
 
 
 def fail(

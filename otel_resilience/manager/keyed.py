@@ -184,21 +184,28 @@ class KeyState:
         ended = self._ended.value
         return self._started.value - ended
 
-    def retire_if_idle(self) -> bool:
-        """Mark the key evicted if it is idle: no call runs in it and its breaker is CLOSED or HALF_OPEN.
+    def idle(self) -> bool:
+        """Whether the key may be evicted: no call runs in it and its breaker is CLOSED or HALF_OPEN.
 
         A HALF_OPEN breaker with no probe running is idle: its OPEN period is over, and the key
         would come back CLOSED. An OPEN one is not, nor one an operator set DISABLED or
         METRICS_ONLY: the key would come back with a breaker that does what they said no longer
         (every state is read with ``peek_state``: under the store's lock, no callback runs). The
-        bulkhead and the rate limiter are idle when no call runs.
+        bulkhead and the rate limiter are idle when no call runs. Changes nothing (the
+        ``resilience.policy.keys`` gauge counts with it:
+        :meth:`~otel_resilience.engine.store.BoundedStore.unexpired`).
+        """
+        breaker = self.breaker
+        return not self.running and (breaker is None or breaker.peek_state() in _RESTING)
+
+    def retire_if_idle(self) -> bool:
+        """Mark the key evicted if it is :meth:`idle`.
 
         Returns:
             Whether the key was marked evicted (``live`` is ``False``).
         """
         self.live = False
-        breaker = self.breaker
-        if self.running or (breaker is not None and breaker.peek_state() not in _RESTING):
+        if not self.idle():
             self.live = True
             return False
         return True

@@ -210,7 +210,9 @@ class NamedPolicies:
         nothing. A key a call makes while the batch is applied is built from the config of that
         moment and catches up at its next call. Batches that overlap (from several threads)
         commit one after the other, each whole: the policies end with the configs of the batch
-        that committed last, never with some of one batch's and some of another's.
+        that committed last, never with some of one batch's and some of another's. A config
+        staged while it was its policy's own (no factory ran) is staged again if another batch
+        changed that policy before this one commits.
 
         Args:
             configs: The new config (or its builder) of each policy name.
@@ -229,8 +231,17 @@ class NamedPolicies:
         prepared: dict[str, tuple[PolicyHandle, Staged]] = {}
         for name, source in configs.items():
             prepared[name] = self._prepare(name, source)
-        with self._commit_lock:  # one batch at a time: overlapping batches never interleave
-            generations = {name: handle._commit(staged) for name, (handle, staged) in prepared.items()}
+        while True:
+            with self._commit_lock:  # one batch at a time: overlapping batches never interleave
+                stale = [name for name, (handle, staged) in prepared.items() if handle._stale(staged)]
+                if not stale:
+                    generations = {
+                        name: handle._commit(staged) for name, (handle, staged) in prepared.items()
+                    }
+                    break
+            for name in stale:  # another batch changed its config since: its factories run now
+                handle, staged = prepared[name]
+                prepared[name] = handle, self._staged(handle, staged.config)
         for name, (handle, _) in prepared.items():
             handle._reloaded(generations[name])
         return {name: handle for name, (handle, _) in prepared.items()}
@@ -315,7 +326,17 @@ class NamedPolicies:
             ):  # a factory: called, never awaited
                 check_sync_callable("ResilienceManager.reconfigure", "config", source, what="factory")
                 config = source()
-            return handle, handle._stage(handle._prepare(config))
+            checked = handle._prepare(config)
+        except Exception as error:
+            handle._reload_failed(error)
+            raise
+        return handle, self._staged(handle, checked)
+
+    @staticmethod
+    def _staged(handle: PolicyHandle, config: ResilienceConfig) -> Staged:
+        """Stage ``config`` (checked by ``handle._prepare``) for ``handle``; report and raise a refusal."""
+        try:
+            return handle._stage(config)
         except Exception as error:
             handle._reload_failed(error)
             raise

@@ -142,10 +142,14 @@ class Staged:
         config: The checked config.
         links: Per live key state, the extra links of its new pipeline. Empty when the config
             has no extra strategies (or is the current one).
+        unchanged: Whether ``config`` was the policy's config when staged, so no links were made
+            for a config with extra strategies: only a commit that still finds it so may use
+            this staging (:meth:`PolicyHandle._stale`).
     """
 
     config: ResilienceConfig
     links: dict[KeyState, tuple[tuple[int, Step], ...]]
+    unchanged: bool = False
 
 
 class _Adapts:
@@ -288,12 +292,13 @@ class PolicyHandle(_Runs):
     def keys(self) -> int:
         """How many keys the policy keeps now (the unkeyed state not counted).
 
-        Keys unused for ``idle_ttl`` are evicted by the policy's next call or :meth:`get_stats`,
-        not here: this is what the ``resilience.policy.keys`` gauge reads in the metric reader's
-        collection, which must evict nothing (an eviction runs callbacks that reach the
-        telemetry being collected). On a policy no call reaches, it drops at the next look.
+        Idle keys unused for ``idle_ttl`` are not counted, though they are evicted by the
+        policy's next call or :meth:`get_stats`, not here: this is what the
+        ``resilience.policy.keys`` gauge reads in the metric reader's collection, which must
+        evict nothing (an eviction runs callbacks that reach the telemetry being collected).
+        So the gauge of a policy no call reaches drops as its keys expire.
         """
-        return len(self._keys)
+        return self._keys.unexpired(KeyState.idle)
 
     # ------------------------------------------------------------------ calls
 
@@ -482,9 +487,20 @@ class PolicyHandle(_Runs):
         with self._lock:
             spec = self._spec
             if same_config(config, spec.config):
-                return Staged(config, {})
+                return Staged(config, {}, unchanged=True)
             states = [state for state in (self._default, *self._keys.values()) if state.live]
         return Staged(config, {state: key_links(spec, config) for state in states})
+
+    def _stale(self, staged: Staged) -> bool:
+        """Whether :meth:`_commit` must not take ``staged``: it must be staged again first.
+
+        A config staged as the policy's own (:attr:`Staged.unchanged`: no factory ran) that a
+        reload committed since has changed would take effect with no factory run for the live
+        keys (what they would refuse is found at each key's next call, failing it, after the
+        reload was reported to succeed). Read under the manager's commit lock, as every
+        :meth:`_commit` runs: the policy's config cannot change between this and the commit.
+        """
+        return staged.unchanged and not same_config(staged.config, self._spec.config)
 
     def _commit(self, staged: Staged) -> int:
         """Make the config :meth:`_stage` staged the policy's; return its generation.

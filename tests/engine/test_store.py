@@ -191,6 +191,26 @@ def test_a_busy_entry_outlives_its_ttl_and_counts_as_used_now(clock) -> None:
     assert s.expire() == 1
 
 
+def test_unexpired_counts_what_an_expiry_would_keep_and_evicts_nothing(clock) -> None:
+    """unexpired() leaves out the idle entries unused for ttl, keeps the busy ones, changes nothing."""
+    evicted: list[str] = []
+    s = ttl_store(clock, 10.0, evicted)
+    assert s.unexpired(lambda item: not item.busy) == 0
+    add(s, "busy").busy = True
+    add(s, "old")
+    clock.advance(6.0)
+    add(s, "young")
+    assert s.unexpired(lambda item: not item.busy) == 3
+    clock.advance(6.0)  # busy and old: 12 s unused; young: 6 s
+    assert s.unexpired(lambda item: not item.busy) == 2
+    assert (len(s), s.evicted, evicted) == (3, 0, [])
+    assert s.expire() == 1
+    assert s.unexpired(lambda item: not item.busy) == len(s) == 2
+    untimed = store(1)
+    add(untimed, "a")
+    assert untimed.unexpired(lambda _item: True) == 1  # no ttl: every entry counts
+
+
 def test_a_ttl_needs_a_clock_and_a_positive_duration(clock) -> None:
     """The TTL is validated as a duration, named after the owner's field; a clock is required."""
     with pytest.raises(TypeError, match=r"Owner\.clock must be a Clock when idle_ttl is set"):

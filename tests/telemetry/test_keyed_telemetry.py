@@ -288,3 +288,23 @@ def test_same_named_policies_in_two_managers_export_their_keys_summed(otel) -> N
         assert otel.point(sc.POLICY_KEYS, resilience__policy="tenants-everywhere").value == 5
     finally:
         alerts.close()
+
+
+def test_the_keys_gauge_of_a_quiet_policy_leaves_out_expired_keys(otel) -> None:
+    """resilience.policy.keys reads 0 from a policy's creation, and leaves out the keys unused for
+    idle_ttl even when no call or stats read came to evict them (the collection evicts nothing)."""
+    clock = FakeClock(1000.0)
+    alerts = AlertSystem(name="quiet-keys-alerts", clock=clock)
+    try:
+        policy = ResilienceManager(clock=clock, alert_system=alerts).policy(
+            "quiet-tenants", BREAKER, idle_ttl=60.0
+        )
+        assert otel.point(sc.POLICY_KEYS, resilience__policy="quiet-tenants").value == 0
+        for key in ("a", "b"):
+            policy.for_key(key).execute_sync(lambda: None)
+        assert otel.point(sc.POLICY_KEYS, resilience__policy="quiet-tenants").value == 2
+        clock.advance(61.0)
+        assert otel.point(sc.POLICY_KEYS, resilience__policy="quiet-tenants").value == 0
+        assert policy._keys.evicted == 0
+    finally:
+        alerts.close()

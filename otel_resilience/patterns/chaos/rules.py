@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.forking import fork_reseeded, fork_safe
-from otel_resilience.engine.validation import discard
+from otel_resilience.engine.validation import discard, verdict
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -183,7 +183,8 @@ class _Rules:
     def _asked(self, predicate: Any, ctx: ExecutionContext) -> bool:
         """Ask the ``enabled`` predicate about a run; one that raises says no."""
         try:
-            return bool(predicate(ctx))
+            enabled = predicate(ctx)
+            return enabled if type(enabled) is bool else verdict(enabled, "ChaosConfig.enabled", self.name)
         except Exception:  # noqa: BLE001 - a broken drill must not fail the real call
             self._failed("its enabled predicate")
             return False

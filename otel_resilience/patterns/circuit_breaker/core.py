@@ -23,6 +23,7 @@ from otel_resilience.engine.events import (
 )
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import PeerCounts
+from otel_resilience.engine.validation import verdict
 from otel_resilience.errors import CircuitOpenError, keyed_rejection
 from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.state import (
@@ -372,7 +373,11 @@ class _BreakerCore:
         if issubclass(type(error), settings.ignore):  # usually false: see docs/design.md, the engine
             return _IGNORED
         predicate = settings.predicate
-        recorded = predicate(error) if predicate is not None else isinstance(error, settings.record)
+        if predicate is None:
+            return _FAILURE if isinstance(error, settings.record) else _SUCCESS
+        recorded: object = predicate(error)
+        if type(recorded) is not bool:
+            recorded = verdict(recorded, "CircuitBreakerConfig.record_exceptions", self.name)
         return _FAILURE if recorded else _SUCCESS
 
     def _poll_locked(self) -> StateChanged | None:

@@ -15,6 +15,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.guard import guarded_block
+from otel_resilience.engine.validation import verdict
 from otel_resilience.errors import CircuitOpenError
 from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreakerConfig
 from otel_resilience.patterns.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
@@ -164,12 +165,19 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         core._emit(change)
 
     def _is_failure(self, permit: Permit, judge: Callable[[Any], bool], result: Any) -> bool:
-        """Ask ``record_result`` whether ``result`` is a failure; give the permit back if it raises."""
+        """Ask ``record_result`` whether ``result`` is a failure; give the permit back if it raises.
+
+        Its answer is read by :func:`~otel_resilience.engine.validation.verdict`'s rule (an
+        awaitable is refused).
+        """
         try:
-            return bool(judge(result))
+            failed: object = judge(result)
+            if type(failed) is not bool:
+                failed = verdict(failed, "CircuitBreakerConfig.record_result", self._core.name)
         except BaseException:
             self._core.ignore(permit)
             raise
+        return failed
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""

@@ -24,7 +24,8 @@ Costs:
   buckets, never more than ``buckets`` steps). ``record`` allocates nothing per call but the
   float ``now / w`` of the time window (and an ``int`` once a count passes 256); no per-call
   object is ever kept.
-* Memory is O(size) for a count window and O(buckets) for a time window, never O(calls).
+* Memory is O(size) for a count window and O(buckets) for a time window, never O(calls);
+  both are bounded (:data:`MAX_WINDOW_SIZE` calls, :data:`MAX_BUCKETS` buckets).
   A ``CountWindow()`` (size 100) and its runtime object take 277 bytes on CPython 3.11
   (``sys.getsizeof``: 40 for the config, 80 for the object, 157 for its ``bytearray`` of
   outcome codes; its counters are small cached ints), far under the 2 KiB budget. A
@@ -44,6 +45,7 @@ from otel_resilience.engine.validation import check_duration, check_int, fail
 
 __all__ = [
     "MAX_BUCKETS",
+    "MAX_WINDOW_SIZE",
     "MIN_BUCKET_WIDTH",
     "CountWindow",
     "CountWindowMetrics",
@@ -55,6 +57,8 @@ __all__ = [
 
 MAX_BUCKETS: Final = 1000
 """The most buckets a :class:`TimeWindow` may have (bounds its memory to about 60 KiB)."""
+MAX_WINDOW_SIZE: Final = 100_000
+"""The most calls a :class:`CountWindow` may hold (bounds its ring to about 100 KB per breaker)."""
 
 _COUNT: Final = "CountWindow"
 _TIME: Final = "TimeWindow"
@@ -183,14 +187,17 @@ class CountWindow:
     Raises:
         TypeError: ``size`` is not an ``int`` (a ``bool`` is refused); the message names
             ``CountWindow.size``.
-        ValueError: ``size`` is below 1.
+        ValueError: ``size`` is not in ``1..100000`` (:data:`MAX_WINDOW_SIZE`).
     """
 
     size: int = 100
-    """How many of the latest calls the window holds. An ``int >= 1``; the default is 100."""
+    """How many of the latest calls the window holds, ``1 <= size <= 100000`` (bounds memory:
+    one byte per call, per breaker, so per key of a keyed policy). The default is 100."""
 
     def __post_init__(self) -> None:
-        check_int(_COUNT, "size", self.size, minimum=1)
+        size = check_int(_COUNT, "size", self.size, minimum=1)
+        if size > MAX_WINDOW_SIZE:
+            raise fail(_COUNT, "size", f"<= {MAX_WINDOW_SIZE}", size)
 
     def metrics(self) -> WindowMetrics:
         """Return a new, empty runtime window (a :class:`CountWindowMetrics`)."""

@@ -14,6 +14,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.step import Answer, Call
+from otel_resilience.engine.validation import verdict
 from otel_resilience.errors import UnacceptedResultError
 from otel_resilience.patterns.fallback._cache import NO_AGE_LIMIT, CacheWrites, LastGoodIndex, argument_key
 from otel_resilience.patterns.fallback._config import MISSING, CacheService, FallbackConfig, FallbackStrategy
@@ -131,7 +132,10 @@ class FallbackCore(Counts):
         if types is not None:
             return isinstance(error, types)
         predicate = cast("Callable[[Exception], bool]", self.predicate)
-        return bool(predicate(error))
+        handled: object = predicate(error)
+        if type(handled) is not bool:
+            handled = verdict(handled, "FallbackConfig.handle_exceptions", self.name)
+        return handled
 
     def label(self, part: str) -> str:
         """Name a configured part in an error message: ``"fallback 'x': fallback_function"``."""
@@ -310,8 +314,12 @@ class FallbackStep(Link[FallbackConfig]):
         """
         core = self._core
         judge = core.judge_result
-        if judge is not None and judge(result):
-            return self._fall_back(ctx, UnacceptedResultError(core.name, result))
+        if judge is not None:
+            refused: object = judge(result)
+            if type(refused) is not bool:
+                refused = verdict(refused, "FallbackConfig.handle_result", core.name)
+            if refused:
+                return self._fall_back(ctx, UnacceptedResultError(core.name, result))
         if core.caches:
             core.store(ctx.args, ctx.kwargs, result, inline=ctx.sync)
         return None

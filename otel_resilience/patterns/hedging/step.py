@@ -30,7 +30,7 @@ from otel_resilience.engine.hedge import HEDGE, ORIGINAL, Hedge
 from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.stats import classify_error
-from otel_resilience.engine.validation import wrong_return
+from otel_resilience.engine.validation import verdict, wrong_return
 from otel_resilience.patterns.hedging.config import KIND, HedgingConfig, refund_hedge, withdraw_hedge
 from otel_resilience.patterns.hedging.latency import LatencyObserver
 
@@ -140,9 +140,17 @@ class _HedgingCore:
             if types is not None:
                 return not isinstance(error, types)
             predicate = cast("Callable[[Exception], bool]", self.config.hedge_on)
-            return not predicate(error)
+            hedged: object = predicate(error)
+            if type(hedged) is not bool:
+                hedged = verdict(hedged, "HedgingConfig.hedge_on", self.name)
+            return not hedged
         check = self.config.hedge_on_result
-        return check is None or not check(result)
+        if check is None:
+            return True
+        rejected: object = check(result)
+        if type(rejected) is not bool:
+            rejected = verdict(rejected, "HedgingConfig.hedge_on_result", self.name)
+        return not rejected
 
     def withdraw(self) -> object:
         """Take one hedge from the budget; return what names it for :meth:`give_back`, ``None`` if denied."""

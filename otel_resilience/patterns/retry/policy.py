@@ -25,6 +25,7 @@ from otel_resilience.engine.validation import (
     check_predicate,
     check_sync_callable,
     fail,
+    verdict,
 )
 from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.patterns.retry.budget import RetryBudget
@@ -244,16 +245,27 @@ class RetryPolicy:
 
         Returns:
             ``True`` if the policy retries it.
+
+        Raises:
+            TypeError: A predicate returned an awaitable (it is never awaited: closed).
         """
         excluded = self.no_retry_on
-        if isinstance(excluded, tuple) and isinstance(error, excluded):
-            return False
-        if not isinstance(excluded, tuple) and excluded(error):
-            return False
+        if isinstance(excluded, tuple):
+            if isinstance(error, excluded):
+                return False
+        else:
+            excluded_now = excluded(error)
+            if type(excluded_now) is not bool:
+                excluded_now = verdict(excluded_now, "RetryPolicy.no_retry_on")
+            if excluded_now:
+                return False
         included = self.retry_on
         if isinstance(included, tuple):
             return isinstance(error, included)
-        return bool(included(error))
+        retried = included(error)
+        if type(retried) is not bool:
+            retried = verdict(retried, "RetryPolicy.retry_on")
+        return retried
 
     def compute_delay(
         self, attempt: int, rng: random.Random | None = None, previous: float | None = None

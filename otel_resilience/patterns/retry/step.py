@@ -34,7 +34,7 @@ from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BUDGETED_RETRIES
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
-from otel_resilience.engine.validation import wrong_return
+from otel_resilience.engine.validation import verdict, wrong_return
 from otel_resilience.patterns.retry.budget import RetryBudget
 from otel_resilience.patterns.retry.policy import RetryPolicy, _constant_delay
 from otel_resilience.patterns.retry.stats import RetryStats
@@ -355,8 +355,12 @@ class _RetryCore:
         :meth:`schedule`.
         """
         check = self.retry_on_result
-        if check is not None and check(result):
-            return False
+        if check is not None:
+            retried: object = check(result)
+            if type(retried) is not bool:
+                retried = verdict(retried, "RetryPolicy.retry_on_result", self.name)
+            if retried:
+                return False
         stats = self.stats
         if attempt == 1:
             next(stats._first_attempt_successes)

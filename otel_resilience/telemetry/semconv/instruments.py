@@ -422,7 +422,8 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         _K.OBSERVABLE_GAUGE,
         "{key}",
         "Keys a named policy keeps now (each with its own breaker, bulkhead and rate limiter), "
-        "at most its `max_keys` while they are idle.",
+        "at most its `max_keys` while they are idle. Idle keys unused for `idle_ttl` are not "
+        "counted, even on a policy no call reaches to evict them.",
         (POLICY,),
     ),
     InstrumentSpec(
