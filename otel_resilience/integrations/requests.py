@@ -184,10 +184,20 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         state["_http"] = self._http
         return state
 
-    def send(  # type: ignore[override]
-        self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
+    def send(  # noqa: PLR0917 - positional, as HTTPAdapter.send's own
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
     ) -> requests.Response:
-        """Send ``request`` under the policy: the last response, or the error that ended it."""
+        """Send ``request`` under the policy: the last response, or the error that ended it.
+
+        The arguments are ``HTTPAdapter.send``'s, by position or by name (an adapter built on this
+        one passes them on by position).
+        """
         http, body = self._http, request.body
         replayable = http.replayable(
             request.method or "GET",
@@ -199,11 +209,11 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         port = url.port
         if port == _DEFAULT_PORTS.get(url.scheme):  # the scheme's own port: the host's one key
             port = None
-        exchange = (request, stream, timeout, kwargs)
+        exchange = (request, stream, timeout, verify, cert, proxies)
         return http.send_sync(url.hostname or "", port, replayable, self._send_once, exchange)
 
     def _send_once(
-        self, exchange: tuple[requests.PreparedRequest, bool, Any, dict[str, Any]], sent: Sent
+        self, exchange: tuple[requests.PreparedRequest, bool, Any, Any, Any, Any], sent: Sent
     ) -> requests.Response:
         """One attempt: send the request; a failed response is read, closed and raised.
 
@@ -211,14 +221,19 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
         body still coming (:meth:`HttpPolicy.read_failed`) is the policy's timeout when the
         deadline has passed (:meth:`HttpPolicy.deadline_reached`).
         """
-        request, stream, timeout, kwargs = exchange
+        request, stream, timeout, verify, cert, proxies = exchange
         http = self._http
         if sent:  # sent again: what the earlier sends got was dropped
             close_earlier(sent)
         index = record_send(sent)
         try:
             sent[index] = response = super().send(
-                request, stream=stream, timeout=_capped(timeout, http.timeout_left()), **kwargs
+                request,
+                stream=stream,
+                timeout=_capped(timeout, http.timeout_left()),
+                verify=verify,
+                cert=cert,
+                proxies=proxies,
             )
         except (requests.Timeout, EmptyPoolError) as error:  # EmptyPoolError: the pool's wait ran out
             http.deadline_reached(error)

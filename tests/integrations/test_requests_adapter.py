@@ -280,3 +280,66 @@ def test_a_float_timeout_is_capped_as_before(server: ScriptedHTTPServer) -> None
     assert 0 < unset[0] <= 5.0
     assert unset[1] == 2.0
     assert 0 < none <= 5.0
+
+
+class _PositionalSender(ResilientAdapter):
+    """An adapter of the usual form of a subclass: it passes ``send``'s arguments on by position."""
+
+    def send(  # noqa: PLR0917 - positional, as HTTPAdapter.send's own
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        request.headers["X-Sent-By"] = "subclass"
+        return super().send(request, stream, timeout, verify, cert, proxies)
+
+
+class _ArgumentsRecorder(HTTPAdapter):
+    """Sits below ResilientAdapter in the MRO: records the arguments each send passes to HTTPAdapter."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.arguments: list[tuple[Any, ...]] = []
+        super().__init__(**kwargs)
+
+    def send(  # noqa: PLR0917 - positional, as HTTPAdapter.send's own
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        self.arguments.append((stream, timeout, verify, cert, proxies))
+        return super().send(request, stream, timeout, verify, cert, proxies)
+
+
+class _RecordingPositional(_PositionalSender, _ArgumentsRecorder):
+    """A positional subclass over the recorder: what reaches ``HTTPAdapter.send``."""
+
+
+def test_send_takes_httpadapters_arguments_by_position_too(server: ScriptedHTTPServer) -> None:
+    """``HTTPAdapter.send(request, stream, timeout, verify, cert, proxies)``: an adapter built on this one
+    (CacheControl's and most subclasses pass them on by position) sends through the policy, each
+    argument reaching ``HTTPAdapter.send`` as given."""
+    server.script("/a", (503, {}))
+    adapter = _PositionalSender(
+        ResilienceConfig(name="downstream", retry_policy=FAST), manager=ResilienceManager()
+    )
+    with requests.Session() as s:
+        s.mount("http://", adapter)
+        response = s.get(f"{server.url}/a", timeout=5.0)
+    assert (response.status_code, server.count("/a")) == (200, 2)  # retried by the policy
+    assert [headers.get("X-Sent-By") for _, path, headers, _ in server.requests] == ["subclass"] * 2
+
+    recording = _RecordingPositional(ResilienceConfig(name="downstream"), manager=ResilienceManager())
+    proxies: dict[str, str] = {}
+    prepared = requests.Request("GET", f"{server.url}/b").prepare()
+    assert recording.send(prepared, True, 5.0, False, None, proxies).status_code == 200
+    [(stream, timeout, verify, cert, sent_proxies)] = recording.arguments
+    assert (stream, timeout, verify, cert) == (True, 5.0, False, None)
+    assert sent_proxies is proxies
