@@ -62,8 +62,10 @@ Decisions, in short (``docs/operations.md`` has the long form):
 * **A time scale for compressed time.** ``render_rules(time_scale=F)`` multiplies every
   ``for``, range and ``offset`` by ``F`` and keeps everything else (recording rule names,
   thresholds, labels), to watch a demo run with ``--time-scale F`` (one real second stands for
-  ``1/F`` production seconds) or an end-to-end test fire and resolve the alerts in seconds. The
-  committed files are the production rules (``F = 1``).
+  ``1/F`` production seconds) or an end-to-end test fire and resolve the alerts in seconds. Its
+  groups are evaluated every :data:`EVALUATION_INTERVAL` times ``F`` (their ``interval``), so
+  that no window is shorter than the time between two evaluations. The committed files are the
+  production rules (``F = 1``).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ __all__ = [
     "CHAOS_DRILL_WINDOW",
     "ERROR_PATTERN_FOR",
     "ERROR_PATTERN_WINDOW",
+    "EVALUATION_INTERVAL",
     "FALLBACK_RATIO",
     "MIN_EXECUTION_RATE",
     "RATE_LIMITED_FOR",
@@ -174,6 +177,12 @@ RULES_FILE: Final = "rules.yml"
 RULES_TEST_FILE: Final = "rules_test.yml"
 RUNBOOK_BASE_URL: Final = "https://github.com/otel-resilience/otel-resilience/blob/main/docs/runbooks"
 """Where the runbooks (``docs/runbooks/<AlertName>.md`` in the repository) are browsed."""
+
+EVALUATION_INTERVAL: Final = "1m"
+"""How often Prometheus evaluates the production rules (Prometheus' default ``evaluation_interval``,
+that of ``collector-config/prometheus.yaml`` and of the promtool unit tests). No range of the
+shipped rules is shorter: an event between two windows would go uncounted. A time-scaled file sets its
+groups' ``interval`` to this times the scale (see :func:`rules_document`)."""
 
 # --- thresholds: the defaults of RuleOptions (the dashboards draw the same constants) ---------
 
@@ -1172,11 +1181,19 @@ def rule_groups(time_scale: float = 1.0, options: RuleOptions | None = None) -> 
 
 
 def rules_document(time_scale: float = 1.0, options: RuleOptions | None = None) -> dict[str, Any]:
-    """Return the Prometheus rules file as a document (``alerts/rules.yml`` with the defaults)."""
+    """Return the Prometheus rules file as a document (``alerts/rules.yml`` with the defaults).
+
+    A time-scaled document gives each group its evaluation ``interval``, :data:`EVALUATION_INTERVAL`
+    times the scale (``3s`` at 0.05): its windows are scaled, and evaluated at Prometheus' global
+    interval (1 minute unless configured) a window of 15 or 45 s would leave most of each minute
+    uncounted, and a refused reload, a drill or an error pattern could fall in no window at all.
+    """
+    scale = _check_time_scale(time_scale)
+    every = {} if scale == 1.0 else {"interval": scale_duration(EVALUATION_INTERVAL, scale)}
     return {
         "groups": [
-            {"name": name, "rules": [rule.as_dict() for rule in rules]}
-            for name, rules in rule_groups(time_scale, options)
+            {"name": name, **every, "rules": [rule.as_dict() for rule in rules]}
+            for name, rules in rule_groups(scale, options)
         ]
     }
 
@@ -1196,12 +1213,15 @@ def render_rules(time_scale: float = 1.0, options: RuleOptions | None = None) ->
         ValueError: If ``time_scale`` is not in ``(0, 1]``.
     """
     scale = _check_time_scale(time_scale)
+    every = scale_duration(EVALUATION_INTERVAL, scale)
     scaled = (
         ""
         if scale == 1.0
         else f"\nTIME-SCALED by {scale:g}: every `for`, range and offset is the production value times "
         f"{scale:g},\nfor a demo run with `--time-scale {scale:g}` (1 s here = {1 / scale:g} s of production "
-        "time).\nRecording rule names keep their production windows. Not for production use."
+        f"time).\nEach group is evaluated every {every} (its `interval`: "
+        f"the production {EVALUATION_INTERVAL} times {scale:g}).\n"
+        "Recording rule names keep their production windows. Not for production use."
     )
     changed = () if options is None else options.settings
     adapted = "\nAdapted with: " + ", ".join(changed) if changed else ""
@@ -1998,7 +2018,7 @@ def rules_test_document() -> dict[str, Any]:
     )
     return {
         "rule_files": [RULES_FILE],
-        "evaluation_interval": "1m",
+        "evaluation_interval": EVALUATION_INTERVAL,
         "tests": [case.as_dict() for case in cases],
     }
 

@@ -189,7 +189,7 @@ def render_alertmanager(
         _yaml.generated_header(
             "otel_resilience/ops/alertmanager.py",
             "An example Alertmanager configuration for rules.yml: critical -> pager, warning and info\n"
-            "-> chat, grouped by alertname and service (job); see docs/operations.md.\n"
+            f"-> chat, grouped by alertname and service (`{options.job_label}`); see docs/operations.md.\n"
             "Check it with `amtool check-config alertmanager.yml`.\n"
             "The receivers are loopback webhooks. For real ones, replace them, e.g.:\n"
             "  - name: pager\n"

@@ -7,8 +7,9 @@ recording rule, alerting rule, ``promtool`` test series and runbook is parsed (w
 
 * a series that is neither derived from :data:`~otel_resilience.telemetry.semconv.INSTRUMENTS`
   nor recorded (earlier) by one of our recording rules, nor Prometheus' ``ALERTS``;
-* a label a series cannot carry (in a matcher, ``by``/``without``, ``on``/``ignoring`` or
-  ``group_left``), a label an alert's annotations use that its expression does not keep;
+* a label a series cannot carry (in a matcher, ``by``/``without``, ``on``/``ignoring``,
+  ``group_left`` or the source of a ``label_replace``/``label_join``), a label an alert's
+  annotations use that its expression does not keep;
 * a matcher value outside a closed enumeration of the registry (``resilience_outcome="sucess"``).
 
 The labels each expression yields are inferred from the parse tree (``sum by (a, b)`` yields
@@ -228,6 +229,13 @@ class _Walker:
                 self._problem("histogram_quantile over a vector without the 'le' label")
             return _Result(labels - {naming.BUCKET_LABEL})
         if function in {"label_replace", "label_join"} and len(node.args) > 1:
+            # label_replace(v, dst, replacement, src, regex); label_join(v, dst, separator, src...)
+            sources = node.args[3:4] if function == "label_replace" else node.args[3:]
+            for source in sources:
+                if str(source.val) and str(source.val) not in labels:
+                    self._problem(
+                        f"{function} reads {str(source.val)!r}, which its input lacks ({sorted(labels)})"
+                    )
             return _Result(labels | {str(node.args[1].val)})
         return _Result(labels)
 

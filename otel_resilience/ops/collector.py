@@ -233,7 +233,10 @@ def collector_documents() -> dict[str, dict[str, Any]]:
 def prometheus_document() -> dict[str, Any]:
     """Return the example Prometheus configuration that scrapes the Collector."""
     return {
-        "global": {"scrape_interval": f"{_SCRAPE_INTERVAL}s", "evaluation_interval": "1m"},
+        "global": {
+            "scrape_interval": f"{_SCRAPE_INTERVAL}s",
+            "evaluation_interval": alert_rules.EVALUATION_INTERVAL,
+        },
         "rule_files": [f"../alerts/{alert_rules.RULES_FILE}"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]},
         "scrape_configs": [

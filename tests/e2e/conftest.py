@@ -5,7 +5,8 @@ What runs, all started by the fixtures below and stopped in their teardown (also
 * three demo processes (``python -m otel_resilience demo --plain``), scenarios ``outage``,
   ``brownout`` and ``steady`` (scrape jobs of the same names), serving ``/metrics`` on free ports;
 * a real Prometheus (``.tools/usr/bin/prometheus``) scraping them every second, evaluating the
-  shipped rules every second and sending alerts to:
+  shipped rules scaled to the demos' time every 3 s (the production minute scaled: the interval
+  the scaled file gives its groups) and sending alerts to:
 * a real Alertmanager with the shipped routing tree, whose webhook receivers post to
 * a webhook server in this process.
 
@@ -62,7 +63,7 @@ are needed: the first trip is checked just before the second outage, at 33 s).""
 DEMO_DURATION = 110.0
 """The demos' own ``--duration``: a cap in case this process dies before its teardown."""
 POLL = 1.0
-"""Seconds between two rounds of the observer (Prometheus evaluates every second)."""
+"""Seconds between two rounds of the observer (Prometheus scrapes every second)."""
 GROUP_TIMING = "1s"
 """Alertmanager's group_wait and group_interval in the test (shipped: 30s and 5m)."""
 JOBS = ("outage", "brownout", "steady", "surge")

@@ -6,7 +6,8 @@ and recovery with a rule for the dependency's error only (``ConnectionError`` ->
 for our own rejections (``CircuitOpenError``). The dependency is down for 10 minutes of
 production time. The service exports its metrics with the OpenTelemetry Prometheus exporter; a
 real Prometheus scrapes it every second and evaluates the shipped rules generated at the
-service's time scale (0.05: 1 real second = 20 production seconds, ``for: 2m`` = 6 s).
+service's time scale (0.05: 1 real second = 20 production seconds, ``for: 2m`` = 6 s, every
+3 s: the production minute scaled, the interval the scaled file gives its groups).
 
 The alert's firing is read back from Prometheus' own ``ALERTS`` series (``query_range``, one
 point per evaluation), so the bounds are measured in Prometheus' evaluation time, not in when this
@@ -39,8 +40,10 @@ AFTER = 9 * PRODUCTION_MINUTES
 """How long the service keeps running after the return (the alert must be gone well before)."""
 WITHIN = 5 * PRODUCTION_MINUTES
 """The promise: fires within 5 production minutes of the outage, resolves within 5 of the return."""
-SLACK = 2.0
-"""Real seconds for the scrape interval and one evaluation interval (1 s each)."""
+EVALUATION = ar._seconds(ar.scale_duration(ar.EVALUATION_INTERVAL, SCALE))
+"""Real seconds between two evaluations of the scaled rules (their groups' interval: 1m scaled, 3 s)."""
+SLACK = 1.0 + EVALUATION
+"""Real seconds for the scrape interval (1 s) and one evaluation interval."""
 
 SERVICE = """
 import asyncio, json, sys, time
@@ -160,7 +163,7 @@ def outage_run(harness, tmp_path_factory):
         processes.append(service)
         status = service.wait(OUTAGE_START + OUTAGE_LENGTH + AFTER + 60)
         assert status == 0, service.tail()
-        time.sleep(2.0)  # the last scrape and evaluation
+        time.sleep(SLACK)  # the last scrape and evaluation
         timeline = json.loads((work / "timeline.json").read_text())
         yield url, timeline, prometheus
     finally:

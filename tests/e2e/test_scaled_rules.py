@@ -67,8 +67,11 @@ def test_rule_groups_reject_a_bad_time_scale():
 
 
 def test_scaled_rules_differ_from_the_shipped_ones_only_in_durations(repo_rules):
-    """At scale 0.05 every rule, name, label, threshold and annotation is the committed one; only durations change."""
+    """At scale 0.05 every rule, name, label, threshold and annotation is the committed one; only durations
+    change, and each group is evaluated at the production interval scaled (1m -> 3s)."""
     scaled = ar.rules_document(0.05)
+    assert {group.pop("interval") for group in scaled["groups"]} == {"3s"}
+    assert all("interval" not in group for group in repo_rules["groups"])
     assert _without_durations(scaled) == _without_durations(repo_rules)
     assert scaled != repo_rules
     assert ar.rules_document(1.0) == repo_rules

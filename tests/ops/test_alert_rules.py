@@ -202,6 +202,14 @@ def mutated(rules, alert, old, new):
             "on (job, resilience_outcome)",
             "vector matching on 'resilience_outcome'",
         ),
+        # The breaker-open alert copies its policy from the breaker's name, for Alertmanager's
+        # inhibitions: a source label the input lacks would copy nothing, silently.
+        (
+            ar.A_BREAKER_OPEN,
+            '"resilience_name", "(.+)"',
+            '"resilience_nmae", "(.+)"',
+            "label_replace reads 'resilience_nmae', which its input lacks",
+        ),
     ],
 )
 def test_a_broken_rule_fails_the_name_check(rules, target, old, new, problem):
@@ -623,3 +631,78 @@ def test_the_alertmanager_header_names_every_option_not_only_the_job_label():
     ) in header
     assert options.settings == ("retry_storm_ratio=0.7", "recovery_for=20m")
     assert ar.RuleOptions().settings == ()
+
+
+def test_the_alertmanager_header_names_the_label_it_groups_by():
+    """The header says which label names the service: the one of --job-label, not always `job`."""
+    for job_label in ("job", "service"):
+        text = alertmanager.render_alertmanager(job_label)
+        header = text.split("\n\n", 1)[0]
+        assert f"grouped by alertname and service (`{job_label}`)" in header.replace("\n# ", " ")
+        assert yaml.safe_load(text)["route"]["group_by"] == ["alertname", job_label]
+
+
+PROMETHEUS_DEFAULT_EVALUATION_INTERVAL = "1m"
+"""What Prometheus evaluates a rule group at when neither the group nor the config says otherwise."""
+
+
+def _evaluated_every(group):
+    """How often Prometheus evaluates a group of a rules document."""
+    return group.get("interval", PROMETHEUS_DEFAULT_EVALUATION_INTERVAL)
+
+
+def test_one_refused_reload_fires_the_scaled_alert_at_the_interval_its_file_is_evaluated(promtool, tmp_path):
+    """Rules scaled by 0.05 (the demo's `--time-scale`) count a refused reload within 45 s windows: evaluated
+    every minute, as Prometheus does unless told otherwise, a refusal 10 s in falls in no window and
+    ResilienceReloadFailed never fires. The scaled file carries the interval it needs."""
+    scale = 0.05
+    document = ar.rules_document(scale)
+    (group,) = [
+        g for g in document["groups"] if any(r.get("alert") == ar.A_RELOAD_FAILED for r in g["rules"])
+    ]
+    for rule in group["rules"]:
+        rule.pop("annotations", None)  # the labels say which alert fired; its text is tested elsewhere
+    (tmp_path / ar.RULES_FILE).write_text(yaml.safe_dump({"groups": [group]}))
+    labels = {
+        "job": "shop",
+        "instance": "shop-1:9464",
+        naming.label(sc.POLICY): "checkout",
+        naming.label(sc.RELOAD_OUTCOME): "failed",
+        naming.label(sc.ERROR_TYPE): "TypeError",
+    }
+    selector = "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    alert_labels = {k: v for k, v in labels.items() if k not in {"instance", naming.label(sc.RELOAD_OUTCOME)}}
+    tests = {
+        "rule_files": [ar.RULES_FILE],
+        "evaluation_interval": _evaluated_every(group),
+        "tests": [
+            {
+                "name": "one refused reload, 10 s in",
+                "interval": "1s",
+                # The series appears at its first refusal (at 1), 10 s after the start.
+                "input_series": [{"series": naming.series(sc.RELOAD) + selector, "values": "_x10 1x120"}],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "30s",
+                        "alertname": ar.A_RELOAD_FAILED,
+                        "exp_alerts": [{"exp_labels": {**alert_labels, "severity": "warning"}}],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / ar.RULES_TEST_FILE
+    path.write_text(yaml.safe_dump(tests))
+    result = run(promtool, "test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.05, 0.01])
+def test_no_range_of_a_rules_file_is_shorter_than_the_time_between_two_evaluations(scale):
+    """A range shorter than the evaluation interval leaves events between two windows uncounted: every
+    group of a file, scaled or not, is evaluated at least as often as its shortest range."""
+    for group in ar.rules_document(scale)["groups"]:
+        every = ar._seconds(_evaluated_every(group))
+        for rule in group["rules"]:
+            for window in re.findall(r"\[([0-9a-z]+)\]", rule["expr"]):
+                assert ar._seconds(window) >= every, (scale, group["name"], window, _evaluated_every(group))

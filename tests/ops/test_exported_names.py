@@ -253,6 +253,28 @@ async def test_the_scrape_carries_every_declared_attribute_label(scrape):
             assert declared <= scraped[name], (name, declared - scraped[name])
 
 
+async def test_every_sample_carries_its_instruments_always_present_attributes(scrape):
+    """Each sample, not only its family, has a value for every attribute its instrument always sets.
+
+    The exporter writes a label on every sample of a family as soon as one sample has it (``""``
+    where the others lack it), and Prometheus drops an empty label: a rule grouping or joining on
+    an attribute some samples leave out would silently put them apart.
+    """
+    always = {
+        name: [naming.label(key) for key in spec.attributes]
+        for spec in semconv.INSTRUMENTS
+        for name in semconv.prometheus_series(spec)
+    }
+    missing = set()
+    for text in scrape:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                for label in always.get(sample.name, ()):
+                    if not sample.labels.get(label):
+                        missing.add((sample.name, label))
+    assert missing == set()
+
+
 async def test_the_scrape_and_the_derivation_agree_exactly(scrape):
     """The exporter publishes exactly the derived series under resilience_* (the two modes together)."""
     exported = {name for name in scraped_labels(scrape) if name.startswith("resilience_")}
