@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,11 +13,13 @@ from otel_resilience import (
     FallbackHandler,
     FallbackStrategy,
     ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
     UnacceptedResultError,
     resilient,
 )
 from otel_resilience.engine.events import Event, FallbackUsed
-from otel_resilience.testing import EventRecorder
+from otel_resilience.testing import EventRecorder, FakeClock
 
 
 def bad(response: dict[str, int]) -> bool:
@@ -165,3 +168,64 @@ async def test_through_the_manager_the_execution_counts_as_fallback() -> None:
 
     assert await fetch(503) == {"status": 0}
     assert await fetch(200) == {"status": 200}
+
+
+def _pending_or_ready(value: str) -> str:
+    return value
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+async def test_a_result_the_policys_retry_rejected_is_never_cached_as_the_last_good_one(driver: str) -> None:
+    """``CACHED_VALUE`` keeps the last *good* value: a result a retry gave up on (a failure) is not one."""
+    cache = Cache()
+    manager = ResilienceManager(clock=FakeClock())
+    config = ResilienceConfig(
+        name=f"cached-judged-{driver}",
+        retry_policy=RetryPolicy(
+            max_attempts=2, initial_delay=0.0, jitter="none", retry_on_result=lambda r: r == "pending"
+        ),
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.CACHED_VALUE, cache_key="k", cache_service=cache
+        ),
+    )
+
+    async def run(value: str) -> Any:
+        if driver == "sync":
+            return manager.execute_with_resilience_sync(_pending_or_ready, config, value)
+
+        async def call(v: str) -> str:
+            return v
+
+        return await manager.execute_with_resilience(call, config, value)
+
+    assert await run("pending") == "pending"
+    await asyncio.sleep(0)  # an async write runs as a task of its own
+    assert cache.data == {}
+    assert await run("ready") == "ready"
+    await asyncio.sleep(0)
+    assert cache.data == {"k": "ready"}
+    assert await run("pending") == "pending"
+    await asyncio.sleep(0)
+    assert cache.data == {"k": "ready"}
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+async def test_a_value_not_accepted_that_no_answer_replaces_is_a_failure(driver: str) -> None:
+    """``handle_result`` judged the value failed and the cache had nothing: returned, counted failed."""
+    manager = ResilienceManager(clock=FakeClock())
+    config = ResilienceConfig(
+        name=f"unanswered-{driver}",
+        fallback_config=FallbackConfig(
+            strategy=FallbackStrategy.CACHED_VALUE, cache_key="k", cache_service=Cache(), handle_result=bad
+        ),
+    )
+    if driver == "sync":
+        assert manager.execute_with_resilience_sync(lambda: {"status": 500}, config) == {"status": 500}
+    else:
+
+        async def call() -> dict[str, int]:
+            return {"status": 500}
+
+        assert await manager.execute_with_resilience(call, config) == {"status": 500}
+    counts = manager.get_resilience_statistics()["policies"][config.name]
+    assert (counts["failed"], counts["successful"], counts["fallback"]) == (1, 0, 0)

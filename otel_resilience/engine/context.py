@@ -199,13 +199,28 @@ class ExecutionContext:
         """
         self.outcome = _FAILURE
 
-    def recovered(self) -> None:
+    def result_accepted(self) -> bool:
+        """Whether the result the execution returns now is accepted: not judged failed.
+
+        Judged failed by :meth:`result_failed`, until a further attempt starts. What a step
+        outside the one that judged it reads before it takes the result for a good one: a
+        recovery's re-run (:meth:`recovered`), a fallback's last good value.
+        """
+        return self.outcome is not _FAILURE
+
+    def recovered(self) -> bool:
         """Count the execution as recovered (a recovery's re-run returned), unless its result failed.
 
-        A re-run whose result its policy judged a failure (:meth:`result_failed`) is no recovery.
+        A re-run whose result its policy judged a failure (:meth:`result_failed`) is no recovery:
+        the execution stays a failure, and so does the recovery that ran it.
+
+        Returns:
+            Whether the execution recovered: ``False`` when the result failed.
         """
-        if self.outcome is not _FAILURE:
-            self.outcome = _RECOVERED
+        if not self.result_accepted():
+            return False
+        self.outcome = _RECOVERED
+        return True
 
 
 new_context: Final = blank(ExecutionContext)

@@ -3,8 +3,10 @@
 A caller that knows its operation must not run twice after some errors says so for the
 executions it starts, in :data:`RERUNNABLE` (an HTTP integration: a POST never, a GET only after
 an HTTP failure: see :mod:`otel_resilience.integrations.http`). Each way the engine runs an
-operation again asks :func:`may_run_again` first: a retry (through the HTTP retry rule its
-``retry_on`` carries), a hedge, and a recovery's RETRY or RESTART re-run. Outside such a caller
+operation again asks :func:`may_run_again` first: a retry (after an error, through the HTTP
+retry rule its ``retry_on`` carries; after a result its ``retry_on_result`` rejected, itself:
+the result stays a failure, returned when the operation may not run again), a hedge, and a
+recovery's RETRY or RESTART re-run. Outside such a caller
 nothing is restricted, and neither is an execution started inside the caller's (another
 policy's, run by its fallback, its transport, or a thread or task spawned there, which inherit
 the context variable): the restriction names the operation it was set for.

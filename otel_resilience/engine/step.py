@@ -151,6 +151,10 @@ class Step:
             never admitted so.
         standing: The step's standing admission (:class:`~otel_resilience.engine.admission.Standing`;
             ``NOT_STANDING``, set by :meth:`__init__`, for none): set it before it is linked.
+        opens_attempts: Whether the step opens an attempt scope for each run of the rest of the
+            chain (a retry, a hedging: ``False`` by default). A step outside it that runs the
+            chain again (a recovery's re-run) leaves the run's scope to it, so that no attempt
+            has two; with none inside, it opens the scope itself.
     """
 
     __slots__ = (
@@ -176,6 +180,7 @@ class Step:
     judges_first_run: ClassVar[bool] = True
     admit_waits: ClassVar[bool] = True
     admits_early: ClassVar[bool] = False
+    opens_attempts: ClassVar[bool] = False
 
     _hooks: ClassVar[tuple[bool, bool, bool, bool, bool]] = (False, False, False, False, False)
     """Whether the class overrides admit, on_success, on_failure, on_expired and on_cancel."""

@@ -16,8 +16,10 @@ One request is one *execution* of the policy; each time the client sends it is o
   from an iterator or read from a file is not replayed: such a request is never retried (a body
   held in memory is: bytes, text, a form, JSON, multipart whose files are bytes or text). A
   request that is not retried still goes through the breaker, bulkhead, rate limiter and
-  timeouts, and its response is never retried either (a policy's ``retry_on_result``:
-  :class:`HttpRetryOnResult`). Nor is it hedged: the policy's hedging starts no further attempt for it
+  timeouts, and its response is never retried either, though a policy's ``retry_on_result``
+  still judges it (:class:`HttpRetryOnResult`): a response it rejects is returned as a failure
+  (the execution's outcome), never sent for again. Nor is it hedged: the policy's hedging
+  starts no further attempt for it
   (:class:`HttpHedgeBudget`, its hedges denied with the reason ``not_replayable``), while a
   request that may be sent twice is hedged as configured. Nor does a recovery rule's RETRY or
   RESTART run it again. Retries, hedges and re-runs all ask one rule, the engine's
@@ -115,8 +117,8 @@ the request may not be sent twice), the function each attempt sends it with, and
 record of sends (:class:`~otel_resilience.integrations.sending.Sent`, which
 :class:`HttpRetryOnResult` tells of a response it retries); ``None`` outside one. The engine's
 rule of every re-run (:func:`~otel_resilience.engine.rerun.may_run_again`): a retry
-(:class:`HttpRetryOn`), a hedge (:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART re-run
-all ask it."""
+(:class:`HttpRetryOn` for an error, the retry itself for a result its ``retry_on_result``
+rejected), a hedge (:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART re-run all ask it."""
 
 
 class _Sends(Protocol):
@@ -313,11 +315,15 @@ class HttpRetryOn(_HttpRule[RetryPolicy]):
 
 
 class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
-    """The HTTP rule for retried results (a ``RetryPolicy.retry_on_result``): as :class:`HttpRetryOn`.
+    """The HTTP rule for retried results (a ``RetryPolicy.retry_on_result``): dropped responses are closed.
 
-    Inside a request sent by an integration, a result (a response) is retried only if the
-    request may be sent again; then ``base`` (the user's predicate) decides. Outside a request
-    ``base`` alone decides. Made by :func:`http_config`.
+    ``base`` (the user's predicate) judges every result, in a request or not: a response it
+    rejects is a failure of the request (its outcome, its telemetry), whether or not the
+    request may be sent again. Whether it is then sent again is the retry's question to the
+    engine's :func:`~otel_resilience.engine.rerun.may_run_again`, which the integration answers
+    per request: a request sent once (a POST) is never sent again, and its rejected response is
+    returned to the caller as a failure. A response the retry goes on after is closed
+    (:meth:`dropped`). Made by :func:`http_config`.
 
     Attributes:
         base: The user's ``retry_on_result``.
@@ -329,8 +335,8 @@ class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
         self.base = base
 
     def __call__(self, result: Any) -> bool:
-        """Return whether ``result`` is retried (see the class)."""
-        return may_run_again() and self.base(result)
+        """Return whether ``base`` rejects ``result`` (see the class)."""
+        return self.base(result)
 
     def dropped(self, result: Any) -> object:
         """Close ``result``, a response the retry dropped, and what the earlier sends got.
@@ -441,7 +447,8 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
 
     The retry policy's ``retry_on`` becomes :class:`HttpRetryOn` (non-idempotent or streamed
     requests are never sent twice; only HTTP failures are retried), its ``retry_on_result`` (if
-    any) :class:`HttpRetryOnResult` (such requests' results are never retried), and its ``delay_from``
+    any) :class:`HttpRetryOnResult` (a response it drops is closed; such requests' results are
+    judged, never retried), and its ``delay_from``
     :class:`HttpRetryAfter` (``Retry-After`` on ``options.retry_after_statuses``) unless it has
     one (and ``options.honour_retry_after`` is set). The hedging's budget becomes an
     :class:`HttpHedgeBudget` (such requests are never hedged either). A config without a retry

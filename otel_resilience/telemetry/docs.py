@@ -80,18 +80,24 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   `resilience.attempt`, unique in the execution (a recovery re-run takes the next number, it
   does not restart at 1); the first attempt runs directly in the execution span, so a call that
   succeeds at once opens one span only. Every attempt of a retry, the first included, is timed
-  in `resilience.attempt.duration`. The backoff before each retry is the
+  in `resilience.attempt.duration`. A recovery re-run is an attempt too: a retry (or hedging)
+  inside the recovery opens its span and times it, as any of its runs; with neither, the
+  recovery does (`resilience.pattern` `recovery`), after the re-run's delay and
+  `restart_hook`. The backoff before each retry is the
   `resilience.retry.scheduled` event (delay and `error.type`) on the execution span.
 * Error rule (semantic conventions, *Recording errors*): status ERROR and `error.type` only for
   outcomes `failure`, `rejected` and `timeout`. An execution that **succeeded after retries**
   (`recovered`) or was **answered by a fallback** (`fallback`) is not an error and carries
   `resilience.outcome`; `cancelled` is not an error either. An execution that **returns a
-  result its policy judged a failure** is a `failure` (status ERROR, `error.type` `_OTHER`, as
-  no exception names it): a retry's `retry_on_result` still rejected the last result when
-  retrying stopped, or a hedging's `hedge_on_result` rejected every attempt's result; the
-  caller gets the result, the error ratio counts it. A failed attempt span is ERROR with
-  `error.type`. Exceptions are not recorded as span events; their messages appear (as the
-  status description) only with `instrument(record_messages=True)`.
+  result its policy judged a failure** is a `failure` (status ERROR, `error.type`
+  `{failed_result}`, one value for every such result, as no exception names it): a retry's
+  `retry_on_result` still rejected the last result when retrying stopped (or rejected a result
+  of a request that may be sent only once, which is never sent again), a hedging's
+  `hedge_on_result` rejected every attempt's result, or a fallback's `handle_result` rejected
+  it and the fallback had no answer; the caller gets the result, the error ratio counts it. So
+  does an attempt whose result its retry rejected (`error.type` `{failed_result}`). A failed
+  attempt span is ERROR with `error.type`. Exceptions are not recorded as span events; their
+  messages appear (as the status description) only with `instrument(record_messages=True)`.
 * `http.request.resend_count`: when the caller's span is an HTTP client span (SDK span of kind
   CLIENT with `http.request.method` or legacy `http.method`), each retried attempt span carries
   `http.request.resend_count = attempt - 1`: so with the requests and aiohttp instrumentations,
@@ -202,7 +208,7 @@ def _table(header: str, rows: Iterable[str]) -> list[str]:
 
 def render() -> str:
     """Return the Markdown reference generated from the semconv registry."""
-    lines = [_INTRO.format(scope=sc.SCOPE_NAME, schema=sc.SCHEMA_URL), _ENV]
+    lines = [_INTRO.format(scope=sc.SCOPE_NAME, schema=sc.SCHEMA_URL, failed_result=sc.FAILED_RESULT), _ENV]
     lines += _table(
         "| Variable | `instrument()` keyword | When `true` |",
         (f"| `{switch.variable}` | `{switch.keyword}` | {switch.description} |" for switch in env.SWITCHES),

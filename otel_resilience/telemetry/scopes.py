@@ -72,7 +72,7 @@ themselves are bounded where they are kept (the SDK's cardinality limit, or
 :data:`~otel_resilience.telemetry.histograms.SERIES_LIMIT`), beyond which they share the
 ``otel.metric.overflow`` series."""
 
-_OTHER_ERROR: Final = "_OTHER"
+_FAILURE: Final = Outcome.FAILURE
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
@@ -405,9 +405,17 @@ def event_span(tracer: Tracer | None, info: SourceInfo) -> Span | None:
 def error_type_of(outcome: Outcome, error: BaseException | None) -> str | None:
     """Return the ``error.type`` of an execution or attempt, ``None`` unless ``outcome`` is an error.
 
-    Only ``failure``, ``rejected`` and ``timeout`` are errors; ``_OTHER`` names an unknown error.
+    Only ``failure``, ``rejected`` and ``timeout`` are errors, each named by its exception's
+    class. A ``failure`` with no exception returned a result its policy judged a failure
+    (:meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`, a retry's rejected
+    attempt): :data:`~otel_resilience.telemetry.semconv.FAILED_RESULT`; ``_OTHER`` names any
+    other error without one.
     """
-    return (error_type_name(error) or _OTHER_ERROR) if outcome in _ERROR_OUTCOMES else None
+    if outcome not in _ERROR_OUTCOMES:
+        return None
+    if error is not None:
+        return error_type_name(error)
+    return sc.FAILED_RESULT if outcome is _FAILURE else sc.ERROR_TYPE_OTHER
 
 
 def finish_span(

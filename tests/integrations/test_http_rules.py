@@ -109,3 +109,50 @@ async def test_a_users_async_predicate_is_told_of_the_response_an_async_client_d
         assert (await client.get("http://api.test/job")).status_code == 200
     assert predicate.told == [(202, False), (0, False)]
     assert len(calls) == 2
+
+
+def _always_pending(downstream_calls: list[int]) -> Any:
+    def downstream(request: httpx.Request) -> httpx.Response:
+        downstream_calls.append(1)
+        return httpx.Response(202, stream=httpx.ByteStream(b"job"), request=request)
+
+    return downstream
+
+
+def _judged(stats: dict[str, Any]) -> tuple[int, int]:
+    executions = stats["executions"]
+    return executions["failed"], executions["successful"]
+
+
+def test_a_response_the_users_predicate_rejects_fails_a_request_sent_once_without_a_resend() -> None:
+    """A POST is never sent again, but its response is still judged: the predicate's reject is a failure.
+
+    It is returned to the caller, open, and never told dropped; a GET's is retried as before.
+    """
+    predicate, calls = Pending(), []
+    manager = ResilienceManager()
+    config = _retrying(predicate)
+    transport = ResilientTransport(config, httpx.MockTransport(_always_pending(calls)), manager=manager)
+    with httpx.Client(transport=transport) as client:
+        posted = client.post("http://api.test/job")
+        assert (posted.status_code, posted.read()) == (202, b"job")
+        assert len(calls) == 1
+        assert _judged(manager.policy(config.name or "").get_stats()) == (1, 0)
+        assert client.get("http://api.test/job").status_code == 202
+    assert len(calls) == 3
+    assert predicate.told == [(202, False)]  # the GET's first response only
+    assert _judged(manager.policy(config.name or "").get_stats()) == (2, 0)
+
+
+async def test_an_async_client_judges_the_response_of_a_request_sent_once_too() -> None:
+    """As the sync client: the POST's rejected response is a failure, sent once, returned."""
+    predicate, calls = Pending(), []
+    manager = ResilienceManager()
+    config = _retrying(predicate)
+    transport = AsyncResilientTransport(config, httpx.MockTransport(_always_pending(calls)), manager=manager)
+    async with httpx.AsyncClient(transport=transport) as client:
+        posted = await client.post("http://api.test/job")
+        assert (posted.status_code, await posted.aread()) == (202, b"job")
+    assert len(calls) == 1
+    assert predicate.told == []
+    assert _judged(manager.policy(config.name or "").get_stats()) == (1, 0)

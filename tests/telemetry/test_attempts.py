@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 
 from otel_resilience.engine.events import TelemetryHub, TelemetrySource
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
@@ -92,6 +93,50 @@ async def test_attempt_spans_are_numbered_uniquely_across_recovery_reruns(otel, 
         if p.attributes[sc.POLICY] == name
     }
     assert durations == {"failure": 3, "success": 1}
+
+
+async def test_a_recovery_rerun_without_a_retry_is_an_attempt_of_its_own(otel, clock, driver, alerts):
+    """With no retry inside to open it, the recovery opens each re-run's attempt scope: its span and duration.
+
+    Attempts 2 and 3 are child spans of the execution, as a retry's are, made by the recovery
+    (``resilience.pattern`` ``recovery``); the first run is the execution's own, as always.
+    """
+    manager = _recovering(clock, alerts, reruns=2)
+    name = _fresh("rerun-only")
+    config = ResilienceConfig(name=name, enable_recovery=True)
+    assert await _call(manager, config, driver, _flaky(2)) == "ok"
+    execution = otel.span(name)
+    attempts = otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)
+    assert sorted(
+        (s.attributes[sc.ATTEMPT], s.attributes[sc.OUTCOME], s.attributes[sc.PATTERN]) for s in attempts
+    ) == [(2, "failure", "recovery"), (3, "success", "recovery")]
+    assert all(s.parent is not None and s.parent.span_id == execution.context.span_id for s in attempts)
+    durations = {
+        (p.attributes[sc.PATTERN], p.attributes[sc.OUTCOME]): p.count
+        for p in otel.points(sc.ATTEMPT_DURATION)
+        if p.attributes[sc.POLICY] == name
+    }
+    assert durations == {("recovery", "failure"): 1, ("recovery", "success"): 1}
+
+
+async def test_a_restart_hook_runs_before_its_reruns_attempt_opens(otel, clock, driver, alerts):
+    """A RESTART's hook is not part of the attempt: the re-run's span opens once the hook returned."""
+    seen: list[str] = []
+
+    def restart() -> None:
+        seen.append(getattr(trace.get_current_span(), "name", ""))
+
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(strategy=RecoveryStrategy.RESTART, max_attempts=1, delay=0.0, restart_hook=restart),
+    )
+    name = _fresh("restarted")
+    config = ResilienceConfig(name=name, enable_recovery=True)
+    assert await _call(manager, config, driver, _flaky(1)) == "ok"
+    assert seen == [name]
+    (attempt,) = otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)
+    assert (attempt.attributes[sc.ATTEMPT], attempt.attributes[sc.OUTCOME]) == (2, "success")
 
 
 async def test_the_total_cap_is_the_retry_stop_reason(otel, clock, driver, alerts):

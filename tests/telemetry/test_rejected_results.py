@@ -174,3 +174,64 @@ async def test_a_further_attempt_after_a_rejected_result_may_recover(otel: Any, 
     )
     assert await _run(pipeline, driver, ["pending", "ready"]) == "ready"
     assert _outcomes(otel, "nested") == {"recovered": 1}
+
+
+async def test_a_recovery_rerun_whose_result_is_rejected_is_a_failed_recovery(otel: Any, driver: str) -> None:
+    """The recovery's own count follows the execution's: a re-run that returns a rejected result failed.
+
+    ``resilience.recovery.attempts`` and the system's statistics (the recovery rate its alert
+    reads) count it ``failure``, as the execution is.
+    """
+    clock = FakeClock()
+    recovery = ErrorRecoverySystem(name=f"rerun-judged-{next(_ids)}", clock=clock)
+    recovery.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RETRY, max_attempts=1, delay=0.0)
+    )
+    manager = ResilienceManager(clock=clock, recovery_system=recovery)
+    config = ResilienceConfig(
+        name=f"rerun-judged-{next(_ids)}",
+        retry_policy=_policy(2, retry_on=(KeyError,), retry_on_result=lambda r: r == "pending"),
+        enable_recovery=True,
+    )
+    calls = iter([ConnectionError("down"), "pending", "pending"])
+
+    def step() -> str:
+        value = next(calls)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    if driver == "sync":
+        assert manager.execute_with_resilience_sync(step, config) == "pending"
+    else:
+
+        async def call() -> str:
+            return step()
+
+        assert await manager.execute_with_resilience(call, config) == "pending"
+    attempts = {
+        p.attributes[sc.RECOVERY_RESULT]: p.value
+        for p in otel.points(sc.RECOVERY_ATTEMPTS)
+        if p.attributes[sc.POLICY] == config.name and p.value
+    }
+    assert attempts == {"failure": 1}
+    counts = recovery.get_stats()
+    assert (counts["successful_recoveries"], counts["failed_recoveries"]) == (0, 1)
+    assert _outcomes(otel, config.name) == {"failure": 1}
+
+
+async def test_a_rejected_result_has_an_error_type_of_its_own(otel: Any, driver: str) -> None:
+    """No exception names the failure: ``error.type`` is ``failed_result``, not the unknown ``_OTHER``.
+
+    On the execution span, the execution's duration, and the attempt whose result was rejected.
+    """
+    retry = Retry("judged-type", _policy(2, retry_on_result=lambda r: r == "pending"), clock=FakeClock())
+    assert await _run(retry, driver, ["pending"] * 2) == "pending"
+    span = otel.span("judged-type")
+    assert span.attributes[sc.ERROR_TYPE] == "failed_result"
+    (attempt,) = otel.spans("judged-type" + sc.ATTEMPT_SPAN_SUFFIX)
+    assert attempt.attributes[sc.ERROR_TYPE] == "failed_result"
+    durations = [p.attributes.get(sc.ERROR_TYPE) for p in otel.points(sc.EXECUTION_DURATION)]
+    assert durations == ["failed_result"]
+    attempts = {p.attributes.get(sc.ERROR_TYPE) for p in otel.points(sc.ATTEMPT_DURATION)}
+    assert attempts == {"failed_result"}

@@ -98,7 +98,8 @@ class FallbackConfig:
     ``fn(*args, **kwargs)``; sync or async. Normalised to a tuple. The default is ``()``."""
     cache_key: str | None = None
     """``CACHED_VALUE`` only (required there): the non-empty key successes are written under,
-    one value for every call (the last good one). With ``cache_by_arguments``, a call with plain
+    one value for every call (the last good one: never a result the policy judged a failure,
+    such as one a retry's ``retry_on_result`` gave up on). With ``cache_by_arguments``, a call with plain
     arguments (``str``, ``bytes``, ``int``, ``float``, ``bool``, ``None``, tuples of them; or
     none) under
     ``"<cache_key>:<digest of the arguments>"``, and a failed call is answered only with the
@@ -118,7 +119,9 @@ class FallbackConfig:
     :class:`~otel_resilience.errors.UnacceptedResultError` carrying it (what
     ``fallback_function`` receives). Sync (a coroutine function is refused with ``TypeError``);
     what it raises reaches the caller. ``None`` (the
-    default): every returned value is kept. A value not accepted is never cached."""
+    default): every returned value is kept. A value not accepted is never cached; when nothing
+    answers in its place (``CACHED_VALUE`` with no value), it is returned, and the execution
+    counts as a failure."""
     cache_max_age: float | None = None
     """``CACHED_VALUE`` only: how long (seconds, or a ``timedelta``; > 0) after the call returned
     it a cached value may still answer; older is a miss. With it, the handler answers only from

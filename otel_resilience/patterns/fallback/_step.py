@@ -310,7 +310,10 @@ class FallbackStep(Link[FallbackConfig]):
         """Answer for a value ``handle_result`` does not accept; write an accepted one to the cache.
 
         The cache write (``CACHED_VALUE``) runs inline in the sync driver, in the background in
-        the async one.
+        the async one. A result a step inside judged a failure (a retry's ``retry_on_result``
+        gave up on it:
+        :meth:`~otel_resilience.engine.context.ExecutionContext.result_accepted`) is returned as
+        it is, and is no last good value: never written.
         """
         core = self._core
         judge = core.judge_result
@@ -320,7 +323,7 @@ class FallbackStep(Link[FallbackConfig]):
                 refused = verdict(refused, "FallbackConfig.handle_result", core.name)
             if refused:
                 return self._fall_back(ctx, UnacceptedResultError(core.name, result))
-        if core.caches:
+        if core.caches and ctx.result_accepted():
             core.store(ctx.args, ctx.kwargs, result, inline=ctx.sync)
         return None
 
@@ -396,13 +399,17 @@ class FallbackStep(Link[FallbackConfig]):
                 del error  # raised through this frame, whose traceback must not hold it (a cycle)
         return self._answer(ctx, error, cached)
 
-    def _missed(self, _ctx: ExecutionContext, error: Exception, *_: object) -> Answer:
+    def _missed(self, ctx: ExecutionContext, error: Exception, *_: object) -> Answer:
         """The cache had nothing to answer with: re-raise the call's own ``error``, unchanged.
 
-        For a value ``handle_result`` did not accept, the value is returned, as without a fallback.
+        For a value ``handle_result`` did not accept, the value is returned, as without a
+        fallback, and the execution counts as a failure
+        (:meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`): the policy
+        judged the value failed and nothing answered in its place.
         """
         self._core.failed(self._telemetry, error)
         if type(error) is UnacceptedResultError:
+            ctx.result_failed()
             return Answer(error.result)
         try:
             raise error

@@ -394,6 +394,7 @@ class _HedgingStep(Link[HedgingConfig]):
     __slots__ = ("_core",)
 
     kind: ClassVar[str] = KIND
+    opens_attempts: ClassVar[bool] = True  # each attempt of its race, typed
 
     def __init__(self, core: _HedgingCore, telemetry: StrategyTelemetry) -> None:
         super().__init__(core.name, core.config, core.clock, telemetry)

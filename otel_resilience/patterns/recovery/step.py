@@ -10,12 +10,14 @@ lookup) and answers with an action:
   started it, the re-runs left. A re-run's failure comes back to ``on_failure`` with that token
   and is not observed again: an error the rule covers goes on to the next re-run; another, or
   the last re-run's, ends the recovery as a failed attempt and is raised unchanged. A re-run
-  that returns makes it a successful one (:meth:`RecoveryStep.on_success`). A ``restart_hook``
-  that raises (:meth:`Rerun.restart`) ends the recovery as a failed attempt whatever the rule
-  covers: its error is raised unchanged and no re-run starts after it. A recovery the
-  effective deadline ended (:meth:`RecoveryStep._cut_by_deadline`) is a failed one in both
-  drivers: the caller gets the deadline's timeout, whether its timer cancelled the re-run
-  (async) or the re-run returned after it in a thread, where its scope drops the result.
+  that returns makes it a successful one (:meth:`RecoveryStep.on_success`), unless its result is
+  one the policy judged a failure (a retry inside gave up on it): then the recovery failed. A
+  ``restart_hook`` that raises (:meth:`Rerun.restart`) ends the recovery as a failed attempt
+  whatever the rule covers: its error is raised unchanged and no re-run starts after it. A
+  recovery the effective deadline ended (:meth:`RecoveryStep._cut_by_deadline`) is a failed one
+  in both drivers: the caller gets the deadline's timeout, whether its timer cancelled the
+  re-run (async) or the re-run returned after it in a thread, where its scope drops the result.
+  Each re-run is an attempt of the execution, with its attempt scope (:class:`Rerun`).
 * FALLBACK: an :class:`~otel_resilience.engine.step.Answer` with ``fallback_value``, or a
   :class:`~otel_resilience.engine.step.Call` of ``fallback_function`` with the operation's
   arguments (its own error, raised in the handling of the original, chains it as context). The
@@ -37,9 +39,10 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.rerun import may_run_again
-from otel_resilience.engine.step import Action, Answer, Call, Retry
+from otel_resilience.engine.step import TERMINAL, Action, Answer, Call, Retry
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import ExecutionRejectedError, RecoveryEscalatedError
 from otel_resilience.patterns.recovery.config import (
@@ -59,6 +62,9 @@ if TYPE_CHECKING:
 __all__ = ["CaughtErrorStep", "RecoveryStep", "Rerun"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
+_SUCCESS: Final = Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+_CANCELLED: Final = Outcome.CANCELLED
 
 
 class Rerun:
@@ -68,20 +74,47 @@ class Rerun:
     the frames of the re-runs, which the tracebacks of the re-runs' errors hold, and a token
     holding the failure (its traceback, its frames) would make a reference cycle of them all.
 
+    Each re-run is an attempt of the execution: when no step inside the recovery opens its
+    scope (:attr:`~otel_resilience.engine.step.Step.opens_attempts`: no retry, no hedging), the
+    token opens it, once the delay and the ``restart_hook`` are over (:meth:`open`), and the
+    recovery's hooks close it (:meth:`end`).
+
     Attributes:
         restarting: Whether the rule's ``restart_hook`` is running, or raised (:meth:`restart`):
             a failure judged meanwhile is the hook's, not a re-run's.
+        telemetry: What opens the re-runs' attempt scopes, or ``None`` when the token opens none.
+        handles: The running re-run's attempt scope, or ``None`` when none is open.
     """
 
-    __slots__ = ("action", "covered", "error_type", "left", "restarting", "sync")
+    __slots__ = (
+        "action",
+        "covered",
+        "ctx",
+        "error_type",
+        "handles",
+        "left",
+        "restarting",
+        "sync",
+        "telemetry",
+    )
 
-    def __init__(self, covered: type, action: RecoveryAction, error: Exception, *, sync: bool) -> None:
+    def __init__(
+        self,
+        covered: type,
+        action: RecoveryAction,
+        error: Exception,
+        ctx: ExecutionContext,
+        telemetry: StrategyTelemetry | None,
+    ) -> None:
         self.covered = covered
         self.action = action
         self.error_type = type_name(error)
         self.left = action.max_attempts
         self.restarting = False
-        self.sync = sync
+        self.sync = ctx.sync
+        self.ctx = ctx
+        self.telemetry = telemetry
+        self.handles: Any = None
 
     def restart(self) -> object:
         """Call the rule's ``restart_hook`` before a re-run (the driver's hook of the re-run).
@@ -89,24 +122,41 @@ class Rerun:
         :attr:`restarting` is set until the hook returned (an awaitable it returns: until that
         ended, in the async driver), so an error it raises is told from the re-run's. An
         awaitable returned to the sync driver, which refuses it, is the hook's failure too.
+        Once it returned, the re-run's attempt scope opens (:meth:`open`).
         """
         self.restarting = True
         value = self.action.restart_hook()  # type: ignore[misc] # a RESTART rule has one
         if inspect.isawaitable(value):
             return value if self.sync else self._restarted(value)
         self.restarting = False
+        self.open()
         return value
 
     async def _restarted(self, pending: Awaitable[object]) -> None:
         """Await an async ``restart_hook``; once it ended without an error, the re-run is next."""
         await pending
         self.restarting = False
+        self.open()
+
+    def open(self) -> None:
+        """Open the attempt scope of the re-run about to start, if the token opens them."""
+        telemetry = self.telemetry
+        if telemetry is not None:
+            ctx = self.ctx
+            self.handles = telemetry.start_attempt(ctx.operation, ctx.attempt)
+
+    def end(self, outcome: Outcome, error: BaseException | None) -> None:
+        """Close the running re-run's attempt scope, if one is open, with ``outcome``."""
+        handles = self.handles
+        if handles:
+            self.handles = None
+            self.telemetry.end_attempt(handles, outcome, error)  # type: ignore[union-attr] # set: it opened
 
 
 class RecoveryStep(Link[RecoveryConfig]):
     """The pipeline link: recovers what the rest of the chain raises, by the system's rules."""
 
-    __slots__ = ("_isolation", "_system")
+    __slots__ = ("_isolation", "_scopes", "_system")
 
     kind: ClassVar[str] = "recovery"
     judges_first_run: ClassVar[bool] = False
@@ -117,26 +167,47 @@ class RecoveryStep(Link[RecoveryConfig]):
         super().__init__(system.name, system.config, system.clock, telemetry)
         self._system = system
         self._isolation = isolation
+        self._scopes = True  # no step inside yet: the re-runs' attempt scopes are this link's (settle)
+
+    def settle(self) -> list[Any]:
+        """Record the plan (:meth:`Step.settle`), and who opens the re-runs' attempt scopes.
+
+        This link does, unless a step inside it opens a scope for each run of the chain
+        (:attr:`~otel_resilience.engine.step.Step.opens_attempts`: a retry, a hedging), which
+        then opens the re-runs' too: one scope per attempt, read once here, never per call.
+        """
+        step = self.next
+        while step is not TERMINAL and not step.opens_attempts:
+            step = step.next
+        self._scopes = step is TERMINAL
+        return super().settle()
 
     def on_success(self, ctx: ExecutionContext, token: Rerun, result: Any) -> Action:  # noqa: ARG002
         """A re-run returned: the recovery succeeded (a first run's success is not judged).
 
         Unless it returned too late (:meth:`_cut_by_deadline`): the caller gets the deadline's
-        timeout, and the recovery failed.
+        timeout, and the recovery failed. Nor did it succeed when the re-run's result is one
+        its policy judged a failure (a retry inside gave up on it:
+        :meth:`~otel_resilience.engine.context.ExecutionContext.recovered` says so, by the one
+        rule of a returned result): the result is returned, the recovery counted failed.
         """
+        if token.handles:
+            token.end(_SUCCESS if ctx.result_accepted() else _FAILURE, None)
         if self._cut_by_deadline(ctx, returned=True):
             return self._give_up(token)
-        self._settle(token.action.strategy, token.error_type, success=True)
-        ctx.recovered()
+        self._settle(token.action.strategy, token.error_type, success=ctx.recovered())
         return None
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """A recovery the effective deadline cancelled (its re-run, its delay or hook) failed.
 
-        Any other cancellation (the caller's, an interrupt) is never counted.
+        Any other cancellation (the caller's, an interrupt) is never counted. A re-run's attempt
+        scope ends ``cancelled`` either way.
         """
-        if type(token) is Rerun and self._cut_by_deadline(ctx, returned=False):
-            self._give_up(token)
+        if type(token) is Rerun:
+            token.end(_CANCELLED, None)
+            if self._cut_by_deadline(ctx, returned=False):
+                self._give_up(token)
 
     def _cut_by_deadline(self, ctx: ExecutionContext, *, returned: bool) -> bool:
         """Whether the effective deadline ended the recovery's run that just ended: then it failed.
@@ -165,6 +236,8 @@ class RecoveryStep(Link[RecoveryConfig]):
         """
         passes = isinstance(error, ExecutionRejectedError) or passes_to_its_scope(error)
         if token is not None:  # a re-run's failure, or its restart hook's, which ends the recovery
+            if token.handles:  # the re-run's scope (none for its restart hook's failure)
+                token.end(classify_error(error), error)
             goes_on = not passes and not token.restarting and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
         rule = None if passes else self._system._observe(error, ctx.operation, self._telemetry)
@@ -190,8 +263,14 @@ class RecoveryStep(Link[RecoveryConfig]):
         action: RecoveryAction,
         error: Exception,
     ) -> Rerun:
-        """Return the token of a RETRY/RESTART recovery of ``error``."""
-        return Rerun(covered, action, error, sync=ctx.sync)
+        """Return the token of a RETRY/RESTART recovery of ``error``.
+
+        It opens its re-runs' attempt scopes when this link does (:meth:`settle`) and an
+        attempt listener wants them.
+        """
+        telemetry = self._telemetry
+        opens = self._scopes and telemetry.hub.attempt_listeners
+        return Rerun(covered, action, error, ctx, telemetry if opens else None)
 
     def _rerun(self, ctx: ExecutionContext, rerun: Rerun, error: Exception) -> Action:
         """Run the rest again, unless the re-runs ran out or the deadline, the cap or the caller forbid it.
@@ -209,7 +288,9 @@ class RecoveryStep(Link[RecoveryConfig]):
             and ctx.next_attempt() is not None
         ):
             rerun.left -= 1
-            hook = None if action.restart_hook is None else rerun.restart
+            hook: Callable[[], object] | None = rerun.restart  # it opens the scope once it returned
+            if action.restart_hook is None:
+                hook = None if rerun.telemetry is None else rerun.open
             return Retry(delay, rerun, hook, self._what("restart_hook"))
         return self._give_up(rerun)
 

@@ -32,6 +32,7 @@ from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BUDGETED_RETRIES
+from otel_resilience.engine.rerun import may_run_again
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
 from otel_resilience.engine.validation import verdict, wrong_return
@@ -198,6 +199,11 @@ class _RetryCore:
             previous: This execution's previous backoff (``None`` before the first), for
                 ``Jitter.DECORRELATED``.
 
+        A retried result is judged failed whether or not the operation may run again: one
+        that may run only once (:func:`~otel_resilience.engine.rerun.may_run_again`: an HTTP
+        request such as a POST) is not run again, and stops as an error the policy does not
+        retry does (``not_retryable``), its result returned as a failure.
+
         Returns:
             The wait before the next attempt (its delay, and the budget's receipt for the retry
             when there is a budget), or ``None`` to stop (re-raise ``error``, or return the
@@ -205,7 +211,7 @@ class _RetryCore:
             :meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`).
         """
         stats = self.stats
-        if error is not None and not self.is_retryable(error):
+        if not (may_run_again(None, ctx.fn) if error is None else self.is_retryable(error)):
             next(stats._other_attempts)
             with self.lock:
                 stats.non_retryable += 1
@@ -213,6 +219,8 @@ class _RetryCore:
                 name = error_type_name(error)
                 stopped = RetryExhausted(ctx.attempt, name, "not_retryable", _rejection(error))
                 telemetry.report(_RETRY_EXHAUSTED, stopped)
+            if error is None:  # the result is returned, never retried: the execution failed
+                ctx.result_failed()
             return None
         failed = ctx.attempt
         wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
@@ -433,6 +441,7 @@ class _RetryStep(Link[RetryPolicy]):
 
     kind: ClassVar[str] = "retry"
     admit_waits: ClassVar[bool] = False  # admit returns a plain token
+    opens_attempts: ClassVar[bool] = True  # each run's scope, a recovery's re-run's included
     scope: str = "attempt"
 
     def __init__(self, core: _RetryCore, telemetry: StrategyTelemetry) -> None:

@@ -34,7 +34,9 @@ from otel_resilience.telemetry.semconv.names import (
     ERROR_PATTERN_COUNT,
     ERROR_PATTERN_WINDOW,
     ERROR_TYPE,
+    ERROR_TYPE_OTHER,
     EXECUTION_SPAN,
+    FAILED_RESULT,
     FALLBACK_RESULT,
     FALLBACK_STRATEGIES,
     FALLBACK_STRATEGY,
@@ -97,7 +99,9 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         ERROR_TYPE,
         "string",
         "The exception's class (`module.Qualname`, builtins unqualified), on failures only "
-        "(OTel semantic convention); `_OTHER` when unknown.",
+        f"(OTel semantic convention); `{FAILED_RESULT}` for a returned result the policy judged a "
+        "failure (`retry_on_result`, `hedge_on_result`, a fallback's `handle_result`), which no "
+        f"exception names; `{ERROR_TYPE_OTHER}` when unknown.",
     ),
     AttributeSpec(
         BUCKET_BOUND,
@@ -253,7 +257,8 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "of the caller's current span and current while the call runs. Status ERROR with "
         "`error.type` only for outcomes failure, rejected and timeout; success, recovered, "
         "fallback and cancelled leave it unset. A returned result the policy judged a failure "
-        "(`retry_on_result` or `hedge_on_result` rejected it) is a failure. After a retried attempt failed, "
+        "(`retry_on_result`, `hedge_on_result` or a fallback's `handle_result` rejected it) is a "
+        f"failure, `error.type` `{FAILED_RESULT}`. After a retried attempt failed, "
         "`resilience.dependency.error.type` names the dependency's last error. A call through a "
         "keyed policy carries its `resilience.key`.",
         (POLICY, PATTERN, OUTCOME),
@@ -267,7 +272,9 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "where every attempt, the original included, has its span with `resilience.attempt.type`, "
         "the winner carries the `resilience.hedging.won` event (when more than one attempt "
         "started) and the losers end with outcome `cancelled`, not ERROR. A failed attempt is "
-        "ERROR with `error.type`.",
+        "ERROR with `error.type`. Opened by the retry or the hedging that makes the attempt; a "
+        "recovery re-run with neither inside the recovery is opened by the recovery "
+        "(`resilience.pattern` `recovery`).",
         (POLICY, PATTERN, NAME, ATTEMPT, OUTCOME),
         (ERROR_TYPE, HTTP_RESEND_COUNT, ATTEMPT_TYPE),
     ),

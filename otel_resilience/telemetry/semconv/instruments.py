@@ -108,7 +108,9 @@ _ATTEMPT_DURATION = InstrumentSpec(
     "s",
     "Duration of one attempt of a retry or a hedging (every attempt, the first included, each "
     "timed around its attempt scope, so also when no span is opened for it): the dependency's "
-    "own latency, without backoffs or fallbacks. An attempt of a hedged execution carries "
+    "own latency, without backoffs or fallbacks. A recovery re-run with no retry or hedging "
+    "inside the recovery is timed too (`resilience.pattern` `recovery`: its re-runs only, the "
+    "first run being the execution's own). An attempt of a hedged execution carries "
     "`resilience.attempt.type` (`original` or `hedge`), so the hedges' latency can be read "
     "beside the originals'. Recorded only while a meter provider is configured; nothing is "
     "timed otherwise.",

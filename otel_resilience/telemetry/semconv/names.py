@@ -62,6 +62,7 @@ __all__ = [
     "ERROR_PATTERN_COUNT",
     "ERROR_PATTERN_WINDOW",
     "ERROR_TYPE",
+    "ERROR_TYPE_OTHER",
     "EV_ALERT",
     "EV_CALL_REJECTED",
     "EV_CHAOS_INJECTED",
@@ -84,6 +85,7 @@ __all__ = [
     "EXECUTION_LATENCY_COUNT",
     "EXECUTION_LATENCY_SUM",
     "EXECUTION_SPAN",
+    "FAILED_RESULT",
     "FALLBACK_EXECUTIONS",
     "FALLBACK_RESULT",
     "FALLBACK_STRATEGIES",
@@ -218,6 +220,13 @@ OUTCOME_VALUES: Final = ("success", "recovered", "fallback", "failure", "rejecte
 """The values of :class:`otel_resilience.engine.events.Outcome`."""
 ERROR_OUTCOMES: Final = frozenset({"failure", "rejected", "timeout"})
 """Outcomes that mark a span as ERROR and carry ``error.type``; the others are not errors."""
+FAILED_RESULT: Final = "failed_result"
+"""The ``error.type`` of an execution or attempt that returned a result its policy judged a
+failure (``retry_on_result``, ``hedge_on_result``, a fallback's ``handle_result``): no exception
+names it, so the class of failure is named, one value for all such results (low cardinality)."""
+ERROR_TYPE_OTHER: Final = "_OTHER"
+"""The ``error.type`` of an error no exception names and that is no :data:`FAILED_RESULT` (the
+semantic conventions' fallback value)."""
 PATTERN_VALUES: Final = (
     "pipeline",
     "circuit_breaker",
