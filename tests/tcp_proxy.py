@@ -6,6 +6,8 @@ loop in a daemon thread; the mode may be changed at any time from any thread:
 * ``"pass"``: bytes are forwarded at once;
 * ``"delay"``: every chunk is forwarded ``delay`` seconds after it arrived (in order);
 * ``"drop"``: bytes are read and thrown away (connections stay open: a partition, not a reset).
+
+:meth:`TcpFaultProxy.sever` cuts the connections open now without a word to their clients.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class TcpFaultProxy:
         self._ready = threading.Event()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._links: list[_Link] = []
         self._thread = threading.Thread(target=self._run, name="tcp fault proxy", daemon=True)
 
     def start(self) -> TcpFaultProxy:
@@ -42,6 +45,21 @@ class TcpFaultProxy:
         """Switch to ``mode`` (``delay`` seconds for ``"delay"``) for the bytes that arrive from now on."""
         self.delay = delay
         self.mode = mode
+
+    def sever(self) -> None:
+        """Cut every connection open now as a NAT or a vanished host does: silently, for its client.
+
+        The server sees the connection close (it drops the client, and its subscriptions); the
+        client's side stays open and never receives a byte again, and what it sends is thrown
+        away. Connections made afterwards are forwarded as the mode says.
+        """
+        asyncio.run_coroutine_threadsafe(self._sever(), self._loop).result(5.0)
+
+    async def _sever(self) -> None:
+        links, self._links = self._links, []
+        for link in links:
+            link.severed = True
+            link.upstream.close()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -57,9 +75,15 @@ class TcpFaultProxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        link = _Link(up_writer)
+        self._links.append(link)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer, link), self._pipe(up_reader, writer, link))
+        finally:
+            with contextlib.suppress(ValueError):  # severed already
+                self._links.remove(link)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
 
         async def send() -> None:
@@ -73,7 +97,7 @@ class TcpFaultProxy:
         sender = asyncio.ensure_future(send())
         try:
             while data := await reader.read(65536):
-                if self.mode == "drop":
+                if self.mode == "drop" or link.severed:
                     continue
                 delay = self.delay if self.mode == "delay" else 0.0
                 queue.put_nowait((self._loop.time() + delay, data))
@@ -83,7 +107,8 @@ class TcpFaultProxy:
             queue.put_nowait(None)
             with contextlib.suppress(Exception):
                 await sender
-            writer.close()
+            if not (link.severed and writer is not link.upstream):  # a severed client hears nothing
+                writer.close()
 
     def stop(self) -> None:
         """Stop listening, close every connection, the loop and its thread."""
@@ -103,3 +128,13 @@ class TcpFaultProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Link:
+    """One forwarded connection: its writer toward the server, and whether :meth:`TcpFaultProxy.sever` cut it."""
+
+    __slots__ = ("severed", "upstream")
+
+    def __init__(self, upstream: asyncio.StreamWriter) -> None:
+        self.upstream = upstream
+        self.severed = False

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final
@@ -63,11 +64,25 @@ _AFTER_A_TRIP: Final = (CircuitState.OPEN, CircuitState.HALF_OPEN)
 _READ_BATCH: Final = 200
 """Breakers one round trip (pipelined) reads the cluster state of, or reports the counts or
 publishes the transitions of."""
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: UTF-8 cannot encode it (:func:`key_part` percent-encodes it)."""
 
 
 def key_part(text: str) -> str:
-    """Return ``text`` with ``%`` and ``:`` percent-encoded: a key part that never spans a ``:``."""
-    return text.replace("%", "%25").replace(":", "%3A")
+    r"""Return ``text`` with ``%`` and ``:`` percent-encoded: a key part that never spans a ``:``.
+
+    Each lone surrogate is percent-encoded too (the bytes of its ``surrogatepass`` encoding): a
+    ``str`` may hold one (``json.loads('"\udcff"')``, a ``surrogateescape`` decode) that UTF-8
+    cannot encode, and a key holding it could not be sent (redis-py raised ``UnicodeEncodeError``
+    in the store's pipelined round, for every breaker of the store, or to a rate limiter's caller).
+    No two texts give one key part.
+    """
+    escaped = text.replace("%", "%25").replace(":", "%3A")
+    return escaped if escaped.isascii() else _SURROGATE.sub(_percent_encoded, escaped)
+
+
+def _percent_encoded(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
 
 
 def key_name(name: str, key: str | None) -> str:

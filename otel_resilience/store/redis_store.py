@@ -179,7 +179,9 @@ class RedisStore(SharedStore):
         """One ``redis.asyncio`` client per event loop (:mod:`otel_resilience.store.loops`)."""
         STORES.register(self)
 
-    ops = CounterValue("_ops", "Redis operations sent (scripts, reads, publications and permits).")
+    ops = CounterValue(
+        "_ops", "Redis operations sent (scripts, reads, publications, permits and the subscriber's PINGs)."
+    )
     fallback_permits = CounterValue(
         "_fallbacks", "Permits its rate limiters gave while it was unreachable (store_fallback='open')."
     )
@@ -213,7 +215,9 @@ class RedisStore(SharedStore):
             key_ttl: Seconds a breaker's cluster state is kept after its last change (at least 0.001).
             resync_interval: Seconds between two reads of every shared breaker's cluster state,
                 which heals a transition message lost in a partition (and notices a slow store
-                while nothing else asks it).
+                while nothing else asks it); the subscriber, with no message for that long, PINGs
+                its connection and replaces one that gives no answer within ``timeout`` (dropped
+                without a word by a NAT or a vanished host).
             max_connections: The most connections open at once of the store's client (its thread
                 and the threads asking for permits) and, apart, of each event loop's async client
                 (at least 1; the subscriber has one more of its own). An operation finding them
@@ -230,6 +234,10 @@ class RedisStore(SharedStore):
             raise fail(_OWNER, "url", "a redis://, rediss:// or unix:// URL (str)", url, kind=TypeError)
         _check_database(url)
         check_name(_OWNER, "namespace", namespace)
+        try:
+            namespace.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no key or channel of it could be sent
+            raise fail(_OWNER, "namespace", "a name UTF-8 can encode", namespace) from None
         durations = {
             "timeout": timeout,
             "flush_interval": flush_interval,
@@ -519,6 +527,12 @@ class RedisStore(SharedStore):
         subscription the server refuses (an ACL without ``SUBSCRIBE``) is no outage: the rest of
         the store works, and trips reach this replica at each resync only; it is counted in
         :attr:`errors`, logged once, and tried again with backoff.
+
+        With no message for ``resync_interval`` it PINGs its connection: one that gives no answer
+        within ``timeout`` was dropped without a word (a NAT's idle timeout, a server's host that
+        vanished in a failover), and no error would ever come from it while the server had
+        dropped the subscription; it is replaced at once, counted in :attr:`errors` and logged,
+        with no outage (a new connection that fails is one).
         """
         pause = self._interval
         warned = False
@@ -530,11 +544,27 @@ class RedisStore(SharedStore):
                 pubsub.subscribe(self.channel)  # connects: close() from now on finds its socket
                 self._resync_all = True  # messages may have been missed while unsubscribed
                 self._wake.set()
+                due, pinged = time.monotonic() + self._resync_every, False
                 while not self._closed.is_set():  # set before close() shuts the socket down
-                    message = pubsub.get_message(timeout=_SUBSCRIBER_POLL)
+                    left = due - time.monotonic()
+                    if left <= 0:  # no message for resync_interval: is the connection still there?
+                        self._ping(pubsub, again=pinged)
+                        due, pinged, left = time.monotonic() + self.timeout, True, self.timeout
+                    message = self._next_message(pubsub, min(left, _SUBSCRIBER_POLL), pinged=pinged)
                     pause = self._interval  # subscribed (a refusal is raised by the first read)
-                    if message is not None:
-                        self._dispatch(message["data"])
+                    if message is not None:  # any message, a PING's answer too: the connection works
+                        due, pinged = time.monotonic() + self._resync_every, False
+                        if message["type"] == "message":
+                            self._dispatch(message["data"])
+            except _NoAnswerError:
+                self.refused()
+                if not self.degraded:  # one warning per outage: the store's thread logged it
+                    _LOG.warning(
+                        "shared store %r: its subscription's connection gave no answer to PING within %s s "
+                        "(dropped by the network): subscribing again",
+                        self.namespace,
+                        self.timeout,
+                    )
             except self._redis_errors as error:
                 if self.answered(error):
                     self.refused()
@@ -562,6 +592,30 @@ class RedisStore(SharedStore):
                 with self._lock:
                     self._pubsub = None
                 pubsub.close()
+
+    def _next_message(self, pubsub: Any, timeout: float, *, pinged: bool) -> Any:
+        """The subscriber's next message within ``timeout`` (``None``: none came).
+
+        While a PING is unanswered, the server refusing it (an ACL without ``PING``) answers it
+        all the same: the connection works, and the subscription is kept.
+        """
+        try:
+            return pubsub.get_message(timeout=timeout)
+        except self._usage_errors[0] as error:
+            if pinged and self.answered(error):
+                return {"type": "pong", "data": b""}
+            raise
+
+    def _ping(self, pubsub: Any, *, again: bool) -> None:
+        """PING the subscriber's connection, unless ``again`` (its last PING got no answer: raise).
+
+        Raises:
+            _NoAnswerError: ``again``: the connection is gone (:meth:`_listen` replaces it).
+        """
+        if again:
+            raise _NoAnswerError
+        next(self._ops)
+        pubsub.ping()
 
     def _wake_subscriber(self) -> None:
         """End the subscriber's wait for a message now (:meth:`close`): shut its socket down.
@@ -612,6 +666,10 @@ class RedisStore(SharedStore):
     def __repr__(self) -> str:
         health = "degraded" if self.degraded else "ok"
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
+
+
+class _NoAnswerError(Exception):
+    """The subscriber's PING got no answer within the store's ``timeout`` (never raised out of it)."""
 
 
 def _forked_in_child() -> None:
@@ -690,7 +748,11 @@ def _connect(
     pooled = {"max_connections": max_connections, "timeout": timeout}
     try:
         pool = redis.BlockingConnectionPool.from_url(url, **pooled, **options)
-        clients = (bound_connections(redis.Redis.from_pool(pool)), redis.Redis.from_url(url, **options))
+        # The subscriber's errors reach the store's subscriber loop as they are: redis-py's pub/sub
+        # connects again in its failure handler, whatever the retries (redis-py 6+), so a socket
+        # that close() shut down had close() wait for a new connection and its handshake.
+        listening = {**options, "retry": Retry(NoBackoff(), 0, supported_errors=())}
+        clients = (bound_connections(redis.Redis.from_pool(pool)), redis.Redis.from_url(url, **listening))
     except ValueError as error:  # a URL redis cannot read (another scheme, a bad port, a bad db)
         raise fail(_OWNER, "url", f"a Redis URL ({error})", _redacted(url)) from error
 

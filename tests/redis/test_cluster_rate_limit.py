@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import json
 import signal
 import threading
 import time
@@ -149,6 +150,27 @@ def test_each_key_of_a_keyed_limiter_has_its_own_cluster_budget(redis_url: str) 
             False,
         ]
         assert b.for_key("y").try_acquire()
+    finally:
+        one.close()
+        two.close()
+
+
+async def test_a_key_utf8_cannot_encode_shares_its_own_cluster_budget(redis_url: str) -> None:
+    """A key with a lone surrogate (JSON's ``"\\udcff"``) takes the cluster's permits, from a thread and a loop.
+
+    Its Redis key could not be encoded: every permit raised ``UnicodeEncodeError`` to the caller.
+    """
+    one, two = RedisStore.from_url(redis_url, namespace="rl"), RedisStore.from_url(redis_url, namespace="rl")
+    try:
+        config = {"rate": 0.5, "burst": 2}
+        a = RateLimiter.per_key("tenants", RateLimiterConfig(**config, store=one))  # type: ignore[arg-type]
+        b = RateLimiter.per_key("tenants", RateLimiterConfig(**config, store=two))  # type: ignore[arg-type]
+        odd, other = json.loads('"t-\\udcff"'), json.loads('"t-\\udcfe"')
+        assert a.for_key(odd).try_acquire()
+        assert await b.for_key(odd).call(asyncio.sleep, 0, "ran") == "ran"
+        assert not a.for_key(odd).try_acquire()  # the key's burst of 2 is spent, on both replicas
+        assert b.for_key(other).try_acquire()  # another key, its own budget
+        assert one.fallback_permits == two.fallback_permits == one.errors == two.errors == 0
     finally:
         one.close()
         two.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -156,6 +158,30 @@ def test_namespaces_names_and_keys_never_share_state(replicas: Replica) -> None:
     assert other_ns.state is colon.state is keyed.state is CircuitState.CLOSED
 
 
+def test_a_name_or_key_utf8_cannot_encode_is_shared_as_any_other(
+    replicas: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lone surrogate in a name or a key (JSON's ``"\\udcff"``, a ``surrogateescape`` decode) is shared too.
+
+    Sent as it was, it made redis-py raise ``UnicodeEncodeError`` while packing the store's
+    pipelined round: every round of the store's thread failed (a traceback logged each time), so
+    that no breaker of the store shared anything more, while the store said it was healthy.
+    """
+    odd = json.loads('"tenant-\\udcff"')
+    plain_a, plain_b = replicas("plain"), replicas("plain")
+    with shared_key(odd):
+        keyed_a, keyed_b = replicas("db"), replicas("db")
+    named_a, named_b = replicas(odd), replicas(odd)
+    with shared_key(json.loads('"tenant-\\udcfe"')):
+        other_key = replicas("db")
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        for breaker in (plain_a, keyed_a, named_a):
+            breaker.force_open(10.0)
+        wait_for(_opened(plain_b, keyed_b, named_b), 2.0, "every namesake OPEN")
+    assert other_key.state is CircuitState.CLOSED  # another key, surrogate or not
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def _want_probes(*breakers: CircuitBreaker) -> None:
     """Once each one's OPEN period is over, make a call through each: rejected, it asks for a probe lease."""
     for breaker in breakers:
@@ -233,6 +259,7 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         ({"max_connections": -5}, ValueError, "max_connections"),
         ({"max_connections": 2.5}, TypeError, "max_connections"),
         ({"max_connections": True}, TypeError, "max_connections"),
+        ({"namespace": "svc-\udcff"}, ValueError, "namespace"),  # no key of it could be sent
     ],
 )
 def test_a_url_or_ttl_redis_cannot_take_is_refused_at_construction(

@@ -399,6 +399,78 @@ def test_close_wakes_the_subscriber_at_once_and_leaves_nothing_behind(
     assert breaker.state is CircuitState.CLOSED
 
 
+def test_close_while_redis_is_unreachable_returns_at_once_and_leaves_no_thread(
+    proxy: TcpFaultProxy, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() with Redis partitioned away (a 3 s timeout) and no operation in flight returns at once, no thread left.
+
+    The subscriber's socket, shut down by close(), made redis-py's pub/sub connect again before it
+    raised (its failure handler reconnects whatever the retries): close() waited for that
+    connection and its handshake, each up to the store's timeout, gave up on the thread after 2 s
+    and returned with the subscriber still connecting.
+    """
+    monkeypatch.setattr(redis_store_module, "_SUBSCRIBER_POLL", 60.0)
+    store = RedisStore.from_url(_via(proxy), namespace="close-partitioned", timeout=3.0, resync_interval=60.0)
+    limiter = RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))  # the store's thread idles
+    wait_for(lambda: _subscribed(redis_url, "close-partitioned:events", 1), 5.0, "the subscription")
+    proxy.set("drop")
+    threads = store._threads
+    started = time.monotonic()
+    store.close()
+    took = time.monotonic() - started
+    print(f"close() took {took * 1000:.0f} ms")
+    assert not any(thread.is_alive() for thread in threads)
+    assert took < 1.0  # not the 3 s of a connection's handshake through the partition
+    assert limiter.try_acquire()  # store_fallback="open", without asking Redis
+
+
+def test_a_subscription_the_network_dropped_silently_is_made_again(
+    proxy: TcpFaultProxy, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber connection cut without a word (a NAT's idle timeout, a vanished host) is renewed.
+
+    The subscriber waited for messages on it for ever: no error ever came, the server had
+    dropped the subscription, and no transition reached the replica by pub/sub again (only at
+    each resync), while the store said it was healthy. With no message for ``resync_interval`` it
+    now PINGs the connection, and one that does not answer within ``timeout`` is replaced: no
+    outage, one error and one warning.
+    """
+    store = RedisStore.from_url(_via(proxy), namespace="severed", timeout=0.5, resync_interval=0.3)
+    try:
+        limiter = RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))  # the store's thread idles
+        wait_for(lambda: _subscribed(redis_url, "severed:events", 1), 5.0, "the subscription")
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+            proxy.sever()  # the server drops the subscription at once
+            wait_for(
+                lambda: store.errors == 1 and _subscribed(redis_url, "severed:events", 1),
+                5.0,
+                "the silent connection found, and a subscription again",
+            )
+        assert (store.degraded, store.outages, store.errors) == (False, 0, 1)
+        assert _messages(caplog, "no answer to PING") == 1
+        assert limiter.try_acquire()
+    finally:
+        store.close()
+
+
+def test_a_subscription_whose_ping_is_refused_is_kept(
+    control: redis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user without PING: the refusal answers the subscriber's check, so its subscription is kept."""
+    control.execute_command("ACL", "SETUSER", "noping", "on", "nopass", "~*", "&*", "+@all", "-ping")
+    url = f"redis://noping:x@127.0.0.1:{redis_server.port}/0"
+    store = RedisStore.from_url(url, namespace="noping", resync_interval=0.1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+            RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))
+            wait_for(lambda: store.ops >= 3, 5.0, "a few checks of the subscription")
+        assert (store.degraded, store.outages, store.errors) == (False, 0, 0)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        store.close()
+        control.execute_command("ACL", "DELUSER", "noping")
+
+
 def test_breakers_made_one_by_one_cost_a_read_each_not_a_read_of_all(redis_url: str) -> None:
     """A service making breakers one at a time (a key each): each is read once, not every other one again."""
     store = RedisStore.from_url(redis_url, namespace="one-by-one")

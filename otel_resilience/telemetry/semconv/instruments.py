@@ -466,8 +466,9 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         STORE_OPERATIONS,
         _K.OBSERVABLE_COUNTER,
         "{operation}",
-        "Operations sent to a shared store (reports of counts, transitions, leases, reads and "
-        "rate-limit permits): its cost, against `resilience.executions`.",
+        "Operations sent to a shared store (reports of counts, transitions, leases, reads, "
+        "rate-limit permits and checks of an idle subscription): its cost, against "
+        "`resilience.executions`.",
         (NAME,),
     ),
     InstrumentSpec(
