@@ -14,6 +14,7 @@ import pytest
 from forking_support import held_by_another_thread, run_in_child
 from support import run_threads, until
 
+from otel_resilience import Retry, RetryPolicy
 from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.errors import CircuitOpenError, OperationTimeoutError
@@ -25,6 +26,7 @@ from otel_resilience.patterns.fallback import (
     FallbackHandler,
     FallbackStrategy,
 )
+from otel_resilience.patterns.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
 from otel_resilience.patterns.timeout import TimeoutHandler
 from otel_resilience.testing import FakeClock
 
@@ -415,6 +417,90 @@ async def test_cached_value_writes_successes_and_serves_them(driver: str, record
     assert cache.data == {"last": "v2"}
     assert handler.get_stats() == stats(executions=3, fallbacks_used=1, fallback_successes=1, cache_hits=1)
     assert recorder.of(Event.FALLBACK_USED) == [FallbackUsed("cached_value", "success", "ConnectionError")]
+
+
+async def test_an_answer_given_inside_in_place_of_the_call_is_never_cached(
+    driver: str, clock: FakeClock
+) -> None:
+    """What an inner pattern answered in place of the call (a recovery rule's fallback value) is no
+    good value of the call: it is returned, never written over the last good value, which still
+    answers the next failure."""
+    cache = MemoryCache()
+    handler = cached(cache)
+    recovery = ErrorRecoverySystem("inner-answer", clock=clock)
+    recovery.register_recovery_rule(
+        KeyError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="degraded")
+    )
+    pipeline = (
+        PipelineBuilder("answered", clock=clock)
+        .add(handler.as_strategy("answered"))
+        .add(recovery.as_strategy("answered"))
+        .build()
+    )
+
+    async def through(fn: object) -> object:
+        if driver == "async":
+
+            async def afn() -> object:
+                return fn()  # type: ignore[operator]
+
+            return await pipeline.execute(afn)
+        return pipeline.execute_sync(fn)  # type: ignore[arg-type]
+
+    assert await through(lambda: "good") == "good"
+    assert await through(Failing(KeyError("gone"))) == "degraded"  # the recovery's answer
+    assert cache.data == {"last": "good"}
+    assert await through(Failing(ConnectionError("down"))) == "good"  # the last good value
+    assert handler.get_stats()["cache_hits"] == 1
+
+
+def test_a_timeout_default_is_never_cached(clock: FakeClock) -> None:
+    """A timeout's default answer (the outcome of a call cut by its deadline) is not a good value."""
+    cache = MemoryCache()
+    handler = cached(cache)
+    pipeline = (
+        PipelineBuilder("late", clock=clock)
+        .add(handler.as_strategy("late"))
+        .add(TimeoutHandler(1.0, default="stale", name="late", clock=clock).as_strategy("late"))
+        .build()
+    )
+
+    def late() -> str:
+        clock.advance(2.0)  # returns past its deadline: the scope drops it for the default
+        return "late"
+
+    assert pipeline.execute_sync(lambda: "good") == "good"
+    assert pipeline.execute_sync(late) == "stale"
+    assert cache.data == {"last": "good"}
+
+
+def test_a_value_returned_after_an_inner_answer_was_retried_is_a_good_value(clock: FakeClock) -> None:
+    """An inner answer a retry did not accept (a timeout's default its ``retry_on_result`` rejects)
+    is not the execution's: the next attempt's value is, written to the cache, and the execution
+    recovered (no fallback answered it)."""
+    cache = MemoryCache()
+    handler = cached(cache)
+    retry = Retry(
+        "late", RetryPolicy(max_attempts=2, initial_delay=0.0, retry_on_result="stale".__eq__), clock=clock
+    )
+    pipeline = (
+        PipelineBuilder("late", clock=clock)
+        .add(handler.as_strategy("late"))
+        .add(retry.as_strategy("late"))
+        .add(TimeoutHandler(1.0, default="stale", name="late", clock=clock).as_strategy("late"))
+        .build()
+    )
+    calls: list[int] = []
+
+    def late_once() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            clock.advance(2.0)  # past its deadline: the default answers, which the retry rejects
+        return f"value {len(calls)}"
+
+    assert pipeline.execute_sync(late_once) == "value 2"
+    assert cache.data == {"last": "value 2"}
+    assert (pipeline.stats.recovered, pipeline.stats.fallback) == (1, 0)
 
 
 async def test_cache_miss_reraises_the_original_error(driver: str, recorder) -> None:

@@ -42,6 +42,7 @@ __all__ = [
 _SUCCESS: Final = Outcome.SUCCESS
 _RECOVERED: Final = Outcome.RECOVERED
 _FAILURE: Final = Outcome.FAILURE
+_FALLBACK: Final = Outcome.FALLBACK
 
 
 class ExecutionContext:
@@ -181,9 +182,10 @@ class ExecutionContext:
             if limit is not None and self.attempt >= limit:
                 return None
             self.attempt += 1
-        outcome = self.outcome
-        if outcome is _SUCCESS or outcome is _FAILURE:  # it recovers if a later attempt's result is accepted
-            self.outcome = _RECOVERED
+        # It recovers if a later attempt's result is accepted: whatever the last attempt ended
+        # in (a failure, a result judged failed, an inner fallback's answer its policy did not
+        # accept) is no longer the execution's.
+        self.outcome = _RECOVERED
         return self.attempt
 
     def result_failed(self) -> None:
@@ -204,9 +206,19 @@ class ExecutionContext:
 
         Judged failed by :meth:`result_failed`, until a further attempt starts. What a step
         outside the one that judged it reads before it takes the result for a good one: a
-        recovery's re-run (:meth:`recovered`), a fallback's last good value.
+        recovery's re-run (:meth:`recovered`), a fallback's last good value (:meth:`result_good`).
         """
         return self.outcome is not _FAILURE
+
+    def result_good(self) -> bool:
+        """Whether the result the execution returns now is a good value of the call.
+
+        Accepted (:meth:`result_accepted`) and the call's own: not a value a pattern inside
+        answered in its place (its outcome :attr:`Outcome.FALLBACK`: a recovery rule's
+        fallback, a timeout's default). What a fallback's cache keeps as the last good value.
+        """
+        outcome = self.outcome
+        return outcome is not _FAILURE and outcome is not _FALLBACK
 
     def recovered(self) -> bool:
         """Count the execution as recovered (a recovery's re-run returned), unless its result failed.

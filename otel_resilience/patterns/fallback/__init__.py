@@ -17,7 +17,10 @@ The strategies (:class:`FallbackStrategy`):
 * ``CACHED_VALUE``: every success of the protected call is written to ``cache_service`` under
   a key made of ``cache_key`` and the call's arguments; on failure the last good value *of a
   call with the same arguments* is read back, never another's (``get_user("bob")`` is not
-  answered with alice's record). A miss re-raises the *original* error, unchanged.
+  answered with alice's record). A miss re-raises the *original* error, unchanged. A value a
+  pattern inside answered in place of the call (a recovery rule's fallback, a timeout's
+  default: the execution's outcome is already a fallback) is returned but never written: it
+  would replace the last good value.
 * ``MULTIPLE_ATTEMPTS``: call each of ``fallback_functions`` in order as drop-in replacements
   (``fn(*args, **kwargs)``); the first that returns answers. If all fail, an
   ``ExceptionGroup`` holding the original error and then every fallback error, in order, is

@@ -310,10 +310,11 @@ class FallbackStep(Link[FallbackConfig]):
         """Answer for a value ``handle_result`` does not accept; write an accepted one to the cache.
 
         The cache write (``CACHED_VALUE``) runs inline in the sync driver, in the background in
-        the async one. A result a step inside judged a failure (a retry's ``retry_on_result``
-        gave up on it:
-        :meth:`~otel_resilience.engine.context.ExecutionContext.result_accepted`) is returned as
-        it is, and is no last good value: never written.
+        the async one. Only a good value of the call is written
+        (:meth:`~otel_resilience.engine.context.ExecutionContext.result_good`): never a result a
+        step inside judged a failure (a retry's ``retry_on_result`` gave up on it), nor a value a
+        pattern inside answered in place of the call (a recovery rule's fallback, a timeout's
+        default).
         """
         core = self._core
         judge = core.judge_result
@@ -323,7 +324,7 @@ class FallbackStep(Link[FallbackConfig]):
                 refused = verdict(refused, "FallbackConfig.handle_result", core.name)
             if refused:
                 return self._fall_back(ctx, UnacceptedResultError(core.name, result))
-        if core.caches and ctx.result_accepted():
+        if core.caches and ctx.result_good():
             core.store(ctx.args, ctx.kwargs, result, inline=ctx.sync)
         return None
 
