@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import dataclasses
 import inspect
 import logging
 import os
@@ -281,6 +282,23 @@ async def test_an_exception_instance_is_copied_for_each_injection(clock: Any, dr
     assert all(len(error.__notes__) == 2 for error in raised)
     assert original.__notes__ == ["kept"]
     assert original.__traceback__ is None
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenFault(Exception):
+    """A fault that is a frozen dataclass: it takes no note (``add_note`` sets an attribute)."""
+
+    code: int = 503
+
+
+async def test_a_fault_that_refuses_notes_is_injected_without_one(clock: Any, driver: str) -> None:
+    """The drill injects the fault its factory made, unnoted, never the note's ``FrozenInstanceError``."""
+    chaos, calls = chaos_of(clock, fault_rate=1.0, fault=FrozenFault), []
+    with pytest.raises(FrozenFault) as caught:
+        await call(chaos, driver, calls)
+    assert calls == []
+    assert not hasattr(caught.value, "__notes__")
+    assert (chaos.get_stats()["faults"], chaos.get_stats()["errors"]) == (1, 0)
 
 
 async def test_a_fault_factory_is_called_for_each_injection(clock: Any, driver: str) -> None:

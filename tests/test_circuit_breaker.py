@@ -436,6 +436,40 @@ async def test_ignored_exceptions_count_as_neither(clock: FakeClock, driver: str
     assert breaker.state is CircuitState.OPEN
 
 
+class _ByStatus(type):
+    """A metaclass that matches instances by a field (a 5xx status), not by their class."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return getattr(instance, "status", 0) >= 500
+
+
+class ServerError(Exception, metaclass=_ByStatus):
+    """Matches every error whose ``status`` is 5xx, whatever its class."""
+
+
+class StatusError(Exception):
+    """An HTTP error carrying its status; not a subclass of :class:`ServerError`."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@pytest.mark.parametrize("field", ["record_exceptions", "ignore_exceptions"])
+async def test_exception_types_match_as_isinstance_does(clock: FakeClock, driver: str, field: str) -> None:
+    """Both selectors match an error as ``isinstance`` does, a metaclass's ``__instancecheck__`` included:
+    ``ignore_exceptions`` ignores the 503 that ``record_exceptions`` would record."""
+    breaker = make(clock, **{field: (ServerError,)})
+
+    def unavailable() -> None:
+        raise StatusError(503)
+
+    with pytest.raises(StatusError):
+        await invoke(breaker, driver, unavailable)
+    expected = (0, 1) if field == "ignore_exceptions" else (1, 0)
+    assert (breaker.stats.total_failures, breaker.stats.total_ignored) == expected
+
+
 async def test_unrecorded_exception_counts_as_success(clock: FakeClock, driver: str) -> None:
     """An error outside record_exceptions shows the dependency answered: it is a success."""
     breaker = make(clock, failure_threshold=2, record_exceptions=(ConnectionError,))

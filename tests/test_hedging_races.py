@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hedging_support import HANG, Dependency, Gate
@@ -167,6 +168,51 @@ async def test_an_interrupt_starts_no_attempt_that_has_not_run_yet() -> None:
         await h.call(charge)  # type: ignore[arg-type]
     assert len(calls) == 1
     assert h.get_stats()["hedges"] == 0
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_cancellation_the_dependency_raises_itself_ends_the_race_unchanged(
+    otel: Any, clock: FakeClock
+) -> None:
+    """The original's dependency raises CancelledError itself (it awaited a future cancelled
+    elsewhere; its task was not cancelled): no hedge starts after it, the caller gets that very
+    error, and the execution is cancelled, not failed."""
+    own = asyncio.CancelledError("the shared fetch was cancelled")
+    dependency = Dependency(own, "hedge answered")
+    h = Hedging("h-own-cancel", HedgingConfig(delay=10.0, max_attempts=3), clock=clock)
+    with pytest.raises(asyncio.CancelledError) as info:
+        await h.call(dependency)
+    assert info.value is own
+    assert len(dependency.calls) == 1
+    stats = h.get_stats()
+    assert (stats["hedges"], stats["cancelled"], stats["failed"]) == (0, 1, 0)
+    assert otel.span("h-own-cancel").attributes["resilience.outcome"] == "cancelled"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_hedges_own_cancellation_ends_the_race_and_cancels_the_original(clock: FakeClock) -> None:
+    """A hedge whose dependency raises CancelledError itself ends the race as an interrupt would: the
+    original still running is cancelled and awaited (never left to answer and swallow it), and the
+    caller gets the hedge's error."""
+    own = asyncio.CancelledError("the hedge's shared fetch was cancelled")
+    gate = Gate("original answered")
+    dependency = Dependency(gate, own)
+    h = Hedging("h-own-cancel-hedge", HedgingConfig(delay=0.5, max_attempts=2), clock=clock)
+
+    async def release_the_original_once_the_hedge_raised() -> None:
+        while len(dependency.calls) < 2:
+            await asyncio.sleep(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.event.set()
+
+    releaser = asyncio.ensure_future(release_the_original_once_the_hedge_raised())
+    with pytest.raises(asyncio.CancelledError) as info:
+        await h.call(dependency)
+    await releaser
+    assert info.value is own
+    assert 0 in dependency.cancelled  # the original was cancelled (the hedge's own error is there too)
+    assert sorted(dependency.finished) == [0, 1]
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 

@@ -555,6 +555,50 @@ async def test_failing_hook_ends_recovery(driver: str, clock: FakeClock) -> None
     assert system.get_stats()["by_strategy"]["restart"]["failed"] == 1
 
 
+@pytest.mark.parametrize(("driver", "hook_kind"), [("sync", "sync"), ("async", "sync"), ("async", "async")])
+async def test_a_failing_hooks_error_keeps_the_failure_it_restarted_for(
+    driver: str, hook_kind: str, clock: FakeClock
+) -> None:
+    """The restart hook runs after the delay, outside any handling: its error still carries the
+    failure that started the restart as its context, as an error raised while it was handled would."""
+
+    def hook() -> None:
+        raise RuntimeError("cannot reconnect")
+
+    async def hook_async() -> None:
+        await asyncio.sleep(0)
+        hook()
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError,
+        RecoveryAction(
+            RecoveryStrategy.RESTART, restart_hook=hook_async if hook_kind == "async" else hook, delay=1.0
+        ),
+    )
+    with pytest.raises(RuntimeError, match="cannot reconnect") as info:
+        await run(system, driver, Flaky(1))
+    assert type(info.value.__context__) is ConnectionError
+
+
+async def test_a_hooks_error_with_a_context_of_its_own_keeps_it(driver: str, clock: FakeClock) -> None:
+    """An error the hook raised while it handled another keeps that context (nothing is overwritten)."""
+
+    def hook() -> None:
+        try:
+            raise KeyError("pool")
+        except KeyError:
+            raise RuntimeError("cannot reconnect")  # noqa: B904 - the implicit context is the point
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=hook)
+    )
+    with pytest.raises(RuntimeError) as info:
+        await run(system, driver, Flaky(1))
+    assert type(info.value.__context__) is KeyError
+
+
 async def test_a_hook_raising_a_covered_error_ends_recovery(driver: str, clock: FakeClock) -> None:
     """A restart hook that raises an error the rule covers ends the recovery too: the hook is not
     called again for each re-run left, and the operation is not re-run after it failed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import inspect
@@ -456,6 +457,103 @@ async def test_a_reused_exception_keeps_a_single_retry_note(driver: str, clock: 
         with pytest.raises(Boom):
             await invoke(r, driver, always)
     assert shared.__notes__ == ["user note", "otel_resilience retry 'dep': gave up after 2 of 2 attempts"]
+
+
+async def test_a_nested_retrys_note_is_kept_beside_the_outer_ones(driver: str, clock: FakeClock) -> None:
+    """A retry inside another gives up first: the outer retry adds its note, and the inner one's stays."""
+    inner = Retry("inner", exact(max_attempts=3), clock=clock)
+    outer = Retry("outer", exact(max_attempts=2), clock=clock)
+
+    def down() -> None:
+        raise Boom("down")
+
+    if driver == "sync":
+        with pytest.raises(Boom) as info:
+            outer.execute_sync(lambda: inner.execute_sync(down))
+    else:
+
+        async def inner_call() -> None:
+            await invoke(inner, "async", down)
+
+        with pytest.raises(Boom) as info:
+            await outer.execute(inner_call)
+    assert info.value.__notes__ == [
+        "otel_resilience retry 'inner': gave up after 3 of 3 attempts",
+        "otel_resilience retry 'outer': gave up after 2 of 2 attempts",
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenError(Exception):
+    """An error that is a frozen dataclass: ``add_note`` (an attribute set) raises on it."""
+
+    code: int
+
+
+class TupleNotesError(Exception):
+    """An error whose ``__notes__`` is a tuple: ``add_note`` refuses to add to it."""
+
+    def __init__(self) -> None:
+        super().__init__("tuple notes")
+        self.__notes__ = ("user note",)
+
+
+@pytest.mark.parametrize("kind", [FrozenError, TupleNotesError])
+async def test_an_error_that_refuses_notes_is_reraised_unchanged(
+    driver: str, clock: FakeClock, kind: type[Exception]
+) -> None:
+    """When attempts run out, an error that takes no note is raised as it is, without the note, never
+    replaced by the error of the refusal (``FrozenInstanceError``, ``TypeError``)."""
+    raised: list[Exception] = []
+
+    def always() -> None:
+        raised.append(error := FrozenError(503) if kind is FrozenError else TupleNotesError())
+        raise error
+
+    r = Retry("dep", exact(max_attempts=2), clock=clock)
+    with pytest.raises(kind) as info:
+        await invoke(r, driver, always)
+    assert info.value is raised[-1]
+    assert getattr(info.value, "__notes__", None) in (None, ("user note",))
+    assert r.stats.exhausted == 1
+
+
+class _ByStatus(type):
+    """A metaclass that matches instances by a field (a 5xx status), not by their class."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return getattr(instance, "status", 0) >= 500
+
+
+class ServerError(Exception, metaclass=_ByStatus):
+    """Matches every error whose ``status`` is 5xx, whatever its class."""
+
+
+class StatusError(Exception):
+    """An HTTP error carrying its status; not a subclass of :class:`ServerError`."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@pytest.mark.parametrize(("field", "attempts"), [("retry_on", 3), ("no_retry_on", 1)])
+async def test_retry_does_what_is_retryable_says_for_types_matched_by_instance(
+    driver: str, clock: FakeClock, field: str, attempts: int
+) -> None:
+    """``retry_on`` and ``no_retry_on`` match as ``RetryPolicy.is_retryable`` does (``isinstance``, a
+    metaclass's ``__instancecheck__`` included): the retry makes the attempts its policy promises."""
+    policy = exact(max_attempts=3, **{field: (ServerError,)})
+    assert policy.is_retryable(StatusError(503)) is (field == "retry_on")
+    calls: list[int] = []
+
+    def unavailable() -> None:
+        calls.append(1)
+        raise StatusError(503)
+
+    with pytest.raises(StatusError):
+        await invoke(Retry("dep", policy, clock=clock), driver, unavailable)
+    assert len(calls) == attempts
 
 
 async def test_max_attempts_one_never_retries(driver: str, clock: FakeClock, recorder: EventRecorder) -> None:

@@ -687,14 +687,22 @@ def error_type_name(error: BaseException | None) -> str | None:
     A name longer than :data:`MAX_ATTRIBUTE_LENGTH` is cut (:func:`bounded_text`), as every
     telemetry value the library builds from a user's value. Names are cached per class, so a
     repeated failure formats no string. The cache holds its classes weakly: it never keeps a
-    dynamically created exception class (or its module) alive.
+    dynamically created exception class (or its module) alive. A class that cannot be hashed
+    (its metaclass defines ``__eq__`` and no ``__hash__``) is named each time, never cached.
     """
     if error is None:
         return None
     cls = type(error)
-    name = _TYPE_NAMES.get(cls)
+    try:
+        name = _TYPE_NAMES.get(cls)
+    except TypeError:  # an unhashable class: named, not cached (the caller's error must come through)
+        return _type_name(cls)
     if name is None:
-        module = cls.__module__
-        name = bounded_text(cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}")
-        _TYPE_NAMES[cls] = name
+        name = _TYPE_NAMES[cls] = _type_name(cls)
     return name
+
+
+def _type_name(cls: type[BaseException]) -> str:
+    """Format the bounded ``error.type`` of ``cls``: ``module.Qualname``, the qualname alone for builtins."""
+    module = cls.__module__
+    return bounded_text(cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}")

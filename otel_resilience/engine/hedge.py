@@ -55,7 +55,10 @@ starts, waits, cancels and awaits. The race, in order:
    open breaker inside the hedging) never called the dependency, so it is no failure
    recovered from.
 7. A cancellation of the caller (its own deadline included) cancels and awaits every attempt,
-   then propagates.
+   then propagates. So does a cancellation an attempt raised itself while the race was on (its
+   dependency awaited a future cancelled elsewhere: no cancellation of the race's): it is no
+   outcome to hedge after, so no attempt starts after it, and it reaches the caller as it was
+   raised, as an interrupt an attempt raised does.
 
 A deadline binds the task that set it (:mod:`otel_resilience.engine.context`), so inside an
 attempt ``current_deadline()`` knows only the scopes the attempt opens itself; an enclosing
@@ -265,6 +268,7 @@ class _Race:
         "next",
         "over",
         "recovered",
+        "stopped",
         "tasks",
         "timed",
         "winner",
@@ -280,8 +284,12 @@ class _Race:
         self.tasks: set[asyncio.Task[None]] = set()
         self.winner: _Attempt | None = None
         self.over = False
-        """Whether the race is decided (an attempt won, or one ended it with an interrupt): an
-        attempt whose task first runs after that does not run (:meth:`run`)."""
+        """Whether the race is decided (an attempt won, or one ended it with an interrupt or a
+        cancellation of its own), or being stopped: an attempt whose task first runs after that
+        does not run (:meth:`run`), and one cancelled after that is a loser the race cancelled."""
+        self.stopped: BaseException | None = None
+        """A cancellation an attempt raised itself while the race was on (not a loser's: the race
+        cancels attempts only once it is over): it ends the race, raised by :meth:`first_ended`."""
         self.failed = False
         self.recovered = ctx.outcome is _RECOVERED
         """Whether the execution had recovered before the race (a retry around it runs it again)."""
@@ -349,6 +357,12 @@ class _Race:
             attempt.cancelled = True
             if not isinstance(error, asyncio.CancelledError):
                 self.over = True  # an interrupt ends the race (first_ended raises it)
+            elif not self.over:
+                # Not a loser: the race cancels attempts only once it is over. The attempt raised
+                # it (its dependency awaited a future cancelled elsewhere): no outcome to hedge
+                # after, but a cancellation, which ends the race and reaches the caller as it is.
+                self.over = True
+                self.stopped = error
             hedge.leave(ctx, scope, error, accepted=False, won=False)
             raise
         try:
@@ -406,7 +420,8 @@ class _Race:
 
         Raises:
             BaseException: What an attempt's task ended with other than cancellation (an
-                interrupt, the wrong-driver signal): it ends the race.
+                interrupt, the wrong-driver signal), or a cancellation an attempt raised itself
+                (:attr:`stopped`): it ends the race.
         """
         tasks, clock = self.tasks, self.clock
         if timeout is None:
@@ -423,6 +438,14 @@ class _Race:
             finally:
                 await _cancel_all({timer})
             done.discard(timer)
+        if (stopped := self.stopped) is not None:  # its task ended cancelled, and holds it
+            # Raised before a task is bound here: the tasks go on in :attr:`tasks`, for the race's end.
+            self.stopped = None
+            del done
+            try:
+                raise stopped
+            finally:
+                del stopped  # its traceback holds this frame: not bound here (a cycle)
         for task in done:
             tasks.discard(task)
             if not task.cancelled() and (raised := task.exception()) is not None:
@@ -481,6 +504,7 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         await contest.contest()
         await _cancel_all(contest.tasks)  # the losers still running
     except BaseException as stopped:
+        contest.over = True  # the attempts cancelled now are losers, not cancellations of their own
         await _cancel_all(contest.tasks)
         _forget(contest)
         hedge.end(ctx, None, stopped)
@@ -502,7 +526,7 @@ def _forget(contest: _Race) -> None:
     """Drop every attempt's error and result: their tracebacks hold frames that hold the attempts."""
     for attempt in contest.attempts:
         attempt.error = attempt.result = None
-    contest.winner = None
+    contest.winner = contest.stopped = None
 
 
 async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:

@@ -203,7 +203,10 @@ class Pipeline:
         """
         if type(caught) is WrongDriver:
             self._refused(caught, handles, start)
-        outcome = OUTCOME_OF[type(caught)]  # classify_error(caught), with no call
+        try:
+            outcome = OUTCOME_OF[type(caught)]  # classify_error(caught), with no call
+        except TypeError:  # a class that cannot be hashed
+            outcome = classify_error(caught)
         next(self.stats.tally[outcome])
         if handles:
             self.telemetry.end_execution(handles, outcome, self._clock.now() - start, caught)

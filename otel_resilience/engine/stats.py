@@ -48,13 +48,21 @@ OUTCOME_OF: Final = _Outcomes()
 """``OUTCOME_OF[type(error)]``: the outcome of an execution that raised ``error``.
 
 The outcome is a function of the exception's type only, so it is computed once per type: a
-pipeline reads it on every execution that raised with one look-up in C, no call of ours.
+pipeline reads it on every execution that raised with one look-up in C, no call of ours. The
+look-up raises ``TypeError`` for a class that cannot be hashed: :func:`classify_error` classifies it.
 """
 
 
 def classify_error(error: BaseException) -> Outcome:
-    """Map an exception that escaped an execution to its :class:`Outcome`."""
-    return OUTCOME_OF[type(error)]
+    """Map an exception that escaped an execution to its :class:`Outcome`.
+
+    A class that cannot be hashed (its metaclass defines ``__eq__`` and no ``__hash__``) is
+    classified each time: :data:`OUTCOME_OF` cannot key it.
+    """
+    try:
+        return OUTCOME_OF[type(error)]
+    except TypeError:
+        return _classify(type(error))
 
 
 class _Count(CounterValue):

@@ -15,6 +15,7 @@ construction can size a window, a queue or a history, and is exported as a 64-bi
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 import reprlib
@@ -41,6 +42,7 @@ __all__ = [
     "describe",
     "discard",
     "fail",
+    "matched_by_class",
     "verdict",
     "wrong_return",
 ]
@@ -374,3 +376,21 @@ def check_error_selector(
     if isinstance(selector, tuple) and not all(issubclass(item, Exception) for item in selector):
         raise fail(owner, field, f"Exception subclasses or a predicate ({never})", value)
     return cast("tuple[type[Exception], ...] | Callable[[Exception], bool]", selector)
+
+
+_PLAIN_INSTANCE_CHECKS: Final = (type.__instancecheck__, abc.ABCMeta.__instancecheck__)
+"""The ``__instancecheck__`` of metaclasses whose ``isinstance(x, C)`` is ``issubclass(type(x), C)``:
+``type``'s and ``ABCMeta``'s (which asks the class of the instance)."""
+
+
+def matched_by_class(types: tuple[type, ...]) -> bool:
+    """Whether ``issubclass(type(error), types)`` answers as ``isinstance(error, types)``, the rule.
+
+    A selector of exception types matches an error as ``isinstance`` does (``RetryPolicy.is_retryable``,
+    a fallback's ``handle_exceptions``, a breaker's ``record_exceptions``). A step may test the
+    error's class instead, cheaper when the answer is usually no (docs/design.md), only when that
+    gives the same answer: when no class's metaclass has an ``__instancecheck__`` of its own (one
+    that matches instances by their fields, say an HTTP status, matches no class). Asked once, when
+    the selector is set.
+    """
+    return all(type(kind).__instancecheck__ in _PLAIN_INSTANCE_CHECKS for kind in types)

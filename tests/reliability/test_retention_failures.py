@@ -223,6 +223,37 @@ def recovery_reruns_run_out(watched: Watched, sync: bool) -> Callable[[], Any]:
     return lambda: manager.execute_with_resilience(down_async, config)
 
 
+def recovery_restarts(watched: Watched, sync: bool) -> Callable[[], Any]:
+    """RESTART re-runs that all fail: the token holds each failure until its restart hook ran."""
+    down_sync, down_async = _failing(watched)
+    system = ErrorRecoverySystem(name="retention-restarts")
+    system.register_recovery_rule(
+        Down,
+        RecoveryAction(
+            strategy=RecoveryStrategy.RESTART, max_attempts=2, delay=0.0, restart_hook=lambda: None
+        ),
+    )
+    if sync:
+        return lambda: system.execute_sync(down_sync)
+    return lambda: system.execute(down_async)
+
+
+def recovery_restart_hook_fails(watched: Watched, sync: bool) -> Callable[[], Any]:
+    """The restart hook raises: its error carries the failure it restarted for as context."""
+    down_sync, down_async = _failing(watched)
+
+    def hook() -> NoReturn:
+        raise watched.down("the restart hook's error")
+
+    system = ErrorRecoverySystem(name="retention-restart-hook")
+    system.register_recovery_rule(
+        Down, RecoveryAction(strategy=RecoveryStrategy.RESTART, max_attempts=2, delay=0.0, restart_hook=hook)
+    )
+    if sync:
+        return lambda: system.execute_sync(down_sync)
+    return lambda: system.execute(down_async)
+
+
 def recovery_fallback_fails(watched: Watched, sync: bool) -> Callable[[], Any]:
     down_sync, down_async = _failing(watched)
 
@@ -281,6 +312,18 @@ def hedged_attempt_interrupted(watched: Watched, sync: bool) -> Callable[[], Any
     return lambda: hedging.call(interrupted)
 
 
+def hedged_attempt_cancels_itself(watched: Watched, sync: bool) -> Callable[[], Any]:
+    """A hedged attempt's dependency raises ``CancelledError`` itself: it ends the race, raised as it is."""
+    hedging = Hedging("retention-hedging-own-cancel", HedgingConfig(delay=10.0, max_attempts=2))
+
+    async def cancels_itself() -> NoReturn:
+        _held = watched.payload("the function's local")
+        await asyncio.sleep(0)
+        raise watched.track("the function's error", asyncio.CancelledError("the shared fetch was cancelled"))
+
+    return lambda: hedging.call(cancels_itself)
+
+
 def http_failure_raised(watched: Watched, sync: bool) -> Callable[[], Any]:
     """A failed response raised as ``FailedResponseError`` (``HttpOptions(raise_on_failure=True)``)."""
 
@@ -325,6 +368,9 @@ SCENARIOS: dict[str, tuple[Callable[[Watched, bool], Callable[[], Any]], tuple[s
     "recovery fallback raises": (recovery_fallback_fails, ("sync", "async")),
     "recover_from_error": (recover_from_error, ("sync", "async")),
     "hedged attempt interrupted": (hedged_attempt_interrupted, ("async",)),
+    "hedged attempt cancels itself": (hedged_attempt_cancels_itself, ("async",)),
+    "recovery restarts run out": (recovery_restarts, ("sync", "async")),
+    "recovery restart hook raises": (recovery_restart_hook_fails, ("sync", "async")),
     "http failure raised": (http_failure_raised, ("sync",)),
     "unknown policy reloaded": (unknown_policy_reloaded, ("sync",)),
 }

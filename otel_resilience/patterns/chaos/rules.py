@@ -8,7 +8,6 @@ import copy
 import inspect
 import logging
 import random
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.forking import fork_reseeded, fork_safe
+from otel_resilience.engine.notes import add_note
 from otel_resilience.engine.validation import discard, verdict
 
 if TYPE_CHECKING:
@@ -212,7 +212,8 @@ class _Rules:
             returned = type(error).__name__
             self._failed(f"its fault factory (it returned {returned}, not an Exception)", trace=False)
             return None
-        _add_note(error, f"injected by chaos {self.name!r}: a drill, the dependency was not called")
+        # an exception that refuses notes (a frozen dataclass) is injected without
+        add_note(error, f"injected by chaos {self.name!r}: a drill, the dependency was not called")
         next(self._faults)
         return error
 
@@ -267,11 +268,3 @@ class _Rules:
             "outcomes": outcomes,
             "errors": errors,
         }
-
-
-def _add_note(error: Exception, note: str) -> None:
-    """Attach ``note`` to ``error`` (``add_note``; the ``__notes__`` list on Python 3.10)."""
-    if sys.version_info >= (3, 11):
-        error.add_note(note)
-    else:  # pragma: no cover - Python 3.10
-        error.__dict__.setdefault("__notes__", []).append(note)

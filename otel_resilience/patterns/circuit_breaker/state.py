@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.engine.validation import matched_by_class
 from otel_resilience.errors import CircuitOpenError, ExecutionRejectedError
 from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig, break_seconds
 
@@ -196,6 +197,7 @@ class Settings:
         "failure_threshold",
         "half_open_max_calls",
         "ignore",
+        "ignore_by_class",
         "max_half_open_wait",
         "minimum_calls",
         "plain",
@@ -226,6 +228,8 @@ class Settings:
         self.ignore: tuple[type[BaseException], ...] = (
             (ExecutionRejectedError, *ignore) if ignore else _ALWAYS_IGNORED
         )
+        self.ignore_by_class = matched_by_class(self.ignore)
+        """Whether the error's class answers for :attr:`ignore` (else ``isinstance``, the rule)."""
         self.rate_threshold = config.failure_rate_threshold
         self.minimum_calls = config.minimum_calls
         self.slow_call_duration = config.slow_call_duration

@@ -12,6 +12,7 @@ from otel_resilience.engine.deadline import passes_to_its_scope
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.notes import chain_failure
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.step import Answer, Call
 from otel_resilience.engine.validation import verdict
@@ -371,10 +372,9 @@ class FallbackStep(Link[FallbackConfig]):
         """Judge ``fallback_function``: its value answers, its own error is raised in place of ``error``."""
         if failure is not None:
             self._core.failed(self._telemetry, error)
-            if failure.__context__ is None and failure is not error:
-                # A value not accepted was never raised, so no handling chained it: chain it here,
-                # as a handled error is, so that the caller sees what the alternative answered for.
-                failure.__context__ = error
+            # A value not accepted was never raised, so no handling chained it: chain it here,
+            # as a handled error is, so that the caller sees what the alternative answered for.
+            chain_failure(failure, error)
             try:
                 raise failure
             finally:

@@ -13,10 +13,11 @@ lookup) and answers with an action:
   that returns makes it a successful one (:meth:`RecoveryStep.on_success`), unless its result is
   one the policy judged a failure (a retry inside gave up on it): then the recovery failed. A
   ``restart_hook`` that raises (:meth:`Rerun.restart`) ends the recovery as a failed attempt
-  whatever the rule covers: its error is raised unchanged and no re-run starts after it. A
-  recovery the effective deadline ended (:meth:`RecoveryStep._cut_by_deadline`) is a failed one
-  in both drivers: the caller gets the deadline's timeout, whether its timer cancelled the
-  re-run (async) or the re-run returned after it in a thread, where its scope drops the result.
+  whatever the rule covers: its error is raised, with the failure it restarted for as its
+  context (when it has none of its own), and no re-run starts after it. A recovery the
+  effective deadline ended (:meth:`RecoveryStep._cut_by_deadline`) is a failed one in both
+  drivers: the caller gets the deadline's timeout, whether its timer cancelled the re-run
+  (async) or the re-run returned after it in a thread, where its scope drops the result.
   Each re-run is an attempt of the execution, with its attempt scope (:class:`Rerun`).
 * FALLBACK: an :class:`~otel_resilience.engine.step.Answer` with ``fallback_value``, or a
   :class:`~otel_resilience.engine.step.Call` of ``fallback_function`` with the operation's
@@ -39,6 +40,7 @@ from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.notes import chain_failure
 from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.rerun import may_run_again
@@ -73,6 +75,8 @@ class Rerun:
     It keeps the failure's type name (what telemetry reports), not the failure: the token lives in
     the frames of the re-runs, which the tracebacks of the re-runs' errors hold, and a token
     holding the failure (its traceback, its frames) would make a reference cycle of them all.
+    The one exception is :attr:`failure`, held only from the decision to restart until the hook
+    is called (or the wait before it ends otherwise: :meth:`RecoveryStep.on_cancel`).
 
     Each re-run is an attempt of the execution: when no step inside the recovery opens its
     scope (:attr:`~otel_resilience.engine.step.Step.opens_attempts`: no retry, no hedging), the
@@ -84,6 +88,9 @@ class Rerun:
             a failure judged meanwhile is the hook's, not a re-run's.
         telemetry: What opens the re-runs' attempt scopes, or ``None`` when the token opens none.
         handles: The running re-run's attempt scope, or ``None`` when none is open.
+        failure: The failure the next ``restart_hook`` call restarts for, until it is called:
+            an error the hook raises gets it as its context, so the caller sees what the restart
+            was for (:func:`~otel_resilience.engine.notes.chain_failure`).
     """
 
     __slots__ = (
@@ -91,6 +98,7 @@ class Rerun:
         "covered",
         "ctx",
         "error_type",
+        "failure",
         "handles",
         "left",
         "restarting",
@@ -115,26 +123,41 @@ class Rerun:
         self.ctx = ctx
         self.telemetry = telemetry
         self.handles: Any = None
+        self.failure: Exception | None = None
 
     def restart(self) -> object:
         """Call the rule's ``restart_hook`` before a re-run (the driver's hook of the re-run).
 
         :attr:`restarting` is set until the hook returned (an awaitable it returns: until that
         ended, in the async driver), so an error it raises is told from the re-run's. An
-        awaitable returned to the sync driver, which refuses it, is the hook's failure too.
+        awaitable returned to the sync driver, which refuses it, is the hook's failure too. An
+        error the hook raises has the failure it restarts for as its context (:attr:`failure`).
         Once it returned, the re-run's attempt scope opens (:meth:`open`).
         """
+        failure, self.failure = self.failure, None
         self.restarting = True
-        value = self.action.restart_hook()  # type: ignore[misc] # a RESTART rule has one
-        if inspect.isawaitable(value):
-            return value if self.sync else self._restarted(value)
+        try:
+            value = self.action.restart_hook()  # type: ignore[misc] # a RESTART rule has one
+            if inspect.isawaitable(value):
+                return value if self.sync else self._restarted(value, failure)
+        except Exception as error:
+            chain_failure(error, failure)
+            raise
+        finally:
+            del failure  # the hook's error's traceback holds this frame: not bound here (a cycle)
         self.restarting = False
         self.open()
         return value
 
-    async def _restarted(self, pending: Awaitable[object]) -> None:
+    async def _restarted(self, pending: Awaitable[object], failure: Exception | None) -> None:
         """Await an async ``restart_hook``; once it ended without an error, the re-run is next."""
-        await pending
+        try:
+            await pending
+        except Exception as error:
+            chain_failure(error, failure)
+            raise
+        finally:
+            del failure  # as in restart()
         self.restarting = False
         self.open()
 
@@ -205,6 +228,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         scope ends ``cancelled`` either way.
         """
         if type(token) is Rerun:
+            token.failure = None  # a restart that will not be called (its wait ended otherwise)
             token.end(_CANCELLED, None)
             if self._cut_by_deadline(ctx, returned=False):
                 self._give_up(token)
@@ -288,14 +312,16 @@ class RecoveryStep(Link[RecoveryConfig]):
             and ctx.next_attempt() is not None
         ):
             rerun.left -= 1
-            hook: Callable[[], object] | None = rerun.restart  # it opens the scope once it returned
             if action.restart_hook is None:
                 hook = None if rerun.telemetry is None else rerun.open
-            return Retry(delay, rerun, hook, self._what("restart_hook"))
+                return Retry(delay, rerun, hook, self._what("restart_hook"))
+            rerun.failure = error  # the context of an error the hook raises (Rerun.restart)
+            return Retry(delay, rerun, rerun.restart, self._what("restart_hook"))
         return self._give_up(rerun)
 
     def _give_up(self, rerun: Rerun) -> Action:
         """End a RETRY/RESTART recovery as failed: the last error passes through unchanged."""
+        rerun.failure = None
         self._settle(rerun.action.strategy, rerun.error_type, success=False)
         return None
 

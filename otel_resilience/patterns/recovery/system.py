@@ -109,8 +109,8 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             action: What to do.
 
         Raises:
-            TypeError: ``exc_type`` is not an ``Exception`` subclass or ``action`` is not a
-                :class:`RecoveryAction`.
+            TypeError: ``exc_type`` is not an ``Exception`` subclass (or one that cannot be
+                hashed) or ``action`` is not a :class:`RecoveryAction`.
             ValueError: ``exc_type`` is a rejection.
         """
         if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
@@ -125,6 +125,11 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             )
         if not isinstance(action, RecoveryAction):
             raise fail("ErrorRecoverySystem", "action", "a RecoveryAction", action, kind=TypeError)
+        try:
+            hash(exc_type)
+        except TypeError:
+            rule = "a hashable class (the metaclass of this one defines __eq__ without __hash__)"
+            raise fail("ErrorRecoverySystem", "exc_type", rule, exc_type, kind=TypeError) from None
         with self._lock:
             rules = dict(self._rules)
             rules[exc_type] = action
@@ -311,7 +316,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
         rules = self._rules
         if rules:
             for cls in type(error).__mro__:
-                action = rules.get(cls)
+                try:
+                    action = rules.get(cls)
+                except TypeError:  # a class that cannot be hashed is no rule's key
+                    continue
                 if action is not None:
                     return cls, action
         return None

@@ -15,8 +15,10 @@ How it behaves, and why:
 * **The original exception is re-raised** when retries run out, never a wrapper, so that a
   caller's ``except ConnectionError`` keeps working (stamina). A note is attached to it
   (``add_note``; ``__notes__`` on 3.10) saying how many attempts were made and why retrying
-  stopped. When a *result* was being retried (:attr:`RetryPolicy.retry_on_result`) and attempts
-  run out, the last result is returned, and the execution counts as a failure.
+  stopped: one per retry (an exception object raised again gets this retry's note replaced; a
+  retry nested inside keeps its own), none on an exception that refuses notes. When a *result*
+  was being retried (:attr:`RetryPolicy.retry_on_result`) and attempts run out, the last result
+  is returned, and the execution counts as a failure.
 * **What is retried.** ``Exception`` subclasses only: ``asyncio.CancelledError``,
   ``KeyboardInterrupt`` and ``SystemExit`` are never caught. Rejections
   (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open breaker, a full bulkhead) are

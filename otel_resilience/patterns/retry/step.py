@@ -10,7 +10,6 @@ nothing here awaits or sleeps.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
@@ -28,6 +27,7 @@ from otel_resilience.engine.events import (
     error_type_name,
 )
 from otel_resilience.engine.facade import Link
+from otel_resilience.engine.notes import add_note
 from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
@@ -35,7 +35,7 @@ from otel_resilience.engine.registry import BUDGETED_RETRIES
 from otel_resilience.engine.rerun import may_run_again
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
-from otel_resilience.engine.validation import verdict, wrong_return
+from otel_resilience.engine.validation import matched_by_class, verdict, wrong_return
 from otel_resilience.patterns.retry.budget import RetryBudget
 from otel_resilience.patterns.retry.policy import RetryPolicy, _constant_delay
 from otel_resilience.patterns.retry.stats import RetryStats
@@ -76,17 +76,6 @@ class _Wait(NamedTuple):
     """Where the delay came from: ``"strategy"`` or ``"outcome"`` (``delay_from``)."""
     withdrawal: int | None = None
     """The budget's receipt for the retry it allowed (``None``: no budget, or retrying stops)."""
-
-
-def _attach_note(error: BaseException, note: str) -> None:
-    """Attach ``note`` to ``error``, replacing an earlier retry note (reused exception objects)."""
-    notes = getattr(error, "__notes__", None)
-    if isinstance(notes, list):
-        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(_NOTE_PREFIX))]
-    if sys.version_info >= (3, 11):
-        error.add_note(note)
-    else:  # pragma: no cover - Python 3.10
-        error.__dict__.setdefault("__notes__", []).append(note)
 
 
 def _rejection(error: Exception | None) -> bool:
@@ -153,8 +142,11 @@ class _RetryCore:
         self.budget = policy.budget
         self.delay_from = policy.delay_from
         retry_on, no_retry_on = policy.retry_on, policy.no_retry_on
-        self._retry_types = retry_on if isinstance(retry_on, tuple) else None
-        self._no_retry_types = no_retry_on if isinstance(no_retry_on, tuple) else None
+        # Types the error's class answers for (matched_by_class); else the policy's rule, by isinstance.
+        self._retry_types = retry_on if isinstance(retry_on, tuple) and matched_by_class(retry_on) else None
+        self._no_retry_types = (
+            no_retry_on if isinstance(no_retry_on, tuple) and matched_by_class(no_retry_on) else None
+        )
         self.stats = RetryStats()
         self.lock = threading.Lock()  # taken by calls only: see engine.forking
 
@@ -256,7 +248,10 @@ class _RetryCore:
             args = RetryExhausted(failed, error_type_name(error), reason, _rejection(error))
             telemetry.report(_RETRY_EXHAUSTED, args)
         if error is not None:
-            _attach_note(error, self._give_up_note(attempt, wait, failed))
+            # Replacing this retry's earlier note (a reused exception object), never another retry's
+            # (a retry nested inside this one gave up first); an error that refuses notes has none.
+            mine = f"{_NOTE_PREFIX}{self.name!r}:"
+            add_note(error, self._give_up_note(attempt, wait, failed), replacing=mine)
 
     def _next_wait(
         self, ctx: ExecutionContext, attempt: int, outcome: object, previous: float | None

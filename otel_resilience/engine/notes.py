@@ -1,0 +1,49 @@
+"""What the library adds to a user's exception: a note (a retry's give-up, a chaos injection), a context.
+
+A note says what the library did with an error; the error itself is what the caller catches. An
+exception that refuses notes (a frozen dataclass, whose ``__setattr__`` raises; ``__notes__`` set
+to something other than a list, which ``add_note`` refuses) is raised without the note, unchanged,
+never replaced by the error of the refusal.
+
+A user's function that the library calls for a failure outside its handling (a fallback's
+alternative given a value it did not accept, a restart hook run after a recovery's delay) and
+that raises gets that failure as its context (:func:`chain_failure`), as an error raised while
+the failure was handled would: the caller sees what the function was called for.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["add_note", "chain_failure"]
+
+
+def add_note(error: BaseException, note: str, *, replacing: str | None = None) -> bool:
+    """Attach ``note`` to ``error`` if it takes notes; return whether it took it.
+
+    Args:
+        error: The user's exception.
+        note: The note.
+        replacing: A prefix: the notes of ``error`` that start with it are dropped first, so
+            that an exception object raised again (a reused one) carries one such note, not one
+            per use. ``None`` (default) drops none.
+    """
+    try:
+        if replacing is not None and isinstance(notes := getattr(error, "__notes__", None), list):
+            notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(replacing))]
+        if sys.version_info >= (3, 11):
+            error.add_note(note)
+        else:  # pragma: no cover - Python 3.10
+            error.__dict__.setdefault("__notes__", []).append(note)
+    except Exception:  # noqa: BLE001 - the exception refuses notes: raised as it is
+        return False
+    return True
+
+
+def chain_failure(error: BaseException, failure: BaseException | None) -> None:
+    """Make ``failure`` the context of ``error``, raised by a function called for it, unless it has one.
+
+    An error with a context of its own (raised while its function handled another) keeps it.
+    """
+    if failure is not None and error.__context__ is None and error is not failure:
+        error.__context__ = failure
