@@ -16,9 +16,9 @@ Structured fields come first; the message is derived from them only when it is s
 raising a rejection formats no string. ``BaseException`` keeps the constructor's arguments as
 ``args`` (so pickling and ``repr`` rebuild the error from them). The rejections, raised on hot
 paths, have no ``__init__`` of their own: their fields are read-only views of ``args`` (the
-signature is declared for type checkers only), so making one runs no Python frame; the other
-errors set their fields in ``__init__``. When retries run out the *original* exception is
-re-raised, never wrapped.
+signature is declared for type checkers only, positional as the builtin constructor takes it),
+so making one runs no Python frame; the other errors set their fields in ``__init__``. When
+retries run out the *original* exception is re-raised, never wrapped.
 
 A rejection raised by the breaker, bulkhead or rate limiter of one key of a keyed policy
 (``manager.policy(...).for_key(key)``) names the key: its ``key`` is ``str(key)``, its last
@@ -29,6 +29,7 @@ argument (made by :func:`keyed_rejection`), and its message says
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -74,7 +75,13 @@ class _Arg(Generic[_T]):
     def __get__(self, error: BaseException, owner: type) -> _T: ...
 
     def __get__(self, error: BaseException | None, owner: type) -> Any:
-        return self if error is None else error.args[self._index]
+        if error is None:
+            return self
+        try:
+            return error.args[self._index]
+        except IndexError:  # made with fewer arguments (a message alone): the field was not given
+            msg = f"{type(error).__name__}.{self._name}: the error was made without it (args: {error.args!r})"
+            raise AttributeError(msg) from None
 
     def __set__(self, error: BaseException, value: object) -> NoReturn:
         msg = f"{type(error).__name__}.{self._name} is read-only (it is the argument {self._index} in args)"
@@ -103,6 +110,23 @@ _KEY_DOC = "The key of the keyed policy whose own instance rejected the call (``
 def _who(what: str, name: str, key: str | None) -> str:
     """The subject of a rejection's message: ``"circuit breaker 'payments' (key 'api.example.com')"``."""
     return f"{what} {name!r}" if key is None else f"{what} {name!r} (key {key!r})"
+
+
+def _shown(message: Callable[[_E], str]) -> Callable[[_E], str]:
+    """Make ``message`` a rejection's ``__str__`` that never raises.
+
+    A rejection made with arguments of another shape than its signature's (a message alone, as
+    ``CircuitOpenError("breaker down")`` in an application's test double) has no field to format:
+    its ``str`` is then ``Exception``'s, its arguments, so that logging or printing it cannot fail.
+    """
+
+    def __str__(error: _E) -> str:  # noqa: N807 - it is the method
+        try:
+            return message(error)
+        except (AttributeError, TypeError, ValueError):
+            return Exception.__str__(error)
+
+    return functools.update_wrapper(__str__, message)
 
 
 def keyed_rejection(error_type: Callable[..., _E], key: str | None) -> Callable[..., _E]:
@@ -150,7 +174,7 @@ class CircuitOpenError(ExecutionRejectedError):
 
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
-        def __init__(self, name: str, state: str, retry_after: float, key: str | None = None) -> None: ...
+        def __init__(self, name: str, state: str, retry_after: float, key: str | None = None, /) -> None: ...
 
     name = _Arg[str](0, "The breaker's name.")
 
@@ -160,6 +184,7 @@ class CircuitOpenError(ExecutionRejectedError):
 
     key = _KeyArg(3, _KEY_DOC)
 
+    @_shown
     def __str__(self) -> str:
         breaker = _who("circuit breaker", self.name, self.key)
         if self.state == "half_open":
@@ -189,7 +214,7 @@ class BulkheadFullError(ExecutionRejectedError):
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
         def __init__(
-            self, name: str, max_concurrent: int, max_waiting: int, key: str | None = None
+            self, name: str, max_concurrent: int, max_waiting: int, key: str | None = None, /
         ) -> None: ...
 
     name = _Arg[str](0, "The bulkhead's name.")
@@ -200,6 +225,7 @@ class BulkheadFullError(ExecutionRejectedError):
 
     key = _KeyArg(3, _KEY_DOC)
 
+    @_shown
     def __str__(self) -> str:
         return (
             f"{_who('bulkhead', self.name, self.key)} is full (limits: {self.max_concurrent} running, "
@@ -217,13 +243,20 @@ class BulkheadTimeoutError(BulkheadFullError):
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
         def __init__(  # the key comes after the timeout
-            self, name: str, max_concurrent: int, max_waiting: int, timeout: float, key: str | None = None
+            self,
+            name: str,
+            max_concurrent: int,
+            max_waiting: int,
+            timeout: float,
+            key: str | None = None,
+            /,
         ) -> None: ...
 
     timeout = _Arg[float](3, "The bulkhead's queue timeout, in seconds, that the call waited.")
 
     key = _KeyArg(4, _KEY_DOC)
 
+    @_shown
     def __str__(self) -> str:
         return f"{_who('bulkhead', self.name, self.key)}: no slot became free within {self.timeout:g} s"
 
@@ -246,7 +279,7 @@ class RateLimitedError(ExecutionRejectedError):
 
     if TYPE_CHECKING:  # the arguments are kept in ``args``, read by the fields (_Arg)
 
-        def __init__(self, name: str, retry_after: float, key: str | None = None) -> None: ...
+        def __init__(self, name: str, retry_after: float, key: str | None = None, /) -> None: ...
 
     name = _Arg[str](0, "The rate limiter's name.")
 
@@ -254,6 +287,7 @@ class RateLimitedError(ExecutionRejectedError):
 
     key = _KeyArg(2, _KEY_DOC)
 
+    @_shown
     def __str__(self) -> str:
         limiter = _who("rate limiter", self.name, self.key)
         return f"{limiter} has no permit free; the next is due in {self.retry_after:.3f} s"

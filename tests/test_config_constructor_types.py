@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -29,9 +29,13 @@ from otel_resilience import (
     CountWindow,
     FallbackStrategy,
     HedgingConfig,
+    Jitter,
     RecoveryStrategy,
     RetryPolicy,
+    RetryStrategy,
 )
+from otel_resilience.patterns import timeout
+from otel_resilience.patterns.retry.policy import JitterName, StrategyName
 
 # Arguments a class needs to be valid at all, so that the field under test decides.
 REQUIRED: dict[str, dict[str, Any]] = {
@@ -136,6 +140,16 @@ DURATION_ARGUMENTS: list[tuple[Callable[..., object], str, Callable[[timedelta],
     (otel_resilience.TimeoutHandler, "timeout", lambda td: otel_resilience.TimeoutHandler(td)),
     (otel_resilience.fail_after, "seconds", lambda td: otel_resilience.fail_after(td)),
     (otel_resilience.move_on_after, "seconds", lambda td: otel_resilience.move_on_after(td)),
+    *(
+        (
+            otel_resilience.RedisStore.from_url,
+            name,
+            lambda td, name=name: otel_resilience.RedisStore.from_url(
+                "redis://127.0.0.1:1/0", namespace="durations", **{name: td}
+            ).close(),
+        )
+        for name in ("timeout", "flush_interval", "probe_lease_ttl", "key_ttl", "resync_interval")
+    ),
     (
         otel_resilience.ResilienceManager.policy,
         "idle_ttl",
@@ -188,3 +202,37 @@ def test_an_async_result_predicate_is_refused_naming_the_field(make: Any, field:
 
     with pytest.raises(TypeError, match=re.escape(field)):
         make(judge)
+
+
+def accepts_list(cls: type, field: str) -> bool:
+    """Whether the run-time constructor takes a list (of exception types) for ``field``."""
+    try:
+        cls(**{**REQUIRED.get(cls.__name__, {}), field: [ValueError]})
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda cls: cls.__name__)
+def test_a_field_that_takes_a_list_is_typed_as_taking_one(cls: type) -> None:
+    """A list (or set) the constructor normalises to a tuple is in the declared type (``retry_on=[...]``)."""
+    declared = declared_init(cls)
+    typed = annotations_of(declared) if declared is not None else {}
+    for field in dataclasses.fields(cls):
+        if not field.init or not accepts_list(cls, field.name):
+            continue
+        annotation = typed.get(field.name, str(field.type))
+        assert re.search(r"\blist\[|ExceptionTypeCollection|^(Any|object)$", annotation), (
+            f"{cls.__name__}.{field.name}: the constructor takes a list, but type checkers see {annotation!r}"
+        )
+
+
+def test_the_names_a_constructor_takes_for_an_enum_or_a_scope_are_its_values() -> None:
+    """The string values typed for ``strategy``, ``jitter`` and ``scope`` are exactly those accepted."""
+    assert get_args(StrategyName) == tuple(member.value for member in RetryStrategy)
+    assert get_args(JitterName) == tuple(member.value for member in Jitter)
+    assert get_args(timeout.Scope) == timeout.SCOPES
+    for name in get_args(StrategyName):
+        assert RetryPolicy(strategy=name, initial_delay=0.5, max_delay=2.0).strategy.value == name
+    for name in get_args(JitterName):
+        assert RetryPolicy(jitter=name).jitter.value == name

@@ -147,3 +147,19 @@ def test_a_forced_open_breakers_message() -> None:
         str(half_open)
         == "circuit breaker 'pay' is half-open and all probe permits are in use; retry after 30 s"
     )
+
+
+@pytest.mark.parametrize(("cls", "args", "fields", "message"), _REJECTIONS)
+def test_a_rejection_made_with_a_message_alone_still_prints(
+    cls: type[ExecutionRejectedError], args: tuple[Any, ...], fields: dict[str, Any], message: str
+) -> None:
+    """``str`` of a rejection made with other arguments (a test double's message) never raises."""
+    alone = cls("dependency down")
+    assert str(alone) == "dependency down"
+    assert repr(alone) == f"{cls.__name__}('dependency down')"
+    wrong = cls(*args[:-1], "soon")  # a number of seconds or slots given as text
+    assert "soon" in str(wrong)
+    missing = next(name for name in ("retry_after", "max_concurrent", "state") if name in fields)
+    with pytest.raises(AttributeError, match=rf"^{cls.__name__}\.{missing}: the error was made without it"):
+        getattr(alone, missing)
+    assert getattr(alone, missing, None) is None

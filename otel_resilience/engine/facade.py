@@ -18,7 +18,7 @@ import abc
 import textwrap
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import Clock, check_clock
@@ -259,17 +259,14 @@ class Pattern(abc.ABC, Generic[C, L]):
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse, when it is decorated, a function this instance could never run (default: none)."""
 
-    @overload
-    def protect(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def protect(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def protect(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+    def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` so that every call runs through this instance's link.
 
         The async or sync driver is chosen once, here
-        (:func:`~otel_resilience.engine.protecting.is_async_callable`).
+        (:func:`~otel_resilience.engine.protecting.is_async_callable`). For type checkers the
+        wrapper is ``fn``'s type: an async function's returns its coroutine, and a generic
+        function stays generic (an overload for coroutine functions would claim a sync
+        ``def f(x: T) -> T`` too, typing its wrapper as async).
 
         Args:
             fn: The function to protect (async or sync).

@@ -29,6 +29,7 @@ from typing import Any, Final, cast
 __all__ = [
     "MAX_COUNT",
     "MAX_DURATION",
+    "ExceptionTypeCollection",
     "check_callable",
     "check_duration",
     "check_error_selector",
@@ -52,6 +53,10 @@ MAX_DURATION: Final[float] = threading.TIMEOUT_MAX
 MAX_COUNT: Final[int] = sys.maxsize
 """The largest count any configuration accepts: ``sys.maxsize`` (the longest a ``deque`` or a list
 may be, and the largest value of a 64-bit metric)."""
+
+ExceptionTypeCollection = list[type[Exception]] | set[type[Exception]] | frozenset[type[Exception]]
+"""The collections of exception types :func:`check_exception_types` takes besides a tuple (and
+normalises to one): a field that names errors by type is declared to take them too."""
 
 
 class _Shown(reprlib.Repr):

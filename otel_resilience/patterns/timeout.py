@@ -55,7 +55,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
 from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
@@ -85,6 +85,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT: Final = 30.0
 """Default deadline, in seconds (SPEC: ``TimeoutHandler(timeout=30.0)``)."""
+Scope = Literal["total", "attempt"]
+"""What a deadline bounds: ``"total"`` (the whole execution) or ``"attempt"`` (one attempt)."""
 DEFAULT_SCOPE: Final = "total"
 """Default scope: the deadline bounds the whole execution."""
 SCOPES: Final = ("total", "attempt")
@@ -113,13 +115,13 @@ def _check_timeout(owner: str, timeout: object) -> float:
     return check_duration(owner, "timeout", timeout)
 
 
-def _check_scope(owner: str, scope: object) -> str:
+def _check_scope(owner: str, scope: object) -> Scope:
     """Validate a scope name."""
     if not isinstance(scope, str):
         raise fail(owner, "scope", "a str", scope, kind=TypeError)
     if scope not in SCOPES:
         raise fail(owner, "scope", "'total' or 'attempt'", scope)
-    return scope
+    return cast("Scope", scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ class TimeoutConfig:
     """Value returned when the deadline expires, instead of raising
     :class:`~otel_resilience.errors.OperationTimeoutError`. The default is :data:`NO_DEFAULT`
     (raise)."""
-    scope: str = DEFAULT_SCOPE
+    scope: Scope = DEFAULT_SCOPE
     """``"total"`` (the deadline bounds the whole execution) or ``"attempt"`` (one attempt);
     reported in the error and in telemetry. The default is ``"total"``."""
 
@@ -149,7 +151,7 @@ class TimeoutConfig:
             self,
             timeout: float | timedelta = ...,
             default: object = ...,
-            scope: str = ...,
+            scope: Scope = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -275,7 +277,7 @@ class TimeoutHandler(Pattern[TimeoutConfig, _TimeoutStep], kind=_KIND):
         *,
         default: object = NO_DEFAULT,
         name: str = DEFAULT_NAME,
-        scope: str = DEFAULT_SCOPE,
+        scope: Scope = DEFAULT_SCOPE,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         seconds = _check_timeout("TimeoutHandler", timeout)

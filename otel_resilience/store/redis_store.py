@@ -25,6 +25,7 @@ from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from datetime import timedelta
 
     from otel_resilience.engine.events import StateChanged
     from otel_resilience.patterns.circuit_breaker.facade import CircuitBreaker
@@ -192,11 +193,11 @@ class RedisStore(SharedStore):
         url: str,
         *,
         namespace: str = "otel_resilience",
-        timeout: float = 0.25,
-        flush_interval: float = 0.1,
-        probe_lease_ttl: float = 5.0,
-        key_ttl: float = 86_400.0,
-        resync_interval: float = 5.0,
+        timeout: float | timedelta = 0.25,
+        flush_interval: float | timedelta = 0.1,
+        probe_lease_ttl: float | timedelta = 5.0,
+        key_ttl: float | timedelta = 86_400.0,
+        resync_interval: float | timedelta = 5.0,
         max_connections: int = _MAX_CONNECTIONS,
     ) -> RedisStore:
         """Return a store on the Redis server at ``url`` (``redis://host:port/db``); connect lazily.
@@ -224,6 +225,8 @@ class RedisStore(SharedStore):
                 all in use waits for one within its ``timeout`` (the wait included); past it, it
                 fails as a slow store does: the store degrades until its thread reaches Redis
                 again, and the calls meanwhile go on with local state.
+
+        Each duration is seconds or a ``timedelta``.
 
         Raises:
             ImportError: The ``redis`` package is not installed (``pip install otel-resilience[redis]``).

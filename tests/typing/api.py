@@ -6,13 +6,15 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from opentelemetry.metrics import Observation
+from typing_extensions import assert_type
 
 from otel_resilience import (
     AlertConfig,
@@ -570,3 +572,65 @@ def check_a_pattern_s_own_events() -> None:
     recorder = EventRecorder()
     found: list[EventArgs] = recorder.of(LookupEvent.LOOKUP)
     print(listener, found)
+
+
+T = TypeVar("T")
+
+
+def identity(value: T) -> T:
+    return value
+
+
+def build(kind: type[T]) -> T:
+    return kind()
+
+
+async def identity_async(value: T) -> T:
+    return value
+
+
+async def check_generic_functions() -> None:
+    """A generic function stays generic through every decorator; a sync one is not typed async."""
+    handle = get_resilience_manager().policy("typing-generic", ResilienceConfig())
+    assert_type(CircuitBreaker("typing").protect(identity)("s"), str)
+    assert_type(Bulkhead("typing").protect(build)(int), int)
+    assert_type(retry()(build)(int), int)
+    assert_type(Retry("typing").protect(identity)(1.5), float)
+    assert_type(RateLimiter("typing", RateLimiterConfig(rate=1.0)).protect(build)(bytes), bytes)
+    assert_type(TimeoutHandler(timeout=1.0).protect(identity)(1), int)
+    assert_type(resilient()(build)(int), int)
+    assert_type(handle.protect(build)(int), int)
+    assert_type(await CircuitBreaker("typing").protect(identity_async)("s"), str)
+    assert_type(await retry()(identity_async)(1), int)
+    assert_type(await Hedging("typing", HedgingConfig(delay=0.05)).protect(identity_async)(1), int)
+    CircuitBreaker("typing").protect(build)("int")  # type: ignore[arg-type]
+
+
+def check_what_the_constructors_take_at_run_time() -> None:
+    """What a constructor accepts at run time (and documents) type-checks; what it refuses does not."""
+    RetryPolicy(strategy="fixed", jitter="decorrelated")
+    RetryPolicy(strategy="fixd")  # type: ignore[arg-type]
+    RetryPolicy(retry_on=[ConnectionError, TimeoutError], no_retry_on={ValueError})
+    CircuitBreakerConfig(record_exceptions=[ConnectionError], ignore_exceptions=frozenset({ValueError}))
+    FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, handle_exceptions=[ConnectionError])
+    HedgingConfig(delay=lambda: timedelta(milliseconds=50), hedge_on=[ConnectionError])
+    RetryPolicy(retry_on=["ConnectionError"])  # type: ignore[list-item]
+    RecoveryContext(operation=fetch, args=[1])
+    TimeoutConfig(scope="attempt")
+    TimeoutHandler(timeout=1.0, scope="total")
+    TimeoutConfig(scope="overall")  # type: ignore[arg-type]
+    TimeoutHandler(timeout=1.0, scope="each")  # type: ignore[arg-type]
+    RedisStore.from_url("redis://localhost:6379/0", timeout=timedelta(milliseconds=250)).close()
+    multiple = FallbackStrategy.MULTIPLE_ATTEMPTS
+    FallbackConfig(strategy=multiple, fallback_functions=[fetch, fetch_sync])
+    FallbackConfig(strategy=multiple, fallback_functions=deque([fetch]))  # type: ignore[arg-type]
+
+
+def check_rejections_are_made_by_position() -> None:
+    """A rejection's constructor is the builtin one: its arguments by position, as at run time."""
+    CircuitOpenError("payments", "open", 1.5)
+    RateLimitedError("search", 0.5, "tenant-a")
+    BulkheadFullError("pool", 10, 100)
+    CircuitOpenError(name="payments", state="open", retry_after=1.5)  # type: ignore[call-arg]
+    RateLimitedError("search", retry_after=0.5)  # type: ignore[call-arg]
+    BulkheadFullError("pool", max_concurrent=10, max_waiting=100)  # type: ignore[call-arg]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_resilience.engine.shared import SharedStore, check_store
 from otel_resilience.engine.validation import (
+    ExceptionTypeCollection,
     check_duration,
     check_error_selector,
     check_int,
@@ -125,8 +126,8 @@ class CircuitBreakerConfig:
             success_threshold: int = ...,
             timeout: float | timedelta = ...,
             half_open_max_calls: int = ...,
-            record_exceptions: ExceptionSelector = ...,
-            ignore_exceptions: ExceptionTypes = ...,
+            record_exceptions: ExceptionSelector | ExceptionTypeCollection = ...,
+            ignore_exceptions: ExceptionTypes | ExceptionTypeCollection = ...,
             sliding_window: CountWindow | TimeWindow | None = ...,
             failure_rate_threshold: float = ...,
             minimum_calls: int = ...,

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from otel_resilience.engine.validation import check_duration, check_error_selector, check_predicate, fail
+from otel_resilience.engine.validation import (
+    ExceptionTypeCollection,
+    check_duration,
+    check_error_selector,
+    check_predicate,
+    fail,
+)
 
 __all__ = [
     "DEFAULT_HANDLE_EXCEPTIONS",
@@ -93,7 +99,7 @@ class FallbackConfig:
     fallback_function: Callable[..., Any] | None = None
     """``ALTERNATIVE_FUNCTION`` only (required there): called as
     ``fallback_function(error, *args, **kwargs)``; sync or async. The default is ``None``."""
-    fallback_functions: Sequence[Callable[..., Any]] = ()
+    fallback_functions: tuple[Callable[..., Any], ...] = ()
     """``MULTIPLE_ATTEMPTS`` only (required there, non-empty): called in order as
     ``fn(*args, **kwargs)``; sync or async. Normalised to a tuple. The default is ``()``."""
     cache_key: str | None = None
@@ -142,11 +148,12 @@ class FallbackConfig:
             strategy: FallbackStrategy,
             default_value: Any = ...,
             fallback_function: Callable[..., Any] | None = ...,
-            fallback_functions: Sequence[Callable[..., Any]] = ...,
+            fallback_functions: tuple[Callable[..., Any], ...] | list[Callable[..., Any]] = ...,
             cache_key: str | None = ...,
             cache_service: CacheService | None = ...,
             handle_exceptions: type[Exception]
             | tuple[type[Exception], ...]
+            | ExceptionTypeCollection
             | Callable[[Exception], bool] = ...,
             handle_result: Callable[[Any], bool] | None = ...,
             cache_max_age: float | timedelta | None = ...,
@@ -157,7 +164,7 @@ class FallbackConfig:
         strategy = self.strategy
         if not isinstance(strategy, FallbackStrategy):
             raise fail(_OWNER, "strategy", "a FallbackStrategy", strategy, kind=TypeError)
-        functions = self.fallback_functions
+        functions: object = self.fallback_functions
         if not isinstance(functions, (list, tuple)):
             rule = "a list or tuple of callables"
             raise fail(_OWNER, "fallback_functions", rule, functions, kind=TypeError)

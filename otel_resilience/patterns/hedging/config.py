@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 from otel_resilience.engine.validation import (
+    ExceptionTypeCollection,
     check_callable,
     check_duration,
     check_error_selector,
@@ -44,8 +45,9 @@ MAX_ATTEMPTS_LIMIT: Final = 10
 HedgingMode = Literal["latency", "parallel", "fallback"]
 """When further attempts start: see :attr:`HedgingConfig.mode`."""
 
-HedgeDelay = float | timedelta | Callable[[], float]
-"""Seconds (or a ``timedelta``), or a function returning seconds, called once per hedge."""
+HedgeDelay = float | timedelta | Callable[[], float | timedelta]
+"""Seconds (or a ``timedelta``), or a function returning seconds (or a ``timedelta``), called once
+per hedge."""
 
 ErrorSelector = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
 """Which errors: an exception type, a tuple of types, or a predicate ``(error) -> bool``."""
@@ -203,7 +205,7 @@ class HedgingConfig:
             actions: tuple[Callable[..., Awaitable[Any]], ...]
             | list[Callable[..., Awaitable[Any]]]
             | None = ...,
-            hedge_on: ErrorSelector = ...,
+            hedge_on: ErrorSelector | ExceptionTypeCollection = ...,
             hedge_on_result: Callable[[Any], bool] | None = ...,
             budget: HedgeBudget | None = ...,
         ) -> None: ...

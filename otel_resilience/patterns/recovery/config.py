@@ -205,6 +205,18 @@ class RecoveryContext:
     breaker: str | None = None
     """Circuit breaker an ISOLATE rule without ``isolate_breaker`` forces open. Default ``None``."""
 
+    if TYPE_CHECKING:
+        # The constructor as type checkers see it: it takes what __post_init__ normalises (a
+        # list for the tuple of arguments), while the fields hold the normalised values.
+        def __init__(
+            self,
+            operation: Callable[..., Any] | None = ...,
+            args: tuple[Any, ...] | list[Any] = ...,
+            kwargs: Mapping[str, Any] = ...,
+            operation_name: str | None = ...,
+            breaker: str | None = ...,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         owner = "RecoveryContext"
         check_callable(owner, "operation", self.operation, optional=True)

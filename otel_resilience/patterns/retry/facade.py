@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
@@ -284,11 +284,8 @@ class _RetryDecorator:
         self._name = name
         self._options = options  # the keyword arguments of every Retry it builds
 
-    @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]: ...
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Return ``fn`` protected by a :class:`Retry` of its own, typed as ``fn`` is (as ``protect``)."""
         name = self._name if self._name is not None else callable_name(fn)
         check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):

@@ -13,10 +13,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from otel_resilience.engine.forking import fork_reseeded
 from otel_resilience.engine.validation import (
+    ExceptionTypeCollection,
     check_duration,
     check_error_selector,
     check_exception_types,
@@ -42,6 +43,13 @@ ResultPredicate = Callable[[Any], bool]
 DelayFrom = Callable[[Any], float | timedelta | None]
 """``delay_from(outcome) -> seconds | None``: the failed attempt's error (or the retried result)
 to the delay it asks for (seconds, or a ``timedelta``), or ``None`` for the strategy's."""
+
+
+StrategyName = Literal["fixed", "exponential", "linear", "random"]
+"""The string values :attr:`RetryPolicy.strategy` also accepts (those of :class:`RetryStrategy`)."""
+
+JitterName = Literal["none", "full", "proportional", "decorrelated"]
+"""The string values :attr:`RetryPolicy.jitter` also accepts (those of :class:`Jitter`)."""
 
 
 class RetryStrategy(enum.Enum):
@@ -177,15 +185,15 @@ class RetryPolicy:
         def __init__(  # noqa: PLR0917 - positional, as the dataclass's own __init__
             self,
             max_attempts: int = ...,
-            strategy: RetryStrategy = ...,
+            strategy: RetryStrategy | StrategyName = ...,
             initial_delay: float | timedelta = ...,
             multiplier: float = ...,
             max_delay: float | timedelta = ...,
-            jitter: Jitter = ...,
+            jitter: Jitter | JitterName = ...,
             jitter_ratio: float = ...,
             attempt_timeout: float | timedelta | None = ...,
-            retry_on: ErrorSelector = ...,
-            no_retry_on: ErrorSelector = ...,
+            retry_on: ErrorSelector | ExceptionTypeCollection = ...,
+            no_retry_on: ErrorSelector | ExceptionTypeCollection = ...,
             retry_on_result: ResultPredicate | None = ...,
             budget: RetryBudget | None = ...,
             delay_from: DelayFrom | None = ...,
