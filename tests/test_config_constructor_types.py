@@ -49,6 +49,11 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "RateLimiterConfig": {"rate": 1.0},
     "RecoveryAction": {"strategy": RecoveryStrategy.RETRY},
 }
+# Where a field is used by another strategy than the required arguments' (a field another
+# strategy does not use must stay at its default), the arguments that make it used.
+REQUIRED_FOR: dict[tuple[str, str], dict[str, Any]] = {
+    ("RecoveryAction", "isolate_duration"): {"strategy": RecoveryStrategy.ISOLATE},
+}
 
 
 def config_classes() -> list[type]:
@@ -90,7 +95,8 @@ def float_fields(cls: type) -> list[dataclasses.Field[Any]]:
 def accepts_timedelta(cls: type, field: str) -> bool:
     """Whether the run-time constructor takes a ``timedelta`` for ``field``."""
     try:
-        cls(**{**REQUIRED.get(cls.__name__, {}), field: timedelta(seconds=1)})
+        required = REQUIRED_FOR.get((cls.__name__, field), REQUIRED.get(cls.__name__, {}))
+        cls(**{**required, field: timedelta(seconds=1)})
     except TypeError:
         return False
     return True

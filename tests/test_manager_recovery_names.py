@@ -43,9 +43,12 @@ def watching(clock: FakeClock) -> Iterator[AlertSystem]:
 def failing_manager(clock: FakeClock, alerts: AlertSystem, strategy: RecoveryStrategy) -> ResilienceManager:
     """A manager whose default recovery system acts on ConnectionError with ``strategy`` (and fails)."""
     manager = ResilienceManager(clock=clock, alert_system=alerts)
-    manager.recovery_system.register_recovery_rule(
-        ConnectionError, RecoveryAction(strategy=strategy, max_attempts=1, delay=0.0)
+    action = (
+        RecoveryAction(strategy=strategy, max_attempts=1, delay=0.0)
+        if strategy is RecoveryStrategy.RETRY
+        else RecoveryAction(strategy=strategy)  # max_attempts and delay are RETRY's (and RESTART's)
     )
+    manager.recovery_system.register_recovery_rule(ConnectionError, action)
     return manager
 
 

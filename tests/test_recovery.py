@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import itertools
@@ -196,6 +197,55 @@ def test_bad_action_is_rejected(kwargs: dict[str, Any], error: type[Exception], 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        (
+            {"strategy": RecoveryStrategy.FALLBACK, "max_attempts": 5},
+            r"RecoveryAction\.max_attempts must be left at 3 unless strategy is RETRY or RESTART, got 5",
+        ),
+        (
+            {"strategy": RecoveryStrategy.ESCALATE, "max_attempts": 1},
+            r"RecoveryAction\.max_attempts must be left at 3 unless strategy is RETRY or RESTART, got 1",
+        ),
+        (
+            {"strategy": RecoveryStrategy.ISOLATE, "delay": 0},
+            r"RecoveryAction\.delay must be left at 1\.0 unless strategy is RETRY or RESTART, got 0\.0",
+        ),
+        (
+            {"strategy": RecoveryStrategy.FALLBACK, "delay": timedelta(seconds=5)},
+            r"RecoveryAction\.delay must be left at 1\.0 unless strategy is RETRY or RESTART",
+        ),
+        (
+            {"strategy": RecoveryStrategy.RETRY, "isolate_duration": 60},
+            r"RecoveryAction\.isolate_duration must be left at 30\.0 unless strategy is ISOLATE, got 60\.0",
+        ),
+        (
+            {"strategy": RecoveryStrategy.RESTART, "restart_hook": _hook, "isolate_duration": 1.0},
+            r"RecoveryAction\.isolate_duration must be left at 30\.0 unless strategy is ISOLATE",
+        ),
+    ],
+)
+def test_a_setting_the_strategy_does_not_use_is_rejected(kwargs: dict[str, Any], match: str) -> None:
+    """A number another strategy uses, set to other than its default, is refused, never ignored."""
+    with pytest.raises(ValueError, match=match):
+        RecoveryAction(**kwargs)
+
+
+def test_a_setting_left_at_its_default_is_accepted_by_every_strategy() -> None:
+    """The defaults, however spelt, are what every action holds: no strategy refuses them."""
+    for strategy in (RecoveryStrategy.FALLBACK, RecoveryStrategy.ESCALATE):
+        action = RecoveryAction(
+            strategy,
+            max_attempts=DEFAULT_MAX_ATTEMPTS,
+            delay=timedelta(seconds=DEFAULT_DELAY),
+            isolate_duration=int(DEFAULT_ISOLATE_DURATION),
+        )
+        assert (action.max_attempts, action.delay, action.isolate_duration) == (3, 1.0, 30.0)
+    assert RecoveryAction(RecoveryStrategy.ISOLATE, isolate_duration=5.0).isolate_duration == 5.0
+    assert RecoveryAction(RecoveryStrategy.RETRY, max_attempts=1, delay=0.0).delay == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
         ({"pattern_threshold": 1}, r"RecoveryConfig\.pattern_threshold must be >= 2, got 1"),
         ({"pattern_window": 0}, r"RecoveryConfig\.pattern_window must be > 0 seconds"),
         ({"pattern_window": float("nan")}, r"RecoveryConfig\.pattern_window must be a finite"),
@@ -232,10 +282,9 @@ def test_repr_names_the_system_and_its_rules() -> None:
 
 def test_timedelta_durations_are_normalised() -> None:
     """Durations given as timedelta are stored as float seconds."""
-    action = RecoveryAction(
-        RecoveryStrategy.ISOLATE, delay=timedelta(milliseconds=250), isolate_duration=timedelta(minutes=1)
-    )
-    assert (action.delay, action.isolate_duration) == (0.25, 60.0)
+    action = RecoveryAction(RecoveryStrategy.RETRY, delay=timedelta(milliseconds=250))
+    isolation = RecoveryAction(RecoveryStrategy.ISOLATE, isolate_duration=timedelta(minutes=1))
+    assert (action.delay, isolation.isolate_duration) == (0.25, 60.0)
     assert type(action.delay) is float
     system = ErrorRecoverySystem(pattern_window=timedelta(seconds=5))  # type: ignore[arg-type]
     assert system.config.pattern_window == 5.0
@@ -257,6 +306,47 @@ async def test_most_specific_rule_wins(driver: str, clock: FakeClock) -> None:
         OSError, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="replaced")
     )
     assert await run(system, driver, Flaky(1, FileNotFoundError)) == "replaced"
+
+
+class Transient(Exception, metaclass=abc.ABCMeta):
+    """An ABC errors join by registration (a virtual base class)."""
+
+
+class Throttled(Exception, metaclass=abc.ABCMeta):
+    """Another ABC errors join by registration."""
+
+
+class Reset(Exception):
+    """Registered with Transient and Throttled: neither is in its MRO."""
+
+
+Transient.register(Reset)
+Throttled.register(Reset)
+
+
+async def test_an_abc_registered_with_matches_its_rule(driver: str, clock: FakeClock) -> None:
+    """An ABC's rule covers its virtual subclasses (isinstance), as a fallback's handle_exceptions does.
+
+    The MRO is searched first: a rule for a class of the error's MRO wins over a virtual one;
+    among virtual ones, the rule registered first acts, and a re-run's error is covered as well.
+    """
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        Throttled, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="throttled")
+    )
+    system.register_recovery_rule(Transient, retry(max_attempts=2, delay=0.0))
+    assert await run(system, driver, Flaky(1, Reset)) == "throttled"
+    system.register_recovery_rule(
+        Exception, RecoveryAction(RecoveryStrategy.FALLBACK, fallback_value="in the MRO")
+    )
+    assert await run(system, driver, Flaky(1, Reset)) == "in the MRO"
+
+    second = ErrorRecoverySystem(clock=clock)
+    second.register_recovery_rule(Transient, retry(max_attempts=2, delay=0.0))
+    flaky = Flaky(2, Reset)
+    assert await run(second, driver, flaky) == "ok"
+    assert len(flaky.calls) == 3
+    assert second.get_stats()["successful_recoveries"] == 1
 
 
 async def test_unmatched_error_propagates_unchanged(
@@ -1010,7 +1100,10 @@ async def test_escalate_raises_from_the_original(driver: str, clock: FakeClock) 
     with pytest.raises(RecoveryEscalatedError) as caught:
         await run(system, driver, flaky)
     assert caught.value.__cause__ is flaky.raised[0]
-    assert (caught.value.error_type, caught.value.operation) == ("ConnectionError", "esc")
+    assert (caught.value.error_type, caught.value.operation) == (
+        "ConnectionError",
+        op_for(driver, flaky).__qualname__,
+    )
     stats = system.get_stats()
     assert (stats["escalations"], stats["failed_recoveries"], stats["attempts"]) == (1, 1, 1)
 
@@ -1290,7 +1383,75 @@ def test_matched_and_unmatched_errors_are_both_fed(clock: FakeClock, recorder: E
     )
     assert system.execute_sync(Flaky(1).run_sync) == 0
     assert system.execute_sync(Flaky(1).run_sync) == 0
+    assert recorder.of(Event.PATTERN_DETECTED) == [
+        PatternDetected("ConnectionError", Flaky.run_sync.__qualname__, 2, 60.0)
+    ]
+
+
+async def fetch_a() -> None:
+    raise ConnectionError("a")
+
+
+async def fetch_b() -> None:
+    raise ConnectionError("b")
+
+
+def fetch_a_sync() -> None:
+    raise ConnectionError("a")
+
+
+def fetch_b_sync() -> None:
+    raise ConnectionError("b")
+
+
+@pytest.mark.parametrize("name", ["recovery", "payments-recovery"])
+async def test_used_alone_each_function_is_its_own_operation(
+    driver: str, name: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """Used alone (execute, execute_sync, protect), a fingerprint names the function, not the system.
+
+    Two functions failing alike once each make no pattern; one of them failing twice makes one,
+    named after it, as ``recover_from_error`` names its context's operation.
+    """
+    system = ErrorRecoverySystem(
+        unique(name) if name != "recovery" else name, clock=clock, pattern_threshold=2
+    )
+    a, b = (fetch_a, fetch_b) if driver == "async" else (fetch_a_sync, fetch_b_sync)
+    for fn in (a, b):
+        with pytest.raises(ConnectionError):
+            if driver == "async":
+                await system.execute(fn)
+            else:
+                system.execute_sync(fn)
+    assert recorder.of(Event.PATTERN_DETECTED) == []
+    protected = system.protect(a)
+    with pytest.raises(ConnectionError):
+        await protected() if driver == "async" else protected()
+    assert recorder.of(Event.PATTERN_DETECTED) == [
+        PatternDetected("ConnectionError", a.__qualname__, 2, 60.0)
+    ]
+
+
+def test_a_caught_error_named_as_the_system_keeps_that_name(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """recover_from_error names its context's operation, even one spelled as the system's name."""
+    system = ErrorRecoverySystem(clock=clock, pattern_threshold=2)
+    _feed(system, operation="recovery")
+    _feed(system, operation="recovery")
     assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", "recovery", 2, 60.0)]
+
+
+async def test_in_a_pipeline_the_operation_stays_the_pipeline(
+    clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """A link the system makes for a pipeline of one's own names that pipeline, whatever function runs."""
+    system = ErrorRecoverySystem(clock=clock, pattern_threshold=2)
+    pipeline = PipelineBuilder(unique("orders"), clock=clock).add(system.as_strategy()).build()
+    for fn in (fetch_a, fetch_b):
+        with pytest.raises(ConnectionError):
+            await pipeline.execute(fn)
+    assert recorder.of(Event.PATTERN_DETECTED) == [PatternDetected("ConnectionError", pipeline.name, 2, 60.0)]
 
 
 def test_detector_memory_is_bounded(clock: FakeClock, recorder: EventRecorder) -> None:

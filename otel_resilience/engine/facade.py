@@ -18,16 +18,20 @@ import abc
 import textwrap
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.protecting import check_protectable, protect_with, rebuild_standalone, standalone
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Step
 from otel_resilience.engine.validation import check_name, fail
+
+if TYPE_CHECKING:
+    from otel_resilience.engine.context import ExecutionContext
 
 __all__ = ["Link", "Pattern", "config_or_default", "verb"]
 
@@ -63,7 +67,7 @@ class Link(Step, Generic[C]):
         telemetry: What the link reports through (the instance's own, or one for a pipeline).
     """
 
-    __slots__ = ("_telemetry", "clock", "config", "name")
+    __slots__ = ("_alone", "_telemetry", "clock", "config", "name")
 
     name: str
     config: C
@@ -74,6 +78,24 @@ class Link(Step, Generic[C]):
         self.config = config
         self.clock = clock
         self._telemetry = telemetry
+        self._alone = telemetry.source.pipeline is None  # may run in its instance's own pipeline
+
+    def operation(self, ctx: ExecutionContext) -> str:
+        """Return what an execution of this link ran, as the operation its errors and events name.
+
+        The one rule of every link that names its operation. In a pipeline (a manager's policy,
+        a builder's), the pipeline's name (``ctx.operation``). Used alone (the instance's verbs,
+        :meth:`Pattern.protect`), the instance runs its own one-link pipeline, named after the
+        instance, whatever function it runs: there the function the execution ran names it
+        (:func:`~otel_resilience.engine.naming.callable_name` of ``ctx.fn``), so that two
+        functions are not one operation. Whether the link may run alone is decided when it is
+        made (its telemetry has no pipeline); the name is found only when asked, on a failure
+        path: a call that succeeds pays nothing for it.
+        """
+        operation = ctx.operation
+        if self._alone and operation == self.name:
+            return callable_name(ctx.fn)
+        return operation
 
 
 class Pattern(abc.ABC, Generic[C, L]):

@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -163,11 +164,19 @@ def add_exception_handlers(app: Any) -> None:
     A handler the app already has for one of the four errors (``@app.exception_handler(...)``,
     ``app.add_exception_handler`` or ``exception_handlers=``) is kept: only the others are
     added. A handler the app registers afterwards replaces this one, as in Starlette.
+
+    Raises:
+        TypeError: ``app`` is not a Starlette application (FastAPI's included).
     """
+    if not isinstance(app, Starlette):
+        raise fail(
+            "add_exception_handlers", "app", "a FastAPI or Starlette app (an instance)", app, kind=TypeError
+        )
     own = app.exception_handlers
     for error_type in _HANDLED:
         if error_type not in own:
-            app.add_exception_handler(error_type, _handler)
+            # one handler for requests and websockets: Starlette types a handler as one or the other
+            app.add_exception_handler(error_type, _handler)  # type: ignore[arg-type]
 
 
 Policy: TypeAlias = PolicyHandle

@@ -62,7 +62,6 @@ from otel_resilience.engine.context import AsyncDeadline, ExecutionContext
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.events import Event, Outcome, StrategyTelemetry, TimeoutOccurred
 from otel_resilience.engine.facade import Link, Pattern, verb
-from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.step import Action, Answer
 from otel_resilience.engine.validation import check_duration, check_name, fail
@@ -214,7 +213,8 @@ class _TimeoutStep(Link[TimeoutConfig]):
     The operation its error names is the execution's (the pipeline's name), except in the link of
     an unnamed handler used alone (its verbs, :meth:`~TimeoutHandler.protect`): there the
     pipeline is the handler's own, named :data:`DEFAULT_NAME`, and the error names the function
-    it ran instead (:func:`_name_after`, decided once here, read only when the deadline expires).
+    it ran instead, by the rule of every link (:meth:`~otel_resilience.engine.facade.Link.operation`,
+    read only when the deadline expires). A named handler's error names the handler.
     """
 
     __slots__ = ("_core", "_names_function", "scope")
@@ -227,21 +227,20 @@ class _TimeoutStep(Link[TimeoutConfig]):
         self.scope = core.scope
         self._core = core
         self.entries = core.executions  # the driver counts the executions, exactly and lock-free
-        self._names_function = core.name == DEFAULT_NAME and telemetry.source.pipeline is None
+        self._names_function = core.name == DEFAULT_NAME
 
     def on_expired(self, ctx: ExecutionContext, token: Any, error: OperationTimeoutError) -> Action:  # noqa: ARG002
         """Count and report our own deadline's expiry; answer with the default when one is set."""
         core = self._core
         if self._names_function and error.operation == DEFAULT_NAME:  # not an inner one's, named already
-            _name_after(error, ctx.fn)
+            _name_after(error, self.operation(ctx))
         if core.timed_out(ctx, self._telemetry):
             return Answer(core.default)
         return None
 
 
-def _name_after(error: OperationTimeoutError, fn: object) -> None:
-    """Make ``error`` name ``fn`` as the operation that timed out (its :func:`callable_name`)."""
-    name = callable_name(fn)
+def _name_after(error: OperationTimeoutError, name: str) -> None:
+    """Make ``error`` name ``name`` as the operation that timed out."""
     error.operation = name
     error.args = (name, *error.args[1:])
 

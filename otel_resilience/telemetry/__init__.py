@@ -78,7 +78,32 @@ def instrument(
         TypeError: A switch keyword is neither a bool nor ``None``, or a provider given is not
             one of its signal (the listener in place is kept).
     """
-    listener = OtelListener(
+    listener = _made(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        record_messages=record_messages,
+        spans=spans,
+        record_duration=record_duration,
+        in_process_histograms=in_process_histograms,
+    )
+    with _LOCK:
+        _replace_locked(listener)
+    return listener
+
+
+def _made(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+    record_messages: bool | None = None,
+    spans: bool | None = None,
+    record_duration: bool | None = None,
+    in_process_histograms: bool | None = None,
+) -> OtelListener:
+    """Make (not register) the listener :func:`instrument` registers, its switches resolved."""
+    return OtelListener(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         logger_provider=logger_provider,
@@ -87,9 +112,6 @@ def instrument(
         record_duration=env.resolve(env.DURATION_DISABLED, record_duration),
         in_process_histograms=env.resolve(env.IN_PROCESS_HISTOGRAMS, in_process_histograms),
     )
-    with _LOCK:
-        _replace_locked(listener)
-    return listener
 
 
 def _replace_locked(listener: OtelListener | None) -> None:
@@ -125,12 +147,26 @@ def install_default() -> OtelListener:
 
     Called by ``import otel_resilience``; calling it again is a no-op.
 
+    The listener is made outside the registration lock (as :func:`instrument` makes its own),
+    and registered only if there is still none once the lock is held: a listener an overlapping
+    :func:`instrument` registered meanwhile is kept, and the one made here is closed unused (the
+    registered one takes its meter's observables back, should the one made here have taken them).
+
     Returns:
         The registered listener.
     """
+    current = _current
+    if current is not None:
+        return current
+    listener = _made()
     with _LOCK:
         current = _current
-    return current if current is not None else instrument()
+        if current is None:
+            _replace_locked(listener)
+            return listener
+        listener.close()
+        current.take_observables()
+    return current
 
 
 def current_listener() -> OtelListener | None:

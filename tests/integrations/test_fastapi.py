@@ -173,6 +173,19 @@ def test_error_response_refuses_other_errors() -> None:
         error_response(ValueError("x"))
 
 
+class HandlersOnly:
+    """Has exception handlers, but no way to add one: not an app."""
+
+    exception_handlers: dict[Any, Any] = {}
+
+
+@pytest.mark.parametrize("not_an_app", [None, "app", FastAPI, HandlersOnly()], ids=repr)
+def test_add_exception_handlers_refuses_what_is_not_an_app(not_an_app: object) -> None:
+    """Not an app: a TypeError naming the argument, not an AttributeError from inside."""
+    with pytest.raises(TypeError, match=r"^add_exception_handlers\.app must be a FastAPI or Starlette app"):
+        add_exception_handlers(not_an_app)
+
+
 async def test_the_dependency_gives_a_policy_whose_breaker_answers_503() -> None:
     """Handlers share the named policy: after its breaker opens, the next request gets 503 + Retry-After."""
     manager = ResilienceManager()

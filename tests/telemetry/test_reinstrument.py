@@ -118,3 +118,58 @@ def test_observables_read_through_the_listener_registered_last_when_two_instrume
         POLICIES.unregister(pausing)
         telemetry.uninstrument()
         provider.shutdown()
+
+
+def test_install_default_overlapping_instrument_keeps_the_instrumented_listener(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``install_default()`` that found no listener, overlapped by ``instrument()``, keeps that one.
+
+    It checked for a listener, let go of the lock, and registered one of its own afterwards: the
+    listener an overlapping ``instrument()`` had registered meanwhile was replaced and closed. The
+    listener it made and did not register is closed, and the observables read through the one in
+    place.
+    """
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    name = "again-default-overlap"
+    config = ResilienceConfig(name=name, bulkhead_config=BulkheadConfig(max_concurrent=3))
+    manager = ResilienceManager()
+    manager.execute_with_resilience_sync(lambda: None, config)
+    had_default = telemetry.current_listener() is not None
+    real = telemetry.OtelListener
+    made: list[telemetry.OtelListener] = []
+    making, go = threading.Event(), threading.Event()
+    got: list[telemetry.OtelListener] = []
+    worker = threading.Thread(target=lambda: got.append(telemetry.install_default()))
+
+    def make(**kwargs: object) -> telemetry.OtelListener:
+        listener = real(**kwargs)  # type: ignore[arg-type]
+        if threading.current_thread() is worker:  # install_default's, after it found none
+            made.append(listener)
+            making.set()
+            go.wait(10.0)
+        return listener
+
+    telemetry.uninstrument()
+    monkeypatch.setattr(telemetry, "OtelListener", make)
+    try:
+        worker.start()
+        assert making.wait(10.0)
+        instrumented = telemetry.instrument(meter_provider=provider)  # registered meanwhile
+        go.set()
+        worker.join(10.0)
+        assert telemetry.current_listener() is instrumented
+        assert got == [instrumented]
+        assert instrumented.active
+        assert not made[0].active
+        points = _points(reader, name)
+        assert (points.get(sc.EXECUTIONS), points.get(sc.BULKHEAD_CONCURRENCY_LIMIT)) == (1, 3)
+    finally:
+        go.set()
+        worker.join(10.0)
+        monkeypatch.undo()
+        telemetry.uninstrument()
+        if had_default:
+            telemetry.install_default()
+        provider.shutdown()

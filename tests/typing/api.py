@@ -281,7 +281,8 @@ def check_durations_and_lists() -> None:
     burst: int = RateLimiterConfig(rate=1.0, burst=None, max_wait=td).burst
     ChaosConfig(latency_rate=0.1, latency=td)
     TimeoutConfig(timeout=td)
-    RecoveryAction(strategy=RecoveryStrategy.RETRY, delay=td, isolate_duration=td)
+    RecoveryAction(strategy=RecoveryStrategy.RETRY, delay=td)
+    RecoveryAction(strategy=RecoveryStrategy.ISOLATE, isolate_duration=td)
     RecoveryConfig(pattern_window=td)
     AlertConfig(bulkhead_cooldown=td, escalation_cooldown=td)
     HedgingConfig(delay=td, actions=[fetch])

@@ -1,8 +1,11 @@
 """Error recovery (auto-healing): rules per error type, pattern detection, recovery statistics.
 
 An :class:`ErrorRecoverySystem` holds *rules*: an exception class and the
-:class:`RecoveryAction` to take when an error of that class (or a subclass) reaches it. The
-most specific class in the error's MRO wins. The actions are:
+:class:`RecoveryAction` to take when an error of that class (or a subclass) reaches it. The rule
+that acts is the one of the first class of the error's MRO that has a rule (a subclass's wins
+over its base's); when no class of its MRO has one, the first rule, in registration order, whose
+class the error is an instance of all the same (``isinstance``: an ABC its class is registered
+with). The actions are:
 
 * ``RETRY``: run the operation again, up to ``max_attempts`` times, ``delay`` seconds apart,
   while it keeps failing with an error the rule covers; when the re-runs run out, the *last*
@@ -40,7 +43,12 @@ occurrence of a pattern, and no rule may be registered for it.
 
 Every other error that reaches the system is fed to a pattern detector: the same fingerprint
 (exception type name + operation name) seen ``pattern_threshold`` times within
-``pattern_window`` seconds is reported once per window as ``Event.PATTERN_DETECTED``.
+``pattern_window`` seconds is reported once per window as ``Event.PATTERN_DETECTED``. The
+operation is the pipeline's (the policy's) name in a pipeline; used alone (``execute``,
+``execute_sync``, ``protect``), the function that failed (its
+:func:`~otel_resilience.engine.naming.callable_name`, whatever the system's name: two functions
+are two operations); for ``recover_from_error``, the context's (:class:`RecoveryContext`). An
+ESCALATE's :class:`~otel_resilience.errors.RecoveryEscalatedError` names the same operation.
 
 Use it three ways: in a pipeline (:meth:`ErrorRecoverySystem.as_strategy`), around a function
 (:meth:`ErrorRecoverySystem.execute`, :meth:`ErrorRecoverySystem.protect`), or on an error you

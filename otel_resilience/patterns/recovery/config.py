@@ -61,9 +61,11 @@ RERUN: Final = frozenset({RecoveryStrategy.RETRY, RecoveryStrategy.RESTART})
 class RecoveryAction:
     """What to do with an error a rule covers. Validated at construction.
 
-    Fields that only one strategy uses (``restart_hook``, ``fallback_value``,
-    ``fallback_function``, ``isolate_breaker``) must stay ``None`` for the other strategies, so
-    that a misplaced option is an error, not a silent no-op.
+    Fields that only some strategies use must stay at their defaults for the other strategies,
+    so that a misplaced option is an error, not a silent no-op: ``max_attempts`` and ``delay``
+    (RETRY, RESTART), ``restart_hook`` (RESTART), ``fallback_value`` and ``fallback_function``
+    (FALLBACK), ``isolate_breaker`` and ``isolate_duration`` (ISOLATE). A number equal to its
+    default (``delay=timedelta(seconds=1)``) is the default, accepted by every strategy.
 
     Raises:
         TypeError: A field has the wrong type.
@@ -126,17 +128,27 @@ class RecoveryAction:
             check_name(owner, "isolate_breaker", self.isolate_breaker)
         if strategy is RecoveryStrategy.RESTART and self.restart_hook is None:
             raise fail(owner, "restart_hook", "a callable when strategy is RESTART", None)
-        only: tuple[tuple[str, object, RecoveryStrategy], ...] = (
-            ("restart_hook", self.restart_hook, RecoveryStrategy.RESTART),
-            ("fallback_value", self.fallback_value, RecoveryStrategy.FALLBACK),
-            ("fallback_function", self.fallback_function, RecoveryStrategy.FALLBACK),
-            ("isolate_breaker", self.isolate_breaker, RecoveryStrategy.ISOLATE),
-        )
-        for field_name, value, needs in only:
-            if value is not None and strategy is not needs:
-                raise fail(owner, field_name, f"None unless strategy is {needs.name}", value)
+        for field_name, default, uses in _ONLY:
+            value = getattr(self, field_name)
+            if strategy not in uses and (value is not None if default is None else value != default):
+                kept = "None" if default is None else f"left at {default!r}"
+                named = " or ".join(item.name for item in RecoveryStrategy if item in uses)
+                raise fail(owner, field_name, f"{kept} unless strategy is {named}", value)
         if self.fallback_value is not None and self.fallback_function is not None:
             raise fail(owner, "fallback_function", "None when fallback_value is set", self.fallback_function)
+
+
+_ONLY: Final[tuple[tuple[str, object, frozenset[RecoveryStrategy]], ...]] = (
+    ("max_attempts", DEFAULT_MAX_ATTEMPTS, RERUN),
+    ("delay", DEFAULT_DELAY, RERUN),
+    ("restart_hook", None, frozenset({RecoveryStrategy.RESTART})),
+    ("fallback_value", None, frozenset({RecoveryStrategy.FALLBACK})),
+    ("fallback_function", None, frozenset({RecoveryStrategy.FALLBACK})),
+    ("isolate_breaker", None, frozenset({RecoveryStrategy.ISOLATE})),
+    ("isolate_duration", DEFAULT_ISOLATE_DURATION, frozenset({RecoveryStrategy.ISOLATE})),
+)
+"""Each :class:`RecoveryAction` field that some strategies use, its default, and those strategies:
+the one table of what applies to which strategy (another strategy must leave it at its default)."""
 
 
 @dataclass(frozen=True, slots=True)

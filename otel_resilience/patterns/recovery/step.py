@@ -264,7 +264,8 @@ class RecoveryStep(Link[RecoveryConfig]):
                 token.end(classify_error(error), error)
             goes_on = not passes and not token.restarting and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
-        rule = None if passes else self._system._observe(error, ctx.operation, self._telemetry)
+        # used alone, the operation is the function that failed, not the system (Link.operation)
+        rule = None if passes else self._system._observe(error, self.operation(ctx), self._telemetry)
         if rule is None:
             return None
         covered, action = rule
@@ -278,7 +279,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         if strategy is RecoveryStrategy.ISOLATE:
             self._isolate(action, error)
             return None
-        raise self._escalate(error, ctx.operation) from error
+        raise self._escalate(error, self.operation(ctx)) from error
 
     def _start(
         self,
@@ -455,6 +456,7 @@ class CaughtErrorStep(RecoveryStep):
         operation: Callable[..., Any] | None,
     ) -> None:
         super().__init__(system, system.telemetry, isolation)
+        self._alone = False  # its execution's operation is the context's, already named
         self._error: Exception | None = error
         self._operation = operation
 

@@ -99,8 +99,12 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
     def register_recovery_rule(self, exc_type: type[Exception], action: RecoveryAction) -> None:
         """Act with ``action`` on errors of class ``exc_type`` or a subclass (replacing any rule for it).
 
-        When several rules cover an error, the one for the most specific class in the error's
-        MRO wins.
+        The rule that acts on an error is the one for the first class of the error's MRO
+        (``type(error).__mro__``) that has a rule: a subclass's rule wins over its base's. When
+        no class of its MRO has one, the first rule, in registration order, whose class the error
+        is an instance of (``isinstance``, as a fallback's ``handle_exceptions``: an ABC the
+        error's class is registered with, ``ABC.register``) acts. A replaced rule keeps its
+        place in that order.
 
         Args:
             exc_type: A subclass of ``Exception`` (cancellation is never recovered), and not a
@@ -297,6 +301,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
     def _observe(self, error: Exception, operation: str, telemetry: StrategyTelemetry) -> Rule | None:
         """Feed ``error`` to the pattern detector and return the rule that covers it, if any.
 
+        The one rule lookup (see :meth:`register_recovery_rule`): the rule of the first class of
+        the error's MRO that has one; else the first rule, in registration order, whose class
+        the error is an instance of all the same (``isinstance``: an ABC it is registered with).
+
         A detected pattern is reported through ``telemetry``, the observing step's: so it is
         counted under the policy the call ran in (``resilience.policy``), as that step's
         recovery attempts are. Never asked about a rejection (the step lets it pass: the
@@ -321,5 +329,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
                 except TypeError:  # a class that cannot be hashed is no rule's key
                     continue
                 if action is not None:
+                    return cls, action
+            # None in its MRO: the first rule, by registration, of a class it is an instance of
+            # all the same (an ABC it is registered with), as isinstance says
+            for cls, action in rules.items():
+                if isinstance(error, cls):
                     return cls, action
         return None
