@@ -498,6 +498,45 @@ def test_slot_handed_to_a_closed_loop_is_passed_on():
     assert bulkhead.stats.cancelled == 1
 
 
+def test_a_slot_freed_on_the_thread_a_waiter_queued_on_wakes_it_where_its_loop_runs_now():
+    """A loop may run on another thread than the one it ran on when its task queued: a slot freed
+    on the first thread wakes the waiter at once, not at its queue timeout."""
+    bulkhead = Bulkhead("moved-loop", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60))
+    core = bulkhead._core
+    take_slot(bulkhead)  # held by this thread
+    loop = asyncio.new_event_loop()
+
+    async def queued():
+        return "queued"
+
+    task = queue_on_a_loop(bulkhead, loop, queued)  # queued on this thread's run of the loop
+    results: list[object] = []
+
+    def run_the_loop_here():
+        try:
+            results.append(loop.run_until_complete(task))
+        except RuntimeError as error:  # stopped below, when the waiter was never woken
+            results.append(error)
+
+    runner = threading.Thread(target=run_the_loop_here)
+    runner.start()
+    try:
+        until_sync(loop.is_running)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout=5)
+        time.sleep(0.05)  # the loop idles in its selector, until its next timer (the queue timeout)
+        core.release()  # on this thread: the waiter is handed the slot
+        runner.join(timeout=5)
+        assert results == ["queued"]
+    finally:
+        if runner.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            runner.join(timeout=5)
+        loop.close()
+    stats = bulkhead.get_stats()
+    assert (stats["completed"], stats["timed_out"], stats["cancelled"]) == (2, 0, 0)
+    assert_idle(bulkhead)
+
+
 def queue_on_a_loop(bulkhead, loop, fn):
     """Start ``bulkhead.execute(fn)`` as a task of ``loop`` and run the loop until it is queued."""
     task = loop.create_task(bulkhead.execute(fn))
@@ -745,6 +784,86 @@ def test_a_waiter_freed_after_its_loop_closed_ends_without_the_lock():
     stats = bulkhead.get_stats()
     assert (stats["active"], stats["waiting"], stats["completed"], stats["cancelled"]) == (0, 0, 1, 1)
     assert call_within(bulkhead, 5.0) == "later"
+
+
+def test_a_task_offered_a_slot_and_freed_after_its_loop_closed_does_not_block_on_the_lock():
+    """A task offered a slot just before its loop stopped and closed is garbage while its waiter
+    still holds the offer (its wake-up went with the loop's ready callbacks). The collector may
+    free it on a thread that holds the bulkhead's lock (an allocation under it): that must not
+    block. Its slot is then taken back by the next caller that finds every slot busy."""
+    bulkhead = Bulkhead("freed-offered", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60))
+    core = bulkhead._core
+    take_slot(bulkhead)
+
+    async def never():
+        return "never"
+
+    async def caller():
+        me = asyncio.current_task()  # noqa: F841 - its frame refers to its task: only the collector frees it
+        return await bulkhead.execute(never)
+
+    gc.disable()  # the collection below is the one that frees the task
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(caller())
+        loop.run_until_complete(until(lambda: bulkhead.stats.waiting == 1))
+        freed = weakref.ref(task)
+
+        def release_then_stop(running: asyncio.AbstractEventLoop) -> None:
+            core.release()  # offered to the waiter, whose task would run in the next iteration
+            running.stop()
+
+        loop.call_soon(release_then_stop, loop)
+        loop.run_forever()
+        loop.close()  # its task never runs again
+        del task, loop
+        engine_timer._drop_closed()
+        assert (bulkhead.stats.active, bulkhead.stats.waiting) == (1, 0)  # held by the offer
+
+        collect_inside(core._lock, "the bulkhead's lock")
+        assert freed() is None
+    finally:
+        gc.enable()
+    assert call_within(bulkhead, 5.0) == "later"  # takes the offered slot back
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"], stats["completed"], stats["cancelled"]) == (0, 0, 2, 1)
+
+
+@pytest.mark.parametrize("via", ["execute", "slot"])
+def test_a_task_running_in_a_slot_freed_after_its_loop_closed_does_not_block_on_the_lock(via):
+    """A task left running in a slot when its loop closed is freed by the collector, maybe on a
+    thread that holds the bulkhead's lock: that must not block, and its slot comes back."""
+    bulkhead = Bulkhead(f"freed-running-{via}", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=60))
+    core = bulkhead._core
+
+    async def hang():
+        await asyncio.sleep(3600)
+
+    async def caller():
+        me = asyncio.current_task()  # noqa: F841 - its frame refers to its task: only the collector frees it
+        if via == "slot":
+            async with bulkhead.slot():
+                await hang()
+        return await bulkhead.execute(hang)
+
+    gc.disable()  # the collection below is the one that frees the task
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(caller())
+        loop.run_until_complete(until(lambda: bulkhead.stats.active == 1))
+        loop.close()  # its task never runs again
+        freed = weakref.ref(task)
+        del task, loop
+        engine_timer._drop_closed()
+
+        collect_inside(core._lock, "the bulkhead's lock")
+        assert freed() is None
+    finally:
+        gc.enable()
+    until_sync(lambda: bulkhead.stats.active == 0)  # given back once the lock was free
+    assert call_within(bulkhead, 5.0) == "later"
+    stats = bulkhead.get_stats()
+    assert (stats["active"], stats["waiting"], stats["completed"]) == (0, 0, 2)
 
 
 def test_a_stopped_loops_waiter_past_its_timeout_gives_its_place_to_a_caller_that_can_wait():

@@ -65,6 +65,10 @@ __all__ = [
 ]
 
 
+_get_running_loop: Final = asyncio._get_running_loop  # in asyncio.events.__all__: None outside a loop
+"""The loop running on this thread, or ``None`` (what tells whether a waiter's loop runs here)."""
+
+
 class WaiterState(enum.IntEnum):
     """Where a waiter is (:attr:`Waiter.state`).
 
@@ -223,13 +227,12 @@ class AsyncWaiter(Waiter):
     A waiter woken without a place gets a new :attr:`future` from :meth:`WaitQueue.claim`.
     """
 
-    __slots__ = ("future", "loop", "thread")
+    __slots__ = ("future", "loop")
 
     def __init__(self, queue: WaitQueue, owner: WaitOwner, loop: asyncio.AbstractEventLoop) -> None:
         Waiter.__init__(self, queue, owner)  # named, not super(): one per queued call
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.thread = threading.get_ident()
 
     def ready(self) -> bool:
         """Whether its loop is running (a stopped loop's waiter keeps its place and is nudged)."""
@@ -245,10 +248,14 @@ class AsyncWaiter(Waiter):
         return not loop.is_running() and getattr(self, "timer_when", math.inf) <= loop.time()
 
     def wake(self) -> bool:
-        """Complete its future on its loop (thread-safely from another thread); ``False`` if closed."""
+        """Complete its future on its loop (thread-safely from another thread); ``False`` if closed.
+
+        Directly only where its loop is the one running here: a loop may run on another thread
+        than the one it ran on when the waiter queued, which a direct completion would not wake.
+        """
         future = self.future
         try:
-            if threading.get_ident() == self.thread:
+            if _get_running_loop() is self.loop:
                 _resolve(future)
             else:
                 self.loop.call_soon_threadsafe(_resolve, future)

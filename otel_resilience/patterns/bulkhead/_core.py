@@ -6,6 +6,7 @@ waiting itself (futures, locks, the loop timer) is :mod:`otel_resilience.engine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -273,9 +274,14 @@ class _BulkheadCore(BulkheadStats):
         never change again) holds nothing, and returns without the lock. That is the waiter of a
         task left pending when its loop closed: the garbage collector frees it, once it left the
         queue, by closing its coroutine on whichever thread allocates, maybe one that holds this
-        lock (a call queuing here), which a second acquisition would deadlock.
+        lock (a call queuing here), which a second acquisition would deadlock. A task offered a
+        slot just before its loop stopped and closed is freed so while its waiter still holds the
+        offer: a waiter whose loop is closed leaves its offer to be taken back as a stopped loop's
+        is (:meth:`_reclaim_locked`) when the lock is taken (:meth:`_lock_taken`).
         """
         if waiter.state >= TIMED_OUT:  # TIMED_OUT or CANCELLED: it left for good
+            return
+        if waiter.gone() and self._lock_taken():
             return
         with self._lock:
             state = waiter.state
@@ -292,6 +298,32 @@ class _BulkheadCore(BulkheadStats):
                 wakes = self._pass_on_locked()
         if wakes:
             self._hand_over(wakes)
+
+    def release_closed(self) -> None:
+        """Give back the slot of a call whose coroutine is being closed, not cancelled.
+
+        The garbage collector closes the coroutine of a task a closed loop left pending (running
+        in a slot) on whichever thread allocates, maybe one that holds this lock (a call queuing
+        here), which :meth:`release` would deadlock on. When the lock is taken
+        (:meth:`_lock_taken`), the slot is given back from a thread of its own, which waits for it.
+        """
+        if not self._lock_taken():
+            self.release()
+            return
+        with contextlib.suppress(RuntimeError):  # no new thread at interpreter shutdown: none is needed
+            threading.Thread(target=self.release, name="bulkhead-release", daemon=True).start()
+
+    def _lock_taken(self) -> bool:
+        """Whether the lock is held now, maybe by this very thread (a finalizer run under it).
+
+        The one rule of the code a finalizer may run (a closed loop's task freed by the garbage
+        collector): it never blocks on the lock, which this thread may hold.
+        """
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            lock.release()
+            return False
+        return True
 
     def expire(self, waiter: Waiter) -> bool:
         """End a waiter's wait at its timeout, unless a slot a stopped loop's waiter holds is its.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.actions import Rejected
@@ -78,8 +79,16 @@ class _BulkheadStep(Link[BulkheadConfig]):
         return None
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
-        """Give the slot back: the call was cancelled while it ran."""
-        self._core.release()
+        """Give the slot back: the call was cancelled while it ran.
+
+        Or its coroutine is being closed (``GeneratorExit``): a task its closed loop left pending,
+        freed by the garbage collector on any thread, which never blocks on the bulkhead's lock
+        (:meth:`_BulkheadCore.release_closed`).
+        """
+        if sys.exc_info()[0] is GeneratorExit:
+            self._core.release_closed()
+        else:
+            self._core.release()
 
     def wait_timed_out(self) -> None:
         """Report the ``queue_timeout`` rejection of a call that waited too long (its own context)."""
