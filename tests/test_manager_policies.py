@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import gc
 import logging
 import threading
+import types
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import pytest
 
@@ -83,6 +85,53 @@ def test_unhashable_configs_that_differ_in_a_hashable_nested_config_get_their_ow
     key = cast("tuple[Any, ...]", config_key(config(3)))
     assert hash(key) == hash(config_key(config(3)))
     assert RetryPolicy(max_attempts=3) in key[2]  # kept whole, not frozen field by field
+
+
+class Point(NamedTuple):
+    """A namedtuple: a tuple, equal to a tuple of its items and never to a list."""
+
+    x: int
+    y: int
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"at": Point(1, 2)}, {"at": [1, 2]}),  # a namedtuple is a tuple, never a list
+        ([collections.OrderedDict(a=1, b=2)], [collections.OrderedDict(b=2, a=1)]),  # order counts
+    ],
+    ids=["namedtuple-vs-list", "ordered-dicts"],
+)
+def test_configs_that_compare_unequal_never_share_a_policy(
+    first: Any, second: Any, alerts: AlertSystem
+) -> None:
+    """Two configs whose defaults are not equal get a policy each: each call is answered with its own default."""
+    assert first != second
+    manager = ResilienceManager(alert_system=alerts)
+    assert manager.execute_with_resilience_sync(_charge, spec_config(first), "db") == first
+    assert manager.execute_with_resilience_sync(_charge, spec_config(second), "db") == second
+    assert manager.get_resilience_statistics()["limits"]["policies"] == 2
+
+
+@pytest.mark.parametrize(
+    "default",
+    [
+        lambda: types.MappingProxyType({"status": "error"}),  # the immutable dict the fallback advises
+        lambda: [Point(1, 2)],
+        lambda: {"status": collections.defaultdict(list)},
+    ],
+    ids=["mapping-proxy", "namedtuple", "defaultdict"],
+)
+def test_equal_configs_holding_read_only_or_subclassed_containers_share_one_policy(
+    default: Any, alerts: AlertSystem
+) -> None:
+    """A config built per call whose default is a MappingProxyType, a namedtuple or a defaultdict finds one policy."""
+    manager = ResilienceManager(alert_system=alerts)
+    for _ in range(5):
+        manager.execute_with_resilience_sync(_search, spec_config(default()), "db")
+    stats = manager.get_resilience_statistics()
+    assert stats["limits"]["policies"] == 1
+    assert stats["policies"]["db_query"]["total"] == 5
 
 
 def _charge(service: str) -> str:

@@ -18,6 +18,7 @@ from otel_resilience import (
 )
 from otel_resilience.engine.registry import RATE_LIMITERS
 from otel_resilience.manager.stages import build_pipeline
+from otel_resilience.testing import FakeClock
 
 
 def kinds(manager: ResilienceManager, config: ResilienceConfig) -> list[str]:
@@ -101,3 +102,73 @@ def test_a_policys_limiter_stays_registered_while_its_pipeline_lives() -> None:
     del pipeline
     gc.collect()
     assert RATE_LIMITERS.get("kept-alone") is None  # gone with its pipeline: nothing leaks
+
+
+def _answer(error: Exception) -> str:
+    return "fallback"
+
+
+def test_the_policies_of_one_name_take_their_permits_from_one_bucket() -> None:
+    """Configs of one name that differ (a fallback function made per call) make a policy each, yet share one limit."""
+    manager = ResilienceManager(clock=FakeClock())
+    limit = RateLimiterConfig(rate=1.0, burst=2)
+    calls: list[int] = []
+
+    def per_call_config() -> ResilienceConfig:
+        fallback = FallbackConfig(
+            strategy=FallbackStrategy.ALTERNATIVE_FUNCTION, fallback_function=lambda error: _answer(error)
+        )
+        return ResilienceConfig(name="quotes", rate_limiter=limit, fallback_config=fallback)
+
+    answers = [
+        manager.execute_with_resilience_sync(lambda: calls.append(1) or "real", per_call_config())
+        for _ in range(5)
+    ]
+    assert answers == ["real", "real", "fallback", "fallback", "fallback"]
+    assert len(calls) == 2
+    retried = ResilienceConfig(name="quotes", rate_limiter=limit, retry_policy=RetryPolicy(max_attempts=2))
+    with pytest.raises(RateLimitedError):
+        manager.execute_with_resilience_sync(lambda: "real", retried)
+    stats = manager.get_resilience_statistics()
+    assert stats["limits"]["policies"] == 6
+    assert stats["limits"]["rate_limiters"] == 1
+
+
+def test_a_limiter_that_gave_permits_outlives_its_evicted_policy() -> None:
+    """A policy evicted while its bucket is empty comes back to that bucket, not to a full one."""
+    clock = FakeClock()
+    manager = ResilienceManager(clock=clock, max_policies=1)
+    config = ResilienceConfig(name="limited", rate_limiter=RateLimiterConfig(rate=1.0, burst=1))
+    assert manager.execute_with_resilience_sync(lambda: "real", config) == "real"
+    for index in range(3):
+        manager.execute_with_resilience_sync(lambda: None, ResilienceConfig(name=f"other-{index}"))
+    assert manager.get_resilience_statistics()["limits"]["evicted_policies"] >= 1
+    with pytest.raises(RateLimitedError):
+        manager.execute_with_resilience_sync(lambda: "real", config)
+    clock.advance(1.0)
+    assert manager.execute_with_resilience_sync(lambda: "real", config) == "real"
+
+
+def test_a_limiter_at_rest_goes_once_no_policy_uses_it() -> None:
+    """Limiters stay bounded: one whose bucket refilled is evicted once its policies are gone."""
+    clock = FakeClock()
+    manager = ResilienceManager(clock=clock, max_policies=1)
+    limit = RateLimiterConfig(rate=1.0, burst=1)
+    for index in range(20):
+        config = ResilienceConfig(name=f"limited-{index}", rate_limiter=limit)
+        manager.execute_with_resilience_sync(lambda: None, config)
+        clock.advance(1.0)  # the bucket refills: at rest once its policy is evicted
+    limits = manager.get_resilience_statistics()["limits"]
+    assert limits["rate_limiters"] == limits["policies"] <= 2  # a policy used lately is kept
+    assert limits["evicted_rate_limiters"] >= 18
+
+
+def test_another_limit_under_a_name_that_has_one_is_refused_naming_the_field() -> None:
+    """A policy asking for another rate limit under a name whose limiter exists is told to take its own name."""
+    manager = ResilienceManager(clock=FakeClock())
+    manager.execute_with_resilience_sync(
+        lambda: None, ResilienceConfig(name="shared", rate_limiter=RateLimiterConfig(rate=1.0))
+    )
+    other = ResilienceConfig(name="shared", rate_limiter=RateLimiterConfig(rate=5.0))
+    with pytest.raises(ValueError, match=r"rate limiter 'shared' already exists .*its own name"):
+        manager.execute_with_resilience_sync(lambda: None, other)

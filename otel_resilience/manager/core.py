@@ -8,10 +8,14 @@ the name comes from ``ResilienceConfig.circuit_breaker_name`` / ``bulkhead_name`
 ``ResilienceConfig.name``, else from the function (see :func:`~otel_resilience.engine.naming.
 callable_name`: a ``functools.partial`` is named after its function, a lambda after its module and line).
 
+A policy's rate limiter is kept by the policy name (``ResilienceConfig.name``, else the
+function's): every policy of one name takes its permits from one bucket, which outlives the
+policies (a config built per call that makes a policy of its own, an evicted policy built again).
+
 Equal configs share one policy (pipeline, counts), hashable or not. The manager keeps at most
-``max_policies`` idle policies, breakers and bulkheads (:class:`~otel_resilience.engine.store.
-BoundedStore`); evicted policies' counts stay in the ``executions`` totals, and in the exported
-series of their name while it has a policy.
+``max_policies`` idle policies, breakers, bulkheads and rate limiters
+(:class:`~otel_resilience.engine.store.BoundedStore`); evicted policies' counts stay in the
+``executions`` totals, and in the exported series of their name while it has a policy.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from otel_resilience.manager.statistics import (
 from otel_resilience.patterns.alerts import AlertSystem, default_alert_system
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
+from otel_resilience.patterns.rate_limiter import RateLimiter
 from otel_resilience.patterns.recovery import ErrorRecoverySystem
 
 if TYPE_CHECKING:
@@ -62,10 +67,11 @@ R = TypeVar("R")
 DEFAULT_MAX_PIPELINES: Final = 1024
 """How many config objects a manager's identity fast path remembers."""
 DEFAULT_MAX_POLICIES: Final = 256
-"""How many live policies (and breakers, and bulkheads) a manager keeps while they are idle."""
+"""How many live policies (and breakers, bulkheads and rate limiters) a manager keeps while they are idle."""
 
 _BREAKER: Final = "circuit_breaker"
 _BULKHEAD: Final = "bulkhead"
+_LIMITER: Final = "rate_limiter"
 _RECOVERY: Final = "recovery"
 _RECOVERY_NAMING: Final = fork_safe(threading.Lock())
 """Held while a default recovery system is named and registered: two managers made at once
@@ -124,6 +130,8 @@ class _Policy:
     breaker: CircuitBreaker | None
     bulkhead: Bulkhead | None
     extras: tuple[tuple[int, Step], ...]
+    users: tuple[tuple[str, str], ...]
+    """The shared breaker, bulkhead and rate limiter it uses, as ``ResilienceManager._users`` counts them."""
     entries: set[_Entry] = field(default_factory=set)
     seen_total: int = 0
 
@@ -135,7 +143,8 @@ class _Retiring(NamedTuple):
     """Exported in the pipeline's place from its eviction on: empty, it counts in the pipeline's
     stats (the same object), which a call still running there moves."""
     users: tuple[tuple[str, str], ...]
-    """The breaker and bulkhead it uses (as ``_users`` counts them), released once it is gone."""
+    """The breaker, bulkhead and rate limiter it uses (as ``_users`` counts them): released once
+    it is gone."""
 
 
 class _Configured(Protocol):
@@ -173,6 +182,7 @@ def _shared(
 _SHARED_NAMES: Final[dict[object, tuple[str, str]]] = {
     CircuitBreaker: ("circuit breaker", "circuit_breaker_name"),
     Bulkhead: ("bulkhead", "bulkhead_name"),
+    RateLimiter: ("rate limiter", "name"),
 }
 """How an error names each kind of shared instance, and the config field that names it."""
 
@@ -198,6 +208,24 @@ def _bulkhead_rests(bulkhead: Bulkhead) -> bool:
 def _bulkhead_idle(users: Counter[tuple[str, str]], bulkhead: Bulkhead) -> bool:
     """A bulkhead may go when no policy uses it (none in ``users``, as for a breaker) and it rests."""
     return (_BULKHEAD, bulkhead.name) not in users and _bulkhead_rests(bulkhead)
+
+
+def _limiter_rests(limiter: RateLimiter) -> bool:
+    """Whether ``limiter`` is as a new one would be: nobody waits, and its bucket is full.
+
+    A limiter that gave permits lately is kept (as an OPEN breaker is): a new one would hand out
+    a full bucket at once, over the rate. A limiter whose permits a store shares (Redis) keeps
+    them there: only its waiters hold it.
+    """
+    if limiter.waiting:
+        return False
+    config = limiter.config
+    return config.store is not None or limiter.available >= config.burst
+
+
+def _limiter_idle(users: Counter[tuple[str, str]], limiter: RateLimiter) -> bool:
+    """A rate limiter may go when no policy uses it (none in ``users``, as for a breaker) and it rests."""
+    return (_LIMITER, limiter.name) not in users and _limiter_rests(limiter)
 
 
 def _policy_idle(policy: _Policy) -> bool:
@@ -227,12 +255,15 @@ class ResilienceManager(NamedPolicies):
 
     A *policy* is a policy name with one config value: configs that are equal (by value,
     whether or not they are hashable) share one policy, its pipeline and its counts. The
-    manager keeps at most ``max_policies`` live policies, and as many breakers and bulkheads;
-    past the cap, the least recently created or used **idle** ones are evicted (a policy whose
-    breaker is not CLOSED or whose bulkhead holds or queues a call is not idle; neither is a
-    breaker or bulkhead a live policy uses, nor one an evicted policy's pipeline, not gone yet,
+    manager keeps at most ``max_policies`` live policies, and as many breakers, bulkheads and
+    rate limiters; past the cap, the least recently created or used **idle** ones are evicted
+    (a policy whose breaker is not CLOSED or whose bulkhead holds or queues a call is not idle;
+    neither is a rate limiter whose bucket is not full or that has a waiter, nor a breaker,
+    bulkhead or limiter a live policy uses, nor one an evicted policy's pipeline, not gone yet,
     uses: a call may still run in it). The counts of an evicted policy are folded into the
-    ``executions`` totals, so nothing counted is lost. See ``docs/design.md``.
+    ``executions`` totals, so nothing counted is lost. A policy's rate limiter is kept by the
+    policy's name, as its breaker and bulkhead are: the policies of one name share its permits.
+    See ``docs/design.md``.
 
     Named policies (:meth:`policy`, :meth:`reconfigure`) are the other way in: a handle per
     name, with state per key and a config that can change while calls run.
@@ -254,8 +285,8 @@ class ResilienceManager(NamedPolicies):
             this manager's.
         clock: The clock for every pattern the manager creates.
         max_pipelines: How many config objects the identity fast path remembers (default 1024).
-        max_policies: How many live policies, and how many breakers and bulkheads, the manager
-            keeps while they are idle (default :data:`DEFAULT_MAX_POLICIES`).
+        max_policies: How many live policies, and how many breakers, bulkheads and rate
+            limiters, the manager keeps while they are idle (default :data:`DEFAULT_MAX_POLICIES`).
 
     Attributes:
         recovery_system: The manager's error recovery system: register rules on it.
@@ -324,6 +355,12 @@ class ResilienceManager(NamedPolicies):
             is_idle=functools.partial(_bulkhead_idle, self._users),
             revive=True,
         )
+        self._limiters: BoundedStore[str, RateLimiter] = BoundedStore(
+            "ResilienceManager",
+            "max_policies",
+            max_policies,
+            is_idle=functools.partial(_limiter_idle, self._users),
+        )
         self._find_breaker = self._breakers.get
         self._retire_ids = itertools.count()
         self._retiring: dict[int, _Retiring] = {}
@@ -382,17 +419,12 @@ class ResilienceManager(NamedPolicies):
             if self._by_id.get(entry.key) is entry:
                 del self._by_id[entry.key]
         policy.entries.clear()
-        users: list[tuple[str, str]] = []
-        if policy.breaker is not None:
-            users.append((_BREAKER, policy.breaker.name))
-        if policy.bulkhead is not None:
-            users.append((_BULKHEAD, policy.bulkhead.name))
         pipeline = policy.pipeline
         carrier = pipeline.carrier()
         carrier.stats = pipeline.stats
         PIPELINES.replace((pipeline,), lambda: carrier, findable=False, announce=False)
         retire_id = next(self._retire_ids)
-        self._retiring[retire_id] = _Retiring(carrier, tuple(users))
+        self._retiring[retire_id] = _Retiring(carrier, policy.users)
         weakref.finalize(pipeline, self._dead.append, retire_id).atexit = False
         self._fold_dead_locked()
 
@@ -490,6 +522,7 @@ class ResilienceManager(NamedPolicies):
                 self._fold_dead_locked()  # the pipelines it evicted are gone: their users too
                 self._breakers.trim()
                 self._bulkheads.trim()
+                self._limiters.trim()
             return entry
 
     def _drop_entry_locked(self, entry: _Entry) -> None:
@@ -501,7 +534,8 @@ class ResilienceManager(NamedPolicies):
             policy.entries.discard(entry)
 
     def _build_locked(self, config: ResilienceConfig, name: str) -> _Policy:
-        """Compose a new policy for ``config``, with the shared breaker and bulkhead."""
+        """Compose a new policy for ``config``, with the shared breaker, bulkhead and rate limiter."""
+        users: list[tuple[str, str]] = []
         breaker = None
         if config.circuit_breaker is not None:
             # Not evicted here but by the trim once this policy is stored: the policies it
@@ -509,21 +543,26 @@ class ResilienceManager(NamedPolicies):
             breaker = self._breaker_locked(
                 config.circuit_breaker_name or name, config.circuit_breaker, evict=False
             )
+            users.append((_BREAKER, breaker.name))
         bulkhead = None
         if config.bulkhead_config is not None:
             bulkhead = self._bulkhead_locked(
                 config.bulkhead_name or name, config.bulkhead_config, evict=False
             )
+            users.append((_BULKHEAD, bulkhead.name))
+        limiter = None
+        if config.rate_limiter is not None:
+            limiter = _shared(
+                self._limiters, RateLimiter, name, config.rate_limiter, self._clock, evict=False
+            )
+            users.append((_LIMITER, name))
         recovery, breakers = self.recovery_system, self._find_breaker
         pipeline, extras = compose(
-            StageInputs(name, config, self._clock, breaker, bulkhead, recovery, breakers)
+            StageInputs(name, config, self._clock, breaker, bulkhead, recovery, breakers, limiter)
         )
-        if breaker is not None:
-            self._users[(_BREAKER, breaker.name)] += 1
-        if bulkhead is not None:
-            self._users[(_BULKHEAD, bulkhead.name)] += 1
+        self._users.update(users)
         self._named[pipeline.name] += 1
-        return _Policy(name, pipeline, breaker, bulkhead, extras)
+        return _Policy(name, pipeline, breaker, bulkhead, extras, tuple(users))
 
     # ------------------------------------------------------------------ execution
 
@@ -605,7 +644,8 @@ class ResilienceManager(NamedPolicies):
         never raised here); ``error_recovery`` the recovery system's
         (``successful_recoveries`` counts recovery *actions* that worked, a different thing
         from ``successful_after_failure``);
-        ``limits`` the cap and how many were evicted; ``named_policies`` each named policy's
+        ``limits`` the cap, and how many policies, breakers, bulkheads and rate limiters are kept
+        and were evicted; ``named_policies`` each named policy's
         ``get_stats()`` (see :meth:`PolicyHandle.get_stats`), whose executions are in
         ``executions`` too.
         """
@@ -624,6 +664,8 @@ class ResilienceManager(NamedPolicies):
                 "evicted_circuit_breakers": self._breakers.evicted,
                 "bulkheads": len(self._bulkheads),
                 "evicted_bulkheads": self._bulkheads.evicted,
+                "rate_limiters": len(self._limiters),
+                "evicted_rate_limiters": self._limiters.evicted,
             }
         policies = policy_counts(live, totals)
         named = self._named_statistics(totals)

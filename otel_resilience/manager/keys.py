@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, Final
 
 from otel_resilience.engine.forking import fork_safe
@@ -24,6 +25,10 @@ _DATACLASS: Final = object()
 _UNSEEN: Final = object()
 _ATOMS: Final = frozenset({str, int, float, bool, bytes, type(None)})
 """Types whose values are hashable and compared by value: their own key."""
+_DICT_EQ: Final = dict.__eq__
+_SEQUENCE_EQ: Final = (list.__eq__, tuple.__eq__)
+_SET_EQ: Final = (set.__eq__, frozenset.__eq__)
+"""The ``==`` of the containers frozen item by item: a subclass that keeps it compares as they do."""
 _COMPARED_FIELDS: Final[dict[type, tuple[str, ...] | None]] = {}
 """The compared fields of each dataclass type met (``None`` for a type that is not one)."""
 
@@ -31,10 +36,12 @@ _COMPARED_FIELDS: Final[dict[type, tuple[str, ...] | None]] = {}
 def config_key(config: ResilienceConfig) -> object:
     """Return a hashable key equal for equal configs: the config itself, or its frozen value.
 
-    A config holding a dict or a list (``default_value={"status": "error"}``) is unhashable;
-    its key is built from its fields, so that an equal config built per call still finds its
-    policy. A field value that is neither hashable nor a dict, list, set or dataclass is keyed
-    by identity (the policy keeps the config, hence the value, alive).
+    A config holding a dict or a list (``default_value={"status": "error"}``, or a
+    ``MappingProxyType`` of a dict) is unhashable; its key is built from its fields, so that an
+    equal config built per call still finds its policy. A field value that is neither hashable
+    nor a container compared by its items (a dict, list, tuple or set, or a subclass that keeps
+    their ``==``, such as a ``namedtuple``) nor a dataclass is keyed by identity (the policy
+    keeps the config, hence the value, alive).
     """
     return _freeze(config)
 
@@ -42,20 +49,24 @@ def config_key(config: ResilienceConfig) -> object:
 def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of value
     """Return a hashable stand-in for ``value`` that is equal exactly when the values are equal.
 
-    Dicts, lists, tuples and sets are frozen item by item (a tuple stays apart from a list);
-    any other hashable value is its own stand-in, a hashable config included (the key of a
-    config holds its hashable parts as they are, and copies only what is not); an unhashable
-    dataclass is frozen field by field, and anything else unhashable stands for itself by
-    identity.
+    Dicts, lists, tuples and sets are frozen item by item (a tuple stays apart from a list), and
+    so is a subclass whose ``==`` is theirs (a ``namedtuple`` is a tuple, a ``defaultdict`` a
+    dict) and a ``MappingProxyType`` of a dict (it compares as its dict); a container that
+    compares otherwise (an ``OrderedDict`` minds the order) is not. Any other hashable value is
+    its own stand-in, a hashable config included (the key of a config holds its hashable parts
+    as they are, and copies only what is not); an unhashable dataclass is frozen field by
+    field, and anything else unhashable stands for itself by identity.
     """
     kind = type(value)
     if kind in _ATOMS:
         return value
-    if isinstance(value, dict):
+    if (isinstance(value, dict) and kind.__eq__ is _DICT_EQ) or (
+        isinstance(value, MappingProxyType) and _shows_a_dict(value)
+    ):
         return (_DICT, frozenset((key, _freeze(item)) for key, item in value.items()))
-    if isinstance(value, (list, tuple)):
-        return (_SEQUENCE, kind is tuple, tuple(_freeze(item) for item in value))
-    if isinstance(value, (set, frozenset)):
+    if isinstance(value, (list, tuple)) and kind.__eq__ in _SEQUENCE_EQ:
+        return (_SEQUENCE, isinstance(value, tuple), tuple(_freeze(item) for item in value))
+    if isinstance(value, (set, frozenset)) and kind.__eq__ in _SET_EQ:
         return (_SET, frozenset(_freeze(item) for item in value))
     try:
         hash(value)
@@ -65,6 +76,15 @@ def _freeze(value: object) -> object:  # noqa: PLR0911 - one return per kind of 
             return (_IDENTITY, id(value))
         return (_DATACLASS, kind, tuple(_freeze(getattr(value, name)) for name in fields))
     return value
+
+
+def _shows_a_dict(proxy: MappingProxyType[Any, Any]) -> bool:
+    """Whether a read-only ``proxy`` shows a mapping that compares as a dict does (it compares as that)."""
+    try:
+        shown = proxy.copy()  # the mapping's own copy(): a mapping that has none is kept apart
+    except (AttributeError, TypeError):
+        return False
+    return type(shown).__eq__ is _DICT_EQ
 
 
 def _compared_fields(kind: type) -> tuple[str, ...] | None:
