@@ -19,11 +19,14 @@ from otel_resilience import (
     ExtraStrategy,
     FallbackConfig,
     FallbackStrategy,
+    Jitter,
     PolicyHandle,
     RateLimitedError,
     RateLimiterConfig,
     ResilienceConfig,
     ResilienceManager,
+    RetryPolicy,
+    RetryStrategy,
 )
 from otel_resilience.config import loads
 from otel_resilience.engine.events import Event, PolicyReloaded, ReloadFailed
@@ -377,6 +380,46 @@ async def test_calls_in_flight_at_a_reload_are_counted_but_judge_nothing(manager
     with pytest.raises(ConnectionError):
         await view.execute(fail_later)  # released already: fails at once, under the new config
     assert breaker.state is CircuitState.CLOSED  # one failure of the new period
+
+
+async def test_an_execution_in_flight_at_a_reload_retries_only_while_the_breaker_admits_calls(
+    manager: ResilienceManager,
+) -> None:
+    """Its next attempts are the breaker's to admit as it is now: once the reloaded breaker opens,
+    a retry of an execution that started before the reload is rejected, not sent to the dependency
+    (a breaker's thresholds are tuned during an incident, while executions are in flight)."""
+
+    def config(timeout: float) -> ResilienceConfig:
+        retry = RetryPolicy(
+            max_attempts=4, strategy=RetryStrategy.FIXED, initial_delay=1.0, jitter=Jitter.NONE
+        )
+        breaker = CircuitBreakerConfig(failure_threshold=2, timeout=timeout)
+        return ResilienceConfig(circuit_breaker=breaker, retry_policy=retry)
+
+    policy = manager.policy("in-flight-retries", config(60.0))
+    view = policy.for_key("k")
+    release = asyncio.Event()
+    sent: list[str] = []
+
+    async def slow_then_down() -> None:
+        sent.append("in flight")
+        await release.wait()
+        raise ConnectionError("down")
+
+    async def down() -> None:
+        raise ConnectionError("down")
+
+    running = asyncio.create_task(view.execute(slow_then_down))
+    await asyncio.sleep(0)
+    manager.reconfigure("in-flight-retries", config(120.0))
+    with pytest.raises(CircuitOpenError):
+        await view.execute(down)  # two failures open it; its third attempt is rejected
+    assert view.circuit_breaker.state is CircuitState.OPEN
+    release.set()
+    with pytest.raises(CircuitOpenError):
+        await running
+    assert sent == ["in flight"]
+    assert view.circuit_breaker.get_stats()["total_rejected"] == 2
 
 
 @pytest.mark.parametrize("change", ["renamed", "dropped"])

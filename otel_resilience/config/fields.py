@@ -61,6 +61,8 @@ class Field:
     """``minimum`` itself is refused."""
     nullable: bool = False
     """``null`` (YAML) is accepted and given to the class as ``None``."""
+    nonempty: bool = False
+    """``exceptions``: an empty list is refused (the class needs at least one class)."""
     required: bool = False
     """The section needs it (the class has no default)."""
     choices: tuple[str, ...] = ()
@@ -171,7 +173,7 @@ CIRCUIT_BREAKER: Final = Section(
         Field("success_threshold", "int", "Probe successes in HALF_OPEN that close it.", minimum=1),
         _duration("timeout", "How long it stays OPEN before a probe."),
         Field("half_open_max_calls", "int", "Probes in flight at once in HALF_OPEN.", minimum=1),
-        Field("record_exceptions", "exceptions", "Exception classes counted as failures."),
+        Field("record_exceptions", "exceptions", "Exception classes counted as failures.", nonempty=True),
         Field("ignore_exceptions", "exceptions", "Exception classes counted as neither success nor failure."),
         Field(
             "sliding_window",
@@ -237,7 +239,7 @@ RETRY: Final = Section(
         ),
         Field("jitter_ratio", "number", "Spread of proportional jitter.", minimum=0, maximum=1),
         _duration("attempt_timeout", "How long one attempt may take.", nullable=True),
-        Field("retry_on", "exceptions", "Exception classes that are retried."),
+        Field("retry_on", "exceptions", "Exception classes that are retried.", nonempty=True),
         Field("no_retry_on", "exceptions", "Exception classes never retried (replaces the default)."),
         _BUDGET,
     ),
@@ -265,7 +267,9 @@ FALLBACK: Final = Section(
             ),
         ),
         Field("default_value", "value", "The value returned in place of the failed call.", nullable=True),
-        Field("handle_exceptions", "exceptions", "Exception classes that trigger the fallback."),
+        Field(
+            "handle_exceptions", "exceptions", "Exception classes that trigger the fallback.", nonempty=True
+        ),
     ),
     refused=(
         ("fallback_function", _code("a function")),

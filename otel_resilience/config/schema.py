@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from otel_resilience.config.fields import FORMAT_VERSION, POLICY, RETRY_BUDGET, SECTIONS, Field, Section
-from otel_resilience.config.values import DURATION_PATTERN, EXCEPTION_PATTERN, RATE_PATTERN
+from otel_resilience.config.values import (
+    DURATION_PATTERN,
+    EXCEPTION_PATTERN,
+    POSITIVE_DURATION_PATTERN,
+    POSITIVE_RATE_PATTERN,
+    RATE_PATTERN,
+)
 
 __all__ = ["SCHEMA_FILE", "SCHEMA_ID", "generate", "main", "render", "shipped"]
 
@@ -38,6 +44,14 @@ _DEFS: Final = {
         "'250ms', '2s', '2m', '1h30m'.",
         "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}],
     },
+    "positive_duration": {
+        "description": "A duration above zero: seconds as a number, or a string with units ms, s, m, h: "
+        "'250ms', '2s', '2m', '1h30m'.",
+        "anyOf": [
+            {"type": "number", "exclusiveMinimum": 0},
+            {"type": "string", "pattern": POSITIVE_DURATION_PATTERN},
+        ],
+    },
     "exception": {
         "description": "An exception class: a built-in ('ConnectionError') or a dotted path "
         "('httpx.ConnectTimeout'), imported when the file is loaded.",
@@ -47,6 +61,13 @@ _DEFS: Final = {
     "exceptions": {
         "description": "One exception class by name, or a list of them.",
         "anyOf": [{"$ref": "#/$defs/exception"}, {"type": "array", "items": {"$ref": "#/$defs/exception"}}],
+    },
+    "nonempty_exceptions": {
+        "description": "One exception class by name, or a list of at least one.",
+        "anyOf": [
+            {"$ref": "#/$defs/exception"},
+            {"type": "array", "items": {"$ref": "#/$defs/exception"}, "minItems": 1},
+        ],
     },
 }
 
@@ -119,12 +140,17 @@ def _value(field: Field) -> dict[str, Any]:  # noqa: PLR0911 - one return per ki
         return {"$ref": f"#/$defs/{field.section.owner}"}
     if kind == "window":
         return {"oneOf": [{"$ref": f"#/$defs/{v.owner}"} for v in field.variants]}
-    if kind in ("duration", "exception", "exceptions"):
-        return {"$ref": f"#/$defs/{kind}"}
+    if kind == "duration":  # a duration's bound is 0, or above 0 (exclusive_minimum)
+        return {"$ref": "#/$defs/positive_duration" if field.exclusive_minimum else "#/$defs/duration"}
+    if kind == "exceptions":
+        return {"$ref": "#/$defs/nonempty_exceptions" if field.nonempty else "#/$defs/exceptions"}
+    if kind == "exception":
+        return {"$ref": "#/$defs/exception"}
     if kind == "choice":
         return {"enum": list(field.choices)}
     if kind == "rate":
-        return {"anyOf": [{"type": "number", **_bounds(field)}, {"type": "string", "pattern": RATE_PATTERN}]}
+        pattern = POSITIVE_RATE_PATTERN if field.exclusive_minimum else RATE_PATTERN
+        return {"anyOf": [{"type": "number", **_bounds(field)}, {"type": "string", "pattern": pattern}]}
     if kind in ("name", "budget"):
         return dict(_NAME)
     if kind == "bool":

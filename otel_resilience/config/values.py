@@ -19,6 +19,8 @@ from otel_resilience.engine.validation import describe
 __all__ = [
     "DURATION_PATTERN",
     "EXCEPTION_PATTERN",
+    "POSITIVE_DURATION_PATTERN",
+    "POSITIVE_RATE_PATTERN",
     "RATE_PATTERN",
     "parse_duration",
     "parse_rate",
@@ -34,6 +36,13 @@ DURATION_PATTERN: Final = rf"^\s*(?:{_PART})+\s*$"
 RATE_PATTERN: Final = r"^\s*[0-9]+(?:\.[0-9]+)?/(?:s|m|h)\s*$"
 """A rate string: ``<number>/<unit>``, permits per second, minute or hour (``"100/m"``), spaces
 around it allowed."""
+_NOT_ZERO: Final = r"(?=[^1-9]*[1-9])"
+"""Some digit is not 0: the value of a duration or rate string (only digits, units, dots and
+spaces) is above zero."""
+POSITIVE_DURATION_PATTERN: Final = f"^{_NOT_ZERO}{DURATION_PATTERN[1:]}"
+"""A duration string above zero, for a field that must be ``> 0`` (``"0s"`` and ``"0ms"`` are not)."""
+POSITIVE_RATE_PATTERN: Final = f"^{_NOT_ZERO}{RATE_PATTERN[1:]}"
+"""A rate string above zero (``"0/s"`` is not)."""
 _IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 EXCEPTION_PATTERN: Final = rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})*(?::{_IDENTIFIER}(?:\.{_IDENTIFIER})*)?$"
 """An exception class by name: a built-in (``"ConnectionError"``) or a dotted path

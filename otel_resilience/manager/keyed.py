@@ -312,6 +312,8 @@ def reconfigure(
         state.bulkhead = _bulkhead(state, spec)
         state.limiter = _limiter(state, spec)
     old = state.pipeline
+    if state.breaker is not None:  # the calls in flight in ``old``: their next attempts, its breaker's
+        state.breaker._follow_in_flight(old.strategies)
     pipeline = _pipeline(spec, state, register=False, extras=extras, previous=old)
     pipeline.stats = old.stats
     PIPELINES.replace((old,), lambda: pipeline)

@@ -97,17 +97,26 @@ def apply_file(
     for name, config in wanted.items():
         if name not in handles:
             manager._check_new(name, config)  # what creating it would refuse, before anything changes
-    changed = {
-        n: c
-        for n, c in wanted.items()
-        if n in handles and not same_config(handles[n].adapted(c), handles[n].config)
-    }
+    changed = {n: c for n, c in wanted.items() if n in handles and _changes(handles[n], c)}
     manager.reconfigure_many(changed)
     applied = {name: handles.get(name) or manager.policy(name, config) for name, config in wanted.items()}
     source = getattr(policies, "source", None)
     if source is not None:  # a loaded file: a later load of it (a watch's first) keeps its budgets
         manager._applied_files[_file_key(source)] = cast("ConfigFile", policies)
     return applied
+
+
+def _changes(handle: PolicyHandle, config: ResilienceConfig) -> bool:
+    """Whether ``config``, as the policy takes it (its ``adapt``), is not the policy's config now.
+
+    A config its ``adapt`` refuses is a change: reloading it (``reconfigure_many``) refuses it
+    again, and reports that for the policy, as any refused reload, before anything changes.
+    """
+    try:
+        adapted = handle.adapted(config)
+    except Exception:  # noqa: BLE001 - refused and reported by the reload, which raises it
+        return True
+    return not same_config(adapted, handle.config)
 
 
 def _check_customize(owner: str, customize: object) -> None:

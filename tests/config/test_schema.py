@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import yaml
@@ -19,6 +19,7 @@ from otel_resilience.config import ConfigError, json_schema, loads
 from otel_resilience.config.fields import SECTIONS, Field, Section
 from otel_resilience.config.formats import parse
 from otel_resilience.config.schema import generate, render, shipped
+from otel_resilience.config.values import EXCEPTION_PATTERN
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -26,7 +27,7 @@ FIXTURES = Path(__file__).with_name("fixtures")
 _KNOWN = {
     "$schema", "$id", "$ref", "$defs", "title", "description", "default", "type", "properties",
     "additionalProperties", "required", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "pattern",
-    "minLength", "items", "anyOf", "oneOf", "allOf", "not", "propertyNames",
+    "minLength", "items", "minItems", "anyOf", "oneOf", "allOf", "not", "propertyNames",
 }  # fmt: skip
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -67,6 +68,8 @@ def _errors(node: dict[str, Any], value: Any, root: dict[str, Any], where: str =
             found.append(f"{where}: does not match {node['pattern']}")
         if len(value) < node.get("minLength", 0):
             found.append(f"{where}: too short")
+    if isinstance(value, list) and len(value) < node.get("minItems", 0):
+        found.append(f"{where}: too few items")
     if isinstance(value, list) and "items" in node:
         for index, item in enumerate(value):
             found += _errors(node["items"], item, root, f"{where}[{index}]")
@@ -393,3 +396,83 @@ def test_a_file_with_every_field_loads_in_both_formats_and_validates() -> None:
     from_yaml = loads(EVERY_YAML)
     from_toml = loads(EVERY_TOML, "toml", previous=from_yaml)  # the same budget object: equal configs
     assert dict(from_toml) == dict(from_yaml)
+
+
+# Values a file may write for any field, each judged alone (the section otherwise as _SETTLED sets it).
+_PROBES: tuple[Any, ...] = (
+    -1, 0, 0.5, 1, 2, 2.5, 10, 11, "5", "0s", "0ms", "0.0s", " 0s", "1s", "1.5s", "250ms", "PT1S", "1e3s",
+    True, False, None, "", [], {}, "ConnectionError", ["ConnectionError"], ["ConnectionError", "OSError"],
+    "exponential", "none", "latency", "fallback", "token_bucket", "default_value", "cached_value",
+    "100/m", "0/s", "0.0/m", "shared", {"kind": "count", "size": 5}, {"kind": "time", "seconds": "0s"},
+)  # fmt: skip
+# What a section needs besides the probed field, so that no rule that ties two fields is met.
+# Hedging's delay and mode are tied (a delay in 'latency' mode only): the classes' rule, not the schema's.
+_TIED: Final = (("HedgingConfig", "delay", None), ("HedgingConfig", "mode", "fallback"))
+_SETTLED: dict[str, dict[str, Any]] = {
+    "CircuitBreakerConfig": {"minimum_calls": 1, "sliding_window": {"kind": "count"}},
+    "FallbackConfig": {"strategy": "default_value"},
+    "RateLimiterConfig": {"rate": 1},
+    "HedgingConfig": {"delay": 0.05},
+    "RetryPolicy": {"initial_delay": 0, "max_delay": 60, "jitter": "none", "strategy": "fixed"},
+    "ChaosConfig": {"fault": "OSError", "latency": 1, "outcome": 1},
+}
+_KEY_OF = {
+    "CircuitBreakerConfig": "circuit_breaker", "RetryPolicy": "retry_policy", "FallbackConfig": "fallback_config",
+    "BulkheadConfig": "bulkhead_config", "RateLimiterConfig": "rate_limiter", "HedgingConfig": "hedging",
+    "ChaosConfig": "chaos",
+}  # fmt: skip
+
+
+def _file_with(section: Section, field: Field, value: Any) -> dict[str, Any]:
+    """A file whose only doubtful value is ``value``, at ``field`` of ``section``."""
+    settings = {**_SETTLED.get(section.owner, {}), field.name: value}
+    budgets = {"shared": {}}
+    if section.owner == "ResilienceConfig":
+        return {"retry_budgets": budgets, "policies": {"p": settings}}
+    if section.owner == "RetryBudget":
+        return {"retry_budgets": {"shared": settings}, "policies": {}}
+    if section.tag is not None:  # a window: in a breaker that needs few calls
+        window = {"kind": section.tag, **settings}
+        return {"policies": {"p": {"circuit_breaker": {"minimum_calls": 1, "sliding_window": window}}}}
+    return {"retry_budgets": budgets, "policies": {"p": {_KEY_OF[section.owner]: settings}}}
+
+
+def _schema_can_judge(field: Field, value: Any) -> bool:
+    """Whether the schema alone can tell ``value`` right or wrong for ``field``.
+
+    It cannot resolve names: whether a name shaped like a class names an exception (the loader
+    imports it), or a budget name one of ``retry_budgets``.
+    """
+    names = value if isinstance(value, list) else [value]
+    if field.kind in ("exception", "exceptions"):
+        return not any(
+            isinstance(n, str) and re.search(EXCEPTION_PATTERN, n) and n not in ("ConnectionError", "OSError")
+            for n in names
+        )
+    if field.kind == "budget":
+        return not (isinstance(value, str) and value.strip() and value != "shared")
+    return True
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [(s, f) for s in SECTIONS for f in s.fields if f.kind != "section"],
+    ids=lambda x: getattr(x, "owner", None) or getattr(x, "name", ""),
+)
+def test_the_schema_accepts_a_value_exactly_when_the_loader_does(section: Section, field: Field) -> None:
+    """Walk every field with values of every kind: an editor flags exactly the ones the loader refuses
+    (a duration or a rate that must be above zero refuses 0 and "0s"; a list of classes that must
+    not be empty refuses [])."""
+    disagreements = []
+    for value in _PROBES:
+        if not _schema_can_judge(field, value) or (section.owner, field.name, value) in _TIED:
+            continue
+        data = _file_with(section, field, value)
+        try:
+            loads(yaml.safe_dump(data))
+            loaded = True
+        except ConfigError:
+            loaded = False
+        if loaded != (_valid(data) == []):
+            disagreements.append((value, "loads" if loaded else "refused"))
+    assert disagreements == []

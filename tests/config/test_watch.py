@@ -18,9 +18,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
 from otel_resilience.config import ConfigError, load
+from otel_resilience.engine.events import Event, ReloadFailed
 from otel_resilience.manager.watch import ConfigWatch
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
+from otel_resilience.testing import EventRecorder
 
+ROOT = Path(__file__).resolve().parents[2]
 FIRST = """\
 policies:
   payments:
@@ -319,6 +322,45 @@ def test_a_value_the_loader_refuses_is_counted_for_its_policy_only(tmp_path: Pat
     assert manager.policy("payments").get_stats()["reloads"]["failed"] == 1
     assert manager.policy("search").get_stats()["reloads"]["failed"] == 0
     assert watch.failed == 1
+
+
+def test_the_runbook_reads_the_error_type_a_value_refused_in_a_watched_file_reports(tmp_path: Path) -> None:
+    """The ResilienceReloadFailed runbook tells an operator what each error_type means: a value
+    out of range in a watched file is reported as the loader's ConfigError, and it must say so."""
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with EventRecorder() as recorder, manager.watch(path, interval=3600) as watch:
+        _write(path, BROKEN)  # payments' threshold of 0: out of range
+        assert not _look_twice(watch)
+    (error_type,) = {f.error_type for f in recorder.of(Event.RELOAD_FAILED) if isinstance(f, ReloadFailed)}
+    runbook = (ROOT / "docs" / "runbooks" / "ResilienceReloadFailed.md").read_text(encoding="utf-8")
+    meaning = runbook.partition(f"`{error_type}`")[2].partition(";")[0]
+    assert "out of range" in " ".join(meaning.split()), (error_type, meaning)
+
+
+def test_a_value_the_policy_adapt_refuses_is_a_failed_reload_of_that_policy(tmp_path: Path) -> None:
+    """A policy made in code with adapt= (a client's rule) refuses what the file now says: as any
+    refusal by the manager, a failed reload of that policy (its count, the alert's series)."""
+
+    def at_most_five_seconds(config: ResilienceConfig) -> ResilienceConfig:
+        if config.timeout is not None and config.timeout > 5:
+            raise ValueError("this client's calls may not wait over 5 s")
+        return config
+
+    path = tmp_path / "resilience.yaml"
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    payments = manager.policy("payments", load(path)["payments"], adapt=at_most_five_seconds)
+    with manager.watch(path, interval=3600) as watch:
+        _write(path, FIRST.replace("timeout: 2s", "timeout: 10s"))
+        assert not _look_twice(watch)
+        assert watch.failed == 1
+    assert payments.config.timeout == 2.0
+    assert payments.get_stats()["reloads"] == {"succeeded": 0, "failed": 1}
+    with pytest.raises(ValueError, match="over 5 s"):
+        manager.apply_config({"payments": ResilienceConfig(timeout=10.0)})
+    assert payments.get_stats()["reloads"] == {"succeeded": 0, "failed": 2}
 
 
 def _break(path: Path, event: str) -> None:

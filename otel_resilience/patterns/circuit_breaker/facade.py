@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Final, Literal
 
@@ -253,11 +253,13 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
 
         For an owner that rebuilds every link of this breaker afterwards (a manager policy):
         links built before keep serving the calls in flight with the old core, whose outcomes
-        are counted in the totals but judge nothing. The breaker's own pipeline takes a link to
-        the new core (:meth:`_configured`), so the verbs, a function decorated with
-        :meth:`protect` and a guard made before the reload run their next calls in it. A config
-        with another ``store`` object moves the breaker to it (the new cluster's state is read,
-        a local trip is published there); with none, the breaker runs on its own from now on.
+        are counted in the totals but judge nothing; the owner hands them to
+        :meth:`_follow_in_flight`, so that their next attempts are admitted by the new core. The
+        breaker's own pipeline takes a link to the new core (:meth:`_configured`), so the verbs,
+        a function decorated with :meth:`protect` and a guard made before the reload run their
+        next calls in it. A config with another ``store`` object moves the breaker to it (the new
+        cluster's state is read, a local trip is published there); with none, the breaker runs on
+        its own from now on.
         """
         old = self._config.store
         with self._core_lock():
@@ -268,6 +270,20 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
                 old.unshare_breaker(self)
             if config.store is not None:
                 config.store.share_breaker(self)
+
+    def _follow_in_flight(self, links: Iterable[object]) -> None:
+        """Make the links among ``links`` that run on a core this breaker retired admit by its live one.
+
+        For the owner that rebuilt this breaker's links after :meth:`_reconfigure` (a manager
+        policy), with the links of the pipeline it replaced, which the calls in flight at the
+        reload still run in: their next attempts (retries, hedges) are admitted by the breaker
+        as it is now (an OPEN breaker rejects them), their outcomes judge nothing. A retired core
+        of this breaker is known by its counts, which every core of a breaker shares.
+        """
+        live = self._core
+        for link in links:
+            if type(link) is _BreakerStep and link._core is not live and link._core.stats is live.stats:
+                link._follow(self)
 
     def get_stats(self) -> CircuitBreakerStatsDict:
         """Return a snapshot of the breaker's state and counts.

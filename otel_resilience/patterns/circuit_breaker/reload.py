@@ -21,7 +21,9 @@ The old core is *retired*: the calls in flight through links built before the re
 policy's previous pipeline) finish with it, and their outcomes are counted in the totals but
 never move a state (as a call admitted before a transition never does: permits carry their
 period); a retired core no longer changes state. The half-open probes in flight are such calls:
-the new core admits ``half_open_max_calls`` probes of its own.
+the new core admits ``half_open_max_calls`` probes of its own. Their next attempts (a retry, a
+hedge) are the live core's to admit: the owner that rebuilt the links makes the retired ones
+follow it (:meth:`CircuitBreaker._follow_in_flight`), so an OPEN breaker rejects them too.
 """
 
 from __future__ import annotations
@@ -73,4 +75,5 @@ def reconfigured_core_locked(old: _BreakerCore, config: CircuitBreakerConfig) ->
         stats.failure_count = 0  # the new window starts empty
     new._update_lock_free_locked()
     old._retire_locked()
+    old.standing.token = None  # its links ask it every call: a link may follow the live core
     return new

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final, Protocol, cast
 
 from otel_resilience.engine.actions import Counted, Rejected
 from otel_resilience.engine.calling import notify
@@ -21,6 +21,7 @@ from otel_resilience.patterns.circuit_breaker.config import KIND, CircuitBreaker
 from otel_resilience.patterns.circuit_breaker.core import _IGNORED, _SUCCESS, _BreakerCore
 from otel_resilience.patterns.circuit_breaker.state import (
     _CLOSED,
+    _HALF_OPEN,
     _HALF_OPEN_VALUE,
     _OPEN,
     _OPEN_VALUE,
@@ -53,7 +54,10 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
     without calling ``admit``.
     """
 
-    __slots__ = ("_core", "_routes_seen", "_timed", "_wanted")
+    __slots__ = ("_core", "_live", "_routes_seen", "_timed", "_wanted")
+
+    _live: _Live
+    """Set by :meth:`_follow` only: the breaker whose live core admits this retired link's calls."""
 
     kind: ClassVar[str] = KIND
     admit_waits: ClassVar[bool] = True  # admit returns a plain token or a Rejected (a Wait)
@@ -192,6 +196,16 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             error, _REJECT_HALF_OPEN_FULL if error.state == _HALF_OPEN_VALUE else _REJECT_OPEN
         )
 
+    def _follow(self, breaker: _Live) -> None:
+        """Admit the calls of this link by ``breaker``'s live state from now on (its core was retired).
+
+        For a link of a pipeline a reload replaced, which the calls in flight at the reload still
+        run in (:class:`_FollowingStep`). Its core's standing admission was withdrawn when it was
+        retired, so every call asks :meth:`admit`.
+        """
+        self._live = breaker
+        self.__class__ = _FollowingStep
+
     def report_rejection(self, error: CircuitOpenError, args: CallRejected) -> CircuitOpenError:
         """Report a counted rejection (if anyone wants rejections) and return its ``error``."""
         # Whether anyone wants rejections, asked again only when the hub's listeners changed
@@ -209,3 +223,36 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
             for watcher in core._reject_watchers:
                 notify(watcher, error, f"circuit breaker {core.name!r}: rejection callback")
         return error
+
+
+class _Live(Protocol):
+    """What a retired link reads of its breaker: the core in force (a reload replaces it)."""
+
+    _core: _BreakerCore
+
+
+class _FollowingStep(_BreakerStep):
+    """A link whose core a reload retired, which calls in flight at the reload still run in.
+
+    Such a call may make more attempts (retries, hedges, recovery re-runs): each is admitted by
+    the breaker as it is now, never by the retired core's frozen state. The live core OPEN or
+    HALF_OPEN rejects it (a probe is a call of the new links), as the breaker rejects any call
+    then; CLOSED (DISABLED, METRICS_ONLY) admits it in the retired core, where its outcome is
+    counted in the totals but judges nothing, as every outcome of a call in flight at a reload.
+    The links of the live core are never of this class: their calls pay nothing for it.
+    """
+
+    __slots__ = ()
+
+    def admit(self, ctx: ExecutionContext) -> Any:  # noqa: ARG002 - the permit is the breaker's
+        """Reject the call if the breaker's live core rejects calls now, else admit it in the retired core."""
+        live = self._live._core
+        live.state  # noqa: B018 - a look moves a breaker OPEN past its timer to HALF_OPEN
+        period = live._permit  # read once: the period that decides
+        if period.state is _OPEN or period.state is _HALF_OPEN:
+            next(live.stats._rejected)  # type: ignore[arg-type]  # made when CLOSED was left
+            # Reported as a link of the live core reports it: to its rejection callbacks of now.
+            reporter = _BreakerStep(live, self._telemetry)
+            return Rejected(reporter.rejected(live.rejection(period)))
+        permit = self._core._permit
+        return (permit, self.clock.now()) if self._timed else permit
