@@ -67,7 +67,7 @@ class Link(Step, Generic[C]):
         telemetry: What the link reports through (the instance's own, or one for a pipeline).
     """
 
-    __slots__ = ("_alone", "_telemetry", "clock", "config", "name")
+    __slots__ = ("_telemetry", "clock", "config", "name")
 
     name: str
     config: C
@@ -78,7 +78,6 @@ class Link(Step, Generic[C]):
         self.config = config
         self.clock = clock
         self._telemetry = telemetry
-        self._alone = telemetry.source.pipeline is None  # may run in its instance's own pipeline
 
     def operation(self, ctx: ExecutionContext) -> str:
         """Return what an execution of this link ran, as the operation its errors and events name.
@@ -88,12 +87,12 @@ class Link(Step, Generic[C]):
         :meth:`Pattern.protect`), the instance runs its own one-link pipeline, named after the
         instance, whatever function it runs: there the function the execution ran names it
         (:func:`~otel_resilience.engine.naming.callable_name` of ``ctx.fn``), so that two
-        functions are not one operation. Whether the link may run alone is decided when it is
-        made (its telemetry has no pipeline); the name is found only when asked, on a failure
-        path: a call that succeeds pays nothing for it.
+        functions are not one operation. A link may run alone when its telemetry names no
+        pipeline; that and the name are found only when asked, on a failure path: a call that
+        succeeds pays nothing for it, and a link keeps no field for it.
         """
         operation = ctx.operation
-        if self._alone and operation == self.name:
+        if operation == self.name and self._telemetry.source.pipeline is None:
             return callable_name(ctx.fn)
         return operation
 

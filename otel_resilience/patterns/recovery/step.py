@@ -456,9 +456,12 @@ class CaughtErrorStep(RecoveryStep):
         operation: Callable[..., Any] | None,
     ) -> None:
         super().__init__(system, system.telemetry, isolation)
-        self._alone = False  # its execution's operation is the context's, already named
         self._error: Exception | None = error
         self._operation = operation
+
+    def operation(self, ctx: ExecutionContext) -> str:
+        """Its execution's operation is the context's, already named (the caught error's)."""
+        return ctx.operation
 
     def replay(self, *args: Any, **kwargs: Any) -> Any:
         """Raise the caught error the first time, then call the operation."""
