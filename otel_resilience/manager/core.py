@@ -130,10 +130,23 @@ class _Policy:
     breaker: CircuitBreaker | None
     bulkhead: Bulkhead | None
     extras: tuple[tuple[int, Step], ...]
-    users: tuple[tuple[str, str], ...]
-    """The shared breaker, bulkhead and rate limiter it uses, as ``ResilienceManager._users`` counts them."""
+    limiter: RateLimiter | None
     entries: set[_Entry] = field(default_factory=set)
     seen_total: int = 0
+
+    def users(self) -> tuple[tuple[str, str], ...]:
+        """The shared breaker, bulkhead and rate limiter it uses, as ``ResilienceManager._users`` counts them.
+
+        Made when asked (at its creation and its eviction), not kept: a live policy holds no copy.
+        """
+        used: list[tuple[str, str]] = []
+        if self.breaker is not None:
+            used.append((_BREAKER, self.breaker.name))
+        if self.bulkhead is not None:
+            used.append((_BULKHEAD, self.bulkhead.name))
+        if self.limiter is not None:
+            used.append((_LIMITER, self.limiter.name))
+        return tuple(used)
 
 
 class _Retiring(NamedTuple):
@@ -424,7 +437,7 @@ class ResilienceManager(NamedPolicies):
         carrier.stats = pipeline.stats
         PIPELINES.replace((pipeline,), lambda: carrier, findable=False, announce=False)
         retire_id = next(self._retire_ids)
-        self._retiring[retire_id] = _Retiring(carrier, policy.users)
+        self._retiring[retire_id] = _Retiring(carrier, policy.users())
         weakref.finalize(pipeline, self._dead.append, retire_id).atexit = False
         self._fold_dead_locked()
 
@@ -535,7 +548,6 @@ class ResilienceManager(NamedPolicies):
 
     def _build_locked(self, config: ResilienceConfig, name: str) -> _Policy:
         """Compose a new policy for ``config``, with the shared breaker, bulkhead and rate limiter."""
-        users: list[tuple[str, str]] = []
         breaker = None
         if config.circuit_breaker is not None:
             # Not evicted here but by the trim once this policy is stored: the policies it
@@ -543,26 +555,24 @@ class ResilienceManager(NamedPolicies):
             breaker = self._breaker_locked(
                 config.circuit_breaker_name or name, config.circuit_breaker, evict=False
             )
-            users.append((_BREAKER, breaker.name))
         bulkhead = None
         if config.bulkhead_config is not None:
             bulkhead = self._bulkhead_locked(
                 config.bulkhead_name or name, config.bulkhead_config, evict=False
             )
-            users.append((_BULKHEAD, bulkhead.name))
         limiter = None
         if config.rate_limiter is not None:
             limiter = _shared(
                 self._limiters, RateLimiter, name, config.rate_limiter, self._clock, evict=False
             )
-            users.append((_LIMITER, name))
         recovery, breakers = self.recovery_system, self._find_breaker
         pipeline, extras = compose(
             StageInputs(name, config, self._clock, breaker, bulkhead, recovery, breakers, limiter)
         )
-        self._users.update(users)
+        policy = _Policy(name, pipeline, breaker, bulkhead, extras, limiter)
+        self._users.update(policy.users())
         self._named[pipeline.name] += 1
-        return _Policy(name, pipeline, breaker, bulkhead, extras, tuple(users))
+        return policy
 
     # ------------------------------------------------------------------ execution
 
