@@ -321,6 +321,25 @@ def test_low_recovery_rate_alerts_once_per_crossing_and_rearms(
     assert kinds(system) == [AlertKind.LOW_RECOVERY_RATE, AlertKind.LOW_RECOVERY_RATE]
 
 
+@pytest.mark.parametrize(
+    ("threshold", "successes", "summary"),
+    [
+        (0.8, 159, "fell to 79.5% over its last 200 attempts (threshold 80%)"),
+        (0.755, 150, "fell to 75% over its last 200 attempts (threshold 75.5%)"),
+        (0.8, 0, "fell to 0% over its last 200 attempts (threshold 80%)"),
+    ],
+)
+def test_low_recovery_rate_summary_shows_a_rate_below_the_threshold(
+    hub: TelemetryHub, clock: FakeClock, threshold: float, successes: int, summary: str
+) -> None:
+    """The summary never rounds the rate up to the threshold it fell below, nor rounds the threshold."""
+    config = AlertConfig(recovery_rate_threshold=threshold, min_recovery_attempts=200, recovery_window=200)
+    with AlertSystem(config, clock=clock, hub=hub) as system:
+        attempts(reporter(hub, "recovery", "r"), *["success"] * successes, *["failure"] * (200 - successes))
+        (alert,) = system.history
+    assert alert.summary == f"recovery rate of 'r' {summary}"
+
+
 def test_recovery_rate_is_per_recovery_system(system: AlertSystem, hub: TelemetryHub) -> None:
     """Each recovery system has its own window: successes elsewhere do not hide a failing one."""
     attempts(reporter(hub, "recovery", "good"), *["success"] * 10)
@@ -513,6 +532,22 @@ def test_attributes_are_bounded_and_read_only(system: AlertSystem, hub: Telemetr
         alert.attributes["operation"] = "y"  # type: ignore[index]
 
 
+def test_alerts_are_hashable_values(system: AlertSystem, hub: TelemetryHub, clock: FakeClock) -> None:
+    """An alert (a frozen value) can be hashed: kept in a set or used as a key; equal alerts hash alike."""
+    open_breaker(reporter(hub, "circuit_breaker", "db"))
+    reporter(hub, "bulkhead", "pool").report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    opened, full = system.history
+    assert len({opened, full, opened}) == 2
+    copy = Alert(
+        opened.kind, opened.severity, opened.subject, opened.summary, opened.timestamp, opened.attributes
+    )
+    assert copy == opened
+    assert hash(copy) == hash(opened)
+    assert isinstance(
+        hash(Alert(AlertKind.ERROR_PATTERN, AlertSeverity.WARNING, "op", "x", clock.now())), int
+    )
+
+
 def test_close_stops_listening(hub: TelemetryHub, clock: FakeClock) -> None:
     """After close the system is off the hub and raises nothing more."""
     system = AlertSystem(clock=clock, hub=hub)
@@ -680,6 +715,20 @@ def test_no_default_system_beside_the_applications_own(clock: FakeClock) -> None
         _trip_breaker(clock)
         assert _alert_systems() == [own]
         assert kinds(own) == [AlertKind.CIRCUIT_OPEN]
+
+
+def test_a_manager_refuses_an_alert_system_that_does_not_hear_its_patterns(
+    hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """An alert system that is closed, or listens on another hub, never counts the manager's alerts: refused."""
+    closed = AlertSystem(clock=clock)
+    closed.close()
+    with AlertSystem(clock=clock, hub=hub) as elsewhere:
+        for refused in (closed, elsewhere):
+            with pytest.raises(ValueError, match=r"ResilienceManager\.alert_system must be .*global hub"):
+                ResilienceManager(clock=clock, alert_system=refused)
+    with AlertSystem(clock=clock) as listening:
+        assert ResilienceManager(clock=clock, alert_system=listening).alert_system is listening
 
 
 @pytest.mark.usefixtures("fresh_default")

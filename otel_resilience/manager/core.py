@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, Protocol, T
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.events import HUB
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, RECOVERY_SYSTEMS
@@ -311,7 +312,9 @@ class ResilienceManager(NamedPolicies):
             ``alert_system`` or ``clock`` is not one (the message names
             ``ResilienceManager.<field>``).
         ValueError: ``recovery_system`` runs on another clock than ``clock`` (its re-runs' delays
-            and their room before a policy's deadline are read on its clock).
+            and their room before a policy's deadline are read on its clock); ``alert_system``
+            does not listen on the global hub (closed, or made with another ``hub``), where the
+            manager's patterns report.
     """
 
     def __init__(
@@ -331,6 +334,11 @@ class ResilienceManager(NamedPolicies):
         ):
             if value is not None and not isinstance(value, kind):
                 raise fail("ResilienceManager", part, f"an {kind.__name__} or None", value, kind=TypeError)
+        if alert_system is not None and not HUB.listens(alert_system):
+            # Its counts are the statistics' alerts: one that hears none of the manager's
+            # patterns (they report on the global hub) would report 0 alerts for ever.
+            rule = "an AlertSystem listening on the global hub (not closed, made with the default hub)"
+            raise fail("ResilienceManager", "alert_system", rule, alert_system)
         if recovery_system is not None and recovery_system.clock is not clock:
             # Its re-runs wait and measure their room before the policy's deadline on its clock.
             rule = "an ErrorRecoverySystem on the manager's clock (ErrorRecoverySystem(clock=...))"

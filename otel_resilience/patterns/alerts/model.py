@@ -88,7 +88,9 @@ class Alert:
     subject: str
     summary: str
     timestamp: float
-    attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # Not hashed (a read-only mapping cannot be): an alert is hashed by its other fields and
+    # compared by all of them, so that equal alerts hash alike.
+    attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
 
 
 AlertCallback = Callable[[Alert], object]

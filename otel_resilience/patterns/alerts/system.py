@@ -408,7 +408,7 @@ class AlertSystem:
         """Update the source's rate window; raise a low-rate and/or an escalation alert."""
         config = self._config
         name = source.name
-        low: tuple[float, int] | None = None
+        low: tuple[int, int] | None = None
         with self._lock:
             rates = self._rates
             window = rates.get(name)
@@ -425,18 +425,21 @@ class AlertSystem:
                 window.below = False
             elif seen >= config.min_recovery_attempts and not window.below:
                 window.below = True
-                low = (rate, seen)
+                low = (window.successes, seen)
         if low is not None:
-            rate, seen = low
+            successes, seen = low
             threshold = config.recovery_rate_threshold
+            # The rate in tenths of a percent, rounded down (from the counts: exact), so that the
+            # summary never shows it at the threshold it fell below; the threshold as configured.
+            tenths = successes * 1000 // seen
             self._raise(
                 self._make(
                     AlertKind.LOW_RECOVERY_RATE,
                     name,
-                    f"recovery rate of {_bounded(name)!r} fell to {rate:.0%} over its last {seen} "
-                    f"attempts (threshold {threshold:.0%})",
+                    f"recovery rate of {_bounded(name)!r} fell to {tenths / 10:g}% over its last {seen} "
+                    f"attempts (threshold {threshold * 100:g}%)",
                     source,
-                    rate=f"{rate:.4f}",
+                    rate=f"{successes / seen:.4f}",
                     attempts=str(seen),
                     threshold=f"{threshold:g}",
                 )

@@ -153,7 +153,10 @@ class ChaosConfig:
     for each injection, whose return value is the result (to inject a callable itself, wrap it:
     ``outcome=lambda: handler``). Neither driver awaits it: an awaitable (a coroutine) is refused,
     given as the value or a coroutine function as the factory; one a factory returns is closed
-    and that run is not injected (counted in the ``errors`` statistic)."""
+    and that run is not injected (counted in the ``errors`` statistic). A value is the very
+    object at every injection (never a copy, as a fallback's ``default_value``): a caller that
+    changes the result it got changes every later one; give an immutable value, or a factory
+    that builds a fresh one."""
     enabled: Enabled = True
     """Whether the link injects: ``True`` (the default: on whenever the rates say so),
     ``False`` (never; the link is left out), or a predicate called with the run's
