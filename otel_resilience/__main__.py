@@ -47,10 +47,13 @@ from otel_resilience.demo.options import (
     DEFAULT_TIME_SCALE,
     MIN_TIME_SCALE,
     SCENARIO_NAMES,
+    TICK,
     DemoOptions,
     check_duration_option,
+    check_interval,
     check_otlp_endpoint,
     check_port,
+    check_seed,
     check_summary_json,
     check_time_scale,
 )
@@ -128,13 +131,6 @@ def _int_arg(check: Callable[[int], int]) -> Callable[[str], int]:
     return convert
 
 
-def _seed(value: int) -> int:
-    if value < 0:
-        msg = f"--seed must be an integer >= 0, got {value}"
-        raise ValueError(msg)
-    return value
-
-
 def _otlp(text: str) -> str:
     try:
         return check_otlp_endpoint(text)
@@ -172,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--seed",
-        type=_int_arg(_seed),
+        type=_int_arg(check_seed),
         default=DEFAULT_SEED,
         help=f"seed of the fault schedule; the same seed gives the same schedule (default: {DEFAULT_SEED})",
     )
@@ -224,14 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
     demo.add_argument(
         "--interval",
-        type=_arg(lambda v: check_duration_option("--interval", v)),
+        type=_arg(check_interval),
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
-        help=f"real seconds between status lines of the plain output (default: {DEFAULT_INTERVAL:g})",
+        help=f"real seconds between status lines of the plain output, at least {TICK:g} "
+        f"(default: {DEFAULT_INTERVAL:g})",
     )
     demo.add_argument(
         "--config",
-        type=Path,
+        type=export_module.path_argument,
         default=None,
         metavar="PATH",
         help="a configuration file (YAML or TOML, production values) whose policies replace the "
@@ -245,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--summary-json",
-        type=Path,
+        type=export_module.path_argument,
         default=None,
         metavar="PATH",
         help="also write the summary to PATH as JSON",
@@ -261,7 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("kind", choices=EXPORT_KINDS, help="what to export")
     export.add_argument(
-        "directory", type=Path, metavar="DIR", help="the folder to write to (created if missing)"
+        "directory",
+        type=export_module.path_argument,
+        metavar="DIR",
+        help="the folder to write to (created if missing)",
     )
     export_module.add_generator_options(export)
     export.set_defaults(command_parser=export)  # its usage errors print its own usage
@@ -279,7 +279,9 @@ def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "the file, line and path of the wrong value, and exit 1. YAML needs the config extra: "
         "pip install 'otel-resilience[config]'.",
     )
-    check.add_argument("path", type=Path, metavar="PATH", help="the configuration file")
+    check.add_argument(
+        "path", type=export_module.path_argument, metavar="PATH", help="the configuration file"
+    )
     check.add_argument(
         "--format",
         choices=("yaml", "toml"),

@@ -25,9 +25,9 @@ from typing import IO, Any, Final, Literal
 
 from otel_resilience import ResilienceConfig
 from otel_resilience.demo.monitor import Monitor
-from otel_resilience.demo.options import DemoOptions
+from otel_resilience.demo.options import TICK, DemoOptions
 from otel_resilience.demo.otel import DemoTelemetry, MetricsServerError
-from otel_resilience.demo.policies import TENANTS
+from otel_resilience.demo.policies import TENANTS, DemoConfigError
 from otel_resilience.demo.scenarios import DEPENDENCIES, Scenario, build_scenario
 from otel_resilience.demo.summary import format_summary, summarize
 from otel_resilience.demo.system import POLICIES, DemoSystem
@@ -48,8 +48,6 @@ __all__ = [
 DEMO_POLICIES: Final = (*POLICIES, TENANTS)
 """The policies a ``--config`` file may define: one per dependency, and the keyed ``tenants``."""
 
-TICK: Final = 0.25
-"""Real seconds between two refreshes of the view."""
 DRAIN_GRACE: Final = 2.0
 """Real seconds running calls get to finish after the stop (bounded by the longest timeout)."""
 _LONGEST_TIMEOUT: Final = 60.0
@@ -236,7 +234,8 @@ async def run_demo(
 
     Raises:
         MetricsServerError: ``/metrics`` could not be served on ``host:port``.
-        DemoConfigError: ``options.config`` cannot be read, or names a policy the demo lacks.
+        DemoConfigError: ``options.config`` cannot be read, names a policy the demo lacks, or
+            holds a value out of range once scaled to the time scale.
         OSError: The summary could not be written to ``options.summary_json`` (after it was shown),
             or the view could not write its output (then the run ends at once).
     """
@@ -314,10 +313,6 @@ async def run_demo(
 
 class _SummaryFileError(OSError):
     """The summary could not be written to ``--summary-json`` (unlike the view's output failing)."""
-
-
-class DemoConfigError(Exception):
-    """The demo's ``--config`` file cannot be read, or names a policy the demo does not have."""
 
 
 def read_policies(

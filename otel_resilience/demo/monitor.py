@@ -241,7 +241,10 @@ class Monitor:
 
     Attributes:
         calls: Caller-side counters, by policy.
-        transitions: Every breaker transition, in order.
+        transitions: Every breaker state change, in order (the first 10,000); a ``metrics_only``
+            breaker's would-open trips (``metrics_only -> metrics_only``) are counted in
+            :attr:`would_open` instead.
+        would_open: The trips each ``metrics_only`` breaker would have made, by breaker name.
         alerts: Every alert, in order (the first 1000).
         alert_kinds: How many alerts of each kind.
         patterns: Error patterns detected.
@@ -255,6 +258,7 @@ class Monitor:
         self._clock = clock
         self.calls: dict[str, CallCounters] = {name: CallCounters() for name in policies}
         self.transitions: list[Transition] = []
+        self.would_open: Counter[str] = Counter()
         self.alerts: list[AlertRecord] = []
         self.alert_kinds: Counter[str] = Counter()
         self.patterns = 0
@@ -273,7 +277,9 @@ class Monitor:
     def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Count one event reported by a pattern (a :class:`TelemetryListener` callback)."""
         if event is Event.STATE_CHANGED and isinstance(args, StateChanged):
-            if len(self.transitions) < _MAX_TRANSITIONS:
+            if args.old == args.new:  # a metrics_only breaker's would-open trip: no state change
+                self.would_open[source.name] += 1
+            elif len(self.transitions) < _MAX_TRANSITIONS:
                 self.transitions.append(
                     Transition(self._clock(), source.name, args.old, args.new, args.reason)
                 )

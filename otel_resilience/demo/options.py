@@ -27,10 +27,13 @@ __all__ = [
     "DEFAULT_SEED",
     "DEFAULT_TIME_SCALE",
     "SCENARIO_NAMES",
+    "TICK",
     "DemoOptions",
     "check_duration_option",
+    "check_interval",
     "check_otlp_endpoint",
     "check_port",
+    "check_seed",
     "check_summary_json",
     "check_time_scale",
 ]
@@ -49,6 +52,12 @@ DEFAULT_PORT: Final = 9464
 """The port ``/metrics`` is served on (the OpenTelemetry Prometheus exporter's usual port)."""
 DEFAULT_INTERVAL: Final = 1.0
 """Real seconds between two status lines of the plain output."""
+TICK: Final = 0.25
+"""Real seconds between two refreshes of the view, and so the shortest ``--interval``: the plain
+view writes at most one status line per refresh."""
+MAX_SEED: Final = 2**63 - 1
+"""The largest seed: it is the ``demo.seed`` resource attribute, which OTLP carries as a 64-bit
+signed integer (a larger one fails the encoding of every export)."""
 MAX_TIME_SCALE: Final = 1.0
 """The largest time scale: 1.0 runs at production timing."""
 MIN_TIME_SCALE: Final = 0.005
@@ -81,6 +90,26 @@ def check_duration_option(name: str, value: float) -> float:
         raise ValueError(msg)
     if seconds > MAX_DURATION:
         msg = f"{name} must be <= {MAX_DURATION:g} seconds (threading.TIMEOUT_MAX), got {describe(value)}"
+        raise ValueError(msg)
+    return seconds
+
+
+def check_interval(value: float) -> float:
+    """Return ``value`` if it is a valid ``--interval``: a duration ``>= TICK``.
+
+    A duration as :func:`check_duration_option` takes it; the view refreshes every :data:`TICK`
+    seconds and writes at most one status line per refresh, so a shorter interval could not be kept.
+
+    Raises:
+        TypeError: If it is not a number.
+        ValueError: With a message naming ``--interval``, the rule and the value.
+    """
+    seconds = check_duration_option("--interval", value)
+    if seconds < TICK:
+        msg = (
+            f"--interval must be >= {TICK:g} seconds (the view refreshes every {TICK:g} s and writes "
+            f"at most one status line each time), got {describe(value)}"
+        )
         raise ValueError(msg)
     return seconds
 
@@ -142,6 +171,21 @@ def check_summary_json(path: Path) -> Path:
     return path
 
 
+def check_seed(value: int) -> int:
+    """Return ``value`` if it is an integer from 0 to :data:`MAX_SEED`.
+
+    Raises:
+        ValueError: With a message naming ``--seed``, the rule and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        msg = (
+            f"--seed must be an integer >= 0 and <= 2**63-1 (it is the demo.seed resource attribute, "
+            f"a 64-bit integer in OTLP), got {value!r}"
+        )
+        raise ValueError(msg)
+    return value
+
+
 def check_port(value: int) -> int:
     """Return ``value`` if it is a TCP port ``1..65535`` (``0``, an ephemeral port, is refused).
 
@@ -199,7 +243,8 @@ class DemoOptions:
     scenario: str = DEFAULT_SCENARIO
     """``steady``, ``outage``, ``brownout``, ``flapping`` or ``surge``. Default ``outage``."""
     seed: int = DEFAULT_SEED
-    """Seed of the fault schedule and of the dependencies' randomness. Default 7."""
+    """Seed of the fault schedule and of the dependencies' randomness, ``0 <= seed <= MAX_SEED``.
+    Default 7."""
     duration: float | None = None
     """Real seconds to run; ``None`` (default) runs until SIGINT or SIGTERM."""
     time_scale: float = DEFAULT_TIME_SCALE
@@ -217,7 +262,7 @@ class DemoOptions:
     summary_json: Path | None = None
     """Where to write the summary as JSON; ``None`` (default) writes none."""
     interval: float = DEFAULT_INTERVAL
-    """Real seconds between two status lines of the plain output. Default 1.0 s."""
+    """Real seconds between two status lines of the plain output, at least :data:`TICK`. Default 1.0 s."""
     once: bool = False
     """Play the scenario's faults in the first cycle only, then keep every dependency at its
     baseline. Default ``False``: the faults come back every 600 s of production time."""
@@ -233,9 +278,7 @@ class DemoOptions:
         if self.scenario not in SCENARIO_NAMES:
             msg = f"--scenario must be one of {', '.join(SCENARIO_NAMES)}, got {self.scenario!r}"
             raise ValueError(msg)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            msg = f"--seed must be an integer >= 0, got {self.seed!r}"
-            raise ValueError(msg)
+        check_seed(self.seed)
         if self.duration is not None:
             object.__setattr__(self, "duration", check_duration_option("--duration", self.duration))
         object.__setattr__(self, "time_scale", check_time_scale(self.time_scale))
@@ -246,7 +289,7 @@ class DemoOptions:
             check_port(self.port)
         if self.otlp_endpoint is not None:
             object.__setattr__(self, "otlp_endpoint", check_otlp_endpoint(self.otlp_endpoint))
-        object.__setattr__(self, "interval", check_duration_option("--interval", self.interval))
+        object.__setattr__(self, "interval", check_interval(self.interval))
         if self.config_format is not None:
             check_format(self.config_format, "--format")  # the loader's rule
             if self.config is None:

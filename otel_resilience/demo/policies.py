@@ -78,6 +78,7 @@ __all__ = [
     "ROLLOUT",
     "TENANTS",
     "TENANT_KEY_LIMIT",
+    "DemoConfigError",
     "build_configs",
     "build_recovery",
     "customize_from_file",
@@ -86,6 +87,15 @@ __all__ = [
     "rollout_breaker",
     "tenant_quota",
 ]
+
+
+class DemoConfigError(Exception):
+    """The demo's ``--config`` file is wrong for the demo.
+
+    It cannot be read, names a policy the demo does not have, or holds a value that is out of
+    range once scaled to the demo's time scale.
+    """
+
 
 HEDGE_DELAY: Final = 0.15
 """Production seconds a database query may run before a hedge starts: past its usual latency
@@ -323,11 +333,20 @@ def customize_from_file(
         faults: The chaos links of each dependency, or ``None``.
 
     Returns:
-        ``customize(name, config)`` for :meth:`~otel_resilience.ResilienceManager.apply_config`.
+        ``customize(name, config)`` for :meth:`~otel_resilience.ResilienceManager.apply_config`;
+        it raises :class:`DemoConfigError` for a value out of range once scaled (a rate the file
+        may hold, over the library's limit once divided by ``scale``).
     """
 
     def customize(name: str, config: ResilienceConfig) -> ResilienceConfig:
-        config = _scaled(dataclasses.replace(config, name=name), scale)
+        try:
+            config = _scaled(dataclasses.replace(config, name=name), scale)
+        except ValueError as error:  # valid in the file, out of range once scaled (a rate divided by it)
+            msg = (
+                f"--config: policy {name}: {error}, at the demo's time scale {scale:g} (durations "
+                "multiplied by it, rates divided by it)"
+            )
+            raise DemoConfigError(msg) from error
         if name == "content_api" and config.fallback_config is None:
             config = dataclasses.replace(config, fallback_config=_cached_fallback(cache))
         if name == "database" and rollout is not None:

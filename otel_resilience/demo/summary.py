@@ -231,7 +231,7 @@ def summarize(
         },
         "policies": {view.name: _policy(view, calls[view.name], time_scale) for view in views},
         "breakers": _breakers(views, monitor.transitions, start),
-        "would_open": _would_open(monitor.transitions),
+        "would_open": dict(sorted(monitor.would_open.items())),
         "bulkheads": {
             view.name: {
                 "max_concurrent": view.bulkhead.max_concurrent,
@@ -306,15 +306,6 @@ def _breakers(views: Sequence[PolicyView], transitions: Sequence[Transition], st
                 for t in mine[:200]
             ],
         }
-    return found
-
-
-def _would_open(transitions: Sequence[Transition]) -> dict[str, int]:
-    """Trips each METRICS_ONLY breaker would have made (``metrics_only -> metrics_only``), by name."""
-    found: dict[str, int] = {}
-    for t in transitions:
-        if t.old == t.new == "metrics_only":
-            found[t.breaker] = found.get(t.breaker, 0) + 1
     return found
 
 

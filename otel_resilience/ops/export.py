@@ -54,6 +54,7 @@ __all__ = [
     "generator_options",
     "main",
     "packaged",
+    "path_argument",
     "render",
     "stale_artifacts",
 ]
@@ -243,6 +244,21 @@ def stale_artifacts(kind: str, directory: Path) -> list[Path]:
     return stale + _extra_files(directory, files)
 
 
+def path_argument(text: str) -> Path:
+    """The argparse ``type`` of a path argument of the commands: an empty one is refused.
+
+    An empty argument (an unset shell variable, ``export alerts "$DIR"``) would otherwise be
+    the current folder.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is empty.
+    """
+    if not text:
+        msg = "must not be empty"
+        raise argparse.ArgumentTypeError(msg)
+    return Path(text)
+
+
 def add_generator_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--time-scale``, ``--runbook-url-base``, ``--job-label`` and ``--set`` to ``parser``."""
     parser.add_argument(
@@ -282,21 +298,28 @@ def generator_options(args: argparse.Namespace) -> RuleOptions | None:
     Raises:
         ValueError: For a malformed ``--set``, an unknown field or a value that does not validate.
     """
-    settings: dict[str, str] = {}
+    given: list[tuple[str, str, str]] = []  # (field, value, the option that gave it)
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or not name:
             msg = f"--set expects FIELD=VALUE, got {item!r}"
             raise ValueError(msg)
-        field = name.strip()
-        if field in settings:  # which one was meant? never the last silently
-            msg = f"--set {field} given twice ({settings[field]!r} and {value.strip()!r}): give it once"
-            raise ValueError(msg)
-        settings[field] = value.strip()
+        given.append((name.strip(), value.strip(), "--set"))
     if args.runbook_url_base is not None:
-        settings["runbook_url_base"] = args.runbook_url_base
+        given.append(("runbook_url_base", args.runbook_url_base, "--runbook-url-base"))
     if args.job_label is not None:
-        settings["job_label"] = args.job_label
+        given.append(("job_label", args.job_label, "--job-label"))
+    settings: dict[str, str] = {}
+    by: dict[str, str] = {}
+    for field, value, option in given:
+        if field in settings:  # which one was meant? never the last silently
+            msg = (
+                f"{field} given twice ({settings[field]!r} by {by[field]} and {value!r} by {option}): "
+                "give it once"
+            )
+            raise ValueError(msg)
+        settings[field] = value
+        by[field] = option
     return RuleOptions.from_strings(settings) if settings else None
 
 
@@ -310,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m otel_resilience.ops.export", description=__doc__.split("\n")[0]
     )
     parser.add_argument("kind", nargs="?", choices=KINDS, help="what to export")
-    parser.add_argument("directory", nargs="?", type=Path, help="where to write it")
+    parser.add_argument("directory", nargs="?", type=path_argument, help="where to write it")
     parser.add_argument(
         "--all", action="store_true", help="every kind, into the repository's folders and the package data"
     )

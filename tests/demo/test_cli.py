@@ -71,6 +71,9 @@ def test_demo_defaults_are_pinned() -> None:
         (["--port", "70000"], r"argument --port: must be a TCP port from 1 to 65535"),
         (["--port", "http"], r"argument --port: must be an integer, got 'http'"),
         (["--seed", "-1"], r"argument --seed: must be an integer >= 0"),
+        # demo.seed is a resource attribute: OTLP encodes it as a 64-bit integer, and a larger one
+        # made every OTLP export fail
+        ([*_SHORT_RUN, "--seed", str(2**63)], r"argument --seed: must be an integer >= 0 and <= 2\*\*63-1"),
         (
             ["--otlp-endpoint", "localhost:4318"],
             r"argument --otlp-endpoint: must be an http:// or https:// URL",
@@ -85,6 +88,8 @@ def test_demo_defaults_are_pinned() -> None:
         ),
         (["--otlp-endpoint", "http://[::1", *_SHORT_RUN], r"argument --otlp-endpoint: must be an http://"),
         (["--interval", "0"], r"argument --interval: must be a finite number of seconds > 0"),
+        # the view refreshes every 0.25 s: a shorter interval would silently become 0.25 s
+        ([*_SHORT_RUN, "--interval", "0.1"], r"argument --interval: must be >= 0.25 seconds .*, got 0.1$"),
         (["--duration", "1e300"], r"argument --duration: must be <= \S+ seconds \(threading.TIMEOUT_MAX\)"),
         (["--port", "9000", "--no-metrics-server"], r"not allowed with argument --port"),
     ],
@@ -112,7 +117,8 @@ def test_bad_demo_arguments_are_usage_errors(
         ("time_scale", 0.0, r"--time-scale must be >= 0.005 and <= 1 .*, got 0.0"),
         ("time_scale", 0.0049, r"--time-scale must be >= 0.005 and <= 1 .*, got 0.0049"),
         ("port", 0, r"--port must be a TCP port from 1 to 65535, got 0"),
-        ("seed", True, r"--seed must be an integer >= 0, got True"),
+        ("seed", True, r"--seed must be an integer >= 0 and <= 2\*\*63-1 .*, got True"),
+        ("seed", 2**63, r"^--seed must be an integer >= 0 and <= 2\*\*63-1 .*, got 9223372036854775808$"),
         ("host", " ", r"--host must be a non-empty address"),
         ("otlp_endpoint", "ftp://x", r"--otlp-endpoint must be an http:// or https:// URL"),
         ("otlp_endpoint", "http://127.0.0.1:99999", r"^--otlp-endpoint must be .*: Port out of range"),
@@ -123,6 +129,11 @@ def test_bad_demo_arguments_are_usage_errors(
         ("otlp_endpoint", "http://127.0.0.1:4318#x", r"^--otlp-endpoint must be .*no query or fragment"),
         ("otlp_endpoint", 4318, r"^--otlp-endpoint must be .*got 4318$"),
         ("interval", float("inf"), r"--interval must be a finite number of seconds > 0, got inf"),
+        (
+            "interval",
+            0.2,
+            r"^--interval must be >= 0.25 seconds \(the view refreshes every 0.25 s.*, got 0.2$",
+        ),
         ("duration", 10**400, r"--duration must be a finite number of seconds > 0, got 1000"),
         ("interval", 1e300, r"--interval must be <= \S+ seconds \(threading.TIMEOUT_MAX\), got 1e\+300"),
     ],
@@ -372,6 +383,24 @@ def test_a_config_file_that_sets_the_chaos_of_a_demo_policy_fails_clearly(tmp_pa
     assert "summary" not in out
 
 
+def test_a_config_value_out_of_range_once_scaled_fails_clearly(tmp_path: Path) -> None:
+    """A rate `check` accepts (at most sys.maxsize/s) but over the limit once divided by the time
+    scale: an error naming --config, the policy and the scaling, exit 1 (it was a traceback)."""
+    path = tmp_path / "fast.yaml"
+    path.write_text(
+        "version: 1\npolicies:\n  tenants:\n    rate_limiter:\n      rate: 9.0e+18\n      burst: 4\n",
+        encoding="utf-8",
+    )
+    assert _run("check", str(path))[0] == 0
+    code, out, err = _run("demo", *_SHORT_RUN, "--config", str(path))
+    assert code == 1
+    assert err.startswith(
+        "otel-resilience demo: --config: policy tenants: RateLimiterConfig.rate must be <= 9223372036854775807"
+    )
+    assert "at the demo's time scale 0.01 (durations multiplied by it, rates divided by it)" in err
+    assert "summary" not in out
+
+
 class _ClosedAfter(io.StringIO):
     """Standard output whose reader goes away (`demo | head -3`) after ``lines`` writes."""
 
@@ -400,7 +429,7 @@ def test_a_closed_stdout_ends_the_demo_at_once_and_says_so() -> None:
             "--no-metrics-server",
             "--plain",
             "--interval",
-            "0.1",
+            "0.25",
         ],
         out=out,
         err=err,
@@ -432,7 +461,7 @@ def test_an_output_that_fails_is_named_not_the_summary_file(tmp_path: Path, summ
     path = tmp_path / "summary.json"
     extra = ["--summary-json", str(path)] if summary_json else []
     err = io.StringIO()
-    code = main(["demo", *_SHORT_RUN, "--interval", "0.1", *extra], out=_FullAfter(3), err=err)
+    code = main(["demo", *_SHORT_RUN, "--interval", "0.25", *extra], out=_FullAfter(3), err=err)
     assert code == 1
     assert "otel-resilience demo: cannot write to standard output: [Errno 28] No space left on device" in (
         err.getvalue()
@@ -478,3 +507,21 @@ def test_a_demo_format_without_a_config_file_is_a_usage_error(capsys: pytest.Cap
         DemoOptions(config=Path("x.json"), config_format="json")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^--format is the format of the --config file"):
         DemoOptions(config_format="yaml")
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["demo", *_SHORT_RUN, "--config", ""], "--config"),
+        (["demo", *_SHORT_RUN, "--summary-json", ""], "--summary-json"),
+        (["check", ""], "PATH"),
+    ],
+)
+def test_an_empty_path_is_a_usage_error(
+    argv: list[str], name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty path (an unset shell variable) is refused as such, not read as the current folder."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert f"argument {name}: must not be empty" in capsys.readouterr().err

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,7 @@ from otel_resilience.demo.app import write_summary_json
 from otel_resilience.demo.monitor import LatencyHistogram, Monitor, percentile
 from otel_resilience.demo.scenarios import build_scenario
 from otel_resilience.demo.summary import format_summary, measure_recoveries, summarize
-from otel_resilience.demo.system import HedgingView, PolicyView
+from otel_resilience.demo.system import BreakerView, HedgingView, PolicyView
 from otel_resilience.engine import Event, TelemetrySource
 from otel_resilience.engine.event_args import HedgeDenied, RetryExhausted
 from otel_resilience.engine.events import StateChanged
@@ -200,3 +202,67 @@ def test_the_retry_budget_line_names_the_policies_that_draw_on_it() -> None:
     )
     (line,) = [line for line in format_summary(summary) if line.startswith("retry budget ")]
     assert line == "retry budget  3 retries denied (content_api 3); 0 available at the end"
+
+
+def _summary_json_paragraph() -> str:
+    """The paragraph of docs/demo.md that lists what `--summary-json` writes."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "demo.md").read_text(encoding="utf-8")
+    start = text.index("* `--summary-json PATH` writes:")
+    return text[start : text.index("\n* ", start + 1)]
+
+
+async def test_every_field_of_the_summary_json_is_documented(run_scenario: Any) -> None:
+    """docs/demo.md names every key `--summary-json` writes, down to each policy's, breaker's,
+    limiter's and hedging link's (it left out `would_open`, `rate_limiters`, `retry_budget`,
+    `tenants`...)."""
+    summary, _ = await run_scenario("surge", 0.3)
+    documented = set(re.findall(r"`(\w+)`", _summary_json_paragraph()))
+    nested = [
+        summary,
+        summary["requests"],
+        summary["latency"],
+        summary["recovery"],
+        summary["alerts"],
+        summary["retry_budget"],
+        summary["tenants"],
+        *summary["policies"].values(),
+        *summary["breakers"].values(),
+        *summary["bulkheads"].values(),
+        *summary["rate_limiters"].values(),
+        *summary["hedging"].values(),
+    ]
+    written = {key for part in nested for key in part}
+    assert sorted(written - documented) == []
+
+
+def test_would_open_trips_are_all_counted_and_crowd_out_no_state_change() -> None:
+    """A `metrics_only` breaker's would-open trips (`metrics_only -> metrics_only`, dozens per
+    brownout cycle) are counted, every one, and do not use up the transitions kept for the
+    recovery times: a long run stopped counting them at 10,000 and then lost the ML breaker's
+    later state changes."""
+    trips = 10_001
+    now = [START]
+    monitor = Monitor(["ml_service"], start=START, clock=lambda: now[0])
+    rollout = TelemetrySource("circuit_breaker", "database_rate")
+    for _ in range(trips):
+        monitor.on_event(
+            rollout, Event.STATE_CHANGED, StateChanged("metrics_only", "metrics_only", "failure_rate")
+        )
+    now[0] = START + 1.0
+    breaker = TelemetrySource("circuit_breaker", "ml_service")
+    monitor.on_event(breaker, Event.STATE_CHANGED, StateChanged("closed", "open", "failure_threshold"))
+    view = PolicyView("ml_service", 0, 0, 0, 0, 0, 0, 0, 0, "down", BreakerView("open", 1), None)
+    summary = summarize(
+        scenario=build_scenario("outage", 7),
+        time_scale=SCALE,
+        monitor=monitor,
+        views=[view],
+        recovery_stats={"attempts": 0},
+        end=START + 2.0,
+        stopped_by="duration",
+    )
+    assert summary["would_open"] == {"database_rate": trips}
+    assert summary["breakers"]["ml_service"]["opened"] is True
+    assert summary["breakers"]["ml_service"]["transitions"] == [
+        {"at_s": 1.0, "old": "closed", "new": "open", "reason": "failure_threshold"}
+    ]

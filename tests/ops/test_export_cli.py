@@ -105,3 +105,40 @@ def test_export_to_a_file_says_a_file_is_in_the_way(tmp_path, inside):
     assert code == 1
     assert f"cannot write alerts to {target}: {blocker} is a file, not a folder" in err
     assert "Errno" not in err
+
+
+@pytest.mark.parametrize(
+    ("field", "option"),
+    [("runbook_url_base", "--runbook-url-base"), ("job_label", "--job-label")],
+)
+def test_an_option_given_both_ways_is_a_usage_error(field, option, tmp_path, capsys):
+    """`--set FIELD=A` and the option of the same field set to B: which was meant? Refused, as
+    `--set FIELD` given twice is, never the option silently winning over the `--set`."""
+    value = "https://wiki.example.com/rb" if field == "runbook_url_base" else "service"
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path / "out"), "--set", f"{field}={value}", option, "other"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {field} given twice ({value!r} by --set and 'other' by {option}): give it once" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_set_field_given_twice_is_a_usage_error(tmp_path, capsys):
+    """`--set FIELD` twice: refused with both values, not the last one taken."""
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "alerts", str(tmp_path), "--set", "timeout_ratio=0.1", "--set", "timeout_ratio=0.2"])
+    assert caught.value.code == 2
+    assert (
+        "timeout_ratio given twice ('0.1' by --set and '0.2' by --set): give it once"
+        in capsys.readouterr().err
+    )
+
+
+def test_an_empty_directory_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """`export KIND "$UNSET"`: an empty DIR is refused, not taken as the current folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "collector", ""])
+    assert caught.value.code == 2
+    assert "argument DIR: must not be empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
