@@ -1,9 +1,25 @@
 """Helpers for testing code that uses otel_resilience.
 
 * :class:`FakeClock`: a controllable clock; inject it as ``clock=`` so that breaker timeouts,
-  backoffs, rate limiter waits and deadlines pass instantly, in order, with no real sleeping.
-  A bulkhead's queue timeout is not on it: a queued call waits for a slot on its thread's lock
-  or its event loop, in real time (its ``BulkheadConfig.timeout``).
+  backoffs, hedge delays and rate limiter waits pass instantly, in order, with no real sleeping.
+  Deadlines (a policy's ``timeout``, ``RetryPolicy.attempt_timeout``, ``TimeoutHandler``,
+  ``fail_after``) are recorded on it, and what the engine decides from the time left reads the
+  fake time, sync or async (a retry whose backoff would end past the deadline gives up, a rate
+  limiter refuses a wait past it). Ending a block that runs past its deadline differs:
+
+  - sync: a block that returns after the fake deadline raises ``OperationTimeoutError`` (a
+    thread cannot be cut: it is checked as the block ends), and one that returns before it does
+    not, whatever real time either took;
+  - async: the block is cancelled by a timer of its event loop, which runs on the loop's own
+    time (real time): it fires after the timeout's real seconds whatever the fake clock says,
+    and a block that moves the fake clock past the deadline (``await clock.sleep(...)``) is not
+    cut. To test an async timeout without waiting, give it a short one, or run the test on an
+    event loop whose ``time()`` you advance yourself (a subclass of
+    ``asyncio.SelectorEventLoop``), with a clock that reads that time. This module has no such
+    loop.
+
+  A bulkhead's queue timeout is not on it either: a queued call waits for a slot on its
+  thread's lock or its event loop, in real time (its ``BulkheadConfig.timeout``).
 * :class:`EventRecorder`: a telemetry listener that keeps every reported event, for assertions.
 * :class:`AttemptRecorder`: a step that records the attempt number of every run it sees, to
   place in a pipeline (``ExtraStrategy``, ``PipelineBuilder.add``) and assert what ran through it.
@@ -51,6 +67,9 @@ class FakeClock:
 
     ``sleep``/``sleep_sync`` advance the time by the requested amount at once and record it in
     :attr:`sleeps`; ``sleep`` also yields to the event loop once, as a real sleep would.
+
+    An async timeout on it is still cancelled by its event loop's timer, in the loop's own (real)
+    time: see the module's notes.
 
     Args:
         start: The initial time in seconds (a finite number).

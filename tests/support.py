@@ -9,13 +9,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from otel_resilience import RetryPolicy
 from otel_resilience.engine import pipeline as pipeline_module
+from otel_resilience.engine import timer as engine_timer
 from otel_resilience.engine.clock import SystemClock
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
@@ -253,6 +255,41 @@ def collect_inside(lock: Any, what: str) -> None:
     collector.start()
     collector.join(timeout=10)
     assert not collector.is_alive(), f"the freed waiter blocked on {what}"
+
+
+def freed_on_a_closed_loop(
+    call: Callable[[], Awaitable[Any]], ready: Callable[[], object] | None, lock: Any, what: str
+) -> None:
+    """Run ``call()`` as a task of a loop of its own, close the loop with it pending, and free it.
+
+    The loop runs until ``ready()`` holds (``None``: for one turn only, so that the tasks the
+    call made in it never start). The task never runs again, and only the garbage collector
+    frees it (its frame refers to it), closing its coroutine: here in a thread that holds
+    ``lock`` (:func:`collect_inside`), as an allocation under it would. Fails if that blocked
+    (``what`` says on what), or if the task was not freed.
+    """
+
+    async def holding_its_task() -> Any:
+        me = asyncio.current_task()  # noqa: F841 - its frame refers to its task: only the collector frees it
+        return await call()
+
+    gc.disable()  # the collection below is the one that frees the task
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(holding_its_task())
+        if ready is None:
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        else:
+            loop.run_until_complete(until(ready))
+        loop.close()  # its task never runs again
+        freed = weakref.ref(task)
+        del task, loop
+        engine_timer._drop_closed()  # the closed loop's timer lets go of it: the task is garbage
+        collect_inside(lock, what)
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

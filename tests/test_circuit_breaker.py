@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support import CountingLock, Scopes, run_threads
+from support import CountingLock, Scopes, freed_on_a_closed_loop, run_threads, until_sync
 
 from otel_resilience.engine.events import HUB, CallRejected, Event, StateChanged, TelemetrySource
 from otel_resilience.engine.pipeline import PipelineBuilder
@@ -34,6 +34,7 @@ from otel_resilience.patterns.circuit_breaker import (
     CircuitState,
     CountWindow,
 )
+from otel_resilience.patterns.circuit_breaker import core as breaker_core
 from otel_resilience.testing import EventRecorder, FakeClock
 
 
@@ -1115,6 +1116,39 @@ async def test_direct_driver_gives_the_permit_back_on_cancellation(clock: FakeCl
     assert breaker.get_stats()["total_failures"] == 0
     assert breaker._pipeline.stats.cancelled == 1
     assert breaker.state is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize("held", ["probe", "unmade-lock"])
+def test_a_call_freed_after_its_loop_closed_gives_its_permit_back_without_blocking(
+    clock: FakeClock, held: str
+) -> None:
+    """A task left running through a breaker when its loop closed is freed by the garbage collector,
+    which closes its coroutine on whichever thread allocates: maybe one that holds the breaker's
+    lock (a transition allocates under it), or, while the breaker has made no lock yet, the lock
+    it is made under. Giving the permit back must not block on it: it is given back once the lock
+    is free, and a half-open probe's place is free again."""
+    breaker = make(clock, f"freed-{held}", failure_threshold=1, timeout=5.0)
+    core = breaker._core
+    if held == "probe":
+        with pytest.raises(Boom):
+            breaker.call_sync(boom)
+        clock.advance(5.0)  # the next call is the half-open probe
+        lock, what = core._lock, "the breaker's lock"
+    else:
+        assert core._lock is None  # a breaker whose calls all succeed never makes it
+        lock, what = breaker_core._MAKING_LOCKS, "the lock a breaker's lock is made under"
+    started: list[bool] = []
+
+    async def hang() -> None:
+        started.append(True)
+        await asyncio.sleep(3600)
+
+    freed_on_a_closed_loop(lambda: breaker.call(hang), lambda: started, lock, what)
+    until_sync(lambda: breaker.get_stats()["total_cancelled"] == 1)  # given back once the lock was free
+    stats = breaker.get_stats()
+    assert (stats["half_open_in_flight"], stats["total_failures"]) == (0, 1 if held == "probe" else 0)
+    assert breaker.call_sync(ok) == "ok"  # the probe's place was given back: the next one runs
+    assert breaker.get_stats()["total_successes"] == 1
 
 
 async def test_function_of_the_wrong_kind_is_ignored_by_the_breaker_and_failed_by_the_pipeline(

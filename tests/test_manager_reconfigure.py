@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from otel_support import Otel
+from support import freed_on_a_closed_loop, until_sync
 
 from otel_resilience import (
     BulkheadConfig,
@@ -513,6 +514,46 @@ async def test_a_breaker_a_reload_drops_leaves_the_exported_series_when_its_last
     calls = sum(p.value for p in otel.points(sc.CB_CALLS) if p.attributes.get(sc.NAME) == "dropped-open")
     assert calls == 2  # the failure and the call in flight at the reload: counted once, kept
     assert policy.get_stats()["executions"]["total"] == 5
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["key", "unkeyed"])
+def test_a_call_in_flight_at_a_reload_freed_after_its_loop_closed_never_blocks_on_the_policy(
+    manager: ResilienceManager, keyed: bool
+) -> None:
+    """A call left running when its loop closed, in a breaker a reload dropped meanwhile, is freed by
+    the garbage collector on whichever thread allocates: maybe one that holds the policy's lock (a
+    reload allocates under it). Its end must not block on that lock: the dropped breaker, which no
+    call can use any more, is folded once the lock is free."""
+    policy = manager.policy("freed-in-flight", ResilienceConfig(circuit_breaker=CircuitBreakerConfig()))
+    runs = policy.for_key("k") if keyed else policy
+    started: list[bool] = []
+
+    async def hang() -> None:
+        started.append(True)
+        await asyncio.sleep(3600)
+
+    def breakers() -> list[object]:
+        return [
+            b
+            for b in BREAKERS.items()
+            if type(b).__name__ == "CircuitBreaker" and b.name == "freed-in-flight"
+        ]
+
+    reloaded: list[bool] = []
+
+    def started_then_reloaded() -> bool:
+        if started and not reloaded:
+            manager.reconfigure("freed-in-flight", ResilienceConfig())  # drops the breaker it runs in
+            assert len(breakers()) == 1  # kept while the call in flight may count in it
+            reloaded.append(True)
+        return bool(reloaded)
+
+    freed_on_a_closed_loop(
+        lambda: runs.execute(hang), started_then_reloaded, policy._lock, "the policy's lock"
+    )
+    until_sync(lambda: not breakers())  # folded once the lock was free
+    assert runs.execute_sync(lambda: "after") == "after"
+    assert policy.get_stats()["executions"]["total"] == 2
 
 
 def test_reconfigure_many_changes_nothing_when_a_link_factory_fails_after_the_trial(

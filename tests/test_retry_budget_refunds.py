@@ -10,9 +10,11 @@ same holds for a hedge withdrawn from the budget whose attempt never ran.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
+from support import freed_on_a_closed_loop, until_sync
 
 from otel_resilience import ErrorRecoverySystem, Hedging, HedgingConfig, RecoveryAction, RecoveryStrategy
 from otel_resilience.engine.deadline import sleep_sync_within_deadline
@@ -440,6 +442,49 @@ async def test_a_hedge_whose_attempt_never_ran_is_given_back(
     assert hedging.get_stats()["hedges"] == 0
     assert recorder.of(Event.HEDGE_STARTED) == []
     assert counts(budget) == (1, 0, 1)
+
+
+# -- a task freed after its loop closed: never blocking on a lock ----------------------------------
+
+
+@pytest.mark.parametrize("held", ["retry", "budget"])
+def test_a_backoff_freed_after_its_loop_closed_gives_the_retry_back_without_blocking(held: str) -> None:
+    """A task left in a backoff when its loop closed is freed by the garbage collector, which closes
+    its coroutine on whichever thread allocates: maybe one that holds the retry's lock or its
+    budget's. Neither blocks it: the cancellation is counted and the retry given back once the
+    lock is free."""
+    clock = HangingBackoffClock()
+    budget = floor_only(clock)
+    retry = Retry("freed-backoff", fixed(1.0, budget), clock=clock)
+    lock = retry._core.lock if held == "retry" else budget._lock
+    freed_on_a_closed_loop(lambda: retry.execute(afailing), lambda: clock.sleeps, lock, f"the {held}'s lock")
+    until_sync(lambda: retry.get_stats()["cancelled"] == 1 and counts(budget) == (1, 0, 10))
+
+
+def test_a_race_freed_after_its_loop_closed_gives_its_pending_hedge_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A race left pending when its loop closed, its hedge withdrawn but its task not run yet, is
+    freed by the garbage collector, maybe on a thread that holds the budget's lock. The race ends
+    counted cancelled and its hedge is given back; nothing is raised where nobody can catch it (a
+    closed loop's tasks cannot be cancelled, and a coroutine being closed awaits nothing). The
+    attempts' tasks, which never started, are left for the collector as any such task is."""
+    clock = FakeClock()
+    budget = RetryBudget(ratio=1.0, min_retries_per_second=0.0, clock=clock)
+    config = HedgingConfig(mode="parallel", max_attempts=2, budget=budget)
+    hedging = Hedging("freed-race", config, clock=clock)
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    async def never() -> str:
+        return "never"
+
+    freed_on_a_closed_loop(lambda: hedging.call(never), None, budget._lock, "the budget's lock")
+    # The hedge that never ran is given back (once the budget's lock is free).
+    until_sync(lambda: hedging.get_stats()["cancelled"] == 1 and counts(budget) == (1, 0, 1))
+    assert hedging.get_stats()["hedges"] == 0
+    never_awaited = RuntimeWarning  # what asyncio says of any task its closed loop never started
+    assert [u.exc_value for u in unraisable if u.exc_type is not never_awaited] == []
 
 
 # -- the counts and the metric agree -----------------------------------------------------------------

@@ -19,6 +19,8 @@
 * :mod:`~otel_resilience.engine.stats`: :class:`PipelineStats`, the outcome counts.
 * :mod:`~otel_resilience.engine.facade`: the base of every pattern's facade and link.
 * :mod:`~otel_resilience.engine.waiting`: FIFO waiting for a slot, sync and async.
+* :mod:`~otel_resilience.engine.closing`: giving back what a call held, from an ``on_cancel``
+  or a ``finally``, without blocking on a lock while its coroutine is being closed.
 * :mod:`~otel_resilience.engine.context`: :class:`ExecutionContext`, deadlines.
 * :mod:`~otel_resilience.engine.clock`: the :class:`Clock` protocol and :data:`SYSTEM_CLOCK`.
 * :mod:`~otel_resilience.engine.events`: the telemetry seam (events, listeners, facade);

@@ -2,7 +2,9 @@
 
 The default, :data:`SYSTEM_CLOCK`, uses ``time.monotonic`` (the same base as asyncio's loop
 time), ``asyncio.sleep`` and ``time.sleep``. Tests inject
-:class:`otel_resilience.testing.FakeClock` so that no test waits for real time to pass.
+:class:`otel_resilience.testing.FakeClock` so that backoffs, waits and breaker timers take no
+real time; an async timeout is still cancelled by its event loop's timer, in the loop's own time
+(see :mod:`otel_resilience.testing`).
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ deadline still bounds every attempt, through the cancellation of the race.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.actions import Wait
@@ -505,7 +506,10 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         await _cancel_all(contest.tasks)  # the losers still running
     except BaseException as stopped:
         contest.over = True  # the attempts cancelled now are losers, not cancellations of their own
-        await _cancel_all(contest.tasks)
+        if type(stopped) is GeneratorExit:  # closed, not cancelled: nothing may be awaited now
+            _cancel_unawaited(contest.tasks)
+        else:
+            await _cancel_all(contest.tasks)
         _forget(contest)
         hedge.end(ctx, None, stopped)
         raise
@@ -527,6 +531,21 @@ def _forget(contest: _Race) -> None:
     for attempt in contest.attempts:
         attempt.error = attempt.result = None
     contest.winner = contest.stopped = None
+
+
+def _cancel_unawaited(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` without waiting for them: their race's coroutine is being closed.
+
+    As the garbage collector frees a race its closed loop left pending (on whichever thread
+    allocates), or as ``close()`` ends one: a coroutine awaits nothing then. A task of a live loop
+    is cancelled on its loop (from any thread); one of a closed loop never runs again, and the
+    collector frees it too.
+    """
+    for task in tasks:
+        if not task.done():
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                task.get_loop().call_soon_threadsafe(task.cancel)
+    tasks.clear()
 
 
 async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:

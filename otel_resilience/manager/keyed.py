@@ -27,11 +27,11 @@ import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from otel_resilience.engine.clock import Clock
+from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, NamesakeOwner, namesakes_expected
@@ -291,7 +291,7 @@ def reconfigure(
     state: KeyState,
     spec: Spec,
     ledger: Ledger,
-    lock: AbstractContextManager[object],
+    lock: threading.Lock,
     extras: tuple[tuple[int, Step], ...] | None = None,
 ) -> None:
     """Bring ``state`` to ``spec``'s generation (under the policy's ``lock``), carrying what is compatible.
@@ -414,7 +414,7 @@ def _fold_replaced(state: KeyState, ledger: Ledger) -> None:
     state.retired = retired or ()
 
 
-def _fold_when_free(state: KeyState, ledger: Ledger, lock: AbstractContextManager[object]) -> None:
+def _fold_when_free(state: KeyState, ledger: Ledger, lock: threading.Lock) -> None:
     """Fold ``state``'s replaced instances now if no call can use them, else when a later call ends.
 
     Under the policy's ``lock``. What waits is folded by the first call of the key to end once
@@ -427,25 +427,29 @@ def _fold_when_free(state: KeyState, ledger: Ledger, lock: AbstractContextManage
     state.leave = _folding_leave(state, ledger, lock) if state.replaced else state._ended.__next__
 
 
-def _folding_leave(
-    state: KeyState, ledger: Ledger, lock: AbstractContextManager[object]
-) -> Callable[[], object]:
+def _folding_leave(state: KeyState, ledger: Ledger, lock: threading.Lock) -> Callable[[], object]:
     """Return a :attr:`KeyState.leave` that counts a call out, then tries the fold (:func:`_fold_when_free`).
 
     It holds ``state`` weakly (it is an attribute of ``state``: no reference cycle), and folds
     only while it is the state's ``leave``: a reload or an eviction that folded meanwhile (and
     put another in its place) leaves it nothing to do. Called when a call has ended, holding no
-    lock of the library, so it may wait for ``lock``.
+    lock of the library, so it may wait for ``lock``; but not when the call's coroutine is being
+    closed (a task its closed loop left pending, freed by the garbage collector on whichever
+    thread allocates, maybe one that holds ``lock``), which never blocks on it
+    (:func:`~otel_resilience.engine.closing.give_back`).
     """
     count_out = state._ended.__next__
     held = weakref.ref(state)
 
-    def leave() -> None:
-        count_out()
+    def fold() -> None:
         with lock:
             current = held()
             if current is not None and current.leave is leave:
                 _fold_when_free(current, ledger, lock)
+
+    def leave() -> None:
+        count_out()
+        give_back(lock, fold)
 
     return leave
 

@@ -26,7 +26,9 @@ reads, its rank, and the function that builds its link)::
 Why this order:
 
 * the fallback is outermost so that it answers whatever happened inside, including an open
-  breaker, a full bulkhead, a rate limit and an expired total deadline;
+  breaker, a full bulkhead, a rate limit and an expired total deadline; so the total ``timeout``
+  does not bound it: a ``fallback_function`` (or MULTIPLE_ATTEMPTS's functions) and a
+  ``CACHED_VALUE`` read on the failure path are bounded only by an enclosing deadline;
 * the rate limiter comes next, outside everything that does work (Microsoft's standard
   resilience handler puts it outermost): a call over the limit is shed before a deadline is
   armed, a retry scheduled or a breaker asked, and costs the dependency nothing; it sits inside

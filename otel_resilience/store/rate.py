@@ -32,9 +32,12 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_resilience.engine.closing import give_back
+from otel_resilience.engine.deadline import WaitDeadlineReachedError, time_left
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, _Reservation, new_rules
 from otel_resilience.store import scripts
@@ -95,6 +98,7 @@ class ClusterRules:
         "_key",
         "_local",
         "_lock",
+        "_name",
         "_store",
         "_warned",
         "admitted",
@@ -105,9 +109,11 @@ class ClusterRules:
         "waiting",
     )
 
-    def __init__(self, store: RedisStore, key: str, config: RateLimiterConfig) -> None:
+    def __init__(self, store: RedisStore, key: str, config: RateLimiterConfig, name: str) -> None:
         self._store = store
         self._key = key
+        self._name = name
+        """The limiter's name: the operation of a round trip its caller's deadline ended."""
         self._config = config
         self._local = new_rules(_local_config(config))
         self._lock = fork_safe(threading.Lock())
@@ -129,9 +135,10 @@ class ClusterRules:
     def acquire(self, now: float, max_wait: float, remaining: float = _INF) -> _Reservation | float | None:
         """Take a cluster permit now (``None``), reserve one (a reservation), or refuse (seconds to wait).
 
-        Asks the store in this thread (at most its ``timeout``); while it is unreachable, the
-        fallback answers. ``try_acquire`` uses it (it never waits); the sync driver uses
-        :meth:`acquire_sync`, which reads the time once the store replied.
+        Asks the store in this thread (at most its ``timeout``, and never past the caller's
+        deadline: :meth:`acquire_sync`); while it is unreachable, the fallback answers.
+        ``try_acquire`` uses it (it never waits); the sync driver uses :meth:`acquire_sync`, which
+        reads the time once the store replied.
         """
         return self.acquire_sync(lambda: now, max_wait, remaining)
 
@@ -142,15 +149,47 @@ class ClusterRules:
 
         A wait the store gives is counted from when its reply arrived, as :meth:`acquire_async`
         counts it: counted from before the round trip, a waiter on a slow link would take its
-        permit up to the request's latency before the server made it due.
+        permit up to the request's latency before the server made it due. The round trip ends at
+        the caller's deadline when that comes before the store's ``timeout`` (:meth:`_round_trip`),
+        as an async caller's is cancelled by its deadline.
+
+        Raises:
+            WaitDeadlineReachedError: The caller's deadline came before the store's answer
+                (counted in ``cancelled``; the scope that owns the deadline raises its timeout).
         """
+        left = time_left()  # the caller's deadline: inf when there is none
         ask = self._ask(max_wait, remaining)
         try:
-            reply = None if ask.local else self._store._run_script(ask.script, self._key, ask.argv)
+            reply = None if ask.local else self._round_trip(ask, left)
         except BaseException as error:
             self._gave_up(ask, error)
             raise
         return self._answer(now(), ask, reply)
+
+    def _round_trip(self, ask: _Ask, left: float) -> Any:
+        """Run ``ask``'s script in this thread within the store's ``timeout`` and ``left`` seconds.
+
+        A thread cannot be cancelled: the caller's deadline bounds the operation as the store's
+        ``timeout`` does (:func:`~otel_resilience.store.deadlines.within`), whichever is sooner.
+        A round trip that the deadline ended is the caller's timeout, never a failure of the
+        store, which a caller with a short deadline would otherwise degrade for every caller.
+
+        Returns:
+            The script's reply, or the error of an operation that failed (the store's to judge).
+
+        Raises:
+            WaitDeadlineReachedError: The deadline passed before the store answered (or before
+                it was asked: it is not asked then).
+        """
+        store = self._store
+        if left >= store.timeout:  # no deadline, or a later one: the store's timeout bounds it
+            return store._run_script(ask.script, self._key, ask.argv, store.timeout)
+        started = time.monotonic()
+        if left > 0.0:
+            reply = store._run_script(ask.script, self._key, ask.argv, left)
+            if not isinstance(reply, BaseException) or time.monotonic() - started < left:
+                return reply  # answered, or failed before the deadline: the store's to judge
+        raise WaitDeadlineReachedError(self._name, time.monotonic() - started, "total")
 
     async def acquire_async(
         self, clock: Clock, max_wait: float, remaining: float = _INF
@@ -276,13 +315,21 @@ class ClusterRules:
     def _gave_up(self, ask: _Ask, error: BaseException) -> None:
         """End ``ask``, whose round trip raised ``error``: give back the waiting place it held.
 
-        The one rule of both paths: a caller cancelled (or, in a thread, interrupted) while the
-        store answered counts in ``cancelled``, and its permit, if the server took one, stays
-        spent; an error of the store's own code (raised, not answered) counts nothing.
+        The one rule of both paths: a caller cancelled (or, in a thread, interrupted, or ended by
+        its deadline: :meth:`_round_trip`) while the store answered counts in ``cancelled``, and
+        its permit, if the server took one, stays spent; an error of the store's own code
+        (raised, not answered) counts nothing. A caller
+        whose coroutine is being closed (a task its closed loop left pending, freed by the garbage
+        collector on whichever thread allocates, maybe one that holds this lock) never blocks on
+        the lock (:func:`~otel_resilience.engine.closing.give_back`).
         """
+        give_back(self._lock, self._give_up, ask, error)
+
+    def _give_up(self, ask: _Ask, error: BaseException) -> None:
+        """:meth:`_gave_up`, taking the lock."""
         with self._lock:
             self._vacate(ask)
-            if not isinstance(error, Exception):
+            if not isinstance(error, Exception) or isinstance(error, WaitDeadlineReachedError):
                 self.cancelled += 1
 
     def claim(self, reservation: _Reservation) -> None:

@@ -310,15 +310,18 @@ class RedisStore(SharedStore):
         from otel_resilience.store.rate import ClusterRules  # noqa: PLC0415 - built on demand
 
         key = f"{self.namespace}:rl:{config.algorithm}:{key_name(name, current_key())}"
-        return ClusterRules(self, key, config)
+        return ClusterRules(self, key, config, name)
 
     # -- one script for a caller (a rate limiter's permit) ---------------------------------
 
-    def _run_script(self, script: str, key: str, argv: Sequence[object]) -> Any:
-        """Run ``script`` on ``key`` in this thread (at most ``timeout``); return its reply or the error."""
+    def _run_script(self, script: str, key: str, argv: Sequence[object], seconds: float) -> Any:
+        """Run ``script`` on ``key`` in this thread (at most ``seconds``); return its reply or the error.
+
+        ``seconds`` is ``timeout``, or less: what a caller's deadline leaves of it.
+        """
         next(self._ops)
         try:
-            with within(self.timeout):  # connecting and the handshake included
+            with within(seconds):  # connecting and the handshake included
                 return self._client.eval(script, 1, key, *argv)
         except self._redis_errors as error:
             return error

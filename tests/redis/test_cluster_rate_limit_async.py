@@ -10,9 +10,17 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis
 from redis_support import RedisServer
+from support import freed_on_a_closed_loop, until_sync
 from tcp_proxy import TcpFaultProxy
 
-from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
+from otel_resilience import (
+    OperationTimeoutError,
+    RateLimitedError,
+    RateLimiter,
+    RateLimiterConfig,
+    RedisStore,
+)
+from otel_resilience.engine import SYSTEM_CLOCK, SyncDeadline
 
 SLOW = 2.0
 """How late Redis answers behind the proxy: half of it on the way there, half on the way back."""
@@ -151,6 +159,32 @@ def test_the_sync_path_still_waits_at_most_the_timeout_in_its_thread(proxy: TcpF
         store.close()
 
 
+def test_a_sync_permit_waits_no_longer_than_the_callers_deadline(proxy: TcpFaultProxy) -> None:
+    """From a thread, inside a deadline shorter than the store's timeout: the round trip to a slow
+    Redis ends at the deadline, which the caller's scope raises as its timeout, not when Redis
+    answers. The caller ran out of time, Redis did not fail: the store is not degraded, and the
+    asker counts in ``cancelled``, as a coroutine that its deadline cancels does."""
+    store = RedisStore.from_url(_via(proxy), namespace="rl-deadline", timeout=SLOW + 1.5)
+    try:
+        limiter = RateLimiter("deadline", RateLimiterConfig(rate=1.0, burst=5, store=store))
+        assert limiter.call_sync(int) == 0  # connected
+        proxy.set("delay", SLOW / 2)
+        ran: list[int] = []
+        started = time.monotonic()
+        with pytest.raises(OperationTimeoutError) as raised, SyncDeadline(SYSTEM_CLOCK, 0.1, "caller"):
+            limiter.call_sync(ran.append, 1)
+        took = time.monotonic() - started
+        print(f"sync permit inside a 0.1 s deadline: {took * 1000:.0f} ms (Redis answers in {SLOW:g} s)")
+        assert took < SLOW / 2  # the deadline's 0.1 s, not the round trip's 2 s
+        assert (raised.value.operation, ran) == ("caller", [])
+        assert (store.degraded, store.outages) == (False, 0)
+        stats = limiter.get_stats()
+        assert (stats["admitted"], stats["cancelled"], stats["waiting"]) == (1, 1, 0)
+        assert store.fallback_permits == 0
+    finally:
+        store.close()
+
+
 def test_event_loops_in_several_threads_share_one_budget(redis_url: str) -> None:
     """Four threads, each with its own event loop (so its own async client), admit exactly the burst together."""
     store = RedisStore.from_url(redis_url, namespace="rld")
@@ -209,6 +243,25 @@ async def test_a_cancelled_asker_is_counted_and_admits_nothing(proxy: TcpFaultPr
             await task
         assert ran == []
         assert limiter.get_stats()["cancelled"] == 1
+    finally:
+        store.close()
+
+
+def test_an_asker_freed_after_its_loop_closed_never_blocks_on_the_rules_lock(proxy: TcpFaultProxy) -> None:
+    """A coroutine left waiting for Redis's answer when its loop closed is freed by the garbage
+    collector, which closes it on whichever thread allocates: maybe one that holds the cluster
+    rules' lock (a caller asking allocates there). It gives its waiting place back and is counted
+    cancelled once the lock is free, without blocking on it."""
+    store = RedisStore.from_url(_via(proxy), namespace="rl-freed", timeout=SLOW + 1.5)
+    try:
+        limiter = RateLimiter("freed", RateLimiterConfig(rate=1.0, burst=5, max_wait=1.0, store=store))
+        assert asyncio.run(limiter.call(_zero)) == 0
+        proxy.set("delay", SLOW / 2)
+        rules = limiter._rules
+        asking = lambda: rules._asking == 1  # noqa: E731 - its waiting place taken, Redis asked
+        freed_on_a_closed_loop(lambda: limiter.call(_zero), asking, rules._lock, "the cluster rules' lock")
+        until_sync(lambda: limiter.get_stats()["cancelled"] == 1)
+        assert (rules._asking, limiter.get_stats()["waiting"]) == (0, 0)
     finally:
         store.close()
 

@@ -6,12 +6,12 @@ waiting itself (futures, locks, the loop timer) is :mod:`otel_resilience.engine.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypedDict, cast
 
+from otel_resilience.engine.closing import lock_taken
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.waiting import (
@@ -277,11 +277,12 @@ class _BulkheadCore(BulkheadStats):
         lock (a call queuing here), which a second acquisition would deadlock. A task offered a
         slot just before its loop stopped and closed is freed so while its waiter still holds the
         offer: a waiter whose loop is closed leaves its offer to be taken back as a stopped loop's
-        is (:meth:`_reclaim_locked`) when the lock is taken (:meth:`_lock_taken`).
+        is (:meth:`_reclaim_locked`) when the lock is taken
+        (:func:`~otel_resilience.engine.closing.lock_taken`).
         """
         if waiter.state >= TIMED_OUT:  # TIMED_OUT or CANCELLED: it left for good
             return
-        if waiter.gone() and self._lock_taken():
+        if waiter.gone() and lock_taken(self._lock):
             return
         with self._lock:
             state = waiter.state
@@ -298,32 +299,6 @@ class _BulkheadCore(BulkheadStats):
                 wakes = self._pass_on_locked()
         if wakes:
             self._hand_over(wakes)
-
-    def release_closed(self) -> None:
-        """Give back the slot of a call whose coroutine is being closed, not cancelled.
-
-        The garbage collector closes the coroutine of a task a closed loop left pending (running
-        in a slot) on whichever thread allocates, maybe one that holds this lock (a call queuing
-        here), which :meth:`release` would deadlock on. When the lock is taken
-        (:meth:`_lock_taken`), the slot is given back from a thread of its own, which waits for it.
-        """
-        if not self._lock_taken():
-            self.release()
-            return
-        with contextlib.suppress(RuntimeError):  # no new thread at interpreter shutdown: none is needed
-            threading.Thread(target=self.release, name="bulkhead-release", daemon=True).start()
-
-    def _lock_taken(self) -> bool:
-        """Whether the lock is held now, maybe by this very thread (a finalizer run under it).
-
-        The one rule of the code a finalizer may run (a closed loop's task freed by the garbage
-        collector): it never blocks on the lock, which this thread may hold.
-        """
-        lock = self._lock
-        if lock.acquire(blocking=False):
-            lock.release()
-            return False
-        return True
 
     def expire(self, waiter: Waiter) -> bool:
         """End a waiter's wait at its timeout, unless a slot a stopped loop's waiter holds is its.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.actions import Rejected
+from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
@@ -81,14 +81,12 @@ class _BulkheadStep(Link[BulkheadConfig]):
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
         """Give the slot back: the call was cancelled while it ran.
 
-        Or its coroutine is being closed (``GeneratorExit``): a task its closed loop left pending,
-        freed by the garbage collector on any thread, which never blocks on the bulkhead's lock
-        (:meth:`_BulkheadCore.release_closed`).
+        Or its coroutine is being closed: a task its closed loop left pending, freed by the
+        garbage collector on any thread, maybe one that holds the bulkhead's lock, which never
+        blocks on it (:func:`~otel_resilience.engine.closing.give_back`).
         """
-        if sys.exc_info()[0] is GeneratorExit:
-            self._core.release_closed()
-        else:
-            self._core.release()
+        core = self._core
+        give_back(core._lock, core.release)
 
     def wait_timed_out(self) -> None:
         """Report the ``queue_timeout`` rejection of a call that waited too long (its own context)."""

@@ -13,6 +13,7 @@ from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import Standing
 from otel_resilience.engine.calling import WrongDriver, notify
 from otel_resilience.engine.clock import Clock
+from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.events import (
     Event,
@@ -274,12 +275,14 @@ class _BreakerCore:
 
         A function that does not fit the driver (:class:`WrongDriver`) is ignored, as an error
         the breaker does not hold against the dependency; anything else is a cancellation
-        (:meth:`release`).
+        (:meth:`release`). A call whose coroutine is being closed (a task its closed loop left
+        pending, freed by the garbage collector on whichever thread allocates, maybe one that
+        holds this breaker's lock) never blocks on the lock
+        (:func:`~otel_resilience.engine.closing.give_back`): nor on the one its lock is made
+        under, while it is not made yet.
         """
-        if type(caught) is not WrongDriver:
-            self.release(permit)
-        else:
-            self.ignore(permit)
+        end = self.release if type(caught) is not WrongDriver else self.ignore
+        give_back(self._lock or _MAKING_LOCKS, end, permit)
 
     def rejection(self, permit: Permit) -> CircuitOpenError:
         """Build the error for a call rejected by ``permit``'s period (OPEN or HALF_OPEN).

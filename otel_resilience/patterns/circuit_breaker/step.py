@@ -184,7 +184,11 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         return failed
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
-        """Give the permit back; a function that does not fit the driver is ignored, not a cancellation."""
+        """Give the permit back; a function that does not fit the driver is ignored, not a cancellation.
+
+        Never blocking on the breaker's lock while the call's coroutine is being closed
+        (:meth:`_BreakerCore.end`).
+        """
         self._core.end(token[0] if self._timed else _permit_of(token), sys.exc_info()[1])
 
     def rejected(self, error: CircuitOpenError) -> CircuitOpenError:

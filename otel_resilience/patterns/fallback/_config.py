@@ -110,7 +110,10 @@ class FallbackConfig:
     none) under
     ``"<cache_key>:<digest of the arguments>"``, and a failed call is answered only with the
     value of a call with the same arguments (a call with any other argument is neither written
-    nor answered from the cache). The default is ``None``."""
+    nor answered from the cache). The value is not copied: an in-process service (a dict) answers
+    every failed call with the very object written, so a caller that changes it (the caller whose
+    success was written too) changes every later answer; cache immutable values, or use a
+    service that stores a copy. The default is ``None``."""
     cache_service: CacheService | None = None
     """``CACHED_VALUE`` only (required there): a :class:`CacheService`. The default is ``None``."""
     handle_exceptions: type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool] = (

@@ -477,7 +477,8 @@ class RemoteRules(Protocol):
     ) -> _Reservation | float | None:
         """As :meth:`_Rules.acquire` at ``now()`` read once the store answered, in this thread.
 
-        An interrupt meanwhile is counted in ``cancelled``, then raised.
+        An interrupt meanwhile is counted in ``cancelled``, then raised; so is the caller's
+        deadline, which ends the wait for the store's answer (a ``WaitDeadlineReachedError``).
         """
 
     async def acquire_async(

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Final
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
+from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.rounding import ceil_whole
@@ -157,7 +158,15 @@ class RetryBudget:
                 :meth:`try_withdraw` has) gives back a retry withdrawn just before, while the
                 window's newest bucket is still the one it was counted in (nothing when that
                 bucket counted no retry).
+
+        A refund made as a call's coroutine is closed (a task its closed loop left pending, freed
+        by the garbage collector on whichever thread allocates, maybe one that holds the budget's
+        lock) never blocks on the lock (:func:`~otel_resilience.engine.closing.give_back`).
         """
+        give_back(self._lock, self._forget, withdrawal)
+
+    def _forget(self, withdrawal: int | None) -> None:
+        """:meth:`refund`, taking the lock."""
         with self._lock:
             self._counts.forget(True, False, withdrawal)  # noqa: FBT003
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UnheardStanding
+from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import (
     Event,
@@ -345,7 +346,16 @@ class _RetryCore:
             telemetry.report(_TIMEOUT, TimeoutOccurred(timeout, "attempt"))
 
     def cancelled(self, in_attempt: bool) -> None:
-        """Count an execution cancelled during an attempt (``in_attempt``) or a backoff."""
+        """Count an execution cancelled during an attempt (``in_attempt``) or a backoff.
+
+        Never blocking on the lock while the execution's coroutine is being closed (a task its
+        closed loop left pending, freed by the garbage collector on whichever thread allocates,
+        maybe one that holds this lock: :func:`~otel_resilience.engine.closing.give_back`).
+        """
+        give_back(self.lock, self._count_cancelled, in_attempt)
+
+    def _count_cancelled(self, in_attempt: bool) -> None:
+        """:meth:`cancelled`, taking the lock."""
         with self.lock:
             if in_attempt:
                 next(self.stats._other_attempts)
