@@ -217,7 +217,8 @@ INSTRUMENTS: Final[tuple[InstrumentSpec, ...]] = (
         REJECTIONS,
         _K.COUNTER,
         "{call}",
-        "Calls rejected without calling the dependency (open breaker, full bulkhead, queue timeout).",
+        "Calls rejected without calling the dependency (open breaker, half-open breaker with no probe "
+        "place, full bulkhead, bulkhead queue timeout, rate limiter with no permit).",
         (POLICY, PATTERN, NAME, REJECTION_REASON),
         _KEYED,
     ),
