@@ -1,39 +1,37 @@
 """Helpers for testing code that uses otel_resilience.
 
 * :class:`FakeClock`: a controllable clock; inject it as ``clock=`` so that breaker timeouts,
-  backoffs, hedge delays and rate limiter waits pass instantly, in order, with no real sleeping.
-  Deadlines (a policy's ``timeout``, ``RetryPolicy.attempt_timeout``, ``TimeoutHandler``,
-  ``fail_after``) are recorded on it, and what the engine decides from the time left reads the
-  fake time, sync or async (a retry whose backoff would end past the deadline gives up, a rate
-  limiter refuses a wait past it). Ending a block that runs past its deadline differs:
-
-  - sync: a block that returns after the fake deadline raises ``OperationTimeoutError`` (a
-    thread cannot be cut: it is checked as the block ends), and one that returns before it does
-    not, whatever real time either took;
-  - async: the block is cancelled by a timer of its event loop, which runs on the loop's own
-    time (real time): it fires after the timeout's real seconds whatever the fake clock says,
-    and a block that moves the fake clock past the deadline (``await clock.sleep(...)``) is not
-    cut. To test an async timeout without waiting, give it a short one, or run the test on an
-    event loop whose ``time()`` you advance yourself (a subclass of
-    ``asyncio.SelectorEventLoop``), with a clock that reads that time. This module has no such
-    loop.
-
-  A bulkhead's queue timeout is not on it either: a queued call waits for a slot on its
-  thread's lock or its event loop, in real time (its ``BulkheadConfig.timeout``).
+  backoffs, rate limiter waits and hedge delays pass instantly, with no real sleeping.
 * :class:`EventRecorder`: a telemetry listener that keeps every reported event, for assertions.
 * :class:`AttemptRecorder`: a step that records the attempt number of every run it sees, to
   place in a pipeline (``ExtraStrategy``, ``PipelineBuilder.add``) and assert what ran through it.
+
+What a fake clock does not drive:
+
+* **It is no event loop on fake time.** A sleep moves the one shared time forward by what it
+  asked for, at once: a sleeper never wakes before its time, but sleeps that run side by side
+  (tasks, threads) add up, each moving the time on from where the other left it. Tasks of one
+  test that must start or end in a given order wait on events of their own, not on the clock.
+* **An async deadline fires in real time.** ``TimeoutHandler.with_timeout``, ``fail_after``,
+  ``move_on_after`` and a retry's ``attempt_timeout`` set their deadline on the fake clock (what
+  ``current_deadline`` and ``time_left`` read, what a retry or a hedge checks before it waits),
+  but the cancellation that ends the block is armed on the event loop's own clock: a fake sleep
+  past the deadline does not expire it. A sync deadline is checked on the fake clock when the
+  call returns (a late result is a timeout), so it is driven by fake sleeps and ``advance``.
+* **A bulkhead's queue timeout is not on it**: a queued call waits for a slot on its thread's
+  lock or its event loop, in real time (its ``BulkheadConfig.timeout``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from otel_resilience.engine.events import HUB, EventArgs, EventKind, TelemetryHub, TelemetrySource
 from otel_resilience.engine.step import Step
-from otel_resilience.engine.validation import check_number
+from otel_resilience.engine.validation import check_number, fail
 
 if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
@@ -43,6 +41,27 @@ __all__ = ["AttemptRecorder", "EventRecorder", "FakeClock"]
 
 class AttemptRecorder(Step):
     """A step that admits every run and records its attempt number (``ctx.attempt``).
+
+    Like any step, an instance serves one pipeline. Placed inside a retry, it sees every
+    attempt::
+
+        >>> from otel_resilience import Retry, RetryPolicy
+        >>> from otel_resilience.engine import PipelineBuilder
+        >>> answers = iter([ConnectionError("refused"), ConnectionError("refused"), "ok"])
+        >>> def fetch():
+        ...     answer = next(answers)
+        ...     if isinstance(answer, Exception):
+        ...         raise answer
+        ...     return answer
+        >>> clock = FakeClock()
+        >>> retry = Retry("inventory", RetryPolicy(max_attempts=3), clock=clock)
+        >>> recorder = AttemptRecorder()
+        >>> builder = PipelineBuilder("inventory", clock=clock).add(retry.as_strategy("inventory"))
+        >>> pipeline = builder.add(recorder).build()
+        >>> pipeline.execute_sync(fetch)
+        'ok'
+        >>> recorder.seen
+        [1, 2, 3]
 
     Attributes:
         seen: The attempt number of every run that reached the step, in order.
@@ -66,7 +85,40 @@ class FakeClock:
     """A monotonic clock that only moves when told to (or when something sleeps on it).
 
     ``sleep``/``sleep_sync`` advance the time by the requested amount at once and record it in
-    :attr:`sleeps`; ``sleep`` also yields to the event loop once, as a real sleep would.
+    :attr:`sleeps`; ``sleep`` also yields to the event loop once, as a real sleep would. They
+    take what the real clock's sleeps take: a negative ``sleep`` passes no time (as
+    ``asyncio.sleep``), a negative ``sleep_sync`` is a ``ValueError`` (as ``time.sleep``). The
+    time stays finite: a move that is not finite, or that would take the time past the largest
+    float, is refused (``ValueError``) and moves nothing. See the module's documentation for
+    what a fake clock does not drive (an async deadline's cancellation, a bulkhead's queue).
+
+    A backoff takes no real time, and a breaker's open timeout passes with :meth:`advance`::
+
+        >>> from otel_resilience import CircuitBreaker, CircuitBreakerConfig, RetryPolicy, retry_sync
+        >>> answers = iter([ConnectionError("refused"), ConnectionError("refused"), "ok"])
+        >>> def fetch():
+        ...     answer = next(answers)
+        ...     if isinstance(answer, Exception):
+        ...         raise answer
+        ...     return answer
+        >>> clock = FakeClock()
+        >>> policy = RetryPolicy(max_attempts=3, initial_delay=1.0, multiplier=2.0, jitter="none")
+        >>> retry_sync(fetch, policy=policy, clock=clock)
+        'ok'
+        >>> clock.sleeps, clock.now()
+        ([1.0, 2.0], 3.0)
+        >>> config = CircuitBreakerConfig(failure_threshold=1, timeout=30.0)
+        >>> breaker = CircuitBreaker("db", config, clock=clock)
+        >>> def refused():
+        ...     raise ConnectionError("refused")
+        >>> try:
+        ...     breaker.call_sync(refused)
+        ... except ConnectionError:
+        ...     breaker.get_stats()["state"]
+        'open'
+        >>> clock.advance(30.0)
+        >>> breaker.call_sync(lambda: "up")
+        'up'
 
     An async timeout on it is still cancelled by its event loop's timer, in the loop's own (real)
     time: see the module's notes.
@@ -101,42 +153,88 @@ class FakeClock:
 
         Raises:
             TypeError: ``seconds`` is not a number.
-            ValueError: ``seconds`` is negative or not finite.
+            ValueError: ``seconds`` is negative or not finite, or would take the time past
+                the largest float.
         """
-        seconds = check_number("FakeClock.advance", "seconds", seconds, minimum=0.0)
-        with self._lock:
-            self._now += seconds
+        self._move("FakeClock.advance", seconds, negative="refused", record=False)
 
     async def sleep(self, seconds: float) -> None:
-        """Record ``seconds``, advance the time by it, and yield to the loop once."""
-        with self._lock:
-            self.sleeps.append(seconds)
-            self._now += max(0.0, seconds)
+        """Record ``seconds``, advance the time by it (a negative one by none), and yield to the loop once.
+
+        Raises:
+            TypeError: ``seconds`` is not a number.
+            ValueError: ``seconds`` is not finite, or would take the time past the largest float.
+        """
+        self._move("FakeClock.sleep", seconds, negative="none", record=True)
         await asyncio.sleep(0)
 
     def sleep_sync(self, seconds: float) -> None:
-        """Record ``seconds`` and advance the time by it, without blocking."""
+        """Record ``seconds`` and advance the time by it, without blocking.
+
+        Raises:
+            TypeError: ``seconds`` is not a number.
+            ValueError: ``seconds`` is negative or not finite, or would take the time past the
+                largest float.
+        """
+        self._move("FakeClock.sleep_sync", seconds, negative="refused", record=True)
+
+    def _move(self, owner: str, seconds: object, *, negative: str, record: bool) -> None:
+        """The one rule of every move: check ``seconds``, then advance the time (and record it).
+
+        ``negative``: ``"refused"`` (a ``ValueError``) or ``"none"`` (no time passes).
+        """
+        number = check_number(owner, "seconds", seconds, minimum=0.0 if negative == "refused" else None)
         with self._lock:
-            self.sleeps.append(seconds)
-            self._now += max(0.0, seconds)
+            now = self._now + max(number, 0.0)
+            if math.isinf(now):
+                raise fail(
+                    owner, "seconds", f"small enough to keep the time finite (now {self._now!r})", seconds
+                )
+            self._now = now
+            if record:
+                self.sleeps.append(number)
 
 
 class EventRecorder:
     """A :class:`~otel_resilience.engine.events.TelemetryListener` that records every event.
 
-    Use it as a context manager to register it on the hub for the duration of a block::
+    Use it as a context manager to register it on the hub for the duration of a block (it may
+    be entered again inside its own block: it leaves the hub when the outermost block ends).
+    ``recorder.events.clear()`` starts it afresh::
 
-        with EventRecorder() as recorder:
-            ...
-        assert recorder.of(Event.RETRY_SCHEDULED)
+        >>> from otel_resilience import RetryPolicy, retry_sync
+        >>> from otel_resilience.engine import Event
+        >>> answers = iter([ConnectionError("refused"), "ok"])
+        >>> def fetch():
+        ...     answer = next(answers)
+        ...     if isinstance(answer, Exception):
+        ...         raise answer
+        ...     return answer
+        >>> with EventRecorder() as recorder:
+        ...     retry_sync(fetch, policy=RetryPolicy(initial_delay=2.0, jitter="none"), clock=FakeClock())
+        'ok'
+        >>> [(args.attempt, args.delay, args.error_type) for args in recorder.of(Event.RETRY_SCHEDULED)]
+        [(1, 2.0, 'ConnectionError')]
+
+    Args:
+        hub: The hub to listen on. Default: the process-wide one.
+
+    Raises:
+        TypeError: ``hub`` is not a :class:`~otel_resilience.engine.events.TelemetryHub`.
 
     Attributes:
-        events: ``(source, event, args)`` tuples in the order they were reported.
+        events: ``(source, event, args)`` tuples in the order they reached the recorder. An
+            event that a listener reports while it handles another (the alert system's
+            ``ALERT_RAISED`` for a breaker's ``STATE_CHANGED``) reaches it before that one when
+            that listener was registered first.
     """
 
     def __init__(self, hub: TelemetryHub = HUB) -> None:
+        if not isinstance(hub, TelemetryHub):
+            raise fail("EventRecorder", "hub", "a TelemetryHub", hub, kind=TypeError)
         self._hub = hub
         self._lock = threading.Lock()
+        self._entered = 0
         self.events: list[tuple[TelemetrySource, EventKind, EventArgs]] = []
 
     def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
@@ -145,18 +243,48 @@ class EventRecorder:
             self.events.append((source, event, args))
 
     def of(self, event: EventKind) -> list[EventArgs]:
-        """Return the args of every recorded ``event``, in order."""
+        """Return the args of every recorded ``event``, in order.
+
+        Raises:
+            TypeError: ``event`` is not an :class:`~otel_resilience.engine.events.EventKind`
+                (an ``Event`` member, not its value).
+        """
+        _check_kind("EventRecorder.of", event)
         with self._lock:
             return [args for _, ev, args in self.events if ev is event]
 
     def sources(self, event: EventKind) -> list[TelemetrySource]:
-        """Return the source of every recorded ``event``, in order."""
+        """Return the source of every recorded ``event``, in order.
+
+        Raises:
+            TypeError: ``event`` is not an :class:`~otel_resilience.engine.events.EventKind`.
+        """
+        _check_kind("EventRecorder.sources", event)
         with self._lock:
             return [source for source, ev, _ in self.events if ev is event]
 
     def __enter__(self) -> EventRecorder:
-        self._hub.add_listener(self)
+        with self._lock:
+            if not self._entered:
+                self._hub.add_listener(self)
+            self._entered += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._hub.remove_listener(self)
+        with self._lock:
+            if self._entered:
+                self._entered -= 1
+                if not self._entered:
+                    self._hub.remove_listener(self)
+
+
+def _check_kind(owner: str, event: object) -> None:
+    """Refuse a look-up by anything but an event kind (a string would find nothing, silently)."""
+    if not isinstance(event, EventKind):
+        raise fail(
+            owner,
+            "event",
+            "an EventKind (an Event member, e.g. Event.RETRY_SCHEDULED)",
+            event,
+            kind=TypeError,
+        )

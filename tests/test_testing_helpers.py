@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import doctest
 import math
+import threading
 
 import pytest
 
-from otel_resilience.testing import FakeClock
+from otel_resilience import OperationTimeoutError, TimeoutHandler, current_deadline, move_on_after, testing
+from otel_resilience.engine.events import (
+    AlertRaised,
+    CallRejected,
+    Event,
+    EventArgs,
+    EventKind,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetrySource,
+)
+from otel_resilience.testing import EventRecorder, FakeClock
 
 
 @pytest.mark.parametrize("start", [math.nan, math.inf, -math.inf])
@@ -52,3 +66,186 @@ def test_a_fake_clock_shows_its_time_in_its_repr() -> None:
     clock = FakeClock(10)
     clock.sleep_sync(2.5)
     assert repr(clock) == "FakeClock(now=12.5, sleeps=1)"
+
+
+# -- sleeps: a number of seconds the real clock would take; the time stays finite ------------
+
+
+def _sleep(clock: FakeClock, how: str, seconds: object) -> None:
+    """Sleep on ``clock`` through its async (``how == "async"``) or its sync sleep."""
+    if how == "async":
+        asyncio.run(clock.sleep(seconds))  # type: ignore[arg-type]
+    else:
+        clock.sleep_sync(seconds)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["async", "sync"])
+@pytest.mark.parametrize("seconds", [math.inf, math.nan], ids=["inf", "nan"])
+def test_a_sleep_that_is_not_finite_is_refused_and_moves_nothing(how: str, seconds: float) -> None:
+    """``sleep(inf)`` moved the time to infinity for good (every later deadline was past); ``nan`` was kept."""
+    clock = FakeClock(10)
+    name = "sleep" if how == "async" else "sleep_sync"
+    with pytest.raises(ValueError, match=rf"FakeClock\.{name}\.seconds must be a finite number"):
+        _sleep(clock, how, seconds)
+    assert (clock.now(), clock.sleeps) == (10.0, [])
+
+
+@pytest.mark.parametrize("how", ["async", "sync"])
+@pytest.mark.parametrize("seconds", ["1", True, None], ids=["str", "bool", "None"])
+def test_a_sleep_refuses_seconds_that_are_not_a_number(how: str, seconds: object) -> None:
+    """``sleep_sync(True)`` slept a second; ``sleep_sync("1")`` was recorded, then failed comparing."""
+    clock = FakeClock()
+    name = "sleep" if how == "async" else "sleep_sync"
+    with pytest.raises(TypeError, match=rf"FakeClock\.{name}\.seconds must be a number"):
+        _sleep(clock, how, seconds)
+    assert (clock.now(), clock.sleeps) == (0.0, [])
+
+
+def test_a_sync_sleep_of_a_negative_time_is_refused_as_time_sleep_refuses_it() -> None:
+    """A negative ``sleep_sync`` passed in tests, where the real clock's ``time.sleep`` raises ``ValueError``."""
+    clock = FakeClock()
+    with pytest.raises(ValueError, match=r"FakeClock\.sleep_sync\.seconds must be >= 0, got -0\.5"):
+        clock.sleep_sync(-0.5)
+    assert (clock.now(), clock.sleeps) == (0.0, [])
+
+
+def test_an_async_sleep_of_a_negative_time_passes_no_time_as_asyncio_sleep() -> None:
+    """``asyncio.sleep`` takes a negative delay as none: so does the fake clock's ``sleep``."""
+    clock = FakeClock(3)
+    asyncio.run(clock.sleep(-0.5))
+    assert (clock.now(), clock.sleeps) == (3.0, [-0.5])
+
+
+@pytest.mark.parametrize("how", ["advance", "async", "sync"])
+def test_the_time_stays_finite_however_far_it_is_moved(how: str) -> None:
+    """Two finite moves could add up to infinity: the second is refused, the time kept."""
+    clock = FakeClock(1e308)
+    with pytest.raises(
+        ValueError,
+        match=r"FakeClock\.(advance|sleep|sleep_sync)\.seconds must be small enough to keep the time finite",
+    ):
+        if how == "advance":
+            clock.advance(1e308)
+        else:
+            _sleep(clock, how, 1e308)
+    assert (clock.now(), clock.sleeps) == (1e308, [])
+
+
+def test_threads_that_sleep_and_advance_at_once_lose_no_time() -> None:
+    """Every thread's moves count: the time is the sum of them all."""
+    clock = FakeClock()
+    start = threading.Barrier(4)
+
+    def move(how: str) -> None:
+        start.wait()
+        for _ in range(2000):
+            clock.sleep_sync(0.5) if how == "sleep" else clock.advance(0.25)
+
+    threads = [threading.Thread(target=move, args=(how,)) for how in ("sleep", "sleep", "advance", "advance")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert clock.now() == 2 * 2000 * 0.5 + 2 * 2000 * 0.25
+    assert len(clock.sleeps) == 4000
+
+
+# -- what a fake clock drives, and what it does not (the module's documentation) -------------
+
+
+async def test_an_async_deadline_on_a_fake_clock_is_read_on_it_but_fires_in_real_time() -> None:
+    """The deadline is the fake clock's time; a fake sleep past it does not expire an async scope."""
+    clock = FakeClock(100)
+    async with move_on_after(5, clock=clock) as scope:
+        assert current_deadline() == 105.0
+        await clock.sleep(10)
+    assert not scope.expired
+    assert clock.now() == 110.0
+
+
+def test_a_sync_deadline_on_a_fake_clock_is_checked_on_it() -> None:
+    """A sync call whose fake sleeps overran its deadline returns late: a timeout."""
+    clock = FakeClock()
+    handler = TimeoutHandler(5.0, clock=clock)
+    with pytest.raises(OperationTimeoutError):
+        handler.with_timeout_sync(clock.sleep_sync, 10)
+
+
+# -- EventRecorder -----------------------------------------------------------------------------
+
+
+def _report(hub: TelemetryHub, event: EventKind, args: EventArgs) -> None:
+    """Report ``event`` from a breaker named ``b`` through ``hub``."""
+    StrategyTelemetry(TelemetrySource("circuit_breaker", "b"), hub).report(event, args)
+
+
+def test_a_recorder_entered_again_inside_its_own_block_keeps_recording() -> None:
+    """The inner block's end took the recorder off the hub: the outer block's later events were lost."""
+    hub = TelemetryHub()
+    with EventRecorder(hub) as recorder:
+        with recorder:
+            _report(hub, Event.CALL_REJECTED, CallRejected("circuit_open"))
+        _report(hub, Event.CALL_REJECTED, CallRejected("half_open_full"))
+        assert hub.listens(recorder)
+    assert not hub.listens(recorder)
+    assert [args.reason for args in recorder.of(Event.CALL_REJECTED)] == ["circuit_open", "half_open_full"]  # type: ignore[attr-defined]
+
+
+def test_a_recorder_records_only_inside_its_block_and_can_be_cleared() -> None:
+    """Outside its block it hears nothing; clearing ``events`` starts it afresh."""
+    hub = TelemetryHub()
+    recorder = EventRecorder(hub)
+    _report(hub, Event.CALL_REJECTED, CallRejected("circuit_open"))
+    with recorder:
+        _report(hub, Event.CALL_REJECTED, CallRejected("half_open_full"))
+    _report(hub, Event.CALL_REJECTED, CallRejected("circuit_open"))
+    assert recorder.sources(Event.CALL_REJECTED) == [TelemetrySource("circuit_breaker", "b")]
+    recorder.events.clear()
+    assert recorder.of(Event.CALL_REJECTED) == []
+
+
+def test_an_event_reported_while_another_is_handled_reaches_a_later_recorder_first() -> None:
+    """As its docstring says: a listener registered first, reporting as it handles an event, is heard first."""
+    hub = TelemetryHub()
+
+    class Alerting:
+        def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
+            if event is Event.CALL_REJECTED:
+                _report(hub, Event.ALERT_RAISED, AlertRaised("bulkhead_full", "warning", "b", "full"))
+
+    alerting = Alerting()
+    hub.add_listener(alerting)
+    with EventRecorder(hub) as recorder:
+        _report(hub, Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+    hub.remove_listener(alerting)
+    assert [event for _, event, _ in recorder.events] == [Event.ALERT_RAISED, Event.CALL_REJECTED]
+
+
+@pytest.mark.parametrize("method", ["of", "sources"])
+def test_a_recorder_refuses_to_look_up_an_event_that_is_not_an_event_kind(method: str) -> None:
+    """``recorder.of("call_rejected")`` found nothing, so ``assert not recorder.of(...)`` passed whatever happened."""
+    hub = TelemetryHub()
+    with EventRecorder(hub) as recorder:
+        _report(hub, Event.CALL_REJECTED, CallRejected("circuit_open"))
+    with pytest.raises(TypeError, match=rf"EventRecorder\.{method}\.event must be an EventKind"):
+        getattr(recorder, method)("call_rejected")
+
+
+def test_a_recorder_refuses_a_hub_that_is_not_one() -> None:
+    """``EventRecorder(Event.RETRY_SCHEDULED)`` (a filter, meant) failed only on entry, with an AttributeError."""
+    with pytest.raises(TypeError, match=r"EventRecorder\.hub must be a TelemetryHub"):
+        EventRecorder(Event.RETRY_SCHEDULED)  # type: ignore[arg-type]
+
+
+# -- every helper shows how it is used, in an example that runs --------------------------------
+
+
+def test_every_helper_has_an_example_that_runs() -> None:
+    """Each name the module exports has a docstring with an example, and every example passes."""
+    finder = doctest.DocTestFinder()
+    examples = {test.name.rsplit(".", 1)[-1]: test for test in finder.find(testing) if test.examples}
+    assert set(testing.__all__) <= set(examples)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in examples.values():
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
