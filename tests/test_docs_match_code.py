@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 import otel_resilience
 from otel_resilience.integrations import aiohttp, fastapi, http, httpx, requests
+from otel_resilience.integrations.fastapi import BULKHEAD_RETRY_AFTER
 from otel_resilience.manager import STAGES
 from otel_resilience.ops.alert_rules import RuleOptions
 
@@ -53,6 +55,29 @@ def test_readme_names_every_stage_an_extra_strategy_may_be_placed_at() -> None:
     assert listed == [stage.name for stage in STAGES]
     ranks = [stage.rank for stage in STAGES]
     assert (int(found.group(2)), int(found.group(3))) == (min(ranks), max(ranks))
+
+
+def test_readme_install_section_names_every_extra() -> None:
+    """The README's Install section names every extra a user installs (not the test and bench tools)."""
+    section = README.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(\w+)`", section))
+    extras = set(metadata("otel-resilience").get_all("Provides-Extra") or []) - {"test", "bench"}
+    assert extras, "the distribution declares no extra"
+    assert sorted(extras - named) == []
+
+
+def test_readme_states_the_retry_after_of_each_refusal() -> None:
+    """The README gives each refusal's Retry-After as add_exception_handlers sends it.
+
+    A breaker's and a rate limiter's come from the error; a full bulkhead, which cannot know when
+    a slot frees, always says BULKHEAD_RETRY_AFTER seconds, and a breaker forced open says none.
+    """
+    text = " ".join(README.split())
+    found = re.search(r"add_exception_handlers\(app\)` turns (.*?) into 504", text)
+    assert found is not None
+    stated = found.group(1)
+    assert f"{BULKHEAD_RETRY_AFTER} s for a full bulkhead" in stated, stated
+    assert "none for a breaker forced open" in stated, stated
 
 
 def test_operations_lists_every_rule_option() -> None:
