@@ -12,12 +12,15 @@ What a fake clock does not drive:
   asked for, at once: a sleeper never wakes before its time, but sleeps that run side by side
   (tasks, threads) add up, each moving the time on from where the other left it. Tasks of one
   test that must start or end in a given order wait on events of their own, not on the clock.
-* **An async deadline fires in real time.** ``TimeoutHandler.with_timeout``, ``fail_after``,
-  ``move_on_after`` and a retry's ``attempt_timeout`` set their deadline on the fake clock (what
-  ``current_deadline`` and ``time_left`` read, what a retry or a hedge checks before it waits),
+* **An async deadline fires in real time.** A policy's ``timeout``, ``TimeoutHandler.with_timeout``,
+  ``fail_after``, ``move_on_after`` and a retry's ``attempt_timeout`` set their deadline on the
+  fake clock (what ``current_deadline`` and ``time_left`` read, what a retry, a hedge or a rate
+  limiter checks before it waits: a backoff or a wait that would end past it is not started),
   but the cancellation that ends the block is armed on the event loop's own clock: a fake sleep
-  past the deadline does not expire it. A sync deadline is checked on the fake clock when the
-  call returns (a late result is a timeout), so it is driven by fake sleeps and ``advance``.
+  past the deadline does not expire it, and the timer fires after the timeout's real seconds. To
+  test an async timeout without waiting, give it a short one (this module has no event loop on
+  fake time). A sync deadline is checked on the fake clock when the call returns (a late result
+  is a timeout, whatever real time it took), so it is driven by fake sleeps and ``advance``.
 * **A bulkhead's queue timeout is not on it**: a queued call waits for a slot on its thread's
   lock or its event loop, in real time (its ``BulkheadConfig.timeout``).
 """

@@ -423,6 +423,48 @@ async def test_an_execution_in_flight_at_a_reload_retries_only_while_the_breaker
     assert view.circuit_breaker.get_stats()["total_rejected"] == 2
 
 
+async def test_an_execution_in_flight_across_two_reloads_retries_only_while_the_breaker_admits_calls(
+    manager: ResilienceManager,
+) -> None:
+    """A reload that leaves the breaker alone keeps its core; a later one that retunes it retires
+    the core every pipeline still running uses, the oldest included: an execution that started
+    before both reloads has its next attempts admitted by the breaker as it is now, as one that
+    started before the second alone does."""
+
+    def config(timeout: float, attempts: int) -> ResilienceConfig:
+        retry = RetryPolicy(
+            max_attempts=attempts, strategy=RetryStrategy.FIXED, initial_delay=1.0, jitter=Jitter.NONE
+        )
+        breaker = CircuitBreakerConfig(failure_threshold=2, timeout=timeout)
+        return ResilienceConfig(circuit_breaker=breaker, retry_policy=retry)
+
+    policy = manager.policy("in-flight-two-reloads", config(60.0, 4))
+    view = policy.for_key("k")
+    release = asyncio.Event()
+    sent: list[str] = []
+
+    async def slow_then_down() -> None:
+        sent.append("in flight")
+        await release.wait()
+        raise ConnectionError("down")
+
+    async def down() -> None:
+        raise ConnectionError("down")
+
+    running = asyncio.create_task(view.execute(slow_then_down))
+    await asyncio.sleep(0)
+    manager.reconfigure("in-flight-two-reloads", config(60.0, 5))  # the breaker's config unchanged
+    manager.reconfigure("in-flight-two-reloads", config(120.0, 5))  # the breaker retuned
+    with pytest.raises(CircuitOpenError):
+        await view.execute(down)  # two failures open it; its third attempt is rejected
+    assert view.circuit_breaker.state is CircuitState.OPEN
+    release.set()
+    with pytest.raises(CircuitOpenError):
+        await running
+    assert sent == ["in flight"]
+    assert view.circuit_breaker.get_stats()["total_rejected"] == 2
+
+
 @pytest.mark.parametrize("change", ["renamed", "dropped"])
 async def test_a_call_running_in_a_breaker_and_bulkhead_a_reload_replaces_is_counted_once(
     manager: ResilienceManager, change: str

@@ -22,7 +22,8 @@ Error                                  Status  Headers
 =====================================  ======  ===============================================
 
 ``Retry-After`` is whole seconds rounded up (at least 1, at most :data:`MAX_RETRY_AFTER`, the
-largest delta-seconds RFC 9111 has caches keep); a breaker forced open (``inf``) gives none.
+largest delta-seconds RFC 9111 has caches keep); a breaker forced open (``inf``) gives none,
+and so does a refusal made with a message alone (a test double: ``CircuitOpenError("down")``).
 The JSON body is ``{"detail": ..., "error": ...}``: a public message of the error's kind ("A
 service this one depends on is unavailable.", "Too many requests in progress.", "Too many
 requests.", "The operation timed out.") and the error's class name. The error's own message is
@@ -92,8 +93,13 @@ _DENIAL: Final = "websocket.http.response"
 """The ASGI extension through which a server sends an HTTP answer to a websocket handshake."""
 
 
-def _retry_after(seconds: float | None) -> dict[str, str]:
-    if seconds is None or not math.isfinite(seconds):
+def _retry_after(seconds: object) -> dict[str, str]:
+    """The ``Retry-After`` header of a wait of ``seconds``, rounded up; none for no finite number.
+
+    No number: a breaker forced open until ``reset()`` (``inf``), or a rejection made with a
+    message alone (an application's test double, ``CircuitOpenError("down")``), which holds none.
+    """
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
         return {}
     return {"Retry-After": str(min(MAX_RETRY_AFTER, max(1, math.ceil(seconds))))}
 
@@ -108,10 +114,12 @@ def _answer(error: Exception) -> tuple[int, dict[str, str], str]:
     Raises:
         TypeError: ``error`` is none of the four handled errors.
     """
+    # getattr: a rejection made with a message alone has no retry_after (an AttributeError)
     if isinstance(error, CircuitOpenError):
-        return 503, _retry_after(error.retry_after), "A service this one depends on is unavailable."
+        wait = getattr(error, "retry_after", None)
+        return 503, _retry_after(wait), "A service this one depends on is unavailable."
     if isinstance(error, RateLimitedError):
-        return 429, _retry_after(error.retry_after), "Too many requests."
+        return 429, _retry_after(getattr(error, "retry_after", None)), "Too many requests."
     if isinstance(error, BulkheadFullError):
         return 503, _retry_after(BULKHEAD_RETRY_AFTER), "Too many requests in progress."
     if isinstance(error, OperationTimeoutError):

@@ -312,8 +312,12 @@ def reconfigure(
         state.bulkhead = _bulkhead(state, spec)
         state.limiter = _limiter(state, spec)
     old = state.pipeline
-    if state.breaker is not None:  # the calls in flight in ``old``: their next attempts, its breaker's
-        state.breaker._follow_in_flight(old.strategies)
+    if state.breaker is not None:
+        # The calls in flight, in ``old`` or in a pipeline an earlier reload replaced (whose
+        # breaker link a reload that kept the breaker's config left on the core retired now):
+        # their next attempts are the breaker's to admit.
+        running = (old, *(p for ref in state.retired if (p := ref()) is not None))
+        state.breaker._follow_in_flight(link for pipeline in running for link in pipeline.strategies)
     pipeline = _pipeline(spec, state, register=False, extras=extras, previous=old)
     pipeline.stats = old.stats
     PIPELINES.replace((old,), lambda: pipeline)

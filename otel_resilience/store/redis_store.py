@@ -469,13 +469,15 @@ class RedisStore(SharedStore):
             self._wake.clear()
             try:
                 now = last_tick = time.monotonic()
-                if self.degraded:
+                probed = self.degraded
+                if probed:
                     self._probe()
                     self._resync_all = True
                 self._drain()
                 if self._read_states(now - last_resync >= self._resync_every):
                     last_resync = now
-                self._recovered()
+                if probed:  # an outage another thread met during this round is the next probe's
+                    self._recovered()
                 tick(self._client, self._live(), now)
                 pause = self._interval
             except self._redis_errors as error:

@@ -60,6 +60,10 @@ def client_of(app: FastAPI) -> httpx.AsyncClient:
         (RateLimitedError("api", 1e300), 429, "2147483648"),  # capped: RFC 9111's largest delta-seconds
         (BulkheadFullError("api", 10, 0), 503, "1"),
         (OperationTimeoutError("payments", 1.0), 504, None),
+        # made with a message alone (an application's test double): no wait to tell, no Retry-After
+        (CircuitOpenError("breaker down"), 503, None),
+        (RateLimitedError("slow down"), 429, None),
+        (RateLimitedError("api", "soon"), 429, None),
     ],
 )
 async def test_errors_become_answers(error: Exception, status: int, retry_after: str | None) -> None:

@@ -18,7 +18,14 @@ from shared_workers import Board, limiter_worker, start, stop
 from support import collect_inside
 from tcp_proxy import TcpFaultProxy
 
-from otel_resilience import RateLimitedError, RateLimiter, RateLimiterConfig, RedisStore
+from otel_resilience import (
+    OperationTimeoutError,
+    RateLimitedError,
+    RateLimiter,
+    RateLimiterConfig,
+    RedisStore,
+)
+from otel_resilience.engine import SyncDeadline
 from otel_resilience.testing import FakeClock
 
 WORKERS = 4
@@ -58,6 +65,30 @@ def test_a_cluster_bucket_admits_its_burst_then_its_rate(redis_url: str) -> None
     finally:
         one.close()
         two.close()
+
+
+def test_try_acquire_under_a_deadline_that_passed_asks_nothing_and_raises_the_deadlines_timeout(
+    redis_url: str,
+) -> None:
+    """A shared limiter asks Redis in the caller's thread, never past the caller's deadline: under
+    one that has passed, ``try_acquire`` asks nothing, and the deadline's scope raises its timeout
+    (counted in ``cancelled``; the store is not degraded, the permit not spent)."""
+    store = RedisStore.from_url(redis_url, namespace="rl-expired")
+    try:
+        limiter = RateLimiter("expired", RateLimiterConfig(rate=0.001, burst=2, store=store))
+        assert limiter.try_acquire()
+        clock = FakeClock()
+        with pytest.raises(OperationTimeoutError) as raised, SyncDeadline(clock, 1.0, "caller"):
+            clock.advance(2.0)
+            limiter.try_acquire()
+        assert raised.value.operation == "caller"
+        stats = limiter.get_stats()
+        assert (stats["admitted"], stats["rejected"], stats["cancelled"]) == (1, 0, 1)
+        assert (store.degraded, store.outages) == (False, 0)
+        assert limiter.try_acquire()  # the second permit of the burst: none was spent meanwhile
+        assert not limiter.try_acquire()
+    finally:
+        store.close()
 
 
 def test_a_cluster_sliding_window_never_admits_more_than_burst_in_a_window(redis_url: str) -> None:

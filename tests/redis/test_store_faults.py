@@ -144,6 +144,46 @@ def test_a_server_refusing_writes_is_one_outage_until_it_takes_them_again(
         store.close()
 
 
+def test_an_outage_a_permit_meets_during_the_stores_round_is_not_ended_by_that_round(
+    control: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's permit refused (out of memory) while the store's thread is in a round that had
+    nothing to write before it ended: the store stays degraded until its probe writes again.
+
+    The round ended by calling the store back (it had not failed itself), so one outage was two,
+    with a "reachable again" between them, while Redis refused every write.
+    """
+    store = RedisStore.from_url(redis_url, namespace="mid-round", flush_interval=0.02)
+    read_states = RedisStore._read_states
+    met = threading.Event()
+
+    def a_permit_refused_meanwhile(self: RedisStore, due: bool) -> bool:
+        everything = read_states(self, due)  # reads: answered, out of memory or not
+        if self is store and not met.is_set():
+            control.config_set("maxmemory-policy", "noeviction")
+            control.config_set("maxmemory", "1")
+            self.failed(redis.exceptions.OutOfMemoryError("OOM command not allowed"))  # a caller's
+            met.set()
+        return everything
+
+    try:
+        breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1000, store=store))
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+            monkeypatch.setattr(RedisStore, "_read_states", a_permit_refused_meanwhile)
+            assert met.wait(5.0)
+            ops = store.ops
+            wait_for(lambda: store.ops >= ops + 3, 5.0, "a few probes of the store")
+            _fail(breaker)  # counts to report, which a store back would write
+            assert store.degraded
+            assert (store.outages, _messages(caplog, UNREACHABLE), _messages(caplog, BACK)) == (1, 1, 0)
+            control.config_set("maxmemory", "0")
+            wait_for(lambda: not store.degraded, 8.0, "the store back once Redis takes writes")
+        assert (store.outages, _messages(caplog, BACK)) == (1, 1)
+    finally:
+        store.close()
+
+
 def test_a_server_taking_no_write_for_want_of_replicas_is_one_outage_not_a_key_per_breaker(
     control: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -435,7 +475,9 @@ def test_a_subscription_the_network_dropped_silently_is_made_again(
     now PINGs the connection, and one that does not answer within ``timeout`` is replaced: no
     outage, one error and one warning.
     """
-    store = RedisStore.from_url(_via(proxy), namespace="severed", timeout=0.5, resync_interval=0.3)
+    # A PING every 0.3 s of silence; a healthy one answers in milliseconds, so its 2 s timeout
+    # is never reached on a loaded machine (a false "no answer" would count a second error).
+    store = RedisStore.from_url(_via(proxy), namespace="severed", timeout=2.0, resync_interval=0.3)
     try:
         limiter = RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))  # the store's thread idles
         wait_for(lambda: _subscribed(redis_url, "severed:events", 1), 5.0, "the subscription")
@@ -443,7 +485,7 @@ def test_a_subscription_the_network_dropped_silently_is_made_again(
             proxy.sever()  # the server drops the subscription at once
             wait_for(
                 lambda: store.errors == 1 and _subscribed(redis_url, "severed:events", 1),
-                5.0,
+                15.0,
                 "the silent connection found, and a subscription again",
             )
         assert (store.degraded, store.outages, store.errors) == (False, 0, 1)

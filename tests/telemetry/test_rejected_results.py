@@ -231,7 +231,15 @@ async def test_a_rejected_result_has_an_error_type_of_its_own(otel: Any, driver:
     assert span.attributes[sc.ERROR_TYPE] == "failed_result"
     (attempt,) = otel.spans("judged-type" + sc.ATTEMPT_SPAN_SUFFIX)
     assert attempt.attributes[sc.ERROR_TYPE] == "failed_result"
-    durations = [p.attributes.get(sc.ERROR_TYPE) for p in otel.points(sc.EXECUTION_DURATION)]
+    durations = [
+        p.attributes.get(sc.ERROR_TYPE)
+        for p in otel.points(sc.EXECUTION_DURATION)
+        if p.attributes[sc.POLICY] == "judged-type"
+    ]
     assert durations == ["failed_result"]
-    attempts = {p.attributes.get(sc.ERROR_TYPE) for p in otel.points(sc.ATTEMPT_DURATION)}
+    attempts = {
+        p.attributes.get(sc.ERROR_TYPE)
+        for p in otel.points(sc.ATTEMPT_DURATION)
+        if p.attributes[sc.POLICY] == "judged-type"
+    }
     assert attempts == {"failed_result"}

@@ -275,10 +275,12 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         """Make the links among ``links`` that run on a core this breaker retired admit by its live one.
 
         For the owner that rebuilt this breaker's links after :meth:`_reconfigure` (a manager
-        policy), with the links of the pipeline it replaced, which the calls in flight at the
-        reload still run in: their next attempts (retries, hedges) are admitted by the breaker
-        as it is now (an OPEN breaker rejects them), their outcomes judge nothing. A retired core
-        of this breaker is known by its counts, which every core of a breaker shares.
+        policy), with the links of every pipeline it replaced that calls still run in (the one
+        this reload replaced, and any an earlier reload replaced, whose link a reload that kept
+        the breaker's config left on the core retired now): their next attempts (retries,
+        hedges) are admitted by the breaker as it is now (an OPEN breaker rejects them), their
+        outcomes judge nothing. A retired core of this breaker is known by its counts, which
+        every core of a breaker shares.
         """
         live = self._core
         for link in links:

@@ -158,8 +158,17 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
 
         A refusal counts in ``rejected`` (no event is reported: no call was rejected).
 
+        A limiter whose permits a store shares (``RateLimiterConfig.store``) asks it in this
+        thread, never past the caller's deadline, as a call does: inside a deadline that passes
+        before the store answers (or has passed already), it raises, as the wait of a call does.
+
         Returns:
             ``True`` if a permit was taken.
+
+        Raises:
+            WaitDeadlineReachedError: A shared limiter's store did not answer before the caller's
+                deadline (counted in ``cancelled``); the scope that owns the deadline raises its
+                timeout (:class:`~otel_resilience.errors.OperationTimeoutError`) for it.
         """
         return self._rules.acquire(self._clock.now(), 0.0) is None
 
