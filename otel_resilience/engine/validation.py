@@ -159,7 +159,7 @@ def verdict(answer: object, predicate: str, name: str | None = None) -> bool:
     """Return the truth of what a predicate the library calls (and never awaits) answered: not a ``bool``.
 
     The one rule of every predicate's answer (``record_result``, ``retry_on``, ``handle_result``
-    ...). Where it is read, a ``bool`` is taken as it is (``type(answer) is bool``: one test) and
+    ...). Where it is read, a ``bool`` is taken as it is (``answer is False or answer is True``: no call) and
     anything else is given here: it counts by its truth (``None``, a string, a status), except an
     awaitable, which is never awaited, so its truth says nothing (a coroutine is always true: a
     plain function returning an async function's coroutine would say yes to everything).

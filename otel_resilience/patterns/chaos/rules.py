@@ -184,7 +184,11 @@ class _Rules:
         """Ask the ``enabled`` predicate about a run; one that raises says no."""
         try:
             enabled = predicate(ctx)
-            return enabled if type(enabled) is bool else verdict(enabled, "ChaosConfig.enabled", self.name)
+            return (
+                enabled
+                if enabled is True or enabled is False
+                else verdict(enabled, "ChaosConfig.enabled", self.name)
+            )
         except Exception:  # noqa: BLE001 - a broken drill must not fail the real call
             self._failed("its enabled predicate")
             return False

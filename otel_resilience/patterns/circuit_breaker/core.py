@@ -382,7 +382,7 @@ class _BreakerCore:
         if predicate is None:
             return _FAILURE if isinstance(error, settings.record) else _SUCCESS
         recorded: object = predicate(error)
-        if type(recorded) is not bool:
+        if recorded is not False and recorded is not True:  # a bool is taken as it is, with no call
             recorded = verdict(recorded, "CircuitBreakerConfig.record_exceptions", self.name)
         return _FAILURE if recorded else _SUCCESS
 

@@ -176,7 +176,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         """
         try:
             failed: object = judge(result)
-            if type(failed) is not bool:
+            if failed is not False and failed is not True:  # a bool is taken as it is, with no call
                 failed = verdict(failed, "CircuitBreakerConfig.record_result", self._core.name)
         except BaseException:
             self._core.ignore(permit)

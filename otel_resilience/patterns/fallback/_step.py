@@ -134,7 +134,7 @@ class FallbackCore(Counts):
             return isinstance(error, types)
         predicate = cast("Callable[[Exception], bool]", self.predicate)
         handled: object = predicate(error)
-        if type(handled) is not bool:
+        if handled is not False and handled is not True:  # a bool is taken as it is, with no call
             handled = verdict(handled, "FallbackConfig.handle_exceptions", self.name)
         return handled
 
@@ -321,7 +321,7 @@ class FallbackStep(Link[FallbackConfig]):
         judge = core.judge_result
         if judge is not None:
             refused: object = judge(result)
-            if type(refused) is not bool:
+            if refused is not False and refused is not True:  # a bool is taken as it is, with no call
                 refused = verdict(refused, "FallbackConfig.handle_result", core.name)
             if refused:
                 return self._fall_back(ctx, UnacceptedResultError(core.name, result))

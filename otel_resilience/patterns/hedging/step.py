@@ -141,14 +141,14 @@ class _HedgingCore:
                 return not isinstance(error, types)
             predicate = cast("Callable[[Exception], bool]", self.config.hedge_on)
             hedged: object = predicate(error)
-            if type(hedged) is not bool:
+            if hedged is not False and hedged is not True:  # a bool is taken as it is, with no call
                 hedged = verdict(hedged, "HedgingConfig.hedge_on", self.name)
             return not hedged
         check = self.config.hedge_on_result
         if check is None:
             return True
         rejected: object = check(result)
-        if type(rejected) is not bool:
+        if rejected is not False and rejected is not True:  # a bool is taken as it is, with no call
             rejected = verdict(rejected, "HedgingConfig.hedge_on_result", self.name)
         return not rejected
 

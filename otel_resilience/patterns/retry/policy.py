@@ -263,7 +263,9 @@ class RetryPolicy:
                 return False
         else:
             excluded_now = excluded(error)
-            if type(excluded_now) is not bool:
+            if (
+                excluded_now is not False and excluded_now is not True
+            ):  # a bool is taken as it is, with no call
                 excluded_now = verdict(excluded_now, "RetryPolicy.no_retry_on")
             if excluded_now:
                 return False
@@ -271,7 +273,7 @@ class RetryPolicy:
         if isinstance(included, tuple):
             return isinstance(error, included)
         retried = included(error)
-        if type(retried) is not bool:
+        if retried is not False and retried is not True:  # a bool is taken as it is, with no call
             retried = verdict(retried, "RetryPolicy.retry_on")
         return retried
 

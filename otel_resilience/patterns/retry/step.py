@@ -370,7 +370,7 @@ class _RetryCore:
         check = self.retry_on_result
         if check is not None:
             retried: object = check(result)
-            if type(retried) is not bool:
+            if retried is not False and retried is not True:  # a bool is taken as it is, with no call
                 retried = verdict(retried, "RetryPolicy.retry_on_result", self.name)
             if retried:
                 return False
