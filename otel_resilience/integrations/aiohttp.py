@@ -25,7 +25,9 @@ wait of the policy's own (a backoff, a bulkhead's queue, a hedging race) it canc
 execution, as any enclosing deadline does. aiohttp itself sends an
 idempotent request once more when its connection was reset or closed without an answer: that is
 a new request, so a new execution of the policy (after the policy's attempts ran out, the
-breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOpenError`).
+breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOpenError`). A
+request under way when its session closes (its retry backing off) is not sent again: it ends
+with aiohttp's own ``RuntimeError("Session is closed")``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class ResilientMiddleware(HttpIntegration):
         except (asyncio.TimeoutError, asyncio.CancelledError) as error:
             if _total_timed_out(request, error):  # aiohttp's ClientTimeout.total: the request is over
                 raise self._http.client_timed_out(_TotalTimeoutError) from error
+            raise
+        except (AssertionError, AttributeError) as error:  # aiohttp's own, sending without a connector
+            if request.session.closed:  # closed while the request was under way (its retry backing off)
+                raise RuntimeError("Session is closed") from error  # aiohttp's error for a closed session
             raise
         return response
 

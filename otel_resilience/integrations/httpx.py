@@ -18,6 +18,11 @@ Each send sets the request extension :data:`~otel_resilience.integrations.http.R
 with the OpenTelemetry httpx instrumentation, pass
 :func:`~otel_resilience.integrations.http.resend_count_hook` as its request hook to put
 ``http.request.resend_count`` on the client spans of retries.
+
+A request under way when its transport is closed (``client.close()``: its retry backing off, a
+hedge about to start) is not sent again: it ends with a ``RuntimeError``. A new request opens
+the transport again, as httpx's own transports allow. A client's ``proxy=`` routes its requests
+through a transport of its own, around this one: give the proxy to the transport wrapped.
 """
 
 from __future__ import annotations
@@ -158,6 +163,56 @@ def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> Fai
     return FailedResponseError(read, response.status_code, replay)
 
 
+class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """What a closed transport sends through: its wrapped transport, never for a request sent again.
+
+    A request under way when its client closed (its retry backing off, a hedge about to start)
+    is not sent again, as the client would never send it: the send raises ``RuntimeError`` (not
+    an HTTP failure: nothing sends it again). Sent, it would open a connection in the closed
+    pool, which nothing would close again. A request's first send opens the transport again
+    (``owner``'s transport is the wrapped one again), as httpx's own transports allow: a
+    transport shared by two clients serves the second after the first closed.
+    """
+
+    __slots__ = ("owner", "transport")
+
+    def __init__(self, owner: _Wrapping[Any], transport: Any) -> None:
+        self.owner = owner
+        self.transport = transport
+
+    @classmethod
+    def of(cls, owner: _Wrapping[Any]) -> Any:
+        """The transport that closes ``owner``'s wrapped one; ``owner`` sends through it from now on."""
+        closing = owner._transport
+        if type(closing) is not cls:
+            owner._transport = cls(owner, closing)
+        return owner._transport
+
+    def _opened(self, request: httpx.Request) -> Any:
+        """The wrapped transport, opened again for ``request`` unless it is a request sent again."""
+        if request.extensions.get(RESEND_COUNT):
+            msg = "Cannot send the request again, as the transport has been closed."
+            raise RuntimeError(msg)
+        self.owner._transport = self.transport
+        return self.transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send a new request through the wrapped transport; refuse one sent again."""
+        return self._opened(request).handle_request(request)  # type: ignore[no-any-return]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send a new request through the wrapped transport; refuse one sent again."""
+        return await self._opened(request).handle_async_request(request)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the wrapped transport (again)."""
+        self.transport.close()
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport (again)."""
+        await self.transport.aclose()
+
+
 class _Wrapping(HttpIntegration, Generic[T]):
     """What both transports hold: the policy's HTTP rules and the transport that sends.
 
@@ -230,8 +285,8 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
         raise _failed(request, response, raw)
 
     def close(self) -> None:
-        """Close the wrapped transport."""
-        self._transport.close()
+        """Close the wrapped transport; a request under way is not sent again (:class:`_Closed`)."""
+        _Closed.of(self).close()
 
 
 class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport):
@@ -272,5 +327,5 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
         raise _failed(request, response, raw)
 
     async def aclose(self) -> None:
-        """Close the wrapped transport."""
-        await self._transport.aclose()
+        """Close the wrapped transport; a request under way is not sent again (:class:`_Closed`)."""
+        await _Closed.of(self).aclose()
