@@ -162,6 +162,28 @@ end the block.
 """
 
 
+def _handling(_task: asyncio.Task[Any]) -> int:  # pragma: no cover - Python 3.10
+    """Python 3.10: the ``id`` of the exception being handled where a scope is entered (``id(None)``).
+
+    Its ``id``, not the exception: a scope kept after its block (``fail_after``'s) does not keep
+    it, its traceback and their frames alive. It is still being handled, so alive, whenever the
+    scope compares it (on the way out of its block).
+    """
+    return id(sys.exc_info()[1])
+
+
+_before_entry: Final[Callable[[asyncio.Task[Any]], int]] = (
+    _cancelling if sys.version_info >= (3, 11) else _handling
+)
+"""``_before_entry(task)``: what an armed scope keeps to tell its cancellation from earlier ones.
+
+From Python 3.11 the task's pending requests (``Task.cancelling()``), as ``asyncio.timeout``
+keeps them; on 3.10, which counts none, the exception being handled where the scope is entered
+(:func:`_handling`): a ``CancelledError`` raised in the block after it, that the block was still
+handling when the scope's own came, is a cancellation that came first (:func:`_cancelled_only_by`).
+"""
+
+
 class _Thread(threading.local):
     """Per thread: the token that stands for the thread as a deadline's owner.
 
@@ -447,8 +469,8 @@ class AsyncDeadline(TimerEntry):
         self._task = task
         self._deadline = deadline
         # Cancellations the task already had pending (a caught one leaves its count up): ours
-        # is told from them on the way out, as asyncio.timeout does.
-        self._cancelling = _cancelling(task)
+        # is told from them on the way out, as asyncio.timeout does (3.10: :func:`_handling`).
+        self._cancelling = _before_entry(task)
         timer = self._timer = loop_timer(loop)
         timer.add(loop, self, loop.time() + self._timeout)
 
@@ -516,7 +538,7 @@ class AsyncDeadline(TimerEntry):
         self._task = None
         if sys.version_info >= (3, 11):
             return task is None or task.uncancel() <= self._cancelling
-        return _cancelled_only_by(task, self._cancel_message)  # pragma: no cover - Python 3.10
+        return _cancelled_only_by(task, self._cancel_message, self._cancelling)  # pragma: no cover - 3.10
 
 
 # Python 3.10: a task counts no cancellations (no ``Task.cancelling``/``uncancel``), and one
@@ -552,9 +574,9 @@ def _cancel_with_message(  # pragma: no cover
 
 
 def _cancelled_only_by(  # pragma: no cover
-    task: asyncio.Task[Any] | None, message: _CancelMessage | None
+    task: asyncio.Task[Any] | None, message: _CancelMessage | None, handled: int
 ) -> bool:
-    """Whether the cancellation being handled is the one made with ``message``, and no other came after.
+    """Whether the cancellation being handled is the one made with ``message``, none came before or after.
 
     Called once the scope's deadline fired; the task's message goes back to the one ours
     replaced (as ``Task.uncancel`` takes a request back on 3.11). Another request after ours
@@ -563,7 +585,10 @@ def _cancelled_only_by(  # pragma: no cover
     then that error's context, caught in a frame the new error went through. Ours reaches the
     block as the error being handled, or as the context of one raised elsewhere (a task
     awaited, a ``gather``: the awaited task was cancelled with ours, its awaiter gets a new
-    error raised from it).
+    error raised from it). Another request before ours reached the block as a ``CancelledError``
+    it was still handling when ours came (a clean-up that awaited past the deadline): ours was
+    raised with that one in its context, above the exception being handled where the scope was
+    entered (``handled``, its ``id``: :func:`_came_after_another`).
     """
     if message is None or task is None or getattr(task, "_cancel_message", message) is not message:
         return False
@@ -580,11 +605,31 @@ def _cancelled_only_by(  # pragma: no cover
         if not isinstance(error, asyncio.CancelledError):
             return False
         if error.args and error.args[0] is message:
-            return True
+            return not _came_after_another(error.__context__, handled)
         error = error.__context__
         trace = error.__traceback__ if error is not None else None
         if trace is not None and trace.tb_frame in went_through:
             return False  # caught in the block, which then got a cancellation requested after ours
+    return False
+
+
+def _came_after_another(context: BaseException | None, handled: int) -> bool:  # pragma: no cover
+    """Whether our ``CancelledError`` was raised while the block handled one from elsewhere.
+
+    ``context`` is our error's context; its chain is read down to the exception whose ``id`` is
+    ``handled``, what was being handled where the scope was entered (every one of the chain is
+    alive: no other has that ``id``): a cancellation caught before the scope does not count,
+    as 3.11 keeps the count of those. One that a scope of ours made (its message a
+    :class:`_CancelMessage`) was taken back by its scope, as 3.11's ``uncancel`` does.
+    """
+    for _ in range(16):
+        if context is None or id(context) == handled:
+            return False
+        if isinstance(context, asyncio.CancelledError) and not (
+            context.args and isinstance(context.args[0], _CancelMessage)
+        ):
+            return True
+        context = context.__context__
     return False
 
 

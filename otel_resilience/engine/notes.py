@@ -14,8 +14,12 @@ the failure was handled would: the caller sees what the function was called for.
 from __future__ import annotations
 
 import sys
+from typing import Final
 
 __all__ = ["add_note", "chain_failure"]
+
+_NO_NOTES: Final = object()
+"""What ``getattr(error, "__notes__", ...)`` returns for an error without notes (Python 3.10)."""
 
 
 def add_note(error: BaseException, note: str, *, replacing: str | None = None) -> bool:
@@ -34,10 +38,27 @@ def add_note(error: BaseException, note: str, *, replacing: str | None = None) -
         if sys.version_info >= (3, 11):
             error.add_note(note)
         else:  # pragma: no cover - Python 3.10
-            error.__dict__.setdefault("__notes__", []).append(note)
+            _add_note_310(error, note)
     except Exception:  # noqa: BLE001 - the exception refuses notes: raised as it is
         return False
     return True
+
+
+def _add_note_310(error: BaseException, note: str) -> None:  # pragma: no cover - Python 3.10
+    """Python 3.10: what ``BaseException.add_note`` does from 3.11, refusals included.
+
+    A missing ``__notes__`` is set as an attribute (which a frozen dataclass refuses), never
+    written into the instance's ``__dict__`` behind its ``__setattr__``; one that is not a list
+    is refused with a ``TypeError``.
+    """
+    notes = getattr(error, "__notes__", _NO_NOTES)
+    if notes is _NO_NOTES:
+        notes = []
+        error.__notes__ = notes  # type: ignore[attr-defined]
+    if not isinstance(notes, list):
+        msg = "Cannot add note: __notes__ is not a list"
+        raise TypeError(msg)
+    notes.append(note)
 
 
 def chain_failure(error: BaseException, failure: BaseException | None) -> None:

@@ -246,6 +246,61 @@ async def test_a_cancellation_requested_while_the_block_cleans_up_after_the_dead
     assert deadline.expired
 
 
+@pytest.mark.parametrize("block", [_cleans_up_in_except, _cleans_up_in_finally, _cleans_up_in_a_task])
+async def test_a_deadline_reached_while_the_block_cleans_up_after_a_cancellation_passes_it_through(
+    block: Callable[[], Awaitable[None]],
+) -> None:
+    """The caller cancels the task; while the block cleans up, the deadline fires: CancelledError, not a timeout.
+
+    Python 3.10 counts no requests: the scope's own reaches the clean-up's await as a new
+    ``CancelledError`` whose context is the caller's, raised in the block after the scope was
+    entered. A caller's cancellation is never turned into a timeout (nor into a retry).
+    """
+    deadline = AsyncDeadline(FakeClock(), 30.0, "op")
+    waiting = asyncio.Event()
+
+    async def body() -> None:
+        async with deadline:
+            asyncio.get_running_loop().call_soon(waiting.set)
+            await block()
+
+    task = asyncio.create_task(body())
+    await waiting.wait()
+    task.cancel()
+    for _ in range(5):  # the block gets the caller's cancellation and waits in its clean-up
+        await asyncio.sleep(0)
+    assert not task.done()
+    deadline.fire()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deadline.expired
+
+
+async def test_a_deadline_reached_in_a_clean_up_begun_before_the_scope_is_its_own_timeout() -> None:
+    """A scope entered while the task handles a cancellation it caught still reports its own deadline."""
+    deadline = AsyncDeadline(FakeClock(), 30.0, "op")
+    waiting = asyncio.Event()
+
+    async def body() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if sys.version_info >= (3, 11):
+                asyncio.current_task().uncancel()  # type: ignore[union-attr] # handled: taken back
+            async with deadline:
+                asyncio.get_running_loop().call_soon(waiting.set)
+                await asyncio.sleep(30)
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0)
+    task.cancel()
+    await waiting.wait()
+    deadline.fire()
+    with pytest.raises(OperationTimeoutError):
+        await task
+    assert deadline.expired
+
+
 async def test_an_enclosing_scopes_deadline_due_first_is_its_own_timeout() -> None:
     """The outer deadline fires, then the inner one, before the block resumes: the outer's timeout."""
     outer = AsyncDeadline(FakeClock(), 30.0, "outer")

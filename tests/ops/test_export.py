@@ -10,8 +10,22 @@ import yaml
 from otel_resilience.ops import alert_rules as ar
 from otel_resilience.ops import export
 
+GENERATOR_NEEDS_PYTHON_3_11 = pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="the dashboards' generator, grafana-foundation-sdk, needs Python >= 3.11 (the ops extra "
+    "installs it from 3.11 only; export copies the shipped dashboards on 3.10)",
+)
 
-@pytest.mark.parametrize("kind", export.KINDS)
+
+def generated(kinds):
+    """``kinds`` as parameters, the dashboards' marked: they are regenerated from Python 3.11 only."""
+    return [
+        pytest.param(kind, marks=GENERATOR_NEEDS_PYTHON_3_11) if kind == "dashboards" else kind
+        for kind in kinds
+    ]
+
+
+@pytest.mark.parametrize("kind", generated(export.KINDS))
 def test_committed_files_equal_the_generated_ones(kind, repo):
     """Regenerating a kind changes no committed copy, top-level or package data (else: python -m otel_resilience.ops.export --all)."""
     folders = export.copy_folders(kind, repo)
@@ -40,20 +54,15 @@ def test_package_data_folders_are_the_only_ones_under_shipped(repo):
     assert {path.name for path in shipped.iterdir() if path.name != "__pycache__"} == expected
 
 
-def test_every_committed_generated_file_has_a_generator(repo):
-    """No stale leftover: every JSON/YAML file in the generated folders is produced by a generator."""
-    produced = {
-        (export.DEFAULT_DIRECTORIES[kind], name)
-        for kind in export.GENERATED_KINDS
-        for name in export.render(kind)
-    }
+@pytest.mark.parametrize("kind", generated(export.GENERATED_KINDS))
+def test_every_committed_generated_file_has_a_generator(kind, repo):
+    """No stale leftover: every JSON/YAML file in a generated folder is produced by its generator."""
     committed = {
-        (export.DEFAULT_DIRECTORIES[kind], path.name)
-        for kind in export.GENERATED_KINDS
+        path.name
         for path in (repo / export.DEFAULT_DIRECTORIES[kind]).iterdir()
         if path.suffix in {".json", ".yml", ".yaml"}
     }
-    assert committed == produced
+    assert committed == set(export.render(kind))
 
 
 def test_export_artifacts_writes_every_file_of_a_kind(tmp_path):
