@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,9 +80,9 @@ class Otel:
         return [r.log_record for r in self.log_exporter.get_finished_logs()]
 
 
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    """Instrument with fresh SDK providers for one test; uninstrument afterwards."""
+@contextmanager
+def instrumented() -> Iterator[Otel]:
+    """Instrument with fresh SDK providers for a block; uninstrument afterwards (the ``otel`` fixture's body)."""
     had_default = current_listener() is not None
     span_exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider(shutdown_on_exit=False)
@@ -109,3 +110,10 @@ def otel() -> Iterator[Otel]:
         tracer_provider.shutdown()
         meter_provider.shutdown()
         logger_provider.shutdown()
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    """Instrument with fresh SDK providers for one test; uninstrument afterwards."""
+    with instrumented() as otel_parts:
+        yield otel_parts

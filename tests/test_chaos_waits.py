@@ -80,3 +80,13 @@ def test_a_sync_delay_shorter_than_the_deadline_is_whole_and_the_call_runs(clock
     handler = TimeoutHandler(2.0, clock=clock)
     assert handler.with_timeout_sync(chaos.call_sync, lambda: "real") == "real"
     assert clock.sleeps == [0.5]
+
+
+def test_a_sync_delay_that_ends_at_the_deadline_is_cut_there_and_the_call_never_runs(clock: Any) -> None:
+    """A delay as long as the time left reaches the deadline: the dependency is not called at it."""
+    chaos, calls = Chaos("at-deadline", ChaosConfig(latency_rate=1.0, latency=1.5), clock=clock), []
+    handler = TimeoutHandler(1.5, name="bounded", clock=clock)
+    with pytest.raises(OperationTimeoutError) as caught:
+        handler.with_timeout_sync(chaos.call_sync, lambda: calls.append("called"))
+    assert (caught.value.timeout, caught.value.scope) == (1.5, "total")
+    assert (clock.sleeps, calls) == ([1.5], [])

@@ -15,6 +15,8 @@ from hedging_support import HANG, Dependency, Gate
 from otel_resilience import (
     Bulkhead,
     BulkheadConfig,
+    FallbackConfig,
+    FallbackStrategy,
     Hedging,
     HedgingConfig,
     OperationTimeoutError,
@@ -265,6 +267,14 @@ async def test_a_hedging_step_cannot_guard_a_block() -> None:
             pass
 
 
+def test_a_hedging_step_refuses_to_guard_a_block_in_a_thread() -> None:
+    """In a thread the guard's entry is refused with TypeError (the driver's refusal), counted as a failure."""
+    pipeline = PipelineBuilder("g").add(Hedging("h", HedgingConfig(delay=0.1)).as_strategy()).build()
+    with pytest.raises(TypeError, match="hedging 'h' is async only"), Guard(pipeline):
+        pass
+    assert (pipeline.stats.total, pipeline.stats.errors) == (1, 1)
+
+
 async def test_protect_keeps_an_async_function() -> None:
     """protect() of an async function hedges each call."""
     h = Hedging("h", HedgingConfig(mode="fallback"))
@@ -285,6 +295,27 @@ def test_a_policy_with_hedging_refuses_sync_functions() -> None:
         manager.execute_with_resilience_sync(lambda: 1, config)
     with pytest.raises(TypeError, match=r"resilient: policy 'sync' hedges"):
         resilient(config, manager=manager)(lambda: 1)
+
+
+def test_a_policy_refusing_hedging_in_sync_is_neither_retried_nor_answered_by_its_fallback(
+    clock: FakeClock,
+) -> None:
+    """The refusal is a wrong driver, no failure: retry does not retry it, the fallback does not answer it."""
+    manager = ResilienceManager(clock=clock)
+    config = ResilienceConfig(
+        name="sync-refused",
+        hedging=HedgingConfig(delay=0.1),
+        retry_policy=RetryPolicy(max_attempts=3, initial_delay=1.0),
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value="fallback"),
+    )
+    calls: list[int] = []
+    with pytest.raises(TypeError, match=r"hedging 'sync-refused' is async only") as caught:
+        manager.execute_with_resilience_sync(lambda: calls.append(1), config)
+    assert calls == []
+    assert clock.sleeps == []  # no backoff
+    assert not getattr(caught.value, "__notes__", None)  # no retry gave up on it
+    counts = manager.get_resilience_statistics()["policies"]["sync-refused"]
+    assert (counts["total"], counts["failed"], counts["fallback"]) == (1, 1, 0)
 
 
 async def test_the_policy_places_hedging_inside_retry_and_outside_the_breaker() -> None:

@@ -553,6 +553,29 @@ def test_a_sync_restart_hook_past_the_deadline_starts_no_rerun(clock: FakeClock)
     assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
 
 
+async def test_a_blocking_restart_hook_past_the_deadline_starts_no_rerun_in_the_async_driver_either(
+    clock: FakeClock,
+) -> None:
+    """A plain restart hook that blocks the loop past the policy's deadline (its timer cannot fire
+    meanwhile) leaves no room for the re-run either: no call after the deadline, the policy's timeout."""
+
+    def blocking_hook() -> None:
+        clock.advance(10.0)
+
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.RESTART, restart_hook=blocking_hook, delay=0.0)
+    )
+    config = ResilienceConfig(enable_recovery=True, timeout=5.0, name=unique("policy"))
+    flaky = Flaky(1)
+    with pytest.raises(OperationTimeoutError) as caught:
+        await manager.execute_with_resilience(flaky.run_async, config)
+    assert (caught.value.timeout, caught.value.scope) == (5.0, "total")
+    assert len(flaky.calls) == 1
+    stats = manager.recovery_system.get_stats()  # the deadline ended the recovery: a failed one
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
+
+
 async def test_a_rerun_cut_by_the_deadline_is_a_failed_recovery_in_both_drivers(
     driver: str, clock: FakeClock, recorder: EventRecorder
 ) -> None:

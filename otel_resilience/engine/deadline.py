@@ -330,14 +330,17 @@ def wait_sync_within_deadline(
 ) -> DeadlineReachedError | None:
     """Block this thread for ``seconds`` on ``clock``, or until the effective deadline if sooner.
 
-    The rule of every sync sleep of the engine's that a deadline bounds.
+    The rule of every sync sleep of the engine's that a deadline bounds. A wait that would end
+    at the deadline reaches it, as every scope reads a deadline (reached at ``now >= deadline``,
+    where the async scope's timer fires): it is cut there, so that nothing runs after it at the
+    deadline (the dependency after an injected delay).
 
     Returns:
         ``None`` after ``seconds``; the error of ``kind`` to raise (:func:`deadline_reached`)
-        when the deadline came first (the wait lasted until it).
+        when the deadline came first or at the same time (the wait lasted until it).
     """
     remaining = time_left()
-    if remaining >= seconds:
+    if remaining > seconds:
         clock.sleep_sync(seconds)
         return None
     return deadline_reached(clock, clock.now() + max(remaining, 0.0), max(remaining, 0.0), operation, kind)

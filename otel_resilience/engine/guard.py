@@ -71,9 +71,14 @@ class Guard:
             raise RuntimeError(msg)
 
     def _refused(self, error: BaseException) -> None:
-        """Count an entry that raised (a rejection, or a cancellation while it waited); free the guard."""
+        """Count an entry that raised (a rejection, or a cancellation while it waited); free the guard.
+
+        Counted by the pipeline's rule for an execution that raised: a step that refuses the
+        driver (:class:`~otel_resilience.engine.calling.WrongDriver`, a hedging step in a thread)
+        is a failure, whose ``TypeError`` is raised from here in place of the signal.
+        """
         self._ctx = None
-        self._pipeline.stats.count(classify_error(error))
+        self._pipeline._failed(error)
 
     def _leave(self, error: BaseException | None) -> None:
         step, ctx, token = self._step, self._ctx, self._token

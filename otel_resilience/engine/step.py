@@ -313,7 +313,8 @@ class Step:
             try:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
                     token, judges = action.token, self._succeeds
-                    action = await self._pause(action)  # None once done: the run below is running
+                    if (action := await self._pause(action)) is not None:  # None: the run below runs
+                        break  # the hook returned at or past the effective deadline
                 if seconds is not None:
                     result = await self._scoped(ctx, token, seconds, nxt, run, inner)
                 elif nxt is None:  # the last step calls the function: no frame for the end
@@ -355,6 +356,13 @@ class Step:
                     raise
             if type(action) is Answer:
                 return action.value
+        # A Retry's hook returned at or past the effective deadline (_pause): as the sync driver does.
+        if self._cancels:
+            self.on_cancel(ctx, token, running=False)
+        try:
+            raise action
+        finally:
+            action = None  # the error's traceback holds this frame: not bound here (a cycle)
 
     def _waiting(self, ctx: ExecutionContext, token: Wait) -> Awaitable[Any]:
         """Return what the driver awaits for a :class:`Wait`: the wait itself, or a :class:`Hedge`'s race.
@@ -374,15 +382,35 @@ class Step:
         """Run a :class:`Hedge`, a race of attempts of the rest of the chain: its outcome is the answer."""
         return Answer(await race(self, ctx, hedge))
 
-    async def _pause(self, action: Retry) -> Action:
-        """Wait a :class:`Retry`'s delay, call its hook (awaited if awaitable); return what is left: None."""
+    async def _pause(self, action: Retry) -> DeadlineReachedError | None:
+        """Wait a :class:`Retry`'s delay, call its hook (awaited if awaitable); ``None`` once done.
+
+        The deadline's timer cancels the wait, or an awaited hook, at the effective deadline. A
+        hook that returns at or past it without the timer firing (one that blocked the loop)
+        ends the execution as in the sync driver (:meth:`_hook_overran`).
+        """
         if action.delay > 0:
             await self.clock.sleep(action.delay)
         if action.hook is not None:
             pending = action.hook()
             if inspect.isawaitable(pending):
                 await pending
+            return self._hook_overran(action)
         return None
+
+    def _hook_overran(self, action: Retry) -> DeadlineReachedError | None:
+        """Both drivers' rule after a :class:`Retry`'s hook: the error to end the execution with, or ``None``.
+
+        A hook that returned at or past the effective deadline used the time the run it prepared
+        counted on: that run would start too late, and is not started. The error, a
+        :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`, is what a wait the
+        deadline cut ends with: the driver gives the step's ``on_cancel`` (not running), then
+        raises it, and the scope that owns the deadline turns it into its own timeout.
+        """
+        if time_left() > 0.0:
+            return None
+        clock = self.clock
+        return deadline_reached(clock, clock.now(), action.delay, self.name, WaitDeadlineReachedError)
 
     async def _scoped(  # noqa: PLR0917 - positional: keyword arguments cost every execution
         self,
@@ -548,17 +576,15 @@ class Step:
         the deadline's cancellation: the step's ``on_cancel`` (not running), then the error,
         which the scope owning the deadline turns into its timeout. A hook that returns at or
         past the deadline (a thread cannot be cut, where the deadline cancels an awaited hook)
-        ends it the same way: the run it prepared would start too late, and is not started.
+        ends it the same way (:meth:`_hook_overran`): the run it prepared would start too late.
         """
-        clock = self.clock
         if action.delay > 0:
-            cut = wait_sync_within_deadline(clock, action.delay, self.name)
+            cut = wait_sync_within_deadline(self.clock, action.delay, self.name)
             if cut is not None:
                 return cut
         if action.hook is not None:
             refuse_awaitable(action.hook_name, action.hook())
-            if time_left() <= 0.0:
-                return deadline_reached(clock, clock.now(), action.delay, self.name, WaitDeadlineReachedError)
+            return self._hook_overran(action)
         return None
 
     def _scoped_sync(  # noqa: PLR0917 - positional: keyword arguments cost every execution

@@ -86,7 +86,7 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
     def _check_protectable(self, fn: Callable[..., Any]) -> None:
         """Refuse a sync function: hedging is async only."""
         if not is_async_callable(fn):
-            raise self._core.sync_error()
+            raise self._core.sync_refusal().as_type_error()
 
     if TYPE_CHECKING:  # the refusal above, for type checkers: a sync function is no argument
 

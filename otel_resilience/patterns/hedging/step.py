@@ -164,9 +164,14 @@ class _HedgingCore:
         assert budget is not None  # noqa: S101 - only a hedging with a budget withdraws
         refund_hedge(budget, withdrawal)
 
-    def sync_error(self) -> TypeError:
-        """Build the error for a hedged execution under the sync driver."""
-        return TypeError(
+    def sync_refusal(self) -> WrongDriver:
+        """Build the signal that refuses a hedged execution under the sync driver.
+
+        The :class:`~otel_resilience.engine.calling.WrongDriver` signal, as for any function that
+        does not fit its driver: no step counts, retries, recovers or answers it with a fallback,
+        and the pipeline raises its ``TypeError`` (:meth:`WrongDriver.as_type_error`).
+        """
+        return WrongDriver(
             f"hedging {self.name!r} is async only: its attempts run side by side as tasks of an "
             "event loop, which the sync API cannot do; call it from a coroutine (await), or leave "
             "hedging out of the policies a sync function runs under"
@@ -405,11 +410,12 @@ class _HedgingStep(Link[HedgingConfig]):
         """Return the execution's race.
 
         Raises:
-            TypeError: The sync driver runs the execution (hedging is async only).
+            WrongDriver: The sync driver runs the execution (hedging is async only): the pipeline
+                raises its ``TypeError``, which no step around the hedging answers.
         """
         core = self._core
         if ctx.sync:
-            raise core.sync_error()
+            raise core.sync_refusal()
         if core.deposits:
             core.budget.deposit()  # type: ignore[union-attr] # deposits only with a budget
         return _Race(core, self._telemetry)
