@@ -383,53 +383,22 @@ async def test_calls_in_flight_at_a_reload_are_counted_but_judge_nothing(manager
     assert breaker.state is CircuitState.CLOSED  # one failure of the new period
 
 
+@pytest.mark.parametrize(
+    "reloads",
+    [
+        pytest.param([(120.0, 4)], id="one-reload"),
+        # A reload that leaves the breaker alone keeps its core; a later one that retunes it
+        # retires the core every pipeline still running uses, the oldest included.
+        pytest.param([(60.0, 5), (120.0, 5)], id="breaker-kept-then-retuned"),
+    ],
+)
 async def test_an_execution_in_flight_at_a_reload_retries_only_while_the_breaker_admits_calls(
-    manager: ResilienceManager,
+    manager: ResilienceManager, reloads: list[tuple[float, int]]
 ) -> None:
     """Its next attempts are the breaker's to admit as it is now: once the reloaded breaker opens,
-    a retry of an execution that started before the reload is rejected, not sent to the dependency
-    (a breaker's thresholds are tuned during an incident, while executions are in flight)."""
-
-    def config(timeout: float) -> ResilienceConfig:
-        retry = RetryPolicy(
-            max_attempts=4, strategy=RetryStrategy.FIXED, initial_delay=1.0, jitter=Jitter.NONE
-        )
-        breaker = CircuitBreakerConfig(failure_threshold=2, timeout=timeout)
-        return ResilienceConfig(circuit_breaker=breaker, retry_policy=retry)
-
-    policy = manager.policy("in-flight-retries", config(60.0))
-    view = policy.for_key("k")
-    release = asyncio.Event()
-    sent: list[str] = []
-
-    async def slow_then_down() -> None:
-        sent.append("in flight")
-        await release.wait()
-        raise ConnectionError("down")
-
-    async def down() -> None:
-        raise ConnectionError("down")
-
-    running = asyncio.create_task(view.execute(slow_then_down))
-    await asyncio.sleep(0)
-    manager.reconfigure("in-flight-retries", config(120.0))
-    with pytest.raises(CircuitOpenError):
-        await view.execute(down)  # two failures open it; its third attempt is rejected
-    assert view.circuit_breaker.state is CircuitState.OPEN
-    release.set()
-    with pytest.raises(CircuitOpenError):
-        await running
-    assert sent == ["in flight"]
-    assert view.circuit_breaker.get_stats()["total_rejected"] == 2
-
-
-async def test_an_execution_in_flight_across_two_reloads_retries_only_while_the_breaker_admits_calls(
-    manager: ResilienceManager,
-) -> None:
-    """A reload that leaves the breaker alone keeps its core; a later one that retunes it retires
-    the core every pipeline still running uses, the oldest included: an execution that started
-    before both reloads has its next attempts admitted by the breaker as it is now, as one that
-    started before the second alone does."""
+    a retry of an execution that started before the reloads is rejected, not sent to the
+    dependency (a breaker's thresholds are tuned during an incident, while executions are in
+    flight)."""
 
     def config(timeout: float, attempts: int) -> ResilienceConfig:
         retry = RetryPolicy(
@@ -438,7 +407,8 @@ async def test_an_execution_in_flight_across_two_reloads_retries_only_while_the_
         breaker = CircuitBreakerConfig(failure_threshold=2, timeout=timeout)
         return ResilienceConfig(circuit_breaker=breaker, retry_policy=retry)
 
-    policy = manager.policy("in-flight-two-reloads", config(60.0, 4))
+    name = f"in-flight-retries-{len(reloads)}"
+    policy = manager.policy(name, config(60.0, 4))
     view = policy.for_key("k")
     release = asyncio.Event()
     sent: list[str] = []
@@ -453,8 +423,8 @@ async def test_an_execution_in_flight_across_two_reloads_retries_only_while_the_
 
     running = asyncio.create_task(view.execute(slow_then_down))
     await asyncio.sleep(0)
-    manager.reconfigure("in-flight-two-reloads", config(60.0, 5))  # the breaker's config unchanged
-    manager.reconfigure("in-flight-two-reloads", config(120.0, 5))  # the breaker retuned
+    for timeout, attempts in reloads:
+        manager.reconfigure(name, config(timeout, attempts))
     with pytest.raises(CircuitOpenError):
         await view.execute(down)  # two failures open it; its third attempt is rejected
     assert view.circuit_breaker.state is CircuitState.OPEN

@@ -84,38 +84,6 @@ async def test_the_manager_counts_a_rejected_last_result_as_failed(otel: Any, dr
     assert _outcomes(otel, config.name) == {"failure": 1}
 
 
-async def test_a_result_rejected_after_a_recovery_rerun_is_a_failure(otel: Any, driver: str) -> None:
-    """A recovery re-run that runs the retry again does not turn its rejected result into a success."""
-    clock = FakeClock()
-    recovery = ErrorRecoverySystem(name=f"rerun-{next(_ids)}", clock=clock)
-    recovery.register_recovery_rule(
-        ConnectionError, RecoveryAction(RecoveryStrategy.RETRY, max_attempts=1, delay=0.0)
-    )
-    manager = ResilienceManager(clock=clock, recovery_system=recovery)
-    config = ResilienceConfig(
-        name=f"rerun-{next(_ids)}",
-        retry_policy=_policy(2, retry_on=(KeyError,), retry_on_result=lambda r: r == "pending"),
-        enable_recovery=True,
-    )
-    calls = iter([ConnectionError("down"), "pending", "pending"])
-
-    def step() -> str:
-        value = next(calls)
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-    if driver == "sync":
-        assert manager.execute_with_resilience_sync(step, config) == "pending"
-    else:
-
-        async def call() -> str:
-            return step()
-
-        assert await manager.execute_with_resilience(call, config) == "pending"
-    assert _outcomes(otel, config.name) == {"failure": 1}
-
-
 async def test_a_hedging_that_rejects_every_result_ends_in_failure(otel: Any) -> None:
     """The original's result is returned; the execution counts as a failure."""
     hedging = Hedging(
@@ -177,9 +145,9 @@ async def test_a_further_attempt_after_a_rejected_result_may_recover(otel: Any, 
 
 
 async def test_a_recovery_rerun_whose_result_is_rejected_is_a_failed_recovery(otel: Any, driver: str) -> None:
-    """The recovery's own count follows the execution's: a re-run that returns a rejected result failed.
+    """A recovery re-run that runs the retry again does not turn its rejected result into a success.
 
-    ``resilience.recovery.attempts`` and the system's statistics (the recovery rate its alert
+    The execution is a failure, and the recovery's own count follows it: ``resilience.recovery.attempts`` and the system's statistics (the recovery rate its alert
     reads) count it ``failure``, as the execution is.
     """
     clock = FakeClock()
