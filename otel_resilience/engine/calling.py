@@ -243,9 +243,12 @@ class WrongDriver(BaseException):
 
     Raised for a plain function given to the async API, or a coroutine function given to the
     sync API. It is a ``BaseException`` on purpose: a programming error is not an outcome of the
-    dependency, so no step may count, retry, recover or answer it (the drivers hand only
-    ``Exception`` to the rules, and ``on_cancel`` gives permits and slots back on anything else).
-    The pipeline turns it into the ``TypeError`` the caller gets.
+    dependency, so no step may hold it against the dependency, retry, recover or answer it (the
+    drivers hand only ``Exception`` to the rules, and ``on_cancel`` gives permits and slots back
+    on anything else). Nor is it a cancellation: a step's ``on_cancel`` tells it apart by the
+    exception being handled (:func:`handled_error`) where it counts one (a breaker ignores the
+    call, a retry counts an error it does not retry). The pipeline turns it into the
+    ``TypeError`` the caller gets.
     """
 
     def as_type_error(self) -> TypeError:

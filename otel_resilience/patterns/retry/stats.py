@@ -25,9 +25,11 @@ class RetryStats:
         retries_denied: Executions given up on because the policy's
             :class:`~otel_resilience.patterns.retry.RetryBudget` allowed no retry (also counted in
             ``exhausted``; stop reason ``"budget"``).
-        non_retryable: Executions ended by an error the policy does not retry, or by a result
+        non_retryable: Executions ended by an error the policy does not retry, by a result
             its ``retry_on_result`` rejected of an operation that may run only once (an HTTP
-            POST: returned, a failure).
+            POST: returned, a failure), or by a function that does not fit the driver (the
+            ``TypeError`` the caller gets: a coroutine function given to the sync API, a plain
+            function to the async one, a sync call of a policy with hedging).
         cancelled: Executions cancelled (or interrupted) during an attempt or a backoff.
         retries: Backoffs scheduled (``RETRY_SCHEDULED``).
         attempt_timeouts: Attempts that hit their own ``attempt_timeout``.

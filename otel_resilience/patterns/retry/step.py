@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UnheardStanding
+from otel_resilience.engine.calling import WrongDriver, handled_error
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import (
@@ -203,21 +204,13 @@ class _RetryCore:
             last result, the execution's outcome then a failure:
             :meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`).
         """
-        stats = self.stats
         if not (may_run_again(None, ctx.fn) if error is None else self.is_retryable(error)):
-            next(stats._other_attempts)
-            with self.lock:
-                stats.non_retryable += 1
-            if attempt > 1 and telemetry.hub.event_listeners:  # stopped after a retry: say why
-                name = error_type_name(error)
-                stopped = RetryExhausted(ctx.attempt, name, "not_retryable", _rejection(error))
-                telemetry.report(_RETRY_EXHAUSTED, stopped)
-            if error is None:  # the result is returned, never retried: the execution failed
-                ctx.result_failed()
+            self.not_retried(telemetry, ctx, attempt, error)
             return None
         failed = ctx.attempt
         wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
         reason, delay = wait.reason, wait.delay
+        stats = self.stats
         next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
@@ -234,6 +227,33 @@ class _RetryCore:
         if error is None:  # the result still retried is returned: the execution failed
             ctx.result_failed()
         return None
+
+    def not_retried(
+        self, telemetry: StrategyTelemetry, ctx: ExecutionContext, attempt: int, error: Exception | None
+    ) -> None:
+        """Count an execution ended by what this retry does not retry: ``error``, or a result (``None``).
+
+        An error the policy does not retry, a rejected result of an operation that may run only
+        once (its execution then failed), or a function the driver refused
+        (:meth:`_RetryStep.on_cancel`): counted in ``non_retryable``, and reported as a stop
+        (reason ``"not_retryable"``) after a retry only, with no note on ``error``.
+
+        Args:
+            telemetry: The node's facade.
+            ctx: The execution.
+            attempt: How many attempts this retry made, the one that ended included.
+            error: What the attempt raised, or ``None`` for a result.
+        """
+        stats = self.stats
+        next(stats._other_attempts)
+        with self.lock:
+            stats.non_retryable += 1
+        if attempt > 1 and telemetry.hub.event_listeners:  # stopped after a retry: say why
+            name = error_type_name(error)
+            stopped = RetryExhausted(ctx.attempt, name, "not_retryable", _rejection(error))
+            telemetry.report(_RETRY_EXHAUSTED, stopped)
+        if error is None:  # the result is returned, never retried: the execution failed
+            ctx.result_failed()
 
     def _give_up(
         self, telemetry: StrategyTelemetry, attempt: int, error: Exception | None, wait: _Wait, failed: int
@@ -531,17 +551,39 @@ class _RetryStep(Link[RetryPolicy]):
         self._core.attempt_timed_out(self._telemetry, error.timeout)
         return None
 
-    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
         """Count the cancelled execution; close the running attempt's scope as cancelled.
 
         Cancelled while not running (during a backoff, or ``on_retry``), the retry scheduled
         last never runs: its withdrawal goes back to the budget.
+
+        A running attempt ended by a function that does not fit the driver
+        (:class:`~otel_resilience.engine.calling.WrongDriver`, being handled by the driver that
+        calls this) is no cancellation: a failed attempt the retry does not retry
+        (:meth:`_refused`).
         """
+        if running and type(signal := handled_error()) is WrongDriver:
+            self._refused(ctx, token, signal)
+            return
         self._core.cancelled(in_attempt=running)
         if type(token) is _Attempts:  # else attempt 1, no scope: None or the link's Counted (admit)
             if not running:
                 self.give_back(token)
             token.end(_CANCELLED, None)
+
+    def _refused(self, ctx: ExecutionContext, token: Any, signal: WrongDriver) -> None:
+        """End an attempt the driver refused as the failure the caller gets, its ``TypeError``: not retried.
+
+        The attempt's scope ends as a failure with that error's type, and the execution is
+        counted as one ended by an error the retry does not retry (:meth:`_RetryCore.not_retried`).
+        """
+        error = signal.as_type_error()
+        if type(token) is _Attempts:  # else attempt 1, no scope: None or the link's Counted (admit)
+            token.end(_FAILURE, error)
+            attempt = token.count
+        else:
+            attempt = 1
+        self._core.not_retried(self._telemetry, ctx, attempt, error)
 
     def give_back(self, token: _Attempts) -> None:
         """Give the budget back the retry ``token`` scheduled last, which did not run (once)."""
