@@ -39,8 +39,9 @@ Kind = Literal[
 or a list), ``exception`` (one), ``choice`` (one of ``Field.choices``, to an enum member when
 ``Field.enum`` is set), ``section`` (a nested mapping), ``window`` (a mapping whose ``kind``
 picks the variant), ``budget`` (a name from ``retry_budgets``), ``rate`` (per second or
-``"100/m"``); ``int``, ``number``, ``bool``, ``name`` (a string) and ``value`` (anything) are
-passed as they are, for the class to judge."""
+``"100/m"``), ``bool`` (``true`` or ``false``: a string such as ``"yes"`` is refused with how to
+write it); ``int``, ``number``, ``name`` (a string) and ``value`` (anything) are passed as they
+are, for the class to judge."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,10 @@ item keeps the line it was written on; duplicate keys are refused (a merge key `
 be overridden, as YAML intends). The values are the safe loader's: an alias is its anchor's
 value, read once (never a copy per use, which aliases of aliases would make exponential), and a
 collection with a tag of its own (``!!set``, ``!!omap``) is built as the safe loader builds it.
+But a plain scalar is typed by YAML 1.2's core schema (``_CORE_SCALARS``), as most other YAML
+tools read it, not by YAML 1.1's (PyYAML's own): ``no``, ``on``, ``y`` are strings, not booleans;
+``010`` is ten, ``1:30`` and ``2024-01-01`` are strings, ``1e-3`` is a number. A loader class of
+its own holds these rules: ``yaml.SafeLoader`` is left as it is.
 TOML is read with ``tomllib`` (``tomli`` on Python 3.10), which gives no line for a value: only
 its syntax errors have one. Both parsers are imported when a file is read, never with the
 package: they are the ``config`` extra.
@@ -12,11 +16,13 @@ package: they are the ``config`` extra.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import math
 import re
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, cast, get_args
 
 from otel_resilience.config.errors import ConfigError, Path
 from otel_resilience.engine.validation import describe
@@ -36,6 +42,22 @@ _YAML_TAG: Final = "tag:yaml.org,2002:"
 _MAP: Final = f"{_YAML_TAG}map"
 _SEQ: Final = f"{_YAML_TAG}seq"
 _MERGE: Final = f"{_YAML_TAG}merge"
+
+_CORE_SCALARS: Final[dict[str, str]] = {
+    "null": r"~|null|Null|NULL|",
+    "bool": r"true|True|TRUE|false|False|FALSE",
+    "int": r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+",
+    "float": (
+        r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+    ),
+}
+"""YAML 1.2's core schema: the plain scalars read as ``null``, a bool, an int and a float, in that
+order (``10`` is an int, though the float pattern matches it too); any other plain scalar is a
+string. The patterns also judge a value tagged explicitly (``!!int 1:30`` is refused)."""
+_CORE: Final = {tag: re.compile(f"(?:{pattern})\\Z") for tag, pattern in _CORE_SCALARS.items()}
+_FIRST: Final = {"null": "~nN", "bool": "tTfF", "int": "-+0123456789", "float": "-+0123456789."}
+"""The characters a plain scalar of each type starts with (PyYAML looks its resolvers up by them)."""
 
 Parsed = tuple[object, dict[Path, int]]
 """A parsed document and the 1-based line of each path the parser could place."""
@@ -144,10 +166,55 @@ def _parse_toml(text: str, source: str | None) -> Parsed:
         raise ConfigError(f"is not valid TOML: {error}", line=line, source=source) from None
 
 
+def _core_value(tag: str, text: str) -> object:
+    """The value of a scalar of the core schema's ``tag`` (``"int"`` ...), by that schema's rules.
+
+    Raises:
+        ValueError: ``text`` is not written as the core schema writes a ``tag``.
+    """
+    if not _CORE[tag].match(text):
+        raise ValueError(f"{text!r} is not a YAML 1.2 {tag}")
+    if tag == "bool":
+        return text.lower() == "true"
+    if tag == "int":
+        base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+        return int(text[2:] if base != 10 else text, base)
+    special = text.lower().lstrip("+-")
+    if special in (".inf", ".nan"):
+        value = math.inf if special == ".inf" else math.nan
+        return -value if text.startswith("-") else value
+    return float(text)
+
+
+@functools.cache
+def _core_loader(module: Any) -> type[yaml.SafeLoader]:
+    """A ``SafeLoader`` of ``module`` (PyYAML) that types plain scalars by ``_CORE_SCALARS``.
+
+    Its resolver table is its own (a class attribute set here, never ``yaml.SafeLoader``'s, which
+    ``yaml.safe_load`` goes on using unchanged): the core schema's four types, and the merge key
+    ``<<``, which YAML 1.2 dropped but files use (``<<: *defaults``).
+    """
+
+    class CoreLoader(module.SafeLoader):  # type: ignore[misc]
+        yaml_implicit_resolvers: ClassVar[dict[str | None, list[tuple[str, re.Pattern[str]]]]] = {}
+
+    def construct(tag: str) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], object]:
+        return lambda loader, node: _core_value(tag, loader.construct_scalar(node))
+
+    for tag, pattern in _CORE.items():
+        full_tag = f"{_YAML_TAG}{tag}"
+        first = [*_FIRST[tag], ""] if tag == "null" else list(_FIRST[tag])
+        CoreLoader.add_implicit_resolver(full_tag, pattern, first)
+        if tag != "null":
+            CoreLoader.add_constructor(full_tag, construct(tag))
+    CoreLoader.add_implicit_resolver(_MERGE, re.compile(r"<<\Z"), ["<"])
+    return cast("type[yaml.SafeLoader]", CoreLoader)
+
+
 def _parse_yaml(text: str, source: str | None) -> Parsed:
     module = _yaml()
     try:
-        loader = module.SafeLoader(text)  # refuses a character YAML does not allow, before any node
+        loader = _core_loader(module)(text)  # refuses a character YAML does not allow, before any node
     except module.reader.ReaderError as error:
         reason = f"is not valid YAML: unacceptable character #x{error.character:04x}: {error.reason}"
         at = text.count("\n", 0, error.position) + 1

@@ -69,6 +69,7 @@ class _Reader:
             "rate": lambda _field, value, _path: parse_rate(value),
             "exception": lambda _field, value, _path: resolve_exception(value),
             "choice": lambda field, value, _path: _choice(field, value),
+            "bool": lambda _field, value, _path: _flag(value),
             "exceptions": self.exceptions,
             "section": self.section,
             "window": self.window,
@@ -181,7 +182,7 @@ class _Reader:
                 return None
             raise self.error(path, "must not be null: leave the key out for the default")
         convert = self._converters.get(field.kind)
-        if convert is None:  # int, number, bool, name, value: the class judges them
+        if convert is None:  # int, number, name, value: the class judges them
             return value
         try:
             return convert(field, value, path)
@@ -238,6 +239,22 @@ def _choice(field: Field, value: object) -> object:
             f"loaded config with dataclasses.replace); a file may write {allowed}"
         )
     raise ValueError(f"must be one of {allowed}, got {describe(value)}")
+
+
+def _flag(value: object) -> bool:
+    """Return ``value`` if it is a bool; refuse anything else, a string with how to write a bool.
+
+    A file has two booleans, ``true`` and ``false`` (YAML 1.2, as the file is read, and TOML):
+    ``yes``, ``no``, ``on`` and ``off`` are strings, as is a quoted ``'true'``.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        raise TypeError(
+            f"must be true or false, got the string {value!r}: a file's only booleans are true and "
+            "false, unquoted"
+        )
+    raise TypeError(f"must be true or false, got {describe(value)} ({type(value).__name__})")
 
 
 def _unknown(key: object, known: list[str] | tuple[str, ...], where: str) -> str:

@@ -48,6 +48,8 @@ EXCEPTION_PATTERN: Final = rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})*(?::{_IDENTIFIER
 """An exception class by name: a built-in (``"ConnectionError"``) or a dotted path
 (``"httpx.ConnectTimeout"``, ``"package.module:Outer.Inner"``)."""
 
+_CLOCK: Final = re.compile(r"[0-9]+:[0-5]?[0-9]")
+"""``1:30``: minutes and seconds, or hours and minutes (a duration string says which, with units)."""
 _DURATION_PARTS: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_RULE: Final = "a duration: seconds as a number, or a string such as '250ms', '2s', '2m', '1h30m'"
 _RATE_RULE: Final = "a rate: permits per second as a number, or a string such as '5/s', '100/m', '1000/h'"
@@ -85,6 +87,9 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"must be a duration >= 0, got {value!r}")
         plain = _plain_number(text)
         hint = f" (write {plain} for seconds, or add a unit: '{plain}s')" if plain is not None else ""
+        if _CLOCK.fullmatch(text):  # 90 s in YAML 1.1 (base 60): the writer says which units
+            minutes, hours = text.replace(":", "m") + "s", text.replace(":", "h") + "m"
+            hint = f" (write it with units: '{minutes}' or '{hours}')"
         raise ValueError(f"must be {_DURATION_RULE}, got {value!r}{hint}")
     seconds = sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PARTS.findall(value))
     if math.isinf(seconds):
@@ -145,8 +150,8 @@ def resolve_exception(name: object) -> type[BaseException]:
 def _plain_number(text: str) -> str | None:
     """``text`` as a plain decimal if it is a finite number (a duration without its unit), else ``None``.
 
-    Plain, because a YAML parser (PyYAML, YAML 1.1) reads ``1e-3`` as a string, and a duration
-    string has no exponent: the hint must be something that works when written.
+    Plain, because a duration string has no exponent (``"1e-3s"`` is refused), and a quoted
+    ``"1e-3"`` is a string: the hint must be something that works when written.
     """
     try:
         if not math.isfinite(float(text)):

@@ -260,9 +260,47 @@ YAML_ERRORS = [
         POLICY + "    enable_recovery: null\n",
         "f.yaml:3: policies.p.enable_recovery must not be null: leave the key out for the default",
     ),
+    # A bool is true or false: YAML 1.1's yes, no, on, off are strings (the file is read as YAML 1.2).
     (
         POLICY + "    enable_recovery: 'yes'\n",
-        "f.yaml:3: policies.p.enable_recovery must be a bool, got 'yes' (str)",
+        (
+            "f.yaml:3: policies.p.enable_recovery must be true or false, got the string 'yes': a file's only "
+            "booleans are true and false, unquoted"
+        ),
+    ),
+    (  # (was: True)
+        POLICY + "    spans: no\n",
+        (
+            "f.yaml:3: policies.p.spans must be true or false, got the string 'no': a file's only booleans "
+            "are true and false, unquoted"
+        ),
+    ),
+    (  # (was: True, the chaos link switched on)
+        POLICY + "    chaos: {fault_rate: 1, enabled: On}\n",
+        (
+            "f.yaml:3: policies.p.chaos.enabled must be true or false, got the string 'On': a file's only "
+            "booleans are true and false, unquoted"
+        ),
+    ),
+    (
+        POLICY + "    record_duration: 1\n",
+        "f.yaml:3: policies.p.record_duration must be true or false, got 1 (int)",
+    ),
+    # YAML 1.1's base-60 numbers are strings (were: 1:30 read as 90).
+    (
+        POLICY + "    timeout: 1:30\n",
+        (
+            "f.yaml:3: policies.p.timeout must be a duration: seconds as a number, or a string such as "
+            "'250ms', '2s', '2m', '1h30m', got '1:30' (write it with units: '1m30s' or '1h30m')"
+        ),
+    ),
+    (
+        POLICY + "    circuit_breaker: {failure_threshold: 1:30}\n",
+        "f.yaml:3: policies.p.circuit_breaker.failure_threshold must be an int, got '1:30' (str)",
+    ),
+    (
+        POLICY + "    retry: {max_attempts: 1_000}\n",
+        "f.yaml:3: policies.p.retry.max_attempts must be an int, got '1_000' (str)",
     ),
     # The file's shape.
     ("", "f.yaml: the file is empty: it must be a mapping with a 'policies' key"),
@@ -311,6 +349,14 @@ YAML_ERRORS = [
     (  # (was: a KeyError)
         POLICY + "    spans: !!bool maybe\n",
         "f.yaml:3: policies.p.spans is not valid YAML: 'maybe' is not a !!bool",
+    ),
+    (  # an explicit tag is read by YAML 1.2's rules too (was: True, and 90)
+        POLICY + "    spans: !!bool yes\n",
+        "f.yaml:3: policies.p.spans is not valid YAML: 'yes' is not a !!bool",
+    ),
+    (
+        POLICY + "    timeout: !!int 1:30\n",
+        "f.yaml:3: policies.p.timeout is not valid YAML: '1:30' is not a !!int",
     ),
     (  # a collection's tag on a scalar (was: a bare ValueError)
         "policies: !!map abc\n",
@@ -380,6 +426,13 @@ TOML_ERRORS = [
         (
             "f.toml: policies.p.retry.attempt_timeout must be < ResilienceConfig.timeout (1 s), the total deadline, "
             "got 2.0"
+        ),
+    ),
+    (
+        "[policies.p]\nspans = 'yes'\n",
+        (
+            "f.toml: policies.p.spans must be true or false, got the string 'yes': a file's only booleans are "
+            "true and false, unquoted"
         ),
     ),
     ("[policies.p]\ntimeout = \n", "f.toml:2: is not valid TOML: Invalid value (at line 2, column 11)"),

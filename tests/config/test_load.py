@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 import re
 import subprocess
@@ -241,9 +242,9 @@ def test_bad_durations(value: object, message: str) -> None:
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize(("written", "seconds"), [("1e-3", 0.001), ("1e3", 1000.0), ("'2.5'", 2.5)])
+@pytest.mark.parametrize(("written", "seconds"), [("'1e-3'", 0.001), ("'1e3'", 1000.0), ("'2.5'", 2.5)])
 def test_the_hint_for_a_duration_without_a_unit_works_when_written(written: str, seconds: float) -> None:
-    """PyYAML reads 1e-3 as a string: the hint offers what loads (0.001, '0.001s'), never 1e-3 again."""
+    """A quoted '1e-3' is a string: the hint offers what loads (0.001, '0.001s'), never 1e-3 again."""
     with pytest.raises(ConfigError) as caught:
         loads(f"policies:\n  p:\n    timeout: {written}\n")
     hint = re.search(r"\(write (\S+) for seconds, or add a unit: '(\S+)'\)$", str(caught.value))
@@ -496,3 +497,108 @@ def test_a_collection_with_a_tag_of_its_own_is_read_as_yaml_reads_it() -> None:
     policy = loads(text)["p"]
     assert policy.fallback_config.default_value == {"a", "b"}  # type: ignore[union-attr]
     assert policy.chaos.outcome == [("x", 1), ("y", 2)]  # type: ignore[union-attr]
+
+
+_FALLBACK = "policies:\n  p:\n    fallback:\n      strategy: default_value\n      default_value: {}\n"
+
+
+@pytest.mark.parametrize(
+    "word", ["no", "No", "NO", "n", "N", "off", "Off", "yes", "YES", "y", "on", "On", "ON"]
+)
+def test_yaml_1_1_booleans_are_strings(word: str) -> None:
+    """Only true and false are booleans, as in YAML 1.2 (were: yes, on, y True; no, off, n False)."""
+    text = _FALLBACK.format(word) + f"  {word}:\n    circuit_breaker_name: {word}\n"
+    policies = loads(text)
+    assert policies["p"].fallback_config.default_value == word  # type: ignore[union-attr]
+    assert policies[word] == ResilienceConfig(name=word, circuit_breaker_name=word)
+    budgets = loads(f"retry_budgets:\n  {word}: {{}}\npolicies:\n  q:\n    retry: {{budget: {word}}}\n")
+    assert list(budgets.retry_budgets) == [word]
+
+
+@pytest.mark.parametrize(
+    ("written", "flag"),
+    [("true", True), ("True", True), ("TRUE", True), ("false", False), ("False", False), ("FALSE", False)],
+)
+def test_yaml_1_2_booleans_load(written: str, flag: bool) -> None:
+    """The six spellings of YAML 1.2's core schema are booleans."""
+    policy = loads(f"policies:\n  p:\n    spans: {written}\n    chaos: {{enabled: {written}}}\n")["p"]
+    assert (policy.spans, policy.chaos.enabled) == (flag, flag)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("010", 10),  # YAML 1.1: octal 8
+        ("-010", -10),
+        ("+12", 12),
+        ("0o10", 8),  # YAML 1.1: a string
+        ("0x1F", 31),
+        ("1e-3", 0.001),  # YAML 1.1: a string
+        ("1E3", 1000.0),
+        (".5", 0.5),
+        ("1.", 1.0),
+        ("-.inf", float("-inf")),
+        ("1:30", "1:30"),  # YAML 1.1: 90
+        ("1:30.5", "1:30.5"),  # YAML 1.1: 90.5
+        ("0b101", "0b101"),  # YAML 1.1: 5
+        ("1_000", "1_000"),  # YAML 1.1: 1000
+        ("1_0.5", "1_0.5"),  # YAML 1.1: 10.5
+        ("2024-01-01", "2024-01-01"),  # YAML 1.1: a date
+        ("=", "="),  # YAML 1.1: a "value" tag no safe constructor reads (was: an error)
+        ("~", None),
+        ("Null", None),
+    ],
+)
+def test_yaml_scalars_are_typed_by_the_yaml_1_2_core_schema(written: str, value: object) -> None:
+    """Numbers as YAML 1.2 writes them; what YAML 1.1 alone reads as a number or a date is a string."""
+    loaded = loads(_FALLBACK.format(written))["p"].fallback_config.default_value  # type: ignore[union-attr]
+    assert (type(loaded), loaded) == (type(value), value)
+
+
+def test_yaml_nan_is_a_float() -> None:
+    """`.nan` (and `.NaN`, `.NAN`) is the float NaN, as in both YAML versions."""
+    for written in (".nan", ".NaN", ".NAN"):
+        loaded = loads(_FALLBACK.format(written))["p"].fallback_config.default_value  # type: ignore[union-attr]
+        assert isinstance(loaded, float)
+        assert math.isnan(loaded)
+
+
+def test_a_duration_of_yaml_1_1_numbers_is_not_read_silently() -> None:
+    """`timeout: 1:30` was 90 seconds and `timeout: 010` 8: now an error naming the field, and 10."""
+    with pytest.raises(ConfigError, match=r"^line 3: policies\.p\.timeout must be a duration.*got '1:30'"):
+        loads("policies:\n  p:\n    timeout: 1:30\n")
+    assert loads("policies:\n  p:\n    timeout: 010\n")["p"].timeout == 10.0
+    assert loads("policies:\n  p:\n    rate_limiter: {rate: 1e3}\n")["p"].rate_limiter == RateLimiterConfig(
+        rate=1000.0
+    )
+
+
+def test_the_loader_leaves_yaml_safe_load_as_it_is() -> None:
+    """The loader's YAML 1.2 rules are its own class's: yaml.safe_load still reads YAML 1.1 after a load."""
+    code = (
+        "import yaml\n"
+        "before = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}\n"
+        "constructors = dict(yaml.SafeLoader.yaml_constructors)\n"
+        "from otel_resilience.config import loads\n"
+        "assert loads('policies:\\n  on: {spans: false}\\n')['on'].spans is False\n"
+        "assert {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()} == before\n"
+        "assert yaml.SafeLoader.yaml_constructors == constructors\n"
+        "print(yaml.safe_load('a: no\\nb: 1:30\\nc: 010\\non: 1'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "{'a': False, 'b': 90, 'c': 8, True: 1}"
+
+
+def test_toml_values_are_read_as_toml_writes_them() -> None:
+    """TOML has its own types: a key `on`, strings 'no' and '1:30', true and false."""
+    text = (
+        "[policies.on]\nspans = false\n"
+        "[policies.p.fallback]\nstrategy = 'default_value'\ndefault_value = 'no'\n"
+        "[policies.p.chaos]\nenabled = true\noutcome = '1:30'\n"
+    )
+    policies = loads(text, "toml")
+    assert policies["on"] == ResilienceConfig(name="on", spans=False)
+    assert policies["p"].fallback_config.default_value == "no"  # type: ignore[union-attr]
+    assert (policies["p"].chaos.enabled, policies["p"].chaos.outcome) == (True, "1:30")  # type: ignore[union-attr]
