@@ -24,6 +24,11 @@ from otel_resilience import (
     TimeWindow,
 )
 from otel_resilience.engine.events import StateChanged
+from otel_resilience.patterns.circuit_breaker.config import (
+    DEFAULT_FAILURE_RATE_THRESHOLD,
+    DEFAULT_MINIMUM_CALLS,
+    DEFAULT_SLOW_CALL_RATE_THRESHOLD,
+)
 from otel_resilience.testing import FakeClock
 
 
@@ -492,6 +497,87 @@ def test_each_new_field_is_validated_with_its_name(field: str, value: object, er
 def test_minimum_calls_cannot_exceed_the_count_window() -> None:
     with pytest.raises(ValueError, match=r"CircuitBreakerConfig\.minimum_calls"):
         CircuitBreakerConfig(sliding_window=CountWindow(5), minimum_calls=6)
+
+
+WINDOW_ONLY = {"failure_rate_threshold": 0.2, "minimum_calls": 3, "slow_call_rate_threshold": 0.5}
+"""The settings a breaker reads only through a sliding window, each with a valid value."""
+
+
+@pytest.mark.parametrize(("field", "value"), WINDOW_ONLY.items())
+def test_a_window_setting_without_a_window_is_refused(field: str, value: float) -> None:
+    """Without a window the breaker counts consecutive failures: a rate setting would be ignored."""
+    needs = "slow_call_duration" if field == "slow_call_rate_threshold" else "sliding_window"
+    with pytest.raises(ValueError, match=rf"CircuitBreakerConfig\.{field} must be None unless {needs} is set"):
+        CircuitBreakerConfig(**{field: value})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"CircuitBreakerConfig\.{field}"):
+        CircuitBreakerConfig(failure_threshold=3, sliding_window=None, **{field: value})  # type: ignore[arg-type]
+    CircuitBreakerConfig(sliding_window=CountWindow(10), slow_call_duration=1.0, **{field: value})  # type: ignore[arg-type]
+
+
+def test_a_slow_call_rate_without_a_slow_call_duration_is_refused() -> None:
+    """With a window but no ``slow_call_duration`` no call is ever slow: the rate would be ignored."""
+    with pytest.raises(
+        ValueError,
+        match=r"CircuitBreakerConfig\.slow_call_rate_threshold must be None unless slow_call_duration is set",
+    ):
+        CircuitBreakerConfig(sliding_window=CountWindow(10), slow_call_rate_threshold=0.5)
+    windowed = CircuitBreakerConfig(sliding_window=CountWindow(10))
+    assert windowed.slow_call_rate_threshold is None
+    timed = CircuitBreakerConfig(sliding_window=CountWindow(10), slow_call_duration=2.0)
+    assert timed.slow_call_rate_threshold == DEFAULT_SLOW_CALL_RATE_THRESHOLD
+
+
+def test_the_window_settings_hold_their_defaults_with_a_window_and_none_without() -> None:
+    """Left unset (or None), each takes its documented default with a window; without one, None."""
+    for window in (CountWindow(), TimeWindow()):
+        for config in (
+            CircuitBreakerConfig(sliding_window=window, slow_call_duration=1.0),
+            CircuitBreakerConfig(
+                sliding_window=window,
+                slow_call_duration=1.0,
+                failure_rate_threshold=None,
+                minimum_calls=None,
+                slow_call_rate_threshold=None,
+            ),
+        ):
+            assert (config.failure_rate_threshold, config.minimum_calls, config.slow_call_rate_threshold) == (
+                DEFAULT_FAILURE_RATE_THRESHOLD,
+                DEFAULT_MINIMUM_CALLS,
+                DEFAULT_SLOW_CALL_RATE_THRESHOLD,
+            )
+            assert CircuitBreaker("defaults", config).failure_rate_threshold == DEFAULT_FAILURE_RATE_THRESHOLD
+    plain = CircuitBreakerConfig()
+    assert (plain.failure_rate_threshold, plain.minimum_calls, plain.slow_call_rate_threshold) == (None,) * 3
+    assert CircuitBreaker("plain", plain).failure_rate_threshold is None
+    assert "minimum_calls=None" in repr(plain)
+    assert "minimum_calls=10" in repr(CircuitBreakerConfig(sliding_window=CountWindow()))
+
+
+def test_explicit_defaults_are_the_same_config_as_unset_ones() -> None:
+    """Writing the defaults out makes an equal configuration (one hash, one shared settings)."""
+    window = CountWindow(20)
+    unset = CircuitBreakerConfig(sliding_window=window, slow_call_duration=1.0)
+    explicit = CircuitBreakerConfig(
+        sliding_window=window,
+        slow_call_duration=1.0,
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+        slow_call_rate_threshold=1.0,
+    )
+    assert unset == explicit
+    assert hash(unset) == hash(explicit)
+    assert CircuitBreakerConfig(sliding_window=window, minimum_calls=11) != unset
+
+
+def test_a_window_with_the_default_settings_opens_at_half_of_ten_calls() -> None:
+    """The defaults in force: no rate before 10 calls, then 50 % failures open the breaker."""
+    clock = FakeClock()
+    breaker, _ = make(clock, sliding_window=CountWindow(10))
+    for fn in (ok, boom) * 4 + (ok,):
+        run(breaker, fn)
+    assert breaker.state is CircuitState.CLOSED  # 4 of 9 failed, and 9 < minimum_calls
+    run(breaker, boom)
+    assert breaker.state is CircuitState.OPEN  # 5 of 10
 
 
 # -- against a naive reference model ---------------------------------------------------------------

@@ -14,6 +14,7 @@ from otel_resilience import (
     CircuitBreakerConfig,
     CircuitOpenError,
     CircuitState,
+    CountWindow,
     FallbackConfig,
     FallbackStrategy,
     OperationTimeoutError,
@@ -351,6 +352,26 @@ async def test_breakers_and_bulkheads_are_reused_by_name(clock: FakeClock) -> No
     )
     with pytest.raises(ValueError, match="different config"):
         await manager.execute_with_resilience(ok, conflicting)
+
+
+async def test_rate_settings_written_at_their_defaults_share_the_windowed_breaker(clock: FakeClock) -> None:
+    """Two policies naming one breaker, one writing a window's rate defaults out: the same config."""
+    manager = ResilienceManager(clock=clock)
+    shared = fresh("windowed")
+    unset = CircuitBreakerConfig(sliding_window=CountWindow(20))
+    written = CircuitBreakerConfig(
+        sliding_window=CountWindow(20),
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+    )
+
+    async def ok() -> str:
+        return "ok"
+
+    for config in (unset, written):
+        policy = ResilienceConfig(circuit_breaker=config, circuit_breaker_name=shared)
+        assert await manager.execute_with_resilience(ok, policy) == "ok"
+    assert manager.get_circuit_breaker(shared).config == unset
 
 
 async def test_policy_name_defaults_to_function_name() -> None:

@@ -39,7 +39,7 @@ CONFIGS = tuple(
             half_open_max_calls=probes,
             timeout=timeout,
             sliding_window=window,
-            minimum_calls=2,
+            minimum_calls=None if window is None else 2,  # a window's setting: refused without one
         ),
         bulkhead_config=BulkheadConfig(max_concurrent=slots, max_waiting=queue, timeout=600.0),
     )

@@ -124,8 +124,8 @@ def _code(what: str) -> str:
 
 
 def _share(name: str, doc: str) -> Field:
-    """A share of calls, in ``(0, 1]``."""
-    return Field(name, "number", doc, minimum=0.0, exclusive_minimum=True, maximum=1.0)
+    """A share of calls, in ``(0, 1]``; ``None`` for the default (a setting of a breaker's window)."""
+    return Field(name, "number", doc, minimum=0.0, exclusive_minimum=True, maximum=1.0, nullable=True)
 
 
 def _duration(name: str, doc: str, *, nullable: bool = False) -> Field:
@@ -184,12 +184,19 @@ CIRCUIT_BREAKER: Final = Section(
             nullable=True,
             variants=(COUNT_WINDOW, TIME_WINDOW),
         ),
-        _share("failure_rate_threshold", "With a window: the failure share that opens it."),
+        _share("failure_rate_threshold", "Needs a window: the failure share that opens it (default 0.5)."),
         Field(
-            "minimum_calls", "int", "With a window: the calls it must hold before a rate counts.", minimum=1
+            "minimum_calls",
+            "int",
+            "Needs a window: the calls it must hold before a rate counts (default 10).",
+            minimum=1,
+            nullable=True,
         ),
-        _duration("slow_call_duration", "With a window: a call at least this long is slow.", nullable=True),
-        _share("slow_call_rate_threshold", "With a window: the slow share that opens it."),
+        _duration("slow_call_duration", "Needs a window: a call at least this long is slow.", nullable=True),
+        _share(
+            "slow_call_rate_threshold",
+            "Needs slow_call_duration: the slow share that opens it (default 1.0).",
+        ),
         _duration(
             "max_half_open_wait",
             "How long a HALF_OPEN probe may run before it counts as failed.",

@@ -9,9 +9,10 @@ What ``otel-resilience check PATH`` prints::
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
-from typing import Any
+from typing import Any, Final
 
 from otel_resilience.config.fields import POLICY, RETRY_BUDGET, Field, Section
 from otel_resilience.config.loader import ConfigFile
@@ -39,7 +40,12 @@ def summary(config: ConfigFile) -> str:
 
 
 def _settings(section: Section, value: object, budgets: dict[int, str]) -> str:
-    """The fields of ``value`` that differ from its class's defaults, ``key=value`` or ``key(...)``."""
+    """The fields of ``value`` that differ from its class's defaults, ``key=value`` or ``key(...)``.
+
+    A default the class resolves from the other fields (``None`` for a breaker window's
+    ``minimum_calls``) is compared as resolved: the field is listed when it holds another value
+    than ``value`` would with that field left out.
+    """
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(section.build).parameters.items()
@@ -48,10 +54,23 @@ def _settings(section: Section, value: object, budgets: dict[int, str]) -> str:
     parts: list[str] = []
     for field in section.fields:
         current = getattr(value, field.name)
-        if field.name in defaults and _same(current, defaults[field.name]):
+        if field.name in defaults and _same(current, _left_out(value, field.name, defaults[field.name])):
             continue
         parts.append(_setting(field, current, budgets))
     return " ".join(parts)
+
+
+def _left_out(value: object, name: str, default: object) -> object:
+    """What field ``name`` of ``value`` holds when it is given its ``default`` (the rest as they are)."""
+    if default is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        try:
+            return getattr(dataclasses.replace(value, **{name: None}), name)
+        except (TypeError, ValueError):  # the other fields need it set: it differs
+            return _DIFFERS
+    return default
+
+
+_DIFFERS: Final = object()
 
 
 def _same(current: object, default: object) -> bool:

@@ -54,6 +54,28 @@ def test_check_a_toml_file_and_a_policy_without_patterns(tmp_path: Path) -> None
     assert out == f"{path}: 1 policy (settings that differ from the defaults)\n  bare: no pattern\n"
 
 
+def test_check_lists_no_rate_setting_of_a_window_left_at_its_default(tmp_path: Path) -> None:
+    """With a window, a rate setting at its default (left out, or written) is no change to list."""
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "policies:\n"
+        "  unset:\n"
+        "    circuit_breaker: {sliding_window: {kind: count, size: 20}}\n"
+        "  tuned:\n"
+        "    circuit_breaker:\n"
+        "      sliding_window: {kind: count, size: 20}\n"
+        "      failure_rate_threshold: 0.5\n"
+        "      minimum_calls: 5\n",
+        encoding="utf-8",
+    )
+    code, out, err = _run("check", str(path))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        "  unset: circuit_breaker(sliding_window=count(size=20))",
+        "  tuned: circuit_breaker(sliding_window=count(size=20) minimum_calls=5)",
+    ]
+
+
 def test_check_an_invalid_file_exits_1_with_the_error(tmp_path: Path) -> None:
     """Exit 1; the error on stderr with file, line and path; nothing on stdout."""
     path = tmp_path / "bad.yaml"

@@ -40,6 +40,18 @@ YAML_ERRORS = [
         POLICY + "    circuit_breaker:\n      sliding_window: {kind: count, size: 5}\n",
         "f.yaml:3: policies.p.circuit_breaker.minimum_calls must be <= sliding_window.size (5), got 10",
     ),
+    (  # a rate setting without a window would be ignored: refused at its own line
+        POLICY + "    circuit_breaker:\n      failure_threshold: 3\n      failure_rate_threshold: 0.2\n",
+        "f.yaml:5: policies.p.circuit_breaker.failure_rate_threshold must be None unless sliding_window is set, got 0.2",
+    ),
+    (
+        POLICY + "    circuit_breaker: {minimum_calls: 20}\n",
+        "f.yaml:3: policies.p.circuit_breaker.minimum_calls must be None unless sliding_window is set, got 20",
+    ),
+    (
+        POLICY + "    circuit_breaker:\n      sliding_window: null\n      slow_call_rate_threshold: 0.8\n",
+        "f.yaml:5: policies.p.circuit_breaker.slow_call_rate_threshold must be None unless slow_call_duration is set, got 0.8",
+    ),
     (
         POLICY + "    circuit_breaker:\n      sliding_window: {kind: time, buckets: 0}\n",
         "f.yaml:4: policies.p.circuit_breaker.sliding_window.buckets must be >= 1, got 0",

@@ -187,6 +187,39 @@ def test_time_window_rates_and_null_values() -> None:
     assert policies["empty"] == ResilienceConfig(name="empty")
 
 
+def test_rate_settings_left_out_or_null_take_their_defaults_with_a_window() -> None:
+    """With a window, a rate setting left out or written null is its default, as in code."""
+    policies = loads(
+        "policies:\n"
+        "  unset:\n"
+        "    circuit_breaker: {sliding_window: {kind: count, size: 20}}\n"
+        "  nulls:\n"
+        "    circuit_breaker:\n"
+        "      sliding_window: {kind: count, size: 20}\n"
+        "      failure_rate_threshold: null\n"
+        "      minimum_calls: null\n"
+        "      slow_call_rate_threshold: null\n"
+        "  written:\n"
+        "    circuit_breaker:\n"
+        "      sliding_window: {kind: count, size: 20}\n"
+        "      failure_rate_threshold: 0.5\n"
+        "      minimum_calls: 10\n"
+        "  plain:\n"
+        "    circuit_breaker: {failure_threshold: 3, minimum_calls: null}\n"
+    )
+    expected = CircuitBreakerConfig(sliding_window=CountWindow(20))
+    for name in ("unset", "nulls", "written"):
+        assert policies[name].circuit_breaker == expected
+    breaker = policies["unset"].circuit_breaker
+    assert breaker is not None
+    assert (breaker.failure_rate_threshold, breaker.minimum_calls, breaker.slow_call_rate_threshold) == (
+        0.5,
+        10,
+        None,  # it acts through slow_call_duration, which is not set
+    )
+    assert policies["plain"].circuit_breaker == CircuitBreakerConfig(failure_threshold=3)
+
+
 def test_aliases_and_field_names_load_alike() -> None:
     """retry/retry_policy, fallback/fallback_config, bulkhead/bulkhead_config are the same keys."""
     short = loads(

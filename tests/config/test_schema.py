@@ -213,7 +213,10 @@ _CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
     ("RetryPolicy", "jitter_ratio"): {"jitter": Jitter.NONE},
     ("RetryPolicy", "max_delay"): {"initial_delay": 0.0},
     ("RetryPolicy", "multiplier"): {"strategy": RetryStrategy.FIXED},
+    ("CircuitBreakerConfig", "failure_rate_threshold"): {"sliding_window": CountWindow()},
+    ("CircuitBreakerConfig", "minimum_calls"): {"sliding_window": CountWindow()},
     ("CircuitBreakerConfig", "slow_call_duration"): {"sliding_window": CountWindow()},
+    ("CircuitBreakerConfig", "slow_call_rate_threshold"): {"sliding_window": CountWindow(), "slow_call_duration": 1.0},
 }
 
 
@@ -407,9 +410,15 @@ _PROBES: tuple[Any, ...] = (
 )  # fmt: skip
 # What a section needs besides the probed field, so that no rule that ties two fields is met.
 # Hedging's delay and mode are tied (a delay in 'latency' mode only): the classes' rule, not the schema's.
-_TIED: Final = (("HedgingConfig", "delay", None), ("HedgingConfig", "mode", "fallback"))
+# So are a breaker's window and the settings that act only through it (minimum_calls needs one),
+# and its slow-call rate and duration.
+_TIED: Final = (
+    ("HedgingConfig", "delay", None),
+    ("HedgingConfig", "mode", "fallback"),
+    ("CircuitBreakerConfig", "sliding_window", None),
+)
 _SETTLED: dict[str, dict[str, Any]] = {
-    "CircuitBreakerConfig": {"minimum_calls": 1, "sliding_window": {"kind": "count"}},
+    "CircuitBreakerConfig": {"minimum_calls": 1, "sliding_window": {"kind": "count"}, "slow_call_duration": 1},
     "FallbackConfig": {"strategy": "default_value"},
     "RateLimiterConfig": {"rate": 1},
     "HedgingConfig": {"delay": 0.05},

@@ -461,7 +461,7 @@ def _breaker(parts: dict[str, Any]) -> CircuitBreakerConfig:
         ignore_exceptions=(FatalError,) if parts["ignore_fatal"] else (),
         record_result=is_bad if parts["record_result"] else None,
         sliding_window=window,
-        minimum_calls=2,
+        minimum_calls=2 if window is not None else None,
         slow_call_duration=1.5 if window is not None and parts["slow_call"] else None,
         max_half_open_wait=parts["max_half_open_wait"],
         record_exceptions=records if parts["record"] == "predicate" else (Exception,),

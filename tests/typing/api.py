@@ -503,6 +503,18 @@ async def check_spec_section_5() -> None:
     )
     CircuitBreakerConfig(sliding_window=TimeWindow(seconds=60.0, buckets=10))
     CircuitBreakerConfig(sliding_window=None)
+    windowed = CircuitBreakerConfig(  # None: the window's default (refused, when set, without a window)
+        sliding_window=CountWindow(),
+        failure_rate_threshold=None,
+        minimum_calls=None,
+        slow_call_rate_threshold=None,
+    )
+    window_settings: tuple[float | None, int | None, float | None] = (
+        windowed.failure_rate_threshold,
+        windowed.minimum_calls,
+        windowed.slow_call_rate_threshold,
+    )
+    CircuitBreakerConfig(sliding_window=CountWindow(), minimum_calls=2.5)  # type: ignore[arg-type]
     CircuitBreakerConfig(sliding_window=100)  # type: ignore[arg-type]
     states: tuple[CircuitState, CircuitState] = (CircuitState.DISABLED, CircuitState.METRICS_ONLY)
     breaker.disable()
@@ -542,7 +554,7 @@ async def check_spec_section_5() -> None:
     CircuitBreakerConfig(store=store)
     RateLimiterConfig(rate=100.0, store=store)
     RedisStore.from_url("redis://localhost:6379/0", "checkout")  # type: ignore[call-arg]
-    print(states, view, policies)
+    print(states, view, policies, window_settings)
 
 
 class LookupEvent(EventKind):

@@ -42,6 +42,15 @@ DEFAULT_MINIMUM_CALLS: Final = 10
 DEFAULT_SLOW_CALL_RATE_THRESHOLD: Final = 1.0
 """Share of slow calls in the sliding window that opens the breaker (all of them, by default)."""
 
+_WINDOW_ONLY: Final[tuple[tuple[str, object, str], ...]] = (
+    ("failure_rate_threshold", DEFAULT_FAILURE_RATE_THRESHOLD, "sliding_window"),
+    ("minimum_calls", DEFAULT_MINIMUM_CALLS, "sliding_window"),
+    ("slow_call_duration", None, "sliding_window"),
+    ("slow_call_rate_threshold", DEFAULT_SLOW_CALL_RATE_THRESHOLD, "slow_call_duration"),
+)
+"""The settings that act only through a sliding window: each with what ``None`` is where it
+acts, and the field it acts through (the slow-call rate, through ``slow_call_duration``)."""
+
 ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
 """One exception class or a tuple of them."""
 ExceptionSelector = ExceptionTypes | Callable[[BaseException], bool]
@@ -83,20 +92,25 @@ class CircuitBreakerConfig:
     """What opens the breaker in CLOSED. ``None`` (the default): ``failure_threshold``
     consecutive failures. :class:`~otel_resilience.CountWindow` (the last N calls) or
     :class:`~otel_resilience.TimeWindow` (the last T seconds, in buckets): the failure rate (or
-    the slow-call rate) of the calls in the window, once it holds ``minimum_calls``."""
-    failure_rate_threshold: float = DEFAULT_FAILURE_RATE_THRESHOLD
+    the slow-call rate) of the calls in the window, once it holds ``minimum_calls``. The four
+    settings below act only through a window: without one, setting any of them is refused
+    (``ValueError``), as it would be ignored."""
+    failure_rate_threshold: float | None = None
     """With a ``sliding_window``: open when ``failures / calls >= failure_rate_threshold``. A
-    number in ``(0, 1]``; the default is 0.5."""
-    minimum_calls: int = DEFAULT_MINIMUM_CALLS
+    number in ``(0, 1]``; ``None`` (the default) is 0.5 with a window, resolved at construction
+    and stored (``dataclasses.replace`` keeps it), and stays ``None`` without one."""
+    minimum_calls: int | None = None
     """With a ``sliding_window``: the calls it must hold before a rate can open the breaker. An
-    ``int >= 1``, at most a ``CountWindow``'s ``size``; the default is 10."""
+    ``int >= 1``, at most a ``CountWindow``'s ``size``; ``None`` (the default) is 10 with a
+    window (resolved and stored), and stays ``None`` without one."""
     slow_call_duration: float | None = None
     """With a ``sliding_window``: a call that takes at least this long (seconds or a
     ``timedelta``) counts as slow, whether it succeeded or failed; ``None`` (the default) counts
     no call as slow. A slow success is still a success for the caller and in spans."""
-    slow_call_rate_threshold: float = DEFAULT_SLOW_CALL_RATE_THRESHOLD
+    slow_call_rate_threshold: float | None = None
     """With ``slow_call_duration``: open when ``slow / calls >= slow_call_rate_threshold``. A
-    number in ``(0, 1]``; the default is 1.0."""
+    number in ``(0, 1]``; ``None`` (the default) is 1.0 with ``slow_call_duration`` (resolved and
+    stored), and stays ``None`` without it (set, it is refused: no call would be slow)."""
     record_result: Callable[[Any], bool] | None = None
     """A predicate on what the call returned: ``True`` counts the returned value as a failure
     of the dependency (``lambda r: r.status_code >= 500``). Sync; the value is still returned to
@@ -129,10 +143,10 @@ class CircuitBreakerConfig:
             record_exceptions: ExceptionSelector | ExceptionTypeCollection = ...,
             ignore_exceptions: ExceptionTypes | ExceptionTypeCollection = ...,
             sliding_window: CountWindow | TimeWindow | None = ...,
-            failure_rate_threshold: float = ...,
-            minimum_calls: int = ...,
+            failure_rate_threshold: float | None = ...,
+            minimum_calls: int | None = ...,
             slow_call_duration: float | timedelta | None = ...,
-            slow_call_rate_threshold: float = ...,
+            slow_call_rate_threshold: float | None = ...,
             record_result: Callable[[Any], bool] | None = ...,
             break_duration: Callable[[int], float | timedelta] | None = ...,
             max_half_open_wait: float | timedelta | None = ...,
@@ -170,21 +184,25 @@ class CircuitBreakerConfig:
         if window is not None and not isinstance(window, (CountWindow, TimeWindow)):
             expected = "None, a CountWindow or a TimeWindow"
             raise fail(_OWNER, "sliding_window", expected, window, kind=TypeError)
-        for field in ("failure_rate_threshold", "slow_call_rate_threshold"):  # a share in (0, 1]
-            rate = check_number(
-                _OWNER, field, getattr(self, field), minimum=0.0, min_inclusive=False, maximum=1.0
-            )
-            object.__setattr__(self, field, rate)
-        minimum = check_int(_OWNER, "minimum_calls", self.minimum_calls, minimum=1)
-        if isinstance(window, CountWindow) and minimum > window.size:
+        for field, default, needs in _WINDOW_ONLY:  # slow_call_duration before the rate it needs
+            value = getattr(self, field)
+            acts = getattr(self, needs) is not None
+            if value is None:
+                if acts:  # the one place a window's default is decided
+                    object.__setattr__(self, field, default)
+                continue
+            if field == "minimum_calls":
+                value = check_int(_OWNER, field, value, minimum=1)
+            elif field == "slow_call_duration":
+                value = check_duration(_OWNER, field, value)
+            else:  # a share in (0, 1]
+                value = check_number(_OWNER, field, value, minimum=0.0, min_inclusive=False, maximum=1.0)
+            if not acts:
+                raise fail(_OWNER, field, f"None unless {needs} is set", getattr(self, field))
+            object.__setattr__(self, field, value)
+        minimum = self.minimum_calls
+        if isinstance(window, CountWindow) and minimum is not None and minimum > window.size:
             raise fail(_OWNER, "minimum_calls", f"<= sliding_window.size ({window.size})", minimum)
-        if self.slow_call_duration is not None:
-            if window is None:
-                raise fail(
-                    _OWNER, "slow_call_duration", "None unless sliding_window is set", self.slow_call_duration
-                )
-            slow = check_duration(_OWNER, "slow_call_duration", self.slow_call_duration)
-            object.__setattr__(self, "slow_call_duration", slow)
         if self.max_half_open_wait is not None:
             wait = check_duration(_OWNER, "max_half_open_wait", self.max_half_open_wait)
             object.__setattr__(self, "max_half_open_wait", wait)

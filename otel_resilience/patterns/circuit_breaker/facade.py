@@ -125,8 +125,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     @property
     def failure_rate_threshold(self) -> float | None:
         """The failure rate that opens the breaker, or ``None`` without a sliding window."""
-        config = self._config
-        return None if config.sliding_window is None else config.failure_rate_threshold
+        return self._config.failure_rate_threshold
 
     def rates(self) -> tuple[float, float] | None:
         """Return the sliding window's failure and slow-call rates now, each in ``[0, 1]``.

@@ -230,10 +230,12 @@ class Settings:
         )
         self.ignore_by_class = matched_by_class(self.ignore)
         """Whether the error's class answers for :attr:`ignore` (else ``isinstance``, the rule)."""
-        self.rate_threshold = config.failure_rate_threshold
-        self.minimum_calls = config.minimum_calls
+        # Read only with a sliding window, where the config holds each of them (its validation
+        # stores the default of one left None); without a window they are None, and unread.
+        self.rate_threshold = cast("float", config.failure_rate_threshold)
+        self.minimum_calls = cast("int", config.minimum_calls)
         self.slow_call_duration = config.slow_call_duration
-        self.slow_threshold = config.slow_call_rate_threshold
+        self.slow_threshold = cast("float", config.slow_call_rate_threshold)
         self.record_result: Callable[[Any], bool] | None = config.record_result
         self.break_duration = config.break_duration
         self.max_half_open_wait = config.max_half_open_wait
