@@ -507,7 +507,9 @@ WINDOW_ONLY = {"failure_rate_threshold": 0.2, "minimum_calls": 3, "slow_call_rat
 def test_a_window_setting_without_a_window_is_refused(field: str, value: float) -> None:
     """Without a window the breaker counts consecutive failures: a rate setting would be ignored."""
     needs = "slow_call_duration" if field == "slow_call_rate_threshold" else "sliding_window"
-    with pytest.raises(ValueError, match=rf"CircuitBreakerConfig\.{field} must be None unless {needs} is set"):
+    with pytest.raises(
+        ValueError, match=rf"CircuitBreakerConfig\.{field} must be None unless {needs} is set"
+    ):
         CircuitBreakerConfig(**{field: value})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=rf"CircuitBreakerConfig\.{field}"):
         CircuitBreakerConfig(failure_threshold=3, sliding_window=None, **{field: value})  # type: ignore[arg-type]

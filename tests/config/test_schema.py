@@ -216,7 +216,10 @@ _CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
     ("CircuitBreakerConfig", "failure_rate_threshold"): {"sliding_window": CountWindow()},
     ("CircuitBreakerConfig", "minimum_calls"): {"sliding_window": CountWindow()},
     ("CircuitBreakerConfig", "slow_call_duration"): {"sliding_window": CountWindow()},
-    ("CircuitBreakerConfig", "slow_call_rate_threshold"): {"sliding_window": CountWindow(), "slow_call_duration": 1.0},
+    ("CircuitBreakerConfig", "slow_call_rate_threshold"): {
+        "sliding_window": CountWindow(),
+        "slow_call_duration": 1.0,
+    },
 }
 
 
@@ -418,7 +421,11 @@ _TIED: Final = (
     ("CircuitBreakerConfig", "sliding_window", None),
 )
 _SETTLED: dict[str, dict[str, Any]] = {
-    "CircuitBreakerConfig": {"minimum_calls": 1, "sliding_window": {"kind": "count"}, "slow_call_duration": 1},
+    "CircuitBreakerConfig": {
+        "minimum_calls": 1,
+        "sliding_window": {"kind": "count"},
+        "slow_call_duration": 1,
+    },
     "FallbackConfig": {"strategy": "default_value"},
     "RateLimiterConfig": {"rate": 1},
     "HedgingConfig": {"delay": 0.05},
