@@ -1245,7 +1245,11 @@ def test_a_rule_for_a_rejection_is_refused(rejection: type[Exception]) -> None:
 
 
 async def test_operation_of_the_wrong_kind_is_a_type_error(clock: FakeClock) -> None:
-    """recover_from_error given a plain operation, or its sync twin an async one, raises TypeError."""
+    """recover_from_error given a plain operation, or its sync twin an async one, raises TypeError.
+
+    The plain operation is refused once its re-run called it: a failed recovery (never an
+    uncounted cancellation). The async one is refused before any re-run: no recovery attempt.
+    """
     system = ErrorRecoverySystem(clock=clock)
     system.register_recovery_rule(ConnectionError, retry(max_attempts=2))
     plain, coroutine_function = Flaky(0), Flaky(0)
@@ -1254,7 +1258,8 @@ async def test_operation_of_the_wrong_kind_is_a_type_error(clock: FakeClock) -> 
     with pytest.raises(TypeError, match="fn is a coroutine function"):
         system.recover_from_error_sync(ConnectionError(), {"operation": coroutine_function.run_async})
     assert len(plain.calls) == 1
-    assert system.get_stats()["attempts"] == 0
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["failed_recoveries"]) == (1, 1)
 
 
 def test_an_async_operation_for_the_sync_api_is_refused_before_any_delay(clock: FakeClock) -> None:

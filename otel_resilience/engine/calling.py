@@ -35,6 +35,7 @@ __all__ = [
     "not_sync_result",
     "notify",
     "refuse_awaitable",
+    "refused",
 ]
 
 _LOG: Final = logging.getLogger("otel_resilience")
@@ -245,10 +246,11 @@ class WrongDriver(BaseException):
     sync API. It is a ``BaseException`` on purpose: a programming error is not an outcome of the
     dependency, so no step may hold it against the dependency, retry, recover or answer it (the
     drivers hand only ``Exception`` to the rules, and ``on_cancel`` gives permits and slots back
-    on anything else). Nor is it a cancellation: a step's ``on_cancel`` tells it apart by the
-    exception being handled (:func:`handled_error`) where it counts one (a breaker ignores the
-    call, a retry counts an error it does not retry). The pipeline turns it into the
-    ``TypeError`` the caller gets.
+    on anything else). Nor is it a cancellation: a step's ``on_cancel`` tells it apart
+    (:func:`refused`) where it counts one (a breaker ignores the call, a retry counts an error it
+    does not retry, a recovery a failed re-run), and a hedging race counts the attempt and the
+    execution failed, starting no hedge after it. The pipeline turns it into the ``TypeError``
+    the caller gets.
     """
 
     def as_type_error(self) -> TypeError:
@@ -271,6 +273,18 @@ else:  # pragma: no cover - Python 3.10 has no sys.exception()
     def handled_error() -> BaseException:
         """The exception being handled (``sys.exc_info()[1]``)."""
         return sys.exc_info()[1]  # type: ignore[return-value]
+
+
+def refused() -> WrongDriver | None:
+    """The :class:`WrongDriver` signal being handled, or ``None`` when the exception being handled is another.
+
+    The one test that tells a function the driver refused from a cancellation or an interrupt,
+    for a step's ``on_cancel`` and a hedging race (called in an ``except`` clause, or in code it
+    calls, while the exception is being handled). Not on a call's common path: only a run that
+    ended in a ``BaseException`` asks.
+    """
+    signal = handled_error()
+    return signal if type(signal) is WrongDriver else None
 
 
 class Replay:

@@ -59,6 +59,12 @@ starts, waits, cancels and awaits. The race, in order:
    dependency awaited a future cancelled elsewhere: no cancellation of the race's): it is no
    outcome to hedge after, so no attempt starts after it, and it reaches the caller as it was
    raised, as an interrupt an attempt raised does.
+8. A function the driver refused in an attempt (the
+   :class:`~otel_resilience.engine.calling.WrongDriver` signal: a plain function given to the
+   async API, an action that returns no awaitable) ends the race as an interrupt does: no hedge
+   starts after it (a usage error would only be refused again), and the signal reaches the
+   pipeline, which raises its ``TypeError``. It is no cancellation: :meth:`Hedge.leave` and
+   :meth:`Hedge.end` are given that ``TypeError``, a failed attempt and a failed execution.
 
 A deadline binds the task that set it (:mod:`otel_resilience.engine.context`), so inside an
 attempt ``current_deadline()`` knows only the scopes the attempt opens itself; an enclosing
@@ -72,6 +78,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.actions import Wait
+from otel_resilience.engine.calling import refused
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import Outcome
@@ -209,7 +216,8 @@ class Hedge(Wait):
             attempt: The attempt's context.
             scope: What :meth:`enter` returned.
             error: What the attempt raised: an ``Exception``, or a ``BaseException`` when it
-                was cancelled (a loser) or interrupted; ``None`` when it returned.
+                was cancelled (a loser) or interrupted; ``None`` when it returned. A function
+                the driver refused is given as the ``TypeError`` the caller gets.
             accepted: Whether its outcome was acceptable.
             won: Whether it is the winner (the first acceptable outcome).
         """
@@ -224,7 +232,9 @@ class Hedge(Wait):
             winner: The winner's context; ``None`` when no outcome was acceptable, or when the
                 race was cancelled.
             error: What the driver raises: the winner's (or, without one, the original's)
-                error, the cancellation, or ``None`` when it returns a result.
+                error, the cancellation, or ``None`` when it returns a result. A function the
+                driver refused is given as the ``TypeError`` the caller gets (an ``Exception``:
+                a failed execution, not a cancellation).
         """
 
     async def wait(self) -> Any:
@@ -357,14 +367,14 @@ class _Race:
         except BaseException as error:
             attempt.cancelled = True
             if not isinstance(error, asyncio.CancelledError):
-                self.over = True  # an interrupt ends the race (first_ended raises it)
+                self.over = True  # an interrupt or a refusal ends the race (first_ended raises it)
             elif not self.over:
                 # Not a loser: the race cancels attempts only once it is over. The attempt raised
                 # it (its dependency awaited a future cancelled elsewhere): no outcome to hedge
                 # after, but a cancellation, which ends the race and reaches the caller as it is.
                 self.over = True
                 self.stopped = error
-            hedge.leave(ctx, scope, error, accepted=False, won=False)
+            hedge.leave(ctx, scope, _told(error), accepted=False, won=False)
             raise
         try:
             accepted = hedge.accepts(ctx, attempt.result, attempt.error)
@@ -511,7 +521,7 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         else:
             await _cancel_all(contest.tasks)
         _forget(contest)
-        hedge.end(ctx, None, stopped)
+        hedge.end(ctx, None, _told(stopped))
         raise
     chosen = contest.verdict()
     error: BaseException | None = asyncio.CancelledError() if chosen is None else chosen.error
@@ -524,6 +534,18 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         finally:
             del error  # no frame of ours keeps the error (and its traceback) alive
     return result
+
+
+def _told(error: BaseException) -> BaseException:
+    """What the hedge's hooks are told of ``error``, being handled: a refusal as the caller's ``TypeError``.
+
+    A function the driver refused (:class:`~otel_resilience.engine.calling.WrongDriver`: a
+    plain function given to the async API, an action that returns no awaitable) is a failed
+    attempt, and a failed execution, not a cancellation or an interrupt; the race ends with it
+    (no hedge starts after it: a usage error would be refused again).
+    """
+    signal = refused()
+    return error if signal is None else signal.as_type_error()
 
 
 def _forget(contest: _Race) -> None:

@@ -14,8 +14,9 @@ A function that does not fit the driver (a plain function given to :meth:`Pipeli
 coroutine function given to :meth:`Pipeline.execute_sync`) is refused with ``TypeError``: the
 last link raises :class:`~otel_resilience.engine.strategy.WrongDriver`, which no strategy holds
 against the dependency, retries, recovers or answers with a fallback (a breaker ignores it, a
-retry counts an error it does not retry); the pipeline raises the ``TypeError`` in its place
-(counted as a failed execution).
+retry counts an error it does not retry, a recovery a failed re-run, a hedging a failed
+execution, with no hedge after it); the pipeline raises the ``TypeError`` in its place (counted
+as a failed execution).
 
 A head the pipeline admits early (:attr:`~otel_resilience.engine.step.Step.admits_early`) has
 two shortcuts while no execution scope is open. It is admitted before the pipeline's exception

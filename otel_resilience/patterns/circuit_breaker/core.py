@@ -270,10 +270,11 @@ class _BreakerCore:
                 self.stats.total_ignored += 1
             self._release_locked(permit)
 
-    def end(self, permit: Permit, caught: BaseException | None) -> None:
+    def end(self, permit: Permit, refusal: WrongDriver | None) -> None:
         """End a call that raised a ``BaseException`` that is not an ``Exception``.
 
-        A function that does not fit the driver (:class:`WrongDriver`) is ignored, as an error
+        A function that does not fit the driver (``refusal``, the :class:`WrongDriver` signal
+        being handled: :func:`~otel_resilience.engine.calling.refused`) is ignored, as an error
         the breaker does not hold against the dependency; anything else is a cancellation
         (:meth:`release`). A call whose coroutine is being closed (a task its closed loop left
         pending, freed by the garbage collector on whichever thread allocates, maybe one that
@@ -281,7 +282,7 @@ class _BreakerCore:
         (:func:`~otel_resilience.engine.closing.give_back`): nor on the one its lock is made
         under, while it is not made yet.
         """
-        end = self.release if type(caught) is not WrongDriver else self.ignore
+        end = self.release if refusal is None else self.ignore
         give_back(self._lock or _MAKING_LOCKS, end, permit)
 
     def rejection(self, permit: Permit) -> CircuitOpenError:

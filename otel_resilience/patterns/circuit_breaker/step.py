@@ -5,12 +5,11 @@ One link per pipeline the breaker runs in (and one for its own), all sharing one
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, Protocol, cast
 
 from otel_resilience.engine.actions import Counted, Rejected
-from otel_resilience.engine.calling import notify
+from otel_resilience.engine.calling import notify, refused
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
@@ -189,7 +188,7 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         Never blocking on the breaker's lock while the call's coroutine is being closed
         (:meth:`_BreakerCore.end`).
         """
-        self._core.end(token[0] if self._timed else _permit_of(token), sys.exc_info()[1])
+        self._core.end(token[0] if self._timed else _permit_of(token), refused())
 
     def rejected(self, error: CircuitOpenError) -> CircuitOpenError:
         """Report the rejection :meth:`_BreakerCore.try_acquire` just counted and made; return ``error``.

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from otel_resilience.engine.calling import coroutine_function_in_sync
+from otel_resilience.engine.calling import coroutine_function_in_sync, refused
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
@@ -221,14 +221,24 @@ class RecoveryStep(Link[RecoveryConfig]):
         self._settle(token.action.strategy, token.error_type, success=ctx.recovered())
         return None
 
-    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:  # noqa: ARG002
+    def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
         """A recovery the effective deadline cancelled (its re-run, its delay or hook) failed.
 
         Any other cancellation (the caller's, an interrupt) is never counted. A re-run's attempt
         scope ends ``cancelled`` either way.
+
+        A re-run ended by a function that does not fit the driver
+        (:class:`~otel_resilience.engine.calling.WrongDriver`, being handled by the driver that
+        calls this) is no cancellation: a failed re-run, with the ``TypeError`` the caller gets,
+        that no rule covers (the recovery failed, and no re-run follows).
         """
         if type(token) is Rerun:
             token.failure = None  # a restart that will not be called (its wait ended otherwise)
+            if running and (signal := refused()) is not None:
+                if token.handles:
+                    token.end(_FAILURE, signal.as_type_error())
+                self._give_up(token)
+                return
             token.end(_CANCELLED, None)
             if self._cut_by_deadline(ctx, returned=False):
                 self._give_up(token)

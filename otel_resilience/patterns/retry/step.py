@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UnheardStanding
-from otel_resilience.engine.calling import WrongDriver, handled_error
+from otel_resilience.engine.calling import WrongDriver, refused
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.deadline import time_left
 from otel_resilience.engine.events import (
@@ -562,7 +562,7 @@ class _RetryStep(Link[RetryPolicy]):
         calls this) is no cancellation: a failed attempt the retry does not retry
         (:meth:`_refused`).
         """
-        if running and type(signal := handled_error()) is WrongDriver:
+        if running and (signal := refused()) is not None:
             self._refused(ctx, token, signal)
             return
         self._core.cancelled(in_attempt=running)
