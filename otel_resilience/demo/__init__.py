@@ -20,6 +20,8 @@ OpenTelemetry SDK and exporters, ``prometheus-client``, ``rich``) are the ``demo
 * :mod:`~otel_resilience.demo.policies`: the configurations (hedging on the database).
 * :mod:`~otel_resilience.demo.system`: the manager and the load.
 * :mod:`~otel_resilience.demo.monitor`: what the run observed (events, alerts, latencies).
+* :mod:`~otel_resilience.demo.history`: the breakers' state changes and recovery times, reduced as
+  they arrive (exact, in constant memory).
 * :mod:`~otel_resilience.demo.summary`: the end-of-run figures (text and JSON).
 * :mod:`~otel_resilience.demo.view`: the live view (``rich``) and the plain line output.
 * :mod:`~otel_resilience.demo.otel`: the OpenTelemetry SDK, ``/metrics`` and OTLP.

@@ -256,7 +256,7 @@ async def run_demo(
             cleanup.enter_context(_signals(asyncio.get_running_loop(), on_signal))
         cleanup.callback(telemetry.stop)
         start = time.monotonic()
-        monitor = Monitor(POLICIES, start=start)
+        monitor = Monitor(POLICIES, start=start, scenario=scenario, time_scale=options.time_scale)
         HUB.add_listener(monitor)
         cleanup.callback(HUB.remove_listener, monitor)
         system = DemoSystem(

@@ -2,15 +2,18 @@
 
 :class:`Monitor` is a :class:`~otel_resilience.engine.TelemetryListener` on the engine's
 :data:`~otel_resilience.engine.HUB` (the same event stream the OpenTelemetry listener reads) and
-an alert subscriber. It keeps plain counters, the timestamped breaker transitions the summary
-measures recovery times from, and a queue of *news* (transitions, alerts, fault changes) that
-the views print as they happen. Everything runs on the event loop's thread.
+an alert subscriber. It keeps plain counters, each breaker's state changes reduced as they arrive
+(:class:`~otel_resilience.demo.history.BreakerHistory`: the counts and the recovery times the
+summary shows, exact in constant memory however long the run), and a queue of *news*
+(transitions, alerts, fault changes) that the views print as they happen. Everything runs on the
+event loop's thread; a state change reported from another thread is counted under a lock.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from otel_resilience import Alert
+from otel_resilience.demo.history import BreakerHistory, BreakerRecord, Recoveries, Transition
+from otel_resilience.demo.scenarios import Scenario
 from otel_resilience.engine import Event, TelemetrySource
 from otel_resilience.engine.events import (
     CallRejected,
@@ -193,17 +198,6 @@ class CallCounters:
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
-    """One circuit breaker state change, timestamped on the monotonic clock."""
-
-    at: float
-    breaker: str
-    old: str
-    new: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class News:
     """Something worth a line of its own: a breaker transition, an alert or a fault change.
 
@@ -238,11 +232,19 @@ class Monitor:
         policies: The policy names to count calls for.
         start: The run's start on ``clock``.
         clock: The monotonic clock (``time.monotonic`` by default, as the patterns use).
+        scenario: The schedule whose recoveries are measured as the state changes arrive (the
+            demo's run passes it); without it :meth:`recoveries` measures from
+            :attr:`transitions`, the first 10,000 changes only.
+        time_scale: Demo seconds per production second (with ``scenario``).
+
+    Raises:
+        ValueError: ``time_scale`` is not a positive finite number.
 
     Attributes:
         calls: Caller-side counters, by policy.
-        transitions: Every breaker state change, in order (the first 10,000); a ``metrics_only``
-            breaker's would-open trips (``metrics_only -> metrics_only``) are counted in
+        transitions: The first 10,000 breaker state changes, in order (every one is counted, and
+            each breaker's first 200 kept, by :meth:`breaker`); a ``metrics_only`` breaker's
+            would-open trips (``metrics_only -> metrics_only``) are counted in
             :attr:`would_open` instead.
         would_open: The trips each ``metrics_only`` breaker would have made, by breaker name.
         alerts: Every alert, in order (the first 1000).
@@ -252,10 +254,18 @@ class Monitor:
     """
 
     def __init__(
-        self, policies: Iterable[str], *, start: float, clock: Callable[[], float] = time.monotonic
+        self,
+        policies: Iterable[str],
+        *,
+        start: float,
+        clock: Callable[[], float] = time.monotonic,
+        scenario: Scenario | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.start = start
         self._clock = clock
+        self._history = BreakerHistory(scenario, start=start, time_scale=time_scale)
+        self._lock = threading.Lock()  # the state changes: timestamped and reduced in one step, in order
         self.calls: dict[str, CallCounters] = {name: CallCounters() for name in policies}
         self.transitions: list[Transition] = []
         self.would_open: Counter[str] = Counter()
@@ -277,12 +287,14 @@ class Monitor:
     def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Count one event reported by a pattern (a :class:`TelemetryListener` callback)."""
         if event is Event.STATE_CHANGED and isinstance(args, StateChanged):
-            if args.old == args.new:  # a metrics_only breaker's would-open trip: no state change
-                self.would_open[source.name] += 1
-            elif len(self.transitions) < _MAX_TRANSITIONS:
-                self.transitions.append(
-                    Transition(self._clock(), source.name, args.old, args.new, args.reason)
-                )
+            with self._lock:
+                if args.old == args.new:  # a metrics_only breaker's would-open trip: no state change
+                    self.would_open[source.name] += 1
+                else:
+                    transition = Transition(self._clock(), source.name, args.old, args.new, args.reason)
+                    self._history.add(transition)
+                    if len(self.transitions) < _MAX_TRANSITIONS:
+                        self.transitions.append(transition)
             severity = "critical" if args.new == "open" else "info"
             self.add_news(
                 "breaker", f"breaker {source.name}: {args.old} -> {args.new} ({args.reason})", severity
@@ -325,6 +337,28 @@ class Monitor:
             counters.hedges_denied[args.denied_by] += 1
         elif event is Event.HEDGE_WON and isinstance(args, HedgeWon):
             counters.wins[args.attempt_type] += 1
+
+    def breaker(self, name: str) -> BreakerRecord:
+        """Return what breaker ``name`` did: its state changes counted, and its first 200."""
+        with self._lock:
+            return self._history.record(name)
+
+    def recoveries(
+        self, scenario: Scenario, breakers: Iterable[str], *, end: float, time_scale: float
+    ) -> Recoveries:
+        """Return the recovery figures of ``breakers`` at ``end`` (monotonic) on ``scenario``'s schedule.
+
+        Measured as the changes arrived when the monitor was made with this scenario and time
+        scale; otherwise measured now from :attr:`transitions` (the first 10,000 changes).
+        """
+        with self._lock:
+            if self._history.measures(scenario, time_scale):
+                return self._history.recoveries(breakers, end=end)
+            transitions = list(self.transitions)
+        replay = BreakerHistory(scenario, start=self.start, time_scale=time_scale)
+        for transition in transitions:
+            replay.add(transition)
+        return replay.recoveries(breakers, end=end)
 
     # -- the alert subscriber -----------------------------------------------------------------
 

@@ -191,16 +191,31 @@ class Scenario:
         found: list[float] = []
         cycles = math.ceil(until / self.cycle) if until > 0 else 0
         for k in range(cycles):
-            plan = self.plan(dependency, k * self.cycle)
-            for window in plan.windows:
-                at = k * self.cycle + window.end
-                if (
-                    window.condition.failing
-                    and at <= until
-                    and not plan.state_at(window.end).condition.failing
-                ):
-                    found.append(at)
+            found.extend(at for at in self._recoveries_in(dependency, k) if at <= until)
         return found
+
+    def next_recovery(self, dependency: str, after: float) -> float | None:
+        """Return when ``dependency`` next recovers after ``after`` seconds, or ``None``.
+
+        A recovery as :meth:`recoveries` lists them, in production seconds since the start;
+        ``None`` when it never recovers again. It reads two cycles at most, however late
+        ``after`` is.
+        """
+        first = math.floor(max(after, 0.0) / self.cycle)
+        for k in (first, first + 1):  # the next cycle repeats this one's recoveries, or has none
+            for at in self._recoveries_in(dependency, k):
+                if at > after:
+                    return at
+        return None
+
+    def _recoveries_in(self, dependency: str, k: int) -> list[float]:
+        """Return the recoveries of ``dependency`` in cycle ``k``, in production seconds since the start."""
+        plan = self.plan(dependency, k * self.cycle)
+        return [
+            k * self.cycle + window.end
+            for window in plan.windows
+            if window.condition.failing and not plan.state_at(window.end).condition.failing
+        ]
 
     def next_failure(self, dependency: str, after: float) -> float | None:
         """Return when ``dependency`` next starts failing after ``after`` seconds, or ``None``.

@@ -10,9 +10,16 @@
   (claim: < 5 s). Reported in real (demo) seconds and in production seconds (divided by
   the time scale): the claim is compared with the production figure. A breaker cannot close
   before its ``timeout`` has elapsed and its probes succeeded, so this figure is bounded by
-  ``CircuitBreakerConfig.timeout``;
+  ``CircuitBreakerConfig.timeout``. Measured as the state changes arrive
+  (:class:`~otel_resilience.demo.history.BreakerHistory`): how many, the worst, and those not
+  closed by the end are exact however long the run; the first 200 of each dependency are listed;
 * **lost calls**: calls that raised something other than a dependency error or a resilience
   error, plus calls the manager did not count (must be 0).
+
+These four, and ``requests``, count the calls of the three dependencies' policies. The keyed
+``tenants`` policy is left out: its calls reach no dependency (a no-op behind each tenant's
+quota), and the calls of the tenant over its quota are shed on purpose, with no fallback; its
+figures are its own, under ``tenants``.
 
 Beside them, what the load-shedding patterns did: each rate limiter's permits (taken at once or
 after a wait) and the calls it shed, and the retries the shared retry budget denied; what
@@ -28,7 +35,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from otel_resilience.demo.monitor import CallCounters, LatencyHistogram, Monitor, Transition
+from otel_resilience.demo.history import KEPT, BreakerHistory, Recovery, Transition
+from otel_resilience.demo.monitor import CallCounters, LatencyHistogram, Monitor
 from otel_resilience.demo.scenarios import Scenario
 from otel_resilience.demo.system import PolicyView
 
@@ -48,17 +56,6 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _state_at(transitions: Sequence[Transition], breaker: str, at: float) -> str:
-    """Return the state of ``breaker`` at monotonic time ``at`` (``closed`` before any transition)."""
-    state = "closed"
-    for transition in transitions:
-        if transition.at > at:
-            break
-        if transition.breaker == breaker:
-            state = transition.new
-    return state
-
-
 def measure_recoveries(
     scenario: Scenario,
     transitions: Sequence[Transition],
@@ -72,7 +69,7 @@ def measure_recoveries(
 
     Args:
         scenario: The schedule (it knows when each failing window ended).
-        transitions: Breaker transitions, in order, timestamped on the monotonic clock.
+        transitions: Breaker transitions, in time order, timestamped on the monotonic clock.
         breakers: The breakers to measure (named after their dependency).
         start: The run's start (monotonic).
         end: The run's end (monotonic).
@@ -82,37 +79,29 @@ def measure_recoveries(
     measured: the breaker closes after the later recovery, which is measured instead.
 
     Returns:
-        One dict per recovery during which the breaker was open or half-open:
+        One dict per recovery during which the breaker was not closed (the first 200 of each
+        dependency, see :class:`~otel_resilience.demo.history.BreakerHistory`):
         ``dependency``, ``recovered_at_s`` (real seconds since the start),
         ``recovered_at_production_s``, ``closed_at_s`` (``None`` if it had not closed by the
         end), ``recovery_s`` and ``recovery_production_s`` (``None`` likewise).
     """
-    found: list[dict[str, Any]] = []
-    horizon = (end - start) / time_scale
-    for breaker in breakers:
-        if breaker not in scenario.plans:
-            continue
-        for recovered in scenario.recoveries(breaker, horizon):
-            at = start + recovered * time_scale
-            if _state_at(transitions, breaker, at) == "closed":
-                continue
-            closed = next(
-                (t.at for t in transitions if t.breaker == breaker and t.new == "closed" and t.at > at), None
-            )
-            relapse = scenario.next_failure(breaker, recovered)
-            if relapse is not None and start + relapse * time_scale <= (end if closed is None else closed):
-                continue  # it failed again before its breaker closed: the later recovery is measured
-            found.append(
-                {
-                    "dependency": breaker,
-                    "recovered_at_s": round(at - start, 3),
-                    "recovered_at_production_s": round(recovered, 1),
-                    "closed_at_s": None if closed is None else round(closed - start, 3),
-                    "recovery_s": None if closed is None else round(closed - at, 3),
-                    "recovery_production_s": None if closed is None else round((closed - at) / time_scale, 1),
-                }
-            )
-    return found
+    history = BreakerHistory(scenario, start=start, time_scale=time_scale)
+    for transition in transitions:
+        history.add(transition)
+    return [_event(r, start, time_scale) for r in history.recoveries(breakers, end=end).events]
+
+
+def _event(recovery: Recovery, start: float, time_scale: float) -> dict[str, Any]:
+    """One recovery, as the summary writes it (real seconds since the start, and production seconds)."""
+    at, closed = recovery.at, recovery.closed
+    return {
+        "dependency": recovery.dependency,
+        "recovered_at_s": round(at - start, 3),
+        "recovered_at_production_s": round(recovery.recovered, 1),
+        "closed_at_s": None if closed is None else round(closed - start, 3),
+        "recovery_s": None if closed is None else round(closed - at, 3),
+        "recovery_production_s": None if closed is None else round((closed - at) / time_scale, 1),
+    }
 
 
 def _policy(view: PolicyView, calls: CallCounters, time_scale: float) -> dict[str, Any]:
@@ -198,12 +187,9 @@ def summarize(
     availability = _rate(totals["successful"] + totals["fallback"], counted)
     success_rate = _rate(totals["successful"], counted)
     breakers = [view.name for view in views if view.breaker is not None]
-    recoveries = measure_recoveries(
-        scenario, monitor.transitions, breakers, start=start, end=end, time_scale=time_scale
-    )
-    measured = [r["recovery_production_s"] for r in recoveries if r["recovery_production_s"] is not None]
-    unrecovered = sum(1 for r in recoveries if r["recovery_s"] is None)
-    worst = max(measured) if measured else None
+    recoveries = monitor.recoveries(scenario, breakers, end=end, time_scale=time_scale)
+    longest = recoveries.longest
+    worst = None if longest is None else round(longest / time_scale, 1)
     latency = _merged_quantiles(calls.values())
     lost = escaped + uncounted
     return {
@@ -224,13 +210,14 @@ def summarize(
         "latency": latency
         | {"p95_production_s": None if latency["p95_s"] is None else latency["p95_s"] / time_scale},
         "recovery": {
-            "events": recoveries,
+            "events": [_event(r, start, time_scale) for r in recoveries.events],
+            "measured": recoveries.measured,
             "max_s": None if worst is None else round(worst * time_scale, 3),
             "max_production_s": worst,
-            "not_closed_by_end": unrecovered,
+            "not_closed_by_end": recoveries.not_closed,
         },
         "policies": {view.name: _policy(view, calls[view.name], time_scale) for view in views},
-        "breakers": _breakers(views, monitor.transitions, start),
+        "breakers": _breakers(views, monitor, start),
         "would_open": dict(sorted(monitor.would_open.items())),
         "bulkheads": {
             view.name: {
@@ -286,24 +273,21 @@ def _merged_quantiles(calls: Iterable[CallCounters]) -> dict[str, float | None]:
     return {"p50_s": merged.quantile(0.5), "p95_s": merged.quantile(0.95), "p99_s": merged.quantile(0.99)}
 
 
-def _breakers(views: Sequence[PolicyView], transitions: Sequence[Transition], start: float) -> dict[str, Any]:
+def _breakers(views: Sequence[PolicyView], monitor: Monitor, start: float) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for view in views:
         if view.breaker is None:
             continue
-        mine = [t for t in transitions if t.breaker == view.name]
-        opened = any(t.new == "open" for t in mine)
+        record = monitor.breaker(view.name)
         found[view.name] = {
             "state": view.breaker.state,
             "times_opened": view.breaker.times_opened,
-            "opened": opened,
-            "closed_after_opening": any(
-                t.new == "closed"
-                for t in mine[next((i for i, t in enumerate(mine) if t.new == "open"), len(mine)) :]
-            ),
+            "state_changes": record.changes,
+            "opened": record.opened,
+            "closed_after_opening": record.closed_after_opening,
             "transitions": [
                 {"at_s": round(t.at - start, 3), "old": t.old, "new": t.new, "reason": t.reason}
-                for t in mine[:200]
+                for t in record.first
             ],
         }
     return found
@@ -448,6 +432,12 @@ def format_summary(summary: Mapping[str, Any]) -> list[str]:
                 f"{came_back}breaker closed {event['recovery_production_s']:.1f} s later in production time "
                 f"({event['recovery_s']:.2f} s in the demo)"
             )
+    listed = sum(1 for event in events if event["recovery_s"] is not None)
+    if recovery["measured"] > listed:
+        lines.append(
+            f"{pad}and {recovery['measured'] - listed} more recoveries measured "
+            f"(the first {KEPT} of each dependency are listed)"
+        )
     if recovery["max_production_s"] is not None:
         lines.append(
             f"{pad}worst {recovery['max_production_s']:.1f} s; claim < {CLAIMS['recovery_time_s']:g} s: "

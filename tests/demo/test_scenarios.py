@@ -148,6 +148,23 @@ def test_a_scenario_played_once_keeps_only_the_bursts_afterwards() -> None:
     assert brownout.state("database", CYCLE + 250.0).condition.label == "healthy"
 
 
+@pytest.mark.parametrize(("name", "repeat"), [("flapping", True), ("outage", False), ("steady", True)])
+def test_next_recovery_walks_the_recoveries_one_by_one(name: str, repeat: bool) -> None:
+    """`next_recovery` gives each recovery `recoveries` lists, in turn, then `None` for good; a
+    late `after` reads the schedule at once (the demo's summary walks it as a run goes on)."""
+    scenario = build_scenario(name, 3, repeat=repeat)
+    for dependency in DEPENDENCIES:
+        walked: list[float] = []
+        at = scenario.next_recovery(dependency, -1.0)
+        while at is not None and at <= 5 * CYCLE:
+            walked.append(at)
+            at = scenario.next_recovery(dependency, at)
+        assert walked == scenario.recoveries(dependency, 5 * CYCLE)
+    first = scenario.recoveries("ml_service", CYCLE)
+    late = scenario.next_recovery("ml_service", 10_000 * CYCLE)
+    assert late == (10_000 * CYCLE + first[0] if repeat and first else None)
+
+
 def test_changes_report_every_boundary_exactly_once() -> None:
     """`changes` lists each condition change between two polls, even when polled coarsely."""
     scenario = build_scenario("outage", 7)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from otel_resilience.demo.system import BreakerView, HedgingView, PolicyView
 from otel_resilience.engine import Event, TelemetrySource
 from otel_resilience.engine.event_args import HedgeDenied, RetryExhausted
 from otel_resilience.engine.events import StateChanged
+from otel_resilience.testing import FakeClock
 
 SCALE = 0.01
 START = 1000.0
@@ -266,3 +269,138 @@ def test_would_open_trips_are_all_counted_and_crowd_out_no_state_change() -> Non
     assert summary["breakers"]["ml_service"]["transitions"] == [
         {"at_s": 1.0, "old": "closed", "new": "open", "reason": "failure_threshold"}
     ]
+
+
+def _flapping_run(monitor: Monitor, clock: FakeClock, scenario: Any, recoveries: list[float]) -> int:
+    """Feed `monitor` the ML breaker's changes around each outage of `recoveries`: it opens a second
+    into the outage, fails three probes, and closes 5-24 s after the recovery (33 s after the
+    third-to-last); the last outage's breaker is still open at the end. Return the changes made."""
+    source = TelemetrySource("circuit_breaker", "ml_service")
+    changes = 0
+
+    def change(at: float, old: str, new: str) -> None:
+        nonlocal changes
+        clock.advance(START + at * SCALE - clock.now())
+        monitor.on_event(source, Event.STATE_CHANGED, StateChanged(old, new, "test"))
+        changes += 1
+
+    previous = 0.0
+    for index, recovered in enumerate(recoveries):
+        failed = scenario.next_failure("ml_service", previous)
+        change(failed + 1.0, "closed", "open")
+        for probe in range(3):
+            change(failed + 2.0 + probe, "open", "half_open")
+            change(failed + 2.5 + probe, "half_open", "open")
+        if index < len(recoveries) - 1:
+            took = 33.0 if index == len(recoveries) - 3 else 5.0 + index % 20
+            change(recovered + took - 1.0, "open", "half_open")
+            change(recovered + took, "half_open", "closed")
+        previous = recovered
+    return changes
+
+
+def test_a_long_flapping_run_measures_every_recovery_and_counts_every_state_change() -> None:
+    """Past 10,000 state changes (about 2.8 hours of `flapping` at --time-scale 0.01) every recovery
+    is still measured and every change counted: the changes were kept in a list capped at 10,000,
+    so the later recoveries were not measured, the longest one was missed, and one was reported as
+    not closed by the end. The summary lists the first 200 recoveries and counts them all."""
+    scenario = build_scenario("flapping", 7)
+    horizon = 600.0 * 250
+    recoveries = scenario.recoveries("ml_service", horizon)
+    clock = FakeClock(START)
+    monitor = Monitor(["ml_service"], start=START, clock=clock.now, scenario=scenario, time_scale=SCALE)
+    changes = _flapping_run(monitor, clock, scenario, recoveries)
+    assert changes > 10_000
+    end = START + (recoveries[-1] + 5.0) * SCALE  # the last recovery's breaker has not closed yet
+    view = PolicyView(
+        "ml_service", 0, 0, 0, 0, 0, 0, 0, 0, "healthy", BreakerView("open", len(recoveries)), None
+    )
+    summary = summarize(
+        scenario=scenario,
+        time_scale=SCALE,
+        monitor=monitor,
+        views=[view],
+        recovery_stats={"attempts": 0},
+        end=end,
+        stopped_by="duration",
+    )
+    recovery = summary["recovery"]
+    assert recovery["measured"] == len(recoveries) - 1
+    assert recovery["max_production_s"] == 33.0
+    assert recovery["max_s"] == pytest.approx(0.33)
+    assert recovery["not_closed_by_end"] == 1
+    assert summary["claims"]["recovery_time_s"]["measured"] == 33.0
+    events = recovery["events"]
+    assert len(events) == 200
+    assert [e["recovered_at_production_s"] for e in events] == [round(r, 1) for r in recoveries[:200]]
+    assert [e["recovery_production_s"] for e in events[:3]] == [5.0, 6.0, 7.0]
+    breaker = summary["breakers"]["ml_service"]
+    assert breaker["state_changes"] == changes
+    assert breaker["opened"] is True
+    assert breaker["closed_after_opening"] is True
+    assert len(breaker["transitions"]) == 200
+    lines = format_summary(summary)
+    assert sum(1 for line in lines if line.startswith("recovery      ml_service recovered")) == 200
+    more = f"and {len(recoveries) - 1 - 200} more recoveries measured (the first 200 of each dependency are listed)"
+    assert any(line.strip() == more for line in lines)
+
+
+def test_the_recovery_figures_do_not_change_when_read_again() -> None:
+    """Reading the figures (the summary) judges the recoveries up to its end without consuming
+    them: a second summary, later, still sees the recovery whose breaker had not closed."""
+    scenario = build_scenario("outage", 7)
+    recovered = scenario.recoveries("ml_service", 600.0)[0]
+    clock = FakeClock(START)
+    monitor = Monitor(["ml_service"], start=START, clock=clock.now, scenario=scenario, time_scale=SCALE)
+    clock.advance(62.0 * SCALE)
+    monitor.on_event(
+        TelemetrySource("circuit_breaker", "ml_service"),
+        Event.STATE_CHANGED,
+        StateChanged("closed", "open", "failure_threshold"),
+    )
+    first = monitor.recoveries(
+        scenario, ["ml_service"], end=START + (recovered + 1) * SCALE, time_scale=SCALE
+    )
+    again = monitor.recoveries(
+        scenario, ["ml_service"], end=START + (recovered + 2) * SCALE, time_scale=SCALE
+    )
+    assert first.not_closed == again.not_closed == 1
+    assert [e.recovered for e in first.events] == [e.recovered for e in again.events] == [recovered]
+
+
+def test_state_changes_reported_from_several_threads_are_all_counted() -> None:
+    """Breakers changing state on several threads at once: every change is counted, none lost."""
+    ticks = itertools.count()
+    monitor = Monitor(
+        ["ml_service"],
+        start=START,
+        clock=lambda: START + next(ticks) * 0.001,
+        scenario=build_scenario("flapping", 7),
+        time_scale=SCALE,
+    )
+    per_thread = 2000
+    barrier = threading.Barrier(4)
+
+    def flap(name: str) -> None:
+        source = TelemetrySource("circuit_breaker", name)
+        barrier.wait()
+        for number in range(per_thread):
+            old, new = ("closed", "open") if number % 2 == 0 else ("open", "closed")
+            monitor.on_event(source, Event.STATE_CHANGED, StateChanged(old, new, "test"))
+
+    names = ["ml_service", "content_api", "other_a", "other_b"]
+    threads = [threading.Thread(target=flap, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [monitor.breaker(name).changes for name in names] == [per_thread] * 4
+    assert len(monitor.transitions) == 4 * per_thread
+    assert all(a.at <= b.at for a, b in zip(monitor.transitions, monitor.transitions[1:], strict=False))
+
+
+@pytest.mark.parametrize("time_scale", [0.0, -0.01, math.inf, math.nan])
+def test_a_monitor_refuses_a_time_scale_that_is_not_positive(time_scale: float) -> None:
+    """A time scale the recovery times would be divided by must be a positive finite number."""
+    with pytest.raises(ValueError, match="time_scale"):
+        Monitor(["ml_service"], start=START, scenario=build_scenario("outage", 7), time_scale=time_scale)
