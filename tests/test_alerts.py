@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import threading
 import warnings
 import weakref
@@ -25,7 +26,8 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
-from otel_resilience.errors import BulkheadFullError, RecoveryEscalatedError
+from otel_resilience.errors import BulkheadFullError, BulkheadTimeoutError, RecoveryEscalatedError
+from otel_resilience.ops import alert_rules as ar
 from otel_resilience.patterns import alerts as alerts_module
 from otel_resilience.patterns.alerts import (
     DEFAULT_BULKHEAD_COOLDOWN,
@@ -47,6 +49,7 @@ from otel_resilience.patterns.alerts import system as system_module
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
 from otel_resilience.patterns.recovery import ErrorRecoverySystem, RecoveryAction, RecoveryStrategy
+from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import EventRecorder, FakeClock
 
 
@@ -245,12 +248,11 @@ def test_flapping_breaker_raises_one_alert_per_outage(clock: FakeClock) -> None:
 def test_bulkhead_full_alerts_once_per_cooldown(
     system: AlertSystem, hub: TelemetryHub, clock: FakeClock
 ) -> None:
-    """A storm of full rejections raises one alert per bulkhead per cooldown; queue timeouts raise none."""
-    reporter(hub, "bulkhead", "timeouts_only").report(Event.CALL_REJECTED, CallRejected("queue_timeout"))
+    """A storm of full rejections raises one alert per bulkhead per cooldown, queue timeouts in it included."""
     pool = reporter(hub, "bulkhead", "analysis_pool")
     for _ in range(100):
         pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
-    pool.report(Event.CALL_REJECTED, CallRejected("queue_timeout"))
+    pool.report(Event.CALL_REJECTED, CallRejected("queue_timeout"))  # the same cooldown
     assert kinds(system) == [AlertKind.BULKHEAD_FULL]
     reporter(hub, "bulkhead", "db_pool").report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
     assert [a.subject for a in system.history] == ["analysis_pool", "db_pool"]
@@ -261,6 +263,51 @@ def test_bulkhead_full_alerts_once_per_cooldown(
     pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
     assert [a.subject for a in system.history] == ["analysis_pool", "db_pool", "analysis_pool"]
     assert system.history[0].severity is AlertSeverity.WARNING
+
+
+@pytest.mark.parametrize("reason", sc.REJECTION_REASONS_BY_PATTERN["bulkhead"])
+def test_every_rejection_the_prometheus_bulkhead_rule_sums_raises_the_bulkhead_alert(
+    system: AlertSystem, hub: TelemetryHub, clock: FakeClock, reason: str
+) -> None:
+    """The in-process alert counts the rejections ``ResilienceBulkheadFull`` sums: each reason alone alerts.
+
+    Queue timeouts alone (a bulkhead whose callers all give up in its queue) raise ``BULKHEAD_FULL``
+    under the same cooldown as full rejections; the alert says which rejection raised it.
+    """
+    (rule,) = [
+        rule
+        for group in ar.rules_document()["groups"]
+        for rule in group["rules"]
+        if rule.get("record") == ar.R_BULKHEAD_REJECTIONS
+    ]
+    summed = re.search(r'resilience_rejection_reason=~"([^"]+)"', rule["expr"])
+    assert summed is not None
+    assert sorted(summed.group(1).split("|")) == sorted(sc.REJECTION_REASONS_BY_PATTERN["bulkhead"])
+    pool = reporter(hub, "bulkhead", "queued_pool")
+    for _ in range(50):
+        pool.report(Event.CALL_REJECTED, CallRejected(reason))
+    assert kinds(system) == [AlertKind.BULKHEAD_FULL]
+    assert system.history[0].attributes["reason"] == reason
+    clock.advance(29.9)
+    pool.report(Event.CALL_REJECTED, CallRejected(reason))
+    assert len(system.history) == 1  # still cooling down
+    clock.advance(0.1)
+    pool.report(Event.CALL_REJECTED, CallRejected(reason))
+    assert [(a.kind, a.subject) for a in system.history] == [(AlertKind.BULKHEAD_FULL, "queued_pool")] * 2
+
+
+def test_a_real_bulkheads_queue_timeout_raises_the_bulkhead_alert(clock: FakeClock) -> None:
+    """A call that gave up in a real bulkhead's queue raises BULKHEAD_FULL, as a full rejection does."""
+    bulkhead = Bulkhead(
+        "queue-timeouts", BulkheadConfig(max_concurrent=1, max_waiting=1, timeout=0.01), clock=clock
+    )
+    with AlertSystem(clock=clock) as system:
+        with pytest.raises(BulkheadTimeoutError):  # the inner call waits in the queue behind the outer one
+            bulkhead.execute_sync(bulkhead.execute_sync, lambda: None)
+        assert bulkhead.stats.timed_out == 1
+        assert [(a.kind, a.subject, a.attributes["reason"]) for a in system.history] == [
+            (AlertKind.BULKHEAD_FULL, "queue-timeouts", "queue_timeout")
+        ]
 
 
 def test_bulkhead_cooldowns_forget_the_least_recently_alerted_past_the_cap(
@@ -762,6 +809,101 @@ def test_the_process_wide_system_is_made_again_once_the_applications_own_is_clos
     made = default_alert_system()
     assert made is not own
     assert _alert_systems() == [made]
+
+
+def _open_policy_breaker(manager: ResilienceManager, name: str) -> None:
+    """Open the breaker of a new policy ``name`` of ``manager``: one ``circuit_open`` alert."""
+    config = ResilienceConfig(name=name, circuit_breaker=CircuitBreakerConfig(failure_threshold=1))
+    with pytest.raises(ConnectionError):
+        manager.execute_with_resilience_sync(_raise_connection_error, config)
+
+
+def _alert_counts(manager: ResilienceManager) -> tuple[int, int]:
+    stats = manager.get_resilience_statistics()["alerts"]
+    return stats["total"], stats["by_kind"]["circuit_open"]
+
+
+def _closed_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "alert statistics carry on" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_a_managers_alert_counts_carry_on_once_its_alert_system_is_closed(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing the alert system a manager was given neither freezes nor loses the manager's alert counts.
+
+    The manager says so (a warning, once) and reports the alert system standing in for the
+    process-wide one, made for the manager's next pattern; the closed system keeps its own counts.
+    """
+    default_alert_system().close()
+    own = AlertSystem(clock=clock)
+    manager = ResilienceManager(clock=clock, alert_system=own)
+    _open_policy_breaker(manager, "before-close")
+    assert _alert_counts(manager) == (1, 1)
+    own.close()
+    _open_policy_breaker(manager, "after-close")
+    assert _alert_counts(manager) == (2, 2)
+    assert manager.alert_system is default_alert_system()
+    assert manager.alert_system is not own
+    assert own.get_stats()["total"] == 1
+    assert len(_closed_warnings(caplog)) == 1
+    assert repr(own) in _closed_warnings(caplog)[0]
+    _open_policy_breaker(manager, "later")
+    assert _alert_counts(manager) == (3, 3)
+    assert len(_closed_warnings(caplog)) == 1
+
+
+@pytest.mark.usefixtures("fresh_default")
+@pytest.mark.parametrize("read_between", [True, False], ids=["read-after-each-close", "read-at-the-end"])
+def test_a_manager_counts_each_alert_once_across_closes_of_its_alert_systems(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, read_between: bool
+) -> None:
+    """Alerts heard by the successor before the close are not the manager's; those after it all are.
+
+    The process-wide system listens beside the application's own from the start: it counts what
+    the closed one counted (not counted twice) and what came after the close, before the manager
+    next read its statistics (none lost). Its own close in turn hands over to the one made next,
+    whether or not the manager read its statistics in between.
+    """
+    default_alert_system().close()
+    earlier = ResilienceManager(clock=clock)
+    _open_policy_breaker(earlier, "heard-before-the-manager")
+    process_wide = default_alert_system()
+    own = AlertSystem(clock=clock)
+    assert _alert_systems() == [process_wide, own]
+    manager = ResilienceManager(clock=clock, alert_system=own)
+    _open_policy_breaker(manager, "heard-by-both")
+    own.close()
+    _open_policy_breaker(manager, "after-the-close")
+    _open_policy_breaker(earlier, "after-the-close-elsewhere")
+    assert process_wide.get_stats()["total"] == 4
+    if read_between:
+        assert _alert_counts(manager) == (3, 3)
+        assert manager.alert_system is process_wide
+    process_wide.close()
+    _open_policy_breaker(manager, "after-the-second-close")
+    assert _alert_counts(manager) == (4, 4)
+    assert manager.alert_system is default_alert_system() is not process_wide
+    assert (
+        len(_closed_warnings(caplog)) == 1
+    )  # the system given was left once; the process-wide one is followed
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_a_manager_given_no_alert_system_follows_the_process_wide_one_when_it_is_closed(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A manager given no alert system reports the process-wide role: closed and made again, its counts go on."""
+    default_alert_system().close()
+    manager = ResilienceManager(clock=clock)
+    _open_policy_breaker(manager, "first-instance")
+    first = manager.alert_system
+    first.close()
+    _open_policy_breaker(manager, "second-instance")
+    assert _alert_counts(manager) == (2, 2)
+    assert manager.alert_system is default_alert_system() is not first
+    assert _closed_warnings(caplog) == []
 
 
 def test_hub_spares_the_alert_system_events_it_cannot_alert_on(

@@ -51,7 +51,7 @@ from otel_resilience.manager.statistics import (
     extra_links,
     policy_counts,
 )
-from otel_resilience.patterns.alerts import AlertSystem, default_alert_system
+from otel_resilience.patterns.alerts import AlertSystem, _ReportedAlerts
 from otel_resilience.patterns.bulkhead import Bulkhead, BulkheadConfig
 from otel_resilience.patterns.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from otel_resilience.patterns.rate_limiter import RateLimiter
@@ -296,7 +296,10 @@ class ResilienceManager(NamedPolicies):
             alert system of the application listening on the global hub stands in for it, so
             that no second one reports every alert twice). An alert system hears every pattern
             that reports on its hub, this manager's and any other's: its alerts are not only
-            this manager's.
+            this manager's. Closed later (:meth:`AlertSystem.close`), it stops hearing them: the
+            manager then reports the alert system that stands in for the process-wide one (made
+            if none listens), and its ``alerts`` counts carry on from the closed one's, none lost
+            or counted twice; leaving the alert system given is logged once, as a warning.
         clock: The clock for every pattern the manager creates.
         max_pipelines: How many config objects the identity fast path remembers (default 1024).
         max_policies: How many live policies, and how many breakers, bulkheads and rate
@@ -304,7 +307,8 @@ class ResilienceManager(NamedPolicies):
 
     Attributes:
         recovery_system: The manager's error recovery system: register rules on it.
-        alert_system: The alert system the manager's statistics report.
+        alert_system: The alert system the manager's statistics report now (read-only: the
+            one given, or its successor once it was closed).
 
     Raises:
         ValueError: ``max_pipelines`` or ``max_policies`` is an int < 1.
@@ -346,7 +350,7 @@ class ResilienceManager(NamedPolicies):
         self.recovery_system = (
             recovery_system if recovery_system is not None else _default_recovery_system(clock)
         )
-        self.alert_system = alert_system if alert_system is not None else default_alert_system()
+        self._alerts = _ReportedAlerts(alert_system)
         self._clock = clock
         self._lock = fork_safe(threading.Lock())
         self._max_pipelines = max_pipelines
@@ -394,6 +398,16 @@ class ResilienceManager(NamedPolicies):
         self._commit_lock = fork_safe(threading.Lock())
         self._applied_files: dict[str, ConfigFile] = {}
         self._default_names = DefaultNames()
+
+    @property
+    def alert_system(self) -> AlertSystem:
+        """The alert system whose counts :meth:`get_resilience_statistics` reports now.
+
+        The one given (or the process-wide one) while it listens; once it is closed, the one
+        that stands in for the process-wide system, the counts carried on (see ``alert_system``
+        in the class docstring).
+        """
+        return self._alerts.system()
 
     # ------------------------------------------------------------------ shared instances
 
@@ -694,7 +708,7 @@ class ResilienceManager(NamedPolicies):
             "bulkheads": {name: bulkhead.get_stats() for name, bulkhead in bulkheads},
             "extra_strategies": extra_links(live),
             "error_recovery": self.recovery_system.get_stats(),
-            "alerts": self.alert_system.get_stats(),
+            "alerts": self._alerts.get_stats(),
             "limits": limits,
             "named_policies": named,
         }

@@ -909,7 +909,9 @@ def _bulkhead_group(o: RuleOptions, scale: float) -> tuple[RecordingRule | Alert
     w = scale_duration(RATE_WINDOW, scale)
     near_for = scale_duration(o.bulkhead_near_for, scale)
     full_for = scale_duration(o.bulkhead_full_for, scale)
-    full = naming.one_of(sc.REJECTION_REASON, "bulkhead_full", "queue_timeout")
+    # Every rejection a bulkhead reports (full, or a queue timeout), as the in-process
+    # BULKHEAD_FULL alert counts them: the reasons are the registry's, never typed here.
+    full = naming.one_of(sc.REJECTION_REASON, *sc.REJECTION_REASONS_BY_PATTERN["bulkhead"])
     rejections = _sel(_REJECTIONS, _re(_REJECTION_REASON, full))
     return (
         RecordingRule(

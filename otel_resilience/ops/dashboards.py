@@ -1272,7 +1272,7 @@ def _bulkheads() -> _Dashboard:
     queue_limit = naming.series(sc.BULKHEAD_QUEUE_LIMIT)
     rejections = naming.series(sc.REJECTIONS)
     reason = naming.label(sc.REJECTION_REASON)
-    full = naming.one_of(sc.REJECTION_REASON, "bulkhead_full", "queue_timeout")
+    full = naming.one_of(sc.REJECTION_REASON, *sc.REJECTION_REASONS_BY_PATTERN["bulkhead"])
     instance = naming.INSTANCE_LABEL
     return _Dashboard(
         "otel-resilience-bulkheads.json",

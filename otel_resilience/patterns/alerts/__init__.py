@@ -9,8 +9,10 @@ events every pattern reports it raises an :class:`Alert` when
   nothing; an alert raised on one (the system did not see the episode begin, e.g. it did not
   exist yet) carries the episode's re-open count. No cooldown applies: the breaker's own state
   bounds the episode;
-* a bulkhead rejects because it is full (``CALL_REJECTED``, reason ``"bulkhead_full"``): at most
-  one alert per bulkhead (a keyed policy's: per key) per ``bulkhead_cooldown``;
+* a bulkhead rejects a call (``CALL_REJECTED``, reason ``"bulkhead_full"``, or ``"queue_timeout"``
+  for a call that gave up in its queue: every rejection the Prometheus ``ResilienceBulkheadFull``
+  rule sums): at most one alert per bulkhead (a keyed policy's: per key) per
+  ``bulkhead_cooldown``, whichever the reason;
 * the recovery rate of a recovery system (``RECOVERY_ATTEMPTED``), over its last
   ``recovery_window`` attempts, falls below ``recovery_rate_threshold`` once at least
   ``min_recovery_attempts`` were seen: one alert per crossing, re-armed when the rate is back at
@@ -42,12 +44,15 @@ this module holds the process-wide alert system and re-exports the rest.
 from __future__ import annotations
 
 import itertools
+import logging
+import threading
 import weakref
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from otel_resilience.engine.events import HUB
 from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH as MAX_ATTRIBUTE_LENGTH
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.registry import BREAKERS, BULKHEADS, RECOVERY_SYSTEMS, Named
 from otel_resilience.patterns.alerts.model import DEFAULT_BULKHEAD_COOLDOWN as DEFAULT_BULKHEAD_COOLDOWN
 from otel_resilience.patterns.alerts.model import DEFAULT_ESCALATION_COOLDOWN as DEFAULT_ESCALATION_COOLDOWN
@@ -66,7 +71,7 @@ from otel_resilience.patterns.alerts.model import AlertCallback as AlertCallback
 from otel_resilience.patterns.alerts.model import AlertConfig as AlertConfig
 from otel_resilience.patterns.alerts.model import AlertKind as AlertKind
 from otel_resilience.patterns.alerts.model import AlertSeverity as AlertSeverity
-from otel_resilience.patterns.alerts.system import _ALERT_SYSTEMS, _ALERT_SYSTEMS_LOCK
+from otel_resilience.patterns.alerts.system import _ALERT_SYSTEMS_LOCK, _standing_in
 from otel_resilience.patterns.alerts.system import AlertSystem as AlertSystem
 
 __all__ = [
@@ -88,6 +93,8 @@ __all__ = [
     "default_alert_system",
     "subscribe",
 ]
+
+_LOG: Final = logging.getLogger("otel_resilience")
 
 _DEFAULT: AlertSystem | None = None
 _DEFAULT_LOCK: Final = _ALERT_SYSTEMS_LOCK
@@ -141,7 +148,7 @@ def _standing_in_locked() -> AlertSystem:
     hub: the process-wide one, or the application's own, made before it.
     """
     global _DEFAULT, _holder  # noqa: PLW0603 - the one lazily created process-wide instance
-    system = next((s for s in list(_ALERT_SYSTEMS) if HUB.listens(s)), None)
+    system = _standing_in(HUB)
     if system is None:
         system = _DEFAULT = AlertSystem()
         HUB.add_listener(system)  # held strongly: this module keeps it anyway, and its events cost no proxy
@@ -153,6 +160,72 @@ def _standing_in_locked() -> AlertSystem:
             subscription.token = system._subscribe(subscription.callback)
         _holder = weakref.ref(system)
     return system
+
+
+class _ReportedAlerts:
+    """The alert counts a :class:`~otel_resilience.ResilienceManager` reports: the one place of the rule.
+
+    Those of its alert system while that one listens. Once it is closed, the system that stood
+    in for the process-wide one at the close takes its place (noted by :meth:`AlertSystem.close`
+    with its counts then; if none listened, the one :func:`default_alert_system` gives, made
+    after the close), and the counts go on: the closed system's, plus what its successor counted
+    since the close, so that no alert is lost or counted twice. Leaving the alert system the
+    manager was given is logged once, as a warning; following the process-wide one from one
+    instance to the next is not.
+    """
+
+    __slots__ = ("_base", "_carried", "_given", "_lock", "_system")
+
+    def __init__(self, system: AlertSystem | None) -> None:
+        self._given = system is not None
+        self._system = system if system is not None else default_alert_system()
+        self._carried: dict[str, int] = {}
+        """The counts of the systems reported before, closed since, while each was reported."""
+        self._base: dict[str, int] = {}
+        """The counts the current system had when it took over (not the manager's)."""
+        self._lock = fork_safe(threading.Lock())
+
+    def system(self) -> AlertSystem:
+        """The alert system reported now (moved on from a closed one)."""
+        system = self._system
+        if not system.closed:
+            return system
+        with self._lock:
+            return self._current_locked()
+
+    def _current_locked(self) -> AlertSystem:
+        while (closed := self._system).closed:  # its successor may be closed in turn, and so on
+            handover = closed._successor()
+            successor, counted = handover if handover is not None else (default_alert_system(), {})
+            final, base = closed._counts(), self._base
+            carried = dict(self._carried)
+            for key, count in final.items():
+                carried[key] = carried.get(key, 0) + count - base.get(key, 0)
+            self._carried, self._base, self._system = carried, counted, successor
+            if self._given:
+                self._given = False
+                _LOG.warning(
+                    "the alert system %r of a ResilienceManager was closed: its alert statistics carry "
+                    "on with %r, which stands in for the process-wide alert system",
+                    closed,
+                    successor,
+                )
+        return self._system
+
+    def get_stats(self) -> dict[str, Any]:
+        """:meth:`AlertSystem.get_stats` of the system reported now, counts carried on past closes."""
+        with self._lock:
+            system = self._current_locked()
+            stats = system.get_stats()
+            carried, base = self._carried, self._base
+        if carried or base:
+            by_kind: dict[str, int] = stats["by_kind"]
+            for kind in by_kind:
+                by_kind[kind] += carried.get(kind, 0) - base.get(kind, 0)
+            errors = "callback_errors"
+            stats[errors] += carried.get(errors, 0) - base.get(errors, 0)
+            stats["total"] = sum(by_kind.values())
+        return stats
 
 
 def _with_pattern(pattern: Named) -> None:  # noqa: ARG001 - a registry callback

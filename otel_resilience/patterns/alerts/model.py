@@ -78,7 +78,10 @@ class Alert:
             (``time.monotonic`` by default: compare alerts with each other, not with wall time).
         attributes: Bounded strings that detail it (names, exception type names, numbers).
             A ``CIRCUIT_OPEN`` alert has ``old``, ``reason`` and ``reopens`` (the re-opens of
-            the outage episode when it was raised; ``"0"`` when it opens the episode). The
+            the outage episode when it was raised; ``"0"`` when it opens the episode). A
+            ``BULKHEAD_FULL`` alert has ``reason`` (the rejection that raised it:
+            ``"bulkhead_full"``, or ``"queue_timeout"`` for a call that gave up in the queue)
+            and ``cooldown``. The
             alert of a keyed policy's breaker or bulkhead (one per key) has ``key``: each key's
             outage is an episode of its own, each key's full bulkhead has a cooldown of its own.
     """

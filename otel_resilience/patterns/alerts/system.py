@@ -56,6 +56,14 @@ holding it: reentrant). So a system is either found there or added after it was 
 added unseen between the look-up and the making."""
 
 
+def _standing_in(hub: TelemetryHub) -> AlertSystem | None:
+    """The alert system that stands for the process-wide one on ``hub``: the first (oldest) listening.
+
+    Called under :data:`_ALERT_SYSTEMS_LOCK`, so that no system is added to a hub unseen.
+    """
+    return next((system for system in list(_ALERT_SYSTEMS) if hub.listens(system)), None)
+
+
 class _RateWindow:
     """The results of the last ``size`` recovery attempts, with a running success count."""
 
@@ -116,6 +124,7 @@ class AlertSystem:
         "_episodes",
         "_escalation_cooldowns",
         "_full_cooldowns",
+        "_handover",
         "_history",
         "_hub",
         "_lock",
@@ -158,6 +167,8 @@ class AlertSystem:
         self._escalation_cooldowns: dict[tuple[str, str], float] = {}
         self._episodes: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # (name, key)
         self._closed = False
+        # The system standing in for it when it was closed, weakly, and its counts then (see close()).
+        self._handover: tuple[weakref.ref[AlertSystem], dict[str, int]] | None = None
         with _ALERT_SYSTEMS_LOCK:
             _ALERT_SYSTEMS[self] = None
             hub.add_listener(self, weak=True)
@@ -171,9 +182,20 @@ class AlertSystem:
             return tuple(self._history)
 
     def close(self) -> None:
-        """Stop listening to the hub (idempotent). Subscribers and history are kept."""
-        self._closed = True
-        self._hub.remove_listener(self)
+        """Stop listening to the hub (idempotent). Subscribers, history and counts are kept.
+
+        A :class:`~otel_resilience.ResilienceManager` that reported it carries on with the alert
+        system standing in for the process-wide one: the one that does at the close (the first
+        other system listening on its hub), and its counts then, are noted here, so that the
+        manager's alert counts lose no alert raised after the close, nor count one twice.
+        """
+        with _ALERT_SYSTEMS_LOCK:  # no system added to the hub unseen while the stand-in is looked up
+            self._hub.remove_listener(self)
+            if not self._closed:
+                standing = _standing_in(self._hub)
+                if standing is not None:
+                    self._handover = (weakref.ref(standing), standing._counts())
+                self._closed = True  # last: once closed, its handover is there to read
 
     closed = ReadOnly[bool]("_closed", "Whether :meth:`close` removed it from its hub.")
 
@@ -238,6 +260,25 @@ class AlertSystem:
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
 
+    def _counts(self) -> dict[str, int]:
+        """Its alerts by kind (by the kind's value) and ``"callback_errors"``: what goes on after a close."""
+        with self._lock:
+            counts = {kind.value: count for kind, count in self._by_kind.items()}
+            counts["callback_errors"] = self._callback_errors
+        return counts
+
+    def _successor(self) -> tuple[AlertSystem, dict[str, int]] | None:
+        """The system that stood in for this one when it was closed, and its counts then.
+
+        ``None`` if it is not closed, or none listened then (the one standing in now was made
+        after the close), or that one is gone.
+        """
+        handover = self._handover
+        if handover is None:
+            return None
+        successor = handover[0]()
+        return None if successor is None else (successor, dict(handover[1]))
+
     def get_stats(self) -> dict[str, Any]:
         """Return the alert counts.
 
@@ -257,6 +298,9 @@ class AlertSystem:
 
         Only state changes, bulkhead rejections, recovery actions and error patterns can raise
         an alert, so the hub spares the other events (a breaker's rejections, retries) the call.
+        This is where a rejection is decided to count towards ``BULKHEAD_FULL``: every rejection
+        a bulkhead reports (full, or a queue timeout), the reasons the Prometheus
+        ``ResilienceBulkheadFull`` rule sums.
         """
         if event is Event.CALL_REJECTED:
             return source.kind == "bulkhead"
@@ -265,16 +309,15 @@ class AlertSystem:
     def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""
         if event is _CALL_REJECTED:  # first: a full bulkhead reports every call it rejects
-            if (  # the cooldown asked here: a bulkhead that stays full is in it for each rejection
-                isinstance(args, CallRejected)
-                and args.reason == "bulkhead_full"
-                and self._cooled_down(
-                    self._full_cooldowns,
-                    source.name if source.key is None else (source.name, source.key),
-                    self._config.bulkhead_cooldown,
-                )
+            # Only a bulkhead's rejections are routed here (wants): each counts, whatever its
+            # reason (full, or a queue timeout), as the Prometheus bulkhead rule sums them all.
+            # The cooldown asked here: a bulkhead that stays full is in it for each rejection.
+            if self._cooled_down(
+                self._full_cooldowns,
+                source.name if source.key is None else (source.name, source.key),
+                self._config.bulkhead_cooldown,
             ):
-                self._raise(self._bulkhead_full(source))
+                self._raise(self._bulkhead_full(source, args))
             return
         alert: Alert | None = None
         if event is _STATE_CHANGED:
@@ -376,9 +419,14 @@ class AlertSystem:
                 del cooldowns[next(iter(cooldowns))]
             return True
 
-    def _bulkhead_full(self, source: TelemetrySource) -> Alert:
-        """The alert of a full bulkhead whose cooldown :meth:`on_event` just started."""
+    def _bulkhead_full(self, source: TelemetrySource, args: EventArgs) -> Alert:
+        """The alert of a full bulkhead whose cooldown :meth:`on_event` just started.
+
+        ``args`` is the rejection that raised it: its ``reason`` (``"bulkhead_full"`` or
+        ``"queue_timeout"``) is the alert's ``reason`` attribute.
+        """
         name = source.name
+        reason = args.reason if isinstance(args, CallRejected) else ""
         cooldown = self._config.bulkhead_cooldown
         bulkhead = f"bulkhead {_bounded(name)!r}"
         if source.key is not None:
@@ -388,6 +436,7 @@ class AlertSystem:
             name,
             f"{bulkhead} is full and rejecting calls",
             source,
+            reason=reason,
             cooldown=f"{cooldown:g}",
         )
 
