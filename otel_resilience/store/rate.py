@@ -9,11 +9,14 @@ cluster permit is not given back: the cluster admits fewer, never more, than its
 
 While the store is unreachable (or slower than its ``timeout``) the limiter follows its
 ``store_fallback``: ``"open"`` admits (counted), ``"closed"`` refuses, ``"local"`` takes from a
-local bucket of ``rate / expected_replicas``. It asks Redis again once the store's thread has
-reached it. An error the server answers to one permit's script (a ``ResponseError`` such as
-``WRONGTYPE``: the server is reachable; see :meth:`RedisStore.answered`) is that call's error: the
-fallback answers it, the store counts it in ``errors`` (the first one of a limiter is logged), and
-the store is not degraded.
+local bucket of ``rate / expected_replicas``. It asks Redis again from its first call after the
+store's thread reached it (the store's one rule of reachability: :attr:`RedisStore.local_only`);
+a call the fallback answers tells the store (:meth:`RedisStore.wanted`), whose thread then tries
+Redis again every ``flush_interval`` instead of backing off to 5 s, so that the limiter is on
+Redis again within a round or two of its return. An error the server answers to one permit's
+script (a ``ResponseError`` such as ``WRONGTYPE``: the server is reachable; see
+:meth:`RedisStore.answered`) is that call's error: the fallback answers it, the store counts it
+in ``errors`` (the first one of a limiter is logged), and the store is not degraded.
 
 Its key names the algorithm (``NAMESPACE:rl:ALGORITHM:NAME``,
 :meth:`~otel_resilience.store.RedisStore.rate_rules`): a limiter whose ``algorithm`` changes (a
@@ -267,6 +270,8 @@ class ClusterRules:
             self._unseat(ask)
             if isinstance(reply, BaseException):
                 self._failed(reply)
+            else:  # not asked: the store is away, and this call wants it back
+                self._store.wanted()
             return self._fallback(now, ask.max_wait, ask.remaining)
         wait_ms = int(reply)
         with self._lock:

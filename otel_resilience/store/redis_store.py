@@ -76,7 +76,10 @@ class RedisStore(SharedStore):
     the event loop's own ``redis.asyncio`` client, so that the loop never blocks) and falls back
     to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is
     unreachable everything runs on local state, the store reports itself degraded
-    (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back.
+    (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back: its
+    thread tries to reach it with backoff (``flush_interval`` doubling to 5 s), every round
+    while a rate limiter's calls take their fallback (:meth:`wanted`), and the patterns use
+    Redis again as soon as it did.
     However many threads or coroutines ask at once, the store keeps at most ``max_connections``
     connections per client (the sync one, and each event loop's): the others wait for one
     within ``timeout``, and a wait past it is a failed operation (the store degrades).
@@ -119,6 +122,7 @@ class RedisStore(SharedStore):
         "_threads",
         "_usage_errors",
         "_wake",
+        "_wanted",
         "channel",
         "degraded",
         "errors",
@@ -166,6 +170,8 @@ class RedisStore(SharedStore):
         self._closed = threading.Event()
         self._reached = threading.Event()
         """Set when the store's thread reaches Redis again (or it closes): the subscriber retries now."""
+        self._wanted = threading.Event()
+        """Set by a rate limiter's call the fallback answered (or by :meth:`close`): see :meth:`wanted`."""
         self._threads: tuple[threading.Thread, ...] = ()
         self._pubsub: Any = None
         """The subscriber thread's ``PubSub`` while it has one: :meth:`close` wakes it through its socket."""
@@ -203,7 +209,11 @@ class RedisStore(SharedStore):
         """Return a store on the Redis server at ``url`` (``redis://host:port/db``); connect lazily.
 
         Args:
-            url: A ``redis://`` (or ``rediss://``, ``unix://``) URL.
+            url: A ``redis://`` (or ``rediss://``, ``unix://``) URL. Its query may carry redis-py's
+                options that each of the store's clients takes, except those the store sets
+                itself for every client it makes (``socket_timeout``, ``socket_connect_timeout``
+                and ``timeout``: from ``timeout``; ``max_connections``; ``retry``): one of them is
+                refused, whatever its value, since redis-py lets the URL win over the store's.
             namespace: The prefix of every key and channel: one per service (its replicas share
                 it; two services with one Redis use two namespaces).
             timeout: Seconds any Redis operation may take (connecting included) before it counts
@@ -231,7 +241,8 @@ class RedisStore(SharedStore):
         Raises:
             ImportError: The ``redis`` package is not installed (``pip install otel-resilience[redis]``).
             TypeError: An argument has the wrong type (the message names ``RedisStore.from_url.<arg>``).
-            ValueError: An argument is out of range, or ``url`` is not a Redis URL.
+            ValueError: An argument is out of range, or ``url`` is not a Redis URL, sets an option
+                the store sets itself (``?socket_timeout=``...) or one its clients do not take.
         """
         if not isinstance(url, str):
             raise fail(_OWNER, "url", "a redis://, rediss:// or unix:// URL (str)", url, kind=TypeError)
@@ -404,6 +415,18 @@ class RedisStore(SharedStore):
         """Whether shared patterns run on local state now (the store is degraded or closed)."""
         return self.degraded or self._closed.is_set()
 
+    def wanted(self) -> None:
+        """Say that a caller took local state for want of Redis (a rate limiter's fallback answered it).
+
+        The store's thread then tries to reach Redis again ``flush_interval`` after its last
+        failed attempt, not after the rest of its backoff (doubling to 5 s): a limiter whose calls
+        go on follows Redis back within a round or two, by the one rule of reachability (the
+        store's write reaching it, :meth:`_run`), and uses it from its next call. With no such
+        call the store backs off as before. Takes no lock unless the flag is not set yet.
+        """
+        if not self._wanted.is_set():
+            self._wanted.set()
+
     def _recovered(self) -> None:
         with self._lock:
             if not self.degraded:
@@ -435,6 +458,7 @@ class RedisStore(SharedStore):
         self._wake = threading.Event()  # their locks may have been held by a thread of the parent
         self._closed = threading.Event()
         self._reached = threading.Event()
+        self._wanted = threading.Event()
         if closed:
             self._closed.set()
         self._id = uuid.uuid4().hex[:12]
@@ -471,6 +495,7 @@ class RedisStore(SharedStore):
                 now = last_tick = time.monotonic()
                 probed = self.degraded
                 if probed:
+                    self._wanted.clear()  # a fallback from now on wants the next attempt
                     self._probe()
                     self._resync_all = True
                 self._drain()
@@ -482,10 +507,21 @@ class RedisStore(SharedStore):
                 pause = self._interval
             except self._redis_errors as error:
                 self.failed(error)
-                self._closed.wait(pause)
+                self._back_off(pause)
                 pause = min(pause * 2, _RETRY_MAX)
             except Exception:  # noqa: BLE001 - the store's thread must outlive any one bug
                 _LOG.exception("shared store %r: background work failed", self.namespace)
+
+    def _back_off(self, pause: float) -> None:
+        """Wait before the next attempt to reach Redis: ``pause``, or one round if a caller wants it.
+
+        A rate limiter's call answered by its fallback since the last attempt began
+        (:meth:`wanted`) cuts the wait to ``flush_interval`` after the failure: the limiter's
+        return to Redis follows the store's, which waited up to 5 s after Redis was back.
+        """
+        failed_at = time.monotonic()
+        if self._wanted.wait(pause):  # a fallback, or close()
+            self._closed.wait(max(0.0, failed_at + self._interval - time.monotonic()))
 
     def _probe(self) -> None:
         """Try to reach the store again with a write.
@@ -660,6 +696,7 @@ class RedisStore(SharedStore):
         self._closed.set()
         self._wake.set()
         self._reached.set()
+        self._wanted.set()
         self._wake_subscriber()
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -709,6 +746,48 @@ def _redacted(url: str) -> str:
     return _PASSWORD_PARAMETER.sub(r"\1***", _USER_INFO.sub(r"\1***@", url, count=1))
 
 
+_OWN_OPTIONS: Final = {
+    "socket_timeout": "from its timeout= argument: pass it there",
+    "socket_connect_timeout": "from its timeout= argument: pass it there",
+    "timeout": "from its timeout= argument: pass it there",
+    "max_connections": "from its max_connections= argument: pass it there",
+    "retry": "to none: its thread retries, with backoff",
+}
+"""The URL query options redis-py reads that the store sets itself, and what it sets them from.
+
+redis-py lets a URL's query win over the keyword arguments of ``from_url``: ``?socket_timeout=5``
+had the subscriber and the store's thread wait 5 s on a silent server while ``timeout`` said
+0.25 s, ``?max_connections=`` changed a pool the store's ``max_connections`` still named,
+``?timeout=`` made the subscriber's connections raise a ``TypeError`` and ``?retry=`` replaced
+the clients' retry policy by a string. The store's arguments are their one source:
+:func:`_check_url_options` refuses a URL that sets one, whatever its value."""
+
+
+def _check_url_options(url: str, parse_url: Callable[[str], dict[str, Any]], pools: Sequence[Any]) -> None:
+    """Refuse ``url`` if its query sets an option of :data:`_OWN_OPTIONS` or one ``pools`` cannot take.
+
+    The query is read as redis-py reads it. Each of ``pools`` (one made from ``url`` for each kind
+    of client: sync, async) makes one connection, never connected: an option its connection class
+    does not take (a typo, ``?socket_timout=``; an option of the sync client only, such as
+    ``?ssl_validate_ocsp=``, for the async one) raised a ``TypeError`` from each operation that
+    opened a connection, to a rate limiter's callers too, and from the subscriber every round.
+
+    Raises:
+        ValueError: It does (the message names ``RedisStore.from_url.url`` and the option).
+    """
+    given = parse_url(url)
+    for option, source in _OWN_OPTIONS.items():
+        if option in given:
+            rule = f"a Redis URL without ?{option}= (the store sets it {source})"
+            raise fail(_OWNER, "url", rule, _redacted(url))
+    for pool in pools:
+        try:
+            pool.connection_class(**pool.connection_kwargs)
+        except TypeError as error:
+            rule = f"a Redis URL whose query options every client of the store takes ({error})"
+            raise fail(_OWNER, "url", rule, _redacted(url)) from None
+
+
 def _connect(
     url: str, timeout: float, max_connections: int
 ) -> tuple[
@@ -731,18 +810,23 @@ def _connect(
     the awaited operation's bound on a loop), then fails with a ``ConnectionError``.
 
     Every step of an operation (connecting, the handshake, the command) is bounded by
-    ``timeout``, and an operation a caller waits for (a rate limiter's permit) by ``timeout`` as a
-    whole (:mod:`otel_resilience.store.deadlines`); none is retried by the client: the store's
-    thread retries, with backoff, and the calls go on meanwhile.
+    ``timeout`` on every client made here (the operations', the subscriber's, each event loop's:
+    a URL that sets an option the store sets itself, :data:`_OWN_OPTIONS`, is refused), and an
+    operation a caller waits for (a rate limiter's permit) by ``timeout`` as a whole
+    (:mod:`otel_resilience.store.deadlines`); none is retried by the client: the store's thread
+    retries, with backoff, and the calls go on meanwhile.
 
     Raises:
         ImportError: The ``redis`` package is not installed.
+        ValueError: redis-py cannot read ``url``, or one of its query options is refused
+            (:func:`_check_url_options`); the message names ``RedisStore.from_url.url``.
     """
     try:
         import redis  # noqa: PLC0415 - an optional dependency, imported where it is used
         import redis.asyncio  # noqa: PLC0415
         from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415
         from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.connection import parse_url  # noqa: PLC0415
         from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
     except ImportError as error:
@@ -754,21 +838,25 @@ def _connect(
         "retry": Retry(NoBackoff(), 0),
     }
     pooled = {"max_connections": max_connections, "timeout": timeout}
+
+    def async_pool() -> Any:
+        async_options = {**pooled, **options, "retry": AsyncRetry(NoBackoff(), 0)}
+        return redis.asyncio.BlockingConnectionPool.from_url(url, **async_options)
+
     try:
         pool = redis.BlockingConnectionPool.from_url(url, **pooled, **options)
-        # The subscriber's errors reach the store's subscriber loop as they are: redis-py's pub/sub
-        # connects again in its failure handler, whatever the retries (redis-py 6+), so a socket
-        # that close() shut down had close() wait for a new connection and its handshake.
-        listening = {**options, "retry": Retry(NoBackoff(), 0, supported_errors=())}
-        clients = (bound_connections(redis.Redis.from_pool(pool)), redis.Redis.from_url(url, **listening))
+        checked = (pool, async_pool())  # pools connect lazily: neither has a connection yet
     except ValueError as error:  # a URL redis cannot read (another scheme, a bad port, a bad db)
         raise fail(_OWNER, "url", f"a Redis URL ({error})", _redacted(url)) from error
+    _check_url_options(url, parse_url, checked)  # before any client is made of them
+    # The subscriber's errors reach the store's subscriber loop as they are: redis-py's pub/sub
+    # connects again in its failure handler, whatever the retries (redis-py 6+), so a socket
+    # that close() shut down had close() wait for a new connection and its handshake.
+    listening = {**options, "retry": Retry(NoBackoff(), 0, supported_errors=())}
+    clients = (bound_connections(redis.Redis.from_pool(pool)), redis.Redis.from_url(url, **listening))
 
     def async_client() -> Any:
-        async_options = {**pooled, **options, "retry": AsyncRetry(NoBackoff(), 0)}
-        return redis.asyncio.Redis.from_pool(
-            redis.asyncio.BlockingConnectionPool.from_url(url, **async_options)
-        )
+        return redis.asyncio.Redis.from_pool(async_pool())
 
     usage = ((redis.ResponseError,), (ReadOnlyError, OutOfMemoryError, MasterDownError))
     return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), usage, async_client)

@@ -11,10 +11,12 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from redis_support import free_port
-from shared_workers import Board, limiter_worker, start, stop
+import redis
+from redis_support import RedisServer, free_port
+from shared_workers import Board, limiter_worker, start, stop, wait_for
 from support import collect_inside
 from tcp_proxy import TcpFaultProxy
 
@@ -26,6 +28,7 @@ from otel_resilience import (
     RedisStore,
 )
 from otel_resilience.engine import SyncDeadline
+from otel_resilience.store.rate import ClusterRules
 from otel_resilience.testing import FakeClock
 
 WORKERS = 4
@@ -156,6 +159,62 @@ def test_local_fallback_admits_the_replicas_share(dead_store: RedisStore) -> Non
     clock.advance(0.1)  # 10/s locally: one permit
     assert [limiter.try_acquire() for _ in range(2)] == [True, False]
     assert limiter.get_stats()["admitted"] == 3
+
+
+class _Attempts:
+    """A store's client that counts the failed writes by which its thread tries to reach Redis again."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.failed = 0
+
+    def set(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.real.set(*args, **kwargs)
+        except redis.RedisError:
+            self.failed += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_limiter_is_on_redis_again_within_rounds_of_its_return(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """Redis stops, the limiter's calls take the fallback, Redis returns: they are on Redis again at once.
+
+    The limiter asks Redis again from its first call after the store's thread reached it, and
+    that thread tried again after a backoff doubling to 5 s: after six failed attempts it waited
+    3.2 s, in which every call took the fallback while Redis was back. A call taking the
+    fallback has the store try again each round (``flush_interval``, 0.1 s): 1.5 s is far from
+    both figures.
+    """
+    store = RedisStore.from_url(redis_url, namespace="back", timeout=0.2, resync_interval=60.0)
+    attempts = _Attempts(store._client)
+    store._client = attempts
+    limiter = RateLimiter("back", RateLimiterConfig(rate=1000.0, burst=1000, store=store))
+    rules = limiter._rules
+    assert isinstance(rules, ClusterRules)
+
+    def on_redis() -> bool:
+        before = rules.fallback_admitted
+        assert limiter.try_acquire()
+        return rules.fallback_admitted == before  # the cluster answered, not the fallback
+
+    try:
+        assert on_redis()
+        redis_server.stop()
+        wait_for(lambda: not on_redis() and attempts.failed >= 6, 15.0, "six failed attempts")
+        assert store.degraded
+        redis_server.start()
+        took = wait_for(on_redis, 10.0, "the limiter on Redis again")
+        print(f"on Redis again {took:.3f} s after it returned")
+        assert took < 1.5
+        assert not store.degraded
+        assert store.outages == 1
+    finally:
+        store.close()
 
 
 def test_the_fallback_fields_are_validated() -> None:

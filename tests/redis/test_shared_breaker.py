@@ -253,6 +253,9 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         ({"url": "redis://localhost:port/0"}, ValueError, "url"),
         ({"url": "redis://localhost:6379/notadb"}, ValueError, "url"),  # redis-py reads database 0
         ({"url": "rediss://:secret@localhost/0/1"}, ValueError, "url"),
+        # A query option a client does not take: a typo; one the async client lacks.
+        ({"url": "redis://localhost:6379/0?socket_timout=1"}, ValueError, "url"),
+        ({"url": "rediss://localhost:6379/0?ssl_validate_ocsp=true"}, ValueError, "url"),
         ({"probe_lease_ttl": 0.0004}, ValueError, "probe_lease_ttl"),
         ({"key_ttl": 0.0001}, ValueError, "key_ttl"),
         ({"max_connections": 0}, ValueError, "max_connections"),
@@ -269,7 +272,9 @@ def test_a_url_or_ttl_redis_cannot_take_is_refused_at_construction(
 
     They were accepted: the URL's error did not name it (``url=None``: an ``AttributeError``), a
     lease TTL of 0 ms made every lease fail in Redis (the store degraded, "unreachable"), and a
-    key TTL of 0 ms deleted each state as it was written.
+    key TTL of 0 ms deleted each state as it was written. A query option a client of the store
+    does not take made each operation that opened a connection raise a ``TypeError``, a rate
+    limiter's permit to its caller too.
     """
     options: dict[str, object] = {"url": "redis://127.0.0.1:6379/0", **arguments}
     with pytest.raises(error, match=rf"RedisStore\.from_url\.{field}"):

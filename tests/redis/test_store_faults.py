@@ -111,6 +111,61 @@ def test_a_permit_asked_on_a_new_connection_waits_at_most_the_timeout(proxy: Tcp
         store.close()
 
 
+@pytest.mark.parametrize(
+    "option", ["socket_timeout=5", "socket_connect_timeout=5", "timeout=5", "max_connections=500", "retry=3"]
+)
+def test_a_url_setting_a_bound_the_store_sets_itself_is_refused_naming_url(
+    proxy: TcpFaultProxy, option: str
+) -> None:
+    """``?socket_timeout=`` and the other bounds the store sets from its arguments: a ``ValueError`` naming ``url``.
+
+    redis-py lets a URL's query win over the store's own options: with ``?socket_timeout=5`` the
+    subscriber and the store's thread waited 5 s on a silent server while ``timeout`` said 0.2 s;
+    ``?max_connections=`` changed a pool that the store's ``max_connections`` still named,
+    ``?timeout=`` made every subscription raise a ``TypeError``, and ``?retry=`` replaced the
+    clients' retry policy by a string. The password stays hidden.
+    """
+    name = option.partition("=")[0]
+    url = f"redis://:secret@127.0.0.1:{proxy.port}/0?{option}"
+    expected = rf"RedisStore\.from_url\.url must be a Redis URL without \?{name}="
+    with pytest.raises(ValueError, match=expected) as raised:
+        RedisStore.from_url(url, timeout=0.2)
+    assert "secret" not in str(raised.value)
+
+
+async def test_every_client_the_store_makes_gives_up_on_a_silent_server_within_its_timeout(
+    proxy: TcpFaultProxy,
+) -> None:
+    """The operations' client (outside a permit), the subscriber's and a loop's: each waits about ``timeout``.
+
+    The server takes the connections and answers nothing (the proxy drops every byte): each
+    client's first command (its handshake on a new connection) fails after its socket timeout,
+    the store's ``timeout`` (0.3 s), never a longer one. The 2 s bound is far from both.
+    """
+    proxy.set("drop")
+    store = RedisStore.from_url(f"{_via(proxy)}?health_check_interval=0", namespace="bounds", timeout=0.3)
+    try:
+        async_client = await store._async_clients.client()
+        for name, call in (
+            ("operations", store._client.ping),
+            ("subscriber", store._sub_client.ping),
+        ):
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError):
+                call()
+            took = time.monotonic() - started
+            print(f"{name} client gave up after {took:.3f} s")
+            assert took < 2.0
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            await async_client.ping()
+        took = time.monotonic() - started
+        print(f"async client gave up after {took:.3f} s")
+        assert took < 2.0
+    finally:
+        store.close()
+
+
 def test_a_server_refusing_writes_is_one_outage_until_it_takes_them_again(
     control: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
