@@ -103,9 +103,13 @@ RETRYABLE: Final = "otel_resilience.retryable"
 whatever its method (requests: :func:`~otel_resilience.integrations.requests.mark_retryable`;
 aiohttp has no such flag: an ``Idempotency-Key`` header marks its request)."""
 RESEND_COUNT: Final = "otel_resilience.resend_count"
-"""The request extension an attempt sets to the number of times the request was sent before."""
+"""The request extension an attempt sets to the number of times the request was sent before,
+over the whole request: a redirect's next hop copies it and an authentication flow sends the
+same request again, and their sends go on from it
+(:func:`~otel_resilience.integrations.sending.record_send`)."""
 RESEND_COUNT_ATTRIBUTE: Final = "http.request.resend_count"
-"""The OpenTelemetry HTTP client span attribute: how many times the request was sent before."""
+"""The OpenTelemetry HTTP client span attribute: how many times the request was sent before, for
+any reason (a retry, a hedge, a redirect, an authentication challenge)."""
 DEFAULT_MAX_HOSTS: Final = 256
 """How many idle hosts an integration's policy handle keeps (its ``max_keys``)."""
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -492,7 +496,8 @@ def resend_count_hook(span: Any, request: Any, *_: Any) -> None:
     A request hook for the OpenTelemetry httpx instrumentation (``HTTPXClientInstrumentor().
     instrument(request_hook=resend_count_hook)``, or its async hook through
     :func:`async_resend_count_hook`): it reads ``request.extensions`` (httpx's ``RequestInfo``)
-    and sets the attribute on retries only, as the semantic conventions ask.
+    and sets the attribute on resends only (a retry, a hedge, a redirect's next hop, the answer to
+    an authentication challenge: counted over the whole request), as the semantic conventions ask.
     """
     extensions = getattr(request, "extensions", None)
     count = extensions.get(RESEND_COUNT) if isinstance(extensions, Mapping) else None

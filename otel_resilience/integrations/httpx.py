@@ -14,21 +14,25 @@ Each request is one execution of the policy and each send one attempt; see
 :mod:`otel_resilience.integrations.http` for which responses are failures, which requests are
 retried (mark one with ``extensions={RETRYABLE: True}`` or an ``Idempotency-Key`` header),
 ``Retry-After``, the deadline passed on as the request's timeout, and the breaker per host.
-Each send sets the request extension :data:`~otel_resilience.integrations.http.RESEND_COUNT`;
-with the OpenTelemetry httpx instrumentation, pass
+Each send sets the request extension :data:`~otel_resilience.integrations.http.RESEND_COUNT`,
+counted over the whole request: a redirect's next hop (which copies the extensions) and the
+resend of an authentication flow (``auth=``: the same request) go on from the count of the send
+before them. With the OpenTelemetry httpx instrumentation, pass
 :func:`~otel_resilience.integrations.http.resend_count_hook` as its request hook to put
-``http.request.resend_count`` on the client spans of retries.
+``http.request.resend_count`` on the client spans of resends.
 
-A request under way when its transport is closed (``client.close()``: its retry backing off, a
-hedge about to start) is not sent again: it ends with a ``RuntimeError``. A new request opens
-the transport again, as httpx's own transports allow. A client's ``proxy=`` routes its requests
-through a transport of its own, around this one: give the proxy to the transport wrapped.
+A request under way when its transport is closed (``client.close()``: its retry backing off,
+waiting in a bulkhead's queue or for a rate limiter's permit, a hedge about to start) is not
+sent, neither again nor for the first time: it ends with the ``RuntimeError`` httpx raises for a
+closed client. A new request opens the transport again, as httpx's own transports allow. A
+client's ``proxy=`` routes its requests through a transport of its own, around this one: give
+the proxy to the transport wrapped.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import httpx
 from httpx._multipart import MultipartStream
@@ -91,6 +95,8 @@ def _in_memory(body: object) -> bool:
 def _prepare(http: HttpPolicy, request: httpx.Request, sent: Sent) -> int:
     """Record the send and mark its resend count; cap each timeout phase by what is left of the deadline.
 
+    The count goes on from the one the request carries (:func:`record_send`): a redirect's next
+    hop copies its extensions, an authentication flow sends the same request again.
     No phase is left longer than what is left (a phase ``None``, no limit, neither). The
     request's own ``extensions`` dict is updated (httpx copies the one it is given); the cap
     stays on it for the caller's reads of the body. Each send is capped from the timeout the
@@ -99,10 +105,11 @@ def _prepare(http: HttpPolicy, request: httpx.Request, sent: Sent) -> int:
     again is a new execution, with a deadline of its own.
 
     Returns:
-        The send's place in ``sent`` (its resend count).
+        The send's place in ``sent``.
     """
     extensions = request.extensions
-    extensions[RESEND_COUNT] = index = record_send(sent)
+    index = len(sent)
+    extensions[RESEND_COUNT] = record_send(sent, extensions.get(RESEND_COUNT))
     timeout = extensions.get("timeout")
     own = timeout.own if type(timeout) is _Cap else timeout
     left = http.timeout_left()
@@ -163,46 +170,32 @@ def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> Fai
     return FailedResponseError(read, response.status_code, replay)
 
 
-class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """What a closed transport sends through: its wrapped transport, never for a request sent again.
+_CLOSED: Final = "Cannot send a request, as the client has been closed."
+"""httpx's own error for a request to a closed client (``httpx.Client.send``)."""
 
-    A request under way when its client closed (its retry backing off, a hedge about to start)
-    is not sent again, as the client would never send it: the send raises ``RuntimeError`` (not
-    an HTTP failure: nothing sends it again). Sent, it would open a connection in the closed
-    pool, which nothing would close again. A request's first send opens the transport again
-    (``owner``'s transport is the wrapped one again), as httpx's own transports allow: a
-    transport shared by two clients serves the second after the first closed.
+
+class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """What the requests under way when their transport closed send through: nothing.
+
+    A request under way when its client closed (its retry backing off, waiting in a bulkhead's
+    queue, a hedge about to start) is not sent, as the client would never send it: each of its
+    sends raises the ``RuntimeError`` httpx raises for a closed client (not an HTTP failure:
+    nothing sends it again). Sent, it would open a connection in the closed pool, which nothing
+    would close again. It holds the wrapped transport, to close it.
     """
 
-    __slots__ = ("owner", "transport")
+    __slots__ = ("transport",)
 
-    def __init__(self, owner: _Wrapping[Any], transport: Any) -> None:
-        self.owner = owner
+    def __init__(self, transport: Any) -> None:
         self.transport = transport
 
-    @classmethod
-    def of(cls, owner: _Wrapping[Any]) -> Any:
-        """The transport that closes ``owner``'s wrapped one; ``owner`` sends through it from now on."""
-        closing = owner._transport
-        if type(closing) is not cls:
-            owner._transport = cls(owner, closing)
-        return owner._transport
+    def handle_request(self, request: httpx.Request) -> httpx.Response:  # noqa: ARG002 - httpx's signature
+        """Refuse the request: its client closed."""
+        raise RuntimeError(_CLOSED)
 
-    def _opened(self, request: httpx.Request) -> Any:
-        """The wrapped transport, opened again for ``request`` unless it is a request sent again."""
-        if request.extensions.get(RESEND_COUNT):
-            msg = "Cannot send the request again, as the transport has been closed."
-            raise RuntimeError(msg)
-        self.owner._transport = self.transport
-        return self.transport
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send a new request through the wrapped transport; refuse one sent again."""
-        return self._opened(request).handle_request(request)  # type: ignore[no-any-return]
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send a new request through the wrapped transport; refuse one sent again."""
-        return await self._opened(request).handle_async_request(request)  # type: ignore[no-any-return]
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:  # noqa: ARG002
+        """Refuse the request: its client closed."""
+        raise RuntimeError(_CLOSED)
 
     def close(self) -> None:
         """Close the wrapped transport (again)."""
@@ -213,50 +206,26 @@ class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
         await self.transport.aclose()
 
 
-class _Wrapping(HttpIntegration, Generic[T]):
-    """What both transports hold: the policy's HTTP rules and the transport that sends.
+class _Link(Generic[T]):
+    """What a request sends through from the moment it enters the transport: the policy, the transport.
 
-    Args:
-        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
-        transport: The transport that sends (default: a new one of the class's default kind).
-        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
-        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
-
-    Raises:
-        TypeError: ``policy``, ``options`` or ``manager`` has the wrong type.
+    The transport gives each request its link of the moment (its ``_send_once``, bound once per
+    link): closing the transport closes that link (:meth:`_Wrapping._closed`), so every send of a
+    request that entered before, the first one too, reads :class:`_Closed`, while the requests
+    entering after get a new link, open again. An open link's sends pay nothing for it.
     """
 
-    _default: ClassVar[type[Any]]
-    transport_errors = (httpx.TransportError, httpx.DecodingError)
-    """A failed connection, a timeout, a failed response's body cut off or not decodable."""
+    __slots__ = ("_http", "_transport")
 
-    def __init__(
-        self,
-        policy: ResilienceConfig | PolicyHandleLike,
-        transport: T | None = None,
-        *,
-        options: HttpOptions | None = None,
-        manager: ResilienceManager | None = None,
-    ) -> None:
-        super().__init__(policy, options=options, manager=manager)
-        self._transport: T = transport if transport is not None else self._default()
+    def __init__(self, http: HttpPolicy, transport: T | _Closed) -> None:
+        self._http = http
+        self._transport = transport
 
 
-class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
-    """An httpx transport that sends each request under ``policy``, through ``transport``.
+class _SyncLink(_Link[httpx.BaseTransport]):
+    """The link of a :class:`ResilientTransport`: its attempt."""
 
-    Takes ``policy``, ``transport`` (default: a new ``httpx.HTTPTransport()``), ``options`` and
-    ``manager``, as described on its base.
-    """
-
-    _default = httpx.HTTPTransport
-    synchronous = True
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` under the policy: the last response, or the error that ended it."""
-        http, url = self._http, request.url
-        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
-        return http.send_sync(host, url.port, _judge(http, request), self._send_once, request)
+    __slots__ = ()
 
     def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised.
@@ -284,24 +253,11 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
             raise
         raise _failed(request, response, raw)
 
-    def close(self) -> None:
-        """Close the wrapped transport; a request under way is not sent again (:class:`_Closed`)."""
-        _Closed.of(self).close()
 
+class _AsyncLink(_Link[httpx.AsyncBaseTransport]):
+    """The link of an :class:`AsyncResilientTransport`: its attempt."""
 
-class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport):
-    """An async httpx transport that sends each request under ``policy``; as :class:`ResilientTransport`.
-
-    Its default ``transport`` is a new ``httpx.AsyncHTTPTransport()``.
-    """
-
-    _default = httpx.AsyncHTTPTransport
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` under the policy: the last response, or the error that ended it."""
-        http, url = self._http, request.url
-        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
-        return await http.send(host, url.port, _judge(http, request), self._send_once, request)
+    __slots__ = ()
 
     async def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
         """One attempt: send ``request``; a failed response is read, closed and raised (as the sync one).
@@ -326,6 +282,97 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
             raise
         raise _failed(request, response, raw)
 
+
+class _Wrapping(HttpIntegration, Generic[T]):
+    """What both transports hold: the policy's HTTP rules and the link the requests entering now send through.
+
+    Args:
+        policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
+        transport: The transport that sends (default: a new one of the class's default kind).
+        options: How requests are judged (:class:`~otel_resilience.integrations.http.HttpOptions`).
+        manager: The manager keeping breakers and bulkheads (default: the process-wide one).
+
+    Raises:
+        TypeError: ``policy``, ``options`` or ``manager`` has the wrong type.
+    """
+
+    _default: ClassVar[type[Any]]
+    _link_kind: ClassVar[type[_SyncLink | _AsyncLink]]
+    _attempt: Any
+    """The current link's attempt (its ``_send_once``, bound once per link)."""
+    transport_errors = (httpx.TransportError, httpx.DecodingError)
+    """A failed connection, a timeout, a failed response's body cut off or not decodable."""
+
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        transport: T | None = None,
+        *,
+        options: HttpOptions | None = None,
+        manager: ResilienceManager | None = None,
+    ) -> None:
+        super().__init__(policy, options=options, manager=manager)
+        self._link: _SyncLink | _AsyncLink
+        self._open(transport if transport is not None else self._default())
+
+    def _open(self, transport: Any) -> None:
+        """Have the requests entering from now on send through a new link to ``transport``."""
+        self._link = link = self._link_kind(self._http, transport)
+        self._attempt = link._send_once
+
+    def _closed(self) -> _Closed:
+        """Close the current link and open a new one; return the guard the closed link's requests read.
+
+        Requests under way keep the link they entered with, whose every send the guard now
+        refuses; a new request gets the new link, to the wrapped transport (which httpx's own
+        transports let a new request open again).
+        """
+        closing = self._link
+        transport = closing._transport
+        closing._transport = guard = _Closed(transport)
+        self._open(transport)
+        return guard
+
+
+class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
+    """An httpx transport that sends each request under ``policy``, through ``transport``.
+
+    Takes ``policy``, ``transport`` (default: a new ``httpx.HTTPTransport()``), ``options`` and
+    ``manager``, as described on its base.
+    """
+
+    _default = httpx.HTTPTransport
+    _link_kind = _SyncLink
+    _attempt: Callable[[httpx.Request, Sent], httpx.Response]
+    synchronous = True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under the policy: the last response, or the error that ended it."""
+        http, url = self._http, request.url
+        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
+        return http.send_sync(host, url.port, _judge(http, request), self._attempt, request)
+
+    def close(self) -> None:
+        """Close the wrapped transport; a request under way is not sent (:class:`_Closed`)."""
+        self._closed().close()
+
+
+class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport):
+    """An async httpx transport that sends each request under ``policy``; as :class:`ResilientTransport`.
+
+    Its default ``transport`` is a new ``httpx.AsyncHTTPTransport()``.
+    """
+
+    _default = httpx.AsyncHTTPTransport
+    _link_kind = _AsyncLink
+    _attempt: Callable[[httpx.Request, Sent], Awaitable[httpx.Response]]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` under the policy: the last response, or the error that ended it."""
+        http, url = self._http, request.url
+        host = url.raw_host.decode("ascii")  # an IDNA name as sent: xn--...
+        return await http.send(host, url.port, _judge(http, request), self._attempt, request)
+
     async def aclose(self) -> None:
-        """Close the wrapped transport; a request under way is not sent again (:class:`_Closed`)."""
-        await _Closed.of(self).aclose()
+        """Close the wrapped transport; a request under way is not sent (:class:`_Closed`)."""
+        await self._closed().aclose()

@@ -287,7 +287,8 @@ class HttpPolicy:
         """Run ``attempt(request, sent)`` under the policy in this thread; return its response.
 
         ``attempt`` sends the request once, recorded in ``sent`` (:func:`record_send` before it
-        sends: its resend count, 0, then 1...; the response it got after), and raises
+        sends: its resend count, 0, then 1..., or on from the request's earlier sends; the
+        response it got after), and raises
         :class:`FailedResponseError` for a failed response; the last failed response is
         returned when attempts run out. A response an attempt got that the policy dropped (it
         came after the deadline, or another attempt won) is closed before this returns
@@ -413,9 +414,13 @@ class Sent(list[Any]):
 
     Attributes:
         dropped: How many of the first sends the policy dropped (all over, none the caller's).
+        before: How many times the request was sent before this execution (a redirect's earlier
+            hops, the send an authentication challenge answered): the resend counts of its sends
+            continue from it (:func:`record_send`).
     """
 
     dropped: int = 0
+    before: int = 0
 
     def drop(self, result: object) -> Awaitable[None] | None:
         """The retry goes on after ``result`` (one of the sends'): close every send so far.
@@ -447,11 +452,24 @@ class _AsyncSent(Sent):
         return None
 
 
-def record_send(sent: Sent) -> int:
-    """Record a send of the request in ``sent`` (before it is made); return its resend count."""
-    count = len(sent)
+def record_send(sent: Sent, last: int | None = None) -> int:
+    """Record a send of the request in ``sent`` (before it is made); return its resend count.
+
+    The one rule of the count (``http.request.resend_count``): how many times the request was
+    sent before, over the whole request as the HTTP semantic conventions count it, whatever the
+    reason (a retry, a hedge, a redirect's next hop, the answer to an authentication challenge).
+    This execution's sends continue from :attr:`Sent.before`: ``last`` is the count of the
+    request's last send before this execution, where the client carries it on the request
+    (httpx: the :data:`~otel_resilience.integrations.http.RESEND_COUNT` extension, which a
+    redirect's next hop copies and an authentication flow's resend keeps), read at the
+    execution's first send; ``None``: none. Without one, the count is the send's place in
+    ``sent``.
+    """
+    place = len(sent)
     sent.append(None)
-    return count
+    if last is not None and not place:
+        sent.before = last + 1
+    return sent.before + place
 
 
 def _dropped(sent: Sent) -> Iterator[int]:

@@ -98,14 +98,22 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   does an attempt whose result its retry rejected (`error.type` `{failed_result}`). A failed
   attempt span is ERROR with `error.type`. Exceptions are not recorded as span events; their
   messages appear (as the status description) only with `instrument(record_messages=True)`.
-* `http.request.resend_count`: when the caller's span is an HTTP client span (SDK span of kind
-  CLIENT with `http.request.method` or legacy `http.method`), each retried attempt span carries
-  `http.request.resend_count = attempt - 1`: so with the requests and aiohttp instrumentations,
-  whose client span wraps the whole send (`Session.send`; aiohttp's trace starts before its
-  client middlewares), the attempts nest in it and carry the count. When the HTTP client span is
-  opened *inside* the protected call (the httpx instrumentation on the transport that
-  `ResilientTransport` wraps), each attempt gets its own HTTP span, under our attempt span, and
-  `integrations.http.resend_count_hook` puts the count on it.
+* `http.request.resend_count`: how many times the request was sent before, counted over the
+  whole request as the HTTP semantic conventions ask (any resend: a retry, a hedge, a redirect's
+  next hop, the answer to an authentication challenge). When the caller's span is an HTTP client
+  span (SDK span of kind CLIENT with `http.request.method` or legacy `http.method`), each attempt
+  span of a resend carries it: `attempt - 1` in the first execution that runs in that client
+  span, and on from the sends of the earlier ones in the next. So with the requests and aiohttp
+  instrumentations, whose client span wraps the whole send (`Session.send`, in which requests
+  follows a redirect and answers a digest challenge through the adapter again; aiohttp's trace
+  starts before its client middlewares, which see every hop), each hop is an execution of its
+  own in the one client span, and a retried attempt of the second hop carries the request's
+  count (a hop's first attempt runs in its execution span, which carries none). When the HTTP
+  client span is opened *inside* the protected call (the httpx instrumentation on the transport
+  that `ResilientTransport` wraps), each send gets its own HTTP span, under our attempt span,
+  and `integrations.http.resend_count_hook` puts the count on it: the request extension
+  `otel_resilience.resend_count`, which a redirect's next hop copies and an `auth=` flow keeps
+  on the request it sends again, so the count runs on over both.
 * When the caller's span context is valid but not sampled, no span is created at all (the
   duration histogram is still recorded). Span events go to the current span only when it is
   recording.

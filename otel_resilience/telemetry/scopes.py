@@ -7,8 +7,13 @@ one execution or attempt scope; :func:`open_execution_span`, :func:`open_attempt
 
 ``http.request.resend_count``: when the caller's span (the parent of the execution span) is an
 SDK span of kind CLIENT with an ``http.request.method`` (or legacy ``http.method``) attribute,
-the retried attempt spans carry ``http.request.resend_count = attempt - 1`` (attempt 2 onwards:
-the semantic conventions set it only on a resend, so a hedged execution's original has none).
+the attempt spans of resends carry ``http.request.resend_count``: how many times the request
+was sent before, counted over every execution that ran in that client span (one HTTP request:
+its redirects' hops and an authentication's second send run as executions of their own in it,
+with the requests and aiohttp instrumentations), so ``attempt - 1`` in its first execution, and
+on from the sends of the earlier ones (:func:`_sends_in`). The semantic conventions set it only
+on a resend, so the first send's span has none (a hedged execution's original, in the first
+execution).
 
 A source's own switches (``ResilienceConfig(spans=False, record_duration=False)``) hold for
 everything its execution runs: :func:`enter_switches` makes them current (:data:`SWITCHED_OFF`),
@@ -18,6 +23,7 @@ and the attempts and span events inside it read them there, whichever source rep
 from __future__ import annotations
 
 import contextvars
+import weakref
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from opentelemetry import context as otel_context
@@ -76,8 +82,13 @@ _FAILURE: Final = Outcome.FAILURE
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
-"""Set in the execution span's context when the caller's span is an HTTP client span (and
-cleared in that of an execution nested in it, whose caller is another span)."""
+"""Set in the execution span's context when the caller's span is an HTTP client span, to that span
+and the sends made in it before the execution (:func:`_sends_in`); cleared in that of an
+execution nested in it, whose caller is another span."""
+
+_SENDS: Final[weakref.WeakKeyDictionary[Span, int]] = weakref.WeakKeyDictionary()
+"""How many sends (attempts) the executions run in each HTTP client span made so far, while the
+span lives: one request's, whose resend count runs on over all of them."""
 
 KEYED_EXECUTION: Final[contextvars.ContextVar[tuple[str, Attrs] | None]] = contextvars.ContextVar(
     "otel_resilience_keyed_execution", default=None
@@ -358,8 +369,25 @@ def open_execution_span(tracer: Tracer, info: SourceInfo, operation: str) -> Sco
     http_client = parent_sc.is_valid and _is_http_client(parent)
     if http_client or parent_ctx.get(_HTTP_CLIENT_KEY) is not None:
         # Its own caller decides: the mark of an HTTP execution it is nested in is not its own.
-        ctx = otel_context.set_value(_HTTP_CLIENT_KEY, _HTTP_CLIENT_KEY if http_client else None, ctx)
+        ctx = otel_context.set_value(_HTTP_CLIENT_KEY, _sends_in(parent) if http_client else None, ctx)
     return Scope(info, span, otel_context.attach(ctx))
+
+
+def _sends_in(client: Span) -> tuple[Span | None, int]:
+    """Count an execution's first send in the HTTP client span ``client``; return it and the sends before.
+
+    An HTTP client span that wraps a whole request (the requests instrumentation's, around
+    ``Session.send``; aiohttp's, opened before its client middlewares) holds an execution per
+    hop of a redirect and per send of an authentication flow, each a new request to the
+    integration: the request's resend count runs on over them. A span that takes no weak
+    reference counts each execution alone (``None`` in place of the span).
+    """
+    try:
+        before = _SENDS.get(client, 0)
+    except TypeError:
+        return None, 0
+    _SENDS[client] = before + 1
+    return client, before
 
 
 def open_attempt_span(
@@ -378,8 +406,14 @@ def open_attempt_span(
     attrs[sc.ATTEMPT] = attempt
     if attempt_type is not None:
         attrs[sc.ATTEMPT_TYPE] = attempt_type
-    if attempt > 1 and otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx):  # a resend: not the first send
-        attrs[sc.HTTP_RESEND_COUNT] = attempt - 1
+    http = otel_context.get_value(_HTTP_CLIENT_KEY, parent_ctx)
+    if http is not None:  # in an HTTP client span: the request's sends before this one
+        client, before = cast("tuple[Span | None, int]", http)
+        count = before + attempt - 1
+        if count:  # a resend: not the first send
+            attrs[sc.HTTP_RESEND_COUNT] = count
+        if attempt > 1 and client is not None and _SENDS.get(client, 0) <= count:
+            _SENDS[client] = count + 1
     span = tracer.start_span(
         info.attempt_span_name(operation),
         parent_ctx,

@@ -1,7 +1,7 @@
-"""A client closed while one of its requests is under way (its retry backing off).
+"""A client closed while one of its requests is under way (its retry backing off, queued in a bulkhead).
 
-The client would never send the request again once closed (httpx refuses a closed client's
-requests, aiohttp a closed session's): neither does the policy. The request ends with a clear
+The client would never send the request once closed (httpx refuses a closed client's requests,
+aiohttp a closed session's): neither does the policy. The request ends with the client's own
 error, sent no more, and no connection is opened that the closed client would never close
 (httpx's pool opens one again for any send: it would be left open for good). A new request
 opens an httpx transport again, as httpx's own transports allow (one shared by two clients).
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
+import time
 import warnings
 
 import aiohttp
@@ -18,8 +20,9 @@ import httpx
 import pytest
 from support import BackoffCheck, ScriptedHTTPServer
 
-from otel_resilience import ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
+from otel_resilience.integrations.http import HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 
 BACKOFF = RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=30.0, jitter="none")
@@ -38,7 +41,7 @@ def test_httpx_a_request_is_not_sent_again_once_its_client_closed(server: Script
     config = ResilienceConfig(name="closing", retry_policy=BACKOFF)
     transport = ResilientTransport(config, transport=inner, manager=ResilienceManager(clock=clock))
     client = httpx.Client(transport=transport)
-    with pytest.raises(RuntimeError, match="transport has been closed"):
+    with pytest.raises(RuntimeError, match="client has been closed"):
         client.get(f"{server.url}/a")
     assert server.count("/a") == 1  # the retry sent nothing through the closed client
     assert inner._pool.connections == []  # no connection left open by a send after the close
@@ -60,7 +63,7 @@ async def test_httpx_async_a_request_is_not_sent_again_once_its_client_closed(
     config = ResilienceConfig(name="closing", retry_policy=BACKOFF)
     transport = AsyncResilientTransport(config, transport=inner, manager=ResilienceManager(clock=clock))
     client = httpx.AsyncClient(transport=transport)
-    with pytest.raises(RuntimeError, match="transport has been closed"):
+    with pytest.raises(RuntimeError, match="client has been closed"):
         await asyncio.wait_for(client.get(f"{server.url}/a"), 10.0)
     assert server.count("/a") == 1
     assert inner._pool.connections == []
@@ -89,3 +92,145 @@ async def test_aiohttp_a_request_is_not_sent_again_once_its_session_closed(
         gc.collect()
     assert server.count("/a") == 1
     assert [str(w.message) for w in warned if "nclosed" in str(w.message)] == []
+
+
+ONE_SLOT = ResilienceConfig(name="queued", bulkhead_config=BulkheadConfig(max_concurrent=1, max_waiting=1))
+"""One request sent at a time, one more waiting for it in the bulkhead's queue."""
+
+
+def _waiting(manager: ResilienceManager) -> int:
+    return manager.get_resilience_statistics()["named_policies"]["queued"]["bulkhead"]["waiting"]
+
+
+class _Held(httpx.BaseTransport):
+    """The real transport, but ``/held`` waits for ``release`` and is answered without the network."""
+
+    def __init__(self, real: httpx.HTTPTransport) -> None:
+        self.real = real
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/held":
+            self.entered.set()
+            assert self.release.wait(10.0)
+            return httpx.Response(200)
+        return self.real.handle_request(request)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+class _AsyncHeld(httpx.AsyncBaseTransport):
+    """The async :class:`_Held`."""
+
+    def __init__(self, real: httpx.AsyncHTTPTransport) -> None:
+        self.real = real
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/held":
+            self.entered.set()
+            await self.release.wait()
+            return httpx.Response(200)
+        return await self.real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+def test_httpx_a_request_queued_when_its_client_closed_is_never_sent(server: ScriptedHTTPServer) -> None:
+    """A request waiting in the bulkhead when its client closes is refused at its first send, no socket opened."""
+    real = httpx.HTTPTransport()
+    held = _Held(real)
+    manager = ResilienceManager()
+    transport = ResilientTransport(ONE_SLOT, held, manager=manager, options=HttpOptions(per_host=False))
+    client = httpx.Client(transport=transport)
+    outcomes: dict[str, object] = {}
+
+    def get(path: str) -> None:
+        try:
+            outcomes[path] = client.get(f"{server.url}{path}").status_code
+        except Exception as error:
+            outcomes[path] = error
+
+    first = threading.Thread(target=get, args=("/held",))
+    first.start()
+    assert held.entered.wait(10.0)
+    second = threading.Thread(target=get, args=("/queued",))
+    second.start()
+    until = time.monotonic() + 10.0
+    while _waiting(manager) == 0 and time.monotonic() < until:
+        time.sleep(0.005)
+    assert _waiting(manager) == 1
+    client.close()
+    held.release.set()
+    first.join(10.0)
+    second.join(10.0)
+    assert outcomes["/held"] == 200  # sent before the close
+    assert isinstance(outcomes["/queued"], RuntimeError)
+    assert "client has been closed" in str(outcomes["/queued"])
+    assert server.count("/queued") == 0
+    assert real._pool.connections == []  # no connection opened in the closed pool
+
+
+async def test_httpx_async_a_request_queued_when_its_client_closed_is_never_sent(
+    server: ScriptedHTTPServer,
+) -> None:
+    """The async transport refuses a request its bulkhead queued before the close, as the sync one does."""
+    real = httpx.AsyncHTTPTransport()
+    held = _AsyncHeld(real)
+    manager = ResilienceManager()
+    transport = AsyncResilientTransport(ONE_SLOT, held, manager=manager, options=HttpOptions(per_host=False))
+    client = httpx.AsyncClient(transport=transport)
+    first = asyncio.ensure_future(client.get(f"{server.url}/held"))
+    await asyncio.wait_for(held.entered.wait(), 10.0)
+    second = asyncio.ensure_future(client.get(f"{server.url}/queued"))
+    for _ in range(1000):
+        if _waiting(manager):
+            break
+        await asyncio.sleep(0)
+    assert _waiting(manager) == 1
+    await client.aclose()
+    held.release.set()
+    assert (await asyncio.wait_for(first, 10.0)).status_code == 200
+    with pytest.raises(RuntimeError, match="client has been closed"):
+        await asyncio.wait_for(second, 10.0)
+    assert server.count("/queued") == 0
+    assert real._pool.connections == []
+    async with httpx.AsyncClient(transport=transport) as other:  # a new request opens it again
+        assert (await other.get(f"{server.url}/b")).status_code == 200
+
+
+async def test_aiohttp_a_request_queued_when_its_session_closed_is_never_sent(
+    server: ScriptedHTTPServer,
+) -> None:
+    """A request waiting in the bulkhead when its session closes ends with aiohttp's own error, unsent."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if request.url.path == "/held":  # sent, then held until the session closed
+            response = await handler(request)
+            entered.set()
+            await release.wait()
+            return response
+        return await handler(request)
+
+    manager = ResilienceManager()
+    middleware = ResilientMiddleware(ONE_SLOT, manager=manager, options=HttpOptions(per_host=False))
+    session = aiohttp.ClientSession(middlewares=(middleware, hold))
+    first = asyncio.ensure_future(session.get(f"{server.url}/held"))
+    await asyncio.wait_for(entered.wait(), 10.0)
+    second = asyncio.ensure_future(session.get(f"{server.url}/queued"))
+    for _ in range(1000):
+        if _waiting(manager):
+            break
+        await asyncio.sleep(0)
+    assert _waiting(manager) == 1
+    await session.close()
+    release.set()
+    (await asyncio.wait_for(first, 10.0)).release()
+    with pytest.raises(RuntimeError, match="Session is closed"):
+        await asyncio.wait_for(second, 10.0)
+    assert server.count("/queued") == 0

@@ -29,9 +29,22 @@ def _responses(count: int) -> list[httpx.Response]:
 
 def test_each_send_is_recorded_with_its_resend_count() -> None:
     """The first send is 0, the next 1...; a send holds None until its response is in."""
-    sent: Sent = []
+    sent = Sent()
     assert [record_send(sent), record_send(sent), record_send(sent)] == [0, 1, 2]
     assert sent == [None, None, None]
+
+
+def test_the_resend_count_goes_on_from_the_requests_earlier_sends() -> None:
+    """A request sent 3 times before (its last send counted 2) is counted 3, 4... in this execution.
+
+    The count it carries is read at the execution's first send only: the later sends' count is
+    then their own.
+    """
+    sent = Sent()
+    assert record_send(sent, 2) == 3
+    assert record_send(sent, 3) == 4
+    assert record_send(sent) == 5
+    assert (sent.before, sent) == (3, [None, None, None])
 
 
 def test_every_response_but_the_kept_one_is_closed() -> None:

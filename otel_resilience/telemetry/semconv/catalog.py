@@ -148,9 +148,11 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         HTTP_RESEND_COUNT,
         "int",
-        "OTel HTTP convention: `attempt - 1`, set on the attempt spans of resends (attempt 2 "
-        "onwards: never on a hedged execution's original) when the caller's span is an HTTP "
-        "client span.",
+        "OTel HTTP convention: how many times the request was sent before (any reason: a "
+        "retry, a hedge, a redirect's hop, an authentication challenge), set on the attempt "
+        "spans of resends when the caller's span is an HTTP client span: `attempt - 1` in its "
+        "first execution, on from the earlier executions' sends in the same client span (never "
+        "on the first send's span).",
     ),
     AttributeSpec(RETRY_DELAY, "double", "The backoff before the next attempt.", unit="s"),
     AttributeSpec(
