@@ -699,6 +699,38 @@ async def test_a_result_predicate_is_told_each_result_the_retry_drops_before_the
     assert clock.sleeps == [1.0, 2.0]
 
 
+class Flaky(Pending):
+    """A ``retry_on`` that retries every :class:`Boom` and is told each error the retry drops (as :class:`Pending`)."""
+
+    def __call__(self, error: Exception) -> bool:  # type: ignore[override]
+        return isinstance(error, Boom)
+
+
+async def test_an_error_predicate_is_told_each_error_the_retry_drops_before_the_backoff(
+    driver: str, clock: FakeClock
+) -> None:
+    """``retry_on.dropped`` is called when the retry goes on after an error, before ``on_retry`` and the sleep.
+
+    The last error, which the retry gives up on, is raised and never told dropped.
+    """
+    errors = iter([Boom("one"), Boom("two"), Boom("three")])
+    flaky = Flaky(clock, driver)
+    r = Retry("dep", exact(max_attempts=3, retry_on=flaky), on_retry=flaky.on_retry, clock=clock)
+
+    def fn() -> str:
+        raise next(errors)
+
+    with pytest.raises(Boom, match="three"):
+        await invoke(r, driver, fn)
+    assert [(step, str(what), sleeps) for step, what, sleeps in flaky.steps] == [
+        ("dropped", "one", 0),
+        ("on_retry", "1", 0),
+        ("dropped", "two", 1),
+        ("on_retry", "2", 1),
+    ]
+    assert clock.sleeps == [1.0, 2.0]
+
+
 async def test_on_retry_is_called_with_the_failed_attempt_and_its_error(
     driver: str, clock: FakeClock
 ) -> None:

@@ -11,8 +11,12 @@ Each request is one execution of the policy and each send one attempt; see
 retried (an ``Idempotency-Key`` header marks one), ``Retry-After`` and the breaker per host. A
 body from a stream, a file or an async iterator is never retried; one held in memory is (bytes,
 text, a form, JSON, a ``FormData`` whose files are bytes or text). A failed response is read in
-its attempt (its connection goes back to the pool); the one returned when attempts run out reads
-as an unread one: ``read()``, ``text()``, ``json()`` and its ``content`` stream give its body.
+its attempt (its connection goes back to the pool), up to
+:data:`~otel_resilience.integrations.http.DRAIN_LIMIT` (a longer body is read as the caller reads
+it, or not at all when the retry goes on after it); the one returned when attempts run out reads
+as an unread one: ``read()``, ``text()``, ``json()`` and its ``content`` stream give its body. A
+wait for a free connection (``TCPConnector(limit=...)``) ends with the error a connect ends with
+(``ConnectionTimeoutError``): it cannot be told from one, and stays a transport failure.
 
 The policy's deadline cancels the request (asyncio), so it never outlives its policy; aiohttp's
 own timeouts still apply. A deadline reaches the caller as the policy's
@@ -41,7 +45,7 @@ from aiohttp.base_protocol import BaseProtocol
 
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration, Sent, record_send
+from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, record_send
 
 __all__ = ["ResilientMiddleware"]
 
@@ -81,7 +85,7 @@ class ResilientMiddleware(HttpIntegration):
         try:
             sent[index] = response = await handler(request)
             if response.status in self._http.failure_statuses:
-                await _read_failed(response)
+                await _read_failed(self._http, response)
                 raise FailedResponseError(response, response.status)
         except (asyncio.TimeoutError, asyncio.CancelledError) as error:
             if _total_timed_out(request, error):  # aiohttp's ClientTimeout.total: the request is over
@@ -148,20 +152,60 @@ def _in_memory(body: object) -> bool:
     return False
 
 
-async def _read_failed(response: aiohttp.ClientResponse) -> None:
-    """Read a failed ``response`` whole, its connection back in the pool, and keep it readable.
+async def _read_failed(http: HttpPolicy, response: aiohttp.ClientResponse) -> None:
+    """Read a failed ``response``, up to the drain limit, and keep it readable whole.
 
-    ``read()`` gives the connection back once the body is read (and closes it if reading
-    fails). The response is not released: aiohttp refuses a released response's ``read()`` and
-    ``content``. Its ``content`` becomes a stream of the body read, so the caller who gets it
-    when attempts run out reads it as an unread one (``read()``, ``text()``, ``json()``,
-    ``content.iter_chunked()``...).
+    A body that ends within the drain limit (:meth:`HttpPolicy.aread_failed`) is read whole,
+    and its connection goes back to the pool once it ended; a longer one is read no further,
+    its connection kept for the rest (the retry that goes on after it releases it, not reused).
+    The response is not released: aiohttp refuses a released response's ``read()`` and
+    ``content``. Its ``content`` becomes a stream of the body read (then of the rest, as it
+    comes: :class:`_Rest`), so the caller who gets it when attempts run out reads it as an
+    unread one (``read()``, ``text()``, ``json()``, ``content.iter_chunked()``...). Reading
+    fails: the response is closed.
     """
-    body = await response.read()
+    content = response.content
+    try:
+        head, whole = await http.aread_failed(content.iter_any())
+    except BaseException:
+        response.close()
+        raise
     loop = asyncio.get_running_loop()
-    # A limit over the body's size: the stream never reaches its high water mark, so it never
-    # pauses its (unconnected) protocol.
-    replay = aiohttp.StreamReader(BaseProtocol(loop), max(len(body), 2**16), loop=loop)
-    replay.feed_data(body)
-    replay.feed_eof()
+    if whole:
+        replay = aiohttp.StreamReader(_Unplugged(loop), 2**16, loop=loop)
+        replay.feed_data(head)
+        replay.feed_eof()
+    else:
+        replay = _Rest(head, content, loop)
     response.content = replay
+
+
+class _Unplugged(BaseProtocol):
+    """The protocol of a stream fed by hand: nothing to pause or resume (no transport, no parser)."""
+
+    def pause_reading(self) -> None:
+        """Nothing reads into the stream on its own: nothing to pause."""
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """Nothing to resume."""
+
+
+class _Rest(aiohttp.StreamReader):
+    """A failed response's ``content`` read in part: the bytes read, then the rest of its own stream.
+
+    Whenever a read finds nothing left (aiohttp's readers all wait in ``_wait``), the next piece
+    of the response's own stream (``rest``) is fed in, its end the end; what the response's
+    stream raises (a body cut off) is raised to the reader.
+    """
+
+    def __init__(self, head: bytes, rest: aiohttp.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(_Unplugged(loop), 2**16, loop=loop)
+        self._rest = rest
+        self.feed_data(head)
+
+    async def _wait(self, func_name: str) -> None:  # noqa: ARG002 - aiohttp's signature
+        piece = await self._rest.readany()
+        if piece:
+            self.feed_data(piece)
+        else:
+            self.feed_eof()

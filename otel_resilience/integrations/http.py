@@ -7,9 +7,24 @@ One request is one *execution* of the policy; each time the client sends it is o
   response, its body read), so the breaker counts it and the retry may send the request again.
   Any other response (a 404, a 400: the caller's mistake) is a success and never opens a
   breaker. A transport error (refused connection, reset, client timeout, a failed response's
-  body cut off or not decodable) is a failure too.
+  body cut off or not decodable) is a failure too. A wait for a free connection of the
+  client's own pool that ran out (:class:`PoolTimeoutError`: httpx's ``PoolTimeout``,
+  urllib3's ``EmptyPoolError`` with requests' ``pool_block=True``) is not the host's failure:
+  the request never left the client (local congestion), so the breaker ignores it (neither
+  success nor failure); the caller gets the client's error (the policy's timeout when the
+  deadline ended the wait), and the retry treats it as a transport error (sent again only if
+  the request may be sent twice). aiohttp's wait for a connection ends with the error its
+  connect ends with (``ConnectionTimeoutError``): it cannot be told apart, and is a transport
+  failure.
   When attempts run out on a failed response, the response is returned to the caller, as the
   client would have returned it, unless :attr:`HttpOptions.raise_on_failure` is set.
+* **Failed bodies.** A failed response's body is read in its attempt up to
+  :data:`DRAIN_LIMIT` (64 KiB): a body that ends within it is read whole and its connection
+  goes back to the pool. A longer one is not read further: its response stays open, unread,
+  as it may be the last, which the caller gets whole (the rest read as the caller reads it);
+  once the retry goes on after it, it is closed, its connection not reused
+  (:meth:`HttpRetryOn.dropped`), so a host answering errors with huge bodies costs each
+  attempt the retry drops 64 KiB and a chunk, not the body.
 * **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
   (:data:`IDEMPOTENT_METHODS`), or a request marked retryable (an ``Idempotency-Key`` header,
   or the client's own flag, e.g. httpx's ``extensions={RETRYABLE: True}``). A body streamed
@@ -45,7 +60,8 @@ One request is one *execution* of the policy; each time the client sends it is o
   (:meth:`HttpRetryOnResult.dropped`), so neither another request during the backoff nor the
   next send waits for its connection (a pool of one would wait until the deadline); a send
   started beside others by hedging closes none of its race. (A failed response is read and
-  closed in its attempt.)
+  closed in its attempt; one whose body is over :data:`DRAIN_LIMIT` when the retry goes on
+  after it, as a dropped result.)
 * **Per host.** Requests run through the policy handle's ``for_key(host)``: each host gets its
   own breaker, bulkhead and rate limiter, so one bad host does not open the breaker for the
   others (:attr:`HttpOptions.per_host`); at most :attr:`HttpOptions.max_hosts` idle hosts are
@@ -58,6 +74,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from abc import ABCMeta
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
@@ -71,6 +88,7 @@ from otel_resilience.patterns.retry import RetryPolicy, retry_after_delay
 
 __all__ = [
     "DEFAULT_FAILURE_STATUSES",
+    "DRAIN_LIMIT",
     "IDEMPOTENT_METHODS",
     "RESEND_COUNT",
     "RESEND_COUNT_ATTRIBUTE",
@@ -82,6 +100,7 @@ __all__ = [
     "HttpRetryAfter",
     "HttpRetryOn",
     "HttpRetryOnResult",
+    "PoolTimeoutError",
     "async_resend_count_hook",
     "http_config",
     "is_failure_status",
@@ -112,6 +131,12 @@ RESEND_COUNT_ATTRIBUTE: Final = "http.request.resend_count"
 any reason (a retry, a hedge, a redirect, an authentication challenge)."""
 DEFAULT_MAX_HOSTS: Final = 256
 """How many idle hosts an integration's policy handle keeps (its ``max_keys``)."""
+DRAIN_LIMIT: Final = 64 * 1024
+"""Bytes of a failed response's body read in its attempt (64 KiB: any error page, and what a
+response the retry drops may cost at most). A body that ends within it is read whole and its connection
+goes back to the pool; reading a longer one stops once more has come (at most one chunk of the
+client's more), and the response is kept open, unread, for the caller if it is the last: one the
+retry goes on after is closed there, its connection not reused (:meth:`HttpRetryOn.dropped`)."""
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """An HTTP token (RFC 9110): what a method and a header name are; never empty, no space."""
 
@@ -119,14 +144,15 @@ _RETRYABLE_ERRORS: Final = RERUNNABLE
 """In a request an integration sends: the errors after which it may be sent again (``()``: none,
 the request may not be sent twice), the function each attempt sends it with, and the request's
 record of sends (:class:`~otel_resilience.integrations.sending.Sent`, which
-:class:`HttpRetryOnResult` tells of a response it retries); ``None`` outside one. The engine's
-rule of every re-run (:func:`~otel_resilience.engine.rerun.may_run_again`): a retry
-(:class:`HttpRetryOn` for an error, the retry itself for a result its ``retry_on_result``
-rejected), a hedge (:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART re-run all ask it."""
+:class:`HttpRetryOnResult` and :class:`HttpRetryOn` tell of a response the retry goes on
+after); ``None`` outside one. The engine's rule of every re-run
+(:func:`~otel_resilience.engine.rerun.may_run_again`): a retry (:class:`HttpRetryOn` for an
+error, the retry itself for a result its ``retry_on_result`` rejected), a hedge
+(:class:`HttpHedgeBudget`) and a recovery's RETRY/RESTART re-run all ask it."""
 
 
 class _Sends(Protocol):
-    """What :class:`HttpRetryOnResult` tells a request's record of sends.
+    """What :class:`HttpRetryOnResult` and :class:`HttpRetryOn` tell a request's record of sends.
 
     It is :class:`~otel_resilience.integrations.sending.Sent` (defined there, which imports this module).
     """
@@ -137,6 +163,27 @@ class _Sends(Protocol):
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
     """Return whether a response with ``status`` is a failure (for the breaker, and retried)."""
     return status in statuses
+
+
+class PoolTimeoutError(Exception, metaclass=ABCMeta):
+    """A client's wait for a free connection of its own pool that ran out: local congestion.
+
+    Never raised itself: the clients' own errors are registered as its subclasses (httpx's
+    ``PoolTimeout``, urllib3's ``EmptyPoolError``, with ``pool_block=True``, each once its
+    integration is imported), so ``except PoolTimeoutError`` catches any of them. aiohttp has
+    none: its ``ConnectionTimeoutError`` ends the wait for a free connection and the connect
+    alike (one ``ClientTimeout.connect``), and it stays a transport failure.
+
+    The request never left the client, so such an error is no failure of the host: the
+    breaker of an HTTP policy ignores it (:func:`http_config` adds it to
+    ``CircuitBreakerConfig.ignore_exceptions``: neither success nor failure, a probe's permit
+    given back), and a wait cut by the deadline is the policy's timeout, which the breaker
+    ignores too (a :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`, as for
+    a wait in a bulkhead's queue). The caller gets the client's error (or the policy's timeout).
+    The retry sends again, as after any transport failure, only a request that may be sent
+    twice (see "Safe retries"): nothing was sent, but whether nothing was written before the
+    wait ended is the client's to say, so a POST is not sent again after it either.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +260,9 @@ class FailedResponseError(Exception):
 
     Raised inside an attempt so that the breaker counts it and the retry may send the request
     again; it reaches the caller only with :attr:`HttpOptions.raise_on_failure` (otherwise the
-    last response itself is returned). Its body has been read.
+    last response itself is returned). Its body has been read, unless it is longer than
+    :data:`DRAIN_LIMIT`: then the response is open and unread (its first bytes kept), and reading
+    it (``read()``, ``content``...) gives the whole body; closed once the retry goes on after it.
 
     Attributes:
         response: The client's response object (``httpx.Response``, ``requests.Response``,
@@ -301,8 +350,10 @@ class HttpRetryOn(_HttpRule[RetryPolicy]):
 
     Inside a request sent by an integration, an error is retried only if the request may be
     sent again and the error is an HTTP failure (:class:`FailedResponseError`, a timeout, the
-    client's transport errors); then ``base`` (the user's policy) decides. Outside a request (a
-    policy shared with other calls) ``base`` alone decides. Made by :func:`http_config`.
+    client's transport errors, a wait for its pool's connection that ran out:
+    :class:`PoolTimeoutError`); then ``base`` (the user's policy) decides. Outside a request (a
+    policy shared with other calls) ``base`` alone decides. A failed response the retry goes on
+    after is closed (:meth:`dropped`). Made by :func:`http_config`.
 
     Attributes:
         base: The user's retry policy.
@@ -316,6 +367,23 @@ class HttpRetryOn(_HttpRule[RetryPolicy]):
     def __call__(self, error: Exception) -> bool:
         """Return whether ``error`` is retried (see the class)."""
         return may_run_again(error) and self.base.is_retryable(error)
+
+    def dropped(self, error: Exception) -> object:
+        """Close the response of ``error``, a failed response the retry goes on after, and the earlier sends'.
+
+        The retry calls it once it goes on after ``error``, before ``on_retry`` and the backoff
+        (see ``RetryPolicy.retry_on``). A failed response whose body is longer than
+        :data:`DRAIN_LIMIT` was left open in its attempt, as it may be the last, which the
+        caller gets whole: the request's record of sends closes it now
+        (:meth:`~otel_resilience.integrations.sending.Sent.drop`), unread, its connection not
+        reused. Any other error closes nothing (a failed response read whole was closed in its
+        attempt). A ``base.retry_on`` with a ``dropped`` method of its own is told first.
+
+        Returns:
+            As :meth:`HttpRetryOnResult.dropped`.
+        """
+        response = error.response if isinstance(error, FailedResponseError) else _NONE
+        return _let_go(getattr(self.base.retry_on, "dropped", None), error, response)
 
 
 class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
@@ -355,15 +423,31 @@ class HttpRetryOnResult(_HttpRule[Callable[[Any], bool]]):
             What to await for an async client's request (what ``base.dropped`` returned, if
             awaitable, then the close), else what ``base.dropped`` returned, or ``None``.
         """
-        told = getattr(self.base, "dropped", None)
-        own = None if told is None else told(result)  # what it raises ends the request: all closed then
-        request = _RETRYABLE_ERRORS.get()
-        closing = None if request is None else cast("_Sends", request[2]).drop(result)  # the request's Sent
-        if closing is None:
-            return own  # an awaitable under the sync driver is refused there, as without the rule
-        if not inspect.isawaitable(own):  # the drivers' test of what a call returned
-            return closing
-        return _in_turn(own, closing)
+        return _let_go(getattr(self.base, "dropped", None), result, result)
+
+
+_NONE: Final = object()
+"""No response: what :func:`_let_go` is given for an error that holds none (it matches no send)."""
+
+
+def _let_go(told: Callable[[Any], object] | None, outcome: object, response: object) -> object:
+    """Tell ``told`` (a user's ``dropped``, if any) of ``outcome``, then have the request close its sends.
+
+    The request's record of sends (its :class:`_Sends`) closes every send so far when
+    ``response`` is one of them; outside a request nothing is closed.
+
+    Returns:
+        What to await for an async client's request (what ``told`` returned, if awaitable, then
+        the close), else what ``told`` returned, or ``None``.
+    """
+    own = None if told is None else told(outcome)  # what it raises ends the request: all closed then
+    request = _RETRYABLE_ERRORS.get()
+    closing = None if request is None else cast("_Sends", request[2]).drop(response)  # the request's Sent
+    if closing is None:
+        return own  # an awaitable under the sync driver is refused there, as without the rule
+    if not inspect.isawaitable(own):  # the drivers' test of what a call returned
+        return closing
+    return _in_turn(own, closing)
 
 
 async def _in_turn(first: Awaitable[object], then: Awaitable[None]) -> None:
@@ -455,8 +539,11 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
     judged, never retried), and its ``delay_from``
     :class:`HttpRetryAfter` (``Retry-After`` on ``options.retry_after_statuses``) unless it has
     one (and ``options.honour_retry_after`` is set). The hedging's budget becomes an
-    :class:`HttpHedgeBudget` (such requests are never hedged either). A config without a retry
-    policy or hedging, or already converted, is returned as it is.
+    :class:`HttpHedgeBudget` (such requests are never hedged either). The breaker ignores a
+    wait for a connection of the client's own pool that ran out (:class:`PoolTimeoutError` joins
+    its ``ignore_exceptions``, unless its ``record_exceptions`` names such an error: counted as
+    asked). A config without a retry policy, hedging or breaker, or already converted, is
+    returned as it is.
     ``manager.policy(name, config, adapt=http_config)`` makes a handle a client integration
     accepts, and keeps the rule through every reload (``manager.reconfigure``, a configuration
     file); a handle made from ``http_config(config)`` alone loses it at its first reload, and
@@ -487,7 +574,25 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
         base = hedging.budget if hedging.budget is not None else shared
         budget = HttpHedgeBudget(base, deposits=base is not shared)
         config = replace(config, hedging=replace(hedging, budget=budget))
+    breaker = config.circuit_breaker
+    if breaker is not None and _counts_pool_waits(breaker.ignore_exceptions, breaker.record_exceptions):
+        ignored: tuple[type[Exception], ...] = (
+            *cast("tuple[type[Exception], ...]", breaker.ignore_exceptions),
+            PoolTimeoutError,
+        )
+        config = replace(config, circuit_breaker=replace(breaker, ignore_exceptions=ignored))
     return config
+
+
+def _counts_pool_waits(ignored: object, recorded: object) -> bool:
+    """Whether a breaker would count a :class:`PoolTimeoutError` that no selector of its names.
+
+    ``False`` once it ignores them (converted), or when ``recorded`` (its ``record_exceptions``
+    types) names one: the user counts them, and ignoring them too is refused.
+    """
+    if isinstance(ignored, tuple) and PoolTimeoutError in ignored:
+        return False
+    return not (isinstance(recorded, tuple) and any(issubclass(kind, PoolTimeoutError) for kind in recorded))
 
 
 def resend_count_hook(span: Any, request: Any, *_: Any) -> None:

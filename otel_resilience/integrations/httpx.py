@@ -13,7 +13,9 @@
 Each request is one execution of the policy and each send one attempt; see
 :mod:`otel_resilience.integrations.http` for which responses are failures, which requests are
 retried (mark one with ``extensions={RETRYABLE: True}`` or an ``Idempotency-Key`` header),
-``Retry-After``, the deadline passed on as the request's timeout, and the breaker per host.
+``Retry-After``, the deadline passed on as the request's timeout, and the breaker per host. A
+``PoolTimeout`` (no free connection in the client's pool) is never a failure of the host: it is
+a :class:`~otel_resilience.integrations.http.PoolTimeoutError`, which the breaker ignores.
 Each send sets the request extension :data:`~otel_resilience.integrations.http.RESEND_COUNT`,
 counted over the whole request: a redirect's next hop (which copies the extensions) and the
 resend of an authentication flow (``auth=``: the same request) go on from the count of the send
@@ -31,7 +33,7 @@ the proxy to the transport wrapped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import httpx
@@ -43,6 +45,7 @@ from otel_resilience.integrations.http import (
     FailedResponseError,
     HttpOptions,
     PolicyHandleLike,
+    PoolTimeoutError,
 )
 from otel_resilience.integrations.sending import (
     HttpIntegration,
@@ -57,6 +60,8 @@ __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
 
 T = TypeVar("T")
 _PHASES = ("connect", "read", "write", "pool")
+
+PoolTimeoutError.register(httpx.PoolTimeout)  # the wait for a connection of the pool: not the host's
 
 
 class _Cap(dict[str, Any]):
@@ -146,6 +151,61 @@ class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
         yield self._raw
 
 
+class _Rest(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A failed response's body read in part, streamed whole: the bytes read, then the rest as it comes.
+
+    Closing it closes the transport's response (its connection not reused, when not read to the end).
+    """
+
+    def __init__(
+        self, head: bytes, rest: Iterator[bytes] | AsyncIterator[bytes], response: httpx.Response
+    ) -> None:
+        self._head = head
+        self._rest = rest
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        yield from self._rest  # type: ignore[misc] # a sync transport's
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._head
+        async for chunk in self._rest:  # type: ignore[union-attr] # an async transport's
+            yield chunk
+
+    def close(self) -> None:
+        if isinstance(self._rest, Generator):  # the transport's response's own reader, left part way
+            self._rest.close()
+        self._response.close()
+
+    async def aclose(self) -> None:
+        if isinstance(self._rest, AsyncGenerator):
+            await self._rest.aclose()
+        await self._response.aclose()
+
+
+def _unread(
+    request: httpx.Request,
+    response: httpx.Response,
+    head: bytes,
+    rest: Iterator[bytes] | AsyncIterator[bytes],
+) -> FailedResponseError:
+    """The error of a failed response whose body is longer than the drain limit: ``head`` read, ``rest`` not.
+
+    It holds the response the caller gets if it is the last: open and unread, its whole raw
+    body streamed (:class:`_Rest`), as the transport gave it; the retry that goes on after it
+    closes it (:meth:`~otel_resilience.integrations.http.HttpRetryOn.dropped`).
+    """
+    kept = httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=_Rest(head, rest, response),
+        request=request,
+        extensions=response.extensions,
+    )
+    return FailedResponseError(kept, response.status_code)
+
+
 def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> FailedResponseError:
     """The error of a failed response whose raw body is ``raw`` (its connection closed).
 
@@ -228,10 +288,12 @@ class _SyncLink(_Link[httpx.BaseTransport]):
     __slots__ = ()
 
     def _send_once(self, request: httpx.Request, sent: Sent) -> httpx.Response:
-        """One attempt: send ``request``; a failed response is read, closed and raised.
+        """One attempt: send ``request``; a failed response is read (up to the drain limit) and raised.
 
-        A client timeout while sending or while reading a failed response's body is the
-        policy's timeout when the deadline has passed (:meth:`HttpPolicy.deadline_reached`);
+        A failed body that ends within the drain limit is read and its response closed; a
+        longer one is left open, unread past it (:func:`_unread`, in ``sent`` in place of the
+        transport's). A client timeout while sending or while reading a failed response's body
+        is the policy's timeout when the deadline has passed (:meth:`HttpPolicy.deadline_reached`);
         so is a failed body still coming at the deadline (:meth:`HttpPolicy.read_failed`).
         """
         http = self._http
@@ -242,15 +304,23 @@ class _SyncLink(_Link[httpx.BaseTransport]):
             sent[index] = response = self._transport.handle_request(request)
             if response.status_code not in http.failure_statuses:
                 return response
-            try:
-                if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
-                    raise FailedResponseError(response, response.status_code)
-                raw = http.read_failed(response.iter_raw())
-            finally:
+            if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
                 response.close()
+                raise FailedResponseError(response, response.status_code)
+            rest = response.iter_raw()
+            try:
+                raw, whole = http.read_failed(rest)
+            except BaseException:
+                response.close()
+                raise
         except httpx.TimeoutException as error:
             http.deadline_reached(error)
             raise
+        if not whole:
+            failed = _unread(request, response, raw, rest)
+            sent[index] = failed.response  # what the retry closes, or the caller gets
+            raise failed
+        response.close()
         raise _failed(request, response, raw)
 
 
@@ -271,15 +341,23 @@ class _AsyncLink(_Link[httpx.AsyncBaseTransport]):
             sent[index] = response = await self._transport.handle_async_request(request)
             if response.status_code not in http.failure_statuses:
                 return response
-            try:
-                if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
-                    raise FailedResponseError(response, response.status_code)
-                raw = b"".join([chunk async for chunk in response.aiter_raw()])
-            finally:
+            if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
                 await response.aclose()
+                raise FailedResponseError(response, response.status_code)
+            rest = response.aiter_raw()
+            try:
+                raw, whole = await http.aread_failed(rest)
+            except BaseException:
+                await response.aclose()
+                raise
         except httpx.TimeoutException as error:
             http.deadline_reached(error)
             raise
+        if not whole:
+            failed = _unread(request, response, raw, rest)
+            sent[index] = failed.response  # what the retry closes, or the caller gets
+            raise failed
+        await response.aclose()
         raise _failed(request, response, raw)
 
 

@@ -13,9 +13,13 @@ deadline passed on as the request's timeout (a ``urllib3.util.Timeout`` too: eac
 capped; with ``pool_block=True``, the wait for a free connection too), and the breaker per
 host (``http://host/`` and ``http://host:80/`` are one host). A body given as a file or an
 iterator is never retried. The adapter's own ``max_retries`` stays 0 (any
-other is refused): the policy retries. A failed response is read in its attempt: the one
-returned when attempts run out gives its body through ``content``, ``text`` and
-``iter_content`` (with ``stream=True`` too), its ``raw`` stream is spent.
+other is refused): the policy retries. A failed response is read in its attempt (up to
+:data:`~otel_resilience.integrations.http.DRAIN_LIMIT`: a longer body is read as the caller
+reads it, or not at all when the retry goes on after it): the one returned when attempts run
+out gives its body through ``content``, ``text`` and ``iter_content`` (with ``stream=True``
+too), its ``raw`` stream is spent. With ``pool_block=True``, a wait for a free connection the
+deadline ended is the policy's timeout, never a failure of the host (urllib3's
+``EmptyPoolError`` is a :class:`~otel_resilience.integrations.http.PoolTimeoutError`).
 
 :func:`mark_retryable` marks the prepared request it is given: a request requests makes anew
 from it (a redirect's next hop, an authentication's second send) is judged by its method and
@@ -28,6 +32,7 @@ whole execution (every attempt nests inside it) rather than one span per send.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,7 +46,7 @@ from urllib3.exceptions import EmptyPoolError
 from urllib3.util import Timeout
 
 from otel_resilience.engine.validation import fail
-from otel_resilience.integrations.http import FailedResponseError
+from otel_resilience.integrations.http import FailedResponseError, PoolTimeoutError
 from otel_resilience.integrations.sending import (
     HttpIntegration,
     HttpPolicy,
@@ -54,6 +59,8 @@ __all__ = ["ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+PoolTimeoutError.register(EmptyPoolError)  # a blocking pool's wait for a connection: not the host's
 
 
 def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
@@ -131,6 +138,54 @@ def _bounded(pool: type[HTTPConnectionPool], http: HttpPolicy) -> type[HTTPConne
         return pool._get_conn(self, http.timeout_left() if timeout is None else timeout)
 
     return type(pool.__name__, (pool,), {"_get_conn": _get_conn, "__module__": __name__})
+
+
+class _Rest:
+    """The ``raw`` of a failed response read in part: the body read, then the rest as it comes.
+
+    requests reads a response's ``content`` (and ``iter_content``) from its ``raw.stream``:
+    this one gives what the attempt read (``head``), then the rest of the body from ``rest``
+    (the attempt's ``iter_content``: decoded, its errors requests' own). Anything else is the
+    urllib3 response's (``raw``): closing it closes the connection, which is not reused unless
+    the body was read to its end.
+    """
+
+    def __init__(self, head: bytes, rest: Iterator[bytes], raw: Any) -> None:
+        self._pending = head
+        self._rest = rest
+        self._raw = raw
+
+    def _next(self) -> bytes:
+        """The next piece of the body; ``b""`` at its end."""
+        if self._pending:
+            piece, self._pending = self._pending, b""
+            return piece
+        return next(self._rest, b"")
+
+    def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:  # noqa: ARG002
+        """Up to ``amt`` bytes of the body (``None``: all that is left), decoded."""
+        pieces: list[bytes] = []
+        size = 0
+        while amt is None or size < amt:
+            piece = self._next()
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+        data = b"".join(pieces)
+        if amt is not None and size > amt:
+            data, self._pending = data[:amt], data[amt:]
+        return data
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:  # noqa: ARG002
+        """The body as requests' ``iter_content`` reads it: decoded, in chunks of ``amt`` bytes."""
+        while data := (self.read(amt) if amt else self._next()):
+            yield data
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_raw":  # not set yet (a copy being made): not the urllib3 response's either
+            raise AttributeError(name)
+        return getattr(self._raw, name)
 
 
 class ResilientAdapter(HttpIntegration, HTTPAdapter):
@@ -239,12 +294,20 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
             http.deadline_reached(error)
             raise
         if response.status_code in http.failure_statuses:
+            rest = response.iter_content(CONTENT_CHUNK_SIZE)
             try:  # read before the connection goes back, as `content` reads it
-                response._content = http.read_failed(response.iter_content(CONTENT_CHUNK_SIZE))
+                head, whole = http.read_failed(rest)
             except requests.ConnectionError as error:  # a read timeout in the body is one
+                response.close()
                 http.deadline_reached(error)
                 raise
-            finally:
+            except BaseException:
                 response.close()
+                raise
+            if whole:
+                response._content = head
+                response.close()
+            else:  # over the drain limit: open, for the caller if it is the last (else the retry closes it)
+                response.raw = _Rest(head, rest, response.raw)
             raise FailedResponseError(response, response.status_code)
         return response

@@ -14,22 +14,24 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
-from otel_resilience.engine.deadline import DeadlineReachedError, time_left
+from otel_resilience.engine.deadline import DeadlineReachedError, WaitDeadlineReachedError, time_left
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import (
     _DEFAULT_OPTIONS,
     _RETRYABLE_ERRORS,
+    DRAIN_LIMIT,
     RETRYABLE,
     FailedResponseError,
     HttpHedgeBudget,
     HttpOptions,
     HttpRetryOn,
     PolicyHandleLike,
+    PoolTimeoutError,
     http_config,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
@@ -122,7 +124,7 @@ class HttpPolicy:
         self._timed = options.deadline_as_timeout
         self._manager = manager
         # The errors a request is sent again for, by whether it may be sent again (index 1) or not.
-        self._errors = ((), (FailedResponseError, OperationTimeoutError, *transport_errors))
+        self._errors = ((), (FailedResponseError, OperationTimeoutError, PoolTimeoutError, *transport_errors))
         self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
         self._routing: tuple[PolicyHandleLike | None, dict[tuple[str, int | None], Any]] = (None, {})
         self._steady: PolicyHandleLike | None = None  # the handle, once it cannot change
@@ -238,10 +240,16 @@ class HttpPolicy:
         does for any wait the deadline cut short. Before the deadline, the client's own shorter
         timeout fired: this returns, and ``error`` stays a transport error (retried). Without
         ``error``, it checks the deadline between two reads (:meth:`read_failed`).
+
+        A wait for a connection of the client's own pool that the deadline ended
+        (:class:`~otel_resilience.integrations.http.PoolTimeoutError`) never reached the host:
+        it is a :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`, which the
+        breaker ignores (a rejection), as it ignores a bulkhead's queue the deadline ended.
         """
         if self._timed and time_left() <= 0.0:
             name = self.policy.name or "http"
-            raise DeadlineReachedError(name, 0.0, "total") from error
+            kind = WaitDeadlineReachedError if isinstance(error, PoolTimeoutError) else DeadlineReachedError
+            raise kind(name, 0.0, "total") from error
 
     def client_timed_out(self, operation_timeout: type[OperationTimeoutError]) -> OperationTimeoutError:
         """Return the policy's timeout for a request that the client's own timeout of it all ended.
@@ -260,19 +268,39 @@ class HttpPolicy:
             _RETRYABLE_ERRORS.set(((), found[1], found[2]))
         return operation_timeout(self.policy.name or "http", 0.0, "total")
 
-    def read_failed(self, chunks: Iterable[bytes]) -> bytes:
-        """Return a failed response's body read from ``chunks`` in this thread, never past the deadline.
+    def read_failed(self, chunks: Iterator[bytes]) -> tuple[bytes, bool]:
+        """Read a failed body from ``chunks`` in this thread, up to the drain limit, within the deadline.
+
+        The body is read until it ends or more than
+        :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` came (:class:`_Head`); the rest
+        is left in ``chunks``, for the caller to read if this response is the last.
 
         A client's read timeout bounds each read, not the whole body: a body that keeps coming a
         little at a time would hold the caller's thread past its deadline, for good. The deadline
         is checked after each chunk (:meth:`deadline_reached`), so the read ends at most one
-        chunk after it. (An async client's read is cancelled at the deadline.)
+        chunk after it. (An async client's read is cancelled at the deadline: :meth:`aread_failed`.)
+
+        Returns:
+            What was read, and whether it is the whole body.
         """
-        body = []
+        head = _Head()
         for chunk in chunks:
-            body.append(chunk)
+            if head.over(chunk):
+                return head.read(), False
             self.deadline_reached()
-        return b"".join(body)
+        return head.read(), True
+
+    @staticmethod
+    async def aread_failed(chunks: AsyncIterator[bytes]) -> tuple[bytes, bool]:
+        """Read a failed response's body from ``chunks`` up to the drain limit; as :meth:`read_failed`.
+
+        An async client's read is cancelled at the deadline, so no check is made between chunks.
+        """
+        head = _Head()
+        async for chunk in chunks:
+            if head.over(chunk):
+                return head.read(), False
+        return head.read(), True
 
     # ------------------------------------------------------------------ running it
 
@@ -353,6 +381,30 @@ class HttpPolicy:
             finally:
                 del failed  # its traceback holds this frame: not bound here (a cycle)
         return failed.response if failed.replay is None else failed.replay()
+
+
+class _Head:
+    """The start of a failed response's body, read until more than the drain limit came: the one rule.
+
+    A body that ends within :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` is read
+    whole; reading a longer one stops at the chunk that passes it.
+    """
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def over(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; return whether what came is now over the limit (read no more)."""
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        return self.size > DRAIN_LIMIT
+
+    def read(self) -> bytes:
+        """What came, in one piece."""
+        return b"".join(self.chunks)
 
 
 class HttpIntegration:

@@ -5,6 +5,8 @@ what can happen to any answer: the body is cut off or cannot be decoded (a trans
 retried like a reset), the deadline ends the read (the policy's timeout), even while the body
 keeps coming a little at a time. The response the caller gets when attempts
 run out reads as the client would give it: aiohttp's ``read()`` and ``content`` stream too.
+A failed body longer than the drain limit is read no further than it in its attempt: a response
+the retry goes on after is closed there, and only the last, which the caller gets, is read whole.
 A raw HTTP/1.1 server scripts each answer byte for byte.
 """
 
@@ -21,9 +23,9 @@ import pytest
 import requests
 from support import FAST_RETRY
 
-from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager
+from otel_resilience import OperationTimeoutError, ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
-from otel_resilience.integrations.http import FailedResponseError, HttpOptions
+from otel_resilience.integrations.http import DRAIN_LIMIT, FailedResponseError, HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
@@ -99,9 +101,15 @@ class RawServer:
 
     @staticmethod
     def _read_request(reader: Any) -> bool:
-        """Read one request's head and body; ``False`` when the client closed the connection."""
+        """Read one request's head and body; ``False`` when the client closed the connection.
+
+        A client that closed a response it left unread resets the connection: closed too.
+        """
         length = 0
-        line = reader.readline()
+        try:
+            line = reader.readline()
+        except ConnectionResetError:
+            return False
         if not line:
             return False
         while line not in (b"\r\n", b""):
@@ -328,3 +336,151 @@ async def test_aiohttp_failed_responses_give_their_connection_back(raw: Callable
             async with session.get(f"{server.url}/a", timeout=aiohttp.ClientTimeout(total=30)) as response:
                 assert await response.read() == b"error page"
     assert server.sent == 30
+
+
+# ---------------------------------------------------------------------------- a large failed body
+
+LARGE = bytes(range(256)) * (4 * 2**20 // 256)
+"""A failed response's body of 4 MiB, far over the drain limit."""
+READ_BOUND = 2**20
+"""What the client may read of a failed response the retry drops: the drain limit, a chunk or two
+of the client's past it (and aiohttp's buffer), never the body (four times as much)."""
+TWICE = RetryPolicy(max_attempts=2, initial_delay=0.0, jitter="none")
+"""The request sent at most twice, at once."""
+
+
+def large_then(last: int) -> tuple[Answer, Answer]:
+    """A 503 with :data:`LARGE`, then ``last``: a 503 with :data:`LARGE` again, or a 200 ``ok``."""
+    return complete(503, LARGE), complete(503, LARGE) if last == 503 else complete(200, b"ok")
+
+
+def whole(last: int) -> bytes:
+    """The body the caller gets after :func:`large_then`: all of it."""
+    return LARGE if last == 503 else b"ok"
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """An httpx transport that keeps each response it gives (``num_bytes_downloaded``: what was read of it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.responses: list[httpx.Response] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.responses.append(super().handle_request(request))
+        return self.responses[-1]
+
+
+class AsyncRecordingTransport(httpx.AsyncHTTPTransport):
+    """As :class:`RecordingTransport`, async."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.responses: list[httpx.Response] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.responses.append(await super().handle_async_request(request))
+        return self.responses[-1]
+
+
+class RecordingAdapter(ResilientAdapter):
+    """The requests adapter keeping each urllib3 response it built (``tell()``: the bytes read off the wire)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(ResilienceConfig(name="downstream", retry_policy=TWICE), **options)
+        self.raws: list[Any] = []
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        self.raws.append(resp)
+        return super().build_response(req, resp)
+
+
+@pytest.mark.parametrize("last", [200, 503])
+def test_httpx_a_large_failed_body_the_retry_drops_is_read_up_to_the_drain_limit(
+    raw: Callable[..., RawServer], last: int
+) -> None:
+    """A 4 MiB 503 the retry goes on after is read up to the drain limit and closed; the caller's answer is whole."""
+    server = raw(*large_then(last))
+    inner = RecordingTransport()
+    config = ResilienceConfig(name="downstream", retry_policy=TWICE)
+    with httpx.Client(transport=ResilientTransport(config, inner, manager=ResilienceManager())) as client:
+        response = client.get(f"{server.url}/a")
+    assert (response.status_code, response.content == whole(last), server.sent) == (last, True, 2)
+    dropped = inner.responses[0]
+    assert dropped.is_closed
+    assert DRAIN_LIMIT < dropped.num_bytes_downloaded < READ_BOUND
+
+
+@pytest.mark.parametrize("last", [200, 503])
+async def test_httpx_async_a_large_failed_body_the_retry_drops_is_read_up_to_the_drain_limit(
+    raw: Callable[..., RawServer], last: int
+) -> None:
+    """As with the sync transport: the dropped 503 is read up to the drain limit, the caller's answer whole."""
+    server = raw(*large_then(last))
+    inner = AsyncRecordingTransport()
+    config = ResilienceConfig(name="downstream", retry_policy=TWICE)
+    transport = AsyncResilientTransport(config, inner, manager=ResilienceManager())
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(f"{server.url}/a")
+    assert (response.status_code, response.content == whole(last), server.sent) == (last, True, 2)
+    dropped = inner.responses[0]
+    assert dropped.is_closed
+    assert DRAIN_LIMIT < dropped.num_bytes_downloaded < READ_BOUND
+
+
+@pytest.mark.parametrize("last", [200, 503])
+@pytest.mark.parametrize("stream", [False, True])
+def test_requests_a_large_failed_body_the_retry_drops_is_read_up_to_the_drain_limit(
+    raw: Callable[..., RawServer], last: int, stream: bool
+) -> None:
+    """requests: the dropped 503 is read off the wire up to the drain limit; the caller's answer is whole."""
+    server = raw(*large_then(last))
+    adapter = RecordingAdapter(manager=ResilienceManager())
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        response = session.get(f"{server.url}/a", stream=stream)
+        body = b"".join(response.iter_content(2**16)) if stream else response.content
+    assert (response.status_code, body == whole(last), server.sent) == (last, True, 2)
+    dropped = adapter.raws[0]
+    assert dropped.closed
+    assert DRAIN_LIMIT < dropped.tell() < READ_BOUND
+
+
+@pytest.mark.parametrize("last", [200, 503])
+async def test_aiohttp_a_large_failed_body_the_retry_drops_is_read_up_to_the_drain_limit(
+    raw: Callable[..., RawServer], last: int
+) -> None:
+    """aiohttp: what came in of the dropped 503 stays under the bound; the caller's answer is whole."""
+    server = raw(*large_then(last))
+    streams: list[aiohttp.StreamReader] = []
+
+    async def recording(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> Any:
+        response = await handler(request)
+        streams.append(response.content)  # the response's own stream, as aiohttp gave it
+        return response
+
+    middleware = ResilientMiddleware(
+        ResilienceConfig(name="downstream", retry_policy=TWICE), manager=ResilienceManager()
+    )
+    async with aiohttp.ClientSession(middlewares=(middleware, recording)) as session:
+        async with session.get(f"{server.url}/a") as response:
+            assert (response.status, await response.read() == whole(last)) == (last, True)
+    assert server.sent == 2
+    assert DRAIN_LIMIT < streams[0].total_bytes < READ_BOUND
+
+
+def test_httpx_raise_on_failure_holds_a_large_failed_body_whole(raw: Callable[..., RawServer]) -> None:
+    """With raise_on_failure, the last 503's response is unread past the drain limit, and read() gives it whole."""
+    server = raw(*large_then(503))
+    config = ResilienceConfig(name="downstream", retry_policy=TWICE)
+    transport = ResilientTransport(
+        config, manager=ResilienceManager(), options=HttpOptions(raise_on_failure=True)
+    )
+    with httpx.Client(transport=transport) as client:
+        with pytest.raises(FailedResponseError) as caught:
+            client.get(f"{server.url}/a")
+        response = caught.value.response
+        try:
+            assert response.read() == LARGE
+        finally:
+            response.close()

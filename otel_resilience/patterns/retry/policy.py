@@ -153,7 +153,9 @@ class RetryPolicy:
     Default: ``None``."""
     retry_on: ErrorSelector = (Exception,)
     """Errors that are retried: ``Exception`` subclasses or a predicate; empty (``()``) only with
-    ``retry_on_result`` (results retried, errors never). Default: ``(Exception,)``."""
+    ``retry_on_result`` (results retried, errors never). A predicate with a ``dropped(error)``
+    method is told each error the retry goes on after, as ``retry_on_result``'s is told each
+    result (the HTTP integrations close a failed response left open). Default: ``(Exception,)``."""
     no_retry_on: ErrorSelector = (ExecutionRejectedError,)
     """Errors never retried, even if ``retry_on`` matches them: types or a predicate.
     Default: ``(ExecutionRejectedError,)`` (open breaker, full bulkhead)."""

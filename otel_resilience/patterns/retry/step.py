@@ -112,6 +112,8 @@ class _RetryCore:
         "delay_from",
         "dropped",
         "dropped_what",
+        "error_dropped",
+        "error_dropped_what",
         "hook",
         "hook_is_async",
         "hook_what",
@@ -137,9 +139,11 @@ class _RetryCore:
         self.attempt_timeout = policy.attempt_timeout
         self.max_attempts = policy.max_attempts
         self.retry_on_result = policy.retry_on_result
-        # Told each result the retry drops, before the backoff (see RetryPolicy.retry_on_result).
+        # Told each result (or error) the retry drops, before the backoff (see RetryPolicy).
         self.dropped = getattr(policy.retry_on_result, "dropped", None)
         self.dropped_what = f"retry {name!r}: retry_on_result.dropped"
+        self.error_dropped = getattr(policy.retry_on, "dropped", None)
+        self.error_dropped_what = f"retry {name!r}: retry_on.dropped"
         self.constant_delay = _constant_delay(policy)
         self.budget = policy.budget
         self.delay_from = policy.delay_from
@@ -596,7 +600,7 @@ class _RetryStep(Link[RetryPolicy]):
         """A cancellation or an interrupt ended a hook called before ``retry``: it never runs, given back.
 
         The ``cancelled`` hook of the calls the retry makes between scheduling a retry and its
-        backoff (``on_retry`` for a retry withdrawn from the budget, ``retry_on_result.dropped``):
+        backoff (``on_retry`` for a retry withdrawn from the budget, a ``dropped`` hook):
         the driver's :meth:`on_cancel` is given the token of the attempt that failed, which, after a
         first attempt with no scope of its own, is not the one the retry was scheduled on.
         """
@@ -618,8 +622,9 @@ class _RetryStep(Link[RetryPolicy]):
         Returns:
             ``None`` when retrying stops; else a :class:`RunAgain` after the backoff, preceded
             by a :class:`~otel_resilience.engine.step.Call` of ``on_retry`` when there is one,
-            and first, for a retried result, by one of ``retry_on_result.dropped`` when the
-            predicate has that method (:attr:`RetryPolicy.retry_on_result`).
+            and first by one of ``retry_on_result.dropped`` for a retried result, or of
+            ``retry_on.dropped`` for a retried error, when the predicate has that method
+            (:attr:`RetryPolicy.retry_on_result`, :attr:`RetryPolicy.retry_on`).
         """
         core = self._core
         failed = ctx.attempt
@@ -653,20 +658,24 @@ class _RetryStep(Link[RetryPolicy]):
                 what=core.hook_what,
                 cancelled=self._retry_stopped,
             )
-        if error is None and core.dropped is not None:  # a retried result, let go before the backoff
+        if error is None:
+            dropped, what, outcome = core.dropped, core.dropped_what, result
+        else:
+            dropped, what, outcome = core.error_dropped, core.error_dropped_what, error
+        if dropped is not None:  # the retried result or error, let go before the backoff
             return Call(
-                core.dropped,
-                (result,),
+                dropped,
+                (outcome,),
                 {},
                 self._after_dropped,
                 state=(retry, action),
-                what=core.dropped_what,
+                what=what,
                 cancelled=self._dropped_stopped,
             )
         return action
 
     def _dropped_stopped(self, ctx: ExecutionContext, state: tuple[RunAgain, Action]) -> None:
-        """A cancellation or an interrupt ended ``retry_on_result.dropped``: as :meth:`_retry_stopped`."""
+        """A cancellation or an interrupt ended a ``dropped`` hook: as :meth:`_retry_stopped`."""
         self._retry_stopped(ctx, state[0])
 
     def _after_dropped(
@@ -676,7 +685,7 @@ class _RetryStep(Link[RetryPolicy]):
         value: object,  # noqa: ARG002 - what it returned (or awaited) is not used
         error: Exception | None,
     ) -> Action:
-        """Continue once ``retry_on_result.dropped`` let the retried result go: ``on_retry``, the backoff.
+        """Continue once a ``dropped`` hook let the retried result (or error) go: ``on_retry``, the backoff.
 
         What it raised ends the execution, as an error of ``on_retry`` does: the retry scheduled
         is given back.

@@ -1,0 +1,162 @@
+"""A wait for a connection of the client's own pool that ran out: local congestion, not the host's failure.
+
+Each client's pool holds one connection, which another request keeps (its response open,
+unread). A request under the policy finds none free: its wait ends with the client's error
+(httpx's ``PoolTimeout``), or at the deadline with the policy's timeout (requests with
+``pool_block=True``; httpx too). The host never saw the request, so the breaker does not count
+it, however low its threshold: once the connection is back, the next request goes through. The
+caller still gets the error, and the retry sends the request again only if it may be sent twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+from support import ScriptedHTTPServer
+from urllib3.exceptions import EmptyPoolError
+
+from otel_resilience import (
+    CircuitBreakerConfig,
+    OperationTimeoutError,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
+from otel_resilience.integrations.http import PoolTimeoutError, http_config
+from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.integrations.requests import ResilientAdapter
+
+BREAKER = CircuitBreakerConfig(failure_threshold=1, timeout=60.0)
+"""Opens at the first failure it counts."""
+RETRY = RetryPolicy(max_attempts=2, initial_delay=0.0, jitter="none")
+"""One more attempt, at once."""
+POOL_WAIT = httpx.Timeout(10.0, pool=0.05)
+"""The client's own wait for a free connection: short (the connection never comes back in time)."""
+
+
+def _config(**changes: Any) -> ResilienceConfig:
+    fields: dict[str, Any] = {"name": "pooled", "circuit_breaker": BREAKER, "retry_policy": RETRY}
+    fields.update(changes)
+    return ResilienceConfig(**fields)
+
+
+def _breaker(manager: ResilienceManager) -> dict[str, Any]:
+    return manager.policy("pooled").get_stats()["circuit_breaker"]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def held(server: ScriptedHTTPServer, transport: httpx.HTTPTransport) -> Iterator[None]:
+    """A request through ``transport`` keeps its one connection (its response open, unread) meanwhile."""
+    other = httpx.Client(transport=transport)
+    keeping = other.send(other.build_request("GET", f"{server.url}/held"), stream=True)
+    try:
+        yield
+    finally:
+        keeping.close()
+
+
+@pytest.mark.parametrize(("method", "sends"), [("GET", 2), ("POST", 1)])
+def test_httpx_a_pool_wait_that_ran_out_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer, method: str, sends: int
+) -> None:
+    """httpx's PoolTimeout reaches the caller; the breaker ignores it; a GET waits again, a POST does not."""
+    inner = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1))
+    manager = ResilienceManager()
+    with httpx.Client(
+        transport=ResilientTransport(_config(), transport=inner, manager=manager), timeout=POOL_WAIT
+    ) as client:
+        with held(server, inner), pytest.raises(httpx.PoolTimeout):
+            client.request(method, f"{server.url}/job")
+        stats = _breaker(manager)
+        assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, sends, 0)
+        assert server.count("/job") == 0
+        assert client.request(method, f"{server.url}/job").status_code == 200  # the breaker let it through
+
+
+async def test_httpx_async_a_pool_wait_that_ran_out_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer,
+) -> None:
+    """As with the sync transport: the caller gets PoolTimeout, the breaker stays closed, and then serves."""
+    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    manager = ResilienceManager()
+    transport = AsyncResilientTransport(_config(), transport=inner, manager=manager)
+    async with httpx.AsyncClient(transport=transport, timeout=POOL_WAIT) as client:
+        other = httpx.AsyncClient(transport=inner)
+        keeping = await other.send(other.build_request("GET", f"{server.url}/held"), stream=True)
+        try:
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get(f"{server.url}/job")
+        finally:
+            await keeping.aclose()
+        stats = _breaker(manager)
+        assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 2, 0)
+        assert (await client.get(f"{server.url}/job")).status_code == 200
+
+
+def test_httpx_a_pool_wait_the_deadline_ended_is_the_policys_timeout_not_the_hosts_failure(
+    server: ScriptedHTTPServer,
+) -> None:
+    """The pool's wait capped by the deadline: the caller gets the policy's timeout, the breaker counts nothing."""
+    inner = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1))
+    manager = ResilienceManager()
+    config = _config(retry_policy=None, timeout=0.3)
+    with httpx.Client(transport=ResilientTransport(config, transport=inner, manager=manager)) as client:
+        with held(server, inner), pytest.raises(OperationTimeoutError):
+            client.get(f"{server.url}/job")
+        stats = _breaker(manager)
+        assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 1, 0)
+
+
+def test_requests_a_blocked_pools_wait_the_deadline_ended_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer,
+) -> None:
+    """requests with ``pool_block=True``: the policy's timeout for the caller, the breaker closed, then served."""
+    manager = ResilienceManager()
+    session = requests.Session()
+    adapter = ResilientAdapter(
+        _config(retry_policy=None, timeout=0.3), manager=manager, pool_maxsize=1, pool_block=True
+    )
+    session.mount("http://", adapter)
+    keeping = session.get(f"{server.url}/held", stream=True)  # unread: its connection stays out of the pool
+    try:
+        outcome: list[BaseException] = []
+        waiting = threading.Thread(target=lambda: _record(outcome, lambda: session.get(f"{server.url}/job")))
+        waiting.start()
+        waiting.join(10.0)
+        assert not waiting.is_alive(), "the request waited past its deadline"
+        assert [type(error) for error in outcome] == [OperationTimeoutError]
+        stats = _breaker(manager)
+        assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 1, 0)
+        keeping.close()
+        assert session.get(f"{server.url}/job").status_code == 200
+    finally:
+        keeping.close()
+        session.close()
+
+
+def _record(outcome: list[BaseException], call: Callable[[], object]) -> None:
+    try:
+        call()
+    except BaseException as error:  # recorded for the test to read
+        outcome.append(error)
+
+
+def test_the_clients_pool_waits_are_one_kind_the_http_breaker_ignores() -> None:
+    """httpx's PoolTimeout and urllib3's EmptyPoolError are PoolTimeoutErrors; http_config has the breaker ignore them."""
+    assert isinstance(httpx.PoolTimeout("no connection"), PoolTimeoutError)
+    assert issubclass(EmptyPoolError, PoolTimeoutError)
+    assert not issubclass(httpx.ConnectTimeout, PoolTimeoutError)
+    config = http_config(
+        ResilienceConfig(circuit_breaker=CircuitBreakerConfig(ignore_exceptions=(KeyError,)))
+    )
+    assert config.circuit_breaker is not None
+    assert config.circuit_breaker.ignore_exceptions == (KeyError, PoolTimeoutError)
+    assert http_config(config) is config  # converted once
+    counted = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(record_exceptions=(httpx.PoolTimeout,)))
+    assert http_config(counted) is counted  # the user counts them: as asked
