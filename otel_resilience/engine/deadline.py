@@ -34,7 +34,9 @@ reader (:func:`current_deadline`, :func:`time_left`, the scopes themselves) igno
 deadline owned by someone else. ``asyncio.create_task`` and ``asyncio.to_thread`` copy the
 context into the new task or thread, but nothing would ever cancel it at that deadline: a task or
 thread started inside a scope has no deadline of ours until it opens its own. A child that is
-awaited (``gather``, ``TaskGroup``) is still bounded, through the cancellation of its parent.
+awaited (``gather``, ``TaskGroup``) is still bounded, through the cancellation of its parent. A
+process forked inside a scope (a ``fork`` pool's worker) has none either: in the child, the
+forking thread is a new owner.
 
 **How a scope publishes its deadline.** An async scope sets a cell of its own and resets the
 variable when it ends, leaving that cell nobody's: a copy of the context taken in its block
@@ -50,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import sys
 import threading
 import types
@@ -195,6 +198,21 @@ class _Thread(threading.local):
 
 
 _THREAD: Final = _Thread()
+
+
+def _new_owner_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: the forking thread is a new owner in the child.
+
+    A process forked during a call (a ``fork`` pool's worker started by a request, a worker of a
+    pre-fork server) is no part of that call, and nothing in it ever ends at the call's deadline:
+    the deadlines the forking thread held there are nobody's in the child, as those of a thread
+    started inside a scope are.
+    """
+    _THREAD.owner = object()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
+    os.register_at_fork(after_in_child=_new_owner_in_child)
 
 
 def _owner() -> object:

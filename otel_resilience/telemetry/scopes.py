@@ -340,13 +340,40 @@ def enter_switches(scope: Scope | None, info: SourceInfo) -> Scope:
     return scope
 
 
-def leave(scope: Scope) -> None:
-    """Restore what a scope made current when it began: its switches, its key, its context."""
+def leave(scope: Scope, error: BaseException | None = None) -> None:
+    """Restore what a scope made current when it began: its switches, its key, its context.
+
+    ``error``: what ended the scope's execution or attempt. A ``GeneratorExit`` (its coroutine
+    being closed) restores only where the scope's context is current (:func:`_leave_closed`).
+    """
+    if error is not None and type(error) is GeneratorExit:
+        _leave_closed(scope)
+        return
     if scope.switch_token is not None:
         SWITCHED_OFF.reset(scope.switch_token)
     if scope.key_token is not None:
         KEYED_EXECUTION.reset(scope.key_token)
     if scope.token is not None:
+        otel_context.detach(scope.token)
+
+
+def _leave_closed(scope: Scope) -> None:
+    """:func:`leave` for a scope whose coroutine is being closed: restore nothing in another context.
+
+    The garbage collector closes the coroutine of a task its closed loop left pending on whichever
+    thread allocates, in that thread's context, not the task's: what the scope made current went
+    with the task, and the context current here is not the scope's to change (resetting a token of
+    another context raises, and OpenTelemetry logs a detach there as an error). A coroutine closed
+    by hand in its own context restores as any scope does.
+    """
+    try:
+        if scope.switch_token is not None:
+            SWITCHED_OFF.reset(scope.switch_token)
+        if scope.key_token is not None:
+            KEYED_EXECUTION.reset(scope.key_token)
+    except ValueError:  # a token of another context: nothing current here is the scope's
+        return
+    if scope.token is not None and trace.get_current_span() is scope.span:
         otel_context.detach(scope.token)
 
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
+from otel_support import Otel
+
 from otel_resilience import Bulkhead, BulkheadConfig, ResilienceConfig, ResilienceManager
 from otel_resilience.engine import timer as timer_module
+from otel_resilience.engine.events import HUB
 
 
 async def _hang() -> None:
@@ -67,3 +72,34 @@ def test_a_loop_closed_with_a_queued_bulkhead_call_is_freed(unraisable: list[obj
     stats = bulkhead.get_stats()
     assert (stats["active"], stats["waiting"]) == (0, 0)
     assert unraisable == []
+
+
+def test_a_call_of_a_closed_loop_ends_its_telemetry_quietly(
+    otel: Otel, unraisable: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its span ends, and nothing is counted or logged as a telemetry failure when the collector frees it.
+
+    The collector closes the call's coroutine on whatever thread allocates, in that thread's
+    context, not in the task's: the context the call's scopes made current went with the task.
+    Restoring it there failed: a policy with spans off counted a telemetry error and logged its
+    ``ValueError`` (a token of another context), and a traced call had OpenTelemetry log
+    "Failed to detach context" with a traceback, once for every such call.
+    """
+    manager = ResilienceManager()
+    traced = manager.policy("closed-loop-traced", ResilienceConfig(timeout=30.0))
+    untraced = manager.policy("closed-loop-untraced", ResilienceConfig(timeout=30.0, spans=False))
+    errors = HUB.errors
+    with caplog.at_level(logging.WARNING):
+        closed = _abandon(lambda: [traced.execute(_hang), untraced.execute(_hang)])
+        _timed_call_on_a_new_loop(manager)
+        gc.collect()
+        assert _timed_call_on_a_new_loop(manager) is None  # this thread's context is intact
+    assert closed() is None
+    assert unraisable == []
+    assert (HUB.errors, otel.listener.errors) == (errors, 0)
+    ours = [
+        record for record in caplog.records if record.name.startswith(("otel_resilience", "opentelemetry"))
+    ]
+    assert [record.getMessage() for record in ours] == []  # asyncio says the tasks were pending: they were
+    assert otel.span("closed-loop-traced").attributes["resilience.outcome"] == "cancelled"
+    assert not otel.spans("closed-loop-untraced")

@@ -8,6 +8,7 @@ while they fork: the race a metrics reader's thread or a worker thread makes at 
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -32,10 +33,14 @@ from otel_resilience import (
     ResilienceManager,
     RetryBudget,
     RetryPolicy,
+    current_deadline,
+    retry_sync,
+    time_left,
 )
 from otel_resilience.engine import counting
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.registry import BULKHEADS, PIPELINES, RATE_LIMITERS
+from otel_resilience.testing import FakeClock
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 
@@ -197,3 +202,39 @@ def test_a_stopped_config_watch_stays_stopped_in_a_forked_child(tmp_path: Path) 
         assert {thread.name for thread in threading.enumerate()} <= threads
 
     assert run_in_child(child) == 0
+
+
+def test_a_child_forked_inside_a_timed_call_is_not_bound_by_its_deadline() -> None:
+    """A worker forked during a call with a timeout (a ``fork`` pool made in a request) has no deadline.
+
+    The deadline belongs to the call, which the child is no part of: nothing in the child ever
+    ends at it. The child inherited it as its own, so every wait of every later call in a pool's
+    worker was cut at the deadline of the call that happened to start the pool, and once it had
+    passed, every call with a timeout or a backoff failed at once.
+    """
+    seen: list[float | None] = []
+
+    def child() -> None:
+        assert current_deadline() is None
+        assert time_left() == math.inf
+        answers = iter([ConnectionError("refused"), "ok"])
+
+        def fetch() -> str:
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        clock = FakeClock()  # the backoff takes no real time, and is cut by no deadline
+        policy = RetryPolicy(max_attempts=2, initial_delay=30.0, jitter="none")
+        assert retry_sync(fetch, policy=policy, clock=clock) == "ok"
+        assert clock.sleeps == [30.0]
+
+    def call() -> int:
+        seen.append(current_deadline())
+        return run_in_child(child)
+
+    timed = ResilienceManager().policy("forks-workers", ResilienceConfig(timeout=10.0))
+    assert timed.execute_sync(call) == 0
+    assert seen[0] is not None  # the parent's call is bound by its deadline
+    assert current_deadline() is None
