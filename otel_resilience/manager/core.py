@@ -12,7 +12,10 @@ A policy's rate limiter is kept by the policy name (``ResilienceConfig.name``, e
 function's): every policy of one name takes its permits from one bucket, which outlives the
 policies (a config built per call that makes a policy of its own, an evicted policy built again).
 
-Equal configs share one policy (pipeline, counts), hashable or not. The manager keeps at most
+Equal configs share one policy (pipeline, counts), hashable or not. A config that differs from a
+live policy's of its name makes a policy of its own, which shares the name's series and (run by
+config) its breaker, bulkhead and rate limiter: a warning says so, once per name, where that
+policy is made (:class:`~otel_resilience.manager.keys.ConfigNamesakes`). The manager keeps at most
 ``max_policies`` idle policies, breakers, bulkheads and rate limiters
 (:class:`~otel_resilience.engine.store.BoundedStore`); evicted policies' counts stay in the
 ``executions`` totals, and in the exported series of their name while it has a policy.
@@ -39,7 +42,7 @@ from otel_resilience.engine.step import Step
 from otel_resilience.engine.store import BoundedStore, check_capacity, weak_callback
 from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
-from otel_resilience.manager.keys import DefaultNames, config_key, policy_name
+from otel_resilience.manager.keys import ConfigNamesakes, DefaultNames, config_key, policy_name
 from otel_resilience.manager.ledger import fold
 from otel_resilience.manager.named import NamedPolicies
 from otel_resilience.manager.policy import PolicyHandle
@@ -127,6 +130,7 @@ class _Policy:
     """One live policy: a (name, config value) pair, its pipeline, and what it holds."""
 
     name: str
+    config: ResilienceConfig
     pipeline: Pipeline
     breaker: CircuitBreaker | None
     bulkhead: Bulkhead | None
@@ -277,7 +281,9 @@ class ResilienceManager(NamedPolicies):
     uses: a call may still run in it). The counts of an evicted policy are folded into the
     ``executions`` totals, so nothing counted is lost. A policy's rate limiter is kept by the
     policy's name, as its breaker and bulkhead are: the policies of one name share its permits.
-    See ``docs/design.md``.
+    Two live configs that differ under one policy name (or a named policy beside another config
+    of its name) are logged once per name, as a warning naming the fields that differ, when the
+    second policy is made. See ``docs/design.md``.
 
     Named policies (:meth:`policy`, :meth:`reconfigure`) are the other way in: a handle per
     name, with state per key and a config that can change while calls run.
@@ -398,6 +404,7 @@ class ResilienceManager(NamedPolicies):
         self._commit_lock = fork_safe(threading.Lock())
         self._applied_files: dict[str, ConfigFile] = {}
         self._default_names = DefaultNames()
+        self._namesakes = ConfigNamesakes()
 
     @property
     def alert_system(self) -> AlertSystem:
@@ -531,7 +538,9 @@ class ResilienceManager(NamedPolicies):
 
         ``fn``, the function a call runs, is given by a call that named the policy after it:
         once the config object is new to the cache, the function takes its default name
-        (:class:`~otel_resilience.manager.keys.DefaultNames`).
+        (:class:`~otel_resilience.manager.keys.DefaultNames`). A policy built here while its name
+        has another (a different config, or the named policy of that name) is checked against
+        it (:class:`~otel_resilience.manager.keys.ConfigNamesakes`); a config found is not.
         """
         key = (name, id(config))
         entry = self._by_id.get(key)
@@ -553,12 +562,31 @@ class ResilienceManager(NamedPolicies):
             policy.entries.add(entry)
             while len(self._by_id) > self._max_pipelines:
                 self._drop_entry_locked(next(iter(self._by_id.values())))
-            if created:
-                self._fold_dead_locked()  # the pipelines it evicted are gone: their users too
-                self._breakers.trim()
-                self._bulkheads.trim()
-                self._limiters.trim()
-            return entry
+            if not created:
+                return entry
+            self._fold_dead_locked()  # the pipelines it evicted are gone: their users too
+            self._breakers.trim()
+            self._bulkheads.trim()
+            self._limiters.trim()
+            namesakes = self._named[name] > 1 or name in self._handles
+        if namesakes and not self._namesakes.told(name):  # another policy has its name
+            handle = self._handles.get(name)
+            others = (self._policy_config(name, besides=config), None if handle is None else handle.config)
+            self._namesakes.check(name, config, [other for other in others if other is not None])
+        return entry
+
+    def _policy_config(self, name: str, besides: ResilienceConfig | None = None) -> ResilienceConfig | None:
+        """The config of a live policy named ``name`` that runs by config (not ``besides``), or ``None``.
+
+        Any one will do: until the name is warned about (:class:`ConfigNamesakes`), every such
+        policy of the name has one config, as each was checked against the others when it was made.
+        """
+        if not self._named.get(name):
+            return None
+        for policy in self._policies.values():
+            if policy.name == name and policy.config is not besides:
+                return policy.config
+        return None
 
     def _drop_entry_locked(self, entry: _Entry) -> None:
         """Forget an identity-cache entry (its policy stays)."""
@@ -591,7 +619,7 @@ class ResilienceManager(NamedPolicies):
         pipeline, extras = compose(
             StageInputs(name, config, self._clock, breaker, bulkhead, recovery, breakers, limiter)
         )
-        policy = _Policy(name, pipeline, breaker, bulkhead, extras, limiter)
+        policy = _Policy(name, config, pipeline, breaker, bulkhead, extras, limiter)
         self._users.update(policy.users())
         self._named[pipeline.name] += 1
         return policy

@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any, Final
 
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_module, callable_name
 from otel_resilience.manager.config import ResilienceConfig
+from otel_resilience.manager.policy import same_config
 
-__all__ = ["DefaultNames", "config_key", "policy_name"]
+__all__ = ["ConfigNamesakes", "DefaultNames", "config_changes", "config_key", "policy_name"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
 
@@ -156,4 +157,85 @@ class DefaultNames:
             name,
             first,
             module,
+        )
+
+
+def config_changes(first: ResilienceConfig, second: ResilienceConfig) -> tuple[str, ...]:
+    """The fields (but ``name``) in which ``first`` differs from ``second``, another config of its policy.
+
+    What a message shows: whether the two are one config of the policy is
+    :func:`~otel_resilience.manager.policy.same_config`'s rule.
+    """
+    changed: list[str] = []
+    for field in dataclasses.fields(ResilienceConfig):
+        if field.name == "name":
+            continue
+        if _differ(getattr(first, field.name), getattr(second, field.name)):
+            changed.append(field.name)
+    return tuple(changed)
+
+
+def _differ(first: object, second: object) -> bool:
+    """Whether two values differ: a value whose ``==`` raises (an array's) differs."""
+    try:
+        return not (first is second or first == second)  # as a dataclass compares its fields
+    except Exception:  # noqa: BLE001 - they could not be told equal: a policy each
+        return True
+
+
+def _same(config: ResilienceConfig, other: ResilienceConfig) -> bool:
+    """:func:`same_config`, where a config whose ``==`` raises (an array's) is another config."""
+    try:
+        return same_config(config, other)
+    except Exception:  # noqa: BLE001 - they could not be told equal: a policy each
+        return False
+
+
+class ConfigNamesakes:
+    """The policy names of one manager that were found with two live configs: warned about once each.
+
+    A config that differs from another of the same name (``ResilienceConfig.name``, or the
+    function's) is a policy of its own, which shares the name's telemetry series (and, run by
+    config, its breaker, bulkhead and rate limiter) with the other: never silently. Checked
+    where a policy is made (a config new to the manager, a named policy created), never on a
+    call that finds its policy, nor on a reload (:meth:`ResilienceManager.reconfigure` changes a
+    named policy's config on purpose).
+    """
+
+    __slots__ = ("_lock", "_warned")
+
+    def __init__(self) -> None:
+        self._warned: set[str] = set()
+        self._lock = fork_safe(threading.Lock())
+
+    def told(self, name: str) -> bool:
+        """Whether policy ``name`` was warned about already (nothing more to check)."""
+        return name in self._warned
+
+    def check(self, name: str, config: ResilienceConfig, others: Iterable[ResilienceConfig]) -> None:
+        """Warn, once per name, if ``config``, just made a policy of ``name``, differs from one of ``others``.
+
+        Args:
+            name: The policy name.
+            config: The config of the policy just made.
+            others: Configs of the name's other live policies.
+        """
+        if name in self._warned:
+            return
+        other = next((other for other in others if not _same(config, other)), None)
+        if other is None:
+            return
+        with self._lock:
+            if name in self._warned:
+                return
+            self._warned.add(name)
+        changes = ", ".join(config_changes(config, other)) or "their type"
+        _LOG.warning(
+            "policy %r has two live configs that differ in %s: each is a policy of its own, and they "
+            "share the name's telemetry series (counts combined) and, run by config, its breaker, "
+            "bulkhead and rate limiter; give each config its own ResilienceConfig.name, or change a "
+            "policy's config on purpose with manager.reconfigure(name, config) on the named policy "
+            "(manager.policy(name, config))",
+            name,
+            changes,
         )

@@ -20,6 +20,7 @@ from otel_resilience.engine.store import check_capacity
 from otel_resilience.engine.validation import check_duration, check_name, check_sync_callable, fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import Spec
+from otel_resilience.manager.keys import ConfigNamesakes
 from otel_resilience.manager.policy import (
     DEFAULT_IDLE_TTL,
     DEFAULT_MAX_KEYS,
@@ -76,6 +77,10 @@ class NamedPolicies:
 
     _find_breaker: Callable[[str], CircuitBreaker | None]
     """The manager's lookup of a breaker by name (for recovery rules that isolate one)."""
+    _namesakes: ConfigNamesakes
+    """The policy names warned about for two live configs (once each)."""
+    _policy_config: Callable[[str], ResilienceConfig | None]
+    """The config of a live policy of a name that runs by config (the manager's), or ``None``."""
 
     def policy(
         self,
@@ -88,6 +93,10 @@ class NamedPolicies:
         adapt: Adapt | None = None,
     ) -> PolicyHandle:
         """Return the policy handle named ``name``, creating it with ``config`` on first use.
+
+        A handle created while a policy run by config (``execute_with_resilience``,
+        ``@resilient``) has its name with another config is logged once per name, as a warning
+        naming the fields that differ: the two share the name's telemetry series.
 
         Args:
             name: The policy name (``resilience.policy`` in telemetry; bounded).
@@ -124,7 +133,14 @@ class NamedPolicies:
                 if config is None:
                     raise KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
                 handle = self._handles[name] = self._new_handle(name, config, options, adapt)
-                return handle
+                created = True
+            else:
+                created = False
+        if created:  # policies run by config may have its name (and another config)
+            other = None if self._namesakes.told(name) else self._policy_config(name)
+            if other is not None:
+                self._namesakes.check(name, handle.config, [other])
+            return handle
         _same(handle, None if config is None else handle.adapted(check_config(name, config)), options)
         return handle
 
