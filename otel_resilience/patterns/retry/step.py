@@ -133,17 +133,18 @@ class _RetryCore:
         self.policy = policy
         self.hook = hook
         self.hook_is_async = hook is not None and is_async_callable(hook)
-        self.hook_what = f"retry {name!r}: on_retry"
+        # How an error names each hook: made only for a hook there is (a string per retry otherwise).
+        self.hook_what = "" if hook is None else f"retry {name!r}: on_retry"
         self.clock = clock
         self.rng = rng
         self.attempt_timeout = policy.attempt_timeout
         self.max_attempts = policy.max_attempts
         self.retry_on_result = policy.retry_on_result
         # Told each result (or error) the retry drops, before the backoff (see RetryPolicy).
-        self.dropped = getattr(policy.retry_on_result, "dropped", None)
-        self.dropped_what = f"retry {name!r}: retry_on_result.dropped"
-        self.error_dropped = getattr(policy.retry_on, "dropped", None)
-        self.error_dropped_what = f"retry {name!r}: retry_on.dropped"
+        self.dropped = dropped = getattr(policy.retry_on_result, "dropped", None)
+        self.dropped_what = "" if dropped is None else f"retry {name!r}: retry_on_result.dropped"
+        self.error_dropped = error_dropped = getattr(policy.retry_on, "dropped", None)
+        self.error_dropped_what = "" if error_dropped is None else f"retry {name!r}: retry_on.dropped"
         self.constant_delay = _constant_delay(policy)
         self.budget = policy.budget
         self.delay_from = policy.delay_from
