@@ -241,14 +241,19 @@ def run_threads(count: int, target: Callable[[], None]) -> None:
     assert errors == []
 
 
-def collect_inside(lock: Any, what: str) -> None:
+def collect_inside(
+    lock: Any,
+    what: str,
+    around: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> None:
     """Run a garbage collection in a thread that holds ``lock``, as an allocation under it would.
 
+    ``around`` makes what the thread runs it in (a scope of its own: a deadline of that thread).
     Fails if the collection blocked (on ``lock``, whose holder it runs in: ``what`` says whose).
     """
 
     def collect_inside_the_lock() -> None:
-        with lock:
+        with around(), lock:
             gc.collect()
 
     collector = threading.Thread(target=collect_inside_the_lock, daemon=True)
@@ -258,15 +263,19 @@ def collect_inside(lock: Any, what: str) -> None:
 
 
 def freed_on_a_closed_loop(
-    call: Callable[[], Awaitable[Any]], ready: Callable[[], object] | None, lock: Any, what: str
+    call: Callable[[], Awaitable[Any]],
+    ready: Callable[[], object] | None,
+    lock: Any,
+    what: str,
+    around: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> None:
     """Run ``call()`` as a task of a loop of its own, close the loop with it pending, and free it.
 
     The loop runs until ``ready()`` holds (``None``: for one turn only, so that the tasks the
     call made in it never start). The task never runs again, and only the garbage collector
     frees it (its frame refers to it), closing its coroutine: here in a thread that holds
-    ``lock`` (:func:`collect_inside`), as an allocation under it would. Fails if that blocked
-    (``what`` says on what), or if the task was not freed.
+    ``lock`` (:func:`collect_inside`, inside what ``around()`` makes), as an allocation under it
+    would. Fails if that blocked (``what`` says on what), or if the task was not freed.
     """
 
     async def holding_its_task() -> Any:
@@ -286,7 +295,7 @@ def freed_on_a_closed_loop(
         freed = weakref.ref(task)
         del task, loop
         engine_timer._drop_closed()  # the closed loop's timer lets go of it: the task is garbage
-        collect_inside(lock, what)
+        collect_inside(lock, what, around)
         assert freed() is None
     finally:
         gc.enable()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from support import run_threads
+from support import freed_on_a_closed_loop, run_threads
 
 from otel_resilience.engine.context import SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
@@ -1629,3 +1631,54 @@ def test_concurrent_recoveries_are_all_counted(clock: FakeClock) -> None:
     stats = system.get_stats()
     assert stats["attempts"] == stats["successful_recoveries"] == threads * per_thread
     assert stats["patterns_detected"] == 1
+
+
+# -- a recovery freed after its loop closed ----------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["rerun", "fallback_function"])
+def test_a_recovery_freed_after_its_loop_closed_counts_nothing_and_never_blocks(
+    clock: FakeClock, stage: str
+) -> None:
+    """A task left in a re-run (or a ``fallback_function``) when its loop closed is freed by the
+    garbage collector, which closes its coroutine on whichever thread allocates: maybe one that
+    holds the recovery system's lock, inside a deadline of its own that has passed. The loop's
+    closing ended the run, not the task's deadline: no failed recovery is counted, and nothing
+    blocks on the lock."""
+    system = ErrorRecoverySystem(unique("freed-recovery"), clock=clock)
+    started: list[int] = []
+
+    async def hang(*_args: Any) -> str:
+        started.append(1)
+        await asyncio.Event().wait()
+        return "never"
+
+    if stage == "rerun":
+        system.register_recovery_rule(ConnectionError, retry(max_attempts=2))
+    else:
+        fallback = RecoveryAction(RecoveryStrategy.FALLBACK, fallback_function=hang)
+        system.register_recovery_rule(ConnectionError, fallback)
+    calls: list[int] = []
+
+    async def dependency() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("fail 1")
+        return await hang()
+
+    @contextlib.contextmanager
+    def past_deadline() -> Iterator[None]:
+        """The collecting thread's own deadline, passed (left without raising)."""
+        with contextlib.suppress(OperationTimeoutError), SyncDeadline(clock, 1.0, "collector"):
+            clock.advance(2.0)
+            yield
+
+    freed_on_a_closed_loop(
+        lambda: system.execute(dependency),
+        lambda: started,
+        system._lock,
+        "the recovery's lock",
+        past_deadline,
+    )
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["failed_recoveries"]) == (0, 0)

@@ -25,7 +25,7 @@ from typing import Any, Final
 from otel_resilience import (
     AlertConfig,
     AlertSystem,
-    RateLimitedError,
+    ExecutionRejectedError,
     ResilienceConfig,
     ResilienceError,
     ResilienceManager,
@@ -197,6 +197,9 @@ class DemoSystem:
         budgeted: The policies whose retries draw on the shared retry budget (:attr:`budget`):
             both built-in ones, fewer when a configuration file replaced them.
         dependencies: The simulated dependencies, by name.
+        tenant_rejections: The ``tenants`` calls rejected (by its quota, or a breaker or a
+            bulkhead of a ``--config`` file's), by tenant.
+        tenant_failures: The ``tenants`` calls that raised another error, by tenant.
     """
 
     def __init__(
@@ -255,6 +258,7 @@ class DemoSystem:
         )
         self.tenants = self.manager.policy(TENANTS, quota, key_attribute_limit=TENANT_KEY_LIMIT)
         self.tenant_rejections: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
+        self.tenant_failures: dict[str, int] = dict.fromkeys(TENANT_CYCLE, 0)
         self._links: dict[tuple[str, str], Any] = {}
         for name, config in self.configs.items():
             pipeline = self.manager.pipeline_for(config, name)  # every pattern exports from t = 0
@@ -304,7 +308,11 @@ class DemoSystem:
         """Send :data:`TENANT_RATE` requests/s through the keyed ``tenants`` policy, tenant by tenant.
 
         At most one cycle of tenants is made up after the loop fell behind: a tenant within its
-        quota never sends more than its burst at once because the demo stalled.
+        quota never sends more than its burst at once because the demo stalled. Every call that
+        raises is counted for its tenant and the load goes on: a rejection (its quota's, or a
+        breaker's or a bulkhead's that a ``--config`` file gave the policy) in
+        :attr:`tenant_rejections`, any other error (a timeout of the file's) in
+        :attr:`tenant_failures`, an error of no policy logged with its traceback too.
         """
         number = 0
         async with aclosing(_paced(lambda: self._scale / TENANT_RATE, len(TENANT_CYCLE))) as ticks:
@@ -313,8 +321,13 @@ class DemoSystem:
                 number += 1
                 try:
                     await self.tenants.for_key(tenant).execute(_tenant_call)
-                except RateLimitedError:
+                except ExecutionRejectedError:  # its quota, or a breaker, a bulkhead a --config file gave it
                     self.tenant_rejections[tenant] += 1
+                except ResilienceError:  # a timeout a --config file set, say: failed, the load goes on
+                    self.tenant_failures[tenant] += 1
+                except Exception as error:  # noqa: BLE001 - counted and logged with its traceback: the load goes on
+                    _LOG.exception("a call to %s raised an unexpected %s", TENANTS, type(error).__name__)
+                    self.tenant_failures[tenant] += 1
 
     def _spawn(self, name: str) -> None:
         self._counter += 1
@@ -433,10 +446,15 @@ class DemoSystem:
         return counts
 
     def tenant_stats(self) -> dict[str, Any]:
-        """Return the ``tenants`` quota (requests per production second), keys and rejections by tenant."""
+        """Return the ``tenants`` quota (per production second), keys, rejections and failures by tenant."""
         limiter = self.tenants.for_key(TENANT_CYCLE[0]).rate_limiter
         rate = None if limiter is None else float(limiter.config.rate) * self._scale
-        return {"rate": rate, "keys": self.tenants.keys, "rejections": dict(self.tenant_rejections)}
+        return {
+            "rate": rate,
+            "keys": self.tenants.keys,
+            "rejections": dict(self.tenant_rejections),
+            "failures": dict(self.tenant_failures),
+        }
 
     def recovery_stats(self) -> dict[str, Any]:
         """Return the recovery system's statistics."""

@@ -324,16 +324,23 @@ class _Race:
             self.hedge.deny(trigger, reason)
 
     def launch(self, trigger: str | None) -> None:
-        """Start an attempt unless the hedge refuses it (then none starts after it either).
+        """Start an attempt unless the race is over or the hedge refuses it (then none starts after it).
 
         Sets :attr:`more` (whether another may start later), :attr:`latest` (when this one
         started) and :attr:`delay` (the hedge's delay before the next, asked once per start).
         """
         hedge = self.hedge
-        if trigger is not None and time_left() <= 0.0:
-            # The deadline passed: a hedge would start too late (nothing is asked of the hedge).
-            self.refuse(trigger, DEADLINE)
-            return
+        if trigger is not None:
+            if self.over:
+                # Won, or ended by an interrupt or a refusal, since this hedge came due: by an
+                # attempt that ran as it started (an eager task), or one that ended while the race
+                # stopped its timer. Nothing is due any more: nothing asked of the hedge, no denial.
+                self.more = False
+                return
+            if time_left() <= 0.0:
+                # The deadline passed: a hedge would start too late (nothing is asked of the hedge).
+                self.refuse(trigger, DEADLINE)
+                return
         attempt_ctx = hedge.start(self.ctx, trigger)
         if attempt_ctx is None:
             self.more = False

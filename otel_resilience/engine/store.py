@@ -275,35 +275,50 @@ class BoundedStore(Generic[K, V]):
         return len(evicted)
 
     def unexpired(self, idle: Callable[[V], bool]) -> int:
-        """Return how many entries an :meth:`expire` now would keep, evicting nothing.
+        """Return how many entries an :meth:`expire` and a :meth:`trim` now would keep, evicting nothing.
 
         For a reading that must change nothing and wait for nothing (a gauge read in a metric
         collection, where an eviction would run ``on_evict`` into the telemetry being collected):
-        the entries, less the idle ones not used for ``ttl``. O(1) while no entry can have
-        expired; else the expired entries are looked at, oldest first, as :meth:`expire` looks
-        at them. It never waits for the store's lock: while the store is being changed (an
-        entry being made, whose ``create`` may run a collection in this very thread), it returns
-        the count of entries as they are.
+        the entries, less the idle ones not used for ``ttl``, less the idle ones past the
+        capacity (kept while they were busy, and evicted by the next add, use or trim; oldest
+        first, never the youngest, as :meth:`trim` evicts them). O(1) while no entry can have
+        expired and the store is within its capacity; else the entries are looked at, oldest
+        first, as :meth:`expire` and :meth:`trim` look at them. It never waits for the store's
+        lock: while the store is being changed (an entry being made, whose ``create`` may run a
+        collection in this very thread), it returns the count of entries as they are.
 
         Args:
             idle: Says whether an entry is idle, as the store's ``is_idle`` does, but changes
                 nothing (an ``is_idle`` may mark the entry it allows to evict); called under the
                 store's lock.
         """
-        entries, lock = self._entries, self._lock
-        if self._ttl is None or not entries or not lock.acquire(blocking=False):
-            return len(entries)
+        entries, lock, capacity = self._entries, self._lock, self._capacity
+        kept = len(entries)
+        ttl = self._ttl
+        if (ttl is None and kept <= capacity) or not entries or not lock.acquire(blocking=False):
+            return kept
         try:
-            now = self._now()
-            if now < self._due:  # the oldest entry was used less than ttl ago
-                return len(entries)
-            limit, touched = now - self._span, self._touched
-            expired = 0
-            for key, value in entries.items():  # oldest use first: stops at the first one kept
-                if touched.get(key, now) > limit:
+            expiring, moved = False, False
+            if ttl is not None:
+                now = self._now()
+                expiring = now >= self._due  # else the oldest entry was used less than ttl ago
+                limit, touched = now - self._span, self._touched
+            youngest = kept - 1
+            for place, (key, value) in enumerate(entries.items()):  # oldest use first
+                if expiring:  # as expire(): up to the first entry used within ttl
+                    if touched.get(key, now) <= limit:
+                        if idle(value):
+                            kept -= 1
+                        else:
+                            moved = True  # busy: expire() makes it the youngest, trim() keeps it
+                        continue
+                    expiring = False
+                # as trim(): idle entries go while past the capacity; the youngest stays
+                if kept <= capacity or (place == youngest and not moved):
                     break
-                expired += idle(value)
-            return len(entries) - expired
+                if idle(value):
+                    kept -= 1
+            return kept
         finally:
             lock.release()
 

@@ -292,11 +292,13 @@ class PolicyHandle(_Runs):
     def keys(self) -> int:
         """How many keys the policy keeps now (the unkeyed state not counted).
 
-        Idle keys unused for ``idle_ttl`` are not counted, though they are evicted by the
-        policy's next call or :meth:`get_stats`, not here: this is what the
+        Idle keys unused for ``idle_ttl`` are not counted, nor idle keys past ``max_keys``
+        (kept while they were busy), though they are evicted by the policy's next calls (or,
+        for the expired ones, :meth:`get_stats`), not here: this is what the
         ``resilience.policy.keys`` gauge reads in the metric reader's collection, which must
         evict nothing (an eviction runs callbacks that reach the telemetry being collected).
-        So the gauge of a policy no call reaches drops as its keys expire.
+        So the gauge of a policy no call reaches drops as its keys expire, and reads at most
+        ``max_keys`` once its keys are idle.
         """
         return self._keys.unexpired(KeyState.idle)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, ClassVar
 
 import pytest
@@ -312,3 +313,116 @@ async def test_an_attempt_rejected_once_another_won_denies_no_hedge() -> None:
         (("scope", 1), None, True, True),
         (("scope", 2), "ExecutionRejectedError", False, False),
     ]
+
+
+class Stalling(FakeClock):
+    """A clock whose sleep lasts until it is cancelled, and then opens ``gate``."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:  # cancelled: the race stops waiting for its hedge delay
+            self.gate.set()
+
+
+class OriginalWaits(Step):
+    """A step inside the race whose admission of the original waits until ``gate`` opens."""
+
+    __slots__ = ("gate",)
+    kind: ClassVar[str] = "original_waits"
+    admit_waits: ClassVar[bool] = True
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def admit(self, ctx: ExecutionContext) -> Wait | None:
+        gate = self.gate
+
+        class Opening(Wait):
+            __slots__ = ()
+
+            async def wait(self) -> Any:
+                await gate.wait()
+
+        return Opening() if ctx.attempt == 1 else None
+
+
+async def test_a_race_ended_while_it_stopped_waiting_for_its_delay_starts_no_hedge() -> None:
+    """The original ends the race (a function the driver refuses) while the race stops its timer.
+
+    A hedge failed, so a hedge by failure came due; but the race was over before the race could
+    start it: none starts (nothing asked of the hedge, none denied), as none starts after a
+    refusal the race saw at once, or after one made by an attempt that ran as it started (an
+    eager task). The caller gets the refusal's TypeError.
+    """
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    async def rejected() -> str:
+        await asyncio.sleep(0)
+        return "reject"
+
+    def fn() -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the hedge: an unacceptable outcome
+            return rejected()
+        return 1  # the original, once the gate opens: no awaitable, refused by the async driver
+
+    hedge = Log(3, on_failure=True, delays=(0.0, 1.0))
+    racing = Racing(hedge)
+    racing.clock = Stalling(gate)  # its cancellation (the hedge ended first) opens the gate
+    pipeline = PipelineBuilder("race").add(racing).add(OriginalWaits(gate)).build()
+    with pytest.raises(TypeError, match="must return an awaitable"):
+        await pipeline.execute(fn)
+    assert len(calls) == 2
+    assert [e for e in hedge.events if e[0] in {"start", "refused", "denied"}] == [
+        ("start", None),
+        ("start", DELAY),
+    ]
+    assert hedge.events[-1] == ("end", None, "TypeError")
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+TASK_FACTORIES = ["lazy", "eager"] if sys.version_info >= (3, 12) else ["lazy"]
+"""How the loop makes tasks: asyncio's way, and (3.12 on: ``asyncio.eager_task_factory``) eagerly."""
+
+
+@pytest.mark.parametrize("factory", TASK_FACTORIES)
+@pytest.mark.parametrize("ending", ["refused", "own cancellation"])
+async def test_an_original_that_ends_the_race_as_it_starts_is_followed_by_no_hedge(
+    factory: str, ending: str
+) -> None:
+    """Parallel hedges are due at once; the original ends the race in its first step.
+
+    Started eagerly, it ends it before the race starts the next attempt: none is started (no
+    withdrawal, no fork), as none runs when tasks start lazily.
+    """
+    loop = asyncio.get_running_loop()
+    if factory == "eager":
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    own = asyncio.CancelledError("its own")
+
+    def refused() -> int:
+        return 1
+
+    async def cancelled() -> None:
+        raise own
+
+    hedge = Log(3, on_failure=False, delays=(0.0,), parallel=True)
+    pipeline = PipelineBuilder("race").add(Racing(hedge)).build()
+    try:
+        if ending == "refused":
+            with pytest.raises(TypeError, match="must return an awaitable"):
+                await pipeline.execute(refused)
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await pipeline.execute(cancelled)
+    finally:
+        loop.set_task_factory(None)
+    starts = [e[1] for e in hedge.events if e[0] == "start"]
+    assert starts == ([None] if factory == "eager" else [None, PARALLEL, PARALLEL])

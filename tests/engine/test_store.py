@@ -211,6 +211,70 @@ def test_unexpired_counts_what_an_expiry_would_keep_and_evicts_nothing(clock) ->
     assert untimed.unexpired(lambda _item: True) == 1  # no ttl: every entry counts
 
 
+@pytest.mark.parametrize(
+    ("busy", "kept"),
+    [("", 2), ("a", 2), ("ab", 3), ("abc", 4), ("d", 2), ("abcd", 4)],
+)
+@pytest.mark.parametrize("timed", [False, True])
+def test_unexpired_leaves_out_the_idle_entries_kept_past_the_capacity(
+    clock, busy: str, kept: int, timed: bool
+) -> None:
+    """Entries added while all were busy (a burst) stay past the capacity until the next add, use
+    or trim; unexpired() counts what a trim would keep (idle ones go, oldest first, never the
+    youngest), and evicts nothing."""
+    evicted: list[str] = []
+    s: BoundedStore[str, Item] = BoundedStore(
+        "Owner",
+        "cap",
+        2,
+        is_idle=lambda item: not item.busy,
+        on_evict=lambda key, _item: evicted.append(key),
+        ttl=60.0 if timed else None,
+        clock=clock if timed else None,
+    )
+    items = {}
+    for key in "abcd":  # each busy as the next is added: none can be evicted
+        items[key] = add(s, key)
+        items[key].busy = True
+    assert len(s) == 4
+    for key, item in items.items():
+        item.busy = key in busy
+    assert s.unexpired(lambda item: not item.busy) == kept
+    assert (len(s), s.evicted, evicted) == (4, 0, [])
+    s.trim()
+    assert len(s) == kept
+
+
+def test_unexpired_counts_expired_and_surplus_idle_entries_once(clock) -> None:
+    """With a ttl: the idle entries unused for ttl go first, then the idle ones past the capacity,
+    as an expiry and then a trim evict them. A busy entry unused for ttl is kept and made the
+    youngest: the entry used last is then no longer the youngest, and goes if idle."""
+    evicted: list[str] = []
+    s: BoundedStore[str, Item] = BoundedStore(
+        "Owner",
+        "cap",
+        1,
+        is_idle=lambda item: not item.busy,
+        on_evict=lambda key, _item: evicted.append(key),
+        ttl=10.0,
+        clock=clock,
+    )
+    items = {}
+    for key in "abc":
+        items[key] = add(s, key)
+        items[key].busy = True
+    items["a"].busy = items["c"].busy = False
+    clock.advance(5.0)
+    s.use("c", evict=False)  # c used 5 s after the others
+    clock.advance(6.0)  # a and b unused for 11 s: a expires, b (busy) is kept; c has not expired
+    assert s.unexpired(lambda item: not item.busy) == 1  # b: c is past the capacity of 1
+    assert (len(s), evicted) == (3, [])
+    s.expire()
+    s.trim()
+    assert evicted == ["a", "c"]
+    assert len(s) == 1
+
+
 def test_a_ttl_needs_a_clock_and_a_positive_duration(clock) -> None:
     """The TTL is validated as a duration, named after the owner's field; a clock is required."""
     with pytest.raises(TypeError, match=r"Owner\.clock must be a Clock when idle_ttl is set"):

@@ -308,3 +308,29 @@ def test_the_keys_gauge_of_a_quiet_policy_leaves_out_expired_keys(otel) -> None:
         assert policy._keys.evicted == 0
     finally:
         alerts.close()
+
+
+async def test_the_keys_gauge_counts_no_idle_key_past_max_keys(otel, manager: ResilienceManager) -> None:
+    """Keys made while every kept key was busy stay past max_keys until later calls look at them;
+    once idle, resilience.policy.keys (and ``keys``) no longer counts them: at most max_keys while
+    they are idle, whether or not a call came to evict them (the collection evicts nothing)."""
+    policy = manager.policy("burst-tenants", BREAKER, max_keys=2)
+    release = asyncio.Event()
+    running: list[str] = []
+
+    async def held(key: str) -> None:
+        async def call() -> None:
+            running.append(key)
+            await release.wait()
+
+        await policy.for_key(key).execute(call)
+
+    calls = [asyncio.ensure_future(held(key)) for key in ("a", "b", "c")]
+    while len(running) < 3:
+        await asyncio.sleep(0)
+    assert otel.point(sc.POLICY_KEYS, resilience__policy="burst-tenants").value == 3  # all busy
+    release.set()
+    await asyncio.gather(*calls)
+    assert otel.point(sc.POLICY_KEYS, resilience__policy="burst-tenants").value == 2
+    assert policy.keys == 2
+    assert policy._keys.evicted == 0  # kept until a call looks at them

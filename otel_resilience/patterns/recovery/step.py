@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.calling import coroutine_function_in_sync, refused
+from otel_resilience.engine.closing import closing
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
@@ -253,8 +254,14 @@ class RecoveryStep(Link[RecoveryConfig]):
         and a run that returned in a thread came too late: the scope that owns the deadline drops
         the result for its timeout (a thread cannot be cut). An async scope cuts only by
         cancelling, and hands on a result that came back before its timer could fire: a success.
+
+        Nor does it cut an async run whose coroutine is being closed (``GeneratorExit``: a task its
+        closed loop left pending, freed by the garbage collector on whichever thread allocates):
+        the loop's closing ended it, not a deadline, and the deadline read there would be that
+        thread's own, not the task's. It is no failed recovery, as a caller's cancellation is
+        none, and nothing is counted (no lock taken on a thread that may hold it).
         """
-        return (ctx.sync or not returned) and time_left() <= 0.0
+        return (ctx.sync or not (returned or closing())) and time_left() <= 0.0
 
     def on_failure(self, ctx: ExecutionContext, token: Rerun | None, error: Exception) -> Action:
         """Act on a failure by the rule that covers it; a re-run's goes on while the rule covers it.

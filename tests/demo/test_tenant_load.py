@@ -1,0 +1,110 @@
+"""The keyed ``tenants`` load: every call that raises is counted for its tenant, and the load goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from otel_resilience import CircuitBreakerConfig, RateLimiterConfig, ResilienceConfig
+from otel_resilience.demo import system as demo_system
+from otel_resilience.demo.monitor import Monitor
+from otel_resilience.demo.scenarios import build_scenario
+from otel_resilience.demo.system import POLICIES, TENANT_CYCLE, DemoSystem
+
+SCALE = 0.001
+"""1 ms of demo per production second: a tenant request every 0.5 ms."""
+
+
+def _system(tenants: ResilienceConfig) -> DemoSystem:
+    """A demo system whose ``tenants`` policy comes from a file: ``tenants``."""
+    start = time.monotonic()
+    return DemoSystem(
+        build_scenario("steady", 7),
+        time_scale=SCALE,
+        monitor=Monitor(POLICIES, start=start),
+        start=start,
+        policies={"tenants": tenants},
+    )
+
+
+QUOTA = RateLimiterConfig(rate=1000.0, burst=1000)
+"""A quota no tenant reaches."""
+
+
+@pytest.fixture
+def tenants_with_a_breaker() -> Iterator[DemoSystem]:
+    """A demo system whose ``tenants`` policy from a file has a breaker beside its quota."""
+    system = _system(
+        ResilienceConfig(circuit_breaker=CircuitBreakerConfig(failure_threshold=5), rate_limiter=QUOTA)
+    )
+    yield system
+    system.close()
+
+
+@pytest.fixture
+def tenants_with_a_quota() -> Iterator[DemoSystem]:
+    """A demo system whose ``tenants`` policy from a file has a quota only."""
+    system = _system(ResilienceConfig(rate_limiter=QUOTA))
+    yield system
+    system.close()
+
+
+async def _until(condition: Callable[[], bool], load: asyncio.Task[None]) -> None:
+    """Wait until ``condition()`` holds or the load ended (bounded far above the few ms it takes)."""
+    deadline = time.monotonic() + 10.0
+    while not condition() and not load.done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+
+
+async def _stopped(load: asyncio.Task[None]) -> None:
+    load.cancel()
+    await asyncio.gather(load, return_exceptions=True)
+
+
+async def test_a_breaker_of_a_config_file_rejecting_a_tenant_is_counted_and_the_load_goes_on(
+    tenants_with_a_breaker: DemoSystem,
+) -> None:
+    """``acme``'s breaker is open: its calls are counted as rejections, the other tenants' go on."""
+    system = tenants_with_a_breaker
+    breaker = system.tenants.for_key("acme").circuit_breaker
+    assert breaker is not None
+    breaker.force_open()
+    load = asyncio.ensure_future(system._tenant_load())
+    try:
+        await _until(lambda: system.tenant_rejections["acme"] >= 6, load)
+        assert not load.done(), load.exception()
+    finally:
+        await _stopped(load)
+    stats = system.tenant_stats()
+    assert stats["rejections"]["acme"] >= 6
+    assert stats["rejections"]["globex"] == stats["rejections"]["initech"] == 0
+    assert stats["failures"] == dict.fromkeys(TENANT_CYCLE, 0)
+    assert system.tenants.for_key("globex").circuit_breaker.get_stats()["total_successes"] >= 1
+
+
+async def test_an_unexpected_error_is_counted_and_logged_and_the_load_goes_on(
+    tenants_with_a_quota: DemoSystem, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error of no policy ends no load: counted as the tenant's failure, logged with its traceback."""
+    system = tenants_with_a_quota
+
+    async def broken() -> None:
+        raise KeyError("tenant")
+
+    monkeypatch.setattr(demo_system, "_tenant_call", broken)
+    load = asyncio.ensure_future(system._tenant_load())
+    with caplog.at_level(logging.ERROR, logger="otel_resilience.demo"):
+        try:
+            await _until(lambda: sum(system.tenant_failures.values()) >= 6, load)
+            assert not load.done(), load.exception()
+        finally:
+            await _stopped(load)
+    assert system.tenant_failures["acme"] >= 3
+    assert system.tenant_rejections == dict.fromkeys(TENANT_CYCLE, 0)
+    logged = [r for r in caplog.records if "raised an unexpected KeyError" in r.getMessage()]
+    assert logged
+    assert logged[0].exc_info is not None
