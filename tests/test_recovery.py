@@ -20,6 +20,7 @@ from otel_resilience.engine.context import SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.registry import BREAKERS
+from otel_resilience.engine.rerun import RERUNNABLE
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
@@ -1682,3 +1683,135 @@ def test_a_recovery_freed_after_its_loop_closed_counts_nothing_and_never_blocks(
     )
     stats = system.get_stats()
     assert (stats["attempts"], stats["failed_recoveries"]) == (0, 0)
+
+
+# -- letting go of what the runs got -------------------------------------------------------------
+
+
+class Holder:
+    """A caller's record of what its operation got (``RERUNNABLE``'s third item): logs each ``let_go()``.
+
+    ``blocking``: an async ``let_go`` that outlasts the deadline on ``blocking``'s clock and never
+    ends (the deadline's timer ends it).
+    """
+
+    def __init__(self, log: list[str], *, sync: bool, blocking: FakeClock | None = None) -> None:
+        self.log = log
+        self.sync = sync
+        self.blocking = blocking
+
+    def let_go(self) -> Any:
+        self.log.append("let_go")
+        return None if self.sync else self._closed()
+
+    async def _closed(self) -> None:
+        if self.blocking is not None:
+            self.blocking.advance(10.0)
+            await asyncio.Event().wait()
+        self.log.append("closed")
+
+
+class LoggingClock(FakeClock):
+    """A fake clock whose sleeps are logged."""
+
+    log: list[str]
+
+    async def sleep(self, seconds: float) -> None:
+        self.log.append("delay")
+        await super().sleep(seconds)
+
+    def sleep_sync(self, seconds: float) -> None:
+        self.log.append("delay")
+        super().sleep_sync(seconds)
+
+
+@contextlib.contextmanager
+def restricted(operation: object, record: object) -> Iterator[None]:
+    """Run executions of ``operation`` as a caller that holds ``record`` does (any error may re-run it)."""
+    token = RERUNNABLE.set(((Exception,), operation, record))
+    try:
+        yield
+    finally:
+        RERUNNABLE.reset(token)
+
+
+@pytest.mark.parametrize("strategy", [RecoveryStrategy.RETRY, RecoveryStrategy.RESTART])
+async def test_a_rerun_lets_the_caller_go_of_what_the_run_got_before_its_delay(
+    driver: str, strategy: RecoveryStrategy
+) -> None:
+    """Each re-run tells the caller's record, before the delay and the hook, that no earlier run is the outcome."""
+    log: list[str] = []
+    clock = LoggingClock()
+    clock.log = log
+    system = ErrorRecoverySystem(clock=clock)
+    hook = None if strategy is RecoveryStrategy.RETRY else (lambda: log.append("hook"))
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(strategy, max_attempts=3, delay=1.0, restart_hook=hook)
+    )
+    flaky = Flaky(2)
+    flaky.log = log
+    operation = op_for(driver, flaky)  # one bound method: the operation the caller restricts
+    with restricted(operation, Holder(log, sync=driver == "sync")):
+        result = await system.execute(operation) if driver == "async" else system.execute_sync(operation)
+    assert result == "ok"
+    letting_go = ["let_go"] if driver == "sync" else ["let_go", "closed"]
+    rerun = [*letting_go, "delay", *(["hook"] if hook else []), "call"]
+    assert log == ["call", *rerun, *rerun]
+
+
+async def test_a_rerun_of_another_operation_lets_the_caller_go_of_nothing(
+    driver: str, clock: FakeClock
+) -> None:
+    """An execution of another function than the one the caller restricted (one nested inside it) tells it nothing."""
+    log: list[str] = []
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    flaky = Flaky(2)
+    with restricted(object(), Holder(log, sync=driver == "sync")):
+        assert await run(system, driver, flaky) == "ok"
+    assert log == []
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+async def test_a_letting_go_the_deadline_ends_is_a_failed_recovery_counted_once(
+    clock: FakeClock, failures: int
+) -> None:
+    """The deadline ending the caller's letting go (first re-run or a later one) fails the recovery once, as in a delay."""
+    manager = ResilienceManager(clock=clock)
+    manager.recovery_system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    log: list[str] = []
+    calls: list[int] = []
+    record = Holder(log, sync=False)
+
+    async def operation() -> str:
+        calls.append(1)
+        if len(calls) == failures:
+            record.blocking = clock  # the letting go after this run outlasts the deadline
+        raise ConnectionError(f"fail {len(calls)}")
+
+    # The async deadline's timer runs on the loop's time: a short real one, past on the fake clock too.
+    config = ResilienceConfig(enable_recovery=True, timeout=0.05, name=unique("policy"))
+    with restricted(operation, record), pytest.raises(OperationTimeoutError):
+        await manager.execute_with_resilience(operation, config)
+    assert len(calls) == failures
+    stats = manager.recovery_system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)
+
+
+async def test_a_letting_go_that_fails_ends_the_recovery_as_failed(driver: str, clock: FakeClock) -> None:
+    """What the caller's ``let_go`` raises ends the execution, the recovery a failed one, and no re-run starts."""
+
+    class Broken:
+        def let_go(self) -> None:
+            raise RuntimeError("cannot let go")
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3))
+    flaky = Flaky(1)
+    operation = op_for(driver, flaky)
+    with restricted(operation, Broken()), pytest.raises(RuntimeError, match="cannot let go") as caught:
+        await system.execute(operation) if driver == "async" else system.execute_sync(operation)
+    assert isinstance(caught.value.__context__, ConnectionError)
+    assert len(flaky.calls) == 1
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["successful_recoveries"], stats["failed_recoveries"]) == (1, 0, 1)

@@ -161,8 +161,9 @@ async def _read_failed(http: HttpPolicy, response: aiohttp.ClientResponse) -> No
     The response is not released: aiohttp refuses a released response's ``read()`` and
     ``content``. Its ``content`` becomes a stream of the body read (then of the rest, as it
     comes: :class:`_Rest`), so the caller who gets it when attempts run out reads it as an
-    unread one (``read()``, ``text()``, ``json()``, ``content.iter_chunked()``...). Reading
-    fails: the response is closed.
+    unread one (``read()``, ``text()``, ``json()``, ``content.iter_chunked()``...), with the
+    limits of the response's own stream (the session's ``read_bufsize``: the longest line
+    ``readline()`` gives). Reading fails: the response is closed.
     """
     content = response.content
     try:
@@ -170,13 +171,16 @@ async def _read_failed(http: HttpPolicy, response: aiohttp.ClientResponse) -> No
     except BaseException:
         response.close()
         raise
+    if whole and not head:  # no body (a HEAD's: aiohttp's empty stream, without limits): as it came
+        return
     loop = asyncio.get_running_loop()
+    limit = content.get_read_buffer_limits()[0]
     if whole:
-        replay = aiohttp.StreamReader(_Unplugged(loop), 2**16, loop=loop)
+        replay = aiohttp.StreamReader(_Unplugged(loop), limit, loop=loop)
         replay.feed_data(head)
         replay.feed_eof()
     else:
-        replay = _Rest(head, content, loop)
+        replay = _Rest(head, content, limit, loop)
     response.content = replay
 
 
@@ -198,8 +202,10 @@ class _Rest(aiohttp.StreamReader):
     stream raises (a body cut off) is raised to the reader.
     """
 
-    def __init__(self, head: bytes, rest: aiohttp.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(_Unplugged(loop), 2**16, loop=loop)
+    def __init__(
+        self, head: bytes, rest: aiohttp.StreamReader, limit: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(_Unplugged(loop), limit, loop=loop)
         self._rest = rest
         self.feed_data(head)
 

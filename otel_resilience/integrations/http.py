@@ -22,7 +22,7 @@ One request is one *execution* of the policy; each time the client sends it is o
   :data:`DRAIN_LIMIT` (64 KiB): a body that ends within it is read whole and its connection
   goes back to the pool. A longer one is not read further: its response stays open, unread,
   as it may be the last, which the caller gets whole (the rest read as the caller reads it);
-  once the retry goes on after it, it is closed, its connection not reused
+  once the retry (or a recovery's re-run) goes on after it, it is closed, its connection not reused
   (:meth:`HttpRetryOn.dropped`), so a host answering errors with huge bodies costs each
   attempt the retry drops 64 KiB and a chunk, not the body.
 * **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
@@ -58,10 +58,11 @@ One request is one *execution* of the policy; each time the client sends it is o
   so no connection stays out of the client's pool. One the retry dropped (a result its
   ``retry_on_result`` retried) is closed before the retry backs off
   (:meth:`HttpRetryOnResult.dropped`), so neither another request during the backoff nor the
-  next send waits for its connection (a pool of one would wait until the deadline); a send
-  started beside others by hedging closes none of its race. (A failed response is read and
-  closed in its attempt; one whose body is over :data:`DRAIN_LIMIT` when the retry goes on
-  after it, as a dropped result.)
+  next send waits for its connection (a pool of one would wait until the deadline); so is every
+  response a recovery rule's RETRY or RESTART re-run drops, before its delay
+  (:func:`~otel_resilience.engine.rerun.let_go`); a send started beside others by hedging closes
+  none of its race. (A failed response is read and closed in its attempt; one whose body is over
+  :data:`DRAIN_LIMIT` when the retry or a re-run goes on after it, as a dropped result.)
 * **Per host.** Requests run through the policy handle's ``for_key(host)``: each host gets its
   own breaker, bulkhead and rate limiter, so one bad host does not open the breaker for the
   others (:attr:`HttpOptions.per_host`); at most :attr:`HttpOptions.max_hosts` idle hosts are
@@ -165,12 +166,19 @@ def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_ST
     return status in statuses
 
 
+_POOL_WAITS: Final = frozenset({("httpx", "PoolTimeout"), ("urllib3.exceptions", "EmptyPoolError")})
+"""The clients' errors that end a wait for a connection of their own pool: (module, name) of each
+(no client is imported here), :class:`PoolTimeoutError`'s subclasses."""
+
+
 class PoolTimeoutError(Exception, metaclass=ABCMeta):
     """A client's wait for a free connection of its own pool that ran out: local congestion.
 
-    Never raised itself: the clients' own errors are registered as its subclasses (httpx's
-    ``PoolTimeout``, urllib3's ``EmptyPoolError``, with ``pool_block=True``, each once its
-    integration is imported), so ``except PoolTimeoutError`` catches any of them. aiohttp has
+    Never raised itself: the clients' own errors are its subclasses (httpx's ``PoolTimeout``,
+    urllib3's ``EmptyPoolError``, with ``pool_block=True``, and theirs: :data:`_POOL_WAITS`),
+    known by their names whatever was imported before (a config :func:`http_config` converts
+    before a client integration is imported is converted as after), so ``except
+    PoolTimeoutError`` catches any of them. aiohttp has
     none: its ``ConnectionTimeoutError`` ends the wait for a free connection and the connect
     alike (one ``ClientTimeout.connect``), and it stays a transport failure.
 
@@ -184,6 +192,15 @@ class PoolTimeoutError(Exception, metaclass=ABCMeta):
     twice (see "Safe retries"): nothing was sent, but whether nothing was written before the
     wait ended is the client's to say, so a POST is not sent again after it either.
     """
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> bool:
+        """A client's error of :data:`_POOL_WAITS` (or a subclass of one) is a subclass; else ABC's rule."""
+        if cls is PoolTimeoutError and any(
+            (getattr(kind, "__module__", None), kind.__qualname__) in _POOL_WAITS for kind in subclass.__mro__
+        ):
+            return True
+        return cast("bool", NotImplemented)  # ABCMeta's own rule (its registry, real subclasses)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,6 @@ from otel_resilience.integrations.http import (
     FailedResponseError,
     HttpOptions,
     PolicyHandleLike,
-    PoolTimeoutError,
 )
 from otel_resilience.integrations.sending import (
     HttpIntegration,
@@ -60,8 +59,6 @@ __all__ = ["RETRYABLE", "AsyncResilientTransport", "ResilientTransport"]
 
 T = TypeVar("T")
 _PHASES = ("connect", "read", "write", "pool")
-
-PoolTimeoutError.register(httpx.PoolTimeout)  # the wait for a connection of the pool: not the host's
 
 
 class _Cap(dict[str, Any]):

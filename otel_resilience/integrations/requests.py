@@ -17,7 +17,8 @@ other is refused): the policy retries. A failed response is read in its attempt 
 :data:`~otel_resilience.integrations.http.DRAIN_LIMIT`: a longer body is read as the caller
 reads it, or not at all when the retry goes on after it): the one returned when attempts run
 out gives its body through ``content``, ``text`` and ``iter_content`` (with ``stream=True``
-too), its ``raw`` stream is spent. With ``pool_block=True``, a wait for a free connection the
+too), its ``raw`` stream is spent (over the drain limit, it gives the body from its start through
+``read()``, ``stream()`` and ``readinto()`` only). With ``pool_block=True``, a wait for a free connection the
 deadline ended is the policy's timeout, never a failure of the host (urllib3's
 ``EmptyPoolError`` is a :class:`~otel_resilience.integrations.http.PoolTimeoutError`).
 
@@ -46,7 +47,7 @@ from urllib3.exceptions import EmptyPoolError
 from urllib3.util import Timeout
 
 from otel_resilience.engine.validation import fail
-from otel_resilience.integrations.http import FailedResponseError, PoolTimeoutError
+from otel_resilience.integrations.http import FailedResponseError
 from otel_resilience.integrations.sending import (
     HttpIntegration,
     HttpPolicy,
@@ -59,8 +60,6 @@ __all__ = ["ResilientAdapter", "mark_retryable"]
 
 _MARK = "otel_resilience_retryable"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-PoolTimeoutError.register(EmptyPoolError)  # a blocking pool's wait for a connection: not the host's
 
 
 def mark_retryable(request: requests.PreparedRequest, retryable: bool = True) -> requests.PreparedRequest:
@@ -145,9 +144,12 @@ class _Rest:
 
     requests reads a response's ``content`` (and ``iter_content``) from its ``raw.stream``:
     this one gives what the attempt read (``head``), then the rest of the body from ``rest``
-    (the attempt's ``iter_content``: decoded, its errors requests' own). Anything else is the
-    urllib3 response's (``raw``): closing it closes the connection, which is not reused unless
-    the body was read to its end.
+    (the attempt's ``iter_content``: decoded, its errors requests' own), through ``read``,
+    ``stream`` and ``readinto`` (what ``io.BufferedReader`` reads with: lines through one). The
+    urllib3 response's other ways of reading the body (:data:`_UNREAD`) would read the wire
+    past what the attempt read: they are refused. Anything else is the urllib3 response's
+    (``raw``): closing it closes the connection, which is not reused unless the body was read
+    to its end.
     """
 
     def __init__(self, head: bytes, rest: Iterator[bytes], raw: Any) -> None:
@@ -182,10 +184,27 @@ class _Rest:
         while data := (self.read(amt) if amt else self._next()):
             yield data
 
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Read up to ``len(buffer)`` bytes of the body into ``buffer``; return how many (0: its end)."""
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
     def __getattr__(self, name: str) -> Any:
         if name == "_raw":  # not set yet (a copy being made): not the urllib3 response's either
             raise AttributeError(name)
+        if name in _UNREAD:
+            msg = (
+                f"the raw stream of a failed response read in part has no {name!r}: read its body "
+                "with read(), stream() or readinto() (io.BufferedReader(raw) for lines), or content"
+            )
+            raise AttributeError(msg)
         return getattr(self._raw, name)
+
+
+_UNREAD = frozenset({"data", "json", "peek", "read1", "read_chunked", "readline", "readlines"})
+"""The urllib3 response's ways of reading its body that :class:`_Rest` does not give: each would
+read the wire past the bytes the attempt read, as if they were not part of the body."""
 
 
 class ResilientAdapter(HttpIntegration, HTTPAdapter):

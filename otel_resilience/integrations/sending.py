@@ -460,9 +460,10 @@ class Sent(list[Any]):
     :meth:`~otel_resilience.integrations.http.HttpRetryOnResult.dropped`), which closes it then,
     its connection back in the client's pool for the whole backoff (a pool of one would
     otherwise wait for it until the deadline, or, with no deadline, for good; and another
-    request on the pool through the backoff). Only what the retry dropped is closed early: under
-    hedging, sends run side by side, and a response of a race still running may win it. A sync
-    request's next send also closes what any earlier send got (:func:`close_earlier`).
+    request on the pool through the backoff). A recovery's RETRY or RESTART re-run tells it so
+    too, before its delay (:meth:`let_go`). Only what the retry or a re-run dropped is closed
+    early: under hedging, sends run side by side, and a response of a race still running may win
+    it. A sync request's next send also closes what any earlier send got (:func:`close_earlier`).
 
     Attributes:
         dropped: How many of the first sends the policy dropped (all over, none the caller's).
@@ -489,19 +490,31 @@ class Sent(list[Any]):
             (:class:`_AsyncSent`) return the close to await.
         """
         if any(response is result for response in self):
-            close_earlier(self)
+            return self.let_go()
+        return None
+
+    def let_go(self) -> Awaitable[None] | None:
+        """Every send so far is over and dropped: close them (the retry goes on, a re-run starts).
+
+        Called by :meth:`drop`, and by a recovery's RETRY or RESTART re-run before its delay
+        (:func:`~otel_resilience.engine.rerun.let_go`: the recovery encloses the retry and the
+        hedging, so no send is still running, nor may any be returned).
+
+        Returns:
+            ``None`` (closed in this thread: :func:`close_earlier`); an async request's
+            (:class:`_AsyncSent`) return the close to await.
+        """
+        close_earlier(self)
         return None
 
 
 class _AsyncSent(Sent):
-    """The sends of an async request: :meth:`drop` returns the close to await (:func:`aclose_earlier`)."""
+    """The sends of an async request: :meth:`let_go` returns the close to await (:func:`aclose_earlier`)."""
 
-    def drop(self, result: object) -> Awaitable[None] | None:
-        """As :meth:`Sent.drop`: the awaitable closing every send so far, or ``None``."""
-        if any(response is result for response in self):
-            self.dropped = len(self)
-            return aclose_earlier(self)
-        return None
+    def let_go(self) -> Awaitable[None] | None:
+        """As :meth:`Sent.let_go`: the awaitable closing every send so far."""
+        self.dropped = len(self)
+        return aclose_earlier(self)
 
 
 def record_send(sent: Sent, last: int | None = None) -> int:

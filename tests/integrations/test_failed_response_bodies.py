@@ -12,6 +12,7 @@ A raw HTTP/1.1 server scripts each answer byte for byte.
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.http import DRAIN_LIMIT, FailedResponseError, HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
+from otel_resilience.patterns.recovery import RecoveryAction, RecoveryStrategy
 
 Answer = Callable[[socket.socket], bool]
 """Writes one answer on the connection; returns whether the connection stays open."""
@@ -484,3 +486,149 @@ def test_httpx_raise_on_failure_holds_a_large_failed_body_whole(raw: Callable[..
             assert response.read() == LARGE
         finally:
             response.close()
+
+
+def rerun_after_failed_responses(strategy: RecoveryStrategy) -> tuple[ResilienceConfig, ResilienceManager]:
+    """A policy without retry whose recovery sends the request once more after a failed response."""
+    manager = ResilienceManager()
+    hook = None if strategy is RecoveryStrategy.RETRY else (lambda: None)
+    action = RecoveryAction(strategy, max_attempts=1, delay=0.0, restart_hook=hook)
+    manager.recovery_system.register_recovery_rule(FailedResponseError, action)
+    return ResilienceConfig(name="downstream", enable_recovery=True), manager
+
+
+class ClosedBeforeTransport(httpx.AsyncHTTPTransport):
+    """An async httpx transport noting, at each send, whether each response it gave before is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.responses: list[httpx.Response] = []
+        self.closed_before: list[list[bool]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.closed_before.append([response.is_closed for response in self.responses])
+        self.responses.append(await super().handle_async_request(request))
+        return self.responses[-1]
+
+
+@pytest.mark.parametrize("strategy", [RecoveryStrategy.RETRY, RecoveryStrategy.RESTART])
+async def test_httpx_async_a_recovery_rerun_closes_a_large_failed_response_first(
+    raw: Callable[..., RawServer], strategy: RecoveryStrategy
+) -> None:
+    """A recovery's re-run after a 503 over the drain limit sends again only once that 503 is closed.
+
+    Left open, it would hold its connection through the re-run: a pool of one would wait for it
+    until the pool's timeout.
+    """
+    server = raw(*large_then(200))
+    config, manager = rerun_after_failed_responses(strategy)
+    inner = ClosedBeforeTransport()
+    transport = AsyncResilientTransport(config, inner, manager=manager)
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(f"{server.url}/a")
+    assert (response.status_code, response.content, server.sent) == (200, b"ok", 2)
+    assert inner.closed_before == [[], [True]]
+
+
+@pytest.mark.parametrize("strategy", [RecoveryStrategy.RETRY, RecoveryStrategy.RESTART])
+async def test_aiohttp_a_recovery_rerun_releases_a_large_failed_response_first(
+    raw: Callable[..., RawServer], strategy: RecoveryStrategy
+) -> None:
+    """As with httpx: the 503 over the drain limit is released before the re-run sends again."""
+    server = raw(*large_then(200))
+    config, manager = rerun_after_failed_responses(strategy)
+    responses: list[aiohttp.ClientResponse] = []
+    closed_before: list[list[bool]] = []
+
+    async def recording(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> Any:
+        closed_before.append([response.closed for response in responses])
+        responses.append(await handler(request))
+        return responses[-1]
+
+    middleware = ResilientMiddleware(config, manager=manager)
+    async with aiohttp.ClientSession(middlewares=(middleware, recording)) as session:
+        async with session.get(f"{server.url}/a") as response:
+            assert (response.status, await response.read()) == (200, b"ok")
+    assert server.sent == 2
+    assert closed_before == [[], [True]]
+
+
+@pytest.mark.parametrize("strategy", [RecoveryStrategy.RETRY, RecoveryStrategy.RESTART])
+def test_httpx_a_recovery_rerun_closes_a_large_failed_response_first(
+    raw: Callable[..., RawServer], strategy: RecoveryStrategy
+) -> None:
+    """The sync transport's re-run sends again once the 503 over the drain limit is closed, as the async one's."""
+    server = raw(*large_then(200))
+    config, manager = rerun_after_failed_responses(strategy)
+    inner = RecordingTransport()
+    closed_before: list[list[bool]] = []
+    send = inner.handle_request
+
+    def noting(request: httpx.Request) -> httpx.Response:
+        closed_before.append([response.is_closed for response in inner.responses])
+        return send(request)
+
+    inner.handle_request = noting  # type: ignore[method-assign]
+    with httpx.Client(transport=ResilientTransport(config, inner, manager=manager)) as client:
+        response = client.get(f"{server.url}/a")
+    assert (response.status_code, response.content, server.sent) == (200, b"ok", 2)
+    assert closed_before == [[], [True]]
+
+
+@pytest.mark.parametrize("status", [200, 503])
+async def test_aiohttp_a_large_failed_body_reads_its_lines_as_the_session_allows(
+    raw: Callable[..., RawServer], status: int
+) -> None:
+    """The 503 over the drain limit gives a line as long as the session's buffer allows, as a 200 does.
+
+    Its ``content`` is read with the limits of the response's own stream (``read_bufsize``), not
+    with smaller ones of its own (a ``LineTooLong`` where aiohttp reads the line).
+    """
+    line = b"x" * (300 * 1024) + b"\n"
+    server = raw(complete(status, line), complete(status, line))
+    middleware = ResilientMiddleware(
+        ResilienceConfig(name="downstream", retry_policy=TWICE), manager=ResilienceManager()
+    )
+    async with aiohttp.ClientSession(middlewares=(middleware,), read_bufsize=2**18) as session:
+        async with session.get(f"{server.url}/a") as response:
+            assert (response.status, await response.content.readline()) == (status, line)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_aiohttp_a_failed_response_without_a_body_reads_empty(
+    raw: Callable[..., RawServer], method: str
+) -> None:
+    """A 503 with no body (a HEAD's: aiohttp's empty stream) is returned, its body empty."""
+    server = raw(complete(503, b""), complete(503, b""))
+    middleware = ResilientMiddleware(
+        ResilienceConfig(name="downstream", retry_policy=TWICE), manager=ResilienceManager()
+    )
+    async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+        async with session.request(method, f"{server.url}/a") as response:
+            assert (response.status, await response.read(), server.sent) == (503, b"", 2)
+
+
+def test_requests_the_raw_of_a_large_failed_body_never_skips_what_was_read(
+    raw: Callable[..., RawServer],
+) -> None:
+    """The ``raw`` of the 503 over the drain limit gives its body from the start, or refuses.
+
+    ``readinto`` (what ``io.BufferedReader`` reads with) gives the bytes the attempt read first;
+    a way of reading the wire it does not give (``readline``, ``data``...) is refused, never
+    answered with the bytes past the first 64 KiB.
+    """
+    lines = b"".join(b"line %d\n" % number for number in range(40_000))  # far over the drain limit
+    server = raw(complete(503, lines), complete(503, lines), complete(503, lines))
+    with requests_session(retry_policy=RetryPolicy(max_attempts=1)) as session:
+        response = session.get(f"{server.url}/a", stream=True)
+        buffer = bytearray(7)
+        assert (response.raw.readinto(buffer), bytes(buffer)) == (7, b"line 0\n")
+        assert response.raw.read() == lines[7:]
+        response = session.get(f"{server.url}/b", stream=True)
+        reader = io.BufferedReader(response.raw)
+        assert (reader.readline(), reader.read()) == (b"line 0\n", lines[7:])
+        response = session.get(f"{server.url}/c", stream=True)
+        for name in ("readline", "readlines", "read1", "data", "read_chunked"):
+            with pytest.raises(AttributeError, match=name):
+                getattr(response.raw, name)
+        assert response.raw.read() == lines

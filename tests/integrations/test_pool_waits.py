@@ -11,6 +11,9 @@ caller still gets the error, and the retry sends the request again only if it ma
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -160,3 +163,41 @@ def test_the_clients_pool_waits_are_one_kind_the_http_breaker_ignores() -> None:
     assert http_config(config) is config  # converted once
     counted = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(record_exceptions=(httpx.PoolTimeout,)))
     assert http_config(counted) is counted  # the user counts them: as asked
+
+
+def test_the_clients_pool_waits_are_pool_timeouts_whatever_was_imported_before() -> None:
+    """A process that imports no client integration (only http_config) knows the clients' pool waits too.
+
+    Its breaker ignores httpx's PoolTimeout as http_config says, and a config that counts them
+    (record_exceptions) is left counting them, as it is once the integrations are imported: the
+    rule does not depend on what was imported first.
+    """
+    code = textwrap.dedent(
+        """
+        import httpx
+        from urllib3.exceptions import EmptyPoolError
+        from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
+        from otel_resilience.integrations.http import PoolTimeoutError, http_config
+
+        print(isinstance(httpx.PoolTimeout("none free"), PoolTimeoutError), issubclass(EmptyPoolError, PoolTimeoutError))
+        counted = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(record_exceptions=(httpx.PoolTimeout,)))
+        print(http_config(counted) is counted)
+        breaker = CircuitBreakerConfig(failure_threshold=1, timeout=60.0)
+        handle = ResilienceManager().policy("pooled", ResilienceConfig(circuit_breaker=breaker), adapt=http_config)
+
+        def wait():
+            raise httpx.PoolTimeout("none free")
+
+        try:
+            handle.execute_sync(wait)
+        except httpx.PoolTimeout:
+            pass
+        stats = handle.get_stats()["circuit_breaker"]
+        print(stats["total_failures"], stats["total_ignored"], stats["times_opened"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["True True", "True", "0 1 0"]

@@ -44,7 +44,7 @@ from otel_resilience.engine.facade import Link
 from otel_resilience.engine.notes import chain_failure
 from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.protecting import is_async_callable
-from otel_resilience.engine.rerun import may_run_again
+from otel_resilience.engine.rerun import let_go, may_run_again
 from otel_resilience.engine.step import TERMINAL, Action, Answer, Call, Retry
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import ExecutionRejectedError, RecoveryEscalatedError
@@ -319,7 +319,10 @@ class RecoveryStep(Link[RecoveryConfig]):
 
         The caller forbids it for an operation that must not run again after ``error``
         (:func:`~otel_resilience.engine.rerun.may_run_again`: an HTTP request that may be sent
-        once, a POST): the recovery then fails, and the error passes through.
+        once, a POST): the recovery then fails, and the error passes through. Before the delay,
+        the caller lets go of what the runs so far got
+        (:func:`~otel_resilience.engine.rerun.let_go`, a :class:`~otel_resilience.engine.step.Call`:
+        an HTTP request's responses are closed, their connections back in the pool for the re-run).
         """
         action = rerun.action
         delay = action.delay
@@ -329,13 +332,51 @@ class RecoveryStep(Link[RecoveryConfig]):
             and self._may_rerun(delay)
             and ctx.next_attempt() is not None
         ):
+            first = rerun.left == action.max_attempts  # the step's token is the first run's, not `rerun`
             rerun.left -= 1
             if action.restart_hook is None:
                 hook = None if rerun.telemetry is None else rerun.open
-                return Retry(delay, rerun, hook, self._what("restart_hook"))
-            rerun.failure = error  # the context of an error the hook raises (Rerun.restart)
-            return Retry(delay, rerun, rerun.restart, self._what("restart_hook"))
+                retry = Retry(delay, rerun, hook, self._what("restart_hook"))
+            else:
+                rerun.failure = error  # the context of an error the hook raises (Rerun.restart)
+                retry = Retry(delay, rerun, rerun.restart, self._what("restart_hook"))
+            return Call(
+                let_go,
+                (ctx.fn,),
+                {},
+                self._let_go_done,
+                state=retry,
+                what=self._what("the caller's let_go"),
+                cancelled=self._let_go_stopped if first else None,  # else on_cancel gets `rerun`
+            )
         return self._give_up(rerun)
+
+    def _let_go_done(
+        self,
+        ctx: ExecutionContext,  # noqa: ARG002 - a Call's continuation
+        retry: Retry,
+        value: object,  # noqa: ARG002 - what it returned (or awaited) is not used
+        error: Exception | None,
+    ) -> Action:
+        """The caller let go of what the runs so far got: the re-run's delay and hook are next.
+
+        What letting go raised ends the recovery as failed, and the execution with that error.
+        """
+        if error is not None:
+            self._give_up(retry.token)
+            try:
+                raise error
+            finally:
+                del error  # its traceback holds this frame: not bound here (a cycle)
+        return retry
+
+    def _let_go_stopped(self, ctx: ExecutionContext, retry: Retry) -> None:
+        """A cancellation or an interrupt ended the caller's letting go after the first run: as in the delay.
+
+        The driver gives ``on_cancel`` the first run's token; the re-run's (``retry.token``) is
+        given here, as the driver gives it when the delay is cut.
+        """
+        self.on_cancel(ctx, retry.token, running=False)
 
     def _give_up(self, rerun: Rerun) -> Action:
         """End a RETRY/RESTART recovery as failed: the last error passes through unchanged."""
