@@ -73,6 +73,7 @@ def test_two_configs_run_under_one_name_are_warned_about_once(
 async def test_the_async_driver_and_the_decorator_are_warned_about_once_per_name(
     manager: ResilienceManager, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The async driver and ``@resilient`` (sync or async) warn as the sync driver does, once per name."""
     async_name, mixed_name = unique("search"), unique("orders")
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
         await manager.execute_with_resilience(async_answer, retrying(async_name, 2))
@@ -128,6 +129,7 @@ def test_a_named_policy_beside_another_config_of_its_name_is_warned_about(
 def test_a_policy_a_configuration_file_creates_is_warned_about(
     manager: ResilienceManager, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A named policy a configuration file creates beside a config-run policy of its name is warned about, once."""
     name = unique("shipping")
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
         manager.execute_with_resilience_sync(answer, retrying(name, 2))

@@ -75,6 +75,7 @@ def _unchanged(error: BaseException, message: str) -> None:
 async def test_a_coroutine_function_given_to_the_sync_api_is_not_retried_nor_cancelled(
     clock: FakeClock, otel: Otel
 ) -> None:
+    """A coroutine function given to ``execute_sync``: one failed attempt (``TypeError``), not retried, not cancelled."""
     r = Retry("wrong-sync", POLICY, clock=clock)
     with pytest.raises(TypeError) as caught:
         r.execute_sync(coroutine_function)
@@ -87,6 +88,7 @@ async def test_a_coroutine_function_given_to_the_sync_api_is_not_retried_nor_can
 async def test_a_plain_function_given_to_the_async_api_is_not_retried_nor_cancelled(
     clock: FakeClock, otel: Otel
 ) -> None:
+    """A plain function given to ``execute``: one failed attempt (``TypeError``), not retried, not cancelled."""
     r = Retry("wrong-async", POLICY, clock=clock)
     with pytest.raises(TypeError) as caught:
         await r.execute(plain_function)  # type: ignore[arg-type]
@@ -118,6 +120,7 @@ async def test_protect_and_the_decorator_count_a_plain_wrapper_of_an_async_funct
 async def test_a_sync_call_of_a_hedging_link_inside_the_retry_is_not_retried_nor_cancelled(
     clock: FakeClock, otel: Otel
 ) -> None:
+    """A sync call of a pipeline whose hedging is async only: the retry around it counts an error it does not retry."""
     r = Retry("around-hedging", POLICY, clock=clock)
     hedging = Hedging("hedged", HedgingConfig(delay=0.1))
     pipeline = (
@@ -139,6 +142,7 @@ async def test_a_sync_call_of_a_hedging_link_inside_the_retry_is_not_retried_nor
 async def test_a_managers_policy_with_hedging_called_sync_counts_its_retry_so(
     manager: ResilienceManager, clock: FakeClock, otel: Otel
 ) -> None:
+    """A manager's policy with hedging called sync: its retry counts the refusal as an error it does not retry."""
     config = ResilienceConfig(name="policy-hedged", hedging=HedgingConfig(delay=0.1), retry_policy=POLICY)
     with pytest.raises(TypeError) as caught:
         manager.execute_with_resilience_sync(plain_function, config)

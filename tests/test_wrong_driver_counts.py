@@ -98,6 +98,7 @@ def _hedging_failed(stats: Any, hedges: int = 0) -> None:
 async def test_a_plain_function_given_to_hedging_call_is_a_failed_attempt_not_a_cancelled_one(
     config: HedgingConfig, clock: FakeClock, otel: Otel
 ) -> None:
+    """A plain function given to ``Hedging.call``: a failed attempt and execution, and no hedge after it."""
     calls: list[int] = []
 
     def charge() -> str:
@@ -206,6 +207,7 @@ async def test_a_recovery_rerun_the_driver_refuses_is_a_failed_recovery_not_a_ca
 async def test_recover_from_error_with_a_plain_operation_is_a_failed_recovery(
     clock: FakeClock, otel: Otel, recorder: EventRecorder
 ) -> None:
+    """``recover_from_error`` with a plain operation to re-run: a failed recovery, not a cancelled one."""
     calls: list[int] = []
 
     def operation() -> str:

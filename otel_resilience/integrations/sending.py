@@ -365,7 +365,13 @@ class HttpPolicy:
         else:
             return result  # type: ignore[no-any-return]
         finally:
-            _RETRYABLE_ERRORS.reset(token)
+            try:
+                _RETRYABLE_ERRORS.reset(token)
+            except ValueError as error:
+                # A coroutine closed outside its task's context (a task its closed loop left
+                # pending, freed by the collector on another thread): nothing reads that context.
+                if type(error.__context__) is not GeneratorExit:
+                    raise
             if sent and (len(sent) > 1 or sent[0] is not result):
                 await aclose_dropped(sent, result)
 

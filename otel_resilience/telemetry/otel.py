@@ -511,7 +511,7 @@ class OtelListener:
         except Exception:  # noqa: BLE001
             self.failed(where)
         finally:
-            leave(scope, error)
+            leave(scope, outcome)
 
     # --- TelemetryListener ---------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from otel_resilience.engine.closing import closing
 from otel_resilience.engine.events import Outcome, TelemetrySource, bounded_text, error_type_name
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.binding import key_attributes
@@ -79,6 +80,7 @@ themselves are bounded where they are kept (the SDK's cardinality limit, or
 ``otel.metric.overflow`` series."""
 
 _FAILURE: Final = Outcome.FAILURE
+_CANCELLED: Final = Outcome.CANCELLED
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
 
 _HTTP_CLIENT_KEY: Final = otel_context.create_key("otel_resilience.http_client_parent")
@@ -340,13 +342,15 @@ def enter_switches(scope: Scope | None, info: SourceInfo) -> Scope:
     return scope
 
 
-def leave(scope: Scope, error: BaseException | None = None) -> None:
+def leave(scope: Scope, outcome: Outcome | None = None) -> None:
     """Restore what a scope made current when it began: its switches, its key, its context.
 
-    ``error``: what ended the scope's execution or attempt. A ``GeneratorExit`` (its coroutine
-    being closed) restores only where the scope's context is current (:func:`_leave_closed`).
+    ``outcome``: how the scope's execution or attempt ended. One cancelled while its coroutine
+    is being closed (:func:`~otel_resilience.engine.closing.closing`: a ``GeneratorExit`` being
+    handled, whether the scope is told of it or not, as an attempt's is not) restores only where
+    the scope's context is current (:func:`_leave_closed`).
     """
-    if error is not None and type(error) is GeneratorExit:
+    if outcome is _CANCELLED and closing():
         _leave_closed(scope)
         return
     if scope.switch_token is not None:

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 from otel_support import Otel
 
-from otel_resilience import Bulkhead, BulkheadConfig, ResilienceConfig, ResilienceManager
+from otel_resilience import (
+    Bulkhead,
+    BulkheadConfig,
+    RecoveryAction,
+    RecoveryStrategy,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+)
 from otel_resilience.engine import timer as timer_module
 from otel_resilience.engine.events import HUB
 
@@ -103,3 +111,53 @@ def test_a_call_of_a_closed_loop_ends_its_telemetry_quietly(
     assert [record.getMessage() for record in ours] == []  # asyncio says the tasks were pending: they were
     assert otel.span("closed-loop-traced").attributes["resilience.outcome"] == "cancelled"
     assert not otel.spans("closed-loop-untraced")
+
+
+def _failing_once() -> Callable[[], Coroutine[Any, Any, None]]:
+    """A function whose first call fails and whose later ones hang."""
+    calls = iter(range(2))
+
+    async def call() -> None:
+        if next(calls, 1) == 0:
+            raise ConnectionError("refused")
+        await _hang()
+
+    return call
+
+
+@pytest.mark.parametrize("rerun", ["retry", "recovery"])
+def test_an_attempt_of_a_closed_loop_ends_its_telemetry_quietly(
+    otel: Otel, unraisable: list[object], caplog: pytest.LogCaptureFixture, rerun: str
+) -> None:
+    """An attempt after the first (a retry's, a recovery's re-run), freed by the collector, ends quietly.
+
+    The step ends the attempt's scope as cancelled when the collector closes the call's coroutine
+    on another thread: what the attempt scope made current went with the task, as the
+    execution's did. It was restored there all the same: OpenTelemetry logged "Failed to detach
+    context" with a traceback, once for every such call.
+    """
+    manager = ResilienceManager()
+    name = f"closed-loop-{rerun}"
+    if rerun == "retry":
+        config = ResilienceConfig(timeout=30.0, retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.0))
+    else:
+        config = ResilienceConfig(timeout=30.0, enable_recovery=True)
+        manager.recovery_system.register_recovery_rule(
+            ConnectionError, RecoveryAction(strategy=RecoveryStrategy.RETRY, max_attempts=2, delay=0.0)
+        )
+    policy = manager.policy(name, config)
+    errors = HUB.errors
+    with caplog.at_level(logging.WARNING):
+        closed = _abandon(lambda: [policy.execute(_failing_once())])
+        _timed_call_on_a_new_loop(manager)
+        gc.collect()
+        assert _timed_call_on_a_new_loop(manager) is None  # this thread's context is intact
+    assert closed() is None
+    assert unraisable == []
+    assert (HUB.errors, otel.listener.errors) == (errors, 0)
+    ours = [
+        record for record in caplog.records if record.name.startswith(("otel_resilience", "opentelemetry"))
+    ]
+    assert [record.getMessage() for record in ours] == []  # asyncio says the task was pending: it was
+    attempts = [span for span in otel.spans() if span.attributes.get("resilience.attempt") == 2]
+    assert [span.attributes["resilience.outcome"] for span in attempts] == ["cancelled"]

@@ -4,7 +4,8 @@ A response the retry drops (its ``retry_on_result`` asked for another attempt) i
 caller's: it is closed as soon as the request is sent again, so its connection is back in the
 pool before the next send asks for one (closed only at the end, the next send would wait for it
 until the deadline). A hedging race runs sends side by side: a send that starts in a race closes
-nothing of it, and the response that won the race reaches the caller open.
+nothing of it, and the response that won the race reaches the caller open. A failed response
+whose body is over the drain limit, left open in its attempt, is closed before the backoff too.
 """
 
 from __future__ import annotations
@@ -213,5 +214,56 @@ async def test_aiohttp_a_result_the_retry_dropped_frees_its_connection_before_th
                 assert response.status == 200
         assert [str(outcome) for outcome in clock.outcomes] == ["200"]
         assert server.count == 3  # the job twice, the other request once
+    finally:
+        server.close()
+
+
+BACKOFF_FAILED = RetryPolicy(max_attempts=2, initial_delay=30.0, max_delay=30.0, jitter="none")
+"""One retry of a failed response, after a backoff the clock runs a check in."""
+
+
+async def test_httpx_a_large_failed_body_the_retry_drops_is_closed_before_the_backoff() -> None:
+    """A 503 whose body is over the drain limit, left open in its attempt, is closed before the backoff."""
+    server = LargeBodies(503)
+    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    other = httpx.AsyncClient(transport=inner, timeout=httpx.Timeout(5.0, pool=2.0))  # the same pool
+
+    async def during() -> int:
+        return (await other.get(f"{server.url}/other")).status_code
+
+    clock = BackoffCheck(during)
+    config = ResilienceConfig(name="jobs", retry_policy=BACKOFF_FAILED)
+    transport = AsyncResilientTransport(config, transport=inner, manager=ResilienceManager(clock=clock))
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await asyncio.wait_for(client.get(f"{server.url}/job"), 10.0)
+            assert response.status_code == 200
+        assert clock.outcomes == [200]
+        assert server.count == 3  # the job twice, the other request once
+    finally:
+        server.close()
+
+
+async def test_aiohttp_a_large_failed_body_the_retry_drops_is_closed_before_the_backoff() -> None:
+    """As with httpx: the open 503 is released before the backoff, and the session's one connection serves."""
+    server = LargeBodies(503)
+    connector = aiohttp.TCPConnector(limit=1)
+
+    async def during() -> int:
+        async with session.get(f"{server.url}/other", timeout=aiohttp.ClientTimeout(total=2.0)) as other:
+            await other.read()
+            return other.status
+
+    clock = BackoffCheck(during)
+    middleware = ResilientMiddleware(
+        ResilienceConfig(name="jobs", retry_policy=BACKOFF_FAILED), manager=ResilienceManager(clock=clock)
+    )
+    try:
+        async with aiohttp.ClientSession(connector=connector, middlewares=(middleware,)) as session:
+            response = await asyncio.wait_for(session.get(f"{server.url}/job"), 10.0)
+            async with response:
+                assert response.status == 200
+        assert [str(outcome) for outcome in clock.outcomes] == ["200"]
+        assert server.count == 3
     finally:
         server.close()

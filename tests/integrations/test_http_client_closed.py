@@ -30,6 +30,7 @@ BACKOFF = RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=30.0, jitter
 
 
 def test_httpx_a_request_is_not_sent_again_once_its_client_closed(server: ScriptedHTTPServer) -> None:
+    """A request whose client closed during its backoff is not sent again; a new client opens the transport."""
     server.script("/a", (503, {}), (503, {}))
     inner = httpx.HTTPTransport()
     client: httpx.Client
@@ -52,6 +53,7 @@ def test_httpx_a_request_is_not_sent_again_once_its_client_closed(server: Script
 async def test_httpx_async_a_request_is_not_sent_again_once_its_client_closed(
     server: ScriptedHTTPServer,
 ) -> None:
+    """As with the sync transport: closed during the backoff, the request is not sent again."""
     server.script("/a", (503, {}), (503, {}))
     inner = httpx.AsyncHTTPTransport()
     client: httpx.AsyncClient
