@@ -33,12 +33,14 @@ the proxy to the transport wrapped.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import httpx
 from httpx._multipart import MultipartStream
 
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.integrations.http import (
     RESEND_COUNT,
     RETRYABLE,
@@ -231,6 +233,10 @@ _CLOSED: Final = "Cannot send a request, as the client has been closed."
 """httpx's own error for a request to a closed client (``httpx.Client.send``)."""
 
 
+_CLOSING: Final = fork_safe(threading.Lock())
+"""Held while a transport's link is swapped at a close (:meth:`_Wrapping._closed`): closes are rare."""
+
+
 class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """What the requests under way when their transport closed send through: nothing.
 
@@ -402,10 +408,11 @@ class _Wrapping(HttpIntegration, Generic[T]):
         refuses; a new request gets the new link, to the wrapped transport (which httpx's own
         transports let a new request open again).
         """
-        closing = self._link
-        transport = closing._transport
-        closing._transport = guard = _Closed(transport)
-        self._open(transport)
+        with _CLOSING:  # two closes at once (a transport two clients share) would open a link to a guard
+            closing = self._link
+            transport = closing._transport
+            closing._transport = guard = _Closed(transport)
+            self._open(transport)
         return guard
 
 

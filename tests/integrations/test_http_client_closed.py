@@ -21,6 +21,7 @@ import pytest
 from support import BackoffCheck, ScriptedHTTPServer
 
 from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, RetryPolicy
+from otel_resilience.integrations import httpx as ours
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.http import HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
@@ -236,3 +237,49 @@ async def test_aiohttp_a_request_queued_when_its_session_closed_is_never_sent(
     with pytest.raises(RuntimeError, match="Session is closed"):
         await asyncio.wait_for(second, 10.0)
     assert server.count("/queued") == 0
+
+
+def test_httpx_two_closes_at_once_leave_the_transport_open_for_new_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two clients sharing one transport close it at once: a new request is sent, not refused.
+
+    The second close, started while the first is between setting its guard and opening the new
+    link, must never take that guard for the transport its own new link sends through.
+    """
+    transport = ResilientTransport(
+        ResilienceConfig(name="closed-twice-at-once"),
+        httpx.MockTransport(lambda _request: httpx.Response(200, content=b"ok")),
+        manager=ResilienceManager(),
+    )
+    opened, guarded = ResilientTransport._open, ours._Closed.__init__
+    holding, second_guarding, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def held_open(self: ResilientTransport, wrapped: object) -> None:
+        if threading.current_thread().name != "first-close":
+            opened(self, wrapped)
+            return
+        holding.set()
+        second_guarding.wait(0.5)  # reached only without the closes taking turns
+        opened(self, wrapped)
+        first_done.set()
+
+    def slow_guard(self: object, wrapped: object) -> None:
+        if threading.current_thread().name == "second-close":
+            second_guarding.set()
+            first_done.wait(5.0)
+        guarded(self, wrapped)
+
+    monkeypatch.setattr(ResilientTransport, "_open", held_open)
+    monkeypatch.setattr(ours._Closed, "__init__", slow_guard)
+    first = threading.Thread(target=transport.close, name="first-close")
+    first.start()
+    assert holding.wait(5.0)
+    second = threading.Thread(target=transport.close, name="second-close")
+    second.start()
+    first.join(5.0)
+    second.join(5.0)
+    assert not first.is_alive()
+    assert not second.is_alive()
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://example.test/").status_code == 200
