@@ -236,7 +236,8 @@ class EventRecorder:
         if not isinstance(hub, TelemetryHub):
             raise fail("EventRecorder", "hub", "a TelemetryHub", hub, kind=TypeError)
         self._hub = hub
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the events'; never held while the hub is asked anything
+        self._entering = threading.Lock()  # the blocks': the hub may report to on_event meanwhile
         self._entered = 0
         self.events: list[tuple[TelemetrySource, EventKind, EventArgs]] = []
 
@@ -267,14 +268,14 @@ class EventRecorder:
             return [source for source, ev, _ in self.events if ev is event]
 
     def __enter__(self) -> EventRecorder:
-        with self._lock:
+        with self._entering:
             if not self._entered:
                 self._hub.add_listener(self)
             self._entered += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with self._lock:
+        with self._entering:
             if self._entered:
                 self._entered -= 1
                 if not self._entered:

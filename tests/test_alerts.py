@@ -607,6 +607,29 @@ def test_close_stops_listening(hub: TelemetryHub, clock: FakeClock) -> None:
     assert system.history == ()
 
 
+def test_a_system_closed_while_an_event_is_on_its_way_raises_nothing_for_it(
+    hub: TelemetryHub, clock: FakeClock
+) -> None:
+    """An event already routed to it when it was closed (another listener's, or another thread's,
+    dispatch) raises no alert after close() returned: the system taking its place alerts once."""
+    closing: list[AlertSystem] = []
+
+    class Closer:
+        def on_event(self, source: TelemetrySource, event: Event, args: object) -> None:
+            if event is Event.STATE_CHANGED:
+                closing[0].close()
+
+    hub.add_listener(Closer())
+    closed, successor = AlertSystem(clock=clock, hub=hub), AlertSystem(clock=clock, hub=hub)
+    closing.append(closed)
+    heard: list[Alert] = []
+    closed.subscribe(heard.append)
+    open_breaker(reporter(hub, "circuit_breaker", "db"))
+    assert closed.closed
+    assert (closed.history, heard, closed.get_stats()["total"]) == ((), [], 0)
+    assert kinds(successor) == [AlertKind.CIRCUIT_OPEN]
+
+
 def test_subscribe_while_raising_from_many_threads(system: AlertSystem, hub: TelemetryHub) -> None:
     """Alerts raised from many threads while others (un)subscribe are all counted and delivered."""
     steady: list[Alert] = []

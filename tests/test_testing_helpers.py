@@ -221,6 +221,37 @@ def test_an_event_reported_while_another_is_handled_reaches_a_later_recorder_fir
     assert [event for _, event, _ in recorder.events] == [Event.ALERT_RAISED, Event.CALL_REJECTED]
 
 
+class _CollectingHub(TelemetryHub):
+    """A hub that reports an event while it changes its listeners, as a garbage collection there can
+    (a finalizer closing an execution, in the thread that holds the hub's lock)."""
+
+    def add_listener(self, listener: object, *, weak: bool = False) -> None:
+        super().add_listener(listener, weak=weak)
+        with self._lock:
+            _report(self, Event.CALL_REJECTED, CallRejected("circuit_open"))
+
+    def remove_listener(self, listener: object) -> None:
+        with self._lock:
+            _report(self, Event.CALL_REJECTED, CallRejected("half_open_full"))
+        super().remove_listener(listener)
+
+
+def test_a_recorder_hears_an_event_reported_while_the_hub_adds_or_removes_it() -> None:
+    """Entering and leaving its block never holds the lock its ``on_event`` takes: no deadlock."""
+    hub = _CollectingHub()
+    recorder = EventRecorder(hub)
+
+    def block() -> None:
+        with recorder:
+            pass
+
+    worker = threading.Thread(target=block, daemon=True)
+    worker.start()
+    worker.join(30)  # a deadlock never ends; the block takes milliseconds
+    assert not worker.is_alive()
+    assert [args.reason for args in recorder.of(Event.CALL_REJECTED)] == ["circuit_open", "half_open_full"]
+
+
 @pytest.mark.parametrize("method", ["of", "sources"])
 def test_a_recorder_refuses_to_look_up_an_event_that_is_not_an_event_kind(method: str) -> None:
     """``recorder.of("call_rejected")`` found nothing, so ``assert not recorder.of(...)`` passed whatever happened."""

@@ -40,6 +40,7 @@ from otel_resilience.engine.event_args import *  # noqa: F403 - the event argume
 from otel_resilience.engine.event_args import EventArgs
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.logging_rate import LogRate
+from otel_resilience.engine.validation import fail, verdict
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
     "HUB",
@@ -291,7 +292,24 @@ class TelemetryHub:
             listener: The listener.
             weak: Hold it weakly (it must support weak references): the hub does not keep it
                 alive; freed, it leaves the hub as if removed. Default: held until removed.
+
+        Raises:
+            TypeError: ``listener`` implements neither protocol (it would never be called), or
+                ``weak`` is true and it has no weak reference; ``weak`` is not a bool.
         """
+        if not isinstance(weak, bool):  # "no" would be read by truth, silently
+            raise fail("TelemetryHub.add_listener", "weak", "a bool", weak, kind=TypeError)
+        # Read before the lock: a protocol check reads the listener's attributes (its code).
+        events = isinstance(listener, TelemetryListener)
+        executions = isinstance(listener, ExecutionListener)
+        if not events and not executions:
+            raise fail("TelemetryHub.add_listener", "listener", _A_LISTENER, listener, kind=TypeError)
+        if weak and not isinstance(listener, _PROXY_TYPES):
+            try:
+                weakref.ref(listener)
+            except TypeError:
+                rule = "weakly referenceable with weak=True"
+                raise fail("TelemetryHub.add_listener", "listener", rule, listener, kind=TypeError) from None
         with self._lock:
             held = self._held(listener)
             if held is None:
@@ -299,11 +317,9 @@ class TelemetryHub:
             elif not weak and held is not listener and type(listener) not in _PROXY_TYPES:
                 self._hold_strongly_locked(held, listener)
                 held = listener
-            if isinstance(listener, TelemetryListener) and not any(x is held for x in self._registered):
+            if events and not any(x is held for x in self._registered):
                 self._registered = (*self._registered, cast("TelemetryListener", held))
-            if isinstance(listener, ExecutionListener) and not any(
-                x is held for x in self.execution_listeners
-            ):
+            if executions and not any(x is held for x in self.execution_listeners):
                 self.execution_listeners = (*self.execution_listeners, cast("ExecutionListener", held))
             self._dormant = tuple(x for x in self._dormant if x is not held)
             self._asleep_while.pop(id(held), None)
@@ -388,6 +404,8 @@ class TelemetryHub:
             asleep_while: With ``dormant``: a function that returns ``True`` while the listener
                 would open no execution scope and stay dormant if asked (cheap, never raising);
                 while it does, executions need not ask it. ``None``: ask it every execution.
+                The hub holds it strongly: for a listener added with ``weak=True``, it must not
+                refer to the listener (a bound method of it would keep it alive).
         """
         with self._lock:
             held = self._held(listener)
@@ -445,6 +463,10 @@ class TelemetryHub:
         change, and it is asked with a source that carries the kind, its name empty); one
         without it gets every event. So a pattern whose event nobody wants builds
         no event arguments for it (see :meth:`StrategyTelemetry.wants`).
+
+        Its answer counts by its truth. One that raises, or answers with an awaitable (closed,
+        never awaited: its truth says nothing), is the listener's failure, counted in
+        :attr:`errors` and logged as any other; that listener then gets the event.
         """
         return self._routes[source.kind, event]
 
@@ -453,7 +475,9 @@ class TelemetryHub:
             wants = getattr(listener, "wants", None)
             if wants is None:
                 return True
-            return bool(wants(source, event))
+            answer = wants(source, event)
+            # A predicate's answer counts by its truth, an awaitable refused (closed, never awaited).
+            return answer if answer is True or answer is False else verdict(answer, "a listener's wants")
         except Exception:  # noqa: BLE001 - a broken filter gets everything
             self.listener_failed(listener, "wants")
             return True
@@ -492,6 +516,12 @@ class TelemetryHub:
 
 
 _PROXY_TYPES: Final = (weakref.ProxyType, weakref.CallableProxyType)
+
+_A_LISTENER: Final = (
+    "a TelemetryListener (on_event) or an ExecutionListener (start_execution, end_execution, "
+    "start_attempt, end_attempt)"
+)
+"""What :meth:`TelemetryHub.add_listener` takes, as its error says."""
 
 
 def _is_freed(held: object) -> bool:

@@ -360,7 +360,12 @@ class OtelListener:
         self._dormant = True
         # Providers pending: start_execution returns None while nothing is set; the hub may skip it.
         check = providers.nothing_set if self._pending else None
-        self._hub.set_dormant(self, dormant=True, asleep_while=check)
+        hub = self._hub
+        hub.set_dormant(self, dormant=True, asleep_while=check)
+        if not self._dormant:
+            # Woken meanwhile by an execution that found a provider (:meth:`_wake`, which may have
+            # told the hub before this did): awake it stays, else it would never be woken again.
+            hub.set_dormant(self, dormant=False)
 
     def _wake(self) -> None:
         """Ask the hub to deliver events to this listener again."""

@@ -365,6 +365,33 @@ def test_a_raising_wants_gets_every_event_and_is_counted():
     assert hub.errors == 1
 
 
+def test_an_async_wants_is_a_failure_of_its_listener_counted_and_its_coroutine_closed() -> None:
+    """A coroutine is never awaited, so its truth says nothing: the hub reports it as any broken
+    filter (once per route), closes it (no "never awaited" warning), and other listeners are served."""
+    made: list[types.CoroutineType[object, object, bool]] = []
+
+    class Async(Recorder):
+        async def wants(self, source: TelemetrySource, event: Event) -> bool:
+            return False
+
+    class Kept(Async):
+        def wants(self, source: TelemetrySource, event: Event) -> object:  # type: ignore[override]
+            answer = super().wants(source, event)
+            made.append(answer)  # type: ignore[arg-type]
+            return answer
+
+    hub = TelemetryHub()
+    broken, everything = Kept(), Recorder()
+    hub.add_listener(broken)
+    hub.add_listener(everything)
+    telemetry = StrategyTelemetry(TelemetrySource("retry", "r"), hub)
+    for _ in range(2):
+        telemetry.report(Event.CALL_REJECTED, CallRejected("x"))
+    assert hub.errors == 1
+    assert made[0].cr_frame is None  # closed, never awaited
+    assert (len(broken.events), len(everything.events)) == (2, 2)
+
+
 class Counting(Step):
     """A step that counts its successes (the drivers call on_success only while it judges)."""
 

@@ -418,6 +418,50 @@ def test_a_dormant_listener_removed_and_added_again_goes_back_to_sleep():
     assert out.strip() == "ok"
 
 
+def test_a_listener_woken_while_another_thread_puts_it_to_sleep_is_left_awake():
+    """An execution that found no SDK puts the listener to sleep while another, which found the
+    provider just set, wakes it: the hub ends with it awake, so events and attempts reach it."""
+    out = _run(
+        """
+        import threading
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from otel_resilience.engine.events import TelemetryHub, TelemetrySource
+        from otel_resilience.telemetry.otel import OtelListener
+
+        class Held(TelemetryHub):
+            # Its first "go to sleep" waits for the test (the thread is stopped right there).
+            def __init__(self):
+                super().__init__()
+                self.asked, self.go, self.first = threading.Event(), threading.Event(), True
+
+            def set_dormant(self, listener, *, dormant, asleep_while=None):
+                if dormant and self.first:
+                    self.first = False
+                    self.asked.set()
+                    assert self.go.wait(30)
+                super().set_dormant(listener, dormant=dormant, asleep_while=asleep_while)
+
+        hub = Held()
+        listener = OtelListener(hub=hub)
+        hub.add_listener(listener)
+        source = TelemetrySource("pipeline", "race", "race")
+        sleeping = threading.Thread(target=listener.start_execution, args=(source, "op"))
+        sleeping.start()
+        assert hub.asked.wait(30)  # it found no SDK and is telling the hub to leave it out
+        trace.set_tracer_provider(TracerProvider())
+        assert listener.start_execution(source, "op") is not None  # this one found the provider
+        hub.go.set()
+        sleeping.join()
+        assert listener.start_execution(source, "op") is not None
+        assert hub.listens(listener) and not hub.is_dormant(listener)
+        assert hub.attempt_listeners == (listener,)
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
 def test_provider_named_by_environment_variable_is_honoured():
     """OTEL_PYTHON_TRACER_PROVIDER is honoured through the public getter on first use."""
     out = _run(

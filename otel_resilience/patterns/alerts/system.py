@@ -184,6 +184,9 @@ class AlertSystem:
     def close(self) -> None:
         """Stop listening to the hub (idempotent). Subscribers, history and counts are kept.
 
+        Once it has returned, no alert is raised here, not even for an event already on its way
+        (being dispatched in another thread, or by a listener that closed it).
+
         A :class:`~otel_resilience.ResilienceManager` that reported it carries on with the alert
         system standing in for the process-wide one: the one that does at the close (the first
         other system listening on its hub), and its counts then, are noted here, so that the
@@ -517,8 +520,14 @@ class AlertSystem:
     # -- delivery ------------------------------------------------------------------------------
 
     def _raise(self, alert: Alert) -> None:
-        """Record ``alert``, report it as ``ALERT_RAISED`` and hand it to every subscriber."""
+        """Record ``alert``, report it as ``ALERT_RAISED`` and hand it to every subscriber.
+
+        Not once closed: an event routed to it before :meth:`close` (a dispatch under way then)
+        is the system's that stands in for it now, which a manager's counts carry on with.
+        """
         with self._lock:
+            if self._closed:
+                return
             self._history.append(alert)
             self._by_kind[alert.kind] += 1
             subscribers = self._subscribers
