@@ -75,6 +75,8 @@ __all__ = [
     "DeadlineReachedError",
     "SyncDeadline",
     "WaitDeadlineReachedError",
+    "cancel_alone",
+    "cancelled_alone",
     "current_deadline",
     "deadline_reached",
     "enforce_binding_deadline",
@@ -652,6 +654,34 @@ def _came_after_another(context: BaseException | None, handled: int) -> bool:  #
             return True
         context = context.__context__
     return False
+
+
+def cancel_alone(task: asyncio.Task[Any], reason: str) -> object | None:
+    """Cancel ``task`` for ``reason`` (not a deadline's); return the mark :func:`cancelled_alone` judges by.
+
+    From Python 3.11 the task counts every request (its ``CancelledError`` carries no message).
+    On 3.10, which merges a request into one pending, it is cancelled with ``reason`` as a
+    message of its own, as a scope's deadline cancels it; ``None`` there when a cancellation
+    requested earlier is still pending: the task is not cancelled, but left to that one.
+    """
+    if sys.version_info >= (3, 11):
+        task.cancel()
+        return True
+    return _cancel_with_message(task, _CancelMessage(reason))  # pragma: no cover - Python 3.10
+
+
+def cancelled_alone(task: asyncio.Task[Any], mark: object) -> bool:
+    """Whether the cancellation ``task`` is handling is the one :func:`cancel_alone` made, and no other.
+
+    Called in the ``except`` clause that caught it, in the task. Ours is taken back, as
+    ``Task.uncancel`` does from 3.11, where no other request may be pending. On 3.10 no other
+    may have come after ours (its message replaced) nor before (one being handled when ours
+    came), told as a deadline's own is (:func:`_cancelled_only_by`).
+    """
+    if sys.version_info >= (3, 11):
+        return task.uncancel() == 0
+    message = mark if isinstance(mark, _CancelMessage) else None  # pragma: no cover - Python 3.10
+    return _cancelled_only_by(task, message, id(None))  # pragma: no cover - Python 3.10
 
 
 def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None, float]:

@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
+from otel_resilience.engine.deadline import cancel_alone, cancelled_alone
 from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.errors import (
     BulkheadFullError,
@@ -318,7 +319,7 @@ class _Waiting:
     headers read by nothing (:func:`_expects_continue` is asked then).
     """
 
-    __slots__ = ("_error", "_loop", "_read", "_receive", "_request", "_start", "_watcher", "left")
+    __slots__ = ("_cancel", "_error", "_loop", "_read", "_receive", "_request", "_start", "_watcher", "left")
 
     def __init__(self, receive: Receive, scope: Scope) -> None:
         self._receive = receive
@@ -349,8 +350,8 @@ class _Waiting:
             self._read.append(message)
             if message["type"] == "http.disconnect":
                 if self._request is not None:
-                    self.left = True
-                    self._request.cancel()
+                    self._cancel = cancel_alone(self._request, "the client left")
+                    self.left = self._cancel is not None  # else another cancellation ends it
                 return
             size += len(message.get("body", b""))
 
@@ -377,8 +378,7 @@ class _Waiting:
         """Whether the request was cancelled because its client left (and not by anyone else too)."""
         if not self.left or self._request is None:
             return False
-        uncancel = getattr(self._request, "uncancel", None)  # Python 3.11+
-        return uncancel is None or uncancel() == 0
+        return cancelled_alone(self._request, self._cancel)
 
     async def receive(self) -> Message:
         """The app's ``receive()``: first the messages read while waiting, then the server's."""

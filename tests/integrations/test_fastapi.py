@@ -856,6 +856,26 @@ async def test_a_server_cancel_of_a_queued_request_still_cancels_it() -> None:
     assert q.entered == [b"first"]
 
 
+@pytest.mark.parametrize("server_first", [True, False], ids=["server-first", "client-first"])
+async def test_a_server_cancel_that_lands_as_the_client_leaves_still_cancels_the_request(
+    server_first: bool,
+) -> None:
+    """Cancelled by the server in the turn of the loop its client's leaving is read in, a queued
+    request is cancelled: the server's cancellation is never taken for the client's (nor lost)."""
+    q = await _one_running_one_queued(b"second")
+    q.second.leave()  # read by the request's watcher in the loop's next turn, which cancels the request
+    if server_first:
+        q.queued.cancel()
+    else:
+        asyncio.get_running_loop().call_soon(q.queued.cancel)  # in that turn, after the watcher
+    with pytest.raises(asyncio.CancelledError):
+        await q.queued
+    assert q.second.sent == []
+    q.gate.set()
+    await asyncio.wait_for(q.running, 10)
+    assert q.entered == [b"first"]
+
+
 # ---------------------------------------------------------------- load shedding: Expect: 100-continue, on a real server
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import redis
+import redis.asyncio
 from redis_support import RedisServer
 from support import freed_on_a_closed_loop, until_sync
 from tcp_proxy import TcpFaultProxy
@@ -239,6 +240,42 @@ async def test_a_cancelled_asker_is_counted_and_admits_nothing(proxy: TcpFaultPr
         task = asyncio.ensure_future(_calls(limiter, ran, 1))
         await asyncio.sleep(0.2)
         task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ran == []
+        assert limiter.get_stats()["cancelled"] == 1
+    finally:
+        store.close()
+
+
+async def test_a_cancellation_that_comes_with_the_answer_is_not_lost(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancellation that lands in the loop's turn Redis's answer lands in cancels the caller: its call never runs.
+
+    (Python 3.10's ``asyncio.wait_for`` returned the answer then and dropped the cancellation.)
+    """
+    store = RedisStore.from_url(redis_url, namespace="rl-cancel-answer")
+    try:
+        limiter = RateLimiter("cancel-answer", RateLimiterConfig(rate=1.0, burst=5, store=store))
+        assert await limiter.call(_zero) == 0
+        loop = asyncio.get_running_loop()
+        original = redis.asyncio.Redis.eval
+        ran: list[int] = []
+
+        async def answered_as_cancelled(self: redis.asyncio.Redis, *args: object) -> object:
+            reply = await original(self, *args)
+            landed = loop.create_future()
+            loop.call_soon(landed.set_result, reply)  # the answer lands...
+            loop.call_soon(task.cancel)  # ...and, in the same turn of the loop, a cancellation
+            return await landed
+
+        async def protected() -> int:
+            ran.append(1)
+            return 1
+
+        monkeypatch.setattr(redis.asyncio.Redis, "eval", answered_as_cancelled)
+        task = asyncio.ensure_future(limiter.call(protected))
         with pytest.raises(asyncio.CancelledError):
             await task
         assert ran == []
