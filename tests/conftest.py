@@ -3,6 +3,7 @@ an alert system of the test's own and a manager on the fake clock."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +57,15 @@ def alerts() -> Iterator[AlertSystem]:
 def manager(clock: FakeClock, alerts: AlertSystem) -> ResilienceManager:
     """A manager on the fake clock with the test's own alert system."""
     return ResilienceManager(clock=clock, alert_system=alerts)
+
+
+@pytest.fixture
+def unraisable() -> Iterator[list[object]]:
+    """What the interpreter reports as ignored meanwhile (a death callback's or a freed coroutine's error)."""
+    seen: list[object] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous

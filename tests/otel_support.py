@@ -117,3 +117,16 @@ def otel() -> Iterator[Otel]:
     """Instrument with fresh SDK providers for one test; uninstrument afterwards."""
     with instrumented() as otel_parts:
         yield otel_parts
+
+
+def attempts_ended(otel: Otel, pattern: str, name: str) -> dict[tuple[str, str | None], int]:
+    """The attempt durations ``pattern`` ``name`` recorded, counted by outcome and error type."""
+    from otel_resilience.telemetry import semconv as sc  # noqa: PLC0415 - the instrument's names
+
+    found: dict[tuple[str, str | None], int] = {}
+    for point in otel.points(sc.ATTEMPT_DURATION):
+        attributes = dict(point.attributes)
+        if attributes.get(sc.PATTERN) == pattern and attributes.get("resilience.name") == name:
+            key = (attributes[sc.OUTCOME], attributes.get(sc.ERROR_TYPE))
+            found[key] = found.get(key, 0) + point.count
+    return found

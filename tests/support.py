@@ -349,3 +349,11 @@ class BackoffCheck(SystemClock):
             self.outcomes.append(await self.during())
         except Exception as error:
             self.outcomes.append(error)
+
+
+def refused_unchanged(error: BaseException, message: str) -> None:
+    """A function the driver refused reaches the caller as its ``TypeError``: no note, nothing chained."""
+    assert type(error) is TypeError
+    assert message in str(error)
+    assert not getattr(error, "__notes__", None)
+    assert error.__cause__ is None

@@ -14,14 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from otel_support import Otel
+from otel_support import Otel, attempts_ended
+from support import refused_unchanged
 
 from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.engine.events import Event, RetryExhausted, error_type_name
 from otel_resilience.engine.pipeline import PipelineBuilder
 from otel_resilience.patterns.hedging import Hedging, HedgingConfig
 from otel_resilience.patterns.retry import Jitter, Retry, RetryPolicy, retry
-from otel_resilience.telemetry import semconv as sc
 from otel_resilience.testing import EventRecorder, FakeClock
 
 POLICY = RetryPolicy(max_attempts=3, initial_delay=1.0, jitter=Jitter.NONE)
@@ -53,25 +53,6 @@ def _not_retried(stats: dict[str, int], retries: int = 0) -> None:
     assert (stats["executions"], stats["attempts"], stats["retries"]) == (1, attempts, retries), stats
 
 
-def _attempts_ended(otel: Otel, name: str) -> dict[tuple[str, str | None], int]:
-    """The retry ``name``'s attempt durations, counted by outcome and error type."""
-    found: dict[tuple[str, str | None], int] = {}
-    for point in otel.points(sc.ATTEMPT_DURATION):
-        attributes = dict(point.attributes)
-        if attributes.get(sc.PATTERN) == "retry" and attributes.get("resilience.name") == name:
-            key = (attributes[sc.OUTCOME], attributes.get(sc.ERROR_TYPE))
-            found[key] = found.get(key, 0) + point.count
-    return found
-
-
-def _unchanged(error: BaseException, message: str) -> None:
-    """The driver's ``TypeError`` as the signal said it: no retry's note, nothing chained."""
-    assert type(error) is TypeError
-    assert message in str(error)
-    assert not getattr(error, "__notes__", None)
-    assert error.__cause__ is None
-
-
 async def test_a_coroutine_function_given_to_the_sync_api_is_not_retried_nor_cancelled(
     clock: FakeClock, otel: Otel
 ) -> None:
@@ -79,10 +60,10 @@ async def test_a_coroutine_function_given_to_the_sync_api_is_not_retried_nor_can
     r = Retry("wrong-sync", POLICY, clock=clock)
     with pytest.raises(TypeError) as caught:
         r.execute_sync(coroutine_function)
-    _unchanged(caught.value, COROUTINE_IN_SYNC)
+    refused_unchanged(caught.value, COROUTINE_IN_SYNC)
     assert clock.sleeps == []
     _not_retried(r.get_stats())
-    assert _attempts_ended(otel, "wrong-sync") == {("failure", "TypeError"): 1}
+    assert attempts_ended(otel, "retry", "wrong-sync") == {("failure", "TypeError"): 1}
 
 
 async def test_a_plain_function_given_to_the_async_api_is_not_retried_nor_cancelled(
@@ -92,10 +73,10 @@ async def test_a_plain_function_given_to_the_async_api_is_not_retried_nor_cancel
     r = Retry("wrong-async", POLICY, clock=clock)
     with pytest.raises(TypeError) as caught:
         await r.execute(plain_function)  # type: ignore[arg-type]
-    _unchanged(caught.value, PLAIN_IN_ASYNC)
+    refused_unchanged(caught.value, PLAIN_IN_ASYNC)
     assert clock.sleeps == []
     _not_retried(r.get_stats())
-    assert _attempts_ended(otel, "wrong-async") == {("failure", "TypeError"): 1}
+    assert attempts_ended(otel, "retry", "wrong-async") == {("failure", "TypeError"): 1}
 
 
 async def test_protect_and_the_decorator_count_a_plain_wrapper_of_an_async_function_so(
@@ -110,11 +91,11 @@ async def test_protect_and_the_decorator_count_a_plain_wrapper_of_an_async_funct
     for fn in decorated:
         with pytest.raises(TypeError) as caught:
             fn()
-        _unchanged(caught.value, COROUTINE_IN_SYNC)
+        refused_unchanged(caught.value, COROUTINE_IN_SYNC)
     assert clock.sleeps == []
     _not_retried(r.get_stats())
     for name in ("protected", "decorated"):
-        assert _attempts_ended(otel, name) == {("failure", "TypeError"): 1}
+        assert attempts_ended(otel, "retry", name) == {("failure", "TypeError"): 1}
 
 
 async def test_a_sync_call_of_a_hedging_link_inside_the_retry_is_not_retried_nor_cancelled(
@@ -132,11 +113,11 @@ async def test_a_sync_call_of_a_hedging_link_inside_the_retry_is_not_retried_nor
     calls: list[int] = []
     with pytest.raises(TypeError) as caught:
         pipeline.execute_sync(lambda: calls.append(1))
-    _unchanged(caught.value, "hedging 'hedged' is async only")
+    refused_unchanged(caught.value, "hedging 'hedged' is async only")
     assert (calls, clock.sleeps) == ([], [])
     _not_retried(r.get_stats())
     assert (pipeline.stats.errors, pipeline.stats.cancelled) == (1, 0)
-    assert _attempts_ended(otel, "around-hedging") == {("failure", "TypeError"): 1}
+    assert attempts_ended(otel, "retry", "around-hedging") == {("failure", "TypeError"): 1}
 
 
 async def test_a_managers_policy_with_hedging_called_sync_counts_its_retry_so(
@@ -146,11 +127,11 @@ async def test_a_managers_policy_with_hedging_called_sync_counts_its_retry_so(
     config = ResilienceConfig(name="policy-hedged", hedging=HedgingConfig(delay=0.1), retry_policy=POLICY)
     with pytest.raises(TypeError) as caught:
         manager.execute_with_resilience_sync(plain_function, config)
-    _unchanged(caught.value, "hedging 'policy-hedged' is async only")
+    refused_unchanged(caught.value, "hedging 'policy-hedged' is async only")
     assert clock.sleeps == []
     (link,) = [s for s in manager.pipeline_for(config, "policy-hedged").strategies if s.kind == "retry"]
     _not_retried(link._core.stats.as_dict())  # type: ignore[attr-defined]
-    assert _attempts_ended(otel, "policy-hedged") == {("failure", "TypeError"): 1}
+    assert attempts_ended(otel, "retry", "policy-hedged") == {("failure", "TypeError"): 1}
 
 
 async def test_a_function_refused_after_a_retry_stops_the_retry_as_not_retryable(
@@ -171,9 +152,12 @@ async def test_a_function_refused_after_a_retry_stops_the_retry_as_not_retryable
             r.execute_sync(fn)
         else:
             await r.execute(fn)
-    _unchanged(caught.value, COROUTINE_IN_SYNC if driver == "sync" else PLAIN_IN_ASYNC)
+    refused_unchanged(caught.value, COROUTINE_IN_SYNC if driver == "sync" else PLAIN_IN_ASYNC)
     assert (len(calls), clock.sleeps) == (2, [1.0])
     _not_retried(r.get_stats(), retries=1)
     assert recorder.of(Event.RETRY_EXHAUSTED) == [RetryExhausted(2, "TypeError", "not_retryable", False)]
     boom = error_type_name(Boom())
-    assert _attempts_ended(otel, "refused-later") == {("failure", boom): 1, ("failure", "TypeError"): 1}
+    assert attempts_ended(otel, "retry", "refused-later") == {
+        ("failure", boom): 1,
+        ("failure", "TypeError"): 1,
+    }

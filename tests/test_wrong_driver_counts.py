@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from opentelemetry.trace import StatusCode
-from otel_support import Otel
+from otel_support import Otel, attempts_ended
+from support import refused_unchanged
 
 from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.engine.events import Event, RecoveryAttempted, error_type_name
@@ -36,25 +37,6 @@ async def coroutine_function() -> str:
 
 def plain_function() -> str:
     return "not awaitable"
-
-
-def _unchanged(error: BaseException, message: str) -> None:
-    """The driver's ``TypeError`` as the signal said it: no note, nothing chained."""
-    assert type(error) is TypeError
-    assert message in str(error)
-    assert not getattr(error, "__notes__", None)
-    assert error.__cause__ is None
-
-
-def _attempts_ended(otel: Otel, pattern: str, name: str) -> dict[tuple[str, str | None], int]:
-    """The attempt durations of ``pattern`` ``name``, counted by outcome and error type."""
-    found: dict[tuple[str, str | None], int] = {}
-    for point in otel.points(sc.ATTEMPT_DURATION):
-        attributes = dict(point.attributes)
-        if attributes.get(sc.PATTERN) == pattern and attributes.get("resilience.name") == name:
-            key = (attributes[sc.OUTCOME], attributes.get(sc.ERROR_TYPE))
-            found[key] = found.get(key, 0) + point.count
-    return found
 
 
 def _attempt_spans(otel: Otel, pattern: str) -> list[tuple[int, str, str | None, StatusCode]]:
@@ -108,10 +90,10 @@ async def test_a_plain_function_given_to_hedging_call_is_a_failed_attempt_not_a_
     hedging = Hedging("refused", config, clock=clock)
     with pytest.raises(TypeError) as caught:
         await hedging.call(charge)  # type: ignore[arg-type]
-    _unchanged(caught.value, PLAIN_IN_ASYNC)
+    refused_unchanged(caught.value, PLAIN_IN_ASYNC)
     assert calls == [1]  # no hedge raced the usage error again
     _hedging_failed(hedging.get_stats())
-    assert _attempts_ended(otel, "hedging", "refused") == {FAILED: 1}
+    assert attempts_ended(otel, "hedging", "refused") == {FAILED: 1}
     assert _attempt_spans(otel, "hedging") == [(1, "failure", "TypeError", StatusCode.ERROR)]
     _execution_failed(otel, "refused")
 
@@ -131,10 +113,10 @@ async def test_a_hedging_action_that_returns_no_awaitable_is_a_failed_hedge_not_
     hedging = Hedging("refused-action", config, clock=clock)
     with pytest.raises(TypeError) as caught:
         await hedging.call(failing)
-    _unchanged(caught.value, "HedgingConfig.actions[0]")
+    refused_unchanged(caught.value, "HedgingConfig.actions[0]")
     _hedging_failed(hedging.get_stats(), hedges=1)
     down = error_type_name(ConnectionError())
-    assert _attempts_ended(otel, "hedging", "refused-action") == {("failure", down): 1, FAILED: 1}
+    assert attempts_ended(otel, "hedging", "refused-action") == {("failure", down): 1, FAILED: 1}
     spans = _attempt_spans(otel, "hedging")
     assert spans == [(1, "failure", down, StatusCode.ERROR), (2, "failure", "TypeError", StatusCode.ERROR)]
     _execution_failed(otel, "refused-action")
@@ -148,12 +130,12 @@ async def test_a_managers_hedging_policy_given_a_plain_function_counts_a_failure
     config = ResilienceConfig(name="policy-refused", hedging=HedgingConfig(delay=0.1), retry_policy=policy)
     with pytest.raises(TypeError) as caught:
         await manager.execute_with_resilience(plain_function, config)  # type: ignore[arg-type]
-    _unchanged(caught.value, PLAIN_IN_ASYNC)
+    refused_unchanged(caught.value, PLAIN_IN_ASYNC)
     links = {s.kind: s for s in manager.pipeline_for(config, "policy-refused").strategies}
     _hedging_failed(links["hedging"].get_stats())  # type: ignore[attr-defined]
     retried = links["retry"]._core.stats.as_dict()  # type: ignore[attr-defined]
     assert (retried["non_retryable"], retried["cancelled"], retried["retries"]) == (1, 0, 0), retried
-    assert _attempts_ended(otel, "hedging", "policy-refused") == {FAILED: 1}
+    assert attempts_ended(otel, "hedging", "policy-refused") == {FAILED: 1}
     assert [s[1:3] for s in _attempt_spans(otel, "hedging")] == [FAILED]
     _execution_failed(otel, "policy-refused")
 
@@ -196,10 +178,10 @@ async def test_a_recovery_rerun_the_driver_refuses_is_a_failed_recovery_not_a_ca
             system.execute_sync(fn)
         else:
             await system.execute(fn)
-    _unchanged(caught.value, COROUTINE_IN_SYNC if driver == "sync" else PLAIN_IN_ASYNC)
+    refused_unchanged(caught.value, COROUTINE_IN_SYNC if driver == "sync" else PLAIN_IN_ASYNC)
     assert len(calls) == 2
     _recovery_failed(system, recorder)
-    assert _attempts_ended(otel, "recovery", "rerun-refused") == {FAILED: 1}
+    assert attempts_ended(otel, "recovery", "rerun-refused") == {FAILED: 1}
     assert _attempt_spans(otel, "recovery") == [(2, "failure", "TypeError", StatusCode.ERROR)]
     _execution_failed(otel, "rerun-refused")
 
@@ -217,7 +199,7 @@ async def test_recover_from_error_with_a_plain_operation_is_a_failed_recovery(
     system = _recovery(clock, "caught-refused")
     with pytest.raises(TypeError) as caught:
         await system.recover_from_error(ConnectionError("caught"), {"operation": operation})
-    _unchanged(caught.value, PLAIN_IN_ASYNC)
+    refused_unchanged(caught.value, PLAIN_IN_ASYNC)
     assert len(calls) == 1
     _recovery_failed(system, recorder)
-    assert _attempts_ended(otel, "recovery", "caught-refused") == {FAILED: 1}
+    assert attempts_ended(otel, "recovery", "caught-refused") == {FAILED: 1}

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 import weakref
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from otel_resilience import ResilienceConfig, ResilienceManager
 from otel_resilience.engine import timer as engine_timer
@@ -28,18 +25,6 @@ class _Hanging(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
-
-
-@pytest.fixture
-def unraisable() -> Iterator[list[object]]:
-    """What the interpreter reports as ignored (``Exception ignored in ...``) meanwhile."""
-    seen: list[object] = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = seen.append
-    try:
-        yield seen
-    finally:
-        sys.unraisablehook = previous
 
 
 def test_a_request_of_a_closed_loop_is_freed_without_an_error(unraisable: list[object]) -> None:
