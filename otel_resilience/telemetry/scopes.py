@@ -417,8 +417,14 @@ def _sends_in(client: Span) -> tuple[Span | None, int]:
         before = _SENDS.get(client, 0)
     except TypeError:
         return None, 0
-    _SENDS[client] = before + 1
+    _sent(client, before)
     return client, before
+
+
+def _sent(client: Span, count: int) -> None:
+    """Record a send whose resend count is ``count`` in the HTTP client span ``client`` (the one rule)."""
+    if _SENDS.get(client, 0) <= count:
+        _SENDS[client] = count + 1
 
 
 def open_attempt_span(
@@ -443,8 +449,8 @@ def open_attempt_span(
         count = before + attempt - 1
         if count:  # a resend: not the first send
             attrs[sc.HTTP_RESEND_COUNT] = count
-        if attempt > 1 and client is not None and _SENDS.get(client, 0) <= count:
-            _SENDS[client] = count + 1
+        if attempt > 1 and client is not None:
+            _sent(client, count)
     span = tracer.start_span(
         info.attempt_span_name(operation),
         parent_ctx,
