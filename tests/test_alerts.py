@@ -1110,3 +1110,30 @@ def test_an_alert_system_made_while_the_process_wide_one_is_looked_for_stands_in
         assert _alert_systems() == [own]
     finally:
         own.close()
+
+
+@pytest.mark.parametrize("wants", ["raises", "says yes"])
+def test_an_alert_system_counts_no_rejection_but_a_bulkheads_whatever_routed_it(
+    hub: TelemetryHub, clock: FakeClock, wants: str
+) -> None:
+    """Only a bulkhead's rejections count towards ``bulkhead_full``: a breaker's (or a rate limiter's)
+    routed to the system anyway (its ``wants`` overridden, or raising: the hub then routes it every
+    event) raises no alert. A broken ``wants`` is counted by the hub once per route, not per event."""
+
+    class Routed(AlertSystem):
+        def wants(self, source: TelemetrySource, event: Any) -> bool:
+            if wants == "raises":
+                raise RuntimeError("broken filter")
+            return True
+
+    with Routed(AlertConfig(bulkhead_cooldown=30.0), clock=clock, hub=hub) as routed:
+        breaker, limiter = reporter(hub, "circuit_breaker", "b"), reporter(hub, "rate_limiter", "l")
+        errors: list[int] = []
+        for _ in range(3):
+            breaker.report(Event.CALL_REJECTED, CallRejected("circuit_open"))
+            limiter.report(Event.CALL_REJECTED, CallRejected("rate_limited"))
+            errors.append(hub.errors)
+        assert kinds(routed) == []
+        assert errors == [2, 2, 2] if wants == "raises" else [0, 0, 0]  # one per (kind, event)
+        reporter(hub, "bulkhead", "h").report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+        assert kinds(routed) == [AlertKind.BULKHEAD_FULL]

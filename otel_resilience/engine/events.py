@@ -297,26 +297,58 @@ class TelemetryHub:
             TypeError: ``listener`` implements neither protocol (it would never be called), or
                 ``weak`` is true and it has no weak reference; ``weak`` is not a bool.
         """
+        self._register(None, listener, weak, "add_listener", "listener")
+
+    def replace_listener(self, old: object | None, new: object, *, weak: bool = False) -> None:
+        """Unregister ``old`` and register ``new`` in its place, in one change of the listeners.
+
+        Every event is reported to one of them: those reported before the change reach ``old``,
+        those after reach ``new`` (removing one then adding the other leaves a moment where an
+        event, reported from another thread, reaches neither). ``new`` is registered as
+        :meth:`add_listener` registers it; ``old`` (held strongly or weakly) leaves as
+        :meth:`remove_listener` takes it out, no error if it was not registered, and nothing
+        when it is ``new`` itself or ``None``.
+
+        Args:
+            old: The listener to unregister, or ``None``.
+            new: The listener to register.
+            weak: Hold ``new`` weakly (see :meth:`add_listener`).
+
+        Raises:
+            TypeError: As :meth:`add_listener`, for ``new`` and ``weak`` (``old`` is kept).
+        """
+        self._register(old, new, weak, "replace_listener", "new")
+
+    def _register(self, old: object | None, new: object, weak: object, method: str, field: str) -> None:
+        """Register ``new`` in the place of ``old`` (``None``: none): the one rule of both methods.
+
+        ``method`` and ``field`` name the method called and its parameter in an error.
+        """
+        api = f"TelemetryHub.{method}"
         if not isinstance(weak, bool):  # "no" would be read by truth, silently
-            raise fail("TelemetryHub.add_listener", "weak", "a bool", weak, kind=TypeError)
+            raise fail(api, "weak", "a bool", weak, kind=TypeError)
         # Read before the lock: a protocol check reads the listener's attributes (its code).
-        events = isinstance(listener, TelemetryListener)
-        executions = isinstance(listener, ExecutionListener)
+        events = isinstance(new, TelemetryListener)
+        executions = isinstance(new, ExecutionListener)
         if not events and not executions:
-            raise fail("TelemetryHub.add_listener", "listener", _A_LISTENER, listener, kind=TypeError)
-        if weak and not isinstance(listener, _PROXY_TYPES):
+            raise fail(api, field, _A_LISTENER, new, kind=TypeError)
+        if weak and not isinstance(new, _PROXY_TYPES):
             try:
-                weakref.ref(listener)
+                weakref.ref(new)
             except TypeError:
                 rule = "weakly referenceable with weak=True"
-                raise fail("TelemetryHub.add_listener", "listener", rule, listener, kind=TypeError) from None
+                raise fail(api, field, rule, new, kind=TypeError) from None
         with self._lock:
-            held = self._held(listener)
+            held = self._held(new)
+            if old is not None:
+                leaving = self._held(old)
+                if leaving is not None and leaving is not held:
+                    self._forget_locked(leaving)
             if held is None:
-                held = weakref.proxy(listener, self._listener_freed) if weak else listener
-            elif not weak and held is not listener and type(listener) not in _PROXY_TYPES:
-                self._hold_strongly_locked(held, listener)
-                held = listener
+                held = weakref.proxy(new, self._listener_freed) if weak else new
+            elif not weak and held is not new and type(new) not in _PROXY_TYPES:
+                self._hold_strongly_locked(held, new)
+                held = new
             if events and not any(x is held for x in self._registered):
                 self._registered = (*self._registered, cast("TelemetryListener", held))
             if executions and not any(x is held for x in self.execution_listeners):

@@ -117,18 +117,22 @@ def _made(
 def _replace_locked(listener: OtelListener | None) -> None:
     """Register ``listener`` (``None``: none) in place of the current one, which is closed.
 
-    The registered listener takes its meter's observable instruments after the previous one is
-    closed: a listener made meanwhile (by an overlapping ``instrument()``, or the previous one
+    The hub swaps them in one change (:meth:`~otel_resilience.engine.events.TelemetryHub.replace_listener`):
+    every event reaches one of them, none is reported while neither is registered. The previous
+    one is closed after, and the registered listener takes its meter's observable instruments
+    then: a listener made meanwhile (by an overlapping ``instrument()``, or the previous one
     acquiring its meter late) may have taken them, and would leave them reporting nothing.
     """
     global _current  # noqa: PLW0603 - one process-wide registration
     previous = _current
     _current = listener
-    if previous is not None:
+    if listener is not None:
+        HUB.replace_listener(previous, listener)
+    elif previous is not None:
         HUB.remove_listener(previous)
+    if previous is not None:
         previous.close()
     if listener is not None:
-        HUB.add_listener(listener)
         listener.take_observables()
 
 

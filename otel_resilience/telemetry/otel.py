@@ -54,6 +54,7 @@ from opentelemetry import metrics, trace
 from opentelemetry._logs import LogRecord, get_logger
 from opentelemetry.trace import Tracer
 
+from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.events import (
     HUB,
     EventArgs,
@@ -136,6 +137,7 @@ class OtelListener:
         "__weakref__",
         "_closed",
         "_dormant",
+        "_errors",
         "_has_logger",
         "_hub",
         "_in_process",
@@ -153,7 +155,6 @@ class OtelListener:
         "_tracer",
         "_tracer_pending",
         "_zeroing",
-        "errors",
     )
 
     def __init__(
@@ -200,7 +201,7 @@ class OtelListener:
         self._log_rate = LogRate()
         self._closed = False
         self._dormant = False
-        self.errors = 0
+        self._errors = Counter()
         self._tracer_pending = self._meter_pending = True
         self._has_logger = logger_provider is not None
         self._logger_pending = not self._has_logger
@@ -216,6 +217,8 @@ class OtelListener:
             self._acquire()
 
     # --- state -------------------------------------------------------------------------------
+
+    errors = CounterValue("_errors", "How many telemetry exceptions this listener caught.")
 
     @property
     def active(self) -> bool:
@@ -261,10 +264,11 @@ class OtelListener:
     def failed(self, where: str) -> None:
         """Count one telemetry exception and log it (at most once a minute per ``where``).
 
-        Call it from inside an ``except`` block.
+        Call it from inside an ``except`` block. It takes no lock: it is called wherever telemetry
+        fails, an observable callback included, which an SDK may run on the thread that holds the
+        listener's lock (a collection while :meth:`_adopt` creates the instruments).
         """
-        with self._lock:
-            self.errors += 1
+        next(self._errors)  # exact from any thread (``+= 1`` could lose one)
         left_out = self._log_rate.due(where)
         if left_out is not None:
             _LOG.warning(

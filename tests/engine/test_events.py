@@ -1,4 +1,4 @@
-"""The event stream: exception type names, and what the hub accepts as a listener."""
+"""The event stream: exception type names, what the hub accepts as a listener, and a swap of two."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import weakref
 
 import pytest
 
-from otel_resilience.engine.events import TelemetryHub, error_type_name
+from otel_resilience.engine.events import (
+    Event,
+    RetryScheduled,
+    StrategyTelemetry,
+    TelemetryHub,
+    TelemetrySource,
+    error_type_name,
+)
 
 
 def test_type_name_cache_does_not_keep_dynamic_classes_alive() -> None:
@@ -60,3 +67,73 @@ def test_add_listener_refuses_a_weak_flag_that_is_no_bool_or_a_listener_it_canno
     listener = _Slotted()
     hub.add_listener(listener)
     assert hub.event_listeners == (listener,)
+
+
+class _Recording:
+    """An event and execution listener that records the events it gets."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def on_event(self, source: object, event: object, args: object) -> None:
+        self.events.append(event)
+
+    def start_execution(self, source: object, operation: str) -> object:
+        return None
+
+    def end_execution(self, handle: object, outcome: object, duration: float, error: object) -> None:
+        pass
+
+    def start_attempt(self, source: object, operation: str, attempt: int) -> object:
+        return None
+
+    def end_attempt(self, handle: object, outcome: object, error: object) -> None:
+        pass
+
+
+def test_replace_listener_swaps_two_listeners_in_one_change_of_the_hub() -> None:
+    """The old one leaves and the new one comes, for events and scopes alike, in one publication:
+    no event route, and no state of the hub a reader may see, holds neither of them."""
+    hub = TelemetryHub()
+    old, new, other = _Recording(), _Recording(), _Recording()
+    hub.add_listener(old)
+    hub.add_listener(other)
+    published: list[tuple[object, ...]] = []
+
+    class _Watching:
+        def hear(self, heard: bool) -> None:  # told at every change of the listeners, under its lock
+            published.append(hub.event_listeners)
+
+    watching = _Watching()
+    hub.follow_attempts(watching)
+    published.clear()
+    hub.replace_listener(old, new)
+    assert published == [(other, new)]
+    assert (hub.event_listeners, hub.execution_listeners) == ((other, new), (other, new))
+    reporter = StrategyTelemetry(TelemetrySource("retry", "r"), hub)
+    reporter.report(Event.RETRY_SCHEDULED, RetryScheduled(1, 0.0, None))
+    assert (old.events, new.events) == ([], [Event.RETRY_SCHEDULED])
+    hub.replace_listener(old, new)  # old not registered: new stays, no error
+    hub.replace_listener(new, new)  # itself: kept
+    assert hub.event_listeners == (other, new)
+
+
+def test_replace_listener_holds_the_new_one_as_add_listener_does_and_names_its_own_arguments() -> None:
+    """``weak=True`` holds the new one weakly; what add_listener refuses, it refuses, the old one kept."""
+    hub = TelemetryHub()
+    old = _Recording()
+    hub.add_listener(old)
+    with pytest.raises(TypeError, match=r"TelemetryHub\.replace_listener\.new must be a TelemetryListener"):
+        hub.replace_listener(old, object())
+    with pytest.raises(TypeError, match=r"TelemetryHub\.replace_listener\.weak must be a bool"):
+        hub.replace_listener(old, _Recording(), weak="no")  # type: ignore[arg-type]
+    assert hub.event_listeners == (old,)
+    new = _Recording()
+    hub.replace_listener(old, new, weak=True)
+    assert hub.listens(new)
+    assert not hub.listens(old)
+    gone = weakref.ref(new)
+    del new
+    gc.collect()
+    assert gone() is None
+    assert hub.event_listeners == ()

@@ -8,12 +8,14 @@ instruments read through the listener made last on the meter instead.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, telemetry
+from otel_resilience.engine.events import Event, RetryScheduled, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import POLICIES
 from otel_resilience.telemetry import semconv as sc
 
@@ -172,4 +174,45 @@ def test_install_default_overlapping_instrument_keeps_the_instrumented_listener(
         telemetry.uninstrument()
         if had_default:
             telemetry.install_default()
+        provider.shutdown()
+
+
+def test_an_event_reported_while_instrument_replaces_the_listener_reaches_exactly_one_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another thread reports an event while ``instrument()`` closes the listener it replaces.
+
+    The hub swaps the two listeners in one change: the event reaches the new one. It used to
+    remove the previous one, close it, then add the new one: an event in between reached neither.
+    """
+    provider = MeterProvider()
+    reporter = StrategyTelemetry(TelemetrySource("retry", "swap-retry"))
+    got: list[telemetry.OtelListener] = []
+    on_event, close = telemetry.OtelListener.on_event, telemetry.OtelListener.close
+
+    def recording(self: telemetry.OtelListener, source: TelemetrySource, event: Any, args: Any) -> None:
+        if source is reporter.source:
+            got.append(self)
+        on_event(self, source, event, args)
+
+    def reporting_close(self: telemetry.OtelListener) -> None:
+        if self is first:  # the replaced listener, closed by instrument(): report from another thread
+            thread = threading.Thread(
+                target=reporter.report, args=(Event.RETRY_SCHEDULED, RetryScheduled(1, 0.0, "OSError"))
+            )
+            thread.start()
+            thread.join(10.0)
+        close(self)
+
+    try:
+        first = telemetry.instrument(meter_provider=provider)
+        monkeypatch.setattr(telemetry.OtelListener, "on_event", recording)
+        monkeypatch.setattr(telemetry.OtelListener, "close", reporting_close)
+        second = telemetry.instrument(meter_provider=provider)
+        assert got == [second]
+        reporter.report(Event.RETRY_SCHEDULED, RetryScheduled(2, 0.0, "OSError"))
+        assert got == [second, second]
+    finally:
+        monkeypatch.undo()
+        telemetry.uninstrument()
         provider.shutdown()

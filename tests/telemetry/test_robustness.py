@@ -8,12 +8,13 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.metrics import Histogram, NoOpHistogram, NoOpMeter, NoOpMeterProvider
+from opentelemetry.metrics import CallbackOptions, Histogram, NoOpHistogram, NoOpMeter, NoOpMeterProvider
 from opentelemetry.metrics import MeterProvider as ApiMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -26,7 +27,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import NoOpTracerProvider
 
-from otel_resilience.engine.events import TelemetrySource
+from otel_resilience.engine.events import TelemetryHub, TelemetrySource
+from otel_resilience.engine.registry import BULKHEADS
 from otel_resilience.telemetry import current_listener, install_default, instrument, providers, uninstrument
 from otel_resilience.telemetry.otel import OtelListener
 
@@ -151,6 +153,67 @@ async def test_raising_instrument_is_swallowed_and_counted(isolated, scripted, r
     pipeline = scripted("broken-meter")
     assert await runner(pipeline, driver, ok) == "ok"
     assert listener.errors == 1
+
+
+class _CollectingMeter(NoOpMeter):
+    """A meter that runs each observable callback as it is created: a collection on the same thread."""
+
+    def create_observable_counter(self, name, callbacks=None, unit="", description=""):
+        self._collect(callbacks)
+        return super().create_observable_counter(name, callbacks, unit, description)
+
+    def create_observable_gauge(self, name, callbacks=None, unit="", description=""):
+        self._collect(callbacks)
+        return super().create_observable_gauge(name, callbacks, unit, description)
+
+    @staticmethod
+    def _collect(callbacks) -> None:
+        for callback in callbacks or ():
+            list(callback(CallbackOptions()))
+
+
+class _CollectingMeterProvider(ApiMeterProvider):
+    def get_meter(self, name, version=None, schema_url=None, attributes=None):
+        return _CollectingMeter(name)
+
+
+class _UnreadableStats:
+    @property
+    def active(self) -> int:
+        raise RuntimeError("unreadable bulkhead")
+
+    waiting = max_concurrent = max_waiting = active
+
+
+class _UnreadableBulkhead:
+    """A bulkhead whose counts cannot be read: each observable callback reading them fails."""
+
+    name = "unreadable-bulkhead"
+    stats = _UnreadableStats()
+
+
+def test_a_failing_callback_collected_while_the_global_meter_is_adopted_is_counted_not_a_deadlock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The global meter provider is adopted under the listener's lock; an SDK that collects on that
+    thread meanwhile runs callbacks whose failure the listener counts: counting takes no lock held
+    there (it used to take the same plain lock, and the listener's making hung for ever)."""
+    monkeypatch.setattr(providers, "tracer_provider", lambda: None)
+    monkeypatch.setattr(providers, "meter_provider", _CollectingMeterProvider)
+    made: list[OtelListener] = []
+    bulkhead = _UnreadableBulkhead()
+    BULKHEADS.register(bulkhead)
+    try:
+        thread = threading.Thread(target=lambda: made.append(OtelListener(hub=TelemetryHub())), daemon=True)
+        thread.start()
+        thread.join(10.0)
+        assert not thread.is_alive(), "the listener's making deadlocked in its own failure count"
+    finally:
+        BULKHEADS.unregister(bulkhead)
+    (listener,) = made
+    assert listener.meter_ready
+    assert listener.errors >= 1
+    listener.close()
 
 
 async def test_noop_providers_open_nothing():

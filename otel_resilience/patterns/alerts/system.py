@@ -86,6 +86,11 @@ class _RateWindow:
 _WANTED_EVENTS: Final = frozenset({Event.STATE_CHANGED, Event.RECOVERY_ATTEMPTED, Event.PATTERN_DETECTED})
 """The events (besides bulkhead rejections) an :class:`AlertSystem` can raise an alert on."""
 
+_ALERTING_REJECTIONS: Final = "bulkhead"
+"""The one kind of source whose rejections an :class:`AlertSystem` counts (``bulkhead_full``): the
+rule :meth:`AlertSystem.wants` routes by, and :meth:`AlertSystem.on_event` acts by, whatever routed
+an event to it (a subclass's ``wants``, or one that raised: the hub then routes it every event)."""
+
 _STATE_CHANGED: Final = Event.STATE_CHANGED
 _CALL_REJECTED: Final = Event.CALL_REJECTED
 _RECOVERY_ATTEMPTED: Final = Event.RECOVERY_ATTEMPTED
@@ -306,16 +311,16 @@ class AlertSystem:
         ``ResilienceBulkheadFull`` rule sums.
         """
         if event is Event.CALL_REJECTED:
-            return source.kind == "bulkhead"
+            return source.kind == _ALERTING_REJECTIONS
         return event in _WANTED_EVENTS
 
     def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""
         if event is _CALL_REJECTED:  # first: a full bulkhead reports every call it rejects
-            # Only a bulkhead's rejections are routed here (wants): each counts, whatever its
-            # reason (full, or a queue timeout), as the Prometheus bulkhead rule sums them all.
+            # A bulkhead's rejection counts, whatever its reason (full, or a queue timeout), as
+            # the Prometheus bulkhead rule sums them all; no other's, whatever routed it here.
             # The cooldown asked here: a bulkhead that stays full is in it for each rejection.
-            if self._cooled_down(
+            if source.kind == _ALERTING_REJECTIONS and self._cooled_down(
                 self._full_cooldowns,
                 source.name if source.key is None else (source.name, source.key),
                 self._config.bulkhead_cooldown,
