@@ -19,6 +19,8 @@ from otel_resilience import (
     resilient,
 )
 from otel_resilience.manager.keys import ConfigNamesakes
+from otel_resilience.patterns.alerts import AlertSystem
+from otel_resilience.testing import FakeClock
 
 WARNING = "has two live configs"
 _names = itertools.count()
@@ -243,3 +245,49 @@ def test_a_call_that_finds_its_policy_looks_at_no_namesake(manager: ResilienceMa
         manager.execute_with_resilience_sync(answer, second)
         manager.execute_with_resilience_sync(answer, retrying(name, 3))  # equal: finds the policy
     assert counting.looks == made
+
+
+def _evict_policies_of_others(manager: ResilienceManager, count: int = 4) -> None:
+    """Make other policies until the idle ones made before are evicted (past a cap of 1)."""
+    for _ in range(count):
+        manager.execute_with_resilience_sync(answer, ResilienceConfig(name=unique("other")))
+
+
+def test_a_policy_beside_a_retiring_one_of_its_name_is_warned_about(
+    clock: FakeClock, alerts: AlertSystem, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An evicted policy whose pipeline still runs (a decorated function holds it) is a live config.
+
+    The look found the name's other policy (counted as retiring) but read the configs of the
+    live policies only: none differed, and no warning was given, though both configs run.
+    """
+    manager = ResilienceManager(max_policies=1, clock=clock, alert_system=alerts)
+    name = unique("billing")
+    decorated = resilient(retrying(name, 2), manager=manager)(answer)  # holds its last pipeline
+    decorated()
+    _evict_policies_of_others(manager)
+    assert name not in manager.get_resilience_statistics()["policies"]  # evicted, still running
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        manager.execute_with_resilience_sync(answer, retrying(name, 3))
+    found = warnings(caplog)
+    assert len(found) == 1, found
+    assert repr(name) in found[0]
+    assert "retry_policy" in found[0]
+
+
+def test_a_named_policy_beside_a_retiring_one_of_its_name_is_warned_about(
+    clock: FakeClock, alerts: AlertSystem, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A named policy made while a policy of its name run by config is retiring is told of it too."""
+    manager = ResilienceManager(max_policies=1, clock=clock, alert_system=alerts)
+    name = unique("invoices")
+    decorated = resilient(retrying(name, 2), manager=manager)(answer)
+    decorated()
+    _evict_policies_of_others(manager)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        manager.policy(name, retrying(None, 3))
+        assert len(warnings(caplog)) == 1  # where the second policy is made
+        decorated()  # builds its policy again, beside the named one: told already
+    found = warnings(caplog)
+    assert len(found) == 1, found
+    assert repr(name) in found[0]

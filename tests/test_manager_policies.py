@@ -18,6 +18,7 @@ from otel_resilience import (
     BulkheadConfig,
     CircuitBreakerConfig,
     CircuitOpenError,
+    CountWindow,
     FallbackConfig,
     FallbackStrategy,
     ResilienceConfig,
@@ -337,6 +338,102 @@ async def test_a_breaker_opened_by_a_call_of_an_evicted_policy_stays_open(alerts
     stats = manager.get_resilience_statistics()
     assert stats["executions"]["total"] == 3
     assert stats["circuit_breakers"]["down"]["state"] == "open"
+
+
+def _failing_dependency_configs() -> list[CircuitBreakerConfig]:
+    """Breakers that hold failures while CLOSED: a consecutive-failure streak, a window's failures."""
+    return [
+        CircuitBreakerConfig(failure_threshold=3, timeout=60.0),
+        CircuitBreakerConfig(
+            sliding_window=CountWindow(size=10), minimum_calls=3, failure_rate_threshold=0.5, timeout=60.0
+        ),
+    ]
+
+
+@pytest.mark.parametrize("breaker", _failing_dependency_configs(), ids=["streak", "window"])
+def test_a_closed_breaker_holding_failures_outlives_idle_breakers_holding_none(
+    alerts: AlertSystem, breaker: CircuitBreakerConfig
+) -> None:
+    """Under name churn past the cap, a failing dependency's breaker keeps its failures and opens.
+
+    Its policy was evicted between its calls, and its CLOSED breaker went with it once idle:
+    each call of the name started from a new breaker, holding one failure, so it never opened.
+    """
+    manager = ResilienceManager(max_policies=2, alert_system=alerts)
+    down = ResilienceConfig(name="down", circuit_breaker=breaker)
+
+    def boom() -> None:
+        raise ConnectionError
+
+    def ok() -> int:
+        return 1
+
+    for round_ in range(3):
+        with pytest.raises(ConnectionError):
+            manager.execute_with_resilience_sync(boom, down)
+        for i in range(5):
+            other = ResilienceConfig(name=f"other-{round_}-{i}", circuit_breaker=CircuitBreakerConfig())
+            manager.execute_with_resilience_sync(ok, other)
+    stats = manager.get_resilience_statistics()
+    assert stats["limits"]["evicted_policies"] >= 12  # the churn went past the cap
+    assert stats["circuit_breakers"]["down"]["state"] == "open"
+    with pytest.raises(CircuitOpenError):
+        manager.execute_with_resilience_sync(ok, down)
+
+
+def test_a_breaker_holding_failures_outlives_its_evicted_policy(alerts: AlertSystem) -> None:
+    """A policy evicted among more failing policies than the cap leaves its breaker kept, failures and all."""
+    manager = ResilienceManager(max_policies=2, alert_system=alerts)
+    breaker = CircuitBreakerConfig(failure_threshold=2, timeout=60.0)
+    down = ResilienceConfig(name="down", circuit_breaker=breaker)
+
+    def boom() -> None:
+        raise ConnectionError
+
+    def ok() -> int:
+        return 1
+
+    for name in ("down", "failing-a", "failing-b"):
+        with pytest.raises(ConnectionError):
+            manager.execute_with_resilience_sync(boom, replace(down, name=name))
+    for i in range(6):
+        manager.execute_with_resilience_sync(
+            ok, ResilienceConfig(name=f"other-{i}", circuit_breaker=CircuitBreakerConfig())
+        )
+    stats = manager.get_resilience_statistics()
+    assert "down" not in stats["policies"]  # the least recently used of three failing policies
+    assert stats["circuit_breakers"]["down"]["failure_count"] == 1
+    with pytest.raises(ConnectionError):
+        manager.execute_with_resilience_sync(boom, down)
+    with pytest.raises(CircuitOpenError):
+        manager.execute_with_resilience_sync(ok, down)
+
+
+def test_policies_and_breakers_holding_failures_are_still_bounded_by_the_cap(alerts: AlertSystem) -> None:
+    """More failing names than the cap: the least recently used of them go, memory stays bounded.
+
+    At most the cap of idle policies, and of idle breakers, are kept: a breaker a live policy uses
+    is not idle, so the breakers kept are at most those of the live policies and the cap.
+    """
+    manager = ResilienceManager(max_policies=3, alert_system=alerts)
+
+    def boom() -> None:
+        raise ConnectionError
+
+    for i in range(100):
+        config = ResilienceConfig(
+            name=f"failing-{i}", circuit_breaker=CircuitBreakerConfig(failure_threshold=5)
+        )
+        with pytest.raises(ConnectionError):
+            manager.execute_with_resilience_sync(boom, config)
+    stats = manager.get_resilience_statistics()
+    limits = stats["limits"]
+    assert limits["policies"] <= 2 * 3
+    assert limits["circuit_breakers"] <= limits["policies"] + 3
+    assert limits["evicted_policies"] >= 90
+    assert limits["evicted_circuit_breakers"] >= 90
+    assert {"failing-97", "failing-98", "failing-99"} <= set(stats["circuit_breakers"])
+    assert "failing-0" not in stats["circuit_breakers"]
 
 
 def test_an_evicted_breaker_still_held_is_the_one_found_again(alerts: AlertSystem) -> None:

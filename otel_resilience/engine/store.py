@@ -7,6 +7,10 @@ generated function), so the store that keeps them is bounded:
 * at most ``capacity`` entries are kept; adding one past the cap evicts the least recently
   added or touched entries that are **idle** (the owner's ``is_idle`` says which: an OPEN
   breaker or a busy bulkhead is not idle);
+* with ``holds_state``, an idle entry that holds state a new one would not have (a CLOSED
+  breaker's failures) is evicted past the capacity only after the idle entries that hold none,
+  and only while more than ``capacity`` such entries are kept (the oldest first), so that churn
+  through entries without state does not wipe it, and memory stays bounded;
 * an entry that is not idle is never evicted: it is moved to the young end and looked at again
   on a later eviction, so the store may hold more than ``capacity`` entries while entries are
   busy (or, for an owner whose ``is_idle`` gives a second chance to entries used since it last
@@ -102,6 +106,13 @@ class BoundedStore(Generic[K, V]):
         capacity: The most entries kept while they are idle (an ``int >= 1``).
         is_idle: Says whether an entry may be evicted now (called under the store's lock; it
             must not call back into the store).
+        holds_state: Says whether an idle entry holds state that a new entry would not have
+            (called as ``is_idle``, on idle entries only): past the capacity such entries are
+            evicted only after the idle entries that hold none, and only while more than
+            ``capacity`` of them are kept (the least recently used first); a use's one look
+            moves one to the young end instead of evicting it (the next add or :meth:`trim`
+            evicts it if need be). The ``ttl`` expiry does not ask it, nor does
+            :meth:`unexpired` (which counts as if it were ``None``). ``None``: every idle entry alike.
         on_evict: Called with ``(key, value)`` for each evicted entry, outside the lock.
         revive: Keep weak references to evicted values and return one that is still alive when
             its key is added again (the values must support weak references).
@@ -126,6 +137,7 @@ class BoundedStore(Generic[K, V]):
         "_due",
         "_entries",
         "_evicted",
+        "_holds_state",
         "_is_idle",
         "_leaving",
         "_lock",
@@ -145,6 +157,7 @@ class BoundedStore(Generic[K, V]):
         capacity: int,
         *,
         is_idle: Callable[[V], bool],
+        holds_state: Callable[[V], bool] | None = None,
         on_evict: Callable[[K, V], None] | None = None,
         revive: bool = False,
         on_revive: Callable[[K, V], None] | None = None,
@@ -164,6 +177,7 @@ class BoundedStore(Generic[K, V]):
         self._touched: dict[K, float] = {}
         self._capacity = capacity
         self._is_idle = is_idle
+        self._holds_state = holds_state
         self._on_evict = on_evict
         self._on_revive = on_revive
         # Taken by reloads and stats reads too (a watch, a metrics collection): free in a forked child.
@@ -395,46 +409,73 @@ class BoundedStore(Generic[K, V]):
         return evicted
 
     def _evict_locked(self) -> list[tuple[K, V]]:
-        """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most."""
+        """Remove idle entries, oldest first, until at capacity; each entry is looked at once at most.
+
+        Idle entries that hold state (``holds_state``) are set aside, moved to the young end as
+        busy ones are, and evicted (the oldest of them first) only if the others did not suffice
+        and more than ``capacity`` of them are kept (the newest entry, never evicted, aside).
+        """
         entries = self._entries
         excess = len(entries) - self._capacity
         evicted: list[tuple[K, V]] = []
         if excess <= 0:
             return evicted
+        holds = self._holds_state
+        holding: list[tuple[K, V]] = []
         newest = next(reversed(entries))  # the entry just added (or the youngest): never evicted
         for _ in range(len(entries) - 1):
             key, value = next(iter(entries.items()))
             if key is newest:  # the store's own key objects: no key is compared with another
                 break
-            if self._is_idle(value):
-                del entries[key]
-                self._touched.pop(key, None)
+            if not self._is_idle(value):
+                self._keep_locked(key, newest)
+            elif holds is not None and holds(value):
+                holding.append((key, value))
+                self._keep_locked(key, newest)
+            else:
+                self._remove_locked(key)
                 evicted.append((key, value))
                 if len(evicted) == excess:
                     break
-            else:
-                entries.move_to_end(key)
-                entries.move_to_end(newest)
-                if self._ttl is not None:  # busy: in use now, so the order of last use holds
-                    self._touched[key] = self._now()
+        if len(evicted) < excess:  # every entry was looked at: the idle ones left all hold state
+            spare = min(excess - len(evicted), len(holding) - self._capacity)
+            for key, value in holding[: max(spare, 0)]:
+                self._remove_locked(key)
+                evicted.append((key, value))
         self._evicted += len(evicted)
         self._set_aside(evicted)
         return evicted
 
+    def _keep_locked(self, key: K, newest: K) -> None:
+        """Keep ``key`` past an eviction: moved to the young end (before ``newest``), as used now."""
+        entries = self._entries
+        entries.move_to_end(key)
+        entries.move_to_end(newest)
+        if self._ttl is not None:  # in use now (or kept as if), so the order of last use holds
+            self._touched[key] = self._now()
+
+    def _remove_locked(self, key: K) -> None:
+        """Take ``key`` out of the entries (an eviction)."""
+        del self._entries[key]
+        self._touched.pop(key, None)
+
     def _shrink_locked(self) -> list[tuple[K, V]]:
         """Look at the oldest entry of a store past its capacity: evict it if idle, else make it young.
+
+        An idle entry that holds state is made young too: one look cannot tell whether an idle
+        entry holding none is there to go first (the next add or trim evicts it if need be).
 
         Called on a use (the entry used is the youngest, never the one looked at).
         """
         entries = self._entries
         key, value = next(iter(entries.items()))
-        if not self._is_idle(value):
+        holds = self._holds_state
+        if not self._is_idle(value) or (holds is not None and holds(value)):
             entries.move_to_end(key)
             if self._ttl is not None:  # busy: in use now, so the order of last use holds
                 self._touched[key] = self._now()
             return _NOTHING
-        del entries[key]
-        self._touched.pop(key, None)
+        self._remove_locked(key)
         self._evicted += 1
         evicted = [(key, value)]
         self._set_aside(evicted)

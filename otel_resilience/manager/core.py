@@ -17,7 +17,8 @@ live policy's of its name makes a policy of its own, which shares the name's ser
 config) its breaker, bulkhead and rate limiter: a warning says so, once per name, where that
 policy is made (:class:`~otel_resilience.manager.keys.ConfigNamesakes`). The manager keeps at most
 ``max_policies`` idle policies, breakers, bulkheads and rate limiters
-(:class:`~otel_resilience.engine.store.BoundedStore`); evicted policies' counts stay in the
+(:class:`~otel_resilience.engine.store.BoundedStore`; a CLOSED breaker holding failures, and a
+policy using one, go after the idle ones holding none); evicted policies' counts stay in the
 ``executions`` totals, and in the exported series of their name while it has a policy.
 """
 
@@ -155,7 +156,7 @@ class _Policy:
 
 
 class _Retiring(NamedTuple):
-    """An evicted policy whose pipeline may still run a call: its counts, and what it uses."""
+    """An evicted policy whose pipeline may still run a call: its counts, what it uses, its config."""
 
     carrier: Pipeline
     """Exported in the pipeline's place from its eviction on: empty, it counts in the pipeline's
@@ -163,6 +164,9 @@ class _Retiring(NamedTuple):
     users: tuple[tuple[str, str], ...]
     """The breaker, bulkhead and rate limiter it uses (as ``_users`` counts them): released once
     it is gone."""
+    config: ResilienceConfig
+    """Its config: a config of its name still run, which a new policy of the name is checked
+    against (:meth:`ResilienceManager._policy_config`) until it is gone."""
 
 
 class _Configured(Protocol):
@@ -211,6 +215,18 @@ def _breaker_idle(users: Counter[tuple[str, str]], breaker: CircuitBreaker) -> b
     A policy uses it while it is live, and once evicted until its pipeline is gone.
     """
     return (_BREAKER, breaker.name) not in users and breaker.peek_state() is CircuitState.CLOSED
+
+
+def _breaker_holds_failures(breaker: CircuitBreaker) -> bool:
+    """Whether an idle (CLOSED) breaker holds failures a new one would not: a streak, or a window's.
+
+    Such a breaker is evicted past the cap only after the idle breakers that hold none, and
+    only while more than the cap of them are kept (``BoundedStore(holds_state=...)``): under churn
+    through other names, a failing dependency's breaker keeps counting towards its opening. Read
+    without the breaker's lock, as its state is (under the store's lock nothing else is taken):
+    a time window's count is the one of its last call or read (a metrics collection reads it).
+    """
+    return breaker.stats.failure_count > 0
 
 
 def _bulkhead_rests(bulkhead: Bulkhead) -> bool:
@@ -263,6 +279,16 @@ def _policy_idle(policy: _Policy) -> bool:
     return bulkhead is None or _bulkhead_rests(bulkhead)
 
 
+def _policy_holds_failures(policy: _Policy) -> bool:
+    """Whether an idle policy's breaker holds failures (:func:`_breaker_holds_failures`).
+
+    Such a policy is evicted past the cap only after the idle policies whose breaker holds none
+    (as for the breakers): while it is live its breaker is in use, so kept with it.
+    """
+    breaker = policy.breaker
+    return breaker is not None and _breaker_holds_failures(breaker)
+
+
 _GONE: Final = _Entry.__new__(_Entry)
 """A dead entry (never in a cache, no pipeline): what a ``@resilient`` function starts from."""
 _GONE.live = False
@@ -278,7 +304,9 @@ class ResilienceManager(NamedPolicies):
     (a policy whose breaker is not CLOSED or whose bulkhead holds or queues a call is not idle;
     neither is a rate limiter whose bucket is not full or that has a waiter, nor a breaker,
     bulkhead or limiter a live policy uses, nor one an evicted policy's pipeline, not gone yet,
-    uses: a call may still run in it). The counts of an evicted policy are folded into the
+    uses: a call may still run in it). A CLOSED breaker holding failures, and a policy whose
+    breaker holds some, go only after the idle ones holding none, and only while more than
+    ``max_policies`` of them are kept. The counts of an evicted policy are folded into the
     ``executions`` totals, so nothing counted is lost. A policy's rate limiter is kept by the
     policy's name, as its breaker and bulkhead are: the policies of one name share its permits.
     Two live configs that differ under one policy name (or a named policy beside another config
@@ -370,6 +398,7 @@ class ResilienceManager(NamedPolicies):
             "max_policies",
             max_policies,
             is_idle=_policy_idle,
+            holds_state=_policy_holds_failures,
             on_evict=weak_callback(self._policy_evicted),
         )
         self._breakers: BoundedStore[str, CircuitBreaker] = BoundedStore(
@@ -377,6 +406,7 @@ class ResilienceManager(NamedPolicies):
             "max_policies",
             max_policies,
             is_idle=functools.partial(_breaker_idle, self._users),
+            holds_state=_breaker_holds_failures,
             revive=True,
         )
         self._bulkheads: BoundedStore[str, Bulkhead] = BoundedStore(
@@ -466,7 +496,7 @@ class ResilienceManager(NamedPolicies):
         carrier.stats = pipeline.stats
         PIPELINES.replace((pipeline,), lambda: carrier, findable=False, announce=False)
         retire_id = next(self._retire_ids)
-        self._retiring[retire_id] = _Retiring(carrier, policy.users())
+        self._retiring[retire_id] = _Retiring(carrier, policy.users(), policy.config)
         weakref.finalize(pipeline, self._dead.append, retire_id).atexit = False
         self._fold_dead_locked()
 
@@ -576,16 +606,23 @@ class ResilienceManager(NamedPolicies):
         return entry
 
     def _policy_config(self, name: str, besides: ResilienceConfig | None = None) -> ResilienceConfig | None:
-        """The config of a live policy named ``name`` that runs by config (not ``besides``), or ``None``.
+        """The config of a policy named ``name`` that runs by config (not ``besides``), or ``None``.
 
-        Any one will do: until the name is warned about (:class:`ConfigNamesakes`), every such
-        policy of the name has one config, as each was checked against the others when it was made.
+        A live policy's, else a retiring one's (evicted, its pipeline not gone: a call may still
+        run under its config), as ``_named`` counts them. Any one will do: until the name is
+        warned about (:class:`ConfigNamesakes`), every such policy of the name has one config, as
+        each was checked against the others when it was made.
         """
         if not self._named.get(name):
             return None
         for policy in self._policies.values():
             if policy.name == name and policy.config is not besides:
                 return policy.config
+        with self._lock:
+            self._fold_dead_locked()  # a pipeline gone runs no call: its config is no longer run
+            for gone in self._retiring.values():
+                if gone.carrier.name == name and gone.config is not besides:
+                    return gone.config
         return None
 
     def _drop_entry_locked(self, entry: _Entry) -> None:

@@ -15,6 +15,7 @@ class Item:
     def __init__(self, name: str) -> None:
         self.name = name
         self.busy = False
+        self.holds = False
 
 
 def store(
@@ -67,6 +68,56 @@ def test_busy_entries_are_never_evicted_and_the_store_shrinks_back_later() -> No
     assert s.trim() == 1
     assert evicted == ["x", "busy"]
     assert len(s) == 1
+
+
+def test_idle_entries_holding_state_go_after_the_idle_ones_holding_none() -> None:
+    """``holds_state``: such idle entries are kept past the others, up to the capacity of them."""
+    evicted: list[str] = []
+    s: BoundedStore[str, Item] = BoundedStore(
+        "Owner",
+        "cap",
+        2,
+        is_idle=lambda item: not item.busy,
+        holds_state=lambda item: item.holds,
+        on_evict=lambda key, _item: evicted.append(key),
+    )
+    add(s, "kept").holds = True
+    add(s, "b")
+    add(s, "c")  # "kept" is the oldest, but holds state: "b" goes
+    add(s, "d")
+    assert evicted == ["b", "c"]
+    add(s, "d").holds = True  # at the capacity: a use, evicting nothing
+    add(s, "e")  # the newest (never evicted) and two that hold state: the capacity of them
+    f = add(s, "f")
+    assert evicted == ["b", "c", "e"]
+    f.holds = True
+    add(s, "g")  # three hold state, one more than the capacity: the least recently used goes
+    assert evicted == ["b", "c", "e", "kept"]
+    assert [key for key, _ in s.items()] == ["d", "f", "g"]
+
+
+def test_a_use_past_the_capacity_keeps_an_idle_entry_holding_state() -> None:
+    """A use's one look makes an idle entry holding state young; the next trim evicts as needed."""
+    evicted: list[str] = []
+    s: BoundedStore[str, Item] = BoundedStore(
+        "Owner",
+        "cap",
+        1,
+        is_idle=lambda item: not item.busy,
+        holds_state=lambda item: item.holds,
+        on_evict=lambda key, _item: evicted.append(key),
+    )
+    held = add(s, "held")
+    held.holds = held.busy = True
+    x = add(s, "x")
+    x.busy = True
+    held.busy = False
+    assert s.use("x") is x  # past the capacity: looks at "held", holding state
+    assert evicted == []
+    x.busy = False
+    assert s.trim() == 1
+    assert evicted == ["x"]
+    assert s.get("held") is held
 
 
 def test_the_entry_just_added_is_never_evicted() -> None:
