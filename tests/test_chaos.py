@@ -318,6 +318,34 @@ async def test_a_fault_factory_is_called_for_each_injection(clock: Any, driver: 
         await call(classed, driver)
 
 
+def traceback_length(error: BaseException) -> int:
+    """How many frames ``error``'s traceback holds."""
+    length, entry = 0, error.__traceback__
+    while entry is not None:
+        length, entry = length + 1, entry.tb_next
+    return length
+
+
+async def test_an_exception_a_factory_returns_again_gathers_nothing_per_injection(
+    clock: Any, driver: str
+) -> None:
+    """One object injected again and again keeps one chaos note and one injection's traceback."""
+    shared = ConnectionError("down")
+    add_note(shared, "the user's")
+    chaos = chaos_of(clock, fault_rate=1.0, fault=lambda: shared)
+    lengths = []
+    for _ in range(5):
+        with pytest.raises(ConnectionError) as caught:
+            await call(chaos, driver)
+        assert caught.value is shared
+        lengths.append(traceback_length(shared))
+    assert shared.__notes__ == [
+        "the user's",
+        "injected by chaos 'drill': a drill, the dependency was not called",
+    ]
+    assert len(set(lengths)) == 1
+
+
 async def test_an_outcome_replaces_the_call(clock: Any, driver: str) -> None:
     """outcome_rate=1: the value is returned and the dependency never runs; a callable is a factory."""
     calls: list[str] = []

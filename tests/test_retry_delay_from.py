@@ -152,6 +152,8 @@ class Unreadable(Exception):
         (Throttled(timedelta(milliseconds=250)), 0.25),
         (Throttled("4"), 4.0),
         (Throttled(-1.0), None),
+        (Throttled(10**400), math.inf),  # an int past the float range: over any max_delay, as "9" * 400
+        (Throttled(-(10**400)), None),
         (Throttled(math.nan), None),
         (Throttled(True), None),
         (Throttled(None), None),
@@ -314,6 +316,19 @@ async def test_a_custom_delay_from_may_return_a_timedelta(driver: str, clock: Fa
     assert clock.sleeps == [4.0, 1.0]
 
 
+async def test_a_custom_delay_from_past_the_float_range_gives_up_over_max_delay(
+    driver: str, clock: FakeClock
+) -> None:
+    """An int too large for a float is longer than any max_delay: a give-up, never an OverflowError."""
+    r = Retry("dep", from_outcome(max_attempts=3, delay_from=lambda outcome: 10**400), clock=clock)
+    error = ConnectionError("x")
+    with pytest.raises(ConnectionError) as info:
+        await invoke(r, driver, failing(error))
+    assert info.value is error
+    assert "is over max_delay (30 s)" in info.value.__notes__[0]
+    assert clock.sleeps == []
+
+
 @pytest.mark.parametrize(
     ("value", "error", "match"),
     [
@@ -416,3 +431,14 @@ async def test_the_delay_from_the_outcome_is_the_previous_delay_of_decorrelated_
     assert await invoke(r, driver, failing(Throttled(20), ConnectionError("x"))) == "ok"
     assert clock.sleeps[0] == 20.0
     assert clock.sleeps[1] == pytest.approx(1.0 + u * (60.0 - 1.0))
+
+
+async def test_a_decorrelated_backoff_from_a_zero_initial_delay_grows_from_the_outcomes_delay(
+    driver: str, clock: FakeClock
+) -> None:
+    """With initial_delay 0, a server's 2 s is the previous backoff: the next draw is in [0, 6], not 0."""
+    policy = from_outcome(jitter=Jitter.DECORRELATED, initial_delay=0.0, max_delay=100.0, max_attempts=3)
+    r = Retry("dep", policy, clock=clock, rng=random.Random(1))
+    u = random.Random(1).random()
+    assert await invoke(r, driver, failing(Throttled(2), ConnectionError("x"))) == "ok"
+    assert clock.sleeps == [2.0, pytest.approx(u * 6.0)]

@@ -135,7 +135,9 @@ class ChaosConfig:
     of it is raised each time, so that concurrent calls never share one traceback), an
     ``Exception`` subclass (instantiated with no argument: a class that needs arguments is
     refused) or a factory (a plain function, not a coroutine function) called with no argument
-    that returns an ``Exception``. Each injected exception gets a note saying chaos injected it.
+    that returns an ``Exception``. Each injected exception gets a note saying chaos injected it
+    (one: an exception a factory returns again is raised anew, with one such note, its traceback
+    that of the latest injection only).
     Cancellation and interrupts (``BaseException``) are not faults."""
     latency_rate: float = 0.0
     """The share of runs delayed by :attr:`latency` before the dependency is called (or before

@@ -216,8 +216,13 @@ class _Rules:
             returned = type(error).__name__
             self._failed(f"its fault factory (it returned {returned}, not an Exception)", trace=False)
             return None
-        # an exception that refuses notes (a frozen dataclass) is injected without
-        add_note(error, f"injected by chaos {self.name!r}: a drill, the dependency was not called")
+        # An object a factory returns again (a module-level exception) starts each injection anew:
+        # its traceback is not the last raise's for this one to chain onto, and its note replaces
+        # the last injection's, so that it gathers neither per run of a drill. An exception that
+        # refuses notes (a frozen dataclass) is injected without.
+        error.with_traceback(None)
+        prefix = f"injected by chaos {self.name!r}:"
+        add_note(error, f"{prefix} a drill, the dependency was not called", replacing=prefix)
         next(self._faults)
         return error
 

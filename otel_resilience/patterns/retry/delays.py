@@ -51,19 +51,30 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
     return max(0.0, (when - current).total_seconds())
 
 
-def _seconds(value: object) -> float | None:
-    """Return ``value`` as seconds ``>= 0`` (a number, a ``timedelta`` or a header string), else ``None``."""
+def seconds_of(value: object) -> float | None:
+    """Return a number (not a ``bool``) or a ``timedelta`` as float seconds; ``None`` for anything else.
+
+    The one rule of a delay given as a value (an outcome's ``retry_after``, what ``delay_from``
+    returned). An ``int`` too large for a float is ``inf`` (``-inf`` when negative), as
+    delta-seconds with too many digits are: longer than any ``max_delay``, never an
+    ``OverflowError`` and never no delay at all. The sign and NaN are left to the caller.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        return parse_retry_after(value)
-    else:
-        return None
-    return seconds if seconds >= 0 else None  # NaN is not >= 0
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return None
+
+
+def _seconds(value: object) -> float | None:
+    """Return ``value`` as seconds ``>= 0`` (a number, a ``timedelta`` or a header string), else ``None``."""
+    seconds = parse_retry_after(value) if isinstance(value, str) else seconds_of(value)
+    return seconds if seconds is not None and seconds >= 0 else None  # NaN is not >= 0
 
 
 def _header(headers: object) -> object:

@@ -396,11 +396,13 @@ def _constant_delay(policy: RetryPolicy) -> float | None:
     """Return the delay every backoff of ``policy`` has, or ``None`` when it varies.
 
     A zero delay is constant whatever the strategy (except ``RANDOM`` with a non-zero cap) and
-    the jitter: jittering zero gives zero.
+    the jitter: jittering zero gives zero. Except ``Jitter.DECORRELATED`` with a ``delay_from``:
+    a delay the outcome asked for is the previous backoff its next draw grows from.
     """
     cap = policy.max_delay
     strategy = policy.strategy
-    if cap == 0.0 or (policy.initial_delay == 0.0 and strategy is not RetryStrategy.RANDOM):
+    grows = policy.jitter is Jitter.DECORRELATED and policy.delay_from is not None
+    if cap == 0.0 or (policy.initial_delay == 0.0 and strategy is not RetryStrategy.RANDOM and not grows):
         return 0.0
     if strategy is RetryStrategy.FIXED and policy.jitter is Jitter.NONE:
         return min(policy.initial_delay, cap)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import threading
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.actions import Counted
@@ -39,6 +38,7 @@ from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
 from otel_resilience.engine.validation import matched_by_class, verdict, wrong_return
 from otel_resilience.patterns.retry.budget import RetryBudget
+from otel_resilience.patterns.retry.delays import seconds_of
 from otel_resilience.patterns.retry.policy import RetryPolicy, _constant_delay
 from otel_resilience.patterns.retry.stats import RetryStats
 
@@ -326,11 +326,8 @@ class _RetryCore:
         value = self.delay_from(outcome)
         if value is None:
             return None
-        if isinstance(value, timedelta):
-            seconds = value.total_seconds()
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        else:
+        seconds = seconds_of(value)
+        if seconds is None:
             rule = "it must return seconds (a number or a timedelta) or None"
             raise wrong_return(f"retry {self.name!r}: delay_from", value, rule)
         if not seconds >= 0:
