@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from otel_resilience import BulkheadConfig, CircuitBreakerConfig, ResilienceConfig, ResilienceManager
-from otel_resilience.engine.events import Event, StateChanged
+from otel_resilience.engine.events import Event, StateChanged, key_attribute
 from otel_resilience.errors import BulkheadFullError
 from otel_resilience.patterns.alerts import AlertKind, AlertSystem
 from otel_resilience.patterns.circuit_breaker import CircuitState
@@ -129,3 +129,25 @@ def test_an_unkeyed_full_bulkhead_has_no_key(manager: ResilienceManager, alerts:
     (full,) = [alert for alert in alerts.history if alert.kind is AlertKind.BULKHEAD_FULL]
     assert "key" not in full.attributes
     assert full.summary == "bulkhead 'orders' is full and rejecting calls"
+
+
+def test_two_long_keys_are_told_apart_in_their_alerts(
+    manager: ResilienceManager, alerts: AlertSystem
+) -> None:
+    """Two keys that differ past the 256th character are two breakers: their alerts say two keys.
+
+    The alert's ``key`` attribute and summary cut each key as any long text (253 and ``...``),
+    so both alerts named one key, and an operator grouping by key saw one outage of two breakers.
+    """
+    first, second = "host-" + "x" * 300 + "-1", "host-" + "x" * 300 + "-2"
+    fail(manager, first)
+    fail(manager, second)
+    opened = [alert for alert in alerts.history if alert.kind is AlertKind.CIRCUIT_OPEN]
+    keys = [alert.attributes["key"] for alert in opened]
+    assert keys == [key_attribute(first), key_attribute(second)]  # as on the keys' spans and metrics
+    assert len(set(keys)) == 2
+    assert all(len(key) <= 256 for key in keys)
+    assert [f"(key {key!r})" in alert.summary for key, alert in zip(keys, opened, strict=True)] == [
+        True,
+        True,
+    ]

@@ -379,21 +379,36 @@ async def test_keys_kept_past_max_keys_by_a_burst_go_once_idle_as_calls_go_on(
 def test_keys_expired_while_a_new_key_fails_to_build_are_still_folded(
     manager: ResilienceManager, clock: FakeClock
 ) -> None:
-    """A new key whose state cannot be built (its str() raises) does not strand the keys that expired.
+    """A new key whose state cannot be built (a factory raises) does not strand the keys that expired.
 
     The expired keys left the store before the build raised, and were never folded into the
-    policy's totals nor unregistered: kept in memory, listed as leaving, for good.
+    policy's totals nor unregistered: kept in memory, listed as leaving, for good. A key whose
+    ``str()`` raises is refused by ``for_key``, before the store is reached.
     """
 
     class Unprintable:
         def __str__(self) -> str:
             raise RuntimeError("no text")
 
-    policy = manager.policy("strand", BREAKER, idle_ttl=10.0)
+    failing: list[bool] = []
+
+    def factory(_name: str) -> Step:
+        if failing:
+            raise RuntimeError("factory down")
+        return Step()
+
+    config = ResilienceConfig(
+        circuit_breaker=BREAKER.circuit_breaker, extra_strategies=(ExtraStrategy(factory, rank=50),)
+    )
+    policy = manager.policy("strand", config, idle_ttl=10.0)
     policy.for_key("old").execute_sync(lambda: None)
     clock.advance(11.0)
     with pytest.raises(RuntimeError, match="no text"):
-        policy.for_key(Unprintable()).execute_sync(lambda: None)
+        policy.for_key(Unprintable())
+    assert (len(policy._keys), policy._keys.evicted) == (1, 0)  # nothing changed
+    failing.append(True)
+    with pytest.raises(RuntimeError, match="factory down"):
+        policy.for_key("new").execute_sync(lambda: None)
     assert policy._keys.values(evicting=True) == []
     stats = policy.get_stats()
     assert (stats["keys"], stats["evicted_keys"]) == (0, 1)
@@ -720,3 +735,25 @@ def test_a_keys_half_open_rejection_names_the_key(manager: ResilienceManager, cl
     host.execute_sync(probe)
     assert (caught[0].state, caught[0].key) == ("half_open", "h2")
     assert str(caught[0]).startswith("circuit breaker 'probed' (key 'h2') is half-open")
+
+
+def test_keys_with_one_text_are_one_key(manager: ResilienceManager) -> None:
+    """A key is its text, ``str(key)``: ``1`` and ``"1"`` share a breaker, ``1`` and ``1.0`` do not.
+
+    Everything a key is written as (its ``resilience.key``, a rejection's ``key``, its cached
+    fallback value, its state in a shared store) is its text: two keys with one text kept two
+    breakers that an operator saw as one series.
+    """
+    hosts = manager.policy("texts", BREAKER)
+    fail_twice(hosts.for_key(1))
+    with pytest.raises(CircuitOpenError) as opened:
+        hosts.for_key("1").execute_sync(lambda: "never")
+    assert opened.value.key == "1"
+    assert hosts.for_key("1").circuit_breaker is hosts.for_key(1).circuit_breaker
+    assert hosts.for_key(1.0).execute_sync(lambda: "its own") == "its own"  # "1.0": another key
+    hosts.for_key(True).execute_sync(lambda: None)
+    assert hosts.for_key("True").circuit_breaker is hosts.for_key(True).circuit_breaker
+    assert hosts.keys == 3  # "1", "1.0", "True"
+    assert hosts.for_key(1).key == 1  # the view keeps the key it was given
+    stats = hosts.get_stats()
+    assert (stats["circuit_breaker"]["open_keys"], stats["executions"]["total"]) == (1, 5)

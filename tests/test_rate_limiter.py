@@ -508,6 +508,20 @@ def test_each_key_has_its_own_limiter(clock):
     assert repr(per_tenant) == "KeyedRateLimiter('tenant_api', keys=2/1024)"
 
 
+def test_keys_with_one_text_share_one_limiter(clock):
+    """A key is its text, ``str(key)``, with a store or without: ``1`` and ``"1"`` are one budget.
+
+    A store names each key's budget by its text, so with a store ``1`` and ``"1"`` shared a
+    budget, while without one they had two: a key's limit depended on where its state was kept.
+    """
+    per_key = RateLimiter.per_key("texts", RateLimiterConfig(rate=1.0, burst=1), clock=clock)
+    assert per_key.for_key(1).try_acquire()
+    assert per_key.for_key("1") is per_key.for_key(1)
+    assert not per_key.for_key("1").try_acquire()
+    assert per_key.for_key(1.0).try_acquire()  # "1.0": another key
+    assert len(per_key) == 2
+
+
 def test_ten_thousand_keys_through_a_hundred_stay_bounded(clock):
     """10 000 keys through max_keys=100 keep at most 100 live; the rest are evicted, none leak."""
     per_key = RateLimiter.per_key("ip", RateLimiterConfig(rate=1.0, burst=1), max_keys=100, clock=clock)

@@ -28,6 +28,7 @@ stats, which listeners read through :mod:`otel_resilience.engine.registry`.
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
 import logging
 import threading
@@ -56,6 +57,7 @@ __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they 
     "TelemetrySource",
     "bounded_text",
     "error_type_name",
+    "key_attribute",
     *event_args.__all__,
 ]
 
@@ -741,6 +743,25 @@ def bounded_text(value: str) -> str:
     if len(value) <= MAX_ATTRIBUTE_LENGTH:
         return value
     return value[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
+
+
+_KEY_DIGEST_SIZE: Final = 8
+"""Bytes of the digest that ends a cut key (:func:`key_attribute`): 16 hexadecimal digits."""
+
+
+def key_attribute(key: str) -> str:
+    """Return the ``resilience.key`` of a keyed policy's key (its text, ``str(key)``): ``key``, or cut.
+
+    A key longer than :data:`MAX_ATTRIBUTE_LENGTH` is cut to that length, ending in ``...#`` and
+    16 hexadecimal digits of a digest of the whole key: two keys that differ only past the cut
+    are two keys (a breaker each), so they are two values too, never one series made of two
+    states. The one rule of the key's span attribute and of its metric attribute. Run once per
+    key's pipeline, where its telemetry is set up, never per call.
+    """
+    if len(key) <= MAX_ATTRIBUTE_LENGTH:
+        return key
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=_KEY_DIGEST_SIZE).hexdigest()
+    return f"{key[: MAX_ATTRIBUTE_LENGTH - 4 - len(digest)]}...#{digest}"
 
 
 def error_type_name(error: BaseException | None) -> str | None:

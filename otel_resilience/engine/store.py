@@ -56,9 +56,9 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from otel_resilience.engine.clock import Clock, check_clock
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.readonly import ReadOnly
-from otel_resilience.engine.validation import check_duration, check_int, fail
+from otel_resilience.engine.validation import check_duration, check_hashable, check_int, fail
 
-__all__ = ["BoundedStore", "check_capacity", "weak_callback"]
+__all__ = ["BoundedStore", "check_capacity", "key_text", "weak_callback"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -81,6 +81,24 @@ def weak_callback(method: Callable[P, None]) -> Callable[P, None]:
             bound(*args, **kwargs)
 
     return call
+
+
+def key_text(owner: str, key: object) -> str:
+    """Return what a keyed state is kept under: ``key``'s text, ``str(key)``, a ``str`` exactly.
+
+    The one rule of a key's identity, for a manager policy's keys and a keyed rate limiter's:
+    what a key is written as (its ``resilience.key``, a rejection's ``key``, its cached fallback
+    value's key, its budget's or breaker's name in a shared store) is its text, so keys with one
+    text are one key, one state: ``1`` and ``"1"`` are one key, and ``1`` and ``1.0``, equal in
+    Python, are two (``"1"``, ``"1.0"``). A caller gives a ``str`` key as it is (``type(key) is
+    str``: nothing else to do) and the others to this.
+
+    Raises:
+        TypeError: ``key`` is not hashable (``"<owner>.key must be hashable, ..."``).
+        Exception: What ``key.__str__`` raised.
+    """
+    check_hashable(owner, "key", key)
+    return str.__str__(str(key))  # a str exactly, though a __str__ may return a subclass of str
 
 
 def check_capacity(owner: str, field: str, capacity: object) -> int:

@@ -101,8 +101,11 @@ class KeyState:
     """One key's breaker, bulkhead, rate limiter and pipeline, and the calls running through them.
 
     Attributes:
-        key: The key (``None`` for the policy's unkeyed calls).
-        text: ``str(key)``, the span attribute of its executions (``None`` when unkeyed).
+        key: The key the policy keeps the state under: its text, ``str(key)``
+            (:func:`~otel_resilience.engine.store.key_text`; ``None`` for the unkeyed calls).
+        text: The key's text, what the key is written as: the span attribute of its executions,
+            its rejections' ``key``, its cached fallback value's key, its shared-store name
+            (``None`` when unkeyed).
         metric_key: The metric attribute of its executions, where the policy opted in.
         generation: The policy generation its pipeline was built for.
         pipeline: Its pipeline (replaced by a reload; the calls in flight keep theirs).

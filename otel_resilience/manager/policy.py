@@ -38,8 +38,8 @@ from otel_resilience.engine.protecting import check_protectable, is_async_callab
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import POLICIES, namesakes_expected
 from otel_resilience.engine.step import Step
-from otel_resilience.engine.store import BoundedStore, weak_callback
-from otel_resilience.engine.validation import check_hashable, check_int, fail, wrong_return
+from otel_resilience.engine.store import BoundedStore, key_text, weak_callback
+from otel_resilience.engine.validation import check_int, fail, wrong_return
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.keyed import KeyState, Spec, build, key_links, reconfigure, retire
 from otel_resilience.manager.ledger import Ledger
@@ -256,7 +256,7 @@ class PolicyHandle(_Runs):
         self._spec = spec
         # Taken by reloads too (a configuration watch's thread applying a file): free in a forked child.
         self._lock = fork_safe(threading.Lock())
-        self._keys: BoundedStore[Hashable, KeyState] = BoundedStore(
+        self._keys: BoundedStore[str, KeyState] = BoundedStore(
             _OWNER,
             "max_keys",
             max_keys,
@@ -266,7 +266,7 @@ class PolicyHandle(_Runs):
             clock=spec.clock if idle_ttl is not None else None,
             ttl_field="idle_ttl",
         )
-        self._metric_keys: dict[Hashable, str] = {}
+        self._metric_keys: dict[str, str] = {}
         self._reloads = {"succeeded": 0, "failed": 0}
         self._telemetry = StrategyTelemetry.of("pipeline", spec.name, spec.name)
         self._ledger = Ledger(spec.name, spec.clock)
@@ -319,15 +319,15 @@ class PolicyHandle(_Runs):
         after an eviction) on each call, so a view may be kept for as long as wanted.
 
         Args:
-            key: Any hashable value (a host, a tenant id). ``str(key)`` is the execution span's
-                ``resilience.key`` attribute: use bounded values that are not secrets.
+            key: A ``str``, or any hashable value (a host, a tenant id), known by its text
+                ``str(key)`` (:func:`~otel_resilience.engine.store.key_text`): keys with one
+                text are one key (``1`` and ``"1"``; ``1`` and ``1.0`` are two). The text is
+                the execution span's ``resilience.key`` attribute: use bounded values that are
+                not secrets.
 
         Raises:
             TypeError: ``key`` is not hashable, or is ``None``.
         """
-        if key is None:
-            raise fail("PolicyHandle.for_key", "key", "a hashable value other than None", key, kind=TypeError)
-        check_hashable("PolicyHandle.for_key", "key", key)
         return KeyedPolicyView(self, key)
 
     def _enter_state(self) -> KeyState:
@@ -337,8 +337,8 @@ class PolicyHandle(_Runs):
             self._catch_up(state)
         return state
 
-    def _enter(self, key: Hashable) -> KeyState:
-        """Return ``key``'s live state with this call counted in (made if the key is new)."""
+    def _enter(self, key: str) -> KeyState:
+        """Return the live state of the key of text ``key`` with this call counted in (made if new)."""
         keys = self._keys
         while True:
             state = keys.use(key)  # a key in use: no builder made for it
@@ -349,23 +349,24 @@ class PolicyHandle(_Runs):
                     self._catch_up(state)
                 return state
 
-    def _new_state(self, key: Hashable) -> KeyState:
-        """Build a new key's state (under the store's lock) from the current config.
+    def _new_state(self, key: str) -> KeyState:
+        """Build a new key's state (under the store's lock) from the current config; ``key`` is its text.
 
         A key takes its own metric attribute (one of the ``key_attribute_limit`` places) only
         once its state is built: a build that raises (an extra strategy's factory) takes none.
         """
         metric_key, new = self._metric_key(key)
-        state = build(self._spec, key, str(key), metric_key)
+        state = build(self._spec, key, key, metric_key)
         if new and metric_key is not None:
             self._metric_keys[key] = metric_key
         return state
 
-    def _metric_key(self, key: Hashable) -> tuple[str | None, bool]:
+    def _metric_key(self, key: str) -> tuple[str | None, bool]:
         """Return the key's metric attribute, and whether it is a place not taken yet (:meth:`_new_state`).
 
         The attribute is the key's own for the first ``key_attribute_limit`` keys, else
-        :data:`OVERFLOW_KEY`; ``None`` when the limit is 0.
+        :data:`OVERFLOW_KEY`; ``None`` when the limit is 0. A key whose text is
+        :data:`OVERFLOW_KEY` is counted in the overflow series, whose value it is, and takes no place.
         """
         limit = self.key_attribute_limit
         if not limit:
@@ -373,9 +374,9 @@ class PolicyHandle(_Runs):
         found = self._metric_keys.get(key)
         if found is not None:
             return found, False
-        if len(self._metric_keys) >= limit:
+        if len(self._metric_keys) >= limit or key == OVERFLOW_KEY:
             return OVERFLOW_KEY, False
-        return str(key), True
+        return key, True
 
     def _catch_up(self, state: KeyState) -> None:
         """Bring a state built just before a reload, or made while it was staged, to the current config.
@@ -423,7 +424,7 @@ class PolicyHandle(_Runs):
                 lock = state.catching_up = fork_safe(threading.Lock())
         return lock
 
-    def _evicted(self, _key: Hashable, state: KeyState) -> None:
+    def _evicted(self, _key: str, state: KeyState) -> None:
         """Fold an evicted key's counts into the policy's totals (outside the store's lock).
 
         Until this returns the store still lists the key as evicting (``values(evicting=True)``),
@@ -581,23 +582,39 @@ class PolicyHandle(_Runs):
         return f"PolicyHandle({self.name!r}, generation={self.generation}, keys={len(self._keys)})"
 
 
+def _text_of(key: object) -> str:
+    """Return the text a policy knows ``key`` by (:func:`~otel_resilience.engine.store.key_text`).
+
+    Raises:
+        TypeError: ``key`` is not hashable, or is ``None`` (``"PolicyHandle.for_key.key ..."``).
+    """
+    if key is None:
+        raise fail("PolicyHandle.for_key", "key", "a hashable value other than None", key, kind=TypeError)
+    return key_text("PolicyHandle.for_key", key)
+
+
 class KeyedPolicyView(_Runs):
     """One key of a :class:`PolicyHandle`: calls through it use the key's breaker, bulkhead and limiter.
 
-    Made by :meth:`PolicyHandle.for_key`. It holds no state: each call finds the key's state.
+    Made by :meth:`PolicyHandle.for_key`. It holds no state: each call finds the key's state,
+    by the key's text (:func:`~otel_resilience.engine.store.key_text`, taken once, here).
 
     Attributes:
         policy: The policy handle.
-        key: The key.
+        key: The key, as given.
+
+    Raises:
+        TypeError: ``key`` is not hashable, or is ``None``.
     """
 
-    __slots__ = ("key", "policy")
+    __slots__ = ("_text", "key", "policy")
 
     _owner: ClassVar[str] = "KeyedPolicyView"
 
     def __init__(self, policy: PolicyHandle, key: Hashable) -> None:
         self.policy = policy
         self.key = key
+        self._text = key if type(key) is str else _text_of(key)
 
     def protect(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async) so that every call runs with this key's state.
@@ -605,11 +622,11 @@ class KeyedPolicyView(_Runs):
         Raises:
             TypeError: ``fn`` is not callable, or is a generator function (async or not).
         """
-        enter = functools.partial(self.policy._enter, self.key)
+        enter = functools.partial(self.policy._enter, self._text)
         return protect(self.policy.name, enter, fn, "KeyedPolicyView.protect")
 
     def _enter_state(self) -> KeyState:
-        return self.policy._enter(self.key)
+        return self.policy._enter(self._text)
 
     def _state(self) -> KeyState:
         state = self._enter_state()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from otel_resilience.engine.events import EventArgs, EventKind, bounded_text
+from otel_resilience.engine.events import EventArgs, EventKind, key_attribute
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import BREAKERS, PIPELINES, POLICIES
@@ -113,12 +113,12 @@ def keyed(instrument: str) -> bool:
 def key_attributes(key: str) -> Attrs:
     """Return the metric attributes of a key: ``resilience.key``, and the overflow mark for ``_OTHER``.
 
-    A key longer than :data:`~otel_resilience.engine.events.MAX_ATTRIBUTE_LENGTH` is cut
-    (:func:`~otel_resilience.engine.events.bounded_text`), as on the execution span.
+    A key longer than :data:`~otel_resilience.engine.events.MAX_ATTRIBUTE_LENGTH` is cut, as on
+    the execution span (:func:`~otel_resilience.engine.events.key_attribute`).
     """
     if key == sc.KEY_OVERFLOW:
         return {sc.KEY: key, sc.METRIC_OVERFLOW: True}
-    return {sc.KEY: bounded_text(key)}
+    return {sc.KEY: key_attribute(key)}
 
 
 class Plan:

@@ -31,7 +31,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_resilience.engine.closing import closing
-from otel_resilience.engine.events import Outcome, TelemetrySource, bounded_text, error_type_name
+from otel_resilience.engine.events import Outcome, TelemetrySource, error_type_name, key_attribute
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.binding import key_attributes
 
@@ -177,7 +177,7 @@ class SourceInfo:
         self.source_values: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern, sc.NAME: self.name}
         self.span_attrs: Attrs = {sc.POLICY: self.policy, sc.PATTERN: self.pattern}
         if source.key is not None:
-            self.span_attrs[sc.KEY] = bounded_text(source.key)
+            self.span_attrs[sc.KEY] = key_attribute(source.key)
         self.key_attrs: Attrs | None = None
         if source.metric_key is not None:
             self.key_attrs = key_attributes(source.metric_key)

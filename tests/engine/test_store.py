@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from otel_resilience.engine.store import BoundedStore
+from otel_resilience.engine.store import BoundedStore, key_text
 
 
 class Item:
@@ -421,3 +421,34 @@ def test_a_use_past_the_cap_looks_at_one_entry_only() -> None:
     s.use("d")
     assert len(looks) == 1
     assert len(s) == 4
+
+
+class Host(str):
+    """A str whose == is its own: as a key, it would be told apart from its text by its value."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Host) and str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_a_key_is_its_text_a_str_exactly() -> None:
+    """key_text gives ``str(key)`` as a ``str`` (not a subclass, whose ``==`` may be its own)."""
+
+    class Tenant:
+        def __str__(self) -> str:
+            return Host("t-1")
+
+    assert [key_text("Owner.for_key", key) for key in (1, 1.0, True, "1", Host("h"))] == [
+        "1",
+        "1.0",
+        "True",
+        "1",
+        "h",
+    ]
+    assert type(key_text("Owner.for_key", Tenant())) is str
+    assert key_text("Owner.for_key", Tenant()) == "t-1"
+    with pytest.raises(TypeError, match=r"^Owner\.for_key\.key must be hashable, got \[\] \(list\)"):
+        key_text("Owner.for_key", [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 
 import pytest
@@ -191,9 +192,12 @@ def test_reloads_are_counted_from_zero_and_a_refusal_is_an_event_and_a_log(
 def test_a_long_key_is_cut_alike_on_its_span_its_metrics_and_after_its_eviction(
     otel, manager: ResilienceManager
 ) -> None:
-    """A key longer than 256 characters is written cut (253 and ``...``) everywhere it is a telemetry value."""
+    """A key longer than 256 characters is written cut (236, ``...#`` and 16 hex digits of a digest of the
+    whole key) everywhere it is a telemetry value."""
     long_key = "tenant-" + "x" * 1000
-    cut = long_key[:253] + "..."
+    digest = hashlib.blake2b(long_key.encode(), digest_size=8).hexdigest()
+    cut = f"{long_key[:236]}...#{digest}"
+    assert len(cut) == 256
     policy = manager.policy("capped", BREAKER, key_attribute_limit=2, max_keys=1)
     open_key(policy, long_key)
     assert [s.attributes.get(sc.KEY) for s in otel.spans("capped")] == [cut, cut]
@@ -334,3 +338,53 @@ async def test_the_keys_gauge_counts_no_idle_key_past_max_keys(otel, manager: Re
     assert otel.point(sc.POLICY_KEYS, resilience__policy="burst-tenants").value == 2
     assert policy.keys == 2
     assert policy._keys.evicted == 0  # kept until a call looks at them
+
+
+def test_keys_with_one_text_are_one_state_and_one_series(otel, manager: ResilienceManager) -> None:
+    """``1`` and ``"1"`` are one key: the state the calls share is the one series they are counted in."""
+    policy = manager.policy("one-text", BREAKER, key_attribute_limit=2)
+    with pytest.raises(ConnectionError):
+        policy.for_key(1).execute_sync(boom)
+    with pytest.raises(CircuitOpenError):  # the breaker "1" opened is this key's
+        policy.for_key("1").execute_sync(boom)
+    policy.for_key("b").execute_sync(lambda: None)  # a place of its own: "1" took one only
+    executions = {
+        (attrs[sc.KEY], attrs.get(sc.METRIC_OVERFLOW), attrs[sc.OUTCOME]): point.value
+        for point in otel.points(sc.EXECUTIONS)
+        if (attrs := dict(point.attributes)).get(sc.POLICY) == "one-text" and point.value
+    }
+    assert executions == {("1", None, "failure"): 1, ("1", None, "rejected"): 1, ("b", None, "success"): 1}
+    assert policy.keys == 2
+
+
+def test_two_long_keys_cut_alike_keep_two_series(otel, manager: ResilienceManager) -> None:
+    """Two keys that differ past the 256th character are two keys: their cut attributes differ too."""
+    first, second = "tenant-" + "x" * 1000 + "-1", "tenant-" + "x" * 1000 + "-2"
+    policy = manager.policy("long-keys", BREAKER, key_attribute_limit=4)
+    open_key(policy, first)
+    policy.for_key(second).execute_sync(lambda: None)
+    spans = {s.attributes.get(sc.KEY) for s in otel.spans("long-keys")}
+    assert len(spans) == 2
+    assert all(len(key) <= 256 and key.startswith("tenant-xxx") for key in spans)
+    series = {
+        (attrs[sc.KEY], attrs[sc.OUTCOME]): point.value
+        for point in otel.points(sc.EXECUTIONS)
+        if (attrs := dict(point.attributes)).get(sc.POLICY) == "long-keys" and point.value
+    }
+    assert sorted(series.values()) == [1, 1, 1]  # first: a failure, a rejection; second: a success
+    assert {key for key, _ in series} == spans
+
+
+def test_a_key_named_like_the_overflow_series_takes_no_place_of_its_own(
+    otel, manager: ResilienceManager
+) -> None:
+    """A key whose text is ``_OTHER`` is counted in the overflow series, and leaves the N places to others."""
+    policy = manager.policy("overflow-named", BREAKER, key_attribute_limit=1)
+    policy.for_key("_OTHER").execute_sync(lambda: None)
+    policy.for_key("a").execute_sync(lambda: None)
+    executions = {
+        (attrs[sc.KEY], attrs.get(sc.METRIC_OVERFLOW), attrs[sc.OUTCOME]): point.value
+        for point in otel.points(sc.EXECUTIONS)
+        if (attrs := dict(point.attributes)).get(sc.POLICY) == "overflow-named" and point.value
+    }
+    assert executions == {("_OTHER", True, "success"): 1, ("a", None, "success"): 1}

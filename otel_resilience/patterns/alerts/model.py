@@ -82,7 +82,8 @@ class Alert:
             ``BULKHEAD_FULL`` alert has ``reason`` (the rejection that raised it:
             ``"bulkhead_full"``, or ``"queue_timeout"`` for a call that gave up in the queue)
             and ``cooldown``. The
-            alert of a keyed policy's breaker or bulkhead (one per key) has ``key``: each key's
+            alert of a keyed policy's breaker or bulkhead (one per key) has ``key`` (its
+            ``resilience.key``, a long key cut as there, so two keys are two values): each key's
             outage is an episode of its own, each key's full bulkhead has a cooldown of its own.
     """
 

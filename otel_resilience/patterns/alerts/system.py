@@ -26,6 +26,7 @@ from otel_resilience.engine.events import (
     StrategyTelemetry,
     TelemetryHub,
     TelemetrySource,
+    key_attribute,
 )
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.protecting import is_async_callable
@@ -349,7 +350,7 @@ class AlertSystem:
         if source.pipeline is not None:
             attributes["pipeline"] = source.pipeline
         if source.key is not None:
-            attributes["key"] = source.key
+            attributes["key"] = key_attribute(source.key)  # as on its spans: two long keys, two values
         bounded = {key: _bounded(value) for key, value in attributes.items()}
         return Alert(
             kind,
@@ -387,7 +388,7 @@ class AlertSystem:
                 episodes.popitem(last=False)
         breaker = f"circuit breaker {_bounded(name)!r}"
         if source.key is not None:
-            breaker = f"{breaker} (key {_bounded(source.key)!r})"
+            breaker = f"{breaker} (key {key_attribute(source.key)!r})"
         summary = f"{breaker} opened ({args.reason})"
         if reopens:
             plural = "s" if reopens > 1 else ""
@@ -438,7 +439,7 @@ class AlertSystem:
         cooldown = self._config.bulkhead_cooldown
         bulkhead = f"bulkhead {_bounded(name)!r}"
         if source.key is not None:
-            bulkhead = f"{bulkhead} (key {_bounded(source.key)!r})"
+            bulkhead = f"{bulkhead} (key {key_attribute(source.key)!r})"
         return self._make(
             _BULKHEAD_FULL,
             name,

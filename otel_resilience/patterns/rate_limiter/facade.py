@@ -17,8 +17,8 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES, RATE_LIMITERS
 from otel_resilience.engine.shared import shared_key
-from otel_resilience.engine.store import BoundedStore
-from otel_resilience.engine.validation import check_hashable, check_name, fail
+from otel_resilience.engine.store import BoundedStore, key_text
+from otel_resilience.engine.validation import check_name, fail
 from otel_resilience.patterns.rate_limiter.config import KIND, RateLimiterConfig
 from otel_resilience.patterns.rate_limiter.rules import RateLimiterStatsDict, new_rules
 from otel_resilience.patterns.rate_limiter.step import _ClusterRateLimiterStep, _RateLimiterStep
@@ -206,10 +206,11 @@ class KeyedRateLimiter(Generic[K]):
     """A :class:`RateLimiter` per key (tenant, client, API key), with a bounded number of keys.
 
     Made by :meth:`RateLimiter.per_key`. Every key's limiter has the same name, configuration and
-    clock, so telemetry stays bounded: the key is never a telemetry attribute. The keys are kept
-    in the engine's :class:`~otel_resilience.engine.store.BoundedStore`: past ``max_keys``, the
-    least recently used **idle** keys are evicted (a key with a waiting caller is not idle), and
-    the store shrinks back to ``max_keys`` as keys turn idle.
+    clock, so telemetry stays bounded: the key is never a telemetry attribute. A key is its text,
+    ``str(key)``, as a manager policy's (:meth:`for_key`); the keys are kept in the engine's
+    :class:`~otel_resilience.engine.store.BoundedStore`: past ``max_keys``, the least recently
+    used **idle** keys are evicted (a key with a waiting caller is not idle), and the store
+    shrinks back to ``max_keys`` as keys turn idle.
 
     **An evicted key starts again with a full bucket** (an empty window), so it may admit up to
     ``burst`` more sooner than its old state would have: give ``max_keys`` room for the keys
@@ -251,7 +252,7 @@ class KeyedRateLimiter(Generic[K]):
         self._clock = clock
         self._totals = KeyTotals(name)
         self._executions: Pipeline | None = None  # made by the first key's own pipeline
-        self._keys: BoundedStore[K, RateLimiter] = BoundedStore(
+        self._keys: BoundedStore[str, RateLimiter] = BoundedStore(
             "KeyedRateLimiter",
             "max_keys",
             max_keys,
@@ -271,27 +272,31 @@ class KeyedRateLimiter(Generic[K]):
         """Return the limiter of ``key``, creating it (with a full bucket) if the key is new.
 
         Args:
-            key: Any hashable value.
+            key: A ``str``, or any hashable value, known by its text ``str(key)``
+                (:func:`~otel_resilience.engine.store.key_text`): keys with one text share one
+                limiter and one budget (``1`` and ``"1"``; ``1`` and ``1.0`` are two), with a
+                store (which names the budget by the text) or without.
 
         Raises:
             TypeError: ``key`` is not hashable.
         """
-        check_hashable("KeyedRateLimiter.for_key", "key", key)
+        given: object = key  # K narrows to no str: its value does
+        text = given if type(given) is str else key_text("KeyedRateLimiter.for_key", given)
         keys = self._keys
         if self._config.store is None:
-            limiter, _ = keys.get_or_add(key, self._new)
+            limiter, _ = keys.get_or_add(text, self._new)
             return limiter
-        found = keys.use(key)  # a key in use: no builder (nor str(key)) made for it
-        if found is None:  # each key its own budget in the store, named str(key)
-            found, _ = keys.get_or_add(key, functools.partial(self._new_shared, str(key)))
+        found = keys.use(text)  # a key in use: no builder made for it
+        if found is None:  # each key its own budget in the store, named by its text
+            found, _ = keys.get_or_add(text, functools.partial(self._new_shared, text))
         return found
 
-    def _fold(self, key: K, limiter: RateLimiter) -> None:
+    def _fold(self, key: str, limiter: RateLimiter) -> None:
         """Keep what an evicted key's limiter counted (unless it is the key's limiter again)."""
         pipelines = cast("_KeyLimiter", limiter).pipelines
         self._totals.fold(limiter, pipelines, kept=lambda: self._keys.get(key) is limiter)
 
-    def _revived(self, key: K, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
+    def _revived(self, key: str, limiter: RateLimiter) -> None:  # noqa: ARG002 - the store's signature
         """An evicted key's limiter, still held by a caller, is the key's limiter again."""
         self._totals.revived(limiter)
 

@@ -229,11 +229,12 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         KEY,
         "string",
-        "The key of a call through a keyed policy (`handle.for_key(key)`), as `str(key)`: on its "
-        "execution span always; on its metrics only where the policy opted in "
-        "(`key_attribute_limit=N`): the first N keys by name, every later key as `_OTHER` (with "
-        "`otel.metric.overflow`). Keys must be bounded values that are not secrets; a key longer "
-        "than 256 characters is cut to 253 and `...`.",
+        "The key of a call through a keyed policy (`handle.for_key(key)`), as `str(key)`, what the "
+        "policy knows a key by (keys with one text are one key): on its execution span always; on "
+        "its metrics only where the policy opted in (`key_attribute_limit=N`): the first N keys by "
+        "name, every later key (and a key `_OTHER`) as `_OTHER` (with `otel.metric.overflow`). Keys "
+        "must be bounded values that are not secrets; a key longer than 256 characters is cut to "
+        "236, `...#` and 16 hexadecimal digits of a digest of the whole key (two keys, two values).",
     ),
     AttributeSpec(
         METRIC_OVERFLOW,
