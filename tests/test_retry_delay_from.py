@@ -132,6 +132,14 @@ def test_parse_retry_after_defaults_to_the_current_time() -> None:
     assert 90.0 <= delay <= 100.0
 
 
+def test_parse_retry_after_takes_a_now_without_a_zone_as_utc() -> None:
+    """A ``now`` without a zone is UTC, as a date without one is (not a TypeError from the subtraction)."""
+    naive = NOW.replace(tzinfo=None)
+    date = "Wed, 21 Oct 2015 07:28:30 GMT"
+    assert parse_retry_after(date, now=naive) == parse_retry_after(date, now=NOW)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30", now=naive) == parse_retry_after(date, now=NOW)
+
+
 # -- retry_after_delay --------------------------------------------------------------------------
 
 

@@ -30,7 +30,8 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
 
     Args:
         value: The header's value.
-        now: The current time for a date (default: the system's UTC time).
+        now: The current time for a date (default: the system's UTC time); without a zone, UTC
+            (as a date without one).
 
     Returns:
         Seconds ``>= 0``, or ``None`` when the value is neither form (or a negative number, or
@@ -45,10 +46,13 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = datetime.now(timezone.utc) if now is None else now
-    return max(0.0, (when - current).total_seconds())
+    current = datetime.now(timezone.utc) if now is None else _utc(now)
+    return max(0.0, (_utc(when) - current).total_seconds())
+
+
+def _utc(moment: datetime) -> datetime:
+    """Return ``moment``, taken as UTC when it has no zone (a ``Retry-After`` date, a ``now``)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 def seconds_of(value: object) -> float | None:
