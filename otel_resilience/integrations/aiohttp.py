@@ -45,7 +45,7 @@ from aiohttp.base_protocol import BaseProtocol
 
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, record_send
+from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, record_send, refused
 
 __all__ = ["ResilientMiddleware"]
 
@@ -93,7 +93,7 @@ class ResilientMiddleware(HttpIntegration):
             raise
         except (AssertionError, AttributeError) as error:  # aiohttp's own, sending without a connector
             if request.session.closed:  # closed while the request was under way (its retry backing off)
-                raise RuntimeError("Session is closed") from error  # aiohttp's error for a closed session
+                raise refused(RuntimeError("Session is closed")) from error  # aiohttp's, for a closed session
             raise
         return response
 

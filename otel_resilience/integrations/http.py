@@ -19,12 +19,14 @@ One request is one *execution* of the policy; each time the client sends it is o
   When attempts run out on a failed response, the response is returned to the caller, as the
   client would have returned it, unless :attr:`HttpOptions.raise_on_failure` is set.
 * **Failed bodies.** A failed response's body is read in its attempt up to
-  :data:`DRAIN_LIMIT` (64 KiB): a body that ends within it is read whole and its connection
-  goes back to the pool. A longer one is not read further: its response stays open, unread,
+  :data:`DRAIN_LIMIT` (64 KiB of the body decoded, as the caller reads it, whatever the client):
+  a body that ends within it is read whole and its connection goes back to the pool. A longer
+  one is not read further: its response stays open, unread,
   as it may be the last, which the caller gets whole (the rest read as the caller reads it);
   once the retry (or a recovery's re-run) goes on after it, it is closed, its connection not reused
   (:meth:`HttpRetryOn.dropped`), so a host answering errors with huge bodies costs each
-  attempt the retry drops 64 KiB and a chunk, not the body.
+  attempt the retry drops 64 KiB and a chunk, not the body; a compressed one (a gzip body
+  of 64 KiB decodes to 64 MB) is decoded no further than that either.
 * **Safe retries.** Only requests that may be sent twice are retried: an idempotent method
   (:data:`IDEMPOTENT_METHODS`), or a request marked retryable (an ``Idempotency-Key`` header,
   or the client's own flag, e.g. httpx's ``extensions={RETRYABLE: True}``). A body streamed
@@ -134,10 +136,13 @@ DEFAULT_MAX_HOSTS: Final = 256
 """How many idle hosts an integration's policy handle keeps (its ``max_keys``)."""
 DRAIN_LIMIT: Final = 64 * 1024
 """Bytes of a failed response's body read in its attempt (64 KiB: any error page, and what a
-response the retry drops may cost at most). A body that ends within it is read whole and its connection
-goes back to the pool; reading a longer one stops once more has come (at most one chunk of the
-client's more), and the response is kept open, unread, for the caller if it is the last: one the
-retry goes on after is closed there, its connection not reused (:meth:`HttpRetryOn.dropped`)."""
+response the retry drops may cost at most), counted decoded, as the caller reads the body
+(``content``, ``text``), by every client: httpx, which reads the raw body, decodes it a few
+bytes at a time to count it, and stops at 64 KiB on the wire too. A body that ends within it is
+read whole and its connection goes back to the pool; reading a longer one stops once more has
+come (at most one chunk of the client's more, or what one step of decoding gives), and the
+response is kept open, unread, for the caller if it is the last: one the retry goes on after is
+closed there, its connection not reused (:meth:`HttpRetryOn.dropped`)."""
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """An HTTP token (RFC 9110): what a method and a header name are; never empty, no space."""
 

@@ -19,9 +19,10 @@ a :class:`~otel_resilience.integrations.http.PoolTimeoutError`, which the breake
 Each send sets the request extension :data:`~otel_resilience.integrations.http.RESEND_COUNT`,
 counted over the whole request: a redirect's next hop (which copies the extensions) and the
 resend of an authentication flow (``auth=``: the same request) go on from the count of the send
-before them. With the OpenTelemetry httpx instrumentation, pass
-:func:`~otel_resilience.integrations.http.resend_count_hook` as its request hook to put
-``http.request.resend_count`` on the client spans of resends.
+before them (so does a request object the caller sends again: nothing tells it from an
+authentication flow's resend; a new request counts from 0). With the OpenTelemetry httpx
+instrumentation, pass :func:`~otel_resilience.integrations.http.resend_count_hook` as its
+request hook to put ``http.request.resend_count`` on the client spans of resends.
 
 A request under way when its transport is closed (``client.close()``: its retry backing off,
 waiting in a bulkhead's queue or for a rate limiter's permit, a hedge about to start) is not
@@ -33,14 +34,12 @@ the proxy to the transport wrapped.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import httpx
 from httpx._multipart import MultipartStream
 
-from otel_resilience.engine.forking import fork_safe
 from otel_resilience.integrations.http import (
     RESEND_COUNT,
     RETRYABLE,
@@ -49,11 +48,14 @@ from otel_resilience.integrations.http import (
     PolicyHandleLike,
 )
 from otel_resilience.integrations.sending import (
+    Decoder,
     HttpIntegration,
     HttpPolicy,
+    Link,
     Sent,
     close_earlier,
     record_send,
+    refused,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
@@ -205,14 +207,25 @@ def _unread(
     return FailedResponseError(kept, response.status_code)
 
 
-def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> FailedResponseError:
-    """The error of a failed response whose raw body is ``raw`` (its connection closed).
+def _decoder(response: httpx.Response) -> Decoder | None:
+    """What the drain decodes a failed body with to count it (:meth:`HttpPolicy.read_failed`): httpx's own.
 
-    It holds a copy read (``text`` and ``content`` at hand for a handler of the error), and
-    replays an unread one for the caller when attempts run out: the transport's response as it
-    came, whose raw body a ``client.stream(...)`` caller can read (``iter_raw``). A body its
-    ``Content-Encoding`` does not decode raises httpx's ``DecodingError`` instead (a transport
-    failure, as a body cut off is).
+    ``None`` for a body without ``Content-Encoding``, whose raw bytes are its bytes. A body the
+    decoder cannot decode raises httpx's ``DecodingError`` in the drain (a transport failure, as
+    a body cut off is).
+    """
+    if "content-encoding" not in response.headers:
+        return None
+    return response._get_content_decoder()  # httpx's decoder of the response's encodings
+
+
+def _failed(request: httpx.Request, response: httpx.Response, raw: bytes) -> FailedResponseError:
+    """The error of a failed response whose raw body ``raw`` is within the drain limit (connection closed).
+
+    It holds a copy read (``text`` and ``content`` at hand for a handler of the error: decoded
+    once more, within the limit as the drain counted it), and replays an unread one for the
+    caller when attempts run out: the transport's response as it came, whose raw body a
+    ``client.stream(...)`` caller can read (``iter_raw``).
     """
 
     def replay() -> httpx.Response:
@@ -233,18 +246,12 @@ _CLOSED: Final = "Cannot send a request, as the client has been closed."
 """httpx's own error for a request to a closed client (``httpx.Client.send``)."""
 
 
-_CLOSING: Final = fork_safe(threading.Lock())
-"""Held while a transport's link is swapped at a close (:meth:`_Wrapping._closed`): closes are rare."""
-
-
 class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """What the requests under way when their transport closed send through: nothing.
+    """What the requests under way when their transport closed send through: nothing (a closed :class:`Link`).
 
-    A request under way when its client closed (its retry backing off, waiting in a bulkhead's
-    queue, a hedge about to start) is not sent, as the client would never send it: each of its
-    sends raises the ``RuntimeError`` httpx raises for a closed client (not an HTTP failure:
-    nothing sends it again). Sent, it would open a connection in the closed pool, which nothing
-    would close again. It holds the wrapped transport, to close it.
+    Each send of a request under way when its client closed raises the ``RuntimeError`` httpx
+    raises for a closed client (:func:`refused`: nothing sends it again). It holds the wrapped
+    transport, to close it.
     """
 
     __slots__ = ("transport",)
@@ -254,11 +261,11 @@ class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:  # noqa: ARG002 - httpx's signature
         """Refuse the request: its client closed."""
-        raise RuntimeError(_CLOSED)
+        raise refused(RuntimeError(_CLOSED))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:  # noqa: ARG002
         """Refuse the request: its client closed."""
-        raise RuntimeError(_CLOSED)
+        raise refused(RuntimeError(_CLOSED))
 
     def close(self) -> None:
         """Close the wrapped transport (again)."""
@@ -269,23 +276,7 @@ class _Closed(httpx.BaseTransport, httpx.AsyncBaseTransport):
         await self.transport.aclose()
 
 
-class _Link(Generic[T]):
-    """What a request sends through from the moment it enters the transport: the policy, the transport.
-
-    The transport gives each request its link of the moment (its ``_send_once``, bound once per
-    link): closing the transport closes that link (:meth:`_Wrapping._closed`), so every send of a
-    request that entered before, the first one too, reads :class:`_Closed`, while the requests
-    entering after get a new link, open again. An open link's sends pay nothing for it.
-    """
-
-    __slots__ = ("_http", "_transport")
-
-    def __init__(self, http: HttpPolicy, transport: T | _Closed) -> None:
-        self._http = http
-        self._transport = transport
-
-
-class _SyncLink(_Link[httpx.BaseTransport]):
+class _SyncLink(Link[httpx.BaseTransport]):
     """The link of a :class:`ResilientTransport`: its attempt."""
 
     __slots__ = ()
@@ -304,7 +295,7 @@ class _SyncLink(_Link[httpx.BaseTransport]):
             close_earlier(sent)
         index = _prepare(http, request, sent)
         try:
-            sent[index] = response = self._transport.handle_request(request)
+            sent[index] = response = self._sender.handle_request(request)
             if response.status_code not in http.failure_statuses:
                 return response
             if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
@@ -312,7 +303,7 @@ class _SyncLink(_Link[httpx.BaseTransport]):
                 raise FailedResponseError(response, response.status_code)
             rest = response.iter_raw()
             try:
-                raw, whole = http.read_failed(rest)
+                raw, whole = http.read_failed(rest, _decoder(response))
             except BaseException:
                 response.close()
                 raise
@@ -327,7 +318,7 @@ class _SyncLink(_Link[httpx.BaseTransport]):
         raise _failed(request, response, raw)
 
 
-class _AsyncLink(_Link[httpx.AsyncBaseTransport]):
+class _AsyncLink(Link[httpx.AsyncBaseTransport]):
     """The link of an :class:`AsyncResilientTransport`: its attempt."""
 
     __slots__ = ()
@@ -341,7 +332,7 @@ class _AsyncLink(_Link[httpx.AsyncBaseTransport]):
         http = self._http
         index = _prepare(http, request, sent)
         try:
-            sent[index] = response = await self._transport.handle_async_request(request)
+            sent[index] = response = await self._sender.handle_async_request(request)
             if response.status_code not in http.failure_statuses:
                 return response
             if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
@@ -349,7 +340,7 @@ class _AsyncLink(_Link[httpx.AsyncBaseTransport]):
                 raise FailedResponseError(response, response.status_code)
             rest = response.aiter_raw()
             try:
-                raw, whole = await http.aread_failed(rest)
+                raw, whole = await http.aread_failed(rest, _decoder(response))
             except BaseException:
                 await response.aclose()
                 raise
@@ -367,6 +358,9 @@ class _AsyncLink(_Link[httpx.AsyncBaseTransport]):
 class _Wrapping(HttpIntegration, Generic[T]):
     """What both transports hold: the policy's HTTP rules and the link the requests entering now send through.
 
+    The link (:class:`~otel_resilience.integrations.sending.Link`) is to the wrapped transport;
+    closing the transport closes it (:class:`_Closed`).
+
     Args:
         policy: A :class:`~otel_resilience.ResilienceConfig` (or a policy handle).
         transport: The transport that sends (default: a new one of the class's default kind).
@@ -378,9 +372,6 @@ class _Wrapping(HttpIntegration, Generic[T]):
     """
 
     _default: ClassVar[type[Any]]
-    _link_kind: ClassVar[type[_SyncLink | _AsyncLink]]
-    _attempt: Any
-    """The current link's attempt (its ``_send_once``, bound once per link)."""
     transport_errors = (httpx.TransportError, httpx.DecodingError)
     """A failed connection, a timeout, a failed response's body cut off or not decodable."""
 
@@ -393,27 +384,7 @@ class _Wrapping(HttpIntegration, Generic[T]):
         manager: ResilienceManager | None = None,
     ) -> None:
         super().__init__(policy, options=options, manager=manager)
-        self._link: _SyncLink | _AsyncLink
         self._open(transport if transport is not None else self._default())
-
-    def _open(self, transport: Any) -> None:
-        """Have the requests entering from now on send through a new link to ``transport``."""
-        self._link = link = self._link_kind(self._http, transport)
-        self._attempt = link._send_once
-
-    def _closed(self) -> _Closed:
-        """Close the current link and open a new one; return the guard the closed link's requests read.
-
-        Requests under way keep the link they entered with, whose every send the guard now
-        refuses; a new request gets the new link, to the wrapped transport (which httpx's own
-        transports let a new request open again).
-        """
-        with _CLOSING:  # two closes at once (a transport two clients share) would open a link to a guard
-            closing = self._link
-            transport = closing._transport
-            closing._transport = guard = _Closed(transport)
-            self._open(transport)
-        return guard
 
 
 class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
@@ -436,7 +407,7 @@ class ResilientTransport(_Wrapping[httpx.BaseTransport], httpx.BaseTransport):
 
     def close(self) -> None:
         """Close the wrapped transport; a request under way is not sent (:class:`_Closed`)."""
-        self._closed().close()
+        self._close_link(_Closed).close()
 
 
 class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport):
@@ -457,4 +428,4 @@ class AsyncResilientTransport(_Wrapping[httpx.AsyncBaseTransport], httpx.AsyncBa
 
     async def aclose(self) -> None:
         """Close the wrapped transport; a request under way is not sent (:class:`_Closed`)."""
-        await self._closed().aclose()
+        await self._close_link(_Closed).aclose()

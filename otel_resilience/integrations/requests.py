@@ -26,6 +26,12 @@ deadline ended is the policy's timeout, never a failure of the host (urllib3's
 from it (a redirect's next hop, an authentication's second send) is judged by its method and
 headers alone; an ``Idempotency-Key`` header goes with it.
 
+A request under way when its adapter closes (``session.close()``: its retry backing off, waiting
+in a bulkhead's queue or for a rate limiter's permit) is not sent, neither again nor for the
+first time: it ends with requests' own error for a closed pool (a ``ConnectionError`` from
+urllib3's ``ClosedPoolError``), once, not retried. A new request is sent, through new pools, as
+requests sends one after ``close()``.
+
 The OpenTelemetry requests instrumentation wraps ``Session.send``, so its client span covers the
 whole execution (every attempt nests inside it) rather than one span per send.
 """
@@ -33,8 +39,8 @@ whole execution (every attempt nests inside it) rather than one span per send.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import requests
@@ -43,7 +49,7 @@ from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 from requests.models import CONTENT_CHUNK_SIZE
 from urllib3 import PoolManager
 from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.exceptions import EmptyPoolError
+from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 from urllib3.util import Timeout
 
 from otel_resilience.engine.validation import fail
@@ -51,9 +57,11 @@ from otel_resilience.integrations.http import FailedResponseError
 from otel_resilience.integrations.sending import (
     HttpIntegration,
     HttpPolicy,
+    Link,
     Sent,
     close_earlier,
     record_send,
+    refused,
 )
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
@@ -207,88 +215,16 @@ _UNREAD = frozenset({"data", "json", "peek", "read1", "read_chunked", "readline"
 read the wire past the bytes the attempt read, as if they were not part of the body."""
 
 
-class ResilientAdapter(HttpIntegration, HTTPAdapter):
-    """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
+_Exchange = tuple[requests.PreparedRequest, bool, Any, Any, Any, Any]
+"""``HTTPAdapter.send``'s arguments: request, ``stream``, ``timeout``, ``verify``, ``cert``, ``proxies``."""
 
-    ``ResilientAdapter(policy, *, options=None, manager=None, **adapter_options)``: the arguments
-    of :class:`~otel_resilience.integrations.sending.HttpIntegration`; ``adapter_options`` go to
-    ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
 
-    With ``pool_block=True``, a request waits for a free connection until its deadline at most.
+class _AdapterLink(Link[Callable[..., requests.Response]]):
+    """The link of a :class:`ResilientAdapter`: its attempt, which sends with ``HTTPAdapter.send``."""
 
-    Raises:
-        ValueError: ``max_retries`` is given and not 0: urllib3 would send the request again
-            inside an attempt (a POST too), beside the policy's retries.
-    """
+    __slots__ = ()
 
-    transport_errors = (
-        requests.ConnectionError,
-        requests.Timeout,
-        ChunkedEncodingError,
-        ContentDecodingError,
-    )
-    """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)
-    or not decodable (``ContentDecodingError``)."""
-    synchronous = True
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **pool_kwargs: Any
-    ) -> None:
-        """Make requests' pool manager; a blocking one's pools wait until the deadline at most."""
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        if block:
-            _bound_waits(self.poolmanager, self._http)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        """Return the pool manager for ``proxy``; a blocking one's pools wait until the deadline at most."""
-        made = proxy not in self.proxy_manager
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if made and self._pool_block:
-            _bound_waits(manager, self._http)
-        return manager
-
-    def _check_client_options(self, client_options: dict[str, Any]) -> None:
-        """Refuse a ``max_retries`` other than 0: urllib3 would send again inside each attempt."""
-        retries = client_options.get("max_retries", 0)
-        if isinstance(retries, bool) or retries != 0:
-            raise fail("ResilientAdapter", "max_retries", "0 (the policy retries)", retries)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()
-        state["_http"] = self._http
-        return state
-
-    def send(  # noqa: PLR0917 - positional, as HTTPAdapter.send's own
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> requests.Response:
-        """Send ``request`` under the policy: the last response, or the error that ended it.
-
-        The arguments are ``HTTPAdapter.send``'s, by position or by name (an adapter built on this
-        one passes them on by position).
-        """
-        http, body = self._http, request.body
-        replayable = http.replayable(
-            request.method or "GET",
-            request.headers,
-            getattr(request, _MARK, None),
-            body is None or isinstance(body, (bytes, str)),
-        )
-        url = urlsplit(request.url or "")
-        port = url.port
-        if port == _DEFAULT_PORTS.get(url.scheme):  # the scheme's own port: the host's one key
-            port = None
-        exchange = (request, stream, timeout, verify, cert, proxies)
-        return http.send_sync(url.hostname or "", port, replayable, self._send_once, exchange)
-
-    def _send_once(
-        self, exchange: tuple[requests.PreparedRequest, bool, Any, Any, Any, Any], sent: Sent
-    ) -> requests.Response:
+    def _send_once(self, exchange: _Exchange, sent: Sent) -> requests.Response:
         """One attempt: send the request; a failed response is read, closed and raised.
 
         A client timeout, a wait for a pool's connection that ran out, or a failed response's
@@ -301,7 +237,7 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
             close_earlier(sent)
         index = record_send(sent)
         try:
-            sent[index] = response = super().send(
+            sent[index] = response = self._sender(
                 request,
                 stream=stream,
                 timeout=_capped(timeout, http.timeout_left()),
@@ -330,3 +266,118 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
                 response.raw = _Rest(head, rest, response.raw)
             raise FailedResponseError(response, response.status_code)
         return response
+
+
+class _Closed:
+    """What the requests under way when their adapter closed send through: nothing (a closed :class:`Link`).
+
+    Each send of a request under way when its adapter closed raises requests' own error for a
+    request to a closed pool (a ``ConnectionError`` from urllib3's ``ClosedPoolError``), final
+    (:func:`refused`: a transport error otherwise, which the retry would try again). It holds
+    the adapter's send, as a closed link holds what it sent through.
+    """
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Callable[..., requests.Response]) -> None:
+        self.send = send
+
+    def __call__(self, request: requests.PreparedRequest, **_: Any) -> NoReturn:
+        """Refuse the request: its adapter closed."""
+        closed = ClosedPoolError(None, "Pool is closed.")  # type: ignore[arg-type] # no pool: none is made
+        raise refused(requests.ConnectionError(closed, request=request))
+
+
+class ResilientAdapter(HttpIntegration, HTTPAdapter):
+    """An ``HTTPAdapter`` whose ``send`` runs under ``policy``: mount it on a ``requests.Session``.
+
+    ``ResilientAdapter(policy, *, options=None, manager=None, **adapter_options)``: the arguments
+    of :class:`~otel_resilience.integrations.sending.HttpIntegration`; ``adapter_options`` go to
+    ``HTTPAdapter`` (``pool_connections``, ``pool_maxsize``...; its ``max_retries`` stays 0).
+
+    With ``pool_block=True``, a request waits for a free connection until its deadline at most.
+
+    Raises:
+        ValueError: ``max_retries`` is given and not 0: urllib3 would send the request again
+            inside an attempt (a POST too), beside the policy's retries.
+    """
+
+    _link_kind = _AdapterLink
+    _attempt: Callable[[_Exchange, Sent], requests.Response]
+    transport_errors = (
+        requests.ConnectionError,
+        requests.Timeout,
+        ChunkedEncodingError,
+        ContentDecodingError,
+    )
+    """A failed connection, a timeout, and a failed response's body cut off (``ChunkedEncodingError``)
+    or not decodable (``ContentDecodingError``)."""
+    synchronous = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open(super().send)  # HTTPAdapter's: each attempt sends with it
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **pool_kwargs: Any
+    ) -> None:
+        """Make requests' pool manager; a blocking one's pools wait until the deadline at most."""
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        if block:
+            _bound_waits(self.poolmanager, self._http)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Return the pool manager for ``proxy``; a blocking one's pools wait until the deadline at most."""
+        made = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if made and self._pool_block:
+            _bound_waits(manager, self._http)
+        return manager
+
+    def _check_client_options(self, client_options: dict[str, Any]) -> None:
+        """Refuse a ``max_retries`` other than 0: urllib3 would send again inside each attempt."""
+        retries = client_options.get("max_retries", 0)
+        if isinstance(retries, bool) or retries != 0:
+            raise fail("ResilientAdapter", "max_retries", "0 (the policy retries)", retries)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        state["_http"] = self._http
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._open(super().send)
+
+    def send(  # noqa: PLR0917 - positional, as HTTPAdapter.send's own
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        """Send ``request`` under the policy: the last response, or the error that ended it.
+
+        The arguments are ``HTTPAdapter.send``'s, by position or by name (an adapter built on this
+        one passes them on by position).
+        """
+        http, body = self._http, request.body
+        replayable = http.replayable(
+            request.method or "GET",
+            request.headers,
+            getattr(request, _MARK, None),
+            body is None or isinstance(body, (bytes, str)),
+        )
+        url = urlsplit(request.url or "")
+        port = url.port
+        if port == _DEFAULT_PORTS.get(url.scheme):  # the scheme's own port: the host's one key
+            port = None
+        exchange = (request, stream, timeout, verify, cert, proxies)
+        return http.send_sync(url.hostname or "", port, replayable, self._attempt, exchange)
+
+    def close(self) -> None:
+        """Close the adapter's pools; a request under way is not sent (:class:`_Closed`)."""
+        self._close_link(_Closed)
+        super().close()

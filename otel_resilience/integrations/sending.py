@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from otel_resilience.engine.deadline import DeadlineReachedError, WaitDeadlineReachedError, time_left
+from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import (
@@ -38,18 +40,22 @@ from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_res
 from otel_resilience.manager.decorator import check_manager
 
 __all__ = [
+    "Decoder",
     "HttpIntegration",
     "HttpPolicy",
+    "Link",
     "Sent",
     "aclose_dropped",
     "aclose_earlier",
     "close_dropped",
     "close_earlier",
     "record_send",
+    "refused",
 ]
 
 R = TypeVar("R")
 Q = TypeVar("Q")
+S = TypeVar("S")
 
 
 class HttpPolicy:
@@ -263,17 +269,16 @@ class HttpPolicy:
         whose ``timeout`` is 0: the limit is the client's), not as a transport failure, nor as
         the cancellation the client's timer made of it.
         """
-        found = _RETRYABLE_ERRORS.get()
-        if found is not None:  # set again in this attempt's context: send()'s reset still restores
-            _RETRYABLE_ERRORS.set(((), found[1], found[2]))
+        _sent_no_more()
         return operation_timeout(self.policy.name or "http", 0.0, "total")
 
-    def read_failed(self, chunks: Iterator[bytes]) -> tuple[bytes, bool]:
+    def read_failed(self, chunks: Iterator[bytes], decoder: Decoder | None = None) -> tuple[bytes, bool]:
         """Read a failed body from ``chunks`` in this thread, up to the drain limit, within the deadline.
 
         The body is read until it ends or more than
-        :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` came (:class:`_Head`); the rest
-        is left in ``chunks``, for the caller to read if this response is the last.
+        :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` came, decoded (:class:`_Head`:
+        ``chunks`` give the decoded body, or, with ``decoder``, the raw one it decodes); the
+        rest is left in ``chunks``, for the caller to read if this response is the last.
 
         A client's read timeout bounds each read, not the whole body: a body that keeps coming a
         little at a time would hold the caller's thread past its deadline, for good. The deadline
@@ -281,26 +286,31 @@ class HttpPolicy:
         chunk after it. (An async client's read is cancelled at the deadline: :meth:`aread_failed`.)
 
         Returns:
-            What was read, and whether it is the whole body.
+            What was read (as ``chunks`` gave it), and whether it is the whole body.
+
+        Raises:
+            Exception: What ``decoder`` raises for a body it cannot decode.
         """
-        head = _Head()
+        head = _Head(decoder)
         for chunk in chunks:
             if head.over(chunk):
                 return head.read(), False
             self.deadline_reached()
-        return head.read(), True
+        return head.read(), head.ended()
 
     @staticmethod
-    async def aread_failed(chunks: AsyncIterator[bytes]) -> tuple[bytes, bool]:
+    async def aread_failed(
+        chunks: AsyncIterator[bytes], decoder: Decoder | None = None
+    ) -> tuple[bytes, bool]:
         """Read a failed response's body from ``chunks`` up to the drain limit; as :meth:`read_failed`.
 
         An async client's read is cancelled at the deadline, so no check is made between chunks.
         """
-        head = _Head()
+        head = _Head(decoder)
         async for chunk in chunks:
             if head.over(chunk):
                 return head.read(), False
-        return head.read(), True
+        return head.read(), head.ended()
 
     # ------------------------------------------------------------------ running it
 
@@ -389,24 +399,65 @@ class HttpPolicy:
         return failed.response if failed.replay is None else failed.replay()
 
 
+class Decoder(Protocol):
+    """A client's decoder of a body's ``Content-Encoding`` (httpx's), fed the raw body piece by piece."""
+
+    def decode(self, data: bytes) -> bytes:
+        """Decode the next raw bytes; return what they give (possibly nothing yet)."""
+        ...
+
+    def flush(self) -> bytes:
+        """The raw body ended: return what is left to decode."""
+        ...
+
+
+_STEP: Final = 64
+"""Raw bytes a :class:`_Head` decodes at a time: what one step can give is bounded (gzip and
+deflate expand 64 bytes to 66 KB at most), so a compressed body is decoded no further than a
+step past the drain limit, never whole (a gzip body of 64 KiB decodes to 64 MB)."""
+
+
 class _Head:
     """The start of a failed response's body, read until more than the drain limit came: the one rule.
 
-    A body that ends within :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` is read
-    whole; reading a longer one stops at the chunk that passes it.
+    The limit, :data:`~otel_resilience.integrations.http.DRAIN_LIMIT`, counts the body as the
+    caller reads it: decoded (what requests and aiohttp give). A client that gives the raw body
+    (httpx, whose caller may read it raw) passes its ``decoder``: the raw chunks are kept, and
+    decoded :data:`_STEP` bytes at a time only to be counted (what they give is dropped), and
+    the raw bytes count too, so neither the bytes read nor the bytes decoded go past the limit by
+    more than a chunk or a step. A body that ends within the limit is read whole; reading a longer
+    one stops at the chunk that passes it.
     """
 
-    __slots__ = ("chunks", "size")
+    __slots__ = ("chunks", "decoded", "decoder", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, decoder: Decoder | None = None) -> None:
         self.chunks: list[bytes] = []
         self.size = 0
+        self.decoder = decoder
+        self.decoded = 0
 
     def over(self, chunk: bytes) -> bool:
         """Keep ``chunk``; return whether what came is now over the limit (read no more)."""
         self.chunks.append(chunk)
         self.size += len(chunk)
-        return self.size > DRAIN_LIMIT
+        if self.size > DRAIN_LIMIT:
+            return True
+        decoder = self.decoder
+        if decoder is None:
+            return False
+        for start in range(0, len(chunk), _STEP):
+            self.decoded += len(decoder.decode(chunk[start : start + _STEP]))
+            if self.decoded > DRAIN_LIMIT:
+                return True
+        return False
+
+    def ended(self) -> bool:
+        """The body ended: whether it is within the limit (the decoder's rest counted)."""
+        if self.decoder is None:
+            return True
+        self.decoded += len(self.decoder.flush())
+        return self.decoded <= DRAIN_LIMIT
 
     def read(self) -> bytes:
         """What came, in one piece."""
@@ -455,6 +506,87 @@ class HttpIntegration:
 
     def _check_client_options(self, client_options: dict[str, Any]) -> None:
         """Refuse options the client's own base class takes but the policy forbids (none here)."""
+
+    # ------------------------------------------------------------------ a client that closes
+
+    _link_kind: ClassVar[type[Link[Any]]]
+    """The kind of :class:`Link` of a client that may close while requests are under way."""
+    _link: Link[Any]
+    _attempt: Any
+    """The current link's attempt (its ``_send_once``, bound once per link): what a new request sends with."""
+
+    def _open(self, sender: object) -> None:
+        """Have the requests entering from now on send through a new link to ``sender``."""
+        self._link = link = self._link_kind(self._http, sender)
+        self._attempt = link._send_once
+
+    def _close_link(self, guard: Callable[[Any], S]) -> S:
+        """Close the current link and open a new one; return the guard the closed link's requests read.
+
+        ``guard(sender)`` is what the requests under way send through from now on: it refuses
+        each of their sends (:func:`refused`), and holds the link's sender, to close it. A new
+        request gets the new link, to the same sender (which the clients let a new request
+        open again: httpx's transports, requests' pools).
+        """
+        with _CLOSING:  # two closes at once (a client two sessions share) would open a link to a guard
+            closing = self._link
+            sender = closing._sender
+            closing._sender = closed = guard(sender)
+            self._open(sender)
+        return closed
+
+
+_CLOSING: Final = fork_safe(threading.Lock())
+"""Held while a client's link is swapped at a close (:meth:`HttpIntegration._close_link`): closes are rare."""
+
+
+class Link(Generic[S]):
+    """What a request sends through from the moment it enters its client: the policy, the client's sender.
+
+    A client closed while one of its requests is under way (its retry backing off, waiting in a
+    bulkhead's queue or for a rate limiter's permit, a hedge about to start) would never send it:
+    neither does the policy. The client gives each request its link of the moment (its
+    ``_send_once``, each kind's own, bound once per link: :meth:`HttpIntegration._open`);
+    closing the client closes that link (:meth:`HttpIntegration._close_link`): its ``_sender``
+    becomes a guard that refuses every send of the requests that entered before, the first one
+    too, with the client's own error for a closed client (:func:`refused`), while the requests
+    entering after get a new link, open again. An open link's sends pay nothing for it. Sent,
+    a request of a closed client would open a connection in its closed pool, which nothing
+    would close again.
+    """
+
+    __slots__ = ("_http", "_sender")
+
+    def __init__(self, http: HttpPolicy, sender: S) -> None:
+        self._http = http
+        self._sender = sender
+
+    def _send_once(self, request: Any, sent: Sent) -> Any:
+        """One attempt: the kind's own."""
+        raise NotImplementedError
+
+
+def refused(error: BaseException) -> BaseException:
+    """Return ``error``, the client's own for a send of its closed client: the request is sent no more.
+
+    A link's guard raises it for each send of a request its client closed under (:class:`Link`):
+    nothing may send the request any more, so nothing tries (no retry, hedge or recovery re-run,
+    each refused in turn after its wait, whatever the error's kind: requests' is a
+    ``ConnectionError``, a transport error otherwise retried). As :meth:`HttpPolicy.client_timed_out`.
+    """
+    _sent_no_more()
+    return error
+
+
+def _sent_no_more() -> None:
+    """Empty the current request's record of the errors it may be sent again after: it is over.
+
+    Set again in the context of the attempt that ends it (the sync driver's, the async task's):
+    the reset of :meth:`HttpPolicy.send` and :meth:`HttpPolicy.send_sync` still restores.
+    """
+    found = _RETRYABLE_ERRORS.get()
+    if found is not None:
+        _RETRYABLE_ERRORS.set(((), found[1], found[2]))
 
 
 class Sent(list[Any]):

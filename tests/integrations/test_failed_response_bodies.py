@@ -12,9 +12,12 @@ A raw HTTP/1.1 server scripts each answer byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import threading
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -632,3 +635,124 @@ def test_requests_the_raw_of_a_large_failed_body_never_skips_what_was_read(
             with pytest.raises(AttributeError, match=name):
                 getattr(response.raw, name)
         assert response.raw.read() == lines
+
+
+# ---------------------------------------------------------------------------- a compressed failed body
+
+
+def gzip_zeros(size: int, *, ended: bool = True) -> bytes:
+    """A gzip stream of ``size`` zero bytes (about a thousandth of it); not ``ended``: flushed, all of it decodable."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    step = 2**20
+    pieces = [compressor.compress(bytes(min(step, size - start))) for start in range(0, size, step)]
+    return b"".join(pieces) + compressor.flush(zlib.Z_FINISH if ended else zlib.Z_SYNC_FLUSH)
+
+
+def gzipped(status: int, size: int) -> Answer:
+    """A complete answer whose gzip body decodes to ``size`` zero bytes."""
+    body = gzip_zeros(size)
+
+    def answer(connection: socket.socket) -> bool:
+        head = f"HTTP/1.1 {status} X\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+        connection.sendall(head.encode() + body)
+        return True
+
+    return answer
+
+
+def gzipped_in_part(status: int, size: int, held: Callable[[], threading.Event]) -> Answer:
+    """A gzip answer whose body's first ``size`` zero bytes come, the rest held until the test ends."""
+    start = gzip_zeros(size, ended=False)
+
+    def answer(connection: socket.socket) -> bool:
+        head = (
+            f"HTTP/1.1 {status} X\r\nContent-Encoding: gzip\r\nContent-Length: {len(start) + 2**20}\r\n\r\n"
+        )
+        connection.sendall(head.encode() + start)
+        held().wait()
+        return False
+
+    return answer
+
+
+CLIENTS = ["requests", "httpx", "httpx-async", "aiohttp"]
+
+
+def get_any(client: str, url: str, **changes: Any) -> tuple[int, str]:
+    """GET ``url`` with ``client`` under a policy sending it at most twice; its status and text."""
+    fields: dict[str, Any] = {"name": "downstream", "retry_policy": TWICE}
+    fields.update(changes)
+    config = ResilienceConfig(**fields)
+    if client in {"requests", "httpx"}:
+        return get_sync(client, url, **fields)
+    if client == "httpx-async":
+
+        async def by_httpx() -> tuple[int, str]:
+            transport = AsyncResilientTransport(config, manager=ResilienceManager())
+            async with httpx.AsyncClient(transport=transport) as http:
+                answer = await http.get(url)
+                return answer.status_code, answer.text
+
+        return asyncio.run(by_httpx())
+
+    async def by_aiohttp() -> tuple[int, str]:
+        middleware = ResilientMiddleware(config, manager=ResilienceManager())
+        async with aiohttp.ClientSession(middlewares=(middleware,)) as session, session.get(url) as answer:
+            return answer.status, await answer.text()
+
+    return asyncio.run(by_aiohttp())
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_drain_limit_counts_the_decoded_body_for_every_client(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A gzip 503 whose first 16 KiB on the wire decode to 16 MiB, the rest held: read no further than the limit.
+
+    The limit counts the body as the caller reads it (decoded), whatever the client: once more
+    than it came, the attempt reads no more, and the retry's next send gets the 200. Counted on
+    the wire (16 KiB, under the limit), the attempt would wait for the rest until the deadline.
+    """
+    server: RawServer = raw(gzipped_in_part(503, 16 * 2**20, lambda: server.held), complete(200, b"ok"))
+    assert get_any(client, f"{server.url}/a", timeout=3.0) == (200, "ok")
+    assert server.sent == 2
+
+
+BOMB = 48 * 2**20
+"""A failed body decoding to 48 MiB from about 47 KiB on the wire (gzip: within the drain limit)."""
+MEMORY_BOUND = 8 * 2**20
+"""What one request whose failed body is :data:`BOMB` may allocate at its peak: the drain limit and
+a step of decoding past it, with room to spare; never the decoded body (six times as much)."""
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_compressed_failed_body_costs_its_attempt_a_bounded_amount_of_memory(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """A 503 whose gzip body of 47 KiB decodes to 48 MiB, then a 200: the attempt never decodes it whole."""
+    server = raw(gzipped(503, BOMB), complete(200, b"ok"))
+    tracemalloc.start()
+    try:
+        assert get_any(client, f"{server.url}/a") == (200, "ok")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert server.sent == 2
+    assert peak < MEMORY_BOUND
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("size", [2**10, 2**20])
+def test_a_compressed_failed_body_handed_to_the_caller_decodes_whole(
+    raw: Callable[..., RawServer], client: str, size: int
+) -> None:
+    """Two gzip 503s, within and over the drain limit decoded: the last reaches the caller, decoded whole.
+
+    Counting what the drain decoded must leave the caller's decoding untouched (its own decoder,
+    from the body's first byte).
+    """
+    server = raw(gzipped(503, size), gzipped(503, size))
+    status, text = get_any(client, f"{server.url}/a")
+    assert (status, len(text)) == (503, size)
+    assert text == "\0" * size
+    assert server.sent == 2

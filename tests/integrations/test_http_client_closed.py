@@ -14,17 +14,21 @@ import gc
 import threading
 import time
 import warnings
+from typing import Any
 
 import aiohttp
 import httpx
 import pytest
+import requests
 from support import BackoffCheck, ScriptedHTTPServer
+from urllib3.exceptions import ClosedPoolError
 
 from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, RetryPolicy
 from otel_resilience.integrations import httpx as ours
 from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.http import HttpOptions
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
+from otel_resilience.integrations.requests import ResilientAdapter
 
 BACKOFF = RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=30.0, jitter="none")
 """Retries after a backoff the clock runs a check in (the client closed there)."""
@@ -283,3 +287,74 @@ def test_httpx_two_closes_at_once_leave_the_transport_open_for_new_requests(
     assert not second.is_alive()
     with httpx.Client(transport=transport) as client:
         assert client.get("http://example.test/").status_code == 200
+
+
+def _closed_pool(error: BaseException) -> bool:
+    """Whether ``error`` is requests' own error for a request to a closed pool (urllib3's ``ClosedPoolError``)."""
+    return isinstance(error, requests.ConnectionError) and isinstance(error.args[0], ClosedPoolError)
+
+
+def test_requests_a_request_is_not_sent_again_once_its_session_closed(server: ScriptedHTTPServer) -> None:
+    """A request whose session closed during its backoff is not sent again, nor retried; a new one is sent.
+
+    requests sends a new request after ``close()`` through new pools; one under way at the close
+    gets requests' own error for a closed pool, once: the retry does not try the closed adapter
+    again (its other attempts, each refused, would only wait out their backoffs).
+    """
+    server.script("/a", (503, {}), (503, {}))
+    session = requests.Session()
+    clock = BackoffCheck(session.close)
+    retry = RetryPolicy(max_attempts=4, initial_delay=30.0, max_delay=30.0, jitter="none")
+    config = ResilienceConfig(name="closing", retry_policy=retry)
+    adapter = ResilientAdapter(config, manager=ResilienceManager(clock=clock))
+    session.mount("http://", adapter)
+    with pytest.raises(requests.ConnectionError) as caught:
+        session.get(f"{server.url}/a")
+    assert _closed_pool(caught.value)
+    assert server.count("/a") == 1  # the retry sent nothing through the closed adapter
+    assert len(clock.outcomes) == 1  # one backoff (the one the close ran in): no retry after the refusal
+    assert len(adapter.poolmanager.pools) == 0  # no pool made again by a send after the close
+    assert session.get(f"{server.url}/b").status_code == 200  # a new request is sent, as requests does
+    session.close()
+
+
+def test_requests_a_request_queued_when_its_session_closed_is_never_sent(server: ScriptedHTTPServer) -> None:
+    """A request waiting in the bulkhead when its session closes is refused at its first send."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Holding(ResilientAdapter):
+        def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+            if req.url is not None and req.url.endswith("/held"):  # sent, then held until the close
+                entered.set()
+                assert release.wait(10.0)
+            return super().build_response(req, resp)
+
+    manager = ResilienceManager()
+    session = requests.Session()
+    session.mount("http://", Holding(ONE_SLOT, manager=manager, options=HttpOptions(per_host=False)))
+    outcomes: dict[str, object] = {}
+
+    def get(path: str) -> None:
+        try:
+            outcomes[path] = session.get(f"{server.url}{path}").status_code
+        except Exception as error:
+            outcomes[path] = error
+
+    first = threading.Thread(target=get, args=("/held",))
+    first.start()
+    assert entered.wait(10.0)
+    second = threading.Thread(target=get, args=("/queued",))
+    second.start()
+    until = time.monotonic() + 10.0
+    while _waiting(manager) == 0 and time.monotonic() < until:
+        time.sleep(0.005)
+    assert _waiting(manager) == 1
+    session.close()
+    release.set()
+    first.join(10.0)
+    second.join(10.0)
+    assert outcomes["/held"] == 200  # sent before the close
+    queued = outcomes["/queued"]
+    assert isinstance(queued, BaseException)
+    assert _closed_pool(queued)
+    assert server.count("/queued") == 0
