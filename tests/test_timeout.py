@@ -17,6 +17,7 @@ from support import run_threads
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.events import Event, Outcome, TelemetrySource, TimeoutOccurred
 from otel_resilience.engine.pipeline import PipelineBuilder, classify_error
+from otel_resilience.engine.timer import loop_timer
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.patterns.timeout import (
     DEFAULT_SCOPE,
@@ -756,6 +757,42 @@ async def test_scope_helpers_entered_twice_raise_runtime_error(make) -> None:
         async with scope:
             await asyncio.sleep(0)
     assert current_deadline() is None
+
+
+@pytest.mark.parametrize("under_an_earlier_deadline", [False, True])
+@pytest.mark.parametrize("make", [fail_after, move_on_after], ids=["fail_after", "move_on_after"])
+async def test_a_scope_left_by_another_task_than_the_one_that_entered_it_is_a_clear_runtime_error(
+    make, under_an_earlier_deadline: bool
+) -> None:
+    """Entered in one task, left in another: RuntimeError saying so, and nothing of the scope stays behind.
+
+    Under an earlier deadline the scope is not armed at entry (held): the same misuse, the same error.
+    """
+    clock = FakeClock(0.0)
+    outer = fail_after(1.0, clock=clock) if under_an_earlier_deadline else None
+    scope = make(5.0, clock=clock)
+    entering = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def enters() -> None:
+        if outer is not None:
+            await outer.__aenter__()
+        await scope.__aenter__()
+        entering.set()
+        await leave.wait()  # still inside the scope while another task leaves it
+        if outer is not None:
+            assert current_deadline() == 1.0  # the earlier deadline still binds this task
+            await outer.__aexit__(None, None, None)
+
+    task = asyncio.create_task(enters())
+    await entering.wait()
+    with pytest.raises(RuntimeError, match=r"'(fail_after|move_on_after)' was left by another task"):
+        await scope.__aexit__(None, None, None)
+    leave.set()
+    await task
+    assert not scope.expired
+    assert current_deadline() is None
+    assert not loop_timer(asyncio.get_running_loop()).held
 
 
 @pytest.mark.parametrize("too_long", [10**400, 1e10, timedelta.max], ids=["10**400", "1e10", "timedelta.max"])

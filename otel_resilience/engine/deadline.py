@@ -9,7 +9,10 @@ bounds every inner one. Only the scope whose own deadline is the tightest is arm
 layers, as an entry of its loop's one shared timer (:mod:`otel_resilience.engine.timer`): a call
 that ends in time leaves no cancelled timer behind on the loop. A looser scope is armed as well
 when its task holds a cancellation it caught (``Task.cancelling()``): the tighter scope may have
-fired already, its cancellation swallowed, and nothing else would end the block.
+fired already, its cancellation swallowed, and nothing else would end the block. Otherwise it is
+*held*: listed for its task, and armed, at its own deadline, as soon as a scope of that task
+fires, for the block may catch that scope's cancellation too (:func:`_arm_held`). Its deadline
+is enforced as ``asyncio.timeout``'s would be; only a scope that ends in time pays for the list.
 
 **Two clocks.** Times of two clocks (a test's fake clock, the system's) are never compared or
 subtracted: a scope under a deadline of its owner computed on another clock compares its timeout
@@ -58,7 +61,7 @@ import threading
 import types
 import weakref
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from otel_resilience.engine.timer import TimerEntry, loop_timer
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
@@ -167,25 +170,30 @@ end the block.
 """
 
 
-def _handling(_task: asyncio.Task[Any]) -> int:  # pragma: no cover - Python 3.10
-    """Python 3.10: the ``id`` of the exception being handled where a scope is entered (``id(None)``).
+def _handling(task: asyncio.Task[Any]) -> tuple[int, object]:  # pragma: no cover - Python 3.10
+    """Python 3.10: what a scope keeps where it is entered, to tell its cancellation from others.
 
-    Its ``id``, not the exception: a scope kept after its block (``fail_after``'s) does not keep
-    it, its traceback and their frames alive. It is still being handled, so alive, whenever the
-    scope compares it (on the way out of its block).
+    The ``id`` of the exception being handled (``id(None)``), and the request of a scope of ours
+    the task holds (its message, :func:`_ours_pending`), if any. Its ``id``, not the exception:
+    a scope kept after its block (``fail_after``'s) does not keep it, its traceback and their
+    frames alive. It is still being handled, so alive, whenever the scope compares it (on the
+    way out of its block).
     """
-    return id(sys.exc_info()[1])
+    message = getattr(task, "_cancel_message", None)
+    return id(sys.exc_info()[1]), message if type(message) is _CancelMessage else None
 
 
-_before_entry: Final[Callable[[asyncio.Task[Any]], int]] = (
+_before_entry: Final[Callable[[asyncio.Task[Any]], Any]] = (
     _cancelling if sys.version_info >= (3, 11) else _handling
 )
 """``_before_entry(task)``: what an armed scope keeps to tell its cancellation from earlier ones.
 
 From Python 3.11 the task's pending requests (``Task.cancelling()``), as ``asyncio.timeout``
 keeps them; on 3.10, which counts none, the exception being handled where the scope is entered
-(:func:`_handling`): a ``CancelledError`` raised in the block after it, that the block was still
-handling when the scope's own came, is a cancellation that came first (:func:`_cancelled_only_by`).
+and the request of one of our scopes pending then (:func:`_handling`): a ``CancelledError``
+raised in the block after it, that the block was still handling when the scope's own came, is a
+cancellation that came first, and so is a request of another scope of ours pending when the
+scope's own came but not when it was entered (:func:`_cancelled_only_by`).
 """
 
 
@@ -408,8 +416,9 @@ class AsyncDeadline(TimerEntry):
 
     ``async with AsyncDeadline(clock, timeout, operation, scope):`` sets the effective deadline to
     ``min(outer, now + timeout)``. If this scope's deadline is the tightest it is armed on its
-    loop's shared timer; when it is due the task is cancelled and, on the way out, the
-    cancellation is turned into :class:`OperationTimeoutError`. A cancellation that came from
+    loop's shared timer (a looser one is held, and armed once a scope of its task fires); when
+    it is due the task is cancelled and, on the way out, the cancellation is turned into
+    :class:`OperationTimeoutError`. A cancellation that came from
     elsewhere (an outer scope, ``task.cancel()``) propagates as ``CancelledError``. A block that
     ends in time leaves nothing behind on the loop, however many calls run between two loop
     iterations.
@@ -428,14 +437,21 @@ class AsyncDeadline(TimerEntry):
         "_clock",
         "_deadline",
         "_entered",
+        "_held_by",
         "_operation",
         "_scope",
         "_task",
         "_timeout",
         "_timer",
         "_token",
+        "_waiting",
         "expired",
     )
+
+    _held_by: LoopTimer
+    """Held (:meth:`enter`): the timer of its loop, whose held scopes it is among until armed."""
+    _waiting: list[TimerEntry] | None
+    """Held: its task's held scopes, which it is in; ``None`` once armed (:func:`_arm_held`) or left."""
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
         self._clock = clock
@@ -486,7 +502,20 @@ class AsyncDeadline(TimerEntry):
             # cancellation been caught; the earlier deadline stays the one in force.
             cell = [outer, task_ref, outer_clock]
         else:
-            return  # an earlier deadline of the task binds the block: its scope's cancellation ends it
+            # An earlier deadline of the task binds the block: its scope's cancellation ends it.
+            # Should the block catch that cancellation, nothing would: the scope is held, and
+            # armed when a scope of its task fires (:func:`_arm_held`).
+            self._task = task
+            self._deadline = deadline
+            self._cancelling = _before_entry(task)  # told from ours as an armed scope's are
+            timer = self._held_by = loop_timer(loop)
+            waiting = timer.held.get(task)
+            if waiting is None:
+                timer.held[task] = self._waiting = [self]
+            else:
+                waiting.append(self)
+                self._waiting = waiting
+            return
         self._cell = cell
         self._token = _DEADLINE.set(cell)
         self._task = task
@@ -498,7 +527,7 @@ class AsyncDeadline(TimerEntry):
         timer.add(loop, self, loop.time() + self._timeout)
 
     def fire(self) -> None:
-        """Timer callback: this scope's deadline is due, so cancel its task."""
+        """Timer callback: this scope's deadline is due, so cancel its task and arm its held scopes."""
         self.expired = True
         task = self._task
         if sys.version_info >= (3, 11):
@@ -508,6 +537,8 @@ class AsyncDeadline(TimerEntry):
             self._cancel_message = _cancel_with_message(
                 task, _CancelMessage(f"deadline of {self._operation!r} reached")
             )
+        if task is not None:
+            _arm_held(task)
 
     async def __aexit__(
         self,
@@ -525,18 +556,22 @@ class AsyncDeadline(TimerEntry):
                 by sync code in the block (a :class:`DeadlineReachedError` escaped after it).
         """
         timer = self._timer
-        if timer is None:
-            return
-        timer.cancel(self)
-        self._timer = None
-        self._cell[1] = _NO_OWNER  # a copy of the context taken in the block: the scope binds it no more
-        try:
-            _DEADLINE.reset(self._token)
-        except ValueError:
-            # A coroutine closed outside its task's context: a task that never ran again, freed
-            # once its loop was closed. Nothing reads that context any more.
-            if exc_type is not GeneratorExit:
-                raise
+        if timer is not None:
+            timer.cancel(self)
+            self._timer = None
+            self._cell[1] = _NO_OWNER  # a copy of the context taken in the block: the scope binds it no more
+            try:
+                _DEADLINE.reset(self._token)
+            except ValueError:
+                # A coroutine closed outside its task's context: a task that never ran again, freed
+                # once its loop was closed. Nothing reads that context any more. Else: left by
+                # another task (or in another context) than the one that entered it.
+                if exc_type is not GeneratorExit:
+                    raise self._left_elsewhere() from None
+        elif self._task is None:
+            return  # left already
+        elif self._leave_held(exc_type):
+            return  # held and never armed: an earlier deadline bound the block
         if self.expired:
             ours = self._uncancel()  # the cancellation that escaped, unless another one is pending
             if exc_type is asyncio.CancelledError and ours:
@@ -547,6 +582,47 @@ class AsyncDeadline(TimerEntry):
         if reached and self._clock.now() >= self._deadline:
             self.expired = True  # reached by sync code before the timer could fire
             raise OperationTimeoutError(self._operation, self._timeout, self._scope) from None
+
+    def _leave_held(self, exc_type: type[BaseException] | None) -> bool:
+        """Leave a held scope (see :meth:`enter`); return whether that is all there is to leaving it.
+
+        Never armed: it leaves its task's held scopes, and an earlier deadline bound the block.
+        Armed since (:func:`_arm_held`): its timer entry is cancelled, and :meth:`leave` judges
+        what escaped as for any armed scope.
+
+        Raises:
+            RuntimeError: Left by another task than the one that entered it.
+        """
+        task = self._task
+        waiting = self._waiting
+        if waiting is None:
+            self._held_by.cancel(self)  # armed when a scope of its task fired
+        else:
+            self._waiting = None
+            if waiting[-1] is self:  # the scopes of a task end in the reverse order they began
+                waiting.pop()
+            else:  # an async generator's scope, left while its consumer's is open
+                waiting.remove(self)
+            if not waiting:
+                del self._held_by.held[task]  # type: ignore[arg-type] # held: its task is set
+        if exc_type is not GeneratorExit and (
+            (loop := _get_running_loop()) is None or _current_task(loop) is not task
+        ):
+            raise self._left_elsewhere()
+        if waiting is None:
+            return False
+        self._task = None
+        return True
+
+    def _left_elsewhere(self) -> RuntimeError:
+        """Forget the scope's task (its request taken back if it fired); return the misplaced exit's error."""
+        if self.expired:
+            self._uncancel()
+        self._task = None
+        return RuntimeError(
+            f"{type(self).__name__} {self._operation!r} was left by another task than the one that "
+            "entered it (or in another context): a deadline scope is left by the task that entered it"
+        )
 
     def _uncancel(self) -> bool:
         """Forget the task; return whether the cancellation that escaped is this scope's own.
@@ -562,6 +638,27 @@ class AsyncDeadline(TimerEntry):
         if sys.version_info >= (3, 11):
             return task is None or task.uncancel() <= self._cancelling
         return _cancelled_only_by(task, self._cancel_message, self._cancelling)  # pragma: no cover - 3.10
+
+
+def _arm_held(task: asyncio.Task[Any]) -> None:
+    """Arm the held scopes of ``task``, for a scope of it fired: each at its own deadline.
+
+    A held scope (:meth:`AsyncDeadline.enter`) relied on an earlier deadline's cancellation to
+    end its block; once that came, the block may catch it, and only the scope's own deadline is
+    left to end it, as each ``asyncio.timeout`` is armed. Each is armed at what is left of its
+    deadline on its clock; one passed already fires at once. Its cancellation is then its own
+    timeout only when no other request is pending (:meth:`AsyncDeadline._uncancel`): while the
+    earlier scope's cancellation is on its way out, that scope reports it.
+    """
+    loop = task.get_loop()
+    timer = loop_timer(loop)
+    held = timer.held.pop(task, None)
+    if held is None:
+        return
+    now = loop.time()
+    for scope in cast("list[AsyncDeadline]", held):
+        scope._waiting = None
+        timer.add(loop, scope, now + max(scope._deadline - scope._clock.now(), 0.0))
 
 
 # Python 3.10: a task counts no cancellations (no ``Task.cancelling``/``uncancel``), and one
@@ -597,7 +694,7 @@ def _cancel_with_message(  # pragma: no cover
 
 
 def _cancelled_only_by(  # pragma: no cover
-    task: asyncio.Task[Any] | None, message: _CancelMessage | None, handled: int
+    task: asyncio.Task[Any] | None, message: _CancelMessage | None, handled: tuple[int, object]
 ) -> bool:
     """Whether the cancellation being handled is the one made with ``message``, none came before or after.
 
@@ -611,12 +708,16 @@ def _cancelled_only_by(  # pragma: no cover
     error raised from it). Another request before ours reached the block as a ``CancelledError``
     it was still handling when ours came (a clean-up that awaited past the deadline): ours was
     raised with that one in its context, above the exception being handled where the scope was
-    entered (``handled``, its ``id``: :func:`_came_after_another`).
+    entered (``handled``, its ``id``: :func:`_came_after_another`). Another scope of ours whose
+    request was pending when ours came, not when this scope was entered (``handled``, the
+    pending request then: :func:`_handling`), fired before ours and has not left: as 3.11 counts
+    that request above the scope's, the cancellation is that scope's.
     """
-    if message is None or task is None or getattr(task, "_cancel_message", message) is not message:
+    if message is None or task is None or not _take_back(task, message):
         return False
-    with contextlib.suppress(AttributeError):
-        task._cancel_message = message.before  # type: ignore[attr-defined]
+    handled_id, pending = handled
+    if type(message.before) is _CancelMessage and message.before is not pending:
+        return False
     escaped = sys.exc_info()[1]
     went_through = set()  # the frames of this task the escaping error went through
     trace = escaped.__traceback__ if escaped is not None else None
@@ -627,12 +728,52 @@ def _cancelled_only_by(  # pragma: no cover
     for _ in range(16):
         if not isinstance(error, asyncio.CancelledError):
             return False
-        if error.args and error.args[0] is message:
-            return not _came_after_another(error.__context__, handled)
+        if error.args and _made_since(error.args[0], message):
+            return not _came_after_another(error.__context__, handled_id)
         error = error.__context__
         trace = error.__traceback__ if error is not None else None
         if trace is not None and trace.tb_frame in went_through:
             return False  # caught in the block, which then got a cancellation requested after ours
+    return False
+
+
+def _take_back(task: asyncio.Task[Any], message: _CancelMessage) -> bool:  # pragma: no cover - Python 3.10
+    """Take ``message``'s request back from those ``task`` holds; return whether it was the latest.
+
+    The task's pending requests of our scopes are a chain, the latest first (the task's message,
+    then each message's :attr:`~_CancelMessage.before`): ours leaves it wherever it is, as
+    3.11's ``uncancel`` takes one request back whichever came last, so that the scope of one
+    made before it finds its own at the head once the later ones left.
+    """
+    latest = getattr(task, "_cancel_message", message)
+    if latest is message:
+        with contextlib.suppress(AttributeError):
+            task._cancel_message = message.before  # type: ignore[attr-defined]
+        return True
+    for _ in range(16):
+        if type(latest) is not _CancelMessage:
+            return False
+        if latest.before is message:
+            latest.before = message.before
+            return False
+        latest = latest.before
+    return False
+
+
+def _made_since(made: object, message: _CancelMessage) -> bool:  # pragma: no cover - Python 3.10
+    """Whether ``made`` is ``message``, or the message of a request made while ``message``'s was pending.
+
+    The request of an inner scope of ours whose deadline came once ours had fired (its
+    :attr:`~_CancelMessage.before` leads to ours) was left to us by that scope: its
+    ``CancelledError`` ends our block as ours would, as 3.11 counts both and the inner scope
+    takes its own back.
+    """
+    for _ in range(16):
+        if made is message:
+            return True
+        if type(made) is not _CancelMessage:
+            return False
+        made = made.before
     return False
 
 
@@ -681,7 +822,7 @@ def cancelled_alone(task: asyncio.Task[Any], mark: object) -> bool:
     if sys.version_info >= (3, 11):
         return task.uncancel() == 0
     message = mark if isinstance(mark, _CancelMessage) else None  # pragma: no cover - Python 3.10
-    return _cancelled_only_by(task, message, id(None))  # pragma: no cover - Python 3.10
+    return _cancelled_only_by(task, message, (id(None), None))  # pragma: no cover - Python 3.10
 
 
 def publish_deadline(clock: Clock, timeout: float) -> tuple[float, _Cell | None, float]:

@@ -23,7 +23,7 @@ import math
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import asyncio
@@ -79,9 +79,13 @@ class TimerEntry(ABC):
 class LoopTimer:
     """The timed entries of one event loop, behind one armed loop timer. Used from the loop's thread only."""
 
-    __slots__ = ("_armed_at", "_heap", "_heap_ended", "_lane", "_lane_ended", "_seq")
+    __slots__ = ("_armed_at", "_heap", "_heap_ended", "_lane", "_lane_ended", "_seq", "held")
 
     def __init__(self) -> None:
+        # Per task, entries held back, which one of the task's entries firing adds: the deadline
+        # scopes an earlier one of their task binds (kept and read by engine.deadline). Here, so
+        # that a closed loop's are dropped with its timer (_drop_closed).
+        self.held: dict[asyncio.Task[Any], list[TimerEntry]] = {}
         self._lane: deque[TimerEntry] = deque()
         self._lane_ended = 0
         self._heap: list[tuple[float, int, TimerEntry]] = []

@@ -21,10 +21,12 @@ raised late is passed through unchanged.
 Decisions:
 
 * **Only our own deadline is a timeout.** Deadlines nest (the effective deadline is the minimum
-  over every enclosing scope) and only the tightest scope arms a timer. An inner 10 s timeout
-  under an outer 0.05 s one raises the *outer's* error; an inner deadline that fires first
-  raises the inner's error, which the outer passes through untouched. Any other cancellation
-  (``task.cancel()``, a task group) propagates as ``CancelledError``, never converted.
+  over every enclosing scope) and only the tightest scope arms a timer (a looser one arms once a
+  scope of its task fired, so that a callee that catches that cancellation still meets it). An
+  inner 10 s timeout under an outer 0.05 s one raises the *outer's* error; an inner deadline
+  that fires first raises the inner's error, which the outer passes through untouched. Any
+  other cancellation (``task.cancel()``, a task group) propagates as ``CancelledError``, never
+  converted.
 * **A deadline binds the task that set it**, as ``asyncio.timeout`` does: a task spawned inside
   the call (or a thread given a copy of its context) has no deadline until it opens its own, so
   its own timeout arms however tight the caller's was (see :mod:`otel_resilience.engine.context`).

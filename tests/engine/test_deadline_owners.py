@@ -31,6 +31,7 @@ from otel_resilience.engine import AsyncDeadline, SyncDeadline, current_deadline
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import DeadlineReachedError, sleep_sync_within_deadline
 from otel_resilience.engine.pipeline import PipelineBuilder
+from otel_resilience.engine.timer import loop_timer
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.testing import FakeClock
 
@@ -145,6 +146,122 @@ async def test_a_looser_scope_entered_after_the_tighter_ones_cancellation_was_ca
 
     await asyncio.wait_for(asyncio.create_task(body()), 5.0)  # a hung inner block fails here
     assert seen == [expected, True]
+
+
+async def _inner_fail_after_catches() -> None:
+    async with fail_after(0.05, operation="inner"):
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()  # the outer's cancellation, caught here
+        await asyncio.Event().wait()
+
+
+async def _inner_handler_catches() -> None:
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        await asyncio.Event().wait()
+
+    await TimeoutHandler(0.05, name="inner", default="inner default").with_timeout(stubborn)
+
+
+async def _inner_move_on_after_catches() -> None:
+    async with move_on_after(0.05):
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(
+    "inner", [_inner_fail_after_catches, _inner_handler_catches, _inner_move_on_after_catches]
+)
+@pytest.mark.parametrize("overran", [False, True])
+async def test_a_looser_scope_entered_before_the_tighter_ones_cancellation_was_caught_still_fires(
+    inner: Callable[[], Awaitable[None]], overran: bool
+) -> None:
+    """The inner scope, looser, is entered first; the outer fires and the inner block catches it: the inner still ends it.
+
+    ``overran``: the inner scope is entered once the outer deadline passed (sync code held the
+    loop), before its timer could fire. Either way the block caught the only cancellation the
+    outer scope makes, and only the inner deadline can end it. Its cancellation comes while the
+    outer's request is still pending, as ``asyncio.timeout`` counts them: the outer reports it.
+    """
+
+    async def body() -> None:
+        async with fail_after(0.01, operation="outer"):
+            if overran:
+                threading.Event().wait(0.02)  # past the outer deadline, the loop held
+            await inner()
+
+    task = asyncio.create_task(body())
+    done, _ = await asyncio.wait([task], timeout=5.0)
+    if not done:
+        task.cancel()
+    assert done, "the inner deadline was never enforced"
+    with pytest.raises(OperationTimeoutError) as caught:
+        await task
+    assert caught.value.operation == "outer"
+    assert current_deadline() is None
+    assert not loop_timer(asyncio.get_running_loop()).held  # no scope left listed
+
+
+async def test_each_of_three_nested_deadlines_whose_cancellations_are_caught_is_enforced() -> None:
+    """Three scopes, the outer tightest; the block catches two cancellations: the third ends it, the outer reports.
+
+    Each looser scope is armed once a tighter one fired; each cancellation after the outer's
+    comes while the outer's is pending, so neither inner scope takes it for its own timeout.
+    """
+    reached: list[str] = []
+
+    async def body() -> None:
+        async with fail_after(0.01, operation="outer"), fail_after(0.08, operation="middle"):
+            async with fail_after(0.04, operation="inner"):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()  # the outer's, caught
+                reached.append("outer's caught")
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()  # the inner's, caught
+                reached.append("inner's caught")
+                await asyncio.Event().wait()  # the middle's ends it
+
+    task = asyncio.create_task(body())
+    done, _ = await asyncio.wait([task], timeout=5.0)
+    if not done:
+        task.cancel()
+    assert done, "a looser deadline was never enforced"
+    with pytest.raises(OperationTimeoutError) as caught:
+        await task
+    assert caught.value.operation == "outer"
+    assert reached == ["outer's caught", "inner's caught"]
+
+
+async def test_a_held_scope_that_fires_while_the_outer_cancellation_unwinds_leaves_it_to_the_outer() -> None:
+    """The outer fires first and its cancellation is on its way out: the inner firing too does not take it over.
+
+    The inner ``move_on_after`` is armed once the outer fired; its deadline comes while the block
+    cleans up. Its cancellation is not its own timeout: it does not move on, the outer raises.
+    """
+    clock = FakeClock()
+    outer = AsyncDeadline(clock, 30.0, "outer")
+    moved_on: list[bool] = []
+
+    async def body() -> None:
+        async with outer:
+            async with move_on_after(60.0, clock=clock) as scope:
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await asyncio.Event().wait()  # the clean-up, which the inner deadline ends
+            moved_on.append(scope.expired)
+
+    task = asyncio.create_task(body())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    clock.advance(60.0)  # both deadlines passed: the inner is due as soon as it is armed
+    outer.fire()
+    with pytest.raises(OperationTimeoutError) as caught:
+        await asyncio.wait_for(task, 5.0)
+    assert caught.value.operation == "outer"
+    assert moved_on == []
 
 
 async def test_a_pending_cancellation_from_elsewhere_still_passes_through() -> None:
