@@ -443,6 +443,32 @@ def test_bulkhead_full_storm_from_many_threads_alerts_once(
     assert kinds(system) == [AlertKind.BULKHEAD_FULL] * 2
 
 
+@pytest.mark.parametrize(("cooldown", "alerts"), [(0.0, 2), (30.0, 1)])
+def test_a_rejection_that_found_the_cooldown_over_is_judged_again_when_it_takes_the_lock(
+    hub: TelemetryHub, clock: FakeClock, cooldown: float, alerts: int
+) -> None:
+    """Another thread alerting between a rejection's look and its lock is judged by the cooldown, as in turn.
+
+    Two rejections of one bulkhead at one instant: with no cooldown each alerts, as they do one
+    after the other, also when the second thread's alert comes just before the first takes the
+    lock; with a cooldown the first one's alert silences the other.
+    """
+    system = AlertSystem(AlertConfig(bulkhead_cooldown=cooldown), clock=clock, hub=hub)
+    pool = reporter(hub, "bulkhead", "shared_pool")
+
+    def reject() -> None:
+        pool.report(Event.CALL_REJECTED, CallRejected("bulkhead_full"))
+
+    first = threading.Thread(target=reject)
+    pause = _Pause(first, reject)  # the other rejection, start to end, as the first takes the lock
+    system._lock = _PausingLock(system._lock, pause)  # type: ignore[assignment]
+    first.start()
+    first.join(timeout=10)
+    assert pause.done
+    assert kinds(system) == [AlertKind.BULKHEAD_FULL] * alerts
+    system.close()
+
+
 def test_escalation_alerts_with_cooldown(system: AlertSystem, hub: TelemetryHub, clock: FakeClock) -> None:
     """An escalation raises a critical alert, at most once per system and error type per cooldown."""
     tel = reporter(hub, "recovery", "recovery", "policy")
@@ -527,6 +553,25 @@ def test_async_callback_is_refused_at_subscribe(system: AlertSystem, hub: Teleme
 
     with pytest.raises(TypeError, match=r"AlertSystem\.subscribe\.callback must be a sync callable"):
         system.subscribe(notify)
+    assert system.get_stats()["subscribers"] == 0
+
+
+def test_a_generator_function_is_refused_at_subscribe(system: AlertSystem, hub: TelemetryHub) -> None:
+    """A generator function's body runs only as its iterator is consumed, which no one does: refused."""
+
+    def notify(alert: Alert) -> Iterator[None]:
+        raise AssertionError("never run")
+        yield  # pragma: no cover - makes it a generator function
+
+    async def notify_async(alert: Alert) -> Any:
+        raise AssertionError("never run")
+        yield  # pragma: no cover - makes it an async generator function
+
+    for callback in (notify, notify_async):
+        with pytest.raises(TypeError, match=r"AlertSystem\.subscribe\.callback must be a sync callable"):
+            system.subscribe(callback)
+        with pytest.raises(TypeError, match=r"AlertSystem\.subscribe\.callback must be a sync callable"):
+            alerts_module.subscribe(callback)
     assert system.get_stats()["subscribers"] == 0
 
 
@@ -1030,6 +1075,32 @@ def test_a_subscription_made_while_the_applications_own_stands_in_moves_to_the_p
     assert successor.get_stats()["subscribers"] == 0
     open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "unsubscribed")))
     assert [alert.subject for alert in received] == ["while-own", "after-own", "after-successor"]
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_a_module_subscription_moves_at_the_close_to_the_system_already_standing_in(clock: FakeClock) -> None:
+    """Closed, the application's system hands ``subscribe()``'s subscriptions to the one listening beside it at once.
+
+    That one stands in from the close on and alerts: its alerts reach the subscriber without
+    waiting for a pattern, a manager or ``default_alert_system()`` to look it up, and each once.
+    """
+    default_alert_system().close()
+    own, beside = AlertSystem(clock=clock), AlertSystem(clock=clock)
+    received: list[Alert] = []
+    unsubscribe = alerts_module.subscribe(received.append)
+    try:
+        open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "while-own")))
+        own.close()
+        assert (own.get_stats()["subscribers"], beside.get_stats()["subscribers"]) == (0, 1)
+        open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "after-own")))
+        assert [alert.subject for alert in received] == ["while-own", "after-own"]
+        assert default_alert_system() is beside
+        open_breaker(StrategyTelemetry(TelemetrySource("circuit_breaker", "looked-up")))
+        assert [alert.subject for alert in received] == ["while-own", "after-own", "looked-up"]
+    finally:
+        unsubscribe()
+        beside.close()
+    assert beside.get_stats()["subscribers"] == 0
 
 
 @pytest.mark.usefixtures("fresh_default")

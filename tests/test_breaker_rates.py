@@ -173,6 +173,26 @@ def test_slow_successes_open_the_breaker_and_are_still_successes() -> None:
     assert breaker.get_stats()["total_failures"] == 0
 
 
+@pytest.mark.parametrize(("started", "duration"), [(0.0, 1.0), (0.7, 0.1), (1.1, 0.2), (0.3, 2.0)])
+def test_a_call_that_takes_exactly_slow_call_duration_is_slow(started: float, duration: float) -> None:
+    """A call of at least ``slow_call_duration`` is slow wherever the clock stood.
+
+    Its end is compared with its start plus the duration, as the OPEN timer's end is: the
+    difference rounds (``0.7 + 0.1 - 0.7`` is below ``0.1``).
+    """
+    clock = FakeClock(started)
+    breaker, changes = make(
+        clock, sliding_window=CountWindow(1), minimum_calls=1, slow_call_duration=duration
+    )
+
+    def exactly() -> str:
+        clock.advance(duration)
+        return "ok"
+
+    assert run(breaker, exactly) == "ok"
+    assert [c.reason for c in changes] == ["slow_call_rate"]
+
+
 def test_a_slow_call_needs_a_window() -> None:
     with pytest.raises(ValueError, match=r"CircuitBreakerConfig\.slow_call_duration"):
         CircuitBreakerConfig(slow_call_duration=1.0)
@@ -315,6 +335,23 @@ def test_a_hung_probe_is_reclaimed_after_max_half_open_wait() -> None:
     stats = breaker.get_stats()
     assert (stats["total_successes"], stats["total_failures"]) == (0, 2)
     assert stats["total_requests"] == 4  # one failure, the probe, two rejections: each once
+
+
+@pytest.mark.parametrize(("opened", "wait"), [(0.0, 2.0), (0.0, 0.1), (0.0, 0.3), (0.5, 0.1)])
+def test_a_probe_hung_for_exactly_max_half_open_wait_is_reclaimed(opened: float, wait: float) -> None:
+    """The wait is over when the clock reaches the probe's start plus the wait, wherever it stood."""
+    clock = FakeClock(opened)
+    breaker, changes = make(clock, failure_threshold=1, timeout=5.0, max_half_open_wait=wait)
+    run(breaker, boom)
+    clock.advance(5.0)
+    hung = breaker.guard()
+    hung.__enter__()  # the probe: admitted, never ends
+    clock.advance(wait)
+    with pytest.raises(CircuitOpenError) as reclaimed:
+        breaker.call_sync(ok)
+    assert reclaimed.value.state == "open"
+    assert [c.reason for c in changes][-1] == "probe_timed_out"
+    hung.__exit__(None, None, None)
 
 
 class Ignored(Exception):
@@ -469,6 +506,31 @@ def test_an_async_callback_from_a_thread_runs_to_completion() -> None:
     breaker.on_state_change(on_change)
     run(breaker, boom)
     assert seen == ["open"]
+
+
+def test_a_remover_removes_only_its_own_subscription_once() -> None:
+    """Two subscriptions of one callable are two: removing one (twice, even) leaves the other."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("cb_twice", CircuitBreakerConfig(failure_threshold=1), clock=clock)
+    changes: list[object] = []
+    rejections: list[object] = []
+    first = breaker.on_state_change(lambda change: changes.append(change.new))
+    logged = breaker.on_state_change(changes.append)
+    again = breaker.on_state_change(changes.append)
+    breaker.on_rejection(rejections.append)
+    remove_rejection = breaker.on_rejection(rejections.append)
+    again()
+    again()  # a second call removes nothing more
+    remove_rejection()
+    run(breaker, boom)
+    assert run(breaker, ok) == "rejected"
+    assert changes[0] == "open"
+    assert len(changes) == 2  # the lambda's, and the one subscription of changes.append left
+    assert len(rejections) == 1
+    logged()
+    first()
+    breaker.reset()
+    assert len(changes) == 2  # none left
 
 
 # -- validation ----------------------------------------------------------------------------------

@@ -134,6 +134,12 @@ def test_defaults_are_pinned() -> None:
             ValueError,
             r"CircuitBreakerConfig\.ignore_exceptions must be disjoint",
         ),
+        (
+            {"record_exceptions": (ConnectionError, BulkheadFullError)},
+            ValueError,
+            r"CircuitBreakerConfig\.record_exceptions must .*always ignored",
+        ),
+        ({"record_exceptions": CircuitOpenError}, ValueError, r"CircuitBreakerConfig\.record_exceptions"),
     ],
 )
 def test_bad_config_is_rejected(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:

@@ -11,6 +11,7 @@ from typing import Final
 from otel_resilience.config.errors import ConfigError
 from otel_resilience.config.formats import Format, UnknownFormatError, check_format, file_format, parse
 from otel_resilience.config.reader import read
+from otel_resilience.engine.validation import fail
 from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.patterns.retry import RetryBudget
 
@@ -110,7 +111,12 @@ def loads(
         ImportError: The format's parser is missing (PyYAML; tomli on 3.10): install the
             ``config`` extra.
         ValueError: ``format`` is not ``"yaml"`` or ``"toml"``.
+        TypeError: ``text`` is not a ``str`` (bytes: decode them, or :func:`load` the file), or
+            ``previous`` is not a :class:`ConfigFile` or ``None``.
     """
+    if not isinstance(text, str):
+        raise fail("loads", "text", "a str", text, kind=TypeError)
+    _check_previous("loads", previous)
     format = check_format(format)  # noqa: A001 - the argument's own name
     data, lines = parse(text, format, source)
     budgets = None if previous is None else previous.retry_budgets
@@ -143,8 +149,13 @@ def load(
         OSError: The file cannot be read.
         ImportError: The format's parser is missing: install the ``config`` extra.
         ValueError: ``format`` is not ``None``, ``"yaml"`` or ``"toml"`` (before the file is read).
+        TypeError: ``path`` is not a ``str`` or an ``os.PathLike`` of one, or ``previous`` is not a
+            :class:`ConfigFile` or ``None`` (before the file is read).
     """
     source = os.fspath(path)
+    if not isinstance(source, str):
+        raise fail("load", "path", "a str or an os.PathLike of one", path, kind=TypeError)
+    _check_previous("load", previous)
     found = file_format(source, format)
     return load_content(Path(source).read_bytes(), source, found, previous=previous)
 
@@ -193,7 +204,18 @@ def from_env(
         ConfigError: The file is not valid, or cannot be read, or its name has no known suffix
             (the message names the variable).
         ImportError: The format's parser is missing: install the ``config`` extra.
+        TypeError: ``environ`` is not a mapping or ``None``, or ``previous`` is not a
+            :class:`ConfigFile` or ``None``.
     """
+    if environ is not None and not isinstance(environ, Mapping):
+        raise fail(
+            "from_env",
+            "environ",
+            "a mapping of names to values (os.environ) or None",
+            environ,
+            kind=TypeError,
+        )
+    _check_previous("from_env", previous)
     path = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
     if not path:
         return None
@@ -205,3 +227,13 @@ def from_env(
     except OSError as error:
         reason = f"{CONFIG_ENV}={path!r} names a file that cannot be read: {error.strerror or error}"
         raise ConfigError(reason) from error
+
+
+def _check_previous(owner: str, previous: object) -> None:
+    """Refuse a ``previous=`` of ``owner`` that is not an earlier load (a :class:`ConfigFile`) or ``None``.
+
+    Raises:
+        TypeError: Naming ``owner.previous``, before any file is read.
+    """
+    if previous is not None and not isinstance(previous, ConfigFile):
+        raise fail(owner, "previous", "a ConfigFile (an earlier load) or None", previous, kind=TypeError)

@@ -55,7 +55,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.deadline import cancel_alone, cancelled_alone
-from otel_resilience.engine.validation import check_name, fail
+from otel_resilience.engine.validation import check_callable, check_name, fail
 from otel_resilience.errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -99,8 +99,12 @@ def _retry_after(seconds: object) -> dict[str, str]:
 
     No number: a breaker forced open until ``reset()`` (``inf``), or a rejection made with a
     message alone (an application's test double, ``CircuitOpenError("down")``), which holds none.
+    An ``int`` is taken as it is: one past any float (``10**400``) is capped, never converted.
     """
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+    if isinstance(seconds, float):
+        if not math.isfinite(seconds):
+            return {}
+    elif not isinstance(seconds, int):
         return {}
     return {"Retry-After": str(min(MAX_RETRY_AFTER, max(1, math.ceil(seconds))))}
 
@@ -174,18 +178,28 @@ def add_exception_handlers(app: Any) -> None:
     ``app.add_exception_handler`` or ``exception_handlers=``) is kept: only the others are
     added. A handler the app registers afterwards replaces this one, as in Starlette.
 
+    Call it before the app runs: Starlette builds its handlers into the app's middleware stack
+    when the app is first called (its lifespan's startup included) and never reads them again.
+
     Raises:
         TypeError: ``app`` is not a Starlette application (FastAPI's included).
+        RuntimeError: The app has started (its middleware stack is built) and lacks a handler:
+            one added now would never run (Starlette's ``add_middleware`` refuses a middleware
+            then). With all four in place already, nothing is added and nothing is raised.
     """
     if not isinstance(app, Starlette):
         raise fail(
             "add_exception_handlers", "app", "a FastAPI or Starlette app (an instance)", app, kind=TypeError
         )
-    own = app.exception_handlers
-    for error_type in _HANDLED:
-        if error_type not in own:
-            # one handler for requests and websockets: Starlette types a handler as one or the other
-            app.add_exception_handler(error_type, _handler)  # type: ignore[arg-type]
+    missing = [error_type for error_type in _HANDLED if error_type not in app.exception_handlers]
+    if missing and app.middleware_stack is not None:
+        raise RuntimeError(
+            "add_exception_handlers: the app has started (its middleware stack is built), so handlers "
+            "added now would never run: call it before the app serves, not in its lifespan"
+        )
+    for error_type in missing:
+        # one handler for requests and websockets: Starlette types a handler as one or the other
+        app.add_exception_handler(error_type, _handler)  # type: ignore[arg-type]
 
 
 Policy: TypeAlias = PolicyHandle
@@ -207,7 +221,9 @@ def resilience_policy(
     ``OTEL_RESILIENCE_CONFIG``) and whatever config it runs now: a reload never makes a
     dependency fail, and two dependencies of one name share one policy (the first to run creates
     it). Without ``config``, the dependency uses the policy as configured elsewhere (or creates
-    it with an empty config, no pattern, if there is none).
+    it with an empty config, no pattern, if there is none). A config the manager refuses as it
+    creates the policy (an extra link's factory that fails) fails the request with the manager's
+    own error.
 
     The dependency is a coroutine function, so FastAPI runs it on the event loop, in ``async
     def`` and ``def`` endpoints alike: a plain function would be run in the threadpool, a thread
@@ -245,13 +261,20 @@ def resilience_policy(
 
 
 def _named_policy(manager: ResilienceManager, name: str, config: ResilienceConfig | None) -> PolicyHandle:
-    """Return ``manager``'s policy ``name`` as it is, or create it with ``config`` if there is none."""
+    """Return ``manager``'s policy ``name`` as it is, or create it with ``config`` if there is none.
+
+    Raises:
+        ValueError: The manager refused ``config`` when creating the policy (an extra link's
+            factory failed): its own error, not a ``KeyError`` for the name.
+    """
     with contextlib.suppress(KeyError):
         return manager.policy(name)
     try:
         return manager.policy(name, ResilienceConfig() if config is None else config)
-    except ValueError:  # created meanwhile (another thread) with another config: take it as it is
-        return manager.policy(name)
+    except ValueError:
+        with contextlib.suppress(KeyError):  # created meanwhile (another thread) with another config
+            return manager.policy(name)
+        raise  # none was: the config itself was refused
 
 
 class _InnerPolicyError(Exception):
@@ -432,8 +455,8 @@ class LoadSheddingMiddleware:
         rate_limiter: The middleware's :class:`~otel_resilience.RateLimiter`, or ``None``.
 
     Raises:
-        TypeError: ``bulkhead`` is not a BulkheadConfig, ``rate_limiter`` not a RateLimiterConfig,
-            ``name`` not a str, or ``manager`` not a ResilienceManager.
+        TypeError: ``app`` is not callable, ``bulkhead`` is not a BulkheadConfig, ``rate_limiter``
+            not a RateLimiterConfig, ``name`` not a str, or ``manager`` not a ResilienceManager.
         ValueError: Neither a bulkhead nor a rate limiter is given, or ``name`` is empty.
     """
 
@@ -446,6 +469,7 @@ class LoadSheddingMiddleware:
         name: str = "http.server",
         manager: ResilienceManager | None = None,
     ) -> None:
+        check_callable("LoadSheddingMiddleware", "app", app)
         if bulkhead is None and rate_limiter is None:
             raise fail("LoadSheddingMiddleware", "bulkhead", "given (or rate_limiter)", bulkhead)
         for field, value, kind in (

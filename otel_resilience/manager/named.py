@@ -278,7 +278,8 @@ class NamedPolicies:
 
         Raises:
             TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync)
-                function (nothing changed).
+                function (nothing changed), or returns no :class:`ResilienceConfig` (reported;
+                no policy changed).
             Exception: A reload refused (reported; no policy changed), as :meth:`reconfigure_many`.
         """
         return apply_file(self, policies, customize)

@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
 from otel_resilience.engine.forking import fork_safe
-from otel_resilience.engine.validation import check_duration, check_sync_callable, fail
+from otel_resilience.engine.validation import check_duration, check_sync_callable, fail, wrong_return
+from otel_resilience.manager.config import ResilienceConfig
 from otel_resilience.manager.policy import same_config
 
 if TYPE_CHECKING:
     from otel_resilience.config import ConfigFile
     from otel_resilience.config.formats import Format
-    from otel_resilience.manager.config import ResilienceConfig
     from otel_resilience.manager.named import NamedPolicies
     from otel_resilience.manager.policy import PolicyHandle
 
@@ -79,7 +79,7 @@ def apply_file(
 
     Raises:
         TypeError: ``policies`` is not a mapping, or ``customize`` is not a plain (sync) function
-            (nothing changed).
+            (nothing changed), or returns no ``ResilienceConfig`` (reported; no policy changed).
         Exception: A config refused, or what ``customize`` raised (reported; no policy changed).
     """
     if not isinstance(policies, Mapping):
@@ -140,14 +140,28 @@ def _file_key(path: str | os.PathLike[str]) -> str:
 def _customized(
     manager: NamedPolicies, name: str, config: ResilienceConfig, customize: Customize | None
 ) -> ResilienceConfig:
-    """``customize(name, config)`` (or ``config``); what it raises is a refused reload of ``name``."""
+    """``customize(name, config)`` (or ``config``); what it raises is a refused reload of ``name``.
+
+    So is what it returns that is not a config (a function that forgot its ``return``): a
+    ``TypeError`` naming ``customize`` and the policy, a coroutine closed.
+    """
     if customize is None:
         return config
     try:
-        return customize(name, config)
+        customized: object = customize(name, config)  # judged below: a function may forget its return
     except Exception as error:
         manager._refused(name, error)
         raise
+    if not isinstance(customized, ResilienceConfig):
+        refused = wrong_return(
+            f"customize({name!r}, config)", customized, "it must return a ResilienceConfig"
+        )
+        manager._refused(name, refused)
+        try:
+            raise refused
+        finally:
+            del refused  # its traceback holds this frame: not bound here (a cycle)
+    return customized
 
 
 class ConfigWatch:
@@ -159,7 +173,8 @@ class ConfigWatch:
     a thread of its own (see the module doc) until it stops its copy.
 
     Attributes:
-        path: The file watched.
+        path: The file watched, as given (a relative path names the file of the working
+            directory the watch began in, whatever directory the process changes to later).
         interval: Seconds between two looks (a ``timedelta`` given is stored as seconds).
         format: The file's format, ``"yaml"`` or ``"toml"``: the one given, else its suffix's.
         applied: How many times a changed file was applied (the first load included).
@@ -184,6 +199,9 @@ class ConfigWatch:
             check_format(format, "ResilienceManager.watch.format")
         self.path = Path(path)
         self.format: Format = file_format(os.fspath(self.path), format)
+        # The file the path names now: a relative path is not read again against a working
+        # directory the process changes to later (a daemon's chdir("/")).
+        self._file = Path(_file_key(path))
         self.applied = 0
         self.failed = 0
         self._manager = manager
@@ -222,7 +240,7 @@ class ConfigWatch:
         times; Nix and reproducible images, where every file has the same one).
         """
         try:
-            info = self.path.stat()
+            info = self._file.stat()
         except OSError:
             return None
         return info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns
@@ -230,7 +248,7 @@ class ConfigWatch:
     def _read(self) -> bytes | OSError:
         """The file's bytes, or the error reading it raised (a look compares, then loads, what it read)."""
         try:
-            return self.path.read_bytes()
+            return self._file.read_bytes()
         except OSError as error:
             return error.with_traceback(None)  # kept a look: its traceback would hold the looking frame
 
@@ -253,8 +271,8 @@ class ConfigWatch:
                 raise content
             finally:
                 del content  # its traceback holds this frame: not bound here (a cycle)
-        previous = self._manager._applied_files.get(_file_key(self.path), last)
-        return load_content(content, os.fspath(self.path), self.format, previous=previous)
+        previous = self._manager._applied_files.get(_file_key(self._file), last)
+        return load_content(content, os.fspath(self._file), self.format, previous=previous)
 
     def check(self) -> bool:
         """Look at the file now; apply it if it changed and is as the previous look found it.

@@ -23,16 +23,16 @@ import bisect
 import itertools
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry.metrics import Observation
 
 from otel_resilience.engine.forking import fork_safe
+from otel_resilience.engine.validation import check_int, check_number, fail
 from otel_resilience.telemetry import semconv as sc
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from opentelemetry.metrics import Meter
 
     from otel_resilience.telemetry.scopes import Attrs
@@ -44,6 +44,7 @@ SERIES_LIMIT: Final = 2000
 of any further set go to one overflow series marked ``otel.metric.overflow``."""
 _OVERFLOW_KEY: Final = frozenset({(sc.METRIC_OVERFLOW, True)})
 """The attribute set of the overflow series."""
+_OWNER: Final = "InProcessHistogram"
 
 
 class _Series:
@@ -72,22 +73,22 @@ class InProcessHistogram:
         limit: How many attribute sets are kept apart (:data:`SERIES_LIMIT`).
 
     Raises:
-        ValueError: ``boundaries`` is empty or not strictly increasing, or ``limit`` is below 1.
+        ValueError: ``boundaries`` is empty or not strictly increasing, a bound is not finite,
+            or ``limit`` is below 1.
+        TypeError: ``boundaries`` is not a sequence of numbers, or ``limit`` is not an int.
     """
 
     __slots__ = ("_bounds", "_by_content", "_by_dict", "_labels", "_limit", "_lock")
 
     def __init__(self, boundaries: Sequence[float], limit: int = SERIES_LIMIT) -> None:
-        bounds = tuple(float(bound) for bound in boundaries)
+        if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence):
+            raise fail(_OWNER, "boundaries", "a sequence of numbers", boundaries, kind=TypeError)
+        bounds = tuple(check_number(_OWNER, f"boundaries[{i}]", bound) for i, bound in enumerate(boundaries))
         if not bounds or any(a >= b for a, b in itertools.pairwise(bounds)):
-            msg = f"InProcessHistogram: boundaries must be non-empty and increasing, got {boundaries!r}"
-            raise ValueError(msg)
-        if limit < 1:
-            msg = f"InProcessHistogram: limit must be >= 1, got {limit!r}"
-            raise ValueError(msg)
+            raise fail(_OWNER, "boundaries", "non-empty and strictly increasing", boundaries)
+        self._limit = check_int(_OWNER, "limit", limit, minimum=1)
         self._bounds = bounds
         self._labels = (*(repr(bound) for bound in bounds), "+Inf")
-        self._limit = limit
         self._lock = fork_safe(threading.Lock())
         self._by_content: dict[frozenset[tuple[str, object]], _Series] = {}
         self._by_dict: dict[int, tuple[Attrs, _Series]] = {}

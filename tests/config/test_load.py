@@ -29,7 +29,7 @@ from otel_resilience import (
     TimeWindow,
     resilient,
 )
-from otel_resilience.config import ConfigError, ConfigFile, load, loads, parse_duration
+from otel_resilience.config import ConfigError, ConfigFile, from_env, load, loads, parse_duration
 from otel_resilience.config.formats import UnknownFormatError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -396,6 +396,37 @@ def test_a_format_the_loader_does_not_read_is_refused_before_the_file_is(
     for path in (tmp_path / "a.yaml", tmp_path / "missing.yaml"):
         with pytest.raises(ValueError, match=r"^format must be 'yaml' or 'toml', got "):
             load(path, format=value)  # type: ignore[arg-type]
+
+
+def test_arguments_of_the_wrong_type_are_refused_naming_them(tmp_path: Path) -> None:
+    """Bytes for text or path, a previous that is no earlier load, an environment that is no mapping:
+    a TypeError naming the argument, before any file is read (was: "a bytes-like object is required,
+    not 'str'" for bytes, the reverse of the fault, or an AttributeError from deep inside)."""
+    path = tmp_path / "a.yaml"
+    path.write_text("policies: {p: {timeout: 1s}}\n", encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    with pytest.raises(TypeError, match=r"^loads\.text must be a str, got b'policies.*' \(bytes\)"):
+        loads(text.encode())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^loads\.text must be a str, got None \(NoneType\)"):
+        loads(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^load\.path must be a str or an os\.PathLike of one, got b'"):
+        load(str(path).encode())  # type: ignore[arg-type]
+    for earlier in ({}, {"p": ResilienceConfig()}):
+        with pytest.raises(
+            TypeError, match=r"^loads\.previous must be a ConfigFile \(an earlier load\) or None"
+        ):
+            loads(text, previous=earlier)  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError, match=r"^load\.previous must be a ConfigFile \(an earlier load\) or None"
+        ):
+            load(tmp_path / "missing.yaml", previous=earlier)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^from_env\.previous must be a ConfigFile"):
+            from_env({}, previous=earlier)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^from_env\.environ must be a mapping of names to values"):
+        from_env([("OTEL_RESILIENCE_CONFIG", str(path))])  # type: ignore[arg-type]
+    earlier_load = load(path)
+    assert load(path, previous=earlier_load) == loads(text, previous=earlier_load) == earlier_load
+    assert from_env({"OTEL_RESILIENCE_CONFIG": str(path)}, previous=earlier_load) == earlier_load
 
 
 def test_an_unknown_suffix_raises_the_error_a_command_words_its_hint_from(tmp_path: Path) -> None:

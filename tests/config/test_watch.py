@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +19,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_resilience import CircuitBreakerConfig, ResilienceConfig, ResilienceManager
-from otel_resilience.config import ConfigError, load
+from otel_resilience.config import ConfigError, load, loads
 from otel_resilience.engine.events import Event, ReloadFailed
 from otel_resilience.manager.watch import ConfigWatch
 from otel_resilience.telemetry import current_listener, install_default, instrument, uninstrument
@@ -564,6 +566,38 @@ def test_a_customize_that_is_not_callable_is_refused_at_once_naming_it(tmp_path:
     assert manager.policy("payments", ResilienceConfig()).get_stats()["reloads"]["failed"] == 0
 
 
+def test_a_customize_that_returns_no_config_is_named_in_the_refusal() -> None:
+    """A customize that forgets its return: the TypeError names customize and the policy, for a new
+    policy and a changed one alike (was: ``ResilienceManager.policy.config`` or
+    ``ResilienceManager.reconfigure.config``, arguments the caller never passed), and is a failed
+    reload of that policy; a returned coroutine is closed, nothing changed."""
+
+    def forgets(_name: str, _config: ResilienceConfig) -> None:
+        """Meant to add what the file cannot express, and forgets to return the config."""
+
+    async def later(config: ResilienceConfig) -> ResilienceConfig:
+        return config
+
+    manager = ResilienceManager()
+    first = loads(FIRST)
+    message = r"^customize\('payments', config\) returned None; it must return a ResilienceConfig$"
+    with pytest.raises(TypeError, match=message):
+        manager.apply_config(first, customize=forgets)  # type: ignore[arg-type] # a new policy
+    assert "payments" not in manager._handles
+    payments = manager.apply_config(first)["payments"]
+    second = loads(SECOND)
+    with pytest.raises(TypeError, match=message):
+        manager.apply_config(second, customize=forgets)  # type: ignore[arg-type] # a changed one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine left open warns when it is freed
+        with pytest.raises(TypeError, match=r"^customize\('payments', config\) returned <coroutine"):
+            manager.apply_config(second, customize=lambda _name, config: later(config))  # type: ignore[arg-type,return-value]
+        gc.collect()
+    assert (payments.generation, payments.config) == (1, first["payments"])
+    assert payments.get_stats()["reloads"] == {"succeeded": 0, "failed": 2}
+    assert "inventory" not in manager._handles
+
+
 TRUNCATED = SECOND[: SECOND.index("    timeout: 2s")]
 """The first chunk of a save of SECOND: valid YAML, a valid file, with fewer keys (payments without its timeout)."""
 
@@ -650,3 +684,29 @@ def test_a_watch_format_the_loader_does_not_read_is_refused_at_once_naming_it(
     assert "payments" not in manager._handles
     with pytest.raises(ValueError, match=r"^format must be 'yaml' or 'toml', got "):
         load(path, format=value)  # type: ignore[arg-type]
+
+
+def test_a_watch_of_a_relative_path_follows_its_file_after_the_process_changes_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file watched is the one the path named when the watch began: a service that changes its
+    working directory afterwards (a daemon's chdir("/")) keeps following it (was: the path was read
+    against the new directory at each look, so the file looked deleted, every policy reported a
+    failed reload, and a file of that name there would have been applied in its place)."""
+    (tmp_path / "service").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    _write(tmp_path / "elsewhere" / "resilience.yaml", BROKEN)  # another file of the same name
+    monkeypatch.chdir(tmp_path / "service")
+    path = Path("resilience.yaml")
+    _write(path, FIRST)
+    manager = ResilienceManager()
+    with manager.watch(path, interval=3600) as watch:
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert not _look_twice(watch)  # nothing changed
+        _write(tmp_path / "service" / "resilience.yaml", SECOND)
+        assert _look_twice(watch)
+        assert (watch.applied, watch.failed) == (2, 0)
+        payments = manager.policy("payments")
+        assert payments.config.circuit_breaker == CircuitBreakerConfig(failure_threshold=5)
+        assert payments.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
+        assert watch.path == path  # as given

@@ -58,6 +58,8 @@ def client_of(app: FastAPI) -> httpx.AsyncClient:
         (CircuitOpenError("payments", "forced_open", math.inf), 503, None),
         (RateLimitedError("api", 0.2), 429, "1"),
         (RateLimitedError("api", 1e300), 429, "2147483648"),  # capped: RFC 9111's largest delta-seconds
+        (RateLimitedError("api", 10**400), 429, "2147483648"),  # an int past any float: capped, not a 500
+        (CircuitOpenError("payments", "open", 2**31 + 1), 503, "2147483648"),
         (BulkheadFullError("api", 10, 0), 503, "1"),
         (OperationTimeoutError("payments", 1.0), 504, None),
         # made with a message alone (an application's test double): no wait to tell, no Retry-After
@@ -962,3 +964,56 @@ async def test_a_queued_request_expecting_100_continue_is_asked_for_its_body_whe
     assert b"200 OK" in answer
     assert answer.endswith(b"\r\n6\r\nsecond\r\n0\r\n\r\n")  # chunked: the body echoed
     assert entered == [b"first", b"second"]
+
+
+# ---------------------------------------------------------------- misuse: told, never silent
+
+
+async def test_handlers_added_once_the_app_has_started_are_refused() -> None:
+    """Starlette builds the handlers into the app's middleware stack when the app first runs (its
+    lifespan's startup included): handlers added after would never run, every refusal a 500.
+    Refused with a RuntimeError, as Starlette's ``add_middleware`` is, rather than ignored."""
+    app = FastAPI()
+
+    @app.get("/")
+    async def route() -> None:
+        raise CircuitOpenError("payments", "open", 2.0)
+
+    async with client_of(app) as client:
+        assert (await client.get("/")).status_code == 500  # no handler: the app's error
+        with pytest.raises(RuntimeError, match=r"^add_exception_handlers: the app has started"):
+            add_exception_handlers(app)
+        assert (await client.get("/")).status_code == 500
+
+    ready = FastAPI()
+    add_exception_handlers(ready)
+
+    @ready.get("/")
+    async def refused() -> None:
+        raise CircuitOpenError("payments", "open", 2.0)
+
+    async with client_of(ready) as client:
+        assert (await client.get("/")).status_code == 503
+        add_exception_handlers(ready)  # all in place already: nothing to add, nothing refused
+        assert (await client.get("/")).status_code == 503
+
+
+async def test_the_dependency_raises_the_error_that_refused_its_config() -> None:
+    """A config the manager refuses when it creates the policy (its extra link's factory fails):
+    the request fails with that error, not with a KeyError saying that no policy has the name."""
+
+    def broken_link(name: str) -> Any:
+        raise ValueError("the link's endpoint setting is missing")
+
+    config = ResilienceConfig(extra_strategies=(ExtraStrategy(broken_link, inside="retry"),))
+    dependency = resilience_policy("payments", config, manager=ResilienceManager())
+    with pytest.raises(ValueError, match="the link's endpoint setting is missing"):
+        await dependency()
+
+
+@pytest.mark.parametrize("not_an_app", [None, "main:app"], ids=repr)
+def test_load_shedding_refuses_an_app_that_is_not_callable_at_construction(not_an_app: object) -> None:
+    """Not an ASGI app: a TypeError naming the argument at construction, not a "'str' object is not
+    callable" on every request."""
+    with pytest.raises(TypeError, match=r"^LoadSheddingMiddleware\.app must be callable"):
+        LoadSheddingMiddleware(not_an_app, bulkhead=BulkheadConfig(max_concurrent=1))  # type: ignore[arg-type]

@@ -159,16 +159,29 @@ def test_dicts_made_again_and_again_neither_overflow_nor_pile_up() -> None:
 
 
 @pytest.mark.parametrize(
-    ("boundaries", "limit", "field"),
+    ("boundaries", "limit", "kind", "field"),
     [
-        ((), 10, "boundaries"),
-        ((1.0, 1.0), 10, "boundaries"),
-        ((2.0, 1.0), 10, "boundaries"),
-        ((1.0,), 0, "limit"),
+        ((), 10, ValueError, "boundaries"),
+        ((1.0, 1.0), 10, ValueError, "boundaries"),
+        ((2.0, 1.0), 10, ValueError, "boundaries"),
+        ((1.0,), 0, ValueError, "limit"),
+        ((0.1, float("nan"), 1.0), 10, ValueError, r"boundaries\[1\]"),
+        ((0.1, float("inf")), 10, ValueError, r"boundaries\[1\]"),
+        ((float("-inf"), 1.0), 10, ValueError, r"boundaries\[0\]"),
+        (("0.1", "1"), 10, TypeError, r"boundaries\[0\]"),
+        ((True, 2.0), 10, TypeError, r"boundaries\[0\]"),
+        ("12", 10, TypeError, "boundaries"),
+        (None, 10, TypeError, "boundaries"),
+        ((1.0,), 2.5, TypeError, "limit"),
+        ((1.0,), True, TypeError, "limit"),
+        ((1.0,), "10", TypeError, "limit"),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_field(
-    boundaries: tuple[float, ...], limit: int, field: str
+    boundaries: Any, limit: Any, kind: type[Exception], field: str
 ) -> None:
-    with pytest.raises(ValueError, match=field):
+    """Refused at construction, the error naming the field, never taken silently: a NaN or an
+    infinite bound (its bucket would be labelled ``le="nan"`` or ``"inf"`` beside ``+Inf``, and a
+    NaN breaks the bisection), a text or a bool taken for numbers, a limit that is no int."""
+    with pytest.raises(kind, match=f"InProcessHistogram.{field}"):
         InProcessHistogram(boundaries, limit=limit)

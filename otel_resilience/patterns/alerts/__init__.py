@@ -43,6 +43,7 @@ this module holds the process-wide alert system and re-exports the rest.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -71,7 +72,12 @@ from otel_resilience.patterns.alerts.model import AlertCallback as AlertCallback
 from otel_resilience.patterns.alerts.model import AlertConfig as AlertConfig
 from otel_resilience.patterns.alerts.model import AlertKind as AlertKind
 from otel_resilience.patterns.alerts.model import AlertSeverity as AlertSeverity
-from otel_resilience.patterns.alerts.system import _ALERT_SYSTEMS_LOCK, _standing_in
+from otel_resilience.patterns.alerts.system import (
+    _ALERT_SYSTEMS_LOCK,
+    _CLOSING_HOOKS,
+    _Handover,
+    _standing_in,
+)
 from otel_resilience.patterns.alerts.system import AlertSystem as AlertSystem
 
 __all__ = [
@@ -147,19 +153,46 @@ def _standing_in_locked() -> AlertSystem:
     That is the first alert system (in the order they were added) that listens on the global
     hub: the process-wide one, or the application's own, made before it.
     """
-    global _DEFAULT, _holder  # noqa: PLW0603 - the one lazily created process-wide instance
+    global _DEFAULT  # noqa: PLW0603 - the one lazily created process-wide instance
     system = _standing_in(HUB)
     if system is None:
         system = _DEFAULT = AlertSystem()
         HUB.add_listener(system)  # held strongly: this module keeps it anyway, and its events cost no proxy
     holder = _holder() if _holder is not None else None
-    if holder is not system:  # the one that held them stopped listening: its successor takes them
-        for subscription in _SUBSCRIPTIONS.values():
-            if holder is not None:
-                holder._unsubscribe(subscription.token)
-            subscription.token = system._subscribe(subscription.callback)
-        _holder = weakref.ref(system)
+    if holder is not system:  # it left with none listening beside it (closed), or was freed
+        with contextlib.ExitStack() as locks:
+            for held in (system,) if holder is None else (system, holder):
+                locks.enter_context(held._lock)
+            _hand_subscriptions_locked(holder, system)
     return system
+
+
+def _hand_subscriptions_locked(holder: AlertSystem | None, system: AlertSystem) -> None:
+    """Move the subscriptions made with :func:`subscribe` from ``holder`` onto ``system``.
+
+    Under :data:`_DEFAULT_LOCK` and both systems' locks: from one moment on, each alert is
+    delivered by the one or the other.
+    """
+    global _holder  # noqa: PLW0603 - the subscriptions' one holder
+    for subscription in _SUBSCRIPTIONS.values():
+        if holder is not None:
+            holder._unsubscribe_locked(subscription.token)
+        subscription.token = system._subscribe_locked(subscription.callback)
+    _holder = weakref.ref(system)
+
+
+def _closing(closed: AlertSystem, standing: AlertSystem) -> None:
+    """At the close of the system holding the subscriptions, hand them to the one standing in from then.
+
+    A close hook (``_CLOSING_HOOKS``: under the lock and both systems' locks). Only on the global
+    hub, where the process-wide role is; with none listening beside the closed system, they
+    wait for the one made next (:func:`_standing_in_locked`).
+    """
+    if _holder is not None and _holder() is closed and standing._hub is HUB:
+        _hand_subscriptions_locked(closed, standing)
+
+
+_CLOSING_HOOKS.append(_closing)
 
 
 class _ReportedAlerts:
@@ -167,22 +200,29 @@ class _ReportedAlerts:
 
     Those of its alert system while that one listens. Once it is closed, the system that stood
     in for the process-wide one at the close takes its place (noted by :meth:`AlertSystem.close`
-    with its counts then; if none listened, the one :func:`default_alert_system` gives, made
-    after the close), and the counts go on: the closed system's, plus what its successor counted
-    since the close, so that no alert is lost or counted twice. Leaving the alert system the
+    with its counts then, a ``_Handover``; if it is gone, the next that listened then, which
+    heard the same events since; if none listened, the one :func:`default_alert_system` gives,
+    made after the close), and the counts go on: the closed system's, plus what its
+    successor counted since the close, so that no alert is lost or counted twice. The counts
+    the successor took over from are read as they are now: an event on its way to both systems
+    at the close corrects them when the later of the two hears it, even after the manager moved
+    on (while the closed system lives, it may still hear one). Leaving the alert system the
     manager was given is logged once, as a warning; following the process-wide one from one
     instance to the next is not.
     """
 
-    __slots__ = ("_base", "_carried", "_given", "_lock", "_system")
+    __slots__ = ("_carried", "_given", "_handover", "_left", "_lock", "_system")
 
     def __init__(self, system: AlertSystem | None) -> None:
         self._given = system is not None
         self._system = system if system is not None else default_alert_system()
         self._carried: dict[str, int] = {}
         """The counts of the systems reported before, closed since, while each was reported."""
-        self._base: dict[str, int] = {}
-        """The counts the current system had when it took over (not the manager's)."""
+        self._handover: _Handover | None = None
+        """How the current system took over: its counts then (``None``: from 0, or the first)."""
+        self._left: list[tuple[_Handover, dict[str, int]]] = []
+        """The handovers of the systems reported before, and their counts as carried: corrected
+        later by an event that was on its way at their close, while their closed system lives."""
         self._lock = fork_safe(threading.Lock())
 
     def system(self) -> AlertSystem:
@@ -195,13 +235,19 @@ class _ReportedAlerts:
 
     def _current_locked(self) -> AlertSystem:
         while (closed := self._system).closed:  # its successor may be closed in turn, and so on
-            handover = closed._successor()
-            successor, counted = handover if handover is not None else (default_alert_system(), {})
-            final, base = closed._counts(), self._base
-            carried = dict(self._carried)
+            for handover in closed._handed_over():  # the first that listened at the close, still there
+                if (successor := handover.successor()) is not None:
+                    break
+            else:  # none listened at the close (or all are gone): the one now, made since, from 0
+                successor, handover = default_alert_system(), None
+            final, taken = closed._counts(), self._handover
+            base = taken.counted() if taken is not None else {}
+            carried = self._carried
             for key, count in final.items():
                 carried[key] = carried.get(key, 0) + count - base.get(key, 0)
-            self._carried, self._base, self._system = carried, counted, successor
+            if taken is not None:
+                self._left.append((taken, base))
+            self._handover, self._system = handover, successor
             if self._given:
                 self._given = False
                 _LOG.warning(
@@ -212,12 +258,24 @@ class _ReportedAlerts:
                 )
         return self._system
 
+    def _settle_locked(self) -> None:
+        """Carry the corrections the handovers left since were given; forget those that can get no more."""
+        carried, kept = self._carried, []
+        for handover, base in self._left:
+            now = handover.counted()
+            for key, count in now.items():
+                carried[key] = carried.get(key, 0) + base.get(key, 0) - count
+            if handover.closed() is not None:  # it may still hear an event that was on its way
+                kept.append((handover, now))
+        self._left = kept
+
     def get_stats(self) -> dict[str, Any]:
         """:meth:`AlertSystem.get_stats` of the system reported now, counts carried on past closes."""
         with self._lock:
             system = self._current_locked()
-            stats = system.get_stats()
-            carried, base = self._carried, self._base
+            self._settle_locked()
+            stats, base = system._stats_since(self._handover)
+            carried = dict(self._carried)
         if carried or base:
             by_kind: dict[str, int] = stats["by_kind"]
             for kind in by_kind:
@@ -242,8 +300,9 @@ def subscribe(callback: AlertCallback) -> Callable[[], None]:
 
     That is the application's own alert system while it listens on the global hub in its place.
     The subscription follows the process-wide system: once the application's own stops listening
-    (closed, or freed), it moves to the system that takes its place, when that one is made or
-    looked up (by the next pattern, manager or :func:`default_alert_system` call).
+    (closed, or freed), it moves to the system that takes its place: at the close, to the one
+    listening beside it (which stands in from then on); else when that one is made or looked up
+    (by the next pattern, manager or :func:`default_alert_system` call).
 
     Args:
         callback: A sync callable taking an :class:`Alert`.
@@ -252,7 +311,8 @@ def subscribe(callback: AlertCallback) -> Callable[[], None]:
         A function that unsubscribes it (calling it again does nothing).
 
     Raises:
-        TypeError: ``callback`` is not callable, or is async (a coroutine function).
+        TypeError: ``callback`` is not callable, or is async (a coroutine function), or a
+            generator function (sync or async).
     """
     with _DEFAULT_LOCK:
         subscription = _Subscription(callback, _standing_in_locked()._subscribe(callback))

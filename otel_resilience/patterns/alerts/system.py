@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -63,6 +64,118 @@ def _standing_in(hub: TelemetryHub) -> AlertSystem | None:
     Called under :data:`_ALERT_SYSTEMS_LOCK`, so that no system is added to a hub unseen.
     """
     return next((system for system in list(_ALERT_SYSTEMS) if hub.listens(system)), None)
+
+
+def _listening(hub: TelemetryHub, besides: AlertSystem) -> list[AlertSystem]:
+    """The alert systems listening on ``hub`` but ``besides``, oldest first (as :func:`_standing_in` goes).
+
+    Called under :data:`_ALERT_SYSTEMS_LOCK`, so that no system is added to a hub unseen.
+    """
+    return [system for system in list(_ALERT_SYSTEMS) if system is not besides and hub.listens(system)]
+
+
+_CLOSING_HOOKS: Final[list[Callable[[AlertSystem, AlertSystem], None]]] = []
+"""Called at the cut of each close that another system listens beside (``hook(closed, standing)``,
+``standing`` the one that stands in from then on), under :data:`_ALERT_SYSTEMS_LOCK` and the locks
+of both: what follows the process-wide role moves there in the same moment (``subscribe()``'s
+subscriptions), so that no alert of either is delivered twice, or not at all."""
+
+_SERIALS: Final = itertools.count()
+"""Numbers every alert system once, for the records of what each made of an event (no reference
+to the system: a record left in a thread's local never keeps a system alive)."""
+
+
+class _Dispatch:
+    """The event being dispatched in one thread, and what each alert system that heard it made of it.
+
+    Kept only by systems that have another on their hub (``_paired``): the systems a close hands
+    over between are called one after the other by the same dispatch, and tell by this record
+    which of them the close came between (see :class:`_Handover`).
+    """
+
+    __slots__ = ("args", "event", "source", "verdicts")
+
+    def __init__(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
+        self.source = source
+        self.event = event
+        self.args = args
+        self.verdicts: list[_Verdict] = []
+
+
+class _Verdict:
+    """What one alert system made of one dispatched event: the alerts it counted, whether it had closed."""
+
+    __slots__ = ("closed", "counted", "dispatch", "serial")
+
+    def __init__(self, serial: int, dispatch: _Dispatch) -> None:
+        self.serial = serial
+        self.dispatch = dispatch
+        self.counted: list[tuple[AlertKind, int]] = []
+        """Each alert counted, with how many systems the system had succeeded then (``_cuts``)."""
+        self.closed = False
+        """Whether the system was closed once it had decided (read at its end)."""
+
+    def counts(self, kind: AlertKind) -> bool:
+        return any(counted is kind for counted, _ in self.counted)
+
+
+_HEARD: Final = threading.local()
+"""``record``: the :class:`_Dispatch` of the event being dispatched in this thread."""
+
+
+class _Handover:
+    """The cut :meth:`AlertSystem.close` makes: the system standing in, and its counts then.
+
+    A manager that reported the closed system counts on with the successor's alerts since the cut:
+    ``base`` is what the successor had counted at it, guarded by the successor's lock (``lock``).
+    The cut is one moment for both (taken under both locks): each alert either the closed system
+    counted before it, or the successor after it. A dispatch under way at the cut reaches the two
+    one after the other, one before the cut and the other after it: that event is the closed
+    system's if it decided it before its close, else the successor's, and ``base`` is corrected
+    so (each correction where it is seen: the later of the two to hear the event). So no alert is
+    counted twice, nor lost, whichever of the two the dispatch reached first.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "base",
+        "closed",
+        "closed_serial",
+        "index",
+        "lock",
+        "successor",
+        "successor_serial",
+    )
+
+    def __init__(self, closed: AlertSystem, successor: AlertSystem) -> None:
+        """Made under both systems' locks: ``successor._cuts`` already counts this one."""
+        self.closed = weakref.ref(closed)
+        self.closed_serial = closed._serial
+        self.successor = weakref.ref(successor)
+        self.successor_serial = successor._serial
+        self.index = successor._cuts
+        self.lock = successor._lock
+        self.base = {kind.value: count for kind, count in successor._by_kind.items()}
+        self.base["callback_errors"] = successor._callback_errors
+
+    def counted(self) -> dict[str, int]:
+        """``base`` now (corrected since the cut for the events then under way)."""
+        with self.lock:
+            return dict(self.base)
+
+    def correct_late(self, closed: _Verdict) -> None:
+        """The closed system heard an event after its close that the successor counted before the cut.
+
+        Those alerts of the successor (the ones the closed system did not count itself) are the
+        manager's: they leave ``base``.
+        """
+        successor = next((v for v in closed.dispatch.verdicts if v.serial == self.successor_serial), None)
+        if successor is None:
+            return
+        with self.lock:
+            for kind, cuts in successor.counted:
+                if cuts < self.index and not closed.counts(kind):
+                    self.base[kind.value] -= 1
 
 
 class _RateWindow:
@@ -127,15 +240,19 @@ class AlertSystem:
         "_clock",
         "_closed",
         "_config",
+        "_cuts",
         "_episodes",
         "_escalation_cooldowns",
         "_full_cooldowns",
-        "_handover",
+        "_handovers",
         "_history",
         "_hub",
         "_lock",
+        "_paired",
         "_rates",
+        "_serial",
         "_subscribers",
+        "_succeeding",
         "_telemetry",
         "_tokens",
     )
@@ -173,9 +290,21 @@ class AlertSystem:
         self._escalation_cooldowns: dict[tuple[str, str], float] = {}
         self._episodes: OrderedDict[tuple[str, str | None], None] = OrderedDict()  # (name, key)
         self._closed = False
-        # The system standing in for it when it was closed, weakly, and its counts then (see close()).
-        self._handover: tuple[weakref.ref[AlertSystem], dict[str, int]] | None = None
+        self._handovers: tuple[_Handover, ...] = ()
+        """The cut its close made, with each system listening beside it then (see :meth:`close`)."""
+        self._serial = next(_SERIALS)
+        self._cuts = 0
+        """How many closed systems it stood in for at their close (each a :class:`_Handover`)."""
+        self._succeeding: weakref.WeakValueDictionary[int, _Handover] = weakref.WeakValueDictionary()
+        """Those handovers, by the serial of the closed system, while something keeps them."""
+        self._paired = False
+        """Whether another alert system listened on its hub beside it: a close may then hand over
+        between the two while an event is on its way to both, and each event's record is kept."""
         with _ALERT_SYSTEMS_LOCK:
+            peers = _listening(hub, self)
+            for peer in peers:
+                peer._paired = True
+            self._paired = bool(peers)
             _ALERT_SYSTEMS[self] = None
             hub.add_listener(self, weak=True)
 
@@ -191,20 +320,38 @@ class AlertSystem:
         """Stop listening to the hub (idempotent). Subscribers, history and counts are kept.
 
         Once it has returned, no alert is raised here, not even for an event already on its way
-        (being dispatched in another thread, or by a listener that closed it).
+        (being dispatched in another thread, or by a listener that closed it). The subscriptions
+        of the module's ``subscribe()`` are not its own: they follow the process-wide role, to the
+        system listening beside it (if one does) at the close.
 
         A :class:`~otel_resilience.ResilienceManager` that reported it carries on with the alert
         system standing in for the process-wide one: the one that does at the close (the first
-        other system listening on its hub), and its counts then, are noted here, so that the
-        manager's alert counts lose no alert raised after the close, nor count one twice.
+        other system listening on its hub; the next, if that one is gone by the time the manager
+        moves on), and its counts then, are noted here (a :class:`_Handover` for each system
+        listening beside it), so that the manager's alert counts lose no alert raised after the
+        close, nor count one twice. The close and the noting are one moment for all of them
+        (under all their locks, before it leaves the hub): each alert is counted by this one
+        before it, or by the successor after it; an event on its way to both at that moment is
+        settled by whichever hears it last.
         """
         with _ALERT_SYSTEMS_LOCK:  # no system added to the hub unseen while the stand-in is looked up
-            self._hub.remove_listener(self)
             if not self._closed:
-                standing = _standing_in(self._hub)
-                if standing is not None:
-                    self._handover = (weakref.ref(standing), standing._counts())
-                self._closed = True  # last: once closed, its handover is there to read
+                successors = _listening(self._hub, self)
+                with contextlib.ExitStack() as cut:  # one moment for all: under every lock
+                    for system in (*successors, self):
+                        cut.enter_context(system._lock)
+                    handovers = []
+                    for successor in successors:
+                        successor._cuts += 1
+                        handover = _Handover(self, successor)
+                        successor._succeeding[self._serial] = handover
+                        handovers.append(handover)
+                    self._handovers = tuple(handovers)
+                    self._closed = True  # last: once closed, its handovers are there to read
+                    if successors:
+                        for hook in _CLOSING_HOOKS:
+                            hook(self, successors[0])
+            self._hub.remove_listener(self)
 
     closed = ReadOnly[bool]("_closed", "Whether :meth:`close` removed it from its hub.")
 
@@ -236,7 +383,8 @@ class AlertSystem:
             holds the alert system weakly: it does not keep a system its owner dropped alive.
 
         Raises:
-            TypeError: ``callback`` is not callable, or is async (a coroutine function).
+            TypeError: ``callback`` is not callable, or is async (a coroutine function), or a
+                generator function (sync or async).
         """
         token = self._subscribe(callback)
         owner = weakref.ref(self)
@@ -251,23 +399,35 @@ class AlertSystem:
     def _subscribe(self, callback: AlertCallback) -> int:
         """Check and add a subscription (see :meth:`subscribe`); return its token."""
         check_callable("AlertSystem.subscribe", "callback", callback)
-        if is_async_callable(callback):
+        if (
+            is_async_callable(callback)
+            or inspect.isgeneratorfunction(callback)
+            or inspect.isasyncgenfunction(callback)
+        ):
             raise fail(
                 "AlertSystem.subscribe",
                 "callback",
-                "a sync callable (an async one would make a coroutine nobody awaits)",
+                "a sync callable (an async one would make a coroutine nobody awaits, a generator "
+                "function an iterator nobody consumes: its body would never run)",
                 callback,
                 kind=TypeError,
             )
         with self._lock:
-            token = next(self._tokens)
-            self._subscribers = (*self._subscribers, (token, callback))
+            return self._subscribe_locked(callback)
+
+    def _subscribe_locked(self, callback: AlertCallback) -> int:
+        """Add a subscription already checked; return its token."""
+        token = next(self._tokens)
+        self._subscribers = (*self._subscribers, (token, callback))
         return token
 
     def _unsubscribe(self, token: int) -> None:
         """Remove the subscription ``token`` (if it is still there)."""
         with self._lock:
-            self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
+            self._unsubscribe_locked(token)
+
+    def _unsubscribe_locked(self, token: int) -> None:
+        self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
 
     def _counts(self) -> dict[str, int]:
         """Its alerts by kind (by the kind's value) and ``"callback_errors"``: what goes on after a close."""
@@ -276,17 +436,14 @@ class AlertSystem:
             counts["callback_errors"] = self._callback_errors
         return counts
 
-    def _successor(self) -> tuple[AlertSystem, dict[str, int]] | None:
-        """The system that stood in for this one when it was closed, and its counts then.
+    def _handed_over(self) -> tuple[_Handover, ...]:
+        """The cut its close made, with each system listening then, in the order they stand in (or none)."""
+        return self._handovers
 
-        ``None`` if it is not closed, or none listened then (the one standing in now was made
-        after the close), or that one is gone.
-        """
-        handover = self._handover
-        if handover is None:
-            return None
-        successor = handover[0]()
-        return None if successor is None else (successor, dict(handover[1]))
+    def _stats_since(self, handover: _Handover | None) -> tuple[dict[str, Any], dict[str, int]]:
+        """:meth:`get_stats`, and the counts it took over from at ``handover`` (its own), at one moment."""
+        with self._lock:
+            return self._stats_locked(), {} if handover is None else dict(handover.base)
 
     def get_stats(self) -> dict[str, Any]:
         """Return the alert counts.
@@ -295,12 +452,15 @@ class AlertSystem:
             ``{"total", "by_kind": {kind: count}, "callback_errors", "subscribers"}``.
         """
         with self._lock:
-            return {
-                "total": sum(self._by_kind.values()),
-                "by_kind": {kind.value: count for kind, count in self._by_kind.items()},
-                "callback_errors": self._callback_errors,
-                "subscribers": len(self._subscribers),
-            }
+            return self._stats_locked()
+
+    def _stats_locked(self) -> dict[str, Any]:
+        return {
+            "total": sum(self._by_kind.values()),
+            "by_kind": {kind.value: count for kind, count in self._by_kind.items()},
+            "callback_errors": self._callback_errors,
+            "subscribers": len(self._subscribers),
+        }
 
     def wants(self, source: TelemetrySource, event: EventKind) -> bool:
         """Whether :meth:`on_event` can act on ``event`` from ``source``'s kind (a hub filter).
@@ -317,6 +477,7 @@ class AlertSystem:
 
     def on_event(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> None:
         """Turn one reported event into an alert when it calls for one (a listener callback)."""
+        verdict = self._hear(source, event, args) if self._paired else None
         if event is _CALL_REJECTED:  # first: a full bulkhead reports every call it rejects
             # A bulkhead's rejection counts, whatever its reason (full, or a queue timeout), as
             # the Prometheus bulkhead rule sums them all; no other's, whatever routed it here.
@@ -326,19 +487,49 @@ class AlertSystem:
                 source.name if source.key is None else (source.name, source.key),
                 self._config.bulkhead_cooldown,
             ):
-                self._raise(self._bulkhead_full(source, args))
-            return
-        alert: Alert | None = None
-        if event is _STATE_CHANGED:
-            if isinstance(args, StateChanged):
-                alert = self._state_changed(source, args)
-        elif event is _RECOVERY_ATTEMPTED:
-            if isinstance(args, RecoveryAttempted):
-                self._recovery_attempted(source, args)
-        elif event is Event.PATTERN_DETECTED and isinstance(args, PatternDetected):
-            alert = self._pattern(source, args)
-        if alert is not None:
-            self._raise(alert)
+                self._raise(self._bulkhead_full(source, args), verdict)
+        else:
+            alert: Alert | None = None
+            if event is _STATE_CHANGED:
+                if isinstance(args, StateChanged):
+                    alert = self._state_changed(source, args)
+            elif event is _RECOVERY_ATTEMPTED:
+                if isinstance(args, RecoveryAttempted):
+                    self._recovery_attempted(source, args, verdict)
+            elif event is Event.PATTERN_DETECTED and isinstance(args, PatternDetected):
+                alert = self._pattern(source, args)
+            if alert is not None:
+                self._raise(alert, verdict)
+        if verdict is not None:
+            self._heard(verdict)
+
+    def _hear(self, source: TelemetrySource, event: EventKind, args: EventArgs) -> _Verdict:
+        """Note in this thread's record of the event being dispatched that this system hears it.
+
+        The record is this event's if it is the same event (the same objects), not yet heard by
+        this system: the same dispatch, another listener of which made it. Else a new one.
+        """
+        serial = self._serial
+        dispatch: _Dispatch | None = getattr(_HEARD, "record", None)
+        if (
+            dispatch is None
+            or dispatch.source is not source
+            or dispatch.event is not event
+            or dispatch.args is not args
+            or any(verdict.serial == serial for verdict in dispatch.verdicts)
+        ):
+            dispatch = _HEARD.record = _Dispatch(source, event, args)
+        verdict = _Verdict(serial, dispatch)
+        dispatch.verdicts.append(verdict)
+        return verdict
+
+    def _heard(self, verdict: _Verdict) -> None:
+        """End this system's verdict on the event; closed by then, it settles the event with its successor."""
+        verdict.closed = closed = self._closed
+        _HEARD.record = verdict.dispatch  # a subscriber's own dispatch may have taken this thread's record
+        if closed:
+            for handover in self._handovers:
+                handover.correct_late(verdict)
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -408,19 +599,22 @@ class AlertSystem:
 
         If so, its cooldown starts: the table keeps when it ends. Whether a subject still cools
         down is read without the lock (a bulkhead that stays full reports every rejection here;
-        the one read of the dict is atomic). Under the lock, the cooldown is started only if no
-        other thread started one since that read. Each kind has its own table (a plain ``dict``,
-        oldest first: its look-up is specialised where an ``OrderedDict``'s is not), keyed by
-        what tells its subjects apart (a bulkhead's name, a bare string whose hash is kept: no
-        key is built per rejection; a keyed policy's bulkhead, one per key, by name and key).
+        the one read of the dict is atomic). Found over, it is asked again under the lock, at the
+        time then: another thread may have started one since that read, which silences this
+        subject as it would have in turn (with a cooldown of 0, it does not). Each kind has its
+        own table (a plain ``dict``, oldest first: its look-up is specialised where an
+        ``OrderedDict``'s is not), keyed by what tells its subjects apart (a bulkhead's name, a
+        bare string whose hash is kept: no key is built per rejection; a keyed policy's
+        bulkhead, one per key, by name and key).
         """
         now = self._clock.now()
         until = cooldowns.get(key)
         if until is not None and now < until:
             return False
         with self._lock:
+            now = self._clock.now()
             current = cooldowns.get(key)
-            if current is not None and current is not until:  # another thread alerted meanwhile
+            if current is not None and now < current:  # another thread alerted meanwhile
                 return False
             cooldowns.pop(key, None)  # re-inserted last: the oldest subject is the first key
             cooldowns[key] = now + cooldown
@@ -462,7 +656,9 @@ class AlertSystem:
             window=f"{args.window:g}",
         )
 
-    def _recovery_attempted(self, source: TelemetrySource, args: RecoveryAttempted) -> None:
+    def _recovery_attempted(
+        self, source: TelemetrySource, args: RecoveryAttempted, verdict: _Verdict | None
+    ) -> None:
         """Update the source's rate window; raise a low-rate and/or an escalation alert."""
         config = self._config
         name = source.name
@@ -500,7 +696,8 @@ class AlertSystem:
                     rate=f"{successes / seen:.4f}",
                     attempts=str(seen),
                     threshold=f"{threshold:g}",
-                )
+                ),
+                verdict,
             )
         if args.strategy == "escalate" and self._cooled_down(
             self._escalation_cooldowns, (name, args.error_type), config.escalation_cooldown
@@ -512,8 +709,20 @@ class AlertSystem:
                     f"{_bounded(args.error_type)} was escalated by recovery system {_bounded(name)!r}",
                     source,
                     error_type=args.error_type,
-                )
+                ),
+                verdict,
             )
+
+    def _counted_before_locked(self, verdict: _Verdict, kind: AlertKind) -> None:
+        """An alert counted after a cut: not the manager's if the closed system decided the event before it.
+
+        That system heard it first (this dispatch reached it before the cut) and was still open
+        once it had decided: its verdict is the manager's, the alert counted there or not at all.
+        """
+        for other in verdict.dispatch.verdicts:
+            handover = self._succeeding.get(other.serial)
+            if handover is not None and (not other.closed or other.counts(kind)):
+                handover.base[kind.value] += 1
 
     def _forget_recovery_system(self, name: str) -> None:
         """Forget the recovery rate and the escalation cooldowns kept for recovery system ``name``."""
@@ -525,17 +734,23 @@ class AlertSystem:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    def _raise(self, alert: Alert) -> None:
+    def _raise(self, alert: Alert, verdict: _Verdict | None = None) -> None:
         """Record ``alert``, report it as ``ALERT_RAISED`` and hand it to every subscriber.
 
         Not once closed: an event routed to it before :meth:`close` (a dispatch under way then)
         is the system's that stands in for it now, which a manager's counts carry on with.
+        ``verdict``: this system's record of the event (kept while another system listens beside it).
         """
         with self._lock:
             if self._closed:
                 return
             self._history.append(alert)
-            self._by_kind[alert.kind] += 1
+            kind = alert.kind
+            self._by_kind[kind] += 1
+            if verdict is not None:
+                verdict.counted.append((kind, self._cuts))
+                if self._cuts:
+                    self._counted_before_locked(verdict, kind)
             subscribers = self._subscribers
         telemetry = self._telemetry
         if telemetry.enabled:

@@ -18,6 +18,7 @@ from otel_resilience.engine.validation import (
     check_sync_callable,
     fail,
 )
+from otel_resilience.errors import ExecutionRejectedError
 from otel_resilience.patterns.circuit_breaker.window import CountWindow, TimeWindow
 
 KIND: Final = "circuit_breaker"
@@ -35,6 +36,9 @@ DEFAULT_RECORD_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (Exception,)
 """Exceptions counted as failures: every ``Exception``."""
 DEFAULT_IGNORE_EXCEPTIONS: Final[tuple[type[Exception], ...]] = ()
 """Exceptions counted as neither success nor failure: none."""
+ALWAYS_IGNORED: Final[tuple[type[Exception], ...]] = (ExecutionRejectedError,)
+"""Exceptions never counted, whatever the config: an inner layer's rejection (a bulkhead, an inner
+breaker, a rate limiter) never called the dependency. ``record_exceptions`` may not name one."""
 DEFAULT_FAILURE_RATE_THRESHOLD: Final = 0.5
 """Share of failed calls in the sliding window that opens a windowed breaker (Resilience4j's default)."""
 DEFAULT_MINIMUM_CALLS: Final = 10
@@ -83,7 +87,9 @@ class CircuitBreakerConfig:
     record_exceptions: ExceptionSelector = DEFAULT_RECORD_EXCEPTIONS
     """Which errors count as failures: ``Exception`` subclasses (one or a tuple), or a
     predicate ``(error) -> bool``. An error neither recorded nor ignored counts as a success
-    (the dependency answered). The default is ``(Exception,)``: every error is a failure."""
+    (the dependency answered). The default is ``(Exception,)``: every error is a failure. A
+    rejection (:class:`~otel_resilience.errors.ExecutionRejectedError` or a subclass) is always
+    ignored, so naming one is refused (``ValueError``): it would never be recorded."""
     ignore_exceptions: ExceptionTypes = DEFAULT_IGNORE_EXCEPTIONS
     """``Exception`` subclasses that count as neither success nor failure (the probe permit is
     given back); they win over ``record_exceptions``. The default is ``()``.
@@ -169,6 +175,10 @@ class CircuitBreakerConfig:
         if isinstance(record, tuple):
             if not record:
                 raise fail(_OWNER, "record_exceptions", "at least one exception type", record)
+            rejections = tuple(t for t in record if issubclass(t, ALWAYS_IGNORED))
+            if rejections:
+                expected = f"errors of the dependency ({rejections!r} never called it: always ignored)"
+                raise fail(_OWNER, "record_exceptions", expected, record)
             covered = tuple(t for t in record if issubclass(t, ignore))
             if covered:
                 raise fail(

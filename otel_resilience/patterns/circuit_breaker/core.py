@@ -397,7 +397,10 @@ class _BreakerCore:
         """Count HALF_OPEN probes that ran past ``max_half_open_wait`` as failed, and re-open.
 
         Asked when a call finds every probe place taken: the newest probe started at least
-        ``max_half_open_wait`` ago, so every probe in flight has run that long.
+        ``max_half_open_wait`` ago, so every probe in flight has run that long. The wait is over
+        when the clock reaches the probe's start plus the wait (compared as the OPEN timer's
+        end is, and as :meth:`rejection` counts what is left of it), never by ``now - started``,
+        which rounds.
         """
         wait = self.settings.max_half_open_wait
         permit = self._permit
@@ -407,7 +410,7 @@ class _BreakerCore:
             or permit.retired
             or permit.state is not _HALF_OPEN
             or permit.in_flight < self.settings.half_open_max_calls
-            or self._clock.now() - permit.probe_started < wait
+            or self._clock.now() < permit.probe_started + wait
         ):
             return None
         # Each probe in flight is a failure now, and its end counts nothing more (Permit.reclaimed).
@@ -691,11 +694,19 @@ class _BreakerCore:
         setattr(self, attribute, (*getattr(self, attribute), callback))
 
     def unwatch(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
-        """Remove a callback :meth:`watch` added (nothing if it is not there; equal bound methods match)."""
+        """Remove one callback :meth:`watch` added (nothing if it is not there; equal bound methods match).
+
+        One subscription: the same callable added twice (two owners of one function) stays
+        subscribed once, for the owner that did not remove it.
+        """
         with self._lock or self._make_lock():
             self.unwatch_locked(callback, rejections=rejections)
 
     def unwatch_locked(self, callback: Callable[[Any], Any], *, rejections: bool = False) -> None:
-        """:meth:`unwatch`, with the lock held."""
+        """:meth:`unwatch`, with the lock held: the latest subscription equal to ``callback`` goes."""
         attribute = "_reject_watchers" if rejections else "_watchers"
-        setattr(self, attribute, tuple(w for w in getattr(self, attribute) if w != callback))
+        watchers: tuple[Callable[[Any], Any], ...] = getattr(self, attribute)
+        for place in range(len(watchers) - 1, -1, -1):
+            if watchers[place] == callback:
+                setattr(self, attribute, watchers[:place] + watchers[place + 1 :])
+                return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -216,7 +215,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         delivered by that thread, after the one in hand.
 
         Returns:
-            A function that removes the callback.
+            A function that removes this subscription (calling it again does nothing; another
+            subscription of the same callable stays).
 
         Raises:
             TypeError: ``callback`` is not callable.
@@ -229,7 +229,7 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         Runs as :meth:`on_state_change` callbacks do (sync or async; what it raises is logged).
 
         Returns:
-            A function that removes the callback.
+            A function that removes this subscription, as :meth:`on_state_change`'s does.
 
         Raises:
             TypeError: ``callback`` is not callable.
@@ -237,10 +237,14 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         return self._watch(check_callable(self._owner, "callback", callback), rejections=True)
 
     def _watch(self, callback: Callable[..., Any], *, rejections: bool) -> Callable[[], None]:
-        """Add a callback to the core; return a remover that finds the core current when it is called."""
+        """Add a callback to the core; return a remover that finds the core current when it is called.
+
+        The remover removes this subscription, once: a second call removes nothing, and another
+        subscription of the same callable stays.
+        """
         with self._core_lock():  # a reload that runs meanwhile copies the callbacks, or comes after
             self._core.watch_locked(callback, rejections=rejections)
-        return functools.partial(_unwatch, self, callback, rejections)
+        return _Subscription(self, callback, rejections=rejections).remove
 
     def _core_lock(self) -> threading.Lock:
         """The lock every core of this breaker shares: the current core is read and replaced under it."""
@@ -296,7 +300,8 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
             ``total_requests``, ``total_successes``, ``total_failures``, ``total_rejected``,
             ``total_ignored``, ``total_cancelled``, ``times_opened``, ``half_open_in_flight``,
             ``retry_after`` (seconds until a probe; 0 unless OPEN; ``inf`` if forced open until
-            reset), ``last_failure_type`` (a class name or ``None``), ``failure_rate`` and
+            reset), ``last_failure_type`` (a class name, ``"result"`` for a value
+            ``record_result`` counted as a failure, or ``None``), ``failure_rate`` and
             ``slow_call_rate`` (the sliding window's now; ``None`` without one).
         """
         return snapshot(self._core)
@@ -306,7 +311,23 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
         return f"CircuitBreaker({self.name!r}, state={self._core.peek_state().value})"
 
 
-def _unwatch(breaker: CircuitBreaker, callback: Callable[..., Any], rejections: bool) -> None:
-    """Remove ``callback`` from the breaker's current core (after a reconfiguration too)."""
-    with breaker._core_lock():
-        breaker._core.unwatch_locked(callback, rejections=rejections)
+class _Subscription:
+    """One callback added by :meth:`CircuitBreaker.on_state_change` or :meth:`CircuitBreaker.on_rejection`."""
+
+    __slots__ = ("_breaker", "_callback", "_rejections")
+
+    def __init__(self, breaker: CircuitBreaker, callback: Callable[..., Any], *, rejections: bool) -> None:
+        self._breaker: CircuitBreaker | None = breaker
+        self._callback = callback
+        self._rejections = rejections
+
+    def remove(self) -> None:
+        """Remove the callback from the breaker's current core (after a reconfiguration too), once."""
+        breaker = self._breaker
+        if breaker is None:
+            return
+        with breaker._core_lock():
+            if self._breaker is None:  # another thread removed it meanwhile
+                return
+            self._breaker = None
+            breaker._core.unwatch_locked(self._callback, rejections=self._rejections)

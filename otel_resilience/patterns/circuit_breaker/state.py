@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue
 from otel_resilience.engine.validation import matched_by_class
-from otel_resilience.errors import CircuitOpenError, ExecutionRejectedError
-from otel_resilience.patterns.circuit_breaker.config import CircuitBreakerConfig, break_seconds
+from otel_resilience.errors import CircuitOpenError
+from otel_resilience.patterns.circuit_breaker.config import (
+    ALWAYS_IGNORED,
+    CircuitBreakerConfig,
+    break_seconds,
+)
 
 if TYPE_CHECKING:
     from otel_resilience.patterns.circuit_breaker.core import _BreakerCore
@@ -180,10 +184,6 @@ _OPEN_VALUE: Final = CircuitState.OPEN.value
 _HALF_OPEN_VALUE: Final = CircuitState.HALF_OPEN.value
 
 
-_ALWAYS_IGNORED: Final[tuple[type[BaseException], ...]] = (ExecutionRejectedError,)
-"""Errors a breaker never counts: an inner rejection (shared by every breaker without others)."""
-
-
 class Settings:
     """What a breaker's core reads from its configuration, derived once and shared.
 
@@ -226,7 +226,7 @@ class Settings:
             self.predicate = cast("Callable[[BaseException], bool]", record)
         ignore = cast("tuple[type[Exception], ...]", config.ignore_exceptions)
         self.ignore: tuple[type[BaseException], ...] = (
-            (ExecutionRejectedError, *ignore) if ignore else _ALWAYS_IGNORED
+            (*ALWAYS_IGNORED, *ignore) if ignore else ALWAYS_IGNORED
         )
         self.ignore_by_class = matched_by_class(self.ignore)
         """Whether the error's class answers for :attr:`ignore` (else ``isinstance``, the rule)."""

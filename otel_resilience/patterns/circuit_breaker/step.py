@@ -95,9 +95,14 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         return (permit, self.clock.now()) if self._timed else permit
 
     def _ended(self, token: Any) -> tuple[Permit, bool]:
-        """Return a timed call's permit and whether it was slow (``slow_call_duration`` or longer)."""
+        """Return a timed call's permit and whether it was slow (``slow_call_duration`` or longer).
+
+        Slow when the clock reached the call's start plus the duration, compared as the OPEN
+        timer's end is: ``now - started`` rounds, so a call that took exactly the duration
+        (``0.7 + 0.1 - 0.7`` is ``0.0999...``) would be fast or slow by where the clock stood.
+        """
         permit, started = token
-        return permit, self.clock.now() - started >= cast("float", self._core.settings.slow_call_duration)
+        return permit, self.clock.now() >= started + cast("float", self._core.settings.slow_call_duration)
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> None:
         """Count a success (or, when ``record_result`` says so, a returned value as a failure).
