@@ -213,6 +213,59 @@ def test_retry_constructor_validates_its_arguments() -> None:
         Retry("r", rng=42)  # type: ignore[arg-type]
 
 
+def _two(attempt: int, error: Exception | None, *, extra: int = 0) -> None:
+    """A hook taking what on_retry is given, and a keyword-only option."""
+
+
+class _Hook:
+    """A callable object taking what on_retry is given."""
+
+    def __call__(self, attempt: int, error: Exception | None) -> None:
+        """Take the call."""
+
+
+@pytest.mark.parametrize(
+    ("build", "pattern"),
+    [
+        (
+            lambda: Retry("r", on_retry=lambda: None),
+            r"Retry\.on_retry must be callable as on_retry\(attempt, error\)",
+        ),
+        (lambda: Retry("r", on_retry=lambda error: None), r"Retry\.on_retry must be callable as"),
+        (lambda: Retry("r", on_retry=lambda *, attempt, error: None), r"Retry\.on_retry must be callable as"),
+        (
+            lambda: RetryPolicy(retry_on=lambda: True),
+            r"RetryPolicy\.retry_on must be callable as retry_on\(error\)",
+        ),
+        (lambda: RetryPolicy(no_retry_on=lambda a, b: True), r"RetryPolicy\.no_retry_on must be callable as"),
+        (
+            lambda: RetryPolicy(retry_on_result=lambda: True),
+            r"RetryPolicy\.retry_on_result must be callable as",
+        ),
+        (lambda: RetryPolicy(delay_from=lambda e, r: None), r"RetryPolicy\.delay_from must be callable as"),
+    ],
+)
+def test_hooks_that_cannot_take_their_arguments_are_refused_when_given(
+    build: Callable[[], object], pattern: str
+) -> None:
+    """A hook or predicate that cannot be called as the retry calls it is a TypeError at construction,
+    not at the first failure (where it would end the execution in place of the retry)."""
+    with pytest.raises(TypeError, match=pattern):
+        build()
+
+
+def test_hooks_that_take_their_arguments_however_declared_are_accepted() -> None:
+    """Defaults, *args, callable objects, partials and builtins without a signature are accepted."""
+    Retry("r", on_retry=_two)
+    Retry("r", on_retry=_Hook())
+    Retry("r", on_retry=lambda *args: None)
+    Retry("r", on_retry=functools.partial(lambda prefix, attempt, error: None, "x"))
+    Retry("r", on_retry=print)
+    RetryPolicy(
+        retry_on=lambda error, *, strict=False: True, retry_on_result=bool, delay_from=lambda o=None: None
+    )
+
+
 # -- delays -----------------------------------------------------------------------------------
 
 
@@ -811,6 +864,30 @@ async def test_on_retry_errors_propagate(driver: str, clock: FakeClock) -> None:
         await invoke(r, driver, fn)
     assert fn.calls == 1  # type: ignore[attr-defined]
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("judge", ["retry_on", "no_retry_on", "delay_from"])
+async def test_an_attempt_whose_error_a_policy_function_fails_to_judge_is_still_counted(
+    driver: str, clock: FakeClock, judge: str
+) -> None:
+    """A retry_on, no_retry_on or delay_from that raises ends the execution with its error, and the
+    attempt it was judging is counted as ended, as every other (the execution is not counted)."""
+    judged: list[Exception] = []
+    answer = {"retry_on": True, "no_retry_on": False, "delay_from": None}[judge]
+
+    def buggy(error: Exception) -> Any:
+        judged.append(error)
+        if len(judged) == 2:
+            raise RuntimeError("callback bug")
+        return answer
+
+    r = Retry("dep", exact(**{judge: buggy}), clock=clock)
+    fn = flaky(5)
+    with pytest.raises(RuntimeError, match="callback bug"):
+        await invoke(r, driver, fn)
+    assert fn.calls == 2  # type: ignore[attr-defined]
+    stats = r.get_stats()
+    assert (stats["attempts"], stats["retries"], stats["executions"]) == (2, 1, 0)
 
 
 # -- cancellation -----------------------------------------------------------------------------

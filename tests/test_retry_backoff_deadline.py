@@ -58,6 +58,39 @@ def test_the_retry_the_backoff_never_ran_goes_back_to_the_budget() -> None:
     assert budget.get_stats()["retries"] == 0
 
 
+async def test_a_slow_on_retry_before_a_zero_backoff_starts_no_attempt_past_the_deadline(driver: str) -> None:
+    """With no backoff to wait, an on_retry that runs past the deadline still ends the execution
+    with the policy's timeout: the dependency is not called again after the deadline."""
+    clock = FakeClock(100.0)
+    calls: list[float] = []
+
+    def fn() -> str:
+        calls.append(clock.now())
+        raise Down
+
+    async def afn() -> str:
+        return fn()
+
+    def slow_hook(attempt: int, error: Exception | None) -> None:
+        clock.advance(1.5)
+
+    policy = RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=Jitter.NONE)
+    retry = Retry("dep", policy, on_retry=slow_hook, clock=clock)
+    timeout = TimeoutHandler(1.0, name="total", clock=clock)
+    pipeline = (
+        PipelineBuilder("p", clock=clock).add(timeout.as_strategy("p")).add(retry.as_strategy("p")).build()
+    )
+    with pytest.raises(OperationTimeoutError) as caught:
+        if driver == "sync":
+            pipeline.execute_sync(fn)
+        else:
+            await pipeline.execute(afn)
+    assert (caught.value.timeout, caught.value.scope) == (1.0, "total")
+    assert calls == [100.0]
+    stats = retry.get_stats()
+    assert (stats["attempts"], stats["cancelled"], stats["exhausted"]) == (1, 1, 0)
+
+
 @pytest.mark.parametrize(
     ("outer_start", "retry_start", "delay", "retried"),
     [(0.0, 1000.0, 0.5, True), (1000.0, 0.0, 20.0, False)],

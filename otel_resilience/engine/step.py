@@ -314,7 +314,7 @@ class Step:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
                     token, judges = action.token, self._succeeds
                     if (action := await self._pause(action)) is not None:  # None: the run below runs
-                        break  # the hook returned at or past the effective deadline
+                        break  # the run would start at or past the effective deadline (_overran)
                 if seconds is not None:
                     result = await self._scoped(ctx, token, seconds, nxt, run, inner)
                 elif nxt is None:  # the last step calls the function: no frame for the end
@@ -356,7 +356,7 @@ class Step:
                     raise
             if type(action) is Answer:
                 return action.value
-        # A Retry's hook returned at or past the effective deadline (_pause): as the sync driver does.
+        # The run would start at or past the effective deadline (_pause): as the sync driver does.
         if self._cancels:
             self.on_cancel(ctx, token, running=False)
         try:
@@ -386,8 +386,9 @@ class Step:
         """Wait a :class:`Retry`'s delay, call its hook (awaited if awaitable); ``None`` once done.
 
         The deadline's timer cancels the wait, or an awaited hook, at the effective deadline. A
-        hook that returns at or past it without the timer firing (one that blocked the loop)
-        ends the execution as in the sync driver (:meth:`_hook_overran`).
+        hook that returns at or past it without the timer firing (one that blocked the loop),
+        or no wait at all once the deadline passed (a slow ``on_retry`` before a zero backoff),
+        ends the execution as in the sync driver (:meth:`_overran`).
         """
         if action.delay > 0:
             await self.clock.sleep(action.delay)
@@ -395,17 +396,21 @@ class Step:
             pending = action.hook()
             if inspect.isawaitable(pending):
                 await pending
-            return self._hook_overran(action)
-        return None
+        elif action.delay > 0:
+            return None  # waited: the deadline's timer would have cut the wait
+        return self._overran(action)
 
-    def _hook_overran(self, action: Retry) -> DeadlineReachedError | None:
-        """Both drivers' rule after a :class:`Retry`'s hook: the error to end the execution with, or ``None``.
+    def _overran(self, action: Retry) -> DeadlineReachedError | None:
+        """Both drivers' rule before a :class:`Retry`'s run: the error to end the execution with, or ``None``.
 
-        A hook that returned at or past the effective deadline used the time the run it prepared
-        counted on: that run would start too late, and is not started. The error, a
+        Read after the hook, or when there was no wait: what ran since the step decided the
+        :class:`Retry` (its :class:`Call` actions, such as a retry's ``on_retry``; the hook) may
+        have run to or past the effective deadline, using the time the run counted on: that run
+        would start too late, and is not started. The error, a
         :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`, is what a wait the
         deadline cut ends with: the driver gives the step's ``on_cancel`` (not running), then
-        raises it, and the scope that owns the deadline turns it into its own timeout.
+        raises it, and the scope that owns the deadline turns it into its own timeout. A wait
+        needs no such reading: it ends at the deadline.
         """
         if time_left() > 0.0:
             return None
@@ -517,7 +522,7 @@ class Step:
                 if action is not None:  # a Retry: its wait and hook, inside the try for on_cancel
                     token, judges = action.token, self._succeeds
                     if (action := self._pause_sync(action)) is not None:  # None: the run below runs
-                        break  # the effective deadline cut the wait
+                        break  # the effective deadline cut the wait, or passed before the run
                 if seconds is not None:
                     result = self._scoped_sync(ctx, token, seconds, nxt, run, inner)
                 elif nxt is None:  # the last step calls the function: no frame for the end
@@ -558,7 +563,8 @@ class Step:
                     raise
             if type(action) is Answer:
                 return action.value
-        # The effective deadline cut a Retry's wait (_pause_sync): as the async driver's cancellation.
+        # The effective deadline cut a Retry's wait or passed before its run (_pause_sync): as the async
+        # driver's cancellation.
         if self._cancels:
             self.on_cancel(ctx, token, running=False)
         try:
@@ -575,8 +581,9 @@ class Step:
         not called. The driver ends the execution with it as the async driver's wait ends at
         the deadline's cancellation: the step's ``on_cancel`` (not running), then the error,
         which the scope owning the deadline turns into its timeout. A hook that returns at or
-        past the deadline (a thread cannot be cut, where the deadline cancels an awaited hook)
-        ends it the same way (:meth:`_hook_overran`): the run it prepared would start too late.
+        past the deadline (a thread cannot be cut, where the deadline cancels an awaited hook),
+        or no wait at all once the deadline passed (a slow ``on_retry`` before a zero backoff),
+        ends it the same way (:meth:`_overran`): the run would start too late.
         """
         if action.delay > 0:
             cut = wait_sync_within_deadline(self.clock, action.delay, self.name)
@@ -584,8 +591,9 @@ class Step:
                 return cut
         if action.hook is not None:
             refuse_awaitable(action.hook_name, action.hook())
-            return self._hook_overran(action)
-        return None
+        elif action.delay > 0:
+            return None  # waited: the wait ends at the deadline, and nothing ran since
+        return self._overran(action)
 
     def _scoped_sync(  # noqa: PLR0917 - positional: keyword arguments cost every execution
         self,

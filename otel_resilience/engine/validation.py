@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from types import CoroutineType
+from types import CoroutineType, FunctionType
 from typing import Any, Final, cast
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "MAX_DURATION",
     "ExceptionTypeCollection",
     "check_callable",
+    "check_called_with",
     "check_duration",
     "check_error_selector",
     "check_exception_types",
@@ -295,6 +296,58 @@ def check_callable(owner: str, field: str, value: object, *, optional: bool = Fa
     if not callable(value):
         raise fail(owner, field, "callable or None" if optional else "callable", value, kind=TypeError)
     return value
+
+
+def check_called_with(owner: str, field: str, value: Any, *arguments: str) -> Any:
+    """Return ``value`` if it can be called as the library calls it, with ``arguments`` (positional).
+
+    The one rule of a hook's or a predicate's parameters, read from its signature
+    (:func:`inspect.signature`; a wrapper's own, ``*args`` taking anything), so that one taking
+    other arguments is refused when it is given, not at its first call: often on a failure,
+    which its ``TypeError`` would then replace. ``None``, and a callable whose signature cannot be
+    read (some builtins), are taken as they are.
+
+    Args:
+        owner: The class name.
+        field: The field name.
+        value: A callable (checked as one already), or ``None``.
+        arguments: The names of the arguments it is called with, in order, for the message.
+
+    Raises:
+        TypeError: ``"<Class>.<field> must be callable as <field>(<arguments>), got <value>"``.
+    """
+    if value is None or _takes(value, len(arguments)) is not False:
+        return value
+    rule = f"callable as {field}({', '.join(arguments)})"
+    raise fail(owner, field, rule, value, kind=TypeError)
+
+
+def _takes(value: Any, count: int) -> bool | None:
+    """Whether ``value`` can be called with ``count`` positional arguments; ``None``: not known.
+
+    A plain function (a lambda given inline, made anew on every call) is read from its code, as
+    the interpreter binds a call, in a few attribute reads: :func:`inspect.signature` costs about
+    15 microseconds, which a one-shot retry with a new hook would pay on every call.
+    """
+    if type(value) is FunctionType:
+        code = value.__code__
+        positional = code.co_argcount
+        defaults = value.__defaults__
+        keyword_defaults = value.__kwdefaults__
+        return (
+            positional - (len(defaults) if defaults else 0) <= count
+            and (count <= positional or bool(code.co_flags & inspect.CO_VARARGS))
+            and code.co_kwonlyargcount <= (len(keyword_defaults) if keyword_defaults else 0)
+        )
+    try:
+        signature = inspect.signature(value, follow_wrapped=False)
+    except Exception:  # noqa: BLE001 - no signature to read (a builtin, a foreign callable)
+        return None
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
 
 
 def check_sync_callable(

@@ -17,7 +17,7 @@ from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.protecting import check_protectable, is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
-from otel_resilience.engine.validation import check_callable, check_name, fail
+from otel_resilience.engine.validation import check_callable, check_called_with, check_name, fail
 from otel_resilience.patterns.retry.policy import _DEFAULT_POLICY, OnRetry, RetryPolicy
 from otel_resilience.patterns.retry.stats import RetryStats
 from otel_resilience.patterns.retry.step import _RetryCore, _RetryStep
@@ -53,7 +53,8 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
         rng: Random source for jitter and ``RANDOM`` delays (seed one for reproducible delays).
 
     Raises:
-        TypeError: An argument has the wrong type.
+        TypeError: An argument has the wrong type, or ``on_retry`` cannot be called as
+            ``on_retry(attempt, error)``.
         ValueError: ``name`` is empty.
     """
 
@@ -70,6 +71,7 @@ class Retry(Pattern[RetryPolicy, _RetryStep], kind="retry"):
     ) -> None:
         policy = config_or_default("Retry", "policy", policy, _DEFAULT_POLICY)
         check_callable("Retry", "on_retry", on_retry, optional=True)
+        check_called_with("Retry", "on_retry", on_retry, "attempt", "error")
         if rng is not None and not isinstance(rng, random.Random):
             raise fail("Retry", "rng", "a random.Random or None", rng, kind=TypeError)
         super().__init__(name, policy, clock)

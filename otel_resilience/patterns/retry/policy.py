@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from otel_resilience.engine.forking import fork_reseeded
 from otel_resilience.engine.validation import (
     ExceptionTypeCollection,
+    check_called_with,
     check_duration,
     check_error_selector,
     check_exception_types,
@@ -128,7 +129,8 @@ class RetryPolicy:
 
     Raises:
         ValueError: A value breaks its rule, or two fields contradict each other.
-        TypeError: A value has the wrong type.
+        TypeError: A value has the wrong type, or a function cannot be called with the one
+            argument it is given (``retry_on(error)``, ``retry_on_result(result)`` ...).
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -228,10 +230,15 @@ class RetryPolicy:
             timeout = check_duration(_OWNER, "attempt_timeout", self.attempt_timeout)
             object.__setattr__(self, "attempt_timeout", timeout)
         retry_on = check_error_selector(_OWNER, "retry_on", self.retry_on, "cancellation is never retried")
+        if not isinstance(retry_on, tuple):
+            check_called_with(_OWNER, "retry_on", retry_on, "error")
         object.__setattr__(self, "retry_on", retry_on)
         no_retry_on = check_exception_types(_OWNER, "no_retry_on", self.no_retry_on)
+        if not isinstance(no_retry_on, tuple):
+            check_called_with(_OWNER, "no_retry_on", no_retry_on, "error")
         object.__setattr__(self, "no_retry_on", no_retry_on)
         check_predicate(_OWNER, "retry_on_result", self.retry_on_result, optional=True)
+        check_called_with(_OWNER, "retry_on_result", self.retry_on_result, "result")
         if retry_on == () and self.retry_on_result is None:
             rule = (
                 "at least one exception type, a predicate, or retry_on_result set (else nothing is retried)"
@@ -246,6 +253,7 @@ class RetryPolicy:
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise fail(_OWNER, "budget", "a RetryBudget or None", self.budget, kind=TypeError)
         check_sync_callable(_OWNER, "delay_from", self.delay_from, optional=True, what="function")
+        check_called_with(_OWNER, "delay_from", self.delay_from, "outcome")
 
     def is_retryable(self, error: Exception) -> bool:
         """Return whether ``error`` is retried: it matches ``retry_on`` and not ``no_retry_on``.

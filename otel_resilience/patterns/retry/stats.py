@@ -81,7 +81,12 @@ class RetryStats:
 
     @property
     def attempts(self) -> int:
-        """Attempts that ended (the first ones included)."""
+        """Attempts that ended (the first ones included).
+
+        A failed attempt is counted before the policy judges its error, so also when a
+        predicate or ``delay_from`` raises; an attempt whose result ``retry_on_result`` raised on
+        is not (its result is judged on the success path, which counts nothing before).
+        """
         return self.as_dict()["attempts"]
 
     @property

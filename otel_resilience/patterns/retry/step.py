@@ -209,14 +209,14 @@ class _RetryCore:
             last result, the execution's outcome then a failure:
             :meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`).
         """
+        stats = self.stats
+        next(stats._other_attempts)  # first: the attempt ended, whatever the policy's functions raise
         if not (may_run_again(None, ctx.fn) if error is None else self.is_retryable(error)):
-            self.not_retried(telemetry, ctx, attempt, error)
+            self._stopped(telemetry, ctx, attempt, error)
             return None
         failed = ctx.attempt
         wait = self._next_wait(ctx, attempt, result if error is None else error, previous)
         reason, delay = wait.reason, wait.delay
-        stats = self.stats
-        next(stats._other_attempts)
         if reason is None:
             next(stats._retries)
             if telemetry.hub.event_listeners:
@@ -249,8 +249,14 @@ class _RetryCore:
             attempt: How many attempts this retry made, the one that ended included.
             error: What the attempt raised, or ``None`` for a result.
         """
+        next(self.stats._other_attempts)
+        self._stopped(telemetry, ctx, attempt, error)
+
+    def _stopped(
+        self, telemetry: StrategyTelemetry, ctx: ExecutionContext, attempt: int, error: Exception | None
+    ) -> None:
+        """:meth:`not_retried` once the ended attempt is counted (:meth:`schedule` counts it first)."""
         stats = self.stats
-        next(stats._other_attempts)
         with self.lock:
             stats.non_retryable += 1
         if attempt > 1 and telemetry.hub.event_listeners:  # stopped after a retry: say why
