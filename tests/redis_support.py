@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import stop_process
@@ -89,3 +90,23 @@ class RedisServer:
         client = redis.Redis(port=self.port)
         client.flushall()
         client.close()
+
+
+class Attempts:
+    """A store's client that counts the failed writes by which its thread tries to reach Redis again."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.failed = 0
+
+    def set(self, *args: Any, **kwargs: Any) -> Any:
+        import redis  # noqa: PLC0415
+
+        try:
+            return self.real.set(*args, **kwargs)
+        except redis.RedisError:
+            self.failed += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)

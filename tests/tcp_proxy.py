@@ -69,12 +69,13 @@ class TcpFaultProxy:
         self._loop.run_forever()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)  # before the upstream connection: stop() meanwhile closes it too
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
-        self._writers.update((writer, up_writer))
+        self._writers.add(up_writer)
         link = _Link(up_writer)
         self._links.append(link)
         try:

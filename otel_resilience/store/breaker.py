@@ -492,9 +492,18 @@ class SharedBreaker(PeerCounts):
                 self._wanted = False
 
     def _apply_probe_limit(self, breaker: CircuitBreaker) -> None:
-        """Probes this replica may run: its leases, or the configured number when the store is down."""
-        limit = breaker.config.half_open_max_calls if self.local_only else self.leases
-        shared.set_probe_limit(breaker._core, self, limit)
+        """Probes this replica may run: its leases, or the configured number when the store is down.
+
+        Any thread may apply it while another finds the store down (:meth:`RedisStore.failed`
+        marks it degraded, then makes every link local): the leases are applied, then the store
+        looked at again, so that a limit of leases applied after the store went down (where the
+        link went local first) is replaced by the local one.
+        """
+        if not self.local_only:
+            shared.set_probe_limit(breaker._core, self, self.leases)
+            if not self.local_only:
+                return
+        shared.set_probe_limit(breaker._core, self, breaker.config.half_open_max_calls)
 
     def _forget(self) -> None:
         """Forget what the store said of the peers' period (a new period, or the store gone)."""
@@ -508,6 +517,15 @@ class SharedBreaker(PeerCounts):
     def go_local(self) -> None:
         """The store is unreachable: judge on local counts, gate probes locally."""
         self._forget()
+        self.rejoin()
+
+    def rejoin(self) -> None:
+        """Probe as the store allows now (:meth:`_apply_probe_limit`): once it is back, on leases again.
+
+        The round that finds the store again reads each breaker's state before the store says it
+        is back: taken then, a state kept the probe limit of a breaker on its own, and a period
+        open across the outage was probed on every replica without a lease.
+        """
         breaker = self.breaker
         if breaker is not None:
             self._apply_probe_limit(breaker)

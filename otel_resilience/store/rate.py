@@ -11,9 +11,10 @@ While the store is unreachable (or slower than its ``timeout``) the limiter foll
 ``store_fallback``: ``"open"`` admits (counted), ``"closed"`` refuses, ``"local"`` takes from a
 local bucket of ``rate / expected_replicas``. It asks Redis again from its first call after the
 store's thread reached it (the store's one rule of reachability: :attr:`RedisStore.local_only`);
-a call the fallback answers tells the store (:meth:`RedisStore.wanted`), whose thread then tries
-Redis again every ``flush_interval`` instead of backing off to 5 s, so that the limiter is on
-Redis again within a round or two of its return. An error the server answers to one permit's
+a call the fallback answers tells the store (:meth:`RedisStore.wanted`, as a shared breaker's
+failure or transition wakes it), whose thread then tries Redis again every ``flush_interval``
+instead of backing off to 5 s, so that the limiter is on Redis again within a round or two of
+its return. An error the server answers to one permit's
 script (a ``ResponseError`` such as ``WRONGTYPE``: the server is reachable; see
 :meth:`RedisStore.answered`) is that call's error: the fallback answers it, the store counts it
 in ``errors`` (the first one of a limiter is logged), and the store is not degraded.

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
 import re
-import socket
 import threading
 import time
 import urllib.parse
@@ -20,7 +18,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import STORES, SharedStore, current_key, retire_store
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.store.breaker import SharedBreaker, key_name, publish_states, read_states, tick
-from otel_resilience.store.deadlines import bound_connections, within
+from otel_resilience.store.deadlines import Sockets, bound_connections, track_sockets, within
 from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
@@ -49,6 +47,10 @@ _SUBSCRIBER_POLL: Final = 1.0
 
 :meth:`RedisStore.close` does not wait for it: it shuts the subscriber's socket down, which ends
 the wait at once."""
+_JOIN: Final = 2.0
+"""The longest :meth:`RedisStore.close` waits for a publication in flight, and for each of the
+store's threads (their sockets shut down, they end at once, but for a TCP connection being made,
+which ``timeout`` bounds)."""
 _PROBE_TTL_MS: Final = 1000
 """How long the key written to reach an unreachable store again lives, in milliseconds."""
 _OUTAGE_CODES: Final = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
@@ -77,9 +79,9 @@ class RedisStore(SharedStore):
     to its ``store_fallback`` when Redis cannot answer within ``timeout``. While Redis is
     unreachable everything runs on local state, the store reports itself degraded
     (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back: its
-    thread tries to reach it with backoff (``flush_interval`` doubling to 5 s), every round
-    while a rate limiter's calls take their fallback (:meth:`wanted`), and the patterns use
-    Redis again as soon as it did.
+    thread tries to reach it with backoff (``flush_interval`` doubling to 5 s), but every round
+    while a rate limiter's calls take their fallback (:meth:`wanted`) or a shared breaker has a
+    failure, a probe or a transition to tell, and the patterns use Redis again as soon as it did.
     However many threads or coroutines ask at once, the store keeps at most ``max_connections``
     connections per client (the sync one, and each event loop's): the others wait for one
     within ``timeout``, and a wait past it is a failed operation (the store degrades).
@@ -104,6 +106,7 @@ class RedisStore(SharedStore):
         "_async_clients",
         "_client",
         "_closed",
+        "_drained",
         "_fallbacks",
         "_id",
         "_interval",
@@ -111,18 +114,18 @@ class RedisStore(SharedStore):
         "_lock",
         "_ops",
         "_pending",
-        "_pubsub",
         "_reached",
         "_redis_errors",
         "_resync",
         "_resync_all",
         "_resync_every",
         "_serial",
+        "_sockets",
         "_sub_client",
+        "_sub_sockets",
         "_threads",
         "_usage_errors",
         "_wake",
-        "_wanted",
         "channel",
         "degraded",
         "errors",
@@ -147,9 +150,12 @@ class RedisStore(SharedStore):
         key_ttl: float,
         resync_interval: float = 5.0,
         max_connections: int = _MAX_CONNECTIONS,
+        sockets: tuple[Sockets, Sockets] | None = None,
     ) -> None:
         self._client = client
         self._sub_client = subscriber
+        self._sockets, self._sub_sockets = sockets or (Sockets(), Sockets())
+        """The sockets each client opens: :meth:`close` shuts them down, ending what waits on them."""
         self.namespace = self.name = namespace
         self.timeout = timeout
         self.max_connections = max_connections
@@ -167,14 +173,16 @@ class RedisStore(SharedStore):
         self._resync: list[SharedBreaker] = []
         """Breakers shared since the last round: their cluster state is read in the next one."""
         self._wake = threading.Event()
+        """Work for the store's thread (a breaker's failure, probe or transition, a rate limiter's
+        fallback, a new breaker, :meth:`close`): its next round now, or, while Redis is away, its
+        next attempt one round after the last (:meth:`_back_off`)."""
         self._closed = threading.Event()
         self._reached = threading.Event()
         """Set when the store's thread reaches Redis again (or it closes): the subscriber retries now."""
-        self._wanted = threading.Event()
-        """Set by a rate limiter's call the fallback answered (or by :meth:`close`): see :meth:`wanted`."""
+        self._drained = threading.Event()
+        """Set while no transition is being published: :meth:`close` waits for one in flight."""
+        self._drained.set()
         self._threads: tuple[threading.Thread, ...] = ()
-        self._pubsub: Any = None
-        """The subscriber thread's ``PubSub`` while it has one: :meth:`close` wakes it through its socket."""
         self.degraded = False
         self.outages = self.errors = 0
         self._ops = Counter()
@@ -265,8 +273,10 @@ class RedisStore(SharedStore):
                 rule = f">= {_SHORTEST_TTL} seconds (Redis expires keys in milliseconds)"
                 raise fail(_OWNER, name, rule, durations[name])
         pooled = check_int(_OWNER, "max_connections", max_connections, minimum=1)
-        client, subscriber, errors, usage, async_factory = _connect(url, seconds["timeout"], pooled)
-        store = cls(client, subscriber, namespace=namespace, max_connections=pooled, **seconds)
+        client, subscriber, sockets, errors, usage, async_factory = _connect(url, seconds["timeout"], pooled)
+        store = cls(
+            client, subscriber, namespace=namespace, max_connections=pooled, sockets=sockets, **seconds
+        )
         store._redis_errors = errors
         store._usage_errors = usage
         store._async_clients = LoopClients(async_factory)
@@ -281,11 +291,12 @@ class RedisStore(SharedStore):
         link = SharedBreaker(self, breaker, f"{self._id}.{next(self._serial)}", current_key())
         breaker._core.watch(link.on_change)
         shared.attach(breaker._core, link)
-        # Local while the store is degraded or closed: a closed store grants no lease, ever.
-        link.go_local() if self.local_only else shared.set_probe_limit(breaker._core, link, 0)
         with self._lock:
             self._links = [*(alive for alive in self._links if alive.breaker is not None), link]
             self._resync.append(link)  # read in the next round: this one only, not every breaker
+        # Listed first, so that an outage found from now on makes it local too. Local while the
+        # store is degraded or closed (a closed store grants no lease, ever); else no lease yet.
+        link.rejoin()
         self._start()
         self._wake.set()
 
@@ -418,20 +429,25 @@ class RedisStore(SharedStore):
     def wanted(self) -> None:
         """Say that a caller took local state for want of Redis (a rate limiter's fallback answered it).
 
-        The store's thread then tries to reach Redis again ``flush_interval`` after its last
-        failed attempt, not after the rest of its backoff (doubling to 5 s): a limiter whose calls
-        go on follows Redis back within a round or two, by the one rule of reachability (the
-        store's write reaching it, :meth:`_run`), and uses it from its next call. With no such
-        call the store backs off as before. Takes no lock unless the flag is not set yet.
+        It wakes the store's thread, as a shared breaker's failure, probe or transition does: while
+        Redis is away, the thread then tries to reach it again ``flush_interval`` after its last
+        failed attempt, not after the rest of its backoff (doubling to 5 s, :meth:`_back_off`), so
+        that a limiter whose calls go on, or a breaker that has something to tell the cluster,
+        follows Redis back within a round or two, by the one rule of reachability (the store's
+        write reaching it, :meth:`_run`). With no such call the store backs off as before. Takes
+        no lock unless the event is not set yet.
         """
-        if not self._wanted.is_set():
-            self._wanted.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _recovered(self) -> None:
+        """The store's thread reached Redis again: shared from now on, each breaker probing on leases."""
         with self._lock:
             if not self.degraded:
                 return
             self.degraded = False
+        for link in self._live():  # their states were read while degraded: with local probe limits
+            link.rejoin()
         self._reached.set()
         _LOG.warning("shared store %r reachable again: state resynchronised", self.namespace)
 
@@ -458,14 +474,14 @@ class RedisStore(SharedStore):
         self._wake = threading.Event()  # their locks may have been held by a thread of the parent
         self._closed = threading.Event()
         self._reached = threading.Event()
-        self._wanted = threading.Event()
+        self._drained = threading.Event()
+        self._drained.set()  # the parent's publications are the parent's
         if closed:
             self._closed.set()
         self._id = uuid.uuid4().hex[:12]
         self._pending = {}
         self._resync_all = True
         self._resync = []
-        self._pubsub = None  # the parent's: its socket is the parent's subscriber's too
         for link in self._links:
             link.forked(f"{self._id}.{next(self._serial)}")
         started, self._threads = bool(self._threads), ()
@@ -494,8 +510,7 @@ class RedisStore(SharedStore):
             try:
                 now = last_tick = time.monotonic()
                 probed = self.degraded
-                if probed:
-                    self._wanted.clear()  # a fallback from now on wants the next attempt
+                if probed:  # work from now on (the wake-up was cleared) wants the next attempt
                     self._probe()
                     self._resync_all = True
                 self._drain()
@@ -510,17 +525,19 @@ class RedisStore(SharedStore):
                 self._back_off(pause)
                 pause = min(pause * 2, _RETRY_MAX)
             except Exception:  # noqa: BLE001 - the store's thread must outlive any one bug
-                _LOG.exception("shared store %r: background work failed", self.namespace)
+                if not self._closed.is_set():  # not the end of a round trip close() shut down
+                    _LOG.exception("shared store %r: background work failed", self.namespace)
 
     def _back_off(self, pause: float) -> None:
-        """Wait before the next attempt to reach Redis: ``pause``, or one round if a caller wants it.
+        """Wait before the next attempt to reach Redis: ``pause``, or one round if there is work for it.
 
-        A rate limiter's call answered by its fallback since the last attempt began
-        (:meth:`wanted`) cuts the wait to ``flush_interval`` after the failure: the limiter's
-        return to Redis follows the store's, which waited up to 5 s after Redis was back.
+        Work since the last attempt began (the thread's wake-up: a breaker's failure, probe or
+        transition, a rate limiter's call answered by its fallback, :meth:`wanted`) cuts the wait
+        to ``flush_interval`` after the failure: the patterns' return to Redis follows the
+        store's, which waited up to 5 s after Redis was back.
         """
         failed_at = time.monotonic()
-        if self._wanted.wait(pause):  # a fallback, or close()
+        if self._wake.wait(pause):  # work, or close()
             self._closed.wait(max(0.0, failed_at + self._interval - time.monotonic()))
 
     def _probe(self) -> None:
@@ -555,12 +572,18 @@ class RedisStore(SharedStore):
         """Publish the queued transitions, pipelined (:func:`publish_states`); one that fails stays queued.
 
         Unless a newer one of its breaker came meanwhile. The store closing stops them between
-        two round trips (:meth:`close` waits for one, not for all, which with thousands of trips
-        queued and a slow Redis were seconds).
+        two round trips (:meth:`close` waits for the one in flight, not for all, which with
+        thousands of trips queued and a slow Redis were seconds).
         """
         with self._lock:
             pending, self._pending = self._pending, {}
-        publish_states(self._client, list(pending.values()), self._closed.is_set)
+        if not pending:
+            return
+        self._drained.clear()  # before publish_states looks whether the store closed
+        try:
+            publish_states(self._client, list(pending.values()), self._closed.is_set)
+        finally:
+            self._drained.set()
 
     def _listen(self) -> None:
         """The subscriber thread: take the transitions other replicas publish.
@@ -582,10 +605,8 @@ class RedisStore(SharedStore):
         warned = False
         while not self._closed.is_set():
             pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
-            with self._lock:
-                self._pubsub = pubsub  # close() shuts its socket down from now on
             try:
-                pubsub.subscribe(self.channel)  # connects: close() from now on finds its socket
+                pubsub.subscribe(self.channel)  # connects: a socket close() shuts down, or none once closed
                 self._resync_all = True  # messages may have been missed while unsubscribed
                 self._wake.set()
                 due, pinged = time.monotonic() + self._resync_every, False
@@ -633,8 +654,6 @@ class RedisStore(SharedStore):
                     _LOG.exception("shared store %r: subscriber failed", self.namespace)
                 self._closed.wait(pause)
             finally:
-                with self._lock:
-                    self._pubsub = None
                 pubsub.close()
 
     def _next_message(self, pubsub: Any, timeout: float, *, pinged: bool) -> Any:
@@ -661,19 +680,6 @@ class RedisStore(SharedStore):
         next(self._ops)
         pubsub.ping()
 
-    def _wake_subscriber(self) -> None:
-        """End the subscriber's wait for a message now (:meth:`close`): shut its socket down.
-
-        Its thread then reads the end of the stream, finds the store closed and closes its
-        ``PubSub`` itself (a socket is shut down from any thread; only its owner closes it).
-        """
-        with self._lock:
-            pubsub = self._pubsub
-        sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed, or never connected
-                sock.shutdown(socket.SHUT_RDWR)
-
     def _dispatch(self, data: bytes | str) -> None:
         """Hand one published transition (``origin|name|epoch|state|ms|reason``) to its breakers."""
         try:
@@ -690,17 +696,26 @@ class RedisStore(SharedStore):
     def close(self) -> None:
         """Stop the background threads (shared breakers then run on local state) and disconnect.
 
-        It returns without waiting for the subscriber's next poll: the subscriber's socket is
-        shut down, which wakes it at once. No thread and no connection of the store is left.
+        It returns at once, unless a transition is being published: its round trip is waited
+        for (at most 2 s), so that a trip the store began telling the cluster is not lost; the
+        transitions still queued are not sent. Every other operation in flight ends at once,
+        whatever Redis' delay: the sockets of the store's clients are shut down
+        (:class:`~otel_resilience.store.deadlines.Sockets`), which ends the subscriber's wait
+        for a message or its handshake, a read, a report of counts, a permit asked from a thread
+        (its caller gets its fallback; a permit the server took stays spent), and no operation
+        opens another; only a TCP connection being made is waited for (at most ``timeout``).
+        No thread and no connection of the store is left.
         """
         self._closed.set()
         self._wake.set()
         self._reached.set()
-        self._wanted.set()
-        self._wake_subscriber()
+        self._sub_sockets.end()  # nothing the subscriber waits for is the cluster's to lose
+        if threading.current_thread() not in self._threads[:1]:  # on the publisher's: nothing in flight
+            self._drained.wait(_JOIN)  # a publication in flight: the cluster's, one round trip
+        self._sockets.end()  # each thread then finds the store closed and closes its own connection
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout=2.0)
+                thread.join(timeout=_JOIN)
         for link in self._live():
             link.go_local()
         retire_store(self)  # its counts stay in the namespace's counters
@@ -793,11 +808,15 @@ def _connect(
 ) -> tuple[
     Any,
     Any,
+    tuple[Sockets, Sockets],
     tuple[type[BaseException], ...],
     tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]],
     Callable[[], Any],
 ]:
-    """Return two lazy clients of ``url`` (operations, subscriber), their errors, an async client factory.
+    """Return lazy clients of ``url`` (operations, subscriber), their sockets and errors, an async factory.
+
+    The sockets each of the two clients opens are registered in a :class:`Sockets` of its own
+    (returned in that order), which :meth:`RedisStore.close` shuts down.
 
     The errors are all those of an operation, then those that are the server's answer to it (it
     is reachable: ``ResponseError``) with the exceptions among them that are outages (see
@@ -853,10 +872,14 @@ def _connect(
     # connects again in its failure handler, whatever the retries (redis-py 6+), so a socket
     # that close() shut down had close() wait for a new connection and its handshake.
     listening = {**options, "retry": Retry(NoBackoff(), 0, supported_errors=())}
-    clients = (bound_connections(redis.Redis.from_pool(pool)), redis.Redis.from_url(url, **listening))
+    sockets = (Sockets(), Sockets())
+    clients = (
+        bound_connections(track_sockets(redis.Redis.from_pool(pool), sockets[0])),
+        track_sockets(redis.Redis.from_url(url, **listening), sockets[1]),
+    )
 
     def async_client() -> Any:
         return redis.asyncio.Redis.from_pool(async_pool())
 
     usage = ((redis.ResponseError,), (ReadOnlyError, OutOfMemoryError, MasterDownError))
-    return (*clients, (redis.RedisError, OSError, asyncio.TimeoutError), usage, async_client)
+    return (*clients, sockets, (redis.RedisError, OSError, asyncio.TimeoutError), usage, async_client)

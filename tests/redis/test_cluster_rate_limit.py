@@ -11,11 +11,9 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import redis
-from redis_support import RedisServer, free_port
+from redis_support import Attempts, RedisServer, free_port
 from shared_workers import Board, limiter_worker, start, stop, wait_for
 from support import collect_inside
 from tcp_proxy import TcpFaultProxy
@@ -161,24 +159,6 @@ def test_local_fallback_admits_the_replicas_share(dead_store: RedisStore) -> Non
     assert limiter.get_stats()["admitted"] == 3
 
 
-class _Attempts:
-    """A store's client that counts the failed writes by which its thread tries to reach Redis again."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.failed = 0
-
-    def set(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self.real.set(*args, **kwargs)
-        except redis.RedisError:
-            self.failed += 1
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 def test_a_limiter_is_on_redis_again_within_rounds_of_its_return(
     redis_server: RedisServer, redis_url: str
 ) -> None:
@@ -191,7 +171,7 @@ def test_a_limiter_is_on_redis_again_within_rounds_of_its_return(
     both figures.
     """
     store = RedisStore.from_url(redis_url, namespace="back", timeout=0.2, resync_interval=60.0)
-    attempts = _Attempts(store._client)
+    attempts = Attempts(store._client)
     store._client = attempts
     limiter = RateLimiter("back", RateLimiterConfig(rate=1000.0, burst=1000, store=store))
     rules = limiter._rules

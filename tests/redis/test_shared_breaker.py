@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from redis_support import RedisServer, free_port
+from redis_support import Attempts, RedisServer, free_port
 from shared_workers import wait_for
 
 from otel_resilience import (
@@ -344,6 +344,47 @@ def test_a_trip_while_redis_is_down_reaches_the_others_when_it_returns(
     took = wait_for(_opened(b), 15.0, "the other replica OPEN after Redis returned")
     wait_for(lambda: not store.degraded, 5.0, "the store healthy again")
     print(f"reconverged {took:.2f} s after Redis returned")
+
+
+def test_a_trip_after_redis_returned_reaches_it_within_rounds_not_after_the_backoff(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """Redis away long enough for the store's backoff to grow, back, then a breaker trips: its trip is in Redis at once.
+
+    A breaker's failure, probe or transition woke the store's thread for its next round, but
+    not out of its backoff (doubling to 5 s: 3.2 s after six failed attempts), which only a
+    rate limiter's fallback cut short: a trip made after Redis was back stayed local, and
+    unknown to the other replicas, for the rest of it. It now has the store try again one round
+    after its last attempt, as a limiter's fallback does: 1.5 s is far from both figures.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    store = RedisStore.from_url(redis_url, namespace="back-cb", timeout=0.2, resync_interval=60.0)
+    attempts = Attempts(store._client)
+    store._client = attempts
+    breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=2, timeout=30.0, store=store))
+    control = redis.Redis.from_url(redis_url)
+
+    def published() -> bool:
+        return control.hget("back-cb:cb:db:state", "state") == b"open"
+
+    try:
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        redis_server.stop()
+        wait_for(lambda: attempts.failed >= 6, 15.0, "six failed attempts: a backoff of 3.2 s now")
+        assert store.degraded
+        redis_server.start()
+        for _ in range(2):
+            _fail(breaker)
+        assert breaker.state is CircuitState.OPEN
+        took = wait_for(published, 10.0, "the trip in Redis")
+        print(f"the trip reached Redis {took:.3f} s after it was made")
+        assert took < 1.5
+        wait_for(lambda: not store.degraded, 5.0, "the store back (after the round that published)")
+        assert store.outages == 1
+    finally:
+        control.close()
+        store.close()
 
 
 async def test_async_callers_share_the_breaker_as_threads_do(replicas: Replica) -> None:

@@ -35,6 +35,7 @@ from otel_resilience import (
     RedisStore,
 )
 from otel_resilience.engine.registry import namesakes_expected
+from otel_resilience.patterns.circuit_breaker import shared as shared_rules
 from otel_resilience.store import redis_store as redis_store_module
 from otel_resilience.store.breaker import SharedBreaker
 from otel_resilience.store.scripts import PUBLISH_STATE
@@ -195,6 +196,91 @@ def test_a_server_refusing_writes_is_one_outage_until_it_takes_them_again(
             wait_for(lambda: not store.degraded, 8.0, "the store back once Redis takes writes")
         assert store.outages == 1
         assert _messages(caplog, BACK) == 1
+    finally:
+        store.close()
+
+
+def _probes_admitted(*breakers: CircuitBreaker) -> int:
+    """Once each one's OPEN period is over, make a call through each: how many ran (as probes)."""
+    ran = 0
+    for breaker in breakers:
+        wait_for(lambda b=breaker: b._core.retry_after() == 0.0, 5.0, "the end of the OPEN period")
+        with contextlib.suppress(CircuitOpenError):
+            breaker.call_sync(int)
+            ran += 1
+    return ran
+
+
+def test_a_period_open_across_an_outage_is_probed_on_leases_once_the_store_is_back(
+    control: redis.Redis, redis_url: str
+) -> None:
+    """Both replicas OPEN through an outage that keeps their subscriptions (out of memory): no probe without a lease.
+
+    The round that finds Redis again reads every breaker's state before the store says it is
+    back: each breaker took that state with the probe limit of a breaker on its own
+    (``half_open_max_calls``) and kept it once the store was back, until the next resync
+    (``resync_interval``; at once only when a subscriber connecting again asked for one): when
+    the period ended, each replica probed without a lease, one probe per replica.
+    """
+    stores = [RedisStore.from_url(redis_url, namespace="across", resync_interval=60.0) for _ in range(2)]
+    try:
+        with namesakes_expected():
+            a, b = (
+                CircuitBreaker("db", CircuitBreakerConfig(success_threshold=1, store=store))
+                for store in stores
+            )
+        limiter = RateLimiter("api", RateLimiterConfig(rate=1000.0, burst=100, store=stores[0]))
+        wait_for(lambda: all(store.ops > 0 for store in stores), 5.0, "the stores' first rounds")
+        a.force_open(1.5)
+        wait_for(lambda: a.state is b.state is CircuitState.OPEN, 2.0, "both OPEN")
+        control.config_set("maxmemory-policy", "noeviction")
+        control.config_set("maxmemory", "1")
+        assert limiter.try_acquire()  # refused for want of memory: an outage, the fallback admits
+        assert stores[0].degraded
+        control.config_set("maxmemory", "0")
+        wait_for(lambda: limiter.try_acquire() and not stores[0].degraded, 5.0, "the store back")
+        assert _probes_admitted(a, b) == 0  # a probe runs on a lease only, which no replica held
+        wait_for(
+            lambda: a._core.settings.half_open_max_calls + b._core.settings.half_open_max_calls == 1,
+            3.0,
+            "one lease for the two replicas' calls",
+        )
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_an_outage_found_while_a_breaker_is_being_shared_leaves_it_probing_on_its_own(
+    proxy: TcpFaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread finds Redis gone just as a breaker is shared: that breaker probes on its own meanwhile.
+
+    The store read whether it was reachable, then listed the breaker: an outage found in between
+    made every listed breaker local, but not this one, whose probe limit stayed 0 (no lease) for
+    the whole outage, so that once HALF_OPEN it rejected every call until Redis was back. A
+    probe limit applied by one thread while another finds the store down is the local one.
+    """
+    store = RedisStore.from_url(_via(proxy), namespace="racing", timeout=0.2)
+    try:
+        RateLimiter("api", RateLimiterConfig(rate=10.0, store=store))  # starts the store's threads
+        wait_for(lambda: _subscribed(_via(proxy), "racing:events", 1), 5.0, "the subscription")
+        real = shared_rules.set_probe_limit
+
+        def outage_meanwhile(core: Any, by: Any, probes: int) -> None:
+            monkeypatch.setattr(shared_rules, "set_probe_limit", real)  # once
+            proxy.set("drop")  # Redis gone: the store's thread cannot reach it again
+            store.failed(ConnectionError("found by another thread"))
+            real(core, by, probes)
+
+        monkeypatch.setattr(shared_rules, "set_probe_limit", outage_meanwhile)
+        config = CircuitBreakerConfig(failure_threshold=1, success_threshold=1, timeout=0.05, store=store)
+        breaker = CircuitBreaker("db", config)
+        assert store.degraded
+        _fail(breaker)
+        assert breaker.state is CircuitState.OPEN
+        wait_for(lambda: breaker._core.retry_after() == 0.0, 2.0, "the end of the OPEN period")
+        assert breaker.call_sync(int) == 0  # its local probe
+        assert breaker.state is CircuitState.CLOSED
     finally:
         store.close()
 
@@ -519,6 +605,36 @@ def test_close_while_redis_is_unreachable_returns_at_once_and_leaves_no_thread(
     assert limiter.try_acquire()  # store_fallback="open", without asking Redis
 
 
+def test_close_ends_the_operations_in_flight_on_a_slow_redis_at_once(
+    proxy: TcpFaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() while both threads wait on Redis 2 s a round trip away (a 5 s timeout) returns at once, no thread left.
+
+    It shut down the subscriber's socket only once its subscription was made (not while it
+    connected) and waited for the store's thread to end its round trip: up to 2 s for each
+    thread, after which it returned with them still running. Every socket the store's threads
+    opened is now shut down by close(), and none is opened after it.
+    """
+    proxy.set("delay", 1.0)  # each way
+    store = RedisStore.from_url(_via(proxy), namespace="close-slow", timeout=5.0)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        breaker = CircuitBreaker("db", CircuitBreakerConfig(store=store))
+        # The subscriber's handshake and the store's first read of the breaker's state are sent.
+        wait_for(lambda: len(proxy._links) >= 2, 5.0, "both threads connected")
+        threads = store._threads
+        started = time.monotonic()
+        store.close()
+        took = time.monotonic() - started
+        print(f"close() took {took * 1000:.0f} ms")
+        assert took < 1.0  # not the 2 s of a round trip, nor the 2 s join of each thread
+        assert not any(thread.is_alive() for thread in threads)
+    assert (store.outages, store.errors, store.degraded) == (0, 0, False)
+    assert [record.getMessage() for record in caplog.records] == []
+    assert breaker.state is CircuitState.CLOSED
+    _fail(breaker)  # on local state, as after any close()
+    assert breaker.get_stats()["failure_count"] == 1
+
+
 def test_a_subscription_the_network_dropped_silently_is_made_again(
     proxy: TcpFaultProxy, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -704,6 +820,28 @@ def test_close_waits_for_one_publication_not_for_every_queued_one(proxy: TcpFaul
         # trip until the join's 2 s bound gave up on it: a bound below that, far above 0.4 s.
         assert took < 1.8
         assert not any(thread.is_alive() for thread in store._threads)
+    finally:
+        store.close()
+
+
+def test_close_keeps_the_trip_whose_publication_is_in_flight(
+    proxy: TcpFaultProxy, control: redis.Redis
+) -> None:
+    """A trip the store's thread is publishing when close() comes reaches Redis: close() waits for that round trip.
+
+    Every other operation in flight ends at once (the store's sockets are shut down); a
+    publication is the cluster's to lose, so close() waits for it (one round trip, here 0.4 s).
+    """
+    store = RedisStore.from_url(_via(proxy), namespace="closing-trip", timeout=2.0)
+    try:
+        breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=1, store=store))
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first round")
+        proxy.set("delay", 0.2)  # each way
+        ops = store.ops
+        _fail(breaker)
+        wait_for(lambda: store.ops > ops, 5.0, "the trip's publication sent")
+        store.close()
+        assert control.hget("closing-trip:cb:db:state", "state") == b"open"
     finally:
         store.close()
 
