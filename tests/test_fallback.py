@@ -682,6 +682,90 @@ async def _raise_async(error: Exception) -> None:
     raise error
 
 
+def _converting(started: asyncio.Event, *, calls: list[str] | None = None, name: str = "call"):
+    """An async function that turns the cancellation of its task into a ConnectionError (a driver's way)."""
+
+    async def converting(*_: object) -> str:
+        if calls is not None:
+            calls.append(name)
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("connection aborted") from None
+        return "never"
+
+    return converting
+
+
+async def test_an_error_a_cancelled_call_raises_on_its_way_out_is_never_answered(recorder) -> None:
+    """The caller's cancellation, turned into an error by the call, is not swallowed by an answer."""
+    started = asyncio.Event()
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="degraded"))
+    task = asyncio.create_task(handler.execute_with_fallback(_converting(started)))
+    await asyncio.wait_for(started.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(ConnectionError, match="connection aborted"):
+        await task
+    assert handler.get_stats() == stats(executions=1)
+    assert recorder.of(Event.FALLBACK_USED) == []
+
+
+async def test_an_enclosing_timeout_is_not_overrun_by_a_fallback() -> None:
+    """asyncio.timeout around the handler ends the block there: the fallback does not answer and go on."""
+    started = asyncio.Event()
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="degraded"))
+    went_on = False
+    with pytest.raises(ConnectionError):
+        async with asyncio.timeout(None) as scope:
+            call = asyncio.ensure_future(handler.execute_with_fallback(_converting(started)))
+            await asyncio.wait_for(started.wait(), 2.0)
+            scope.reschedule(asyncio.get_running_loop().time())  # due now: cancels this task
+            await call
+            went_on = True
+    assert not went_on
+
+
+async def test_a_fallback_function_cancelled_on_its_way_out_starts_no_other() -> None:
+    """MULTIPLE_ATTEMPTS: a function that turns the caller's cancellation into an error ends the fallback."""
+    started = asyncio.Event()
+    calls: list[str] = []
+    handler = FallbackHandler(
+        FallbackConfig(
+            MULTIPLE,
+            fallback_functions=(
+                _converting(started, calls=calls, name="first"),
+                lambda *_: calls.append("second"),
+            ),
+        )
+    )
+    task = asyncio.create_task(handler.execute_with_fallback(_raise_async, OSError()))
+    await asyncio.wait_for(started.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(ConnectionError):
+        await task
+    assert calls == ["first"]
+    assert handler.get_stats() == stats(executions=1)
+
+
+async def test_an_error_after_a_cancellation_the_task_took_back_is_answered() -> None:
+    """Once the task's cancellation was taken back (uncancel), an error chained to it is a failure again."""
+    handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="degraded"))
+
+    async def cancelled_then_failed() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            task.uncancel()  # handled here, as asyncio.timeout does
+            raise ConnectionError("failed while handling it") from None
+        return "never"
+
+    assert await handler.execute_with_fallback(cancelled_then_failed) == "degraded"
+
+
 class Stop(BaseException):
     """A BaseException that is not an Exception (like KeyboardInterrupt)."""
 

@@ -73,6 +73,11 @@ def test_defaults_are_pinned() -> None:
             "HedgingConfig.budget must be a RetryBudget",
         ),
         ({"delay": PercentileDelay}, TypeError, "HedgingConfig.delay must be seconds > 0 or a function"),
+        (
+            {"mode": "fallback", "hedge_on": ()},
+            ValueError,
+            "HedgingConfig.hedge_on must be at least one exception type, a predicate, or hedge_on_result set",
+        ),
     ],
 )
 def test_bad_config_names_the_field(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
@@ -80,6 +85,14 @@ def test_bad_config_names_the_field(kwargs: dict[str, object], error: type[Excep
     with pytest.raises(error) as caught:
         HedgingConfig(**kwargs)  # type: ignore[arg-type]
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_no_error_set_aside_is_kept_where_a_delay_or_a_result_still_hedges() -> None:
+    """hedge_on=() (every error is the answer) stands where something else starts a hedge."""
+    assert HedgingConfig(delay=0.1, hedge_on=()).hedge_on == ()
+    assert HedgingConfig(mode="parallel", hedge_on=[]).hedge_on == ()  # type: ignore[arg-type]
+    config = HedgingConfig(mode="fallback", hedge_on=(), hedge_on_result=lambda result: result is None)
+    assert config.hedge_on == ()
 
 
 def test_config_normalises_what_it_accepts() -> None:

@@ -1200,6 +1200,36 @@ async def test_cancellation_is_never_recovered(clock: FakeClock) -> None:
     assert system.get_stats()["patterns_detected"] == 0
 
 
+async def test_an_error_a_cancelled_rerun_raises_on_its_way_out_runs_nothing_again(clock: FakeClock) -> None:
+    """A re-run that turns the caller's cancellation into an error the rule covers is not re-run again."""
+    system = ErrorRecoverySystem(clock=clock, pattern_threshold=2)
+    system.register_recovery_rule(ConnectionError, retry(max_attempts=3, delay=0.0))
+    rerunning = asyncio.Event()
+    runs: list[int] = []
+
+    async def operation() -> str:
+        runs.append(len(runs) + 1)
+        if len(runs) == 1:
+            raise ConnectionError("refused")
+        if len(runs) > 2:
+            return "ran again"
+        rerunning.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("connection aborted") from None
+        return "never"
+
+    task = asyncio.create_task(system.execute(operation))
+    await asyncio.wait_for(rerunning.wait(), 2.0)
+    task.cancel()
+    with pytest.raises(ConnectionError, match="connection aborted"):
+        await task
+    assert runs == [1, 2]
+    stats = system.get_stats()
+    assert (stats["attempts"], stats["patterns_detected"]) == (0, 0)
+
+
 REJECTIONS: tuple[ExecutionRejectedError, ...] = (
     CircuitOpenError("db", "open", 5.0),
     BulkheadFullError("pool", 2, 0),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from otel_resilience.engine.cancelling import cancelled_on_the_way
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import Outcome
 from otel_resilience.engine.stats import classify_error
@@ -34,7 +35,8 @@ class Guard:
 
     Entering runs the step's :meth:`~Step.admit` (waiting when it says :class:`Wait`); leaving
     ends the run with the hook the block's outcome calls for, exactly as the drivers do: no
-    exception is a success, an ``Exception`` a failure, anything else a cancellation. The
+    exception is a success, an ``Exception`` a failure (unless, in ``async with``, it is the
+    block's cancellation on its way out), anything else a cancellation. The
     pipeline counts the execution in its stats (a rejection included, and an entry cancelled or
     interrupted while it waited, as a call's driver counts it); no execution scope (span) is
     opened. Only a step whose rules never decide an action can guard a block (a breaker, a
@@ -80,7 +82,13 @@ class Guard:
         self._ctx = None
         self._pipeline._failed(error)
 
-    def _leave(self, error: BaseException | None) -> None:
+    def _leave(self, error: BaseException | None, *, cancelled: bool = False) -> None:
+        """End the block's run by its outcome: ``error``, or ``None`` for a success.
+
+        ``cancelled``: ``error`` is the block's cancellation on its way out (async only,
+        :func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`): counted by its type as
+        the pipeline counts it, it ends the run as a cancellation does (``on_cancel``).
+        """
         step, ctx, token = self._step, self._ctx, self._token
         self._ctx = self._token = None
         if ctx is None:  # pragma: no cover - the with statement only exits an entered guard
@@ -93,7 +101,10 @@ class Guard:
                 action = step.on_success(ctx, token, None)
         elif isinstance(error, Exception):
             stats.count(classify_error(error))
-            if step._fails:
+            if cancelled:
+                if step._cancels:
+                    step.on_cancel(ctx, token, running=True)
+            elif step._fails:
                 action = step.on_failure(ctx, token, error)
         else:
             stats.count(Outcome.CANCELLED)
@@ -134,4 +145,4 @@ class Guard:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        self._leave(exc)
+        self._leave(exc, cancelled=isinstance(exc, Exception) and cancelled_on_the_way(exc))

@@ -36,7 +36,9 @@ The contract a driver keeps for every step:
   :meth:`Step.on_failure` (or ``on_expired``) or :meth:`Step.on_cancel` runs per run of the rest
   of the chain, so a step that takes a permit or a slot gives it back on every path;
 * a ``BaseException`` (cancellation, interrupt, the :class:`WrongDriver` signal) is never handed
-  to ``on_failure``: it reaches ``on_cancel`` and is re-raised;
+  to ``on_failure``: it reaches ``on_cancel`` and is re-raised; so does, in the async driver, an
+  error the call raised on its way out of its task's cancellation
+  (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`), unchanged;
 * the last step calls the protected function itself (no frame for the end of the chain), with
   ``fn(*args)`` when there is no keyword argument: ``fn(*args, **kwargs)`` copies even an
   empty ``kwargs`` into a new dict, about 190 instructions per execution.
@@ -54,6 +56,7 @@ from otel_resilience.engine.actions import Action, Answer, Call, Counted, Reject
 from otel_resilience.engine.admission import NOT_STANDING, Standing
 from otel_resilience.engine.allocation import blank
 from otel_resilience.engine.calling import NOT_SYNC, not_awaitable, not_sync_result, refuse_awaitable
+from otel_resilience.engine.cancelling import cancelled_on_the_way
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.counting import Counter
 from otel_resilience.engine.deadline import (
@@ -325,6 +328,10 @@ class Step:
                 else:
                     result = await run(nxt, ctx, None, inner)
             except Exception as error:
+                if cancelled_on_the_way(error):  # the task's cancellation, turned into an error
+                    if self._cancels:
+                        self.on_cancel(ctx, token, running=action is None)
+                    raise
                 if not self._fails or (action := self.on_failure(ctx, token, error)) is None:
                     raise
                 if type(action) is Call:
@@ -455,8 +462,10 @@ class Step:
 
         A call's value, or its ``Exception``, goes to its continuation (``then``); a call that
         ends in anything else (a cancellation, an interrupt) is :meth:`_call_stopped`, the rule
-        the sync driver's :meth:`_resolve_sync` shares. The two differ in the call only: here
-        what it returns is awaited when it is awaitable.
+        the sync driver's :meth:`_resolve_sync` shares, and so is one whose error is its task's
+        cancellation on its way out
+        (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`: no thread is cancelled).
+        The two differ in the call only: here what it returns is awaited when it is awaitable.
 
         What escapes (a continuation's error, a cancellation) has a traceback that holds this
         frame and the caller's: neither keeps the calls, whose state and arguments often hold the
@@ -470,7 +479,10 @@ class Step:
                     value = call.fn(*call.args, **call.kwargs)
                     if inspect.isawaitable(value):
                         value = await value
-                except Exception as error:  # noqa: BLE001 - the step's continuation judges it
+                except Exception as error:
+                    if cancelled_on_the_way(error):  # the task's cancellation, turned into an error
+                        self._call_stopped(ctx, token, call)
+                        raise
                     action = call.then(ctx, call.state, None, error)
                 except BaseException:
                     self._call_stopped(ctx, token, call)

@@ -32,7 +32,10 @@ Decisions:
   ``(Exception,)``, which includes rejections and timeouts raised by inner patterns). Only
   ``Exception`` is ever caught: ``asyncio.CancelledError``, ``KeyboardInterrupt`` and
   ``SystemExit`` never trigger a fallback and are never swallowed, in the protected call or in a
-  fallback function. Naming a non-``Exception`` type is rejected at configuration.
+  fallback function; nor is an error raised on the way out of the task's cancellation
+  (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`: it passes through, and no
+  further ``MULTIPLE_ATTEMPTS`` function runs). Naming a non-``Exception`` type is rejected at
+  configuration.
 * **Fields the strategy does not use must stay unset.** ``FallbackConfig(strategy=DEFAULT_VALUE,
   cache_key="x")`` raises ``ValueError`` naming ``FallbackConfig.cache_key``: such a field
   would be silently ignored, and is almost always a mistake (a wrong strategy).

@@ -182,7 +182,9 @@ class HedgingConfig:
     ``None`` (every attempt calls the protected function)."""
     hedge_on: ErrorSelector = (Exception,)
     """Errors that are not the answer: ``Exception`` subclasses or a predicate. An error it does
-    not match is accepted and raised at once. Default: ``(Exception,)`` (every error)."""
+    not match is accepted and raised at once. ``()`` (every error is the answer) is refused in
+    ``"fallback"`` mode unless ``hedge_on_result`` is set: nothing would start a hedge there.
+    Default: ``(Exception,)`` (every error)."""
     hedge_on_result: Callable[[Any], bool] | None = None
     """``(result) -> bool``; ``True`` sets the result aside (not the answer). Default: ``None``
     (every result is the answer)."""
@@ -224,6 +226,13 @@ class HedgingConfig:
         hedge_on = check_error_selector(_OWNER, "hedge_on", self.hedge_on, "cancellation is never hedged")
         object.__setattr__(self, "hedge_on", hedge_on)
         check_predicate(_OWNER, "hedge_on_result", self.hedge_on_result, optional=True)
+        if self.mode == "fallback" and hedge_on == () and self.hedge_on_result is None:
+            # Only an outcome set aside starts the next attempt in this mode: none ever would.
+            rule = (
+                "at least one exception type, a predicate, or hedge_on_result set in 'fallback' mode "
+                "(else no outcome is set aside, and no attempt after the original ever starts)"
+            )
+            raise fail(_OWNER, "hedge_on", rule, self.hedge_on)
         budget: object = self.budget
         # A class passes the protocol's check (it has the methods): an instance is wanted.
         if budget is not None and (isinstance(budget, type) or not isinstance(budget, HedgeBudget)):

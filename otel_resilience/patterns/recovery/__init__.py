@@ -35,7 +35,9 @@ with). The actions are:
 
 An error no rule covers propagates unchanged and is not a recovery attempt. Cancellation
 (``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) is never recovered, and is
-counted only as the end of a recovery the deadline cut (above). A rejection is neither recovered
+counted only as the end of a recovery the deadline cut (above); so is an error the operation
+raises on its way out of its task's cancellation, which passes through unchanged
+(:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`). A rejection is neither recovered
 nor counted (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open breaker, a full
 bulkhead, a bulkhead queue timeout): the dependency was never called, so it is not an error of
 the dependency. It propagates unchanged, is no recovery attempt and no
