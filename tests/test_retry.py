@@ -23,7 +23,12 @@ from hypothesis import strategies as st
 from support import BrokenQualname, add_note, invoke, run_threads
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
-from otel_resilience.engine.context import AsyncDeadline, ExecutionContext, SyncDeadline
+from otel_resilience.engine.context import (
+    AsyncDeadline,
+    ExecutionContext,
+    SyncDeadline,
+    sleep_sync_within_deadline,
+)
 from otel_resilience.engine.events import (
     HUB,
     Event,
@@ -1069,6 +1074,47 @@ async def test_an_enclosing_deadline_stops_retrying_early(
     assert fn.calls == 2  # type: ignore[attr-defined]
     assert recorder.of(Event.RETRY_EXHAUSTED) == [RetryExhausted(2, error_type_name(Boom()), "deadline")]
     assert "would overrun the deadline (1.5 s left)" in info.value.__notes__[0]
+
+
+async def test_an_attempt_the_enclosing_deadline_ends_is_counted_cancelled_in_both_drivers(
+    driver: str, clock: FakeClock, recorder: EventRecorder
+) -> None:
+    """The deadline ends the running second attempt: no retry and no give-up, the execution counted cancelled.
+
+    In a task its timer cancels the attempt; in a thread the attempt ends at it (an engine wait
+    the deadline cut, as chaos's injected delay): the retry lets that deadline pass to its scope
+    in both drivers, as it lets its cancellation pass, and counts what it counts for it.
+    """
+    calls: list[int] = []
+
+    def second_outlasts_the_deadline() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Boom
+        if driver == "sync":
+            sleep_sync_within_deadline(clock, 10.0, "dependency")  # until the deadline, then its error
+        clock.advance(10.0)
+        return "late"
+
+    async def hung() -> str:
+        second_outlasts_the_deadline()
+        await asyncio.Event().wait()  # cancelled by the deadline's timer
+        return "never"
+
+    r = Retry("dep", exact(max_attempts=3, initial_delay=0.0), clock=clock)
+    with pytest.raises(OperationTimeoutError) as caught:
+        if driver == "sync":
+            with SyncDeadline(clock, 5.0, "outer"):
+                r.execute_sync(second_outlasts_the_deadline)
+        else:  # the async deadline's timer runs on the loop's time: a short real one
+            async with AsyncDeadline(clock, 0.05, "outer"):
+                await r.execute(hung)
+    assert caught.value.operation == "outer"
+    assert len(calls) == 2
+    assert [type(e) for e in recorder.of(Event.RETRY_SCHEDULED)] == [RetryScheduled]
+    assert recorder.of(Event.RETRY_EXHAUSTED) == []
+    stats = r.get_stats()
+    assert (stats["cancelled"], stats["exhausted"], stats["non_retryable"], stats["retries"]) == (1, 0, 0, 1)
 
 
 # -- telemetry --------------------------------------------------------------------------------

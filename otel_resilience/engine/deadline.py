@@ -82,6 +82,7 @@ __all__ = [
     "cancelled_alone",
     "current_deadline",
     "deadline_reached",
+    "ended_by_deadline",
     "enforce_binding_deadline",
     "passes_to_its_scope",
     "publish_deadline",
@@ -335,6 +336,17 @@ def passes_to_its_scope(error: Exception) -> bool:
     Raised before any deadline passed (by hand), it is a failure like any other.
     """
     return isinstance(error, DeadlineReachedError) and time_left() <= 0.0
+
+
+def ended_by_deadline(error: BaseException) -> bool:
+    """Whether the effective deadline ended a run that ended in ``error``: both drivers' rule.
+
+    In a task, an enclosing scope's timer cancels the run (a ``CancelledError``); in a thread,
+    that scope's :class:`DeadlineReachedError` ends it (a wait the deadline cut, a block that
+    returned past it: :func:`passes_to_its_scope`). Either once the deadline passed: any other
+    cancellation (the caller's, a coroutine being closed) or error is not the deadline's.
+    """
+    return isinstance(error, (asyncio.CancelledError, DeadlineReachedError)) and time_left() <= 0.0
 
 
 def sleep_sync_within_deadline(clock: Clock, seconds: float, operation: str) -> None:

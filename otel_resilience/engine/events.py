@@ -37,11 +37,13 @@ from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, cast, runtime_che
 
 from otel_resilience.engine import event_args
 from otel_resilience.engine.counting import Counter, CounterValue
+from otel_resilience.engine.deadline import DeadlineReachedError
 from otel_resilience.engine.event_args import *  # noqa: F403 - the event arguments belong to this seam
 from otel_resilience.engine.event_args import EventArgs
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.logging_rate import LogRate
 from otel_resilience.engine.validation import fail, verdict
+from otel_resilience.errors import OperationTimeoutError
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
     "HUB",
@@ -767,8 +769,12 @@ def key_attribute(key: str) -> str:
 def error_type_name(error: BaseException | None) -> str | None:
     """Return the bounded name of an exception's type (``module.Qualname`` for non-builtins).
 
-    A name longer than :data:`MAX_ATTRIBUTE_LENGTH` is cut (:func:`bounded_text`), as every
-    telemetry value the library builds from a user's value. Names are cached per class, so a
+    The engine's deadline errors (a :class:`~otel_resilience.engine.deadline.DeadlineReachedError`:
+    a wait or a block the effective deadline ended in a thread) are named as the
+    :class:`~otel_resilience.errors.OperationTimeoutError` they stand for, which the scope that
+    owns the deadline raises: an internal class is never shown. A name longer than
+    :data:`MAX_ATTRIBUTE_LENGTH` is cut (:func:`bounded_text`), as every telemetry value the
+    library builds from a user's value. Names are cached per class, so a
     repeated failure formats no string. The cache holds its classes weakly: it never keeps a
     dynamically created exception class (or its module) alive. A class that cannot be hashed
     (its metaclass defines ``__eq__`` and no ``__hash__``) is named each time, never cached.
@@ -787,5 +793,7 @@ def error_type_name(error: BaseException | None) -> str | None:
 
 def _type_name(cls: type[BaseException]) -> str:
     """Format the bounded ``error.type`` of ``cls``: ``module.Qualname``, the qualname alone for builtins."""
+    if issubclass(cls, DeadlineReachedError):  # the engine's: named as the timeout it stands for
+        cls = OperationTimeoutError
     module = cls.__module__
     return bounded_text(cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}")

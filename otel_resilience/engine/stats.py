@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Final, cast
 
 from otel_resilience.engine.counting import Counter, CounterValue, read_all
+from otel_resilience.engine.deadline import ended_by_deadline
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
-__all__ = ["OUTCOME_OF", "PipelineStats", "classify_error"]
+__all__ = ["OUTCOME_OF", "PipelineStats", "attempt_ended", "classify_error"]
 
 _REJECTED: Final = Outcome.REJECTED
 _TIMEOUT: Final = Outcome.TIMEOUT
@@ -63,6 +64,28 @@ def classify_error(error: BaseException) -> Outcome:
         return OUTCOME_OF[type(error)]
     except TypeError:
         return _classify(type(error))
+
+
+_CUT: Final[tuple[Outcome, None]] = (_TIMEOUT, None)
+
+
+def attempt_ended(error: BaseException) -> tuple[Outcome, BaseException | None]:
+    """How an attempt that ended in ``error`` (raised, or being handled) ends its scope: outcome, error.
+
+    The one rule of both drivers, for every step that opens attempt scopes (a retry's attempt, a
+    recovery's re-run). An attempt the effective deadline ended
+    (:func:`~otel_resilience.engine.deadline.ended_by_deadline`: an enclosing scope's timer
+    cancelled it in a task, or its ``DeadlineReachedError`` ended it in a thread) is a
+    ``timeout`` with no error of its own, as the caller gets the timeout the scope that owns
+    the deadline raises (the telemetry names it so); any other error is classified as an
+    execution's (:func:`classify_error`), a cancellation or an interrupt with no error.
+    Called when an attempt did not return, never on a success.
+    """
+    if ended_by_deadline(error):
+        return _CUT
+    if isinstance(error, Exception):
+        return classify_error(error), error
+    return _CANCELLED, None
 
 
 class _Count(CounterValue):

@@ -96,8 +96,15 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   `hedge_on_result` rejected every attempt's result, or a fallback's `handle_result` rejected
   it and the fallback had no answer; the caller gets the result, the error ratio counts it. So
   does an attempt whose result its retry rejected (`error.type` `{failed_result}`). A failed
-  attempt span is ERROR with `error.type`. Exceptions are not recorded as span events; their
-  messages appear (as the status description) only with `instrument(record_messages=True)`.
+  attempt span is ERROR with `error.type`. An attempt (a retry's, a recovery re-run) that an
+  **enclosing deadline ended** (a total timeout, a `TimeoutHandler`, `fail_after`: the
+  dependency slower than it) is a `timeout`, with the `error.type` of the timeout the caller
+  gets, `{timeout_error}`, in both drivers: the async driver's
+  deadline cancels the attempt, the sync driver finds the deadline reached when the attempt
+  ends. It is neither the caller's cancellation nor a retry's give-up: the retry counts the
+  execution cancelled, as when the deadline ends a backoff. Exceptions are not recorded as
+  span events; their messages appear (as the status description) only with
+  `instrument(record_messages=True)`.
 * `http.request.resend_count`: how many times the request was sent before, counted over the
   whole request as the HTTP semantic conventions ask (any resend: a retry, a hedge, a redirect's
   next hop, the answer to an authentication challenge). When the caller's span is an HTTP client
@@ -216,7 +223,15 @@ def _table(header: str, rows: Iterable[str]) -> list[str]:
 
 def render() -> str:
     """Return the Markdown reference generated from the semconv registry."""
-    lines = [_INTRO.format(scope=sc.SCOPE_NAME, schema=sc.SCHEMA_URL, failed_result=sc.FAILED_RESULT), _ENV]
+    lines = [
+        _INTRO.format(
+            scope=sc.SCOPE_NAME,
+            schema=sc.SCHEMA_URL,
+            failed_result=sc.FAILED_RESULT,
+            timeout_error=sc.TIMEOUT_ERROR_TYPE,
+        ),
+        _ENV,
+    ]
     lines += _table(
         "| Variable | `instrument()` keyword | When `true` |",
         (f"| `{switch.variable}` | `{switch.keyword}` | {switch.description} |" for switch in env.SWITCHES),

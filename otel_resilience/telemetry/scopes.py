@@ -80,6 +80,7 @@ themselves are bounded where they are kept (the SDK's cardinality limit, or
 ``otel.metric.overflow`` series."""
 
 _FAILURE: Final = Outcome.FAILURE
+_TIMEOUT: Final = Outcome.TIMEOUT
 _CANCELLED: Final = Outcome.CANCELLED
 _ERROR_OUTCOMES: Final = frozenset({Outcome.FAILURE, Outcome.REJECTED, Outcome.TIMEOUT})
 
@@ -479,14 +480,19 @@ def error_type_of(outcome: Outcome, error: BaseException | None) -> str | None:
     Only ``failure``, ``rejected`` and ``timeout`` are errors, each named by its exception's
     class. A ``failure`` with no exception returned a result its policy judged a failure
     (:meth:`~otel_resilience.engine.context.ExecutionContext.result_failed`, a retry's rejected
-    attempt): :data:`~otel_resilience.telemetry.semconv.FAILED_RESULT`; ``_OTHER`` names any
-    other error without one.
+    attempt): :data:`~otel_resilience.telemetry.semconv.FAILED_RESULT`. A ``timeout`` with no
+    exception is an attempt the effective deadline ended
+    (:func:`~otel_resilience.engine.stats.attempt_ended`, in both drivers), named as the
+    timeout the deadline's scope raises: :data:`~otel_resilience.telemetry.semconv.TIMEOUT_ERROR_TYPE`.
+    ``_OTHER`` names any other error without one.
     """
     if outcome not in _ERROR_OUTCOMES:
         return None
     if error is not None:
         return error_type_name(error)
-    return sc.FAILED_RESULT if outcome is _FAILURE else sc.ERROR_TYPE_OTHER
+    if outcome is _FAILURE:
+        return sc.FAILED_RESULT
+    return sc.TIMEOUT_ERROR_TYPE if outcome is _TIMEOUT else sc.ERROR_TYPE_OTHER
 
 
 def finish_span(

@@ -3,19 +3,28 @@ execution, and the cap on attempts in total visible as the retry's stop reason."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 import pytest
 from opentelemetry import trace
 
-from otel_resilience.engine.events import TelemetryHub, TelemetrySource
+from otel_resilience.engine.deadline import (
+    DeadlineReachedError,
+    WaitDeadlineReachedError,
+    sleep_sync_within_deadline,
+)
+from otel_resilience.engine.events import TelemetryHub, TelemetrySource, error_type_name
+from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.manager import ResilienceConfig, ResilienceManager
 from otel_resilience.patterns.alerts import AlertSystem
 from otel_resilience.patterns.recovery import RecoveryAction, RecoveryStrategy
 from otel_resilience.patterns.retry import Jitter, RetryPolicy, RetryStrategy
+from otel_resilience.patterns.timeout import fail_after
 from otel_resilience.telemetry import semconv as sc
 from otel_resilience.telemetry.otel import OtelListener
+from otel_resilience.testing import FakeClock
 
 _names = itertools.count()
 
@@ -183,6 +192,152 @@ async def test_the_exhausted_counter_counts_each_give_up_and_says_so(otel, clock
     assert metric.unit == "{give_up}"
     assert metric.description.startswith("Times a retry gave up")
     assert "not per execution" in metric.description
+
+
+def _all_attributes(otel: Any) -> list[Any]:
+    """Every attribute value the run exported: on spans, span events and metric points."""
+    values: list[Any] = []
+    for span in otel.spans():
+        values += span.attributes.values()
+        for event in span.events:
+            values += event.attributes.values()
+    for metric in otel.metrics().values():
+        for point in metric.data.data_points:
+            values += point.attributes.values()
+    return values
+
+
+@pytest.mark.parametrize("cut", ["retry", "retry-late-return", "recovery"])
+async def test_an_attempt_an_enclosing_deadline_ends_is_a_timeout_in_both_drivers(
+    otel, clock, driver, alerts, cut
+):
+    """The policy's total timeout ends the running second attempt: `timeout`, the caller's error type, no give-up.
+
+    The dependency fails once, then is slower than the deadline: in a task the deadline's timer
+    cancels the attempt, in a thread the attempt ends at the deadline (an engine wait it cut, or,
+    under an attempt timeout, a return after it). Both drivers end the attempt's scope the same:
+    outcome `timeout`, `error.type` the `OperationTimeoutError` the caller gets (never the
+    engine's own deadline error), and the retry neither retries nor gives up on it (no
+    `retry.exhausted`, and the execution's dependency error stays the dependency's own).
+    """
+    sync = driver == "sync"
+    # The async deadline's timer runs on the loop's time: a short real one; the slow call moves the
+    # fake clock past the deadline too. The sync deadline is only on the fake clock.
+    scale = 1.0 if sync else 0.01
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        if sync and cut != "retry-late-return":
+            sleep_sync_within_deadline(clock, 10.0, "dependency")  # until the deadline, as chaos's delay
+        clock.advance(10.0)
+
+    def late() -> str:
+        step()
+        return "late"
+
+    async def hung() -> str:
+        step()
+        await asyncio.Event().wait()  # cancelled by the deadline's timer
+        return "never"
+
+    name = _fresh("cut")
+    if cut == "recovery":
+        manager = _recovering(clock, alerts, reruns=2)
+        config = ResilienceConfig(name=name, enable_recovery=True, timeout=5.0 * scale)
+        pattern = "recovery"
+    else:
+        # Under an attempt timeout the second attempt starts after a backoff: its own deadline is
+        # later than the total one, which ends it.
+        policy = RetryPolicy(
+            max_attempts=3,
+            strategy=RetryStrategy.FIXED,
+            initial_delay=2.0 * scale,
+            jitter=Jitter.NONE,
+            attempt_timeout=4.0 * scale if cut == "retry-late-return" else None,
+        )
+        manager = ResilienceManager(clock=clock, alert_system=alerts)
+        config = ResilienceConfig(name=name, retry_policy=policy, timeout=5.0 * scale)
+        pattern = "retry"
+    with pytest.raises(OperationTimeoutError) as caught:
+        if sync:
+            manager.execute_with_resilience_sync(late, config)
+        else:
+            await manager.execute_with_resilience(hung, config)
+    assert (caught.value.timeout, caught.value.scope) == (5.0 * scale, "total")
+    assert len(calls) == 2
+    timeout_type = "otel_resilience.errors.OperationTimeoutError"
+    ended = {
+        (p.attributes[sc.OUTCOME], p.attributes.get(sc.ERROR_TYPE)): p.count
+        for p in otel.points(sc.ATTEMPT_DURATION)
+        if p.attributes[sc.POLICY] == name and p.attributes[sc.PATTERN] == pattern
+    }
+    first = (
+        {("failure", "ConnectionError"): 1} if pattern == "retry" else {}
+    )  # a re-run is the recovery's 2nd
+    assert ended == {**first, ("timeout", timeout_type): 1}
+    (attempt,) = otel.spans(name + sc.ATTEMPT_SPAN_SUFFIX)
+    assert (attempt.attributes[sc.OUTCOME], attempt.attributes[sc.ERROR_TYPE]) == ("timeout", timeout_type)
+    assert attempt.status.status_code is trace.StatusCode.ERROR
+    execution = otel.span(name)
+    assert (execution.attributes[sc.OUTCOME], execution.attributes[sc.ERROR_TYPE]) == (
+        "timeout",
+        timeout_type,
+    )
+    assert [e.name for e in execution.events if e.name == sc.EV_RETRY_EXHAUSTED] == []
+    assert [
+        p.value for p in otel.points(sc.RETRY_EXHAUSTED) if p.attributes[sc.POLICY] == name and p.value
+    ] == []
+    if pattern == "retry":
+        assert execution.attributes[sc.DEPENDENCY_ERROR_TYPE] == "ConnectionError"
+    assert not [v for v in _all_attributes(otel) if isinstance(v, str) and "engine.deadline" in v]
+
+
+async def test_a_sync_policy_under_fail_after_names_the_timeout_the_caller_gets(otel, alerts):
+    """A sync policy called in a coroutine under ``fail_after``: the deadline reached in the thread is named as the timeout.
+
+    The attempt timeout's scope finds the earlier deadline of ``fail_after`` passed when the call
+    returns, and ends it with the engine's deadline error, which ``fail_after`` raises as its own
+    ``OperationTimeoutError``: the execution and its attempt are a `timeout` of that type.
+    """
+    clock = FakeClock(1000.0)
+    manager = ResilienceManager(clock=clock, alert_system=alerts)
+    name = _fresh("under-fail-after")
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.0, jitter=Jitter.NONE, attempt_timeout=60.0)
+    config = ResilienceConfig(name=name, retry_policy=policy)
+
+    def late() -> str:
+        clock.advance(10.0)
+        return "late"
+
+    with pytest.raises(OperationTimeoutError) as caught:
+        async with fail_after(5.0, clock=clock, operation="caller"):
+            manager.execute_with_resilience_sync(late, config)
+    assert caught.value.operation == "caller"
+    timeout_type = "otel_resilience.errors.OperationTimeoutError"
+    execution = otel.span(name)
+    assert (execution.attributes[sc.OUTCOME], execution.attributes[sc.ERROR_TYPE]) == (
+        "timeout",
+        timeout_type,
+    )
+    ended = {
+        (p.attributes[sc.OUTCOME], p.attributes.get(sc.ERROR_TYPE))
+        for p in otel.points(sc.ATTEMPT_DURATION)
+        if p.attributes[sc.POLICY] == name
+    }
+    assert ended == {("timeout", timeout_type)}
+    assert not [v for v in _all_attributes(otel) if isinstance(v, str) and "engine.deadline" in v]
+
+
+def test_the_engine_deadline_errors_are_named_as_the_documented_timeout():
+    """error.type never names the engine's own deadline errors: the documented timeout type does."""
+    named = {
+        error_type_name(kind("op", 1.0, "total"))
+        for kind in (OperationTimeoutError, DeadlineReachedError, WaitDeadlineReachedError)
+    }
+    assert named == {sc.TIMEOUT_ERROR_TYPE}
 
 
 def test_the_total_cap_is_a_documented_stop_reason():

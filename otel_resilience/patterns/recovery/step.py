@@ -35,16 +35,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from otel_resilience.engine.calling import coroutine_function_in_sync, refused
+from otel_resilience.engine.calling import coroutine_function_in_sync, handled_error, refused
 from otel_resilience.engine.closing import closing
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import Event, Outcome, RecoveryAttempted, StrategyTelemetry
 from otel_resilience.engine.facade import Link
 from otel_resilience.engine.notes import chain_failure
-from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.rerun import let_go, may_run_again
+from otel_resilience.engine.stats import attempt_ended
 from otel_resilience.engine.step import TERMINAL, Action, Answer, Call, Retry
 from otel_resilience.engine.validation import fail
 from otel_resilience.errors import ExecutionRejectedError, RecoveryEscalatedError
@@ -225,8 +225,9 @@ class RecoveryStep(Link[RecoveryConfig]):
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
         """A recovery the effective deadline cancelled (its re-run, its delay or hook) failed.
 
-        Any other cancellation (the caller's, an interrupt) is never counted. A re-run's attempt
-        scope ends ``cancelled`` either way.
+        Any other cancellation (the caller's, an interrupt) is never counted. A running re-run's
+        attempt scope ends ``timeout`` when the effective deadline ended it, else ``cancelled``
+        (:func:`~otel_resilience.engine.stats.attempt_ended`, the rule of both drivers).
 
         A re-run ended by a function that does not fit the driver
         (:class:`~otel_resilience.engine.calling.WrongDriver`, being handled by the driver that
@@ -240,7 +241,10 @@ class RecoveryStep(Link[RecoveryConfig]):
                     token.end(_FAILURE, signal.as_type_error())
                 self._give_up(token)
                 return
-            token.end(_CANCELLED, None)
+            if running:
+                token.end(*attempt_ended(handled_error()))
+            else:  # its delay or restart hook: the re-run's scope, if opened, never ran
+                token.end(_CANCELLED, None)
             if self._cut_by_deadline(ctx, returned=False):
                 self._give_up(token)
 
@@ -278,7 +282,7 @@ class RecoveryStep(Link[RecoveryConfig]):
         passes = isinstance(error, ExecutionRejectedError) or passes_to_its_scope(error)
         if token is not None:  # a re-run's failure, or its restart hook's, which ends the recovery
             if token.handles:  # the re-run's scope (none for its restart hook's failure)
-                token.end(classify_error(error), error)
+                token.end(*attempt_ended(error))
             goes_on = not passes and not token.restarting and isinstance(error, token.covered)
             return self._rerun(ctx, token, error) if goes_on else self._give_up(token)
         # used alone, the operation is the function that failed, not the system (Link.operation)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UnheardStanding
-from otel_resilience.engine.calling import WrongDriver, refused
+from otel_resilience.engine.calling import WrongDriver, handled_error, refused
 from otel_resilience.engine.closing import give_back
-from otel_resilience.engine.deadline import time_left
+from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import (
     Event,
     Outcome,
@@ -34,6 +34,7 @@ from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import BUDGETED_RETRIES
 from otel_resilience.engine.rerun import may_run_again
+from otel_resilience.engine.stats import attempt_ended
 from otel_resilience.engine.step import Call
 from otel_resilience.engine.step import Retry as RunAgain
 from otel_resilience.engine.validation import matched_by_class, verdict, wrong_return
@@ -538,7 +539,15 @@ class _RetryStep(Link[RetryPolicy]):
         return self._after(ctx, token, None, result)
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:
-        """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops."""
+        """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops.
+
+        An enclosing scope's deadline, reached in a thread, is not judged: it passes to that
+        scope (:func:`~otel_resilience.engine.deadline.passes_to_its_scope`), the attempt ended
+        as that deadline's cancellation ends it in a task (:meth:`on_cancel`).
+        """
+        if passes_to_its_scope(error):
+            self.on_cancel(ctx, token, running=True)
+            return None
         if type(token) is not _Attempts:  # attempt 1, no scope: None or the link's Counted (admit)
             token = None
         elif token.handles:
@@ -560,10 +569,12 @@ class _RetryStep(Link[RetryPolicy]):
         return None
 
     def on_cancel(self, ctx: ExecutionContext, token: Any, *, running: bool) -> None:
-        """Count the cancelled execution; close the running attempt's scope as cancelled.
+        """Count the cancelled execution; close the running attempt's scope as it ended.
 
         Cancelled while not running (during a backoff, or ``on_retry``), the retry scheduled
-        last never runs: its withdrawal goes back to the budget.
+        last never runs: its withdrawal goes back to the budget. A running attempt ends
+        ``cancelled``, or ``timeout`` when the effective deadline ended it
+        (:func:`~otel_resilience.engine.stats.attempt_ended`).
 
         A running attempt ended by a function that does not fit the driver
         (:class:`~otel_resilience.engine.calling.WrongDriver`, being handled by the driver that
@@ -575,9 +586,11 @@ class _RetryStep(Link[RetryPolicy]):
             return
         self._core.cancelled(in_attempt=running)
         if type(token) is _Attempts:  # else attempt 1, no scope: None or the link's Counted (admit)
-            if not running:
+            if running:
+                token.end(*attempt_ended(handled_error()))
+            else:
                 self.give_back(token)
-            token.end(_CANCELLED, None)
+                token.end(_CANCELLED, None)
 
     def _refused(self, ctx: ExecutionContext, token: Any, signal: WrongDriver) -> None:
         """End an attempt the driver refused as the failure the caller gets, its ``TypeError``: not retried.

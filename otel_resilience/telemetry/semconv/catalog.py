@@ -70,6 +70,7 @@ from otel_resilience.telemetry.semconv.names import (
     RL_PERMIT_RESULT,
     RL_PERMIT_RESULTS,
     RL_WAIT,
+    TIMEOUT_ERROR_TYPE,
     TIMEOUT_LIMIT,
     TIMEOUT_SCOPE,
     TIMEOUT_SCOPES,
@@ -101,7 +102,9 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "The exception's class (`module.Qualname`, builtins unqualified), on failures only "
         f"(OTel semantic convention); `{FAILED_RESULT}` for a returned result the policy judged a "
         "failure (`retry_on_result`, `hedge_on_result`, a fallback's `handle_result`), which no "
-        f"exception names; `{ERROR_TYPE_OTHER}` when unknown.",
+        f"exception names; `{TIMEOUT_ERROR_TYPE}` for a timeout the effective deadline made, as the "
+        "caller gets it: an attempt an enclosing deadline ended, and the engine's own deadline "
+        f"errors, never shown by their class; `{ERROR_TYPE_OTHER}` when unknown.",
     ),
     AttributeSpec(
         BUCKET_BOUND,
@@ -275,7 +278,9 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "where every attempt, the original included, has its span with `resilience.attempt.type`, "
         "the winner carries the `resilience.hedging.won` event (when more than one attempt "
         "started) and the losers end with outcome `cancelled`, not ERROR. A failed attempt is "
-        "ERROR with `error.type`. Opened by the retry or the hedging that makes the attempt; a "
+        "ERROR with `error.type`; one that an enclosing deadline ended (a retry's attempt, a "
+        f"recovery re-run) ends `timeout`, `error.type` `{TIMEOUT_ERROR_TYPE}`, in both drivers. "
+        "Opened by the retry or the hedging that makes the attempt; a "
         "recovery re-run with neither inside the recovery is opened by the recovery "
         "(`resilience.pattern` `recovery`).",
         (POLICY, PATTERN, NAME, ATTEMPT, OUTCOME),

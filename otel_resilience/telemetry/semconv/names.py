@@ -149,6 +149,7 @@ __all__ = [
     "STORE_OUTAGES",
     "TELEMETRY_ERRORS",
     "TIMEOUTS",
+    "TIMEOUT_ERROR_TYPE",
     "TIMEOUT_LIMIT",
     "TIMEOUT_SCOPE",
     "TIMEOUT_SCOPES",
@@ -225,8 +226,13 @@ FAILED_RESULT: Final = "failed_result"
 failure (``retry_on_result``, ``hedge_on_result``, a fallback's ``handle_result``): no exception
 names it, so the class of failure is named, one value for all such results (low cardinality)."""
 ERROR_TYPE_OTHER: Final = "_OTHER"
-"""The ``error.type`` of an error no exception names and that is no :data:`FAILED_RESULT` (the
-semantic conventions' fallback value)."""
+"""The ``error.type`` of an error no exception names and that is no :data:`FAILED_RESULT` nor a
+:data:`TIMEOUT_ERROR_TYPE` (the semantic conventions' fallback value)."""
+TIMEOUT_ERROR_TYPE: Final = "otel_resilience.errors.OperationTimeoutError"
+"""The ``error.type`` of a timeout no exception of its own names: an attempt the effective deadline
+ended (an enclosing scope's: its cancellation in a task, its engine error in a thread), named in both
+drivers as the ``OperationTimeoutError`` the scope that owns the deadline raises, which the caller
+gets. The engine's own deadline errors are named so too (``engine.events.error_type_name``)."""
 PATTERN_VALUES: Final = (
     "pipeline",
     "circuit_breaker",
