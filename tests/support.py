@@ -22,6 +22,13 @@ from otel_resilience.engine.clock import SystemClock
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import HUB, Outcome, TelemetrySource
 
+needs_task_cancelling = pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="Task.cancelling() is Python 3.11+: on 3.10 a task keeps no count of its cancellation "
+    "requests, so an error a call raised on its way out of one cannot be told from a failure",
+)
+"""An error a call raised on its way out of its task's cancellation is that cancellation's end (3.11 on)."""
+
 
 async def until(condition: Callable[[], object], steps: int = 500) -> None:
     """Yield to the loop until ``condition()`` holds (bounded)."""

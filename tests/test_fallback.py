@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from forking_support import held_by_another_thread, run_in_child
-from support import run_threads, until
+from support import needs_task_cancelling, run_threads, until
 
 from otel_resilience import Retry, RetryPolicy
 from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
@@ -698,6 +698,7 @@ def _converting(started: asyncio.Event, *, calls: list[str] | None = None, name:
     return converting
 
 
+@needs_task_cancelling
 async def test_an_error_a_cancelled_call_raises_on_its_way_out_is_never_answered(recorder) -> None:
     """The caller's cancellation, turned into an error by the call, is not swallowed by an answer."""
     started = asyncio.Event()
@@ -711,6 +712,7 @@ async def test_an_error_a_cancelled_call_raises_on_its_way_out_is_never_answered
     assert recorder.of(Event.FALLBACK_USED) == []
 
 
+@needs_task_cancelling
 async def test_an_enclosing_timeout_is_not_overrun_by_a_fallback() -> None:
     """asyncio.timeout around the handler ends the block there: the fallback does not answer and go on."""
     started = asyncio.Event()
@@ -726,6 +728,7 @@ async def test_an_enclosing_timeout_is_not_overrun_by_a_fallback() -> None:
     assert not went_on
 
 
+@needs_task_cancelling
 async def test_a_fallback_function_cancelled_on_its_way_out_starts_no_other() -> None:
     """MULTIPLE_ATTEMPTS: a function that turns the caller's cancellation into an error ends the fallback."""
     started = asyncio.Event()

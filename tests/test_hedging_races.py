@@ -22,6 +22,7 @@ from otel_resilience import (
     OperationTimeoutError,
     ResilienceConfig,
     ResilienceManager,
+    Retry,
     RetryBudget,
     RetryPolicy,
     resilient,
@@ -142,6 +143,46 @@ async def test_a_loser_gives_back_what_the_steps_inside_took() -> None:
     gate.event.set()
     assert await call == "fast"
     assert bulkhead.get_stats()["active"] == 0
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="Task.cancelling() is Python 3.11+: on 3.10 the loser's converted cancellation is retried",
+)
+async def test_a_loser_whose_dependency_converts_the_race_s_cancellation_is_not_retried_inside(
+    clock: FakeClock,
+) -> None:
+    """The race cancels a loser whose dependency raises its own error in place of the cancellation.
+
+    The retry inside the attempt runs nothing again: its task is being cancelled. Retrying would
+    keep the race waiting for the loser (a further attempt that hangs is never cancelled again).
+    """
+    h = Hedging("h-converted-loser", HedgingConfig(mode="parallel", max_attempts=2), clock=clock)
+    retry = Retry("r-converted-loser", RetryPolicy(max_attempts=3), clock=clock)
+    pipeline = PipelineBuilder("p").add(h.as_strategy("p")).add(retry.as_strategy("p")).build()
+    hedge_running = asyncio.Event()
+    calls = 0
+
+    async def original_wins_hedge_converts() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await hedge_running.wait()
+            return "original"
+        if calls > 2:  # a retry of the loser
+            return "late"
+        hedge_running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("cancelled") from None
+        return "never"
+
+    assert await asyncio.wait_for(pipeline.execute(original_wins_hedge_converts), 5) == "original"
+    assert calls == 2
+    stats = retry.get_stats()
+    assert (stats["retries"], stats["cancelled"], stats["first_attempt_successes"]) == (0, 1, 1)
+    assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
 async def test_an_interrupt_in_an_attempt_ends_the_race() -> None:

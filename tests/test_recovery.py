@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support import freed_on_a_closed_loop, run_threads
+from support import freed_on_a_closed_loop, needs_task_cancelling, run_threads
 
 from otel_resilience.engine.context import SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
@@ -1200,6 +1200,7 @@ async def test_cancellation_is_never_recovered(clock: FakeClock) -> None:
     assert system.get_stats()["patterns_detected"] == 0
 
 
+@needs_task_cancelling
 async def test_an_error_a_cancelled_rerun_raises_on_its_way_out_runs_nothing_again(clock: FakeClock) -> None:
     """A re-run that turns the caller's cancellation into an error the rule covers is not re-run again."""
     system = ErrorRecoverySystem(clock=clock, pattern_threshold=2)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from support import needs_task_cancelling
 
 from otel_resilience import CircuitBreaker, CircuitBreakerConfig, Retry, RetryPolicy, RetryStrategy
 from otel_resilience.engine.cancelling import cancelled_on_the_way
@@ -43,6 +44,7 @@ async def cancel_once_started(
         await task
 
 
+@needs_task_cancelling
 async def test_a_retry_does_not_run_the_call_again() -> None:
     """The retry neither retries it nor counts a failed attempt: a cancelled execution."""
     retry = Retry(
@@ -55,6 +57,7 @@ async def test_a_retry_does_not_run_the_call_again() -> None:
     assert (stats["retries"], stats["cancelled"]) == (0, 1)
 
 
+@needs_task_cancelling
 @pytest.mark.parametrize("form", ["call", "guard"])
 async def test_a_breaker_counts_no_failure(form: str) -> None:
     """The breaker gives its permit back as for a cancellation: it does not open on it."""
@@ -95,6 +98,7 @@ async def test_a_cancellation_the_task_never_took_back_leaves_later_failures_fai
     task.uncancel()
 
 
+@needs_task_cancelling
 async def test_only_an_error_chained_to_a_cancellation_of_a_cancelled_task_is_one() -> None:
     """The rule: a CancelledError in the context chain, the task holding a request, and no error of ours."""
     task = asyncio.current_task()
