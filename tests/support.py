@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -28,6 +28,18 @@ needs_task_cancelling = pytest.mark.skipif(
     "requests, so an error a call raised on its way out of one cannot be told from a failure",
 )
 """An error a call raised on its way out of its task's cancellation is that cancellation's end (3.11 on)."""
+
+
+async def converted_cancellation(message: str = "connection aborted") -> NoReturn:
+    """Wait until the task is cancelled, then raise ``ConnectionError(message)`` in its place.
+
+    What some client libraries do: the cancellation of their task becomes an error of their own.
+    """
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        raise ConnectionError(message) from None
+    raise AssertionError("an endless wait ended")
 
 
 async def until(condition: Callable[[], object], steps: int = 500) -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from forking_support import held_by_another_thread, run_in_child
-from support import needs_task_cancelling, run_threads, until
+from support import converted_cancellation, needs_task_cancelling, run_threads, until
 
 from otel_resilience import Retry, RetryPolicy
 from otel_resilience.engine.events import Event, FallbackUsed, TelemetrySource
@@ -689,11 +689,7 @@ def _converting(started: asyncio.Event, *, calls: list[str] | None = None, name:
         if calls is not None:
             calls.append(name)
         started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise ConnectionError("connection aborted") from None
-        return "never"
+        return await converted_cancellation()
 
     return converting
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hedging_support import HANG, Dependency, Gate
+from support import converted_cancellation
 
 from otel_resilience import (
     Bulkhead,
@@ -172,11 +173,7 @@ async def test_a_loser_whose_dependency_converts_the_race_s_cancellation_is_not_
         if calls > 2:  # a retry of the loser
             return "late"
         hedge_running.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise ConnectionError("cancelled") from None
-        return "never"
+        return await converted_cancellation("cancelled")
 
     assert await asyncio.wait_for(pipeline.execute(original_wins_hedge_converts), 5) == "original"
     assert calls == 2

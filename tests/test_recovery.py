@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support import freed_on_a_closed_loop, needs_task_cancelling, run_threads
+from support import converted_cancellation, freed_on_a_closed_loop, needs_task_cancelling, run_threads
 
 from otel_resilience.engine.context import SyncDeadline
 from otel_resilience.engine.events import Event, PatternDetected, RecoveryAttempted
@@ -1215,11 +1215,7 @@ async def test_an_error_a_cancelled_rerun_raises_on_its_way_out_runs_nothing_aga
         if len(runs) > 2:
             return "ran again"
         rerunning.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise ConnectionError("connection aborted") from None
-        return "never"
+        return await converted_cancellation()
 
     task = asyncio.create_task(system.execute(operation))
     await asyncio.wait_for(rerunning.wait(), 2.0)

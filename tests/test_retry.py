@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import BrokenQualname, add_note, invoke, run_threads
+from support import BrokenQualname, add_note, converted_cancellation, invoke, run_threads
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK
 from otel_resilience.engine.context import (
@@ -975,44 +975,19 @@ async def test_cancelled_error_raised_by_the_function_is_not_retried(clock: Fake
     assert calls == 1
 
 
-# A dependency that catches the cancellation of its task and raises an error of its own in its
-# place (a client library that turns it into ConnectionError("cancelled")).
-
-
-class Converting:
-    """An async dependency whose first ``hangs`` calls wait until cancelled, then raise ``converted()``.
-
-    Later calls return ``result``. ``waiting`` is set while a call waits.
-    """
-
-    def __init__(
-        self, hangs: int = 1, result: Any = "ok", converted: Callable[[], Exception] | None = None
-    ) -> None:
-        self.hangs = hangs
-        self.result = result
-        self.converted = converted or (lambda: ConnectionError("cancelled"))
-        self.calls = 0
-        self.waiting = asyncio.Event()
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        if self.calls > self.hangs:
-            return self.result
-        self.waiting.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            self.waiting.clear()
-            raise self.converted() from None
-        return "never"
-
-
 async def test_an_attempt_timeout_its_function_converted_is_still_retried(clock: FakeClock) -> None:
     """The retry's own attempt timeout takes its cancellation back: the converted error is retried."""
     r = Retry("dep", exact(max_attempts=2, attempt_timeout=0.01), clock=clock)
-    dependency = Converting()
-    assert await asyncio.wait_for(r.execute(dependency), 5) == "ok"
-    assert dependency.calls == 2
+    calls: list[int] = []
+
+    async def converting_once() -> str:
+        calls.append(len(calls) + 1)
+        if len(calls) > 1:
+            return "ok"
+        return await converted_cancellation("cancelled")
+
+    assert await asyncio.wait_for(r.execute(converting_once), 5) == "ok"
+    assert calls == [1, 2]
     assert r.stats.cancelled == 0
 
 

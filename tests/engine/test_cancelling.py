@@ -8,7 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from support import needs_task_cancelling
+from support import converted_cancellation, needs_task_cancelling
 
 from otel_resilience import CircuitBreaker, CircuitBreakerConfig, Retry, RetryPolicy, RetryStrategy
 from otel_resilience.engine.cancelling import cancelled_on_the_way
@@ -23,11 +23,7 @@ def converting(started: asyncio.Event, calls: list[int]) -> Callable[[], Corouti
         if len(calls) > 1:
             return "ran again"
         started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise ConnectionError("connection aborted") from None
-        return "never"
+        return await converted_cancellation()
 
     return call
 
