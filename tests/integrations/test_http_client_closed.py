@@ -14,6 +14,7 @@ import gc
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -109,6 +110,42 @@ def _waiting(manager: ResilienceManager) -> int:
     return manager.get_resilience_statistics()["named_policies"]["queued"]["bulkhead"]["waiting"]
 
 
+def _closed_behind_a_held_request(
+    send: Callable[[str], object],
+    entered: threading.Event,
+    manager: ResilienceManager,
+    close: Callable[[], None],
+    release: threading.Event,
+) -> dict[str, object]:
+    """Send ``/held``, then ``/queued`` behind it in the bulkhead; ``close`` the client; what each got.
+
+    ``/held`` is sent and held (``entered``) until ``release``; the close comes while ``/queued``
+    waits in the queue. Returns each path's status code, or the error it raised.
+    """
+    outcomes: dict[str, object] = {}
+
+    def get(path: str) -> None:
+        try:
+            outcomes[path] = send(path)
+        except Exception as error:
+            outcomes[path] = error
+
+    first = threading.Thread(target=get, args=("/held",))
+    first.start()
+    assert entered.wait(10.0)
+    second = threading.Thread(target=get, args=("/queued",))
+    second.start()
+    until = time.monotonic() + 10.0
+    while _waiting(manager) == 0 and time.monotonic() < until:
+        time.sleep(0.005)
+    assert _waiting(manager) == 1
+    close()
+    release.set()
+    first.join(10.0)
+    second.join(10.0)
+    return outcomes
+
+
 class _Held(httpx.BaseTransport):
     """The real transport, but ``/held`` waits for ``release`` and is answered without the network."""
 
@@ -152,27 +189,13 @@ def test_httpx_a_request_queued_when_its_client_closed_is_never_sent(server: Scr
     manager = ResilienceManager()
     transport = ResilientTransport(ONE_SLOT, held, manager=manager, options=HttpOptions(per_host=False))
     client = httpx.Client(transport=transport)
-    outcomes: dict[str, object] = {}
-
-    def get(path: str) -> None:
-        try:
-            outcomes[path] = client.get(f"{server.url}{path}").status_code
-        except Exception as error:
-            outcomes[path] = error
-
-    first = threading.Thread(target=get, args=("/held",))
-    first.start()
-    assert held.entered.wait(10.0)
-    second = threading.Thread(target=get, args=("/queued",))
-    second.start()
-    until = time.monotonic() + 10.0
-    while _waiting(manager) == 0 and time.monotonic() < until:
-        time.sleep(0.005)
-    assert _waiting(manager) == 1
-    client.close()
-    held.release.set()
-    first.join(10.0)
-    second.join(10.0)
+    outcomes = _closed_behind_a_held_request(
+        lambda path: client.get(f"{server.url}{path}").status_code,
+        held.entered,
+        manager,
+        client.close,
+        held.release,
+    )
     assert outcomes["/held"] == 200  # sent before the close
     assert isinstance(outcomes["/queued"], RuntimeError)
     assert "client has been closed" in str(outcomes["/queued"])
@@ -332,27 +355,13 @@ def test_requests_a_request_queued_when_its_session_closed_is_never_sent(server:
     manager = ResilienceManager()
     session = requests.Session()
     session.mount("http://", Holding(ONE_SLOT, manager=manager, options=HttpOptions(per_host=False)))
-    outcomes: dict[str, object] = {}
-
-    def get(path: str) -> None:
-        try:
-            outcomes[path] = session.get(f"{server.url}{path}").status_code
-        except Exception as error:
-            outcomes[path] = error
-
-    first = threading.Thread(target=get, args=("/held",))
-    first.start()
-    assert entered.wait(10.0)
-    second = threading.Thread(target=get, args=("/queued",))
-    second.start()
-    until = time.monotonic() + 10.0
-    while _waiting(manager) == 0 and time.monotonic() < until:
-        time.sleep(0.005)
-    assert _waiting(manager) == 1
-    session.close()
-    release.set()
-    first.join(10.0)
-    second.join(10.0)
+    outcomes = _closed_behind_a_held_request(
+        lambda path: session.get(f"{server.url}{path}").status_code,
+        entered,
+        manager,
+        session.close,
+        release,
+    )
     assert outcomes["/held"] == 200  # sent before the close
     queued = outcomes["/queued"]
     assert isinstance(queued, BaseException)
