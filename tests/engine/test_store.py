@@ -70,17 +70,22 @@ def test_busy_entries_are_never_evicted_and_the_store_shrinks_back_later() -> No
     assert len(s) == 1
 
 
-def test_idle_entries_holding_state_go_after_the_idle_ones_holding_none() -> None:
-    """``holds_state``: such idle entries are kept past the others, up to the capacity of them."""
-    evicted: list[str] = []
-    s: BoundedStore[str, Item] = BoundedStore(
+def _holding(evicted: list[str], capacity: int) -> BoundedStore[str, Item]:
+    """A store of ``capacity`` whose idle entries may hold state (``Item.holds``); keys evicted go to ``evicted``."""
+    return BoundedStore(
         "Owner",
         "cap",
-        2,
+        capacity,
         is_idle=lambda item: not item.busy,
         holds_state=lambda item: item.holds,
         on_evict=lambda key, _item: evicted.append(key),
     )
+
+
+def test_idle_entries_holding_state_go_after_the_idle_ones_holding_none() -> None:
+    """``holds_state``: such idle entries are kept past the others, up to the capacity of them."""
+    evicted: list[str] = []
+    s = _holding(evicted, 2)
     add(s, "kept").holds = True
     add(s, "b")
     add(s, "c")  # "kept" is the oldest, but holds state: "b" goes
@@ -99,14 +104,7 @@ def test_idle_entries_holding_state_go_after_the_idle_ones_holding_none() -> Non
 def test_a_use_past_the_capacity_keeps_an_idle_entry_holding_state() -> None:
     """A use's one look makes an idle entry holding state young; the next trim evicts as needed."""
     evicted: list[str] = []
-    s: BoundedStore[str, Item] = BoundedStore(
-        "Owner",
-        "cap",
-        1,
-        is_idle=lambda item: not item.busy,
-        holds_state=lambda item: item.holds,
-        on_evict=lambda key, _item: evicted.append(key),
-    )
+    s = _holding(evicted, 1)
     held = add(s, "held")
     held.holds = held.busy = True
     x = add(s, "x")
