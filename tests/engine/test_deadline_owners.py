@@ -7,7 +7,7 @@ import contextlib
 import contextvars
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -171,6 +171,16 @@ async def _inner_move_on_after_catches() -> None:
         await asyncio.Event().wait()
 
 
+async def _ended_in_time(body: Coroutine[Any, Any, None], failure: str) -> asyncio.Task[None]:
+    """Run ``body`` in a task, bounded: the task, ended; the test fails with ``failure`` if it hung."""
+    task = asyncio.create_task(body)
+    done, _ = await asyncio.wait([task], timeout=5.0)
+    if not done:
+        task.cancel()
+    assert done, failure
+    return task
+
+
 @pytest.mark.parametrize(
     "inner", [_inner_fail_after_catches, _inner_handler_catches, _inner_move_on_after_catches]
 )
@@ -192,11 +202,7 @@ async def test_a_looser_scope_entered_before_the_tighter_ones_cancellation_was_c
                 threading.Event().wait(0.02)  # past the outer deadline, the loop held
             await inner()
 
-    task = asyncio.create_task(body())
-    done, _ = await asyncio.wait([task], timeout=5.0)
-    if not done:
-        task.cancel()
-    assert done, "the inner deadline was never enforced"
+    task = await _ended_in_time(body(), "the inner deadline was never enforced")
     with pytest.raises(OperationTimeoutError) as caught:
         await task
     assert caught.value.operation == "outer"
@@ -223,11 +229,7 @@ async def test_each_of_three_nested_deadlines_whose_cancellations_are_caught_is_
                 reached.append("inner's caught")
                 await asyncio.Event().wait()  # the middle's ends it
 
-    task = asyncio.create_task(body())
-    done, _ = await asyncio.wait([task], timeout=5.0)
-    if not done:
-        task.cancel()
-    assert done, "a looser deadline was never enforced"
+    task = await _ended_in_time(body(), "a looser deadline was never enforced")
     with pytest.raises(OperationTimeoutError) as caught:
         await task
     assert caught.value.operation == "outer"
