@@ -145,7 +145,13 @@ def keyed_rejection(error_type: Callable[..., _E], key: str | None) -> Callable[
 
 
 class ResilienceError(Exception):
-    """Base class of every error raised by otel_resilience itself."""
+    """Base class of the errors otel_resilience raises in place of a protected call's outcome.
+
+    A rejection, a timeout, an escalation, an unaccepted result: what the library decided. A
+    dependency's own error reaches the caller as it is (never wrapped), and a wrong argument or
+    configuration is a ``TypeError`` or ``ValueError`` (``config.ConfigError`` for a file), not
+    one of these.
+    """
 
 
 class ExecutionRejectedError(ResilienceError):
@@ -325,6 +331,7 @@ class OperationTimeoutError(ResilienceError, _TimeoutError):
 
     def __init__(self, operation: str, timeout: float, scope: str = "total") -> None:
         super().__init__(operation, timeout, scope)  # OSError keeps its args in __init__
+        self.args = (operation, timeout, scope)  # all three (OSError left out the third, a file name)
         # No operating system's error: OSError's own fields say so. (OSError took the three
         # arguments as errno, strerror and filename; a client that wraps an OSError it did not
         # raise, such as aiohttp, passes a TimeoutError without an errno through as it is.)

@@ -10,14 +10,17 @@ from typing import Any
 
 import pytest
 
+from otel_resilience import RetryPolicy, retry_sync
 from otel_resilience.errors import (
     BulkheadFullError,
     BulkheadTimeoutError,
     CircuitOpenError,
     ExecutionRejectedError,
+    OperationTimeoutError,
     RateLimitedError,
     keyed_rejection,
 )
+from otel_resilience.testing import FakeClock
 
 _REJECTIONS: list[tuple[type[ExecutionRejectedError], tuple[Any, ...], dict[str, Any], str]] = [
     (
@@ -163,3 +166,38 @@ def test_a_rejection_made_with_a_message_alone_still_prints(
     with pytest.raises(AttributeError, match=rf"^{cls.__name__}\.{missing}: the error was made without it"):
         getattr(alone, missing)
     assert getattr(alone, missing, None) is None
+
+
+@pytest.mark.parametrize("scope", ["total", "attempt"])
+def test_a_timeouts_arguments_and_repr_keep_its_scope(scope: str) -> None:
+    """``args`` and ``repr`` hold every field: an attempt's timeout no longer reads as the whole call's.
+
+    ``OSError`` drops its third argument from ``args`` (it takes it for a file name): the scope
+    was missing from both, so ``OperationTimeoutError('fetch', 1.0)`` was shown for either.
+    """
+    error = OperationTimeoutError("fetch", 1.0, scope)
+    assert error.args == ("fetch", 1.0, scope)
+    assert repr(error) == f"OperationTimeoutError('fetch', 1.0, {scope!r})"
+    rebuilt = OperationTimeoutError(*error.args)
+    assert (rebuilt.operation, rebuilt.timeout, rebuilt.scope, str(rebuilt)) == (
+        "fetch",
+        1.0,
+        scope,
+        str(error),
+    )
+    assert (error.errno, error.strerror, error.filename) == (None, None, None)
+
+
+def test_an_attempt_timeout_a_retry_raises_shows_its_scope() -> None:
+    """What a retry raises when an attempt overran its ``attempt_timeout`` says so in its ``repr``."""
+    clock = FakeClock()
+
+    def slow() -> str:
+        clock.advance(2.0)
+        return "late"
+
+    policy = RetryPolicy(max_attempts=2, attempt_timeout=1.0, initial_delay=0.0)
+    with pytest.raises(OperationTimeoutError) as info:
+        retry_sync(slow, policy=policy, clock=clock)
+    assert info.value.scope == "attempt"
+    assert repr(info.value).endswith(".slow', 1.0, 'attempt')")

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import doctest
 import math
+import pickle
 import threading
 
 import pytest
 
-from otel_resilience import OperationTimeoutError, TimeoutHandler, current_deadline, move_on_after, testing
+from otel_resilience import (
+    OperationTimeoutError,
+    RetryBudget,
+    TimeoutHandler,
+    current_deadline,
+    move_on_after,
+    testing,
+)
 from otel_resilience.engine.events import (
     AlertRaised,
     CallRejected,
@@ -66,6 +75,61 @@ def test_a_fake_clock_shows_its_time_in_its_repr() -> None:
     clock = FakeClock(10)
     clock.sleep_sync(2.5)
     assert repr(clock) == "FakeClock(now=12.5, sleeps=1)"
+
+
+_COPIES = {
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda clock: pickle.loads(pickle.dumps(clock)),
+}
+
+
+@pytest.mark.parametrize("way", list(_COPIES))
+def test_a_copied_fake_clock_is_a_clock_of_its_own(way: str) -> None:
+    """A copy starts at the clock's time with its sleeps, and moves on its own.
+
+    ``copy.copy`` shared the clock's lock and its list of sleeps: a copy's sleep was recorded in
+    the original's list, whose time stayed where it was. ``copy.deepcopy`` and ``pickle`` failed
+    on the lock (``cannot pickle '_thread.lock' object``).
+    """
+    clock = FakeClock(10)
+    clock.sleep_sync(2.5)
+    twin = _COPIES[way](clock)
+    assert type(twin) is FakeClock
+    assert (twin.now(), twin.sleeps) == (12.5, [2.5])
+    twin.sleep_sync(1.0)
+    twin.advance(4.0)
+    assert (clock.now(), clock.sleeps) == (12.5, [2.5])
+    assert (twin.now(), twin.sleeps) == (17.5, [2.5, 1.0])
+
+
+class _NamedClock(FakeClock):
+    """A user's clock: a fake clock with an attribute of its own."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+
+@pytest.mark.parametrize("way", list(_COPIES))
+def test_a_copied_subclass_of_the_fake_clock_keeps_its_class_and_attributes(way: str) -> None:
+    """A copy of a user's subclass is of that class, with its own attributes, and moves on its own."""
+    clock = _NamedClock("primary")
+    clock.advance(1.0)
+    twin = _COPIES[way](clock)
+    assert (type(twin), twin.label, twin.now()) == (_NamedClock, "primary", 1.0)
+    twin.sleep_sync(2.0)
+    assert (clock.now(), clock.sleeps, twin.now()) == (1.0, [], 3.0)
+
+
+def test_a_retry_budget_on_a_fake_clock_can_be_deep_copied() -> None:
+    """A config's retry budget on a test's clock can be deep-copied (it failed on the clock's lock)."""
+    clock = FakeClock(5)
+    back = copy.deepcopy(RetryBudget(ratio=0.2, window=5.0, clock=clock))
+    assert (back.ratio, back.window) == (0.2, 5.0)
+    assert isinstance(back.clock, FakeClock)
+    assert back.clock is not clock
+    assert back.clock.now() == 5.0
 
 
 # -- sleeps: a number of seconds the real clock would take; the time stays finite ------------
