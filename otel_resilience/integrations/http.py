@@ -15,7 +15,11 @@ One request is one *execution* of the policy; each time the client sends it is o
   deadline ended the wait), and the retry treats it as a transport error (sent again only if
   the request may be sent twice). aiohttp's wait for a connection ends with the error its
   connect ends with (``ConnectionTimeoutError``): it cannot be told apart, and is a transport
-  failure.
+  failure. A request its client refuses to send (:class:`RequestNotSentError`: one the caller
+  made that it cannot send as it is, an illegal header value or a URL scheme it does not speak,
+  or one under way when the client closed) never reached the host either: the breaker ignores
+  it, the caller gets the client's error, and the request is neither retried nor re-run (the
+  client would refuse it again).
   When attempts run out on a failed response, the response is returned to the caller, as the
   client would have returned it, unless :attr:`HttpOptions.raise_on_failure` is set.
 * **Failed bodies.** A failed response's body is read in its attempt up to
@@ -104,6 +108,7 @@ __all__ = [
     "HttpRetryOn",
     "HttpRetryOnResult",
     "PoolTimeoutError",
+    "RequestNotSentError",
     "async_resend_count_hook",
     "http_config",
     "is_failure_status",
@@ -203,6 +208,44 @@ class PoolTimeoutError(Exception, metaclass=ABCMeta):
         """A client's error of :data:`_POOL_WAITS` (or a subclass of one) is a subclass; else ABC's rule."""
         if cls is PoolTimeoutError and any(
             (getattr(kind, "__module__", None), kind.__qualname__) in _POOL_WAITS for kind in subclass.__mro__
+        ):
+            return True
+        return cast("bool", NotImplemented)  # ABCMeta's own rule (its registry, real subclasses)
+
+
+_NOT_SENT: Final = frozenset({("httpx", "LocalProtocolError"), ("httpx", "UnsupportedProtocol")})
+"""The clients' errors for a request the caller made that they refuse to send as it is: (module,
+name) of each (no client is imported here), :class:`RequestNotSentError`'s subclasses."""
+
+
+class RequestNotSentError(Exception, metaclass=ABCMeta):
+    """A request its client refused to send: it never reached the host, and would be refused again.
+
+    Never raised itself: its subclasses are the clients' own errors, so ``except
+    RequestNotSentError`` catches any of them:
+
+    * a request the caller made that the client refuses to send as it is: httpx's
+      ``LocalProtocolError`` (an illegal header value: nothing is written) and
+      ``UnsupportedProtocol`` (a URL scheme it does not speak), known by their names whatever
+      was imported before (:data:`_NOT_SENT`);
+    * a request under way when its client closed (its retry backing off, queued in a bulkhead):
+      the client's own error for a closed client (httpx's and aiohttp's ``RuntimeError``,
+      requests' ``ConnectionError``), of a subclass of it
+      (:func:`~otel_resilience.integrations.sending.refused`).
+
+    The caller's mistake or the caller's own close, never the host's: the breaker of an HTTP
+    policy ignores it (:func:`http_config` adds it to ``CircuitBreakerConfig.ignore_exceptions``:
+    neither success nor failure, a probe's permit given back), so it never opens the breaker of
+    a host that saw nothing, and the request is not sent again: neither retried nor re-run by a
+    recovery rule (each would be refused in turn; a hedge racing it is refused as it was, and
+    ignored too).
+    """
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> bool:
+        """A client's error of :data:`_NOT_SENT` (or a subclass of one) is a subclass; else ABC's rule."""
+        if cls is RequestNotSentError and any(
+            (getattr(kind, "__module__", None), kind.__qualname__) in _NOT_SENT for kind in subclass.__mro__
         ):
             return True
         return cast("bool", NotImplemented)  # ABCMeta's own rule (its registry, real subclasses)
@@ -373,7 +416,8 @@ class HttpRetryOn(_HttpRule[RetryPolicy]):
     Inside a request sent by an integration, an error is retried only if the request may be
     sent again and the error is an HTTP failure (:class:`FailedResponseError`, a timeout, the
     client's transport errors, a wait for its pool's connection that ran out:
-    :class:`PoolTimeoutError`); then ``base`` (the user's policy) decides. Outside a request (a
+    :class:`PoolTimeoutError`) other than a request its client refused to send
+    (:class:`RequestNotSentError`); then ``base`` (the user's policy) decides. Outside a request (a
     policy shared with other calls) ``base`` alone decides. A failed response the retry goes on
     after is closed (:meth:`dropped`). Made by :func:`http_config`.
 
@@ -562,8 +606,9 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
     :class:`HttpRetryAfter` (``Retry-After`` on ``options.retry_after_statuses``) unless it has
     one (and ``options.honour_retry_after`` is set). The hedging's budget becomes an
     :class:`HttpHedgeBudget` (such requests are never hedged either). The breaker ignores a
-    wait for a connection of the client's own pool that ran out (:class:`PoolTimeoutError` joins
-    its ``ignore_exceptions``, unless its ``record_exceptions`` names such an error: counted as
+    wait for a connection of the client's own pool that ran out and a request its client refused
+    to send (:class:`PoolTimeoutError` and :class:`RequestNotSentError` join its
+    ``ignore_exceptions``, each unless its ``record_exceptions`` names such an error: counted as
     asked). A config without a retry policy, hedging or breaker, or already converted, is
     returned as it is.
     ``manager.policy(name, config, adapt=http_config)`` makes a handle a client integration
@@ -597,24 +642,27 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
         budget = HttpHedgeBudget(base, deposits=base is not shared)
         config = replace(config, hedging=replace(hedging, budget=budget))
     breaker = config.circuit_breaker
-    if breaker is not None and _counts_pool_waits(breaker.ignore_exceptions, breaker.record_exceptions):
-        ignored: tuple[type[Exception], ...] = (
-            *cast("tuple[type[Exception], ...]", breaker.ignore_exceptions),
-            PoolTimeoutError,
-        )
-        config = replace(config, circuit_breaker=replace(breaker, ignore_exceptions=ignored))
+    if breaker is not None:
+        ignored = cast("tuple[type[Exception], ...]", breaker.ignore_exceptions)
+        added = tuple(kind for kind in _NOT_THE_HOSTS if _counts(kind, ignored, breaker.record_exceptions))
+        if added:
+            config = replace(config, circuit_breaker=replace(breaker, ignore_exceptions=(*ignored, *added)))
     return config
 
 
-def _counts_pool_waits(ignored: object, recorded: object) -> bool:
-    """Whether a breaker would count a :class:`PoolTimeoutError` that no selector of its names.
+_NOT_THE_HOSTS: Final = (PoolTimeoutError, RequestNotSentError)
+"""The errors of a request that never reached the host, which the breaker of an HTTP policy ignores."""
+
+
+def _counts(kind: type[Exception], ignored: tuple[type[Exception], ...], recorded: object) -> bool:
+    """Whether a breaker counts ``kind`` errors (of :data:`_NOT_THE_HOSTS`), no selector of it naming them.
 
     ``False`` once it ignores them (converted), or when ``recorded`` (its ``record_exceptions``
     types) names one: the user counts them, and ignoring them too is refused.
     """
-    if isinstance(ignored, tuple) and PoolTimeoutError in ignored:
+    if kind in ignored:
         return False
-    return not (isinstance(recorded, tuple) and any(issubclass(kind, PoolTimeoutError) for kind in recorded))
+    return not (isinstance(recorded, tuple) and any(issubclass(named, kind) for named in recorded))
 
 
 def resend_count_hook(span: Any, request: Any, *_: Any) -> None:

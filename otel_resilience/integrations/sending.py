@@ -12,12 +12,14 @@ integrations. No HTTP library is imported here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import math
 import threading
+from abc import ABCMeta
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
 from otel_resilience.engine.deadline import DeadlineReachedError, WaitDeadlineReachedError, time_left
 from otel_resilience.engine.forking import fork_safe
@@ -34,6 +36,7 @@ from otel_resilience.integrations.http import (
     HttpRetryOn,
     PolicyHandleLike,
     PoolTimeoutError,
+    RequestNotSentError,
     http_config,
 )
 from otel_resilience.manager import ResilienceConfig, ResilienceManager, get_resilience_manager
@@ -56,6 +59,7 @@ __all__ = [
 R = TypeVar("R")
 Q = TypeVar("Q")
 S = TypeVar("S")
+E = TypeVar("E", bound=BaseException)
 
 
 class HttpPolicy:
@@ -130,7 +134,7 @@ class HttpPolicy:
         self._timed = options.deadline_as_timeout
         self._manager = manager
         # The errors a request is sent again for, by whether it may be sent again (index 1) or not.
-        self._errors = ((), (FailedResponseError, OperationTimeoutError, PoolTimeoutError, *transport_errors))
+        self._errors = ((), (_sent_again_after(transport_errors),))
         self._made: tuple[ResilienceManager, PolicyHandleLike] | None = None
         self._routing: tuple[PolicyHandleLike | None, dict[tuple[str, int | None], Any]] = (None, {})
         self._steady: PolicyHandleLike | None = None  # the handle, once it cannot change
@@ -566,16 +570,58 @@ class Link(Generic[S]):
         raise NotImplementedError
 
 
-def refused(error: BaseException) -> BaseException:
-    """Return ``error``, the client's own for a send of its closed client: the request is sent no more.
+def refused(error: E) -> E:
+    """Return ``error``, the client's own for a send of its closed client, as a :class:`RequestNotSentError`.
 
     A link's guard raises it for each send of a request its client closed under (:class:`Link`):
     nothing may send the request any more, so nothing tries (no retry, hedge or recovery re-run,
     each refused in turn after its wait, whatever the error's kind: requests' is a
     ``ConnectionError``, a transport error otherwise retried). As :meth:`HttpPolicy.client_timed_out`.
+    The host never saw it: the error returned is a copy of ``error`` (its arguments and fields)
+    whose class is a subclass of both ``error``'s (of its name and module: the caller catches
+    and reads it as the client's own) and :class:`RequestNotSentError`, which the breaker ignores.
     """
     _sent_no_more()
-    return error
+    kind = type(error)
+    made = _REFUSALS.get(kind)
+    if made is None:
+        made = _REFUSALS.setdefault(
+            kind,
+            type(
+                kind.__name__,
+                (kind, RequestNotSentError),
+                {"__module__": kind.__module__, "__qualname__": kind.__qualname__},
+            ),
+        )
+    copy = made.__new__(made, *error.args)
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)  # requests': its request and response
+    return cast("E", copy)
+
+
+_REFUSALS: Final[dict[type[BaseException], type[BaseException]]] = {}
+"""Each client error :func:`refused` was given, and its subclass that is a :class:`RequestNotSentError`."""
+
+
+@functools.cache
+def _sent_again_after(transport_errors: tuple[type[BaseException], ...]) -> type[BaseException]:
+    """The errors after which a request that may be sent twice is sent again, as one class.
+
+    The HTTP failures (a failed response, a timeout, a pool wait that ran out, the client's
+    ``transport_errors``) but a :class:`RequestNotSentError`: a request its client refused to
+    send would be refused again (httpx's ``LocalProtocolError`` is one of its transport errors).
+    The one class of :data:`_RETRYABLE_ERRORS`'s errors: an ABC, so that
+    :func:`~otel_resilience.engine.rerun.may_run_again`'s test of the error's class gives the
+    answer (computed once per class of error); one per client kind.
+    """
+    failures = (FailedResponseError, OperationTimeoutError, PoolTimeoutError, *transport_errors)
+
+    class SentAgainAfter(BaseException, metaclass=ABCMeta):
+        @classmethod
+        def __subclasshook__(cls, subclass: type) -> bool:
+            return issubclass(subclass, failures) and not issubclass(subclass, RequestNotSentError)
+
+    return SentAgainAfter
 
 
 def _sent_no_more() -> None:

@@ -31,7 +31,7 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
-from otel_resilience.integrations.http import PoolTimeoutError, http_config
+from otel_resilience.integrations.http import PoolTimeoutError, RequestNotSentError, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 
@@ -159,10 +159,12 @@ def test_the_clients_pool_waits_are_one_kind_the_http_breaker_ignores() -> None:
         ResilienceConfig(circuit_breaker=CircuitBreakerConfig(ignore_exceptions=(KeyError,)))
     )
     assert config.circuit_breaker is not None
-    assert config.circuit_breaker.ignore_exceptions == (KeyError, PoolTimeoutError)
+    assert config.circuit_breaker.ignore_exceptions == (KeyError, PoolTimeoutError, RequestNotSentError)
     assert http_config(config) is config  # converted once
     counted = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(record_exceptions=(httpx.PoolTimeout,)))
-    assert http_config(counted) is counted  # the user counts them: as asked
+    kept = http_config(counted).circuit_breaker
+    assert kept is not None
+    assert kept.ignore_exceptions == (RequestNotSentError,)  # the user counts them: as asked
 
 
 def test_the_clients_pool_waits_are_pool_timeouts_whatever_was_imported_before() -> None:
@@ -181,7 +183,7 @@ def test_the_clients_pool_waits_are_pool_timeouts_whatever_was_imported_before()
 
         print(isinstance(httpx.PoolTimeout("none free"), PoolTimeoutError), issubclass(EmptyPoolError, PoolTimeoutError))
         counted = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(record_exceptions=(httpx.PoolTimeout,)))
-        print(http_config(counted) is counted)
+        print(PoolTimeoutError not in http_config(counted).circuit_breaker.ignore_exceptions)
         breaker = CircuitBreakerConfig(failure_threshold=1, timeout=60.0)
         handle = ResilienceManager().policy("pooled", ResilienceConfig(circuit_breaker=breaker), adapt=http_config)
 
