@@ -148,3 +148,27 @@ def test_configs_and_errors_cross_a_process_pool(method: str) -> None:
         with pytest.raises(UnacceptedResultError) as unaccepted:
             pool.submit(raise_error, "unaccepted").result(timeout=120)
         assert (unaccepted.value.name, unaccepted.value.result) == ("payments", {"status": 503})
+
+
+@pytest.mark.parametrize("client", ["httpx", "requests"])
+@pytest.mark.parametrize("way", ["pickle", "copy"])
+def test_a_failed_response_error_comes_back_with_its_response(client: str, way: str) -> None:
+    """``raise_on_failure``'s error crosses a process boundary: its status, body and notes, no replay."""
+    import httpx  # noqa: PLC0415 - optional extras
+    import requests  # noqa: PLC0415
+
+    from otel_resilience.integrations.http import FailedResponseError  # noqa: PLC0415
+
+    if client == "httpx":
+        response: Any = httpx.Response(503, content=b"busy")
+    else:
+        response = requests.Response()
+        response.status_code, response._content = 503, b"busy"
+    error = FailedResponseError(response, 503, replay=lambda: response)
+    add_note(error, "seen by the worker")
+    back = pickle.loads(pickle.dumps(error)) if way == "pickle" else copy.copy(error)
+    assert type(back) is FailedResponseError
+    assert (back.status_code, back.response.status_code, back.response.content) == (503, 503, b"busy")
+    assert back.replay is None
+    assert str(back) == str(error)
+    assert back.__notes__ == ["seen by the worker"]

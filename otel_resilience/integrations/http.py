@@ -345,6 +345,16 @@ class FailedResponseError(Exception):
         self.status_code = status_code
         self.replay = replay
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle (and copy) it with its response and status, as a worker process hands it back.
+
+        Its :attr:`replay` stays behind (``None``: the copy gives :attr:`response`): it reads the
+        live transport's response. The response must pickle itself (httpx's and requests' do
+        once read; aiohttp's does not).
+        """
+        state = {name: value for name, value in self.__dict__.items() if name != "replay"}
+        return type(self), (self.response, self.status_code), state
+
 
 @dataclass(frozen=True, slots=True)
 class HttpRetryAfter:
