@@ -3,9 +3,10 @@
 :class:`ClusterRules` stands in for a limiter's local rules
 (:mod:`otel_resilience.patterns.rate_limiter.rules`) with the same methods, so the limiter's
 step and drivers do not change: :meth:`ClusterRules.acquire` takes a permit from the cluster's
-bucket (``"token_bucket"``: GCRA on one key) or log (``"sliding_window"``), both on the server's
-clock, or reserves the next one due (the caller waits for it), or refuses. A cancelled waiter's
-cluster permit is not given back: the cluster admits fewer, never more, than its budget.
+bucket (``"token_bucket"``: GCRA on one key, its limits on another) or log (``"sliding_window"``),
+both on the server's clock, or reserves the next one due (the caller waits for it), or refuses.
+A cancelled waiter's cluster permit is not given back: the cluster admits fewer, never more,
+than its budget.
 
 While the store is unreachable (or slower than its ``timeout``) the limiter follows its
 ``store_fallback``: ``"open"`` admits (counted), ``"closed"`` refuses, ``"local"`` takes from a
@@ -21,7 +22,17 @@ in ``errors`` (the first one of a limiter is logged), and the store is not degra
 
 Its key names the algorithm (``NAMESPACE:rl:ALGORITHM:NAME``,
 :meth:`~otel_resilience.store.RedisStore.rate_rules`): a limiter whose ``algorithm`` changes (a
-rolling deploy, a reload) starts a new budget rather than reading the other's key.
+rolling deploy, a reload) starts a new budget rather than reading the other's key. A reload that
+keeps the algorithm keeps the permits used, as a local limiter's does (:meth:`ClusterRules.retune`).
+
+A caller's deadline bounds its wait as a local limiter's rules bound it: the script reserves no
+permit due later than what the deadline left when the caller asked, and :meth:`ClusterRules._answer`
+refuses one due later than what it leaves once the answer arrived (the round trip took the
+rest): the caller is refused at once, rather than sleeping into its deadline (or, in a thread,
+past it). That permit stays spent, as a cancelled waiter's does.
+
+The fallback's waiters are the limiter's too: :attr:`ClusterRules.waiting` counts them, and the
+``max_waiting`` places are shared by the waiters of both.
 
 Both drivers share the rule: :meth:`ClusterRules._ask` says what to ask, :meth:`ClusterRules._answer`
 decides on the reply (or the error, or the store being away); only the round trip differs, in
@@ -57,8 +68,8 @@ __all__ = ["ClusterRules"]
 
 _LOG: Final = logging.getLogger("otel_resilience")
 _INF: Final = math.inf
-_COUNTS: Final = ("admitted", "rejected", "waited", "cancelled", "waiting")
-"""The counts of :meth:`ClusterRules.snapshot` that add the cluster's to the fallback's."""
+_COUNTS: Final = ("admitted", "rejected", "waited", "cancelled")
+"""The counts of :meth:`ClusterRules.snapshot` that add the cluster's to the fallback's (and ``waiting``)."""
 
 
 def _local_config(config: RateLimiterConfig) -> RateLimiterConfig:
@@ -74,7 +85,7 @@ class _Ask:
     """One request for a permit: the script and its arguments, and the caller's limits."""
 
     script: str
-    argv: tuple[float, int, int]
+    argv: tuple[float, int, float, float]
     max_wait: float
     remaining: float
     local: bool = dataclasses.field(kw_only=True)
@@ -91,7 +102,6 @@ class ClusterRules:
         rejected: Requests this replica refused.
         waited: Permits taken after a wait.
         cancelled: Waiters that gave up (their cluster permit stays spent).
-        waiting: Callers waiting now.
         fallback_admitted: Calls admitted by the fallback while the store was unreachable.
     """
 
@@ -100,28 +110,35 @@ class ClusterRules:
         "_config",
         "_dropped",
         "_key",
+        "_keys",
         "_local",
         "_lock",
         "_name",
         "_store",
+        "_waiting",
         "_warned",
         "admitted",
         "cancelled",
         "fallback_admitted",
         "rejected",
         "waited",
-        "waiting",
     )
 
-    def __init__(self, store: RedisStore, key: str, config: RateLimiterConfig, name: str) -> None:
+    def __init__(
+        self, store: RedisStore, keys: tuple[str, ...], config: RateLimiterConfig, name: str
+    ) -> None:
         self._store = store
-        self._key = key
+        self._keys = keys
+        """The script's keys: the budget's (named in a warning), then any the algorithm keeps beside it."""
+        self._key = keys[0]
         self._name = name
         """The limiter's name: the operation of a round trip its caller's deadline ended."""
         self._config = config
         self._local = new_rules(_local_config(config))
         self._lock = fork_safe(threading.Lock())
-        self.admitted = self.rejected = self.waited = self.cancelled = self.waiting = 0
+        self.admitted = self.rejected = self.waited = self.cancelled = 0
+        self._waiting = 0
+        """Callers waiting for a cluster permit (:attr:`waiting` adds the fallback's)."""
         self.fallback_admitted = 0
         self._asking = 0
         """Callers allowed to wait whose ask is with the store now: they count against ``max_waiting``."""
@@ -135,6 +152,11 @@ class ClusterRules:
     def max_wait(self) -> float:
         """The longest a caller may wait for a permit, in seconds."""
         return self._config.max_wait
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting now: for a cluster permit, and for one of the fallback (the store away)."""
+        return self._waiting + self._local.waiting
 
     def acquire(self, now: float, max_wait: float, remaining: float = _INF) -> _Reservation | float | None:
         """Take a cluster permit now (``None``), reserve one (a reservation), or refuse (seconds to wait).
@@ -187,10 +209,10 @@ class ClusterRules:
         """
         store = self._store
         if left >= store.timeout:  # no deadline, or a later one: the store's timeout bounds it
-            return store._run_script(ask.script, self._key, ask.argv, store.timeout)
+            return store._run_script(ask.script, self._keys, ask.argv, store.timeout)
         started = time.monotonic()
         if left > 0.0:
-            reply = store._run_script(ask.script, self._key, ask.argv, left)
+            reply = store._run_script(ask.script, self._keys, ask.argv, left)
             if not isinstance(reply, BaseException) or time.monotonic() - started < left:
                 return reply  # answered, or failed before the deadline: the store's to judge
         raise WaitDeadlineReachedError(self._name, time.monotonic() - started, "total")
@@ -202,7 +224,7 @@ class ClusterRules:
         ask = self._ask(max_wait, remaining)
         store = self._store
         try:
-            reply = None if ask.local else await store._run_script_async(ask.script, self._key, ask.argv)
+            reply = None if ask.local else await store._run_script_async(ask.script, self._keys, ask.argv)
         except BaseException as error:
             self._gave_up(ask, error)
             raise
@@ -213,21 +235,23 @@ class ClusterRules:
 
         A caller that may wait takes one of the ``max_waiting`` places before it asks (a ``seat``),
         so that callers asking at once (threads, tasks) never reserve more waits than that: a
-        caller finding them all taken (waiting, or asking) asks for a permit now only.
+        caller finding them all taken (waiting for a permit of the cluster or of the fallback,
+        or asking) asks for a permit now only.
         """
         config = self._config
         seat = False
         with self._lock:
-            if self.waiting + self._asking >= config.max_waiting and self._full_after_drops_locked():
+            if self._taken_locked() >= config.max_waiting and self._full_after_drops_locked():
                 max_wait = 0.0
             elif max_wait > 0:
                 seat = True
                 self._asking += 1
-        limit_ms = max(0, math.floor(min(max_wait, remaining) * 1000) - 1)
+        deadline_ms = -1.0 if remaining == _INF else max(0.0, remaining * 1000)  # -1: no deadline
         if config.algorithm == "sliding_window":
-            script, argv = scripts.SLIDING_LOG, (config.window * 1000, config.burst, limit_ms)
+            script, per = scripts.SLIDING_LOG, config.window * 1000
         else:
-            script, argv = scripts.TOKEN_BUCKET, (1000 / config.rate, config.burst, limit_ms)
+            script, per = scripts.TOKEN_BUCKET, 1000 / config.rate
+        argv = (per, config.burst, max_wait * 1000, deadline_ms)
         return _Ask(script, argv, max_wait, remaining, local=self._store.local_only, seat=seat)
 
     def _full_after_drops_locked(self) -> bool:
@@ -239,7 +263,15 @@ class ClusterRules:
         if not self._dropped:
             return True
         self._give_back_dropped_locked()
-        return self.waiting + self._asking >= self._config.max_waiting
+        return self._taken_locked() >= self._config.max_waiting
+
+    def _taken_locked(self) -> int:
+        """Under the lock: the ``max_waiting`` places taken (by the waiters of both, and the askers).
+
+        The fallback's waiters are read without its lock: one that leaves meanwhile frees its place
+        for the next caller; none comes meanwhile (a caller of the fallback holds its place, asking).
+        """
+        return self._waiting + self._asking + self._local.waiting
 
     def _give_back_dropped_locked(self) -> None:
         """Under the lock: give up the waiters :meth:`drop` left for the lock's next holder."""
@@ -265,25 +297,33 @@ class ClusterRules:
         ``reply`` is the script's answer (the ms to wait for the permit, ``0`` for now, ``-ms``
         refused), or the error the store raised (counted; the store is degraded, unless the
         server answered it: then it is this call's error only), or ``None`` when the store was
-        not asked (degraded already).
+        not asked (degraded already). A caller answered by the fallback holds its waiting place
+        until the fallback answered it (a waiter of the fallback then holds one of its own).
+
+        A wait that ends at or after the caller's deadline, as it is once the answer arrived
+        (the round trip took some of what it left when the caller asked), is refused: the
+        permit the server reserved for it stays spent.
         """
         if ask.local or isinstance(reply, BaseException):
-            self._unseat(ask)
             if isinstance(reply, BaseException):
                 self._failed(reply)
             else:  # not asked: the store is away, and this call wants it back
                 self._store.wanted()
-            return self._fallback(now, ask.max_wait, ask.remaining)
+            try:
+                return self._fallback(now, ask.max_wait, ask.remaining)
+            finally:
+                self._unseat(ask)
         wait_ms = int(reply)
+        late = wait_ms > 0 and ask.remaining < _INF and wait_ms / 1000 >= min(ask.remaining, time_left())
         with self._lock:
             self._vacate(ask)  # in the same step as a wait is counted: never both free at once
-            if wait_ms < 0:
+            if wait_ms < 0 or late:
                 self.rejected += 1
-                return -wait_ms / 1000
+                return abs(wait_ms) / 1000
             if wait_ms == 0:
                 self.admitted += 1
                 return None
-            self.waiting += 1
+            self._waiting += 1
         return _Reservation(now + wait_ms / 1000)
 
     def _failed(self, error: BaseException) -> None:
@@ -345,7 +385,7 @@ class ClusterRules:
             return
         with self._lock:
             reservation.held = False
-            self.waiting -= 1
+            self._waiting -= 1
             self.waited += 1
             self.admitted += 1
 
@@ -384,12 +424,17 @@ class ClusterRules:
         if not reservation.held:
             return
         reservation.held = False
-        self.waiting -= 1
+        self._waiting -= 1
         self.cancelled += 1
 
     def retune(self, config: RateLimiterConfig, now: float) -> bool:
         """Take ``config``'s limits (the same algorithm and store only); ``False`` otherwise.
 
+        The cluster's permits used are kept: its next permit is asked with the new limits, and
+        the script carries its bucket over to them (:data:`~otel_resilience.store.scripts.TOKEN_BUCKET`:
+        tokens kept, at most the new burst; a debt still ends when it did), as
+        :meth:`~otel_resilience.patterns.rate_limiter.rules._Rules.retune` does a local bucket's;
+        a sliding log's admissions are judged over the new window, as a local log's are.
         The fallback's rules are retuned, not made again: a reload during an outage keeps their
         permits used and their waiters (whose permits are then taken from them), with no new burst.
         """
@@ -411,4 +456,5 @@ class ClusterRules:
             self._give_back_dropped_locked()
             for field in _COUNTS:
                 stats[field] += getattr(self, field)
+            stats["waiting"] += self._waiting
         return stats

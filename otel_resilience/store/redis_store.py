@@ -327,31 +327,37 @@ class RedisStore(SharedStore):
         Its key is ``NAMESPACE:rl:ALGORITHM:NAME`` (``NAME:KEY`` for a policy's key): the
         algorithm is part of it, so two limiters of one name and different algorithms (a rolling
         deploy or a reload that changes ``algorithm``) never share a key (a string for
-        ``"token_bucket"``, a list for ``"sliding_window"``), and each has its own budget.
+        ``"token_bucket"``, a list for ``"sliding_window"``), and each has its own budget. A
+        token bucket has a second key, ``NAMESPACE:rl:token_bucket-limits:NAME``: the rate and
+        burst its bucket was last taken with, by which a reload carries the bucket over
+        (:data:`~otel_resilience.store.scripts.TOKEN_BUCKET`).
         """
         from otel_resilience.store.rate import ClusterRules  # noqa: PLC0415 - built on demand
 
-        key = f"{self.namespace}:rl:{config.algorithm}:{key_name(name, current_key())}"
-        return ClusterRules(self, key, config, name)
+        algorithm, named = config.algorithm, key_name(name, current_key())
+        keys: tuple[str, ...] = (f"{self.namespace}:rl:{algorithm}:{named}",)
+        if algorithm == "token_bucket":
+            keys = (*keys, f"{self.namespace}:rl:{algorithm}-limits:{named}")
+        return ClusterRules(self, keys, config, name)
 
     # -- one script for a caller (a rate limiter's permit) ---------------------------------
 
-    def _run_script(self, script: str, key: str, argv: Sequence[object], seconds: float) -> Any:
-        """Run ``script`` on ``key`` in this thread (at most ``seconds``); return its reply or the error.
+    def _run_script(self, script: str, keys: Sequence[str], argv: Sequence[object], seconds: float) -> Any:
+        """Run ``script`` on ``keys`` in this thread (at most ``seconds``); return its reply or the error.
 
         ``seconds`` is ``timeout``, or less: what a caller's deadline leaves of it.
         """
         next(self._ops)
         try:
             with within(seconds):  # connecting and the handshake included
-                return self._client.eval(script, 1, key, *argv)
+                return self._client.eval(script, len(keys), *keys, *argv)
         except self._redis_errors as error:
             return error
         except Exception as error:  # noqa: BLE001 - raised again unless close() ended the operation
             return self._closed_under(error)
 
-    async def _run_script_async(self, script: str, key: str, argv: Sequence[object]) -> Any:
-        """Run ``script`` on ``key`` from the running loop, without blocking it; reply or error.
+    async def _run_script_async(self, script: str, keys: Sequence[str], argv: Sequence[object]) -> Any:
+        """Run ``script`` on ``keys`` from the running loop, without blocking it; reply or error.
 
         Each event loop gets its own ``redis.asyncio`` client, made on its first use and closed
         when the loop shuts down (:class:`~otel_resilience.store.loops.LoopClients`). The wait is
@@ -360,7 +366,7 @@ class RedisStore(SharedStore):
         next(self._ops)
         try:
             client = await self._async_clients.client()
-            return await bounded(client.eval(script, 1, key, *argv), self.timeout)
+            return await bounded(client.eval(script, len(keys), *keys, *argv), self.timeout)
         except self._redis_errors as error:
             return error
         except Exception as error:  # noqa: BLE001 - raised again unless close() ended the operation

@@ -11,6 +11,12 @@ frees one every 0.5 ms, and a clock floored to the millisecond would make the ne
 fraction of a millisecond away for the whole millisecond (refused with no wait), so that a bucket
 would admit at most ``burst`` permits per millisecond. Their replies stay whole milliseconds: a
 wait is rounded up (a permit due in 0.3 ms is a reservation of 1 ms, never taken early).
+
+They refuse a wait by the rule of a local limiter's
+(:meth:`~otel_resilience.patterns.rate_limiter.rules._Rules._refuses_locked`), in :data:`_REFUSES`:
+a permit due later than ``max_wait`` (its exact time, as a local limiter compares it: one due
+exactly ``max_wait`` away, or ``1 / rate`` away with ``max_wait=1 / rate``, is waited for), or
+not before the caller's deadline (the wait rounded up: the caller waits that long).
 """
 
 from __future__ import annotations
@@ -187,31 +193,78 @@ return count
 """Give up the probe leases one replica holds (none of its calls probes with them), for the
 replicas whose calls want them to take at once, rather than when they expire."""
 
+_REFUSES: Final = """
+-- ARGV[3]: max wait ms; ARGV[4]: ms before the caller's deadline (-1: none).
+local function refuses(wait, waited)
+  local deadline = tonumber(ARGV[4])
+  return waited > 0 and (wait > tonumber(ARGV[3]) + 0.001 or (deadline >= 0 and waited >= deadline))
+end
+"""
+"""Whether a caller may not wait ``wait`` ms (exact; ``waited``: rounded up) for its permit.
+
+``max_wait`` is compared give or take the clock's microsecond: a wait computed as a difference of
+two times of the server's clock (about 1.7e12 ms) carries their rounding (a few 1e-4 ms), which
+would refuse a permit due exactly ``max_wait`` away at some readings (as
+:meth:`~otel_resilience.patterns.rate_limiter.rules._Rules._refuses_locked` explains for a local
+limiter, which compares times instead)."""
+
 TOKEN_BUCKET: Final = (
     _NOW_US
+    + _REFUSES
     + """
--- KEYS[1]: the bucket's key (its theoretical arrival time, GCRA). ARGV: ms per permit,
--- burst, max wait ms. Returns the ms the caller waits for its permit (0: now), or -ms until
--- the next permit when refused (nothing taken); both rounded up to whole ms. Times are ms with
--- microseconds (_NOW_US), the stored one too.
+-- KEYS[1]: the bucket's key (its theoretical arrival time, GCRA); KEYS[2]: the limits it was
+-- last taken with ('ms-per-permit burst', as ARGV[1] and ARGV[2]). ARGV: ms per permit, burst,
+-- max wait ms, ms before the deadline (-1: none). Returns the ms the caller waits for its permit
+-- (0: now), or -ms until the next permit when refused (nothing taken); both rounded up to whole
+-- ms. Times are ms with microseconds (_NOW_US), the stored one too. Taken with other limits (a
+-- reload), the bucket is carried over to them first, as a local one is: the tokens it holds are
+-- kept (at most the new burst: no free permits), and a debt (permits reserved ahead) still ends
+-- when it did.
 local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local limits = ARGV[1] .. ' ' .. ARGV[2]
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local wait = tat - (now + interval * (tonumber(ARGV[2]) - 1))
+local function save(at)
+  local ttl = math.ceil(at - now) + 1000
+  redis.call('SET', KEYS[1], at, 'PX', ttl)
+  redis.call('SET', KEYS[2], limits, 'PX', ttl)
+end
+local carried = false
+local was = redis.call('GET', KEYS[2])
+if was and was ~= limits then
+  local i0, b0 = string.match(was, '^(%S+) (%S+)$')
+  i0, b0 = tonumber(i0), tonumber(b0)
+  if i0 and b0 then
+    local tokens = b0 - (tat - now) / i0
+    if tokens < 0 then
+      tat = tat - b0 * i0 + burst * interval
+    else
+      tat = now + (burst - math.min(tokens, burst)) * interval
+    end
+    carried = true
+  end
+end
+local wait = tat - (now + interval * (burst - 1))
 if wait < 0 then wait = 0 end
-wait = math.ceil(wait)
-if wait > tonumber(ARGV[3]) then return -math.max(wait, 1) end
-redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
-return wait
+local waited = math.ceil(wait)
+if refuses(wait, waited) then
+  if carried then save(tat) end
+  return -math.max(waited, 1)
+end
+save(tat + interval)
+return waited
 """
 )
-"""A cluster token bucket as GCRA: one key, O(1), the same admissions as ``"token_bucket"``."""
+"""A cluster token bucket as GCRA: two keys (the bucket, its limits), O(1), the same admissions as
+``"token_bucket"``, a reload's included (:meth:`~otel_resilience.store.rate.ClusterRules.retune`)."""
 
 SLIDING_LOG: Final = (
     _NOW_US
+    + _REFUSES
     + """
--- KEYS[1]: the admission log (a list, newest first). ARGV: window ms, burst, max wait ms.
--- Returns as TOKEN_BUCKET does.
+-- KEYS[1]: the admission log (a list, newest first). ARGV: window ms, burst, max wait ms, ms
+-- before the deadline (-1: none). Returns as TOKEN_BUCKET does.
 local window = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local oldest = redis.call('LINDEX', KEYS[1], burst - 1)
@@ -220,12 +273,12 @@ if oldest then at = math.max(now, tonumber(oldest) + window) end
 local newest = tonumber(redis.call('LINDEX', KEYS[1], 0) or '0')
 if at < newest then at = newest end
 local wait = at - now
-wait = math.ceil(wait)
-if wait > tonumber(ARGV[3]) then return -math.max(wait, 1) end
+local waited = math.ceil(wait)
+if refuses(wait, waited) then return -math.max(waited, 1) end
 redis.call('LPUSH', KEYS[1], at)
 redis.call('LTRIM', KEYS[1], 0, burst - 1)
 redis.call('PEXPIRE', KEYS[1], math.ceil(at - now + window) + 1000)
-return wait
+return waited
 """
 )
 """A cluster sliding log: at most ``burst`` admissions in any window (``"sliding_window"``)."""

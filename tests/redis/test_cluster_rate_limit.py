@@ -25,7 +25,7 @@ from otel_resilience import (
     RateLimiterConfig,
     RedisStore,
 )
-from otel_resilience.engine import SyncDeadline
+from otel_resilience.engine import SYSTEM_CLOCK, AsyncDeadline, SyncDeadline
 from otel_resilience.store.rate import ClusterRules
 from otel_resilience.testing import FakeClock
 
@@ -393,3 +393,111 @@ def test_a_cluster_waiter_dropped_inside_the_rules_lock_never_blocks_and_is_coun
         assert (stats["waiting"], stats["cancelled"], stats["rejected"]) == (1, 1, 0)
     finally:
         store.close()
+
+
+def test_the_fallbacks_waiters_are_the_limiters_and_share_its_max_waiting(proxy: TcpFaultProxy) -> None:
+    """A caller waiting for a permit of the ``"local"`` fallback is one of the limiter's waiters:
+    ``waiting`` says so (as ``get_stats`` does; a manager or a keyed limiter reads it to keep the
+    limiter), and once Redis is back it holds one of the ``max_waiting`` places, so that the
+    cluster reserves no wait beyond them. ``waiting`` read the cluster's waiters only: 0 while the
+    fallback's caller waited, and a second caller then waited for a cluster permit."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="rl-fbwait", timeout=0.2)
+    try:
+        config = RateLimiterConfig(
+            rate=0.001, burst=1, max_wait=5000.0, max_waiting=1, store=store, store_fallback="local"
+        )
+        limiter = RateLimiter("api", config)
+        rules = limiter._rules
+        assert limiter.try_acquire()  # the cluster's one permit: its next is due in 1000 s
+        proxy.set("drop")
+        assert limiter.try_acquire()  # Redis is away after the store's timeout: the fallback's one permit
+        assert store.degraded
+        waiter = rules.acquire(0.0, 5000.0)  # the fallback's next permit, due in 1000 s: a waiter
+        assert waiter is not None
+        assert not isinstance(waiter, float)
+        assert limiter.waiting == limiter.get_stats()["waiting"] == 1
+        proxy.set("pass")
+        wait_for(lambda: not store.degraded, 10.0, "the store on Redis again")
+        refused = rules.acquire(0.0, 5000.0)  # asks Redis: its one waiting place is taken
+        assert isinstance(refused, float)
+        assert limiter.waiting == limiter.get_stats()["waiting"] == 1
+        limiter._rules.abandon(waiter, 0.0)
+        assert limiter.waiting == limiter.get_stats()["waiting"] == 0
+    finally:
+        store.close()
+
+
+_LATE = {"rate": 0.5, "burst": 1, "max_wait": 5.0}
+"""The limiter of the replicas far from Redis: one permit every 2 s, waited for up to 5 s."""
+
+
+def _far_replica_behind(
+    proxy: TcpFaultProxy, redis_url: str
+) -> tuple[RedisStore, RedisStore, RateLimiter, RateLimiter]:
+    """Replica A next to Redis and replica B behind the proxy (connected; :func:`_far` makes it far)."""
+    near = RedisStore.from_url(redis_url, namespace="rl-late", timeout=3.0)
+    far = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", namespace="rl-late", timeout=3.0)
+    a = RateLimiter("api", RateLimiterConfig(store=near, **_LATE))  # type: ignore[arg-type]
+    b = RateLimiter("api", RateLimiterConfig(store=far, **_LATE))  # type: ignore[arg-type]
+    return near, far, a, b
+
+
+def _far(proxy: TcpFaultProxy) -> None:
+    """Replica B, connected, is 0.25 s each way from Redis from now on (a permit's round trip: 0.5 s)."""
+    proxy.set("delay", 0.25)
+
+
+def test_a_sync_caller_is_refused_a_cluster_permit_due_after_its_deadline_at_once(
+    redis_url: str, proxy: TcpFaultProxy
+) -> None:
+    """B asks just after A took the cluster's permit, inside a deadline of 2 s: Redis, reached 0.25 s
+    later, makes the next permit due in about 1.75 s (within the 2 s left when B asked), and its
+    answer reaches B 0.5 s after the ask: the permit is due after B's deadline. B is refused at once
+    (``RateLimitedError``), as a local limiter refuses a wait past the deadline; it slept into its
+    deadline, then ran the call late, whose result its scope threw away as a timeout."""
+    near, far, a, b = _far_replica_behind(proxy, redis_url)
+    try:
+        assert RateLimiter("warm", RateLimiterConfig(store=far, **_LATE)).try_acquire()  # type: ignore[arg-type]
+        _far(proxy)
+        assert a.try_acquire()
+        ran: list[int] = []
+        started = time.monotonic()
+        with pytest.raises(RateLimitedError), SyncDeadline(SYSTEM_CLOCK, 2.0, "caller"):
+            b.call_sync(ran.append, 1)
+        took = time.monotonic() - started
+        assert took < 1.5  # the round trip (0.5 s), not the deadline (2 s)
+        assert ran == []
+        stats = b.get_stats()
+        assert (stats["rejected"], stats["waited"], stats["waiting"]) == (1, 0, 0)
+    finally:
+        near.close()
+        far.close()
+
+
+async def test_an_async_caller_is_refused_a_cluster_permit_due_after_its_deadline_at_once(
+    redis_url: str, proxy: TcpFaultProxy
+) -> None:
+    """As from a thread: the coroutine is refused at once, not cancelled by its deadline after a wait."""
+    near, far, a, b = _far_replica_behind(proxy, redis_url)
+    try:
+        ran: list[int] = []
+
+        async def work() -> None:
+            ran.append(1)
+
+        warm = RateLimiter("warm", RateLimiterConfig(store=far, **_LATE))  # type: ignore[arg-type]
+        await warm.call(work)  # the loop's client connected
+        _far(proxy)
+        ran.clear()
+        assert a.try_acquire()
+        started = time.monotonic()
+        with pytest.raises(RateLimitedError):
+            async with AsyncDeadline(SYSTEM_CLOCK, 2.0, "caller"):
+                await b.call(work)
+        assert time.monotonic() - started < 1.5
+        assert ran == []
+        stats = b.get_stats()
+        assert (stats["rejected"], stats["cancelled"], stats["waiting"]) == (1, 0, 0)
+    finally:
+        near.close()
+        far.close()

@@ -3,12 +3,14 @@
 The rate limiter's scripts read the server's time with its microseconds: permits less than a
 millisecond apart are each admitted when due (a clock floored to the millisecond let a bucket
 admit ``burst`` per millisecond: 996/s at rate 2000, burst 1). A limiter's key names its algorithm, so two limiters of one name and
-different algorithms (a rolling deploy) never meet on one key; and an error the server answers
-(``WRONGTYPE``) is that call's error, never a store outage.
+different algorithms (a rolling deploy) never meet on one key; an error the server answers
+(``WRONGTYPE``) is that call's error, never a store outage; and a permit due within ``max_wait``
+is waited for, as with a local limiter, not refused for its rounding to whole milliseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -16,6 +18,7 @@ import pytest
 import redis
 
 from otel_resilience import RateLimiter, RateLimiterConfig, RedisStore
+from otel_resilience.patterns.rate_limiter.config import Algorithm
 
 THREADS = 4
 WINDOW = 1.0
@@ -151,3 +154,32 @@ def test_an_error_the_server_answers_is_the_calls_not_an_outage(
     finally:
         store.close()
         client.close()
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+async def test_a_permit_due_within_max_wait_is_waited_for_as_a_local_limiters_is(
+    redis_url: str, algorithm: Algorithm
+) -> None:
+    """Two callers at once, one permit every 100.99 ms, each allowed to wait that long: the second
+    waits for the next permit, as with a local limiter. Due up to 100.99 ms after the first (less the
+    time between the two asks), it was refused: the script compared the wait rounded up to whole
+    milliseconds with ``max_wait`` floored, less one more millisecond (100.99 ms allowed 99)."""
+    interval = 0.10099
+    store = RedisStore.from_url(redis_url, namespace="rl-max-wait")
+    try:
+        for config in (
+            RateLimiterConfig(rate=1 / interval, burst=1, max_wait=interval, algorithm=algorithm),
+            RateLimiterConfig(
+                rate=1 / interval, burst=1, max_wait=interval, algorithm=algorithm, store=store
+            ),
+        ):
+            limiter = RateLimiter(f"paced-{config.store is None}", config)
+            assert await asyncio.gather(limiter.call(_zero), limiter.call(_zero)) == [0, 0]
+            stats = limiter.get_stats()
+            assert (stats["admitted"], stats["waited"], stats["rejected"]) == (2, 1, 0)
+    finally:
+        store.close()
+
+
+async def _zero() -> int:
+    return 0

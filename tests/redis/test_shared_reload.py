@@ -18,6 +18,7 @@ from otel_resilience import (
     CircuitState,
     KeyedPolicyView,
     RateLimitedError,
+    RateLimiter,
     RateLimiterConfig,
     RedisStore,
     ResilienceConfig,
@@ -184,3 +185,77 @@ def test_a_breaker_configuration_naming_a_store_is_not_remembered(redis_url: str
     del config, store
     gc.collect()
     assert gone() is None
+
+
+def _drained(stores: Stores, limits: RateLimiterConfig) -> tuple[ResilienceManager, KeyedPolicyView]:
+    """A replica's policy "quota" whose shared token bucket has just been drained (all its burst taken)."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(rate_limiter=dataclasses.replace(limits, store=stores("quota")))
+    policy = manager.policy("quota", config).for_key("t")
+    for _ in range(limits.burst):
+        assert policy.execute_sync(int) == 0
+    with pytest.raises(RateLimitedError):
+        policy.execute_sync(int)
+    return manager, policy
+
+
+def _reload(manager: ResilienceManager, policy: KeyedPolicyView, **limits: float) -> None:
+    limiter = policy.rate_limiter
+    assert limiter is not None
+    config = dataclasses.replace(limiter.config, **limits)  # type: ignore[arg-type]
+    manager.reconfigure("quota", ResilienceConfig(rate_limiter=config))
+    assert policy.rate_limiter is limiter  # retuned, not replaced
+
+
+def _admitted(policy: KeyedPolicyView, tries: int = 20) -> int:
+    admitted = 0
+    for _ in range(tries):
+        try:
+            policy.execute_sync(int)
+        except RateLimitedError:
+            continue
+        admitted += 1
+    return admitted
+
+
+def test_a_reload_to_a_larger_burst_hands_the_shared_bucket_no_free_permits(stores: Stores) -> None:
+    """A shared bucket of 5 (one permit every 100 s), drained, reloaded to ``burst=10``: still empty,
+    as a local bucket is (the permits used are kept). Its key kept the time the bucket is full again,
+    which the larger burst read as 5 free permits."""
+    manager, policy = _drained(stores, RateLimiterConfig(rate=0.01, burst=5))
+    _reload(manager, policy, burst=10)
+    assert _admitted(policy) == 0
+
+
+def test_a_reload_to_a_lower_rate_hands_the_shared_bucket_no_free_permits(stores: Stores) -> None:
+    """A shared bucket of 5 at one permit every 10 s, drained, reloaded to one every 10 000 s: still
+    empty. Its key's 50 s until full read, at the new rate, as a bucket short of 0.005 permits: 4 free."""
+    manager, policy = _drained(stores, RateLimiterConfig(rate=0.1, burst=5))
+    _reload(manager, policy, rate=0.0001)
+    assert _admitted(policy) == 0
+
+
+def test_a_reload_to_a_higher_rate_refills_the_shared_bucket_at_the_new_rate(stores: Stores) -> None:
+    """A shared bucket of 2 at one permit every 1000 s, drained, reloaded to 1000 a second: it refills at
+    the new rate, as a local bucket does (both permits back within 0.1 s, more as the tries go on). Its
+    key's 2000 s until full kept it empty for that long, whatever the new rate."""
+    manager, policy = _drained(stores, RateLimiterConfig(rate=0.001, burst=2))
+    _reload(manager, policy, rate=1000.0)
+    time.sleep(0.1)
+    assert _admitted(policy) >= 2
+
+
+def test_a_reload_keeps_when_the_shared_buckets_waiters_get_their_permits(stores: Stores) -> None:
+    """The permit a waiter reserved keeps its time across a reload to a lower rate, and the next is due
+    one new interval after it, as in a local bucket: a newcomer is refused for about 1000 s, never let
+    wait 2 s for a permit the new rate does not have."""
+    store = stores("quota")
+    limiter = RateLimiter("waits", RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0, store=store))
+    assert limiter.try_acquire()
+    reserved = limiter._rules.acquire(0.0, 10.0)  # the next permit, due in about 1 s
+    assert reserved is not None
+    assert not isinstance(reserved, float)
+    assert limiter._reconfigure(dataclasses.replace(limiter.config, rate=0.001))
+    with pytest.raises(RateLimitedError) as raised:
+        limiter.call_sync(int)
+    assert 990.0 < raised.value.retry_after <= 1001.0
