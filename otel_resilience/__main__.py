@@ -414,20 +414,13 @@ def _run_export(
         return 1
     except OSError as error:
         err.write(
-            f"otel-resilience export: cannot write {kind} to {directory}: {_write_error(directory, error)}\n"
+            f"otel-resilience export: cannot write {kind} to {directory}: "
+            f"{export_module.cannot_write(directory, error)}\n"
         )
         return 1
     listing = "".join(f"  {path}\n" for path in written)
     _emit(out, f"exported {kind} to {directory}: {len(written)} file(s)\n{listing}")
     return 0
-
-
-def _write_error(directory: Path, error: OSError) -> str:
-    """Say why ``directory`` could not be written: a file in its way, else the system's reason."""
-    blocker = next((path for path in (directory, *directory.parents) if path.is_file()), None)
-    if blocker is not None:
-        return f"{blocker} is a file, not a folder"
-    return str(error)
 
 
 def _run_check(args: argparse.Namespace, out: IO[str] | None, err: IO[str]) -> int:

@@ -286,6 +286,12 @@ _WINDOWS: Final = (
     SERIES_HISTORY,
 )
 
+_NOT_THE_SERVICE: Final = (
+    naming.derived_labels() | {naming.INSTANCE_LABEL, naming.BUCKET_LABEL} | naming.ALERT_SERIES_LABELS
+)
+"""Labels that cannot name the service (``RuleOptions.job_label``): the rules group, match or set
+each with its own meaning, so a service put there would be overwritten or mixed with it."""
+
 _WINDOW_OPTIONS: Final = ("bulkhead_near_for",)
 """The options that are the range of a ``*_over_time`` function as well (a ``for`` may be 0s, a
 range may not)."""
@@ -393,6 +399,13 @@ class RuleOptions:
             raise ValueError(msg)
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.job_label) or self.job_label.startswith("__"):
             msg = f"RuleOptions.job_label must be a Prometheus label name, got {self.job_label!r}"
+            raise ValueError(msg)
+        if self.job_label in _NOT_THE_SERVICE:
+            msg = (
+                f"RuleOptions.job_label must name the service, not {self.job_label!r}, a label the rules "
+                "and alerts already carry with another meaning (the process, a histogram bucket, an "
+                "attribute of the library's metrics, or the alert's name, state and severity)"
+            )
             raise ValueError(msg)
         object.__setattr__(self, "runbook_url_base", self.runbook_url_base.rstrip("/"))
 
@@ -1435,12 +1448,13 @@ def _breaker_open_case() -> _Case:
     ]
     payments = _job(**{_NAME: "payments", _POLICY: "payments"})
     return _Case(
-        "circuit breaker open: warning after 1m, critical after 10m; a 1-minute blip, a metrics_only or a "
-        "disabled breaker stay silent",
+        "circuit breaker open: warning 1m after it opens, critical after 10m; a 1-minute blip, a "
+        "metrics_only or a disabled breaker stay silent",
         A_BREAKER_OPEN,
         tuple(series),
         (
             ("5m", ()),
+            ("6m", (_Firing(warning, payments, "1"),)),
             ("7m", (_Firing(warning, payments, "1"),)),
             ("14m", (_Firing(warning, payments, "1"),)),
             ("16m", (_Firing(warning, payments, "1"), _Firing(critical, payments, "1"))),
@@ -1513,8 +1527,8 @@ def _breaker_would_open_case() -> _Case:
     payments = _Firing(rule, _job(**{_NAME: "payments"}), "5")
     return _Case(
         "circuit breaker would open: a metrics_only breaker that keeps making would-be trips fires after "
-        "5m and resolves once they stop, or at once when it leaves metrics_only; one would-be trip stays "
-        "silent",
+        "5m (one every 4 minutes is enough) and resolves once they stop, or at once when it leaves "
+        "metrics_only; one would-be trip stays silent",
         A_BREAKER_WOULD_OPEN,
         (
             *_breaker_states("payments", ("metrics_only", 41)),
@@ -1523,12 +1537,22 @@ def _breaker_would_open_case() -> _Case:
             (would_trips("search"), _counter((0, 11), (1, 1), (0, 28))),
             *_breaker_states("orders", ("metrics_only", 22), ("closed", 19)),
             (would_trips("orders"), _counter((0, 10), (1, 11), (0, 19))),
+            # One would-be trip every 4 minutes, from t+11m to t+27m.
+            *_breaker_states("trickle", ("metrics_only", 41)),
+            (would_trips("trickle"), _counter((0, 10), *((1, 1), (0, 3)) * 4, (1, 1), (0, 14))),
         ),
         (
             ("10m", ()),
             ("14m", ()),
-            ("18m", (payments, _Firing(rule, _job(**{_NAME: "orders"}), "5"))),
-            ("24m", (payments,)),
+            (
+                "18m",
+                (
+                    payments,
+                    _Firing(rule, _job(**{_NAME: "orders"}), "5"),
+                    _Firing(rule, _job(**{_NAME: "trickle"}), "1"),
+                ),
+            ),
+            ("24m", (payments, _Firing(rule, _job(**{_NAME: "trickle"}), "1"))),
             ("35m", ()),
         ),
     )
@@ -1542,8 +1566,8 @@ def _bulkhead_full_case() -> _Case:
         return _input(_REJECTIONS, labels)
 
     return _Case(
-        "bulkhead full: 10 % of the executions rejected for 2m fires; 1.7 % at 1 call/s (a few queue "
-        "timeouts), or too little traffic, stay silent",
+        "bulkhead full: 10 % of the executions rejected for 2m fires, at 0.1 executions/s too; exactly "
+        "5 %, 3.3 %, 1.7 % at 1 call/s (a few queue timeouts), or too little traffic, stay silent",
         A_BULKHEAD_FULL,
         (
             _execution_series("db", 60),
@@ -1552,10 +1576,24 @@ def _bulkhead_full_case() -> _Case:
             (rejected("steady", "queue_timeout"), _counter((1, 60))),
             _execution_series("rare", 3),
             (rejected("rare", "bulkhead_full"), _counter((3, 60))),
+            _execution_series("limit", 60),
+            (rejected("limit", "bulkhead_full"), _counter((3, 60))),
+            _execution_series("busy", 60),
+            (rejected("busy", "bulkhead_full"), _counter((2, 60))),
+            # Exactly the minimum traffic, 0.1 executions/s, half of them rejected from t+12m to t+30m.
+            _execution_series("edge", 6),
+            (rejected("edge", "bulkhead_full"), _counter((0, 12), (3, 18), (0, 30))),
         ),
         (
             ("10m", ()),
-            ("15m", (_Firing(rule, _job(**{_POLICY: "db", _NAME: "db"}), "10%"),)),
+            ("14m", ()),
+            (
+                "15m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "db", _NAME: "db"}), "10%"),
+                    _Firing(rule, _job(**{_POLICY: "edge", _NAME: "edge"}), "30%"),
+                ),
+            ),
             ("40m", ()),
         ),
     )
@@ -1695,9 +1733,12 @@ def _recovery_case() -> _Case:
         )
 
     return _Case(
-        "recovery failing: fires within 5m of a sustained failure (20 % of many actions, or 3 failed "
-        "actions in 11m while the policy fails, or 1 failed action in a 30m outage) and resolves within "
-        "5m of the return; 1 of 2, 85 %, or one failed action of a healthy policy stay silent",
+        "recovery failing: fires 2m after a sustained failure starts (20 % of many actions, 50 % of 10 "
+        "actions in 5m, or 3 failed actions in 11m while the policy fails, or 1 failed action in a 30m "
+        "outage) and resolves within 5m of the return; 1 of 2, 5 failed actions in 5m (under the "
+        "10-action guard), exactly 80 %, 85 %, one failed action of a healthy policy, one success "
+        "among the failed actions of an outage, or failed actions while exactly 80 % of the policy's "
+        "executions succeed stay silent",
         A_RECOVERY_LOW,
         (
             # Many actions, 20 % recovered from t+10m to t+30m.
@@ -1724,15 +1765,37 @@ def _recovery_case() -> _Case:
             _execution_series("healthy", 60),
             (attempts("blip", "failure"), _counter((0, 55), start=1, missing=5)),
             _execution_series("blip", 60),
+            # Exactly the minimum of actions (10 in 5m, from t+5m to t+30m), half of them recovered:
+            # judged, from t+10m; 5 in 5m, all failed, are too few to judge.
+            (attempts("ten", "success"), _counter((0, 5), (1, 25), (0, 30))),
+            (attempts("ten", "failure"), _counter((0, 5), (1, 25), (0, 30))),
+            _execution_series("ten", 60),
+            (attempts("few", "failure"), _counter((0, 10), (1, 20), (0, 30))),
+            _execution_series("few", 60),
+            # Exactly 80 % recovered (not under it).
+            (attempts("exact", "success"), _counter((4, 60))),
+            (attempts("exact", "failure"), _counter((1, 60))),
+            _execution_series("exact", 60),
+            # An outage (t+10m to t+40m) whose actions all failed but one, at t+5m: not "none succeeded".
+            (attempts("sparse", "success"), _counter((0, 55), start=1, missing=5)),
+            (attempts("sparse", "failure"), _counter((0, 10), (1, 30), (0, 20))),
+            executions("sparse", "success", (60, 10), (0, 30), (60, 20)),
+            executions("sparse", "rejected", (0, 10), (60, 30), (0, 20)),
+            # Every action failed, but exactly 80 % of the policy's executions succeed (not under it).
+            (attempts("partial", "failure"), _counter((0, 48), start=1, missing=12)),
+            executions("partial", "success", (60, 10), (48, 50)),
+            executions("partial", "rejected", (0, 10), (12, 50)),
         ),
         (
             ("10m", ()),
+            ("11m", ()),
             (
                 "15m",
                 (
                     _Firing(rule, _job(**{_POLICY: "db", _NAME: "recovery"}), "20%"),
                     _Firing(rule, _job(**{_POLICY: "ml", _NAME: "recovery"}), "0%"),
                     _Firing(rule, _job(**{_POLICY: "long", _NAME: "recovery"}), "0%"),
+                    _Firing(rule, _job(**{_POLICY: "ten", _NAME: "recovery"}), "50%"),
                 ),
             ),
             ("35m", (_Firing(rule, _job(**{_POLICY: "long", _NAME: "recovery"}), "0%"),)),
@@ -1752,10 +1815,10 @@ def _error_pattern_case() -> _Case:
     }
     firing = _Firing(rule, _job(**labels), "1")
     return _Case(
-        "error pattern: fires on a new pattern (the first detection counts) and resolves after 15m",
+        "error pattern: fires 1m after a new pattern (the first detection counts) and resolves after 15m",
         A_ERROR_PATTERN,
         ((_input(_ERROR_PATTERNS, labels), _counter((0, 29), (1, 1), (0, 30), start=1, missing=10)),),
-        (("10m", ()), ("12m", (firing,)), ("26m", ()), ("42m", (firing,)), ("56m", ())),
+        (("10m", ()), ("11m", (firing,)), ("26m", ()), ("42m", (firing,)), ("56m", ())),
     )
 
 
@@ -1771,7 +1834,8 @@ def _retry_storm_case() -> _Case:
         return _input(_RETRIES, {_POLICY: policy, _NAME: policy})
 
     return _Case(
-        "retry storm: 0.75 retries per execution for 10m; 0.45, or too little traffic, stay silent",
+        "retry storm: 0.75 retries per execution for 10m fires, at 0.1 executions/s too; exactly 0.5, "
+        "0.45, or too little traffic, stay silent",
         A_RETRY_STORM,
         (
             _execution_series("checkout", 60),
@@ -1780,8 +1844,24 @@ def _retry_storm_case() -> _Case:
             (retries("steady"), _counter((27, 60))),
             _execution_series("rare", 3),
             (retries("rare"), _counter((3, 60))),
+            _execution_series("limit", 60),
+            (retries("limit"), _counter((30, 60))),
+            # Exactly the minimum traffic, 0.1 executions/s, each retried once until t+30m.
+            _execution_series("edge", 6),
+            (retries("edge"), _counter((6, 30), (0, 30))),
         ),
-        (("10m", ()), ("12m", (_Firing(rule, _job(**{_POLICY: "checkout"}), "0.75"),)), ("40m", ())),
+        (
+            ("10m", ()),
+            ("12m", (_Firing(rule, _job(**{_POLICY: "checkout"}), "0.75"),)),
+            (
+                "16m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "checkout"}), "0.75"),
+                    _Firing(rule, _job(**{_POLICY: "edge"}), "1.00"),
+                ),
+            ),
+            ("40m", ()),
+        ),
     )
 
 
@@ -1801,7 +1881,8 @@ def _fallback_case() -> _Case:
         )
 
     return _Case(
-        "high fallback rate: 20 % of executions for 10m; 5 %, or too little traffic, stay silent",
+        "high fallback rate: 20 % or 13 % of executions for 10m fires, at 0.1 executions/s too; exactly "
+        "10 %, 8 %, 5 %, or too little traffic, stay silent",
         A_FALLBACK_HIGH,
         (
             _execution_series("search", 60),
@@ -1810,10 +1891,33 @@ def _fallback_case() -> _Case:
             (fallbacks("steady"), _counter((3, 60))),
             _execution_series("rare", 3),
             (fallbacks("rare"), _counter((3, 60))),
+            _execution_series("light", 60),
+            (fallbacks("light"), _counter((8, 30), (0, 30))),
+            _execution_series("limit", 60),
+            (fallbacks("limit"), _counter((6, 60))),
+            _execution_series("below", 60),
+            (fallbacks("below"), _counter((5, 60))),
+            # Exactly the minimum traffic, 0.1 executions/s, half of them answered by the fallback.
+            _execution_series("edge", 6),
+            (fallbacks("edge"), _counter((3, 30), (0, 30))),
         ),
         (
             ("10m", ()),
-            ("12m", (_Firing(rule, _job(**{_POLICY: "search", _NAME: "search"}), "20%"),)),
+            (
+                "12m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "search", _NAME: "search"}), "20%"),
+                    _Firing(rule, _job(**{_POLICY: "light", _NAME: "light"}), "13.33%"),
+                ),
+            ),
+            (
+                "16m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "search", _NAME: "search"}), "20%"),
+                    _Firing(rule, _job(**{_POLICY: "light", _NAME: "light"}), "13.33%"),
+                    _Firing(rule, _job(**{_POLICY: "edge", _NAME: "edge"}), "50%"),
+                ),
+            ),
             ("40m", ()),
         ),
     )
@@ -1828,7 +1932,8 @@ def _timeouts_case() -> _Case:
         )
 
     return _Case(
-        "timeouts rising: 10 % of executions for 10m; 3 %, or too little traffic, stay silent",
+        "timeouts rising: 10 % or 6.7 % of executions for 10m fires, at 0.1 executions/s too; exactly "
+        "5 %, 3 %, or too little traffic, stay silent",
         A_TIMEOUTS,
         (
             _execution_series("report", 60),
@@ -1837,8 +1942,33 @@ def _timeouts_case() -> _Case:
             (timeouts("steady"), _counter((2, 60))),
             _execution_series("rare", 3),
             (timeouts("rare"), _counter((3, 60))),
+            _execution_series("light", 60),
+            (timeouts("light"), _counter((4, 30), (0, 30))),
+            _execution_series("limit", 60),
+            (timeouts("limit"), _counter((3, 60))),
+            # Exactly the minimum traffic, 0.1 executions/s, half of them timed out until t+30m.
+            _execution_series("edge", 6),
+            (timeouts("edge"), _counter((3, 30), (0, 30))),
         ),
-        (("10m", ()), ("12m", (_Firing(rule, _job(**{_POLICY: "report"}), "10%"),)), ("40m", ())),
+        (
+            ("10m", ()),
+            (
+                "12m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "report"}), "10%"),
+                    _Firing(rule, _job(**{_POLICY: "light"}), "6.667%"),
+                ),
+            ),
+            (
+                "16m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "report"}), "10%"),
+                    _Firing(rule, _job(**{_POLICY: "light"}), "6.667%"),
+                    _Firing(rule, _job(**{_POLICY: "edge"}), "50%"),
+                ),
+            ),
+            ("40m", ()),
+        ),
     )
 
 
@@ -1858,9 +1988,11 @@ def _retry_budget_case() -> _Case:
         return _input(_RETRY_EXHAUSTED, {_POLICY: policy, _NAME: "calls", _RETRY_STOP_REASON: "budget"})
 
     payments = _job(**{_POLICY: "payments", _NAME: "calls"})
+    trickle = _job(**{_POLICY: "trickle", _NAME: "calls"})
     return _Case(
-        "retry budget exhausted: denials within every 5m for 10m fire (the first denial counts) and "
-        "resolve 5m after the last; a burst of denials, or 4 minutes of them, stay silent",
+        "retry budget exhausted: denials within every 5m for 10m fire (the first denial counts; one every "
+        "4 minutes is enough) and resolve 5m after the last; a burst of denials, or 4 minutes of them, "
+        "stay silent",
         A_RETRY_BUDGET,
         (
             # Denials every minute from t+10m to t+25m (the series born at the first, at 1).
@@ -1871,12 +2003,15 @@ def _retry_budget_case() -> _Case:
             (denied("search"), _counter((0, 29), start=20, missing=12)),
             # Denials from t+12m to t+16m.
             (denied("orders"), _counter((1, 4), (0, 24), start=1, missing=12)),
+            # One denial every 4 minutes, from t+10m to t+26m.
+            (zero("trickle"), _gauge((0, 41))),
+            (denied("trickle"), _counter(*((0, 3), (1, 1)) * 4, (0, 15), start=1, missing=10)),
         ),
         (
             ("10m", ()),
             ("19m", ()),
-            ("21m", (_Firing(rule, payments, "10"),)),
-            ("28m", (_Firing(rule, payments, "4"),)),
+            ("21m", (_Firing(rule, payments, "10"), _Firing(rule, trickle, "1"))),
+            ("28m", (_Firing(rule, payments, "4"), _Firing(rule, trickle, "1"))),
             ("31m", ()),
         ),
     )
@@ -1890,8 +2025,9 @@ def _rate_limited_case() -> _Case:
         return _input(_REJECTIONS, labels)
 
     return _Case(
-        "rate limited: 20 % of the executions shed for 5m fires and resolves once the shedding stops; "
-        "5 %, a 2-minute burst, or too little traffic, stay silent",
+        "rate limited: 20 % or 13 % of the executions shed for 5m fires, at 0.1 executions/s too, and "
+        "resolves once the shedding stops; exactly 10 %, 5 %, a 2-minute burst, or too little traffic, "
+        "stay silent",
         A_RATE_LIMITED,
         (
             _execution_series("search", 60),
@@ -1902,11 +2038,25 @@ def _rate_limited_case() -> _Case:
             (shed("burst"), _counter((0, 40), (20, 2), (0, 18))),
             _execution_series("rare", 3),
             (shed("rare"), _counter((3, 60))),
+            _execution_series("light", 60),
+            (shed("light"), _counter((0, 10), (8, 20), (0, 30))),
+            _execution_series("limit", 60),
+            (shed("limit"), _counter((6, 60))),
+            # Exactly the minimum traffic, 0.1 executions/s, half of them shed from t+12m to t+30m.
+            _execution_series("edge", 6),
+            (shed("edge"), _counter((0, 12), (3, 18), (0, 30))),
         ),
         (
             ("12m", ()),
             ("17m", ()),
-            ("19m", (_Firing(rule, _job(**{_POLICY: "search", _NAME: "search"}), "20%"),)),
+            (
+                "19m",
+                (
+                    _Firing(rule, _job(**{_POLICY: "search", _NAME: "search"}), "20%"),
+                    _Firing(rule, _job(**{_POLICY: "light", _NAME: "light"}), "13.33%"),
+                    _Firing(rule, _job(**{_POLICY: "edge", _NAME: "edge"}), "50%"),
+                ),
+            ),
             ("35m", ()),
             ("47m", ()),
         ),

@@ -49,6 +49,7 @@ __all__ = [
     "REPOSITORY_ROOT",
     "MissingExtraError",
     "add_generator_options",
+    "cannot_write",
     "copy_folders",
     "export_artifacts",
     "generator_options",
@@ -213,6 +214,14 @@ def export_artifacts(
     return written
 
 
+def cannot_write(directory: Path, error: OSError) -> str:
+    """Say why ``directory`` could not be written: a file in its way, else the system's reason."""
+    blocker = next((path for path in (directory, *directory.parents) if path.is_file()), None)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    return str(error)
+
+
 def _drop_shipped_rules_test(directory: Path) -> None:
     """Remove the shipped rules test an earlier plain export left in ``directory``.
 
@@ -374,6 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout.write(f"wrote {path}\n")
     except MissingExtraError as error:
         sys.stderr.write(f"{parser.prog}: {error}\n")
+        return 1
+    except OSError as error:
+        sys.stderr.write(
+            f"{parser.prog}: cannot write {kind} to {directory}: {cannot_write(directory, error)}\n"
+        )
         return 1
     return status
 

@@ -238,6 +238,102 @@ def test_a_broken_threshold_fails_the_promtool_unit_tests(promtool, repo, tmp_pa
     assert ar.A_RETRY_STORM in result.stdout + result.stderr
 
 
+def _unit_tests_of(rules_test, alert):
+    """The promtool test groups that check ``alert`` (each group runs on its own series)."""
+    document = copy.deepcopy(rules_test)
+    document["tests"] = [
+        case
+        for case in document["tests"]
+        if any(check["alertname"] == alert for check in case.get("alert_rule_test", []))
+    ]
+    assert document["tests"], alert
+    return document
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # The ratio alerts: above the threshold (a case between it and 1.5 times it fires, one
+        # between half of it and it stays silent, exactly at it stays silent), with at least 0.1
+        # executions/s (a policy at exactly 0.1/s is judged).
+        *(
+            case
+            for alert, ratio in (
+                (ar.A_RETRY_STORM, ar.RETRY_STORM_RATIO),
+                (ar.A_FALLBACK_HIGH, ar.FALLBACK_RATIO),
+                (ar.A_TIMEOUTS, ar.TIMEOUT_RATIO),
+                (ar.A_BULKHEAD_FULL, ar.BULKHEAD_REJECTION_RATIO),
+                (ar.A_RATE_LIMITED, ar.RATE_LIMITED_RATIO),
+            )
+            for case in (
+                (alert, "expr", f"> {ratio:g}", f"> {ratio * 1.5:g}"),
+                (alert, "expr", f"> {ratio:g}", f"> {ratio / 2:g}"),
+                (alert, "expr", f"> {ratio:g}", f">= {ratio:g}"),
+                (alert, "expr", f">= {ar.MIN_EXECUTION_RATE:g}", f">= {ar.MIN_EXECUTION_RATE * 1.5:g}"),
+                (alert, "expr", f">= {ar.MIN_EXECUTION_RATE:g}", f"> {ar.MIN_EXECUTION_RATE:g}"),
+            )
+        ),
+        (ar.A_BULKHEAD_FULL, "for", ar.BULKHEAD_FULL_FOR, "1m"),
+        (ar.A_BULKHEAD_FULL, "for", ar.BULKHEAD_FULL_FOR, "0s"),
+        (ar.A_BREAKER_OPEN, "for", ar.BREAKER_OPEN_WARNING_FOR, "2m"),
+        # The recovery rate is judged over at least 10 actions ("1 failure out of 2 never alerts"):
+        # 5 failed actions in 5 m stay silent, 10 at 50 % fire.
+        (ar.A_RECOVERY_LOW, "expr", f">= {ar.RECOVERY_MIN_ATTEMPTS}", ">= 5"),
+        (ar.A_RECOVERY_LOW, "expr", f">= {ar.RECOVERY_MIN_ATTEMPTS}", ">= 15"),
+        (ar.A_RECOVERY_LOW, "expr", f">= {ar.RECOVERY_MIN_ATTEMPTS}", f"> {ar.RECOVERY_MIN_ATTEMPTS}"),
+        # Under 80 %: exactly 80 % of the actions recovered, or of the executions answered while
+        # every action failed, stays silent.
+        (
+            ar.A_RECOVERY_LOW,
+            "expr",
+            f"{ar.R_RECOVERY_RATE} < {ar.RECOVERY_RATE_THRESHOLD:g}",
+            f"{ar.R_RECOVERY_RATE} <= {ar.RECOVERY_RATE_THRESHOLD:g}",
+        ),
+        (
+            ar.A_RECOVERY_LOW,
+            "expr",
+            f"{ar.R_SUCCESS_RATIO} < {ar.RECOVERY_RATE_THRESHOLD:g}",
+            f"{ar.R_SUCCESS_RATIO} <= {ar.RECOVERY_RATE_THRESHOLD:g}",
+        ),
+        # The outage branch: none of the actions of the hour succeeded; one success keeps it silent.
+        (ar.A_RECOVERY_LOW, "expr", "== 0", "<= 0.1"),
+        (ar.A_RECOVERY_LOW, "for", ar.RECOVERY_FOR, "1m"),
+        (ar.A_RECOVERY_LOW, "for", ar.RECOVERY_FOR, "0s"),
+        (ar.A_ERROR_PATTERN, "for", ar.ERROR_PATTERN_FOR, "2m"),
+        (ar.A_ERROR_PATTERN, "for", ar.ERROR_PATTERN_FOR, "0s"),
+        # "At least one within every 5 m": one would-be trip, or one denial, every 4 minutes fires.
+        (ar.A_BREAKER_WOULD_OPEN, "expr", "> 0", "> 1"),
+        (ar.A_RETRY_BUDGET, "expr", "> 0", "> 1"),
+    ],
+)
+def test_a_changed_threshold_guard_or_for_fails_the_promtool_unit_tests(
+    promtool, rules, rules_test, tmp_path, change
+):
+    """Each threshold, minimum-traffic guard and ``for`` the docs state is pinned by a unit test.
+
+    The rule is changed the smallest way that breaks it (a threshold moved, ``>`` turned into
+    ``>=``, a ``for`` halved or doubled), and promtool must fail on the alert's own test cases.
+    """
+    alert, where, old, new = change
+    broken = copy.deepcopy(rules)
+    changed = 0
+    for rule in alert_rules_of(broken):
+        if rule["alert"] != alert or (where == "for" and rule["for"] != old):
+            continue
+        if where == "for":
+            rule["for"] = new
+        else:
+            assert old in rule["expr"], rule
+            rule["expr"] = rule["expr"].replace(old, new)
+        changed += 1
+    assert changed
+    (tmp_path / ar.RULES_FILE).write_text(yaml.safe_dump(broken))
+    (tmp_path / ar.RULES_TEST_FILE).write_text(yaml.safe_dump(_unit_tests_of(rules_test, alert)))
+    result = run(promtool, "test", "rules", tmp_path / ar.RULES_TEST_FILE)
+    assert result.returncode != 0, f"{alert}: {where} {old!r} -> {new!r} passed the unit tests"
+    assert alert in result.stdout + result.stderr
+
+
 def test_one_full_queue_among_idle_keys_shows_in_the_queue_saturation_rule(promtool, repo, tmp_path):
     """A keyed policy's queued calls and queue limits are summed over its keys: the rule reads its fullest key.
 
@@ -544,6 +640,37 @@ def test_adapted_rules_pass_the_promtool_linter(promtool, tmp_path):
             r"RuleOptions\.breaker_flapping_trips must be an integer >= 1",
         ),
         ({"job_label": "my-job"}, ValueError, r"RuleOptions\.job_label must be a Prometheus label name"),
+        # The service label cannot be one the rules already read or set with another meaning: the
+        # alert's own severity would overwrite the service, a policy label would be grouped by twice.
+        (
+            {"job_label": "severity"},
+            ValueError,
+            (
+                r"RuleOptions\.job_label must name the service, not 'severity', a label the rules and "
+                r"alerts already carry"
+            ),
+        ),
+        (
+            {"job_label": "alertname"},
+            ValueError,
+            r"RuleOptions\.job_label must name the service, not 'alertname'",
+        ),
+        (
+            {"job_label": "instance"},
+            ValueError,
+            r"RuleOptions\.job_label must name the service, not 'instance'",
+        ),
+        ({"job_label": "le"}, ValueError, r"RuleOptions\.job_label must name the service, not 'le'"),
+        (
+            {"job_label": "resilience_policy"},
+            ValueError,
+            r"RuleOptions\.job_label must name the service, not 'resilience_policy'",
+        ),
+        (
+            {"job_label": "error_type"},
+            ValueError,
+            r"RuleOptions\.job_label must name the service, not 'error_type'",
+        ),
         (
             {"runbook_url_base": "wiki/runbooks"},
             ValueError,

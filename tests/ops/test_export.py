@@ -188,6 +188,23 @@ def test_check_mode_reports_a_leftover_file(tmp_path, capsys):
     assert "ResilienceGone.md" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("inside", [False, True])
+def test_the_module_command_reports_a_folder_it_cannot_write_as_otel_resilience_export_does(
+    tmp_path, capsys, inside
+):
+    """`python -m otel_resilience.ops.export KIND DIR` is documented as `otel-resilience export KIND DIR`:
+    a DIR it cannot write (a file in the way) exits 1 with the same message, not a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    target = blocker / "sub" if inside else blocker
+    assert export.main(["alerts", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"python -m otel_resilience.ops.export: cannot write alerts to {target}: {blocker} is a file, not a folder\n"
+    )
+
+
 def test_cli_needs_all_or_a_kind_and_a_directory():
     """The command line refuses a kind without a directory."""
     with pytest.raises(SystemExit):
