@@ -181,6 +181,14 @@ _POOL_WAITS: Final = frozenset({("httpx", "PoolTimeout"), ("urllib3.exceptions",
 (no client is imported here), :class:`PoolTimeoutError`'s subclasses."""
 
 
+def _named_in(subclass: type, names: frozenset[tuple[str, str]]) -> bool:
+    """Whether ``subclass`` or a class it derives from is one of ``names``, ``(module, qualname)`` pairs.
+
+    How a client's error is known without importing the client (whatever was imported first).
+    """
+    return any((getattr(kind, "__module__", None), kind.__qualname__) in names for kind in subclass.__mro__)
+
+
 class PoolTimeoutError(Exception, metaclass=ABCMeta):
     """A client's wait for a free connection of its own pool that ran out: local congestion.
 
@@ -206,9 +214,7 @@ class PoolTimeoutError(Exception, metaclass=ABCMeta):
     @classmethod
     def __subclasshook__(cls, subclass: type) -> bool:
         """A client's error of :data:`_POOL_WAITS` (or a subclass of one) is a subclass; else ABC's rule."""
-        if cls is PoolTimeoutError and any(
-            (getattr(kind, "__module__", None), kind.__qualname__) in _POOL_WAITS for kind in subclass.__mro__
-        ):
+        if cls is PoolTimeoutError and _named_in(subclass, _POOL_WAITS):
             return True
         return cast("bool", NotImplemented)  # ABCMeta's own rule (its registry, real subclasses)
 
@@ -244,9 +250,7 @@ class RequestNotSentError(Exception, metaclass=ABCMeta):
     @classmethod
     def __subclasshook__(cls, subclass: type) -> bool:
         """A client's error of :data:`_NOT_SENT` (or a subclass of one) is a subclass; else ABC's rule."""
-        if cls is RequestNotSentError and any(
-            (getattr(kind, "__module__", None), kind.__qualname__) in _NOT_SENT for kind in subclass.__mro__
-        ):
+        if cls is RequestNotSentError and _named_in(subclass, _NOT_SENT):
             return True
         return cast("bool", NotImplemented)  # ABCMeta's own rule (its registry, real subclasses)
 
