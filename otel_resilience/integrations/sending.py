@@ -16,7 +16,7 @@ import functools
 import ipaddress
 import math
 import threading
-from abc import ABCMeta
+from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
@@ -544,7 +544,7 @@ _CLOSING: Final = fork_safe(threading.Lock())
 """Held while a client's link is swapped at a close (:meth:`HttpIntegration._close_link`): closes are rare."""
 
 
-class Link(Generic[S]):
+class Link(ABC, Generic[S]):
     """What a request sends through from the moment it enters its client: the policy, the client's sender.
 
     A client closed while one of its requests is under way (its retry backing off, waiting in a
@@ -565,9 +565,9 @@ class Link(Generic[S]):
         self._http = http
         self._sender = sender
 
+    @abstractmethod
     def _send_once(self, request: Any, sent: Sent) -> Any:
-        """One attempt: the kind's own."""
-        raise NotImplementedError
+        """One attempt: each client's own I/O (the decisions are :class:`HttpPolicy`'s)."""
 
 
 def refused(error: E) -> E:
