@@ -194,6 +194,14 @@ def test_enabled_and_seed_types() -> None:
         ChaosConfig(seed=1.5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("seed", [-1, -99, -(2**70)])
+def test_a_negative_seed_is_refused(seed: int) -> None:
+    """random.Random seeds with the absolute value: -1 would replay 1's draws, so it is refused by name."""
+    with pytest.raises(ValueError, match=r"ChaosConfig\.seed must be >= 0 .*, got -"):
+        ChaosConfig(fault_rate=0.5, fault=ConnectionError, seed=seed)
+    assert ChaosConfig(seed=0).seed == 0
+
+
 def test_an_async_predicate_is_refused() -> None:
     """A coroutine function as enabled would say yes to every run (its coroutine is true)."""
 

@@ -337,7 +337,7 @@ CHAOS: Final = Section(
         Field("outcome_rate", "number", "Share of runs answered with outcome.", minimum=0, maximum=1),
         Field("outcome", "value", "The injected result.", nullable=True),
         Field("enabled", "bool", "Whether the link injects (a switch takes code)."),
-        Field("seed", "int", "Seeds the random draws.", nullable=True),
+        Field("seed", "int", "Seeds the random draws.", minimum=0, nullable=True),
     ),
 )
 

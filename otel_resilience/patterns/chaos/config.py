@@ -171,7 +171,8 @@ class ChaosConfig:
     compares by identity: reuse one predicate object (a lambda written per call makes each
     config a policy of its own)."""
     seed: int | None = None
-    """Seeds the link's random draws: the same seed gives the same injections for the same
+    """Seeds the link's random draws, ``>= 0`` (``random.Random`` would draw for ``-n`` as for
+    ``n``): the same seed gives the same injections for the same
     sequence of runs (in one task or thread; concurrent runs draw in the order they reach the
     link). ``None`` (the default) seeds from the operating system, and again in each process
     ``os.fork()`` makes (each worker of a pre-fork server draws its own sequence); a seeded
@@ -223,6 +224,8 @@ class ChaosConfig:
         seed: object = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise fail(_OWNER, "seed", "an int or None", seed, kind=TypeError)
+        if seed is not None and seed < 0:  # random.Random takes abs(seed): -1 would replay 1
+            raise fail(_OWNER, "seed", ">= 0 (a negative seed draws as its absolute value)", seed)
 
     def _check_fault(self) -> None:
         fault: object = self.fault
