@@ -193,3 +193,39 @@ def test_a_predicate_returning_another_value_is_judged_by_its_truth() -> None:
     retry = Retry("verdicts-truth", RetryPolicy(max_attempts=3, initial_delay=0.0, retry_on_result=len))
     answers = iter(["", "again", ""])
     assert retry.execute_sync(lambda: next(answers)) == ""  # the first: len 0, accepted
+
+
+class _Ambiguous:
+    """An answer with no truth value, as a NumPy array of several items: its ``__bool__`` raises."""
+
+    def __bool__(self) -> bool:
+        msg = "The truth value of an array with more than one element is ambiguous"
+        raise ValueError(msg)
+
+    def __repr__(self) -> str:
+        return "array([True, False])"
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_predicate_answer_without_a_truth_value_is_refused_naming_the_predicate(case: str) -> None:
+    """An answer whose truth value raises is a TypeError naming the predicate (and its owner), not a bare error."""
+    field, run = REFUSED[case]
+    with pytest.raises(TypeError) as raised:
+        run(lambda *_: _Ambiguous())
+    assert str(raised.value).startswith(
+        f"{field} returned array([True, False]); its truth value raised ValueError"
+    )
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
+def test_a_chaos_switch_answer_without_a_truth_value_injects_nothing_and_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A drill never fails the real call: the switch's answer is refused by name in the log, counted in errors."""
+    caplog.set_level(logging.WARNING, logger="otel_resilience")
+    chaos = Chaos(
+        "ambiguous", ChaosConfig(fault_rate=1.0, fault=ConnectionError, enabled=lambda _: _Ambiguous())
+    )
+    assert chaos.run_sync(lambda: "real") == "real"
+    assert chaos.get_stats()["errors"] == 1
+    assert "ChaosConfig.enabled of 'ambiguous' returned array([True, False])" in caplog.text

@@ -171,17 +171,25 @@ def verdict(answer: object, predicate: str, name: str | None = None) -> bool:
         name: The instance that asked it (a breaker's name), for the message; ``None``: not known.
 
     Raises:
-        TypeError: ``answer`` is awaitable: ``"<predicate> of '<name>' returned <answer>; ..."``
-            (a coroutine is closed: :func:`discard`).
+        TypeError: ``answer`` is awaitable, or has no truth value (its ``__bool__`` raised, as a
+            NumPy array's does): ``"<predicate> of '<name>' returned <answer>; ..."`` (a
+            coroutine is closed: :func:`discard`; the error ``__bool__`` raised is the cause).
     """
+    what = predicate if name is None else f"{predicate} of {name!r}"
     if inspect.isawaitable(answer):
-        what = predicate if name is None else f"{predicate} of {name!r}"
         rule = (
             "a predicate is called, never awaited: it must return a bool, not an awaitable "
             "(give a plain function)"
         )
         raise wrong_return(what, answer, rule)
-    return bool(answer)
+    try:
+        return bool(answer)
+    except Exception as error:
+        rule = (
+            f"its truth value raised {_type_name(error)}: a predicate must return a bool "
+            "(reduce an array with .any() or .all())"
+        )
+        raise wrong_return(what, answer, rule) from error
 
 
 def fail(
