@@ -583,6 +583,28 @@ def test_a_reservation_dropped_while_the_lock_was_held_is_given_back_before_the_
     assert (rules.waiting, rules.cancelled, rules.rejected) == (1, 1, 0)
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_a_dropped_reservation_taken_over_by_a_new_waiter_is_not_given_back_again(algorithm: str) -> None:
+    """A dropped reservation left as a hole goes to the next waiter: a later drop must not give it back under it."""
+    rules = new_rules(RateLimiterConfig(rate=1.0, burst=1, max_wait=10.0, algorithm=algorithm))
+    assert rules.acquire(0.0, 0.0) is None
+    first, second = rules.acquire(0.0, 10.0), rules.acquire(0.0, 10.0)
+    assert isinstance(first, _Reservation)
+    assert isinstance(second, _Reservation)
+    with rules._lock:
+        rules.drop(first, 0.0)  # the lock is held: left for its next holder
+    assert (rules.snapshot("dropped", 0.0)["waiting"], rules.cancelled) == (1, 1)  # now a hole
+    taken = rules.acquire(0.0, 10.0)  # the hole's permit, at 1.0, for a new waiter
+    assert taken is first
+    with rules._lock:
+        rules.drop(second, 0.0)
+    stats = rules.snapshot("dropped", 0.0)
+    assert (stats["waiting"], stats["cancelled"]) == (1, 2)  # the new waiter still waits
+    rules.claim(taken)
+    stats = rules.snapshot("dropped", 1.0)
+    assert (stats["waiting"], stats["waited"], stats["admitted"], stats["cancelled"]) == (0, 1, 2, 2)
+
+
 async def test_a_waiter_cut_by_its_deadline_gives_its_permit_back():
     """A deadline that cancels a waiting task (a wait that fit the budget when it began) frees its permit."""
     clock = ManualClock()

@@ -75,7 +75,8 @@ class RateLimiterStatsDict(TypedDict):
 class _Reservation:
     """A permit reserved for time :attr:`due`; :attr:`held` while a waiter holds it (no hole, not claimed).
 
-    :attr:`dropped` marks one :meth:`_Rules.drop` left for the next holder of the lock to give back.
+    :attr:`dropped` marks one :meth:`_Rules.drop` left for the next holder of the lock to give back
+    (cleared when it is given back: the hole it leaves may be another waiter's reservation next).
     """
 
     __slots__ = ("dropped", "due", "held")
@@ -231,6 +232,7 @@ class _Rules(abc.ABC):
         now = max(now, self._now)
         self._now = now
         reservation.held = False
+        reservation.dropped = False  # given back: a hole the next waiter may take over, unmarked
         self.waiting -= 1
         self.cancelled += 1
         self._holes += 1
