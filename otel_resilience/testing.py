@@ -8,10 +8,14 @@
 
 What a fake clock does not drive:
 
-* **It is no event loop on fake time.** A sleep moves the one shared time forward by what it
-  asked for, at once: a sleeper never wakes before its time, but sleeps that run side by side
-  (tasks, threads) add up, each moving the time on from where the other left it. Tasks of one
-  test that must start or end in a given order wait on events of their own, not on the clock.
+* **It is no event loop on fake time.** The async sleeps of one event loop overlap as real ones
+  do: a sleeping task waits (yielding to its loop) until no other task of that loop sleeps on
+  the clock to an earlier time, then the time moves on to its wake-up time. So tasks that sleep
+  side by side (an attempt and a hedge's delay) end at the time the longest asked for, not at
+  the sum, and a sleep cancelled before its turn moves no time. A sleeper never wakes before its
+  time. A sync sleep (``sleep_sync``) moves the time at once: sleeps of threads side by side add
+  up, each moving the time on from where the other left it. Tasks of one test that must start or
+  end in a given order wait on events of their own, not on the clock.
 * **An async deadline fires in real time.** A policy's ``timeout``, ``TimeoutHandler.with_timeout``,
   ``fail_after``, ``move_on_after`` and a retry's ``attempt_timeout`` set their deadline on the
   fake clock (what ``current_deadline`` and ``time_left`` read, what a retry, a hedge or a rate
@@ -30,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from otel_resilience.engine.events import HUB, EventArgs, EventKind, TelemetryHub, TelemetrySource
 from otel_resilience.engine.step import Step
@@ -40,6 +44,11 @@ if TYPE_CHECKING:
     from otel_resilience.engine.context import ExecutionContext
 
 __all__ = ["AttemptRecorder", "EventRecorder", "FakeClock"]
+
+_SETTLE: Final = 8
+"""Loop iterations an async sleep waits, once the time moved, before it moves the time on: what
+the earlier sleep woke (a task ending, the callbacks of its end, the task that awaited it and
+cancels the rest) runs first, as it would before a later timer of a real loop."""
 
 
 class AttemptRecorder(Step):
@@ -87,8 +96,10 @@ class AttemptRecorder(Step):
 class FakeClock:
     """A monotonic clock that only moves when told to (or when something sleeps on it).
 
-    ``sleep``/``sleep_sync`` advance the time by the requested amount at once and record it in
-    :attr:`sleeps`; ``sleep`` also yields to the event loop once, as a real sleep would. They
+    ``sleep_sync`` advances the time by the requested amount at once; ``sleep`` yields to the
+    event loop, then, once no other task of that loop sleeps on the clock to an earlier time,
+    advances the time to its own wake-up time (sleeps of tasks side by side overlap: see the
+    module's notes). Both record the requested amount in :attr:`sleeps` when called. They
     take what the real clock's sleeps take: a negative ``sleep`` passes no time (as
     ``asyncio.sleep``), a negative ``sleep_sync`` is a ``ValueError`` (as ``time.sleep``). The
     time stays finite: a move that is not finite, or that would take the time past the largest
@@ -137,11 +148,12 @@ class FakeClock:
         sleeps: Every duration slept, in order.
     """
 
-    __slots__ = ("_lock", "_now", "sleeps")
+    __slots__ = ("_lock", "_now", "_pending", "sleeps")
 
     def __init__(self, start: float = 0.0) -> None:
         self._lock = threading.Lock()
         self._now = check_number("FakeClock", "start", start)
+        self._pending: dict[object, tuple[float, asyncio.AbstractEventLoop]] = {}
         self.sleeps: list[float] = []
 
     def now(self) -> float:
@@ -166,6 +178,7 @@ class FakeClock:
     def __setstate__(self, state: dict[str, object]) -> None:
         """Restore a copied or unpickled clock (:meth:`__getstate__`), with a lock of its own."""
         self._lock = threading.Lock()
+        self._pending = {}  # no task sleeps on the copy
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -180,14 +193,40 @@ class FakeClock:
         self._move("FakeClock.advance", seconds, negative="refused", record=False)
 
     async def sleep(self, seconds: float) -> None:
-        """Record ``seconds``, advance the time by it (a negative one by none), and yield to the loop once.
+        """Record ``seconds``; wake ``seconds`` later (a negative one: none), after the loop's earlier sleeps.
+
+        It yields to the event loop at least once; it wakes, moving the time on to its wake-up
+        time, when the time is there or no other task of this loop sleeps on the clock to an
+        earlier time (those wake first). Cancelled before, it moves no time.
 
         Raises:
             TypeError: ``seconds`` is not a number.
             ValueError: ``seconds`` is not finite, or would take the time past the largest float.
         """
-        self._move("FakeClock.sleep", seconds, negative="none", record=True)
-        await asyncio.sleep(0)
+        wake = self._move("FakeClock.sleep", seconds, negative="none", record=True, at_once=False)
+        loop, token = asyncio.get_running_loop(), object()
+        pending = self._pending
+        with self._lock:
+            pending[token] = (wake, loop)
+            seen, quiet = self._now, 0
+        try:
+            while True:
+                await asyncio.sleep(0)  # the tasks this one runs beside start their sleeps meanwhile
+                with self._lock:
+                    now = self._now
+                    if now != seen:  # an earlier sleep woke: what it wakes runs before time moves on
+                        seen, quiet = now, -_SETTLE
+                    else:
+                        quiet += 1
+                    if wake <= now or (
+                        quiet > 0
+                        and all(other >= wake for other, its_loop in pending.values() if its_loop is loop)
+                    ):
+                        self._now = max(now, wake)
+                        return
+        finally:
+            with self._lock:
+                del pending[token]
 
     def sleep_sync(self, seconds: float) -> None:
         """Record ``seconds`` and advance the time by it, without blocking.
@@ -199,10 +238,17 @@ class FakeClock:
         """
         self._move("FakeClock.sleep_sync", seconds, negative="refused", record=True)
 
-    def _move(self, owner: str, seconds: object, *, negative: str, record: bool) -> None:
+    def _move(
+        self, owner: str, seconds: object, *, negative: str, record: bool, at_once: bool = True
+    ) -> float:
         """The one rule of every move: check ``seconds``, then advance the time (and record it).
 
         ``negative``: ``"refused"`` (a ``ValueError``) or ``"none"`` (no time passes).
+        ``at_once``: advance the time now; else only return the time to advance it to (an async
+        sleep moves it when its turn comes).
+
+        Returns:
+            The time the move ends at.
         """
         number = check_number(owner, "seconds", seconds, minimum=0.0 if negative == "refused" else None)
         with self._lock:
@@ -211,9 +257,11 @@ class FakeClock:
                 raise fail(
                     owner, "seconds", f"small enough to keep the time finite (now {self._now!r})", seconds
                 )
-            self._now = now
+            if at_once:
+                self._now = now
             if record:
                 self.sleeps.append(number)
+        return now
 
 
 class EventRecorder:

@@ -214,6 +214,25 @@ async def test_percentile_delay_follows_the_accepted_latencies(clock: FakeClock)
     assert clock.sleeps == [pytest.approx(0.019)]
 
 
+async def test_percentile_delay_learns_a_latency_slept_on_a_fake_clock_without_the_hedge_delay(
+    clock: FakeClock,
+) -> None:
+    """An answer slept for 0.1 s on the fake clock is a 0.1 s latency: the pending hedge delay does not add to it."""
+    delay = PercentileDelay(initial=1.0, percentile=50, samples=5, min_samples=1)
+    h = hedging(clock, delay=delay)
+
+    async def answer() -> str:
+        await clock.sleep(0.1)
+        return "fast"
+
+    for _ in range(5):
+        started = clock.now()
+        assert await h.call(answer) == "fast"
+        assert clock.now() - started == pytest.approx(0.1)
+    assert delay() == pytest.approx(0.1)
+    assert h.get_stats()["hedges"] == 0
+
+
 def test_percentile_delay_rules() -> None:
     """initial until min_samples, a floor, a bounded window; bad values name the field."""
     delay = PercentileDelay(0.5, percentile=50, samples=3, min_samples=2, minimum=0.1)

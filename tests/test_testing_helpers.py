@@ -214,6 +214,33 @@ def test_threads_that_sleep_and_advance_at_once_lose_no_time() -> None:
     assert len(clock.sleeps) == 4000
 
 
+async def test_async_sleeps_side_by_side_overlap_as_real_ones() -> None:
+    """Tasks sleeping 1, 2 and 0.5 s together end 2 s later, each at its own time, not after 3.5 s."""
+    clock = FakeClock(10)
+    woke: list[tuple[float, float]] = []
+
+    async def nap(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((seconds, clock.now()))
+
+    await asyncio.gather(nap(1.0), nap(2.0), nap(0.5))
+    assert woke == [(0.5, 10.5), (1.0, 11.0), (2.0, 12.0)]
+    assert clock.now() == 12.0
+    assert clock.sleeps == [1.0, 2.0, 0.5]
+
+
+async def test_an_async_sleep_cancelled_before_its_turn_moves_no_time() -> None:
+    """A long sleep cancelled once a shorter one beside it ended (a hedge's delay) leaves the time there."""
+    clock = FakeClock()
+    longer = asyncio.create_task(clock.sleep(100.0))
+    await clock.sleep(1.0)
+    longer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await longer
+    assert clock.now() == 1.0
+    assert sorted(clock.sleeps) == [1.0, 100.0]
+
+
 # -- what a fake clock drives, and what it does not (the module's documentation) -------------
 
 
