@@ -436,6 +436,14 @@ class LoadSheddingMiddleware:
     (the default included) report as one, their series combined (the second bulkhead of one name
     is logged as a warning).
 
+    The rate limiter is asked first, then the bulkhead (the manager's order: a request over the
+    rate is shed before it queues for a slot, and none holds a slot while it waits for a permit).
+    So a request the bulkhead refuses has spent its permit, as a call a policy's bulkhead
+    refuses has: the limiter counts the requests it let through, and while the bulkhead is full
+    its 503s draw on the rate too (a permit given back would be a permit result of its own in
+    telemetry, which the limiter does not have). Size the rate for the requests that reach the
+    middleware, not only for those the app runs.
+
     Only its own refusals become its answers. What the app raises (a refusal or timeout of a
     policy inside it included) goes on to the server as any error of the app does, the response
     started or not, and the execution counts it as a failure, never as a rejection of its own.

@@ -356,6 +356,25 @@ async def test_load_shedding_middleware_rate_limits() -> None:
     assert int(response.headers["Retry-After"]) >= 1
 
 
+async def test_a_request_the_bulkhead_refuses_has_spent_its_permit() -> None:
+    """The limiter is asked before the bulkhead (as documented): a 503 of the bulkhead draws on the rate."""
+    gate, started = asyncio.Event(), asyncio.Event()
+    app = shedding_app(
+        gate,
+        started,
+        bulkhead=BulkheadConfig(max_concurrent=1, max_waiting=0),
+        rate_limiter=RateLimiterConfig(rate=0.001, burst=2),
+        manager=ResilienceManager(),
+    )
+    async with client_of(app) as client:
+        first = asyncio.ensure_future(client.get("/work"))
+        await asyncio.wait_for(started.wait(), 30)
+        assert (await client.get("/quick")).status_code == 503
+        gate.set()
+        assert (await first).status_code == 200
+        assert (await client.get("/quick")).status_code == 429
+
+
 def test_load_shedding_needs_a_limit() -> None:
     """A middleware with neither a bulkhead nor a rate limiter is refused."""
     with pytest.raises(ValueError, match=r"LoadSheddingMiddleware\.bulkhead"):
