@@ -848,6 +848,7 @@ async def test_state_changes_are_reported(clock: FakeClock, recorder: EventRecor
         ("open", "half_open", "timeout_elapsed"),
         ("half_open", "closed", "probe_succeeded"),
         ("closed", "open", "forced"),
+        ("open", "open", "forced"),  # forced open again: a new OPEN period (reset() twice: one change)
         ("open", "closed", "reset"),
         ("closed", "open", "isolated"),
     ]

@@ -51,9 +51,9 @@ class RetryScheduled:
     """Where the delay came from: ``"strategy"`` (the policy's backoff) or ``"outcome"`` (the
     delay the failed attempt's error or result asked for, through ``RetryPolicy.delay_from``)."""
     rejection: bool = False
-    """Whether the error is a rejection (an
-    :class:`~otel_resilience.errors.ExecutionRejectedError`: the dependency was not called), so
-    that it names no failure of the dependency's."""
+    """Whether the error is not the dependency's, which was not called: a rejection (an
+    :class:`~otel_resilience.errors.ExecutionRejectedError`) or a fault a chaos link injected in
+    its place, so that it names no failure of the dependency's."""
 
 
 @dataclass(slots=True)
@@ -83,7 +83,9 @@ class StateChanged:
     old: str
     new: str
     """The new state; a METRICS_ONLY breaker reports a trip it would make as a change from
-    ``"metrics_only"`` to ``"metrics_only"`` with the trip's reason."""
+    ``"metrics_only"`` to ``"metrics_only"`` with the trip's reason, and an OPEN breaker forced
+    open again (``"forced"``, or an ``"isolated"`` that lengthens its opening) a change from
+    ``"open"`` to ``"open"``: its OPEN period starts again, with a new end."""
     reason: str
     """``"failure_threshold"``, ``"failure_rate"``, ``"slow_call_rate"``,
     ``"timeout_elapsed"``, ``"probe_failed"``, ``"probe_timed_out"``, ``"probe_succeeded"``,
@@ -94,7 +96,9 @@ class StateChanged:
     HALF_OPEN -> OPEN, ...; a transition to CLOSED carries the episode's total."""
     duration: float | None = None
     """Seconds the breaker stays OPEN (``inf`` when forced open until reset), on a change to
-    OPEN (and on a would-be trip of METRICS_ONLY); ``None`` otherwise."""
+    OPEN (and on a would-be trip of METRICS_ONLY); ``None`` otherwise. Telemetry leaves ``inf``
+    out (``resilience.circuit_breaker.open_duration`` is absent): an opening until reset has no
+    length."""
 
 
 @dataclass(slots=True)

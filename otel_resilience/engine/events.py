@@ -42,7 +42,7 @@ from otel_resilience.engine.event_args import *  # noqa: F403 - the event argume
 from otel_resilience.engine.event_args import EventArgs
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.logging_rate import LogRate
-from otel_resilience.engine.validation import fail, verdict
+from otel_resilience.engine.validation import MAX_ATTRIBUTE_LENGTH, fail, verdict
 from otel_resilience.errors import OperationTimeoutError
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
@@ -734,12 +734,6 @@ _TYPE_NAMES: weakref.WeakKeyDictionary[type[BaseException], str] = weakref.WeakK
 alive by having failed once."""
 
 
-MAX_ATTRIBUTE_LENGTH: Final = 256
-"""The longest text the library writes as a telemetry value it builds from a user's value (an
-alert's subject or attribute, a keyed policy's ``resilience.key``, an exception class's
-``error.type``); longer ones are cut."""
-
-
 def bounded_text(value: str) -> str:
     """Return ``value``, cut to :data:`MAX_ATTRIBUTE_LENGTH` characters (ending in ``...``) if longer."""
     if len(value) <= MAX_ATTRIBUTE_LENGTH:
@@ -757,8 +751,10 @@ def key_attribute(key: str) -> str:
     A key longer than :data:`MAX_ATTRIBUTE_LENGTH` is cut to that length, ending in ``...#`` and
     16 hexadecimal digits of a digest of the whole key: two keys that differ only past the cut
     are two keys (a breaker each), so they are two values too, never one series made of two
-    states. The one rule of the key's span attribute and of its metric attribute. Run once per
-    key's pipeline, where its telemetry is set up, never per call.
+    states. The one rule of the key's span attribute and of its metric attribute, and of a name
+    the library takes from a function (:func:`~otel_resilience.engine.naming.callable_name`: a
+    policy or a retry named after the function it runs), which cannot be refused as a configured
+    name is. Run once per key's pipeline, or per policy built, never per call.
     """
     if len(key) <= MAX_ATTRIBUTE_LENGTH:
         return key

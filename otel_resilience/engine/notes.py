@@ -16,10 +16,30 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-__all__ = ["add_note", "chain_failure"]
+__all__ = ["InjectedNote", "add_note", "chain_failure", "injected"]
 
 _NO_NOTES: Final = object()
 """What ``getattr(error, "__notes__", ...)`` returns for an error without notes (Python 3.10)."""
+
+
+class InjectedNote(str):
+    """The note of a fault injected in the dependency's place (a chaos drill): it marks the error.
+
+    A ``str`` as any note (shown as its text), told apart by its class (:func:`injected`), never
+    by its words.
+    """
+
+    __slots__ = ()
+
+
+def injected(error: BaseException | None) -> bool:
+    """Whether ``error`` was injected in the dependency's place (it carries an :class:`InjectedNote`).
+
+    The one rule that tells a drill's fault from the dependency's own failure, asked on failure
+    paths only. An error that refused the note (see :func:`add_note`) is not told apart.
+    """
+    notes = getattr(error, "__notes__", None)
+    return isinstance(notes, list) and any(type(note) is InjectedNote for note in notes)
 
 
 def add_note(error: BaseException, note: str, *, replacing: str | None = None) -> bool:

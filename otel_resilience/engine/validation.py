@@ -27,6 +27,7 @@ from types import CoroutineType, FunctionType
 from typing import Any, Final, cast
 
 __all__ = [
+    "MAX_ATTRIBUTE_LENGTH",
     "MAX_COUNT",
     "MAX_DURATION",
     "ExceptionTypeCollection",
@@ -54,6 +55,12 @@ MAX_DURATION: Final[float] = threading.TIMEOUT_MAX
 MAX_COUNT: Final[int] = sys.maxsize
 """The largest count any configuration accepts: ``sys.maxsize`` (the longest a ``deque`` or a list
 may be, and the largest value of a 64-bit metric)."""
+
+MAX_ATTRIBUTE_LENGTH: Final = 256
+"""The longest text the library writes as a telemetry value it builds from a user's value (an
+alert's subject or attribute, a keyed policy's ``resilience.key``, an exception class's
+``error.type``); longer ones are cut. A name (:func:`check_name`), which becomes
+``resilience.policy`` or ``resilience.name``, is configuration: a longer one is refused."""
 
 ExceptionTypeCollection = list[type[Exception]] | set[type[Exception]] | frozenset[type[Exception]]
 """The collections of exception types :func:`check_exception_types` takes besides a tuple (and
@@ -277,12 +284,22 @@ def check_duration(owner: str, field: str, value: object, *, allow_zero: bool = 
 
 
 def check_name(owner: str, field: str, value: object) -> str:
-    """Return ``value`` if it is a non-empty ``str``; raise otherwise."""
+    """Return ``value`` if it is a non-empty ``str`` of at most :data:`MAX_ATTRIBUTE_LENGTH` characters.
+
+    A name becomes a telemetry attribute (``resilience.policy``, ``resilience.name``) as it is
+    written: one too long for an attribute is refused here, never cut where it is shown (a cut
+    name would differ from the configured one, and two names could become one series).
+    """
     if not isinstance(value, str):
         raise fail(owner, field, "a str", value, kind=TypeError)
     if not value.strip():
         raise fail(owner, field, "a non-empty name", value)
+    if len(value) > MAX_ATTRIBUTE_LENGTH:
+        raise fail(owner, field, _NAME_LENGTH, value)
     return value
+
+
+_NAME_LENGTH: Final = f"a name of at most {MAX_ATTRIBUTE_LENGTH} characters (a telemetry attribute)"
 
 
 def check_hashable(owner: str, field: str, value: object) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, Protocol, T
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock, check_clock
-from otel_resilience.engine.events import HUB
+from otel_resilience.engine.events import HUB, key_attribute
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.pipeline import Pipeline
 from otel_resilience.engine.registry import PIPELINES, RECOVERY_SYSTEMS
@@ -578,6 +578,10 @@ class ResilienceManager(NamedPolicies):
             return entry
         if not isinstance(config, ResilienceConfig):
             raise _not_a_config(config)
+        # The policy's own name: a function's (a config without one) may be too long for one, and
+        # is cut by a long key's rule; a configured name never is (refused past the limit). Here,
+        # past the look-up, a call that finds its policy pays nothing for it.
+        name = key_attribute(name)
         if fn is not None:
             self._default_names.take(config, name, fn)
         value_key = (name, config_key(config))

@@ -119,7 +119,9 @@ def _replace_locked(listener: OtelListener | None) -> None:
 
     The hub swaps them in one change (:meth:`~otel_resilience.engine.events.TelemetryHub.replace_listener`):
     every event reaches one of them, none is reported while neither is registered. The previous
-    one is closed after, and the registered listener takes its meter's observable instruments
+    one is closed after, handing what still reaches it to the new one (a report that read the
+    hub's routes before the swap: no lock on the report path, so it may reach the previous one
+    once closed), and the registered listener takes its meter's observable instruments
     then: a listener made meanwhile (by an overlapping ``instrument()``, or the previous one
     acquiring its meter late) may have taken them, and would leave them reporting nothing.
     """
@@ -131,7 +133,7 @@ def _replace_locked(listener: OtelListener | None) -> None:
     elif previous is not None:
         HUB.remove_listener(previous)
     if previous is not None:
-        previous.close()
+        previous.close(successor=listener)
     if listener is not None:
         listener.take_observables()
 

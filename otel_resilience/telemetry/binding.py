@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from math import isfinite
 from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -166,11 +167,17 @@ def plan(event: EventKind, args: EventArgs) -> Plan:
 
 
 def event_values(plan: Plan, args: EventArgs) -> Attrs:
-    """Return the event's attributes by key, in its own order, leaving out ``None`` values."""
+    """Return the event's attributes by key, in its own order, leaving out ``None`` values.
+
+    A number that is not finite is left out too: it says "no such length" (``inf``: a breaker
+    forced open until reset), and exporters refuse it (JSON has no ``inf``, Prometheus reads
+    no bucket for it). The one rule of every event's values: its span event, metrics and log
+    record read them here.
+    """
     values: Attrs = {}
     for field, key in plan.fields:
         value = getattr(args, field)
-        if value is not None:
+        if value is not None and (type(value) is not float or isfinite(value)):
             values[key] = value
     return values
 
@@ -193,7 +200,9 @@ def record_metrics(
         if key is not None and carries_key:
             attrs.update(key)
         if value_key:
-            instruments.histograms[name].record(cast("float", values[value_key]), attrs)
+            recorded = values.get(value_key)
+            if recorded is not None:  # left out when not finite (:func:`event_values`): no point
+                instruments.histograms[name].record(cast("float", recorded), attrs)
         else:
             instruments.counters[name].add(1, attrs)
 

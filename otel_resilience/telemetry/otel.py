@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import metrics, trace
@@ -152,6 +153,7 @@ class OtelListener:
         "_observables",
         "_pending",
         "_record_messages",
+        "_successor",
         "_tracer",
         "_tracer_pending",
         "_zeroing",
@@ -200,6 +202,7 @@ class OtelListener:
         self._infos = SourceInfos(spans, record_duration)
         self._log_rate = LogRate()
         self._closed = False
+        self._successor: weakref.ref[OtelListener] | None = None
         self._dormant = False
         self._errors = Counter()
         self._tracer_pending = self._meter_pending = True
@@ -230,19 +233,30 @@ class OtelListener:
     @property
     def meter_ready(self) -> bool:
         """Whether instruments exist (a meter provider is known)."""
-        return self._instruments is not None
+        return self._instruments is not None and not self._closed  # closed: its successor's, if any
 
     @property
     def total_errors(self) -> int:
         """Telemetry exceptions caught here plus those the hub caught from any listener."""
         return self.errors + self._hub.errors
 
-    def close(self) -> None:
-        """Stop reporting: scopes are no longer opened and observable callbacks report nothing."""
+    def close(self, *, successor: OtelListener | None = None) -> None:
+        """Stop reporting: scopes are no longer opened and observable callbacks report nothing.
+
+        Args:
+            successor: The listener registered in its place on the hub, if any. An event still
+                delivered here (a report that read the hub's routes before the swap, in another
+                thread or in a listener before this one) goes to it, so it is shown once, never
+                dropped; and an execution or attempt in flight here records its duration on the
+                successor's instruments. With none, both are dropped (telemetry turned off).
+        """
         with self._lock:
+            # Before it is closed: a report that finds it closed hands over. Held weakly: a closed
+            # listener (kept by its meter's callbacks) keeps no chain of its successors alive.
+            self._successor = None if successor is None else weakref.ref(successor)
             self._closed = True
             self._tracer = None
-            self._instruments = None
+            self._instruments = None if successor is None else successor._instruments
             self._tracer_pending = self._meter_pending = self._pending = False
         zeroing = self._zeroing
         if zeroing is not None:
@@ -543,16 +557,21 @@ class OtelListener:
         if self._pending and not self._acquire() and self._no_logger():
             self._go_dormant()  # the hub calls it, so the hub has it awake (re-added)
             return  # the no-SDK fast path, as in start_execution
+        # Read before the check: :meth:`close` marks it closed before it lets them go, so what is
+        # read here while it is open was in use, and an event it reaches once closed is handed over.
+        instruments, tracer = self._instruments, self._tracer
         if self._closed:
+            successor = None if self._successor is None else self._successor()
+            if successor is not None:  # none: telemetry turned off (or the successor is gone too)
+                successor.on_event(source, event, args)
             return
         try:
             info = self._infos.get(source)
             plan = binding.plan(event, args)
             values = binding.event_values(plan, args)
-            instruments = self._instruments
             if instruments is not None:
                 binding.record_metrics(instruments, plan, info, values, current_key(info.policy))
-            span = event_span(self._tracer, info)
+            span = event_span(tracer, info)
             if span is not None:
                 binding.add_span_event(span, plan, info, values, args)
             if plan.log is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Any
 
@@ -118,3 +119,42 @@ async def test_a_policy_with_chaos_exports_every_kind_at_zero_before_any_drill(o
 def test_the_kinds_chaos_reports_are_the_declared_closed_set() -> None:
     """The kinds the chaos rules report are exactly the values of resilience.chaos.kind, in order."""
     assert (FAULT, LATENCY, OUTCOME) == sc.CHAOS_KINDS == sc.attribute(sc.CHAOS_KIND).values
+
+
+async def test_an_injected_fault_is_not_named_as_the_dependencys_error(otel: Any, driver: str) -> None:
+    """A retried fault chaos injected leaves ``resilience.dependency.error.type`` unset; a real one sets it."""
+    manager = ResilienceManager(clock=FakeClock())
+    name = f"drill-dep-{next(_ids)}"
+    switch = ChaosSwitch(on=True)
+    config = ResilienceConfig(
+        name=name,
+        retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.0, jitter=Jitter.NONE),
+        chaos=ChaosConfig(fault_rate=1.0, fault=ConnectionError, enabled=switch),
+    )
+    calls = []
+
+    def dependency() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TimeoutError  # the dependency's own failure, after chaos is switched off
+        return "real"
+
+    async def dependency_async() -> str:
+        return dependency()
+
+    async def run() -> Any:
+        if driver == "sync":
+            return manager.execute_with_resilience_sync(dependency, config)
+        return await manager.execute_with_resilience(dependency_async, config)
+
+    with contextlib.suppress(ConnectionError):
+        await run()
+    drill = otel.span(name)
+    assert drill.attributes[sc.ERROR_TYPE] == "ConnectionError"  # what the caller got
+    assert sc.DEPENDENCY_ERROR_TYPE not in drill.attributes  # the dependency was never called
+    assert calls == []
+    otel.span_exporter.clear()
+    switch.disable()
+    assert await run() == "real"
+    real = otel.span(name)
+    assert real.attributes[sc.DEPENDENCY_ERROR_TYPE] == "TimeoutError"

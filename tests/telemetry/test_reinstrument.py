@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_resilience import BulkheadConfig, ResilienceConfig, ResilienceManager, telemetry
-from otel_resilience.engine.events import Event, RetryScheduled, StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.events import HUB, Event, RetryScheduled, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.registry import POLICIES
 from otel_resilience.telemetry import semconv as sc
 
@@ -195,14 +195,14 @@ def test_an_event_reported_while_instrument_replaces_the_listener_reaches_exactl
             got.append(self)
         on_event(self, source, event, args)
 
-    def reporting_close(self: telemetry.OtelListener) -> None:
+    def reporting_close(self: telemetry.OtelListener, **handover: Any) -> None:
         if self is first:  # the replaced listener, closed by instrument(): report from another thread
             thread = threading.Thread(
                 target=reporter.report, args=(Event.RETRY_SCHEDULED, RetryScheduled(1, 0.0, "OSError"))
             )
             thread.start()
             thread.join(10.0)
-        close(self)
+        close(self, **handover)
 
     try:
         first = telemetry.instrument(meter_provider=provider)
@@ -216,3 +216,55 @@ def test_an_event_reported_while_instrument_replaces_the_listener_reaches_exactl
         monkeypatch.undo()
         telemetry.uninstrument()
         provider.shutdown()
+
+
+def test_a_report_that_read_the_routes_before_the_swap_is_counted_once(otel: Any) -> None:
+    """A report holds the listeners it read; ``instrument()`` closes one of them before it is reached.
+
+    The closed listener dropped the event: counted by neither listener. It hands what it still
+    gets to the listener that replaced it, so the retry is counted once, by the one in place.
+    """
+    reporter = StrategyTelemetry(TelemetrySource("retry", "swap-late"))
+    replaced: list[telemetry.OtelListener] = []
+
+    class _Swapping:
+        """A listener routed before the OpenTelemetry one: it swaps that one, in the report's own thread."""
+
+        def on_event(self, source: TelemetrySource, event: Any, args: Any) -> None:
+            if source is reporter.source and not replaced:
+                replaced.append(telemetry.instrument(meter_provider=otel.meter_provider))
+
+    swapping = _Swapping()
+    HUB.remove_listener(otel.listener)
+    HUB.add_listener(swapping)
+    HUB.add_listener(otel.listener)  # after the swapping one, in every route
+    try:
+        reporter.report(Event.RETRY_SCHEDULED, RetryScheduled(1, 0.0, "OSError"))
+        assert not otel.listener.active
+        assert telemetry.current_listener() is replaced[0]
+        assert otel.values(sc.RETRIES) == {
+            frozenset({(sc.POLICY, "swap-late"), (sc.NAME, "swap-late"), (sc.ERROR_TYPE, "OSError")}): 1
+        }
+    finally:
+        HUB.remove_listener(swapping)
+
+
+def test_an_execution_in_flight_while_instrument_replaces_the_listener_records_its_duration(
+    otel: Any,
+) -> None:
+    """The execution opened its scope on the listener ``instrument()`` closes before it ends.
+
+    Its end found the closed listener's instruments gone: the execution was counted by
+    ``resilience.executions`` and its span exported, but its duration was never recorded.
+    """
+    manager = ResilienceManager()
+
+    def swapping() -> str:
+        telemetry.instrument(otel.tracer_provider, otel.meter_provider, otel.logger_provider)
+        return "ok"
+
+    assert manager.execute_with_resilience_sync(swapping, ResilienceConfig(name="in-flight")) == "ok"
+    assert not otel.listener.active
+    (point,) = [p for p in otel.points(sc.EXECUTION_DURATION) if p.attributes[sc.POLICY] == "in-flight"]
+    assert point.count == 1
+    assert [s.name for s in otel.spans()] == ["in-flight"]

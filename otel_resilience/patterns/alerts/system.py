@@ -570,7 +570,8 @@ class AlertSystem:
         reopens = args.reopens  # the breaker says where its episode starts: 0
         with self._lock:
             episodes = self._episodes
-            if reopens and episode in episodes:
+            # A re-opening (from HALF_OPEN), or an OPEN breaker forced open again: the same outage.
+            if (reopens or args.old == new) and episode in episodes:
                 episodes.move_to_end(episode)
                 return None
             episodes[episode] = None

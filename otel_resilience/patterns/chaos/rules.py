@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from otel_resilience.engine.counting import Counter, read_all
 from otel_resilience.engine.forking import fork_reseeded, fork_safe
-from otel_resilience.engine.notes import add_note
+from otel_resilience.engine.notes import InjectedNote, add_note
 from otel_resilience.engine.validation import discard, verdict
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ class _Rules:
         # refuses notes (a frozen dataclass) is injected without.
         error.with_traceback(None)
         prefix = f"injected by chaos {self.name!r}:"
-        add_note(error, f"{prefix} a drill, the dependency was not called", replacing=prefix)
+        add_note(error, InjectedNote(f"{prefix} a drill, the dependency was not called"), replacing=prefix)
         next(self._faults)
         return error
 

@@ -598,7 +598,9 @@ class _BreakerCore:
         """Start a new state period in ``new``; return the event to report (if anyone listens).
 
         Opening lasts ``open_for`` seconds when given (a forced opening), else the break
-        duration of this opening (:meth:`Settings.open_seconds`).
+        duration of this opening (:meth:`Settings.open_seconds`). A period that starts in the
+        state it ends is no change, except a new OPEN period (a forced opening of an OPEN
+        breaker): its end moved, so it is reported (``open`` to ``open``, with its duration).
         """
         current = self._permit
         old = current.state
@@ -628,7 +630,7 @@ class _BreakerCore:
         if self.window is not None:
             self.window.clear()  # each period judges the calls made in it
         self._update_lock_free_locked()
-        if old is new or (not self.telemetry.enabled and not self._watchers):
+        if (old is new and new is not _OPEN) or (not self.telemetry.enabled and not self._watchers):
             return None
         return self._made_locked(StateChanged(old.value, new.value, reason, reopens, duration))
 

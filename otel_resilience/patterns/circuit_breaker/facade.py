@@ -156,6 +156,11 @@ class CircuitBreaker(Pattern[CircuitBreakerConfig, _BreakerStep], kind=KIND):
     ) -> None:
         """Open the breaker now, whatever its state.
 
+        Each opening is a reported state change (telemetry and :meth:`on_state_change`), that of
+        an OPEN breaker too: ``open`` to ``open``, with its reason and its new duration, as its
+        OPEN period starts again and ends then. An isolation that leaves it as it is reports
+        nothing.
+
         Args:
             duration: Seconds (or a ``timedelta``) to stay OPEN, after which the breaker turns
                 HALF_OPEN as after a trip; ``None`` keeps it OPEN until :meth:`reset`.

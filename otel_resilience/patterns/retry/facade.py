@@ -9,7 +9,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
-from otel_resilience.engine.events import StrategyTelemetry
+from otel_resilience.engine.events import StrategyTelemetry, key_attribute
 from otel_resilience.engine.facade import Pattern, config_or_default, verb
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_name
@@ -233,10 +233,11 @@ def _one_shot(
         key = (name, id(policy), on_retry, clock, rng)
         entry = _ONE_SHOT.get(key)
     except TypeError:  # an unhashable hook or clock: build one for this call
-        return _OneShotRetry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
+        return _OneShotRetry(key_attribute(name), policy, on_retry=on_retry, clock=clock, rng=rng)
     if entry is not None and entry[0] is policy:
         return entry[1]
-    runner = _OneShotRetry(name, policy, on_retry=on_retry, clock=clock, rng=rng)
+    # Named after the function, cut as a long key is if too long for a name (only when built).
+    runner = _OneShotRetry(key_attribute(name), policy, on_retry=on_retry, clock=clock, rng=rng)
     if len(_ONE_SHOT) >= _ONE_SHOT_MAX:
         _ONE_SHOT.clear()
     _ONE_SHOT[key] = (policy, runner)
@@ -288,7 +289,7 @@ class _RetryDecorator:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Return ``fn`` protected by a :class:`Retry` of its own, typed as ``fn`` is (as ``protect``)."""
-        name = self._name if self._name is not None else callable_name(fn)
+        name = self._name if self._name is not None else key_attribute(callable_name(fn))
         check_protectable(name, fn)  # first: a classmethod object is not callable
         if not callable(fn):
             raise not_callable("retry", fn)

@@ -28,7 +28,7 @@ from otel_resilience.engine.events import (
     error_type_name,
 )
 from otel_resilience.engine.facade import Link
-from otel_resilience.engine.notes import add_note
+from otel_resilience.engine.notes import add_note, injected
 from otel_resilience.engine.pipeline import classify_error
 from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.readonly import ReadOnly
@@ -82,8 +82,12 @@ class _Wait(NamedTuple):
 
 
 def _rejection(error: Exception | None) -> bool:
-    """Whether ``error`` is a rejection, by the outcomes' one rule (:func:`classify_error`)."""
-    return error is not None and classify_error(error) is _REJECTED
+    """Whether ``error`` is not the dependency's: the dependency was not called.
+
+    A rejection, by the outcomes' one rule (:func:`classify_error`), or a fault a chaos link
+    injected in the dependency's place (:func:`~otel_resilience.engine.notes.injected`).
+    """
+    return error is not None and (classify_error(error) is _REJECTED or injected(error))
 
 
 def _told_apart(delay: float, limit: float) -> tuple[str, str]:

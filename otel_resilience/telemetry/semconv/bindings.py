@@ -167,7 +167,8 @@ EVENTS: Final[tuple[EventBinding, ...]] = (
         ),
         SpanEventSpec(
             EV_STATE_CHANGED,
-            "A circuit breaker changed state (a METRICS_ONLY breaker: a trip it would make).",
+            "A circuit breaker changed state (a METRICS_ONLY breaker: a trip it would make; an OPEN "
+            "breaker forced open again: `open` to `open`, its OPEN period started again).",
             (PATTERN, NAME, CB_PREVIOUS_STATE, CB_STATE, CB_TRANSITION_REASON),
             (CB_OPEN_DURATION,),
         ),

@@ -83,7 +83,10 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
     AttributeSpec(
         POLICY,
         "string",
-        "The policy (pipeline) the call ran in; the instance's own name when a pattern is used alone.",
+        "The policy (pipeline) the call ran in; the instance's own name when a pattern is used alone. "
+        "As every name, at most 256 characters: a longer configured name is refused at construction "
+        "(a `ValueError` naming its field), never cut; a name taken from a function (a policy "
+        "named after the function it runs) is cut as a long `resilience.key` is.",
     ),
     AttributeSpec(
         PATTERN,
@@ -93,7 +96,10 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         PATTERN_VALUES,
     ),
     AttributeSpec(
-        NAME, "string", "The configured name of the pattern instance (breaker, bulkhead, retry ...)."
+        NAME,
+        "string",
+        "The configured name of the pattern instance (breaker, bulkhead, retry ...); at most 256 "
+        "characters, as `resilience.policy`.",
     ),
     AttributeSpec(OUTCOME, "string", "How the execution or attempt ended.", OUTCOME_VALUES),
     AttributeSpec(
@@ -182,7 +188,11 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         CB_TRANSITION_REASON, "string", "Why a circuit breaker changed state.", CB_TRANSITION_REASONS
     ),
     AttributeSpec(
-        CB_OPEN_DURATION, "double", "How long a circuit breaker stays open (on a change to open).", unit="s"
+        CB_OPEN_DURATION,
+        "double",
+        "How long a circuit breaker stays open (on a change to open); absent when it is forced "
+        "open until reset, which has no length (never `inf`).",
+        unit="s",
     ),
     AttributeSpec(
         CB_CALL_RESULT, "string", "How a call through a circuit breaker was counted.", CB_CALL_RESULTS
@@ -218,7 +228,8 @@ ATTRIBUTES: Final[tuple[AttributeSpec, ...]] = (
         "On the execution span: the class (as `error.type`) of the last error an attempt that "
         "reached the dependency raised before the execution retried or gave up, so that an "
         "execution whose last attempt was rejected (`error.type` a rejection) still names the "
-        "dependency's own failure. Rejections never set it.",
+        "dependency's own failure. Rejections never set it, nor faults a chaos link injected in "
+        "the dependency's place (a drill: the dependency was not called).",
     ),
     AttributeSpec(
         CHAOS_KIND,

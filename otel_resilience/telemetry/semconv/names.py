@@ -268,6 +268,8 @@ CB_TRANSITIONS_KNOWN: Final = (
     *(("closed", "open", trip) for trip in _TRIPS),
     ("closed", "open", "forced"),
     ("closed", "open", "isolated"),
+    ("open", "open", "forced"),
+    ("open", "open", "isolated"),
     ("open", "half_open", "timeout_elapsed"),
     ("open", "closed", "reset"),
     ("open", "closed", "forced"),
@@ -291,7 +293,9 @@ CB_TRANSITIONS_KNOWN: Final = (
 )
 """Every (previous state, state, reason) a circuit breaker can report: the transition series
 that exist, at 0, from the moment a breaker is created. A METRICS_ONLY breaker reports each trip
-it would make as a change from ``metrics_only`` to ``metrics_only`` with the trip's reason."""
+it would make as a change from ``metrics_only`` to ``metrics_only`` with the trip's reason, and a
+forced opening (or a lengthening isolation) of an OPEN breaker as ``open`` to ``open``: its OPEN
+period starts again, with a new end."""
 REJECTION_REASONS: Final = (
     "circuit_open",
     "half_open_full",

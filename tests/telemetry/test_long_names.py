@@ -1,0 +1,78 @@
+"""Names become telemetry attributes: a configured name is refused past the attribute limit, never cut.
+
+A key is data a call brings (it cannot be refused), so a long one is cut with a digest; a name is
+configuration, so a name too long for an attribute is a ``ValueError`` naming its field, and a
+name the library derives from code (a function's) is cut by the key's rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from otel_resilience import (
+    Bulkhead,
+    BulkheadConfig,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    ResilienceConfig,
+    ResilienceManager,
+    RetryPolicy,
+    retry,
+    retry_sync,
+)
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, key_attribute
+from otel_resilience.engine.naming import callable_name
+from otel_resilience.telemetry import semconv as sc
+
+LONGEST = "n" * MAX_ATTRIBUTE_LENGTH
+TOO_LONG = "n" * (MAX_ATTRIBUTE_LENGTH + 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda name: CircuitBreaker(name, CircuitBreakerConfig()), r"CircuitBreaker\.name"),
+        (lambda name: Bulkhead(name, BulkheadConfig()), r"Bulkhead\.name"),
+        (lambda name: ResilienceConfig(name=name), r"ResilienceConfig\.name"),
+        (lambda name: ResilienceConfig(circuit_breaker_name=name), r"ResilienceConfig\.circuit_breaker_name"),
+        (lambda name: ResilienceManager().policy(name, ResilienceConfig()), r"name"),
+    ],
+)
+def test_a_name_longer_than_an_attribute_may_be_is_refused_naming_its_field(make: Any, field: str) -> None:
+    """257 characters: a ValueError naming the field and the limit; 256 is taken as it is."""
+    with pytest.raises(
+        ValueError, match=rf"{field} must be a name of at most {MAX_ATTRIBUTE_LENGTH} characters"
+    ):
+        make(TOO_LONG)
+    make(LONGEST)
+
+
+def test_a_retry_named_after_a_function_with_a_long_name_is_cut_by_the_keys_rule(otel: Any) -> None:
+    """``@retry`` and ``retry_sync`` name a Retry after the function: too long, it is cut with a digest."""
+    long = "f" * 400
+
+    def fn() -> str:
+        return "ok"
+
+    fn.__qualname__ = long
+    assert callable_name(fn) == long  # the function's name, as it is
+    assert retry(RetryPolicy(max_attempts=1))(fn)() == "ok"
+    assert retry_sync(fn, policy=RetryPolicy(max_attempts=1)) == "ok"  # the one-shot function too
+    shown = {p.attributes[sc.POLICY] for p in otel.points(sc.EXECUTION_DURATION)}
+    assert shown == {key_attribute(long)}
+    assert len(key_attribute(long)) == MAX_ATTRIBUTE_LENGTH
+
+
+def test_a_function_with_a_long_name_still_runs_under_a_default_policy(otel: Any) -> None:
+    """The manager names a policy after its function: a long function name never fails the call."""
+
+    def fn() -> str:
+        return "ok"
+
+    fn.__qualname__ = "q" * 400
+    manager = ResilienceManager()
+    assert manager.execute_with_resilience_sync(fn, ResilienceConfig()) == "ok"
+    (point,) = [p for p in otel.points(sc.EXECUTION_DURATION) if p.attributes[sc.POLICY].startswith("qqq")]
+    assert point.attributes[sc.POLICY] == key_attribute("q" * 400)
