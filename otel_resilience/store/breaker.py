@@ -57,6 +57,10 @@ _ADOPTING: Final = threading.local()
 _NO_COUNTS: Final = (0, 0, 0)
 _PEER_MAX_AGE_MS: Final = 60_000
 """A peer's counts older than this no longer count (its replica is gone), unless the window is longer."""
+_WINS_OVER: Final = "closed"
+"""The cluster state a trip is published over whatever its epoch (a trip is evidence; an operator's
+``disabled`` or ``metrics_only`` is not overruled by it): :data:`~otel_resilience.store.scripts.PUBLISH_STATE`
+applies it on the server, in the publication's one round trip."""
 _UNPUBLISHED: Final = frozenset({"half_open"})
 """States each replica reaches on its own (the end of an OPEN period is the server's time)."""
 _STATES: Final = {state.value: state for state in CircuitState}
@@ -239,32 +243,25 @@ class SharedBreaker(PeerCounts):
         store = self._store
         open_ms = _ms(change.duration) if change.new == "open" else -1
         argv = [epoch, change.new, open_ms, change.reason, store.channel, store.key_ttl_ms]
-        argv.append(f"{self._id}|{self.key_name}")
+        argv += [f"{self._id}|{self.key_name}", _WINS_OVER if change.new == "open" else ""]
         return self, scripts.PUBLISH_STATE, [f"{self._prefix}:state"], argv
 
-    def _published(self, change: StateChanged, reply: Any, *, again: bool) -> int | None:
-        """Take the ``PUBLISH_STATE`` reply to ``change``: this replica's new period, or the cluster's.
-
-        Returns the cluster's epoch when ``change`` is a trip whose compare-and-set failed
-        against a cluster that is not OPEN (a trip wins over CLOSED: publish it again at that
-        epoch), unless ``again`` (it was published again already); else ``None``.
+    def _published(self, reply: Any) -> None:
+        """Take the ``PUBLISH_STATE`` reply to a transition: this replica's new period, or the cluster's.
 
         Raises:
             Exception: ``reply`` is an outage (:meth:`accepted`).
         """
         if not self.accepted("state", f"{self._prefix}:state", reply):
-            return None  # refused: the breaker runs on local state (a trip is published again on healing)
+            return  # refused: the breaker runs on local state (a trip is published again on healing)
         if reply[0]:
             self.epoch = max(self.epoch, int(reply[1]))
             self._forget()  # a new period: no lease held in it yet, so no probe either
             breaker = self.breaker
             if breaker is not None:
                 self._apply_probe_limit(breaker)
-            return None
-        if not again and change.new == "open" and _text(reply[2]) != "open":
-            return int(reply[1])
+            return
         self._adopt(int(reply[1]), _text(reply[2]), int(reply[3]), _text(reply[4]), current=True)
-        return None
 
     def accepted(self, operation: str, keys: str, reply: Any) -> bool:
         """Whether ``reply`` (to ``operation`` on ``keys``) is one to take, or the server's refusal.
@@ -318,13 +315,15 @@ class SharedBreaker(PeerCounts):
     def _take_state(self, breaker: CircuitBreaker, reply: Any) -> None:
         """Take the cluster's state read by ``READ_STATE`` (a replica joining, or after the store came back).
 
-        An OPEN replica facing a cluster that is not OPEN (it tripped while the store was away)
-        publishes its OPEN instead: a trip is never lost.
+        An OPEN replica facing a cluster that is CLOSED, or has no state (it tripped while the
+        store was away), publishes its OPEN instead: a trip is never lost. An operator's
+        ``disabled`` or ``metrics_only`` is adopted (the rule of
+        :data:`~otel_resilience.store.scripts.PUBLISH_STATE`, :data:`_WINS_OVER`).
         """
         epoch, state, left, reason = reply
         state, reason = _text(state), _text(reason)
         local = breaker._core._permit.state
-        if local is CircuitState.OPEN and state != "open" and int(epoch) <= self.epoch:
+        if local is CircuitState.OPEN and state in ("", _WINS_OVER) and int(epoch) <= self.epoch:
             # Opened here after the last period this replica saw (it tripped while the store was
             # away): published through the queue, where a transition of its own already waiting
             # wins, so it is published once. A cluster that moved on since (a larger epoch) is
@@ -568,12 +567,12 @@ def publish_states(
     breakers) spend as many round trips publishing them, in which no failure was reported and
     no lease taken, and the last trip reached the other replicas after all the others'. Each
     link's lock is held from its publication to the taking of its reply, as in
-    :func:`read_states`. A trip whose compare-and-set failed against a cluster that is not OPEN
-    is published again at the cluster's epoch (a trip wins over CLOSED), those of a batch
-    together in a second round trip. The transitions the store did not take (an outage) are
-    queued again (:meth:`RedisStore._queue`: unless a newer one of their breaker came), with
-    those of the batches not sent, and the first outage is raised once every other reply of its
-    batch was taken.
+    :func:`read_states`. A trip whose compare-and-set fails against a CLOSED cluster is
+    published all the same, by the script (a trip wins over CLOSED): one round trip per batch,
+    whose outcome on the server does not wait for its reply. The transitions the store did not
+    take (an outage) are queued again (:meth:`RedisStore._queue`: unless a newer one of their
+    breaker came), with those of the batches not sent, and the first outage is raised once
+    every other reply of its batch was taken.
 
     Raises:
         Exception: The store is unreachable (its outage path).
@@ -591,34 +590,23 @@ def publish_states(
 def _publish_batch(
     client: Any, changes: Sequence[tuple[SharedBreaker, StateChanged]]
 ) -> tuple[list[tuple[SharedBreaker, StateChanged]], BaseException | None]:
-    """Publish ``changes`` in a round trip (two if a trip lost to CLOSED); return the unsent, the outage."""
+    """Publish ``changes`` in one round trip; return the unsent, the outage."""
     unsent: list[tuple[SharedBreaker, StateChanged]] = []
     outage: BaseException | None = None
     with contextlib.ExitStack() as held:
         for link, _ in changes:
             held.enter_context(link._lock)
-        asks = [(link, change, link.epoch) for link, change in changes]
-        for again in (False, True):
-            if not asks:
-                break
-            errors = asks[0][0]._store._redis_errors
+        errors = changes[0][0]._store._redis_errors
+        try:
+            replies = _eval_batch(client, (link._publication(change, link.epoch) for link, change in changes))
+        except errors as error:  # the round trip failed: every reply is that outage
+            replies = [error] * len(changes)
+        for (link, change), reply in zip(changes, replies, strict=True):
             try:
-                replies = _eval_batch(
-                    client, (link._publication(change, epoch) for link, change, epoch in asks)
-                )
-            except errors as error:  # the round trip failed: every reply is that outage
-                replies = [error] * len(asks)
-            retries: list[tuple[SharedBreaker, StateChanged, int]] = []
-            for (link, change, _), reply in zip(asks, replies, strict=True):
-                try:
-                    epoch = link._published(change, reply, again=again)
-                except errors as error:
-                    outage = outage or error
-                    unsent.append((link, change))
-                    continue
-                if epoch is not None:
-                    retries.append((link, change, epoch))
-            asks = retries
+                link._published(reply)
+            except errors as error:
+                outage = outage or error
+                unsent.append((link, change))
     return unsent, outage
 
 

@@ -30,12 +30,12 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from otel_resilience.engine.forking import fork_safe
 
-__all__ = ["Sockets", "bound_connections", "track_sockets", "within"]
+__all__ = ["Sockets", "bound_connections", "on_sent", "track_sockets", "within"]
 
 _SHORTEST: Final = 0.001
 """The timeout of a step starting when the operation's time is up (0 makes a socket non-blocking)."""
@@ -46,6 +46,39 @@ class _Deadline(threading.local):
 
 
 _DEADLINE: Final = _Deadline()
+
+
+class _Sent(threading.local):
+    callback: Callable[[], object] | None = None
+
+
+_SENT: Final = _Sent()
+_EVAL: Final = b"\r\nEVAL\r\n"
+"""How a request whose first command is ``EVAL`` begins (after its ``*N`` and ``$4``)."""
+
+
+@contextlib.contextmanager
+def on_sent(callback: Callable[[], object]) -> Iterator[None]:
+    """Call ``callback`` each time a request of scripts made in this thread inside the block was sent.
+
+    Sent: handed whole to the kernel (``sendall`` returned), not answered. A connection's
+    handshake (``HELLO``, ``CLIENT SETINFO``) and health check (``PING``) are no such request.
+    A socket shut down afterwards (:meth:`Sockets.end`) still delivers what it was given, before
+    its end: the server runs the scripts whether or not their replies are read.
+    """
+    _SENT.callback = callback
+    try:
+        yield
+    finally:
+        _SENT.callback = None
+
+
+def _sent_scripts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether ``send_packed_command(*args, **kwargs)`` sent a request beginning with ``EVAL``."""
+    command = args[0] if args else kwargs.get("command", b"")
+    first = command if isinstance(command, (bytes, bytearray, memoryview, str)) else command[0]
+    head = first[:16]
+    return _EVAL in (head.encode() if isinstance(head, str) else bytes(head))
 
 
 @contextlib.contextmanager
@@ -214,6 +247,13 @@ def track_sockets(client: Any, sockets: Sockets) -> Any:
         def _connect(self) -> Any:
             sockets.opening()
             return sockets.opened(super()._connect())
+
+        def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
+            sent = super().send_packed_command(*args, **kwargs)
+            callback = _SENT.callback
+            if callback is not None and _sent_scripts(args, kwargs):  # :func:`on_sent`
+                callback()
+            return sent
 
     Tracked.__name__ = Tracked.__qualname__ = f"Tracked{base.__name__}"
     pool.connection_class = Tracked

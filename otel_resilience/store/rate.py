@@ -72,6 +72,19 @@ _COUNTS: Final = ("admitted", "rejected", "waited", "cancelled")
 """The counts of :meth:`ClusterRules.snapshot` that add the cluster's to the fallback's (and ``waiting``)."""
 
 
+_PERMIT: Final = 0
+""":func:`_script`: the script taking a permit."""
+_READ: Final = 1
+""":func:`_script`: the script reading the permits left (it takes none)."""
+
+
+def _script(config: RateLimiterConfig, kind: int) -> tuple[str, float]:
+    """The script of ``kind`` for ``config``'s algorithm, and its first argument (ms: a window, a permit)."""
+    if config.algorithm == "sliding_window":
+        return (scripts.SLIDING_LOG, scripts.LOG_AVAILABLE)[kind], config.window * 1000
+    return (scripts.TOKEN_BUCKET, scripts.TOKENS_AVAILABLE)[kind], 1000 / config.rate
+
+
 def _local_config(config: RateLimiterConfig) -> RateLimiterConfig:
     """The fallback's config: the cluster's rate and burst split between ``expected_replicas``."""
     replicas = config.expected_replicas
@@ -247,10 +260,7 @@ class ClusterRules:
                 seat = True
                 self._asking += 1
         deadline_ms = -1.0 if remaining == _INF else max(0.0, remaining * 1000)  # -1: no deadline
-        if config.algorithm == "sliding_window":
-            script, per = scripts.SLIDING_LOG, config.window * 1000
-        else:
-            script, per = scripts.TOKEN_BUCKET, 1000 / config.rate
+        script, per = _script(config, _PERMIT)
         argv = (per, config.burst, max_wait * 1000, deadline_ms)
         return _Ask(script, argv, max_wait, remaining, local=self._store.local_only, seat=seat)
 
@@ -445,7 +455,26 @@ class ClusterRules:
         return True
 
     def available(self, now: float) -> float:
-        """Permits this replica knows are available: the fallback's (the cluster's are in the store)."""
+        """Permits that could be taken now: the cluster's, read from the store (the fallback's while away).
+
+        One round trip in this thread, bounded as a permit's (:meth:`_round_trip`: the store's
+        ``timeout``, and the caller's deadline), that takes nothing. A read that fails counts as
+        a permit that failed (:meth:`_failed`: the store degrades, or the server refused the
+        key), and the fallback's figure answers it, as the fallback answers the calls meanwhile.
+        (:meth:`snapshot`, which a metrics collection reads, asks the store nothing: its
+        ``available`` is the fallback's.)
+
+        Raises:
+            WaitDeadlineReachedError: The caller's deadline came before the store's answer.
+        """
+        if not self._store.local_only:
+            config = self._config
+            script, per = _script(config, _READ)
+            ask = _Ask(script, (per, config.burst, 0.0, -1.0), 0.0, _INF, local=False)
+            reply = self._round_trip(ask, time_left())
+            if not isinstance(reply, BaseException):
+                return float(reply)
+            self._failed(reply)
         return self._local.available(now)
 
     def snapshot(self, name: str, now: float) -> RateLimiterStatsDict:

@@ -18,7 +18,7 @@ from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.shared import STORES, SharedStore, current_key, retire_store
 from otel_resilience.engine.validation import check_duration, check_int, check_name, fail
 from otel_resilience.store.breaker import SharedBreaker, key_name, publish_states, read_states, tick
-from otel_resilience.store.deadlines import Sockets, bound_connections, track_sockets, within
+from otel_resilience.store.deadlines import Sockets, bound_connections, on_sent, track_sockets, within
 from otel_resilience.store.loops import LoopClients, bounded
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _SUBSCRIBER_POLL: Final = 1.0
 :meth:`RedisStore.close` does not wait for it: it shuts the subscriber's socket down, which ends
 the wait at once."""
 _JOIN: Final = 2.0
-"""The longest :meth:`RedisStore.close` waits for a publication in flight, and for each of the
+"""The longest :meth:`RedisStore.close` waits for a publication in flight to be sent, and for each of the
 store's threads (their sockets shut down, they end at once, but for a TCP connection being made,
 which ``timeout`` bounds)."""
 _PROBE_TTL_MS: Final = 1000
@@ -80,8 +80,8 @@ class RedisStore(SharedStore):
     unreachable everything runs on local state, the store reports itself degraded
     (:attr:`degraded`, a log record, a counter), and it resynchronises when Redis is back: its
     thread tries to reach it with backoff (``flush_interval`` doubling to 5 s), but every round
-    while a rate limiter's calls take their fallback (:meth:`wanted`) or a shared breaker has a
-    failure, a probe or a transition to tell, and the patterns use Redis again as soon as it did.
+    while a rate limiter's calls take their fallback (:meth:`wanted`) or a shared breaker has
+    calls (:meth:`_back_off`), and the patterns use Redis again as soon as it did.
     However many threads or coroutines ask at once, the store keeps at most ``max_connections``
     connections per client (the sync one, and each event loop's): the others wait for one
     within ``timeout``, and a wait past it is a failed operation (the store degrades).
@@ -180,7 +180,7 @@ class RedisStore(SharedStore):
         self._reached = threading.Event()
         """Set when the store's thread reaches Redis again (or it closes): the subscriber retries now."""
         self._drained = threading.Event()
-        """Set while no transition is being published: :meth:`close` waits for one in flight."""
+        """Set while no transition is being sent: :meth:`close` waits for one in flight to be sent."""
         self._drained.set()
         self._threads: tuple[threading.Thread, ...] = ()
         self.degraded = False
@@ -540,11 +540,28 @@ class RedisStore(SharedStore):
         Work since the last attempt began (the thread's wake-up: a breaker's failure, probe or
         transition, a rate limiter's call answered by its fallback, :meth:`wanted`) cuts the wait
         to ``flush_interval`` after the failure: the patterns' return to Redis follows the
-        store's, which waited up to 5 s after Redis was back.
+        store's, which waited up to 5 s after Redis was back. So do a shared breaker's calls that
+        succeed (or are rejected): it has counts to report and the cluster's state to hear, and
+        stayed on local state up to 5 s after Redis was back while one whose calls failed
+        rejoined in a round. This thread looks for them each round of the wait (:meth:`_calls`),
+        rather than a call waking it: that would cost every call that succeeds.
         """
         failed_at = time.monotonic()
-        if self._wake.wait(pause):  # work, or close()
-            self._closed.wait(max(0.0, failed_at + self._interval - time.monotonic()))
+        calls = self._calls()
+        while (left := failed_at + pause - time.monotonic()) > 0:
+            if self._wake.wait(min(left, self._interval)):  # work, or close()
+                self._closed.wait(max(0.0, failed_at + self._interval - time.monotonic()))
+                return
+            if self._calls() != calls:  # a round after the failure, with calls since: try now
+                return
+
+    def _calls(self) -> int:
+        """The calls the shared breakers have ended (read by this thread: a call pays nothing for it)."""
+        return sum(
+            breaker._core.stats.total_requests
+            for link in self._live()
+            if (breaker := link.breaker) is not None
+        )
 
     def _probe(self) -> None:
         """Try to reach the store again with a write.
@@ -578,18 +595,27 @@ class RedisStore(SharedStore):
         """Publish the queued transitions, pipelined (:func:`publish_states`); one that fails stays queued.
 
         Unless a newer one of its breaker came meanwhile. The store closing stops them between
-        two round trips (:meth:`close` waits for the one in flight, not for all, which with
-        thousands of trips queued and a slow Redis were seconds).
+        two round trips (:meth:`close` waits for the request in flight to be sent, not for all,
+        which with thousands of trips queued and a slow Redis were seconds).
         """
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
             return
-        self._drained.clear()  # before publish_states looks whether the store closed
         try:
-            publish_states(self._client, list(pending.values()), self._closed.is_set)
+            with on_sent(self._drained.set):  # sent: the server publishes it, replied or not
+                publish_states(self._client, list(pending.values()), self._publishing)
         finally:
             self._drained.set()
+
+    def _publishing(self) -> bool:
+        """Before each round trip of :meth:`_drain`: whether to stop (the store closed); marks one in flight.
+
+        Cleared before the store is looked at, so that either nothing is sent or :meth:`close`
+        waits for the request to be sent.
+        """
+        self._drained.clear()
+        return self._closed.is_set()
 
     def _listen(self) -> None:
         """The subscriber thread: take the transitions other replicas publish.
@@ -702,10 +728,11 @@ class RedisStore(SharedStore):
     def close(self) -> None:
         """Stop the background threads (shared breakers then run on local state) and disconnect.
 
-        It returns at once, unless a transition is being published: its round trip is waited
-        for (at most 2 s), so that a trip the store began telling the cluster is not lost; the
-        transitions still queued are not sent. Every other operation in flight ends at once,
-        whatever Redis' delay: the sockets of the store's clients are shut down
+        It returns at once, unless a transition is being published: its request is waited for
+        until it is sent (not its reply: the server publishes it all the same; at most 2 s,
+        which only a connection being made takes), so that a trip the store began telling the
+        cluster is not lost; the transitions still queued are not sent. Every other operation
+        in flight ends at once, whatever Redis' delay: the sockets of the store's clients are shut down
         (:class:`~otel_resilience.store.deadlines.Sockets`), which ends the subscriber's wait
         for a message or its handshake, a read, a report of counts, a permit asked from a thread
         (its caller gets its fallback; a permit the server took stays spent), and no operation
@@ -717,7 +744,7 @@ class RedisStore(SharedStore):
         self._reached.set()
         self._sub_sockets.end()  # nothing the subscriber waits for is the cluster's to lose
         if threading.current_thread() not in self._threads[:1]:  # on the publisher's: nothing in flight
-            self._drained.wait(_JOIN)  # a publication in flight: the cluster's, one round trip
+            self._drained.wait(_JOIN)  # a publication in flight: the cluster's, until it is sent
         self._sockets.end()  # each thread then finds the store closed and closes its own connection
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -730,7 +757,7 @@ class RedisStore(SharedStore):
         self._async_clients.close()
 
     def __repr__(self) -> str:
-        health = "degraded" if self.degraded else "ok"
+        health = "closed" if self._closed.is_set() else "degraded" if self.degraded else "ok"
         return f"RedisStore(namespace={self.namespace!r}, {health}, ops={self.ops})"
 
 
@@ -750,15 +777,22 @@ if hasattr(os, "register_at_fork"):  # POSIX: no fork elsewhere
 
 
 def _check_database(url: str) -> None:
-    """Refuse a ``redis://`` or ``rediss://`` URL whose path is no database number.
+    """Refuse a ``redis://`` or ``rediss://`` URL whose path is no database number, or not the query's.
 
-    redis-py reads ``redis://host/notadb`` as database 0: a typo would share another service's
-    database without a word. (A ``unix://`` URL's path is its socket: its database is a query.)
+    redis-py reads ``redis://host/notadb`` as database 0, and ``redis://host/2?db=3`` as database
+    3: a typo would share another service's database without a word. (A ``unix://`` URL's path
+    is its socket: its database is a query.)
     """
     parts = urllib.parse.urlsplit(url)
     database = parts.path.removeprefix("/")
-    if parts.scheme in ("redis", "rediss") and database and not database.isdecimal():
+    if parts.scheme not in ("redis", "rediss") or not database:
+        return
+    if not database.isdecimal():
         rule = f"a Redis URL whose path is a database number (/0), not /{database}"
+        raise fail(_OWNER, "url", rule, _redacted(url))
+    queried = urllib.parse.parse_qs(parts.query).get("db", [])
+    if any(not value.isdecimal() or int(value) != int(database) for value in queried):
+        rule = f"a Redis URL naming one database (its path says /{database}, its query db={queried[-1]})"
         raise fail(_OWNER, "url", rule, _redacted(url))
 
 

@@ -69,18 +69,20 @@ PUBLISH_STATE: Final = (
     + _LEFT
     + """
 -- KEYS[1]: the state hash. ARGV: expected epoch, state, ms open (-1 none, -2 forever), reason,
--- channel, key ttl ms, message prefix. Compare-and-set on the epoch, then publish. A state the
--- server lost (restarted without persistence, or the key expired) is founded again at the
--- publisher's epoch. Epochs never go back: a new period's epoch is the server's time in ms when
--- that is larger than the last epoch + 1, so a state founded again by any replica, however far
--- behind its epoch is, is newer than every period before the loss, and the replicas take it.
+-- channel, key ttl ms, message prefix, the cluster state it wins over ('' none). Compare-and-set
+-- on the epoch, then publish; a state that wins over the cluster's (a trip over CLOSED) is
+-- published whatever the epoch. A state the server lost (restarted without persistence, or the
+-- key expired) is founded again at the publisher's epoch. Epochs never go back: a new period's
+-- epoch is the server's time in ms when that is larger than the last epoch + 1, so a state
+-- founded again by any replica, however far behind its epoch is, is newer than every period
+-- before the loss, and the replicas take it.
 local stored = redis.call('HGET', KEYS[1], 'epoch')
 local cur = tonumber(stored or '0')
 if not cur then return redis.error_reply(_NOT_AN_EPOCH) end
 if not stored then cur = tonumber(ARGV[1]) end
 if cur ~= tonumber(ARGV[1]) then
   local v = redis.call('HMGET', KEYS[1], 'state', 'until', 'reason')
-  return {0, cur, v[1] or '', left(v[2]), v[3] or ''}
+  if ARGV[8] == '' or v[1] ~= ARGV[8] then return {0, cur, v[1] or '', left(v[2]), v[3] or ''} end
 end
 local epoch = math.max(cur + 1, now)
 local open = tonumber(ARGV[3])
@@ -92,7 +94,12 @@ redis.call('PUBLISH', ARGV[5], ARGV[7] .. '|' .. epoch .. '|' .. ARGV[2] .. '|' 
 return {1, epoch, ARGV[2], open, ARGV[4]}
 """
 )
-"""Move the cluster's state from a known epoch (compare-and-set) and publish the change."""
+"""Move the cluster's state from a known epoch (compare-and-set) and publish the change.
+
+A trip wins over CLOSED (a trip is evidence) in the same step, never over an operator's
+``disabled`` or ``metrics_only``: one round trip, whose outcome does not depend on the
+publisher reading its reply (:meth:`~otel_resilience.store.RedisStore.close` waits for its
+request to be sent only)."""
 
 FLUSH_COUNTS: Final = (
     _NOW
@@ -282,3 +289,46 @@ return waited
 """
 )
 """A cluster sliding log: at most ``burst`` admissions in any window (``"sliding_window"``)."""
+
+TOKENS_AVAILABLE: Final = (
+    _NOW_US
+    + """
+-- KEYS and ARGV[1..2] as TOKEN_BUCKET's. Returns the tokens in the bucket now, as a string
+-- (fractional while it refills; negative while permits are reserved ahead), the bucket carried
+-- over to these limits as TOKEN_BUCKET carries it. Writes nothing.
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local was = redis.call('GET', KEYS[2])
+if was and was ~= ARGV[1] .. ' ' .. ARGV[2] then
+  local i0, b0 = string.match(was, '^(%S+) (%S+)$')
+  i0, b0 = tonumber(i0), tonumber(b0)
+  if i0 and b0 then
+    local tokens = b0 - (tat - now) / i0
+    if tokens < 0 then
+      tat = tat - b0 * i0 + burst * interval
+    else
+      tat = now + (burst - math.min(tokens, burst)) * interval
+    end
+  end
+end
+return tostring(burst - (tat - now) / interval)
+"""
+)
+"""The permits a cluster token bucket has now (:attr:`~otel_resilience.RateLimiter.available`)."""
+
+LOG_AVAILABLE: Final = (
+    _NOW_US
+    + """
+-- KEYS[1] and ARGV[1..2] as SLIDING_LOG's. Returns burst minus the admissions of the window
+-- ending now (reservations included), as a string. Writes nothing.
+local window = tonumber(ARGV[1])
+local taken = 0
+for _, at in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if tonumber(at) + window > now then taken = taken + 1 end
+end
+return tostring(tonumber(ARGV[2]) - taken)
+"""
+)
+"""The permits a cluster sliding log has now (:attr:`~otel_resilience.RateLimiter.available`)."""

@@ -501,3 +501,42 @@ async def test_an_async_caller_is_refused_a_cluster_permit_due_after_its_deadlin
     finally:
         near.close()
         far.close()
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_available_reads_the_cluster_budget_while_redis_is_up(redis_url: str, algorithm: str) -> None:
+    """Two replicas take the cluster's burst of 10: ``available`` says what the cluster has left.
+
+    It read the fallback bucket's figure (burst 10 // 2 replicas: 5 for ever, since the fallback
+    takes nothing while Redis answers), whatever the cluster had left.
+    """
+    one, two = (
+        RedisStore.from_url(redis_url, namespace="avail"),
+        RedisStore.from_url(redis_url, namespace="avail"),
+    )
+    try:
+        config = {"rate": 0.1, "burst": 10, "algorithm": algorithm, "store_fallback": "local"}
+        a = RateLimiter("api", RateLimiterConfig(**config, expected_replicas=2, store=one))
+        b = RateLimiter("api", RateLimiterConfig(**config, expected_replicas=2, store=two))
+        assert a.available == pytest.approx(10.0, abs=0.5)  # nothing taken yet
+        assert [a.try_acquire() for _ in range(3)] == [True] * 3
+        assert a.available == pytest.approx(7.0, abs=0.5)
+        assert [b.try_acquire() for _ in range(7)] == [True] * 7
+        assert a.available == pytest.approx(0.0, abs=0.5)  # the other replica's permits too
+        assert b.available == pytest.approx(0.0, abs=0.5)
+        assert not one.degraded
+    finally:
+        one.close()
+        two.close()
+
+
+def test_available_is_the_fallbacks_while_redis_is_away(dead_store: RedisStore) -> None:
+    """Redis unreachable: ``available`` is the local fallback bucket's (what the calls take from)."""
+    clock = FakeClock(100.0)
+    config = RateLimiterConfig(
+        rate=40.0, burst=8, store=dead_store, store_fallback="local", expected_replicas=4
+    )
+    limiter = RateLimiter("local", config, clock=clock)
+    assert limiter.try_acquire()  # finds Redis away: the fallback answers
+    assert dead_store.degraded
+    assert limiter.available == 1.0  # burst 8 // 4, one taken

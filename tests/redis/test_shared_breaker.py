@@ -252,6 +252,7 @@ def test_the_store_field_and_the_factory_are_validated() -> None:
         ({"url": "localhost:6379"}, ValueError, "url"),
         ({"url": "redis://localhost:port/0"}, ValueError, "url"),
         ({"url": "redis://localhost:6379/notadb"}, ValueError, "url"),  # redis-py reads database 0
+        ({"url": "redis://localhost:6379/2?db=3"}, ValueError, "url"),  # redis-py reads database 3
         ({"url": "rediss://:secret@localhost/0/1"}, ValueError, "url"),
         # A query option a client does not take: a typo; one the async client lacks.
         ({"url": "redis://localhost:6379/0?socket_timout=1"}, ValueError, "url"),
@@ -384,6 +385,42 @@ def test_a_trip_after_redis_returned_reaches_it_within_rounds_not_after_the_back
         assert store.outages == 1
     finally:
         control.close()
+        store.close()
+
+
+def test_a_replica_whose_calls_succeed_rejoins_within_rounds_of_redis_return(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """Redis away long enough for the backoff to grow, back: a breaker whose calls all succeed is shared again at once.
+
+    Only a failure, a probe or a transition woke the store's thread out of its backoff (3.2 s
+    after six failed attempts): a replica whose calls succeeded stayed on local state that long
+    after Redis returned, its counts unreported and deaf to the cluster's trips, while one whose
+    calls failed rejoined in a round. The store's thread now looks each round of its backoff
+    whether a shared breaker had calls since its last attempt, which costs a call nothing:
+    1.5 s is far from both figures.
+    """
+    store = RedisStore.from_url(redis_url, namespace="back-ok", timeout=0.2, resync_interval=60.0)
+    attempts = Attempts(store._client)
+    store._client = attempts
+    breaker = CircuitBreaker("db", CircuitBreakerConfig(failure_threshold=2, store=store))
+    try:
+        wait_for(lambda: store.ops > 0, 5.0, "the store's first resync")
+        redis_server.stop()
+        wait_for(lambda: attempts.failed >= 6, 15.0, "six failed attempts: a backoff of 3.2 s now")
+        assert store.degraded
+        redis_server.start()
+        started = time.monotonic()
+
+        def shared_again() -> bool:
+            assert breaker.call_sync(lambda: "ok") == "ok"
+            return not store.degraded
+
+        took = wait_for(shared_again, 10.0, "the store back")
+        print(f"shared again {took:.3f} s after Redis returned ({time.monotonic() - started:.3f} s)")
+        assert took < 1.5
+        assert store.outages == 1
+    finally:
         store.close()
 
 
@@ -585,6 +622,36 @@ def test_a_trip_published_late_leaves_an_open_cluster_as_it_is(replicas: Replica
         client.close()
     assert b.state is CircuitState.OPEN
     assert b.get_stats()["retry_after"] == float("inf")
+
+
+@pytest.mark.parametrize(("switch", "mode"), [("disable", "disabled"), ("metrics_only", "metrics_only")])
+def test_a_trip_published_late_leaves_an_operators_mode_as_it_is(
+    replicas: Replica, redis_url: str, switch: str, mode: str
+) -> None:
+    """A trip that lost the race to an operator's ``disable()`` or ``metrics_only()`` adopts it.
+
+    A trip wins over CLOSED only; a late trip won over every state but OPEN: a replica that
+    tripped just before an operator switched the breaker off (or to shadow mode) opened it again
+    on every replica, rejecting the calls the operator had let through.
+    """
+    import redis  # noqa: PLC0415 - the redis extra, here only
+
+    a, b = replicas(), replicas()
+    getattr(a, switch)()
+    wait_for(lambda: b.state.value == mode, 2.0, "b adopting the operator's mode")
+    store = b.config.store
+    assert isinstance(store, RedisStore)
+    link = next(link for link in store._links if link.breaker is b)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        before = client.hgetall("svc:cb:db:state")
+        link.epoch -= 1  # b tripped before the operator's mode reached it
+        link.publish(store._client, StateChanged("closed", "open", "failure_threshold", 0, 30.0))
+        assert client.hgetall("svc:cb:db:state") == before
+    finally:
+        client.close()
+    assert b.state.value == mode
+    assert a.state.value == mode
 
 
 def test_a_url_with_a_database_number_or_none_is_taken() -> None:

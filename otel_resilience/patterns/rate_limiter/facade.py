@@ -177,7 +177,9 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
         """Permits that could be taken now; negative when permits are reserved ahead for waiters.
 
         Token bucket: the tokens in the bucket (fractional while it refills). Sliding window:
-        ``burst`` minus the admissions in the last window (reservations included).
+        ``burst`` minus the admissions in the last window (reservations included). A limiter whose
+        permits a store shares reads the cluster's figure from the store, in this thread (one
+        round trip, bounded as ``try_acquire``'s), or its fallback's while the store is unreachable.
         """
         return self._rules.available(self._clock.now())
 
