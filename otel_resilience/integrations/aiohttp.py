@@ -15,8 +15,10 @@ its attempt (its connection goes back to the pool), up to
 :data:`~otel_resilience.integrations.http.DRAIN_LIMIT` (a longer body is read as the caller reads
 it, or not at all when the retry goes on after it); the one returned when attempts run out reads
 as an unread one: ``read()``, ``text()``, ``json()`` and its ``content`` stream give its body. A
-wait for a free connection (``TCPConnector(limit=...)``) ends with the error a connect ends with
-(``ConnectionTimeoutError``): it cannot be told from one, and stays a transport failure.
+wait for a free connection slot (``TCPConnector(limit=...)``) ends with the error a connect ends
+with (``ConnectionTimeoutError``): the breaker does not count the one that ended a wait (told by
+where it was raised), nor the policy's timeout of an attempt still waiting, nor aiohttp's total
+timeout there; a connect's timeout is counted, as any transport failure.
 
 The policy's deadline cancels the request (asyncio), so it never outlives its policy; aiohttp's
 own timeouts still apply. A deadline reaches the caller as the policy's
@@ -38,18 +40,32 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Final
 
 import aiohttp
 from aiohttp import payload
 from aiohttp.base_protocol import BaseProtocol
+from aiohttp.connector import BaseConnector
 
 from otel_resilience.errors import OperationTimeoutError
 from otel_resilience.integrations.http import FailedResponseError
-from otel_resilience.integrations.sending import HttpIntegration, HttpPolicy, Sent, record_send, refused
+from otel_resilience.integrations.sending import (
+    HttpIntegration,
+    HttpPolicy,
+    Sent,
+    body_failed,
+    pool_wait_ended,
+    raised_in,
+    record_send,
+    refused,
+)
 
 __all__ = ["ResilientMiddleware"]
 
 _REPLAYABLE_BODIES = (payload.BytesPayload, payload.StringPayload, payload.JsonBytesPayload)
+_POOL_WAIT: Final = BaseConnector._wait_for_available_connection.__code__
+"""aiohttp's wait for a free connection slot (``TCPConnector(limit=...)``): a timeout or a
+cancellation raised in it ended the send before it left the client (:func:`raised_in`)."""
 
 
 class ResilientMiddleware(HttpIntegration):
@@ -84,18 +100,24 @@ class ResilientMiddleware(HttpIntegration):
         index = record_send(sent)
         try:
             sent[index] = response = await handler(request)
-            if response.status in self._http.failure_statuses:
-                await _read_failed(self._http, response)
-                raise FailedResponseError(response, response.status)
+            if response.status not in self._http.failure_statuses:
+                return response
+            await _read_failed(self._http, response)
         except (asyncio.TimeoutError, asyncio.CancelledError) as error:
-            if _total_timed_out(request, error):  # aiohttp's ClientTimeout.total: the request is over
+            total = _total_timed_out(request, error)  # aiohttp's ClientTimeout.total: the request is over
+            if raised_in(error, _POOL_WAIT):  # waiting for a connection slot: it never left the client
+                pool_wait_ended(index, cancelled=not total and isinstance(error, asyncio.CancelledError))
+            if total:
                 raise self._http.client_timed_out(_TotalTimeoutError) from error
             raise
         except (AssertionError, AttributeError) as error:  # aiohttp's own, sending without a connector
             if request.session.closed:  # closed while the request was under way (its retry backing off)
                 raise refused(RuntimeError("Session is closed")) from error  # aiohttp's, for a closed session
             raise
-        return response
+        except Exception as error:
+            body_failed(error, getattr(request.body, "_value", None), index)  # the caller's generator's?
+            raise
+        raise FailedResponseError(response, response.status)
 
 
 class _TotalTimeoutError(OperationTimeoutError):

@@ -13,13 +13,19 @@ One request is one *execution* of the policy; each time the client sends it is o
   the request never left the client (local congestion), so the breaker ignores it (neither
   success nor failure); the caller gets the client's error (the policy's timeout when the
   deadline ended the wait), and the retry treats it as a transport error (sent again only if
-  the request may be sent twice). aiohttp's wait for a connection ends with the error its
-  connect ends with (``ConnectionTimeoutError``): it cannot be told apart, and is a transport
-  failure. A request its client refuses to send (:class:`RequestNotSentError`: one the caller
-  made that it cannot send as it is, an illegal header value or a URL scheme it does not speak,
-  or one under way when the client closed) never reached the host either: the breaker ignores
+  the request may be sent twice). Nor does it count whatever else ended a wait for a
+  connection: the timeout of an attempt (``RetryPolicy.attempt_timeout``, inside the breaker)
+  still waiting, or aiohttp's ``ConnectionTimeoutError`` (or total timeout) ending its wait for
+  a connection slot (its connect's still counts): the client tells the request, and the breaker
+  asks it (:func:`~otel_resilience.integrations.sending.pool_wait_ended`). A request its client
+  refuses to send (:class:`RequestNotSentError`: one the caller made that it cannot send as it
+  is, an illegal header value or a URL scheme it does not speak, or one under way when the
+  client closed) never reached the host either: the breaker ignores
   it, the caller gets the client's error, and the request is neither retried nor re-run (the
-  client would refuse it again).
+  client would refuse it again). Nor is the error of the caller's own body, a generator (sync
+  or async) that raised while the client sent it: the caller gets it (aiohttp: as the
+  ``ClientConnectionError`` it raises from it), and the breaker does not count it
+  (:func:`~otel_resilience.integrations.sending.body_failed`); a streamed body is sent once.
   When attempts run out on a failed response, the response is returned to the caller, as the
   client would have returned it, unless :attr:`HttpOptions.raise_on_failure` is set.
 * **Failed bodies.** A failed response's body is read in its attempt up to
@@ -52,8 +58,15 @@ One request is one *execution* of the policy; each time the client sends it is o
 * **Deadline.** Each attempt passes what is left of :func:`~otel_resilience.current_deadline`,
   read on the clock the deadline was computed on
   (:func:`~otel_resilience.engine.deadline.time_left`: a policy's fake clock in tests), to the
-  client as its timeout (every phase capped by it), so a request never outlives its policy, in
-  threads too. A client timeout at the deadline is the policy's timeout
+  client as its timeout (every phase capped by it), so no send outlives its policy, in
+  threads too. The execution ends when the client hands the response over (its status and
+  headers; a failed one's body read in its attempt, below): a success's body read after it
+  (httpx's and requests' own read after the transport returned; ``client.stream``,
+  ``stream=True``, aiohttp's reads) is the caller's, outside the policy and its deadline. With
+  httpx and requests each read of it waits what was left of the deadline when the request was
+  sent at most (the read timeout, capped), not the whole body: one that keeps coming a little
+  at a time is read to its end; aiohttp's reads are bounded by the session's ``ClientTimeout``
+  only. A client timeout at the deadline is the policy's timeout
   (:meth:`~otel_resilience.integrations.sending.HttpPolicy.deadline_reached`: the caller gets
   its :class:`~otel_resilience.OperationTimeoutError`); one before it, the client's own, stays
   a transport error. A response that came after the deadline (a client's read timeout
@@ -170,6 +183,8 @@ class _Sends(Protocol):
 
     def drop(self, result: object) -> Awaitable[None] | None: ...
 
+    def not_the_hosts(self) -> bool: ...
+
 
 def is_failure_status(status: int, statuses: frozenset[int] = DEFAULT_FAILURE_STATUSES) -> bool:
     """Return whether a response with ``status`` is a failure (for the breaker, and retried)."""
@@ -198,7 +213,8 @@ class PoolTimeoutError(Exception, metaclass=ABCMeta):
     before a client integration is imported is converted as after), so ``except
     PoolTimeoutError`` catches any of them. aiohttp has
     none: its ``ConnectionTimeoutError`` ends the wait for a free connection and the connect
-    alike (one ``ClientTimeout.connect``), and it stays a transport failure.
+    alike (one ``ClientTimeout.connect``); the one that ended a wait is told apart by the
+    request (:class:`_NotTheHostsError`), and is not counted either.
 
     The request never left the client, so such an error is no failure of the host: the
     breaker of an HTTP policy ignores it (:func:`http_config` adds it to
@@ -664,7 +680,44 @@ def http_config(config: ResilienceConfig, options: HttpOptions | None = None) ->
     return config
 
 
-_NOT_THE_HOSTS: Final = (PoolTimeoutError, RequestNotSentError)
+class _ToldByTheRequest(type):
+    """The metaclass of :class:`_NotTheHostsError`: its instances are told by the request, not by class."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        """Whether ``instance`` ended the request's last send by no fault of the host.
+
+        Asked by the breaker of an HTTP policy, of the error of an attempt that just ended, in
+        its task or thread: the request's record of sends tells it once
+        (:meth:`~otel_resilience.integrations.sending.Sent.not_the_hosts`).
+        """
+        request = _RETRYABLE_ERRORS.get()
+        return (
+            request is not None
+            and isinstance(instance, Exception)
+            and cast("_Sends", request[2]).not_the_hosts()
+        )
+
+
+class _NotTheHostsError(Exception, metaclass=_ToldByTheRequest):
+    """An error that ended a send by no fault of the host, whatever its class: told by the request.
+
+    Never raised: the breaker of an HTTP policy ignores an error it matches, as it ignores a
+    :class:`PoolTimeoutError` or a :class:`RequestNotSentError`. The client tells the request
+    what no class tells:
+
+    * a wait for a connection of the client's pool that a timeout ended, whichever: a
+      per-attempt timeout (``RetryPolicy.attempt_timeout``, inside the breaker, which turns the
+      wait it ended into the attempt's :class:`~otel_resilience.OperationTimeoutError`), or
+      aiohttp's ``ClientTimeout.connect`` or ``total`` (which bound its connect and the whole
+      request too): :func:`~otel_resilience.integrations.sending.pool_wait_ended`;
+    * the caller's body generator raising while the client sent it (the caller's own failure):
+      :func:`~otel_resilience.integrations.sending.body_failed`.
+
+    A class matches none of it (``record_exceptions`` and ``ignore_exceptions`` stay disjoint).
+    """
+
+
+_NOT_THE_HOSTS: Final = (PoolTimeoutError, RequestNotSentError, _NotTheHostsError)
 """The errors of a request that never reached the host, which the breaker of an HTTP policy ignores."""
 
 
@@ -672,11 +725,13 @@ def _counts(kind: type[Exception], ignored: tuple[type[Exception], ...], recorde
     """Whether a breaker counts ``kind`` errors (of :data:`_NOT_THE_HOSTS`), no selector of it naming them.
 
     ``False`` once it ignores them (converted), or when ``recorded`` (its ``record_exceptions``
-    types) names one: the user counts them, and ignoring them too is refused.
+    types) names one: the user counts them, and ignoring them too is refused. A pool wait an
+    attempt's timeout ended is a pool wait: counted when the breaker counts pool waits.
     """
     if kind in ignored:
         return False
-    return not (isinstance(recorded, tuple) and any(issubclass(named, kind) for named in recorded))
+    named = PoolTimeoutError if kind is _NotTheHostsError else kind
+    return not (isinstance(recorded, tuple) and any(issubclass(each, named) for each in recorded))
 
 
 def resend_count_hook(span: Any, request: Any, *_: Any) -> None:

@@ -15,7 +15,8 @@ Each request is one execution of the policy and each send one attempt; see
 retried (mark one with ``extensions={RETRYABLE: True}`` or an ``Idempotency-Key`` header),
 ``Retry-After``, the deadline passed on as the request's timeout, and the breaker per host. A
 ``PoolTimeout`` (no free connection in the client's pool) is never a failure of the host: it is
-a :class:`~otel_resilience.integrations.http.PoolTimeoutError`, which the breaker ignores.
+a :class:`~otel_resilience.integrations.http.PoolTimeoutError`, which the breaker ignores; nor
+is a per-attempt timeout that ended the wait (its timer cancelling it, for the async transport).
 Each send sets the request extension :data:`~otel_resilience.integrations.http.RESEND_COUNT`,
 counted over the whole request: a redirect's next hop (which copies the extensions) and the
 resend of an authentication flow (``auth=``: the same request) go on from the count of the send
@@ -34,10 +35,12 @@ the proxy to the transport wrapped.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import httpx
+from httpcore._async.connection_pool import AsyncPoolRequest
 from httpx._multipart import MultipartStream
 
 from otel_resilience.integrations.http import (
@@ -53,7 +56,10 @@ from otel_resilience.integrations.sending import (
     HttpPolicy,
     Link,
     Sent,
+    body_failed,
     close_earlier,
+    pool_wait_ended,
+    raised_in,
     record_send,
     refused,
 )
@@ -298,18 +304,23 @@ class _SyncLink(Link[httpx.BaseTransport]):
             sent[index] = response = self._sender.handle_request(request)
             if response.status_code not in http.failure_statuses:
                 return response
-            if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
-                response.close()
-                raise FailedResponseError(response, response.status_code)
-            rest = response.iter_raw()
-            try:
-                raw, whole = http.read_failed(rest, _decoder(response))
-            except BaseException:
-                response.close()
-                raise
+            consumed = response.is_stream_consumed  # read by its transport (a MockTransport's): as it is
+            if not consumed:
+                rest = response.iter_raw()
+                try:
+                    raw, whole = http.read_failed(rest, _decoder(response))
+                except BaseException:
+                    response.close()
+                    raise
         except httpx.TimeoutException as error:
             http.deadline_reached(error)
             raise
+        except Exception as error:
+            body_failed(error, _source(request), index)  # the caller's body generator raised it?
+            raise
+        if consumed:
+            response.close()
+            raise FailedResponseError(response, response.status_code)
         if not whole:
             failed = _unread(request, response, raw, rest)
             sent[index] = failed.response  # what the retry closes, or the caller gets
@@ -335,24 +346,43 @@ class _AsyncLink(Link[httpx.AsyncBaseTransport]):
             sent[index] = response = await self._sender.handle_async_request(request)
             if response.status_code not in http.failure_statuses:
                 return response
-            if response.is_stream_consumed:  # read by its transport (a MockTransport's): as it is
-                await response.aclose()
-                raise FailedResponseError(response, response.status_code)
-            rest = response.aiter_raw()
-            try:
-                raw, whole = await http.aread_failed(rest, _decoder(response))
-            except BaseException:
-                await response.aclose()
-                raise
+            consumed = response.is_stream_consumed  # read by its transport (a MockTransport's): as it is
+            if not consumed:
+                rest = response.aiter_raw()
+                try:
+                    raw, whole = await http.aread_failed(rest, _decoder(response))
+                except BaseException:
+                    await response.aclose()
+                    raise
         except httpx.TimeoutException as error:
             http.deadline_reached(error)
             raise
+        except asyncio.CancelledError as error:
+            if raised_in(error, _POOL_WAIT):  # a deadline's timer (or a race): it never left the client
+                pool_wait_ended(index, cancelled=True)
+            raise
+        except Exception as error:
+            body_failed(error, _source(request), index)  # the caller's body generator raised it?
+            raise
+        if consumed:
+            await response.aclose()
+            raise FailedResponseError(response, response.status_code)
         if not whole:
             failed = _unread(request, response, raw, rest)
             sent[index] = failed.response  # what the retry closes, or the caller gets
             raise failed
         await response.aclose()
         raise _failed(request, response, raw)
+
+
+_POOL_WAIT: Final = AsyncPoolRequest.wait_for_connection.__code__
+"""httpcore's one wait for a free connection of an async pool (its proxies' pools too): a
+cancellation raised in it ended the send before it left the client (:func:`raised_in`)."""
+
+
+def _source(request: httpx.Request) -> object:
+    """What the caller gave as ``request``'s body when httpx streams it: a generator (else no matter)."""
+    return getattr(request.stream, "_stream", None)  # httpx's Iterator/AsyncIteratorByteStream's
 
 
 class _Wrapping(HttpIntegration, Generic[T]):

@@ -59,6 +59,7 @@ from otel_resilience.integrations.sending import (
     HttpPolicy,
     Link,
     Sent,
+    body_failed,
     close_earlier,
     record_send,
     refused,
@@ -247,6 +248,9 @@ class _AdapterLink(Link[Callable[..., requests.Response]]):
             )
         except (requests.Timeout, EmptyPoolError) as error:  # EmptyPoolError: the pool's wait ran out
             http.deadline_reached(error)
+            raise
+        except Exception as error:
+            body_failed(error, request.body)  # the caller's body generator raised it?
             raise
         if response.status_code in http.failure_statuses:
             rest = response.iter_content(CONTENT_CHUNK_SIZE)

@@ -19,6 +19,7 @@ import threading
 from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
+from types import CodeType
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
 
 from otel_resilience.engine.deadline import DeadlineReachedError, WaitDeadlineReachedError, time_left
@@ -50,8 +51,11 @@ __all__ = [
     "Sent",
     "aclose_dropped",
     "aclose_earlier",
+    "body_failed",
     "close_dropped",
     "close_earlier",
+    "pool_wait_ended",
+    "raised_in",
     "record_send",
     "refused",
 ]
@@ -254,12 +258,16 @@ class HttpPolicy:
         A wait for a connection of the client's own pool that the deadline ended
         (:class:`~otel_resilience.integrations.http.PoolTimeoutError`) never reached the host:
         it is a :class:`~otel_resilience.engine.deadline.WaitDeadlineReachedError`, which the
-        breaker ignores (a rejection), as it ignores a bulkhead's queue the deadline ended.
+        breaker ignores (a rejection), as it ignores a bulkhead's queue the deadline ended; and
+        the request is told so (:func:`pool_wait_ended`), for an attempt's timeout, inside the
+        breaker, that turns it into its own.
         """
         if self._timed and time_left() <= 0.0:
             name = self.policy.name or "http"
-            kind = WaitDeadlineReachedError if isinstance(error, PoolTimeoutError) else DeadlineReachedError
-            raise kind(name, 0.0, "total") from error
+            if isinstance(error, PoolTimeoutError):
+                pool_wait_ended()
+                raise WaitDeadlineReachedError(name, 0.0, "total") from error
+            raise DeadlineReachedError(name, 0.0, "total") from error
 
     def client_timed_out(self, operation_timeout: type[OperationTimeoutError]) -> OperationTimeoutError:
         """Return the policy's timeout for a request that the client's own timeout of it all ended.
@@ -624,6 +632,76 @@ def _sent_again_after(transport_errors: tuple[type[BaseException], ...]) -> type
     return SentAgainAfter
 
 
+def pool_wait_ended(index: int | None = None, *, cancelled: bool = False) -> None:
+    """Tell the current request that its send at ``index`` ended waiting for a connection of its pool.
+
+    The one rule of a pool wait that ran out, for every client: the request never left the
+    client, so no breaker counts what ended the send (:func:`_not_the_hosts`). A client's own
+    pool timeout is a :class:`~otel_resilience.integrations.http.PoolTimeoutError`, which the
+    breaker ignores by its class; this tells the rest: a wait a deadline ended (the policy's
+    ``timeout``, whose wait is a rejection, :meth:`HttpPolicy.deadline_reached`; or a
+    per-attempt timeout, inside the breaker, which turns it into the attempt's
+    :class:`~otel_resilience.OperationTimeoutError`), and one a client's other timeout ended
+    (aiohttp's ``ClientTimeout.connect`` and ``total``, which also bound its connect and the
+    whole request). Called by each client where its send ended in the wait
+    (:func:`raised_in`); ``index``: the send's place in the request's record (``None``: the
+    last send, a sync request's). A ``cancelled`` send (a deadline's timer, or the race of a
+    hedge that lost) is told only once the deadline has passed: a hedge that lost is no timeout.
+    """
+    if not cancelled or time_left() <= 0.0:
+        _not_the_hosts(index)
+
+
+def body_failed(error: BaseException, body: object, index: int | None = None) -> None:
+    """Tell the current request that its send at ``index`` ended with ``error`` from the caller's ``body``.
+
+    ``body`` is what the client reads the request's body from, as the caller gave it: a
+    generator (sync or async) that raised ``error`` while the client sent (or an error it was
+    raised from: aiohttp's ``ClientConnectionError``) is the caller's failure, never the
+    host's: no breaker counts it (:func:`_not_the_hosts`), as a request its client refuses to
+    send. The request is not sent again either: a streamed body is sent once. Called by each
+    client on a send's error; any other body (bytes, a file, an iterator of another kind)
+    tells nothing.
+    """
+    code = getattr(body, "gi_code", None) or getattr(body, "ag_code", None)
+    if code is not None and raised_in(error, code):
+        _not_the_hosts(index)
+
+
+def _not_the_hosts(index: int | None) -> None:
+    """Have the request's record tell the breaker that its send at ``index`` ended by no fault of the host.
+
+    ``index``: the send's place in the record (``None``: the last send, a sync request's). The
+    breaker of an HTTP policy asks it of the error the send ended with
+    (:class:`~otel_resilience.integrations.http._NotTheHostsError`, :meth:`Sent.not_the_hosts`).
+    """
+    request = _RETRYABLE_ERRORS.get()
+    if request is not None:
+        sent = cast("Sent", request[2])
+        sent.spared = len(sent) - 1 if index is None else index
+
+
+def raised_in(error: BaseException, code: CodeType) -> bool:
+    """Whether ``error``, or an error it was raised from, was raised in a call of ``code``.
+
+    Read from the tracebacks (``error``'s, then its cause's or context's, a few at most), on a
+    failure path only: how a client's wait for a connection of its pool is told from its other
+    waits, where nothing else tells it (a cancellation, aiohttp's timeout of connect and wait),
+    and the caller's body generator from the client's own code (:func:`body_failed`).
+    """
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        trace = seen.__traceback__
+        while trace is not None:
+            if trace.tb_frame.f_code is code:
+                return True
+            trace = trace.tb_next
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _sent_no_more() -> None:
     """Empty the current request's record of the errors it may be sent again after: it is over.
 
@@ -654,10 +732,24 @@ class Sent(list[Any]):
         before: How many times the request was sent before this execution (a redirect's earlier
             hops, the send an authentication challenge answered): the resend counts of its sends
             continue from it (:func:`record_send`).
+        spared: The place of the send that ended by no fault of the host (in a wait for a
+            connection of the client's pool, or the caller's body raised), not told yet
+            (:meth:`not_the_hosts`); -1: none.
     """
 
     dropped: int = 0
     before: int = 0
+    spared: int = -1
+
+    def not_the_hosts(self) -> bool:
+        """Whether the last send ended by no fault of the host; told once.
+
+        Asked by the breaker of an HTTP policy of the error of an attempt that just ended, in its
+        task or thread (:func:`pool_wait_ended`, :func:`body_failed`). Only the last send's is
+        told: a send started since (under hedging, another's) leaves the error counted, as any.
+        """
+        spared, self.spared = self.spared, -1
+        return spared >= 0 and spared == len(self) - 1
 
     def drop(self, result: object) -> Awaitable[None] | None:
         """The retry goes on after ``result`` (one of the sends'): close every send so far.
@@ -787,11 +879,15 @@ def _key(host: str, port: int | None) -> str:
     """The key of a host: ``host``, or ``host:port`` when the port is not the scheme's default.
 
     ``host`` is the ASCII host the client sends to (an IDNA name as ``xn--...``, as every client
-    gives it). An IPv6 literal is written one way whatever its spelling (``[::ffff:7f00:1]``:
-    compressed, lower case, in brackets, as in a URL), so that one address is one key and a
-    port is never read as part of the address (``[::1]:8080`` is not ``[::1:8080]``).
+    gives it). One host is one key however it is spelled: a name in lower case (DNS names are
+    case-insensitive), without the trailing dot of its absolute form (``example.com.`` is
+    ``example.com``); an IPv6 literal written one way (``[::ffff:7f00:1]``: compressed, lower
+    case, in brackets, as in a URL), so that a port is never read as part of the address
+    (``[::1]:8080`` is not ``[::1:8080]``). Made once per host and port (:meth:`HttpPolicy.route`).
     """
-    if ":" in host:
+    if ":" not in host:  # a name or an IPv4 address
+        host = host.lower().removesuffix(".")
+    else:
         address, percent, zone = host.partition("%")
         with contextlib.suppress(ValueError):
             ip = ipaddress.IPv6Address(address)

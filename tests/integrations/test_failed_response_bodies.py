@@ -756,3 +756,46 @@ def test_a_compressed_failed_body_handed_to_the_caller_decodes_whole(
     assert (status, len(text)) == (503, size)
     assert text == "\0" * size
     assert server.sent == 2
+
+
+# ---------------------------------------------------------------------------- a success's body
+
+
+def stalled_success(server: Callable[[], RawServer]) -> Answer:
+    """A 200 announcing 100 bytes, 2 of them at once, the rest never (until the test ends)."""
+
+    def answer(connection: socket.socket) -> bool:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nok")
+        server().held.wait(10)
+        return False
+
+    return answer
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_a_success_body_read_after_the_policy_is_bounded_per_read_by_what_was_left(
+    raw: Callable[..., RawServer], client: str
+) -> None:
+    """The policy ends with the response's head; each read of its body after it waits what was left at most.
+
+    What the README's "Deadline" promises for a success body: outside the policy (no policy
+    timeout), each read capped by the deadline left when the request was sent (the client's
+    read timeout), not the whole body.
+    """
+    server: RawServer = raw(stalled_success(lambda: server))
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            get_sync(client, f"{server.url}/a", retry_policy=None, timeout=0.2)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10)
+    server.held.set()
+    assert not thread.is_alive(), "a read of the success body waited past what was left of the deadline"
+    [error] = outcome
+    assert not isinstance(error, OperationTimeoutError)  # the client's own: the policy had returned
+    assert isinstance(error, (httpx.ReadTimeout, requests.ConnectionError))

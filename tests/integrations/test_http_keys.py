@@ -265,3 +265,31 @@ async def test_an_idna_host_is_one_key_for_every_client(server: ScriptedHTTPServ
     breaker = handle.for_key("xn--bcher-kva.test").circuit_breaker
     assert breaker is not None
     assert breaker.get_stats()["total_requests"] == 4
+
+
+async def test_a_host_with_a_trailing_dot_is_one_key_with_the_host_for_every_client(
+    server: ScriptedHTTPServer,
+) -> None:
+    """``example.test.`` (the absolute name) and ``example.test`` are one host: one breaker, keyed without the dot."""
+    manager = ResilienceManager()
+    config = ResilienceConfig(name="dotted", circuit_breaker=CircuitBreakerConfig(failure_threshold=8))
+    for client in ("httpx", "httpx-async", "requests", "aiohttp"):  # through the server as a proxy
+        for host in ("example.test.", "example.test"):
+            assert await get(client, config, manager, f"http://{host}/a", proxy=server.url) == 200
+    handle = manager.policy("dotted")
+    assert handle.keys == 1
+    breaker = handle.for_key("example.test").circuit_breaker
+    assert breaker is not None
+    assert breaker.get_stats()["total_requests"] == 8
+
+
+def test_a_hosts_key_is_its_name_in_lower_case_without_the_trailing_dot() -> None:
+    """However a client spells a host (case, the root's dot), route() keys it one way: one breaker."""
+    http = HttpPolicy(
+        ResilienceConfig(name="spelled", circuit_breaker=BREAKER), None, ResilienceManager(), ()
+    )
+    views = [http.route(host, 8443) for host in ("API.Example.test", "api.example.test.", "api.example.test")]
+    assert {view.key for view in views} == {"api.example.test:8443"}
+    assert len({id(view.circuit_breaker) for view in views}) == 1
+    assert http.route("127.0.0.1.", None).key == "127.0.0.1"
+    assert http.route("::1", None).key == "[::1]"

@@ -10,14 +10,16 @@ caller still gets the error, and the retry sends the request again only if it ma
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import requests
@@ -31,6 +33,7 @@ from otel_resilience import (
     ResilienceManager,
     RetryPolicy,
 )
+from otel_resilience.integrations.aiohttp import ResilientMiddleware
 from otel_resilience.integrations.http import PoolTimeoutError, RequestNotSentError, http_config
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
@@ -159,12 +162,15 @@ def test_the_clients_pool_waits_are_one_kind_the_http_breaker_ignores() -> None:
         ResilienceConfig(circuit_breaker=CircuitBreakerConfig(ignore_exceptions=(KeyError,)))
     )
     assert config.circuit_breaker is not None
-    assert config.circuit_breaker.ignore_exceptions == (KeyError, PoolTimeoutError, RequestNotSentError)
+    ignored = config.circuit_breaker.ignore_exceptions
+    assert ignored[:3] == (KeyError, PoolTimeoutError, RequestNotSentError)
+    assert len(ignored) == 4  # and an attempt's timeout that ended a pool wait (told by the request)
+    assert not any(issubclass(kind, ignored[3]) for kind in (OperationTimeoutError, Exception))
     assert http_config(config) is config  # converted once
     counted = ResilienceConfig(circuit_breaker=CircuitBreakerConfig(record_exceptions=(httpx.PoolTimeout,)))
     kept = http_config(counted).circuit_breaker
     assert kept is not None
-    assert kept.ignore_exceptions == (RequestNotSentError,)  # the user counts them: as asked
+    assert kept.ignore_exceptions == (RequestNotSentError,)  # the user counts them: as asked, cut or not
 
 
 def test_the_clients_pool_waits_are_pool_timeouts_whatever_was_imported_before() -> None:
@@ -203,3 +209,129 @@ def test_the_clients_pool_waits_are_pool_timeouts_whatever_was_imported_before()
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["True True", "True", "0 1 0"]
+
+
+# ---------------------------------------------------------------- a per-attempt timeout ends the wait
+
+ATTEMPT = RetryPolicy(max_attempts=1, attempt_timeout=0.1)
+"""Each attempt timed on its own (inside the breaker), the wait for a connection included."""
+
+
+def test_httpx_a_pool_wait_an_attempt_timeout_ended_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer,
+) -> None:
+    """The attempt's timeout reaches the caller; the breaker, just outside it, counts nothing; then it serves."""
+    inner = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1))
+    manager = ResilienceManager()
+    config = _config(retry_policy=ATTEMPT)
+    with httpx.Client(transport=ResilientTransport(config, transport=inner, manager=manager)) as client:
+        with held(server, inner), pytest.raises(OperationTimeoutError) as raised:
+            client.get(f"{server.url}/job")
+        assert raised.value.scope == "attempt"
+        stats = _breaker(manager)
+        assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 1, 0)
+        assert client.get(f"{server.url}/job").status_code == 200
+    assert server.count("/job") == 1
+
+
+async def test_httpx_async_a_pool_wait_an_attempt_timeout_ended_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer,
+) -> None:
+    """As with the sync transport, whether the attempt's timer or the client's capped pool timeout ends the wait."""
+    inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
+    manager = ResilienceManager()
+    transport = AsyncResilientTransport(_config(retry_policy=ATTEMPT), transport=inner, manager=manager)
+    async with httpx.AsyncClient(transport=transport) as client:
+        other = httpx.AsyncClient(transport=inner)
+        keeping = await other.send(other.build_request("GET", f"{server.url}/held"), stream=True)
+        try:
+            with pytest.raises(OperationTimeoutError) as raised:
+                await client.get(f"{server.url}/job")
+        finally:
+            await keeping.aclose()
+        assert raised.value.scope == "attempt"
+        stats = _breaker(manager)
+        assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 1, 0)
+        assert (await client.get(f"{server.url}/job")).status_code == 200
+
+
+def test_requests_a_blocked_pools_wait_an_attempt_timeout_ended_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer,
+) -> None:
+    """requests with ``pool_block=True`` and a per-attempt timeout: the attempt's timeout, the breaker closed."""
+    manager = ResilienceManager()
+    session = requests.Session()
+    adapter = ResilientAdapter(
+        _config(retry_policy=ATTEMPT), manager=manager, pool_maxsize=1, pool_block=True
+    )
+    session.mount("http://", adapter)
+    keeping = session.get(f"{server.url}/held", stream=True)
+    try:
+        with pytest.raises(OperationTimeoutError) as raised:
+            session.get(f"{server.url}/job")
+        assert raised.value.scope == "attempt"
+        stats = _breaker(manager)
+        assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 1, 0)
+        keeping.close()
+        assert session.get(f"{server.url}/job").status_code == 200
+    finally:
+        keeping.close()
+        session.close()
+
+
+def test_an_attempt_timeout_of_a_slow_host_is_still_its_failure(server: ScriptedHTTPServer) -> None:
+    """Only a wait for the pool is spared: an attempt the host kept past its timeout is counted, as before."""
+    manager = ResilienceManager()
+    config = _config(retry_policy=RetryPolicy(max_attempts=1, attempt_timeout=0.1))
+    server.script("/slow", (200, {}, 0.2))
+    with httpx.Client(transport=ResilientTransport(config, manager=manager)) as client:
+        with pytest.raises(OperationTimeoutError):
+            client.get(f"{server.url}/slow")
+    stats = _breaker(manager)
+    assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (1, 0, 1)
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_held(
+    server: ScriptedHTTPServer, config: ResilienceConfig, manager: ResilienceManager, **session: Any
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp session with one connection, which a request outside the policy keeps (its answer slow) meanwhile."""
+    middleware = ResilientMiddleware(config, manager=manager)
+    connector = aiohttp.TCPConnector(limit=1)
+    server.script("/held", (200, {}, 5.0))
+    async with aiohttp.ClientSession(connector=connector, middlewares=(middleware,), **session) as client:
+        keeping = asyncio.ensure_future(client.get(f"{server.url}/held", middlewares=()))
+        while not server.count("/held"):  # its connection is taken
+            await asyncio.sleep(0.005)
+        try:
+            yield client
+        finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
+
+
+async def test_aiohttp_a_pool_wait_an_attempt_timeout_ended_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer,
+) -> None:
+    """aiohttp's wait for a connection slot, ended by the attempt's timer: the attempt's timeout, not counted."""
+    manager = ResilienceManager()
+    async with aiohttp_held(server, _config(retry_policy=ATTEMPT), manager) as client:
+        with pytest.raises(OperationTimeoutError) as raised:
+            await client.get(f"{server.url}/job")
+    assert raised.value.scope == "attempt"
+    stats = _breaker(manager)
+    assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 1, 0)
+
+
+async def test_aiohttp_a_pool_wait_its_own_connect_timeout_ended_is_not_counted_against_the_host(
+    server: ScriptedHTTPServer,
+) -> None:
+    """aiohttp's ``ClientTimeout.connect`` ending the wait for a slot (not a connect): its error, not counted."""
+    manager = ResilienceManager()
+    timeout = aiohttp.ClientTimeout(connect=0.05)
+    async with aiohttp_held(server, _config(retry_policy=None), manager, timeout=timeout) as client:
+        with pytest.raises(aiohttp.ConnectionTimeoutError):
+            await client.get(f"{server.url}/job")
+    stats = _breaker(manager)
+    assert (stats["total_failures"], stats["total_ignored"], stats["times_opened"]) == (0, 1, 0)
