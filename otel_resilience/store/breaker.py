@@ -218,12 +218,15 @@ class SharedBreaker(PeerCounts):
         """The breaker's state change callback: queue a local transition for publishing.
 
         A move to HALF_OPEN is never published, but it wakes the store's thread: a call made
-        it, and the call asks for a probe lease in that round (:meth:`_lease_request`).
+        it, and the call asks for a probe lease in that round (:meth:`_lease_request`). A new
+        OPEN period of an OPEN breaker (forced open again, for another time: the breaker's one
+        change in the state it ends) is published as any opening: the others would close the
+        cluster at the earlier one's end.
         """
         if change.new in _UNPUBLISHED:
             self._store._wake.set()
             return
-        if getattr(_ADOPTING, "on", False) or change.old == change.new:
+        if getattr(_ADOPTING, "on", False):
             return
         if change.new == "open":
             self._open_reason = change.reason

@@ -884,3 +884,17 @@ def test_a_lease_held_for_a_lone_rejected_call_goes_to_the_replica_whose_calls_w
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_forced_opening_of_an_open_breaker_reaches_the_others(replicas: Replica) -> None:
+    """An OPEN breaker forced open again for longer is OPEN for longer on every replica.
+
+    The others otherwise kept the earlier opening's end: they closed the cluster at it, and
+    the replica an operator forced open followed them.
+    """
+    a, b = replicas(), replicas()
+    a.force_open(5.0)
+    wait_for(_opened(a, b), 2.0, "both OPEN")
+    a.force_open(600.0)  # the operator wants it open for longer
+    wait_for(lambda: b.get_stats()["retry_after"] > 500.0, 2.0, "the longer opening on b")
+    assert a.state is b.state is CircuitState.OPEN
