@@ -747,6 +747,36 @@ async def test_a_fallback_function_cancelled_on_its_way_out_starts_no_other() ->
     assert handler.get_stats() == stats(executions=1)
 
 
+@needs_task_cancelling
+async def test_a_value_not_accepted_that_a_cancelled_call_returned_is_not_answered(recorder) -> None:
+    """The call swallowed the caller's cancellation and returned a value handle_result refuses: no fallback runs."""
+    started = asyncio.Event()
+    answered: list[object] = []
+
+    async def swallowing() -> str | None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return None
+        return "unreachable"
+
+    async def alternative(*_: object) -> str:
+        answered.append("ran")
+        return "degraded"
+
+    handler = FallbackHandler(
+        FallbackConfig(ALTERNATIVE, fallback_function=alternative, handle_result=lambda value: value is None)
+    )
+    task = asyncio.create_task(handler.execute_with_fallback(swallowing))
+    await asyncio.wait_for(started.wait(), 2.0)
+    task.cancel()
+    assert await task is None  # what the call returned, as without the library
+    assert answered == []
+    assert recorder.of(Event.FALLBACK_USED) == []
+    assert handler._pipeline.stats.errors == 1  # a value the policy judged failed
+
+
 async def test_an_error_after_a_cancellation_the_task_took_back_is_answered() -> None:
     """Once the task's cancellation was taken back (uncancel), an error chained to it is a failure again."""
     handler = FallbackHandler(FallbackConfig(DEFAULT, default_value="degraded"))

@@ -202,10 +202,13 @@ class _Thread(threading.local):
     """Per thread: the token that stands for the thread as a deadline's owner.
 
     A token object rather than the thread's ident, which the system reuses once a thread ended.
+    ``forked_from``: in a forked child, the token the forking thread had in its parent
+    (:func:`_new_owner_in_child`), else nobody's.
     """
 
     def __init__(self) -> None:
         self.owner = object()
+        self.forked_from: object = _NO_OWNER
 
 
 _THREAD: Final = _Thread()
@@ -219,6 +222,7 @@ def _new_owner_in_child() -> None:
     the deadlines the forking thread held there are nobody's in the child, as those of a thread
     started inside a scope are.
     """
+    _THREAD.forked_from = _THREAD.owner
     _THREAD.owner = object()
 
 
@@ -413,6 +417,20 @@ def deadline_reached(
     while (left := end - clock.now()) > 0:
         clock.sleep_sync(left)
     return kind(operation, waited, "total")
+
+
+def _left_elsewhere(scope: object, operation: str) -> RuntimeError:
+    """Build the error for a deadline scope left by another task or thread than the one that entered it.
+
+    Both scopes' rule: a deadline binds its owner (:func:`_owner`), the task (outside any task,
+    the thread) that entered the scope, and only that owner leaves it. An async scope tells it by
+    its context or its task, a :class:`SyncDeadline` object by its owner, looked up on leaving.
+    A step's sync scope is no object: it begins and ends in one frame, never elsewhere.
+    """
+    return RuntimeError(
+        f"{type(scope).__name__} {operation!r} was left by another task or thread than the one that "
+        "entered it (or in another context): a deadline scope is left by the task or thread that entered it"
+    )
 
 
 def _entered_twice(scope: object, operation: str) -> RuntimeError:
@@ -631,10 +649,7 @@ class AsyncDeadline(TimerEntry):
         if self.expired:
             self._uncancel()
         self._task = None
-        return RuntimeError(
-            f"{type(self).__name__} {self._operation!r} was left by another task than the one that "
-            "entered it (or in another context): a deadline scope is left by the task that entered it"
-        )
+        return _left_elsewhere(self, self._operation)
 
     def _uncancel(self) -> bool:
         """Forget the task; return whether the cancellation that escaped is this scope's own.
@@ -931,13 +946,15 @@ class SyncDeadline:
     a result reported as a success always met its deadline.
 
     A scope is single-use: entering it a second time raises ``RuntimeError``. Its deadline binds
-    the task (outside any task: the thread) that entered it.
+    the task (outside any task: the thread) that entered it, which leaves it: left by another
+    thread or task, it withdraws its deadline and raises ``RuntimeError``, as an
+    :class:`AsyncDeadline` left by another task does (:func:`_left_elsewhere`).
 
     Attributes:
         expired: Whether this scope raised for its own deadline.
     """
 
-    __slots__ = ("_clock", "_entered", "_operation", "_published", "_scope", "_timeout", "expired")
+    __slots__ = ("_clock", "_entered", "_operation", "_owner", "_published", "_scope", "_timeout", "expired")
 
     def __init__(self, clock: Clock, timeout: float, operation: str, scope: str = "total") -> None:
         self._clock = clock
@@ -953,6 +970,7 @@ class SyncDeadline:
             raise _entered_twice(self, self._operation)
         self._entered = True
         self._published = publish_deadline(self._clock, self._timeout)
+        self._owner = _DEADLINE.get()[1]  # the owner publish_deadline found: its cell is the context's
         return self
 
     def __exit__(
@@ -965,6 +983,13 @@ class SyncDeadline:
         if published is None:
             return
         deadline, cell, previous = published
+        owner = self._owner
+        if owner is not _owner() and owner is not _THREAD.forked_from:  # (a child leaves its parent's)
+            if cell is not None:
+                cell[0] = previous  # the scope is gone: its deadline binds its owner no more
+            if exc_type is not GeneratorExit:  # a generator closed elsewhere: nothing to tell
+                raise _left_elsewhere(self, self._operation)
+            return
         if cell is None:
             if exc_type is None:
                 enforce_binding_deadline(self._clock, previous, deadline - self._timeout, self._operation)

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from otel_resilience.engine.cancelling import cancelled_on_the_way
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.events import Outcome
-from otel_resilience.engine.stats import classify_error
+from otel_resilience.engine.stats import attempt_ended
 from otel_resilience.engine.step import Answer, Wait
 
 if TYPE_CHECKING:
@@ -100,14 +99,14 @@ class Guard:
             if step._succeeds:
                 action = step.on_success(ctx, token, None)
         elif isinstance(error, Exception):
-            stats.count(classify_error(error))
+            stats.count(attempt_ended(error)[0])  # by its type, unless the effective deadline ended it
             if cancelled:
                 if step._cancels:
                     step.on_cancel(ctx, token, running=True)
             elif step._fails:
                 action = step.on_failure(ctx, token, error)
         else:
-            stats.count(Outcome.CANCELLED)
+            stats.count(attempt_ended(error)[0])  # a cancellation (the deadline's: a timeout) or an interrupt
             if step._cancels:
                 step.on_cancel(ctx, token, running=True)
         if action is not None:

@@ -58,7 +58,10 @@ starts, waits, cancels and awaits. The race, in order:
    then propagates. So does a cancellation an attempt raised itself while the race was on (its
    dependency awaited a future cancelled elsewhere: no cancellation of the race's): it is no
    outcome to hedge after, so no attempt starts after it, and it reaches the caller as it was
-   raised, as an interrupt an attempt raised does.
+   raised, as an interrupt an attempt raised does. When the effective deadline cancelled the
+   caller, each attempt it ended is told so (:meth:`Hedge.leave` gets a
+   :class:`~otel_resilience.engine.deadline.DeadlineReachedError`: a ``timeout``, as an attempt
+   of a retry the deadline ends), not a cancellation.
 8. A function the driver refused in an attempt (the
    :class:`~otel_resilience.engine.calling.WrongDriver` signal: a plain function given to the
    async API, an action that returns no awaitable) ends the race as an interrupt does: no hedge
@@ -80,7 +83,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from otel_resilience.engine.actions import Wait
 from otel_resilience.engine.calling import refused
 from otel_resilience.engine.clock import SYSTEM_CLOCK
-from otel_resilience.engine.deadline import time_left
+from otel_resilience.engine.deadline import DeadlineReachedError, ended_by_deadline, time_left
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError
 
@@ -217,7 +220,9 @@ class Hedge(Wait):
             scope: What :meth:`enter` returned.
             error: What the attempt raised: an ``Exception``, or a ``BaseException`` when it
                 was cancelled (a loser) or interrupted; ``None`` when it returned. A function
-                the driver refused is given as the ``TypeError`` the caller gets.
+                the driver refused is given as the ``TypeError`` the caller gets; an attempt the
+                effective deadline ended (the race cancelled at the caller's deadline) as a
+                :class:`~otel_resilience.engine.deadline.DeadlineReachedError`: a timeout.
             accepted: Whether its outcome was acceptable.
             won: Whether it is the winner (the first acceptable outcome).
         """
@@ -252,12 +257,13 @@ class Hedge(Wait):
 
 
 class _Attempt:
-    """One attempt of a race: its context and how it ended."""
+    """One attempt of a race: its context, when it started (on the step's clock) and how it ended."""
 
-    __slots__ = ("cancelled", "ctx", "error", "result")
+    __slots__ = ("cancelled", "ctx", "error", "result", "started")
 
-    def __init__(self, ctx: ExecutionContext) -> None:
+    def __init__(self, ctx: ExecutionContext, started: float) -> None:
         self.ctx = ctx
+        self.started = started
         self.result: Any = None
         self.error: Exception | None = None
         self.cancelled = False
@@ -270,6 +276,7 @@ class _Race:
         "attempts",
         "clock",
         "ctx",
+        "cut",
         "delay",
         "failed",
         "hedge",
@@ -294,6 +301,9 @@ class _Race:
         self.attempts: list[_Attempt] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.winner: _Attempt | None = None
+        self.cut = False
+        """Whether the effective deadline ended the race (:func:`race`): the attempts it cancels then
+        are told the deadline's end, not a cancellation (:meth:`told`)."""
         self.over = False
         """Whether the race is decided (an attempt won, or one ended it with an interrupt or a
         cancellation of its own), or being stopped: an attempt whose task first runs after that
@@ -345,9 +355,9 @@ class _Race:
         if attempt_ctx is None:
             self.more = False
             return
-        attempt = _Attempt(attempt_ctx)
+        attempt = _Attempt(attempt_ctx, now := self.clock.now())
         self.attempts.append(attempt)
-        self.latest = self.clock.now()
+        self.latest = now
         self.more = len(self.attempts) < hedge.limit
         self.delay = hedge.delay(len(self.attempts)) if self.more else None
         # Started last: under an eager task factory (Python 3.12+) the attempt runs at once, up to
@@ -381,7 +391,7 @@ class _Race:
                 # after, but a cancellation, which ends the race and reaches the caller as it is.
                 self.over = True
                 self.stopped = error
-            hedge.leave(ctx, scope, _told(error), accepted=False, won=False)
+            hedge.leave(ctx, scope, self.told(attempt, error), accepted=False, won=False)
             raise
         try:
             accepted = hedge.accepts(ctx, attempt.result, attempt.error)
@@ -401,6 +411,21 @@ class _Race:
         if ends:  # after the attempt's scope closed: reported on the execution, as every denial
             due = FAILURE if hedge.on_failure else self.timed if self.delay is not None else None
             self.refuse(due, REJECTED)
+
+    def told(self, attempt: _Attempt, error: BaseException) -> BaseException:
+        """What the hedge is told of the ``error`` that ended ``attempt``'s run (being handled, in its task).
+
+        An attempt the race cancelled because the effective deadline ended it (:attr:`cut`) is told
+        the deadline's end, as an attempt of a retry is (a ``timeout``:
+        :func:`~otel_resilience.engine.stats.attempt_ended`): the
+        :class:`~otel_resilience.engine.deadline.DeadlineReachedError` a thread's attempt ends with,
+        for the seconds it ran. The deadline binds the caller's task, where the race decided it
+        (:func:`~otel_resilience.engine.deadline.ended_by_deadline`), not the attempt's. Anything
+        else is told as :func:`_told` says.
+        """
+        if self.cut and isinstance(error, asyncio.CancelledError):
+            return DeadlineReachedError(attempt.ctx.operation, self.clock.now() - attempt.started, "total")
+        return _told(error)
 
     async def contest(self) -> None:
         """Start attempts as the hedge says until one wins, or none runs and none may start."""
@@ -523,6 +548,7 @@ async def race(step: Step, ctx: ExecutionContext, hedge: Hedge) -> Any:
         await _cancel_all(contest.tasks)  # the losers still running
     except BaseException as stopped:
         contest.over = True  # the attempts cancelled now are losers, not cancellations of their own
+        contest.cut = ended_by_deadline(stopped)  # read here: the deadline binds this task, not theirs
         if type(stopped) is GeneratorExit:  # closed, not cancelled: nothing may be awaited now
             _cancel_unawaited(contest.tasks)
         else:

@@ -45,12 +45,13 @@ from otel_resilience.engine.calling import (
 )
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext, new_context, start_context
+from otel_resilience.engine.deadline import ended_by_deadline
 from otel_resilience.engine.events import ExecutionListener, Outcome, StrategyTelemetry, TelemetrySource
 from otel_resilience.engine.guard import Guard  # its home before engine/guard.py: still importable here
 from otel_resilience.engine.protecting import check_protectable, protect_with, standalone  # their home before
 from otel_resilience.engine.readonly import ReadOnly
 from otel_resilience.engine.registry import PIPELINES
-from otel_resilience.engine.stats import OUTCOME_OF, PipelineStats, classify_error
+from otel_resilience.engine.stats import CUT, OUTCOME_OF, PipelineStats, classify_error
 from otel_resilience.engine.step import TERMINAL, Step, set_up
 from otel_resilience.engine.validation import check_int, check_name
 
@@ -76,6 +77,7 @@ __all__ = [
 _FAILURE: Final = Outcome.FAILURE
 _SUCCESS: Final = Outcome.SUCCESS
 _REJECTED: Final = Outcome.REJECTED
+_CANCELLED: Final = Outcome.CANCELLED
 
 
 P = ParamSpec("P")
@@ -209,9 +211,12 @@ class Pipeline:
             outcome = OUTCOME_OF[type(caught)]  # classify_error(caught), with no call
         except TypeError:  # a class that cannot be hashed
             outcome = classify_error(caught)
+        error: BaseException | None = caught
+        if (outcome is _CANCELLED or outcome is _REJECTED) and ended_by_deadline(caught):
+            outcome, error = CUT  # a timeout, in both drivers: the attempts' rule (attempt_ended)
         next(self.stats.tally[outcome])
         if handles:
-            self.telemetry.end_execution(handles, outcome, self._clock.now() - start, caught)
+            self.telemetry.end_execution(handles, outcome, self._clock.now() - start, error)
 
     def _refused(self, signal: WrongDriver, handles: ExecutionHandles | None, start: float) -> NoReturn:
         """Count a function that does not fit the driver as a failure and raise its ``TypeError``.

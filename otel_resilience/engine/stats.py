@@ -9,7 +9,7 @@ from otel_resilience.engine.deadline import ended_by_deadline
 from otel_resilience.engine.events import Outcome
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
-__all__ = ["OUTCOME_OF", "PipelineStats", "attempt_ended", "classify_error"]
+__all__ = ["CUT", "OUTCOME_OF", "PipelineStats", "attempt_ended", "classify_error"]
 
 _REJECTED: Final = Outcome.REJECTED
 _TIMEOUT: Final = Outcome.TIMEOUT
@@ -66,23 +66,31 @@ def classify_error(error: BaseException) -> Outcome:
         return _classify(type(error))
 
 
-_CUT: Final[tuple[Outcome, None]] = (_TIMEOUT, None)
+CUT: Final[tuple[Outcome, None]] = (_TIMEOUT, None)
+"""How an attempt or an execution the effective deadline ended ends (:func:`attempt_ended`): a
+``timeout`` with no error of its own (the telemetry names the timeout the caller gets)."""
 
 
 def attempt_ended(error: BaseException) -> tuple[Outcome, BaseException | None]:
-    """How an attempt that ended in ``error`` (raised, or being handled) ends its scope: outcome, error.
+    """How an attempt or an execution that ended in ``error`` (raised, or being handled) ends: outcome, error.
 
     The one rule of both drivers, for every step that opens attempt scopes (a retry's attempt, a
-    recovery's re-run). An attempt the effective deadline ended
-    (:func:`~otel_resilience.engine.deadline.ended_by_deadline`: an enclosing scope's timer
-    cancelled it in a task, or its ``DeadlineReachedError`` ended it in a thread) is a
-    ``timeout`` with no error of its own, as the caller gets the timeout the scope that owns
-    the deadline raises (the telemetry names it so); any other error is classified as an
-    execution's (:func:`classify_error`), a cancellation or an interrupt with no error.
-    Called when an attempt did not return, never on a success.
+    recovery's re-run; a hedged attempt is told the deadline's end by its race, whose task the
+    deadline binds: :meth:`~otel_resilience.engine.hedge._Race.told`) and for the pipeline's
+    executions. One the effective
+    deadline ended (:func:`~otel_resilience.engine.deadline.ended_by_deadline`: an enclosing
+    scope's timer cancelled it in a task, or its ``DeadlineReachedError`` ended it in a thread,
+    a wait's included) is a ``timeout`` with no error of its own, as the caller gets the timeout
+    the scope that owns the deadline raises (the telemetry names it so); any other error is
+    classified by its type (:func:`classify_error`), a cancellation or an interrupt with no
+    error. Called when an attempt did not return, never on a success. A pipeline applies the
+    same rule to an execution that raised (:meth:`~otel_resilience.engine.pipeline.Pipeline._failed`),
+    asking :func:`~otel_resilience.engine.deadline.ended_by_deadline` only about what its type
+    makes a cancellation or a rejection (a wait the deadline cut in a thread is a rejection by
+    type), the only outcomes a deadline changes, and keeps any other error for its listeners.
     """
     if ended_by_deadline(error):
-        return _CUT
+        return CUT
     if isinstance(error, Exception):
         return classify_error(error), error
     return _CANCELLED, None

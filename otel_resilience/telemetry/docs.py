@@ -96,14 +96,17 @@ Instrumentation scope: `{scope}` with the package version and schema URL `{schem
   `hedge_on_result` rejected every attempt's result, or a fallback's `handle_result` rejected
   it and the fallback had no answer; the caller gets the result, the error ratio counts it. So
   does an attempt whose result its retry rejected (`error.type` `{failed_result}`). A failed
-  attempt span is ERROR with `error.type`. An attempt (a retry's, a recovery re-run) that an
+  attempt span is ERROR with `error.type`. An attempt (a retry's, a recovery re-run, a hedged
+  attempt still running) that an
   **enclosing deadline ended** (a total timeout, a `TimeoutHandler`, `fail_after`: the
   dependency slower than it) is a `timeout`, with the `error.type` of the timeout the caller
   gets, `{timeout_error}`, in both drivers: the async driver's
   deadline cancels the attempt, the sync driver finds the deadline reached when the attempt
   ends. It is neither the caller's cancellation nor a retry's give-up: the retry counts the
-  execution cancelled, as when the deadline ends a backoff. Exceptions are not recorded as
-  span events; their messages appear (as the status description) only with
+  execution cancelled, as when the deadline ends a backoff. So is the execution of a policy
+  nested in that deadline's scope (a pattern used alone inside another policy's timeout), one
+  that waited in a bulkhead's queue included: neither `cancelled` nor `rejected`. Exceptions
+  are not recorded as span events; their messages appear (as the status description) only with
   `instrument(record_messages=True)`.
 * `http.request.resend_count`: how many times the request was sent before, counted over the
   whole request as the HTTP semantic conventions ask (any resend: a retry, a hedge, a redirect's

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+from forking_support import run_in_child
 
 from otel_resilience import (
     Bulkhead,
@@ -697,3 +698,89 @@ async def test_a_context_copied_in_an_async_scope_carries_no_deadline_once_the_s
     clock.advance(5.0)  # past the ended scope's deadline
     assert copied.run(current_deadline) is None
     assert copied.run(TimeoutHandler(10.0, clock=clock).with_timeout_sync, lambda: "result") == "result"
+
+
+# -- a sync scope left by another thread or task than its owner ------------------------------------
+
+
+def _leave_in_a_thread(scope: SyncDeadline, *exc: Any) -> BaseException | None:
+    """Leave ``scope`` in a new thread (with a copy of this context, as ``asyncio.to_thread``); return what it raised."""
+    raised: list[BaseException | None] = [None]
+
+    def leave() -> None:
+        try:
+            scope.__exit__(*exc)
+        except BaseException as error:
+            raised[0] = error
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(leave,))
+    thread.start()
+    thread.join(10.0)
+    return raised[0]
+
+
+@pytest.mark.parametrize("under_an_earlier_deadline", [False, True])
+def test_a_sync_scope_left_by_another_thread_is_a_clear_runtime_error(
+    under_an_earlier_deadline: bool,
+) -> None:
+    """Entered in one thread, left in another: RuntimeError saying so, as for an async scope left by another task.
+
+    Its deadline is withdrawn: the thread that entered it is bound by what bound it before.
+    """
+    clock = FakeClock(0.0)
+    with contextlib.ExitStack() as stack:
+        if under_an_earlier_deadline:
+            stack.enter_context(SyncDeadline(clock, 10.0, "outer"))
+        scope = SyncDeadline(clock, 20.0 if under_an_earlier_deadline else 0.5, "misplaced")
+        scope.__enter__()
+        clock.advance(6.0)  # past its own deadline (or, bound by the outer, not yet past that one)
+        raised = _leave_in_a_thread(scope, None, None, None)
+        assert isinstance(raised, RuntimeError), raised
+        assert "'misplaced' was left by another task or thread" in str(raised)
+        assert not scope.expired
+        assert current_deadline() == (10.0 if under_an_earlier_deadline else None)
+    assert current_deadline() is None
+
+
+async def test_a_sync_scope_left_by_another_task_is_a_clear_runtime_error() -> None:
+    """A SyncDeadline held across an await and left by another task: RuntimeError, its deadline withdrawn."""
+    clock = FakeClock(0.0)
+    scope = SyncDeadline(clock, 5.0, "misplaced")
+    entered, leave = asyncio.Event(), asyncio.Event()
+    seen: list[float | None] = []
+
+    async def enters() -> None:
+        scope.__enter__()
+        entered.set()
+        await leave.wait()
+        seen.append(current_deadline())
+
+    task = asyncio.create_task(enters())
+    await entered.wait()
+    with pytest.raises(RuntimeError, match=r"'misplaced' was left by another task or thread"):
+        scope.__exit__(None, None, None)
+    leave.set()
+    await task
+    assert seen == [None]
+
+
+def test_a_sync_scope_closed_with_its_generator_in_another_thread_raises_nothing() -> None:
+    """A generator's scope closed elsewhere (GeneratorExit) withdraws its deadline and raises nothing."""
+    clock = FakeClock(0.0)
+    scope = SyncDeadline(clock, 5.0, "generator")
+    scope.__enter__()
+    assert _leave_in_a_thread(scope, GeneratorExit, GeneratorExit(), None) is None
+    assert current_deadline() is None
+
+
+def test_a_sync_scope_left_in_a_forked_child_by_the_thread_that_forked_raises_no_runtime_error() -> None:
+    """Forked inside the block, the child leaves the scope as the thread that entered it would."""
+    clock = FakeClock(0.0)
+
+    def child() -> None:
+        scope.__exit__(None, None, None)  # the forking thread's scope, left in the child
+
+    scope = SyncDeadline(clock, 5.0, "forked")
+    with scope:
+        assert run_in_child(child) == 0
+    assert current_deadline() is None

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Final, Protocol, cast
 
 from otel_resilience.engine.actions import Counted, Rejected
 from otel_resilience.engine.calling import notify, refused
+from otel_resilience.engine.cancelling import returned_on_the_way
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import CallRejected, Event, StrategyTelemetry
 from otel_resilience.engine.facade import Link
@@ -125,12 +126,18 @@ class _BreakerStep(Link[CircuitBreakerConfig]):
         """Count a returned call of a breaker that times calls or judges results.
 
         A guarded block returns no value (``result`` is ``None`` there): ``record_result`` is
-        not asked about it, and its success counts as one.
+        not asked about it, and its success counts as one. A failed result that came back while
+        the task is being cancelled (the call swallowed its ``CancelledError``:
+        :func:`~otel_resilience.engine.cancelling.returned_on_the_way`) is no failure of the
+        dependency: its permit is given back, as for an error on its way out of the cancellation.
         """
         permit, slow = self._ended(token) if self._timed else (token, False)
         judge = self._core.settings.record_result
         if judge is not None and ctx.fn is not guarded_block and self._is_failure(permit, judge, result):
-            self._failed(permit, None, slow)
+            if returned_on_the_way(ctx):  # the call swallowed its task's cancellation: as on_cancel
+                self._core.end(permit, None)
+            else:
+                self._failed(permit, None, slow)
         else:
             self._succeeded(permit, slow)
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
+from otel_resilience.engine.cancelling import returned_on_the_way
 from otel_resilience.engine.counting import Counts
 from otel_resilience.engine.deadline import passes_to_its_scope
 from otel_resilience.engine.events import Event, FallbackUsed, Outcome, error_type_name
@@ -315,7 +316,10 @@ class FallbackStep(Link[FallbackConfig]):
         (:meth:`~otel_resilience.engine.context.ExecutionContext.result_good`): never a result a
         step inside judged a failure (a retry's ``retry_on_result`` gave up on it), nor a value a
         pattern inside answered in place of the call (a recovery rule's fallback, a timeout's
-        default).
+        default). A value not accepted that came back while the task is being cancelled (the
+        call swallowed its ``CancelledError``:
+        :func:`~otel_resilience.engine.cancelling.returned_on_the_way`) is not answered, as an
+        error on its way out of the cancellation is not: it is returned, a failed result.
         """
         core = self._core
         judge = core.judge_result
@@ -324,6 +328,9 @@ class FallbackStep(Link[FallbackConfig]):
             if refused is not False and refused is not True:  # a bool is taken as it is, with no call
                 refused = verdict(refused, "FallbackConfig.handle_result", core.name)
             if refused:
+                if returned_on_the_way(ctx):  # the call swallowed its task's cancellation: not answered
+                    ctx.result_failed()
+                    return None
                 return self._fall_back(ctx, UnacceptedResultError(core.name, result))
         if core.caches and ctx.result_good():
             core.store(ctx.args, ctx.kwargs, result, inline=ctx.sync)

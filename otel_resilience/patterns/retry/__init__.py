@@ -24,6 +24,12 @@ How it behaves, and why:
   (:class:`~otel_resilience.errors.ExecutionRejectedError`: an open breaker, a full bulkhead) are
   not retried by default: the dependency was not even called, and retrying a rejection only
   hammers the protection. :attr:`RetryPolicy.no_retry_on` wins over :attr:`RetryPolicy.retry_on`.
+  Nor is what a call hands back on its way out of its task's cancellation: an error raised while
+  the ``CancelledError`` was handled
+  (:func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`), or a retried result it
+  returned after swallowing it (:func:`~otel_resilience.engine.cancelling.returned_on_the_way`):
+  the execution is counted ``cancelled`` and it passes through, so that the retry never outlasts
+  the timeout or ``task.cancel()`` that stopped the call.
 * **Default jitter: proportional, +/- 25 %** (Polly's factor for constant and linear backoffs).
   It de-synchronises clients that failed together (no thundering herd) while every delay stays
   within a quarter of the documented schedule, and a retry never fires at once, as full jitter

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 from otel_resilience.engine.actions import Counted
 from otel_resilience.engine.admission import UnheardStanding
 from otel_resilience.engine.calling import WrongDriver, handled_error, refused
+from otel_resilience.engine.cancelling import returned_on_the_way
 from otel_resilience.engine.closing import give_back
 from otel_resilience.engine.deadline import passes_to_its_scope, time_left
 from otel_resilience.engine.events import (
@@ -530,9 +531,19 @@ class _RetryStep(Link[RetryPolicy]):
         return self._first
 
     def on_success(self, ctx: ExecutionContext, token: Any, result: Any) -> Action:
-        """Return the accepted result; retry a result the policy retries, or return it when retrying stops."""
+        """Return the accepted result; retry a result the policy retries, or return it when retrying stops.
+
+        A retried result that came back while the task is being cancelled (the call swallowed
+        its ``CancelledError``: :func:`~otel_resilience.engine.cancelling.returned_on_the_way`)
+        is not run again: :meth:`_returned_cancelled`.
+        """
         if type(token) is not _Attempts:  # attempt 1, no scope: None or the link's Counted (admit)
-            return None if self._core.accepts(result, 1) else self._after(ctx, None, None, result)
+            if self._core.accepts(result, 1):
+                return None
+            if returned_on_the_way(ctx):
+                self._returned_cancelled(ctx)
+                return None
+            return self._after(ctx, None, None, result)
         outcome = _FAILURE
         try:
             if self._core.accepts(result, token.count):
@@ -540,7 +551,22 @@ class _RetryStep(Link[RetryPolicy]):
                 return None
         finally:
             token.end(outcome, None)
+        if returned_on_the_way(ctx):
+            self._returned_cancelled(ctx)
+            return None
         return self._after(ctx, token, None, result)
+
+    def _returned_cancelled(self, ctx: ExecutionContext) -> None:
+        """End an execution whose retried result came back while its task is being cancelled: no retry.
+
+        As an error on its way out of the cancellation ends it (:meth:`on_cancel`: the driver
+        asks :func:`~otel_resilience.engine.cancelling.cancelled_on_the_way`), it is counted
+        cancelled, and nothing is scheduled (no backoff, no ``on_retry``, nothing withdrawn from
+        the budget). The result is returned as the call returned it, a result the policy judged
+        failed: the execution's outcome is a failure.
+        """
+        self._core.cancelled(in_attempt=True)
+        ctx.result_failed()
 
     def on_failure(self, ctx: ExecutionContext, token: Any, error: Exception) -> Action:
         """Retry ``error`` (after ``on_retry``); re-raise it, with the give-up note, when retrying stops.

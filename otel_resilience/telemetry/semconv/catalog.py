@@ -290,7 +290,9 @@ SPANS: Final[tuple[SpanSpec, ...]] = (
         "the winner carries the `resilience.hedging.won` event (when more than one attempt "
         "started) and the losers end with outcome `cancelled`, not ERROR. A failed attempt is "
         "ERROR with `error.type`; one that an enclosing deadline ended (a retry's attempt, a "
-        f"recovery re-run) ends `timeout`, `error.type` `{TIMEOUT_ERROR_TYPE}`, in both drivers. "
+        "recovery re-run, a hedged attempt still running at the deadline) ends `timeout`, "
+        f"`error.type` `{TIMEOUT_ERROR_TYPE}`, in both drivers, and so does the execution of a "
+        "policy nested in that deadline's scope. "
         "Opened by the retry or the hedging that makes the attempt; a "
         "recovery re-run with neither inside the recovery is opened by the recovery "
         "(`resilience.pattern` `recovery`).",
