@@ -28,7 +28,8 @@ is), which the FastAPI handlers answer with a 504. aiohttp's own total timeout
 (``ClientTimeout(total=...)``) firing during a send is the policy's timeout too: the execution
 ends as a timeout and the request is not sent again (the caller's wait is over); firing in a
 wait of the policy's own (a backoff, a bulkhead's queue, a hedging race) it cancels the
-execution, as any enclosing deadline does. aiohttp itself sends an
+execution, as an enclosing ``asyncio.timeout`` does (outcome ``cancelled``: a deadline of the
+library's own around the call ends it as a ``timeout``). aiohttp itself sends an
 idempotent request once more when its connection was reset or closed without an answer: that is
 a new request, so a new execution of the policy (after the policy's attempts ran out, the
 breaker may have opened: the caller then sees :class:`~otel_resilience.CircuitOpenError`). A
