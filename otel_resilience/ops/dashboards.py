@@ -183,6 +183,11 @@ def _increase(series: str, selector: str, by: Sequence[str], window: str = "$__r
     return ar._events(f"{series}{selector}", window, (_JOB, *by))  # one rule for the rules and the panels
 
 
+_SERVICE_SERIES: Final = naming.series(sc.TELEMETRY_ERRORS)
+"""The series that puts a service on the dashboards: every instrumented process exports it from its
+start, before any policy, breaker or bulkhead exists and before any call (the executions appear with a
+pipeline, which a pattern used alone or a policy run by configuration builds at its first call)."""
+
 _NO_VALUE: Final = "none"
 """The value of a zero line's legend label that no series can give it (an error type, a key)."""
 
@@ -200,11 +205,11 @@ def _or_zero(query: _Query) -> _Query:
 def _zero_line(legend: str) -> str:
     """A 0 for each selected service, with every label ``legend`` names: its legend reads as the series'.
 
-    ``job`` is the service's (from its executions, which every service exports from its start);
-    every other label is :data:`_NO_VALUE`, as no series gives it one. A bare ``vector(0)`` has
-    no label: its legend would read ``" / ..."``.
+    ``job`` is the service's (from :data:`_SERVICE_SERIES`, which every service exports from its
+    start); every other label is :data:`_NO_VALUE`, as no series gives it one. A bare ``vector(0)``
+    has no label: its legend would read ``" / ..."``.
     """
-    line = f"0 * group by ({_JOB}) ({naming.series(sc.EXECUTIONS)}{_m(job='~$job')})"
+    line = f"0 * group by ({_JOB}) ({_SERVICE_SERIES}{_m(job='~$job')})"
     for label in dict.fromkeys(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend)):
         if label != _JOB:
             line = f'label_replace({line}, "{label}", "{_NO_VALUE}", "", "")'
@@ -486,33 +491,68 @@ def _breaker_rejections(selector: dict[str, str]) -> _Panel:
         "timeseries",
         "Rejected calls",
         "Calls each breaker rejected per second without calling the dependency, by "
-        f"reason (open, or half-open with every probe in flight). From `{rejections}`.",
+        f"reason (open, or half-open with every probe in flight); one series at 0 when no breaker "
+        f"reports any yet (a breaker used alone starts its series at its first call). From `{rejections}`.",
         "ops",
         (
-            _Query(
-                _rate(rejections, _m(**selector, **{reason: "~" + reasons}), (_NAME, reason)),
-                f"{{{{{_NAME}}}}} {{{{{reason}}}}}",
+            _or_zero(
+                _Query(
+                    _rate(rejections, _m(**selector, **{reason: "~" + reasons}), (_NAME, reason)),
+                    f"{{{{{_NAME}}}}} {{{{{reason}}}}}",
+                )
             ),
         ),
     )
 
 
 def _bulkhead_saturation(selector: dict[str, str]) -> _Panel:
+    saturation = _recorded(ar.R_BULKHEAD_SATURATION, selector)
     return _Panel(
         "timeseries",
         "Bulkhead saturation",
         "Share of each bulkhead's concurrency limit in use (the most loaded instance; for a keyed "
-        f"policy, its most saturated key, from `{naming.series(sc.BULKHEAD_UTILIZATION)}`). "
-        f"{ar.A_BULKHEAD_NEAR} fires at {ar.BULKHEAD_NEAR_SATURATION:.0%} on average over "
-        f"{ar.BULKHEAD_NEAR_FOR}, "
-        f"{ar.A_BULKHEAD_FULL} fires on rejections, not on saturation (see Rejections by reason). "
-        f"{_rule_note(ar.R_BULKHEAD_SATURATION)}",
+        f"policy, its most saturated key, from `{naming.series(sc.BULKHEAD_UTILIZATION)}`), and its "
+        f"average over the last {ar.BULKHEAD_NEAR_FOR} (dashed): {ar.A_BULKHEAD_NEAR} fires when the "
+        f"average reaches {ar.BULKHEAD_NEAR_SATURATION:.0%}. "
+        f"{ar.A_BULKHEAD_FULL} fires on rejections, not on saturation (see Share of executions "
+        f"rejected). {_rule_note(ar.R_BULKHEAD_SATURATION)}",
         "percentunit",
-        (_Query(_recorded(ar.R_BULKHEAD_SATURATION, selector), f"{{{{{_NAME}}}}}"),),
+        (
+            _Query(saturation, f"{{{{{_NAME}}}}}"),
+            _Query(
+                f"avg_over_time({saturation}[{ar.BULKHEAD_NEAR_FOR}])",
+                f"{{{{{_NAME}}}}} average over {ar.BULKHEAD_NEAR_FOR}",
+                dashed=True,
+            ),
+        ),
         thresholds=_above((ar.BULKHEAD_NEAR_SATURATION, _ORANGE), (ar.BULKHEAD_FULL_SATURATION, _RED)),
         alert=ar.A_BULKHEAD_NEAR,
         min=0,
         max=1,
+    )
+
+
+def _bulkhead_rejection_share(selector: dict[str, str]) -> _Panel:
+    share = _recorded(ar.R_BULKHEAD_REJECTION_RATIO, selector)
+    rejections = _recorded(ar.R_BULKHEAD_REJECTIONS, selector)
+    return _Panel(
+        "timeseries",
+        "Share of executions rejected",
+        "Share of each policy's executions its bulkhead rejected (full, or queue timeout) over "
+        f"{ar.RATE_WINDOW}, by policy and bulkhead. {ar.A_BULKHEAD_FULL} fires above "
+        f"{ar.BULKHEAD_REJECTION_RATIO:.0%} for {ar.BULKHEAD_FULL_FOR} (with at least "
+        f"{ar.MIN_EXECUTION_RATE:g} executions/s); 0 for a bulkhead that rejected nothing (or whose "
+        f"policy has no execution yet). {_rule_note(ar.R_BULKHEAD_REJECTION_RATIO)}",
+        "percentunit",
+        (
+            _Query(
+                f"{share}\nor on ({_by(_POLICY, _NAME)})\n0 * {rejections}",
+                f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}",
+            ),
+        ),
+        thresholds=_above((ar.BULKHEAD_REJECTION_RATIO, _RED)),
+        alert=ar.A_BULKHEAD_FULL,
+        min=0,
     )
 
 
@@ -552,12 +592,15 @@ def _fallback_ratio(selector: dict[str, str]) -> _Panel:
     )
 
 
-def _recovery_rate_or_one(selector: dict[str, str]) -> str:
-    """The recorded recovery rate, or 1 for a recovery system that made no action in the window."""
+def _recovery_rate_or_one(selector: dict[str, str], rate: str = ar.R_RECOVERY_RATE) -> str:
+    """The recorded recovery ``rate``, or 1 for a recovery system that made no action in its window.
+
+    The 1 comes from the actions of the last :data:`~otel_resilience.ops.alert_rules.RECOVERY_WINDOW`
+    (at 0 from the moment a policy has recovery), also for a longer window: a rate is missing only
+    when no action was made in its window, which holds the shorter one.
+    """
     attempts = _recorded(ar.R_RECOVERY_ATTEMPTS, selector)
-    return (
-        f"{_recorded(ar.R_RECOVERY_RATE, selector)}\nor\nsum by ({_by(_POLICY, _NAME)}) ({attempts}) * 0 + 1"
-    )
+    return f"{_recorded(rate, selector)}\nor\nsum by ({_by(_POLICY, _NAME)}) ({attempts}) * 0 + 1"
 
 
 def _recovery_rate(selector: dict[str, str]) -> _Panel:
@@ -567,11 +610,19 @@ def _recovery_rate(selector: dict[str, str]) -> _Panel:
         "Share of recovery actions that succeeded, by policy and recovery system, over "
         f"{ar.RECOVERY_WINDOW}. {ar.A_RECOVERY_LOW} fires below {ar.RECOVERY_RATE_THRESHOLD:.0%} "
         f"for {ar.RECOVERY_FOR} once {ar.RECOVERY_MIN_ATTEMPTS} actions were made in the window, or when "
-        f"every action of the last {ar.RECOVERY_SPARSE_WINDOW} failed while the policy is failing. "
+        f"every action of the last {ar.RECOVERY_SPARSE_WINDOW} failed while the policy is failing "
+        f"(dashed: the share over {ar.RECOVERY_SPARSE_WINDOW}, from `{ar.R_RECOVERY_RATE_SPARSE}`). "
         f"1 while no action was made in the window: nothing failed to recover (a share of no action "
         f"is not 0 %, which would read as every recovery failing). {_rule_note(ar.R_RECOVERY_RATE)}",
         "percentunit",
-        (_Query(_recovery_rate_or_one(selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
+        (
+            _Query(_recovery_rate_or_one(selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),
+            _Query(
+                _recovery_rate_or_one(selector, ar.R_RECOVERY_RATE_SPARSE),
+                f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}} over {ar.RECOVERY_SPARSE_WINDOW}",
+                dashed=True,
+            ),
+        ),
         thresholds=((None, _RED), (ar.RECOVERY_RATE_THRESHOLD, _GREEN)),
         alert=ar.A_RECOVERY_LOW,
         min=0,
@@ -622,10 +673,14 @@ def _timeout_ratio(selector: dict[str, str]) -> _Panel:
         "timeseries",
         "Timeouts per execution",
         f"Deadlines that expired per execution, by policy, over {ar.RATE_WINDOW}. {ar.A_TIMEOUTS} "
-        f"fires above {ar.TIMEOUT_RATIO:.0%} for {ar.RATIO_ALERT_FOR}. "
-        f"{_rule_note(ar.R_TIMEOUT_RATIO)}",
+        f"fires above {ar.TIMEOUT_RATIO:.0%} for {ar.RATIO_ALERT_FOR}; 0 for a policy with no "
+        f"expired deadline (or no execution yet). {_rule_note(ar.R_TIMEOUT_RATIO)}",
         "percentunit",
-        (_Query(_recorded(ar.R_TIMEOUT_RATIO, selector), f"{{{{{_POLICY}}}}}"),),
+        (
+            _Query(
+                _or_zero_per_policy(_recorded(ar.R_TIMEOUT_RATIO, selector), selector), f"{{{{{_POLICY}}}}}"
+            ),
+        ),
         thresholds=_above((ar.TIMEOUT_RATIO, _RED)),
         alert=ar.A_TIMEOUTS,
         min=0,
@@ -707,9 +762,15 @@ def _rate_limited_share(selector: dict[str, str]) -> _Panel:
         f"Share of each policy's executions its rate limiter shed over {ar.RATE_WINDOW}. "
         f"{ar.A_RATE_LIMITED} fires above {ar.RATE_LIMITED_RATIO:.0%} for {ar.RATE_LIMITED_FOR} (with "
         f"at least {ar.MIN_EXECUTION_RATE:g} executions/s): a caller keeps sending more than the limit "
-        f"allows. {_rule_note(ar.R_RATE_LIMITED_RATIO)}",
+        f"allows. 0 for a policy that shed nothing (or has no execution yet). "
+        f"{_rule_note(ar.R_RATE_LIMITED_RATIO)}",
         "percentunit",
-        (_Query(_recorded(ar.R_RATE_LIMITED_RATIO, selector), f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}"),),
+        (
+            _Query(
+                _or_zero_per_policy(_recorded(ar.R_RATE_LIMITED_RATIO, selector), selector),
+                f"{{{{{_POLICY}}}}} / {{{{{_NAME}}}}}",
+            ),
+        ),
         thresholds=_above((ar.RATE_LIMITED_RATIO, _RED)),
         alert=ar.A_RATE_LIMITED,
         width=8,
@@ -917,19 +978,20 @@ def _hedge_latency(selector: dict[str, str]) -> _Panel:
 
 def _hedge_load(selector: dict[str, str]) -> _Panel:
     sel = _m(**selector)
-    executions = f"({_rate(naming.series(sc.EXECUTIONS), sel, (_POLICY,))} > 0)"
+    executed = _rate(naming.series(sc.EXECUTIONS), sel, (_POLICY,))
 
     def per_execution(series: str) -> str:
-        return f"{_rate(series, sel, (_POLICY,))}\n/ on ({_by(_POLICY)})\n{executions}"
+        return f"{_rate(series, sel, (_POLICY,))}\n/ on ({_by(_POLICY)})\n({executed} > 0)"
 
     # A retry's series appear at its first retry (their error type is not known in advance): 0 for
-    # each policy that ran and retried nothing, as on the retry panels.
-    retries = f"{per_execution(naming.series(sc.RETRIES))}\nor on ({_by(_POLICY)})\n0 * {executions}"
+    # each policy that retried nothing (executions start at 0: also before its first), as on the
+    # retry panels.
+    retries = f"{per_execution(naming.series(sc.RETRIES))}\nor on ({_by(_POLICY)})\n0 * {executed}"
     return _Panel(
         "timeseries",
         "Extra load: hedges and retries per execution",
         "Extra calls of the dependency per execution, by policy: hedges (policies with hedging) beside "
-        "retries (0 for a policy that ran and retried nothing). Hedges and retries of a policy draw on "
+        "retries (0 for a policy that retried nothing). Hedges and retries of a policy draw on "
         "one retry budget, so that together they stay near its ratio when the budget is the limit. From "
         f"`{naming.series(sc.HEDGES)}` and `{naming.series(sc.RETRIES)}` over "
         f"`{naming.series(sc.EXECUTIONS)}`.",
@@ -1180,8 +1242,9 @@ def _retry_panels() -> tuple[_Panel, ...]:
         _Panel(
             "timeseries",
             "Retries exhausted by stop reason",
-            "Retries that gave up per second, by why they stopped (max attempts, deadline, "
-            "retry budget, not retryable): one per run of a retry, so a recovery re-run that gives up "
+            "Retries that gave up per second, by why they stopped "
+            f"({', '.join(reason.replace('_', ' ') for reason in sc.RETRY_STOP_REASONS)}): "
+            "one per run of a retry, so a recovery re-run that gives up "
             "again counts again; the last error was re-raised (or the last result returned, a "
             f"failure). One series at 0 when none happened. From `{exhausted}`.",
             "ops",
@@ -1337,20 +1400,22 @@ def _bulkheads() -> _Dashboard:
                         "timeseries",
                         "Rejections by reason",
                         "Calls each bulkhead rejected per second: full (every slot busy and the queue "
-                        f"full) or queue timeout. {ar.A_BULKHEAD_FULL} fires when they exceed "
-                        f"{ar.BULKHEAD_REJECTION_RATIO:.0%} of the policy's executions for "
-                        f"{ar.BULKHEAD_FULL_FOR}. From `{rejections}`.",
+                        f"full) or queue timeout. {ar.A_BULKHEAD_FULL} fires on their share of the "
+                        f"policy's executions (see Share of executions rejected). One series at 0 when "
+                        f"no bulkhead reports any yet (a bulkhead used alone starts its series at its "
+                        f"first call). From `{rejections}`.",
                         "ops",
                         (
-                            _Query(
-                                _rate(rejections, _m(**sel, **{reason: "~" + full}), (_NAME, reason)),
-                                f"{{{{{_NAME}}}}} {{{{{reason}}}}}",
+                            _or_zero(
+                                _Query(
+                                    _rate(rejections, _m(**sel, **{reason: "~" + full}), (_NAME, reason)),
+                                    f"{{{{{_NAME}}}}} {{{{{reason}}}}}",
+                                )
                             ),
                         ),
                         thresholds=_above((0.000001, _RED)),
-                        alert=ar.A_BULKHEAD_FULL,
-                        width=24,
                     ),
+                    _bulkhead_rejection_share(sel),
                 ),
             ),
         ),
@@ -1373,6 +1438,10 @@ def _recovery() -> _Dashboard:
     severity = naming.label(sc.ALERT_SEVERITY)
     failure = "~" + naming.one_of(sc.OUTCOME, *sorted(sc.ERROR_OUTCOMES))
     failures = _histogram_rate(sc.EXECUTION_DURATION, "count", _m(**_POLICY_SEL, **{_OUTCOME: failure}))
+    # An execution a fallback answered ends "fallback", without error.type: the fallback's counter
+    # names the error it replaced (those whose fallback failed too end "failure", counted above).
+    answered = _m(**_POLICY_SEL, **{fb_result: naming.value(sc.FALLBACK_RESULT, "success")})
+    failures += f" or rate({fallbacks}{answered}[$__rate_interval])"
     return _Dashboard(
         "otel-resilience-recovery.json",
         "otel-resilience-recovery",
@@ -1428,8 +1497,9 @@ def _recovery() -> _Dashboard:
                         "timeseries",
                         "Failures by error type",
                         "Executions that ended in an error per second (outcome failure, rejected or "
-                        f"timeout), by policy and exception class (`error.type`); one series at 0 when none "
-                        f"failed. From `{count}`. "
+                        "timeout) or that a fallback answered, by policy and exception class (`error.type`: "
+                        "for an answered one, the error the fallback replaced); one series at 0 when none "
+                        f"failed. From `{count}` and `{fallbacks}` (result success). "
                         f"{_in_process_note(sc.EXECUTION_DURATION, 'count', exemplars=False)}",
                         "ops",
                         (
@@ -1502,7 +1572,7 @@ def _dashboards() -> tuple[_Dashboard, ...]:
 # --- building with the SDK ------------------------------------------------------------------
 
 _VARIABLES: Final = {
-    "job": ("Service (job)", naming.series(sc.EXECUTIONS), _JOB, ""),
+    "job": ("Service (job)", _SERVICE_SERIES, _JOB, ""),
     "policy": ("Policy", naming.series(sc.EXECUTIONS), _POLICY, f'{_JOB}=~"$job"'),
     "breaker": ("Circuit breaker", naming.series(sc.CB_STATE_METRIC), _NAME, f'{_JOB}=~"$job"'),
     "bulkhead": ("Bulkhead", naming.series(sc.BULKHEAD_CONCURRENCY_LIMIT), _NAME, f'{_JOB}=~"$job"'),

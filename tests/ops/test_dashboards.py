@@ -29,7 +29,7 @@ def panels(dashboard):
 
 def has_zero_line(expr):
     """Whether ``expr`` ends with a 0 per selected service when it has no series (``or on() 0 * ...``)."""
-    zero = f'0 * group by (job) ({naming.series(sc.EXECUTIONS)}{{job=~"$job"}})'
+    zero = f'0 * group by (job) ({naming.series(sc.TELEMETRY_ERRORS)}{{job=~"$job"}})'
     return "\nor on() " in expr and zero in expr.rsplit("\nor on() ", 1)[1]
 
 
@@ -128,7 +128,8 @@ def test_job_and_subject_variables(dashboards):
     for name, dashboard in dashboards.items():
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
         assert {"job", subjects[name]} <= set(variables), name
-        assert variables["job"]["query"] == f"label_values({naming.series(sc.EXECUTIONS)}, job)"
+        # every instrumented service exports it from its start, before any pattern or call
+        assert variables["job"]["query"] == f"label_values({naming.series(sc.TELEMETRY_ERRORS)}, job)"
         for variable in variables.values():
             if variable["type"] == "query":
                 assert variable["datasource"]["uid"] == dash.DATASOURCE_UID
@@ -306,6 +307,7 @@ def test_thresholds_equal_the_alert_rules(dashboards):
         ar.A_FALLBACK_HIGH: (ar.FALLBACK_RATIO,),
         ar.A_TIMEOUTS: (ar.TIMEOUT_RATIO,),
         ar.A_BULKHEAD_NEAR: (ar.BULKHEAD_NEAR_SATURATION, ar.BULKHEAD_FULL_SATURATION),
+        ar.A_BULKHEAD_FULL: (ar.BULKHEAD_REJECTION_RATIO,),
         ar.A_RECOVERY_LOW: (ar.RECOVERY_RATE_THRESHOLD,),
         ar.A_BREAKER_FLAPPING: (ar.BREAKER_FLAPPING_TRIPS,),
         ar.A_BREAKER_WOULD_OPEN: (1,),
@@ -344,8 +346,6 @@ def test_alert_panels_query_the_alerts_recording_rules(rules):
     """Panels and alerts share expressions through recording rules, not copies."""
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     for item in dash.alert_panels():
-        if item.alert == ar.A_BULKHEAD_FULL:
-            continue  # the rejections panel shows the raw rate by reason
         spec = next(
             p
             for d in dash._dashboards()
@@ -356,6 +356,103 @@ def test_alert_panels_query_the_alerts_recording_rules(rules):
         if spec.kind == "state":
             continue
         assert any(q.expr.split("{")[0] in recorded for q in spec.queries), item
+
+
+_COMPARISONS = {">", ">=", "<", "<=", "==", "!="}
+
+
+def _shape(node) -> str | None:
+    """What a PromQL node computes, without its matchers: ``series``, ``series[range]``, ``f(...)``."""
+    import promql_parser as p  # noqa: PLC0415 - the ops extra
+
+    if isinstance(node, p.ParenExpr):
+        return _shape(node.expr)
+    if isinstance(node, p.VectorSelector):
+        return node.name
+    if isinstance(node, p.MatrixSelector):
+        return f"{node.vector_selector.name}[{node.range}]"
+    if isinstance(node, p.Call):
+        args = [
+            _shape(arg)
+            for arg in node.args
+            if isinstance(arg, (p.Expr,)) and not isinstance(arg, p.StringLiteral)
+        ]
+        return None if None in args else f"{node.func.name}({', '.join(args)})"
+    return None
+
+
+def _fired_on(node) -> list[str]:
+    """The shapes an alert expression compares with its thresholds: the left side of each comparison
+    with a number, one per leg of an ``or``; the right side of an ``and`` (a guard) left out."""
+    import promql_parser as p  # noqa: PLC0415 - the ops extra
+
+    if isinstance(node, p.ParenExpr):
+        return _fired_on(node.expr)
+    if isinstance(node, p.Call) and node.func.name == "label_replace":
+        return _fired_on(node.args[0])
+    if isinstance(node, p.BinaryExpr):
+        op = str(node.op)
+        if op == "or":
+            return _fired_on(node.lhs) + _fired_on(node.rhs)
+        if op in {"and", "unless"}:
+            return _fired_on(node.lhs)
+        if op in _COMPARISONS and isinstance(node.rhs, p.NumberLiteral):
+            shape = _shape(node.lhs)
+            return [shape] if shape else []
+    return []
+
+
+def _shapes(expr: str) -> set[str]:
+    """Every shape (see :func:`_shape`) of the sub-expressions of a panel's query."""
+    import promql_parser as p  # noqa: PLC0415 - the ops extra
+
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        shape = _shape(node)
+        if shape:
+            found.add(shape)
+        for child in ("expr", "lhs", "rhs"):
+            if hasattr(node, child) and getattr(node, child) is not None:
+                walk(getattr(node, child))
+        if isinstance(node, p.Call):
+            for arg in node.args:
+                if isinstance(arg, p.Expr):
+                    walk(arg)
+        if isinstance(node, p.MatrixSelector):
+            walk(node.vector_selector)
+
+    walk(p.parse(checks.substitute_grafana(expr)))
+    return found
+
+
+def test_every_alert_has_a_panel_showing_what_it_fires_on(rules):
+    """For each leg of each alert, what it compares with its threshold (the alert's value) is drawn by a
+    panel that links the alert's runbook: a recording rule as the alert reads it, over the same range."""
+    import promql_parser  # noqa: PLC0415 - the ops extra
+
+    shown: dict[str, set[str]] = {}
+    for item in dash.alert_panels():
+        spec = next(
+            p
+            for d in dash._dashboards()
+            for _, ps in d.rows
+            for p in ps
+            if d.uid == item.dashboard and p.title == item.title
+        )
+        for q in spec.queries:
+            shown.setdefault(item.alert, set()).update(_shapes(q.expr))
+    missing = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            fired_on = _fired_on(promql_parser.parse(str(rule["expr"])))
+            assert fired_on, rule["alert"]
+            missing += [
+                (rule["alert"], shape) for shape in fired_on if shape not in shown.get(rule["alert"], set())
+            ]
+    assert missing == []
 
 
 def test_grafana_11_model_basics(dashboards):
@@ -853,3 +950,11 @@ def test_every_zero_line_carries_the_labels_its_legend_reads(dashboards, recorde
                     problems.append(f"{name} / {panel['title']} / {target['refId']}: {zero!r} lacks {wanted}")
     assert seen > 10
     assert problems == [], "\n".join(problems)
+
+
+def test_the_stop_reason_panel_names_every_stop_reason(dashboards):
+    """The description of "Retries exhausted by stop reason" names each reason the library reports (a
+    reader looking up a series' reason finds it), in the words of its label value."""
+    panel = by_title(dashboards["otel-resilience-retries-timeouts.json"], "Retries exhausted by stop reason")
+    missing = [r for r in sc.RETRY_STOP_REASONS if r.replace("_", " ") not in panel["description"]]
+    assert missing == []

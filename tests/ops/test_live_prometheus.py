@@ -62,6 +62,7 @@ MUST_SHOW_DATA = {
     ("otel-resilience-retries-timeouts", "Retry budget level"),
     ("otel-resilience-bulkheads", "Running calls and limit"),
     ("otel-resilience-bulkheads", "Waiting calls and queue limit"),
+    ("otel-resilience-bulkheads", "Share of executions rejected"),
     ("otel-resilience-recovery", "Fallbacks by strategy and result"),
 }
 """Panels the traffic feeds: each query must return data without its zero leg (``or on ...`` at 0
@@ -142,8 +143,12 @@ def prometheus(prometheus_binary, repo, service_metrics, tmp_path_factory):
     with prometheus_scraping(prometheus_binary, data, "shop", service_metrics, rules) as (base, process):
         deadline = time.monotonic() + 25
         while True:  # ready, scraped twice, and the rules have recorded the shared rates
-            result = query(base, f'{ar.R_RETRY_RATIO}{{job="shop"}}')
-            if result.get("status") == "success" and result["data"]["result"]:
+            # (the bulkheads group reads the executions group's rate: one evaluation later)
+            results = [
+                query(base, f'{rule}{{job="shop"}}')
+                for rule in (ar.R_RETRY_RATIO, ar.R_BULKHEAD_REJECTION_RATIO)
+            ]
+            if all(result.get("status") == "success" and result["data"]["result"] for result in results):
                 break
             if process.poll() is not None or time.monotonic() > deadline:
                 stderr = (
