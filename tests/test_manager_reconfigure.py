@@ -334,6 +334,46 @@ def test_reconfigure_many_changes_every_policy_or_none(manager: ResilienceManage
     assert (first.execute_sync(boom), second.execute_sync(boom)) == ("1b", "2b")
 
 
+def test_a_refused_name_that_is_no_str_is_reported_under_its_text(manager: ResilienceManager) -> None:
+    """resilience.policy is a string attribute: a mapping's key 1 is reported as "1", as reconfigure(1) is."""
+    with EventRecorder() as recorder:
+        with pytest.raises(TypeError, match=r"name must be a str, got 1 \(int\)"):
+            manager.apply_config({1: ResilienceConfig()})  # type: ignore[dict-item]
+        with pytest.raises(KeyError, match="no policy named 1"):
+            manager.reconfigure(1, ResilienceConfig())  # type: ignore[arg-type]
+    assert [(s.name, s.pipeline) for s in recorder.sources(Event.RELOAD_FAILED)] == [("1", "1")] * 2
+
+
+class _Uncomparable:
+    """A value whose ``==`` raises (as a NumPy array's truth does)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+
+def test_a_config_holding_a_value_that_cannot_be_compared_is_another_config(
+    manager: ResilienceManager,
+) -> None:
+    """Such a config is a change: a batch holding it commits whole, and policy() refuses it as any other."""
+    first = manager.policy("first", fallback("1"))
+    second = manager.policy("second", fallback("2"))
+    matrix = _Uncomparable()
+    answer = FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=matrix)
+    manager.reconfigure_many({"first": fallback("1b"), "second": ResilienceConfig(fallback_config=answer)})
+    assert (first.generation, second.generation) == (2, 2)
+    assert first.get_stats()["reloads"] == second.get_stats()["reloads"] == {"succeeded": 1, "failed": 0}
+    assert second.execute_sync(boom) is matrix
+    other = ResilienceConfig(
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.DEFAULT_VALUE, default_value=_Uncomparable())
+    )
+    with pytest.raises(ValueError, match="reconfigure"):
+        manager.policy("second", other)
+    assert manager.apply_config({"second": other})["second"] is second
+    assert second.generation == 3
+
+
 def test_patterns_a_reload_removes_or_adds_are_retired_or_made(manager: ResilienceManager) -> None:
     """Dropping the breaker folds its counts into the totals; adding a bulkhead gives every key one."""
     policy = manager.policy("shape", ResilienceConfig(circuit_breaker=CircuitBreakerConfig()))

@@ -111,11 +111,14 @@ def loads(
         ImportError: The format's parser is missing (PyYAML; tomli on 3.10): install the
             ``config`` extra.
         ValueError: ``format`` is not ``"yaml"`` or ``"toml"``.
-        TypeError: ``text`` is not a ``str`` (bytes: decode them, or :func:`load` the file), or
-            ``previous`` is not a :class:`ConfigFile` or ``None``.
+        TypeError: ``text`` is not a ``str`` (bytes: decode them, or :func:`load` the file),
+            ``source`` is not a ``str`` or ``None``, or ``previous`` is not a :class:`ConfigFile`
+            or ``None``.
     """
     if not isinstance(text, str):
         raise fail("loads", "text", "a str", text, kind=TypeError)
+    if source is not None and not isinstance(source, str):  # it names the file a manager applied
+        raise fail("loads", "source", "a str or None", source, kind=TypeError)
     _check_previous("loads", previous)
     format = check_format(format)  # noqa: A001 - the argument's own name
     data, lines = parse(text, format, source)
@@ -152,9 +155,7 @@ def load(
         TypeError: ``path`` is not a ``str`` or an ``os.PathLike`` of one, or ``previous`` is not a
             :class:`ConfigFile` or ``None`` (before the file is read).
     """
-    source = os.fspath(path)
-    if not isinstance(source, str):
-        raise fail("load", "path", "a str or an os.PathLike of one", path, kind=TypeError)
+    source = file_path("load", path)
     _check_previous("load", previous)
     found = file_format(source, format)
     return load_content(Path(source).read_bytes(), source, found, previous=previous)
@@ -227,6 +228,21 @@ def from_env(
     except OSError as error:
         reason = f"{CONFIG_ENV}={path!r} names a file that cannot be read: {error.strerror or error}"
         raise ConfigError(reason) from error
+
+
+def file_path(owner: str, path: object) -> str:
+    """Return ``path`` as a ``str``: a ``str``, or an ``os.PathLike`` of one (a ``pathlib.Path``).
+
+    Raises:
+        TypeError: Naming ``owner.path``, for anything else (bytes, a number, ``None``).
+    """
+    try:
+        source = os.fspath(path)  # type: ignore[call-overload]
+    except TypeError:
+        source = None
+    if not isinstance(source, str):
+        raise fail(owner, "path", "a str or an os.PathLike of one", path, kind=TypeError)
+    return source
 
 
 def _check_previous(owner: str, previous: object) -> None:

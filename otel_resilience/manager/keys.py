@@ -183,14 +183,6 @@ def _differ(first: object, second: object) -> bool:
         return True
 
 
-def _same(config: ResilienceConfig, other: ResilienceConfig) -> bool:
-    """:func:`same_config`, where a config whose ``==`` raises (an array's) is another config."""
-    try:
-        return same_config(config, other)
-    except Exception:  # noqa: BLE001 - they could not be told equal: a policy each
-        return False
-
-
 class ConfigNamesakes:
     """The policy names of one manager that were found with two live configs: warned about once each.
 
@@ -222,7 +214,7 @@ class ConfigNamesakes:
         """
         if name in self._warned:
             return
-        other = next((other for other in others if not _same(config, other)), None)
+        other = next((other for other in others if not same_config(config, other)), None)
         if other is None:
             return
         with self._lock:

@@ -321,8 +321,9 @@ class NamedPolicies:
                 failed reload.
             ValueError: ``interval`` is not > 0 (or above ``MAX_DURATION``), ``format`` is not
                 ``None``, ``"yaml"`` or ``"toml"``, or a policy is refused now.
-            TypeError: ``interval`` is not a number of seconds or a ``timedelta``, or ``customize``
-                is not a plain (sync) function.
+            TypeError: ``path`` is not a ``str`` or an ``os.PathLike`` of one, ``interval`` is not
+                a number of seconds or a ``timedelta``, or ``customize`` is not a plain (sync)
+                function.
         """
         return ConfigWatch(self, path, interval=interval, customize=customize, format=format)
 
@@ -331,7 +332,7 @@ class NamedPolicies:
         handle = self._handles.get(name) if isinstance(name, str) else None
         if handle is None:
             missing = KeyError(f"no policy named {name!r}: create it with manager.policy(name, config)")
-            report_failure(str(name), missing, 0)
+            report_failure(name, missing, 0)
             try:
                 raise missing
             finally:

@@ -100,13 +100,18 @@ def same_config(first: object, second: ResilienceConfig) -> bool:
     A policy's config names the policy or nothing (``None``, :func:`check_config`), so a config
     loaded from a file (named after its key) and the same settings written in code are the same
     config of that policy: neither is "another config", nor a change to reload. What is not a
-    config is another one (and refused where it is taken).
+    config is another one (and refused where it is taken), and so is a config that cannot be
+    told equal (a value of it whose ``==`` raises, as a NumPy array's truth does): the answer is
+    never an error, as a reload's commit, which asks, must not fail.
     """
-    if first == second:
-        return True
-    if not isinstance(first, ResilienceConfig) or first.name == second.name:
+    try:
+        if first == second:
+            return True
+        if not isinstance(first, ResilienceConfig) or first.name == second.name:
+            return False
+        return dataclasses.replace(first, name=None) == dataclasses.replace(second, name=None)
+    except Exception:  # noqa: BLE001 - they could not be told equal: another config
         return False
-    return dataclasses.replace(first, name=None) == dataclasses.replace(second, name=None)
 
 
 def check_key_attribute_limit(limit: object) -> int:
@@ -693,9 +698,14 @@ def protect(name: str, enter: Callable[[], KeyState], fn: Callable[P, R], owner:
 
 
 def report_failure(
-    name: str, error: BaseException, generation: int, telemetry: StrategyTelemetry | None = None
+    name: object, error: BaseException, generation: int, telemetry: StrategyTelemetry | None = None
 ) -> None:
-    """Report a refused reload of policy ``name``: a warning log, a span event and ``resilience.reload``."""
+    """Report a refused reload of policy ``name``: a warning log, a span event and ``resilience.reload``.
+
+    ``name`` is what the caller gave (a mapping's key may be no ``str``): reported as its text,
+    the string attribute ``resilience.policy`` is.
+    """
+    name = str(name)
     kind = error_type_name(error)
     _LOG.warning("reload of policy %r refused, nothing changed: %s: %s", name, kind, error)
     telemetry = telemetry or StrategyTelemetry.of("pipeline", name, name)

@@ -191,7 +191,9 @@ class ConfigWatch:
         format: Format | None = None,  # noqa: A002 - load(path, format=...)'s name
     ) -> None:
         from otel_resilience.config.formats import check_format, file_format  # noqa: PLC0415 - see _load
+        from otel_resilience.config.loader import file_path  # noqa: PLC0415 - see _load
 
+        path = file_path("ResilienceManager.watch", path)
         # A duration as every other (at most MAX_DURATION): the thread's wait must accept it.
         self.interval = check_duration("ResilienceManager.watch", "interval", interval)
         _check_customize("ResilienceManager.watch", customize)

@@ -429,6 +429,21 @@ def test_arguments_of_the_wrong_type_are_refused_naming_them(tmp_path: Path) -> 
     assert from_env({"OTEL_RESILIENCE_CONFIG": str(path)}, previous=earlier_load) == earlier_load
 
 
+def test_a_source_or_path_of_the_wrong_type_is_refused_naming_it() -> None:
+    """A source that is no name (it names the file applied to a manager) and a path that is none
+    are refused at once, naming the argument (was: a ConfigFile with ``source=1``, whose
+    ``apply_config`` created its policies, then raised a TypeError from ``os.path``)."""
+    text = "policies: {p: {timeout: 1s}}\n"
+    for source in (1, b"resilience.yaml"):
+        with pytest.raises(TypeError, match=r"^loads\.source must be a str or None, got "):
+            loads(text, source=source)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"^load\.path must be a str or an os\.PathLike of one, got 1 \(int\)"
+    ):
+        load(1)  # type: ignore[arg-type]
+    assert loads(text, source="resilience.yaml").source == "resilience.yaml"
+
+
 def test_an_unknown_suffix_raises_the_error_a_command_words_its_hint_from(tmp_path: Path) -> None:
     """load() raises UnknownFormatError, a ConfigError carrying the fault apart from load()'s hint; it pickles."""
     with pytest.raises(UnknownFormatError) as caught:

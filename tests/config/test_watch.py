@@ -566,6 +566,16 @@ def test_a_customize_that_is_not_callable_is_refused_at_once_naming_it(tmp_path:
     assert manager.policy("payments", ResilienceConfig()).get_stats()["reloads"]["failed"] == 0
 
 
+def test_a_watch_path_that_names_no_file_is_refused_at_once_naming_it() -> None:
+    """A TypeError naming path, as load(path) words it (was: os.fspath's, naming no argument)."""
+    manager = ResilienceManager()
+    for path in (1, None, b"resilience.yaml"):
+        with pytest.raises(
+            TypeError, match=r"^ResilienceManager\.watch\.path must be a str or an os\.PathLike of one, got "
+        ):
+            manager.watch(path)  # type: ignore[arg-type]
+
+
 def test_a_customize_that_returns_no_config_is_named_in_the_refusal() -> None:
     """A customize that forgets its return: the TypeError names customize and the policy, for a new
     policy and a changed one alike (was: ``ResilienceManager.policy.config`` or
