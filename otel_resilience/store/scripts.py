@@ -215,9 +215,28 @@ would refuse a permit due exactly ``max_wait`` away at some readings (as
 :meth:`~otel_resilience.patterns.rate_limiter.rules._Rules._refuses_locked` explains for a local
 limiter, which compares times instead)."""
 
+_CARRIED_OVER: Final = """
+-- KEYS[2]: the limits the bucket was last taken with ('ms-per-permit burst').
+local function carried_over(tat, interval, burst, limits)
+  local was = redis.call('GET', KEYS[2])
+  if not was or was == limits then return tat, false end
+  local i0, b0 = string.match(was, '^(%S+) (%S+)$')
+  i0, b0 = tonumber(i0), tonumber(b0)
+  if not (i0 and b0) then return tat, false end
+  local tokens = b0 - (tat - now) / i0
+  if tokens < 0 then return tat - b0 * i0 + burst * interval, true end
+  return now + (burst - math.min(tokens, burst)) * interval, true
+end
+"""
+"""A cluster token bucket's theoretical arrival time ``tat`` carried over to new ``limits`` (a
+reload), and whether it was: the tokens it holds are kept (at most the new burst: no free
+permits), a debt (permits reserved ahead) still ends when it did. The one rule of
+:data:`TOKEN_BUCKET` and :data:`TOKENS_AVAILABLE`, as a local bucket's retune."""
+
 TOKEN_BUCKET: Final = (
     _NOW_US
     + _REFUSES
+    + _CARRIED_OVER
     + """
 -- KEYS[1]: the bucket's key (its theoretical arrival time, GCRA); KEYS[2]: the limits it was
 -- last taken with ('ms-per-permit burst', as ARGV[1] and ARGV[2]). ARGV: ms per permit, burst,
@@ -237,21 +256,8 @@ local function save(at)
   redis.call('SET', KEYS[1], at, 'PX', ttl)
   redis.call('SET', KEYS[2], limits, 'PX', ttl)
 end
-local carried = false
-local was = redis.call('GET', KEYS[2])
-if was and was ~= limits then
-  local i0, b0 = string.match(was, '^(%S+) (%S+)$')
-  i0, b0 = tonumber(i0), tonumber(b0)
-  if i0 and b0 then
-    local tokens = b0 - (tat - now) / i0
-    if tokens < 0 then
-      tat = tat - b0 * i0 + burst * interval
-    else
-      tat = now + (burst - math.min(tokens, burst)) * interval
-    end
-    carried = true
-  end
-end
+local carried
+tat, carried = carried_over(tat, interval, burst, limits)
 local wait = tat - (now + interval * (burst - 1))
 if wait < 0 then wait = 0 end
 local waited = math.ceil(wait)
@@ -292,6 +298,7 @@ return waited
 
 TOKENS_AVAILABLE: Final = (
     _NOW_US
+    + _CARRIED_OVER
     + """
 -- KEYS and ARGV[1..2] as TOKEN_BUCKET's. Returns the tokens in the bucket now, as a string
 -- (fractional while it refills; negative while permits are reserved ahead), the bucket carried
@@ -300,19 +307,7 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local was = redis.call('GET', KEYS[2])
-if was and was ~= ARGV[1] .. ' ' .. ARGV[2] then
-  local i0, b0 = string.match(was, '^(%S+) (%S+)$')
-  i0, b0 = tonumber(i0), tonumber(b0)
-  if i0 and b0 then
-    local tokens = b0 - (tat - now) / i0
-    if tokens < 0 then
-      tat = tat - b0 * i0 + burst * interval
-    else
-      tat = now + (burst - math.min(tokens, burst)) * interval
-    end
-  end
-end
+tat = carried_over(tat, interval, burst, ARGV[1] .. ' ' .. ARGV[2])
 return tostring(burst - (tat - now) / interval)
 """
 )
