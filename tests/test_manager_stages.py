@@ -388,6 +388,21 @@ async def test_a_factory_s_step_whose_init_never_ran_the_steps_is_refused_saying
         await call(ResilienceManager(), driver, config, flaky(0))
 
 
+async def test_a_factory_s_step_whose_name_is_no_name_is_refused_naming_its_field(driver: str) -> None:
+    """A step's name is shown (statistics, its telemetry): one that is no name is refused when the policy is built."""
+    config = ResilienceConfig(
+        name=f"misnamed-{next(_ids)}", extra_strategies=(ExtraStrategy(lambda _n: Tally(""), rank=0),)
+    )
+    with pytest.raises(ValueError, match=r"Tally\.name must be a non-empty name"):
+        await call(ResilienceManager(), driver, config, flaky(0))
+    config = ResilienceConfig(
+        name=f"misnamed-{next(_ids)}",
+        extra_strategies=(ExtraStrategy(lambda _n: Tally("t" * 257), inside="retry"),),
+    )
+    with pytest.raises(ValueError, match=r"Tally\.name must be a name of at most 256 characters"):
+        await call(ResilienceManager(), driver, config, flaky(0))
+
+
 def test_a_list_of_extra_strategies_is_kept_as_a_tuple() -> None:
     """The config stays hashable: a list becomes a tuple."""
     extra = ExtraStrategy(Tally, rank=0)

@@ -6,6 +6,7 @@ import abc
 import asyncio
 import contextlib
 import functools
+import gc
 import itertools
 import logging
 import threading
@@ -1001,6 +1002,69 @@ async def test_isolate_whose_resolver_raises_fails_and_reraises_the_original(
     assert caught.value is flaky.raised[0]
     assert "could not isolate breaker 'db'" in caplog.text
     assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+
+
+class AsyncForceOpen:
+    """A breaker of the user's own whose ``force_open`` is a coroutine function: calling it opens nothing."""
+
+    __slots__ = ("closed", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = 0
+
+    async def force_open(self, duration: float | None = None, *, reason: str = "forced") -> None:
+        raise AssertionError("unreachable: the coroutine is never awaited")
+
+
+async def test_isolate_whose_breaker_opens_asynchronously_fails_and_reraises_the_original(
+    driver: str, clock: FakeClock, caplog: pytest.LogCaptureFixture, unraisable: list[object]
+) -> None:
+    """``force_open`` is called, never awaited: an awaitable it returns opened nothing, so the isolation failed.
+
+    Logged and counted failed (not a successful isolation of a breaker still closed), its
+    coroutine closed (no "never awaited" warning), and the caller gets the dependency's error.
+    """
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE))
+    breaker = AsyncForceOpen(unique("async-breaker"))
+    pipeline = (
+        PipelineBuilder("policy", clock=clock).add(system.as_strategy("policy", breaker=breaker)).build()
+    )
+    flaky = Flaky(1)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"), pytest.raises(ConnectionError) as caught:
+        await run_pipeline(pipeline, driver, flaky)
+    assert caught.value is flaky.raised[0]
+    assert f"could not isolate breaker {breaker.name!r}" in caplog.text
+    assert "AsyncForceOpen.force_open returned <coroutine" in caplog.text
+    assert "it must open the breaker when called, never awaited" in caplog.text
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+    gc.collect()
+    assert unraisable == []
+
+
+async def test_isolate_whose_resolver_returns_a_coroutine_fails_and_reraises_the_original(
+    driver: str, clock: FakeClock, caplog: pytest.LogCaptureFixture, unraisable: list[object]
+) -> None:
+    """A resolver is called, never awaited: a coroutine it returns found no breaker (closed, logged, failed)."""
+
+    async def lookup(name: str) -> StandInBreaker:
+        raise AssertionError("unreachable: the coroutine is never awaited")
+
+    system = ErrorRecoverySystem(clock=clock)
+    system.register_recovery_rule(
+        ConnectionError, RecoveryAction(RecoveryStrategy.ISOLATE, isolate_breaker="db")
+    )
+    link = system.as_strategy("policy", breakers=lambda name: lookup(name))
+    pipeline = PipelineBuilder("policy", clock=clock).add(link).build()
+    flaky = Flaky(1)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"), pytest.raises(ConnectionError) as caught:
+        await run_pipeline(pipeline, driver, flaky)
+    assert caught.value is flaky.raised[0]
+    assert "ErrorRecoverySystem.breakers returned <coroutine" in caplog.text
+    assert system.get_stats()["by_strategy"]["isolate"] == {"attempts": 1, "successful": 0, "failed": 1}
+    gc.collect()
+    assert unraisable == []
 
 
 async def run_in(manager: ResilienceManager, config: ResilienceConfig, driver: str, flaky: Flaky) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from otel_resilience.engine.validation import MAX_DURATION, check_duration
 from otel_resilience.errors import ExecutionRejectedError
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ class Retry:
     """Action: wait :attr:`delay` seconds, call :attr:`hook`, then run the rest of the chain again.
 
     Attributes:
-        delay: Seconds to wait first (on the step's :attr:`~Step.clock`); ``0`` for none.
+        delay: Seconds to wait first (on the step's :attr:`~Step.clock`); ``0`` for none. A
+            duration (``float``, ``int`` or ``timedelta``), finite and ``>= 0``: anything else
+            is refused when the step decides it (``TypeError`` / ``ValueError`` naming
+            ``Retry.delay``), never skipped as no wait or failed at every run.
         token: The token the next run is judged with (what ``admit`` would have returned).
         hook: Called with no argument after the wait, before the run (awaited if it returns an
             awaitable in the async driver); what it raises is a failure of that run. ``None``
@@ -51,6 +55,8 @@ class Retry:
     def __init__(
         self, delay: float, token: Any, hook: Callable[[], Any] | None = None, hook_name: str = "hook"
     ) -> None:
+        if type(delay) is not float or not 0.0 <= delay <= MAX_DURATION:  # a float in range: two tests
+            delay = check_duration("Retry", "delay", delay, allow_zero=True)
         self.delay = delay
         self.token = token
         self.hook = hook

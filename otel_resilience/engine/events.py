@@ -33,7 +33,7 @@ import itertools
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast, runtime_checkable
 
 from otel_resilience.engine import event_args
 from otel_resilience.engine.counting import Counter, CounterValue
@@ -42,7 +42,7 @@ from otel_resilience.engine.event_args import *  # noqa: F403 - the event argume
 from otel_resilience.engine.event_args import EventArgs
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.logging_rate import LogRate
-from otel_resilience.engine.validation import MAX_ATTRIBUTE_LENGTH, fail, verdict
+from otel_resilience.engine.validation import MAX_ATTRIBUTE_LENGTH, check_name, fail, verdict
 from otel_resilience.errors import OperationTimeoutError
 
 __all__ = [  # noqa: PLE0604 - the event argument classes are listed where they are defined
@@ -85,15 +85,57 @@ class IdentityEnum(enum.Enum):
     __hash__ = object.__hash__
 
 
-class EventKind(IdentityEnum):
+_KIND_OWNERS: Final[dict[str, tuple[str, str, str]]] = {}
+"""The kind each telemetry name is, by value: ``(module, class qualname, member name)`` of its
+first owner (:class:`_KindType`)."""
+_KIND_OWNERS_LOCK: Final = fork_safe(threading.Lock())
+
+
+class _KindType(enum.EnumMeta):
+    """The metaclass of :class:`EventKind`: a kind's value is a name no other kind has.
+
+    A value is the kind's name in telemetry, the key of its row in the binding table: a second
+    kind of that name would reach the listeners as the first (the OpenTelemetry listener would
+    show its arguments by the first one's row, or fail on every report). So a class whose
+    member's value is not a non-empty ``str``, or is another class's member's, is refused when
+    it is made (``TypeError`` / ``ValueError`` naming ``Class.MEMBER``); none of its values is
+    taken then. The same class made again (its module reloaded) takes its own names back.
+    """
+
+    def __new__(mcls, cls_name: str, bases: tuple[type, ...], classdict: Any, **kwds: Any) -> Any:
+        cls = super().__new__(mcls, cls_name, bases, classdict, **kwds)
+        members: list[EventKind] = list(cls)  # the class's kinds, no alias
+        if members:
+            owner = (cls.__module__, cls.__qualname__)
+            with _KIND_OWNERS_LOCK:
+                for member in members:
+                    value = member._value_
+                    name = member._name_
+                    check_name(cls.__qualname__, name, value)
+                    held = _KIND_OWNERS.get(value)
+                    if held is not None and held[:2] != owner:
+                        msg = (
+                            f"{cls.__qualname__}.{name}'s value {value!r} is already the kind "
+                            f"{held[1]}.{held[2]} ({held[0]}): a kind's value is its name in "
+                            "telemetry, unique across every kind"
+                        )
+                        raise ValueError(msg)
+                for member in members:
+                    _KIND_OWNERS[member._value_] = (*owner, member._name_)
+        return cls
+
+
+class EventKind(IdentityEnum, metaclass=_KindType):
     """A kind of event a pattern reports: the base of :class:`Event` and of a pattern's own kinds.
 
     The library's kinds are the members of :class:`Event`. A pattern reports kinds of its own
     without an edit here: its package declares them as members of a subclass of its own, next
     to their argument classes (``class CacheEvent(EventKind): LOOKUP = "cache_lookup"``). A
     value is the kind's name in telemetry, the key of its row in the binding table
-    (``telemetry.semconv.EVENTS``), so it is unique across every kind; a kind with no row there
-    (a user's own) reaches the listeners that want it, and the OpenTelemetry listener shows none.
+    (``telemetry.semconv.EVENTS``), so it is unique across every kind: a class whose member
+    takes another kind's name, or whose value is no name, is refused when it is made
+    (:class:`_KindType`). A kind with no row there (a user's own) reaches the listeners that
+    want it, and the OpenTelemetry listener shows none.
     """
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, ParamSpec, Type
 
 from otel_resilience.engine.calling import not_callable
 from otel_resilience.engine.clock import Clock, check_clock
-from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource
+from otel_resilience.engine.events import StrategyTelemetry, TelemetrySource, key_attribute
 from otel_resilience.engine.naming import callable_name
 from otel_resilience.engine.pipeline import Pipeline, PipelineBuilder
 from otel_resilience.engine.protecting import check_protectable, protect_with, rebuild_standalone, standalone
@@ -87,13 +87,15 @@ class Link(Step, Generic[C]):
         :meth:`Pattern.protect`), the instance runs its own one-link pipeline, named after the
         instance, whatever function it runs: there the function the execution ran names it
         (:func:`~otel_resilience.engine.naming.callable_name` of ``ctx.fn``), so that two
-        functions are not one operation. A link may run alone when its telemetry names no
+        functions are not one operation; a name longer than a telemetry attribute is cut by the
+        rule of a name taken from a function (:func:`~otel_resilience.engine.events.key_attribute`:
+        it cannot be refused as a configured name is). A link may run alone when its telemetry names no
         pipeline; that and the name are found only when asked, on a failure path: a call that
         succeeds pays nothing for it, and a link keeps no field for it.
         """
         operation = ctx.operation
         if operation == self.name and self._telemetry.source.pipeline is None:
-            return callable_name(ctx.fn)
+            return key_attribute(callable_name(ctx.fn))
         return operation
 
 
@@ -112,8 +114,8 @@ class Pattern(abc.ABC, Generic[C, L]):
             then checked to be ``None`` or of ``default``'s class.
 
     Raises:
-        TypeError: ``name`` is not a string, ``clock`` is not a :class:`Clock`, or ``config`` is
-            not of ``default``'s class.
+        TypeError: ``name`` is not a string, ``clock`` is not a :class:`Clock`, ``config`` is
+            not of ``default``'s class, or no class of the instance's names its ``kind``.
         ValueError: ``name`` is empty.
     """
 
@@ -130,15 +132,24 @@ class Pattern(abc.ABC, Generic[C, L]):
         """Declare a pattern: ``kind`` names it in telemetry, and its errors name the class.
 
         A subclass that gives no ``kind`` (a user's subclass of a pattern) keeps its base's
-        kind and error names.
+        kind and error names. A ``kind`` is shown as ``resilience.pattern``: one that is no name
+        (:func:`~otel_resilience.engine.validation.check_name`) is refused here, naming
+        ``<the class>.kind``.
         """
         super().__init_subclass__(**kwargs)
         if kind is not None:
-            cls.kind = kind
+            cls.kind = check_name(cls.__name__, "kind", kind)
             cls._owner = cls.__name__
 
     def __init__(self, name: str, config: C | None, clock: Clock, *, default: C | None = None) -> None:
-        owner = self._owner
+        owner = getattr(type(self), "_owner", None)
+        if owner is None:  # no class of its MRO named its kind (__init_subclass__)
+            cls = type(self).__name__
+            msg = (
+                f"{cls} names no kind: a Pattern subclass names it in its class statement "
+                f'(class {cls}(Pattern[...], kind="...")), its resilience.pattern in telemetry'
+            )
+            raise TypeError(msg)
         if default is not None:
             config = config_or_default(owner, "config", config, default)
         check_name(owner, "name", name)
@@ -370,7 +381,12 @@ def verb(
 
     Returns:
         The verb (typed as ``method``).
+
+    Raises:
+        TypeError: ``method`` is neither :meth:`Pattern.run` nor :meth:`Pattern.run_sync`.
     """
+    if method is not Pattern.run and method is not Pattern.run_sync:
+        raise fail("verb", "method", "Pattern.run or Pattern.run_sync", method, kind=TypeError)
     kind = method.__name__
     fn = (f"fn: {_FN[kind]}", "*args: Its positional arguments.", "**kwargs: Its keyword arguments.")
     parts = [summary, more] if more else [summary]

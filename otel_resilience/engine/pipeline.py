@@ -447,10 +447,12 @@ class PipelineBuilder:
 
         Raises:
             RuntimeError: After :meth:`build`.
-            TypeError: If ``strategy`` is not a :class:`Step`, or its class's ``__init__`` never
-                called ``Step.__init__`` (:func:`~otel_resilience.engine.step.set_up`).
-            ValueError: If ``strategy`` is already linked in a pipeline, or the strategy added
-                before it is a built pipeline's innermost one (it cannot wrap another).
+            TypeError: If ``strategy`` is not a :class:`Step`, its class's ``__init__`` never
+                called ``Step.__init__``, or its ``kind`` or ``name`` is not a ``str``
+                (:func:`~otel_resilience.engine.step.set_up`).
+            ValueError: If ``strategy`` is already linked in a pipeline, the strategy added
+                before it is a built pipeline's innermost one (it cannot wrap another), or its
+                ``kind`` or ``name`` is empty or longer than a telemetry attribute.
         """
         if self._built:
             msg = f"PipelineBuilder {self._name!r} was already built; create a new builder"

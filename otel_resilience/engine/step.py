@@ -72,6 +72,7 @@ from otel_resilience.engine.deadline import (
 )
 from otel_resilience.engine.hedge import Hedge, race
 from otel_resilience.engine.readonly import ReadOnly
+from otel_resilience.engine.validation import check_duration, check_name, describe, fail
 from otel_resilience.errors import ExecutionRejectedError, OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -118,6 +119,15 @@ or the pipeline admitted the step and its token is plain); ``1`` admit, the toke
 a step with nothing to do there pays one check. At ``1`` and ``2`` a set standing token
 (:attr:`Step.standing`) admits the call without ``admit`` and is never checked for a ``Wait``.
 """
+
+
+_CALLED: Final = ("admit", "on_success", "on_failure", "on_expired", "on_cancel", "get_stats")
+"""What is called on a step and never awaited: its hooks (:meth:`Step.__init_subclass__`), and the
+``get_stats`` a pipeline's statistics read when the step has one."""
+_PLAIN_HOOK: Final = (
+    "a plain function (def): a step's hooks and get_stats are called, never awaited (a wait before a "
+    "run is a Wait that admit returns, an async call after an outcome a Call)"
+)
 
 
 class Step:
@@ -189,8 +199,20 @@ class Step:
     """Whether the class overrides admit, on_success, on_failure, on_expired and on_cancel."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Record once per class which hooks it overrides: the drivers skip the others."""
+        """Record once per class which hooks it overrides: the drivers skip the others.
+
+        A hook is called, never awaited: one written ``async def`` (or as an async generator)
+        would never run, its coroutine dropped (an ``admit`` that admits every call, an
+        ``on_cancel`` that gives nothing back). It is refused here, with ``TypeError`` naming
+        ``Class.hook``: a wait before a run is a :class:`Wait` that ``admit`` returns, and an
+        async call after an outcome a :class:`Call`. So is an async ``get_stats`` (the
+        statistics would show its coroutine).
+        """
         super().__init_subclass__(**kwargs)
+        for hook in _CALLED:
+            fn = cls.__dict__.get(hook)
+            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+                raise fail(cls.__name__, hook, _PLAIN_HOOK, fn, kind=TypeError)
         cls._hooks = (
             cls.admit is not Step.admit,
             cls.on_success is not Step.on_success,
@@ -226,7 +248,18 @@ class Step:
         :meth:`PipelineBuilder.build` settles every step once it is linked, and a step run before
         that settles itself on its first run. A step that changes :attr:`next`, :attr:`seconds`,
         :attr:`entries`, :attr:`standing` or a hook flag afterwards calls it again.
+
+        :attr:`seconds` is checked here, where the drivers take it, once per settling: a duration
+        (``float`` or ``timedelta``, recorded as seconds), finite and ``>= 0``
+        (:func:`~otel_resilience.engine.validation.check_duration`, naming ``<its class>.seconds``).
+
+        Raises:
+            TypeError: :attr:`seconds` is neither ``None`` nor a duration.
+            ValueError: :attr:`seconds` is negative, not finite or above ``MAX_DURATION``.
         """
+        seconds = self.seconds
+        if seconds is not None:
+            seconds = check_duration(type(self).__name__, "seconds", seconds, allow_zero=True)
         nxt = None if self.next is TERMINAL else self.next  # None: this step calls the function
         waits = self.admit_waits
         if not self._admits:
@@ -241,7 +274,7 @@ class Step:
             run = Step.execute if cls.execute is Step.execute else _own_driver
             run_sync = Step.execute_sync if cls.execute_sync is Step.execute_sync else _own_driver_sync
         plan = self._plan
-        plan[:] = (gate, self.entries, nxt, run, run_sync, inner, self.seconds, self._judges, self.standing)
+        plan[:] = (gate, self.entries, nxt, run, run_sync, inner, seconds, self._judges, self.standing)
         return plan
 
     name = ReadOnly[str]("kind", "The configured name of the instance this link belongs to.")
@@ -342,6 +375,8 @@ class Step:
                         raise
                 if type(action) is Answer:
                     return action.value
+                if not isinstance(action, Retry):
+                    raise _not_an_action(self, action) from error
                 continue
             except BaseException:
                 if self._cancels:  # not running: a Retry's wait or hook was
@@ -363,6 +398,8 @@ class Step:
                     raise
             if type(action) is Answer:
                 return action.value
+            if not isinstance(action, Retry):
+                raise _not_an_action(self, action)
         # The run would start at or past the effective deadline (_pause): as the sync driver does.
         if self._cancels:
             self.on_cancel(ctx, token, running=False)
@@ -554,6 +591,8 @@ class Step:
                         raise
                 if type(action) is Answer:
                     return action.value
+                if not isinstance(action, Retry):
+                    raise _not_an_action(self, action) from error
                 continue
             except BaseException:
                 if self._cancels:  # not running: a Retry's wait or hook was
@@ -575,6 +614,8 @@ class Step:
                     raise
             if type(action) is Answer:
                 return action.value
+            if not isinstance(action, Retry):
+                raise _not_an_action(self, action)
         # The effective deadline cut a Retry's wait or passed before its run (_pause_sync): as the async
         # driver's cancellation.
         if self._cancels:
@@ -675,12 +716,34 @@ class Step:
         return action
 
 
+def _not_an_action(step: Step, decided: object) -> TypeError:
+    """Return the error for a decision that is no action: both drivers' rule, after an outcome.
+
+    :meth:`Step.on_success`, :meth:`Step.on_failure` and :meth:`Step.on_expired` return ``None``,
+    an :class:`Answer`, a :class:`Retry` or a :class:`Call`, and a ``Call``'s continuation one of
+    the last three. Anything else (``True`` for "handled", the result itself, a continuation's
+    ``None``) would run the chain again with nothing decided (a loop when the step decides it
+    again), so the drivers refuse it once ``None``, ``Answer`` and ``Call`` are ruled out: a
+    check only where a step decided something.
+    """
+    msg = (
+        f"{type(step).__name__}({step.name!r}) decided {describe(decided)}: a step's hook returns None, "
+        "an Answer, a Retry or a Call (and a Call's continuation an Answer, a Retry or another Call)"
+    )
+    return TypeError(msg)
+
+
 def set_up(step: Step) -> Step:
-    """Return ``step`` if :meth:`Step.__init__` ran for it; raise ``TypeError`` naming the fix otherwise.
+    """Return ``step`` if it is ready to be linked; raise naming the fix otherwise.
 
     A subclass whose ``__init__`` forgets ``super().__init__()`` has none of the fields the
     drivers and the builder read: said here, where it is linked, rather than as an
-    ``AttributeError`` about a private field.
+    ``AttributeError`` about a private field (a ``TypeError``). Its :attr:`Step.kind` and
+    :attr:`Step.name` are shown as names (the statistics of its pipeline, error messages, and the
+    telemetry it reports as ``resilience.pattern`` and ``resilience.name``): each must be a name
+    (:func:`~otel_resilience.engine.validation.check_name`, a ``TypeError`` or ``ValueError``
+    naming ``<its class>.kind`` or ``.name``). The one check of every step, a library pattern's
+    or a user's, once per link, never per call.
     """
     try:
         step._linked  # noqa: B018 - the read is the check: set by Step.__init__ only
@@ -690,6 +753,9 @@ def set_up(step: Step) -> Step:
             "super().__init__() (Step.__init__ sets what the drivers read)"
         )
         raise TypeError(msg) from None
+    owner = type(step).__name__
+    check_name(owner, "kind", step.kind)
+    check_name(owner, "name", step.name)
     return step
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from otel_resilience.engine.events import (
     Event,
+    EventKind,
     RetryScheduled,
     StrategyTelemetry,
     TelemetryHub,
@@ -137,3 +138,41 @@ def test_replace_listener_holds_the_new_one_as_add_listener_does_and_names_its_o
     gc.collect()
     assert gone() is None
     assert hub.event_listeners == ()
+
+
+def test_a_kind_of_a_pattern_s_own_may_not_take_a_kind_s_name_in_telemetry() -> None:
+    """A kind's value is its name in telemetry, unique across every kind: a second owner of one is refused.
+
+    Taken silently, a user's kind named like the library's would reach the OpenTelemetry
+    listener as that kind, whose row cannot show its arguments (a telemetry error on every
+    report), or would show them as the library's.
+    """
+    with pytest.raises(
+        ValueError, match=r"Taken\.REJECTED's value 'call_rejected' is already the kind Event\.CALL_REJECTED"
+    ):
+
+        class Taken(EventKind):
+            FINE = "taken_fine_kind"
+            REJECTED = "call_rejected"
+
+    class Fine(EventKind):  # the refused class took none of its values
+        FINE = "taken_fine_kind"
+
+    with pytest.raises(
+        ValueError, match=r"Again\.FINE's value 'taken_fine_kind' is already the kind .*Fine\.FINE"
+    ):
+
+        class Again(EventKind):
+            FINE = "taken_fine_kind"
+
+    with pytest.raises(TypeError, match=r"Numbered\.ONE must be a str"):
+
+        class Numbered(EventKind):
+            ONE = 1
+
+    with pytest.raises(ValueError, match=r"Blank\.EMPTY must be a non-empty name"):
+
+        class Blank(EventKind):
+            EMPTY = " "
+
+    assert Fine("taken_fine_kind") is Fine.FINE

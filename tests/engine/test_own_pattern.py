@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from own_pattern_support import Quota, QuotaConfig, QuotaEvent, QuotaExhaustedError, QuotaGranted
+from own_pattern_support import Quota, QuotaConfig, QuotaEvent, QuotaExhaustedError, QuotaGranted, QuotaStep
 
 from otel_resilience import (
     ExtraStrategy,
@@ -15,7 +15,9 @@ from otel_resilience import (
     ResilienceConfig,
     ResilienceManager,
 )
-from otel_resilience.engine.events import CallRejected, Event, EventKind
+from otel_resilience.engine.clock import SYSTEM_CLOCK
+from otel_resilience.engine.events import CallRejected, Event, EventKind, StrategyTelemetry
+from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.patterns.retry import Jitter, RetryPolicy
 from otel_resilience.testing import EventRecorder
 
@@ -96,3 +98,51 @@ async def test_in_a_policy_its_rejection_is_not_retried_and_the_fallback_answers
     with pytest.raises(QuotaExhaustedError):
         await run_policy(manager, bare, driver)
     assert manager.get_resilience_statistics()["policies"][bare.name]["rejected"] == 1
+
+
+def test_a_pattern_s_kind_is_a_name_refused_in_its_class_statement() -> None:
+    """``kind=`` is ``resilience.pattern`` on every event and span of the pattern: a name, checked when declared."""
+    with pytest.raises(TypeError, match=r"Numbered\.kind must be a str, got 7 \(int\)"):
+
+        class Numbered(Quota, kind=7):  # type: ignore[arg-type]
+            pass
+
+    with pytest.raises(ValueError, match=r"Blank\.kind must be a non-empty name"):
+
+        class Blank(Quota, kind=" "):
+            pass
+
+    with pytest.raises(ValueError, match=r"Long\.kind must be a name of at most 256 characters"):
+
+        class Long(Quota, kind="k" * 257):
+            pass
+
+    class Renamed(Quota, kind="renamed_quota"):
+        pass
+
+    assert Renamed("renamed").telemetry.source.kind == "renamed_quota"
+
+
+def test_a_pattern_that_names_no_kind_is_refused_when_made_saying_how() -> None:
+    """Not an AttributeError about a private field: the TypeError names the class statement's ``kind=``."""
+
+    class Nameless(Pattern[QuotaConfig, QuotaStep]):
+        def _link(self, telemetry: StrategyTelemetry) -> QuotaStep:
+            raise AssertionError("unreachable")
+
+        def get_stats(self) -> dict[str, Any]:
+            return {}
+
+    with pytest.raises(
+        TypeError, match=r"Nameless names no kind: .*class Nameless\(Pattern\[\.\.\.\], kind="
+    ):
+        Nameless("nameless", QuotaConfig(), SYSTEM_CLOCK)
+
+
+@pytest.mark.parametrize(
+    "method", [Pattern.get_stats, Quota.call, "run"], ids=["get_stats", "a_verb", "a_str"]
+)
+def test_verb_publishes_run_or_run_sync_only(method: Any) -> None:
+    """``verb`` names one of the two run methods: anything else is a TypeError naming its argument, not a KeyError."""
+    with pytest.raises(TypeError, match=r"verb\.method must be Pattern\.run or Pattern\.run_sync"):
+        verb(method, "Do it.", returns="What it returned.", raises=())

@@ -137,6 +137,49 @@ def test_builder_refuses_a_step_whose_init_never_ran_the_steps() -> None:
         PipelineBuilder("p").add(Tag("a", [])).add(NeverSetUp("x"))
 
 
+class Named(Strategy):
+    """A custom step whose ``name`` (and ``kind``) are what it is given: a user's own property."""
+
+    __slots__ = ("_kind", "_name")
+
+    def __init__(self, name: object, kind: object = "named") -> None:
+        super().__init__()
+        self._name = name
+        self._kind = kind
+
+    @property
+    def name(self) -> Any:
+        return self._name
+
+    @property
+    def kind(self) -> Any:  # type: ignore[override] # a user's property over the class's kind
+        return self._kind
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "error", "message"),
+    [
+        (42, "named", TypeError, r"Named\.name must be a str, got 42 \(int\)"),
+        (None, "named", TypeError, r"Named\.name must be a str"),
+        ("", "named", ValueError, r"Named\.name must be a non-empty name"),
+        ("  ", "named", ValueError, r"Named\.name must be a non-empty name"),
+        ("n" * 257, "named", ValueError, r"Named\.name must be a name of at most 256 characters"),
+        ("ok", 7, TypeError, r"Named\.kind must be a str, got 7 \(int\)"),
+        ("ok", "", ValueError, r"Named\.kind must be a non-empty name"),
+        ("ok", "k" * 257, ValueError, r"Named\.kind must be a name of at most 256 characters"),
+    ],
+)
+def test_builder_refuses_a_step_whose_name_or_kind_is_no_name(
+    name: object, kind: object, error: type[Exception], message: str
+) -> None:
+    """A step's ``name`` and ``kind`` are shown as names (statistics, messages, its telemetry): checked when linked."""
+    with pytest.raises(error, match=message):
+        PipelineBuilder("p").add(Named(name, kind))
+    with pytest.raises(error, match=message):
+        PipelineBuilder("p").add(Tag("a", [])).add(Named(name, kind))
+    PipelineBuilder("p").add(Named("n" * 256, "k" * 256)).build()  # the longest name is taken
+
+
 def test_builder_refuses_to_let_a_built_pipelines_innermost_strategy_wrap_another() -> None:
     """The innermost (or lone) strategy of a built pipeline may end or head another, never wrap one.
 

@@ -22,9 +22,17 @@ from otel_resilience import (
     retry,
     retry_sync,
 )
-from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, key_attribute
+from otel_resilience.engine.events import MAX_ATTRIBUTE_LENGTH, Event, key_attribute
 from otel_resilience.engine.naming import callable_name
+from otel_resilience.errors import RecoveryEscalatedError
+from otel_resilience.patterns.recovery import (
+    ErrorRecoverySystem,
+    RecoveryAction,
+    RecoveryContext,
+    RecoveryStrategy,
+)
 from otel_resilience.telemetry import semconv as sc
+from otel_resilience.testing import EventRecorder
 
 LONGEST = "n" * MAX_ATTRIBUTE_LENGTH
 TOO_LONG = "n" * (MAX_ATTRIBUTE_LENGTH + 1)
@@ -76,3 +84,54 @@ def test_a_function_with_a_long_name_still_runs_under_a_default_policy(otel: Any
     assert manager.execute_with_resilience_sync(fn, ResilienceConfig()) == "ok"
     (point,) = [p for p in otel.points(sc.EXECUTION_DURATION) if p.attributes[sc.POLICY].startswith("qqq")]
     assert point.attributes[sc.POLICY] == key_attribute("q" * 400)
+
+
+def _long_named(name: str, *, is_async: bool) -> Any:
+    """A function named ``name`` (its ``__qualname__``) that raises ``ValueError``."""
+    if is_async:
+
+        async def failing_async() -> str:
+            raise ValueError(name[:10])
+
+        failing_async.__qualname__ = name
+        return failing_async
+
+    def failing() -> str:
+        raise ValueError(name[:10])
+
+    failing.__qualname__ = name
+    return failing
+
+
+async def test_a_recovery_names_a_long_named_function_by_the_keys_rule(driver: str) -> None:
+    """Used alone, recovery names the operation after the function: cut with a digest, in its events and errors."""
+    long = "r" * 400
+    system = ErrorRecoverySystem(f"long-{driver}", pattern_threshold=2)
+    system.register_recovery_rule(ValueError, RecoveryAction(strategy=RecoveryStrategy.ESCALATE))
+    fn = _long_named(long, is_async=driver == "async")
+    operations = []
+    with EventRecorder() as recorder:
+        for _ in range(2):
+            with pytest.raises(RecoveryEscalatedError) as caught:
+                if driver == "sync":
+                    system.execute_sync(fn)
+                else:
+                    await system.execute(fn)
+            operations.append(caught.value.operation)
+    assert operations == [key_attribute(long)] * 2
+    detected = [args.operation for args in recorder.of(Event.PATTERN_DETECTED)]
+    assert detected == [key_attribute(long)]
+
+
+async def test_recover_from_error_names_a_long_named_operation_by_the_keys_rule(driver: str) -> None:
+    """``recover_from_error`` names its context's operation after the function: cut as a policy's name is."""
+    long = "o" * 400
+    system = ErrorRecoverySystem(f"long-caught-{driver}")
+    system.register_recovery_rule(ValueError, RecoveryAction(strategy=RecoveryStrategy.ESCALATE))
+    context = RecoveryContext(operation=_long_named(long, is_async=driver == "async"))
+    with pytest.raises(RecoveryEscalatedError) as caught:
+        if driver == "sync":
+            system.recover_from_error_sync(ValueError("x"), context)
+        else:
+            await system.recover_from_error(ValueError("x"), context)
+    assert caught.value.operation == key_attribute(long)

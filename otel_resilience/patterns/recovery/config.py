@@ -212,8 +212,9 @@ class RecoveryContext:
     operation_name: str | None = None
     """Bounded name of the operation, for fingerprints and telemetry. Default ``None``: the
     name of ``operation`` (its ``__qualname__``, ``partial(fetch)`` for a partial, a callable
-    object's class: :func:`~otel_resilience.engine.naming.callable_name`), or ``"unknown"``
-    without one."""
+    object's class: :func:`~otel_resilience.engine.naming.callable_name`; longer than a
+    telemetry attribute, cut with a digest: :func:`~otel_resilience.engine.events.key_attribute`),
+    or ``"unknown"`` without one."""
     breaker: str | None = None
     """Circuit breaker an ISOLATE rule without ``isolate_breaker`` forces open. Default ``None``."""
 

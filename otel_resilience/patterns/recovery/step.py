@@ -46,7 +46,7 @@ from otel_resilience.engine.protecting import is_async_callable
 from otel_resilience.engine.rerun import let_go, may_run_again
 from otel_resilience.engine.stats import attempt_ended
 from otel_resilience.engine.step import TERMINAL, Action, Answer, Call, Retry
-from otel_resilience.engine.validation import fail
+from otel_resilience.engine.validation import fail, wrong_return
 from otel_resilience.errors import ExecutionRejectedError, RecoveryEscalatedError
 from otel_resilience.patterns.recovery.config import (
     RERUN,
@@ -451,17 +451,30 @@ class RecoveryStep(Link[RecoveryConfig]):
 
         Finding the breaker (a resolver's look-up) and forcing it open are the isolation: what
         either raises is logged and makes a failed attempt, and the original error is what the
-        caller gets.
+        caller gets. The resolver and ``force_open`` are called, never awaited (both drivers, and
+        outside any loop): an awaitable either returns (a breaker of the user's own with an
+        ``async`` one) found or opened nothing, so it is closed and refused the same way, never
+        counted as an isolation.
         """
         isolation = self._isolation
         name = action.isolate_breaker
         success = False
         try:
             target = isolation.find(name)
+            if inspect.isawaitable(target):  # a resolver returning a coroutine: called, never awaited
+                raise wrong_return(  # noqa: TRY301 - logged and counted with what the resolver raises
+                    "ErrorRecoverySystem.breakers", target, "it must return a breaker or None, never awaited"
+                )
             if target is not None:
                 if name is None:
                     name = target.name
-                target.force_open(action.isolate_duration, reason="isolated")
+                opened = target.force_open(action.isolate_duration, reason="isolated")
+                if inspect.isawaitable(opened):
+                    raise wrong_return(  # noqa: TRY301 - logged and counted with what force_open raises
+                        f"{type(target).__name__}.force_open",
+                        opened,
+                        "it must open the breaker when called, never awaited",
+                    )
                 success = True
         except Exception:  # noqa: BLE001 - logged; the original error is what the caller gets
             shown = isolation.breaker if name is None else name

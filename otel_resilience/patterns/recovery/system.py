@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from otel_resilience.engine.clock import SYSTEM_CLOCK, Clock
 from otel_resilience.engine.context import ExecutionContext
-from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry
+from otel_resilience.engine.events import Event, PatternDetected, StrategyTelemetry, key_attribute
 from otel_resilience.engine.facade import Pattern, verb
 from otel_resilience.engine.forking import fork_safe
 from otel_resilience.engine.naming import callable_name
@@ -295,7 +295,10 @@ class ErrorRecoverySystem(Pattern[RecoveryConfig, RecoveryStep], kind="recovery"
             finally:
                 del error  # its traceback holds this frame: not bound here (a cycle)
         step = CaughtErrorStep(self, Isolation(rc.breaker, any_breaker), error, rc.operation)
-        operation = rc.operation_name or ("unknown" if rc.operation is None else callable_name(rc.operation))
+        # a configured operation_name was checked (check_name); one taken from a function is cut
+        operation = rc.operation_name or (
+            "unknown" if rc.operation is None else key_attribute(callable_name(rc.operation))
+        )
         return step, ExecutionContext(step.replay, rc.args, rc.kwargs, operation, sync=sync)
 
     def _observe(self, error: Exception, operation: str, telemetry: StrategyTelemetry) -> Rule | None:
