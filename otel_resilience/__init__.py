@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_resilience.engine.context import current_deadline
 from otel_resilience.engine.deadline import time_left
@@ -181,14 +181,22 @@ if not _instrumentation_disabled():
     _install_default()
 
 
-def __getattr__(name: str) -> Any:
-    """Resolve ``__version__`` lazily from the installed distribution's metadata."""
-    if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - lazy by design
+__version__: str
+"""The installed distribution's version, read from its metadata on first use (``"0.0.0"`` if none)."""
 
-        try:
-            return version("otel-resilience")
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-            return "0.0.0"
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# Hidden from type checkers, which would otherwise type every attribute of the package that
+# does not exist (a misspelt ``otel_resilience.CircuitBreakr``) as ``Any``: they see the
+# declaration of ``__version__`` above instead.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """Resolve ``__version__`` lazily from the installed distribution's metadata."""
+        if name == "__version__":
+            from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - lazy by design
+
+            try:
+                return version("otel-resilience")
+            except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+                return "0.0.0"
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)

@@ -109,7 +109,9 @@ def test_config_normalises_what_it_accepts() -> None:
 def test_hedging_refuses_a_missing_config() -> None:
     """The latency delay has no safe default: Hedging(name) without a config is a TypeError."""
     with pytest.raises(TypeError, match=r"Hedging.config must be a HedgingConfig"):
-        Hedging("h")
+        Hedging("h", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'config'"):
+        Hedging("h")  # type: ignore[call-arg] # required for type checkers too
     with pytest.raises(TypeError, match=r"Hedging.deposit must be a bool"):
         Hedging("h", HedgingConfig(delay=0.1), deposit=1)  # type: ignore[arg-type]
 

@@ -165,7 +165,8 @@ def test_rate_bounds_keep_counts_and_durations_in_range():
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "pattern"),
     [
-        (("api",), {}, TypeError, r"^RateLimiter\.config must be a RateLimiterConfig"),
+        (("api",), {}, TypeError, r"missing 1 required positional argument: 'config'"),  # typed required
+        (("api", None), {}, TypeError, r"^RateLimiter\.config must be a RateLimiterConfig"),
         (("api", {"rate": 1.0}), {}, TypeError, r"^RateLimiter\.config must be"),
         (("",), {"config": RateLimiterConfig(rate=1.0)}, ValueError, r"^RateLimiter\.name must be"),
         ((3,), {"config": RateLimiterConfig(rate=1.0)}, TypeError, r"^RateLimiter\.name must be"),

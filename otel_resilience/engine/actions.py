@@ -18,10 +18,9 @@ from otel_resilience.engine.validation import MAX_DURATION, check_duration
 from otel_resilience.errors import ExecutionRejectedError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from otel_resilience.engine.context import ExecutionContext
-    from otel_resilience.engine.counting import Counter
 
 __all__ = ["Action", "Answer", "Call", "Counted", "Rejected", "Retry", "Wait"]
 
@@ -175,7 +174,9 @@ class Counted:
     breaker with no failure streak). When the run returns and :attr:`count` is set, the drivers
     bump it (``next(count)``) in place of calling :meth:`Step.on_success`: a Python call less on
     every such call. The step may clear :attr:`count` at any time, under its own rules, and set
-    it back; the drivers read it when the run returns.
+    it back; the drivers read it when the run returns. Any iterator is a count: an
+    ``itertools.count()``, or a :class:`~otel_resilience.engine.counting.Counter`, whose value
+    reads exactly from any thread.
 
     Every other hook gets the ``Counted`` as the token (:attr:`of` is the step's own token for
     the call), and so does ``on_success`` when :attr:`count` is ``None``, or when a caller that
@@ -185,7 +186,7 @@ class Counted:
 
     __slots__ = ("count", "of")
 
-    def __init__(self, count: Counter | None, of: Any) -> None:
+    def __init__(self, count: Iterator[object] | None, of: Any) -> None:
         self.count = count
         self.of = of
 

@@ -45,7 +45,7 @@ import math
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -168,7 +168,7 @@ async def _refuse_websocket(websocket: WebSocket, error: Exception) -> Response 
     return None
 
 
-def add_exception_handlers(app: Any) -> None:
+def add_exception_handlers(app: Starlette) -> None:
     """Register handlers on a FastAPI or Starlette ``app`` turning refusals into 503/429/504 answers.
 
     In a websocket endpoint: the same answer before ``accept()``, a close with code 1013 after

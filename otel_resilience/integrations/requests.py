@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import requests
@@ -64,6 +64,10 @@ from otel_resilience.integrations.sending import (
     record_send,
     refused,
 )
+
+if TYPE_CHECKING:
+    from otel_resilience.integrations.http import HttpOptions, PolicyHandleLike
+    from otel_resilience.manager import ResilienceConfig, ResilienceManager
 
 __all__ = ["ResilientAdapter", "mark_retryable"]
 
@@ -318,8 +322,15 @@ class ResilientAdapter(HttpIntegration, HTTPAdapter):
     or not decodable (``ContentDecodingError``)."""
     synchronous = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        policy: ResilienceConfig | PolicyHandleLike,
+        *,
+        options: HttpOptions | None = None,
+        manager: ResilienceManager | None = None,
+        **adapter_options: Any,
+    ) -> None:
+        super().__init__(policy, options=options, manager=manager, **adapter_options)
         self._open(super().send)  # HTTPAdapter's: each attempt sends with it
 
     def init_poolmanager(

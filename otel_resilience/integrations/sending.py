@@ -20,7 +20,7 @@ from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from types import CodeType
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Final, Generic, NoReturn, Protocol, TypeVar, cast
 
 from otel_resilience.engine.deadline import DeadlineReachedError, WaitDeadlineReachedError, time_left
 from otel_resilience.engine.forking import fork_safe
@@ -505,7 +505,7 @@ class HttpIntegration:
         *,
         options: HttpOptions | None = None,
         manager: ResilienceManager | None = None,
-        **client_options: Any,
+        **client_options: NoReturn,  # none: a subclass whose client takes some says so (ResilientAdapter)
     ) -> None:
         config = policy if isinstance(policy, ResilienceConfig) else getattr(policy, "config", None)
         if self.synchronous and getattr(config, "hedging", None) is not None:

@@ -6,6 +6,7 @@ Run with ``mypy tests/typing``. A line marked ``# type: ignore[...]`` MUST be an
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from opentelemetry.metrics import Observation
+from starlette.applications import Starlette
 from typing_extensions import assert_type
 
+import otel_resilience
 from otel_resilience import (
     AlertConfig,
     Bulkhead,
@@ -64,6 +67,7 @@ from otel_resilience import (
     retry,
     retry_async,
 )
+from otel_resilience.engine import Counted
 from otel_resilience.engine.context import ExecutionContext
 from otel_resilience.engine.events import (
     CallRejected,
@@ -75,6 +79,8 @@ from otel_resilience.engine.events import (
     TelemetrySource,
 )
 from otel_resilience.engine.step import Step
+from otel_resilience.integrations.aiohttp import ResilientMiddleware
+from otel_resilience.integrations.fastapi import add_exception_handlers
 from otel_resilience.integrations.httpx import AsyncResilientTransport, ResilientTransport
 from otel_resilience.integrations.requests import ResilientAdapter
 from otel_resilience.telemetry import OtelListener, instrument
@@ -647,3 +653,44 @@ def check_rejections_are_made_by_position() -> None:
     CircuitOpenError(name="payments", state="open", retry_after=1.5)  # type: ignore[call-arg]
     RateLimitedError("search", retry_after=0.5)  # type: ignore[call-arg]
     BulkheadFullError("pool", max_concurrent=10, max_waiting=100)  # type: ignore[call-arg]
+
+
+def check_the_package_s_own_attributes() -> None:
+    """``__version__`` is a ``str``; a name the package lacks is an error, not ``Any``."""
+    assert_type(otel_resilience.__version__, str)
+    otel_resilience.CircuitBreakr  # type: ignore[attr-defined]  # noqa: B018
+    otel_resilience.retry_asnyc(fetch, 1)  # type: ignore[attr-defined]
+
+
+def check_what_is_required_and_what_counts_are() -> None:
+    """A config with no default is required for type checkers too; counts are typed as they are."""
+    Hedging("typing")  # type: ignore[call-arg]
+    RateLimiter("typing")  # type: ignore[call-arg]
+    ResilientAdapter(RetryPolicy())  # type: ignore[arg-type]
+    ResilientAdapter(ResilienceConfig(), manager="default")  # type: ignore[arg-type]
+    ResilientAdapter(ResilienceConfig(), pool_maxsize=20)
+    ResilientMiddleware(ResilienceConfig(), optoins=None)  # type: ignore[arg-type]
+    add_exception_handlers(Starlette())
+    add_exception_handlers("app")  # type: ignore[arg-type]
+    budget = RetryBudget().get_stats()
+    assert_type(budget["denied"], int)
+
+
+class CountRuns(Step):
+    """A step of one's own, as the README writes one, whose successes need only a count."""
+
+    kind = "count_runs"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.successes = itertools.count()
+
+    def admit(self, ctx: ExecutionContext) -> Counted:
+        return Counted(self.successes, ctx.attempt)
+
+
+def check_a_step_of_one_s_own() -> None:
+    """``Counted(count, of)`` takes any counter bumped with ``next()``, as the README says."""
+    ResilienceConfig(extra_strategies=[ExtraStrategy(lambda policy: CountRuns(), inside="retry")])
+    Counted(iter("abc"), None)
+    Counted(3, None)  # type: ignore[arg-type]

@@ -38,9 +38,8 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
 
     Args:
         name: The hedging's name (bounded: it becomes a telemetry attribute).
-        config: Mode, delay, attempts, actions, what is acceptable, budget. Required: ``None``
-            (the default, for the signature every pattern shares) raises ``TypeError``, as the
-            latency delay has no safe default.
+        config: Mode, delay, attempts, actions, what is acceptable, budget. Required (for type
+            checkers too; ``None`` raises ``TypeError``), as the latency delay has no safe default.
         clock: The clock hedge delays run on (and latencies are measured on).
         deposit: Whether each execution deposits one first attempt in ``config.budget``
             (default ``True``). ``False`` when a retry that shares the budget runs around the
@@ -58,12 +57,12 @@ class Hedging(Pattern[HedgingConfig, _HedgingStep], kind=KIND):
     def __init__(
         self,
         name: str,
-        config: HedgingConfig | None = None,
+        config: HedgingConfig,
         *,
         clock: Clock = SYSTEM_CLOCK,
         deposit: bool = True,
     ) -> None:
-        if not isinstance(config, HedgingConfig):
+        if not isinstance(config, HedgingConfig):  # None too: the latency delay has no default
             raise fail("Hedging", "config", "a HedgingConfig", config, kind=TypeError)
         if not isinstance(deposit, bool):
             raise fail("Hedging", "deposit", "a bool", deposit, kind=TypeError)

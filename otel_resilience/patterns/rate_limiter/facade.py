@@ -59,8 +59,8 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
 
     Args:
         name: The limiter's name (bounded: it becomes a telemetry attribute).
-        config: Rate, burst, algorithm and waiting. Required: ``None`` (the default, for the
-            signature every pattern shares) raises ``TypeError``, as a rate has no safe default.
+        config: Rate, burst, algorithm and waiting. Required (for type checkers too; ``None``
+            raises ``TypeError``), as a rate has no safe default.
         clock: The clock permits are timed on and waits sleep on.
 
     Raises:
@@ -70,9 +70,7 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
 
     __slots__ = ("_rules",)
 
-    def __init__(
-        self, name: str, config: RateLimiterConfig | None = None, *, clock: Clock = SYSTEM_CLOCK
-    ) -> None:
+    def __init__(self, name: str, config: RateLimiterConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         if not isinstance(config, RateLimiterConfig):  # None too: a rate has no default
             raise fail(
                 "RateLimiter", "config", "a RateLimiterConfig (its rate is required)", config, kind=TypeError

@@ -170,7 +170,7 @@ class RetryBudget:
         with self._lock:
             self._counts.forget(True, False, withdrawal)  # noqa: FBT003
 
-    def get_stats(self) -> dict[str, float]:
+    def get_stats(self) -> dict[str, int]:
         """Return the window's counts now.
 
         Returns:
