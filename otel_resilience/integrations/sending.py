@@ -517,7 +517,16 @@ class HttpIntegration:
         super().__init__(**client_options)
 
     def _check_client_options(self, client_options: dict[str, Any]) -> None:
-        """Refuse options the client's own base class takes but the policy forbids (none here)."""
+        """Refuse options the client's own base class takes but the policy forbids.
+
+        Here, a client whose base takes none (``object``): any keyword is refused as Python
+        refuses an unexpected one, naming it (``object.__init__()`` would name none). A client
+        whose base takes options (``ResilientAdapter``) refuses those the policy forbids.
+        """
+        if client_options:
+            name = next(iter(client_options))
+            msg = f"{type(self).__name__}() got an unexpected keyword argument {name!r}"
+            raise TypeError(msg)
 
     # ------------------------------------------------------------------ a client that closes
 

@@ -30,3 +30,10 @@ def test_a_manager_that_is_not_one_is_refused_beside_a_handle_too(client: Any) -
     handle = ResilienceManager().policy("inventory", ResilienceConfig(), adapt=http_config)
     with pytest.raises(TypeError, match=r"HttpPolicy\.manager"):
         client(handle, manager={"name": "inventory"})
+
+
+@pytest.mark.parametrize("client", [ResilientTransport, AsyncResilientTransport, ResilientMiddleware])
+def test_a_keyword_the_client_does_not_take_is_named(client: Any) -> None:
+    """A misspelt keyword is named as Python names one (the middleware said ``object.__init__()``)."""
+    with pytest.raises(TypeError, match=r"got an unexpected keyword argument 'optoins'"):
+        client(ResilienceConfig(name="inventory"), optoins=None)
