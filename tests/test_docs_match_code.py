@@ -127,3 +127,14 @@ def test_public_docstring_args_are_the_parameters(name: str, obj: Any) -> None:
         return
     parameters = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
     assert sorted(documented) == sorted(parameters), name
+
+
+def test_every_name_the_package_exports_is_named_in_the_readme_or_the_docs() -> None:
+    """A user finds each public name of ``otel_resilience`` where the library is described."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    text += "".join(path.read_text(encoding="utf-8") for path in sorted((root / "docs").glob("*.md")))
+    blocks = re.compile(r"```.*?```", flags=re.DOTALL)
+    code = blocks.findall(text) + re.findall(r"`[^`]+`", blocks.sub("", text))  # code blocks and spans
+    named = set(re.findall(r"\w+", " ".join(code)))
+    assert [name for name in otel_resilience.__all__ if name not in named] == []
