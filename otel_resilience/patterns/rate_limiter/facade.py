@@ -191,7 +191,8 @@ class RateLimiter(Pattern[RateLimiterConfig, _RateLimiterStep], kind=KIND):
             after a wait), ``rejected`` (calls and ``try_acquire`` refused), ``waited`` (permits
             taken after a wait: part of ``admitted``), ``cancelled`` (waiters that gave their
             reservation back), ``waiting`` (callers waiting now) and ``available`` (see
-            :attr:`available`).
+            :attr:`available`; for a limiter whose permits a store shares, its fallback's figure:
+            a snapshot, which a metrics collection reads, asks the store nothing).
         """
         return self._rules.snapshot(self._name, self._clock.now())
 
