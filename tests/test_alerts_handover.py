@@ -27,7 +27,7 @@ from otel_resilience.engine.events import (
     TelemetryHub,
     TelemetrySource,
 )
-from otel_resilience.patterns.alerts import AlertSystem, default_alert_system
+from otel_resilience.patterns.alerts import AlertSystem, default_alert_system, subscribe
 from otel_resilience.testing import FakeClock
 
 
@@ -239,3 +239,86 @@ def test_an_alert_on_its_way_past_two_closes_is_counted_once_though_the_manager_
         HUB.remove_listener(between)
         for system in systems:
             system.close()
+
+
+@pytest.mark.parametrize("holder", ["heard-first", "heard-last"])
+def test_an_alert_on_its_way_while_the_subscriptions_holder_closes_is_delivered_once(
+    clock: FakeClock, holder: str
+) -> None:
+    """A ``subscribe()`` subscription gets an opening dispatched across its holder's close once.
+
+    The close hands the subscription to the system listening beside the holder. The dispatch
+    reaches one of the two before the close and the other after it: with the holder first, it
+    delivered the alert there and the successor delivered it again after the close (twice);
+    with the successor first (the holder registered on the hub again, after it), the successor
+    raised it before the subscription came and the closed holder dropped it (never delivered).
+    The counts take one alert for that opening either way: the delivery must match them.
+    """
+    between = _ActsOnTheWay("on-its-way")
+    seen: list[str] = []
+    own = AlertSystem(clock=clock)  # the oldest listening: it holds the subscriptions
+    unsubscribe = subscribe(lambda alert: seen.append(alert.subject))
+    successor = AlertSystem(clock=clock)
+    manager = ResilienceManager(clock=clock, alert_system=own)
+    try:
+        HUB.add_listener(between)
+        if holder == "heard-last":
+            HUB.remove_listener(own)
+            HUB.add_listener(own, weak=True)  # now after the successor and the listener between
+        else:
+            HUB.remove_listener(successor)
+            HUB.add_listener(successor, weak=True)  # after the listener between
+        open_breaker("before")
+        between.action = own.close
+        open_breaker("on-its-way")
+        assert own.closed
+        open_breaker("after")
+        assert seen == ["before", "on-its-way", "after"]
+        assert manager_total(manager) == 3
+        assert manager.alert_system is successor
+    finally:
+        unsubscribe()
+        HUB.remove_listener(between)
+        own.close()
+        successor.close()
+
+
+def test_a_subscriber_error_of_a_delivery_under_way_at_the_close_is_counted_after_the_manager_moved_on(
+    clock: FakeClock,
+) -> None:
+    """A subscriber of the closed system fails after the manager moved on: its error is still counted.
+
+    The alert was raised before the close; its delivery (on another thread) goes on past it, and
+    past the manager reading its counts (which moves it on to the successor). The closed system
+    counts the error when it happens: the manager's ``callback_errors`` must too.
+    """
+    own = AlertSystem(clock=clock)
+    successor = AlertSystem(clock=clock)
+    manager = ResilienceManager(clock=clock, alert_system=own)
+    delivering, fail_now = threading.Event(), threading.Event()
+
+    def failing(alert: object) -> None:
+        delivering.set()
+        assert fail_now.wait(timeout=10)
+        raise RuntimeError("subscriber failed")
+
+    own.subscribe(failing)
+    raising = threading.Thread(target=lambda: open_breaker("delivered-past-the-close"))
+    try:
+        raising.start()
+        assert delivering.wait(timeout=10)
+        own.close()
+        assert manager.get_resilience_statistics()["alerts"]["callback_errors"] == 0
+        assert manager.alert_system is successor
+        fail_now.set()
+        raising.join(timeout=10)
+        assert not raising.is_alive()
+        assert own.get_stats()["callback_errors"] == 1
+        stats = manager.get_resilience_statistics()["alerts"]
+        assert stats["callback_errors"] == 1
+        assert stats["total"] == 1
+    finally:
+        fail_now.set()
+        raising.join(timeout=10)
+        own.close()
+        successor.close()

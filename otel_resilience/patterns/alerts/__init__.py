@@ -177,7 +177,7 @@ def _hand_subscriptions_locked(holder: AlertSystem | None, system: AlertSystem) 
     for subscription in _SUBSCRIPTIONS.values():
         if holder is not None:
             holder._unsubscribe_locked(subscription.token)
-        subscription.token = system._subscribe_locked(subscription.callback)
+        subscription.token = system._subscribe_locked(subscription.callback, holder)
     _holder = weakref.ref(system)
 
 
@@ -211,7 +211,7 @@ class _ReportedAlerts:
     instance to the next is not.
     """
 
-    __slots__ = ("_carried", "_given", "_handover", "_left", "_lock", "_system")
+    __slots__ = ("_carried", "_closed", "_given", "_handover", "_left", "_lock", "_system")
 
     def __init__(self, system: AlertSystem | None) -> None:
         self._given = system is not None
@@ -223,6 +223,9 @@ class _ReportedAlerts:
         self._left: list[tuple[_Handover, dict[str, int]]] = []
         """The handovers of the systems reported before, and their counts as carried: corrected
         later by an event that was on its way at their close, while their closed system lives."""
+        self._closed: list[tuple[weakref.ref[AlertSystem], dict[str, int]]] = []
+        """The systems reported before, closed since, and their counts as carried: a delivery under
+        way at the close (an alert raised before it) still counts its subscribers' errors there."""
         self._lock = fork_safe(threading.Lock())
 
     def system(self) -> AlertSystem:
@@ -247,6 +250,7 @@ class _ReportedAlerts:
                 carried[key] = carried.get(key, 0) + count - base.get(key, 0)
             if taken is not None:
                 self._left.append((taken, base))
+            self._closed.append((weakref.ref(closed), final))
             self._handover, self._system = handover, successor
             if self._given:
                 self._given = False
@@ -259,7 +263,11 @@ class _ReportedAlerts:
         return self._system
 
     def _settle_locked(self) -> None:
-        """Carry the corrections the handovers left since were given; forget those that can get no more."""
+        """Carry what was counted since it was carried; forget what can count no more.
+
+        The corrections the handovers left were given since, and what the closed systems counted
+        since (the subscriber errors of a delivery under way at their close).
+        """
         carried, kept = self._carried, []
         for handover, base in self._left:
             now = handover.counted()
@@ -268,6 +276,15 @@ class _ReportedAlerts:
             if handover.closed() is not None:  # it may still hear an event that was on its way
                 kept.append((handover, now))
         self._left = kept
+        closed_kept = []
+        for held, counted in self._closed:
+            if (closed := held()) is None:  # freed: no delivery of its own is under way any more
+                continue
+            now = closed._counts()
+            for key, count in now.items():
+                carried[key] = carried.get(key, 0) + count - counted.get(key, 0)
+            closed_kept.append((held, now))
+        self._closed = closed_kept
 
     def get_stats(self) -> dict[str, Any]:
         """:meth:`AlertSystem.get_stats` of the system reported now, counts carried on past closes."""

@@ -48,6 +48,10 @@ _LOG: Final = logging.getLogger("otel_resilience")
 
 _K = TypeVar("_K", str | tuple[str, str], tuple[str, str])
 
+_Subscriber = tuple[int, AlertCallback, int | None]
+"""A subscription: its token, its callback, and the serial of the closed system whose close handed
+it over (``None``: made on the system it is on)."""
+
 _ALERT_SYSTEMS: Final[weakref.WeakKeyDictionary[AlertSystem, None]] = weakref.WeakKeyDictionary()
 """Every live alert system, oldest first (as they were added to their hubs), each told when a new
 recovery system takes a name (see :func:`_recovery_system_added`)."""
@@ -110,13 +114,13 @@ class _Verdict:
     def __init__(self, serial: int, dispatch: _Dispatch) -> None:
         self.serial = serial
         self.dispatch = dispatch
-        self.counted: list[tuple[AlertKind, int]] = []
+        self.counted: list[tuple[Alert, int]] = []
         """Each alert counted, with how many systems the system had succeeded then (``_cuts``)."""
         self.closed = False
         """Whether the system was closed once it had decided (read at its end)."""
 
     def counts(self, kind: AlertKind) -> bool:
-        return any(counted is kind for counted, _ in self.counted)
+        return any(counted.kind is kind for counted, _ in self.counted)
 
 
 _HEARD: Final = threading.local()
@@ -133,7 +137,10 @@ class _Handover:
     one after the other, one before the cut and the other after it: that event is the closed
     system's if it decided it before its close, else the successor's, and ``base`` is corrected
     so (each correction where it is seen: the later of the two to hear the event). So no alert is
-    counted twice, nor lost, whichever of the two the dispatch reached first.
+    counted twice, nor lost, whichever of the two the dispatch reached first. The subscriptions
+    the close hands to the successor (``_CLOSING_HOOKS``) are given that event's alert by the same
+    rule: by the closed system if it is its, else by the successor (when it raises it after the
+    cut, or, raised before it, when the closed system hears the event late).
     """
 
     __slots__ = (
@@ -167,15 +174,25 @@ class _Handover:
         """The closed system heard an event after its close that the successor counted before the cut.
 
         Those alerts of the successor (the ones the closed system did not count itself) are the
-        manager's: they leave ``base``.
+        manager's: they leave ``base``. They are the ones delivered, too: the subscriptions the
+        close handed over (not yet on the successor when it raised them) get them now.
         """
         successor = next((v for v in closed.dispatch.verdicts if v.serial == self.successor_serial), None)
         if successor is None:
             return
+        system = self.successor()
+        late: list[Alert] = []
         with self.lock:
-            for kind, cuts in successor.counted:
-                if cuts < self.index and not closed.counts(kind):
-                    self.base[kind.value] -= 1
+            for alert, cuts in successor.counted:
+                if cuts < self.index and not closed.counts(alert.kind):
+                    self.base[alert.kind.value] -= 1
+                    late.append(alert)
+            handed = (
+                () if system is None else tuple(s for s in system._subscribers if s[2] == self.closed_serial)
+            )
+        if handed and system is not None:
+            for alert in late:
+                system._deliver(alert, handed)
 
 
 class _RateWindow:
@@ -278,7 +295,8 @@ class AlertSystem:
         self._hub = hub
         self._lock = fork_safe(threading.Lock())
         self._telemetry = StrategyTelemetry(TelemetrySource("alerts", name), hub)
-        self._subscribers: tuple[tuple[int, AlertCallback], ...] = ()
+        self._subscribers: tuple[_Subscriber, ...] = ()
+        """The subscriptions (one a close handed over had the alerts that system decided before it)."""
         self._tokens = itertools.count()
         self._history: deque[Alert] = deque(maxlen=config.history_size)
         self._by_kind = dict.fromkeys(AlertKind, 0)
@@ -415,10 +433,14 @@ class AlertSystem:
         with self._lock:
             return self._subscribe_locked(callback)
 
-    def _subscribe_locked(self, callback: AlertCallback) -> int:
-        """Add a subscription already checked; return its token."""
+    def _subscribe_locked(self, callback: AlertCallback, handed_from: AlertSystem | None = None) -> int:
+        """Add a subscription already checked; return its token.
+
+        ``handed_from``: the system it was on until now (its close, or its end, hands it here).
+        """
         token = next(self._tokens)
-        self._subscribers = (*self._subscribers, (token, callback))
+        origin = None if handed_from is None else handed_from._serial
+        self._subscribers = (*self._subscribers, (token, callback, origin))
         return token
 
     def _unsubscribe(self, token: int) -> None:
@@ -526,10 +548,10 @@ class AlertSystem:
     def _heard(self, verdict: _Verdict) -> None:
         """End this system's verdict on the event; closed by then, it settles the event with its successor."""
         verdict.closed = closed = self._closed
-        _HEARD.record = verdict.dispatch  # a subscriber's own dispatch may have taken this thread's record
         if closed:
             for handover in self._handovers:
-                handover.correct_late(verdict)
+                handover.correct_late(verdict)  # may deliver: a subscriber may dispatch an event of its own
+        _HEARD.record = verdict.dispatch  # a subscriber's own dispatch may have taken this thread's record
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -714,16 +736,21 @@ class AlertSystem:
                 verdict,
             )
 
-    def _counted_before_locked(self, verdict: _Verdict, kind: AlertKind) -> None:
+    def _counted_before_locked(self, verdict: _Verdict, kind: AlertKind) -> tuple[int, ...]:
         """An alert counted after a cut: not the manager's if the closed system decided the event before it.
 
         That system heard it first (this dispatch reached it before the cut) and was still open
-        once it had decided: its verdict is the manager's, the alert counted there or not at all.
+        once it had decided: its verdict is the manager's, the alert counted there or not at all,
+        and delivered there or not at all to the subscriptions its close handed here. Returns
+        the serials of those systems: the subscriptions handed over from them are not given it.
         """
+        decided: tuple[int, ...] = ()
         for other in verdict.dispatch.verdicts:
             handover = self._succeeding.get(other.serial)
             if handover is not None and (not other.closed or other.counts(kind)):
                 handover.base[kind.value] += 1
+                decided = (*decided, other.serial)
+        return decided
 
     def _forget_recovery_system(self, name: str) -> None:
         """Forget the recovery rate and the escalation cooldowns kept for recovery system ``name``."""
@@ -748,18 +775,22 @@ class AlertSystem:
             self._history.append(alert)
             kind = alert.kind
             self._by_kind[kind] += 1
-            if verdict is not None:
-                verdict.counted.append((kind, self._cuts))
-                if self._cuts:
-                    self._counted_before_locked(verdict, kind)
             subscribers = self._subscribers
+            if verdict is not None:
+                verdict.counted.append((alert, self._cuts))
+                if self._cuts and (decided := self._counted_before_locked(verdict, kind)):
+                    subscribers = tuple(s for s in subscribers if s[2] not in decided)
         telemetry = self._telemetry
         if telemetry.enabled:
             telemetry.report(
                 Event.ALERT_RAISED,
                 AlertRaised(alert.kind.value, alert.severity.value, alert.subject, alert.summary),
             )
-        for _, callback in subscribers:
+        self._deliver(alert, subscribers)
+
+    def _deliver(self, alert: Alert, subscribers: tuple[_Subscriber, ...]) -> None:
+        """Hand ``alert`` to each of ``subscribers`` (one that raises is logged and counted, never raised)."""
+        for _, callback, _ in subscribers:
             try:
                 made = callback(alert)
                 if inspect.iscoroutine(made):
